@@ -1,0 +1,146 @@
+# semid - one non-recursive Makefile for the library, the three programs,
+# the tests and the benchmarks.
+#
+#   make            build bin/semid, bin/semid-server, bin/semid-train
+#   make run        install missing Debian packages, build, train a demo model, serve it
+#   make test       install missing packages, build, run every test CI runs
+#   make bench      benchmarks (figures go to bench/RESULTS.md by hand)
+#   make eval       real-data evaluation on ../shared/data (not needed by users)
+#
+# User CFLAGS/LDFLAGS are honoured but cannot drop the flags the build needs
+# (redis's FINAL_CFLAGS idea).  WERROR=1 turns warnings into errors (CI);
+# SANITIZE=address,undefined builds everything with those sanitizers.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := all
+.SUFFIXES:
+
+CC ?= cc
+CFLAGS ?= -O2 -g
+LDFLAGS ?=
+PYTHON := /usr/bin/python3
+PKGS := openblas jansson libmicrohttpd libuv
+PKGS_TEST := check
+
+# Everything a fresh Debian 12 needs to build, test and run.  `make deps`
+# installs the missing ones (as root); run/test call it first.
+DEB_PACKAGES := build-essential pkg-config libopenblas-dev libjansson-dev libmicrohttpd-dev \
+	libuv1-dev check libsubunit-dev python3 python3-numpy curl
+
+WARN := -Wall -Wextra -Wshadow -Wno-unused-parameter -Wstrict-prototypes -Wmissing-prototypes
+FINAL_CFLAGS = $(CFLAGS) -std=gnu11 -pthread -D_GNU_SOURCE $(WARN) -MMD -MP -Icore \
+	$(shell pkg-config --cflags $(PKGS))
+FINAL_LDFLAGS = $(LDFLAGS) -pthread
+LIBS = $(shell pkg-config --libs $(PKGS)) -lm
+CHECK_CFLAGS = $(shell pkg-config --cflags $(PKGS_TEST))
+CHECK_LIBS = $(shell pkg-config --libs $(PKGS_TEST))
+ifeq ($(WERROR),1)
+FINAL_CFLAGS += -Werror
+endif
+ifneq ($(SANITIZE),)
+FINAL_CFLAGS += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=all
+FINAL_LDFLAGS += -fsanitize=$(SANITIZE)
+endif
+
+# Output directories; helpers working side by side use their own (make O=/tmp/x BIN=/tmp/x/bin).
+O ?= build
+BIN ?= bin
+export SEMID_BIN := $(abspath $(BIN))
+obj = $(patsubst %.c,$(O)/%.o,$(1))
+
+CORE_SRC := $(wildcard core/*.c)
+CLI_SRC := $(wildcard cli/*.c)
+SERVER_SRC := $(wildcard server/*.c)
+TRAINER_SRC := $(wildcard trainer/*.c)
+
+LIBSEMID := $(O)/libsemid.a
+SERVER_LIBOBJ := $(call obj,$(filter-out server/main.c,$(SERVER_SRC)))
+TRAINER_LIBOBJ := $(call obj,$(filter-out trainer/main.c,$(TRAINER_SRC)))
+
+PROGRAMS := $(BIN)/semid
+ifneq ($(filter server/main.c,$(SERVER_SRC)),)
+PROGRAMS += $(BIN)/semid-server
+endif
+ifneq ($(filter trainer/main.c,$(TRAINER_SRC)),)
+PROGRAMS += $(BIN)/semid-train
+endif
+
+# Check unit tests: tests/<dir>/check_<name>.c -> $(O)/tests/<dir>/check_<name>,
+# linked with that directory's objects (minus main.c) and the core library.
+CHECK_SRC := $(wildcard tests/core/check_*.c tests/server/check_*.c tests/trainer/check_*.c \
+	tests/cli/check_*.c)
+CHECK_BINS := $(patsubst %.c,$(O)/%,$(CHECK_SRC))
+CLI_LIBOBJ := $(call obj,$(filter-out cli/main.c,$(CLI_SRC)))
+
+.PHONY: all deps run test test-build check-bins bench eval clean format
+all: $(PROGRAMS)
+
+$(O)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(FINAL_CFLAGS) -c -o $@ $<
+
+$(O)/tests/%.o: tests/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(FINAL_CFLAGS) $(CHECK_CFLAGS) -Itests -c -o $@ $<
+
+$(LIBSEMID): $(call obj,$(CORE_SRC))
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(BIN)/semid: $(call obj,$(CLI_SRC)) $(LIBSEMID)
+	@mkdir -p $(BIN)
+	$(CC) $(FINAL_LDFLAGS) -o $@ $^ $(LIBS)
+
+$(BIN)/semid-server: $(O)/server/main.o $(SERVER_LIBOBJ) $(LIBSEMID)
+	@mkdir -p $(BIN)
+	$(CC) $(FINAL_LDFLAGS) -o $@ $^ $(LIBS)
+
+$(BIN)/semid-train: $(O)/trainer/main.o $(TRAINER_LIBOBJ) $(LIBSEMID)
+	@mkdir -p $(BIN)
+	$(CC) $(FINAL_LDFLAGS) -o $@ $^ $(LIBS)
+
+$(O)/tests/core/check_%: $(O)/tests/core/check_%.o $(LIBSEMID)
+	$(CC) $(FINAL_LDFLAGS) -o $@ $^ $(LIBS) $(CHECK_LIBS)
+$(O)/tests/cli/check_%: $(O)/tests/cli/check_%.o $(CLI_LIBOBJ) $(LIBSEMID)
+	$(CC) $(FINAL_LDFLAGS) -o $@ $^ $(LIBS) $(CHECK_LIBS)
+$(O)/tests/server/check_%: $(O)/tests/server/check_%.o $(SERVER_LIBOBJ) $(LIBSEMID)
+	$(CC) $(FINAL_LDFLAGS) -o $@ $^ $(LIBS) $(CHECK_LIBS)
+$(O)/tests/trainer/check_%: $(O)/tests/trainer/check_%.o $(TRAINER_LIBOBJ) $(LIBSEMID)
+	$(CC) $(FINAL_LDFLAGS) -o $@ $^ $(LIBS) $(CHECK_LIBS)
+
+check-bins: $(CHECK_BINS)
+
+deps:
+	@missing=""; for p in $(DEB_PACKAGES); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' \
+			|| missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" != 0 ]; then \
+			echo "semid: missing Debian packages:$$missing (run as root, or apt-get install them)" >&2; \
+			exit 1; \
+		fi; \
+		echo "semid: installing missing Debian packages:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+# Every test CI runs: Check unit tests, then the python-driven integration
+# tests (tests/**/test_*.py, Debian's python3 + numpy), summed by tests/run.py.
+test:
+	@$(MAKE) --no-print-directory deps
+	@$(MAKE) --no-print-directory test-build
+	@$(PYTHON) tests/run.py $(CHECK_BINS) $(sort $(wildcard tests/*/test_*.py))
+
+test-build: all check-bins
+
+-include $(wildcard */module.mk)
+
+clean:
+	rm -rf $(O) $(BIN)
+
+format:
+	clang-format -i $(wildcard core/*.[ch] cli/*.[ch] server/*.[ch] trainer/*.[ch] \
+		tests/*/*.[ch] bench/*.[ch])
+
+-include $(shell find $(O) -name '*.d' 2>/dev/null)

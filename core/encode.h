@@ -1,0 +1,65 @@
+/*
+ * encode.h - embeddings to semantic IDs (the exact semantics are in
+ * proto/model-format.md, "Encoding").
+ *
+ * For a tower: x (D floats) -> l2-normalise if input_norm is l2 -> MLP -> z
+ * (E floats) -> greedy residual quantisation over L levels: c_l = argmin_k
+ * ||r_l - C_l[k]||^2 (ties: the lowest k), r_{l+1} = r_l - C_l[c_l].  The
+ * result is the codes, the quantised latent q = sum of chosen codewords, and
+ * ||r_L||^2.  Optionally up to top_k - 1 alternatives: the next best full code
+ * tuples by final distance from a beam search over levels (beam width >=
+ * top_k), never repeating the greedy tuple.
+ *
+ * Batches run through sgemm (layers; distances via ||C||^2 - 2 r.C^T with the
+ * model's cached codeword norms).  Results for a row do not depend on the
+ * batch it came in or on the thread that ran it.
+ *
+ * Thread-safety: sid_encode may run concurrently on one model; each thread
+ * needs its own workspace.  OpenBLAS threading is the caller's choice
+ * (openblas_set_num_threads); the server pins it to 1 per worker.
+ */
+#ifndef SID_ENCODE_H
+#define SID_ENCODE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+#include "model.h"
+
+#define SID_TOPK_MAX 16
+
+struct sid_encode_out {
+	int32_t *codes;	    /* (B, L), required */
+	float *dist;	    /* (B) ||z - q||^2, or NULL */
+	float *quant;	    /* (B, E) q, or NULL */
+	float *latent;	    /* (B, E) z before quantisation, or NULL */
+	int n_alt;	    /* alternatives wanted per row: top_k - 1, 0..SID_TOPK_MAX-1 */
+	int32_t *alt_codes; /* (B, n_alt, L), best first; needed when n_alt > 0 */
+	float *alt_dist;    /* (B, n_alt) */
+	int *alt_count;	    /* (B) alternatives found (< n_alt when the code space is small) */
+};
+
+/* Per-thread scratch, grown on demand; free(NULL) is a no-op. */
+struct sid_workspace;
+struct sid_workspace *sid_workspace_new(void);
+void sid_workspace_free(struct sid_workspace *ws);
+
+/*
+ * Encode @B rows of @x ((B, D) row-major) with tower @t.  Rows holding a
+ * non-finite value make it fail with SID_EINVAL, err->index = the row within
+ * this batch, and nothing written.  Returns 0 or a negative SID_E* code.
+ */
+int sid_encode(const struct sid_tower *t, const float *x, size_t B, struct sid_encode_out *out,
+	       struct sid_workspace *ws, struct sid_error *err);
+
+/* Floating-point operations one row costs (MLP + codebook search at top_k 1),
+ * for throughput reporting. */
+double sid_encode_flops_per_row(const struct sid_tower *t);
+
+/* Format codes as "12-7-200" (dash) or "<a_12><b_7><c_200>" (tokens; level
+ * letters a..p).  Returns the length written (snprintf semantics). */
+enum sid_sid_format { SID_FORMAT_DASH, SID_FORMAT_TOKENS };
+int sid_codes_format(const int32_t *codes, int L, enum sid_sid_format fmt, char *buf, size_t len);
+
+#endif

@@ -1,0 +1,58 @@
+/*
+ * err.h - error codes and the error record every core call can fill.
+ *
+ * Library calls return 0 on success or a negative SID_E* code, and, when the
+ * caller passes a non-NULL struct sid_error, leave a one-line human message in
+ * it that names the thing at fault (a tensor, a JSON field, a byte offset, a
+ * file line, an input row).  The record is caller-owned storage; nothing in it
+ * needs releasing.  Thread-safe: each thread uses its own record.
+ */
+#ifndef SID_ERR_H
+#define SID_ERR_H
+
+#include <stdarg.h>
+
+enum sid_errcode {
+	SID_OK = 0,
+	SID_EINVAL = -1,   /* bad argument or bad input data (request, rows) */
+	SID_EFORMAT = -2,  /* a file is malformed (model, .npy, tsv) */
+	SID_ENOMEM = -3,   /* allocation failed or a size overflowed */
+	SID_EIO = -4,	   /* an operating-system call failed (errno in message) */
+	SID_ENOTFOUND = -5 /* a named thing (file, tower, tensor, key) is absent */
+};
+
+#define SID_ERROR_MSG_MAX 512
+
+struct sid_error {
+	int code;		     /* last SID_E* code, SID_OK when clean */
+	long index;		     /* input row / line at fault, or -1 */
+	char msg[SID_ERROR_MSG_MAX]; /* NUL-terminated, never empty on error */
+};
+
+/* Reset to "no error" (code 0, index -1, empty message).  NULL is a no-op. */
+void sid_error_clear(struct sid_error *err);
+
+/*
+ * Record an error and return @code, so callers can write
+ *   return sid_error_set(err, SID_EFORMAT, "tensor %s: ...", name);
+ * @err may be NULL (then only @code is returned).  The index is left alone.
+ */
+int sid_error_set(struct sid_error *err, int code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* As sid_error_set, also recording @index (an input row or file line). */
+int sid_error_set_at(struct sid_error *err, int code, long index, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/*
+ * Put "@fmt...: " in front of the existing message (to add context such as a
+ * file name as the error travels up).  Returns err->code (or SID_EINVAL when
+ * @err is NULL).
+ */
+int sid_error_prefix(struct sid_error *err, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* A short constant name for a code: "invalid argument", "bad format", ... */
+const char *sid_strerror(int code);
+
+#endif

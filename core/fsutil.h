@@ -1,0 +1,38 @@
+/*
+ * fsutil.h - file helpers shared by the programs: atomic publish, whole-file
+ * reads with a size cap, read-only memory maps, and sha256 of a buffer.
+ *
+ * Atomic publish follows redis rdbSave: write "<path>.tmp.<pid>.<n>" in the
+ * same directory, fsync it, rename over @path, fsync the directory.  On any
+ * failure the temp file is removed and @path is untouched.  Thread-safe.
+ */
+#ifndef SID_FSUTIL_H
+#define SID_FSUTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+
+/* Write @len bytes of @buf to @path atomically (see above). */
+int sid_publish_atomic(const char *path, const void *buf, size_t len, struct sid_error *err);
+
+/*
+ * Read a whole regular file into a malloc'ed, NUL-terminated buffer.  Fails
+ * with SID_EFORMAT when it is larger than @max_len bytes.
+ */
+int sid_file_read(const char *path, size_t max_len, uint8_t **out, size_t *out_len,
+		  struct sid_error *err);
+
+/* A read-only private map of a whole file (len 0 gives addr NULL). */
+struct sid_map {
+	void *addr;
+	size_t len;
+};
+int sid_map_open(const char *path, struct sid_map *m, struct sid_error *err);
+void sid_map_close(struct sid_map *m); /* zeroed or closed map: no-op */
+
+/* SHA-256 of @len bytes, as 64 lowercase hex digits plus NUL. */
+void sid_sha256_hex(const void *buf, size_t len, char out[65]);
+
+#endif

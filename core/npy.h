@@ -1,0 +1,64 @@
+/*
+ * npy.h - NumPy .npy files: a streaming, memory-mapped reader for 2-D arrays
+ * and a writer.
+ *
+ * The reader maps the file read-only and converts rows on request, so inputs
+ * larger than RAM are fine.  It accepts format versions 1.0, 2.0 and 3.0,
+ * little-endian float32 ('<f4'), float64 ('<f8') and int32 ('<i4'),
+ * C order, 2-D shapes (a 1-D shape is rejected with a message that says so).
+ * The header is hostile input: its size, dict syntax and the data length
+ * against the shape are all checked.
+ *
+ * Thread-safety: an open reader may be read from many threads at once.
+ */
+#ifndef SID_NPY_H
+#define SID_NPY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+
+enum sid_npy_dtype { SID_NPY_F32, SID_NPY_F64, SID_NPY_I32 };
+
+struct sid_npy {
+	enum sid_npy_dtype dtype;
+	size_t rows, cols;
+	const uint8_t *data; /* first element */
+	void *map;	     /* private */
+	size_t map_len;	     /* private */
+};
+
+/* Open and validate; on failure @out is zeroed and @err names the problem. */
+int sid_npy_open(const char *path, struct sid_npy *out, struct sid_error *err);
+void sid_npy_close(struct sid_npy *f); /* zeroed: no-op */
+
+/*
+ * Copy rows [row0, row0+n) into @dst as float32 ((n, cols) row-major),
+ * converting float64.  A non-finite value fails with SID_EINVAL and
+ * err->index = the absolute row (message names row and column).
+ * int32 files are rejected here.
+ */
+int sid_npy_read_f32(const struct sid_npy *f, size_t row0, size_t n, float *dst,
+		     struct sid_error *err);
+
+/*
+ * Write a complete 2-D array to @path (not atomically: for outputs).
+ * @data is (rows, cols) of the given dtype.
+ */
+int sid_npy_write(const char *path, enum sid_npy_dtype dtype, size_t rows, size_t cols,
+		  const void *data, struct sid_error *err);
+
+/*
+ * Streaming writer for outputs larger than memory: the header (with the final
+ * row count) goes first, then rows in order.  sid_npy_writer_close checks that
+ * exactly @rows rows were written.
+ */
+struct sid_npy_writer;
+int sid_npy_writer_open(const char *path, enum sid_npy_dtype dtype, size_t rows, size_t cols,
+			struct sid_npy_writer **out, struct sid_error *err);
+int sid_npy_writer_rows(struct sid_npy_writer *w, const void *data, size_t n,
+			struct sid_error *err);
+int sid_npy_writer_close(struct sid_npy_writer *w, struct sid_error *err);
+
+#endif

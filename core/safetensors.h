@@ -1,0 +1,109 @@
+/*
+ * safetensors.h - hostile-input parser and writer for the safetensors format.
+ *
+ * A safetensors file is: u64 little-endian header length N, N bytes of JSON
+ * (an object mapping tensor name -> {"dtype", "shape", "data_offsets"} plus an
+ * optional "__metadata__" object of string -> string), then the raw
+ * little-endian tensor bytes.  This layer knows nothing about semid models; the
+ * model loader (model.h) and the trainer's checkpoints build on it.
+ *
+ * The parser treats its input as hostile: it caps the header size, rejects
+ * duplicate keys, unknown dtypes, shapes whose element count overflows or does
+ * not match the byte range, offsets that overlap, leave holes or run past the
+ * end of the buffer.  Every rejection fills @err with a message naming the
+ * tensor or field and returns SID_EFORMAT.
+ *
+ * Thread-safety: a parsed struct sid_st_file is read-only and may be shared;
+ * a writer belongs to one thread.
+ */
+#ifndef SID_SAFETENSORS_H
+#define SID_SAFETENSORS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "err.h"
+
+#define SID_ST_HEADER_MAX (100u << 20) /* header JSON cap, as upstream */
+#define SID_ST_MAX_NDIM	  8
+
+enum sid_st_dtype {
+	SID_ST_F64,
+	SID_ST_F32,
+	SID_ST_F16,
+	SID_ST_BF16,
+	SID_ST_I64,
+	SID_ST_I32,
+	SID_ST_I16,
+	SID_ST_I8,
+	SID_ST_U8,
+	SID_ST_BOOL,
+	SID_ST_DTYPE_COUNT
+};
+
+struct sid_st_tensor {
+	char *name; /* owned by the file */
+	enum sid_st_dtype dtype;
+	int ndim; /* 0 (scalar) .. SID_ST_MAX_NDIM */
+	int64_t shape[SID_ST_MAX_NDIM];
+	uint64_t nelem;	     /* product of shape (1 for a scalar) */
+	uint64_t begin, end; /* byte range inside the data section */
+	const void *data;    /* points into the parsed buffer */
+};
+
+struct sid_st_meta {
+	char *key, *value; /* owned by the file */
+};
+
+struct sid_st_file {
+	size_t n_tensors;
+	struct sid_st_tensor *tensors; /* in header order */
+	size_t n_meta;
+	struct sid_st_meta *meta; /* "__metadata__" entries, in header order */
+	const uint8_t *data;	  /* start of the data section inside the buffer */
+	uint64_t data_len;
+};
+
+/* Bytes per element of @dt, and its safetensors name ("F32", ...). */
+size_t sid_st_dtype_size(enum sid_st_dtype dt);
+const char *sid_st_dtype_name(enum sid_st_dtype dt);
+
+/*
+ * Parse @buf (@len bytes).  On success @out refers into @buf, which must
+ * outlive it; release with sid_st_file_release.  On failure @out is left
+ * empty (safe to release) and a message is in @err.
+ */
+int sid_st_parse(const void *buf, size_t len, struct sid_st_file *out, struct sid_error *err);
+void sid_st_file_release(struct sid_st_file *f);
+
+/* Look-ups; NULL when absent. */
+const struct sid_st_tensor *sid_st_find(const struct sid_st_file *f, const char *name);
+const char *sid_st_meta_get(const struct sid_st_file *f, const char *key);
+
+/*
+ * Writer: collect tensors and metadata, then serialise.  Tensor data is
+ * copied at add time, so callers may reuse their buffers.  Tensors are laid
+ * out in the order added, 8-byte aligned within the data section (the header
+ * is space-padded so the data section starts 8-aligned, as upstream does).
+ */
+struct sid_st_writer;
+
+struct sid_st_writer *sid_st_writer_new(void);
+void sid_st_writer_free(struct sid_st_writer *w);
+int sid_st_writer_add(struct sid_st_writer *w, const char *name, enum sid_st_dtype dtype, int ndim,
+		      const int64_t *shape, const void *data, struct sid_error *err);
+int sid_st_writer_meta(struct sid_st_writer *w, const char *key, const char *value,
+		       struct sid_error *err);
+
+/* Serialise into a malloc'ed buffer (*out, *out_len); caller frees. */
+int sid_st_writer_serialize(const struct sid_st_writer *w, uint8_t **out, size_t *out_len,
+			    struct sid_error *err);
+
+/*
+ * Publish to @path atomically (temp file in the same directory, fsync,
+ * rename, fsync of the directory; see fsutil.h), so a reader never sees a
+ * partial file.
+ */
+int sid_st_writer_publish(const struct sid_st_writer *w, const char *path, struct sid_error *err);
+
+#endif

@@ -1,0 +1,72 @@
+#!/usr/bin/python3
+"""Run every test suite given on the command line and sum the results.
+
+A suite is either a Check binary (its summary line "NN%: Checks: N, Failures:
+F, Errors: E" is parsed) or a python unittest script under tests/ (run with
+Debian's python3; "Ran N tests" and "FAILED (failures=F, errors=E)" parsed).
+Each suite's own output is shown.  The closing line is "tests: N passed, M
+failed"; the exit status is non-zero when anything failed or a suite crashed
+without a summary.
+"""
+import os
+import re
+import subprocess
+import sys
+import time
+
+CHECK_RE = re.compile(r"(\d+)%: Checks: (\d+), Failures: (\d+), Errors: (\d+)")
+RAN_RE = re.compile(r"^Ran (\d+) tests? in", re.M)
+FAILED_RE = re.compile(r"^FAILED \((.*)\)", re.M)
+
+
+def run_suite(path):
+    if path.endswith(".py"):
+        cmd = [sys.executable, path]
+    else:
+        cmd = [path]
+    env = dict(os.environ)
+    env.setdefault("CK_DEFAULT_TIMEOUT", "120")
+    t0 = time.time()
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    out = proc.stdout.decode("utf-8", "replace")
+    sys.stdout.write(out)
+    dt = time.time() - t0
+    passed = failed = 0
+    m = CHECK_RE.findall(out)
+    if m:
+        for _, checks, fails, errs in m:
+            failed += int(fails) + int(errs)
+            passed += int(checks) - int(fails) - int(errs)
+    elif RAN_RE.search(out):
+        ran = int(RAN_RE.search(out).group(1))
+        fm = FAILED_RE.search(out)
+        if fm:
+            for part in fm.group(1).split(","):
+                k, _, v = part.strip().partition("=")
+                if k in ("failures", "errors"):
+                    failed += int(v)
+        passed = ran - failed
+    if proc.returncode != 0 and failed == 0:
+        failed = 1  # crashed or exited non-zero without reporting a failure
+    print(f"== {path}: {passed} passed, {failed} failed ({dt:.1f}s, exit {proc.returncode})",
+          flush=True)
+    return passed, failed
+
+
+def main():
+    total_p = total_f = 0
+    bad = []
+    for path in sys.argv[1:]:
+        p, f = run_suite(path)
+        total_p += p
+        total_f += f
+        if f:
+            bad.append(path)
+    if bad:
+        print("failing suites: " + " ".join(bad))
+    print(f"tests: {total_p} passed, {total_f} failed")
+    return 1 if total_f or not total_p else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
