@@ -19,13 +19,16 @@ CC ?= cc
 CFLAGS ?= -O2 -g
 LDFLAGS ?=
 PYTHON := /usr/bin/python3
-PKGS := openblas jansson libmicrohttpd libuv
+PKGS := openblas jansson libmicrohttpd libuv sqlite3 libpq
 PKGS_TEST := check
 
-# Everything a fresh Debian 12 needs to build, test and run.  `make deps`
-# installs the missing ones (as root); run/test call it first.
+# What a fresh Debian 12 needs to build and run (DEB_PACKAGES), and what the
+# tests need on top (DEB_PACKAGES_TEST: Check, numpy for reference
+# computations, a PostgreSQL server for the registry tests).  `make deps` /
+# `make deps-test` install the missing ones (as root); run/test call them.
 DEB_PACKAGES := build-essential pkg-config libopenblas-dev libjansson-dev libmicrohttpd-dev \
-	libuv1-dev check libsubunit-dev python3 python3-numpy curl
+	libuv1-dev libsqlite3-dev libpq-dev check libsubunit-dev python3 python3-numpy curl
+DEB_PACKAGES_TEST := $(DEB_PACKAGES) postgresql wrk
 
 WARN := -Wall -Wextra -Wshadow -Wno-unused-parameter -Wstrict-prototypes -Wmissing-prototypes
 FINAL_CFLAGS = $(CFLAGS) -std=gnu11 -pthread -D_GNU_SOURCE $(WARN) -MMD -MP -Icore \
@@ -72,7 +75,7 @@ CHECK_SRC := $(wildcard tests/core/check_*.c tests/server/check_*.c tests/traine
 CHECK_BINS := $(patsubst %.c,$(O)/%,$(CHECK_SRC))
 CLI_LIBOBJ := $(call obj,$(filter-out cli/main.c,$(CLI_SRC)))
 
-.PHONY: all deps run test test-build check-bins bench eval clean format
+.PHONY: all deps deps-test run test test-build check-bins bench eval clean format
 all: $(PROGRAMS)
 
 $(O)/%.o: %.c
@@ -110,8 +113,9 @@ $(O)/tests/trainer/check_%: $(O)/tests/trainer/check_%.o $(TRAINER_LIBOBJ) $(LIB
 
 check-bins: $(CHECK_BINS)
 
-deps:
-	@missing=""; for p in $(DEB_PACKAGES); do \
+deps deps-test: PKG_LIST = $(if $(filter deps-test,$@),$(DEB_PACKAGES_TEST),$(DEB_PACKAGES))
+deps deps-test:
+	@missing=""; for p in $(PKG_LIST); do \
 		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' \
 			|| missing="$$missing $$p"; \
 	done; \
@@ -128,7 +132,7 @@ deps:
 # Every test CI runs: Check unit tests, then the python-driven integration
 # tests (tests/**/test_*.py, Debian's python3 + numpy), summed by tests/run.py.
 test:
-	@$(MAKE) --no-print-directory deps
+	@$(MAKE) --no-print-directory deps-test
 	@$(MAKE) --no-print-directory test-build
 	@$(PYTHON) tests/run.py $(CHECK_BINS) $(sort $(wildcard tests/*/test_*.py))
 
