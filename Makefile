@@ -138,7 +138,8 @@ test:
 
 test-build: all check-bins
 
--include $(wildcard */module.mk)
+# Per-directory fragments (bench/*.mk, server/module.mk, ...) add targets.
+-include $(wildcard */*.mk)
 
 clean:
 	rm -rf $(O) $(BIN)
