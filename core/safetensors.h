@@ -83,8 +83,12 @@ const char *sid_st_meta_get(const struct sid_st_file *f, const char *key);
 /*
  * Writer: collect tensors and metadata, then serialise.  Tensor data is
  * copied at add time, so callers may reuse their buffers.  Tensors are laid
- * out in the order added, 8-byte aligned within the data section (the header
- * is space-padded so the data section starts 8-aligned, as upstream does).
+ * out in the order added, back to back (no padding between them: the parser,
+ * like upstream, requires the data section to be tiled exactly); the header
+ * is space-padded so the data section starts 8-aligned, as upstream does.
+ * The output is deterministic: the same calls give the same bytes.  Adding
+ * the same metadata key twice keeps the later value; adding a tensor name
+ * twice is an error.
  */
 struct sid_st_writer;
 

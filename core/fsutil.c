@@ -1,0 +1,331 @@
+/*
+ * fsutil.c - file helpers: atomic publish (temp + fsync + rename + fsync of
+ * the directory, as redis rdbSave), capped whole-file reads, read-only maps,
+ * and a hand-written FIPS 180-4 SHA-256 (no crypto library dependency).
+ * See fsutil.h.
+ */
+#include "fsutil.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static unsigned long publish_counter; /* atomic; makes temp names unique per process */
+
+/* Write all of @buf to @fd, retrying short writes and EINTR. */
+static int write_all(int fd, const uint8_t *p, size_t len)
+{
+	while (len > 0) {
+		size_t chunk = len > (1u << 30) ? (1u << 30) : len;
+		ssize_t n = write(fd, p, chunk);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -1;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/* fsync the directory holding @path, so the rename itself is durable. */
+static int fsync_parent(const char *path, struct sid_error *err)
+{
+	char dir[PATH_MAX];
+	const char *slash = strrchr(path, '/');
+	int fd, rc = 0;
+
+	if (!slash) {
+		strcpy(dir, ".");
+	} else if (slash == path) {
+		strcpy(dir, "/");
+	} else {
+		size_t n = (size_t)(slash - path);
+		if (n >= sizeof(dir))
+			return sid_error_set(err, SID_EIO, "%s: directory name too long", path);
+		memcpy(dir, path, n);
+		dir[n] = '\0';
+	}
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return sid_error_set(err, SID_EIO, "%s: open directory %s: %s", path, dir,
+				     strerror(errno));
+	if (fsync(fd) != 0 && errno != EINVAL && errno != EROFS)
+		rc = sid_error_set(err, SID_EIO, "%s: fsync directory %s: %s", path, dir,
+				   strerror(errno));
+	close(fd);
+	return rc;
+}
+
+int sid_publish_atomic(const char *path, const void *buf, size_t len, struct sid_error *err)
+{
+	char *tmp = NULL;
+	int fd = -1, rc;
+	unsigned long n;
+	size_t tlen;
+
+	if (!path || (!buf && len))
+		return sid_error_set(err, SID_EINVAL, "publish: no path or buffer");
+	n = __atomic_fetch_add(&publish_counter, 1, __ATOMIC_RELAXED);
+	tlen = strlen(path) + 64;
+	tmp = malloc(tlen);
+	if (!tmp)
+		return sid_error_set(err, SID_ENOMEM, "%s: out of memory", path);
+	snprintf(tmp, tlen, "%s.tmp.%ld.%lu", path, (long)getpid(), n);
+
+	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+	if (fd < 0) {
+		rc = sid_error_set(err, SID_EIO, "%s: create %s: %s", path, tmp, strerror(errno));
+		free(tmp);
+		return rc;
+	}
+	if (write_all(fd, buf, len) != 0) {
+		rc = sid_error_set(err, SID_EIO, "%s: write %s: %s", path, tmp, strerror(errno));
+		goto fail;
+	}
+	if (fsync(fd) != 0) {
+		rc = sid_error_set(err, SID_EIO, "%s: fsync %s: %s", path, tmp, strerror(errno));
+		goto fail;
+	}
+	if (close(fd) != 0) {
+		fd = -1;
+		rc = sid_error_set(err, SID_EIO, "%s: close %s: %s", path, tmp, strerror(errno));
+		goto fail;
+	}
+	fd = -1;
+	if (rename(tmp, path) != 0) {
+		rc = sid_error_set(err, SID_EIO, "%s: rename from %s: %s", path, tmp,
+				   strerror(errno));
+		goto fail;
+	}
+	free(tmp);
+	/* The data is in place; a failing directory fsync is still reported. */
+	return fsync_parent(path, err);
+
+fail:
+	if (fd >= 0)
+		close(fd);
+	unlink(tmp);
+	free(tmp);
+	return rc;
+}
+
+/* Open @path read-only and stat it; a negative SID_E* code unless a regular file. */
+static int open_regular(const char *path, struct stat *st, struct sid_error *err)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0)
+		return sid_error_set(err, errno == ENOENT ? SID_ENOTFOUND : SID_EIO, "%s: %s", path,
+				     strerror(errno));
+	if (fstat(fd, st) != 0) {
+		int rc = sid_error_set(err, SID_EIO, "%s: stat: %s", path, strerror(errno));
+		close(fd);
+		return rc;
+	}
+	if (!S_ISREG(st->st_mode)) {
+		close(fd);
+		return sid_error_set(err, SID_EIO, "%s: not a regular file", path);
+	}
+	return fd;
+}
+
+int sid_file_read(const char *path, size_t max_len, uint8_t **out, size_t *out_len,
+		  struct sid_error *err)
+{
+	struct stat st;
+	uint8_t *buf = NULL;
+	size_t got = 0, size;
+	int fd, rc;
+
+	*out = NULL;
+	*out_len = 0;
+	fd = open_regular(path, &st, err);
+	if (fd < 0)
+		return fd;
+	if ((uint64_t)st.st_size > max_len) {
+		rc = sid_error_set(err, SID_EFORMAT, "%s: %lld bytes, larger than the cap of %zu",
+				   path, (long long)st.st_size, max_len);
+		goto fail;
+	}
+	size = (size_t)st.st_size;
+	buf = malloc(size + 1);
+	if (!buf) {
+		rc = sid_error_set(err, SID_ENOMEM, "%s: out of memory for %zu bytes", path, size);
+		goto fail;
+	}
+	/* Read until EOF (the file may change size under us; never past the cap). */
+	for (;;) {
+		ssize_t n;
+		if (got == size) {
+			uint8_t probe;
+			n = read(fd, &probe, 1);
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n < 0) {
+				rc = sid_error_set(err, SID_EIO, "%s: read: %s", path,
+						   strerror(errno));
+				goto fail;
+			}
+			if (n > 0) {
+				rc = sid_error_set(err, SID_EIO, "%s: file grew while being read",
+						   path);
+				goto fail;
+			}
+			break;
+		}
+		n = read(fd, buf + got, size - got);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			rc = sid_error_set(err, SID_EIO, "%s: read: %s", path, strerror(errno));
+			goto fail;
+		}
+		if (n == 0)
+			break; /* shrank: return what is there */
+		got += (size_t)n;
+	}
+	close(fd);
+	buf[got] = '\0';
+	*out = buf;
+	*out_len = got;
+	return 0;
+
+fail:
+	free(buf);
+	close(fd);
+	return rc;
+}
+
+int sid_map_open(const char *path, struct sid_map *m, struct sid_error *err)
+{
+	struct stat st;
+	void *addr;
+	int fd, rc;
+
+	m->addr = NULL;
+	m->len = 0;
+	fd = open_regular(path, &st, err);
+	if (fd < 0)
+		return fd;
+	if ((uint64_t)st.st_size > SIZE_MAX) {
+		rc = sid_error_set(err, SID_ENOMEM, "%s: too large to map", path);
+		goto fail;
+	}
+	if (st.st_size == 0) {
+		close(fd);
+		return 0;
+	}
+	addr = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+	if (addr == MAP_FAILED) {
+		rc = sid_error_set(err, SID_EIO, "%s: mmap: %s", path, strerror(errno));
+		goto fail;
+	}
+	close(fd);
+	m->addr = addr;
+	m->len = (size_t)st.st_size;
+	return 0;
+
+fail:
+	close(fd);
+	return rc;
+}
+
+void sid_map_close(struct sid_map *m)
+{
+	if (!m)
+		return;
+	if (m->addr && m->len)
+		munmap(m->addr, m->len);
+	m->addr = NULL;
+	m->len = 0;
+}
+
+/* ---- SHA-256, FIPS 180-4 section 6.2 ---- */
+
+static const uint32_t sha_k[64] = {
+    0x428a2f98, 0x71374491, 0xb5c0fbcf, 0xe9b5dba5, 0x3956c25b, 0x59f111f1, 0x923f82a4, 0xab1c5ed5,
+    0xd807aa98, 0x12835b01, 0x243185be, 0x550c7dc3, 0x72be5d74, 0x80deb1fe, 0x9bdc06a7, 0xc19bf174,
+    0xe49b69c1, 0xefbe4786, 0x0fc19dc6, 0x240ca1cc, 0x2de92c6f, 0x4a7484aa, 0x5cb0a9dc, 0x76f988da,
+    0x983e5152, 0xa831c66d, 0xb00327c8, 0xbf597fc7, 0xc6e00bf3, 0xd5a79147, 0x06ca6351, 0x14292967,
+    0x27b70a85, 0x2e1b2138, 0x4d2c6dfc, 0x53380d13, 0x650a7354, 0x766a0abb, 0x81c2c92e, 0x92722c85,
+    0xa2bfe8a1, 0xa81a664b, 0xc24b8b70, 0xc76c51a3, 0xd192e819, 0xd6990624, 0xf40e3585, 0x106aa070,
+    0x19a4c116, 0x1e376c08, 0x2748774c, 0x34b0bcb5, 0x391c0cb3, 0x4ed8aa4a, 0x5b9cca4f, 0x682e6ff3,
+    0x748f82ee, 0x78a5636f, 0x84c87814, 0x8cc70208, 0x90befffa, 0xa4506ceb, 0xbef9a3f7, 0xc67178f2};
+
+#define ROTR(x, n) (((x) >> (n)) | ((x) << (32 - (n))))
+
+static void sha256_block(uint32_t h[8], const uint8_t *p)
+{
+	uint32_t w[64], a, b, c, d, e, f, g, hh;
+	int t;
+
+	for (t = 0; t < 16; t++)
+		w[t] = (uint32_t)p[4 * t] << 24 | (uint32_t)p[4 * t + 1] << 16 |
+		       (uint32_t)p[4 * t + 2] << 8 | (uint32_t)p[4 * t + 3];
+	for (t = 16; t < 64; t++) {
+		uint32_t s0 = ROTR(w[t - 15], 7) ^ ROTR(w[t - 15], 18) ^ (w[t - 15] >> 3);
+		uint32_t s1 = ROTR(w[t - 2], 17) ^ ROTR(w[t - 2], 19) ^ (w[t - 2] >> 10);
+		w[t] = w[t - 16] + s0 + w[t - 7] + s1;
+	}
+	a = h[0], b = h[1], c = h[2], d = h[3], e = h[4], f = h[5], g = h[6], hh = h[7];
+	for (t = 0; t < 64; t++) {
+		uint32_t S1 = ROTR(e, 6) ^ ROTR(e, 11) ^ ROTR(e, 25);
+		uint32_t ch = (e & f) ^ (~e & g);
+		uint32_t t1 = hh + S1 + ch + sha_k[t] + w[t];
+		uint32_t S0 = ROTR(a, 2) ^ ROTR(a, 13) ^ ROTR(a, 22);
+		uint32_t maj = (a & b) ^ (a & c) ^ (b & c);
+		uint32_t t2 = S0 + maj;
+		hh = g;
+		g = f;
+		f = e;
+		e = d + t1;
+		d = c;
+		c = b;
+		b = a;
+		a = t1 + t2;
+	}
+	h[0] += a, h[1] += b, h[2] += c, h[3] += d;
+	h[4] += e, h[5] += f, h[6] += g, h[7] += hh;
+}
+
+void sid_sha256_hex(const void *buf, size_t len, char out[65])
+{
+	static const char hex[] = "0123456789abcdef";
+	uint32_t h[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+			 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+	const uint8_t *p = buf;
+	uint8_t tail[128];
+	size_t rest = len, ntail, i;
+	uint64_t bits = (uint64_t)len * 8;
+
+	while (rest >= 64) {
+		sha256_block(h, p);
+		p += 64;
+		rest -= 64;
+	}
+	/* Padding: 0x80, zeros, 64-bit big-endian bit length; one or two blocks. */
+	memset(tail, 0, sizeof(tail));
+	if (rest)
+		memcpy(tail, p, rest);
+	tail[rest] = 0x80;
+	ntail = rest + 1 + 8 <= 64 ? 64 : 128;
+	for (i = 0; i < 8; i++)
+		tail[ntail - 1 - i] = (uint8_t)(bits >> (8 * i));
+	sha256_block(h, tail);
+	if (ntail == 128)
+		sha256_block(h, tail + 64);
+	for (i = 0; i < 32; i++) {
+		uint8_t byte = (uint8_t)(h[i / 4] >> (24 - 8 * (i % 4)));
+		out[2 * i] = hex[byte >> 4];
+		out[2 * i + 1] = hex[byte & 15];
+	}
+	out[64] = '\0';
+}

@@ -1,0 +1,678 @@
+/*
+ * model.c - load a semid model file (the safetensors profile documented in
+ * proto/model-format.md) into one immutable, reference-counted object whose
+ * tensors live in a single 64-byte-aligned block, and describe it as JSON.
+ *
+ * Loading: read/map the file, sha256 it, parse the container (safetensors.c,
+ * which checks the byte layout), then check the profile: the "semid"
+ * metadata, tensor names, dtypes, shapes, chaining, caps, and that every used
+ * value is finite.  The mapping is released before returning; the model owns
+ * copies.  See model.h.
+ */
+#include "model.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "fsutil.h"
+#include "safetensors.h"
+
+#define ALIGN 64
+
+static const char *const tower_names[SID_TOWER_COUNT] = {"item", "user"};
+static const char *const act_names[] = {"identity", "relu", "silu", "gelu", "tanh"};
+static const char *const norm_names[] = {"none", "l2"};
+
+#define N_ACT  (int)(sizeof(act_names) / sizeof(act_names[0]))
+#define N_NORM (int)(sizeof(norm_names) / sizeof(norm_names[0]))
+
+const char *sid_tower_name(enum sid_tower_kind kind)
+{
+	return (unsigned)kind < SID_TOWER_COUNT ? tower_names[kind] : "?";
+}
+
+static int name_parse(const char *const *names, int n, const char *s)
+{
+	if (!s)
+		return -1;
+	for (int i = 0; i < n; i++)
+		if (strcmp(s, names[i]) == 0)
+			return i;
+	return -1;
+}
+
+int sid_tower_parse(const char *name)
+{
+	return name_parse(tower_names, SID_TOWER_COUNT, name);
+}
+
+const char *sid_act_name(enum sid_act act)
+{
+	return (unsigned)act < (unsigned)N_ACT ? act_names[act] : "?";
+}
+
+int sid_act_parse(const char *name)
+{
+	return name_parse(act_names, N_ACT, name);
+}
+
+const char *sid_norm_name(enum sid_norm norm)
+{
+	return (unsigned)norm < (unsigned)N_NORM ? norm_names[norm] : "?";
+}
+
+int sid_norm_parse(const char *name)
+{
+	return name_parse(norm_names, N_NORM, name);
+}
+
+const struct sid_tower *sid_model_tower(const struct sid_model *m, enum sid_tower_kind kind)
+{
+	if (!m || (unsigned)kind >= SID_TOWER_COUNT || !m->tower[kind].present)
+		return NULL;
+	return &m->tower[kind];
+}
+
+struct sid_model *sid_model_ref(struct sid_model *m)
+{
+	if (m)
+		__atomic_add_fetch(&m->refs, 1, __ATOMIC_RELAXED);
+	return m;
+}
+
+static void model_free(struct sid_model *m)
+{
+	free(m->version);
+	free(m->semid_meta);
+	free(m->path);
+	free(m->block);
+	free(m);
+}
+
+void sid_model_unref(struct sid_model *m)
+{
+	if (m && __atomic_sub_fetch(&m->refs, 1, __ATOMIC_ACQ_REL) == 0)
+		model_free(m);
+}
+
+/* ---- the "semid" metadata ---- */
+
+static int parse_semid_meta(const char *text, struct sid_model *m, struct sid_error *err)
+{
+	json_error_t jerr;
+	json_t *root = json_loads(text, JSON_REJECT_DUPLICATES, &jerr);
+	json_t *fv, *mv, *towers, *tv;
+	const char *tname;
+	int rc = 0;
+
+	if (!root)
+		return sid_error_set(err, SID_EFORMAT, "metadata 'semid': not JSON: %s (column %d)",
+				     jerr.text, jerr.column);
+	if (!json_is_object(root)) {
+		rc = sid_error_set(err, SID_EFORMAT, "metadata 'semid': not a JSON object");
+		goto fail;
+	}
+	fv = json_object_get(root, "format_version");
+	if (!fv) {
+		rc = sid_error_set(err, SID_EFORMAT, "metadata 'semid': format_version missing");
+		goto fail;
+	}
+	if (!json_is_integer(fv)) {
+		rc = sid_error_set(err, SID_EFORMAT,
+				   "metadata 'semid': format_version is not an integer");
+		goto fail;
+	}
+	if (json_integer_value(fv) != SID_FORMAT_VERSION) {
+		rc = sid_error_set(err, SID_EFORMAT,
+				   "metadata 'semid': format_version %lld is not supported "
+				   "(this build reads %d)",
+				   (long long)json_integer_value(fv), SID_FORMAT_VERSION);
+		goto fail;
+	}
+	mv = json_object_get(root, "model_version");
+	if (!json_is_string(mv)) {
+		rc = sid_error_set(err, SID_EFORMAT, "metadata 'semid': model_version %s",
+				   mv ? "is not a string" : "missing");
+		goto fail;
+	}
+	towers = json_object_get(root, "towers");
+	if (!json_is_object(towers)) {
+		rc = sid_error_set(err, SID_EFORMAT, "metadata 'semid': towers %s",
+				   towers ? "is not an object" : "missing");
+		goto fail;
+	}
+	if (json_object_size(towers) == 0) {
+		rc = sid_error_set(err, SID_EFORMAT, "metadata 'semid': towers is empty");
+		goto fail;
+	}
+	json_object_foreach(towers, tname, tv)
+	{
+		int k = sid_tower_parse(tname), v;
+		json_t *a, *n;
+		if (k < 0) {
+			rc = sid_error_set(err, SID_EFORMAT,
+					   "metadata 'semid': unknown tower '%.64s' (towers are "
+					   "'item' and 'user')",
+					   tname);
+			goto fail;
+		}
+		if (!json_is_object(tv)) {
+			rc = sid_error_set(err, SID_EFORMAT,
+					   "metadata 'semid': towers.%s is not an object", tname);
+			goto fail;
+		}
+		a = json_object_get(tv, "activation");
+		if (!json_is_string(a)) {
+			rc = sid_error_set(err, SID_EFORMAT,
+					   "metadata 'semid': towers.%s.activation %s", tname,
+					   a ? "is not a string" : "missing");
+			goto fail;
+		}
+		v = sid_act_parse(json_string_value(a));
+		if (v < 0) {
+			rc = sid_error_set(err, SID_EFORMAT,
+					   "metadata 'semid': towers.%s.activation '%.32s' unknown "
+					   "(relu, silu, gelu, tanh, identity)",
+					   tname, json_string_value(a));
+			goto fail;
+		}
+		m->tower[k].act = (enum sid_act)v;
+		n = json_object_get(tv, "input_norm");
+		if (!json_is_string(n)) {
+			rc = sid_error_set(err, SID_EFORMAT,
+					   "metadata 'semid': towers.%s.input_norm %s", tname,
+					   n ? "is not a string" : "missing");
+			goto fail;
+		}
+		v = sid_norm_parse(json_string_value(n));
+		if (v < 0) {
+			rc = sid_error_set(err, SID_EFORMAT,
+					   "metadata 'semid': towers.%s.input_norm '%.32s' unknown "
+					   "(none, l2)",
+					   tname, json_string_value(n));
+			goto fail;
+		}
+		m->tower[k].input_norm = (enum sid_norm)v;
+		m->tower[k].present = 1;
+	}
+	m->version = strdup(json_string_value(mv));
+	if (!m->version)
+		rc = sid_error_set(err, SID_ENOMEM, "out of memory");
+fail:
+	json_decref(root);
+	return rc;
+}
+
+/* ---- tensor names ---- */
+
+/* The tensors of one tower, by slot, found in one pass over the file. */
+struct gather {
+	const struct sid_st_tensor *w[SID_MAX_LAYERS], *b[SID_MAX_LAYERS];
+	const struct sid_st_tensor *cb[SID_MAX_LEVELS];
+	int any; /* some tensor named "{tower}.encoder.*" or "{tower}.codebook.*" */
+};
+
+/*
+ * Parse a decimal index without sign or leading zeros at *p; -1 when not
+ * one, -2 when it is not below @cap.  Advances *p past the digits.
+ */
+static long parse_index(const char **p, long cap)
+{
+	const char *s = *p;
+	long v = 0;
+
+	if (*s < '0' || *s > '9' || (s[0] == '0' && s[1] >= '0' && s[1] <= '9'))
+		return -1;
+	while (*s >= '0' && *s <= '9') {
+		if (v < 100000000)
+			v = v * 10 + (*s - '0');
+		s++;
+	}
+	*p = s;
+	return v < cap ? v : -2;
+}
+
+/* Sort @t into @g when its name is one of the profile's; errors for bad names. */
+static int classify(const struct sid_model *m, const struct sid_st_tensor *t,
+		    struct gather g[SID_TOWER_COUNT], struct sid_error *err)
+{
+	const char *name = t->name, *dot = strchr(name, '.'), *p;
+	int k, encoder;
+	long i;
+
+	if (!dot)
+		return 0;
+	for (k = 0; k < SID_TOWER_COUNT; k++)
+		if ((size_t)(dot - name) == strlen(tower_names[k]) &&
+		    strncmp(name, tower_names[k], (size_t)(dot - name)) == 0)
+			break;
+	if (k == SID_TOWER_COUNT)
+		return 0;
+	p = dot + 1;
+	if (strncmp(p, "encoder.", 8) == 0) {
+		encoder = 1;
+		p += 8;
+	} else if (strncmp(p, "codebook.", 9) == 0) {
+		encoder = 0;
+		p += 9;
+	} else {
+		return 0; /* e.g. item.decoder.*: not ours */
+	}
+	if (!m->tower[k].present)
+		return sid_error_set(
+		    err, SID_EFORMAT,
+		    "tensor '%s': tower '%s' is not declared in the semid metadata", name,
+		    tower_names[k]);
+	g[k].any = 1;
+	if (encoder) {
+		i = parse_index(&p, SID_MAX_LAYERS);
+		if (i == -2)
+			return sid_error_set(
+			    err, SID_EFORMAT,
+			    "tensor '%s': layer index exceeds the cap of %d layers", name,
+			    SID_MAX_LAYERS);
+		if (i >= 0 && strcmp(p, ".weight") == 0) {
+			g[k].w[i] = t;
+			return 0;
+		}
+		if (i >= 0 && strcmp(p, ".bias") == 0) {
+			g[k].b[i] = t;
+			return 0;
+		}
+		return sid_error_set(err, SID_EFORMAT,
+				     "tensor '%s': unexpected name under '%s.encoder.' (expected "
+				     "%s.encoder.<i>.weight or .bias)",
+				     name, tower_names[k], tower_names[k]);
+	}
+	i = parse_index(&p, SID_MAX_LEVELS);
+	if (i == -2)
+		return sid_error_set(err, SID_EFORMAT,
+				     "tensor '%s': level index exceeds the cap of %d levels", name,
+				     SID_MAX_LEVELS);
+	if (i < 0 || *p)
+		return sid_error_set(err, SID_EFORMAT,
+				     "tensor '%s': unexpected name under '%s.codebook.' (expected "
+				     "%s.codebook.<l>)",
+				     name, tower_names[k], tower_names[k]);
+	g[k].cb[i] = t;
+	return 0;
+}
+
+/* F32 with @ndim dims, each in [1, cap[d]]. */
+static int check_f32(const struct sid_st_tensor *t, int ndim, const long *cap, const char *what,
+		     struct sid_error *err)
+{
+	if (t->dtype != SID_ST_F32)
+		return sid_error_set(err, SID_EFORMAT, "tensor '%s': dtype %s, expected F32",
+				     t->name, sid_st_dtype_name(t->dtype));
+	if (t->ndim != ndim)
+		return sid_error_set(err, SID_EFORMAT, "tensor '%s': %d dimensions, expected %d %s",
+				     t->name, t->ndim, ndim, what);
+	for (int d = 0; d < ndim; d++) {
+		if (t->shape[d] < 1)
+			return sid_error_set(err, SID_EFORMAT, "tensor '%s': shape[%d] is %lld",
+					     t->name, d, (long long)t->shape[d]);
+		if (t->shape[d] > cap[d])
+			return sid_error_set(err, SID_EFORMAT,
+					     "tensor '%s': shape[%d] = %lld exceeds the cap of %ld",
+					     t->name, d, (long long)t->shape[d], cap[d]);
+	}
+	return 0;
+}
+
+/* Check the tensors of tower @k against the profile and fill its shape fields. */
+static int check_tower(struct sid_tower *tw, int k, const struct gather *g, struct sid_error *err)
+{
+	const char *tn = tower_names[k];
+	static const long wcap[2] = {SID_MAX_DIM, SID_MAX_DIM};
+	static const long cbcap[2] = {SID_MAX_CODEBOOK, SID_MAX_DIM};
+	int n = 0, L = 0, rc;
+
+	if (!g->any)
+		return sid_error_set(
+		    err, SID_EFORMAT,
+		    "tower '%s' is declared in the semid metadata but the file has "
+		    "no '%s.encoder.*' or '%s.codebook.*' tensors",
+		    tn, tn, tn);
+	while (n < SID_MAX_LAYERS && g->w[n])
+		n++;
+	for (int i = n; i < SID_MAX_LAYERS; i++) {
+		const struct sid_st_tensor *t = g->w[i] ? g->w[i] : g->b[i];
+		if (t)
+			return sid_error_set(
+			    err, SID_EFORMAT,
+			    "tensor '%s': layer %d present but '%s.encoder.%d.weight' "
+			    "is missing",
+			    t->name, i, tn, n);
+	}
+	if (n == 0)
+		return sid_error_set(
+		    err, SID_EFORMAT,
+		    "tower '%s': no encoder layers ('%s.encoder.0.weight' missing)", tn, tn);
+	while (L < SID_MAX_LEVELS && g->cb[L])
+		L++;
+	for (int l = L; l < SID_MAX_LEVELS; l++)
+		if (g->cb[l])
+			return sid_error_set(
+			    err, SID_EFORMAT,
+			    "tensor '%s': level %d present but '%s.codebook.%d' is "
+			    "missing",
+			    g->cb[l]->name, l, tn, L);
+	if (L == 0)
+		return sid_error_set(err, SID_EFORMAT,
+				     "tower '%s': no codebooks ('%s.codebook.0' missing)", tn, tn);
+
+	tw->n_layers = n;
+	tw->H_max = 0;
+	for (int i = 0; i < n; i++) {
+		const struct sid_st_tensor *w = g->w[i], *b = g->b[i];
+		rc = check_f32(w, 2, wcap, "(out, in)", err);
+		if (rc)
+			return rc;
+		tw->layer[i].out = (int)w->shape[0];
+		tw->layer[i].in = (int)w->shape[1];
+		if (i > 0 && tw->layer[i].in != tw->layer[i - 1].out)
+			return sid_error_set(
+			    err, SID_EFORMAT,
+			    "tensor '%s': shape (%d, %d) does not chain: input %d, "
+			    "but layer %d outputs %d",
+			    w->name, tw->layer[i].out, tw->layer[i].in, tw->layer[i].in, i - 1,
+			    tw->layer[i - 1].out);
+		if (b) {
+			long bcap = tw->layer[i].out;
+			rc = check_f32(b, 1, &bcap, "(out)", err);
+			if (rc)
+				return rc;
+			if (b->shape[0] != tw->layer[i].out)
+				return sid_error_set(
+				    err, SID_EFORMAT,
+				    "tensor '%s': shape (%lld), expected (%d) to match "
+				    "'%s'",
+				    b->name, (long long)b->shape[0], tw->layer[i].out, w->name);
+		}
+		if (tw->layer[i].out > tw->H_max)
+			tw->H_max = tw->layer[i].out;
+	}
+	tw->D = tw->layer[0].in;
+	tw->E = tw->layer[n - 1].out;
+	tw->L = L;
+	for (int l = 0; l < L; l++) {
+		const struct sid_st_tensor *c = g->cb[l];
+		rc = check_f32(c, 2, cbcap, "(K, E)", err);
+		if (rc)
+			return rc;
+		if (c->shape[1] != tw->E)
+			return sid_error_set(
+			    err, SID_EFORMAT,
+			    "tensor '%s': shape (%lld, %lld), but the latent width "
+			    "E (last layer output) is %d",
+			    c->name, (long long)c->shape[0], (long long)c->shape[1], tw->E);
+		tw->K[l] = (int)c->shape[0];
+	}
+	return 0;
+}
+
+/* Bytes of @nfloat floats rounded up to ALIGN, added to *total; -1 on overflow. */
+static int reserve(size_t *total, uint64_t nfloat)
+{
+	uint64_t bytes;
+	if (nfloat > SIZE_MAX / 8)
+		return -1;
+	bytes = (nfloat * sizeof(float) + ALIGN - 1) & ~(uint64_t)(ALIGN - 1);
+	if (bytes > SIZE_MAX - *total)
+		return -1;
+	*total += (size_t)bytes;
+	return 0;
+}
+
+/* Copy a checked F32 tensor into @dst (unaligned source), rejecting NaN/Inf. */
+static int copy_finite(float *dst, const struct sid_st_tensor *t, struct sid_error *err)
+{
+	const uint8_t *src = t->data;
+	memcpy(dst, src, (size_t)t->nelem * sizeof(float));
+	for (uint64_t i = 0; i < t->nelem; i++)
+		if (!isfinite(dst[i]))
+			return sid_error_set(err, SID_EFORMAT, "tensor '%s': element %llu is %s",
+					     t->name, (unsigned long long)i,
+					     isnan(dst[i]) ? "NaN" : "infinite");
+	return 0;
+}
+
+/* Lay out and fill the aligned block for every present tower. */
+static int build_block(struct sid_model *m, const struct gather g[SID_TOWER_COUNT],
+		       struct sid_error *err)
+{
+	size_t total = 0;
+	uint8_t *at;
+	int rc;
+
+	for (int k = 0; k < SID_TOWER_COUNT; k++) {
+		const struct sid_tower *tw = &m->tower[k];
+		if (!tw->present)
+			continue;
+		for (int i = 0; i < tw->n_layers; i++)
+			if (reserve(&total, (uint64_t)tw->layer[i].out * tw->layer[i].in) ||
+			    reserve(&total, (uint64_t)tw->layer[i].out))
+				goto toobig;
+		for (int l = 0; l < tw->L; l++)
+			if (reserve(&total, (uint64_t)tw->K[l] * tw->E) ||
+			    reserve(&total, (uint64_t)tw->K[l]))
+				goto toobig;
+	}
+	if (posix_memalign(&m->block, ALIGN, total ? total : ALIGN) != 0) {
+		m->block = NULL;
+		return sid_error_set(err, SID_ENOMEM, "out of memory for %zu bytes of tensors",
+				     total);
+	}
+	at = m->block;
+	for (int k = 0; k < SID_TOWER_COUNT; k++) {
+		struct sid_tower *tw = &m->tower[k];
+		if (!tw->present)
+			continue;
+		for (int i = 0; i < tw->n_layers; i++) {
+			struct sid_layer *ly = &tw->layer[i];
+			size_t nw = (size_t)ly->out * (size_t)ly->in;
+			float *w = (float *)at, *b;
+			at += (nw * sizeof(float) + ALIGN - 1) & ~(size_t)(ALIGN - 1);
+			b = (float *)at;
+			at += ((size_t)ly->out * sizeof(float) + ALIGN - 1) & ~(size_t)(ALIGN - 1);
+			rc = copy_finite(w, g[k].w[i], err);
+			if (rc)
+				return rc;
+			if (g[k].b[i]) {
+				rc = copy_finite(b, g[k].b[i], err);
+				if (rc)
+					return rc;
+			} else {
+				memset(b, 0, (size_t)ly->out * sizeof(float));
+			}
+			ly->w = w;
+			ly->b = b;
+		}
+		for (int l = 0; l < tw->L; l++) {
+			size_t nc = (size_t)tw->K[l] * (size_t)tw->E;
+			float *c = (float *)at, *cn;
+			at += (nc * sizeof(float) + ALIGN - 1) & ~(size_t)(ALIGN - 1);
+			cn = (float *)at;
+			at += ((size_t)tw->K[l] * sizeof(float) + ALIGN - 1) & ~(size_t)(ALIGN - 1);
+			rc = copy_finite(c, g[k].cb[l], err);
+			if (rc)
+				return rc;
+			/* ||C_l[k]||^2: summed in double, then rounded once to float. */
+			for (int j = 0; j < tw->K[l]; j++) {
+				const float *row = c + (size_t)j * tw->E;
+				double s = 0;
+				for (int e = 0; e < tw->E; e++)
+					s += (double)row[e] * row[e];
+				cn[j] = (float)s;
+			}
+			tw->codebook[l] = c;
+			tw->cnorm[l] = cn;
+		}
+	}
+	return 0;
+toobig:
+	return sid_error_set(err, SID_ENOMEM, "tensor storage size overflows");
+}
+
+static int model_build(const void *buf, size_t len, const char *path, struct sid_model **out,
+		       struct sid_error *err)
+{
+	struct sid_model *m;
+	struct sid_st_file f;
+	struct gather g[SID_TOWER_COUNT];
+	struct timespec ts;
+	const char *meta;
+	int rc;
+
+	*out = NULL;
+	memset(&f, 0, sizeof(f));
+	m = calloc(1, sizeof(*m));
+	if (!m)
+		return sid_error_set(err, SID_ENOMEM, "out of memory");
+	m->refs = 1;
+	m->file_size = len;
+	sid_sha256_hex(buf, len, m->sha256);
+	clock_gettime(CLOCK_REALTIME, &ts);
+	m->loaded_at = (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+	if (path && !(m->path = strdup(path))) {
+		rc = sid_error_set(err, SID_ENOMEM, "out of memory");
+		goto fail;
+	}
+
+	rc = sid_st_parse(buf, len, &f, err);
+	if (rc)
+		goto fail;
+	meta = sid_st_meta_get(&f, "semid");
+	if (!meta) {
+		rc = sid_error_set(err, SID_EFORMAT,
+				   "__metadata__ has no 'semid' entry (not a semid model file)");
+		goto fail;
+	}
+	rc = parse_semid_meta(meta, m, err);
+	if (rc)
+		goto fail;
+	m->semid_meta = strdup(meta);
+	if (!m->semid_meta) {
+		rc = sid_error_set(err, SID_ENOMEM, "out of memory");
+		goto fail;
+	}
+	memset(g, 0, sizeof(g));
+	for (size_t i = 0; i < f.n_tensors; i++) {
+		rc = classify(m, &f.tensors[i], g, err);
+		if (rc)
+			goto fail;
+	}
+	for (int k = 0; k < SID_TOWER_COUNT; k++) {
+		if (!m->tower[k].present)
+			continue;
+		rc = check_tower(&m->tower[k], k, &g[k], err);
+		if (rc)
+			goto fail;
+	}
+	rc = build_block(m, g, err);
+	if (rc)
+		goto fail;
+	sid_st_file_release(&f);
+	*out = m;
+	return 0;
+
+fail:
+	sid_st_file_release(&f);
+	model_free(m);
+	return rc;
+}
+
+int sid_model_load_buffer(const void *buf, size_t len, struct sid_model **out,
+			  struct sid_error *err)
+{
+	if (!out)
+		return sid_error_set(err, SID_EINVAL, "model: no output");
+	return model_build(buf, len, NULL, out, err);
+}
+
+int sid_model_load(const char *path, struct sid_model **out, struct sid_error *err)
+{
+	struct sid_map map = {0};
+	int rc;
+
+	if (!out)
+		return sid_error_set(err, SID_EINVAL, "model: no output");
+	*out = NULL;
+	if (!path)
+		return sid_error_set(err, SID_EINVAL, "model: no path");
+	rc = sid_map_open(path, &map, err);
+	if (rc)
+		return rc;
+	rc = model_build(map.addr, map.len, path, out, err);
+	sid_map_close(&map);
+	if (rc && err)
+		sid_error_prefix(err, "%s", path);
+	return rc;
+}
+
+/* ---- description ---- */
+
+static json_t *describe_tower(const struct sid_tower *t)
+{
+	json_t *o = json_object(), *layers = json_array(), *ks = json_array();
+
+	if (!o || !layers || !ks) {
+		json_decref(o);
+		json_decref(layers);
+		json_decref(ks);
+		return NULL;
+	}
+	for (int i = 0; i < t->n_layers; i++)
+		json_array_append_new(layers, json_pack("[ii]", t->layer[i].out, t->layer[i].in));
+	for (int l = 0; l < t->L; l++)
+		json_array_append_new(ks, json_integer(t->K[l]));
+	json_object_set_new(o, "input_dim", json_integer(t->D));
+	json_object_set_new(o, "latent_dim", json_integer(t->E));
+	json_object_set_new(o, "activation", json_string(sid_act_name(t->act)));
+	json_object_set_new(o, "input_norm", json_string(sid_norm_name(t->input_norm)));
+	json_object_set_new(o, "layers", layers);
+	json_object_set_new(o, "levels", json_integer(t->L));
+	json_object_set_new(o, "codebook_sizes", ks);
+	return o;
+}
+
+char *sid_model_describe_json(const struct sid_model *m)
+{
+	json_t *root, *towers, *meta;
+	char *out = NULL;
+
+	if (!m)
+		return NULL;
+	root = json_object();
+	towers = json_object();
+	meta = m->semid_meta ? json_loads(m->semid_meta, 0, NULL) : NULL;
+	if (!root || !towers)
+		goto done;
+	json_object_set_new(root, "version", json_string(m->version ? m->version : ""));
+	json_object_set_new(root, "path", m->path ? json_string(m->path) : json_null());
+	json_object_set_new(root, "sha256", json_string(m->sha256));
+	json_object_set_new(root, "file_size", json_integer((json_int_t)m->file_size));
+	json_object_set_new(root, "loaded_at", json_real(m->loaded_at));
+	for (int k = 0; k < SID_TOWER_COUNT; k++) {
+		if (!m->tower[k].present)
+			continue;
+		json_t *t = describe_tower(&m->tower[k]);
+		if (!t)
+			goto done;
+		json_object_set_new(towers, tower_names[k], t);
+	}
+	json_object_set_new(root, "towers", towers);
+	towers = NULL;
+	json_object_set_new(root, "metadata", meta ? meta : json_object());
+	meta = NULL;
+	out = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+done:
+	json_decref(meta);
+	json_decref(towers);
+	json_decref(root);
+	return out;
+}
