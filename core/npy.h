@@ -43,6 +43,14 @@ int sid_npy_read_f32(const struct sid_npy *f, size_t row0, size_t n, float *dst,
 		     struct sid_error *err);
 
 /*
+ * Hint that rows [0, @row_end) will not be read again: their whole pages are
+ * dropped from this process's resident set (madvise), so streaming a file
+ * larger than RAM keeps the footprint flat.  Rows may still be re-read (they
+ * fault back in from the file).  Safe to call from any thread.
+ */
+void sid_npy_release_rows(const struct sid_npy *f, size_t row_end);
+
+/*
  * Write a complete 2-D array to @path (not atomically: for outputs).
  * @data is (rows, cols) of the given dtype.
  */
@@ -60,5 +68,9 @@ int sid_npy_writer_open(const char *path, enum sid_npy_dtype dtype, size_t rows,
 int sid_npy_writer_rows(struct sid_npy_writer *w, const void *data, size_t n,
 			struct sid_error *err);
 int sid_npy_writer_close(struct sid_npy_writer *w, struct sid_error *err);
+
+/* Give up on a writer: close it and remove its file (for failed outputs).
+ * NULL is a no-op. */
+void sid_npy_writer_abort(struct sid_npy_writer *w);
 
 #endif
