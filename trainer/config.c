@@ -1,0 +1,308 @@
+/*
+ * config.c - config file and flags (config.h).  The run keys are a small
+ * table here; anything else is handed to das_config_set as a string, so a
+ * JSON file and the command line go through the same checks.
+ */
+#include "config.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum ktype { K_STR, K_INT, K_BOOL };
+
+struct key {
+	const char *name;
+	enum ktype type;
+	size_t off, size;
+	const char *help;
+};
+
+#define OFF(f) offsetof(struct tr_config, f)
+#define SZ(f)  sizeof(((struct tr_config *)0)->f)
+
+static const struct key keys[] = {
+    {"items", K_STR, OFF(items), SZ(items), "item content embeddings, float (N_items, D) .npy"},
+    {"users", K_STR, OFF(users), SZ(users), "user content embeddings, float (N_users, D) .npy"},
+    {"train", K_STR, OFF(train), SZ(train), "training interactions, user<TAB>item per line"},
+    {"test", K_STR, OFF(test), SZ(test), "warm test interactions (final evaluation)"},
+    {"test_cold", K_STR, OFF(test_cold), SZ(test_cold), "cold-item test interactions"},
+    {"cold_items", K_STR, OFF(cold_items), SZ(cold_items),
+     "cold item list: kept out of training, ranked apart"},
+    {"out", K_STR, OFF(out), SZ(out), "model file to publish (checkpoint: OUT.ckpt)"},
+    {"model_version", K_STR, OFF(model_version), SZ(model_version),
+     "model_version in the metadata [das-<utc>-<seed>]"},
+    {"threads", K_INT, OFF(threads), 0, "OpenBLAS threads [library default]"},
+    {"eval", K_BOOL, OFF(eval), 0, "evaluate at the end when --test is given [true]"},
+    {"progress", K_BOOL, OFF(progress), 0, "progress bar on a terminal [true]"},
+};
+#define N_KEYS (sizeof(keys) / sizeof(keys[0]))
+
+/* The model keys of das.h, for the help text only (das_config_set decides). */
+static const char *das_help[][2] = {
+    {"mode", "das | rqvae | two-stage"},
+    {"seed", "random seed"},
+    {"levels", "codebook levels L"},
+    {"codebook_size", "codewords per level K"},
+    {"latent_dim", "latent width E (= each collaborative half)"},
+    {"hidden", "encoder hidden widths, e.g. 256,128 (decoder mirrors)"},
+    {"activation", "relu | silu | gelu | tanh | identity"},
+    {"input_norm", "none | l2"},
+    {"epochs", "epochs (two-stage: of the joint phase)"},
+    {"icdm_epochs", "two-stage: epochs of ICDM alone"},
+    {"batch_size", "interactions per batch"},
+    {"lr", "peak learning rate"},
+    {"lr_min_ratio", "cosine floor as a fraction of lr"},
+    {"warmup_steps", "linear warm-up steps"},
+    {"weight_decay", "AdamW decoupled weight decay"},
+    {"adam_b1 / adam_b2 / adam_eps", "Adam moments"},
+    {"clip_norm", "global gradient-norm clip, <= 0 off"},
+    {"beta", "commitment weight"},
+    {"alpha", "ICDM weight"},
+    {"beta_align", "alignment weight"},
+    {"tau", "InfoNCE temperature"},
+    {"w_click / w_bias / w_orth", "weights inside ICDM"},
+    {"view1 .. view6", "alignment view weights, 0 = off"},
+    {"pop_correction", "log-popularity correction of click logits (0/1)"},
+    {"mask_duplicates", "mask in-batch negatives sharing user/item (0/1)"},
+    {"init_std_table", "ICDM table init std"},
+    {"table_update", "auto | dense | lazy"},
+    {"kmeans_iters", "Lloyd iterations for codebook init"},
+    {"kmeans_sample", "rows per tower for codebook init"},
+    {"dead_steps", "steps unused before a code is re-seeded, 0 = never"},
+};
+
+void tr_config_defaults(struct tr_config *c)
+{
+	memset(c, 0, sizeof(*c));
+	c->eval = 1;
+	c->progress = 1;
+	das_config_defaults(&c->das);
+}
+
+static const struct key *key_find(const char *name)
+{
+	for (size_t i = 0; i < N_KEYS; i++)
+		if (!strcmp(keys[i].name, name))
+			return &keys[i];
+	return NULL;
+}
+
+/* Set a run key from a string. */
+static int key_set(struct tr_config *c, const struct key *k, const char *value, const char *what,
+		   struct sid_error *err)
+{
+	void *dst = (char *)c + k->off;
+	char *end;
+	long v;
+
+	switch (k->type) {
+	case K_STR:
+		if (strlen(value) >= k->size)
+			return sid_error_set(err, SID_EINVAL, "%s: %s longer than %zu bytes", what,
+					     k->name, k->size - 1);
+		strcpy(dst, value);
+		return 0;
+	case K_INT:
+		v = strtol(value, &end, 10);
+		if (end == value || *end || v < 0 || v > 4096)
+			return sid_error_set(err, SID_EINVAL,
+					     "%s: %s: \"%s\" is not an integer in [0, 4096]", what,
+					     k->name, value);
+		*(int *)dst = (int)v;
+		return 0;
+	case K_BOOL:
+		if (!strcmp(value, "true") || !strcmp(value, "1"))
+			*(int *)dst = 1;
+		else if (!strcmp(value, "false") || !strcmp(value, "0"))
+			*(int *)dst = 0;
+		else
+			return sid_error_set(err, SID_EINVAL, "%s: %s: \"%s\" is not true/false",
+					     what, k->name, value);
+		return 0;
+	}
+	return sid_error_set(err, SID_EINVAL, "%s: %s: bad key", what, k->name);
+}
+
+/* Any key, from a string. */
+static int set_any(struct tr_config *c, const char *name, const char *value, const char *what,
+		   struct sid_error *err)
+{
+	const struct key *k = key_find(name);
+	int rc;
+	if (k)
+		return key_set(c, k, value, what, err);
+	rc = das_config_set(&c->das, name, value, err);
+	if (rc < 0)
+		sid_error_prefix(err, "%s", what);
+	return rc;
+}
+
+/* A JSON scalar or list of numbers as the string the setters take. */
+static int json_to_string(const json_t *v, char *buf, size_t len)
+{
+	size_t used = 0;
+	switch (json_typeof(v)) {
+	case JSON_STRING:
+		return snprintf(buf, len, "%s", json_string_value(v)) < (int)len ? 0 : -1;
+	case JSON_INTEGER:
+		snprintf(buf, len, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+		return 0;
+	case JSON_REAL:
+		snprintf(buf, len, "%.17g", json_real_value(v));
+		return 0;
+	case JSON_TRUE:
+	case JSON_FALSE:
+		snprintf(buf, len, "%s", json_is_true(v) ? "1" : "0");
+		return 0;
+	case JSON_ARRAY:
+		buf[0] = 0;
+		for (size_t i = 0; i < json_array_size(v); i++) {
+			char one[64];
+			const json_t *e = json_array_get(v, i);
+			if (!json_is_number(e) || json_to_string(e, one, sizeof(one)) < 0)
+				return -1;
+			int n = snprintf(buf + used, len - used, "%s%s", i ? "," : "", one);
+			if (n < 0 || (size_t)n >= len - used)
+				return -1;
+			used += (size_t)n;
+		}
+		return 0;
+	default:
+		return -1;
+	}
+}
+
+int tr_config_load_json(struct tr_config *c, const char *json, const char *what,
+			struct sid_error *err)
+{
+	json_error_t je;
+	json_t *root = json_loads(json, JSON_REJECT_DUPLICATES, &je), *v;
+	const char *name;
+	char value[TR_PATH_MAX];
+	int rc = 0;
+
+	if (!root)
+		return sid_error_set_at(err, SID_EFORMAT, je.line, "%s:%d: %s", what, je.line,
+					je.text);
+	if (!json_is_object(root)) {
+		json_decref(root);
+		return sid_error_set(err, SID_EFORMAT, "%s: top level must be a JSON object", what);
+	}
+	json_object_foreach(root, name, v)
+	{
+		if (json_to_string(v, value, sizeof(value)) < 0) {
+			rc = sid_error_set(err, SID_EFORMAT,
+					   "%s: key \"%s\": value must be a string, number, "
+					   "boolean or list of numbers",
+					   what, name);
+			break;
+		}
+		rc = set_any(c, name, value, what, err);
+		if (rc < 0) {
+			if (err)
+				err->code = SID_EFORMAT;
+			rc = SID_EFORMAT;
+			break;
+		}
+	}
+	json_decref(root);
+	return rc;
+}
+
+int tr_config_load_file(struct tr_config *c, const char *path, struct sid_error *err)
+{
+	json_error_t je;
+	json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
+	char *text;
+	int rc;
+
+	if (!root)
+		return sid_error_set_at(err, SID_EFORMAT, je.line, "%s:%d: %s", path, je.line,
+					je.text);
+	text = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	json_decref(root);
+	if (!text)
+		return sid_error_set(err, SID_ENOMEM, "%s: out of memory", path);
+	rc = tr_config_load_json(c, text, path, err);
+	free(text);
+	return rc;
+}
+
+int tr_config_flag(struct tr_config *c, const char *name, const char *value, struct sid_error *err)
+{
+	char key[64], what[80];
+	const struct key *k;
+	int rc;
+
+	if (strlen(name) >= sizeof(key))
+		return sid_error_set(err, SID_EINVAL, "unknown option --%.40s...", name);
+	snprintf(key, sizeof(key), "%s", name);
+	for (char *p = key; *p; p++)
+		if (*p == '-')
+			*p = '_';
+	snprintf(what, sizeof(what), "--%s", name);
+	k = key_find(key);
+	if (!k && !strncmp(key, "no_", 3) && (k = key_find(key + 3)) && k->type == K_BOOL) {
+		*(int *)((char *)c + k->off) = 0;
+		return 0;
+	}
+	if (k && k->type == K_BOOL) {
+		if (value && (!strcmp(value, "true") || !strcmp(value, "false") ||
+			      !strcmp(value, "1") || !strcmp(value, "0"))) {
+			rc = key_set(c, k, value, what, err);
+			return rc < 0 ? rc : 1;
+		}
+		*(int *)((char *)c + k->off) = 1;
+		return 0;
+	}
+	if (!value)
+		return sid_error_set(err, SID_EINVAL, "%s needs a value", what);
+	rc = set_any(c, key, value, what, err);
+	return rc < 0 ? rc : 1;
+}
+
+char *tr_config_run_json(const struct tr_config *c)
+{
+	json_t *o = json_object();
+	char *s;
+	if (!o)
+		return NULL;
+	for (size_t i = 0; i < N_KEYS; i++) {
+		const void *src = (const char *)c + keys[i].off;
+		json_t *v = keys[i].type == K_STR   ? json_string(src)
+			    : keys[i].type == K_INT ? json_integer(*(const int *)src)
+						    : json_boolean(*(const int *)src);
+		json_object_set_new(o, keys[i].name, v);
+	}
+	s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	json_decref(o);
+	return s;
+}
+
+static void print_flag(FILE *f, const char *name, const char *help)
+{
+	char flag[64];
+	snprintf(flag, sizeof(flag), "--%s", name);
+	for (char *p = flag + 2; *p; p++)
+		if (*p == '_')
+			*p = '-';
+	fprintf(f, "  %-30s %s\n", flag, help);
+}
+
+void tr_config_print_help(FILE *f)
+{
+	struct das_config d;
+	char *dj;
+	for (size_t i = 0; i < N_KEYS; i++)
+		print_flag(f, keys[i].name, keys[i].help);
+	for (size_t i = 0; i < sizeof(das_help) / sizeof(das_help[0]); i++)
+		print_flag(f, das_help[i][0], das_help[i][1]);
+	das_config_defaults(&d);
+	dj = das_config_json(&d);
+	if (dj)
+		fprintf(f, "Model defaults: %s\n", dj);
+	free(dj);
+}

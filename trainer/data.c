@@ -1,0 +1,575 @@
+/*
+ * data.c - loading and checking the trainer's input files, the per-user and
+ * per-item indexes, and deterministic mini-batches.  See data.h.
+ *
+ * Text files are memory-mapped and parsed in place (20M lines in a couple of
+ * seconds, no line-length limit to get wrong); embeddings stay mapped.
+ */
+#include "data.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fsutil.h"
+
+#define CHUNK_ROWS 4096 /* rows converted at a time while scanning an .npy */
+
+uint64_t tr_splitmix64(uint64_t *state)
+{
+	uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+/* Uniform in [0, n) without modulo bias worth caring about (n < 2^32). */
+static uint64_t rand_below(uint64_t *s, uint64_t n)
+{
+	return (uint64_t)(((unsigned __int128)tr_splitmix64(s) * n) >> 64);
+}
+
+int tr_emb_open(struct tr_emb *e, const char *path, struct sid_error *err)
+{
+	float *buf = NULL;
+	int rc;
+
+	memset(e, 0, sizeof(*e));
+	rc = sid_npy_open(path, &e->npy, err);
+	if (rc < 0) {
+		sid_error_prefix(err, "%s", path);
+		if (err)
+			err->code = SID_EFORMAT;
+		return SID_EFORMAT;
+	}
+	e->path = strdup(path);
+	if (!e->path) {
+		rc = sid_error_set(err, SID_ENOMEM, "%s: out of memory", path);
+		goto fail;
+	}
+	if (e->npy.dtype == SID_NPY_I32) {
+		rc = sid_error_set(err, SID_EFORMAT, "%s: int32 array, expected float32 or float64",
+				   path);
+		goto fail;
+	}
+	if (e->npy.rows == 0 || e->npy.cols == 0) {
+		rc = sid_error_set(err, SID_EFORMAT, "%s: empty array (%zu, %zu)", path,
+				   e->npy.rows, e->npy.cols);
+		goto fail;
+	}
+	if (e->npy.rows > INT32_MAX || e->npy.cols > 65536) {
+		rc = sid_error_set(err, SID_EFORMAT, "%s: shape (%zu, %zu) too large", path,
+				   e->npy.rows, e->npy.cols);
+		goto fail;
+	}
+	e->n = e->npy.rows;
+	e->d = (int)e->npy.cols;
+	buf = malloc((size_t)CHUNK_ROWS * e->npy.cols * sizeof(float));
+	if (!buf) {
+		rc = sid_error_set(err, SID_ENOMEM, "%s: out of memory", path);
+		goto fail;
+	}
+	/* sid_npy_read_f32 rejects non-finite values naming the row. */
+	for (size_t r = 0; r < e->n; r += CHUNK_ROWS) {
+		size_t n = e->n - r < CHUNK_ROWS ? e->n - r : CHUNK_ROWS;
+		rc = sid_npy_read_f32(&e->npy, r, n, buf, err);
+		if (rc < 0) {
+			sid_error_prefix(err, "%s", path);
+			if (err)
+				err->code = SID_EFORMAT;
+			rc = SID_EFORMAT;
+			goto fail;
+		}
+	}
+	free(buf);
+	return 0;
+fail:
+	free(buf);
+	tr_emb_close(e);
+	return rc;
+}
+
+void tr_emb_close(struct tr_emb *e)
+{
+	if (!e)
+		return;
+	sid_npy_close(&e->npy);
+	free(e->path);
+	memset(e, 0, sizeof(*e));
+}
+
+int tr_emb_gather(const struct tr_emb *e, const int32_t *idx, size_t n, float *dst,
+		  struct sid_error *err)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (idx[i] < 0 || (size_t)idx[i] >= e->n)
+			return sid_error_set(err, SID_EINVAL, "%s: row %d out of range (%zu rows)",
+					     e->path, idx[i], e->n);
+		int rc = sid_npy_read_f32(&e->npy, (size_t)idx[i], 1, dst + i * (size_t)e->d, err);
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}
+
+int tr_emb_rows(const struct tr_emb *e, size_t row0, size_t n, float *dst, struct sid_error *err)
+{
+	if (row0 > e->n || n > e->n - row0)
+		return sid_error_set(err, SID_EINVAL, "%s: rows %zu..%zu out of range (%zu rows)",
+				     e->path, row0, row0 + n, e->n);
+	return sid_npy_read_f32(&e->npy, row0, n, dst, err);
+}
+
+/* ---- text files ---- */
+
+/* Line cursor over a mapped text file. */
+struct lines {
+	const char *p, *end;
+	long lineno; /* 1-based number of the line last returned */
+};
+
+/* Next line as [*s, *e) without its "\n" or "\r\n"; 0 at the end. */
+static int lines_next(struct lines *ln, const char **s, const char **e)
+{
+	if (ln->p >= ln->end)
+		return 0;
+	const char *nl = memchr(ln->p, '\n', (size_t)(ln->end - ln->p));
+	const char *stop = nl ? nl : ln->end;
+	*s = ln->p;
+	*e = stop;
+	if (*e > *s && (*e)[-1] == '\r')
+		(*e)--;
+	ln->p = nl ? nl + 1 : ln->end;
+	ln->lineno++;
+	return 1;
+}
+
+/*
+ * Parse a non-negative decimal integer field from *p up to a tab or @e.
+ * Returns 0 and advances *p past the field; -1 when it is not one (empty,
+ * sign, other characters, above INT32_MAX).
+ */
+static int parse_index(const char **p, const char *e, int64_t *out)
+{
+	const char *q = *p;
+	int64_t v = 0;
+	if (q >= e || *q < '0' || *q > '9')
+		return -1;
+	while (q < e && *q != '\t') {
+		if (*q < '0' || *q > '9')
+			return -1;
+		v = v * 10 + (*q - '0');
+		if (v > INT32_MAX)
+			return -1;
+		q++;
+	}
+	*p = q;
+	*out = v;
+	return 0;
+}
+
+/* A short, printable quote of a line for messages. */
+static void quote_line(const char *s, const char *e, char *buf, size_t len)
+{
+	size_t n = (size_t)(e - s), j = 0;
+	for (size_t i = 0; i < n && j + 5 < len; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (c == '\t') {
+			buf[j++] = '\\';
+			buf[j++] = 't';
+		} else if (c < 32 || c > 126) {
+			buf[j++] = '?';
+		} else {
+			buf[j++] = (char)c;
+		}
+		if (i + 1 < n && j + 5 >= len) {
+			buf[j++] = '.';
+			buf[j++] = '.';
+			buf[j++] = '.';
+		}
+	}
+	buf[j] = 0;
+}
+
+static int open_text(const char *path, struct sid_map *m, struct lines *ln, struct sid_error *err)
+{
+	int rc = sid_map_open(path, m, err);
+	if (rc < 0) {
+		sid_error_prefix(err, "%s", path);
+		return rc;
+	}
+	ln->p = m->addr;
+	ln->end = ln->p + m->len;
+	ln->lineno = 0;
+	if (m->len == 0) {
+		sid_map_close(m);
+		return sid_error_set_at(err, SID_EFORMAT, 0, "%s: empty file", path);
+	}
+	return 0;
+}
+
+int tr_inter_read(const char *path, size_t n_users, size_t n_items, const uint8_t *cold,
+		  struct tr_inter *out, struct sid_error *err)
+{
+	struct sid_map m = {0};
+	struct lines ln;
+	size_t cap = 0;
+	const char *s, *e;
+	char q[80];
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	rc = open_text(path, &m, &ln, err);
+	if (rc < 0)
+		return rc;
+	/* One interaction per newline is a good upper bound for the arrays. */
+	for (const char *p = ln.p; (p = memchr(p, '\n', (size_t)(ln.end - p))); p++)
+		cap++;
+	cap++;
+	out->user = malloc(cap * sizeof(int32_t));
+	out->item = malloc(cap * sizeof(int32_t));
+	if (!out->user || !out->item) {
+		rc = sid_error_set(err, SID_ENOMEM, "%s: out of memory for %zu lines", path, cap);
+		goto fail;
+	}
+	while (lines_next(&ln, &s, &e)) {
+		const char *p = s;
+		int64_t u, it;
+		if (s == e) {
+			rc = sid_error_set_at(err, SID_EFORMAT, ln.lineno, "%s:%ld: empty line",
+					      path, ln.lineno);
+			goto fail;
+		}
+		quote_line(s, e, q, sizeof(q));
+		if (!memchr(s, '\t', (size_t)(e - s))) {
+			rc = sid_error_set_at(err, SID_EFORMAT, ln.lineno,
+					      "%s:%ld: ragged line \"%s\": expected user<TAB>item",
+					      path, ln.lineno, q);
+			goto fail;
+		}
+		if (parse_index(&p, e, &u) < 0) {
+			rc = sid_error_set_at(err, SID_EFORMAT, ln.lineno,
+					      "%s:%ld: user field of \"%s\" is not a non-negative "
+					      "integer",
+					      path, ln.lineno, q);
+			goto fail;
+		}
+		p++; /* the tab */
+		if (parse_index(&p, e, &it) < 0) {
+			rc = sid_error_set_at(err, SID_EFORMAT, ln.lineno,
+					      "%s:%ld: item field of \"%s\" is not a non-negative "
+					      "integer",
+					      path, ln.lineno, q);
+			goto fail;
+		}
+		if ((uint64_t)u >= n_users) {
+			rc = sid_error_set_at(err, SID_EFORMAT, ln.lineno,
+					      "%s:%ld: user %lld out of range (%zu users)", path,
+					      ln.lineno, (long long)u, n_users);
+			goto fail;
+		}
+		if ((uint64_t)it >= n_items) {
+			rc = sid_error_set_at(err, SID_EFORMAT, ln.lineno,
+					      "%s:%ld: item %lld out of range (%zu items)", path,
+					      ln.lineno, (long long)it, n_items);
+			goto fail;
+		}
+		if (cold && cold[it]) {
+			rc = sid_error_set_at(err, SID_EFORMAT, ln.lineno,
+					      "%s:%ld: item %lld is in the cold-item list", path,
+					      ln.lineno, (long long)it);
+			goto fail;
+		}
+		out->user[out->n] = (int32_t)u;
+		out->item[out->n] = (int32_t)it;
+		out->n++;
+	}
+	sid_map_close(&m);
+	return 0;
+fail:
+	sid_map_close(&m);
+	tr_inter_release(out);
+	return rc;
+}
+
+void tr_inter_release(struct tr_inter *t)
+{
+	if (!t)
+		return;
+	free(t->user);
+	free(t->item);
+	memset(t, 0, sizeof(*t));
+}
+
+int tr_cold_read(const char *path, size_t n_items, uint8_t **out, size_t *n_cold,
+		 struct sid_error *err)
+{
+	struct sid_map m = {0};
+	struct lines ln;
+	uint8_t *cold = NULL;
+	const char *s, *e;
+	int rc;
+
+	*out = NULL;
+	*n_cold = 0;
+	rc = open_text(path, &m, &ln, err);
+	if (rc < 0)
+		return rc;
+	cold = calloc(n_items ? n_items : 1, 1);
+	if (!cold) {
+		rc = sid_error_set(err, SID_ENOMEM, "%s: out of memory", path);
+		goto fail;
+	}
+	while (lines_next(&ln, &s, &e)) {
+		const char *p = s;
+		int64_t it;
+		char q[80];
+		quote_line(s, e, q, sizeof(q));
+		if (parse_index(&p, e, &it) < 0 || p != e) {
+			rc = sid_error_set_at(err, SID_EFORMAT, ln.lineno,
+					      "%s:%ld: \"%s\" is not an item index", path,
+					      ln.lineno, q);
+			goto fail;
+		}
+		if ((uint64_t)it >= n_items) {
+			rc = sid_error_set_at(err, SID_EFORMAT, ln.lineno,
+					      "%s:%ld: item %lld out of range (%zu items)", path,
+					      ln.lineno, (long long)it, n_items);
+			goto fail;
+		}
+		if (cold[it]) {
+			rc = sid_error_set_at(err, SID_EFORMAT, ln.lineno,
+					      "%s:%ld: item %lld listed twice", path, ln.lineno,
+					      (long long)it);
+			goto fail;
+		}
+		cold[it] = 1;
+		(*n_cold)++;
+	}
+	sid_map_close(&m);
+	*out = cold;
+	return 0;
+fail:
+	sid_map_close(&m);
+	free(cold);
+	*n_cold = 0;
+	return rc;
+}
+
+/* ---- indexes ---- */
+
+static int cmp_i32(const void *a, const void *b)
+{
+	int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+	return (x > y) - (x < y);
+}
+
+int tr_csr_build(struct tr_csr *c, size_t rows, const int32_t *keys, const int32_t *cols, size_t n,
+		 struct sid_error *err)
+{
+	int64_t *fill = NULL;
+
+	memset(c, 0, sizeof(*c));
+	c->rows = rows;
+	c->off = calloc(rows + 1, sizeof(int64_t));
+	c->idx = malloc((n ? n : 1) * sizeof(int32_t));
+	fill = malloc((rows ? rows : 1) * sizeof(int64_t));
+	if (!c->off || !c->idx || !fill) {
+		free(fill);
+		tr_csr_release(c);
+		return sid_error_set(err, SID_ENOMEM, "index: out of memory for %zu rows", rows);
+	}
+	for (size_t i = 0; i < n; i++)
+		c->off[keys[i] + 1]++;
+	for (size_t r = 0; r < rows; r++)
+		c->off[r + 1] += c->off[r];
+	memcpy(fill, c->off, rows * sizeof(int64_t));
+	for (size_t i = 0; i < n; i++)
+		c->idx[fill[keys[i]]++] = cols[i];
+	for (size_t r = 0; r < rows; r++)
+		qsort(c->idx + c->off[r], (size_t)(c->off[r + 1] - c->off[r]), sizeof(int32_t),
+		      cmp_i32);
+	free(fill);
+	return 0;
+}
+
+void tr_csr_release(struct tr_csr *c)
+{
+	if (!c)
+		return;
+	free(c->off);
+	free(c->idx);
+	memset(c, 0, sizeof(*c));
+}
+
+int tr_csr_has(const struct tr_csr *c, size_t r, int32_t v)
+{
+	int64_t lo = c->off[r], hi = c->off[r + 1];
+	while (lo < hi) {
+		int64_t mid = lo + (hi - lo) / 2;
+		if (c->idx[mid] < v)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return lo < c->off[r + 1] && c->idx[lo] == v;
+}
+
+int tr_data_load(struct tr_data *d, const char *items_path, const char *users_path,
+		 const char *train_path, const char *cold_path, struct sid_error *err)
+{
+	int rc;
+
+	memset(d, 0, sizeof(*d));
+	rc = tr_emb_open(&d->items, items_path, err);
+	if (rc < 0)
+		goto fail;
+	rc = tr_emb_open(&d->users, users_path, err);
+	if (rc < 0)
+		goto fail;
+	if (cold_path) {
+		rc = tr_cold_read(cold_path, d->items.n, &d->cold, &d->n_cold, err);
+		if (rc < 0)
+			goto fail;
+	}
+	rc = tr_inter_read(train_path, d->users.n, d->items.n, d->cold, &d->train, err);
+	if (rc < 0)
+		goto fail;
+	rc = tr_csr_build(&d->by_user, d->users.n, d->train.user, d->train.item, d->train.n, err);
+	if (rc < 0)
+		goto fail;
+	rc = tr_csr_build(&d->by_item, d->items.n, d->train.item, d->train.user, d->train.n, err);
+	if (rc < 0)
+		goto fail;
+	d->item_pop = malloc(d->items.n * sizeof(int64_t));
+	d->user_act = malloc(d->users.n * sizeof(int64_t));
+	if (!d->item_pop || !d->user_act) {
+		rc = sid_error_set(err, SID_ENOMEM, "counts: out of memory");
+		goto fail;
+	}
+	for (size_t i = 0; i < d->items.n; i++) {
+		d->item_pop[i] = d->by_item.off[i + 1] - d->by_item.off[i];
+		d->n_warm_items += d->item_pop[i] > 0;
+	}
+	for (size_t u = 0; u < d->users.n; u++)
+		d->user_act[u] = d->by_user.off[u + 1] - d->by_user.off[u];
+	return 0;
+fail:
+	tr_data_release(d);
+	return rc;
+}
+
+void tr_data_release(struct tr_data *d)
+{
+	if (!d)
+		return;
+	tr_emb_close(&d->items);
+	tr_emb_close(&d->users);
+	tr_inter_release(&d->train);
+	free(d->cold);
+	tr_csr_release(&d->by_user);
+	tr_csr_release(&d->by_item);
+	free(d->item_pop);
+	free(d->user_act);
+	memset(d, 0, sizeof(*d));
+}
+
+/* ---- batching ---- */
+
+int tr_batcher_init(struct tr_batcher *bt, const struct tr_data *d, size_t batch_size,
+		    uint64_t seed, struct sid_error *err)
+{
+	memset(bt, 0, sizeof(*bt));
+	if (batch_size == 0)
+		return sid_error_set(err, SID_EINVAL, "batch_size: must be at least 1");
+	if (d->train.n == 0 || d->train.n > UINT32_MAX)
+		return sid_error_set(err, SID_EINVAL, "train: %zu interactions unsupported",
+				     d->train.n);
+	bt->data = d;
+	bt->batch_size = batch_size < d->train.n ? batch_size : d->train.n;
+	bt->seed = seed;
+	bt->epoch = -1;
+	bt->perm = malloc(d->train.n * sizeof(uint32_t));
+	bt->batch.user = malloc(bt->batch_size * sizeof(int32_t));
+	bt->batch.item = malloc(bt->batch_size * sizeof(int32_t));
+	bt->batch.user2 = malloc(bt->batch_size * sizeof(int32_t));
+	bt->batch.item2 = malloc(bt->batch_size * sizeof(int32_t));
+	if (!bt->perm || !bt->batch.user || !bt->batch.item || !bt->batch.user2 ||
+	    !bt->batch.item2) {
+		tr_batcher_release(bt);
+		return sid_error_set(err, SID_ENOMEM, "batcher: out of memory");
+	}
+	return 0;
+}
+
+void tr_batcher_release(struct tr_batcher *bt)
+{
+	if (!bt)
+		return;
+	free(bt->perm);
+	free(bt->batch.user);
+	free(bt->batch.item);
+	free(bt->batch.user2);
+	free(bt->batch.item2);
+	memset(bt, 0, sizeof(*bt));
+}
+
+size_t tr_batcher_count(const struct tr_batcher *bt)
+{
+	size_t n = bt->data->train.n / bt->batch_size;
+	return n ? n : 1;
+}
+
+void tr_batcher_epoch(struct tr_batcher *bt, int epoch)
+{
+	size_t n = bt->data->train.n;
+	uint64_t s =
+	    bt->seed * 0x9e3779b97f4a7c15ull ^ ((uint64_t)(uint32_t)epoch << 32) ^ 0x5eed5eedull;
+	for (size_t i = 0; i < n; i++)
+		bt->perm[i] = (uint32_t)i;
+	for (size_t i = n - 1; i > 0; i--) {
+		size_t j = (size_t)rand_below(&s, i + 1);
+		uint32_t t = bt->perm[i];
+		bt->perm[i] = bt->perm[j];
+		bt->perm[j] = t;
+	}
+	bt->epoch = epoch;
+}
+
+/* A random entry of CSR row @r other than @self, or -1 when there is none. */
+static int32_t pick_other(const struct tr_csr *c, size_t r, int32_t self, uint64_t *s)
+{
+	int64_t lo = c->off[r], n = c->off[r + 1] - lo;
+	if (n <= 1)
+		return -1;
+	for (int tries = 0; tries < 4; tries++) {
+		int32_t v = c->idx[lo + (int64_t)rand_below(s, (uint64_t)n)];
+		if (v != self)
+			return v;
+	}
+	/* Mostly the same entry repeated: scan for any other. */
+	for (int64_t k = 0; k < n; k++)
+		if (c->idx[lo + k] != self)
+			return c->idx[lo + k];
+	return -1;
+}
+
+const struct tr_batch *tr_batcher_get(struct tr_batcher *bt, size_t b)
+{
+	const struct tr_data *d = bt->data;
+	size_t start = b * bt->batch_size;
+	size_t B = d->train.n - start < bt->batch_size ? d->train.n - start : bt->batch_size;
+	uint64_t s = (bt->seed + 0x1234567ull) * 0xbf58476d1ce4e5b9ull ^
+		     ((uint64_t)(uint32_t)bt->epoch << 40) ^ (uint64_t)b;
+
+	bt->batch.B = B;
+	for (size_t k = 0; k < B; k++) {
+		uint32_t j = bt->perm[start + k];
+		int32_t u = d->train.user[j], it = d->train.item[j];
+		bt->batch.user[k] = u;
+		bt->batch.item[k] = it;
+		bt->batch.user2[k] = pick_other(&d->by_item, (size_t)it, u, &s);
+		bt->batch.item2[k] = pick_other(&d->by_user, (size_t)u, it, &s);
+	}
+	return &bt->batch;
+}

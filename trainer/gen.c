@@ -1,0 +1,493 @@
+/*
+ * gen.c - the synthetic data generator behind `semid-train gen` (gen.h).
+ *
+ * Independent random streams (one per part: clusters, items, users, clicks)
+ * keep each part a function of the seed alone.  Embeddings go out through
+ * the streaming .npy writer in chunks; clicks are drawn user by user and
+ * written at once, so nothing grows with the number of interactions.
+ */
+#include "gen.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "npy.h"
+#include "rng.h"
+
+#define CHUNK	 4096 /* rows per .npy write */
+#define MAX_FAV	 3    /* favourite groups per user */
+#define PATH_LEN 4096
+
+void tr_gen_defaults(struct tr_gen_params *p)
+{
+	memset(p, 0, sizeof(*p));
+	p->items = 2000;
+	p->users = 1000;
+	p->interactions = 40000;
+	p->dim = 64;
+	p->seed = 1;
+	p->cold_frac = 0.1;
+	p->test_frac = 0.15;
+	p->align = 0.7;
+	p->explore = 0.1;
+	p->pop_sigma = 1.0;
+	p->act_sigma = 0.7;
+	p->noise = 0.6;
+}
+
+/* Walker alias table over @n weights (Vose's method); prob/alias are (n). */
+static void alias_build(const double *w, int n, float *prob, int32_t *alias, int32_t *work)
+{
+	double sum = 0;
+	int *small = work, *large = work + n, ns = 0, nl = 0;
+	for (int i = 0; i < n; i++)
+		sum += w[i];
+	for (int i = 0; i < n; i++) {
+		prob[i] = (float)(w[i] * n / sum);
+		alias[i] = i;
+		if (prob[i] < 1.0f)
+			small[ns++] = i;
+		else
+			large[nl++] = i;
+	}
+	while (ns && nl) {
+		int s = small[--ns], l = large[--nl];
+		alias[s] = l;
+		prob[l] = prob[l] + prob[s] - 1.0f;
+		if (prob[l] < 1.0f)
+			small[ns++] = l;
+		else
+			large[nl++] = l;
+	}
+	while (nl)
+		prob[large[--nl]] = 1.0f;
+	while (ns)
+		prob[small[--ns]] = 1.0f;
+}
+
+static void unit_normal_vec(struct rng *r, float *v, int d)
+{
+	double n2 = 0;
+	for (int k = 0; k < d; k++) {
+		v[k] = rng_normal(r);
+		n2 += (double)v[k] * v[k];
+	}
+	float s = (float)(1.0 / sqrt(n2 > 0 ? n2 : 1));
+	for (int k = 0; k < d; k++)
+		v[k] *= s;
+}
+
+/* v = normalise(v + noise * N(0, I/d)) */
+static void add_noise_normalise(struct rng *r, float *v, int d, double noise)
+{
+	double n2 = 0, s = noise / sqrt((double)d);
+	for (int k = 0; k < d; k++) {
+		v[k] += (float)(s * rng_normal(r));
+		n2 += (double)v[k] * v[k];
+	}
+	float inv = (float)(1.0 / sqrt(n2 > 0 ? n2 : 1));
+	for (int k = 0; k < d; k++)
+		v[k] *= inv;
+}
+
+static int cmp_i32(const void *a, const void *b)
+{
+	int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+	return (x > y) - (x < y);
+}
+
+/* Fast "u\ti\n" into a stdio stream. */
+static void put_pair(FILE *f, long u, long i)
+{
+	char buf[32], *p = buf + sizeof(buf);
+	*--p = '\n';
+	do
+		*--p = (char)('0' + i % 10);
+	while ((i /= 10));
+	*--p = '\t';
+	do
+		*--p = (char)('0' + u % 10);
+	while ((u /= 10));
+	fwrite(p, 1, (size_t)(buf + sizeof(buf) - p), f);
+}
+
+static FILE *open_out(const char *dir, const char *name, char *path, struct sid_error *err)
+{
+	snprintf(path, PATH_LEN, "%s/%s", dir, name);
+	FILE *f = fopen(path, "w");
+	if (!f) {
+		sid_error_set(err, SID_EIO, "%s: %s", path, strerror(errno));
+		return NULL;
+	}
+	setvbuf(f, NULL, _IOFBF, 1 << 20);
+	return f;
+}
+
+static int close_out(FILE *f, const char *path, struct sid_error *err)
+{
+	int bad = ferror(f);
+	if (fclose(f) != 0 || bad)
+		return sid_error_set(err, SID_EIO, "%s: write failed: %s", path, strerror(errno));
+	return 0;
+}
+
+int tr_gen_run(const struct tr_gen_params *p, const char *out_dir, struct tr_gen_stats *st,
+	       struct sid_error *err)
+{
+	const long N = p->items, M = p->users;
+	const int D = p->dim, DU = p->user_dim ? p->user_dim : p->dim;
+	int G = p->clusters;
+	struct rng r_cl, r_it, r_us, r_ck;
+	float *centre = NULL, *ucentre = NULL, *rows = NULL, *prob = NULL, *fav_w = NULL;
+	int32_t *ccl = NULL, *grp = NULL, *alias = NULL, *goff = NULL, *gitem = NULL;
+	int32_t *fav = NULL, *perm = NULL, *work = NULL, *clicks = NULL, *warm_list = NULL;
+	double *pop = NULL, *act = NULL, *wtmp = NULL;
+	uint8_t *cold = NULL;
+	struct sid_npy_writer *nw = NULL;
+	FILE *ftrain = NULL, *ftest = NULL, *fcold = NULL, *fctest = NULL;
+	char path[PATH_LEN], ptrain[PATH_LEN], ptest[PATH_LEN], pcold[PATH_LEN], pctest[PATH_LEN];
+	long n_cold, n_warm = 0, cap = 0;
+	int32_t *hset = NULL;
+	size_t hcap = 0;
+	double sum_act = 0;
+	int rc = SID_ENOMEM;
+
+	memset(st, 0, sizeof(*st));
+	if (N < 2 || M < 1 || p->interactions < M || D < 1 || DU < 1 || N > INT32_MAX ||
+	    M > INT32_MAX || D > 65536 || DU > 65536)
+		return sid_error_set(err, SID_EINVAL,
+				     "gen: need items >= 2, users >= 1, interactions >= users, "
+				     "1 <= dim <= 65536 (got %ld, %ld, %ld, %d)",
+				     N, M, p->interactions, D);
+	if (!(p->cold_frac >= 0 && p->cold_frac < 1 && p->test_frac >= 0 && p->test_frac < 1))
+		return sid_error_set(err, SID_EINVAL, "gen: cold_frac and test_frac in [0, 1)");
+	if (G <= 0) {
+		G = (int)sqrt((double)N);
+		G = G < 8 ? 8 : G > 1024 ? 1024 : G;
+	}
+	if (G > N)
+		G = (int)N;
+	if (mkdir(out_dir, 0755) < 0 && errno != EEXIST)
+		return sid_error_set(err, SID_EIO, "%s: %s", out_dir, strerror(errno));
+
+	rng_seed(&r_cl, p->seed * 4 + 0);
+	rng_seed(&r_it, p->seed * 4 + 1);
+	rng_seed(&r_us, p->seed * 4 + 2);
+	rng_seed(&r_ck, p->seed * 4 + 3);
+
+	/* clusters */
+	centre = malloc((size_t)G * D * sizeof(float));
+	ucentre = DU == D ? centre : malloc((size_t)G * DU * sizeof(float));
+	if (!centre || !ucentre)
+		goto nomem;
+	for (int g = 0; g < G; g++)
+		unit_normal_vec(&r_cl, centre + (size_t)g * D, D);
+	if (ucentre != centre)
+		for (int g = 0; g < G; g++)
+			unit_normal_vec(&r_cl, ucentre + (size_t)g * DU, DU);
+
+	/* items: cluster, group, popularity, cold flag */
+	ccl = malloc(N * sizeof(int32_t));
+	grp = malloc(N * sizeof(int32_t));
+	pop = malloc(N * sizeof(double));
+	cold = calloc(N, 1);
+	perm = malloc(N * sizeof(int32_t));
+	if (!ccl || !grp || !pop || !cold || !perm)
+		goto nomem;
+	for (long i = 0; i < N; i++) {
+		ccl[i] = (int32_t)rng_below(&r_it, (uint64_t)G);
+		grp[i] = rng_double(&r_it) < p->align ? ccl[i] : (int32_t)rng_below(&r_it, G);
+		pop[i] = exp(p->pop_sigma * rng_normal(&r_it));
+		perm[i] = (int32_t)i;
+	}
+	n_cold = (long)floor(p->cold_frac * N + 0.5);
+	if (n_cold > N - 1)
+		n_cold = N - 1;
+	for (long k = 0; k < n_cold; k++) { /* partial Fisher-Yates */
+		long j = k + (long)rng_below(&r_it, (uint64_t)(N - k));
+		int32_t t = perm[k];
+		perm[k] = perm[j];
+		perm[j] = t;
+		cold[perm[k]] = 1;
+	}
+	warm_list = malloc(N * sizeof(int32_t));
+	if (!warm_list)
+		goto nomem;
+	for (long i = 0; i < N; i++)
+		if (!cold[i])
+			warm_list[n_warm++] = (int32_t)i;
+
+	/* items.npy, streamed */
+	rows = malloc((size_t)CHUNK * (D > DU ? D : DU) * sizeof(float));
+	if (!rows)
+		goto nomem;
+	snprintf(path, sizeof(path), "%s/items.npy", out_dir);
+	rc = sid_npy_writer_open(path, SID_NPY_F32, (size_t)N, (size_t)D, &nw, err);
+	if (rc < 0)
+		goto fail;
+	for (long i0 = 0; i0 < N; i0 += CHUNK) {
+		long n = N - i0 < CHUNK ? N - i0 : CHUNK;
+		for (long k = 0; k < n; k++) {
+			float *v = rows + k * D;
+			memcpy(v, centre + (size_t)ccl[i0 + k] * D, D * sizeof(float));
+			add_noise_normalise(&r_it, v, D, p->noise);
+		}
+		rc = sid_npy_writer_rows(nw, rows, (size_t)n, err);
+		if (rc < 0)
+			goto fail;
+	}
+	rc = sid_npy_writer_close(nw, err);
+	nw = NULL;
+	if (rc < 0)
+		goto fail;
+
+	/* alias tables per group, over all items (cold ones get clicks too) */
+	goff = calloc((size_t)G + 1, sizeof(int32_t));
+	gitem = malloc(N * sizeof(int32_t));
+	prob = malloc(N * sizeof(float));
+	alias = malloc(N * sizeof(int32_t));
+	work = malloc(2 * N * sizeof(int32_t));
+	wtmp = malloc(N * sizeof(double));
+	if (!goff || !gitem || !prob || !alias || !work || !wtmp)
+		goto nomem;
+	for (long i = 0; i < N; i++)
+		goff[grp[i] + 1]++;
+	for (int g = 0; g < G; g++)
+		goff[g + 1] += goff[g];
+	{
+		int32_t *fill = work;
+		memcpy(fill, goff, G * sizeof(int32_t));
+		for (long i = 0; i < N; i++)
+			gitem[fill[grp[i]]++] = (int32_t)i;
+	}
+	for (int g = 0; g < G; g++) {
+		int n = goff[g + 1] - goff[g];
+		for (int k = 0; k < n; k++)
+			wtmp[k] = pop[gitem[goff[g] + k]];
+		if (n > 0)
+			alias_build(wtmp, n, prob + goff[g], alias + goff[g], work);
+	}
+
+	/* users: favourite groups, activity; users.npy streamed */
+	fav = malloc((size_t)M * MAX_FAV * sizeof(int32_t));
+	fav_w = malloc((size_t)M * MAX_FAV * sizeof(float));
+	act = malloc(M * sizeof(double));
+	if (!fav || !fav_w || !act)
+		goto nomem;
+	for (long u = 0; u < M; u++) {
+		int nf = 1 + (int)rng_below(&r_us, MAX_FAV);
+		float ws = 0;
+		for (int f = 0; f < MAX_FAV; f++) {
+			int32_t g;
+			/* a non-empty group, so every draw can find an item */
+			do
+				g = (int32_t)rng_below(&r_us, (uint64_t)G);
+			while (goff[g + 1] == goff[g]);
+			fav[u * MAX_FAV + f] = g;
+			fav_w[u * MAX_FAV + f] = f < nf ? 0.2f + rng_float(&r_us) : 0.0f;
+			ws += fav_w[u * MAX_FAV + f];
+		}
+		for (int f = 0; f < MAX_FAV; f++)
+			fav_w[u * MAX_FAV + f] /= ws;
+		act[u] = exp(p->act_sigma * rng_normal(&r_us));
+		sum_act += act[u];
+	}
+	snprintf(path, sizeof(path), "%s/users.npy", out_dir);
+	rc = sid_npy_writer_open(path, SID_NPY_F32, (size_t)M, (size_t)DU, &nw, err);
+	if (rc < 0)
+		goto fail;
+	for (long u0 = 0; u0 < M; u0 += CHUNK) {
+		long n = M - u0 < CHUNK ? M - u0 : CHUNK;
+		for (long k = 0; k < n; k++) {
+			float *v = rows + k * DU;
+			memset(v, 0, DU * sizeof(float));
+			for (int f = 0; f < MAX_FAV; f++) {
+				const float *c = ucentre + (size_t)fav[(u0 + k) * MAX_FAV + f] * DU;
+				float w = fav_w[(u0 + k) * MAX_FAV + f];
+				for (int d = 0; d < DU; d++)
+					v[d] += w * c[d];
+			}
+			add_noise_normalise(&r_us, v, DU, p->noise);
+		}
+		rc = sid_npy_writer_rows(nw, rows, (size_t)n, err);
+		if (rc < 0)
+			goto fail;
+	}
+	rc = sid_npy_writer_close(nw, err);
+	nw = NULL;
+	if (rc < 0)
+		goto fail;
+
+	/* cold_items.txt */
+	rc = SID_EIO;
+	fcold = open_out(out_dir, "cold_items.txt", pcold, err);
+	if (!fcold)
+		goto fail;
+	for (long i = 0; i < N; i++)
+		if (cold[i])
+			fprintf(fcold, "%ld\n", i);
+	rc = close_out(fcold, pcold, err);
+	fcold = NULL;
+	if (rc < 0)
+		goto fail;
+	st->cold_items = n_cold;
+
+	/* clicks, user by user */
+	ftrain = open_out(out_dir, "train.tsv", ptrain, err);
+	ftest = ftrain ? open_out(out_dir, "test.tsv", ptest, err) : NULL;
+	fctest = ftest ? open_out(out_dir, "cold_test.tsv", pctest, err) : NULL;
+	if (!fctest) {
+		rc = SID_EIO;
+		goto fail;
+	}
+	for (long u = 0; u < M; u++) {
+		long n = llround((double)p->interactions * act[u] / sum_act);
+		long nw_u = 0, nc_u = 0, n_test;
+		if (n < 1)
+			n = 1;
+		if (n > N)
+			n = N;
+		if (n > cap) {
+			free(clicks);
+			cap = n * 2 > 64 ? n * 2 : 64;
+			clicks = malloc((size_t)cap * 2 * sizeof(int32_t));
+			if (!clicks)
+				goto nomem;
+		}
+		/* distinct clicks: redraw repeats, up to 8n draws (tiny groups) */
+		size_t hmask = 1;
+		while (hmask < (size_t)n * 2)
+			hmask <<= 1;
+		if (hmask > hcap) {
+			free(hset);
+			hcap = hmask;
+			hset = malloc(hcap * sizeof(int32_t));
+			if (!hset)
+				goto nomem;
+		}
+		memset(hset, 0xff, hmask * sizeof(int32_t));
+		hmask--;
+		long got = 0;
+		for (long draw = 0; got < n && draw < 8 * n; draw++) {
+			int32_t g;
+			if (rng_double(&r_ck) < p->explore) {
+				do
+					g = (int32_t)rng_below(&r_ck, (uint64_t)G);
+				while (goff[g + 1] == goff[g]);
+			} else {
+				double x = rng_double(&r_ck), acc = 0;
+				int f = 0;
+				for (; f < MAX_FAV - 1; f++) {
+					acc += fav_w[u * MAX_FAV + f];
+					if (x < acc)
+						break;
+				}
+				g = fav[u * MAX_FAV + f];
+			}
+			int32_t ng = goff[g + 1] - goff[g];
+			int32_t s = (int32_t)rng_below(&r_ck, (uint64_t)ng);
+			if (rng_float(&r_ck) >= prob[goff[g] + s])
+				s = alias[goff[g] + s];
+			int32_t it = gitem[goff[g] + s];
+			size_t h = ((uint32_t)it * 2654435761u) & hmask;
+			while (hset[h] >= 0 && hset[h] != it)
+				h = (h + 1) & hmask;
+			if (hset[h] == it)
+				continue;
+			hset[h] = it;
+			clicks[got++] = it;
+		}
+		n = got;
+		qsort(clicks, (size_t)n, sizeof(int32_t), cmp_i32);
+		/* dedupe; split warm (front of clicks + cap) and cold */
+		int32_t *warm = clicks + cap;
+		for (long k = 0; k < n; k++) {
+			if (k > 0 && clicks[k] == clicks[k - 1])
+				continue;
+			if (cold[clicks[k]]) {
+				put_pair(fctest, u, clicks[k]);
+				nc_u++;
+			} else {
+				warm[nw_u++] = clicks[k];
+			}
+		}
+		if (nw_u == 0) /* every user keeps a train click */
+			warm[nw_u++] = warm_list[rng_below(&r_ck, (uint64_t)n_warm)];
+		/* test: a random test_frac of the warm clicks, at least one stays */
+		n_test = (long)floor(p->test_frac * nw_u);
+		if (n_test > nw_u - 1)
+			n_test = nw_u - 1;
+		for (long k = 0; k < n_test; k++) {
+			long j = k + (long)rng_below(&r_ck, (uint64_t)(nw_u - k));
+			int32_t t = warm[k];
+			warm[k] = warm[j];
+			warm[j] = t;
+		}
+		qsort(warm, (size_t)n_test, sizeof(int32_t), cmp_i32);
+		qsort(warm + n_test, (size_t)(nw_u - n_test), sizeof(int32_t), cmp_i32);
+		for (long k = 0; k < n_test; k++)
+			put_pair(ftest, u, warm[k]);
+		for (long k = n_test; k < nw_u; k++)
+			put_pair(ftrain, u, warm[k]);
+		st->train += nw_u - n_test;
+		st->test += n_test;
+		st->cold_test += nc_u;
+		if (p->progress && (u + 1) % (M / 20 > 0 ? M / 20 : 1) == 0)
+			fprintf(stderr, "\rgen: users %ld/%ld, train clicks %ld", u + 1, M,
+				st->train);
+	}
+	if (p->progress)
+		fprintf(stderr, "\n");
+	rc = close_out(ftrain, ptrain, err);
+	ftrain = NULL;
+	if (rc == 0)
+		rc = close_out(ftest, ptest, err);
+	ftest = NULL;
+	if (rc == 0)
+		rc = close_out(fctest, pctest, err);
+	fctest = NULL;
+	if (rc < 0)
+		goto fail;
+	rc = 0;
+	goto done;
+nomem:
+	rc = sid_error_set(err, SID_ENOMEM, "gen: out of memory");
+fail:
+	if (nw)
+		sid_npy_writer_close(nw, NULL);
+done:
+	if (ftrain)
+		fclose(ftrain);
+	if (ftest)
+		fclose(ftest);
+	if (fctest)
+		fclose(fctest);
+	if (fcold)
+		fclose(fcold);
+	if (ucentre != centre)
+		free(ucentre);
+	free(centre);
+	free(rows);
+	free(prob);
+	free(fav_w);
+	free(ccl);
+	free(grp);
+	free(alias);
+	free(goff);
+	free(gitem);
+	free(fav);
+	free(perm);
+	free(work);
+	free(clicks);
+	free(hset);
+	free(warm_list);
+	free(pop);
+	free(act);
+	free(wtmp);
+	free(cold);
+	return rc;
+}
