@@ -1,0 +1,91 @@
+/*
+ * cli.h - the pieces of bin/semid, kept out of cli/main.c so the Check tests
+ * in tests/cli/ can link them: command dispatch and help (commands.c), the
+ * `encode` pipeline (encode_cmd.c) and the terminal progress bar
+ * (progress.c).
+ *
+ * Exit statuses used everywhere: CLI_EXIT_OK 0, CLI_EXIT_IO 1 (internal or
+ * output I/O error, out of memory), CLI_EXIT_INPUT 2 (bad usage or bad input:
+ * a missing, unreadable or malformed model or data file, a wrong shape or
+ * dtype, a non-finite value).
+ *
+ * Thread-safety: none of these functions is meant to run twice at once in one
+ * process (the encode pipeline starts and joins its own worker threads).
+ */
+#ifndef SID_CLI_H
+#define SID_CLI_H
+
+#include <stddef.h>
+#include <stdio.h>
+
+#include "encode.h"
+#include "err.h"
+
+#define SEMID_VERSION "0.1.0"
+
+enum { CLI_EXIT_OK = 0, CLI_EXIT_IO = 1, CLI_EXIT_INPUT = 2 };
+
+/* The whole program: `semid <command> ...`.  Returns the exit status. */
+int cli_main(int argc, char **argv);
+
+/* ---- encode ------------------------------------------------------------- */
+
+#define CLI_BATCH_DEFAULT 1024
+#define CLI_BATCH_MAX	  (1u << 20)
+#define CLI_THREADS_MAX	  256
+
+enum cli_progress_mode { CLI_PROGRESS_AUTO, CLI_PROGRESS_ALWAYS, CLI_PROGRESS_NEVER };
+
+struct cli_encode_opts {
+	const char *model;  /* --model, required */
+	const char *tower;  /* --tower, default "item" */
+	const char *input;  /* --input, required: a 2-D float32/float64 .npy */
+	const char *output; /* --output, required: *.npy, "-" (TSV on stdout), or a TSV path */
+	size_t batch;	    /* --batch, rows per batch, 1..CLI_BATCH_MAX */
+	int threads;	    /* --threads, 0 = online CPUs */
+	int top_k;	    /* --top-k, 1..SID_TOPK_MAX: 1 + alternatives per row */
+	enum sid_sid_format format;	 /* --format dash|tokens (TSV only) */
+	enum cli_progress_mode progress; /* --progress / --no-progress, default auto (isatty) */
+};
+
+/*
+ * Parse the arguments after "encode" (argv[0] is the first option).  Sets
+ * defaults first.  Returns 0, 1 when --help was asked for, or SID_EINVAL
+ * with a message naming the bad option.
+ */
+int cli_encode_parse(int argc, char **argv, struct cli_encode_opts *o, struct sid_error *err);
+
+/*
+ * Run an encode.  TSV for output "-" goes to @tsv_out.  Returns an exit
+ * status (CLI_EXIT_*); on failure @err holds the message (already naming
+ * the file at fault) and no output file is left behind.
+ */
+int cli_encode_run(const struct cli_encode_opts *o, FILE *tsv_out, struct sid_error *err);
+
+/* ---- progress bar --------------------------------------------------------- */
+
+struct cli_progress {
+	int on;
+	size_t total;
+	double t0, last; /* monotonic seconds */
+	FILE *fp;
+};
+
+/* Start a bar for @total rows on @fp (drawn only when @on). */
+void cli_progress_begin(struct cli_progress *p, int on, size_t total, FILE *fp);
+/* Report @done rows; redraws at most ten times a second. */
+void cli_progress_update(struct cli_progress *p, size_t done);
+/* Final redraw and newline (only when something was drawn). */
+void cli_progress_end(struct cli_progress *p, size_t done);
+
+/*
+ * One bar line, e.g. "[#########-----------]  45.0%  450000/1000000 rows
+ * 123.4k rows/s  ETA 0:04" for @done of @total rows after @elapsed seconds.
+ * Returns the length (snprintf semantics).
+ */
+int cli_progress_format(char *buf, size_t len, size_t done, size_t total, double elapsed);
+
+/* Monotonic clock in seconds. */
+double cli_now(void);
+
+#endif

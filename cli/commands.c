@@ -1,0 +1,205 @@
+/*
+ * commands.c - `semid` command dispatch, help texts, and the small commands
+ * (inspect, version).  The encode pipeline is in encode_cmd.c.
+ */
+#include "cli.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "model.h"
+
+static const char usage_main[] =
+    "usage: semid <command> [options]\n"
+    "\n"
+    "Encode embeddings into semantic IDs with an RQ-VAE model (a safetensors file).\n"
+    "\n"
+    "commands:\n"
+    "  inspect MODEL          print a JSON summary of a model file, or why it is invalid\n"
+    "  encode [options]       turn a .npy of embeddings into semantic IDs\n"
+    "  version                print the program and model-format versions\n"
+    "  help [COMMAND]         this text, or the help of one command\n"
+    "\n"
+    "exit status: 0 ok, 1 internal or I/O error (e.g. cannot write the output),\n"
+    "             2 bad usage or bad input (missing or malformed model or data file,\n"
+    "               wrong shape or dtype, a non-finite value)\n"
+    "\n"
+    "Run 'semid help encode' for the encode options.\n";
+
+static const char usage_inspect[] =
+    "usage: semid inspect MODEL\n"
+    "\n"
+    "Validate MODEL (a semid safetensors file, see proto/model-format.md) and print a\n"
+    "JSON summary on stdout: model version, file sha256 and size, and per tower the\n"
+    "input dimension, layer shapes, activation, input norm, levels, codebook sizes,\n"
+    "and the metadata.  An invalid file prints 'semid: MODEL: <reason>' on stderr.\n"
+    "\n"
+    "exit status: 0 valid, 2 missing or invalid file, 1 internal error\n";
+
+static const char usage_encode[] =
+    "usage: semid encode --model MODEL --input X.npy --output OUT [options]\n"
+    "\n"
+    "Encode every row of X.npy, a 2-D C-order float32 or float64 array of shape\n"
+    "(N, D) with D the tower's input dimension, into semantic IDs.  The input is\n"
+    "memory-mapped and streamed in batches, so files larger than RAM are fine; rows\n"
+    "are encoded on all cores and written in input order.\n"
+    "\n"
+    "  -m, --model MODEL     the model file (required)\n"
+    "  -t, --tower NAME      item (default) or user\n"
+    "  -i, --input X.npy     the embeddings (required)\n"
+    "  -o, --output OUT      where the IDs go (required):\n"
+    "                          *.npy  an int32 array (N, L): one code per level\n"
+    "                          -      TSV on stdout: row<TAB>c0-c1-c2 per line\n"
+    "                          other  the same TSV into that file\n"
+    "  -b, --batch N         rows per batch (default 1024; output does not depend on it)\n"
+    "  -j, --threads N       worker threads (default: online CPUs; output does not\n"
+    "                        depend on it)\n"
+    "  -k, --top-k K         also give up to K-1 alternative IDs per row, next best by\n"
+    "                        distance (default 1): TSV gets one more column each; .npy\n"
+    "                        is (N, K*L) with -1 where a row has fewer alternatives\n"
+    "  -f, --format F        TSV ID format: dash (12-7-200, default) or tokens\n"
+    "                        (<a_12><b_7><c_200>)\n"
+    "      --progress        always draw the progress bar on stderr\n"
+    "      --no-progress     never draw it (default: only when stderr is a terminal)\n"
+    "\n"
+    "A file output is written under a temporary name and renamed when complete;\n"
+    "on any error none is left behind.  TSV on stdout may hold the rows before\n"
+    "the failing batch.\n"
+    "\n"
+    "exit status: 0 ok; 1 internal or output I/O error; 2 bad usage or bad input:\n"
+    "missing/invalid model, no such tower, input not a 2-D float .npy, wrong number\n"
+    "of columns, or a non-finite value (the message names its row and column).\n";
+
+static void print_error(const char *msg)
+{
+	fprintf(stderr, "semid: %s\n", msg);
+}
+
+static int cmd_inspect(int argc, char **argv)
+{
+	struct sid_model *m = NULL;
+	struct sid_error err;
+	char *desc = NULL, *pretty = NULL;
+	json_t *j = NULL;
+	json_error_t jerr;
+	int rc, status = CLI_EXIT_IO;
+	size_t n;
+
+	if (argc == 1 && (strcmp(argv[0], "-h") == 0 || strcmp(argv[0], "--help") == 0)) {
+		fputs(usage_inspect, stdout);
+		return CLI_EXIT_OK;
+	}
+	if (argc != 1 || argv[0][0] == '-') {
+		fprintf(stderr, "semid inspect: %s\n\n%s",
+			argc == 0 ? "MODEL is required" : "expects exactly one MODEL argument",
+			usage_inspect);
+		return CLI_EXIT_INPUT;
+	}
+	sid_error_clear(&err);
+	if ((rc = sid_model_load(argv[0], &m, &err)) < 0) {
+		n = strlen(argv[0]);
+		if (strncmp(err.msg, argv[0], n) != 0 || err.msg[n] != ':')
+			sid_error_prefix(&err, "%s", argv[0]);
+		print_error(err.msg);
+		return rc == SID_ENOMEM ? CLI_EXIT_IO : CLI_EXIT_INPUT;
+	}
+	desc = sid_model_describe_json(m);
+	if (!desc) {
+		print_error("out of memory describing the model");
+		goto fail;
+	}
+	j = json_loads(desc, 0, &jerr);
+	pretty = j ? json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
+	if (!pretty) {
+		fprintf(stderr, "semid: internal error: the model summary is not valid JSON (%s)\n",
+			j ? "dump failed" : jerr.text);
+		goto fail;
+	}
+	fputs(pretty, stdout);
+	fputc('\n', stdout);
+	if (fflush(stdout) != 0 || ferror(stdout)) {
+		print_error("stdout: write failed");
+		goto fail;
+	}
+	status = CLI_EXIT_OK;
+fail: /* success comes through here too */
+	free(pretty);
+	json_decref(j);
+	free(desc);
+	sid_model_unref(m);
+	return status;
+}
+
+static int cmd_encode(int argc, char **argv)
+{
+	struct cli_encode_opts o;
+	struct sid_error err;
+	int rc;
+
+	sid_error_clear(&err);
+	rc = cli_encode_parse(argc, argv, &o, &err);
+	if (rc == 1) {
+		fputs(usage_encode, stdout);
+		return CLI_EXIT_OK;
+	}
+	if (rc < 0) {
+		fprintf(stderr, "semid encode: %s\n\n%s", err.msg, usage_encode);
+		return CLI_EXIT_INPUT;
+	}
+	rc = cli_encode_run(&o, stdout, &err);
+	if (rc != CLI_EXIT_OK)
+		print_error(err.msg);
+	return rc;
+}
+
+static int cmd_version(void)
+{
+	printf("semid %s (model format %d)\n", SEMID_VERSION, SID_FORMAT_VERSION);
+	return CLI_EXIT_OK;
+}
+
+static int cmd_help(int argc, char **argv)
+{
+	if (argc == 0) {
+		fputs(usage_main, stdout);
+		return CLI_EXIT_OK;
+	}
+	if (strcmp(argv[0], "encode") == 0) {
+		fputs(usage_encode, stdout);
+		return CLI_EXIT_OK;
+	}
+	if (strcmp(argv[0], "inspect") == 0) {
+		fputs(usage_inspect, stdout);
+		return CLI_EXIT_OK;
+	}
+	if (strcmp(argv[0], "version") == 0 || strcmp(argv[0], "help") == 0) {
+		fputs(usage_main, stdout);
+		return CLI_EXIT_OK;
+	}
+	fprintf(stderr, "semid help: no command '%s'\n\n%s", argv[0], usage_main);
+	return CLI_EXIT_INPUT;
+}
+
+int cli_main(int argc, char **argv)
+{
+	const char *cmd;
+
+	if (argc < 2) {
+		fputs(usage_main, stderr);
+		return CLI_EXIT_INPUT;
+	}
+	cmd = argv[1];
+	if (strcmp(cmd, "inspect") == 0)
+		return cmd_inspect(argc - 2, argv + 2);
+	if (strcmp(cmd, "encode") == 0)
+		return cmd_encode(argc - 2, argv + 2);
+	if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0)
+		return cmd_version();
+	if (strcmp(cmd, "help") == 0)
+		return cmd_help(argc - 2, argv + 2);
+	if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0)
+		return cmd_help(0, NULL);
+	fprintf(stderr, "semid: unknown command '%s'\n\n%s", cmd, usage_main);
+	return CLI_EXIT_INPUT;
+}

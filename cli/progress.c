@@ -1,0 +1,108 @@
+/*
+ * progress.c - the one-line progress bar `semid encode` draws on stderr when
+ * it is a terminal: rows done / total, percent, rate and ETA, redrawn in
+ * place with '\r' at most ten times a second.  See cli.h.
+ */
+#include "cli.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#define BAR_WIDTH 24
+
+double cli_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* "812", "12.3k", "4.56M" */
+static void fmt_rate(char *buf, size_t len, double r)
+{
+	if (r >= 1e6)
+		snprintf(buf, len, "%.2fM", r / 1e6);
+	else if (r >= 1e4)
+		snprintf(buf, len, "%.1fk", r / 1e3);
+	else
+		snprintf(buf, len, "%.0f", r);
+}
+
+/* "0:04", "12:31", "3:02:15" */
+static void fmt_duration(char *buf, size_t len, double s)
+{
+	unsigned long t = s < 0 ? 0 : s > 359999999.0 ? 359999999UL : (unsigned long)(s + 0.5);
+
+	if (t >= 3600)
+		snprintf(buf, len, "%lu:%02lu:%02lu", t / 3600, t / 60 % 60, t % 60);
+	else
+		snprintf(buf, len, "%lu:%02lu", t / 60, t % 60);
+}
+
+int cli_progress_format(char *buf, size_t len, size_t done, size_t total, double elapsed)
+{
+	char bar[BAR_WIDTH + 1], rate[32], eta[32];
+	double frac = total ? (double)done / (double)total : 1.0;
+	double r = elapsed > 0 ? (double)done / elapsed : 0.0;
+	int fill, i;
+
+	if (frac > 1.0)
+		frac = 1.0;
+	fill = (int)(frac * BAR_WIDTH);
+	for (i = 0; i < BAR_WIDTH; i++)
+		bar[i] = i < fill ? '#' : '-';
+	bar[BAR_WIDTH] = '\0';
+	fmt_rate(rate, sizeof(rate), r);
+	if (done >= total)
+		fmt_duration(eta, sizeof(eta), elapsed);
+	else if (r > 0)
+		fmt_duration(eta, sizeof(eta), (double)(total - done) / r);
+	else
+		snprintf(eta, sizeof(eta), "?");
+	return snprintf(buf, len, "[%s] %5.1f%%  %zu/%zu rows  %s rows/s  %s %s", bar, frac * 100.0,
+			done, total, rate, done >= total ? "in" : "ETA", eta);
+}
+
+static void draw(struct cli_progress *p, size_t done, double now)
+{
+	char line[256];
+
+	cli_progress_format(line, sizeof(line), done, p->total, now - p->t0);
+	/* "\033[K" clears what a longer previous line left behind */
+	fprintf(p->fp, "\r%s\033[K", line);
+	fflush(p->fp);
+	p->last = now;
+}
+
+void cli_progress_begin(struct cli_progress *p, int on, size_t total, FILE *fp)
+{
+	memset(p, 0, sizeof(*p));
+	p->on = on;
+	p->total = total;
+	p->fp = fp;
+	p->t0 = cli_now();
+	p->last = 0;
+}
+
+void cli_progress_update(struct cli_progress *p, size_t done)
+{
+	double now;
+
+	if (!p->on)
+		return;
+	now = cli_now();
+	if (now - p->last < 0.1)
+		return;
+	draw(p, done, now);
+}
+
+void cli_progress_end(struct cli_progress *p, size_t done)
+{
+	if (!p->on)
+		return;
+	draw(p, done, cli_now());
+	fputc('\n', p->fp);
+	fflush(p->fp);
+	p->on = 0;
+}

@@ -1,0 +1,412 @@
+#!/usr/bin/python3
+"""Integration tests for bin/semid (inspect, encode, help, version).
+
+Models are written here with plain numpy in the safetensors profile of
+proto/model-format.md (8-byte LE header length, JSON header, raw F32 data,
+"semid" metadata).  Expected codes are known by construction and checked with
+a float64 numpy reference: the tower computes z = x exactly (relu(x) -
+relu(-x) through two layers), and every input is built as a sum of one
+codeword per level plus tiny noise, with codebooks on scales 10 : 1 : 0.1, so
+no row is anywhere near a tie.  The full encoder parity test belongs to
+tests/core.
+
+Run: SEMID_BIN=/path/to/bin /usr/bin/python3 tests/cli/test_cli.py
+"""
+import hashlib
+import json
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+import unittest
+
+import numpy as np
+
+BIN = os.environ.get("SEMID_BIN", "bin")
+SEMID = os.path.join(BIN, "semid")
+
+D = 16  # input width = latent width E
+KS = [16, 8, 5]  # codewords per level (non-uniform)
+SCALES = [10.0, 1.0, 0.1]
+N = 300
+
+
+def write_safetensors(path, tensors, metadata):
+    """tensors: list of (name, float32 array); metadata: dict str -> str."""
+    header, blobs, off = {}, [], 0
+    for name, arr in tensors:
+        raw = np.ascontiguousarray(arr, dtype="<f4").tobytes()
+        header[name] = {"dtype": "F32", "shape": list(arr.shape),
+                        "data_offsets": [off, off + len(raw)]}
+        blobs.append(raw)
+        off += len(raw)
+    header["__metadata__"] = metadata
+    hj = json.dumps(header).encode()
+    hj += b" " * ((8 - len(hj) % 8) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(hj)) + hj + b"".join(blobs))
+
+
+def make_model(path, rng, towers=("item",), model_version="test-1"):
+    """A model whose towers map x -> z = x exactly (relu, two layers)."""
+    eye = np.eye(D, dtype=np.float32)
+    tensors, meta_towers, books = [], {}, {}
+    for t in towers:
+        tensors.append((f"{t}.encoder.0.weight", np.vstack([eye, -eye])))  # (2D, D)
+        tensors.append((f"{t}.encoder.0.bias", np.zeros(2 * D, np.float32)))
+        tensors.append((f"{t}.encoder.1.weight", np.hstack([eye, -eye])))  # (D, 2D), no bias
+        cbs = [(rng.standard_normal((k, D)) * s).astype(np.float32) for k, s in zip(KS, SCALES)]
+        for l, cb in enumerate(cbs):
+            tensors.append((f"{t}.codebook.{l}", cb))
+        books[t] = cbs
+        meta_towers[t] = {"activation": "relu", "input_norm": "none"}
+    tensors.append(("decoder.0.weight", np.ones((3, 4), np.float32)))  # ignored
+    semid = {"format_version": 1, "model_version": model_version, "towers": meta_towers,
+             "train": {"epochs": 3, "note": "cli test"}}
+    write_safetensors(path, tensors, {"semid": json.dumps(semid)})
+    return books
+
+
+def make_inputs(rng, cbs, n):
+    """Rows near sum of one codeword per level; returns (x float32, codes)."""
+    codes = np.stack([rng.integers(0, k, n) for k in KS], axis=1).astype(np.int32)
+    x = sum(cbs[l].astype(np.float64)[codes[:, l]] for l in range(len(KS)))
+    x = x + rng.standard_normal(x.shape) * 1e-3
+    return x.astype(np.float32), codes
+
+
+def reference_codes(x, cbs):
+    """Greedy residual quantisation in float64 (z = x for these towers)."""
+    r = x.astype(np.float64)
+    out = []
+    for cb in cbs:
+        c = cb.astype(np.float64)
+        d = ((r[:, None, :] - c[None, :, :]) ** 2).sum(-1)
+        k = d.argmin(1)
+        # how clear the decision is: the runner-up must be far behind
+        s = np.sort(d, 1)
+        assert (s[:, 1] - s[:, 0] > 0.05).all()
+        out.append(k)
+        r = r - c[k]
+    return np.stack(out, 1).astype(np.int32)
+
+
+def run(*args, **kw):
+    return subprocess.run([SEMID, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          timeout=120, **kw)
+
+
+def parse_tsv(text):
+    rows, codes = [], []
+    for line in text.splitlines():
+        row, sid = line.split("\t")[:2]
+        rows.append(int(row))
+        codes.append([int(c) for c in sid.split("-")])
+    return np.array(rows), np.array(codes, dtype=np.int32)
+
+
+class CliTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory(prefix="semid-cli-")
+        cls.dir = cls.tmp.name
+        rng = np.random.default_rng(20240611)
+        cls.model = os.path.join(cls.dir, "model.safetensors")
+        cls.books = make_model(cls.model, rng)
+        cls.x, cls.codes = make_inputs(rng, cls.books["item"], N)
+        cls.input = os.path.join(cls.dir, "x.npy")
+        np.save(cls.input, cls.x)
+        # the construction is what the float64 reference computes
+        np.testing.assert_array_equal(reference_codes(cls.x, cls.books["item"]), cls.codes)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tmp.cleanup()
+
+    def setUp(self):
+        self.out = tempfile.TemporaryDirectory(prefix="semid-out-", dir=self.dir)
+        self.addCleanup(self.out.cleanup)
+
+    def encode(self, *extra, model=None, inp=None, output="-"):
+        return run("encode", "--model", model or self.model, "--input", inp or self.input,
+                   "--output", output, *extra)
+
+    def assert_bad(self, p, *needles):
+        self.assertEqual(p.returncode, 2, p.stderr.decode())
+        err = p.stderr.decode()
+        self.assertTrue(err.startswith("semid"), err)
+        for n in needles:
+            self.assertIn(n, err)
+
+    def out_files(self):
+        return sorted(os.listdir(self.out.name))
+
+    # ---- inspect ----
+
+    def test_inspect_valid(self):
+        p = run("inspect", self.model)
+        self.assertEqual(p.returncode, 0, p.stderr.decode())
+        text = p.stdout.decode()
+        self.assertIn('\n  "', text)  # pretty, 2-space indent
+        j = json.loads(text)
+        with open(self.model, "rb") as f:
+            blob = f.read()
+        self.assertEqual(j["sha256"], hashlib.sha256(blob).hexdigest())
+        self.assertEqual(j["version"], "test-1")
+        item = j["towers"]["item"]
+        self.assertEqual(item["input_dim"], D)
+        self.assertEqual(item["latent_dim"], D)
+        self.assertEqual(item["levels"], 3)
+        self.assertEqual(item["codebook_sizes"], KS)
+        self.assertEqual(item["activation"], "relu")
+        self.assertEqual(item["input_norm"], "none")
+        self.assertNotIn("user", j["towers"])
+        self.assertEqual(j["metadata"]["train"], {"epochs": 3, "note": "cli test"})
+
+    def test_inspect_bad_files(self):
+        bad = os.path.join(self.out.name, "bad.safetensors")
+        with open(self.model, "rb") as f:
+            blob = f.read()
+        with open(bad, "wb") as f:
+            f.write(blob[: len(blob) - 10])  # truncated data
+        p = run("inspect", bad)
+        self.assert_bad(p, f"semid: {bad}: ")
+        self.assertEqual(p.stdout, b"")
+        with open(bad, "wb") as f:
+            f.write(b"not a model at all")
+        self.assert_bad(run("inspect", bad), f"semid: {bad}: ")
+        missing = os.path.join(self.out.name, "nope.safetensors")
+        self.assert_bad(run("inspect", missing), f"semid: {missing}: ")
+        self.assert_bad(run("inspect"), "MODEL")
+        self.assert_bad(run("inspect", self.model, self.model), "MODEL")
+
+    # ---- encode: results ----
+
+    def test_encode_tsv_matches_reference(self):
+        p = self.encode("--threads", "2")
+        self.assertEqual(p.returncode, 0, p.stderr.decode())
+        self.assertEqual(p.stderr, b"")  # stderr is not a terminal: no progress bar
+        rows, codes = parse_tsv(p.stdout.decode())
+        np.testing.assert_array_equal(rows, np.arange(N))
+        np.testing.assert_array_equal(codes, self.codes)
+        first = p.stdout.decode().splitlines()[0]
+        c = self.codes[0]
+        self.assertEqual(first, f"0\t{c[0]}-{c[1]}-{c[2]}")
+
+    def test_encode_npy_equals_tsv_any_threads_batch(self):
+        outs = []
+        for threads, batch in [("1", "1"), ("2", "1000"), ("2", "7"), ("1", "64"), ("0", "1")]:
+            path = os.path.join(self.out.name, f"o-{threads}-{batch}.npy")
+            p = self.encode("--threads", threads, "--batch", batch, output=path)
+            self.assertEqual(p.returncode, 0, p.stderr.decode())
+            a = np.load(path)
+            self.assertEqual(a.dtype, np.dtype("<i4"))
+            self.assertEqual(a.shape, (N, 3))
+            outs.append(a)
+        for a in outs:
+            np.testing.assert_array_equal(a, self.codes)
+        # header is padded so the data is 64-byte aligned (numpy's layout)
+        with open(path, "rb") as f:
+            head = f.read(10)
+        self.assertEqual((10 + struct.unpack("<H", head[8:10])[0]) % 64, 0)
+        # TSV equals the .npy, for other thread/batch choices too
+        for threads, batch in [("1", "1"), ("2", "1000")]:
+            p = self.encode("-j", threads, "-b", batch)
+            self.assertEqual(p.returncode, 0)
+            np.testing.assert_array_equal(parse_tsv(p.stdout.decode())[1], outs[0])
+        # no temp files left next to the outputs
+        self.assertTrue(all(f.endswith(".npy") and ".tmp." not in f for f in self.out_files()))
+
+    def test_encode_float64_and_tokens_and_tsv_file(self):
+        x64 = os.path.join(self.out.name, "x64.npy")
+        np.save(x64, self.x.astype(np.float64))
+        p = self.encode("--format", "tokens", inp=x64)
+        self.assertEqual(p.returncode, 0, p.stderr.decode())
+        lines = p.stdout.decode().splitlines()
+        self.assertEqual(len(lines), N)
+        for i in (0, 57, N - 1):
+            a, b, c = self.codes[i]
+            self.assertEqual(lines[i], f"{i}\t<a_{a}><b_{b}><c_{c}>")
+        tsv = os.path.join(self.out.name, "ids.tsv")
+        p = self.encode(output=tsv)
+        self.assertEqual(p.returncode, 0, p.stderr.decode())
+        self.assertEqual(p.stdout, b"")
+        with open(tsv) as f:
+            np.testing.assert_array_equal(parse_tsv(f.read())[1], self.codes)
+
+    def test_encode_top_k(self):
+        path = os.path.join(self.out.name, "topk.npy")
+        p = self.encode("--top-k", "3", output=path)
+        self.assertEqual(p.returncode, 0, p.stderr.decode())
+        a = np.load(path)
+        self.assertEqual(a.shape, (N, 9))
+        np.testing.assert_array_equal(a[:, :3], self.codes)
+        cbs = [c.astype(np.float64) for c in self.books["item"]]
+        x = self.x.astype(np.float64)
+
+        def dist(row, tup):
+            q = sum(cbs[l][tup[l]] for l in range(3))
+            return ((x[row] - q) ** 2).sum()
+
+        for r in range(0, N, 37):
+            tuples = [tuple(a[r, 3 * j: 3 * j + 3]) for j in range(3)]
+            real = [t for t in tuples if t[0] >= 0]
+            self.assertEqual(len(set(real)), len(real))  # never repeats, greedy included
+            d = [dist(r, t) for t in real]
+            self.assertEqual(d, sorted(d))  # best first, greedy best of all
+        p = self.encode("--top-k", "3")
+        self.assertEqual(p.returncode, 0)
+        for line, row in zip(p.stdout.decode().splitlines(), a):
+            cols = line.split("\t")
+            want = [f"{t[0]}-{t[1]}-{t[2]}" for t in row.reshape(3, 3) if t[0] >= 0]
+            self.assertEqual(cols[1:], want)
+
+    def test_user_tower_and_progress(self):
+        rng = np.random.default_rng(7)
+        model = os.path.join(self.out.name, "two.safetensors")
+        books = make_model(model, rng, towers=("item", "user"))
+        x, codes = make_inputs(rng, books["user"], 50)
+        inp = os.path.join(self.out.name, "u.npy")
+        np.save(inp, x)
+        p = self.encode("--tower", "user", "--progress", "--batch", "8", model=model, inp=inp)
+        self.assertEqual(p.returncode, 0, p.stderr.decode())
+        np.testing.assert_array_equal(parse_tsv(p.stdout.decode())[1], codes)
+        err = p.stderr.decode()
+        self.assertIn("50/50 rows", err)
+        self.assertIn("100.0%", err)
+        # the item tower of the same model gives different codes for these rows
+        p = self.encode("--no-progress", model=model, inp=inp)
+        self.assertEqual(p.returncode, 0)
+        self.assertEqual(p.stderr, b"")
+        self.assertFalse((parse_tsv(p.stdout.decode())[1] == codes).all())
+
+    def test_empty_input(self):
+        inp = os.path.join(self.out.name, "empty.npy")
+        np.save(inp, np.zeros((0, D), np.float32))
+        path = os.path.join(self.out.name, "e.npy")
+        p = self.encode(inp=inp, output=path)
+        self.assertEqual(p.returncode, 0, p.stderr.decode())
+        self.assertEqual(np.load(path).shape, (0, 3))
+
+    # ---- encode: bad input ----
+
+    def test_wrong_columns(self):
+        inp = os.path.join(self.out.name, "c.npy")
+        np.save(inp, np.zeros((4, D - 1), np.float32))
+        out = os.path.join(self.out.name, "o.npy")
+        p = self.encode(inp=inp, output=out)
+        self.assert_bad(p, f"semid: {inp}: has 15 columns, tower 'item' expects 16")
+        self.assertEqual(self.out_files(), ["c.npy"])
+
+    def test_wrong_dtype_and_rank(self):
+        cases = [
+            (np.zeros((4, D), np.int32), "int32"),
+            (np.zeros(D, np.float32), "expected a 2-D array, got shape (16,)"),
+            (np.zeros((2, 2, 4), np.float32), "expected a 2-D array, got shape (2, 2, 4)"),
+            (np.zeros((4, D), ">f4"), "big-endian"),
+            (np.zeros((4, D), np.float16), "unsupported dtype '<f2'"),
+            (np.asfortranarray(np.zeros((4, D), np.float32) + np.arange(D)), "Fortran"),
+        ]
+        for arr, msg in cases:
+            with self.subTest(msg=msg):
+                inp = os.path.join(self.out.name, "bad.npy")
+                np.save(inp, arr)
+                self.assert_bad(self.encode(inp=inp), f"semid: {inp}: ", msg)
+        trunc = os.path.join(self.out.name, "trunc.npy")
+        with open(self.input, "rb") as f:
+            blob = f.read()
+        with open(trunc, "wb") as f:
+            f.write(blob[:-4])
+        self.assert_bad(self.encode(inp=trunc), "truncated data")
+        with open(trunc, "wb") as f:
+            f.write(b"hello")
+        self.assert_bad(self.encode(inp=trunc), "not a .npy file")
+
+    def test_nan_row_57(self):
+        for dtype, bad, word in [(np.float32, np.nan, "nan"), (np.float64, -np.inf, "-inf")]:
+            x = self.x.astype(dtype)
+            x[57, 5] = bad
+            x[200, 1] = np.nan  # a later bad row must not be the one reported
+            inp = os.path.join(self.out.name, "nan.npy")
+            np.save(inp, x)
+            for threads, batch in [("1", "1000"), ("2", "10"), ("2", "1")]:
+                out = os.path.join(self.out.name, "o.npy")
+                p = self.encode("-j", threads, "-b", batch, inp=inp, output=out)
+                self.assert_bad(p, f"semid: {inp}: row 57, column 5 is not finite ({word})")
+                self.assertEqual(self.out_files(), ["nan.npy"])  # nothing half-written
+        # an existing output is left untouched by a failed run
+        out = os.path.join(self.out.name, "keep.npy")
+        with open(out, "wb") as f:
+            f.write(b"old")
+        self.assert_bad(self.encode(inp=inp, output=out), "row 57")
+        with open(out, "rb") as f:
+            self.assertEqual(f.read(), b"old")
+
+    def test_unknown_or_missing_tower(self):
+        self.assert_bad(self.encode("--tower", "user"), "has no tower 'user'", "item")
+        p = self.encode("--tower", "movie")
+        self.assert_bad(p, "--tower must be 'item' or 'user'", "usage:")
+
+    def test_missing_files(self):
+        missing = os.path.join(self.out.name, "none.npy")
+        self.assert_bad(self.encode(inp=missing), f"semid: {missing}: ")
+        missing = os.path.join(self.out.name, "none.safetensors")
+        self.assert_bad(self.encode(model=missing), f"semid: {missing}: ")
+        p = self.encode(output=os.path.join(self.out.name, "no", "such", "dir.npy"))
+        self.assertEqual(p.returncode, 1, p.stderr.decode())
+        self.assertIn("no/such/dir.npy", p.stderr.decode())
+
+    # ---- usage ----
+
+    def test_help_and_usage(self):
+        p = run()
+        self.assertEqual(p.returncode, 2)
+        self.assertIn(b"usage: semid", p.stderr)
+        for args in (["--help"], ["help"], ["-h"]):
+            p = run(*args)
+            self.assertEqual(p.returncode, 0)
+            out = p.stdout.decode()
+            self.assertIn("usage: semid", out)
+            self.assertIn("encode", out)
+            self.assertIn("inspect", out)
+            self.assertIn("exit status", out)
+        for args in (["help", "encode"], ["encode", "--help"]):
+            p = run(*args)
+            self.assertEqual(p.returncode, 0)
+            out = p.stdout.decode()
+            for opt in ("--model", "--tower", "--input", "--output", "--batch", "--threads",
+                        "--top-k", "--format"):
+                self.assertIn(opt, out)
+        p = run("help", "inspect")
+        self.assertEqual(p.returncode, 0)
+        self.assertIn(b"semid inspect MODEL", p.stdout)
+        self.assert_bad(run("frobnicate"), "unknown command 'frobnicate'")
+        self.assert_bad(run("help", "frobnicate"), "no command 'frobnicate'")
+        self.assert_bad(run("encode"), "--model is required", "usage:")
+        self.assert_bad(run("encode", "--model", self.model), "--input is required")
+        self.assert_bad(self.encode("--batch", "0"), "--batch wants an integer")
+        self.assert_bad(self.encode("--batch", "12x"), "--batch wants an integer")
+        self.assert_bad(self.encode("--threads", "-1"), "--threads")
+        self.assert_bad(self.encode("--top-k", "17"), "--top-k")
+        self.assert_bad(self.encode("--format", "csv"), "'dash' or 'tokens'")
+        self.assert_bad(self.encode("--bogus"), "unknown option '--bogus'")
+        self.assert_bad(self.encode("stray"), "unexpected argument 'stray'")
+        self.assert_bad(run("encode", "--model"), "--model needs a value")
+        # --opt=value works like --opt value
+        p = run("encode", f"--model={self.model}", f"--input={self.input}", "--output=-",
+                "--threads=2", "--batch=33")
+        self.assertEqual(p.returncode, 0, p.stderr.decode())
+        np.testing.assert_array_equal(parse_tsv(p.stdout.decode())[1], self.codes)
+
+    def test_version(self):
+        for arg in ("version", "--version"):
+            p = run(arg)
+            self.assertEqual(p.returncode, 0)
+            self.assertRegex(p.stdout.decode(), r"^semid \d+\.\d+\.\d+ \(model format 1\)\n$")
+
+
+if __name__ == "__main__":
+    if not os.access(SEMID, os.X_OK):
+        sys.exit(f"test_cli: {SEMID} not found (set SEMID_BIN)")
+    unittest.main(verbosity=1)
