@@ -474,7 +474,7 @@ static int run_pipeline(const struct cli_encode_opts *o, const struct sid_npy *i
 	struct pipeline p;
 	struct worker *w = NULL;
 	struct cli_progress bar;
-	size_t B = o->batch, b, i;
+	size_t B = o->batch, b, i, released = 0;
 	int T = o->threads, status = CLI_EXIT_IO, n_alt = o->top_k - 1, mu_ok = 0;
 	long ncpu;
 
@@ -546,7 +546,11 @@ static int run_pipeline(const struct cli_encode_opts *o, const struct sid_npy *i
 			cli_progress_end(&bar, row0);
 			goto fail;
 		}
-		sid_npy_release_rows(in, row0 + n);
+		/* drop consumed input pages every 16 MiB or so */
+		if ((row0 + n - released) * in->cols * sizeof(float) >= (16u << 20)) {
+			sid_npy_release_rows(in, released, row0 + n);
+			released = row0 + n;
+		}
 		cli_progress_update(&bar, row0 + n);
 	}
 	cli_progress_end(&bar, in->rows);

@@ -466,18 +466,21 @@ int sid_npy_read_f32(const struct sid_npy *f, size_t row0, size_t n, float *dst,
 	return 0;
 }
 
-void sid_npy_release_rows(const struct sid_npy *f, size_t row_end)
+void sid_npy_release_rows(const struct sid_npy *f, size_t row0, size_t row_end)
 {
-	uintptr_t base, upto;
-	long page = sysconf(_SC_PAGESIZE);
+	uintptr_t base, from, upto, page;
+	long ps = sysconf(_SC_PAGESIZE);
 
-	if (!f || !f->map || page <= 0 || row_end > f->rows)
+	if (!f || !f->map || ps <= 0 || row_end > f->rows || row0 >= row_end)
 		return;
+	page = (uintptr_t)ps;
 	base = (uintptr_t)f->map;
+	from = (uintptr_t)(f->data + row0 * f->cols * dtype_size(f->dtype));
 	upto = (uintptr_t)(f->data + row_end * f->cols * dtype_size(f->dtype));
-	upto -= (upto - base) % (uintptr_t)page;
-	if (upto > base)
-		madvise(f->map, upto - base, MADV_DONTNEED);
+	from -= (from - base) % page;
+	upto -= (upto - base) % page;
+	if (upto > from)
+		madvise((void *)from, upto - from, MADV_DONTNEED);
 }
 
 /* ---- writer ------------------------------------------------------------- */

@@ -43,12 +43,14 @@ int sid_npy_read_f32(const struct sid_npy *f, size_t row0, size_t n, float *dst,
 		     struct sid_error *err);
 
 /*
- * Hint that rows [0, @row_end) will not be read again: their whole pages are
- * dropped from this process's resident set (madvise), so streaming a file
- * larger than RAM keeps the footprint flat.  Rows may still be re-read (they
- * fault back in from the file).  Safe to call from any thread.
+ * Hint that rows [0, @row_end) will not be read again: the whole pages from
+ * the one holding row @row0 up to the one holding @row_end are dropped from
+ * this process's resident set (madvise), so streaming a file larger than RAM
+ * keeps the footprint flat.  Callers walking the file pass the previous
+ * @row_end as @row0, so each page is released once.  Rows may still be
+ * re-read (they fault back in from the file).  Safe to call from any thread.
  */
-void sid_npy_release_rows(const struct sid_npy *f, size_t row_end);
+void sid_npy_release_rows(const struct sid_npy *f, size_t row0, size_t row_end);
 
 /*
  * Write a complete 2-D array to @path (not atomically: for outputs).
