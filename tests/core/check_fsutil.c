@@ -1,0 +1,324 @@
+/*
+ * check_fsutil.c - tests for core/fsutil.c: SHA-256 against the FIPS 180-4 /
+ * NIST vectors and padding-boundary lengths (expected digests from coreutils
+ * sha256sum), atomic publish (content, overwrite, no temp files left, failure
+ * paths, concurrent publishers), capped reads and read-only maps.
+ */
+#include <check.h>
+#include <dirent.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "fsutil.h"
+
+static char tmpdir[256];
+
+static void setup(void)
+{
+	snprintf(tmpdir, sizeof(tmpdir), "/tmp/check_fsutil.XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(tmpdir));
+}
+
+static void rm_rf(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	char p[512];
+	if (!d)
+		return;
+	while ((e = readdir(d))) {
+		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+			continue;
+		snprintf(p, sizeof(p), "%s/%s", dir, e->d_name);
+		if (rmdir(p) != 0)
+			unlink(p);
+	}
+	closedir(d);
+	rmdir(dir);
+}
+
+static void teardown(void)
+{
+	rm_rf(tmpdir);
+}
+
+/* Entries in @dir whose name contains ".tmp." */
+static int count_temps(const char *dir)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	int n = 0;
+	ck_assert_ptr_nonnull(d);
+	while ((e = readdir(d)))
+		if (strstr(e->d_name, ".tmp."))
+			n++;
+	closedir(d);
+	return n;
+}
+
+static void sha_of(const char *s, size_t len, char out[65])
+{
+	sid_sha256_hex(s, len, out);
+}
+
+START_TEST(test_sha256_vectors)
+{
+	char h[65];
+	sha_of("", 0, h);
+	ck_assert_str_eq(h, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+	sha_of("abc", 3, h);
+	ck_assert_str_eq(h, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+	const char *m448 = "abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq";
+	sha_of(m448, strlen(m448), h);
+	ck_assert_str_eq(h, "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+	const char *m896 =
+	    "abcdefghbcdefghicdefghijdefghijkefghijklfghijklmghijklmnhijklmnoijklmnop"
+	    "jklmnopqklmnopqrlmnopqrsmnopqrstnopqrstu";
+	sha_of(m896, strlen(m896), h);
+	ck_assert_str_eq(h, "cf5b16a778af8380036ce59e7b0492370b249b11e8f07a51afac45037afee9d1");
+}
+END_TEST
+
+START_TEST(test_sha256_million_a)
+{
+	char *buf = malloc(1000000), h[65];
+	ck_assert_ptr_nonnull(buf);
+	memset(buf, 'a', 1000000);
+	sid_sha256_hex(buf, 1000000, h);
+	free(buf);
+	ck_assert_str_eq(h, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+}
+END_TEST
+
+/* Lengths around the one-or-two padding block boundary (55/56, 63/64/65, 119/120). */
+START_TEST(test_sha256_padding_boundaries)
+{
+	static const struct {
+		size_t n;
+		const char *hex;
+	} v[] = {
+	    {55, "9f4390f8d30c2dd92ec9f095b65e2b9ae9b0a925a5258e241c9f1e910f734318"},
+	    {56, "b35439a4ac6f0948b6d6f9e3c6af0f5f590ce20f1bde7090ef7970686ec6738a"},
+	    {63, "7d3e74a05d7db15bce4ad9ec0658ea98e3f06eeecf16b4c6fff2da457ddc2f34"},
+	    {64, "ffe054fe7ae0cb6dc65c3af9b61d5209f439851db43d0ba5997337df154668eb"},
+	    {65, "635361c48bb9eab14198e76ea8ab7f1a41685d6ad62aa9146d301d4f17eb0ae0"},
+	    {119, "31eba51c313a5c08226adf18d4a359cfdfd8d2e816b13f4af952f7ea6584dcfb"},
+	    {120, "2f3d335432c70b580af0e8e1b3674a7c020d683aa5f73aaaedfdc55af904c21c"},
+	};
+	char buf[128], h[65];
+	memset(buf, 'a', sizeof(buf));
+	for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+		sid_sha256_hex(buf, v[i].n, h);
+		ck_assert_msg(strcmp(h, v[i].hex) == 0, "length %zu: %s", v[i].n, h);
+	}
+}
+END_TEST
+
+START_TEST(test_publish_and_read)
+{
+	char path[512];
+	struct sid_error err;
+	uint8_t *got;
+	size_t len;
+	snprintf(path, sizeof(path), "%s/out.bin", tmpdir);
+
+	ck_assert_int_eq(sid_publish_atomic(path, "hello", 5, &err), 0);
+	ck_assert_int_eq(sid_file_read(path, 100, &got, &len, &err), 0);
+	ck_assert_uint_eq(len, 5);
+	ck_assert_mem_eq(got, "hello", 5);
+	ck_assert_int_eq(got[5], 0); /* NUL-terminated */
+	free(got);
+
+	/* Overwrite replaces the content entirely (shorter file). */
+	ck_assert_int_eq(sid_publish_atomic(path, "xy", 2, &err), 0);
+	ck_assert_int_eq(sid_file_read(path, 100, &got, &len, &err), 0);
+	ck_assert_uint_eq(len, 2);
+	ck_assert_mem_eq(got, "xy", 2);
+	free(got);
+
+	/* Empty content is allowed. */
+	ck_assert_int_eq(sid_publish_atomic(path, NULL, 0, &err), 0);
+	ck_assert_int_eq(sid_file_read(path, 100, &got, &len, &err), 0);
+	ck_assert_uint_eq(len, 0);
+	free(got);
+	ck_assert_int_eq(count_temps(tmpdir), 0);
+
+	/* Relative path (directory "."): works too. */
+	char cwd[512];
+	ck_assert_ptr_nonnull(getcwd(cwd, sizeof(cwd)));
+	ck_assert_int_eq(chdir(tmpdir), 0);
+	ck_assert_int_eq(sid_publish_atomic("rel.bin", "r", 1, &err), 0);
+	ck_assert_int_eq(chdir(cwd), 0);
+	snprintf(path, sizeof(path), "%s/rel.bin", tmpdir);
+	ck_assert_int_eq(sid_file_read(path, 100, &got, &len, &err), 0);
+	ck_assert_uint_eq(len, 1);
+	free(got);
+}
+END_TEST
+
+START_TEST(test_publish_failures)
+{
+	char path[512];
+	struct sid_error err;
+
+	/* Directory does not exist: the temp file cannot be created. */
+	snprintf(path, sizeof(path), "%s/nodir/out.bin", tmpdir);
+	sid_error_clear(&err);
+	ck_assert_int_eq(sid_publish_atomic(path, "a", 1, &err), SID_EIO);
+	ck_assert_ptr_nonnull(strstr(err.msg, path));
+	ck_assert_ptr_nonnull(strstr(err.msg, "No such file"));
+
+	/* Target is a non-empty directory: rename fails, the temp file is removed. */
+	snprintf(path, sizeof(path), "%s/adir", tmpdir);
+	ck_assert_int_eq(mkdir(path, 0755), 0);
+	char inner[600];
+	snprintf(inner, sizeof(inner), "%s/keep", path);
+	ck_assert_int_eq(sid_publish_atomic(inner, "k", 1, &err), 0);
+	sid_error_clear(&err);
+	ck_assert_int_eq(sid_publish_atomic(path, "abc", 3, &err), SID_EIO);
+	ck_assert_ptr_nonnull(strstr(err.msg, "rename"));
+	ck_assert_ptr_nonnull(strstr(err.msg, path));
+	ck_assert_int_eq(count_temps(tmpdir), 0);
+	unlink(inner);
+	rmdir(path);
+}
+END_TEST
+
+struct pub_arg {
+	const char *path;
+	char fill;
+};
+
+static void *publisher(void *p)
+{
+	struct pub_arg *a = p;
+	char buf[4096];
+	memset(buf, a->fill, sizeof(buf));
+	for (int i = 0; i < 20; i++)
+		if (sid_publish_atomic(a->path, buf, sizeof(buf), NULL) != 0)
+			return (void *)1;
+	return NULL;
+}
+
+/* Readers never see a mix: the final file is one writer's content whole. */
+START_TEST(test_publish_concurrent)
+{
+	char path[512];
+	pthread_t th[4];
+	struct pub_arg a[4];
+	uint8_t *got;
+	size_t len;
+	snprintf(path, sizeof(path), "%s/shared.bin", tmpdir);
+	for (int i = 0; i < 4; i++) {
+		a[i].path = path;
+		a[i].fill = (char)('A' + i);
+		ck_assert_int_eq(pthread_create(&th[i], NULL, publisher, &a[i]), 0);
+	}
+	for (int i = 0; i < 4; i++) {
+		void *r;
+		pthread_join(th[i], &r);
+		ck_assert_ptr_null(r);
+	}
+	ck_assert_int_eq(sid_file_read(path, 1 << 20, &got, &len, NULL), 0);
+	ck_assert_uint_eq(len, 4096);
+	for (size_t i = 1; i < len; i++)
+		ck_assert_int_eq(got[i], got[0]);
+	ck_assert(got[0] >= 'A' && got[0] <= 'D');
+	free(got);
+	ck_assert_int_eq(count_temps(tmpdir), 0);
+}
+END_TEST
+
+START_TEST(test_file_read_cap_and_errors)
+{
+	char path[512];
+	struct sid_error err;
+	uint8_t *got = (uint8_t *)1;
+	size_t len = 99;
+	snprintf(path, sizeof(path), "%s/ten.bin", tmpdir);
+	ck_assert_int_eq(sid_publish_atomic(path, "0123456789", 10, NULL), 0);
+
+	ck_assert_int_eq(sid_file_read(path, 10, &got, &len, &err), 0);
+	ck_assert_uint_eq(len, 10);
+	free(got);
+
+	ck_assert_int_eq(sid_file_read(path, 9, &got, &len, &err), SID_EFORMAT);
+	ck_assert_ptr_null(got);
+	ck_assert_uint_eq(len, 0);
+	ck_assert_ptr_nonnull(strstr(err.msg, path));
+	ck_assert_ptr_nonnull(strstr(err.msg, "cap"));
+
+	snprintf(path, sizeof(path), "%s/missing.bin", tmpdir);
+	ck_assert_int_eq(sid_file_read(path, 10, &got, &len, &err), SID_ENOTFOUND);
+	ck_assert_ptr_nonnull(strstr(err.msg, path));
+
+	ck_assert_int_eq(sid_file_read(tmpdir, 10, &got, &len, &err), SID_EIO);
+	ck_assert_ptr_nonnull(strstr(err.msg, "not a regular file"));
+}
+END_TEST
+
+START_TEST(test_map)
+{
+	char path[512];
+	struct sid_map m;
+	struct sid_error err;
+
+	snprintf(path, sizeof(path), "%s/map.bin", tmpdir);
+	ck_assert_int_eq(sid_publish_atomic(path, "mapped!", 7, NULL), 0);
+	ck_assert_int_eq(sid_map_open(path, &m, &err), 0);
+	ck_assert_uint_eq(m.len, 7);
+	ck_assert_mem_eq(m.addr, "mapped!", 7);
+	sid_map_close(&m);
+	ck_assert_ptr_null(m.addr);
+	ck_assert_uint_eq(m.len, 0);
+	sid_map_close(&m); /* closed map: no-op */
+	sid_map_close(NULL);
+
+	ck_assert_int_eq(sid_publish_atomic(path, NULL, 0, NULL), 0);
+	m.addr = (void *)1;
+	ck_assert_int_eq(sid_map_open(path, &m, &err), 0);
+	ck_assert_ptr_null(m.addr);
+	ck_assert_uint_eq(m.len, 0);
+	sid_map_close(&m);
+
+	snprintf(path, sizeof(path), "%s/none.bin", tmpdir);
+	ck_assert_int_eq(sid_map_open(path, &m, &err), SID_ENOTFOUND);
+	ck_assert_ptr_nonnull(strstr(err.msg, "none.bin"));
+	ck_assert_ptr_null(m.addr);
+}
+END_TEST
+
+static Suite *fsutil_suite(void)
+{
+	Suite *s = suite_create("fsutil");
+	TCase *tc = tcase_create("sha256");
+	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_sha256_vectors);
+	tcase_add_test(tc, test_sha256_million_a);
+	tcase_add_test(tc, test_sha256_padding_boundaries);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("files");
+	tcase_set_timeout(tc, 60);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, test_publish_and_read);
+	tcase_add_test(tc, test_publish_failures);
+	tcase_add_test(tc, test_publish_concurrent);
+	tcase_add_test(tc, test_file_read_cap_and_errors);
+	tcase_add_test(tc, test_map);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(fsutil_suite());
+	srunner_run_all(sr, CK_NORMAL);
+	int failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? 1 : 0;
+}
