@@ -228,8 +228,12 @@ int das_step(struct das_model *m, const struct das_batch *b, struct das_losses *
 int das_eval_losses(struct das_model *m, const struct das_batch *b, struct das_losses *out,
 		    struct sid_error *err);
 
-/* Steps taken so far (all phases) and within the current phase. */
+/* Steps taken so far (all phases). */
 long das_step_count(const struct das_model *m);
+
+/* Length of the current phase's lr schedule: steps per epoch (n_train /
+ * batch_size, at least 1) times epochs (or icdm_epochs in DAS_PHASE_ICDM). */
+long das_steps_per_phase(const struct das_model *m);
 
 /*
  * Write the trained model into @w in the model-file profile
@@ -254,6 +258,19 @@ int das_export(const struct das_model *m, struct sid_st_writer *w, struct sid_er
  */
 int das_checkpoint_add(const struct das_model *m, struct sid_st_writer *w, struct sid_error *err);
 int das_checkpoint_restore(struct das_model *m, const struct sid_st_file *f, struct sid_error *err);
+
+/*
+ * Test hooks.  das_grad runs forward and backward only: the (unclipped)
+ * gradient of the total loss is left in das_grads(), nothing is updated.
+ * das_debug_freeze(m, 1) makes later forwards keep the codes and every
+ * stop-gradient operand of the last forward (see nn.h, struct nn_rq), so the
+ * total loss becomes a smooth function of all parameters and das_grad's
+ * result can be checked by finite differences; das_step refuses to run while
+ * frozen.
+ */
+int das_grad(struct das_model *m, const struct das_batch *b, struct das_losses *out,
+	     struct sid_error *err);
+void das_debug_freeze(struct das_model *m, int on);
 
 /* Raw access (tests, tools): the flat blocks of das_params_count() floats. */
 size_t das_params_count(const struct das_model *m);
