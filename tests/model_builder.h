@@ -213,6 +213,29 @@ MB_FN int mb__add_f32(const struct mb_spec *s, struct sid_st_writer *w, uint64_t
 	return mb__add(s, w, &t, err);
 }
 
+/* An all-zero tensor of any dtype (for the ignored extras). */
+MB_FN int mb__add_zeros(const struct mb_spec *s, struct sid_st_writer *w, const char *name,
+			enum sid_st_dtype dtype, int ndim, const int64_t *shape,
+			struct sid_error *err)
+{
+	struct mb_tensor t;
+	size_t n = 1;
+
+	memset(&t, 0, sizeof(t));
+	snprintf(t.name, sizeof(t.name), "%s", name);
+	t.dtype = dtype;
+	t.ndim = ndim;
+	for (int d = 0; d < ndim; d++) {
+		t.shape[d] = shape[d];
+		n *= (size_t)shape[d];
+	}
+	t.nbytes = n * sid_st_dtype_size(dtype);
+	t.data = calloc(1, t.nbytes ? t.nbytes : 1);
+	if (!t.data)
+		return sid_error_set(err, SID_ENOMEM, "model_builder: out of memory");
+	return mb__add(s, w, &t, err);
+}
+
 /*
  * Build a writer holding the model of @s (caller frees it with
  * sid_st_writer_free).  0 or a SID_E* code from the writer.
@@ -252,31 +275,12 @@ MB_FN int mb_build_writer(const struct mb_spec *s, struct sid_st_writer **out,
 		}
 	}
 	if (!rc && s->extra_tensors) {
-		struct mb_tensor t;
+		static const int64_t none[1] = {0}, three[2] = {3, 3};
 		rc = mb__add_f32(s, w, &rng, "decoder.0.weight", 2, 3, 5, 1.0f, err);
-		memset(&t, 0, sizeof(t));
-		snprintf(t.name, sizeof(t.name), "optimizer.step");
-		t.dtype = SID_ST_I64;
-		t.nbytes = 8;
-		t.data = calloc(1, 8);
 		if (!rc)
-			rc = t.data ? mb__add(s, w, &t, err)
-				    : sid_error_set(err, SID_ENOMEM, "model_builder: oom");
-		else
-			free(t.data);
-		memset(&t, 0, sizeof(t));
-		snprintf(t.name, sizeof(t.name), "item_collab.emb");
-		t.dtype = SID_ST_F16;
-		t.ndim = 2;
-		t.shape[0] = 3;
-		t.shape[1] = 3;
-		t.nbytes = 18;
-		t.data = calloc(1, 18);
+			rc = mb__add_zeros(s, w, "optimizer.step", SID_ST_I64, 0, none, err);
 		if (!rc)
-			rc = t.data ? mb__add(s, w, &t, err)
-				    : sid_error_set(err, SID_ENOMEM, "model_builder: oom");
-		else
-			free(t.data);
+			rc = mb__add_zeros(s, w, "item_collab.emb", SID_ST_F16, 2, three, err);
 	}
 	if (!rc && !s->no_semid) {
 		char *meta = s->semid_override ? NULL : mb_semid_json(s);
