@@ -1,0 +1,260 @@
+/*
+ * check_encode_cmd.c - in-process tests of the `semid encode` pipeline
+ * (cli/encode_cmd.c) on a random model with a real MLP (gelu, l2 input norm,
+ * biases, non-uniform K): the .npy and TSV outputs equal one direct
+ * sid_encode call over all rows, for every thread count and batch size; a
+ * non-finite row fails naming its absolute index and leaves no file.
+ */
+#include <check.h>
+#include <dirent.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../../cli/cli.h" /* tests build with -Icore -Itests only */
+#include "model_builder.h"
+#include "npy.h"
+
+enum { N = 1000, D = 48, E = 16, L = 3 };
+static const int K[L] = {32, 17, 9};
+
+static char dir[] = "/tmp/check_encode_cmd.XXXXXX";
+static char model_path[600], input_path[600];
+static float *X;      /* (N, D) */
+static int32_t *WANT; /* (N, L) from one direct sid_encode call */
+
+static void path_in(char *buf, size_t len, const char *name)
+{
+	snprintf(buf, len, "%s/%s", dir, name);
+}
+
+static void setup(void)
+{
+	struct mb_spec s;
+	struct sid_model *m;
+	struct sid_workspace *ws;
+	struct sid_encode_out out;
+	struct sid_error err;
+	static const int hidden[] = {64, 32};
+	uint64_t rng = 99;
+	int i;
+
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	path_in(model_path, sizeof(model_path), "model.safetensors");
+	path_in(input_path, sizeof(input_path), "x.npy");
+	mb_spec_init(&s);
+	mb_tower(&s, SID_TOWER_ITEM, D, hidden, 2, E, L, K, "gelu", "l2", 1);
+	s.seed = 5;
+	ck_assert_int_eq(mb_build_file(&s, model_path, &err), 0);
+
+	X = malloc(sizeof(float) * N * D);
+	WANT = malloc(sizeof(int32_t) * N * L);
+	for (i = 0; i < N * D; i++)
+		X[i] = mb_rand_sym(&rng);
+	ck_assert_int_eq(sid_npy_write(input_path, SID_NPY_F32, N, D, X, &err), 0);
+
+	ck_assert_int_eq(sid_model_load(model_path, &m, &err), 0);
+	ws = sid_workspace_new();
+	memset(&out, 0, sizeof(out));
+	out.codes = WANT;
+	ck_assert_int_eq(sid_encode(sid_model_tower(m, SID_TOWER_ITEM), X, N, &out, ws, &err), 0);
+	sid_workspace_free(ws);
+	sid_model_unref(m);
+}
+
+static void teardown(void)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	char p[700];
+
+	while (d && (e = readdir(d))) {
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(p, sizeof(p), "%s/%s", dir, e->d_name);
+		unlink(p);
+	}
+	if (d)
+		closedir(d);
+	rmdir(dir);
+	strcpy(dir, "/tmp/check_encode_cmd.XXXXXX");
+	free(X);
+	free(WANT);
+}
+
+static void opts_init(struct cli_encode_opts *o, const char *out, int threads, size_t batch)
+{
+	memset(o, 0, sizeof(*o));
+	o->model = model_path;
+	o->tower = "item";
+	o->input = input_path;
+	o->output = out;
+	o->threads = threads;
+	o->batch = batch;
+	o->top_k = 1;
+	o->format = SID_FORMAT_DASH;
+	o->progress = CLI_PROGRESS_NEVER;
+}
+
+static int count_files(void)
+{
+	DIR *d = opendir(dir);
+	struct dirent *e;
+	int n = 0;
+
+	while (d && (e = readdir(d)))
+		n += e->d_name[0] != '.';
+	if (d)
+		closedir(d);
+	return n;
+}
+
+START_TEST(test_npy_any_threads_batch)
+{
+	static const struct {
+		int threads;
+		size_t batch;
+	} runs[] = {{1, 1000}, {1, 1}, {2, 7}, {3, 64}, {2, 1000}, {4, 999}, {0, 333}};
+	struct cli_encode_opts o;
+	struct sid_error err;
+	struct sid_npy f;
+	char out[700];
+	size_t r;
+
+	path_in(out, sizeof(out), "o.npy");
+	for (r = 0; r < sizeof(runs) / sizeof(runs[0]); r++) {
+		opts_init(&o, out, runs[r].threads, runs[r].batch);
+		ck_assert_int_eq(cli_encode_run(&o, stdout, &err), CLI_EXIT_OK);
+		ck_assert_int_eq(sid_npy_open(out, &f, &err), 0);
+		ck_assert_int_eq(f.dtype, SID_NPY_I32);
+		ck_assert_uint_eq(f.rows, N);
+		ck_assert_uint_eq(f.cols, L);
+		ck_assert_msg(memcmp(f.data, WANT, sizeof(int32_t) * N * L) == 0,
+			      "threads %d batch %zu differ", runs[r].threads, runs[r].batch);
+		sid_npy_close(&f);
+		ck_assert_int_eq(count_files(), 3); /* model, input, output: no temp left */
+	}
+}
+END_TEST
+
+START_TEST(test_tsv_matches)
+{
+	struct cli_encode_opts o;
+	struct sid_error err;
+	char *text = NULL, *line, *save = NULL, want[128];
+	size_t len = 0;
+	FILE *fp = open_memstream(&text, &len);
+	int row = 0;
+
+	ck_assert_ptr_nonnull(fp);
+	opts_init(&o, "-", 2, 100);
+	ck_assert_int_eq(cli_encode_run(&o, fp, &err), CLI_EXIT_OK);
+	fclose(fp);
+	for (line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save), row++) {
+		snprintf(want, sizeof(want), "%d\t%d-%d-%d", row, WANT[row * L], WANT[row * L + 1],
+			 WANT[row * L + 2]);
+		ck_assert_str_eq(line, want);
+	}
+	ck_assert_int_eq(row, N);
+	free(text);
+}
+END_TEST
+
+START_TEST(test_top_k_columns)
+{
+	struct cli_encode_opts o;
+	struct sid_error err;
+	struct sid_npy f;
+	char out[700];
+	const int32_t *a;
+	int r, j;
+
+	path_in(out, sizeof(out), "k.npy");
+	opts_init(&o, out, 2, 50);
+	o.top_k = 4;
+	ck_assert_int_eq(cli_encode_run(&o, stdout, &err), CLI_EXIT_OK);
+	ck_assert_int_eq(sid_npy_open(out, &f, &err), 0);
+	ck_assert_uint_eq(f.cols, 4 * L);
+	a = (const int32_t *)f.data;
+	for (r = 0; r < N; r++) {
+		ck_assert_mem_eq(a + r * 4 * L, WANT + r * L, sizeof(int32_t) * L);
+		for (j = 1; j < 4; j++) {
+			const int32_t *alt = a + r * 4 * L + j * L;
+			/* an alternative is a valid tuple other than the greedy one, or -1s */
+			if (alt[0] < 0) {
+				ck_assert(alt[1] == -1 && alt[2] == -1);
+				continue;
+			}
+			ck_assert(alt[0] < K[0] && alt[1] < K[1] && alt[2] < K[2]);
+			ck_assert(memcmp(alt, WANT + r * L, sizeof(int32_t) * L) != 0);
+		}
+	}
+	sid_npy_close(&f);
+}
+END_TEST
+
+START_TEST(test_nonfinite_leaves_nothing)
+{
+	struct cli_encode_opts o;
+	struct sid_error err;
+	char out[700];
+
+	X[777 * D + 3] = NAN;
+	X[901 * D] = INFINITY;
+	ck_assert_int_eq(sid_npy_write(input_path, SID_NPY_F32, N, D, X, &err), 0);
+	path_in(out, sizeof(out), "bad.npy");
+	opts_init(&o, out, 2, 10);
+	ck_assert_int_eq(cli_encode_run(&o, stdout, &err), CLI_EXIT_INPUT);
+	ck_assert_ptr_nonnull(strstr(err.msg, "row 777, column 3 is not finite (nan)"));
+	ck_assert_int_eq(strncmp(err.msg, input_path, strlen(input_path)), 0);
+	ck_assert_int_eq(count_files(), 2);
+	path_in(out, sizeof(out), "bad.tsv");
+	opts_init(&o, out, 3, 1);
+	ck_assert_int_eq(cli_encode_run(&o, stdout, &err), CLI_EXIT_INPUT);
+	ck_assert_ptr_nonnull(strstr(err.msg, "row 777"));
+	ck_assert_int_eq(count_files(), 2);
+}
+END_TEST
+
+START_TEST(test_bad_tower_and_columns)
+{
+	struct cli_encode_opts o;
+	struct sid_error err;
+	char out[700];
+
+	path_in(out, sizeof(out), "o.npy");
+	opts_init(&o, out, 1, 10);
+	o.tower = "user";
+	ck_assert_int_eq(cli_encode_run(&o, stdout, &err), CLI_EXIT_INPUT);
+	ck_assert_ptr_nonnull(strstr(err.msg, "has no tower 'user' (it has: item)"));
+	ck_assert_int_eq(sid_npy_write(input_path, SID_NPY_F32, N / 2, D * 2, X, &err), 0);
+	opts_init(&o, out, 1, 10);
+	ck_assert_int_eq(cli_encode_run(&o, stdout, &err), CLI_EXIT_INPUT);
+	ck_assert_ptr_nonnull(strstr(err.msg, "has 96 columns, tower 'item' expects 48"));
+	ck_assert_int_eq(count_files(), 2);
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("encode_cmd");
+	TCase *tc = tcase_create("encode_cmd");
+	SRunner *sr;
+	int failed;
+
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, test_npy_any_threads_batch);
+	tcase_add_test(tc, test_tsv_matches);
+	tcase_add_test(tc, test_top_k_columns);
+	tcase_add_test(tc, test_nonfinite_leaves_nothing);
+	tcase_add_test(tc, test_bad_tower_and_columns);
+	suite_add_tcase(s, tc);
+	sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? 1 : 0;
+}
