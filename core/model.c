@@ -382,8 +382,7 @@ static int check_tower(struct sid_tower *tw, int k, const struct gather *g, stru
 			    w->name, tw->layer[i].out, tw->layer[i].in, tw->layer[i].in, i - 1,
 			    tw->layer[i - 1].out);
 		if (b) {
-			long bcap = tw->layer[i].out;
-			rc = check_f32(b, 1, &bcap, "(out)", err);
+			rc = check_f32(b, 1, wcap, "(out)", err);
 			if (rc)
 				return rc;
 			if (b->shape[0] != tw->layer[i].out)
