@@ -1,0 +1,728 @@
+/*
+ * eval.c - model evaluation (eval.h): code statistics, decoder
+ * reconstruction, and item-side / cross-tower retrieval metrics, with the raw
+ * content embeddings as the reference.
+ *
+ * Everything is batched: towers are encoded 4096 rows at a time through
+ * core/encode.h, and retrieval scores a block of users against all
+ * candidates with one sgemm, then keeps a top-50 list per user.
+ */
+#include "eval.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "encode.h"
+#include "fsutil.h"
+
+#define ENC_BATCH   4096
+#define TOPK	    50
+#define SCORE_BLOCK (16u << 20) /* floats of scores per sgemm block */
+#define MAX_MODEL   (64ull << 30)
+
+/* ---- code statistics ---- */
+
+static int cmp_tuple(const void *a, const void *b, void *L)
+{
+	return memcmp(a, b, (size_t) * (int *)L * sizeof(int32_t));
+}
+
+int tr_code_stats(const int32_t *codes, size_t N, int L, const int *K, struct tr_code_stats *out,
+		  struct sid_error *err)
+{
+	int32_t *copy = NULL;
+	double *cnt = NULL;
+	int Kmax = 0;
+
+	memset(out, 0, sizeof(*out));
+	if (L < 1 || L > TR_EVAL_MAX_LEVELS)
+		return sid_error_set(err, SID_EINVAL, "code stats: %d levels unsupported", L);
+	for (int l = 0; l < L; l++)
+		Kmax = K[l] > Kmax ? K[l] : Kmax;
+	copy = malloc((N ? N : 1) * L * sizeof(int32_t));
+	cnt = malloc((size_t)Kmax * sizeof(double));
+	if (!copy || !cnt) {
+		free(copy);
+		free(cnt);
+		return sid_error_set(err, SID_ENOMEM, "code stats: out of memory for %zu rows", N);
+	}
+	out->n = N;
+	out->L = L;
+	for (int l = 0; l < L; l++) {
+		long used = 0;
+		double h = 0;
+		memset(cnt, 0, (size_t)K[l] * sizeof(double));
+		for (size_t i = 0; i < N; i++) {
+			int32_t c = codes[i * L + l];
+			if (c < 0 || c >= K[l]) {
+				free(copy);
+				free(cnt);
+				return sid_error_set_at(err, SID_EINVAL, (long)i,
+							"code stats: row %zu level %d code %d not "
+							"in [0, %d)",
+							i, l, c, K[l]);
+			}
+			cnt[c]++;
+		}
+		for (int k = 0; k < K[l]; k++) {
+			if (cnt[k] > 0) {
+				double p = cnt[k] / (double)N;
+				used++;
+				h -= p * log(p);
+			}
+		}
+		out->utilization[l] = (double)used / K[l];
+		out->perplexity[l] = exp(h);
+	}
+	memcpy(copy, codes, N * L * sizeof(int32_t));
+	qsort_r(copy, N, (size_t)L * sizeof(int32_t), cmp_tuple, &L);
+	for (size_t i = 0; i < N; i++)
+		if (i == 0 || memcmp(copy + i * L, copy + (i - 1) * L, L * sizeof(int32_t)))
+			out->unique++;
+	out->collision_rate = N ? (double)(N - out->unique) / (double)N : 0;
+	free(copy);
+	free(cnt);
+	return 0;
+}
+
+/* ---- ranking ---- */
+
+/* Insert (s, id) into the descending list top[0..*n) capped at @cap; ties:
+ * lower id first. */
+static void top_insert(float *ts, int32_t *ti, int *n, int cap, float s, int32_t id)
+{
+	int k = *n;
+	if (k == cap) {
+		if (s < ts[k - 1] || (s == ts[k - 1] && id > ti[k - 1]))
+			return;
+		k--;
+	} else {
+		(*n)++;
+	}
+	while (k > 0 && (ts[k - 1] < s || (ts[k - 1] == s && ti[k - 1] > id))) {
+		ts[k] = ts[k - 1];
+		ti[k] = ti[k - 1];
+		k--;
+	}
+	ts[k] = s;
+	ti[k] = id;
+}
+
+/* Distinct entries of CSR row @r. */
+static long row_distinct(const struct tr_csr *c, size_t r)
+{
+	long n = 0;
+	for (int64_t k = c->off[r]; k < c->off[r + 1]; k++)
+		n += k == c->off[r] || c->idx[k] != c->idx[k - 1];
+	return n;
+}
+
+int tr_rank_eval(const float *user_vec, size_t n_users, const float *item_vec, const int32_t *cand,
+		 size_t n_cand, int E, const struct tr_csr *exclude, const struct tr_csr *truth,
+		 struct tr_rank_metrics *out, struct sid_error *err)
+{
+	size_t block, *users = NULL, n_eval = 0;
+	float *scores = NULL, ts[TOPK];
+	int32_t *pos = NULL, ti[TOPK];
+	int32_t max_id = 0;
+	double r10 = 0, r50 = 0, nd = 0;
+	int rc = 0;
+
+	memset(out, 0, sizeof(*out));
+	if (n_cand == 0)
+		return 0;
+	for (size_t c = 0; c < n_cand; c++)
+		max_id = cand[c] > max_id ? cand[c] : max_id;
+	if (exclude)
+		for (size_t r = 0; r < exclude->rows; r++)
+			for (int64_t k = exclude->off[r]; k < exclude->off[r + 1]; k++)
+				max_id = exclude->idx[k] > max_id ? exclude->idx[k] : max_id;
+	block = SCORE_BLOCK / n_cand;
+	block = block < 1 ? 1 : block > 1024 ? 1024 : block;
+	users = malloc((n_users ? n_users : 1) * sizeof(size_t));
+	scores = malloc(block * n_cand * sizeof(float));
+	pos = malloc(((size_t)max_id + 1) * sizeof(int32_t));
+	if (!users || !scores || !pos) {
+		rc = sid_error_set(err, SID_ENOMEM, "ranking: out of memory for %zu candidates",
+				   n_cand);
+		goto fail;
+	}
+	/* candidate position of each item id, -1 when not a candidate */
+	for (int32_t i = 0; i <= max_id; i++)
+		pos[i] = -1;
+	for (size_t c = 0; c < n_cand; c++)
+		pos[cand[c]] = (int32_t)c;
+	for (size_t u = 0; u < n_users && u < truth->rows; u++)
+		if (truth->off[u + 1] > truth->off[u])
+			users[n_eval++] = u;
+	/* the evaluated users' vectors, packed per block */
+	float *ub = malloc(block * (size_t)E * sizeof(float));
+	if (!ub) {
+		rc = sid_error_set(err, SID_ENOMEM, "ranking: out of memory");
+		goto fail;
+	}
+	for (size_t b0 = 0; b0 < n_eval; b0 += block) {
+		size_t nb = n_eval - b0 < block ? n_eval - b0 : block;
+		for (size_t k = 0; k < nb; k++)
+			memcpy(ub + k * E, user_vec + users[b0 + k] * E, (size_t)E * sizeof(float));
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nb, (int)n_cand, E, 1.0f,
+			    ub, E, item_vec, E, 0.0f, scores, (int)n_cand);
+		for (size_t k = 0; k < nb; k++) {
+			size_t u = users[b0 + k];
+			float *s = scores + k * n_cand;
+			int nt = 0;
+			long n_truth = row_distinct(truth, u), hits10 = 0, hits50 = 0;
+			double dcg = 0, idcg = 0;
+			if (exclude && u < exclude->rows)
+				for (int64_t e = exclude->off[u]; e < exclude->off[u + 1]; e++)
+					if (pos[exclude->idx[e]] >= 0)
+						s[pos[exclude->idx[e]]] = -INFINITY;
+			for (size_t c = 0; c < n_cand; c++)
+				if (s[c] != -INFINITY)
+					top_insert(ts, ti, &nt, TOPK, s[c], cand[c]);
+			for (int r = 0; r < nt; r++) {
+				if (!tr_csr_has(truth, u, ti[r]))
+					continue;
+				hits50++;
+				if (r < 10) {
+					hits10++;
+					dcg += 1.0 / log2(r + 2.0);
+				}
+			}
+			for (long r = 0; r < (n_truth < 10 ? n_truth : 10); r++)
+				idcg += 1.0 / log2(r + 2.0);
+			r10 += (double)hits10 / n_truth;
+			r50 += (double)hits50 / n_truth;
+			nd += dcg / idcg;
+		}
+	}
+	free(ub);
+	out->users = (long)n_eval;
+	if (n_eval) {
+		out->recall10 = r10 / n_eval;
+		out->recall50 = r50 / n_eval;
+		out->ndcg10 = nd / n_eval;
+	}
+fail:
+	free(users);
+	free(scores);
+	free(pos);
+	return rc;
+}
+
+/* ---- towers ---- */
+
+static void act_apply(enum sid_act a, float *x, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		float v = x[i];
+		switch (a) {
+		case SID_ACT_RELU:
+			x[i] = v > 0 ? v : 0;
+			break;
+		case SID_ACT_SILU:
+			x[i] = v / (1.0f + expf(-v));
+			break;
+		case SID_ACT_GELU:
+			x[i] = 0.5f * v * (1.0f + erff(v * 0.70710678118654752f));
+			break;
+		case SID_ACT_TANH:
+			x[i] = tanhf(v);
+			break;
+		case SID_ACT_IDENTITY:
+			break;
+		}
+	}
+}
+
+#define MAX_DEC 16
+
+/* The decoder of one tower, copied out of the file (NULL when absent). */
+struct decoder {
+	int n;
+	int in[MAX_DEC], out[MAX_DEC];
+	float *w[MAX_DEC]; /* (out, in) */
+	float *b[MAX_DEC]; /* (out) */
+};
+
+static void decoder_release(struct decoder *d)
+{
+	for (int i = 0; i < d->n; i++) {
+		free(d->w[i]);
+		free(d->b[i]);
+	}
+	memset(d, 0, sizeof(*d));
+}
+
+static int decoder_load(struct decoder *d, const struct sid_st_file *st, const char *tower, int E,
+			int D, struct sid_error *err)
+{
+	char name[96];
+	memset(d, 0, sizeof(*d));
+	if (!st)
+		return 0;
+	for (int i = 0; i < MAX_DEC; i++) {
+		const struct sid_st_tensor *w, *b;
+		snprintf(name, sizeof(name), "%s.decoder.%d.weight", tower, i);
+		w = sid_st_find(st, name);
+		if (!w)
+			break;
+		if (w->dtype != SID_ST_F32 || w->ndim != 2 ||
+		    w->shape[1] != (i ? d->out[i - 1] : E))
+			goto bad;
+		d->in[i] = (int)w->shape[1];
+		d->out[i] = (int)w->shape[0];
+		d->w[i] = malloc(w->nelem * sizeof(float));
+		d->b[i] = calloc((size_t)d->out[i], sizeof(float));
+		d->n = i + 1;
+		if (!d->w[i] || !d->b[i]) {
+			decoder_release(d);
+			return sid_error_set(err, SID_ENOMEM, "%s: out of memory", name);
+		}
+		memcpy(d->w[i], w->data, w->nelem * sizeof(float));
+		snprintf(name, sizeof(name), "%s.decoder.%d.bias", tower, i);
+		b = sid_st_find(st, name);
+		if (b) {
+			if (b->dtype != SID_ST_F32 || b->nelem != (uint64_t)d->out[i])
+				goto bad;
+			memcpy(d->b[i], b->data, b->nelem * sizeof(float));
+		}
+	}
+	if (d->n && d->out[d->n - 1] != D) {
+		snprintf(name, sizeof(name), "%s.decoder.%d.weight", tower, d->n - 1);
+		goto bad;
+	}
+	return 0;
+bad:
+	decoder_release(d);
+	return sid_error_set(err, SID_EFORMAT,
+			     "tensor %s: not an F32 layer chaining latent %d -> input %d", name, E,
+			     D);
+}
+
+/* Encode every row of @emb with tower @t: codes (N, L), quant (N, E);
+ * with a decoder, also the reconstruction error sums. */
+static int encode_all(const struct sid_tower *t, const struct tr_emb *emb,
+		      const struct decoder *dec, int32_t *codes, float *quant, double *sse,
+		      struct sid_error *err)
+{
+	struct sid_workspace *ws = sid_workspace_new();
+	float *x = malloc((size_t)ENC_BATCH * emb->d * sizeof(float));
+	float *h[2] = {NULL, NULL};
+	int hmax = emb->d, rc = 0;
+
+	*sse = 0;
+	for (int i = 0; i < dec->n; i++)
+		hmax = dec->out[i] > hmax ? dec->out[i] : hmax;
+	h[0] = malloc((size_t)ENC_BATCH * hmax * sizeof(float));
+	h[1] = malloc((size_t)ENC_BATCH * hmax * sizeof(float));
+	if (!ws || !x || !h[0] || !h[1]) {
+		rc = sid_error_set(err, SID_ENOMEM, "encode: out of memory");
+		goto fail;
+	}
+	if (emb->d != t->D) {
+		rc = sid_error_set(err, SID_EINVAL, "%s: %d columns, the model's tower takes %d",
+				   emb->path, emb->d, t->D);
+		goto fail;
+	}
+	for (size_t r0 = 0; r0 < emb->n; r0 += ENC_BATCH) {
+		size_t B = emb->n - r0 < ENC_BATCH ? emb->n - r0 : ENC_BATCH;
+		struct sid_encode_out o = {0};
+		o.codes = codes + r0 * t->L;
+		o.quant = quant + r0 * t->E;
+		rc = tr_emb_rows(emb, r0, B, x, err);
+		if (rc == 0)
+			rc = sid_encode(t, x, B, &o, ws, err);
+		if (rc < 0) {
+			sid_error_prefix(err, "%s: rows %zu..", emb->path, r0);
+			goto fail;
+		}
+		if (!dec->n)
+			continue;
+		const float *in = quant + r0 * t->E;
+		for (int i = 0; i < dec->n; i++) {
+			float *o2 = h[i & 1];
+			for (size_t b = 0; b < B; b++)
+				memcpy(o2 + b * dec->out[i], dec->b[i],
+				       dec->out[i] * sizeof(float));
+			cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)B, dec->out[i],
+				    dec->in[i], 1.0f, in, dec->in[i], dec->w[i], dec->in[i], 1.0f,
+				    o2, dec->out[i]);
+			if (i < dec->n - 1)
+				act_apply(t->act, o2, B * dec->out[i]);
+			in = o2;
+		}
+		for (size_t b = 0; b < B; b++) {
+			const float *xr = x + b * emb->d, *xh = in + b * emb->d;
+			double n2 = 0, s = 1, e2 = 0;
+			if (t->input_norm == SID_NORM_L2) {
+				for (int k = 0; k < emb->d; k++)
+					n2 += (double)xr[k] * xr[k];
+				s = n2 > 0 ? 1.0 / sqrt(n2) : 1.0;
+			}
+			for (int k = 0; k < emb->d; k++) {
+				double dlt = xr[k] * s - xh[k];
+				e2 += dlt * dlt;
+			}
+			*sse += e2;
+		}
+	}
+fail:
+	sid_workspace_free(ws);
+	free(x);
+	free(h[0]);
+	free(h[1]);
+	return rc;
+}
+
+/* Rows of @v ((n, E)) scaled to unit length (zero rows stay zero). */
+static void normalise_rows(float *v, size_t n, int E)
+{
+	for (size_t i = 0; i < n; i++) {
+		double n2 = 0;
+		for (int k = 0; k < E; k++)
+			n2 += (double)v[i * E + k] * v[i * E + k];
+		if (n2 > 0) {
+			float s = (float)(1.0 / sqrt(n2));
+			for (int k = 0; k < E; k++)
+				v[i * E + k] *= s;
+		}
+	}
+}
+
+/* User profiles: mean of the (unit) item vectors of each user's train items. */
+static void profiles(const struct tr_csr *by_user, const float *item_unit, int E, float *out)
+{
+	for (size_t u = 0; u < by_user->rows; u++) {
+		float *p = out + u * E;
+		int64_t n = by_user->off[u + 1] - by_user->off[u];
+		memset(p, 0, (size_t)E * sizeof(float));
+		for (int64_t k = by_user->off[u]; k < by_user->off[u + 1]; k++) {
+			const float *q = item_unit + (size_t)by_user->idx[k] * E;
+			for (int d = 0; d < E; d++)
+				p[d] += q[d];
+		}
+		if (n > 0)
+			for (int d = 0; d < E; d++)
+				p[d] /= (float)n;
+	}
+}
+
+static json_t *metrics_json(const struct tr_rank_metrics *m)
+{
+	return json_pack("{s:f, s:f, s:f, s:I}", "recall@10", m->recall10, "recall@50", m->recall50,
+			 "ndcg@10", m->ndcg10, "users", (json_int_t)m->users);
+}
+
+static json_t *stats_json(const struct tr_code_stats *s, const int *K, double sse, int D, int dec)
+{
+	json_t *o = json_object(), *lv = json_array();
+	json_object_set_new(o, "n", json_integer((json_int_t)s->n));
+	json_object_set_new(o, "unique_ids", json_integer((json_int_t)s->unique));
+	json_object_set_new(o, "collision_rate", json_real(s->collision_rate));
+	for (int l = 0; l < s->L; l++)
+		json_array_append_new(lv,
+				      json_pack("{s:i, s:f, s:f}", "K", K[l], "utilization",
+						s->utilization[l], "perplexity", s->perplexity[l]));
+	json_object_set_new(o, "levels", lv);
+	if (dec) {
+		double per_row = s->n ? sse / (double)s->n : 0;
+		json_object_set_new(o, "recon_sse", json_real(per_row));
+		json_object_set_new(o, "recon_mse", json_real(per_row / D));
+	} else {
+		json_object_set_new(o, "recon_sse", json_null());
+		json_object_set_new(o, "recon_mse", json_null());
+	}
+	return o;
+}
+
+/* The four figures (warm/cold) of one ranking as {"warm": .., "cold": ..}. */
+struct split {
+	const struct tr_csr *warm_truth, *cold_truth;
+	const int32_t *all, *cold_ids;
+	size_t n_all, n_cold;
+};
+
+static int rank_both(const struct split *sp, const float *uvec, size_t n_users,
+		     const float *ivec_all, const float *ivec_cold, int E,
+		     const struct tr_csr *exclude, json_t **out, struct sid_error *err)
+{
+	struct tr_rank_metrics m;
+	json_t *o = json_object();
+	int rc;
+	if (sp->warm_truth) {
+		rc = tr_rank_eval(uvec, n_users, ivec_all, sp->all, sp->n_all, E, exclude,
+				  sp->warm_truth, &m, err);
+		if (rc < 0)
+			goto fail;
+		json_object_set_new(o, "warm", metrics_json(&m));
+	}
+	if (sp->cold_truth && sp->n_cold) {
+		rc = tr_rank_eval(uvec, n_users, ivec_cold, sp->cold_ids, sp->n_cold, E, NULL,
+				  sp->cold_truth, &m, err);
+		if (rc < 0)
+			goto fail;
+		json_object_set_new(o, "cold", metrics_json(&m));
+	}
+	*out = o;
+	return 0;
+fail:
+	json_decref(o);
+	return rc;
+}
+
+/* Rows @ids of @v ((., E)) packed into a new array. */
+static float *pack_rows(const float *v, const int32_t *ids, size_t n, int E)
+{
+	float *o = malloc((n ? n : 1) * (size_t)E * sizeof(float));
+	if (o)
+		for (size_t i = 0; i < n; i++)
+			memcpy(o + i * E, v + (size_t)ids[i] * E, (size_t)E * sizeof(float));
+	return o;
+}
+
+/* One family of rankings (quantized or raw) into @res under @prefix. */
+static int rank_family(const struct split *sp, const struct tr_eval_input *in, float *item_unit,
+		       int E_item, float *user_unit, int E_user, const char *prefix, json_t *res,
+		       struct sid_error *err)
+{
+	size_t NU = in->users->n;
+	float *prof = malloc(NU * (size_t)E_item * sizeof(float));
+	float *cold_vec = pack_rows(item_unit, sp->cold_ids, sp->n_cold, E_item);
+	json_t *j = NULL;
+	char key[64];
+	int rc = 0;
+
+	if (!prof || !cold_vec) {
+		rc = sid_error_set(err, SID_ENOMEM, "eval: out of memory");
+		goto fail;
+	}
+	profiles(in->train_by_user, item_unit, E_item, prof);
+	rc = rank_both(sp, prof, NU, item_unit, cold_vec, E_item, in->train_by_user, &j, err);
+	if (rc < 0)
+		goto fail;
+	snprintf(key, sizeof(key), "%sitem_side", prefix);
+	json_object_set_new(res, key, j);
+	if (user_unit && E_user == E_item) {
+		rc = rank_both(sp, user_unit, NU, item_unit, cold_vec, E_item, in->train_by_user,
+			       &j, err);
+		if (rc < 0)
+			goto fail;
+		snprintf(key, sizeof(key), "%scross_tower", prefix);
+		json_object_set_new(res, key, j);
+	}
+fail:
+	free(prof);
+	free(cold_vec);
+	return rc;
+}
+
+/* Load a whole (N, D) embedding file as float32. */
+static float *emb_all(const struct tr_emb *e, struct sid_error *err)
+{
+	float *v = malloc(e->n * (size_t)e->d * sizeof(float));
+	if (!v) {
+		sid_error_set(err, SID_ENOMEM, "%s: out of memory", e->path);
+		return NULL;
+	}
+	if (tr_emb_rows(e, 0, e->n, v, err) < 0) {
+		free(v);
+		return NULL;
+	}
+	return v;
+}
+
+int tr_eval_run(const struct tr_eval_input *in, json_t **out, struct sid_error *err)
+{
+	const struct sid_tower *tw[2] = {sid_model_tower(in->model, SID_TOWER_ITEM),
+					 sid_model_tower(in->model, SID_TOWER_USER)};
+	const struct tr_emb *emb[2] = {in->items, in->users};
+	const char *names[2] = {"item", "user"};
+	int32_t *codes[2] = {NULL, NULL}, *all = NULL, *cold_ids = NULL;
+	float *quant[2] = {NULL, NULL}, *raw[2] = {NULL, NULL};
+	struct tr_csr warm_truth = {0}, cold_truth = {0};
+	struct decoder dec = {0};
+	struct split sp = {0};
+	uint8_t *cold_flags = NULL;
+	json_t *res = json_object();
+	size_t NI = in->items->n, NU = in->users->n;
+	int rc = 0;
+
+	*out = NULL;
+	if (!res) {
+		rc = sid_error_set(err, SID_ENOMEM, "eval: out of memory");
+		goto fail;
+	}
+	json_object_set_new(res, "model_version", json_string(in->model->version));
+	/* towers: codes, quantized latents, statistics, reconstruction */
+	for (int t = 0; t < 2; t++) {
+		struct tr_code_stats cs;
+		double sse = 0;
+		if (!tw[t])
+			continue;
+		codes[t] = malloc(emb[t]->n * (size_t)tw[t]->L * sizeof(int32_t));
+		quant[t] = malloc(emb[t]->n * (size_t)tw[t]->E * sizeof(float));
+		if (!codes[t] || !quant[t]) {
+			rc = sid_error_set(err, SID_ENOMEM, "eval: out of memory");
+			goto fail;
+		}
+		rc = decoder_load(&dec, in->st, names[t], tw[t]->E, tw[t]->D, err);
+		if (rc == 0)
+			rc = encode_all(tw[t], emb[t], &dec, codes[t], quant[t], &sse, err);
+		if (rc == 0)
+			rc = tr_code_stats(codes[t], emb[t]->n, tw[t]->L, tw[t]->K, &cs, err);
+		if (rc < 0)
+			goto fail;
+		json_object_set_new(res, names[t],
+				    stats_json(&cs, tw[t]->K, sse, tw[t]->D, dec.n > 0));
+		decoder_release(&dec);
+		normalise_rows(quant[t], emb[t]->n, tw[t]->E);
+	}
+	if (!in->test && !in->test_cold)
+		goto done;
+	if (!tw[0]) {
+		rc = sid_error_set(err, SID_EINVAL, "eval: retrieval needs an item tower");
+		goto fail;
+	}
+	/* candidates: all items (warm ranking) and the cold items */
+	cold_flags = calloc(NI, 1);
+	all = malloc(NI * sizeof(int32_t));
+	cold_ids = malloc(NI * sizeof(int32_t));
+	if (!cold_flags || !all || !cold_ids) {
+		rc = sid_error_set(err, SID_ENOMEM, "eval: out of memory");
+		goto fail;
+	}
+	if (in->cold)
+		memcpy(cold_flags, in->cold, NI);
+	else if (in->test_cold)
+		for (size_t k = 0; k < in->test_cold->n; k++)
+			cold_flags[in->test_cold->item[k]] = 1;
+	for (size_t i = 0; i < NI; i++) {
+		all[i] = (int32_t)i;
+		if (cold_flags[i])
+			cold_ids[sp.n_cold++] = (int32_t)i;
+	}
+	sp.all = all;
+	sp.n_all = NI;
+	sp.cold_ids = cold_ids;
+	if (in->test) {
+		rc =
+		    tr_csr_build(&warm_truth, NU, in->test->user, in->test->item, in->test->n, err);
+		if (rc < 0)
+			goto fail;
+		sp.warm_truth = &warm_truth;
+	}
+	if (in->test_cold) {
+		rc = tr_csr_build(&cold_truth, NU, in->test_cold->user, in->test_cold->item,
+				  in->test_cold->n, err);
+		if (rc < 0)
+			goto fail;
+		sp.cold_truth = &cold_truth;
+	}
+	rc = rank_family(&sp, in, quant[0], tw[0]->E, quant[1], tw[1] ? tw[1]->E : 0, "", res, err);
+	if (rc < 0)
+		goto fail;
+	raw[0] = emb_all(in->items, err);
+	raw[1] = raw[0] ? emb_all(in->users, err) : NULL;
+	if (!raw[1]) {
+		rc = err ? err->code : SID_ENOMEM;
+		goto fail;
+	}
+	normalise_rows(raw[0], NI, in->items->d);
+	normalise_rows(raw[1], NU, in->users->d);
+	rc = rank_family(&sp, in, raw[0], in->items->d, raw[1], in->users->d, "raw_", res, err);
+	if (rc < 0)
+		goto fail;
+done:
+	*out = res;
+	res = NULL;
+fail:
+	json_decref(res);
+	decoder_release(&dec);
+	for (int t = 0; t < 2; t++) {
+		free(codes[t]);
+		free(quant[t]);
+		free(raw[t]);
+	}
+	tr_csr_release(&warm_truth);
+	tr_csr_release(&cold_truth);
+	free(cold_flags);
+	free(all);
+	free(cold_ids);
+	return rc;
+}
+
+int tr_eval_files(const char *model_path, const char *items, const char *users, const char *train,
+		  const char *test, const char *test_cold, const char *cold_items,
+		  struct sid_error *err)
+{
+	struct sid_model *model = NULL;
+	struct sid_st_file st = {0};
+	struct tr_data d;
+	struct tr_inter t_warm = {0}, t_cold = {0};
+	uint8_t *buf = NULL;
+	size_t len = 0;
+	json_t *res = NULL;
+	int rc, have_data = 0;
+
+	rc = sid_model_load(model_path, &model, err);
+	if (rc < 0) {
+		sid_error_prefix(err, "%s", model_path);
+		goto fail;
+	}
+	rc = sid_file_read(model_path, MAX_MODEL, &buf, &len, err);
+	if (rc == 0)
+		rc = sid_st_parse(buf, len, &st, err);
+	if (rc < 0) {
+		sid_error_prefix(err, "%s", model_path);
+		goto fail;
+	}
+	rc = tr_data_load(&d, items, users, train, cold_items, err);
+	if (rc < 0)
+		goto fail;
+	have_data = 1;
+	if (test) {
+		rc = tr_inter_read(test, d.users.n, d.items.n, NULL, &t_warm, err);
+		if (rc < 0)
+			goto fail;
+	}
+	if (test_cold) {
+		rc = tr_inter_read(test_cold, d.users.n, d.items.n, NULL, &t_cold, err);
+		if (rc < 0)
+			goto fail;
+	}
+	struct tr_eval_input in = {
+	    .model = model,
+	    .st = &st,
+	    .items = &d.items,
+	    .users = &d.users,
+	    .train_by_user = &d.by_user,
+	    .test = test ? &t_warm : NULL,
+	    .test_cold = test_cold ? &t_cold : NULL,
+	    .cold = d.cold,
+	};
+	rc = tr_eval_run(&in, &res, err);
+	if (rc < 0)
+		goto fail;
+	json_object_set_new(res, "model", json_string(model_path));
+	char *s = json_dumps(res, JSON_INDENT(2) | JSON_REAL_PRECISION(6));
+	if (!s) {
+		rc = sid_error_set(err, SID_ENOMEM, "eval: out of memory");
+		goto fail;
+	}
+	puts(s);
+	free(s);
+fail:
+	json_decref(res);
+	tr_inter_release(&t_warm);
+	tr_inter_release(&t_cold);
+	if (have_data)
+		tr_data_release(&d);
+	sid_st_file_release(&st);
+	free(buf);
+	sid_model_unref(model);
+	return rc;
+}

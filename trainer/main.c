@@ -1,0 +1,247 @@
+/*
+ * main.c - `semid-train`: argument parsing and wiring only.
+ *
+ *   semid-train [train] --items X --users U --train T --out MODEL [--config F]
+ *               [--resume] [--KEY VALUE ...]      train (train.h)
+ *   semid-train eval --model M --items X --users U --train T --test S
+ *               [--test-cold C] [--cold-items F]  evaluate (eval.h)
+ *   semid-train gen --out DIR --items N --users M --interactions I --dim D
+ *               [--seed S] ...                    synthetic data (gen.h)
+ *
+ * Exit status: 0 success, 2 bad input (files, flags, config), 1 otherwise.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "config.h"
+#include "eval.h"
+#include "gen.h"
+#include "train.h"
+
+static int exit_code(int rc)
+{
+	return rc == SID_EFORMAT || rc == SID_EINVAL || rc == SID_ENOTFOUND ? 2 : 1;
+}
+
+static int fail(const char *what, struct sid_error *err)
+{
+	fprintf(stderr, "semid-train%s%s: %s\n", what ? " " : "", what ? what : "", err->msg);
+	return exit_code(err->code);
+}
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: semid-train [train] --items ITEMS.npy --users USERS.npy --train TRAIN.tsv\n"
+		"                   --out MODEL [--config FILE.json] [--resume] [--KEY VALUE ...]\n"
+		"       semid-train eval --model MODEL --items ITEMS.npy --users USERS.npy\n"
+		"                   --train TRAIN.tsv --test TEST.tsv [--test-cold COLD.tsv]\n"
+		"                   [--cold-items COLD.txt]\n"
+		"       semid-train gen --out DIR --items N --users M --interactions I --dim D\n"
+		"                   [--user-dim D] [--clusters G] [--seed S] [--cold-frac F]\n"
+		"                   [--test-frac F]\n"
+		"\n"
+		"Trains dual-aligned user and item semantic IDs (DAS) from content embeddings\n"
+		"and clicks, writes a semid model file atomically (checkpoint MODEL.ckpt after\n"
+		"every epoch; --resume continues from it), and evaluates it on --test.\n"
+		"Flags override the JSON config file; every key is a flag:\n");
+	tr_config_print_help(f);
+}
+
+/* Split "--name=value" or "--name value"; returns the value (or NULL) and
+ * sets *consumed to 1 when it came from the next argument. */
+static const char *flag_value(char *arg, int i, int argc, char **argv, int *from_next)
+{
+	char *eq = strchr(arg, '=');
+	*from_next = 0;
+	if (eq) {
+		*eq = 0;
+		return eq + 1;
+	}
+	if (i + 1 < argc) {
+		*from_next = 1;
+		return argv[i + 1];
+	}
+	return NULL;
+}
+
+static int cmd_train(int argc, char **argv)
+{
+	struct tr_config cfg;
+	struct sid_error err;
+	int resume = 0, rc;
+
+	sid_error_clear(&err);
+	tr_config_defaults(&cfg);
+	/* the config file first, so flags override it wherever they stand */
+	for (int i = 0; i < argc; i++) {
+		if (!strcmp(argv[i], "--config") || !strncmp(argv[i], "--config=", 9)) {
+			const char *path = argv[i][8] == '=' ? argv[i] + 9 : argv[i + 1];
+			if (!path) {
+				fprintf(stderr, "semid-train: --config needs a file\n");
+				return 2;
+			}
+			rc = tr_config_load_file(&cfg, path, &err);
+			if (rc < 0)
+				return fail(NULL, &err);
+		}
+	}
+	for (int i = 0; i < argc; i++) {
+		int from_next;
+		const char *v;
+		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+			usage(stdout);
+			return 0;
+		}
+		if (!strcmp(argv[i], "--resume")) {
+			resume = 1;
+			continue;
+		}
+		if (strncmp(argv[i], "--", 2)) {
+			fprintf(stderr, "semid-train: unexpected argument \"%s\" (try --help)\n",
+				argv[i]);
+			return 2;
+		}
+		if (!strcmp(argv[i], "--config") || !strncmp(argv[i], "--config=", 9)) {
+			i += argv[i][8] != '=';
+			continue;
+		}
+		v = flag_value(argv[i], i, argc, argv, &from_next);
+		rc = tr_config_flag(&cfg, argv[i] + 2, v, &err);
+		if (rc < 0)
+			return fail(NULL, &err);
+		if (rc == 1 && from_next)
+			i++;
+	}
+	rc = tr_train_run(&cfg, resume, &err);
+	return rc < 0 ? fail(NULL, &err) : 0;
+}
+
+static int cmd_eval(int argc, char **argv)
+{
+	const char *model = NULL, *items = NULL, *users = NULL, *train = NULL, *test = NULL;
+	const char *test_cold = NULL, *cold = NULL;
+	struct {
+		const char *flag;
+		const char **dst;
+	} opts[] = {{"--model", &model},    {"--items", &items}, {"--users", &users},
+		    {"--train", &train},    {"--test", &test},	 {"--test-cold", &test_cold},
+		    {"--cold-items", &cold}};
+	struct sid_error err;
+	int rc;
+
+	sid_error_clear(&err);
+	for (int i = 0; i < argc; i++) {
+		size_t k, n = sizeof(opts) / sizeof(opts[0]);
+		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+			usage(stdout);
+			return 0;
+		}
+		for (k = 0; k < n; k++)
+			if (!strcmp(argv[i], opts[k].flag))
+				break;
+		if (k == n || i + 1 >= argc) {
+			fprintf(stderr, "semid-train eval: %s \"%s\" (try --help)\n",
+				k == n ? "unknown option" : "missing value for", argv[i]);
+			return 2;
+		}
+		*opts[k].dst = argv[++i];
+	}
+	if (!model || !items || !users || !train) {
+		fprintf(stderr, "semid-train eval: --model, --items, --users and --train are "
+				"required\n");
+		return 2;
+	}
+	rc = tr_eval_files(model, items, users, train, test, test_cold, cold, &err);
+	return rc < 0 ? fail("eval", &err) : 0;
+}
+
+static int cmd_gen(int argc, char **argv)
+{
+	struct tr_gen_params p;
+	struct tr_gen_stats st;
+	struct sid_error err;
+	const char *out = NULL;
+	int rc;
+
+	sid_error_clear(&err);
+	tr_gen_defaults(&p);
+	p.progress = isatty(2);
+	for (int i = 0; i < argc; i++) {
+		const char *f = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+		char *end = NULL;
+		double d = v ? strtod(v, &end) : 0;
+		int num_ok = v && end != v && !*end;
+		if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
+			usage(stdout);
+			return 0;
+		}
+		if (!v) {
+			fprintf(stderr, "semid-train gen: %s needs a value\n", f);
+			return 2;
+		}
+		i++;
+		if (!strcmp(f, "--out")) {
+			out = v;
+			continue;
+		}
+		if (!num_ok) {
+			fprintf(stderr, "semid-train gen: %s: \"%s\" is not a number\n", f, v);
+			return 2;
+		}
+		if (!strcmp(f, "--items"))
+			p.items = (long)d;
+		else if (!strcmp(f, "--users"))
+			p.users = (long)d;
+		else if (!strcmp(f, "--interactions"))
+			p.interactions = (long)d;
+		else if (!strcmp(f, "--dim"))
+			p.dim = (int)d;
+		else if (!strcmp(f, "--user-dim"))
+			p.user_dim = (int)d;
+		else if (!strcmp(f, "--clusters"))
+			p.clusters = (int)d;
+		else if (!strcmp(f, "--seed"))
+			p.seed = (uint64_t)d;
+		else if (!strcmp(f, "--cold-frac"))
+			p.cold_frac = d;
+		else if (!strcmp(f, "--test-frac"))
+			p.test_frac = d;
+		else {
+			fprintf(stderr, "semid-train gen: unknown option %s\n", f);
+			return 2;
+		}
+	}
+	if (!out) {
+		fprintf(stderr, "semid-train gen: --out DIR is required\n");
+		return 2;
+	}
+	rc = tr_gen_run(&p, out, &st, &err);
+	if (rc < 0)
+		return fail("gen", &err);
+	printf("{\"dir\": \"%s\", \"items\": %ld, \"users\": %ld, \"dim\": %d, \"train\": %ld, "
+	       "\"test\": %ld, \"cold_items\": %ld, \"cold_test\": %ld}\n",
+	       out, p.items, p.users, p.dim, st.train, st.test, st.cold_items, st.cold_test);
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc < 2) {
+		usage(stderr);
+		return 2;
+	}
+	if (!strcmp(argv[1], "gen"))
+		return cmd_gen(argc - 2, argv + 2);
+	if (!strcmp(argv[1], "eval"))
+		return cmd_eval(argc - 2, argv + 2);
+	if (!strcmp(argv[1], "train"))
+		return cmd_train(argc - 2, argv + 2);
+	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+		usage(stdout);
+		return 0;
+	}
+	return cmd_train(argc - 1, argv + 1);
+}

@@ -1,0 +1,676 @@
+/*
+ * train.c - the training loop (train.h): data -> das model -> epochs ->
+ * checkpoints -> evaluation -> atomic publish.  The numbers live in das.c;
+ * this file decides what data goes in, in which order, and what gets
+ * written out.
+ */
+#include "train.h"
+
+#include <cblas.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "das.h"
+#include "data.h"
+#include "eval.h"
+#include "fsutil.h"
+#include "model.h"
+#include "safetensors.h"
+
+#define MAX_CKPT (64ull << 30)
+
+int tr_ckpt_path(const char *out, char *buf, size_t len)
+{
+	int n = snprintf(buf, len, "%s.ckpt", out);
+	return n < 0 || (size_t)n >= len ? -1 : 0;
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Everything one run holds; released in one place. */
+struct run {
+	const struct tr_config *cfg;
+	struct das_config dc;
+	struct tr_data data;
+	int have_data;
+	struct tr_inter test, test_cold;
+	float *pop_log, *act_log; /* (N_items), (N_users) */
+	struct das_model *model;
+	struct tr_batcher bt;
+	/* batch content rows */
+	float *ux, *ix, *u2x, *i2x; /* (B, D_user), (B, D_item), ... */
+	int epochs_done;
+	int total_epochs;
+	double epoch_seconds; /* sum over the epochs this process ran */
+	int epochs_timed;
+	struct das_losses last; /* mean losses of the last epoch */
+};
+
+static void run_release(struct run *r)
+{
+	das_free(r->model);
+	tr_batcher_release(&r->bt);
+	if (r->have_data)
+		tr_data_release(&r->data);
+	tr_inter_release(&r->test);
+	tr_inter_release(&r->test_cold);
+	free(r->pop_log);
+	free(r->act_log);
+	free(r->ux);
+	free(r->ix);
+	free(r->u2x);
+	free(r->i2x);
+}
+
+/* Gather rows @idx of @e into @dst; entries < 0 become zero rows. */
+static int gather(const struct tr_emb *e, const int32_t *idx, size_t n, float *dst,
+		  struct sid_error *err)
+{
+	for (size_t k = 0; k < n; k++) {
+		float *row = dst + k * (size_t)e->d;
+		if (idx[k] < 0) {
+			memset(row, 0, (size_t)e->d * sizeof(float));
+			continue;
+		}
+		int rc = tr_emb_rows(e, (size_t)idx[k], 1, row, err);
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}
+
+static int load_inputs(struct run *r, struct sid_error *err)
+{
+	const struct tr_config *c = r->cfg;
+	int rc;
+
+	if (!c->items[0] || !c->users[0] || !c->train[0] || !c->out[0])
+		return sid_error_set(err, SID_EINVAL,
+				     "--items, --users, --train and --out are required");
+	rc = tr_data_load(&r->data, c->items, c->users, c->train,
+			  c->cold_items[0] ? c->cold_items : NULL, err);
+	if (rc < 0)
+		return rc;
+	r->have_data = 1;
+	if (c->test[0]) {
+		rc = tr_inter_read(c->test, r->data.users.n, r->data.items.n, NULL, &r->test, err);
+		if (rc < 0)
+			return rc;
+	}
+	if (c->test_cold[0]) {
+		rc = tr_inter_read(c->test_cold, r->data.users.n, r->data.items.n, NULL,
+				   &r->test_cold, err);
+		if (rc < 0)
+			return rc;
+	}
+	r->pop_log = malloc(r->data.items.n * sizeof(float));
+	r->act_log = malloc(r->data.users.n * sizeof(float));
+	if (!r->pop_log || !r->act_log)
+		return sid_error_set(err, SID_ENOMEM, "out of memory");
+	for (size_t i = 0; i < r->data.items.n; i++)
+		r->pop_log[i] = (float)log1p((double)r->data.item_pop[i]);
+	for (size_t u = 0; u < r->data.users.n; u++)
+		r->act_log[u] = (float)log1p((double)r->data.user_act[u]);
+	return 0;
+}
+
+/* Compare two JSON configs; name the first key whose value differs. */
+static int config_diff(const char *a, const char *b, char *key, size_t len)
+{
+	json_t *ja = json_loads(a, 0, NULL), *jb = json_loads(b, 0, NULL), *v;
+	const char *k;
+	int diff = 0;
+	snprintf(key, len, "(unreadable)");
+	if (!ja || !jb) {
+		diff = 1;
+		goto done;
+	}
+	json_object_foreach(ja, k, v)
+	{
+		if (!json_equal(v, json_object_get(jb, k))) {
+			snprintf(key, len, "%s", k);
+			diff = 1;
+			goto done;
+		}
+	}
+	json_object_foreach(jb, k, v)
+	{
+		if (!json_object_get(ja, k)) {
+			snprintf(key, len, "%s", k);
+			diff = 1;
+			goto done;
+		}
+	}
+done:
+	json_decref(ja);
+	json_decref(jb);
+	return diff;
+}
+
+static int ckpt_write(struct run *r, const char *path, struct sid_error *err)
+{
+	struct sid_st_writer *w = sid_st_writer_new();
+	int64_t ep = r->epochs_done, shape[1] = {1};
+	char *run_json = tr_config_run_json(r->cfg);
+	int rc;
+
+	if (!w || !run_json) {
+		rc = sid_error_set(err, SID_ENOMEM, "checkpoint: out of memory");
+		goto fail;
+	}
+	rc = das_checkpoint_add(r->model, w, err);
+	if (rc == 0)
+		rc = sid_st_writer_add(w, "train.epoch", SID_ST_I64, 1, shape, &ep, err);
+	if (rc == 0)
+		rc = sid_st_writer_meta(w, "train_config", run_json, err);
+	if (rc == 0)
+		rc = sid_st_writer_publish(w, path, err);
+	if (rc < 0)
+		sid_error_prefix(err, "checkpoint %s", path);
+fail:
+	free(run_json);
+	sid_st_writer_free(w);
+	return rc;
+}
+
+static int ckpt_restore(struct run *r, const char *path, struct sid_error *err)
+{
+	uint8_t *buf = NULL;
+	size_t len = 0;
+	struct sid_st_file f = {0};
+	const struct sid_st_tensor *t;
+	const char *saved;
+	char *mine = NULL, key[128];
+	int rc;
+
+	rc = sid_file_read(path, MAX_CKPT, &buf, &len, err);
+	if (rc == 0)
+		rc = sid_st_parse(buf, len, &f, err);
+	if (rc < 0)
+		goto fail;
+	saved = sid_st_meta_get(&f, "das_config");
+	mine = das_config_json(das_config_of(r->model));
+	if (!saved || !mine) {
+		rc = sid_error_set(err, SID_EFORMAT, "metadata das_config missing");
+		goto fail;
+	}
+	if (config_diff(saved, mine, key, sizeof(key))) {
+		rc = sid_error_set(err, SID_EINVAL,
+				   "config key \"%s\" differs from this run's; resume with the "
+				   "same settings",
+				   key);
+		goto fail;
+	}
+	t = sid_st_find(&f, "train.epoch");
+	if (!t || t->dtype != SID_ST_I64 || t->nelem != 1) {
+		rc = sid_error_set(err, SID_EFORMAT, "tensor train.epoch missing or not one I64");
+		goto fail;
+	}
+	int64_t ep;
+	memcpy(&ep, t->data, sizeof(ep));
+	if (ep < 0 || ep > r->total_epochs) {
+		rc = sid_error_set(err, SID_EFORMAT, "train.epoch = %lld out of range",
+				   (long long)ep);
+		goto fail;
+	}
+	rc = das_checkpoint_restore(r->model, &f, err);
+	if (rc < 0)
+		goto fail;
+	r->epochs_done = (int)ep;
+fail:
+	if (rc < 0)
+		sid_error_prefix(err, "%s", path);
+	free(mine);
+	sid_st_file_release(&f);
+	free(buf);
+	return rc;
+}
+
+/* A deterministic sample of up to @max rows: all of @pool when it fits,
+ * else a partial Fisher-Yates of it. */
+static int32_t *sample_rows(const int32_t *pool, size_t n, size_t max, uint64_t seed, size_t *out_n)
+{
+	int32_t *p = malloc((n ? n : 1) * sizeof(int32_t));
+	uint64_t s = seed ^ 0xC0DEB00Cull;
+	if (!p)
+		return NULL;
+	memcpy(p, pool, n * sizeof(int32_t));
+	if (n > max) {
+		for (size_t k = 0; k < max; k++) {
+			size_t j = k + (size_t)(tr_splitmix64(&s) % (n - k));
+			int32_t t = p[k];
+			p[k] = p[j];
+			p[j] = t;
+		}
+		n = max;
+	}
+	*out_n = n;
+	return p;
+}
+
+/* k-means initialisation on warm items and all users. */
+static int init_codebooks(struct run *r, struct sid_error *err)
+{
+	size_t ni = 0, nu = 0, n_i, n_u;
+	int32_t *pool = malloc((r->data.items.n + r->data.users.n) * sizeof(int32_t));
+	int32_t *si = NULL, *su = NULL;
+	float *ix = NULL, *ux = NULL;
+	size_t max = r->dc.kmeans_sample > 0 ? (size_t)r->dc.kmeans_sample : 1;
+	int rc;
+
+	if (!pool)
+		return sid_error_set(err, SID_ENOMEM, "codebook init: out of memory");
+	for (size_t i = 0; i < r->data.items.n; i++)
+		if (r->data.item_pop[i] > 0)
+			pool[ni++] = (int32_t)i;
+	for (size_t u = 0; u < r->data.users.n; u++)
+		pool[ni + nu++] = (int32_t)u;
+	si = sample_rows(pool, ni, max, r->dc.seed, &n_i);
+	su = sample_rows(pool + ni, nu, max, r->dc.seed + 1, &n_u);
+	ix = si ? malloc(n_i * (size_t)r->data.items.d * sizeof(float)) : NULL;
+	ux = su ? malloc(n_u * (size_t)r->data.users.d * sizeof(float)) : NULL;
+	if (!ix || !ux) {
+		rc = sid_error_set(err, SID_ENOMEM, "codebook init: out of memory");
+		goto fail;
+	}
+	rc = gather(&r->data.items, si, n_i, ix, err);
+	if (rc == 0)
+		rc = gather(&r->data.users, su, n_u, ux, err);
+	if (rc == 0)
+		rc = das_init_codebooks(r->model, ux, (int)n_u, ix, (int)n_i, err);
+fail:
+	free(pool);
+	free(si);
+	free(su);
+	free(ix);
+	free(ux);
+	return rc;
+}
+
+static void losses_add(struct das_losses *acc, const struct das_losses *l, int L)
+{
+	acc->total += l->total;
+	acc->recon_user += l->recon_user;
+	acc->recon_item += l->recon_item;
+	acc->quant_user += l->quant_user;
+	acc->quant_item += l->quant_item;
+	acc->click += l->click;
+	acc->bias_user += l->bias_user;
+	acc->bias_item += l->bias_item;
+	acc->orth_user += l->orth_user;
+	acc->orth_item += l->orth_item;
+	acc->icdm += l->icdm;
+	for (int v = 0; v < DAS_N_VIEWS; v++)
+		acc->view[v] += l->view[v];
+	acc->align += l->align;
+	acc->grad_norm += l->grad_norm;
+	acc->lr = l->lr;
+	for (int k = 0; k < L; k++) {
+		acc->used_user[k] += l->used_user[k];
+		acc->used_item[k] += l->used_item[k];
+	}
+	acc->resets += l->resets;
+}
+
+static void losses_scale(struct das_losses *a, double s, int L)
+{
+	a->total *= s;
+	a->recon_user *= s;
+	a->recon_item *= s;
+	a->quant_user *= s;
+	a->quant_item *= s;
+	a->click *= s;
+	a->bias_user *= s;
+	a->bias_item *= s;
+	a->orth_user *= s;
+	a->orth_item *= s;
+	a->icdm *= s;
+	for (int v = 0; v < DAS_N_VIEWS; v++)
+		a->view[v] *= s;
+	a->align *= s;
+	a->grad_norm *= s;
+	for (int k = 0; k < L; k++) {
+		a->used_user[k] = (int)lround(a->used_user[k] * s);
+		a->used_item[k] = (int)lround(a->used_item[k] * s);
+	}
+}
+
+static json_t *losses_json(const struct das_losses *l)
+{
+	json_t *v = json_array();
+	for (int k = 0; k < DAS_N_VIEWS; k++)
+		json_array_append_new(v, json_real(l->view[k]));
+	return json_pack("{s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:o, s:f, s:f}",
+			 "total", l->total, "recon_user", l->recon_user, "recon_item",
+			 l->recon_item, "quant_user", l->quant_user, "quant_item", l->quant_item,
+			 "click", l->click, "bias_user", l->bias_user, "bias_item", l->bias_item,
+			 "orth_user", l->orth_user, "orth_item", l->orth_item, "icdm", l->icdm,
+			 "views", v, "align", l->align, "grad_norm", l->grad_norm);
+}
+
+static void progress_bar(int epoch, int total, size_t b, size_t nb, double t0)
+{
+	int width = 30, fill = (int)((double)(b + 1) * width / (double)nb);
+	char bar[64];
+	for (int k = 0; k < width; k++)
+		bar[k] = k < fill ? '#' : '.';
+	bar[width] = 0;
+	fprintf(stderr, "\repoch %d/%d [%s] %3d%% %6.1fs", epoch, total, bar,
+		(int)((b + 1) * 100 / nb), now_s() - t0);
+	fflush(stderr);
+}
+
+static int run_epoch(struct run *r, int e, int tty, struct sid_error *err)
+{
+	size_t nb = tr_batcher_count(&r->bt);
+	int need_u2 = das_needs_user_partner(r->model), need_i2 = das_needs_item_partner(r->model);
+	struct das_losses acc;
+	double t0 = now_s();
+	int L = r->dc.L, phase = das_phase_get(r->model), rc;
+
+	memset(&acc, 0, sizeof(acc));
+	tr_batcher_epoch(&r->bt, e);
+	for (size_t b = 0; b < nb; b++) {
+		const struct tr_batch *tb = tr_batcher_get(&r->bt, b);
+		struct das_batch db = {.B = (int)tb->B, .user = tb->user, .item = tb->item};
+		struct das_losses l;
+		rc = gather(&r->data.users, tb->user, tb->B, r->ux, err);
+		if (rc == 0)
+			rc = gather(&r->data.items, tb->item, tb->B, r->ix, err);
+		if (rc == 0 && need_u2) {
+			rc = gather(&r->data.users, tb->user2, tb->B, r->u2x, err);
+			db.user2 = tb->user2;
+			db.user2_x = r->u2x;
+		}
+		if (rc == 0 && need_i2) {
+			rc = gather(&r->data.items, tb->item2, tb->B, r->i2x, err);
+			db.item2 = tb->item2;
+			db.item2_x = r->i2x;
+		}
+		db.user_x = r->ux;
+		db.item_x = r->ix;
+		if (rc == 0)
+			rc = das_step(r->model, &db, &l, err);
+		if (rc < 0) {
+			sid_error_prefix(err, "epoch %d batch %zu", e + 1, b);
+			return rc;
+		}
+		losses_add(&acc, &l, L);
+		if (tty && (b % (nb / 100 + 1) == 0 || b + 1 == nb))
+			progress_bar(e + 1, r->total_epochs, b, nb, t0);
+	}
+	losses_scale(&acc, 1.0 / (double)nb, L);
+	double dt = now_s() - t0;
+	r->epoch_seconds += dt;
+	r->epochs_timed++;
+	r->last = acc;
+	if (tty)
+		fprintf(stderr, "\r\033[K");
+	fprintf(stderr,
+		"epoch %d/%d %-5s loss %.4f recon u/i %.4f/%.4f quant u/i %.4f/%.4f icdm %.4f "
+		"align %.4f lr %.2e codes/batch l0 u/i %d/%d resets %d %.2fs\n",
+		e + 1, r->total_epochs, phase == DAS_PHASE_ICDM ? "icdm" : "joint", acc.total,
+		acc.recon_user, acc.recon_item, acc.quant_user, acc.quant_item, acc.icdm, acc.align,
+		acc.lr, acc.used_user[0], acc.used_item[0], acc.resets, dt);
+	return 0;
+}
+
+/* UTC time as "20261128T172600Z" (@compact) or ISO 8601. */
+static void utc_now(char *buf, size_t len, int compact)
+{
+	time_t t = time(NULL);
+	struct tm tm;
+	gmtime_r(&t, &tm);
+	strftime(buf, len, compact ? "%Y%m%dT%H%M%SZ" : "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* The "semid" metadata JSON; @eval may be NULL. */
+static char *semid_meta(struct run *r, const char *version, json_t *eval)
+{
+	const char *act = sid_act_name(r->dc.act), *norm = sid_norm_name(r->dc.input_norm);
+	char *cfg = das_config_json(&r->dc), *run = tr_config_run_json(r->cfg), created[32], *s;
+	json_t *o;
+
+	utc_now(created, sizeof(created), 0);
+	o = json_pack("{s:i, s:s, s:{s:{s:s, s:s}, s:{s:s, s:s}}, s:s}", "format_version",
+		      SID_FORMAT_VERSION, "model_version", version, "towers", "item", "activation",
+		      act, "input_norm", norm, "user", "activation", act, "input_norm", norm,
+		      "created_at", created);
+	if (!o || !cfg || !run) {
+		free(cfg);
+		free(run);
+		json_decref(o);
+		return NULL;
+	}
+	json_object_set_new(o, "config", json_loads(cfg, 0, NULL));
+	json_object_set_new(o, "run", json_loads(run, 0, NULL));
+	json_object_set_new(
+	    o, "data",
+	    json_pack("{s:I, s:I, s:i, s:i, s:I, s:I, s:I, s:I, s:I}", "items",
+		      (json_int_t)r->data.items.n, "users", (json_int_t)r->data.users.n, "D_item",
+		      r->data.items.d, "D_user", r->data.users.d, "train",
+		      (json_int_t)r->data.train.n, "warm_items", (json_int_t)r->data.n_warm_items,
+		      "cold_items", (json_int_t)r->data.n_cold, "test", (json_int_t)r->test.n,
+		      "test_cold", (json_int_t)r->test_cold.n));
+	json_object_set_new(o, "epochs_done", json_integer(r->epochs_done));
+	json_object_set_new(o, "steps", json_integer(das_step_count(r->model)));
+	json_object_set_new(o, "seconds_per_epoch",
+			    r->epochs_timed ? json_real(r->epoch_seconds / r->epochs_timed)
+					    : json_null());
+	json_object_set_new(o, "final_losses",
+			    r->epochs_timed ? losses_json(&r->last) : json_null());
+	if (eval)
+		json_object_set(o, "eval", eval);
+	s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(8));
+	free(cfg);
+	free(run);
+	json_decref(o);
+	return s;
+}
+
+/* A writer with the model tensors and the "semid" metadata. */
+static int model_writer(struct run *r, const char *version, json_t *eval,
+			struct sid_st_writer **out, struct sid_error *err)
+{
+	struct sid_st_writer *w = sid_st_writer_new();
+	char *meta = semid_meta(r, version, eval);
+	int rc;
+	*out = NULL;
+	if (!w || !meta) {
+		rc = sid_error_set(err, SID_ENOMEM, "model: out of memory");
+		goto fail;
+	}
+	rc = das_export(r->model, w, err);
+	if (rc == 0)
+		rc = sid_st_writer_meta(w, "semid", meta, err);
+	if (rc < 0)
+		goto fail;
+	*out = w;
+	w = NULL;
+fail:
+	free(meta);
+	sid_st_writer_free(w);
+	return rc;
+}
+
+/* Evaluate the current model on the test sets (through a serialised copy, so
+ * the figures are those of exactly the file that gets published). */
+static int final_eval(struct run *r, const char *version, json_t **out, struct sid_error *err)
+{
+	struct sid_st_writer *w = NULL;
+	struct sid_model *m = NULL;
+	struct sid_st_file st = {0};
+	uint8_t *buf = NULL;
+	size_t len = 0;
+	int rc;
+
+	*out = NULL;
+	rc = model_writer(r, version, NULL, &w, err);
+	if (rc == 0)
+		rc = sid_st_writer_serialize(w, &buf, &len, err);
+	if (rc == 0)
+		rc = sid_model_load_buffer(buf, len, &m, err);
+	if (rc == 0)
+		rc = sid_st_parse(buf, len, &st, err);
+	if (rc < 0) {
+		sid_error_prefix(err, "model for evaluation");
+		goto fail;
+	}
+	struct tr_eval_input in = {
+	    .model = m,
+	    .st = &st,
+	    .items = &r->data.items,
+	    .users = &r->data.users,
+	    .train_by_user = &r->data.by_user,
+	    .test = r->test.n ? &r->test : NULL,
+	    .test_cold = r->test_cold.n ? &r->test_cold : NULL,
+	    .cold = r->data.cold,
+	};
+	rc = tr_eval_run(&in, out, err);
+fail:
+	sid_st_file_release(&st);
+	sid_model_unref(m);
+	free(buf);
+	sid_st_writer_free(w);
+	return rc;
+}
+
+int tr_train_run(const struct tr_config *cfg, int resume, struct sid_error *err)
+{
+	struct run r;
+	struct das_data dd;
+	struct sid_st_writer *w = NULL;
+	json_t *ev = NULL;
+	char ckpt[TR_PATH_MAX + 8], version[300];
+	int tty = cfg->progress && isatty(2), rc, two = 0;
+	struct stat sb;
+
+	memset(&r, 0, sizeof(r));
+	r.cfg = cfg;
+	r.dc = cfg->das;
+	if (cfg->threads > 0)
+		openblas_set_num_threads(cfg->threads);
+	rc = load_inputs(&r, err);
+	if (rc < 0)
+		goto fail;
+	if (tr_ckpt_path(cfg->out, ckpt, sizeof(ckpt)) < 0) {
+		rc = sid_error_set(err, SID_EINVAL, "--out: path too long");
+		goto fail;
+	}
+	r.dc.D_user = r.data.users.d;
+	r.dc.D_item = r.data.items.d;
+	rc = das_config_check(&r.dc, err);
+	if (rc < 0)
+		goto fail;
+	two = r.dc.mode == DAS_MODE_TWO_STAGE;
+	r.total_epochs = r.dc.epochs + (two ? r.dc.icdm_epochs : 0);
+	dd.n_users = (int)r.data.users.n;
+	dd.n_items = (int)r.data.items.n;
+	dd.n_train = (long)r.data.train.n;
+	dd.item_pop_log = r.pop_log;
+	dd.user_act_log = r.act_log;
+	rc = das_new(&r.dc, &dd, &r.model, err);
+	if (rc < 0)
+		goto fail;
+	rc = tr_batcher_init(&r.bt, &r.data, (size_t)r.dc.batch_size, r.dc.seed, err);
+	if (rc < 0)
+		goto fail;
+	size_t B = r.bt.batch_size;
+	r.ux = malloc(B * r.data.users.d * sizeof(float));
+	r.u2x = malloc(B * r.data.users.d * sizeof(float));
+	r.ix = malloc(B * r.data.items.d * sizeof(float));
+	r.i2x = malloc(B * r.data.items.d * sizeof(float));
+	if (!r.ux || !r.u2x || !r.ix || !r.i2x) {
+		rc = sid_error_set(err, SID_ENOMEM, "batch buffers: out of memory");
+		goto fail;
+	}
+	if (resume) {
+		if (stat(ckpt, &sb) == 0) {
+			rc = ckpt_restore(&r, ckpt, err);
+			if (rc < 0)
+				goto fail;
+			fprintf(stderr, "resumed from %s after epoch %d/%d\n", ckpt, r.epochs_done,
+				r.total_epochs);
+		} else {
+			fprintf(stderr, "no checkpoint %s: starting from scratch\n", ckpt);
+		}
+	}
+	if (cfg->model_version[0]) {
+		snprintf(version, sizeof(version), "%s", cfg->model_version);
+	} else {
+		char ts[32];
+		utc_now(ts, sizeof(ts), 1);
+		snprintf(version, sizeof(version), "das-%s-%llu", ts,
+			 (unsigned long long)r.dc.seed);
+	}
+	fprintf(stderr,
+		"semid-train: mode %s, %zu items (D %d), %zu users (D %d), %zu train clicks, %zu "
+		"batches of %zu per epoch, %d epochs\n",
+		r.dc.mode == DAS_MODE_DAS     ? "das"
+		: r.dc.mode == DAS_MODE_RQVAE ? "rqvae"
+					      : "two-stage",
+		r.data.items.n, r.data.items.d, r.data.users.n, r.data.users.d, r.data.train.n,
+		tr_batcher_count(&r.bt), B, r.total_epochs);
+	for (int e = r.epochs_done; e < r.total_epochs; e++) {
+		int joint = !two || e >= r.dc.icdm_epochs;
+		if (joint && das_phase_get(r.model) != DAS_PHASE_JOINT) {
+			rc = das_phase_set(r.model, DAS_PHASE_JOINT, err);
+			if (rc < 0)
+				goto fail;
+		}
+		if (joint && !das_codebooks_ready(r.model)) {
+			rc = init_codebooks(&r, err);
+			if (rc < 0)
+				goto fail;
+		}
+		rc = run_epoch(&r, e, tty, err);
+		if (rc < 0)
+			goto fail;
+		r.epochs_done = e + 1;
+		rc = ckpt_write(&r, ckpt, err);
+		if (rc < 0)
+			goto fail;
+	}
+	if (!das_codebooks_ready(r.model)) { /* zero epochs: still a usable file */
+		rc = init_codebooks(&r, err);
+		if (rc < 0)
+			goto fail;
+	}
+	if (cfg->eval && (r.test.n || r.test_cold.n)) {
+		double t0 = now_s();
+		rc = final_eval(&r, version, &ev, err);
+		if (rc < 0)
+			goto fail;
+		fprintf(stderr, "evaluation: %.2fs\n", now_s() - t0);
+	}
+	rc = model_writer(&r, version, ev, &w, err);
+	if (rc == 0)
+		rc = sid_st_writer_publish(w, cfg->out, err);
+	if (rc < 0) {
+		sid_error_prefix(err, "%s", cfg->out);
+		goto fail;
+	}
+	fprintf(stderr, "published %s (model_version %s)\n", cfg->out, version);
+	if (ev) {
+		char *s = json_dumps(ev, JSON_INDENT(2) | JSON_REAL_PRECISION(6));
+		if (s)
+			printf("%s\n", s);
+		free(s);
+	}
+fail:
+	json_decref(ev);
+	sid_st_writer_free(w);
+	run_release(&r);
+	return rc;
+}

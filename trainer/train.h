@@ -1,0 +1,42 @@
+/*
+ * train.h - the training loop of `semid-train`: load the data, build the DAS
+ * model (das.h), initialise codebooks, run the epochs (two phases for
+ * two-stage), checkpoint after every epoch, evaluate, and publish the model
+ * file atomically with its "semid" metadata.
+ *
+ * Checkpoint: "<out>.ckpt", a safetensors file published atomically after
+ * every epoch, holding das_checkpoint_add's tensors (parameters, Adam m and v,
+ * step counters, RNG state, config) plus "train.epoch" (I64: epochs done)
+ * and the run configuration as metadata "train_config".  Batches are a pure
+ * function of (seed, epoch, batch index) (data.h), so with @resume the loop
+ * restores the checkpoint and continues at the next epoch, and the result is
+ * bit for bit the uninterrupted run's (same thread count).  A checkpoint
+ * whose model configuration differs from this run's is refused, naming the
+ * first differing key.
+ *
+ * Published model metadata "semid": {"format_version": 1, "model_version",
+ * "towers": {"item"/"user": {"activation", "input_norm"}}, "created_at",
+ * "config" (das_config_json), "run" (data paths...), "data" (sizes),
+ * "epochs_done", "seconds_per_epoch", "final_losses", "eval" (eval.h JSON,
+ * when a test set is given)}.
+ *
+ * Progress goes to stderr: one line per epoch (losses, time), plus a bar
+ * while an epoch runs when stderr is a terminal and cfg->progress is set.
+ *
+ * Not thread-safe; one training per process.
+ */
+#ifndef TR_TRAIN_H
+#define TR_TRAIN_H
+
+#include "config.h"
+#include "err.h"
+
+/* Run the training described by @cfg.  Returns 0, or a negative SID_E* code
+ * with @err naming the file / key at fault (input problems are SID_EFORMAT or
+ * SID_EINVAL). */
+int tr_train_run(const struct tr_config *cfg, int resume, struct sid_error *err);
+
+/* "<out>.ckpt" for @out, into @buf (@len bytes); -1 when it does not fit. */
+int tr_ckpt_path(const char *out, char *buf, size_t len);
+
+#endif
