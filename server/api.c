@@ -1,0 +1,486 @@
+/*
+ * api.c - API v1 request decoding and response encoding (see api.h and
+ * proto/api.md).  Requests are parsed with jansson and validated completely
+ * before a job is formed, so a bad request is answered on its own and can
+ * never fail the batch it would have joined.  Responses are written by hand
+ * into a srv_buf: they are flat and this is on every request's path.
+ */
+#include "api.h"
+
+#include <ctype.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+int srv_err_status(enum srv_err kind, const char **code)
+{
+	static const struct {
+		int status;
+		const char *code;
+	} map[SRV_ERR_COUNT] = {
+	    [SRV_ERR_INVALID_ARGUMENT] = {400, "invalid_argument"},
+	    [SRV_ERR_FORBIDDEN] = {403, "permission_denied"},
+	    [SRV_ERR_NOT_FOUND] = {404, "not_found"},
+	    [SRV_ERR_METHOD] = {405, "method_not_allowed"},
+	    [SRV_ERR_TOO_LARGE] = {413, "payload_too_large"},
+	    [SRV_ERR_MEDIA_TYPE] = {415, "unsupported_media_type"},
+	    [SRV_ERR_RELOAD_FAILED] = {422, "reload_failed"},
+	    [SRV_ERR_INTERNAL] = {500, "internal"},
+	    [SRV_ERR_UNAVAILABLE] = {503, "unavailable"},
+	};
+	if ((unsigned)kind >= SRV_ERR_COUNT)
+		kind = SRV_ERR_INTERNAL;
+	if (code)
+		*code = map[kind].code;
+	return map[kind].status;
+}
+
+char *srv_api_error_body(enum srv_err kind, const char *msg, size_t *len)
+{
+	struct srv_buf b = SRV_BUF_INIT;
+	const char *code;
+
+	srv_err_status(kind, &code);
+	srv_buf_printf(&b, "{\"error\": {\"code\": \"%s\", \"message\": ", code);
+	srv_buf_json_str(&b, msg, strlen(msg));
+	srv_buf_puts(&b, "}}\n");
+	return srv_buf_detach(&b, len);
+}
+
+int srv_api_content_type_ok(const char *v)
+{
+	static const char want[] = "application/json";
+	if (!v)
+		return 0;
+	while (*v == ' ' || *v == '\t')
+		v++;
+	if (strncasecmp(v, want, sizeof(want) - 1) != 0)
+		return 0;
+	v += sizeof(want) - 1;
+	while (*v == ' ' || *v == '\t')
+		v++;
+	return *v == '\0' || *v == ';';
+}
+
+long srv_base64_decode(const char *s, size_t n, uint8_t *out, size_t cap, size_t *bad)
+{
+	static signed char tab[256];
+	static int ready;
+	uint32_t acc = 0;
+	size_t i, pad = 0, o = 0;
+	int bits = 0;
+
+	if (!__atomic_load_n(&ready, __ATOMIC_ACQUIRE)) {
+		static const char a[] =
+		    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+		signed char t[256];
+		memset(t, -1, sizeof(t));
+		for (int k = 0; k < 64; k++)
+			t[(unsigned char)a[k]] = (signed char)k;
+		memcpy(tab, t, sizeof(t)); /* same bytes from every thread: benign */
+		__atomic_store_n(&ready, 1, __ATOMIC_RELEASE);
+	}
+	/* Trailing padding: at most two '=', and only where the length needs it. */
+	while (n > 0 && s[n - 1] == '=' && pad < 2) {
+		n--;
+		pad++;
+	}
+	if (pad && (n + pad) % 4 != 0) {
+		*bad = n;
+		return -1;
+	}
+	if (n % 4 == 1) {
+		*bad = n;
+		return -1;
+	}
+	for (i = 0; i < n; i++) {
+		int v = tab[(unsigned char)s[i]];
+		if (v < 0) {
+			*bad = i;
+			return -1;
+		}
+		acc = acc << 6 | (uint32_t)v;
+		bits += 6;
+		if (bits >= 8) {
+			bits -= 8;
+			if (o >= cap)
+				return -2;
+			out[o++] = (uint8_t)(acc >> bits);
+		}
+	}
+	/* Leftover bits must be zero (canonical encoding). */
+	if (bits && (acc & ((1u << bits) - 1))) {
+		*bad = n - 1;
+		return -1;
+	}
+	return (long)o;
+}
+
+static int fail(struct srv_api_error *e, enum srv_err kind, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int fail(struct srv_api_error *e, enum srv_err kind, const char *fmt, ...)
+{
+	va_list ap;
+	e->kind = kind;
+	va_start(ap, fmt);
+	vsnprintf(e->msg, sizeof(e->msg), fmt, ap);
+	va_end(ap);
+	return -1;
+}
+
+static const char *json_kind(const json_t *v)
+{
+	switch (json_typeof(v)) {
+	case JSON_OBJECT:
+		return "an object";
+	case JSON_ARRAY:
+		return "an array";
+	case JSON_STRING:
+		return "a string";
+	case JSON_INTEGER:
+	case JSON_REAL:
+		return "a number";
+	case JSON_TRUE:
+	case JSON_FALSE:
+		return "a boolean";
+	case JSON_NULL:
+		return "null";
+	}
+	return "?";
+}
+
+static int decode_embedding(const json_t *arr, size_t i, const char *tname, int D, float *row,
+			    struct srv_api_error *e)
+{
+	size_t n = json_array_size(arr), j;
+
+	if (n != (size_t)D)
+		return fail(e, SRV_ERR_INVALID_ARGUMENT,
+			    "inputs[%zu].embedding has %zu values; the %s tower expects %d", i, n,
+			    tname, D);
+	for (j = 0; j < n; j++) {
+		const json_t *v = json_array_get(arr, j);
+		double d;
+		if (json_is_real(v))
+			d = json_real_value(v);
+		else if (json_is_integer(v))
+			d = (double)json_integer_value(v);
+		else
+			return fail(e, SRV_ERR_INVALID_ARGUMENT,
+				    "inputs[%zu].embedding[%zu] is %s, not a number", i, j,
+				    json_kind(v));
+		row[j] = (float)d;
+		if (!isfinite(row[j]))
+			return fail(e, SRV_ERR_INVALID_ARGUMENT,
+				    "inputs[%zu].embedding[%zu] = %g is not finite as float32", i,
+				    j, d);
+	}
+	return 0;
+}
+
+static int decode_b64(const json_t *str, size_t i, const char *tname, int D, float *row,
+		      struct srv_api_error *e)
+{
+	const char *s = json_string_value(str);
+	size_t n = json_string_length(str), bad = 0, want = (size_t)D * 4;
+	uint8_t *bytes;
+	long got;
+
+	/* Decode into the row itself (D*4 bytes); one spare float catches "too long". */
+	bytes = malloc(want + 4);
+	if (!bytes)
+		return fail(e, SRV_ERR_UNAVAILABLE, "out of memory decoding inputs[%zu]", i);
+	got = srv_base64_decode(s, n, bytes, want + 4, &bad);
+	if (got == -1) {
+		free(bytes);
+		if (bad >= n)
+			return fail(e, SRV_ERR_INVALID_ARGUMENT,
+				    "inputs[%zu].embedding_b64 is not valid base64 (length %zu)", i,
+				    n);
+		return fail(e, SRV_ERR_INVALID_ARGUMENT,
+			    "inputs[%zu].embedding_b64 is not valid base64 (character %zu)", i,
+			    bad);
+	}
+	if (got != (long)want) {
+		size_t real = got < 0 ? (n / 4) * 3 : (size_t)got;
+		free(bytes);
+		return fail(e, SRV_ERR_INVALID_ARGUMENT,
+			    "inputs[%zu].embedding_b64 decodes to %zu bytes; the %s tower expects "
+			    "%d float32 values (%zu bytes)",
+			    i, real, tname, D, want);
+	}
+	for (int j = 0; j < D; j++) {
+		const uint8_t *p = bytes + 4 * j;
+		uint32_t u = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+			     (uint32_t)p[3] << 24;
+		memcpy(&row[j], &u, 4);
+		if (!isfinite(row[j])) {
+			free(bytes);
+			return fail(e, SRV_ERR_INVALID_ARGUMENT,
+				    "inputs[%zu].embedding_b64 value %d is not finite", i, j);
+		}
+	}
+	free(bytes);
+	return 0;
+}
+
+int srv_encode_req_decode(const char *body, size_t len, enum sid_tower_kind tower, int D,
+			  int max_inputs, struct srv_encode_req *req, struct srv_api_error *e)
+{
+	const char *tname = sid_tower_name(tower), *key;
+	struct srv_buf ids = SRV_BUF_INIT;
+	json_error_t jerr;
+	json_t *root, *inputs = NULL, *v;
+	size_t B, i;
+	int rc = -1;
+
+	memset(req, 0, sizeof(*req));
+	req->tower = tower;
+	req->D = D;
+	req->top_k = 1;
+	req->format = SID_FORMAT_DASH;
+
+	root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!root)
+		return fail(e, SRV_ERR_INVALID_ARGUMENT, "malformed JSON at line %d, column %d: %s",
+			    jerr.line, jerr.column, jerr.text);
+	if (!json_is_object(root)) {
+		fail(e, SRV_ERR_INVALID_ARGUMENT, "the body must be a JSON object, not %s",
+		     json_kind(root));
+		goto fail;
+	}
+	json_object_foreach(root, key, v)
+	{
+		if (!strcmp(key, "inputs")) {
+			inputs = v;
+		} else if (!strcmp(key, "top_k")) {
+			json_int_t k = json_integer_value(v);
+			if (!json_is_integer(v) || k < 1 || k > SID_TOPK_MAX) {
+				fail(e, SRV_ERR_INVALID_ARGUMENT,
+				     "top_k must be an integer from 1 to %d", SID_TOPK_MAX);
+				goto fail;
+			}
+			req->top_k = (int)k;
+		} else if (!strcmp(key, "return_quantized")) {
+			if (!json_is_boolean(v)) {
+				fail(e, SRV_ERR_INVALID_ARGUMENT,
+				     "return_quantized must be true or false");
+				goto fail;
+			}
+			req->quantized = json_is_true(v);
+		} else if (!strcmp(key, "format")) {
+			const char *f = json_string_value(v);
+			if (f && !strcmp(f, "dash")) {
+				req->format = SID_FORMAT_DASH;
+			} else if (f && !strcmp(f, "tokens")) {
+				req->format = SID_FORMAT_TOKENS;
+			} else {
+				fail(e, SRV_ERR_INVALID_ARGUMENT,
+				     "format must be \"dash\" or \"tokens\"");
+				goto fail;
+			}
+		} else {
+			fail(e, SRV_ERR_INVALID_ARGUMENT,
+			     "unknown field \"%.100s\" (expected inputs, top_k, return_quantized, "
+			     "format)",
+			     key);
+			goto fail;
+		}
+	}
+	if (!inputs) {
+		fail(e, SRV_ERR_INVALID_ARGUMENT, "missing field \"inputs\"");
+		goto fail;
+	}
+	if (!json_is_array(inputs)) {
+		fail(e, SRV_ERR_INVALID_ARGUMENT, "inputs must be an array, not %s",
+		     json_kind(inputs));
+		goto fail;
+	}
+	B = json_array_size(inputs);
+	if (B == 0) {
+		fail(e, SRV_ERR_INVALID_ARGUMENT, "inputs is empty");
+		goto fail;
+	}
+	if (B > (size_t)max_inputs) {
+		fail(e, SRV_ERR_TOO_LARGE, "%zu inputs; at most %d are allowed per request", B,
+		     max_inputs);
+		goto fail;
+	}
+	if (D <= 0 || B > ((size_t)-1 / sizeof(float)) / (size_t)D) {
+		fail(e, SRV_ERR_TOO_LARGE, "%zu inputs of %d floats is too large", B, D);
+		goto fail;
+	}
+	req->B = B;
+	req->x = malloc(B * (size_t)D * sizeof(float));
+	req->id_off = calloc(B, sizeof(*req->id_off));
+	req->id_len = calloc(B, sizeof(*req->id_len));
+	if (!req->x || !req->id_off || !req->id_len) {
+		fail(e, SRV_ERR_UNAVAILABLE, "out of memory for %zu inputs", B);
+		goto fail;
+	}
+	json_array_foreach(inputs, i, v)
+	{
+		json_t *emb = NULL, *b64 = NULL, *id = NULL, *f;
+		float *row = req->x + i * (size_t)D;
+
+		if (!json_is_object(v)) {
+			fail(e, SRV_ERR_INVALID_ARGUMENT, "inputs[%zu] must be an object, not %s",
+			     i, json_kind(v));
+			goto fail;
+		}
+		json_object_foreach(v, key, f)
+		{
+			if (!strcmp(key, "embedding"))
+				emb = f;
+			else if (!strcmp(key, "embedding_b64"))
+				b64 = f;
+			else if (!strcmp(key, "id"))
+				id = f;
+			else {
+				fail(e, SRV_ERR_INVALID_ARGUMENT,
+				     "inputs[%zu]: unknown field \"%.100s\" (expected id, "
+				     "embedding, embedding_b64)",
+				     i, key);
+				goto fail;
+			}
+		}
+		if (emb && b64) {
+			fail(e, SRV_ERR_INVALID_ARGUMENT,
+			     "inputs[%zu] has both embedding and embedding_b64; give one", i);
+			goto fail;
+		}
+		if (!emb && !b64) {
+			fail(e, SRV_ERR_INVALID_ARGUMENT,
+			     "inputs[%zu] has neither embedding nor embedding_b64", i);
+			goto fail;
+		}
+		if (emb && !json_is_array(emb)) {
+			fail(e, SRV_ERR_INVALID_ARGUMENT,
+			     "inputs[%zu].embedding must be an array of numbers, not %s", i,
+			     json_kind(emb));
+			goto fail;
+		}
+		if (b64 && !json_is_string(b64)) {
+			fail(e, SRV_ERR_INVALID_ARGUMENT,
+			     "inputs[%zu].embedding_b64 must be a string, not %s", i,
+			     json_kind(b64));
+			goto fail;
+		}
+		if (emb ? decode_embedding(emb, i, tname, D, row, e)
+			: decode_b64(b64, i, tname, D, row, e))
+			goto fail;
+		if (id) {
+			size_t before = ids.len;
+			if (json_is_string(id)) {
+				srv_buf_json_str(&ids, json_string_value(id),
+						 json_string_length(id));
+			} else if (json_is_integer(id)) {
+				srv_buf_printf(&ids, "%" JSON_INTEGER_FORMAT,
+					       json_integer_value(id));
+			} else {
+				fail(e, SRV_ERR_INVALID_ARGUMENT,
+				     "inputs[%zu].id must be a string or an integer, not %s", i,
+				     json_kind(id));
+				goto fail;
+			}
+			req->id_off[i] = before;
+			req->id_len[i] = (uint32_t)(ids.len - before);
+		}
+	}
+	if (ids.oom) {
+		fail(e, SRV_ERR_UNAVAILABLE, "out of memory for ids");
+		goto fail;
+	}
+	req->ids = ids.p;
+	ids.p = NULL;
+	rc = 0;
+fail:
+	srv_buf_release(&ids);
+	json_decref(root);
+	if (rc)
+		srv_encode_req_release(req);
+	return rc;
+}
+
+void srv_encode_req_release(struct srv_encode_req *req)
+{
+	free(req->x);
+	free(req->ids);
+	free(req->id_off);
+	free(req->id_len);
+	req->x = NULL;
+	req->ids = NULL;
+	req->id_off = NULL;
+	req->id_len = NULL;
+	req->B = 0;
+}
+
+static void write_codes(struct srv_buf *out, const int32_t *c, int L)
+{
+	char tmp[16];
+	srv_buf_append(out, "[", 1);
+	for (int l = 0; l < L; l++) {
+		int n = snprintf(tmp, sizeof(tmp), l ? ", %d" : "%d", (int)c[l]);
+		srv_buf_append(out, tmp, (size_t)n);
+	}
+	srv_buf_append(out, "]", 1);
+}
+
+void srv_encode_res_write(struct srv_buf *out, const char *version,
+			  const struct srv_encode_req *req, const struct srv_encode_res *res)
+{
+	char sid[16 * 24];
+	int L = res->L;
+
+	srv_buf_puts(out, "{\"model_version\": ");
+	srv_buf_json_str(out, version ? version : "", version ? strlen(version) : 0);
+	srv_buf_puts(out, ", \"results\": [");
+	for (size_t i = 0; i < req->B; i++) {
+		const int32_t *c = res->codes + i * (size_t)L;
+		int n;
+
+		srv_buf_puts(out, i ? ", {" : "{");
+		if (req->id_len && req->id_len[i]) {
+			srv_buf_puts(out, "\"id\": ");
+			srv_buf_append(out, req->ids + req->id_off[i], req->id_len[i]);
+			srv_buf_puts(out, ", ");
+		}
+		srv_buf_puts(out, "\"codes\": ");
+		write_codes(out, c, L);
+		n = sid_codes_format(c, L, req->format, sid, sizeof(sid));
+		srv_buf_puts(out, ", \"sid\": ");
+		srv_buf_json_str(out, sid,
+				 n > 0 && (size_t)n < sizeof(sid) ? (size_t)n : strlen(sid));
+		srv_buf_puts(out, ", \"distance\": ");
+		srv_buf_float(out, res->dist[i]);
+		if (req->top_k > 1) {
+			int cnt = res->alt_count ? res->alt_count[i] : 0;
+			srv_buf_puts(out, ", \"alternatives\": [");
+			for (int a = 0; a < cnt && a < res->n_alt; a++) {
+				size_t k = i * (size_t)res->n_alt + (size_t)a;
+				srv_buf_puts(out, a ? ", {\"codes\": " : "{\"codes\": ");
+				write_codes(out, res->alt_codes + k * (size_t)L, L);
+				srv_buf_puts(out, ", \"distance\": ");
+				srv_buf_float(out, res->alt_dist[k]);
+				srv_buf_puts(out, "}");
+			}
+			srv_buf_puts(out, "]");
+		}
+		if (req->quantized && res->quant) {
+			const float *q = res->quant + i * (size_t)res->E;
+			srv_buf_puts(out, ", \"quantized\": [");
+			for (int j = 0; j < res->E; j++) {
+				if (j)
+					srv_buf_append(out, ", ", 2);
+				srv_buf_float(out, q[j]);
+			}
+			srv_buf_puts(out, "]");
+		}
+		srv_buf_puts(out, "}");
+	}
+	srv_buf_puts(out, "]}\n");
+}

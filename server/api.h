@@ -1,0 +1,99 @@
+/*
+ * api.h - API v1 of semid-server on the wire (proto/api.md is the contract):
+ * decoding and validating an encode request, encoding its response, error
+ * bodies, and the one function that maps an error kind to an HTTP status and
+ * a code string.  Nothing here knows about sockets or threads.
+ *
+ * Error body: {"error": {"code": "invalid_argument", "message": "..."}}.
+ * Messages name the field at fault by its path (inputs[3].embedding[7]) and,
+ * for a wrong length, both lengths.
+ *
+ * Thread-safety: all functions are reentrant; a request belongs to one
+ * thread at a time.
+ */
+#ifndef SRV_API_H
+#define SRV_API_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "encode.h"
+#include "model.h"
+
+enum srv_err {
+	SRV_ERR_INVALID_ARGUMENT, /* 400 invalid_argument */
+	SRV_ERR_FORBIDDEN,	  /* 403 permission_denied */
+	SRV_ERR_NOT_FOUND,	  /* 404 not_found */
+	SRV_ERR_METHOD,		  /* 405 method_not_allowed */
+	SRV_ERR_TOO_LARGE,	  /* 413 payload_too_large */
+	SRV_ERR_MEDIA_TYPE,	  /* 415 unsupported_media_type */
+	SRV_ERR_RELOAD_FAILED,	  /* 422 reload_failed */
+	SRV_ERR_INTERNAL,	  /* 500 internal */
+	SRV_ERR_UNAVAILABLE,	  /* 503 unavailable */
+	SRV_ERR_COUNT
+};
+
+/* The one mapping: error kind -> HTTP status and "code" string. */
+int srv_err_status(enum srv_err kind, const char **code);
+
+struct srv_api_error {
+	enum srv_err kind;
+	char msg[512];
+};
+
+/* Render the error body for @kind and @msg (a malloc'ed string, or NULL). */
+char *srv_api_error_body(enum srv_err kind, const char *msg, size_t *len);
+
+/* 1 when a Content-Type header value means JSON ("application/json",
+ * any case, optional parameters such as "; charset=utf-8"). */
+int srv_api_content_type_ok(const char *value);
+
+/*
+ * Standard base64 (RFC 4648 section 4, '=' padding optional) of @n chars into
+ * @out (capacity @cap).  Returns the decoded length, or -1 with *@bad = the
+ * offending character position (or @n when the length is impossible) or
+ * -2 when it would exceed @cap.
+ */
+long srv_base64_decode(const char *s, size_t n, uint8_t *out, size_t cap, size_t *bad);
+
+/* A decoded, validated encode request. */
+struct srv_encode_req {
+	enum sid_tower_kind tower;
+	size_t B;      /* inputs */
+	int D;	       /* floats per input (the tower's input width) */
+	float *x;      /* (B, D) row-major */
+	int top_k;     /* 1..SID_TOPK_MAX */
+	int quantized; /* return_quantized */
+	enum sid_sid_format format;
+	char *ids;	  /* id JSON texts, concatenated */
+	size_t *id_off;	  /* (B) offset into ids */
+	uint32_t *id_len; /* (B) 0: no id given */
+};
+
+/*
+ * Parse @body and validate it against a tower of input width @D.  On success
+ * fills @req (release with srv_encode_req_release) and returns 0; otherwise
+ * returns -1 with @e set (400, or 413 for more than @max_inputs inputs).
+ */
+int srv_encode_req_decode(const char *body, size_t len, enum sid_tower_kind tower, int D,
+			  int max_inputs, struct srv_encode_req *req, struct srv_api_error *e);
+void srv_encode_req_release(struct srv_encode_req *req);
+
+/* The encoder's output for one request's rows (slices of a batch). */
+struct srv_encode_res {
+	int L, E;
+	const int32_t *codes;	  /* (B, L) */
+	const float *dist;	  /* (B) */
+	const float *quant;	  /* (B, E) or NULL */
+	int n_alt;		  /* top_k - 1 */
+	const int32_t *alt_codes; /* (B, n_alt, L) */
+	const float *alt_dist;	  /* (B, n_alt) */
+	const int *alt_count;	  /* (B) */
+};
+
+/* Append the 200 body for @req with results @res, served by @version. */
+void srv_encode_res_write(struct srv_buf *out, const char *version,
+			  const struct srv_encode_req *req, const struct srv_encode_res *res);
+
+#endif

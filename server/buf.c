@@ -1,0 +1,131 @@
+/* buf.c - growable text buffer; see buf.h. */
+#include "buf.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int grow(struct srv_buf *b, size_t extra)
+{
+	size_t need, cap;
+	char *p;
+
+	if (b->oom)
+		return -1;
+	if (extra > (size_t)-1 / 2 - b->len)
+		goto oom;
+	need = b->len + extra + 1;
+	if (need <= b->cap)
+		return 0;
+	cap = b->cap ? b->cap : 256;
+	while (cap < need)
+		cap *= 2;
+	p = realloc(b->p, cap);
+	if (!p)
+		goto oom;
+	b->p = p;
+	b->cap = cap;
+	return 0;
+oom:
+	b->oom = 1;
+	return -1;
+}
+
+void srv_buf_append(struct srv_buf *b, const char *s, size_t n)
+{
+	if (grow(b, n))
+		return;
+	memcpy(b->p + b->len, s, n);
+	b->len += n;
+	b->p[b->len] = '\0';
+}
+
+void srv_buf_puts(struct srv_buf *b, const char *s)
+{
+	srv_buf_append(b, s, strlen(s));
+}
+
+void srv_buf_printf(struct srv_buf *b, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+
+	va_start(ap, fmt);
+	n = vsnprintf(NULL, 0, fmt, ap);
+	va_end(ap);
+	if (n < 0 || grow(b, (size_t)n))
+		return;
+	va_start(ap, fmt);
+	vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
+	va_end(ap);
+	b->len += (size_t)n;
+}
+
+void srv_buf_json_str(struct srv_buf *b, const char *s, size_t n)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t i, run = 0;
+
+	srv_buf_append(b, "\"", 1);
+	for (i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		char esc[6] = {'\\', 'u', '0', '0', 0, 0};
+		if (c >= 0x20 && c != '"' && c != '\\')
+			continue;
+		srv_buf_append(b, s + run, i - run);
+		run = i + 1;
+		if (c == '"' || c == '\\') {
+			esc[1] = (char)c;
+			srv_buf_append(b, esc, 2);
+		} else if (c == '\n') {
+			srv_buf_append(b, "\\n", 2);
+		} else {
+			esc[4] = hex[c >> 4];
+			esc[5] = hex[c & 15];
+			srv_buf_append(b, esc, 6);
+		}
+	}
+	srv_buf_append(b, s + run, n - run);
+	srv_buf_append(b, "\"", 1);
+}
+
+void srv_buf_float(struct srv_buf *b, float v)
+{
+	char tmp[32];
+	int n;
+	/* %.9g always round-trips a float32; try shorter forms first. */
+	for (int prec = 6; prec <= 9; prec++) {
+		n = snprintf(tmp, sizeof(tmp), "%.*g", prec, (double)v);
+		if (strtof(tmp, NULL) == v)
+			break;
+	}
+	srv_buf_append(b, tmp, (size_t)n);
+}
+
+char *srv_buf_detach(struct srv_buf *b, size_t *len)
+{
+	char *p;
+	if (b->oom) {
+		srv_buf_release(b);
+		return NULL;
+	}
+	if (!b->p && grow(b, 0))
+		return NULL;
+	if (b->len == 0)
+		b->p[0] = '\0';
+	p = b->p;
+	if (len)
+		*len = b->len;
+	b->p = NULL;
+	b->len = b->cap = 0;
+	return p;
+}
+
+void srv_buf_release(struct srv_buf *b)
+{
+	free(b->p);
+	b->p = NULL;
+	b->len = b->cap = 0;
+	b->oom = 0;
+}

@@ -1,0 +1,34 @@
+/*
+ * buf.h - a growable text buffer (git's strbuf idea) for response bodies and
+ * the metrics page.  An allocation failure sets @oom and drops later appends,
+ * so callers check once at the end instead of after every append.
+ * Thread-safety: a buffer belongs to one thread at a time.
+ */
+#ifndef SRV_BUF_H
+#define SRV_BUF_H
+
+#include <stddef.h>
+
+struct srv_buf {
+	char *p; /* NUL-terminated when len > 0 and !oom */
+	size_t len, cap;
+	int oom;
+};
+
+#define SRV_BUF_INIT                                                                               \
+	{                                                                                          \
+		NULL, 0, 0, 0                                                                      \
+	}
+
+void srv_buf_append(struct srv_buf *b, const char *s, size_t n);
+void srv_buf_puts(struct srv_buf *b, const char *s);
+void srv_buf_printf(struct srv_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Append @s as a JSON string literal (quotes and escapes; UTF-8 passed through). */
+void srv_buf_json_str(struct srv_buf *b, const char *s, size_t n);
+/* Append a float as the shortest text that reads back to the same float32. */
+void srv_buf_float(struct srv_buf *b, float v);
+/* Hand the string to the caller (NULL on oom; "" for an empty buffer). */
+char *srv_buf_detach(struct srv_buf *b, size_t *len);
+void srv_buf_release(struct srv_buf *b);
+
+#endif

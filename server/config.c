@@ -1,0 +1,338 @@
+/*
+ * config.c - the table of semid-server settings and the three ways to fill
+ * it: defaults, a JSON file (jansson) and flags.  One table drives parsing,
+ * range checks, error messages and --help, so the file keys and the flags can
+ * never drift apart.  See config.h.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+
+enum key_type { K_STR, K_INT, K_LONG, K_BOOL, K_LEVEL };
+
+struct key {
+	const char *name;
+	enum key_type type;
+	size_t off;
+	size_t size; /* K_STR: buffer size */
+	long min, max;
+	const char *help;
+};
+
+#define F(field) offsetof(struct srv_config, field), sizeof(((struct srv_config *)0)->field)
+
+static const struct key keys[] = {
+    {"listen", K_STR, F(listen), 0, 0, "HOST:PORT to listen on (port 0: any free port)"},
+    {"model", K_STR, F(model), 0, 0, "model file (safetensors, proto/model-format.md)"},
+    {"allow_empty", K_BOOL, F(allow_empty), 0, 1,
+     "start without a model; /readyz 503 until one loads"},
+    {"watch", K_BOOL, F(watch), 0, 1, "reload when the model file is replaced"},
+    {"reload_debounce_ms", K_INT, F(reload_debounce_ms), 0, 60000,
+     "quiet time before a watched reload"},
+    {"workers", K_INT, F(workers), 1, 256, "encode worker threads"},
+    {"http_threads", K_INT, F(http_threads), 1, 64, "HTTP polling threads"},
+    {"max_batch", K_INT, F(max_batch), 1, 65536, "rows per encode batch"},
+    {"max_delay_us", K_INT, F(max_delay_us), 0, 1000000, "longest wait for a batch to fill"},
+    {"queue_rows", K_INT, F(queue_rows), 1, 100000000, "rows admitted before 503"},
+    {"max_body_bytes", K_LONG, F(max_body_bytes), 64, 1L << 34, "request body cap (413 above)"},
+    {"max_inputs", K_INT, F(max_inputs), 1, 1000000, "inputs per request (413 above)"},
+    {"admin_token", K_STR, F(admin_token), 0, 0, "bearer token for /v1/admin/* (empty: disabled)"},
+    {"shutdown_timeout_ms", K_INT, F(shutdown_timeout_ms), 0, 3600000, "drain time on SIGTERM"},
+    {"connection_timeout_s", K_INT, F(connection_timeout_s), 0, 3600, "idle connection timeout"},
+    {"connection_limit", K_INT, F(connection_limit), 1, 1000000, "open connections at most"},
+    {"retry_after_s", K_INT, F(retry_after_s), 0, 3600, "Retry-After on 503"},
+    {"entropy_window", K_INT, F(entropy_window), 1, 10000000, "rows in the code-entropy window"},
+    {"log_level", K_LEVEL, F(log_level), 0, 0, "debug|info|warn|error"},
+};
+#define N_KEYS (sizeof(keys) / sizeof(keys[0]))
+
+void srv_config_defaults(struct srv_config *c)
+{
+	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+
+	memset(c, 0, sizeof(*c));
+	snprintf(c->listen, sizeof(c->listen), "127.0.0.1:8080");
+	c->watch = 1;
+	c->reload_debounce_ms = 200;
+	c->workers = ncpu > 0 ? (int)(ncpu > 64 ? 64 : ncpu) : 1;
+	c->http_threads = 1;
+	c->max_batch = 256;
+	c->max_delay_us = 500;
+	c->queue_rows = 65536;
+	c->max_body_bytes = 64L << 20;
+	c->max_inputs = 4096;
+	c->shutdown_timeout_ms = 10000;
+	c->connection_timeout_s = 30;
+	c->connection_limit = 1024;
+	c->retry_after_s = 1;
+	c->entropy_window = 10000;
+	c->log_level = SRV_LOG_INFO;
+}
+
+/* Find by name; '-' in @name matches '_' (flags use dashes). */
+static const struct key *key_find(const char *name, size_t len)
+{
+	for (size_t i = 0; i < N_KEYS; i++) {
+		const char *k = keys[i].name;
+		size_t j;
+		if (strlen(k) != len)
+			continue;
+		for (j = 0; j < len; j++)
+			if (!(k[j] == name[j] || (k[j] == '_' && name[j] == '-')))
+				break;
+		if (j == len)
+			return &keys[i];
+	}
+	return NULL;
+}
+
+static int parse_bool(const char *v)
+{
+	if (!strcmp(v, "true") || !strcmp(v, "1") || !strcmp(v, "yes") || !strcmp(v, "on"))
+		return 1;
+	if (!strcmp(v, "false") || !strcmp(v, "0") || !strcmp(v, "no") || !strcmp(v, "off"))
+		return 0;
+	return -1;
+}
+
+static int key_set(struct srv_config *c, const struct key *k, const char *value, const char *source,
+		   struct sid_error *err)
+{
+	char *p = (char *)c + k->off;
+	char *end;
+	long long n;
+	int b;
+
+	switch (k->type) {
+	case K_STR:
+		if (strlen(value) >= k->size)
+			return sid_error_set(err, SID_EINVAL, "%s: %s is longer than %zu bytes",
+					     source, k->name, k->size - 1);
+		memcpy(p, value, strlen(value) + 1);
+		return 0;
+	case K_BOOL:
+		b = parse_bool(value);
+		if (b < 0)
+			return sid_error_set(err, SID_EINVAL,
+					     "%s: %s must be true or false, not \"%s\"", source,
+					     k->name, value);
+		*(int *)p = b;
+		return 0;
+	case K_LEVEL:
+		b = srv_log_level_parse(value);
+		if (b < 0)
+			return sid_error_set(
+			    err, SID_EINVAL,
+			    "%s: %s must be debug, info, warn or error, not \"%s\"", source,
+			    k->name, value);
+		*(int *)p = b;
+		return 0;
+	case K_INT:
+	case K_LONG:
+		errno = 0;
+		n = strtoll(value, &end, 10);
+		if (!*value || *end || errno)
+			return sid_error_set(err, SID_EINVAL,
+					     "%s: %s must be an integer, not \"%s\"", source,
+					     k->name, value);
+		if (n < k->min || n > k->max)
+			return sid_error_set(err, SID_EINVAL,
+					     "%s: %s = %lld is out of range [%ld, %ld]", source,
+					     k->name, n, k->min, k->max);
+		if (k->type == K_INT)
+			*(int *)p = (int)n;
+		else
+			*(long *)p = (long)n;
+		return 0;
+	}
+	return sid_error_set(err, SID_EINVAL, "%s: %s: bad key type", source, k->name);
+}
+
+int srv_config_set(struct srv_config *c, const char *key, const char *value, const char *source,
+		   struct sid_error *err)
+{
+	const struct key *k = key_find(key, strlen(key));
+	if (!k)
+		return sid_error_set(err, SID_EINVAL, "%s: unknown setting \"%s\"", source, key);
+	return key_set(c, k, value, source, err);
+}
+
+int srv_config_load_file(struct srv_config *c, const char *path, struct sid_error *err)
+{
+	json_error_t jerr;
+	json_t *root, *v;
+	const char *name;
+	int rc = 0;
+
+	root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+	if (!root)
+		return sid_error_set(err, SID_EINVAL, "%s:%d:%d: %s", path, jerr.line, jerr.column,
+				     jerr.text);
+	if (!json_is_object(root)) {
+		rc = sid_error_set(err, SID_EINVAL, "%s: the config must be a JSON object", path);
+		goto fail;
+	}
+	json_object_foreach(root, name, v)
+	{
+		const struct key *k = key_find(name, strlen(name));
+		char text[64];
+		const char *value = text;
+
+		if (!k || strchr(name, '-')) {
+			rc = sid_error_set(err, SID_EINVAL, "%s: unknown setting \"%s\"", path,
+					   name);
+			goto fail;
+		}
+		switch (k->type) {
+		case K_STR:
+		case K_LEVEL:
+			if (!json_is_string(v)) {
+				rc = sid_error_set(err, SID_EINVAL, "%s: %s must be a string", path,
+						   name);
+				goto fail;
+			}
+			value = json_string_value(v);
+			break;
+		case K_BOOL:
+			if (!json_is_boolean(v)) {
+				rc = sid_error_set(err, SID_EINVAL, "%s: %s must be true or false",
+						   path, name);
+				goto fail;
+			}
+			value = json_is_true(v) ? "true" : "false";
+			break;
+		case K_INT:
+		case K_LONG:
+			if (!json_is_integer(v)) {
+				rc = sid_error_set(err, SID_EINVAL, "%s: %s must be an integer",
+						   path, name);
+				goto fail;
+			}
+			snprintf(text, sizeof(text), "%" JSON_INTEGER_FORMAT,
+				 json_integer_value(v));
+			break;
+		}
+		rc = key_set(c, k, value, path, err);
+		if (rc)
+			goto fail;
+	}
+fail:
+	json_decref(root);
+	return rc;
+}
+
+int srv_config_from_args(struct srv_config *c, int argc, char **argv, int *help, int *version,
+			 struct sid_error *err)
+{
+	int i, rc;
+
+	/* --config first, so flags override the file wherever they appear. */
+	for (i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		if (!strcmp(a, "--config")) {
+			if (i + 1 >= argc)
+				return sid_error_set(err, SID_EINVAL, "--config needs a file");
+			rc = srv_config_load_file(c, argv[++i], err);
+			if (rc)
+				return rc;
+		} else if (!strncmp(a, "--config=", 9)) {
+			rc = srv_config_load_file(c, a + 9, err);
+			if (rc)
+				return rc;
+		}
+	}
+	for (i = 1; i < argc; i++) {
+		const char *a = argv[i], *eq, *value;
+		const struct key *k;
+		char flag[80];
+
+		if (!strcmp(a, "--config")) {
+			i++;
+			continue;
+		}
+		if (!strncmp(a, "--config=", 9))
+			continue;
+		if ((!strcmp(a, "--help") || !strcmp(a, "-h")) && help) {
+			*help = 1;
+			continue;
+		}
+		if (!strcmp(a, "--version") && version) {
+			*version = 1;
+			continue;
+		}
+		if (strncmp(a, "--", 2) != 0)
+			return sid_error_set(err, SID_EINVAL,
+					     "unexpected argument \"%s\" (flags start with --)", a);
+		eq = strchr(a, '=');
+		k = key_find(a + 2, eq ? (size_t)(eq - a - 2) : strlen(a + 2));
+		if (!k)
+			return sid_error_set(err, SID_EINVAL, "unknown flag \"%.*s\"",
+					     eq ? (int)(eq - a) : (int)strlen(a), a);
+		snprintf(flag, sizeof(flag), "--%s", k->name);
+		for (char *p = flag; *p; p++)
+			if (*p == '_')
+				*p = '-';
+		if (eq) {
+			value = eq + 1;
+		} else if (k->type == K_BOOL) {
+			value = "true";
+		} else {
+			if (i + 1 >= argc)
+				return sid_error_set(err, SID_EINVAL, "%s needs a value", flag);
+			value = argv[++i];
+		}
+		rc = key_set(c, k, value, flag, err);
+		if (rc)
+			return rc;
+	}
+	if ((help && *help) || (version && *version))
+		return 0;
+	return srv_config_validate(c, err);
+}
+
+int srv_config_validate(const struct srv_config *c, struct sid_error *err)
+{
+	const char *colon = strrchr(c->listen, ':');
+	char *end;
+	long port;
+
+	if (!colon || colon == c->listen)
+		return sid_error_set(err, SID_EINVAL, "listen \"%s\" must be HOST:PORT", c->listen);
+	port = strtol(colon + 1, &end, 10);
+	if (!colon[1] || *end || port < 0 || port > 65535)
+		return sid_error_set(err, SID_EINVAL, "listen \"%s\": bad port", c->listen);
+	if (!c->model[0])
+		return sid_error_set(err, SID_EINVAL,
+				     "no model: give --model PATH (with --allow-empty the server "
+				     "waits for the file to appear)");
+	if (c->queue_rows < c->max_inputs)
+		return sid_error_set(err, SID_EINVAL,
+				     "queue_rows (%d) must be at least max_inputs (%d), or a full "
+				     "request could never be admitted",
+				     c->queue_rows, c->max_inputs);
+	return 0;
+}
+
+void srv_config_usage(char *buf, size_t len)
+{
+	size_t off = 0;
+	for (size_t i = 0; i < N_KEYS && off < len; i++) {
+		char flag[64];
+		const char *arg = keys[i].type == K_BOOL    ? ""
+				  : keys[i].type == K_STR   ? " TEXT"
+				  : keys[i].type == K_LEVEL ? " LEVEL"
+							    : " N";
+		snprintf(flag, sizeof(flag), "--%s%s", keys[i].name, arg);
+		for (char *p = flag; *p; p++)
+			if (*p == '_')
+				*p = '-';
+		off += (size_t)snprintf(buf + off, len - off, "  %-28s %s\n", flag, keys[i].help);
+	}
+}

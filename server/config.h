@@ -1,0 +1,74 @@
+/*
+ * config.h - semid-server settings: defaults, a JSON config file, and
+ * command-line flags, all through one table of keys (config/README.md lists
+ * them; config/semid-server.json is a complete example).
+ *
+ * Every key can be set in the file as "key": value and on the command line
+ * as --key VALUE or --key=VALUE, with '_' written as '-' (--max-batch 64).
+ * Boolean keys also accept a bare flag (--allow-empty) meaning true.  Flags
+ * override the file regardless of their order relative to --config.
+ *
+ * Errors name the key and the source (file path or flag).  Nothing here
+ * exits; the caller prints the message and refuses to start.
+ * Thread-safety: a config is filled once at start and then only read.
+ */
+#ifndef SRV_CONFIG_H
+#define SRV_CONFIG_H
+
+#include <limits.h>
+#include <stddef.h>
+
+#include "err.h"
+
+#define SRV_PATH_MAX 4096
+
+struct srv_config {
+	char listen[256];	  /* "host:port"; port 0 picks a free one */
+	char model[SRV_PATH_MAX]; /* model file path */
+	int allow_empty;	  /* start with no model; /readyz 503 until one loads */
+	int watch;		  /* watch the model file's directory for a new file */
+	int reload_debounce_ms;	  /* quiet time after the last file event before reloading */
+	int workers;		  /* encode threads (UV_THREADPOOL_SIZE) */
+	int http_threads;	  /* libmicrohttpd polling threads */
+	int max_batch;		  /* rows per encode batch */
+	int max_delay_us;	  /* longest a row waits for its batch to fill */
+	int queue_rows;		  /* rows admitted (queued or encoding) before 503 */
+	long max_body_bytes;	  /* request body cap (413 above) */
+	int max_inputs;		  /* inputs per request (413 above) */
+	char admin_token[256];	  /* bearer token for /v1/admin/ *; empty disables */
+	int shutdown_timeout_ms;  /* drain time on SIGTERM/SIGINT */
+	int connection_timeout_s;
+	int connection_limit;
+	int retry_after_s;  /* Retry-After on 503 */
+	int entropy_window; /* recent rows per tower in semid_code_entropy_bits */
+	int log_level;	    /* enum srv_log_level */
+};
+
+/* Fill @c with the defaults (listen 127.0.0.1:8080, workers = online CPUs). */
+void srv_config_defaults(struct srv_config *c);
+
+/* Set one key from its text form (flag value).  @source names where it came
+ * from for the message ("--max-batch", "file.json"). */
+int srv_config_set(struct srv_config *c, const char *key, const char *value, const char *source,
+		   struct sid_error *err);
+
+/* Apply a JSON config file (an object of key: value); unknown keys, wrong
+ * types and out-of-range values are errors naming the key. */
+int srv_config_load_file(struct srv_config *c, const char *path, struct sid_error *err);
+
+/*
+ * Parse argv: --config FILE is applied first, then every other flag in
+ * order.  Non-config flags handled here are every key of the table; --help
+ * and --version set *@help / *@version (either may be NULL to reject them).
+ * Then validates (srv_config_validate).
+ */
+int srv_config_from_args(struct srv_config *c, int argc, char **argv, int *help, int *version,
+			 struct sid_error *err);
+
+/* Cross-key checks (a model unless allow_empty, queue_rows >= max_inputs, ...). */
+int srv_config_validate(const struct srv_config *c, struct sid_error *err);
+
+/* The flag list with one line of help per key, for --help. */
+void srv_config_usage(char *buf, size_t len);
+
+#endif

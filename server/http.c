@@ -1,0 +1,658 @@
+/*
+ * http.c - routes, request intake and responses on libmicrohttpd (see
+ * http.h for the flow: validate on the MHD thread, suspend, batch on the
+ * loop thread, resume and answer).
+ */
+#include "http.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <jansson.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "api.h"
+#include "log.h"
+
+struct srv_http {
+	struct srv_http_deps d;
+	struct MHD_Daemon *mhd;
+	int port;
+	long inflight; /* atomic */
+	int draining;  /* atomic */
+};
+
+enum req_state { REQ_NEW, REQ_BODY, REQ_WAIT, REQ_DONE };
+
+struct req {
+	struct srv_http *h;
+	struct MHD_Connection *conn;
+	enum srv_route route;
+	enum req_state state;
+	const char *method;
+	char path[128];
+	double t0;
+	/* body */
+	struct srv_buf body;
+	size_t seen;
+	int too_large;
+	/* the response, once known */
+	int status;
+	char *resp;
+	size_t resp_len;
+	const char *ctype;
+	const char *allow;
+	int retry_after;
+	/* for the log line */
+	size_t items;
+	char version[256];
+	char errmsg[256];
+	struct srv_reload_waiter waiter;
+};
+
+static const char JSON_CT[] = "application/json";
+
+/* strlcpy: log fields are allowed to be cut. */
+static void copy_str(char *dst, size_t n, const char *src)
+{
+	size_t len = strlen(src);
+	if (len >= n)
+		len = n - 1;
+	memcpy(dst, src, len);
+	dst[len] = '\0';
+}
+
+/* ---- responses ---- */
+
+static void set_response(struct req *q, int status, char *body, size_t len, const char *ctype)
+{
+	free(q->resp);
+	q->status = status;
+	q->resp = body;
+	q->resp_len = len;
+	q->ctype = ctype;
+}
+
+static void set_error(struct req *q, enum srv_err kind, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void set_error(struct req *q, enum srv_err kind, const char *fmt, ...)
+{
+	char msg[600];
+	size_t len = 0;
+	char *body;
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	copy_str(q->errmsg, sizeof(q->errmsg), msg);
+	body = srv_api_error_body(kind, msg, &len);
+	set_response(q, srv_err_status(kind, NULL), body, body ? len : 0, JSON_CT);
+	if (kind == SRV_ERR_UNAVAILABLE)
+		q->retry_after = 1;
+}
+
+static enum MHD_Result send_response(struct req *q)
+{
+	struct MHD_Response *r;
+	enum MHD_Result ret;
+	char ra[16];
+
+	if (!q->resp) {
+		/* Out of memory building the body: a static one still works. */
+		static const char oom[] =
+		    "{\"error\": {\"code\": \"unavailable\", \"message\": \"out of memory\"}}\n";
+		q->status = 503;
+		q->ctype = JSON_CT;
+		r = MHD_create_response_from_buffer(sizeof(oom) - 1, (void *)oom,
+						    MHD_RESPMEM_PERSISTENT);
+	} else {
+		r = MHD_create_response_from_buffer(q->resp_len, q->resp, MHD_RESPMEM_MUST_FREE);
+		if (r)
+			q->resp = NULL; /* MHD owns it now */
+	}
+	if (!r)
+		return MHD_NO;
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, q->ctype ? q->ctype : JSON_CT);
+	if (q->allow)
+		MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, q->allow);
+	if (q->retry_after) {
+		snprintf(ra, sizeof(ra), "%d", q->h->d.cfg->retry_after_s);
+		MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, ra);
+	}
+	if (__atomic_load_n(&q->h->draining, __ATOMIC_RELAXED))
+		MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
+	ret = MHD_queue_response(q->conn, (unsigned)q->status, r);
+	MHD_destroy_response(r);
+	q->state = REQ_DONE;
+	return ret;
+}
+
+static char *json_text(json_t *v, size_t *len)
+{
+	char *s = json_dumps(v, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+	char *t;
+	json_decref(v);
+	if (!s)
+		return NULL;
+	*len = strlen(s);
+	t = realloc(s, *len + 2);
+	if (!t) {
+		free(s);
+		return NULL;
+	}
+	t[(*len)++] = '\n';
+	t[*len] = '\0';
+	return t;
+}
+
+static void set_json(struct req *q, int status, json_t *v)
+{
+	size_t len = 0;
+	char *s = v ? json_text(v, &len) : NULL;
+	set_response(q, status, s, len, JSON_CT);
+}
+
+/* ---- routes answered on the MHD thread ---- */
+
+static json_t *last_reload_json(struct srv_reload *r)
+{
+	struct srv_reload_status st;
+	srv_reload_status_get(r, &st);
+	if (!st.attempted)
+		return json_null();
+	return json_pack("{s:f, s:s, s:s, s:o, s:o}", "time", st.time, "trigger", st.trigger,
+			 "result", st.ok ? "success" : "error", "error",
+			 st.ok ? json_null() : json_string(st.error), "model_version",
+			 st.ok ? json_string(st.version) : json_null());
+}
+
+static void route_readyz(struct req *q)
+{
+	struct sid_model *m = srv_reload_model(q->h->d.reload);
+	if (__atomic_load_n(&q->h->draining, __ATOMIC_RELAXED))
+		set_error(q, SRV_ERR_UNAVAILABLE, "the server is shutting down");
+	else if (!m)
+		set_error(q, SRV_ERR_UNAVAILABLE, "no model is loaded");
+	else
+		set_json(q, 200,
+			 json_pack("{s:s, s:s}", "status", "ready", "model_version",
+				   m->version ? m->version : ""));
+	if (m)
+		copy_str(q->version, sizeof(q->version), m->version ? m->version : "");
+	sid_model_unref(m);
+}
+
+static void route_model(struct req *q)
+{
+	struct sid_model *m = srv_reload_model(q->h->d.reload);
+	json_t *v;
+	char *desc;
+
+	if (!m) {
+		json_t *e = json_pack("{s:{s:s, s:s}, s:o}", "error", "code", "unavailable",
+				      "message", "no model is loaded", "last_reload",
+				      last_reload_json(q->h->d.reload));
+		snprintf(q->errmsg, sizeof(q->errmsg), "no model is loaded");
+		set_json(q, 503, e);
+		q->retry_after = 1;
+		return;
+	}
+	copy_str(q->version, sizeof(q->version), m->version ? m->version : "");
+	desc = sid_model_describe_json(m);
+	v = desc ? json_loads(desc, 0, NULL) : NULL;
+	free(desc);
+	if (!json_is_object(v)) {
+		json_decref(v);
+		sid_model_unref(m);
+		set_error(q, SRV_ERR_INTERNAL, "could not describe the model");
+		return;
+	}
+	json_object_set_new(v, "last_reload", last_reload_json(q->h->d.reload));
+	sid_model_unref(m);
+	set_json(q, 200, v);
+}
+
+static void route_metrics(struct req *q)
+{
+	struct sid_model *m = srv_reload_model(q->h->d.reload);
+	char *text = srv_metrics_render(q->h->d.metrics, m);
+	sid_model_unref(m);
+	set_response(q, 200, text, text ? strlen(text) : 0,
+		     "text/plain; version=0.0.4; charset=utf-8");
+}
+
+/* ---- encode and reload: answered from the loop thread ---- */
+
+static void job_done(struct srv_job *job)
+{
+	struct req *q = job->ctx;
+	set_response(q, job->status, job->body, job->body_len, JSON_CT);
+	job->body = NULL;
+	snprintf(q->version, sizeof(q->version), "%s",
+		 job->model->version ? job->model->version : "");
+	if (job->status != 200)
+		snprintf(q->errmsg, sizeof(q->errmsg), "encoder error");
+	srv_job_free(job);
+	MHD_resume_connection(q->conn);
+}
+
+static void reload_done(struct srv_reload_waiter *w)
+{
+	struct req *q = w->ctx;
+	if (w->ok) {
+		copy_str(q->version, sizeof(q->version), w->version);
+		set_json(
+		    q, 200,
+		    json_pack("{s:s, s:s}", "status", "reloaded", "model_version", w->version));
+	} else {
+		set_error(q, SRV_ERR_RELOAD_FAILED, "%s (the previous model keeps serving)",
+			  w->error);
+		q->retry_after = 0;
+	}
+	MHD_resume_connection(q->conn);
+}
+
+static void start_encode(struct req *q)
+{
+	struct srv_http *h = q->h;
+	enum sid_tower_kind kind =
+	    q->route == SRV_ROUTE_ITEMS_ENCODE ? SID_TOWER_ITEM : SID_TOWER_USER;
+	struct sid_model *m = srv_reload_model(h->d.reload);
+	const struct sid_tower *t;
+	struct srv_encode_req req;
+	struct srv_api_error e;
+	struct srv_job *job;
+
+	if (!m) {
+		set_error(q, SRV_ERR_UNAVAILABLE, "no model is loaded");
+		return;
+	}
+	copy_str(q->version, sizeof(q->version), m->version ? m->version : "");
+	t = sid_model_tower(m, kind);
+	if (!t) {
+		set_error(q, SRV_ERR_NOT_FOUND, "model %s has no %s tower", q->version,
+			  sid_tower_name(kind));
+		sid_model_unref(m);
+		return;
+	}
+	if (srv_encode_req_decode(q->body.p ? q->body.p : "", q->body.len, kind, t->D,
+				  h->d.cfg->max_inputs, &req, &e)) {
+		set_error(q, e.kind, "%s", e.msg);
+		sid_model_unref(m);
+		return;
+	}
+	srv_buf_release(&q->body);
+	q->items = req.B;
+	job = srv_job_new(&req, m);
+	sid_model_unref(m);
+	if (!job) {
+		srv_encode_req_release(&req);
+		set_error(q, SRV_ERR_UNAVAILABLE, "out of memory");
+		return;
+	}
+	job->done = job_done;
+	job->ctx = q;
+	/* Suspend before submitting: the job may finish before we return. */
+	q->state = REQ_WAIT;
+	MHD_suspend_connection(q->conn);
+	if (srv_batcher_submit(h->d.batcher, job)) {
+		srv_job_free(job);
+		set_error(q, SRV_ERR_UNAVAILABLE,
+			  "the encode queue is full (%ld rows admitted); retry later",
+			  srv_batcher_admitted(h->d.batcher));
+		MHD_resume_connection(q->conn);
+	}
+}
+
+/* ---- routing ---- */
+
+static const struct {
+	const char *path;
+	enum srv_route route;
+	int post; /* 1: POST only; 0: GET and HEAD */
+} routes[] = {
+    {"/v1/items:encode", SRV_ROUTE_ITEMS_ENCODE, 1},
+    {"/v1/users:encode", SRV_ROUTE_USERS_ENCODE, 1},
+    {"/healthz", SRV_ROUTE_HEALTHZ, 0},
+    {"/readyz", SRV_ROUTE_READYZ, 0},
+    {"/v1/model", SRV_ROUTE_MODEL, 0},
+    {"/v1/admin/reload", SRV_ROUTE_RELOAD, 1},
+    {"/metrics", SRV_ROUTE_METRICS, 0},
+};
+
+int srv_http_bearer_ok(const char *header, const char *token)
+{
+	static const char prefix[] = "Bearer ";
+	size_t tlen = strlen(token), hlen, i;
+	volatile unsigned char diff = 0;
+
+	if (!header || !tlen || strncmp(header, prefix, sizeof(prefix) - 1) != 0)
+		return 0;
+	header += sizeof(prefix) - 1;
+	hlen = strlen(header);
+	diff |= (unsigned char)(hlen != tlen);
+	/* Always walk the whole token: time depends on its length only. */
+	for (i = 0; i < tlen; i++)
+		diff |= (unsigned char)((i < hlen ? (unsigned char)header[i] : 0) ^
+					(unsigned char)token[i]);
+	return diff == 0;
+}
+
+/* First call for a request: route, method, headers.  Returns 1 when a
+ * response is already decided. */
+static int on_headers(struct req *q, const char *url, const char *method)
+{
+	struct srv_http *h = q->h;
+	const char *v;
+	size_t i;
+
+	snprintf(q->path, sizeof(q->path), "%s", url);
+	for (i = 0; i < sizeof(routes) / sizeof(routes[0]); i++)
+		if (!strcmp(url, routes[i].path))
+			break;
+	if (i == sizeof(routes) / sizeof(routes[0])) {
+		q->route = SRV_ROUTE_OTHER;
+		set_error(q, SRV_ERR_NOT_FOUND, "no route %.100s %.200s", method, url);
+		return 1;
+	}
+	q->route = routes[i].route;
+	if (routes[i].post ? strcmp(method, "POST") != 0
+			   : (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)) {
+		set_error(q, SRV_ERR_METHOD, "%s takes %s, not %.100s", url,
+			  routes[i].post ? "POST" : "GET", method);
+		q->allow = routes[i].post ? "POST" : "GET, HEAD";
+		return 1;
+	}
+	if (q->route == SRV_ROUTE_RELOAD) {
+		if (!h->d.cfg->admin_token[0]) {
+			set_error(q, SRV_ERR_FORBIDDEN,
+				  "admin routes are disabled: no admin_token is configured");
+			return 1;
+		}
+		v = MHD_lookup_connection_value(q->conn, MHD_HEADER_KIND,
+						MHD_HTTP_HEADER_AUTHORIZATION);
+		if (!srv_http_bearer_ok(v, h->d.cfg->admin_token)) {
+			set_error(q, SRV_ERR_FORBIDDEN,
+				  "admin routes need Authorization: Bearer <admin_token>");
+			return 1;
+		}
+	}
+	if (routes[i].post && q->route != SRV_ROUTE_RELOAD) {
+		char *end;
+		unsigned long long cl;
+
+		v = MHD_lookup_connection_value(q->conn, MHD_HEADER_KIND,
+						MHD_HTTP_HEADER_CONTENT_TYPE);
+		if (!srv_api_content_type_ok(v)) {
+			set_error(q, SRV_ERR_MEDIA_TYPE,
+				  "Content-Type must be application/json, not %.100s",
+				  v ? v : "(none)");
+			return 1;
+		}
+		v = MHD_lookup_connection_value(q->conn, MHD_HEADER_KIND,
+						MHD_HTTP_HEADER_CONTENT_LENGTH);
+		if (v) {
+			errno = 0;
+			cl = strtoull(v, &end, 10);
+			if (!errno && end != v &&
+			    cl > (unsigned long long)h->d.cfg->max_body_bytes) {
+				set_error(q, SRV_ERR_TOO_LARGE,
+					  "the body is %llu bytes; at most %ld are accepted", cl,
+					  h->d.cfg->max_body_bytes);
+				return 1;
+			}
+		}
+	}
+	return 0;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+				  const char *method, const char *version, const char *upload,
+				  size_t *upload_size, void **con_cls)
+{
+	struct srv_http *h = cls;
+	struct req *q = *con_cls;
+
+	(void)version;
+	if (!q) {
+		q = calloc(1, sizeof(*q));
+		if (!q)
+			return MHD_NO;
+		q->h = h;
+		q->conn = conn;
+		q->method = method;
+		q->t0 = srv_now();
+		q->state = REQ_BODY;
+		*con_cls = q;
+		__atomic_add_fetch(&h->inflight, 1, __ATOMIC_RELAXED);
+		if (on_headers(q, url, method))
+			return send_response(q);
+		switch (q->route) {
+		case SRV_ROUTE_HEALTHZ:
+			set_json(q, 200, json_pack("{s:s}", "status", "ok"));
+			return send_response(q);
+		case SRV_ROUTE_READYZ:
+			route_readyz(q);
+			return send_response(q);
+		case SRV_ROUTE_MODEL:
+			route_model(q);
+			return send_response(q);
+		case SRV_ROUTE_METRICS:
+			route_metrics(q);
+			return send_response(q);
+		default:
+			return MHD_YES; /* a POST: the body follows */
+		}
+	}
+	switch (q->state) {
+	case REQ_BODY:
+		if (*upload_size) {
+			size_t n = *upload_size;
+			long max = h->d.cfg->max_body_bytes;
+			q->seen += n;
+			*upload_size = 0;
+			if (q->too_large || q->seen > (size_t)max) {
+				/* Streamed past the cap: drop it, answer 413 at the end;
+				 * give up on the connection if it goes on and on. */
+				q->too_large = 1;
+				srv_buf_release(&q->body);
+				if (q->seen > 2 * (size_t)max + (1u << 20))
+					return MHD_NO;
+				return MHD_YES;
+			}
+			if (q->route != SRV_ROUTE_RELOAD)
+				srv_buf_append(&q->body, upload, n);
+			return MHD_YES;
+		}
+		if (q->too_large) {
+			set_error(q, SRV_ERR_TOO_LARGE, "the body is over %ld bytes",
+				  h->d.cfg->max_body_bytes);
+			return send_response(q);
+		}
+		if (q->body.oom) {
+			set_error(q, SRV_ERR_UNAVAILABLE, "out of memory for the body");
+			return send_response(q);
+		}
+		if (q->route == SRV_ROUTE_RELOAD) {
+			q->waiter.done = reload_done;
+			q->waiter.ctx = q;
+			q->state = REQ_WAIT;
+			MHD_suspend_connection(conn);
+			srv_reload_request(h->d.reload, &q->waiter);
+			return MHD_YES;
+		}
+		start_encode(q);
+		if (q->state == REQ_WAIT)
+			return MHD_YES;
+		return send_response(q);
+	case REQ_WAIT:
+		/* Resumed: the response is ready. */
+		return send_response(q);
+	default:
+		return MHD_NO;
+	}
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+			 enum MHD_RequestTerminationCode toe)
+{
+	struct srv_http *h = cls;
+	struct req *q = *con_cls;
+	struct srv_logline l;
+	double secs;
+	int status;
+
+	(void)conn;
+	if (!q)
+		return;
+	*con_cls = NULL;
+	secs = srv_now() - q->t0;
+	status = q->status ? q->status : 499; /* closed before an answer */
+	srv_metrics_request(h->d.metrics, q->route, status, secs);
+	srv_logline_begin(&l, status >= 500 ? SRV_LOG_WARN : SRV_LOG_INFO, "request");
+	srv_logline_str(&l, "method", q->method);
+	srv_logline_str(&l, "route",
+			q->route == SRV_ROUTE_OTHER ? q->path : srv_route_name(q->route));
+	srv_logline_int(&l, "status", status);
+	srv_logline_int(&l, "items", (long long)q->items);
+	srv_logline_int(&l, "us", (long long)(secs * 1e6));
+	if (q->version[0])
+		srv_logline_str(&l, "model_version", q->version);
+	if (q->errmsg[0])
+		srv_logline_str(&l, "error", q->errmsg);
+	if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
+		srv_logline_str(&l, "termination",
+				toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED ? "timeout"
+									      : "aborted");
+	srv_logline_end(&l);
+	srv_buf_release(&q->body);
+	free(q->resp);
+	free(q);
+	__atomic_sub_fetch(&h->inflight, 1, __ATOMIC_RELAXED);
+}
+
+static void mhd_logger(void *cls, const char *fmt, va_list ap)
+{
+	char msg[512];
+	size_t n;
+	(void)cls;
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	n = strlen(msg);
+	while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
+		msg[--n] = '\0';
+	srv_log(SRV_LOG_WARN, "mhd", "%s", msg);
+}
+
+int srv_http_start(const struct srv_http_deps *deps, struct srv_http **out, struct sid_error *err)
+{
+	const struct srv_config *cfg = deps->cfg;
+	struct addrinfo hints, *ai = NULL;
+	char host[256], port[16];
+	const char *colon = strrchr(cfg->listen, ':');
+	const union MHD_DaemonInfo *info;
+	unsigned int flags;
+	struct srv_http *h;
+	size_t hl;
+	int rc;
+
+	*out = NULL;
+	if (!colon)
+		return sid_error_set(err, SID_EINVAL, "listen \"%s\" must be HOST:PORT",
+				     cfg->listen);
+	hl = (size_t)(colon - cfg->listen);
+	if (hl >= sizeof(host))
+		return sid_error_set(err, SID_EINVAL, "listen \"%s\": host too long", cfg->listen);
+	memcpy(host, cfg->listen, hl);
+	host[hl] = '\0';
+	if (hl >= 2 && host[0] == '[' && host[hl - 1] == ']') {
+		memmove(host, host + 1, hl - 2);
+		host[hl - 2] = '\0';
+	}
+	snprintf(port, sizeof(port), "%s", colon + 1);
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+	rc = getaddrinfo(host[0] ? host : NULL, port, &hints, &ai);
+	if (rc)
+		return sid_error_set(err, SID_EINVAL, "listen \"%s\": %s", cfg->listen,
+				     gai_strerror(rc));
+	h = calloc(1, sizeof(*h));
+	if (!h) {
+		freeaddrinfo(ai);
+		return sid_error_set(err, SID_ENOMEM, "http: out of memory");
+	}
+	h->d = *deps;
+	flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
+		MHD_USE_ERROR_LOG;
+	if (ai->ai_family == AF_INET6)
+		flags |= MHD_USE_IPv6;
+	h->mhd = MHD_start_daemon(
+	    flags, (uint16_t)atoi(port), NULL, NULL, on_request, h, MHD_OPTION_SOCK_ADDR,
+	    ai->ai_addr, MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
+	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)cfg->connection_timeout_s,
+	    MHD_OPTION_CONNECTION_LIMIT, (unsigned int)cfg->connection_limit,
+	    MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL, MHD_OPTION_LISTENING_ADDRESS_REUSE,
+	    (unsigned int)1, MHD_OPTION_THREAD_POOL_SIZE,
+	    (unsigned int)(cfg->http_threads > 1 ? cfg->http_threads : 0), MHD_OPTION_END);
+	freeaddrinfo(ai);
+	if (!h->mhd) {
+		free(h);
+		return sid_error_set(err, SID_EIO,
+				     "cannot listen on %s (address in use or not "
+				     "permitted)",
+				     cfg->listen);
+	}
+	info = MHD_get_daemon_info(h->mhd, MHD_DAEMON_INFO_BIND_PORT);
+	h->port = info ? info->port : atoi(port);
+	{
+		struct srv_logline l;
+		char addr[300];
+		snprintf(addr, sizeof(addr), "%s%s%s:%d", strchr(host, ':') ? "[" : "", host,
+			 strchr(host, ':') ? "]" : "", h->port);
+		srv_logline_begin(&l, SRV_LOG_INFO, "listening");
+		srv_logline_str(&l, "addr", addr);
+		srv_logline_int(&l, "port", h->port);
+		srv_logline_int(&l, "workers", cfg->workers);
+		srv_logline_int(&l, "max_batch", cfg->max_batch);
+		srv_logline_int(&l, "max_delay_us", cfg->max_delay_us);
+		srv_logline_end(&l);
+	}
+	*out = h;
+	return 0;
+}
+
+int srv_http_port(const struct srv_http *h)
+{
+	return h->port;
+}
+
+void srv_http_quiesce(struct srv_http *h)
+{
+	MHD_socket fd;
+	if (__atomic_exchange_n(&h->draining, 1, __ATOMIC_RELAXED))
+		return;
+	fd = MHD_quiesce_daemon(h->mhd);
+	if (fd != MHD_INVALID_SOCKET)
+		close(fd);
+}
+
+long srv_http_inflight(struct srv_http *h)
+{
+	return __atomic_load_n(&h->inflight, __ATOMIC_RELAXED);
+}
+
+void srv_http_stop(struct srv_http *h)
+{
+	if (!h)
+		return;
+	MHD_stop_daemon(h->mhd);
+	free(h);
+}

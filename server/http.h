@@ -1,0 +1,60 @@
+/*
+ * http.h - the HTTP front of semid-server on libmicrohttpd.
+ *
+ * MHD runs its own polling thread(s) (MHD_USE_INTERNAL_POLLING_THREAD with
+ * epoll, http_threads of them) and calls the access handler as headers and
+ * body arrive.  The handler routes, checks method, content type, body size
+ * (Content-Length up front, and counted while streaming: an oversized body
+ * is never buffered) and the admin token (constant-time compare), then on
+ * the last call decodes and validates the JSON (api.h).  An encode request
+ * becomes a job: the connection is suspended, the job goes to the batcher,
+ * and the batcher's done callback on the loop thread stores the response and
+ * resumes the connection; MHD then calls the handler again and it queues the
+ * response.  GET routes answer directly on the MHD thread.
+ *
+ * One log line per request is written when MHD reports it complete (method,
+ * route, status, items, us, model_version), and the request metrics are
+ * counted there.
+ *
+ * Thread-safety: srv_http_start/quiesce/stop belong to the thread that owns
+ * the server (the loop thread); srv_http_inflight is thread-safe.
+ */
+#ifndef SRV_HTTP_H
+#define SRV_HTTP_H
+
+#include "batcher.h"
+#include "config.h"
+#include "err.h"
+#include "metrics.h"
+#include "reload.h"
+
+struct srv_http;
+
+struct srv_http_deps {
+	const struct srv_config *cfg;
+	struct srv_metrics *metrics;
+	struct srv_reload *reload;
+	struct srv_batcher *batcher;
+};
+
+/* Bind cfg->listen and start serving; logs event=listening with the real
+ * address (port 0 picks one). */
+int srv_http_start(const struct srv_http_deps *deps, struct srv_http **out, struct sid_error *err);
+
+/* The bound port. */
+int srv_http_port(const struct srv_http *h);
+
+/* Stop accepting connections (drain); later responses carry
+ * "Connection: close" and /readyz answers 503. */
+void srv_http_quiesce(struct srv_http *h);
+
+/* Requests started and not yet completed (any thread). */
+long srv_http_inflight(struct srv_http *h);
+
+/* Stop the daemon (no request may be suspended) and free. */
+void srv_http_stop(struct srv_http *h);
+
+/* Constant-time check that @header is "Bearer <token>"; exposed for tests. */
+int srv_http_bearer_ok(const char *header, const char *token);
+
+#endif

@@ -1,0 +1,55 @@
+/*
+ * log.h - structured log lines for semid-server, one line per event, to
+ * stderr, in logfmt (key=value pairs separated by spaces):
+ *
+ *   ts=2026-11-28T17:30:00.123Z level=info event=request method=POST
+ *   route=/v1/items:encode status=200 items=1 us=412 model_version=v1
+ *
+ * Values that are empty or hold a space, '"', '=' or a control character are
+ * double-quoted with \" \\ \n \t and \u00XX escapes, so each line parses with
+ * any logfmt reader.  Every line starts with ts, level and event.
+ *
+ * Build a line with srv_logline_begin, add fields, and srv_logline_end writes
+ * it with one write(2) (lines from different threads never interleave).  A
+ * line longer than SRV_LOG_LINE_MAX is cut and ends in "...".
+ *
+ * Thread-safety: all calls are thread-safe; the level is a process global set
+ * once at start (srv_log_set_level).
+ */
+#ifndef SRV_LOG_H
+#define SRV_LOG_H
+
+#include <stddef.h>
+
+enum srv_log_level { SRV_LOG_DEBUG, SRV_LOG_INFO, SRV_LOG_WARN, SRV_LOG_ERROR };
+
+#define SRV_LOG_LINE_MAX 2048
+
+struct srv_logline {
+	int enabled; /* 0 when below the level: every add is a no-op */
+	size_t len;
+	char buf[SRV_LOG_LINE_MAX];
+};
+
+/* "debug", "info", "warn", "error"; parse returns -1 for anything else. */
+int srv_log_level_parse(const char *name);
+const char *srv_log_level_name(enum srv_log_level level);
+
+void srv_log_set_level(enum srv_log_level level);
+int srv_log_enabled(enum srv_log_level level);
+
+/* Redirect output to @fd (default 2); for tests. */
+void srv_log_set_fd(int fd);
+
+void srv_logline_begin(struct srv_logline *l, enum srv_log_level level, const char *event);
+void srv_logline_str(struct srv_logline *l, const char *key, const char *value);
+void srv_logline_int(struct srv_logline *l, const char *key, long long value);
+void srv_logline_num(struct srv_logline *l, const char *key, double value);
+/* Terminate with '\n' and write (no-op when disabled). */
+void srv_logline_end(struct srv_logline *l);
+
+/* One-shot: a line with event and msg=@fmt... */
+void srv_log(enum srv_log_level level, const char *event, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+#endif

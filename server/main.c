@@ -1,0 +1,166 @@
+/*
+ * main.c - semid-server: parse the command line, wire the parts, run.
+ *
+ * Architecture (each part is one file with its manual in the header):
+ *   http.c     libmicrohttpd threads: route, read and validate requests
+ *              (api.c), suspend the connection, hand the job on
+ *   batcher.c  the libuv loop thread (this one, after start-up): gathers jobs
+ *              per tower into batches (max_batch rows or max_delay_us), runs
+ *              them on the libuv pool (one OpenBLAS thread per worker), and
+ *              resumes each connection with its response
+ *   reload.c   the served model: watch / SIGHUP / admin reload, load aside,
+ *              smoke encode, swap one reference-counted pointer
+ *   metrics.c  Prometheus text; log.c logfmt lines; config.c settings
+ *
+ * SIGTERM / SIGINT: stop accepting, let in-flight requests finish (up to
+ * shutdown_timeout_ms), exit 0; exit 1 if the deadline passes first.
+ * Exit 2: refused to start (bad flag, config or model, cannot listen).
+ */
+#include <cblas.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "batcher.h"
+#include "config.h"
+#include "http.h"
+#include "log.h"
+#include "metrics.h"
+#include "reload.h"
+
+struct server {
+	struct srv_config cfg;
+	uv_loop_t *loop;
+	struct srv_metrics metrics;
+	struct srv_batcher *batcher;
+	struct srv_reload *reload;
+	struct srv_http *http;
+	uv_signal_t sigterm, sigint;
+	uv_timer_t drain;
+	double drain_deadline;
+	int draining;
+};
+
+static void usage(FILE *f)
+{
+	char flags[4096];
+	srv_config_usage(flags, sizeof(flags));
+	fprintf(f,
+		"usage: semid-server --model PATH [--listen HOST:PORT] [--config FILE] [flags]\n"
+		"\n"
+		"Serves semantic IDs over HTTP/JSON (API: proto/api.md).  Every config key\n"
+		"(config/README.md) is also a flag; flags override the --config file.\n"
+		"\n"
+		"  --config FILE                JSON config file\n"
+		"%s"
+		"  --help, --version\n",
+		flags);
+}
+
+static void on_drain_tick(uv_timer_t *t)
+{
+	struct server *s = t->data;
+
+	if (srv_http_inflight(s->http) > 0 || srv_batcher_admitted(s->batcher) > 0) {
+		if (srv_now() < s->drain_deadline)
+			return;
+		srv_log(SRV_LOG_ERROR, "shutdown",
+			"%ld requests still in flight after %d ms; exiting anyway",
+			srv_http_inflight(s->http), s->cfg.shutdown_timeout_ms);
+		_exit(1);
+	}
+	uv_timer_stop(t);
+	uv_close((uv_handle_t *)&s->drain, NULL);
+	uv_close((uv_handle_t *)&s->sigterm, NULL);
+	uv_close((uv_handle_t *)&s->sigint, NULL);
+	srv_reload_close(s->reload);
+	srv_batcher_close(s->batcher);
+	/* The loop ends once these handles have closed. */
+}
+
+static void on_stop_signal(uv_signal_t *h, int sig)
+{
+	struct server *s = h->data;
+	if (s->draining)
+		return;
+	s->draining = 1;
+	srv_log(SRV_LOG_INFO, "shutdown", "%s: draining %ld in-flight requests (up to %d ms)",
+		sig == SIGINT ? "SIGINT" : "SIGTERM", srv_http_inflight(s->http),
+		s->cfg.shutdown_timeout_ms);
+	srv_http_quiesce(s->http);
+	srv_batcher_flush(s->batcher);
+	s->drain_deadline = srv_now() + s->cfg.shutdown_timeout_ms * 1e-3;
+	uv_timer_start(&s->drain, on_drain_tick, 0, 5);
+}
+
+int main(int argc, char **argv)
+{
+	static struct server s;
+	struct srv_batcher_opts bo;
+	struct srv_http_deps hd;
+	struct sid_error err;
+	int help = 0, version = 0;
+
+	sid_error_clear(&err);
+	srv_config_defaults(&s.cfg);
+	if (argc < 2) {
+		usage(stderr);
+		return 2;
+	}
+	if (srv_config_from_args(&s.cfg, argc, argv, &help, &version, &err)) {
+		fprintf(stderr, "semid-server: %s\n(try --help)\n", err.msg);
+		return 2;
+	}
+	if (help) {
+		usage(stdout);
+		return 0;
+	}
+	if (version) {
+		printf("semid-server %s\n", SRV_VERSION);
+		return 0;
+	}
+	srv_log_set_level((enum srv_log_level)s.cfg.log_level);
+	signal(SIGPIPE, SIG_IGN);
+	openblas_set_num_threads(1); /* parallelism comes from the workers */
+
+	s.loop = uv_default_loop();
+	if (srv_metrics_init(&s.metrics, (size_t)s.cfg.entropy_window)) {
+		fprintf(stderr, "semid-server: cannot initialise metrics\n");
+		return 2;
+	}
+	bo.workers = s.cfg.workers;
+	bo.max_batch = s.cfg.max_batch;
+	bo.max_delay_us = s.cfg.max_delay_us;
+	bo.queue_rows = s.cfg.queue_rows;
+	bo.metrics = &s.metrics;
+	if (srv_batcher_new(s.loop, &bo, &s.batcher, &err) ||
+	    srv_reload_new(s.loop, &s.cfg, &s.metrics, &s.reload, &err)) {
+		fprintf(stderr, "semid-server: %s\n", err.msg);
+		srv_log(SRV_LOG_ERROR, "startup", "%s", err.msg);
+		return 2;
+	}
+	hd.cfg = &s.cfg;
+	hd.metrics = &s.metrics;
+	hd.reload = s.reload;
+	hd.batcher = s.batcher;
+	if (srv_http_start(&hd, &s.http, &err)) {
+		fprintf(stderr, "semid-server: %s\n", err.msg);
+		return 2;
+	}
+	uv_signal_init(s.loop, &s.sigterm);
+	uv_signal_init(s.loop, &s.sigint);
+	uv_timer_init(s.loop, &s.drain);
+	s.sigterm.data = s.sigint.data = s.drain.data = &s;
+	uv_signal_start(&s.sigterm, on_stop_signal, SIGTERM);
+	uv_signal_start(&s.sigint, on_stop_signal, SIGINT);
+
+	uv_run(s.loop, UV_RUN_DEFAULT);
+
+	srv_http_stop(s.http);
+	uv_loop_close(s.loop);
+	srv_metrics_release(&s.metrics);
+	srv_log(SRV_LOG_INFO, "shutdown", "drained; bye");
+	return 0;
+}

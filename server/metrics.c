@@ -1,0 +1,296 @@
+/*
+ * metrics.c - counters, histograms and the code-entropy windows behind
+ * GET /metrics, and their Prometheus text rendering.  See metrics.h.
+ */
+#include "metrics.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const route_names[SRV_ROUTE_COUNT] = {
+    "/v1/items:encode", "/v1/users:encode", "/healthz", "/readyz",
+    "/v1/model",	"/v1/admin/reload", "/metrics", "other"};
+
+/* Seconds: sub-millisecond resolution where the service lives. */
+static const double duration_le[] = {0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025,
+				     0.005,   0.01,   0.025,   0.05,   0.1,   0.25,
+				     0.5,     1,      2.5,     5,      10};
+static const double batch_le[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 16384};
+
+const char *srv_route_name(enum srv_route r)
+{
+	return (unsigned)r < SRV_ROUTE_COUNT ? route_names[r] : "other";
+}
+
+void srv_hist_init(struct srv_hist *h, const double *le, int n)
+{
+	memset(h, 0, sizeof(*h));
+	if (n > SRV_HIST_MAX - 1)
+		n = SRV_HIST_MAX - 1;
+	h->n = n;
+	memcpy(h->le, le, (size_t)n * sizeof(*le));
+}
+
+void srv_hist_observe(struct srv_hist *h, double v)
+{
+	int i = 0;
+	while (i < h->n && v > h->le[i])
+		i++;
+	h->count[i]++;
+	h->total++;
+	h->sum += v;
+}
+
+int srv_hist_render(const struct srv_hist *h, const char *name, const char *labels,
+		    struct srv_buf *out)
+{
+	const char *sep = labels[0] ? "," : "";
+	uint64_t cum = 0;
+
+	for (int i = 0; i < h->n; i++) {
+		cum += h->count[i];
+		srv_buf_printf(out, "%s_bucket{%s%sle=\"%.6g\"} %llu\n", name, labels, sep,
+			       h->le[i], (unsigned long long)cum);
+	}
+	srv_buf_printf(out, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", name, labels, sep,
+		       (unsigned long long)h->total);
+	if (labels[0]) {
+		srv_buf_printf(out, "%s_sum{%s} %.9g\n", name, labels, h->sum);
+		srv_buf_printf(out, "%s_count{%s} %llu\n", name, labels,
+			       (unsigned long long)h->total);
+	} else {
+		srv_buf_printf(out, "%s_sum %.9g\n", name, h->sum);
+		srv_buf_printf(out, "%s_count %llu\n", name, (unsigned long long)h->total);
+	}
+	return out->oom ? -1 : 0;
+}
+
+int srv_entropy_init(struct srv_entropy *e, size_t window)
+{
+	memset(e, 0, sizeof(*e));
+	e->window = window ? window : 1;
+	return 0;
+}
+
+void srv_entropy_release(struct srv_entropy *e)
+{
+	free(e->codes);
+	memset(e, 0, sizeof(*e));
+}
+
+void srv_entropy_add(struct srv_entropy *e, const int32_t *codes, size_t B, int L)
+{
+	if (L <= 0 || L > SID_MAX_LEVELS)
+		return;
+	if (L != e->L || !e->codes) {
+		int32_t *c = realloc(e->codes, e->window * (size_t)L * sizeof(*c));
+		if (!c)
+			return; /* metrics are best effort */
+		e->codes = c;
+		e->L = L;
+		e->next = e->filled = 0;
+	}
+	/* Only the last @window rows of a huge batch can stay. */
+	if (B > e->window) {
+		codes += (B - e->window) * (size_t)L;
+		B = e->window;
+	}
+	for (size_t i = 0; i < B; i++) {
+		memcpy(e->codes + e->next * (size_t)L, codes + i * (size_t)L,
+		       (size_t)L * sizeof(*codes));
+		e->next = (e->next + 1) % e->window;
+		if (e->filled < e->window)
+			e->filled++;
+	}
+}
+
+static int cmp_i32(const void *a, const void *b)
+{
+	int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+	return (x > y) - (x < y);
+}
+
+double srv_entropy_bits(const struct srv_entropy *e, int l)
+{
+	int32_t *v;
+	double h = 0, n;
+	size_t i, run;
+
+	if (!e->filled || l < 0 || l >= e->L)
+		return 0;
+	v = malloc(e->filled * sizeof(*v));
+	if (!v)
+		return 0;
+	for (i = 0; i < e->filled; i++)
+		v[i] = e->codes[i * (size_t)e->L + (size_t)l];
+	qsort(v, e->filled, sizeof(*v), cmp_i32);
+	n = (double)e->filled;
+	run = 1;
+	for (i = 1; i <= e->filled; i++) {
+		if (i < e->filled && v[i] == v[i - 1]) {
+			run++;
+			continue;
+		}
+		double p = (double)run / n;
+		h -= p * log2(p);
+		run = 1;
+	}
+	free(v);
+	return h > 0 ? h : 0; /* no -0 */
+}
+
+int srv_metrics_init(struct srv_metrics *m, size_t entropy_window)
+{
+	memset(m, 0, sizeof(*m));
+	if (pthread_mutex_init(&m->mu, NULL))
+		return -1;
+	for (int r = 0; r < SRV_ROUTE_COUNT; r++)
+		srv_hist_init(&m->duration[r], duration_le,
+			      (int)(sizeof(duration_le) / sizeof(double)));
+	srv_hist_init(&m->queue_wait, duration_le, (int)(sizeof(duration_le) / sizeof(double)));
+	srv_hist_init(&m->batch_size, batch_le, (int)(sizeof(batch_le) / sizeof(double)));
+	for (int t = 0; t < SID_TOWER_COUNT; t++)
+		srv_entropy_init(&m->entropy[t], entropy_window);
+	return 0;
+}
+
+void srv_metrics_release(struct srv_metrics *m)
+{
+	for (int t = 0; t < SID_TOWER_COUNT; t++)
+		srv_entropy_release(&m->entropy[t]);
+	pthread_mutex_destroy(&m->mu);
+}
+
+void srv_metrics_request(struct srv_metrics *m, enum srv_route r, int status, double seconds)
+{
+	if ((unsigned)r >= SRV_ROUTE_COUNT)
+		r = SRV_ROUTE_OTHER;
+	if (status < 0 || status >= 600)
+		status = 0;
+	pthread_mutex_lock(&m->mu);
+	m->requests[r][status]++;
+	srv_hist_observe(&m->duration[r], seconds);
+	pthread_mutex_unlock(&m->mu);
+}
+
+void srv_metrics_batch(struct srv_metrics *m, enum sid_tower_kind t, const int32_t *codes, size_t B,
+		       int L, const double *waits, size_t n_jobs)
+{
+	if ((unsigned)t >= SID_TOWER_COUNT)
+		return;
+	pthread_mutex_lock(&m->mu);
+	srv_hist_observe(&m->batch_size, (double)B);
+	for (size_t i = 0; i < n_jobs; i++)
+		srv_hist_observe(&m->queue_wait, waits[i]);
+	m->encoded[t] += B;
+	srv_entropy_add(&m->entropy[t], codes, B, L);
+	pthread_mutex_unlock(&m->mu);
+}
+
+void srv_metrics_reload(struct srv_metrics *m, int ok)
+{
+	pthread_mutex_lock(&m->mu);
+	if (ok)
+		m->reloads_ok++;
+	else
+		m->reloads_err++;
+	pthread_mutex_unlock(&m->mu);
+}
+
+void srv_metrics_queue_rows(struct srv_metrics *m, long rows)
+{
+	pthread_mutex_lock(&m->mu);
+	m->queue_rows = rows;
+	pthread_mutex_unlock(&m->mu);
+}
+
+/* Prometheus label values escape \ " and newline. */
+static void label_value(struct srv_buf *b, const char *s)
+{
+	for (; *s; s++) {
+		if (*s == '\\' || *s == '"')
+			srv_buf_printf(b, "\\%c", *s);
+		else if (*s == '\n')
+			srv_buf_puts(b, "\\n");
+		else
+			srv_buf_append(b, s, 1);
+	}
+}
+
+char *srv_metrics_render(struct srv_metrics *m, const struct sid_model *model)
+{
+	struct srv_buf b = SRV_BUF_INIT;
+	char labels[128];
+	int r, s, t;
+
+	pthread_mutex_lock(&m->mu);
+	srv_buf_puts(&b, "# HELP semid_requests_total HTTP requests answered, by route and "
+			 "status code.\n# TYPE semid_requests_total counter\n");
+	for (r = 0; r < SRV_ROUTE_COUNT; r++)
+		for (s = 0; s < 600; s++)
+			if (m->requests[r][s])
+				srv_buf_printf(
+				    &b, "semid_requests_total{route=\"%s\",code=\"%d\"} %llu\n",
+				    route_names[r], s, (unsigned long long)m->requests[r][s]);
+	srv_buf_puts(&b, "# HELP semid_request_duration_seconds Time from request headers to "
+			 "response queued.\n# TYPE semid_request_duration_seconds histogram\n");
+	for (r = 0; r < SRV_ROUTE_COUNT; r++) {
+		if (!m->duration[r].total)
+			continue;
+		snprintf(labels, sizeof(labels), "route=\"%s\"", route_names[r]);
+		srv_hist_render(&m->duration[r], "semid_request_duration_seconds", labels, &b);
+	}
+	srv_buf_puts(&b, "# HELP semid_queue_wait_seconds Time a request waited from admission "
+			 "to the start of its encode batch.\n"
+			 "# TYPE semid_queue_wait_seconds histogram\n");
+	srv_hist_render(&m->queue_wait, "semid_queue_wait_seconds", "", &b);
+	srv_buf_puts(&b, "# HELP semid_batch_size Rows per encode batch.\n"
+			 "# TYPE semid_batch_size histogram\n");
+	srv_hist_render(&m->batch_size, "semid_batch_size", "", &b);
+	srv_buf_puts(&b, "# HELP semid_encoded_total Rows encoded, by tower.\n"
+			 "# TYPE semid_encoded_total counter\n");
+	for (t = 0; t < SID_TOWER_COUNT; t++)
+		srv_buf_printf(&b, "semid_encoded_total{tower=\"%s\"} %llu\n",
+			       sid_tower_name((enum sid_tower_kind)t),
+			       (unsigned long long)m->encoded[t]);
+	srv_buf_printf(&b,
+		       "# HELP semid_model_reloads_total Model reload attempts, by result.\n"
+		       "# TYPE semid_model_reloads_total counter\n"
+		       "semid_model_reloads_total{result=\"success\"} %llu\n"
+		       "semid_model_reloads_total{result=\"error\"} %llu\n",
+		       (unsigned long long)m->reloads_ok, (unsigned long long)m->reloads_err);
+	srv_buf_printf(&b,
+		       "# HELP semid_queue_rows Rows admitted and not yet answered.\n"
+		       "# TYPE semid_queue_rows gauge\nsemid_queue_rows %ld\n",
+		       m->queue_rows);
+	srv_buf_puts(&b, "# HELP semid_code_entropy_bits Entropy of each level's codes over the "
+			 "recent window of encoded rows.\n"
+			 "# TYPE semid_code_entropy_bits gauge\n");
+	for (t = 0; t < SID_TOWER_COUNT; t++)
+		for (int l = 0; l < m->entropy[t].L && m->entropy[t].filled; l++)
+			srv_buf_printf(&b,
+				       "semid_code_entropy_bits{tower=\"%s\",level=\"%d\"} %.6f\n",
+				       sid_tower_name((enum sid_tower_kind)t), l,
+				       srv_entropy_bits(&m->entropy[t], l));
+	pthread_mutex_unlock(&m->mu);
+
+	srv_buf_puts(&b, "# HELP semid_model_info The model being served.\n"
+			 "# TYPE semid_model_info gauge\n");
+	if (model) {
+		srv_buf_puts(&b, "semid_model_info{version=\"");
+		label_value(&b, model->version ? model->version : "");
+		srv_buf_printf(&b, "\",sha256=\"%s\"} 1\n", model->sha256);
+		srv_buf_printf(&b,
+			       "# HELP semid_model_loaded_timestamp_seconds When the model being "
+			       "served was loaded (unix time).\n"
+			       "# TYPE semid_model_loaded_timestamp_seconds gauge\n"
+			       "semid_model_loaded_timestamp_seconds %.3f\n",
+			       model->loaded_at);
+	}
+	srv_buf_puts(&b, "# HELP semid_build_info Build information.\n"
+			 "# TYPE semid_build_info gauge\n"
+			 "semid_build_info{version=\"" SRV_VERSION "\"} 1\n");
+	return srv_buf_detach(&b, NULL);
+}

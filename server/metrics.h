@@ -1,0 +1,114 @@
+/*
+ * metrics.h - semid-server's counters, histograms and the code-entropy
+ * window, rendered in the Prometheus text exposition format (version 0.0.4)
+ * for GET /metrics.  Names and units follow Prometheus conventions:
+ *
+ *   semid_requests_total{route,code}          counter
+ *   semid_request_duration_seconds{route}     histogram (sub-millisecond buckets)
+ *   semid_queue_wait_seconds                  histogram (admission -> batch start)
+ *   semid_batch_size                          histogram (rows per encode batch)
+ *   semid_encoded_total{tower}                counter (rows)
+ *   semid_model_reloads_total{result}         counter (success|error)
+ *   semid_model_info{version} 1               gauge (absent with no model)
+ *   semid_model_loaded_timestamp_seconds      gauge
+ *   semid_queue_rows                          gauge (rows admitted, not answered)
+ *   semid_build_info{version} 1               gauge
+ *   semid_code_entropy_bits{tower,level}      gauge: Shannon entropy (bits) of
+ *       level's codes over the last entropy_window encoded rows of the tower;
+ *       log2(K) means uniform use, near 0 means collapse.
+ *
+ * Thread-safety: every call is thread-safe (one mutex inside; updates are a
+ * few additions, so contention is negligible next to encoding).
+ */
+#ifndef SRV_METRICS_H
+#define SRV_METRICS_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "model.h"
+
+#define SRV_VERSION "0.1.0"
+
+enum srv_route {
+	SRV_ROUTE_ITEMS_ENCODE,
+	SRV_ROUTE_USERS_ENCODE,
+	SRV_ROUTE_HEALTHZ,
+	SRV_ROUTE_READYZ,
+	SRV_ROUTE_MODEL,
+	SRV_ROUTE_RELOAD,
+	SRV_ROUTE_METRICS,
+	SRV_ROUTE_OTHER, /* unknown paths, labelled "other" */
+	SRV_ROUTE_COUNT
+};
+
+/* The path of a route ("/v1/items:encode"; "other" for SRV_ROUTE_OTHER). */
+const char *srv_route_name(enum srv_route r);
+
+#define SRV_HIST_MAX 24
+
+/* A cumulative-on-render histogram with fixed upper bounds. */
+struct srv_hist {
+	int n;			      /* bounds in use */
+	double le[SRV_HIST_MAX];      /* ascending upper bounds; +Inf is implicit */
+	uint64_t count[SRV_HIST_MAX]; /* per bucket, non-cumulative; [n] is +Inf */
+	uint64_t total;
+	double sum;
+};
+
+void srv_hist_init(struct srv_hist *h, const double *le, int n);
+void srv_hist_observe(struct srv_hist *h, double v);
+/* Append the _bucket/_sum/_count lines for @name with extra @labels
+ * ("route=\"/x\"" or ""). Returns 0 or -1 when out of memory. */
+int srv_hist_render(const struct srv_hist *h, const char *name, const char *labels,
+		    struct srv_buf *out);
+
+/*
+ * Code-entropy window: the codes of the last @window rows (ring buffer).
+ * Entropy is computed when rendered (sort a copy, count runs), so the cost
+ * does not grow with codebook size.  Not locked itself; struct srv_metrics
+ * guards its windows.
+ */
+struct srv_entropy {
+	int L;		/* levels of the rows held; a new L resets the window */
+	size_t window;	/* capacity in rows */
+	size_t next;	/* ring position */
+	size_t filled;	/* rows held, <= window */
+	int32_t *codes; /* (window, L) */
+};
+int srv_entropy_init(struct srv_entropy *e, size_t window);
+void srv_entropy_release(struct srv_entropy *e);
+void srv_entropy_add(struct srv_entropy *e, const int32_t *codes, size_t B, int L);
+/* Entropy in bits of level @l over the window; 0 when empty. */
+double srv_entropy_bits(const struct srv_entropy *e, int l);
+
+struct srv_metrics {
+	pthread_mutex_t mu;
+	uint64_t requests[SRV_ROUTE_COUNT][600]; /* by status code 0..599 */
+	struct srv_hist duration[SRV_ROUTE_COUNT];
+	struct srv_hist queue_wait;
+	struct srv_hist batch_size;
+	uint64_t encoded[SID_TOWER_COUNT];
+	uint64_t reloads_ok, reloads_err;
+	long queue_rows;
+	struct srv_entropy entropy[SID_TOWER_COUNT];
+};
+
+int srv_metrics_init(struct srv_metrics *m, size_t entropy_window);
+void srv_metrics_release(struct srv_metrics *m);
+
+void srv_metrics_request(struct srv_metrics *m, enum srv_route r, int status, double seconds);
+/* One encode batch of @B rows: its codes (B, L) feed the entropy window;
+ * @waits holds each job's queue wait in seconds (@n_jobs of them). */
+void srv_metrics_batch(struct srv_metrics *m, enum sid_tower_kind t, const int32_t *codes, size_t B,
+		       int L, const double *waits, size_t n_jobs);
+void srv_metrics_reload(struct srv_metrics *m, int ok);
+void srv_metrics_queue_rows(struct srv_metrics *m, long rows);
+
+/* Render everything; @model (may be NULL) gives model_info and the loaded
+ * timestamp.  Returns a malloc'ed NUL-terminated string or NULL (no memory). */
+char *srv_metrics_render(struct srv_metrics *m, const struct sid_model *model);
+
+#endif

@@ -1,0 +1,444 @@
+/*
+ * reload.c - the served model and hot swap: watch, SIGHUP and admin
+ * triggers, loading aside on a thread, smoke encode, pointer swap.  See
+ * reload.h.
+ */
+#include "reload.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+#include "encode.h"
+#include "log.h"
+
+struct srv_reload {
+	uv_loop_t *loop;
+	const struct srv_config *cfg;
+	struct srv_metrics *metrics;
+	char dir[SRV_PATH_MAX];
+	char base[SRV_PATH_MAX];
+
+	pthread_mutex_t mu; /* guards model, status, incoming, thread results */
+	struct sid_model *model;
+	struct srv_reload_status status;
+	struct srv_reload_waiter *incoming;
+
+	/* Loop thread only. */
+	struct srv_reload_waiter *next_waiters; /* for the next reload */
+	struct srv_reload_waiter *cur_waiters;	/* for the running one */
+	int running, again;
+	char again_trigger[16];
+	char cur_trigger[16];
+	pthread_t thread;
+	struct sid_model *result; /* from the thread */
+	struct sid_error result_err;
+	double started;
+
+	uv_fs_event_t watch;
+	uv_timer_t debounce;
+	uv_signal_t sighup;
+	uv_async_t request_async, done_async;
+	int watching;
+	int handles_open;
+	int closing;
+};
+
+static double unix_now(void)
+{
+	struct timeval tv;
+	gettimeofday(&tv, NULL);
+	return (double)tv.tv_sec + (double)tv.tv_usec * 1e-6;
+}
+
+int srv_model_load_checked(const char *path, struct sid_model **out, struct sid_error *err)
+{
+	struct sid_model *m = NULL;
+	struct sid_workspace *ws = NULL;
+	int rc, towers = 0;
+
+	*out = NULL;
+	rc = sid_model_load(path, &m, err);
+	if (rc)
+		return rc;
+	ws = sid_workspace_new();
+	if (!ws) {
+		rc = sid_error_set(err, SID_ENOMEM, "%s: out of memory for the smoke test", path);
+		goto fail;
+	}
+	for (int k = 0; k < SID_TOWER_COUNT; k++) {
+		const struct sid_tower *t = sid_model_tower(m, (enum sid_tower_kind)k);
+		int32_t codes[SID_MAX_LEVELS];
+		float dist = -1, *zero;
+		struct sid_encode_out o;
+
+		if (!t)
+			continue;
+		towers++;
+		zero = calloc((size_t)t->D, sizeof(float));
+		if (!zero) {
+			rc = sid_error_set(err, SID_ENOMEM, "%s: out of memory", path);
+			goto fail;
+		}
+		memset(&o, 0, sizeof(o));
+		o.codes = codes;
+		o.dist = &dist;
+		rc = sid_encode(t, zero, 1, &o, ws, err);
+		free(zero);
+		if (rc) {
+			sid_error_prefix(err, "%s: smoke encode of the %s tower", path,
+					 sid_tower_name((enum sid_tower_kind)k));
+			goto fail;
+		}
+		for (int l = 0; l < t->L; l++)
+			if (codes[l] < 0 || codes[l] >= t->K[l]) {
+				rc = sid_error_set(err, SID_EFORMAT,
+						   "%s: smoke encode of the %s tower gave code %d "
+						   "at level %d (K = %d)",
+						   path, sid_tower_name((enum sid_tower_kind)k),
+						   (int)codes[l], l, t->K[l]);
+				goto fail;
+			}
+		if (!isfinite(dist)) {
+			rc = sid_error_set(err, SID_EFORMAT,
+					   "%s: smoke encode of the %s tower gave a non-finite "
+					   "distance",
+					   path, sid_tower_name((enum sid_tower_kind)k));
+			goto fail;
+		}
+	}
+	if (!towers) {
+		rc = sid_error_set(err, SID_EFORMAT,
+				   "%s: the model has neither an item nor a user "
+				   "tower",
+				   path);
+		goto fail;
+	}
+	sid_workspace_free(ws);
+	*out = m;
+	return 0;
+fail:
+	sid_workspace_free(ws);
+	sid_model_unref(m);
+	return rc;
+}
+
+struct sid_model *srv_reload_model(struct srv_reload *r)
+{
+	struct sid_model *m;
+	pthread_mutex_lock(&r->mu);
+	m = r->model ? sid_model_ref(r->model) : NULL;
+	pthread_mutex_unlock(&r->mu);
+	return m;
+}
+
+void srv_reload_status_get(struct srv_reload *r, struct srv_reload_status *out)
+{
+	pthread_mutex_lock(&r->mu);
+	*out = r->status;
+	pthread_mutex_unlock(&r->mu);
+}
+
+static void log_result(const char *trigger, int ok, const struct sid_model *m, const char *error,
+		       double secs)
+{
+	struct srv_logline l;
+	srv_logline_begin(&l, ok ? SRV_LOG_INFO : SRV_LOG_ERROR, "reload");
+	srv_logline_str(&l, "trigger", trigger);
+	srv_logline_str(&l, "result", ok ? "success" : "error");
+	if (ok) {
+		srv_logline_str(&l, "model_version", m->version);
+		srv_logline_str(&l, "sha256", m->sha256);
+	} else {
+		srv_logline_str(&l, "error", error);
+	}
+	srv_logline_int(&l, "ms", (long long)(secs * 1000 + 0.5));
+	srv_logline_end(&l);
+}
+
+/* Record an attempt's result; on success swap in @m (consumes the ref). */
+static void finish(struct srv_reload *r, const char *trigger, struct sid_model *m,
+		   const char *error, double secs)
+{
+	struct sid_model *old = NULL;
+
+	pthread_mutex_lock(&r->mu);
+	r->status.attempted = 1;
+	r->status.time = unix_now();
+	snprintf(r->status.trigger, sizeof(r->status.trigger), "%s", trigger);
+	r->status.ok = m != NULL;
+	if (m) {
+		old = r->model;
+		r->model = m;
+		r->status.error[0] = '\0';
+		snprintf(r->status.version, sizeof(r->status.version), "%s",
+			 m->version ? m->version : "");
+	} else {
+		snprintf(r->status.error, sizeof(r->status.error), "%s", error);
+		r->status.version[0] = '\0';
+	}
+	pthread_mutex_unlock(&r->mu);
+	log_result(trigger, m != NULL, m, error, secs);
+	if (r->metrics)
+		srv_metrics_reload(r->metrics, m != NULL);
+	sid_model_unref(old); /* freed here or when its last job finishes */
+}
+
+static void *reload_thread(void *arg)
+{
+	struct srv_reload *r = arg;
+	struct sid_model *m = NULL;
+	struct sid_error err;
+
+	sid_error_clear(&err);
+	srv_model_load_checked(r->cfg->model, &m, &err);
+	pthread_mutex_lock(&r->mu);
+	r->result = m;
+	r->result_err = err;
+	pthread_mutex_unlock(&r->mu);
+	uv_async_send(&r->done_async);
+	return NULL;
+}
+
+static void start(struct srv_reload *r, const char *trigger)
+{
+	if (r->closing)
+		return;
+	if (r->running) {
+		r->again = 1;
+		snprintf(r->again_trigger, sizeof(r->again_trigger), "%s", trigger);
+		return;
+	}
+	r->cur_waiters = r->next_waiters;
+	r->next_waiters = NULL;
+	snprintf(r->cur_trigger, sizeof(r->cur_trigger), "%s", trigger);
+	r->started = unix_now();
+	r->running = 1;
+	if (pthread_create(&r->thread, NULL, reload_thread, r) != 0) {
+		struct srv_reload_waiter *w, *next;
+		r->running = 0;
+		finish(r, trigger, NULL, "could not start the reload thread", 0);
+		for (w = r->cur_waiters; w; w = next) {
+			next = w->next;
+			w->ok = 0;
+			snprintf(w->error, sizeof(w->error), "could not start the reload thread");
+			w->done(w);
+		}
+		r->cur_waiters = NULL;
+	}
+}
+
+void srv_reload_trigger(struct srv_reload *r, const char *trigger)
+{
+	start(r, trigger);
+}
+
+static void on_done(uv_async_t *h)
+{
+	struct srv_reload *r = h->data;
+	struct srv_reload_waiter *w, *next;
+	struct sid_model *m;
+	struct sid_error err;
+
+	if (!r->running)
+		return;
+	pthread_join(r->thread, NULL);
+	r->running = 0;
+	pthread_mutex_lock(&r->mu);
+	m = r->result;
+	err = r->result_err;
+	r->result = NULL;
+	pthread_mutex_unlock(&r->mu);
+	for (w = r->cur_waiters; w; w = next) {
+		next = w->next;
+		w->ok = m != NULL;
+		if (m)
+			snprintf(w->version, sizeof(w->version), "%s",
+				 m->version ? m->version : "");
+		else
+			snprintf(w->error, sizeof(w->error), "%s", err.msg);
+	}
+	finish(r, r->cur_trigger, m, err.msg, unix_now() - r->started);
+	for (w = r->cur_waiters; w; w = next) {
+		next = w->next;
+		w->done(w);
+	}
+	r->cur_waiters = NULL;
+	if (r->again || r->next_waiters) {
+		r->again = 0;
+		start(r, r->next_waiters ? "admin" : r->again_trigger);
+	}
+}
+
+void srv_reload_request(struct srv_reload *r, struct srv_reload_waiter *w)
+{
+	pthread_mutex_lock(&r->mu);
+	w->next = r->incoming;
+	r->incoming = w;
+	pthread_mutex_unlock(&r->mu);
+	uv_async_send(&r->request_async);
+}
+
+static void on_request(uv_async_t *h)
+{
+	struct srv_reload *r = h->data;
+	struct srv_reload_waiter *w, *next;
+
+	pthread_mutex_lock(&r->mu);
+	w = r->incoming;
+	r->incoming = NULL;
+	pthread_mutex_unlock(&r->mu);
+	if (!w)
+		return;
+	for (; w; w = next) {
+		next = w->next;
+		w->next = r->next_waiters;
+		r->next_waiters = w;
+	}
+	if (r->closing) {
+		for (w = r->next_waiters; w; w = next) {
+			next = w->next;
+			w->ok = 0;
+			snprintf(w->error, sizeof(w->error), "the server is shutting down");
+			w->done(w);
+		}
+		r->next_waiters = NULL;
+		return;
+	}
+	start(r, "admin");
+}
+
+static void on_debounced(uv_timer_t *t)
+{
+	start(t->data, "watch");
+}
+
+static void on_fs_event(uv_fs_event_t *h, const char *filename, int events, int status)
+{
+	struct srv_reload *r = h->data;
+	(void)events;
+	if (status < 0) {
+		srv_log(SRV_LOG_WARN, "watch", "watching %s: %s", r->dir, uv_strerror(status));
+		return;
+	}
+	if (filename && strcmp(filename, r->base) != 0)
+		return;
+	srv_log(SRV_LOG_DEBUG, "watch", "%s changed", r->cfg->model);
+	uv_timer_start(&r->debounce, on_debounced, (uint64_t)r->cfg->reload_debounce_ms, 0);
+}
+
+static void on_sighup(uv_signal_t *h, int sig)
+{
+	(void)sig;
+	start(h->data, "signal");
+}
+
+int srv_reload_new(uv_loop_t *loop, const struct srv_config *cfg, struct srv_metrics *metrics,
+		   struct srv_reload **out, struct sid_error *err)
+{
+	struct srv_reload *r;
+	struct sid_model *m = NULL;
+	struct sid_error lerr;
+	const char *slash;
+	double t0;
+	int rc;
+
+	*out = NULL;
+	r = calloc(1, sizeof(*r));
+	if (!r)
+		return sid_error_set(err, SID_ENOMEM, "reload: out of memory");
+	r->loop = loop;
+	r->cfg = cfg;
+	r->metrics = metrics;
+	slash = strrchr(cfg->model, '/');
+	if (!slash) {
+		snprintf(r->dir, sizeof(r->dir), ".");
+		snprintf(r->base, sizeof(r->base), "%s", cfg->model);
+	} else {
+		snprintf(r->dir, sizeof(r->dir), "%.*s",
+			 slash == cfg->model ? 1 : (int)(slash - cfg->model), cfg->model);
+		snprintf(r->base, sizeof(r->base), "%s", slash + 1);
+	}
+	if (!r->base[0]) {
+		free(r);
+		return sid_error_set(err, SID_EINVAL, "model path \"%s\" names a directory",
+				     cfg->model);
+	}
+	pthread_mutex_init(&r->mu, NULL);
+
+	sid_error_clear(&lerr);
+	t0 = unix_now();
+	rc = srv_model_load_checked(cfg->model, &m, &lerr);
+	if (rc && !cfg->allow_empty) {
+		sid_error_set(err, rc, "cannot load the model: %s", lerr.msg);
+		pthread_mutex_destroy(&r->mu);
+		free(r);
+		return rc;
+	}
+	finish(r, "startup", m, lerr.msg, unix_now() - t0);
+
+	uv_async_init(loop, &r->request_async, on_request);
+	r->request_async.data = r;
+	uv_async_init(loop, &r->done_async, on_done);
+	r->done_async.data = r;
+	uv_timer_init(loop, &r->debounce);
+	r->debounce.data = r;
+	uv_signal_init(loop, &r->sighup);
+	r->sighup.data = r;
+	uv_signal_start(&r->sighup, on_sighup, SIGHUP);
+	uv_fs_event_init(loop, &r->watch);
+	r->watch.data = r;
+	r->handles_open = 5;
+	if (cfg->watch) {
+		rc = uv_fs_event_start(&r->watch, on_fs_event, r->dir, 0);
+		if (rc) {
+			sid_error_set(err, SID_EIO, "cannot watch %s: %s", r->dir, uv_strerror(rc));
+			*out = r;
+			return SID_EIO; /* caller closes */
+		}
+		r->watching = 1;
+	}
+	*out = r;
+	return 0;
+}
+
+static void on_closed(uv_handle_t *h)
+{
+	struct srv_reload *r = h->data;
+	if (--r->handles_open > 0)
+		return;
+	sid_model_unref(r->model);
+	pthread_mutex_destroy(&r->mu);
+	free(r);
+}
+
+void srv_reload_close(struct srv_reload *r)
+{
+	struct srv_reload_waiter *w, *next;
+
+	if (!r)
+		return;
+	r->closing = 1;
+	if (r->running) {
+		pthread_join(r->thread, NULL);
+		r->running = 0;
+		sid_model_unref(r->result);
+		r->result = NULL;
+		for (w = r->cur_waiters; w; w = next) {
+			next = w->next;
+			w->ok = 0;
+			snprintf(w->error, sizeof(w->error), "the server is shutting down");
+			w->done(w);
+		}
+	}
+	if (r->watching)
+		uv_fs_event_stop(&r->watch);
+	uv_signal_stop(&r->sighup);
+	uv_close((uv_handle_t *)&r->watch, on_closed);
+	uv_close((uv_handle_t *)&r->debounce, on_closed);
+	uv_close((uv_handle_t *)&r->sighup, on_closed);
+	uv_close((uv_handle_t *)&r->request_async, on_closed);
+	uv_close((uv_handle_t *)&r->done_async, on_closed);
+}

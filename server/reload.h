@@ -1,0 +1,90 @@
+/*
+ * reload.h - the model semid-server serves, and replacing it without a
+ * failed request (hot swap).
+ *
+ * The current model is one reference-counted pointer behind a mutex.
+ * Readers (HTTP threads validating a request) take their own reference with
+ * srv_reload_model and keep it as long as they use the model, so a swap
+ * never pulls a model from under a request: the old one is freed when its
+ * last job lets go.
+ *
+ * A reload (triggered by the watcher, SIGHUP or POST /v1/admin/reload) runs
+ * on its own thread: load the file aside (sid_model_load validates it
+ * completely), check it has a tower, smoke-encode one zero row per tower
+ * (codes in range, finite distance), and only then swap the pointer.  Any
+ * failure leaves the old model serving and is logged (event=reload
+ * result=error), counted (semid_model_reloads_total{result="error"}) and
+ * shown in GET /v1/model's last_reload.  Triggers arriving while a reload
+ * runs are folded into one more reload after it.
+ *
+ * The watcher is uv_fs_event on the model's directory (a rename into place
+ * changes the directory, not the old file), filtered to the model's file
+ * name and debounced (reload_debounce_ms after the last event).
+ *
+ * Thread-safety: srv_reload_model, srv_reload_status_get and
+ * srv_reload_request are thread-safe; the rest belongs to the loop thread.
+ */
+#ifndef SRV_RELOAD_H
+#define SRV_RELOAD_H
+
+#include <pthread.h>
+#include <uv.h>
+
+#include "config.h"
+#include "err.h"
+#include "metrics.h"
+#include "model.h"
+
+struct srv_reload_status {
+	int attempted;	   /* 0: no reload attempt yet (not even at start) */
+	double time;	   /* unix seconds of the last attempt's end */
+	char trigger[16];  /* "startup", "watch", "signal", "admin" */
+	int ok;		   /* 1 success, 0 error */
+	char error[512];   /* when !ok */
+	char version[256]; /* model_version loaded, when ok */
+};
+
+/* An admin reload waiting for its result (owned by the caller). */
+struct srv_reload_waiter {
+	struct srv_reload_waiter *next; /* private */
+	int ok;
+	char version[256];			   /* when ok */
+	char error[512];			   /* when !ok */
+	void (*done)(struct srv_reload_waiter *w); /* called on the loop thread */
+	void *ctx;
+};
+
+struct srv_reload;
+
+/*
+ * Load the model named by @cfg (refusing to start on failure unless
+ * cfg->allow_empty), and with cfg->watch start watching its directory.
+ * Installs the SIGHUP handler on @loop.
+ */
+int srv_reload_new(uv_loop_t *loop, const struct srv_config *cfg, struct srv_metrics *metrics,
+		   struct srv_reload **out, struct sid_error *err);
+
+/* A new reference to the current model, or NULL when none is loaded. */
+struct sid_model *srv_reload_model(struct srv_reload *r);
+
+void srv_reload_status_get(struct srv_reload *r, struct srv_reload_status *out);
+
+/* Ask for a reload from any thread; @w->done runs when one that started
+ * after this call has finished. */
+void srv_reload_request(struct srv_reload *r, struct srv_reload_waiter *w);
+
+/* Start a reload now (loop thread). */
+void srv_reload_trigger(struct srv_reload *r, const char *trigger);
+
+/*
+ * Load @path aside and check it as a reload does (validation + smoke
+ * encode).  On success *@out holds one reference.  Any thread.
+ */
+int srv_model_load_checked(const char *path, struct sid_model **out, struct sid_error *err);
+
+/* Stop watching and close the handles (loop thread); a reload thread still
+ * running is joined.  The current model reference is dropped when the last
+ * handle closes. */
+void srv_reload_close(struct srv_reload *r);
+
+#endif

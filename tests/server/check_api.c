@@ -1,0 +1,312 @@
+/* check_api.c - server/api.c: error mapping, base64, request decoding and
+ * validation messages, response encoding. */
+#include <check.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../server/api.h"
+
+START_TEST(test_error_mapping)
+{
+	static const struct {
+		enum srv_err kind;
+		int status;
+		const char *code;
+	} want[] = {
+	    {SRV_ERR_INVALID_ARGUMENT, 400, "invalid_argument"},
+	    {SRV_ERR_FORBIDDEN, 403, "permission_denied"},
+	    {SRV_ERR_NOT_FOUND, 404, "not_found"},
+	    {SRV_ERR_METHOD, 405, "method_not_allowed"},
+	    {SRV_ERR_TOO_LARGE, 413, "payload_too_large"},
+	    {SRV_ERR_MEDIA_TYPE, 415, "unsupported_media_type"},
+	    {SRV_ERR_RELOAD_FAILED, 422, "reload_failed"},
+	    {SRV_ERR_INTERNAL, 500, "internal"},
+	    {SRV_ERR_UNAVAILABLE, 503, "unavailable"},
+	};
+	const char *code;
+	ck_assert_int_eq(sizeof(want) / sizeof(want[0]), SRV_ERR_COUNT);
+	for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++) {
+		ck_assert_int_eq(srv_err_status(want[i].kind, &code), want[i].status);
+		ck_assert_str_eq(code, want[i].code);
+	}
+}
+END_TEST
+
+START_TEST(test_error_body)
+{
+	size_t len;
+	char *body = srv_api_error_body(SRV_ERR_INVALID_ARGUMENT, "bad \"x\"\n\x01", &len);
+	json_t *v = json_loadb(body, len, 0, NULL);
+	ck_assert_ptr_nonnull(v);
+	ck_assert_str_eq(json_string_value(json_object_get(json_object_get(v, "error"), "code")),
+			 "invalid_argument");
+	ck_assert_str_eq(json_string_value(json_object_get(json_object_get(v, "error"), "message")),
+			 "bad \"x\"\n\x01");
+	json_decref(v);
+	free(body);
+}
+END_TEST
+
+static long b64(const char *s, uint8_t *out, size_t *bad)
+{
+	return srv_base64_decode(s, strlen(s), out, 64, bad);
+}
+
+START_TEST(test_base64)
+{
+	/* RFC 4648 section 10 vectors, padded and unpadded. */
+	static const char *enc[] = {"", "Zg==", "Zm8=", "Zm9v", "Zm9vYg==", "Zm9vYmE=", "Zm9vYmFy"};
+	static const char *dec[] = {"", "f", "fo", "foo", "foob", "fooba", "foobar"};
+	uint8_t out[64];
+	size_t bad = 0;
+
+	for (int i = 0; i < 7; i++) {
+		char unpadded[16];
+		long n = b64(enc[i], out, &bad);
+		ck_assert_int_eq(n, (long)strlen(dec[i]));
+		ck_assert(memcmp(out, dec[i], (size_t)n) == 0);
+		snprintf(unpadded, sizeof(unpadded), "%s", enc[i]);
+		unpadded[strcspn(unpadded, "=")] = '\0';
+		ck_assert_int_eq(b64(unpadded, out, &bad), (long)strlen(dec[i]));
+	}
+	ck_assert_int_eq(b64("Zm9v!mFy", out, &bad), -1);
+	ck_assert_int_eq((int)bad, 4);
+	ck_assert_int_eq(b64("Zm9vY", out, &bad), -1); /* 5 chars: impossible length */
+	ck_assert_int_eq(b64("Zg=", out, &bad), -1);   /* padding that does not fill a quad */
+	ck_assert_int_eq(b64("Zh==", out, &bad), -1);  /* non-zero leftover bits */
+	ck_assert_int_eq(b64("Zm9v Zm9v", out, &bad), -1);
+	ck_assert_int_eq(srv_base64_decode("Zm9vYmFy", 8, out, 5, &bad), -2);
+}
+END_TEST
+
+START_TEST(test_content_type)
+{
+	ck_assert(srv_api_content_type_ok("application/json"));
+	ck_assert(srv_api_content_type_ok("Application/JSON; charset=utf-8"));
+	ck_assert(srv_api_content_type_ok("application/json ;charset=UTF-8"));
+	ck_assert(!srv_api_content_type_ok("application/jsonx"));
+	ck_assert(!srv_api_content_type_ok("text/plain"));
+	ck_assert(!srv_api_content_type_ok("application/x-www-form-urlencoded"));
+	ck_assert(!srv_api_content_type_ok(NULL));
+}
+END_TEST
+
+static int decode(const char *body, int D, int max_inputs, struct srv_encode_req *req,
+		  struct srv_api_error *e)
+{
+	return srv_encode_req_decode(body, strlen(body), SID_TOWER_ITEM, D, max_inputs, req, e);
+}
+
+START_TEST(test_decode_ok)
+{
+	struct srv_encode_req req;
+	struct srv_api_error e;
+	/* 1.5, -2, 0.25 as little-endian float32, base64. */
+	static const uint8_t raw[] = {0, 0, 0xc0, 0x3f, 0, 0, 0, 0xc0, 0, 0, 0x80, 0x3e};
+	const char *b = "{\"inputs\": [{\"id\": \"sku-1\", \"embedding\": [1.5, -2, 0.25]},"
+			" {\"embedding_b64\": \"AADAPwAAAMAAAIA+\"}, {\"id\": 42, \"embedding\": "
+			"[1e-3, 3, 1e30]}], \"top_k\": 3, \"return_quantized\": true, "
+			"\"format\": \"tokens\"}";
+	float x1[3];
+
+	memcpy(x1, raw, sizeof(raw));
+	ck_assert_msg(decode(b, 3, 10, &req, &e) == 0, "%s", e.msg);
+	ck_assert_int_eq(req.B, 3);
+	ck_assert_int_eq(req.top_k, 3);
+	ck_assert_int_eq(req.quantized, 1);
+	ck_assert_int_eq(req.format, SID_FORMAT_TOKENS);
+	ck_assert(req.x[0] == 1.5f && req.x[1] == -2.0f && req.x[2] == 0.25f);
+	ck_assert(memcmp(req.x + 3, x1, sizeof(x1)) == 0);
+	ck_assert(memcmp(req.x, req.x + 3, sizeof(x1)) == 0); /* JSON == base64 */
+	ck_assert(req.x[6] == 1e-3f && req.x[7] == 3.0f && req.x[8] == 1e30f);
+	ck_assert_int_eq(req.id_len[0], 7);
+	ck_assert(memcmp(req.ids + req.id_off[0], "\"sku-1\"", 7) == 0);
+	ck_assert_int_eq(req.id_len[1], 0);
+	ck_assert_int_eq(req.id_len[2], 2);
+	ck_assert(memcmp(req.ids + req.id_off[2], "42", 2) == 0);
+	srv_encode_req_release(&req);
+
+	ck_assert(decode("{\"inputs\": [{\"embedding\": [1]}]}", 1, 1, &req, &e) == 0);
+	ck_assert_int_eq(req.top_k, 1);
+	ck_assert_int_eq(req.quantized, 0);
+	ck_assert_int_eq(req.format, SID_FORMAT_DASH);
+	srv_encode_req_release(&req);
+}
+END_TEST
+
+START_TEST(test_decode_errors)
+{
+	static const struct {
+		const char *body;
+		enum srv_err kind;
+		const char *msg; /* exact */
+	} cases[] = {
+	    {"{\"inputs\": [", SRV_ERR_INVALID_ARGUMENT, NULL},
+	    {"[1, 2]", SRV_ERR_INVALID_ARGUMENT, "the body must be a JSON object, not an array"},
+	    {"{}", SRV_ERR_INVALID_ARGUMENT, "missing field \"inputs\""},
+	    {"{\"inputs\": []}", SRV_ERR_INVALID_ARGUMENT, "inputs is empty"},
+	    {"{\"inputs\": {}}", SRV_ERR_INVALID_ARGUMENT,
+	     "inputs must be an array, not an object"},
+	    {"{\"inputs\": [{\"embedding\": [1, 2, 3]}, {\"embedding\": [1, 2]}]}",
+	     SRV_ERR_INVALID_ARGUMENT,
+	     "inputs[1].embedding has 2 values; the item tower expects 3"},
+	    {"{\"inputs\": [{\"embedding\": [1, \"2\", 3]}]}", SRV_ERR_INVALID_ARGUMENT,
+	     "inputs[0].embedding[1] is a string, not a number"},
+	    {"{\"inputs\": [{\"embedding\": [1, 2, null]}]}", SRV_ERR_INVALID_ARGUMENT,
+	     "inputs[0].embedding[2] is null, not a number"},
+	    {"{\"inputs\": [{\"embedding\": [1, 1e39, 3]}]}", SRV_ERR_INVALID_ARGUMENT,
+	     "inputs[0].embedding[1] = 1e+39 is not finite as float32"},
+	    {"{\"inputs\": [{\"embedding_b64\": \"AADAPwAAAMAAAIA\"}]}", SRV_ERR_INVALID_ARGUMENT,
+	     "inputs[0].embedding_b64 decodes to 11 bytes; the item tower expects 3 float32 "
+	     "values (12 bytes)"},
+	    {"{\"inputs\": [{\"embedding_b64\": \"AADAPwAAAMAAAIA+AAAAAA==\"}]}",
+	     SRV_ERR_INVALID_ARGUMENT,
+	     "inputs[0].embedding_b64 decodes to 16 bytes; the item tower expects 3 float32 "
+	     "values (12 bytes)"},
+	    {"{\"inputs\": [{\"embedding_b64\": \"AADAPwAA*MAAAIA+\"}]}", SRV_ERR_INVALID_ARGUMENT,
+	     "inputs[0].embedding_b64 is not valid base64 (character 8)"},
+	    /* NaN as float32 bits 0x7fc00000 */
+	    {"{\"inputs\": [{\"embedding_b64\": \"AADAfwAAAMAAAIA+\"}]}", SRV_ERR_INVALID_ARGUMENT,
+	     "inputs[0].embedding_b64 value 0 is not finite"},
+	    {"{\"inputs\": [{\"embedding\": [1, 2, 3], \"embedding_b64\": \"AADAPwAAAMAAAIA+\"}]}",
+	     SRV_ERR_INVALID_ARGUMENT, "inputs[0] has both embedding and embedding_b64; give one"},
+	    {"{\"inputs\": [{\"id\": \"a\"}]}", SRV_ERR_INVALID_ARGUMENT,
+	     "inputs[0] has neither embedding nor embedding_b64"},
+	    {"{\"inputs\": [{\"embedding\": [1, 2, 3], \"id\": {}}]}", SRV_ERR_INVALID_ARGUMENT,
+	     "inputs[0].id must be a string or an integer, not an object"},
+	    {"{\"inputs\": [{\"embedding\": [1, 2, 3], \"ID\": 1}]}", SRV_ERR_INVALID_ARGUMENT,
+	     "inputs[0]: unknown field \"ID\" (expected id, embedding, embedding_b64)"},
+	    {"{\"inputs\": [7]}", SRV_ERR_INVALID_ARGUMENT,
+	     "inputs[0] must be an object, not a number"},
+	    {"{\"inputs\": [{\"embedding\": \"1,2,3\"}]}", SRV_ERR_INVALID_ARGUMENT,
+	     "inputs[0].embedding must be an array of numbers, not a string"},
+	    {"{\"inputs\": [{\"embedding\": [1, 2, 3]}], \"top_k\": 0}", SRV_ERR_INVALID_ARGUMENT,
+	     "top_k must be an integer from 1 to 16"},
+	    {"{\"inputs\": [{\"embedding\": [1, 2, 3]}], \"top_k\": 17}", SRV_ERR_INVALID_ARGUMENT,
+	     "top_k must be an integer from 1 to 16"},
+	    {"{\"inputs\": [{\"embedding\": [1, 2, 3]}], \"top_k\": \"2\"}",
+	     SRV_ERR_INVALID_ARGUMENT, "top_k must be an integer from 1 to 16"},
+	    {"{\"inputs\": [{\"embedding\": [1, 2, 3]}], \"format\": \"csv\"}",
+	     SRV_ERR_INVALID_ARGUMENT, "format must be \"dash\" or \"tokens\""},
+	    {"{\"inputs\": [{\"embedding\": [1, 2, 3]}], \"return_quantized\": 1}",
+	     SRV_ERR_INVALID_ARGUMENT, "return_quantized must be true or false"},
+	    {"{\"inputs\": [{\"embedding\": [1, 2, 3]}], \"topk\": 2}", SRV_ERR_INVALID_ARGUMENT,
+	     "unknown field \"topk\" (expected inputs, top_k, return_quantized, format)"},
+	    {"{\"inputs\": [{\"embedding\": [1, 2, 3]}, {\"embedding\": [1, 2, 3]}, "
+	     "{\"embedding\": [1, 2, 3]}]}",
+	     SRV_ERR_TOO_LARGE, "3 inputs; at most 2 are allowed per request"},
+	    {"{\"inputs\": [], \"inputs\": []}", SRV_ERR_INVALID_ARGUMENT, NULL},
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct srv_encode_req req;
+		struct srv_api_error e;
+		memset(&e, 0, sizeof(e));
+		ck_assert_msg(decode(cases[i].body, 3, 2, &req, &e) == -1, "case %zu accepted", i);
+		ck_assert_msg(e.kind == cases[i].kind, "case %zu: kind %d", i, (int)e.kind);
+		if (cases[i].msg)
+			ck_assert_str_eq(e.msg, cases[i].msg);
+		else
+			ck_assert_msg(strncmp(e.msg, "malformed JSON at line 1", 24) == 0, "%s",
+				      e.msg);
+		ck_assert_ptr_null(req.x);
+	}
+}
+END_TEST
+
+START_TEST(test_response)
+{
+	struct srv_encode_req req;
+	struct srv_api_error e;
+	struct srv_buf out = SRV_BUF_INIT;
+	const char *b =
+	    "{\"inputs\": [{\"id\": \"a\\\"b\", \"embedding\": [0, 0]}, {\"embedding\": "
+	    "[1, 1]}], \"top_k\": 3, \"return_quantized\": true}";
+	int32_t codes[] = {12, 7, 200, 1, 2, 3};
+	float dist[] = {0.0123f, 2.5f};
+	float quant[] = {0.5f, -1.25f, 1e-7f, 3};
+	int32_t alt[] = {12, 7, 201, 9, 9, 9, 1, 2, 4, 0, 0, 0};
+	float alt_dist[] = {0.02f, 0.5f, 2.75f, 0};
+	int alt_count[] = {2, 1};
+	struct srv_encode_res res = {3, 2, codes, dist, quant, 2, alt, alt_dist, alt_count};
+	json_t *v, *r0, *r1;
+	json_error_t jerr;
+
+	ck_assert(decode(b, 2, 8, &req, &e) == 0);
+	srv_encode_res_write(&out, "v\"1", &req, &res);
+	v = json_loadb(out.p, out.len, 0, &jerr);
+	ck_assert_msg(v != NULL, "%s: %s", jerr.text, out.p);
+	ck_assert_str_eq(json_string_value(json_object_get(v, "model_version")), "v\"1");
+	r0 = json_array_get(json_object_get(v, "results"), 0);
+	r1 = json_array_get(json_object_get(v, "results"), 1);
+	ck_assert_str_eq(json_string_value(json_object_get(r0, "id")), "a\"b");
+	ck_assert_ptr_null(json_object_get(r1, "id"));
+	ck_assert_str_eq(json_string_value(json_object_get(r0, "sid")), "12-7-200");
+	ck_assert_str_eq(json_string_value(json_object_get(r1, "sid")), "1-2-3");
+	ck_assert_int_eq(json_integer_value(json_array_get(json_object_get(r0, "codes"), 2)), 200);
+	ck_assert((float)json_real_value(json_object_get(r0, "distance")) == 0.0123f);
+	ck_assert((float)json_number_value(json_object_get(r1, "distance")) == 2.5f);
+	ck_assert_int_eq(json_array_size(json_object_get(r0, "alternatives")), 2);
+	ck_assert_int_eq(json_array_size(json_object_get(r1, "alternatives")), 1);
+	ck_assert_int_eq(
+	    json_integer_value(json_array_get(
+		json_object_get(json_array_get(json_object_get(r1, "alternatives"), 0), "codes"),
+		2)),
+	    4);
+	ck_assert((float)json_number_value(json_array_get(json_object_get(r0, "quantized"), 1)) ==
+		  -1.25f);
+	ck_assert((float)json_number_value(json_array_get(json_object_get(r1, "quantized"), 0)) ==
+		  1e-7f);
+	json_decref(v);
+	srv_buf_release(&out);
+	srv_encode_req_release(&req);
+
+	/* tokens format; no alternatives or quantized keys unless asked. */
+	ck_assert(decode("{\"inputs\": [{\"embedding\": [0, 0]}], \"format\": \"tokens\"}", 2, 8,
+			 &req, &e) == 0);
+	srv_encode_res_write(&out, "v", &req, &res);
+	ck_assert_ptr_nonnull(strstr(out.p, "\"sid\": \"<a_12><b_7><c_200>\""));
+	ck_assert_ptr_null(strstr(out.p, "alternatives"));
+	ck_assert_ptr_null(strstr(out.p, "quantized"));
+	srv_buf_release(&out);
+	srv_encode_req_release(&req);
+}
+END_TEST
+
+START_TEST(test_float_roundtrip)
+{
+	static const float v[] = {0.1f, 1.0f / 3, 1e-38f, 3.4028235e38f, -0.0f, 123456.789f};
+	for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+		struct srv_buf b = SRV_BUF_INIT;
+		srv_buf_float(&b, v[i]);
+		ck_assert_msg(strtof(b.p, NULL) == v[i], "%s", b.p);
+		srv_buf_release(&b);
+	}
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("api");
+	TCase *tc = tcase_create("api");
+	SRunner *sr;
+	int failed;
+
+	tcase_set_timeout(tc, 30);
+	tcase_add_test(tc, test_error_mapping);
+	tcase_add_test(tc, test_error_body);
+	tcase_add_test(tc, test_base64);
+	tcase_add_test(tc, test_content_type);
+	tcase_add_test(tc, test_decode_ok);
+	tcase_add_test(tc, test_decode_errors);
+	tcase_add_test(tc, test_response);
+	tcase_add_test(tc, test_float_roundtrip);
+	suite_add_tcase(s, tc);
+	sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? 1 : 0;
+}

@@ -1,0 +1,226 @@
+/* check_config.c - server/config.c: defaults, flags, JSON files, validation. */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../../server/config.h"
+#include "../../server/log.h"
+
+static char *write_tmp(const char *text)
+{
+	static char path[64];
+	int fd;
+	strcpy(path, "/tmp/check_config_XXXXXX");
+	fd = mkstemp(path);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(write(fd, text, strlen(text)), (int)strlen(text));
+	close(fd);
+	return path;
+}
+
+static int parse(struct srv_config *c, struct sid_error *err, int argc, const char **argv)
+{
+	srv_config_defaults(c);
+	sid_error_clear(err);
+	return srv_config_from_args(c, argc, (char **)argv, NULL, NULL, err);
+}
+
+START_TEST(test_defaults)
+{
+	struct srv_config c;
+	srv_config_defaults(&c);
+	ck_assert_str_eq(c.listen, "127.0.0.1:8080");
+	ck_assert_int_eq(c.max_batch, 256);
+	ck_assert_int_eq(c.max_delay_us, 500);
+	ck_assert_int_eq(c.watch, 1);
+	ck_assert_int_eq(c.allow_empty, 0);
+	ck_assert_int_ge(c.workers, 1);
+	ck_assert_int_eq(c.log_level, SRV_LOG_INFO);
+	ck_assert_str_eq(c.admin_token, "");
+}
+END_TEST
+
+START_TEST(test_flags)
+{
+	struct srv_config c;
+	struct sid_error err;
+	const char *argv[] = {"semid-server",	"--model", "m.st",	    "--max-batch=64",
+			      "--max-delay-us", "250",	   "--allow-empty", "--watch=false",
+			      "--log-level",	"debug",   "--admin-token", "s3cret"};
+	ck_assert_int_eq(parse(&c, &err, 12, argv), 0);
+	ck_assert_str_eq(c.model, "m.st");
+	ck_assert_int_eq(c.max_batch, 64);
+	ck_assert_int_eq(c.max_delay_us, 250);
+	ck_assert_int_eq(c.allow_empty, 1);
+	ck_assert_int_eq(c.watch, 0);
+	ck_assert_int_eq(c.log_level, SRV_LOG_DEBUG);
+	ck_assert_str_eq(c.admin_token, "s3cret");
+}
+END_TEST
+
+START_TEST(test_flag_errors)
+{
+	struct srv_config c;
+	struct sid_error err;
+	const char *a1[] = {"s", "--model", "m", "--max-batch", "lots"};
+	const char *a2[] = {"s", "--model", "m", "--workers", "0"};
+	const char *a3[] = {"s", "--model", "m", "--frobnicate", "1"};
+	const char *a4[] = {"s", "--model", "m", "--allow-empty=maybe"};
+	const char *a5[] = {"s", "--model"};
+	const char *a6[] = {"s", "--max-batch", "8"};
+	const char *a7[] = {"s", "--model", "m", "--log-level", "loud"};
+	const char *a8[] = {"s", "--model", "m", "--listen", "localhost"};
+
+	ck_assert_int_ne(parse(&c, &err, 5, a1), 0);
+	ck_assert_str_eq(err.msg, "--max-batch: max_batch must be an integer, not \"lots\"");
+	ck_assert_int_ne(parse(&c, &err, 5, a2), 0);
+	ck_assert_str_eq(err.msg, "--workers: workers = 0 is out of range [1, 256]");
+	ck_assert_int_ne(parse(&c, &err, 5, a3), 0);
+	ck_assert_str_eq(err.msg, "unknown flag \"--frobnicate\"");
+	ck_assert_int_ne(parse(&c, &err, 4, a4), 0);
+	ck_assert_ptr_nonnull(strstr(err.msg, "allow_empty must be true or false"));
+	ck_assert_int_ne(parse(&c, &err, 2, a5), 0);
+	ck_assert_str_eq(err.msg, "--model needs a value");
+	ck_assert_int_ne(parse(&c, &err, 3, a6), 0);
+	ck_assert_ptr_nonnull(strstr(err.msg, "no model"));
+	ck_assert_int_ne(parse(&c, &err, 5, a7), 0);
+	ck_assert_ptr_nonnull(strstr(err.msg, "log_level must be debug, info, warn or error"));
+	ck_assert_int_ne(parse(&c, &err, 5, a8), 0);
+	ck_assert_ptr_nonnull(strstr(err.msg, "HOST:PORT"));
+}
+END_TEST
+
+START_TEST(test_file_and_override)
+{
+	struct srv_config c;
+	struct sid_error err;
+	char *path = write_tmp("{\"model\": \"/srv/a.safetensors\", \"max_batch\": 32, "
+			       "\"workers\": 3, \"allow_empty\": true, \"log_level\": \"warn\"}");
+	char cfg[80];
+	/* The flag comes before --config in argv and still wins. */
+	const char *argv[] = {"s", "--max-batch", "8", "--config", cfg};
+
+	snprintf(cfg, sizeof(cfg), "%s", path);
+	ck_assert_int_eq(parse(&c, &err, 5, argv), 0);
+	ck_assert_str_eq(c.model, "/srv/a.safetensors");
+	ck_assert_int_eq(c.max_batch, 8);
+	ck_assert_int_eq(c.workers, 3);
+	ck_assert_int_eq(c.allow_empty, 1);
+	ck_assert_int_eq(c.log_level, SRV_LOG_WARN);
+	unlink(path);
+}
+END_TEST
+
+START_TEST(test_file_errors)
+{
+	struct srv_config c;
+	struct sid_error err;
+	char *path;
+	char want[200];
+
+	srv_config_defaults(&c);
+	path = write_tmp("{\"max_batch\": \"big\"}");
+	ck_assert_int_ne(srv_config_load_file(&c, path, &err), 0);
+	snprintf(want, sizeof(want), "%s: max_batch must be an integer", path);
+	ck_assert_str_eq(err.msg, want);
+	unlink(path);
+
+	path = write_tmp("{\"max_batchh\": 3}");
+	ck_assert_int_ne(srv_config_load_file(&c, path, &err), 0);
+	snprintf(want, sizeof(want), "%s: unknown setting \"max_batchh\"", path);
+	ck_assert_str_eq(err.msg, want);
+	unlink(path);
+
+	path = write_tmp("{\"max-batch\": 3}"); /* dashes are for flags only */
+	ck_assert_int_ne(srv_config_load_file(&c, path, &err), 0);
+	unlink(path);
+
+	path = write_tmp("{\"watch\": 1}");
+	ck_assert_int_ne(srv_config_load_file(&c, path, &err), 0);
+	ck_assert_ptr_nonnull(strstr(err.msg, "watch must be true or false"));
+	unlink(path);
+
+	path = write_tmp("{\"max_batch\": 3,}");
+	ck_assert_int_ne(srv_config_load_file(&c, path, &err), 0);
+	ck_assert_ptr_nonnull(strstr(err.msg, path)); /* jansson's line:column follows */
+	unlink(path);
+
+	path = write_tmp("[1]");
+	ck_assert_int_ne(srv_config_load_file(&c, path, &err), 0);
+	ck_assert_ptr_nonnull(strstr(err.msg, "must be a JSON object"));
+	unlink(path);
+
+	ck_assert_int_ne(srv_config_load_file(&c, "/nonexistent/semid.json", &err), 0);
+	ck_assert_ptr_nonnull(strstr(err.msg, "/nonexistent/semid.json"));
+}
+END_TEST
+
+START_TEST(test_validate)
+{
+	struct srv_config c;
+	struct sid_error err;
+	srv_config_defaults(&c);
+	strcpy(c.model, "m");
+	ck_assert_int_eq(srv_config_validate(&c, &err), 0);
+	c.max_inputs = 100;
+	c.queue_rows = 99;
+	ck_assert_int_ne(srv_config_validate(&c, &err), 0);
+	ck_assert_ptr_nonnull(strstr(err.msg, "queue_rows (99) must be at least max_inputs (100)"));
+	c.queue_rows = 100;
+	strcpy(c.listen, "127.0.0.1:70000");
+	ck_assert_int_ne(srv_config_validate(&c, &err), 0);
+	ck_assert_ptr_nonnull(strstr(err.msg, "bad port"));
+}
+END_TEST
+
+/* The shipped example config must load and pass validation as documented. */
+START_TEST(test_example_config)
+{
+	struct srv_config c;
+	struct sid_error err;
+	const char *path = "config/semid-server.json";
+	if (access(path, R_OK) != 0)
+		path = "../../config/semid-server.json";
+	srv_config_defaults(&c);
+	ck_assert_msg(srv_config_load_file(&c, path, &err) == 0, "%s", err.msg);
+	ck_assert_int_eq(srv_config_validate(&c, &err), 0);
+	ck_assert_str_ne(c.model, "");
+}
+END_TEST
+
+START_TEST(test_usage_lists_every_flag)
+{
+	char buf[4096];
+	srv_config_usage(buf, sizeof(buf));
+	ck_assert_ptr_nonnull(strstr(buf, "--max-delay-us N"));
+	ck_assert_ptr_nonnull(strstr(buf, "--allow-empty "));
+	ck_assert_ptr_nonnull(strstr(buf, "--admin-token TEXT"));
+	ck_assert_ptr_nonnull(strstr(buf, "--log-level LEVEL"));
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("config");
+	TCase *tc = tcase_create("config");
+	SRunner *sr;
+	int failed;
+
+	tcase_set_timeout(tc, 30);
+	tcase_add_test(tc, test_defaults);
+	tcase_add_test(tc, test_flags);
+	tcase_add_test(tc, test_flag_errors);
+	tcase_add_test(tc, test_file_and_override);
+	tcase_add_test(tc, test_file_errors);
+	tcase_add_test(tc, test_validate);
+	tcase_add_test(tc, test_example_config);
+	tcase_add_test(tc, test_usage_lists_every_flag);
+	suite_add_tcase(s, tc);
+	sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? 1 : 0;
+}

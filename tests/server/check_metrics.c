@@ -1,0 +1,226 @@
+/* check_metrics.c - server/metrics.c (histograms, code entropy, Prometheus
+ * text) and server/log.c (logfmt quoting). */
+#include <check.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../../server/log.h"
+#include "../../server/metrics.h"
+
+START_TEST(test_hist_render)
+{
+	static const double le[] = {0.001, 0.01, 0.1};
+	struct srv_hist h;
+	struct srv_buf b = SRV_BUF_INIT;
+
+	srv_hist_init(&h, le, 3);
+	srv_hist_observe(&h, 0.0005);
+	srv_hist_observe(&h, 0.001); /* on the bound: counts in that bucket (le) */
+	srv_hist_observe(&h, 0.05);
+	srv_hist_observe(&h, 7);
+	ck_assert_int_eq(srv_hist_render(&h, "x_seconds", "route=\"/a\"", &b), 0);
+	ck_assert_str_eq(b.p, "x_seconds_bucket{route=\"/a\",le=\"0.001\"} 2\n"
+			      "x_seconds_bucket{route=\"/a\",le=\"0.01\"} 2\n"
+			      "x_seconds_bucket{route=\"/a\",le=\"0.1\"} 3\n"
+			      "x_seconds_bucket{route=\"/a\",le=\"+Inf\"} 4\n"
+			      "x_seconds_sum{route=\"/a\"} 7.0515\n"
+			      "x_seconds_count{route=\"/a\"} 4\n");
+	srv_buf_release(&b);
+	srv_hist_render(&h, "y", "", &b);
+	ck_assert_ptr_nonnull(strstr(b.p, "y_bucket{le=\"+Inf\"} 4\ny_sum 7.0515\ny_count 4\n"));
+	srv_buf_release(&b);
+}
+END_TEST
+
+START_TEST(test_entropy)
+{
+	struct srv_entropy e;
+	int32_t rows[8 * 2];
+
+	srv_entropy_init(&e, 8);
+	ck_assert(srv_entropy_bits(&e, 0) == 0);
+	/* Level 0 uniform over 4 codes (2 bits), level 1 constant (0 bits). */
+	for (int i = 0; i < 8; i++) {
+		rows[2 * i] = i % 4;
+		rows[2 * i + 1] = 5;
+	}
+	srv_entropy_add(&e, rows, 8, 2);
+	ck_assert_double_eq_tol(srv_entropy_bits(&e, 0), 2.0, 1e-12);
+	ck_assert_double_eq_tol(srv_entropy_bits(&e, 1), 0.0, 1e-12);
+	/* Push 6 rows of code 9: window = {9 x6, 2, 3} -> p = 3/4, 1/8, 1/8. */
+	for (int i = 0; i < 6; i++)
+		rows[2 * i] = 9;
+	srv_entropy_add(&e, rows, 6, 2);
+	ck_assert_double_eq_tol(srv_entropy_bits(&e, 0),
+				-(0.75 * log2(0.75) + 2 * 0.125 * log2(0.125)), 1e-12);
+	/* A batch bigger than the window keeps its last 8 rows only. */
+	{
+		int32_t big[20];
+		for (int i = 0; i < 20; i++)
+			big[i] = i < 12 ? 100 + i : i % 2; /* last 8: 0,1,0,1,.. */
+		srv_entropy_add(&e, big, 20, 1);	   /* L changes: window resets */
+		ck_assert_double_eq_tol(srv_entropy_bits(&e, 0), 1.0, 1e-12);
+		ck_assert(srv_entropy_bits(&e, 1) == 0); /* no such level now */
+	}
+	srv_entropy_release(&e);
+}
+END_TEST
+
+static int count_lines_with(const char *text, const char *needle)
+{
+	int n = 0;
+	for (const char *p = text; (p = strstr(p, needle)); p++)
+		n++;
+	return n;
+}
+
+START_TEST(test_render)
+{
+	struct srv_metrics m;
+	int32_t codes[4 * 3] = {1, 2, 3, 1, 2, 4, 1, 5, 3, 1, 5, 4};
+	double waits[2] = {0.0002, 0.0004};
+	char *t;
+
+	ck_assert_int_eq(srv_metrics_init(&m, 100), 0);
+	srv_metrics_request(&m, SRV_ROUTE_ITEMS_ENCODE, 200, 0.0003);
+	srv_metrics_request(&m, SRV_ROUTE_ITEMS_ENCODE, 200, 0.0004);
+	srv_metrics_request(&m, SRV_ROUTE_ITEMS_ENCODE, 400, 0.00001);
+	srv_metrics_request(&m, SRV_ROUTE_OTHER, 404, 0.00001);
+	srv_metrics_batch(&m, SID_TOWER_ITEM, codes, 4, 3, waits, 2);
+	srv_metrics_reload(&m, 1);
+	srv_metrics_reload(&m, 0);
+	srv_metrics_reload(&m, 0);
+	t = srv_metrics_render(&m, NULL);
+	ck_assert_ptr_nonnull(t);
+	ck_assert_ptr_nonnull(
+	    strstr(t, "semid_requests_total{route=\"/v1/items:encode\",code=\"200\"} 2\n"));
+	ck_assert_ptr_nonnull(
+	    strstr(t, "semid_requests_total{route=\"/v1/items:encode\",code=\"400\"} 1\n"));
+	ck_assert_ptr_nonnull(strstr(t, "semid_requests_total{route=\"other\",code=\"404\"} 1\n"));
+	ck_assert_ptr_nonnull(strstr(t, "semid_request_duration_seconds_bucket{route=\"/v1/"
+					"items:encode\",le=\"0.00025\"} 1\n"));
+	ck_assert_ptr_nonnull(
+	    strstr(t, "semid_request_duration_seconds_count{route=\"/v1/items:encode\"} 3\n"));
+	ck_assert_ptr_nonnull(strstr(t, "semid_batch_size_bucket{le=\"4\"} 1\n"));
+	ck_assert_ptr_nonnull(strstr(t, "semid_batch_size_sum 4\n"));
+	ck_assert_ptr_nonnull(strstr(t, "semid_queue_wait_seconds_count 2\n"));
+	ck_assert_ptr_nonnull(strstr(t, "semid_queue_wait_seconds_bucket{le=\"0.00025\"} 1\n"));
+	ck_assert_ptr_nonnull(strstr(t, "semid_encoded_total{tower=\"item\"} 4\n"));
+	ck_assert_ptr_nonnull(strstr(t, "semid_encoded_total{tower=\"user\"} 0\n"));
+	ck_assert_ptr_nonnull(strstr(t, "semid_model_reloads_total{result=\"success\"} 1\n"));
+	ck_assert_ptr_nonnull(strstr(t, "semid_model_reloads_total{result=\"error\"} 2\n"));
+	/* level 0 constant, level 1 {2,2,5,5} = 1 bit, level 2 {3,4,3,4} = 1 bit */
+	ck_assert_ptr_nonnull(
+	    strstr(t, "semid_code_entropy_bits{tower=\"item\",level=\"0\"} 0.000000\n"));
+	ck_assert_ptr_nonnull(
+	    strstr(t, "semid_code_entropy_bits{tower=\"item\",level=\"1\"} 1.000000\n"));
+	ck_assert_ptr_nonnull(
+	    strstr(t, "semid_code_entropy_bits{tower=\"item\",level=\"2\"} 1.000000\n"));
+	ck_assert_int_eq(count_lines_with(t, "semid_code_entropy_bits{tower=\"user\""), 0);
+	ck_assert_ptr_null(strstr(t, "semid_model_info{"));
+	ck_assert_ptr_nonnull(strstr(t, "semid_build_info{version=\"" SRV_VERSION "\"} 1\n"));
+	/* Every sample line is "name{labels} value" or "name value". */
+	for (char *line = strtok(t, "\n"); line; line = strtok(NULL, "\n")) {
+		char *sp;
+		if (line[0] == '#')
+			continue;
+		sp = strrchr(line, ' ');
+		ck_assert_ptr_nonnull(sp);
+		ck_assert_msg(strncmp(line, "semid_", 6) == 0, "%s", line);
+		ck_assert_msg(sp[1] >= '0' && sp[1] <= '9', "%s", line);
+	}
+	free(t);
+	srv_metrics_release(&m);
+}
+END_TEST
+
+static char *capture_log(void (*fn)(void))
+{
+	static char buf[4096];
+	int fds[2];
+	ssize_t n;
+	ck_assert_int_eq(pipe(fds), 0);
+	srv_log_set_fd(fds[1]);
+	fn();
+	srv_log_set_fd(2);
+	close(fds[1]);
+	n = read(fds[0], buf, sizeof(buf) - 1);
+	close(fds[0]);
+	buf[n > 0 ? n : 0] = '\0';
+	return buf;
+}
+
+static void log_fields(void)
+{
+	struct srv_logline l;
+	srv_log_set_level(SRV_LOG_INFO);
+	srv_logline_begin(&l, SRV_LOG_INFO, "request");
+	srv_logline_str(&l, "route", "/v1/items:encode");
+	srv_logline_int(&l, "status", 400);
+	srv_logline_str(&l, "error", "inputs[0] has \"x\"\tand=y\\z");
+	srv_logline_str(&l, "empty", "");
+	srv_logline_end(&l);
+	srv_logline_begin(&l, SRV_LOG_DEBUG, "hidden"); /* below the level */
+	srv_logline_str(&l, "k", "v");
+	srv_logline_end(&l);
+}
+
+START_TEST(test_logfmt)
+{
+	char *out = capture_log(log_fields);
+	char *rest;
+	ck_assert_msg(strncmp(out, "ts=", 3) == 0, "%s", out);
+	rest = strstr(out, " level=info event=request ");
+	ck_assert_ptr_nonnull(rest);
+	ck_assert_str_eq(rest, " level=info event=request route=/v1/items:encode status=400 "
+			       "error=\"inputs[0] has \\\"x\\\"\\tand=y\\\\z\" empty=\"\"\n");
+	ck_assert_int_eq(srv_log_level_parse("warn"), SRV_LOG_WARN);
+	ck_assert_int_eq(srv_log_level_parse("verbose"), -1);
+}
+END_TEST
+
+static void log_long(void)
+{
+	struct srv_logline l;
+	char big[5000];
+	memset(big, 'a', sizeof(big) - 1);
+	big[sizeof(big) - 1] = '\0';
+	srv_logline_begin(&l, SRV_LOG_ERROR, "x");
+	srv_logline_str(&l, "v", big);
+	srv_logline_str(&l, "after", "dropped");
+	srv_logline_end(&l);
+}
+
+START_TEST(test_log_truncation)
+{
+	char *out = capture_log(log_long);
+	size_t n = strlen(out);
+	ck_assert_int_eq(n, SRV_LOG_LINE_MAX - 1);
+	ck_assert_str_eq(out + n - 4, "...\n");
+	ck_assert_ptr_null(strstr(out, "after="));
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("metrics");
+	TCase *tc = tcase_create("metrics");
+	SRunner *sr;
+	int failed;
+
+	tcase_set_timeout(tc, 30);
+	tcase_add_test(tc, test_hist_render);
+	tcase_add_test(tc, test_entropy);
+	tcase_add_test(tc, test_render);
+	tcase_add_test(tc, test_logfmt);
+	tcase_add_test(tc, test_log_truncation);
+	suite_add_tcase(s, tc);
+	sr = srunner_create(s);
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? 1 : 0;
+}

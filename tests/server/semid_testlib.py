@@ -1,0 +1,273 @@
+"""Shared helpers for the semid-server integration tests (and bench_http.py).
+
+- write_model / tie_free_model / random_model: model files in the
+  safetensors profile of proto/model-format.md, written with plain numpy
+  (8-byte LE header length, JSON header, raw F32 data, "semid" metadata).
+- reference_encode: a float64 numpy encoder (MLP + greedy residual
+  quantisation), independent of the C code.
+- semid_encode: codes from `$SEMID_BIN/semid encode`, the CLI the server must
+  agree with.
+- Server: starts `$SEMID_BIN/semid-server` on 127.0.0.1 with port 0 (the
+  kernel picks a free port; the server logs it in its event=listening line),
+  waits for /healthz, talks HTTP with http.client, and stops it.
+
+Every wait is bounded; nothing listens beyond loopback.
+"""
+import base64
+import http.client
+import json
+import os
+import re
+import signal
+import struct
+import subprocess
+import tempfile
+import time
+
+import numpy as np
+
+BIN = os.environ.get("SEMID_BIN", "bin")
+SERVER = os.path.join(BIN, "semid-server")
+SEMID = os.path.join(BIN, "semid")
+
+
+def safetensors_bytes(tensors, metadata):
+    """tensors: list of (name, float32 array); metadata: dict str -> str."""
+    header, blobs, off = {}, [], 0
+    for name, arr in tensors:
+        raw = np.ascontiguousarray(arr, dtype="<f4").tobytes()
+        header[name] = {"dtype": "F32", "shape": list(arr.shape),
+                        "data_offsets": [off, off + len(raw)]}
+        blobs.append(raw)
+        off += len(raw)
+    header["__metadata__"] = metadata
+    hj = json.dumps(header).encode()
+    hj += b" " * ((8 - len(hj) % 8) % 8)
+    return struct.pack("<Q", len(hj)) + hj + b"".join(blobs)
+
+
+def publish(path, data):
+    """Write @data to @path atomically (temp file in the same directory +
+    rename), as a trainer publishing a model would."""
+    tmp = "%s.tmp.%d.%d" % (path, os.getpid(), time.monotonic_ns())
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class Tower:
+    """layers: list of (W (out, in), b (out) or None); codebooks: list (K_l, E)."""
+
+    def __init__(self, layers, codebooks, act="relu", norm="none"):
+        self.layers, self.codebooks, self.act, self.norm = layers, codebooks, act, norm
+
+    @property
+    def D(self):
+        return self.layers[0][0].shape[1]
+
+    @property
+    def E(self):
+        return self.layers[-1][0].shape[0]
+
+
+def model_bytes(towers, version):
+    """towers: dict name -> Tower."""
+    tensors, meta = [], {}
+    for name, t in towers.items():
+        for i, (w, b) in enumerate(t.layers):
+            tensors.append((f"{name}.encoder.{i}.weight", w))
+            if b is not None:
+                tensors.append((f"{name}.encoder.{i}.bias", b))
+        for l, cb in enumerate(t.codebooks):
+            tensors.append((f"{name}.codebook.{l}", cb))
+        meta[name] = {"activation": t.act, "input_norm": t.norm}
+    semid = {"format_version": 1, "model_version": version, "towers": meta}
+    return safetensors_bytes(tensors, {"semid": json.dumps(semid)})
+
+
+def write_model(path, towers, version):
+    publish(path, model_bytes(towers, version))
+
+
+def tie_free_tower(rng, D=16, ks=(16, 8, 5), scales=(10.0, 1.0, 0.1)):
+    """z = x exactly (relu(x) - relu(-x) through two layers); codebooks on
+    scales 10 : 1 : 0.1, so inputs made by tie_free_inputs sit next to one
+    codeword per level and no row is near a tie."""
+    eye = np.eye(D, dtype=np.float32)
+    layers = [(np.vstack([eye, -eye]), np.zeros(2 * D, np.float32)), (np.hstack([eye, -eye]), None)]
+    cbs = [(rng.standard_normal((k, D)) * s).astype(np.float32) for k, s in zip(ks, scales)]
+    return Tower(layers, cbs, "relu", "none")
+
+
+def tie_free_inputs(rng, tower, n):
+    """Rows near a sum of one codeword per level: (x float32 (n, D), codes (n, L))."""
+    ks = [cb.shape[0] for cb in tower.codebooks]
+    codes = np.stack([rng.integers(0, k, n) for k in ks], axis=1).astype(np.int32)
+    x = sum(tower.codebooks[l].astype(np.float64)[codes[:, l]] for l in range(len(ks)))
+    x = x + rng.standard_normal(x.shape) * 1e-3
+    return x.astype(np.float32), codes
+
+
+def random_tower(rng, D, hidden, E, ks, act="gelu", norm="l2"):
+    dims = [D] + list(hidden) + [E]
+    layers = []
+    for i in range(len(dims) - 1):
+        lim = 1.0 / np.sqrt(dims[i])
+        layers.append((rng.uniform(-lim, lim, (dims[i + 1], dims[i])).astype(np.float32),
+                       rng.uniform(-lim, lim, dims[i + 1]).astype(np.float32)))
+    cbs = [rng.uniform(-1, 1, (k, E)).astype(np.float32) * 0.3 for k in ks]
+    return Tower(layers, cbs, act, norm)
+
+
+def _act(name, x):
+    if name == "relu":
+        return np.maximum(x, 0)
+    if name == "tanh":
+        return np.tanh(x)
+    if name == "silu":
+        return x / (1 + np.exp(-x))
+    if name == "gelu":
+        from math import erf
+        return 0.5 * x * (1 + np.vectorize(erf)(x / np.sqrt(2)))
+    return x
+
+
+def reference_latent(tower, x):
+    z = np.asarray(x, np.float64)
+    if tower.norm == "l2":
+        z = z / np.maximum(np.linalg.norm(z, axis=1, keepdims=True), 1e-12)
+    for i, (w, b) in enumerate(tower.layers):
+        z = z @ w.astype(np.float64).T + (0 if b is None else b.astype(np.float64))
+        if i < len(tower.layers) - 1:
+            z = _act(tower.act, z)
+    return z
+
+
+def reference_encode(tower, x):
+    """Greedy residual quantisation in float64: (codes (n, L), quant (n, E), dist (n))."""
+    z = reference_latent(tower, x)
+    r = z.copy()
+    codes = []
+    for cb in tower.codebooks:
+        c = cb.astype(np.float64)
+        d = (r * r).sum(1)[:, None] - 2 * r @ c.T + (c * c).sum(1)[None, :]
+        k = d.argmin(1)
+        codes.append(k)
+        r = r - c[k]
+    q = z - r
+    return np.stack(codes, 1).astype(np.int32), q, (r * r).sum(1)
+
+
+def semid_encode(model_path, tower, x, workdir):
+    """Codes from `semid encode` (an int32 (n, L) array)."""
+    inp = os.path.join(workdir, "in-%d.npy" % time.monotonic_ns())
+    out = inp.replace("in-", "out-")
+    np.save(inp, np.ascontiguousarray(x, np.float32))
+    subprocess.run([SEMID, "encode", "--model", model_path, "--tower", tower, "--input", inp,
+                    "--output", out], check=True, timeout=60, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.PIPE)
+    codes = np.load(out)
+    os.unlink(inp)
+    os.unlink(out)
+    return codes
+
+
+def b64_row(row):
+    return base64.b64encode(np.asarray(row, "<f4").tobytes()).decode()
+
+
+class Server:
+    """A semid-server child on 127.0.0.1:<free port>; logs go to a file."""
+
+    def __init__(self, args, workdir=None, env=None, start_timeout=10.0):
+        self.workdir = workdir or tempfile.mkdtemp(prefix="semid-srv-")
+        self.log_path = os.path.join(self.workdir, "server-%d.log" % time.monotonic_ns())
+        self.log = open(self.log_path, "wb")
+        e = dict(os.environ)
+        if env:
+            e.update(env)
+        self.proc = subprocess.Popen([SERVER, "--listen", "127.0.0.1:0"] + list(args),
+                                     stdout=self.log, stderr=subprocess.STDOUT, env=e)
+        self.port = None
+        deadline = time.monotonic() + start_timeout
+        while time.monotonic() < deadline:
+            m = re.search(r"event=listening .*?port=(\d+)", self.log_text())
+            if m:
+                self.port = int(m.group(1))
+                break
+            if self.proc.poll() is not None:
+                raise RuntimeError("semid-server exited %d:\n%s" % (self.proc.returncode,
+                                                                     self.log_text()))
+            time.sleep(0.01)
+        if self.port is None:
+            self.kill()
+            raise RuntimeError("semid-server did not start:\n" + self.log_text())
+        while time.monotonic() < deadline:
+            try:
+                if self.request("GET", "/healthz")[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.01)
+        self.kill()
+        raise RuntimeError("semid-server /healthz never answered:\n" + self.log_text())
+
+    def log_text(self):
+        with open(self.log_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def conn(self, timeout=20):
+        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+
+    def request(self, method, path, body=None, headers=None, conn=None):
+        """-> (status, headers dict (lower-case names), body bytes)."""
+        own = conn is None
+        c = conn or self.conn()
+        h = dict(headers or {})
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body).encode()
+            h.setdefault("Content-Type", "application/json")
+        try:
+            c.request(method, path, body=body, headers=h)
+            r = c.getresponse()
+            data = r.read()
+            return r.status, {k.lower(): v for k, v in r.getheaders()}, data
+        finally:
+            if own:
+                c.close()
+
+    def json(self, method, path, body=None, headers=None, conn=None):
+        st, h, data = self.request(method, path, body, headers, conn)
+        return st, h, json.loads(data) if data else None
+
+    def metrics(self):
+        st, _, data = self.request("GET", "/metrics")
+        assert st == 200, st
+        out = {}
+        for line in data.decode().splitlines():
+            if line and not line.startswith("#"):
+                name, _, v = line.rpartition(" ")
+                out[name] = float(v)
+        return out
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout=15):
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self.log.close()
+
+    def stop(self, timeout=15):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.wait(timeout)
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+        self.log.close()
