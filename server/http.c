@@ -594,14 +594,22 @@ int srv_http_start(const struct srv_http_deps *deps, struct srv_http **out, stru
 		MHD_USE_ERROR_LOG;
 	if (ai->ai_family == AF_INET6)
 		flags |= MHD_USE_IPv6;
-	h->mhd = MHD_start_daemon(
-	    flags, (uint16_t)atoi(port), NULL, NULL, on_request, h, MHD_OPTION_SOCK_ADDR,
-	    ai->ai_addr, MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
-	    MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)cfg->connection_timeout_s,
-	    MHD_OPTION_CONNECTION_LIMIT, (unsigned int)cfg->connection_limit,
-	    MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL, MHD_OPTION_LISTENING_ADDRESS_REUSE,
-	    (unsigned int)1, MHD_OPTION_THREAD_POOL_SIZE,
-	    (unsigned int)(cfg->http_threads > 1 ? cfg->http_threads : 0), MHD_OPTION_END);
+	{
+		/* The logger goes first so MHD's own start-up messages use it. */
+		struct MHD_OptionItem opts[] = {
+		    {MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_logger, NULL},
+		    {MHD_OPTION_SOCK_ADDR, 0, ai->ai_addr},
+		    {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, h},
+		    {MHD_OPTION_CONNECTION_TIMEOUT, cfg->connection_timeout_s, NULL},
+		    {MHD_OPTION_CONNECTION_LIMIT, cfg->connection_limit, NULL},
+		    {MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, NULL},
+		    {cfg->http_threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END,
+		     cfg->http_threads, NULL},
+		    {MHD_OPTION_END, 0, NULL},
+		};
+		h->mhd = MHD_start_daemon(flags, (uint16_t)atoi(port), NULL, NULL, on_request, h,
+					  MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
+	}
 	freeaddrinfo(ai);
 	if (!h->mhd) {
 		free(h);

@@ -1,0 +1,511 @@
+#!/usr/bin/python3
+"""Integration tests for bin/semid-server: every route and error status of
+proto/api.md, parity with `semid encode`, JSON == base64, alternatives and
+quantized output against a numpy reference, metrics that move, readiness
+with --allow-empty, admin reload, back-pressure, refusal to start, and
+SIGTERM draining.  Real server, real sockets, 127.0.0.1 only.
+
+Run: SEMID_BIN=/path/to/bin /usr/bin/python3 tests/server/test_server.py
+"""
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import semid_testlib as T  # noqa: E402
+
+CT = {"Content-Type": "application/json"}
+
+
+def setUpModule():
+    global WORK, MODEL, ITEM, USER, TIEFREE, TF_MODEL, SRV
+    WORK = tempfile.mkdtemp(prefix="semid-srv-test-")
+    rng = np.random.default_rng(7)
+    ITEM = T.random_tower(rng, 48, [32], 8, [64, 32, 16], act="gelu", norm="l2")
+    USER = T.random_tower(rng, 24, [], 8, [16, 16], act="relu", norm="none")
+    MODEL = os.path.join(WORK, "model.safetensors")
+    T.write_model(MODEL, {"item": ITEM, "user": USER}, "parity-1")
+    TIEFREE = T.tie_free_tower(rng)
+    TF_MODEL = os.path.join(WORK, "tiefree.safetensors")
+    T.write_model(TF_MODEL, {"item": TIEFREE}, "tiefree-1")
+    SRV = T.Server(["--model", MODEL, "--admin-token", "s3cret-token", "--max-inputs", "300",
+                    "--max-body-bytes", "200000", "--max-delay-us", "200"], WORK)
+
+
+def tearDownModule():
+    SRV.stop()
+    shutil.rmtree(WORK, ignore_errors=True)
+
+
+def encode(srv, inputs, tower="items", **opts):
+    body = dict(opts)
+    body["inputs"] = inputs
+    return srv.json("POST", "/v1/%s:encode" % tower, body)
+
+
+class TestEncode(unittest.TestCase):
+    def test_parity_with_semid_encode(self):
+        rng = np.random.default_rng(11)
+        for tower, name, t in (("items", "item", ITEM), ("users", "user", USER)):
+            x = rng.standard_normal((250, t.D)).astype(np.float32)
+            want = T.semid_encode(MODEL, name, x, WORK)
+            got = []
+            # Several requests, JSON and base64 mixed, different sizes.
+            for lo, hi in ((0, 1), (1, 65), (65, 250)):
+                inputs = [{"id": "r%d" % i, "embedding": x[i].tolist()} if i % 2 else
+                          {"id": "r%d" % i, "embedding_b64": T.b64_row(x[i])}
+                          for i in range(lo, hi)]
+                st, _, body = encode(SRV, inputs, tower)
+                self.assertEqual(st, 200, body)
+                self.assertEqual(body["model_version"], "parity-1")
+                self.assertEqual([r["id"] for r in body["results"]],
+                                 ["r%d" % i for i in range(lo, hi)])
+                got += [r["codes"] for r in body["results"]]
+                for r in body["results"]:
+                    self.assertEqual(r["sid"], "-".join(map(str, r["codes"])))
+            np.testing.assert_array_equal(np.array(got, np.int32), want)
+
+    def test_json_equals_base64(self):
+        rng = np.random.default_rng(12)
+        x = rng.standard_normal((20, ITEM.D)).astype(np.float32)
+        a = encode(SRV, [{"embedding": r.tolist()} for r in x], return_quantized=True, top_k=3)
+        b = encode(SRV, [{"embedding_b64": T.b64_row(r)} for r in x], return_quantized=True,
+                   top_k=3)
+        self.assertEqual(a[0], 200)
+        self.assertEqual(a[2], b[2])
+
+    def test_tie_free_codes_and_quantized(self):
+        # A model whose expected codes are known by construction.
+        srv = T.Server(["--model", TF_MODEL], WORK)
+        try:
+            rng = np.random.default_rng(13)
+            x, codes = T.tie_free_inputs(rng, TIEFREE, 40)
+            st, _, body = encode(srv, [{"embedding": r.tolist()} for r in x],
+                                 return_quantized=True)
+            self.assertEqual(st, 200)
+            np.testing.assert_array_equal([r["codes"] for r in body["results"]], codes)
+            ref_codes, q, dist = T.reference_encode(TIEFREE, x)
+            np.testing.assert_array_equal(ref_codes, codes)
+            np.testing.assert_allclose([r["quantized"] for r in body["results"]], q,
+                                       rtol=1e-5, atol=1e-5)
+            np.testing.assert_allclose([r["distance"] for r in body["results"]], dist,
+                                       rtol=1e-2, atol=1e-6)
+            st, _, body = encode(srv, [{"embedding": x[0].tolist()}], format="tokens")
+            c = codes[0]
+            self.assertEqual(body["results"][0]["sid"], "<a_%d><b_%d><c_%d>" % tuple(c))
+        finally:
+            self.assertEqual(srv.stop(), 0)
+
+    def test_alternatives(self):
+        rng = np.random.default_rng(14)
+        x = rng.standard_normal((30, ITEM.D)).astype(np.float32)
+        st, _, body = encode(SRV, [{"embedding": r.tolist()} for r in x], top_k=4)
+        self.assertEqual(st, 200)
+        z = T.reference_latent(ITEM, x)
+        cbs = [c.astype(np.float64) for c in ITEM.codebooks]
+        for i, r in enumerate(body["results"]):
+            alts = r["alternatives"]
+            self.assertEqual(len(alts), 3)
+            seen = {tuple(r["codes"])}
+            # Ascending among themselves; the beam may even beat the greedy
+            # tuple (core/rq.h), so no order against r["distance"].
+            prev = -1.0
+            for a in alts:
+                self.assertNotIn(tuple(a["codes"]), seen)
+                seen.add(tuple(a["codes"]))
+                # distance is ||z - sum of the tuple's codewords||^2
+                q = sum(cbs[l][c] for l, c in enumerate(a["codes"]))
+                self.assertAlmostEqual(a["distance"], float(((z[i] - q) ** 2).sum()),
+                                       delta=1e-3 * max(1.0, a["distance"]))
+                self.assertGreaterEqual(a["distance"], prev - 1e-6)
+                prev = a["distance"]
+        # top_k 1: no alternatives key at all
+        st, _, body = encode(SRV, [{"embedding": x[0].tolist()}])
+        self.assertNotIn("alternatives", body["results"][0])
+        self.assertNotIn("quantized", body["results"][0])
+
+    def test_bad_request_does_not_affect_batch(self):
+        # Many concurrent requests, every third one bad: goods all succeed.
+        rng = np.random.default_rng(15)
+        x = rng.standard_normal((60, ITEM.D)).astype(np.float32)
+        want = T.semid_encode(MODEL, "item", x, WORK)
+        results = [None] * 60
+
+        def one(i):
+            row = x[i].tolist() if i % 3 else x[i].tolist()[:-1]
+            results[i] = encode(SRV, [{"embedding": row}])
+
+        th = [threading.Thread(target=one, args=(i,)) for i in range(60)]
+        for t in th:
+            t.start()
+        for t in th:
+            t.join(30)
+        for i, (st, _, body) in enumerate(results):
+            if i % 3:
+                self.assertEqual(st, 200, body)
+                self.assertEqual(body["results"][0]["codes"], want[i].tolist())
+            else:
+                self.assertEqual(st, 400)
+                self.assertEqual(body["error"]["message"],
+                                 "inputs[0].embedding has 47 values; the item tower expects 48")
+
+
+class TestErrors(unittest.TestCase):
+    def check_error(self, resp, status, code, message=None):
+        st, h, body = resp
+        self.assertEqual(st, status, body)
+        self.assertEqual(h["content-type"], "application/json")
+        self.assertEqual(set(body), {"error"})
+        self.assertEqual(body["error"]["code"], code)
+        if message is not None:
+            self.assertEqual(body["error"]["message"], message)
+        return h
+
+    def test_400(self):
+        good = {"embedding": [0.0] * ITEM.D}
+        cases = [
+            (b"{\"inputs\": [", None),
+            (b"{}", "missing field \"inputs\""),
+            (b"{\"inputs\": []}", "inputs is empty"),
+            ({"inputs": [good, {"embedding": [0.0] * 5}]},
+             "inputs[1].embedding has 5 values; the item tower expects 48"),
+            ({"inputs": [{"embedding_b64": T.b64_row(np.zeros(47))}]},
+             "inputs[0].embedding_b64 decodes to 188 bytes; the item tower expects 48 "
+             "float32 values (192 bytes)"),
+            ({"inputs": [{"embedding": [0.0] * 47 + ["x"]}]},
+             "inputs[0].embedding[47] is a string, not a number"),
+            ({"inputs": [{"embedding": [0.0] * 47 + [1e39]}]},
+             "inputs[0].embedding[47] = 1e+39 is not finite as float32"),
+            ({"inputs": [{"embedding_b64": "not base64!"}]},
+             "inputs[0].embedding_b64 is not valid base64 (character 3)"),
+            ({"inputs": [dict(good, embedding_b64=T.b64_row(np.zeros(48)))]},
+             "inputs[0] has both embedding and embedding_b64; give one"),
+            ({"inputs": [{"id": "x"}]}, "inputs[0] has neither embedding nor embedding_b64"),
+            ({"inputs": [good], "top_k": 17}, "top_k must be an integer from 1 to 16"),
+            ({"inputs": [good], "format": "csv"}, "format must be \"dash\" or \"tokens\""),
+        ]
+        for body, msg in cases:
+            if isinstance(body, dict):
+                body = json.dumps(body).encode()
+            resp = SRV.json("POST", "/v1/items:encode", body, CT)
+            self.check_error(resp, 400, "invalid_argument", msg)
+            if msg is None:
+                self.assertTrue(resp[2]["error"]["message"].startswith("malformed JSON"))
+        # NaN cannot be written in JSON; base64 can carry it.
+        nan = np.zeros(48, np.float32)
+        nan[5] = np.nan
+        self.check_error(SRV.json("POST", "/v1/items:encode",
+                                  {"inputs": [{"embedding_b64": T.b64_row(nan)}]}),
+                         400, "invalid_argument",
+                         "inputs[0].embedding_b64 value 5 is not finite")
+
+    def test_404(self):
+        self.check_error(SRV.json("GET", "/v2/nothing"), 404, "not_found",
+                         "no route GET /v2/nothing")
+        self.check_error(SRV.json("POST", "/v1/items:decode", {"inputs": []}), 404,
+                         "not_found")
+        srv = T.Server(["--model", TF_MODEL], WORK)  # item tower only
+        try:
+            self.check_error(encode(srv, [{"embedding": [0.0] * 16}], "users"), 404,
+                             "not_found", "model tiefree-1 has no user tower")
+        finally:
+            srv.stop()
+
+    def test_405(self):
+        h = self.check_error(SRV.json("GET", "/v1/items:encode"), 405, "method_not_allowed")
+        self.assertEqual(h["allow"], "POST")
+        h = self.check_error(SRV.json("POST", "/healthz", {}), 405, "method_not_allowed")
+        self.assertEqual(h["allow"], "GET, HEAD")
+        h = self.check_error(SRV.json("DELETE", "/v1/model"), 405, "method_not_allowed")
+        self.assertEqual(h["allow"], "GET, HEAD")
+        st, h, data = SRV.request("HEAD", "/healthz")
+        self.assertEqual((st, data), (200, b""))
+
+    def test_413_content_length(self):
+        body = b"{\"inputs\": [" + b" " * 300000 + b"]}"
+        self.check_error(SRV.json("POST", "/v1/items:encode", body, CT), 413,
+                         "payload_too_large",
+                         "the body is %d bytes; at most 200000 are accepted" % len(body))
+
+    def test_413_answered_before_the_body(self):
+        # Send only the headers of a huge request: the 413 must come back
+        # without the server waiting for (or buffering) the 50 MB body.
+        s = socket.create_connection(("127.0.0.1", SRV.port), timeout=10)
+        try:
+            s.sendall(b"POST /v1/items:encode HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                      b"application/json\r\nContent-Length: 50000000\r\n\r\n{\"inputs\"")
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+            self.assertTrue(data.startswith(b"HTTP/1.1 413"), data[:100])
+        finally:
+            s.close()
+
+    def test_413_streamed(self):
+        # Chunked body without Content-Length: counted while streaming.
+        c = SRV.conn()
+        c.putrequest("POST", "/v1/items:encode")
+        c.putheader("Content-Type", "application/json")
+        c.putheader("Transfer-Encoding", "chunked")
+        c.endheaders()
+        chunk = b"[" + b"0," * 20000
+        for _ in range(6):  # 240 KB > 200000
+            c.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        c.send(b"0\r\n\r\n")
+        r = c.getresponse()
+        body = json.loads(r.read())
+        c.close()
+        self.assertEqual(r.status, 413)
+        self.assertEqual(body["error"], {"code": "payload_too_large",
+                                         "message": "the body is over 200000 bytes"})
+
+    def test_413_max_inputs(self):
+        self.check_error(encode(SRV, [{"embedding_b64": T.b64_row(np.zeros(48))}] * 301),
+                         413, "payload_too_large",
+                         "301 inputs; at most 300 are allowed per request")
+
+    def test_415(self):
+        self.check_error(SRV.json("POST", "/v1/items:encode", b"{}",
+                                  {"Content-Type": "text/plain"}),
+                         415, "unsupported_media_type",
+                         "Content-Type must be application/json, not text/plain")
+        self.check_error(SRV.json("POST", "/v1/items:encode", b"{}"), 415,
+                         "unsupported_media_type")
+
+    def test_503_queue_full(self):
+        # One request waits 1 s for its batch; the queue holds only its rows.
+        srv = T.Server(["--model", TF_MODEL, "--max-delay-us", "1000000", "--queue-rows", "4",
+                        "--max-inputs", "4", "--retry-after-s", "2"], WORK)
+        try:
+            first = {}
+            row = {"embedding": [0.0] * 16}
+            th = threading.Thread(target=lambda: first.setdefault("r", encode(srv, [row] * 4)))
+            th.start()
+            time.sleep(0.3)
+            t0 = time.monotonic()
+            h = self.check_error(encode(srv, [row]), 503, "unavailable")
+            self.assertLess(time.monotonic() - t0, 0.5)  # at once, not after the batch
+            self.assertEqual(h["retry-after"], "2")
+            th.join(10)
+            self.assertEqual(first["r"][0], 200)
+            self.assertEqual(encode(srv, [row])[0], 200)  # room again
+        finally:
+            srv.stop()
+
+
+class TestOps(unittest.TestCase):
+    def test_healthz_readyz_model(self):
+        st, _, body = SRV.json("GET", "/healthz")
+        self.assertEqual((st, body), (200, {"status": "ok"}))
+        st, _, body = SRV.json("GET", "/readyz")
+        self.assertEqual((st, body), (200, {"status": "ready", "model_version": "parity-1"}))
+        st, _, m = SRV.json("GET", "/v1/model")
+        self.assertEqual(st, 200)
+        self.assertEqual(m["version"], "parity-1")
+        self.assertEqual(m["path"], MODEL)
+        import hashlib
+        with open(MODEL, "rb") as f:
+            self.assertEqual(m["sha256"], hashlib.sha256(f.read()).hexdigest())
+        self.assertLess(abs(m["loaded_at"] - time.time()), 600)
+        it = m["towers"]["item"]
+        self.assertEqual((it["input_dim"], it["latent_dim"], it["levels"]), (48, 8, 3))
+        self.assertEqual(it["codebook_sizes"], [64, 32, 16])
+        self.assertEqual(it["layers"], [[32, 48], [8, 32]])
+        self.assertEqual(m["towers"]["user"]["codebook_sizes"], [16, 16])
+        self.assertIn(m["last_reload"]["result"], ("success",))
+        self.assertIsNone(m["last_reload"]["error"])
+
+    def test_metrics_move(self):
+        before = SRV.metrics()
+        key = 'semid_requests_total{route="/v1/items:encode",code="200"}'
+        x = np.random.default_rng(16).standard_normal((5, ITEM.D)).astype(np.float32)
+        for _ in range(3):
+            self.assertEqual(encode(SRV, [{"embedding": r.tolist()} for r in x])[0], 200)
+        SRV.json("GET", "/nope")
+        after = SRV.metrics()
+        self.assertEqual(after[key] - before.get(key, 0), 3)
+        self.assertEqual(after['semid_encoded_total{tower="item"}'] -
+                         before['semid_encoded_total{tower="item"}'], 15)
+        self.assertGreaterEqual(after["semid_batch_size_count"] -
+                                before["semid_batch_size_count"], 1)
+        self.assertGreaterEqual(after["semid_queue_wait_seconds_count"] -
+                                before["semid_queue_wait_seconds_count"], 3)
+        self.assertGreater(after['semid_request_duration_seconds_count'
+                                 '{route="/v1/items:encode"}'], 2)
+        self.assertGreaterEqual(after['semid_requests_total{route="other",code="404"}'], 1)
+        self.assertEqual(after['semid_model_info{version="parity-1",sha256="%s"}'
+                               % SRV.json("GET", "/v1/model")[2]["sha256"]], 1)
+        self.assertIn("semid_model_loaded_timestamp_seconds", after)
+        self.assertIn('semid_build_info{version="0.1.0"}', after)
+        for l in range(3):
+            e = after['semid_code_entropy_bits{tower="item",level="%d"}' % l]
+            self.assertGreater(e, 0)
+            self.assertLessEqual(e, np.log2(ITEM.codebooks[l].shape[0]) + 1e-9)
+        # sub-millisecond buckets exist
+        self.assertIn('semid_request_duration_seconds_bucket{route="/v1/items:encode",'
+                      'le="0.0001"}', after)
+
+    def test_request_log_line(self):
+        encode(SRV, [{"embedding": [0.0] * 48}] * 2)
+        time.sleep(0.1)
+        lines = [l for l in SRV.log_text().splitlines()
+                 if "event=request" in l and "route=/v1/items:encode" in l
+                 and "status=200 items=2 " in l]
+        self.assertTrue(lines)
+        self.assertRegex(lines[-1], r"^ts=\S+ level=info event=request method=POST "
+                         r"route=/v1/items:encode status=200 items=2 us=\d+ "
+                         r"model_version=parity-1$")
+
+    def test_admin_reload(self):
+        st, _, body = SRV.json("POST", "/v1/admin/reload")
+        self.assertEqual((st, body["error"]["code"]), (403, "permission_denied"))
+        st, _, body = SRV.json("POST", "/v1/admin/reload", headers={
+            "Authorization": "Bearer s3cret-tokeX"})
+        self.assertEqual(st, 403)
+        st, _, body = SRV.json("POST", "/v1/admin/reload", headers={
+            "Authorization": "Bearer s3cret-token"})
+        self.assertEqual((st, body), (200, {"status": "reloaded", "model_version": "parity-1"}))
+        st, _, m = SRV.json("GET", "/v1/model")
+        self.assertEqual((m["last_reload"]["trigger"], m["last_reload"]["result"]),
+                         ("admin", "success"))
+
+    def test_admin_disabled_without_token(self):
+        srv = T.Server(["--model", TF_MODEL], WORK)
+        try:
+            st, _, body = srv.json("POST", "/v1/admin/reload",
+                                   headers={"Authorization": "Bearer "})
+            self.assertEqual(st, 403)
+            self.assertEqual(body["error"]["message"],
+                             "admin routes are disabled: no admin_token is configured")
+        finally:
+            srv.stop()
+
+    def test_reload_bad_file_keeps_serving(self):
+        d = tempfile.mkdtemp(dir=WORK)
+        path = os.path.join(d, "m.safetensors")
+        shutil.copy(TF_MODEL, path)
+        srv = T.Server(["--model", path, "--admin-token", "t", "--watch=false"], WORK)
+        try:
+            with open(TF_MODEL, "rb") as f:
+                data = f.read()
+            T.publish(path, data[: len(data) - 100])  # truncated
+            st, _, body = srv.json("POST", "/v1/admin/reload",
+                                   headers={"Authorization": "Bearer t"})
+            self.assertEqual(st, 422)
+            self.assertEqual(body["error"]["code"], "reload_failed")
+            self.assertIn(path, body["error"]["message"])
+            self.assertIn("previous model keeps serving", body["error"]["message"])
+            self.assertEqual(encode(srv, [{"embedding": [0.0] * 16}])[2]["model_version"],
+                             "tiefree-1")
+            m = srv.json("GET", "/v1/model")[2]
+            self.assertEqual(m["last_reload"]["result"], "error")
+            self.assertIn(path, m["last_reload"]["error"])
+            self.assertEqual(srv.metrics()['semid_model_reloads_total{result="error"}'], 1)
+            # SIGHUP with a good file swaps it in.
+            T.write_model(path, {"item": TIEFREE}, "tiefree-2")
+            srv.signal(signal.SIGHUP)
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                if srv.json("GET", "/readyz")[2].get("model_version") == "tiefree-2":
+                    break
+                time.sleep(0.02)
+            self.assertEqual(srv.json("GET", "/readyz")[2]["model_version"], "tiefree-2")
+            self.assertIn("event=reload trigger=signal result=success model_version=tiefree-2",
+                          srv.log_text())
+        finally:
+            srv.stop()
+
+    def test_allow_empty_then_model_arrives(self):
+        d = tempfile.mkdtemp(dir=WORK)
+        path = os.path.join(d, "later.safetensors")
+        srv = T.Server(["--model", path, "--allow-empty", "--reload-debounce-ms", "50"], WORK)
+        try:
+            st, h, body = srv.json("GET", "/readyz")
+            self.assertEqual((st, body["error"]["code"]), (503, "unavailable"))
+            st, h, body = encode(srv, [{"embedding": [0.0] * 16}])
+            self.assertEqual((st, body["error"]["message"]), (503, "no model is loaded"))
+            self.assertIn("retry-after", h)
+            self.assertEqual(srv.json("GET", "/healthz")[0], 200)
+            shutil.copy(TF_MODEL, path + ".tmp")
+            os.rename(path + ".tmp", path)  # a trainer publishing by rename
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and srv.json("GET", "/readyz")[0] != 200:
+                time.sleep(0.02)
+            self.assertEqual(srv.json("GET", "/readyz")[2],
+                             {"status": "ready", "model_version": "tiefree-1"})
+            self.assertEqual(encode(srv, [{"embedding": [0.0] * 16}])[0], 200)
+        finally:
+            srv.stop()
+
+
+class TestLifecycle(unittest.TestCase):
+    def refused(self, args, needle):
+        p = subprocess.run([T.SERVER] + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           timeout=10)
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn(needle, p.stderr.decode())
+
+    def test_refuses_to_start(self):
+        self.refused(["--model", MODEL, "--max-batch", "0"],
+                     "--max-batch: max_batch = 0 is out of range")
+        self.refused(["--model", MODEL, "--bogus"], "unknown flag \"--bogus\"")
+        self.refused(["--listen", "127.0.0.1:0"], "no model")
+        missing = os.path.join(WORK, "missing.safetensors")
+        self.refused(["--model", missing, "--listen", "127.0.0.1:0"], missing)
+        bad = os.path.join(WORK, "bad.safetensors")
+        with open(bad, "wb") as f:
+            f.write(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}      ")
+        self.refused(["--model", bad, "--listen", "127.0.0.1:0"], "cannot load the model")
+        cfg = os.path.join(WORK, "bad.json")
+        with open(cfg, "w") as f:
+            f.write('{"max_delay_us": -5}')
+        self.refused(["--model", MODEL, "--config", cfg], "max_delay_us = -5 is out of range")
+        # the documented example config is valid (its model path is a placeholder)
+        ex = os.path.join(os.path.dirname(__file__), "..", "..", "config", "semid-server.json")
+        self.refused(["--config", ex, "--listen", "127.0.0.1:0"], "/var/lib/semid/model")
+
+    def test_help(self):
+        p = subprocess.run([T.SERVER, "--help"], stdout=subprocess.PIPE, timeout=10)
+        self.assertEqual(p.returncode, 0)
+        self.assertIn(b"--max-delay-us N", p.stdout)
+
+    def test_sigterm_drains(self):
+        srv = T.Server(["--model", TF_MODEL, "--max-delay-us", "400000"], WORK)
+        out = {}
+        row = {"embedding": [0.0] * 16}
+        th = threading.Thread(target=lambda: out.setdefault("r", encode(srv, [row] * 3)))
+        th.start()
+        time.sleep(0.15)  # the request is waiting for its batch
+        srv.signal(signal.SIGTERM)
+        th.join(10)
+        self.assertEqual(srv.wait(10), 0)
+        self.assertEqual(out["r"][0], 200)
+        self.assertEqual(len(out["r"][2]["results"]), 3)
+        log = srv.log_text()
+        self.assertIn("event=shutdown", log)
+        self.assertIn("status=200 items=3", log)
+        with self.assertRaises(OSError):
+            socket.create_connection(("127.0.0.1", srv.port), timeout=2).close()
+
+    def test_sigint_idle_exits_zero(self):
+        srv = T.Server(["--model", TF_MODEL], WORK)
+        srv.signal(signal.SIGINT)
+        self.assertEqual(srv.wait(10), 0)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
