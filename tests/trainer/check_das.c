@@ -1,0 +1,736 @@
+/*
+ * check_das.c - tests for trainer/das.c: the full training-step gradient
+ * against finite differences of the total loss, phase and mode gradient
+ * masks, a tiny training run (losses fall, codebooks used), bit-exact
+ * determinism and checkpoint resume, the exported model file (loaded by the
+ * core loader and encoded by the core encoder), config keys and bad batches.
+ *
+ * The full-gradient check: the straight-through estimator makes the analytic
+ * gradient differ from the true derivative of the loss (the codes are
+ * piecewise constant).  das_debug_freeze keeps the codes and every
+ * stop-gradient operand (sg(z), sg(r_l), sg(e_l), sg(q)) at their values
+ * from the base point, so each sg(x) becomes a constant and the total loss a
+ * smooth function of every parameter whose exact gradient is what das_grad
+ * computes.  At the base point the frozen forward equals the normal one, so
+ * the check covers the real step's gradient; the pieces (quantizer with and
+ * without freezing) are also checked in check_nn.c.
+ */
+#include <check.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "das.h"
+#include "encode.h"
+#include "model.h"
+#include "rng.h"
+#include "safetensors.h"
+
+/* ------------------------------------------------------------ a tiny world */
+
+struct world {
+	int n_users, n_items, Du, Di;
+	float *ux, *ix;	  /* content */
+	float *pop, *act; /* log(1 + clicks) */
+	int32_t *pu, *pi; /* interactions */
+	int n_inter;
+	int32_t *u_items[64]; /* per-user item lists (for partners) */
+	int u_n[64];
+	int32_t *i_users[64];
+	int i_n[64];
+};
+
+/* Users and items live in 4 taste clusters; a user clicks items of its
+ * cluster (popular ones more often). */
+static void world_make(struct world *w, int n_users, int n_items, int Du, int Di, int per_user,
+		       uint64_t seed)
+{
+	struct rng r;
+	rng_seed(&r, seed);
+	memset(w, 0, sizeof(*w));
+	w->n_users = n_users;
+	w->n_items = n_items;
+	w->Du = Du;
+	w->Di = Di;
+	w->ux = malloc(sizeof(float) * n_users * Du);
+	w->ix = malloc(sizeof(float) * n_items * Di);
+	w->pop = calloc(n_items, sizeof(float));
+	w->act = calloc(n_users, sizeof(float));
+	float cu[4][64], ci[4][64];
+	for (int k = 0; k < 4; k++) {
+		for (int j = 0; j < Du; j++)
+			cu[k][j] = rng_normal(&r);
+		for (int j = 0; j < Di; j++)
+			ci[k][j] = rng_normal(&r);
+	}
+	for (int u = 0; u < n_users; u++)
+		for (int j = 0; j < Du; j++)
+			w->ux[u * Du + j] = cu[u % 4][j] + 0.3f * rng_normal(&r);
+	for (int i = 0; i < n_items; i++)
+		for (int j = 0; j < Di; j++)
+			w->ix[i * Di + j] = ci[i % 4][j] + 0.3f * rng_normal(&r);
+	w->n_inter = n_users * per_user;
+	w->pu = malloc(sizeof(int32_t) * w->n_inter);
+	w->pi = malloc(sizeof(int32_t) * w->n_inter);
+	int *cnt_i = calloc(n_items, sizeof(int)), *cnt_u = calloc(n_users, sizeof(int));
+	for (int u = 0; u < n_users; u++) {
+		w->u_items[u] = malloc(sizeof(int32_t) * per_user);
+		for (int k = 0; k < per_user; k++) {
+			/* items of cluster u%4: i = u%4 + 4*m, skewed toward small m */
+			int nm = (n_items - u % 4 + 3) / 4;
+			double x = rng_double(&r);
+			int mm = (int)(x * x * nm);
+			int it = u % 4 + 4 * mm;
+			w->pu[u * per_user + k] = u;
+			w->pi[u * per_user + k] = it;
+			w->u_items[u][k] = it;
+			cnt_i[it]++;
+			cnt_u[u]++;
+		}
+		w->u_n[u] = per_user;
+	}
+	for (int i = 0; i < n_items; i++) {
+		w->pop[i] = logf(1.0f + (float)cnt_i[i]);
+		w->i_users[i] = malloc(sizeof(int32_t) * (cnt_i[i] + 1));
+		w->i_n[i] = 0;
+	}
+	for (int u = 0; u < n_users; u++)
+		w->act[u] = logf(1.0f + (float)cnt_u[u]);
+	for (int k = 0; k < w->n_inter; k++)
+		w->i_users[w->pi[k]][w->i_n[w->pi[k]]++] = w->pu[k];
+	free(cnt_i);
+	free(cnt_u);
+}
+
+static void world_free(struct world *w)
+{
+	for (int u = 0; u < w->n_users; u++)
+		free(w->u_items[u]);
+	for (int i = 0; i < w->n_items; i++)
+		free(w->i_users[i]);
+	free(w->ux);
+	free(w->ix);
+	free(w->pop);
+	free(w->act);
+	free(w->pu);
+	free(w->pi);
+}
+
+struct batchbuf {
+	struct das_batch b;
+	int32_t u[256], i[256], u2[256], i2[256];
+	float *ux, *ix, *u2x, *i2x;
+};
+
+/* Batch @k of size B from a fixed permutation; partners picked by @r. */
+static void batch_make(struct batchbuf *bb, const struct world *w, const int32_t *perm, int k,
+		       int B, struct rng *r)
+{
+	if (!bb->ux) {
+		bb->ux = malloc(sizeof(float) * 256 * w->Du);
+		bb->u2x = malloc(sizeof(float) * 256 * w->Du);
+		bb->ix = malloc(sizeof(float) * 256 * w->Di);
+		bb->i2x = malloc(sizeof(float) * 256 * w->Di);
+	}
+	for (int b = 0; b < B; b++) {
+		int e = perm[(k * B + b) % w->n_inter];
+		int u = w->pu[e], it = w->pi[e];
+		bb->u[b] = u;
+		bb->i[b] = it;
+		int u2 = w->i_users[it][rng_below(r, w->i_n[it])];
+		int i2 = w->u_items[u][rng_below(r, w->u_n[u])];
+		bb->u2[b] = u2 == u ? -1 : u2;
+		bb->i2[b] = i2 == it ? -1 : i2;
+		memcpy(bb->ux + b * w->Du, w->ux + u * w->Du, sizeof(float) * w->Du);
+		memcpy(bb->ix + b * w->Di, w->ix + it * w->Di, sizeof(float) * w->Di);
+		memcpy(bb->u2x + b * w->Du, w->ux + (u2 < 0 ? 0 : u2) * w->Du,
+		       sizeof(float) * w->Du);
+		memcpy(bb->i2x + b * w->Di, w->ix + (i2 < 0 ? 0 : i2) * w->Di,
+		       sizeof(float) * w->Di);
+	}
+	bb->b =
+	    (struct das_batch){B, bb->u, bb->i, bb->ux, bb->ix, bb->u2, bb->u2x, bb->i2, bb->i2x};
+}
+
+static void batch_free(struct batchbuf *bb)
+{
+	free(bb->ux);
+	free(bb->ix);
+	free(bb->u2x);
+	free(bb->i2x);
+}
+
+static void tiny_config(struct das_config *c, const struct world *w, enum das_mode mode)
+{
+	das_config_defaults(c);
+	c->mode = mode;
+	c->D_user = w->Du;
+	c->D_item = w->Di;
+	c->n_hidden = 1;
+	c->hidden[0] = 7;
+	c->E = 4;
+	c->L = 2;
+	c->K = 4;
+	c->act = SID_ACT_TANH;
+	c->batch_size = 8;
+	c->epochs = 2;
+	c->icdm_epochs = 1;
+	c->warmup_steps = 2;
+	c->init_std_table = 0.5f;
+}
+
+static struct das_model *model_new(const struct das_config *c, const struct world *w)
+{
+	struct das_data d = {w->n_users, w->n_items, w->n_inter, w->pop, w->act};
+	struct das_model *m = NULL;
+	struct sid_error err;
+	int rc = das_new(c, &d, &m, &err);
+	ck_assert_msg(rc == 0, "das_new: %s", err.msg);
+	return m;
+}
+
+static void init_cb(struct das_model *m, const struct world *w)
+{
+	struct sid_error err;
+	int rc = das_init_codebooks(m, w->ux, w->n_users, w->ix, w->n_items, &err);
+	ck_assert_msg(rc == 0, "init codebooks: %s", err.msg);
+}
+
+/* ------------------------------------------------------------ gradient check */
+
+struct fd_ctx {
+	struct das_model *m;
+	const struct das_batch *b;
+};
+
+static double total_loss(struct fd_ctx *c)
+{
+	struct das_losses l;
+	struct sid_error err;
+	int rc = das_eval_losses(c->m, c->b, &l, &err);
+	ck_assert_msg(rc == 0, "eval: %s", err.msg);
+	return l.total;
+}
+
+/* Check every parameter of @m below @limit (the frozen ICDM side of
+ * two-stage's second phase is left out: it moves the loss but is not trained);
+ * returns how many had a non-zero gradient. */
+static int full_fd_upto(struct das_model *m, const struct das_batch *b, const char *what,
+			size_t limit)
+{
+	struct das_losses l0, l1;
+	struct sid_error err;
+	size_t n = das_params_count(m);
+	float *g = malloc(sizeof(float) * n);
+	ck_assert_int_eq(das_grad(m, b, &l0, &err), 0);
+	das_debug_freeze(m, 1);
+	ck_assert_int_eq(das_grad(m, b, &l1, &err), 0);
+	/* at the base point the frozen forward is the real one */
+	ck_assert_double_eq_tol(l0.total, l1.total, 1e-5 * fabs(l0.total) + 1e-6);
+	memcpy(g, das_grads(m), sizeof(float) * n);
+	float *p = das_params(m);
+	struct fd_ctx c = {m, b};
+	int nonzero = 0;
+	double worst = 0, wa = 0, wn = 0;
+	size_t wi = 0;
+	const float eps = 1e-3f;
+	for (size_t i = 0; i < n && i < limit; i++) {
+		float keep = p[i];
+		p[i] = keep + eps;
+		double fp = total_loss(&c);
+		p[i] = keep - eps;
+		double fm = total_loss(&c);
+		p[i] = keep;
+		double num = (fp - fm) / (2.0 * eps);
+		double tol = 3e-3 + 2e-2 * fmax(fabs(num), fabs(g[i]));
+		double bad = fabs(num - g[i]) / tol;
+		nonzero += g[i] != 0;
+		if (bad > worst) {
+			worst = bad;
+			wi = i;
+			wa = g[i];
+			wn = num;
+		}
+	}
+	ck_assert_msg(worst <= 1.0, "%s: parameter %zu: analytic %.6g vs numeric %.6g", what, wi,
+		      wa, wn);
+	das_debug_freeze(m, 0);
+	free(g);
+	return nonzero;
+}
+
+static int full_fd(struct das_model *m, const struct das_batch *b, const char *what)
+{
+	return full_fd_upto(m, b, what, das_params_count(m));
+}
+
+/* Is the gradient of tensor @name entirely zero? */
+static int tensor_grad_zero(struct das_model *m, const char *name)
+{
+	size_t n;
+	long off = das_tensor_find(m, name, &n);
+	ck_assert_msg(off >= 0, "no tensor %s", name);
+	for (size_t i = 0; i < n; i++)
+		if (das_grads(m)[off + i] != 0)
+			return 0;
+	return 1;
+}
+
+START_TEST(test_full_gradient_das)
+{
+	struct world w;
+	struct das_config c;
+	struct batchbuf bb = {0};
+	struct rng r;
+	world_make(&w, 10, 12, 6, 5, 3, 1);
+	tiny_config(&c, &w, DAS_MODE_DAS);
+	c.w_bias = 0.7f; /* unequal weights so each part is scaled by its own */
+	c.view_w[2] = 0.6f;
+	struct das_model *m = model_new(&c, &w);
+	init_cb(m, &w);
+	int32_t perm[30];
+	for (int i = 0; i < 30; i++)
+		perm[i] = (i * 7) % 30;
+	rng_seed(&r, 2);
+	batch_make(&bb, &w, perm, 0, 8, &r);
+	ck_assert(das_needs_user_partner(m) && das_needs_item_partner(m));
+	int nz = full_fd(m, &bb.b, "das");
+	/* every part contributed: encoder, decoder, codebooks, heads, tables */
+	ck_assert(!tensor_grad_zero(m, "user.encoder.0.weight"));
+	ck_assert(!tensor_grad_zero(m, "item.decoder.1.weight"));
+	ck_assert(!tensor_grad_zero(m, "user.codebook.1"));
+	ck_assert(!tensor_grad_zero(m, "item.codebook.0"));
+	ck_assert(!tensor_grad_zero(m, "icdm.head.user.weight"));
+	ck_assert(!tensor_grad_zero(m, "icdm.item"));
+	ck_assert_int_gt(nz, (int)das_params_count(m) / 2);
+	das_free(m);
+	batch_free(&bb);
+	world_free(&w);
+}
+END_TEST
+
+START_TEST(test_full_gradient_variants)
+{
+	struct world w;
+	struct das_config c;
+	struct batchbuf bb = {0};
+	struct rng r;
+	struct sid_error err;
+	struct das_losses l;
+	world_make(&w, 10, 12, 6, 5, 3, 2);
+	int32_t perm[30];
+	for (int i = 0; i < 30; i++)
+		perm[i] = (i * 11) % 30;
+	rng_seed(&r, 3);
+	batch_make(&bb, &w, perm, 1, 8, &r);
+
+	/* rqvae: semantic loss only, no ICDM tensors at all */
+	tiny_config(&c, &w, DAS_MODE_RQVAE);
+	c.act = SID_ACT_GELU;
+	c.input_norm = SID_NORM_L2;
+	struct das_model *m = model_new(&c, &w);
+	ck_assert_int_lt(das_tensor_find(m, "icdm.user", NULL), 0);
+	init_cb(m, &w);
+	full_fd(m, &bb.b, "rqvae");
+	ck_assert_int_eq(das_grad(m, &bb.b, &l, &err), 0);
+	ck_assert_double_eq(l.align, 0);
+	ck_assert_double_eq(l.icdm, 0);
+	ck_assert_double_gt(l.recon_item, 0);
+	das_free(m);
+
+	/* two-stage, phase 1: only the ICDM side has gradients */
+	tiny_config(&c, &w, DAS_MODE_TWO_STAGE);
+	c.pop_correction = 0;
+	c.mask_duplicates = 0;
+	m = model_new(&c, &w);
+	ck_assert_int_eq(das_phase_get(m), DAS_PHASE_ICDM);
+	ck_assert(!das_needs_user_partner(m));
+	full_fd(m, &bb.b, "two-stage icdm");
+	ck_assert(tensor_grad_zero(m, "user.encoder.0.weight"));
+	ck_assert(!tensor_grad_zero(m, "icdm.user"));
+	/* phase 2: towers and alignment train, the frozen ICDM side gets nothing */
+	ck_assert_int_eq(das_phase_set(m, DAS_PHASE_JOINT, &err), 0);
+	init_cb(m, &w);
+	full_fd_upto(m, &bb.b, "two-stage joint",
+		     (size_t)das_tensor_find(m, "icdm.head.user.weight", NULL));
+	ck_assert(tensor_grad_zero(m, "icdm.user"));
+	ck_assert(tensor_grad_zero(m, "icdm.head.item.weight"));
+	ck_assert(!tensor_grad_zero(m, "item.encoder.0.weight"));
+	ck_assert_int_eq(das_grad(m, &bb.b, &l, &err), 0);
+	ck_assert_double_gt(l.align, 0);
+	ck_assert_double_eq(l.click, 0);
+	das_free(m);
+
+	/* das with views 5 and 6 off and lazy tables */
+	tiny_config(&c, &w, DAS_MODE_DAS);
+	c.view_on[4] = c.view_on[5] = 0;
+	c.table_update = DAS_TABLE_LAZY;
+	m = model_new(&c, &w);
+	ck_assert(!das_needs_user_partner(m) && !das_needs_item_partner(m));
+	init_cb(m, &w);
+	bb.b.user2 = bb.b.item2 = NULL;
+	full_fd(m, &bb.b, "das views 1-4 lazy");
+	das_free(m);
+	batch_free(&bb);
+	world_free(&w);
+}
+END_TEST
+
+/* ------------------------------------------------------------ training */
+
+static void train(struct das_model *m, const struct world *w, const int32_t *perm, int k0, int k1,
+		  int B, struct rng *r, struct das_losses *first, struct das_losses *last)
+{
+	struct batchbuf bb = {0};
+	struct sid_error err;
+	struct das_losses l;
+	for (int k = k0; k < k1; k++) {
+		batch_make(&bb, w, perm, k, B, r);
+		int rc = das_step(m, &bb.b, &l, &err);
+		ck_assert_msg(rc == 0, "step %d: %s", k, err.msg);
+		ck_assert(isfinite(l.total));
+		if (k == k0 && first)
+			*first = l;
+		if (last)
+			*last = l;
+	}
+	batch_free(&bb);
+}
+
+START_TEST(test_training_run)
+{
+	struct world w;
+	struct das_config c;
+	struct rng r;
+	world_make(&w, 40, 48, 16, 12, 8, 4);
+	das_config_defaults(&c);
+	c.D_user = 16;
+	c.D_item = 12;
+	c.n_hidden = 1;
+	c.hidden[0] = 24;
+	c.E = 8;
+	c.L = 2;
+	c.K = 8;
+	c.batch_size = 32;
+	c.epochs = 20;
+	c.warmup_steps = 5;
+	c.lr = 3e-3f;
+	c.dead_steps = 10;
+	struct das_model *m = model_new(&c, &w);
+	init_cb(m, &w);
+	int32_t perm[320];
+	for (int i = 0; i < 320; i++)
+		perm[i] = i;
+	rng_seed(&r, 5);
+	rng_shuffle_i32(&r, perm, 320);
+	/* average the first and last 10 steps */
+	struct das_losses a, z;
+	double t0 = 0, t1 = 0, click0 = 0, click1 = 0, rec0 = 0, rec1 = 0;
+	for (int k = 0; k < 10; k++) {
+		train(m, &w, perm, k, k + 1, 32, &r, &a, &z);
+		t0 += a.total;
+		click0 += a.click;
+		rec0 += a.recon_item;
+	}
+	train(m, &w, perm, 10, 190, 32, &r, NULL, NULL);
+	int used = 0;
+	for (int k = 190; k < 200; k++) {
+		train(m, &w, perm, k, k + 1, 32, &r, &a, &z);
+		t1 += a.total;
+		click1 += a.click;
+		rec1 += a.recon_item;
+		used = a.used_item[0] > used ? a.used_item[0] : used;
+	}
+	ck_assert_msg(t1 < 0.8 * t0, "total loss %g -> %g", t0 / 10, t1 / 10);
+	ck_assert_msg(click1 < click0, "click loss %g -> %g", click0 / 10, click1 / 10);
+	ck_assert_msg(rec1 < rec0, "recon %g -> %g", rec0 / 10, rec1 / 10);
+	ck_assert_int_gt(used, 1);
+	ck_assert_int_gt(a.used_user[0], 1);
+	ck_assert_int_eq(das_step_count(m), 200);
+	das_free(m);
+	world_free(&w);
+}
+END_TEST
+
+START_TEST(test_resume_bit_exact)
+{
+	struct world w;
+	struct das_config c;
+	struct rng r1, r2;
+	struct sid_error err;
+	world_make(&w, 20, 24, 6, 5, 6, 6);
+	tiny_config(&c, &w, DAS_MODE_DAS);
+	c.batch_size = 16;
+	c.dead_steps = 3; /* make resets (and their RNG draws) happen */
+	int32_t perm[120];
+	for (int i = 0; i < 120; i++)
+		perm[i] = (i * 37) % 120;
+
+	struct das_model *a = model_new(&c, &w);
+	init_cb(a, &w);
+	rng_seed(&r1, 9);
+	train(a, &w, perm, 0, 12, 16, &r1, NULL, NULL);
+
+	struct das_model *b = model_new(&c, &w);
+	init_cb(b, &w);
+	rng_seed(&r2, 9);
+	train(b, &w, perm, 0, 6, 16, &r2, NULL, NULL);
+	struct sid_st_writer *wr = sid_st_writer_new();
+	ck_assert_int_eq(das_checkpoint_add(b, wr, &err), 0);
+	uint8_t *buf;
+	size_t len;
+	ck_assert_int_eq(sid_st_writer_serialize(wr, &buf, &len, &err), 0);
+	sid_st_writer_free(wr);
+	das_free(b);
+
+	/* a fresh model (different seed even) restored from the checkpoint */
+	c.seed = 999;
+	struct das_model *b2 = model_new(&c, &w);
+	struct sid_st_file f;
+	ck_assert_int_eq(sid_st_parse(buf, len, &f, &err), 0);
+	ck_assert_int_eq(das_checkpoint_restore(b2, &f, &err), 0);
+	ck_assert_ptr_nonnull(sid_st_meta_get(&f, "das_config"));
+	sid_st_file_release(&f);
+	free(buf);
+	ck_assert(das_codebooks_ready(b2));
+	train(b2, &w, perm, 6, 12, 16, &r2, NULL, NULL);
+	ck_assert_int_eq(das_step_count(b2), 12);
+	size_t n = das_params_count(a);
+	ck_assert_mem_eq(das_params(a), das_params(b2), n * sizeof(float));
+	ck_assert_mem_eq(das_adam_m(a), das_adam_m(b2), n * sizeof(float));
+	ck_assert_mem_eq(das_adam_v(a), das_adam_v(b2), n * sizeof(float));
+
+	/* a checkpoint for another shape is refused, naming the tensor */
+	c.K = 5;
+	struct das_model *o = model_new(&c, &w);
+	wr = sid_st_writer_new();
+	ck_assert_int_eq(das_checkpoint_add(a, wr, &err), 0);
+	ck_assert_int_eq(sid_st_writer_serialize(wr, &buf, &len, &err), 0);
+	sid_st_writer_free(wr);
+	ck_assert_int_eq(sid_st_parse(buf, len, &f, &err), 0);
+	ck_assert_int_eq(das_checkpoint_restore(o, &f, &err), SID_EFORMAT);
+	ck_assert_ptr_nonnull(strstr(err.msg, "das.params"));
+	sid_st_file_release(&f);
+	free(buf);
+	das_free(o);
+	das_free(a);
+	das_free(b2);
+	world_free(&w);
+}
+END_TEST
+
+/* ------------------------------------------------------------ export */
+
+START_TEST(test_export_loads_and_encodes)
+{
+	struct world w;
+	struct das_config c;
+	struct rng r;
+	struct sid_error err;
+	world_make(&w, 20, 24, 6, 5, 6, 7);
+	tiny_config(&c, &w, DAS_MODE_DAS);
+	c.batch_size = 16;
+	struct das_model *m = model_new(&c, &w);
+	init_cb(m, &w);
+	int32_t perm[120];
+	for (int i = 0; i < 120; i++)
+		perm[i] = i;
+	rng_seed(&r, 1);
+	train(m, &w, perm, 0, 5, 16, &r, NULL, NULL);
+	struct sid_st_writer *wr = sid_st_writer_new();
+	ck_assert_int_eq(das_export(m, wr, &err), 0);
+	ck_assert_int_eq(
+	    sid_st_writer_meta(wr, "semid",
+			       "{\"format_version\": 1, \"model_version\": \"t\", \"towers\": "
+			       "{\"item\": {\"activation\": \"tanh\", \"input_norm\": \"none\"}, "
+			       "\"user\": {\"activation\": \"tanh\", \"input_norm\": \"none\"}}}",
+			       &err),
+	    0);
+	uint8_t *buf;
+	size_t len;
+	ck_assert_int_eq(sid_st_writer_serialize(wr, &buf, &len, &err), 0);
+	sid_st_writer_free(wr);
+	struct sid_model *sm = NULL;
+	int rc = sid_model_load_buffer(buf, len, &sm, &err);
+	ck_assert_msg(rc == 0, "load: %s", err.msg);
+	const struct sid_tower *ti = sid_model_tower(sm, SID_TOWER_ITEM);
+	ck_assert_ptr_nonnull(ti);
+	ck_assert_int_eq(ti->D, 5);
+	ck_assert_int_eq(ti->E, 4);
+	ck_assert_int_eq(ti->n_layers, 2);
+	ck_assert_int_eq(ti->L, 2);
+	ck_assert_int_eq(ti->K[1], 4);
+	size_t n;
+	long off = das_tensor_find(m, "item.codebook.1", &n);
+	ck_assert_mem_eq(ti->codebook[1], das_params(m) + off, n * sizeof(float));
+	off = das_tensor_find(m, "item.encoder.0.weight", &n);
+	ck_assert_mem_eq(ti->layer[0].w, das_params(m) + off, n * sizeof(float));
+	/* the extra tensors are in the file too */
+	struct sid_st_file f;
+	ck_assert_int_eq(sid_st_parse(buf, len, &f, &err), 0);
+	const struct sid_st_tensor *t = sid_st_find(&f, "icdm.item");
+	ck_assert_ptr_nonnull(t);
+	ck_assert_int_eq(t->shape[0], 24);
+	ck_assert_int_eq(t->shape[1], 8);
+	ck_assert_ptr_nonnull(sid_st_find(&f, "user.decoder.1.weight"));
+	sid_st_file_release(&f);
+
+	/* codes from the core encoder = a greedy quantisation done here by hand */
+	struct sid_workspace *ws = sid_workspace_new();
+	int32_t codes[24 * 2];
+	float quant[24 * 4], lat[24 * 4];
+	struct sid_encode_out eo = {.codes = codes, .quant = quant, .latent = lat};
+	ck_assert_int_eq(sid_encode(ti, w.ix, 24, &eo, ws, &err), 0);
+	for (int i = 0; i < 24; i++) {
+		float res[4];
+		memcpy(res, lat + i * 4, sizeof(res));
+		for (int l = 0; l < 2; l++) {
+			int best = 0;
+			double bd = INFINITY;
+			for (int k = 0; k < 4; k++) {
+				double d = 0;
+				for (int j = 0; j < 4; j++)
+					d += pow(res[j] - ti->codebook[l][k * 4 + j], 2);
+				if (d < bd) {
+					bd = d;
+					best = k;
+				}
+			}
+			ck_assert_int_eq(codes[i * 2 + l], best);
+			for (int j = 0; j < 4; j++)
+				res[j] -= ti->codebook[l][best * 4 + j];
+		}
+	}
+	sid_workspace_free(ws);
+	sid_model_unref(sm);
+	free(buf);
+	das_free(m);
+	world_free(&w);
+}
+END_TEST
+
+/* ------------------------------------------------------------ config, errors */
+
+START_TEST(test_config_keys)
+{
+	struct das_config c;
+	struct sid_error err;
+	das_config_defaults(&c);
+	ck_assert_int_eq(c.E, 32);
+	ck_assert_int_eq(c.L, 3);
+	ck_assert_int_eq(c.K, 64);
+	ck_assert_float_eq(c.beta, 0.25f);
+	ck_assert_int_eq(das_config_set(&c, "mode", "two-stage", &err), 0);
+	ck_assert_int_eq(c.mode, DAS_MODE_TWO_STAGE);
+	ck_assert_int_eq(das_config_set(&c, "latent-dim", "16", &err), 0);
+	ck_assert_int_eq(c.E, 16);
+	ck_assert_int_eq(das_config_set(&c, "hidden", "512, 64,8", &err), 0);
+	ck_assert_int_eq(c.n_hidden, 3);
+	ck_assert_int_eq(c.hidden[2], 8);
+	ck_assert_int_eq(das_config_set(&c, "hidden", "", &err), 0);
+	ck_assert_int_eq(c.n_hidden, 0);
+	ck_assert_int_eq(das_config_set(&c, "view3", "0", &err), 0);
+	ck_assert_int_eq(c.view_on[2], 0);
+	ck_assert_int_eq(das_config_set(&c, "pop_correction", "false", &err), 0);
+	ck_assert_int_eq(c.pop_correction, 0);
+	ck_assert_int_eq(das_config_set(&c, "seed", "18446744073709551615", &err), 0);
+	ck_assert_uint_eq(c.seed, UINT64_MAX);
+	ck_assert_int_eq(das_config_set(&c, "activation", "gelu", &err), 0);
+	ck_assert_int_eq(c.act, SID_ACT_GELU);
+	ck_assert_int_eq(das_config_set(&c, "codebook_size", "1", &err), SID_EINVAL);
+	ck_assert_ptr_nonnull(strstr(err.msg, "codebook_size"));
+	ck_assert_int_eq(das_config_set(&c, "lr", "fast", &err), SID_EINVAL);
+	ck_assert_ptr_nonnull(strstr(err.msg, "lr"));
+	ck_assert_int_eq(das_config_set(&c, "nonsense", "1", &err), SID_EINVAL);
+	ck_assert_ptr_nonnull(strstr(err.msg, "nonsense"));
+	ck_assert_int_eq(das_config_set(&c, "mode", "tiger", &err), SID_EINVAL);
+	ck_assert_int_eq(das_config_set(&c, "hidden", "12,x", &err), SID_EINVAL);
+	/* D_user / D_item unset: check fails naming them */
+	ck_assert_int_eq(das_config_check(&c, &err), SID_EINVAL);
+	ck_assert_ptr_nonnull(strstr(err.msg, "D_user"));
+	c.D_user = c.D_item = 10;
+	ck_assert_int_eq(das_config_check(&c, &err), 0);
+	c.tau = 0;
+	ck_assert_int_eq(das_config_check(&c, &err), SID_EINVAL);
+	c.tau = 0.1f;
+	char *j = das_config_json(&c);
+	ck_assert_ptr_nonnull(j);
+	ck_assert_ptr_nonnull(strstr(j, "\"mode\": \"two-stage\""));
+	ck_assert_ptr_nonnull(strstr(j, "\"hidden\": []"));
+	ck_assert_ptr_nonnull(strstr(j, "\"views\": [1, 1, 0, 1, 1, 1]"));
+	free(j);
+}
+END_TEST
+
+START_TEST(test_bad_batches)
+{
+	struct world w;
+	struct das_config c;
+	struct batchbuf bb = {0};
+	struct rng r;
+	struct sid_error err;
+	struct das_losses l;
+	world_make(&w, 10, 12, 6, 5, 3, 8);
+	tiny_config(&c, &w, DAS_MODE_DAS);
+	struct das_model *m = model_new(&c, &w);
+	int32_t perm[30];
+	for (int i = 0; i < 30; i++)
+		perm[i] = i;
+	rng_seed(&r, 1);
+	batch_make(&bb, &w, perm, 0, 8, &r);
+	/* before codebook init */
+	ck_assert_int_eq(das_step(m, &bb.b, &l, &err), SID_EINVAL);
+	ck_assert_ptr_nonnull(strstr(err.msg, "codebooks"));
+	init_cb(m, &w);
+	size_t n = das_params_count(m);
+	float *before = malloc(sizeof(float) * n);
+	memcpy(before, das_params(m), sizeof(float) * n);
+	bb.i[3] = 12;
+	ck_assert_int_eq(das_step(m, &bb.b, &l, &err), SID_EINVAL);
+	ck_assert_int_eq(err.index, 3);
+	ck_assert_ptr_nonnull(strstr(err.msg, "item 12"));
+	bb.i[3] = 2;
+	bb.ux[5 * 6 + 2] = NAN;
+	ck_assert_int_eq(das_step(m, &bb.b, &l, &err), SID_EINVAL);
+	ck_assert_int_eq(err.index, 5);
+	ck_assert_ptr_nonnull(strstr(err.msg, "user_x"));
+	bb.ux[5 * 6 + 2] = 0;
+	bb.b.item2 = NULL;
+	ck_assert_int_eq(das_step(m, &bb.b, &l, &err), SID_EINVAL);
+	ck_assert_ptr_nonnull(strstr(err.msg, "view 6"));
+	/* nothing changed by the refused steps */
+	ck_assert_mem_eq(before, das_params(m), sizeof(float) * n);
+	ck_assert_int_eq(das_step_count(m), 0);
+	/* phase misuse */
+	ck_assert_int_eq(das_phase_set(m, DAS_PHASE_ICDM, &err), SID_EINVAL);
+	free(before);
+	das_free(m);
+	batch_free(&bb);
+	world_free(&w);
+}
+END_TEST
+
+static Suite *das_suite(void)
+{
+	Suite *s = suite_create("das");
+	TCase *tc = tcase_create("das");
+	tcase_set_timeout(tc, 120);
+	tcase_add_test(tc, test_config_keys);
+	tcase_add_test(tc, test_bad_batches);
+	tcase_add_test(tc, test_full_gradient_das);
+	tcase_add_test(tc, test_full_gradient_variants);
+	tcase_add_test(tc, test_training_run);
+	tcase_add_test(tc, test_resume_bit_exact);
+	tcase_add_test(tc, test_export_loads_and_encodes);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(das_suite());
+	srunner_run_all(sr, CK_NORMAL);
+	int failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? 1 : 0;
+}
