@@ -1,0 +1,288 @@
+/*
+ * mlp.c - deterministic panel GEMM with fused bias + activation; see mlp.h
+ * for the layout and the fixed evaluation order every path follows.
+ *
+ * Two implementations of the same arithmetic: an AVX-512 micro-kernel (used
+ * when the CPU has it) and portable C (compiled twice: with AVX2+FMA for CPUs
+ * that have those, and plain).  Both compute each element as the chain
+ * acc = fmaf(w[k], x[k], acc) in k order, so they agree to the bit; fmaf in
+ * the plain build is the correctly rounded libm function, and GCC turns it
+ * into a vfmadd instruction where FMA is enabled.
+ */
+#include "mlp.h"
+
+#include <math.h>
+#include <string.h>
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#define SID_HAVE_X86 1
+#endif
+
+static int force_mode;
+
+void sid__gemm_force(int mode)
+{
+	__atomic_store_n(&force_mode, mode, __ATOMIC_RELAXED);
+}
+
+__attribute__((noinline)) float sid__act_apply(enum sid_act act, float v)
+{
+	switch (act) {
+	case SID_ACT_RELU:
+		return v > 0.0f ? v : 0.0f;
+	case SID_ACT_SILU:
+		return v * (1.0f / (1.0f + expf(-v)));
+	case SID_ACT_GELU:
+		return (0.5f * v) * (1.0f + erff(v * (float)M_SQRT1_2));
+	case SID_ACT_TANH:
+		return tanhf(v);
+	case SID_ACT_IDENTITY:
+		break;
+	}
+	return v;
+}
+
+size_t sid__gemm_pack_size(int n, int k)
+{
+	size_t blocks = ((size_t)n + SID__NR - 1) / SID__NR;
+	return blocks * SID__NR * (size_t)k;
+}
+
+void sid__gemm_pack(const float *w, int n, int k, float *wp)
+{
+	int blocks = (n + SID__NR - 1) / SID__NR;
+
+	for (int jb = 0; jb < blocks; jb++) {
+		float *dst = wp + (size_t)jb * SID__NR * k;
+		for (int jj = 0; jj < SID__NR; jj++) {
+			int j = jb * SID__NR + jj;
+			if (j >= n) {
+				for (int kk = 0; kk < k; kk++)
+					dst[(size_t)kk * SID__NR + jj] = 0.0f;
+				continue;
+			}
+			const float *src = w + (size_t)j * k;
+			for (int kk = 0; kk < k; kk++)
+				dst[(size_t)kk * SID__NR + jj] = src[kk];
+		}
+	}
+}
+
+/* Apply a non-trivial activation to an (nr features, 16 lanes) tile stored
+ * with feature stride 16 (relu and identity are done in registers). */
+static void act_tile(enum sid_act act, float *y, int nr)
+{
+	for (int i = 0; i < nr * SID__LANES; i++)
+		y[i] = sid__act_apply(act, y[i]);
+}
+
+/* ---- portable C ---------------------------------------------------------- */
+
+/*
+ * One panel, features j0 .. j0+nr-1 (nr <= 4).  The weights come either from
+ * a packed block (wp != NULL: (k, NR), column jj) or from rows of w.
+ */
+#define GENERIC_BODY                                                                               \
+	{                                                                                          \
+		float acc[4][SID__LANES];                                                          \
+		const float *wr[4];                                                                \
+		memset(acc, 0, sizeof(acc));                                                       \
+		for (int jj = 0; jj < 4; jj++)                                                     \
+			wr[jj] = w + (size_t)(j0 + (jj < nr ? jj : 0)) * k;                        \
+		for (int kk = 0; kk < k; kk++) {                                                   \
+			const float *xv = x + (size_t)kk * SID__LANES;                             \
+			for (int jj = 0; jj < 4; jj++) {                                           \
+				float wv = wp ? wp[(size_t)kk * SID__NR + jo + jj] : wr[jj][kk];   \
+				for (int l = 0; l < SID__LANES; l++)                               \
+					acc[jj][l] = fmaf(wv, xv[l], acc[jj][l]);                  \
+			}                                                                          \
+		}                                                                                  \
+		for (int jj = 0; jj < nr; jj++) {                                                  \
+			float bv = b ? b[j0 + jj] : 0.0f;                                          \
+			float *yo = y + (size_t)(j0 + jj) * SID__LANES;                            \
+			for (int l = 0; l < SID__LANES; l++) {                                     \
+				float v = acc[jj][l] + bv;                                         \
+				yo[l] = act == SID_ACT_RELU ? (v > 0.0f ? v : 0.0f) : v;           \
+			}                                                                          \
+			if (act != SID_ACT_RELU && act != SID_ACT_IDENTITY)                        \
+				act_tile(act, yo, 1);                                              \
+		}                                                                                  \
+	}
+
+/* @wp: packed block of this j0 (or NULL); @jo: column offset inside it. */
+static void generic_tile(const float *w, const float *wp, int jo, const float *b, enum sid_act act,
+			 int k, int j0, int nr, const float *x, float *y) GENERIC_BODY
+
+#ifdef SID_HAVE_X86
+    __attribute__((target("avx2,fma"))) static void generic_tile_avx2(
+	const float *w, const float *wp, int jo, const float *b, enum sid_act act, int k, int j0,
+	int nr, const float *x, float *y) GENERIC_BODY
+#endif
+
+    typedef void (*tile_fn)(const float *, const float *, int, const float *, enum sid_act, int,
+			    int, int, const float *, float *);
+
+static void gemm_generic(tile_fn tile, const float *w, const float *wp, const float *b,
+			 enum sid_act act, int n, int k, const float *x, size_t P, float *y)
+{
+	for (int j0 = 0; j0 < n; j0 += 4) {
+		int nr = n - j0 < 4 ? n - j0 : 4;
+		const float *blk = wp ? wp + (size_t)(j0 / SID__NR) * SID__NR * k : NULL;
+		for (size_t p = 0; p < P; p++)
+			tile(w, blk, j0 % SID__NR, b, act, k, j0, nr,
+			     x + p * (size_t)k * SID__LANES, y + p * (size_t)n * SID__LANES);
+	}
+}
+
+/* ---- AVX-512 ------------------------------------------------------------- */
+
+#ifdef SID_HAVE_X86
+#define AVX512 __attribute__((target("avx512f")))
+
+/*
+ * MV (1 or 2; 2 x NR accumulators fill the 32 zmm registers) panels (x, x + xs) times NR features
+ * j0.. (only nr stored).  Weights from the packed block @wp ((k, NR)) or, when wp is NULL, from
+ * rows of w (rows past n-1 clamped to j0: computed and discarded).
+ */
+static inline __attribute__((always_inline)) AVX512 void
+mk512(const int MV, const float *w, const float *wp, const float *b, enum sid_act act, int n, int k,
+      int j0, int nr, const float *x, size_t xs, float *y, size_t ys)
+{
+	__m512 acc[SID__NR][2];
+	const float *wr[SID__NR];
+
+#pragma GCC unroll 16
+	for (int jj = 0; jj < SID__NR; jj++) {
+#pragma GCC unroll 2
+		for (int v = 0; v < MV; v++)
+			acc[jj][v] = _mm512_setzero_ps();
+		wr[jj] = w + (size_t)(j0 + (jj < nr ? jj : 0)) * k;
+	}
+	if (wp) {
+		for (int kk = 0; kk < k; kk++) {
+			__m512 xv[2];
+			const float *wk = wp + (size_t)kk * SID__NR;
+#pragma GCC unroll 2
+			for (int v = 0; v < MV; v++)
+				xv[v] = _mm512_loadu_ps(x + v * xs + (size_t)kk * SID__LANES);
+#pragma GCC unroll 16
+			for (int jj = 0; jj < SID__NR; jj++) {
+				__m512 wv = _mm512_set1_ps(wk[jj]);
+#pragma GCC unroll 2
+				for (int v = 0; v < MV; v++)
+					acc[jj][v] = _mm512_fmadd_ps(wv, xv[v], acc[jj][v]);
+			}
+		}
+	} else {
+		for (int kk = 0; kk < k; kk++) {
+			__m512 xv[2];
+#pragma GCC unroll 2
+			for (int v = 0; v < MV; v++)
+				xv[v] = _mm512_loadu_ps(x + v * xs + (size_t)kk * SID__LANES);
+#pragma GCC unroll 16
+			for (int jj = 0; jj < SID__NR; jj++) {
+				__m512 wv = _mm512_set1_ps(wr[jj][kk]);
+#pragma GCC unroll 2
+				for (int v = 0; v < MV; v++)
+					acc[jj][v] = _mm512_fmadd_ps(wv, xv[v], acc[jj][v]);
+			}
+		}
+	}
+	(void)n;
+	const __m512 zero = _mm512_setzero_ps();
+#pragma GCC unroll 16
+	for (int jj = 0; jj < SID__NR; jj++) {
+		if (jj >= nr)
+			break;
+		__m512 bv = _mm512_set1_ps(b ? b[j0 + jj] : 0.0f);
+#pragma GCC unroll 2
+		for (int v = 0; v < MV; v++) {
+			__m512 r = _mm512_add_ps(acc[jj][v], bv);
+			if (act == SID_ACT_RELU)
+				r = _mm512_max_ps(r, zero); /* r > 0 ? r : 0 */
+			float *yo = y + v * ys + (size_t)(j0 + jj) * SID__LANES;
+			_mm512_storeu_ps(yo, r);
+			if (act != SID_ACT_RELU && act != SID_ACT_IDENTITY)
+				act_tile(act, yo, 1);
+		}
+	}
+}
+
+#define MK_INST(MV)                                                                                \
+	static AVX512 void mk512_##MV(const float *w, const float *wp, const float *b,             \
+				      enum sid_act act, int n, int k, int j0, int nr,              \
+				      const float *x, size_t xs, float *y, size_t ys)              \
+	{                                                                                          \
+		mk512(MV, w, wp, b, act, n, k, j0, nr, x, xs, y, ys);                              \
+	}
+MK_INST(1)
+MK_INST(2)
+
+static AVX512 void gemm_avx512(const float *w, const float *wp, const float *b, enum sid_act act,
+			       int n, int k, const float *x, size_t P, float *y)
+{
+	const size_t xs = (size_t)k * SID__LANES, ys = (size_t)n * SID__LANES;
+	for (int j0 = 0; j0 < n; j0 += SID__NR) {
+		int nr = n - j0 < SID__NR ? n - j0 : SID__NR;
+		const float *blk = wp ? wp + (size_t)(j0 / SID__NR) * SID__NR * k : NULL;
+		size_t p = 0;
+		for (; p + 2 <= P; p += 2)
+			mk512_2(w, blk, b, act, n, k, j0, nr, x + p * xs, xs, y + p * ys, ys);
+		if (p < P)
+			mk512_1(w, blk, b, act, n, k, j0, nr, x + p * xs, xs, y + p * ys, ys);
+	}
+}
+#endif
+
+/* ---- dispatch ------------------------------------------------------------ */
+
+enum kernel { K_GENERIC, K_AVX2, K_AVX512 };
+
+static enum kernel kernel_pick(void)
+{
+	int mode = __atomic_load_n(&force_mode, __ATOMIC_RELAXED);
+	if (mode == 1)
+		return K_GENERIC;
+#ifdef SID_HAVE_X86
+	if (mode == 2)
+		return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? K_AVX2
+										       : K_GENERIC;
+	if (__builtin_cpu_supports("avx512f"))
+		return K_AVX512;
+	if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+		return K_AVX2;
+#endif
+	return K_GENERIC;
+}
+
+const char *sid__gemm_kernel_name(void)
+{
+	switch (kernel_pick()) {
+	case K_AVX512:
+		return "avx512";
+	case K_AVX2:
+		return "avx2";
+	case K_GENERIC:
+		break;
+	}
+	return "generic";
+}
+
+void sid__gemm_panels(const float *w, const float *wp, const float *b, enum sid_act act, int n,
+		      int k, const float *x, size_t P, float *y)
+{
+	switch (kernel_pick()) {
+#ifdef SID_HAVE_X86
+	case K_AVX512:
+		gemm_avx512(w, wp, b, act, n, k, x, P, y);
+		return;
+	case K_AVX2:
+		gemm_generic(generic_tile_avx2, w, wp, b, act, n, k, x, P, y);
+		return;
+#endif
+	default:
+		gemm_generic(generic_tile, w, wp, b, act, n, k, x, P, y);
+		return;
+	}
+}

@@ -1,0 +1,327 @@
+/*
+ * rq.c - greedy residual quantisation and the beam search for alternative
+ * code tuples; see rq.h for the exact rules.  Scores come from the
+ * deterministic panel GEMM of mlp.h, everything else is per-row arithmetic
+ * in a fixed order, so a row's result never depends on its neighbours.
+ */
+#include "rq.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "mlp.h"
+
+#define BEAM_SCORE_FLOATS (1u << 20) /* aim for a 4 MiB score matrix per pass */
+
+int sid__rq_kmax(const struct sid_tower *t)
+{
+	int kmax = 1;
+	for (int l = 0; l < t->L; l++)
+		if (t->K[l] > kmax)
+			kmax = t->K[l];
+	return kmax;
+}
+
+float sid__rq_sqnorm(const float *r, int E, size_t stride)
+{
+	double s = 0.0;
+	for (int e = 0; e < E; e++) {
+		double v = r[(size_t)e * stride];
+		s += v * v;
+	}
+	return (float)s;
+}
+
+/* Per lane of one panel's score block @sp ((K, 16)): the lowest k with the
+ * smallest cn[k] - 2 sp[k].  2 * s is exact, so this is the score of rq.h. */
+static void argmin_panel(const float *sp, const float *cn, int K, int32_t idx[SID__LANES])
+{
+	float best[SID__LANES];
+
+	for (int l = 0; l < SID__LANES; l++) {
+		best[l] = INFINITY;
+		idx[l] = 0;
+	}
+	for (int k = 0; k < K; k++) {
+		const float *row = sp + (size_t)k * SID__LANES;
+		for (int l = 0; l < SID__LANES; l++) {
+			float v = cn[k] - 2.0f * row[l];
+			if (v < best[l]) {
+				best[l] = v;
+				idx[l] = k;
+			}
+		}
+	}
+}
+
+void sid__rq_greedy(const struct sid_tower *t, float *r, size_t n, int32_t *codes, float *s)
+{
+	const int E = t->E, L = t->L;
+	const size_t P = sid__panels(n), pstride = (size_t)E * SID__LANES;
+
+	for (int l = 0; l < L; l++) {
+		const int K = t->K[l];
+		const float *C = t->codebook[l];
+
+		sid__gemm_panels(C, NULL, NULL, SID_ACT_IDENTITY, K, E, r, P, s);
+		for (size_t p = 0; p < P; p++) {
+			int32_t idx[SID__LANES];
+			float *rp = r + p * pstride;
+			size_t rows = n - p * SID__LANES;
+
+			if (rows > SID__LANES)
+				rows = SID__LANES;
+			argmin_panel(s + p * (size_t)K * SID__LANES, t->cnorm[l], K, idx);
+			for (size_t lane = 0; lane < rows; lane++)
+				codes[(p * SID__LANES + lane) * L + l] = idx[lane];
+			for (int lane = 0; lane < SID__LANES; lane++) {
+				const float *cw = C + (size_t)idx[lane] * E;
+				for (int e = 0; e < E; e++)
+					rp[(size_t)e * SID__LANES + lane] -= cw[e];
+			}
+		}
+	}
+}
+
+void sid__rq_quant(const struct sid_tower *t, const int32_t *codes, size_t n, float *quant)
+{
+	const int E = t->E, L = t->L;
+
+	for (size_t i = 0; i < n; i++) {
+		float *q = quant + i * E;
+		const int32_t *c = codes + i * L;
+		memcpy(q, t->codebook[0] + (size_t)c[0] * E, sizeof(float) * E);
+		for (int l = 1; l < L; l++) {
+			const float *cw = t->codebook[l] + (size_t)c[l] * E;
+			for (int e = 0; e < E; e++)
+				q[e] += cw[e];
+		}
+	}
+}
+
+/* ---- beam search ---------------------------------------------------------- */
+
+int sid__rq_beam_width(int n_alt)
+{
+	return 2 * (n_alt + 1);
+}
+
+static size_t round16(size_t n)
+{
+	return (n + 15) & ~(size_t)15;
+}
+
+/* Scratch carve-up for @rows rows of width W. */
+struct beam_buf {
+	float *r[2];	/* (rows*W, E) panel layout: beam residuals, current and next */
+	float *s;	/* (rows*W, kmax) panel layout: scores */
+	float *nrm[2];	/* (rows*W) ||r||^2 of each beam entry */
+	int32_t *c[2];	/* (rows*W, L) codes of each beam entry */
+	float *cscore;	/* (W) candidate scores of one row */
+	int32_t *cpar;	/* (W) candidate parent entry */
+	int32_t *ck;	/* (W) candidate code at this level */
+	int32_t *order; /* (W) final ranking */
+};
+
+static size_t beam_layout(const struct sid_tower *t, int W, size_t rows, float *base,
+			  struct beam_buf *bb)
+{
+	const size_t nv = rows * (size_t)W, pv = sid__panels(nv) * SID__LANES;
+	const size_t kmax = (size_t)sid__rq_kmax(t);
+	struct beam_buf o;
+	size_t off = 0;
+
+	memset(&o, 0, sizeof(o));
+#define TAKE(ptr, type, count)                                                                     \
+	do {                                                                                       \
+		if (base)                                                                          \
+			(ptr) = (type *)(void *)(base + off);                                      \
+		off += round16(count);                                                             \
+	} while (0)
+	TAKE(o.r[0], float, pv * t->E);
+	TAKE(o.r[1], float, pv * t->E);
+	TAKE(o.s, float, pv *kmax);
+	TAKE(o.nrm[0], float, nv);
+	TAKE(o.nrm[1], float, nv);
+	TAKE(o.c[0], int32_t, nv * t->L);
+	TAKE(o.c[1], int32_t, nv * t->L);
+	TAKE(o.cscore, float, (size_t)W);
+	TAKE(o.cpar, int32_t, (size_t)W);
+	TAKE(o.ck, int32_t, (size_t)W);
+	TAKE(o.order, int32_t, (size_t)W);
+#undef TAKE
+	if (bb)
+		*bb = o;
+	return off;
+}
+
+size_t sid__rq_beam_plan(const struct sid_tower *t, int n_alt, size_t rows_max, size_t *floats)
+{
+	const int W = sid__rq_beam_width(n_alt);
+	size_t per_row = (size_t)W * (size_t)sid__rq_kmax(t);
+	size_t rows = BEAM_SCORE_FLOATS / per_row;
+
+	if (rows < 1)
+		rows = 1;
+	if (rows > rows_max)
+		rows = rows_max;
+	*floats = beam_layout(t, W, rows, NULL, NULL);
+	return rows;
+}
+
+/* Lexicographic compare of (a[0..l-1], ka) and (b[0..l-1], kb). */
+static int lex_cmp(const int32_t *a, int32_t ka, const int32_t *b, int32_t kb, int l)
+{
+	for (int i = 0; i < l; i++)
+		if (a[i] != b[i])
+			return a[i] < b[i] ? -1 : 1;
+	if (ka != kb)
+		return ka < kb ? -1 : 1;
+	return 0;
+}
+
+/* Zero the padding lanes past @nv of a panel matrix with @F features. */
+static void zero_padding(float *x, size_t nv, int F)
+{
+	size_t P = sid__panels(nv);
+	if (nv == P * SID__LANES)
+		return;
+	float *last = x + (P - 1) * (size_t)F * SID__LANES;
+	for (int f = 0; f < F; f++)
+		for (size_t lane = nv % SID__LANES; lane < SID__LANES; lane++)
+			last[(size_t)f * SID__LANES + lane] = 0.0f;
+}
+
+static inline float *panel_at(float *x, size_t v, int F)
+{
+	return x + (v / SID__LANES) * (size_t)F * SID__LANES + v % SID__LANES;
+}
+
+void sid__rq_beam(const struct sid_tower *t, const float *z, size_t n, int n_alt,
+		  const int32_t *greedy, int32_t *alt_codes, float *alt_dist, int *alt_count,
+		  float *scratch)
+{
+	const int W = sid__rq_beam_width(n_alt), E = t->E, L = t->L;
+	struct beam_buf bb;
+	int cur = 0;
+	size_t nb = 1;
+
+	beam_layout(t, W, n, scratch, &bb);
+
+	/* Level 0 beam: the latent itself. */
+	for (size_t i = 0; i < n; i++) {
+		float *dst = panel_at(bb.r[0], i, E);
+		for (int e = 0; e < E; e++)
+			dst[(size_t)e * SID__LANES] = z[i * E + e];
+		bb.nrm[0][i] = sid__rq_sqnorm(z + i * E, E, 1);
+	}
+	zero_padding(bb.r[0], n, E);
+
+	for (int l = 0; l < L; l++) {
+		const int K = t->K[l];
+		const float *C = t->codebook[l], *cn = t->cnorm[l];
+		const size_t nv = n * nb;
+		size_t nb_next = nb * (size_t)K < (size_t)W ? nb * (size_t)K : (size_t)W;
+		const int nxt = cur ^ 1;
+
+		sid__gemm_panels(C, NULL, NULL, SID_ACT_IDENTITY, K, E, bb.r[cur], sid__panels(nv),
+				 bb.s);
+		for (size_t i = 0; i < n; i++) {
+			size_t cnt = 0;
+			for (size_t b = 0; b < nb; b++) {
+				const size_t v = i * nb + b;
+				const float *sp = panel_at(bb.s, v, K);
+				const int32_t *pc = bb.c[cur] + v * L;
+				const float nrm = bb.nrm[cur][v];
+				for (int k = 0; k < K; k++) {
+					float sc =
+					    nrm + (cn[k] - 2.0f * sp[(size_t)k * SID__LANES]);
+					size_t pos = cnt;
+					/* Insertion into the sorted candidate list. */
+					while (pos > 0) {
+						size_t q = pos - 1;
+						float qs = bb.cscore[q];
+						int before;
+						if (sc != qs)
+							before = sc < qs;
+						else
+							before =
+							    lex_cmp(pc, k,
+								    bb.c[cur] +
+									(i * nb + bb.cpar[q]) * L,
+								    bb.ck[q], l) < 0;
+						if (!before)
+							break;
+						pos = q;
+					}
+					if (pos >= nb_next)
+						continue;
+					size_t last = cnt < nb_next ? cnt : nb_next - 1;
+					for (size_t q = last; q > pos; q--) {
+						bb.cscore[q] = bb.cscore[q - 1];
+						bb.cpar[q] = bb.cpar[q - 1];
+						bb.ck[q] = bb.ck[q - 1];
+					}
+					bb.cscore[pos] = sc;
+					bb.cpar[pos] = (int32_t)b;
+					bb.ck[pos] = k;
+					if (cnt < nb_next)
+						cnt++;
+				}
+			}
+			/* Children: exact residuals, exactly as the greedy path. */
+			for (size_t c = 0; c < cnt; c++) {
+				const size_t v = i * nb + bb.cpar[c], u = i * nb_next + c;
+				const float *src = panel_at(bb.r[cur], v, E);
+				float *dst = panel_at(bb.r[nxt], u, E);
+				const float *cw = C + (size_t)bb.ck[c] * E;
+				for (int e = 0; e < E; e++)
+					dst[(size_t)e * SID__LANES] =
+					    src[(size_t)e * SID__LANES] - cw[e];
+				bb.nrm[nxt][u] = sid__rq_sqnorm(dst, E, SID__LANES);
+				memcpy(bb.c[nxt] + u * L, bb.c[cur] + v * L, sizeof(int32_t) * l);
+				bb.c[nxt][u * L + l] = bb.ck[c];
+			}
+		}
+		zero_padding(bb.r[nxt], n * nb_next, E);
+		nb = nb_next;
+		cur = nxt;
+	}
+
+	/* Rank the final tuples by exact distance, drop the greedy one. */
+	for (size_t i = 0; i < n; i++) {
+		const int32_t *codes = bb.c[cur] + i * nb * L;
+		const float *dist = bb.nrm[cur] + i * nb;
+		int m = 0;
+
+		for (size_t c = 0; c < nb; c++) {
+			size_t pos = c;
+			while (pos > 0) {
+				int q = bb.order[pos - 1];
+				int before = dist[c] != dist[q]
+						 ? dist[c] < dist[q]
+						 : lex_cmp(codes + c * L, 0, codes + (size_t)q * L,
+							   0, L) < 0;
+				if (!before)
+					break;
+				bb.order[pos] = q;
+				pos--;
+			}
+			bb.order[pos] = (int32_t)c;
+		}
+		for (size_t c = 0; c < nb && m < n_alt; c++) {
+			const int32_t *tc = codes + (size_t)bb.order[c] * L;
+			if (!memcmp(tc, greedy + i * L, sizeof(int32_t) * L))
+				continue;
+			memcpy(alt_codes + (i * n_alt + m) * L, tc, sizeof(int32_t) * L);
+			alt_dist[i * n_alt + m] = dist[bb.order[c]];
+			m++;
+		}
+		alt_count[i] = m;
+		for (int s = m; s < n_alt; s++) {
+			for (int l = 0; l < L; l++)
+				alt_codes[(i * n_alt + s) * L + l] = -1;
+			alt_dist[i * n_alt + s] = INFINITY;
+		}
+	}
+}
