@@ -28,7 +28,13 @@ struct srv_http {
 	int draining;  /* atomic */
 };
 
-enum req_state { REQ_NEW, REQ_BODY, REQ_WAIT, REQ_DONE };
+enum req_state {
+	REQ_BODY,  /* a POST: reading the body */
+	REQ_GET,   /* a GET route: answered on the next call */
+	REQ_READY, /* the response is decided; sent on the next call */
+	REQ_WAIT,  /* suspended: the batcher or a reload will answer */
+	REQ_DONE
+};
 
 struct req {
 	struct srv_http *h;
@@ -345,6 +351,21 @@ int srv_http_bearer_ok(const char *header, const char *token)
 	return diff == 0;
 }
 
+static int routes_post(enum srv_route r)
+{
+	return r == SRV_ROUTE_ITEMS_ENCODE || r == SRV_ROUTE_USERS_ENCODE || r == SRV_ROUTE_RELOAD;
+}
+
+/* Does the request carry a body (Content-Length > 0 or chunked)? */
+static int has_body(struct MHD_Connection *conn)
+{
+	const char *cl =
+	    MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+	if (MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING))
+		return 1;
+	return cl && strtoull(cl, NULL, 10) > 0;
+}
+
 /* First call for a request: route, method, headers.  Returns 1 when a
  * response is already decided. */
 static int on_headers(struct req *q, const char *url, const char *method)
@@ -432,24 +453,41 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		q->state = REQ_BODY;
 		*con_cls = q;
 		__atomic_add_fetch(&h->inflight, 1, __ATOMIC_RELAXED);
-		if (on_headers(q, url, method))
+		if (on_headers(q, url, method)) {
+			/* Refuse a body before it is sent (MHD then closes the
+			 * connection); otherwise answer on the next call, once MHD
+			 * knows the request is complete, so keep-alive survives. */
+			if (has_body(conn))
+				return send_response(q);
+			q->state = REQ_READY;
+			return MHD_YES;
+		}
+		if (!routes_post(q->route))
+			q->state = REQ_GET;
+		return MHD_YES;
+	}
+	if (q->state == REQ_READY || q->state == REQ_GET) {
+		if (*upload_size) {
+			*upload_size = 0; /* a body nobody asked for: dropped */
+			return MHD_YES;
+		}
+		if (q->state == REQ_READY)
 			return send_response(q);
 		switch (q->route) {
 		case SRV_ROUTE_HEALTHZ:
 			set_json(q, 200, json_pack("{s:s}", "status", "ok"));
-			return send_response(q);
+			break;
 		case SRV_ROUTE_READYZ:
 			route_readyz(q);
-			return send_response(q);
+			break;
 		case SRV_ROUTE_MODEL:
 			route_model(q);
-			return send_response(q);
-		case SRV_ROUTE_METRICS:
-			route_metrics(q);
-			return send_response(q);
+			break;
 		default:
-			return MHD_YES; /* a POST: the body follows */
+			route_metrics(q);
+			break;
 		}
+		return send_response(q);
 	}
 	switch (q->state) {
 	case REQ_BODY:

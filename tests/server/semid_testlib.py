@@ -256,10 +256,16 @@ class Server:
         self.proc.send_signal(sig)
 
     def wait(self, timeout=15):
+        """Exit status; raises if a sanitizer (SANITIZE= builds) reported anything."""
         try:
-            return self.proc.wait(timeout)
+            rc = self.proc.wait(timeout)
         finally:
             self.log.close()
+        text = self.log_text()
+        for mark in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
+            if mark in text:
+                raise AssertionError("semid-server sanitizer report:\n" + text[-4000:])
+        return rc
 
     def stop(self, timeout=15):
         if self.proc.poll() is None:
@@ -271,3 +277,23 @@ class Server:
             self.proc.kill()
         self.proc.wait(10)
         self.log.close()
+
+
+def doc_model(path):
+    """The small model proto/api.md's examples were produced with (and that
+    test_api_doc.py replays them against): model_version "demo-1"; item
+    tower 4 -> 4 (z = x), three levels of 8 codewords; user tower 4 -> 4,
+    two levels of 8.  Codebook values are multiples of 1/64, so the file is
+    the same bytes everywhere."""
+    rng = np.random.default_rng(2024)
+
+    def tower(levels, scales):
+        eye = np.eye(4, dtype=np.float32)
+        layers = [(np.vstack([eye, -eye]), np.zeros(8, np.float32)), (np.hstack([eye, -eye]), None)]
+        cbs = [(np.round(rng.standard_normal((8, 4)) * s * 64) / 64).astype(np.float32)
+               for s in scales[:levels]]
+        return Tower(layers, cbs, "relu", "none")
+
+    towers = {"item": tower(3, (1.0, 0.25, 0.0625)), "user": tower(2, (1.0, 0.25))}
+    write_model(path, towers, "demo-1")
+    return towers
