@@ -140,7 +140,8 @@ static void input_panels(const struct sid_tower *t, const float *x, size_t n, fl
 			const float *row = x + i * D;
 			if (t->input_norm == SID_NORM_L2) {
 				double ss = row_sqnorm(row, D);
-				scale = ss > 0.0 ? (float)(1.0 / sqrt(ss)) : 0.0f;
+				/* x / max(||x||, 1e-12), as torch F.normalize. */
+				scale = (float)(1.0 / fmax(sqrt(ss), 1e-12));
 			}
 			for (int f = 0; f < D; f++)
 				dst[(size_t)f * SID__LANES + lane] = row[f] * scale;

@@ -415,7 +415,7 @@ END_TEST
 
 START_TEST(l2_input_norm)
 {
-	static const float x[] = {3, 4, 0, 0, -30, 40, 1e-20f, 0};
+	static const float x[] = {3, 4, 0, 0, -30, 40, 1e-10f, 0, 1e-13f, -1e-13f};
 	static const float C0[] = {0.6f, 0.8f, 0, 0};
 	struct tt x2;
 	struct res r;
@@ -423,7 +423,7 @@ START_TEST(l2_input_norm)
 	tt_init(&x2, 2, SID_ACT_IDENTITY, SID_NORM_L2);
 	tt_layer(&x2, 2, I2, NULL);
 	tt_level(&x2, 2, C0);
-	encode_all(&x2.t, x, 4, 0, &r);
+	encode_all(&x2.t, x, 5, 0, &r);
 	ck_assert_float_eq_tol(r.latent[0], 0.6f, 1e-7f);
 	ck_assert_float_eq_tol(r.latent[1], 0.8f, 1e-7f);
 	/* The zero vector stays zero (no NaN). */
@@ -433,8 +433,11 @@ START_TEST(l2_input_norm)
 	ck_assert_float_eq(r.dist[1], 0.0f);
 	ck_assert_float_eq_tol(r.latent[4], -0.6f, 1e-7f);
 	ck_assert_float_eq_tol(r.latent[5], 0.8f, 1e-7f);
-	/* Tiny but non-zero rows still normalise to unit length. */
+	/* Small rows normalise to unit length; below 1e-12 the divisor is
+	 * 1e-12 (torch F.normalize's eps). */
 	ck_assert_float_eq_tol(r.latent[6], 1.0f, 3e-7f);
+	ck_assert_float_eq_tol(r.latent[8], 0.1f, 1e-7f);
+	ck_assert_float_eq_tol(r.latent[9], -0.1f, 1e-7f);
 	ck_assert_int_eq(r.codes[0], 0);
 	ck_assert_float_eq_tol(r.dist[0], 0.0f, 1e-12f);
 	res_free(&r);
