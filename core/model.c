@@ -100,6 +100,27 @@ void sid_model_unref(struct sid_model *m)
 
 /* ---- the "semid" metadata ---- */
 
+/*
+ * The index of string member @field of tower object @tv among @names, or a
+ * negative SID_E* code with a message naming towers.<tower>.<field>.
+ */
+static int tower_choice(const json_t *tv, const char *tname, const char *field,
+			const char *const *names, int n, const char *allowed, struct sid_error *err)
+{
+	const json_t *s = json_object_get(tv, field);
+	int v;
+
+	if (!json_is_string(s))
+		return sid_error_set(err, SID_EFORMAT, "metadata 'semid': towers.%s.%s %s", tname,
+				     field, s ? "is not a string" : "missing");
+	v = name_parse(names, n, json_string_value(s));
+	if (v < 0)
+		return sid_error_set(err, SID_EFORMAT,
+				     "metadata 'semid': towers.%s.%s '%.32s' unknown (%s)", tname,
+				     field, json_string_value(s), allowed);
+	return v;
+}
+
 static int parse_semid_meta(const char *text, struct sid_model *m, struct sid_error *err)
 {
 	json_error_t jerr;
@@ -151,7 +172,6 @@ static int parse_semid_meta(const char *text, struct sid_model *m, struct sid_er
 	json_object_foreach(towers, tname, tv)
 	{
 		int k = sid_tower_parse(tname), v;
-		json_t *a, *n;
 		if (k < 0) {
 			rc = sid_error_set(err, SID_EFORMAT,
 					   "metadata 'semid': unknown tower '%.64s' (towers are "
@@ -164,35 +184,16 @@ static int parse_semid_meta(const char *text, struct sid_model *m, struct sid_er
 					   "metadata 'semid': towers.%s is not an object", tname);
 			goto fail;
 		}
-		a = json_object_get(tv, "activation");
-		if (!json_is_string(a)) {
-			rc = sid_error_set(err, SID_EFORMAT,
-					   "metadata 'semid': towers.%s.activation %s", tname,
-					   a ? "is not a string" : "missing");
-			goto fail;
-		}
-		v = sid_act_parse(json_string_value(a));
+		v = tower_choice(tv, tname, "activation", act_names, N_ACT,
+				 "relu, silu, gelu, tanh, identity", err);
 		if (v < 0) {
-			rc = sid_error_set(err, SID_EFORMAT,
-					   "metadata 'semid': towers.%s.activation '%.32s' unknown "
-					   "(relu, silu, gelu, tanh, identity)",
-					   tname, json_string_value(a));
+			rc = v;
 			goto fail;
 		}
 		m->tower[k].act = (enum sid_act)v;
-		n = json_object_get(tv, "input_norm");
-		if (!json_is_string(n)) {
-			rc = sid_error_set(err, SID_EFORMAT,
-					   "metadata 'semid': towers.%s.input_norm %s", tname,
-					   n ? "is not a string" : "missing");
-			goto fail;
-		}
-		v = sid_norm_parse(json_string_value(n));
+		v = tower_choice(tv, tname, "input_norm", norm_names, N_NORM, "none, l2", err);
 		if (v < 0) {
-			rc = sid_error_set(err, SID_EFORMAT,
-					   "metadata 'semid': towers.%s.input_norm '%.32s' unknown "
-					   "(none, l2)",
-					   tname, json_string_value(n));
+			rc = v;
 			goto fail;
 		}
 		m->tower[k].input_norm = (enum sid_norm)v;
