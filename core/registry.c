@@ -1,0 +1,1090 @@
+/*
+ * registry.c - the backend-neutral half of the ID registry (registry.h):
+ * validation of ids, sid and prefix parsing and formatting, the suffix rule's
+ * gap search, the choice of backend, the per-handle lock, and the operations
+ * built on an ordered walk of the store (stats, diff, export, import).
+ * registry_sqlite.c and registry_pg.c implement struct sid__reg_ops.
+ */
+#include "registry.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "encode.h"
+
+#define IMPORT_BATCH   1000
+#define LINE_MAX_BYTES (64u << 20) /* one export line: an embedding of SID_MAX_DIM fits */
+#define DIFF_BATCH     256
+
+/* ---- ids, sids, prefixes ---- */
+
+int sid_reg_id_check(const char *id, struct sid_error *err)
+{
+	const unsigned char *s = (const unsigned char *)id;
+	size_t i = 0, len;
+
+	if (!id || !*id)
+		return sid_error_set(err, SID_EINVAL, "id is empty");
+	len = strlen(id);
+	if (len > SID_REG_ID_MAX)
+		return sid_error_set(err, SID_EINVAL,
+				     "id \"%.40s...\" is %zu bytes, the limit is %d", id, len,
+				     SID_REG_ID_MAX);
+	while (i < len) {
+		unsigned c = s[i];
+		int n;
+		uint32_t cp;
+		if (c < 0x20 || c == 0x7f)
+			return sid_error_set(err, SID_EINVAL,
+					     "id \"%.64s\": control character 0x%02x at byte %zu",
+					     id, c, i);
+		if (c < 0x80) {
+			i++;
+			continue;
+		}
+		if (c >= 0xc2 && c <= 0xdf)
+			n = 1, cp = c & 0x1f;
+		else if (c >= 0xe0 && c <= 0xef)
+			n = 2, cp = c & 0x0f;
+		else if (c >= 0xf0 && c <= 0xf4)
+			n = 3, cp = c & 0x07;
+		else
+			goto bad;
+		if (len - i - 1 < (size_t)n)
+			goto bad;
+		for (int k = 1; k <= n; k++) {
+			if ((s[i + k] & 0xc0) != 0x80)
+				goto bad;
+			cp = (cp << 6) | (s[i + k] & 0x3f);
+		}
+		if ((n == 2 && cp < 0x800) || (n == 3 && (cp < 0x10000 || cp > 0x10ffff)) ||
+		    (cp >= 0xd800 && cp <= 0xdfff))
+			goto bad;
+		i += n + 1;
+	}
+	return 0;
+bad:
+	return sid_error_set(err, SID_EINVAL, "id: invalid UTF-8 at byte %zu", i);
+}
+
+static int version_check(const char *v, struct sid_error *err)
+{
+	if (!v)
+		return sid_error_set(err, SID_EINVAL, "model_version is missing");
+	if (strlen(v) > SID_REG_VERSION_MAX)
+		return sid_error_set(err, SID_EINVAL,
+				     "model_version \"%.40s...\" is longer than %d bytes", v,
+				     SID_REG_VERSION_MAX);
+	for (const unsigned char *p = (const unsigned char *)v; *p; p++)
+		if (*p < 0x20 || *p == 0x7f)
+			return sid_error_set(err, SID_EINVAL,
+					     "model_version \"%.64s\": control character 0x%02x", v,
+					     *p);
+	return 0;
+}
+
+/*
+ * Split @s into '-' separated canonical decimal fields (at most @max).
+ * @what names the thing in messages ("sid", "prefix").
+ */
+static int fields_parse(const char *s, const char *what, int max, int64_t *val, int *n,
+			struct sid_error *err)
+{
+	const char *p = s;
+	int k = 0;
+
+	if (!s || !*s)
+		return sid_error_set(err, SID_EINVAL, "%s is empty", what);
+	for (;;) {
+		const char *start = p;
+		int64_t v = 0;
+		if (k == max)
+			return sid_error_set(err, SID_EINVAL,
+					     "%s \"%.64s\" has too many fields (at most %d)", what,
+					     s, max);
+		while (*p >= '0' && *p <= '9') {
+			int d = *p - '0';
+			if (v > (INT64_MAX - d) / 10)
+				return sid_error_set(err, SID_EINVAL,
+						     "%s \"%.64s\": field %d overflows", what, s,
+						     k + 1);
+			v = v * 10 + d;
+			p++;
+		}
+		if (p == start) {
+			if (*p == '-' || *p == '\0')
+				return sid_error_set(err, SID_EINVAL,
+						     "%s \"%.64s\": field %d is empty (fields are "
+						     "non-negative integers joined by '-')",
+						     what, s, k + 1);
+			return sid_error_set(err, SID_EINVAL,
+					     "%s \"%.64s\": field %d is not a non-negative decimal "
+					     "integer",
+					     what, s, k + 1);
+		}
+		if (*p != '-' && *p != '\0')
+			return sid_error_set(err, SID_EINVAL,
+					     "%s \"%.64s\": field %d is not a non-negative decimal "
+					     "integer",
+					     what, s, k + 1);
+		if (p - start > 1 && *start == '0')
+			return sid_error_set(err, SID_EINVAL,
+					     "%s \"%.64s\": field %d has a leading zero", what, s,
+					     k + 1);
+		val[k++] = v;
+		if (*p == '\0')
+			break;
+		p++;
+		if (*p == '\0')
+			return sid_error_set(err, SID_EINVAL, "%s \"%.64s\": ends with '-'", what,
+					     s);
+	}
+	*n = k;
+	return 0;
+}
+
+static int codes_from_fields(const char *s, const char *what, const int64_t *val, int n,
+			     int32_t *codes, struct sid_error *err)
+{
+	for (int l = 0; l < n; l++) {
+		if (val[l] >= SID_MAX_CODEBOOK)
+			return sid_error_set(err, SID_EINVAL,
+					     "%s \"%.64s\": code %" PRId64
+					     " at level %d is out of range (codes are below %d)",
+					     what, s, val[l], l, SID_MAX_CODEBOOK);
+		codes[l] = (int32_t)val[l];
+	}
+	return 0;
+}
+
+int sid_reg_sid_parse(const char *s, int32_t *codes, int *L, int64_t *suffix, struct sid_error *err)
+{
+	int64_t val[SID_MAX_LEVELS + 1];
+	int n, rc;
+
+	rc = fields_parse(s, "sid", SID_MAX_LEVELS + 1, val, &n, err);
+	if (rc)
+		return rc;
+	if (n < 2)
+		return sid_error_set(err, SID_EINVAL,
+				     "sid \"%.64s\" needs at least one code and a suffix", s);
+	rc = codes_from_fields(s, "sid", val, n - 1, codes, err);
+	if (rc)
+		return rc;
+	*L = n - 1;
+	*suffix = val[n - 1];
+	return 0;
+}
+
+int sid_reg_prefix_parse(const char *s, int32_t *codes, int *p, struct sid_error *err)
+{
+	int64_t val[SID_MAX_LEVELS];
+	int n, rc;
+
+	if (s && !*s) {
+		*p = 0;
+		return 0;
+	}
+	rc = fields_parse(s, "prefix", SID_MAX_LEVELS, val, &n, err);
+	if (rc)
+		return rc;
+	rc = codes_from_fields(s, "prefix", val, n, codes, err);
+	if (rc)
+		return rc;
+	*p = n;
+	return 0;
+}
+
+int sid_reg_sid_format(const int32_t *codes, int L, int64_t suffix, char *buf, size_t len)
+{
+	int total = 0;
+	for (int l = 0; l <= L; l++) {
+		int w;
+		size_t room = (size_t)total < len ? len - total : 0;
+		if (l < L)
+			w = snprintf(buf + (room ? total : 0), room, "%" PRId32 "-", codes[l]);
+		else
+			w = snprintf(buf + (room ? total : 0), room, "%" PRId64, suffix);
+		if (w < 0)
+			return w;
+		total += w;
+	}
+	return total;
+}
+
+void sid__reg_codes_pack(const int32_t *codes, int L, uint8_t *buf)
+{
+	for (int l = 0; l < L; l++) {
+		uint32_t c = (uint32_t)codes[l];
+		buf[4 * l] = c >> 24;
+		buf[4 * l + 1] = c >> 16;
+		buf[4 * l + 2] = c >> 8;
+		buf[4 * l + 3] = c;
+	}
+}
+
+int sid__reg_codes_unpack(const void *buf, size_t len, int32_t *codes, int *L)
+{
+	const uint8_t *b = buf;
+	if (len == 0 || len % 4 || len / 4 > SID_MAX_LEVELS)
+		return -1;
+	for (size_t l = 0; l < len / 4; l++) {
+		uint32_t c = (uint32_t)b[4 * l] << 24 | (uint32_t)b[4 * l + 1] << 16 |
+			     (uint32_t)b[4 * l + 2] << 8 | b[4 * l + 3];
+		if (c >= SID_MAX_CODEBOOK)
+			return -1;
+		codes[l] = (int32_t)c;
+	}
+	*L = (int)(len / 4);
+	return 0;
+}
+
+void sid__reg_gap_init(struct sid__reg_gap *g)
+{
+	g->next = 0;
+}
+
+int sid__reg_gap_feed(struct sid__reg_gap *g, int64_t used)
+{
+	if (used < g->next)
+		return 0; /* cannot happen in increasing order; ignore */
+	if (used > g->next)
+		return 1; /* g->next is free */
+	g->next++;
+	return 0;
+}
+
+int64_t sid__reg_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- open, close, and the locked wrappers ---- */
+
+static int is_conninfo(const char *t)
+{
+	return !strncmp(t, "postgresql://", 13) || !strncmp(t, "postgres://", 11) ||
+	       strstr(t, "host=") || strstr(t, "dbname=") || strstr(t, "service=");
+}
+
+int sid_registry_open(const char *target, unsigned flags, struct sid_registry **out,
+		      struct sid_error *err)
+{
+	int rc;
+
+	*out = NULL;
+	if (!target || !*target)
+		return sid_error_set(err, SID_EINVAL,
+				     "registry: no store given (a file path or a "
+				     "postgresql:// connection string)");
+	if (is_conninfo(target))
+		rc = sid__reg_pg_open(target, flags, out, err);
+	else
+		rc = sid__reg_sqlite_open(target, flags, out, err);
+	if (rc)
+		return rc;
+	pthread_mutex_init(&(*out)->lock, NULL);
+	return 0;
+}
+
+void sid_registry_close(struct sid_registry *r)
+{
+	if (!r)
+		return;
+	pthread_mutex_destroy(&r->lock);
+	r->ops->close(r);
+}
+
+const char *sid_registry_backend(const struct sid_registry *r)
+{
+	return r->ops->name;
+}
+
+int sid_registry_default_path(const char *model_path, char *buf, size_t len)
+{
+	const char *slash = strrchr(model_path, '/');
+	if (!slash)
+		return snprintf(buf, len, "semid-registry.db");
+	return snprintf(buf, len, "%.*s/semid-registry.db", (int)(slash - model_path) + 0,
+			model_path);
+}
+
+static int kind_check(int kind, struct sid_error *err)
+{
+	if (kind != SID_TOWER_ITEM && kind != SID_TOWER_USER)
+		return sid_error_set(err, SID_EINVAL, "registry: unknown kind %d", kind);
+	return 0;
+}
+
+int sid_registry_assign(struct sid_registry *r, enum sid_tower_kind kind,
+			const struct sid_reg_item *items, size_t n, int L, int D,
+			const char *model_version, unsigned flags, struct sid_reg_entry *out,
+			struct sid_error *err)
+{
+	int rc, any_emb = 0;
+
+	rc = kind_check(kind, err);
+	if (rc)
+		return rc;
+	if (L < 1 || L > SID_MAX_LEVELS)
+		return sid_error_set(err, SID_EINVAL, "assign: %d levels (1..%d)", L,
+				     SID_MAX_LEVELS);
+	rc = version_check(model_version, err);
+	if (rc)
+		return rc;
+	for (size_t i = 0; i < n; i++) {
+		rc = sid_reg_id_check(items[i].id, err);
+		if (rc) {
+			if (err)
+				err->index = (long)i;
+			return sid_error_prefix(err, "input %zu", i);
+		}
+		if (!items[i].codes)
+			return sid_error_set_at(err, SID_EINVAL, (long)i, "input %zu: no codes", i);
+		for (int l = 0; l < L; l++)
+			if (items[i].codes[l] < 0 || items[i].codes[l] >= SID_MAX_CODEBOOK)
+				return sid_error_set_at(err, SID_EINVAL, (long)i,
+							"input %zu (id \"%.64s\"): code %" PRId32
+							" at level %d out of range",
+							i, items[i].id, items[i].codes[l], l);
+		if (items[i].emb)
+			any_emb = 1;
+	}
+	if (any_emb && (D < 1 || D > SID_MAX_DIM))
+		return sid_error_set(err, SID_EINVAL, "assign: embedding width %d (1..%d)", D,
+				     SID_MAX_DIM);
+	if (n == 0)
+		return 0;
+	pthread_mutex_lock(&r->lock);
+	rc = r->ops->assign(r, kind, items, n, L, any_emb ? D : 0, model_version, flags,
+			    sid__reg_now_ms(), out, err);
+	pthread_mutex_unlock(&r->lock);
+	return rc;
+}
+
+int sid_registry_get(struct sid_registry *r, enum sid_tower_kind kind, const char *id,
+		     struct sid_reg_entry *out, struct sid_error *err)
+{
+	int rc = kind_check(kind, err);
+	if (!rc)
+		rc = sid_reg_id_check(id, err);
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&r->lock);
+	rc = r->ops->get(r, kind, id, out, err);
+	pthread_mutex_unlock(&r->lock);
+	return rc;
+}
+
+int sid_registry_levels(struct sid_registry *r, enum sid_tower_kind kind, int *L,
+			struct sid_error *err)
+{
+	int rc = kind_check(kind, err);
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&r->lock);
+	rc = r->ops->levels(r, kind, L, err);
+	pthread_mutex_unlock(&r->lock);
+	return rc;
+}
+
+int sid_registry_get_sid(struct sid_registry *r, enum sid_tower_kind kind, const char *sid,
+			 struct sid_reg_entry *out, struct sid_error *err)
+{
+	int32_t codes[SID_MAX_LEVELS];
+	int L, Ls, rc;
+	int64_t suffix;
+
+	rc = kind_check(kind, err);
+	if (!rc)
+		rc = sid_reg_sid_parse(sid, codes, &L, &suffix, err);
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&r->lock);
+	rc = r->ops->levels(r, kind, &Ls, err);
+	if (rc)
+		goto out;
+	if (Ls == 0) {
+		rc = sid_error_set(err, SID_ENOTFOUND, "sid %s: not found (no %s IDs stored yet)",
+				   sid, sid_tower_name(kind));
+		goto out;
+	}
+	if (L != Ls) {
+		rc = sid_error_set(err, SID_EINVAL, "sid \"%.64s\" has %d levels; %s IDs have %d",
+				   sid, L, sid_tower_name(kind), Ls);
+		goto out;
+	}
+	rc = r->ops->get_sid(r, kind, codes, L, suffix, out, err);
+out:
+	pthread_mutex_unlock(&r->lock);
+	return rc;
+}
+
+/* @b (@len bytes) + 1 as a big-endian number; returns 0 when it overflowed. */
+static int bytes_increment(uint8_t *b, size_t len)
+{
+	for (size_t i = len; i-- > 0;) {
+		if (b[i] != 0xff) {
+			b[i]++;
+			return 1;
+		}
+		b[i] = 0;
+	}
+	return 0;
+}
+
+int sid_registry_list(struct sid_registry *r, enum sid_tower_kind kind, const char *prefix,
+		      const char *cursor, size_t limit, struct sid_reg_entry *out, size_t *n_out,
+		      char *next_cursor, struct sid_error *err)
+{
+	int32_t pc[SID_MAX_LEVELS], cc[SID_MAX_LEVELS];
+	uint8_t lo[SID__REG_CODES_BYTES], hi[SID__REG_CODES_BYTES + 1], after[SID__REG_CODES_BYTES];
+	size_t lo_len, hi_len, after_len, got = 0;
+	int p, Ls, cl = 0, rc;
+	int64_t after_suffix = -1;
+	struct sid_reg_entry *buf = NULL;
+
+	*n_out = 0;
+	next_cursor[0] = '\0';
+	rc = kind_check(kind, err);
+	if (!rc)
+		rc = sid_reg_prefix_parse(prefix ? prefix : "", pc, &p, err);
+	if (rc)
+		return rc;
+	if (limit < 1 || limit > SID_REG_PAGE_MAX)
+		return sid_error_set(err, SID_EINVAL, "limit %zu (1..%d)", limit, SID_REG_PAGE_MAX);
+	if (cursor && *cursor) {
+		rc = sid_reg_sid_parse(cursor, cc, &cl, &after_suffix, err);
+		if (rc)
+			return sid_error_prefix(err, "cursor");
+	}
+	buf = malloc((limit + 1) * sizeof(*buf));
+	if (!buf)
+		return sid_error_set(err, SID_ENOMEM, "list: out of memory");
+	pthread_mutex_lock(&r->lock);
+	rc = r->ops->levels(r, kind, &Ls, err);
+	if (rc || Ls == 0)
+		goto out;
+	if (p > Ls) {
+		rc =
+		    sid_error_set(err, SID_EINVAL, "prefix \"%.64s\" has %d levels; %s IDs have %d",
+				  prefix, p, sid_tower_name(kind), Ls);
+		goto out;
+	}
+	if (cl && cl != Ls) {
+		rc =
+		    sid_error_set(err, SID_EINVAL, "cursor \"%.64s\" has %d levels; %s IDs have %d",
+				  cursor, cl, sid_tower_name(kind), Ls);
+		goto out;
+	}
+	sid__reg_codes_pack(pc, p, lo);
+	lo_len = 4 * (size_t)p;
+	memcpy(hi, lo, lo_len);
+	hi_len = lo_len;
+	if (!bytes_increment(hi, hi_len)) {
+		hi[0] = 0xff; /* above every codes string (codes < 2^31) */
+		hi_len = 1;
+	}
+	if (cl) {
+		sid__reg_codes_pack(cc, cl, after);
+		after_len = 4 * (size_t)cl;
+	} else {
+		memcpy(after, lo, lo_len);
+		after_len = lo_len;
+		after_suffix = -1;
+	}
+	rc = r->ops->list(r, kind, lo, lo_len, hi, hi_len, after, after_len, after_suffix,
+			  limit + 1, buf, &got, err);
+	if (rc)
+		goto out;
+	*n_out = got > limit ? limit : got;
+	memcpy(out, buf, *n_out * sizeof(*out));
+	if (got > limit)
+		sid_reg_sid_format(out[limit - 1].codes, out[limit - 1].L, out[limit - 1].suffix,
+				   next_cursor, SID_REG_SID_MAX);
+out:
+	pthread_mutex_unlock(&r->lock);
+	free(buf);
+	return rc;
+}
+
+int sid_registry_foreach(struct sid_registry *r, int kind, int want_emb, sid_reg_foreach_fn fn,
+			 void *ctx, struct sid_error *err)
+{
+	int rc;
+	if (kind != -1 && (rc = kind_check(kind, err)))
+		return rc;
+	pthread_mutex_lock(&r->lock);
+	rc = r->ops->foreach (r, kind, want_emb, fn, ctx, err);
+	pthread_mutex_unlock(&r->lock);
+	return rc;
+}
+
+/* ---- stats ---- */
+
+struct stats_ctx {
+	struct sid_reg_stats *st;
+	int32_t prev[SID_MAX_LEVELS];
+	int prev_L;
+};
+
+static int suffix_bucket(int64_t s)
+{
+	return s <= 0 ? 0 : 64 - __builtin_clzll((unsigned long long)s);
+}
+
+static int stats_fn(const struct sid_reg_entry *e, const float *emb, void *p)
+{
+	struct stats_ctx *c = p;
+	struct sid_reg_stats *st = c->st;
+	int d = 0;
+
+	if (st->items && c->prev_L == e->L)
+		while (d < e->L && c->prev[d] == e->codes[d])
+			d++;
+	for (int l = d; l < e->L; l++)
+		st->prefixes[l]++;
+	memcpy(c->prev, e->codes, sizeof(c->prev));
+	c->prev_L = e->L;
+	st->items++;
+	if (e->L > st->L)
+		st->L = e->L;
+	if (e->suffix > st->max_suffix)
+		st->max_suffix = e->suffix;
+	st->suffix_hist[suffix_bucket(e->suffix)]++;
+	if (e->D)
+		st->with_embedding++;
+	return 0;
+}
+
+int sid_registry_stats(struct sid_registry *r, enum sid_tower_kind kind, struct sid_reg_stats *st,
+		       struct sid_error *err)
+{
+	struct stats_ctx c;
+	memset(st, 0, sizeof(*st));
+	st->max_suffix = -1;
+	memset(&c, 0, sizeof(c));
+	c.st = st;
+	return sid_registry_foreach(r, kind, 0, stats_fn, &c, err);
+}
+
+/* ---- diff ---- */
+
+struct diff_ctx {
+	const struct sid_tower *t;
+	struct sid_reg_diff *d;
+	struct sid_workspace *ws;
+	float *x;	/* (DIFF_BATCH, D) */
+	int32_t *old;	/* (DIFF_BATCH, SID_MAX_LEVELS) */
+	int32_t *codes; /* (DIFF_BATCH, L_new) */
+	size_t n;
+	struct sid_error *err;
+	int rc;
+};
+
+static int diff_flush(struct diff_ctx *c)
+{
+	struct sid_encode_out o = {.codes = c->codes};
+	struct sid_reg_diff *d = c->d;
+	int Lmin = d->L_old < d->L_new ? d->L_old : d->L_new;
+	int rc;
+
+	if (!c->n)
+		return 0;
+	rc = sid_encode(c->t, c->x, c->n, &o, c->ws, c->err);
+	if (rc)
+		return rc;
+	for (size_t i = 0; i < c->n; i++) {
+		const int32_t *a = c->old + i * SID_MAX_LEVELS, *b = c->codes + i * d->L_new;
+		int any = 0;
+		for (int l = 0; l < Lmin; l++) {
+			if (a[l] != b[l]) {
+				d->level_changed[l]++;
+				any = 1;
+			}
+			if (any)
+				d->prefix_changed[l]++;
+		}
+		if (any || d->L_old != d->L_new)
+			d->changed++;
+		d->compared++;
+	}
+	c->n = 0;
+	return 0;
+}
+
+static int diff_fn(const struct sid_reg_entry *e, const float *emb, void *p)
+{
+	struct diff_ctx *c = p;
+	struct sid_reg_diff *d = c->d;
+
+	d->items++;
+	if (d->L_old == 0)
+		d->L_old = e->L;
+	if (!emb) {
+		d->no_embedding++;
+		return 0;
+	}
+	if (e->D != c->t->D) {
+		d->wrong_dim++;
+		return 0;
+	}
+	memcpy(c->x + c->n * c->t->D, emb, sizeof(float) * c->t->D);
+	memcpy(c->old + c->n * SID_MAX_LEVELS, e->codes, sizeof(e->codes));
+	if (++c->n == DIFF_BATCH)
+		c->rc = diff_flush(c);
+	return c->rc;
+}
+
+int sid_registry_diff(struct sid_registry *r, enum sid_tower_kind kind, const struct sid_model *m,
+		      struct sid_reg_diff *d, struct sid_error *err)
+{
+	struct diff_ctx c;
+	int rc;
+
+	memset(d, 0, sizeof(*d));
+	memset(&c, 0, sizeof(c));
+	rc = kind_check(kind, err);
+	if (rc)
+		return rc;
+	c.t = sid_model_tower(m, kind);
+	if (!c.t)
+		return sid_error_set(err, SID_ENOTFOUND, "diff: the model has no %s tower",
+				     sid_tower_name(kind));
+	d->L_new = c.t->L;
+	c.d = d;
+	c.err = err;
+	c.ws = sid_workspace_new();
+	c.x = malloc(sizeof(float) * DIFF_BATCH * c.t->D);
+	c.old = malloc(sizeof(int32_t) * DIFF_BATCH * SID_MAX_LEVELS);
+	c.codes = malloc(sizeof(int32_t) * DIFF_BATCH * c.t->L);
+	if (!c.ws || !c.x || !c.old || !c.codes) {
+		rc = sid_error_set(err, SID_ENOMEM, "diff: out of memory");
+		goto fail;
+	}
+	rc = sid_registry_foreach(r, kind, 1, diff_fn, &c, err);
+	if (!rc)
+		rc = diff_flush(&c);
+	/* when diff_fn stopped the walk, err holds the encoder's message */
+fail:
+	sid_workspace_free(c.ws);
+	free(c.x);
+	free(c.old);
+	free(c.codes);
+	return rc;
+}
+
+/* ---- export and import ---- */
+
+static const char b64chars[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/* Base64 of @len bytes into a malloc'ed string. */
+static char *b64_encode(const void *buf, size_t len)
+{
+	const uint8_t *s = buf;
+	char *out = malloc((len + 2) / 3 * 4 + 1), *o = out;
+	if (!out)
+		return NULL;
+	for (size_t i = 0; i < len; i += 3) {
+		uint32_t v = (uint32_t)s[i] << 16;
+		if (i + 1 < len)
+			v |= (uint32_t)s[i + 1] << 8;
+		if (i + 2 < len)
+			v |= s[i + 2];
+		*o++ = b64chars[v >> 18];
+		*o++ = b64chars[(v >> 12) & 63];
+		*o++ = i + 1 < len ? b64chars[(v >> 6) & 63] : '=';
+		*o++ = i + 2 < len ? b64chars[v & 63] : '=';
+	}
+	*o = '\0';
+	return out;
+}
+
+/* Decode padded base64 of little-endian float32 into a malloc'ed array. */
+static int b64_floats(const char *s, size_t slen, float **out, int *D)
+{
+	uint8_t *buf;
+	size_t n = 0;
+	uint32_t acc = 0;
+	int bits = 0, pad = 0;
+
+	*out = NULL;
+	if (slen % 4)
+		return -1;
+	buf = malloc(slen / 4 * 3 + 4);
+	if (!buf)
+		return -1;
+	for (size_t i = 0; i < slen; i++) {
+		const char *q;
+		if (s[i] == '=') {
+			if (i < slen - 2 || (i == slen - 2 && s[slen - 1] != '='))
+				goto bad;
+			pad++;
+			continue;
+		}
+		q = memchr(b64chars, s[i], 64);
+		if (!q || !s[i])
+			goto bad;
+		acc = acc << 6 | (uint32_t)(q - b64chars);
+		bits += 6;
+		if (bits >= 8) {
+			bits -= 8;
+			buf[n++] = (uint8_t)(acc >> bits);
+		}
+	}
+	(void)pad;
+	if (n == 0 || n % 4 || n / 4 > SID_MAX_DIM)
+		goto bad;
+	for (size_t i = 0; i < n / 4; i++) {
+		float f;
+		uint32_t u = (uint32_t)buf[4 * i] | (uint32_t)buf[4 * i + 1] << 8 |
+			     (uint32_t)buf[4 * i + 2] << 16 | (uint32_t)buf[4 * i + 3] << 24;
+		memcpy(&f, &u, 4);
+		if (!isfinite(f))
+			goto bad;
+		memcpy(buf + 4 * i, &f, 4);
+	}
+	*out = (float *)(void *)buf;
+	*D = (int)(n / 4);
+	return 0;
+bad:
+	free(buf);
+	return -1;
+}
+
+static void time_format(int64_t ms, char out[80])
+{
+	time_t t = (time_t)(ms / 1000);
+	struct tm tm;
+	gmtime_r(&t, &tm);
+	snprintf(out, 80, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+		 tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000));
+}
+
+static int time_parse(const char *s, int64_t *ms)
+{
+	struct tm tm;
+	int y, mo, d, h, mi, se, f, n = 0;
+	time_t t;
+
+	if (strlen(s) != 24 ||
+	    sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d.%3dZ%n", &y, &mo, &d, &h, &mi, &se, &f, &n) != 7 ||
+	    n != 24)
+		return -1;
+	if (y < 1970 || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || se > 60 ||
+	    f < 0 || h < 0 || mi < 0 || se < 0)
+		return -1;
+	memset(&tm, 0, sizeof(tm));
+	tm.tm_year = y - 1900;
+	tm.tm_mon = mo - 1;
+	tm.tm_mday = d;
+	tm.tm_hour = h;
+	tm.tm_min = mi;
+	tm.tm_sec = se;
+	t = timegm(&tm);
+	if (t == (time_t)-1)
+		return -1;
+	*ms = (int64_t)t * 1000 + f;
+	return 0;
+}
+
+/* The little-endian bytes of @D floats (a copy on big-endian hosts is not
+ * needed: semid targets little-endian machines, as the model format does). */
+struct export_ctx {
+	FILE *f;
+	enum sid_reg_format fmt;
+	int with_emb;
+	struct sid_error *err;
+};
+
+static int export_fn(const struct sid_reg_entry *e, const float *emb, void *p)
+{
+	struct export_ctx *c = p;
+	char sid[SID_REG_SID_MAX], ct[80], ut[80];
+	char *b64 = NULL;
+	int rc = 0;
+
+	sid_reg_sid_format(e->codes, e->L, e->suffix, sid, sizeof(sid));
+	time_format(e->created_ms, ct);
+	time_format(e->updated_ms, ut);
+	if (c->with_emb && emb) {
+		b64 = b64_encode(emb, sizeof(float) * e->D);
+		if (!b64)
+			return sid_error_set(c->err, SID_ENOMEM, "export: out of memory");
+	}
+	if (c->fmt == SID_REG_TSV) {
+		if (fprintf(c->f, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", sid_tower_name(e->kind), e->id,
+			    sid, e->model_version, ct, ut, b64 ? b64 : "") < 0)
+			rc = sid_error_set(c->err, SID_EIO, "export: write failed: %s",
+					   strerror(errno));
+	} else {
+		json_t *codes = json_array(), *o;
+		char *line;
+		for (int l = 0; l < e->L; l++)
+			json_array_append_new(codes, json_integer(e->codes[l]));
+		o = json_pack("{s:s, s:s, s:o, s:I, s:s, s:s, s:s, s:s}", "kind",
+			      sid_tower_name(e->kind), "id", e->id, "codes", codes, "suffix",
+			      (json_int_t)e->suffix, "sid", sid, "model_version", e->model_version,
+			      "created_at", ct, "updated_at", ut);
+		if (o && b64)
+			json_object_set_new(o, "embedding_b64", json_string(b64));
+		line = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+		if (!line)
+			rc = sid_error_set(c->err, SID_ENOMEM, "export: id %s: JSON failed", e->id);
+		else if (fprintf(c->f, "%s\n", line) < 0)
+			rc = sid_error_set(c->err, SID_EIO, "export: write failed: %s",
+					   strerror(errno));
+		free(line);
+		json_decref(o);
+	}
+	free(b64);
+	return rc;
+}
+
+int sid_registry_export(struct sid_registry *r, int kind, enum sid_reg_format fmt, int with_emb,
+			FILE *f, struct sid_error *err)
+{
+	struct export_ctx c = {f, fmt, with_emb, err};
+	int rc;
+
+	if (fmt == SID_REG_TSV &&
+	    fprintf(f, "kind\tid\tsid\tmodel_version\tcreated_at\tupdated_at\tembedding_b64\n") < 0)
+		return sid_error_set(err, SID_EIO, "export: write failed: %s", strerror(errno));
+	rc = sid_registry_foreach(r, kind, with_emb, export_fn, &c, err);
+	if (!rc && fflush(f))
+		rc = sid_error_set(err, SID_EIO, "export: write failed: %s", strerror(errno));
+	return rc;
+}
+
+/* Fill @e (and *emb) from one TSV line (no newline) or JSON line. */
+static int line_parse_fields(const char *kind, const char *id, const char *sid, const char *version,
+			     const char *ct, const char *ut, const char *b64,
+			     struct sid_reg_entry *e, float **emb, struct sid_error *err)
+{
+	int k = sid_tower_parse(kind);
+	int rc;
+
+	memset(e, 0, sizeof(*e));
+	*emb = NULL;
+	if (k < 0)
+		return sid_error_set(err, SID_EFORMAT, "kind \"%.32s\" is not item or user", kind);
+	e->kind = k;
+	rc = sid_reg_id_check(id, err);
+	if (!rc)
+		rc = sid_reg_sid_parse(sid, e->codes, &e->L, &e->suffix, err);
+	if (!rc)
+		rc = version_check(version, err);
+	if (rc) {
+		if (err)
+			err->code = SID_EFORMAT;
+		return SID_EFORMAT;
+	}
+	strcpy(e->id, id);
+	strcpy(e->model_version, version);
+	if (time_parse(ct, &e->created_ms) || time_parse(ut, &e->updated_ms))
+		return sid_error_set(
+		    err, SID_EFORMAT,
+		    "bad time \"%.32s\" / \"%.32s\" (want 2026-01-31T12:00:00.000Z)", ct, ut);
+	if (b64 && *b64 && b64_floats(b64, strlen(b64), emb, &e->D))
+		return sid_error_set(err, SID_EFORMAT,
+				     "embedding_b64 is not base64 of finite little-endian float32");
+	return 0;
+}
+
+static int line_parse_tsv(char *line, struct sid_reg_entry *e, float **emb, struct sid_error *err)
+{
+	char *f[8];
+	int n = 0;
+	char *p = line;
+
+	for (;;) {
+		if (n == 8)
+			break;
+		f[n++] = p;
+		p = strchr(p, '\t');
+		if (!p)
+			break;
+		*p++ = '\0';
+	}
+	if (n != 6 && n != 7)
+		return sid_error_set(err, SID_EFORMAT,
+				     "%d tab-separated fields, want 7 (kind id sid "
+				     "model_version created_at updated_at "
+				     "embedding_b64)",
+				     n);
+	return line_parse_fields(f[0], f[1], f[2], f[3], f[4], f[5], n == 7 ? f[6] : NULL, e, emb,
+				 err);
+}
+
+static int line_parse_json(const char *line, struct sid_reg_entry *e, float **emb,
+			   struct sid_error *err)
+{
+	json_error_t je;
+	json_t *o = json_loads(line, JSON_REJECT_DUPLICATES, &je), *codes = NULL;
+	const char *kind, *id, *sid, *ver, *ct, *ut, *b64 = NULL;
+	json_int_t suffix = -1;
+	int rc;
+
+	if (!o)
+		return sid_error_set(err, SID_EFORMAT, "JSON: %s (column %d)", je.text, je.column);
+	if (json_unpack_ex(o, &je, 0, "{s:s, s:s, s:s, s:s, s:s, s:s, s?s, s?o, s?I}", "kind",
+			   &kind, "id", &id, "sid", &sid, "model_version", &ver, "created_at", &ct,
+			   "updated_at", &ut, "embedding_b64", &b64, "codes", &codes, "suffix",
+			   &suffix)) {
+		rc = sid_error_set(err, SID_EFORMAT, "JSON: %s", je.text);
+		goto fail;
+	}
+	rc = line_parse_fields(kind, id, sid, ver, ct, ut, b64, e, emb, err);
+	if (rc)
+		goto fail;
+	if (codes) {
+		int ok = json_is_array(codes) && (int)json_array_size(codes) == e->L;
+		for (int l = 0; ok && l < e->L; l++)
+			ok = json_integer_value(json_array_get(codes, l)) == e->codes[l] &&
+			     json_is_integer(json_array_get(codes, l));
+		if (!ok) {
+			rc = sid_error_set(err, SID_EFORMAT, "\"codes\" disagree with sid %s", sid);
+			goto fail;
+		}
+	}
+	if (suffix != -1 && suffix != e->suffix)
+		rc = sid_error_set(err, SID_EFORMAT, "\"suffix\" disagrees with sid %s", sid);
+fail:
+	json_decref(o);
+	if (rc) {
+		free(*emb);
+		*emb = NULL;
+	}
+	return rc;
+}
+
+struct import_batch {
+	struct sid_reg_entry *e, *existing;
+	float **emb;
+	int *status;
+	long *line;
+	size_t n;
+};
+
+static int import_flush(struct sid_registry *r, struct import_batch *b, sid_reg_conflict_fn fn,
+			void *ctx, struct sid_reg_import_result *res, struct sid_error *err)
+{
+	int rc = 0;
+
+	if (b->n) {
+		pthread_mutex_lock(&r->lock);
+		rc = r->ops->import(r, b->e, (const float *const *)b->emb, b->n, b->status,
+				    b->existing, err);
+		pthread_mutex_unlock(&r->lock);
+	}
+	for (size_t i = 0; !rc && i < b->n; i++) {
+		char msg[1024], s1[SID_REG_SID_MAX], s2[SID_REG_SID_MAX];
+		const struct sid_reg_entry *e = &b->e[i], *x = &b->existing[i];
+		const char *kn = sid_tower_name(e->kind);
+		sid_reg_sid_format(e->codes, e->L, e->suffix, s1, sizeof(s1));
+		sid_reg_sid_format(x->codes, x->L, x->suffix, s2, sizeof(s2));
+		switch (b->status[i]) {
+		case SID__REG_IMPORT_ADDED:
+			res->added++;
+			continue;
+		case SID__REG_IMPORT_SAME:
+			res->same++;
+			continue;
+		case SID__REG_IMPORT_CONFLICT_ID:
+			snprintf(msg, sizeof(msg), "%s id \"%s\": stored as %s, the file says %s",
+				 kn, e->id, s2, s1);
+			break;
+		case SID__REG_IMPORT_CONFLICT_SID:
+			snprintf(msg, sizeof(msg), "%s sid %s of id \"%s\" is held by id \"%s\"",
+				 kn, s1, e->id, x->id);
+			break;
+		default:
+			snprintf(msg, sizeof(msg),
+				 "%s id \"%s\": sid %s has %d levels, stored %s IDs have another "
+				 "number",
+				 kn, e->id, s1, e->L, kn);
+		}
+		res->conflicts++;
+		if (fn)
+			fn(b->line[i], msg, ctx);
+	}
+	for (size_t i = 0; i < b->n; i++)
+		free(b->emb[i]);
+	b->n = 0;
+	return rc;
+}
+
+int sid_registry_import(struct sid_registry *r, enum sid_reg_format fmt, FILE *f,
+			sid_reg_conflict_fn on_conflict, void *ctx,
+			struct sid_reg_import_result *res, struct sid_error *err)
+{
+	struct import_batch b;
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t len;
+	long lineno = 0;
+	int rc = 0;
+
+	memset(res, 0, sizeof(*res));
+	memset(&b, 0, sizeof(b));
+	b.e = calloc(IMPORT_BATCH, sizeof(*b.e));
+	b.existing = calloc(IMPORT_BATCH, sizeof(*b.existing));
+	b.emb = calloc(IMPORT_BATCH, sizeof(*b.emb));
+	b.status = calloc(IMPORT_BATCH, sizeof(*b.status));
+	b.line = calloc(IMPORT_BATCH, sizeof(*b.line));
+	if (!b.e || !b.existing || !b.emb || !b.status || !b.line) {
+		rc = sid_error_set(err, SID_ENOMEM, "import: out of memory");
+		goto fail;
+	}
+	while ((len = getline(&line, &cap, f)) >= 0) {
+		lineno++;
+		if ((size_t)len > LINE_MAX_BYTES) {
+			rc = sid_error_set_at(err, SID_EFORMAT, lineno,
+					      "line %ld: longer than %u bytes", lineno,
+					      LINE_MAX_BYTES);
+			goto fail;
+		}
+		while (len && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+			line[--len] = '\0';
+		if (len == 0 || (fmt == SID_REG_TSV && lineno == 1 && !strncmp(line, "kind\t", 5)))
+			continue;
+		if ((size_t)len != strlen(line)) {
+			rc = sid_error_set_at(err, SID_EFORMAT, lineno, "line %ld: NUL byte",
+					      lineno);
+			goto fail;
+		}
+		rc = fmt == SID_REG_TSV ? line_parse_tsv(line, &b.e[b.n], &b.emb[b.n], err)
+					: line_parse_json(line, &b.e[b.n], &b.emb[b.n], err);
+		if (rc) {
+			if (err)
+				err->index = lineno;
+			sid_error_prefix(err, "line %ld", lineno);
+			goto fail;
+		}
+		b.line[b.n++] = lineno;
+		if (b.n == IMPORT_BATCH && (rc = import_flush(r, &b, on_conflict, ctx, res, err)))
+			goto fail;
+	}
+	if (ferror(f)) {
+		rc = sid_error_set(err, SID_EIO, "import: read failed: %s", strerror(errno));
+		goto fail;
+	}
+	rc = import_flush(r, &b, on_conflict, ctx, res, err);
+fail:
+	for (size_t i = 0; b.emb && i < b.n; i++)
+		free(b.emb[i]);
+	free(b.e);
+	free(b.existing);
+	free(b.emb);
+	free(b.status);
+	free(b.line);
+	free(line);
+	return rc;
+}

@@ -1,0 +1,313 @@
+/*
+ * registry.h - the ID registry: stable, unique, durable semantic IDs.
+ *
+ * An encoder gives an item its codes (c_0..c_{L-1}); two items may share
+ * them.  The registry turns codes into an ID no other item holds by adding a
+ * suffix, and remembers it, so the item keeps that ID across retrains:
+ *
+ *   full ID (sid) = codes + suffix, written "12-7-200-0" (dash form, the
+ *   suffix last).  The first time an id is assigned it takes the smallest
+ *   suffix not held by another id with the same codes (0 first).  Assigning a
+ *   known id returns its stored ID unchanged, even when its codes differ now,
+ *   unless SID_REG_REASSIGN is given: then it moves to the new codes with the
+ *   smallest free suffix there and its old slot becomes free.  Every
+ *   assignment is committed (durable) before the call returns.
+ *
+ * Items and users (enum sid_tower_kind) are separate ID spaces in one store.
+ * The codes of one kind all have the same number of levels L, fixed by the
+ * first assignment (an assignment with another L fails with SID_EINVAL).
+ *
+ * Backends, chosen by the target string given to sid_registry_open:
+ *   - SQLite (a file path): WAL mode, synchronous=FULL, one file (plus the
+ *     -wal and -shm files SQLite keeps beside it while open).
+ *   - PostgreSQL (a libpq connection string: "postgresql://...",
+ *     "postgres://..." or key=value form such as "host=... dbname=..."):
+ *     many processes may assign at once; unique constraints on (kind, id)
+ *     and (kind, codes, suffix) decide races and the loser retries.
+ * Both create their schema on first open and migrate older schema versions;
+ * proto/registry.md has the schema, the suffix rule and the export formats.
+ *
+ * Embeddings: when an assignment is given the input embedding, the registry
+ * keeps it (D little-endian float32, 4*D bytes per item: 3 KiB at D = 768),
+ * so sid_registry_diff can re-encode every stored item with a new model and
+ * count how many IDs a retrain would change.  Pass NULL to keep none.
+ *
+ * Errors: 0 or a negative SID_E* code, with a message naming the path, id,
+ * sid or input index at fault.  SID_EINVAL: bad input (malformed id, sid or
+ * prefix, wrong level count); SID_ENOTFOUND: unknown id or sid;
+ * SID_EUNAVAIL: the store cannot be reached, is locked past the busy
+ * timeout, is out of space, or lost a race too many times - retry later
+ * (HTTP 503; encoding itself is unaffected); SID_EFORMAT: the file is not a
+ * registry, is corrupt, or has a newer schema; SID_EIO: the store cannot be
+ * opened for writing (read-only file or directory) or another failure.
+ *
+ * Thread-safety: a handle may be used from many threads; its calls are
+ * serialised on one connection.  For parallel assigners open several handles
+ * (SQLite serialises writers on its file lock; PostgreSQL runs them at once).
+ * Several processes may open the same SQLite file or PostgreSQL database.
+ */
+#ifndef SID_REGISTRY_H
+#define SID_REGISTRY_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "err.h"
+#include "model.h"
+
+/* The store is unavailable (retry later).  TODO(lead): move into err.h's enum
+ * and teach sid_strerror its name; the value stays -6. */
+#define SID_EUNAVAIL (-6)
+
+#define SID_REG_ID_MAX	     256  /* bytes in an id */
+#define SID_REG_VERSION_MAX  255  /* bytes in a model_version */
+#define SID_REG_SID_MAX	     192  /* a formatted sid fits in this, with its NUL */
+#define SID_REG_PAGE_MAX     1000 /* entries per sid_registry_list page */
+#define SID_REG_HIST_BUCKETS 64
+
+/* sid_registry_open flags */
+#define SID_REG_READONLY 1u /* SQLite: open read-only, never create or migrate */
+#define SID_REG_LAZY                                                                               \
+	2u /* PostgreSQL: return a handle even when the server is                                  \
+	    * down; calls answer SID_EUNAVAIL until it is back */
+
+/* sid_registry_assign flags */
+#define SID_REG_REASSIGN 1u
+
+struct sid_registry;
+
+/* One input to assign. */
+struct sid_reg_item {
+	const char *id;	      /* 1..SID_REG_ID_MAX bytes of UTF-8, no control characters */
+	const int32_t *codes; /* (L) from the encoder */
+	const float *emb;     /* (D) the input embedding to keep, or NULL */
+};
+
+/* One stored assignment (caller storage; nothing to release). */
+struct sid_reg_entry {
+	int kind; /* enum sid_tower_kind */
+	char id[SID_REG_ID_MAX + 1];
+	int L;
+	int32_t codes[SID_MAX_LEVELS]; /* (L) */
+	int64_t suffix;
+	char model_version[SID_REG_VERSION_MAX + 1]; /* the model that gave the codes */
+	int64_t created_ms, updated_ms;		     /* unix milliseconds */
+	int D;	     /* width of the stored embedding, 0 when none */
+	int created; /* assign: this call created the row */
+	int moved;   /* assign with SID_REG_REASSIGN: this call changed its codes */
+};
+
+/*
+ * Open (creating or migrating the schema when needed) the store named by
+ * @target: a SQLite file path or a PostgreSQL connection string (above).
+ * On success *out is a handle for sid_registry_close.
+ */
+int sid_registry_open(const char *target, unsigned flags, struct sid_registry **out,
+		      struct sid_error *err);
+void sid_registry_close(struct sid_registry *r); /* NULL: no-op */
+
+/* "sqlite" or "postgresql". */
+const char *sid_registry_backend(const struct sid_registry *r);
+
+/* The default SQLite file next to a model: "<dir of model_path>/semid-registry.db".
+ * Returns the length (snprintf semantics). */
+int sid_registry_default_path(const char *model_path, char *buf, size_t len);
+
+/*
+ * Assign @n ids of @kind (see the top of this file) in one transaction.
+ * @L: levels of every items[i].codes; @D: width of the embeddings given
+ * (ignored when all are NULL); @model_version: stored with new or moved rows.
+ * out[i] (n entries) receives the assignment of items[i], in input order.  An
+ * id given twice in one call is treated as two calls in input order.  A bad
+ * input fails the whole call with SID_EINVAL and err->index = its position;
+ * nothing is then written.  A call that returns SID_EUNAVAIL may or may not
+ * have been committed; retrying it is safe (assign is idempotent).
+ */
+int sid_registry_assign(struct sid_registry *r, enum sid_tower_kind kind,
+			const struct sid_reg_item *items, size_t n, int L, int D,
+			const char *model_version, unsigned flags, struct sid_reg_entry *out,
+			struct sid_error *err);
+
+/* The assignment of @id, or SID_ENOTFOUND. */
+int sid_registry_get(struct sid_registry *r, enum sid_tower_kind kind, const char *id,
+		     struct sid_reg_entry *out, struct sid_error *err);
+
+/* The item holding the full ID @sid ("12-7-200-0"), or SID_ENOTFOUND;
+ * SID_EINVAL when @sid is malformed or has the wrong number of levels. */
+int sid_registry_get_sid(struct sid_registry *r, enum sid_tower_kind kind, const char *sid,
+			 struct sid_reg_entry *out, struct sid_error *err);
+
+/*
+ * A page of the entries whose codes start with @prefix ("12-7": 1..L codes;
+ * "" for all), ordered by (codes, suffix).  @cursor is "" for the first page,
+ * then the *next_cursor of the previous page; @limit 1..SID_REG_PAGE_MAX.
+ * Fills out[0..*n_out) and next_cursor (SID_REG_SID_MAX bytes), which is ""
+ * after the last page.  A cursor is the sid of the last entry returned.
+ */
+int sid_registry_list(struct sid_registry *r, enum sid_tower_kind kind, const char *prefix,
+		      const char *cursor, size_t limit, struct sid_reg_entry *out, size_t *n_out,
+		      char *next_cursor, struct sid_error *err);
+
+/* Levels of @kind's codes in the store, 0 while it holds none. */
+int sid_registry_levels(struct sid_registry *r, enum sid_tower_kind kind, int *L,
+			struct sid_error *err);
+
+/*
+ * Call @fn for every entry of @kind (-1: both kinds) in (kind, codes, suffix)
+ * order, with its embedding ((e->D) floats) when @want_emb and it has one,
+ * else NULL.  A non-zero return from @fn stops the walk and is returned.
+ * @fn must not call back into @r.
+ */
+typedef int (*sid_reg_foreach_fn)(const struct sid_reg_entry *e, const float *emb, void *ctx);
+int sid_registry_foreach(struct sid_registry *r, int kind, int want_emb, sid_reg_foreach_fn fn,
+			 void *ctx, struct sid_error *err);
+
+struct sid_reg_stats {
+	uint64_t items;
+	int L;				   /* 0 when empty */
+	uint64_t prefixes[SID_MAX_LEVELS]; /* distinct codes[0..l] tuples, l < L */
+	int64_t max_suffix;		   /* -1 when empty */
+	uint64_t
+	    suffix_hist[SID_REG_HIST_BUCKETS]; /* [0]: suffix 0; [b]: 2^(b-1) <= suffix < 2^b */
+	uint64_t with_embedding;
+};
+
+/* Statistics of @kind (one ordered pass over the store). */
+int sid_registry_stats(struct sid_registry *r, enum sid_tower_kind kind, struct sid_reg_stats *st,
+		       struct sid_error *err);
+
+struct sid_reg_diff {
+	uint64_t items;	       /* stored entries of the kind */
+	uint64_t compared;     /* with an embedding the new tower accepts */
+	uint64_t no_embedding; /* stored without an embedding: not compared */
+	uint64_t wrong_dim;    /* embedding width != the new tower's D: not compared */
+	int L_old, L_new;      /* stored levels, new model's levels */
+	uint64_t level_changed[SID_MAX_LEVELS]; /* code at level l differs, l < min(L_old, L_new) */
+	uint64_t prefix_changed[SID_MAX_LEVELS]; /* some code in levels 0..l differs */
+	uint64_t changed; /* codes differ (all of them when L differs): their IDs would
+			   * change if reassigned */
+};
+
+/*
+ * Re-encode every stored embedding of @kind with @m's tower and count how
+ * many codes would change.  The store is not modified.
+ */
+int sid_registry_diff(struct sid_registry *r, enum sid_tower_kind kind, const struct sid_model *m,
+		      struct sid_reg_diff *d, struct sid_error *err);
+
+/* Export and import: a line per entry, TSV (with a header line) or JSON lines
+ * (proto/registry.md has the columns and keys). */
+enum sid_reg_format { SID_REG_TSV, SID_REG_JSONL };
+
+/* Write @kind's entries (-1: both) to @f; embeddings too when @with_emb. */
+int sid_registry_export(struct sid_registry *r, int kind, enum sid_reg_format fmt, int with_emb,
+			FILE *f, struct sid_error *err);
+
+struct sid_reg_import_result {
+	uint64_t added;	    /* new ids stored */
+	uint64_t same;	    /* already stored with the same ID: nothing to do */
+	uint64_t conflicts; /* id stored with another ID, or its ID held by another id */
+};
+
+/* Called for each conflict with the 1-based line number and a message. */
+typedef void (*sid_reg_conflict_fn)(long line, const char *msg, void *ctx);
+
+/*
+ * Read entries from @f (@fmt; the TSV header line is optional) and store the
+ * new ones with their sids, model versions, times and embeddings, in
+ * transactions of up to 1000 lines.  Idempotent: importing a file twice adds
+ * nothing the second time.  Conflicts are counted, reported to @on_conflict
+ * (may be NULL) and skipped.  A malformed line fails with SID_EFORMAT and
+ * err->index = its line number; lines before its transaction stay imported.
+ */
+int sid_registry_import(struct sid_registry *r, enum sid_reg_format fmt, FILE *f,
+			sid_reg_conflict_fn on_conflict, void *ctx,
+			struct sid_reg_import_result *res, struct sid_error *err);
+
+/* ---- ids and sids (no store needed; thread-safe) ---- */
+
+/* Check an id: 1..SID_REG_ID_MAX bytes of valid UTF-8 without control characters. */
+int sid_reg_id_check(const char *id, struct sid_error *err);
+
+/*
+ * Parse a full ID "c0-c1-...-c{L-1}-suffix" (2..SID_MAX_LEVELS+1 decimal
+ * fields, canonical: no sign, no leading zero, codes < SID_MAX_CODEBOOK,
+ * suffix <= INT64_MAX).  Fills codes (SID_MAX_LEVELS), *L and *suffix.
+ */
+int sid_reg_sid_parse(const char *s, int32_t *codes, int *L, int64_t *suffix,
+		      struct sid_error *err);
+
+/* Parse a prefix "c0-...-c{p-1}" (1..SID_MAX_LEVELS codes; "" gives p = 0). */
+int sid_reg_prefix_parse(const char *s, int32_t *codes, int *p, struct sid_error *err);
+
+/* Format "12-7-200-0" into @buf; returns the length (snprintf semantics). */
+int sid_reg_sid_format(const int32_t *codes, int L, int64_t suffix, char *buf, size_t len);
+
+/* ---- internal: the backend interface (registry_sqlite.c, registry_pg.c) ---- */
+
+enum sid__reg_import_status {
+	SID__REG_IMPORT_ADDED,
+	SID__REG_IMPORT_SAME,
+	SID__REG_IMPORT_CONFLICT_ID,  /* id stored with another ID: existing[i] */
+	SID__REG_IMPORT_CONFLICT_SID, /* its ID held by another id: existing[i] */
+	SID__REG_IMPORT_CONFLICT_LEVELS
+};
+
+/* Big-endian uint32 per level: memcmp order is the order of code tuples. */
+#define SID__REG_CODES_BYTES (4 * SID_MAX_LEVELS)
+
+struct sid__reg_ops {
+	const char *name;
+	void (*close)(struct sid_registry *r);
+	/* inputs validated; L checked against the store inside the transaction */
+	int (*assign)(struct sid_registry *r, int kind, const struct sid_reg_item *items, size_t n,
+		      int L, int D, const char *model_version, unsigned flags, int64_t now_ms,
+		      struct sid_reg_entry *out, struct sid_error *err);
+	int (*get)(struct sid_registry *r, int kind, const char *id, struct sid_reg_entry *out,
+		   struct sid_error *err);
+	int (*get_sid)(struct sid_registry *r, int kind, const int32_t *codes, int L,
+		       int64_t suffix, struct sid_reg_entry *out, struct sid_error *err);
+	/* entries with codes in [lo, hi) (byte strings) and (codes, suffix) >
+	 * (after, after_suffix), at most @limit */
+	int (*list)(struct sid_registry *r, int kind, const uint8_t *lo, size_t lo_len,
+		    const uint8_t *hi, size_t hi_len, const uint8_t *after, size_t after_len,
+		    int64_t after_suffix, size_t limit, struct sid_reg_entry *out, size_t *n_out,
+		    struct sid_error *err);
+	int (*levels)(struct sid_registry *r, int kind, int *L, struct sid_error *err);
+	int (*foreach)(struct sid_registry *r, int kind, int want_emb, sid_reg_foreach_fn fn,
+		       void *ctx, struct sid_error *err);
+	/* store e[i] unless it conflicts; status[i] and, on conflict, existing[i] */
+	int (*import)(struct sid_registry *r, const struct sid_reg_entry *e,
+		      const float *const *emb, size_t n, int *status,
+		      struct sid_reg_entry *existing, struct sid_error *err);
+};
+
+/* The common head of every backend's handle. */
+struct sid_registry {
+	const struct sid__reg_ops *ops;
+	char *label;	      /* path, or the connection string without its password */
+	pthread_mutex_t lock; /* serialises calls */
+};
+
+int sid__reg_sqlite_open(const char *path, unsigned flags, struct sid_registry **out,
+			 struct sid_error *err);
+int sid__reg_pg_open(const char *conninfo, unsigned flags, struct sid_registry **out,
+		     struct sid_error *err);
+
+/* codes (L) <-> big-endian bytes (4L); decode checks the length and range. */
+void sid__reg_codes_pack(const int32_t *codes, int L, uint8_t *buf);
+int sid__reg_codes_unpack(const void *buf, size_t len, int32_t *codes, int *L);
+
+/* Smallest free suffix, fed the used suffixes of one codes tuple in
+ * increasing order: init, feed each until it returns 1, then take ->next. */
+struct sid__reg_gap {
+	int64_t next;
+};
+void sid__reg_gap_init(struct sid__reg_gap *g);
+int sid__reg_gap_feed(struct sid__reg_gap *g, int64_t used);
+
+int64_t sid__reg_now_ms(void);
+
+#endif

@@ -1,0 +1,1109 @@
+/*
+ * registry_pg.c - the PostgreSQL backend of the ID registry (registry.h), for
+ * a fleet of servers sharing one store.
+ *
+ * Races between processes are decided by the database: the primary key
+ * (kind, id) and the unique constraint (kind, codes, suffix).  An assign runs
+ * at READ COMMITTED: it reads the id, finds the smallest free suffix, and
+ * inserts with ON CONFLICT DO NOTHING; when the insert loses (another process
+ * took the id or the slot first) it reads again and either returns the
+ * winner's assignment or tries the next free suffix.  A unique violation on a
+ * reassign, a deadlock or a serialization failure rolls the transaction back
+ * and runs it again (RETRY_MAX times, with a random back-off).  Commit waits
+ * for the WAL flush (synchronous_commit as the server has it, "on" by
+ * default), so an assignment is durable before it is returned.
+ *
+ * The connection is re-established on demand: a call that finds it broken
+ * reconnects once and runs again (assign is idempotent, so that is safe);
+ * when the server cannot be reached the call fails with SID_EUNAVAIL.
+ * Statements are prepared once per connection; results come back in binary.
+ */
+#include "registry.h"
+
+#include <libpq-fe.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#define SCHEMA_VERSION 1
+#define RETRY_MAX      40
+#define FETCH_ROWS     1000
+#define LOCK_KEY       "7305853201" /* pg_advisory_xact_lock key for migrations */
+#define RETRY	       (-1000)	    /* internal: run the transaction again */
+#define NOT_ALL	       (-1001)	    /* internal: some id is new */
+
+static const char *const migrations[SCHEMA_VERSION] = {
+    "CREATE TABLE semid_meta (key text COLLATE \"C\" PRIMARY KEY, value text NOT NULL);"
+    "CREATE TABLE semid_assignment ("
+    " kind smallint NOT NULL,"
+    " id text COLLATE \"C\" NOT NULL,"
+    " codes bytea NOT NULL,"
+    " suffix bigint NOT NULL CHECK (suffix >= 0),"
+    " model_version text NOT NULL,"
+    " created_ms bigint NOT NULL,"
+    " updated_ms bigint NOT NULL,"
+    " emb_dim integer NOT NULL DEFAULT 0,"
+    " embedding bytea,"
+    " CONSTRAINT semid_assignment_id PRIMARY KEY (kind, id),"
+    " CONSTRAINT semid_assignment_sid UNIQUE (kind, codes, suffix));"
+    "INSERT INTO semid_meta VALUES ('schema_version', '0');",
+};
+
+#define COLS "kind, id, codes, suffix, model_version, created_ms, updated_ms, emb_dim"
+
+enum {
+	P_GET,
+	P_GET_SID,
+	P_USED,
+	P_INSERT,
+	P_MOVE,
+	P_EMB,
+	P_LEVELS_GET,
+	P_LEVELS_PUT,
+	P_LIST,
+	P_COUNT
+};
+
+static const char *const stmt_sql[P_COUNT] = {
+    [P_GET] = "SELECT " COLS " FROM semid_assignment WHERE kind = $1 AND id = $2",
+    [P_GET_SID] = "SELECT " COLS " FROM semid_assignment WHERE kind = $1 AND codes = $2"
+		  " AND suffix = $3",
+    [P_USED] = "SELECT suffix FROM semid_assignment WHERE kind = $1 AND codes = $2"
+	       " ORDER BY suffix",
+    [P_INSERT] = "INSERT INTO semid_assignment (kind, id, codes, suffix, model_version,"
+		 " created_ms, updated_ms, emb_dim, embedding)"
+		 " VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
+    [P_MOVE] = "UPDATE semid_assignment SET codes = $3, suffix = $4, model_version = $5,"
+	       " updated_ms = $6 WHERE kind = $1 AND id = $2",
+    [P_EMB] = "UPDATE semid_assignment SET emb_dim = $3, embedding = $4"
+	      " WHERE kind = $1 AND id = $2",
+    [P_LEVELS_GET] = "SELECT value FROM semid_meta WHERE key = $1",
+    [P_LEVELS_PUT] = "INSERT INTO semid_meta VALUES ($1, $2) ON CONFLICT DO NOTHING",
+    [P_LIST] = "SELECT " COLS " FROM semid_assignment WHERE kind = $1 AND codes >= $2"
+	       " AND codes < $3 AND (codes, suffix) > ($4, $5) ORDER BY codes, suffix LIMIT $6",
+};
+
+struct pg {
+	struct sid_registry base;
+	char *conninfo;
+	PGconn *conn;
+	int prepared[P_COUNT];
+	int levels[SID_TOWER_COUNT]; /* cached once known (they never change) */
+	unsigned seed;
+	int migrated; /* schema checked on this handle's first connection */
+};
+
+/* Parameters: text for numbers and strings, binary for bytea. */
+#define PMAX 10
+struct params {
+	int n;
+	const char *v[PMAX];
+	int len[PMAX], fmt[PMAX];
+	char num[PMAX][24];
+};
+
+static void p_int(struct params *p, int64_t x)
+{
+	snprintf(p->num[p->n], sizeof(p->num[0]), "%lld", (long long)x);
+	p->v[p->n] = p->num[p->n];
+	p->len[p->n] = 0;
+	p->fmt[p->n++] = 0;
+}
+
+static void p_text(struct params *p, const char *s)
+{
+	p->v[p->n] = s;
+	p->len[p->n] = 0;
+	p->fmt[p->n++] = 0;
+}
+
+static void p_bytes(struct params *p, const void *b, size_t len)
+{
+	p->v[p->n] = b ? (const char *)b : NULL;
+	p->len[p->n] = (int)len;
+	p->fmt[p->n++] = 1;
+}
+
+static void conn_drop(struct pg *s)
+{
+	PQfinish(s->conn);
+	s->conn = NULL;
+	memset(s->prepared, 0, sizeof(s->prepared));
+}
+
+/*
+ * Classify a failed result: RETRY for races, SID_EUNAVAIL for a lost or
+ * refused connection, SID_EIO otherwise.  Always sets a message.
+ */
+static int pg_fail(struct pg *s, PGresult *res, struct sid_error *err, const char *what)
+{
+	const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+	const char *msg = res ? PQresultErrorMessage(res) : "";
+	char buf[300];
+	int code = SID_EIO;
+
+	if (!msg || !*msg)
+		msg = s->conn ? PQerrorMessage(s->conn) : "no connection";
+	snprintf(buf, sizeof(buf), "%s", msg);
+	buf[strcspn(buf, "\n")] = '\0';
+	if (state &&
+	    (!strcmp(state, "40001") || !strcmp(state, "40P01") || !strcmp(state, "23505"))) {
+		sid_error_set(err, SID_EUNAVAIL, "registry %s: %s: %s (gave up after %d retries)",
+			      s->base.label, what, buf, RETRY_MAX);
+		return RETRY;
+	}
+	if (!s->conn || PQstatus(s->conn) != CONNECTION_OK || !state || !strncmp(state, "08", 2) ||
+	    !strncmp(state, "57P", 3) || !strncmp(state, "53", 2)) {
+		code = SID_EUNAVAIL;
+		if (s->conn && PQstatus(s->conn) != CONNECTION_OK)
+			conn_drop(s);
+	}
+	return sid_error_set(err, code, "registry %s: %s: %s", s->base.label, what, buf);
+}
+
+static int migrate_body(struct pg *s, struct sid_error *err);
+
+/* Run prepared statement @i; on success *out is the result (caller PQclear). */
+static int pq_run(struct pg *s, int i, const struct params *p, PGresult **out,
+		  struct sid_error *err)
+{
+	PGresult *res;
+	ExecStatusType st;
+
+	*out = NULL;
+	if (!s->prepared[i]) {
+		char name[16];
+		snprintf(name, sizeof(name), "semid%d", i);
+		res = PQprepare(s->conn, name, stmt_sql[i], 0, NULL);
+		if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+			int rc = pg_fail(s, res, err, "prepare");
+			PQclear(res);
+			return rc;
+		}
+		PQclear(res);
+		s->prepared[i] = 1;
+	}
+	{
+		char name[16];
+		snprintf(name, sizeof(name), "semid%d", i);
+		res = PQexecPrepared(s->conn, name, p->n, p->v, p->len, p->fmt, 1);
+	}
+	st = PQresultStatus(res);
+	if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
+		int rc = pg_fail(s, res, err, "query");
+		PQclear(res);
+		return rc;
+	}
+	*out = res;
+	return 0;
+}
+
+static int pq_exec(struct pg *s, const char *sql, struct sid_error *err)
+{
+	PGresult *res = PQexec(s->conn, sql);
+	int rc = 0;
+	if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK)
+		rc = pg_fail(s, res, err, sql);
+	PQclear(res);
+	return rc;
+}
+
+static void rollback(struct pg *s)
+{
+	if (s->conn && PQtransactionStatus(s->conn) != PQTRANS_IDLE) {
+		PGresult *res = PQexec(s->conn, "ROLLBACK");
+		PQclear(res);
+	}
+}
+
+static int64_t getint(const PGresult *res, int row, int col)
+{
+	const uint8_t *b = (const uint8_t *)PQgetvalue(res, row, col);
+	int len = PQgetlength(res, row, col);
+	uint64_t v = 0;
+	for (int i = 0; i < len; i++)
+		v = v << 8 | b[i];
+	if (len == 2)
+		return (int16_t)v;
+	if (len == 4)
+		return (int32_t)v;
+	return (int64_t)v;
+}
+
+static int row_entry(struct pg *s, const PGresult *res, int row, struct sid_reg_entry *e,
+		     struct sid_error *err)
+{
+	const char *id = PQgetvalue(res, row, 1), *ver = PQgetvalue(res, row, 4);
+
+	memset(e, 0, sizeof(*e));
+	e->kind = (int)getint(res, row, 0);
+	if (PQgetlength(res, row, 1) > SID_REG_ID_MAX ||
+	    PQgetlength(res, row, 4) > SID_REG_VERSION_MAX ||
+	    sid__reg_codes_unpack(PQgetvalue(res, row, 2), PQgetlength(res, row, 2), e->codes,
+				  &e->L))
+		return sid_error_set(err, SID_EFORMAT, "registry %s: corrupt row for id %.64s",
+				     s->base.label, id);
+	memcpy(e->id, id, PQgetlength(res, row, 1));
+	memcpy(e->model_version, ver, PQgetlength(res, row, 4));
+	e->suffix = getint(res, row, 3);
+	e->created_ms = getint(res, row, 5);
+	e->updated_ms = getint(res, row, 6);
+	e->D = (int)getint(res, row, 7);
+	return 0;
+}
+
+/* Run a statement selecting COLS: 1 found (*e filled), 0 absent, else an
+ * error or RETRY. */
+static int fetch_one(struct pg *s, int stmt_i, const struct params *p, struct sid_reg_entry *e,
+		     struct sid_error *err)
+{
+	PGresult *res;
+	int rc = pq_run(s, stmt_i, p, &res, err);
+
+	if (rc)
+		return rc;
+	rc = PQntuples(res) ? 1 : 0;
+	if (rc && row_entry(s, res, 0, e, err))
+		rc = SID_EFORMAT;
+	PQclear(res);
+	return rc;
+}
+
+static int get_row(struct pg *s, int kind, const char *id, struct sid_reg_entry *e,
+		   struct sid_error *err)
+{
+	struct params p = {0};
+	p_int(&p, kind);
+	p_text(&p, id);
+	return fetch_one(s, P_GET, &p, e, err);
+}
+
+static int get_sid_row(struct pg *s, int kind, const uint8_t *codes, int L, int64_t suffix,
+		       struct sid_reg_entry *e, struct sid_error *err)
+{
+	struct params p = {0};
+	p_int(&p, kind);
+	p_bytes(&p, codes, 4 * (size_t)L);
+	p_int(&p, suffix);
+	return fetch_one(s, P_GET_SID, &p, e, err);
+}
+
+static int levels_get(struct pg *s, int kind, int *L, struct sid_error *err)
+{
+	struct params p = {0};
+	char key[32];
+	PGresult *res;
+	int rc;
+
+	*L = s->levels[kind];
+	if (*L)
+		return 0;
+	snprintf(key, sizeof(key), "levels.%s", sid_tower_name(kind));
+	p_text(&p, key);
+	rc = pq_run(s, P_LEVELS_GET, &p, &res, err);
+	if (rc)
+		return rc;
+	if (PQntuples(res))
+		*L = s->levels[kind] = atoi(PQgetvalue(res, 0, 0));
+	PQclear(res);
+	return 0;
+}
+
+/* Set @kind's levels to @L unless set; 0 when they equal @L, 2 when they
+ * differ, else an error.  Committed or not, the value is the same for every
+ * process, so caching it is safe. */
+static int levels_ensure(struct pg *s, int kind, int L, struct sid_error *err)
+{
+	struct params p = {0};
+	char key[32], val[16];
+	PGresult *res;
+	int cur, rc = levels_get(s, kind, &cur, err);
+
+	if (rc)
+		return rc;
+	if (!cur) {
+		snprintf(key, sizeof(key), "levels.%s", sid_tower_name(kind));
+		snprintf(val, sizeof(val), "%d", L);
+		p_text(&p, key);
+		p_text(&p, val);
+		rc = pq_run(s, P_LEVELS_PUT, &p, &res, err);
+		if (rc)
+			return rc;
+		PQclear(res);
+		rc = levels_get(s, kind, &cur, err);
+		if (rc)
+			return rc;
+	}
+	return cur == L ? 0 : 2;
+}
+
+static int free_suffix(struct pg *s, int kind, const uint8_t *codes, int L, int64_t *out,
+		       struct sid_error *err)
+{
+	struct params p = {0};
+	struct sid__reg_gap g;
+	PGresult *res;
+	int rc, n;
+
+	p_int(&p, kind);
+	p_bytes(&p, codes, 4 * (size_t)L);
+	rc = pq_run(s, P_USED, &p, &res, err);
+	if (rc)
+		return rc;
+	sid__reg_gap_init(&g);
+	n = PQntuples(res);
+	for (int i = 0; i < n; i++)
+		if (sid__reg_gap_feed(&g, getint(res, i, 0)))
+			break;
+	PQclear(res);
+	*out = g.next;
+	return 0;
+}
+
+/* INSERT ... ON CONFLICT DO NOTHING: 1 inserted, 0 lost a race, else error. */
+static int insert_row(struct pg *s, const struct sid_reg_entry *e, const uint8_t *codes,
+		      const float *emb, struct sid_error *err)
+{
+	struct params p = {0};
+	PGresult *res;
+	int rc;
+
+	p_int(&p, e->kind);
+	p_text(&p, e->id);
+	p_bytes(&p, codes, 4 * (size_t)e->L);
+	p_int(&p, e->suffix);
+	p_text(&p, e->model_version);
+	p_int(&p, e->created_ms);
+	p_int(&p, e->updated_ms);
+	p_int(&p, emb ? e->D : 0);
+	p_bytes(&p, emb, emb ? sizeof(float) * e->D : 0);
+	rc = pq_run(s, P_INSERT, &p, &res, err);
+	if (rc)
+		return rc;
+	rc = atoi(PQcmdTuples(res)) == 1;
+	PQclear(res);
+	return rc;
+}
+
+static int update_row(struct pg *s, int kind, const char *id, const uint8_t *codes, int L,
+		      int64_t suffix, const char *version, int64_t now_ms, const float *emb, int D,
+		      struct sid_error *err)
+{
+	struct params p = {0};
+	PGresult *res;
+	int rc;
+
+	p_int(&p, kind);
+	p_text(&p, id);
+	p_bytes(&p, codes, 4 * (size_t)L);
+	p_int(&p, suffix);
+	p_text(&p, version);
+	p_int(&p, now_ms);
+	rc = pq_run(s, P_MOVE, &p, &res, err);
+	if (rc || !emb)
+		goto out;
+	PQclear(res);
+	memset(&p, 0, sizeof(p));
+	p_int(&p, kind);
+	p_text(&p, id);
+	p_int(&p, D);
+	p_bytes(&p, emb, sizeof(float) * D);
+	rc = pq_run(s, P_EMB, &p, &res, err);
+out:
+	PQclear(res);
+	return rc;
+}
+
+static void notice_ignore(void *arg, const char *msg)
+{
+	(void)arg;
+	(void)msg;
+}
+
+static int conn_ensure(struct pg *s, struct sid_error *err)
+{
+	PGresult *res;
+
+	if (s->conn && PQstatus(s->conn) == CONNECTION_OK)
+		return 0;
+	conn_drop(s);
+	s->conn = PQconnectdb(s->conninfo);
+	if (PQstatus(s->conn) != CONNECTION_OK) {
+		char buf[300];
+		snprintf(buf, sizeof(buf), "%s", PQerrorMessage(s->conn));
+		buf[strcspn(buf, "\n")] = '\0';
+		conn_drop(s);
+		return sid_error_set(err, SID_EUNAVAIL, "registry %s: cannot connect: %s",
+				     s->base.label, buf);
+	}
+	PQsetNoticeProcessor(s->conn, notice_ignore, NULL);
+	res = PQexec(s->conn, "SET client_min_messages = warning");
+	PQclear(res);
+	if (!s->migrated) {
+		int rc = pq_exec(s, "BEGIN", err);
+		if (!rc)
+			rc = migrate_body(s, err);
+		if (!rc)
+			rc = pq_exec(s, "COMMIT", err);
+		if (rc) {
+			rollback(s);
+			return rc == RETRY ? SID_EUNAVAIL : rc;
+		}
+		s->migrated = 1;
+	}
+	return 0;
+}
+
+static void backoff(struct pg *s, int attempt)
+{
+	struct timespec ts = {0, 0};
+	long us = 200L * (1 + rand_r(&s->seed) % (2 << (attempt < 6 ? attempt : 6)));
+	ts.tv_nsec = us * 1000;
+	nanosleep(&ts, NULL);
+}
+
+/*
+ * Run @body (a transaction body when @txn) with reconnects and retries: a
+ * broken connection is re-established once, a lost race runs it again.
+ */
+typedef int (*body_fn)(struct pg *s, void *ctx, struct sid_error *err);
+
+static int with_retries(struct pg *s, int txn, body_fn body, void *ctx, struct sid_error *err)
+{
+	int rc = 0, reconnected = 0;
+
+	for (int attempt = 0; attempt < RETRY_MAX; attempt++) {
+		rc = conn_ensure(s, err);
+		if (rc)
+			return rc;
+		if (txn)
+			rc = pq_exec(s, "BEGIN", err);
+		if (!rc)
+			rc = body(s, ctx, err);
+		if (!rc && txn)
+			rc = pq_exec(s, "COMMIT", err);
+		if (!rc)
+			return 0;
+		rollback(s);
+		if (rc == RETRY) {
+			backoff(s, attempt);
+			continue;
+		}
+		if (rc == SID_EUNAVAIL && !s->conn && !reconnected) {
+			reconnected = 1; /* the connection broke: one more go on a new one */
+			continue;
+		}
+		return rc;
+	}
+	return rc == RETRY ? SID_EUNAVAIL : rc;
+}
+
+/* ---- lock ordering ---- */
+
+static int64_t key_hash(int kind, char tag, const void *buf, size_t len)
+{
+	const uint8_t *b = buf;
+	uint64_t h = 1469598103934665603ull;
+	h = (h ^ (uint8_t)kind) * 1099511628211ull;
+	h = (h ^ (uint8_t)tag) * 1099511628211ull;
+	for (size_t i = 0; i < len; i++)
+		h = (h ^ b[i]) * 1099511628211ull;
+	return (int64_t)h;
+}
+
+static int key_cmp(const void *a, const void *b)
+{
+	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/*
+ * Take the transaction's advisory locks on @n keys, sorted and deduplicated,
+ * in one statement: every writer takes its locks in the same global order,
+ * so writers touching the same ids or code groups queue instead of
+ * deadlocking, and the unique constraints are left as a last defence.
+ */
+static int lock_keys(struct pg *s, int64_t *keys, size_t n, struct sid_error *err)
+{
+	size_t m = 0, cap = 2 + 21 * n;
+	char *arr = malloc(cap), *p = arr;
+	const char *v[1];
+	PGresult *res;
+	int rc = 0;
+
+	if (!arr)
+		return sid_error_set(err, SID_ENOMEM, "registry: out of memory");
+	qsort(keys, n, sizeof(*keys), key_cmp);
+	*p++ = '{';
+	for (size_t i = 0; i < n; i++) {
+		if (i && keys[i] == keys[i - 1])
+			continue;
+		p += sprintf(p, "%s%lld", m++ ? "," : "", (long long)keys[i]);
+	}
+	*p++ = '}';
+	*p = '\0';
+	v[0] = arr;
+	res = PQexecParams(s->conn,
+			   "SELECT count(pg_advisory_xact_lock(k)) FROM"
+			   " unnest($1::bigint[]) AS u(k)",
+			   1, NULL, v, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK)
+		rc = pg_fail(s, res, err, "lock");
+	PQclear(res);
+	free(arr);
+	return rc;
+}
+
+/* Locks for ids (tag 'i') and code groups (tag 'c') a batch will write. */
+static int lock_batch(struct pg *s, int kind, const struct sid_reg_item *items,
+		      const struct sid_reg_entry *entries, size_t n, int L, struct sid_error *err)
+{
+	int64_t *keys = malloc(sizeof(int64_t) * 2 * (n ? n : 1));
+	int rc;
+
+	if (!keys)
+		return sid_error_set(err, SID_ENOMEM, "registry: out of memory");
+	for (size_t i = 0; i < n; i++) {
+		uint8_t codes[SID__REG_CODES_BYTES];
+		const char *id = items ? items[i].id : entries[i].id;
+		int k = items ? kind : entries[i].kind, l = items ? L : entries[i].L;
+		sid__reg_codes_pack(items ? items[i].codes : entries[i].codes, l, codes);
+		keys[2 * i] = key_hash(k, 'i', id, strlen(id));
+		keys[2 * i + 1] = key_hash(k, 'c', codes, 4 * (size_t)l);
+	}
+	rc = lock_keys(s, keys, 2 * n, err);
+	free(keys);
+	return rc;
+}
+
+struct assign_ctx {
+	int kind;
+	const struct sid_reg_item *items;
+	size_t n;
+	int L, D;
+	const char *version;
+	unsigned flags;
+	int64_t now_ms;
+	struct sid_reg_entry *out;
+};
+
+static int assign_known(struct pg *s, void *p, struct sid_error *err)
+{
+	struct assign_ctx *c = p;
+	for (size_t i = 0; i < c->n; i++) {
+		int rc = get_row(s, c->kind, c->items[i].id, &c->out[i], err);
+		if (rc == 0)
+			return NOT_ALL;
+		if (rc < 0)
+			return rc;
+	}
+	return 0;
+}
+
+static int assign_body(struct pg *s, void *p, struct sid_error *err)
+{
+	struct assign_ctx *c = p;
+	int reassign = c->flags & SID_REG_REASSIGN, levels_ok = 0;
+	int rc = lock_batch(s, c->kind, c->items, NULL, c->n, c->L, err);
+
+	if (rc)
+		return rc;
+	for (size_t i = 0; i < c->n; i++) {
+		struct sid_reg_entry *e = &c->out[i];
+		const struct sid_reg_item *it = &c->items[i];
+		uint8_t codes[SID__REG_CODES_BYTES];
+		int found;
+
+		sid__reg_codes_pack(it->codes, c->L, codes);
+		for (;;) {
+			found = get_row(s, c->kind, it->id, e, err);
+			if (found < 0)
+				return found;
+			if (found && !reassign)
+				break;
+			if (!levels_ok) {
+				rc = levels_ensure(s, c->kind, c->L, err);
+				if (rc == 2)
+					return sid_error_set_at(
+					    err, SID_EINVAL, (long)i,
+					    "input %zu: the model gives %d levels; the registry's "
+					    "%s IDs have %d",
+					    i, c->L, sid_tower_name(c->kind), s->levels[c->kind]);
+				if (rc)
+					return rc;
+				levels_ok = 1;
+			}
+			if (found) {
+				int same = e->L == c->L &&
+					   !memcmp(e->codes, it->codes, sizeof(int32_t) * c->L);
+				if (!same) {
+					rc = free_suffix(s, c->kind, codes, c->L, &e->suffix, err);
+					if (rc)
+						return rc;
+				}
+				rc = update_row(s, c->kind, it->id, codes, c->L, e->suffix,
+						c->version, c->now_ms, it->emb, c->D, err);
+				if (rc) /* a unique violation here is a race: RETRY */
+					return rc;
+				e->moved = !same;
+				if (it->emb)
+					e->D = c->D;
+				break;
+			}
+			memset(e, 0, sizeof(*e));
+			e->kind = c->kind;
+			strcpy(e->id, it->id);
+			e->L = c->L;
+			e->created_ms = e->updated_ms = c->now_ms;
+			e->D = it->emb ? c->D : 0;
+			snprintf(e->model_version, sizeof(e->model_version), "%s", c->version);
+			rc = free_suffix(s, c->kind, codes, c->L, &e->suffix, err);
+			if (rc)
+				return rc;
+			rc = insert_row(s, e, codes, it->emb, err);
+			if (rc < 0)
+				return rc;
+			if (rc == 1) {
+				e->created = 1;
+				break;
+			}
+			/* lost a race for the id or the slot: look again */
+		}
+		e->L = c->L;
+		memcpy(e->codes, found && !reassign ? e->codes : it->codes, sizeof(int32_t) * c->L);
+		if (!found || reassign) {
+			e->updated_ms = c->now_ms;
+			snprintf(e->model_version, sizeof(e->model_version), "%s", c->version);
+		}
+	}
+	return 0;
+}
+
+static int pg_assign(struct sid_registry *r, int kind, const struct sid_reg_item *items, size_t n,
+		     int L, int D, const char *model_version, unsigned flags, int64_t now_ms,
+		     struct sid_reg_entry *out, struct sid_error *err)
+{
+	struct pg *s = (struct pg *)r;
+	struct assign_ctx c = {kind, items, n, L, D, model_version, flags, now_ms, out};
+	int rc;
+
+	if (!(flags & SID_REG_REASSIGN)) {
+		rc = with_retries(s, 0, assign_known, &c, err);
+		if (rc != NOT_ALL)
+			return rc;
+	}
+	return with_retries(s, 1, assign_body, &c, err);
+}
+
+struct get_ctx {
+	int kind;
+	const char *id;
+	const uint8_t *codes;
+	int L;
+	int64_t suffix;
+	struct sid_reg_entry *out;
+};
+
+static int get_body(struct pg *s, void *p, struct sid_error *err)
+{
+	struct get_ctx *c = p;
+	int rc = c->id ? get_row(s, c->kind, c->id, c->out, err)
+		       : get_sid_row(s, c->kind, c->codes, c->L, c->suffix, c->out, err);
+	if (rc == 0)
+		return SID_ENOTFOUND;
+	return rc == 1 ? 0 : rc;
+}
+
+static int pg_get(struct sid_registry *r, int kind, const char *id, struct sid_reg_entry *out,
+		  struct sid_error *err)
+{
+	struct get_ctx c = {kind, id, NULL, 0, 0, out};
+	int rc = with_retries((struct pg *)r, 0, get_body, &c, err);
+	if (rc == SID_ENOTFOUND)
+		return sid_error_set(err, rc, "%s id \"%s\": not found", sid_tower_name(kind), id);
+	return rc;
+}
+
+static int pg_get_sid(struct sid_registry *r, int kind, const int32_t *codes, int L, int64_t suffix,
+		      struct sid_reg_entry *out, struct sid_error *err)
+{
+	uint8_t packed[SID__REG_CODES_BYTES];
+	struct get_ctx c = {kind, NULL, packed, L, suffix, out};
+	char sid[SID_REG_SID_MAX];
+	int rc;
+
+	sid__reg_codes_pack(codes, L, packed);
+	rc = with_retries((struct pg *)r, 0, get_body, &c, err);
+	if (rc == SID_ENOTFOUND) {
+		sid_reg_sid_format(codes, L, suffix, sid, sizeof(sid));
+		return sid_error_set(err, rc, "%s sid %s: not found", sid_tower_name(kind), sid);
+	}
+	return rc;
+}
+
+struct list_ctx {
+	int kind;
+	const uint8_t *lo, *hi, *after;
+	size_t lo_len, hi_len, after_len;
+	int64_t after_suffix;
+	size_t limit;
+	struct sid_reg_entry *out;
+	size_t *n_out;
+};
+
+static int list_body(struct pg *s, void *p, struct sid_error *err)
+{
+	struct list_ctx *c = p;
+	struct params q = {0};
+	PGresult *res;
+	int rc, n;
+
+	p_int(&q, c->kind);
+	p_bytes(&q, c->lo_len ? (const void *)c->lo : "", c->lo_len);
+	p_bytes(&q, c->hi, c->hi_len);
+	p_bytes(&q, c->after_len ? (const void *)c->after : "", c->after_len);
+	p_int(&q, c->after_suffix);
+	p_int(&q, (int64_t)c->limit);
+	rc = pq_run(s, P_LIST, &q, &res, err);
+	if (rc)
+		return rc;
+	n = PQntuples(res);
+	*c->n_out = 0;
+	for (int i = 0; i < n && (size_t)i < c->limit; i++) {
+		if (row_entry(s, res, i, &c->out[i], err)) {
+			rc = SID_EFORMAT;
+			break;
+		}
+		(*c->n_out)++;
+	}
+	PQclear(res);
+	return rc;
+}
+
+static int pg_list(struct sid_registry *r, int kind, const uint8_t *lo, size_t lo_len,
+		   const uint8_t *hi, size_t hi_len, const uint8_t *after, size_t after_len,
+		   int64_t after_suffix, size_t limit, struct sid_reg_entry *out, size_t *n_out,
+		   struct sid_error *err)
+{
+	struct list_ctx c = {kind,	lo,	      hi,    after, lo_len, hi_len,
+			     after_len, after_suffix, limit, out,   n_out};
+	return with_retries((struct pg *)r, 0, list_body, &c, err);
+}
+
+struct levels_ctx {
+	int kind, *L;
+};
+
+static int levels_body(struct pg *s, void *p, struct sid_error *err)
+{
+	struct levels_ctx *c = p;
+	return levels_get(s, c->kind, c->L, err);
+}
+
+static int pg_levels(struct sid_registry *r, int kind, int *L, struct sid_error *err)
+{
+	struct levels_ctx c = {kind, L};
+	return with_retries((struct pg *)r, 0, levels_body, &c, err);
+}
+
+struct foreach_ctx {
+	int kind, want_emb;
+	sid_reg_foreach_fn fn;
+	void *ctx;
+	int called; /* the walk already reached the callback: no retry */
+};
+
+static int foreach_body(struct pg *s, void *p, struct sid_error *err)
+{
+	struct foreach_ctx *c = p;
+	char sql[512];
+	float *buf = NULL;
+	int rc, cap = 0;
+
+	if (c->called)
+		return sid_error_set(err, SID_EUNAVAIL,
+				     "registry %s: connection lost during a walk", s->base.label);
+	snprintf(sql, sizeof(sql),
+		 "DECLARE semid_walk NO SCROLL CURSOR FOR SELECT " COLS
+		 "%s FROM semid_assignment %s ORDER BY kind, codes, suffix",
+		 c->want_emb ? ", embedding" : "", c->kind >= 0 ? "WHERE kind = $1" : "");
+	{
+		struct params q = {0};
+		PGresult *res;
+		p_int(&q, c->kind);
+		res = PQexecParams(s->conn, sql, c->kind >= 0 ? 1 : 0, NULL, q.v, NULL, NULL, 1);
+		if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+			rc = pg_fail(s, res, err, "walk");
+			PQclear(res);
+			return rc;
+		}
+		PQclear(res);
+	}
+	for (;;) {
+		PGresult *res = PQexecParams(s->conn,
+					     "FETCH "
+					     "1000"
+					     " FROM semid_walk",
+					     0, NULL, NULL, NULL, NULL, 1);
+		int n;
+		if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+			rc = pg_fail(s, res, err, "walk");
+			PQclear(res);
+			goto out;
+		}
+		n = PQntuples(res);
+		for (int i = 0; i < n; i++) {
+			struct sid_reg_entry e;
+			const float *emb = NULL;
+			if (row_entry(s, res, i, &e, err)) {
+				PQclear(res);
+				rc = SID_EFORMAT;
+				goto out;
+			}
+			if (c->want_emb && !PQgetisnull(res, i, 8)) {
+				int bytes = PQgetlength(res, i, 8);
+				if (bytes != (int)sizeof(float) * e.D || e.D < 1) {
+					PQclear(res);
+					rc = sid_error_set(err, SID_EFORMAT,
+							   "registry %s: id %s: embedding of %d "
+							   "bytes, want %d",
+							   s->base.label, e.id, bytes,
+							   (int)sizeof(float) * e.D);
+					goto out;
+				}
+				if (e.D > cap) {
+					float *nb = realloc(buf, sizeof(float) * e.D);
+					if (!nb) {
+						PQclear(res);
+						rc = sid_error_set(err, SID_ENOMEM,
+								   "walk: out of memory");
+						goto out;
+					}
+					buf = nb;
+					cap = e.D;
+				}
+				memcpy(buf, PQgetvalue(res, i, 8), bytes);
+				emb = buf;
+			}
+			c->called = 1;
+			rc = c->fn(&e, emb, c->ctx);
+			if (rc) {
+				PQclear(res);
+				goto out;
+			}
+		}
+		PQclear(res);
+		if (n < FETCH_ROWS)
+			break;
+	}
+	rc = 0;
+out:
+	free(buf);
+	return rc;
+}
+
+static int pg_foreach(struct sid_registry *r, int kind, int want_emb, sid_reg_foreach_fn fn,
+		      void *ctx, struct sid_error *err)
+{
+	struct foreach_ctx c = {kind, want_emb, fn, ctx, 0};
+	int rc = with_retries((struct pg *)r, 1, foreach_body, &c, err);
+	return rc == RETRY ? SID_EUNAVAIL : rc;
+}
+
+struct import_ctx {
+	const struct sid_reg_entry *e;
+	const float *const *emb;
+	size_t n;
+	int *status;
+	struct sid_reg_entry *existing;
+};
+
+static int import_body(struct pg *s, void *p, struct sid_error *err)
+{
+	struct import_ctx *c = p;
+	int lrc = lock_batch(s, 0, NULL, c->e, c->n, 0, err);
+
+	if (lrc)
+		return lrc;
+	for (size_t i = 0; i < c->n; i++) {
+		const struct sid_reg_entry *e = &c->e[i];
+		uint8_t codes[SID__REG_CODES_BYTES];
+		int rc = levels_ensure(s, e->kind, e->L, err);
+
+		if (rc == 2) {
+			c->status[i] = SID__REG_IMPORT_CONFLICT_LEVELS;
+			continue;
+		}
+		if (rc)
+			return rc;
+		sid__reg_codes_pack(e->codes, e->L, codes);
+		rc = insert_row(s, e, codes, c->emb[i], err);
+		if (rc < 0)
+			return rc;
+		if (rc == 1) {
+			c->status[i] = SID__REG_IMPORT_ADDED;
+			continue;
+		}
+		rc = get_row(s, e->kind, e->id, &c->existing[i], err);
+		if (rc < 0)
+			return rc;
+		if (rc == 1) {
+			const struct sid_reg_entry *x = &c->existing[i];
+			c->status[i] = x->L == e->L && x->suffix == e->suffix &&
+					       !memcmp(x->codes, e->codes, sizeof(int32_t) * e->L)
+					   ? SID__REG_IMPORT_SAME
+					   : SID__REG_IMPORT_CONFLICT_ID;
+			continue;
+		}
+		rc = get_sid_row(s, e->kind, codes, e->L, e->suffix, &c->existing[i], err);
+		if (rc < 0)
+			return rc;
+		if (rc == 0)
+			return RETRY; /* the holder vanished (rolled back): again */
+		c->status[i] = SID__REG_IMPORT_CONFLICT_SID;
+	}
+	return 0;
+}
+
+static int pg_import(struct sid_registry *r, const struct sid_reg_entry *e, const float *const *emb,
+		     size_t n, int *status, struct sid_reg_entry *existing, struct sid_error *err)
+{
+	struct import_ctx c = {e, emb, n, status, existing};
+	return with_retries((struct pg *)r, 1, import_body, &c, err);
+}
+
+static void pg_close(struct sid_registry *r)
+{
+	struct pg *s = (struct pg *)r;
+	conn_drop(s);
+	free(s->conninfo);
+	free(s->base.label);
+	free(s);
+}
+
+static const struct sid__reg_ops pg_ops = {
+    .name = "postgresql",
+    .close = pg_close,
+    .assign = pg_assign,
+    .get = pg_get,
+    .get_sid = pg_get_sid,
+    .list = pg_list,
+    .levels = pg_levels,
+    .foreach = pg_foreach,
+    .import = pg_import,
+};
+
+/* Create or migrate the schema, one process at a time (advisory lock). */
+static int migrate_body(struct pg *s, struct sid_error *err)
+{
+	PGresult *res;
+	int version = 0, rc;
+
+	rc = pq_exec(s, "SELECT pg_advisory_xact_lock(" LOCK_KEY ")", err);
+	if (rc)
+		return rc;
+	res = PQexec(s->conn, "SELECT to_regclass('semid_meta') IS NOT NULL");
+	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+		rc = pg_fail(s, res, err, "read schema version");
+		PQclear(res);
+		return rc;
+	}
+	rc = PQgetvalue(res, 0, 0)[0] == 't';
+	PQclear(res);
+	if (rc) {
+		res = PQexec(s->conn, "SELECT value FROM semid_meta WHERE key = 'schema_version'");
+		if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+			rc = PQresultStatus(res) == PGRES_TUPLES_OK
+				 ? sid_error_set(err, SID_EFORMAT,
+						 "registry %s: semid_meta has no schema_version",
+						 s->base.label)
+				 : pg_fail(s, res, err, "read schema version");
+			PQclear(res);
+			return rc;
+		}
+		version = atoi(PQgetvalue(res, 0, 0));
+		PQclear(res);
+	}
+	if (version > SCHEMA_VERSION)
+		return sid_error_set(err, SID_EFORMAT,
+				     "registry %s: schema version %d; this build knows 1..%d",
+				     s->base.label, version, SCHEMA_VERSION);
+	for (; version < SCHEMA_VERSION; version++) {
+		char sql[96];
+		rc = pq_exec(s, migrations[version], err);
+		snprintf(sql, sizeof(sql),
+			 "UPDATE semid_meta SET value = '%d' WHERE key = 'schema_version'",
+			 version + 1);
+		if (!rc)
+			rc = pq_exec(s, sql, err);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+/* "postgresql://user@host:port/dbname", without the password. */
+static char *label_make(const char *conninfo)
+{
+	PQconninfoOption *o = PQconninfoParse(conninfo, NULL), *x;
+	const char *user = "", *host = "", *port = "", *db = "";
+	char buf[512];
+
+	if (!o)
+		return strdup("postgresql (unparsable connection string)");
+	for (x = o; x->keyword; x++) {
+		if (!x->val)
+			continue;
+		if (!strcmp(x->keyword, "user"))
+			user = x->val;
+		else if (!strcmp(x->keyword, "host"))
+			host = x->val;
+		else if (!strcmp(x->keyword, "port"))
+			port = x->val;
+		else if (!strcmp(x->keyword, "dbname"))
+			db = x->val;
+	}
+	snprintf(buf, sizeof(buf), "postgresql://%s%s%s%s%s/%s", user, *user ? "@" : "", host,
+		 *port ? ":" : "", port, db);
+	PQconninfoFree(o);
+	return strdup(buf);
+}
+
+int sid__reg_pg_open(const char *conninfo, unsigned flags, struct sid_registry **out,
+		     struct sid_error *err)
+{
+	struct pg *s = calloc(1, sizeof(*s));
+	char *perr = NULL;
+	PQconninfoOption *o;
+	int rc;
+
+	if (!s)
+		return sid_error_set(err, SID_ENOMEM, "registry: out of memory");
+	s->base.ops = &pg_ops;
+	s->conninfo = strdup(conninfo);
+	s->base.label = label_make(conninfo);
+	s->seed = (unsigned)getpid() ^ (unsigned)time(NULL);
+	if (!s->conninfo || !s->base.label) {
+		rc = sid_error_set(err, SID_ENOMEM, "registry: out of memory");
+		goto fail;
+	}
+	o = PQconninfoParse(conninfo, &perr);
+	if (!o) {
+		rc = sid_error_set(err, SID_EINVAL, "registry: bad connection string: %s",
+				   perr ? perr : "out of memory");
+		PQfreemem(perr);
+		goto fail;
+	}
+	PQconninfoFree(o);
+	rc = conn_ensure(s, err); /* connects and creates or migrates the schema */
+	if (rc == SID_EUNAVAIL && (flags & SID_REG_LAZY))
+		rc = 0; /* the first call that connects will do it */
+	if (rc)
+		goto fail;
+	*out = &s->base;
+	return 0;
+fail:
+	pg_close(&s->base);
+	return rc;
+}

@@ -1,0 +1,780 @@
+/*
+ * registry_sqlite.c - the SQLite backend of the ID registry (registry.h).
+ *
+ * One database file in WAL mode with synchronous=FULL, so a commit is on disk
+ * (the WAL fsynced) before sid_registry_assign returns.  Writers take the
+ * file's write lock up front (BEGIN IMMEDIATE) and wait up to BUSY_MS for
+ * other connections or processes; a known id is answered from a plain read
+ * without a write transaction.  The schema (proto/registry.md) is versioned
+ * in semid_meta and migrated on open under the write lock.  Embeddings live
+ * in their own table so the assignment rows stay small for scans.
+ *
+ * The caller (registry.c) serialises calls on a handle, so the connection is
+ * opened without SQLite's own mutex.
+ */
+#include "registry.h"
+
+#include <sqlite3.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define BUSY_MS	       5000
+#define SCHEMA_VERSION 1
+
+/* Migrations: migrations[v] takes schema v to v + 1 (v = 0: a new file). */
+static const char *const migrations[SCHEMA_VERSION] = {
+    "CREATE TABLE semid_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+    "CREATE TABLE semid_assignment ("
+    " rid INTEGER PRIMARY KEY,"
+    " kind INTEGER NOT NULL,"
+    " id TEXT NOT NULL,"
+    " codes BLOB NOT NULL,"
+    " suffix INTEGER NOT NULL CHECK (suffix >= 0),"
+    " model_version TEXT NOT NULL,"
+    " created_ms INTEGER NOT NULL,"
+    " updated_ms INTEGER NOT NULL,"
+    " emb_dim INTEGER NOT NULL DEFAULT 0);"
+    "CREATE UNIQUE INDEX semid_assignment_id ON semid_assignment (kind, id);"
+    "CREATE UNIQUE INDEX semid_assignment_sid ON semid_assignment (kind, codes, suffix);"
+    "CREATE TABLE semid_embedding (rid INTEGER PRIMARY KEY, emb BLOB NOT NULL);"
+    "INSERT INTO semid_meta VALUES ('schema_version', '0');",
+};
+
+#define COLS "kind, id, codes, suffix, model_version, created_ms, updated_ms, emb_dim, rid"
+
+enum {
+	S_GET,
+	S_GET_SID,
+	S_USED,
+	S_INSERT,
+	S_MOVE,
+	S_TOUCH,
+	S_EMB_PUT,
+	S_LEVELS_GET,
+	S_LEVELS_PUT,
+	S_LIST,
+	S_BEGIN,
+	S_COMMIT,
+	S_ROLLBACK,
+	S_COUNT
+};
+
+static const char *const stmt_sql[S_COUNT] = {
+    [S_GET] = "SELECT " COLS " FROM semid_assignment WHERE kind = ?1 AND id = ?2",
+    [S_GET_SID] = "SELECT " COLS " FROM semid_assignment WHERE kind = ?1 AND codes = ?2"
+		  " AND suffix = ?3",
+    [S_USED] = "SELECT suffix FROM semid_assignment WHERE kind = ?1 AND codes = ?2"
+	       " ORDER BY suffix",
+    [S_INSERT] = "INSERT INTO semid_assignment (kind, id, codes, suffix, model_version,"
+		 " created_ms, updated_ms, emb_dim) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    [S_MOVE] = "UPDATE semid_assignment SET codes = ?2, suffix = ?3, model_version = ?4,"
+	       " updated_ms = ?5 WHERE rid = ?1",
+    [S_TOUCH] = "UPDATE semid_assignment SET emb_dim = ?2 WHERE rid = ?1",
+    [S_EMB_PUT] = "INSERT OR REPLACE INTO semid_embedding (rid, emb) VALUES (?1, ?2)",
+    [S_LEVELS_GET] = "SELECT value FROM semid_meta WHERE key = 'levels.' || ?1",
+    [S_LEVELS_PUT] = "INSERT INTO semid_meta VALUES ('levels.' || ?1, ?2)",
+    [S_LIST] = "SELECT " COLS " FROM semid_assignment WHERE kind = ?1 AND codes >= ?2"
+	       " AND codes < ?3 AND (codes, suffix) > (?4, ?5) ORDER BY codes, suffix LIMIT ?6",
+    [S_BEGIN] = "BEGIN IMMEDIATE",
+    [S_COMMIT] = "COMMIT",
+    [S_ROLLBACK] = "ROLLBACK",
+};
+
+struct sq {
+	struct sid_registry base;
+	sqlite3 *db;
+	sqlite3_stmt *st[S_COUNT];
+	int levels[SID_TOWER_COUNT]; /* cached once known (they never change) */
+};
+
+/* Map a SQLite result code to a SID_E* code and a message naming the file. */
+static int sq_fail(struct sq *s, int rc, struct sid_error *err, const char *what)
+{
+	const char *msg = s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc);
+	int code;
+
+	switch (rc & 0xff) {
+	case SQLITE_NOTADB:
+	case SQLITE_CORRUPT:
+		return sid_error_set(err, SID_EFORMAT,
+				     "registry %s: %s: %s (the file is not a SQLite database or is "
+				     "corrupt)",
+				     s->base.label, what, msg);
+	case SQLITE_NOMEM:
+		code = SID_ENOMEM;
+		break;
+	case SQLITE_BUSY:
+	case SQLITE_LOCKED:
+	case SQLITE_IOERR:
+	case SQLITE_FULL:
+	case SQLITE_PROTOCOL:
+	case SQLITE_READONLY:
+		code = SID_EUNAVAIL;
+		break;
+	case SQLITE_CANTOPEN:
+	case SQLITE_PERM:
+		return sid_error_set(err, SID_EIO,
+				     "registry %s: %s: %s (the file and its directory must be "
+				     "writable: WAL mode keeps %s-wal and %s-shm beside it)",
+				     s->base.label, what, msg, s->base.label, s->base.label);
+	default:
+		code = SID_EIO;
+	}
+	return sid_error_set(err, code, "registry %s: %s: %s", s->base.label, what, msg);
+}
+
+static sqlite3_stmt *stmt(struct sq *s, int i)
+{
+	sqlite3_reset(s->st[i]);
+	sqlite3_clear_bindings(s->st[i]);
+	return s->st[i];
+}
+
+/* Run a statement that returns no rows. */
+static int run(struct sq *s, sqlite3_stmt *st, struct sid_error *err, const char *what)
+{
+	int rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	if (rc != SQLITE_DONE && rc != SQLITE_ROW)
+		return sq_fail(s, rc, err, what);
+	return 0;
+}
+
+static int exec(struct sq *s, const char *sql, struct sid_error *err, const char *what)
+{
+	int rc = sqlite3_exec(s->db, sql, NULL, NULL, NULL);
+	return rc == SQLITE_OK ? 0 : sq_fail(s, rc, err, what);
+}
+
+static void rollback(struct sq *s)
+{
+	if (!sqlite3_get_autocommit(s->db))
+		run(s, stmt(s, S_ROLLBACK), NULL, "rollback");
+}
+
+/* Read an entry from a statement selecting COLS. */
+static int row_entry(struct sq *s, sqlite3_stmt *st, struct sid_reg_entry *e, struct sid_error *err)
+{
+	const char *id = (const char *)sqlite3_column_text(st, 1);
+	const char *ver = (const char *)sqlite3_column_text(st, 4);
+
+	memset(e, 0, sizeof(*e));
+	e->kind = sqlite3_column_int(st, 0);
+	if (!id || !ver || strlen(id) > SID_REG_ID_MAX || strlen(ver) > SID_REG_VERSION_MAX ||
+	    sid__reg_codes_unpack(sqlite3_column_blob(st, 2), sqlite3_column_bytes(st, 2), e->codes,
+				  &e->L))
+		return sid_error_set(err, SID_EFORMAT, "registry %s: corrupt row %lld",
+				     s->base.label, (long long)sqlite3_column_int64(st, 8));
+	strcpy(e->id, id);
+	strcpy(e->model_version, ver);
+	e->suffix = sqlite3_column_int64(st, 3);
+	e->created_ms = sqlite3_column_int64(st, 5);
+	e->updated_ms = sqlite3_column_int64(st, 6);
+	e->D = sqlite3_column_int(st, 7);
+	return 0;
+}
+
+/* Look @id up: 1 found (*rid set), 0 absent, < 0 error. */
+static int get_row(struct sq *s, int kind, const char *id, struct sid_reg_entry *e,
+		   sqlite3_int64 *rid, struct sid_error *err)
+{
+	sqlite3_stmt *st = stmt(s, S_GET);
+	int rc;
+
+	sqlite3_bind_int(st, 1, kind);
+	sqlite3_bind_text(st, 2, id, -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_DONE)
+		rc = 0;
+	else if (rc != SQLITE_ROW)
+		rc = sq_fail(s, rc, err, "read");
+	else if ((rc = row_entry(s, st, e, err)) == 0) {
+		if (rid)
+			*rid = sqlite3_column_int64(st, 8);
+		rc = 1;
+	}
+	sqlite3_reset(st);
+	return rc;
+}
+
+static int get_sid_row(struct sq *s, int kind, const uint8_t *codes, int L, int64_t suffix,
+		       struct sid_reg_entry *e, struct sid_error *err)
+{
+	sqlite3_stmt *st = stmt(s, S_GET_SID);
+	int rc;
+
+	sqlite3_bind_int(st, 1, kind);
+	sqlite3_bind_blob(st, 2, codes, 4 * L, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 3, suffix);
+	rc = sqlite3_step(st);
+	if (rc == SQLITE_DONE)
+		rc = 0;
+	else if (rc != SQLITE_ROW)
+		rc = sq_fail(s, rc, err, "read");
+	else if ((rc = row_entry(s, st, e, err)) == 0)
+		rc = 1;
+	sqlite3_reset(st);
+	return rc;
+}
+
+static int levels_get(struct sq *s, int kind, int *L, struct sid_error *err)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	if (s->levels[kind]) {
+		*L = s->levels[kind];
+		return 0;
+	}
+	st = stmt(s, S_LEVELS_GET);
+	sqlite3_bind_text(st, 1, sid_tower_name(kind), -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	*L = 0;
+	if (rc == SQLITE_ROW)
+		*L = s->levels[kind] = sqlite3_column_int(st, 0);
+	else if (rc != SQLITE_DONE)
+		rc = sq_fail(s, rc, err, "read levels");
+	sqlite3_reset(st);
+	return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : rc;
+}
+
+/* Inside a write transaction: the store's levels for @kind, set to @L when
+ * unset.  Returns 1 when they differ from @L. */
+static int levels_ensure(struct sq *s, int kind, int L, struct sid_error *err)
+{
+	int cur, rc = levels_get(s, kind, &cur, err);
+	sqlite3_stmt *st;
+
+	if (rc)
+		return rc;
+	if (cur)
+		return cur != L;
+	st = stmt(s, S_LEVELS_PUT);
+	sqlite3_bind_text(st, 1, sid_tower_name(kind), -1, SQLITE_STATIC);
+	sqlite3_bind_int(st, 2, L);
+	rc = run(s, st, err, "write levels");
+	/* cached only after commit: a rollback would undo it */
+	return rc;
+}
+
+/* The smallest suffix free under @codes. */
+static int free_suffix(struct sq *s, int kind, const uint8_t *codes, int L, int64_t *out,
+		       struct sid_error *err)
+{
+	sqlite3_stmt *st = stmt(s, S_USED);
+	struct sid__reg_gap g;
+	int rc;
+
+	sid__reg_gap_init(&g);
+	sqlite3_bind_int(st, 1, kind);
+	sqlite3_bind_blob(st, 2, codes, 4 * L, SQLITE_STATIC);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+		if (sid__reg_gap_feed(&g, sqlite3_column_int64(st, 0)))
+			break;
+	sqlite3_reset(st);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		return sq_fail(s, rc, err, "read suffixes");
+	*out = g.next;
+	return 0;
+}
+
+static int emb_put(struct sq *s, sqlite3_int64 rid, const float *emb, int D, struct sid_error *err)
+{
+	sqlite3_stmt *st = stmt(s, S_EMB_PUT);
+	sqlite3_bind_int64(st, 1, rid);
+	sqlite3_bind_blob(st, 2, emb, (int)sizeof(float) * D, SQLITE_STATIC);
+	return run(s, st, err, "write embedding");
+}
+
+static int insert_row(struct sq *s, const struct sid_reg_entry *e, const uint8_t *codes,
+		      const float *emb, struct sid_error *err)
+{
+	sqlite3_stmt *st = stmt(s, S_INSERT);
+	int rc;
+
+	sqlite3_bind_int(st, 1, e->kind);
+	sqlite3_bind_text(st, 2, e->id, -1, SQLITE_STATIC);
+	sqlite3_bind_blob(st, 3, codes, 4 * e->L, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 4, e->suffix);
+	sqlite3_bind_text(st, 5, e->model_version, -1, SQLITE_STATIC);
+	sqlite3_bind_int64(st, 6, e->created_ms);
+	sqlite3_bind_int64(st, 7, e->updated_ms);
+	sqlite3_bind_int(st, 8, emb ? e->D : 0);
+	rc = run(s, st, err, "insert");
+	if (!rc && emb)
+		rc = emb_put(s, sqlite3_last_insert_rowid(s->db), emb, e->D, err);
+	return rc;
+}
+
+/* All of @items already stored and no reassign: answer without writing.
+ * Returns 1 when it did. */
+static int assign_known(struct sq *s, int kind, const struct sid_reg_item *items, size_t n,
+			struct sid_reg_entry *out, struct sid_error *err)
+{
+	for (size_t i = 0; i < n; i++) {
+		int rc = get_row(s, kind, items[i].id, &out[i], NULL, err);
+		if (rc <= 0)
+			return rc;
+	}
+	return 1;
+}
+
+static int sq_assign(struct sid_registry *r, int kind, const struct sid_reg_item *items, size_t n,
+		     int L, int D, const char *model_version, unsigned flags, int64_t now_ms,
+		     struct sid_reg_entry *out, struct sid_error *err)
+{
+	struct sq *s = (struct sq *)r;
+	int reassign = flags & SID_REG_REASSIGN, levels_ok = 0, rc;
+
+	if (!reassign) {
+		rc = assign_known(s, kind, items, n, out, err);
+		if (rc)
+			return rc < 0 ? rc : 0;
+	}
+	rc = run(s, stmt(s, S_BEGIN), err, "begin");
+	if (rc)
+		return rc;
+	for (size_t i = 0; i < n; i++) {
+		struct sid_reg_entry *e = &out[i];
+		uint8_t codes[SID__REG_CODES_BYTES];
+		sqlite3_int64 rid = 0;
+		int found = get_row(s, kind, items[i].id, e, &rid, err);
+
+		if (found < 0) {
+			rc = found;
+			goto fail;
+		}
+		if (found && !reassign)
+			continue;
+		if (!levels_ok) {
+			rc = levels_ensure(s, kind, L, err);
+			if (rc > 0)
+				rc = sid_error_set_at(err, SID_EINVAL, (long)i,
+						      "input %zu: the model gives %d levels; the "
+						      "registry's %s IDs have %d",
+						      i, L, sid_tower_name(kind), s->levels[kind]);
+			if (rc)
+				goto fail;
+			levels_ok = 1;
+		}
+		sid__reg_codes_pack(items[i].codes, L, codes);
+		if (found) {
+			/* reassign: to the same codes it keeps its slot and notes the model */
+			int same = e->L == L && !memcmp(e->codes, items[i].codes, 4 * (size_t)L);
+			sqlite3_stmt *st;
+			if (!same && (rc = free_suffix(s, kind, codes, L, &e->suffix, err)))
+				goto fail;
+			st = stmt(s, S_MOVE);
+			sqlite3_bind_int64(st, 1, rid);
+			sqlite3_bind_blob(st, 2, codes, 4 * L, SQLITE_STATIC);
+			sqlite3_bind_int64(st, 3, e->suffix);
+			sqlite3_bind_text(st, 4, model_version, -1, SQLITE_STATIC);
+			sqlite3_bind_int64(st, 5, now_ms);
+			rc = run(s, st, err, "update");
+			e->moved = !same;
+		} else {
+			memset(e, 0, sizeof(*e));
+			e->kind = kind;
+			strcpy(e->id, items[i].id);
+			e->L = L;
+			e->created_ms = e->updated_ms = now_ms;
+			e->D = items[i].emb ? D : 0;
+			snprintf(e->model_version, sizeof(e->model_version), "%s", model_version);
+			rc = free_suffix(s, kind, codes, L, &e->suffix, err);
+			if (!rc)
+				rc = insert_row(s, e, codes, items[i].emb, err);
+			e->created = 1;
+		}
+		if (rc)
+			goto fail;
+		if (found && items[i].emb) {
+			sqlite3_stmt *st = stmt(s, S_TOUCH);
+			sqlite3_bind_int64(st, 1, rid);
+			sqlite3_bind_int(st, 2, D);
+			rc = run(s, st, err, "update");
+			if (!rc)
+				rc = emb_put(s, rid, items[i].emb, D, err);
+			if (rc)
+				goto fail;
+			e->D = D;
+		}
+		e->L = L;
+		memcpy(e->codes, items[i].codes, sizeof(int32_t) * L);
+		e->updated_ms = now_ms;
+		snprintf(e->model_version, sizeof(e->model_version), "%s", model_version);
+	}
+	rc = run(s, stmt(s, S_COMMIT), err, "commit");
+	if (rc)
+		goto fail;
+	if (levels_ok)
+		s->levels[kind] = L;
+	return 0;
+fail:
+	rollback(s);
+	s->levels[kind] = 0;
+	return rc;
+}
+
+static int sq_get(struct sid_registry *r, int kind, const char *id, struct sid_reg_entry *out,
+		  struct sid_error *err)
+{
+	int rc = get_row((struct sq *)r, kind, id, out, NULL, err);
+	if (rc == 0)
+		return sid_error_set(err, SID_ENOTFOUND, "%s id \"%s\": not found",
+				     sid_tower_name(kind), id);
+	return rc < 0 ? rc : 0;
+}
+
+static int sq_get_sid(struct sid_registry *r, int kind, const int32_t *codes, int L, int64_t suffix,
+		      struct sid_reg_entry *out, struct sid_error *err)
+{
+	uint8_t packed[SID__REG_CODES_BYTES];
+	char sid[SID_REG_SID_MAX];
+	int rc;
+
+	sid__reg_codes_pack(codes, L, packed);
+	rc = get_sid_row((struct sq *)r, kind, packed, L, suffix, out, err);
+	if (rc == 0) {
+		sid_reg_sid_format(codes, L, suffix, sid, sizeof(sid));
+		return sid_error_set(err, SID_ENOTFOUND, "%s sid %s: not found",
+				     sid_tower_name(kind), sid);
+	}
+	return rc < 0 ? rc : 0;
+}
+
+static int sq_list(struct sid_registry *r, int kind, const uint8_t *lo, size_t lo_len,
+		   const uint8_t *hi, size_t hi_len, const uint8_t *after, size_t after_len,
+		   int64_t after_suffix, size_t limit, struct sid_reg_entry *out, size_t *n_out,
+		   struct sid_error *err)
+{
+	struct sq *s = (struct sq *)r;
+	sqlite3_stmt *st = stmt(s, S_LIST);
+	size_t n = 0;
+	int rc;
+
+	sqlite3_bind_int(st, 1, kind);
+	sqlite3_bind_blob(st, 2, lo_len ? (const void *)lo : "", (int)lo_len, SQLITE_STATIC);
+	sqlite3_bind_blob(st, 3, hi, (int)hi_len, SQLITE_STATIC);
+	sqlite3_bind_blob(st, 4, after_len ? (const void *)after : "", (int)after_len,
+			  SQLITE_STATIC);
+	sqlite3_bind_int64(st, 5, after_suffix);
+	sqlite3_bind_int64(st, 6, (sqlite3_int64)limit);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		if (row_entry(s, st, &out[n], err)) {
+			rc = SID_EFORMAT;
+			break;
+		}
+		n++;
+	}
+	sqlite3_reset(st);
+	*n_out = n;
+	if (rc == SID_EFORMAT)
+		return rc;
+	return rc == SQLITE_DONE ? 0 : sq_fail(s, rc, err, "list");
+}
+
+static int sq_levels(struct sid_registry *r, int kind, int *L, struct sid_error *err)
+{
+	return levels_get((struct sq *)r, kind, L, err);
+}
+
+static int sq_foreach(struct sid_registry *r, int kind, int want_emb, sid_reg_foreach_fn fn,
+		      void *ctx, struct sid_error *err)
+{
+	struct sq *s = (struct sq *)r;
+	char sql[512];
+	sqlite3_stmt *st = NULL;
+	struct sid_reg_entry e;
+	float *buf = NULL;
+	int rc, cap = 0;
+
+	snprintf(sql, sizeof(sql),
+		 "SELECT a.kind, a.id, a.codes, a.suffix, a.model_version, a.created_ms,"
+		 " a.updated_ms, a.emb_dim, a.rid%s FROM semid_assignment a%s %s"
+		 " ORDER BY a.kind, a.codes, a.suffix",
+		 want_emb ? ", e.emb" : "",
+		 want_emb ? " LEFT JOIN semid_embedding e ON e.rid = a.rid" : "",
+		 kind >= 0 ? "WHERE a.kind = ?1" : "");
+	rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
+	if (rc)
+		return sq_fail(s, rc, err, "walk");
+	if (kind >= 0)
+		sqlite3_bind_int(st, 1, kind);
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		const float *emb = NULL;
+		if (row_entry(s, st, &e, err)) {
+			rc = SID_EFORMAT;
+			goto out;
+		}
+		if (want_emb && sqlite3_column_type(st, 9) == SQLITE_BLOB) {
+			int bytes = sqlite3_column_bytes(st, 9);
+			if (bytes != (int)sizeof(float) * e.D || e.D < 1) {
+				rc = sid_error_set(err, SID_EFORMAT,
+						   "registry %s: id %s: embedding of %d bytes, "
+						   "want %d",
+						   s->base.label, e.id, bytes,
+						   (int)sizeof(float) * e.D);
+				goto out;
+			}
+			if (e.D > cap) { /* copied: a blob need not be float-aligned */
+				float *nb = realloc(buf, sizeof(float) * e.D);
+				if (!nb) {
+					rc = sid_error_set(err, SID_ENOMEM, "walk: out of memory");
+					goto out;
+				}
+				buf = nb;
+				cap = e.D;
+			}
+			memcpy(buf, sqlite3_column_blob(st, 9), bytes);
+			emb = buf;
+		}
+		rc = fn(&e, emb, ctx);
+		if (rc)
+			goto out;
+	}
+	rc = rc == SQLITE_DONE ? 0 : sq_fail(s, rc, err, "walk");
+out:
+	sqlite3_finalize(st);
+	free(buf);
+	return rc;
+}
+
+static int sq_import(struct sid_registry *r, const struct sid_reg_entry *e, const float *const *emb,
+		     size_t n, int *status, struct sid_reg_entry *existing, struct sid_error *err)
+{
+	struct sq *s = (struct sq *)r;
+	int rc, touched[SID_TOWER_COUNT] = {0};
+
+	rc = run(s, stmt(s, S_BEGIN), err, "begin");
+	if (rc)
+		return rc;
+	for (size_t i = 0; i < n; i++) {
+		uint8_t codes[SID__REG_CODES_BYTES];
+		int found, diff;
+
+		diff = levels_ensure(s, e[i].kind, e[i].L, err);
+		if (diff < 0) {
+			rc = diff;
+			goto fail;
+		}
+		touched[e[i].kind] = 1;
+		if (diff) {
+			status[i] = SID__REG_IMPORT_CONFLICT_LEVELS;
+			continue;
+		}
+		if (!s->levels[e[i].kind])
+			s->levels[e[i].kind] = e[i].L; /* set in this transaction */
+		found = get_row(s, e[i].kind, e[i].id, &existing[i], NULL, err);
+		if (found < 0) {
+			rc = found;
+			goto fail;
+		}
+		if (found) {
+			status[i] =
+			    existing[i].L == e[i].L && existing[i].suffix == e[i].suffix &&
+				    !memcmp(existing[i].codes, e[i].codes, sizeof(int32_t) * e[i].L)
+				? SID__REG_IMPORT_SAME
+				: SID__REG_IMPORT_CONFLICT_ID;
+			continue;
+		}
+		sid__reg_codes_pack(e[i].codes, e[i].L, codes);
+		found = get_sid_row(s, e[i].kind, codes, e[i].L, e[i].suffix, &existing[i], err);
+		if (found < 0) {
+			rc = found;
+			goto fail;
+		}
+		if (found) {
+			status[i] = SID__REG_IMPORT_CONFLICT_SID;
+			continue;
+		}
+		rc = insert_row(s, &e[i], codes, emb[i], err);
+		if (rc)
+			goto fail;
+		status[i] = SID__REG_IMPORT_ADDED;
+	}
+	rc = run(s, stmt(s, S_COMMIT), err, "commit");
+	if (!rc)
+		return 0;
+fail:
+	rollback(s);
+	for (int k = 0; k < SID_TOWER_COUNT; k++)
+		if (touched[k])
+			s->levels[k] = 0;
+	return rc;
+}
+
+static void sq_close(struct sid_registry *r)
+{
+	struct sq *s = (struct sq *)r;
+	for (int i = 0; i < S_COUNT; i++)
+		sqlite3_finalize(s->st[i]);
+	sqlite3_close(s->db);
+	free(s->base.label);
+	free(s);
+}
+
+static const struct sid__reg_ops sq_ops = {
+    .name = "sqlite",
+    .close = sq_close,
+    .assign = sq_assign,
+    .get = sq_get,
+    .get_sid = sq_get_sid,
+    .list = sq_list,
+    .levels = sq_levels,
+    .foreach = sq_foreach,
+    .import = sq_import,
+};
+
+/* Create or migrate the schema under the write lock. */
+static int migrate(struct sq *s, int readonly, struct sid_error *err)
+{
+	sqlite3_stmt *st = NULL;
+	int rc, version = -1, tables = 0;
+
+	if (!readonly) {
+		rc = exec(s, "BEGIN IMMEDIATE", err, "open");
+		if (rc)
+			return rc;
+	}
+	rc = sqlite3_prepare_v2(s->db,
+				"SELECT (SELECT count(*) FROM sqlite_master WHERE type = 'table'),"
+				" (SELECT count(*) FROM sqlite_master WHERE name = 'semid_meta')",
+				-1, &st, NULL);
+	if (rc || (rc = sqlite3_step(st)) != SQLITE_ROW) {
+		rc = sq_fail(s, rc, err, "open");
+		goto fail;
+	}
+	tables = sqlite3_column_int(st, 0);
+	if (sqlite3_column_int(st, 1)) {
+		sqlite3_finalize(st);
+		st = NULL;
+		rc = sqlite3_prepare_v2(s->db,
+					"SELECT value FROM semid_meta WHERE key = 'schema_version'",
+					-1, &st, NULL);
+		if (rc || (rc = sqlite3_step(st)) != SQLITE_ROW) {
+			rc = rc == SQLITE_DONE
+				 ? sid_error_set(err, SID_EFORMAT,
+						 "registry %s: semid_meta has no schema_version",
+						 s->base.label)
+				 : sq_fail(s, rc, err, "open");
+			goto fail;
+		}
+		version = sqlite3_column_int(st, 0);
+	} else if (tables == 0) {
+		version = 0;
+	} else {
+		rc = sid_error_set(err, SID_EFORMAT,
+				   "registry %s: a SQLite database, but not a semid registry (no "
+				   "semid_meta table)",
+				   s->base.label);
+		goto fail;
+	}
+	sqlite3_finalize(st);
+	st = NULL;
+	if (version > SCHEMA_VERSION || version < 0) {
+		rc = sid_error_set(err, SID_EFORMAT,
+				   "registry %s: schema version %d; this build knows 1..%d",
+				   s->base.label, version, SCHEMA_VERSION);
+		goto fail;
+	}
+	if (version < SCHEMA_VERSION && readonly) {
+		rc = sid_error_set(err, version ? SID_EFORMAT : SID_ENOTFOUND,
+				   "registry %s: %s (opened read-only, so not %s)", s->base.label,
+				   version ? "old schema" : "empty",
+				   version ? "migrated" : "created");
+		goto fail;
+	}
+	for (; version < SCHEMA_VERSION; version++) {
+		char sql[96];
+		rc = exec(s, migrations[version], err, "migrate");
+		snprintf(sql, sizeof(sql),
+			 "UPDATE semid_meta SET value = '%d' WHERE key = 'schema_version'",
+			 version + 1);
+		if (!rc)
+			rc = exec(s, sql, err, "migrate");
+		if (rc)
+			goto fail;
+	}
+	if (!readonly && (rc = exec(s, "COMMIT", err, "open")))
+		goto fail;
+	return 0;
+fail:
+	sqlite3_finalize(st);
+	if (!sqlite3_get_autocommit(s->db))
+		sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
+	return rc;
+}
+
+int sid__reg_sqlite_open(const char *path, unsigned flags, struct sid_registry **out,
+			 struct sid_error *err)
+{
+	int readonly = flags & SID_REG_READONLY;
+	struct sq *s = calloc(1, sizeof(*s));
+	sqlite3_stmt *st = NULL;
+	int rc;
+
+	if (!s || !(s->base.label = strdup(path))) {
+		free(s);
+		return sid_error_set(err, SID_ENOMEM, "registry %s: out of memory", path);
+	}
+	s->base.ops = &sq_ops;
+	rc = sqlite3_open_v2(
+	    path, &s->db,
+	    (readonly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE) |
+		SQLITE_OPEN_NOMUTEX,
+	    NULL);
+	if (rc) {
+		rc = sq_fail(s, rc, err, "open");
+		goto fail;
+	}
+	sqlite3_extended_result_codes(s->db, 1);
+	sqlite3_busy_timeout(s->db, BUSY_MS);
+	if (!readonly && sqlite3_db_readonly(s->db, "main") == 1) {
+		rc = sid_error_set(
+		    err, SID_EIO,
+		    "registry %s: the file is read-only (assigning needs write access)", path);
+		goto fail;
+	}
+	if (!readonly) {
+		/* the first statement that reads the file: garbage fails here */
+		rc = sqlite3_prepare_v2(s->db, "PRAGMA journal_mode = WAL", -1, &st, NULL);
+		if (rc || (rc = sqlite3_step(st)) != SQLITE_ROW) {
+			if ((rc & 0xff) == SQLITE_READONLY)
+				rc = sid_error_set(err, SID_EIO,
+						   "registry %s: the file is read-only (assigning "
+						   "needs write access)",
+						   path);
+			else
+				rc = sq_fail(s, rc, err, "open (set WAL mode)");
+			goto fail;
+		}
+		if (strcmp((const char *)sqlite3_column_text(st, 0), "wal")) {
+			rc =
+			    sid_error_set(err, SID_EIO, "registry %s: cannot use WAL mode (got %s)",
+					  path, sqlite3_column_text(st, 0));
+			goto fail;
+		}
+		sqlite3_finalize(st);
+		st = NULL;
+		rc = exec(s, "PRAGMA synchronous = FULL", err, "open");
+		if (rc)
+			goto fail;
+	}
+	rc = migrate(s, readonly, err);
+	if (rc)
+		goto fail;
+	for (int i = 0; i < S_COUNT; i++) {
+		rc = sqlite3_prepare_v3(s->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
+					&s->st[i], NULL);
+		if (rc) {
+			rc = sq_fail(s, rc, err, "prepare");
+			goto fail;
+		}
+	}
+	*out = &s->base;
+	return 0;
+fail:
+	sqlite3_finalize(st);
+	sq_close(&s->base);
+	return rc;
+}

@@ -1,0 +1,1484 @@
+/*
+ * check_registry.c - tests for the ID registry (core/registry*.c).
+ *
+ * The behaviour tests run twice, on SQLite (a fresh file each) and on
+ * PostgreSQL (a fresh database each, in a throwaway cluster this program
+ * starts with initdb/pg_ctl as the postgres user and removes at the end; or
+ * an existing server named by SEMID_TEST_PG, an admin connection string).
+ * Without root or without PostgreSQL binaries the PostgreSQL cases are
+ * skipped with a message.  Covered: the suffix rule and idempotence, ids
+ * repeated in a batch, reassign, lookups by id / sid / prefix with paging,
+ * levels, stats against hand counts, diff against a hand-built model,
+ * export/import round trips and conflicts, bad input, several threads and
+ * several processes assigning colliding codes at once, a child killed with
+ * SIGKILL mid-stream, and on SQLite a corrupt file, a foreign database, a
+ * newer schema, a read-only file and directory, and a held write lock; on
+ * PostgreSQL a server that stops and comes back.
+ */
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <libpq-fe.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <pwd.h>
+#include <signal.h>
+#include <sqlite3.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "encode.h"
+#include "model.h"
+#include "model_builder.h"
+#include "registry.h"
+
+#define PGBIN "/usr/lib/postgresql/15/bin"
+
+/* ---- backends ---- */
+
+static int g_pg; /* this test case runs on PostgreSQL */
+
+static struct {
+	int up;
+	char skip[512];
+	char dir[256];
+	char admin[512]; /* connection string to the "postgres" database */
+	char start_cmd[1024], stop_cmd[512];
+	int own; /* started here */
+} pg;
+
+static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int sh(const char *fmt, ...)
+{
+	char cmd[2048];
+	va_list ap;
+	int st;
+	va_start(ap, fmt);
+	vsnprintf(cmd, sizeof(cmd), fmt, ap);
+	va_end(ap);
+	st = system(cmd);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static int free_port(void)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t len = sizeof(a);
+	int fd = socket(AF_INET, SOCK_STREAM, 0), port = -1;
+	if (fd >= 0 && !bind(fd, (struct sockaddr *)&a, sizeof(a)) &&
+	    !getsockname(fd, (struct sockaddr *)&a, &len))
+		port = ntohs(a.sin_port);
+	close(fd);
+	return port;
+}
+
+static void pg_start(void)
+{
+	const char *ext = getenv("SEMID_TEST_PG");
+	struct passwd *pw;
+	int port;
+
+	if (ext && *ext) {
+		snprintf(pg.admin, sizeof(pg.admin), "%s", ext);
+		pg.up = 1;
+		return;
+	}
+	if (geteuid() != 0) {
+		snprintf(pg.skip, sizeof(pg.skip), "not root (the tests run initdb as postgres)");
+		goto skip;
+	}
+	pw = getpwnam("postgres");
+	if (access(PGBIN "/initdb", X_OK) || access(PGBIN "/pg_ctl", X_OK) || !pw) {
+		snprintf(pg.skip, sizeof(pg.skip), "PostgreSQL 15 is not installed (%s)", PGBIN);
+		goto skip;
+	}
+	snprintf(pg.dir, sizeof(pg.dir), "/tmp/semid-pg.XXXXXX");
+	if (!mkdtemp(pg.dir) || chown(pg.dir, pw->pw_uid, pw->pw_gid)) {
+		snprintf(pg.skip, sizeof(pg.skip), "cannot make a temp dir");
+		goto fail;
+	}
+	port = free_port();
+	if (sh("runuser -u postgres -- " PGBIN "/initdb -D %s/data -A trust -U postgres "
+	       "--no-sync -E UTF8 >%s/initdb.log 2>&1",
+	       pg.dir, pg.dir)) {
+		snprintf(pg.skip, sizeof(pg.skip), "initdb failed (see %s/initdb.log)", pg.dir);
+		goto fail;
+	}
+	snprintf(pg.start_cmd, sizeof(pg.start_cmd),
+		 "runuser -u postgres -- " PGBIN "/pg_ctl -D %s/data -l %s/pg.log -w -t 60 "
+		 "-o \"-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off\" start >/dev/null",
+		 pg.dir, pg.dir, port, pg.dir);
+	snprintf(pg.stop_cmd, sizeof(pg.stop_cmd),
+		 "runuser -u postgres -- " PGBIN "/pg_ctl -D %s/data -m immediate -w stop "
+		 ">/dev/null 2>&1",
+		 pg.dir);
+	if (sh("%s", pg.start_cmd)) {
+		snprintf(pg.skip, sizeof(pg.skip), "pg_ctl start failed (see %s/pg.log)", pg.dir);
+		goto fail;
+	}
+	snprintf(pg.admin, sizeof(pg.admin), "host=127.0.0.1 port=%d dbname=postgres user=postgres",
+		 port);
+	pg.own = 1;
+	pg.up = 1;
+	return;
+fail:
+	fprintf(stderr, "check_registry: FAILED to start PostgreSQL: %s\n", pg.skip);
+	pg.up = -1; /* root with binaries present: the cases fail rather than skip */
+	return;
+skip:
+	fprintf(stderr, "check_registry: PostgreSQL cases SKIPPED: %s\n", pg.skip);
+}
+
+static void pg_stop(void)
+{
+	if (pg.own) {
+		sh("%s", pg.stop_cmd);
+		sh("rm -rf %s", pg.dir);
+	}
+	pg.own = pg.up = 0;
+}
+
+static char tmpdir[256];
+static char target[600];
+
+static void use_sqlite(void)
+{
+	g_pg = 0;
+	snprintf(tmpdir, sizeof(tmpdir), "/tmp/check_registry.XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(tmpdir));
+	snprintf(target, sizeof(target), "%s/reg.db", tmpdir);
+}
+
+static void done_sqlite(void)
+{
+	sh("rm -rf %s", tmpdir);
+}
+
+static void new_pg_db(char *out, size_t len)
+{
+	static int n;
+	char sql[128], name[64];
+	PGconn *c = PQconnectdb(pg.admin);
+	PGresult *res;
+
+	ck_assert_msg(PQstatus(c) == CONNECTION_OK, "admin connect: %s", PQerrorMessage(c));
+	snprintf(name, sizeof(name), "semid_t%d_%d", (int)getpid(), n++);
+	snprintf(sql, sizeof(sql), "CREATE DATABASE %s", name);
+	res = PQexec(c, sql);
+	ck_assert_msg(PQresultStatus(res) == PGRES_COMMAND_OK, "%s", PQerrorMessage(c));
+	PQclear(res);
+	PQfinish(c);
+	snprintf(out, len, "%s dbname=%s", pg.admin, name); /* later dbname wins */
+}
+
+static void use_pg(void)
+{
+	g_pg = 1;
+	snprintf(tmpdir, sizeof(tmpdir), "/tmp/check_registry.XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(tmpdir));
+	ck_assert_msg(pg.up >= 0, "PostgreSQL did not start: %s", pg.skip);
+	if (pg.up)
+		new_pg_db(target, sizeof(target));
+}
+
+/* PostgreSQL cases return early when skipped. */
+#define NEED_STORE()                                                                               \
+	do {                                                                                       \
+		if (g_pg && !pg.up)                                                                \
+			return;                                                                    \
+	} while (0)
+
+static struct sid_registry *reg_open(void)
+{
+	struct sid_registry *r = NULL;
+	struct sid_error err;
+	sid_error_clear(&err);
+	ck_assert_msg(sid_registry_open(target, 0, &r, &err) == 0, "open %s: %s", target, err.msg);
+	return r;
+}
+
+/* Assign one id with codes (a, b, c). */
+static int assign1(struct sid_registry *r, const char *id, int a, int b, int c, unsigned flags,
+		   struct sid_reg_entry *e)
+{
+	int32_t codes[3] = {a, b, c};
+	struct sid_reg_item it = {id, codes, NULL};
+	struct sid_error err;
+	int rc = sid_registry_assign(r, SID_TOWER_ITEM, &it, 1, 3, 0, "v1", flags, e, &err);
+	ck_assert_msg(rc == 0, "assign %s: %s", id, err.msg);
+	return rc;
+}
+
+static void sidstr(const struct sid_reg_entry *e, char *buf)
+{
+	sid_reg_sid_format(e->codes, e->L, e->suffix, buf, SID_REG_SID_MAX);
+}
+
+/* ---- parsing (no store) ---- */
+
+START_TEST(t_sid_parse)
+{
+	int32_t c[SID_MAX_LEVELS];
+	int L;
+	int64_t s;
+	char buf[SID_REG_SID_MAX];
+	struct sid_error err;
+	static const char *bad[] = {"",
+				    "12--7",
+				    "a-b",
+				    "-1-0",
+				    "1-2-",
+				    "12",
+				    "1-+2",
+				    "1-02",
+				    "1- 2",
+				    "1048576-0",
+				    "1-9223372036854775808",
+				    "1-2-3-4-5-6-7-8-9-10-11-12-13-14-15-16-17-18",
+				    "1.5-2"};
+
+	ck_assert_int_eq(sid_reg_sid_parse("12-7-200-0", c, &L, &s, &err), 0);
+	ck_assert_int_eq(L, 3);
+	ck_assert_int_eq(c[0], 12);
+	ck_assert_int_eq(c[1], 7);
+	ck_assert_int_eq(c[2], 200);
+	ck_assert_int_eq(s, 0);
+	ck_assert_int_eq(sid_reg_sid_parse("0-9223372036854775807", c, &L, &s, &err), 0);
+	ck_assert_int_eq(L, 1);
+	ck_assert(s == INT64_MAX);
+	ck_assert_int_eq(
+	    sid_reg_sid_parse("1048575-1-2-3-4-5-6-7-8-9-10-11-12-13-14-15-16", c, &L, &s, &err),
+	    0);
+	ck_assert_int_eq(L, 16);
+	ck_assert_int_eq(c[0], 1048575);
+	ck_assert_int_eq(s, 16);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		sid_error_clear(&err);
+		ck_assert_msg(sid_reg_sid_parse(bad[i], c, &L, &s, &err) == SID_EINVAL, "%s",
+			      bad[i]);
+		ck_assert_msg(err.msg[0], "no message for %s", bad[i]);
+		if (*bad[i])
+			ck_assert_msg(strstr(err.msg, bad[i]) || strlen(bad[i]) > 40,
+				      "message for %s does not name it: %s", bad[i], err.msg);
+	}
+	sid_reg_sid_parse("12--7", c, &L, &s, &err);
+	ck_assert_ptr_nonnull(strstr(err.msg, "field 2 is empty"));
+	sid_reg_sid_parse("1-9223372036854775808", c, &L, &s, &err);
+	ck_assert_ptr_nonnull(strstr(err.msg, "overflows"));
+	sid_reg_sid_parse("1048576-0", c, &L, &s, &err);
+	ck_assert_ptr_nonnull(strstr(err.msg, "out of range"));
+
+	ck_assert_int_eq(sid_reg_prefix_parse("12-7", c, &L, &err), 0);
+	ck_assert_int_eq(L, 2);
+	ck_assert_int_eq(c[1], 7);
+	ck_assert_int_eq(sid_reg_prefix_parse("", c, &L, &err), 0);
+	ck_assert_int_eq(L, 0);
+	ck_assert_int_eq(sid_reg_prefix_parse("12-", c, &L, &err), SID_EINVAL);
+	ck_assert_int_eq(sid_reg_prefix_parse("x", c, &L, &err), SID_EINVAL);
+	ck_assert_int_eq(
+	    sid_reg_prefix_parse("1-2-3-4-5-6-7-8-9-10-11-12-13-14-15-16-17", c, &L, &err),
+	    SID_EINVAL);
+	ck_assert_ptr_nonnull(strstr(err.msg, "too many"));
+
+	c[0] = 12, c[1] = 7, c[2] = 200;
+	ck_assert_int_eq(sid_reg_sid_format(c, 3, 0, buf, sizeof(buf)), 10);
+	ck_assert_str_eq(buf, "12-7-200-0");
+	ck_assert_int_eq(sid_reg_sid_format(c, 3, 123456789012LL, buf, 8), 21);
+	ck_assert_str_eq(buf, "12-7-20");
+}
+END_TEST
+
+START_TEST(t_id_check)
+{
+	struct sid_error err;
+	char big[SID_REG_ID_MAX + 2];
+
+	ck_assert_int_eq(sid_reg_id_check("sku-1", &err), 0);
+	ck_assert_int_eq(sid_reg_id_check("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", &err), 0);
+	ck_assert_int_eq(sid_reg_id_check("", &err), SID_EINVAL);
+	ck_assert_int_eq(sid_reg_id_check("a\tb", &err), SID_EINVAL);
+	ck_assert_ptr_nonnull(strstr(err.msg, "control character 0x09 at byte 1"));
+	ck_assert_int_eq(sid_reg_id_check("a\x7f", &err), SID_EINVAL);
+	ck_assert_int_eq(sid_reg_id_check("\xc3", &err), SID_EINVAL);	      /* truncated */
+	ck_assert_int_eq(sid_reg_id_check("\xc0\xaf", &err), SID_EINVAL);     /* overlong */
+	ck_assert_int_eq(sid_reg_id_check("\xed\xa0\x80", &err), SID_EINVAL); /* surrogate */
+	ck_assert_int_eq(sid_reg_id_check("\xf4\x90\x80\x80", &err), SID_EINVAL);
+	ck_assert_int_eq(sid_reg_id_check("ab\xff", &err), SID_EINVAL);
+	ck_assert_ptr_nonnull(strstr(err.msg, "byte 2"));
+	memset(big, 'x', SID_REG_ID_MAX);
+	big[SID_REG_ID_MAX] = '\0';
+	ck_assert_int_eq(sid_reg_id_check(big, &err), 0);
+	big[SID_REG_ID_MAX] = 'x';
+	big[SID_REG_ID_MAX + 1] = '\0';
+	ck_assert_int_eq(sid_reg_id_check(big, &err), SID_EINVAL);
+	ck_assert_ptr_nonnull(strstr(err.msg, "257 bytes"));
+}
+END_TEST
+
+START_TEST(t_gap_and_paths)
+{
+	struct sid__reg_gap g;
+	static const int64_t used[] = {0, 1, 2, 4, 5};
+	char buf[256];
+	size_t i = 0;
+
+	sid__reg_gap_init(&g);
+	ck_assert_int_eq(g.next, 0);
+	while (i < 5 && !sid__reg_gap_feed(&g, used[i]))
+		i++;
+	ck_assert_int_eq(g.next, 3);
+	sid__reg_gap_init(&g);
+	for (i = 0; i < 3; i++)
+		ck_assert_int_eq(sid__reg_gap_feed(&g, used[i]), 0);
+	ck_assert_int_eq(g.next, 3); /* no gap: one past the end */
+	sid__reg_gap_init(&g);
+	ck_assert_int_eq(sid__reg_gap_feed(&g, 2), 1);
+	ck_assert_int_eq(g.next, 0);
+
+	sid_registry_default_path("/srv/models/item.safetensors", buf, sizeof(buf));
+	ck_assert_str_eq(buf, "/srv/models/semid-registry.db");
+	sid_registry_default_path("m.safetensors", buf, sizeof(buf));
+	ck_assert_str_eq(buf, "semid-registry.db");
+}
+END_TEST
+
+/* ---- behaviour on both backends ---- */
+
+START_TEST(t_assign_suffixes)
+{
+	struct sid_registry *r;
+	struct sid_reg_entry e[5];
+	int32_t A[3] = {1, 2, 3}, B[3] = {1, 2, 4}, C[3] = {9, 9, 9};
+	struct sid_reg_item in[5] = {
+	    {"a", A, NULL}, {"b", A, NULL}, {"c", B, NULL}, {"d", A, NULL}, {"a", C, NULL}};
+	struct sid_error err;
+	int64_t t0 = sid__reg_now_ms(), t1;
+	char s[SID_REG_SID_MAX];
+
+	NEED_STORE();
+	r = reg_open();
+	ck_assert_int_eq(sid_registry_assign(r, SID_TOWER_ITEM, in, 5, 3, 0, "m-1", 0, e, &err), 0);
+	t1 = sid__reg_now_ms();
+	ck_assert_int_eq(e[0].suffix, 0);
+	ck_assert_int_eq(e[1].suffix, 1);
+	ck_assert_int_eq(e[2].suffix, 0);
+	ck_assert_int_eq(e[3].suffix, 2);
+	/* "a" again in the same call: its stored ID, not C */
+	ck_assert_int_eq(e[4].created, 0);
+	sidstr(&e[4], s);
+	ck_assert_str_eq(s, "1-2-3-0");
+	for (int i = 0; i < 4; i++) {
+		ck_assert_int_eq(e[i].created, 1);
+		ck_assert_int_eq(e[i].moved, 0);
+		ck_assert_str_eq(e[i].model_version, "m-1");
+		ck_assert_int_eq(e[i].L, 3);
+		ck_assert(e[i].created_ms >= t0 && e[i].created_ms <= t1);
+		ck_assert_str_eq(e[i].id, in[i].id);
+	}
+	/* again, with other codes and another model: unchanged */
+	in[0].codes = C;
+	in[1].codes = B;
+	ck_assert_int_eq(sid_registry_assign(r, SID_TOWER_ITEM, in, 4, 3, 0, "m-2", 0, e, &err), 0);
+	sidstr(&e[0], s);
+	ck_assert_str_eq(s, "1-2-3-0");
+	sidstr(&e[1], s);
+	ck_assert_str_eq(s, "1-2-3-1");
+	sidstr(&e[3], s);
+	ck_assert_str_eq(s, "1-2-3-2");
+	for (int i = 0; i < 4; i++) {
+		ck_assert_int_eq(e[i].created, 0);
+		ck_assert_str_eq(e[i].model_version, "m-1");
+	}
+	/* users are another ID space */
+	ck_assert_int_eq(sid_registry_assign(r, SID_TOWER_USER, in, 1, 3, 0, "m-2", 0, e, &err), 0);
+	ck_assert_int_eq(e[0].created, 1);
+	sidstr(&e[0], s);
+	ck_assert_str_eq(s, "9-9-9-0");
+	sid_registry_close(r);
+
+	/* durable: a new handle sees the same */
+	r = reg_open();
+	ck_assert_int_eq(sid_registry_get(r, SID_TOWER_ITEM, "d", &e[0], &err), 0);
+	sidstr(&e[0], s);
+	ck_assert_str_eq(s, "1-2-3-2");
+	ck_assert_int_eq(sid_registry_get(r, SID_TOWER_USER, "a", &e[0], &err), 0);
+	sidstr(&e[0], s);
+	ck_assert_str_eq(s, "9-9-9-0");
+	sid_registry_close(r);
+}
+END_TEST
+
+START_TEST(t_reassign)
+{
+	struct sid_registry *r;
+	struct sid_reg_entry e, g;
+	struct sid_error err;
+	char s[SID_REG_SID_MAX];
+	int32_t B[3] = {5, 5, 5};
+	float emb[4] = {1, 2, 3, 4};
+	struct sid_reg_item it = {"x", B, emb};
+
+	NEED_STORE();
+	r = reg_open();
+	assign1(r, "x", 1, 1, 1, 0, &e);
+	assign1(r, "y", 1, 1, 1, 0, &e);
+	assign1(r, "w", 5, 5, 5, 0, &e);
+	ck_assert_int_eq(e.suffix, 0);
+	/* x moves to 5-5-5: smallest free there is 1; its old slot 1-1-1-0 frees */
+	ck_assert_int_eq(
+	    sid_registry_assign(r, SID_TOWER_ITEM, &it, 1, 3, 4, "v2", SID_REG_REASSIGN, &e, &err),
+	    0);
+	ck_assert_int_eq(e.moved, 1);
+	ck_assert_int_eq(e.created, 0);
+	ck_assert_int_eq(e.D, 4);
+	sidstr(&e, s);
+	ck_assert_str_eq(s, "5-5-5-1");
+	ck_assert_str_eq(e.model_version, "v2");
+	ck_assert_int_eq(sid_registry_get_sid(r, SID_TOWER_ITEM, "1-1-1-0", &g, &err),
+			 SID_ENOTFOUND);
+	assign1(r, "z", 1, 1, 1, 0, &e);
+	sidstr(&e, s);
+	ck_assert_str_eq(s, "1-1-1-0");
+	/* reassign to the same codes keeps the slot, notes the model */
+	assign1(r, "y", 1, 1, 1, SID_REG_REASSIGN, &e);
+	ck_assert_int_eq(e.moved, 0);
+	ck_assert_int_eq(e.suffix, 1);
+	/* reassign of an unknown id creates it */
+	assign1(r, "new", 1, 1, 1, SID_REG_REASSIGN, &e);
+	ck_assert_int_eq(e.created, 1);
+	ck_assert_int_eq(e.suffix, 2);
+	ck_assert_int_eq(sid_registry_get(r, SID_TOWER_ITEM, "x", &g, &err), 0);
+	sidstr(&g, s);
+	ck_assert_str_eq(s, "5-5-5-1");
+	ck_assert_int_eq(g.D, 4);
+	ck_assert_str_eq(g.model_version, "v2");
+	ck_assert(g.updated_ms >= g.created_ms);
+	sid_registry_close(r);
+}
+END_TEST
+
+START_TEST(t_lookups)
+{
+	struct sid_registry *r;
+	struct sid_reg_entry e;
+	struct sid_error err;
+	int L;
+
+	NEED_STORE();
+	r = reg_open();
+	ck_assert_int_eq(sid_registry_levels(r, SID_TOWER_ITEM, &L, &err), 0);
+	ck_assert_int_eq(L, 0);
+	ck_assert_int_eq(sid_registry_get_sid(r, SID_TOWER_ITEM, "1-2-3-0", &e, &err),
+			 SID_ENOTFOUND);
+	assign1(r, "sku-1", 12, 7, 200, 0, &e);
+	assign1(r, "sku-2", 12, 7, 200, 0, &e);
+	ck_assert_int_eq(sid_registry_levels(r, SID_TOWER_ITEM, &L, &err), 0);
+	ck_assert_int_eq(L, 3);
+	ck_assert_int_eq(sid_registry_get_sid(r, SID_TOWER_ITEM, "12-7-200-1", &e, &err), 0);
+	ck_assert_str_eq(e.id, "sku-2");
+	ck_assert_int_eq(sid_registry_get_sid(r, SID_TOWER_ITEM, "12-7-200-2", &e, &err),
+			 SID_ENOTFOUND);
+	ck_assert_ptr_nonnull(strstr(err.msg, "12-7-200-2"));
+	ck_assert_int_eq(sid_registry_get_sid(r, SID_TOWER_USER, "12-7-200-0", &e, &err),
+			 SID_ENOTFOUND);
+	ck_assert_int_eq(sid_registry_get_sid(r, SID_TOWER_ITEM, "12-7-0", &e, &err), SID_EINVAL);
+	ck_assert_ptr_nonnull(strstr(err.msg, "has 2 levels"));
+	ck_assert_int_eq(sid_registry_get_sid(r, SID_TOWER_ITEM, "12-7-200-0-0", &e, &err),
+			 SID_EINVAL);
+	ck_assert_int_eq(sid_registry_get_sid(r, SID_TOWER_ITEM, "12--7", &e, &err), SID_EINVAL);
+	ck_assert_int_eq(sid_registry_get(r, SID_TOWER_ITEM, "nope", &e, &err), SID_ENOTFOUND);
+	ck_assert_ptr_nonnull(strstr(err.msg, "\"nope\""));
+	ck_assert_int_eq(sid_registry_get(r, SID_TOWER_ITEM, "", &e, &err), SID_EINVAL);
+	ck_assert_int_eq(sid_registry_get(r, SID_TOWER_USER, "sku-1", &e, &err), SID_ENOTFOUND);
+	/* a new id with another level count is refused; a known one answered */
+	{
+		int32_t two[2] = {1, 1};
+		struct sid_reg_item it[2] = {{"sku-1", two, NULL}, {"sku-9", two, NULL}};
+		struct sid_reg_entry out[2];
+		ck_assert_int_eq(
+		    sid_registry_assign(r, SID_TOWER_ITEM, it, 1, 2, 0, "v9", 0, out, &err), 0);
+		ck_assert_int_eq(out[0].L, 3);
+		ck_assert_int_eq(
+		    sid_registry_assign(r, SID_TOWER_ITEM, it, 2, 2, 0, "v9", 0, out, &err),
+		    SID_EINVAL);
+		ck_assert_int_eq(err.index, 1);
+		ck_assert_ptr_nonnull(strstr(err.msg, "2 levels"));
+		ck_assert_int_eq(sid_registry_get(r, SID_TOWER_ITEM, "sku-9", &e, &err),
+				 SID_ENOTFOUND);
+	}
+	sid_registry_close(r);
+}
+END_TEST
+
+START_TEST(t_bad_input)
+{
+	struct sid_registry *r;
+	struct sid_reg_entry e[3];
+	struct sid_error err;
+	int32_t ok[3] = {1, 2, 3}, neg[3] = {1, -2, 3}, big[3] = {1, SID_MAX_CODEBOOK, 3};
+	struct sid_reg_item in[3] = {{"a", ok, NULL}, {"b\n", ok, NULL}, {"c", ok, NULL}};
+
+	NEED_STORE();
+	r = reg_open();
+	ck_assert_int_eq(sid_registry_assign(r, SID_TOWER_ITEM, in, 3, 3, 0, "v", 0, e, &err),
+			 SID_EINVAL);
+	ck_assert_int_eq(err.index, 1);
+	ck_assert_ptr_nonnull(strstr(err.msg, "input 1"));
+	in[1].id = "b";
+	in[2].codes = neg;
+	ck_assert_int_eq(sid_registry_assign(r, SID_TOWER_ITEM, in, 3, 3, 0, "v", 0, e, &err),
+			 SID_EINVAL);
+	ck_assert_int_eq(err.index, 2);
+	in[2].codes = big;
+	ck_assert_int_eq(sid_registry_assign(r, SID_TOWER_ITEM, in, 3, 3, 0, "v", 0, e, &err),
+			 SID_EINVAL);
+	in[2].codes = ok;
+	ck_assert_int_eq(sid_registry_assign(r, SID_TOWER_ITEM, in, 3, 0, 0, "v", 0, e, &err),
+			 SID_EINVAL);
+	ck_assert_int_eq(sid_registry_assign(r, SID_TOWER_ITEM, in, 3, 3, 0, "v\t1", 0, e, &err),
+			 SID_EINVAL);
+	ck_assert_int_eq(sid_registry_assign(r, 7, in, 3, 3, 0, "v", 0, e, &err), SID_EINVAL);
+	/* nothing was written by the failed calls */
+	ck_assert_int_eq(sid_registry_get(r, SID_TOWER_ITEM, "a", e, &err), SID_ENOTFOUND);
+	sid_registry_close(r);
+}
+END_TEST
+
+static int cmp_entry(const void *a, const void *b)
+{
+	const struct sid_reg_entry *x = a, *y = b;
+	for (int l = 0; l < 3; l++)
+		if (x->codes[l] != y->codes[l])
+			return x->codes[l] < y->codes[l] ? -1 : 1;
+	return x->suffix < y->suffix ? -1 : x->suffix > y->suffix;
+}
+
+START_TEST(t_list_paging)
+{
+	struct sid_registry *r;
+	struct sid_reg_entry all[60], want[60], page[7];
+	struct sid_reg_item in[60];
+	int32_t codes[60][3];
+	char ids[60][16], cursor[SID_REG_SID_MAX], next[SID_REG_SID_MAX];
+	struct sid_error err;
+	size_t n, got = 0, nw = 0;
+	int pages = 0;
+
+	NEED_STORE();
+	r = reg_open();
+	for (int i = 0; i < 60; i++) {
+		/* codes (i%3, i%4, 256 + i%2): collisions in every group */
+		codes[i][0] = i % 3;
+		codes[i][1] = i % 4;
+		codes[i][2] = 256 + i % 2;
+		snprintf(ids[i], sizeof(ids[i]), "i%02d", i);
+		in[i] = (struct sid_reg_item){ids[i], codes[i], NULL};
+	}
+	ck_assert_int_eq(sid_registry_assign(r, SID_TOWER_ITEM, in, 60, 3, 0, "v", 0, all, &err),
+			 0);
+	/* expected: the entries with codes[0] == 1, by (codes, suffix) */
+	for (int i = 0; i < 60; i++)
+		if (all[i].codes[0] == 1)
+			want[nw++] = all[i];
+	ck_assert_int_eq(nw, 20);
+	qsort(want, nw, sizeof(want[0]), cmp_entry);
+	cursor[0] = '\0';
+	do {
+		ck_assert_int_eq(
+		    sid_registry_list(r, SID_TOWER_ITEM, "1", cursor, 7, page, &n, next, &err), 0);
+		for (size_t i = 0; i < n; i++, got++) {
+			ck_assert_str_eq(page[i].id, want[got].id);
+			ck_assert_int_eq(page[i].suffix, want[got].suffix);
+		}
+		strcpy(cursor, next);
+		pages++;
+	} while (cursor[0]);
+	ck_assert_int_eq(got, 20);
+	ck_assert_int_eq(pages, 3);
+	/* a two-level prefix: (1, 2) holds i with i%3==1, i%4==2: 10, 22, 34, 46, 58 */
+	ck_assert_int_eq(sid_registry_list(r, SID_TOWER_ITEM, "1-2", "", 7, page, &n, next, &err),
+			 0);
+	ck_assert_int_eq(n, 5);
+	ck_assert_str_eq(next, "");
+	for (size_t i = 0; i < n; i++) {
+		ck_assert_int_eq(page[i].codes[0], 1);
+		ck_assert_int_eq(page[i].codes[1], 2);
+	}
+	/* the whole store in pages of 7 */
+	got = 0;
+	cursor[0] = '\0';
+	do {
+		ck_assert_int_eq(
+		    sid_registry_list(r, SID_TOWER_ITEM, "", cursor, 7, page, &n, next, &err), 0);
+		got += n;
+		strcpy(cursor, next);
+	} while (cursor[0]);
+	ck_assert_int_eq(got, 60);
+	/* a full sid as prefix, a missing prefix, bad ones */
+	ck_assert_int_eq(
+	    sid_registry_list(r, SID_TOWER_ITEM, "1-2-256", "", 7, page, &n, next, &err), 0);
+	ck_assert_int_eq(n, 5); /* i % 4 == 2: all even */
+	ck_assert_int_eq(
+	    sid_registry_list(r, SID_TOWER_ITEM, "1-2-257", "", 7, page, &n, next, &err), 0);
+	ck_assert_int_eq(n, 0);
+	ck_assert_int_eq(sid_registry_list(r, SID_TOWER_ITEM, "7", "", 7, page, &n, next, &err), 0);
+	ck_assert_int_eq(n, 0);
+	ck_assert_int_eq(
+	    sid_registry_list(r, SID_TOWER_ITEM, "1-2-3-4", "", 7, page, &n, next, &err),
+	    SID_EINVAL);
+	ck_assert_ptr_nonnull(strstr(err.msg, "4 levels"));
+	ck_assert_int_eq(sid_registry_list(r, SID_TOWER_ITEM, "1--2", "", 7, page, &n, next, &err),
+			 SID_EINVAL);
+	ck_assert_int_eq(sid_registry_list(r, SID_TOWER_ITEM, "1", "1-2", 7, page, &n, next, &err),
+			 SID_EINVAL);
+	ck_assert_int_eq(sid_registry_list(r, SID_TOWER_ITEM, "1", "", 0, page, &n, next, &err),
+			 SID_EINVAL);
+	sid_registry_close(r);
+}
+END_TEST
+
+START_TEST(t_stats)
+{
+	struct sid_registry *r;
+	struct sid_reg_stats st;
+	struct sid_reg_entry e;
+	struct sid_error err;
+	float emb[2] = {1, 2};
+	int32_t c[3] = {2, 0, 0};
+	struct sid_reg_item it = {"f", c, emb};
+
+	NEED_STORE();
+	r = reg_open();
+	ck_assert_int_eq(sid_registry_stats(r, SID_TOWER_ITEM, &st, &err), 0);
+	ck_assert_int_eq(st.items, 0);
+	ck_assert_int_eq(st.max_suffix, -1);
+	assign1(r, "a", 1, 2, 3, 0, &e);
+	assign1(r, "b", 1, 2, 3, 0, &e);
+	assign1(r, "c", 1, 2, 3, 0, &e);
+	assign1(r, "d", 1, 2, 4, 0, &e);
+	assign1(r, "e", 1, 5, 0, 0, &e);
+	ck_assert_int_eq(sid_registry_assign(r, SID_TOWER_ITEM, &it, 1, 3, 2, "v", 0, &e, &err), 0);
+	assign1(r, "g", 1, 2, 3, 0, &e); /* suffix 3 */
+	ck_assert_int_eq(sid_registry_stats(r, SID_TOWER_ITEM, &st, &err), 0);
+	/* by hand: level 0 {1, 2}; level 1 {1-2, 1-5, 2-0}; level 2 {1-2-3, 1-2-4, 1-5-0, 2-0-0} */
+	ck_assert_int_eq(st.items, 7);
+	ck_assert_int_eq(st.L, 3);
+	ck_assert_int_eq(st.prefixes[0], 2);
+	ck_assert_int_eq(st.prefixes[1], 3);
+	ck_assert_int_eq(st.prefixes[2], 4);
+	ck_assert_int_eq(st.max_suffix, 3);
+	ck_assert_int_eq(st.suffix_hist[0], 4); /* a d e f */
+	ck_assert_int_eq(st.suffix_hist[1], 1); /* b */
+	ck_assert_int_eq(st.suffix_hist[2], 2); /* c (2), g (3) */
+	ck_assert_int_eq(st.suffix_hist[3], 0);
+	ck_assert_int_eq(st.with_embedding, 1);
+	ck_assert_int_eq(sid_registry_stats(r, SID_TOWER_USER, &st, &err), 0);
+	ck_assert_int_eq(st.items, 0);
+	sid_registry_close(r);
+}
+END_TEST
+
+/* ---- diff against a model built here ---- */
+
+START_TEST(t_diff)
+{
+	struct sid_registry *r;
+	struct mb_spec spec;
+	struct sid_model *m = NULL;
+	struct sid_error err;
+	struct sid_workspace *ws = sid_workspace_new();
+	struct sid_reg_diff d;
+	uint8_t *buf;
+	size_t len;
+	enum { N = 300 };
+	static float x[N * 8];
+	static int32_t codes[N * 3];
+	static char ids[N][16];
+	static struct sid_reg_item in[N + 2];
+	static struct sid_reg_entry out[N + 2];
+	struct sid_encode_out o = {.codes = codes};
+	uint64_t rng = 99;
+	int32_t extra[3] = {0, 0, 0};
+
+	NEED_STORE();
+	mb_spec_init(&spec); /* item tower 8 -> 16 -> 4, L = 3, K = {5, 7, 3} */
+	ck_assert_int_eq(mb_build_buffer(&spec, &buf, &len, &err), 0);
+	ck_assert_msg(sid_model_load_buffer(buf, len, &m, &err) == 0, "%s", err.msg);
+	free(buf);
+	for (int i = 0; i < N * 8; i++)
+		x[i] = mb_rand_sym(&rng);
+	ck_assert_int_eq(sid_encode(sid_model_tower(m, SID_TOWER_ITEM), x, N, &o, ws, &err), 0);
+	/* store the model's own codes, except: rows 0..9 get level 2 changed, rows
+	 * 10..13 level 0 changed, rows 14..15 levels 1 and 2 changed */
+	for (int i = 0; i < N; i++) {
+		int32_t *c = codes + 3 * i;
+		if (i < 10)
+			c[2] = (c[2] + 1) % 3;
+		else if (i < 14)
+			c[0] = (c[0] + 1) % 5;
+		else if (i < 16) {
+			c[1] = (c[1] + 1) % 7;
+			c[2] = (c[2] + 1) % 3;
+		}
+		snprintf(ids[i], sizeof(ids[i]), "it%d", i);
+		in[i] = (struct sid_reg_item){ids[i], c, x + 8 * i};
+	}
+	in[N] = (struct sid_reg_item){"noemb", extra, NULL};
+	r = reg_open();
+	ck_assert_int_eq(
+	    sid_registry_assign(r, SID_TOWER_ITEM, in, N + 1, 3, 8, "test-1", 0, out, &err), 0);
+	{ /* an embedding of another width */
+		float w[5] = {1, 2, 3, 4, 5};
+		struct sid_reg_item it = {"wide", extra, w};
+		ck_assert_int_eq(
+		    sid_registry_assign(r, SID_TOWER_ITEM, &it, 1, 3, 5, "x", 0, out, &err), 0);
+	}
+	ck_assert_msg(sid_registry_diff(r, SID_TOWER_ITEM, m, &d, &err) == 0, "%s", err.msg);
+	ck_assert_int_eq(d.items, N + 2);
+	ck_assert_int_eq(d.compared, N);
+	ck_assert_int_eq(d.no_embedding, 1);
+	ck_assert_int_eq(d.wrong_dim, 1);
+	ck_assert_int_eq(d.L_old, 3);
+	ck_assert_int_eq(d.L_new, 3);
+	ck_assert_int_eq(d.level_changed[0], 4);
+	ck_assert_int_eq(d.level_changed[1], 2);
+	ck_assert_int_eq(d.level_changed[2], 12);
+	ck_assert_int_eq(d.prefix_changed[0], 4);
+	ck_assert_int_eq(d.prefix_changed[1], 6);
+	ck_assert_int_eq(d.prefix_changed[2], 16);
+	ck_assert_int_eq(d.changed, 16);
+	/* no user tower in the model */
+	ck_assert_int_eq(sid_registry_diff(r, SID_TOWER_USER, m, &d, &err), SID_ENOTFOUND);
+	sid_model_unref(m);
+
+	/* a model with 2 levels: every compared ID changes */
+	{
+		static const int hidden[] = {16};
+		static const int K[] = {5, 7};
+		mb_tower(&spec, SID_TOWER_ITEM, 8, hidden, 1, 4, 2, K, "relu", "none", 1);
+		ck_assert_int_eq(mb_build_buffer(&spec, &buf, &len, &err), 0);
+		ck_assert_int_eq(sid_model_load_buffer(buf, len, &m, &err), 0);
+		free(buf);
+		ck_assert_int_eq(sid_registry_diff(r, SID_TOWER_ITEM, m, &d, &err), 0);
+		ck_assert_int_eq(d.L_new, 2);
+		ck_assert_int_eq(d.changed, N);
+		ck_assert_int_eq(d.level_changed[0], 4);
+		ck_assert_int_eq(d.level_changed[1], 2);
+		sid_model_unref(m);
+	}
+	sid_workspace_free(ws);
+	sid_registry_close(r);
+}
+END_TEST
+
+/* ---- export and import ---- */
+
+static char *slurp(const char *path)
+{
+	FILE *f = fopen(path, "rb");
+	long n;
+	char *s;
+	ck_assert_ptr_nonnull(f);
+	fseek(f, 0, SEEK_END);
+	n = ftell(f);
+	rewind(f);
+	s = calloc(1, n + 1);
+	ck_assert_int_eq(fread(s, 1, n, f), n);
+	fclose(f);
+	return s;
+}
+
+struct conflicts {
+	int n;
+	long line[8];
+	char msg[8][600];
+};
+
+static void on_conflict(long line, const char *msg, void *ctx)
+{
+	struct conflicts *c = ctx;
+	if (c->n < 8) {
+		c->line[c->n] = line;
+		snprintf(c->msg[c->n], sizeof(c->msg[0]), "%s", msg);
+	}
+	c->n++;
+}
+
+static void export_to(struct sid_registry *r, enum sid_reg_format fmt, const char *path)
+{
+	struct sid_error err;
+	FILE *f = fopen(path, "w");
+	ck_assert_ptr_nonnull(f);
+	ck_assert_msg(sid_registry_export(r, -1, fmt, 1, f, &err) == 0, "%s", err.msg);
+	fclose(f);
+}
+
+static void import_from(struct sid_registry *r, enum sid_reg_format fmt, const char *path,
+			struct sid_reg_import_result *res, struct conflicts *c)
+{
+	struct sid_error err;
+	FILE *f = fopen(path, "r");
+	ck_assert_ptr_nonnull(f);
+	ck_assert_msg(sid_registry_import(r, fmt, f, on_conflict, c, res, &err) == 0,
+		      "import %s: %s", path, err.msg);
+	fclose(f);
+}
+
+static void fill_store(struct sid_registry *r, int n)
+{
+	struct sid_error err;
+	for (int i = 0; i < n; i++) {
+		char id[32];
+		int32_t c[3] = {i % 4, i % 3, 7};
+		float emb[3] = {(float)i, -0.5f, 1e-7f * i};
+		struct sid_reg_item it = {id, c, i % 2 ? emb : NULL};
+		struct sid_reg_entry e;
+		snprintf(id, sizeof(id), "id-%d-\xc3\xa9", i);
+		ck_assert_int_eq(sid_registry_assign(r, i % 5 ? SID_TOWER_ITEM : SID_TOWER_USER,
+						     &it, 1, 3, 3, "v\"1", 0, &e, &err),
+				 0);
+	}
+}
+
+START_TEST(t_export_import)
+{
+	struct sid_registry *r, *r2;
+	struct sid_reg_import_result res;
+	struct conflicts c = {0};
+	char p1[300], p2[300], p3[300], p4[300], t2[600];
+	char *a, *b;
+	struct sid_reg_entry e;
+	struct sid_error err;
+
+	NEED_STORE();
+	snprintf(p1, sizeof(p1), "%s/a.tsv", tmpdir);
+	snprintf(p2, sizeof(p2), "%s/b.tsv", tmpdir);
+	snprintf(p3, sizeof(p3), "%s/a.jsonl", tmpdir);
+	snprintf(p4, sizeof(p4), "%s/b.jsonl", tmpdir);
+	r = reg_open();
+	fill_store(r, 40);
+	export_to(r, SID_REG_TSV, p1);
+	export_to(r, SID_REG_JSONL, p3);
+
+	if (g_pg)
+		new_pg_db(t2, sizeof(t2));
+	else
+		snprintf(t2, sizeof(t2), "%s/two.db", tmpdir);
+	ck_assert_int_eq(sid_registry_open(t2, 0, &r2, &err), 0);
+	import_from(r2, SID_REG_TSV, p1, &res, &c);
+	ck_assert_int_eq(res.added, 40);
+	ck_assert_int_eq(res.conflicts, 0);
+	export_to(r2, SID_REG_TSV, p2);
+	a = slurp(p1);
+	b = slurp(p2);
+	ck_assert_str_eq(a, b); /* ids, sids, versions, times and embeddings survive */
+	free(b);
+	/* the JSON lines export of the copy equals the original's */
+	export_to(r2, SID_REG_JSONL, p4);
+	free(a);
+	a = slurp(p3);
+	b = slurp(p4);
+	ck_assert_str_eq(a, b);
+	free(b);
+	/* idempotent */
+	import_from(r2, SID_REG_JSONL, p3, &res, &c);
+	ck_assert_int_eq(res.added, 0);
+	ck_assert_int_eq(res.same, 40);
+	ck_assert_int_eq(c.n, 0);
+	ck_assert_int_eq(sid_registry_get(r2, SID_TOWER_ITEM, "id-1-\xc3\xa9", &e, &err), 0);
+	ck_assert_int_eq(e.D, 3);
+	ck_assert_str_eq(e.model_version, "v\"1");
+	free(a);
+
+	/* conflicts: an id stored with another ID, a sid held by another id */
+	{
+		FILE *f = fopen(p2, "w");
+		ck_assert_ptr_nonnull(f);
+		/* id-1: stored 1-1-7-0 */
+		fprintf(f, "kind\tid\tsid\tmodel_version\tcreated_at\tupdated_at\tembedding_b64\n");
+		fprintf(f, "item\tid-1-\xc3\xa9\t1-1-7-5\tv\t2026-01-02T03:04:05.006Z\t"
+			   "2026-01-02T03:04:05.006Z\t\n");
+		fprintf(f, "item\tfresh\t1-1-7-0\tv\t2026-01-02T03:04:05.006Z\t"
+			   "2026-01-02T03:04:05.006Z\t\n");
+		fprintf(f, "item\tfresh2\t3-3-3-3\tv\t2026-01-02T03:04:05.006Z\t"
+			   "2026-01-02T03:04:05.006Z\tAACAPwAAAEA=\n");
+		fprintf(f, "item\tshort\t3-3-3\tv\t2026-01-02T03:04:05.006Z\t"
+			   "2026-01-02T03:04:05.006Z\t\n");
+		fclose(f);
+		memset(&c, 0, sizeof(c));
+		import_from(r2, SID_REG_TSV, p2, &res, &c);
+		ck_assert_int_eq(res.added, 1);
+		ck_assert_int_eq(res.conflicts, 3);
+		ck_assert_int_eq(c.n, 3);
+		ck_assert_int_eq(c.line[0], 2);
+		ck_assert_ptr_nonnull(strstr(c.msg[0], "stored as 1-1-7-0, the file says 1-1-7-5"));
+		ck_assert_int_eq(c.line[1], 3);
+		ck_assert_ptr_nonnull(strstr(c.msg[1], "held by id \"id-1-\xc3\xa9\""));
+		ck_assert_int_eq(c.line[2], 5);
+		ck_assert_ptr_nonnull(strstr(c.msg[2], "levels"));
+		ck_assert_int_eq(sid_registry_get(r2, SID_TOWER_ITEM, "fresh2", &e, &err), 0);
+		ck_assert_int_eq(e.suffix, 3);
+		ck_assert_int_eq(e.D, 2);
+		ck_assert_int_eq(e.created_ms, 1767323045006LL);
+	}
+	/* malformed lines: the line number is reported */
+	{
+		static const char *bad[] = {
+		    "item\tx\t1-2-3-0\tv\t2026-01-02T03:04:05.006Z\n",
+		    "thing\tx\t1-2-3-0\tv\t2026-01-02T03:04:05.006Z\t2026-01-02T03:04:05.006Z\t\n",
+		    "item\tx\t1--3-0\tv\t2026-01-02T03:04:05.006Z\t2026-01-02T03:04:05.006Z\t\n",
+		    "item\tx\t1-2-3-0\tv\t2026-13-02T03:04:05.006Z\t2026-01-02T03:04:05.006Z\t\n",
+		    "item\tx\t1-2-3-0\tv\t2026-01-02T03:04:05.006Z\t2026-01-02T03:04:05.006Z\t"
+		    "AAAA\n",
+		    "item\tx\t1-2-3-0\tv\t2026-01-02T03:04:05.006Z\t2026-01-02T03:04:05.006Z\t"
+		    "AACAfw==\n", /* +inf */
+		};
+		for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+			FILE *f = fopen(p2, "w");
+			fprintf(f,
+				"item\tok%zu\t0-0-1-0\tv\t2026-01-02T03:04:05.006Z\t"
+				"2026-01-02T03:04:05.006Z\t\n%s",
+				i, bad[i]);
+			fclose(f);
+			f = fopen(p2, "r");
+			ck_assert_msg(sid_registry_import(r2, SID_REG_TSV, f, NULL, NULL, &res,
+							  &err) == SID_EFORMAT,
+				      "bad line %zu accepted", i);
+			ck_assert_int_eq(err.index, 2);
+			ck_assert_msg(!strncmp(err.msg, "line 2: ", 8), "%s", err.msg);
+			fclose(f);
+		}
+		{
+			FILE *f = fopen(p4, "w");
+			fprintf(f, "{\"kind\": \"item\", \"id\": \"q\"}\n");
+			fclose(f);
+			f = fopen(p4, "r");
+			ck_assert_int_eq(
+			    sid_registry_import(r2, SID_REG_JSONL, f, NULL, NULL, &res, &err),
+			    SID_EFORMAT);
+			ck_assert_int_eq(err.index, 1);
+			fclose(f);
+		}
+	}
+	sid_registry_close(r2);
+	sid_registry_close(r);
+}
+END_TEST
+
+/* ---- concurrency ---- */
+
+enum { CN = 120, CW = 4, CG = 5 };
+
+struct worker {
+	int k;
+	struct sid_registry *shared; /* or NULL: open its own handle */
+	char sid[CN][SID_REG_SID_MAX];
+	int created[CN];
+	int rc;
+	char msg[SID_ERROR_MSG_MAX];
+};
+
+static void *worker_run(void *p)
+{
+	struct worker *w = p;
+	struct sid_registry *r = w->shared;
+	struct sid_error err;
+	int order[CN];
+
+	if (!r && sid_registry_open(target, 0, &r, &err)) {
+		w->rc = err.code;
+		snprintf(w->msg, sizeof(w->msg), "%s", err.msg);
+		return NULL;
+	}
+	static const int mult[CW] = {1, 7, 11, 13}; /* coprime with CN */
+	for (int i = 0; i < CN; i++)		    /* each worker its own order */
+		order[i] = (i * mult[w->k] + 17 * w->k) % CN;
+	for (int i = 0; i < CN; i += 8) {
+		struct sid_reg_item in[8];
+		struct sid_reg_entry out[8];
+		char ids[8][16];
+		int32_t codes[8][3];
+		for (int j = 0; j < 8; j++) {
+			int id = order[i + j];
+			snprintf(ids[j], sizeof(ids[j]), "c%d", id);
+			codes[j][0] = id % CG; /* 24 ids per codes tuple */
+			codes[j][1] = 3;
+			codes[j][2] = 3;
+			in[j] = (struct sid_reg_item){ids[j], codes[j], NULL};
+		}
+		if (sid_registry_assign(r, SID_TOWER_ITEM, in, 8, 3, 0, "v", 0, out, &err)) {
+			w->rc = err.code;
+			snprintf(w->msg, sizeof(w->msg), "%s", err.msg);
+			break;
+		}
+		for (int j = 0; j < 8; j++) {
+			sidstr(&out[j], w->sid[order[i + j]]);
+			w->created[order[i + j]] = out[j].created;
+		}
+	}
+	if (!w->shared)
+		sid_registry_close(r);
+	return NULL;
+}
+
+/* Every id one sid, the same in every worker; no sid twice; dense suffixes;
+ * each id created exactly once. */
+static void check_workers(struct worker *w, int nw)
+{
+	static int seen[CG][CN / CG];
+	memset(seen, 0, sizeof(seen));
+	for (int i = 0; i < CN; i++) {
+		int32_t c[SID_MAX_LEVELS];
+		int L, created = 0;
+		int64_t s;
+		for (int k = 0; k < nw; k++) {
+			ck_assert_str_eq(w[k].sid[i], w[0].sid[i]);
+			created += w[k].created[i];
+		}
+		ck_assert_int_eq(created, 1);
+		ck_assert_int_eq(sid_reg_sid_parse(w[0].sid[i], c, &L, &s, NULL), 0);
+		ck_assert_int_eq(c[0], i % CG);
+		ck_assert_int_lt(s, CN / CG);
+		ck_assert_msg(!seen[c[0]][s], "sid %s given twice", w[0].sid[i]);
+		seen[c[0]][s] = 1;
+	}
+}
+
+static void run_threads(int shared)
+{
+	static struct worker w[CW];
+	pthread_t th[CW];
+	struct sid_registry *r = NULL;
+
+	if (shared)
+		r = reg_open();
+	else /* create the schema first so workers race on assigns, not on creation */
+		sid_registry_close(reg_open());
+	memset(w, 0, sizeof(w));
+	for (int k = 0; k < CW; k++) {
+		w[k].k = k;
+		w[k].shared = r;
+		ck_assert_int_eq(pthread_create(&th[k], NULL, worker_run, &w[k]), 0);
+	}
+	for (int k = 0; k < CW; k++) {
+		pthread_join(th[k], NULL);
+		ck_assert_msg(w[k].rc == 0, "worker %d: %s", k, w[k].msg);
+	}
+	check_workers(w, CW);
+	sid_registry_close(r);
+}
+
+START_TEST(t_threads_own_handles)
+{
+	NEED_STORE();
+	run_threads(0);
+}
+END_TEST
+
+START_TEST(t_threads_shared_handle)
+{
+	NEED_STORE();
+	run_threads(1);
+}
+END_TEST
+
+START_TEST(t_processes)
+{
+	static struct worker w[CW];
+	pid_t pid[CW];
+
+	NEED_STORE();
+	memset(w, 0, sizeof(w));
+	for (int k = 0; k < CW; k++) {
+		pid[k] = fork();
+		ck_assert_int_ge(pid[k], 0);
+		if (pid[k] == 0) {
+			char path[300];
+			FILE *f;
+			w[k].k = k;
+			worker_run(&w[k]);
+			snprintf(path, sizeof(path), "%s/w%d", tmpdir, k);
+			f = fopen(path, "wb");
+			if (!f || fwrite(&w[k], sizeof(w[k]), 1, f) != 1)
+				_exit(3);
+			fclose(f);
+			_exit(0);
+		}
+	}
+	for (int k = 0; k < CW; k++) {
+		int st;
+		char path[300];
+		FILE *f;
+		ck_assert_int_eq(waitpid(pid[k], &st, 0), pid[k]);
+		ck_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+		snprintf(path, sizeof(path), "%s/w%d", tmpdir, k);
+		f = fopen(path, "rb");
+		ck_assert_ptr_nonnull(f);
+		ck_assert_int_eq(fread(&w[k], sizeof(w[k]), 1, f), 1);
+		fclose(f);
+		ck_assert_msg(w[k].rc == 0, "process %d: %s", k, w[k].msg);
+	}
+	check_workers(w, CW);
+	{
+		struct sid_registry *r = reg_open();
+		struct sid_reg_stats st;
+		struct sid_error err;
+		ck_assert_int_eq(sid_registry_stats(r, SID_TOWER_ITEM, &st, &err), 0);
+		ck_assert_int_eq(st.items, CN);
+		ck_assert_int_eq(st.prefixes[2], CG);
+		ck_assert_int_eq(st.max_suffix, CN / CG - 1);
+		sid_registry_close(r);
+	}
+}
+END_TEST
+
+/* ---- durability: a child assigning one id at a time, killed with SIGKILL ---- */
+
+START_TEST(t_sigkill)
+{
+	int fd[2];
+	pid_t pid;
+	char buf[65536];
+	size_t len = 0;
+	ssize_t got;
+	int acked = 0;
+
+	NEED_STORE();
+	sid_registry_close(reg_open());
+	ck_assert_int_eq(pipe(fd), 0);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		struct sid_registry *r;
+		struct sid_error err;
+		close(fd[0]);
+		if (sid_registry_open(target, 0, &r, &err))
+			_exit(3);
+		for (int i = 0;; i++) {
+			char id[32], line[300], s[SID_REG_SID_MAX];
+			int32_t c[3] = {i % 3, 1, 1};
+			struct sid_reg_item it = {id, c, NULL};
+			struct sid_reg_entry e;
+			snprintf(id, sizeof(id), "k%d", i);
+			if (sid_registry_assign(r, SID_TOWER_ITEM, &it, 1, 3, 0, "v", 0, &e, &err))
+				_exit(4);
+			sidstr(&e, s);
+			snprintf(line, sizeof(line), "%s %s\n", id, s);
+			if (write(fd[1], line, strlen(line)) < 0)
+				_exit(5);
+		}
+	}
+	close(fd[1]);
+	while (acked < 40 && (got = read(fd[0], buf + len, sizeof(buf) - 1 - len)) > 0) {
+		len += got;
+		acked = 0;
+		for (size_t i = 0; i < len; i++)
+			acked += buf[i] == '\n';
+	}
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	while ((got = read(fd[0], buf + len, sizeof(buf) - 1 - len)) > 0)
+		len += got;
+	close(fd[0]);
+	buf[len] = '\0';
+	{
+		struct sid_registry *r = reg_open();
+		struct sid_reg_stats st;
+		struct sid_error err;
+		char *save = NULL, *line;
+		int n = 0;
+		for (line = strtok_r(buf, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+			char *sp = strchr(line, ' '), s[SID_REG_SID_MAX];
+			struct sid_reg_entry e;
+			ck_assert_ptr_nonnull(sp);
+			*sp = '\0';
+			ck_assert_msg(sid_registry_get(r, SID_TOWER_ITEM, line, &e, &err) == 0,
+				      "acknowledged %s lost: %s", line, err.msg);
+			sidstr(&e, s);
+			ck_assert_str_eq(s, sp + 1);
+			n++;
+		}
+		ck_assert_int_ge(n, 40);
+		/* nothing duplicated: suffixes dense per codes group */
+		ck_assert_int_eq(sid_registry_stats(r, SID_TOWER_ITEM, &st, &err), 0);
+		ck_assert_int_ge(st.items, (uint64_t)n);
+		ck_assert_int_le(st.items, (uint64_t)n + 1); /* the one in flight may be there */
+		ck_assert_int_eq(st.prefixes[2], 3);
+		ck_assert_int_eq(st.max_suffix, ((int64_t)st.items - 1) / 3);
+		sid_registry_close(r);
+	}
+}
+END_TEST
+
+/* ---- SQLite files ---- */
+
+static void write_file(const char *path, const void *buf, size_t len, long offset)
+{
+	int fd = open(path, O_WRONLY | O_CREAT, 0644);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(pwrite(fd, buf, len, offset), (ssize_t)len);
+	close(fd);
+}
+
+static void expect_open_fails(const char *path, int code, const char *needle)
+{
+	struct sid_registry *r = NULL;
+	struct sid_error err;
+	sid_error_clear(&err);
+	ck_assert_int_eq(sid_registry_open(path, 0, &r, &err), code);
+	ck_assert_ptr_null(r);
+	ck_assert_msg(strstr(err.msg, path), "message does not name %s: %s", path, err.msg);
+	ck_assert_msg(strstr(err.msg, needle), "want \"%s\" in: %s", needle, err.msg);
+}
+
+START_TEST(t_sqlite_corrupt)
+{
+	char garbage[8192];
+	struct sid_registry *r;
+	struct sid_reg_entry e;
+	struct sid_error err;
+	sqlite3 *db;
+	int rc;
+
+	for (size_t i = 0; i < sizeof(garbage); i++)
+		garbage[i] = (char)('a' + i * 7 % 26);
+	write_file(target, garbage, sizeof(garbage), 0);
+	expect_open_fails(target, SID_EFORMAT, "not a SQLite database or is corrupt");
+	unlink(target);
+
+	/* another application's database */
+	ck_assert_int_eq(sqlite3_open(target, &db), SQLITE_OK);
+	ck_assert_int_eq(sqlite3_exec(db, "CREATE TABLE t (x)", NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
+	expect_open_fails(target, SID_EFORMAT, "not a semid registry");
+	unlink(target);
+
+	/* a newer schema */
+	sid_registry_close(reg_open());
+	ck_assert_int_eq(sqlite3_open(target, &db), SQLITE_OK);
+	ck_assert_int_eq(sqlite3_exec(db,
+				      "UPDATE semid_meta SET value = '99' WHERE key = "
+				      "'schema_version'",
+				      NULL, NULL, NULL),
+			 SQLITE_OK);
+	sqlite3_close(db);
+	expect_open_fails(target, SID_EFORMAT, "schema version 99");
+	unlink(target);
+
+	/* a registry whose pages were overwritten */
+	r = reg_open();
+	fill_store(r, 200);
+	sid_registry_close(r);
+	memset(garbage, 0xab, sizeof(garbage));
+	write_file(target, garbage, sizeof(garbage), 4096);
+	r = NULL;
+	rc = sid_registry_open(target, 0, &r, &err);
+	if (rc == 0) {
+		rc = sid_registry_get(r, SID_TOWER_ITEM, "id-1-\xc3\xa9", &e, &err);
+		if (rc == 0) {
+			struct sid_reg_stats st;
+			rc = sid_registry_stats(r, SID_TOWER_ITEM, &st, &err);
+		}
+		sid_registry_close(r);
+	}
+	ck_assert_int_eq(rc, SID_EFORMAT);
+	ck_assert_msg(strstr(err.msg, target), "%s", err.msg);
+}
+END_TEST
+
+/* Open @path as user nobody in a child; returns the code and message. */
+static int open_as_nobody(const char *path, char *msg, size_t len)
+{
+	int fd[2], code = 0;
+	pid_t pid;
+	ssize_t n;
+
+	ck_assert_int_eq(pipe(fd), 0);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		struct sid_registry *r;
+		struct sid_error err;
+		char out[SID_ERROR_MSG_MAX + 16];
+		close(fd[0]);
+		if (geteuid() == 0 && (setgid(65534) || setuid(65534)))
+			_exit(3);
+		sid_error_clear(&err);
+		code = sid_registry_open(path, 0, &r, &err);
+		if (!code) {
+			int32_t c[3] = {1, 1, 1};
+			struct sid_reg_item it = {"x", c, NULL};
+			struct sid_reg_entry e;
+			code =
+			    sid_registry_assign(r, SID_TOWER_ITEM, &it, 1, 3, 0, "v", 0, &e, &err);
+			sid_registry_close(r);
+		}
+		snprintf(out, sizeof(out), "%d %s", code, err.msg);
+		if (write(fd[1], out, strlen(out)) < 0)
+			_exit(4);
+		_exit(0);
+	}
+	close(fd[1]);
+	n = read(fd[0], msg, len - 1);
+	close(fd[0]);
+	waitpid(pid, NULL, 0);
+	ck_assert_int_gt(n, 0);
+	msg[n] = '\0';
+	code = atoi(msg);
+	memmove(msg, strchr(msg, ' ') + 1, strlen(strchr(msg, ' ')));
+	return code;
+}
+
+START_TEST(t_sqlite_readonly)
+{
+	char msg[SID_ERROR_MSG_MAX + 16];
+	int code;
+
+	chmod(tmpdir, 0755);
+	sid_registry_close(reg_open());
+	/* a read-only file */
+	ck_assert_int_eq(chmod(target, 0444), 0);
+	code = open_as_nobody(target, msg, sizeof(msg));
+	ck_assert_msg(code == SID_EIO, "code %d: %s", code, msg);
+	ck_assert_msg(strstr(msg, target) && strstr(msg, "read-only"), "%s", msg);
+	/* a writable file in a read-only directory (WAL needs its side files) */
+	ck_assert_int_eq(chmod(target, 0666), 0);
+	ck_assert_int_eq(chmod(tmpdir, 0555), 0);
+	code = open_as_nobody(target, msg, sizeof(msg));
+	chmod(tmpdir, 0755);
+	ck_assert_msg(code == SID_EIO, "code %d: %s", code, msg);
+	ck_assert_msg(strstr(msg, target), "%s", msg);
+}
+END_TEST
+
+START_TEST(t_sqlite_locked)
+{
+	struct sid_registry *r = reg_open();
+	struct sid_reg_entry e;
+	struct sid_error err;
+	int32_t c[3] = {1, 1, 1};
+	struct sid_reg_item it = {"new", c, NULL};
+	sqlite3 *db;
+
+	assign1(r, "old", 1, 1, 1, 0, &e);
+	ck_assert_int_eq(sqlite3_open(target, &db), SQLITE_OK);
+	ck_assert_int_eq(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+	/* writes wait for the busy timeout, then answer "unavailable" */
+	ck_assert_int_eq(sid_registry_assign(r, SID_TOWER_ITEM, &it, 1, 3, 0, "v", 0, &e, &err),
+			 SID_EUNAVAIL);
+	ck_assert_msg(strstr(err.msg, target) && strstr(err.msg, "locked"), "%s", err.msg);
+	/* reads and known ids keep working */
+	it.id = "old";
+	ck_assert_int_eq(sid_registry_assign(r, SID_TOWER_ITEM, &it, 1, 3, 0, "v", 0, &e, &err), 0);
+	ck_assert_int_eq(sid_registry_get(r, SID_TOWER_ITEM, "old", &e, &err), 0);
+	sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+	sqlite3_close(db);
+	it.id = "new";
+	ck_assert_int_eq(sid_registry_assign(r, SID_TOWER_ITEM, &it, 1, 3, 0, "v", 0, &e, &err), 0);
+	ck_assert_int_eq(e.suffix, 1);
+	sid_registry_close(r);
+}
+END_TEST
+
+/* ---- PostgreSQL availability ---- */
+
+START_TEST(t_pg_unavailable)
+{
+	struct sid_registry *r;
+	struct sid_reg_entry e;
+	struct sid_error err;
+	int32_t c[3] = {1, 1, 1};
+	struct sid_reg_item it = {"a", c, NULL};
+	char dead[128];
+
+	NEED_STORE();
+	/* nothing listens: plain open fails, a lazy one answers "unavailable" */
+	snprintf(dead, sizeof(dead),
+		 "host=127.0.0.1 port=%d dbname=x user=postgres "
+		 "connect_timeout=2",
+		 free_port());
+	r = NULL;
+	ck_assert_int_eq(sid_registry_open(dead, 0, &r, &err), SID_EUNAVAIL);
+	ck_assert_ptr_nonnull(strstr(err.msg, "cannot connect"));
+	ck_assert_int_eq(sid_registry_open(dead, SID_REG_LAZY, &r, &err), 0);
+	ck_assert_int_eq(sid_registry_assign(r, SID_TOWER_ITEM, &it, 1, 3, 0, "v", 0, &e, &err),
+			 SID_EUNAVAIL);
+	ck_assert_int_eq(sid_registry_get(r, SID_TOWER_ITEM, "a", &e, &err), SID_EUNAVAIL);
+	sid_registry_close(r);
+	if (!pg.own)
+		return; /* an external server is not ours to stop */
+	/* the server goes away and comes back: the handle reconnects */
+	r = reg_open();
+	assign1(r, "a", 1, 1, 1, 0, &e);
+	ck_assert_int_eq(sh("%s", pg.stop_cmd), 0);
+	it.id = "b";
+	ck_assert_int_eq(sid_registry_assign(r, SID_TOWER_ITEM, &it, 1, 3, 0, "v", 0, &e, &err),
+			 SID_EUNAVAIL);
+	ck_assert_msg(strstr(err.msg, "postgresql://"), "%s", err.msg);
+	ck_assert_int_eq(sh("%s", pg.start_cmd), 0);
+	ck_assert_msg(sid_registry_assign(r, SID_TOWER_ITEM, &it, 1, 3, 0, "v", 0, &e, &err) == 0,
+		      "%s", err.msg);
+	ck_assert_int_eq(e.suffix, 1);
+	sid_registry_close(r);
+}
+END_TEST
+
+static void add_behaviour(TCase *tc)
+{
+	tcase_add_test(tc, t_assign_suffixes);
+	tcase_add_test(tc, t_reassign);
+	tcase_add_test(tc, t_lookups);
+	tcase_add_test(tc, t_bad_input);
+	tcase_add_test(tc, t_list_paging);
+	tcase_add_test(tc, t_stats);
+	tcase_add_test(tc, t_diff);
+	tcase_add_test(tc, t_export_import);
+	tcase_add_test(tc, t_threads_own_handles);
+	tcase_add_test(tc, t_threads_shared_handle);
+	tcase_add_test(tc, t_processes);
+	tcase_add_test(tc, t_sigkill);
+}
+
+static Suite *registry_suite(void)
+{
+	Suite *s = suite_create("registry");
+	TCase *tc = tcase_create("ids");
+	tcase_add_test(tc, t_sid_parse);
+	tcase_add_test(tc, t_id_check);
+	tcase_add_test(tc, t_gap_and_paths);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("sqlite");
+	tcase_set_timeout(tc, 120);
+	tcase_add_checked_fixture(tc, use_sqlite, done_sqlite);
+	add_behaviour(tc);
+	tcase_add_test(tc, t_sqlite_corrupt);
+	tcase_add_test(tc, t_sqlite_readonly);
+	tcase_add_test(tc, t_sqlite_locked);
+	suite_add_tcase(s, tc);
+
+	tc = tcase_create("postgresql");
+	tcase_set_timeout(tc, 120);
+	tcase_add_unchecked_fixture(tc, pg_start, pg_stop);
+	tcase_add_checked_fixture(tc, use_pg, done_sqlite);
+	add_behaviour(tc);
+	tcase_add_test(tc, t_pg_unavailable);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(registry_suite());
+	int failed;
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? 1 : 0;
+}
