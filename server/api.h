@@ -80,6 +80,20 @@ int srv_encode_req_decode(const char *body, size_t len, enum sid_tower_kind towe
 			  int max_inputs, struct srv_encode_req *req, struct srv_api_error *e);
 void srv_encode_req_release(struct srv_encode_req *req);
 
+/*
+ * The reference decoder (jansson, every error message).  srv_encode_req_decode
+ * first tries a fast scanner that accepts only valid requests in a strict
+ * subset of JSON and otherwise falls back to this; they must agree bit for
+ * bit (tests/server/check_api.c).  Exposed for that test.
+ */
+int srv__encode_req_decode_jansson(const char *body, size_t len, enum sid_tower_kind tower, int D,
+				   int max_inputs, struct srv_encode_req *req,
+				   struct srv_api_error *e);
+/* The fast scanner alone: 1 when it decoded @body (@req must start zeroed
+ * with top_k 1), 0 when it gave up (nothing left allocated). */
+int srv__encode_req_decode_fast(const char *body, size_t len, int D, int max_inputs,
+				struct srv_encode_req *req);
+
 /* The encoder's output for one request's rows (slices of a batch). */
 struct srv_encode_res {
 	int L, E;

@@ -29,6 +29,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "reload.h"
+#include "selfbench.h"
 
 struct server {
 	struct srv_config cfg;
@@ -95,6 +96,33 @@ static void on_stop_signal(uv_signal_t *h, int sig)
 	uv_timer_start(&s->drain, on_drain_tick, 0, 5);
 }
 
+/*
+ * semid-server --bench-encode MODEL TOWER BATCH THREADS SECONDS: the
+ * in-process encode throughput that make bench-http compares against; one
+ * JSON line on stdout.
+ */
+static int bench_encode(int argc, char **argv)
+{
+	struct srv_selfbench_result r;
+	struct sid_error err;
+
+	if (argc != 7) {
+		fprintf(stderr, "usage: semid-server --bench-encode MODEL TOWER BATCH THREADS "
+				"SECONDS\n");
+		return 2;
+	}
+	openblas_set_num_threads(1);
+	if (srv_selfbench_run(argv[2], argv[3], atoi(argv[4]), atoi(argv[5]), atof(argv[6]), &r,
+			      &err)) {
+		fprintf(stderr, "semid-server: %s\n", err.msg);
+		return 2;
+	}
+	printf("{\"items_per_s\": %.1f, \"rows\": %lld, \"seconds\": %.3f, \"batch\": %d, "
+	       "\"threads\": %d}\n",
+	       r.items_per_s, r.rows, r.seconds, atoi(argv[4]), atoi(argv[5]));
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	static struct server s;
@@ -104,6 +132,8 @@ int main(int argc, char **argv)
 	int help = 0, version = 0;
 
 	sid_error_clear(&err);
+	if (argc > 1 && !strcmp(argv[1], "--bench-encode"))
+		return bench_encode(argc, argv);
 	srv_config_defaults(&s.cfg);
 	if (argc < 2) {
 		usage(stderr);

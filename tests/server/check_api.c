@@ -216,6 +216,75 @@ START_TEST(test_decode_errors)
 }
 END_TEST
 
+/* The fast scanner takes valid requests and agrees with jansson bit for bit. */
+START_TEST(test_fast_path_agrees)
+{
+	static const char *ok[] = {
+	    "{\"inputs\": [{\"embedding\": [1, -0, 0.5, 1e-3]}]}",
+	    " {\"inputs\":[{\"id\":\"a b\",\"embedding\":[0.10000000149011612,"
+	    "-2.5E+2,3e0,-123456789012345678]}],\"top_k\":2,\"format\":\"tokens\","
+	    "\"return_quantized\":false}\n",
+	    "{\"top_k\": 16, \"inputs\": [{\"embedding_b64\": \"AACAPwAAgD4AAEC/AAAAAA==\", "
+	    "\"id\": -7}, {\"embedding\": [3.4028234e38, -1.17549435e-38, 1.4e-45, "
+	    "0.333333333333333314829616256247390992939472198486328125]}], \"return_quantized\": "
+	    "true}",
+	    "{\"inputs\":[{\"embedding\":[1,2,3,4]},{\"embedding\":[5,6,7,8]},"
+	    "{\"embedding\":[9,10,11,12],\"id\":\"x\"}],\"format\":\"dash\"}",
+	};
+	/* Valid requests the scanner leaves to jansson, and invalid ones. */
+	static const char *bail[] = {
+	    "{\"inputs\": [{\"id\": \"caf\u00e9\", \"embedding\": [1, 2, 3, 4]}]}",
+	    "{\"inputs\": [{\"id\": \"\xc3\xa9\", \"embedding\": [1, 2, 3, 4]}]}",
+	    "{\"inputs\": [{\"embedding\": [1, 2, 3, 4]}], \"top_k\": 1.0}",
+	    "{\"inputs\": [{\"embedding\": [1, 2, 3, 4],}]}",
+	    "{\"inputs\": [{\"embedding\": [1, 2, 3, 04]}]}",
+	    "{\"inputs\": [{\"embedding\": [1, 2, 3, 4.]}]}",
+	    "{\"inputs\": [{\"embedding\": [1, 2, 3, 0x4]}]}",
+	    "{\"inputs\": [{\"embedding\": [1, 2, 3, 1e39]}]}",
+	    "{\"inputs\": [{\"embedding\": [1, 2, 3, 4]}], \"inputs\": []}",
+	    "{\"inputs\": [{\"embedding\": [1, 2, 3, 4], \"id\": 1, \"id\": 2}]}",
+	    "{\"inputs\": [{\"embedding\": [1, 2, 3, 4]}]} x",
+	    "{\"inputs\": [{\"embedding\": [1, 2, 3, 4, 5]}]}",
+	    "{\"inputs\": [{\"embedding\": [1, 2, 3, 4]}, {\"embedding\": [1, 2, 3, 4]}, "
+	    "{\"embedding\": [1, 2, 3, 4]}, {\"embedding\": [1, 2, 3, 4]}, "
+	    "{\"embedding\": [1, 2, 3, 4]}]}",
+	    "{\"inputs\": [{\"embedding\": [1, 2, 3, 99999999999999999999]}]}",
+	    "{\"inputs\": [{\"embedding\": [1, 2, 3, 4]}], \"topk\": 2}",
+	    "{\"inputs\": [{\"embedding\": [1, 2, 3, 4]}]",
+	};
+	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+		struct srv_encode_req a, b;
+		struct srv_api_error e;
+		memset(&a, 0, sizeof(a));
+		a.top_k = 1;
+		ck_assert_msg(srv__encode_req_decode_fast(ok[i], strlen(ok[i]), 4, 4, &a) == 1,
+			      "fast path refused ok[%zu]", i);
+		ck_assert_msg(srv__encode_req_decode_jansson(ok[i], strlen(ok[i]), SID_TOWER_ITEM,
+							     4, 4, &b, &e) == 0,
+			      "%s", e.msg);
+		ck_assert_int_eq(a.B, b.B);
+		ck_assert(memcmp(a.x, b.x, a.B * 4 * sizeof(float)) == 0);
+		ck_assert_int_eq(a.top_k, b.top_k);
+		ck_assert_int_eq(a.quantized, b.quantized);
+		ck_assert_int_eq(a.format, b.format);
+		for (size_t r = 0; r < a.B; r++) {
+			ck_assert_int_eq(a.id_len[r], b.id_len[r]);
+			ck_assert(memcmp(a.ids + a.id_off[r], b.ids + b.id_off[r], a.id_len[r]) ==
+				  0);
+		}
+		srv_encode_req_release(&a);
+		srv_encode_req_release(&b);
+	}
+	for (size_t i = 0; i < sizeof(bail) / sizeof(bail[0]); i++) {
+		struct srv_encode_req a;
+		memset(&a, 0, sizeof(a));
+		ck_assert_msg(srv__encode_req_decode_fast(bail[i], strlen(bail[i]), 4, 4, &a) == 0,
+			      "fast path took bail[%zu]", i);
+		ck_assert_ptr_null(a.x);
+	}
+}
+END_TEST
+
 START_TEST(test_response)
 {
 	struct srv_encode_req req;
@@ -301,6 +370,7 @@ int main(void)
 	tcase_add_test(tc, test_content_type);
 	tcase_add_test(tc, test_decode_ok);
 	tcase_add_test(tc, test_decode_errors);
+	tcase_add_test(tc, test_fast_path_agrees);
 	tcase_add_test(tc, test_response);
 	tcase_add_test(tc, test_float_roundtrip);
 	suite_add_tcase(s, tc);

@@ -1,0 +1,16 @@
+# server/module.mk - extra make targets for bin/semid-server (included by the top-level Makefile).
+#
+#   make bench-http   semid-server under wrk on loopback: req/s, items/s, p50/p99 for 1- and
+#                     64-item requests, JSON and base64, concurrency 1/16/64, 384-d and
+#                     1024-d models, beside the in-process encode throughput of the same
+#                     model, plus a hot swap under load.  Writes bench/RESULTS-server.md.
+#                     BENCH_HTTP_SECS seconds per run (default 3; about 2 minutes in all).
+
+BENCH_HTTP_SECS ?= 3
+
+.PHONY: bench-http
+bench-http: $(BIN)/semid-server
+	SEMID_BIN=$(BIN) $(PYTHON) tests/server/bench_http.py --secs $(BENCH_HTTP_SECS) \
+		--out bench/RESULTS-server.md
+
+bench: bench-http
