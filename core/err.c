@@ -47,6 +47,7 @@ int sid_error_set_at(struct sid_error *err, int code, long index, const char *fm
 int sid_error_prefix(struct sid_error *err, const char *fmt, ...)
 {
 	char head[SID_ERROR_MSG_MAX], old[SID_ERROR_MSG_MAX];
+	size_t n, m, cap = sizeof(err->msg) - 1;
 	va_list ap;
 
 	if (!err)
@@ -55,7 +56,15 @@ int sid_error_prefix(struct sid_error *err, const char *fmt, ...)
 	vsnprintf(head, sizeof(head), fmt, ap);
 	va_end(ap);
 	memcpy(old, err->msg, sizeof(old));
-	snprintf(err->msg, sizeof(err->msg), "%s: %s", head, old);
+	/* Joined by hand: truncating a long message is fine, and snprintf
+	 * would make gcc's -Wformat-truncation fail the -Werror build. */
+	n = strnlen(head, cap - 2);
+	memcpy(err->msg, head, n);
+	memcpy(err->msg + n, ": ", 2);
+	n += 2;
+	m = strnlen(old, cap - n);
+	memcpy(err->msg + n, old, m);
+	err->msg[n + m] = '\0';
 	return err->code;
 }
 

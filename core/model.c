@@ -596,7 +596,8 @@ int sid_model_load_buffer(const void *buf, size_t len, struct sid_model **out,
 
 int sid_model_load(const char *path, struct sid_model **out, struct sid_error *err)
 {
-	struct sid_map map = {0};
+	uint8_t *buf = NULL;
+	size_t len = 0;
 	int rc;
 
 	if (!out)
@@ -604,11 +605,17 @@ int sid_model_load(const char *path, struct sid_model **out, struct sid_error *e
 	*out = NULL;
 	if (!path)
 		return sid_error_set(err, SID_EINVAL, "model: no path");
-	rc = sid_map_open(path, &map, err);
+	/*
+	 * read(), not mmap(): a file truncated in place by someone else while
+	 * we parse it must give a format error, not SIGBUS in a server that is
+	 * hot-swapping.  The copy is transient; the tensors are copied into the
+	 * model's aligned block anyway.
+	 */
+	rc = sid_file_read(path, SID_MODEL_FILE_MAX, &buf, &len, err);
 	if (rc)
 		return rc;
-	rc = model_build(map.addr, map.len, path, out, err);
-	sid_map_close(&map);
+	rc = model_build(buf, len, path, out, err);
+	free(buf);
 	if (rc && err)
 		sid_error_prefix(err, "%s", path);
 	return rc;

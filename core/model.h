@@ -25,6 +25,7 @@
 #define SID_MAX_DIM	   65536   /* any input, hidden or latent width */
 #define SID_MAX_CODEBOOK   1048576 /* codewords in one level */
 #define SID_FORMAT_VERSION 1
+#define SID_MODEL_FILE_MAX ((size_t)64 << 30) /* bytes in a model file */
 
 enum sid_tower_kind { SID_TOWER_ITEM, SID_TOWER_USER, SID_TOWER_COUNT };
 
