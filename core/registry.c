@@ -307,6 +307,11 @@ const char *sid_registry_backend(const struct sid_registry *r)
 	return r->ops->name;
 }
 
+const char *sid_registry_label(const struct sid_registry *r)
+{
+	return r->label;
+}
+
 int sid_registry_default_path(const char *model_path, char *buf, size_t len)
 {
 	const char *slash = strrchr(model_path, '/');

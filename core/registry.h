@@ -108,8 +108,10 @@ int sid_registry_open(const char *target, unsigned flags, struct sid_registry **
 		      struct sid_error *err);
 void sid_registry_close(struct sid_registry *r); /* NULL: no-op */
 
-/* "sqlite" or "postgresql". */
+/* "sqlite" or "postgresql", and the store for messages: the SQLite path or
+ * "postgresql://user@host:port/dbname" (never the password). */
 const char *sid_registry_backend(const struct sid_registry *r);
+const char *sid_registry_label(const struct sid_registry *r);
 
 /* The default SQLite file next to a model: "<dir of model_path>/semid-registry.db".
  * Returns the length (snprintf semantics). */

@@ -1,0 +1,657 @@
+/*
+ * registry_cmd.c - `semid registry ...` (see registry_cmd.h): offline bulk
+ * assignment, export for downstream training, import, statistics, the churn a
+ * new model would cause, and lookups.  A thin layer over core/registry.h:
+ * options in, one library call, JSON or TSV out.
+ */
+#include "registry_cmd.h"
+
+#include <getopt.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "encode.h"
+#include "model.h"
+#include "npy.h"
+#include "registry.h"
+
+static const char usage[] =
+    "usage: semid registry <command> [options]\n"
+    "\n"
+    "The ID registry gives every item (or user) one semantic ID that no other holds:\n"
+    "its codes plus a suffix, \"12-7-200-0\", the smallest suffix free under those\n"
+    "codes when the id was first seen.  A known id keeps its ID, even after a\n"
+    "retrain, unless it is reassigned (proto/registry.md).\n"
+    "\n"
+    "commands:\n"
+    "  assign --model M --input X.npy --ids IDS   assign the ids of IDS (one per line,\n"
+    "                        the rows of X.npy in order) and print id<TAB>sid<TAB>created\n"
+    "                        per line once each batch is committed\n"
+    "  export                every assignment, TSV (default) or JSON lines\n"
+    "  import FILE|-         read an export back; idempotent, conflicts are reported\n"
+    "  stats                 items, unique prefixes per level, largest suffix, suffix\n"
+    "                        histogram (JSON)\n"
+    "  diff --model NEW      how many stored IDs NEW would change, per level (JSON);\n"
+    "                        needs the embeddings kept at assignment\n"
+    "  get ID | sid SID      one assignment (JSON)\n"
+    "  list [--prefix P]     assignments under a code prefix such as 12-7, in order\n"
+    "\n"
+    "options:\n"
+    "  -d, --db STORE        a SQLite file or a PostgreSQL connection string\n"
+    "                        (postgresql://... or host=... dbname=...); default: the\n"
+    "                        file semid-registry.db next to --model\n"
+    "  -m, --model MODEL     the model (assign: encodes; diff: the new model)\n"
+    "  -t, --kind KIND       item (default) or user; export: all (default), item, user\n"
+    "  -i, --input X.npy     assign: the embeddings (float32 or float64, (N, D))\n"
+    "      --ids FILE        assign: N ids, one per line\n"
+    "      --reassign        assign: move known ids to their new codes\n"
+    "      --no-embeddings   assign: do not keep the embeddings (diff cannot use them)\n"
+    "  -b, --batch N         assign: ids per transaction (default 64, max 10000)\n"
+    "  -f, --format F        export/import: tsv or jsonl (import: from the file name,\n"
+    "                        .jsonl/.json is JSON lines, else TSV)\n"
+    "      --embeddings      export: include embedding_b64\n"
+    "  -p, --prefix P        list: the code prefix (default: everything)\n"
+    "  -n, --limit N         list: at most N entries (default 100)\n"
+    "  -o, --output FILE     where output goes (default - : stdout); export writes a\n"
+    "                        file under a temporary name and renames it when complete\n"
+    "\n"
+    "exit status: 0 ok; 1 store unavailable, I/O or internal error; 2 bad usage, bad\n"
+    "input, unknown id or sid; 3 import finished but some lines conflicted\n";
+
+struct opts {
+	const char *cmd, *db, *model, *input, *ids, *format, *prefix, *output, *arg;
+	int kind, kind_set; /* -1: all (export only) */
+	int reassign, no_emb, with_emb;
+	long batch, limit;
+};
+
+static int fail_usage(const char *cmd, const char *msg, const char *arg)
+{
+	fprintf(stderr, "semid registry%s%s: %s%s%s\n", cmd ? " " : "", cmd ? cmd : "", msg,
+		arg ? " " : "", arg ? arg : "");
+	fprintf(stderr, "run 'semid registry --help' for the options\n");
+	return CLI_EXIT_INPUT;
+}
+
+static int exit_for(int code)
+{
+	switch (code) {
+	case SID_EINVAL:
+	case SID_EFORMAT:
+	case SID_ENOTFOUND:
+		return CLI_EXIT_INPUT;
+	default:
+		return CLI_EXIT_IO;
+	}
+}
+
+static int report(const struct sid_error *err)
+{
+	fprintf(stderr, "semid: %s\n", err->msg);
+	return exit_for(err->code);
+}
+
+static long parse_long(const char *s, long lo, long hi)
+{
+	char *end;
+	long v = strtol(s, &end, 10);
+	if (!*s || *end || v < lo || v > hi)
+		return lo - 1;
+	return v;
+}
+
+static int parse(int argc, char **argv, struct opts *o)
+{
+	static const struct option lo[] = {{"db", required_argument, NULL, 'd'},
+					   {"model", required_argument, NULL, 'm'},
+					   {"kind", required_argument, NULL, 't'},
+					   {"input", required_argument, NULL, 'i'},
+					   {"ids", required_argument, NULL, 'I'},
+					   {"reassign", no_argument, NULL, 'R'},
+					   {"no-embeddings", no_argument, NULL, 'N'},
+					   {"batch", required_argument, NULL, 'b'},
+					   {"format", required_argument, NULL, 'f'},
+					   {"embeddings", no_argument, NULL, 'E'},
+					   {"prefix", required_argument, NULL, 'p'},
+					   {"limit", required_argument, NULL, 'n'},
+					   {"output", required_argument, NULL, 'o'},
+					   {"help", no_argument, NULL, 'h'},
+					   {NULL, 0, NULL, 0}};
+	int c;
+
+	memset(o, 0, sizeof(*o));
+	o->batch = 64;
+	o->limit = 100;
+	o->output = "-";
+	o->cmd = argv[1];
+	if (!strcmp(o->cmd, "-h") || !strcmp(o->cmd, "--help") || !strcmp(o->cmd, "help"))
+		return 1;
+	optind = 0; /* GNU: start afresh (the tests call this repeatedly) */
+	opterr = 0;
+	while ((c = getopt_long(argc - 1, argv + 1, "d:m:t:i:b:f:p:n:o:h", lo, NULL)) != -1) {
+		switch (c) {
+		case 'd':
+			o->db = optarg;
+			break;
+		case 'm':
+			o->model = optarg;
+			break;
+		case 't':
+			o->kind_set = 1;
+			if (!strcmp(optarg, "all"))
+				o->kind = -1;
+			else if ((o->kind = sid_tower_parse(optarg)) < 0)
+				return fail_usage(o->cmd, "--kind must be item, user or all, not",
+						  optarg);
+			break;
+		case 'i':
+			o->input = optarg;
+			break;
+		case 'I':
+			o->ids = optarg;
+			break;
+		case 'R':
+			o->reassign = 1;
+			break;
+		case 'N':
+			o->no_emb = 1;
+			break;
+		case 'E':
+			o->with_emb = 1;
+			break;
+		case 'b':
+			if ((o->batch = parse_long(optarg, 1, 10000)) < 1)
+				return fail_usage(o->cmd, "--batch must be 1..10000, not", optarg);
+			break;
+		case 'n':
+			if ((o->limit = parse_long(optarg, 1, 1000000000L)) < 1)
+				return fail_usage(o->cmd, "--limit must be a positive number, not",
+						  optarg);
+			break;
+		case 'f':
+			if (strcmp(optarg, "tsv") && strcmp(optarg, "jsonl"))
+				return fail_usage(o->cmd, "--format must be tsv or jsonl, not",
+						  optarg);
+			o->format = optarg;
+			break;
+		case 'p':
+			o->prefix = optarg;
+			break;
+		case 'o':
+			o->output = optarg;
+			break;
+		case 'h':
+			return 1;
+		default:
+			return fail_usage(o->cmd, "unknown or incomplete option",
+					  argv[optind] ? argv[optind] : "");
+		}
+	}
+	/* argv + 1 was parsed: its argv[0] is the command, operands follow */
+	if (optind + 1 < argc)
+		o->arg = argv[optind + 1];
+	if (optind + 2 < argc)
+		return fail_usage(o->cmd, "unexpected argument", argv[optind + 2]);
+	if (!o->kind_set && !strcmp(o->cmd, "export"))
+		o->kind = -1; /* export: both kinds unless told */
+	if (o->kind < 0 && strcmp(o->cmd, "export"))
+		return fail_usage(o->cmd, "--kind all is for export only", NULL);
+	return 0;
+}
+
+static int store_open(const struct opts *o, struct sid_registry **r, struct sid_error *err)
+{
+	char path[4096];
+	const char *target = o->db;
+
+	if (!target) {
+		if (!o->model)
+			return sid_error_set(
+			    err, SID_EINVAL,
+			    "no store: give --db STORE or --model MODEL (the store "
+			    "is then the file next to it)");
+		sid_registry_default_path(o->model, path, sizeof(path));
+		target = path;
+	}
+	return sid_registry_open(target, 0, r, err);
+}
+
+/* An output stream: stdout for "-", else a temp file renamed by out_close. */
+struct out {
+	FILE *f;
+	const char *path;
+	char tmp[4200];
+};
+
+static int out_open(struct out *w, const char *path, struct sid_error *err)
+{
+	w->path = path;
+	if (!strcmp(path, "-")) {
+		w->f = stdout;
+		return 0;
+	}
+	snprintf(w->tmp, sizeof(w->tmp), "%s.tmp.%d", path, (int)getpid());
+	w->f = fopen(w->tmp, "w");
+	if (!w->f)
+		return sid_error_set(err, SID_EIO, "%s: cannot create: %m", w->tmp);
+	return 0;
+}
+
+/* Finish (@ok) or abandon the output. */
+static int out_close(struct out *w, int ok, struct sid_error *err)
+{
+	int rc = 0;
+	if (!w->f)
+		return 0;
+	if (w->f == stdout) {
+		if (fflush(stdout) && ok)
+			rc = sid_error_set(err, SID_EIO, "stdout: write failed: %m");
+		return rc;
+	}
+	if (ok && (fflush(w->f) || fsync(fileno(w->f)) || ferror(w->f)))
+		rc = sid_error_set(err, SID_EIO, "%s: write failed: %m", w->tmp);
+	if (fclose(w->f) && ok && !rc)
+		rc = sid_error_set(err, SID_EIO, "%s: write failed: %m", w->tmp);
+	w->f = NULL;
+	if (ok && !rc && rename(w->tmp, w->path))
+		rc = sid_error_set(err, SID_EIO, "%s: cannot rename into place: %m", w->path);
+	if (!ok || rc)
+		unlink(w->tmp);
+	return rc;
+}
+
+static int print_json(json_t *j, const struct opts *o, struct sid_error *err)
+{
+	struct out w = {0};
+	char *s = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+	int rc;
+
+	json_decref(j);
+	if (!s)
+		return sid_error_set(err, SID_ENOMEM, "out of memory");
+	rc = out_open(&w, o->output, err);
+	if (!rc && fprintf(w.f, "%s\n", s) < 0)
+		rc = sid_error_set(err, SID_EIO, "%s: write failed: %m", o->output);
+	free(s);
+	if (rc) {
+		out_close(&w, 0, err);
+		return rc;
+	}
+	return out_close(&w, 1, err);
+}
+
+static json_t *entry_json(const struct sid_reg_entry *e)
+{
+	char sid[SID_REG_SID_MAX];
+	json_t *codes = json_array();
+	sid_reg_sid_format(e->codes, e->L, e->suffix, sid, sizeof(sid));
+	for (int l = 0; l < e->L; l++)
+		json_array_append_new(codes, json_integer(e->codes[l]));
+	return json_pack("{s:s, s:s, s:o, s:I, s:s, s:s, s:I, s:I, s:i}", "kind",
+			 sid_tower_name(e->kind), "id", e->id, "codes", codes, "suffix",
+			 (json_int_t)e->suffix, "sid", sid, "model_version", e->model_version,
+			 "created_ms", (json_int_t)e->created_ms, "updated_ms",
+			 (json_int_t)e->updated_ms, "embedding_dim", e->D);
+}
+
+/* ---- assign ---- */
+
+/* Read @n ids, one per line, into a malloc'ed array of malloc'ed strings. */
+static int ids_read(const char *path, size_t n, char ***out, struct sid_error *err)
+{
+	FILE *f = fopen(path, "r");
+	char **ids = calloc(n ? n : 1, sizeof(*ids)), *line = NULL;
+	size_t cap = 0, k = 0;
+	ssize_t len;
+	int rc = 0;
+
+	if (!f || !ids) {
+		rc = !f ? sid_error_set(err, SID_EINVAL, "%s: cannot open: %m", path)
+			: sid_error_set(err, SID_ENOMEM, "out of memory");
+		goto fail;
+	}
+	while ((len = getline(&line, &cap, f)) >= 0) {
+		while (len && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+			line[--len] = '\0';
+		if (k == n) {
+			rc = sid_error_set(err, SID_EINVAL,
+					   "%s: more than %zu ids (the rows of "
+					   "the input)",
+					   path, n);
+			goto fail;
+		}
+		if ((rc = sid_reg_id_check(line, err))) {
+			sid_error_prefix(err, "%s: line %zu", path, k + 1);
+			goto fail;
+		}
+		if (!(ids[k++] = strdup(line))) {
+			rc = sid_error_set(err, SID_ENOMEM, "out of memory");
+			goto fail;
+		}
+	}
+	if (k != n)
+		rc = sid_error_set(err, SID_EINVAL, "%s: %zu ids for %zu input rows", path, k, n);
+fail:
+	free(line);
+	if (f)
+		fclose(f);
+	if (rc) {
+		for (size_t i = 0; ids && i < n; i++)
+			free(ids[i]);
+		free(ids);
+		ids = NULL;
+	}
+	*out = ids;
+	return rc;
+}
+
+static int cmd_assign(const struct opts *o, struct sid_error *err)
+{
+	struct sid_model *m = NULL;
+	struct sid_registry *r = NULL;
+	struct sid_workspace *ws = NULL;
+	struct sid_npy x = {0};
+	const struct sid_tower *t;
+	struct out w = {0};
+	char **ids = NULL;
+	float *buf = NULL;
+	int32_t *codes = NULL;
+	struct sid_reg_item *in = NULL;
+	struct sid_reg_entry *res = NULL;
+	size_t B = (size_t)o->batch;
+	int rc;
+
+	if (!o->model || !o->input || !o->ids)
+		return sid_error_set(err, SID_EINVAL, "assign needs --model, --input and --ids");
+	if ((rc = sid_model_load(o->model, &m, err))) {
+		sid_error_prefix(err, "%s", o->model);
+		goto fail;
+	}
+	t = sid_model_tower(m, o->kind);
+	if (!t) {
+		rc = sid_error_set(err, SID_EINVAL, "%s: the model has no %s tower", o->model,
+				   sid_tower_name(o->kind));
+		goto fail;
+	}
+	if ((rc = sid_npy_open(o->input, &x, err)))
+		goto fail;
+	if (x.cols != (size_t)t->D) {
+		rc = sid_error_set(err, SID_EINVAL, "%s: %zu columns, the %s tower takes %d",
+				   o->input, x.cols, sid_tower_name(o->kind), t->D);
+		goto fail;
+	}
+	if ((rc = ids_read(o->ids, x.rows, &ids, err)) || (rc = store_open(o, &r, err)))
+		goto fail;
+	ws = sid_workspace_new();
+	buf = malloc(sizeof(float) * B * t->D);
+	codes = malloc(sizeof(int32_t) * B * t->L);
+	in = calloc(B, sizeof(*in));
+	res = calloc(B, sizeof(*res));
+	if (!ws || !buf || !codes || !in || !res) {
+		rc = sid_error_set(err, SID_ENOMEM, "out of memory");
+		goto fail;
+	}
+	if ((rc = out_open(&w, o->output, err)))
+		goto fail;
+	for (size_t row = 0; row < x.rows; row += B) {
+		size_t n = x.rows - row < B ? x.rows - row : B;
+		struct sid_encode_out eo = {.codes = codes};
+		if ((rc = sid_npy_read_f32(&x, row, n, buf, err)) ||
+		    (rc = sid_encode(t, buf, n, &eo, ws, err)))
+			goto fail;
+		for (size_t i = 0; i < n; i++)
+			in[i] = (struct sid_reg_item){ids[row + i], codes + i * t->L,
+						      o->no_emb ? NULL : buf + i * t->D};
+		rc = sid_registry_assign(r, o->kind, in, n, t->L, t->D, m->version,
+					 o->reassign ? SID_REG_REASSIGN : 0, res, err);
+		if (rc) {
+			if (err->index >= 0)
+				err->index += (long)row;
+			goto fail;
+		}
+		/* committed: acknowledge the batch */
+		for (size_t i = 0; i < n; i++) {
+			char sid[SID_REG_SID_MAX];
+			sid_reg_sid_format(res[i].codes, res[i].L, res[i].suffix, sid, sizeof(sid));
+			fprintf(w.f, "%s\t%s\t%d\n", res[i].id, sid, res[i].created);
+		}
+		if (fflush(w.f)) {
+			rc = sid_error_set(err, SID_EIO, "%s: write failed: %m", o->output);
+			goto fail;
+		}
+	}
+	rc = out_close(&w, 1, err);
+fail:
+	if (rc)
+		out_close(&w, 0, NULL);
+	for (size_t i = 0; ids && i < x.rows; i++)
+		free(ids[i]);
+	free(ids);
+	free(buf);
+	free(codes);
+	free(in);
+	free(res);
+	sid_workspace_free(ws);
+	sid_npy_close(&x);
+	sid_registry_close(r);
+	sid_model_unref(m);
+	return rc;
+}
+
+/* ---- export, import ---- */
+
+static int cmd_export(const struct opts *o, struct sid_registry *r, struct sid_error *err)
+{
+	struct out w = {0};
+	int rc = out_open(&w, o->output, err);
+	if (!rc)
+		rc = sid_registry_export(r, o->kind,
+					 o->format && !strcmp(o->format, "jsonl") ? SID_REG_JSONL
+										  : SID_REG_TSV,
+					 o->with_emb, w.f, err);
+	if (rc) {
+		out_close(&w, 0, NULL);
+		return rc;
+	}
+	return out_close(&w, 1, err);
+}
+
+static void print_conflict(long line, const char *msg, void *ctx)
+{
+	fprintf(stderr, "semid: %s: line %ld: conflict: %s\n", (const char *)ctx, line, msg);
+}
+
+static int cmd_import(const struct opts *o, struct sid_registry *r, int *conflicts,
+		      struct sid_error *err)
+{
+	struct sid_reg_import_result res;
+	enum sid_reg_format fmt = SID_REG_TSV;
+	const char *name = o->arg;
+	FILE *f;
+	int rc;
+	size_t len;
+
+	if (!name)
+		return sid_error_set(err, SID_EINVAL, "import needs a FILE (or - for stdin)");
+	len = strlen(name);
+	if (o->format)
+		fmt = strcmp(o->format, "jsonl") ? SID_REG_TSV : SID_REG_JSONL;
+	else if ((len > 6 && !strcmp(name + len - 6, ".jsonl")) ||
+		 (len > 5 && !strcmp(name + len - 5, ".json")))
+		fmt = SID_REG_JSONL;
+	f = strcmp(name, "-") ? fopen(name, "r") : stdin;
+	if (!f)
+		return sid_error_set(err, SID_EINVAL, "%s: cannot open: %m", name);
+	rc = sid_registry_import(r, fmt, f, print_conflict, (void *)name, &res, err);
+	if (f != stdin)
+		fclose(f);
+	if (rc)
+		return sid_error_prefix(err, "%s", name);
+	fprintf(stderr, "semid: imported %s: %llu added, %llu already present, %llu conflicts\n",
+		name, (unsigned long long)res.added, (unsigned long long)res.same,
+		(unsigned long long)res.conflicts);
+	*conflicts = res.conflicts > 0;
+	return 0;
+}
+
+/* ---- stats, diff ---- */
+
+static json_t *u64_array(const uint64_t *v, int n)
+{
+	json_t *a = json_array();
+	for (int i = 0; i < n; i++)
+		json_array_append_new(a, json_integer((json_int_t)v[i]));
+	return a;
+}
+
+static int cmd_stats(const struct opts *o, struct sid_registry *r, struct sid_error *err)
+{
+	struct sid_reg_stats st;
+	json_t *hist;
+	int rc = sid_registry_stats(r, o->kind, &st, err), last = -1;
+
+	if (rc)
+		return rc;
+	hist = json_array();
+	for (int b = 0; b < SID_REG_HIST_BUCKETS; b++)
+		if (st.suffix_hist[b])
+			last = b;
+	for (int b = 0; b <= last; b++) {
+		int64_t lo = b ? (int64_t)1 << (b - 1) : 0, hi = b ? (int64_t)((1ull << b) - 1) : 0;
+		json_array_append_new(hist, json_pack("{s:I, s:I, s:I}", "min", (json_int_t)lo,
+						      "max", (json_int_t)hi, "count",
+						      (json_int_t)st.suffix_hist[b]));
+	}
+	return print_json(json_pack("{s:s, s:s, s:s, s:I, s:i, s:o, s:I, s:o, s:I}", "backend",
+				    sid_registry_backend(r), "store", sid_registry_label(r), "kind",
+				    sid_tower_name(o->kind), "items", (json_int_t)st.items,
+				    "levels", st.L, "unique_prefixes", u64_array(st.prefixes, st.L),
+				    "max_suffix", (json_int_t)st.max_suffix, "suffix_histogram",
+				    hist, "with_embedding", (json_int_t)st.with_embedding),
+			  o, err);
+}
+
+static int cmd_diff(const struct opts *o, struct sid_registry *r, struct sid_error *err)
+{
+	struct sid_model *m = NULL;
+	struct sid_reg_diff d;
+	int rc, Lmin;
+
+	if (!o->model)
+		return sid_error_set(err, SID_EINVAL, "diff needs --model NEW");
+	if ((rc = sid_model_load(o->model, &m, err)))
+		return sid_error_prefix(err, "%s", o->model);
+	rc = sid_registry_diff(r, o->kind, m, &d, err);
+	if (!rc) {
+		Lmin = d.L_old < d.L_new ? d.L_old : d.L_new;
+		rc = print_json(
+		    json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:i, s:i, s:o, s:o, s:I, s:f}",
+			      "kind", sid_tower_name(o->kind), "store", sid_registry_label(r),
+			      "model_version", m->version, "items", (json_int_t)d.items, "compared",
+			      (json_int_t)d.compared, "no_embedding", (json_int_t)d.no_embedding,
+			      "wrong_dim", (json_int_t)d.wrong_dim, "levels_stored", d.L_old,
+			      "levels_new", d.L_new, "level_changed",
+			      u64_array(d.level_changed, Lmin), "prefix_changed",
+			      u64_array(d.prefix_changed, Lmin), "changed", (json_int_t)d.changed,
+			      "changed_fraction",
+			      d.compared ? (double)d.changed / d.compared : 0.0),
+		    o, err);
+	}
+	sid_model_unref(m);
+	return rc;
+}
+
+/* ---- lookups ---- */
+
+static int cmd_lookup(const struct opts *o, struct sid_registry *r, struct sid_error *err)
+{
+	struct sid_reg_entry e;
+	int rc;
+
+	if (!o->arg)
+		return sid_error_set(err, SID_EINVAL, "%s needs an %s", o->cmd,
+				     strcmp(o->cmd, "get") ? "SID" : "ID");
+	rc = strcmp(o->cmd, "get") ? sid_registry_get_sid(r, o->kind, o->arg, &e, err)
+				   : sid_registry_get(r, o->kind, o->arg, &e, err);
+	return rc ? rc : print_json(entry_json(&e), o, err);
+}
+
+static int cmd_list(const struct opts *o, struct sid_registry *r, struct sid_error *err)
+{
+	struct sid_reg_entry *page = malloc(sizeof(*page) * SID_REG_PAGE_MAX);
+	char cursor[SID_REG_SID_MAX] = "", next[SID_REG_SID_MAX];
+	json_t *a = json_array();
+	long left = o->limit;
+	int rc = 0;
+
+	if (!page)
+		return sid_error_set(err, SID_ENOMEM, "out of memory");
+	do {
+		size_t n, want = left < SID_REG_PAGE_MAX ? (size_t)left : SID_REG_PAGE_MAX;
+		rc = sid_registry_list(r, o->kind, o->prefix ? o->prefix : "", cursor, want, page,
+				       &n, next, err);
+		if (rc)
+			break;
+		for (size_t i = 0; i < n; i++)
+			json_array_append_new(a, entry_json(&page[i]));
+		left -= (long)n;
+		memcpy(cursor, next, sizeof(cursor));
+	} while (cursor[0] && left > 0);
+	free(page);
+	if (rc) {
+		json_decref(a);
+		return rc;
+	}
+	return print_json(a, o, err);
+}
+
+int cli_registry_main(int argc, char **argv)
+{
+	struct sid_registry *r = NULL;
+	struct sid_error err;
+	struct opts o;
+	int rc, conflicts = 0;
+
+	if (argc < 2) {
+		fputs(usage, stderr);
+		return CLI_EXIT_INPUT;
+	}
+	rc = parse(argc, argv, &o);
+	if (rc == 1) {
+		fputs(usage, stdout);
+		return CLI_EXIT_OK;
+	}
+	if (rc)
+		return rc;
+	sid_error_clear(&err);
+	if (!strcmp(o.cmd, "assign")) {
+		rc = cmd_assign(&o, &err);
+		return rc ? report(&err) : CLI_EXIT_OK;
+	}
+	if (strcmp(o.cmd, "export") && strcmp(o.cmd, "import") && strcmp(o.cmd, "stats") &&
+	    strcmp(o.cmd, "diff") && strcmp(o.cmd, "get") && strcmp(o.cmd, "sid") &&
+	    strcmp(o.cmd, "list"))
+		return fail_usage(NULL, "unknown command", o.cmd);
+	if ((rc = store_open(&o, &r, &err)))
+		return report(&err);
+	if (!strcmp(o.cmd, "export"))
+		rc = cmd_export(&o, r, &err);
+	else if (!strcmp(o.cmd, "import"))
+		rc = cmd_import(&o, r, &conflicts, &err);
+	else if (!strcmp(o.cmd, "stats"))
+		rc = cmd_stats(&o, r, &err);
+	else if (!strcmp(o.cmd, "diff"))
+		rc = cmd_diff(&o, r, &err);
+	else if (!strcmp(o.cmd, "list"))
+		rc = cmd_list(&o, r, &err);
+	else
+		rc = cmd_lookup(&o, r, &err);
+	sid_registry_close(r);
+	if (rc)
+		return report(&err);
+	return conflicts ? CLI_REGISTRY_EXIT_CONFLICTS : CLI_EXIT_OK;
+}

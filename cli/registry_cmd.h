@@ -1,0 +1,36 @@
+/*
+ * registry_cmd.h - `semid registry ...`: the ID registry (core/registry.h)
+ * from the command line.
+ *
+ *   semid registry assign  --model M --input X.npy --ids IDS.txt [--db STORE]
+ *   semid registry export  [--db STORE | --model M] [--format tsv|jsonl] ...
+ *   semid registry import  [--db STORE | --model M] [--format ...] FILE|-
+ *   semid registry stats   [--db STORE | --model M] [--kind item|user]
+ *   semid registry diff    --model NEW [--db STORE] [--kind item|user]
+ *   semid registry get     [--db STORE | --model M] ID
+ *   semid registry sid     [--db STORE | --model M] SID
+ *   semid registry list    [--db STORE | --model M] [--prefix P] [--limit N]
+ *
+ * STORE is a SQLite file or a PostgreSQL connection string; without --db it
+ * is the SQLite file next to --model (sid_registry_default_path).  Full help:
+ * `semid registry --help` (the usage text below).
+ *
+ * Exit statuses: CLI_EXIT_OK 0; CLI_EXIT_IO 1 (store unavailable, I/O or
+ * internal error); CLI_EXIT_INPUT 2 (bad usage, bad input file, unknown id or
+ * sid); CLI_REGISTRY_EXIT_CONFLICTS 3 (import finished, some lines conflicted).
+ *
+ * Not thread-safe (uses getopt); call it once at a time.
+ */
+#ifndef SID_CLI_REGISTRY_CMD_H
+#define SID_CLI_REGISTRY_CMD_H
+
+#define CLI_REGISTRY_EXIT_CONFLICTS 3
+
+/*
+ * Run `semid registry ...`: argv[0] is "registry", argv[1] the subcommand.
+ * Normal output goes to stdout (or --output), messages to stderr.  Returns
+ * the exit status.
+ */
+int cli_registry_main(int argc, char **argv);
+
+#endif

@@ -1,0 +1,416 @@
+/*
+ * check_registry_cmd.c - tests for `semid registry ...` (cli/registry_cmd.c),
+ * called in-process through cli_registry_main on SQLite stores: usage errors,
+ * a bulk assign from a model and a .npy built here (suffixes checked against
+ * codes computed by the encoder directly), idempotent re-runs, export and
+ * import round trips with conflicts (exit 3), stats and diff JSON against
+ * hand counts, lookups, bad stores (exit 1 and 2), and an assign killed with
+ * SIGKILL whose acknowledged lines must all be in the store afterwards.
+ */
+#include <check.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "../../cli/cli.h" /* tests build with -Icore -Itests only */
+#include "encode.h"
+#include "model.h"
+#include "model_builder.h"
+#include "npy.h"
+#include "registry.h"
+#include "../../cli/registry_cmd.h"
+
+static char dir[] = "/tmp/check_registry_cmd.XXXXXX";
+static char model[300], model2[300], npy[300], ids[300], db[300], out[300];
+
+enum { N = 200 };
+static float X[N * 8];
+
+static int run(const char *first, ...)
+{
+	char *argv[32];
+	int argc = 0;
+	va_list ap;
+	va_start(ap, first);
+	for (const char *a = first; a && argc < 31; a = va_arg(ap, const char *))
+		argv[argc++] = (char *)a;
+	va_end(ap);
+	argv[argc] = NULL;
+	return cli_registry_main(argc, argv);
+}
+
+static json_t *load_json(const char *path)
+{
+	json_error_t je;
+	json_t *j = json_load_file(path, 0, &je);
+	ck_assert_msg(j != NULL, "%s: %s", path, je.text);
+	return j;
+}
+
+static long count_lines(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	long n = 0;
+	int c;
+	ck_assert_ptr_nonnull(f);
+	while ((c = fgetc(f)) != EOF)
+		n += c == '\n';
+	fclose(f);
+	return n;
+}
+
+static void setup(void)
+{
+	struct mb_spec spec;
+	struct sid_error err;
+	uint64_t rng = 5;
+	FILE *f;
+
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	snprintf(model, sizeof(model), "%s/m.safetensors", dir);
+	snprintf(model2, sizeof(model2), "%s/m2.safetensors", dir);
+	snprintf(npy, sizeof(npy), "%s/x.npy", dir);
+	snprintf(ids, sizeof(ids), "%s/ids.txt", dir);
+	snprintf(db, sizeof(db), "%s/semid-registry.db", dir);
+	snprintf(out, sizeof(out), "%s/out", dir);
+	mb_spec_init(&spec); /* item: 8 -> 16 -> 4, L = 3, K = {5, 7, 3}: 105 code tuples */
+	spec.model_version = "m-one";
+	ck_assert_int_eq(mb_build_file(&spec, model, &err), 0);
+	spec.seed = 2;
+	spec.model_version = "m-two";
+	ck_assert_int_eq(mb_build_file(&spec, model2, &err), 0);
+	for (int i = 0; i < N * 8; i++)
+		X[i] = mb_rand_sym(&rng);
+	ck_assert_int_eq(sid_npy_write(npy, SID_NPY_F32, N, 8, X, &err), 0);
+	f = fopen(ids, "w");
+	for (int i = 0; i < N; i++)
+		fprintf(f, "item-%d\n", i);
+	fclose(f);
+}
+
+static void teardown(void)
+{
+	char cmd[400];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	ck_assert_int_eq(system(cmd), 0);
+	strcpy(dir, "/tmp/check_registry_cmd.XXXXXX");
+}
+
+/* The codes @path's item tower gives the rows of X. */
+static void encode_all(const char *path, int32_t *codes)
+{
+	struct sid_model *m;
+	struct sid_error err;
+	struct sid_workspace *ws = sid_workspace_new();
+	struct sid_encode_out o = {.codes = codes};
+	ck_assert_int_eq(sid_model_load(path, &m, &err), 0);
+	ck_assert_int_eq(sid_encode(sid_model_tower(m, SID_TOWER_ITEM), X, N, &o, ws, &err), 0);
+	sid_workspace_free(ws);
+	sid_model_unref(m);
+}
+
+START_TEST(t_usage)
+{
+	ck_assert_int_eq(run("registry", NULL), CLI_EXIT_INPUT);
+	ck_assert_int_eq(run("registry", "--help", NULL), CLI_EXIT_OK);
+	ck_assert_int_eq(run("registry", "frobnicate", NULL), CLI_EXIT_INPUT);
+	ck_assert_int_eq(run("registry", "stats", "--bogus", NULL), CLI_EXIT_INPUT);
+	ck_assert_int_eq(run("registry", "stats", "--kind", "cat", "--db", db, NULL),
+			 CLI_EXIT_INPUT);
+	ck_assert_int_eq(run("registry", "stats", "--kind", "all", "--db", db, NULL),
+			 CLI_EXIT_INPUT);
+	ck_assert_int_eq(run("registry", "stats", NULL), CLI_EXIT_INPUT); /* no store */
+	ck_assert_int_eq(run("registry", "assign", "--db", db, NULL), CLI_EXIT_INPUT);
+	ck_assert_int_eq(run("registry", "export", "--format", "xml", "--db", db, NULL),
+			 CLI_EXIT_INPUT);
+	ck_assert_int_eq(run("registry", "get", "a", "b", "--db", db, NULL), CLI_EXIT_INPUT);
+}
+END_TEST
+
+START_TEST(t_assign_export_import)
+{
+	static int32_t codes[N * 3];
+	static int seen[105 * N];
+	char line[512], db2[320], exp1[320], exp2[320], bad[320];
+	FILE *f;
+	int n = 0;
+	json_t *j;
+
+	encode_all(model, codes);
+	/* no --db: the store is the file next to the model */
+	ck_assert_int_eq(run("registry", "assign", "--model", model, "--input", npy, "--ids", ids,
+			     "--batch", "17", "--output", out, NULL),
+			 CLI_EXIT_OK);
+	ck_assert_int_eq(access(db, F_OK), 0);
+	f = fopen(out, "r");
+	ck_assert_ptr_nonnull(f);
+	memset(seen, 0, sizeof(seen));
+	while (fgets(line, sizeof(line), f)) {
+		char id[64], sid[64];
+		int created, c0, c1, c2, i;
+		long suffix;
+		ck_assert_int_eq(sscanf(line, "%63s %63s %d", id, sid, &created), 3);
+		ck_assert_int_eq(sscanf(id, "item-%d", &i), 1);
+		ck_assert_int_eq(i, n);
+		ck_assert_int_eq(sscanf(sid, "%d-%d-%d-%ld", &c0, &c1, &c2, &suffix), 4);
+		/* the encoder's codes, and suffixes 0, 1, ... in input order per tuple */
+		ck_assert_int_eq(c0, codes[3 * i]);
+		ck_assert_int_eq(c1, codes[3 * i + 1]);
+		ck_assert_int_eq(c2, codes[3 * i + 2]);
+		ck_assert_int_eq(suffix, seen[(c0 * 7 + c1) * 3 + c2]++);
+		ck_assert_int_eq(created, 1);
+		n++;
+	}
+	fclose(f);
+	ck_assert_int_eq(n, N);
+	/* again: nothing created, same output but the created column */
+	ck_assert_int_eq(run("registry", "assign", "--model", model, "--input", npy, "--ids", ids,
+			     "--db", db, "--output", out, NULL),
+			 CLI_EXIT_OK);
+	f = fopen(out, "r");
+	while (fgets(line, sizeof(line), f))
+		ck_assert_ptr_nonnull(strstr(line, "\t0\n"));
+	fclose(f);
+
+	/* stats by hand from the codes */
+	ck_assert_int_eq(run("registry", "stats", "--db", db, "-o", out, NULL), CLI_EXIT_OK);
+	j = load_json(out);
+	{
+		int tuples = 0, l0 = 0, maxs = 0, zero = 0;
+		int first[5] = {0};
+		for (int t = 0; t < 105; t++) {
+			if (seen[t]) {
+				tuples++;
+				zero++;
+				if (seen[t] - 1 > maxs)
+					maxs = seen[t] - 1;
+				first[t / 21] = 1;
+			}
+		}
+		for (int c = 0; c < 5; c++)
+			l0 += first[c];
+		ck_assert_int_eq(json_integer_value(json_object_get(j, "items")), N);
+		ck_assert_int_eq(json_integer_value(json_object_get(j, "levels")), 3);
+		ck_assert_int_eq(
+		    json_integer_value(json_array_get(json_object_get(j, "unique_prefixes"), 0)),
+		    l0);
+		ck_assert_int_eq(
+		    json_integer_value(json_array_get(json_object_get(j, "unique_prefixes"), 2)),
+		    tuples);
+		ck_assert_int_eq(json_integer_value(json_object_get(j, "max_suffix")), maxs);
+		ck_assert_int_eq(
+		    json_integer_value(json_object_get(
+			json_array_get(json_object_get(j, "suffix_histogram"), 0), "count")),
+		    zero);
+		ck_assert_int_eq(json_integer_value(json_object_get(j, "with_embedding")), N);
+	}
+	json_decref(j);
+
+	/* export (with embeddings), import into a new store, export again: equal */
+	snprintf(db2, sizeof(db2), "%s/two.db", dir);
+	snprintf(exp1, sizeof(exp1), "%s/e1.jsonl", dir);
+	snprintf(exp2, sizeof(exp2), "%s/e2.jsonl", dir);
+	ck_assert_int_eq(run("registry", "export", "--db", db, "--format", "jsonl", "--embeddings",
+			     "--output", exp1, NULL),
+			 CLI_EXIT_OK);
+	ck_assert_int_eq(count_lines(exp1), N);
+	ck_assert_int_eq(run("registry", "import", exp1, "--db", db2, NULL), CLI_EXIT_OK);
+	ck_assert_int_eq(run("registry", "import", exp1, "--db", db2, NULL), CLI_EXIT_OK);
+	ck_assert_int_eq(run("registry", "export", "--db", db2, "--format", "jsonl", "--embeddings",
+			     "--output", exp2, NULL),
+			 CLI_EXIT_OK);
+	{
+		char cmd[700];
+		snprintf(cmd, sizeof(cmd), "cmp -s %s %s", exp1, exp2);
+		ck_assert_int_eq(system(cmd), 0);
+	}
+	/* TSV export: a header and a line per item */
+	ck_assert_int_eq(run("registry", "export", "--db", db, "--output", exp2, NULL),
+			 CLI_EXIT_OK);
+	ck_assert_int_eq(count_lines(exp2), N + 1);
+	/* a conflicting file: exit 3, the good line still imported */
+	snprintf(bad, sizeof(bad), "%s/bad.tsv", dir);
+	f = fopen(bad, "w");
+	fprintf(f,
+		"item\titem-0\t4-4-2-9\tv\t2026-01-02T03:04:05.006Z\t2026-01-02T03:04:05.006Z\t\n"
+		"item\tother\t4-4-2-9\tv\t2026-01-02T03:04:05.006Z\t2026-01-02T03:04:05.006Z\t\n");
+	fclose(f);
+	ck_assert_int_eq(run("registry", "import", bad, "--db", db2, NULL),
+			 CLI_REGISTRY_EXIT_CONFLICTS);
+	ck_assert_int_eq(run("registry", "get", "other", "--db", db2, "-o", out, NULL),
+			 CLI_EXIT_OK);
+	j = load_json(out);
+	ck_assert_str_eq(json_string_value(json_object_get(j, "sid")), "4-4-2-9");
+	json_decref(j);
+	/* a malformed file: exit 2 */
+	f = fopen(bad, "w");
+	fprintf(f, "item\tx\t4--2-9\tv\t2026-01-02T03:04:05.006Z\t2026-01-02T03:04:05.006Z\t\n");
+	fclose(f);
+	ck_assert_int_eq(run("registry", "import", bad, "--db", db2, NULL), CLI_EXIT_INPUT);
+}
+END_TEST
+
+START_TEST(t_diff_and_lookups)
+{
+	static int32_t c1[N * 3], c2[N * 3];
+	long level[3] = {0}, prefix[3] = {0}, changed = 0;
+	json_t *j, *a;
+	char sid[64];
+
+	encode_all(model, c1);
+	encode_all(model2, c2);
+	for (int i = 0; i < N; i++) {
+		int any = 0;
+		for (int l = 0; l < 3; l++) {
+			if (c1[3 * i + l] != c2[3 * i + l]) {
+				level[l]++;
+				any = 1;
+			}
+			prefix[l] += any;
+		}
+		changed += any;
+	}
+	ck_assert_int_gt(changed, 0);
+	ck_assert_int_eq(run("registry", "assign", "--model", model, "--input", npy, "--ids", ids,
+			     "--output", out, NULL),
+			 CLI_EXIT_OK);
+	/* the same model: no churn */
+	ck_assert_int_eq(run("registry", "diff", "--model", model, "--db", db, "-o", out, NULL),
+			 CLI_EXIT_OK);
+	j = load_json(out);
+	ck_assert_int_eq(json_integer_value(json_object_get(j, "compared")), N);
+	ck_assert_int_eq(json_integer_value(json_object_get(j, "changed")), 0);
+	json_decref(j);
+	/* another model: the counts from encoding both directly */
+	ck_assert_int_eq(run("registry", "diff", "--model", model2, "--db", db, "-o", out, NULL),
+			 CLI_EXIT_OK);
+	j = load_json(out);
+	ck_assert_str_eq(json_string_value(json_object_get(j, "model_version")), "m-two");
+	ck_assert_int_eq(json_integer_value(json_object_get(j, "changed")), changed);
+	a = json_object_get(j, "level_changed");
+	for (int l = 0; l < 3; l++)
+		ck_assert_int_eq(json_integer_value(json_array_get(a, l)), level[l]);
+	a = json_object_get(j, "prefix_changed");
+	for (int l = 0; l < 3; l++)
+		ck_assert_int_eq(json_integer_value(json_array_get(a, l)), prefix[l]);
+	json_decref(j);
+
+	/* lookups */
+	ck_assert_int_eq(run("registry", "get", "item-7", "--db", db, "-o", out, NULL),
+			 CLI_EXIT_OK);
+	j = load_json(out);
+	ck_assert_int_eq(json_integer_value(json_array_get(json_object_get(j, "codes"), 0)),
+			 c1[21]);
+	ck_assert_str_eq(json_string_value(json_object_get(j, "model_version")), "m-one");
+	snprintf(sid, sizeof(sid), "%s", json_string_value(json_object_get(j, "sid")));
+	json_decref(j);
+	ck_assert_int_eq(run("registry", "sid", sid, "--db", db, "-o", out, NULL), CLI_EXIT_OK);
+	j = load_json(out);
+	ck_assert_str_eq(json_string_value(json_object_get(j, "id")), "item-7");
+	json_decref(j);
+	snprintf(sid, sizeof(sid), "%d", c1[21]);
+	ck_assert_int_eq(
+	    run("registry", "list", "--prefix", sid, "--limit", "3", "--db", db, "-o", out, NULL),
+	    CLI_EXIT_OK);
+	j = load_json(out);
+	ck_assert(json_array_size(j) >= 1 && json_array_size(j) <= 3);
+	json_decref(j);
+	ck_assert_int_eq(run("registry", "get", "nobody", "--db", db, NULL), CLI_EXIT_INPUT);
+	ck_assert_int_eq(run("registry", "sid", "1--2-0", "--db", db, NULL), CLI_EXIT_INPUT);
+	ck_assert_int_eq(run("registry", "list", "--prefix", "1-2-3-4", "--db", db, NULL),
+			 CLI_EXIT_INPUT);
+}
+END_TEST
+
+START_TEST(t_bad_stores)
+{
+	FILE *f = fopen(db, "w");
+	fputs("this is not a database, just some text that goes on for a while...........", f);
+	fclose(f);
+	ck_assert_int_eq(run("registry", "stats", "--db", db, NULL), CLI_EXIT_INPUT);
+	ck_assert_int_eq(run("registry", "stats", "--db",
+			     "host=127.0.0.1 port=1 dbname=x connect_timeout=2", NULL),
+			 CLI_EXIT_IO);
+}
+END_TEST
+
+START_TEST(t_sigkill)
+{
+	int fd[2], acked = 0;
+	pid_t pid;
+	static char buf[1 << 16];
+	size_t len = 0;
+	ssize_t got;
+	struct sid_registry *r;
+	struct sid_error err;
+	char *save = NULL, *line;
+
+	ck_assert_int_eq(pipe(fd), 0);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		close(fd[0]);
+		dup2(fd[1], 1);
+		_exit(run("registry", "assign", "--model", model, "--input", npy, "--ids", ids,
+			  "--batch", "1", NULL));
+	}
+	close(fd[1]);
+	while (acked < 25 && (got = read(fd[0], buf + len, sizeof(buf) - 1 - len)) > 0) {
+		len += got;
+		acked = 0;
+		for (size_t i = 0; i < len; i++)
+			acked += buf[i] == '\n';
+	}
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	while ((got = read(fd[0], buf + len, sizeof(buf) - 1 - len)) > 0)
+		len += got;
+	close(fd[0]);
+	buf[len] = '\0';
+	ck_assert_int_eq(sid_registry_open(db, 0, &r, &err), 0);
+	acked = 0;
+	for (line = strtok_r(buf, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		char id[64], sid[64], s[SID_REG_SID_MAX];
+		struct sid_reg_entry e;
+		ck_assert_int_eq(sscanf(line, "%63s %63s", id, sid), 2);
+		ck_assert_msg(sid_registry_get(r, SID_TOWER_ITEM, id, &e, &err) == 0,
+			      "acknowledged %s lost", id);
+		sid_reg_sid_format(e.codes, e.L, e.suffix, s, sizeof(s));
+		ck_assert_str_eq(s, sid);
+		acked++;
+	}
+	ck_assert_int_ge(acked, 25);
+	sid_registry_close(r);
+}
+END_TEST
+
+static Suite *registry_cmd_suite(void)
+{
+	Suite *s = suite_create("registry_cmd");
+	TCase *tc = tcase_create("cli");
+	tcase_set_timeout(tc, 120);
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, t_usage);
+	tcase_add_test(tc, t_assign_export_import);
+	tcase_add_test(tc, t_diff_and_lookups);
+	tcase_add_test(tc, t_bad_stores);
+	tcase_add_test(tc, t_sigkill);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	SRunner *sr = srunner_create(registry_cmd_suite());
+	int failed;
+	srunner_run_all(sr, CK_NORMAL);
+	failed = srunner_ntests_failed(sr);
+	srunner_free(sr);
+	return failed ? 1 : 0;
+}
