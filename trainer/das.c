@@ -682,6 +682,20 @@ static int ws_reserve(struct das_model *m, int B, struct sid_error *err)
 
 /* ------------------------------------------------------------------ new/free */
 
+/* Mean of t = log(1 + clicks) over clicks: sum (e^t - 1) t / sum (e^t - 1). */
+static float click_weighted_mean(const float *t, int n)
+{
+	double s = 0, w = 0;
+	for (int i = 0; i < n; i++) {
+		double c = expm1((double)t[i]);
+		if (c > 0) {
+			s += c * t[i];
+			w += c;
+		}
+	}
+	return w > 0 ? (float)(s / w) : 0.0f;
+}
+
 int das_new(const struct das_config *c, const struct das_data *d, struct das_model **out,
 	    struct sid_error *err)
 {
@@ -768,6 +782,11 @@ int das_new(const struct das_config *c, const struct das_data *d, struct das_mod
 	if (m->has_icdm) {
 		init_linear(m, m->off_hu_w, m->off_hu_b, c->E, 1);
 		init_linear(m, m->off_hi_w, m->off_hi_b, c->E, 1);
+		/* the heads start at the click-weighted mean of their targets, so the
+		 * bias loss starts at the targets' variance instead of waiting
+		 * thousands of small Adam steps for the bias to climb to ~4 */
+		m->params[m->off_hu_b] = click_weighted_mean(m->user_act_log, d->n_users);
+		m->params[m->off_hi_b] = click_weighted_mean(m->item_pop_log, d->n_items);
 		size_t n = ((size_t)d->n_users + d->n_items) * 2 * c->E;
 		for (size_t i = 0; i < n; i++) /* the two tables are adjacent */
 			m->params[m->off_tu + i] = c->init_std_table * rng_normal(&m->rng);
@@ -1119,10 +1138,9 @@ static double view_pairs(struct das_model *m, int v, struct tower *tw, const str
 		}
 	if (n < 2)
 		return 0;
-	if (m->c.mask_duplicates)
-		nn_sim_set_mask(&m->sim, n, m->vku, m->vki);
-	else
-		nn_sim_set_mask(&m->sim, n, NULL, NULL);
+	if (nn_sim_set_mask(&m->sim, n, m->c.mask_duplicates ? m->vku : NULL,
+			    m->c.mask_duplicates ? m->vki : NULL) < 0)
+		return NAN; /* out of memory: the step reports a non-finite loss */
 	memset(m->vda, 0, sizeof(float) * (size_t)n * E);
 	memset(m->vdc, 0, sizeof(float) * (size_t)n * E);
 	double l = view_run(m, v, m->va, E, m->vc, E, m->vda, E, m->vdc, E, n, backward);
@@ -1187,10 +1205,9 @@ static int run(struct das_model *m, const struct das_batch *b, struct das_losses
 		}
 		memset(m->dU, 0, sizeof(float) * (size_t)B * E2);
 		memset(m->dI, 0, sizeof(float) * (size_t)B * E2);
-		if (c->mask_duplicates)
-			nn_sim_set_mask(&m->sim, B, b->user, b->item);
-		else
-			nn_sim_set_mask(&m->sim, B, NULL, NULL);
+		if (nn_sim_set_mask(&m->sim, B, c->mask_duplicates ? b->user : NULL,
+				    c->mask_duplicates ? b->item : NULL) < 0)
+			return sid_error_set(err, SID_ENOMEM, "das: out of memory for the mask");
 	}
 	if (icdm_trains(m)) {
 		const float g_click = c->alpha * c->w_click, g_bias = c->alpha * c->w_bias,

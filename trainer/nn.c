@@ -13,6 +13,19 @@
 
 #define NORM_EPS 1e-8f
 
+/* Hot loops are compiled for AVX-512 / AVX2 / baseline and picked once at
+ * load time (GCC function multi-versioning), so the default -O2 build still
+ * runs vector code.  One machine always takes the same clone, so results
+ * stay reproducible run to run. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) &&                             \
+    !defined(__SANITIZE_ADDRESS__)
+#define HOT                                                                                        \
+	__attribute__((optimize("O3", "no-math-errno"),                                            \
+		       target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define HOT
+#endif
+
 /* ---------------- linear ---------------- */
 
 void nn_linear_forward(float *y, const float *x, const float *w, const float *b, int B, int in,
@@ -45,7 +58,7 @@ void nn_linear_backward(float *dx, float *dw, float *db, const float *dy, const 
 
 /* ---------------- activations ---------------- */
 
-void nn_act_forward(enum sid_act act, float *y, const float *x, size_t n)
+HOT void nn_act_forward(enum sid_act act, float *y, const float *x, size_t n)
 {
 	switch (act) {
 	case SID_ACT_RELU:
@@ -72,7 +85,7 @@ void nn_act_forward(enum sid_act act, float *y, const float *x, size_t n)
 	}
 }
 
-void nn_act_backward(enum sid_act act, float *dx, const float *dy, const float *x, size_t n)
+HOT void nn_act_backward(enum sid_act act, float *dx, const float *dy, const float *x, size_t n)
 {
 	switch (act) {
 	case SID_ACT_RELU:
@@ -123,7 +136,7 @@ double nn_mse_forward(const float *xh, const float *x, int B, int D)
 	return tot / B;
 }
 
-void nn_mse_backward(float *dxh, const float *xh, const float *x, int B, int D, float g)
+HOT void nn_mse_backward(float *dxh, const float *xh, const float *x, int B, int D, float g)
 {
 	float k = 2.0f * g / (float)B;
 	size_t n = (size_t)B * D;
@@ -131,37 +144,96 @@ void nn_mse_backward(float *dxh, const float *xh, const float *x, int B, int D, 
 		dxh[i] = k * (xh[i] - x[i]);
 }
 
-/* ---------------- fast exp ---------------- */
+/* ---------------- fast exp and row kernels ---------------- */
+
+typedef float v8f __attribute__((vector_size(32)));
+typedef int32_t v8i __attribute__((vector_size(32)));
 
 /* Cephes expf: x = n ln2 + r, |r| <= ln2/2, degree-5 polynomial, 2^n by
- * exponent bits.  Written branch-free so loops over it vectorise. */
-static inline float fast_exp(float x)
+ * exponent bits; relative error ~2e-7.  Eight lanes at a time. */
+static inline __attribute__((always_inline)) void vexp(v8f *px)
 {
-	x = x < -87.0f ? -87.0f : x;
-	x = x > 88.0f ? 88.0f : x;
-	float t = x * 1.44269504088896341f + 0.5f;
-	float fl = (float)(int)t;
-	fl = fl > t ? fl - 1.0f : fl; /* floor(t) = round(x / ln2) */
-	float r = x - fl * 0.693359375f + fl * 2.12194440e-4f;
-	float p = 1.9875691500e-4f;
-	p = p * r + 1.3981999507e-3f;
+	v8f x = *px;
+	const v8f lo = {-87, -87, -87, -87, -87, -87, -87, -87};
+	const v8f hi = {88, 88, 88, 88, 88, 88, 88, 88};
+	const v8f one = {1, 1, 1, 1, 1, 1, 1, 1};
+	v8i m = x < lo;
+	x = (v8f)(((v8i)x & ~m) | ((v8i)lo & m));
+	m = x > hi;
+	x = (v8f)(((v8i)x & ~m) | ((v8i)hi & m));
+	v8f t = x * 1.44269504088896341f + 0.5f;
+	v8f fl = __builtin_convertvector(__builtin_convertvector(t, v8i), v8f);
+	fl = fl - (v8f)((v8i)one & (fl > t)); /* floor(t) = round(x / ln2) */
+	v8f r = x - fl * 0.693359375f + fl * 2.12194440e-4f;
+	v8f p = r * 1.9875691500e-4f + 1.3981999507e-3f;
 	p = p * r + 8.3334519073e-3f;
 	p = p * r + 4.1665795894e-2f;
 	p = p * r + 1.6666665459e-1f;
 	p = p * r + 5.0000001201e-1f;
-	float y = p * r * r + r + 1.0f;
-	union {
-		int32_t i;
-		float f;
-	} u;
-	u.i = ((int32_t)fl + 127) << 23;
-	return y * u.f;
+	v8f y = p * r * r + r + one;
+	v8i e = (__builtin_convertvector(fl, v8i) + 127) << 23;
+	*px = y * (v8f)e;
+}
+
+/* x[i] = exp(x[i] - shift) over n floats (the tail through one padded
+ * vector, so every element takes the same arithmetic). */
+HOT static void exp_shift(float *x, size_t n, float shift)
+{
+	size_t i = 0;
+	v8f s = {shift, shift, shift, shift, shift, shift, shift, shift};
+	for (; i + 8 <= n; i += 8) {
+		v8f v;
+		__builtin_memcpy(&v, x + i, sizeof(v));
+		v = v - s;
+		vexp(&v);
+		__builtin_memcpy(x + i, &v, sizeof(v));
+	}
+	if (i < n) {
+		float tmp[8] = {0};
+		__builtin_memcpy(tmp, x + i, sizeof(float) * (n - i));
+		v8f v;
+		__builtin_memcpy(&v, tmp, sizeof(v));
+		v = v - s;
+		vexp(&v);
+		__builtin_memcpy(tmp, &v, sizeof(v));
+		__builtin_memcpy(x + i, tmp, sizeof(float) * (n - i));
+	}
 }
 
 void nn_exp_inplace(float *x, size_t n)
 {
-	for (size_t i = 0; i < n; i++)
-		x[i] = fast_exp(x[i]);
+	exp_shift(x, n, 0.0f);
+}
+
+/* Row sums into rs (B) and column sums into cs (B) of a (B, B) matrix, each
+ * in a fixed order. */
+HOT static void row_col_sums(const float *S, int B, float *rs, float *cs)
+{
+	for (int j = 0; j < B; j++)
+		cs[j] = 0;
+	for (int b = 0; b < B; b++) {
+		const float *row = S + (size_t)b * B;
+		float acc[16] = {0};
+		int j = 0;
+		for (; j + 16 <= B; j += 16)
+			for (int k = 0; k < 16; k++)
+				acc[k] += row[j + k];
+		float t = 0;
+		for (; j < B; j++)
+			t += row[j];
+		for (int k = 0; k < 16; k++)
+			t += acc[k];
+		rs[b] = t;
+		for (j = 0; j < B; j++)
+			cs[j] += row[j];
+	}
+}
+
+/* Zero the masked entries of a (B, B) matrix. */
+static void apply_mask(const struct nn_sim *s, float *S, int B)
+{
+	for (int k = 0; k < s->n_pairs; k++)
+		S[(size_t)s->pairs[2 * k] * B + s->pairs[2 * k + 1]] = 0.0f;
 }
 
 /* ---------------- residual quantizer ---------------- */
@@ -344,7 +416,6 @@ int nn_sim_init(struct nn_sim *s, int B, int E)
 	s->cap = B;
 	s->E = E;
 	s->S = malloc(sizeof(float) * (size_t)B * B);
-	s->mask = calloc((size_t)B * B, 1);
 	s->an = malloc(sizeof(float) * (size_t)B * E);
 	s->cn = malloc(sizeof(float) * (size_t)B * E);
 	s->dan = malloc(sizeof(float) * (size_t)B * E);
@@ -353,8 +424,9 @@ int nn_sim_init(struct nn_sim *s, int B, int E)
 	s->nc = malloc(sizeof(float) * (size_t)B);
 	s->rs = malloc(sizeof(float) * (size_t)B);
 	s->cs = malloc(sizeof(float) * (size_t)B);
-	if (!s->S || !s->mask || !s->an || !s->cn || !s->dan || !s->dcn || !s->na || !s->nc ||
-	    !s->rs || !s->cs) {
+	s->keys = malloc(sizeof(int64_t) * (size_t)B);
+	if (!s->S || !s->an || !s->cn || !s->dan || !s->dcn || !s->na || !s->nc || !s->rs ||
+	    !s->cs || !s->keys) {
 		nn_sim_release(s);
 		return SID_ENOMEM;
 	}
@@ -364,7 +436,6 @@ int nn_sim_init(struct nn_sim *s, int B, int E)
 void nn_sim_release(struct nn_sim *s)
 {
 	free(s->S);
-	free(s->mask);
 	free(s->an);
 	free(s->cn);
 	free(s->dan);
@@ -373,17 +444,70 @@ void nn_sim_release(struct nn_sim *s)
 	free(s->nc);
 	free(s->rs);
 	free(s->cs);
+	free(s->keys);
+	free(s->pairs);
 	memset(s, 0, sizeof(*s));
 }
 
-void nn_sim_set_mask(struct nn_sim *s, int B, const int32_t *ku, const int32_t *ki)
+static int cmp_i64(const void *a, const void *b)
 {
-	for (int b = 0; b < B; b++) {
-		uint8_t *m = s->mask + (size_t)b * B;
-		for (int j = 0; j < B; j++)
-			m[j] =
-			    (uint8_t)(j != b && ((ku && ku[j] == ku[b]) || (ki && ki[j] == ki[b])));
+	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+	return (x > y) - (x < y);
+}
+
+/* Append every ordered pair (b, j), b != j, of rows with equal keys. */
+static int add_pairs(struct nn_sim *s, int B, const int32_t *key)
+{
+	/* key in the high 32 bits, row in the low: one sort groups equal keys by row */
+	for (int b = 0; b < B; b++)
+		s->keys[b] = ((int64_t)key[b] << 32) | (uint32_t)b;
+	qsort(s->keys, (size_t)B, sizeof(int64_t), cmp_i64);
+	for (int g0 = 0; g0 < B;) {
+		int g1 = g0 + 1;
+		while (g1 < B && (s->keys[g1] >> 32) == (s->keys[g0] >> 32))
+			g1++;
+		size_t need = (size_t)s->n_pairs + (size_t)(g1 - g0) * (g1 - g0 - 1);
+		if (need > s->cap_pairs) {
+			size_t nc = need * 2 + 64;
+			int32_t *p = realloc(s->pairs, sizeof(int32_t) * 2 * nc);
+			if (!p)
+				return SID_ENOMEM;
+			s->pairs = p;
+			s->cap_pairs = nc;
+		}
+		for (int x = g0; x < g1; x++)
+			for (int y = g0; y < g1; y++)
+				if (x != y) {
+					s->pairs[2 * s->n_pairs] =
+					    (int32_t)(s->keys[x] & 0xffffffff);
+					s->pairs[2 * s->n_pairs + 1] =
+					    (int32_t)(s->keys[y] & 0xffffffff);
+					s->n_pairs++;
+				}
+		g0 = g1;
 	}
+	return 0;
+}
+
+int nn_sim_set_mask(struct nn_sim *s, int B, const int32_t *ku, const int32_t *ki)
+{
+	int rc = 0;
+	s->n_pairs = 0;
+	if (ku)
+		rc = add_pairs(s, B, ku);
+	if (!rc && ki)
+		rc = add_pairs(s, B, ki);
+	if (rc)
+		s->n_pairs = 0;
+	return rc;
+}
+
+int nn_sim_masked(const struct nn_sim *s, int b, int j)
+{
+	for (int k = 0; k < s->n_pairs; k++)
+		if (s->pairs[2 * k] == b && s->pairs[2 * k + 1] == j)
+			return 1;
+	return 0;
 }
 
 static void normalize_rows(float *out, float *norms, const float *in, int ld, int B, int E)
@@ -435,25 +559,11 @@ double nn_infonce_forward(struct nn_sim *s, const float *a, int lda, const float
 	/* cos <= 1, so S - 1/tau <= 0 (up to rounding): one shift serves rows and columns */
 	const float shift = 1.0f / tau;
 	double diag = 0;
-	for (int b = 0; b < B; b++) {
+	for (int b = 0; b < B; b++)
 		diag += s->S[(size_t)b * B + b] - shift;
-		s->cs[b] = 0;
-	}
-	for (int b = 0; b < B; b++) {
-		float *row = s->S + (size_t)b * B;
-		const uint8_t *m = s->mask + (size_t)b * B;
-		for (int j = 0; j < B; j++)
-			row[j] = m[j] ? -1e30f : row[j] - shift;
-		nn_exp_inplace(row, (size_t)B);
-		for (int j = 0; j < B; j++)
-			row[j] = m[j] ? 0.0f : row[j];
-		float rs = 0;
-		for (int j = 0; j < B; j++) {
-			rs += row[j];
-			s->cs[j] += row[j];
-		}
-		s->rs[b] = rs;
-	}
+	exp_shift(s->S, (size_t)B * B, shift);
+	apply_mask(s, s->S, B);
+	row_col_sums(s->S, B, s->rs, s->cs);
 	double lr = 0, lc = 0;
 	for (int b = 0; b < B; b++) {
 		lr += log(s->rs[b]);
@@ -462,17 +572,25 @@ double nn_infonce_forward(struct nn_sim *s, const float *a, int lda, const float
 	return 0.5 * ((lr - diag) / B + (lc - diag) / B);
 }
 
+/* S[b][j] = k * S[b][j] * (1/rs[b] + ics[j]) - 2k [b == j] */
+HOT static void infonce_dS(float *S, int B, const float *rs, const float *ics, float k)
+{
+	for (int b = 0; b < B; b++) {
+		float *row = S + (size_t)b * B;
+		float ir = 1.0f / rs[b];
+		for (int j = 0; j < B; j++)
+			row[j] = k * row[j] * (ir + ics[j]);
+		row[b] -= 2.0f * k;
+	}
+}
+
 void nn_infonce_backward(struct nn_sim *s, float g, float *da, int ldda, float *dc, int lddc)
 {
 	const int B = s->B, E = s->E;
 	const float k = 0.5f * g / (float)B;
-	for (int b = 0; b < B; b++) {
-		float *row = s->S + (size_t)b * B;
-		float ir = 1.0f / s->rs[b];
-		for (int j = 0; j < B; j++)
-			row[j] = k * row[j] * (ir + 1.0f / s->cs[j]);
-		row[b] -= 2.0f * k;
-	}
+	for (int j = 0; j < B; j++)
+		s->cs[j] = 1.0f / s->cs[j];
+	infonce_dS(s->S, B, s->rs, s->cs, k);
 	/* S now holds dL/dS; d an = dS cn / tau, d cn = dS^T an / tau */
 	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, E, B, 1.0f / s->tau, s->S, B,
 		    s->cn, E, 0.0f, s->dan, E);
@@ -480,6 +598,27 @@ void nn_infonce_backward(struct nn_sim *s, float g, float *da, int ldda, float *
 		    E, 0.0f, s->dcn, E);
 	normalize_backward(da, ldda, s->dan, s->an, s->na, B, E);
 	normalize_backward(dc, lddc, s->dcn, s->cn, s->nc, B, E);
+}
+
+/* Subtract corr (B) from every row, then each row's max (over all entries:
+ * any shift is exact for a softmax), exponentiate; returns the diagonal
+ * logits minus their shifts, summed. */
+HOT static double click_exp(float *S, int B, const float *corr, float *diag_out)
+{
+	double diag = 0;
+	for (int b = 0; b < B; b++) {
+		float *row = S + (size_t)b * B;
+		float mx = -INFINITY;
+		if (corr)
+			for (int j = 0; j < B; j++)
+				row[j] -= corr[j];
+		for (int j = 0; j < B; j++)
+			mx = row[j] > mx ? row[j] : mx;
+		diag_out[b] = row[b] - mx;
+		diag += diag_out[b];
+		exp_shift(row, (size_t)B, mx);
+	}
+	return diag;
 }
 
 double nn_click_forward(struct nn_sim *s, const float *u, int ldu, const float *v, int ldv,
@@ -493,43 +632,30 @@ double nn_click_forward(struct nn_sim *s, const float *u, int ldu, const float *
 	s->ldc = ldv;
 	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, B, B, E, 1.0f, u, ldu, v, ldv, 0.0f,
 		    s->S, B);
+	double diag = click_exp(s->S, B, corr, s->na);
+	apply_mask(s, s->S, B);
+	row_col_sums(s->S, B, s->rs, s->cs);
 	double tot = 0;
+	for (int b = 0; b < B; b++)
+		tot += log(s->rs[b]);
+	return (tot - diag) / B;
+}
+
+HOT static void click_dS(float *S, int B, const float *rs, float k)
+{
 	for (int b = 0; b < B; b++) {
-		float *row = s->S + (size_t)b * B;
-		const uint8_t *m = s->mask + (size_t)b * B;
-		float mx = -INFINITY;
-		for (int j = 0; j < B; j++) {
-			float x = corr ? row[j] - corr[j] : row[j];
-			row[j] = x;
-			if (!m[j] && x > mx)
-				mx = x;
-		}
-		float diag = row[b] - mx;
+		float *row = S + (size_t)b * B;
+		float ir = k / rs[b];
 		for (int j = 0; j < B; j++)
-			row[j] = m[j] ? -1e30f : row[j] - mx;
-		nn_exp_inplace(row, (size_t)B);
-		float rs = 0;
-		for (int j = 0; j < B; j++) {
-			row[j] = m[j] ? 0.0f : row[j];
-			rs += row[j];
-		}
-		s->rs[b] = rs;
-		tot += log(rs) - diag;
+			row[j] *= ir;
+		row[b] -= k;
 	}
-	return tot / B;
 }
 
 void nn_click_backward(struct nn_sim *s, float g, float *du, int lddu, float *dv, int lddv)
 {
 	const int B = s->B, E = s->E;
-	const float k = g / (float)B;
-	for (int b = 0; b < B; b++) {
-		float *row = s->S + (size_t)b * B;
-		float ir = k / s->rs[b];
-		for (int j = 0; j < B; j++)
-			row[j] *= ir;
-		row[b] -= k;
-	}
+	click_dS(s->S, B, s->rs, g / (float)B);
 	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, B, E, B, 1.0f, s->S, B, s->c, s->ldc,
 		    1.0f, du, lddu);
 	cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, B, E, B, 1.0f, s->S, B, s->a, s->lda,

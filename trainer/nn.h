@@ -90,12 +90,15 @@ void nn_rq_backward(const struct nn_rq *s, int n_rows, int n, float beta, float 
 struct nn_sim {
 	int cap; /* B capacity */
 	int B, E;
-	float *S;	    /* (B, B) logits, then probabilities */
-	float *an, *cn;	    /* (B, E) normalised inputs (InfoNCE) */
-	float *dan, *dcn;   /* (B, E) scratch */
-	float *na, *nc;	    /* (B) norms */
-	float *rs, *cs;	    /* (B) row / column sums */
-	uint8_t *mask;	    /* (B, B) 1 = excluded negative */
+	float *S;	  /* (B, B) logits, then probabilities */
+	float *an, *cn;	  /* (B, E) normalised inputs (InfoNCE) */
+	float *dan, *dcn; /* (B, E) scratch */
+	float *na, *nc;	  /* (B) norms */
+	float *rs, *cs;	  /* (B) row / column sums */
+	int32_t *pairs;	  /* (n_pairs, 2) masked (row, column) entries */
+	int n_pairs;
+	size_t cap_pairs;
+	int64_t *keys;	    /* (B) scratch */
 	const float *a, *c; /* inputs of the last forward */
 	int lda, ldc;
 	float tau;
@@ -104,10 +107,13 @@ struct nn_sim {
 int nn_sim_init(struct nn_sim *s, int B, int E);
 void nn_sim_release(struct nn_sim *s);
 
-/* The negatives mask: mask[b][j] = 1 when j != b and (ku[b] == ku[j] or
- * ki[b] == ki[j]) (a negative that is really a positive).  ku or ki may be
- * NULL (ignored); both NULL: no mask.  Stays until the next call. */
-void nn_sim_set_mask(struct nn_sim *s, int B, const int32_t *ku, const int32_t *ki);
+/* The negatives mask: entry (b, j) is left out when j != b and (ku[b] ==
+ * ku[j] or ki[b] == ki[j]) (a negative that is really a positive).  ku or ki
+ * may be NULL (ignored); both NULL: no mask.  Kept as a sparse list of
+ * pairs; stays until the next call.  0 or SID_ENOMEM (then no mask). */
+int nn_sim_set_mask(struct nn_sim *s, int B, const int32_t *ku, const int32_t *ki);
+/* Whether entry (b, j) is masked (a linear scan; for tests). */
+int nn_sim_masked(const struct nn_sim *s, int b, int j);
 
 /* Symmetric InfoNCE with in-batch negatives on cosine / tau:
  * S[b][j] = cos(a_b, c_j) / tau; loss = 1/2 (mean_b CE(row b, target b)
