@@ -66,56 +66,83 @@ int srv_api_content_type_ok(const char *v)
 	return *v == '\0' || *v == ';';
 }
 
-long srv_base64_decode(const char *s, size_t n, uint8_t *out, size_t cap, size_t *bad)
+/* Decoding table: 6-bit values, 0x80 for bytes outside the alphabet. */
+static const uint8_t *b64_table(void)
 {
-	static signed char tab[256];
+	static uint8_t tab[256];
 	static int ready;
-	uint32_t acc = 0;
-	size_t i, pad = 0, o = 0;
-	int bits = 0;
 
 	if (!__atomic_load_n(&ready, __ATOMIC_ACQUIRE)) {
 		static const char a[] =
 		    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-		signed char t[256];
-		memset(t, -1, sizeof(t));
+		uint8_t t[256];
+		memset(t, 0x80, sizeof(t));
 		for (int k = 0; k < 64; k++)
-			t[(unsigned char)a[k]] = (signed char)k;
+			t[(unsigned char)a[k]] = (uint8_t)k;
 		memcpy(tab, t, sizeof(t)); /* same bytes from every thread: benign */
 		__atomic_store_n(&ready, 1, __ATOMIC_RELEASE);
 	}
+	return tab;
+}
+
+long srv_base64_decode(const char *s, size_t n, uint8_t *out, size_t cap, size_t *bad)
+{
+	const uint8_t *tab = b64_table();
+	const unsigned char *u = (const unsigned char *)s;
+	size_t i, pad = 0, o = 0, olen, full;
+	uint8_t any = 0;
+
 	/* Trailing padding: at most two '=', and only where the length needs it. */
 	while (n > 0 && s[n - 1] == '=' && pad < 2) {
 		n--;
 		pad++;
 	}
-	if (pad && (n + pad) % 4 != 0) {
+	if ((pad && (n + pad) % 4 != 0) || n % 4 == 1) {
 		*bad = n;
 		return -1;
 	}
-	if (n % 4 == 1) {
-		*bad = n;
+	olen = n / 4 * 3 + (n % 4 ? n % 4 - 1 : 0);
+	if (olen > cap) {
+		for (i = 0; i < n; i++)
+			any |= tab[u[i]];
+		if (!(any & 0x80))
+			return -2;
+	} else {
+		/* Decode optimistically; a character outside the alphabet sets
+		 * bit 7 of @any and is located afterwards. */
+		full = n / 4 * 4;
+		for (i = 0; i < full; i += 4) {
+			uint8_t a = tab[u[i]], b = tab[u[i + 1]], c = tab[u[i + 2]],
+				d = tab[u[i + 3]];
+			uint32_t v = (uint32_t)a << 18 | (uint32_t)b << 12 | (uint32_t)c << 6 | d;
+			any |= a | b | c | d;
+			out[o] = (uint8_t)(v >> 16);
+			out[o + 1] = (uint8_t)(v >> 8);
+			out[o + 2] = (uint8_t)v;
+			o += 3;
+		}
+		for (i = full; i < n; i++)
+			any |= tab[u[i]];
+	}
+	if (any & 0x80) {
+		for (i = 0; !(tab[u[i]] & 0x80); i++)
+			;
+		*bad = i;
 		return -1;
 	}
-	for (i = 0; i < n; i++) {
-		int v = tab[(unsigned char)s[i]];
-		if (v < 0) {
-			*bad = i;
+	full = n / 4 * 4;
+	if (n % 4) {
+		uint32_t v = (uint32_t)tab[u[full]] << 18 | (uint32_t)tab[u[full + 1]] << 12;
+		if (n % 4 == 3)
+			v |= (uint32_t)tab[u[full + 2]] << 6;
+		out[o++] = (uint8_t)(v >> 16);
+		if (n % 4 == 3)
+			out[o++] = (uint8_t)(v >> 8);
+		/* Leftover bits must be zero (canonical encoding). */
+		if (v & (n % 4 == 3 ? 0xffu : 0xffffu)) {
+			*bad = n - 1;
 			return -1;
 		}
-		acc = acc << 6 | (uint32_t)v;
-		bits += 6;
-		if (bits >= 8) {
-			bits -= 8;
-			if (o >= cap)
-				return -2;
-			out[o++] = (uint8_t)(acc >> bits);
-		}
-	}
-	/* Leftover bits must be zero (canonical encoding). */
-	if (bits && (acc & ((1u << bits) - 1))) {
-		*bad = n - 1;
-		return -1;
 	}
 	return (long)o;
 }
@@ -206,7 +233,10 @@ static int decode_b64(const json_t *str, size_t i, const char *tname, int D, flo
 			    bad);
 	}
 	if (got != (long)want) {
-		size_t real = got < 0 ? (n / 4) * 3 : (size_t)got;
+		size_t m = n, real;
+		while (m > 0 && s[m - 1] == '=' && n - m < 2)
+			m--;
+		real = got < 0 ? m / 4 * 3 + (m % 4 ? m % 4 - 1 : 0) : (size_t)got;
 		free(bytes);
 		return fail(e, SRV_ERR_INVALID_ARGUMENT,
 			    "inputs[%zu].embedding_b64 decodes to %zu bytes; the %s tower expects "
@@ -443,13 +473,34 @@ static int scan_char(struct scan *s, char c)
 static int scan_string(struct scan *s, const char **str, size_t *n)
 {
 	const char *q;
+	unsigned char bad = 0;
+
 	scan_ws(s);
 	if (s->p >= s->end || *s->p != '"')
 		return 0;
-	for (q = s->p + 1; q < s->end && *q != '"'; q++)
-		if ((unsigned char)*q < 0x20 || (unsigned char)*q >= 0x7f || *q == '\\')
-			return 0;
-	if (q >= s->end)
+	q = memchr(s->p + 1, '"', (size_t)(s->end - s->p - 1));
+	if (!q)
+		return 0;
+	/* Eight bytes at a time (SWAR): any control byte, byte >= 0x7f or
+	 * backslash sends the body to jansson. */
+	{
+		const unsigned char *c = (const unsigned char *)s->p + 1;
+		const unsigned char *e = (const unsigned char *)q;
+		const uint64_t ones = 0x0101010101010101ull, high = 0x8080808080808080ull;
+		uint64_t acc = 0;
+		for (; e - c >= 8; c += 8) {
+			uint64_t w, bs, del;
+			memcpy(&w, c, 8);
+			bs = w ^ (ones * '\\');
+			del = w ^ (ones * 0x7f);
+			acc |= w | ((w - ones * 0x20) & ~w) | ((bs - ones) & ~bs) |
+			       ((del - ones) & ~del);
+		}
+		bad = (acc & high) != 0;
+		for (; c < e; c++)
+			bad |= (unsigned char)((*c < 0x20) | (*c >= 0x7f) | (*c == '\\'));
+	}
+	if (bad)
 		return 0;
 	*str = s->p + 1;
 	*n = (size_t)(q - s->p - 1);

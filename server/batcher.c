@@ -53,6 +53,7 @@ struct srv_batcher {
 	int busy;
 	int draining;
 	int next_tower; /* round robin between towers */
+	double armed;	/* deadline the timerfd is set to (0: disarmed) */
 	int handles_open;
 };
 
@@ -406,6 +407,9 @@ static int due(struct srv_batcher *b, const struct pending *p, double now)
 static void arm_timer(struct srv_batcher *b, double deadline)
 {
 	struct itimerspec its;
+	if (deadline == b->armed)
+		return; /* one syscall saved per request at steady load */
+	b->armed = deadline;
 	memset(&its, 0, sizeof(its));
 	if (deadline > 0) {
 		double now = srv_now(), d = deadline - now;
@@ -458,6 +462,7 @@ static void on_timer(uv_poll_t *h, int status, int events)
 	(void)events;
 	while (read(b->tfd, &ticks, sizeof(ticks)) < 0 && errno == EINTR)
 		;
+	b->armed = 0; /* fired: a one-shot timer is disarmed now */
 	schedule(b);
 }
 

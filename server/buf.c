@@ -92,15 +92,25 @@ void srv_buf_json_str(struct srv_buf *b, const char *s, size_t n)
 
 void srv_buf_float(struct srv_buf *b, float v)
 {
-	char tmp[32];
-	int n;
-	/* %.9g always round-trips a float32; try shorter forms first. */
-	for (int prec = 6; prec <= 9; prec++) {
-		n = snprintf(tmp, sizeof(tmp), "%.*g", prec, (double)v);
-		if (strtof(tmp, NULL) == v)
-			break;
+	char best[32], tmp[32];
+	int n, m;
+
+	/* The shortest %.Ng that reads back as the same float: round-tripping
+	 * only gets easier with more digits, so step down from 8 (9 always
+	 * works) while it still holds. */
+	n = snprintf(best, sizeof(best), "%.8g", (double)v);
+	if (strtof(best, NULL) != v) {
+		n = snprintf(best, sizeof(best), "%.9g", (double)v);
+	} else {
+		for (int prec = 7; prec >= 1; prec--) {
+			m = snprintf(tmp, sizeof(tmp), "%.*g", prec, (double)v);
+			if (strtof(tmp, NULL) != v)
+				break;
+			memcpy(best, tmp, (size_t)m + 1);
+			n = m;
+		}
 	}
-	srv_buf_append(b, tmp, (size_t)n);
+	srv_buf_append(b, best, (size_t)n);
 }
 
 char *srv_buf_detach(struct srv_buf *b, size_t *len)

@@ -168,6 +168,11 @@ START_TEST(test_decode_errors)
 	     "values (12 bytes)"},
 	    {"{\"inputs\": [{\"embedding_b64\": \"AADAPwAA*MAAAIA+\"}]}", SRV_ERR_INVALID_ARGUMENT,
 	     "inputs[0].embedding_b64 is not valid base64 (character 8)"},
+	    {"{\"inputs\": [{\"embedding_b64\": "
+	     "\"AADAPwAAAMAAAIA+AAAAAAAAAAAAAAAAAAAAAAAAAAAAAA==\"}]}",
+	     SRV_ERR_INVALID_ARGUMENT,
+	     "inputs[0].embedding_b64 decodes to 34 bytes; the item tower expects 3 float32 "
+	     "values (12 bytes)"},
 	    /* NaN as float32 bits 0x7fc00000 */
 	    {"{\"inputs\": [{\"embedding_b64\": \"AADAfwAAAMAAAIA+\"}]}", SRV_ERR_INVALID_ARGUMENT,
 	     "inputs[0].embedding_b64 value 0 is not finite"},
@@ -236,6 +241,9 @@ START_TEST(test_fast_path_agrees)
 	    "{\"inputs\": [{\"id\": \"caf\u00e9\", \"embedding\": [1, 2, 3, 4]}]}",
 	    "{\"inputs\": [{\"id\": \"\xc3\xa9\", \"embedding\": [1, 2, 3, 4]}]}",
 	    "{\"inputs\": [{\"embedding\": [1, 2, 3, 4]}], \"top_k\": 1.0}",
+	    "{\"inputs\": [{\"id\": \"abcdefgh\tijklmnopq\", \"embedding\": [1, 2, 3, 4]}]}",
+	    "{\"inputs\": [{\"id\": \"abcdefghijklmn\x7fopq\", \"embedding\": [1, 2, 3, 4]}]}",
+	    "{\"inputs\": [{\"id\": \"abcdefghijklmnopq\\\\\", \"embedding\": [1, 2, 3, 4]}]}",
 	    "{\"inputs\": [{\"embedding\": [1, 2, 3, 4],}]}",
 	    "{\"inputs\": [{\"embedding\": [1, 2, 3, 04]}]}",
 	    "{\"inputs\": [{\"embedding\": [1, 2, 3, 4.]}]}",
