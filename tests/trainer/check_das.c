@@ -376,6 +376,67 @@ START_TEST(test_full_gradient_variants)
 }
 END_TEST
 
+START_TEST(test_lazy_tables)
+{
+	/* lazy and dense table updates agree on the rows a step touched; rows it
+	 * did not touch stay put (lazy) or only decay (dense, first step: m = v = 0) */
+	struct world w;
+	struct das_config c;
+	struct batchbuf bb = {0};
+	struct rng r;
+	struct sid_error err;
+	world_make(&w, 10, 12, 6, 5, 3, 9);
+	tiny_config(&c, &w, DAS_MODE_DAS);
+	c.weight_decay = 0.1f;
+	c.clip_norm =
+	    0; /* the clip factor would differ: dense counts no extra rows, but keep it simple */
+	struct das_model *md = model_new(&c, &w);
+	c.table_update = DAS_TABLE_LAZY;
+	struct das_model *ml = model_new(&c, &w);
+	init_cb(md, &w);
+	init_cb(ml, &w);
+	ck_assert_mem_eq(das_params(md), das_params(ml), das_params_count(md) * sizeof(float));
+	int32_t perm[30];
+	for (int i = 0; i < 30; i++)
+		perm[i] = i;
+	rng_seed(&r, 4);
+	batch_make(&bb, &w, perm, 0, 8, &r);
+	size_t n;
+	long off = das_tensor_find(md, "icdm.user", &n);
+	float *before = malloc(sizeof(float) * n);
+	memcpy(before, das_params(md) + off, sizeof(float) * n);
+	struct das_losses l;
+	ck_assert_int_eq(das_step(md, &bb.b, &l, &err), 0);
+	ck_assert_int_eq(das_step(ml, &bb.b, &l, &err), 0);
+	const float *pd = das_params(md) + off, *pl = das_params(ml) + off;
+	int touched[10] = {0};
+	for (int b = 0; b < 8; b++)
+		touched[bb.u[b]] = 1;
+	for (int u = 0; u < 10; u++)
+		for (int j = 0; j < 8; j++) {
+			size_t k = (size_t)u * 8 + j;
+			if (touched[u]) {
+				ck_assert_float_eq(pd[k], pl[k]);
+				ck_assert_float_ne(pl[k], before[k]);
+			} else {
+				ck_assert_float_eq(pl[k], before[k]);
+				ck_assert_float_eq_tol(
+				    pd[k],
+				    before[k] * (1.0f - 0.5f * c.lr * 0.1f) /* warm-up: lr/2 */,
+				    1e-7f);
+			}
+		}
+	/* the towers are the same in both */
+	long oe = das_tensor_find(md, "item.encoder.0.weight", &n);
+	ck_assert_mem_eq(das_params(md) + oe, das_params(ml) + oe, n * sizeof(float));
+	free(before);
+	das_free(md);
+	das_free(ml);
+	batch_free(&bb);
+	world_free(&w);
+}
+END_TEST
+
 /* ------------------------------------------------------------ training */
 
 static void train(struct das_model *m, const struct world *w, const int32_t *perm, int k0, int k1,
@@ -719,6 +780,7 @@ static Suite *das_suite(void)
 	tcase_add_test(tc, test_bad_batches);
 	tcase_add_test(tc, test_full_gradient_das);
 	tcase_add_test(tc, test_full_gradient_variants);
+	tcase_add_test(tc, test_lazy_tables);
 	tcase_add_test(tc, test_training_run);
 	tcase_add_test(tc, test_resume_bit_exact);
 	tcase_add_test(tc, test_export_loads_and_encodes);
