@@ -37,6 +37,8 @@ static const struct key keys[] = {
     {"threads", K_INT, OFF(threads), 0, "OpenBLAS threads [library default]"},
     {"eval", K_BOOL, OFF(eval), 0, "evaluate at the end when --test is given [true]"},
     {"progress", K_BOOL, OFF(progress), 0, "progress bar on a terminal [true]"},
+    {"stop_after", K_INT, OFF(stop_after), 0,
+     "stop after N epochs in all (checkpoint written, no publish; resume later)"},
 };
 #define N_KEYS (sizeof(keys) / sizeof(keys[0]))
 
@@ -107,10 +109,10 @@ static int key_set(struct tr_config *c, const struct key *k, const char *value, 
 		return 0;
 	case K_INT:
 		v = strtol(value, &end, 10);
-		if (end == value || *end || v < 0 || v > 4096)
+		if (end == value || *end || v < 0 || v > 1000000)
 			return sid_error_set(err, SID_EINVAL,
-					     "%s: %s: \"%s\" is not an integer in [0, 4096]", what,
-					     k->name, value);
+					     "%s: %s: \"%s\" is not an integer in [0, 1000000]",
+					     what, k->name, value);
 		*(int *)dst = (int)v;
 		return 0;
 	case K_BOOL:

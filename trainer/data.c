@@ -196,7 +196,9 @@ static int open_text(const char *path, struct sid_map *m, struct lines *ln, stru
 	int rc = sid_map_open(path, m, err);
 	if (rc < 0) {
 		sid_error_prefix(err, "%s", path);
-		return rc;
+		if (err) /* a missing or unreadable input is the user's to fix */
+			err->code = SID_ENOTFOUND;
+		return SID_ENOTFOUND;
 	}
 	ln->p = m->addr;
 	ln->end = ln->p + m->len;

@@ -120,13 +120,59 @@ static long row_distinct(const struct tr_csr *c, size_t r)
 	return n;
 }
 
+/* Compare two rows of E floats by their bytes (context: {rows, E}). */
+struct rows_ctx {
+	const float *v;
+	int E;
+};
+
+static int cmp_rows(const void *a, const void *b, void *ctx)
+{
+	const struct rows_ctx *c = ctx;
+	int32_t i = *(const int32_t *)a, j = *(const int32_t *)b;
+	int r =
+	    memcmp(c->v + (size_t)i * c->E, c->v + (size_t)j * c->E, (size_t)c->E * sizeof(float));
+	return r ? r : (i > j) - (i < j);
+}
+
+/*
+ * The distinct rows of @v ((n, E)) into a new (n_u, E) array, and @map
+ * (n) from each row to its distinct row.  Scoring distinct rows only makes
+ * items with identical vectors (same semantic ID) tie exactly, whatever
+ * sgemm kernel computed their column, so ties always go to the lower id.
+ */
+static float *distinct_rows(const float *v, size_t n, int E, int32_t *map, size_t *n_u)
+{
+	int32_t *ord = malloc((n ? n : 1) * sizeof(int32_t));
+	float *u = malloc((n ? n : 1) * (size_t)E * sizeof(float));
+	struct rows_ctx ctx = {v, E};
+	size_t k = 0;
+	if (!ord || !u) {
+		free(ord);
+		free(u);
+		return NULL;
+	}
+	for (size_t i = 0; i < n; i++)
+		ord[i] = (int32_t)i;
+	qsort_r(ord, n, sizeof(int32_t), cmp_rows, &ctx);
+	for (size_t i = 0; i < n; i++) {
+		const float *row = v + (size_t)ord[i] * E;
+		if (i == 0 || memcmp(row, u + (k - 1) * E, (size_t)E * sizeof(float)))
+			memcpy(u + k++ * E, row, (size_t)E * sizeof(float));
+		map[ord[i]] = (int32_t)(k - 1);
+	}
+	free(ord);
+	*n_u = k;
+	return u;
+}
+
 int tr_rank_eval(const float *user_vec, size_t n_users, const float *item_vec, const int32_t *cand,
 		 size_t n_cand, int E, const struct tr_csr *exclude, const struct tr_csr *truth,
 		 struct tr_rank_metrics *out, struct sid_error *err)
 {
-	size_t block, *users = NULL, n_eval = 0;
-	float *scores = NULL, ts[TOPK];
-	int32_t *pos = NULL, ti[TOPK];
+	size_t block, *users = NULL, n_eval = 0, n_u = 0;
+	float *scores = NULL, *su = NULL, *uniq = NULL, ts[TOPK];
+	int32_t *pos = NULL, *map = NULL, ti[TOPK];
 	int32_t max_id = 0;
 	double r10 = 0, r50 = 0, nd = 0;
 	int rc = 0;
@@ -145,7 +191,10 @@ int tr_rank_eval(const float *user_vec, size_t n_users, const float *item_vec, c
 	users = malloc((n_users ? n_users : 1) * sizeof(size_t));
 	scores = malloc(block * n_cand * sizeof(float));
 	pos = malloc(((size_t)max_id + 1) * sizeof(int32_t));
-	if (!users || !scores || !pos) {
+	map = malloc(n_cand * sizeof(int32_t));
+	uniq = map ? distinct_rows(item_vec, n_cand, E, map, &n_u) : NULL;
+	su = malloc(block * (n_u ? n_u : 1) * sizeof(float));
+	if (!users || !scores || !pos || !uniq || !su) {
 		rc = sid_error_set(err, SID_ENOMEM, "ranking: out of memory for %zu candidates",
 				   n_cand);
 		goto fail;
@@ -168,11 +217,13 @@ int tr_rank_eval(const float *user_vec, size_t n_users, const float *item_vec, c
 		size_t nb = n_eval - b0 < block ? n_eval - b0 : block;
 		for (size_t k = 0; k < nb; k++)
 			memcpy(ub + k * E, user_vec + users[b0 + k] * E, (size_t)E * sizeof(float));
-		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nb, (int)n_cand, E, 1.0f,
-			    ub, E, item_vec, E, 0.0f, scores, (int)n_cand);
+		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nb, (int)n_u, E, 1.0f, ub,
+			    E, uniq, E, 0.0f, su, (int)n_u);
 		for (size_t k = 0; k < nb; k++) {
 			size_t u = users[b0 + k];
 			float *s = scores + k * n_cand;
+			for (size_t c = 0; c < n_cand; c++)
+				s[c] = su[k * n_u + (size_t)map[c]];
 			int nt = 0;
 			long n_truth = row_distinct(truth, u), hits10 = 0, hits50 = 0;
 			double dcg = 0, idcg = 0;
@@ -210,6 +261,9 @@ fail:
 	free(users);
 	free(scores);
 	free(pos);
+	free(map);
+	free(uniq);
+	free(su);
 	return rc;
 }
 
@@ -447,14 +501,14 @@ struct split {
 };
 
 static int rank_both(const struct split *sp, const float *uvec, size_t n_users,
-		     const float *ivec_all, const float *ivec_cold, int E,
+		     const float *ivec_warm, const float *ivec_cold, int E,
 		     const struct tr_csr *exclude, json_t **out, struct sid_error *err)
 {
 	struct tr_rank_metrics m;
 	json_t *o = json_object();
 	int rc;
 	if (sp->warm_truth) {
-		rc = tr_rank_eval(uvec, n_users, ivec_all, sp->all, sp->n_all, E, exclude,
+		rc = tr_rank_eval(uvec, n_users, ivec_warm, sp->all, sp->n_all, E, exclude,
 				  sp->warm_truth, &m, err);
 		if (rc < 0)
 			goto fail;
@@ -492,23 +546,24 @@ static int rank_family(const struct split *sp, const struct tr_eval_input *in, f
 	size_t NU = in->users->n;
 	float *prof = malloc(NU * (size_t)E_item * sizeof(float));
 	float *cold_vec = pack_rows(item_unit, sp->cold_ids, sp->n_cold, E_item);
+	float *warm_vec = pack_rows(item_unit, sp->all, sp->n_all, E_item);
 	json_t *j = NULL;
 	char key[64];
 	int rc = 0;
 
-	if (!prof || !cold_vec) {
+	if (!prof || !cold_vec || !warm_vec) {
 		rc = sid_error_set(err, SID_ENOMEM, "eval: out of memory");
 		goto fail;
 	}
 	profiles(in->train_by_user, item_unit, E_item, prof);
-	rc = rank_both(sp, prof, NU, item_unit, cold_vec, E_item, in->train_by_user, &j, err);
+	rc = rank_both(sp, prof, NU, warm_vec, cold_vec, E_item, in->train_by_user, &j, err);
 	if (rc < 0)
 		goto fail;
 	snprintf(key, sizeof(key), "%sitem_side", prefix);
 	json_object_set_new(res, key, j);
 	if (user_unit && E_user == E_item) {
-		rc = rank_both(sp, user_unit, NU, item_unit, cold_vec, E_item, in->train_by_user,
-			       &j, err);
+		rc = rank_both(sp, user_unit, NU, warm_vec, cold_vec, E_item, in->train_by_user, &j,
+			       err);
 		if (rc < 0)
 			goto fail;
 		snprintf(key, sizeof(key), "%scross_tower", prefix);
@@ -517,6 +572,7 @@ static int rank_family(const struct split *sp, const struct tr_eval_input *in, f
 fail:
 	free(prof);
 	free(cold_vec);
+	free(warm_vec);
 	return rc;
 }
 
@@ -587,7 +643,7 @@ int tr_eval_run(const struct tr_eval_input *in, json_t **out, struct sid_error *
 		rc = sid_error_set(err, SID_EINVAL, "eval: retrieval needs an item tower");
 		goto fail;
 	}
-	/* candidates: all items (warm ranking) and the cold items */
+	/* candidates: the warm items (every item not cold) and the cold items */
 	cold_flags = calloc(NI, 1);
 	all = malloc(NI * sizeof(int32_t));
 	cold_ids = malloc(NI * sizeof(int32_t));
@@ -601,12 +657,12 @@ int tr_eval_run(const struct tr_eval_input *in, json_t **out, struct sid_error *
 		for (size_t k = 0; k < in->test_cold->n; k++)
 			cold_flags[in->test_cold->item[k]] = 1;
 	for (size_t i = 0; i < NI; i++) {
-		all[i] = (int32_t)i;
 		if (cold_flags[i])
 			cold_ids[sp.n_cold++] = (int32_t)i;
+		else
+			all[sp.n_all++] = (int32_t)i;
 	}
 	sp.all = all;
-	sp.n_all = NI;
 	sp.cold_ids = cold_ids;
 	if (in->test) {
 		rc =

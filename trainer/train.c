@@ -641,6 +641,13 @@ int tr_train_run(const struct tr_config *cfg, int resume, struct sid_error *err)
 		rc = ckpt_write(&r, ckpt, err);
 		if (rc < 0)
 			goto fail;
+		if (cfg->stop_after > 0 && r.epochs_done >= cfg->stop_after &&
+		    r.epochs_done < r.total_epochs) {
+			fprintf(stderr,
+				"stopped after epoch %d (--stop-after); continue with --resume\n",
+				r.epochs_done);
+			goto fail; /* rc == 0: a clean stop, nothing published */
+		}
 	}
 	if (!das_codebooks_ready(r.model)) { /* zero epochs: still a usable file */
 		rc = init_codebooks(&r, err);
