@@ -12,7 +12,9 @@
  *            (B, E) x (E, K) product per level), OpenBLAS threads = cores.
  * GFLOP/s counts the same sid_encode_flops_per_row for both; the ratio is
  * encoder / sgemm.  Batch 1 also reports per-item latency (median, p99).
- * Each figure is the best of a few short timed runs (the machine is shared).
+ * Each figure is the best of a few short timed runs (the machine is shared);
+ * 1-thread figures use per-thread CPU time for both sides, all-core figures
+ * wall time, and the load average is printed so a busy machine shows.
  *
  *   bench_encode [seconds-per-measurement]   (default 0.25)
  */
@@ -31,7 +33,19 @@
 
 extern char *openblas_get_corename(void);
 
+/* The clock every timing uses: per-thread CPU time for single-thread runs
+ * (robust on a shared machine: time spent descheduled is not counted), wall
+ * time for multi-thread runs and for latency. */
+static __thread clockid_t bench_clock = CLOCK_MONOTONIC;
+
 static double now(void)
+{
+	struct timespec ts;
+	clock_gettime(bench_clock, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static double wall(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -117,6 +131,7 @@ struct job {
 	struct sid_workspace *ws;
 	size_t rows; /* out: rows encoded */
 	double elapsed;
+	int cpu_clock;
 	pthread_barrier_t *bar;
 };
 
@@ -127,6 +142,8 @@ static void *enc_thread(void *arg)
 	struct sid_error err;
 	double t0, t;
 
+	if (j->cpu_clock)
+		bench_clock = CLOCK_THREAD_CPUTIME_ID;
 	/* Warm the workspace and the caches. */
 	if (sid_encode(j->t, j->x, j->B, &o, j->ws, &err)) {
 		fprintf(stderr, "bench_encode: %s\n", err.msg);
@@ -163,6 +180,7 @@ static double enc_rate(const struct sid_tower *t, size_t B, int threads, double 
 		j->dist = malloc(sizeof(float) * B);
 		j->ws = sid_workspace_new();
 		j->bar = &bar;
+		j->cpu_clock = threads == 1;
 		pthread_create(&tid[i], NULL, enc_thread, j);
 	}
 	for (int i = 0; i < threads; i++) {
@@ -231,8 +249,12 @@ static double best_of(int n, double (*f)(const struct sid_tower *, size_t, int, 
 
 static double sgemm_rate_thr(const struct sid_tower *t, size_t B, int threads, double secs)
 {
+	double r;
 	openblas_set_num_threads(threads);
-	return sgemm_rate(t, B, secs);
+	bench_clock = threads == 1 ? CLOCK_THREAD_CPUTIME_ID : CLOCK_MONOTONIC;
+	r = sgemm_rate(t, B, secs);
+	bench_clock = CLOCK_MONOTONIC;
+	return r;
 }
 
 static int cmp_double(const void *a, const void *b)
@@ -241,10 +263,12 @@ static int cmp_double(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
-/* Batch-1 latency, microseconds: median and p99 over @n calls. */
-static void latency(const struct sid_tower *t, int n, double *med, double *p99)
+/* Batch-1 latency, microseconds: median and p99 over @n calls, by thread
+ * CPU time (@cpu) or wall time. */
+static void latency(const struct sid_tower *t, int n, int cpu, double *med, double *p99)
 {
 	double *lat = malloc(sizeof(double) * n);
+	double (*clk)(void) = cpu ? now : wall;
 	float *x = rand_buf((size_t)t->D * 64, 1.0f);
 	int32_t codes[SID_MAX_LEVELS];
 	float dist;
@@ -252,10 +276,10 @@ static void latency(const struct sid_tower *t, int n, double *med, double *p99)
 	struct sid_workspace *ws = sid_workspace_new();
 
 	for (int i = -20; i < n; i++) {
-		double t0 = now();
+		double t0 = clk();
 		sid_encode(t, x + (size_t)((i + 20) % 64) * t->D, 1, &o, ws, NULL);
 		if (i >= 0)
-			lat[i] = (now() - t0) * 1e6;
+			lat[i] = (clk() - t0) * 1e6;
 	}
 	qsort(lat, n, sizeof(double), cmp_double);
 	*med = lat[n / 2];
@@ -285,8 +309,19 @@ int main(int argc, char **argv)
 	towers[1].name = "DAS";
 	tower_build(&towers[1].t, das, 3, 3, 512);
 
-	printf("# encoder kernel: %s; OpenBLAS core: %s; cores: %d; %.2f s per run, best of 3\n",
-	       sid__gemm_kernel_name(), openblas_get_corename(), cores, secs);
+	{
+		double la[3] = {0, 0, 0};
+		FILE *f = fopen("/proc/loadavg", "r");
+		if (f) {
+			if (fscanf(f, "%lf %lf %lf", &la[0], &la[1], &la[2]) != 3)
+				la[0] = -1;
+			fclose(f);
+		}
+		printf("# encoder kernel: %s; OpenBLAS core: %s; cores: %d; %.2f s per run, best "
+		       "of 3; load average %.2f\n",
+		       sid__gemm_kernel_name(), openblas_get_corename(), cores, secs, la[0]);
+		printf("# 1-thread rows timed by thread CPU time, all-core rows by wall time\n");
+	}
 	printf("%-6s %5s %7s %12s %9s %9s %7s\n", "tower", "batch", "threads", "items/s",
 	       "enc GF/s", "sgemm GF/s", "ratio");
 	for (int ti = 0; ti < 2; ti++) {
@@ -304,10 +339,14 @@ int main(int argc, char **argv)
 				fflush(stdout);
 			}
 		}
-		double med, p99;
-		latency(t, 2000, &med, &p99);
-		printf("%-6s batch-1 latency: median %.1f us, p99 %.1f us (1 thread)\n",
-		       towers[ti].name, med, p99);
+		double med, p99, wmed, wp99;
+		bench_clock = CLOCK_THREAD_CPUTIME_ID;
+		latency(t, 2000, 1, &med, &p99);
+		bench_clock = CLOCK_MONOTONIC;
+		latency(t, 2000, 0, &wmed, &wp99);
+		printf("%-6s batch-1 latency (1 thread): CPU time median %.1f us, p99 %.1f us; "
+		       "wall median %.1f us, p99 %.1f us\n",
+		       towers[ti].name, med, p99, wmed, wp99);
 	}
 	tower_free(&towers[0].t);
 	tower_free(&towers[1].t);

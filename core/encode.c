@@ -21,7 +21,12 @@
 #include "mlp.h"
 #include "rq.h"
 
+#ifndef CHUNK_ROWS
 #define CHUNK_ROWS 256 /* rows per pass through the layers (16 panels) */
+#endif
+#ifndef PACK_MIN_ROWS
+#define PACK_MIN_ROWS 64 /* from this batch size on, weights are packed once per call */
+#endif
 
 struct sid_workspace {
 	void *mem;  /* 64-byte aligned */
@@ -169,7 +174,7 @@ int sid_encode(const struct sid_tower *t, const float *x, size_t B, struct sid_e
 	int hmax = 0, rc, col = 0;
 	long bad;
 	size_t ch, P, beam_rows = 0, beam_floats = 0, need;
-	float *xp, *h[2], *s, *zrows, *beam;
+	float *xp, *h[2], *s, *zrows, *beam, *wp[SID_MAX_LAYERS];
 
 	if ((rc = tower_check(t, &hmax, err)) || (rc = out_check(out, err)))
 		return rc;
@@ -191,7 +196,13 @@ int sid_encode(const struct sid_tower *t, const float *x, size_t B, struct sid_e
 		beam_rows = sid__rq_beam_plan(t, n_alt, ch, &beam_floats);
 	const size_t sz_x = P * SID__LANES * (size_t)t->D, sz_h = P * SID__LANES * (size_t)hmax;
 	const size_t sz_s = P * SID__LANES * (size_t)sid__rq_kmax(t), sz_z = ch * (size_t)E;
-	need = sz_x + 2 * sz_h + sz_s + sz_z + beam_floats + 5 * 16;
+	size_t sz_pack[SID_MAX_LAYERS] = {0}, sz_packs = 0;
+	if (B >= PACK_MIN_ROWS)
+		for (int li = 0; li < t->n_layers; li++) {
+			sz_pack[li] = sid__gemm_pack_size(t->layer[li].out, t->layer[li].in);
+			sz_packs += (sz_pack[li] + 15) & ~(size_t)15;
+		}
+	need = sz_x + 2 * sz_h + sz_s + sz_z + beam_floats + sz_packs + 6 * 16;
 	if ((rc = ws_reserve(ws, need, err)))
 		return rc;
 	/* Carve, keeping each region 64-byte aligned. */
@@ -209,11 +220,19 @@ int sid_encode(const struct sid_tower *t, const float *x, size_t B, struct sid_e
 		CARVE(s, sz_s);
 		CARVE(zrows, sz_z);
 		CARVE(beam, beam_floats);
+		for (int li = 0; li < t->n_layers; li++) {
+			wp[li] = NULL;
+			if (sz_pack[li]) {
+				CARVE(wp[li], sz_pack[li]);
+				sid__gemm_pack(t->layer[li].w, t->layer[li].out, t->layer[li].in,
+					       wp[li]);
+			}
+		}
 #undef CARVE
 	}
 
 	for (size_t i0 = 0; i0 < B; i0 += ch) {
-		const size_t n = B - i0 < ch ? B - i0 : ch, Pn = sid__panels(n);
+		const size_t n = B - i0 < ch ? B - i0 : ch;
 		const float *cur = xp;
 		float *r = NULL;
 		int32_t *codes = out->codes + i0 * L;
@@ -223,8 +242,8 @@ int sid_encode(const struct sid_tower *t, const float *x, size_t B, struct sid_e
 			const struct sid_layer *ly = &t->layer[li];
 			int last = li == t->n_layers - 1;
 			r = h[li & 1];
-			sid__gemm_panels(ly->w, NULL, ly->b, last ? SID_ACT_IDENTITY : t->act,
-					 ly->out, ly->in, cur, Pn, r);
+			sid__gemm_panels(ly->w, wp[li], ly->b, last ? SID_ACT_IDENTITY : t->act,
+					 ly->out, ly->in, cur, n, r);
 			cur = r;
 		}
 		if (out->latent || n_alt > 0) {

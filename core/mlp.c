@@ -19,6 +19,8 @@
 #define SID_HAVE_X86 1
 #endif
 
+#define SMALL_ROWS 4 /* up to this many rows, the output-vectorised kernel */
+
 static int force_mode;
 
 void sid__gemm_force(int mode)
@@ -219,9 +221,147 @@ mk512(const int MV, const float *w, const float *wp, const float *b, enum sid_ac
 MK_INST(1)
 MK_INST(2)
 
-static AVX512 void gemm_avx512(const float *w, const float *wp, const float *b, enum sid_act act,
-			       int n, int k, const float *x, size_t P, float *y)
+/* In-register transpose of a 16x16 block: r[c] lane j <- r[j] lane c. */
+static inline __attribute__((always_inline)) AVX512 void transpose16(__m512 r[16])
 {
+	__m512 t[16];
+
+#pragma GCC unroll 8
+	for (int i = 0; i < 8; i++) {
+		t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+		t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+	}
+#pragma GCC unroll 4
+	for (int i = 0; i < 4; i++) {
+		__m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 1]);
+		__m512d c = _mm512_castps_pd(t[4 * i + 2]), d = _mm512_castps_pd(t[4 * i + 3]);
+		r[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+		r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+		r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+		r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+	}
+#pragma GCC unroll 4
+	for (int i = 0; i < 4; i++) {
+		t[i] = _mm512_shuffle_f32x4(r[i], r[4 + i], 0x88);
+		t[4 + i] = _mm512_shuffle_f32x4(r[i], r[4 + i], 0xDD);
+		t[8 + i] = _mm512_shuffle_f32x4(r[8 + i], r[12 + i], 0x88);
+		t[12 + i] = _mm512_shuffle_f32x4(r[8 + i], r[12 + i], 0xDD);
+	}
+#pragma GCC unroll 4
+	for (int i = 0; i < 4; i++) {
+		r[i] = _mm512_shuffle_f32x4(t[i], t[8 + i], 0x88);
+		r[8 + i] = _mm512_shuffle_f32x4(t[i], t[8 + i], 0xDD);
+		r[4 + i] = _mm512_shuffle_f32x4(t[4 + i], t[12 + i], 0x88);
+		r[12 + i] = _mm512_shuffle_f32x4(t[4 + i], t[12 + i], 0xDD);
+	}
+}
+
+/* acc[i] += w-block column c times x[k0 + c] of row i, for c < kc. */
+static inline __attribute__((always_inline)) AVX512 void
+small_block(const int ROWS, __m512 acc[], __m512 r[16], const float *x, int k0, int kc)
+{
+	transpose16(r);
+#pragma GCC unroll 16
+	for (int c = 0; c < 16; c++) {
+		if (c >= kc)
+			break;
+		const float *xk = x + (size_t)(k0 + c) * SID__LANES;
+#pragma GCC unroll 4
+		for (int i = 0; i < ROWS; i++)
+			acc[i] = _mm512_fmadd_ps(r[c], _mm512_set1_ps(xk[i]), acc[i]);
+	}
+}
+
+/*
+ * A few rows (ROWS <= SMALL_ROWS, all in panel 0): vectorise across 16
+ * outputs instead of across rows, transposing 16x16 blocks of w in
+ * registers, so no lane is wasted on padding.  Same chain per element
+ * (fma in k order from +0, then + b, then act); padding lanes of y are zeroed.
+ */
+static inline __attribute__((always_inline)) AVX512 void
+small_avx512(const int ROWS, const float *w, const float *b, enum sid_act act, int n, int k,
+	     const float *x, float *y)
+{
+	const __m512 zero = _mm512_setzero_ps();
+
+	for (int j0 = 0; j0 < n; j0 += 16) {
+		const int nj = n - j0 < 16 ? n - j0 : 16;
+		const float *w0 = w + (size_t)j0 * k;
+		size_t off[16];
+		__m512 acc[SMALL_ROWS], r[16];
+		int k0 = 0;
+
+#pragma GCC unroll 16
+		for (int jj = 0; jj < 16; jj++)
+			off[jj] = (size_t)(jj < nj ? jj : 0) * k;
+#pragma GCC unroll 4
+		for (int i = 0; i < ROWS; i++)
+			acc[i] = zero;
+		for (; k0 + 16 <= k; k0 += 16) {
+#pragma GCC unroll 16
+			for (int jj = 0; jj < 16; jj++)
+				r[jj] = _mm512_loadu_ps(w0 + off[jj] + k0);
+			small_block(ROWS, acc, r, x, k0, 16);
+		}
+		if (k0 < k) {
+			const int kc = k - k0;
+			const __mmask16 m = (__mmask16)((1u << kc) - 1u);
+#pragma GCC unroll 16
+			for (int jj = 0; jj < 16; jj++)
+				r[jj] = _mm512_maskz_loadu_ps(m, w0 + off[jj] + k0);
+			small_block(ROWS, acc, r, x, k0, kc);
+		}
+		const __mmask16 mj = (__mmask16)(nj == 16 ? 0xffffu : (1u << nj) - 1u);
+		const __m512 bv = b ? _mm512_maskz_loadu_ps(mj, b + j0) : zero;
+		float out[16];
+#pragma GCC unroll 4
+		for (int i = 0; i < ROWS; i++) {
+			__m512 v = _mm512_add_ps(acc[i], bv);
+			if (act == SID_ACT_RELU)
+				v = _mm512_max_ps(v, zero);
+			_mm512_storeu_ps(out, v);
+			for (int jj = 0; jj < nj; jj++) {
+				float o = out[jj];
+				if (act != SID_ACT_RELU && act != SID_ACT_IDENTITY)
+					o = sid__act_apply(act, o);
+				y[(size_t)(j0 + jj) * SID__LANES + i] = o;
+			}
+		}
+	}
+	for (int j = 0; j < n; j++)
+		for (int i = ROWS; i < SID__LANES; i++)
+			y[(size_t)j * SID__LANES + i] = 0.0f;
+}
+
+#define SMALL_INST(R)                                                                              \
+	static AVX512 void small_avx512_##R(const float *w, const float *b, enum sid_act act,      \
+					    int n, int k, const float *x, float *y)                \
+	{                                                                                          \
+		small_avx512(R, w, b, act, n, k, x, y);                                            \
+	}
+SMALL_INST(1)
+SMALL_INST(2)
+SMALL_INST(3)
+SMALL_INST(4)
+
+static AVX512 void gemm_avx512(const float *w, const float *wp, const float *b, enum sid_act act,
+			       int n, int k, const float *x, size_t rows, float *y)
+{
+	const size_t P = sid__panels(rows);
+	switch (rows) {
+	case 1:
+		small_avx512_1(w, b, act, n, k, x, y);
+		return;
+	case 2:
+		small_avx512_2(w, b, act, n, k, x, y);
+		return;
+	case 3:
+		small_avx512_3(w, b, act, n, k, x, y);
+		return;
+	case 4:
+		small_avx512_4(w, b, act, n, k, x, y);
+		return;
+	}
 	const size_t xs = (size_t)k * SID__LANES, ys = (size_t)n * SID__LANES;
 	for (int j0 = 0; j0 < n; j0 += SID__NR) {
 		int nr = n - j0 < SID__NR ? n - j0 : SID__NR;
@@ -270,12 +410,14 @@ const char *sid__gemm_kernel_name(void)
 }
 
 void sid__gemm_panels(const float *w, const float *wp, const float *b, enum sid_act act, int n,
-		      int k, const float *x, size_t P, float *y)
+		      int k, const float *x, size_t rows, float *y)
 {
+	const size_t P = sid__panels(rows);
+
 	switch (kernel_pick()) {
 #ifdef SID_HAVE_X86
 	case K_AVX512:
-		gemm_avx512(w, wp, b, act, n, k, x, P, y);
+		gemm_avx512(w, wp, b, act, n, k, x, rows, y);
 		return;
 	case K_AVX2:
 		gemm_generic(generic_tile_avx2, w, wp, b, act, n, k, x, P, y);

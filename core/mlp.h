@@ -45,14 +45,17 @@ size_t sid__gemm_pack_size(int n, int k);
 void sid__gemm_pack(const float *w, int n, int k, float *wp);
 
 /*
- * y = act(x . w^T + b) over @P panels: @x is (P*16, k) in panel layout, @y is
- * (P*16, n) in panel layout (must not overlap x).  @w is (n, k) row-major;
- * @wp its packed form or NULL (then w is read in place, which is cheaper for
- * one or two panels).  @b is (n) or NULL for zero.  @act is applied to every
- * element (pass SID_ACT_IDENTITY for a last layer or a score matrix).
+ * y = act(x . w^T + b) for @rows rows: @x is (rows, k) in panel layout
+ * (sid__panels(rows) panels), @y is (rows, n) in panel layout (must not
+ * overlap x).  @w is (n, k) row-major; @wp its packed form or NULL (then w is
+ * read in place, which is cheaper for small batches).  @b is (n) or NULL for
+ * zero.  @act is applied to every element (pass SID_ACT_IDENTITY for a last
+ * layer or a score matrix).  Padding rows of y hold finite junk or zeros.
+ * For a handful of rows a kernel vectorised across outputs is used (16x16
+ * blocks of w transposed in registers); it evaluates the same chain.
  */
 void sid__gemm_panels(const float *w, const float *wp, const float *b, enum sid_act act, int n,
-		      int k, const float *x, size_t P, float *y);
+		      int k, const float *x, size_t rows, float *y);
 
 /* The activation of one value, exactly as the GEMM epilogue applies it
  * (relu: x > 0 ? x : 0; silu: x * (1 / (1 + exp(-x))); gelu: 0.5 x (1 +

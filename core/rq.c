@@ -63,7 +63,7 @@ void sid__rq_greedy(const struct sid_tower *t, float *r, size_t n, int32_t *code
 		const int K = t->K[l];
 		const float *C = t->codebook[l];
 
-		sid__gemm_panels(C, NULL, NULL, SID_ACT_IDENTITY, K, E, r, P, s);
+		sid__gemm_panels(C, NULL, NULL, SID_ACT_IDENTITY, K, E, r, n, s);
 		for (size_t p = 0; p < P; p++) {
 			int32_t idx[SID__LANES];
 			float *rp = r + p * pstride;
@@ -224,8 +224,7 @@ void sid__rq_beam(const struct sid_tower *t, const float *z, size_t n, int n_alt
 		size_t nb_next = nb * (size_t)K < (size_t)W ? nb * (size_t)K : (size_t)W;
 		const int nxt = cur ^ 1;
 
-		sid__gemm_panels(C, NULL, NULL, SID_ACT_IDENTITY, K, E, bb.r[cur], sid__panels(nv),
-				 bb.s);
+		sid__gemm_panels(C, NULL, NULL, SID_ACT_IDENTITY, K, E, bb.r[cur], nv, bb.s);
 		for (size_t i = 0; i < n; i++) {
 			size_t cnt = 0;
 			for (size_t b = 0; b < nb; b++) {

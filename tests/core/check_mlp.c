@@ -58,7 +58,7 @@ static void run_case(int n, int k, size_t B, int packed, int with_bias, enum sid
 	for (int gen = 0; gen < 3; gen++) {
 		sid__gemm_force(gen);
 		memset(y, 0xff, sizeof(float) * P * 16 * n);
-		sid__gemm_panels(w, packed ? wp : NULL, with_bias ? b : NULL, act, n, k, xp, P, y);
+		sid__gemm_panels(w, packed ? wp : NULL, with_bias ? b : NULL, act, n, k, xp, B, y);
 		for (size_t i = 0; i < B; i++)
 			for (int j = 0; j < n; j++) {
 				float want = ref_elem(w + (size_t)j * k, xr + i * k, k,
@@ -84,7 +84,7 @@ START_TEST(gemm_bit_exact_shapes)
 {
 	static const int ns[] = {1, 5, 12, 13, 24, 31};
 	static const int ks[] = {1, 3, 16, 37, 64};
-	static const size_t Bs[] = {1, 2, 15, 16, 17, 33, 50};
+	static const size_t Bs[] = {1, 2, 3, 4, 5, 15, 16, 17, 33, 50};
 	for (size_t a = 0; a < sizeof(ns) / sizeof(ns[0]); a++)
 		for (size_t c = 0; c < sizeof(ks) / sizeof(ks[0]); c++)
 			for (size_t d = 0; d < sizeof(Bs) / sizeof(Bs[0]); d++)
