@@ -8,6 +8,7 @@
 #include "api.h"
 
 #include <errno.h>
+#include <float.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdarg.h>
@@ -567,6 +568,82 @@ static int scan_value(const char *tok, size_t n, int integer, double *out, long 
 	return !errno && end == tok + n;
 }
 
+/*
+ * (float)strtod(tok) without strtod, for a non-integer JSON number token
+ * (valid grammar), or 0 when unsure.  Up to 19 significant digits go into a
+ * uint64 m, and d = m * 10^e10 for |e10| <= 22 (powers of ten exact in
+ * double).  With m < 2^53 that d is the correctly rounded double (Clinger's
+ * fast path), i.e. exactly strtod's, so (float)d is exactly jansson's value.
+ * Otherwise d is within 2 ulps of the exact value, and (float)d is still
+ * jansson's value unless d lies within 4 ulps of a midpoint between two
+ * floats (where double rounding could differ): then we give up and strtod
+ * decides.  Subnormal and overflowing results also go to strtod.
+ */
+static int fast_float(const char *p, size_t n, float *out)
+{
+	static const double p10[23] = {1e0,  1e1,  1e2,	 1e3,  1e4,  1e5,  1e6,	 1e7,
+				       1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+				       1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+	const char *e = p + n;
+	uint64_t m = 0;
+	int neg = 0, digits = 0, e10 = 0;
+	double d;
+	float f;
+
+	if (*p == '-') {
+		neg = 1;
+		p++;
+	}
+	for (; p < e && *p >= '0' && *p <= '9'; p++) {
+		if (!m && *p == '0')
+			continue;
+		if (++digits > 19)
+			return 0;
+		m = m * 10 + (uint64_t)(*p - '0');
+	}
+	if (p < e && *p == '.')
+		for (p++; p < e && *p >= '0' && *p <= '9'; p++) {
+			e10--;
+			if (!m && *p == '0')
+				continue;
+			if (++digits > 19)
+				return 0;
+			m = m * 10 + (uint64_t)(*p - '0');
+		}
+	if (p < e && (*p == 'e' || *p == 'E')) {
+		int es = 1, ev = 0;
+		p++;
+		if (*p == '+' || *p == '-')
+			es = *p++ == '-' ? -1 : 1;
+		for (; p < e; p++) {
+			if (ev > 10000)
+				return 0;
+			ev = ev * 10 + (*p - '0');
+		}
+		e10 += es * ev;
+	}
+	if (!m) {
+		*out = neg ? -0.0f : 0.0f;
+		return 1;
+	}
+	if (e10 < -22 || e10 > 22)
+		return 0;
+	d = (double)m;
+	d = e10 < 0 ? d / p10[-e10] : d * p10[e10];
+	f = (float)d;
+	if (!isfinite(f) || f < FLT_MIN)
+		return 0;
+	if (m >= (1ull << 53)) {
+		double lo = ((double)f + (double)nextafterf(f, 0.0f)) / 2;
+		double hi = ((double)f + (double)nextafterf(f, INFINITY)) / 2;
+		double eps = 4 * d * DBL_EPSILON;
+		if (fabs(d - lo) <= eps || fabs(d - hi) <= eps)
+			return 0;
+	}
+	*out = neg ? -f : f;
+	return 1;
+}
+
 static int scan_literal(struct scan *s, const char *lit)
 {
 	size_t n = strlen(lit);
@@ -595,10 +672,13 @@ static int scan_row(struct scan *s, int D, float *row)
 	if (scan_char(s, ']'))
 		return D == 0;
 	do {
-		if (j >= D || !scan_number(s, &tok, &n, &integer) ||
-		    !scan_value(tok, n, integer, &d, &ll))
+		if (j >= D || !scan_number(s, &tok, &n, &integer))
 			return 0;
-		row[j] = (float)d;
+		if (integer || !fast_float(tok, n, &row[j])) {
+			if (!scan_value(tok, n, integer, &d, &ll))
+				return 0;
+			row[j] = (float)d;
+		}
 		if (!isfinite(row[j]))
 			return 0;
 		j++;

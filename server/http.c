@@ -41,7 +41,7 @@ struct req {
 	struct MHD_Connection *conn;
 	enum srv_route route;
 	enum req_state state;
-	const char *method;
+	char method[16];
 	char path[128];
 	double t0;
 	/* body */
@@ -448,7 +448,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 			return MHD_NO;
 		q->h = h;
 		q->conn = conn;
-		q->method = method;
+		copy_str(q->method, sizeof(q->method), method);
 		q->t0 = srv_now();
 		q->state = REQ_BODY;
 		*con_cls = q;

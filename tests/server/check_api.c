@@ -294,6 +294,59 @@ START_TEST(test_fast_path_agrees)
 }
 END_TEST
 
+/* Numbers in many spellings: the fast float conversion must give exactly
+ * (float)strtod, as the jansson path does. */
+START_TEST(test_fast_numbers)
+{
+	static const char *fmts[] = {"%.17g", "%.9g",  "%.8g", "%.3e",
+				     "%.12f", "%.20e", "%.1f", "%g"};
+	unsigned long long s = 0x9e3779b97f4a7c15ull;
+	char body[4096];
+	int rounds = 0;
+
+	for (int r = 0; r < 3000; r++) {
+		struct srv_encode_req a, b;
+		struct srv_api_error e;
+		size_t off = 0;
+		double v[4];
+		for (int j = 0; j < 4; j++) {
+			s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+			/* magnitudes from 1e-12 to 1e12, both signs, some exact ties */
+			v[j] = ((double)(s >> 11) / 9007199254740992.0 - 0.5) *
+			       pow(10.0, (double)((int)(s % 25) - 12));
+			if (s % 7 == 0)
+				v[j] = (double)(float)v[j]; /* a float written in full */
+			if (s % 11 == 0)		    /* a midpoint between two floats */
+				v[j] = ((double)(float)v[j] +
+					(double)nextafterf((float)v[j], INFINITY)) /
+				       2;
+		}
+		off += (size_t)snprintf(body + off, sizeof(body) - off,
+					"{\"inputs\": [{\"embedding\": [");
+		for (int j = 0; j < 4; j++) {
+			off += (size_t)snprintf(body + off, sizeof(body) - off, fmts[(r + j) % 8],
+						v[j]);
+			off +=
+			    (size_t)snprintf(body + off, sizeof(body) - off, j < 3 ? ", " : "]}]}");
+		}
+		memset(&a, 0, sizeof(a));
+		a.top_k = 1;
+		if (!srv__encode_req_decode_fast(body, strlen(body), 4, 4, &a))
+			continue; /* e.g. 1e-12 * tiny: left to jansson, fine */
+		ck_assert_msg(srv__encode_req_decode_jansson(body, strlen(body), SID_TOWER_ITEM, 4,
+							     4, &b, &e) == 0,
+			      "%s: %s", body, e.msg);
+		ck_assert_msg(memcmp(a.x, b.x, 4 * sizeof(float)) == 0,
+			      "%s: %a %a %a %a vs %a %a %a %a", body, a.x[0], a.x[1], a.x[2],
+			      a.x[3], b.x[0], b.x[1], b.x[2], b.x[3]);
+		rounds++;
+		srv_encode_req_release(&a);
+		srv_encode_req_release(&b);
+	}
+	ck_assert_int_gt(rounds, 2000); /* the fast path really ran */
+}
+END_TEST
+
 START_TEST(test_response)
 {
 	struct srv_encode_req req;
@@ -380,6 +433,7 @@ int main(void)
 	tcase_add_test(tc, test_decode_ok);
 	tcase_add_test(tc, test_decode_errors);
 	tcase_add_test(tc, test_fast_path_agrees);
+	tcase_add_test(tc, test_fast_numbers);
 	tcase_add_test(tc, test_response);
 	tcase_add_test(tc, test_float_roundtrip);
 	suite_add_tcase(s, tc);

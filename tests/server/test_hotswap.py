@@ -58,7 +58,7 @@ class TestHotSwap(unittest.TestCase):
         os.makedirs(os.path.dirname(path))
         T.publish(path, good["swap-A"])
         srv = T.Server(["--model", path, "--reload-debounce-ms", "20", "--max-delay-us", "300",
-                        "--workers", "2"], self.work)
+                        "--workers", "2", "--http-threads", "2"], self.work)
         stop = threading.Event()
         stats = {"ok": 0, "fail": [], "mismatch": [], "versions": set()}
         lock = threading.Lock()

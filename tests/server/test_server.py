@@ -501,6 +501,37 @@ class TestLifecycle(unittest.TestCase):
         with self.assertRaises(OSError):
             socket.create_connection(("127.0.0.1", srv.port), timeout=2).close()
 
+    def test_connection_timeout_and_limit(self):
+        srv = T.Server(["--model", TF_MODEL, "--connection-timeout-s", "1",
+                        "--connection-limit", "3"], WORK)
+        try:
+            idle = [socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+                    for _ in range(3)]
+            idle[0].sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # never finished
+            time.sleep(0.2)
+            # Over the limit: not served while the three are held...
+            extra = socket.create_connection(("127.0.0.1", srv.port), timeout=0.5)
+            extra.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            with self.assertRaises(socket.timeout):
+                extra.recv(100)
+            # ...idle and half-sent connections are dropped after the timeout...
+            t0 = time.monotonic()
+            for s in idle:
+                s.settimeout(5)
+                try:
+                    self.assertEqual(s.recv(100), b"")
+                except ConnectionResetError:
+                    pass
+                s.close()
+            self.assertLess(time.monotonic() - t0, 4)
+            # ...and then the waiting one is answered.
+            extra.settimeout(5)
+            self.assertTrue(extra.recv(100).startswith(b"HTTP/1.1 200"))
+            extra.close()
+            self.assertEqual(srv.json("GET", "/healthz")[0], 200)  # room again
+        finally:
+            srv.stop()
+
     def test_sigint_idle_exits_zero(self):
         srv = T.Server(["--model", TF_MODEL], WORK)
         srv.signal(signal.SIGINT)
