@@ -485,6 +485,8 @@ class TestLifecycle(unittest.TestCase):
 
     def test_sigterm_drains(self):
         srv = T.Server(["--model", TF_MODEL, "--max-delay-us", "400000"], WORK)
+        idle = srv.conn()  # an idle keep-alive connection must not hold up the exit
+        self.assertEqual(srv.request("GET", "/healthz", conn=idle)[0], 200)
         out = {}
         row = {"embedding": [0.0] * 16}
         th = threading.Thread(target=lambda: out.setdefault("r", encode(srv, [row] * 3)))
@@ -500,6 +502,31 @@ class TestLifecycle(unittest.TestCase):
         self.assertIn("status=200 items=3", log)
         with self.assertRaises(OSError):
             socket.create_connection(("127.0.0.1", srv.port), timeout=2).close()
+        idle.close()
+
+    def test_ipv6_listen(self):
+        try:
+            with socket.socket(socket.AF_INET6) as probe:
+                probe.bind(("::1", 0))
+        except OSError:
+            self.skipTest("no IPv6 loopback")
+        p = subprocess.Popen([T.SERVER, "--model", TF_MODEL, "--listen", "[::1]:0"],
+                             stderr=subprocess.PIPE)
+        try:
+            line = b""
+            deadline = time.monotonic() + 5
+            while b"event=listening" not in line and time.monotonic() < deadline:
+                line = p.stderr.readline()
+            self.assertIn(b"addr=[::1]:", line)
+            port = int(line.split(b"port=")[1].split()[0])
+            c = http.client.HTTPConnection("::1", port, timeout=5)
+            c.request("GET", "/healthz")
+            self.assertEqual(c.getresponse().status, 200)
+            c.close()
+        finally:
+            p.terminate()
+            self.assertEqual(p.wait(10), 0)
+            p.stderr.close()
 
     def test_connection_timeout_and_limit(self):
         srv = T.Server(["--model", TF_MODEL, "--connection-timeout-s", "1",
