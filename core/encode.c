@@ -25,7 +25,7 @@
 #define CHUNK_ROWS 256 /* rows per pass through the layers (16 panels) */
 #endif
 #ifndef PACK_MIN_ROWS
-#define PACK_MIN_ROWS 64 /* from this batch size on, weights are packed once per call */
+#define PACK_MIN_ROWS 1024 /* from this batch size on, weights are packed once per call */
 #endif
 
 struct sid_workspace {
@@ -93,25 +93,6 @@ static int tower_check(const struct sid_tower *t, int *hmax, struct sid_error *e
 	return 0;
 }
 
-/* First row (and column) of @x holding NaN or +-Inf, or -1. */
-static long first_nonfinite(const float *x, size_t B, int D, int *col)
-{
-	for (size_t i = 0; i < B; i++) {
-		const uint32_t *u = (const uint32_t *)(const void *)(x + i * D);
-		uint32_t bad = 0;
-		for (int f = 0; f < D; f++)
-			bad |= (u[f] & 0x7f800000u) == 0x7f800000u;
-		if (!bad)
-			continue;
-		for (int f = 0; f < D; f++)
-			if (!isfinite(x[i * D + f])) {
-				*col = f;
-				return (long)i;
-			}
-	}
-	return -1;
-}
-
 /* ||x||^2 of one row in double, eight interleaved partial sums combined in a
  * fixed tree (fast and still one fixed order). */
 static double row_sqnorm(const float *x, int D)
@@ -126,32 +107,20 @@ static double row_sqnorm(const float *x, int D)
 	return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
 }
 
-/* Rows [0, n) of @x ((n, D)) into panels @xp, l2-normalised when asked. */
-static void input_panels(const struct sid_tower *t, const float *x, size_t n, float *xp)
+/* Rows [0, n) of @x ((n, D)) into panels @xp, l2-normalised when asked
+ * (@scale: n floats of scratch). */
+static void input_panels(const struct sid_tower *t, const float *x, size_t n, float *scale,
+			 float *xp)
 {
-	const int D = t->D;
-	const size_t P = sid__panels(n);
-
-	for (size_t p = 0; p < P; p++) {
-		float *dst = xp + p * (size_t)D * SID__LANES;
-		for (int lane = 0; lane < SID__LANES; lane++) {
-			size_t i = p * SID__LANES + lane;
-			float scale = 1.0f;
-			if (i >= n) {
-				for (int f = 0; f < D; f++)
-					dst[(size_t)f * SID__LANES + lane] = 0.0f;
-				continue;
-			}
-			const float *row = x + i * D;
-			if (t->input_norm == SID_NORM_L2) {
-				double ss = row_sqnorm(row, D);
-				/* x / max(||x||, 1e-12), as torch F.normalize. */
-				scale = (float)(1.0 / fmax(sqrt(ss), 1e-12));
-			}
-			for (int f = 0; f < D; f++)
-				dst[(size_t)f * SID__LANES + lane] = row[f] * scale;
+	for (size_t i = 0; i < n; i++) {
+		scale[i] = 1.0f;
+		if (t->input_norm == SID_NORM_L2) {
+			double ss = row_sqnorm(x + i * t->D, t->D);
+			/* x / max(||x||, 1e-12), as torch F.normalize. */
+			scale[i] = (float)(1.0 / fmax(sqrt(ss), 1e-12));
 		}
 	}
+	sid__rows_to_panels(x, (size_t)t->D, n, t->D, scale, xp);
 }
 
 static int out_check(const struct sid_encode_out *out, struct sid_error *err)
@@ -174,7 +143,7 @@ int sid_encode(const struct sid_tower *t, const float *x, size_t B, struct sid_e
 	int hmax = 0, rc, col = 0;
 	long bad;
 	size_t ch, P, beam_rows = 0, beam_floats = 0, need;
-	float *xp, *h[2], *s, *zrows, *beam, *wp[SID_MAX_LAYERS];
+	float *xp, *h[2], *s, *zrows, *beam, *scale, *wp[SID_MAX_LAYERS];
 
 	if ((rc = tower_check(t, &hmax, err)) || (rc = out_check(out, err)))
 		return rc;
@@ -184,7 +153,7 @@ int sid_encode(const struct sid_tower *t, const float *x, size_t B, struct sid_e
 		return 0;
 	if (!x)
 		return sid_error_set(err, SID_EINVAL, "encode: no input");
-	bad = first_nonfinite(x, B, t->D, &col);
+	bad = sid__first_nonfinite(x, B, t->D, &col);
 	if (bad >= 0)
 		return sid_error_set_at(err, SID_EINVAL, bad,
 					"input row %ld, column %d: value is not finite", bad, col);
@@ -202,7 +171,7 @@ int sid_encode(const struct sid_tower *t, const float *x, size_t B, struct sid_e
 			sz_pack[li] = sid__gemm_pack_size(t->layer[li].out, t->layer[li].in);
 			sz_packs += (sz_pack[li] + 15) & ~(size_t)15;
 		}
-	need = sz_x + 2 * sz_h + sz_s + sz_z + beam_floats + sz_packs + 6 * 16;
+	need = sz_x + 2 * sz_h + sz_s + sz_z + beam_floats + sz_packs + ch + 7 * 16;
 	if ((rc = ws_reserve(ws, need, err)))
 		return rc;
 	/* Carve, keeping each region 64-byte aligned. */
@@ -220,6 +189,7 @@ int sid_encode(const struct sid_tower *t, const float *x, size_t B, struct sid_e
 		CARVE(s, sz_s);
 		CARVE(zrows, sz_z);
 		CARVE(beam, beam_floats);
+		CARVE(scale, ch);
 		for (int li = 0; li < t->n_layers; li++) {
 			wp[li] = NULL;
 			if (sz_pack[li]) {
@@ -237,7 +207,7 @@ int sid_encode(const struct sid_tower *t, const float *x, size_t B, struct sid_e
 		float *r = NULL;
 		int32_t *codes = out->codes + i0 * L;
 
-		input_panels(t, x + i0 * t->D, n, xp);
+		input_panels(t, x + i0 * t->D, n, scale, xp);
 		for (int li = 0; li < t->n_layers; li++) {
 			const struct sid_layer *ly = &t->layer[li];
 			int last = li == t->n_layers - 1;

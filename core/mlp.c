@@ -57,16 +57,16 @@ void sid__gemm_pack(const float *w, int n, int k, float *wp)
 
 	for (int jb = 0; jb < blocks; jb++) {
 		float *dst = wp + (size_t)jb * SID__NR * k;
-		for (int jj = 0; jj < SID__NR; jj++) {
-			int j = jb * SID__NR + jj;
-			if (j >= n) {
-				for (int kk = 0; kk < k; kk++)
-					dst[(size_t)kk * SID__NR + jj] = 0.0f;
-				continue;
-			}
-			const float *src = w + (size_t)j * k;
-			for (int kk = 0; kk < k; kk++)
-				dst[(size_t)kk * SID__NR + jj] = src[kk];
+		const float *src[SID__NR];
+		int nr = n - jb * SID__NR < SID__NR ? n - jb * SID__NR : SID__NR;
+		for (int jj = 0; jj < nr; jj++)
+			src[jj] = w + (size_t)(jb * SID__NR + jj) * k;
+		for (int kk = 0; kk < k; kk++) {
+			float *d = dst + (size_t)kk * SID__NR;
+			for (int jj = 0; jj < nr; jj++)
+				d[jj] = src[jj][kk];
+			for (int jj = nr; jj < SID__NR; jj++)
+				d[jj] = 0.0f;
 		}
 	}
 }
@@ -375,6 +375,54 @@ static AVX512 void gemm_avx512(const float *w, const float *wp, const float *b, 
 }
 #endif
 
+#ifdef SID_HAVE_X86
+/* Full panels of 16 rows x 16 features through an in-register transpose. */
+static AVX512 void rows_to_panels_avx512(const float *x, size_t ld, size_t rows, int F,
+					 const float *scale, float *p)
+{
+	const size_t P = sid__panels(rows);
+
+	for (size_t pi = 0; pi < P; pi++) {
+		const size_t i0 = pi * SID__LANES;
+		const int nr = rows - i0 < SID__LANES ? (int)(rows - i0) : SID__LANES;
+		float *dst = p + pi * (size_t)F * SID__LANES;
+		const __m512 sv = _mm512_maskz_loadu_ps((__mmask16)((1u << nr) - 1u), scale + i0);
+		int f0 = 0;
+		for (; f0 + 16 <= F; f0 += 16) {
+			__m512 r[16];
+#pragma GCC unroll 16
+			for (int l = 0; l < 16; l++)
+				r[l] = l < nr ? _mm512_loadu_ps(x + (i0 + l) * ld + f0)
+					      : _mm512_setzero_ps();
+			transpose16(r);
+#pragma GCC unroll 16
+			for (int c = 0; c < 16; c++)
+				_mm512_storeu_ps(dst + (size_t)(f0 + c) * SID__LANES,
+						 _mm512_mul_ps(r[c], sv));
+		}
+		for (; f0 < F; f0++)
+			for (int l = 0; l < SID__LANES; l++)
+				dst[(size_t)f0 * SID__LANES + l] =
+				    l < nr ? x[(i0 + l) * ld + f0] * scale[i0 + l] : 0.0f;
+	}
+}
+#endif
+
+static void rows_to_panels_generic(const float *x, size_t ld, size_t rows, int F,
+				   const float *scale, float *p)
+{
+	const size_t P = sid__panels(rows);
+
+	for (size_t pi = 0; pi < P; pi++) {
+		const size_t i0 = pi * SID__LANES;
+		float *dst = p + pi * (size_t)F * SID__LANES;
+		for (int f = 0; f < F; f++)
+			for (int l = 0; l < SID__LANES; l++)
+				dst[(size_t)f * SID__LANES + l] =
+				    i0 + l < rows ? x[(i0 + l) * ld + f] * scale[i0 + l] : 0.0f;
+	}
+}
+
 /* ---- dispatch ------------------------------------------------------------ */
 
 enum kernel { K_GENERIC, K_AVX2, K_AVX512 };
@@ -427,4 +475,59 @@ void sid__gemm_panels(const float *w, const float *wp, const float *b, enum sid_
 		gemm_generic(generic_tile, w, wp, b, act, n, k, x, P, y);
 		return;
 	}
+}
+
+void sid__rows_to_panels(const float *x, size_t ld, size_t rows, int F, const float *scale,
+			 float *p)
+{
+#ifdef SID_HAVE_X86
+	if (kernel_pick() == K_AVX512) {
+		rows_to_panels_avx512(x, ld, rows, F, scale, p);
+		return;
+	}
+#endif
+	rows_to_panels_generic(x, ld, rows, F, scale, p);
+}
+
+#ifdef SID_HAVE_X86
+/* Rows whose maximum exponent field is 0xff hold Inf or NaN. */
+static AVX512 int row_nonfinite_avx512(const float *x, int D)
+{
+	const __m512i em = _mm512_set1_epi32(0x7f800000);
+	__mmask16 bad = 0;
+	int f = 0;
+	for (; f + 16 <= D; f += 16) {
+		__m512i v = _mm512_and_si512(_mm512_loadu_si512((const void *)(x + f)), em);
+		bad |= _mm512_cmpeq_epi32_mask(v, em);
+	}
+	if (f < D) {
+		__mmask16 m = (__mmask16)((1u << (D - f)) - 1u);
+		__m512i v = _mm512_and_si512(_mm512_maskz_loadu_epi32(m, x + f), em);
+		bad |= _mm512_cmpeq_epi32_mask(v, em);
+	}
+	return bad != 0;
+}
+#endif
+
+long sid__first_nonfinite(const float *x, size_t rows, int D, int *col)
+{
+	for (size_t i = 0; i < rows; i++) {
+		const float *row = x + i * (size_t)D;
+		int bad = 0;
+#ifdef SID_HAVE_X86
+		if (kernel_pick() == K_AVX512)
+			bad = row_nonfinite_avx512(row, D);
+		else
+#endif
+			for (int f = 0; f < D; f++)
+				bad |= !isfinite(row[f]);
+		if (!bad)
+			continue;
+		for (int f = 0; f < D; f++)
+			if (!isfinite(row[f])) {
+				*col = f;
+				return (long)i;
+			}
+	}
+	return -1;
 }

@@ -57,6 +57,19 @@ void sid__gemm_pack(const float *w, int n, int k, float *wp);
 void sid__gemm_panels(const float *w, const float *wp, const float *b, enum sid_act act, int n,
 		      int k, const float *x, size_t rows, float *y);
 
+/*
+ * Rows [0, rows) of @x ((rows, F), row stride @ld floats) into panels @p,
+ * each value times its row's @scale ((rows), 1.0f for none); padding rows
+ * zero.  One float multiply per value on every path, so exact and the same
+ * everywhere.
+ */
+void sid__rows_to_panels(const float *x, size_t ld, size_t rows, int F, const float *scale,
+			 float *p);
+
+/* The first of @rows rows of @x ((rows, D)) holding NaN or +-Inf, with its
+ * column in *@col; -1 when all are finite. */
+long sid__first_nonfinite(const float *x, size_t rows, int D, int *col);
+
 /* The activation of one value, exactly as the GEMM epilogue applies it
  * (relu: x > 0 ? x : 0; silu: x * (1 / (1 + exp(-x))); gelu: 0.5 x (1 +
  * erf(x / sqrt 2)); tanh; identity), for tests and references. */

@@ -33,8 +33,9 @@ float sid__rq_sqnorm(const float *r, int E, size_t stride)
 }
 
 /* Per lane of one panel's score block @sp ((K, 16)): the lowest k with the
- * smallest cn[k] - 2 sp[k].  2 * s is exact, so this is the score of rq.h. */
-static void argmin_panel(const float *sp, const float *cn, int K, int32_t idx[SID__LANES])
+ * smallest cn[k] - 2 sp[k].  2 * s is exact, so this is the score of rq.h.
+ * Comparisons are exact, so the vector and the scalar version agree. */
+static void argmin_panel_generic(const float *sp, const float *cn, int K, int32_t idx[SID__LANES])
 {
 	float best[SID__LANES];
 
@@ -52,6 +53,59 @@ static void argmin_panel(const float *sp, const float *cn, int K, int32_t idx[SI
 			}
 		}
 	}
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+
+__attribute__((target("avx512f"))) static void argmin_panel_avx512(const float *sp, const float *cn,
+								   int K, int32_t idx[SID__LANES])
+{
+	/* Two interleaved streams (even and odd k) break the compare chain;
+	 * merged so that equal scores keep the lower k. */
+	__m512 b0 = _mm512_set1_ps(INFINITY), b1 = b0;
+	__m512i i0 = _mm512_setzero_si512(), i1 = i0;
+	const __m512 two = _mm512_set1_ps(2.0f);
+	int k = 0;
+
+	for (; k + 2 <= K; k += 2) {
+		__m512 v0 = _mm512_sub_ps(_mm512_set1_ps(cn[k]),
+					  _mm512_mul_ps(two, _mm512_loadu_ps(sp + (size_t)k * 16)));
+		__m512 v1 =
+		    _mm512_sub_ps(_mm512_set1_ps(cn[k + 1]),
+				  _mm512_mul_ps(two, _mm512_loadu_ps(sp + (size_t)(k + 1) * 16)));
+		__mmask16 m0 = _mm512_cmp_ps_mask(v0, b0, _CMP_LT_OQ);
+		__mmask16 m1 = _mm512_cmp_ps_mask(v1, b1, _CMP_LT_OQ);
+		b0 = _mm512_mask_mov_ps(b0, m0, v0);
+		i0 = _mm512_mask_mov_epi32(i0, m0, _mm512_set1_epi32(k));
+		b1 = _mm512_mask_mov_ps(b1, m1, v1);
+		i1 = _mm512_mask_mov_epi32(i1, m1, _mm512_set1_epi32(k + 1));
+	}
+	if (k < K) {
+		__m512 v0 = _mm512_sub_ps(_mm512_set1_ps(cn[k]),
+					  _mm512_mul_ps(two, _mm512_loadu_ps(sp + (size_t)k * 16)));
+		__mmask16 m0 = _mm512_cmp_ps_mask(v0, b0, _CMP_LT_OQ);
+		b0 = _mm512_mask_mov_ps(b0, m0, v0);
+		i0 = _mm512_mask_mov_epi32(i0, m0, _mm512_set1_epi32(k));
+	}
+	/* Take stream 1 where it is strictly better, or equal with a lower k. */
+	__mmask16 lt = _mm512_cmp_ps_mask(b1, b0, _CMP_LT_OQ);
+	__mmask16 eq = _mm512_cmp_ps_mask(b1, b0, _CMP_EQ_OQ);
+	__mmask16 lower = _mm512_cmp_epi32_mask(i1, i0, _MM_CMPINT_LT);
+	i0 = _mm512_mask_mov_epi32(i0, lt | (eq & lower), i1);
+	_mm512_storeu_si512((void *)idx, i0);
+}
+#endif
+
+static void argmin_panel(const float *sp, const float *cn, int K, int32_t idx[SID__LANES])
+{
+#if defined(__x86_64__) && defined(__GNUC__)
+	if (!strcmp(sid__gemm_kernel_name(), "avx512")) {
+		argmin_panel_avx512(sp, cn, K, idx);
+		return;
+	}
+#endif
+	argmin_panel_generic(sp, cn, K, idx);
 }
 
 void sid__rq_greedy(const struct sid_tower *t, float *r, size_t n, int32_t *codes, float *s)

@@ -879,6 +879,30 @@ START_TEST(nonfinite_rejected_with_row)
 				ck_assert_uint_eq(u, 0x5a5a5a5au);
 			}
 		}
+	/* A wide tower: the bad value inside a vector block and in the tail. */
+	{
+		struct tt tw;
+		static const int widths[] = {8};
+		static const int K[] = {3};
+		const int cols[] = {0, 20, 31, 32, 36};
+		tt_random(&tw, 37, widths, 1, K, 1, SID_ACT_RELU, SID_NORM_NONE);
+		for (int mode = 0; mode < 2; mode++)
+			for (size_t c = 0; c < sizeof(cols) / sizeof(cols[0]); c++) {
+				float *xw = rand_vec(10 * 37, 1.0f);
+				int32_t codes[10];
+				struct sid_error err;
+				struct sid_encode_out o = {.codes = codes};
+				xw[7 * 37 + cols[c]] = c % 2 ? NAN : -INFINITY;
+				sid__gemm_force(mode);
+				ck_assert_int_eq(sid_encode(&tw.t, xw, 10, &o, ws, &err),
+						 SID_EINVAL);
+				sid__gemm_force(0);
+				ck_assert_int_eq(err.index, 7);
+				ck_assert_msg(strstr(err.msg, "column") != NULL, "%s", err.msg);
+				free(xw);
+			}
+		tt_free(&tw);
+	}
 	/* Huge but finite values are fine (no overflow into a false alarm). */
 	{
 		float x[2] = {3e38f, -3e38f};
