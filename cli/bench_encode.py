@@ -100,7 +100,9 @@ def timed(cmd):
     if p.returncode != 0:
         sys.exit(f"bench: {' '.join(cmd)} failed:\n{err}")
     rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", err).group(1))
-    return dt, rss / 1024.0
+    cpu = sum(float(re.search(rf"{k} time \(seconds\): ([\d.]+)", err).group(1))
+              for k in ("User", "System"))
+    return dt, rss / 1024.0, cpu
 
 
 def main():
@@ -117,12 +119,13 @@ def main():
         res = []
         for threads in (1, ncpu):
             out = os.path.join(d, f"o{threads}.npy")
-            dt, rss = timed([semid, "encode", "--model", mpath, "--input", xpath,
+            dt, rss, cpu = timed([semid, "encode", "--model", mpath, "--input", xpath,
                              "--output", out, "--threads", str(threads), "--no-progress"])
-            res.append((f"semid encode --threads {threads}", dt, rss))
-        t0 = time.time()
+            res.append((f"semid encode --threads {threads}", dt, rss, cpu))
+        t0, c0 = time.time(), os.times()
         ref = numpy_encode(model, xpath)
-        dt_np = time.time() - t0
+        dt_np, c1 = time.time() - t0, os.times()
+        cpu_np = (c1.user - c0.user) + (c1.system - c0.system)
         ours = np.load(os.path.join(d, f"o{ncpu}.npy"))
         agree = float((ours == ref).all(1).mean())
         same = bool((np.load(os.path.join(d, "o1.npy")) == ours).all())
@@ -130,16 +133,19 @@ def main():
         code = ("import sys; sys.path.insert(0, %r); import bench_encode as b, numpy as np; "
                 "b.numpy_encode(b.write_model('/dev/null', np.random.default_rng(1)), %r)"
                 % (os.path.dirname(os.path.abspath(__file__)), xpath))
-        _, rss_np = timed([sys.executable, "-c", code])
+        _, rss_np, _ = timed([sys.executable, "-c", code])
     print(f"`semid encode` on {rows} x 768 float32 ({size_gb:.2f} GB, page cache warm), "
           f"TIGER tower 768-512-256-128-32, 3 x 256, output .npy; {ncpu} CPUs")
     print()
-    print("| run | seconds | rows/s | peak RSS MiB | vs numpy |")
-    print("|---|---|---|---|---|")
-    for name, dt, rss in res:
-        print(f"| {name} | {dt:.2f} | {rows / dt:,.0f} | {rss:.0f} | {dt_np / dt:.2f}x |")
+    print("| run | wall s | rows/s (wall) | CPU s | rows per CPU-s | peak RSS MiB "
+          "| wall vs numpy |")
+    print("|---|---|---|---|---|---|---|")
+    for name, dt, rss, cpu in res:
+        print(f"| {name} | {dt:.2f} | {rows / dt:,.0f} | {cpu:.2f} | {rows / cpu:,.0f} "
+              f"| {rss:.0f} | {dt_np / dt:.2f}x |")
     print(f"| numpy baseline (OpenBLAS, all cores, {CHUNK}-row chunks from mmap) | {dt_np:.2f} "
-          f"| {rows / dt_np:,.0f} | {rss_np:.0f} | 1.00x |")
+          f"| {rows / dt_np:,.0f} | {cpu_np:.2f} | {rows / cpu_np:,.0f} | {rss_np:.0f} "
+          f"| 1.00x |")
     print()
     print(f"codes identical for 1 and {ncpu} threads: {same}; rows agreeing with numpy "
           f"float32: {agree * 100:.3f}% (differences are float32 near-ties)")
