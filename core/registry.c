@@ -20,6 +20,8 @@
 #define IMPORT_BATCH   1000
 #define LINE_MAX_BYTES (64u << 20) /* one export line: an embedding of SID_MAX_DIM fits */
 #define DIFF_BATCH     256
+#define GROUP_CALLS    256   /* assign calls committed together, at most */
+#define GROUP_ITEMS    16384 /* and their inputs (one call may exceed it alone) */
 
 /* ---- ids, sids, prefixes ---- */
 
@@ -291,6 +293,8 @@ int sid_registry_open(const char *target, unsigned flags, struct sid_registry **
 	if (rc)
 		return rc;
 	pthread_mutex_init(&(*out)->lock, NULL);
+	pthread_mutex_init(&(*out)->q_lock, NULL);
+	pthread_cond_init(&(*out)->q_cond, NULL);
 	return 0;
 }
 
@@ -299,6 +303,8 @@ void sid_registry_close(struct sid_registry *r)
 	if (!r)
 		return;
 	pthread_mutex_destroy(&r->lock);
+	pthread_mutex_destroy(&r->q_lock);
+	pthread_cond_destroy(&r->q_cond);
 	r->ops->close(r);
 }
 
@@ -326,6 +332,50 @@ static int kind_check(int kind, struct sid_error *err)
 	if (kind != SID_TOWER_ITEM && kind != SID_TOWER_USER)
 		return sid_error_set(err, SID_EINVAL, "registry: unknown kind %d", kind);
 	return 0;
+}
+
+/*
+ * Queue @q and wait until it is answered.  Whoever finds no leader becomes
+ * one: it takes the queue (up to GROUP_ITEMS inputs), runs it through the
+ * backend under the handle lock, answers it, and lets the next waiter lead.
+ * Calls arriving during a commit thus share the next one.
+ */
+static void group_commit(struct sid_registry *r, struct sid__reg_req *q)
+{
+	struct sid__reg_req *group[GROUP_CALLS];
+
+	pthread_mutex_lock(&r->q_lock);
+	if (r->q_tail)
+		r->q_tail->next = q;
+	else
+		r->q_head = q;
+	r->q_tail = q;
+	while (!q->done) {
+		size_t nq = 0, items = 0;
+		if (r->q_leader) {
+			pthread_cond_wait(&r->q_cond, &r->q_lock);
+			continue;
+		}
+		r->q_leader = 1;
+		while (r->q_head && nq < GROUP_CALLS &&
+		       (nq == 0 || items + r->q_head->n <= GROUP_ITEMS)) {
+			items += r->q_head->n;
+			group[nq++] = r->q_head;
+			r->q_head = r->q_head->next;
+		}
+		if (!r->q_head)
+			r->q_tail = NULL;
+		pthread_mutex_unlock(&r->q_lock);
+		pthread_mutex_lock(&r->lock);
+		r->ops->assign(r, group, nq, sid__reg_now_ms());
+		pthread_mutex_unlock(&r->lock);
+		pthread_mutex_lock(&r->q_lock);
+		for (size_t i = 0; i < nq; i++)
+			group[i]->done = 1;
+		r->q_leader = 0;
+		pthread_cond_broadcast(&r->q_cond);
+	}
+	pthread_mutex_unlock(&r->q_lock);
 }
 
 int sid_registry_assign(struct sid_registry *r, enum sid_tower_kind kind,
@@ -367,11 +417,21 @@ int sid_registry_assign(struct sid_registry *r, enum sid_tower_kind kind,
 				     SID_MAX_DIM);
 	if (n == 0)
 		return 0;
-	pthread_mutex_lock(&r->lock);
-	rc = r->ops->assign(r, kind, items, n, L, any_emb ? D : 0, model_version, flags,
-			    sid__reg_now_ms(), out, err);
-	pthread_mutex_unlock(&r->lock);
-	return rc;
+	{
+		struct sid__reg_req q = {.kind = kind,
+					 .L = L,
+					 .D = any_emb ? D : 0,
+					 .items = items,
+					 .n = n,
+					 .version = model_version,
+					 .flags = flags,
+					 .out = out};
+		sid_error_clear(&q.err);
+		group_commit(r, &q);
+		if (q.rc && err)
+			*err = q.err;
+		return q.rc;
+	}
 }
 
 int sid_registry_get(struct sid_registry *r, enum sid_tower_kind kind, const char *id,

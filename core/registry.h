@@ -42,9 +42,12 @@
  * opened for writing (read-only file or directory) or another failure.
  *
  * Thread-safety: a handle may be used from many threads; its calls are
- * serialised on one connection.  For parallel assigners open several handles
- * (SQLite serialises writers on its file lock; PostgreSQL runs them at once).
- * Several processes may open the same SQLite file or PostgreSQL database.
+ * serialised on one connection, except that assign calls arriving while
+ * another is being committed are queued and then committed together in one
+ * transaction (group commit: one fsync for many calls, each call still
+ * answered on its own).  Other handles, threads or processes may use the same
+ * store at once (SQLite serialises writers on its file lock; PostgreSQL runs
+ * them concurrently).
  */
 #ifndef SID_REGISTRY_H
 #define SID_REGISTRY_H
@@ -260,13 +263,32 @@ enum sid__reg_import_status {
 /* Big-endian uint32 per level: memcmp order is the order of code tuples. */
 #define SID__REG_CODES_BYTES (4 * SID_MAX_LEVELS)
 
+/* One sid_registry_assign call waiting to be committed. */
+struct sid__reg_req {
+	int kind, L, D;
+	const struct sid_reg_item *items;
+	size_t n;
+	const char *version;
+	unsigned flags;
+	struct sid_reg_entry *out; /* (n) */
+	int rc;			   /* result */
+	struct sid_error err;	   /* its message when rc != 0 */
+	int done;		   /* registry.c: answered */
+	struct sid__reg_req *next; /* registry.c: queue */
+};
+
 struct sid__reg_ops {
 	const char *name;
 	void (*close)(struct sid_registry *r);
-	/* inputs validated; L checked against the store inside the transaction */
-	int (*assign)(struct sid_registry *r, int kind, const struct sid_reg_item *items, size_t n,
-		      int L, int D, const char *model_version, unsigned flags, int64_t now_ms,
-		      struct sid_reg_entry *out, struct sid_error *err);
+	/*
+	 * Run a group of validated assign calls, committed together (group
+	 * commit).  Calls whose ids are all known and that do not reassign are
+	 * answered without a write.  The others share one transaction; a call
+	 * that fails on its own (SID_EINVAL: levels) is rolled back alone to a
+	 * savepoint.  Sets every q->rc (and q->err on failure).
+	 */
+	void (*assign)(struct sid_registry *r, struct sid__reg_req *const *q, size_t nq,
+		       int64_t now_ms);
 	int (*get)(struct sid_registry *r, int kind, const char *id, struct sid_reg_entry *out,
 		   struct sid_error *err);
 	int (*get_sid)(struct sid_registry *r, int kind, const int32_t *codes, int L,
@@ -291,6 +313,12 @@ struct sid_registry {
 	const struct sid__reg_ops *ops;
 	char *label;	      /* path, or the connection string without its password */
 	pthread_mutex_t lock; /* serialises calls */
+	/* group commit: concurrent assign calls queue here; one of them (the
+	 * leader) takes the whole queue to the backend at once */
+	pthread_mutex_t q_lock;
+	pthread_cond_t q_cond;
+	struct sid__reg_req *q_head, *q_tail;
+	int q_leader;
 };
 
 int sid__reg_sqlite_open(const char *path, unsigned flags, struct sid_registry **out,

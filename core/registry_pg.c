@@ -62,6 +62,7 @@ enum {
 	P_LEVELS_GET,
 	P_LEVELS_PUT,
 	P_LIST,
+	P_INSERT_NEW,
 	P_COUNT
 };
 
@@ -80,6 +81,20 @@ static const char *const stmt_sql[P_COUNT] = {
 	      " WHERE kind = $1 AND id = $2",
     [P_LEVELS_GET] = "SELECT value FROM semid_meta WHERE key = $1",
     [P_LEVELS_PUT] = "INSERT INTO semid_meta VALUES ($1, $2) ON CONFLICT DO NOTHING",
+    /* sid__reg_gap's rule in SQL: 0 when free, else one past the lowest used
+     * suffix whose successor is free */
+    [P_INSERT_NEW] =
+	"INSERT INTO semid_assignment (kind, id, codes, suffix, model_version, created_ms,"
+	" updated_ms, emb_dim, embedding)"
+	" SELECT $1::smallint, $2::text, $3::bytea, COALESCE("
+	"  (SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM semid_assignment"
+	"    WHERE kind = $1::smallint AND codes = $3::bytea AND suffix = 0)),"
+	"  (SELECT min(x.suffix) + 1 FROM semid_assignment x"
+	"    WHERE x.kind = $1::smallint AND x.codes = $3::bytea AND NOT EXISTS ("
+	"     SELECT 1 FROM semid_assignment y WHERE y.kind = $1::smallint"
+	"      AND y.codes = $3::bytea AND y.suffix = x.suffix + 1))),"
+	" $4::text, $5::bigint, $5::bigint, $6::integer, $7::bytea"
+	" ON CONFLICT DO NOTHING RETURNING suffix",
     [P_LIST] = "SELECT " COLS " FROM semid_assignment WHERE kind = $1 AND codes >= $2"
 	       " AND codes < $3 AND (codes, suffix) > ($4, $5) ORDER BY codes, suffix LIMIT $6",
 };
@@ -555,15 +570,11 @@ static int lock_keys(struct pg *s, int64_t *keys, size_t n, struct sid_error *er
 	return rc;
 }
 
-/* Locks for ids (tag 'i') and code groups (tag 'c') a batch will write. */
-static int lock_batch(struct pg *s, int kind, const struct sid_reg_item *items,
-		      const struct sid_reg_entry *entries, size_t n, int L, struct sid_error *err)
+/* The lock keys of @n inputs (ids, tag 'i', and code tuples, tag 'c') into
+ * keys[0..2n). */
+static void batch_keys(int kind, const struct sid_reg_item *items,
+		       const struct sid_reg_entry *entries, size_t n, int L, int64_t *keys)
 {
-	int64_t *keys = malloc(sizeof(int64_t) * 2 * (n ? n : 1));
-	int rc;
-
-	if (!keys)
-		return sid_error_set(err, SID_ENOMEM, "registry: out of memory");
 	for (size_t i = 0; i < n; i++) {
 		uint8_t codes[SID__REG_CODES_BYTES];
 		const char *id = items ? items[i].id : entries[i].id;
@@ -572,9 +583,6 @@ static int lock_batch(struct pg *s, int kind, const struct sid_reg_item *items,
 		keys[2 * i] = key_hash(k, 'i', id, strlen(id));
 		keys[2 * i + 1] = key_hash(k, 'c', codes, 4 * (size_t)l);
 	}
-	rc = lock_keys(s, keys, 2 * n, err);
-	free(keys);
-	return rc;
 }
 
 struct assign_ctx {
@@ -586,114 +594,337 @@ struct assign_ctx {
 	unsigned flags;
 	int64_t now_ms;
 	struct sid_reg_entry *out;
+	size_t *order; /* (n) input indices sorted by id */
+	long *prev;    /* (n) the previous input with the same id, or -1 */
+	int *known;    /* (n) first occurrences: out[i] holds the stored row */
 };
 
+static int order_cmp(const void *a, const void *b, void *ctx)
+{
+	const struct sid_reg_item *items = ctx;
+	size_t x = *(const size_t *)a, y = *(const size_t *)b;
+	int c = strcmp(items[x].id, items[y].id);
+	return c ? c : (x > y) - (x < y);
+}
+
+/* Sort the inputs by id and link repeated ids to their previous occurrence. */
+static void batch_index(struct assign_ctx *c)
+{
+	for (size_t i = 0; i < c->n; i++)
+		c->order[i] = i;
+	qsort_r(c->order, c->n, sizeof(*c->order), order_cmp, (void *)c->items);
+	for (size_t k = 0; k < c->n; k++)
+		c->prev[c->order[k]] =
+		    k && !strcmp(c->items[c->order[k]].id, c->items[c->order[k - 1]].id)
+			? (long)c->order[k - 1]
+			: -1;
+}
+
+/*
+ * Read the stored rows of all the batch's ids in one statement (id = ANY of
+ * a text array): known[i] = 1 and out[i] filled for each first occurrence
+ * found.  Returns the number found among first occurrences, or an error.
+ */
+static int prefetch(struct pg *s, struct assign_ctx *c, struct sid_error *err)
+{
+	size_t cap = 3, firsts = 0;
+	char *arr, *q;
+	const char *v[2];
+	char kind[8];
+	PGresult *res;
+	int rc = 0, n;
+
+	for (size_t i = 0; i < c->n; i++)
+		cap += 2 * strlen(c->items[i].id) + 3;
+	arr = q = malloc(cap);
+	if (!arr)
+		return sid_error_set(err, SID_ENOMEM, "registry: out of memory");
+	*q++ = '{';
+	for (size_t i = 0; i < c->n; i++) {
+		c->known[i] = 0;
+		if (c->prev[i] >= 0)
+			continue;
+		if (firsts++)
+			*q++ = ',';
+		*q++ = '"';
+		for (const char *x = c->items[i].id; *x; x++) {
+			if (*x == '"' || *x == '\\')
+				*q++ = '\\';
+			*q++ = *x;
+		}
+		*q++ = '"';
+	}
+	*q++ = '}';
+	*q = '\0';
+	snprintf(kind, sizeof(kind), "%d", c->kind);
+	v[0] = kind;
+	v[1] = arr;
+	res = PQexecParams(s->conn,
+			   "SELECT " COLS " FROM semid_assignment WHERE kind = $1 AND"
+			   " id = ANY($2::text[])",
+			   2, NULL, v, NULL, NULL, 1);
+	free(arr);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		rc = pg_fail(s, res, err, "read");
+		PQclear(res);
+		return rc;
+	}
+	n = PQntuples(res);
+	for (int r = 0; r < n; r++) {
+		const char *id = PQgetvalue(res, r, 1);
+		size_t lo = 0, hi = c->n;
+		while (lo < hi) { /* first index in order[] with id >= this one */
+			size_t mid = (lo + hi) / 2;
+			if (strcmp(c->items[c->order[mid]].id, id) < 0)
+				lo = mid + 1;
+			else
+				hi = mid;
+		}
+		if (lo == c->n || strcmp(c->items[c->order[lo]].id, id))
+			continue;
+		if (row_entry(s, res, r, &c->out[c->order[lo]], err)) {
+			PQclear(res);
+			return SID_EFORMAT;
+		}
+		c->known[c->order[lo]] = 1;
+		rc++;
+	}
+	PQclear(res);
+	return rc;
+}
+
+static size_t first_count(const struct assign_ctx *c)
+{
+	size_t k = 0;
+	for (size_t i = 0; i < c->n; i++)
+		k += c->prev[i] < 0;
+	return k;
+}
+
+/* Phase 1, outside a transaction: are all ids known?  Then answer. */
 static int assign_known(struct pg *s, void *p, struct sid_error *err)
 {
 	struct assign_ctx *c = p;
-	for (size_t i = 0; i < c->n; i++) {
-		int rc = get_row(s, c->kind, c->items[i].id, &c->out[i], err);
-		if (rc == 0)
-			return NOT_ALL;
-		if (rc < 0)
-			return rc;
-	}
+	int rc = prefetch(s, c, err);
+	if (rc < 0)
+		return rc;
+	if ((size_t)rc != first_count(c))
+		return NOT_ALL;
+	for (size_t i = 0; i < c->n; i++)
+		if (c->prev[i] >= 0)
+			c->out[i] = c->out[c->prev[i]];
 	return 0;
+}
+
+/* Insert a new id at the smallest free suffix under its codes (the rule of
+ * sid__reg_gap, evaluated by the server in the same statement): 1 inserted
+ * (e->suffix set), 0 when a unique constraint said no, else an error. */
+static int insert_new(struct pg *s, struct sid_reg_entry *e, const uint8_t *codes, const float *emb,
+		      struct sid_error *err)
+{
+	struct params p = {0};
+	PGresult *res;
+	int rc;
+
+	p_int(&p, e->kind);
+	p_text(&p, e->id);
+	p_bytes(&p, codes, 4 * (size_t)e->L);
+	p_text(&p, e->model_version);
+	p_int(&p, e->created_ms);
+	p_int(&p, emb ? e->D : 0);
+	p_bytes(&p, emb, emb ? sizeof(float) * e->D : 0);
+	rc = pq_run(s, P_INSERT_NEW, &p, &res, err);
+	if (rc)
+		return rc;
+	rc = PQntuples(res) == 1;
+	if (rc)
+		e->suffix = getint(res, 0, 0);
+	PQclear(res);
+	return rc;
 }
 
 static int assign_body(struct pg *s, void *p, struct sid_error *err)
 {
 	struct assign_ctx *c = p;
 	int reassign = c->flags & SID_REG_REASSIGN, levels_ok = 0;
-	int rc = lock_batch(s, c->kind, c->items, NULL, c->n, c->L, err);
+	int rc = prefetch(s, c, err);
 
-	if (rc)
+	if (rc < 0)
 		return rc;
 	for (size_t i = 0; i < c->n; i++) {
 		struct sid_reg_entry *e = &c->out[i];
 		const struct sid_reg_item *it = &c->items[i];
 		uint8_t codes[SID__REG_CODES_BYTES];
-		int found;
+		int found = c->known[i];
 
+		if (c->prev[i] >= 0) { /* the state the earlier occurrence left */
+			*e = c->out[c->prev[i]];
+			e->created = e->moved = 0;
+			found = 1;
+		}
+		if (found && !reassign)
+			continue;
+		if (!levels_ok) {
+			rc = levels_ensure(s, c->kind, c->L, err);
+			if (rc == 2)
+				return sid_error_set_at(err, SID_EINVAL, (long)i,
+							"input %zu: the model gives %d levels; the "
+							"registry's %s IDs have %d",
+							i, c->L, sid_tower_name(c->kind),
+							s->levels[c->kind]);
+			if (rc)
+				return rc;
+			levels_ok = 1;
+		}
 		sid__reg_codes_pack(it->codes, c->L, codes);
-		for (;;) {
-			found = get_row(s, c->kind, it->id, e, err);
-			if (found < 0)
-				return found;
-			if (found && !reassign)
-				break;
-			if (!levels_ok) {
-				rc = levels_ensure(s, c->kind, c->L, err);
-				if (rc == 2)
-					return sid_error_set_at(
-					    err, SID_EINVAL, (long)i,
-					    "input %zu: the model gives %d levels; the registry's "
-					    "%s IDs have %d",
-					    i, c->L, sid_tower_name(c->kind), s->levels[c->kind]);
-				if (rc)
-					return rc;
-				levels_ok = 1;
-			}
-			if (found) {
-				int same = e->L == c->L &&
-					   !memcmp(e->codes, it->codes, sizeof(int32_t) * c->L);
-				if (!same) {
-					rc = free_suffix(s, c->kind, codes, c->L, &e->suffix, err);
-					if (rc)
-						return rc;
-				}
-				rc = update_row(s, c->kind, it->id, codes, c->L, e->suffix,
-						c->version, c->now_ms, it->emb, c->D, err);
-				if (rc) /* a unique violation here is a race: RETRY */
-					return rc;
-				e->moved = !same;
-				if (it->emb)
-					e->D = c->D;
-				break;
-			}
+		if (found) {
+			int same =
+			    e->L == c->L && !memcmp(e->codes, it->codes, sizeof(int32_t) * c->L);
+			if (!same && (rc = free_suffix(s, c->kind, codes, c->L, &e->suffix, err)))
+				return rc;
+			rc = update_row(s, c->kind, it->id, codes, c->L, e->suffix, c->version,
+					c->now_ms, it->emb, c->D, err);
+			if (rc) /* a unique violation here is a race: RETRY */
+				return rc;
+			e->moved = !same;
+			if (it->emb)
+				e->D = c->D;
+		} else {
 			memset(e, 0, sizeof(*e));
 			e->kind = c->kind;
 			strcpy(e->id, it->id);
 			e->L = c->L;
-			e->created_ms = e->updated_ms = c->now_ms;
+			e->created_ms = c->now_ms;
 			e->D = it->emb ? c->D : 0;
 			snprintf(e->model_version, sizeof(e->model_version), "%s", c->version);
-			rc = free_suffix(s, c->kind, codes, c->L, &e->suffix, err);
-			if (rc)
-				return rc;
-			rc = insert_row(s, e, codes, it->emb, err);
+			rc = insert_new(s, e, codes, it->emb, err);
 			if (rc < 0)
 				return rc;
-			if (rc == 1) {
-				e->created = 1;
-				break;
-			}
-			/* lost a race for the id or the slot: look again */
+			if (rc == 0) /* a writer without our locks got there first */
+				return RETRY;
+			e->created = 1;
 		}
 		e->L = c->L;
-		memcpy(e->codes, found && !reassign ? e->codes : it->codes, sizeof(int32_t) * c->L);
-		if (!found || reassign) {
-			e->updated_ms = c->now_ms;
-			snprintf(e->model_version, sizeof(e->model_version), "%s", c->version);
-		}
+		memcpy(e->codes, it->codes, sizeof(int32_t) * c->L);
+		e->updated_ms = c->now_ms;
+		snprintf(e->model_version, sizeof(e->model_version), "%s", c->version);
 	}
 	return 0;
 }
 
-static int pg_assign(struct sid_registry *r, int kind, const struct sid_reg_item *items, size_t n,
-		     int L, int D, const char *model_version, unsigned flags, int64_t now_ms,
-		     struct sid_reg_entry *out, struct sid_error *err)
+struct group {
+	struct assign_ctx *c; /* (nq) */
+	struct sid__reg_req *const *q;
+	size_t nq;
+	int *pending; /* (nq) 1: needs the write transaction, 2: answered by reads */
+	int *res;     /* (nq) its result inside the transaction */
+};
+
+/* The write transaction of a group: all locks at once, then each call
+ * under a savepoint so a call's own SID_EINVAL undoes only that call. */
+static int group_body(struct pg *s, void *p, struct sid_error *err)
 {
-	struct pg *s = (struct pg *)r;
-	struct assign_ctx c = {kind, items, n, L, D, model_version, flags, now_ms, out};
+	struct group *g = p;
+	size_t nkeys = 0;
+	int64_t *keys;
 	int rc;
 
-	if (!(flags & SID_REG_REASSIGN)) {
-		rc = with_retries(s, 0, assign_known, &c, err);
-		if (rc != NOT_ALL)
-			return rc;
+	for (size_t i = 0; i < g->nq; i++)
+		nkeys += g->pending[i] == 1 ? 2 * g->c[i].n : 0;
+	keys = malloc(sizeof(*keys) * (nkeys ? nkeys : 1));
+	if (!keys)
+		return sid_error_set(err, SID_ENOMEM, "registry: out of memory");
+	nkeys = 0;
+	for (size_t i = 0; i < g->nq; i++)
+		if (g->pending[i] == 1) {
+			batch_keys(g->c[i].kind, g->c[i].items, NULL, g->c[i].n, g->c[i].L,
+				   keys + nkeys);
+			nkeys += 2 * g->c[i].n;
+		}
+	rc = lock_keys(s, keys, nkeys, err);
+	free(keys);
+	for (size_t i = 0; !rc && i < g->nq; i++) {
+		if (g->pending[i] != 1)
+			continue;
+		g->res[i] = 0;
+		if ((rc = pq_exec(s, "SAVEPOINT call", err)))
+			break;
+		g->res[i] = assign_body(s, &g->c[i], &g->q[i]->err);
+		if (g->res[i] == SID_EINVAL) {
+			rc = pq_exec(s, "ROLLBACK TO SAVEPOINT call", err);
+		} else if (g->res[i]) {
+			rc = g->res[i];
+			*err = g->q[i]->err;
+		}
 	}
-	return with_retries(s, 1, assign_body, &c, err);
+	return rc;
+}
+
+static void pg_assign(struct sid_registry *r, struct sid__reg_req *const *q, size_t nq,
+		      int64_t now_ms)
+{
+	struct pg *s = (struct pg *)r;
+	struct group g = {.q = q, .nq = nq};
+	struct sid_error gerr;
+	size_t writers = 0;
+	int rc = 0;
+
+	sid_error_clear(&gerr);
+	g.c = calloc(nq, sizeof(*g.c));
+	g.pending = calloc(nq, sizeof(*g.pending));
+	g.res = calloc(nq, sizeof(*g.res));
+	if (!g.c || !g.pending || !g.res)
+		rc = sid_error_set(&gerr, SID_ENOMEM, "registry: out of memory");
+	for (size_t i = 0; !rc && i < nq; i++) {
+		struct assign_ctx *c = &g.c[i];
+		*c = (struct assign_ctx){.kind = q[i]->kind,
+					 .items = q[i]->items,
+					 .n = q[i]->n,
+					 .L = q[i]->L,
+					 .D = q[i]->D,
+					 .version = q[i]->version,
+					 .flags = q[i]->flags,
+					 .now_ms = now_ms,
+					 .out = q[i]->out};
+		c->order = malloc(c->n * sizeof(*c->order));
+		c->prev = malloc(c->n * sizeof(*c->prev));
+		c->known = malloc(c->n * sizeof(*c->known));
+		if (!c->order || !c->prev || !c->known) {
+			rc = sid_error_set(&gerr, SID_ENOMEM, "registry: out of memory");
+			break;
+		}
+		batch_index(c);
+		if (!(c->flags & SID_REG_REASSIGN)) {
+			int k = with_retries(s, 0, assign_known, c, &q[i]->err);
+			if (k != NOT_ALL) {
+				q[i]->rc = k;
+				g.pending[i] = 2;
+				continue;
+			}
+		}
+		g.pending[i] = 1;
+		writers++;
+	}
+	if (!rc && writers)
+		rc = with_retries(s, 1, group_body, &g, &gerr);
+	for (size_t i = 0; i < nq; i++) {
+		if (g.pending && g.pending[i] == 2)
+			continue; /* answered without a write */
+		if (rc) {
+			q[i]->rc = gerr.code;
+			q[i]->err = gerr;
+		} else {
+			q[i]->rc = g.res[i];
+		}
+	}
+	for (size_t i = 0; g.c && i < nq; i++) {
+		free(g.c[i].order);
+		free(g.c[i].prev);
+		free(g.c[i].known);
+	}
+	free(g.c);
+	free(g.pending);
+	free(g.res);
 }
 
 struct get_ctx {
@@ -922,8 +1153,14 @@ struct import_ctx {
 static int import_body(struct pg *s, void *p, struct sid_error *err)
 {
 	struct import_ctx *c = p;
-	int lrc = lock_batch(s, 0, NULL, c->e, c->n, 0, err);
+	int64_t *keys = malloc(sizeof(*keys) * 2 * (c->n ? c->n : 1));
+	int lrc;
 
+	if (!keys)
+		return sid_error_set(err, SID_ENOMEM, "registry: out of memory");
+	batch_keys(0, NULL, c->e, c->n, 0, keys);
+	lrc = lock_keys(s, keys, 2 * c->n, err);
+	free(keys);
 	if (lrc)
 		return lrc;
 	for (size_t i = 0; i < c->n; i++) {

@@ -319,31 +319,24 @@ static int assign_known(struct sq *s, int kind, const struct sid_reg_item *items
 	return 1;
 }
 
-static int sq_assign(struct sid_registry *r, int kind, const struct sid_reg_item *items, size_t n,
-		     int L, int D, const char *model_version, unsigned flags, int64_t now_ms,
-		     struct sid_reg_entry *out, struct sid_error *err)
+/* One call's inputs, inside the group's write transaction. */
+static int assign_call(struct sq *s, struct sid__reg_req *q, int64_t now_ms)
 {
-	struct sq *s = (struct sq *)r;
-	int reassign = flags & SID_REG_REASSIGN, levels_ok = 0, rc;
+	const struct sid_reg_item *items = q->items;
+	struct sid_reg_entry *out = q->out;
+	struct sid_error *err = &q->err;
+	const char *model_version = q->version;
+	int kind = q->kind, L = q->L, D = q->D;
+	int reassign = q->flags & SID_REG_REASSIGN, levels_ok = 0, rc = 0;
 
-	if (!reassign) {
-		rc = assign_known(s, kind, items, n, out, err);
-		if (rc)
-			return rc < 0 ? rc : 0;
-	}
-	rc = run(s, stmt(s, S_BEGIN), err, "begin");
-	if (rc)
-		return rc;
-	for (size_t i = 0; i < n; i++) {
+	for (size_t i = 0; i < q->n; i++) {
 		struct sid_reg_entry *e = &out[i];
 		uint8_t codes[SID__REG_CODES_BYTES];
 		sqlite3_int64 rid = 0;
 		int found = get_row(s, kind, items[i].id, e, &rid, err);
 
-		if (found < 0) {
-			rc = found;
-			goto fail;
-		}
+		if (found < 0)
+			return found;
 		if (found && !reassign)
 			continue;
 		if (!levels_ok) {
@@ -354,7 +347,7 @@ static int sq_assign(struct sid_registry *r, int kind, const struct sid_reg_item
 						      "registry's %s IDs have %d",
 						      i, L, sid_tower_name(kind), s->levels[kind]);
 			if (rc)
-				goto fail;
+				return rc;
 			levels_ok = 1;
 		}
 		sid__reg_codes_pack(items[i].codes, L, codes);
@@ -363,7 +356,7 @@ static int sq_assign(struct sid_registry *r, int kind, const struct sid_reg_item
 			int same = e->L == L && !memcmp(e->codes, items[i].codes, 4 * (size_t)L);
 			sqlite3_stmt *st;
 			if (!same && (rc = free_suffix(s, kind, codes, L, &e->suffix, err)))
-				goto fail;
+				return rc;
 			st = stmt(s, S_MOVE);
 			sqlite3_bind_int64(st, 1, rid);
 			sqlite3_bind_blob(st, 2, codes, 4 * L, SQLITE_STATIC);
@@ -386,7 +379,7 @@ static int sq_assign(struct sid_registry *r, int kind, const struct sid_reg_item
 			e->created = 1;
 		}
 		if (rc)
-			goto fail;
+			return rc;
 		if (found && items[i].emb) {
 			sqlite3_stmt *st = stmt(s, S_TOUCH);
 			sqlite3_bind_int64(st, 1, rid);
@@ -395,7 +388,7 @@ static int sq_assign(struct sid_registry *r, int kind, const struct sid_reg_item
 			if (!rc)
 				rc = emb_put(s, rid, items[i].emb, D, err);
 			if (rc)
-				goto fail;
+				return rc;
 			e->D = D;
 		}
 		e->L = L;
@@ -403,16 +396,77 @@ static int sq_assign(struct sid_registry *r, int kind, const struct sid_reg_item
 		e->updated_ms = now_ms;
 		snprintf(e->model_version, sizeof(e->model_version), "%s", model_version);
 	}
-	rc = run(s, stmt(s, S_COMMIT), err, "commit");
-	if (rc)
-		goto fail;
-	if (levels_ok)
-		s->levels[kind] = L;
 	return 0;
+}
+
+static void fail_all(struct sid__reg_req *const *q, size_t nq, const struct sid_error *err)
+{
+	for (size_t i = 0; i < nq; i++)
+		if (q[i]->rc == 1) {
+			q[i]->rc = err->code;
+			q[i]->err = *err;
+		}
+}
+
+/*
+ * A group of calls: answer the all-known ones from reads, then run the rest
+ * in one write transaction, each under a savepoint so one call's own error
+ * (a level mismatch) leaves the others in.  rc 1 marks "needs the write".
+ */
+static void sq_assign(struct sid_registry *r, struct sid__reg_req *const *q, size_t nq,
+		      int64_t now_ms)
+{
+	struct sq *s = (struct sq *)r;
+	struct sid_error gerr;
+	size_t writers = 0;
+	int rc;
+
+	for (size_t i = 0; i < nq; i++) {
+		q[i]->rc = 1;
+		if (!(q[i]->flags & SID_REG_REASSIGN)) {
+			rc = assign_known(s, q[i]->kind, q[i]->items, q[i]->n, q[i]->out,
+					  &q[i]->err);
+			if (rc) {
+				q[i]->rc = rc < 0 ? rc : 0;
+				continue;
+			}
+		}
+		writers++;
+	}
+	if (!writers)
+		return;
+	sid_error_clear(&gerr);
+	if ((rc = run(s, stmt(s, S_BEGIN), &gerr, "begin")))
+		goto fail;
+	for (size_t i = 0; i < nq; i++) {
+		if (q[i]->rc != 1)
+			continue;
+		if ((rc = exec(s, "SAVEPOINT call", &gerr, "savepoint")))
+			goto fail;
+		rc = assign_call(s, q[i], now_ms);
+		if (rc == SID_EINVAL) { /* this call's own fault: undo it alone */
+			q[i]->rc = rc;
+			if ((rc = exec(s, "ROLLBACK TO call", &gerr, "savepoint")))
+				goto fail;
+		} else if (rc) {
+			gerr = q[i]->err;
+			goto fail;
+		}
+		if ((rc = exec(s, "RELEASE call", &gerr, "savepoint")))
+			goto fail;
+	}
+	if ((rc = run(s, stmt(s, S_COMMIT), &gerr, "commit")))
+		goto fail;
+	for (size_t i = 0; i < nq; i++)
+		if (q[i]->rc == 1) {
+			q[i]->rc = 0;
+			s->levels[q[i]->kind] = q[i]->L;
+		}
+	return;
 fail:
 	rollback(s);
-	s->levels[kind] = 0;
-	return rc;
+	memset(s->levels, 0, sizeof(s->levels));
+	fail_all(q, nq, &gerr);
 }
 
 static int sq_get(struct sid_registry *r, int kind, const char *id, struct sid_reg_entry *out,
