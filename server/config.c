@@ -64,7 +64,7 @@ void srv_config_defaults(struct srv_config *c)
 	c->workers = ncpu > 0 ? (int)(ncpu > 64 ? 64 : ncpu) : 1;
 	c->http_threads = 1;
 	c->max_batch = 256;
-	c->max_delay_us = 500;
+	c->max_delay_us = 0;
 	c->queue_rows = 65536;
 	c->max_body_bytes = 64L << 20;
 	c->max_inputs = 4096;

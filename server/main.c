@@ -171,6 +171,14 @@ int main(int argc, char **argv)
 		srv_log(SRV_LOG_ERROR, "startup", "%s", err.msg);
 		return 2;
 	}
+	/* Catch the stop signals before the listening line tells anyone we are
+	 * up; they are handled once the loop runs. */
+	uv_signal_init(s.loop, &s.sigterm);
+	uv_signal_init(s.loop, &s.sigint);
+	uv_timer_init(s.loop, &s.drain);
+	s.sigterm.data = s.sigint.data = s.drain.data = &s;
+	uv_signal_start(&s.sigterm, on_stop_signal, SIGTERM);
+	uv_signal_start(&s.sigint, on_stop_signal, SIGINT);
 	hd.cfg = &s.cfg;
 	hd.metrics = &s.metrics;
 	hd.reload = s.reload;
@@ -179,12 +187,6 @@ int main(int argc, char **argv)
 		fprintf(stderr, "semid-server: %s\n", err.msg);
 		return 2;
 	}
-	uv_signal_init(s.loop, &s.sigterm);
-	uv_signal_init(s.loop, &s.sigint);
-	uv_timer_init(s.loop, &s.drain);
-	s.sigterm.data = s.sigint.data = s.drain.data = &s;
-	uv_signal_start(&s.sigterm, on_stop_signal, SIGTERM);
-	uv_signal_start(&s.sigint, on_stop_signal, SIGINT);
 
 	uv_run(s.loop, UV_RUN_DEFAULT);
 

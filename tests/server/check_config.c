@@ -33,7 +33,7 @@ START_TEST(test_defaults)
 	srv_config_defaults(&c);
 	ck_assert_str_eq(c.listen, "127.0.0.1:8080");
 	ck_assert_int_eq(c.max_batch, 256);
-	ck_assert_int_eq(c.max_delay_us, 500);
+	ck_assert_int_eq(c.max_delay_us, 0);
 	ck_assert_int_eq(c.watch, 1);
 	ck_assert_int_eq(c.allow_empty, 0);
 	ck_assert_int_ge(c.workers, 1);
