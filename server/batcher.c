@@ -55,6 +55,7 @@ struct srv_batcher {
 	int next_tower; /* round robin between towers */
 	double armed;	/* deadline the timerfd is set to (0: disarmed) */
 	int handles_open;
+	uv_work_t warm; /* starts the pool threads before the first request */
 };
 
 static pthread_key_t ws_key;
@@ -472,6 +473,18 @@ void srv_batcher_flush(struct srv_batcher *b)
 	schedule(b);
 }
 
+static void warm_cb(uv_work_t *w)
+{
+	(void)w;
+	thread_ws();
+}
+
+static void warm_after_cb(uv_work_t *w, int status)
+{
+	(void)w;
+	(void)status;
+}
+
 int srv_batcher_new(uv_loop_t *loop, const struct srv_batcher_opts *opts, struct srv_batcher **out,
 		    struct sid_error *err)
 {
@@ -509,6 +522,9 @@ int srv_batcher_new(uv_loop_t *loop, const struct srv_batcher_opts *opts, struct
 	b->poll.data = b;
 	uv_poll_start(&b->poll, UV_READABLE, on_timer);
 	b->handles_open = 2;
+	/* libuv starts its pool on first use: do that now, not on the first
+	 * request (it cost that request milliseconds). */
+	uv_queue_work(loop, &b->warm, warm_cb, warm_after_cb);
 	*out = b;
 	return 0;
 }
