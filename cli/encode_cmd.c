@@ -415,6 +415,17 @@ static int input_status(int rc)
 	return rc == SID_ENOMEM ? CLI_EXIT_IO : CLI_EXIT_INPUT;
 }
 
+/* Auto mode draws the bar only on a terminal, and not over TSV rows that are
+ * going to the same terminal. */
+static int progress_wanted(const struct cli_encode_opts *o, const struct sink *k)
+{
+	if (o->progress != CLI_PROGRESS_AUTO)
+		return o->progress == CLI_PROGRESS_ALWAYS;
+	if (!isatty(STDERR_FILENO))
+		return 0;
+	return !(k->kind == OUT_TSV_STDOUT && isatty(fileno(k->fp)));
+}
+
 /* Stops the workers (if any started) and waits for them. */
 static void pipeline_join(struct pipeline *p, struct worker *w, int T)
 {
@@ -516,10 +527,7 @@ static int run_pipeline(const struct cli_encode_opts *o, const struct sid_npy *i
 		w[i].started = 1;
 	}
 
-	cli_progress_begin(&bar,
-			   o->progress == CLI_PROGRESS_ALWAYS ||
-			       (o->progress == CLI_PROGRESS_AUTO && isatty(STDERR_FILENO)),
-			   in->rows, stderr);
+	cli_progress_begin(&bar, progress_wanted(o, k), in->rows, stderr);
 	for (b = 0; b < p.n_batches; b++) {
 		struct slot *s = &p.slots[b % p.n_slots];
 		size_t row0 = b * B, n = in->rows - row0 < B ? in->rows - row0 : B;
