@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "check_main.h"
 #include "../../server/api.h"
 
 START_TEST(test_error_mapping)
@@ -418,14 +419,8 @@ START_TEST(test_float_roundtrip)
 }
 END_TEST
 
-int main(void)
+static void add_tests(TCase *tc)
 {
-	Suite *s = suite_create("api");
-	TCase *tc = tcase_create("api");
-	SRunner *sr;
-	int failed;
-
-	tcase_set_timeout(tc, 30);
 	tcase_add_test(tc, test_error_mapping);
 	tcase_add_test(tc, test_error_body);
 	tcase_add_test(tc, test_base64);
@@ -436,10 +431,9 @@ int main(void)
 	tcase_add_test(tc, test_fast_numbers);
 	tcase_add_test(tc, test_response);
 	tcase_add_test(tc, test_float_roundtrip);
-	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+}
+
+int main(void)
+{
+	return srv_check_run("api", add_tests);
 }

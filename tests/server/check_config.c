@@ -5,6 +5,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "check_main.h"
 #include "../../server/config.h"
 #include "../../server/log.h"
 
@@ -201,14 +202,8 @@ START_TEST(test_usage_lists_every_flag)
 }
 END_TEST
 
-int main(void)
+static void add_tests(TCase *tc)
 {
-	Suite *s = suite_create("config");
-	TCase *tc = tcase_create("config");
-	SRunner *sr;
-	int failed;
-
-	tcase_set_timeout(tc, 30);
 	tcase_add_test(tc, test_defaults);
 	tcase_add_test(tc, test_flags);
 	tcase_add_test(tc, test_flag_errors);
@@ -217,10 +212,9 @@ int main(void)
 	tcase_add_test(tc, test_validate);
 	tcase_add_test(tc, test_example_config);
 	tcase_add_test(tc, test_usage_lists_every_flag);
-	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+}
+
+int main(void)
+{
+	return srv_check_run("config", add_tests);
 }

@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "check_main.h"
 #include "../../server/log.h"
 #include "../../server/metrics.h"
 
@@ -204,23 +205,16 @@ START_TEST(test_log_truncation)
 }
 END_TEST
 
-int main(void)
+static void add_tests(TCase *tc)
 {
-	Suite *s = suite_create("metrics");
-	TCase *tc = tcase_create("metrics");
-	SRunner *sr;
-	int failed;
-
-	tcase_set_timeout(tc, 30);
 	tcase_add_test(tc, test_hist_render);
 	tcase_add_test(tc, test_entropy);
 	tcase_add_test(tc, test_render);
 	tcase_add_test(tc, test_logfmt);
 	tcase_add_test(tc, test_log_truncation);
-	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+}
+
+int main(void)
+{
+	return srv_check_run("metrics", add_tests);
 }
