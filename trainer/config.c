@@ -39,6 +39,8 @@ static const struct key keys[] = {
     {"progress", K_BOOL, OFF(progress), 0, "progress bar on a terminal [true]"},
     {"stop_after", K_INT, OFF(stop_after), 0,
      "stop after N epochs in all (checkpoint written, no publish; resume later)"},
+    {"max_steps", K_INT, OFF(max_steps), 0,
+     "benchmark: time N steps of one epoch, then exit writing nothing"},
 };
 #define N_KEYS (sizeof(keys) / sizeof(keys[0]))
 

@@ -35,6 +35,8 @@ struct tr_config {
 	int progress;		 /* progress bar when stderr is a terminal (1) */
 	int stop_after;		 /* stop once this many epochs are done (checkpoint, no
 				    publish; 0 = run to the end): a time budget, resume later */
+	int max_steps;		 /* benchmark: stop after this many steps of the first epoch
+				    run, print the timing, write nothing (0 = off) */
 	struct das_config das;	 /* everything else */
 };
 

@@ -371,6 +371,7 @@ static void progress_bar(int epoch, int total, size_t b, size_t nb, double t0)
 	fflush(stderr);
 }
 
+/* One epoch; 0, 1 when --max-steps ended it early, or a negative code. */
 static int run_epoch(struct run *r, int e, int tty, struct sid_error *err)
 {
 	size_t nb = tr_batcher_count(&r->bt);
@@ -407,6 +408,17 @@ static int run_epoch(struct run *r, int e, int tty, struct sid_error *err)
 			return rc;
 		}
 		losses_add(&acc, &l, L);
+		if (r->cfg->max_steps > 0 && b + 1 >= (size_t)r->cfg->max_steps) {
+			double dt = now_s() - t0;
+			if (tty)
+				fprintf(stderr, "\r\033[K");
+			fprintf(stderr,
+				"benchmark: %zu steps in %.2fs (%.4f s/step, loss %.4f); a full "
+				"epoch of %zu steps: about %.1fs\n",
+				b + 1, dt, dt / (double)(b + 1), acc.total / (double)(b + 1), nb,
+				dt / (double)(b + 1) * (double)nb);
+			return 1;
+		}
 		if (tty && (b % (nb / 100 + 1) == 0 || b + 1 == nb))
 			progress_bar(e + 1, r->total_epochs, b, nb, t0);
 	}
@@ -637,6 +649,10 @@ int tr_train_run(const struct tr_config *cfg, int resume, struct sid_error *err)
 		rc = run_epoch(&r, e, tty, err);
 		if (rc < 0)
 			goto fail;
+		if (rc == 1) { /* --max-steps: timed, nothing to write */
+			rc = 0;
+			goto fail;
+		}
 		r.epochs_done = e + 1;
 		rc = ckpt_write(&r, ckpt, err);
 		if (rc < 0)

@@ -1,0 +1,176 @@
+#!/usr/bin/python3
+"""Training benchmarks for semid-train (`make bench-train`).
+
+1. lastfm-2k, the issue's reference setting (3 x 64, E 32, hidden 256-128,
+   batch 1024): seconds per epoch for das / rqvae / two-stage (joint phase),
+   with all cores and with one OpenBLAS thread.
+2. The share of time in sgemm: `perf record` over one das epoch, samples
+   whose symbol is an OpenBLAS sgemm routine (kernel, copies, beta) against
+   all samples of the process.
+3. Scale: `semid-train gen` at 1M items, 1M users, 20M clicks (D 64), its
+   time and peak memory; then das training on it for --scale-steps steps of
+   the first epoch (`--max-steps`: a fraction of an epoch, timed, the full
+   epoch extrapolated), with the peak memory of the whole process (data,
+   model, Adam state) from /usr/bin/time.
+
+The markdown goes between <!-- bench-train:begin/end --> in --out.
+
+usage: bench_train.py --bin BIN --data LASTFM_DIR --work DIR [--out FILE]
+                      [--scale-steps N] [--skip-scale]
+"""
+import argparse
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import time
+
+REF = ["--levels", "3", "--codebook-size", "64", "--latent-dim", "32", "--hidden", "256,128",
+       "--batch-size", "1024", "--no-progress", "--no-eval"]
+
+
+def sh(cmd, env=None):
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                       env=dict(os.environ, **(env or {})))
+    if p.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)}: exit {p.returncode}\n{p.stderr[-2000:]}")
+    return p
+
+
+def epoch_secs(stderr):
+    return [float(m.group(1)) for m in
+            re.finditer(r"^epoch \d+/\d+ joint .* ([0-9.]+)s$", stderr, re.M)]
+
+
+def max_rss_mb(stderr):
+    m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", stderr)
+    return int(m.group(1)) / 1024 if m else float("nan")
+
+
+def lastfm_args(args, out):
+    d = args.data
+    return [os.path.join(args.bin, "semid-train"), "--items", f"{d}/items.npy", "--users",
+            f"{d}/users.npy", "--train", f"{d}/train.tsv", "--cold-items",
+            f"{d}/cold_items.txt", "--out", out] + REF
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", required=True)
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--work", required=True)
+    ap.add_argument("--out", default="bench/RESULTS-train.md")
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--scale-steps", type=int, default=100)
+    ap.add_argument("--skip-scale", action="store_true")
+    args = ap.parse_args()
+    os.makedirs(args.work, exist_ok=True)
+    out = os.path.join(args.work, "bench.st")
+    lines = []
+    cpu = sh(["bash", "-c", "lscpu | grep 'Model name'"]).stdout.split(":")[-1].strip()
+    load = os.getloadavg()[0]
+
+    # 1. time per epoch
+    rows = []
+    for mode in ("das", "rqvae", "two-stage"):
+        for threads in (0, 1):
+            a = lastfm_args(args, out) + ["--mode", mode, "--epochs", str(args.epochs),
+                                          "--icdm-epochs", "1", "--seed", "1"]
+            if threads:
+                a += ["--threads", str(threads)]
+            p = sh(a)
+            s = epoch_secs(p.stderr)
+            rows.append((mode, threads or os.cpu_count(), statistics.mean(s)))
+            print(f"{mode} threads={threads or 'all'}: {s}", flush=True)
+    lines.append(f"### Time per epoch, lastfm-2k (1425 items, 1858 users, 40367 clicks, "
+                 f"39 steps of 1024)\n")
+    lines.append("| mode | OpenBLAS threads | s / epoch (joint phase, mean of "
+                 f"{args.epochs}) |\n|---|---|---|")
+    for mode, th, s in rows:
+        lines.append(f"| {mode} | {th} | {s:.2f} |")
+
+    # 2. sgemm share under perf
+    perf = shutil.which("perf")
+    if perf:
+        pdata = os.path.join(args.work, "perf.data")
+        a = [perf, "record", "-F", "499", "-o", pdata, "--"] + lastfm_args(args, out) + [
+            "--mode", "das", "--epochs", "1", "--seed", "1"]
+        sh(a)
+        rep = sh([perf, "report", "-i", pdata, "--stdio", "--no-children", "--sort",
+                  "dso,sym"]).stdout
+        share = {}
+        total = 0.0
+        for m in re.finditer(r"^\s+([0-9.]+)%\s+(\S+)\s+\[.\]\s+(\S+)", rep, re.M):
+            pct, dso, sym = float(m.group(1)), m.group(2), m.group(3)
+            total += pct
+            key = ("sgemm" if "sgemm" in sym else
+                   "other OpenBLAS" if "openblas" in dso else
+                   "semid-train" if "semid-train" in dso else
+                   "libm" if dso.startswith("libm") else "other")
+            share[key] = share.get(key, 0) + pct
+        top = [l for l in rep.splitlines() if re.match(r"^\s+[0-9.]+%", l)][:8]
+        lines.append("\n### Where one das epoch spends its time (perf, 499 Hz)\n")
+        lines.append("| part | share of samples |\n|---|---|")
+        for k in ("sgemm", "other OpenBLAS", "semid-train", "libm", "other"):
+            if k in share:
+                lines.append(f"| {k} | {share[k]:.1f}% |")
+        lines.append("\nTop symbols:\n```\n" + "\n".join(t.rstrip() for t in top) + "\n```")
+    else:
+        lines.append("\n(perf not installed: no sgemm share)")
+
+    # 3. scale
+    if not args.skip_scale:
+        sdir = os.path.join(args.work, "scale")
+        t0 = time.time()
+        if not os.path.exists(os.path.join(sdir, "cold_test.tsv")):
+            p = sh(["/usr/bin/time", "-v", os.path.join(args.bin, "semid-train"), "gen",
+                    "--out", sdir, "--items", "1000000", "--users", "1000000",
+                    "--interactions", "20000000", "--dim", "64", "--seed", "1"])
+            gen_s, gen_mb = time.time() - t0, max_rss_mb(p.stderr)
+            gen_note = p.stdout.strip()
+        else:
+            gen_s, gen_mb, gen_note = float("nan"), float("nan"), "(existing data reused)"
+        a = ["/usr/bin/time", "-v", os.path.join(args.bin, "semid-train"), "--items",
+             f"{sdir}/items.npy", "--users", f"{sdir}/users.npy", "--train",
+             f"{sdir}/train.tsv", "--cold-items", f"{sdir}/cold_items.txt", "--out",
+             os.path.join(sdir, "scale.st"), "--mode", "das", "--epochs", "1",
+             "--max-steps", str(args.scale_steps), "--seed", "1"] + REF
+        t0 = time.time()
+        p = sh(a)
+        wall = time.time() - t0
+        m = re.search(r"benchmark: (\d+) steps in ([0-9.]+)s \(([0-9.]+) s/step.*"
+                      r"epoch of (\d+) steps: about ([0-9.]+)s", p.stderr)
+        steps, st_s, per, n_ep, ep_s = m.groups()
+        lines.append("\n### Scale: 1M items, 1M users, 20M clicks (synthetic, D 64)\n")
+        lines.append(f"`semid-train gen --items 1000000 --users 1000000 --interactions 20000000 "
+                     f"--dim 64 --seed 1`: {gen_s:.1f} s, peak RSS {gen_mb:.0f} MB; "
+                     f"{gen_note}\n")
+        lines.append("| what | figure |\n|---|---|")
+        lines.append(f"| steps timed (fraction of epoch 1) | {steps} of {n_ep} "
+                     f"({int(steps) / int(n_ep) * 100:.1f}%) |")
+        lines.append(f"| time per step (batch 1024) | {float(per):.3f} s |")
+        lines.append(f"| one epoch, extrapolated | {float(ep_s) / 60:.1f} min |")
+        lines.append(f"| load + index + k-means init (wall minus steps) | "
+                     f"{wall - float(st_s):.1f} s |")
+        lines.append(f"| peak RSS of the training process | {max_rss_mb(p.stderr):.0f} MB |")
+    body = (f"<!-- bench-train:begin -->\n## Training benchmarks\n\n"
+            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {cpu}, {os.cpu_count()} "
+            f"cores shared with other jobs (load average {load:.1f} at the start), "
+            f"`make bench-train`.\n\n" + "\n".join(lines) + "\n<!-- bench-train:end -->\n")
+    text = ""
+    if os.path.exists(args.out):
+        with open(args.out) as f:
+            text = f.read()
+    if "<!-- bench-train:begin -->" in text:
+        text = re.sub(r"<!-- bench-train:begin -->.*<!-- bench-train:end -->\n",
+                      lambda _: body, text, flags=re.S)
+    else:
+        text = text + ("\n" if text else "") + body
+    with open(args.out, "w") as f:
+        f.write(text)
+    print(body)
+
+
+if __name__ == "__main__":
+    main()
