@@ -14,6 +14,7 @@
  */
 #include "registry.h"
 
+#include <pthread.h>
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
@@ -85,7 +86,93 @@ struct sq {
 	sqlite3 *db;
 	sqlite3_stmt *st[S_COUNT];
 	int levels[SID_TOWER_COUNT]; /* cached once known (they never change) */
+	/* background checkpointer: its own connection, woken by the WAL hook */
+	sqlite3 *ck_db;
+	pthread_t ck_thread;
+	pthread_mutex_t ck_lock;
+	pthread_cond_t ck_cond;
+	int ck_running, ck_wanted, ck_stop;
 };
+
+/*
+ * Checkpoints run off the commit path: the main connection's automatic
+ * checkpoint is off, and after a commit that leaves CKPT_PAGES or more in the
+ * WAL the hook wakes this thread, which copies the WAL into the file with a
+ * PASSIVE checkpoint on its own connection (never blocking writers).  Should
+ * the WAL still reach CKPT_HARD pages, the committing thread checkpoints
+ * itself, so the WAL stays bounded.
+ */
+#define CKPT_PAGES 1000
+#define CKPT_HARD  (64 * CKPT_PAGES)
+
+static void *ckpt_main(void *p)
+{
+	struct sq *s = p;
+	pthread_mutex_lock(&s->ck_lock);
+	for (;;) {
+		while (!s->ck_wanted && !s->ck_stop)
+			pthread_cond_wait(&s->ck_cond, &s->ck_lock);
+		if (s->ck_stop)
+			break;
+		s->ck_wanted = 0;
+		pthread_mutex_unlock(&s->ck_lock);
+		sqlite3_wal_checkpoint_v2(s->ck_db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+		pthread_mutex_lock(&s->ck_lock);
+	}
+	pthread_mutex_unlock(&s->ck_lock);
+	return NULL;
+}
+
+static int wal_hook(void *p, sqlite3 *db, const char *name, int pages)
+{
+	struct sq *s = p;
+	if (pages >= CKPT_HARD)
+		sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+	else if (pages >= CKPT_PAGES) {
+		pthread_mutex_lock(&s->ck_lock);
+		s->ck_wanted = 1;
+		pthread_cond_signal(&s->ck_cond);
+		pthread_mutex_unlock(&s->ck_lock);
+	}
+	return SQLITE_OK;
+}
+
+/* Start the checkpointer; without it SQLite's automatic checkpoint stays on. */
+static void ckpt_start(struct sq *s)
+{
+	pthread_mutex_init(&s->ck_lock, NULL);
+	pthread_cond_init(&s->ck_cond, NULL);
+	if (sqlite3_open_v2(s->base.label, &s->ck_db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
+			    NULL) != SQLITE_OK) {
+		sqlite3_close(s->ck_db);
+		s->ck_db = NULL;
+		return;
+	}
+	sqlite3_busy_timeout(s->ck_db, BUSY_MS);
+	if (pthread_create(&s->ck_thread, NULL, ckpt_main, s)) {
+		sqlite3_close(s->ck_db);
+		s->ck_db = NULL;
+		return;
+	}
+	s->ck_running = 1;
+	sqlite3_wal_autocheckpoint(s->db, 0);
+	sqlite3_wal_hook(s->db, wal_hook, s);
+}
+
+static void ckpt_stop(struct sq *s)
+{
+	if (!s->ck_running)
+		return;
+	pthread_mutex_lock(&s->ck_lock);
+	s->ck_stop = 1;
+	pthread_cond_signal(&s->ck_cond);
+	pthread_mutex_unlock(&s->ck_lock);
+	pthread_join(s->ck_thread, NULL);
+	sqlite3_close(s->ck_db);
+	s->ck_running = 0;
+	pthread_mutex_destroy(&s->ck_lock);
+	pthread_cond_destroy(&s->ck_cond);
+}
 
 /* Map a SQLite result code to a SID_E* code and a message naming the file. */
 static int sq_fail(struct sq *s, int rc, struct sid_error *err, const char *what)
@@ -660,6 +747,7 @@ fail:
 static void sq_close(struct sid_registry *r)
 {
 	struct sq *s = (struct sq *)r;
+	ckpt_stop(s);
 	for (int i = 0; i < S_COUNT; i++)
 		sqlite3_finalize(s->st[i]);
 	sqlite3_close(s->db);
@@ -825,6 +913,8 @@ int sid__reg_sqlite_open(const char *path, unsigned flags, struct sid_registry *
 			goto fail;
 		}
 	}
+	if (!readonly)
+		ckpt_start(s);
 	*out = &s->base;
 	return 0;
 fail:
