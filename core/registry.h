@@ -47,7 +47,10 @@
  * transaction (group commit: one fsync for many calls, each call still
  * answered on its own).  Other handles, threads or processes may use the same
  * store at once (SQLite serialises writers on its file lock; PostgreSQL runs
- * them concurrently).
+ * them concurrently).  A SQLite handle runs a background thread that
+ * checkpoints the WAL (so commits do not pay for it); like any SQLite
+ * connection, a handle must not be carried across fork() - open it in the
+ * process that uses it.
  */
 #ifndef SID_REGISTRY_H
 #define SID_REGISTRY_H
