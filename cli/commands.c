@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "model.h"
+#include "registry_cmd.h"
 
 static const char usage_main[] =
     "usage: semid <command> [options]\n"
@@ -18,12 +19,15 @@ static const char usage_main[] =
     "commands:\n"
     "  inspect MODEL          print a JSON summary of a model file, or why it is invalid\n"
     "  encode [options]       turn a .npy of embeddings into semantic IDs\n"
+    "  registry <command>     the durable ID registry: assign, export, import, stats,\n"
+    "                         diff, get, sid, list ('semid help registry')\n"
     "  version                print the program and model-format versions\n"
     "  help [COMMAND]         this text, or the help of one command\n"
     "\n"
     "exit status: 0 ok, 1 internal or I/O error (e.g. cannot write the output),\n"
     "             2 bad usage or bad input (missing or malformed model or data file,\n"
-    "               wrong shape or dtype, a non-finite value)\n"
+    "               wrong shape or dtype, a non-finite value),\n"
+    "             3 registry import finished but some lines conflicted\n"
     "\n"
     "Run 'semid help encode' for the encode options.\n";
 
@@ -174,6 +178,10 @@ static int cmd_help(int argc, char **argv)
 		fputs(usage_inspect, stdout);
 		return CLI_EXIT_OK;
 	}
+	if (strcmp(argv[0], "registry") == 0) {
+		char *args[] = {"registry", "--help", NULL};
+		return cli_registry_main(2, args);
+	}
 	if (strcmp(argv[0], "version") == 0 || strcmp(argv[0], "help") == 0) {
 		fputs(usage_main, stdout);
 		return CLI_EXIT_OK;
@@ -195,6 +203,8 @@ int cli_main(int argc, char **argv)
 		return cmd_inspect(argc - 2, argv + 2);
 	if (strcmp(cmd, "encode") == 0)
 		return cmd_encode(argc - 2, argv + 2);
+	if (strcmp(cmd, "registry") == 0)
+		return cli_registry_main(argc - 1, argv + 1);
 	if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0)
 		return cmd_version();
 	if (strcmp(cmd, "help") == 0)

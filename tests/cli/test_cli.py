@@ -378,6 +378,13 @@ class CliTest(unittest.TestCase):
             for opt in ("--model", "--tower", "--input", "--output", "--batch", "--threads",
                         "--top-k", "--format"):
                 self.assertIn(opt, out)
+        # registry is dispatched to cli/registry_cmd.c
+        for args in (["help", "registry"], ["registry", "--help"]):
+            p = run(*args)
+            self.assertEqual(p.returncode, 0)
+            self.assertIn(b"usage: semid registry", p.stdout)
+            self.assertIn(b"assign", p.stdout)
+        self.assertEqual(run("registry").returncode, 2)
         p = run("help", "inspect")
         self.assertEqual(p.returncode, 0)
         self.assertIn(b"semid inspect MODEL", p.stdout)
