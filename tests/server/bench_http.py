@@ -56,7 +56,7 @@ def wrk(port, body_file, lua, conns, secs):
     lat = {k: to_ms(v) for k, v in re.findall(r"^\s+(50|99)%\s+(\S+)", out, re.M)}
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     errs = re.search(r"Socket errors: (.*)", out)
-    return {"rps": rps, "p50": lat["50"], "p99": lat["99"],
+    return {"rps": rps, "p50": lat["50"], "p99": lat["99"], "load": os.getloadavg()[0],
             "non2xx": int(bad.group(1)) if bad else 0, "sockerr": errs.group(1) if errs else ""}
 
 
@@ -181,19 +181,22 @@ def main():
                args.workers)
     out.append("- `vs in-process` = HTTP items/s / in-process items/s at batch 64; "
                "`batch` = mean rows per encode batch the server formed during the run "
-               "(semid_batch_size _sum/_count).\n")
+               "(semid_batch_size _sum/_count); `load avg` = the machine's 1-minute load "
+               "average after the run (2 cores: above 2 means other work competed for them).\n")
     for D in shapes:
         rs = [r for r in lines if r["D"] == D]
         out.append("## %d-d model\n" % D)
         out.append("In-process: %.0f items/s at batch 64, %.0f items/s at batch 1.\n" % (
             rs[0]["inproc64"], rs[0]["inproc1"]))
         out.append("| items/request | body | conc. | req/s | items/s | p50 ms | p99 ms | batch "
-                   "| vs in-process | non-2xx |")
-        out.append("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+                   "| vs in-process | non-2xx | load avg |")
+        out.append("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         for r in rs:
-            out.append("| %d | %s (%d B) | %d | %.0f | %.0f | %.2f | %.2f | %.1f | %.0f%% | %d |" % (
-                r["items"], r["fmt"], r["size"], r["conns"], r["rps"], r["ips"], r["p50"],
-                r["p99"], r["batch"], 100 * r["frac"], r["non2xx"]))
+            out.append("| %d | %s (%d B) | %d | %.0f | %.0f | %.2f | %.2f | %.1f | %.0f%% | %d | "
+                       "%.1f |" % (
+                           r["items"], r["fmt"], r["size"], r["conns"], r["rps"], r["ips"],
+                           r["p50"], r["p99"], r["batch"], 100 * r["frac"], r["non2xx"],
+                           r["load"]))
         out.append("")
     out.append("## Swap under load\n")
     out.append("1-item base64 requests at concurrency 64, %d s, while a new model file is "

@@ -127,11 +127,12 @@ class TestHotSwap(unittest.TestCase):
         self.assertGreater(stats["ok"], 50, "too few requests to mean anything")
         ok, err = (m['semid_model_reloads_total{result="success"}'],
                    m['semid_model_reloads_total{result="error"}'])
-        # Most replacements were seen as their own reload (debounce 20 ms,
-        # 60 ms apart), both kinds happened, and the last good one serves.
-        self.assertGreaterEqual(ok + err, REPLACEMENTS // 2)
-        self.assertGreaterEqual(err, 4)
-        self.assertGreaterEqual(ok, 8)
+        # Many replacements were seen as their own reload (debounce 20 ms,
+        # 60 ms apart; a loaded machine may fold some together), both kinds
+        # happened, and the last good one serves.
+        self.assertGreaterEqual(ok + err, REPLACEMENTS // 3)
+        self.assertGreaterEqual(err, 3)
+        self.assertGreaterEqual(ok, 6)
         print("\n  %d requests in %.1f s over %d reloads (%d rejected files)"
               % (stats["ok"], elapsed, ok + err, err), file=sys.stderr)
 
