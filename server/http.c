@@ -468,8 +468,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	}
 	if (q->state == REQ_READY || q->state == REQ_GET) {
 		if (*upload_size) {
-			*upload_size = 0; /* a body nobody asked for: dropped */
-			return MHD_YES;
+			/* A body nobody asked for: dropped, and not without end. */
+			q->seen += *upload_size;
+			*upload_size = 0;
+			return q->seen > (size_t)h->d.cfg->max_body_bytes ? MHD_NO : MHD_YES;
 		}
 		if (q->state == REQ_READY)
 			return send_response(q);
