@@ -2,12 +2,12 @@
  * mlp.c - deterministic panel GEMM with fused bias + activation; see mlp.h
  * for the layout and the fixed evaluation order every path follows.
  *
- * Two implementations of the same arithmetic: an AVX-512 micro-kernel (used
- * when the CPU has it) and portable C (compiled twice: with AVX2+FMA for CPUs
- * that have those, and plain).  Both compute each element as the chain
- * acc = fmaf(w[k], x[k], acc) in k order, so they agree to the bit; fmaf in
- * the plain build is the correctly rounded libm function, and GCC turns it
- * into a vfmadd instruction where FMA is enabled.
+ * Three implementations of the same arithmetic, picked at run time: AVX-512
+ * micro-kernels (a row-vectorised one, and an output-vectorised one for a
+ * few rows), an AVX2+FMA micro-kernel, and portable C.  All compute each
+ * element as the chain acc = fmaf(w[k], x[k], acc) in k order, so they agree
+ * to the bit; fmaf in the portable build is the correctly rounded libm
+ * function (slow without hardware FMA, but exact).
  */
 #include "mlp.h"
 
@@ -83,57 +83,47 @@ static void act_tile(enum sid_act act, float *y, int nr)
 
 /*
  * One panel, features j0 .. j0+nr-1 (nr <= 4).  The weights come either from
- * a packed block (wp != NULL: (k, NR), column jj) or from rows of w.
+ * a packed block (wp != NULL: (k, NR), columns jo..) or from rows of w.
  */
-#define GENERIC_BODY                                                                               \
-	{                                                                                          \
-		float acc[4][SID__LANES];                                                          \
-		const float *wr[4];                                                                \
-		memset(acc, 0, sizeof(acc));                                                       \
-		for (int jj = 0; jj < 4; jj++)                                                     \
-			wr[jj] = w + (size_t)(j0 + (jj < nr ? jj : 0)) * k;                        \
-		for (int kk = 0; kk < k; kk++) {                                                   \
-			const float *xv = x + (size_t)kk * SID__LANES;                             \
-			for (int jj = 0; jj < 4; jj++) {                                           \
-				float wv = wp ? wp[(size_t)kk * SID__NR + jo + jj] : wr[jj][kk];   \
-				for (int l = 0; l < SID__LANES; l++)                               \
-					acc[jj][l] = fmaf(wv, xv[l], acc[jj][l]);                  \
-			}                                                                          \
-		}                                                                                  \
-		for (int jj = 0; jj < nr; jj++) {                                                  \
-			float bv = b ? b[j0 + jj] : 0.0f;                                          \
-			float *yo = y + (size_t)(j0 + jj) * SID__LANES;                            \
-			for (int l = 0; l < SID__LANES; l++) {                                     \
-				float v = acc[jj][l] + bv;                                         \
-				yo[l] = act == SID_ACT_RELU ? (v > 0.0f ? v : 0.0f) : v;           \
-			}                                                                          \
-			if (act != SID_ACT_RELU && act != SID_ACT_IDENTITY)                        \
-				act_tile(act, yo, 1);                                              \
-		}                                                                                  \
-	}
-
-/* @wp: packed block of this j0 (or NULL); @jo: column offset inside it. */
 static void generic_tile(const float *w, const float *wp, int jo, const float *b, enum sid_act act,
-			 int k, int j0, int nr, const float *x, float *y) GENERIC_BODY
+			 int k, int j0, int nr, const float *x, float *y)
+{
+	float acc[4][SID__LANES];
+	const float *wr[4];
 
-#ifdef SID_HAVE_X86
-    __attribute__((target("avx2,fma"))) static void generic_tile_avx2(
-	const float *w, const float *wp, int jo, const float *b, enum sid_act act, int k, int j0,
-	int nr, const float *x, float *y) GENERIC_BODY
-#endif
+	memset(acc, 0, sizeof(acc));
+	for (int jj = 0; jj < 4; jj++)
+		wr[jj] = w + (size_t)(j0 + (jj < nr ? jj : 0)) * k;
+	for (int kk = 0; kk < k; kk++) {
+		const float *xv = x + (size_t)kk * SID__LANES;
+		for (int jj = 0; jj < 4; jj++) {
+			float wv = wp ? wp[(size_t)kk * SID__NR + jo + jj] : wr[jj][kk];
+			for (int l = 0; l < SID__LANES; l++)
+				acc[jj][l] = fmaf(wv, xv[l], acc[jj][l]);
+		}
+	}
+	for (int jj = 0; jj < nr; jj++) {
+		float bv = b ? b[j0 + jj] : 0.0f;
+		float *yo = y + (size_t)(j0 + jj) * SID__LANES;
+		for (int l = 0; l < SID__LANES; l++) {
+			float v = acc[jj][l] + bv;
+			yo[l] = act == SID_ACT_RELU ? (v > 0.0f ? v : 0.0f) : v;
+		}
+		if (act != SID_ACT_RELU && act != SID_ACT_IDENTITY)
+			act_tile(act, yo, 1);
+	}
+}
 
-    typedef void (*tile_fn)(const float *, const float *, int, const float *, enum sid_act, int,
-			    int, int, const float *, float *);
-
-static void gemm_generic(tile_fn tile, const float *w, const float *wp, const float *b,
-			 enum sid_act act, int n, int k, const float *x, size_t P, float *y)
+static void gemm_generic(const float *w, const float *wp, const float *b, enum sid_act act, int n,
+			 int k, const float *x, size_t P, float *y)
 {
 	for (int j0 = 0; j0 < n; j0 += 4) {
 		int nr = n - j0 < 4 ? n - j0 : 4;
 		const float *blk = wp ? wp + (size_t)(j0 / SID__NR) * SID__NR * k : NULL;
 		for (size_t p = 0; p < P; p++)
-			tile(w, blk, j0 % SID__NR, b, act, k, j0, nr,
-			     x + p * (size_t)k * SID__LANES, y + p * (size_t)n * SID__LANES);
+			generic_tile(w, blk, j0 % SID__NR, b, act, k, j0, nr,
+				     x + p * (size_t)k * SID__LANES,
+				     y + p * (size_t)n * SID__LANES);
 	}
 }
 
@@ -423,6 +413,90 @@ static void rows_to_panels_generic(const float *x, size_t ld, size_t rows, int F
 	}
 }
 
+/* ---- AVX2 + FMA ---------------------------------------------------------- */
+
+#ifdef SID_HAVE_X86
+#define AVX2	__attribute__((target("avx2,fma")))
+#define NR_AVX2 6 /* 6 features x 2 ymm (one panel) = 12 accumulators of 16 registers */
+
+/*
+ * One panel (16 rows as two ymm) times NR_AVX2 features j0.. (nr stored).
+ * Weights from a packed block (row stride SID__NR, column offset @jo) when
+ * PACKED, else from rows of w (rows past n-1 clamped to j0).
+ */
+static inline __attribute__((always_inline)) AVX2 void
+mk256(const int PACKED, const float *w, const float *wp, int jo, const float *b, enum sid_act act,
+      int k, int j0, int nr, const float *x, float *y)
+{
+	__m256 acc[NR_AVX2][2];
+	const float *wr[NR_AVX2];
+
+#pragma GCC unroll 8
+	for (int jj = 0; jj < NR_AVX2; jj++) {
+		acc[jj][0] = acc[jj][1] = _mm256_setzero_ps();
+		wr[jj] = w + (size_t)(j0 + (jj < nr ? jj : 0)) * k;
+	}
+	for (int kk = 0; kk < k; kk++) {
+		const __m256 x0 = _mm256_loadu_ps(x + (size_t)kk * SID__LANES);
+		const __m256 x1 = _mm256_loadu_ps(x + (size_t)kk * SID__LANES + 8);
+		const float *wk = PACKED ? wp + (size_t)kk * SID__NR + jo : NULL;
+#pragma GCC unroll 8
+		for (int jj = 0; jj < NR_AVX2; jj++) {
+			__m256 wv = _mm256_broadcast_ss(PACKED ? wk + jj : wr[jj] + kk);
+			acc[jj][0] = _mm256_fmadd_ps(wv, x0, acc[jj][0]);
+			acc[jj][1] = _mm256_fmadd_ps(wv, x1, acc[jj][1]);
+		}
+	}
+	const __m256 zero = _mm256_setzero_ps();
+#pragma GCC unroll 8
+	for (int jj = 0; jj < NR_AVX2; jj++) {
+		if (jj >= nr)
+			break;
+		__m256 bv = _mm256_set1_ps(b ? b[j0 + jj] : 0.0f);
+		float *yo = y + (size_t)(j0 + jj) * SID__LANES;
+		__m256 r0 = _mm256_add_ps(acc[jj][0], bv), r1 = _mm256_add_ps(acc[jj][1], bv);
+		if (act == SID_ACT_RELU) {
+			/* max(r, 0) is 0 unless r > 0, as the scalar rule */
+			r0 = _mm256_max_ps(r0, zero);
+			r1 = _mm256_max_ps(r1, zero);
+		}
+		_mm256_storeu_ps(yo, r0);
+		_mm256_storeu_ps(yo + 8, r1);
+		if (act != SID_ACT_RELU && act != SID_ACT_IDENTITY)
+			act_tile(act, yo, 1);
+	}
+}
+
+static AVX2 void mk256_packed(const float *w, const float *wp, int jo, const float *b,
+			      enum sid_act act, int k, int j0, int nr, const float *x, float *y)
+{
+	mk256(1, w, wp, jo, b, act, k, j0, nr, x, y);
+}
+
+static AVX2 void mk256_rows(const float *w, const float *b, enum sid_act act, int k, int j0, int nr,
+			    const float *x, float *y)
+{
+	mk256(0, w, NULL, 0, b, act, k, j0, nr, x, y);
+}
+
+static AVX2 void gemm_avx2(const float *w, const float *wp, const float *b, enum sid_act act, int n,
+			   int k, const float *x, size_t P, float *y)
+{
+	for (int j0 = 0; j0 < n; j0 += NR_AVX2) {
+		int nr = n - j0 < NR_AVX2 ? n - j0 : NR_AVX2;
+		const float *blk = wp ? wp + (size_t)(j0 / SID__NR) * SID__NR * k : NULL;
+		for (size_t p = 0; p < P; p++) {
+			const float *xp = x + p * (size_t)k * SID__LANES;
+			float *yp = y + p * (size_t)n * SID__LANES;
+			if (blk)
+				mk256_packed(w, blk, j0 % SID__NR, b, act, k, j0, nr, xp, yp);
+			else
+				mk256_rows(w, b, act, k, j0, nr, xp, yp);
+		}
+	}
+}
+#endif
+
 /* ---- dispatch ------------------------------------------------------------ */
 
 enum kernel { K_GENERIC, K_AVX2, K_AVX512 };
@@ -468,11 +542,11 @@ void sid__gemm_panels(const float *w, const float *wp, const float *b, enum sid_
 		gemm_avx512(w, wp, b, act, n, k, x, rows, y);
 		return;
 	case K_AVX2:
-		gemm_generic(generic_tile_avx2, w, wp, b, act, n, k, x, P, y);
+		gemm_avx2(w, wp, b, act, n, k, x, P, y);
 		return;
 #endif
 	default:
-		gemm_generic(generic_tile, w, wp, b, act, n, k, x, P, y);
+		gemm_generic(w, wp, b, act, n, k, x, P, y);
 		return;
 	}
 }
