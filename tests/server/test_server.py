@@ -440,6 +440,11 @@ class TestOps(unittest.TestCase):
             self.assertEqual((st, body["error"]["message"]), (503, "no model is loaded"))
             self.assertIn("retry-after", h)
             self.assertEqual(srv.json("GET", "/healthz")[0], 200)
+            st, _, body = srv.json("GET", "/v1/model")
+            self.assertEqual((st, body["error"]["code"]), (503, "unavailable"))
+            self.assertEqual((body["last_reload"]["trigger"], body["last_reload"]["result"]),
+                             ("startup", "error"))
+            self.assertIn(path, body["last_reload"]["error"])
             shutil.copy(TF_MODEL, path + ".tmp")
             os.rename(path + ".tmp", path)  # a trainer publishing by rename
             deadline = time.monotonic() + 5
