@@ -119,6 +119,7 @@ void das_config_defaults(struct das_config *c)
 	c->pop_correction = 1;
 	c->mask_duplicates = 1;
 	c->lr = 1e-3f;
+	c->lr_icdm_mult = 10.0f;
 	c->lr_min_ratio = 0.1f;
 	c->warmup_steps = 50;
 	c->weight_decay = 1e-4f;
@@ -190,6 +191,7 @@ static const struct fkey float_keys[] = {
     FK("w_orth", w_orth),
     FK("lr", lr),
     FK("lr_min_ratio", lr_min_ratio),
+    FK("lr_icdm_mult", lr_icdm_mult),
     FK("weight_decay", weight_decay),
     FK("adam_b1", adam_b1),
     FK("adam_b2", adam_b2),
@@ -392,6 +394,9 @@ int das_config_check(const struct das_config *c, struct sid_error *err)
 	if (!(c->lr > 0 && c->lr < 10))
 		return sid_error_set(err, SID_EINVAL, "config: lr %g not in (0, 10)",
 				     (double)c->lr);
+	if (!(c->lr_icdm_mult > 0 && c->lr * c->lr_icdm_mult < 10))
+		return sid_error_set(err, SID_EINVAL, "config: lr_icdm_mult %g out of range",
+				     (double)c->lr_icdm_mult);
 	if (!(c->lr_min_ratio >= 0 && c->lr_min_ratio <= 1))
 		return sid_error_set(err, SID_EINVAL, "config: lr_min_ratio not in [0, 1]");
 	if (!(c->weight_decay >= 0 && c->weight_decay * c->lr < 1))
@@ -434,7 +439,8 @@ char *das_config_json(const struct das_config *c)
 	    "\"input_norm\": \"%s\", \"beta\": %.9g, \"alpha\": %.9g, \"beta_align\": %.9g, "
 	    "\"tau\": %.9g, \"w_click\": %.9g, \"w_bias\": %.9g, \"w_orth\": %.9g, "
 	    "\"views\": %s, \"pop_correction\": %d, \"mask_duplicates\": %d, \"lr\": %.9g, "
-	    "\"lr_min_ratio\": %.9g, \"warmup_steps\": %d, \"weight_decay\": %.9g, "
+	    "\"lr_min_ratio\": %.9g, \"lr_icdm_mult\": %.9g, \"warmup_steps\": %d, "
+	    "\"weight_decay\": %.9g, "
 	    "\"adam_b1\": %.9g, \"adam_b2\": %.9g, \"adam_eps\": %.9g, \"clip_norm\": %.9g, "
 	    "\"init_std_table\": %.9g, \"table_update\": \"%s\", \"epochs\": %d, "
 	    "\"icdm_epochs\": %d, \"batch_size\": %d, \"kmeans_iters\": %d, "
@@ -444,11 +450,11 @@ char *das_config_json(const struct das_config *c)
 	    sid_norm_name(c->input_norm), (double)c->beta, (double)c->alpha,                       \
 	    (double)c->beta_align, (double)c->tau, (double)c->w_click, (double)c->w_bias,          \
 	    (double)c->w_orth, views, c->pop_correction, c->mask_duplicates, (double)c->lr,        \
-	    (double)c->lr_min_ratio, c->warmup_steps, (double)c->weight_decay, (double)c->adam_b1, \
-	    (double)c->adam_b2, (double)c->adam_eps, (double)c->clip_norm,                         \
-	    (double)c->init_std_table, table_names[c->table_update], c->epochs, c->icdm_epochs,    \
-	    c->batch_size, c->kmeans_iters, c->kmeans_sample, c->dead_steps,                       \
-	    (unsigned long long)c->seed
+	    (double)c->lr_min_ratio, (double)c->lr_icdm_mult, c->warmup_steps,                     \
+	    (double)c->weight_decay, (double)c->adam_b1, (double)c->adam_b2, (double)c->adam_eps,  \
+	    (double)c->clip_norm, (double)c->init_std_table, table_names[c->table_update],         \
+	    c->epochs, c->icdm_epochs, c->batch_size, c->kmeans_iters, c->kmeans_sample,           \
+	    c->dead_steps, (unsigned long long)c->seed
 	int len = snprintf(NULL, 0, fmt, CONFIG_ARGS);
 	if (len < 0)
 		return NULL;
@@ -1366,6 +1372,7 @@ static void optimizer_step(struct das_model *m, float clip, float lr)
 	long t = m->phase_step + 1;
 	if (towers_train(m))
 		range_update(m, 0, m->n_dense, clip, &h, t);
+	h.lr = lr * m->c.lr_icdm_mult;
 	if (icdm_trains(m)) {
 		range_update(m, m->n_dense, m->off_tu - m->n_dense, clip, &h, t);
 		if (!m->lazy) {

@@ -422,7 +422,7 @@ START_TEST(test_lazy_tables)
 				ck_assert_float_eq(pl[k], before[k]);
 				ck_assert_float_eq_tol(
 				    pd[k],
-				    before[k] * (1.0f - 0.5f * c.lr * 0.1f) /* warm-up: lr/2 */,
+				    before[k] * (1.0f - 0.5f * c.lr * c.lr_icdm_mult * 0.1f) /* warm-up: lr/2 */,
 				    1e-7f);
 			}
 		}
