@@ -164,7 +164,7 @@ int sid_encode(const struct sid_tower *t, const float *x, size_t B, struct sid_e
 	if (n_alt > 0)
 		beam_rows = sid__rq_beam_plan(t, n_alt, ch, &beam_floats);
 	const size_t sz_x = P * SID__LANES * (size_t)t->D, sz_h = P * SID__LANES * (size_t)hmax;
-	const size_t sz_s = P * SID__LANES * (size_t)sid__rq_kmax(t), sz_z = ch * (size_t)E;
+	const size_t sz_s = sid__rq_greedy_scratch(t, ch), sz_z = ch * (size_t)E;
 	size_t sz_pack[SID_MAX_LAYERS] = {0}, sz_packs = 0;
 	if (B >= PACK_MIN_ROWS)
 		for (int li = 0; li < t->n_layers; li++) {

@@ -12,6 +12,7 @@
 #include "mlp.h"
 
 #define BEAM_SCORE_FLOATS (1u << 20) /* aim for a 4 MiB score matrix per pass */
+#define KBLOCK		  2048	     /* codewords scored per GEMM call */
 
 int sid__rq_kmax(const struct sid_tower *t)
 {
@@ -20,6 +21,19 @@ int sid__rq_kmax(const struct sid_tower *t)
 		if (t->K[l] > kmax)
 			kmax = t->K[l];
 	return kmax;
+}
+
+/* Codewords per score block: the largest codebook, capped at KBLOCK. */
+static size_t kblock(const struct sid_tower *t)
+{
+	int kmax = sid__rq_kmax(t);
+	return (size_t)(kmax < KBLOCK ? kmax : KBLOCK);
+}
+
+size_t sid__rq_greedy_scratch(const struct sid_tower *t, size_t n)
+{
+	/* scores, then running best value and index per row */
+	return sid__panels(n) * SID__LANES * (kblock(t) + 2);
 }
 
 float sid__rq_sqnorm(const float *r, int E, size_t stride)
@@ -32,24 +46,23 @@ float sid__rq_sqnorm(const float *r, int E, size_t stride)
 	return (float)s;
 }
 
-/* Per lane of one panel's score block @sp ((K, 16)): the lowest k with the
- * smallest cn[k] - 2 sp[k].  2 * s is exact, so this is the score of rq.h.
- * Comparisons are exact, so the vector and the scalar version agree. */
-static void argmin_panel_generic(const float *sp, const float *cn, int K, int32_t idx[SID__LANES])
+/*
+ * Per lane of one panel's score block @sp ((K, 16), codewords k0 ..
+ * k0+K-1): fold cn[k] - 2 sp[k] into the running minimum @best / @idx,
+ * keeping the lower k on equal scores (blocks come in ascending k).  2 * s
+ * is exact, so this is the score of rq.h; comparisons are exact, so the
+ * vector and the scalar version agree.
+ */
+static void argmin_panel_generic(const float *sp, const float *cn, int K, int32_t k0,
+				 float best[SID__LANES], int32_t idx[SID__LANES])
 {
-	float best[SID__LANES];
-
-	for (int l = 0; l < SID__LANES; l++) {
-		best[l] = INFINITY;
-		idx[l] = 0;
-	}
 	for (int k = 0; k < K; k++) {
 		const float *row = sp + (size_t)k * SID__LANES;
 		for (int l = 0; l < SID__LANES; l++) {
 			float v = cn[k] - 2.0f * row[l];
 			if (v < best[l]) {
 				best[l] = v;
-				idx[l] = k;
+				idx[l] = k0 + k;
 			}
 		}
 	}
@@ -59,12 +72,14 @@ static void argmin_panel_generic(const float *sp, const float *cn, int K, int32_
 #include <immintrin.h>
 
 __attribute__((target("avx512f"))) static void argmin_panel_avx512(const float *sp, const float *cn,
-								   int K, int32_t idx[SID__LANES])
+								   int K, int32_t k0,
+								   float best[SID__LANES],
+								   int32_t idx[SID__LANES])
 {
 	/* Two interleaved streams (even and odd k) break the compare chain;
 	 * merged so that equal scores keep the lower k. */
-	__m512 b0 = _mm512_set1_ps(INFINITY), b1 = b0;
-	__m512i i0 = _mm512_setzero_si512(), i1 = i0;
+	__m512 b0 = _mm512_loadu_ps(best), b1 = _mm512_set1_ps(INFINITY);
+	__m512i i0 = _mm512_loadu_si512((const void *)idx), i1 = _mm512_set1_epi32(INT32_MAX);
 	const __m512 two = _mm512_set1_ps(2.0f);
 	int k = 0;
 
@@ -77,59 +92,73 @@ __attribute__((target("avx512f"))) static void argmin_panel_avx512(const float *
 		__mmask16 m0 = _mm512_cmp_ps_mask(v0, b0, _CMP_LT_OQ);
 		__mmask16 m1 = _mm512_cmp_ps_mask(v1, b1, _CMP_LT_OQ);
 		b0 = _mm512_mask_mov_ps(b0, m0, v0);
-		i0 = _mm512_mask_mov_epi32(i0, m0, _mm512_set1_epi32(k));
+		i0 = _mm512_mask_mov_epi32(i0, m0, _mm512_set1_epi32(k0 + k));
 		b1 = _mm512_mask_mov_ps(b1, m1, v1);
-		i1 = _mm512_mask_mov_epi32(i1, m1, _mm512_set1_epi32(k + 1));
+		i1 = _mm512_mask_mov_epi32(i1, m1, _mm512_set1_epi32(k0 + k + 1));
 	}
 	if (k < K) {
 		__m512 v0 = _mm512_sub_ps(_mm512_set1_ps(cn[k]),
 					  _mm512_mul_ps(two, _mm512_loadu_ps(sp + (size_t)k * 16)));
 		__mmask16 m0 = _mm512_cmp_ps_mask(v0, b0, _CMP_LT_OQ);
 		b0 = _mm512_mask_mov_ps(b0, m0, v0);
-		i0 = _mm512_mask_mov_epi32(i0, m0, _mm512_set1_epi32(k));
+		i0 = _mm512_mask_mov_epi32(i0, m0, _mm512_set1_epi32(k0 + k));
 	}
 	/* Take stream 1 where it is strictly better, or equal with a lower k. */
 	__mmask16 lt = _mm512_cmp_ps_mask(b1, b0, _CMP_LT_OQ);
 	__mmask16 eq = _mm512_cmp_ps_mask(b1, b0, _CMP_EQ_OQ);
 	__mmask16 lower = _mm512_cmp_epi32_mask(i1, i0, _MM_CMPINT_LT);
-	i0 = _mm512_mask_mov_epi32(i0, lt | (eq & lower), i1);
-	_mm512_storeu_si512((void *)idx, i0);
+	__mmask16 take = lt | (eq & lower);
+	_mm512_storeu_ps(best, _mm512_mask_mov_ps(b0, take, b1));
+	_mm512_storeu_si512((void *)idx, _mm512_mask_mov_epi32(i0, take, i1));
 }
 #endif
 
-static void argmin_panel(const float *sp, const float *cn, int K, int32_t idx[SID__LANES])
+static void argmin_panel(const float *sp, const float *cn, int K, int32_t k0,
+			 float best[SID__LANES], int32_t idx[SID__LANES])
 {
 #if defined(__x86_64__) && defined(__GNUC__)
 	if (!strcmp(sid__gemm_kernel_name(), "avx512")) {
-		argmin_panel_avx512(sp, cn, K, idx);
+		argmin_panel_avx512(sp, cn, K, k0, best, idx);
 		return;
 	}
 #endif
-	argmin_panel_generic(sp, cn, K, idx);
+	argmin_panel_generic(sp, cn, K, k0, best, idx);
 }
 
 void sid__rq_greedy(const struct sid_tower *t, float *r, size_t n, int32_t *codes, float *s)
 {
 	const int E = t->E, L = t->L;
-	const size_t P = sid__panels(n), pstride = (size_t)E * SID__LANES;
+	const size_t P = sid__panels(n), pstride = (size_t)E * SID__LANES, kb = kblock(t);
+	float *best = s + P * SID__LANES * kb;
+	int32_t *idx = (int32_t *)(void *)(best + P * SID__LANES);
 
 	for (int l = 0; l < L; l++) {
 		const int K = t->K[l];
 		const float *C = t->codebook[l];
 
-		sid__gemm_panels(C, NULL, NULL, SID_ACT_IDENTITY, K, E, r, n, s);
+		for (size_t i = 0; i < P * SID__LANES; i++) {
+			best[i] = INFINITY;
+			idx[i] = 0;
+		}
+		for (int k0 = 0; k0 < K; k0 += (int)kb) {
+			const int kn = K - k0 < (int)kb ? K - k0 : (int)kb;
+			sid__gemm_panels(C + (size_t)k0 * E, NULL, NULL, SID_ACT_IDENTITY, kn, E, r,
+					 n, s);
+			for (size_t p = 0; p < P; p++)
+				argmin_panel(s + p * (size_t)kn * SID__LANES, t->cnorm[l] + k0, kn,
+					     k0, best + p * SID__LANES, idx + p * SID__LANES);
+		}
 		for (size_t p = 0; p < P; p++) {
-			int32_t idx[SID__LANES];
+			const int32_t *ip = idx + p * SID__LANES;
 			float *rp = r + p * pstride;
 			size_t rows = n - p * SID__LANES;
 
 			if (rows > SID__LANES)
 				rows = SID__LANES;
-			argmin_panel(s + p * (size_t)K * SID__LANES, t->cnorm[l], K, idx);
 			for (size_t lane = 0; lane < rows; lane++)
-				codes[(p * SID__LANES + lane) * L + l] = idx[lane];
+				codes[(p * SID__LANES + lane) * L + l] = ip[lane];
 			for (int lane = 0; lane < SID__LANES; lane++) {
-				const float *cw = C + (size_t)idx[lane] * E;
+				const float *cw = C + (size_t)ip[lane] * E;
 				for (int e = 0; e < E; e++)
 					rp[(size_t)e * SID__LANES + lane] -= cw[e];
 			}
@@ -171,9 +200,10 @@ struct beam_buf {
 	float *s;	/* (rows*W, kmax) panel layout: scores */
 	float *nrm[2];	/* (rows*W) ||r||^2 of each beam entry */
 	int32_t *c[2];	/* (rows*W, L) codes of each beam entry */
-	float *cscore;	/* (W) candidate scores of one row */
-	int32_t *cpar;	/* (W) candidate parent entry */
-	int32_t *ck;	/* (W) candidate code at this level */
+	float *cscore;	/* (rows, W) candidate scores, sorted per row */
+	int32_t *cpar;	/* (rows, W) candidate parent entry */
+	int32_t *ck;	/* (rows, W) candidate code at this level */
+	int32_t *ccnt;	/* (rows) candidates kept */
 	int32_t *order; /* (W) final ranking */
 };
 
@@ -181,7 +211,7 @@ static size_t beam_layout(const struct sid_tower *t, int W, size_t rows, float *
 			  struct beam_buf *bb)
 {
 	const size_t nv = rows * (size_t)W, pv = sid__panels(nv) * SID__LANES;
-	const size_t kmax = (size_t)sid__rq_kmax(t);
+	const size_t kmax = kblock(t);
 	struct beam_buf o;
 	size_t off = 0;
 
@@ -199,9 +229,10 @@ static size_t beam_layout(const struct sid_tower *t, int W, size_t rows, float *
 	TAKE(o.nrm[1], float, nv);
 	TAKE(o.c[0], int32_t, nv * t->L);
 	TAKE(o.c[1], int32_t, nv * t->L);
-	TAKE(o.cscore, float, (size_t)W);
-	TAKE(o.cpar, int32_t, (size_t)W);
-	TAKE(o.ck, int32_t, (size_t)W);
+	TAKE(o.cscore, float, nv);
+	TAKE(o.cpar, int32_t, nv);
+	TAKE(o.ck, int32_t, nv);
+	TAKE(o.ccnt, int32_t, rows);
 	TAKE(o.order, int32_t, (size_t)W);
 #undef TAKE
 	if (bb)
@@ -212,7 +243,7 @@ static size_t beam_layout(const struct sid_tower *t, int W, size_t rows, float *
 size_t sid__rq_beam_plan(const struct sid_tower *t, int n_alt, size_t rows_max, size_t *floats)
 {
 	const int W = sid__rq_beam_width(n_alt);
-	size_t per_row = (size_t)W * (size_t)sid__rq_kmax(t);
+	size_t per_row = (size_t)W * kblock(t);
 	size_t rows = BEAM_SCORE_FLOATS / per_row;
 
 	if (rows < 1)
@@ -256,6 +287,7 @@ void sid__rq_beam(const struct sid_tower *t, const float *z, size_t n, int n_alt
 		  float *scratch)
 {
 	const int W = sid__rq_beam_width(n_alt), E = t->E, L = t->L;
+	const size_t kb = kblock(t);
 	struct beam_buf bb;
 	int cur = 0;
 	size_t nb = 1;
@@ -278,62 +310,79 @@ void sid__rq_beam(const struct sid_tower *t, const float *z, size_t n, int n_alt
 		size_t nb_next = nb * (size_t)K < (size_t)W ? nb * (size_t)K : (size_t)W;
 		const int nxt = cur ^ 1;
 
-		sid__gemm_panels(C, NULL, NULL, SID_ACT_IDENTITY, K, E, bb.r[cur], nv, bb.s);
-		for (size_t i = 0; i < n; i++) {
-			size_t cnt = 0;
-			for (size_t b = 0; b < nb; b++) {
-				const size_t v = i * nb + b;
-				const float *sp = panel_at(bb.s, v, K);
-				const int32_t *pc = bb.c[cur] + v * L;
-				const float nrm = bb.nrm[cur][v];
-				for (int k = 0; k < K; k++) {
-					float sc =
-					    nrm + (cn[k] - 2.0f * sp[(size_t)k * SID__LANES]);
-					size_t pos = cnt;
-					/* Insertion into the sorted candidate list. */
-					while (pos > 0) {
-						size_t q = pos - 1;
-						float qs = bb.cscore[q];
-						int before;
-						if (sc != qs)
-							before = sc < qs;
-						else
-							before =
-							    lex_cmp(pc, k,
-								    bb.c[cur] +
-									(i * nb + bb.cpar[q]) * L,
-								    bb.ck[q], l) < 0;
-						if (!before)
-							break;
-						pos = q;
+		for (size_t i = 0; i < n; i++)
+			bb.ccnt[i] = 0;
+		for (int k0 = 0; k0 < K; k0 += (int)kb) {
+			const int kn = K - k0 < (int)kb ? K - k0 : (int)kb;
+			sid__gemm_panels(C + (size_t)k0 * E, NULL, NULL, SID_ACT_IDENTITY, kn, E,
+					 bb.r[cur], nv, bb.s);
+			for (size_t i = 0; i < n; i++) {
+				float *cscore = bb.cscore + i * W;
+				int32_t *cpar = bb.cpar + i * W, *ck = bb.ck + i * W;
+				size_t cnt = (size_t)bb.ccnt[i];
+				for (size_t b = 0; b < nb; b++) {
+					const size_t v = i * nb + b;
+					const float *sp = panel_at(bb.s, v, kn);
+					const int32_t *pc = bb.c[cur] + v * L;
+					const float nrm = bb.nrm[cur][v];
+					for (int kk = 0; kk < kn; kk++) {
+						const int k = k0 + kk;
+						float sc =
+						    nrm +
+						    (cn[k] - 2.0f * sp[(size_t)kk * SID__LANES]);
+						size_t pos = cnt;
+						/* Insertion into the sorted candidate list; the
+						 * order is total, so the kept set does not depend
+						 * on the order candidates arrive in. */
+						while (pos > 0) {
+							size_t q = pos - 1;
+							int before;
+							if (sc != cscore[q])
+								before = sc < cscore[q];
+							else
+								before =
+								    lex_cmp(pc, k,
+									    bb.c[cur] +
+										(i * nb + cpar[q]) *
+										    L,
+									    ck[q], l) < 0;
+							if (!before)
+								break;
+							pos = q;
+						}
+						if (pos >= nb_next)
+							continue;
+						size_t last = cnt < nb_next ? cnt : nb_next - 1;
+						for (size_t q = last; q > pos; q--) {
+							cscore[q] = cscore[q - 1];
+							cpar[q] = cpar[q - 1];
+							ck[q] = ck[q - 1];
+						}
+						cscore[pos] = sc;
+						cpar[pos] = (int32_t)b;
+						ck[pos] = k;
+						if (cnt < nb_next)
+							cnt++;
 					}
-					if (pos >= nb_next)
-						continue;
-					size_t last = cnt < nb_next ? cnt : nb_next - 1;
-					for (size_t q = last; q > pos; q--) {
-						bb.cscore[q] = bb.cscore[q - 1];
-						bb.cpar[q] = bb.cpar[q - 1];
-						bb.ck[q] = bb.ck[q - 1];
-					}
-					bb.cscore[pos] = sc;
-					bb.cpar[pos] = (int32_t)b;
-					bb.ck[pos] = k;
-					if (cnt < nb_next)
-						cnt++;
 				}
+				bb.ccnt[i] = (int32_t)cnt;
 			}
+		}
+		for (size_t i = 0; i < n; i++) {
+			const size_t cnt = (size_t)bb.ccnt[i];
+			const int32_t *cpar = bb.cpar + i * W, *ck = bb.ck + i * W;
 			/* Children: exact residuals, exactly as the greedy path. */
 			for (size_t c = 0; c < cnt; c++) {
-				const size_t v = i * nb + bb.cpar[c], u = i * nb_next + c;
+				const size_t v = i * nb + cpar[c], u = i * nb_next + c;
 				const float *src = panel_at(bb.r[cur], v, E);
 				float *dst = panel_at(bb.r[nxt], u, E);
-				const float *cw = C + (size_t)bb.ck[c] * E;
+				const float *cw = C + (size_t)ck[c] * E;
 				for (int e = 0; e < E; e++)
 					dst[(size_t)e * SID__LANES] =
 					    src[(size_t)e * SID__LANES] - cw[e];
 				bb.nrm[nxt][u] = sid__rq_sqnorm(dst, E, SID__LANES);
 				memcpy(bb.c[nxt] + u * L, bb.c[cur] + v * L, sizeof(int32_t) * l);
-				bb.c[nxt][u * L + l] = bb.ck[c];
+				bb.c[nxt][u * L + l] = ck[c];
 			}
 		}
 		zero_padding(bb.r[nxt], n * nb_next, E);

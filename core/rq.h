@@ -35,10 +35,14 @@
 /* Largest codebook of the tower. */
 int sid__rq_kmax(const struct sid_tower *t);
 
+/* Floats of scratch sid__rq_greedy needs for @n rows (codebooks are scored
+ * in blocks of at most 2048 codewords, so this stays bounded for any K). */
+size_t sid__rq_greedy_scratch(const struct sid_tower *t, size_t n);
+
 /*
  * Greedy codes for @n rows whose residuals are in @r (panel layout, E
  * features, sid__panels(n) panels; updated in place to r_L).  @codes is
- * (n, L).  @s is scratch of sid__panels(n) * 16 * kmax floats.
+ * (n, L).  @s is scratch of sid__rq_greedy_scratch(t, n) floats.
  */
 void sid__rq_greedy(const struct sid_tower *t, float *r, size_t n, int32_t *codes, float *s);
 

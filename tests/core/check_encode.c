@@ -658,6 +658,68 @@ START_TEST(alternatives_more_than_space)
 }
 END_TEST
 
+/* A codebook larger than one score block (2048 codewords): greedy and the
+ * alternatives against brute force, and a tie across the block boundary. */
+START_TEST(codebook_larger_than_block)
+{
+	static const float I4[16] = {1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1};
+	const int K = 2500, E = 4, n_alt = 5;
+	const size_t B = 20;
+	struct tt tw;
+	struct res r;
+	float *c = rand_vec((size_t)K * E, 1.0f), *x = rand_vec(B * E, 1.0f);
+
+	memcpy(c + 2100 * E, c + 100 * E, sizeof(float) * E); /* twins 100 and 2100 */
+	memcpy(x, c + 100 * E, sizeof(float) * E);	      /* row 0 sits on them */
+	tt_init(&tw, E, SID_ACT_IDENTITY, SID_NORM_NONE);
+	tt_layer(&tw, E, I4, NULL);
+	tt_level(&tw, K, c);
+	encode_all(&tw.t, x, B, n_alt, &r);
+	ck_assert_int_eq(r.codes[0], 100);
+	ck_assert_int_eq(r.alt_codes[0], 2100);
+	ck_assert_float_eq(r.alt_dist[0], 0.0f);
+	for (size_t i = 0; i < B; i++) {
+		/* Exact distances as rq.h defines them, ranked (distance, k). */
+		struct tuple *all = malloc(sizeof(*all) * K);
+		for (int k = 0; k < K; k++) {
+			float rr[4];
+			double d = 0;
+			for (int e = 0; e < E; e++) {
+				rr[e] = x[i * E + e] - c[k * E + e];
+				d += (double)rr[e] * rr[e];
+			}
+			all[k].c[0] = k;
+			all[k].c[1] = all[k].c[2] = 0;
+			all[k].d = (float)d;
+		}
+		qsort(all, K, sizeof(*all), tuple_cmp);
+		ck_assert_int_eq(r.codes[i], all[0].c[0]);
+		ck_assert_int_eq(r.alt_count[i], n_alt);
+		for (int m = 0; m < n_alt; m++) {
+			ck_assert_int_eq(r.alt_codes[i * n_alt + m], all[m + 1].c[0]);
+			ck_assert(r.alt_dist[i * n_alt + m] == all[m + 1].d);
+		}
+		free(all);
+	}
+	/* Batch of one gives the same. */
+	{
+		struct res one;
+		struct sid_workspace *ws = sid_workspace_new();
+		struct sid_error err;
+		res_alloc(&one, &tw.t, B, n_alt);
+		for (size_t i = 0; i < B; i++)
+			ck_assert_int_eq(encode_rows(&tw.t, x, i, 1, &one, ws, &err), 0);
+		res_assert_equal(&r, &one, "large codebook, batch of one");
+		res_free(&one);
+		sid_workspace_free(ws);
+	}
+	res_free(&r);
+	free(c);
+	free(x);
+	tt_free(&tw);
+}
+END_TEST
+
 /* ---- invariance: batch size, splits, kernels, threads ---------------------- */
 
 static void random_big_tower(struct tt *tw, enum sid_act act)
@@ -1029,6 +1091,7 @@ int main(void)
 	tcase_add_test(tc, alternatives_exhaustive_beam);
 	tcase_add_test(tc, alternatives_narrow_beam_hierarchical);
 	tcase_add_test(tc, alternatives_more_than_space);
+	tcase_add_test(tc, codebook_larger_than_block);
 	tcase_add_test(tc, batch_size_invariance);
 	tcase_add_test(tc, threads_bit_identical);
 	tcase_add_test(tc, loaded_model_batch_invariance);
