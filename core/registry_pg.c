@@ -63,6 +63,7 @@ enum {
 	P_LEVELS_PUT,
 	P_LIST,
 	P_INSERT_NEW,
+	P_GET_MANY,
 	P_COUNT
 };
 
@@ -95,6 +96,8 @@ static const char *const stmt_sql[P_COUNT] = {
 	"      AND y.codes = $3::bytea AND y.suffix = x.suffix + 1))),"
 	" $4::text, $5::bigint, $5::bigint, $6::integer, $7::bytea"
 	" ON CONFLICT DO NOTHING RETURNING suffix",
+    [P_GET_MANY] = "SELECT " COLS " FROM semid_assignment WHERE kind = $1 AND"
+		   " id = ANY($2::text[])",
     [P_LIST] = "SELECT " COLS " FROM semid_assignment WHERE kind = $1 AND codes >= $2"
 	       " AND codes < $3 AND (codes, suffix) > ($4, $5) ORDER BY codes, suffix LIMIT $6",
 };
@@ -179,6 +182,25 @@ static int pg_fail(struct pg *s, PGresult *res, struct sid_error *err, const cha
 
 static int migrate_body(struct pg *s, struct sid_error *err);
 
+static int prepare(struct pg *s, int i, struct sid_error *err)
+{
+	char name[16];
+	PGresult *res;
+
+	if (s->prepared[i])
+		return 0;
+	snprintf(name, sizeof(name), "semid%d", i);
+	res = PQprepare(s->conn, name, stmt_sql[i], 0, NULL);
+	if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+		int rc = pg_fail(s, res, err, "prepare");
+		PQclear(res);
+		return rc;
+	}
+	PQclear(res);
+	s->prepared[i] = 1;
+	return 0;
+}
+
 /* Run prepared statement @i; on success *out is the result (caller PQclear). */
 static int pq_run(struct pg *s, int i, const struct params *p, PGresult **out,
 		  struct sid_error *err)
@@ -188,16 +210,9 @@ static int pq_run(struct pg *s, int i, const struct params *p, PGresult **out,
 
 	*out = NULL;
 	if (!s->prepared[i]) {
-		char name[16];
-		snprintf(name, sizeof(name), "semid%d", i);
-		res = PQprepare(s->conn, name, stmt_sql[i], 0, NULL);
-		if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-			int rc = pg_fail(s, res, err, "prepare");
-			PQclear(res);
+		int rc = prepare(s, i, err);
+		if (rc)
 			return rc;
-		}
-		PQclear(res);
-		s->prepared[i] = 1;
 	}
 	{
 		char name[16];
@@ -629,8 +644,7 @@ static int prefetch(struct pg *s, struct assign_ctx *c, struct sid_error *err)
 {
 	size_t cap = 3, firsts = 0;
 	char *arr, *q;
-	const char *v[2];
-	char kind[8];
+	struct params pp = {0};
 	PGresult *res;
 	int rc = 0, n;
 
@@ -656,19 +670,12 @@ static int prefetch(struct pg *s, struct assign_ctx *c, struct sid_error *err)
 	}
 	*q++ = '}';
 	*q = '\0';
-	snprintf(kind, sizeof(kind), "%d", c->kind);
-	v[0] = kind;
-	v[1] = arr;
-	res = PQexecParams(s->conn,
-			   "SELECT " COLS " FROM semid_assignment WHERE kind = $1 AND"
-			   " id = ANY($2::text[])",
-			   2, NULL, v, NULL, NULL, 1);
+	p_int(&pp, c->kind);
+	p_text(&pp, arr);
+	rc = pq_run(s, P_GET_MANY, &pp, &res, err);
 	free(arr);
-	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-		rc = pg_fail(s, res, err, "read");
-		PQclear(res);
+	if (rc)
 		return rc;
-	}
 	n = PQntuples(res);
 	for (int r = 0; r < n; r++) {
 		const char *id = PQgetvalue(res, r, 1);
@@ -743,6 +750,124 @@ static int insert_new(struct pg *s, struct sid_reg_entry *e, const uint8_t *code
 	return rc;
 }
 
+#define PIPE_CHUNK 128 /* inserts in flight at once: results never fill the socket */
+
+static void new_entry(struct assign_ctx *c, size_t i)
+{
+	struct sid_reg_entry *e = &c->out[i];
+	memset(e, 0, sizeof(*e));
+	e->kind = c->kind;
+	strcpy(e->id, c->items[i].id);
+	e->L = c->L;
+	memcpy(e->codes, c->items[i].codes, sizeof(int32_t) * c->L);
+	e->created_ms = e->updated_ms = c->now_ms;
+	e->D = c->items[i].emb ? c->D : 0;
+	snprintf(e->model_version, sizeof(e->model_version), "%s", c->version);
+}
+
+/*
+ * Without reassign: insert every new id (a first occurrence not stored) in
+ * input order, PIPE_CHUNK statements per round trip (libpq pipeline mode;
+ * the server still runs them one after the other, so suffixes follow input
+ * order), then let repeated ids copy their first occurrence.
+ */
+static int assign_new(struct pg *s, struct assign_ctx *c, struct sid_error *err)
+{
+	size_t first = c->n;
+	int rc;
+
+	for (size_t i = 0; i < c->n && first == c->n; i++)
+		if (c->prev[i] < 0 && !c->known[i])
+			first = i;
+	if (first < c->n) {
+		rc = levels_ensure(s, c->kind, c->L, err);
+		if (rc == 2)
+			return sid_error_set_at(err, SID_EINVAL, (long)first,
+						"input %zu: the model gives %d levels; the "
+						"registry's %s IDs have %d",
+						first, c->L, sid_tower_name(c->kind),
+						s->levels[c->kind]);
+		if (rc || (rc = prepare(s, P_INSERT_NEW, err)))
+			return rc;
+	}
+	for (size_t start = first; start < c->n; start += PIPE_CHUNK) {
+		size_t end = start + PIPE_CHUNK < c->n ? start + PIPE_CHUNK : c->n;
+		char name[16];
+		PGresult *res;
+
+		snprintf(name, sizeof(name), "semid%d", P_INSERT_NEW);
+		if (!PQenterPipelineMode(s->conn))
+			goto broken;
+		for (size_t i = start; i < end; i++) {
+			const struct sid_reg_item *it = &c->items[i];
+			uint8_t codes[SID__REG_CODES_BYTES];
+			struct params p = {0};
+			if (c->prev[i] >= 0 || c->known[i])
+				continue;
+			new_entry(c, i);
+			sid__reg_codes_pack(it->codes, c->L, codes);
+			p_int(&p, c->kind);
+			p_text(&p, it->id);
+			p_bytes(&p, codes, 4 * (size_t)c->L);
+			p_text(&p, c->version);
+			p_int(&p, c->now_ms);
+			p_int(&p, it->emb ? c->D : 0);
+			p_bytes(&p, it->emb, it->emb ? sizeof(float) * c->D : 0);
+			if (!PQsendQueryPrepared(s->conn, name, p.n, p.v, p.len, p.fmt, 1))
+				goto broken;
+		}
+		if (!PQpipelineSync(s->conn))
+			goto broken;
+		rc = 0;
+		for (size_t i = start; i < end; i++) {
+			if (c->prev[i] >= 0 || c->known[i])
+				continue;
+			res = PQgetResult(s->conn);
+			if (!res)
+				goto broken;
+			if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
+				c->out[i].suffix = getint(res, 0, 0);
+				c->out[i].created = 1;
+			} else if (PQresultStatus(res) == PGRES_TUPLES_OK) {
+				if (!rc) { /* a writer without our locks got there first */
+					sid_error_set(err, SID_EUNAVAIL,
+						      "registry %s: insert lost a race",
+						      s->base.label);
+					rc = RETRY;
+				}
+			} else if (!rc && PQresultStatus(res) != PGRES_PIPELINE_ABORTED) {
+				rc = pg_fail(s, res, err, "insert");
+			}
+			PQclear(res);
+			if ((res = PQgetResult(s->conn))) { /* the NULL after each result */
+				PQclear(res);
+				goto broken;
+			}
+		}
+		res = PQgetResult(s->conn);
+		if (PQresultStatus(res) != PGRES_PIPELINE_SYNC) {
+			PQclear(res);
+			goto broken;
+		}
+		PQclear(res);
+		if (!PQexitPipelineMode(s->conn))
+			goto broken;
+		if (rc)
+			return rc;
+	}
+	for (size_t i = 0; i < c->n; i++)
+		if (c->prev[i] >= 0) {
+			c->out[i] = c->out[c->prev[i]];
+			c->out[i].created = c->out[i].moved = 0;
+		}
+	return 0;
+broken: /* the connection is in an unknown state: drop it, run again */
+	rc = sid_error_set(err, SID_EUNAVAIL, "registry %s: pipeline failed: %s", s->base.label,
+			   s->conn ? PQerrorMessage(s->conn) : "no connection");
+	conn_drop(s);
+	return rc;
+}
+
 static int assign_body(struct pg *s, void *p, struct sid_error *err)
 {
 	struct assign_ctx *c = p;
@@ -751,6 +876,8 @@ static int assign_body(struct pg *s, void *p, struct sid_error *err)
 
 	if (rc < 0)
 		return rc;
+	if (!reassign)
+		return assign_new(s, c, err);
 	for (size_t i = 0; i < c->n; i++) {
 		struct sid_reg_entry *e = &c->out[i];
 		const struct sid_reg_item *it = &c->items[i];

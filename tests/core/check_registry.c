@@ -395,6 +395,20 @@ START_TEST(t_assign_suffixes)
 		ck_assert_int_eq(e[i].created, 0);
 		ck_assert_str_eq(e[i].model_version, "m-1");
 	}
+	/* ids with characters that need quoting in a PostgreSQL array literal */
+	{
+		static const char *odd[] = {"q\"u,o{t}e\\", "NULL", " sp ace ", "\xc3\xa9"};
+		for (int k = 0; k < 2; k++)
+			for (int i = 0; i < 4; i++) {
+				in[0].id = odd[i];
+				ck_assert_int_eq(sid_registry_assign(r, SID_TOWER_ITEM, in, 1, 3, 0,
+								     "m-2", 0, e, &err),
+						 0);
+				ck_assert_int_eq(e[0].created, k == 0);
+				ck_assert_str_eq(e[0].id, odd[i]);
+			}
+		in[0].id = "a";
+	}
 	/* users are another ID space */
 	ck_assert_int_eq(sid_registry_assign(r, SID_TOWER_USER, in, 1, 3, 0, "m-2", 0, e, &err), 0);
 	ck_assert_int_eq(e[0].created, 1);
