@@ -6,10 +6,10 @@
 #                       AVX-512 it runs a second time with OPENBLAS_CORETYPE=SkylakeX,
 #                       because OpenBLAS 0.3.21 does not recognise recent Xeons and
 #                       falls back to its SSE3 "Prescott" kernels (a weak baseline).
-#   BENCH_ENCODE_SECS   seconds per timed run (default 0.25; each figure is best of 3).
+#   BENCH_ENCODE_SECS   seconds per timed run (default 0.2; each figure is best of 3).
 
 BENCH_ENCODE := $(O)/bench/bench_encode
-BENCH_ENCODE_SECS ?= 0.25
+BENCH_ENCODE_SECS ?= 0.2
 
 $(BENCH_ENCODE): $(O)/bench/bench_encode.o $(LIBSEMID)
 	$(CC) $(FINAL_LDFLAGS) -o $@ $^ $(LIBS)

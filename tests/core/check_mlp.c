@@ -24,6 +24,11 @@ static float frand(void)
 	return (float)((rng_state >> 11) * (1.0 / 9007199254740992.0)) * 2.0f - 1.0f;
 }
 
+static void *amalloc(size_t bytes)
+{
+	return aligned_alloc(64, (bytes + 63) & ~(size_t)63);
+}
+
 /* The reference: the chain mlp.h documents, written the obvious way. */
 static float ref_elem(const float *w, const float *x, int k, float b, enum sid_act act)
 {
@@ -38,9 +43,9 @@ static void run_case(int n, int k, size_t B, int packed, int with_bias, enum sid
 	size_t P = sid__panels(B);
 	float *w = malloc(sizeof(float) * n * k), *b = malloc(sizeof(float) * n);
 	float *xr = malloc(sizeof(float) * B * k);
-	float *xp = aligned_alloc(64, sizeof(float) * P * 16 * k);
-	float *y = aligned_alloc(64, sizeof(float) * P * 16 * n);
-	float *wp = aligned_alloc(64, sizeof(float) * (sid__gemm_pack_size(n, k) + 16));
+	float *xp = amalloc(sizeof(float) * P * 16 * k);
+	float *y = amalloc(sizeof(float) * P * 16 * n);
+	float *wp = amalloc(sizeof(float) * (sid__gemm_pack_size(n, k) + 16));
 
 	ck_assert(w && b && xr && xp && y && wp);
 	for (int i = 0; i < n * k; i++)
