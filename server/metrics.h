@@ -9,7 +9,7 @@
  *   semid_batch_size                          histogram (rows per encode batch)
  *   semid_encoded_total{tower}                counter (rows)
  *   semid_model_reloads_total{result}         counter (success|error)
- *   semid_model_info{version} 1               gauge (absent with no model)
+ *   semid_model_info{version,sha256} 1        gauge (absent with no model)
  *   semid_model_loaded_timestamp_seconds      gauge
  *   semid_queue_rows                          gauge (rows admitted, not answered)
  *   semid_build_info{version} 1               gauge

@@ -564,6 +564,23 @@ class TestLifecycle(unittest.TestCase):
         finally:
             srv.stop()
 
+    def test_shutdown_timeout(self):
+        # A client that stalls mid-upload keeps a request in flight; the
+        # server waits shutdown_timeout_ms for it, then exits 1 anyway.
+        srv = T.Server(["--model", TF_MODEL, "--shutdown-timeout-ms", "300"], WORK)
+        s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+        try:
+            s.sendall(b"POST /v1/items:encode HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                      b"application/json\r\nContent-Length: 1000\r\n\r\n{\"inputs\"")
+            time.sleep(0.2)
+            t0 = time.monotonic()
+            srv.signal(signal.SIGTERM)
+            self.assertEqual(srv.wait(10), 1)
+            self.assertGreaterEqual(time.monotonic() - t0, 0.25)
+            self.assertIn("still in flight after 300 ms", srv.log_text())
+        finally:
+            s.close()
+
     def test_sigint_idle_exits_zero(self):
         srv = T.Server(["--model", TF_MODEL], WORK)
         srv.signal(signal.SIGINT)
