@@ -94,6 +94,61 @@ static void add_noise_normalise(struct rng *r, float *v, int d, double noise)
 		v[k] *= inv;
 }
 
+/* What the row fillers need. */
+struct fill_ctx {
+	const struct tr_gen_params *p;
+	struct rng *rng;
+	const float *centre; /* (G, d) */
+	const int32_t *cl;   /* items: (N) cluster */
+	const int32_t *fav;  /* users: (M, MAX_FAV) groups */
+	const float *fav_w;  /* users: (M, MAX_FAV) weights */
+	int d;
+};
+
+/* Item row: normalise(centre of its cluster + noise). */
+static void fill_item(struct fill_ctx *c, long i, float *v)
+{
+	memcpy(v, c->centre + (size_t)c->cl[i] * c->d, (size_t)c->d * sizeof(float));
+	add_noise_normalise(c->rng, v, c->d, c->p->noise);
+}
+
+/* User row: normalise(weighted favourite centres + noise). */
+static void fill_user(struct fill_ctx *c, long u, float *v)
+{
+	memset(v, 0, (size_t)c->d * sizeof(float));
+	for (int f = 0; f < MAX_FAV; f++) {
+		const float *ce = c->centre + (size_t)c->fav[u * MAX_FAV + f] * c->d;
+		float w = c->fav_w[u * MAX_FAV + f];
+		for (int k = 0; k < c->d; k++)
+			v[k] += w * ce[k];
+	}
+	add_noise_normalise(c->rng, v, c->d, c->p->noise);
+}
+
+/* Stream @n rows of width @d made by @fill into DIR/NAME (.npy float32),
+ * CHUNK rows at a time through @buf. */
+static int write_rows(const char *dir, const char *name, long n, int d,
+		      void (*fill)(struct fill_ctx *, long, float *), struct fill_ctx *ctx,
+		      float *buf, struct sid_error *err)
+{
+	struct sid_npy_writer *w = NULL;
+	char path[PATH_LEN];
+	int rc;
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	rc = sid_npy_writer_open(path, SID_NPY_F32, (size_t)n, (size_t)d, &w, err);
+	for (long r0 = 0; rc == 0 && r0 < n; r0 += CHUNK) {
+		long m = n - r0 < CHUNK ? n - r0 : CHUNK;
+		for (long k = 0; k < m; k++)
+			fill(ctx, r0 + k, buf + k * d);
+		rc = sid_npy_writer_rows(w, buf, (size_t)m, err);
+	}
+	if (w) {
+		int rc2 = sid_npy_writer_close(w, rc == 0 ? err : NULL);
+		rc = rc ? rc : rc2;
+	}
+	return rc;
+}
+
 static int cmp_i32(const void *a, const void *b)
 {
 	int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
@@ -147,9 +202,9 @@ int tr_gen_run(const struct tr_gen_params *p, const char *out_dir, struct tr_gen
 	int32_t *fav = NULL, *perm = NULL, *work = NULL, *clicks = NULL, *warm_list = NULL;
 	double *pop = NULL, *act = NULL, *wtmp = NULL;
 	uint8_t *cold = NULL;
-	struct sid_npy_writer *nw = NULL;
+	struct fill_ctx ictx, uctx;
 	FILE *ftrain = NULL, *ftest = NULL, *fcold = NULL, *fctest = NULL;
-	char path[PATH_LEN], ptrain[PATH_LEN], ptest[PATH_LEN], pcold[PATH_LEN], pctest[PATH_LEN];
+	char ptrain[PATH_LEN], ptest[PATH_LEN], pcold[PATH_LEN], pctest[PATH_LEN];
 	long n_cold, n_warm = 0, cap = 0;
 	int32_t *hset = NULL;
 	size_t hcap = 0;
@@ -225,23 +280,8 @@ int tr_gen_run(const struct tr_gen_params *p, const char *out_dir, struct tr_gen
 	rows = malloc((size_t)CHUNK * (D > DU ? D : DU) * sizeof(float));
 	if (!rows)
 		goto nomem;
-	snprintf(path, sizeof(path), "%s/items.npy", out_dir);
-	rc = sid_npy_writer_open(path, SID_NPY_F32, (size_t)N, (size_t)D, &nw, err);
-	if (rc < 0)
-		goto fail;
-	for (long i0 = 0; i0 < N; i0 += CHUNK) {
-		long n = N - i0 < CHUNK ? N - i0 : CHUNK;
-		for (long k = 0; k < n; k++) {
-			float *v = rows + k * D;
-			memcpy(v, centre + (size_t)ccl[i0 + k] * D, D * sizeof(float));
-			add_noise_normalise(&r_it, v, D, p->noise);
-		}
-		rc = sid_npy_writer_rows(nw, rows, (size_t)n, err);
-		if (rc < 0)
-			goto fail;
-	}
-	rc = sid_npy_writer_close(nw, err);
-	nw = NULL;
+	ictx = (struct fill_ctx){.p = p, .rng = &r_it, .centre = centre, .cl = ccl, .d = D};
+	rc = write_rows(out_dir, "items.npy", N, D, fill_item, &ictx, rows, err);
 	if (rc < 0)
 		goto fail;
 
@@ -296,29 +336,9 @@ int tr_gen_run(const struct tr_gen_params *p, const char *out_dir, struct tr_gen
 		act[u] = exp(p->act_sigma * rng_normal(&r_us));
 		sum_act += act[u];
 	}
-	snprintf(path, sizeof(path), "%s/users.npy", out_dir);
-	rc = sid_npy_writer_open(path, SID_NPY_F32, (size_t)M, (size_t)DU, &nw, err);
-	if (rc < 0)
-		goto fail;
-	for (long u0 = 0; u0 < M; u0 += CHUNK) {
-		long n = M - u0 < CHUNK ? M - u0 : CHUNK;
-		for (long k = 0; k < n; k++) {
-			float *v = rows + k * DU;
-			memset(v, 0, DU * sizeof(float));
-			for (int f = 0; f < MAX_FAV; f++) {
-				const float *c = ucentre + (size_t)fav[(u0 + k) * MAX_FAV + f] * DU;
-				float w = fav_w[(u0 + k) * MAX_FAV + f];
-				for (int d = 0; d < DU; d++)
-					v[d] += w * c[d];
-			}
-			add_noise_normalise(&r_us, v, DU, p->noise);
-		}
-		rc = sid_npy_writer_rows(nw, rows, (size_t)n, err);
-		if (rc < 0)
-			goto fail;
-	}
-	rc = sid_npy_writer_close(nw, err);
-	nw = NULL;
+	uctx = (struct fill_ctx){
+	    .p = p, .rng = &r_us, .centre = ucentre, .fav = fav, .fav_w = fav_w, .d = DU};
+	rc = write_rows(out_dir, "users.npy", M, DU, fill_user, &uctx, rows, err);
 	if (rc < 0)
 		goto fail;
 
@@ -450,16 +470,11 @@ int tr_gen_run(const struct tr_gen_params *p, const char *out_dir, struct tr_gen
 	if (rc == 0)
 		rc = close_out(fctest, pctest, err);
 	fctest = NULL;
-	if (rc < 0)
-		goto fail;
-	rc = 0;
-	goto done;
-nomem:
-	rc = sid_error_set(err, SID_ENOMEM, "gen: out of memory");
+	if (0) {
+	nomem: /* every allocation failure lands here, then in the one cleanup */
+		rc = sid_error_set(err, SID_ENOMEM, "gen: out of memory");
+	}
 fail:
-	if (nw)
-		sid_npy_writer_close(nw, NULL);
-done:
 	if (ftrain)
 		fclose(ftrain);
 	if (ftest)
