@@ -16,7 +16,7 @@
  * and --batch; the first failing batch in input order decides the error.
  * A .npy or TSV file output is written under a temporary name next to the
  * target and renamed into place only when complete; a failure (or SIGINT /
- * SIGTERM) removes it.
+ * SIGTERM / SIGHUP, or SIGBUS from an input truncated while mapped) removes it.
  */
 #include "cli.h"
 
@@ -195,13 +195,22 @@ static volatile sig_atomic_t tmp_live;
 
 static void on_signal(int sig)
 {
+	static const char bus[] = "semid: the input file shrank or failed while being read "
+				  "(SIGBUS); no output written\n";
+
 	if (tmp_live)
 		unlink(tmp_path);
+	if (sig == SIGBUS) {
+		/* a mapped page past the end of a file truncated under us */
+		ssize_t n = write(STDERR_FILENO, bus, sizeof(bus) - 1);
+		(void)n;
+		_exit(CLI_EXIT_IO);
+	}
 	signal(sig, SIG_DFL);
 	raise(sig);
 }
 
-static const int caught[] = {SIGINT, SIGTERM, SIGHUP};
+static const int caught[] = {SIGINT, SIGTERM, SIGHUP, SIGBUS};
 
 static void signals_install(struct sigaction *saved)
 {

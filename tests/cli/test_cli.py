@@ -15,10 +15,12 @@ Run: SEMID_BIN=/path/to/bin /usr/bin/python3 tests/cli/test_cli.py
 import hashlib
 import json
 import os
+import signal
 import struct
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
 
 import numpy as np
@@ -342,6 +344,24 @@ class CliTest(unittest.TestCase):
         self.assert_bad(self.encode(inp=inp, output=out), "row 57")
         with open(out, "rb") as f:
             self.assertEqual(f.read(), b"old")
+
+    def test_killed_run_leaves_no_temp(self):
+        rng = np.random.default_rng(3)
+        inp = os.path.join(self.out.name, "big.npy")
+        np.save(inp, make_inputs(rng, self.books["item"], 200_000)[0])
+        out = os.path.join(self.out.name, "o.npy")
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            # batch 1 on one thread is slow enough to be caught mid-run
+            proc = subprocess.Popen([SEMID, "encode", "--model", self.model, "--input", inp,
+                                     "--output", out, "--threads", "1", "--batch", "1"],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            deadline = time.time() + 30
+            while time.time() < deadline and not any(".tmp." in f for f in self.out_files()):
+                self.assertIsNone(proc.poll(), "finished before it could be interrupted")
+                time.sleep(0.002)
+            proc.send_signal(sig)
+            self.assertEqual(proc.wait(timeout=60), -sig)
+            self.assertEqual(self.out_files(), ["big.npy"])
 
     def test_unknown_or_missing_tower(self):
         self.assert_bad(self.encode("--tower", "user"), "has no tower 'user'", "item")
