@@ -341,8 +341,8 @@ static int levels_get(struct pg *s, int kind, int *L, struct sid_error *err)
 }
 
 /* Set @kind's levels to @L unless set; 0 when they equal @L, 2 when they
- * differ, else an error.  Committed or not, the value is the same for every
- * process, so caching it is safe. */
+ * differ, else an error.  The value is cached; callers clear the cache when
+ * their transaction rolls back. */
 static int levels_ensure(struct pg *s, int kind, int L, struct sid_error *err)
 {
 	struct params p = {0};
@@ -1034,6 +1034,8 @@ static void pg_assign(struct sid_registry *r, struct sid__reg_req *const *q, siz
 	}
 	if (!rc && writers)
 		rc = with_retries(s, 1, group_body, &g, &gerr);
+	if (rc) /* a rolled-back first assignment may have cached its levels */
+		memset(s->levels, 0, sizeof(s->levels));
 	for (size_t i = 0; i < nq; i++) {
 		if (g.pending && g.pending[i] == 2)
 			continue; /* answered without a write */
@@ -1334,7 +1336,11 @@ static int pg_import(struct sid_registry *r, const struct sid_reg_entry *e, cons
 		     size_t n, int *status, struct sid_reg_entry *existing, struct sid_error *err)
 {
 	struct import_ctx c = {e, emb, n, status, existing};
-	return with_retries((struct pg *)r, 1, import_body, &c, err);
+	struct pg *s = (struct pg *)r;
+	int rc = with_retries(s, 1, import_body, &c, err);
+	if (rc)
+		memset(s->levels, 0, sizeof(s->levels));
+	return rc;
 }
 
 static void pg_close(struct sid_registry *r)
