@@ -301,6 +301,36 @@ START_TEST(t_diff_and_lookups)
 		ck_assert_int_eq(json_integer_value(json_array_get(a, l)), prefix[l]);
 	json_decref(j);
 
+	/* reassign with the new model: afterwards the diff against it is empty and
+	 * every printed sid carries model2's codes */
+	ck_assert_int_eq(run("registry", "assign", "--model", model2, "--input", npy, "--ids", ids,
+			     "--reassign", "--output", out, NULL),
+			 CLI_EXIT_OK);
+	{
+		FILE *f = fopen(out, "r");
+		char line[256];
+		int i = 0;
+		while (fgets(line, sizeof(line), f)) {
+			int x0, x1, x2;
+			ck_assert_int_eq(sscanf(line, "item-%*d\t%d-%d-%d-", &x0, &x1, &x2), 3);
+			ck_assert_int_eq(x0, c2[3 * i]);
+			ck_assert_int_eq(x1, c2[3 * i + 1]);
+			ck_assert_int_eq(x2, c2[3 * i + 2]);
+			i++;
+		}
+		fclose(f);
+		ck_assert_int_eq(i, N);
+	}
+	ck_assert_int_eq(run("registry", "diff", "--model", model2, "--db", db, "-o", out, NULL),
+			 CLI_EXIT_OK);
+	j = load_json(out);
+	ck_assert_int_eq(json_integer_value(json_object_get(j, "changed")), 0);
+	json_decref(j);
+	/* back to the first model for the lookups below */
+	ck_assert_int_eq(run("registry", "assign", "--model", model, "--input", npy, "--ids", ids,
+			     "--reassign", "--output", out, NULL),
+			 CLI_EXIT_OK);
+
 	/* lookups */
 	ck_assert_int_eq(run("registry", "get", "item-7", "--db", db, "-o", out, NULL),
 			 CLI_EXIT_OK);
