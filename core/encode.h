@@ -10,13 +10,18 @@
  * tuples by final distance from a beam search over levels (beam width >=
  * top_k), never repeating the greedy tuple.
  *
- * Batches run through sgemm (layers; distances via ||C||^2 - 2 r.C^T with the
- * model's cached codeword norms).  Results for a row do not depend on the
- * batch it came in or on the thread that ran it.
+ * Batches run through a single-precision GEMM (layers; distances via
+ * ||C||^2 - 2 r.C^T with the model's cached codeword norms), not per-item
+ * loops.  The GEMM is the library's own (core/mlp.h), not OpenBLAS: every
+ * output element is one fused multiply-add chain in a fixed order, so results
+ * for a row do not depend on the batch it came in, on the thread that ran it
+ * or on the CPU's vector width (OpenBLAS sgemm gives different bits for the
+ * same row at different batch sizes).
  *
  * Thread-safety: sid_encode may run concurrently on one model; each thread
- * needs its own workspace.  OpenBLAS threading is the caller's choice
- * (openblas_set_num_threads); the server pins it to 1 per worker.
+ * needs its own workspace.  One call runs on the calling thread only (it does
+ * not use OpenBLAS threads); use several threads with a workspace each to
+ * use several cores, as `semid encode` and the server do.
  */
 #ifndef SID_ENCODE_H
 #define SID_ENCODE_H
