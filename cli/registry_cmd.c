@@ -284,20 +284,6 @@ static int print_json(json_t *j, const struct opts *o, struct sid_error *err)
 	return out_close(&w, 1, err);
 }
 
-static json_t *entry_json(const struct sid_reg_entry *e)
-{
-	char sid[SID_REG_SID_MAX];
-	json_t *codes = json_array();
-	sid_reg_sid_format(e->codes, e->L, e->suffix, sid, sizeof(sid));
-	for (int l = 0; l < e->L; l++)
-		json_array_append_new(codes, json_integer(e->codes[l]));
-	return json_pack("{s:s, s:s, s:o, s:I, s:s, s:s, s:I, s:I, s:i}", "kind",
-			 sid_tower_name(e->kind), "id", e->id, "codes", codes, "suffix",
-			 (json_int_t)e->suffix, "sid", sid, "model_version", e->model_version,
-			 "created_ms", (json_int_t)e->created_ms, "updated_ms",
-			 (json_int_t)e->updated_ms, "embedding_dim", e->D);
-}
-
 /* ---- assign ---- */
 
 /* Read @n ids, one per line, into a malloc'ed array of malloc'ed strings. */
@@ -577,7 +563,7 @@ static int cmd_lookup(const struct opts *o, struct sid_registry *r, struct sid_e
 				     strcmp(o->cmd, "get") ? "SID" : "ID");
 	rc = strcmp(o->cmd, "get") ? sid_registry_get_sid(r, o->kind, o->arg, &e, err)
 				   : sid_registry_get(r, o->kind, o->arg, &e, err);
-	return rc ? rc : print_json(entry_json(&e), o, err);
+	return rc ? rc : print_json(sid_reg_entry_json(&e, 0), o, err);
 }
 
 static int cmd_list(const struct opts *o, struct sid_registry *r, struct sid_error *err)
@@ -597,7 +583,7 @@ static int cmd_list(const struct opts *o, struct sid_registry *r, struct sid_err
 		if (rc)
 			break;
 		for (size_t i = 0; i < n; i++)
-			json_array_append_new(a, entry_json(&page[i]));
+			json_array_append_new(a, sid_reg_entry_json(&page[i], 0));
 		left -= (long)n;
 		memcpy(cursor, next, sizeof(cursor));
 	} while (cursor[0] && left > 0);

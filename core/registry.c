@@ -860,6 +860,27 @@ static int time_parse(const char *s, int64_t *ms)
 	return 0;
 }
 
+json_t *sid_reg_entry_json(const struct sid_reg_entry *e, int assign)
+{
+	char sid[SID_REG_SID_MAX], ct[80], ut[80];
+	json_t *codes = json_array(), *o;
+
+	sid_reg_sid_format(e->codes, e->L, e->suffix, sid, sizeof(sid));
+	time_format(e->created_ms, ct);
+	time_format(e->updated_ms, ut);
+	for (int l = 0; codes && l < e->L; l++)
+		json_array_append_new(codes, json_integer(e->codes[l]));
+	o = json_pack("{s:s, s:s, s:o, s:I, s:s, s:s, s:s, s:s, s:i}", "kind",
+		      sid_tower_name(e->kind), "id", e->id, "codes", codes, "suffix",
+		      (json_int_t)e->suffix, "sid", sid, "model_version", e->model_version,
+		      "created_at", ct, "updated_at", ut, "embedding_dim", e->D);
+	if (o && assign) {
+		json_object_set_new(o, "created", json_boolean(e->created));
+		json_object_set_new(o, "moved", json_boolean(e->moved));
+	}
+	return o;
+}
+
 /* The little-endian bytes of @D floats (a copy on big-endian hosts is not
  * needed: semid targets little-endian machines, as the model format does). */
 struct export_ctx {

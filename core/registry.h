@@ -234,6 +234,16 @@ int sid_registry_import(struct sid_registry *r, enum sid_reg_format fmt, FILE *f
 			sid_reg_conflict_fn on_conflict, void *ctx,
 			struct sid_reg_import_result *res, struct sid_error *err);
 
+/*
+ * An entry as JSON, the shape the CLI prints and the HTTP API returns:
+ * {"kind", "id", "codes", "suffix", "sid", "model_version", "created_at",
+ * "updated_at", "embedding_dim"} (times in ISO 8601 UTC with milliseconds),
+ * plus "created" and "moved" (booleans) when @assign.  Returns a new
+ * reference (jansson json_t *), NULL when out of memory.  Thread-safe.
+ */
+struct json_t;
+struct json_t *sid_reg_entry_json(const struct sid_reg_entry *e, int assign);
+
 /* ---- ids and sids (no store needed; thread-safe) ---- */
 
 /* Check an id: 1..SID_REG_ID_MAX bytes of valid UTF-8 without control characters. */

@@ -18,6 +18,7 @@
 #include <check.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <jansson.h>
 #include <libpq-fe.h>
 #include <netinet/in.h>
 #include <pthread.h>
@@ -345,6 +346,33 @@ START_TEST(t_gap_and_paths)
 	ck_assert_str_eq(buf, "/srv/models/semid-registry.db");
 	sid_registry_default_path("m.safetensors", buf, sizeof(buf));
 	ck_assert_str_eq(buf, "semid-registry.db");
+}
+END_TEST
+
+START_TEST(t_entry_json)
+{
+	struct sid_reg_entry e = {.kind = SID_TOWER_ITEM,
+				  .id = "sku-1",
+				  .L = 3,
+				  .codes = {12, 7, 200},
+				  .suffix = 0,
+				  .model_version = "v1",
+				  .created_ms = 1767323045006LL,
+				  .updated_ms = 1767323045006LL,
+				  .created = 1};
+	json_t *j = sid_reg_entry_json(&e, 1);
+	char *s = json_dumps(j, JSON_COMPACT | JSON_PRESERVE_ORDER);
+
+	ck_assert_str_eq(s, "{\"kind\":\"item\",\"id\":\"sku-1\",\"codes\":[12,7,200],"
+			    "\"suffix\":0,\"sid\":\"12-7-200-0\",\"model_version\":\"v1\","
+			    "\"created_at\":\"2026-01-02T03:04:05.006Z\","
+			    "\"updated_at\":\"2026-01-02T03:04:05.006Z\",\"embedding_dim\":0,"
+			    "\"created\":true,\"moved\":false}");
+	free(s);
+	json_decref(j);
+	j = sid_reg_entry_json(&e, 0);
+	ck_assert_ptr_null(json_object_get(j, "created"));
+	json_decref(j);
 }
 END_TEST
 
@@ -1510,6 +1538,7 @@ static Suite *registry_suite(void)
 	tcase_add_test(tc, t_sid_parse);
 	tcase_add_test(tc, t_id_check);
 	tcase_add_test(tc, t_gap_and_paths);
+	tcase_add_test(tc, t_entry_json);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("sqlite");
