@@ -340,17 +340,23 @@ static int kind_check(int kind, struct sid_error *err)
  * backend under the handle lock, answers it, and lets the next waiter lead.
  * Calls arriving during a commit thus share the next one.
  */
-static void group_commit(struct sid_registry *r, struct sid__reg_req *q)
+static void group_commit(struct sid_registry *r, struct sid__reg_req **qs, size_t nqs)
 {
 	struct sid__reg_req *group[GROUP_CALLS];
+	struct sid__reg_req *last = nqs ? qs[nqs - 1] : NULL;
 
+	if (!nqs)
+		return;
 	pthread_mutex_lock(&r->q_lock);
-	if (r->q_tail)
-		r->q_tail->next = q;
-	else
-		r->q_head = q;
-	r->q_tail = q;
-	while (!q->done) {
+	for (size_t i = 0; i < nqs; i++) {
+		if (r->q_tail)
+			r->q_tail->next = qs[i];
+		else
+			r->q_head = qs[i];
+		r->q_tail = qs[i];
+	}
+	/* the queue is FIFO and served in order: the last one done means all */
+	while (!last->done) {
 		size_t nq = 0, items = 0;
 		if (r->q_leader) {
 			pthread_cond_wait(&r->q_cond, &r->q_lock);
@@ -378,14 +384,13 @@ static void group_commit(struct sid_registry *r, struct sid__reg_req *q)
 	pthread_mutex_unlock(&r->q_lock);
 }
 
-int sid_registry_assign(struct sid_registry *r, enum sid_tower_kind kind,
-			const struct sid_reg_item *items, size_t n, int L, int D,
-			const char *model_version, unsigned flags, struct sid_reg_entry *out,
-			struct sid_error *err)
+/* Validate one call's arguments (nothing touches the store). */
+static int assign_check(int kind, const struct sid_reg_item *items, size_t n, int L, int D,
+			const char *model_version, int *any_emb, struct sid_error *err)
 {
-	int rc, any_emb = 0;
+	int rc = kind_check(kind, err);
 
-	rc = kind_check(kind, err);
+	*any_emb = 0;
 	if (rc)
 		return rc;
 	if (L < 1 || L > SID_MAX_LEVELS)
@@ -410,28 +415,81 @@ int sid_registry_assign(struct sid_registry *r, enum sid_tower_kind kind,
 							" at level %d out of range",
 							i, items[i].id, items[i].codes[l], l);
 		if (items[i].emb)
-			any_emb = 1;
+			*any_emb = 1;
 	}
-	if (any_emb && (D < 1 || D > SID_MAX_DIM))
+	if (*any_emb && (D < 1 || D > SID_MAX_DIM))
 		return sid_error_set(err, SID_EINVAL, "assign: embedding width %d (1..%d)", D,
 				     SID_MAX_DIM);
-	if (n == 0)
-		return 0;
-	{
-		struct sid__reg_req q = {.kind = kind,
-					 .L = L,
-					 .D = any_emb ? D : 0,
-					 .items = items,
-					 .n = n,
-					 .version = model_version,
-					 .flags = flags,
-					 .out = out};
-		sid_error_clear(&q.err);
-		group_commit(r, &q);
-		if (q.rc && err)
-			*err = q.err;
-		return q.rc;
+	return 0;
+}
+
+int sid_registry_assign(struct sid_registry *r, enum sid_tower_kind kind,
+			const struct sid_reg_item *items, size_t n, int L, int D,
+			const char *model_version, unsigned flags, struct sid_reg_entry *out,
+			struct sid_error *err)
+{
+	struct sid_reg_call c = {.kind = kind,
+				 .items = items,
+				 .n = n,
+				 .L = L,
+				 .D = D,
+				 .model_version = model_version,
+				 .flags = flags,
+				 .out = out};
+	int rc = sid_registry_assign_calls(r, &c, 1);
+	if (rc && err)
+		*err = c.err;
+	return rc;
+}
+
+int sid_registry_assign_calls(struct sid_registry *r, struct sid_reg_call *calls, size_t n)
+{
+	struct sid__reg_req *q = calloc(n ? n : 1, sizeof(*q)),
+			    **qs = calloc(n ? n : 1, sizeof(*qs));
+	size_t nq = 0;
+	int rc = 0;
+
+	if (!q || !qs) {
+		for (size_t i = 0; i < n; i++)
+			calls[i].rc =
+			    sid_error_set(&calls[i].err, SID_ENOMEM, "assign: out of memory");
+		free(q);
+		free(qs);
+		return n ? SID_ENOMEM : 0;
 	}
+	for (size_t i = 0; i < n; i++) {
+		struct sid_reg_call *c = &calls[i];
+		int any_emb;
+		sid_error_clear(&c->err);
+		c->rc = assign_check(c->kind, c->items, c->n, c->L, c->D, c->model_version,
+				     &any_emb, &c->err);
+		if (c->rc || c->n == 0)
+			continue;
+		q[i] = (struct sid__reg_req){.kind = c->kind,
+					     .L = c->L,
+					     .D = any_emb ? c->D : 0,
+					     .items = c->items,
+					     .n = c->n,
+					     .version = c->model_version,
+					     .flags = c->flags,
+					     .out = c->out};
+		sid_error_clear(&q[i].err);
+		qs[nq++] = &q[i];
+	}
+	group_commit(r, qs, nq);
+	for (size_t i = 0; i < n; i++) {
+		struct sid_reg_call *c = &calls[i];
+		if (!c->rc && c->n) {
+			c->rc = q[i].rc;
+			if (c->rc)
+				c->err = q[i].err;
+		}
+		if (c->rc && !rc)
+			rc = c->rc;
+	}
+	free(q);
+	free(qs);
+	return rc;
 }
 
 int sid_registry_get(struct sid_registry *r, enum sid_tower_kind kind, const char *id,

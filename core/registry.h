@@ -138,6 +138,26 @@ int sid_registry_assign(struct sid_registry *r, enum sid_tower_kind kind,
 			const char *model_version, unsigned flags, struct sid_reg_entry *out,
 			struct sid_error *err);
 
+/*
+ * Several independent assign calls at once (e.g. every assign request in one
+ * encode batch of the server), committed in as few transactions as the group
+ * limits allow; each call behaves exactly as sid_registry_assign with its own
+ * arguments and gets its own result in rc and err.  Returns 0 when all
+ * succeeded, else the first failing call's code.
+ */
+struct sid_reg_call {
+	enum sid_tower_kind kind;
+	const struct sid_reg_item *items;
+	size_t n;
+	int L, D;
+	const char *model_version;
+	unsigned flags;
+	struct sid_reg_entry *out; /* (n) */
+	int rc;			   /* out: 0 or a SID_E* code */
+	struct sid_error err;	   /* out: the message when rc != 0 */
+};
+int sid_registry_assign_calls(struct sid_registry *r, struct sid_reg_call *calls, size_t n);
+
 /* The assignment of @id, or SID_ENOTFOUND. */
 int sid_registry_get(struct sid_registry *r, enum sid_tower_kind kind, const char *id,
 		     struct sid_reg_entry *out, struct sid_error *err);

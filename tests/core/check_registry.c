@@ -592,41 +592,45 @@ START_TEST(t_bad_input)
 }
 END_TEST
 
-/* A group of calls committed together: one call's own error (levels) is
- * undone alone; an all-known call is answered from reads. */
+/* Calls committed together (sid_registry_assign_calls): one call's own error
+ * (levels, or a bad id caught before the store) leaves the others in; an
+ * all-known call is answered from reads. */
 START_TEST(t_group)
 {
 	struct sid_registry *r;
-	struct sid_reg_entry oa[2], ob[1], oc[1], od[1], e;
+	struct sid_reg_entry oa[2], ob[1], oc[1], od[1], oe[1], e;
 	int32_t c3[3] = {4, 4, 4}, c2[2] = {4, 4};
 	struct sid_reg_item ia[2] = {{"a1", c3, NULL}, {"a2", c3, NULL}};
 	struct sid_reg_item ib[1] = {{"b1", c2, NULL}}, ic[1] = {{"c1", c3, NULL}};
-	struct sid_reg_item id[1] = {{"known", c3, NULL}};
-	struct sid__reg_req qa = {
-	    .kind = SID_TOWER_ITEM, .L = 3, .items = ia, .n = 2, .version = "g", .out = oa};
-	struct sid__reg_req qb = qa, qc = qa, qd = qa;
-	struct sid__reg_req *q[4] = {&qd, &qa, &qb, &qc};
+	struct sid_reg_item id[1] = {{"known", c3, NULL}}, ie[1] = {{"bad\n", c3, NULL}};
+	struct sid_reg_call calls[5] = {
+	    {SID_TOWER_ITEM, id, 1, 3, 0, "g", 0, od, 0, {0}},
+	    {SID_TOWER_ITEM, ia, 2, 3, 0, "g", 0, oa, 0, {0}},
+	    {SID_TOWER_ITEM, ib, 1, 2, 0, "g", 0, ob, 0, {0}},
+	    {SID_TOWER_ITEM, ie, 1, 3, 0, "g", 0, oe, 0, {0}},
+	    {SID_TOWER_ITEM, ic, 1, 3, 0, "g", 0, oc, 0, {0}},
+	};
 	struct sid_error err;
 	char s[SID_REG_SID_MAX];
 
 	NEED_STORE();
 	r = reg_open();
 	assign1(r, "known", 4, 4, 4, 0, &e);
-	qb.L = 2, qb.items = ib, qb.n = 1, qb.out = ob;
-	qc.items = ic, qc.n = 1, qc.out = oc;
-	qd.items = id, qd.n = 1, qd.out = od;
-	r->ops->assign(r, q, 4, sid__reg_now_ms());
-	ck_assert_int_eq(qd.rc, 0);
+	ck_assert_int_eq(sid_registry_assign_calls(r, calls, 5), SID_EINVAL);
+	ck_assert_int_eq(calls[0].rc, 0);
 	ck_assert_int_eq(od[0].created, 0);
-	ck_assert_int_eq(qa.rc, 0);
-	ck_assert_int_eq(qb.rc, SID_EINVAL);
-	ck_assert_int_eq(qb.err.index, 0);
-	ck_assert_ptr_nonnull(strstr(qb.err.msg, "2 levels"));
-	ck_assert_int_eq(qc.rc, 0);
+	ck_assert_int_eq(calls[1].rc, 0);
+	ck_assert_int_eq(calls[2].rc, SID_EINVAL);
+	ck_assert_int_eq(calls[2].err.index, 0);
+	ck_assert_ptr_nonnull(strstr(calls[2].err.msg, "2 levels"));
+	ck_assert_int_eq(calls[3].rc, SID_EINVAL);
+	ck_assert_ptr_nonnull(strstr(calls[3].err.msg, "control character"));
+	ck_assert_int_eq(calls[4].rc, 0);
 	/* suffixes in call order across the group: known 0, a1 1, a2 2, c1 3 */
 	ck_assert_int_eq(oa[0].suffix, 1);
 	ck_assert_int_eq(oa[1].suffix, 2);
 	ck_assert_int_eq(oc[0].suffix, 3);
+	ck_assert_int_eq(oc[0].created, 1);
 	ck_assert_int_eq(sid_registry_get(r, SID_TOWER_ITEM, "c1", &e, &err), 0);
 	sidstr(&e, s);
 	ck_assert_str_eq(s, "4-4-4-3");
