@@ -642,7 +642,6 @@ int srv_http_start(const struct srv_http_deps *deps, struct srv_http **out, stru
 		    {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, h},
 		    {MHD_OPTION_CONNECTION_TIMEOUT, cfg->connection_timeout_s, NULL},
 		    {MHD_OPTION_CONNECTION_LIMIT, cfg->connection_limit, NULL},
-		    {MHD_OPTION_LISTENING_ADDRESS_REUSE, 1, NULL},
 		    {cfg->http_threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END,
 		     cfg->http_threads, NULL},
 		    {MHD_OPTION_END, 0, NULL},

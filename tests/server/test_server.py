@@ -483,6 +483,16 @@ class TestLifecycle(unittest.TestCase):
         ex = os.path.join(os.path.dirname(__file__), "..", "..", "config", "semid-server.json")
         self.refused(["--config", ex, "--listen", "127.0.0.1:0"], "/var/lib/semid/model")
 
+    def test_port_in_use(self):
+        # No SO_REUSEPORT: a second server on a taken port refuses to start
+        # instead of silently sharing the port with the first.
+        srv = T.Server(["--model", TF_MODEL], WORK)
+        try:
+            self.refused(["--model", TF_MODEL, "--listen", "127.0.0.1:%d" % srv.port],
+                         "cannot listen on 127.0.0.1:%d" % srv.port)
+        finally:
+            srv.stop()
+
     def test_help(self):
         p = subprocess.run([T.SERVER, "--help"], stdout=subprocess.PIPE, timeout=10)
         self.assertEqual(p.returncode, 0)
