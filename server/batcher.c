@@ -125,7 +125,9 @@ int srv_batcher_submit(struct srv_batcher *b, struct srv_job *job)
 	job->next = NULL;
 	job->t_admit = srv_now();
 	pthread_mutex_lock(&b->mu);
-	if (b->closed || b->admitted + rows > b->o.queue_rows) {
+	/* admitted only grows under the mutex; it may shrink concurrently
+	 * (answers), which can only make room. */
+	if (b->closed || __atomic_load_n(&b->admitted, __ATOMIC_RELAXED) + rows > b->o.queue_rows) {
 		rc = -1;
 	} else {
 		__atomic_add_fetch(&b->admitted, rows, __ATOMIC_RELAXED);
