@@ -235,7 +235,7 @@ char *srv_metrics_render(struct srv_metrics *m, const struct sid_model *model)
 				    &b, "semid_requests_total{route=\"%s\",code=\"%d\"} %llu\n",
 				    route_names[r], s, (unsigned long long)m->requests[r][s]);
 	srv_buf_puts(&b, "# HELP semid_request_duration_seconds Time from request headers to "
-			 "response queued.\n# TYPE semid_request_duration_seconds histogram\n");
+			 "the response sent.\n# TYPE semid_request_duration_seconds histogram\n");
 	for (r = 0; r < SRV_ROUTE_COUNT; r++) {
 		if (!m->duration[r].total)
 			continue;
