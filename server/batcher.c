@@ -202,7 +202,7 @@ static void work_cb(uv_work_t *w)
 	float *x = NULL, *xbuf = NULL, *dist = NULL, *quant = NULL, *alt_dist = NULL;
 	int32_t *alt_codes = NULL;
 	int *alt_count = NULL;
-	int want_q = 0, n_alt = j0->req.top_k - 1;
+	int want_q = 0, n_alt = j0->req.top_k - 1, encoded = 0;
 	size_t B = bt->B, D, row, i;
 	double start = srv_now();
 
@@ -261,6 +261,7 @@ static void work_cb(uv_work_t *w)
 		fail_jobs(bt, msg);
 		goto done;
 	}
+	encoded = 1;
 	for (j = bt->jobs, row = 0; j; j = j->next) {
 		struct srv_buf body = SRV_BUF_INIT;
 		struct srv_encode_res res = {
@@ -286,7 +287,7 @@ static void work_cb(uv_work_t *w)
 		row += j->req.B;
 	}
 done:
-	if (bt->encode_rc || !dist) {
+	if (!encoded) {
 		free(bt->codes); /* no codes for the entropy window */
 		bt->codes = NULL;
 	}
