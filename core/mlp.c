@@ -28,15 +28,77 @@ void sid__gemm_force(int mode)
 	__atomic_store_n(&force_mode, mode, __ATOMIC_RELAXED);
 }
 
+/*
+ * exp and erf for silu and gelu, written so that the scalar code below and
+ * the AVX-512 code further down perform the same IEEE operations in the same
+ * order (every multiply-add an explicit fma, no product ever added outside
+ * one), so both give the same bits; both are within ~1 ulp of the true
+ * function.  exp: Cephes-style range reduction and polynomial, argument
+ * clamped to [-87, 88] (results stay normal).  erf: N. Juffa's float erf
+ * (two branches split at |x| = 0.927734375, max error ~1 ulp).
+ */
+#define EXP_LO	  -87.0f
+#define EXP_HI	  88.0f
+#define LOG2E	  1.44269504088896341f
+#define LN2_HI	  0.693359375f
+#define LN2_LO	  -2.12194440e-4f
+#define ERF_SPLIT 0.927734375f
+
+static float exp_s(float x)
+{
+	x = fminf(fmaxf(x, EXP_LO), EXP_HI);
+	float n = rintf(x * LOG2E);
+	float r = fmaf(n, -LN2_HI, x);
+	r = fmaf(n, -LN2_LO, r);
+	float p = 1.9875691500e-4f;
+	p = fmaf(p, r, 1.3981999507e-3f);
+	p = fmaf(p, r, 8.3334519073e-3f);
+	p = fmaf(p, r, 4.1665795894e-2f);
+	p = fmaf(p, r, 1.6666665459e-1f);
+	p = fmaf(p, r, 5.0000001201e-1f);
+	float r2 = r * r;
+	p = fmaf(p, r2, r);
+	p = p + 1.0f;
+	int32_t bits = ((int32_t)n + 127) << 23;
+	float scale;
+	memcpy(&scale, &bits, sizeof(scale));
+	return p * scale;
+}
+
+static float erf_s(float a)
+{
+	float t = fabsf(a), s = a * a, r;
+
+	if (t > ERF_SPLIT) {
+		float u;
+		r = fmaf(-1.72853470e-5f, t, 3.83197126e-4f);
+		u = fmaf(-3.88396438e-3f, t, 2.42546219e-2f);
+		r = fmaf(r, s, u);
+		r = fmaf(r, t, -1.06777877e-1f);
+		r = fmaf(r, t, -6.34846687e-1f);
+		r = fmaf(r, t, -1.28717512e-1f);
+		r = fmaf(r, t, -t);
+		r = 1.0f - exp_s(r);
+		return copysignf(r, a);
+	}
+	r = -5.96761703e-4f;
+	r = fmaf(r, s, 4.99119423e-3f);
+	r = fmaf(r, s, -2.67681349e-2f);
+	r = fmaf(r, s, 1.12819925e-1f);
+	r = fmaf(r, s, -3.76125336e-1f);
+	r = fmaf(r, s, 1.28379166e-1f);
+	return fmaf(r, a, a);
+}
+
 __attribute__((noinline)) float sid__act_apply(enum sid_act act, float v)
 {
 	switch (act) {
 	case SID_ACT_RELU:
 		return v > 0.0f ? v : 0.0f;
 	case SID_ACT_SILU:
-		return v * (1.0f / (1.0f + expf(-v)));
+		return v * (1.0f / (1.0f + exp_s(-v)));
 	case SID_ACT_GELU:
-		return (0.5f * v) * (1.0f + erff(v * (float)M_SQRT1_2));
+		return (0.5f * v) * (1.0f + erf_s(v * (float)M_SQRT1_2));
 	case SID_ACT_TANH:
 		return tanhf(v);
 	case SID_ACT_IDENTITY:
@@ -132,6 +194,86 @@ static void gemm_generic(const float *w, const float *wp, const float *b, enum s
 #ifdef SID_HAVE_X86
 #define AVX512 __attribute__((target("avx512f")))
 
+/* The AVX-512 mirrors of exp_s, erf_s and sid__act_apply (see above). */
+static inline __attribute__((always_inline)) AVX512 __m512 exp_v(__m512 x)
+{
+	x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(EXP_LO)), _mm512_set1_ps(EXP_HI));
+	__m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(LOG2E)),
+					_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+	__m512 r = _mm512_fmadd_ps(n, _mm512_set1_ps(-LN2_HI), x);
+	r = _mm512_fmadd_ps(n, _mm512_set1_ps(-LN2_LO), r);
+	__m512 p = _mm512_set1_ps(1.9875691500e-4f);
+	p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+	p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+	p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+	p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+	p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+	__m512 r2 = _mm512_mul_ps(r, r);
+	p = _mm512_fmadd_ps(p, r2, r);
+	p = _mm512_add_ps(p, _mm512_set1_ps(1.0f));
+	__m512i bits =
+	    _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+	return _mm512_mul_ps(p, _mm512_castsi512_ps(bits));
+}
+
+static inline __attribute__((always_inline)) AVX512 __m512 erf_v(__m512 a)
+{
+	const __m512i sign = _mm512_set1_epi32((int)0x80000000u);
+	__m512 t = _mm512_castsi512_ps(_mm512_andnot_si512(sign, _mm512_castps_si512(a)));
+	__m512 s = _mm512_mul_ps(a, a);
+	/* |a| > split */
+	__m512 r =
+	    _mm512_fmadd_ps(_mm512_set1_ps(-1.72853470e-5f), t, _mm512_set1_ps(3.83197126e-4f));
+	__m512 u =
+	    _mm512_fmadd_ps(_mm512_set1_ps(-3.88396438e-3f), t, _mm512_set1_ps(2.42546219e-2f));
+	r = _mm512_fmadd_ps(r, s, u);
+	r = _mm512_fmadd_ps(r, t, _mm512_set1_ps(-1.06777877e-1f));
+	r = _mm512_fmadd_ps(r, t, _mm512_set1_ps(-6.34846687e-1f));
+	r = _mm512_fmadd_ps(r, t, _mm512_set1_ps(-1.28717512e-1f));
+	r = _mm512_fmadd_ps(r, t, _mm512_sub_ps(_mm512_setzero_ps(), t));
+	r = _mm512_sub_ps(_mm512_set1_ps(1.0f), exp_v(r));
+	r = _mm512_castsi512_ps(_mm512_or_si512(_mm512_andnot_si512(sign, _mm512_castps_si512(r)),
+						_mm512_and_si512(sign, _mm512_castps_si512(a))));
+	/* |a| <= split */
+	__m512 q = _mm512_set1_ps(-5.96761703e-4f);
+	q = _mm512_fmadd_ps(q, s, _mm512_set1_ps(4.99119423e-3f));
+	q = _mm512_fmadd_ps(q, s, _mm512_set1_ps(-2.67681349e-2f));
+	q = _mm512_fmadd_ps(q, s, _mm512_set1_ps(1.12819925e-1f));
+	q = _mm512_fmadd_ps(q, s, _mm512_set1_ps(-3.76125336e-1f));
+	q = _mm512_fmadd_ps(q, s, _mm512_set1_ps(1.28379166e-1f));
+	q = _mm512_fmadd_ps(q, a, a);
+	__mmask16 big = _mm512_cmp_ps_mask(t, _mm512_set1_ps(ERF_SPLIT), _CMP_GT_OQ);
+	return _mm512_mask_mov_ps(q, big, r);
+}
+
+/* relu, silu and gelu in registers; others (tanh) go through the scalar
+ * function after the store.  Returns 1 when it handled @act. */
+static inline __attribute__((always_inline)) AVX512 int act_v(enum sid_act act, __m512 *v)
+{
+	const __m512 one = _mm512_set1_ps(1.0f);
+	switch (act) {
+	case SID_ACT_IDENTITY:
+		return 1;
+	case SID_ACT_RELU:
+		*v = _mm512_max_ps(*v, _mm512_setzero_ps()); /* v > 0 ? v : 0 */
+		return 1;
+	case SID_ACT_SILU: {
+		__m512 e = exp_v(_mm512_sub_ps(_mm512_setzero_ps(), *v));
+		*v = _mm512_mul_ps(*v, _mm512_div_ps(one, _mm512_add_ps(one, e)));
+		return 1;
+	}
+	case SID_ACT_GELU: {
+		__m512 h = _mm512_mul_ps(_mm512_set1_ps(0.5f), *v);
+		__m512 e = erf_v(_mm512_mul_ps(*v, _mm512_set1_ps((float)M_SQRT1_2)));
+		*v = _mm512_mul_ps(h, _mm512_add_ps(one, e));
+		return 1;
+	}
+	case SID_ACT_TANH:
+		break;
+	}
+	return 0;
+}
+
 /*
  * MV (1 or 2; 2 x NR accumulators fill the 32 zmm registers) panels (x, x + xs) times NR features
  * j0.. (only nr stored).  Weights from the packed block @wp ((k, NR)) or, when wp is NULL, from
@@ -182,7 +324,6 @@ mk512(const int MV, const float *w, const float *wp, const float *b, enum sid_ac
 		}
 	}
 	(void)n;
-	const __m512 zero = _mm512_setzero_ps();
 #pragma GCC unroll 16
 	for (int jj = 0; jj < SID__NR; jj++) {
 		if (jj >= nr)
@@ -191,11 +332,10 @@ mk512(const int MV, const float *w, const float *wp, const float *b, enum sid_ac
 #pragma GCC unroll 2
 		for (int v = 0; v < MV; v++) {
 			__m512 r = _mm512_add_ps(acc[jj][v], bv);
-			if (act == SID_ACT_RELU)
-				r = _mm512_max_ps(r, zero); /* r > 0 ? r : 0 */
+			int done = act_v(act, &r);
 			float *yo = y + v * ys + (size_t)(j0 + jj) * SID__LANES;
 			_mm512_storeu_ps(yo, r);
-			if (act != SID_ACT_RELU && act != SID_ACT_IDENTITY)
+			if (!done)
 				act_tile(act, yo, 1);
 		}
 	}
@@ -307,12 +447,11 @@ small_avx512(const int ROWS, const float *w, const float *b, enum sid_act act, i
 #pragma GCC unroll 4
 		for (int i = 0; i < ROWS; i++) {
 			__m512 v = _mm512_add_ps(acc[i], bv);
-			if (act == SID_ACT_RELU)
-				v = _mm512_max_ps(v, zero);
+			int done = act_v(act, &v);
 			_mm512_storeu_ps(out, v);
 			for (int jj = 0; jj < nj; jj++) {
 				float o = out[jj];
-				if (act != SID_ACT_RELU && act != SID_ACT_IDENTITY)
+				if (!done)
 					o = sid__act_apply(act, o);
 				y[(size_t)(j0 + jj) * SID__LANES + i] = o;
 			}

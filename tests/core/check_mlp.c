@@ -104,6 +104,49 @@ START_TEST(gemm_bit_exact_activations)
 	run_case(13, 20, 35, 1, 1, SID_ACT_GELU);
 	run_case(25, 9, 3, 0, 1, SID_ACT_TANH);
 	run_case(7, 200, 40, 1, 0, SID_ACT_RELU);
+	run_case(20, 40, 2, 0, 1, SID_ACT_GELU); /* few-row kernel */
+	run_case(33, 17, 4, 0, 1, SID_ACT_SILU);
+}
+END_TEST
+
+/*
+ * The in-register silu / gelu of the vector kernels against the scalar
+ * sid__act_apply, bit for bit, over a dense grid and the edges (the erf
+ * branch split, the exp clamps, zeros, huge values): a 1 x 1 layer with
+ * weight 1 passes x through exactly (fma(1, x, +0) + 0 = x).
+ */
+START_TEST(activations_vector_equal_scalar)
+{
+	static const float edges[] = {0.0f,	   -0.0f,  0.927734375f, -0.927734375f, 0.9277344f,
+				      -0.9277344f, 87.0f,  -87.0f,	 88.0f,		-88.0f,
+				      89.0f,	   -89.0f, 1e-30f,	 -1e-30f,	1e30f,
+				      -1e30f,	   3.9f,   -3.9f,	 5.5f,		-5.5f};
+	const size_t ne = sizeof(edges) / sizeof(edges[0]), ng = 40001, B = ng + ne;
+	const size_t P = sid__panels(B);
+	const float one = 1.0f;
+	float *x = amalloc(sizeof(float) * P * 16), *y = amalloc(sizeof(float) * P * 16);
+	static const enum sid_act acts[] = {SID_ACT_SILU, SID_ACT_GELU, SID_ACT_RELU};
+
+	memset(x, 0, sizeof(float) * P * 16);
+	for (size_t i = 0; i < ng; i++)
+		x[i] = ((float)i - 20000.0f) / 200.0f; /* -100 .. 100 */
+	memcpy(x + ng, edges, sizeof(edges));
+	for (size_t a = 0; a < 3; a++)
+		for (int mode = 0; mode < 3; mode++) {
+			sid__gemm_force(mode);
+			for (size_t rows = 1; rows <= B; rows += B - 1) {
+				sid__gemm_panels(&one, NULL, NULL, acts[a], 1, 1, x, rows, y);
+				for (size_t i = 0; i < rows; i++) {
+					float want = sid__act_apply(acts[a], x[i] + 0.0f);
+					ck_assert_msg(!memcmp(&want, &y[i], sizeof(float)),
+						      "act %d mode %d x %.9g: %.9g vs %.9g",
+						      (int)acts[a], mode, x[i], y[i], want);
+				}
+			}
+			sid__gemm_force(0);
+		}
+	free(x);
+	free(y);
 }
 END_TEST
 
@@ -132,6 +175,7 @@ int main(void)
 	tcase_add_test(tc, gemm_bit_exact_shapes);
 	tcase_add_test(tc, gemm_bit_exact_activations);
 	tcase_add_test(tc, gemm_pack_layout);
+	tcase_add_test(tc, activations_vector_equal_scalar);
 	suite_add_tcase(s, tc);
 	SRunner *sr = srunner_create(s);
 	srunner_run_all(sr, CK_NORMAL);
