@@ -145,7 +145,25 @@ class Tower:
             r = r - c[best]
         return codes, ok
 
-    def inputs(self, rng, rows, zero_row=False):
+    def ranked_tuples(self, x, top):
+        """Every code tuple by exact float64 distance ||z - q||^2: per row, the
+        first @top tuples (N, top, L) and a mask of rows whose first top + 1
+        distances are pairwise separated by the margin (so their order, and
+        which tuples make the cut, cannot flip in float32)."""
+        z = self.latent(x)
+        q = np.zeros((1, self.E))
+        for c in self.codebooks:  # lexicographic order: level 0 most significant
+            q = (q[:, None, :] + c.astype(np.float64)[None, :, :]).reshape(-1, self.E)
+        codes = np.indices(self.K).reshape(len(self.K), -1).T
+        d = ((z[:, None, :] - q[None, :, :]) ** 2).sum(-1)
+        order = np.argsort(d, axis=1, kind="stable")
+        ds = np.take_along_axis(d, order, axis=1)[:, :top + 1]
+        scale = (z * z).sum(1) + max((c.astype(np.float64) ** 2).sum(1).max()
+                                     for c in self.codebooks)
+        ok = (np.diff(ds, axis=1) >= MARGIN * scale[:, None]).all(1)
+        return codes[order[:, :top]], ok
+
+    def inputs(self, rng, rows, zero_row=False, top=0):
         """float32 rows clear of near-ties (by the construction above)."""
         keep = []
         if zero_row:
@@ -159,6 +177,8 @@ class Tower:
             cand = (rng.standard_normal((rows, self.D)) *
                     rng.uniform(0.2, 3.0, (rows, 1))).astype(np.float32)
             ok = self.codes(cand)[1]
+            if top:
+                ok &= self.ranked_tuples(cand, top)[1]
             keep.append(cand[ok])
             have += int(ok.sum())
         x = np.concatenate(keep)[:rows]
@@ -241,6 +261,48 @@ class ParityTest(unittest.TestCase):
         for i, (name, spec) in enumerate(CASES):
             with self.subTest(case=name):
                 self.check_case(name, spec, 1000 + i)
+
+    def test_alternatives_vs_brute_force(self):
+        """--top-k 6 on a 3 x 4 x 3 code space: the beam (width 12) holds
+        every prefix, so its alternatives must be exactly the next best tuples
+        of an exhaustive float64 ranking, in order, in .npy and TSV output
+        (rows whose first 7 tuple distances are not all separated by the
+        margin are not used)."""
+        top = 6
+        rng = np.random.default_rng(77)
+        tw = Tower(rng, 20, [24], 6, [3, 4, 3], "relu", "l2", True)
+        semid = {"format_version": 1, "model_version": "parity-topk",
+                 "towers": {"item": {"activation": "relu", "input_norm": "l2"}}}
+        model = os.path.join(self.dir, "topk.safetensors")
+        write_safetensors(model, tw.tensors("item"), {"semid": json.dumps(semid)})
+        rows = 150
+        x = tw.inputs(rng, rows, top=top)
+        greedy, ok = tw.codes(x)
+        ranked, ok2 = tw.ranked_tuples(x, top)
+        self.assertTrue(ok.all() and ok2.all())
+        want = np.zeros((rows, top * 3), dtype=np.int64)
+        for i in range(rows):
+            alts = [t for t in ranked[i] if not (t == greedy[i]).all()][:top - 1]
+            want[i] = np.concatenate([greedy[i]] + alts)
+        inp = os.path.join(self.dir, "topk.npy")
+        np.save(inp, x)
+        out = os.path.join(self.dir, "topk-codes.npy")
+        p = subprocess.run([SEMID, "encode", "--model", model, "--input", inp, "--output", out,
+                            "--top-k", str(top)], stderr=subprocess.PIPE, timeout=120)
+        self.assertEqual(p.returncode, 0, p.stderr.decode("utf-8", "replace"))
+        got = np.load(out)
+        self.assertEqual(got.shape, want.shape)
+        bad = np.nonzero((got != want).any(1))[0]
+        self.assertEqual(len(bad), 0, f"{len(bad)} rows differ, first {bad[:1]}: "
+                         f"got {got[bad[:1]]} want {want[bad[:1]]}")
+        p = subprocess.run([SEMID, "encode", "--model", model, "--input", inp, "--output", "-",
+                            "--top-k", str(top)], stdout=subprocess.PIPE, timeout=120)
+        self.assertEqual(p.returncode, 0)
+        for i, line in enumerate(p.stdout.decode("utf-8").splitlines()):
+            fields = line.split("\t")
+            self.assertEqual(int(fields[0]), i)
+            self.assertEqual(fields[1:], ["-".join(str(int(c)) for c in want[i, 3 * j:3 * j + 3])
+                                          for j in range(top)])
 
     def test_reference_is_not_trivial(self):
         """The reference must spread codes over the codebooks, or parity
