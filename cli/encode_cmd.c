@@ -629,11 +629,12 @@ static int open_sink(struct sink *k, const struct cli_encode_opts *o, FILE *tsv_
 		rc = sid_npy_writer_open(tmp_path, SID_NPY_I32, rows, (size_t)o->top_k * (size_t)L,
 					 &k->npy, err);
 		if (rc < 0)
-			return rc;
+			return sid_error_prefix(err, "%s: cannot create the output", o->output);
 	} else {
 		k->fp = fopen(tmp_path, "we");
 		if (!k->fp)
-			return sid_error_set(err, SID_EIO, "%s: %s", tmp_path, strerror(errno));
+			return sid_error_set(err, SID_EIO, "%s: cannot create the output: %s: %s",
+					     o->output, tmp_path, strerror(errno));
 	}
 	tmp_live = 1;
 	return 0;

@@ -373,9 +373,12 @@ class CliTest(unittest.TestCase):
         self.assert_bad(self.encode(inp=missing), f"semid: {missing}: ")
         missing = os.path.join(self.out.name, "none.safetensors")
         self.assert_bad(self.encode(model=missing), f"semid: {missing}: ")
-        p = self.encode(output=os.path.join(self.out.name, "no", "such", "dir.npy"))
-        self.assertEqual(p.returncode, 1, p.stderr.decode())
-        self.assertIn("no/such/dir.npy", p.stderr.decode())
+        for name in ("dir.npy", "dir.tsv"):
+            out = os.path.join(self.out.name, "no", "such", name)
+            p = self.encode(output=out)
+            self.assertEqual(p.returncode, 1, p.stderr.decode())
+            self.assertTrue(p.stderr.decode().startswith(f"semid: {out}: cannot create the output"),
+                            p.stderr.decode())
 
     # ---- usage ----
 
