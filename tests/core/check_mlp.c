@@ -117,21 +117,22 @@ END_TEST
  */
 START_TEST(activations_vector_equal_scalar)
 {
-	static const float edges[] = {0.0f,	   -0.0f,  0.927734375f, -0.927734375f, 0.9277344f,
-				      -0.9277344f, 87.0f,  -87.0f,	 88.0f,		-88.0f,
-				      89.0f,	   -89.0f, 1e-30f,	 -1e-30f,	1e30f,
-				      -1e30f,	   3.9f,   -3.9f,	 5.5f,		-5.5f};
+	static const float edges[] = {
+	    0.0f,    -0.0f,	 0.927734375f, -0.927734375f, 0.9277344f, -0.9277344f, 87.0f,
+	    -87.0f,  88.0f,	 -88.0f,       89.0f,	      -89.0f,	  1e-30f,      -1e-30f,
+	    1e30f,   -1e30f,	 3.9f,	       -3.9f,	      5.5f,	  -5.5f,       0.625f,
+	    -0.625f, 0.6249999f, -0.6249999f,  44.0f,	      -44.0f,	  45.0f,       -45.0f};
 	const size_t ne = sizeof(edges) / sizeof(edges[0]), ng = 40001, B = ng + ne;
 	const size_t P = sid__panels(B);
 	const float one = 1.0f;
 	float *x = amalloc(sizeof(float) * P * 16), *y = amalloc(sizeof(float) * P * 16);
-	static const enum sid_act acts[] = {SID_ACT_SILU, SID_ACT_GELU, SID_ACT_RELU};
+	static const enum sid_act acts[] = {SID_ACT_SILU, SID_ACT_GELU, SID_ACT_RELU, SID_ACT_TANH};
 
 	memset(x, 0, sizeof(float) * P * 16);
 	for (size_t i = 0; i < ng; i++)
 		x[i] = ((float)i - 20000.0f) / 200.0f; /* -100 .. 100 */
 	memcpy(x + ng, edges, sizeof(edges));
-	for (size_t a = 0; a < 3; a++)
+	for (size_t a = 0; a < 4; a++)
 		for (int mode = 0; mode < 3; mode++) {
 			sid__gemm_force(mode);
 			for (size_t rows = 1; rows <= B; rows += B - 1) {
