@@ -601,6 +601,96 @@ static void rows_to_panels_generic(const float *x, size_t ld, size_t rows, int F
 #define AVX2	__attribute__((target("avx2,fma")))
 #define NR_AVX2 6 /* 6 features x 2 ymm (one panel) = 12 accumulators of 16 registers */
 
+/* The AVX2 mirrors of exp_s, erf_s, tanh_s (same operations as the scalar
+ * and AVX-512 versions, so the same bits). */
+static inline __attribute__((always_inline)) AVX2 __m256 exp_v8(__m256 x)
+{
+	x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(EXP_LO)), _mm256_set1_ps(EXP_HI));
+	__m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(LOG2E)),
+				   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+	__m256 r = _mm256_fmadd_ps(n, _mm256_set1_ps(-LN2_HI), x);
+	r = _mm256_fmadd_ps(n, _mm256_set1_ps(-LN2_LO), r);
+	__m256 p = _mm256_set1_ps(1.9875691500e-4f);
+	p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+	p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+	p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+	p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+	p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+	p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r);
+	p = _mm256_add_ps(p, _mm256_set1_ps(1.0f));
+	__m256i bits =
+	    _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+	return _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
+}
+
+/* copysign(r, a) */
+static inline __attribute__((always_inline)) AVX2 __m256 copysign_v8(__m256 r, __m256 a)
+{
+	const __m256 sign = _mm256_set1_ps(-0.0f);
+	return _mm256_or_ps(_mm256_andnot_ps(sign, r), _mm256_and_ps(sign, a));
+}
+
+static inline __attribute__((always_inline)) AVX2 __m256 erf_v8(__m256 a)
+{
+	__m256 t = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), a), s = _mm256_mul_ps(a, a);
+	__m256 r =
+	    _mm256_fmadd_ps(_mm256_set1_ps(-1.72853470e-5f), t, _mm256_set1_ps(3.83197126e-4f));
+	__m256 u =
+	    _mm256_fmadd_ps(_mm256_set1_ps(-3.88396438e-3f), t, _mm256_set1_ps(2.42546219e-2f));
+	r = _mm256_fmadd_ps(r, s, u);
+	r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(-1.06777877e-1f));
+	r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(-6.34846687e-1f));
+	r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(-1.28717512e-1f));
+	r = _mm256_fmadd_ps(r, t, _mm256_sub_ps(_mm256_setzero_ps(), t));
+	r = copysign_v8(_mm256_sub_ps(_mm256_set1_ps(1.0f), exp_v8(r)), a);
+	__m256 q = _mm256_set1_ps(-5.96761703e-4f);
+	q = _mm256_fmadd_ps(q, s, _mm256_set1_ps(4.99119423e-3f));
+	q = _mm256_fmadd_ps(q, s, _mm256_set1_ps(-2.67681349e-2f));
+	q = _mm256_fmadd_ps(q, s, _mm256_set1_ps(1.12819925e-1f));
+	q = _mm256_fmadd_ps(q, s, _mm256_set1_ps(-3.76125336e-1f));
+	q = _mm256_fmadd_ps(q, s, _mm256_set1_ps(1.28379166e-1f));
+	q = _mm256_fmadd_ps(q, a, a);
+	return _mm256_blendv_ps(q, r, _mm256_cmp_ps(t, _mm256_set1_ps(ERF_SPLIT), _CMP_GT_OQ));
+}
+
+static inline __attribute__((always_inline)) AVX2 __m256 tanh_v8(__m256 x)
+{
+	const __m256 one = _mm256_set1_ps(1.0f), two = _mm256_set1_ps(2.0f);
+	__m256 a = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), x);
+	__m256 z = _mm256_mul_ps(x, x), p = _mm256_set1_ps(-5.70498872745e-3f);
+	p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(2.06390887954e-2f));
+	p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(-5.37397155531e-2f));
+	p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(1.33314422036e-1f));
+	p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(-3.33332819422e-1f));
+	__m256 small = _mm256_fmadd_ps(p, _mm256_mul_ps(z, x), x);
+	__m256 e = exp_v8(_mm256_mul_ps(two, a));
+	__m256 big = copysign_v8(_mm256_sub_ps(one, _mm256_div_ps(two, _mm256_add_ps(e, one))), x);
+	return _mm256_blendv_ps(big, small,
+				_mm256_cmp_ps(a, _mm256_set1_ps(TANH_SPLIT), _CMP_LT_OQ));
+}
+
+static inline __attribute__((always_inline)) AVX2 __m256 act_v8(enum sid_act act, __m256 v)
+{
+	const __m256 one = _mm256_set1_ps(1.0f);
+	switch (act) {
+	case SID_ACT_RELU:
+		return _mm256_max_ps(v, _mm256_setzero_ps()); /* v > 0 ? v : 0 */
+	case SID_ACT_SILU:
+		return _mm256_mul_ps(
+		    v, _mm256_div_ps(
+			   one, _mm256_add_ps(one, exp_v8(_mm256_sub_ps(_mm256_setzero_ps(), v)))));
+	case SID_ACT_GELU:
+		return _mm256_mul_ps(
+		    _mm256_mul_ps(_mm256_set1_ps(0.5f), v),
+		    _mm256_add_ps(one, erf_v8(_mm256_mul_ps(v, _mm256_set1_ps((float)M_SQRT1_2)))));
+	case SID_ACT_TANH:
+		return tanh_v8(v);
+	case SID_ACT_IDENTITY:
+		break;
+	}
+	return v;
+}
+
 /*
  * One panel (16 rows as two ymm) times NR_AVX2 features j0.. (nr stored).
  * Weights from a packed block (row stride SID__NR, column offset @jo) when
@@ -629,7 +719,6 @@ mk256(const int PACKED, const float *w, const float *wp, int jo, const float *b,
 			acc[jj][1] = _mm256_fmadd_ps(wv, x1, acc[jj][1]);
 		}
 	}
-	const __m256 zero = _mm256_setzero_ps();
 #pragma GCC unroll 8
 	for (int jj = 0; jj < NR_AVX2; jj++) {
 		if (jj >= nr)
@@ -637,15 +726,8 @@ mk256(const int PACKED, const float *w, const float *wp, int jo, const float *b,
 		__m256 bv = _mm256_set1_ps(b ? b[j0 + jj] : 0.0f);
 		float *yo = y + (size_t)(j0 + jj) * SID__LANES;
 		__m256 r0 = _mm256_add_ps(acc[jj][0], bv), r1 = _mm256_add_ps(acc[jj][1], bv);
-		if (act == SID_ACT_RELU) {
-			/* max(r, 0) is 0 unless r > 0, as the scalar rule */
-			r0 = _mm256_max_ps(r0, zero);
-			r1 = _mm256_max_ps(r1, zero);
-		}
-		_mm256_storeu_ps(yo, r0);
-		_mm256_storeu_ps(yo + 8, r1);
-		if (act != SID_ACT_RELU && act != SID_ACT_IDENTITY)
-			act_tile(act, yo, 1);
+		_mm256_storeu_ps(yo, act_v8(act, r0));
+		_mm256_storeu_ps(yo + 8, act_v8(act, r1));
 	}
 }
 
