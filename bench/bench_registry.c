@@ -16,6 +16,8 @@
  *   bench_registry fill STORE N
  *       N new ids (batches of 10000, no embeddings), then the store's size and
  *       the latency of 20000 random lookups by id, by sid and by prefix page.
+ *   bench_registry lookup STORE
+ *       the lookups alone on an existing store (and the time of one stats pass).
  *
  * STORE is a SQLite path or a PostgreSQL connection string.  Ids are
  * "b<run>-<n>" with a per-run random tag, so runs never see each other's ids.
@@ -357,6 +359,80 @@ static long long file_size(const char *path)
 	return stat(path, &st) ? -1 : (long long)st.st_size;
 }
 
+/* Time Q random lookups of each kind; the entries are sampled first through
+ * one-entry pages under random 2-level prefixes (the fill's codes are
+ * uniform over 256 x 256 x 256). */
+static void lookups(struct sid_registry *r)
+{
+	enum { Q = 20000 };
+	static double lat[Q];
+	static char sids[Q][SID_REG_SID_MAX], prefixes[Q][32], qids[Q][SID_REG_ID_MAX + 1];
+	struct sid_reg_entry e, *page = malloc(100 * sizeof(*page));
+	struct sid_error err;
+	char nextc[SID_REG_SID_MAX];
+	uint64_t rng = 77;
+	size_t n, q = 0;
+
+	while (q < Q) {
+		uint64_t x = mb_rand_u64(&rng);
+		snprintf(prefixes[q], sizeof(prefixes[q]), "%d-%d", (int)(x & 255),
+			 (int)((x >> 8) & 255));
+		if (sid_registry_list(r, SID_TOWER_ITEM, prefixes[q], "", 1, page, &n, nextc, &err))
+			die("list", &err);
+		if (!n)
+			continue;
+		snprintf(qids[q], sizeof(qids[q]), "%s", page[0].id);
+		sid_reg_sid_format(page[0].codes, page[0].L, page[0].suffix, sids[q],
+				   sizeof(sids[q]));
+		q++;
+	}
+	for (size_t i = 0; i < Q; i++) { /* a random permutation of the samples */
+		size_t k = i + mb_rand_u64(&rng) % (Q - i);
+		char t[SID_REG_ID_MAX + 1];
+		memcpy(t, qids[i], sizeof(t));
+		memcpy(qids[i], qids[k], sizeof(t));
+		memcpy(qids[k], t, sizeof(t));
+	}
+	for (size_t i = 0; i < Q; i++) {
+		double t = now();
+		if (sid_registry_get(r, SID_TOWER_ITEM, qids[i], &e, &err))
+			die("get", &err);
+		lat[i] = now() - t;
+	}
+	lat_report("get by id", lat, Q);
+	for (size_t i = 0; i < Q; i++) {
+		double t = now();
+		if (sid_registry_get_sid(r, SID_TOWER_ITEM, sids[(i * 7919) % Q], &e, &err))
+			die("get_sid", &err);
+		lat[i] = now() - t;
+	}
+	lat_report("get by sid", lat, Q);
+	for (size_t i = 0; i < Q; i++) {
+		double t = now();
+		if (sid_registry_list(r, SID_TOWER_ITEM, prefixes[(i * 7919) % Q], "", 100, page,
+				      &n, nextc, &err))
+			die("list", &err);
+		lat[i] = now() - t;
+	}
+	lat_report("list 2-level prefix (<=100)", lat, Q);
+	free(page);
+}
+
+static int cmd_lookup(const char *target)
+{
+	struct sid_registry *r = open_store(target);
+	struct sid_reg_stats st;
+	struct sid_error err;
+	double t0 = now();
+	if (sid_registry_stats(r, SID_TOWER_ITEM, &st, &err))
+		die("stats", &err);
+	printf("# store: %s, %llu items; stats (one ordered pass) took %.1f s\n",
+	       sid_registry_label(r), (unsigned long long)st.items, now() - t0);
+	lookups(r);
+	sid_registry_close(r);
+	return 0;
+}
+
 static int cmd_fill(const char *target, uint64_t N)
 {
 	struct sid_registry *r = open_store(target);
@@ -364,13 +440,6 @@ static int cmd_fill(const char *target, uint64_t N)
 	struct batch b;
 	uint64_t rng = 11, next = 0, done = 0;
 	double t0 = now(), tl = t0;
-	enum { Q = 20000 };
-	static double lat[Q];
-	static char sids[Q][SID_REG_SID_MAX], prefixes[Q][32];
-	static char qids[Q][40];
-	struct sid_reg_entry e, *page = malloc(100 * sizeof(*page));
-	char nextc[SID_REG_SID_MAX];
-	size_t n;
 
 	printf("# store: %s (%s), filling %llu items in batches of 10000\n", sid_registry_label(r),
 	       sid_registry_backend(r), (unsigned long long)N);
@@ -390,44 +459,13 @@ static int cmd_fill(const char *target, uint64_t N)
 		}
 	}
 	batch_free(&b);
-	/* pick lookups: random earlier ids (by replaying the id stream) */
-	{
-		uint64_t stride = N / Q ? N / Q : 1;
-		for (size_t i = 0; i < Q; i++)
-			snprintf(qids[i], sizeof(qids[i]), "b%x-%llu", run_tag,
-				 (unsigned long long)((i * stride * 7919) % N));
-	}
-	for (size_t i = 0; i < Q; i++) {
-		double t = now();
-		if (sid_registry_get(r, SID_TOWER_ITEM, qids[i], &e, &err))
-			die("get", &err);
-		lat[i] = now() - t;
-		sid_reg_sid_format(e.codes, e.L, e.suffix, sids[i], sizeof(sids[i]));
-		snprintf(prefixes[i], sizeof(prefixes[i]), "%d-%d", e.codes[0], e.codes[1]);
-	}
-	lat_report("get by id", lat, Q);
-	for (size_t i = 0; i < Q; i++) {
-		double t = now();
-		if (sid_registry_get_sid(r, SID_TOWER_ITEM, sids[i], &e, &err))
-			die("get_sid", &err);
-		lat[i] = now() - t;
-	}
-	lat_report("get by sid", lat, Q);
-	for (size_t i = 0; i < Q; i++) {
-		double t = now();
-		if (sid_registry_list(r, SID_TOWER_ITEM, prefixes[i], "", 100, page, &n, nextc,
-				      &err))
-			die("list", &err);
-		lat[i] = now() - t;
-	}
-	lat_report("list 2-level prefix (<=100)", lat, Q);
+	lookups(r);
 	sid_registry_close(r); /* SQLite: checkpoints the WAL into the file */
 	if (strncmp(target, "postgres", 8) && !strstr(target, "host=")) {
 		long long sz = file_size(target);
 		printf("file size after checkpoint: %lld bytes (%.1f MiB), %.1f bytes/item\n", sz,
 		       sz / 1048576.0, (double)sz / N);
 	}
-	free(page);
 	return 0;
 }
 
@@ -438,9 +476,12 @@ int main(int argc, char **argv)
 		return cmd_encode(argv[2], atof(argv[3]));
 	if (argc == 4 && !strcmp(argv[1], "assign"))
 		return cmd_assign(argv[2], atof(argv[3]));
+	if (argc == 3 && !strcmp(argv[1], "lookup"))
+		return cmd_lookup(argv[2]);
 	if (argc == 4 && !strcmp(argv[1], "fill"))
 		return cmd_fill(argv[2], strtoull(argv[3], NULL, 10));
 	fprintf(stderr,
-		"usage: bench_registry encode STORE SECS | assign STORE SECS | fill STORE N\n");
+		"usage: bench_registry encode STORE SECS | assign STORE SECS | fill STORE N | "
+		"lookup STORE\n");
 	return 2;
 }
