@@ -8,6 +8,13 @@
  * element as the chain acc = fmaf(w[k], x[k], acc) in k order, so they agree
  * to the bit; fmaf in the portable build is the correctly rounded libm
  * function (slow without hardware FMA, but exact).
+ *
+ * Floating-point contraction: GCC's default -ffp-contract=fast may fuse a
+ * separate multiply and add (intrinsics included) into one FMA, differently
+ * in different functions.  Everything here that must agree across paths is
+ * written so that no product that could be fused is inexact: chains use
+ * explicit fma, and the only separate products feeding an add are x 2 or
+ * x 2^n (exact), so fusing them cannot change a bit.  Keep it that way.
  */
 #include "mlp.h"
 
