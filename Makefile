@@ -138,6 +138,34 @@ test:
 
 test-build: all check-bins
 
+# The demo: synthetic data the project generates (clustered content
+# embeddings, clicks from a latent preference model with popularity skew), a
+# short DAS training run, then the server on it.  DEMO_EPOCHS / LISTEN adjust.
+DEMO ?= demo
+DEMO_EPOCHS ?= 6
+LISTEN ?= 127.0.0.1:8080
+DEMO_DATA := $(DEMO)/data
+run:
+	@$(MAKE) --no-print-directory deps
+	@$(MAKE) --no-print-directory all demo-model
+	@echo "semid: serving $(DEMO)/model.safetensors on http://$(LISTEN) (Ctrl-C stops; try the README's curl)"
+	exec $(BIN)/semid-server --model $(DEMO)/model.safetensors --listen $(LISTEN)
+
+.PHONY: demo-model
+demo-model: $(DEMO)/model.safetensors
+
+$(DEMO_DATA)/train.tsv:
+	@mkdir -p $(DEMO_DATA)
+	$(BIN)/semid-train gen --out $(DEMO_DATA) --items 2000 --users 1500 --interactions 40000 \
+		--dim 64 --seed 7
+
+$(DEMO)/model.safetensors: $(DEMO_DATA)/train.tsv
+	$(BIN)/semid-train --items $(DEMO_DATA)/items.npy --users $(DEMO_DATA)/users.npy \
+		--train $(DEMO_DATA)/train.tsv --test $(DEMO_DATA)/test.tsv \
+		--test-cold $(DEMO_DATA)/cold_test.tsv --cold-items $(DEMO_DATA)/cold_items.txt \
+		--epochs $(DEMO_EPOCHS) --out $@ > $(DEMO)/eval.json
+	@echo "semid: trained $@ (evaluation in $(DEMO)/eval.json)"
+
 # Per-directory fragments (bench/*.mk, server/module.mk, ...) add targets.
 -include $(wildcard */*.mk)
 
