@@ -64,6 +64,10 @@ enum {
 	P_LIST,
 	P_INSERT_NEW,
 	P_GET_MANY,
+	P_INSERT_NEXT,
+	P_MAX,
+	P_META_HAS,
+	P_META_SET,
 	P_COUNT
 };
 
@@ -83,19 +87,33 @@ static const char *const stmt_sql[P_COUNT] = {
     [P_LEVELS_GET] = "SELECT value FROM semid_meta WHERE key = $1",
     [P_LEVELS_PUT] = "INSERT INTO semid_meta VALUES ($1, $2) ON CONFLICT DO NOTHING",
     /* sid__reg_gap's rule in SQL: 0 when free, else one past the lowest used
-     * suffix whose successor is free */
+     * suffix whose successor is free (a kind that may have gaps) */
     [P_INSERT_NEW] =
 	"INSERT INTO semid_assignment (kind, id, codes, suffix, model_version, created_ms,"
 	" updated_ms, emb_dim, embedding)"
 	" SELECT $1::smallint, $2::text, $3::bytea, COALESCE("
 	"  (SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM semid_assignment"
 	"    WHERE kind = $1::smallint AND codes = $3::bytea AND suffix = 0)),"
-	"  (SELECT min(x.suffix) + 1 FROM semid_assignment x"
+	"  (SELECT x.suffix + 1 FROM semid_assignment x"
 	"    WHERE x.kind = $1::smallint AND x.codes = $3::bytea AND NOT EXISTS ("
 	"     SELECT 1 FROM semid_assignment y WHERE y.kind = $1::smallint"
-	"      AND y.codes = $3::bytea AND y.suffix = x.suffix + 1))),"
+	"      AND y.codes = $3::bytea AND y.suffix = x.suffix + 1)"
+	"    ORDER BY x.suffix LIMIT 1)),"
 	" $4::text, $5::bigint, $5::bigint, $6::integer, $7::bytea"
 	" ON CONFLICT DO NOTHING RETURNING suffix",
+    /* the same for a kind without gaps: one past the largest suffix */
+    [P_INSERT_NEXT] =
+	"INSERT INTO semid_assignment (kind, id, codes, suffix, model_version, created_ms,"
+	" updated_ms, emb_dim, embedding)"
+	" SELECT $1::smallint, $2::text, $3::bytea, COALESCE((SELECT suffix + 1"
+	"  FROM semid_assignment WHERE kind = $1::smallint AND codes = $3::bytea"
+	"  ORDER BY suffix DESC LIMIT 1), 0),"
+	" $4::text, $5::bigint, $5::bigint, $6::integer, $7::bytea"
+	" ON CONFLICT DO NOTHING RETURNING suffix",
+    [P_MAX] = "SELECT suffix FROM semid_assignment WHERE kind = $1 AND codes = $2"
+	      " ORDER BY suffix DESC LIMIT 1",
+    [P_META_HAS] = "SELECT 1 FROM semid_meta WHERE key = $1",
+    [P_META_SET] = "INSERT INTO semid_meta VALUES ($1, '1') ON CONFLICT DO NOTHING",
     [P_GET_MANY] = "SELECT " COLS " FROM semid_assignment WHERE kind = $1 AND"
 		   " id = ANY($2::text[])",
     [P_LIST] = "SELECT " COLS " FROM semid_assignment WHERE kind = $1 AND codes >= $2"
@@ -108,6 +126,7 @@ struct pg {
 	PGconn *conn;
 	int prepared[P_COUNT];
 	int levels[SID_TOWER_COUNT]; /* cached once known (they never change) */
+	int gaps[SID_TOWER_COUNT];   /* 1: the kind may have free slots below a max */
 	unsigned seed;
 	int migrated; /* schema checked on this handle's first connection */
 };
@@ -368,14 +387,78 @@ static int levels_ensure(struct pg *s, int kind, int L, struct sid_error *err)
 	return cur == L ? 0 : 2;
 }
 
+/* The gaps flag of registry_sqlite.c ("gaps.<kind>" in semid_meta): until
+ * a gap may exist, the smallest free suffix is one past the largest. */
+static int gaps_possible(struct pg *s, int kind, int *yes, struct sid_error *err)
+{
+	struct params p = {0};
+	char key[32];
+	PGresult *res;
+	int rc;
+
+	if (s->gaps[kind]) {
+		*yes = 1;
+		return 0;
+	}
+	snprintf(key, sizeof(key), "gaps.%s", sid_tower_name(kind));
+	p_text(&p, key);
+	if ((rc = pq_run(s, P_META_HAS, &p, &res, err)))
+		return rc;
+	*yes = s->gaps[kind] = PQntuples(res) > 0;
+	PQclear(res);
+	return 0;
+}
+
+static int gaps_mark(struct pg *s, int kind, struct sid_error *err)
+{
+	struct params p = {0};
+	char key[32];
+	PGresult *res;
+	int rc;
+
+	if (s->gaps[kind])
+		return 0;
+	snprintf(key, sizeof(key), "gaps.%s", sid_tower_name(kind));
+	p_text(&p, key);
+	if ((rc = pq_run(s, P_META_SET, &p, &res, err)))
+		return rc;
+	PQclear(res);
+	s->gaps[kind] = 1; /* kept even if the transaction rolls back: harmless */
+	return 0;
+}
+
+/* The largest suffix under @codes, or -1. */
+static int max_suffix(struct pg *s, int kind, const uint8_t *codes, int L, int64_t *out,
+		      struct sid_error *err)
+{
+	struct params p = {0};
+	PGresult *res;
+	int rc;
+
+	p_int(&p, kind);
+	p_bytes(&p, codes, 4 * (size_t)L);
+	if ((rc = pq_run(s, P_MAX, &p, &res, err)))
+		return rc;
+	*out = PQntuples(res) ? getint(res, 0, 0) : -1;
+	PQclear(res);
+	return 0;
+}
+
 static int free_suffix(struct pg *s, int kind, const uint8_t *codes, int L, int64_t *out,
 		       struct sid_error *err)
 {
 	struct params p = {0};
 	struct sid__reg_gap g;
 	PGresult *res;
-	int rc, n;
+	int rc, n, gaps = 1;
 
+	if ((rc = gaps_possible(s, kind, &gaps, err)))
+		return rc;
+	if (!gaps) {
+		rc = max_suffix(s, kind, codes, L, out, err);
+		++*out;
+		return rc;
+	}
 	p_int(&p, kind);
 	p_bytes(&p, codes, 4 * (size_t)L);
 	rc = pq_run(s, P_USED, &p, &res, err);
@@ -389,6 +472,21 @@ static int free_suffix(struct pg *s, int kind, const uint8_t *codes, int L, int6
 	PQclear(res);
 	*out = g.next;
 	return 0;
+}
+
+/* Before an id leaves slot (@codes, @suffix): note a gap if one is left. */
+static int leaving(struct pg *s, int kind, const int32_t *codes, int L, int64_t suffix,
+		   struct sid_error *err)
+{
+	uint8_t packed[SID__REG_CODES_BYTES];
+	int64_t max;
+	int rc;
+
+	sid__reg_codes_pack(codes, L, packed);
+	rc = max_suffix(s, kind, packed, L, &max, err);
+	if (!rc && max > suffix)
+		rc = gaps_mark(s, kind, err);
+	return rc;
 }
 
 /* INSERT ... ON CONFLICT DO NOTHING: 1 inserted, 0 lost a race, else error. */
@@ -774,7 +872,7 @@ static void new_entry(struct assign_ctx *c, size_t i)
 static int assign_new(struct pg *s, struct assign_ctx *c, struct sid_error *err)
 {
 	size_t first = c->n;
-	int rc;
+	int rc, gaps = 1, stmt_i = P_INSERT_NEW;
 
 	for (size_t i = 0; i < c->n && first == c->n; i++)
 		if (c->prev[i] < 0 && !c->known[i])
@@ -787,7 +885,10 @@ static int assign_new(struct pg *s, struct assign_ctx *c, struct sid_error *err)
 						"registry's %s IDs have %d",
 						first, c->L, sid_tower_name(c->kind),
 						s->levels[c->kind]);
-		if (rc || (rc = prepare(s, P_INSERT_NEW, err)))
+		if (rc || (rc = gaps_possible(s, c->kind, &gaps, err)))
+			return rc;
+		stmt_i = gaps ? P_INSERT_NEW : P_INSERT_NEXT;
+		if ((rc = prepare(s, stmt_i, err)))
 			return rc;
 	}
 	for (size_t start = first; start < c->n; start += PIPE_CHUNK) {
@@ -795,7 +896,7 @@ static int assign_new(struct pg *s, struct assign_ctx *c, struct sid_error *err)
 		char name[16];
 		PGresult *res;
 
-		snprintf(name, sizeof(name), "semid%d", P_INSERT_NEW);
+		snprintf(name, sizeof(name), "semid%d", stmt_i);
 		if (!PQenterPipelineMode(s->conn))
 			goto broken;
 		for (size_t i = start; i < end; i++) {
@@ -907,7 +1008,8 @@ static int assign_body(struct pg *s, void *p, struct sid_error *err)
 		if (found) {
 			int same =
 			    e->L == c->L && !memcmp(e->codes, it->codes, sizeof(int32_t) * c->L);
-			if (!same && (rc = free_suffix(s, c->kind, codes, c->L, &e->suffix, err)))
+			if (!same && ((rc = leaving(s, c->kind, e->codes, e->L, e->suffix, err)) ||
+				      (rc = free_suffix(s, c->kind, codes, c->L, &e->suffix, err))))
 				return rc;
 			rc = update_row(s, c->kind, it->id, codes, c->L, e->suffix, c->version,
 					c->now_ms, it->emb, c->D, err);
@@ -1304,6 +1406,14 @@ static int import_body(struct pg *s, void *p, struct sid_error *err)
 		if (rc)
 			return rc;
 		sid__reg_codes_pack(e->codes, e->L, codes);
+		{
+			int64_t max;
+			rc = max_suffix(s, e->kind, codes, e->L, &max, err);
+			if (!rc && e->suffix > max + 1)
+				rc = gaps_mark(s, e->kind, err);
+			if (rc)
+				return rc;
+		}
 		rc = insert_row(s, e, codes, c->emb[i], err);
 		if (rc < 0)
 			return rc;

@@ -53,6 +53,9 @@ enum {
 	S_EMB_PUT,
 	S_LEVELS_GET,
 	S_LEVELS_PUT,
+	S_MAX,
+	S_GAPS_GET,
+	S_GAPS_SET,
 	S_LIST,
 	S_BEGIN,
 	S_COMMIT,
@@ -74,6 +77,10 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_EMB_PUT] = "INSERT OR REPLACE INTO semid_embedding (rid, emb) VALUES (?1, ?2)",
     [S_LEVELS_GET] = "SELECT value FROM semid_meta WHERE key = 'levels.' || ?1",
     [S_LEVELS_PUT] = "INSERT INTO semid_meta VALUES ('levels.' || ?1, ?2)",
+    [S_MAX] = "SELECT suffix FROM semid_assignment WHERE kind = ?1 AND codes = ?2"
+	      " ORDER BY suffix DESC LIMIT 1",
+    [S_GAPS_GET] = "SELECT 1 FROM semid_meta WHERE key = 'gaps.' || ?1",
+    [S_GAPS_SET] = "INSERT OR REPLACE INTO semid_meta VALUES ('gaps.' || ?1, '1')",
     [S_LIST] = "SELECT " COLS " FROM semid_assignment WHERE kind = ?1 AND codes >= ?2"
 	       " AND codes < ?3 AND (codes, suffix) > (?4, ?5) ORDER BY codes, suffix LIMIT ?6",
     [S_BEGIN] = "BEGIN IMMEDIATE",
@@ -86,6 +93,7 @@ struct sq {
 	sqlite3 *db;
 	sqlite3_stmt *st[S_COUNT];
 	int levels[SID_TOWER_COUNT]; /* cached once known (they never change) */
+	int gaps[SID_TOWER_COUNT];   /* 1: the kind may have free slots below a max */
 	/* background checkpointer: its own connection, woken by the WAL hook */
 	sqlite3 *ck_db;
 	pthread_t ck_thread;
@@ -345,13 +353,79 @@ static int levels_ensure(struct sq *s, int kind, int L, struct sid_error *err)
 }
 
 /* The smallest suffix free under @codes. */
+/*
+ * Free slots below the largest suffix of a code tuple ("gaps") appear only
+ * when a reassign moves an id out of the middle of its tuple or an import
+ * brings a suffix past the end.  Until then every tuple's suffixes are
+ * 0..max, the smallest free one is max + 1, and one index probe finds it; so
+ * each kind keeps a flag (semid_meta "gaps.<kind>"), set for good the first
+ * time a gap may appear, after which allocation walks the tuple's suffixes
+ * (sid__reg_gap).  This keeps a collapsed codebook (thousands of ids under
+ * one tuple) from making every insert O(ids in the tuple).
+ */
+static int gaps_possible(struct sq *s, int kind, int *yes, struct sid_error *err)
+{
+	sqlite3_stmt *st;
+	int rc;
+
+	if (s->gaps[kind]) {
+		*yes = 1;
+		return 0;
+	}
+	st = stmt(s, S_GAPS_GET);
+	sqlite3_bind_text(st, 1, sid_tower_name(kind), -1, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	sqlite3_reset(st);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		return sq_fail(s, rc, err, "read gaps flag");
+	*yes = s->gaps[kind] = rc == SQLITE_ROW;
+	return 0;
+}
+
+static int gaps_mark(struct sq *s, int kind, struct sid_error *err)
+{
+	sqlite3_stmt *st;
+	if (s->gaps[kind])
+		return 0;
+	st = stmt(s, S_GAPS_SET);
+	sqlite3_bind_text(st, 1, sid_tower_name(kind), -1, SQLITE_STATIC);
+	s->gaps[kind] = 1; /* kept even if this transaction rolls back: harmless */
+	return run(s, st, err, "write gaps flag");
+}
+
+/* The largest suffix under @codes, or -1 when none. */
+static int max_suffix(struct sq *s, int kind, const uint8_t *codes, int L, int64_t *out,
+		      struct sid_error *err)
+{
+	sqlite3_stmt *st = stmt(s, S_MAX);
+	int rc;
+
+	sqlite3_bind_int(st, 1, kind);
+	sqlite3_bind_blob(st, 2, codes, 4 * L, SQLITE_STATIC);
+	rc = sqlite3_step(st);
+	*out = rc == SQLITE_ROW ? sqlite3_column_int64(st, 0) : -1;
+	sqlite3_reset(st);
+	if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+		return sq_fail(s, rc, err, "read suffixes");
+	return 0;
+}
+
+/* The smallest suffix free under @codes. */
 static int free_suffix(struct sq *s, int kind, const uint8_t *codes, int L, int64_t *out,
 		       struct sid_error *err)
 {
-	sqlite3_stmt *st = stmt(s, S_USED);
+	sqlite3_stmt *st;
 	struct sid__reg_gap g;
-	int rc;
+	int rc, gaps = 1;
 
+	if ((rc = gaps_possible(s, kind, &gaps, err)))
+		return rc;
+	if (!gaps) {
+		rc = max_suffix(s, kind, codes, L, out, err);
+		++*out;
+		return rc;
+	}
+	st = stmt(s, S_USED);
 	sid__reg_gap_init(&g);
 	sqlite3_bind_int(st, 1, kind);
 	sqlite3_bind_blob(st, 2, codes, 4 * L, SQLITE_STATIC);
@@ -363,6 +437,21 @@ static int free_suffix(struct sq *s, int kind, const uint8_t *codes, int L, int6
 		return sq_fail(s, rc, err, "read suffixes");
 	*out = g.next;
 	return 0;
+}
+
+/* Before an id leaves slot (@codes, @suffix): note a gap if one is left. */
+static int leaving(struct sq *s, int kind, const int32_t *codes, int L, int64_t suffix,
+		   struct sid_error *err)
+{
+	uint8_t packed[SID__REG_CODES_BYTES];
+	int64_t max;
+	int rc;
+
+	sid__reg_codes_pack(codes, L, packed);
+	rc = max_suffix(s, kind, packed, L, &max, err);
+	if (!rc && max > suffix)
+		rc = gaps_mark(s, kind, err);
+	return rc;
 }
 
 static int emb_put(struct sq *s, sqlite3_int64 rid, const float *emb, int D, struct sid_error *err)
@@ -442,7 +531,8 @@ static int assign_call(struct sq *s, struct sid__reg_req *q, int64_t now_ms)
 			/* reassign: to the same codes it keeps its slot and notes the model */
 			int same = e->L == L && !memcmp(e->codes, items[i].codes, 4 * (size_t)L);
 			sqlite3_stmt *st;
-			if (!same && (rc = free_suffix(s, kind, codes, L, &e->suffix, err)))
+			if (!same && ((rc = leaving(s, kind, e->codes, e->L, e->suffix, err)) ||
+				      (rc = free_suffix(s, kind, codes, L, &e->suffix, err))))
 				return rc;
 			st = stmt(s, S_MOVE);
 			sqlite3_bind_int64(st, 1, rid);
@@ -727,6 +817,14 @@ static int sq_import(struct sid_registry *r, const struct sid_reg_entry *e, cons
 		if (found) {
 			status[i] = SID__REG_IMPORT_CONFLICT_SID;
 			continue;
+		}
+		{
+			int64_t max;
+			rc = max_suffix(s, e[i].kind, codes, e[i].L, &max, err);
+			if (!rc && e[i].suffix > max + 1)
+				rc = gaps_mark(s, e[i].kind, err);
+			if (rc)
+				goto fail;
 		}
 		rc = insert_row(s, &e[i], codes, emb[i], err);
 		if (rc)

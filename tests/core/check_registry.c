@@ -1015,6 +1015,13 @@ START_TEST(t_export_import)
 		ck_assert_int_eq(e.suffix, 3);
 		ck_assert_int_eq(e.D, 2);
 		ck_assert_int_eq(e.created_ms, 1767323045006LL);
+		/* the import left 3-3-3-0..2 free: new ids take them, then 4 */
+		for (int k = 0; k < 4; k++) {
+			char nid[16];
+			snprintf(nid, sizeof(nid), "n%d", k);
+			assign1(r2, nid, 3, 3, 3, 0, &e);
+			ck_assert_int_eq(e.suffix, k < 3 ? k : 4);
+		}
 	}
 	/* malformed lines: the line number is reported */
 	{
