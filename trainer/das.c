@@ -119,7 +119,7 @@ void das_config_defaults(struct das_config *c)
 	c->pop_correction = 1;
 	c->mask_duplicates = 1;
 	c->lr = 1e-3f;
-	c->lr_icdm_mult = 10.0f;
+	c->lr_icdm_mult = 30.0f;
 	c->lr_min_ratio = 0.1f;
 	c->warmup_steps = 50;
 	c->weight_decay = 1e-4f;

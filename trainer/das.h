@@ -90,7 +90,7 @@ struct das_config {
 	int mask_duplicates;	       /* mask in-batch negatives sharing the user or item: 1 */
 	/* optimisation */
 	float lr;			  /* 1e-3, peak */
-	float lr_icdm_mult;		  /* the ICDM tables and heads use lr * this: 10 */
+	float lr_icdm_mult;		  /* the ICDM tables and heads use lr * this: 30 */
 	float lr_min_ratio;		  /* cosine floor as a fraction of lr: 0.1 */
 	int warmup_steps;		  /* linear warm-up: 50 */
 	float weight_decay;		  /* decoupled (AdamW): 1e-4 */
