@@ -4,14 +4,15 @@
 1. lastfm-2k, the issue's reference setting (3 x 64, E 32, hidden 256-128,
    batch 1024): seconds per das epoch with all cores and with one OpenBLAS
    thread (the other modes' epoch times are in the `make eval` table).
-2. The share of time in sgemm: `perf record` over one das epoch, samples
+2. The share of time in sgemm: `perf record` over one das run (1 epoch,
+   one thread, loading and k-means included), samples
    whose symbol is an OpenBLAS sgemm routine (kernel, copies, beta) against
    all samples of the process.
 3. Scale: `semid-train gen` at 1M items, 1M users, 20M clicks (D 64), its
-   time and peak memory; then das training on it for --scale-steps steps of
-   the first epoch (`--max-steps`: a fraction of an epoch, timed, the full
-   epoch extrapolated), with the peak memory of the whole process (data,
-   model, Adam state) from /usr/bin/time.
+   time and peak memory; then das training on it for 2 and --scale-steps
+   steps of the first epoch (`--max-steps`), CPU per step from the
+   difference, the full epoch extrapolated, with the peak memory of the
+   whole process (data, model, Adam state) from /usr/bin/time.
 
 The markdown goes between <!-- bench-train:begin/end --> in --out.
 
@@ -61,7 +62,6 @@ def main():
     ap.add_argument("--data", required=True)
     ap.add_argument("--work", required=True)
     ap.add_argument("--out", default="bench/RESULTS-train.md")
-    ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--scale-steps", type=int, default=20)
     ap.add_argument("--skip-scale", action="store_true")
     args = ap.parse_args()
@@ -71,31 +71,36 @@ def main():
     cpu = sh(["bash", "-c", "lscpu | grep 'Model name'"]).stdout.split(":")[-1].strip()
     load = os.getloadavg()[0]
 
-    # 1. time per epoch
+    # 1. time per epoch: CPU seconds (user + sys, one OpenBLAS thread) of the
+    # epochs alone, as the difference of a 3-epoch and a 1-epoch run (load,
+    # indexes and k-means cancel); wall seconds of the epoch lines beside it
+    # (on a shared machine those mostly measure the other jobs)
     rows = []
-    for mode in ("das",):  # the other modes' epoch times are in the eval table
-        for threads in (0, 1):
-            a = lastfm_args(args, out) + ["--mode", mode, "--epochs", str(args.epochs),
-                                          "--icdm-epochs", "1", "--seed", "1"]
-            if threads:
-                a += ["--threads", str(threads)]
+    for mode in ("das", "rqvae", "two-stage"):
+        cpu, wall = {}, []
+        for ep in (1, 3):
+            a = ["/usr/bin/time", "-f", "CPU %U %S"] + lastfm_args(args, out) + [
+                "--mode", mode, "--epochs", str(ep), "--icdm-epochs", "1", "--seed", "1",
+                "--threads", "1"]
             p = sh(a)
-            s = epoch_secs(p.stderr)
-            rows.append((mode, threads or os.cpu_count(), statistics.mean(s)))
-            print(f"{mode} threads={threads or 'all'}: {s}", flush=True)
-    lines.append(f"### Time per epoch, lastfm-2k (1425 items, 1858 users, 40367 clicks, "
-                 f"39 steps of 1024)\n")
-    lines.append("| mode | OpenBLAS threads | s / epoch (joint phase, mean of "
-                 f"{args.epochs}) |\n|---|---|---|")
-    for mode, th, s in rows:
-        lines.append(f"| {mode} | {th} | {s:.2f} |")
+            u, s_ = re.search(r"CPU ([0-9.]+) ([0-9.]+)", p.stderr).groups()
+            cpu[ep] = float(u) + float(s_)
+            wall += epoch_secs(p.stderr)
+        rows.append((mode, (cpu[3] - cpu[1]) / 2, statistics.mean(wall)))
+        print(f"{mode}: cpu {cpu}, wall {wall}", flush=True)
+    lines.append("### Time per epoch, lastfm-2k (1425 items, 1858 users, 40367 clicks, "
+                 "39 steps of 1024), one OpenBLAS thread\n")
+    lines.append("| mode | CPU s / epoch (user+sys) | wall s / epoch on the shared machine |"
+                 "\n|---|---|---|")
+    for mode, c, w in rows:
+        lines.append(f"| {mode} (joint phase) | {c:.2f} | {w:.1f} |")
 
     # 2. sgemm share under perf
     perf = shutil.which("perf")
     if perf:
         pdata = os.path.join(args.work, "perf.data")
         a = [perf, "record", "-F", "499", "-o", pdata, "--"] + lastfm_args(args, out) + [
-            "--mode", "das", "--epochs", "1", "--seed", "1"]
+            "--mode", "das", "--epochs", "1", "--seed", "1", "--threads", "1"]
         sh(a)
         rep = sh([perf, "report", "-i", pdata, "--stdio", "--no-children", "--sort",
                   "dso,sym"]).stdout
@@ -131,29 +136,43 @@ def main():
             gen_note = p.stdout.strip()
         else:
             gen_s, gen_mb, gen_note = float("nan"), float("nan"), "(existing data reused)"
-        a = ["/usr/bin/time", "-v", os.path.join(args.bin, "semid-train"), "--items",
-             f"{sdir}/items.npy", "--users", f"{sdir}/users.npy", "--train",
-             f"{sdir}/train.tsv", "--cold-items", f"{sdir}/cold_items.txt", "--out",
-             os.path.join(sdir, "scale.st"), "--mode", "das", "--epochs", "1",
-             "--max-steps", str(args.scale_steps), "--seed", "1"] + REF
-        t0 = time.time()
-        p = sh(a)
-        wall = time.time() - t0
-        m = re.search(r"benchmark: (\d+) steps in ([0-9.]+)s \(([0-9.]+) s/step.*"
-                      r"epoch of (\d+) steps: about ([0-9.]+)s", p.stderr)
-        steps, st_s, per, n_ep, ep_s = m.groups()
+        runs = {}
+        for steps in (2, args.scale_steps):
+            a = ["/usr/bin/time", "-v", os.path.join(args.bin, "semid-train"), "--items",
+                 f"{sdir}/items.npy", "--users", f"{sdir}/users.npy", "--train",
+                 f"{sdir}/train.tsv", "--cold-items", f"{sdir}/cold_items.txt", "--out",
+                 os.path.join(sdir, "scale.st"), "--mode", "das", "--epochs", "1",
+                 "--max-steps", str(steps), "--seed", "1", "--threads", "1"] + REF
+            t0 = time.time()
+            p = sh(a)
+            wall = time.time() - t0
+            u = float(re.search(r"User time \(seconds\): ([0-9.]+)", p.stderr).group(1))
+            sy = float(re.search(r"System time \(seconds\): ([0-9.]+)", p.stderr).group(1))
+            m = re.search(r"benchmark: (\d+) steps in ([0-9.]+)s .*epoch of (\d+) steps",
+                          p.stderr)
+            runs[steps] = dict(cpu=u + sy, wall=wall, steps_wall=float(m.group(2)),
+                               n_ep=int(m.group(3)), rss=max_rss_mb(p.stderr))
+            print(f"scale {steps} steps: {runs[steps]}", flush=True)
+        lo, hi = runs[2], runs[args.scale_steps]
+        cpu_step = (hi["cpu"] - lo["cpu"]) / (args.scale_steps - 2)
         lines.append("\n### Scale: 1M items, 1M users, 20M clicks (synthetic, D 64)\n")
         lines.append(f"`semid-train gen --items 1000000 --users 1000000 --interactions 20000000 "
                      f"--dim 64 --seed 1`: {gen_s:.1f} s, peak RSS {gen_mb:.0f} MB; "
                      f"{gen_note}\n")
+        lines.append("das, 3 x 64, E 32, hidden 256-128, batch 1024, one OpenBLAS thread; "
+                     f"{args.scale_steps} steps of the first epoch timed (a fraction "
+                     f"{args.scale_steps / hi['n_ep'] * 100:.2f}% of it), CPU per step from the "
+                     f"difference to a 2-step run, the epoch extrapolated.\n")
         lines.append("| what | figure |\n|---|---|")
-        lines.append(f"| steps timed (fraction of epoch 1) | {steps} of {n_ep} "
-                     f"({int(steps) / int(n_ep) * 100:.1f}%) |")
-        lines.append(f"| time per step (batch 1024) | {float(per):.3f} s |")
-        lines.append(f"| one epoch, extrapolated | {float(ep_s) / 60:.1f} min |")
-        lines.append(f"| load + index + k-means init (wall minus steps) | "
-                     f"{wall - float(st_s):.1f} s |")
-        lines.append(f"| peak RSS of the training process | {max_rss_mb(p.stderr):.0f} MB |")
+        lines.append(f"| steps per epoch | {hi['n_ep']} |")
+        lines.append(f"| CPU per step | {cpu_step:.3f} s |")
+        lines.append(f"| one epoch, extrapolated from CPU per step | "
+                     f"{cpu_step * hi['n_ep'] / 60:.1f} min |")
+        lines.append(f"| wall per step on the shared machine | "
+                     f"{hi['steps_wall'] / args.scale_steps:.3f} s |")
+        lines.append(f"| load + indexes + table init + k-means (CPU of the 2-step run) | "
+                     f"{lo['cpu']:.1f} s |")
+        lines.append(f"| peak RSS of the training process | {hi['rss']:.0f} MB |")
     body = (f"<!-- bench-train:begin -->\n## Training benchmarks\n\n"
             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {cpu}, {os.cpu_count()} "
             f"cores shared with other jobs (load average {load:.1f} at the start), "

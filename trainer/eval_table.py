@@ -25,7 +25,9 @@ import time
 
 BASE = ["--levels", "3", "--codebook-size", "64", "--latent-dim", "32", "--hidden", "256,128",
         "--batch-size", "1024", "--lr", "0.001", "--weight-decay", "0.0001", "--tau", "0.1",
-        "--alpha", "1", "--beta-align", "0.5"]
+        "--alpha", "1", "--beta-align", "0.5", "--threads", "1"]
+# one OpenBLAS thread per run: on a shared machine two spinning OpenBLAS threads
+# per process made epochs ~3x slower in wall time; --jobs runs several at once
 # (name, extra flags, modes, seeds used: "all" or "first")
 SETTINGS = [
     ("3x64", [], ["rqvae", "two-stage", "das"], "all"),
