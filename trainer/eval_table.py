@@ -119,7 +119,7 @@ def fmt(vals):
 
 
 def table(results, raw):
-    head = ["setting", "mode", "seeds"] + [f[0] for f in FIGS] + ["s/epoch"]
+    head = ["setting", "mode", "seeds"] + [f[0] for f in FIGS] + ["wall s/epoch (shared box)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for (setting, mode), runs in results.items():
         row = [setting, mode, str(len(runs))]
@@ -138,6 +138,52 @@ def table(results, raw):
     row.append("-")
     lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
+
+
+def goals(results, raw):
+    """The issue's goals for the 3x64 setting, from the means over seeds."""
+    def m(mode, path):
+        runs = results.get(("3x64", mode))
+        return statistics.mean(get(r, path) for r in runs) if runs else None
+    iw, ic = ("item_side", "warm", "recall@50"), ("item_side", "cold", "recall@50")
+    cw = ("cross_tower", "warm", "recall@50")
+    das, rq, ts = "das", "rqvae", "two-stage"
+    rows = []
+
+    def check(name, ok, detail):
+        if ok is None:
+            rows.append(f"| {name} | not run | {detail} |")
+        else:
+            rows.append(f"| {name} | {'met' if ok else 'MISSED'} | {detail} |")
+
+    def both(*xs):
+        return None if any(x is None for x in xs) else True
+    d_iw, d_ic, r_iw, r_ic = m(das, iw), m(das, ic), m(rq, iw), m(rq, ic)
+    t_iw, t_ic, d_cw, r_cw = m(ts, iw), m(ts, ic), m(das, cw), m(rq, cw)
+    raw_w, raw_c = get(raw, ("raw_item_side", "warm", "recall@50")), get(
+        raw, ("raw_item_side", "cold", "recall@50"))
+    if both(d_iw, r_iw, d_ic, r_ic):
+        check("das item R@50 warm >= 1.8x rqvae, cold above", d_iw >= 1.8 * r_iw and d_ic > r_ic,
+              f"warm {d_iw:.3f} vs {r_iw:.3f} ({d_iw / r_iw:.2f}x), cold {d_ic:.3f} vs {r_ic:.3f}")
+    else:
+        check("das item R@50 warm >= 1.8x rqvae, cold above", None, "")
+    if both(d_iw, t_iw):
+        check("das above two-stage (warm and cold)", d_iw > t_iw and d_ic > t_ic,
+              f"warm {d_iw:.3f} vs {t_iw:.3f}, cold {d_ic:.3f} vs {t_ic:.3f}")
+    else:
+        check("das above two-stage (warm and cold)", None, "")
+    if both(d_iw):
+        check("das above raw content (warm and cold)", d_iw > raw_w and d_ic > raw_c,
+              f"warm {d_iw:.3f} vs {raw_w:.3f}, cold {d_ic:.3f} vs {raw_c:.3f}")
+        u0 = m(das, ("item", "levels", 0, "utilization"))
+        check("das level-0 utilization >= 90%", u0 >= 0.9, f"{u0 * 100:.1f}%")
+    if both(d_cw, r_cw):
+        check("das cross R@50 warm >= 3x rqvae", d_cw >= 3 * r_cw,
+              f"{d_cw:.3f} vs {r_cw:.3f} ({d_cw / max(r_cw, 1e-9):.1f}x)")
+        dc, rc = m(das, ("item", "collision_rate")), m(rq, ("item", "collision_rate"))
+        check("das item collisions <= 2x rqvae", dc <= 2 * rc, f"{dc:.3f} vs {rc:.3f}")
+    return ("\n\nGoals of issue 4 (3x64, means over seeds):\n\n| goal | status | figures |\n"
+            "|---|---|---|\n" + "\n".join(rows))
 
 
 def main():
@@ -175,7 +221,7 @@ def main():
             f"ranked among all non-cold items, train items excluded; cold: among the cold "
             f"items only. Machine: {cpu}, {os.cpu_count()} cores (shared), "
             f"{time.strftime('%Y-%m-%d', time.gmtime())}; `make eval`.\n\n"
-            + table(results, raw) + "\n<!-- eval-table:end -->\n")
+            + table(results, raw) + goals(results, raw) + "\n<!-- eval-table:end -->\n")
     text = ""
     if os.path.exists(args.out):
         with open(args.out) as f:
