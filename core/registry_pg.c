@@ -647,39 +647,54 @@ static int key_cmp(const void *a, const void *b)
 }
 
 /*
- * Take the transaction's advisory locks on @n keys, sorted and deduplicated,
- * in one statement: every writer takes its locks in the same global order,
- * so writers touching the same ids or code groups queue instead of
- * deadlocking, and the unique constraints are left as a last defence.
+ * Take the transaction's advisory locks for @n keys: every writer takes its
+ * locks in the same global order, so writers touching the same ids or code
+ * tuples queue instead of deadlocking, and the unique constraints are left
+ * as a last defence.  PostgreSQL's lock table is small (max_locks_per_
+ * transaction x connections, 6400 by default), so the number of locks per
+ * transaction is bounded: first the global key GLOBAL_KEY, shared; then up
+ * to LOCK_KEYS_MAX distinct keys, sorted, exclusive.  A transaction with
+ * more keys (a big import or group) takes GLOBAL_KEY exclusive instead and
+ * so runs alone.  One statement either way.
  */
+#define GLOBAL_KEY    "7305853202"
+#define LOCK_KEYS_MAX 256
+
 static int lock_keys(struct pg *s, int64_t *keys, size_t n, struct sid_error *err)
 {
-	size_t m = 0, cap = 2 + 21 * n;
-	char *arr = malloc(cap), *p = arr;
+	size_t m = 0, cap = 32 + 21 * n;
+	char *arr, *p;
 	const char *v[1];
 	PGresult *res;
 	int rc = 0;
 
+	qsort(keys, n, sizeof(*keys), key_cmp);
+	for (size_t i = 0; i < n; i++)
+		m += !i || keys[i] != keys[i - 1];
+	if (m > LOCK_KEYS_MAX) {
+		res = PQexec(s->conn, "SELECT pg_advisory_xact_lock(" GLOBAL_KEY ")");
+		goto done;
+	}
+	arr = p = malloc(cap);
 	if (!arr)
 		return sid_error_set(err, SID_ENOMEM, "registry: out of memory");
-	qsort(keys, n, sizeof(*keys), key_cmp);
-	*p++ = '{';
-	for (size_t i = 0; i < n; i++) {
-		if (i && keys[i] == keys[i - 1])
-			continue;
-		p += sprintf(p, "%s%lld", m++ ? "," : "", (long long)keys[i]);
-	}
+	p += sprintf(p, "{%s", GLOBAL_KEY);
+	for (size_t i = 0; i < n; i++)
+		if (!i || keys[i] != keys[i - 1])
+			p += sprintf(p, ",%lld", (long long)keys[i]);
 	*p++ = '}';
 	*p = '\0';
 	v[0] = arr;
 	res = PQexecParams(s->conn,
-			   "SELECT count(pg_advisory_xact_lock(k)) FROM"
-			   " unnest($1::bigint[]) AS u(k)",
+			   "SELECT count(CASE WHEN u.n = 1 THEN pg_advisory_xact_lock_shared(u.k)"
+			   " ELSE pg_advisory_xact_lock(u.k) END)"
+			   " FROM unnest($1::bigint[]) WITH ORDINALITY AS u(k, n)",
 			   1, NULL, v, NULL, NULL, 0);
+	free(arr);
+done:
 	if (PQresultStatus(res) != PGRES_TUPLES_OK)
 		rc = pg_fail(s, res, err, "lock");
 	PQclear(res);
-	free(arr);
 	return rc;
 }
 

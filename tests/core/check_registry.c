@@ -639,6 +639,43 @@ START_TEST(t_group)
 }
 END_TEST
 
+/* One call with 12000 new ids: more locks than PostgreSQL's lock table holds
+ * if taken one per key, and many pipeline chunks. */
+START_TEST(t_big_batch)
+{
+	enum { NB = 12000 };
+	static struct sid_reg_item in[NB];
+	static struct sid_reg_entry out[NB];
+	static int32_t codes[NB][3];
+	static char ids[NB][16];
+	struct sid_registry *r;
+	struct sid_reg_stats st;
+	struct sid_error err;
+
+	NEED_STORE();
+	for (int i = 0; i < NB; i++) {
+		codes[i][0] = i % 50; /* 6000 tuples of two ids each */
+		codes[i][1] = (i / 50) % 120;
+		codes[i][2] = 1;
+		snprintf(ids[i], sizeof(ids[i]), "big%d", i);
+		in[i] = (struct sid_reg_item){ids[i], codes[i], NULL};
+	}
+	r = reg_open();
+	ck_assert_msg(sid_registry_assign(r, SID_TOWER_ITEM, in, NB, 3, 0, "v", 0, out, &err) == 0,
+		      "%s", err.msg);
+	for (int i = 0; i < NB; i++) {
+		ck_assert_int_eq(out[i].suffix, i / 6000); /* input order within each tuple */
+		ck_assert_int_eq(out[i].created, 1);
+	}
+	ck_assert_int_eq(sid_registry_stats(r, SID_TOWER_ITEM, &st, &err), 0);
+	ck_assert_int_eq(st.items, NB);
+	ck_assert_int_eq(st.prefixes[0], 50);
+	ck_assert_int_eq(st.prefixes[2], 6000);
+	ck_assert_int_eq(st.max_suffix, 1);
+	sid_registry_close(r);
+}
+END_TEST
+
 static int cmp_entry(const void *a, const void *b)
 {
 	const struct sid_reg_entry *x = a, *y = b;
@@ -1532,6 +1569,7 @@ static void add_behaviour(TCase *tc)
 	tcase_add_test(tc, t_lookups);
 	tcase_add_test(tc, t_bad_input);
 	tcase_add_test(tc, t_group);
+	tcase_add_test(tc, t_big_batch);
 	tcase_add_test(tc, t_list_paging);
 	tcase_add_test(tc, t_stats);
 	tcase_add_test(tc, t_diff);
