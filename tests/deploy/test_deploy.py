@@ -397,6 +397,23 @@ class Deploy(unittest.TestCase):
                   "epochs": 3, "batch_size": 256})
         return c
 
+    def _cronjob_dirs(self, d, port):
+        """models/, data/ (generated) and a tiny trainer config under @d, and
+        the CronJob's env pointed at them and at a server on @port."""
+        models = os.path.join(d, "models")
+        data = os.path.join(d, "data")
+        os.makedirs(models, exist_ok=True)
+        self._gen_data(data)
+        tconf = os.path.join(d, "semid-train.json")
+        with open(tconf, "w") as f:
+            json.dump(self._tiny_train_config(), f)
+        env = {"PATH": BIN + ":/usr/bin:/bin", "HOME": d}
+        for e in self.train_container["env"]:
+            env[e["name"]] = e.get("value", "")
+        env.update({"SEMID_MODELS": models, "SEMID_DATA": data, "SEMID_TRAIN_CONFIG": tconf,
+                    "SEMID_ADMIN_TOKEN": TOKEN, "SEMID_RELOAD_HOSTS": "127.0.0.1:%d" % port})
+        return models, env
+
     def _run_cronjob(self, env):
         p = subprocess.run(["/bin/bash", "-c", self.script], env=env, stdout=subprocess.PIPE,
                            stderr=subprocess.STDOUT, timeout=90)
@@ -404,17 +421,12 @@ class Deploy(unittest.TestCase):
 
     def test_live_server_probes_publish_rollback_metrics(self):
         with tempfile.TemporaryDirectory(prefix="semid-deploy-") as d:
-            models = os.path.join(d, "models")
-            data = os.path.join(d, "data")
-            os.makedirs(models)
-            self._gen_data(data)
             conf = os.path.join(d, "semid-server.json")
             with open(conf, "w") as f:
                 f.write(self.cm["data"]["semid-server.json"])
-            tconf = os.path.join(d, "semid-train.json")
-            with open(tconf, "w") as f:
-                json.dump(self._tiny_train_config(), f)
+            models = os.path.join(d, "models")
             model = os.path.join(models, "model.safetensors")
+            os.makedirs(models)  # the server watches it from the start
             # The ConfigMap as it is; only the address (Server adds --listen
             # 127.0.0.1:0), the model dir and the Secret's token are overridden.
             srv = tl.Server(["--config", conf, "--model", model, "--admin-token", TOKEN,
@@ -427,12 +439,7 @@ class Deploy(unittest.TestCase):
                 self.assertEqual(srv.request("GET", ready)[0], 503)
                 self.assertNotIn("semid_model_info{", srv.request("GET", "/metrics")[2].decode())
 
-                env = {"PATH": BIN + ":/usr/bin:/bin", "HOME": d}
-                for e in self.train_container["env"]:
-                    env[e["name"]] = e.get("value", "")
-                env.update({"SEMID_MODELS": models, "SEMID_DATA": data,
-                            "SEMID_TRAIN_CONFIG": tconf, "SEMID_ADMIN_TOKEN": TOKEN,
-                            "SEMID_RELOAD_HOSTS": "127.0.0.1:%d" % srv.port})
+                models, env = self._cronjob_dirs(d, srv.port)
                 rc, out = self._run_cronjob(env)
                 self.assertEqual(rc, 0, out)
                 self.assertIn("reload 127.0.0.1:%d: 200" % srv.port, out)
@@ -482,21 +489,12 @@ class Deploy(unittest.TestCase):
     def test_cronjob_fails_when_a_pod_refuses(self):
         """The job must not report success when a pod did not take the model."""
         with tempfile.TemporaryDirectory(prefix="semid-deploy-") as d:
-            models = os.path.join(d, "models")
-            data = os.path.join(d, "data")
-            os.makedirs(models)
-            self._gen_data(data)
-            tconf = os.path.join(d, "semid-train.json")
-            with open(tconf, "w") as f:
-                json.dump(self._tiny_train_config(), f)
-            srv = tl.Server(["--model", os.path.join(models, "model.safetensors"),
+            os.makedirs(os.path.join(d, "models"))
+            srv = tl.Server(["--model", os.path.join(d, "models", "model.safetensors"),
                              "--allow-empty", "--admin-token", "other-token", "--workers", "1"],
                             workdir=d)
             try:
-                env = {"PATH": BIN + ":/usr/bin:/bin", "HOME": d, "SEMID_MODELS": models,
-                       "SEMID_DATA": data, "SEMID_TRAIN_CONFIG": tconf,
-                       "SEMID_ADMIN_TOKEN": TOKEN, "SEMID_RELOAD_SERVICE": "unused",
-                       "SEMID_RELOAD_HOSTS": "127.0.0.1:%d" % srv.port}
+                _, env = self._cronjob_dirs(d, srv.port)
                 rc, out = self._run_cronjob(env)
                 self.assertEqual(rc, 1, out)
                 self.assertIn("reload 127.0.0.1:%d: 403" % srv.port, out)
