@@ -28,6 +28,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -382,6 +383,36 @@ class Deploy(unittest.TestCase):
                              [os.path.basename(rels[0])])
 
     # --- against a live server ------------------------------------------------
+
+    def test_systemd_server_unit_runs_and_reloads_on_sighup(self):
+        """The server unit's ExecStart (config/semid-server.json as the
+        installed config, paths moved to a temp dir, loopback port 0 for its
+        listen address) starts without a model, and its ExecReload signal
+        loads one; ExecStop's SIGTERM exits 0."""
+        unit = systemd_unit("semid-server.service")["Service"]
+        argv = unit["ExecStart"][0].split()
+        self.assertEqual(argv[0], "/usr/local/bin/semid-server")
+        self.assertEqual(unit["ExecReload"], ["/bin/kill -HUP $MAINPID"])
+        with tempfile.TemporaryDirectory(prefix="semid-unit-srv-") as d:
+            args = [a.replace("/var/lib/semid", d).replace(
+                "/etc/semid/semid-server.json", os.path.join(ROOT, "config", "semid-server.json"))
+                for a in argv[1:]]
+            args[args.index("--listen") + 1] = "127.0.0.1:0"
+            model = args[args.index("--model") + 1]
+            os.makedirs(os.path.dirname(model))
+            srv = tl.Server(args + ["--watch=false", "--workers", "1"], workdir=d)
+            try:
+                self.assertEqual(srv.request("GET", "/readyz")[0], 503)
+                tl.doc_model(model)
+                srv.signal(signal.SIGHUP)
+                deadline = time.monotonic() + 10
+                while srv.request("GET", "/readyz")[0] != 200 and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                self.assertEqual(srv.json("GET", "/readyz")[2]["model_version"], "demo-1")
+                self.assertEqual(srv.stop(), 0)
+            finally:
+                if srv.proc.poll() is None:
+                    srv.kill()
 
     def _gen_data(self, data):
         p = subprocess.run([TRAIN, "gen", "--out", data, "--items", "300", "--users", "100",
