@@ -15,15 +15,17 @@
  *
  * Items and users (enum sid_tower_kind) are separate ID spaces in one store.
  * The codes of one kind all have the same number of levels L, fixed by the
- * first assignment (an assignment with another L fails with SID_EINVAL).
+ * first assignment (assigning a new id, or reassigning, with another L fails
+ * with SID_EINVAL; known ids are still answered).
  *
  * Backends, chosen by the target string given to sid_registry_open:
  *   - SQLite (a file path): WAL mode, synchronous=FULL, one file (plus the
  *     -wal and -shm files SQLite keeps beside it while open).
  *   - PostgreSQL (a libpq connection string: "postgresql://...",
  *     "postgres://..." or key=value form such as "host=... dbname=..."):
- *     many processes may assign at once; unique constraints on (kind, id)
- *     and (kind, codes, suffix) decide races and the loser retries.
+ *     many processes may assign at once; ordered advisory locks make writers
+ *     of the same ids or codes queue, and unique constraints on (kind, id)
+ *     and (kind, codes, suffix) stay as the last defence (a loser retries).
  * Both create their schema on first open and migrate older schema versions;
  * proto/registry.md has the schema, the suffix rule and the export formats.
  *
