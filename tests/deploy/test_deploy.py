@@ -14,6 +14,7 @@ or metric breaks this test instead of a deployment.
   the README's roll-back (rename an old release into place) is seen by the
   watcher; every metric and label value the alert rules use appears in the
   server's /metrics afterwards.
+- deploy/README.md's publish-by-hand and roll-back commands work as written.
 - Flags in the manifests and units exist in `semid-server --help` /
   `semid-train --help`; the uid is the Dockerfile's.
 - systemd-analyze verify accepts the units (binaries pointed at $SEMID_BIN);
@@ -381,6 +382,50 @@ class Deploy(unittest.TestCase):
             self.assertEqual(sorted(os.listdir(models)), ["model.safetensors", "releases"])
             self.assertEqual(os.listdir(os.path.join(models, "releases")),
                              [os.path.basename(rels[0])])
+
+    def test_readme_commands(self):
+        """deploy/README.md's publish-by-hand and roll-back commands, run in
+        a temp models dir, leave model.safetensors a hard link of the right
+        release; its kubectl override for a roll-back pod mounts the right
+        claim at the right path as the right user."""
+        text = read(os.path.join(DEPLOY, "README.md"))
+        blocks = {}
+        for sec in ("## Publish a model", "## Roll back"):
+            part = text[text.index(sec):]
+            blocks[sec] = re.search(r"```sh\n(.*?)```", part, re.S).group(1)
+        with tempfile.TemporaryDirectory(prefix="semid-readme-") as d:
+            models = os.path.join(d, "models")
+            os.makedirs(os.path.join(models, "releases"))
+            new = os.path.join(d, "new.safetensors")
+            tl.doc_model(new)
+            env = {"PATH": BIN + ":/usr/bin:/bin", "HOME": d}
+            cmd = blocks["## Publish a model"].replace("/var/lib/semid/models", models)
+            cmd = cmd.replace("/path/to/new.safetensors", new)
+            p = subprocess.run(["/bin/bash", "-e", "-c", cmd], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, timeout=30)
+            self.assertEqual(p.returncode, 0, p.stdout.decode())
+            rels = glob.glob(os.path.join(models, "releases", "model-*.safetensors"))
+            self.assertEqual(len(rels), 1)
+            self.assertTrue(os.path.samefile(rels[0], os.path.join(models, "model.safetensors")))
+            cmd = blocks["## Roll back"].replace("/var/lib/semid/models", models)
+            old = re.search(r"releases/(model-\w+\.safetensors)", cmd).group(1)
+            with open(os.path.join(models, "releases", old), "wb") as f:
+                f.write(b"the old release")
+            p = subprocess.run(["/bin/bash", "-e", "-c", cmd], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, timeout=30)
+            self.assertEqual(p.returncode, 0, p.stdout.decode())
+            self.assertTrue(os.path.samefile(os.path.join(models, "releases", old),
+                                             os.path.join(models, "model.safetensors")))
+            self.assertEqual(sorted(os.listdir(models)), ["model.safetensors", "releases"])
+        over = json.loads(re.search(r"--overrides='(.*?)'", text, re.S).group(1))
+        uid = pod_spec(self.dep)["securityContext"]["runAsUser"]
+        self.assertEqual(over["spec"]["securityContext"]["runAsUser"], uid)
+        c = over["spec"]["containers"][0]
+        self.assertEqual(c["volumeMounts"][0]["mountPath"], mount_path(self.cron, "models"))
+        self.assertEqual(over["spec"]["volumes"][0]["persistentVolumeClaim"],
+                         volume(self.cron, "models")["persistentVolumeClaim"])
+        img = find(self.docs, "Kustomization")["images"][0]
+        self.assertEqual(c["image"], "%s:%s" % (img["newName"], img["newTag"]))
 
     # --- against a live server ------------------------------------------------
 
