@@ -1,0 +1,100 @@
+# tests/fuzz.mk - fuzzing and sanitizer targets (included by the top-level Makefile).
+#
+#   make fuzz            build the libFuzzer harnesses (tests/fuzz/fuzz_*.c) with clang and
+#                        -fsanitize=fuzzer,address,undefined, then run each for FUZZ_SECS
+#                        seconds (default 60) from its seeds (tests/fuzz/corpus/<target>) and
+#                        regression inputs (tests/fuzz/regress/<target>).  New inputs it finds
+#                        accumulate in $(FUZZ_O)/work/<target>; a crash stops it and leaves
+#                        the input as $(FUZZ_O)/crash-<target>-*.  FUZZ_TARGETS picks harnesses.
+#   make fuzz-smoke      what CI runs: every committed seed and regression input replayed,
+#                        then each harness fuzzed for FUZZ_SMOKE_SECS (default 10) from a fresh
+#                        work directory.
+#   make test-sanitize   `make test` with SANITIZE=address,undefined in its own output dirs
+#                        (O=$(O)/asan, BIN=$(O)/asan/bin), so the Check suites and the python
+#                        tests (through $SEMID_BIN) run the sanitized library and programs.
+#   make test-valgrind   the server's integration tests with semid-server under valgrind
+#                        memcheck (--leak-check=full, any error fails), through the test
+#                        library's SEMID_SERVER_WRAPPER hook.
+#
+# The harnesses link the same objects as the programs (libsemid.a, the server's and the
+# trainer's non-main objects), built by a second make of this tree with CC=clang into
+# $(FUZZ_O).  A crash found once becomes a file in tests/fuzz/regress/<target>/.
+# tests/fuzz/make_corpus.py regenerates the seeds and dictionaries.
+
+FUZZ_TARGETS ?= model safetensors npy api trainer_data
+FUZZ_O ?= $(O)/fuzz
+FUZZ_CC ?= clang
+FUZZ_SECS ?= 60
+FUZZ_SMOKE_SECS ?= 10
+FUZZ_DEB_PACKAGES := clang libclang-rt-14-dev
+VALGRIND_DEB_PACKAGES := valgrind
+# libFuzzer flags for every run: a hang or a 2 GB process is a finding too.
+FUZZ_RUN_FLAGS = -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
+
+FUZZ_BINS = $(patsubst %,$(FUZZ_O)/tests/fuzz/fuzz_%,$(FUZZ_TARGETS))
+
+# Objects of the harnesses see the server's and the trainer's headers.
+$(O)/tests/fuzz/%.o: FINAL_CFLAGS += -Iserver -Itrainer
+
+.PRECIOUS: $(O)/tests/fuzz/%.o
+
+# Link step, run inside the clang make (O = $(FUZZ_O)).
+$(O)/tests/fuzz/fuzz_%: $(O)/tests/fuzz/fuzz_%.o $(SERVER_LIBOBJ) $(TRAINER_LIBOBJ) $(LIBSEMID)
+	$(CC) $(FINAL_LDFLAGS) -fsanitize=fuzzer -o $@ $^ $(LIBS)
+
+.PHONY: fuzz fuzz-smoke fuzz-build fuzz-deps fuzz-link test-sanitize test-valgrind valgrind-deps
+fuzz-link: $(patsubst %,$(O)/tests/fuzz/fuzz_%,$(FUZZ_TARGETS))
+
+# Missing Debian packages are installed (as root) by the Makefile's own deps rule.
+fuzz-deps:
+	@$(MAKE) --no-print-directory deps PKG_LIST="$(FUZZ_DEB_PACKAGES)"
+valgrind-deps:
+	@$(MAKE) --no-print-directory deps PKG_LIST="$(VALGRIND_DEB_PACKAGES)"
+
+fuzz-build: fuzz-deps
+	@$(MAKE) --no-print-directory O=$(FUZZ_O) BIN=$(FUZZ_O)/bin CC=$(FUZZ_CC) \
+		CFLAGS="-O1 -g -fsanitize=fuzzer-no-link" SANITIZE=address,undefined \
+		FUZZ_TARGETS="$(FUZZ_TARGETS)" fuzz-link
+
+# $(call fuzz_run,seconds,fresh work dir?) for every target in FUZZ_TARGETS.
+define fuzz_run
+	@set -e; fails=""; for t in $(FUZZ_TARGETS); do \
+		work=$(FUZZ_O)/work/$$t; \
+		if [ "$(2)" = fresh ]; then rm -rf $$work; fi; \
+		mkdir -p $$work; \
+		dirs="tests/fuzz/corpus/$$t"; \
+		if [ -d tests/fuzz/regress/$$t ]; then dirs="$$dirs tests/fuzz/regress/$$t"; fi; \
+		echo "fuzz: $$t for $(1) s ($$dirs)"; \
+		if ! $(FUZZ_O)/tests/fuzz/fuzz_$$t $(FUZZ_RUN_FLAGS) -max_total_time=$(1) \
+			-dict=tests/fuzz/dict/$$t.dict -artifact_prefix=$(FUZZ_O)/crash-$$t- \
+			$$work $$dirs > $(FUZZ_O)/fuzz-$$t.log 2>&1; then \
+			tail -n 60 $(FUZZ_O)/fuzz-$$t.log; fails="$$fails $$t"; \
+		else \
+			grep -E '^(Done|stat::number_of_executed_units|stat::peak_rss_mb)' \
+				$(FUZZ_O)/fuzz-$$t.log | tr '\n' ' '; echo; \
+		fi; \
+	done; \
+	if [ -n "$$fails" ]; then echo "fuzz: FAILED:$$fails (inputs in $(FUZZ_O)/crash-*)"; exit 1; fi; \
+	echo "fuzz: all passed ($(FUZZ_TARGETS))"
+endef
+
+fuzz: fuzz-build
+	$(call fuzz_run,$(FUZZ_SECS),keep)
+
+fuzz-smoke: fuzz-build
+	$(call fuzz_run,$(FUZZ_SMOKE_SECS),fresh)
+
+test-sanitize:
+	@$(MAKE) --no-print-directory O=$(O)/asan BIN=$(O)/asan/bin SANITIZE=address,undefined test
+
+# Memcheck over the server's integration tests.  Leaks count as errors (definite and
+# indirect; "possible" leaks are libuv/OpenBLAS thread stacks and pools kept for the
+# process lifetime).  valgrind's own report ends in the server log the tests read.
+VALGRIND ?= valgrind --error-exitcode=99 --leak-check=full \
+	--errors-for-leak-kinds=definite,indirect --show-leak-kinds=definite,indirect \
+	--suppressions=tests/fuzz/valgrind.supp
+test-valgrind: valgrind-deps all
+	@grep -q SEMID_SERVER_WRAPPER tests/server/semid_testlib.py || { \
+		echo "test-valgrind: tests/server/semid_testlib.py has no SEMID_SERVER_WRAPPER hook" >&2; \
+		exit 1; }
+	SEMID_SERVER_WRAPPER="$(VALGRIND)" $(PYTHON) tests/run.py $(sort $(wildcard tests/server/test_*.py))

@@ -1,0 +1,150 @@
+/*
+ * fuzz_api.c - libFuzzer harness for semid-server's request decoder
+ * (server/api.h: srv_encode_req_decode, the fast scanner, the jansson
+ * reference decoder, base64) and the response writer that echoes ids.
+ *
+ * The input is a request body for a tower of input width D = 4 with at most
+ * 8 inputs.  Checked on every input:
+ * - a rejection is 400 or 413 with a message, and its error body is JSON;
+ * - an accepted request has 1..8 rows of finite floats, top_k 1..16, and the
+ *   200 body written for it (ids echoed, made-up codes) is valid JSON;
+ * - differential: whenever the fast scanner accepts, the jansson decoder
+ *   accepts too and gives the same rows bit for bit, options and ids
+ *   (api.h promises they agree);
+ * - base64 of the raw input decodes within its capacity.
+ * Built and run by tests/fuzz.mk (make fuzz, make fuzz-smoke).
+ */
+#include <jansson.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "api.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+#define WIDTH	   4
+#define MAX_INPUTS 8
+#define L	   3
+
+static void fail(const char *what, const uint8_t *data, size_t size)
+{
+	fprintf(stderr, "fuzz_api: %s\nbody: %.*s\n", what, (int)(size > 2000 ? 2000 : size),
+		(const char *)data);
+	abort();
+}
+
+static void check_json(const char *text, size_t len, const char *what, const uint8_t *data,
+		       size_t size)
+{
+	json_error_t jerr;
+	json_t *j = json_loadb(text, len, 0, &jerr);
+	if (!j) {
+		fprintf(stderr, "fuzz_api: %s: %s\n%.*s\n", what, jerr.text, (int)len, text);
+		fail("output is not valid JSON", data, size);
+	}
+	json_decref(j);
+}
+
+static void check_accepted(const struct srv_encode_req *q, const uint8_t *data, size_t size)
+{
+	int32_t codes[MAX_INPUTS * L], alt[MAX_INPUTS * 15 * L], cnt[MAX_INPUTS];
+	float dist[MAX_INPUTS], quant[MAX_INPUTS * 2], alt_dist[MAX_INPUTS * 15];
+	struct srv_encode_res res = {L, 2, codes, dist, quant, 0, alt, alt_dist, cnt};
+	struct srv_buf out = SRV_BUF_INIT;
+
+	if (q->B < 1 || q->B > MAX_INPUTS || q->D != WIDTH || q->top_k < 1 ||
+	    q->top_k > SID_TOPK_MAX ||
+	    (q->format != SID_FORMAT_DASH && q->format != SID_FORMAT_TOKENS))
+		fail("accepted request out of bounds", data, size);
+	for (size_t i = 0; i < q->B * WIDTH; i++)
+		if (!isfinite(q->x[i]))
+			fail("accepted a non-finite value", data, size);
+	res.n_alt = q->top_k - 1;
+	for (size_t i = 0; i < q->B; i++) {
+		dist[i] = 0.25f * (float)i;
+		quant[2 * i] = quant[2 * i + 1] = -1.5f;
+		cnt[i] = res.n_alt;
+		for (int l = 0; l < L; l++)
+			codes[i * L + (size_t)l] = (int32_t)(i * 7 + (size_t)l);
+	}
+	for (size_t k = 0; k < MAX_INPUTS * 15; k++) {
+		alt_dist[k] = 1.0f + (float)k;
+		for (int l = 0; l < L; l++)
+			alt[k * L + (size_t)l] = (int32_t)k;
+	}
+	srv_encode_res_write(&out, "v\"1", q, &res);
+	if (out.oom)
+		fail("out of memory", data, size);
+	check_json(out.p, out.len, "response", data, size);
+	srv_buf_release(&out);
+}
+
+static void check_same(const struct srv_encode_req *a, const struct srv_encode_req *b,
+		       const uint8_t *data, size_t size)
+{
+	if (a->B != b->B || a->top_k != b->top_k || a->quantized != b->quantized ||
+	    a->format != b->format)
+		fail("fast and jansson decoders disagree on B or options", data, size);
+	if (memcmp(a->x, b->x, a->B * WIDTH * sizeof(float)) != 0)
+		fail("fast and jansson decoders disagree on the floats", data, size);
+	for (size_t r = 0; r < a->B; r++) {
+		if (a->id_len[r] != b->id_len[r] ||
+		    (a->id_len[r] &&
+		     memcmp(a->ids + a->id_off[r], b->ids + b->id_off[r], a->id_len[r]) != 0))
+			fail("fast and jansson decoders disagree on an id", data, size);
+	}
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	const char *body = (const char *)data;
+	struct srv_encode_req q, a, b;
+	struct srv_api_error e;
+	uint8_t b64[256];
+	size_t bad = 0;
+	long n;
+
+	memset(&e, 0, sizeof(e));
+	if (srv_encode_req_decode(body, size, SID_TOWER_ITEM, WIDTH, MAX_INPUTS, &q, &e) == 0) {
+		check_accepted(&q, data, size);
+		srv_encode_req_release(&q);
+	} else {
+		size_t blen;
+		char *eb;
+		if (!e.msg[0] ||
+		    (e.kind != SRV_ERR_INVALID_ARGUMENT && e.kind != SRV_ERR_TOO_LARGE))
+			fail("rejected without a message or with a status other than 400/413", data,
+			     size);
+		eb = srv_api_error_body(e.kind, e.msg, &blen);
+		if (!eb)
+			fail("out of memory", data, size);
+		check_json(eb, blen, "error body", data, size);
+		free(eb);
+		srv_encode_req_release(&q);
+	}
+
+	/* Differential: the fast scanner alone, against the reference. */
+	memset(&a, 0, sizeof(a));
+	a.top_k = 1;
+	if (srv__encode_req_decode_fast(body, size, WIDTH, MAX_INPUTS, &a)) {
+		if (srv__encode_req_decode_jansson(body, size, SID_TOWER_ITEM, WIDTH, MAX_INPUTS,
+						   &b, &e) != 0) {
+			fprintf(stderr, "fuzz_api: jansson: %s\n", e.msg);
+			fail("fast scanner accepted a body the jansson decoder rejects", data,
+			     size);
+		}
+		check_same(&a, &b, data, size);
+		srv_encode_req_release(&b);
+	} else if (a.x || a.ids || a.id_off || a.id_len) {
+		fail("fast scanner gave up but left memory allocated", data, size);
+	}
+	srv_encode_req_release(&a);
+
+	n = srv_base64_decode(body, size, b64, sizeof(b64), &bad);
+	if (n > (long)sizeof(b64) || n < -2 || (n == -1 && bad > size))
+		fail("base64 decode result out of range", data, size);
+	return 0;
+}
