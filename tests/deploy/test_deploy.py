@@ -36,7 +36,10 @@ import tempfile
 import time
 import unittest
 
-import yaml
+try:
+    import yaml
+except ImportError:
+    sys.exit("tests/deploy/test_deploy.py needs PyYAML: apt-get install python3-yaml")
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
