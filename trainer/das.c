@@ -1185,10 +1185,11 @@ static int run(struct das_model *m, const struct das_batch *b, struct das_losses
 	if ((rc = ws_reserve(m, B, err)) < 0)
 		return rc;
 	memset(out, 0, sizeof(*out));
-	if (backward)
+	if (backward) {
 		zero_grads(m);
+		m->n_rows_u = m->n_rows_i = 0; /* only now: an eval must not forget dirty rows */
+	}
 	m->run_id++;
-	m->n_rows_u = m->n_rows_i = 0;
 
 	/* semantic side */
 	if (towers_train(m)) {
