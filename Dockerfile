@@ -9,7 +9,8 @@
 FROM debian:12 AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends build-essential pkg-config libopenblas-dev \
-	libjansson-dev libmicrohttpd-dev libuv1-dev check libsubunit-dev python3 python3-numpy curl \
+	libjansson-dev libmicrohttpd-dev libuv1-dev libsqlite3-dev libpq-dev check libsubunit-dev \
+	python3 python3-numpy python3-yaml postgresql wrk curl \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
@@ -18,7 +19,7 @@ RUN make clean && make -j"$(nproc)" WERROR=1 && make test WERROR=1
 FROM debian:12-slim AS runtime
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libopenblas0-pthread libjansson4 libmicrohttpd12 \
-	libuv1 \
+	libuv1 libsqlite3-0 libpq5 \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --home-dir /var/lib/semid --shell /usr/sbin/nologin semid \
  && mkdir -p /var/lib/semid/models /etc/semid \

@@ -24,11 +24,13 @@ PKGS_TEST := check
 
 # What a fresh Debian 12 needs to build and run (DEB_PACKAGES), and what the
 # tests need on top (DEB_PACKAGES_TEST: Check, numpy for reference
-# computations, a PostgreSQL server for the registry tests).  `make deps` /
+# computations, a PostgreSQL server for the registry tests, YAML for the
+# deploy/ checks).  promtool (Debian's prometheus) is used when present
+# but not installed: the package brings a daemon.  `make deps` /
 # `make deps-test` install the missing ones (as root); run/test call them.
 DEB_PACKAGES := build-essential pkg-config libopenblas-dev libjansson-dev libmicrohttpd-dev \
 	libuv1-dev libsqlite3-dev libpq-dev check libsubunit-dev python3 python3-numpy curl
-DEB_PACKAGES_TEST := $(DEB_PACKAGES) postgresql wrk
+DEB_PACKAGES_TEST := $(DEB_PACKAGES) postgresql wrk python3-yaml
 
 WARN := -Wall -Wextra -Wshadow -Wno-unused-parameter -Wstrict-prototypes -Wmissing-prototypes
 FINAL_CFLAGS = $(CFLAGS) -std=gnu11 -pthread -D_GNU_SOURCE $(WARN) -MMD -MP -Icore \
