@@ -345,6 +345,37 @@ int das_config_set(struct das_config *c, const char *key_in, const char *value,
 		memcpy(c->hidden, h, sizeof(int) * n);
 		return 0;
 	}
+	if (!strcmp(key, "views")) {
+		/* six weights, as das_config_json writes them: "1,1,0,1,1,1" */
+		float w[DAS_N_VIEWS];
+		const char *p = value;
+		for (int v = 0; v < DAS_N_VIEWS; v++) {
+			char *end;
+			w[v] = strtof(p, &end);
+			if (end == p || !isfinite(w[v]) || w[v] < 0)
+				return sid_error_set(
+				    err, SID_EINVAL,
+				    "config key views: \"%s\" is not %d weights >= 0", value,
+				    DAS_N_VIEWS);
+			p = end;
+			while (*p == ' ')
+				p++;
+			if (v + 1 < DAS_N_VIEWS && *p++ != ',')
+				return sid_error_set(
+				    err, SID_EINVAL,
+				    "config key views: \"%s\" is not %d weights >= 0", value,
+				    DAS_N_VIEWS);
+		}
+		if (*p)
+			return sid_error_set(err, SID_EINVAL,
+					     "config key views: \"%s\" is not %d weights >= 0",
+					     value, DAS_N_VIEWS);
+		for (int v = 0; v < DAS_N_VIEWS; v++) {
+			c->view_w[v] = w[v];
+			c->view_on[v] = w[v] > 0;
+		}
+		return 0;
+	}
 	if (!strncmp(key, "view", 4) && key[4] >= '1' && key[4] <= '6' && !key[5]) {
 		int v = key[4] - '1';
 		if (parse_float(value, &fv) || fv < 0)

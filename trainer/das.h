@@ -119,7 +119,8 @@ void das_config_defaults(struct das_config *c);
  * "mode" (das|rqvae|two-stage), "hidden" ("256,128", or "" for none),
  * "activation" (relu|silu|gelu|tanh|identity), "input_norm" (none|l2),
  * "latent_dim" (= E), "levels" (= L), "codebook_size" (= K),
- * "view1".."view6" (weight; 0 switches the view off),
+ * "view1".."view6" (weight; 0 switches the view off), "views" (all six,
+ * "1,1,0,1,1,1", as das_config_json writes them),
  * "table_update" (auto|dense|lazy).  Unknown keys and bad values fail with
  * SID_EINVAL naming the key.
  */

@@ -736,6 +736,14 @@ START_TEST(test_config_keys)
 	ck_assert_ptr_nonnull(strstr(j, "\"hidden\": []"));
 	ck_assert_ptr_nonnull(strstr(j, "\"views\": [1, 1, 0, 1, 1, 1]"));
 	free(j);
+	ck_assert_int_eq(das_config_set(&c, "views", "0.5, 0,1,1,2,1", &err), 0);
+	ck_assert_float_eq(c.view_w[0], 0.5f);
+	ck_assert_int_eq(c.view_on[1], 0);
+	ck_assert_int_eq(c.view_on[2], 1);
+	ck_assert_float_eq(c.view_w[4], 2.0f);
+	ck_assert_int_eq(das_config_set(&c, "views", "1,1,1", &err), SID_EINVAL);
+	ck_assert_ptr_nonnull(strstr(err.msg, "views"));
+	ck_assert_int_eq(das_config_set(&c, "views", "1,1,1,1,1,1,1", &err), SID_EINVAL);
 }
 END_TEST
 
