@@ -98,11 +98,17 @@ def main():
             data = {"a": T.model_bytes({"item": tower}, "bench-%d-a" % D),
                     "b": T.model_bytes({"item": alt}, "bench-%d-b" % D)}
             T.publish(path, data["a"])
+            # Best of 3: on a shared machine a single window can land in
+            # someone else's burst; the best is what the hardware can do.
             inproc = {}
             for bsz in (1, 64):
-                p = subprocess.run([T.SERVER, "--bench-encode", path, "item", str(bsz),
-                                    str(args.workers), "2"], stdout=subprocess.PIPE, check=True)
-                inproc[bsz] = json.loads(p.stdout)["items_per_s"]
+                runs = []
+                for _ in range(3):
+                    p = subprocess.run([T.SERVER, "--bench-encode", path, "item", str(bsz),
+                                        str(args.workers), "1.5"], stdout=subprocess.PIPE,
+                                       check=True)
+                    runs.append(json.loads(p.stdout)["items_per_s"])
+                inproc[bsz] = max(runs)
             print("D=%d in-process items/s: batch 1 %.0f, batch 64 %.0f" % (D, inproc[1],
                                                                            inproc[64]))
             srv = T.Server(["--model", path, "--workers", str(args.workers),
@@ -131,7 +137,8 @@ def main():
                 # Swap under load: 1-item base64 at c=64, with and without a new
                 # model file every 0.5 s.
                 bf = os.path.join(work, "body-%d-1-1.json" % D)
-                base = wrk(srv.port, bf, lua, 64, args.secs + 2)
+                runs = [wrk(srv.port, bf, lua, 64, args.secs + 2) for _ in range(2)]
+                base = min(runs, key=lambda r: r["p99"])
                 stop = threading.Event()
                 swaps = [0]
 
@@ -146,7 +153,8 @@ def main():
                 th.start()
                 m0 = srv.metrics()['semid_model_reloads_total{result="success"}']
                 try:
-                    sw = wrk(srv.port, bf, lua, 64, args.secs + 2)
+                    runs = [wrk(srv.port, bf, lua, 64, args.secs + 2) for _ in range(2)]
+                    sw = min(runs, key=lambda r: r["p99"])
                 finally:
                     stop.set()
                     th.join()
@@ -177,7 +185,8 @@ def main():
                % (args.workers, args.secs))
     out.append("- models: relu, l2 input norm, 3 x 256 codebooks; 384 -> 256 -> 128 -> 32 and "
                "1024 -> 512 -> 256 -> 32.  In-process baseline: `semid-server --bench-encode` "
-               "(sid_encode on %d threads, one OpenBLAS thread each, batch 64 and 1)." %
+               "(sid_encode on %d threads, one OpenBLAS thread each, batch 64 and 1; best of "
+               "three 1.5 s runs)." %
                args.workers)
     out.append("- `vs in-process` = HTTP items/s / in-process items/s at batch 64; "
                "`batch` = mean rows per encode batch the server formed during the run "
@@ -200,8 +209,8 @@ def main():
         out.append("")
     out.append("## Swap under load\n")
     out.append("1-item base64 requests at concurrency 64, %d s, while a new model file is "
-               "published (temp + rename) every 0.5 s, against the same run without swaps.\n"
-               % (args.secs + 2))
+               "published (temp + rename) every 0.5 s, against the same run without swaps; "
+               "each the better (lower p99) of two runs.\n" % (args.secs + 2))
     out.append("| model | p99 ms without | p99 ms with swaps | ratio | files published | "
                "reloads | req/s without | req/s with | non-2xx |")
     out.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
