@@ -963,14 +963,14 @@ static void encoder_forward(struct das_model *m, struct tower *tw, int n)
 {
 	const float *in = tw->x;
 	for (int i = 0; i < tw->n_enc; i++) {
-		nn_linear_forward(tw->enc_pre[i], in, m->params + tw->enc_w[i],
-				  m->params + tw->enc_b[i], n, tw->enc_in[i], tw->enc_out[i]);
-		if (i < tw->n_enc - 1)
+		/* the last layer has no activation: it writes its output directly */
+		int last = i == tw->n_enc - 1;
+		nn_linear_forward(last ? tw->enc_act[i] : tw->enc_pre[i], in,
+				  m->params + tw->enc_w[i], m->params + tw->enc_b[i], n,
+				  tw->enc_in[i], tw->enc_out[i]);
+		if (!last)
 			nn_act_forward(m->c.act, tw->enc_act[i], tw->enc_pre[i],
 				       (size_t)n * tw->enc_out[i]);
-		else
-			memcpy(tw->enc_act[i], tw->enc_pre[i],
-			       sizeof(float) * (size_t)n * tw->enc_out[i]);
 		in = tw->enc_act[i];
 	}
 }
@@ -984,14 +984,14 @@ static void decoder_forward(struct das_model *m, struct tower *tw, int n)
 {
 	const float *in = tw->z_dec;
 	for (int i = 0; i < tw->n_enc; i++) {
-		nn_linear_forward(tw->dec_pre[i], in, m->params + tw->dec_w[i],
-				  m->params + tw->dec_b[i], n, tw->dec_in[i], tw->dec_out[i]);
-		if (i < tw->n_enc - 1)
+		/* the last layer has no activation: it writes its output directly */
+		int last = i == tw->n_enc - 1;
+		nn_linear_forward(last ? tw->dec_act[i] : tw->dec_pre[i], in,
+				  m->params + tw->dec_w[i], m->params + tw->dec_b[i], n,
+				  tw->dec_in[i], tw->dec_out[i]);
+		if (!last)
 			nn_act_forward(m->c.act, tw->dec_act[i], tw->dec_pre[i],
 				       (size_t)n * tw->dec_out[i]);
-		else
-			memcpy(tw->dec_act[i], tw->dec_pre[i],
-			       sizeof(float) * (size_t)n * tw->dec_out[i]);
 		in = tw->dec_act[i];
 	}
 }
