@@ -682,8 +682,6 @@ static int stats_fn(const struct sid_reg_entry *e, const float *emb, void *p)
 	if (e->suffix > st->max_suffix)
 		st->max_suffix = e->suffix;
 	st->suffix_hist[suffix_bucket(e->suffix)]++;
-	if (e->D)
-		st->with_embedding++;
 	return 0;
 }
 
@@ -691,11 +689,20 @@ int sid_registry_stats(struct sid_registry *r, enum sid_tower_kind kind, struct 
 		       struct sid_error *err)
 {
 	struct stats_ctx c;
+	int rc = kind_check(kind, err);
+
 	memset(st, 0, sizeof(*st));
 	st->max_suffix = -1;
 	memset(&c, 0, sizeof(c));
 	c.st = st;
-	return sid_registry_foreach(r, kind, 0, stats_fn, &c, err);
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&r->lock);
+	rc = r->ops->foreach (r, kind, SID__REG_WALK_CODES, stats_fn, &c, err);
+	if (!rc)
+		rc = r->ops->count_emb(r, kind, &st->with_embedding, err);
+	pthread_mutex_unlock(&r->lock);
+	return rc;
 }
 
 /* ---- diff ---- */

@@ -295,6 +295,8 @@ enum sid__reg_import_status {
 	SID__REG_IMPORT_CONFLICT_LEVELS
 };
 
+#define SID__REG_WALK_CODES 2
+
 /* Big-endian uint32 per level: memcmp order is the order of code tuples. */
 #define SID__REG_CODES_BYTES (4 * SID_MAX_LEVELS)
 
@@ -335,8 +337,12 @@ struct sid__reg_ops {
 		    int64_t after_suffix, size_t limit, struct sid_reg_entry *out, size_t *n_out,
 		    struct sid_error *err);
 	int (*levels)(struct sid_registry *r, int kind, int *L, struct sid_error *err);
+	/* want_emb: 0, 1 (as sid_registry_foreach) or SID__REG_WALK_CODES:
+	 * only kind, codes and suffix are filled (an index-only walk) */
 	int (*foreach)(struct sid_registry *r, int kind, int want_emb, sid_reg_foreach_fn fn,
 		       void *ctx, struct sid_error *err);
+	/* entries of @kind stored with an embedding */
+	int (*count_emb)(struct sid_registry *r, int kind, uint64_t *n, struct sid_error *err);
 	/* store e[i] unless it conflicts; status[i] and, on conflict, existing[i] */
 	int (*import)(struct sid_registry *r, const struct sid_reg_entry *e,
 		      const float *const *emb, size_t n, int *status,

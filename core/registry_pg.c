@@ -1302,9 +1302,12 @@ static int foreach_body(struct pg *s, void *p, struct sid_error *err)
 		return sid_error_set(err, SID_EUNAVAIL,
 				     "registry %s: connection lost during a walk", s->base.label);
 	snprintf(sql, sizeof(sql),
-		 "DECLARE semid_walk NO SCROLL CURSOR FOR SELECT " COLS
-		 "%s FROM semid_assignment %s ORDER BY kind, codes, suffix",
-		 c->want_emb ? ", embedding" : "", c->kind >= 0 ? "WHERE kind = $1" : "");
+		 "DECLARE semid_walk NO SCROLL CURSOR FOR SELECT %s%s FROM semid_assignment %s"
+		 " ORDER BY kind, codes, suffix",
+		 c->want_emb == SID__REG_WALK_CODES
+		     ? "kind, ''::text, codes, suffix, ''::text, 0::bigint, 0::bigint, 0::integer"
+		     : COLS,
+		 c->want_emb == 1 ? ", embedding" : "", c->kind >= 0 ? "WHERE kind = $1" : "");
 	{
 		struct params q = {0};
 		PGresult *res;
@@ -1338,7 +1341,7 @@ static int foreach_body(struct pg *s, void *p, struct sid_error *err)
 				rc = SID_EFORMAT;
 				goto out;
 			}
-			if (c->want_emb && !PQgetisnull(res, i, 8)) {
+			if (c->want_emb == 1 && !PQgetisnull(res, i, 8)) {
 				int bytes = PQgetlength(res, i, 8);
 				if (bytes != (int)sizeof(float) * e.D || e.D < 1) {
 					PQclear(res);
@@ -1386,6 +1389,37 @@ static int pg_foreach(struct sid_registry *r, int kind, int want_emb, sid_reg_fo
 	struct foreach_ctx c = {kind, want_emb, fn, ctx, 0};
 	int rc = with_retries((struct pg *)r, 1, foreach_body, &c, err);
 	return rc == RETRY ? SID_EUNAVAIL : rc;
+}
+
+struct count_ctx {
+	int kind;
+	uint64_t *n;
+};
+
+static int count_body(struct pg *s, void *p, struct sid_error *err)
+{
+	struct count_ctx *c = p;
+	char kind[8];
+	const char *v[1] = {kind};
+	PGresult *res;
+	int rc = 0;
+
+	snprintf(kind, sizeof(kind), "%d", c->kind);
+	res = PQexecParams(s->conn,
+			   "SELECT count(*) FROM semid_assignment WHERE kind = $1 AND emb_dim > 0",
+			   1, NULL, v, NULL, NULL, 0);
+	if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1)
+		*c->n = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+	else
+		rc = pg_fail(s, res, err, "count");
+	PQclear(res);
+	return rc;
+}
+
+static int pg_count_emb(struct sid_registry *r, int kind, uint64_t *n, struct sid_error *err)
+{
+	struct count_ctx c = {kind, n};
+	return with_retries((struct pg *)r, 0, count_body, &c, err);
 }
 
 struct import_ctx {
@@ -1486,6 +1520,7 @@ static const struct sid__reg_ops pg_ops = {
     .list = pg_list,
     .levels = pg_levels,
     .foreach = pg_foreach,
+    .count_emb = pg_count_emb,
     .import = pg_import,
 };
 

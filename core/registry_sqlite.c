@@ -719,13 +719,20 @@ static int sq_foreach(struct sid_registry *r, int kind, int want_emb, sid_reg_fo
 	float *buf = NULL;
 	int rc, cap = 0;
 
-	snprintf(sql, sizeof(sql),
-		 "SELECT a.kind, a.id, a.codes, a.suffix, a.model_version, a.created_ms,"
-		 " a.updated_ms, a.emb_dim, a.rid%s FROM semid_assignment a%s %s"
-		 " ORDER BY a.kind, a.codes, a.suffix",
-		 want_emb ? ", e.emb" : "",
-		 want_emb ? " LEFT JOIN semid_embedding e ON e.rid = a.rid" : "",
-		 kind >= 0 ? "WHERE a.kind = ?1" : "");
+	if (want_emb == SID__REG_WALK_CODES) /* the sid index alone covers it */
+		snprintf(sql, sizeof(sql),
+			 "SELECT a.kind, '', a.codes, a.suffix, '', 0, 0, 0, a.rid"
+			 " FROM semid_assignment a %s ORDER BY a.kind, a.codes, a.suffix",
+			 kind >= 0 ? "WHERE a.kind = ?1" : "");
+	else
+		snprintf(sql, sizeof(sql),
+			 "SELECT a.kind, a.id, a.codes, a.suffix, a.model_version, a.created_ms,"
+			 " a.updated_ms, a.emb_dim, a.rid%s FROM semid_assignment a%s %s"
+			 " ORDER BY a.kind, a.codes, a.suffix",
+			 want_emb ? ", e.emb" : "",
+			 want_emb ? " LEFT JOIN semid_embedding e ON e.rid = a.rid" : "",
+			 kind >= 0 ? "WHERE a.kind = ?1" : "");
+	want_emb = want_emb == 1;
 	rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
 	if (rc)
 		return sq_fail(s, rc, err, "walk");
@@ -767,6 +774,28 @@ static int sq_foreach(struct sid_registry *r, int kind, int want_emb, sid_reg_fo
 out:
 	sqlite3_finalize(st);
 	free(buf);
+	return rc;
+}
+
+static int sq_count_emb(struct sid_registry *r, int kind, uint64_t *n, struct sid_error *err)
+{
+	struct sq *s = (struct sq *)r;
+	sqlite3_stmt *st = NULL;
+	int rc = sqlite3_prepare_v2(
+	    s->db, "SELECT count(*) FROM semid_assignment WHERE kind = ?1 AND emb_dim > 0", -1, &st,
+	    NULL);
+
+	if (!rc) {
+		sqlite3_bind_int(st, 1, kind);
+		rc = sqlite3_step(st);
+	}
+	if (rc == SQLITE_ROW) {
+		*n = (uint64_t)sqlite3_column_int64(st, 0);
+		rc = 0;
+	} else {
+		rc = sq_fail(s, rc, err, "count");
+	}
+	sqlite3_finalize(st);
 	return rc;
 }
 
@@ -862,6 +891,7 @@ static const struct sid__reg_ops sq_ops = {
     .list = sq_list,
     .levels = sq_levels,
     .foreach = sq_foreach,
+    .count_emb = sq_count_emb,
     .import = sq_import,
 };
 
