@@ -839,21 +839,30 @@ static int assign_known(struct pg *s, void *p, struct sid_error *err)
 /* Insert a new id at the smallest free suffix under its codes (the rule of
  * sid__reg_gap, evaluated by the server in the same statement): 1 inserted
  * (e->suffix set), 0 when a unique constraint said no, else an error. */
+/* The parameters of P_INSERT_NEW and P_INSERT_NEXT for the new entry @e. */
+static void new_params(struct params *p, const struct sid_reg_entry *e, const uint8_t *codes,
+		       const float *emb)
+{
+	p_int(p, e->kind);
+	p_text(p, e->id);
+	p_bytes(p, codes, 4 * (size_t)e->L);
+	p_text(p, e->model_version);
+	p_int(p, e->created_ms);
+	p_int(p, emb ? e->D : 0);
+	p_bytes(p, emb, emb ? sizeof(float) * e->D : 0);
+}
+
 static int insert_new(struct pg *s, struct sid_reg_entry *e, const uint8_t *codes, const float *emb,
 		      struct sid_error *err)
 {
 	struct params p = {0};
 	PGresult *res;
-	int rc;
+	int rc, gaps = 1;
 
-	p_int(&p, e->kind);
-	p_text(&p, e->id);
-	p_bytes(&p, codes, 4 * (size_t)e->L);
-	p_text(&p, e->model_version);
-	p_int(&p, e->created_ms);
-	p_int(&p, emb ? e->D : 0);
-	p_bytes(&p, emb, emb ? sizeof(float) * e->D : 0);
-	rc = pq_run(s, P_INSERT_NEW, &p, &res, err);
+	if ((rc = gaps_possible(s, e->kind, &gaps, err)))
+		return rc;
+	new_params(&p, e, codes, emb);
+	rc = pq_run(s, gaps ? P_INSERT_NEW : P_INSERT_NEXT, &p, &res, err);
 	if (rc)
 		return rc;
 	rc = PQntuples(res) == 1;
@@ -922,13 +931,7 @@ static int assign_new(struct pg *s, struct assign_ctx *c, struct sid_error *err)
 				continue;
 			new_entry(c, i);
 			sid__reg_codes_pack(it->codes, c->L, codes);
-			p_int(&p, c->kind);
-			p_text(&p, it->id);
-			p_bytes(&p, codes, 4 * (size_t)c->L);
-			p_text(&p, c->version);
-			p_int(&p, c->now_ms);
-			p_int(&p, it->emb ? c->D : 0);
-			p_bytes(&p, it->emb, it->emb ? sizeof(float) * c->D : 0);
+			new_params(&p, &c->out[i], codes, it->emb);
 			if (!PQsendQueryPrepared(s->conn, name, p.n, p.v, p.len, p.fmt, 1))
 				goto broken;
 		}
@@ -1034,13 +1037,7 @@ static int assign_body(struct pg *s, void *p, struct sid_error *err)
 			if (it->emb)
 				e->D = c->D;
 		} else {
-			memset(e, 0, sizeof(*e));
-			e->kind = c->kind;
-			strcpy(e->id, it->id);
-			e->L = c->L;
-			e->created_ms = c->now_ms;
-			e->D = it->emb ? c->D : 0;
-			snprintf(e->model_version, sizeof(e->model_version), "%s", c->version);
+			new_entry(c, i);
 			rc = insert_new(s, e, codes, it->emb, err);
 			if (rc < 0)
 				return rc;
