@@ -17,6 +17,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "registry.h"
+
 int srv_err_status(enum srv_err kind, const char **code)
 {
 	static const struct {
@@ -259,9 +261,11 @@ static int decode_b64(const json_t *str, size_t i, const char *tname, int D, flo
 	return 0;
 }
 
-int srv__encode_req_decode_jansson(const char *body, size_t len, enum sid_tower_kind tower, int D,
-				   int max_inputs, struct srv_encode_req *req,
-				   struct srv_api_error *e)
+/* @assign: the assign request's fields (inputs with a required id,
+ * reassign) instead of encode's (top_k, return_quantized, format). */
+static int decode_jansson(const char *body, size_t len, enum sid_tower_kind tower, int D,
+			  int max_inputs, int assign, struct srv_encode_req *req,
+			  struct srv_api_error *e)
 {
 	const char *tname = sid_tower_name(tower), *key;
 	struct srv_buf ids = SRV_BUF_INIT;
@@ -289,6 +293,16 @@ int srv__encode_req_decode_jansson(const char *body, size_t len, enum sid_tower_
 	{
 		if (!strcmp(key, "inputs")) {
 			inputs = v;
+		} else if (assign && !strcmp(key, "reassign")) {
+			if (!json_is_boolean(v)) {
+				fail(e, SRV_ERR_INVALID_ARGUMENT, "reassign must be true or false");
+				goto fail;
+			}
+			req->reassign = json_is_true(v);
+		} else if (assign) {
+			fail(e, SRV_ERR_INVALID_ARGUMENT,
+			     "unknown field \"%.100s\" (expected inputs, reassign)", key);
+			goto fail;
 		} else if (!strcmp(key, "top_k")) {
 			json_int_t k = json_integer_value(v);
 			if (!json_is_integer(v) || k < 1 || k > SID_TOPK_MAX) {
@@ -388,6 +402,11 @@ int srv__encode_req_decode_jansson(const char *body, size_t len, enum sid_tower_
 		if (!emb && !b64) {
 			fail(e, SRV_ERR_INVALID_ARGUMENT,
 			     "inputs[%zu] has neither embedding nor embedding_b64", i);
+			goto fail;
+		}
+		if (assign && !id) {
+			fail(e, SRV_ERR_INVALID_ARGUMENT,
+			     "inputs[%zu] has no id (assign needs one per input)", i);
 			goto fail;
 		}
 		if (emb && !json_is_array(emb)) {
@@ -741,12 +760,12 @@ static int scan_input(struct scan *s, int D, float *row, struct srv_buf *ids, si
 	return (have_emb || have_b64) && scan_char(s, '}');
 }
 
-int srv__encode_req_decode_fast(const char *body, size_t len, int D, int max_inputs,
-				struct srv_encode_req *req)
+static int decode_fast(const char *body, size_t len, int D, int max_inputs, int assign,
+		       struct srv_encode_req *req)
 {
 	struct scan s = {body, body + len};
 	struct srv_buf ids = SRV_BUF_INIT;
-	int have_inputs = 0, have_topk = 0, have_q = 0, have_fmt = 0;
+	int have_inputs = 0, have_topk = 0, have_q = 0, have_fmt = 0, have_re = 0;
 	size_t cap = 0, B = 0;
 	const char *k, *str;
 	size_t kn, n;
@@ -786,11 +805,20 @@ int srv__encode_req_decode_fast(const char *body, size_t len, int D, int max_inp
 				req->id_off[B] = 0;
 				req->id_len[B] = 0;
 				if (!scan_input(&s, D, req->x + B * (size_t)D, &ids,
-						&req->id_off[B], &req->id_len[B]))
+						&req->id_off[B], &req->id_len[B]) ||
+				    (assign && !req->id_len[B]))
 					goto bail;
 				B++;
 			} while (scan_char(&s, ','));
 			if (!scan_char(&s, ']'))
+				goto bail;
+		} else if (assign) {
+			if (!key_is(k, kn, "reassign") || have_re)
+				goto bail;
+			have_re = 1;
+			if (scan_literal(&s, "true"))
+				req->reassign = 1;
+			else if (!scan_literal(&s, "false"))
 				goto bail;
 		} else if (key_is(k, kn, "top_k") && !have_topk) {
 			int integer;
@@ -835,17 +863,97 @@ bail:
 	return 0;
 }
 
-int srv_encode_req_decode(const char *body, size_t len, enum sid_tower_kind tower, int D,
-			  int max_inputs, struct srv_encode_req *req, struct srv_api_error *e)
+int srv__encode_req_decode_jansson(const char *body, size_t len, enum sid_tower_kind tower, int D,
+				   int max_inputs, struct srv_encode_req *req,
+				   struct srv_api_error *e)
+{
+	return decode_jansson(body, len, tower, D, max_inputs, 0, req, e);
+}
+
+int srv__encode_req_decode_fast(const char *body, size_t len, int D, int max_inputs,
+				struct srv_encode_req *req)
+{
+	return decode_fast(body, len, D, max_inputs, 0, req);
+}
+
+/* The fast scanner, and jansson when it gives up (@assign: see decode_jansson). */
+static int decode_any(const char *body, size_t len, enum sid_tower_kind tower, int D,
+		      int max_inputs, int assign, struct srv_encode_req *req,
+		      struct srv_api_error *e)
 {
 	memset(req, 0, sizeof(*req));
 	req->tower = tower;
 	req->D = D;
 	req->top_k = 1;
 	req->format = SID_FORMAT_DASH;
-	if (srv__encode_req_decode_fast(body, len, D, max_inputs, req))
+	if (decode_fast(body, len, D, max_inputs, assign, req))
 		return 0;
-	return srv__encode_req_decode_jansson(body, len, tower, D, max_inputs, req, e);
+	return decode_jansson(body, len, tower, D, max_inputs, assign, req, e);
+}
+
+/*
+ * The ids of an assign request as plain NUL-terminated strings (the ids
+ * buffer holds their JSON text): a string's value, an integer's decimal
+ * text.  Each must be a valid registry id (sid_reg_id_check).
+ */
+static int ids_finish(struct srv_encode_req *req, struct srv_api_error *e)
+{
+	size_t total = 0, o;
+	char *p;
+
+	for (size_t i = 0; i < req->B; i++)
+		total += req->id_len[i] + 1;
+	req->id_str = malloc(req->B * sizeof(char *) + total);
+	if (!req->id_str)
+		return fail(e, SRV_ERR_UNAVAILABLE, "out of memory for ids");
+	p = (char *)(req->id_str + req->B);
+	for (size_t i = 0; i < req->B; i++) {
+		const char *t = req->ids + req->id_off[i];
+		size_t n = req->id_len[i];
+		struct sid_error err;
+
+		req->id_str[i] = p;
+		if (t[0] == '"' && !memchr(t, '\\', n)) {
+			memcpy(p, t + 1, n - 2);
+			p[n - 2] = '\0';
+		} else if (t[0] == '"') {
+			json_t *v = json_loadb(t, n, JSON_DECODE_ANY, NULL);
+			const char *sv = json_string_value(v);
+			if (!sv || strlen(sv) != json_string_length(v)) {
+				json_decref(v);
+				return fail(e, SRV_ERR_INVALID_ARGUMENT,
+					    "inputs[%zu].id holds a NUL character", i);
+			}
+			o = json_string_length(v);
+			memcpy(p, sv, o + 1); /* the unescaped text is never longer */
+			json_decref(v);
+		} else {
+			memcpy(p, t, n);
+			p[n] = '\0';
+		}
+		if (sid_reg_id_check(p, &err))
+			return fail(e, SRV_ERR_INVALID_ARGUMENT, "inputs[%zu].id: %s", i, err.msg);
+		p += strlen(p) + 1;
+	}
+	return 0;
+}
+
+int srv_assign_req_decode(const char *body, size_t len, enum sid_tower_kind tower, int D,
+			  int max_inputs, struct srv_encode_req *req, struct srv_api_error *e)
+{
+	if (decode_any(body, len, tower, D, max_inputs, 1, req, e))
+		return -1;
+	if (ids_finish(req, e)) {
+		srv_encode_req_release(req);
+		return -1;
+	}
+	return 0;
+}
+
+int srv_encode_req_decode(const char *body, size_t len, enum sid_tower_kind tower, int D,
+			  int max_inputs, struct srv_encode_req *req, struct srv_api_error *e)
+{
+	return decode_any(body, len, tower, D, max_inputs, 0, req, e);
 }
 
 void srv_encode_req_release(struct srv_encode_req *req)
@@ -854,6 +962,8 @@ void srv_encode_req_release(struct srv_encode_req *req)
 	free(req->ids);
 	free(req->id_off);
 	free(req->id_len);
+	free(req->id_str);
+	req->id_str = NULL;
 	req->x = NULL;
 	req->ids = NULL;
 	req->id_off = NULL;

@@ -69,6 +69,10 @@ struct srv_encode_req {
 	char *ids;	  /* id JSON texts, concatenated */
 	size_t *id_off;	  /* (B) offset into ids */
 	uint32_t *id_len; /* (B) 0: no id given */
+	/* assign requests only: */
+	int reassign;  /* "reassign": true */
+	char **id_str; /* (B) each id as plain text (an integer id as its decimal
+			* digits); one allocation with the strings after the pointers */
 };
 
 /*
@@ -79,6 +83,15 @@ struct srv_encode_req {
 int srv_encode_req_decode(const char *body, size_t len, enum sid_tower_kind tower, int D,
 			  int max_inputs, struct srv_encode_req *req, struct srv_api_error *e);
 void srv_encode_req_release(struct srv_encode_req *req);
+
+/*
+ * The same for POST /v1/{items,users}:assign: the encode request's inputs,
+ * each with a required id that is a valid registry id (1..256 bytes of
+ * UTF-8 without control characters), plus an optional "reassign" boolean;
+ * top_k, return_quantized and format are refused.  Fills req->id_str.
+ */
+int srv_assign_req_decode(const char *body, size_t len, enum sid_tower_kind tower, int D,
+			  int max_inputs, struct srv_encode_req *req, struct srv_api_error *e);
 
 /*
  * The reference decoder (jansson, every error message).  srv_encode_req_decode

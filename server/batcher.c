@@ -109,6 +109,7 @@ void srv_job_free(struct srv_job *job)
 		return;
 	srv_encode_req_release(&job->req);
 	sid_model_unref(job->model);
+	free(job->codes);
 	free(job->body);
 	free(job);
 }
@@ -264,6 +265,23 @@ static void work_cb(uv_work_t *w)
 	encoded = 1;
 	for (j = bt->jobs, row = 0; j; j = j->next) {
 		struct srv_buf body = SRV_BUF_INIT;
+		if (j->assign) {
+			/* The store call and the response come later (assign.c). */
+			size_t nc = j->req.B * (size_t)t->L;
+			j->L = t->L;
+			j->codes = malloc(nc * sizeof(int32_t));
+			if (j->codes) {
+				memcpy(j->codes, bt->codes + row * (size_t)t->L,
+				       nc * sizeof(int32_t));
+			} else {
+				j->status = 503;
+				j->body =
+				    srv_api_error_body(SRV_ERR_UNAVAILABLE,
+						       "out of memory for the codes", &j->body_len);
+			}
+			row += j->req.B;
+			continue;
+		}
 		struct srv_encode_res res = {
 		    .L = t->L,
 		    .E = t->E,
@@ -314,6 +332,15 @@ static void after_work_cb(uv_work_t *w, int status)
 		next = j->next;
 		j->next = NULL;
 		__atomic_sub_fetch(&b->admitted, (long)j->req.B, __ATOMIC_RELAXED);
+		if (j->assign && !j->body && j->codes) {
+			if (b->o.assign_handoff) {
+				b->o.assign_handoff(b->o.assign_ctx, j);
+				continue;
+			}
+			j->status = 503;
+			j->body = srv_api_error_body(SRV_ERR_UNAVAILABLE,
+						     "the registry is disabled", &j->body_len);
+		}
 		if (!j->body) {
 			j->status = 500;
 			j->body = srv_api_error_body(SRV_ERR_INTERNAL, "no response was written",
@@ -506,7 +533,8 @@ int srv_batcher_new(uv_loop_t *loop, const struct srv_batcher_opts *opts, struct
 	b->o = *opts;
 	b->tfd = -1;
 	/* The pool size is read when libuv first starts its pool. */
-	snprintf(n, sizeof(n), "%d", opts->workers);
+	snprintf(n, sizeof(n), "%d",
+		 opts->workers + (opts->extra_threads > 0 ? opts->extra_threads : 0));
 	setenv("UV_THREADPOOL_SIZE", n, 1);
 	if (pthread_mutex_init(&b->mu, NULL)) {
 		free(b);

@@ -24,6 +24,11 @@
  * encoding); srv_batcher_submit refuses a job beyond that at once, and the
  * HTTP layer answers 503 with Retry-After.
  *
+ * Assign jobs are batched with encode jobs of the same model (an assign is
+ * an encode plus a store call); a worker leaves their codes in the job and
+ * the after-work callback hands them on (opts.assign_handoff) instead of
+ * answering them.
+ *
  * Hot swap: a job holds its own reference to the model it was validated
  * against and is batched only with jobs on the same model, so a swap while
  * it waits or encodes changes nothing for it; it reports that model's
@@ -59,6 +64,12 @@ struct srv_job {
 	size_t body_len;
 	srv_job_done_fn done; /* called on the loop thread; takes over the job */
 	void *ctx;
+	/* Assign jobs (POST /v1/{items,users}:assign): encoded like any job,
+	 * then handed to opts.assign_handoff with their codes instead of a
+	 * response (assign.c stores them and writes the response). */
+	int assign;
+	int L;
+	int32_t *codes; /* (B, L) after the encode; owned by the job */
 };
 
 /* Monotonic seconds. */
@@ -75,6 +86,13 @@ struct srv_batcher_opts {
 	int max_delay_us;
 	long queue_rows;
 	struct srv_metrics *metrics; /* may be NULL */
+	/* Where encoded assign jobs go (loop thread; takes over the job).  NULL:
+	 * assign jobs are answered 503. */
+	void (*assign_handoff)(void *ctx, struct srv_job *job);
+	void *assign_ctx;
+	/* Pool threads beyond `workers` for others' work on the same pool (the
+	 * registry calls of assign.c), so they never wait behind an encode. */
+	int extra_threads;
 };
 
 struct srv_batcher;

@@ -50,6 +50,10 @@ static const struct key keys[] = {
     {"retry_after_s", K_INT, F(retry_after_s), 0, 3600, "Retry-After on 503"},
     {"entropy_window", K_INT, F(entropy_window), 1, 10000000, "rows in the code-entropy window"},
     {"log_level", K_LEVEL, F(log_level), 0, 0, "debug|info|warn|error"},
+    {"registry", K_STR, F(registry), 0, 0,
+     "ID registry: SQLite path, postgresql:// string, none (default: beside the model)"},
+    {"registry_embeddings", K_BOOL, F(registry_embeddings), 0, 1,
+     "keep assigned items' embeddings (for semid registry diff)"},
 };
 #define N_KEYS (sizeof(keys) / sizeof(keys[0]))
 
@@ -74,6 +78,7 @@ void srv_config_defaults(struct srv_config *c)
 	c->retry_after_s = 1;
 	c->entropy_window = 10000;
 	c->log_level = SRV_LOG_INFO;
+	c->registry_embeddings = 1;
 }
 
 /* Find by name; '-' in @name matches '_' (flags use dashes). */

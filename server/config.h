@@ -42,6 +42,12 @@ struct srv_config {
 	int retry_after_s;  /* Retry-After on 503 */
 	int entropy_window; /* recent rows per tower in semid_code_entropy_bits */
 	int log_level;	    /* enum srv_log_level */
+	/* The ID registry store (proto/registry.md): a SQLite file path, a
+	 * PostgreSQL connection string, "" for the default SQLite file beside
+	 * the model (sid_registry_default_path), or "none" (assign and lookup
+	 * routes answer 503). */
+	char registry[1024];
+	int registry_embeddings; /* keep each new assignment's input embedding */
 };
 
 /* Fill @c with the defaults (listen 127.0.0.1:8080, workers = online CPUs). */

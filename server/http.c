@@ -60,6 +60,7 @@ struct req {
 	char version[256];
 	char errmsg[256];
 	struct srv_reload_waiter waiter;
+	char *arg; /* registry lookups: the URL-decoded {id} or {sid} */
 };
 
 static const char JSON_CT[] = "application/json";
@@ -195,6 +196,21 @@ static void route_readyz(struct req *q)
 	sid_model_unref(m);
 }
 
+/* The registry's health for GET /v1/model: {"backend", "store", "status",
+ * "error"}; status "ok", "unavailable" or "disabled". */
+static json_t *registry_json(struct srv_store *st)
+{
+	const char *status = "disabled", *backend = NULL;
+	char label[1024] = "", error[SID_ERROR_MSG_MAX] = "";
+
+	if (st)
+		srv_store_health(st, &status, &backend, label, sizeof(label), error);
+	return json_pack("{s:o, s:o, s:s, s:o}", "backend",
+			 backend ? json_string(backend) : json_null(), "store",
+			 label[0] ? json_string(label) : json_null(), "status", status, "error",
+			 error[0] ? json_string(error) : json_null());
+}
+
 static void route_model(struct req *q)
 {
 	struct sid_model *m = srv_reload_model(q->h->d.reload);
@@ -221,6 +237,7 @@ static void route_model(struct req *q)
 		return;
 	}
 	json_object_set_new(v, "last_reload", last_reload_json(q->h->d.reload));
+	json_object_set_new(v, "registry", registry_json(q->h->d.store));
 	sid_model_unref(m);
 	set_json(q, 200, v);
 }
@@ -243,8 +260,16 @@ static void job_done(struct srv_job *job)
 	job->body = NULL;
 	snprintf(q->version, sizeof(q->version), "%s",
 		 job->model->version ? job->model->version : "");
-	if (job->status != 200)
-		snprintf(q->errmsg, sizeof(q->errmsg), "encoder error");
+	if (job->status != 200) {
+		/* the message of the error body, for the log line */
+		json_t *v = json_loadb(q->resp ? q->resp : "", q->resp_len, 0, NULL);
+		const char *msg =
+		    json_string_value(json_object_get(json_object_get(v, "error"), "message"));
+		copy_str(q->errmsg, sizeof(q->errmsg), msg ? msg : "encoder error");
+		json_decref(v);
+		if (job->status == 503)
+			q->retry_after = 1;
+	}
 	srv_job_free(job);
 	MHD_resume_connection(q->conn);
 }
@@ -265,11 +290,101 @@ static void reload_done(struct srv_reload_waiter *w)
 	MHD_resume_connection(q->conn);
 }
 
+static void lookup_done(struct srv_lookup *lk)
+{
+	struct req *q = lk->ctx;
+	set_response(q, lk->status, lk->body, lk->body_len, JSON_CT);
+	lk->body = NULL;
+	if (lk->status != 200)
+		copy_str(q->errmsg, sizeof(q->errmsg), lk->errmsg);
+	if (lk->status == 503)
+		q->retry_after = 1;
+	srv_lookup_free(lk);
+	MHD_resume_connection(q->conn);
+}
+
+/* GET /v1/{items,users}/{id}, /v1/sids/{sid}, /v1/sids?prefix=: validate
+ * the query, then hand the lookup to the registry lane (it answers). */
+static void start_lookup(struct req *q)
+{
+	struct srv_http *h = q->h;
+	struct srv_lookup *lk;
+	const char *v;
+	enum sid_tower_kind kind = SID_TOWER_ITEM;
+
+	if (!h->d.assigner) {
+		set_error(q, SRV_ERR_UNAVAILABLE, "the ID registry is not running");
+		return;
+	}
+	lk = calloc(1, sizeof(*lk));
+	if (!lk) {
+		set_error(q, SRV_ERR_UNAVAILABLE, "out of memory");
+		return;
+	}
+	if (q->route == SRV_ROUTE_USER_GET)
+		kind = SID_TOWER_USER;
+	if (q->route == SRV_ROUTE_SID_GET || q->route == SRV_ROUTE_SID_LIST) {
+		v = MHD_lookup_connection_value(q->conn, MHD_GET_ARGUMENT_KIND, "tower");
+		if (v && strcmp(v, "item") != 0 && strcmp(v, "user") != 0) {
+			set_error(q, SRV_ERR_INVALID_ARGUMENT,
+				  "tower must be \"item\" or \"user\", not \"%.64s\"", v);
+			free(lk);
+			return;
+		}
+		if (v && !strcmp(v, "user"))
+			kind = SID_TOWER_USER;
+	}
+	lk->kind = kind;
+	lk->limit = 100;
+	if (q->route == SRV_ROUTE_SID_LIST) {
+		lk->op = SRV_LOOKUP_LIST;
+		v = MHD_lookup_connection_value(q->conn, MHD_GET_ARGUMENT_KIND, "limit");
+		if (v) {
+			char *end;
+			long n = strtol(v, &end, 10);
+			if (!*v || *end || n < 1 || n > SID_REG_PAGE_MAX) {
+				set_error(q, SRV_ERR_INVALID_ARGUMENT,
+					  "limit must be an integer from 1 to %d, not \"%.32s\"",
+					  SID_REG_PAGE_MAX, v);
+				free(lk);
+				return;
+			}
+			lk->limit = (size_t)n;
+		}
+		v = MHD_lookup_connection_value(q->conn, MHD_GET_ARGUMENT_KIND, "prefix");
+		lk->key = strdup(v ? v : "");
+		v = MHD_lookup_connection_value(q->conn, MHD_GET_ARGUMENT_KIND, "cursor");
+		if (v && *v)
+			lk->cursor = strdup(v);
+		if (!lk->key || (v && *v && !lk->cursor)) {
+			srv_lookup_free(lk);
+			set_error(q, SRV_ERR_UNAVAILABLE, "out of memory");
+			return;
+		}
+	} else {
+		lk->op = q->route == SRV_ROUTE_SID_GET ? SRV_LOOKUP_SID : SRV_LOOKUP_ID;
+		lk->key = q->arg;
+		q->arg = NULL;
+	}
+	lk->done = lookup_done;
+	lk->ctx = q;
+	q->state = REQ_WAIT;
+	MHD_suspend_connection(q->conn);
+	if (srv_assigner_lookup(h->d.assigner, lk)) {
+		srv_lookup_free(lk);
+		set_error(q, SRV_ERR_UNAVAILABLE, "the server is shutting down");
+		MHD_resume_connection(q->conn);
+	}
+}
+
 static void start_encode(struct req *q)
 {
 	struct srv_http *h = q->h;
+	int assign = q->route == SRV_ROUTE_ITEMS_ASSIGN || q->route == SRV_ROUTE_USERS_ASSIGN;
 	enum sid_tower_kind kind =
-	    q->route == SRV_ROUTE_ITEMS_ENCODE ? SID_TOWER_ITEM : SID_TOWER_USER;
+	    q->route == SRV_ROUTE_ITEMS_ENCODE || q->route == SRV_ROUTE_ITEMS_ASSIGN
+		? SID_TOWER_ITEM
+		: SID_TOWER_USER;
 	struct sid_model *m = srv_reload_model(h->d.reload);
 	const struct sid_tower *t;
 	struct srv_encode_req req;
@@ -288,8 +403,9 @@ static void start_encode(struct req *q)
 		sid_model_unref(m);
 		return;
 	}
-	if (srv_encode_req_decode(q->body.p ? q->body.p : "", q->body.len, kind, t->D,
-				  h->d.cfg->max_inputs, &req, &e)) {
+	if ((assign ? srv_assign_req_decode
+		    : srv_encode_req_decode)(q->body.p ? q->body.p : "", q->body.len, kind, t->D,
+					     h->d.cfg->max_inputs, &req, &e)) {
 		set_error(q, e.kind, "%s", e.msg);
 		sid_model_unref(m);
 		return;
@@ -305,6 +421,7 @@ static void start_encode(struct req *q)
 	}
 	job->done = job_done;
 	job->ctx = q;
+	job->assign = assign;
 	/* Suspend before submitting: the job may finish before we return. */
 	q->state = REQ_WAIT;
 	MHD_suspend_connection(q->conn);
@@ -331,6 +448,19 @@ static const struct {
     {"/v1/model", SRV_ROUTE_MODEL, 0},
     {"/v1/admin/reload", SRV_ROUTE_RELOAD, 1},
     {"/metrics", SRV_ROUTE_METRICS, 0},
+    {"/v1/items:assign", SRV_ROUTE_ITEMS_ASSIGN, 1},
+    {"/v1/users:assign", SRV_ROUTE_USERS_ASSIGN, 1},
+    {"/v1/sids", SRV_ROUTE_SID_LIST, 0},
+};
+
+/* Routes with a trailing path parameter: "/v1/items/{id}" etc. */
+static const struct {
+	const char *prefix;
+	enum srv_route route;
+} param_routes[] = {
+    {"/v1/items/", SRV_ROUTE_ITEM_GET},
+    {"/v1/users/", SRV_ROUTE_USER_GET},
+    {"/v1/sids/", SRV_ROUTE_SID_GET},
 };
 
 int srv_http_bearer_ok(const char *header, const char *token)
@@ -353,7 +483,8 @@ int srv_http_bearer_ok(const char *header, const char *token)
 
 static int routes_post(enum srv_route r)
 {
-	return r == SRV_ROUTE_ITEMS_ENCODE || r == SRV_ROUTE_USERS_ENCODE || r == SRV_ROUTE_RELOAD;
+	return r == SRV_ROUTE_ITEMS_ENCODE || r == SRV_ROUTE_USERS_ENCODE ||
+	       r == SRV_ROUTE_RELOAD || r == SRV_ROUTE_ITEMS_ASSIGN || r == SRV_ROUTE_USERS_ASSIGN;
 }
 
 /* Does the request carry a body (Content-Length > 0 or chunked)? */
@@ -379,9 +510,30 @@ static int on_headers(struct req *q, const char *url, const char *method)
 		if (!strcmp(url, routes[i].path))
 			break;
 	if (i == sizeof(routes) / sizeof(routes[0])) {
-		q->route = SRV_ROUTE_OTHER;
-		set_error(q, SRV_ERR_NOT_FOUND, "no route %.100s %.200s", method, url);
-		return 1;
+		size_t k;
+		for (k = 0; k < sizeof(param_routes) / sizeof(param_routes[0]); k++) {
+			size_t n = strlen(param_routes[k].prefix);
+			if (!strncmp(url, param_routes[k].prefix, n) && url[n])
+				break;
+		}
+		if (k == sizeof(param_routes) / sizeof(param_routes[0])) {
+			q->route = SRV_ROUTE_OTHER;
+			set_error(q, SRV_ERR_NOT_FOUND, "no route %.100s %.200s", method, url);
+			return 1;
+		}
+		q->route = param_routes[k].route;
+		if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
+			set_error(q, SRV_ERR_METHOD, "%s takes GET, not %.100s",
+				  srv_route_name(q->route), method);
+			q->allow = "GET, HEAD";
+			return 1;
+		}
+		q->arg = strdup(url + strlen(param_routes[k].prefix));
+		if (!q->arg) {
+			set_error(q, SRV_ERR_UNAVAILABLE, "out of memory");
+			return 1;
+		}
+		return 0;
 	}
 	q->route = routes[i].route;
 	if (routes[i].post ? strcmp(method, "POST") != 0
@@ -485,6 +637,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		case SRV_ROUTE_MODEL:
 			route_model(q);
 			break;
+		case SRV_ROUTE_ITEM_GET:
+		case SRV_ROUTE_USER_GET:
+		case SRV_ROUTE_SID_GET:
+		case SRV_ROUTE_SID_LIST:
+			start_lookup(q);
+			if (q->state == REQ_WAIT)
+				return MHD_YES;
+			break;
 		default:
 			route_metrics(q);
 			break;
@@ -574,8 +734,46 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	srv_logline_end(&l);
 	srv_buf_release(&q->body);
 	free(q->resp);
+	free(q->arg);
 	free(q);
 	__atomic_sub_fetch(&h->inflight, 1, __ATOMIC_RELAXED);
+}
+
+/*
+ * Percent-decoding of the path and query arguments, as MHD's own but with
+ * %00 decoded to 0x7f (DEL) instead of a NUL that would silently cut an id
+ * short: ids refuse control characters, so such a request gets a clear 400.
+ */
+static int hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+static size_t unescape(void *cls, struct MHD_Connection *conn, char *s)
+{
+	char *w = s;
+	const char *r = s;
+
+	(void)cls;
+	(void)conn;
+	while (*r) {
+		int hi, lo;
+		if (r[0] == '%' && (hi = hexval(r[1])) >= 0 && (lo = hexval(r[2])) >= 0) {
+			int c = hi * 16 + lo;
+			*w++ = c ? (char)c : (char)0x7f;
+			r += 3;
+		} else {
+			*w++ = *r++;
+		}
+	}
+	*w = '\0';
+	return (size_t)(w - s);
 }
 
 static void mhd_logger(void *cls, const char *fmt, va_list ap)
@@ -640,6 +838,7 @@ int srv_http_start(const struct srv_http_deps *deps, struct srv_http **out, stru
 		    {MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_logger, NULL},
 		    {MHD_OPTION_SOCK_ADDR, 0, ai->ai_addr},
 		    {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, h},
+		    {MHD_OPTION_UNESCAPE_CALLBACK, (intptr_t)unescape, NULL},
 		    {MHD_OPTION_CONNECTION_TIMEOUT, cfg->connection_timeout_s, NULL},
 		    {MHD_OPTION_CONNECTION_LIMIT, cfg->connection_limit, NULL},
 		    {cfg->http_threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END,

@@ -10,7 +10,10 @@
  * becomes a job: the connection is suspended, the job goes to the batcher,
  * and the batcher's done callback on the loop thread stores the response and
  * resumes the connection; MHD then calls the handler again and it queues the
- * response.  GET routes answer directly on the MHD thread.
+ * response.  An assign request goes the same way (the batcher hands it on
+ * to the registry lane, assign.h, after its encode); registry lookups are
+ * suspended the same way and answered from the registry lane.  The other GET
+ * routes answer directly on the MHD thread.
  *
  * One log line per request is written when MHD reports it complete (method,
  * route, status, items, us, model_version), and the request metrics are
@@ -22,6 +25,7 @@
 #ifndef SRV_HTTP_H
 #define SRV_HTTP_H
 
+#include "assign.h"
 #include "batcher.h"
 #include "config.h"
 #include "err.h"
@@ -35,6 +39,8 @@ struct srv_http_deps {
 	struct srv_metrics *metrics;
 	struct srv_reload *reload;
 	struct srv_batcher *batcher;
+	struct srv_assigner *assigner; /* the registry lane */
+	struct srv_store *store;       /* for its health in GET /v1/model */
 };
 
 /* Bind cfg->listen and start serving; logs event=listening with the real

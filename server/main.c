@@ -10,6 +10,10 @@
  *              resumes each connection with its response
  *   reload.c   the served model: watch / SIGHUP / admin reload, load aside,
  *              smoke encode, swap one reference-counted pointer
+ *   assign.c   the registry lane: assign requests, once encoded by the
+ *              batcher, are committed to the ID registry (store.c: SQLite or
+ *              PostgreSQL, core/registry.h) in groups on two extra pool
+ *              threads; registry lookups run there too
  *   metrics.c  Prometheus text; log.c logfmt lines; config.c settings
  *
  * SIGTERM / SIGINT: stop accepting, let in-flight requests finish (up to
@@ -23,6 +27,7 @@
 #include <string.h>
 #include <uv.h>
 
+#include "assign.h"
 #include "batcher.h"
 #include "config.h"
 #include "http.h"
@@ -30,6 +35,7 @@
 #include "metrics.h"
 #include "reload.h"
 #include "selfbench.h"
+#include "store.h"
 
 struct server {
 	struct srv_config cfg;
@@ -38,6 +44,8 @@ struct server {
 	struct srv_batcher *batcher;
 	struct srv_reload *reload;
 	struct srv_http *http;
+	struct srv_store store;
+	struct srv_assigner *assigner;
 	uv_signal_t sigterm, sigint;
 	uv_timer_t drain;
 	double drain_deadline;
@@ -78,6 +86,7 @@ static void on_drain_tick(uv_timer_t *t)
 	uv_close((uv_handle_t *)&s->sigint, NULL);
 	srv_reload_close(s->reload);
 	srv_batcher_close(s->batcher);
+	srv_assigner_close(s->assigner);
 	/* The loop ends once these handles have closed. */
 }
 
@@ -160,11 +169,24 @@ int main(int argc, char **argv)
 		fprintf(stderr, "semid-server: cannot initialise metrics\n");
 		return 2;
 	}
+	memset(&bo, 0, sizeof(bo));
 	bo.workers = s.cfg.workers;
 	bo.max_batch = s.cfg.max_batch;
 	bo.max_delay_us = s.cfg.max_delay_us;
 	bo.queue_rows = s.cfg.queue_rows;
 	bo.metrics = &s.metrics;
+	/* The registry opens before the pool starts: a store that cannot be
+	 * reached is logged and retried later, never a reason to refuse. */
+	if (srv_store_init(&s.store, &s.cfg, &err) ||
+	    srv_assigner_new(s.loop, &s.cfg, &s.store, &s.metrics, &s.assigner, &err)) {
+		fprintf(stderr, "semid-server: %s\n", err.msg);
+		return 2;
+	}
+	if (!s.store.disabled)
+		srv_metrics_registry_up(&s.metrics, s.store.healthy);
+	bo.assign_handoff = srv_assigner_handoff;
+	bo.assign_ctx = s.assigner;
+	bo.extra_threads = 2; /* the registry lane: one assign group, one lookup */
 	if (srv_batcher_new(s.loop, &bo, &s.batcher, &err) ||
 	    srv_reload_new(s.loop, &s.cfg, &s.metrics, &s.reload, &err)) {
 		fprintf(stderr, "semid-server: %s\n", err.msg);
@@ -183,6 +205,8 @@ int main(int argc, char **argv)
 	hd.metrics = &s.metrics;
 	hd.reload = s.reload;
 	hd.batcher = s.batcher;
+	hd.assigner = s.assigner;
+	hd.store = &s.store;
 	if (srv_http_start(&hd, &s.http, &err)) {
 		fprintf(stderr, "semid-server: %s\n", err.msg);
 		return 2;
@@ -192,6 +216,7 @@ int main(int argc, char **argv)
 
 	srv_http_stop(s.http);
 	uv_loop_close(s.loop);
+	srv_store_release(&s.store);
 	srv_metrics_release(&s.metrics);
 	srv_log(SRV_LOG_INFO, "shutdown", "drained; bye");
 	return 0;

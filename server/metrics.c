@@ -9,9 +9,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const route_names[SRV_ROUTE_COUNT] = {
-    "/v1/items:encode", "/v1/users:encode", "/healthz", "/readyz",
-    "/v1/model",	"/v1/admin/reload", "/metrics", "other"};
+static const char *const route_names[SRV_ROUTE_COUNT] = {"/v1/items:encode", "/v1/users:encode",
+							 "/healthz",	     "/readyz",
+							 "/v1/model",	     "/v1/admin/reload",
+							 "/metrics",	     "/v1/items:assign",
+							 "/v1/users:assign", "/v1/items/{id}",
+							 "/v1/users/{id}",   "/v1/sids/{sid}",
+							 "/v1/sids",	     "other"};
 
 /* Seconds: sub-millisecond resolution where the service lives. */
 static const double duration_le[] = {0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025,
@@ -153,6 +157,10 @@ int srv_metrics_init(struct srv_metrics *m, size_t entropy_window)
 	srv_hist_init(&m->batch_size, batch_le, (int)(sizeof(batch_le) / sizeof(double)));
 	for (int t = 0; t < SID_TOWER_COUNT; t++)
 		srv_entropy_init(&m->entropy[t], entropy_window);
+	for (int o = 0; o < SRV_REG_OPS; o++)
+		srv_hist_init(&m->reg_duration[o], duration_le,
+			      (int)(sizeof(duration_le) / sizeof(double)));
+	m->reg_up = -1;
 	return 0;
 }
 
@@ -203,6 +211,40 @@ void srv_metrics_queue_rows(struct srv_metrics *m, long rows)
 {
 	pthread_mutex_lock(&m->mu);
 	m->queue_rows = rows;
+	pthread_mutex_unlock(&m->mu);
+}
+
+void srv_metrics_registry_call(struct srv_metrics *m, enum srv_reg_op op, double seconds, int ok)
+{
+	pthread_mutex_lock(&m->mu);
+	if (seconds > 0)
+		srv_hist_observe(&m->reg_duration[op], seconds);
+	if (!ok)
+		m->reg_errors[op]++;
+	m->reg_up = ok;
+	pthread_mutex_unlock(&m->mu);
+}
+
+void srv_metrics_registry_error(struct srv_metrics *m, enum srv_reg_op op)
+{
+	pthread_mutex_lock(&m->mu);
+	m->reg_errors[op]++;
+	pthread_mutex_unlock(&m->mu);
+}
+
+void srv_metrics_registry_assigned(struct srv_metrics *m, enum sid_tower_kind t, uint64_t created,
+				   uint64_t known)
+{
+	pthread_mutex_lock(&m->mu);
+	m->reg_assigned[t][1] += created;
+	m->reg_assigned[t][0] += known;
+	pthread_mutex_unlock(&m->mu);
+}
+
+void srv_metrics_registry_up(struct srv_metrics *m, int up)
+{
+	pthread_mutex_lock(&m->mu);
+	m->reg_up = up;
 	pthread_mutex_unlock(&m->mu);
 }
 
@@ -274,6 +316,38 @@ char *srv_metrics_render(struct srv_metrics *m, const struct sid_model *model)
 				       "semid_code_entropy_bits{tower=\"%s\",level=\"%d\"} %.6f\n",
 				       sid_tower_name((enum sid_tower_kind)t), l,
 				       srv_entropy_bits(&m->entropy[t], l));
+	srv_buf_puts(&b, "# HELP semid_registry_assignments_total Ids answered by assign, by tower "
+			 "and whether the call stored them.\n"
+			 "# TYPE semid_registry_assignments_total counter\n");
+	for (t = 0; t < SID_TOWER_COUNT; t++)
+		for (int c = 1; c >= 0; c--)
+			srv_buf_printf(
+			    &b,
+			    "semid_registry_assignments_total{tower=\"%s\",created=\"%s\"} "
+			    "%llu\n",
+			    sid_tower_name((enum sid_tower_kind)t), c ? "true" : "false",
+			    (unsigned long long)m->reg_assigned[t][c]);
+	srv_buf_printf(&b,
+		       "# HELP semid_registry_errors_total Registry calls that failed (store "
+		       "unavailable, bad input, not found).\n"
+		       "# TYPE semid_registry_errors_total counter\n"
+		       "semid_registry_errors_total{op=\"assign\"} %llu\n"
+		       "semid_registry_errors_total{op=\"lookup\"} %llu\n",
+		       (unsigned long long)m->reg_errors[SRV_REG_OP_ASSIGN],
+		       (unsigned long long)m->reg_errors[SRV_REG_OP_LOOKUP]);
+	srv_buf_puts(&b, "# HELP semid_registry_duration_seconds One registry store call (an "
+			 "assign group's commit, or a lookup).\n"
+			 "# TYPE semid_registry_duration_seconds histogram\n");
+	srv_hist_render(&m->reg_duration[SRV_REG_OP_ASSIGN], "semid_registry_duration_seconds",
+			"op=\"assign\"", &b);
+	srv_hist_render(&m->reg_duration[SRV_REG_OP_LOOKUP], "semid_registry_duration_seconds",
+			"op=\"lookup\"", &b);
+	if (m->reg_up >= 0)
+		srv_buf_printf(&b,
+			       "# HELP semid_registry_up 1 when the ID registry store answers, 0 "
+			       "when it is unavailable.\n"
+			       "# TYPE semid_registry_up gauge\nsemid_registry_up %d\n",
+			       m->reg_up);
 	pthread_mutex_unlock(&m->mu);
 
 	srv_buf_puts(&b, "# HELP semid_model_info The model being served.\n"

@@ -16,6 +16,15 @@
  *   semid_code_entropy_bits{tower,level}      gauge: Shannon entropy (bits) of
  *       level's codes over the last entropy_window encoded rows of the tower;
  *       log2(K) means uniform use, near 0 means collapse.
+ *   semid_registry_assignments_total{tower,created}  counter (ids answered by
+ *       assign; created="true" for ids stored by that call)
+ *   semid_registry_errors_total{op}           counter (store calls that failed,
+ *       op "assign" or "lookup"; a 404 lookup or a 400 counts too)
+ *   semid_registry_duration_seconds{op}       histogram (one store call: an
+ *       assign group's commit or one lookup)
+ *   semid_registry_up                         gauge: 1 when the last store call
+ *       or open went through, 0 when the store is unavailable (absent when
+ *       the registry is disabled)
  *
  * Thread-safety: every call is thread-safe (one mutex inside; updates are a
  * few additions, so contention is negligible next to encoding).
@@ -40,7 +49,13 @@ enum srv_route {
 	SRV_ROUTE_MODEL,
 	SRV_ROUTE_RELOAD,
 	SRV_ROUTE_METRICS,
-	SRV_ROUTE_OTHER, /* unknown paths, labelled "other" */
+	SRV_ROUTE_ITEMS_ASSIGN,
+	SRV_ROUTE_USERS_ASSIGN,
+	SRV_ROUTE_ITEM_GET, /* /v1/items/{id} */
+	SRV_ROUTE_USER_GET, /* /v1/users/{id} */
+	SRV_ROUTE_SID_GET,  /* /v1/sids/{sid} */
+	SRV_ROUTE_SID_LIST, /* /v1/sids */
+	SRV_ROUTE_OTHER,    /* unknown paths, labelled "other" */
 	SRV_ROUTE_COUNT
 };
 
@@ -84,6 +99,8 @@ void srv_entropy_add(struct srv_entropy *e, const int32_t *codes, size_t B, int 
 /* Entropy in bits of level @l over the window; 0 when empty. */
 double srv_entropy_bits(const struct srv_entropy *e, int l);
 
+enum srv_reg_op { SRV_REG_OP_ASSIGN, SRV_REG_OP_LOOKUP, SRV_REG_OPS };
+
 struct srv_metrics {
 	pthread_mutex_t mu;
 	uint64_t requests[SRV_ROUTE_COUNT][600]; /* by status code 0..599 */
@@ -94,6 +111,10 @@ struct srv_metrics {
 	uint64_t reloads_ok, reloads_err;
 	long queue_rows;
 	struct srv_entropy entropy[SID_TOWER_COUNT];
+	uint64_t reg_assigned[SID_TOWER_COUNT][2]; /* [created] */
+	uint64_t reg_errors[SRV_REG_OPS];
+	struct srv_hist reg_duration[SRV_REG_OPS];
+	int reg_up; /* 1, 0, or -1: disabled */
 };
 
 int srv_metrics_init(struct srv_metrics *m, size_t entropy_window);
@@ -106,6 +127,15 @@ void srv_metrics_batch(struct srv_metrics *m, enum sid_tower_kind t, const int32
 		       int L, const double *waits, size_t n_jobs);
 void srv_metrics_reload(struct srv_metrics *m, int ok);
 void srv_metrics_queue_rows(struct srv_metrics *m, long rows);
+/* One store call of @seconds; @ok = 0 when the store was unavailable (it
+ * also counts an error and sets semid_registry_up to 0). */
+void srv_metrics_registry_call(struct srv_metrics *m, enum srv_reg_op op, double seconds, int ok);
+/* A failed call that was not an outage (bad input, not found). */
+void srv_metrics_registry_error(struct srv_metrics *m, enum srv_reg_op op);
+void srv_metrics_registry_assigned(struct srv_metrics *m, enum sid_tower_kind t, uint64_t created,
+				   uint64_t known);
+/* -1: the registry is disabled (no semid_registry_up); 0 or 1. */
+void srv_metrics_registry_up(struct srv_metrics *m, int up);
 
 /* Render everything; @model (may be NULL) gives model_info and the loaded
  * timestamp.  Returns a malloc'ed NUL-terminated string or NULL (no memory). */

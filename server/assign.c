@@ -1,0 +1,508 @@
+/*
+ * assign.c - the registry lane: group commit of encoded assign jobs and the
+ * lookups, on the libuv pool (see assign.h for the flow).
+ *
+ * Loop-thread state: the queue of encoded assign jobs, the queue of lookups
+ * taken from the intake, and the busy flags.  Shared with HTTP threads: only
+ * the lookup intake list (mutex) and the uv_async handle.
+ */
+#include "assign.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+#define GROUP_ROWS 16384 /* rows per registry call at most (one job may exceed it) */
+
+struct srv_assigner {
+	uv_loop_t *loop;
+	const struct srv_config *cfg;
+	struct srv_store *store;
+	struct srv_metrics *metrics;
+
+	/* Shared with HTTP threads. */
+	pthread_mutex_t mu;
+	struct srv_lookup *in_head, *in_tail;
+	int closed;
+	uv_async_t async;
+
+	/* Loop thread only. */
+	struct srv_job *pend_head, *pend_tail;
+	size_t pend_rows;
+	struct srv_lookup *lk_head, *lk_tail;
+	int assign_busy, lookup_busy;
+};
+
+struct group {
+	uv_work_t work;
+	struct srv_assigner *a;
+	struct srv_job *jobs;
+};
+
+struct lookup_work {
+	uv_work_t work;
+	struct srv_assigner *a;
+	struct srv_lookup *lk;
+};
+
+void srv_lookup_free(struct srv_lookup *lk)
+{
+	if (!lk)
+		return;
+	free(lk->key);
+	free(lk->cursor);
+	free(lk->body);
+	free(lk);
+}
+
+/* Registry error -> HTTP error kind: the store's failures are 503. */
+static enum srv_err reg_err_kind(int rc)
+{
+	if (rc == SID_EINVAL)
+		return SRV_ERR_INVALID_ARGUMENT;
+	if (rc == SID_ENOTFOUND)
+		return SRV_ERR_NOT_FOUND;
+	return SRV_ERR_UNAVAILABLE;
+}
+
+static char *reg_err_body(int rc, const struct sid_error *err, int *status, size_t *len, char *note,
+			  size_t note_len)
+{
+	enum srv_err kind = reg_err_kind(rc);
+	char msg[SID_ERROR_MSG_MAX + 64];
+
+	if (kind == SRV_ERR_UNAVAILABLE && rc != SID_EUNAVAIL)
+		snprintf(msg, sizeof(msg), "the ID registry is unavailable: %s", err->msg);
+	else
+		snprintf(msg, sizeof(msg), "%s", err->msg);
+	{
+		size_t n = strlen(msg);
+		if (n >= note_len)
+			n = note_len - 1;
+		memcpy(note, msg, n);
+		note[n] = '\0';
+	}
+	*status = srv_err_status(kind, NULL);
+	return srv_api_error_body(kind, msg, len);
+}
+
+/* ---- assign groups (worker) ---- */
+
+static void write_assign_body(struct srv_job *j, const struct sid_reg_entry *out)
+{
+	struct srv_buf b = SRV_BUF_INIT;
+	const char *v = j->model->version ? j->model->version : "";
+	char sid[SID_REG_SID_MAX];
+
+	srv_buf_puts(&b, "{\"model_version\": ");
+	srv_buf_json_str(&b, v, strlen(v));
+	srv_buf_puts(&b, ", \"results\": [");
+	for (size_t i = 0; i < j->req.B; i++) {
+		const struct sid_reg_entry *e = &out[i];
+		int n = sid_reg_sid_format(e->codes, e->L, e->suffix, sid, sizeof(sid));
+		srv_buf_puts(&b, i ? ", {\"id\": " : "{\"id\": ");
+		srv_buf_json_str(&b, e->id, strlen(e->id));
+		srv_buf_puts(&b, ", \"codes\": [");
+		for (int l = 0; l < e->L; l++)
+			srv_buf_printf(&b, l ? ", %d" : "%d", (int)e->codes[l]);
+		srv_buf_printf(&b, "], \"suffix\": %lld, \"sid\": ", (long long)e->suffix);
+		srv_buf_json_str(&b, sid, n > 0 && (size_t)n < sizeof(sid) ? (size_t)n : 0);
+		srv_buf_puts(&b, ", \"model_version\": ");
+		srv_buf_json_str(&b, e->model_version, strlen(e->model_version));
+		srv_buf_printf(&b, ", \"created\": %s, \"moved\": %s}",
+			       e->created ? "true" : "false", e->moved ? "true" : "false");
+	}
+	srv_buf_puts(&b, "]}\n");
+	j->body = srv_buf_detach(&b, &j->body_len);
+	j->status = 200;
+	if (!j->body) {
+		j->status = 503;
+		j->body = srv_api_error_body(SRV_ERR_UNAVAILABLE,
+					     "out of memory writing the response", &j->body_len);
+	}
+}
+
+static void fail_job(struct srv_job *j, int rc, const struct sid_error *err)
+{
+	char note[256];
+	int status;
+	free(j->body);
+	j->body = reg_err_body(rc, err, &status, &j->body_len, note, sizeof(note));
+	j->status = status;
+}
+
+static void group_work(uv_work_t *w)
+{
+	struct group *g = w->data;
+	struct srv_assigner *a = g->a;
+	struct sid_registry *h = NULL;
+	struct sid_reg_call *calls = NULL;
+	struct sid_reg_item **items = NULL;
+	struct sid_reg_entry **outs = NULL;
+	struct sid_error err;
+	struct srv_job *j;
+	size_t n = 0, i;
+	double t0;
+	int rc;
+
+	sid_error_clear(&err);
+	for (j = g->jobs; j; j = j->next)
+		n++;
+	rc = srv_store_get(a->store, SRV_STORE_WRITER, &h, &err);
+	if (rc) {
+		for (j = g->jobs; j; j = j->next)
+			fail_job(j, rc, &err);
+		if (!a->store->disabled)
+			srv_metrics_registry_call(a->metrics, SRV_REG_OP_ASSIGN, 0, 0);
+		return;
+	}
+	calls = calloc(n, sizeof(*calls));
+	items = calloc(n, sizeof(*items));
+	outs = calloc(n, sizeof(*outs));
+	if (!calls || !items || !outs)
+		goto oom;
+	for (j = g->jobs, i = 0; j; j = j->next, i++) {
+		size_t B = j->req.B, D = (size_t)j->req.D;
+		items[i] = malloc(B * sizeof(**items));
+		outs[i] = malloc(B * sizeof(**outs));
+		if (!items[i] || !outs[i])
+			goto oom;
+		for (size_t r = 0; r < B; r++) {
+			items[i][r].id = j->req.id_str[r];
+			items[i][r].codes = j->codes + r * (size_t)j->L;
+			items[i][r].emb = a->cfg->registry_embeddings ? j->req.x + r * D : NULL;
+		}
+		calls[i] = (struct sid_reg_call){.kind = j->req.tower,
+						 .items = items[i],
+						 .n = B,
+						 .L = j->L,
+						 .D = j->req.D,
+						 .model_version =
+						     j->model->version ? j->model->version : "",
+						 .flags = j->req.reassign ? SID_REG_REASSIGN : 0u,
+						 .out = outs[i]};
+	}
+	t0 = srv_now();
+	sid_registry_assign_calls(h, calls, n);
+	{
+		double secs = srv_now() - t0;
+		int outage = 0;
+		for (i = 0; i < n; i++)
+			if (srv_store_is_outage(calls[i].rc) && !outage) {
+				outage = 1;
+				srv_store_note(a->store, calls[i].rc, &calls[i].err);
+			}
+		if (!outage)
+			srv_store_note(a->store, 0, NULL);
+		srv_metrics_registry_call(a->metrics, SRV_REG_OP_ASSIGN, secs, !outage);
+	}
+	for (j = g->jobs, i = 0; j; j = j->next, i++) {
+		if (calls[i].rc) {
+			fail_job(j, calls[i].rc, &calls[i].err);
+			if (!srv_store_is_outage(calls[i].rc))
+				srv_metrics_registry_error(a->metrics, SRV_REG_OP_ASSIGN);
+			continue;
+		}
+		{
+			uint64_t created = 0;
+			for (size_t r = 0; r < j->req.B; r++)
+				created += outs[i][r].created != 0;
+			srv_metrics_registry_assigned(a->metrics, j->req.tower, created,
+						      j->req.B - created);
+		}
+		write_assign_body(j, outs[i]);
+	}
+	goto done;
+oom:
+	sid_error_set(&err, SID_ENOMEM, "out of memory for the registry call");
+	for (j = g->jobs; j; j = j->next)
+		fail_job(j, SID_ENOMEM, &err);
+done:
+	for (i = 0; i < n; i++) {
+		if (items)
+			free(items[i]);
+		if (outs)
+			free(outs[i]);
+	}
+	free(items);
+	free(outs);
+	free(calls);
+}
+
+static void schedule(struct srv_assigner *a);
+
+static void group_after(uv_work_t *w, int status)
+{
+	struct group *g = w->data;
+	struct srv_assigner *a = g->a;
+	struct srv_job *j, *next;
+
+	(void)status;
+	a->assign_busy = 0;
+	for (j = g->jobs; j; j = next) {
+		next = j->next;
+		j->next = NULL;
+		j->done(j);
+	}
+	free(g);
+	schedule(a);
+}
+
+/* ---- lookups (worker) ---- */
+
+static void lookup_json(struct srv_lookup *lk, json_t *v)
+{
+	char *s = v ? json_dumps(v, JSON_PRESERVE_ORDER) : NULL;
+	json_decref(v);
+	if (!s) {
+		lk->status = 503;
+		lk->body = srv_api_error_body(SRV_ERR_UNAVAILABLE, "out of memory", &lk->body_len);
+		return;
+	}
+	lk->body_len = strlen(s);
+	lk->body = realloc(s, lk->body_len + 2);
+	if (!lk->body) {
+		free(s);
+		lk->status = 503;
+		lk->body = srv_api_error_body(SRV_ERR_UNAVAILABLE, "out of memory", &lk->body_len);
+		return;
+	}
+	lk->body[lk->body_len++] = '\n';
+	lk->body[lk->body_len] = '\0';
+	lk->status = 200;
+}
+
+static void lookup_work(uv_work_t *w)
+{
+	struct lookup_work *lw = w->data;
+	struct srv_lookup *lk = lw->lk;
+	struct srv_assigner *a = lw->a;
+	struct sid_registry *h = NULL;
+	struct sid_reg_entry *e = NULL;
+	struct sid_error err;
+	size_t n = 0;
+	char next[SID_REG_SID_MAX];
+	double t0 = srv_now();
+	int rc;
+
+	sid_error_clear(&err);
+	rc = srv_store_get(a->store, SRV_STORE_READER, &h, &err);
+	if (rc) {
+		if (!a->store->disabled)
+			srv_metrics_registry_call(a->metrics, SRV_REG_OP_LOOKUP, 0, 0);
+		goto fail;
+	}
+	e = malloc((lk->op == SRV_LOOKUP_LIST ? lk->limit : 1) * sizeof(*e));
+	if (!e) {
+		rc = sid_error_set(&err, SID_ENOMEM, "out of memory for the lookup");
+		goto fail;
+	}
+	if (lk->op == SRV_LOOKUP_ID)
+		rc = sid_registry_get(h, lk->kind, lk->key, e, &err);
+	else if (lk->op == SRV_LOOKUP_SID)
+		rc = sid_registry_get_sid(h, lk->kind, lk->key, e, &err);
+	else
+		rc = sid_registry_list(h, lk->kind, lk->key, lk->cursor ? lk->cursor : "",
+				       lk->limit, e, &n, next, &err);
+	srv_store_note(a->store, rc, &err);
+	srv_metrics_registry_call(a->metrics, SRV_REG_OP_LOOKUP, srv_now() - t0,
+				  !srv_store_is_outage(rc));
+	if (rc)
+		goto fail;
+	if (lk->op == SRV_LOOKUP_LIST) {
+		json_t *arr = json_array(), *v;
+		for (size_t i = 0; arr && i < n; i++)
+			json_array_append_new(arr, sid_reg_entry_json(&e[i], 0));
+		v = json_pack("{s:s, s:s, s:o, s:o}", "tower", sid_tower_name(lk->kind), "prefix",
+			      lk->key, "entries", arr ? arr : json_null(), "next_cursor",
+			      next[0] ? json_string(next) : json_null());
+		lookup_json(lk, v);
+	} else {
+		lookup_json(lk, sid_reg_entry_json(e, 0));
+	}
+	free(e);
+	return;
+fail:
+	free(e);
+	if (rc == SID_ENOTFOUND || rc == SID_EINVAL)
+		srv_metrics_registry_error(a->metrics, SRV_REG_OP_LOOKUP);
+	{
+		int status;
+		lk->body =
+		    reg_err_body(rc, &err, &status, &lk->body_len, lk->errmsg, sizeof(lk->errmsg));
+		lk->status = status;
+	}
+}
+
+static void lookup_after(uv_work_t *w, int status)
+{
+	struct lookup_work *lw = w->data;
+	struct srv_assigner *a = lw->a;
+
+	(void)status;
+	a->lookup_busy = 0;
+	lw->lk->done(lw->lk);
+	free(lw);
+	schedule(a);
+}
+
+/* ---- scheduling (loop thread) ---- */
+
+static void schedule(struct srv_assigner *a)
+{
+	if (!a->assign_busy && a->pend_head) {
+		struct group *g = calloc(1, sizeof(*g));
+		struct srv_job *last = a->pend_head, *j;
+		size_t rows = last->req.B;
+
+		for (j = last->next; j && rows + j->req.B <= GROUP_ROWS; j = j->next) {
+			rows += j->req.B;
+			last = j;
+		}
+		if (g) {
+			g->a = a;
+			g->jobs = a->pend_head;
+			g->work.data = g;
+			a->pend_head = last->next;
+			if (!a->pend_head)
+				a->pend_tail = NULL;
+			last->next = NULL;
+			a->pend_rows -= rows;
+			a->assign_busy = 1;
+			if (uv_queue_work(a->loop, &g->work, group_work, group_after)) {
+				struct sid_error err;
+				sid_error_set(&err, SID_EUNAVAIL,
+					      "could not queue the registry call");
+				for (j = g->jobs; j; j = j->next)
+					fail_job(j, SID_EUNAVAIL, &err);
+				group_after(&g->work, 0);
+				return;
+			}
+		}
+	}
+	if (!a->lookup_busy && a->lk_head) {
+		struct lookup_work *lw = calloc(1, sizeof(*lw));
+		if (lw) {
+			lw->a = a;
+			lw->lk = a->lk_head;
+			a->lk_head = lw->lk->next;
+			if (!a->lk_head)
+				a->lk_tail = NULL;
+			lw->lk->next = NULL;
+			lw->work.data = lw;
+			a->lookup_busy = 1;
+			if (uv_queue_work(a->loop, &lw->work, lookup_work, lookup_after)) {
+				lw->lk->status = 503;
+				lw->lk->body = srv_api_error_body(SRV_ERR_UNAVAILABLE,
+								  "could not queue the lookup",
+								  &lw->lk->body_len);
+				lookup_after(&lw->work, 0);
+			}
+		}
+	}
+}
+
+void srv_assigner_handoff(void *ctx, struct srv_job *job)
+{
+	struct srv_assigner *a = ctx;
+
+	job->next = NULL;
+	if (a->pend_rows + job->req.B > (size_t)a->cfg->queue_rows) {
+		job->status = 503;
+		job->body = srv_api_error_body(
+		    SRV_ERR_UNAVAILABLE, "the registry queue is full; retry later", &job->body_len);
+		job->done(job);
+		return;
+	}
+	if (a->pend_tail)
+		a->pend_tail->next = job;
+	else
+		a->pend_head = job;
+	a->pend_tail = job;
+	a->pend_rows += job->req.B;
+	schedule(a);
+}
+
+static void on_async(uv_async_t *h)
+{
+	struct srv_assigner *a = h->data;
+	struct srv_lookup *lk;
+
+	pthread_mutex_lock(&a->mu);
+	lk = a->in_head;
+	a->in_head = a->in_tail = NULL;
+	pthread_mutex_unlock(&a->mu);
+	if (lk) {
+		if (a->lk_tail)
+			a->lk_tail->next = lk;
+		else
+			a->lk_head = lk;
+		while (lk->next)
+			lk = lk->next;
+		a->lk_tail = lk;
+	}
+	schedule(a);
+}
+
+int srv_assigner_lookup(struct srv_assigner *a, struct srv_lookup *lk)
+{
+	int rc = 0;
+
+	lk->next = NULL;
+	pthread_mutex_lock(&a->mu);
+	if (a->closed) {
+		rc = -1;
+	} else {
+		if (a->in_tail)
+			a->in_tail->next = lk;
+		else
+			a->in_head = lk;
+		a->in_tail = lk;
+	}
+	pthread_mutex_unlock(&a->mu);
+	if (!rc)
+		uv_async_send(&a->async);
+	return rc;
+}
+
+int srv_assigner_new(uv_loop_t *loop, const struct srv_config *cfg, struct srv_store *store,
+		     struct srv_metrics *metrics, struct srv_assigner **out, struct sid_error *err)
+{
+	struct srv_assigner *a = calloc(1, sizeof(*a));
+
+	*out = NULL;
+	if (!a)
+		return sid_error_set(err, SID_ENOMEM, "assigner: out of memory");
+	if (pthread_mutex_init(&a->mu, NULL)) {
+		free(a);
+		return sid_error_set(err, SID_ENOMEM, "assigner: mutex");
+	}
+	a->loop = loop;
+	a->cfg = cfg;
+	a->store = store;
+	a->metrics = metrics;
+	uv_async_init(loop, &a->async, on_async);
+	a->async.data = a;
+	*out = a;
+	return 0;
+}
+
+static void on_closed(uv_handle_t *h)
+{
+	struct srv_assigner *a = h->data;
+	pthread_mutex_destroy(&a->mu);
+	free(a);
+}
+
+void srv_assigner_close(struct srv_assigner *a)
+{
+	if (!a)
+		return;
+	pthread_mutex_lock(&a->mu);
+	a->closed = 1;
+	pthread_mutex_unlock(&a->mu);
+	uv_close((uv_handle_t *)&a->async, on_closed);
+}

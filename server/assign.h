@@ -1,0 +1,90 @@
+/*
+ * assign.h - the registry lane of semid-server: POST /v1/{items,users}:assign
+ * after their encode, and the lookups GET /v1/{items,users}/{id},
+ * GET /v1/sids/{sid} and GET /v1/sids?prefix=... (proto/api.md).
+ *
+ * Flow of an assign request: the HTTP thread validates it (api.h,
+ * srv_assign_req_decode) and submits it to the batcher as a job with
+ * job->assign set; it is encoded in an ordinary batch (so dynamic batching
+ * and the job's model reference apply as for encode), and the batcher's
+ * after-work callback hands it here with its codes (srv_assigner_handoff, on
+ * the loop thread).  The loop thread queues such jobs and runs them on the
+ * libuv pool (uv_queue_work) as one registry call per group: every assign job
+ * that arrived while the previous group was being committed goes into the
+ * next sid_registry_assign_calls (each request in one transaction, many
+ * requests per commit: group commit, one fsync for all).  The response is
+ * written on the worker once the store has committed, so an assignment is
+ * durable before its answer is sent; the after-work callback calls each
+ * job's done() on the loop thread.
+ *
+ * Lookups are submitted from HTTP threads (srv_assigner_lookup: intake list
+ * + uv_async_send) and run on the pool too, on the store's reader handle.
+ *
+ * At most one assign group and one lookup run at a time; the batcher sizes
+ * the pool with two extra threads for them (batcher opts.extra_threads), so
+ * a slow or unreachable store never holds up an encode.  Store calls never
+ * run on the loop thread or an HTTP thread.
+ *
+ * Back-pressure: at most queue_rows rows may wait for the store; beyond that
+ * an assign job is answered 503 at once.
+ *
+ * Errors (srv_err): bad input (a level count that differs from the store's,
+ * a malformed sid, prefix or cursor) 400; unknown id or sid 404; the store
+ * unavailable, read-only, corrupt or disabled 503 `unavailable` - encoding is
+ * unaffected.
+ *
+ * Thread-safety: srv_assigner_lookup is thread-safe; the rest belongs to the
+ * loop thread.
+ */
+#ifndef SRV_ASSIGN_H
+#define SRV_ASSIGN_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <uv.h>
+
+#include "batcher.h"
+#include "config.h"
+#include "metrics.h"
+#include "store.h"
+
+enum srv_lookup_op {
+	SRV_LOOKUP_ID,	/* key = id */
+	SRV_LOOKUP_SID, /* key = full sid */
+	SRV_LOOKUP_LIST /* key = prefix ("" for all), cursor, limit */
+};
+
+struct srv_lookup {
+	struct srv_lookup *next; /* private */
+	enum srv_lookup_op op;
+	enum sid_tower_kind kind;
+	char *key;    /* malloc'ed, owned */
+	char *cursor; /* malloc'ed or NULL, owned */
+	size_t limit;
+	/* the answer, written by a worker */
+	int status;
+	char *body; /* malloc'ed */
+	size_t body_len;
+	char errmsg[256];
+	void (*done)(struct srv_lookup *lk); /* loop thread; takes over lk */
+	void *ctx;
+};
+
+void srv_lookup_free(struct srv_lookup *lk); /* NULL: no-op */
+
+struct srv_assigner;
+
+int srv_assigner_new(uv_loop_t *loop, const struct srv_config *cfg, struct srv_store *store,
+		     struct srv_metrics *metrics, struct srv_assigner **out, struct sid_error *err);
+
+/* The batcher's assign_handoff (loop thread): takes over @job. */
+void srv_assigner_handoff(void *assigner, struct srv_job *job);
+
+/* Queue a lookup (any thread).  Returns 0, or -1 when closed (the lookup
+ * stays the caller's). */
+int srv_assigner_lookup(struct srv_assigner *a, struct srv_lookup *lk);
+
+/* Close the loop handle (loop thread, after the last request is answered). */
+void srv_assigner_close(struct srv_assigner *a);
+
+#endif

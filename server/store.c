@@ -1,0 +1,208 @@
+/*
+ * store.c - the registry store of semid-server: target resolution, lazy
+ * opening with a retry interval, and health (see store.h).
+ */
+#include "store.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "log.h"
+
+#define RETRY_S 1.0
+
+static double mono_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* The rule of sid_registry_open: a libpq connection string or a file path. */
+static int is_conninfo(const char *t)
+{
+	return !strncmp(t, "postgresql://", 13) || !strncmp(t, "postgres://", 11) ||
+	       strstr(t, "host=") || strstr(t, "dbname=") || strstr(t, "service=");
+}
+
+/* @t without a password: "scheme://user:pw@host" loses ":pw", and a
+ * "password=..." word of the key=value form is left out. */
+static void strip_password(const char *t, char *out, size_t n)
+{
+	const char *scheme = strstr(t, "://");
+	size_t o = 0;
+
+	if (scheme) {
+		const char *at = strchr(scheme + 3, '@'), *colon = strchr(scheme + 3, ':');
+		if (at && colon && colon < at) {
+			snprintf(out, n, "%.*s%s", (int)(colon - t), t, at);
+			return;
+		}
+		snprintf(out, n, "%s", t);
+		return;
+	}
+	while (*t && o + 1 < n) {
+		const char *end = strchr(t, ' ');
+		size_t len = end ? (size_t)(end - t) : strlen(t);
+		if (len && strncmp(t, "password=", 9) != 0) {
+			int w = snprintf(out + o, n - o, "%s%.*s", o ? " " : "", (int)len, t);
+			if (w < 0 || (size_t)w >= n - o)
+				break;
+			o += (size_t)w;
+		}
+		t += len;
+		while (*t == ' ')
+			t++;
+	}
+	out[o < n ? o : n - 1] = '\0';
+}
+
+static int open_role(struct srv_store *s, enum srv_store_role role, struct sid_error *err)
+{
+	unsigned flags = 0;
+	struct sid_registry *h = NULL;
+	int rc;
+
+	if (!strcmp(s->backend, "postgresql"))
+		flags |= SID_REG_LAZY;
+	else if (role == SRV_STORE_READER)
+		flags |= SID_REG_READONLY;
+	rc = sid_registry_open(s->target, flags, &h, err);
+	if (rc) {
+		s->open_err[role] = *err;
+		s->retry_at[role] = mono_now() + RETRY_S;
+		s->healthy = 0;
+		snprintf(s->error, sizeof(s->error), "%s", err->msg);
+		srv_log(SRV_LOG_WARN, "registry", "cannot open the %s handle: %s (retrying)",
+			role == SRV_STORE_WRITER ? "writer" : "reader", err->msg);
+		return rc;
+	}
+	s->h[role] = h;
+	if (role == SRV_STORE_WRITER) {
+		s->healthy = 1;
+		s->error[0] = '\0';
+	}
+	return 0;
+}
+
+int srv_store_init(struct srv_store *s, const struct srv_config *cfg, struct sid_error *err)
+{
+	struct sid_error e;
+
+	memset(s, 0, sizeof(*s));
+	if (pthread_mutex_init(&s->mu, NULL))
+		return sid_error_set(err, SID_ENOMEM, "registry: mutex");
+	if (!strcmp(cfg->registry, "none")) {
+		s->disabled = 1;
+		s->backend = "none";
+		srv_log(SRV_LOG_INFO, "registry",
+			"disabled (--registry none): assign and lookup "
+			"routes answer 503");
+		return 0;
+	}
+	if (cfg->registry[0])
+		snprintf(s->target, sizeof(s->target), "%s", cfg->registry);
+	else if (sid_registry_default_path(cfg->model, s->target, sizeof(s->target)) >=
+		 (int)sizeof(s->target))
+		return sid_error_set(err, SID_EINVAL,
+				     "registry: the default path beside %s is too "
+				     "long",
+				     cfg->model);
+	s->backend = is_conninfo(s->target) ? "postgresql" : "sqlite";
+	if (!strcmp(s->backend, "postgresql"))
+		strip_password(s->target, s->label, sizeof(s->label));
+	else
+		snprintf(s->label, sizeof(s->label), "%s", s->target);
+	/* Writer first: it creates or migrates the schema the reader expects. */
+	if (open_role(s, SRV_STORE_WRITER, &e) == 0 && open_role(s, SRV_STORE_READER, &e) == 0) {
+		struct srv_logline l;
+		srv_logline_begin(&l, SRV_LOG_INFO, "registry");
+		srv_logline_str(&l, "backend", s->backend);
+		srv_logline_str(&l, "store", sid_registry_label(s->h[SRV_STORE_WRITER]));
+		srv_logline_str(&l, "msg", "opened");
+		srv_logline_end(&l);
+	}
+	return 0;
+}
+
+void srv_store_release(struct srv_store *s)
+{
+	for (int r = 0; r < SRV_STORE_ROLES; r++)
+		sid_registry_close(s->h[r]);
+	pthread_mutex_destroy(&s->mu);
+	memset(s, 0, sizeof(*s));
+}
+
+int srv_store_get(struct srv_store *s, enum srv_store_role role, struct sid_registry **out,
+		  struct sid_error *err)
+{
+	int rc = 0;
+
+	*out = NULL;
+	if (s->disabled)
+		return sid_error_set(err, SID_EUNAVAIL,
+				     "the ID registry is disabled (semid-server --registry none)");
+	pthread_mutex_lock(&s->mu);
+	if (!s->h[role]) {
+		if (mono_now() < s->retry_at[role]) {
+			rc = sid_error_set(err, SID_EUNAVAIL, "%s (retried at most once a second)",
+					   s->open_err[role].msg);
+		} else if (role == SRV_STORE_READER && !s->h[SRV_STORE_WRITER] &&
+			   strcmp(s->backend, "sqlite") == 0) {
+			/* A read-only connection cannot create the file: lookups on a
+			 * store that was never opened for writing find it missing. */
+			struct sid_error e;
+			if (open_role(s, SRV_STORE_WRITER, &e) == 0 || access(s->target, F_OK) == 0)
+				rc = open_role(s, role, err);
+			else
+				rc = sid_error_set(err, SID_EUNAVAIL, "%s", e.msg);
+		} else {
+			rc = open_role(s, role, err);
+		}
+		if (rc)
+			rc = SID_EUNAVAIL;
+	}
+	*out = s->h[role];
+	pthread_mutex_unlock(&s->mu);
+	return rc;
+}
+
+int srv_store_is_outage(int rc)
+{
+	return rc == SID_EUNAVAIL || rc == SID_EIO || rc == SID_EFORMAT || rc == SID_ENOMEM;
+}
+
+void srv_store_note(struct srv_store *s, int rc, const struct sid_error *err)
+{
+	if (rc && !srv_store_is_outage(rc))
+		return;
+	pthread_mutex_lock(&s->mu);
+	s->healthy = rc == 0;
+	if (rc)
+		snprintf(s->error, sizeof(s->error), "%s", err->msg);
+	else
+		s->error[0] = '\0';
+	pthread_mutex_unlock(&s->mu);
+}
+
+void srv_store_health(struct srv_store *s, const char **status, const char **backend, char *label,
+		      size_t label_len, char *error)
+{
+	error[0] = '\0';
+	if (s->disabled) {
+		*status = "disabled";
+		*backend = NULL;
+		if (label_len)
+			label[0] = '\0';
+		return;
+	}
+	pthread_mutex_lock(&s->mu);
+	*status = s->healthy ? "ok" : "unavailable";
+	*backend = s->backend;
+	snprintf(label, label_len, "%s", s->label);
+	if (!s->healthy)
+		snprintf(error, SID_ERROR_MSG_MAX, "%s", s->error);
+	pthread_mutex_unlock(&s->mu);
+}

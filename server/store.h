@@ -1,0 +1,76 @@
+/*
+ * store.h - the ID registry (core/registry.h) as semid-server uses it: which
+ * store, its two handles, and whether it is healthy.
+ *
+ * The server keeps two handles on one store: a writer for assign calls and a
+ * reader for lookups (SQLite: a read-only connection, so lookups never wait
+ * behind a commit's fsync; PostgreSQL: a second connection).  Both are opened
+ * at start; a handle that cannot be opened (PostgreSQL down, a read-only or
+ * corrupt SQLite file) is retried at most once a second by the next call that
+ * needs it, so the server starts and encodes without its registry and
+ * assigns again once the store is back.  Every call that touches the store
+ * runs on a libuv worker thread (assign.c), never on the loop or HTTP
+ * threads: opening and every registry call may block on I/O.
+ *
+ * Health: the result of the last open attempt or store call ("ok" or
+ * "unavailable" with its message), shown in GET /v1/model and as the
+ * semid_registry_up gauge.  "disabled" with --registry none.
+ *
+ * Thread-safety: every call is thread-safe (one mutex; held while a handle
+ * is being opened).
+ */
+#ifndef SRV_STORE_H
+#define SRV_STORE_H
+
+#include <pthread.h>
+
+#include "config.h"
+#include "err.h"
+#include "registry.h"
+
+enum srv_store_role { SRV_STORE_WRITER, SRV_STORE_READER, SRV_STORE_ROLES };
+
+struct srv_store {
+	pthread_mutex_t mu;
+	int disabled;	     /* --registry none */
+	char target[1024];   /* path or connection string (may hold a password) */
+	char label[1024];    /* for messages: path, or the string without password */
+	const char *backend; /* "sqlite" or "postgresql" */
+	struct sid_registry *h[SRV_STORE_ROLES]; /* NULL until opened */
+	double retry_at[SRV_STORE_ROLES];	 /* monotonic seconds: next open attempt */
+	struct sid_error open_err[SRV_STORE_ROLES];
+	int healthy;		       /* last attempt or call went through */
+	char error[SID_ERROR_MSG_MAX]; /* when !healthy */
+};
+
+/*
+ * Resolve cfg->registry (default: beside cfg->model; "none": disabled) and
+ * try to open both handles.  A store that cannot be opened now is not an
+ * error (logged as event=registry; retried later); only an out-of-memory
+ * failure to set up is.
+ */
+int srv_store_init(struct srv_store *s, const struct srv_config *cfg, struct sid_error *err);
+void srv_store_release(struct srv_store *s);
+
+/*
+ * The handle for @role, opening it if needed (worker threads only: may block).
+ * Returns 0, or SID_EUNAVAIL with @err saying why the store cannot be used
+ * (disabled, or the last open failure and when it will be retried).
+ */
+int srv_store_get(struct srv_store *s, enum srv_store_role role, struct sid_registry **out,
+		  struct sid_error *err);
+
+/* Record the outcome of a store call: @rc 0, or a SID_E* code with @err.
+ * Only store failures (SID_EUNAVAIL, SID_EIO, SID_EFORMAT, SID_ENOMEM) mark
+ * the store unhealthy; bad input and not-found do not. */
+void srv_store_note(struct srv_store *s, int rc, const struct sid_error *err);
+
+/* 1 for errors that are the store's fault (answered 503), 0 otherwise. */
+int srv_store_is_outage(int rc);
+
+/* A snapshot of the health: status is "ok", "unavailable" or "disabled";
+ * @error (SID_ERROR_MSG_MAX bytes) gets the message when unavailable. */
+void srv_store_health(struct srv_store *s, const char **status, const char **backend, char *label,
+		      size_t label_len, char *error);
+
+#endif
