@@ -66,7 +66,7 @@ static void read_inter(const char *path, const uint8_t *cold)
 		fail("accepted a file with no interactions");
 	for (size_t i = 0; i < t.n; i++)
 		if (t.user[i] < 0 || t.user[i] >= N_USERS || t.item[i] < 0 ||
-		    t.item[i] >= N_ITEMS || cold[t.item[i]])
+		    t.item[i] >= N_ITEMS || (cold && cold[t.item[i]]))
 			fail("accepted an interaction out of range or with a cold item");
 	if (tr_csr_build(&by_user, N_USERS, t.user, t.item, t.n, &err) < 0 ||
 	    tr_csr_build(&by_item, N_ITEMS, t.item, t.user, t.n, &err) < 0)
