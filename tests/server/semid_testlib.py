@@ -181,7 +181,7 @@ def b64_row(row):
 class Server:
     """A semid-server child on 127.0.0.1:<free port>; logs go to a file."""
 
-    def __init__(self, args, workdir=None, env=None, start_timeout=10.0):
+    def __init__(self, args, workdir=None, env=None, start_timeout=10.0, **popen):
         self.workdir = workdir or tempfile.mkdtemp(prefix="semid-srv-")
         self.log_path = os.path.join(self.workdir, "server-%d.log" % time.monotonic_ns())
         self.log = open(self.log_path, "wb")
@@ -189,7 +189,7 @@ class Server:
         if env:
             e.update(env)
         self.proc = subprocess.Popen([SERVER, "--listen", "127.0.0.1:0"] + list(args),
-                                     stdout=self.log, stderr=subprocess.STDOUT, env=e)
+                                     stdout=self.log, stderr=subprocess.STDOUT, env=e, **popen)
         self.port = None
         deadline = time.monotonic() + start_timeout
         while time.monotonic() < deadline:

@@ -1,0 +1,85 @@
+"""A throwaway PostgreSQL cluster for the server's registry tests, started the
+way tests/core/check_registry.c starts its own: initdb in a temp dir owned by
+the postgres user (runuser), pg_ctl on a free loopback port, fsync off (the
+tests are about semantics, not the disk), removed at the end.
+
+    pg = PgCluster.start()      # raises unittest.SkipTest when not root or
+                                # when PostgreSQL 15 is not installed
+    pg.conninfo                 # "host=127.0.0.1 port=N dbname=postgres user=postgres"
+    pg.stop_server(); pg.start_server()   # an outage and a recovery
+    pg.destroy()
+
+SEMID_TEST_PG (an existing server's connection string, as for check_registry)
+is used instead when set; then stop/start are not available.
+"""
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import unittest
+
+PGBIN = "/usr/lib/postgresql/15/bin"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class PgCluster:
+    def __init__(self):
+        self.dir = None
+        self.conninfo = None
+        self.own = False
+
+    @classmethod
+    def start(cls):
+        pg = cls()
+        ext = os.environ.get("SEMID_TEST_PG")
+        if ext:
+            pg.conninfo = ext
+            return pg
+        if os.geteuid() != 0:
+            raise unittest.SkipTest("PostgreSQL cases need root (initdb runs as postgres)")
+        try:
+            pw = pwd.getpwnam("postgres")
+        except KeyError:
+            pw = None
+        if pw is None or not os.access(PGBIN + "/initdb", os.X_OK):
+            raise unittest.SkipTest("PostgreSQL 15 is not installed (%s)" % PGBIN)
+        pg.dir = tempfile.mkdtemp(prefix="semid-srv-pg-")
+        os.chown(pg.dir, pw.pw_uid, pw.pw_gid)
+        pg.port = free_port()
+        subprocess.run(["runuser", "-u", "postgres", "--", PGBIN + "/initdb", "-D",
+                        pg.dir + "/data", "-A", "trust", "-U", "postgres", "--no-sync", "-E",
+                        "UTF8"], check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, timeout=120)
+        pg.own = True
+        pg.start_server()
+        pg.conninfo = "host=127.0.0.1 port=%d dbname=postgres user=postgres" % pg.port
+        return pg
+
+    def _ctl(self, *args):
+        subprocess.run(["runuser", "-u", "postgres", "--", PGBIN + "/pg_ctl", "-D",
+                        self.dir + "/data"] + list(args), check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
+
+    def start_server(self):
+        self._ctl("-l", self.dir + "/pg.log", "-w", "-t", "60", "-o",
+                  "-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off" % (self.port, self.dir),
+                  "start")
+
+    def stop_server(self):
+        self._ctl("-m", "immediate", "-w", "stop")
+
+    def destroy(self):
+        if self.own:
+            try:
+                self.stop_server()
+            except subprocess.CalledProcessError:
+                pass
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.own = False

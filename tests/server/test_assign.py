@@ -1,0 +1,547 @@
+#!/usr/bin/python3
+"""semid-server's ID registry routes (issue 5), against a real server on
+127.0.0.1: POST /v1/{items,users}:assign, GET /v1/{items,users}/{id},
+GET /v1/sids/{sid}, GET /v1/sids?prefix=.
+
+Expectations are computed here, independently of the C code: the codes from
+how the inputs were built (tie-free towers: each input sits next to one
+codeword per level), and the suffixes from the rule of proto/registry.md
+(a new id takes the smallest suffix its codes do not hold yet, in input
+order).  Covered: idempotence, colliding codes, stability across a model
+swap, reassign, lookups and prefix paging, bad input, a corrupt and a
+read-only SQLite file (503 while encode answers 200), several clients
+assigning overlapping colliding ids at once, SIGKILL in the middle of a
+stream of assigns, and on PostgreSQL two servers assigning at once and an
+outage (skipped with a message when not root or PostgreSQL is absent).
+
+Run: SEMID_BIN=/path/to/bin /usr/bin/python3 tests/server/test_assign.py
+"""
+import json
+import os
+import random
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+import unittest
+import urllib.parse
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import pg_fixture  # noqa: E402
+import semid_testlib as T  # noqa: E402
+
+FAST = ["--reload-debounce-ms", "20", "--workers", "2"]
+
+
+def body(ids, X, reassign=None):
+    b = {"inputs": [{"id": i, "embedding_b64": T.b64_row(x)} for i, x in zip(ids, X)]}
+    if reassign is not None:
+        b["reassign"] = reassign
+    return b
+
+
+def assign(srv, ids, X, tower="items", reassign=None, conn=None):
+    return srv.json("POST", "/v1/%s:assign" % tower, body(ids, X, reassign), conn=conn)
+
+
+def sid_of(codes, suffix):
+    return "-".join(str(int(c)) for c in codes) + "-%d" % suffix
+
+
+class Book:
+    """The expected registry: the suffix rule applied in order."""
+
+    def __init__(self):
+        self.by_id = {}    # id -> (codes tuple, suffix, version)
+        self.used = {}     # codes -> set of suffixes
+
+    def assign(self, i, codes, version, reassign=False):
+        codes = tuple(int(c) for c in codes)
+        if i in self.by_id and not reassign:
+            return self.by_id[i], False
+        if i in self.by_id:
+            old = self.by_id[i]
+            if old[0] == codes:
+                self.by_id[i] = (codes, old[1], version)
+                return self.by_id[i], False
+            self.used[old[0]].discard(old[1])
+        used = self.used.setdefault(codes, set())
+        s = 0
+        while s in used:
+            s += 1
+        used.add(s)
+        created = i not in self.by_id
+        self.by_id[i] = (codes, s, version)
+        return self.by_id[i], created
+
+
+def collide_tower(rng, D=8):
+    """Two code tuples in all: (0|1, 0, 0) - every input collides."""
+    return T.tie_free_tower(rng, D=D, ks=(2, 1, 1))
+
+
+class Base(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.work = tempfile.mkdtemp(prefix="semid-assign-")
+        os.chmod(cls.work, 0o755)
+        cls.rng = np.random.default_rng(55)
+        cls.ta = T.tie_free_tower(cls.rng)
+        cls.tb = T.tie_free_tower(cls.rng)
+        cls.tc = collide_tower(cls.rng)
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.work, ignore_errors=True)
+
+    def fresh_dir(self):
+        d = tempfile.mkdtemp(dir=self.work)
+        os.chmod(d, 0o755)
+        return d
+
+    def start(self, d, towers, version, extra=()):
+        model = os.path.join(d, "model.safetensors")
+        if not os.path.exists(model):
+            T.write_model(model, towers, version)
+        return T.Server(["--model", model] + FAST + list(extra), d), model
+
+    def check_results(self, res, ids, book, created):
+        self.assertEqual([r["id"] for r in res["results"]], list(ids))
+        for r, i, c in zip(res["results"], ids, created):
+            codes, suffix, version = book.by_id[i]
+            self.assertEqual(r["codes"], list(codes), i)
+            self.assertEqual(r["suffix"], suffix, i)
+            self.assertEqual(r["sid"], sid_of(codes, suffix), i)
+            self.assertEqual(r["model_version"], version, i)
+            self.assertEqual(r["created"], c, i)
+
+
+class TestAssignSqlite(Base):
+    def test_idempotent_and_lookups(self):
+        d = self.fresh_dir()
+        srv, _ = self.start(d, {"item": self.ta, "user": self.tb}, "A")
+        try:
+            X, codes = T.tie_free_inputs(self.rng, self.ta, 40)
+            ids = ["sku-%d" % k for k in range(40)]
+            book = Book()
+            created = [book.assign(i, c, "A")[1] for i, c in zip(ids, codes)]
+            st, _, res = assign(srv, ids, X)
+            self.assertEqual(st, 200, res)
+            self.assertEqual(res["model_version"], "A")
+            self.check_results(res, ids, book, created)
+            # the same request again: nothing new, the same IDs
+            st, _, again = assign(srv, ids, X)
+            self.assertEqual(st, 200)
+            self.check_results(again, ids, book, [False] * 40)
+            # ids and sids are unique
+            self.assertEqual(len({r["sid"] for r in res["results"]}), 40)
+            # lookups by id (URL-encoded) and by sid
+            for i in ids[:10]:
+                st, _, e = srv.json("GET", "/v1/items/" + urllib.parse.quote(i, safe=""))
+                self.assertEqual(st, 200, e)
+                c, s, _ = book.by_id[i]
+                self.assertEqual((e["id"], e["sid"], e["kind"]), (i, sid_of(c, s), "item"))
+                self.assertEqual(e["embedding_dim"], 16)
+                st, _, e2 = srv.json("GET", "/v1/sids/" + sid_of(c, s))
+                self.assertEqual((st, e2["id"]), (200, i))
+            # an id with characters that need escaping, in the path
+            odd = "a/b c?d%e\u00e9"
+            st, _, r = assign(srv, [odd], X[:1])
+            self.assertEqual(st, 200, r)
+            st, _, e = srv.json("GET", "/v1/items/" + urllib.parse.quote(odd, safe=""))
+            self.assertEqual((st, e["id"], e["sid"]), (200, odd, r["results"][0]["sid"]))
+            # items and users are separate spaces; users have their own routes
+            Xu, cu = T.tie_free_inputs(self.rng, self.tb, 3)
+            st, _, ru = assign(srv, ids[:3], Xu, tower="users")
+            self.assertEqual(st, 200, ru)
+            ub = Book()
+            self.check_results(ru, ids[:3], ub, [ub.assign(i, c, "A")[1]
+                                                 for i, c in zip(ids[:3], cu)])
+            st, _, e = srv.json("GET", "/v1/users/" + ids[0])
+            self.assertEqual((st, e["kind"], e["sid"]), (200, "user", ru["results"][0]["sid"]))
+            st, _, e = srv.json("GET", "/v1/sids/%s?tower=user" % ru["results"][0]["sid"])
+            self.assertEqual((st, e["id"]), (200, ids[0]))
+            # not found, and bad sids
+            st, _, e = srv.json("GET", "/v1/items/no-such-id")
+            self.assertEqual((st, e["error"]["code"]), (404, "not_found"))
+            self.assertIn("no-such-id", e["error"]["message"])
+            st, _, e = srv.json("GET", "/v1/sids/15-7-4-999")
+            self.assertEqual(st, 404)
+            for bad in ("12--7", "a-b", "1-02-3-0", "1-2", "1-2-3-4-5"):
+                st, _, e = srv.json("GET", "/v1/sids/" + bad)
+                self.assertEqual((st, e["error"]["code"]), (400, "invalid_argument"), bad)
+            st, _, e = srv.json("GET", "/v1/items/a%00b")
+            self.assertEqual(st, 400, e)
+            st, _, e = srv.json("GET", "/v1/sids/1-2-3-0?tower=shop")
+            self.assertEqual(st, 400)
+            m = srv.metrics()
+            self.assertEqual(m['semid_registry_assignments_total{tower="item",created="true"}'],
+                             41)
+            self.assertEqual(m['semid_registry_assignments_total{tower="item",created="false"}'],
+                             40)
+            self.assertEqual(m["semid_registry_up"], 1)
+            self.assertGreaterEqual(m['semid_registry_duration_seconds_count{op="assign"}'], 3)
+            st, _, info = srv.json("GET", "/v1/model")
+            self.assertEqual(info["registry"]["backend"], "sqlite")
+            self.assertEqual(info["registry"]["status"], "ok")
+            self.assertEqual(info["registry"]["store"], os.path.join(d, "semid-registry.db"))
+        finally:
+            self.assertEqual(srv.stop(), 0)
+
+    def test_collisions_swap_reassign(self):
+        d = self.fresh_dir()
+        srv, model = self.start(d, {"item": self.tc}, "C1")
+        try:
+            X, codes = T.tie_free_inputs(self.rng, self.tc, 30)
+            ids = ["c%02d" % k for k in range(30)] + ["c03"]  # c03 again, in the same call
+            X = np.vstack([X, X[3:4]])
+            codes = np.vstack([codes, codes[3:4]])
+            book = Book()
+            created = [book.assign(i, c, "C1")[1] for i, c in zip(ids, codes)]
+            self.assertFalse(created[-1])
+            st, _, res = assign(srv, ids, X)
+            self.assertEqual(st, 200, res)
+            self.check_results(res, ids, book, created)
+            sfx = [r["suffix"] for r in res["results"][:30]]
+            for tup in {tuple(c) for c in codes}:
+                got = sorted(s for s, c in zip(sfx, codes[:30]) if tuple(c) == tup)
+                self.assertEqual(got, list(range(len(got))))  # 0, 1, 2, ...
+            # swap in another model (same levels, other codes): known ids keep
+            # their stored IDs; new ids get the new model's codes
+            T.write_model(model, {"item": self.ta}, "A2")
+            deadline = time.monotonic() + 10
+            while srv.json("GET", "/readyz")[2].get("model_version") != "A2":
+                self.assertLess(time.monotonic(), deadline, "the swap was not seen")
+                time.sleep(0.02)
+            Xn, cn = T.tie_free_inputs(self.rng, self.ta, 5)
+            new = ["n%d" % k for k in range(5)]
+            created = [book.assign(i, c, "A2")[1] for i, c in zip(new, cn)]
+            st, _, r2 = assign(srv, ids[:10] + new, np.vstack([Xn[:1].repeat(10, 0), Xn]))
+            self.assertEqual(st, 200, r2)
+            self.assertEqual(r2["model_version"], "A2")
+            self.check_results(r2, ids[:10] + new, book, [False] * 10 + created)
+            # reassign c05 under the new model: it moves, its old slot frees up
+            old = book.by_id["c05"]
+            book.assign("c05", cn[0], "A2", reassign=True)
+            st, _, r3 = assign(srv, ["c05"], Xn[:1], reassign=True)
+            self.assertEqual(st, 200, r3)
+            self.check_results(r3, ["c05"], book, [False])
+            self.assertTrue(r3["results"][0]["moved"])
+            st, _, e = srv.json("GET", "/v1/sids/" + sid_of(old[0], old[1]))
+            self.assertEqual(st, 404, e)
+            # back to the colliding model: a new id with c05's old codes takes its slot
+            T.write_model(model, {"item": self.tc}, "C3")
+            while srv.json("GET", "/readyz")[2].get("model_version") != "C3":
+                self.assertLess(time.monotonic(), deadline + 10)
+                time.sleep(0.02)
+            k = int(np.where((codes[:30] == np.array(old[0])).all(1))[0][0])
+            book.assign("late", codes[k], "C3")
+            st, _, r4 = assign(srv, ["late"], X[k:k + 1])
+            self.assertEqual(st, 200, r4)
+            self.check_results(r4, ["late"], book, [True])
+            self.assertEqual(r4["results"][0]["sid"], sid_of(old[0], old[1]))
+            # prefix paging: every entry once, in (codes, suffix) order
+            want = sorted((c, s, i) for i, (c, s, _) in book.by_id.items() if c[0] == 1)
+            got, cursor, pages = [], "", 0
+            while True:
+                q = "/v1/sids?prefix=1&limit=4" + ("&cursor=" + cursor if cursor else "")
+                st, _, page = srv.json("GET", q)
+                self.assertEqual(st, 200, page)
+                self.assertLessEqual(len(page["entries"]), 4)
+                got += [(tuple(e["codes"]), e["suffix"], e["id"]) for e in page["entries"]]
+                pages += 1
+                if page["next_cursor"] is None:
+                    break
+                cursor = page["next_cursor"]
+            self.assertEqual(got, want)
+            self.assertGreater(pages, 1)
+            for bad in ("/v1/sids?prefix=1--2", "/v1/sids?prefix=1-0-0-0",
+                        "/v1/sids?prefix=x", "/v1/sids?limit=0", "/v1/sids?limit=1001",
+                        "/v1/sids?cursor=zz"):
+                st, _, e = srv.json("GET", bad)
+                self.assertEqual((st, e["error"]["code"]), (400, "invalid_argument"), bad)
+        finally:
+            self.assertEqual(srv.stop(), 0)
+
+    def test_bad_input(self):
+        d = self.fresh_dir()
+        srv, _ = self.start(d, {"item": self.ta}, "A")
+        try:
+            X, _ = T.tie_free_inputs(self.rng, self.ta, 2)
+            good = {"id": "x", "embedding_b64": T.b64_row(X[0])}
+            cases = [
+                ({"inputs": [{"embedding_b64": T.b64_row(X[0])}]}, "inputs[0] has no id"),
+                ({"inputs": [good, {"id": "", "embedding_b64": T.b64_row(X[1])}]},
+                 "inputs[1].id"),
+                ({"inputs": [good], "top_k": 2}, "unknown field \"top_k\""),
+                ({"inputs": [good], "reassign": "yes"}, "reassign must be true or false"),
+                ({"inputs": [{"id": "x", "embedding": [1.0, 2.0]}]}, "expects 16"),
+                ({"inputs": [{"id": "x\u0001", "embedding_b64": T.b64_row(X[0])}]},
+                 "control character"),
+            ]
+            for b, msg in cases:
+                st, _, e = srv.json("POST", "/v1/items:assign", b)
+                self.assertEqual((st, e["error"]["code"]), (400, "invalid_argument"), b)
+                self.assertIn(msg, e["error"]["message"])
+            st, _, e = srv.json("POST", "/v1/users:assign", {"inputs": [good]})
+            self.assertEqual(st, 404, e)  # the model has no user tower
+            st, h, e = srv.json("DELETE", "/v1/items/x")
+            self.assertEqual((st, h.get("allow")), (405, "GET, HEAD"))
+            # integer ids are stored as their decimal text
+            st, _, r = srv.json("POST", "/v1/items:assign",
+                                {"inputs": [{"id": 42, "embedding_b64": T.b64_row(X[0])}]})
+            self.assertEqual((st, r["results"][0]["id"]), (200, "42"))
+            # nothing of the refused requests was stored
+            st, _, page = srv.json("GET", "/v1/sids")
+            self.assertEqual([e["id"] for e in page["entries"]], ["42"])
+        finally:
+            self.assertEqual(srv.stop(), 0)
+
+    def test_corrupt_and_disabled(self):
+        d = self.fresh_dir()
+        bad = os.path.join(d, "bad.db")
+        with open(bad, "wb") as f:
+            f.write(b"this is not a SQLite database at all" * 200)
+        X, codes = T.tie_free_inputs(self.rng, self.ta, 2)
+        for extra, words in ((["--registry", bad], [bad]),
+                             (["--registry", "none"], ["disabled"])):
+            srv, _ = self.start(d, {"item": self.ta}, "A", extra)
+            try:
+                st, h, e = assign(srv, ["a", "b"], X)
+                self.assertEqual((st, e["error"]["code"]), (503, "unavailable"), e)
+                self.assertIn("retry-after", h)
+                for w in words:
+                    self.assertIn(w, e["error"]["message"])
+                st, _, e = srv.json("GET", "/v1/items/a")
+                self.assertEqual(st, 503, e)
+                st, _, r = srv.json("POST", "/v1/items:encode", body(["a", "b"], X))
+                self.assertEqual(st, 200, r)
+                self.assertEqual([x["codes"] for x in r["results"]], codes.tolist())
+                self.assertEqual(srv.request("GET", "/readyz")[0], 200)
+                st, _, info = srv.json("GET", "/v1/model")
+                self.assertEqual(info["registry"]["status"],
+                                 "disabled" if "none" in extra else "unavailable")
+            finally:
+                self.assertEqual(srv.stop(), 0)
+        with open(bad, "rb") as f:
+            self.assertTrue(f.read().startswith(b"this is not"))  # left alone
+
+    def test_read_only_file(self):
+        d = self.fresh_dir()
+        srv, _ = self.start(d, {"item": self.ta}, "A")
+        X, codes = T.tie_free_inputs(self.rng, self.ta, 3)
+        try:
+            self.assertEqual(assign(srv, ["a"], X[:1])[0], 200)
+        finally:
+            self.assertEqual(srv.stop(), 0)
+        db = os.path.join(d, "semid-registry.db")
+        os.chmod(db, 0o444)
+        popen = {}
+        if os.geteuid() == 0:  # root ignores file modes: run the server as nobody
+            popen = {"user": "nobody"}
+            os.chmod(os.path.join(d, "model.safetensors"), 0o644)
+        srv = T.Server(["--model", os.path.join(d, "model.safetensors")] + FAST,
+                       self.fresh_dir(), **popen)
+        try:
+            st, _, e = assign(srv, ["b"], X[1:2])
+            self.assertEqual(st, 503, e)
+            self.assertIn("read-only", e["error"]["message"])
+            st, _, r = srv.json("POST", "/v1/items:encode", body(["b"], X[1:2]))
+            self.assertEqual((st, r["results"][0]["codes"]), (200, codes[1].tolist()))
+            self.assertEqual(srv.metrics()["semid_registry_up"], 0)
+        finally:
+            self.assertEqual(srv.stop(), 0)
+            os.chmod(db, 0o644)
+
+    def test_concurrent_clients(self):
+        d = self.fresh_dir()
+        srv, _ = self.start(d, {"item": self.tc}, "C")
+        X, codes = T.tie_free_inputs(self.rng, self.tc, 60)
+        ids = ["k%02d" % k for k in range(60)]
+        seen, errors, lock = {}, [], threading.Lock()
+
+        def client(seed):
+            r = random.Random(seed)
+            conn = srv.conn()
+            try:
+                for _ in range(12):
+                    pick = r.sample(range(60), 6)
+                    st, _, res = assign(srv, [ids[k] for k in pick], X[pick], conn=conn)
+                    if st != 200:
+                        errors.append((st, res))
+                        continue
+                    with lock:
+                        for x in res["results"]:
+                            seen.setdefault(x["id"], set()).add(x["sid"])
+            finally:
+                conn.close()
+
+        try:
+            threads = [threading.Thread(target=client, args=(s,)) for s in range(6)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(60)
+            self.assertEqual(errors, [])
+            self.check_unique(srv, seen, codes, ids)
+        finally:
+            self.assertEqual(srv.stop(), 0)
+
+    def check_unique(self, srv, seen, codes, ids):
+        """Every id answered with one sid, matching its codes; no sid twice;
+        the store holds exactly that, with suffixes 0..n-1 per code tuple."""
+        for i, sids in seen.items():
+            self.assertEqual(len(sids), 1, (i, sids))
+        sid = {i: next(iter(s)) for i, s in seen.items()}
+        self.assertEqual(len(set(sid.values())), len(sid))
+        entries, cursor = [], ""
+        while True:
+            st, _, page = srv.json("GET", "/v1/sids?limit=1000" +
+                                   ("&cursor=" + cursor if cursor else ""))
+            self.assertEqual(st, 200, page)
+            entries += page["entries"]
+            if page["next_cursor"] is None:
+                break
+            cursor = page["next_cursor"]
+        stored = {e["id"]: e["sid"] for e in entries}
+        self.assertEqual(len(stored), len(entries))
+        self.assertEqual(stored, sid)
+        by_codes = {}
+        for e in entries:
+            k = ids.index(e["id"])
+            self.assertEqual(e["codes"], codes[k].tolist())
+            by_codes.setdefault(tuple(e["codes"]), []).append(e["suffix"])
+        for sfx in by_codes.values():
+            self.assertEqual(sorted(sfx), list(range(len(sfx))))
+
+    def test_sigkill_durability(self):
+        d = self.fresh_dir()
+        srv, model = self.start(d, {"item": self.tc}, "C")
+        X, codes = T.tie_free_inputs(self.rng, self.tc, 400)
+        ids = ["d%03d" % k for k in range(400)]
+        acked, lock, stop = {}, threading.Lock(), threading.Event()
+
+        def client(off):
+            conn = srv.conn(timeout=5)
+            k = off
+            while not stop.is_set() and k < 400:
+                pick = list(range(k, min(k + 4, 400)))
+                try:
+                    st, _, res = assign(srv, [ids[j] for j in pick], X[pick], conn=conn)
+                except Exception:
+                    return  # the server died under us: this one is not acknowledged
+                if st == 200:
+                    with lock:
+                        for x in res["results"]:
+                            acked[x["id"]] = x["sid"]
+                k += 8
+
+        threads = [threading.Thread(target=client, args=(o,)) for o in (0, 4)]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 20
+        while len(acked) < 100 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        srv.proc.send_signal(signal.SIGKILL)
+        srv.proc.wait(10)
+        stop.set()
+        for t in threads:
+            t.join(20)
+        srv.log.close()
+        self.assertGreaterEqual(len(acked), 100)
+        self.assertLess(len(acked), 400, "the kill came after the stream ended")
+        srv = T.Server(["--model", model] + FAST, d)
+        try:
+            for i, s in acked.items():
+                st, _, e = srv.json("GET", "/v1/items/" + i)
+                self.assertEqual((st, e.get("sid")), (200, s), i)
+            # whatever else was committed is consistent too
+            seen = {}
+            st, _, page = srv.json("GET", "/v1/sids?limit=1000")
+            for e in page["entries"]:
+                seen.setdefault(e["id"], set()).add(e["sid"])
+            self.check_unique(srv, seen, codes, ids)
+        finally:
+            self.assertEqual(srv.stop(), 0)
+
+
+class TestAssignPostgres(Base):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        try:
+            cls.pg = pg_fixture.PgCluster.start()
+        except unittest.SkipTest:
+            shutil.rmtree(cls.work, ignore_errors=True)
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.pg.destroy()
+        super().tearDownClass()
+
+    def test_two_servers(self):
+        d = self.fresh_dir()
+        reg = ["--registry", self.pg.conninfo]
+        s1, model = self.start(d, {"item": self.tc}, "C", reg)
+        s2 = T.Server(["--model", model] + FAST + reg, d)
+        X, codes = T.tie_free_inputs(self.rng, self.tc, 50)
+        ids = ["p%02d" % k for k in range(50)]
+        seen, errors, lock = {}, [], threading.Lock()
+
+        def client(srv, seed):
+            r = random.Random(seed)
+            conn = srv.conn()
+            try:
+                for _ in range(10):
+                    pick = r.sample(range(50), 5)
+                    st, _, res = assign(srv, [ids[k] for k in pick], X[pick], conn=conn)
+                    if st != 200:
+                        errors.append((st, res))
+                        continue
+                    with lock:
+                        for x in res["results"]:
+                            seen.setdefault(x["id"], set()).add(x["sid"])
+            finally:
+                conn.close()
+
+        try:
+            threads = [threading.Thread(target=client, args=(s, k))
+                       for k, s in enumerate([s1, s2, s1, s2])]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(90)
+            self.assertEqual(errors, [])
+            TestAssignSqlite.check_unique(self, s1, seen, codes, ids)
+            st, _, info = s2.json("GET", "/v1/model")
+            self.assertEqual((info["registry"]["backend"], info["registry"]["status"]),
+                             ("postgresql", "ok"))
+            # an outage: assign and lookups 503, encode 200; then back
+            if self.pg.own:
+                self.pg.stop_server()
+                try:
+                    st, _, e = assign(s1, ["q1"], X[:1])
+                    self.assertEqual((st, e["error"]["code"]), (503, "unavailable"), e)
+                    self.assertEqual(s1.json("GET", "/v1/items/p01")[0], 503)
+                    st, _, r = s1.json("POST", "/v1/items:encode", body(["q1"], X[:1]))
+                    self.assertEqual(st, 200, r)
+                    self.assertEqual(s1.json("GET", "/v1/model")[2]["registry"]["status"],
+                                     "unavailable")
+                finally:
+                    self.pg.start_server()
+                st, _, r = assign(s1, ["q1"], X[:1])
+                self.assertEqual(st, 200, r)
+                self.assertEqual(s2.json("GET", "/v1/items/q1")[2]["sid"],
+                                 r["results"][0]["sid"])
+        finally:
+            self.assertEqual(s1.stop(), 0)
+            self.assertEqual(s2.stop(), 0)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
