@@ -348,6 +348,55 @@ START_TEST(test_fast_numbers)
 }
 END_TEST
 
+/* Assign requests: ids as plain text whichever decoder ran (the fast
+ * scanner takes plain ASCII, jansson the escapes), reassign, refusals. */
+START_TEST(test_assign_decode)
+{
+	static const char fast[] = "{\"inputs\": [{\"id\": \"sku-1\", \"embedding\": [1, 2]}, "
+				   "{\"id\": 42, \"embedding\": [0.5, -1]}], \"reassign\": true}";
+	static const char slow[] = "{\"reassign\": false, \"inputs\": [{\"id\": \"a\\\"b\\u00e9\", "
+				   "\"embedding\": [1, 2]}]}";
+	static const struct {
+		const char *body, *msg;
+	} bad[] = {
+	    {"{\"inputs\": [{\"embedding\": [1, 2]}]}", "inputs[0] has no id"},
+	    {"{\"inputs\": [{\"id\": \"\", \"embedding\": [1, 2]}]}", "inputs[0].id"},
+	    {"{\"inputs\": [{\"id\": \"a\\u0000b\", \"embedding\": [1, 2]}]}", "NUL"},
+	    {"{\"inputs\": [{\"id\": \"x\", \"embedding\": [1, 2]}], \"top_k\": 1}",
+	     "unknown field \"top_k\""},
+	    {"{\"inputs\": [{\"id\": \"x\", \"embedding\": [1, 2]}], \"reassign\": 1}",
+	     "reassign must be true or false"},
+	};
+	struct srv_encode_req req;
+	struct srv_api_error e;
+
+	ck_assert_int_eq(srv_assign_req_decode(fast, strlen(fast), SID_TOWER_ITEM, 2, 8, &req, &e),
+			 0);
+	ck_assert_int_eq(req.B, 2);
+	ck_assert_int_eq(req.reassign, 1);
+	ck_assert_str_eq(req.id_str[0], "sku-1");
+	ck_assert_str_eq(req.id_str[1], "42");
+	ck_assert(req.x[2] == 0.5f && req.x[3] == -1.0f);
+	srv_encode_req_release(&req);
+	ck_assert_int_eq(srv_assign_req_decode(slow, strlen(slow), SID_TOWER_ITEM, 2, 8, &req, &e),
+			 0);
+	ck_assert_int_eq(req.reassign, 0);
+	ck_assert_str_eq(req.id_str[0], "a\"b\xc3\xa9");
+	srv_encode_req_release(&req);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		ck_assert_int_eq(srv_assign_req_decode(bad[i].body, strlen(bad[i].body),
+						       SID_TOWER_ITEM, 2, 8, &req, &e),
+				 -1);
+		ck_assert_int_eq(e.kind, SRV_ERR_INVALID_ARGUMENT);
+		ck_assert_msg(strstr(e.msg, bad[i].msg), "%s: %s", bad[i].body, e.msg);
+	}
+	/* encode still refuses reassign */
+	ck_assert_int_eq(srv_encode_req_decode(fast, strlen(fast), SID_TOWER_ITEM, 2, 8, &req, &e),
+			 -1);
+	ck_assert_ptr_nonnull(strstr(e.msg, "unknown field \"reassign\""));
+}
+END_TEST
+
 START_TEST(test_response)
 {
 	struct srv_encode_req req;
@@ -429,6 +478,7 @@ static void add_tests(TCase *tc)
 	tcase_add_test(tc, test_decode_errors);
 	tcase_add_test(tc, test_fast_path_agrees);
 	tcase_add_test(tc, test_fast_numbers);
+	tcase_add_test(tc, test_assign_decode);
 	tcase_add_test(tc, test_response);
 	tcase_add_test(tc, test_float_roundtrip);
 }
