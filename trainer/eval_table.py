@@ -112,6 +112,15 @@ def run_one(args, setting, extra, mode, seed):
     return res
 
 
+def run_safe(args, *t):
+    """run_one, a failure reported and the run left out (the others go on)."""
+    try:
+        return run_one(args, *t)
+    except SystemExit as e:
+        print(f"  FAILED: {e}", flush=True)
+        return None
+
+
 def fmt(vals):
     if len(vals) == 1:
         return f"{vals[0]:.3f}"
@@ -204,7 +213,7 @@ def main():
             for mode in modes for seed in (seeds if which == "all" else seeds[:1])]
     # independent runs, --jobs at a time (each run's files are its own)
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        done = list(pool.map(lambda t: run_one(args, *t), todo))
+        done = list(pool.map(lambda t: run_safe(args, *t), todo))
     results = {}
     for (setting, _, mode, _), res in zip(todo, done):
         if res is not None:
