@@ -18,6 +18,8 @@
 #include <sqlite3.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #define BUSY_MS	       5000
 #define SCHEMA_VERSION 1
@@ -975,9 +977,17 @@ fail:
 	return rc;
 }
 
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 int sid__reg_sqlite_open(const char *path, unsigned flags, struct sid_registry **out,
 			 struct sid_error *err)
 {
+	int64_t deadline = mono_ms() + BUSY_MS; /* for the retries below */
 	int readonly = flags & SID_REG_READONLY;
 	struct sq *s = calloc(1, sizeof(*s));
 	sqlite3_stmt *st = NULL;
@@ -1006,9 +1016,20 @@ int sid__reg_sqlite_open(const char *path, unsigned flags, struct sid_registry *
 		goto fail;
 	}
 	if (!readonly) {
-		/* the first statement that reads the file: garbage fails here */
+		/* the first statement that reads the file: garbage fails here.
+		 * While another connection recovers or resets the WAL this can
+		 * answer SQLITE_BUSY without consulting the busy handler, so it
+		 * is retried until the busy timeout. */
 		rc = sqlite3_prepare_v2(s->db, "PRAGMA journal_mode = WAL", -1, &st, NULL);
-		if (rc || (rc = sqlite3_step(st)) != SQLITE_ROW) {
+		while (!rc && (rc = sqlite3_step(st)) != SQLITE_ROW) {
+			if (((rc & 0xff) != SQLITE_BUSY && (rc & 0xff) != SQLITE_LOCKED) ||
+			    mono_ms() > deadline)
+				break;
+			sqlite3_reset(st);
+			rc = 0;
+			usleep(2000);
+		}
+		if (rc != SQLITE_ROW) {
 			if ((rc & 0xff) == SQLITE_READONLY)
 				rc = sid_error_set(err, SID_EIO,
 						   "registry %s: the file is read-only (assigning "
@@ -1030,7 +1051,12 @@ int sid__reg_sqlite_open(const char *path, unsigned flags, struct sid_registry *
 		if (rc)
 			goto fail;
 	}
-	rc = migrate(s, readonly, err);
+	for (;;) { /* the same for the schema check */
+		rc = migrate(s, readonly, err);
+		if (rc != SID_EUNAVAIL || mono_ms() > deadline)
+			break;
+		usleep(2000);
+	}
 	if (rc)
 		goto fail;
 	for (int i = 0; i < S_COUNT; i++) {
