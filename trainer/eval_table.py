@@ -203,6 +203,7 @@ def main():
     ap.add_argument("--seeds", default="1 2 3")
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--jobs", type=int, default=1, help="runs at a time")
+    ap.add_argument("--only", default="", help="e.g. 3x64:das,3x256:rqvae (default: all)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--only-table", action="store_true",
                     help="train nothing: evaluate and tabulate the models that exist")
@@ -210,7 +211,8 @@ def main():
     os.makedirs(args.work, exist_ok=True)
     seeds = [int(s) for s in args.seeds.split()]
     todo = [(setting, extra, mode, seed) for setting, extra, modes, which in SETTINGS
-            for mode in modes for seed in (seeds if which == "all" else seeds[:1])]
+            for mode in modes for seed in (seeds if which == "all" else seeds[:1])
+            if not args.only or f"{setting}:{mode}" in args.only.split(",")]
     # independent runs, --jobs at a time (each run's files are its own)
     with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
         done = list(pool.map(lambda t: run_safe(args, *t), todo))
