@@ -1,0 +1,48 @@
+/* blas.c - picking OpenBLAS kernels the library failed to detect; see blas.h. */
+#include "blas.h"
+
+#include <cblas.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+const char *sid_blas_corename(void)
+{
+	const char *name = openblas_get_corename();
+	return name ? name : "unknown";
+}
+
+const char *sid_blas_better_core(const char *corename, int has_avx2, int has_avx512f)
+{
+	if (!corename || strcasecmp(corename, "prescott") != 0)
+		return NULL;
+	if (has_avx512f)
+		return "SkylakeX";
+	if (has_avx2)
+		return "Haswell";
+	return NULL;
+}
+
+void sid_blas_tune(char **argv)
+{
+	const char *want, *opt = getenv("SEMID_BLAS_TUNE");
+	int avx2 = 0, avx512 = 0;
+
+	if (getenv("OPENBLAS_CORETYPE") || (opt && !strcmp(opt, "0")) || !argv || !argv[0])
+		return;
+#if defined(__x86_64__) && defined(__GNUC__)
+	__builtin_cpu_init();
+	avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+	avx512 = __builtin_cpu_supports("avx512f");
+#endif
+	want = sid_blas_better_core(sid_blas_corename(), avx2, avx512);
+	if (!want)
+		return;
+	/* SEMID_BLAS_TUNE=0 in the new image guards against a loop should
+	 * OpenBLAS ignore the variable. */
+	if (setenv("OPENBLAS_CORETYPE", want, 1) || setenv("SEMID_BLAS_TUNE", "0", 1))
+		return;
+	execv("/proc/self/exe", argv);
+	unsetenv("OPENBLAS_CORETYPE"); /* exec failed: carry on as we were */
+}
