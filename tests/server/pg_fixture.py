@@ -31,13 +31,16 @@ def free_port():
 
 class PgCluster:
     def __init__(self):
+        self.fsync = False
         self.dir = None
         self.conninfo = None
         self.own = False
 
     @classmethod
-    def start(cls):
+    def start(cls, fsync=False):
+        """fsync=True for benchmarks (the server's default durability)."""
         pg = cls()
+        pg.fsync = fsync
         ext = os.environ.get("SEMID_TEST_PG")
         if ext:
             pg.conninfo = ext
@@ -69,7 +72,8 @@ class PgCluster:
 
     def start_server(self):
         self._ctl("-l", self.dir + "/pg.log", "-w", "-t", "60", "-o",
-                  "-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off" % (self.port, self.dir),
+                  "-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=%s"
+                  % (self.port, self.dir, "on" if self.fsync else "off"),
                   "start")
 
     def stop_server(self):

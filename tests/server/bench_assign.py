@@ -1,0 +1,199 @@
+#!/usr/bin/python3
+"""make bench-assign: POST /v1/items:assign under wrk on loopback, against
+plain encode of the same requests in the same run.
+
+For SQLite (the default store, a file in a temp dir) and PostgreSQL (a
+throwaway cluster with fsync on, pg_fixture.py; skipped when not root or not
+installed): requests/s, items/s and p50/p99 latency for 1-item and 64-item
+base64 requests at concurrency 16, for
+  - encode: POST /v1/items:encode,
+  - assign new: POST /v1/items:assign with ids never seen (every request
+    stores its ids: one transaction each, group-committed),
+  - assign known: the same request again and again (ids already stored: a read),
+all with bodies generated per request by the same wrk Lua script (unique ids),
+so the client's cost is the same in every row.  Writes bench/RESULTS-assign.md.
+
+Usage: SEMID_BIN=bin /usr/bin/python3 tests/server/bench_assign.py [--secs 3] [--out FILE]
+"""
+import argparse
+import datetime
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import unittest
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import pg_fixture  # noqa: E402
+import semid_testlib as T  # noqa: E402
+
+# Each request: ITEMS inputs with ids RUN-<thread>-<counter>-<k> (KNOWN=1: the
+# same ids every time) and the rows of ROWS_FILE (one base64 row per line).
+LUA = r"""
+local rows = {}
+for line in io.lines(os.getenv("ROWS_FILE")) do rows[#rows + 1] = line end
+local n = tonumber(os.getenv("ITEMS"))
+local run = os.getenv("RUN")
+local known = os.getenv("KNOWN") == "1"
+local counter = 0
+local tid_next = 0
+function setup(thread)
+  thread:set("tid", tid_next)
+  tid_next = tid_next + 1
+end
+function request()
+  counter = counter + 1
+  local parts = {}
+  local c = known and 0 or counter
+  for k = 1, n do
+    parts[k] = '{"id": "' .. run .. '-' .. tid .. '-' .. c .. '-' .. k ..
+               '", "embedding_b64": "' .. rows[k] .. '"}'
+  end
+  return wrk.format("POST", nil, {["Content-Type"] = "application/json"},
+                    '{"inputs": [' .. table.concat(parts, ", ") .. ']}')
+end
+"""
+
+
+def to_ms(v):
+    m = re.match(r"([\d.]+)(us|ms|s)", v)
+    x = float(m.group(1))
+    return x / 1000 if m.group(2) == "us" else x * 1000 if m.group(2) == "s" else x
+
+
+def wrk(port, route, lua, env, conns, secs):
+    e = dict(os.environ, **env)
+    p = subprocess.run(["wrk", "-t%d" % min(2, conns), "-c%d" % conns, "-d%ds" % secs, "--latency", "-s", lua,
+                        "http://127.0.0.1:%d%s" % (port, route)],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=e,
+                       timeout=secs + 60)
+    out = p.stdout.decode()
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    lat = {k: to_ms(v) for k, v in re.findall(r"^\s+(50|99)%\s+(\S+)", out, re.M)}
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"rps": rps, "p50": lat["50"], "p99": lat["99"], "load": os.getloadavg()[0],
+            "non2xx": int(bad.group(1)) if bad else 0}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--secs", type=int, default=int(os.environ.get("BENCH_HTTP_SECS", "3")))
+    ap.add_argument("--conns", type=int, default=16)
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--out", default="bench/RESULTS-assign.md")
+    ap.add_argument("--only", default="", help="sqlite or postgresql: one store only")
+    ap.add_argument("--items", default="1,64")
+    ap.add_argument("--extra", default="", help="more server flags (space-separated)")
+    args = ap.parse_args()
+    if not shutil.which("wrk"):
+        sys.exit("bench-assign needs wrk (apt-get install wrk)")
+    work = tempfile.mkdtemp(prefix="semid-bench-assign-")
+    lua = os.path.join(work, "assign.lua")
+    with open(lua, "w") as f:
+        f.write(LUA)
+    rng = np.random.default_rng(9)
+    D = 384
+    tower = T.random_tower(rng, D, [256, 128], 32, [256, 256, 256], act="relu", norm="l2")
+    model = os.path.join(work, "model.safetensors")
+    T.write_model(model, {"item": tower}, "bench-assign")
+    rows = os.path.join(work, "rows.txt")
+    with open(rows, "w") as f:
+        for r in rng.standard_normal((64, D)).astype(np.float32):
+            f.write(T.b64_row(r) + "\n")
+    cpu = subprocess.run("lscpu | grep 'Model name'", shell=True, stdout=subprocess.PIPE
+                         ).stdout.decode().split(":", 1)[-1].strip()
+    stores = [("SQLite", os.path.join(work, "registry.db"), None),
+              ("SQLite, no embeddings kept", os.path.join(work, "registry2.db"), None)]
+    pg, pg_note = None, ""
+    if args.only == "postgresql":
+        stores = []
+    try:
+        if args.only == "sqlite":
+            raise unittest.SkipTest("--only sqlite")
+        pg = pg_fixture.PgCluster.start(fsync=True)
+        stores.append(("PostgreSQL", pg.conninfo, pg))
+        stores.append(("PostgreSQL, no embeddings kept", pg.conninfo, pg))
+    except (unittest.SkipTest, subprocess.CalledProcessError) as e:
+        pg_note = "PostgreSQL skipped: %s" % e
+        print(pg_note)
+    lines, run = [], 0
+    try:
+        for name, target, _ in stores:
+            noemb = "no embeddings" in name
+            srv = T.Server(["--model", model, "--workers", str(args.workers), "--registry", target,
+                            "--queue-rows", "1000000"] + args.extra.split() +
+                           (["--registry-embeddings=false"] if noemb else []), work)
+            try:
+                for items in [int(v) for v in args.items.split(",")]:
+                    res = {}
+                    for mode, route, known in (("encode", "/v1/items:encode", 0),
+                                               ("assign new", "/v1/items:assign", 0),
+                                               ("assign known", "/v1/items:assign", 1)):
+                        if noemb and known:
+                            continue
+                        run += 1
+                        env = {"ROWS_FILE": rows, "ITEMS": str(items), "RUN": "r%d" % run,
+                               "KNOWN": str(known)}
+                        if known:  # store the ids first
+                            wrk(srv.port, route, lua, env, 1, 1)
+                        r = wrk(srv.port, route, lua, env, args.conns, args.secs)
+                        r.update(store=name, items=items, mode=mode, ips=r["rps"] * items)
+                        res[mode] = r
+                        print("%(store)s items=%(items)d %(mode)s: %(rps).0f req/s %(ips).0f "
+                              "items/s p50 %(p50).2f ms p99 %(p99).2f ms non2xx %(non2xx)d "
+                              "load %(load).1f" % r, flush=True)
+                    for r in res.values():
+                        r["frac"] = r["ips"] / res["encode"]["ips"]
+                        lines.append(r)
+                m = srv.metrics()
+                print("%s: %d ids stored" % (
+                    name, m['semid_registry_assignments_total{tower="item",created="true"}']))
+            finally:
+                srv.stop()
+    finally:
+        if pg:
+            pg.destroy()
+        shutil.rmtree(work, ignore_errors=True)
+
+    out = ["# semid-server assign benchmark (make bench-assign)\n",
+           "- date: %s UTC" % datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M"),
+           "- machine: %s, %d cores (shared with other jobs), %s; load average at each run "
+           "in the table" % (cpu, os.cpu_count(), platform.platform()),
+           "- command: `make bench-assign` (= `SEMID_BIN=$(BIN) %s tests/server/bench_assign.py "
+           "--secs %d`)" % (sys.executable, args.secs),
+           "- server: `semid-server --workers %d --registry STORE`, defaults "
+           "otherwise (registry_embeddings true: each new id also stores its 384 floats, "
+           "1.5 KiB; the \"no embeddings kept\" rows add `--registry-embeddings=false`); "
+           "wrk -t2 -c%d on the same machine, %d s per run, keep-alive; bodies built per "
+           "request by one Lua script for every row (base64 rows, unique ids)" % (
+               args.workers, args.conns, args.secs),
+           "- model: 384 -> 256 -> 128 -> 32, relu, l2 input norm, 3 x 256 codebooks",
+           "- stores: SQLite file on the temp dir's disk (WAL, synchronous=FULL); PostgreSQL 15 "
+           "throwaway cluster on loopback, **fsync on**, default settings" +
+           ("; " + pg_note if pg_note else ""),
+           "", "| store | items/request | route | req/s | items/s | vs encode | p50 ms | "
+           "p99 ms | non-2xx | load |", "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: "
+           "| ---: | ---: |"]
+    for r in lines:
+        out.append("| %(store)s | %(items)d | %(mode)s | %(rps).0f | %(ips).0f | %(frac_pct)s | "
+                   "%(p50).2f | %(p99).2f | %(non2xx)d | %(load).1f |" % dict(
+                       r, frac_pct="%.0f%%" % (100 * r["frac"])))
+    for r in lines:
+        if r["store"].startswith("SQLite") and r["items"] == 64 and r["mode"] == "assign new":
+            out.append("\nGoal (64-item assigns of new ids >= 50%% of encode throughput on "
+                       "SQLite), %s: %.0f%% in this run, %s." % (
+                           r["store"], 100 * r["frac"], "met" if r["frac"] >= 0.5 else "NOT met"))
+    text = "\n".join(out) + "\n"
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text)
+
+
+if __name__ == "__main__":
+    main()
