@@ -270,10 +270,10 @@ int64_t sid__reg_now_ms(void)
 
 /* ---- open, close, and the locked wrappers ---- */
 
-static int is_conninfo(const char *t)
+int sid_registry_target_is_pg(const char *t)
 {
-	return !strncmp(t, "postgresql://", 13) || !strncmp(t, "postgres://", 11) ||
-	       strstr(t, "host=") || strstr(t, "dbname=") || strstr(t, "service=");
+	return t && (!strncmp(t, "postgresql://", 13) || !strncmp(t, "postgres://", 11) ||
+		     strstr(t, "host=") || strstr(t, "dbname=") || strstr(t, "service="));
 }
 
 int sid_registry_open(const char *target, unsigned flags, struct sid_registry **out,
@@ -286,7 +286,7 @@ int sid_registry_open(const char *target, unsigned flags, struct sid_registry **
 		return sid_error_set(err, SID_EINVAL,
 				     "registry: no store given (a file path or a "
 				     "postgresql:// connection string)");
-	if (is_conninfo(target))
+	if (sid_registry_target_is_pg(target))
 		rc = sid__reg_pg_open(target, flags, out, err);
 	else
 		rc = sid__reg_sqlite_open(target, flags, out, err);

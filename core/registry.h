@@ -116,6 +116,10 @@ int sid_registry_open(const char *target, unsigned flags, struct sid_registry **
 		      struct sid_error *err);
 void sid_registry_close(struct sid_registry *r); /* NULL: no-op */
 
+/* 1 when sid_registry_open would take @target for a PostgreSQL connection
+ * string, 0 for a SQLite path. */
+int sid_registry_target_is_pg(const char *target);
+
 /* "sqlite" or "postgresql", and the store for messages: the SQLite path or
  * "postgresql://user@host:port/dbname" (never the password). */
 const char *sid_registry_backend(const struct sid_registry *r);

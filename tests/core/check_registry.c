@@ -342,6 +342,11 @@ START_TEST(t_gap_and_paths)
 	ck_assert_int_eq(sid__reg_gap_feed(&g, 2), 1);
 	ck_assert_int_eq(g.next, 0);
 
+	ck_assert_int_eq(sid_registry_target_is_pg("postgresql://u@h/db"), 1);
+	ck_assert_int_eq(sid_registry_target_is_pg("postgres://h/db"), 1);
+	ck_assert_int_eq(sid_registry_target_is_pg("host=/tmp dbname=x"), 1);
+	ck_assert_int_eq(sid_registry_target_is_pg("/var/lib/semid/registry.db"), 0);
+	ck_assert_int_eq(sid_registry_target_is_pg("registry.db"), 0);
 	sid_registry_default_path("/srv/models/item.safetensors", buf, sizeof(buf));
 	ck_assert_str_eq(buf, "/srv/models/semid-registry.db");
 	sid_registry_default_path("m.safetensors", buf, sizeof(buf));
