@@ -200,6 +200,28 @@ def trainer_seeds():
     }
 
 
+def config_seeds():
+    """The documented example (config/semid-server.json) and variations of it."""
+    with open(os.path.join(HERE, "..", "..", "config", "semid-server.json"), "rb") as f:
+        example = f.read()
+    return {
+        "example": example,
+        "small": b'{"listen": "[::1]:0", "model": "m.safetensors", "workers": 1, '
+                 b'"log_level": "debug", "admin_token": "t\\u00e9"}',
+        "empty_object": b"{}",
+        "bad_unknown_key": b'{"max_batchh": 4}',
+        "bad_type": b'{"max_batch": "4"}',
+        "bad_range": b'{"max_batch": -1, "queue_rows": 9223372036854775807}',
+        "long_string": b'{"listen": "' + b"a" * 300 + b'"}',
+    }
+
+
+CONFIG_KEYS = [b"listen", b"model", b"allow_empty", b"watch", b"reload_debounce_ms", b"workers",
+               b"http_threads", b"max_batch", b"max_delay_us", b"queue_rows", b"max_body_bytes",
+               b"max_inputs", b"admin_token", b"shutdown_timeout_ms", b"connection_timeout_s",
+               b"connection_limit", b"retry_after_s", b"entropy_window", b"log_level",
+               b"registry", b"registry_embeddings"]
+
 DICTS = {
     "safetensors": [b"__metadata__", b"dtype", b"shape", b"data_offsets", b"F64", b"F32",
                     b"F16", b"BF16", b"I64", b"I32", b"I16", b"I8", b"U8", b"BOOL", b"[]",
@@ -220,6 +242,9 @@ DICTS = {
                      b"'shape'", b"13", b"15", b"16"],
 }
 DICTS["model"] = DICTS["safetensors"] + DICTS["model"]
+DICTS["config"] = CONFIG_KEYS + [b"true", b"false", b"null", b"debug", b"info", b"warn",
+                                 b"error", b"none", b"2147483648", b"-1", b"1e3", b"0.5",
+                                 b"127.0.0.1:0", b"[::1]:8080"]
 
 
 def dict_entry(word):
@@ -239,7 +264,7 @@ def dict_entry(word):
 
 def main():
     sets = {"model": model_seeds(), "safetensors": safetensors_seeds(), "npy": npy_seeds(),
-            "api": api_seeds(), "trainer_data": trainer_seeds()}
+            "api": api_seeds(), "trainer_data": trainer_seeds(), "config": config_seeds()}
     for target, seeds in sets.items():
         d = os.path.join(HERE, "corpus", target)
         os.makedirs(d, exist_ok=True)
