@@ -292,6 +292,7 @@ int sid_registry_open(const char *target, unsigned flags, struct sid_registry **
 		rc = sid__reg_sqlite_open(target, flags, out, err);
 	if (rc)
 		return rc;
+	(*out)->open_flags = flags;
 	pthread_mutex_init(&(*out)->lock, NULL);
 	pthread_mutex_init(&(*out)->q_lock, NULL);
 	pthread_cond_init(&(*out)->q_cond, NULL);
@@ -442,6 +443,13 @@ int sid_registry_assign(struct sid_registry *r, enum sid_tower_kind kind,
 	return rc;
 }
 
+static int writable(const struct sid_registry *r, struct sid_error *err)
+{
+	if (r->open_flags & SID_REG_READONLY)
+		return sid_error_set(err, SID_EINVAL, "registry %s: opened read-only", r->label);
+	return 0;
+}
+
 int sid_registry_assign_calls(struct sid_registry *r, struct sid_reg_call *calls, size_t n)
 {
 	struct sid__reg_req *q = calloc(n ? n : 1, sizeof(*q)),
@@ -461,8 +469,10 @@ int sid_registry_assign_calls(struct sid_registry *r, struct sid_reg_call *calls
 		struct sid_reg_call *c = &calls[i];
 		int any_emb;
 		sid_error_clear(&c->err);
-		c->rc = assign_check(c->kind, c->items, c->n, c->L, c->D, c->model_version,
-				     &any_emb, &c->err);
+		c->rc = writable(r, &c->err);
+		if (!c->rc)
+			c->rc = assign_check(c->kind, c->items, c->n, c->L, c->D, c->model_version,
+					     &any_emb, &c->err);
 		if (c->rc || c->n == 0)
 			continue;
 		q[i] = (struct sid__reg_req){.kind = c->kind,
@@ -1185,6 +1195,8 @@ int sid_registry_import(struct sid_registry *r, enum sid_reg_format fmt, FILE *f
 
 	memset(res, 0, sizeof(*res));
 	memset(&b, 0, sizeof(b));
+	if ((rc = writable(r, err)))
+		return rc;
 	b.e = calloc(IMPORT_BATCH, sizeof(*b.e));
 	b.existing = calloc(IMPORT_BATCH, sizeof(*b.existing));
 	b.emb = calloc(IMPORT_BATCH, sizeof(*b.emb));

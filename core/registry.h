@@ -76,7 +76,9 @@
 #define SID_REG_HIST_BUCKETS 64
 
 /* sid_registry_open flags */
-#define SID_REG_READONLY 1u /* SQLite: open read-only, never create or migrate */
+#define SID_REG_READONLY                                                                           \
+	1u /* SQLite: open read-only, never create or migrate;                                     \
+	    * assign and import then fail with SID_EINVAL */
 #define SID_REG_LAZY                                                                               \
 	2u /* PostgreSQL: return a handle even when the server is                                  \
 	    * down; calls answer SID_EUNAVAIL until it is back */
@@ -357,6 +359,7 @@ struct sid__reg_ops {
 struct sid_registry {
 	const struct sid__reg_ops *ops;
 	char *label;	      /* path, or the connection string without its password */
+	unsigned open_flags;  /* SID_REG_READONLY, SID_REG_LAZY as opened */
 	pthread_mutex_t lock; /* serialises calls */
 	/* group commit: concurrent assign calls queue here; one of them (the
 	 * leader) takes the whole queue to the backend at once */

@@ -1495,6 +1495,37 @@ START_TEST(t_sqlite_readonly)
 }
 END_TEST
 
+START_TEST(t_sqlite_readonly_flag)
+{
+	struct sid_registry *r = reg_open();
+	struct sid_reg_entry e;
+	struct sid_error err;
+	int32_t c[3] = {1, 1, 1};
+	struct sid_reg_item it = {"new", c, NULL};
+	FILE *f = tmpfile();
+
+	assign1(r, "old", 1, 1, 1, 0, &e);
+	sid_registry_close(r);
+	ck_assert_int_eq(sid_registry_open(target, SID_REG_READONLY, &r, &err), 0);
+	ck_assert_int_eq(sid_registry_get(r, SID_TOWER_ITEM, "old", &e, &err), 0);
+	ck_assert_int_eq(sid_registry_assign(r, SID_TOWER_ITEM, &it, 1, 3, 0, "v", 0, &e, &err),
+			 SID_EINVAL);
+	ck_assert_ptr_nonnull(strstr(err.msg, "read-only"));
+	{
+		struct sid_reg_import_result res;
+		ck_assert_int_eq(sid_registry_import(r, SID_REG_TSV, f, NULL, NULL, &res, &err),
+				 SID_EINVAL);
+	}
+	fclose(f);
+	sid_registry_close(r);
+	/* a missing file read-only: nothing to read */
+	unlink(target);
+	r = NULL;
+	ck_assert_int_ne(sid_registry_open(target, SID_REG_READONLY, &r, &err), 0);
+	ck_assert_ptr_null(r);
+}
+END_TEST
+
 START_TEST(t_sqlite_locked)
 {
 	struct sid_registry *r = reg_open();
@@ -1601,6 +1632,7 @@ static Suite *registry_suite(void)
 	add_behaviour(tc);
 	tcase_add_test(tc, t_sqlite_corrupt);
 	tcase_add_test(tc, t_sqlite_readonly);
+	tcase_add_test(tc, t_sqlite_readonly_flag);
 	tcase_add_test(tc, t_sqlite_locked);
 	suite_add_tcase(s, tc);
 
