@@ -625,18 +625,25 @@ static int open_sink(struct sink *k, const struct cli_encode_opts *o, FILE *tsv_
 	if ((size_t)snprintf(tmp_path, sizeof(tmp_path), "%s.tmp.%ld", o->output, (long)getpid()) >=
 	    sizeof(tmp_path))
 		return sid_error_set(err, SID_EINVAL, "%s: path too long", o->output);
+	/* Live before the file exists: a signal right after it is created must
+	 * remove it too (unlinking a name not yet created is harmless). */
+	tmp_live = 1;
 	if (k->kind == OUT_NPY) {
 		rc = sid_npy_writer_open(tmp_path, SID_NPY_I32, rows, (size_t)o->top_k * (size_t)L,
 					 &k->npy, err);
-		if (rc < 0)
+		if (rc < 0) { /* the header write may have failed after the create */
+			unlink(tmp_path);
+			tmp_live = 0;
 			return sid_error_prefix(err, "%s: cannot create the output", o->output);
+		}
 	} else {
 		k->fp = fopen(tmp_path, "we");
-		if (!k->fp)
+		if (!k->fp) {
+			tmp_live = 0;
 			return sid_error_set(err, SID_EIO, "%s: cannot create the output: %s: %s",
 					     o->output, tmp_path, strerror(errno));
+		}
 	}
-	tmp_live = 1;
 	return 0;
 }
 
