@@ -83,6 +83,8 @@ const char *sid_strerror(int code)
 		return "i/o error";
 	case SID_ENOTFOUND:
 		return "not found";
+	case SID_EUNAVAIL:
+		return "unavailable";
 	}
 	return "unknown error";
 }

@@ -14,11 +14,12 @@
 
 enum sid_errcode {
 	SID_OK = 0,
-	SID_EINVAL = -1,   /* bad argument or bad input data (request, rows) */
-	SID_EFORMAT = -2,  /* a file is malformed (model, .npy, tsv) */
-	SID_ENOMEM = -3,   /* allocation failed or a size overflowed */
-	SID_EIO = -4,	   /* an operating-system call failed (errno in message) */
-	SID_ENOTFOUND = -5 /* a named thing (file, tower, tensor, key) is absent */
+	SID_EINVAL = -1,    /* bad argument or bad input data (request, rows) */
+	SID_EFORMAT = -2,   /* a file is malformed (model, .npy, tsv) */
+	SID_ENOMEM = -3,    /* allocation failed or a size overflowed */
+	SID_EIO = -4,	    /* an operating-system call failed (errno in message) */
+	SID_ENOTFOUND = -5, /* a named thing (file, tower, tensor, key) is absent */
+	SID_EUNAVAIL = -6   /* a store cannot be reached or is locked: retry later */
 };
 
 #define SID_ERROR_MSG_MAX 512

@@ -65,10 +65,6 @@
 #include "err.h"
 #include "model.h"
 
-/* The store is unavailable (retry later).  TODO(lead): move into err.h's enum
- * and teach sid_strerror its name; the value stays -6. */
-#define SID_EUNAVAIL (-6)
-
 #define SID_REG_ID_MAX	     256  /* bytes in an id */
 #define SID_REG_VERSION_MAX  255  /* bytes in a model_version */
 #define SID_REG_SID_MAX	     192  /* a formatted sid fits in this, with its NUL */
