@@ -33,13 +33,15 @@ struct srv_assigner {
 	struct srv_job *pend_head, *pend_tail;
 	size_t pend_rows;
 	struct srv_lookup *lk_head, *lk_tail;
-	int assign_busy, lookup_busy;
+	int assign_busy, lookup_busy;			  /* groups / lookups running */
+	unsigned char writer_busy[SRV_STORE_MAX_WRITERS]; /* store writer slots in use */
 };
 
 struct group {
 	uv_work_t work;
 	struct srv_assigner *a;
 	struct srv_job *jobs;
+	int writer; /* the store's writer slot this group uses */
 };
 
 struct lookup_work {
@@ -151,7 +153,7 @@ static void group_work(uv_work_t *w)
 	sid_error_clear(&err);
 	for (j = g->jobs; j; j = j->next)
 		n++;
-	rc = srv_store_get(a->store, SRV_STORE_WRITER, &h, &err);
+	rc = srv_store_get(a->store, SRV_STORE_WRITER(g->writer), &h, &err);
 	if (rc) {
 		for (j = g->jobs; j; j = j->next)
 			fail_job(j, rc, &err);
@@ -241,7 +243,8 @@ static void group_after(uv_work_t *w, int status)
 	struct srv_job *j, *next;
 
 	(void)status;
-	a->assign_busy = 0;
+	a->assign_busy--;
+	a->writer_busy[g->writer] = 0;
 	for (j = g->jobs; j; j = next) {
 		next = j->next;
 		j->next = NULL;
@@ -353,7 +356,9 @@ static void lookup_after(uv_work_t *w, int status)
 
 static void schedule(struct srv_assigner *a)
 {
-	if (!a->assign_busy && a->pend_head) {
+	int nw = a->store->writers > 0 ? a->store->writers : 1;
+
+	while (a->assign_busy < nw && a->pend_head) {
 		struct group *g = calloc(1, sizeof(*g));
 		struct srv_job *last = a->pend_head, *j;
 		size_t rows = last->req.B;
@@ -362,8 +367,13 @@ static void schedule(struct srv_assigner *a)
 			rows += j->req.B;
 			last = j;
 		}
-		if (g) {
+		if (!g)
+			break;
+		{
 			g->a = a;
+			while (g->writer < nw - 1 && a->writer_busy[g->writer])
+				g->writer++;
+			a->writer_busy[g->writer] = 1;
 			g->jobs = a->pend_head;
 			g->work.data = g;
 			a->pend_head = last->next;
@@ -371,14 +381,14 @@ static void schedule(struct srv_assigner *a)
 				a->pend_tail = NULL;
 			last->next = NULL;
 			a->pend_rows -= rows;
-			a->assign_busy = 1;
+			a->assign_busy++;
 			if (uv_queue_work(a->loop, &g->work, group_work, group_after)) {
 				struct sid_error err;
 				sid_error_set(&err, SID_EUNAVAIL,
 					      "could not queue the registry call");
 				for (j = g->jobs; j; j = j->next)
 					fail_job(j, SID_EUNAVAIL, &err);
-				group_after(&g->work, 0);
+				group_after(&g->work, 0); /* calls schedule again */
 				return;
 			}
 		}

@@ -20,9 +20,10 @@
  * Lookups are submitted from HTTP threads (srv_assigner_lookup: intake list
  * + uv_async_send) and run on the pool too, on the store's reader handle.
  *
- * At most one assign group and one lookup run at a time; the batcher sizes
- * the pool with two extra threads for them (batcher opts.extra_threads), so
- * a slow or unreachable store never holds up an encode.  Store calls never
+ * At most one assign group per store writer (SQLite: one; PostgreSQL:
+ * registry_connections) and one lookup run at a time; the batcher sizes the
+ * pool with that many extra threads (batcher opts.extra_threads), so a slow
+ * or unreachable store never holds up an encode.  Store calls never
  * run on the loop thread or an HTTP thread.
  *
  * Back-pressure: at most queue_rows rows may wait for the store; beyond that

@@ -54,6 +54,8 @@ static const struct key keys[] = {
      "ID registry: SQLite path, postgresql:// string, none (default: beside the model)"},
     {"registry_embeddings", K_BOOL, F(registry_embeddings), 0, 1,
      "keep assigned items' embeddings (for semid registry diff)"},
+    {"registry_connections", K_INT, F(registry_connections), 1, 64,
+     "PostgreSQL connections committing assigns at once"},
 };
 #define N_KEYS (sizeof(keys) / sizeof(keys[0]))
 
@@ -79,6 +81,7 @@ void srv_config_defaults(struct srv_config *c)
 	c->entropy_window = 10000;
 	c->log_level = SRV_LOG_INFO;
 	c->registry_embeddings = 1;
+	c->registry_connections = 4;
 }
 
 /* Find by name; '-' in @name matches '_' (flags use dashes). */

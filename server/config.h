@@ -47,7 +47,8 @@ struct srv_config {
 	 * the model (sid_registry_default_path), or "none" (assign and lookup
 	 * routes answer 503). */
 	char registry[1024];
-	int registry_embeddings; /* keep each new assignment's input embedding */
+	int registry_embeddings;  /* keep each new assignment's input embedding */
+	int registry_connections; /* PostgreSQL: writer connections (groups committed at once) */
 };
 
 /* Fill @c with the defaults (listen 127.0.0.1:8080, workers = online CPUs). */

@@ -12,8 +12,8 @@
  *              smoke encode, swap one reference-counted pointer
  *   assign.c   the registry lane: assign requests, once encoded by the
  *              batcher, are committed to the ID registry (store.c: SQLite or
- *              PostgreSQL, core/registry.h) in groups on two extra pool
- *              threads; registry lookups run there too
+ *              PostgreSQL, core/registry.h) in groups on extra pool threads
+ *              (one per store writer); registry lookups run there too
  *   metrics.c  Prometheus text; log.c logfmt lines; config.c settings
  *
  * SIGTERM / SIGINT: stop accepting, let in-flight requests finish (up to
@@ -186,7 +186,8 @@ int main(int argc, char **argv)
 		srv_metrics_registry_up(&s.metrics, s.store.healthy);
 	bo.assign_handoff = srv_assigner_handoff;
 	bo.assign_ctx = s.assigner;
-	bo.extra_threads = 2; /* the registry lane: one assign group, one lookup */
+	/* the registry lane: a group per store writer, and one lookup */
+	bo.extra_threads = s.store.writers + 1;
 	if (srv_batcher_new(s.loop, &bo, &s.batcher, &err) ||
 	    srv_reload_new(s.loop, &s.cfg, &s.metrics, &s.reload, &err)) {
 		fprintf(stderr, "semid-server: %s\n", err.msg);

@@ -59,7 +59,7 @@ static void strip_password(const char *t, char *out, size_t n)
 	out[o < n ? o : n - 1] = '\0';
 }
 
-static int open_role(struct srv_store *s, enum srv_store_role role, struct sid_error *err)
+static int open_role(struct srv_store *s, int role, struct sid_error *err)
 {
 	unsigned flags = 0;
 	struct sid_registry *h = NULL;
@@ -76,11 +76,11 @@ static int open_role(struct srv_store *s, enum srv_store_role role, struct sid_e
 		s->healthy = 0;
 		snprintf(s->error, sizeof(s->error), "%s", err->msg);
 		srv_log(SRV_LOG_WARN, "registry", "cannot open the %s handle: %s (retrying)",
-			role == SRV_STORE_WRITER ? "writer" : "reader", err->msg);
+			role == SRV_STORE_READER ? "reader" : "writer", err->msg);
 		return rc;
 	}
 	s->h[role] = h;
-	if (role == SRV_STORE_WRITER) {
+	if (role != SRV_STORE_READER) {
 		s->healthy = 1;
 		s->error[0] = '\0';
 	}
@@ -111,16 +111,20 @@ int srv_store_init(struct srv_store *s, const struct srv_config *cfg, struct sid
 				     "long",
 				     cfg->model);
 	s->backend = is_conninfo(s->target) ? "postgresql" : "sqlite";
+	s->writers = !strcmp(s->backend, "postgresql") ? cfg->registry_connections : 1;
+	if (s->writers < 1 || s->writers > SRV_STORE_MAX_WRITERS)
+		s->writers = 1;
 	if (!strcmp(s->backend, "postgresql"))
 		strip_password(s->target, s->label, sizeof(s->label));
 	else
 		snprintf(s->label, sizeof(s->label), "%s", s->target);
 	/* Writer first: it creates or migrates the schema the reader expects. */
-	if (open_role(s, SRV_STORE_WRITER, &e) == 0 && open_role(s, SRV_STORE_READER, &e) == 0) {
+	if (open_role(s, SRV_STORE_WRITER(0), &e) == 0 && open_role(s, SRV_STORE_READER, &e) == 0) {
 		struct srv_logline l;
 		srv_logline_begin(&l, SRV_LOG_INFO, "registry");
 		srv_logline_str(&l, "backend", s->backend);
-		srv_logline_str(&l, "store", sid_registry_label(s->h[SRV_STORE_WRITER]));
+		srv_logline_str(&l, "store", sid_registry_label(s->h[SRV_STORE_WRITER(0)]));
+		srv_logline_int(&l, "writers", s->writers);
 		srv_logline_str(&l, "msg", "opened");
 		srv_logline_end(&l);
 	}
@@ -129,14 +133,13 @@ int srv_store_init(struct srv_store *s, const struct srv_config *cfg, struct sid
 
 void srv_store_release(struct srv_store *s)
 {
-	for (int r = 0; r < SRV_STORE_ROLES; r++)
+	for (int r = 0; r < SRV_STORE_SLOTS; r++)
 		sid_registry_close(s->h[r]);
 	pthread_mutex_destroy(&s->mu);
 	memset(s, 0, sizeof(*s));
 }
 
-int srv_store_get(struct srv_store *s, enum srv_store_role role, struct sid_registry **out,
-		  struct sid_error *err)
+int srv_store_get(struct srv_store *s, int role, struct sid_registry **out, struct sid_error *err)
 {
 	int rc = 0;
 
@@ -149,12 +152,13 @@ int srv_store_get(struct srv_store *s, enum srv_store_role role, struct sid_regi
 		if (mono_now() < s->retry_at[role]) {
 			rc = sid_error_set(err, SID_EUNAVAIL, "%s (retried at most once a second)",
 					   s->open_err[role].msg);
-		} else if (role == SRV_STORE_READER && !s->h[SRV_STORE_WRITER] &&
+		} else if (role == SRV_STORE_READER && !s->h[SRV_STORE_WRITER(0)] &&
 			   strcmp(s->backend, "sqlite") == 0) {
 			/* A read-only connection cannot create the file: lookups on a
 			 * store that was never opened for writing find it missing. */
 			struct sid_error e;
-			if (open_role(s, SRV_STORE_WRITER, &e) == 0 || access(s->target, F_OK) == 0)
+			if (open_role(s, SRV_STORE_WRITER(0), &e) == 0 ||
+			    access(s->target, F_OK) == 0)
 				rc = open_role(s, role, err);
 			else
 				rc = sid_error_set(err, SID_EUNAVAIL, "%s", e.msg);

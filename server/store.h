@@ -2,10 +2,13 @@
  * store.h - the ID registry (core/registry.h) as semid-server uses it: which
  * store, its two handles, and whether it is healthy.
  *
- * The server keeps two handles on one store: a writer for assign calls and a
- * reader for lookups (SQLite: a read-only connection, so lookups never wait
- * behind a commit's fsync; PostgreSQL: a second connection).  Both are opened
- * at start; a handle that cannot be opened (PostgreSQL down, a read-only or
+ * The server keeps several handles on one store: writers for assign calls
+ * and a reader for lookups (SQLite: one writer - the file has one writer at a
+ * time anyway - and a read-only connection, so lookups never wait behind a
+ * commit's fsync; PostgreSQL: cfg->registry_connections writer connections,
+ * which commit groups in parallel, and one more for lookups).  The first
+ * writer and the reader are opened at start, the other writers on first use;
+ * a handle that cannot be opened (PostgreSQL down, a read-only or
  * corrupt SQLite file) is retried at most once a second by the next call that
  * needs it, so the server starts and encodes without its registry and
  * assigns again once the store is back.  Every call that touches the store
@@ -28,7 +31,11 @@
 #include "err.h"
 #include "registry.h"
 
-enum srv_store_role { SRV_STORE_WRITER, SRV_STORE_READER, SRV_STORE_ROLES };
+#define SRV_STORE_MAX_WRITERS 64
+/* Handle slots: the reader, then the writers. */
+#define SRV_STORE_READER    0
+#define SRV_STORE_WRITER(i) (1 + (i))
+#define SRV_STORE_SLOTS	    (1 + SRV_STORE_MAX_WRITERS)
 
 struct srv_store {
 	pthread_mutex_t mu;
@@ -36,9 +43,10 @@ struct srv_store {
 	char target[1024];   /* path or connection string (may hold a password) */
 	char label[1024];    /* for messages: path, or the string without password */
 	const char *backend; /* "sqlite" or "postgresql" */
-	struct sid_registry *h[SRV_STORE_ROLES]; /* NULL until opened */
-	double retry_at[SRV_STORE_ROLES];	 /* monotonic seconds: next open attempt */
-	struct sid_error open_err[SRV_STORE_ROLES];
+	int writers;	     /* writer slots in use */
+	struct sid_registry *h[SRV_STORE_SLOTS]; /* NULL until opened */
+	double retry_at[SRV_STORE_SLOTS];	 /* monotonic seconds: next open attempt */
+	struct sid_error open_err[SRV_STORE_SLOTS];
 	int healthy;		       /* last attempt or call went through */
 	char error[SID_ERROR_MSG_MAX]; /* when !healthy */
 };
@@ -53,12 +61,12 @@ int srv_store_init(struct srv_store *s, const struct srv_config *cfg, struct sid
 void srv_store_release(struct srv_store *s);
 
 /*
- * The handle for @role, opening it if needed (worker threads only: may block).
+ * The handle in @role: SRV_STORE_READER or SRV_STORE_WRITER(i), i < writers;
+ * opened if needed (worker threads only: may block).
  * Returns 0, or SID_EUNAVAIL with @err saying why the store cannot be used
  * (disabled, or the last open failure and when it will be retried).
  */
-int srv_store_get(struct srv_store *s, enum srv_store_role role, struct sid_registry **out,
-		  struct sid_error *err);
+int srv_store_get(struct srv_store *s, int role, struct sid_registry **out, struct sid_error *err);
 
 /* Record the outcome of a store call: @rc 0, or a SID_E* code with @err.
  * Only store failures (SID_EUNAVAIL, SID_EIO, SID_EFORMAT, SID_ENOMEM) mark

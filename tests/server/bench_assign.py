@@ -33,7 +33,8 @@ import pg_fixture  # noqa: E402
 import semid_testlib as T  # noqa: E402
 
 # Each request: ITEMS inputs with ids RUN-<thread>-<counter>-<k> (KNOWN=1: the
-# same ids every time) and the rows of ROWS_FILE (one base64 row per line).
+# same ids and rows every time) and rows of ROWS_FILE (one base64 row per
+# line), taken in turn so that requests carry different embeddings.
 LUA = r"""
 local rows = {}
 for line in io.lines(os.getenv("ROWS_FILE")) do rows[#rows + 1] = line end
@@ -51,8 +52,9 @@ function request()
   local parts = {}
   local c = known and 0 or counter
   for k = 1, n do
+    local row = rows[((tid * 7919 + c * n + k) % #rows) + 1]
     parts[k] = '{"id": "' .. run .. '-' .. tid .. '-' .. c .. '-' .. k ..
-               '", "embedding_b64": "' .. rows[k] .. '"}'
+               '", "embedding_b64": "' .. row .. '"}'
   end
   return wrk.format("POST", nil, {["Content-Type"] = "application/json"},
                     '{"inputs": [' .. table.concat(parts, ", ") .. ']}')
@@ -99,11 +101,26 @@ def main():
     rng = np.random.default_rng(9)
     D = 384
     tower = T.random_tower(rng, D, [256, 128], 32, [256, 256, 256], act="relu", norm="l2")
+    # Codebooks drawn from the latents of random inputs, level by level on the
+    # residuals (what a trained RQ looks like): a random codebook puts every
+    # input on a handful of code tuples, the registry's worst case.
+    z = T.reference_latent(tower, rng.standard_normal((4096, D)))
+    cbs = []
+    for _ in range(3):
+        cb = z[rng.choice(len(z), 256, replace=False)]
+        d = (z * z).sum(1)[:, None] - 2 * z @ cb.T + (cb * cb).sum(1)[None, :]
+        z = z - cb[d.argmin(1)]
+        cbs.append(cb.astype(np.float32))
+    tower.codebooks = cbs
     model = os.path.join(work, "model.safetensors")
     T.write_model(model, {"item": tower}, "bench-assign")
     rows = os.path.join(work, "rows.txt")
+    x = rng.standard_normal((8192, D)).astype(np.float32)
+    codes, _, _ = T.reference_encode(tower, x)
+    spread = len({tuple(c) for c in codes})
+    print("%d rows on %d distinct code tuples" % (len(x), spread))
     with open(rows, "w") as f:
-        for r in rng.standard_normal((64, D)).astype(np.float32):
+        for r in x:
             f.write(T.b64_row(r) + "\n")
     cpu = subprocess.run("lscpu | grep 'Model name'", shell=True, stdout=subprocess.PIPE
                          ).stdout.decode().split(":", 1)[-1].strip()
@@ -172,7 +189,11 @@ def main():
            "wrk -t2 -c%d on the same machine, %d s per run, keep-alive; bodies built per "
            "request by one Lua script for every row (base64 rows, unique ids)" % (
                args.workers, args.conns, args.secs),
-           "- model: 384 -> 256 -> 128 -> 32, relu, l2 input norm, 3 x 256 codebooks",
+           "- model: 384 -> 256 -> 128 -> 32, relu, l2 input norm, 3 x 256 codebooks drawn from "
+           "the latents of random inputs level by level (as a trained RQ spreads them); the "
+           "requests cycle through 8192 random rows on %d distinct code tuples, so ids "
+           "collide on their codes as the stream goes on (suffixes grow by about one per "
+           "8192 ids)" % spread,
            "- stores: SQLite file on the temp dir's disk (WAL, synchronous=FULL); PostgreSQL 15 "
            "throwaway cluster on loopback, **fsync on**, default settings" +
            ("; " + pg_note if pg_note else ""),
