@@ -37,7 +37,8 @@ FUZZ_BINS = $(patsubst %,$(FUZZ_O)/tests/fuzz/fuzz_%,$(FUZZ_TARGETS))
 # Objects of the harnesses see the server's and the trainer's headers.
 $(O)/tests/fuzz/%.o: FINAL_CFLAGS += -Iserver -Itrainer
 
-.PRECIOUS: $(O)/tests/fuzz/%.o
+# The harness objects are not intermediates to delete after linking.
+.SECONDARY: $(patsubst %,$(O)/tests/fuzz/fuzz_%.o,$(FUZZ_TARGETS))
 
 # Link step, run inside the clang make (O = $(FUZZ_O)).
 $(O)/tests/fuzz/fuzz_%: $(O)/tests/fuzz/fuzz_%.o $(SERVER_LIBOBJ) $(TRAINER_LIBOBJ) $(LIBSEMID)
