@@ -148,22 +148,36 @@ def main():
             try:
                 for items in [int(v) for v in args.items.split(",")]:
                     res = {}
-                    for mode, route, known in (("encode", "/v1/items:encode", 0),
-                                               ("assign new", "/v1/items:assign", 0),
-                                               ("assign known", "/v1/items:assign", 1)):
-                        if noemb and known:
-                            continue
+                    # encode and assign alternate twice and the better of each
+                    # pair counts: the machine is shared, and a burst of
+                    # someone else's work should not decide a ratio
+                    modes = [("encode", "/v1/items:encode", 0),
+                             ("assign new", "/v1/items:assign", 0)]
+                    if not noemb:
+                        modes.append(("assign known", "/v1/items:assign", 1))
+                    for mode, route, known in modes * 2:
                         run += 1
                         env = {"ROWS_FILE": rows, "ITEMS": str(items), "RUN": "r%d" % run,
                                "KNOWN": str(known)}
                         if known:  # store the ids first
                             wrk(srv.port, route, lua, env, 1, 1)
+                        m0 = srv.metrics()
                         r = wrk(srv.port, route, lua, env, args.conns, args.secs)
-                        r.update(store=name, items=items, mode=mode, ips=r["rps"] * items)
+                        m1 = srv.metrics()
+                        key = 'semid_registry_duration_seconds_%s{op="assign"}'
+                        commits = m1[key % "count"] - m0[key % "count"]
+                        r.update(store=name, items=items, mode=mode, ips=r["rps"] * items,
+                                 busy=(m1[key % "sum"] - m0[key % "sum"]) / args.secs,
+                                 commit_ms=1000 * (m1[key % "sum"] - m0[key % "sum"]) /
+                                 max(commits, 1),
+                                 per_commit=r["rps"] * items * args.secs / max(commits, 1))
+                        if mode in res and res[mode]["rps"] >= r["rps"]:
+                            continue
                         res[mode] = r
                         print("%(store)s items=%(items)d %(mode)s: %(rps).0f req/s %(ips).0f "
                               "items/s p50 %(p50).2f ms p99 %(p99).2f ms non2xx %(non2xx)d "
-                              "load %(load).1f" % r, flush=True)
+                              "load %(load).1f store busy %(busy).2f, %(commit_ms).1f ms and "
+                              "%(per_commit).0f ids per store call" % r, flush=True)
                     for r in res.values():
                         r["frac"] = r["ips"] / res["encode"]["ips"]
                         lines.append(r)
@@ -187,7 +201,9 @@ def main():
            "otherwise (registry_embeddings true: each new id also stores its 384 floats, "
            "1.5 KiB; the \"no embeddings kept\" rows add `--registry-embeddings=false`); "
            "wrk -t2 -c%d on the same machine, %d s per run, keep-alive; bodies built per "
-           "request by one Lua script for every row (base64 rows, unique ids)" % (
+           "request by one Lua script for every row (base64 rows, unique ids); the routes "
+           "of one table block alternate twice and each row is the better of its two runs "
+           "(p50/p99 from that run)" % (
                args.workers, args.conns, args.secs),
            "- model: 384 -> 256 -> 128 -> 32, relu, l2 input norm, 3 x 256 codebooks drawn from "
            "the latents of random inputs level by level (as a trained RQ spreads them); the "
@@ -197,13 +213,23 @@ def main():
            "- stores: SQLite file on the temp dir's disk (WAL, synchronous=FULL); PostgreSQL 15 "
            "throwaway cluster on loopback, **fsync on**, default settings" +
            ("; " + pg_note if pg_note else ""),
+           "- store busy: seconds spent in registry store calls per second of the run "
+           "(`semid_registry_duration_seconds{op=\"assign\"}`; up to 1 per writer: SQLite "
+           "has one, PostgreSQL 4), with the mean duration of a call and the ids per call "
+           "(group commit)",
            "", "| store | items/request | route | req/s | items/s | vs encode | p50 ms | "
-           "p99 ms | non-2xx | load |", "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: "
-           "| ---: | ---: |"]
+           "p99 ms | non-2xx | store busy | ms per store call | ids per call | load |",
+           "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | "
+           "---: |"]
     for r in lines:
+        assign = r["mode"] != "encode"
         out.append("| %(store)s | %(items)d | %(mode)s | %(rps).0f | %(ips).0f | %(frac_pct)s | "
-                   "%(p50).2f | %(p99).2f | %(non2xx)d | %(load).1f |" % dict(
-                       r, frac_pct="%.0f%%" % (100 * r["frac"])))
+                   "%(p50).2f | %(p99).2f | %(non2xx)d | %(busy_s)s | %(ms_s)s | %(pc_s)s | "
+                   "%(load).1f |" % dict(
+                       r, frac_pct="%.0f%%" % (100 * r["frac"]),
+                       busy_s="%.2f" % r["busy"] if assign else "",
+                       ms_s="%.1f" % r["commit_ms"] if assign else "",
+                       pc_s="%.0f" % r["per_commit"] if assign else ""))
     for r in lines:
         if r["store"].startswith("SQLite") and r["items"] == 64 and r["mode"] == "assign new":
             out.append("\nGoal (64-item assigns of new ids >= 50%% of encode throughput on "
