@@ -20,13 +20,6 @@ static double mono_now(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-/* The rule of sid_registry_open: a libpq connection string or a file path. */
-static int is_conninfo(const char *t)
-{
-	return !strncmp(t, "postgresql://", 13) || !strncmp(t, "postgres://", 11) ||
-	       strstr(t, "host=") || strstr(t, "dbname=") || strstr(t, "service=");
-}
-
 /* @t without a password: "scheme://user:pw@host" loses ":pw", and a
  * "password=..." word of the key=value form is left out. */
 static void strip_password(const char *t, char *out, size_t n)
@@ -110,7 +103,7 @@ int srv_store_init(struct srv_store *s, const struct srv_config *cfg, struct sid
 				     "registry: the default path beside %s is too "
 				     "long",
 				     cfg->model);
-	s->backend = is_conninfo(s->target) ? "postgresql" : "sqlite";
+	s->backend = sid_registry_target_is_pg(s->target) ? "postgresql" : "sqlite";
 	s->writers = !strcmp(s->backend, "postgresql") ? cfg->registry_connections : 1;
 	if (s->writers < 1 || s->writers > SRV_STORE_MAX_WRITERS)
 		s->writers = 1;
