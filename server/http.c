@@ -218,9 +218,10 @@ static void route_model(struct req *q)
 	char *desc;
 
 	if (!m) {
-		json_t *e = json_pack("{s:{s:s, s:s}, s:o}", "error", "code", "unavailable",
-				      "message", "no model is loaded", "last_reload",
-				      last_reload_json(q->h->d.reload));
+		json_t *e =
+		    json_pack("{s:{s:s, s:s}, s:o, s:o}", "error", "code", "unavailable", "message",
+			      "no model is loaded", "last_reload", last_reload_json(q->h->d.reload),
+			      "registry", registry_json(q->h->d.store));
 		snprintf(q->errmsg, sizeof(q->errmsg), "no model is loaded");
 		set_json(q, 503, e);
 		q->retry_after = 1;
