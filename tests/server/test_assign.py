@@ -10,7 +10,9 @@ codeword per level), and the suffixes from the rule of proto/registry.md
 order).  Covered: idempotence, colliding codes, stability across a model
 swap, reassign, lookups and prefix paging, bad input, a corrupt and a
 read-only SQLite file (503 while encode answers 200), several clients
-assigning overlapping colliding ids at once, SIGKILL in the middle of a
+assigning overlapping colliding ids at once, a store locked by another
+process (assign waits and answers 503, encode and lookups are not held up),
+SIGKILL in the middle of a
 stream of assigns, and on PostgreSQL two servers assigning at once and an
 outage (skipped with a message when not root or PostgreSQL is absent).
 
@@ -356,6 +358,43 @@ class TestAssignSqlite(Base):
         finally:
             self.assertEqual(srv.stop(), 0)
             os.chmod(db, 0o644)
+
+    def test_locked_store_never_holds_up_encode(self):
+        """Another process holds SQLite's write lock: assign waits out the
+        busy timeout and answers 503, while encode keeps answering at once
+        (store calls run on their own threads)."""
+        import sqlite3
+        d = self.fresh_dir()
+        srv, _ = self.start(d, {"item": self.ta}, "A")
+        X, codes = T.tie_free_inputs(self.rng, self.ta, 2)
+        db = sqlite3.connect(os.path.join(d, "semid-registry.db"), isolation_level=None)
+        try:
+            self.assertEqual(assign(srv, ["a"], X[:1])[0], 200)
+            db.execute("BEGIN IMMEDIATE")
+            out = {}
+            th = threading.Thread(target=lambda: out.update(r=assign(srv, ["b"], X[1:2])))
+            t0 = time.monotonic()
+            th.start()
+            time.sleep(0.2)
+            for _ in range(20):
+                t1 = time.monotonic()
+                st, _, r = srv.json("POST", "/v1/items:encode", body(["b"], X[1:2]))
+                self.assertEqual((st, r["results"][0]["codes"]), (200, codes[1].tolist()))
+                self.assertLess(time.monotonic() - t1, 1.0)
+            # lookups use their own (read-only) connection: not blocked either
+            st, _, e = srv.json("GET", "/v1/items/a")
+            self.assertEqual(st, 200, e)
+            th.join(30)
+            st, h, e = out["r"]
+            self.assertEqual((st, e["error"]["code"]), (503, "unavailable"), e)
+            self.assertIn("locked", e["error"]["message"])
+            self.assertGreater(time.monotonic() - t0, 2.0)  # it did wait for the lock
+            db.execute("ROLLBACK")
+            st, _, r = assign(srv, ["b"], X[1:2])
+            self.assertEqual((st, r["results"][0]["created"]), (200, True))
+        finally:
+            db.close()
+            self.assertEqual(srv.stop(), 0)
 
     def test_concurrent_clients(self):
         d = self.fresh_dir()
