@@ -53,11 +53,6 @@ SERVER = os.path.join(BIN, "semid-server")
 TRAIN = os.path.join(BIN, "semid-train")
 TOKEN = "deploy-test-token"
 
-# Config keys / flags the manifests use before the server has them.  The
-# registry store (issue 5) is chosen by the key "registry" (a path or a
-# postgresql:// connection string); its test skips until the server knows it.
-PENDING_SERVER_FLAGS = {"--registry"}
-
 
 def read(path):
     with open(path, encoding="utf-8") as f:
@@ -291,16 +286,14 @@ class Deploy(unittest.TestCase):
     def test_server_flags_exist(self):
         used = flags_of(self.container["args"])
         self.assertIn("--config", used)
-        self.assertEqual(used - PENDING_SERVER_FLAGS - self.server_flags, set())
+        self.assertEqual(used - self.server_flags, set())
         unit = systemd_unit("semid-server.service")["Service"]
         used = flags_of(unit["ExecStart"][0].split())
         self.assertEqual(used - self.server_flags, set())
         self.assertIn("--allow-empty", used)
 
     def test_registry_flag(self):
-        if "--registry" not in self.server_flags:
-            self.skipTest("semid-server has no --registry yet (issue 5 wiring); "
-                          "deployment.yaml passes --registry=$(SEMID_REGISTRY)")
+        self.assertIn("--registry", self.server_flags)
         self.assertIn("--registry=$(SEMID_REGISTRY)", self.container["args"])
 
     def test_env_references_resolve(self):
