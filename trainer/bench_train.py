@@ -68,7 +68,7 @@ def main():
     os.makedirs(args.work, exist_ok=True)
     out = os.path.join(args.work, "bench.st")
     lines = []
-    cpu = sh(["bash", "-c", "lscpu | grep 'Model name'"]).stdout.split(":")[-1].strip()
+    cpu_name = sh(["bash", "-c", "lscpu | grep 'Model name'"]).stdout.split(":")[-1].strip()
     load = os.getloadavg()[0]
 
     # 1. time per epoch: CPU seconds (user + sys, one OpenBLAS thread) of the
@@ -174,7 +174,7 @@ def main():
                      f"{lo['cpu']:.1f} s |")
         lines.append(f"| peak RSS of the training process | {hi['rss']:.0f} MB |")
     body = (f"<!-- bench-train:begin -->\n## Training benchmarks\n\n"
-            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {cpu}, {os.cpu_count()} "
+            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {cpu_name}, {os.cpu_count()} "
             f"cores shared with other jobs (load average {load:.1f} at the start), "
             f"`make bench-train`.\n\n" + "\n".join(lines) + "\n<!-- bench-train:end -->\n")
     text = ""
