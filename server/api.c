@@ -539,11 +539,14 @@ static int scan_number(struct scan *s, const char **tok, size_t *n, int *integer
 		q++;
 	if (q >= e || *q < '0' || *q > '9')
 		return 0;
-	if (*q == '0')
-		q++;
-	else
+	if (*q == '0') {
+		/* "01" is not JSON (jansson says so); strtoll would read on past it */
+		if (++q < e && *q >= '0' && *q <= '9')
+			return 0;
+	} else {
 		while (q < e && *q >= '0' && *q <= '9')
 			q++;
+	}
 	if (q < e && *q == '.') {
 		*integer = 0;
 		if (++q >= e || *q < '0' || *q > '9')

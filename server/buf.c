@@ -62,6 +62,37 @@ void srv_buf_printf(struct srv_buf *b, const char *fmt, ...)
 	b->len += (size_t)n;
 }
 
+/* Length of the valid UTF-8 sequence at @s (at most @n bytes), 0 if invalid
+ * (a stray continuation byte, a truncated or overlong sequence, a surrogate,
+ * above U+10FFFF). */
+static size_t utf8_len(const unsigned char *s, size_t n)
+{
+	size_t len, i;
+	unsigned cp;
+
+	if (s[0] < 0x80)
+		return 1;
+	if (s[0] >= 0xc2 && s[0] <= 0xdf)
+		len = 2, cp = s[0] & 0x1f;
+	else if (s[0] >= 0xe0 && s[0] <= 0xef)
+		len = 3, cp = s[0] & 0x0f;
+	else if (s[0] >= 0xf0 && s[0] <= 0xf4)
+		len = 4, cp = s[0] & 0x07;
+	else
+		return 0;
+	if (len > n)
+		return 0;
+	for (i = 1; i < len; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		cp = cp << 6 | (s[i] & 0x3f);
+	}
+	if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) || cp > 0x10ffff ||
+	    (cp >= 0xd800 && cp <= 0xdfff))
+		return 0;
+	return len;
+}
+
 void srv_buf_json_str(struct srv_buf *b, const char *s, size_t n)
 {
 	static const char hex[] = "0123456789abcdef";
@@ -71,6 +102,17 @@ void srv_buf_json_str(struct srv_buf *b, const char *s, size_t n)
 	for (i = 0; i < n; i++) {
 		unsigned char c = (unsigned char)s[i];
 		char esc[6] = {'\\', 'u', '0', '0', 0, 0};
+		if (c >= 0x80) { /* valid UTF-8 passes, anything else becomes U+FFFD */
+			size_t u = utf8_len((const unsigned char *)s + i, n - i);
+			if (u) {
+				i += u - 1;
+				continue;
+			}
+			srv_buf_append(b, s + run, i - run);
+			srv_buf_append(b, "\\ufffd", 6);
+			run = i + 1;
+			continue;
+		}
 		if (c >= 0x20 && c != '"' && c != '\\')
 			continue;
 		srv_buf_append(b, s + run, i - run);

@@ -200,13 +200,13 @@ static int open_text(const char *path, struct sid_map *m, struct lines *ln, stru
 			err->code = SID_ENOTFOUND;
 		return SID_ENOTFOUND;
 	}
-	ln->p = m->addr;
-	ln->end = ln->p + m->len;
-	ln->lineno = 0;
-	if (m->len == 0) {
+	if (m->len == 0) { /* an empty file maps to NULL: no pointer arithmetic on it */
 		sid_map_close(m);
 		return sid_error_set_at(err, SID_EFORMAT, 0, "%s: empty file", path);
 	}
+	ln->p = m->addr;
+	ln->end = ln->p + m->len;
+	ln->lineno = 0;
 	return 0;
 }
 

@@ -468,6 +468,72 @@ START_TEST(test_float_roundtrip)
 }
 END_TEST
 
+/* JSON strings carry UTF-8 through and never emit invalid UTF-8: a stray,
+ * truncated, overlong or surrogate sequence becomes U+FFFD (fuzz_api found an
+ * error body quoting half a character of the request). */
+START_TEST(test_json_str_utf8)
+{
+	static const struct {
+		const char *in, *out;
+	} cases[] = {
+	    {"caf\xc3\xa9 \xe2\x98\x83 \xf0\x9f\x98\x80",
+	     "\"caf\xc3\xa9 \xe2\x98\x83 \xf0\x9f\x98\x80\""},
+	    {"a\xd3", "\"a\\ufffd\""},				      /* truncated 2-byte */
+	    {"\xd3\"", "\"\\ufffd\\\"\""},			      /* lead byte then ASCII */
+	    {"\x80x", "\"\\ufffdx\""},				      /* stray continuation */
+	    {"\xc0\xaf", "\"\\ufffd\\ufffd\""},			      /* overlong '/' */
+	    {"\xed\xa0\x80", "\"\\ufffd\\ufffd\\ufffd\""},	      /* UTF-16 surrogate */
+	    {"\xf4\x90\x80\x80", "\"\\ufffd\\ufffd\\ufffd\\ufffd\""}, /* above U+10FFFF */
+	};
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct srv_buf b = SRV_BUF_INIT;
+		srv_buf_json_str(&b, cases[i].in, strlen(cases[i].in));
+		ck_assert_str_eq(b.p, cases[i].out);
+		srv_buf_release(&b);
+	}
+}
+END_TEST
+
+/* The error for a body jansson quotes mid-character is still a JSON body. */
+START_TEST(test_error_body_quotes_half_a_char)
+{
+	static const char body[] = "{\"inputs\": [\"\\\xd3\xb4\"]}";
+	struct srv_encode_req q;
+	struct srv_api_error e;
+	json_error_t je;
+	size_t len;
+	char *eb;
+	json_t *j;
+
+	ck_assert_int_eq(
+	    srv_encode_req_decode(body, sizeof(body) - 1, SID_TOWER_ITEM, 4, 8, &q, &e), -1);
+	eb = srv_api_error_body(e.kind, e.msg, &len);
+	ck_assert_ptr_nonnull(eb);
+	j = json_loadb(eb, len, 0, &je);
+	ck_assert_msg(j != NULL, "%s: %s", je.text, eb);
+	json_decref(j);
+	free(eb);
+}
+END_TEST
+
+/* "01" at the very end of a body is refused without reading past the body
+ * (the fast scanner handed "0" to strtoll, which read on; ASan sees it). */
+START_TEST(test_leading_zero_at_end)
+{
+	static const char text[] = "{\"inputs\": [{\"embedding\": [01";
+	size_t n = sizeof(text) - 1;
+	char *body = malloc(n); /* exactly the body, no NUL after it */
+	struct srv_encode_req q;
+	struct srv_api_error e;
+
+	ck_assert_ptr_nonnull(body);
+	memcpy(body, text, n);
+	ck_assert_int_eq(srv_encode_req_decode(body, n, SID_TOWER_ITEM, 4, 8, &q, &e), -1);
+	ck_assert_int_eq(e.kind, SRV_ERR_INVALID_ARGUMENT);
+	free(body);
+}
+END_TEST
+
 static void add_tests(TCase *tc)
 {
 	tcase_add_test(tc, test_error_mapping);
@@ -481,6 +547,9 @@ static void add_tests(TCase *tc)
 	tcase_add_test(tc, test_assign_decode);
 	tcase_add_test(tc, test_response);
 	tcase_add_test(tc, test_float_roundtrip);
+	tcase_add_test(tc, test_json_str_utf8);
+	tcase_add_test(tc, test_error_body_quotes_half_a_char);
+	tcase_add_test(tc, test_leading_zero_at_end);
 }
 
 int main(void)

@@ -29,6 +29,10 @@ import numpy as np
 BIN = os.environ.get("SEMID_BIN", "bin")
 SERVER = os.path.join(BIN, "semid-server")
 SEMID = os.path.join(BIN, "semid")
+# SEMID_SERVER_WRAPPER: a command to run semid-server under (make test-valgrind sets
+# "valgrind --error-exitcode=99 --leak-check=full ..."); waits on the server scale by SLOW.
+WRAPPER = os.environ.get("SEMID_SERVER_WRAPPER", "").split()
+SLOW = 10 if WRAPPER else 1
 
 
 def safetensors_bytes(tensors, metadata):
@@ -188,10 +192,10 @@ class Server:
         e = dict(os.environ)
         if env:
             e.update(env)
-        self.proc = subprocess.Popen([SERVER, "--listen", "127.0.0.1:0"] + list(args),
+        self.proc = subprocess.Popen(WRAPPER + [SERVER, "--listen", "127.0.0.1:0"] + list(args),
                                      stdout=self.log, stderr=subprocess.STDOUT, env=e, **popen)
         self.port = None
-        deadline = time.monotonic() + start_timeout
+        deadline = time.monotonic() + start_timeout * SLOW
         while time.monotonic() < deadline:
             m = re.search(r"event=listening .*?port=(\d+)", self.log_text())
             if m:
@@ -258,13 +262,15 @@ class Server:
     def wait(self, timeout=15):
         """Exit status; raises if a sanitizer (SANITIZE= builds) reported anything."""
         try:
-            rc = self.proc.wait(timeout)
+            rc = self.proc.wait(timeout * SLOW)
         finally:
             self.log.close()
         text = self.log_text()
         for mark in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
             if mark in text:
                 raise AssertionError("semid-server sanitizer report:\n" + text[-4000:])
+        if re.search(r"ERROR SUMMARY: [1-9]", text):
+            raise AssertionError("semid-server valgrind report:\n" + text[-6000:])
         return rc
 
     def stop(self, timeout=15):
