@@ -190,6 +190,30 @@ static int close_out(FILE *f, const char *path, struct sid_error *err)
 	return 0;
 }
 
+/* mkdir -p: create @dir and any missing parents (0755); 0 or -1 with errno. */
+static int mkdir_parents(const char *dir)
+{
+	char path[4096];
+	size_t n = strlen(dir);
+
+	if (n == 0 || n >= sizeof(path)) {
+		errno = n ? ENAMETOOLONG : ENOENT;
+		return -1;
+	}
+	memcpy(path, dir, n + 1);
+	for (char *p = path + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = '\0';
+		if (mkdir(path, 0755) < 0 && errno != EEXIST)
+			return -1;
+		*p = '/';
+	}
+	if (mkdir(path, 0755) < 0 && errno != EEXIST)
+		return -1;
+	return 0;
+}
+
 int tr_gen_run(const struct tr_gen_params *p, const char *out_dir, struct tr_gen_stats *st,
 	       struct sid_error *err)
 {
@@ -226,7 +250,7 @@ int tr_gen_run(const struct tr_gen_params *p, const char *out_dir, struct tr_gen
 	}
 	if (G > N)
 		G = (int)N;
-	if (mkdir(out_dir, 0755) < 0 && errno != EEXIST)
+	if (mkdir_parents(out_dir) < 0)
 		return sid_error_set(err, SID_EIO, "%s: %s", out_dir, strerror(errno));
 
 	rng_seed(&r_cl, p->seed * 4 + 0);

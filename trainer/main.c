@@ -15,6 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "blas.h"
 #include "config.h"
 #include "eval.h"
 #include "gen.h"
@@ -229,6 +230,7 @@ static int cmd_gen(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
+	sid_blas_tune(argv); /* may re-execute with OpenBLAS's faster kernels */
 	if (argc < 2) {
 		usage(stderr);
 		return 2;

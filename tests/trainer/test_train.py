@@ -168,7 +168,7 @@ class TrainerTest(unittest.TestCase):
         self.assertGreater(pop.max(), 4 * np.median(pop[pop > 0]))
         self.assertEqual(self.gen_summary["train"], len(tr))
         # the same seed gives the same bytes, another seed other bytes
-        again = os.path.join(self.tmp, "again")
+        again = os.path.join(self.tmp, "nested", "again")  # gen makes missing parents
         other = os.path.join(self.tmp, "other")
         for out, seed in ((again, 5), (other, 6)):
             p = run(TRAIN, "gen", "--out", out, "--items", 600, "--users", 300,
