@@ -33,7 +33,7 @@ static const struct key keys[] = {
      "cold item list: kept out of training, ranked apart"},
     {"out", K_STR, OFF(out), SZ(out), "model file to publish (checkpoint: OUT.ckpt)"},
     {"model_version", K_STR, OFF(model_version), SZ(model_version),
-     "model_version in the metadata [das-<utc>-<seed>]"},
+     "model_version in the metadata [<mode>-<utc>-<seed>]"},
     {"threads", K_INT, OFF(threads), 0, "OpenBLAS threads [library default]"},
     {"eval", K_BOOL, OFF(eval), 0, "evaluate at the end when --test is given [true]"},
     {"progress", K_BOOL, OFF(progress), 0, "progress bar on a terminal [true]"},

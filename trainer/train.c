@@ -565,6 +565,7 @@ int tr_train_run(const struct tr_config *cfg, int resume, struct sid_error *err)
 	struct sid_st_writer *w = NULL;
 	json_t *ev = NULL;
 	char ckpt[TR_PATH_MAX + 8], version[300];
+	const char *mode;
 	int tty = cfg->progress && isatty(2), rc, two = 0;
 	struct stat sb;
 
@@ -618,22 +619,22 @@ int tr_train_run(const struct tr_config *cfg, int resume, struct sid_error *err)
 			fprintf(stderr, "no checkpoint %s: starting from scratch\n", ckpt);
 		}
 	}
+	mode = r.dc.mode == DAS_MODE_DAS     ? "das"
+	       : r.dc.mode == DAS_MODE_RQVAE ? "rqvae"
+					     : "two-stage";
 	if (cfg->model_version[0]) {
 		snprintf(version, sizeof(version), "%s", cfg->model_version);
 	} else {
 		char ts[32];
 		utc_now(ts, sizeof(ts), 1);
-		snprintf(version, sizeof(version), "das-%s-%llu", ts,
+		snprintf(version, sizeof(version), "%s-%s-%llu", mode, ts,
 			 (unsigned long long)r.dc.seed);
 	}
 	fprintf(stderr,
 		"semid-train: mode %s, %zu items (D %d), %zu users (D %d), %zu train clicks, %zu "
 		"batches of %zu per epoch, %d epochs\n",
-		r.dc.mode == DAS_MODE_DAS     ? "das"
-		: r.dc.mode == DAS_MODE_RQVAE ? "rqvae"
-					      : "two-stage",
-		r.data.items.n, r.data.items.d, r.data.users.n, r.data.users.d, r.data.train.n,
-		tr_batcher_count(&r.bt), B, r.total_epochs);
+		mode, r.data.items.n, r.data.items.d, r.data.users.n, r.data.users.d,
+		r.data.train.n, tr_batcher_count(&r.bt), B, r.total_epochs);
 	for (int e = r.epochs_done; e < r.total_epochs; e++) {
 		int joint = !two || e >= r.dc.icdm_epochs;
 		if (joint && das_phase_get(r.model) != DAS_PHASE_JOINT) {

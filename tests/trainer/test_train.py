@@ -357,6 +357,8 @@ class TrainerTest(unittest.TestCase):
             extra = common + ["--mode", mode, "--icdm-epochs", "2"]
             p = run(*self.base_args(ref) + extra)
             self.assertEqual(p.returncode, 0, p.stderr)
+            # the default model_version names the mode that trained it
+            self.assertRegex(p.stderr, r"model_version %s-\d{8}T\d{6}Z-11\)" % mode)
             want = self._model_tensors(ref)
             # a clean stop after 1 and after 3 epochs (for two-stage: inside the
             # ICDM phase and inside the joint phase), then resume
