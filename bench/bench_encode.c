@@ -1,6 +1,6 @@
 /*
  * bench_encode.c - encoder throughput against OpenBLAS sgemm on the same
- * shapes, in the same run (`make bench`; figures go to bench/RESULTS-encode.md).
+ * shapes, in the same run (`make bench`; figures go to bench/RESULTS.md).
  *
  * Towers (random weights, relu, no input norm):
  *   TIGER  768 -> 512 -> 256 -> 128 -> 32, 3 levels x 256 codewords

@@ -1,6 +1,6 @@
 /*
  * bench_registry.c - ID registry benchmarks (figures go to
- * bench/RESULTS-registry.md; run by `make bench-registry`, bench/registry.mk).
+ * bench/RESULTS.md; run by `make bench-registry`, bench/registry.mk).
  *
  *   bench_registry encode STORE SECS
  *       baseline: 1 and 2 workers encoding 64-row batches with a TIGER-sized

@@ -5,7 +5,7 @@
 #                            throwaway cluster on loopback, as root; skipped otherwise),
 #                            then a fill of BENCH_REGISTRY_ITEMS items into SQLite with
 #                            its file size and lookup latencies.  About a minute with the
-#                            defaults; figures go to bench/RESULTS-registry.md by hand.
+#                            defaults; figures go to bench/RESULTS.md by hand.
 #   BENCH_REGISTRY_SECS      seconds per timed case (default 2)
 #   BENCH_REGISTRY_ITEMS     items for the size/lookup fill (default 1000000; the
 #                            RESULTS figures use 10000000, about 4 minutes)

@@ -3,22 +3,24 @@
 #   make bench-http   semid-server under wrk on loopback: req/s, items/s, p50/p99 for 1- and
 #                     64-item requests, JSON and base64, concurrency 1/16/64, 384-d and
 #                     1024-d models, beside the in-process encode throughput of the same
-#                     model, plus a hot swap under load.  Writes bench/RESULTS-server.md.
+#                     model, plus a hot swap under load.  Writes bench/out/RESULTS-server.md.
 #                     BENCH_HTTP_SECS seconds per run (default 3; about 2 minutes in all).
 #   make bench-assign POST /v1/items:assign under wrk (new ids, known ids) against plain
 #                     encode of the same requests in the same run, 1- and 64-item requests,
 #                     on SQLite and on a throwaway PostgreSQL cluster (root only; skipped
-#                     otherwise).  Writes bench/RESULTS-assign.md (about 1 minute).
+#                     otherwise).  Writes bench/out/RESULTS-assign.md (about 1 minute).
 
 BENCH_HTTP_SECS ?= 3
 
 .PHONY: bench-http bench-assign
 bench-http: $(BIN)/semid-server
+	@mkdir -p bench/out
 	SEMID_BIN=$(BIN) $(PYTHON) tests/server/bench_http.py --secs $(BENCH_HTTP_SECS) \
-		--out bench/RESULTS-server.md
+		--out bench/out/RESULTS-server.md
 
 bench-assign: $(BIN)/semid-server
+	@mkdir -p bench/out
 	SEMID_BIN=$(BIN) $(PYTHON) tests/server/bench_assign.py --secs $(BENCH_HTTP_SECS) \
-		--out bench/RESULTS-assign.md
+		--out bench/out/RESULTS-assign.md
 
 bench: bench-http bench-assign

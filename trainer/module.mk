@@ -2,10 +2,10 @@
 #
 #   make eval         real-data evaluation on ../shared/data/lastfm-2k: modes das, rqvae and
 #                     two-stage x 3 seeds at 3 x 64 codes, and one larger setting; the table
-#                     goes to bench/RESULTS-train.md (trainer/eval_table.py).
+#                     goes to bench/out/RESULTS-train.md (trainer/eval_table.py).
 #   make bench-train  time per epoch and sgemm share (perf) on lastfm, and the synthetic
 #                     1M items / 1M users / 20M clicks scale run (20 timed steps of the first
-#                     epoch, the epoch extrapolated); figures into bench/RESULTS-train.md.
+#                     epoch, the epoch extrapolated); figures into bench/out/RESULTS-train.md.
 #   EVAL_SEEDS, EVAL_EPOCHS, EVAL_JOBS (runs at a time), EVAL_DIR (work dir; an interrupted
 #   `make eval` continues where it stopped).
 
@@ -21,10 +21,12 @@ EVAL_JOBS ?= 1
 .PHONY: eval-train bench-train
 eval: eval-train
 eval-train: $(BIN)/semid-train
+	@mkdir -p bench/out
 	$(PYTHON) trainer/eval_table.py --bin $(BIN) --data $(LASTFM) --work $(EVAL_DIR) \
-		--seeds "$(EVAL_SEEDS)" --epochs $(EVAL_EPOCHS) --jobs $(EVAL_JOBS) --out bench/RESULTS-train.md
+		--seeds "$(EVAL_SEEDS)" --epochs $(EVAL_EPOCHS) --jobs $(EVAL_JOBS) --out bench/out/RESULTS-train.md
 
 bench-train: $(BIN)/semid-train
+	@mkdir -p bench/out
 	$(PYTHON) trainer/bench_train.py --bin $(BIN) --data $(LASTFM) --work $(EVAL_DIR)/bench
 
 bench: bench-train

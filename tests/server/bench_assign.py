@@ -11,7 +11,7 @@ base64 requests at concurrency 16, for
     stores its ids: one transaction each, group-committed),
   - assign known: the same request again and again (ids already stored: a read),
 all with bodies generated per request by the same wrk Lua script (unique ids),
-so the client's cost is the same in every row.  Writes bench/RESULTS-assign.md.
+so the client's cost is the same in every row.  Writes bench/out/RESULTS-assign.md.
 
 Usage: SEMID_BIN=bin /usr/bin/python3 tests/server/bench_assign.py [--secs 3] [--out FILE]
 """
@@ -87,7 +87,7 @@ def main():
     ap.add_argument("--secs", type=int, default=int(os.environ.get("BENCH_HTTP_SECS", "3")))
     ap.add_argument("--conns", type=int, default=16)
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
-    ap.add_argument("--out", default="bench/RESULTS-assign.md")
+    ap.add_argument("--out", default="bench/out/RESULTS-assign.md")
     ap.add_argument("--only", default="", help="sqlite or postgresql: one store only")
     ap.add_argument("--items", default="1,64")
     ap.add_argument("--extra", default="", help="more server flags (space-separated)")

@@ -7,7 +7,7 @@ beside them the in-process encode throughput of the same model measured in
 the same run (`semid-server --bench-encode`, same worker count, batch 64);
 the mean batch size the server formed (from /metrics) per run; and a swap
 under load (the model file replaced every 0.5 s) against the same run
-without swaps.  Writes a markdown report (default bench/RESULTS-server.md).
+without swaps.  Writes a markdown report (default bench/out/RESULTS-server.md).
 
 Usage: SEMID_BIN=bin /usr/bin/python3 tests/server/bench_http.py [--secs 3] [--out FILE]
 """
@@ -76,7 +76,7 @@ def body(x, b64):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--secs", type=int, default=int(os.environ.get("BENCH_HTTP_SECS", "3")))
-    ap.add_argument("--out", default="bench/RESULTS-server.md")
+    ap.add_argument("--out", default="bench/out/RESULTS-server.md")
     ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     args = ap.parse_args()
     if not shutil.which("wrk"):
