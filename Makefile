@@ -19,6 +19,7 @@ CC ?= cc
 CFLAGS ?= -O2 -g
 LDFLAGS ?=
 PYTHON := /usr/bin/python3
+NPROC := $(shell nproc 2>/dev/null || echo 1)
 PKGS := openblas jansson libmicrohttpd libuv sqlite3 libpq
 PKGS_TEST := check
 
@@ -135,7 +136,7 @@ deps deps-test:
 # tests (tests/**/test_*.py, Debian's python3 + numpy), summed by tests/run.py.
 test:
 	@$(MAKE) --no-print-directory deps-test
-	@$(MAKE) --no-print-directory test-build
+	@$(MAKE) --no-print-directory -j$(NPROC) test-build
 	@$(PYTHON) tests/run.py $(CHECK_BINS) $(sort $(wildcard tests/*/test_*.py))
 
 test-build: all check-bins
@@ -149,7 +150,8 @@ LISTEN ?= 127.0.0.1:8080
 DEMO_DATA := $(DEMO)/data
 run:
 	@$(MAKE) --no-print-directory deps
-	@$(MAKE) --no-print-directory all demo-model
+	@$(MAKE) --no-print-directory -j$(NPROC) all
+	@$(MAKE) --no-print-directory demo-model
 	@echo "semid: serving $(DEMO)/model.safetensors on http://$(LISTEN) (Ctrl-C stops; try the README's curl)"
 	exec $(BIN)/semid-server --model $(DEMO)/model.safetensors --listen $(LISTEN)
 
