@@ -4,6 +4,7 @@
  * (cli_progress_format).  The end-to-end behaviour is in test_cli.py.
  */
 #include <check.h>
+#include "check_main.h"
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -169,8 +170,6 @@ int main(void)
 {
 	Suite *s = suite_create("cli");
 	TCase *tc = tcase_create("cli");
-	SRunner *sr;
-	int failed;
 
 	tcase_set_timeout(tc, 30);
 	tcase_add_test(tc, test_parse_defaults_and_forms);
@@ -178,9 +177,5 @@ int main(void)
 	tcase_add_test(tc, test_progress_format);
 	tcase_add_test(tc, test_progress_quiet_when_off);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return check_run(s);
 }

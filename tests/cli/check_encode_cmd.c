@@ -6,6 +6,7 @@
  * non-finite row fails naming its absolute index and leaves no file.
  */
 #include <check.h>
+#include "check_main.h"
 #include <dirent.h>
 #include <math.h>
 #include <stdio.h>
@@ -241,8 +242,6 @@ int main(void)
 {
 	Suite *s = suite_create("encode_cmd");
 	TCase *tc = tcase_create("encode_cmd");
-	SRunner *sr;
-	int failed;
 
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, 120);
@@ -252,9 +251,5 @@ int main(void)
 	tcase_add_test(tc, test_nonfinite_leaves_nothing);
 	tcase_add_test(tc, test_bad_tower_and_columns);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return check_run(s);
 }

@@ -8,6 +8,7 @@
  * SIGKILL whose acknowledged lines must all be in the store afterwards.
  */
 #include <check.h>
+#include "check_main.h"
 #include <fcntl.h>
 #include <jansson.h>
 #include <signal.h>
@@ -437,10 +438,5 @@ static Suite *registry_cmd_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(registry_cmd_suite());
-	int failed;
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return check_run(registry_cmd_suite());
 }

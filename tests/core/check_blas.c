@@ -1,5 +1,6 @@
 /* check_blas.c - tests for core/blas.c: which kernel we ask OpenBLAS for. */
 #include <check.h>
+#include "check_main.h"
 #include <stdlib.h>
 #include <string.h>
 
@@ -48,10 +49,5 @@ static Suite *blas_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(blas_suite());
-	int failed;
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return check_run(blas_suite());
 }

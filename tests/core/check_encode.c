@@ -7,6 +7,7 @@
  * test also goes through a real model file from tests/model_builder.h.
  */
 #include <check.h>
+#include "check_main.h"
 #include <math.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -1077,7 +1078,6 @@ int main(void)
 {
 	Suite *s = suite_create("encode");
 	TCase *tc = tcase_create("core");
-	int failed;
 
 	tcase_set_timeout(tc, 300);
 	tcase_add_test(tc, greedy_by_hand);
@@ -1100,9 +1100,5 @@ int main(void)
 	tcase_add_test(tc, codes_format);
 	tcase_add_test(tc, flops_per_row);
 	suite_add_tcase(s, tc);
-	SRunner *sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return check_run(s);
 }

@@ -5,6 +5,7 @@
  * paths, concurrent publishers), capped reads and read-only maps.
  */
 #include <check.h>
+#include "check_main.h"
 #include <dirent.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -316,9 +317,5 @@ static Suite *fsutil_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(fsutil_suite());
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return check_run(fsutil_suite());
 }

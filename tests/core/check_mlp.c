@@ -7,6 +7,7 @@
  * check_encode.c.)
  */
 #include <check.h>
+#include "check_main.h"
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -170,7 +171,6 @@ int main(void)
 {
 	Suite *s = suite_create("mlp");
 	TCase *tc = tcase_create("core");
-	int failed;
 
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, gemm_bit_exact_shapes);
@@ -178,9 +178,5 @@ int main(void)
 	tcase_add_test(tc, gemm_pack_layout);
 	tcase_add_test(tc, activations_vector_equal_scalar);
 	suite_add_tcase(s, tc);
-	SRunner *sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return check_run(s);
 }

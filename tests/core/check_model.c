@@ -8,6 +8,7 @@
  * loops that must end in an error or a valid model, never a crash.
  */
 #include <check.h>
+#include "check_main.h"
 #include <jansson.h>
 #include <math.h>
 #include <pthread.h>
@@ -971,9 +972,5 @@ static Suite *model_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(model_suite());
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return check_run(model_suite());
 }

@@ -5,6 +5,7 @@
  * row indices, and the writers (exact header bytes and round trips).
  */
 #include <check.h>
+#include "check_main.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -556,11 +557,5 @@ static Suite *npy_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(npy_suite());
-	int failed;
-
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return check_run(npy_suite());
 }

@@ -16,6 +16,7 @@
  * PostgreSQL a server that stops and comes back.
  */
 #include <check.h>
+#include "check_main.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -1648,10 +1649,5 @@ static Suite *registry_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(registry_suite());
-	int failed;
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return check_run(registry_suite());
 }

@@ -6,6 +6,7 @@
  * truncation / byte-flip loops that must never crash.
  */
 #include <check.h>
+#include "check_main.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -455,9 +456,5 @@ static Suite *st_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(st_suite());
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return check_run(st_suite());
 }

@@ -8,21 +8,17 @@
 
 #include <check.h>
 
+#include "../check_main.h"
+
 static int srv_check_run(const char *name, void (*add)(TCase *tc))
 {
 	Suite *s = suite_create(name);
 	TCase *tc = tcase_create(name);
-	SRunner *sr;
-	int failed;
 
 	tcase_set_timeout(tc, 30);
 	add(tc);
 	suite_add_tcase(s, tc);
-	sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return check_run(s);
 }
 
 #endif

@@ -5,6 +5,7 @@
  * the warm-up + cosine learning-rate schedule at known points.
  */
 #include <check.h>
+#include "check_main.h"
 #include <math.h>
 #include <stdlib.h>
 
@@ -114,9 +115,5 @@ static Suite *adam_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(adam_suite());
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return check_run(adam_suite());
 }

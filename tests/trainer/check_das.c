@@ -16,6 +16,7 @@
  * without freezing) are also checked in check_nn.c.
  */
 #include <check.h>
+#include "check_main.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -814,9 +815,5 @@ static Suite *das_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(das_suite());
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return check_run(das_suite());
 }

@@ -6,6 +6,7 @@
  * same batches for the same seed and epoch, valid view partners).
  */
 #include <check.h>
+#include "check_main.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -324,9 +325,5 @@ static Suite *data_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(data_suite());
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return check_run(data_suite());
 }

@@ -7,6 +7,7 @@
  * items.
  */
 #include <check.h>
+#include "check_main.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -156,9 +157,5 @@ static Suite *eval_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(eval_suite());
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return check_run(eval_suite());
 }

@@ -5,6 +5,7 @@
  * the PRNG against the published xoshiro256** / splitmix64 outputs.
  */
 #include <check.h>
+#include "check_main.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -168,9 +169,5 @@ static Suite *km_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(km_suite());
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return check_run(km_suite());
 }

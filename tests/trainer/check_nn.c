@@ -12,6 +12,7 @@
  * quantizer decision boundaries) so the differences are of a smooth function.
  */
 #include <check.h>
+#include "check_main.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -521,9 +522,5 @@ static Suite *nn_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(nn_suite());
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return check_run(nn_suite());
 }
