@@ -1,0 +1,92 @@
+/* check_err.c - tests for core/err.c: the error record every core call fills. */
+#include <check.h>
+#include <string.h>
+
+#include "check_main.h"
+#include "err.h"
+
+START_TEST(test_set_and_clear)
+{
+	struct sid_error e;
+
+	sid_error_clear(&e);
+	ck_assert_int_eq(e.code, SID_OK);
+	ck_assert_int_eq(e.index, -1);
+	ck_assert_str_eq(e.msg, "");
+	ck_assert_int_eq(sid_error_set(&e, SID_EFORMAT, "tensor '%s': bad", "item.codebook.0"),
+			 SID_EFORMAT);
+	ck_assert_str_eq(e.msg, "tensor 'item.codebook.0': bad");
+	ck_assert_int_eq(e.index, -1); /* set leaves the index alone */
+	ck_assert_int_eq(sid_error_set_at(&e, SID_EINVAL, 57, "row %d", 57), SID_EINVAL);
+	ck_assert_int_eq(e.index, 57);
+	ck_assert_str_eq(e.msg, "row 57");
+	/* an empty format still leaves a message */
+	sid_error_set(&e, SID_EIO, "%s", "");
+	ck_assert_str_eq(e.msg, "i/o error");
+	/* NULL records are allowed everywhere */
+	sid_error_clear(NULL);
+	ck_assert_int_eq(sid_error_set(NULL, SID_ENOMEM, "x"), SID_ENOMEM);
+	ck_assert_int_eq(sid_error_set_at(NULL, SID_EINVAL, 3, "x"), SID_EINVAL);
+	ck_assert_int_eq(sid_error_prefix(NULL, "x"), SID_EINVAL);
+}
+END_TEST
+
+START_TEST(test_prefix)
+{
+	struct sid_error e;
+
+	sid_error_clear(&e);
+	sid_error_set(&e, SID_EFORMAT, "header too large");
+	ck_assert_int_eq(sid_error_prefix(&e, "%s", "m.safetensors"), SID_EFORMAT);
+	ck_assert_str_eq(e.msg, "m.safetensors: header too large");
+}
+END_TEST
+
+START_TEST(test_prefix_truncates_long_messages)
+{
+	struct sid_error e;
+	char head[SID_ERROR_MSG_MAX + 100];
+
+	/* a long old message is cut, never overflowed, and stays NUL-terminated */
+	sid_error_clear(&e);
+	memset(e.msg, 'o', sizeof(e.msg) - 1);
+	e.msg[sizeof(e.msg) - 1] = '\0';
+	e.code = SID_EFORMAT;
+	sid_error_prefix(&e, "path");
+	ck_assert_uint_eq(strlen(e.msg), SID_ERROR_MSG_MAX - 1);
+	ck_assert(strncmp(e.msg, "path: ooo", 9) == 0);
+	/* so is a prefix longer than the record */
+	memset(head, 'h', sizeof(head) - 1);
+	head[sizeof(head) - 1] = '\0';
+	sid_error_set(&e, SID_EIO, "tail");
+	sid_error_prefix(&e, "%s", head);
+	ck_assert_uint_eq(strlen(e.msg), SID_ERROR_MSG_MAX - 1);
+	ck_assert_int_eq(e.msg[0], 'h');
+}
+END_TEST
+
+START_TEST(test_strerror_names_every_code)
+{
+	ck_assert_str_eq(sid_strerror(SID_OK), "ok");
+	ck_assert_str_eq(sid_strerror(SID_EINVAL), "invalid argument");
+	ck_assert_str_eq(sid_strerror(SID_EFORMAT), "bad format");
+	ck_assert_str_eq(sid_strerror(SID_ENOMEM), "out of memory");
+	ck_assert_str_eq(sid_strerror(SID_EIO), "i/o error");
+	ck_assert_str_eq(sid_strerror(SID_ENOTFOUND), "not found");
+	ck_assert_str_eq(sid_strerror(SID_EUNAVAIL), "unavailable");
+	ck_assert_str_eq(sid_strerror(-99), "unknown error");
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("err");
+	TCase *tc = tcase_create("core");
+
+	tcase_add_test(tc, test_set_and_clear);
+	tcase_add_test(tc, test_prefix);
+	tcase_add_test(tc, test_prefix_truncates_long_messages);
+	tcase_add_test(tc, test_strerror_names_every_code);
+	suite_add_tcase(s, tc);
+	return check_run(s);
+}
