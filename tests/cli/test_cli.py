@@ -25,6 +25,9 @@ import unittest
 
 import numpy as np
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from semid_files import safetensors_bytes  # noqa: E402
+
 BIN = os.environ.get("SEMID_BIN", "bin")
 SEMID = os.path.join(BIN, "semid")
 
@@ -35,19 +38,8 @@ N = 300
 
 
 def write_safetensors(path, tensors, metadata):
-    """tensors: list of (name, float32 array); metadata: dict str -> str."""
-    header, blobs, off = {}, [], 0
-    for name, arr in tensors:
-        raw = np.ascontiguousarray(arr, dtype="<f4").tobytes()
-        header[name] = {"dtype": "F32", "shape": list(arr.shape),
-                        "data_offsets": [off, off + len(raw)]}
-        blobs.append(raw)
-        off += len(raw)
-    header["__metadata__"] = metadata
-    hj = json.dumps(header).encode()
-    hj += b" " * ((8 - len(hj) % 8) % 8)
     with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(hj)) + hj + b"".join(blobs))
+        f.write(safetensors_bytes(tensors, metadata))
 
 
 def make_model(path, rng, towers=("item",), model_version="test-1"):

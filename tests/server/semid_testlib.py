@@ -19,12 +19,15 @@ import json
 import os
 import re
 import signal
-import struct
 import subprocess
+import sys
 import tempfile
 import time
 
 import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from semid_files import safetensors_bytes  # noqa: E402  (re-exported for the tests)
 
 BIN = os.environ.get("SEMID_BIN", "bin")
 SERVER = os.path.join(BIN, "semid-server")
@@ -33,21 +36,6 @@ SEMID = os.path.join(BIN, "semid")
 # "valgrind --error-exitcode=99 --leak-check=full ..."); waits on the server scale by SLOW.
 WRAPPER = os.environ.get("SEMID_SERVER_WRAPPER", "").split()
 SLOW = 10 if WRAPPER else 1
-
-
-def safetensors_bytes(tensors, metadata):
-    """tensors: list of (name, float32 array); metadata: dict str -> str."""
-    header, blobs, off = {}, [], 0
-    for name, arr in tensors:
-        raw = np.ascontiguousarray(arr, dtype="<f4").tobytes()
-        header[name] = {"dtype": "F32", "shape": list(arr.shape),
-                        "data_offsets": [off, off + len(raw)]}
-        blobs.append(raw)
-        off += len(raw)
-    header["__metadata__"] = metadata
-    hj = json.dumps(header).encode()
-    hj += b" " * ((8 - len(hj) % 8) % 8)
-    return struct.pack("<Q", len(hj)) + hj + b"".join(blobs)
 
 
 def publish(path, data):

@@ -1,0 +1,28 @@
+"""Files the python tests write: a safetensors model file, byte for byte.
+
+Written from the format's definition (8-byte little-endian header length, the
+JSON header padded with spaces to 8 bytes, then the raw little-endian data),
+not through semid's own writer, so a test that loads the result checks the C
+loader against an independent producer.  Shared by tests/cli and tests/server
+(tests/core/test_parity.py keeps its own copy on purpose: the parity reference
+stands alone).
+"""
+import json
+import struct
+
+import numpy as np
+
+
+def safetensors_bytes(tensors, metadata):
+    """tensors: list of (name, float32 array); metadata: dict str -> str."""
+    header, blobs, off = {}, [], 0
+    for name, arr in tensors:
+        raw = np.ascontiguousarray(arr, dtype="<f4").tobytes()
+        header[name] = {"dtype": "F32", "shape": list(arr.shape),
+                        "data_offsets": [off, off + len(raw)]}
+        blobs.append(raw)
+        off += len(raw)
+    header["__metadata__"] = metadata
+    hj = json.dumps(header).encode()
+    hj += b" " * ((8 - len(hj) % 8) % 8)
+    return struct.pack("<Q", len(hj)) + hj + b"".join(blobs)
