@@ -18,7 +18,6 @@ outage (skipped with a message when not root or PostgreSQL is absent).
 
 Run: SEMID_BIN=/path/to/bin /usr/bin/python3 tests/server/test_assign.py
 """
-import json
 import os
 import random
 import shutil
@@ -48,6 +47,36 @@ def body(ids, X, reassign=None):
 
 def assign(srv, ids, X, tower="items", reassign=None, conn=None):
     return srv.json("POST", "/v1/%s:assign" % tower, body(ids, X, reassign), conn=conn)
+
+
+def assign_concurrently(servers, ids, X, rounds, per_request, timeout):
+    """One client thread per entry of @servers (client k seeded with k), each
+    assigning @rounds random samples of @per_request of @ids at once.  Returns
+    ({id: set of sids answered}, [(status, body) of every non-200 answer])."""
+    seen, errors, lock = {}, [], threading.Lock()
+
+    def client(srv, seed):
+        r = random.Random(seed)
+        conn = srv.conn()
+        try:
+            for _ in range(rounds):
+                pick = r.sample(range(len(ids)), per_request)
+                st, _, res = assign(srv, [ids[k] for k in pick], X[pick], conn=conn)
+                if st != 200:
+                    errors.append((st, res))
+                    continue
+                with lock:
+                    for x in res["results"]:
+                        seen.setdefault(x["id"], set()).add(x["sid"])
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=client, args=(srv, k)) for k, srv in enumerate(servers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout)
+    return seen, errors
 
 
 def sid_of(codes, suffix):
@@ -401,30 +430,9 @@ class TestAssignSqlite(Base):
         srv, _ = self.start(d, {"item": self.tc}, "C")
         X, codes = T.tie_free_inputs(self.rng, self.tc, 60)
         ids = ["k%02d" % k for k in range(60)]
-        seen, errors, lock = {}, [], threading.Lock()
-
-        def client(seed):
-            r = random.Random(seed)
-            conn = srv.conn()
-            try:
-                for _ in range(12):
-                    pick = r.sample(range(60), 6)
-                    st, _, res = assign(srv, [ids[k] for k in pick], X[pick], conn=conn)
-                    if st != 200:
-                        errors.append((st, res))
-                        continue
-                    with lock:
-                        for x in res["results"]:
-                            seen.setdefault(x["id"], set()).add(x["sid"])
-            finally:
-                conn.close()
-
         try:
-            threads = [threading.Thread(target=client, args=(s,)) for s in range(6)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join(60)
+            seen, errors = assign_concurrently([srv] * 6, ids, X, rounds=12, per_request=6,
+                                               timeout=60)
             self.assertEqual(errors, [])
             self.check_unique(srv, seen, codes, ids)
         finally:
@@ -530,31 +538,9 @@ class TestAssignPostgres(Base):
         s2 = T.Server(["--model", model] + FAST + reg, d)
         X, codes = T.tie_free_inputs(self.rng, self.tc, 50)
         ids = ["p%02d" % k for k in range(50)]
-        seen, errors, lock = {}, [], threading.Lock()
-
-        def client(srv, seed):
-            r = random.Random(seed)
-            conn = srv.conn()
-            try:
-                for _ in range(10):
-                    pick = r.sample(range(50), 5)
-                    st, _, res = assign(srv, [ids[k] for k in pick], X[pick], conn=conn)
-                    if st != 200:
-                        errors.append((st, res))
-                        continue
-                    with lock:
-                        for x in res["results"]:
-                            seen.setdefault(x["id"], set()).add(x["sid"])
-            finally:
-                conn.close()
-
         try:
-            threads = [threading.Thread(target=client, args=(s, k))
-                       for k, s in enumerate([s1, s2, s1, s2])]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join(90)
+            seen, errors = assign_concurrently([s1, s2, s1, s2], ids, X, rounds=10,
+                                               per_request=5, timeout=90)
             self.assertEqual(errors, [])
             TestAssignSqlite.check_unique(self, s1, seen, codes, ids)
             st, _, info = s2.json("GET", "/v1/model")
