@@ -9,6 +9,7 @@
  */
 #include <check.h>
 #include "check_main.h"
+#include "kill_after.h"
 #include <fcntl.h>
 #include <jansson.h>
 #include <signal.h>
@@ -376,8 +377,6 @@ START_TEST(t_sigkill)
 	int fd[2], acked = 0;
 	pid_t pid;
 	static char buf[1 << 16];
-	size_t len = 0;
-	ssize_t got;
 	struct sid_registry *r;
 	struct sid_error err;
 	char *save = NULL, *line;
@@ -392,18 +391,7 @@ START_TEST(t_sigkill)
 			  "--batch", "1", NULL));
 	}
 	close(fd[1]);
-	while (acked < 25 && (got = read(fd[0], buf + len, sizeof(buf) - 1 - len)) > 0) {
-		len += got;
-		acked = 0;
-		for (size_t i = 0; i < len; i++)
-			acked += buf[i] == '\n';
-	}
-	kill(pid, SIGKILL);
-	waitpid(pid, NULL, 0);
-	while ((got = read(fd[0], buf + len, sizeof(buf) - 1 - len)) > 0)
-		len += got;
-	close(fd[0]);
-	buf[len] = '\0';
+	kill_after_lines(fd[0], pid, 25, buf, sizeof(buf));
 	ck_assert_int_eq(sid_registry_open(db, 0, &r, &err), 0);
 	acked = 0;
 	for (line = strtok_r(buf, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {

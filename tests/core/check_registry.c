@@ -17,6 +17,7 @@
  */
 #include <check.h>
 #include "check_main.h"
+#include "kill_after.h"
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -1284,9 +1285,6 @@ START_TEST(t_sigkill)
 	int fd[2];
 	pid_t pid;
 	char buf[65536];
-	size_t len = 0;
-	ssize_t got;
-	int acked = 0;
 
 	NEED_STORE();
 	sid_registry_close(reg_open());
@@ -1314,18 +1312,7 @@ START_TEST(t_sigkill)
 		}
 	}
 	close(fd[1]);
-	while (acked < 40 && (got = read(fd[0], buf + len, sizeof(buf) - 1 - len)) > 0) {
-		len += got;
-		acked = 0;
-		for (size_t i = 0; i < len; i++)
-			acked += buf[i] == '\n';
-	}
-	kill(pid, SIGKILL);
-	waitpid(pid, NULL, 0);
-	while ((got = read(fd[0], buf + len, sizeof(buf) - 1 - len)) > 0)
-		len += got;
-	close(fd[0]);
-	buf[len] = '\0';
+	kill_after_lines(fd[0], pid, 40, buf, sizeof(buf));
 	{
 		struct sid_registry *r = reg_open();
 		struct sid_reg_stats st;
