@@ -5,8 +5,9 @@ A suite is either a Check binary (its summary line "NN%: Checks: N, Failures:
 F, Errors: E" is parsed) or a python unittest script under tests/ (run with
 Debian's python3; "Ran N tests" and "FAILED (failures=F, errors=E)" parsed).
 Each suite's own output is shown.  The closing line is "tests: N passed, M
-failed"; the exit status is non-zero when anything failed or a suite crashed
-without a summary.
+failed, K skipped" (skipped tests are not counted as passed); the exit status
+is non-zero when anything failed, a suite crashed without a summary, or a
+suite ran no test at all.
 """
 import os
 import re
@@ -16,7 +17,7 @@ import time
 
 CHECK_RE = re.compile(r"(\d+)%: Checks: (\d+), Failures: (\d+), Errors: (\d+)")
 RAN_RE = re.compile(r"^Ran (\d+) tests? in", re.M)
-FAILED_RE = re.compile(r"^FAILED \((.*)\)", re.M)
+VERDICT_RE = re.compile(r"^(?:FAILED|OK) \((.*)\)", re.M)
 
 
 def run_suite(path):
@@ -31,7 +32,7 @@ def run_suite(path):
     out = proc.stdout.decode("utf-8", "replace")
     sys.stdout.write(out)
     dt = time.time() - t0
-    passed = failed = 0
+    passed = failed = skipped = 0
     m = CHECK_RE.findall(out)
     if m:
         for _, checks, fails, errs in m:
@@ -39,32 +40,38 @@ def run_suite(path):
             passed += int(checks) - int(fails) - int(errs)
     elif RAN_RE.search(out):
         ran = int(RAN_RE.search(out).group(1))
-        fm = FAILED_RE.search(out)
-        if fm:
-            for part in fm.group(1).split(","):
+        vm = VERDICT_RE.search(out)
+        if vm:
+            for part in vm.group(1).split(","):
                 k, _, v = part.strip().partition("=")
-                if k in ("failures", "errors"):
+                if k in ("failures", "errors", "unexpected successes"):
                     failed += int(v)
-        passed = ran - failed
+                elif k in ("skipped", "expected failures"):
+                    skipped += int(v)
+        passed = ran - failed - skipped
     if proc.returncode != 0 and failed == 0:
         failed = 1  # crashed or exited non-zero without reporting a failure
-    print(f"== {path}: {passed} passed, {failed} failed ({dt:.1f}s, exit {proc.returncode})",
-          flush=True)
-    return passed, failed
+    if passed + failed + skipped == 0:
+        print(f"== {path}: ran no test")
+        failed = 1  # a suite that runs nothing is broken, not green
+    print(f"== {path}: {passed} passed, {failed} failed, {skipped} skipped "
+          f"({dt:.1f}s, exit {proc.returncode})", flush=True)
+    return passed, failed, skipped
 
 
 def main():
-    total_p = total_f = 0
+    total_p = total_f = total_s = 0
     bad = []
     for path in sys.argv[1:]:
-        p, f = run_suite(path)
+        p, f, k = run_suite(path)
         total_p += p
         total_f += f
+        total_s += k
         if f:
             bad.append(path)
     if bad:
         print("failing suites: " + " ".join(bad))
-    print(f"tests: {total_p} passed, {total_f} failed")
+    print(f"tests: {total_p} passed, {total_f} failed, {total_s} skipped")
     return 1 if total_f or not total_p else 0
 
 

@@ -1,0 +1,62 @@
+#!/usr/bin/python3
+"""tests/run.py, the runner that sums every suite: skipped tests are not
+counted as passed, and a suite that runs nothing or dies without a summary
+fails the run."""
+import os
+import subprocess
+import sys
+import tempfile
+import unittest
+
+RUN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "run.py")
+
+MIXED = """import unittest
+class T(unittest.TestCase):
+    def test_a(self): pass
+    def test_b(self): pass
+    @unittest.skip("not here")
+    def test_c(self): pass
+    def test_d(self): self.fail("boom")
+unittest.main()
+"""
+GREEN_SKIP = MIXED.replace('self.fail("boom")', "pass")
+NOTHING = "import sys\nsys.exit(0)\n"
+CRASH = "import os\nos.abort()\n"
+
+
+class RunnerTest(unittest.TestCase):
+    def run_suites(self, *sources):
+        with tempfile.TemporaryDirectory() as d:
+            paths = []
+            for i, src in enumerate(sources):
+                p = os.path.join(d, "s%d.py" % i)
+                with open(p, "w") as f:
+                    f.write(src)
+                paths.append(p)
+            p = subprocess.run([sys.executable, RUN] + paths, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, timeout=60)
+        return p.returncode, p.stdout.decode().strip().splitlines()[-1]
+
+    def test_counts_failures_and_skips_apart(self):
+        rc, last = self.run_suites(MIXED)
+        self.assertEqual(last, "tests: 2 passed, 1 failed, 1 skipped")
+        self.assertNotEqual(rc, 0)
+
+    def test_green_with_a_skip(self):
+        rc, last = self.run_suites(GREEN_SKIP)
+        self.assertEqual(last, "tests: 3 passed, 0 failed, 1 skipped")
+        self.assertEqual(rc, 0)
+
+    def test_a_suite_that_runs_nothing_fails(self):
+        rc, last = self.run_suites(GREEN_SKIP, NOTHING)
+        self.assertEqual(last, "tests: 3 passed, 1 failed, 1 skipped")
+        self.assertNotEqual(rc, 0)
+
+    def test_a_crash_without_summary_fails(self):
+        rc, last = self.run_suites(CRASH)
+        self.assertEqual(last, "tests: 0 passed, 1 failed, 0 skipped")
+        self.assertNotEqual(rc, 0)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
