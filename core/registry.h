@@ -50,7 +50,8 @@
  * answered on its own).  Other handles, threads or processes may use the same
  * store at once (SQLite serialises writers on its file lock; PostgreSQL runs
  * them concurrently).  A SQLite handle runs a background thread that
- * checkpoints the WAL (so commits do not pay for it); like any SQLite
+ * checkpoints the WAL (so commits rarely pay for it; one commit in every
+ * SID_REG_SQLITE_WAL_PAGES / 2 pages restarts it); like any SQLite
  * connection, a handle must not be carried across fork() - open it in the
  * process that uses it.
  */
@@ -70,6 +71,10 @@
 #define SID_REG_SID_MAX	     192  /* a formatted sid fits in this, with its NUL */
 #define SID_REG_PAGE_MAX     1000 /* entries per sid_registry_list page */
 #define SID_REG_HIST_BUCKETS 64
+/* SQLite: the WAL is checkpointed and restarted before it holds more than
+ * this many pages (4 KiB each) plus the transaction being committed, however
+ * steady the stream of commits; see registry_sqlite.c. */
+#define SID_REG_SQLITE_WAL_PAGES 4000
 
 /* sid_registry_open flags */
 #define SID_REG_READONLY                                                                           \

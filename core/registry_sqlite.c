@@ -16,6 +16,7 @@
 
 #include <pthread.h>
 #include <sqlite3.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -105,15 +106,24 @@ struct sq {
 };
 
 /*
- * Checkpoints run off the commit path: the main connection's automatic
+ * Checkpoints run mostly off the commit path: the main connection's automatic
  * checkpoint is off, and after a commit that leaves CKPT_PAGES or more in the
  * WAL the hook wakes this thread, which copies the WAL into the file with a
- * PASSIVE checkpoint on its own connection (never blocking writers).  Should
- * the WAL still reach CKPT_HARD pages, the committing thread checkpoints
- * itself, so the WAL stays bounded.
+ * PASSIVE checkpoint on its own connection (never blocking writers).  Under a
+ * steady stream of commits a PASSIVE checkpoint never catches up with the
+ * last frame, and a WAL that is never fully copied is never restarted: it grew
+ * to hundreds of MiB.  A RESTART checkpoint from this thread does not help
+ * either (it waits for a moment with no writer, and the writers, retrying
+ * sooner, win).  So once the WAL holds CKPT_RESTART pages the committing
+ * thread, the one writer of this handle, runs the RESTART checkpoint itself
+ * right after its commit: it copies what the background thread has not yet
+ * copied, and the next commit writes from the start of the WAL again.  Only
+ * a read transaction another process keeps open can stop the restart (the
+ * hook then retries after every commit).  journal_size_limit trims a WAL that
+ * one huge transaction (an import) made larger.
  */
-#define CKPT_PAGES 1000
-#define CKPT_HARD  (64 * CKPT_PAGES)
+#define CKPT_PAGES   1000
+#define CKPT_RESTART (SID_REG_SQLITE_WAL_PAGES / 2)
 
 static void *ckpt_main(void *p)
 {
@@ -136,8 +146,8 @@ static void *ckpt_main(void *p)
 static int wal_hook(void *p, sqlite3 *db, const char *name, int pages)
 {
 	struct sq *s = p;
-	if (pages >= CKPT_HARD)
-		sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
+	if (pages >= CKPT_RESTART)
+		sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_RESTART, NULL, NULL);
 	else if (pages >= CKPT_PAGES) {
 		pthread_mutex_lock(&s->ck_lock);
 		s->ck_wanted = 1;
@@ -1048,6 +1058,12 @@ int sid__reg_sqlite_open(const char *path, unsigned flags, struct sid_registry *
 		sqlite3_finalize(st);
 		st = NULL;
 		rc = exec(s, "PRAGMA synchronous = FULL", err, "open");
+		if (!rc) {
+			char sql[64];
+			snprintf(sql, sizeof(sql), "PRAGMA journal_size_limit = %d",
+				 SID_REG_SQLITE_WAL_PAGES * 4096);
+			rc = exec(s, sql, err, "open");
+		}
 		if (rc)
 			goto fail;
 	}

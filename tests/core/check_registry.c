@@ -1543,6 +1543,105 @@ START_TEST(t_sqlite_locked)
 }
 END_TEST
 
+/* A steady stream of group-committed writes (two writers on one handle, a
+ * reader on another, as in the server) must not grow the WAL without bound:
+ * it is checkpointed and restarted before it passes SID_REG_SQLITE_WAL_PAGES
+ * (plus one transaction).  ~50 MiB of embeddings go through it. */
+enum { WAL_D = 384, WAL_N = 64, WAL_CALLS = 260 };
+
+struct wal_writer {
+	struct sid_registry *r;
+	int k, rc;
+	long max_wal; /* bytes seen after a commit */
+	char msg[SID_ERROR_MSG_MAX];
+};
+
+static volatile int wal_stop;
+
+static long file_size(const char *path)
+{
+	struct stat st;
+	return stat(path, &st) ? 0 : (long)st.st_size;
+}
+
+static void *wal_write(void *p)
+{
+	struct wal_writer *w = p;
+	static float emb[WAL_N][WAL_D];
+	char walpath[700], ids[WAL_N][24];
+	struct sid_reg_item in[WAL_N];
+	struct sid_reg_entry out[WAL_N];
+	int32_t codes[WAL_N][3];
+	struct sid_error err;
+
+	snprintf(walpath, sizeof(walpath), "%s-wal", target);
+	for (int j = 0; j < WAL_N; j++)
+		for (int d = 0; d < WAL_D; d++)
+			emb[j][d] = (float)(j + d) / WAL_D;
+	for (int i = 0; i < WAL_CALLS && !w->rc; i++) {
+		for (int j = 0; j < WAL_N; j++) {
+			snprintf(ids[j], sizeof(ids[j]), "w%d-%d-%d", w->k, i, j);
+			codes[j][0] = j;
+			codes[j][1] = i % 7;
+			codes[j][2] = w->k;
+			in[j] = (struct sid_reg_item){ids[j], codes[j], emb[j]};
+		}
+		if (sid_registry_assign(w->r, SID_TOWER_ITEM, in, WAL_N, 3, WAL_D, "v", 0, out,
+					&err)) {
+			w->rc = err.code;
+			snprintf(w->msg, sizeof(w->msg), "%s", err.msg);
+		}
+		long sz = file_size(walpath);
+		if (sz > w->max_wal)
+			w->max_wal = sz;
+	}
+	return NULL;
+}
+
+static void *wal_read(void *p)
+{
+	struct sid_registry *r = p;
+	struct sid_reg_entry e;
+	struct sid_error err;
+	for (int i = 0; !wal_stop; i++) {
+		char id[24];
+		snprintf(id, sizeof(id), "w%d-%d-%d", i % 2, i % 50, i % WAL_N);
+		sid_registry_get(r, SID_TOWER_ITEM, id, &e, &err);
+	}
+	return NULL;
+}
+
+START_TEST(t_sqlite_wal_bounded)
+{
+	struct sid_registry *r = reg_open(), *rd = reg_open();
+	struct wal_writer w[2] = {{r, 0, 0, 0, ""}, {r, 1, 0, 0, ""}};
+	pthread_t th[2], reader;
+	struct sid_reg_stats st;
+	struct sid_error err;
+	/* one call's frames: 64 rows + 64 embeddings (1.5 KiB each) and index pages */
+	long frame = 24 + 4096, per_call = (WAL_N / 2 + 16) * frame;
+	long bound = 32 + (SID_REG_SQLITE_WAL_PAGES * frame) + 2 * per_call;
+
+	wal_stop = 0;
+	ck_assert_int_eq(pthread_create(&reader, NULL, wal_read, rd), 0);
+	for (int k = 0; k < 2; k++)
+		ck_assert_int_eq(pthread_create(&th[k], NULL, wal_write, &w[k]), 0);
+	for (int k = 0; k < 2; k++)
+		pthread_join(th[k], NULL);
+	wal_stop = 1;
+	pthread_join(reader, NULL);
+	for (int k = 0; k < 2; k++) {
+		ck_assert_msg(w[k].rc == 0, "writer %d: %s", k, w[k].msg);
+		ck_assert_msg(w[k].max_wal <= bound, "WAL reached %ld bytes (bound %ld)",
+			      w[k].max_wal, bound);
+	}
+	ck_assert_int_eq(sid_registry_stats(r, SID_TOWER_ITEM, &st, &err), 0);
+	ck_assert_int_eq(st.items, 2 * WAL_CALLS * WAL_N);
+	sid_registry_close(rd);
+	sid_registry_close(r);
+}
+END_TEST
+
 /* ---- PostgreSQL availability ---- */
 
 START_TEST(t_pg_unavailable)
@@ -1622,6 +1721,7 @@ static Suite *registry_suite(void)
 	tcase_add_test(tc, t_sqlite_readonly);
 	tcase_add_test(tc, t_sqlite_readonly_flag);
 	tcase_add_test(tc, t_sqlite_locked);
+	tcase_add_test(tc, t_sqlite_wal_bounded);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("postgresql");
