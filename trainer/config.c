@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-enum ktype { K_STR, K_INT, K_BOOL };
+enum ktype { K_STR, K_INT, K_BOOL, K_SECS };
 
 struct key {
 	const char *name;
@@ -37,6 +37,8 @@ static const struct key keys[] = {
     {"threads", K_INT, OFF(threads), 0, "OpenBLAS threads [library default]"},
     {"eval", K_BOOL, OFF(eval), 0, "evaluate at the end when --test is given [true]"},
     {"progress", K_BOOL, OFF(progress), 0, "progress bar on a terminal [true]"},
+    {"progress_every", K_SECS, OFF(progress_every), 0,
+     "without a terminal, a progress line every S seconds of an epoch [30]; 0 = every batch"},
     {"stop_after", K_INT, OFF(stop_after), 0,
      "stop after N epochs in all (checkpoint written, no publish; resume later)"},
     {"max_steps", K_INT, OFF(max_steps), 0,
@@ -83,6 +85,7 @@ void tr_config_defaults(struct tr_config *c)
 	memset(c, 0, sizeof(*c));
 	c->eval = 1;
 	c->progress = 1;
+	c->progress_every = 30;
 	das_config_defaults(&c->das);
 }
 
@@ -117,6 +120,16 @@ static int key_set(struct tr_config *c, const struct key *k, const char *value, 
 					     what, k->name, value);
 		*(int *)dst = (int)v;
 		return 0;
+	case K_SECS: {
+		double d = strtod(value, &end);
+		if (end == value || *end || !(d >= 0 && d <= 86400))
+			return sid_error_set(
+			    err, SID_EINVAL,
+			    "%s: %s: \"%s\" is not a number of seconds in [0, 86400]", what,
+			    k->name, value);
+		*(double *)dst = d;
+		return 0;
+	}
 	case K_BOOL:
 		if (!strcmp(value, "true") || !strcmp(value, "1"))
 			*(int *)dst = 1;
@@ -276,9 +289,10 @@ char *tr_config_run_json(const struct tr_config *c)
 		return NULL;
 	for (size_t i = 0; i < N_KEYS; i++) {
 		const void *src = (const char *)c + keys[i].off;
-		json_t *v = keys[i].type == K_STR   ? json_string(src)
-			    : keys[i].type == K_INT ? json_integer(*(const int *)src)
-						    : json_boolean(*(const int *)src);
+		json_t *v = keys[i].type == K_STR    ? json_string(src)
+			    : keys[i].type == K_INT  ? json_integer(*(const int *)src)
+			    : keys[i].type == K_SECS ? json_real(*(const double *)src)
+						     : json_boolean(*(const int *)src);
 		json_object_set_new(o, keys[i].name, v);
 	}
 	s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);

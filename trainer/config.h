@@ -33,6 +33,8 @@ struct tr_config {
 	int threads;		 /* OpenBLAS threads, 0 = library default */
 	int eval;		 /* evaluate at the end when test is set (1) */
 	int progress;		 /* progress bar when stderr is a terminal (1) */
+	double progress_every;	 /* otherwise a progress line every this many seconds of
+				    an epoch (30; 0 = after every batch) */
 	int stop_after;		 /* stop once this many epochs are done (checkpoint, no
 				    publish; 0 = run to the end): a time budget, resume later */
 	int max_steps;		 /* benchmark: stop after this many steps of the first epoch

@@ -377,7 +377,7 @@ static int run_epoch(struct run *r, int e, int tty, struct sid_error *err)
 	size_t nb = tr_batcher_count(&r->bt);
 	int need_u2 = das_needs_user_partner(r->model), need_i2 = das_needs_item_partner(r->model);
 	struct das_losses acc;
-	double t0 = now_s();
+	double t0 = now_s(), t_line = t0;
 	int L = r->dc.L, phase = das_phase_get(r->model), rc;
 
 	memset(&acc, 0, sizeof(acc));
@@ -421,6 +421,18 @@ static int run_epoch(struct run *r, int e, int tty, struct sid_error *err)
 		}
 		if (tty && (b % (nb / 100 + 1) == 0 || b + 1 == nb))
 			progress_bar(e + 1, r->total_epochs, b, nb, t0);
+		else if (!tty && r->cfg->progress && b + 1 < nb &&
+			 now_s() - t_line >= r->cfg->progress_every) {
+			/* a log line, for a trainer run by cron or a job */
+			double dt = now_s() - t0;
+			fprintf(stderr,
+				"epoch %d/%d: batch %zu/%zu (%d%%), loss %.4f, %.1fs, about %.0fs "
+				"left in the epoch\n",
+				e + 1, r->total_epochs, b + 1, nb, (int)((b + 1) * 100 / nb),
+				acc.total / (double)(b + 1), dt,
+				dt / (double)(b + 1) * (double)(nb - b - 1));
+			t_line = now_s();
+		}
 	}
 	losses_scale(&acc, 1.0 / (double)nb, L);
 	double dt = now_s() - t0;

@@ -20,6 +20,7 @@ Run: SEMID_BIN=/path/to/bin /usr/bin/python3 tests/trainer/test_train.py
 import json
 import os
 import random
+import re
 import shutil
 import struct
 import subprocess
@@ -285,6 +286,31 @@ class TrainerTest(unittest.TestCase):
         p = run(*self.base_args(out) + ["--levels", "many"])
         self.assertEqual(p.returncode, 2)
         self.assertIn("levels", p.stderr)
+
+    def test_progress_lines_without_terminal(self):
+        """With stderr not a terminal, progress comes as log lines every
+        progress_every seconds; 0 gives one after every batch but the last
+        (whose place is the epoch line)."""
+        out = os.path.join(self.tmp, "progress.st")
+        args = [a for a in self.base_args(out) if a != "--no-progress"]
+        p = run(*args, "--progress-every", "0", "--eval", "false")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        m = re.search(r"(\d+) batches of 128 per epoch, 2 epochs", p.stderr)
+        self.assertTrue(m, p.stderr)
+        nb = int(m.group(1))
+        self.assertGreater(nb, 2)
+        lines = re.findall(r"^epoch (\d)/2: batch (\d+)/(\d+) \((\d+)%\), loss ([0-9.]+), "
+                           r"[0-9.]+s, about [0-9]+s left in the epoch$", p.stderr, re.M)
+        want = [(str(e), str(b), str(nb), str(b * 100 // nb)) for e in (1, 2)
+                for b in range(1, nb)]
+        self.assertEqual([x[:4] for x in lines], want)
+        # the default (30 s) prints none in a run this short; --no-progress none at all
+        p = run(*args, "--eval", "false")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertNotIn(": batch ", p.stderr)
+        p = run(*args, "--progress-every", "-1")
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("progress_every", p.stderr)
 
     # ---- atomic publish ----
 
