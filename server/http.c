@@ -10,15 +10,35 @@
 #include <jansson.h>
 #include <microhttpd.h>
 #include <netdb.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "api.h"
 #include "log.h"
+
+/*
+ * One open TCP connection (MHD's socket_context).  While it is on the
+ * watch list, the sweeper thread closes it (shutdown(2); MHD then sees the
+ * end of the stream and cleans up) when a request has been arriving for
+ * longer than connection_timeout_s: MHD's own timeout only fires on
+ * silence, so a client sending a byte a second would hold it for ever.
+ * MHD notifies CLOSED before it closes the socket, and the list lock is held
+ * across both removal and shutdown, so the fd is never stale.
+ */
+struct conn {
+	struct conn *prev, *next;
+	int fd;
+	long long since_us; /* atomic: when the current request began to arrive */
+	int receiving;	    /* atomic: 1 until the request is in full */
+	int cut;	    /* atomic: the sweeper closed it */
+};
 
 struct srv_http {
 	struct srv_http_deps d;
@@ -26,6 +46,19 @@ struct srv_http {
 	int port;
 	long inflight; /* atomic */
 	int draining;  /* atomic */
+	/* connections: the watch list, the count, refusals over the limit */
+	pthread_mutex_t conns_lock;
+	struct conn *conns;
+	struct conn over; /* the socket_context of refused connections (never listed) */
+	long open;	  /* atomic: connections MHD holds */
+	long refused;	  /* atomic: refused since the sweeper last logged */
+	char *over_resp;  /* the canned 503 written to a connection over the limit */
+	size_t over_len;
+	pthread_t sweeper;
+	int sweeper_on;
+	pthread_mutex_t stop_lock;
+	pthread_cond_t stop_cv;
+	int stopping;
 };
 
 enum req_state {
@@ -60,7 +93,9 @@ struct req {
 	char version[256];
 	char errmsg[256];
 	struct srv_reload_waiter waiter;
-	char *arg; /* registry lookups: the URL-decoded {id} or {sid} */
+	char *arg;	/* registry lookups: the URL-decoded {id} or {sid} */
+	struct conn *c; /* its connection (NULL if MHD gave none) */
+	int close;	/* answer with Connection: close (bad framing) */
 };
 
 static const char JSON_CT[] = "application/json";
@@ -73,6 +108,28 @@ static void copy_str(char *dst, size_t n, const char *src)
 		len = n - 1;
 	memcpy(dst, src, len);
 	dst[len] = '\0';
+}
+
+static long long now_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* The request is in full: its connection leaves the sweeper's deadline. */
+static void req_received(struct req *q)
+{
+	if (q->c)
+		__atomic_store_n(&q->c->receiving, 0, __ATOMIC_RELAXED);
+}
+
+/* Suspend the connection while the batcher, registry lane or reload works. */
+static void req_suspend(struct req *q)
+{
+	req_received(q);
+	q->state = REQ_WAIT;
+	MHD_suspend_connection(q->conn);
 }
 
 /* ---- responses ---- */
@@ -133,8 +190,9 @@ static enum MHD_Result send_response(struct req *q)
 		snprintf(ra, sizeof(ra), "%d", q->h->d.cfg->retry_after_s);
 		MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, ra);
 	}
-	if (__atomic_load_n(&q->h->draining, __ATOMIC_RELAXED))
+	if (q->close || __atomic_load_n(&q->h->draining, __ATOMIC_RELAXED))
 		MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
+	req_received(q);
 	ret = MHD_queue_response(q->conn, (unsigned)q->status, r);
 	MHD_destroy_response(r);
 	q->state = REQ_DONE;
@@ -369,8 +427,7 @@ static void start_lookup(struct req *q)
 	}
 	lk->done = lookup_done;
 	lk->ctx = q;
-	q->state = REQ_WAIT;
-	MHD_suspend_connection(q->conn);
+	req_suspend(q);
 	if (srv_assigner_lookup(h->d.assigner, lk)) {
 		srv_lookup_free(lk);
 		set_error(q, SRV_ERR_UNAVAILABLE, "the server is shutting down");
@@ -424,8 +481,7 @@ static void start_encode(struct req *q)
 	job->ctx = q;
 	job->assign = assign;
 	/* Suspend before submitting: the job may finish before we return. */
-	q->state = REQ_WAIT;
-	MHD_suspend_connection(q->conn);
+	req_suspend(q);
 	if (srv_batcher_submit(h->d.batcher, job)) {
 		srv_job_free(job);
 		set_error(q, SRV_ERR_UNAVAILABLE,
@@ -498,15 +554,72 @@ static int has_body(struct MHD_Connection *conn)
 	return cl && strtoull(cl, NULL, 10) > 0;
 }
 
-/* First call for a request: route, method, headers.  Returns 1 when a
- * response is already decided. */
-static int on_headers(struct req *q, const char *url, const char *method)
+/* Count the Content-Length headers. */
+static enum MHD_Result count_cl(void *cls, enum MHD_ValueKind kind, const char *key,
+				const char *value)
+{
+	(void)kind;
+	(void)value;
+	if (!strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH))
+		++*(int *)cls;
+	return MHD_YES;
+}
+
+/*
+ * Message framing MHD 0.9.75 leaves to us (RFC 9112): a request line
+ * without HTTP/1.0 or HTTP/1.1 at its end (MHD answers 505 itself for other
+ * HTTP/x.y), a Transfer-Encoding other than chunked (MHD would read until
+ * the client closes), Transfer-Encoding beside Content-Length, more than
+ * one Content-Length.  Each is a 400 and the connection is closed: where
+ * the body ends cannot be trusted.  Returns 1 when the request is refused.
+ * (MHD reads header lines and the URL as C strings: a NUL byte ends them
+ * there, and the request goes on as if the line ended at the NUL.)
+ */
+static int framing_bad(struct req *q, const char *version)
+{
+	int cl = 0;
+	const char *te;
+
+	if (!version || (strcmp(version, "HTTP/1.1") != 0 && strcmp(version, "HTTP/1.0") != 0)) {
+		set_error(q, SRV_ERR_INVALID_ARGUMENT,
+			  "the request line must end in HTTP/1.0 or HTTP/1.1");
+		goto bad;
+	}
+	MHD_get_connection_values(q->conn, MHD_HEADER_KIND, count_cl, &cl);
+	te = MHD_lookup_connection_value(q->conn, MHD_HEADER_KIND,
+					 MHD_HTTP_HEADER_TRANSFER_ENCODING);
+	if (te && strcasecmp(te, "chunked") != 0) {
+		set_error(q, SRV_ERR_INVALID_ARGUMENT,
+			  "Transfer-Encoding %.64s is not supported (only chunked)", te);
+		goto bad;
+	}
+	if (te && cl) {
+		set_error(q, SRV_ERR_INVALID_ARGUMENT,
+			  "a request may not carry both Transfer-Encoding and Content-Length");
+		goto bad;
+	}
+	if (cl > 1) {
+		set_error(q, SRV_ERR_INVALID_ARGUMENT, "more than one Content-Length header");
+		goto bad;
+	}
+	return 0;
+bad:
+	q->route = SRV_ROUTE_OTHER;
+	q->close = 1;
+	return 1;
+}
+
+/* First call for a request: framing, route, method, headers.  Returns 1
+ * when a response is already decided. */
+static int on_headers(struct req *q, const char *url, const char *method, const char *version)
 {
 	struct srv_http *h = q->h;
 	const char *v;
 	size_t i;
 
 	snprintf(q->path, sizeof(q->path), "%s", url);
+	if (framing_bad(q, version))
+		return 1;
 	for (i = 0; i < sizeof(routes) / sizeof(routes[0]); i++)
 		if (!strcmp(url, routes[i].path))
 			break;
@@ -594,23 +707,28 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	struct srv_http *h = cls;
 	struct req *q = *con_cls;
 
-	(void)version;
 	if (!q) {
+		const union MHD_ConnectionInfo *ci =
+		    MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+		struct conn *c = ci ? ci->socket_context : NULL;
+		if (c == &h->over)
+			return MHD_NO; /* refused over the limit; already answered 503 */
 		q = calloc(1, sizeof(*q));
 		if (!q)
 			return MHD_NO;
 		q->h = h;
 		q->conn = conn;
+		q->c = c;
 		copy_str(q->method, sizeof(q->method), method);
 		q->t0 = srv_now();
 		q->state = REQ_BODY;
 		*con_cls = q;
 		__atomic_add_fetch(&h->inflight, 1, __ATOMIC_RELAXED);
-		if (on_headers(q, url, method)) {
+		if (on_headers(q, url, method, version)) {
 			/* Refuse a body before it is sent (MHD then closes the
 			 * connection); otherwise answer on the next call, once MHD
 			 * knows the request is complete, so keep-alive survives. */
-			if (has_body(conn))
+			if (q->close || has_body(conn))
 				return send_response(q);
 			q->state = REQ_READY;
 			return MHD_YES;
@@ -684,8 +802,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		if (q->route == SRV_ROUTE_RELOAD) {
 			q->waiter.done = reload_done;
 			q->waiter.ctx = q;
-			q->state = REQ_WAIT;
-			MHD_suspend_connection(conn);
+			req_suspend(q);
 			srv_reload_request(h->d.reload, &q->waiter);
 			return MHD_YES;
 		}
@@ -730,9 +847,16 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 		srv_logline_str(&l, "error", q->errmsg);
 	if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
 		srv_logline_str(&l, "termination",
-				toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED ? "timeout"
-									      : "aborted");
+				toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED ||
+					(q->c && __atomic_load_n(&q->c->cut, __ATOMIC_RELAXED))
+				    ? "timeout"
+				    : "aborted");
 	srv_logline_end(&l);
+	if (q->c) {
+		/* The next request on this connection starts its clock now. */
+		__atomic_store_n(&q->c->since_us, now_us(), __ATOMIC_RELAXED);
+		__atomic_store_n(&q->c->receiving, 1, __ATOMIC_RELAXED);
+	}
 	srv_buf_release(&q->body);
 	free(q->resp);
 	free(q->arg);
@@ -789,6 +913,177 @@ static void mhd_logger(void *cls, const char *fmt, va_list ap)
 	srv_log(SRV_LOG_WARN, "mhd", "%s", msg);
 }
 
+/* ---- connections: the limit and the request deadline ---- */
+
+/*
+ * A connection over connection_limit is answered at once with a canned 503
+ * (Retry-After, Connection: close) written straight to the fresh socket,
+ * whose send buffer is empty, and shut down; MHD reads the end of the
+ * stream and closes it.  MHD's own limit sits above ours so that it keeps
+ * accepting (at its own limit it stops reading the listening socket and
+ * clients would wait unanswered in the kernel's queue).
+ */
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+			  enum MHD_ConnectionNotificationCode code)
+{
+	struct srv_http *h = cls;
+	struct conn *c = *socket_context;
+	const union MHD_ConnectionInfo *ci;
+	long n;
+
+	if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
+		if (!c)
+			return;
+		*socket_context = NULL;
+		if (c == &h->over) {
+			__atomic_sub_fetch(&h->open, 1, __ATOMIC_RELAXED);
+			return;
+		}
+		pthread_mutex_lock(&h->conns_lock);
+		if (!c->cut) /* a cut connection left the count when it was cut */
+			__atomic_sub_fetch(&h->open, 1, __ATOMIC_RELAXED);
+		if (c->prev)
+			c->prev->next = c->next;
+		else
+			h->conns = c->next;
+		if (c->next)
+			c->next->prev = c->prev;
+		pthread_mutex_unlock(&h->conns_lock);
+		free(c);
+		return;
+	}
+	ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+	if (!ci)
+		return; /* not watched; MHD's idle timeout still applies */
+	n = __atomic_add_fetch(&h->open, 1, __ATOMIC_RELAXED);
+	c = n > h->d.cfg->connection_limit ? NULL : calloc(1, sizeof(*c));
+	if (!c) {
+		ssize_t w =
+		    send(ci->connect_fd, h->over_resp, h->over_len, MSG_DONTWAIT | MSG_NOSIGNAL);
+		(void)w; /* a client that cannot take 150 bytes just sees the close */
+		shutdown(ci->connect_fd, SHUT_RDWR);
+		__atomic_add_fetch(&h->refused, 1, __ATOMIC_RELAXED);
+		*socket_context = &h->over;
+		return;
+	}
+	c->fd = ci->connect_fd;
+	c->since_us = now_us();
+	c->receiving = 1;
+	pthread_mutex_lock(&h->conns_lock);
+	c->next = h->conns;
+	if (h->conns)
+		h->conns->prev = c;
+	h->conns = c;
+	pthread_mutex_unlock(&h->conns_lock);
+	*socket_context = c;
+}
+
+/* Close every connection whose request has been arriving for longer than
+ * connection_timeout_s; log what was closed and refused since last time. */
+static void sweep(struct srv_http *h)
+{
+	long long now = now_us(), limit = (long long)h->d.cfg->connection_timeout_s * 1000000;
+	long cut = 0, refused;
+	struct conn *c;
+
+	if (limit > 0) {
+		pthread_mutex_lock(&h->conns_lock);
+		for (c = h->conns; c; c = c->next) {
+			if (!__atomic_load_n(&c->receiving, __ATOMIC_RELAXED) ||
+			    __atomic_load_n(&c->cut, __ATOMIC_RELAXED) ||
+			    now - __atomic_load_n(&c->since_us, __ATOMIC_RELAXED) < limit)
+				continue;
+			/* Its client sees the end of the stream now: free its place at
+			 * once rather than when MHD next cleans up. */
+			__atomic_store_n(&c->cut, 1, __ATOMIC_RELAXED);
+			shutdown(c->fd, SHUT_RDWR);
+			__atomic_sub_fetch(&h->open, 1, __ATOMIC_RELAXED);
+			cut++;
+		}
+		pthread_mutex_unlock(&h->conns_lock);
+	}
+	if (cut)
+		srv_log(SRV_LOG_INFO, "connection",
+			"closed %ld connection%s that took over connection_timeout_s %d s to send "
+			"a request",
+			cut, cut == 1 ? "" : "s", h->d.cfg->connection_timeout_s);
+	refused = __atomic_exchange_n(&h->refused, 0, __ATOMIC_RELAXED);
+	if (refused)
+		srv_log(SRV_LOG_WARN, "connection",
+			"refused %ld connection%s over connection_limit %d (503)", refused,
+			refused == 1 ? "" : "s", h->d.cfg->connection_limit);
+}
+
+static void *sweeper_main(void *arg)
+{
+	struct srv_http *h = arg;
+	struct timespec ts;
+
+	pthread_mutex_lock(&h->stop_lock);
+	while (!h->stopping) {
+		clock_gettime(CLOCK_MONOTONIC, &ts);
+		ts.tv_nsec += 200 * 1000000L; /* a deadline is kept to within 0.2 s */
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&h->stop_cv, &h->stop_lock, &ts);
+		if (h->stopping)
+			break;
+		pthread_mutex_unlock(&h->stop_lock);
+		sweep(h);
+		pthread_mutex_lock(&h->stop_lock);
+	}
+	pthread_mutex_unlock(&h->stop_lock);
+	return NULL;
+}
+
+/* The canned answer to a connection over the limit. */
+static int over_response(struct srv_http *h)
+{
+	char msg[160];
+	size_t blen = 0;
+	char *body;
+	int n;
+
+	snprintf(msg, sizeof(msg), "too many open connections (connection_limit %d); retry later",
+		 h->d.cfg->connection_limit);
+	body = srv_api_error_body(SRV_ERR_UNAVAILABLE, msg, &blen);
+	if (!body)
+		return -1;
+	h->over_len = strlen("HTTP/1.1 503 Service Unavailable\r\n") + blen + 200;
+	h->over_resp = malloc(h->over_len);
+	if (!h->over_resp) {
+		free(body);
+		return -1;
+	}
+	n = snprintf(h->over_resp, h->over_len,
+		     "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+		     "Retry-After: %d\r\nConnection: close\r\nContent-Length: %zu\r\n\r\n%s",
+		     h->d.cfg->retry_after_s, blen, body);
+	free(body);
+	if (n < 0 || (size_t)n >= h->over_len)
+		return -1;
+	h->over_len = (size_t)n;
+	return 0;
+}
+
+static void http_free(struct srv_http *h)
+{
+	if (h->sweeper_on) {
+		pthread_mutex_lock(&h->stop_lock);
+		h->stopping = 1;
+		pthread_cond_signal(&h->stop_cv);
+		pthread_mutex_unlock(&h->stop_lock);
+		pthread_join(h->sweeper, NULL);
+	}
+	pthread_cond_destroy(&h->stop_cv);
+	pthread_mutex_destroy(&h->stop_lock);
+	pthread_mutex_destroy(&h->conns_lock);
+	free(h->over_resp);
+	free(h);
+}
+
 int srv_http_start(const struct srv_http_deps *deps, struct srv_http **out, struct sid_error *err)
 {
 	const struct srv_config *cfg = deps->cfg;
@@ -799,7 +1094,7 @@ int srv_http_start(const struct srv_http_deps *deps, struct srv_http **out, stru
 	unsigned int flags;
 	struct srv_http *h;
 	size_t hl;
-	int rc;
+	int rc, mhd_limit;
 
 	*out = NULL;
 	if (!colon)
@@ -829,6 +1124,23 @@ int srv_http_start(const struct srv_http_deps *deps, struct srv_http **out, stru
 		return sid_error_set(err, SID_ENOMEM, "http: out of memory");
 	}
 	h->d = *deps;
+	pthread_mutex_init(&h->conns_lock, NULL);
+	pthread_mutex_init(&h->stop_lock, NULL);
+	{
+		pthread_condattr_t ca;
+		pthread_condattr_init(&ca);
+		pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+		pthread_cond_init(&h->stop_cv, &ca);
+		pthread_condattr_destroy(&ca);
+	}
+	if (over_response(h)) {
+		freeaddrinfo(ai);
+		http_free(h);
+		return sid_error_set(err, SID_ENOMEM, "http: out of memory");
+	}
+	/* Headroom above connection_limit for connections that arrive in one
+	 * burst and are refused by on_connection (they close within a poll). */
+	mhd_limit = cfg->connection_limit + 64 + cfg->connection_limit / 8;
 	flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
 		MHD_USE_ERROR_LOG;
 	if (ai->ai_family == AF_INET6)
@@ -839,9 +1151,10 @@ int srv_http_start(const struct srv_http_deps *deps, struct srv_http **out, stru
 		    {MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_logger, NULL},
 		    {MHD_OPTION_SOCK_ADDR, 0, ai->ai_addr},
 		    {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, h},
+		    {MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)on_connection, h},
 		    {MHD_OPTION_UNESCAPE_CALLBACK, (intptr_t)unescape, NULL},
 		    {MHD_OPTION_CONNECTION_TIMEOUT, cfg->connection_timeout_s, NULL},
-		    {MHD_OPTION_CONNECTION_LIMIT, cfg->connection_limit, NULL},
+		    {MHD_OPTION_CONNECTION_LIMIT, mhd_limit, NULL},
 		    {cfg->http_threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END,
 		     cfg->http_threads, NULL},
 		    {MHD_OPTION_END, 0, NULL},
@@ -851,12 +1164,18 @@ int srv_http_start(const struct srv_http_deps *deps, struct srv_http **out, stru
 	}
 	freeaddrinfo(ai);
 	if (!h->mhd) {
-		free(h);
+		http_free(h);
 		return sid_error_set(err, SID_EIO,
 				     "cannot listen on %s (address in use or not "
 				     "permitted)",
 				     cfg->listen);
 	}
+	if (pthread_create(&h->sweeper, NULL, sweeper_main, h) == 0)
+		h->sweeper_on = 1;
+	else
+		srv_log(SRV_LOG_WARN, "startup",
+			"cannot start the connection sweeper: requests have no deadline, only "
+			"the idle timeout");
 	info = MHD_get_daemon_info(h->mhd, MHD_DAEMON_INFO_BIND_PORT);
 	h->port = info ? info->port : atoi(port);
 	{
@@ -901,5 +1220,5 @@ void srv_http_stop(struct srv_http *h)
 	if (!h)
 		return;
 	MHD_stop_daemon(h->mhd);
-	free(h);
+	http_free(h);
 }

@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <uv.h>
 
 #include "assign.h"
@@ -132,6 +133,34 @@ static int bench_encode(int argc, char **argv)
 	return 0;
 }
 
+/*
+ * Every connection is a file descriptor, and so are the model file, the
+ * registry and the watcher.  With the usual soft limit of 1024 and the
+ * default connection_limit of 1024, a flood of connections would leave no
+ * descriptor for a reload or the registry; raise the soft limit to the hard
+ * one (as nginx's worker_rlimit_nofile or Go's runtime do) and say so when
+ * even that is short.
+ */
+static void raise_fd_limit(const struct srv_config *cfg)
+{
+	struct rlimit rl;
+	rlim_t need = (rlim_t)cfg->connection_limit + (rlim_t)cfg->connection_limit / 8 + 64 + 256;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return;
+	if (rl.rlim_cur < rl.rlim_max && rl.rlim_cur < need) {
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+			getrlimit(RLIMIT_NOFILE, &rl);
+	}
+	if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need)
+		srv_log(SRV_LOG_WARN, "startup",
+			"open files limit %llu is low for connection_limit %d (want %llu); raise "
+			"LimitNOFILE / ulimit -n",
+			(unsigned long long)rl.rlim_cur, cfg->connection_limit,
+			(unsigned long long)need);
+}
+
 int main(int argc, char **argv)
 {
 	static struct server s;
@@ -162,6 +191,7 @@ int main(int argc, char **argv)
 	}
 	srv_log_set_level((enum srv_log_level)s.cfg.log_level);
 	signal(SIGPIPE, SIG_IGN);
+	raise_fd_limit(&s.cfg);
 	openblas_set_num_threads(1); /* parallelism comes from the workers */
 
 	s.loop = uv_default_loop();

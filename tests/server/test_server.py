@@ -547,15 +547,16 @@ class TestLifecycle(unittest.TestCase):
         srv = T.Server(["--model", TF_MODEL, "--connection-timeout-s", "1",
                         "--connection-limit", "3"], WORK)
         try:
+            time.sleep(0.2)  # the start-up probe's connection is gone
             idle = [socket.create_connection(("127.0.0.1", srv.port), timeout=5)
                     for _ in range(3)]
             idle[0].sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")  # never finished
             time.sleep(0.2)
-            # Over the limit: not served while the three are held...
-            extra = socket.create_connection(("127.0.0.1", srv.port), timeout=0.5)
-            extra.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-            with self.assertRaises(socket.timeout):
-                extra.recv(100)
+            # Over the limit: answered 503 at once and closed, not left waiting
+            # (tests/server/test_abuse.py floods it harder).
+            extra = socket.create_connection(("127.0.0.1", srv.port), timeout=1)
+            self.assertTrue(extra.recv(100).startswith(b"HTTP/1.1 503"))
+            extra.close()
             # ...idle and half-sent connections are dropped after the timeout...
             t0 = time.monotonic()
             for s in idle:
@@ -566,11 +567,14 @@ class TestLifecycle(unittest.TestCase):
                     pass
                 s.close()
             self.assertLess(time.monotonic() - t0, 4)
-            # ...and then the waiting one is answered.
-            extra.settimeout(5)
-            self.assertTrue(extra.recv(100).startswith(b"HTTP/1.1 200"))
-            extra.close()
-            self.assertEqual(srv.json("GET", "/healthz")[0], 200)  # room again
+            # ...and then there is room again (once the server has reaped
+            # them too, a moment after their clients saw the close).
+            for _ in range(50):
+                st = srv.json("GET", "/healthz")[0]
+                if st == 200:
+                    break
+                time.sleep(0.02)
+            self.assertEqual(st, 200)
         finally:
             srv.stop()
 

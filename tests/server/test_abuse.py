@@ -1,0 +1,464 @@
+#!/usr/bin/python3
+"""Abusive clients against bin/semid-server (issue 6): slow bodies and slow
+headers, a flood of idle connections up to and beyond connection_limit,
+oversized headers, malformed HTTP.  Each case asserts what the client sees
+(status, a closed connection, how soon), that well-behaved clients are
+still answered correctly meanwhile, and what the server logs (no crash, no
+500).  Real server, real sockets, 127.0.0.1 only; every wait is bounded.
+
+What the server does (proto/api.md "Connections"):
+- connection_timeout_s bounds both silence (libmicrohttpd's idle timeout)
+  and the time a request may take to arrive in full, headers and body,
+  counted from the connection's start or its previous response: a client
+  trickling a byte a second is closed after connection_timeout_s.
+- A connection over connection_limit is answered 503 with Retry-After and
+  closed at once; it never waits unanswered in the kernel's accept queue.
+- Framing the server cannot trust (two Content-Lengths, Transfer-Encoding
+  other than chunked or beside Content-Length, no HTTP version) is a 400
+  followed by a close.
+
+Run: SEMID_BIN=/path/to/bin /usr/bin/python3 tests/server/test_abuse.py
+"""
+import json
+import os
+import re
+import select
+import shutil
+import socket
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import semid_testlib as T  # noqa: E402
+
+TIMEOUT = 2  # connection_timeout_s of the servers here
+
+
+def setUpModule():
+    global WORK, MODEL, TOWER, SRV
+    WORK = tempfile.mkdtemp(prefix="semid-abuse-")
+    rng = np.random.default_rng(61)
+    TOWER = T.tie_free_tower(rng)
+    MODEL = os.path.join(WORK, "model.safetensors")
+    T.write_model(MODEL, {"item": TOWER}, "abuse-1")
+    SRV = T.Server(["--model", MODEL, "--registry", "none", "--connection-timeout-s",
+                    str(TIMEOUT), "--max-body-bytes", "100000"], WORK)
+
+
+def tearDownModule():
+    SRV.stop()
+    shutil.rmtree(WORK, ignore_errors=True)
+
+
+def raw(port, data, timeout=5.0):
+    """Send @data on a fresh connection and read until the server closes it
+    (or @timeout).  -> (bytes received, "eof" | "reset" | "open", seconds)."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    t0 = time.monotonic()
+    out, how = b"", "open"
+    try:
+        try:
+            s.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # closed while we were still sending (e.g. a 431 mid-upload)
+        while True:
+            try:
+                chunk = s.recv(65536)
+            except socket.timeout:
+                break
+            except ConnectionResetError:
+                how = "reset"
+                break
+            if not chunk:
+                how = "eof"
+                break
+            out += chunk
+    finally:
+        s.close()
+    return out, how, time.monotonic() - t0
+
+
+def status_of(resp):
+    m = re.match(rb"HTTP/1\.1 (\d{3}) ", resp)
+    return int(m.group(1)) if m else None
+
+
+def head_and_body(resp):
+    head, _, body = resp.partition(b"\r\n\r\n")
+    headers = {}
+    for line in head.split(b"\r\n")[1:]:
+        k, _, v = line.partition(b":")
+        headers[k.strip().lower().decode()] = v.strip().decode()
+    return headers, body
+
+
+class Checker(threading.Thread):
+    """A well-behaved client encoding tie-free rows in a loop; every answer
+    must be 200 with the codes known by construction."""
+
+    def __init__(self, srv, seed):
+        super().__init__(daemon=True)
+        self.srv, self.rng = srv, np.random.default_rng(seed)
+        self.stop, self.ok, self.bad = threading.Event(), 0, []
+
+    def run(self):
+        while not self.stop.is_set():
+            x, codes = T.tie_free_inputs(self.rng, TOWER, 4)
+            body = {"inputs": [{"embedding_b64": T.b64_row(r)} for r in x]}
+            try:
+                st, _, r = self.srv.json("POST", "/v1/items:encode", body)
+                if st != 200 or [q["codes"] for q in r["results"]] != codes.tolist():
+                    self.bad.append((st, r))
+                else:
+                    self.ok += 1
+            except OSError as e:
+                self.bad.append(repr(e))
+            time.sleep(0.02)
+
+    def finish(self, test):
+        self.stop.set()
+        self.join(10)
+        test.assertEqual(self.bad, [])
+        test.assertGreater(self.ok, 10)
+
+
+def no_server_errors(test, srv):
+    text = srv.log_text()
+    test.assertIsNone(re.search(r"event=request [^\n]*status=500", text))
+    for mark in ("Segmentation fault", "AddressSanitizer", "runtime error:", "MHD_PANIC",
+                 "Fatal error"):
+        test.assertFalse(mark in text, mark)
+    test.assertEqual(srv.proc.poll(), None, "the server exited:\n" + text[-3000:])
+    test.assertEqual(srv.request("GET", "/healthz")[0], 200)
+    metrics = srv.metrics()
+    test.assertEqual([k for k in metrics if 'code="500"' in k], [])
+
+
+class TestSlowClients(unittest.TestCase):
+    def test_slow_body_and_slow_headers_are_cut(self):
+        """A body at one byte a second and headers at one byte a second are
+        both closed about connection_timeout_s after they began, while other
+        clients are answered correctly the whole time."""
+        checker = Checker(SRV, 1)
+        checker.start()
+        results = {}
+
+        def trickle(name, head, drip):
+            s = socket.create_connection(("127.0.0.1", SRV.port), timeout=10)
+            t0 = time.monotonic()
+            s.sendall(head)
+            how = "open"
+            try:
+                for _ in range(4 * TIMEOUT + 4):
+                    s.sendall(drip)
+                    r, _, _ = select.select([s], [], [], 1.0)
+                    if r:
+                        data = s.recv(4096)
+                        how = "eof" if not data else "data: %r" % data[:80]
+                        break
+            except (BrokenPipeError, ConnectionResetError):
+                how = "reset"
+            results[name] = (how, time.monotonic() - t0)
+            s.close()
+
+        body = threading.Thread(target=trickle, args=(
+            "body", b"POST /v1/items:encode HTTP/1.1\r\nHost: x\r\nContent-Type: "
+            b"application/json\r\nContent-Length: 1000\r\n\r\n{", b" "))
+        heads = threading.Thread(target=trickle, args=(
+            "headers", b"GET /healthz HTTP/1.1\r\nHost: x\r\n", b"X"))
+        body.start()
+        heads.start()
+        body.join(30)
+        heads.join(30)
+        checker.finish(self)
+        for name in ("body", "headers"):
+            how, secs = results[name]
+            self.assertIn(how, ("eof", "reset"), name)
+            # the deadline plus the sweeper's 0.2 s and one drip interval
+            self.assertGreaterEqual(secs, TIMEOUT - 0.1, name)
+            self.assertLess(secs, TIMEOUT + 2.0, name)
+        log = SRV.log_text()
+        self.assertTrue(re.search(r"event=request method=POST route=/v1/items:encode "
+                                  r"status=499 [^\n]*termination=timeout", log))
+        self.assertTrue(re.search(r"event=connection msg=\"closed \d+ connections? that took "
+                                  r"over connection_timeout_s 2 s", log))
+        no_server_errors(self, SRV)
+
+    def test_keepalive_between_requests_is_not_cut(self):
+        """The deadline restarts with every response: a keep-alive client
+        making a request every 0.6 s for longer than the timeout is served
+        throughout on one connection."""
+        c = SRV.conn()
+        x, codes = T.tie_free_inputs(np.random.default_rng(2), TOWER, 1)
+        body = {"inputs": [{"embedding": x[0].tolist()}]}
+        t0 = time.monotonic()
+        n = 0
+        while time.monotonic() - t0 < TIMEOUT + 1.0:
+            st, _, r = SRV.json("POST", "/v1/items:encode", body, conn=c)
+            self.assertEqual((st, r["results"][0]["codes"]), (200, codes[0].tolist()))
+            n += 1
+            time.sleep(0.6)
+        c.close()
+        self.assertGreaterEqual(n, 4)
+
+
+def healthz_soon(srv, secs=1.0):
+    """GET /healthz until 200 or @secs pass; the last status."""
+    deadline = time.monotonic() + secs
+    while True:
+        st = srv.request("GET", "/healthz")[0]
+        if st == 200 or time.monotonic() > deadline:
+            return st
+        time.sleep(0.02)
+
+
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+class TestConnectionFlood(unittest.TestCase):
+    def test_flood_beyond_the_limit(self):
+        limit = 40
+        srv = T.Server(["--model", MODEL, "--registry", "none", "--connection-timeout-s",
+                        str(TIMEOUT), "--connection-limit", str(limit), "--retry-after-s", "3"],
+                       WORK)
+        socks = []
+        try:
+            time.sleep(0.2)  # the start-up probe's connection is gone
+            checker_conn = srv.conn()  # a keep-alive client inside the limit
+            self.assertEqual(srv.request("GET", "/healthz", conn=checker_conn)[0], 200)
+            rss0 = rss_kib(srv.proc.pid)
+            # Up to the limit: idle connections, some with half a request.
+            for i in range(limit - 1):
+                s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+                if i % 2:
+                    s.sendall(b"POST /v1/items:encode HTTP/1.1\r\nHost: x\r\n")
+                socks.append(s)
+            time.sleep(0.3)
+            t_full = time.monotonic()
+            # Beyond it: each newcomer is answered 503 at once and closed.
+            extra = [socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+                     for _ in range(400)]
+            answers = []
+            for s in extra:
+                s.settimeout(2)
+                try:
+                    data = b""
+                    while True:
+                        chunk = s.recv(4096)
+                        if not chunk:
+                            break
+                        data += chunk
+                    answers.append(data)
+                except ConnectionResetError:
+                    answers.append(b"reset")
+                except socket.timeout:
+                    answers.append(b"hang")
+                s.close()
+            self.assertNotIn(b"hang", answers)
+            full = [a for a in answers if a.startswith(b"HTTP/1.1 503")]
+            self.assertGreater(len(full), 0.9 * len(answers))
+            headers, body = head_and_body(full[0])
+            self.assertEqual(headers["retry-after"], "3")
+            self.assertEqual(headers["connection"], "close")
+            self.assertEqual(json.loads(body)["error"], {
+                "code": "unavailable",
+                "message": "too many open connections (connection_limit 40); retry later"})
+            # A plain client gets the same at once, not a hang...
+            resp, how, secs = raw(srv.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            self.assertEqual(status_of(resp), 503)
+            self.assertLess(secs, 1.0)
+            # ...while the keep-alive client inside the limit is still served.
+            self.assertEqual(srv.request("GET", "/healthz", conn=checker_conn)[0], 200)
+            # The idle ones are closed once connection_timeout_s has passed.
+            for s in socks:
+                s.settimeout(TIMEOUT + 3)
+                try:
+                    self.assertEqual(s.recv(100), b"")
+                except ConnectionResetError:
+                    pass
+            self.assertLess(time.monotonic() - t_full, TIMEOUT + 2.5)
+            # Room again: new clients are served (once the server has reaped
+            # the idle ones, a moment after their clients saw the close).
+            self.assertEqual(healthz_soon(srv), 200)
+            x, codes = T.tie_free_inputs(np.random.default_rng(3), TOWER, 2)
+            st, _, r = srv.json("POST", "/v1/items:encode",
+                                {"inputs": [{"embedding": v.tolist()} for v in x]})
+            self.assertEqual([q["codes"] for q in r["results"]], codes.tolist())
+            self.assertLess(rss_kib(srv.proc.pid) - rss0, 64 * 1024)
+            time.sleep(0.3)  # the sweeper's summary line
+            self.assertTrue(re.search(r"event=connection msg=\"refused \d+ connections "
+                                      r"over connection_limit 40 \(503\)\"", srv.log_text()))
+            no_server_errors(self, srv)
+            checker_conn.close()
+        finally:
+            for s in socks:
+                s.close()
+            self.assertEqual(srv.stop(), 0)
+
+    def test_memory_bounded_under_a_big_flood(self):
+        """1500 connections, each holding up to 16 KiB of unfinished headers:
+        resident memory grows by far less than 64 MiB and returns to service."""
+        srv = T.Server(["--model", MODEL, "--registry", "none", "--connection-timeout-s",
+                        str(TIMEOUT), "--connection-limit", "1000"], WORK)
+        socks = []
+        try:
+            rss0 = rss_kib(srv.proc.pid)
+            junk = b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + b"X-Pad: " + b"p" * 16000 + b"\r\n"
+            for _ in range(1500):
+                s = socket.create_connection(("127.0.0.1", srv.port), timeout=5)
+                s.setblocking(False)
+                try:
+                    s.send(junk)
+                except OSError:
+                    pass  # refused over the limit and already closed
+                socks.append(s)
+            time.sleep(0.5)
+            peak = rss_kib(srv.proc.pid)
+            self.assertLess(peak - rss0, 64 * 1024, "RSS %d -> %d KiB" % (rss0, peak))
+            for s in socks:
+                s.close()
+            socks = []
+            self.assertEqual(healthz_soon(srv, TIMEOUT + 3), 200)
+            no_server_errors(self, srv)
+        finally:
+            for s in socks:
+                s.close()
+            self.assertEqual(srv.stop(), 0)
+
+
+class TestOversized(unittest.TestCase):
+    def test_headers(self):
+        cases = [
+            (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * (1 << 20) + b"\r\n\r\n", 431),
+            (b"GET /healthz HTTP/1.1\r\nHost: x\r\n" +
+             b"".join(b"X-H%d: v\r\n" % i for i in range(20000)) + b"\r\n", 431),
+            (b"GET /" + b"a" * 100000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+        ]
+        for req, want in cases:
+            resp, how, secs = raw(SRV.port, req)
+            self.assertEqual(status_of(resp), want, resp[:200])
+            self.assertIn(how, ("eof", "reset"))  # and the connection is closed
+            self.assertLess(secs, 2.0)
+            self.assertEqual(SRV.request("GET", "/healthz")[0], 200)
+        no_server_errors(self, SRV)
+
+    def test_chunked_body_over_the_limit(self):
+        """test_server.py streams many small chunks past max_body_bytes; here
+        one chunk announces more than the limit (and than memory) at once."""
+        head = (b"POST /v1/items:encode HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+                b"\r\nTransfer-Encoding: chunked\r\n\r\n")
+        # one 1 MiB chunk, sent in full: 413 once it is in, none of it kept
+        resp, how, secs = raw(SRV.port, head + b"100000\r\n" + b" " * (1 << 20) +
+                              b"\r\n0\r\n\r\n")
+        self.assertEqual(status_of(resp), 413, resp[:200])
+        self.assertEqual(json.loads(head_and_body(resp)[1])["error"]["message"],
+                         "the body is over 100000 bytes")
+        # chunk sizes of 256 TiB and past 64 bits, then a stall
+        for size in (b"ffffffffffff", b"ffffffffffffffffffff"):
+            resp, how, secs = raw(SRV.port, head + size + b"\r\n" + b"[0," * 40000)
+            self.assertIn(status_of(resp), (400, 413, None), (size, resp[:200]))
+            self.assertIn(how, ("eof", "reset"))
+            self.assertLess(secs, TIMEOUT + 1.5)
+        no_server_errors(self, SRV)
+
+
+class TestMalformed(unittest.TestCase):
+    POST = b"POST /v1/items:encode HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+
+    def check(self, req, statuses, closed=True, message=None):
+        resp, how, secs = raw(SRV.port, req, timeout=TIMEOUT + 3)
+        self.assertIn(status_of(resp), statuses, (req[:80], resp[:300]))
+        if closed:
+            self.assertIn(how, ("eof", "reset"), req[:80])
+            self.assertLess(secs, 1.0, req[:80])
+        if message is not None:
+            _, body = head_and_body(resp)
+            self.assertEqual(json.loads(body)["error"],
+                             {"code": "invalid_argument", "message": message})
+        self.assertEqual(SRV.request("GET", "/healthz")[0], 200)
+        return resp
+
+    def test_request_line(self):
+        # Not HTTP at all: libmicrohttpd closes without an answer.
+        resp, how, secs = raw(SRV.port, b"\x16\x03\x01\x02\x00garbage\r\n\r\n")
+        self.assertIn(status_of(resp), (None, 400))
+        self.assertIn(how, ("eof", "reset"))
+        self.assertLess(secs, 1.0)
+        self.check(b"GET /healthz HTTP/9.9\r\nHost: x\r\n\r\n", (505,))
+        self.check(b"GET /healthz\r\nHost: x\r\n\r\n", (400,))  # no version
+        self.check(b"GET /healthz HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n", (400,))
+        no_server_errors(self, SRV)
+
+    def test_content_length(self):
+        for cl in (b"-5", b"abc", b"1e3", b"99999999999999999999999999"):
+            self.check(self.POST + b"Content-Length: " + cl + b"\r\n\r\n{}", (400, 413))
+        self.check(self.POST + b"Content-Length: 2\r\nContent-Length: 5\r\n\r\n{}xxx", (400,),
+                   message="more than one Content-Length header")
+        self.check(self.POST + b"Content-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n"
+                   b"2\r\n{}\r\n0\r\n\r\n", (400,),
+                   message="a request may not carry both Transfer-Encoding and Content-Length")
+        no_server_errors(self, SRV)
+
+    def test_chunked(self):
+        self.check(self.POST + b"Transfer-Encoding: gzip\r\n\r\n{}", (400,),
+                   message="Transfer-Encoding gzip is not supported (only chunked)")
+        self.check(self.POST + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n", (400,))
+        self.check(self.POST + b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}xx\r\n0\r\n\r\n",
+                   (400,))
+        # a well-formed chunked body is fine, and keeps the connection
+        x, codes = T.tie_free_inputs(np.random.default_rng(4), TOWER, 1)
+        doc = json.dumps({"inputs": [{"embedding": x[0].tolist()}]}).encode()
+        half = len(doc) // 2
+        resp = self.check(self.POST + b"Transfer-Encoding: chunked\r\n\r\n" +
+                          b"%x\r\n%s\r\n%x\r\n%s\r\n0\r\n\r\n" % (half, doc[:half],
+                                                                   len(doc) - half, doc[half:]),
+                          (200,), closed=False)
+        self.assertEqual(json.loads(head_and_body(resp)[1])["results"][0]["codes"],
+                         codes[0].tolist())
+        no_server_errors(self, SRV)
+
+    def test_nul_bytes(self):
+        # In the body: malformed JSON, a 400 with the position.
+        resp = self.check(self.POST + b"Content-Length: 4\r\n\r\n{\x00}x", (400,), closed=False)
+        self.assertIn("malformed JSON", json.loads(head_and_body(resp)[1])["error"]["message"])
+        # In the request line or a header: libmicrohttpd reads them as C
+        # strings, so the line ends at the NUL; the server answers for what
+        # came before it and carries on.
+        self.check(b"GET /heal\x00thz HTTP/1.1\r\nHost: x\r\n\r\n", (404,), closed=False)
+        self.check(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n", (200,),
+                   closed=False)
+        no_server_errors(self, SRV)
+
+    def test_cut_mid_request(self):
+        """Clients that vanish mid-header or mid-body: nothing to answer,
+        nothing left behind, others served."""
+        before = T.Server.metrics(SRV)
+        for part in (b"GET /heal", b"POST /v1/items:encode HTTP/1.1\r\nHost: x\r\nContent-Ty",
+                     self.POST + b"Content-Length: 100\r\n\r\n{\"inputs\": ["):
+            for _ in range(20):
+                s = socket.create_connection(("127.0.0.1", SRV.port), timeout=5)
+                s.sendall(part)
+                s.close()
+        self.assertEqual(SRV.request("GET", "/healthz")[0], 200)
+        # libmicrohttpd notices a client gone mid-body only when the
+        # request's deadline closes it: within connection_timeout_s.
+        time.sleep(TIMEOUT + 0.5)
+        after = T.Server.metrics(SRV)
+        # the 20 cut bodies are counted as 499 (client gone), nothing else
+        key = 'semid_requests_total{route="/v1/items:encode",code="499"}'
+        self.assertEqual(after.get(key, 0) - before.get(key, 0), 20)
+        no_server_errors(self, SRV)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
