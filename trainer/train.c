@@ -158,6 +158,13 @@ done:
 	return diff;
 }
 
+/* Does the message already start with @path (sid_publish_atomic's do)?
+ * Then a prefix naming it again would only repeat it. */
+static int names_file(const struct sid_error *err, const char *path)
+{
+	return !strncmp(err->msg, path, strlen(path));
+}
+
 static int ckpt_write(struct run *r, const char *path, struct sid_error *err)
 {
 	struct sid_st_writer *w = sid_st_writer_new();
@@ -174,9 +181,14 @@ static int ckpt_write(struct run *r, const char *path, struct sid_error *err)
 		rc = sid_st_writer_add(w, "train.epoch", SID_ST_I64, 1, shape, &ep, err);
 	if (rc == 0)
 		rc = sid_st_writer_meta(w, "train_config", run_json, err);
-	if (rc == 0)
-		rc = sid_st_writer_publish(w, path, err);
-	if (rc < 0)
+	if (rc < 0) {
+		sid_error_prefix(err, "checkpoint %s", path);
+		goto fail;
+	}
+	rc = sid_st_writer_publish(w, path, err);
+	if (rc < 0 && names_file(err, path))
+		sid_error_prefix(err, "checkpoint");
+	else if (rc < 0)
 		sid_error_prefix(err, "checkpoint %s", path);
 fail:
 	free(run_json);
@@ -691,10 +703,14 @@ int tr_train_run(const struct tr_config *cfg, int resume, struct sid_error *err)
 		fprintf(stderr, "evaluation: %.2fs\n", now_s() - t0);
 	}
 	rc = model_writer(&r, version, ev, &w, err);
-	if (rc == 0)
-		rc = sid_st_writer_publish(w, cfg->out, err);
 	if (rc < 0) {
 		sid_error_prefix(err, "%s", cfg->out);
+		goto fail;
+	}
+	rc = sid_st_writer_publish(w, cfg->out, err);
+	if (rc < 0) {
+		if (!names_file(err, cfg->out))
+			sid_error_prefix(err, "%s", cfg->out);
 		goto fail;
 	}
 	fprintf(stderr, "published %s (model_version %s)\n", cfg->out, version);

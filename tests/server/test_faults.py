@@ -23,6 +23,7 @@ Run: SEMID_BIN=/path/to/bin /usr/bin/python3 tests/server/test_faults.py
 """
 import hashlib
 import os
+import re
 import resource
 import shutil
 import signal
@@ -193,9 +194,13 @@ class TestPublishFaults(unittest.TestCase):
 
     def check_untouched(self, r, reason, what="model.safetensors"):
         self.assertEqual(r.returncode, 1, r.stderr)  # 1: a failure other than bad input
-        self.assertIn(self.model if what == "model.safetensors" else self.model + ".ckpt",
-                      r.stderr)
-        self.assertIn(reason, r.stderr)
+        path = self.model if what == "model.safetensors" else self.model + ".ckpt"
+        # the last line: "semid-train: [checkpoint: ]PATH: create|write PATH.tmp.*: REASON",
+        # the path named once (it used to be repeated as a prefix)
+        msg = r.stderr.strip().splitlines()[-1]
+        self.assertRegex(msg, r"^semid-train: (checkpoint: )?%s: (create|write) %s\.tmp\.\d+"
+                              r"\.\d+: " % (re.escape(path), re.escape(path)) +
+                         re.escape(reason) + "$")
         self.assertEqual(sha256(self.model), self.sha_a)
         self.assertEqual([n for n in os.listdir(self.fs.dir) if ".tmp" in n], [])
         self.assertNotIn("published", r.stderr)
