@@ -37,6 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import semid_testlib as T  # noqa: E402
 
 TIMEOUT = 2  # connection_timeout_s of the servers here
+S = T.SLOW  # time bounds stretch under SEMID_SERVER_WRAPPER (valgrind)
 
 
 def setUpModule():
@@ -55,7 +56,7 @@ def tearDownModule():
     shutil.rmtree(WORK, ignore_errors=True)
 
 
-def raw(port, data, timeout=5.0):
+def raw(port, data, timeout=5.0 * S):
     """Send @data on a fresh connection and read until the server closes it
     (or @timeout).  -> (bytes received, "eof" | "reset" | "open", seconds)."""
     s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
@@ -181,7 +182,7 @@ class TestSlowClients(unittest.TestCase):
             self.assertIn(how, ("eof", "reset"), name)
             # the deadline plus the sweeper's 0.2 s and one drip interval
             self.assertGreaterEqual(secs, TIMEOUT - 0.1, name)
-            self.assertLess(secs, TIMEOUT + 2.0, name)
+            self.assertLess(secs, TIMEOUT + 2.0 * S, name)
         log = SRV.log_text()
         self.assertTrue(re.search(r"event=request method=POST route=/v1/items:encode "
                                   r"status=499 [^\n]*termination=timeout", log))
@@ -207,7 +208,7 @@ class TestSlowClients(unittest.TestCase):
         self.assertGreaterEqual(n, 4)
 
 
-def healthz_soon(srv, secs=1.0):
+def healthz_soon(srv, secs=1.0 * S):
     """GET /healthz until 200 or @secs pass; the last status."""
     deadline = time.monotonic() + secs
     while True:
@@ -276,17 +277,17 @@ class TestConnectionFlood(unittest.TestCase):
             # A plain client gets the same at once, not a hang...
             resp, how, secs = raw(srv.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
             self.assertEqual(status_of(resp), 503)
-            self.assertLess(secs, 1.0)
+            self.assertLess(secs, 1.0 * S)
             # ...while the keep-alive client inside the limit is still served.
             self.assertEqual(srv.request("GET", "/healthz", conn=checker_conn)[0], 200)
             # The idle ones are closed once connection_timeout_s has passed.
             for s in socks:
-                s.settimeout(TIMEOUT + 3)
+                s.settimeout(TIMEOUT + 3 * S)
                 try:
                     self.assertEqual(s.recv(100), b"")
                 except ConnectionResetError:
                     pass
-            self.assertLess(time.monotonic() - t_full, TIMEOUT + 2.5)
+            self.assertLess(time.monotonic() - t_full, TIMEOUT + 2.5 * S)
             # Room again: new clients are served (once the server has reaped
             # the idle ones, a moment after their clients saw the close).
             self.assertEqual(healthz_soon(srv), 200)
@@ -328,7 +329,7 @@ class TestConnectionFlood(unittest.TestCase):
             for s in socks:
                 s.close()
             socks = []
-            self.assertEqual(healthz_soon(srv, TIMEOUT + 3), 200)
+            self.assertEqual(healthz_soon(srv, TIMEOUT + 3 * S), 200)
             no_server_errors(self, srv)
         finally:
             for s in socks:
@@ -348,7 +349,7 @@ class TestOversized(unittest.TestCase):
             resp, how, secs = raw(SRV.port, req)
             self.assertEqual(status_of(resp), want, resp[:200])
             self.assertIn(how, ("eof", "reset"))  # and the connection is closed
-            self.assertLess(secs, 2.0)
+            self.assertLess(secs, 2.0 * S)
             self.assertEqual(SRV.request("GET", "/healthz")[0], 200)
         no_server_errors(self, SRV)
 
@@ -368,7 +369,7 @@ class TestOversized(unittest.TestCase):
             resp, how, secs = raw(SRV.port, head + size + b"\r\n" + b"[0," * 40000)
             self.assertIn(status_of(resp), (400, 413, None), (size, resp[:200]))
             self.assertIn(how, ("eof", "reset"))
-            self.assertLess(secs, TIMEOUT + 1.5)
+            self.assertLess(secs, TIMEOUT + 1.5 * S)
         no_server_errors(self, SRV)
 
 
@@ -376,11 +377,11 @@ class TestMalformed(unittest.TestCase):
     POST = b"POST /v1/items:encode HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
 
     def check(self, req, statuses, closed=True, message=None):
-        resp, how, secs = raw(SRV.port, req, timeout=TIMEOUT + 3)
+        resp, how, secs = raw(SRV.port, req, timeout=TIMEOUT + 3 * S)
         self.assertIn(status_of(resp), statuses, (req[:80], resp[:300]))
         if closed:
             self.assertIn(how, ("eof", "reset"), req[:80])
-            self.assertLess(secs, 1.0, req[:80])
+            self.assertLess(secs, 1.0 * S, req[:80])
         if message is not None:
             _, body = head_and_body(resp)
             self.assertEqual(json.loads(body)["error"],
@@ -393,7 +394,7 @@ class TestMalformed(unittest.TestCase):
         resp, how, secs = raw(SRV.port, b"\x16\x03\x01\x02\x00garbage\r\n\r\n")
         self.assertIn(status_of(resp), (None, 400))
         self.assertIn(how, ("eof", "reset"))
-        self.assertLess(secs, 1.0)
+        self.assertLess(secs, 1.0 * S)
         self.check(b"GET /healthz HTTP/9.9\r\nHost: x\r\n\r\n", (505,))
         self.check(b"GET /healthz\r\nHost: x\r\n\r\n", (400,))  # no version
         self.check(b"GET /healthz HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n", (400,))
@@ -452,7 +453,7 @@ class TestMalformed(unittest.TestCase):
         self.assertEqual(SRV.request("GET", "/healthz")[0], 200)
         # libmicrohttpd notices a client gone mid-body only when the
         # request's deadline closes it: within connection_timeout_s.
-        time.sleep(TIMEOUT + 0.5)
+        time.sleep(TIMEOUT + 0.5 * S)
         after = T.Server.metrics(SRV)
         # the 20 cut bodies are counted as 499 (client gone), nothing else
         key = 'semid_requests_total{route="/v1/items:encode",code="499"}'

@@ -164,7 +164,7 @@ class Encoder(threading.Thread):
         test.assertGreater(self.ok, 5)
 
 
-def wait_version(srv, want, secs=5.0):
+def wait_version(srv, want, secs=5.0 * T.SLOW):
     deadline = time.monotonic() + secs
     while time.monotonic() < deadline:
         st, _, r = srv.json("GET", "/readyz")
@@ -323,7 +323,7 @@ class TestRegistryFaults(unittest.TestCase):
         """New assigns succeed again (the store is retried); the ids that
         failed are now created; every acknowledged assignment is unchanged,
         and no two ids share an ID, also after a restart."""
-        deadline = time.monotonic() + secs
+        deadline = time.monotonic() + secs * T.SLOW
         while True:
             st, _, r = assign(self.srv, failed_ids, failed_X)
             if st == 200 or time.monotonic() > deadline:
