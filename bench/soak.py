@@ -205,8 +205,10 @@ def main():
     good, bad = model_files()
     model = os.path.join(work, "model.safetensors")
     T.publish(model, good[0])
+    # assignments only, no embeddings: about 100 bytes per new id on disk
+    # (a 10-minute run assigns a million or so)
     srv = T.Server(["--model", model, "--reload-debounce-ms", "50", "--registry",
-                    os.path.join(work, "registry.db")], work)
+                    os.path.join(work, "registry.db"), "--registry-embeddings=false"], work)
     stats, halt = Stats(), threading.Event()
     clients = [Client(k, srv, stats, halt, 100 + k) for k in range(a.clients)]
     swaps = {"good": 0, "bad": 0}
@@ -266,6 +268,8 @@ def main():
             c.join(30)
         sw.join(10)
         final_model = srv.json("GET", "/v1/model")[2]
+        db_bytes = sum(os.path.getsize(os.path.join(work, f)) for f in os.listdir(work)
+                       if f.startswith("registry.db"))
         rc = srv.stop(60)
         log = srv.log_text()
         shutil.rmtree(work, ignore_errors=True)
@@ -287,7 +291,7 @@ def main():
         "versions taking turns, every fourth swap a bad file (truncated, corrupt header, wrong "
         "codebook width)" % D,
         "- traffic: %d keep-alive clients (Python http.client, so latency includes the client), "
-        "request bodies pre-rendered from 256 random rows per client, mix by weight: %s; registry SQLite" % (
+        "request bodies pre-rendered from 256 random rows per client, mix by weight: %s; registry SQLite without embeddings" % (
             a.clients, ", ".join("%s x%d" % kw for kw in MIX)),
         "- server: defaults (workers = cores), --reload-debounce-ms 50; VmRSS at start %.1f MiB"
         % (rss_start / 1024),
@@ -303,8 +307,9 @@ def main():
     lines += [
         "",
         "Totals: %d requests in %.0f s, %d errors; %d good and %d bad swaps; server exit "
-        "status %d; last model %s." % (total, rows[-1]["t"], errors, swaps["good"], swaps["bad"],
-                                      rc, final_model.get("version")),
+        "status %d; last model %s; registry files %.1f MiB." % (
+            total, rows[-1]["t"], errors, swaps["good"], swaps["bad"], rc,
+            final_model.get("version"), db_bytes / 2**20),
         "",
         "**Verdict: %s** - errors %d (goal 0); VmRSS %.1f MiB at %.0f s -> %.1f MiB at the end "
         "(%+.1f%%, goal < 10%%)%s." % (

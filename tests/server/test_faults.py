@@ -317,6 +317,14 @@ class TestRegistryFaults(unittest.TestCase):
                 self.assertIn(self.db, g["error"]["message"])
                 continue
             self.assertEqual((st, g["sid"]), (200, self.acked[i]), g)
+        # assigning known ids again reads, it does not write: same IDs
+        st, _, r = assign(self.srv, known, X[:len(known)])
+        if st == 503 and not lookups:
+            self.assertIn(self.db, r["error"]["message"])
+        else:
+            self.assertEqual(st, 200, r)
+            self.assertEqual([(q["id"], q["sid"], q["created"]) for q in r["results"]],
+                             [(i, self.acked[i], False) for i in known])
         return ids, X
 
     def check_recovered(self, failed_ids, failed_X, secs=5.0):
