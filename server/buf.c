@@ -2,6 +2,7 @@
 #include "buf.h"
 
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -132,27 +133,206 @@ void srv_buf_json_str(struct srv_buf *b, const char *s, size_t n)
 	srv_buf_append(b, "\"", 1);
 }
 
+/*
+ * Shortest round-trip float32 -> decimal.
+ *
+ * A float v = m2 * 2^e2 reads back from any decimal inside its rounding
+ * interval (halfway to each neighbour; the ends included when m2 is even,
+ * as strtof rounds ties to even).  Everything is scaled by 4 so the
+ * interval ends are integers too: v = mv * 2^e2, ends mm * 2^e2 and
+ * mp * 2^e2.  The three are then scaled by a power of ten 10^-e10 chosen so
+ * that v lands in [mv, 10 mv): the interval is then at least 3 units wide,
+ * so it holds integers, and the shortest decimal in it is the integer range
+ * [lo, hi]'s member with the most trailing zeros.  The scaling is exact
+ * (192-bit products with 5^k, or a 128-bit division by 5^q), so there is no
+ * error analysis to trust: floor and the position of the dropped fraction
+ * (zero, below, at or above one half) are known exactly.
+ */
+
+/* 5^k, k = 0..55 (the largest that fits in 128 bits). */
+typedef unsigned __int128 u128;
+static const u128 *pow5_table(void)
+{
+	static u128 tab[56];
+	static int ready;
+
+	if (!__atomic_load_n(&ready, __ATOMIC_ACQUIRE)) {
+		u128 t[56];
+		t[0] = 1;
+		for (int k = 1; k < 56; k++)
+			t[k] = t[k - 1] * 5;
+		memcpy(tab, t, sizeof(t)); /* same bytes from every thread: benign */
+		__atomic_store_n(&ready, 1, __ATOMIC_RELEASE);
+	}
+	return tab;
+}
+
+enum frac { FRAC_ZERO, FRAC_BELOW_HALF, FRAC_HALF, FRAC_ABOVE_HALF };
+
+/* floor(x * 5^k / 2^s) for x < 2^27, 5^k < 2^128, s <= 127, and where the
+ * dropped fraction lies; the quotient must fit in 32 bits. */
+static uint32_t mul_pow5_shr(uint32_t x, u128 p5, int s, enum frac *f)
+{
+	u128 lo = (u128)x * (uint64_t)p5, hi = (u128)x * (uint64_t)(p5 >> 64);
+	u128 mid = (lo >> 64) + (uint64_t)hi;
+	uint64_t x0 = (uint64_t)lo, x1 = (uint64_t)mid;
+	uint64_t x2 = (uint64_t)(hi >> 64) + (uint64_t)(mid >> 64);
+	u128 top; /* the product >> 64 */
+	uint64_t q, half, rest;
+
+	top = (u128)x2 << 64 | x1;
+	if (s == 0) {
+		*f = FRAC_ZERO;
+		return (uint32_t)x0;
+	}
+	if (s < 64) {
+		/* the quotient fits in 32 bits: x2 = 0, x1 < 2^(s - 32) */
+		q = x0 >> s | x1 << (64 - s);
+		half = x0 >> (s - 1) & 1;
+		rest = x0 & ((1ull << (s - 1)) - 1);
+	} else if (s == 64) {
+		q = x1;
+		half = x0 >> 63;
+		rest = x0 & ((1ull << 63) - 1);
+	} else {
+		int t = s - 64; /* 1..63 */
+		q = (uint64_t)(top >> t);
+		half = (uint64_t)(top >> (t - 1)) & 1;
+		rest = x0 | ((uint64_t)top & ((1ull << (t - 1)) - 1));
+	}
+	*f = half ? (rest ? FRAC_ABOVE_HALF : FRAC_HALF) : (rest ? FRAC_BELOW_HALF : FRAC_ZERO);
+	return (uint32_t)q;
+}
+
+/* floor(x * 2^sh / 5^q) for x < 2^27, sh + 27 <= 128, and where the dropped
+ * fraction lies; the quotient must fit in 32 bits. */
+static uint32_t shl_div_pow5(uint32_t x, int sh, u128 p5, enum frac *f)
+{
+	u128 n = (u128)x << sh, q = n / p5, r = n - q * p5;
+	*f = r == 0	   ? FRAC_ZERO
+	     : r < p5 - r  ? FRAC_BELOW_HALF
+	     : r == p5 - r ? FRAC_HALF
+			   : FRAC_ABOVE_HALF;
+	return (uint32_t)q;
+}
+
+/* The shortest decimal digits * 10^exp10 that reads back as the positive
+ * finite float with these bits; of several, the closest to it (ties to an
+ * even last digit).  @digits has no trailing zeros. */
+static void float_shortest(uint32_t bits, uint32_t *digits, int *exp10)
+{
+	const u128 *p5 = pow5_table();
+	uint32_t frac = bits & 0x7fffff, bexp = bits >> 23 & 0xff;
+	uint32_t m2 = bexp ? frac | 1u << 23 : frac;
+	int e2 = (bexp ? (int)bexp : 1) - 127 - 23 - 2, e10, j = 0;
+	int even = !(m2 & 1);
+	/* the interval below a power of two is half as wide (not for the
+	 * smallest normal: its lower neighbour is a subnormal, as far apart) */
+	uint32_t mv = 4 * m2, mp = mv + 2, mm = mv - 1 - (frac != 0 || bexp <= 1);
+	uint32_t vm, vr, vp, lo, hi, d, last = 0;
+	enum frac fm, fr, fp;
+	int below_nonzero = 0, up;
+
+	if (e2 < 0) {
+		/* k = ceil(-e2 log10 2): 1 <= 10^k 2^e2 < 10 (never an integer) */
+		int k = (int)((uint32_t)-e2 * 78913u >> 18) + 1, s = -e2 - k;
+		vm = mul_pow5_shr(mm, p5[k], s, &fm);
+		vr = mul_pow5_shr(mv, p5[k], s, &fr);
+		vp = mul_pow5_shr(mp, p5[k], s, &fp);
+		e10 = -k;
+	} else {
+		/* q = floor(e2 log10 2): 1 <= 2^e2 / 10^q < 10 */
+		int q = (int)((uint32_t)e2 * 78913u >> 18);
+		vm = shl_div_pow5(mm, e2 - q, p5[q], &fm);
+		vr = shl_div_pow5(mv, e2 - q, p5[q], &fr);
+		vp = shl_div_pow5(mp, e2 - q, p5[q], &fp);
+		e10 = q;
+	}
+	/* The integers that read back: [lo, hi]. */
+	lo = vm + !(fm == FRAC_ZERO && even);
+	hi = vp - (fp == FRAC_ZERO && !even);
+	/* Drop digits while the interval still holds a multiple of 10^(j+1);
+	 * d is v's digits above 10^j, @last the highest dropped digit. */
+	d = vr;
+	while (j < 9 && hi / 10 >= (lo + 9) / 10) {
+		below_nonzero |= last != 0;
+		last = d % 10;
+		d /= 10;
+		lo = (lo + 9) / 10;
+		hi /= 10;
+		j++;
+	}
+	/* Round v to the nearest multiple of 10^j (ties to even), then into
+	 * [lo, hi]: the nearest candidate that reads back. */
+	if (j == 0) {
+		up = fr == FRAC_ABOVE_HALF || (fr == FRAC_HALF && (d & 1));
+	} else {
+		int rest = below_nonzero || fr != FRAC_ZERO;
+		up = last > 5 || (last == 5 && (rest || (d & 1)));
+	}
+	d += (uint32_t)up;
+	if (d < lo)
+		d = lo;
+	if (d > hi)
+		d = hi;
+	*digits = d;
+	*exp10 = e10 + j;
+}
+
 void srv_buf_float(struct srv_buf *b, float v)
 {
-	char best[32], tmp[32];
-	int n, m;
+	uint32_t bits, d;
+	char dig[10], *o;
+	int n = 0, e10, x;
 
-	/* The shortest %.Ng that reads back as the same float: round-tripping
-	 * only gets easier with more digits, so step down from 8 (9 always
-	 * works) while it still holds. */
-	n = snprintf(best, sizeof(best), "%.8g", (double)v);
-	if (strtof(best, NULL) != v) {
-		n = snprintf(best, sizeof(best), "%.9g", (double)v);
+	memcpy(&bits, &v, sizeof(bits));
+	if ((bits & 0x7f800000) == 0x7f800000) { /* callers never pass one; stay JSON */
+		srv_buf_append(b, "null", 4);
+		return;
+	}
+	if (grow(b, 24)) /* "-1.2345678e-45": at most 15 */
+		return;
+	o = b->p + b->len;
+	if (bits >> 31)
+		*o++ = '-';
+	if (!(bits & 0x7fffffff)) {
+		*o++ = '0';
+		goto done;
+	}
+	float_shortest(bits & 0x7fffffff, &d, &e10);
+	for (; d; d /= 10)
+		dig[n++] = (char)('0' + d % 10); /* reversed */
+	x = e10 + n - 1;			 /* v = d.ddd * 10^x */
+	/* printf's %.Ng layout for N = n digits (what this function always wrote) */
+	if (x < -4 || x >= n) {
+		*o++ = dig[n - 1];
+		if (n > 1) {
+			*o++ = '.';
+			for (int i = n - 2; i >= 0; i--)
+				*o++ = dig[i];
+		}
+		*o++ = 'e';
+		*o++ = x < 0 ? '-' : '+';
+		x = x < 0 ? -x : x;
+		*o++ = (char)('0' + x / 10);
+		*o++ = (char)('0' + x % 10);
+	} else if (x < 0) {
+		*o++ = '0';
+		*o++ = '.';
+		for (int i = -1; i > x; i--)
+			*o++ = '0';
+		for (int i = n - 1; i >= 0; i--)
+			*o++ = dig[i];
 	} else {
-		for (int prec = 7; prec >= 1; prec--) {
-			m = snprintf(tmp, sizeof(tmp), "%.*g", prec, (double)v);
-			if (strtof(tmp, NULL) != v)
-				break;
-			memcpy(best, tmp, (size_t)m + 1);
-			n = m;
+		for (int i = n - 1; i >= 0; i--) {
+			*o++ = dig[i];
+			if (i == n - 1 - x && i > 0)
+				*o++ = '.';
 		}
 	}
-	srv_buf_append(b, best, (size_t)n);
+done:
+	*o = '\0';
+	b->len = (size_t)(o - b->p);
 }
 
 char *srv_buf_detach(struct srv_buf *b, size_t *len)

@@ -25,7 +25,16 @@ void srv_buf_puts(struct srv_buf *b, const char *s);
 void srv_buf_printf(struct srv_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Append @s as a JSON string literal (quotes and escapes; UTF-8 passed through). */
 void srv_buf_json_str(struct srv_buf *b, const char *s, size_t n);
-/* Append a float as the shortest text that reads back to the same float32. */
+/*
+ * Append a float as the shortest decimal that strtof reads back to the same
+ * float32; of several with as few digits, the closest to the float, and of
+ * two as close (3.66015625 between 3.6601562 and 3.6601563), the one with
+ * an even last digit, as printf rounds.  The text is in printf's %.Ng
+ * layout for N = its digit count, as this function always wrote: "0.1",
+ * "-2.5", "1e-05", "1.5474251e+26", "0", "-0": a valid JSON number.  Callers pass
+ * finite floats only; a NaN or an infinity is written as `null`.
+ * Allocation-free apart from the buffer; no locale.
+ */
 void srv_buf_float(struct srv_buf *b, float v);
 /* Hand the string to the caller (NULL on oom; "" for an empty buffer). */
 char *srv_buf_detach(struct srv_buf *b, size_t *len);

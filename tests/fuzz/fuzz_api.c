@@ -11,7 +11,9 @@
  * - differential: whenever the fast scanner accepts, the jansson decoder
  *   accepts too and gives the same rows bit for bit, options and ids
  *   (api.h promises they agree);
- * - base64 of the raw input decodes within its capacity.
+ * - base64 of the raw input decodes within its capacity;
+ * - the input's first 4 bytes as a float32, written by srv_buf_float, are a
+ *   JSON number that strtof reads back to the same bits.
  * Built and run by tests/fuzz.mk (make fuzz, make fuzz-smoke).
  */
 #include <jansson.h>
@@ -146,5 +148,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	n = srv_base64_decode(body, size, b64, sizeof(b64), &bad);
 	if (n > (long)sizeof(b64) || n < -2 || (n == -1 && bad > size))
 		fail("base64 decode result out of range", data, size);
+
+	if (size >= 4) {
+		struct srv_buf fb = SRV_BUF_INIT;
+		uint32_t u, w;
+		float f, g;
+		memcpy(&u, data, 4);
+		memcpy(&f, &u, 4);
+		srv_buf_append(&fb, "[", 1);
+		srv_buf_float(&fb, f);
+		srv_buf_append(&fb, "]", 1);
+		if (fb.oom)
+			fail("out of memory", data, size);
+		check_json(fb.p, fb.len, "float", data, size);
+		g = strtof(fb.p + 1, NULL);
+		memcpy(&w, &g, 4);
+		if (isfinite(f) && w != u)
+			fail("srv_buf_float text does not read back", data, size);
+		srv_buf_release(&fb);
+	}
 	return 0;
 }
