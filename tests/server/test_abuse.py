@@ -63,9 +63,17 @@ def tearDownModule():
     shutil.rmtree(WORK, ignore_errors=True)
 
 
-def raw(port, data, timeout=5.0 * S):
+def complete(resp):
+    """Does @resp hold a whole response (headers and Content-Length body)?"""
+    head, sep, body = resp.partition(b"\r\n\r\n")
+    m = re.search(rb"\r\ncontent-length: *(\d+)", head, re.I)
+    return bool(sep and m and len(body) >= int(m.group(1)))
+
+
+def raw(port, data, timeout=5.0 * S, keep=False):
     """Send @data on a fresh connection and read until the server closes it
-    (or @timeout).  -> (bytes received, "eof" | "reset" | "open", seconds)."""
+    (or @timeout; with @keep, until one whole response is in).
+    -> (bytes received, "eof" | "reset" | "open", seconds)."""
     s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     t0 = time.monotonic()
     out, how = b"", "open"
@@ -86,6 +94,8 @@ def raw(port, data, timeout=5.0 * S):
                 how = "eof"
                 break
             out += chunk
+            if keep and complete(out):
+                break
     finally:
         s.close()
     return out, how, time.monotonic() - t0
@@ -386,11 +396,13 @@ class TestMalformed(unittest.TestCase):
     POST = b"POST /v1/items:encode HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
 
     def check(self, req, statuses, closed=True, message=None):
-        resp, how, secs = raw(SRV.port, req, timeout=TIMEOUT + 3 * S)
+        resp, how, secs = raw(SRV.port, req, timeout=TIMEOUT + 3 * S, keep=not closed)
         self.assertIn(status_of(resp), statuses, (req[:80], resp[:300]))
         if closed:
             self.assertIn(how, ("eof", "reset"), req[:80])
             self.assertLess(secs, 1.0 * S, req[:80])
+        else:
+            self.assertEqual(how, "open", req[:80])  # keep-alive survives
         if message is not None:
             _, body = head_and_body(resp)
             self.assertEqual(json.loads(body)["error"],
