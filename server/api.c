@@ -974,21 +974,44 @@ void srv_encode_req_release(struct srv_encode_req *req)
 	req->B = 0;
 }
 
+/* "[12, 7, 200]" */
 static void write_codes(struct srv_buf *out, const int32_t *c, int L)
 {
-	char tmp[16];
 	srv_buf_append(out, "[", 1);
 	for (int l = 0; l < L; l++) {
-		int n = snprintf(tmp, sizeof(tmp), l ? ", %d" : "%d", (int)c[l]);
-		srv_buf_append(out, tmp, (size_t)n);
+		if (l)
+			srv_buf_append(out, ", ", 2);
+		srv_buf_int(out, c[l]);
 	}
 	srv_buf_append(out, "]", 1);
+}
+
+/* The sid as a JSON string: sid_codes_format's text ("12-7-200",
+ * "<a_12><b_7><c_200>"; tests/server/check_api.c holds them equal) without
+ * its snprintf per level.  Nothing in it needs escaping. */
+static void write_sid(struct srv_buf *out, const int32_t *c, int L, enum sid_sid_format fmt)
+{
+	char tok[3] = {'<', 'a', '_'};
+
+	srv_buf_append(out, "\"", 1);
+	for (int l = 0; l < L; l++) {
+		if (fmt == SID_FORMAT_TOKENS) {
+			tok[1] = (char)('a' + l);
+			srv_buf_append(out, tok, 3);
+			srv_buf_int(out, c[l]);
+			srv_buf_append(out, ">", 1);
+		} else {
+			if (l)
+				srv_buf_append(out, "-", 1);
+			srv_buf_int(out, c[l]);
+		}
+	}
+	srv_buf_append(out, "\"", 1);
 }
 
 void srv_encode_res_write(struct srv_buf *out, const char *version,
 			  const struct srv_encode_req *req, const struct srv_encode_res *res)
 {
-	char sid[16 * 24];
 	int L = res->L;
 
 	srv_buf_puts(out, "{\"model_version\": ");
@@ -996,7 +1019,6 @@ void srv_encode_res_write(struct srv_buf *out, const char *version,
 	srv_buf_puts(out, ", \"results\": [");
 	for (size_t i = 0; i < req->B; i++) {
 		const int32_t *c = res->codes + i * (size_t)L;
-		int n;
 
 		srv_buf_puts(out, i ? ", {" : "{");
 		if (req->id_len && req->id_len[i]) {
@@ -1006,10 +1028,8 @@ void srv_encode_res_write(struct srv_buf *out, const char *version,
 		}
 		srv_buf_puts(out, "\"codes\": ");
 		write_codes(out, c, L);
-		n = sid_codes_format(c, L, req->format, sid, sizeof(sid));
 		srv_buf_puts(out, ", \"sid\": ");
-		srv_buf_json_str(out, sid,
-				 n > 0 && (size_t)n < sizeof(sid) ? (size_t)n : strlen(sid));
+		write_sid(out, c, L, req->format);
 		srv_buf_puts(out, ", \"distance\": ");
 		srv_buf_float(out, res->dist[i]);
 		if (req->top_k > 1) {

@@ -335,6 +335,26 @@ done:
 	b->len = (size_t)(o - b->p);
 }
 
+void srv_buf_int(struct srv_buf *b, long long v)
+{
+	unsigned long long u = v < 0 ? 0 - (unsigned long long)v : (unsigned long long)v;
+	char tmp[20], *o;
+	int n = 0;
+
+	if (grow(b, 21))
+		return;
+	do
+		tmp[n++] = (char)('0' + u % 10); /* reversed */
+	while (u /= 10);
+	o = b->p + b->len;
+	if (v < 0)
+		*o++ = '-';
+	while (n)
+		*o++ = tmp[--n];
+	*o = '\0';
+	b->len = (size_t)(o - b->p);
+}
+
 char *srv_buf_detach(struct srv_buf *b, size_t *len)
 {
 	char *p;

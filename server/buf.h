@@ -36,6 +36,8 @@ void srv_buf_json_str(struct srv_buf *b, const char *s, size_t n);
  * Allocation-free apart from the buffer; no locale.
  */
 void srv_buf_float(struct srv_buf *b, float v);
+/* Append a decimal integer, as printf's %lld writes it. */
+void srv_buf_int(struct srv_buf *b, long long v);
 /* Hand the string to the caller (NULL on oom; "" for an empty buffer). */
 char *srv_buf_detach(struct srv_buf *b, size_t *len);
 void srv_buf_release(struct srv_buf *b);

@@ -456,6 +456,67 @@ START_TEST(test_response)
 }
 END_TEST
 
+/* The codes array and the sid the response writer formats itself agree
+ * with the integers and with sid_codes_format (the sid's one definition),
+ * for every level count, both formats, codes of every length. */
+START_TEST(test_response_codes_sid)
+{
+	static const int32_t pick[] = {
+	    0,	 1,    9,     10,	 99,	     100, 255,
+	    256, 1023, 65535, 123456789, 2147483647, -1,  -2147483647 - 1};
+	struct srv_encode_req req;
+	struct srv_api_error e;
+	int32_t codes[SID_MAX_LEVELS * 2];
+	float dist[2] = {0.5f, 0.25f};
+	struct srv_encode_res res = {0, 0, codes, dist, NULL, 0, NULL, NULL, NULL};
+	uint64_t rng = 88172645463325252ull;
+
+	for (int fmt = 0; fmt < 2; fmt++) {
+		ck_assert(decode(fmt ? "{\"inputs\": [{\"embedding\": [0]}, {\"embedding\": [1]}], "
+				       "\"format\": \"tokens\"}"
+				     : "{\"inputs\": [{\"embedding\": [0]}, {\"embedding\": [1]}]}",
+				 1, 8, &req, &e) == 0);
+		for (int L = 1; L <= SID_MAX_LEVELS; L++) {
+			for (int trial = 0; trial < 20; trial++) {
+				struct srv_buf out = SRV_BUF_INIT;
+				json_error_t jerr;
+				json_t *v;
+				for (int k = 0; k < 2 * L; k++) {
+					rng ^= rng << 13;
+					rng ^= rng >> 7;
+					rng ^= rng << 17;
+					codes[k] = pick[rng % (sizeof(pick) / sizeof(pick[0]))];
+				}
+				res.L = L;
+				srv_encode_res_write(&out, "v", &req, &res);
+				v = json_loadb(out.p, out.len, 0, &jerr);
+				ck_assert_msg(v != NULL, "%s: %s", jerr.text, out.p);
+				for (int i = 0; i < 2; i++) {
+					json_t *r = json_array_get(json_object_get(v, "results"),
+								   (size_t)i);
+					json_t *c = json_object_get(r, "codes");
+					char want[SID_MAX_LEVELS * 20];
+					int n = sid_codes_format(codes + i * L, L,
+								 (enum sid_sid_format)fmt, want,
+								 sizeof(want));
+					ck_assert(n > 0 && (size_t)n < sizeof(want));
+					ck_assert_str_eq(
+					    json_string_value(json_object_get(r, "sid")), want);
+					ck_assert_int_eq(json_array_size(c), L);
+					for (int l = 0; l < L; l++)
+						ck_assert_int_eq(json_integer_value(
+								     json_array_get(c, (size_t)l)),
+								 codes[i * L + l]);
+				}
+				json_decref(v);
+				srv_buf_release(&out);
+			}
+		}
+		srv_encode_req_release(&req);
+	}
+}
+END_TEST
+
 START_TEST(test_float_roundtrip)
 {
 	static const float v[] = {0.1f, 1.0f / 3, 1e-38f, 3.4028235e38f, -0.0f, 123456.789f};
@@ -546,6 +607,7 @@ static void add_tests(TCase *tc)
 	tcase_add_test(tc, test_fast_numbers);
 	tcase_add_test(tc, test_assign_decode);
 	tcase_add_test(tc, test_response);
+	tcase_add_test(tc, test_response_codes_sid);
 	tcase_add_test(tc, test_float_roundtrip);
 	tcase_add_test(tc, test_json_str_utf8);
 	tcase_add_test(tc, test_error_body_quotes_half_a_char);

@@ -1,6 +1,7 @@
 /*
  * check_buf.c - server/buf.c's number formatting: srv_buf_float, the
- * shortest round-trip float32 -> decimal writer on every response's path.
+ * shortest round-trip float32 -> decimal writer on every response's path,
+ * and srv_buf_int.
  *
  * Two independent expectations for every float tried:
  * - the reference: the printf search srv_buf_float used before (the
@@ -19,6 +20,7 @@
  */
 #include <check.h>
 #include <float.h>
+#include <limits.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -401,6 +403,38 @@ START_TEST(test_float_stride)
 }
 END_TEST
 
+/* srv_buf_int writes what printf's %lld writes. */
+START_TEST(test_int)
+{
+	long long v[200];
+	size_t n = 0;
+	struct srv_buf b = SRV_BUF_INIT;
+	char want[64 * 200];
+	size_t off = 0;
+
+	v[n++] = 0;
+	v[n++] = LLONG_MAX;
+	v[n++] = LLONG_MIN;
+	v[n++] = LLONG_MIN + 1;
+	v[n++] = INT32_MIN;
+	for (long long p = 1; p <= LLONG_MAX / 10; p *= 10) { /* 10^k - 1, 10^k, their negatives */
+		v[n++] = p - 1;
+		v[n++] = p;
+		v[n++] = -p;
+		v[n++] = 1 - p;
+	}
+	ck_assert_uint_le(n, 200);
+	for (size_t i = 0; i < n; i++) {
+		srv_buf_int(&b, v[i]);
+		srv_buf_append(&b, " ", 1);
+		off += (size_t)snprintf(want + off, sizeof(want) - off, "%lld ", v[i]);
+	}
+	ck_assert_str_eq(b.p, want);
+	ck_assert_uint_eq(b.len, off);
+	srv_buf_release(&b);
+}
+END_TEST
+
 static void add_tests(TCase *tc)
 {
 	tcase_add_test(tc, test_float_known);
@@ -411,6 +445,7 @@ static void add_tests(TCase *tc)
 	tcase_add_test(tc, test_float_subnormals);
 	tcase_add_test(tc, test_float_random);
 	tcase_add_test(tc, test_float_stride);
+	tcase_add_test(tc, test_int);
 }
 
 int main(void)
