@@ -11,6 +11,7 @@ import json
 import os
 import random
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -42,8 +43,18 @@ class TestHotSwap(unittest.TestCase):
         wrong = T.Tower(ta.layers, [c[:, :7] for c in ta.codebooks], ta.act, ta.norm)
         bad = [good["swap-A"][: len(good["swap-A"]) // 2],            # truncated
                b"\xff" * 8 + good["swap-B"][8:],                       # absurd header length
-               good["swap-B"][:8] + b"{" + good["swap-B"][9:],         # corrupt JSON header
+               good["swap-B"][:8] + b"!" + good["swap-B"][9:],         # corrupt JSON header
                T.model_bytes({"item": wrong}, "swap-bad")]             # codebook E != 8
+
+        # every bad file really is bad (byte 8 of a header is "{" already, so a
+        # "corrupt" file that writes "{" there was a good one)
+        for k, data in enumerate(bad):
+            p = os.path.join(self.work, "bad%d.safetensors" % k)
+            with open(p, "wb") as f:
+                f.write(data)
+            r = subprocess.run([T.SEMID, "inspect", p], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE)
+            self.assertNotEqual(r.returncode, 0, "bad file %d loads" % k)
 
         x = rng.standard_normal((64, 32)).astype(np.float32)
         want = {}
