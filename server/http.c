@@ -304,7 +304,11 @@ static void route_model(struct req *q)
 static void route_metrics(struct req *q)
 {
 	struct sid_model *m = srv_reload_model(q->h->d.reload);
-	char *text = srv_metrics_render(q->h->d.metrics, m);
+	char *text;
+
+	srv_metrics_connections_open(q->h->d.metrics,
+				     __atomic_load_n(&q->h->open, __ATOMIC_RELAXED));
+	text = srv_metrics_render(q->h->d.metrics, m);
 	sid_model_unref(m);
 	set_response(q, 200, text, text ? strlen(text) : 0,
 		     "text/plain; version=0.0.4; charset=utf-8");
@@ -963,6 +967,7 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
 		(void)w; /* a client that cannot take 150 bytes just sees the close */
 		shutdown(ci->connect_fd, SHUT_RDWR);
 		__atomic_add_fetch(&h->refused, 1, __ATOMIC_RELAXED);
+		srv_metrics_connections_closed(h->d.metrics, SRV_CONN_LIMIT, 1);
 		*socket_context = &h->over;
 		return;
 	}
@@ -1002,6 +1007,8 @@ static void sweep(struct srv_http *h)
 		}
 		pthread_mutex_unlock(&h->conns_lock);
 	}
+	if (cut)
+		srv_metrics_connections_closed(h->d.metrics, SRV_CONN_DEADLINE, (uint64_t)cut);
 	if (cut)
 		srv_log(SRV_LOG_INFO, "connection",
 			"closed %ld connection%s that took over connection_timeout_s %d s to send "

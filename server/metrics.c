@@ -248,6 +248,20 @@ void srv_metrics_registry_up(struct srv_metrics *m, int up)
 	pthread_mutex_unlock(&m->mu);
 }
 
+void srv_metrics_connections_closed(struct srv_metrics *m, enum srv_conn_close why, uint64_t n)
+{
+	pthread_mutex_lock(&m->mu);
+	m->conn_closed[why] += n;
+	pthread_mutex_unlock(&m->mu);
+}
+
+void srv_metrics_connections_open(struct srv_metrics *m, long n)
+{
+	pthread_mutex_lock(&m->mu);
+	m->conns_open = n;
+	pthread_mutex_unlock(&m->mu);
+}
+
 /* Prometheus label values escape \ " and newline. */
 static void label_value(struct srv_buf *b, const char *s)
 {
@@ -342,6 +356,18 @@ char *srv_metrics_render(struct srv_metrics *m, const struct sid_model *model)
 			"op=\"assign\"", &b);
 	srv_hist_render(&m->reg_duration[SRV_REG_OP_LOOKUP], "semid_registry_duration_seconds",
 			"op=\"lookup\"", &b);
+	srv_buf_printf(
+	    &b,
+	    "# HELP semid_connections_open TCP connections the server holds.\n"
+	    "# TYPE semid_connections_open gauge\nsemid_connections_open %ld\n"
+	    "# HELP semid_connections_closed_total Connections the server closed itself: "
+	    "the request took longer than connection_timeout_s to arrive (deadline), or "
+	    "503 over connection_limit (limit).\n"
+	    "# TYPE semid_connections_closed_total counter\n"
+	    "semid_connections_closed_total{reason=\"deadline\"} %llu\n"
+	    "semid_connections_closed_total{reason=\"limit\"} %llu\n",
+	    m->conns_open, (unsigned long long)m->conn_closed[SRV_CONN_DEADLINE],
+	    (unsigned long long)m->conn_closed[SRV_CONN_LIMIT]);
 	if (m->reg_up >= 0)
 		srv_buf_printf(&b,
 			       "# HELP semid_registry_up 1 when the ID registry store answers, 0 "

@@ -22,6 +22,10 @@
  *       op "assign" or "lookup"; a 404 lookup or a 400 counts too)
  *   semid_registry_duration_seconds{op}       histogram (one store call: an
  *       assign group's commit or one lookup)
+ *   semid_connections_open                    gauge (TCP connections held)
+ *   semid_connections_closed_total{reason}    counter: connections the server
+ *       closed itself, reason "deadline" (the request took longer than
+ *       connection_timeout_s to arrive) or "limit" (503 over connection_limit)
  *   semid_registry_up                         gauge: 1 when the last store call
  *       or open went through, 0 when the store is unavailable (absent when
  *       the registry is disabled)
@@ -101,6 +105,8 @@ double srv_entropy_bits(const struct srv_entropy *e, int l);
 
 enum srv_reg_op { SRV_REG_OP_ASSIGN, SRV_REG_OP_LOOKUP, SRV_REG_OPS };
 
+enum srv_conn_close { SRV_CONN_DEADLINE, SRV_CONN_LIMIT, SRV_CONN_CLOSES };
+
 struct srv_metrics {
 	pthread_mutex_t mu;
 	uint64_t requests[SRV_ROUTE_COUNT][600]; /* by status code 0..599 */
@@ -115,6 +121,8 @@ struct srv_metrics {
 	uint64_t reg_errors[SRV_REG_OPS];
 	struct srv_hist reg_duration[SRV_REG_OPS];
 	int reg_up; /* 1, 0, or -1: disabled */
+	uint64_t conn_closed[SRV_CONN_CLOSES];
+	long conns_open;
 };
 
 int srv_metrics_init(struct srv_metrics *m, size_t entropy_window);
@@ -136,6 +144,11 @@ void srv_metrics_registry_assigned(struct srv_metrics *m, enum sid_tower_kind t,
 				   uint64_t known);
 /* -1: the registry is disabled (no semid_registry_up); 0 or 1. */
 void srv_metrics_registry_up(struct srv_metrics *m, int up);
+
+/* @n connections closed by the server for @why. */
+void srv_metrics_connections_closed(struct srv_metrics *m, enum srv_conn_close why, uint64_t n);
+/* The number of connections held now (set before each render). */
+void srv_metrics_connections_open(struct srv_metrics *m, long n);
 
 /* Render everything; @model (may be NULL) gives model_info and the loaded
  * timestamp.  Returns a malloc'ed NUL-terminated string or NULL (no memory). */

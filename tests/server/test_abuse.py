@@ -157,6 +157,18 @@ def no_server_errors(test, srv):
     test.assertEqual([k for k in metrics if 'code="500"' in k], [])
 
 
+def metrics_on(srv, conn):
+    """/metrics over @conn (a connection inside the limit), as a dict."""
+    st, _, data = srv.request("GET", "/metrics", conn=conn)
+    assert st == 200, st
+    return {k: float(v) for k, _, v in (line.rpartition(" ") for line in
+            data.decode().splitlines() if line and not line.startswith("#"))}
+
+
+DEADLINE = 'semid_connections_closed_total{reason="deadline"}'
+LIMIT = 'semid_connections_closed_total{reason="limit"}'
+
+
 class TestSlowClients(unittest.TestCase):
     def test_slow_body_and_slow_headers_are_cut(self):
         """A body at one byte a second and headers at one byte a second are
@@ -165,6 +177,7 @@ class TestSlowClients(unittest.TestCase):
         checker = Checker(SRV, 1)
         checker.start()
         results = {}
+        cut0 = SRV.metrics()[DEADLINE]
 
         def trickle(name, head, drip):
             s = socket.create_connection(("127.0.0.1", SRV.port), timeout=10)
@@ -205,6 +218,7 @@ class TestSlowClients(unittest.TestCase):
                                   r"status=499 [^\n]*termination=timeout", log))
         self.assertTrue(re.search(r"event=connection msg=\"closed \d+ connections? that took "
                                   r"over connection_timeout_s 2 s", log))
+        self.assertGreaterEqual(SRV.metrics()[DEADLINE] - cut0, 2)  # both trickles
         no_server_errors(self, SRV)
 
     def test_keepalive_between_requests_is_not_cut(self):
@@ -297,6 +311,16 @@ class TestConnectionFlood(unittest.TestCase):
             self.assertLess(secs, 1.0 * S)
             # ...while the keep-alive client inside the limit is still served.
             self.assertEqual(srv.request("GET", "/healthz", conn=checker_conn)[0], 200)
+            # The metrics count every refusal (400 + 1) and, once the server
+            # has reaped the refused ones, the 40 connections it holds.
+            deadline = time.monotonic() + 2 * S
+            while True:
+                m = metrics_on(srv, checker_conn)
+                if m["semid_connections_open"] == limit or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+            self.assertEqual(m[LIMIT], len(extra) + 1)
+            self.assertEqual(m["semid_connections_open"], limit)
             # The idle ones are closed once connection_timeout_s has passed.
             for s in socks:
                 s.settimeout(TIMEOUT + 3 * S)
