@@ -56,6 +56,15 @@ int srv_api_content_type_ok(const char *value);
  * -2 when it would exceed @cap.
  */
 long srv_base64_decode(const char *s, size_t n, uint8_t *out, size_t cap, size_t *bad);
+/*
+ * Its two paths, for tests/server/check_api.c: srv_base64_decode takes the
+ * AVX2 one when the CPU has AVX2 (32 characters per step; the portable loop
+ * finishes the rest), the portable one otherwise.  srv__base64_decode_avx2
+ * is the portable path too where srv__base64_have_avx2() is 0.
+ */
+long srv__base64_decode_scalar(const char *s, size_t n, uint8_t *out, size_t cap, size_t *bad);
+long srv__base64_decode_avx2(const char *s, size_t n, uint8_t *out, size_t cap, size_t *bad);
+int srv__base64_have_avx2(void);
 
 /* A decoded, validated encode request. */
 struct srv_encode_req {

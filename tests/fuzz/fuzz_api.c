@@ -11,7 +11,8 @@
  * - differential: whenever the fast scanner accepts, the jansson decoder
  *   accepts too and gives the same rows bit for bit, options and ids
  *   (api.h promises they agree);
- * - base64 of the raw input decodes within its capacity;
+ * - base64 of the raw input decodes within its capacity, and the AVX2 and
+ *   portable decoders agree on it (result, bad position, bytes);
  * - the input's first 4 bytes as a float32, written by srv_buf_float, are a
  *   JSON number that strtof reads back to the same bits.
  * Built and run by tests/fuzz.mk (make fuzz, make fuzz-smoke).
@@ -148,6 +149,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	n = srv_base64_decode(body, size, b64, sizeof(b64), &bad);
 	if (n > (long)sizeof(b64) || n < -2 || (n == -1 && bad > size))
 		fail("base64 decode result out of range", data, size);
+	{
+		uint8_t b64s[256];
+		size_t bad_s = 0;
+		long ns = srv__base64_decode_scalar(body, size, b64s, sizeof(b64s), &bad_s);
+		if (ns != n || (n == -1 && bad_s != bad) ||
+		    (n > 0 && memcmp(b64, b64s, (size_t)n) != 0))
+			fail("AVX2 and portable base64 decoders disagree", data, size);
+	}
 
 	if (size >= 4) {
 		struct srv_buf fb = SRV_BUF_INIT;

@@ -83,6 +83,192 @@ START_TEST(test_base64)
 }
 END_TEST
 
+/* ---- the decoder's AVX2 and portable paths agree ---------------------- */
+
+static const char b64_alpha[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/* An independent encoder: RFC 4648 with or without the '=' padding. */
+static size_t b64_enc(const uint8_t *p, size_t n, char *out, int padded)
+{
+	size_t o = 0;
+	for (size_t i = 0; i < n; i += 3) {
+		uint32_t v = (uint32_t)p[i] << 16 | (i + 1 < n ? (uint32_t)p[i + 1] << 8 : 0) |
+			     (i + 2 < n ? p[i + 2] : 0);
+		out[o++] = b64_alpha[v >> 18];
+		out[o++] = b64_alpha[v >> 12 & 63];
+		if (i + 1 < n)
+			out[o++] = b64_alpha[v >> 6 & 63];
+		else if (padded)
+			out[o++] = '=';
+		if (i + 2 < n)
+			out[o++] = b64_alpha[v & 63];
+		else if (padded)
+			out[o++] = '=';
+	}
+	out[o] = '\0';
+	return o;
+}
+
+static uint64_t b64_rng = 0x853c49e6748fea9bull;
+
+static uint8_t rand_byte(void)
+{
+	b64_rng ^= b64_rng << 13;
+	b64_rng ^= b64_rng >> 7;
+	b64_rng ^= b64_rng << 17;
+	return (uint8_t)(b64_rng >> 32);
+}
+
+/* Decode @s with the portable path, the AVX2 path and the dispatching
+ * entry: the same result, the same bad position, the same bytes, and
+ * nothing written at or past @cap.  The portable path's result is
+ * returned, its bytes in @out (at least @cap). */
+static long b64_paths(const char *s, size_t n, uint8_t *out, size_t cap, size_t *bad)
+{
+	enum { GUARD = 64 };
+	uint8_t *o[3];
+	size_t bd[3];
+	long r[3];
+
+	for (int k = 0; k < 3; k++) {
+		o[k] = malloc(cap + GUARD);
+		ck_assert_ptr_nonnull(o[k]);
+		memset(o[k], 0xa5, cap + GUARD);
+		bd[k] = (size_t)-1;
+	}
+	r[0] = srv__base64_decode_scalar(s, n, o[0], cap, &bd[0]);
+	r[1] = srv__base64_decode_avx2(s, n, o[1], cap, &bd[1]);
+	r[2] = srv_base64_decode(s, n, o[2], cap, &bd[2]);
+	/* plain ifs: a Check assertion per call would cost a write to its pipe */
+	for (int k = 1; k < 3; k++) {
+		if (r[k] != r[0])
+			ck_abort_msg("length %zu cap %zu: path %d says %ld, portable %ld", n, cap,
+				     k, r[k], r[0]);
+		if (r[0] == -1 && bd[k] != bd[0])
+			ck_abort_msg("length %zu: bad %zu vs %zu", n, bd[k], bd[0]);
+		if (r[0] >= 0 && memcmp(o[k], o[0], (size_t)r[0]) != 0)
+			ck_abort_msg("length %zu: path %d decodes other bytes", n, k);
+	}
+	for (int k = 0; k < 3; k++) {
+		for (size_t j = cap; j < cap + GUARD; j++)
+			if (o[k][j] != 0xa5)
+				ck_abort_msg("path %d wrote byte %zu of cap %zu", k, j, cap);
+	}
+	memcpy(out, o[0], cap);
+	*bad = bd[0];
+	for (int k = 0; k < 3; k++)
+		free(o[k]);
+	return r[0];
+}
+
+/* Random bytes of every length 0..300 and some long ones, padded and not:
+ * the bytes come back, exactly, with room to spare or none; one byte less
+ * of room is -2. */
+START_TEST(test_base64_paths_valid)
+{
+	static const size_t longer[] = {1536, 4095, 4096, 65537};
+	uint8_t *raw = malloc(70000), *dec = malloc(70000);
+	char *enc = malloc(100000);
+	size_t bad;
+
+	ck_assert(raw && dec && enc);
+	if (!srv__base64_have_avx2())
+		fprintf(stderr, "check_api: no AVX2 here, only the portable path is tested\n");
+	for (size_t t = 0; t < 301 + sizeof(longer) / sizeof(longer[0]); t++) {
+		size_t len = t < 301 ? t : longer[t - 301];
+		for (size_t i = 0; i < len; i++)
+			raw[i] = rand_byte();
+		for (int padded = 0; padded < 2; padded++) {
+			size_t n = b64_enc(raw, len, enc, padded);
+			ck_assert_int_eq(b64_paths(enc, n, dec, len, &bad), (long)len);
+			ck_assert(memcmp(dec, raw, len) == 0);
+			ck_assert_int_eq(b64_paths(enc, n, dec, len + 7, &bad), (long)len);
+			ck_assert(memcmp(dec, raw, len) == 0);
+			if (len)
+				ck_assert_int_eq(b64_paths(enc, n, dec, len - 1, &bad), -2);
+		}
+	}
+	free(raw);
+	free(dec);
+	free(enc);
+}
+END_TEST
+
+/* The first byte of @s up to @p outside the alphabet ('=' too: padding
+ * only counts at the very end, and @p is not). */
+static size_t first_bad(const char *s, size_t p)
+{
+	size_t i = 0;
+	while (i < p && s[i] && strchr(b64_alpha, s[i]))
+		i++;
+	return i;
+}
+
+/* Every byte outside the alphabet at every position of a few lengths (on
+ * both sides of the 32-character steps), with room to decode and without:
+ * the position is reported (and the first of two); '=' in the middle and
+ * the canonical-trailing-bits rule agree between the paths. */
+START_TEST(test_base64_paths_invalid)
+{
+	static const size_t lens[] = {23, 24, 25, 26, 47, 48, 50, 73, 100};
+	char enc[200], mod[200];
+	uint8_t raw[128], dec[160];
+	size_t bad, want;
+
+	for (size_t t = 0; t < sizeof(lens) / sizeof(lens[0]); t++) {
+		size_t len = lens[t];
+		for (size_t i = 0; i < len; i++)
+			raw[i] = rand_byte();
+		for (int padded = 0; padded < 2; padded++) {
+			size_t n = b64_enc(raw, len, enc, padded);
+			for (size_t p = 0; p < n; p++) {
+				for (int c = 0; c < 256; c++) {
+					if (c && strchr(b64_alpha, c))
+						continue;
+					memcpy(mod, enc, n);
+					mod[p] = (char)c;
+					want = first_bad(mod, p);
+					for (size_t cap = 0; cap <= len; cap += len) {
+						long r = b64_paths(mod, n, dec, cap, &bad);
+						if (c == '=')
+							continue; /* may read as padding */
+						if (r != -1 || bad != want)
+							ck_abort_msg(
+							    "%.*s: %ld at %zu, want -1 at %zu",
+							    (int)n, mod, r, bad, want);
+					}
+					/* a second bad byte further on: still the first */
+					if (c != '=' && p + 1 < n) {
+						size_t q = p + 1 + rand_byte() % (n - p - 1);
+						mod[q] = '!';
+						if (b64_paths(mod, n, dec, len, &bad) != -1 ||
+						    bad != want)
+							ck_abort_msg("%.*s: not -1 at %zu", (int)n,
+								     mod, want);
+					}
+				}
+				/* every alphabet character here: a different valid
+				 * input, or (at the end) non-canonical trailing bits */
+				for (int k = 0; k < 64; k++) {
+					if (enc[p] == '=')
+						break;
+					memcpy(mod, enc, n);
+					mod[p] = b64_alpha[k];
+					b64_paths(mod, n, dec, len, &bad);
+				}
+			}
+			/* padding: 0..3 more '=' and one character fewer */
+			for (int extra = 0; extra < 4; extra++) {
+				memcpy(mod, enc, n);
+				memset(mod + n, '=', (size_t)extra);
+				b64_paths(mod, n + (size_t)extra, dec, len + 2, &bad);
+				b64_paths(mod + 1, n + (size_t)extra - 1, dec, len + 2, &bad);
+			}
+		}
+	}
+}
+END_TEST
+
 START_TEST(test_content_type)
 {
 	ck_assert(srv_api_content_type_ok("application/json"));
@@ -600,6 +786,8 @@ static void add_tests(TCase *tc)
 	tcase_add_test(tc, test_error_mapping);
 	tcase_add_test(tc, test_error_body);
 	tcase_add_test(tc, test_base64);
+	tcase_add_test(tc, test_base64_paths_valid);
+	tcase_add_test(tc, test_base64_paths_invalid);
 	tcase_add_test(tc, test_content_type);
 	tcase_add_test(tc, test_decode_ok);
 	tcase_add_test(tc, test_decode_errors);

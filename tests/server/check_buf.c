@@ -214,7 +214,8 @@ differ:
 #define CHECK_FLOAT(v)                                                                             \
 	do {                                                                                       \
 		const char *w_ = check_float((v), why, sizeof(why));                               \
-		ck_assert_msg(w_ == NULL, "%s", w_);                                               \
+		if (w_) /* not ck_assert: that writes to Check's pipe every time */                \
+			ck_abort_msg("%s", w_);                                                    \
 	} while (0)
 
 START_TEST(test_float_known)
