@@ -217,7 +217,11 @@ static int store_open(const struct opts *o, struct sid_registry **r, struct sid_
 		sid_registry_default_path(o->model, path, sizeof(path));
 		target = path;
 	}
-	return sid_registry_open(target, 0, r, err);
+	/* commands that only read open read-only: they work on a read-only
+	 * mount and never create a store that is not there */
+	return sid_registry_open(
+	    target, strcmp(o->cmd, "assign") && strcmp(o->cmd, "import") ? SID_REG_READONLY : 0, r,
+	    err);
 }
 
 /* An output stream: stdout for "-", else a temp file renamed by out_close. */

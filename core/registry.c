@@ -450,6 +450,32 @@ static int writable(const struct sid_registry *r, struct sid_error *err)
 	return 0;
 }
 
+/* A call on a read-only handle: answered when every id is known; one that
+ * needs a write finds the store unavailable for writing (SID_EUNAVAIL). */
+static int assign_known_only(struct sid_registry *r, struct sid_reg_call *c)
+{
+	if (c->flags & SID_REG_REASSIGN)
+		return sid_error_set(&c->err, SID_EUNAVAIL,
+				     "registry %s: opened read-only, and reassign writes",
+				     r->label);
+	pthread_mutex_lock(&r->lock);
+	for (size_t i = 0; i < c->n; i++) {
+		int rc = r->ops->get(r, c->kind, c->items[i].id, &c->out[i], &c->err);
+		if (rc == SID_ENOTFOUND)
+			rc = sid_error_set_at(&c->err, SID_EUNAVAIL, (long)i,
+					      "registry %s: opened read-only, and input %zu (id "
+					      "%.64s) is not assigned yet",
+					      r->label, i, c->items[i].id);
+		if (rc) {
+			pthread_mutex_unlock(&r->lock);
+			return rc;
+		}
+		c->out[i].created = c->out[i].moved = 0;
+	}
+	pthread_mutex_unlock(&r->lock);
+	return 0;
+}
+
 int sid_registry_assign_calls(struct sid_registry *r, struct sid_reg_call *calls, size_t n)
 {
 	struct sid__reg_req *q = calloc(n ? n : 1, sizeof(*q)),
@@ -469,10 +495,12 @@ int sid_registry_assign_calls(struct sid_registry *r, struct sid_reg_call *calls
 		struct sid_reg_call *c = &calls[i];
 		int any_emb;
 		sid_error_clear(&c->err);
-		c->rc = writable(r, &c->err);
-		if (!c->rc)
-			c->rc = assign_check(c->kind, c->items, c->n, c->L, c->D, c->model_version,
-					     &any_emb, &c->err);
+		c->rc = assign_check(c->kind, c->items, c->n, c->L, c->D, c->model_version,
+				     &any_emb, &c->err);
+		if (!c->rc && (r->open_flags & SID_REG_READONLY)) {
+			c->rc = assign_known_only(r, c);
+			continue;
+		}
 		if (c->rc || c->n == 0)
 			continue;
 		q[i] = (struct sid__reg_req){.kind = c->kind,

@@ -79,7 +79,9 @@
 /* sid_registry_open flags */
 #define SID_REG_READONLY                                                                           \
 	1u /* SQLite: open read-only, never create or migrate;                                     \
-	    * assign and import then fail with SID_EINVAL */
+	    * import fails with SID_EINVAL; an assign call whose ids                               \
+	    * are all known (no reassign) is answered from reads,                                  \
+	    * any other with SID_EUNAVAIL (it needs a write) */
 #define SID_REG_LAZY                                                                               \
 	2u /* PostgreSQL: return a handle even when the server is                                  \
 	    * down; calls answer SID_EUNAVAIL until it is back */

@@ -14,11 +14,13 @@
  */
 #include "registry.h"
 
+#include <limits.h>
 #include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -103,6 +105,9 @@ struct sq {
 	pthread_mutex_t ck_lock;
 	pthread_cond_t ck_cond;
 	int ck_running, ck_wanted, ck_stop;
+	/* read-only fallback (reopen_immutable): when to try a normal open again */
+	int immutable;
+	int64_t reopen_ms;
 };
 
 /*
@@ -658,10 +663,67 @@ fail:
 	fail_all(q, nq, &gerr);
 }
 
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int prepare_all(sqlite3 *db, sqlite3_stmt **st)
+{
+	for (int i = 0; i < S_COUNT; i++) {
+		int rc = sqlite3_prepare_v3(db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &st[i],
+					    NULL);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+/*
+ * A handle reading the file as immutable (reopen_immutable) goes back to a
+ * normal read-only connection as soon as one can be had (the directory was
+ * remounted read-write): from then on a writer may change the file, which
+ * an immutable connection would never notice.  Tried at most once a second,
+ * before a read; a writer only reaches the file itself at a checkpoint
+ * (1000 pages of WAL), so the second in between reads a consistent file.
+ */
+static void leave_immutable(struct sq *s)
+{
+	sqlite3 *db = NULL;
+	sqlite3_stmt *st[S_COUNT] = {0};
+	int64_t now;
+
+	if (!s->immutable || (now = mono_ms()) < s->reopen_ms)
+		return;
+	s->reopen_ms = now + 1000;
+	if (sqlite3_open_v2(s->base.label, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) ==
+		SQLITE_OK &&
+	    sqlite3_exec(db, "SELECT count(*) FROM sqlite_master", NULL, NULL, NULL) == SQLITE_OK &&
+	    prepare_all(db, st) == SQLITE_OK) {
+		for (int i = 0; i < S_COUNT; i++)
+			sqlite3_finalize(s->st[i]);
+		sqlite3_close(s->db);
+		memcpy(s->st, st, sizeof(st));
+		s->db = db;
+		s->immutable = 0;
+		sqlite3_extended_result_codes(db, 1);
+		sqlite3_busy_timeout(db, BUSY_MS);
+		return;
+	}
+	for (int i = 0; i < S_COUNT; i++)
+		sqlite3_finalize(st[i]);
+	sqlite3_close(db);
+}
+
 static int sq_get(struct sid_registry *r, int kind, const char *id, struct sid_reg_entry *out,
 		  struct sid_error *err)
 {
-	int rc = get_row((struct sq *)r, kind, id, out, NULL, err);
+	int rc;
+
+	leave_immutable((struct sq *)r);
+	rc = get_row((struct sq *)r, kind, id, out, NULL, err);
 	if (rc == 0)
 		return sid_error_set(err, SID_ENOTFOUND, "%s id \"%s\": not found",
 				     sid_tower_name(kind), id);
@@ -675,6 +737,7 @@ static int sq_get_sid(struct sid_registry *r, int kind, const int32_t *codes, in
 	char sid[SID_REG_SID_MAX];
 	int rc;
 
+	leave_immutable((struct sq *)r);
 	sid__reg_codes_pack(codes, L, packed);
 	rc = get_sid_row((struct sq *)r, kind, packed, L, suffix, out, err);
 	if (rc == 0) {
@@ -691,10 +754,12 @@ static int sq_list(struct sid_registry *r, int kind, const uint8_t *lo, size_t l
 		   struct sid_error *err)
 {
 	struct sq *s = (struct sq *)r;
-	sqlite3_stmt *st = stmt(s, S_LIST);
+	sqlite3_stmt *st;
 	size_t n = 0;
 	int rc;
 
+	leave_immutable(s);
+	st = stmt(s, S_LIST);
 	sqlite3_bind_int(st, 1, kind);
 	sqlite3_bind_blob(st, 2, lo_len ? (const void *)lo : "", (int)lo_len, SQLITE_STATIC);
 	sqlite3_bind_blob(st, 3, hi, (int)hi_len, SQLITE_STATIC);
@@ -718,6 +783,7 @@ static int sq_list(struct sid_registry *r, int kind, const uint8_t *lo, size_t l
 
 static int sq_levels(struct sid_registry *r, int kind, int *L, struct sid_error *err)
 {
+	leave_immutable((struct sq *)r);
 	return levels_get((struct sq *)r, kind, L, err);
 }
 
@@ -731,6 +797,7 @@ static int sq_foreach(struct sid_registry *r, int kind, int want_emb, sid_reg_fo
 	float *buf = NULL;
 	int rc, cap = 0;
 
+	leave_immutable(s);
 	if (want_emb == SID__REG_WALK_CODES) /* the sid index alone covers it */
 		snprintf(sql, sizeof(sql),
 			 "SELECT a.kind, '', a.codes, a.suffix, '', 0, 0, 0, a.rid"
@@ -793,7 +860,10 @@ static int sq_count_emb(struct sid_registry *r, int kind, uint64_t *n, struct si
 {
 	struct sq *s = (struct sq *)r;
 	sqlite3_stmt *st = NULL;
-	int rc = sqlite3_prepare_v2(
+	int rc;
+
+	leave_immutable(s);
+	rc = sqlite3_prepare_v2(
 	    s->db, "SELECT count(*) FROM semid_assignment WHERE kind = ?1 AND emb_dim > 0", -1, &st,
 	    NULL);
 
@@ -987,11 +1057,52 @@ fail:
 	return rc;
 }
 
-static int64_t mono_ms(void)
+/*
+ * A read-only open in a directory this process cannot write (a read-only
+ * mount, a volume mounted for reading): SQLite cannot create the -shm file
+ * it reads the WAL index from, and refuses to open.  When no WAL with frames
+ * lies beside the file (a clean close checkpoints and removes it), the file
+ * alone holds every commit and can be opened "immutable" (no locks, no side
+ * files).  With frames in a WAL that fallback would miss them, so the open
+ * fails, naming the WAL.  Returns 0 when reopened, 1 when the fallback does
+ * not apply, or a SID_E* code with @err set.
+ */
+static int reopen_immutable(struct sq *s, struct sid_error *err)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	char wal[PATH_MAX + 8], uri[3 * PATH_MAX + 32];
+	const char *p = s->base.label;
+	struct stat st;
+	size_t o;
+
+	int why = sqlite3_extended_errcode(s->db) & 0xff;
+
+	if ((why != SQLITE_CANTOPEN && why != SQLITE_READONLY) || strlen(p) >= PATH_MAX)
+		return 1;
+	snprintf(wal, sizeof(wal), "%s-wal", p);
+	if (stat(wal, &st) == 0 && st.st_size > 0)
+		return sid_error_set(err, SID_EIO,
+				     "registry %s: cannot read it from a directory this process "
+				     "cannot write while %s holds commits not yet in the file "
+				     "(open it once with write access to checkpoint them)",
+				     p, wal);
+	o = (size_t)snprintf(uri, sizeof(uri), "file:");
+	for (; *p; p++) /* percent-encode all but unreserved characters and '/' */
+		if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+		    (*p >= '0' && *p <= '9') || strchr("/-._~", *p))
+			uri[o++] = *p;
+		else
+			o += (size_t)snprintf(uri + o, 4, "%%%02X", (unsigned char)*p);
+	snprintf(uri + o, sizeof(uri) - o, "?immutable=1");
+	sqlite3_close(s->db);
+	s->db = NULL;
+	if (sqlite3_open_v2(uri, &s->db,
+			    SQLITE_OPEN_READONLY | SQLITE_OPEN_URI | SQLITE_OPEN_NOMUTEX,
+			    NULL) != SQLITE_OK)
+		return sq_fail(s, SQLITE_CANTOPEN, err, "open (immutable, read-only directory)");
+	sqlite3_extended_result_codes(s->db, 1);
+	s->immutable = 1;
+	s->reopen_ms = mono_ms() + 1000;
+	return 0;
 }
 
 int sid__reg_sqlite_open(const char *path, unsigned flags, struct sid_registry **out,
@@ -1008,6 +1119,11 @@ int sid__reg_sqlite_open(const char *path, unsigned flags, struct sid_registry *
 		return sid_error_set(err, SID_ENOMEM, "registry %s: out of memory", path);
 	}
 	s->base.ops = &sq_ops;
+	if (readonly && access(path, F_OK) != 0) {
+		rc = sid_error_set(err, SID_ENOTFOUND,
+				   "registry %s: no such file (nothing to read)", path);
+		goto fail;
+	}
 	rc = sqlite3_open_v2(
 	    path, &s->db,
 	    (readonly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE) |
@@ -1071,17 +1187,34 @@ int sid__reg_sqlite_open(const char *path, unsigned flags, struct sid_registry *
 		rc = migrate(s, readonly, err);
 		if (rc != SID_EUNAVAIL || mono_ms() > deadline)
 			break;
+		if ((sqlite3_extended_errcode(s->db) & 0xff) == SQLITE_READONLY) {
+			/* a read-only file SQLite opened for reading, or (opening
+			 * read-only) no -shm to be had: no retry helps */
+			if (!readonly)
+				rc = sid_error_set(err, SID_EIO,
+						   "registry %s: the file is read-only (assigning "
+						   "needs write access)",
+						   path);
+			break;
+		}
 		usleep(2000);
+	}
+	if (rc && readonly) {
+		struct sid_error e;
+		int r2 = reopen_immutable(s, &e);
+		if (r2 == 0)
+			rc = migrate(s, readonly, err);
+		else if (r2 < 0) {
+			*err = e;
+			rc = r2;
+		}
 	}
 	if (rc)
 		goto fail;
-	for (int i = 0; i < S_COUNT; i++) {
-		rc = sqlite3_prepare_v3(s->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT,
-					&s->st[i], NULL);
-		if (rc) {
-			rc = sq_fail(s, rc, err, "prepare");
-			goto fail;
-		}
+	rc = prepare_all(s->db, s->st);
+	if (rc) {
+		rc = sq_fail(s, rc, err, "prepare");
+		goto fail;
 	}
 	if (!readonly)
 		ckpt_start(s);

@@ -140,7 +140,7 @@ static void group_work(uv_work_t *w)
 {
 	struct group *g = w->data;
 	struct srv_assigner *a = g->a;
-	struct sid_registry *h = NULL;
+	struct sid_registry *h = NULL, *ro = NULL;
 	struct sid_reg_call *calls = NULL;
 	struct sid_reg_item **items = NULL;
 	struct sid_reg_entry **outs = NULL;
@@ -155,11 +155,19 @@ static void group_work(uv_work_t *w)
 		n++;
 	rc = srv_store_get(a->store, SRV_STORE_WRITER(g->writer), &h, &err);
 	if (rc) {
-		for (j = g->jobs; j; j = j->next)
-			fail_job(j, rc, &err);
-		if (!a->store->disabled)
-			srv_metrics_registry_call(a->metrics, SRV_REG_OP_ASSIGN, 0, 0);
-		return;
+		/* No writer (a read-only store, a full disk at open): the lookup
+		 * handle still answers requests whose ids are all known; the
+		 * others get the writer's error. */
+		struct sid_error rerr;
+		if (a->store->disabled ||
+		    srv_store_get(a->store, SRV_STORE_READER, &ro, &rerr) != 0) {
+			for (j = g->jobs; j; j = j->next)
+				fail_job(j, rc, &err);
+			if (!a->store->disabled)
+				srv_metrics_registry_call(a->metrics, SRV_REG_OP_ASSIGN, 0, 0);
+			return;
+		}
+		h = ro;
 	}
 	calls = calloc(n, sizeof(*calls));
 	items = calloc(n, sizeof(*items));
@@ -189,7 +197,14 @@ static void group_work(uv_work_t *w)
 	}
 	t0 = srv_now();
 	sid_registry_assign_calls(h, calls, n);
-	{
+	if (ro) { /* what needed a write gets the writer's reason */
+		for (i = 0; i < n; i++)
+			if (calls[i].rc == SID_EUNAVAIL) {
+				calls[i].rc = rc;
+				calls[i].err = err;
+			}
+		srv_metrics_registry_call(a->metrics, SRV_REG_OP_ASSIGN, srv_now() - t0, 0);
+	} else {
 		double secs = srv_now() - t0;
 		int outage = 0;
 		for (i = 0; i < n; i++)

@@ -1418,8 +1418,10 @@ START_TEST(t_sqlite_corrupt)
 }
 END_TEST
 
-/* Open @path as user nobody in a child; returns the code and message. */
-static int open_as_nobody(const char *path, char *msg, size_t len)
+/* Open @path as user nobody in a child and assign an id, or with
+ * SID_REG_READONLY look up "old"; returns the code and the message (the sid
+ * found, on a successful lookup). */
+static int open_as_nobody(const char *path, unsigned flags, char *msg, size_t len)
 {
 	int fd[2], code = 0;
 	pid_t pid;
@@ -1436,8 +1438,14 @@ static int open_as_nobody(const char *path, char *msg, size_t len)
 		if (geteuid() == 0 && (setgid(65534) || setuid(65534)))
 			_exit(3);
 		sid_error_clear(&err);
-		code = sid_registry_open(path, 0, &r, &err);
-		if (!code) {
+		code = sid_registry_open(path, flags, &r, &err);
+		if (!code && (flags & SID_REG_READONLY)) {
+			struct sid_reg_entry e;
+			code = sid_registry_get(r, SID_TOWER_ITEM, "old", &e, &err);
+			if (!code)
+				sidstr(&e, err.msg);
+			sid_registry_close(r);
+		} else if (!code) {
 			int32_t c[3] = {1, 1, 1};
 			struct sid_reg_item it = {"x", c, NULL};
 			struct sid_reg_entry e;
@@ -1466,20 +1474,119 @@ START_TEST(t_sqlite_readonly)
 	char msg[SID_ERROR_MSG_MAX + 16];
 	int code;
 
+	struct sid_reg_entry e;
+	struct sid_registry *r;
+	pid_t pid;
+
 	chmod(tmpdir, 0755);
-	sid_registry_close(reg_open());
+	r = reg_open();
+	assign1(r, "old", 1, 2, 3, 0, &e);
+	sid_registry_close(r);
 	/* a read-only file */
 	ck_assert_int_eq(chmod(target, 0444), 0);
-	code = open_as_nobody(target, msg, sizeof(msg));
+	code = open_as_nobody(target, 0, msg, sizeof(msg));
 	ck_assert_msg(code == SID_EIO, "code %d: %s", code, msg);
 	ck_assert_msg(strstr(msg, target) && strstr(msg, "read-only"), "%s", msg);
 	/* a writable file in a read-only directory (WAL needs its side files) */
 	ck_assert_int_eq(chmod(target, 0666), 0);
 	ck_assert_int_eq(chmod(tmpdir, 0555), 0);
-	code = open_as_nobody(target, msg, sizeof(msg));
-	chmod(tmpdir, 0755);
+	code = open_as_nobody(target, 0, msg, sizeof(msg));
 	ck_assert_msg(code == SID_EIO, "code %d: %s", code, msg);
 	ck_assert_msg(strstr(msg, target), "%s", msg);
+	/* ... where lookups still work: no -shm can be made there, so the file
+	 * is read as immutable */
+	code = open_as_nobody(target, SID_REG_READONLY, msg, sizeof(msg));
+	ck_assert_msg(code == 0, "code %d: %s", code, msg);
+	ck_assert_str_eq(msg, "1-2-3-0");
+	/* unless a WAL with commits lies beside it (a writer killed, its -shm
+	 * gone): reading the file alone would miss them */
+	chmod(tmpdir, 0755);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		struct sid_registry *w;
+		struct sid_error err;
+		if (sid_registry_open(target, 0, &w, &err))
+			_exit(1);
+		assign1(w, "late", 4, 5, 6, 0, &e);
+		_exit(0); /* no close: the commit stays in the WAL */
+	}
+	ck_assert_int_eq(waitpid(pid, &code, 0), pid);
+	ck_assert_int_eq(code, 0);
+	{
+		char shm[sizeof(target) + 8];
+		snprintf(shm, sizeof(shm), "%s-shm", target);
+		ck_assert_int_eq(unlink(shm), 0);
+	}
+	ck_assert_int_eq(chmod(tmpdir, 0555), 0);
+	code = open_as_nobody(target, SID_REG_READONLY, msg, sizeof(msg));
+	chmod(tmpdir, 0755);
+	ck_assert_msg(code == SID_EIO, "code %d: %s", code, msg);
+	ck_assert_msg(strstr(msg, "-wal") && strstr(msg, "not yet in the file"), "%s", msg);
+}
+END_TEST
+
+/* A read-only handle that fell back to an immutable read (no -shm could be
+ * made) sees later commits once the directory is writable again: it goes
+ * back to a normal connection within a second. */
+START_TEST(t_sqlite_immutable_recovers)
+{
+	struct sid_registry *r = reg_open();
+	struct sid_reg_entry e;
+	int go[2], done[2], status;
+	char buf[SID_ERROR_MSG_MAX + 16] = "";
+	ssize_t n;
+	pid_t pid;
+
+	assign1(r, "old", 1, 2, 3, 0, &e);
+	sid_registry_close(r);
+	ck_assert_int_eq(chmod(target, 0666), 0); /* its -wal and -shm get the same mode */
+	ck_assert_int_eq(chmod(tmpdir, 0555), 0);
+	ck_assert_int_eq(pipe(go), 0);
+	ck_assert_int_eq(pipe(done), 0);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		struct sid_registry *ro;
+		struct sid_error err;
+		char sid[SID_REG_SID_MAX], out[sizeof(buf)], c;
+		int rc;
+		if (geteuid() == 0 && (setgid(65534) || setuid(65534)))
+			_exit(3);
+		rc = sid_registry_open(target, SID_REG_READONLY, &ro, &err);
+		if (!rc)
+			rc = sid_registry_get(ro, SID_TOWER_ITEM, "old", &e, &err);
+		snprintf(out, sizeof(out), "%d %s", rc, rc ? err.msg : "");
+		if (write(done[1], out, strlen(out)) < 0 || rc)
+			_exit(4);
+		if (read(go[0], &c, 1) != 1) /* the parent wrote "fresh" */
+			_exit(5);
+		usleep(1100 * 1000);
+		rc = sid_registry_get(ro, SID_TOWER_ITEM, "fresh", &e, &err);
+		if (!rc)
+			sid_reg_sid_format(e.codes, e.L, e.suffix, sid, sizeof(sid));
+		snprintf(out, sizeof(out), "%d %s", rc, rc ? err.msg : sid);
+		if (write(done[1], out, strlen(out)) < 0)
+			_exit(6);
+		sid_registry_close(ro);
+		_exit(0);
+	}
+	n = read(done[0], buf, sizeof(buf) - 1);
+	ck_assert_int_gt(n, 0);
+	buf[n] = '\0';
+	ck_assert_msg(!strcmp(buf, "0 "), "immutable open as nobody: %s", buf);
+	ck_assert_int_eq(chmod(tmpdir, 0777), 0); /* remounted read-write */
+	r = reg_open();
+	assign1(r, "fresh", 4, 5, 6, 0, &e);
+	ck_assert_int_eq(write(go[1], "x", 1), 1);
+	n = read(done[0], buf, sizeof(buf) - 1);
+	ck_assert_int_gt(n, 0);
+	buf[n] = '\0';
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	sid_registry_close(r);
+	chmod(tmpdir, 0755);
+	ck_assert_msg(!strcmp(buf, "0 4-5-6-0"), "after the directory became writable: %s", buf);
+	ck_assert_int_eq(status, 0);
 }
 END_TEST
 
@@ -1497,8 +1604,24 @@ START_TEST(t_sqlite_readonly_flag)
 	ck_assert_int_eq(sid_registry_open(target, SID_REG_READONLY, &r, &err), 0);
 	ck_assert_int_eq(sid_registry_get(r, SID_TOWER_ITEM, "old", &e, &err), 0);
 	ck_assert_int_eq(sid_registry_assign(r, SID_TOWER_ITEM, &it, 1, 3, 0, "v", 0, &e, &err),
-			 SID_EINVAL);
+			 SID_EUNAVAIL);
 	ck_assert_ptr_nonnull(strstr(err.msg, "read-only"));
+	ck_assert_ptr_nonnull(strstr(err.msg, "not assigned yet"));
+	/* known ids are answered from reads, unchanged; a reassign needs a write */
+	{
+		int32_t other[3] = {7, 7, 7};
+		struct sid_reg_item known[1] = {{"old", other, NULL}};
+		char s[SID_REG_SID_MAX];
+		ck_assert_int_eq(
+		    sid_registry_assign(r, SID_TOWER_ITEM, known, 1, 3, 0, "v", 0, &e, &err), 0);
+		sidstr(&e, s);
+		ck_assert_str_eq(s, "1-1-1-0");
+		ck_assert_int_eq(e.created, 0);
+		ck_assert_int_eq(sid_registry_assign(r, SID_TOWER_ITEM, known, 1, 3, 0, "v",
+						     SID_REG_REASSIGN, &e, &err),
+				 SID_EUNAVAIL);
+		ck_assert_ptr_nonnull(strstr(err.msg, "read-only"));
+	}
 	{
 		struct sid_reg_import_result res;
 		ck_assert_int_eq(sid_registry_import(r, SID_REG_TSV, f, NULL, NULL, &res, &err),
@@ -1509,7 +1632,8 @@ START_TEST(t_sqlite_readonly_flag)
 	/* a missing file read-only: nothing to read */
 	unlink(target);
 	r = NULL;
-	ck_assert_int_ne(sid_registry_open(target, SID_REG_READONLY, &r, &err), 0);
+	ck_assert_int_eq(sid_registry_open(target, SID_REG_READONLY, &r, &err), SID_ENOTFOUND);
+	ck_assert_msg(strstr(err.msg, target) && strstr(err.msg, "no such file"), "%s", err.msg);
 	ck_assert_ptr_null(r);
 }
 END_TEST
@@ -1720,6 +1844,7 @@ static Suite *registry_suite(void)
 	tcase_add_test(tc, t_sqlite_corrupt);
 	tcase_add_test(tc, t_sqlite_readonly);
 	tcase_add_test(tc, t_sqlite_readonly_flag);
+	tcase_add_test(tc, t_sqlite_immutable_recovers);
 	tcase_add_test(tc, t_sqlite_locked);
 	tcase_add_test(tc, t_sqlite_wal_bounded);
 	suite_add_tcase(s, tc);
