@@ -177,13 +177,26 @@ static AVX2 size_t b64_check_avx2(const unsigned char *u, size_t n, uint8_t *any
 }
 #endif
 
-int srv__base64_have_avx2(void)
+int srv__api_have_avx2(void)
 {
 #ifdef SRV_HAVE_X86
 	return __builtin_cpu_supports("avx2");
 #else
 	return 0;
 #endif
+}
+
+static int force_portable;
+
+void srv__api_force_portable(int on)
+{
+	__atomic_store_n(&force_portable, on, __ATOMIC_RELAXED);
+}
+
+/* The AVX2 paths: when the CPU has it and no test said otherwise. */
+static int use_avx2(void)
+{
+	return !__atomic_load_n(&force_portable, __ATOMIC_RELAXED) && srv__api_have_avx2();
 }
 
 /* The decoder; @simd: use the AVX2 loops (the CPU must have AVX2). */
@@ -261,7 +274,7 @@ static long b64_decode(const char *s, size_t n, uint8_t *out, size_t cap, size_t
 
 long srv_base64_decode(const char *s, size_t n, uint8_t *out, size_t cap, size_t *bad)
 {
-	return b64_decode(s, n, out, cap, bad, srv__base64_have_avx2());
+	return b64_decode(s, n, out, cap, bad, use_avx2());
 }
 
 long srv__base64_decode_scalar(const char *s, size_t n, uint8_t *out, size_t cap, size_t *bad)
@@ -271,7 +284,7 @@ long srv__base64_decode_scalar(const char *s, size_t n, uint8_t *out, size_t cap
 
 long srv__base64_decode_avx2(const char *s, size_t n, uint8_t *out, size_t cap, size_t *bad)
 {
-	return b64_decode(s, n, out, cap, bad, srv__base64_have_avx2());
+	return b64_decode(s, n, out, cap, bad, srv__api_have_avx2());
 }
 
 static int fail(struct srv_api_error *e, enum srv_err kind, const char *fmt, ...)
@@ -613,6 +626,29 @@ static int scan_char(struct scan *s, char c)
 	return 0;
 }
 
+#ifdef SRV_HAVE_X86
+/* The first byte in [@p, @end) that ends a run of plain string characters
+ * ('"', '\\', a control byte, a byte >= 0x7f), or where fewer than 32
+ * bytes are left. */
+static AVX2 const char *scan_plain_avx2(const char *p, const char *end)
+{
+	const __m256i quote = _mm256_set1_epi8('"'), bs = _mm256_set1_epi8('\\');
+	const __m256i del = _mm256_set1_epi8(0x7f), space = _mm256_set1_epi8(0x20);
+
+	for (; end - p >= 32; p += 32) {
+		__m256i c = _mm256_loadu_si256((const __m256i *)p);
+		/* signed: below ' ' is a control byte or one >= 0x80 */
+		__m256i stop = _mm256_or_si256(
+		    _mm256_or_si256(_mm256_cmpeq_epi8(c, quote), _mm256_cmpeq_epi8(c, bs)),
+		    _mm256_or_si256(_mm256_cmpeq_epi8(c, del), _mm256_cmpgt_epi8(space, c)));
+		uint32_t m = (uint32_t)_mm256_movemask_epi8(stop);
+		if (m)
+			return p + __builtin_ctz(m);
+	}
+	return p;
+}
+#endif
+
 /* A string of printable ASCII without escapes; @str, @n are its contents. */
 static int scan_string(struct scan *s, const char **str, size_t *n)
 {
@@ -622,6 +658,17 @@ static int scan_string(struct scan *s, const char **str, size_t *n)
 	scan_ws(s);
 	if (s->p >= s->end || *s->p != '"')
 		return 0;
+#ifdef SRV_HAVE_X86
+	if (use_avx2()) {
+		q = scan_plain_avx2(s->p + 1, s->end);
+		for (; q < s->end && *q != '"'; q++)
+			if ((unsigned char)*q < 0x20 || (unsigned char)*q >= 0x7f || *q == '\\')
+				return 0;
+		if (q >= s->end)
+			return 0;
+		goto done;
+	}
+#endif
 	q = memchr(s->p + 1, '"', (size_t)(s->end - s->p - 1));
 	if (!q)
 		return 0;
@@ -646,6 +693,9 @@ static int scan_string(struct scan *s, const char **str, size_t *n)
 	}
 	if (bad)
 		return 0;
+#ifdef SRV_HAVE_X86
+done:
+#endif
 	*str = s->p + 1;
 	*n = (size_t)(q - s->p - 1);
 	s->p = q + 1;
@@ -832,6 +882,46 @@ static int scan_row(struct scan *s, int D, float *row)
 	return j == D && scan_char(s, ']');
 }
 
+#ifdef SRV_HAVE_X86
+/* 1 when the @D floats at @row are all finite, eight at a time. */
+static AVX2 int row_finite_avx2(const float *row, int D)
+{
+	const __m256i expo = _mm256_set1_epi32(0x7f800000);
+	__m256i acc = _mm256_setzero_si256();
+	int j = 0;
+
+	for (; j + 8 <= D; j += 8) {
+		__m256i u = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(row + j)), expo);
+		acc = _mm256_or_si256(acc, _mm256_cmpeq_epi32(u, expo));
+	}
+	if (!_mm256_testz_si256(acc, acc))
+		return 0;
+	for (; j < D; j++)
+		if (!isfinite(row[j]))
+			return 0;
+	return 1;
+}
+#endif
+
+/* Turn @D little-endian float32s, decoded in place, into floats; 0 when
+ * one is not finite. */
+static int b64_row_finite(float *row, int D)
+{
+#ifdef SRV_HAVE_X86
+	if (use_avx2()) /* x86 is little-endian: the bytes are the floats */
+		return row_finite_avx2(row, D);
+#endif
+	for (int j = 0; j < D; j++) {
+		const uint8_t *p = (const uint8_t *)(row + j);
+		uint32_t u = (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+			     (uint32_t)p[3] << 24;
+		memcpy(&row[j], &u, 4);
+		if (!isfinite(row[j]))
+			return 0;
+	}
+	return 1;
+}
+
 static int scan_input(struct scan *s, int D, float *row, struct srv_buf *ids, size_t *id_off,
 		      uint32_t *id_len)
 {
@@ -857,14 +947,8 @@ static int scan_input(struct scan *s, int D, float *row, struct srv_buf *ids, si
 			    srv_base64_decode(str, n, (uint8_t *)row, (size_t)D * 4, &bad) !=
 				(long)D * 4)
 				return 0;
-			for (int j = 0; j < D; j++) {
-				const uint8_t *p = (const uint8_t *)(row + j);
-				uint32_t u = (uint32_t)p[0] | (uint32_t)p[1] << 8 |
-					     (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-				memcpy(&row[j], &u, 4);
-				if (!isfinite(row[j]))
-					return 0;
-			}
+			if (!b64_row_finite(row, D))
+				return 0;
 		} else if (key_is(k, kn, "id") && !have_id) {
 			int integer;
 			double d;

@@ -60,11 +60,16 @@ long srv_base64_decode(const char *s, size_t n, uint8_t *out, size_t cap, size_t
  * Its two paths, for tests/server/check_api.c: srv_base64_decode takes the
  * AVX2 one when the CPU has AVX2 (32 characters per step; the portable loop
  * finishes the rest), the portable one otherwise.  srv__base64_decode_avx2
- * is the portable path too where srv__base64_have_avx2() is 0.
+ * is the portable path too where srv__api_have_avx2() is 0.
  */
 long srv__base64_decode_scalar(const char *s, size_t n, uint8_t *out, size_t cap, size_t *bad);
 long srv__base64_decode_avx2(const char *s, size_t n, uint8_t *out, size_t cap, size_t *bad);
-int srv__base64_have_avx2(void);
+/* 1 when the CPU has AVX2 (srv_base64_decode and the fast scanner's string
+ * scan use it then). */
+int srv__api_have_avx2(void);
+/* Tests: 1 makes srv_base64_decode and the fast scanner take their portable
+ * paths (process-wide; 0 restores the dispatch). */
+void srv__api_force_portable(int on);
 
 /* A decoded, validated encode request. */
 struct srv_encode_req {

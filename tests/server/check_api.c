@@ -172,7 +172,7 @@ START_TEST(test_base64_paths_valid)
 	size_t bad;
 
 	ck_assert(raw && dec && enc);
-	if (!srv__base64_have_avx2())
+	if (!srv__api_have_avx2())
 		fprintf(stderr, "check_api: no AVX2 here, only the portable path is tested\n");
 	for (size_t t = 0; t < 301 + sizeof(longer) / sizeof(longer[0]); t++) {
 		size_t len = t < 301 ? t : longer[t - 301];
@@ -409,6 +409,113 @@ START_TEST(test_decode_errors)
 END_TEST
 
 /* The fast scanner takes valid requests and agrees with jansson bit for bit. */
+/* The fast scanner with its AVX2 string scan and finite check, and with the
+ * portable ones: bodies with ids of 0..80 characters (both sides of the
+ * 32-byte steps) and base64 rows of D = 13 floats (eight at a time, then
+ * the rest) decode to the same request, which is the one written; a byte
+ * that sends a string to jansson, anywhere in the id or the base64, or a
+ * non-finite value anywhere in the row, makes both give up. */
+#define FP_D 13
+static int fast_both(const char *body, size_t len, struct srv_encode_req *out)
+{
+	struct srv_encode_req q[2];
+	int ok[2];
+
+	for (int k = 0; k < 2; k++) {
+		memset(&q[k], 0, sizeof(q[k]));
+		q[k].top_k = 1;
+		srv__api_force_portable(k);
+		ok[k] = srv__encode_req_decode_fast(body, len, FP_D, 8, &q[k]);
+	}
+	srv__api_force_portable(0);
+	if (ok[0] != ok[1])
+		ck_abort_msg("AVX2 scanner says %d, portable %d: %.*s", ok[0], ok[1], (int)len,
+			     body);
+	if (ok[0]) {
+		if (q[0].B != q[1].B || memcmp(q[0].x, q[1].x, q[0].B * FP_D * sizeof(float)) ||
+		    q[0].id_len[0] != q[1].id_len[0] ||
+		    memcmp(q[0].ids, q[1].ids, q[0].id_len[0]) != 0)
+			ck_abort_msg("the scanners decode differently: %.*s", (int)len, body);
+	}
+	srv_encode_req_release(&q[1]);
+	*out = q[0];
+	return ok[0];
+}
+
+static size_t fp_body(char *body, const char *id, const float *row)
+{
+	char enc[FP_D * 8];
+	b64_enc((const uint8_t *)row, FP_D * 4, enc, 1);
+	return (size_t)sprintf(body, "{\"inputs\": [{\"id\": \"%s\", \"embedding_b64\": \"%s\"}]}",
+			       id, enc);
+}
+
+START_TEST(test_fast_scanner_paths)
+{
+	static const unsigned char stop[] = {0x01, 0x1f, 0x7f, 0x80, 0xc3, 0xff, '\\', '"'};
+	float row[FP_D];
+	char id[96], body[512];
+	struct srv_encode_req q;
+	size_t len;
+
+	for (int j = 0; j < FP_D; j++)
+		row[j] = (float)j * 0.25f - 1.5f;
+	for (int n = 0; n <= 80; n++) {
+		char want[100];
+		for (int k = 0; k < n; k++)
+			id[k] = (char)(' ' + (k * 7 + n) % 95); /* printable ASCII */
+		id[n] = '\0';
+		for (int k = 0; k < n; k++) /* no escapes in the body */
+			if (id[k] == '"' || id[k] == '\\')
+				id[k] = 'x';
+		len = fp_body(body, id, row);
+		if (!fast_both(body, len, &q))
+			ck_abort_msg("not decoded: %s", body);
+		snprintf(want, sizeof(want), "\"%s\"", id);
+		if (q.B != 1 || memcmp(q.x, row, sizeof(row)) != 0 || q.id_len[0] != strlen(want) ||
+		    memcmp(q.ids, want, q.id_len[0]) != 0)
+			ck_abort_msg("decoded wrong: %s", body);
+		srv_encode_req_release(&q);
+		/* one stop byte at every position of the id and of the base64 */
+		for (size_t p = 0; p < len; p++) {
+			size_t at_id = (size_t)(strstr(body, "\"id\": \"") - body) + 7;
+			size_t at_b64 = (size_t)(strstr(body, "_b64\": \"") - body) + 8;
+			int in_id = p >= at_id && p < at_id + (size_t)n;
+			int in_b64 = p >= at_b64 && p < at_b64 + (FP_D * 4 + 2) / 3 * 4;
+			if (!in_id && !in_b64)
+				continue;
+			for (size_t c = 0; c < sizeof(stop); c++) {
+				char mod[512];
+				memcpy(mod, body, len);
+				mod[p] = (char)stop[c];
+				if (fast_both(mod, len, &q))
+					ck_abort_msg("byte %#x at %zu decoded: %.*s", stop[c], p,
+						     (int)len, mod);
+			}
+		}
+	}
+	/* a non-finite value anywhere in the row; the largest finite one passes */
+	for (int j = 0; j < FP_D; j++) {
+		static const uint32_t bits[] = {0x7f800000, 0xff800000, 0x7fc00000, 0xff800001,
+						0x7f7fffff};
+		for (size_t b = 0; b < sizeof(bits) / sizeof(bits[0]); b++) {
+			float r[FP_D];
+			int ok;
+			memcpy(r, row, sizeof(r));
+			memcpy(&r[j], &bits[b], 4);
+			len = fp_body(body, "x", r);
+			ok = fast_both(body, len, &q);
+			if (ok != (bits[b] == 0x7f7fffff))
+				ck_abort_msg("value %#x at %d: decoded %d", bits[b], j, ok);
+			if (ok && memcmp(q.x, r, sizeof(r)) != 0)
+				ck_abort_msg("value %#x at %d: decoded wrong", bits[b], j);
+			if (ok)
+				srv_encode_req_release(&q);
+		}
+	}
+}
+END_TEST
+
 START_TEST(test_fast_path_agrees)
 {
 	static const char *ok[] = {
@@ -792,6 +899,7 @@ static void add_tests(TCase *tc)
 	tcase_add_test(tc, test_decode_ok);
 	tcase_add_test(tc, test_decode_errors);
 	tcase_add_test(tc, test_fast_path_agrees);
+	tcase_add_test(tc, test_fast_scanner_paths);
 	tcase_add_test(tc, test_fast_numbers);
 	tcase_add_test(tc, test_assign_decode);
 	tcase_add_test(tc, test_response);
