@@ -32,6 +32,7 @@ struct tr_config {
 	char model_version[256]; /* empty: "das-<utc>-<seed>" */
 	int threads;		 /* OpenBLAS threads, 0 = library default */
 	int eval;		 /* evaluate at the end when test is set (1) */
+	int publish_tables;	 /* the ICDM ID tables go into the model file too (0) */
 	int progress;		 /* progress bar when stderr is a terminal (1) */
 	double progress_every;	 /* otherwise a progress line every this many seconds of
 				    an epoch (30; 0 = after every batch) */

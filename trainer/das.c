@@ -1579,7 +1579,8 @@ static int add_view(const struct das_model *m, struct sid_st_writer *w, const ch
 	return sid_error_set(err, SID_ENOTFOUND, "das: no tensor %s", name);
 }
 
-int das_export(const struct das_model *m, struct sid_st_writer *w, struct sid_error *err)
+int das_export(const struct das_model *m, int tables, struct sid_st_writer *w,
+	       struct sid_error *err)
 {
 	int rc;
 	/* the encoder tensors first (what semid reads), then the rest */
@@ -1587,10 +1588,15 @@ int das_export(const struct das_model *m, struct sid_st_writer *w, struct sid_er
 		if (strstr(m->t[t].name, ".encoder.") || strstr(m->t[t].name, ".codebook."))
 			if ((rc = add_view(m, w, m->t[t].name, NULL, err)) < 0)
 				return rc;
-	for (int t = 0; t < m->n_t; t++)
-		if (!strstr(m->t[t].name, ".encoder.") && !strstr(m->t[t].name, ".codebook."))
-			if ((rc = add_view(m, w, m->t[t].name, NULL, err)) < 0)
-				return rc;
+	for (int t = 0; t < m->n_t; t++) {
+		const char *n = m->t[t].name;
+		if (strstr(n, ".encoder.") || strstr(n, ".codebook."))
+			continue;
+		if (!tables && (!strcmp(n, "icdm.user") || !strcmp(n, "icdm.item")))
+			continue;
+		if ((rc = add_view(m, w, n, NULL, err)) < 0)
+			return rc;
+	}
 	return 0;
 }
 

@@ -243,10 +243,14 @@ long das_steps_per_phase(const struct das_model *m);
  * user.codebook.{l} (K, E), the same for item; plus extra tensors the
  * encoder ignores: {tower}.decoder.{i}.weight/bias, icdm.user (n_users, 2E:
  * [interest | conformity]), icdm.item (n_items, 2E: [content | popularity]),
- * icdm.head.{user,item}.weight (E) / .bias (1).  In rqvae mode the icdm.*
- * tensors are left out.  The "semid" metadata is the caller's to add.
+ * icdm.head.{user,item}.weight (E) / .bias (1).  The two ID tables go in
+ * only with @tables (they grow with the data: 512 MB at 1M users and 1M
+ * items, which a server would read on every swap for nothing; the
+ * checkpoint always has them).  In rqvae mode the icdm.* tensors are left
+ * out.  The "semid" metadata is the caller's to add.
  */
-int das_export(const struct das_model *m, struct sid_st_writer *w, struct sid_error *err);
+int das_export(const struct das_model *m, int tables, struct sid_st_writer *w,
+	       struct sid_error *err);
 
 /*
  * Checkpoints.  das_checkpoint_add puts everything needed to resume bit for

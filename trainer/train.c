@@ -527,7 +527,7 @@ static int model_writer(struct run *r, const char *version, json_t *eval,
 		rc = sid_error_set(err, SID_ENOMEM, "model: out of memory");
 		goto fail;
 	}
-	rc = das_export(r->model, w, err);
+	rc = das_export(r->model, r->cfg->publish_tables, w, err);
 	if (rc == 0)
 		rc = sid_st_writer_meta(w, "semid", meta, err);
 	if (rc < 0)

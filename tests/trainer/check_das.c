@@ -616,7 +616,7 @@ START_TEST(test_export_loads_and_encodes)
 	rng_seed(&r, 1);
 	train(m, &w, perm, 0, 5, 16, &r, NULL, NULL);
 	struct sid_st_writer *wr = sid_st_writer_new();
-	ck_assert_int_eq(das_export(m, wr, &err), 0);
+	ck_assert_int_eq(das_export(m, 0, wr, &err), 0);
 	ck_assert_int_eq(
 	    sid_st_writer_meta(wr, "semid",
 			       "{\"format_version\": 1, \"model_version\": \"t\", \"towers\": "
@@ -643,15 +643,31 @@ START_TEST(test_export_loads_and_encodes)
 	ck_assert_mem_eq(ti->codebook[1], das_params(m) + off, n * sizeof(float));
 	off = das_tensor_find(m, "item.encoder.0.weight", &n);
 	ck_assert_mem_eq(ti->layer[0].w, das_params(m) + off, n * sizeof(float));
-	/* the extra tensors are in the file too */
+	/* the extra tensors are in the file too, but the ID tables only when
+	 * asked for */
 	struct sid_st_file f;
 	ck_assert_int_eq(sid_st_parse(buf, len, &f, &err), 0);
-	const struct sid_st_tensor *t = sid_st_find(&f, "icdm.item");
-	ck_assert_ptr_nonnull(t);
-	ck_assert_int_eq(t->shape[0], 24);
-	ck_assert_int_eq(t->shape[1], 8);
+	ck_assert_ptr_null(sid_st_find(&f, "icdm.item"));
+	ck_assert_ptr_null(sid_st_find(&f, "icdm.user"));
+	ck_assert_ptr_nonnull(sid_st_find(&f, "icdm.head.item.weight"));
 	ck_assert_ptr_nonnull(sid_st_find(&f, "user.decoder.1.weight"));
 	sid_st_file_release(&f);
+	{
+		uint8_t *buf2;
+		size_t len2;
+		struct sid_st_writer *w2 = sid_st_writer_new();
+		ck_assert_int_eq(das_export(m, 1, w2, &err), 0);
+		ck_assert_int_eq(sid_st_writer_serialize(w2, &buf2, &len2, &err), 0);
+		sid_st_writer_free(w2);
+		ck_assert_int_eq(sid_st_parse(buf2, len2, &f, &err), 0);
+		const struct sid_st_tensor *t = sid_st_find(&f, "icdm.item");
+		ck_assert_ptr_nonnull(t);
+		ck_assert_int_eq(t->shape[0], 24);
+		ck_assert_int_eq(t->shape[1], 8);
+		ck_assert_ptr_nonnull(sid_st_find(&f, "icdm.user"));
+		sid_st_file_release(&f);
+		free(buf2);
+	}
 
 	/* codes from the core encoder = a greedy quantisation done here by hand */
 	struct sid_workspace *ws = sid_workspace_new();
