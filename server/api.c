@@ -626,29 +626,6 @@ static int scan_char(struct scan *s, char c)
 	return 0;
 }
 
-#ifdef SRV_HAVE_X86
-/* The first byte in [@p, @end) that ends a run of plain string characters
- * ('"', '\\', a control byte, a byte >= 0x7f), or where fewer than 32
- * bytes are left. */
-static AVX2 const char *scan_plain_avx2(const char *p, const char *end)
-{
-	const __m256i quote = _mm256_set1_epi8('"'), bs = _mm256_set1_epi8('\\');
-	const __m256i del = _mm256_set1_epi8(0x7f), space = _mm256_set1_epi8(0x20);
-
-	for (; end - p >= 32; p += 32) {
-		__m256i c = _mm256_loadu_si256((const __m256i *)p);
-		/* signed: below ' ' is a control byte or one >= 0x80 */
-		__m256i stop = _mm256_or_si256(
-		    _mm256_or_si256(_mm256_cmpeq_epi8(c, quote), _mm256_cmpeq_epi8(c, bs)),
-		    _mm256_or_si256(_mm256_cmpeq_epi8(c, del), _mm256_cmpgt_epi8(space, c)));
-		uint32_t m = (uint32_t)_mm256_movemask_epi8(stop);
-		if (m)
-			return p + __builtin_ctz(m);
-	}
-	return p;
-}
-#endif
-
 /* A string of printable ASCII without escapes; @str, @n are its contents. */
 static int scan_string(struct scan *s, const char **str, size_t *n)
 {
@@ -658,17 +635,6 @@ static int scan_string(struct scan *s, const char **str, size_t *n)
 	scan_ws(s);
 	if (s->p >= s->end || *s->p != '"')
 		return 0;
-#ifdef SRV_HAVE_X86
-	if (use_avx2()) {
-		q = scan_plain_avx2(s->p + 1, s->end);
-		for (; q < s->end && *q != '"'; q++)
-			if ((unsigned char)*q < 0x20 || (unsigned char)*q >= 0x7f || *q == '\\')
-				return 0;
-		if (q >= s->end)
-			return 0;
-		goto done;
-	}
-#endif
 	q = memchr(s->p + 1, '"', (size_t)(s->end - s->p - 1));
 	if (!q)
 		return 0;
@@ -693,9 +659,6 @@ static int scan_string(struct scan *s, const char **str, size_t *n)
 	}
 	if (bad)
 		return 0;
-#ifdef SRV_HAVE_X86
-done:
-#endif
 	*str = s->p + 1;
 	*n = (size_t)(q - s->p - 1);
 	s->p = q + 1;
@@ -922,6 +885,36 @@ static int b64_row_finite(float *row, int D)
 	return 1;
 }
 
+/*
+ * A base64 string of exactly @D float32s, decoded into @row.  Instead of
+ * scanning for the closing quote (scan_string), look for it where the
+ * string must end: @D floats have one base64 length unpadded and one
+ * padded.  The decoder refuses a quote, backslash, control or non-ASCII
+ * byte before it, so this accepts exactly what scan_string followed by a
+ * decode of the right length accepts, in one pass over the characters.
+ */
+static int scan_b64_row(struct scan *s, int D, float *row)
+{
+	size_t olen = (size_t)D * 4, bad, left;
+	size_t n = olen / 3 * 4 + (olen % 3 ? olen % 3 + 1 : 0), npad = (olen + 2) / 3 * 4;
+	const char *q;
+
+	scan_ws(s);
+	if (s->p >= s->end || *s->p != '"')
+		return 0;
+	q = s->p + 1;
+	left = (size_t)(s->end - q);
+	if (!(left > n && q[n] == '"')) {
+		if (npad == n || !(left > npad && q[npad] == '"'))
+			return 0;
+		n = npad;
+	}
+	if (srv_base64_decode(q, n, (uint8_t *)row, olen, &bad) != (long)olen)
+		return 0;
+	s->p = q + n + 1;
+	return b64_row_finite(row, D);
+}
+
 static int scan_input(struct scan *s, int D, float *row, struct srv_buf *ids, size_t *id_off,
 		      uint32_t *id_len)
 {
@@ -941,13 +934,8 @@ static int scan_input(struct scan *s, int D, float *row, struct srv_buf *ids, si
 			if (!scan_row(s, D, row))
 				return 0;
 		} else if (key_is(k, kn, "embedding_b64") && !have_emb && !have_b64) {
-			size_t bad;
 			have_b64 = 1;
-			if (!scan_string(s, &str, &n) ||
-			    srv_base64_decode(str, n, (uint8_t *)row, (size_t)D * 4, &bad) !=
-				(long)D * 4)
-				return 0;
-			if (!b64_row_finite(row, D))
+			if (!scan_b64_row(s, D, row))
 				return 0;
 		} else if (key_is(k, kn, "id") && !have_id) {
 			int integer;

@@ -516,6 +516,83 @@ START_TEST(test_fast_scanner_paths)
 }
 END_TEST
 
+/* @body cut to @cut bytes in a buffer of exactly that size (ASan sees a
+ * read past it): when the fast scanner accepts, jansson accepts the same
+ * row; with @strict (no escapes, not cut) jansson accepting means the
+ * scanner does too. */
+static void fast_vs_jansson(const char *body, size_t cut, int D, int strict)
+{
+	struct srv_encode_req a, b;
+	struct srv_api_error e;
+	char *exact = malloc(cut ? cut : 1);
+	int fa, jb;
+
+	ck_assert_ptr_nonnull(exact);
+	memcpy(exact, body, cut);
+	memset(&a, 0, sizeof(a));
+	a.top_k = 1;
+	fa = srv__encode_req_decode_fast(exact, cut, D, 8, &a);
+	jb = srv__encode_req_decode_jansson(exact, cut, SID_TOWER_ITEM, D, 8, &b, &e) == 0;
+	if ((fa && (!jb || memcmp(a.x, b.x, (size_t)D * 4) != 0)) || (!fa && jb && strict))
+		ck_abort_msg("D %d, %.*s: fast %d, jansson %d", D, (int)cut, exact, fa, jb);
+	if (fa)
+		srv_encode_req_release(&a);
+	if (jb)
+		srv_encode_req_release(&b);
+	free(exact);
+}
+
+/* The fast scanner reads a base64 row by looking for its closing quote
+ * where the row's one or two possible lengths end.  For D = 13 (70 or 72
+ * characters) and D = 12 (64 only): base64 strings of every length 0..90,
+ * unpadded, padded, with one '=' or three, whole and cut short: the
+ * scanner accepts exactly when jansson does, with the same row.  With an
+ * escaped quote or an escaped '/' at every position (of strings of 62..74
+ * characters) it may leave the body to jansson (which decodes "\/") but
+ * never accepts what jansson refuses. */
+START_TEST(test_fast_b64_lengths)
+{
+	uint8_t raw[80];
+	char enc[200], mod[200], body[400];
+
+	for (size_t i = 0; i < sizeof(raw); i++)
+		raw[i] = (uint8_t)(i * 37 % 61); /* finite floats */
+	for (int D = 12; D <= 13; D++) {
+		for (int variant = 0; variant < 6; variant++) {
+			for (size_t len = 0; len <= 90; len++) {
+				b64_enc(raw, sizeof(raw), enc, 0);
+				enc[len] = '\0';
+				if (variant == 1) /* padded */
+					strcat(enc, len % 4 == 2 ? "==" : len % 4 == 3 ? "=" : "");
+				else if (variant == 2)
+					strcat(enc, "=");
+				else if (variant == 3)
+					strcat(enc, "===");
+				/* escapes: at the lengths that matter */
+				if (variant >= 4 && !(len >= 62 && len <= 74))
+					continue;
+				for (size_t p = 0; p <= (variant >= 4 ? len : 0); p++) {
+					size_t ml = strlen(enc), bl;
+					memcpy(mod, enc, ml + 1);
+					if (variant >= 4) { /* \" or \/ at p */
+						memmove(mod + p + 2, mod + p, ml - p + 1);
+						mod[p] = '\\';
+						mod[p + 1] = variant == 4 ? '"' : '/';
+					}
+					bl = (size_t)snprintf(
+					    body, sizeof(body),
+					    "{\"inputs\": [{\"embedding_b64\": \"%s\"}]}", mod);
+					fast_vs_jansson(body, bl, D, variant < 4);
+					for (size_t cut = 0; cut < bl && variant < 4;
+					     cut += cut + 80 < bl ? 7 : 1)
+						fast_vs_jansson(body, cut, D, 1);
+				}
+			}
+		}
+	}
+}
+END_TEST
+
 START_TEST(test_fast_path_agrees)
 {
 	static const char *ok[] = {
@@ -900,6 +977,7 @@ static void add_tests(TCase *tc)
 	tcase_add_test(tc, test_decode_errors);
 	tcase_add_test(tc, test_fast_path_agrees);
 	tcase_add_test(tc, test_fast_scanner_paths);
+	tcase_add_test(tc, test_fast_b64_lengths);
 	tcase_add_test(tc, test_fast_numbers);
 	tcase_add_test(tc, test_assign_decode);
 	tcase_add_test(tc, test_response);
