@@ -64,8 +64,8 @@ long srv_base64_decode(const char *s, size_t n, uint8_t *out, size_t cap, size_t
  */
 long srv__base64_decode_scalar(const char *s, size_t n, uint8_t *out, size_t cap, size_t *bad);
 long srv__base64_decode_avx2(const char *s, size_t n, uint8_t *out, size_t cap, size_t *bad);
-/* 1 when the CPU has AVX2 (srv_base64_decode and the fast scanner's string
- * scan use it then). */
+/* 1 when the CPU has AVX2 (srv_base64_decode and the fast scanner's check
+ * that a base64 row is finite use it then). */
 int srv__api_have_avx2(void);
 /* Tests: 1 makes srv_base64_decode and the fast scanner take their portable
  * paths (process-wide; 0 restores the dispatch). */
