@@ -171,7 +171,8 @@ enum frac { FRAC_ZERO, FRAC_BELOW_HALF, FRAC_HALF, FRAC_ABOVE_HALF };
 
 /* floor(x * 5^k / 2^s) for x < 2^27, 5^k < 2^128, s <= 127, and where the
  * dropped fraction lies; the quotient must fit in 32 bits. */
-static uint32_t mul_pow5_shr(uint32_t x, u128 p5, int s, enum frac *f)
+static inline __attribute__((always_inline)) uint32_t mul_pow5_shr(uint32_t x, u128 p5, int s,
+								   enum frac *f)
 {
 	u128 lo = (u128)x * (uint64_t)p5, hi = (u128)x * (uint64_t)(p5 >> 64);
 	u128 mid = (lo >> 64) + (uint64_t)hi;
@@ -279,11 +280,31 @@ static void float_shortest(uint32_t bits, uint32_t *digits, int *exp10)
 	*exp10 = e10 + j;
 }
 
+/* @d (< 10^10) as ten digits, zero-padded, into @dig; returns how many
+ * are significant.  Three independent halves of two digits per lookup:
+ * short dependency chains, no data-dependent branch. */
+static int digits10(uint32_t d, char dig[10])
+{
+	static const char pairs[] = "00010203040506070809101112131415161718192021222324"
+				    "25262728293031323334353637383940414243444546474849"
+				    "50515253545556575859606162636465666768697071727374"
+				    "75767778798081828384858687888990919293949596979899";
+	uint32_t a = d / 100000000, b = d % 100000000, c = b / 10000, e = b % 10000;
+
+	memcpy(dig, pairs + 2 * a, 2);
+	memcpy(dig + 2, pairs + 2 * (c / 100), 2);
+	memcpy(dig + 4, pairs + 2 * (c % 100), 2);
+	memcpy(dig + 6, pairs + 2 * (e / 100), 2);
+	memcpy(dig + 8, pairs + 2 * (e % 100), 2);
+	return 1 + (d >= 10) + (d >= 100) + (d >= 1000) + (d >= 10000) + (d >= 100000) +
+	       (d >= 1000000) + (d >= 10000000) + (d >= 100000000) + (d >= 1000000000);
+}
+
 void srv_buf_float(struct srv_buf *b, float v)
 {
 	uint32_t bits, d;
-	char dig[10], *o;
-	int n = 0, e10, x;
+	char all[10], *dig, *o;
+	int n, e10, x;
 
 	memcpy(&bits, &v, sizeof(bits));
 	if ((bits & 0x7f800000) == 0x7f800000) { /* callers never pass one; stay JSON */
@@ -300,16 +321,16 @@ void srv_buf_float(struct srv_buf *b, float v)
 		goto done;
 	}
 	float_shortest(bits & 0x7fffffff, &d, &e10);
-	for (; d; d /= 10)
-		dig[n++] = (char)('0' + d % 10); /* reversed */
-	x = e10 + n - 1;			 /* v = d.ddd * 10^x */
+	n = digits10(d, all);
+	dig = all + 10 - n;
+	x = e10 + n - 1; /* v = d.ddd * 10^x */
 	/* printf's %.Ng layout for N = n digits (what this function always wrote) */
 	if (x < -4 || x >= n) {
-		*o++ = dig[n - 1];
+		*o++ = dig[0];
 		if (n > 1) {
 			*o++ = '.';
-			for (int i = n - 2; i >= 0; i--)
-				*o++ = dig[i];
+			memcpy(o, dig + 1, (size_t)n - 1);
+			o += n - 1;
 		}
 		*o++ = 'e';
 		*o++ = x < 0 ? '-' : '+';
@@ -317,17 +338,17 @@ void srv_buf_float(struct srv_buf *b, float v)
 		*o++ = (char)('0' + x / 10);
 		*o++ = (char)('0' + x % 10);
 	} else if (x < 0) {
-		*o++ = '0';
-		*o++ = '.';
-		for (int i = -1; i > x; i--)
-			*o++ = '0';
-		for (int i = n - 1; i >= 0; i--)
-			*o++ = dig[i];
+		memcpy(o, "0.0000", 6);
+		o += 1 - x;
+		memcpy(o, dig, (size_t)n);
+		o += n;
 	} else {
-		for (int i = n - 1; i >= 0; i--) {
-			*o++ = dig[i];
-			if (i == n - 1 - x && i > 0)
-				*o++ = '.';
+		memcpy(o, dig, (size_t)x + 1);
+		o += x + 1;
+		if (n > x + 1) {
+			*o++ = '.';
+			memcpy(o, dig + x + 1, (size_t)(n - x - 1));
+			o += n - x - 1;
 		}
 	}
 done:
@@ -343,14 +364,20 @@ void srv_buf_int(struct srv_buf *b, long long v)
 
 	if (grow(b, 21))
 		return;
-	do
-		tmp[n++] = (char)('0' + u % 10); /* reversed */
-	while (u /= 10);
 	o = b->p + b->len;
 	if (v < 0)
 		*o++ = '-';
-	while (n)
-		*o++ = tmp[--n];
+	if (u <= UINT32_MAX) {
+		n = digits10((uint32_t)u, tmp);
+		memcpy(o, tmp + 10 - n, (size_t)n);
+		o += n;
+	} else {
+		do
+			tmp[n++] = (char)('0' + u % 10); /* reversed */
+		while (u /= 10);
+		while (n)
+			*o++ = tmp[--n];
+	}
 	*o = '\0';
 	b->len = (size_t)(o - b->p);
 }

@@ -418,6 +418,10 @@ START_TEST(test_int)
 	v[n++] = LLONG_MIN;
 	v[n++] = LLONG_MIN + 1;
 	v[n++] = INT32_MIN;
+	v[n++] = UINT32_MAX; /* the 32-bit path's last value */
+	v[n++] = (long long)UINT32_MAX + 1;
+	v[n++] = -(long long)UINT32_MAX;
+	v[n++] = -(long long)UINT32_MAX - 1;
 	for (long long p = 1; p <= LLONG_MAX / 10; p *= 10) { /* 10^k - 1, 10^k, their negatives */
 		v[n++] = p - 1;
 		v[n++] = p;
