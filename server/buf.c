@@ -33,18 +33,13 @@ oom:
 	return -1;
 }
 
-void srv_buf_append(struct srv_buf *b, const char *s, size_t n)
+void srv__buf_append_grow(struct srv_buf *b, const char *s, size_t n)
 {
 	if (grow(b, n))
 		return;
 	memcpy(b->p + b->len, s, n);
 	b->len += n;
 	b->p[b->len] = '\0';
-}
-
-void srv_buf_puts(struct srv_buf *b, const char *s)
-{
-	srv_buf_append(b, s, strlen(s));
 }
 
 void srv_buf_printf(struct srv_buf *b, const char *fmt, ...)

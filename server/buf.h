@@ -1,13 +1,15 @@
 /*
  * buf.h - a growable text buffer (git's strbuf idea) for response bodies and
  * the metrics page.  An allocation failure sets @oom and drops later appends,
- * so callers check once at the end instead of after every append.
+ * so callers check once at the end instead of after every append.  The
+ * appends are inline (a response is a few hundred of them); growing is not.
  * Thread-safety: a buffer belongs to one thread at a time.
  */
 #ifndef SRV_BUF_H
 #define SRV_BUF_H
 
 #include <stddef.h>
+#include <string.h>
 
 struct srv_buf {
 	char *p; /* NUL-terminated when len > 0 and !oom */
@@ -20,8 +22,25 @@ struct srv_buf {
 		NULL, 0, 0, 0                                                                      \
 	}
 
-void srv_buf_append(struct srv_buf *b, const char *s, size_t n);
-void srv_buf_puts(struct srv_buf *b, const char *s);
+void srv__buf_append_grow(struct srv_buf *b, const char *s, size_t n);
+
+/* Append @n bytes (inline: most appends fit the room already there). */
+static inline void srv_buf_append(struct srv_buf *b, const char *s, size_t n)
+{
+	if (n < b->cap - b->len && !b->oom) { /* cap > len whenever p is set */
+		memcpy(b->p + b->len, s, n);
+		b->len += n;
+		b->p[b->len] = '\0';
+		return;
+	}
+	srv__buf_append_grow(b, s, n);
+}
+
+/* Append a NUL-terminated string (a literal's length is known at compile time). */
+static inline void srv_buf_puts(struct srv_buf *b, const char *s)
+{
+	srv_buf_append(b, s, strlen(s));
+}
 void srv_buf_printf(struct srv_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Append @s as a JSON string literal (quotes and escapes; UTF-8 passed through). */
 void srv_buf_json_str(struct srv_buf *b, const char *s, size_t n);

@@ -1,7 +1,7 @@
 /*
  * check_buf.c - server/buf.c's number formatting: srv_buf_float, the
  * shortest round-trip float32 -> decimal writer on every response's path,
- * and srv_buf_int.
+ * srv_buf_int, and the appends they and the response writer use.
  *
  * Two independent expectations for every float tried:
  * - the reference: the printf search srv_buf_float used before (the
@@ -440,6 +440,51 @@ START_TEST(test_int)
 }
 END_TEST
 
+/* srv_buf_append (inline when the bytes fit) and srv_buf_puts: chunks of
+ * every size, including exactly the room left and one byte less (the
+ * fast path's edge) and one more; the text and its NUL stay right. */
+START_TEST(test_append)
+{
+	struct srv_buf b = SRV_BUF_INIT;
+	char *want = malloc(1 << 20), chunk[4096];
+	size_t off = 0;
+
+	ck_assert_ptr_nonnull(want);
+	for (size_t i = 0; i < sizeof(chunk); i++)
+		chunk[i] = (char)('a' + i % 26);
+	srv_buf_append(&b, chunk, 0); /* nothing yet: still appends nothing */
+	ck_assert_uint_eq(b.len, 0);
+	for (int step = 0; step < 600; step++) {
+		size_t room = b.cap > b.len ? b.cap - b.len : 0, n;
+		switch (step % 4) {
+		case 0:
+			n = room ? room - 1 : 0; /* fits with its NUL */
+			break;
+		case 1:
+			n = room; /* one byte short of room for the NUL */
+			break;
+		case 2:
+			n = room + 1;
+			break;
+		default:
+			n = (size_t)(step * 37 % 300);
+		}
+		if (n + 26 > sizeof(chunk) || off + n + 8 > (1 << 20))
+			n = (size_t)step % 7;
+		srv_buf_append(&b, chunk + step % 26, n);
+		memcpy(want + off, chunk + step % 26, n);
+		off += n;
+		srv_buf_puts(&b, "|");
+		want[off++] = '|';
+		if (b.oom || b.len != off || b.p[b.len] != '\0' || memcmp(b.p, want, off) != 0)
+			ck_abort_msg("step %d: %zu bytes appended, len %zu, want %zu", step, n,
+				     b.len, off);
+	}
+	srv_buf_release(&b);
+	free(want);
+}
+END_TEST
+
 static void add_tests(TCase *tc)
 {
 	tcase_add_test(tc, test_float_known);
@@ -451,6 +496,7 @@ static void add_tests(TCase *tc)
 	tcase_add_test(tc, test_float_random);
 	tcase_add_test(tc, test_float_stride);
 	tcase_add_test(tc, test_int);
+	tcase_add_test(tc, test_append);
 }
 
 int main(void)
