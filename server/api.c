@@ -4,6 +4,9 @@
  * before a job is formed, so a bad request is answered on its own and can
  * never fail the batch it would have joined.  Responses are written by hand
  * into a srv_buf: they are flat and this is on every request's path.
+ * Base64 decoding and the fast scanner's finite check of a base64 row have
+ * AVX2 paths, picked at run time (__builtin_cpu_supports, as core/mlp.c);
+ * other CPUs run the portable code, which check_api compares them with.
  */
 #include "api.h"
 
