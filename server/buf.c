@@ -275,15 +275,17 @@ static void float_shortest(uint32_t bits, uint32_t *digits, int *exp10)
 	*exp10 = e10 + j;
 }
 
+/* "00", "01", .. "99": decimal digits two at a time. */
+static const char pairs[] = "00010203040506070809101112131415161718192021222324"
+			    "25262728293031323334353637383940414243444546474849"
+			    "50515253545556575859606162636465666768697071727374"
+			    "75767778798081828384858687888990919293949596979899";
+
 /* @d (< 10^10) as ten digits, zero-padded, into @dig; returns how many
  * are significant.  Three independent halves of two digits per lookup:
  * short dependency chains, no data-dependent branch. */
 static int digits10(uint32_t d, char dig[10])
 {
-	static const char pairs[] = "00010203040506070809101112131415161718192021222324"
-				    "25262728293031323334353637383940414243444546474849"
-				    "50515253545556575859606162636465666768697071727374"
-				    "75767778798081828384858687888990919293949596979899";
 	uint32_t a = d / 100000000, b = d % 100000000, c = b / 10000, e = b % 10000;
 
 	memcpy(dig, pairs + 2 * a, 2);
@@ -362,7 +364,13 @@ void srv_buf_int(struct srv_buf *b, long long v)
 	o = b->p + b->len;
 	if (v < 0)
 		*o++ = '-';
-	if (u <= UINT32_MAX) {
+	if (u < 10000) { /* codes, counts: most calls */
+		memcpy(tmp, pairs + 2 * (u / 100), 2);
+		memcpy(tmp + 2, pairs + 2 * (u % 100), 2);
+		n = 1 + (u >= 10) + (u >= 100) + (u >= 1000);
+		memcpy(o, tmp + 4 - n, (size_t)n);
+		o += n;
+	} else if (u <= UINT32_MAX) {
 		n = digits10((uint32_t)u, tmp);
 		memcpy(o, tmp + 10 - n, (size_t)n);
 		o += n;
