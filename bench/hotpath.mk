@@ -15,3 +15,5 @@ $(BENCH_HOTPATH): $(O)/bench/bench_hotpath.o $(SERVER_LIBOBJ) $(LIBSEMID)
 .PHONY: bench-hotpath
 bench-hotpath: $(BENCH_HOTPATH)
 	$(BENCH_HOTPATH) $(BENCH_HOTPATH_SECS)
+
+bench: bench-hotpath
