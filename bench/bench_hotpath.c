@@ -1,6 +1,6 @@
 /*
  * bench_hotpath.c - the server's per-request work outside the encoder
- * (`make bench-hotpath`; figures go to bench/RESULTS-hotpath.md): decoding
+ * (`make bench-hotpath`; figures go to bench/RESULTS.md): decoding
  * a 64-item request (base64 and JSON rows, 384-d), writing its response
  * (top_k 1; top_k 4 with return_quantized, E = 32), and the pieces they
  * are made of (srv_buf_float, srv_base64_decode), each beside
@@ -8,7 +8,7 @@
  *
  * It uses only server/api.h and server/buf.h as they were before the
  * hot-path work, so the same file builds against an older tree: run the
- * two binaries one after the other to compare (bench/RESULTS-hotpath.md
+ * two binaries one after the other to compare (bench/RESULTS.md
  * says how).  Times are per-thread CPU time, best of 5 runs.
  *
  *   bench_hotpath [seconds-per-measurement]   (default 0.2)

@@ -3,7 +3,7 @@
 #
 #   make bench-hotpath   request decoding (base64 and JSON rows), response writing,
 #                        srv_buf_float and srv_base64_decode, in a few seconds; figures
-#                        go to bench/RESULTS-hotpath.md by hand (it says how to compare
+#                        go to bench/RESULTS.md by hand (it says how to compare
 #                        with an older tree).  BENCH_HOTPATH_SECS: seconds per figure.
 
 BENCH_HOTPATH := $(O)/bench/bench_hotpath
