@@ -296,36 +296,66 @@ static void sha256_block(uint32_t h[8], const uint8_t *p)
 	h[4] += e, h[5] += f, h[6] += g, h[7] += hh;
 }
 
-void sid_sha256_hex(const void *buf, size_t len, char out[65])
+void sid_sha256_init(struct sid_sha256 *c)
+{
+	static const uint32_t h0[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
+				       0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
+	memcpy(c->h, h0, sizeof(h0));
+	c->n = 0;
+	c->total = 0;
+}
+
+void sid_sha256_update(struct sid_sha256 *c, const void *buf, size_t len)
+{
+	const uint8_t *p = buf;
+
+	c->total += len;
+	if (c->n) { /* fill the pending block first */
+		size_t take = 64 - c->n < len ? 64 - c->n : len;
+		memcpy(c->buf + c->n, p, take);
+		c->n += take;
+		p += take;
+		len -= take;
+		if (c->n < 64)
+			return;
+		sha256_block(c->h, c->buf);
+		c->n = 0;
+	}
+	for (; len >= 64; p += 64, len -= 64)
+		sha256_block(c->h, p);
+	memcpy(c->buf, p, len);
+	c->n = len;
+}
+
+void sid_sha256_final_hex(struct sid_sha256 *c, char out[65])
 {
 	static const char hex[] = "0123456789abcdef";
-	uint32_t h[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
-			 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
-	const uint8_t *p = buf;
 	uint8_t tail[128];
-	size_t rest = len, ntail, i;
-	uint64_t bits = (uint64_t)len * 8;
+	uint64_t bits = c->total * 8;
+	size_t ntail, i;
 
-	while (rest >= 64) {
-		sha256_block(h, p);
-		p += 64;
-		rest -= 64;
-	}
 	/* Padding: 0x80, zeros, 64-bit big-endian bit length; one or two blocks. */
 	memset(tail, 0, sizeof(tail));
-	if (rest)
-		memcpy(tail, p, rest);
-	tail[rest] = 0x80;
-	ntail = rest + 1 + 8 <= 64 ? 64 : 128;
+	memcpy(tail, c->buf, c->n);
+	tail[c->n] = 0x80;
+	ntail = c->n + 1 + 8 <= 64 ? 64 : 128;
 	for (i = 0; i < 8; i++)
 		tail[ntail - 1 - i] = (uint8_t)(bits >> (8 * i));
-	sha256_block(h, tail);
+	sha256_block(c->h, tail);
 	if (ntail == 128)
-		sha256_block(h, tail + 64);
+		sha256_block(c->h, tail + 64);
 	for (i = 0; i < 32; i++) {
-		uint8_t byte = (uint8_t)(h[i / 4] >> (24 - 8 * (i % 4)));
+		uint8_t byte = (uint8_t)(c->h[i / 4] >> (24 - 8 * (i % 4)));
 		out[2 * i] = hex[byte >> 4];
 		out[2 * i + 1] = hex[byte & 15];
 	}
 	out[64] = '\0';
+}
+
+void sid_sha256_hex(const void *buf, size_t len, char out[65])
+{
+	struct sid_sha256 c;
+	sid_sha256_init(&c);
+	sid_sha256_update(&c, buf, len);
+	sid_sha256_final_hex(&c, out);
 }

@@ -35,4 +35,15 @@ void sid_map_close(struct sid_map *m); /* zeroed or closed map: no-op */
 /* SHA-256 of @len bytes, as 64 lowercase hex digits plus NUL. */
 void sid_sha256_hex(const void *buf, size_t len, char out[65]);
 
+/* The same over pieces: init, update any number of times, final. */
+struct sid_sha256 {
+	uint32_t h[8];
+	uint8_t buf[64];
+	size_t n;	/* bytes pending in buf */
+	uint64_t total; /* bytes so far */
+};
+void sid_sha256_init(struct sid_sha256 *c);
+void sid_sha256_update(struct sid_sha256 *c, const void *buf, size_t len);
+void sid_sha256_final_hex(struct sid_sha256 *c, char out[65]);
+
 #endif

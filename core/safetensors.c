@@ -241,6 +241,35 @@ fail:
 	return rc;
 }
 
+/*
+ * "data_sha256" in __metadata__ (written by sid_st_writer; optional for
+ * files from elsewhere): the SHA-256 of the data section.  A file whose
+ * data no longer matches it (a flipped bit, a partial copy padded out) is
+ * refused; without the key nothing is checked.
+ */
+static int check_data_sha256(const struct sid_st_file *f, struct sid_error *err)
+{
+	const char *want = NULL;
+	char got[65];
+
+	for (size_t i = 0; i < f->n_meta; i++)
+		if (strcmp(f->meta[i].key, SID_ST_DATA_SHA256) == 0)
+			want = f->meta[i].value;
+	if (!want)
+		return 0;
+	if (strlen(want) != 64 || strspn(want, "0123456789abcdef") != 64)
+		return sid_error_set(err, SID_EFORMAT,
+				     "__metadata__ %s is not 64 lowercase hex digits",
+				     SID_ST_DATA_SHA256);
+	sid_sha256_hex(f->data, (size_t)f->data_len, got);
+	if (strcmp(got, want) != 0)
+		return sid_error_set(err, SID_EFORMAT,
+				     "the data section's SHA-256 is %.12s..., not the %.12s... its "
+				     "__metadata__ %s records: the file is corrupt",
+				     got, want, SID_ST_DATA_SHA256);
+	return 0;
+}
+
 int sid_st_parse(const void *buf, size_t len, struct sid_st_file *out, struct sid_error *err)
 {
 	const uint8_t *p = buf;
@@ -312,6 +341,9 @@ int sid_st_parse(const void *buf, size_t len, struct sid_st_file *out, struct si
 		out->n_tensors = ++i;
 	}
 	rc = check_tiling(out, err);
+	if (rc)
+		goto fail;
+	rc = check_data_sha256(out, err);
 	if (rc)
 		goto fail;
 	for (i = 0; i < out->n_tensors; i++)
@@ -483,12 +515,17 @@ static json_t *writer_header(const struct sid_st_writer *w, struct sid_error *er
 
 	if (!root)
 		goto nomem;
-	if (w->n_meta) {
+	{
+		struct sid_sha256 c;
+		char hex[65];
 		meta = json_object();
 		if (!meta || json_object_set_new(root, "__metadata__", meta))
 			goto nomem;
 		for (size_t i = 0; i < w->n_meta; i++) {
-			json_t *s = json_string(w->meta[i].value);
+			json_t *s;
+			if (strcmp(w->meta[i].key, SID_ST_DATA_SHA256) == 0)
+				continue; /* the writer's own, below */
+			s = json_string(w->meta[i].value);
 			if (!s) {
 				sid_error_set(err, SID_EINVAL,
 					      "writer: metadata '%s': value is not valid UTF-8",
@@ -502,6 +539,13 @@ static json_t *writer_header(const struct sid_st_writer *w, struct sid_error *er
 				goto fail;
 			}
 		}
+		sid_sha256_init(&c);
+		for (size_t i = 0; i < w->n; i++)
+			if (w->t[i].nbytes)
+				sid_sha256_update(&c, w->t[i].data, (size_t)w->t[i].nbytes);
+		sid_sha256_final_hex(&c, hex);
+		if (json_object_set_new(meta, SID_ST_DATA_SHA256, json_string(hex)))
+			goto nomem;
 	}
 	for (size_t i = 0; i < w->n; i++) {
 		const struct st_entry *e = &w->t[i];

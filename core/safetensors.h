@@ -55,6 +55,13 @@ struct sid_st_meta {
 	char *key, *value; /* owned by the file */
 };
 
+/*
+ * The metadata key under which the writer records the SHA-256 (64 lowercase
+ * hex digits) of the data section, and which sid_st_parse checks when a file
+ * has it (files written elsewhere need not).
+ */
+#define SID_ST_DATA_SHA256 "data_sha256"
+
 struct sid_st_file {
 	size_t n_tensors;
 	struct sid_st_tensor *tensors; /* in header order */

@@ -59,6 +59,7 @@
 #include <jansson.h>
 
 #include "err.h"
+#include "fsutil.h"
 #include "model.h"
 #include "safetensors.h"
 
@@ -359,7 +360,16 @@ MB_FN int mb_set_f32(uint8_t *buf, size_t len, const char *name, size_t index, f
 		return -1;
 	t = sid_st_find(&f, name);
 	if (t && t->dtype == SID_ST_F32 && index < t->nelem) {
+		static const char key[] = "\"" SID_ST_DATA_SHA256 "\":\"";
+		size_t hlen = (size_t)(f.data - buf) - 8;
+		uint8_t *at = memmem(buf + 8, hlen, key, sizeof(key) - 1);
+		char hex[65];
 		memcpy(buf + ((const uint8_t *)t->data - buf) + index * 4, &value, 4);
+		/* keep the file whole: the writer's data checksum follows the edit */
+		if (at) {
+			sid_sha256_hex(f.data, (size_t)f.data_len, hex);
+			memcpy(at + sizeof(key) - 1, hex, 64);
+		}
 		rc = 0;
 	}
 	sid_st_file_release(&f);

@@ -7,14 +7,17 @@ loader against an independent producer.  Shared by tests/cli and tests/server
 (tests/core/test_parity.py keeps its own copy on purpose: the parity reference
 stands alone).
 """
+import hashlib
 import json
 import struct
 
 import numpy as np
 
 
-def safetensors_bytes(tensors, metadata):
-    """tensors: list of (name, float32 array); metadata: dict str -> str."""
+def safetensors_bytes(tensors, metadata, checksum=False):
+    """tensors: list of (name, float32 array); metadata: dict str -> str.
+    checksum: also record the data section's SHA-256 as metadata
+    "data_sha256", as semid's own writer does (the loader then checks it)."""
     header, blobs, off = {}, [], 0
     for name, arr in tensors:
         raw = np.ascontiguousarray(arr, dtype="<f4").tobytes()
@@ -22,7 +25,9 @@ def safetensors_bytes(tensors, metadata):
                         "data_offsets": [off, off + len(raw)]}
         blobs.append(raw)
         off += len(raw)
-    header["__metadata__"] = metadata
+    header["__metadata__"] = dict(metadata)
+    if checksum:
+        header["__metadata__"]["data_sha256"] = hashlib.sha256(b"".join(blobs)).hexdigest()
     hj = json.dumps(header).encode()
     hj += b" " * ((8 - len(hj) % 8) % 8)
     return struct.pack("<Q", len(hj)) + hj + b"".join(blobs)

@@ -95,6 +95,30 @@ START_TEST(test_sha256_million_a)
 }
 END_TEST
 
+/* The million a's again, fed in pieces of every size from 1 to 130 bytes
+ * (and one empty update): pending partial blocks must carry over. */
+START_TEST(test_sha256_streaming)
+{
+	char *buf = malloc(1000000), h[65];
+	struct sid_sha256 c;
+	size_t at = 0, piece = 1;
+
+	ck_assert_ptr_nonnull(buf);
+	memset(buf, 'a', 1000000);
+	sid_sha256_init(&c);
+	sid_sha256_update(&c, buf, 0);
+	while (at < 1000000) {
+		size_t n = piece < 1000000 - at ? piece : 1000000 - at;
+		sid_sha256_update(&c, buf + at, n);
+		at += n;
+		piece = piece % 130 + 1;
+	}
+	sid_sha256_final_hex(&c, h);
+	free(buf);
+	ck_assert_str_eq(h, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+}
+END_TEST
+
 /* Lengths around the one-or-two padding block boundary (55/56, 63/64/65, 119/120). */
 START_TEST(test_sha256_padding_boundaries)
 {
@@ -300,6 +324,7 @@ static Suite *fsutil_suite(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_sha256_vectors);
 	tcase_add_test(tc, test_sha256_million_a);
+	tcase_add_test(tc, test_sha256_streaming);
 	tcase_add_test(tc, test_sha256_padding_boundaries);
 	suite_add_tcase(s, tc);
 

@@ -187,6 +187,8 @@ START_TEST(test_bad_metadata)
 		   "__metadata__ key 'n': value is not a string");
 	expect_bad("{\"__metadata__\":{\"o\":{}}}", 0,
 		   "__metadata__ key 'o': value is not a string");
+	expect_bad("{\"__metadata__\":{\"data_sha256\":\"ABC\"}}", 0,
+		   "__metadata__ data_sha256 is not 64 lowercase hex digits");
 }
 END_TEST
 
@@ -324,7 +326,12 @@ START_TEST(test_writer_round_trip)
 	ck_assert_uint_eq(sid_st_find(&f, "empty")->nelem, 0);
 	ck_assert_str_eq(sid_st_meta_get(&f, "k"), "v\xc3\xa9");
 	ck_assert_str_eq(sid_st_meta_get(&f, "json"), "{\"a\": [1, \"\\u00e9\"]}");
-	ck_assert_uint_eq(f.n_meta, 2);
+	ck_assert_uint_eq(f.n_meta, 3);
+	{ /* the writer's checksum: SHA-256 of the data section, computed here apart */
+		char hex[65];
+		sid_sha256_hex(f.data, (size_t)f.data_len, hex);
+		ck_assert_str_eq(sid_st_meta_get(&f, SID_ST_DATA_SHA256), hex);
+	}
 	sid_st_file_release(&f);
 
 	/* publish writes exactly the serialized bytes. */
@@ -420,7 +427,20 @@ START_TEST(test_truncate_and_flip)
 		}
 		sid_st_file_release(&f);
 	}
-	ck_assert_int_gt(ok, 0); /* flips in the data section keep it valid */
+	(void)ok; /* structurally harmless flips exist (metadata text, padding) */
+	/* Any flip in the data section is caught by the writer's data_sha256. */
+	{
+		size_t hl = (size_t)buf[0] | (size_t)buf[1] << 8;
+		ck_assert_uint_gt(len, 8 + hl);
+		for (size_t at = 8 + hl; at < len; at += 1 + (len - 8 - hl) / 97) {
+			memcpy(copy, buf, len);
+			copy[at] ^= (uint8_t)(1u << (at % 8));
+			int rc = sid_st_parse(copy, len, &f, &err);
+			ck_assert_msg(rc == SID_EFORMAT && strstr(err.msg, "data_sha256") &&
+					  strstr(err.msg, "corrupt"),
+				      "flip at %zu: rc %d %s", at, rc, err.msg);
+		}
+	}
 	free(copy);
 	free(buf);
 }

@@ -64,8 +64,8 @@ class Tower:
         return self.layers[-1][0].shape[0]
 
 
-def model_bytes(towers, version):
-    """towers: dict name -> Tower."""
+def model_bytes(towers, version, checksum=False):
+    """towers: dict name -> Tower; checksum: record data_sha256."""
     tensors, meta = [], {}
     for name, t in towers.items():
         for i, (w, b) in enumerate(t.layers):
@@ -76,7 +76,7 @@ def model_bytes(towers, version):
             tensors.append((f"{name}.codebook.{l}", cb))
         meta[name] = {"activation": t.act, "input_norm": t.norm}
     semid = {"format_version": 1, "model_version": version, "towers": meta}
-    return safetensors_bytes(tensors, {"semid": json.dumps(semid)})
+    return safetensors_bytes(tensors, {"semid": json.dumps(semid)}, checksum)
 
 
 def write_model(path, towers, version):

@@ -39,12 +39,15 @@ class TestHotSwap(unittest.TestCase):
         ta = T.random_tower(rng, 32, [24], 8, [32, 16, 8], act="silu", norm="l2")
         tb = T.random_tower(rng, 32, [24], 8, [32, 16, 8], act="silu", norm="l2")
         good = {"swap-A": T.model_bytes({"item": ta}, "swap-A"),
-                "swap-B": T.model_bytes({"item": tb}, "swap-B")}
+                "swap-B": T.model_bytes({"item": tb}, "swap-B", checksum=True)}
+        flipped = bytearray(good["swap-B"])
+        flipped[-4] ^= 0x01  # the lowest mantissa bit of the last codebook value
         wrong = T.Tower(ta.layers, [c[:, :7] for c in ta.codebooks], ta.act, ta.norm)
         bad = [good["swap-A"][: len(good["swap-A"]) // 2],            # truncated
                b"\xff" * 8 + good["swap-B"][8:],                       # absurd header length
                good["swap-B"][:8] + b"!" + good["swap-B"][9:],         # corrupt JSON header
-               T.model_bytes({"item": wrong}, "swap-bad")]             # codebook E != 8
+               T.model_bytes({"item": wrong}, "swap-bad"),             # codebook E != 8
+               bytes(flipped)]                                         # data_sha256 mismatch
 
         # every bad file really is bad (byte 8 of a header is "{" already, so a
         # "corrupt" file that writes "{" there was a good one)
