@@ -66,13 +66,23 @@ static int fsync_parent(const char *path, struct sid_error *err)
 
 int sid_publish_atomic(const char *path, const void *buf, size_t len, struct sid_error *err)
 {
+	struct sid_piece one = {buf, len};
+	return sid_publish_atomic_pieces(path, &one, 1, err);
+}
+
+int sid_publish_atomic_pieces(const char *path, const struct sid_piece *pc, size_t npc,
+			      struct sid_error *err)
+{
 	char *tmp = NULL;
 	int fd = -1, rc;
 	unsigned long n;
 	size_t tlen;
 
-	if (!path || (!buf && len))
+	if (!path || (!pc && npc))
 		return sid_error_set(err, SID_EINVAL, "publish: no path or buffer");
+	for (size_t i = 0; i < npc; i++)
+		if (!pc[i].p && pc[i].len)
+			return sid_error_set(err, SID_EINVAL, "publish: no path or buffer");
 	n = __atomic_fetch_add(&publish_counter, 1, __ATOMIC_RELAXED);
 	tlen = strlen(path) + 64;
 	tmp = malloc(tlen);
@@ -86,10 +96,12 @@ int sid_publish_atomic(const char *path, const void *buf, size_t len, struct sid
 		free(tmp);
 		return rc;
 	}
-	if (write_all(fd, buf, len) != 0) {
-		rc = sid_error_set(err, SID_EIO, "%s: write %s: %s", path, tmp, strerror(errno));
-		goto fail;
-	}
+	for (size_t i = 0; i < npc; i++)
+		if (write_all(fd, pc[i].p, pc[i].len) != 0) {
+			rc = sid_error_set(err, SID_EIO, "%s: write %s: %s", path, tmp,
+					   strerror(errno));
+			goto fail;
+		}
 	if (fsync(fd) != 0) {
 		rc = sid_error_set(err, SID_EIO, "%s: fsync %s: %s", path, tmp, strerror(errno));
 		goto fail;

@@ -17,6 +17,15 @@
 /* Write @len bytes of @buf to @path atomically (see above). */
 int sid_publish_atomic(const char *path, const void *buf, size_t len, struct sid_error *err);
 
+/* The same for a file made of @npc pieces written one after the other (no
+ * copy into one buffer: a checkpoint is gigabytes). */
+struct sid_piece {
+	const void *p;
+	size_t len;
+};
+int sid_publish_atomic_pieces(const char *path, const struct sid_piece *pc, size_t npc,
+			      struct sid_error *err);
+
 /*
  * Read a whole regular file into a malloc'ed, NUL-terminated buffer.  Fails
  * with SID_EFORMAT when it is larger than @max_len bytes.

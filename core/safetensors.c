@@ -586,18 +586,19 @@ fail:
 	return NULL;
 }
 
-int sid_st_writer_serialize(const struct sid_st_writer *w, uint8_t **out, size_t *out_len,
-			    struct sid_error *err)
+/*
+ * The bytes before the data section: the 8-byte header length, the header
+ * JSON and its padding (*prefix, malloc'ed), and the data section's length.
+ */
+static int writer_prefix(const struct sid_st_writer *w, uint8_t **prefix, size_t *prefix_len,
+			 uint64_t *data_len, struct sid_error *err)
 {
 	json_t *root;
-	char *hdr = NULL;
-	uint8_t *buf = NULL, *p;
-	size_t hlen, padded, total;
-	uint64_t data_len = 0;
-	int rc;
+	char *hdr;
+	uint8_t *buf;
+	size_t hlen, padded;
 
-	*out = NULL;
-	*out_len = 0;
+	*prefix = NULL;
 	if (!w)
 		return sid_error_set(err, SID_EINVAL, "writer: NULL");
 	root = writer_header(w, err);
@@ -610,51 +611,86 @@ int sid_st_writer_serialize(const struct sid_st_writer *w, uint8_t **out, size_t
 	hlen = strlen(hdr);
 	padded = (hlen + 7) & ~(size_t)7; /* data section starts 8-aligned */
 	if (padded > SID_ST_HEADER_MAX) {
-		rc = sid_error_set(err, SID_EINVAL, "writer: header of %zu bytes exceeds the cap",
-				   padded);
-		goto fail;
+		free(hdr);
+		return sid_error_set(err, SID_EINVAL, "writer: header of %zu bytes exceeds the cap",
+				     padded);
 	}
+	*data_len = 0;
 	for (size_t i = 0; i < w->n; i++)
-		data_len += w->t[i].nbytes;
-	if (data_len > SIZE_MAX - 8 - padded) {
-		rc = sid_error_set(err, SID_ENOMEM, "writer: file too large");
-		goto fail;
+		*data_len += w->t[i].nbytes;
+	if (*data_len > SIZE_MAX - 8 - padded) {
+		free(hdr);
+		return sid_error_set(err, SID_ENOMEM, "writer: file too large");
 	}
-	total = 8 + padded + (size_t)data_len;
-	buf = malloc(total ? total : 1);
+	buf = malloc(8 + padded);
 	if (!buf) {
-		rc = sid_error_set(err, SID_ENOMEM, "writer: out of memory for %zu bytes", total);
-		goto fail;
+		free(hdr);
+		return sid_error_set(err, SID_ENOMEM, "writer: out of memory for the header");
 	}
 	for (int b = 0; b < 8; b++)
 		buf[b] = (uint8_t)((uint64_t)padded >> (8 * b));
 	memcpy(buf + 8, hdr, hlen);
 	memset(buf + 8 + hlen, ' ', padded - hlen);
-	p = buf + 8 + padded;
+	free(hdr);
+	*prefix = buf;
+	*prefix_len = 8 + padded;
+	return 0;
+}
+
+int sid_st_writer_serialize(const struct sid_st_writer *w, uint8_t **out, size_t *out_len,
+			    struct sid_error *err)
+{
+	uint8_t *prefix, *buf, *p;
+	size_t plen, total;
+	uint64_t data_len;
+	int rc;
+
+	*out = NULL;
+	*out_len = 0;
+	rc = writer_prefix(w, &prefix, &plen, &data_len, err);
+	if (rc)
+		return rc;
+	total = plen + (size_t)data_len;
+	buf = malloc(total);
+	if (!buf) {
+		free(prefix);
+		return sid_error_set(err, SID_ENOMEM, "writer: out of memory for %zu bytes", total);
+	}
+	memcpy(buf, prefix, plen);
+	free(prefix);
+	p = buf + plen;
 	for (size_t i = 0; i < w->n; i++) {
 		if (w->t[i].nbytes)
 			memcpy(p, w->t[i].data, (size_t)w->t[i].nbytes);
 		p += w->t[i].nbytes;
 	}
-	free(hdr);
 	*out = buf;
 	*out_len = total;
 	return 0;
-
-fail:
-	free(hdr);
-	return rc;
 }
 
+/* Written piece by piece from the writer's tensors: no second copy of a
+ * checkpoint's gigabytes in memory. */
 int sid_st_writer_publish(const struct sid_st_writer *w, const char *path, struct sid_error *err)
 {
-	uint8_t *buf;
-	size_t len;
-	int rc = sid_st_writer_serialize(w, &buf, &len, err);
+	struct sid_piece *pc;
+	uint8_t *prefix;
+	size_t plen;
+	uint64_t data_len;
+	int rc = writer_prefix(w, &prefix, &plen, &data_len, err);
 
 	if (rc)
 		return rc;
-	rc = sid_publish_atomic(path, buf, len, err);
-	free(buf);
+	pc = malloc((w->n + 1) * sizeof(*pc));
+	if (!pc) {
+		free(prefix);
+		return sid_error_set(err, SID_ENOMEM, "writer: out of memory");
+	}
+	pc[0] = (struct sid_piece){prefix, plen};
+	for (size_t i = 0; i < w->n; i++)
+		pc[i + 1] = (struct sid_piece){w->t[i].data, (size_t)w->t[i].nbytes};
+	rc = sid_publish_atomic_pieces(path, pc, w->n + 1, err);
+	free(pc);
+	free(prefix);
 	return rc;
 }
