@@ -113,7 +113,9 @@ void das_config_defaults(struct das_config *c)
 	c->tau = 0.1f;
 	c->w_click = c->w_bias = c->w_orth = 1.0f;
 	for (int v = 0; v < DAS_N_VIEWS; v++) {
-		c->view_w[v] = 1.0f;
+		/* the partner views (5, 6) at 1 pull co-clicked items onto one
+		 * full ID: proto/das.md, "View weights" */
+		c->view_w[v] = v >= 4 ? 0.25f : 1.0f;
 		c->view_on[v] = 1;
 	}
 	c->pop_correction = 1;

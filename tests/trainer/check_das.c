@@ -751,7 +751,7 @@ START_TEST(test_config_keys)
 	ck_assert_ptr_nonnull(j);
 	ck_assert_ptr_nonnull(strstr(j, "\"mode\": \"two-stage\""));
 	ck_assert_ptr_nonnull(strstr(j, "\"hidden\": []"));
-	ck_assert_ptr_nonnull(strstr(j, "\"views\": [1, 1, 0, 1, 1, 1]"));
+	ck_assert_ptr_nonnull(strstr(j, "\"views\": [1, 1, 0, 1, 0.25, 0.25]"));
 	free(j);
 	ck_assert_int_eq(das_config_set(&c, "views", "0.5, 0,1,1,2,1", &err), 0);
 	ck_assert_float_eq(c.view_w[0], 0.5f);
