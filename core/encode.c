@@ -257,6 +257,23 @@ double sid_encode_flops_per_row(const struct sid_tower *t)
 	return f;
 }
 
+/* @v in decimal at @o (at most 11 bytes); returns the bytes written. */
+static int put_int(char *o, int32_t v)
+{
+	uint32_t u = v < 0 ? 0u - (uint32_t)v : (uint32_t)v;
+	char rev[10];
+	int n = 0, k = 0;
+
+	do
+		rev[n++] = (char)('0' + u % 10);
+	while (u /= 10);
+	if (v < 0)
+		o[k++] = '-';
+	while (n)
+		o[k++] = rev[--n];
+	return k;
+}
+
 int sid_codes_format(const int32_t *codes, int L, enum sid_sid_format fmt, char *buf, size_t len)
 {
 	size_t total = 0;
@@ -265,13 +282,21 @@ int sid_codes_format(const int32_t *codes, int L, enum sid_sid_format fmt, char 
 		return -1;
 	if (len)
 		buf[0] = '\0';
+	/* No snprintf: the server writes a sid into every result it answers. */
 	for (int l = 0; l < L; l++) {
-		char piece[48];
-		int k;
-		if (fmt == SID_FORMAT_TOKENS)
-			k = snprintf(piece, sizeof(piece), "<%c_%d>", 'a' + l, (int)codes[l]);
-		else
-			k = snprintf(piece, sizeof(piece), "%s%d", l ? "-" : "", (int)codes[l]);
+		char piece[16];
+		int k = 0;
+		if (fmt == SID_FORMAT_TOKENS) {
+			piece[k++] = '<';
+			piece[k++] = (char)('a' + l);
+			piece[k++] = '_';
+			k += put_int(piece + k, codes[l]);
+			piece[k++] = '>';
+		} else {
+			if (l)
+				piece[k++] = '-';
+			k += put_int(piece + k, codes[l]);
+		}
 		if (total < len) {
 			size_t room = len - total;
 			size_t copy = (size_t)k < room - 1 ? (size_t)k : room - 1;

@@ -204,19 +204,15 @@ int sid_reg_prefix_parse(const char *s, int32_t *codes, int *p, struct sid_error
 
 int sid_reg_sid_format(const int32_t *codes, int L, int64_t suffix, char *buf, size_t len)
 {
-	int total = 0;
-	for (int l = 0; l <= L; l++) {
-		int w;
-		size_t room = (size_t)total < len ? len - total : 0;
-		if (l < L)
-			w = snprintf(buf + (room ? total : 0), room, "%" PRId32 "-", codes[l]);
-		else
-			w = snprintf(buf + (room ? total : 0), room, "%" PRId64, suffix);
-		if (w < 0)
-			return w;
-		total += w;
-	}
-	return total;
+	/* the model's sid ("12-7-200"), then "-" and the suffix */
+	int total = sid_codes_format(codes, L, SID_FORMAT_DASH, buf, len), w;
+	size_t room;
+
+	if (total < 0)
+		return total;
+	room = (size_t)total < len ? len - (size_t)total : 0;
+	w = snprintf(buf + (room ? total : 0), room, L ? "-%" PRId64 : "%" PRId64, suffix);
+	return w < 0 ? w : total + w;
 }
 
 void sid__reg_codes_pack(const int32_t *codes, int L, uint8_t *buf)

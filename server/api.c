@@ -1185,26 +1185,14 @@ static void write_codes(struct srv_buf *out, const int32_t *c, int L)
 	srv_buf_append(out, "]", 1);
 }
 
-/* The sid as a JSON string: sid_codes_format's text ("12-7-200",
- * "<a_12><b_7><c_200>"; tests/server/check_api.c holds them equal) without
- * its snprintf per level.  Nothing in it needs escaping. */
+/* The sid as a JSON string (nothing in it needs escaping). */
 static void write_sid(struct srv_buf *out, const int32_t *c, int L, enum sid_sid_format fmt)
 {
-	char tok[3] = {'<', 'a', '_'};
+	char sid[SID_MAX_LEVELS * 16];
+	int n = sid_codes_format(c, L, fmt, sid, sizeof(sid));
 
 	srv_buf_append(out, "\"", 1);
-	for (int l = 0; l < L; l++) {
-		if (fmt == SID_FORMAT_TOKENS) {
-			tok[1] = (char)('a' + l);
-			srv_buf_append(out, tok, 3);
-			srv_buf_int(out, c[l]);
-			srv_buf_append(out, ">", 1);
-		} else {
-			if (l)
-				srv_buf_append(out, "-", 1);
-			srv_buf_int(out, c[l]);
-		}
-	}
+	srv_buf_append(out, sid, n > 0 ? (size_t)n : 0);
 	srv_buf_append(out, "\"", 1);
 }
 

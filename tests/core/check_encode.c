@@ -1048,6 +1048,25 @@ START_TEST(codes_format)
 		ck_assert(strstr(big, "<o_14><p_15>") != NULL);
 	}
 	ck_assert_int_lt(sid_codes_format(c, SID_MAX_LEVELS + 1, SID_FORMAT_DASH, buf, 64), 0);
+	/* any int32, against printf's %d (negative codes never come from a
+	 * model, but the function takes int32) */
+	{
+		static const int32_t edge[] = {0, 9, 10, -1, -10, 2147483647, -2147483647 - 1};
+		for (size_t i = 0; i < sizeof(edge) / sizeof(edge[0]); i++) {
+			int32_t two[2] = {edge[i], edge[(i + 3) % 7]};
+			char want[64];
+			snprintf(want, sizeof(want), "<a_%d><b_%d>", (int)two[0], (int)two[1]);
+			ck_assert_int_eq(
+			    sid_codes_format(two, 2, SID_FORMAT_TOKENS, buf, sizeof(buf)),
+			    (int)strlen(want));
+			ck_assert_str_eq(buf, want);
+			snprintf(want, sizeof(want), "%d-%d", (int)two[0], (int)two[1]);
+			ck_assert_int_eq(
+			    sid_codes_format(two, 2, SID_FORMAT_DASH, buf, sizeof(buf)),
+			    (int)strlen(want));
+			ck_assert_str_eq(buf, want);
+		}
+	}
 }
 END_TEST
 
