@@ -1007,13 +1007,13 @@ static void sweep(struct srv_http *h)
 		}
 		pthread_mutex_unlock(&h->conns_lock);
 	}
-	if (cut)
+	if (cut) {
 		srv_metrics_connections_closed(h->d.metrics, SRV_CONN_DEADLINE, (uint64_t)cut);
-	if (cut)
 		srv_log(SRV_LOG_INFO, "connection",
 			"closed %ld connection%s that took over connection_timeout_s %d s to send "
 			"a request",
 			cut, cut == 1 ? "" : "s", h->d.cfg->connection_timeout_s);
+	}
 	refused = __atomic_exchange_n(&h->refused, 0, __ATOMIC_RELAXED);
 	if (refused)
 		srv_log(SRV_LOG_WARN, "connection",
