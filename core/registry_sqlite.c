@@ -1071,10 +1071,9 @@ static int reopen_immutable(struct sq *s, struct sid_error *err)
 {
 	char wal[PATH_MAX + 8], uri[3 * PATH_MAX + 32];
 	const char *p = s->base.label;
+	int why = sqlite3_extended_errcode(s->db) & 0xff;
 	struct stat st;
 	size_t o;
-
-	int why = sqlite3_extended_errcode(s->db) & 0xff;
 
 	if ((why != SQLITE_CANTOPEN && why != SQLITE_READONLY) || strlen(p) >= PATH_MAX)
 		return 1;
