@@ -50,6 +50,31 @@ void sid__gemm_force(int mode)
 #define LN2_HI	  0.693359375f
 #define LN2_LO	  -2.12194440e-4f
 #define ERF_SPLIT 0.927734375f
+/* polynomial coefficients, highest power first, shared by the three versions */
+#define EXP_P0	   1.9875691500e-4f
+#define EXP_P1	   1.3981999507e-3f
+#define EXP_P2	   8.3334519073e-3f
+#define EXP_P3	   4.1665795894e-2f
+#define EXP_P4	   1.6666665459e-1f
+#define EXP_P5	   5.0000001201e-1f
+#define ERF_BIG0   (-1.72853470e-5f)
+#define ERF_BIG1   3.83197126e-4f
+#define ERF_BIG2   (-3.88396438e-3f)
+#define ERF_BIG3   2.42546219e-2f
+#define ERF_BIG4   (-1.06777877e-1f)
+#define ERF_BIG5   (-6.34846687e-1f)
+#define ERF_BIG6   (-1.28717512e-1f)
+#define ERF_SMALL0 (-5.96761703e-4f)
+#define ERF_SMALL1 4.99119423e-3f
+#define ERF_SMALL2 (-2.67681349e-2f)
+#define ERF_SMALL3 1.12819925e-1f
+#define ERF_SMALL4 (-3.76125336e-1f)
+#define ERF_SMALL5 1.28379166e-1f
+#define TANH_P0	   (-5.70498872745e-3f)
+#define TANH_P1	   2.06390887954e-2f
+#define TANH_P2	   (-5.37397155531e-2f)
+#define TANH_P3	   1.33314422036e-1f
+#define TANH_P4	   (-3.33332819422e-1f)
 
 static float exp_s(float x)
 {
@@ -57,12 +82,12 @@ static float exp_s(float x)
 	float n = rintf(x * LOG2E);
 	float r = fmaf(n, -LN2_HI, x);
 	r = fmaf(n, -LN2_LO, r);
-	float p = 1.9875691500e-4f;
-	p = fmaf(p, r, 1.3981999507e-3f);
-	p = fmaf(p, r, 8.3334519073e-3f);
-	p = fmaf(p, r, 4.1665795894e-2f);
-	p = fmaf(p, r, 1.6666665459e-1f);
-	p = fmaf(p, r, 5.0000001201e-1f);
+	float p = EXP_P0;
+	p = fmaf(p, r, EXP_P1);
+	p = fmaf(p, r, EXP_P2);
+	p = fmaf(p, r, EXP_P3);
+	p = fmaf(p, r, EXP_P4);
+	p = fmaf(p, r, EXP_P5);
 	float r2 = r * r;
 	p = fmaf(p, r2, r);
 	p = p + 1.0f;
@@ -78,22 +103,22 @@ static float erf_s(float a)
 
 	if (t > ERF_SPLIT) {
 		float u;
-		r = fmaf(-1.72853470e-5f, t, 3.83197126e-4f);
-		u = fmaf(-3.88396438e-3f, t, 2.42546219e-2f);
+		r = fmaf(ERF_BIG0, t, ERF_BIG1);
+		u = fmaf(ERF_BIG2, t, ERF_BIG3);
 		r = fmaf(r, s, u);
-		r = fmaf(r, t, -1.06777877e-1f);
-		r = fmaf(r, t, -6.34846687e-1f);
-		r = fmaf(r, t, -1.28717512e-1f);
+		r = fmaf(r, t, ERF_BIG4);
+		r = fmaf(r, t, ERF_BIG5);
+		r = fmaf(r, t, ERF_BIG6);
 		r = fmaf(r, t, -t);
 		r = 1.0f - exp_s(r);
 		return copysignf(r, a);
 	}
-	r = -5.96761703e-4f;
-	r = fmaf(r, s, 4.99119423e-3f);
-	r = fmaf(r, s, -2.67681349e-2f);
-	r = fmaf(r, s, 1.12819925e-1f);
-	r = fmaf(r, s, -3.76125336e-1f);
-	r = fmaf(r, s, 1.28379166e-1f);
+	r = ERF_SMALL0;
+	r = fmaf(r, s, ERF_SMALL1);
+	r = fmaf(r, s, ERF_SMALL2);
+	r = fmaf(r, s, ERF_SMALL3);
+	r = fmaf(r, s, ERF_SMALL4);
+	r = fmaf(r, s, ERF_SMALL5);
 	return fmaf(r, a, a);
 }
 
@@ -106,11 +131,11 @@ static float tanh_s(float x)
 	float a = fabsf(x);
 
 	if (a < TANH_SPLIT) {
-		float z = x * x, p = -5.70498872745e-3f;
-		p = fmaf(p, z, 2.06390887954e-2f);
-		p = fmaf(p, z, -5.37397155531e-2f);
-		p = fmaf(p, z, 1.33314422036e-1f);
-		p = fmaf(p, z, -3.33332819422e-1f);
+		float z = x * x, p = TANH_P0;
+		p = fmaf(p, z, TANH_P1);
+		p = fmaf(p, z, TANH_P2);
+		p = fmaf(p, z, TANH_P3);
+		p = fmaf(p, z, TANH_P4);
 		float zx = z * x;
 		return fmaf(p, zx, x);
 	}
@@ -230,12 +255,12 @@ static inline __attribute__((always_inline)) AVX512 __m512 exp_v(__m512 x)
 					_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 	__m512 r = _mm512_fmadd_ps(n, _mm512_set1_ps(-LN2_HI), x);
 	r = _mm512_fmadd_ps(n, _mm512_set1_ps(-LN2_LO), r);
-	__m512 p = _mm512_set1_ps(1.9875691500e-4f);
-	p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-	p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-	p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-	p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-	p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+	__m512 p = _mm512_set1_ps(EXP_P0);
+	p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(EXP_P1));
+	p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(EXP_P2));
+	p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(EXP_P3));
+	p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(EXP_P4));
+	p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(EXP_P5));
 	__m512 r2 = _mm512_mul_ps(r, r);
 	p = _mm512_fmadd_ps(p, r2, r);
 	p = _mm512_add_ps(p, _mm512_set1_ps(1.0f));
@@ -250,25 +275,23 @@ static inline __attribute__((always_inline)) AVX512 __m512 erf_v(__m512 a)
 	__m512 t = _mm512_castsi512_ps(_mm512_andnot_si512(sign, _mm512_castps_si512(a)));
 	__m512 s = _mm512_mul_ps(a, a);
 	/* |a| > split */
-	__m512 r =
-	    _mm512_fmadd_ps(_mm512_set1_ps(-1.72853470e-5f), t, _mm512_set1_ps(3.83197126e-4f));
-	__m512 u =
-	    _mm512_fmadd_ps(_mm512_set1_ps(-3.88396438e-3f), t, _mm512_set1_ps(2.42546219e-2f));
+	__m512 r = _mm512_fmadd_ps(_mm512_set1_ps(ERF_BIG0), t, _mm512_set1_ps(ERF_BIG1));
+	__m512 u = _mm512_fmadd_ps(_mm512_set1_ps(ERF_BIG2), t, _mm512_set1_ps(ERF_BIG3));
 	r = _mm512_fmadd_ps(r, s, u);
-	r = _mm512_fmadd_ps(r, t, _mm512_set1_ps(-1.06777877e-1f));
-	r = _mm512_fmadd_ps(r, t, _mm512_set1_ps(-6.34846687e-1f));
-	r = _mm512_fmadd_ps(r, t, _mm512_set1_ps(-1.28717512e-1f));
+	r = _mm512_fmadd_ps(r, t, _mm512_set1_ps(ERF_BIG4));
+	r = _mm512_fmadd_ps(r, t, _mm512_set1_ps(ERF_BIG5));
+	r = _mm512_fmadd_ps(r, t, _mm512_set1_ps(ERF_BIG6));
 	r = _mm512_fmadd_ps(r, t, _mm512_sub_ps(_mm512_setzero_ps(), t));
 	r = _mm512_sub_ps(_mm512_set1_ps(1.0f), exp_v(r));
 	r = _mm512_castsi512_ps(_mm512_or_si512(_mm512_andnot_si512(sign, _mm512_castps_si512(r)),
 						_mm512_and_si512(sign, _mm512_castps_si512(a))));
 	/* |a| <= split */
-	__m512 q = _mm512_set1_ps(-5.96761703e-4f);
-	q = _mm512_fmadd_ps(q, s, _mm512_set1_ps(4.99119423e-3f));
-	q = _mm512_fmadd_ps(q, s, _mm512_set1_ps(-2.67681349e-2f));
-	q = _mm512_fmadd_ps(q, s, _mm512_set1_ps(1.12819925e-1f));
-	q = _mm512_fmadd_ps(q, s, _mm512_set1_ps(-3.76125336e-1f));
-	q = _mm512_fmadd_ps(q, s, _mm512_set1_ps(1.28379166e-1f));
+	__m512 q = _mm512_set1_ps(ERF_SMALL0);
+	q = _mm512_fmadd_ps(q, s, _mm512_set1_ps(ERF_SMALL1));
+	q = _mm512_fmadd_ps(q, s, _mm512_set1_ps(ERF_SMALL2));
+	q = _mm512_fmadd_ps(q, s, _mm512_set1_ps(ERF_SMALL3));
+	q = _mm512_fmadd_ps(q, s, _mm512_set1_ps(ERF_SMALL4));
+	q = _mm512_fmadd_ps(q, s, _mm512_set1_ps(ERF_SMALL5));
 	q = _mm512_fmadd_ps(q, a, a);
 	__mmask16 big = _mm512_cmp_ps_mask(t, _mm512_set1_ps(ERF_SPLIT), _CMP_GT_OQ);
 	return _mm512_mask_mov_ps(q, big, r);
@@ -279,11 +302,11 @@ static inline __attribute__((always_inline)) AVX512 __m512 tanh_v(__m512 x)
 	const __m512i sign = _mm512_set1_epi32((int)0x80000000u);
 	const __m512 one = _mm512_set1_ps(1.0f), two = _mm512_set1_ps(2.0f);
 	__m512 a = _mm512_castsi512_ps(_mm512_andnot_si512(sign, _mm512_castps_si512(x)));
-	__m512 z = _mm512_mul_ps(x, x), p = _mm512_set1_ps(-5.70498872745e-3f);
-	p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(2.06390887954e-2f));
-	p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(-5.37397155531e-2f));
-	p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(1.33314422036e-1f));
-	p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(-3.33332819422e-1f));
+	__m512 z = _mm512_mul_ps(x, x), p = _mm512_set1_ps(TANH_P0);
+	p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(TANH_P1));
+	p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(TANH_P2));
+	p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(TANH_P3));
+	p = _mm512_fmadd_ps(p, z, _mm512_set1_ps(TANH_P4));
 	__m512 small = _mm512_fmadd_ps(p, _mm512_mul_ps(z, x), x);
 	__m512 e = exp_v(_mm512_mul_ps(two, a));
 	__m512 big = _mm512_sub_ps(one, _mm512_div_ps(two, _mm512_add_ps(e, one)));
@@ -617,12 +640,12 @@ static inline __attribute__((always_inline)) AVX2 __m256 exp_v8(__m256 x)
 				   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 	__m256 r = _mm256_fmadd_ps(n, _mm256_set1_ps(-LN2_HI), x);
 	r = _mm256_fmadd_ps(n, _mm256_set1_ps(-LN2_LO), r);
-	__m256 p = _mm256_set1_ps(1.9875691500e-4f);
-	p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-	p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-	p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-	p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-	p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+	__m256 p = _mm256_set1_ps(EXP_P0);
+	p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXP_P1));
+	p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXP_P2));
+	p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXP_P3));
+	p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXP_P4));
+	p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(EXP_P5));
 	p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r);
 	p = _mm256_add_ps(p, _mm256_set1_ps(1.0f));
 	__m256i bits =
@@ -640,22 +663,20 @@ static inline __attribute__((always_inline)) AVX2 __m256 copysign_v8(__m256 r, _
 static inline __attribute__((always_inline)) AVX2 __m256 erf_v8(__m256 a)
 {
 	__m256 t = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), a), s = _mm256_mul_ps(a, a);
-	__m256 r =
-	    _mm256_fmadd_ps(_mm256_set1_ps(-1.72853470e-5f), t, _mm256_set1_ps(3.83197126e-4f));
-	__m256 u =
-	    _mm256_fmadd_ps(_mm256_set1_ps(-3.88396438e-3f), t, _mm256_set1_ps(2.42546219e-2f));
+	__m256 r = _mm256_fmadd_ps(_mm256_set1_ps(ERF_BIG0), t, _mm256_set1_ps(ERF_BIG1));
+	__m256 u = _mm256_fmadd_ps(_mm256_set1_ps(ERF_BIG2), t, _mm256_set1_ps(ERF_BIG3));
 	r = _mm256_fmadd_ps(r, s, u);
-	r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(-1.06777877e-1f));
-	r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(-6.34846687e-1f));
-	r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(-1.28717512e-1f));
+	r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(ERF_BIG4));
+	r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(ERF_BIG5));
+	r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(ERF_BIG6));
 	r = _mm256_fmadd_ps(r, t, _mm256_sub_ps(_mm256_setzero_ps(), t));
 	r = copysign_v8(_mm256_sub_ps(_mm256_set1_ps(1.0f), exp_v8(r)), a);
-	__m256 q = _mm256_set1_ps(-5.96761703e-4f);
-	q = _mm256_fmadd_ps(q, s, _mm256_set1_ps(4.99119423e-3f));
-	q = _mm256_fmadd_ps(q, s, _mm256_set1_ps(-2.67681349e-2f));
-	q = _mm256_fmadd_ps(q, s, _mm256_set1_ps(1.12819925e-1f));
-	q = _mm256_fmadd_ps(q, s, _mm256_set1_ps(-3.76125336e-1f));
-	q = _mm256_fmadd_ps(q, s, _mm256_set1_ps(1.28379166e-1f));
+	__m256 q = _mm256_set1_ps(ERF_SMALL0);
+	q = _mm256_fmadd_ps(q, s, _mm256_set1_ps(ERF_SMALL1));
+	q = _mm256_fmadd_ps(q, s, _mm256_set1_ps(ERF_SMALL2));
+	q = _mm256_fmadd_ps(q, s, _mm256_set1_ps(ERF_SMALL3));
+	q = _mm256_fmadd_ps(q, s, _mm256_set1_ps(ERF_SMALL4));
+	q = _mm256_fmadd_ps(q, s, _mm256_set1_ps(ERF_SMALL5));
 	q = _mm256_fmadd_ps(q, a, a);
 	return _mm256_blendv_ps(q, r, _mm256_cmp_ps(t, _mm256_set1_ps(ERF_SPLIT), _CMP_GT_OQ));
 }
@@ -664,11 +685,11 @@ static inline __attribute__((always_inline)) AVX2 __m256 tanh_v8(__m256 x)
 {
 	const __m256 one = _mm256_set1_ps(1.0f), two = _mm256_set1_ps(2.0f);
 	__m256 a = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), x);
-	__m256 z = _mm256_mul_ps(x, x), p = _mm256_set1_ps(-5.70498872745e-3f);
-	p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(2.06390887954e-2f));
-	p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(-5.37397155531e-2f));
-	p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(1.33314422036e-1f));
-	p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(-3.33332819422e-1f));
+	__m256 z = _mm256_mul_ps(x, x), p = _mm256_set1_ps(TANH_P0);
+	p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(TANH_P1));
+	p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(TANH_P2));
+	p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(TANH_P3));
+	p = _mm256_fmadd_ps(p, z, _mm256_set1_ps(TANH_P4));
 	__m256 small = _mm256_fmadd_ps(p, _mm256_mul_ps(z, x), x);
 	__m256 e = exp_v8(_mm256_mul_ps(two, a));
 	__m256 big = copysign_v8(_mm256_sub_ps(one, _mm256_div_ps(two, _mm256_add_ps(e, one))), x);
