@@ -679,12 +679,14 @@ int sid_st_writer_publish(const struct sid_st_writer *w, const char *path, struc
 	uint64_t data_len;
 	int rc = writer_prefix(w, &prefix, &plen, &data_len, err);
 
-	if (rc)
+	if (rc) {
+		sid_error_prefix(err, "%s", path);
 		return rc;
+	}
 	pc = malloc((w->n + 1) * sizeof(*pc));
 	if (!pc) {
 		free(prefix);
-		return sid_error_set(err, SID_ENOMEM, "writer: out of memory");
+		return sid_error_set(err, SID_ENOMEM, "%s: writer: out of memory", path);
 	}
 	pc[0] = (struct sid_piece){prefix, plen};
 	for (size_t i = 0; i < w->n; i++)

@@ -113,7 +113,7 @@ int sid_st_writer_serialize(const struct sid_st_writer *w, uint8_t **out, size_t
 /*
  * Publish to @path atomically (temp file in the same directory, fsync,
  * rename, fsync of the directory; see fsutil.h), so a reader never sees a
- * partial file.
+ * partial file.  Every error message starts with @path.
  */
 int sid_st_writer_publish(const struct sid_st_writer *w, const char *path, struct sid_error *err);
 

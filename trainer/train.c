@@ -158,13 +158,6 @@ done:
 	return diff;
 }
 
-/* Does the message already start with @path (sid_publish_atomic's do)?
- * Then a prefix naming it again would only repeat it. */
-static int names_file(const struct sid_error *err, const char *path)
-{
-	return !strncmp(err->msg, path, strlen(path));
-}
-
 static int ckpt_write(struct run *r, const char *path, struct sid_error *err)
 {
 	struct sid_st_writer *w = sid_st_writer_new();
@@ -186,10 +179,8 @@ static int ckpt_write(struct run *r, const char *path, struct sid_error *err)
 		goto fail;
 	}
 	rc = sid_st_writer_publish(w, path, err);
-	if (rc < 0 && names_file(err, path))
+	if (rc < 0) /* its message names the file */
 		sid_error_prefix(err, "checkpoint");
-	else if (rc < 0)
-		sid_error_prefix(err, "checkpoint %s", path);
 fail:
 	free(run_json);
 	sid_st_writer_free(w);
@@ -707,12 +698,9 @@ int tr_train_run(const struct tr_config *cfg, int resume, struct sid_error *err)
 		sid_error_prefix(err, "%s", cfg->out);
 		goto fail;
 	}
-	rc = sid_st_writer_publish(w, cfg->out, err);
-	if (rc < 0) {
-		if (!names_file(err, cfg->out))
-			sid_error_prefix(err, "%s", cfg->out);
+	rc = sid_st_writer_publish(w, cfg->out, err); /* errors name the file */
+	if (rc < 0)
 		goto fail;
-	}
 	fprintf(stderr, "published %s (model_version %s)\n", cfg->out, version);
 	if (ev) {
 		char *s = json_dumps(ev, JSON_INDENT(2) | JSON_REAL_PRECISION(6));

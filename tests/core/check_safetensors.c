@@ -376,6 +376,15 @@ START_TEST(test_writer_errors)
 	ck_assert_int_eq(sid_st_writer_serialize(w, &out, &len, &err), SID_EINVAL);
 	ck_assert_ptr_null(out);
 	ck_assert_ptr_nonnull(strstr(err.msg, "not valid UTF-8"));
+	/* publish names the file in every message, the header's faults too */
+	ck_assert_int_eq(sid_st_writer_publish(w, "/nonexistent-dir/m.st", &err), SID_EINVAL);
+	ck_assert_msg(!strncmp(err.msg, "/nonexistent-dir/m.st: ", 23) &&
+			  strstr(err.msg, "not valid UTF-8"),
+		      "%s", err.msg);
+	sid_st_writer_free(w);
+	w = sid_st_writer_new();
+	ck_assert_int_eq(sid_st_writer_publish(w, "/nonexistent-dir/m.st", &err), SID_EIO);
+	ck_assert_msg(!strncmp(err.msg, "/nonexistent-dir/m.st: ", 23), "%s", err.msg);
 	sid_st_writer_free(w);
 }
 END_TEST
