@@ -1,6 +1,7 @@
 /* buf.c - growable text buffer; see buf.h. */
 #include "buf.h"
 
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -144,22 +145,22 @@ void srv_buf_json_str(struct srv_buf *b, const char *s, size_t n)
  * (zero, below, at or above one half) are known exactly.
  */
 
-/* 5^k, k = 0..55 (the largest that fits in 128 bits). */
+/* 5^k, k = 0..55 (the largest that fits in 128 bits), filled once. */
 typedef unsigned __int128 u128;
+static u128 pow5_tab[56];
+static pthread_once_t pow5_once = PTHREAD_ONCE_INIT;
+
+static void pow5_fill(void)
+{
+	pow5_tab[0] = 1;
+	for (int k = 1; k < 56; k++)
+		pow5_tab[k] = pow5_tab[k - 1] * 5;
+}
+
 static const u128 *pow5_table(void)
 {
-	static u128 tab[56];
-	static int ready;
-
-	if (!__atomic_load_n(&ready, __ATOMIC_ACQUIRE)) {
-		u128 t[56];
-		t[0] = 1;
-		for (int k = 1; k < 56; k++)
-			t[k] = t[k - 1] * 5;
-		memcpy(tab, t, sizeof(t)); /* same bytes from every thread: benign */
-		__atomic_store_n(&ready, 1, __ATOMIC_RELEASE);
-	}
-	return tab;
+	pthread_once(&pow5_once, pow5_fill);
+	return pow5_tab;
 }
 
 enum frac { FRAC_ZERO, FRAC_BELOW_HALF, FRAC_HALF, FRAC_ABOVE_HALF };
