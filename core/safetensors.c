@@ -382,6 +382,7 @@ struct st_entry {
 	int64_t shape[SID_ST_MAX_NDIM];
 	uint64_t nbytes;
 	void *data;
+	int owned; /* 0: borrowed from the caller (sid_st_writer_add_borrowed) */
 };
 
 struct sid_st_writer {
@@ -402,7 +403,8 @@ void sid_st_writer_free(struct sid_st_writer *w)
 		return;
 	for (size_t i = 0; i < w->n; i++) {
 		free(w->t[i].name);
-		free(w->t[i].data);
+		if (w->t[i].owned)
+			free(w->t[i].data);
 	}
 	for (size_t i = 0; i < w->n_meta; i++) {
 		free(w->meta[i].key);
@@ -413,8 +415,8 @@ void sid_st_writer_free(struct sid_st_writer *w)
 	free(w);
 }
 
-int sid_st_writer_add(struct sid_st_writer *w, const char *name, enum sid_st_dtype dtype, int ndim,
-		      const int64_t *shape, const void *data, struct sid_error *err)
+static int writer_add(struct sid_st_writer *w, const char *name, enum sid_st_dtype dtype, int ndim,
+		      const int64_t *shape, const void *data, int borrow, struct sid_error *err)
 {
 	struct st_entry e = {0};
 	uint64_t nelem = 1;
@@ -457,18 +459,33 @@ int sid_st_writer_add(struct sid_st_writer *w, const char *name, enum sid_st_dty
 		w->cap = cap;
 	}
 	e.name = strdup(name);
-	e.data = malloc(e.nbytes ? (size_t)e.nbytes : 1);
+	e.owned = !borrow;
+	e.data = borrow ? (void *)data : malloc(e.nbytes ? (size_t)e.nbytes : 1);
 	if (!e.name || !e.data) {
 		free(e.name);
-		free(e.data);
+		if (e.owned)
+			free(e.data);
 		return sid_error_set(err, SID_ENOMEM, "writer: tensor '%s': out of memory", name);
 	}
-	if (e.nbytes)
+	if (e.nbytes && e.owned)
 		memcpy(e.data, data, (size_t)e.nbytes);
 	e.dtype = dtype;
 	e.ndim = ndim;
 	w->t[w->n++] = e;
 	return 0;
+}
+
+int sid_st_writer_add(struct sid_st_writer *w, const char *name, enum sid_st_dtype dtype, int ndim,
+		      const int64_t *shape, const void *data, struct sid_error *err)
+{
+	return writer_add(w, name, dtype, ndim, shape, data, 0, err);
+}
+
+int sid_st_writer_add_borrowed(struct sid_st_writer *w, const char *name, enum sid_st_dtype dtype,
+			       int ndim, const int64_t *shape, const void *data,
+			       struct sid_error *err)
+{
+	return writer_add(w, name, dtype, ndim, shape, data, 1, err);
 }
 
 int sid_st_writer_meta(struct sid_st_writer *w, const char *key, const char *value,

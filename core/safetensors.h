@@ -89,7 +89,8 @@ const char *sid_st_meta_get(const struct sid_st_file *f, const char *key);
 
 /*
  * Writer: collect tensors and metadata, then serialise.  Tensor data is
- * copied at add time, so callers may reuse their buffers.  Tensors are laid
+ * copied at add time (sid_st_writer_add), so callers may reuse their buffers,
+ * or borrowed (sid_st_writer_add_borrowed).  Tensors are laid
  * out in the order added, back to back (no padding between them: the parser,
  * like upstream, requires the data section to be tiled exactly); the header
  * is space-padded so the data section starts 8-aligned, as upstream does.
@@ -103,6 +104,15 @@ struct sid_st_writer *sid_st_writer_new(void);
 void sid_st_writer_free(struct sid_st_writer *w);
 int sid_st_writer_add(struct sid_st_writer *w, const char *name, enum sid_st_dtype dtype, int ndim,
 		      const int64_t *shape, const void *data, struct sid_error *err);
+/*
+ * The same without the copy: the writer keeps @data itself, which must stay
+ * valid and unchanged until the writer is freed (it is read when the writer
+ * serialises or publishes, never written or freed).  For large tensors the
+ * caller owns anyway, such as a trainer's parameters and optimizer state.
+ */
+int sid_st_writer_add_borrowed(struct sid_st_writer *w, const char *name, enum sid_st_dtype dtype,
+			       int ndim, const int64_t *shape, const void *data,
+			       struct sid_error *err);
 int sid_st_writer_meta(struct sid_st_writer *w, const char *key, const char *value,
 		       struct sid_error *err);
 

@@ -257,7 +257,9 @@ int das_export(const struct das_model *m, int tables, struct sid_st_writer *w,
  * bit into @w: "das.params", "das.adam_m", "das.adam_v" (F32, flat blocks),
  * "das.state" (I64: step counters, phase, codebook-ready flag, RNG state,
  * ...), "das.code_last_used" (I64) and the config as metadata "das_config".
- * The caller adds its own tensors/metadata (epoch, data RNG) and publishes.
+ * The three blocks are borrowed (sid_st_writer_add_borrowed), not copied:
+ * @m must outlive @w and not train while @w holds them.  The caller adds
+ * its own tensors/metadata (epoch, data RNG) and publishes.
  * das_checkpoint_restore loads them into a model created by das_new with the
  * same config and data sizes; a mismatch fails with SID_EFORMAT naming the
  * tensor.
