@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -58,6 +59,29 @@ def wrk(port, body_file, lua, conns, secs):
     errs = re.search(r"Socket errors: (.*)", out)
     return {"rps": rps, "p50": lat["50"], "p99": lat["99"], "load": os.getloadavg()[0],
             "non2xx": int(bad.group(1)) if bad else 0, "sockerr": errs.group(1) if errs else ""}
+
+
+def proc_cpu_s(pid):
+    """User + system CPU seconds of process @pid, all its threads."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_s():
+    """CPU seconds of the waited-for children (wrk, after each run)."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def measured_wrk(srv, body_file, lua, conns, secs):
+    """wrk() plus the CPU the server and wrk used during the run."""
+    s0, w0, t0 = proc_cpu_s(srv.proc.pid), children_cpu_s(), time.monotonic()
+    r = wrk(srv.port, body_file, lua, conns, secs)
+    s1, w1, t1 = proc_cpu_s(srv.proc.pid), children_cpu_s(), time.monotonic()
+    r["server_cores"] = (s1 - s0) / (t1 - t0)
+    r["wrk_us"] = 1e6 * (w1 - w0) / max(r["rps"] * (t1 - t0), 1)
+    return r
 
 
 def batch_stats(srv):
@@ -123,17 +147,28 @@ def main():
                             f.write(body(x, b64))
                         for conns in (1, 16, 64):
                             s0, c0 = batch_stats(srv)
-                            r = wrk(srv.port, bf, lua, conns, args.secs)
+                            r = measured_wrk(srv, bf, lua, conns, args.secs)
                             s1, c1 = batch_stats(srv)
                             r["batch"] = (s1 - s0) / max(c1 - c0, 1)
+                            # What a server with no overhead at all could reach
+                            # here: the cores minus wrk's measured share, all
+                            # spent encoding at the in-process rate per core.
+                            per_core = inproc[64] / args.workers
+                            ncores = os.cpu_count() or 2
+                            best_rps = ncores / (items / per_core + r["wrk_us"] * 1e-6)
                             r.update(D=D, items=items, fmt="base64" if b64 else "json",
                                      conns=conns, ips=r["rps"] * items,
                                      frac=r["rps"] * items / inproc[64],
+                                     ceiling=min(best_rps * items / inproc[64], 1.0),
+                                     eff=r["rps"] * items / max(r["server_cores"], 1e-9)
+                                     / per_core,
                                      size=os.path.getsize(bf))
                             lines.append(r)
                             print("D=%(D)d items=%(items)d %(fmt)s c=%(conns)d: %(rps).0f req/s "
                                   "%(ips).0f items/s p50 %(p50).2f ms p99 %(p99).2f ms batch "
-                                  "%(batch).1f non2xx %(non2xx)d" % r, flush=True)
+                                  "%(batch).1f server %(server_cores).2f cores wrk %(wrk_us).0f "
+                                  "us/req ceiling %(ceiling).2f non2xx %(non2xx)d" % r,
+                                  flush=True)
                 # Swap under load: 1-item base64 at c=64, with and without a new
                 # model file every 0.5 s.
                 bf = os.path.join(work, "body-%d-1-1.json" % D)
@@ -191,21 +226,31 @@ def main():
     out.append("- `vs in-process` = HTTP items/s / in-process items/s at batch 64; "
                "`batch` = mean rows per encode batch the server formed during the run "
                "(semid_batch_size _sum/_count); `load avg` = the machine's 1-minute load "
-               "average after the run (2 cores: above 2 means other work competed for them).\n")
+               "average after the run (2 cores: above 2 means other work competed for them).")
+    out.append("- `server cores` = the server's CPU seconds (all threads, /proc) per second "
+               "of the run; `wrk us/req` = wrk's own CPU per request (the client shares the "
+               "cores); `items per server core` = HTTP items/s per server core as a share of "
+               "in-process items/s per core (the server's overhead outside the encoder); "
+               "`ceiling` = the share of in-process throughput that a server with no overhead "
+               "at all could reach on these cores once wrk has taken its measured CPU per "
+               "request (cores / (items / in-process-per-core + wrk CPU per request)).\n")
     for D in shapes:
         rs = [r for r in lines if r["D"] == D]
         out.append("## %d-d model\n" % D)
         out.append("In-process: %.0f items/s at batch 64, %.0f items/s at batch 1.\n" % (
             rs[0]["inproc64"], rs[0]["inproc1"]))
         out.append("| items/request | body | conc. | req/s | items/s | p50 ms | p99 ms | batch "
-                   "| vs in-process | non-2xx | load avg |")
-        out.append("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+                   "| vs in-process | server cores | wrk us/req | items per server core "
+                   "| ceiling | non-2xx | load avg |")
+        out.append("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+                   "| ---: | ---: | ---: | ---: |")
         for r in rs:
-            out.append("| %d | %s (%d B) | %d | %.0f | %.0f | %.2f | %.2f | %.1f | %.0f%% | %d | "
-                       "%.1f |" % (
+            out.append("| %d | %s (%d B) | %d | %.0f | %.0f | %.2f | %.2f | %.1f | %.0f%% | "
+                       "%.2f | %.0f | %.0f%% | %.0f%% | %d | %.1f |" % (
                            r["items"], r["fmt"], r["size"], r["conns"], r["rps"], r["ips"],
-                           r["p50"], r["p99"], r["batch"], 100 * r["frac"], r["non2xx"],
-                           r["load"]))
+                           r["p50"], r["p99"], r["batch"], 100 * r["frac"],
+                           r["server_cores"], r["wrk_us"], 100 * r["eff"], 100 * r["ceiling"],
+                           r["non2xx"], r["load"]))
         out.append("")
     out.append("## Swap under load\n")
     out.append("1-item base64 requests at concurrency 64, %d s, while a new model file is "
