@@ -460,7 +460,8 @@ static int writer_add(struct sid_st_writer *w, const char *name, enum sid_st_dty
 	}
 	e.name = strdup(name);
 	e.owned = !borrow;
-	e.data = borrow ? (void *)data : malloc(e.nbytes ? (size_t)e.nbytes : 1);
+	/* an empty tensor may come without data: any non-null pointer will do */
+	e.data = borrow ? (void *)(data ? data : w) : malloc(e.nbytes ? (size_t)e.nbytes : 1);
 	if (!e.name || !e.data) {
 		free(e.name);
 		if (e.owned)

@@ -410,6 +410,12 @@ START_TEST(test_writer_borrowed)
 			 SID_EINVAL); /* the same checks as a copied add */
 	ck_assert_int_eq(sid_st_writer_add_borrowed(b, "z", SID_ST_F32, 1, sy, NULL, &err),
 			 SID_EINVAL);
+	{ /* an empty tensor needs no data, borrowed or copied */
+		int64_t s0[1] = {0};
+		ck_assert_int_eq(sid_st_writer_add(a, "e", SID_ST_F32, 1, s0, NULL, &err), 0);
+		ck_assert_int_eq(sid_st_writer_add_borrowed(b, "e", SID_ST_F32, 1, s0, NULL, &err),
+				 0);
+	}
 	ck_assert_int_eq(sid_st_writer_serialize(a, &oa, &la, &err), 0);
 	ck_assert_int_eq(sid_st_writer_serialize(b, &ob, &lb, &err), 0);
 	ck_assert_uint_eq(la, lb);
