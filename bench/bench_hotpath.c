@@ -166,7 +166,8 @@ static void print(const char *name, double t, double units, const char *unit, do
 int main(int argc, char **argv)
 {
 	static float dist[4096], quantv[4096], x[B * D];
-	struct srv_buf body = SRV_BUF_INIT, b64body = SRV_BUF_INIT, one = SRV_BUF_INIT;
+	struct srv_buf body = SRV_BUF_INIT, body17 = SRV_BUF_INIT, b64body = SRV_BUF_INIT,
+		       one = SRV_BUF_INIT;
 	struct floats f;
 	double t_old, t_new;
 
@@ -202,22 +203,31 @@ int main(int argc, char **argv)
 		x[i] = nrand() * 0.05f;
 	srv_buf_puts(&b64body, "{\"inputs\": [");
 	srv_buf_puts(&body, "{\"inputs\": [");
+	srv_buf_puts(&body17, "{\"inputs\": [");
 	for (int i = 0; i < B; i++) {
 		srv_buf_printf(&b64body, "%s{\"id\": \"sku-%d\", \"embedding_b64\": \"",
 			       i ? ", " : "", i);
 		b64_encode(&b64body, (const uint8_t *)(x + (size_t)i * D), (size_t)D * 4);
 		srv_buf_puts(&b64body, "\"}");
 		srv_buf_printf(&body, "%s{\"id\": \"sku-%d\", \"embedding\": [", i ? ", " : "", i);
+		srv_buf_printf(&body17, "%s{\"id\": \"sku-%d\", \"embedding\": [", i ? ", " : "",
+			       i);
 		for (int j = 0; j < D; j++) {
-			if (j)
+			if (j) {
 				srv_buf_puts(&body, ", ");
+				srv_buf_puts(&body17, ", ");
+			}
 			srv_buf_printf(&body, "%.9g", (double)x[(size_t)i * D + (size_t)j]);
+			/* what json.dumps writes for a float32 turned into a Python float */
+			srv_buf_printf(&body17, "%.17g", (double)x[(size_t)i * D + (size_t)j]);
 		}
 		srv_buf_puts(&body, "]}");
+		srv_buf_puts(&body17, "]}");
 	}
 	srv_buf_puts(&b64body, "]}");
 	srv_buf_puts(&body, "]}");
-	if (body.oom || b64body.oom)
+	srv_buf_puts(&body17, "]}");
+	if (body.oom || b64body.oom || body17.oom)
 		return 1;
 	{
 		struct b64 a;
@@ -239,6 +249,10 @@ int main(int argc, char **argv)
 		r.len = body.len;
 		t_new = timeit(run_req, &r);
 		print("request: 64 x 384 JSON numbers", t_new, B * 1e-6, "M items/s", 0);
+		r.body = body17.p;
+		r.len = body17.len;
+		t_new = timeit(run_req, &r);
+		print("request: 64 x 384 JSON, 17 digits", t_new, B * 1e-6, "M items/s", 0);
 	}
 	{
 		static int32_t codes[B * 3], alt[B * 3 * 3], cnt[B];
@@ -277,6 +291,7 @@ int main(int argc, char **argv)
 		srv_encode_req_release(&q);
 	}
 	srv_buf_release(&body);
+	srv_buf_release(&body17);
 	srv_buf_release(&b64body);
 	srv_buf_release(&one);
 	return 0;

@@ -730,77 +730,156 @@ static int scan_value(const char *tok, size_t n, int integer, double *out, long 
 	return !errno && end == tok + n;
 }
 
+/* 1 when the eight bytes of @v (little-endian) are all ASCII digits. */
+static inline int eight_are_digits(uint64_t v)
+{
+	/* each byte 0x30..0x39: high nibble 3, and adding 6 does not carry */
+	return ((v & 0xF0F0F0F0F0F0F0F0ull) |
+		(((v + 0x0606060606060606ull) & 0xF0F0F0F0F0F0F0F0ull) >> 4)) ==
+	       0x3333333333333333ull;
+}
+
+/* The value of eight ASCII digits, the first in the lowest byte of @v. */
+static inline uint64_t eight_digits(uint64_t v)
+{
+	v -= 0x3030303030303030ull;
+	v = v * 10 + (v >> 8); /* byte 2k: the two-digit number of digits 2k, 2k+1 */
+	v = ((v & 0x000000FF000000FFull) * (100 + (1000000ull << 32)) +
+	     ((v >> 16) & 0x000000FF000000FFull) * (1 + (10000ull << 32))) >>
+	    32;
+	return (uint32_t)v;
+}
+
 /*
- * (float)strtod(tok) without strtod, for a non-integer JSON number token
- * (valid grammar), or 0 when unsure.  Up to 19 significant digits go into a
- * uint64 m, and d = m * 10^e10 for |e10| <= 22 (powers of ten exact in
- * double).  With m < 2^53 that d is the correctly rounded double (Clinger's
- * fast path), i.e. exactly strtod's, so (float)d is exactly jansson's value.
- * Otherwise d is within 2 ulps of the exact value, and (float)d is still
- * jansson's value unless d lies within 4 ulps of a midpoint between two
- * floats (where double rounding could differ): then we give up and strtod
- * decides.  Subnormal and overflowing results also go to strtod.
+ * The digits at @q (before @e), appended to *@m: at most 19 significant
+ * digits, counted in *@nd, which becomes 20 when there are more (their
+ * value is then wrong and the caller gives up).  Leading zeros of the
+ * number (*@m still 0) are skipped.  Returns the first non-digit.
  */
-static int fast_float(const char *p, size_t n, float *out)
+static const char *scan_digits(const char *q, const char *e, uint64_t *m, int *nd)
+{
+	uint64_t v;
+
+	while (e - q >= 8 && (memcpy(&v, q, 8), eight_are_digits(v))) {
+		if (!*m) {
+			uint64_t nz = v ^ 0x3030303030303030ull; /* zero bytes: '0' */
+			*m = eight_digits(v);
+			*nd = nz ? 8 - __builtin_ctzll(nz) / 8 : 0;
+		} else if (*nd <= 11) {
+			*m = *m * 100000000 + eight_digits(v);
+			*nd += 8;
+		} else {
+			break;
+		}
+		q += 8;
+	}
+	for (; q < e && (unsigned)(*q - '0') < 10; q++) {
+		if (!*m && *q == '0')
+			continue;
+		if (*nd >= 19) {
+			*nd = 20;
+			continue;
+		}
+		*m = *m * 10 + (uint64_t)(*q - '0');
+		++*nd;
+	}
+	return q;
+}
+
+/*
+ * A JSON number as jansson gives it, as a float, in one pass: 1 with *@out
+ * set; 0 when there is no valid number token here; -1 when the token is
+ * valid but this conversion is unsure, and strtod or strtoll (scan_value)
+ * must decide: *@tok, *@n, *@integer describe the token in every case but 0.
+ *
+ * Up to 19 significant digits go into a uint64 m, and d = m * 10^e10 for
+ * |e10| <= 22 (powers of ten exact in double).  With m < 2^53 that d is
+ * the correctly rounded double (Clinger's fast path), i.e. exactly
+ * strtod's, so (float)d is exactly jansson's value.  Otherwise d is within
+ * 2 ulps of the exact value, and (float)d is still jansson's value unless d
+ * lies within 4 ulps of a midpoint between two floats (where double rounding
+ * could differ): the 29 bits of d below float precision then read close to
+ * 1000...0.  Integers are strtoll's value (so "-0" is +0), and integers of
+ * 2^53 or more, subnormal and overflowing results go to the slow path.
+ */
+static int scan_float(struct scan *s, float *out, const char **tok, size_t *n, int *integer)
 {
 	static const double p10[23] = {1e0,  1e1,  1e2,	 1e3,  1e4,  1e5,  1e6,	 1e7,
 				       1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
 				       1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
-	const char *e = p + n;
-	uint64_t m = 0;
-	int neg = 0, digits = 0, e10 = 0;
+	const char *q, *e = s->end;
+	uint64_t m = 0, bits, low;
+	int neg = 0, nd = 0;
+	long e10 = 0;
 	double d;
 	float f;
 
-	if (*p == '-') {
+	scan_ws(s);
+	q = s->p;
+	*integer = 1;
+	if (q < e && *q == '-') {
 		neg = 1;
-		p++;
+		q++;
 	}
-	for (; p < e && *p >= '0' && *p <= '9'; p++) {
-		if (!m && *p == '0')
-			continue;
-		if (++digits > 19)
+	if (q >= e || (unsigned)(*q - '0') >= 10)
+		return 0;
+	if (*q == '0') {
+		/* "01" is not JSON (jansson says so) */
+		if (++q < e && (unsigned)(*q - '0') < 10)
 			return 0;
-		m = m * 10 + (uint64_t)(*p - '0');
+	} else {
+		q = scan_digits(q, e, &m, &nd);
 	}
-	if (p < e && *p == '.')
-		for (p++; p < e && *p >= '0' && *p <= '9'; p++) {
-			e10--;
-			if (!m && *p == '0')
-				continue;
-			if (++digits > 19)
-				return 0;
-			m = m * 10 + (uint64_t)(*p - '0');
-		}
-	if (p < e && (*p == 'e' || *p == 'E')) {
-		int es = 1, ev = 0;
-		p++;
-		if (*p == '+' || *p == '-')
-			es = *p++ == '-' ? -1 : 1;
-		for (; p < e; p++) {
-			if (ev > 10000)
-				return 0;
-			ev = ev * 10 + (*p - '0');
-		}
+	if (q < e && *q == '.') {
+		const char *f0 = ++q;
+		*integer = 0;
+		q = scan_digits(q, e, &m, &nd);
+		if (q == f0)
+			return 0;
+		e10 = -(long)(q - f0);
+	}
+	if (q < e && (*q == 'e' || *q == 'E')) {
+		long es = 1, ev = 0;
+		*integer = 0;
+		if (++q < e && (*q == '+' || *q == '-'))
+			es = *q++ == '-' ? -1 : 1;
+		if (q >= e || (unsigned)(*q - '0') >= 10)
+			return 0;
+		for (; q < e && (unsigned)(*q - '0') < 10; q++)
+			if (ev < 100000)
+				ev = ev * 10 + (*q - '0');
 		e10 += es * ev;
+	}
+	if (q >= e)
+		return 0; /* a body cannot end in a number; and strtod needs a stop */
+	*tok = s->p;
+	*n = (size_t)(q - s->p);
+	s->p = q;
+	if (nd > 19)
+		return -1;
+	if (*integer) {
+		if (m >= (1ull << 53))
+			return -1; /* strtoll decides, overflow included */
+		f = (float)(double)m;
+		*out = neg && m ? -f : f;
+		return 1;
 	}
 	if (!m) {
 		*out = neg ? -0.0f : 0.0f;
 		return 1;
 	}
 	if (e10 < -22 || e10 > 22)
-		return 0;
+		return -1;
 	d = (double)m;
 	d = e10 < 0 ? d / p10[-e10] : d * p10[e10];
 	f = (float)d;
-	if (!isfinite(f) || f < FLT_MIN)
-		return 0;
+	if (!(f >= FLT_MIN) || isinf(f))
+		return -1;
 	if (m >= (1ull << 53)) {
-		double lo = ((double)f + (double)nextafterf(f, 0.0f)) / 2;
-		double hi = ((double)f + (double)nextafterf(f, INFINITY)) / 2;
-		double eps = 4 * d * DBL_EPSILON;
-		if (fabs(d - lo) <= eps || fabs(d - hi) <= eps)
-			return 0;
+		memcpy(&bits, &d, sizeof(bits));
+		low = bits & ((1ull << 29) - 1);
+		if (low + 4 >= (1ull << 28) && low <= (1ull << 28) + 4)
+			return -1;
 	}
 	*out = neg ? -f : f;
 	return 1;
@@ -834,9 +913,10 @@ static int scan_row(struct scan *s, int D, float *row)
 	if (scan_char(s, ']'))
 		return D == 0;
 	do {
-		if (j >= D || !scan_number(s, &tok, &n, &integer))
+		int r;
+		if (j >= D || !(r = scan_float(s, &row[j], &tok, &n, &integer)))
 			return 0;
-		if (integer || !fast_float(tok, n, &row[j])) {
+		if (r < 0) {
 			if (!scan_value(tok, n, integer, &d, &ll))
 				return 0;
 			row[j] = (float)d;

@@ -544,6 +544,91 @@ static void fast_vs_jansson(const char *body, size_t cut, int D, int strict)
 	free(exact);
 }
 
+/* Number spellings at the edges of the one-pass conversion (eight-digit
+ * blocks, 19 significant digits, |e10| <= 22, 2^53, float midpoints, signed
+ * zeros, subnormals, overflow, bad grammar): the scanner accepts exactly
+ * when jansson does and gives the same bits, "-0" as +0 included. */
+START_TEST(test_fast_number_edges)
+{
+	static const char *tok[] = {"0",
+				    "-0",
+				    "0.0",
+				    "-0.0",
+				    "0e5",
+				    "-0.0e-3",
+				    "1",
+				    "-1",
+				    "7",
+				    "12345678",
+				    "123456789",
+				    "1234567890123456789",
+				    "9007199254740992",
+				    "9007199254740993",
+				    "-9223372036854775808",
+				    "9223372036854775807",
+				    "9223372036854775808",
+				    "99999999999999999999",
+				    "0.1",
+				    "0.10000000149011612",
+				    "0.100000001490116119384765625",
+				    "0.34119999408721924",
+				    "-0.0312345678",
+				    "0.00000000001234",
+				    "0.0000000000000000000000123",
+				    "0.000000012345678901234567",
+				    "12345678.87654321",
+				    "1234567812345678.5",
+				    "123456789012345678.9",
+				    "1.2345678901234567890e5",
+				    "1.000000059604644775",
+				    "1.000000059604644776",
+				    "1.0000000596046447753906250001",
+				    "16777217",
+				    "16777217.0",
+				    "3.4028235e38",
+				    "3.4028236e38",
+				    "3.5e38",
+				    "1.17549435e-38",
+				    "1.4e-45",
+				    "1e-50",
+				    "1e22",
+				    "1e23",
+				    "1E+2",
+				    "1e-2",
+				    "1e-22",
+				    "1e-23",
+				    "123e-20",
+				    "4.5e+0015",
+				    "00.5",
+				    "01",
+				    "-",
+				    "1.",
+				    "1e",
+				    "1e+",
+				    ".5",
+				    "--1",
+				    "1.2.3",
+				    "0x10",
+				    "+1",
+				    "1e99999999999"};
+	char body[256];
+
+	for (size_t i = 0; i < sizeof(tok) / sizeof(tok[0]); i++) {
+		snprintf(body, sizeof(body), "{\"inputs\": [{\"embedding\": [%s, 0.5]}]}", tok[i]);
+		fast_vs_jansson(body, strlen(body), 2, 1);
+	}
+	{ /* and the signs of zero, spelled out */
+		struct srv_encode_req a;
+		const char *b = "{\"inputs\": [{\"embedding\": [-0, -0.0]}]}";
+		memset(&a, 0, sizeof(a));
+		a.top_k = 1;
+		ck_assert_int_eq(srv__encode_req_decode_fast(b, strlen(b), 2, 8, &a), 1);
+		ck_assert(!signbit(a.x[0]) && signbit(a.x[1]));
+		srv_encode_req_release(&a);
+	}
+}
+END_TEST
+
 /* The fast scanner reads a base64 row by looking for its closing quote
  * where the row's one or two possible lengths end.  For D = 13 (70 or 72
  * characters) and D = 12 (64 only): base64 strings of every length 0..90,
@@ -989,6 +1074,7 @@ static void add_tests(TCase *tc)
 	tcase_add_test(tc, test_fast_scanner_paths);
 	tcase_add_test(tc, test_fast_b64_lengths);
 	tcase_add_test(tc, test_fast_numbers);
+	tcase_add_test(tc, test_fast_number_edges);
 	tcase_add_test(tc, test_assign_decode);
 	tcase_add_test(tc, test_response);
 	tcase_add_test(tc, test_response_codes_sid);
