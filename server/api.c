@@ -756,33 +756,36 @@ static inline uint64_t eight_digits(uint64_t v)
  * value is then wrong and the caller gives up).  Leading zeros of the
  * number (*@m still 0) are skipped.  Returns the first non-digit.
  */
-static const char *scan_digits(const char *q, const char *e, uint64_t *m, int *nd)
+static inline const char *scan_digits(const char *q, const char *e, uint64_t *mp, int *ndp)
 {
-	uint64_t v;
+	uint64_t v, m = *mp; /* locals, kept in registers (the pointers may alias) */
+	int nd = *ndp;
 
 	while (e - q >= 8 && (memcpy(&v, q, 8), eight_are_digits(v))) {
-		if (!*m) {
+		if (!m) {
 			uint64_t nz = v ^ 0x3030303030303030ull; /* zero bytes: '0' */
-			*m = eight_digits(v);
-			*nd = nz ? 8 - __builtin_ctzll(nz) / 8 : 0;
-		} else if (*nd <= 11) {
-			*m = *m * 100000000 + eight_digits(v);
-			*nd += 8;
+			m = eight_digits(v);
+			nd = nz ? 8 - __builtin_ctzll(nz) / 8 : 0;
+		} else if (nd <= 11) {
+			m = m * 100000000 + eight_digits(v);
+			nd += 8;
 		} else {
 			break;
 		}
 		q += 8;
 	}
 	for (; q < e && (unsigned)(*q - '0') < 10; q++) {
-		if (!*m && *q == '0')
+		if (!m && *q == '0')
 			continue;
-		if (*nd >= 19) {
-			*nd = 20;
+		if (nd >= 19) {
+			nd = 20;
 			continue;
 		}
-		*m = *m * 10 + (uint64_t)(*q - '0');
-		++*nd;
+		m = m * 10 + (uint64_t)(*q - '0');
+		nd++;
 	}
+	*mp = m;
+	*ndp = nd;
 	return q;
 }
 
