@@ -751,10 +751,10 @@ static inline uint64_t eight_digits(uint64_t v)
 }
 
 /*
- * The digits at @q (before @e), appended to *@m: at most 19 significant
- * digits, counted in *@nd, which becomes 20 when there are more (their
- * value is then wrong and the caller gives up).  Leading zeros of the
- * number (*@m still 0) are skipped.  Returns the first non-digit.
+ * The digits at @q (before @e), appended to *@mp: at most 19 significant
+ * digits, counted in *@ndp, which becomes 20 when there are more (the value
+ * is then wrong and the caller gives up).  Leading zeros of the number
+ * (*@mp still 0) are skipped.  Returns the first non-digit.
  */
 static inline const char *scan_digits(const char *q, const char *e, uint64_t *mp, int *ndp)
 {
