@@ -68,7 +68,7 @@ void srv_config_defaults(struct srv_config *c)
 	c->watch = 1;
 	c->reload_debounce_ms = 200;
 	c->workers = ncpu > 0 ? (int)(ncpu > 64 ? 64 : ncpu) : 1;
-	c->http_threads = 1;
+	c->http_threads = 2;
 	c->max_batch = 256;
 	c->max_delay_us = 0;
 	c->queue_rows = 65536;

@@ -215,7 +215,7 @@ def main():
     out.append("- command: `make bench-http` (= `SEMID_BIN=$(BIN) %s tests/server/bench_http.py "
                "--secs %d`)" % (sys.executable, args.secs))
     out.append("- server: `semid-server --workers %d` and defaults otherwise (max_batch 256, "
-               "max_delay_us 0, http_threads 1, log_level info to a file); wrk on the same "
+               "max_delay_us 0, http_threads 2, log_level info to a file); wrk on the same "
                "machine (1 thread at c=1, 2 threads otherwise), %d s per run, keep-alive."
                % (args.workers, args.secs))
     out.append("- models: relu, l2 input norm, 3 x 256 codebooks; 384 -> 256 -> 128 -> 32 and "

@@ -35,6 +35,7 @@ START_TEST(test_defaults)
 	ck_assert_str_eq(c.listen, "127.0.0.1:8080");
 	ck_assert_int_eq(c.max_batch, 256);
 	ck_assert_int_eq(c.max_delay_us, 0);
+	ck_assert_int_eq(c.http_threads, 2);
 	ck_assert_int_eq(c.watch, 1);
 	ck_assert_int_eq(c.allow_empty, 0);
 	ck_assert_int_ge(c.workers, 1);
