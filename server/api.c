@@ -668,50 +668,6 @@ static int scan_string(struct scan *s, const char **str, size_t *n)
 	return 1;
 }
 
-/* A JSON number token; *@integer says it has no fraction or exponent. */
-static int scan_number(struct scan *s, const char **tok, size_t *n, int *integer)
-{
-	const char *q, *e = s->end;
-	scan_ws(s);
-	q = s->p;
-	*integer = 1;
-	if (q < e && *q == '-')
-		q++;
-	if (q >= e || *q < '0' || *q > '9')
-		return 0;
-	if (*q == '0') {
-		/* "01" is not JSON (jansson says so); strtoll would read on past it */
-		if (++q < e && *q >= '0' && *q <= '9')
-			return 0;
-	} else {
-		while (q < e && *q >= '0' && *q <= '9')
-			q++;
-	}
-	if (q < e && *q == '.') {
-		*integer = 0;
-		if (++q >= e || *q < '0' || *q > '9')
-			return 0;
-		while (q < e && *q >= '0' && *q <= '9')
-			q++;
-	}
-	if (q < e && (*q == 'e' || *q == 'E')) {
-		*integer = 0;
-		q++;
-		if (q < e && (*q == '+' || *q == '-'))
-			q++;
-		if (q >= e || *q < '0' || *q > '9')
-			return 0;
-		while (q < e && *q >= '0' && *q <= '9')
-			q++;
-	}
-	if (q >= e)
-		return 0; /* a body cannot end in a number; and strtod needs a stop */
-	*tok = s->p;
-	*n = (size_t)(q - s->p);
-	s->p = q;
-	return 1;
-}
-
 /*
  * The value of a number token as jansson gives it (strtoll or strtod), or 0
  * when jansson would refuse it (overflow).  The token is a valid JSON number
@@ -886,6 +842,14 @@ static int scan_float(struct scan *s, float *out, const char **tok, size_t *n, i
 	}
 	*out = neg ? -f : f;
 	return 1;
+}
+
+/* A JSON number token (scan_float's grammar, its value unused); *@integer
+ * says it has no fraction or exponent. */
+static int scan_number(struct scan *s, const char **tok, size_t *n, int *integer)
+{
+	float unused;
+	return scan_float(s, &unused, tok, n, integer) != 0;
 }
 
 static int scan_literal(struct scan *s, const char *lit)
