@@ -249,12 +249,9 @@ fail:
  */
 static int check_data_sha256(const struct sid_st_file *f, struct sid_error *err)
 {
-	const char *want = NULL;
+	const char *want = sid_st_meta_get(f, SID_ST_DATA_SHA256);
 	char got[65];
 
-	for (size_t i = 0; i < f->n_meta; i++)
-		if (strcmp(f->meta[i].key, SID_ST_DATA_SHA256) == 0)
-			want = f->meta[i].value;
 	if (!want)
 		return 0;
 	if (strlen(want) != 64 || strspn(want, "0123456789abcdef") != 64)
@@ -528,43 +525,41 @@ int sid_st_writer_meta(struct sid_st_writer *w, const char *key, const char *val
 /* The header JSON: "__metadata__" first, then tensors in the order added. */
 static json_t *writer_header(const struct sid_st_writer *w, struct sid_error *err)
 {
-	json_t *root = json_object(), *meta = NULL;
+	json_t *root = json_object(), *meta = json_object();
+	struct sid_sha256 c;
+	char hex[65];
 	uint64_t at = 0;
 
-	if (!root)
+	if (!root || !meta || json_object_set_new(root, "__metadata__", meta)) {
+		if (!root)
+			json_decref(meta);
 		goto nomem;
-	{
-		struct sid_sha256 c;
-		char hex[65];
-		meta = json_object();
-		if (!meta || json_object_set_new(root, "__metadata__", meta))
-			goto nomem;
-		for (size_t i = 0; i < w->n_meta; i++) {
-			json_t *s;
-			if (strcmp(w->meta[i].key, SID_ST_DATA_SHA256) == 0)
-				continue; /* the writer's own, below */
-			s = json_string(w->meta[i].value);
-			if (!s) {
-				sid_error_set(err, SID_EINVAL,
-					      "writer: metadata '%s': value is not valid UTF-8",
-					      w->meta[i].key);
-				goto fail;
-			}
-			if (json_object_set_new(meta, w->meta[i].key, s)) {
-				sid_error_set(err, SID_EINVAL,
-					      "writer: metadata key '%s' is not valid UTF-8",
-					      w->meta[i].key);
-				goto fail;
-			}
-		}
-		sid_sha256_init(&c);
-		for (size_t i = 0; i < w->n; i++)
-			if (w->t[i].nbytes)
-				sid_sha256_update(&c, w->t[i].data, (size_t)w->t[i].nbytes);
-		sid_sha256_final_hex(&c, hex);
-		if (json_object_set_new(meta, SID_ST_DATA_SHA256, json_string(hex)))
-			goto nomem;
 	}
+	for (size_t i = 0; i < w->n_meta; i++) {
+		json_t *s;
+		if (strcmp(w->meta[i].key, SID_ST_DATA_SHA256) == 0)
+			continue; /* the writer's own, below */
+		s = json_string(w->meta[i].value);
+		if (!s) {
+			sid_error_set(err, SID_EINVAL,
+				      "writer: metadata '%s': value is not valid UTF-8",
+				      w->meta[i].key);
+			goto fail;
+		}
+		if (json_object_set_new(meta, w->meta[i].key, s)) {
+			sid_error_set(err, SID_EINVAL,
+				      "writer: metadata key '%s' is not valid UTF-8",
+				      w->meta[i].key);
+			goto fail;
+		}
+	}
+	sid_sha256_init(&c);
+	for (size_t i = 0; i < w->n; i++)
+		if (w->t[i].nbytes)
+			sid_sha256_update(&c, w->t[i].data, (size_t)w->t[i].nbytes);
+	sid_sha256_final_hex(&c, hex);
+	if (json_object_set_new(meta, SID_ST_DATA_SHA256, json_string(hex)))
+		goto nomem;
 	for (size_t i = 0; i < w->n; i++) {
 		const struct st_entry *e = &w->t[i];
 		json_t *t = json_object(), *shape = json_array();
