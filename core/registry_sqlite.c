@@ -1104,6 +1104,14 @@ static int reopen_immutable(struct sq *s, struct sid_error *err)
 	return 0;
 }
 
+/* Opening for writing a file this process may only read. */
+static int read_only_file(const char *path, struct sid_error *err)
+{
+	return sid_error_set(err, SID_EIO,
+			     "registry %s: the file is read-only (assigning needs write access)",
+			     path);
+}
+
 int sid__reg_sqlite_open(const char *path, unsigned flags, struct sid_registry **out,
 			 struct sid_error *err)
 {
@@ -1135,9 +1143,7 @@ int sid__reg_sqlite_open(const char *path, unsigned flags, struct sid_registry *
 	sqlite3_extended_result_codes(s->db, 1);
 	sqlite3_busy_timeout(s->db, BUSY_MS);
 	if (!readonly && sqlite3_db_readonly(s->db, "main") == 1) {
-		rc = sid_error_set(
-		    err, SID_EIO,
-		    "registry %s: the file is read-only (assigning needs write access)", path);
+		rc = read_only_file(path, err);
 		goto fail;
 	}
 	if (!readonly) {
@@ -1156,10 +1162,7 @@ int sid__reg_sqlite_open(const char *path, unsigned flags, struct sid_registry *
 		}
 		if (rc != SQLITE_ROW) {
 			if ((rc & 0xff) == SQLITE_READONLY)
-				rc = sid_error_set(err, SID_EIO,
-						   "registry %s: the file is read-only (assigning "
-						   "needs write access)",
-						   path);
+				rc = read_only_file(path, err);
 			else
 				rc = sq_fail(s, rc, err, "open (set WAL mode)");
 			goto fail;
@@ -1190,10 +1193,7 @@ int sid__reg_sqlite_open(const char *path, unsigned flags, struct sid_registry *
 			/* a read-only file SQLite opened for reading, or (opening
 			 * read-only) no -shm to be had: no retry helps */
 			if (!readonly)
-				rc = sid_error_set(err, SID_EIO,
-						   "registry %s: the file is read-only (assigning "
-						   "needs write access)",
-						   path);
+				rc = read_only_file(path, err);
 			break;
 		}
 		usleep(2000);
