@@ -1564,7 +1564,7 @@ START_TEST(t_sqlite_immutable_recovers)
 		usleep(1100 * 1000);
 		rc = sid_registry_get(ro, SID_TOWER_ITEM, "fresh", &e, &err);
 		if (!rc)
-			sid_reg_sid_format(e.codes, e.L, e.suffix, sid, sizeof(sid));
+			sidstr(&e, sid);
 		snprintf(out, sizeof(out), "%d %s", rc, rc ? err.msg : sid);
 		if (write(done[1], out, strlen(out)) < 0)
 			_exit(6);
