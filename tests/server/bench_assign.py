@@ -161,6 +161,10 @@ def main():
                                "KNOWN": str(known)}
                         if known:  # store the ids first
                             wrk(srv.port, route, lua, env, 1, 1)
+                        # every run starts on a clean page cache: writeback
+                        # of an earlier run's data (a SQLite checkpoint, the
+                        # other store) doubles this disk's fsync time
+                        os.sync()
                         m0 = srv.metrics()
                         r = wrk(srv.port, route, lua, env, args.conns, args.secs)
                         m1 = srv.metrics()
@@ -203,7 +207,8 @@ def main():
            "wrk -t2 -c%d on the same machine, %d s per run, keep-alive; bodies built per "
            "request by one Lua script for every row (base64 rows, unique ids); the routes "
            "of one table block alternate twice and each row is the better of its two runs "
-           "(p50/p99 from that run)" % (
+           "(p50/p99 from that run); each run starts after a `sync`, so no earlier run's "
+           "writeback shares the disk" % (
                args.workers, args.conns, args.secs),
            "- model: 384 -> 256 -> 128 -> 32, relu, l2 input norm, 3 x 256 codebooks drawn from "
            "the latents of random inputs level by level (as a trained RQ spreads them); the "
