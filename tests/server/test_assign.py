@@ -13,8 +13,9 @@ read-only SQLite file (503 while encode answers 200), several clients
 assigning overlapping colliding ids at once, a store locked by another
 process (assign waits and answers 503, encode and lookups are not held up),
 SIGKILL in the middle of a
-stream of assigns, and on PostgreSQL two servers assigning at once and an
-outage (skipped with a message when not root or PostgreSQL is absent).
+stream of assigns, and on PostgreSQL two servers assigning at once, an
+outage, and the plan of the read of a call's ids (skipped with a message when
+not root or PostgreSQL is absent).
 
 Run: SEMID_BIN=/path/to/bin /usr/bin/python3 tests/server/test_assign.py
 """
@@ -22,8 +23,8 @@ import os
 import random
 import re
 import shutil
-import subprocess
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
