@@ -8,7 +8,8 @@
  *   semid-train gen --out DIR --items N --users M --interactions I --dim D
  *               [--seed S] ...                    synthetic data (gen.h)
  *
- * Exit status: 0 success, 2 bad input (files, flags, config), 1 otherwise.
+ * Exit status: 0 success, 2 bad input (files, flags, config), 128 + N when
+ * signal N (SIGINT, SIGTERM, SIGHUP) stopped training cleanly, 1 otherwise.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -47,6 +48,8 @@ static void usage(FILE *f)
 		"Trains dual-aligned user and item semantic IDs (DAS) from content embeddings\n"
 		"and clicks, writes a semid model file atomically (checkpoint MODEL.ckpt after\n"
 		"every epoch; --resume continues from it), and evaluates it on --test.\n"
+		"SIGINT, SIGTERM or SIGHUP stop it at the next step, publishing nothing (exit\n"
+		"status 128 + the signal); the checkpoint keeps the finished epochs.\n"
 		"Flags override the JSON config file; every key is a flag:\n");
 	tr_config_print_help(f);
 }
@@ -117,6 +120,8 @@ static int cmd_train(int argc, char **argv)
 			i++;
 	}
 	rc = tr_train_run(&cfg, resume, &err);
+	if (rc > 0) /* stopped by signal rc, cleanly: the shell's status for it */
+		return 128 + rc;
 	return rc < 0 ? fail(NULL, &err) : 0;
 }
 

@@ -9,6 +9,7 @@
 #include <cblas.h>
 #include <jansson.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +30,44 @@ int tr_ckpt_path(const char *out, char *buf, size_t len)
 {
 	int n = snprintf(buf, len, "%s.ckpt", out);
 	return n < 0 || (size_t)n >= len ? -1 : 0;
+}
+
+/* ---- a clean stop on SIGINT / SIGTERM / SIGHUP ---- */
+
+static volatile sig_atomic_t stop_signal; /* the signal that asked, or 0 */
+static const int stop_signals[] = {SIGINT, SIGTERM, SIGHUP};
+
+static void on_stop_signal(int sig)
+{
+	if (stop_signal) { /* asked twice: stop now */
+		signal(sig, SIG_DFL);
+		raise(sig);
+		return;
+	}
+	stop_signal = sig;
+}
+
+static void stop_signals_install(struct sigaction *saved)
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_stop_signal;
+	sigemptyset(&sa.sa_mask);
+	sa.sa_flags = SA_RESTART; /* a write under way goes on */
+	stop_signal = 0;
+	for (size_t i = 0; i < sizeof(stop_signals) / sizeof(*stop_signals); i++)
+		sigaction(stop_signals[i], &sa, &saved[i]);
+}
+
+static void stop_signals_restore(const struct sigaction *saved)
+{
+	for (size_t i = 0; i < sizeof(stop_signals) / sizeof(*stop_signals); i++)
+		sigaction(stop_signals[i], &saved[i], NULL);
+}
+
+static const char *stop_signal_name(int sig)
+{
+	return sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "SIGHUP";
 }
 
 static double now_s(void)
@@ -52,6 +91,7 @@ struct run {
 	float *ux, *ix, *u2x, *i2x; /* (B, D_user), (B, D_item), ... */
 	int epochs_done;
 	int total_epochs;
+	size_t stopped_at;    /* batches of the epoch run when a signal stopped it */
 	double epoch_seconds; /* sum over the epochs this process ran */
 	int epochs_timed;
 	struct das_losses last; /* mean losses of the last epoch */
@@ -411,6 +451,12 @@ static int run_epoch(struct run *r, int e, int tty, struct sid_error *err)
 			return rc;
 		}
 		losses_add(&acc, &l, L);
+		if (stop_signal) { /* the epoch is not finished: nothing of it is kept */
+			if (tty)
+				fprintf(stderr, "\r\033[K");
+			r->stopped_at = b + 1;
+			return 2;
+		}
 		if (r->cfg->max_steps > 0 && b + 1 >= (size_t)r->cfg->max_steps) {
 			double dt = now_s() - t0;
 			if (tty)
@@ -581,12 +627,14 @@ int tr_train_run(const struct tr_config *cfg, int resume, struct sid_error *err)
 	json_t *ev = NULL;
 	char ckpt[TR_PATH_MAX + 8], version[300];
 	const char *mode;
-	int tty = cfg->progress && isatty(2), rc, two = 0;
+	int tty = cfg->progress && isatty(2), rc, two = 0, e = 0;
 	struct stat sb;
+	struct sigaction saved[sizeof(stop_signals) / sizeof(*stop_signals)];
 
 	memset(&r, 0, sizeof(r));
 	r.cfg = cfg;
 	r.dc = cfg->das;
+	stop_signals_install(saved);
 	if (cfg->threads > 0)
 		openblas_set_num_threads(cfg->threads);
 	rc = load_inputs(&r, err);
@@ -650,8 +698,10 @@ int tr_train_run(const struct tr_config *cfg, int resume, struct sid_error *err)
 		"batches of %zu per epoch, %d epochs\n",
 		mode, r.data.items.n, r.data.items.d, r.data.users.n, r.data.users.d,
 		r.data.train.n, tr_batcher_count(&r.bt), B, r.total_epochs);
-	for (int e = r.epochs_done; e < r.total_epochs; e++) {
+	for (e = r.epochs_done; e < r.total_epochs; e++) {
 		int joint = !two || e >= r.dc.icdm_epochs;
+		if (stop_signal)
+			goto stopped;
 		if (joint && das_phase_get(r.model) != DAS_PHASE_JOINT) {
 			rc = das_phase_set(r.model, DAS_PHASE_JOINT, err);
 			if (rc < 0)
@@ -665,6 +715,8 @@ int tr_train_run(const struct tr_config *cfg, int resume, struct sid_error *err)
 		rc = run_epoch(&r, e, tty, err);
 		if (rc < 0)
 			goto fail;
+		if (rc == 2)
+			goto stopped;
 		if (rc == 1) { /* --max-steps: timed, nothing to write */
 			rc = 0;
 			goto fail;
@@ -681,6 +733,8 @@ int tr_train_run(const struct tr_config *cfg, int resume, struct sid_error *err)
 			goto fail; /* rc == 0: a clean stop, nothing published */
 		}
 	}
+	if (stop_signal) /* the last checkpoint is written: stop before the rest */
+		goto stopped;
 	if (!das_codebooks_ready(r.model)) { /* zero epochs: still a usable file */
 		rc = init_codebooks(&r, err);
 		if (rc < 0)
@@ -693,6 +747,8 @@ int tr_train_run(const struct tr_config *cfg, int resume, struct sid_error *err)
 			goto fail;
 		fprintf(stderr, "evaluation: %.2fs\n", now_s() - t0);
 	}
+	if (stop_signal)
+		goto stopped;
 	rc = model_writer(&r, version, ev, &w, err);
 	if (rc < 0) {
 		sid_error_prefix(err, "%s", cfg->out);
@@ -708,7 +764,21 @@ int tr_train_run(const struct tr_config *cfg, int resume, struct sid_error *err)
 			printf("%s\n", s);
 		free(s);
 	}
+	goto fail;
+stopped:
+	rc = stop_signal;
+	fprintf(stderr, "semid-train: stopped by %s", stop_signal_name(rc));
+	if (r.stopped_at)
+		fprintf(stderr, " in epoch %d/%d (batch %zu/%zu, not kept)", e + 1, r.total_epochs,
+			r.stopped_at, tr_batcher_count(&r.bt));
+	if (r.epochs_done)
+		fprintf(stderr,
+			"; nothing published; %s holds epoch %d/%d: continue with --resume\n", ckpt,
+			r.epochs_done, r.total_epochs);
+	else
+		fprintf(stderr, "; nothing published, and no epoch finished to checkpoint\n");
 fail:
+	stop_signals_restore(saved);
 	json_decref(ev);
 	sid_st_writer_free(w);
 	run_release(&r);

@@ -33,7 +33,13 @@
 
 /* Run the training described by @cfg.  Returns 0, or a negative SID_E* code
  * with @err naming the file / key at fault (input problems are SID_EFORMAT or
- * SID_EINVAL). */
+ * SID_EINVAL).
+ *
+ * SIGINT, SIGTERM and SIGHUP stop it cleanly while it runs: the step under
+ * way and any file being written are finished, nothing more is published,
+ * and it returns a positive signal number after saying on stderr which
+ * epoch the checkpoint holds.  A second such signal ends the process at
+ * once (the default action). */
 int tr_train_run(const struct tr_config *cfg, int resume, struct sid_error *err);
 
 /* "<out>.ckpt" for @out, into @buf (@len bytes); -1 when it does not fit. */

@@ -11,6 +11,9 @@ python3 + numpy.  Programs come from $SEMID_BIN (default "bin").
   and a reader polling those paths never sees a partial file;
 - resume: a run stopped (cleanly, and by SIGKILL) and resumed gives the same
   tensor bytes as an uninterrupted one;
+- SIGTERM and SIGINT: the trainer stops at the next step, exits 128 + the
+  signal, publishes nothing, leaves no temp file, and names the epoch its
+  checkpoint holds, which --resume then continues from;
 - end to end: `semid inspect` accepts the model, and `semid encode` codes
   equal an independent numpy encoder of the file and the figures the
   trainer's evaluation put into the metadata.
@@ -22,6 +25,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import struct
 import subprocess
 import tempfile
@@ -421,6 +425,34 @@ class TrainerTest(unittest.TestCase):
         p = run(*self.base_args(b) + ["--epochs", "4", "--seed", "12", "--resume"])
         self.assertEqual(p.returncode, 2, p.stderr)
         self.assertIn("seed", p.stderr)
+
+    def test_signal_stops_cleanly(self):
+        sdir = os.path.join(self.tmp, "signal")
+        os.makedirs(sdir, exist_ok=True)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            out = os.path.join(sdir, "m%d.st" % sig)
+            ckpt = out + ".ckpt"
+            args = self.base_args(out) + ["--epochs", "500"]  # minutes: it must be stopped
+            proc = subprocess.Popen([str(a) for a in args], stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.PIPE, text=True)
+            deadline = time.time() + 60
+            while proc.poll() is None and not os.path.exists(ckpt) and time.time() < deadline:
+                time.sleep(0.005)
+            proc.send_signal(sig)
+            _, err = proc.communicate(timeout=60)
+            self.assertEqual(proc.returncode, 128 + sig, err)
+            m = re.search(r"^semid-train: stopped by %s( in epoch \d+/500 \(batch \d+/\d+, not "
+                          r"kept\))?; nothing published; %s holds epoch (\d+)/500: continue "
+                          r"with --resume$" % (sig.name, re.escape(ckpt)), err, re.M)
+            self.assertTrue(m, err)
+            k = int(m.group(2))
+            self.assertEqual(len(re.findall(r"^epoch \d+/500 joint", err, re.M)), k, err)
+            self.assertFalse(os.path.exists(out), "published although stopped")
+            self.assertEqual([f for f in os.listdir(sdir) if not f.endswith(".ckpt")], [])
+            # the checkpoint is whole and is where the next run starts
+            p = run(*args, "--resume", "--max-steps", "1")
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertIn("resumed from %s after epoch %d/500" % (ckpt, k), p.stderr)
 
     # ---- end to end ----
 
