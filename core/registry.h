@@ -75,6 +75,12 @@
  * this many pages (4 KiB each) plus the transaction being committed, however
  * steady the stream of commits; see registry_sqlite.c. */
 #define SID_REG_SQLITE_WAL_PAGES 4000
+/* PostgreSQL: the most new ids a transaction writes while it still runs
+ * beside other writers.  Each new id takes two advisory locks (its id and
+ * its code tuple), and above 256 locks a transaction takes the store's
+ * global lock exclusive instead (registry_pg.c, lock_keys), so a caller that
+ * groups calls (semid-server) keeps groups at most this large. */
+#define SID_REG_PG_GROUP_IDS 128
 
 /* sid_registry_open flags */
 #define SID_REG_READONLY                                                                           \

@@ -665,7 +665,7 @@ static int key_cmp(const void *a, const void *b)
  * so runs alone.  One statement either way.
  */
 #define GLOBAL_KEY    "7305853202"
-#define LOCK_KEYS_MAX 256
+#define LOCK_KEYS_MAX (2 * SID_REG_PG_GROUP_IDS)
 
 static int lock_keys(struct pg *s, int64_t *keys, size_t n, struct sid_error *err)
 {

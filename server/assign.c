@@ -15,8 +15,6 @@
 
 #include "log.h"
 
-#define GROUP_ROWS 16384 /* rows per registry call at most (one job may exceed it) */
-
 struct srv_assigner {
 	uv_loop_t *loop;
 	const struct srv_config *cfg;
@@ -378,7 +376,7 @@ static void schedule(struct srv_assigner *a)
 		struct srv_job *last = a->pend_head, *j;
 		size_t rows = last->req.B;
 
-		for (j = last->next; j && rows + j->req.B <= GROUP_ROWS; j = j->next) {
+		for (j = last->next; j && rows + j->req.B <= a->store->group_rows; j = j->next) {
 			rows += j->req.B;
 			last = j;
 		}

@@ -12,7 +12,9 @@
  * libuv pool (uv_queue_work) as one registry call per group: every assign job
  * that arrived while the previous group was being committed goes into the
  * next sid_registry_assign_calls (each request in one transaction, many
- * requests per commit: group commit, one fsync for all).  The response is
+ * requests per commit: group commit, one fsync for all), up to the store's
+ * group_rows (PostgreSQL: 128 ids, so that no group locks the store for
+ * itself alone; see registry.h).  The response is
  * written on the worker once the store has committed, so an assignment is
  * durable before its answer is sent; the after-work callback calls each
  * job's done() on the loop thread.

@@ -107,6 +107,9 @@ int srv_store_init(struct srv_store *s, const struct srv_config *cfg, struct sid
 	s->writers = !strcmp(s->backend, "postgresql") ? cfg->registry_connections : 1;
 	if (s->writers < 1 || s->writers > SRV_STORE_MAX_WRITERS)
 		s->writers = 1;
+	/* SQLite: as many as wait (one fsync for all); PostgreSQL: small enough
+	 * that the writers' transactions run side by side */
+	s->group_rows = !strcmp(s->backend, "postgresql") ? SID_REG_PG_GROUP_IDS : 16384;
 	if (!strcmp(s->backend, "postgresql"))
 		strip_password(s->target, s->label, sizeof(s->label));
 	else

@@ -534,6 +534,14 @@ class TestAssignPostgres(Base):
         cls.pg.destroy()
         super().tearDownClass()
 
+    def fresh_db(self, name):
+        """A new database in the test's own cluster: its connection string."""
+        db = "semid_%s_%d" % (name, os.getpid())
+        subprocess.run([pg_fixture.PGBIN + "/psql", "-h", "127.0.0.1", "-p", str(self.pg.port),
+                        "-U", "postgres", "-d", "postgres", "-qc", "CREATE DATABASE " + db],
+                       check=True, timeout=60)
+        return self.pg.conninfo.replace("dbname=postgres", "dbname=" + db)
+
     def test_two_servers(self):
         d = self.fresh_dir()
         reg = ["--registry", self.pg.conninfo]
@@ -580,12 +588,8 @@ class TestAssignPostgres(Base):
         (auto_explain)."""
         if not self.pg.own:
             self.skipTest("needs the test's own cluster and its log")
-        db = "semid_plan_%d" % os.getpid()
-        subprocess.run([pg_fixture.PGBIN + "/psql", "-h", "127.0.0.1", "-p", str(self.pg.port),
-                        "-U", "postgres", "-d", "postgres", "-qc", "CREATE DATABASE " + db],
-                       check=True, timeout=60)
         d = self.fresh_dir()
-        reg = ["--registry", self.pg.conninfo.replace("dbname=postgres", "dbname=" + db),
+        reg = ["--registry", self.fresh_db("plan"),
                "--registry-connections", "1"]  # one session: one plan cache
         model = os.path.join(d, "model.safetensors")
         T.write_model(model, {"item": self.tc}, "P")
@@ -617,6 +621,49 @@ class TestAssignPostgres(Base):
         for p in plans:
             self.assertIn("semid_assignment_id", p)
             self.assertNotIn("semid_assignment_sid", p)
+
+    def test_groups_never_lock_the_store_alone(self):
+        """The server commits the assign calls that wait for a writer
+        together.  On PostgreSQL a transaction of more than 256 advisory locks
+        (two per new id) takes the store's global lock exclusive and so runs
+        alone, stalling every other writer: the server keeps its groups at
+        128 ids.  Six clients send 64-id requests to one writer connection, so
+        calls queue; PostgreSQL's log (log_statement) must show the shared
+        locks and never the exclusive one."""
+        if not self.pg.own:
+            self.skipTest("needs the test's own cluster and its log")
+        d = self.fresh_dir()
+        model = os.path.join(d, "model.safetensors")
+        T.write_model(model, {"item": self.ta}, "G")
+        srv = T.Server(["--model", model] + FAST + ["--registry", self.fresh_db("groups"),
+                                                    "--registry-connections", "1"], d,
+                       env={"PGOPTIONS": "-c log_statement=all"})
+        X, _ = T.tie_free_inputs(self.rng, self.ta, 64)
+        log = os.path.join(self.pg.dir, "pg.log")
+        start = os.path.getsize(log)
+        errors = []
+
+        def client(k):
+            conn = srv.conn()
+            for r in range(5):
+                ids = ["g%d-%d-%02d" % (k, r, i) for i in range(64)]
+                st, _, res = assign(srv, ids, X, conn=conn)
+                if st != 200:
+                    errors.append((st, res))
+        try:
+            threads = [threading.Thread(target=client, args=(k,)) for k in range(6)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(60)
+            self.assertEqual(errors, [])
+        finally:
+            self.assertEqual(srv.stop(), 0)
+        with open(log, errors="replace") as f:
+            f.seek(start)
+            text = f.read()
+        self.assertIn("pg_advisory_xact_lock_shared(u.k)", text)
+        self.assertNotIn("SELECT pg_advisory_xact_lock(7305853202)", text)
 
 
 if __name__ == "__main__":
