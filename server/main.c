@@ -161,14 +161,34 @@ static void raise_fd_limit(const struct srv_config *cfg)
 			(unsigned long long)need);
 }
 
+/*
+ * SIGHUP asks for a reload, but its handler (reload.c) is installed only once
+ * the model is loaded, and loading or opening the registry can take seconds;
+ * a SIGHUP before then would end the process.  Until then it is noted here,
+ * and main asks for the reload once the reloader exists.
+ */
+static volatile sig_atomic_t early_hup;
+
+static void on_early_hup(int sig)
+{
+	(void)sig;
+	early_hup = 1;
+}
+
 int main(int argc, char **argv)
 {
 	static struct server s;
 	struct srv_batcher_opts bo;
 	struct srv_http_deps hd;
 	struct sid_error err;
+	struct sigaction hup;
 	int help = 0, version = 0;
 
+	memset(&hup, 0, sizeof(hup));
+	hup.sa_handler = on_early_hup;
+	hup.sa_flags = SA_RESTART; /* an open or read under way goes on */
+	sigemptyset(&hup.sa_mask);
+	sigaction(SIGHUP, &hup, NULL);
 	sid_error_clear(&err);
 	if (argc > 1 && !strcmp(argv[1], "--bench-encode"))
 		return bench_encode(argc, argv);
@@ -224,6 +244,8 @@ int main(int argc, char **argv)
 		srv_log(SRV_LOG_ERROR, "startup", "%s", err.msg);
 		return 2;
 	}
+	if (early_hup) /* from now on SIGHUP reaches reload.c's handler */
+		srv_reload_trigger(s.reload, "signal");
 	/* Catch the stop signals before the listening line tells anyone we are
 	 * up; they are handled once the loop runs. */
 	uv_signal_init(s.loop, &s.sigterm);

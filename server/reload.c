@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 
 #include "encode.h"
@@ -329,6 +330,19 @@ static void on_fs_event(uv_fs_event_t *h, const char *filename, int events, int 
 	uv_timer_start(&r->debounce, on_debounced, (uint64_t)r->cfg->reload_debounce_ms, 0);
 }
 
+/* Is @path now another file than @before (stat'ed when @had) was? */
+static int file_changed(const char *path, int had, const struct stat *before)
+{
+	struct stat now;
+	int has = stat(path, &now) == 0;
+	if (has != had)
+		return 1;
+	return has &&
+	       (now.st_dev != before->st_dev || now.st_ino != before->st_ino ||
+		now.st_size != before->st_size || now.st_mtim.tv_sec != before->st_mtim.tv_sec ||
+		now.st_mtim.tv_nsec != before->st_mtim.tv_nsec);
+}
+
 static void on_sighup(uv_signal_t *h, int sig)
 {
 	(void)sig;
@@ -341,9 +355,10 @@ int srv_reload_new(uv_loop_t *loop, const struct srv_config *cfg, struct srv_met
 	struct srv_reload *r;
 	struct sid_model *m = NULL;
 	struct sid_error lerr;
+	struct stat st0;
 	const char *slash;
 	double t0;
-	int rc;
+	int rc, had;
 
 	*out = NULL;
 	r = calloc(1, sizeof(*r));
@@ -370,6 +385,7 @@ int srv_reload_new(uv_loop_t *loop, const struct srv_config *cfg, struct srv_met
 
 	sid_error_clear(&lerr);
 	t0 = unix_now();
+	had = stat(cfg->model, &st0) == 0;
 	rc = srv_model_load_checked(cfg->model, &m, &lerr);
 	if (rc && !cfg->allow_empty) {
 		sid_error_set(err, rc, "cannot load the model: %s", lerr.msg);
@@ -399,6 +415,13 @@ int srv_reload_new(uv_loop_t *loop, const struct srv_config *cfg, struct srv_met
 			return SID_EIO; /* caller closes */
 		}
 		r->watching = 1;
+		/* A file published while the startup load ran, before the watch
+		 * began, raised no event: compare the path with what was loaded. */
+		if (file_changed(cfg->model, had, &st0)) {
+			srv_log(SRV_LOG_INFO, "watch", "%s changed during startup", cfg->model);
+			uv_timer_start(&r->debounce, on_debounced,
+				       (uint64_t)cfg->reload_debounce_ms, 0);
+		}
 	}
 	*out = r;
 	return 0;

@@ -2,14 +2,15 @@
 """Integration tests for bin/semid-server: every route and error status of
 proto/api.md, parity with `semid encode`, JSON == base64, alternatives and
 quantized output against a numpy reference, metrics that move, readiness
-with --allow-empty, admin reload, back-pressure, refusal to start, and
-SIGTERM draining.  Real server, real sockets, 127.0.0.1 only.
+with --allow-empty, admin reload, a SIGHUP and a publish during startup,
+back-pressure, refusal to start, and SIGTERM draining.  Real server, real sockets, 127.0.0.1 only.
 
 Run: SEMID_BIN=/path/to/bin /usr/bin/python3 tests/server/test_server.py
 """
 import http.client
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -455,6 +456,78 @@ class TestOps(unittest.TestCase):
             self.assertEqual(encode(srv, [{"embedding": [0.0] * 16}])[0], 200)
         finally:
             srv.stop()
+
+    def _startup_in_fifo(self, hup, want):
+        """A server whose startup load waits to open a FIFO at the model path:
+        optionally sent SIGHUP then; a model renamed into place meanwhile,
+        before the directory is watched; then the open lets go (an empty
+        file).  Once it is ready and its log has @want (bounded waits), it
+        is stopped and its log returned."""
+        d = tempfile.mkdtemp(dir=WORK)
+        path = os.path.join(d, "model.safetensors")
+        os.mkfifo(path)
+        os.link(path, os.path.join(d, "fifo"))  # the FIFO keeps a name after the rename
+        log_path = os.path.join(d, "server.log")
+        with open(log_path, "wb") as log:
+            proc = subprocess.Popen(T.WRAPPER + [T.SERVER, "--listen", "127.0.0.1:0", "--model",
+                                                 path, "--allow-empty",
+                                                 "--reload-debounce-ms", "50"],
+                                    stdout=log, stderr=subprocess.STDOUT)
+
+        def log_text():
+            with open(log_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        try:
+            time.sleep(0.5 * T.SLOW)  # main() runs, and waits in open() of the FIFO
+            self.assertIsNone(proc.poll(), log_text())
+            if hup:
+                proc.send_signal(signal.SIGHUP)
+                time.sleep(0.2)
+                self.assertIsNone(proc.poll(), "SIGHUP during startup ended the server:\n" +
+                                  log_text())
+            shutil.copy(TF_MODEL, path + ".tmp")
+            os.rename(path + ".tmp", path)  # published while the server still loads
+            with open(os.path.join(d, "fifo"), "wb"):  # its open() returns: an empty file
+                pass
+            deadline = time.monotonic() + 10 * T.SLOW
+            port = None
+            while port is None and time.monotonic() < deadline and proc.poll() is None:
+                m = re.search(r"event=listening .*?port=(\d+)", log_text())
+                port = m and int(m.group(1))
+                time.sleep(0.01)
+            self.assertIsNotNone(port, log_text())
+            ready = None
+            while time.monotonic() < deadline:
+                c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                c.request("GET", "/readyz")
+                r = c.getresponse()
+                ready = (r.status, json.loads(r.read()))
+                c.close()
+                if ready[0] == 200:
+                    break
+                time.sleep(0.02)
+            self.assertEqual(ready, (200, {"status": "ready", "model_version": "tiefree-1"}),
+                             log_text())
+            while want not in log_text() and time.monotonic() < deadline:
+                time.sleep(0.02)
+            return log_text()
+        finally:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+            self.assertEqual(proc.wait(15), 0, log_text())
+
+    def test_publish_during_startup(self):
+        """No event was raised for the rename (the watch began after it): the
+        server compares the path with what it loaded and reloads."""
+        text = self._startup_in_fifo(False, "changed during startup")
+        self.assertIn("changed during startup", text)
+        self.assertNotIn("trigger=signal", text)
+
+    def test_sighup_during_startup(self):
+        """A SIGHUP before reload.c's handler exists does not end the server:
+        it asks for a reload once the server runs."""
+        text = self._startup_in_fifo(True, "event=reload trigger=signal")
+        self.assertIn("event=reload trigger=signal", text)
 
 
 class TestLifecycle(unittest.TestCase):
