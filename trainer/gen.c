@@ -14,9 +14,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "npy.h"
 #include "rng.h"
+#include "stop.h"
 
 #define CHUNK	 4096 /* rows per .npy write */
 #define MAX_FAV	 3    /* favourite groups per user */
@@ -125,19 +127,21 @@ static void fill_user(struct fill_ctx *c, long u, float *v)
 	add_noise_normalise(c->rng, v, c->d, c->p->noise);
 }
 
-/* Stream @n rows of width @d made by @fill into DIR/NAME (.npy float32),
- * CHUNK rows at a time through @buf. */
-static int write_rows(const char *dir, const char *name, long n, int d,
+/* Stream @n rows of width @d made by @fill into @path (.npy float32),
+ * CHUNK rows at a time through @buf.  1 when a signal asked to stop. */
+static int write_rows(const char *path, long n, int d,
 		      void (*fill)(struct fill_ctx *, long, float *), struct fill_ctx *ctx,
 		      float *buf, struct sid_error *err)
 {
 	struct sid_npy_writer *w = NULL;
-	char path[PATH_LEN];
 	int rc;
-	snprintf(path, sizeof(path), "%s/%s", dir, name);
 	rc = sid_npy_writer_open(path, SID_NPY_F32, (size_t)n, (size_t)d, &w, err);
 	for (long r0 = 0; rc == 0 && r0 < n; r0 += CHUNK) {
 		long m = n - r0 < CHUNK ? n - r0 : CHUNK;
+		if (tr_stop_signal()) {
+			rc = 1;
+			break;
+		}
 		for (long k = 0; k < m; k++)
 			fill(ctx, r0 + k, buf + k * d);
 		rc = sid_npy_writer_rows(w, buf, (size_t)m, err);
@@ -170,9 +174,18 @@ static void put_pair(FILE *f, long u, long i)
 	fwrite(p, 1, (size_t)(buf + sizeof(buf) - p), f);
 }
 
-static FILE *open_out(const char *dir, const char *name, char *path, struct sid_error *err)
+/*
+ * The files gen writes.  Each is written under a temp name beside it
+ * (".NAME.tmp.PID") and all are renamed into place once every one is
+ * complete, so an interrupted or failed run leaves the directory's earlier
+ * files as they were, never a mix or a partial file under a real name.
+ */
+enum { OUT_ITEMS, OUT_USERS, OUT_COLD, OUT_TRAIN, OUT_TEST, OUT_CTEST, OUT_COUNT };
+static const char *const out_names[OUT_COUNT] = {"items.npy", "users.npy", "cold_items.txt",
+						 "train.tsv", "test.tsv",  "cold_test.tsv"};
+
+static FILE *open_out(const char *path, struct sid_error *err)
 {
-	snprintf(path, PATH_LEN, "%s/%s", dir, name);
 	FILE *f = fopen(path, "w");
 	if (!f) {
 		sid_error_set(err, SID_EIO, "%s: %s", path, strerror(errno));
@@ -228,7 +241,9 @@ int tr_gen_run(const struct tr_gen_params *p, const char *out_dir, struct tr_gen
 	uint8_t *cold = NULL;
 	struct fill_ctx ictx, uctx;
 	FILE *ftrain = NULL, *ftest = NULL, *fcold = NULL, *fctest = NULL;
-	char ptrain[PATH_LEN], ptest[PATH_LEN], pcold[PATH_LEN], pctest[PATH_LEN];
+	char tmp[OUT_COUNT][PATH_LEN], *ptrain = tmp[OUT_TRAIN], *ptest = tmp[OUT_TEST],
+				       *pcold = tmp[OUT_COLD], *pctest = tmp[OUT_CTEST];
+	struct tr_stop_saved saved;
 	long n_cold, n_warm = 0, cap = 0;
 	int32_t *hset = NULL;
 	size_t hcap = 0;
@@ -252,6 +267,11 @@ int tr_gen_run(const struct tr_gen_params *p, const char *out_dir, struct tr_gen
 		G = (int)N;
 	if (mkdir_parents(out_dir) < 0)
 		return sid_error_set(err, SID_EIO, "%s: %s", out_dir, strerror(errno));
+	for (int k = 0; k < OUT_COUNT; k++)
+		if (snprintf(tmp[k], PATH_LEN, "%s/.%s.tmp.%ld", out_dir, out_names[k],
+			     (long)getpid()) >= PATH_LEN)
+			return sid_error_set(err, SID_EINVAL, "gen: --out path too long");
+	tr_stop_install(&saved);
 
 	rng_seed(&r_cl, p->seed * 4 + 0);
 	rng_seed(&r_it, p->seed * 4 + 1);
@@ -305,8 +325,8 @@ int tr_gen_run(const struct tr_gen_params *p, const char *out_dir, struct tr_gen
 	if (!rows)
 		goto nomem;
 	ictx = (struct fill_ctx){.p = p, .rng = &r_it, .centre = centre, .cl = ccl, .d = D};
-	rc = write_rows(out_dir, "items.npy", N, D, fill_item, &ictx, rows, err);
-	if (rc < 0)
+	rc = write_rows(tmp[OUT_ITEMS], N, D, fill_item, &ictx, rows, err);
+	if (rc)
 		goto fail;
 
 	/* alias tables per group, over all items (cold ones get clicks too) */
@@ -362,13 +382,13 @@ int tr_gen_run(const struct tr_gen_params *p, const char *out_dir, struct tr_gen
 	}
 	uctx = (struct fill_ctx){
 	    .p = p, .rng = &r_us, .centre = ucentre, .fav = fav, .fav_w = fav_w, .d = DU};
-	rc = write_rows(out_dir, "users.npy", M, DU, fill_user, &uctx, rows, err);
-	if (rc < 0)
+	rc = write_rows(tmp[OUT_USERS], M, DU, fill_user, &uctx, rows, err);
+	if (rc)
 		goto fail;
 
 	/* cold_items.txt */
 	rc = SID_EIO;
-	fcold = open_out(out_dir, "cold_items.txt", pcold, err);
+	fcold = open_out(pcold, err);
 	if (!fcold)
 		goto fail;
 	for (long i = 0; i < N; i++)
@@ -381,9 +401,9 @@ int tr_gen_run(const struct tr_gen_params *p, const char *out_dir, struct tr_gen
 	st->cold_items = n_cold;
 
 	/* clicks, user by user */
-	ftrain = open_out(out_dir, "train.tsv", ptrain, err);
-	ftest = ftrain ? open_out(out_dir, "test.tsv", ptest, err) : NULL;
-	fctest = ftest ? open_out(out_dir, "cold_test.tsv", pctest, err) : NULL;
+	ftrain = open_out(ptrain, err);
+	ftest = ftrain ? open_out(ptest, err) : NULL;
+	fctest = ftest ? open_out(pctest, err) : NULL;
 	if (!fctest) {
 		rc = SID_EIO;
 		goto fail;
@@ -391,6 +411,10 @@ int tr_gen_run(const struct tr_gen_params *p, const char *out_dir, struct tr_gen
 	for (long u = 0; u < M; u++) {
 		long n = llround((double)p->interactions * act[u] / sum_act);
 		long nw_u = 0, nc_u = 0, n_test;
+		if (tr_stop_signal()) {
+			rc = 1;
+			goto fail;
+		}
 		if (n < 1)
 			n = 1;
 		if (n > N)
@@ -494,6 +518,15 @@ int tr_gen_run(const struct tr_gen_params *p, const char *out_dir, struct tr_gen
 	if (rc == 0)
 		rc = close_out(fctest, pctest, err);
 	fctest = NULL;
+	if (rc == 0 && tr_stop_signal())
+		rc = 1;
+	for (int k = 0; rc == 0 && k < OUT_COUNT; k++) { /* all complete: into place */
+		char path[PATH_LEN];
+		snprintf(path, sizeof(path), "%s/%s", out_dir, out_names[k]);
+		if (rename(tmp[k], path) != 0)
+			rc = sid_error_set(err, SID_EIO, "%s: rename from %s: %s", path, tmp[k],
+					   strerror(errno));
+	}
 	if (0) {
 	nomem: /* every allocation failure lands here, then in the one cleanup */
 		rc = sid_error_set(err, SID_ENOMEM, "gen: out of memory");
@@ -507,6 +540,17 @@ fail:
 		fclose(fctest);
 	if (fcold)
 		fclose(fcold);
+	if (rc) /* what is left of this run; the directory's own files stay */
+		for (int k = 0; k < OUT_COUNT; k++)
+			unlink(tmp[k]);
+	if (rc == 1) {
+		rc = tr_stop_signal();
+		fprintf(stderr,
+			"%ssemid-train gen: stopped by %s; nothing written (%s keeps the files it "
+			"had)\n",
+			p->progress ? "\n" : "", tr_stop_name(rc), out_dir);
+	}
+	tr_stop_restore(&saved);
 	if (ucentre != centre)
 		free(ucentre);
 	free(centre);

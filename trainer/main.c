@@ -9,7 +9,8 @@
  *               [--seed S] ...                    synthetic data (gen.h)
  *
  * Exit status: 0 success, 2 bad input (files, flags, config), 128 + N when
- * signal N (SIGINT, SIGTERM, SIGHUP) stopped training cleanly, 1 otherwise.
+ * signal N (SIGINT, SIGTERM, SIGHUP) stopped training or gen cleanly, 1
+ * otherwise.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -225,6 +226,8 @@ static int cmd_gen(int argc, char **argv)
 		return 2;
 	}
 	rc = tr_gen_run(&p, out, &st, &err);
+	if (rc > 0) /* stopped by signal rc, cleanly */
+		return 128 + rc;
 	if (rc < 0)
 		return fail("gen", &err);
 	printf("{\"dir\": \"%s\", \"items\": %ld, \"users\": %ld, \"dim\": %d, \"train\": %ld, "

@@ -9,7 +9,6 @@
 #include <cblas.h>
 #include <jansson.h>
 #include <math.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +22,7 @@
 #include "fsutil.h"
 #include "model.h"
 #include "safetensors.h"
+#include "stop.h"
 
 #define MAX_CKPT (64ull << 30)
 
@@ -30,44 +30,6 @@ int tr_ckpt_path(const char *out, char *buf, size_t len)
 {
 	int n = snprintf(buf, len, "%s.ckpt", out);
 	return n < 0 || (size_t)n >= len ? -1 : 0;
-}
-
-/* ---- a clean stop on SIGINT / SIGTERM / SIGHUP ---- */
-
-static volatile sig_atomic_t stop_signal; /* the signal that asked, or 0 */
-static const int stop_signals[] = {SIGINT, SIGTERM, SIGHUP};
-
-static void on_stop_signal(int sig)
-{
-	if (stop_signal) { /* asked twice: stop now */
-		signal(sig, SIG_DFL);
-		raise(sig);
-		return;
-	}
-	stop_signal = sig;
-}
-
-static void stop_signals_install(struct sigaction *saved)
-{
-	struct sigaction sa;
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_stop_signal;
-	sigemptyset(&sa.sa_mask);
-	sa.sa_flags = SA_RESTART; /* a write under way goes on */
-	stop_signal = 0;
-	for (size_t i = 0; i < sizeof(stop_signals) / sizeof(*stop_signals); i++)
-		sigaction(stop_signals[i], &sa, &saved[i]);
-}
-
-static void stop_signals_restore(const struct sigaction *saved)
-{
-	for (size_t i = 0; i < sizeof(stop_signals) / sizeof(*stop_signals); i++)
-		sigaction(stop_signals[i], &saved[i], NULL);
-}
-
-static const char *stop_signal_name(int sig)
-{
-	return sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "SIGHUP";
 }
 
 static double now_s(void)
@@ -451,7 +413,7 @@ static int run_epoch(struct run *r, int e, int tty, struct sid_error *err)
 			return rc;
 		}
 		losses_add(&acc, &l, L);
-		if (stop_signal) { /* the epoch is not finished: nothing of it is kept */
+		if (tr_stop_signal()) { /* the epoch is not finished: nothing of it is kept */
 			if (tty)
 				fprintf(stderr, "\r\033[K");
 			r->stopped_at = b + 1;
@@ -629,12 +591,12 @@ int tr_train_run(const struct tr_config *cfg, int resume, struct sid_error *err)
 	const char *mode;
 	int tty = cfg->progress && isatty(2), rc, two = 0, e = 0;
 	struct stat sb;
-	struct sigaction saved[sizeof(stop_signals) / sizeof(*stop_signals)];
+	struct tr_stop_saved saved;
 
 	memset(&r, 0, sizeof(r));
 	r.cfg = cfg;
 	r.dc = cfg->das;
-	stop_signals_install(saved);
+	tr_stop_install(&saved);
 	if (cfg->threads > 0)
 		openblas_set_num_threads(cfg->threads);
 	rc = load_inputs(&r, err);
@@ -700,7 +662,7 @@ int tr_train_run(const struct tr_config *cfg, int resume, struct sid_error *err)
 		r.data.train.n, tr_batcher_count(&r.bt), B, r.total_epochs);
 	for (e = r.epochs_done; e < r.total_epochs; e++) {
 		int joint = !two || e >= r.dc.icdm_epochs;
-		if (stop_signal)
+		if (tr_stop_signal())
 			goto stopped;
 		if (joint && das_phase_get(r.model) != DAS_PHASE_JOINT) {
 			rc = das_phase_set(r.model, DAS_PHASE_JOINT, err);
@@ -733,7 +695,7 @@ int tr_train_run(const struct tr_config *cfg, int resume, struct sid_error *err)
 			goto fail; /* rc == 0: a clean stop, nothing published */
 		}
 	}
-	if (stop_signal) /* the last checkpoint is written: stop before the rest */
+	if (tr_stop_signal()) /* the last checkpoint is written: stop before the rest */
 		goto stopped;
 	if (!das_codebooks_ready(r.model)) { /* zero epochs: still a usable file */
 		rc = init_codebooks(&r, err);
@@ -747,7 +709,7 @@ int tr_train_run(const struct tr_config *cfg, int resume, struct sid_error *err)
 			goto fail;
 		fprintf(stderr, "evaluation: %.2fs\n", now_s() - t0);
 	}
-	if (stop_signal)
+	if (tr_stop_signal())
 		goto stopped;
 	rc = model_writer(&r, version, ev, &w, err);
 	if (rc < 0) {
@@ -766,8 +728,8 @@ int tr_train_run(const struct tr_config *cfg, int resume, struct sid_error *err)
 	}
 	goto fail;
 stopped:
-	rc = stop_signal;
-	fprintf(stderr, "semid-train: stopped by %s", stop_signal_name(rc));
+	rc = tr_stop_signal();
+	fprintf(stderr, "semid-train: stopped by %s", tr_stop_name(rc));
 	if (r.stopped_at)
 		fprintf(stderr, " in epoch %d/%d (batch %zu/%zu, not kept)", e + 1, r.total_epochs,
 			r.stopped_at, tr_batcher_count(&r.bt));
@@ -778,7 +740,7 @@ stopped:
 	else
 		fprintf(stderr, "; nothing published, and no epoch finished to checkpoint\n");
 fail:
-	stop_signals_restore(saved);
+	tr_stop_restore(&saved);
 	json_decref(ev);
 	sid_st_writer_free(w);
 	run_release(&r);

@@ -13,7 +13,8 @@ python3 + numpy.  Programs come from $SEMID_BIN (default "bin").
   tensor bytes as an uninterrupted one;
 - SIGTERM and SIGINT: the trainer stops at the next step, exits 128 + the
   signal, publishes nothing, leaves no temp file, and names the epoch its
-  checkpoint holds, which --resume then continues from;
+  checkpoint holds, which --resume then continues from; gen stopped so
+  leaves the directory's earlier files byte for byte;
 - end to end: `semid inspect` accepts the model, and `semid encode` codes
   equal an independent numpy encoder of the file and the figures the
   trainer's evaluation put into the metadata.
@@ -453,6 +454,39 @@ class TrainerTest(unittest.TestCase):
             p = run(*args, "--resume", "--max-steps", "1")
             self.assertEqual(p.returncode, 0, p.stderr)
             self.assertIn("resumed from %s after epoch %d/500" % (ckpt, k), p.stderr)
+
+    def test_gen_stopped_keeps_the_old_files(self):
+        gdir = os.path.join(self.tmp, "gen-stop")
+        p = run(TRAIN, "gen", "--out", gdir, "--items", 600, "--users", 300, "--interactions",
+                6000, "--dim", 24, "--seed", 5)
+        self.assertEqual(p.returncode, 0, p.stderr)
+
+        def files():
+            out = {}
+            for f in sorted(os.listdir(gdir)):
+                with open(os.path.join(gdir, f), "rb") as fh:
+                    out[f] = fh.read()
+            return out
+        before = files()
+        self.assertEqual(sorted(before), ["cold_items.txt", "cold_test.tsv", "items.npy",
+                                          "test.tsv", "train.tsv", "users.npy"])
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            # a data set that takes seconds: stopped while it writes items.npy
+            proc = subprocess.Popen([str(a) for a in (
+                TRAIN, "gen", "--out", gdir, "--items", 2000000, "--users", 1000000,
+                "--interactions", 20000000, "--dim", 64, "--seed", 9)],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            deadline = time.time() + 60
+            while (proc.poll() is None and time.time() < deadline and
+                   not any(f.startswith(".items.npy.tmp.") for f in os.listdir(gdir))):
+                time.sleep(0.005)
+            proc.send_signal(sig)
+            out, err = proc.communicate(timeout=60)
+            self.assertEqual(proc.returncode, 128 + sig, err)
+            self.assertIn("semid-train gen: stopped by %s; nothing written (%s keeps the "
+                          "files it had)" % (sig.name, gdir), err)
+            self.assertEqual(out, "")
+            self.assertEqual(files(), before)  # no temp file left, no file changed
 
     # ---- end to end ----
 

@@ -1,0 +1,47 @@
+/*
+ * stop.c - the trainer's clean stop on SIGINT / SIGTERM / SIGHUP (stop.h).
+ */
+#include "stop.h"
+
+#include <string.h>
+
+static volatile sig_atomic_t stop_signal; /* the signal that asked, or 0 */
+static const int stop_signals[TR_STOP_NSIG] = {SIGINT, SIGTERM, SIGHUP};
+
+static void on_stop_signal(int sig)
+{
+	if (stop_signal) { /* asked twice: stop now */
+		signal(sig, SIG_DFL);
+		raise(sig);
+		return;
+	}
+	stop_signal = sig;
+}
+
+void tr_stop_install(struct tr_stop_saved *saved)
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_stop_signal;
+	sigemptyset(&sa.sa_mask);
+	sa.sa_flags = SA_RESTART; /* a write under way goes on */
+	stop_signal = 0;
+	for (int i = 0; i < TR_STOP_NSIG; i++)
+		sigaction(stop_signals[i], &sa, &saved->sa[i]);
+}
+
+void tr_stop_restore(const struct tr_stop_saved *saved)
+{
+	for (int i = 0; i < TR_STOP_NSIG; i++)
+		sigaction(stop_signals[i], &saved->sa[i], NULL);
+}
+
+int tr_stop_signal(void)
+{
+	return stop_signal;
+}
+
+const char *tr_stop_name(int sig)
+{
+	return sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "SIGHUP";
+}

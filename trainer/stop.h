@@ -1,0 +1,32 @@
+/*
+ * stop.h - a clean stop on SIGINT, SIGTERM or SIGHUP for the trainer's long
+ * jobs (training, gen).
+ *
+ * While installed, the first such signal only sets a flag: the job checks
+ * tr_stop_signal() at points where it can stop without leaving anything
+ * half-written, cleans up, and returns the signal number (the program then
+ * exits with 128 + it, as a shell reports a signal).  A second signal ends
+ * the process at once (the default action).  Not thread-safe: install and
+ * restore from the main thread.
+ */
+#ifndef TR_STOP_H
+#define TR_STOP_H
+
+#include <signal.h>
+
+#define TR_STOP_NSIG 3
+
+struct tr_stop_saved {
+	struct sigaction sa[TR_STOP_NSIG];
+};
+
+void tr_stop_install(struct tr_stop_saved *saved);
+void tr_stop_restore(const struct tr_stop_saved *saved);
+
+/* The signal that asked for the stop, or 0. */
+int tr_stop_signal(void);
+
+/* "SIGINT", "SIGTERM" or "SIGHUP". */
+const char *tr_stop_name(int sig);
+
+#endif
