@@ -18,6 +18,8 @@
 
 static unsigned long publish_counter; /* atomic; makes temp names unique per process */
 
+int sid__fsutil_no_tmpfile;
+
 /* Write all of @buf to @fd, retrying short writes and EINTR. */
 static int write_all(int fd, const uint8_t *p, size_t len)
 {
@@ -35,24 +37,32 @@ static int write_all(int fd, const uint8_t *p, size_t len)
 	return 0;
 }
 
-/* fsync the directory holding @path, so the rename itself is durable. */
-static int fsync_parent(const char *path, struct sid_error *err)
+/* The directory holding @path into @dir (PATH_MAX bytes); -1 if too long. */
+static int dir_of(const char *path, char *dir)
 {
-	char dir[PATH_MAX];
 	const char *slash = strrchr(path, '/');
-	int fd, rc = 0;
-
 	if (!slash) {
 		strcpy(dir, ".");
 	} else if (slash == path) {
 		strcpy(dir, "/");
 	} else {
 		size_t n = (size_t)(slash - path);
-		if (n >= sizeof(dir))
-			return sid_error_set(err, SID_EIO, "%s: directory name too long", path);
+		if (n >= PATH_MAX)
+			return -1;
 		memcpy(dir, path, n);
 		dir[n] = '\0';
 	}
+	return 0;
+}
+
+/* fsync the directory holding @path, so the rename itself is durable. */
+static int fsync_parent(const char *path, struct sid_error *err)
+{
+	char dir[PATH_MAX];
+	int fd, rc = 0;
+
+	if (dir_of(path, dir) < 0)
+		return sid_error_set(err, SID_EIO, "%s: directory name too long", path);
 	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
 		return sid_error_set(err, SID_EIO, "%s: open directory %s: %s", path, dir,
@@ -73,8 +83,8 @@ int sid_publish_atomic(const char *path, const void *buf, size_t len, struct sid
 int sid_publish_atomic_pieces(const char *path, const struct sid_piece *pc, size_t npc,
 			      struct sid_error *err)
 {
-	char *tmp = NULL;
-	int fd = -1, rc;
+	char *tmp = NULL, dir[PATH_MAX];
+	int fd = -1, rc, named = 0;
 	unsigned long n;
 	size_t tlen;
 
@@ -90,11 +100,20 @@ int sid_publish_atomic_pieces(const char *path, const struct sid_piece *pc, size
 		return sid_error_set(err, SID_ENOMEM, "%s: out of memory", path);
 	snprintf(tmp, tlen, "%s.tmp.%ld.%lu", path, (long)getpid(), n);
 
-	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-	if (fd < 0) {
-		rc = sid_error_set(err, SID_EIO, "%s: create %s: %s", path, tmp, strerror(errno));
-		free(tmp);
-		return rc;
+	/* Unnamed until it is complete, where the file system can: a process
+	 * killed while writing (SIGKILL, the OOM killer) then leaves nothing
+	 * behind, not a temp file as large as a checkpoint. */
+	if (!sid__fsutil_no_tmpfile && dir_of(path, dir) == 0)
+		fd = open(dir, O_TMPFILE | O_WRONLY | O_CLOEXEC, 0644);
+	if (fd < 0) { /* no O_TMPFILE here (or the tests' switch): named from the start */
+		fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+		if (fd < 0) {
+			rc = sid_error_set(err, SID_EIO, "%s: create %s: %s", path, tmp,
+					   strerror(errno));
+			free(tmp);
+			return rc;
+		}
+		named = 1;
 	}
 	for (size_t i = 0; i < npc; i++)
 		if (write_all(fd, pc[i].p, pc[i].len) != 0) {
@@ -105,6 +124,17 @@ int sid_publish_atomic_pieces(const char *path, const struct sid_piece *pc, size
 	if (fsync(fd) != 0) {
 		rc = sid_error_set(err, SID_EIO, "%s: fsync %s: %s", path, tmp, strerror(errno));
 		goto fail;
+	}
+	if (!named) { /* complete: give it the temp name, then rename it over @path */
+		char proc[64];
+		snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+		if (linkat(AT_FDCWD, proc, AT_FDCWD, tmp, AT_SYMLINK_FOLLOW) != 0 &&
+		    linkat(fd, "", AT_FDCWD, tmp, AT_EMPTY_PATH) != 0) {
+			rc = sid_error_set(err, SID_EIO, "%s: link %s: %s", path, tmp,
+					   strerror(errno));
+			goto fail;
+		}
+		named = 1;
 	}
 	if (close(fd) != 0) {
 		fd = -1;
@@ -124,7 +154,8 @@ int sid_publish_atomic_pieces(const char *path, const struct sid_piece *pc, size
 fail:
 	if (fd >= 0)
 		close(fd);
-	unlink(tmp);
+	if (named)
+		unlink(tmp);
 	free(tmp);
 	return rc;
 }

@@ -4,7 +4,9 @@
  *
  * Atomic publish follows redis rdbSave: write "<path>.tmp.<pid>.<n>" in the
  * same directory, fsync it, rename over @path, fsync the directory.  On any
- * failure the temp file is removed and @path is untouched.  Thread-safe.
+ * failure the temp file is removed and @path is untouched.  Where the file
+ * system has O_TMPFILE the file has no name until it is complete, so a
+ * process killed while writing leaves nothing behind.  Thread-safe.
  */
 #ifndef SID_FSUTIL_H
 #define SID_FSUTIL_H
@@ -13,6 +15,10 @@
 #include <stdint.h>
 
 #include "err.h"
+
+/* Tests: nonzero makes the publish use a named temp file from the start, as
+ * on a file system without O_TMPFILE. */
+extern int sid__fsutil_no_tmpfile;
 
 /* Write @len bytes of @buf to @path atomically (see above). */
 int sid_publish_atomic(const char *path, const void *buf, size_t len, struct sid_error *err);

@@ -2,16 +2,20 @@
  * check_fsutil.c - tests for core/fsutil.c: SHA-256 against the FIPS 180-4 /
  * NIST vectors and padding-boundary lengths (expected digests from coreutils
  * sha256sum), atomic publish (content, overwrite, no temp files left, failure
- * paths, concurrent publishers), capped reads and read-only maps.
+ * paths, concurrent publishers, each with O_TMPFILE and with a named temp
+ * file; a publisher killed mid-write leaves nothing), capped reads and
+ * read-only maps.
  */
 #include <check.h>
 #include "check_main.h"
 #include <dirent.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "fsutil.h"
@@ -145,6 +149,7 @@ END_TEST
 
 START_TEST(test_publish_and_read)
 {
+	sid__fsutil_no_tmpfile = _i; /* loop 0: O_TMPFILE; 1: named temp */
 	char path[512];
 	struct sid_error err;
 	uint8_t *got;
@@ -187,6 +192,7 @@ END_TEST
 
 START_TEST(test_publish_failures)
 {
+	sid__fsutil_no_tmpfile = _i; /* loop 0: O_TMPFILE; 1: named temp */
 	char path[512];
 	struct sid_error err;
 
@@ -232,6 +238,7 @@ static void *publisher(void *p)
 /* Readers never see a mix: the final file is one writer's content whole. */
 START_TEST(test_publish_concurrent)
 {
+	sid__fsutil_no_tmpfile = _i; /* loop 0: O_TMPFILE; 1: named temp */
 	char path[512];
 	pthread_t th[4];
 	struct pub_arg a[4];
@@ -317,6 +324,51 @@ START_TEST(test_map)
 }
 END_TEST
 
+/*
+ * A publisher killed (SIGKILL) in the middle of writing a large file leaves
+ * no temp file behind, and the published file is the previous one, whole.
+ */
+START_TEST(test_publish_killed_leaves_nothing)
+{
+	enum { MB = 1 << 20, PIECES = 512 };
+	static struct sid_piece pc[PIECES];
+	char path[512], go;
+	uint8_t *got;
+	size_t len;
+	int fds[2], status;
+	pid_t pid;
+	char *mb = malloc(MB);
+
+	ck_assert_ptr_nonnull(mb);
+	memset(mb, 'x', MB);
+	for (int i = 0; i < PIECES; i++)
+		pc[i] = (struct sid_piece){mb, MB};
+	snprintf(path, sizeof(path), "%s/big.bin", tmpdir);
+	ck_assert_int_eq(sid_publish_atomic(path, "old", 3, NULL), 0);
+	ck_assert_int_eq(pipe(fds), 0);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) { /* 512 MB: hundreds of milliseconds of writing */
+		ck_assert_int_eq(write(fds[1], "g", 1), 1);
+		sid_publish_atomic_pieces(path, pc, PIECES, NULL);
+		_exit(0);
+	}
+	ck_assert_int_eq(read(fds[0], &go, 1), 1);
+	usleep(20000);
+	kill(pid, SIGKILL);
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert_msg(WIFSIGNALED(status), "the publish finished before the kill");
+	ck_assert_int_eq(count_temps(tmpdir), 0);
+	ck_assert_int_eq(sid_file_read(path, 100, &got, &len, NULL), 0);
+	ck_assert_uint_eq(len, 3);
+	ck_assert_mem_eq(got, "old", 3);
+	free(got);
+	free(mb);
+	close(fds[0]);
+	close(fds[1]);
+}
+END_TEST
+
 static Suite *fsutil_suite(void)
 {
 	Suite *s = suite_create("fsutil");
@@ -331,9 +383,10 @@ static Suite *fsutil_suite(void)
 	tc = tcase_create("files");
 	tcase_set_timeout(tc, 60);
 	tcase_add_checked_fixture(tc, setup, teardown);
-	tcase_add_test(tc, test_publish_and_read);
-	tcase_add_test(tc, test_publish_failures);
-	tcase_add_test(tc, test_publish_concurrent);
+	tcase_add_loop_test(tc, test_publish_and_read, 0, 2);
+	tcase_add_loop_test(tc, test_publish_failures, 0, 2);
+	tcase_add_loop_test(tc, test_publish_concurrent, 0, 2);
+	tcase_add_test(tc, test_publish_killed_leaves_nothing);
 	tcase_add_test(tc, test_file_read_cap_and_errors);
 	tcase_add_test(tc, test_map);
 	suite_add_tcase(s, tc);
