@@ -31,6 +31,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "fsutil.h"
 #include "model.h"
 #include "npy.h"
 
@@ -229,26 +230,6 @@ static void signals_restore(const struct sigaction *saved)
 	size_t i;
 	for (i = 0; i < sizeof(caught) / sizeof(caught[0]); i++)
 		sigaction(caught[i], &saved[i], NULL);
-}
-
-/* fsync the directory holding @path so a rename in it is durable. */
-static void fsync_parent(const char *path)
-{
-	char dir[PATH_MAX];
-	const char *slash = strrchr(path, '/');
-	int fd;
-
-	if (!slash)
-		strcpy(dir, ".");
-	else if (slash == path)
-		strcpy(dir, "/");
-	else
-		snprintf(dir, sizeof(dir), "%.*s", (int)(slash - path), path);
-	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd >= 0) {
-		fsync(fd);
-		close(fd);
-	}
 }
 
 /* ---- the pipeline ------------------------------------------------------- */
@@ -677,8 +658,7 @@ static int close_sink(struct sink *k, struct sid_error *err)
 		return rc;
 	}
 	tmp_live = 0;
-	fsync_parent(k->path);
-	return 0;
+	return sid_fsync_parent(k->path, err); /* in place; reported if not durable */
 }
 
 /* Drop an unfinished output. */

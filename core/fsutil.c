@@ -55,8 +55,7 @@ static int dir_of(const char *path, char *dir)
 	return 0;
 }
 
-/* fsync the directory holding @path, so the rename itself is durable. */
-static int fsync_parent(const char *path, struct sid_error *err)
+int sid_fsync_parent(const char *path, struct sid_error *err)
 {
 	char dir[PATH_MAX];
 	int fd, rc = 0;
@@ -149,7 +148,7 @@ int sid_publish_atomic_pieces(const char *path, const struct sid_piece *pc, size
 	}
 	free(tmp);
 	/* The data is in place; a failing directory fsync is still reported. */
-	return fsync_parent(path, err);
+	return sid_fsync_parent(path, err);
 
 fail:
 	if (fd >= 0)
