@@ -135,7 +135,8 @@ struct pg {
 	int levels[SID_TOWER_COUNT]; /* cached once known (they never change) */
 	int gaps[SID_TOWER_COUNT];   /* 1: the kind may have free slots below a max */
 	unsigned seed;
-	int migrated; /* schema checked on this handle's first connection */
+	int migrated;	 /* schema checked on this handle's first connection */
+	int lock_global; /* the next transaction takes GLOBAL_KEY exclusive only */
 };
 
 /* Parameters: text for numbers and strings, binary for bytea. */
@@ -662,7 +663,10 @@ static int key_cmp(const void *a, const void *b)
  * transaction is bounded: first the global key GLOBAL_KEY, shared; then up
  * to LOCK_KEYS_MAX distinct keys, sorted, exclusive.  A transaction with
  * more keys (a big import or group) takes GLOBAL_KEY exclusive instead and
- * so runs alone.  One statement either way.
+ * so runs alone.  One statement either way.  If the lock table is full all
+ * the same (many servers and connections on PostgreSQL's defaults: "out of
+ * shared memory", 53200), the transaction runs again holding GLOBAL_KEY
+ * exclusive only, instead of failing.
  */
 #define GLOBAL_KEY    "7305853202"
 #define LOCK_KEYS_MAX (2 * SID_REG_PG_GROUP_IDS)
@@ -678,7 +682,8 @@ static int lock_keys(struct pg *s, int64_t *keys, size_t n, struct sid_error *er
 	qsort(keys, n, sizeof(*keys), key_cmp);
 	for (size_t i = 0; i < n; i++)
 		m += !i || keys[i] != keys[i - 1];
-	if (m > LOCK_KEYS_MAX) {
+	if (m > LOCK_KEYS_MAX || s->lock_global) {
+		s->lock_global = 0;
 		res = PQexec(s->conn, "SELECT pg_advisory_xact_lock(" GLOBAL_KEY ")");
 		goto done;
 	}
@@ -698,6 +703,18 @@ static int lock_keys(struct pg *s, int64_t *keys, size_t n, struct sid_error *er
 			   " FROM unnest($1::bigint[]) WITH ORDINALITY AS u(k, n)",
 			   1, NULL, v, NULL, NULL, 0);
 	free(arr);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+		if (state && !strcmp(state, "53200")) { /* the lock table is full */
+			PQclear(res);
+			s->lock_global = 1;
+			sid_error_set(err, SID_EUNAVAIL,
+				      "registry %s: lock: PostgreSQL's lock table is full "
+				      "(raise max_locks_per_transaction)",
+				      s->base.label);
+			return RETRY;
+		}
+	}
 done:
 	if (PQresultStatus(res) != PGRES_TUPLES_OK)
 		rc = pg_fail(s, res, err, "lock");

@@ -32,15 +32,18 @@ def free_port():
 class PgCluster:
     def __init__(self):
         self.fsync = False
+        self.options = ""
         self.dir = None
         self.conninfo = None
         self.own = False
 
     @classmethod
-    def start(cls, fsync=False):
-        """fsync=True for benchmarks (the server's default durability)."""
+    def start(cls, fsync=False, options=""):
+        """fsync=True for benchmarks (the server's default durability);
+        @options: more postgres flags ("-c name=value ...")."""
         pg = cls()
         pg.fsync = fsync
+        pg.options = options
         ext = os.environ.get("SEMID_TEST_PG")
         if ext:
             pg.conninfo = ext
@@ -72,8 +75,8 @@ class PgCluster:
 
     def start_server(self):
         self._ctl("-l", self.dir + "/pg.log", "-w", "-t", "60", "-o",
-                  "-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=%s"
-                  % (self.port, self.dir, "on" if self.fsync else "off"),
+                  "-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=%s %s"
+                  % (self.port, self.dir, "on" if self.fsync else "off", self.options),
                   "start")
 
     def stop_server(self):

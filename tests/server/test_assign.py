@@ -14,8 +14,9 @@ assigning overlapping colliding ids at once, a store locked by another
 process (assign waits and answers 503, encode and lookups are not held up),
 SIGKILL in the middle of a
 stream of assigns, and on PostgreSQL two servers assigning at once, an
-outage, and the plan of the read of a call's ids (skipped with a message when
-not root or PostgreSQL is absent).
+outage, the plan of the read of a call's ids, groups that keep their locks
+shared, and a full lock table (skipped with a message when not root or
+PostgreSQL is absent).
 
 Run: SEMID_BIN=/path/to/bin /usr/bin/python3 tests/server/test_assign.py
 """
@@ -664,6 +665,75 @@ class TestAssignPostgres(Base):
             text = f.read()
         self.assertIn("pg_advisory_xact_lock_shared(u.k)", text)
         self.assertNotIn("SELECT pg_advisory_xact_lock(7305853202)", text)
+
+
+class TestAssignPostgresFullLockTable(Base):
+    """PostgreSQL's lock table is shared by every connection (by default 64 x
+    max_connections entries).  When the advisory locks a transaction needs do
+    not fit, it runs again holding the store's global lock alone instead of
+    failing.  A cluster with a tiny lock table, most of it held by another
+    session: a 128-id assign (129 locks) is answered 200, not 503."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        try:
+            cls.pg = pg_fixture.PgCluster.start(
+                options="-c max_locks_per_transaction=10 -c max_connections=10")
+        except unittest.SkipTest:
+            shutil.rmtree(cls.work, ignore_errors=True)
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.pg.destroy()
+        super().tearDownClass()
+
+    def psql(self, sql, **kw):
+        return subprocess.run([pg_fixture.PGBIN + "/psql", "-h", "127.0.0.1", "-p",
+                               str(self.pg.port), "-U", "postgres", "-d", "postgres", "-XAtq",
+                               "-c", sql], capture_output=True, text=True, timeout=60, **kw)
+
+    def test_full_lock_table(self):
+        if not self.pg.own:
+            self.skipTest("needs a cluster of its own settings")
+        d = self.fresh_dir()
+        model = os.path.join(d, "model.safetensors")
+        T.write_model(model, {"item": self.ta}, "F")
+        srv = T.Server(["--model", model] + FAST + ["--registry", self.pg.conninfo,
+                                                    "--registry-connections", "1"], d)
+        holder = None
+        try:
+            st, _, r = assign(srv, ["warm"], T.tie_free_inputs(self.rng, self.ta, 1)[0])
+            self.assertEqual(st, 200, r)  # the schema exists, the connections are open
+            # how many locks fit now, then hold all but 100 of them
+            lo, hi = 1, 20000
+            while lo < hi:
+                mid = (lo + hi + 1) // 2
+                ok = self.psql("SELECT count(pg_advisory_xact_lock(g)) FROM "
+                               "generate_series(1, %d) g" % mid).returncode == 0
+                lo, hi = (mid, hi) if ok else (lo, mid - 1)
+            holder = subprocess.Popen([pg_fixture.PGBIN + "/psql", "-h", "127.0.0.1", "-p",
+                                       str(self.pg.port), "-U", "postgres", "-d", "postgres",
+                                       "-XAtq"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                      text=True)
+            holder.stdin.write("SELECT count(pg_advisory_lock(g)) FROM generate_series(1, %d) g;"
+                               "\n" % (lo - 100))
+            holder.stdin.flush()
+            self.assertEqual(holder.stdout.readline().strip(), str(lo - 100))
+            self.assertNotEqual(self.psql("SELECT count(pg_advisory_xact_lock(g)) FROM "
+                                          "generate_series(900001, 900200) g").returncode, 0,
+                                "the lock table still has room for 200")
+            X, _ = T.tie_free_inputs(self.rng, self.ta, 128)
+            ids = ["full%03d" % i for i in range(128)]
+            st, _, r = assign(srv, ids, X)
+            self.assertEqual(st, 200, r)
+            self.assertEqual([e["created"] for e in r["results"]], [True] * 128)
+        finally:
+            if holder:
+                holder.stdin.close()
+                holder.wait(30)
+            self.assertEqual(srv.stop(), 0)
 
 
 if __name__ == "__main__":
