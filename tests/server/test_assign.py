@@ -520,12 +520,15 @@ class TestAssignSqlite(Base):
             self.assertEqual(srv.stop(), 0)
 
 
-class TestAssignPostgres(Base):
+class PgBase(Base):
+    """A throwaway cluster per class, started with PG_OPTIONS."""
+    PG_OPTIONS = ""
+
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
         try:
-            cls.pg = pg_fixture.PgCluster.start()
+            cls.pg = pg_fixture.PgCluster.start(options=cls.PG_OPTIONS)
         except unittest.SkipTest:
             shutil.rmtree(cls.work, ignore_errors=True)
             raise
@@ -535,13 +538,20 @@ class TestAssignPostgres(Base):
         cls.pg.destroy()
         super().tearDownClass()
 
+    def psql(self, sql, check=False):
+        return subprocess.run([pg_fixture.PGBIN + "/psql", "-h", "127.0.0.1", "-p",
+                               str(self.pg.port), "-U", "postgres", "-d", "postgres", "-XAtq",
+                               "-c", sql], capture_output=True, text=True, timeout=60,
+                              check=check)
+
     def fresh_db(self, name):
         """A new database in the test's own cluster: its connection string."""
         db = "semid_%s_%d" % (name, os.getpid())
-        subprocess.run([pg_fixture.PGBIN + "/psql", "-h", "127.0.0.1", "-p", str(self.pg.port),
-                        "-U", "postgres", "-d", "postgres", "-qc", "CREATE DATABASE " + db],
-                       check=True, timeout=60)
+        self.psql("CREATE DATABASE " + db, check=True)
         return self.pg.conninfo.replace("dbname=postgres", "dbname=" + db)
+
+
+class TestAssignPostgres(PgBase):
 
     def test_two_servers(self):
         d = self.fresh_dir()
@@ -667,32 +677,13 @@ class TestAssignPostgres(Base):
         self.assertNotIn("SELECT pg_advisory_xact_lock(7305853202)", text)
 
 
-class TestAssignPostgresFullLockTable(Base):
+class TestAssignPostgresFullLockTable(PgBase):
     """PostgreSQL's lock table is shared by every connection (by default 64 x
     max_connections entries).  When the advisory locks a transaction needs do
     not fit, it runs again holding the store's global lock alone instead of
     failing.  A cluster with a tiny lock table, most of it held by another
     session: a 128-id assign (129 locks) is answered 200, not 503."""
-
-    @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        try:
-            cls.pg = pg_fixture.PgCluster.start(
-                options="-c max_locks_per_transaction=10 -c max_connections=10")
-        except unittest.SkipTest:
-            shutil.rmtree(cls.work, ignore_errors=True)
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.pg.destroy()
-        super().tearDownClass()
-
-    def psql(self, sql, **kw):
-        return subprocess.run([pg_fixture.PGBIN + "/psql", "-h", "127.0.0.1", "-p",
-                               str(self.pg.port), "-U", "postgres", "-d", "postgres", "-XAtq",
-                               "-c", sql], capture_output=True, text=True, timeout=60, **kw)
+    PG_OPTIONS = "-c max_locks_per_transaction=10 -c max_connections=10"
 
     def test_full_lock_table(self):
         if not self.pg.own:
