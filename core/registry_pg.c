@@ -677,47 +677,47 @@ static int lock_keys(struct pg *s, int64_t *keys, size_t n, struct sid_error *er
 	char *arr, *p;
 	const char *v[1];
 	PGresult *res;
-	int rc = 0;
+	int rc = 0, global;
 
 	qsort(keys, n, sizeof(*keys), key_cmp);
 	for (size_t i = 0; i < n; i++)
 		m += !i || keys[i] != keys[i - 1];
-	if (m > LOCK_KEYS_MAX || s->lock_global) {
-		s->lock_global = 0;
+	global = m > LOCK_KEYS_MAX || s->lock_global;
+	s->lock_global = 0;
+	if (global) {
 		res = PQexec(s->conn, "SELECT pg_advisory_xact_lock(" GLOBAL_KEY ")");
-		goto done;
+	} else {
+		arr = p = malloc(cap);
+		if (!arr)
+			return sid_error_set(err, SID_ENOMEM, "registry: out of memory");
+		p += sprintf(p, "{%s", GLOBAL_KEY);
+		for (size_t i = 0; i < n; i++)
+			if (!i || keys[i] != keys[i - 1])
+				p += sprintf(p, ",%lld", (long long)keys[i]);
+		*p++ = '}';
+		*p = '\0';
+		v[0] = arr;
+		res = PQexecParams(
+		    s->conn,
+		    "SELECT count(CASE WHEN u.n = 1 THEN pg_advisory_xact_lock_shared(u.k)"
+		    " ELSE pg_advisory_xact_lock(u.k) END)"
+		    " FROM unnest($1::bigint[]) WITH ORDINALITY AS u(k, n)",
+		    1, NULL, v, NULL, NULL, 0);
+		free(arr);
 	}
-	arr = p = malloc(cap);
-	if (!arr)
-		return sid_error_set(err, SID_ENOMEM, "registry: out of memory");
-	p += sprintf(p, "{%s", GLOBAL_KEY);
-	for (size_t i = 0; i < n; i++)
-		if (!i || keys[i] != keys[i - 1])
-			p += sprintf(p, ",%lld", (long long)keys[i]);
-	*p++ = '}';
-	*p = '\0';
-	v[0] = arr;
-	res = PQexecParams(s->conn,
-			   "SELECT count(CASE WHEN u.n = 1 THEN pg_advisory_xact_lock_shared(u.k)"
-			   " ELSE pg_advisory_xact_lock(u.k) END)"
-			   " FROM unnest($1::bigint[]) WITH ORDINALITY AS u(k, n)",
-			   1, NULL, v, NULL, NULL, 0);
-	free(arr);
 	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
 		const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-		if (state && !strcmp(state, "53200")) { /* the lock table is full */
-			PQclear(res);
+		rc = pg_fail(s, res, err, "lock");
+		if (!global && state && !strcmp(state, "53200")) {
+			/* the lock table is full: again, holding the global key alone */
 			s->lock_global = 1;
 			sid_error_set(err, SID_EUNAVAIL,
 				      "registry %s: lock: PostgreSQL's lock table is full "
 				      "(raise max_locks_per_transaction)",
 				      s->base.label);
-			return RETRY;
+			rc = RETRY;
 		}
 	}
-done:
-	if (PQresultStatus(res) != PGRES_TUPLES_OK)
-		rc = pg_fail(s, res, err, "lock");
 	PQclear(res);
 	return rc;
 }
