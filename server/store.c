@@ -83,6 +83,7 @@ static int open_role(struct srv_store *s, int role, struct sid_error *err)
 int srv_store_init(struct srv_store *s, const struct srv_config *cfg, struct sid_error *err)
 {
 	struct sid_error e;
+	int pg;
 
 	memset(s, 0, sizeof(*s));
 	if (pthread_mutex_init(&s->mu, NULL))
@@ -103,14 +104,15 @@ int srv_store_init(struct srv_store *s, const struct srv_config *cfg, struct sid
 				     "registry: the default path beside %s is too "
 				     "long",
 				     cfg->model);
-	s->backend = sid_registry_target_is_pg(s->target) ? "postgresql" : "sqlite";
-	s->writers = !strcmp(s->backend, "postgresql") ? cfg->registry_connections : 1;
+	pg = sid_registry_target_is_pg(s->target);
+	s->backend = pg ? "postgresql" : "sqlite";
+	s->writers = pg ? cfg->registry_connections : 1;
 	if (s->writers < 1 || s->writers > SRV_STORE_MAX_WRITERS)
 		s->writers = 1;
 	/* SQLite: as many as wait (one fsync for all); PostgreSQL: small enough
 	 * that the writers' transactions run side by side */
-	s->group_rows = !strcmp(s->backend, "postgresql") ? SID_REG_PG_GROUP_IDS : 16384;
-	if (!strcmp(s->backend, "postgresql"))
+	s->group_rows = pg ? SID_REG_PG_GROUP_IDS : 16384;
+	if (pg)
 		strip_password(s->target, s->label, sizeof(s->label));
 	else
 		snprintf(s->label, sizeof(s->label), "%s", s->target);

@@ -241,8 +241,7 @@ int tr_gen_run(const struct tr_gen_params *p, const char *out_dir, struct tr_gen
 	uint8_t *cold = NULL;
 	struct fill_ctx ictx, uctx;
 	FILE *ftrain = NULL, *ftest = NULL, *fcold = NULL, *fctest = NULL;
-	char tmp[OUT_COUNT][PATH_LEN], *ptrain = tmp[OUT_TRAIN], *ptest = tmp[OUT_TEST],
-				       *pcold = tmp[OUT_COLD], *pctest = tmp[OUT_CTEST];
+	char tmp[OUT_COUNT][PATH_LEN];
 	struct tr_stop_saved saved;
 	long n_cold, n_warm = 0, cap = 0;
 	int32_t *hset = NULL;
@@ -388,22 +387,22 @@ int tr_gen_run(const struct tr_gen_params *p, const char *out_dir, struct tr_gen
 
 	/* cold_items.txt */
 	rc = SID_EIO;
-	fcold = open_out(pcold, err);
+	fcold = open_out(tmp[OUT_COLD], err);
 	if (!fcold)
 		goto fail;
 	for (long i = 0; i < N; i++)
 		if (cold[i])
 			fprintf(fcold, "%ld\n", i);
-	rc = close_out(fcold, pcold, err);
+	rc = close_out(fcold, tmp[OUT_COLD], err);
 	fcold = NULL;
 	if (rc < 0)
 		goto fail;
 	st->cold_items = n_cold;
 
 	/* clicks, user by user */
-	ftrain = open_out(ptrain, err);
-	ftest = ftrain ? open_out(ptest, err) : NULL;
-	fctest = ftest ? open_out(pctest, err) : NULL;
+	ftrain = open_out(tmp[OUT_TRAIN], err);
+	ftest = ftrain ? open_out(tmp[OUT_TEST], err) : NULL;
+	fctest = ftest ? open_out(tmp[OUT_CTEST], err) : NULL;
 	if (!fctest) {
 		rc = SID_EIO;
 		goto fail;
@@ -510,13 +509,13 @@ int tr_gen_run(const struct tr_gen_params *p, const char *out_dir, struct tr_gen
 	}
 	if (p->progress)
 		fprintf(stderr, "\n");
-	rc = close_out(ftrain, ptrain, err);
+	rc = close_out(ftrain, tmp[OUT_TRAIN], err);
 	ftrain = NULL;
 	if (rc == 0)
-		rc = close_out(ftest, ptest, err);
+		rc = close_out(ftest, tmp[OUT_TEST], err);
 	ftest = NULL;
 	if (rc == 0)
-		rc = close_out(fctest, pctest, err);
+		rc = close_out(fctest, tmp[OUT_CTEST], err);
 	fctest = NULL;
 	if (rc == 0 && tr_stop_signal())
 		rc = 1;
