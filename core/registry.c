@@ -305,6 +305,13 @@ void sid_registry_close(struct sid_registry *r)
 	r->ops->close(r);
 }
 
+void sid_registry_events_take(struct sid_registry *r, struct sid_reg_events *out)
+{
+	out->retries = __atomic_exchange_n(&r->events.retries, 0, __ATOMIC_RELAXED);
+	out->global_locks = __atomic_exchange_n(&r->events.global_locks, 0, __ATOMIC_RELAXED);
+	out->lock_table_full = __atomic_exchange_n(&r->events.lock_table_full, 0, __ATOMIC_RELAXED);
+}
+
 const char *sid_registry_backend(const struct sid_registry *r)
 {
 	return r->ops->name;

@@ -219,6 +219,23 @@ struct sid_reg_stats {
 	uint64_t with_embedding;
 };
 
+/*
+ * What a handle ran into since the last call, for metrics: copied to *out
+ * and reset to zero (thread-safe; each event is counted once however many
+ * threads take them).  SQLite counts none of these: its one writer never
+ * races and never takes advisory locks.
+ */
+struct sid_reg_events {
+	uint64_t retries;	  /* transactions run again after a lost race (PostgreSQL:
+				   * serialization failure, deadlock, unique violation) */
+	uint64_t global_locks;	  /* PostgreSQL: transactions that ran alone under the
+				   * store's global lock, having too many keys to lock
+				   * one by one (an import; groups stay below it) */
+	uint64_t lock_table_full; /* PostgreSQL: ... because the lock table was full
+				   * (raise max_locks_per_transaction) */
+};
+void sid_registry_events_take(struct sid_registry *r, struct sid_reg_events *out);
+
 /* Statistics of @kind (one ordered pass over the store). */
 int sid_registry_stats(struct sid_registry *r, enum sid_tower_kind kind, struct sid_reg_stats *st,
 		       struct sid_error *err);
@@ -376,6 +393,7 @@ struct sid_registry {
 	pthread_cond_t q_cond;
 	struct sid__reg_req *q_head, *q_tail;
 	int q_leader;
+	struct sid_reg_events events; /* updated with __atomic_add_fetch */
 };
 
 int sid__reg_sqlite_open(const char *path, unsigned flags, struct sid_registry **out,

@@ -623,6 +623,8 @@ static int with_retries(struct pg *s, int txn, body_fn body, void *ctx, struct s
 			return 0;
 		rollback(s);
 		if (rc == RETRY) {
+			if (!s->lock_global) /* not a race: the lock table was full */
+				__atomic_add_fetch(&s->base.events.retries, 1, __ATOMIC_RELAXED);
 			backoff(s, attempt);
 			continue;
 		}
@@ -683,6 +685,10 @@ static int lock_keys(struct pg *s, int64_t *keys, size_t n, struct sid_error *er
 	for (size_t i = 0; i < n; i++)
 		m += !i || keys[i] != keys[i - 1];
 	global = m > LOCK_KEYS_MAX || s->lock_global;
+	if (global)
+		__atomic_add_fetch(s->lock_global ? &s->base.events.lock_table_full
+						  : &s->base.events.global_locks,
+				   1, __ATOMIC_RELAXED);
 	s->lock_global = 0;
 	if (global) {
 		res = PQexec(s->conn, "SELECT pg_advisory_xact_lock(" GLOBAL_KEY ")");

@@ -195,6 +195,11 @@ static void group_work(uv_work_t *w)
 	}
 	t0 = srv_now();
 	sid_registry_assign_calls(h, calls, n);
+	{
+		struct sid_reg_events ev;
+		sid_registry_events_take(h, &ev);
+		srv_metrics_registry_events(a->metrics, &ev);
+	}
 	if (ro) { /* what needed a write gets the writer's reason */
 		for (i = 0; i < n; i++)
 			if (calls[i].rc == SID_EUNAVAIL) {

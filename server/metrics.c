@@ -241,6 +241,15 @@ void srv_metrics_registry_assigned(struct srv_metrics *m, enum sid_tower_kind t,
 	pthread_mutex_unlock(&m->mu);
 }
 
+void srv_metrics_registry_events(struct srv_metrics *m, const struct sid_reg_events *ev)
+{
+	pthread_mutex_lock(&m->mu);
+	m->reg_events.retries += ev->retries;
+	m->reg_events.global_locks += ev->global_locks;
+	m->reg_events.lock_table_full += ev->lock_table_full;
+	pthread_mutex_unlock(&m->mu);
+}
+
 void srv_metrics_registry_up(struct srv_metrics *m, int up)
 {
 	pthread_mutex_lock(&m->mu);
@@ -369,11 +378,25 @@ char *srv_metrics_render(struct srv_metrics *m, const struct sid_model *model)
 	    m->conns_open, (unsigned long long)m->conn_closed[SRV_CONN_DEADLINE],
 	    (unsigned long long)m->conn_closed[SRV_CONN_LIMIT]);
 	if (m->reg_up >= 0)
-		srv_buf_printf(&b,
-			       "# HELP semid_registry_up 1 when the ID registry store answers, 0 "
-			       "when it is unavailable.\n"
-			       "# TYPE semid_registry_up gauge\nsemid_registry_up %d\n",
-			       m->reg_up);
+		srv_buf_printf(
+		    &b,
+		    "# HELP semid_registry_up 1 when the ID registry store answers, 0 "
+		    "when it is unavailable.\n"
+		    "# TYPE semid_registry_up gauge\nsemid_registry_up %d\n"
+		    "# HELP semid_registry_retries_total Store transactions run again "
+		    "after losing a race to another writer (PostgreSQL).\n"
+		    "# TYPE semid_registry_retries_total counter\n"
+		    "semid_registry_retries_total %llu\n"
+		    "# HELP semid_registry_global_lock_total PostgreSQL transactions that "
+		    "ran alone under the store's global lock: too many keys to lock one "
+		    "by one (size), or the lock table was full (lock_table_full: raise "
+		    "max_locks_per_transaction).\n"
+		    "# TYPE semid_registry_global_lock_total counter\n"
+		    "semid_registry_global_lock_total{reason=\"size\"} %llu\n"
+		    "semid_registry_global_lock_total{reason=\"lock_table_full\"} %llu\n",
+		    m->reg_up, (unsigned long long)m->reg_events.retries,
+		    (unsigned long long)m->reg_events.global_locks,
+		    (unsigned long long)m->reg_events.lock_table_full);
 	pthread_mutex_unlock(&m->mu);
 
 	srv_buf_puts(&b, "# HELP semid_model_info The model being served.\n"

@@ -26,6 +26,12 @@
  *   semid_connections_closed_total{reason}    counter: connections the server
  *       closed itself, reason "deadline" (the request took longer than
  *       connection_timeout_s to arrive) or "limit" (503 over connection_limit)
+ *   semid_registry_retries_total              counter (store transactions run
+ *       again after losing a race to another writer; PostgreSQL only)
+ *   semid_registry_global_lock_total{reason}  counter (PostgreSQL transactions
+ *       that ran alone under the store's global lock: reason "size" (too many
+ *       keys to lock one by one) or "lock_table_full" (PostgreSQL's lock
+ *       table was full: raise max_locks_per_transaction))
  *   semid_registry_up                         gauge: 1 when the last store call
  *       or open went through, 0 when the store is unavailable (absent when
  *       the registry is disabled)
@@ -42,6 +48,7 @@
 
 #include "buf.h"
 #include "model.h"
+#include "registry.h"
 
 #define SRV_VERSION "0.1.0"
 
@@ -119,6 +126,7 @@ struct srv_metrics {
 	struct srv_entropy entropy[SID_TOWER_COUNT];
 	uint64_t reg_assigned[SID_TOWER_COUNT][2]; /* [created] */
 	uint64_t reg_errors[SRV_REG_OPS];
+	struct sid_reg_events reg_events; /* summed over the store's handles */
 	struct srv_hist reg_duration[SRV_REG_OPS];
 	int reg_up; /* 1, 0, or -1: disabled */
 	uint64_t conn_closed[SRV_CONN_CLOSES];
@@ -142,6 +150,8 @@ void srv_metrics_registry_call(struct srv_metrics *m, enum srv_reg_op op, double
 void srv_metrics_registry_error(struct srv_metrics *m, enum srv_reg_op op);
 void srv_metrics_registry_assigned(struct srv_metrics *m, enum sid_tower_kind t, uint64_t created,
 				   uint64_t known);
+/* Add what a store handle ran into (sid_registry_events_take). */
+void srv_metrics_registry_events(struct srv_metrics *m, const struct sid_reg_events *ev);
 /* -1: the registry is disabled (no semid_registry_up); 0 or 1. */
 void srv_metrics_registry_up(struct srv_metrics *m, int up);
 

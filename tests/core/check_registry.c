@@ -1221,6 +1221,40 @@ START_TEST(t_threads_own_handles)
 }
 END_TEST
 
+/* What a handle reports for metrics (sid_registry_events_take): a group of
+ * more ids than PostgreSQL's per-transaction lock budget runs under the
+ * global lock, once; SQLite never locks keys; taking resets the counts. */
+START_TEST(t_events)
+{
+	enum { N = SID_REG_PG_GROUP_IDS + 50 };
+	static char ids[N][16];
+	static int32_t codes[N][3];
+	struct sid_reg_item it[N];
+	static struct sid_reg_entry out[N];
+	struct sid_reg_events ev;
+	struct sid_error err;
+	struct sid_registry *r;
+
+	NEED_STORE();
+	r = reg_open();
+	for (int i = 0; i < N; i++) {
+		snprintf(ids[i], sizeof(ids[i]), "ev%03d", i);
+		codes[i][0] = i % 7, codes[i][1] = i % 5, codes[i][2] = i;
+		it[i] = (struct sid_reg_item){ids[i], codes[i], NULL};
+	}
+	assign1(r, "small", 1, 2, 3, 0, &out[0]);
+	sid_registry_events_take(r, &ev);
+	ck_assert_uint_eq(ev.global_locks + ev.lock_table_full + ev.retries, 0);
+	ck_assert_int_eq(sid_registry_assign(r, SID_TOWER_ITEM, it, N, 3, 0, "v", 0, out, &err), 0);
+	sid_registry_events_take(r, &ev);
+	ck_assert_uint_eq(ev.global_locks, g_pg ? 1 : 0);
+	ck_assert_uint_eq(ev.lock_table_full + ev.retries, 0);
+	sid_registry_events_take(r, &ev);
+	ck_assert_uint_eq(ev.global_locks + ev.lock_table_full + ev.retries, 0);
+	sid_registry_close(r);
+}
+END_TEST
+
 START_TEST(t_threads_shared_handle)
 {
 	NEED_STORE();
@@ -1823,6 +1857,7 @@ static void add_behaviour(TCase *tc)
 	tcase_add_test(tc, t_export_import);
 	tcase_add_test(tc, t_threads_own_handles);
 	tcase_add_test(tc, t_threads_shared_handle);
+	tcase_add_test(tc, t_events);
 	tcase_add_test(tc, t_processes);
 	tcase_add_test(tc, t_sigkill);
 }

@@ -49,6 +49,15 @@ def body(ids, X, reassign=None):
     return b
 
 
+def pg_key(kind, tag, data):
+    """The PostgreSQL advisory-lock key of an id (tag "i") or a code tuple
+    (tag "c"): registry_pg.c's key_hash, 64-bit FNV-1a, as a signed bigint."""
+    h = 1469598103934665603
+    for b in bytes([kind, ord(tag)]) + data:
+        h = ((h ^ b) * 1099511628211) % (1 << 64)
+    return h - (1 << 64) if h >= 1 << 63 else h
+
+
 def assign(srv, ids, X, tower="items", reassign=None, conn=None):
     return srv.json("POST", "/v1/%s:assign" % tower, body(ids, X, reassign), conn=conn)
 
@@ -589,6 +598,62 @@ class TestAssignPostgres(PgBase):
             self.assertEqual(s1.stop(), 0)
             self.assertEqual(s2.stop(), 0)
 
+    def test_deadlock_is_retried(self):
+        """A transaction PostgreSQL aborts as a deadlock victim (40P01) runs
+        again instead of failing the request, and /metrics counts the retry.
+        Another session holds the id's advisory lock; the assign waits for it
+        while holding the store's global key shared; then that session asks
+        for the global key exclusive.  After deadlock_timeout (1 s) the
+        first waiter, the assign, is aborted; its second run waits for the
+        other session to commit and then succeeds."""
+        if not self.pg.own:
+            self.skipTest("needs the test's own cluster")
+        d = self.fresh_dir()
+        model = os.path.join(d, "model.safetensors")
+        T.write_model(model, {"item": self.ta}, "D")
+        conninfo = self.fresh_db("deadlock")
+        srv = T.Server(["--model", model] + FAST + ["--registry", conninfo,
+                                                    "--registry-connections", "1"], d)
+        holder, out = None, {}
+        X, _ = T.tie_free_inputs(self.rng, self.ta, 2)
+        try:
+            self.assertEqual(assign(srv, ["warm"], X[:1])[0], 200)  # schema, connection
+            m0 = srv.metrics()
+            holder = subprocess.Popen([pg_fixture.PGBIN + "/psql", "-h", "127.0.0.1", "-p",
+                                       str(self.pg.port), "-U", "postgres", "-d",
+                                       re.search(r"dbname=(\S+)", conninfo).group(1), "-XAtq"],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+            def hold(sql):  # advisory locks belong to one database: the store's
+                holder.stdin.write("SELECT 1 FROM (SELECT %s) x;\n" % sql)
+                holder.stdin.flush()
+                self.assertEqual(holder.stdout.readline().strip(), "1")
+            holder.stdin.write("BEGIN;\n")
+            hold("pg_advisory_xact_lock(%d)" % pg_key(0, "i", b"dl"))
+            t = threading.Thread(target=lambda: out.update(r=assign(srv, ["dl"], X[1:])))
+            t.start()
+            for _ in range(200):  # the assign waits for the id's lock
+                if self.psql("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                             "AND NOT granted").stdout.strip() == "1":
+                    break
+                time.sleep(0.05)
+            else:
+                self.fail("the assign never waited for the held lock")
+            hold("pg_advisory_xact_lock(7305853202)")  # returns once the assign is aborted
+            holder.stdin.write("COMMIT;\n")
+            holder.stdin.flush()
+            t.join(60)
+            st, _, r = out["r"]
+            self.assertEqual(st, 200, r)
+            self.assertEqual(r["results"][0]["created"], True)
+            self.assertEqual(srv.metrics()["semid_registry_retries_total"],
+                             m0["semid_registry_retries_total"] + 1)
+        finally:
+            if holder:
+                holder.stdin.close()
+                holder.wait(30)
+            self.assertEqual(srv.stop(), 0)
+
     def test_id_reads_use_the_id_index(self):
         """Every call first reads its ids.  That read must probe the (kind, id)
         index however few statistics PostgreSQL has: written as `kind = $1 AND
@@ -715,11 +780,20 @@ class TestAssignPostgresFullLockTable(PgBase):
             self.assertNotEqual(self.psql("SELECT count(pg_advisory_xact_lock(g)) FROM "
                                           "generate_series(900001, 900200) g").returncode, 0,
                                 "the lock table still has room for 200")
+            full = 'semid_registry_global_lock_total{reason="lock_table_full"}'
+            m0 = srv.metrics()
+            self.assertEqual(m0[full], 0)
             X, _ = T.tie_free_inputs(self.rng, self.ta, 128)
             ids = ["full%03d" % i for i in range(128)]
             st, _, r = assign(srv, ids, X)
             self.assertEqual(st, 200, r)
             self.assertEqual([e["created"] for e in r["results"]], [True] * 128)
+            # operators see the fallback; it is not counted as a lost race
+            m1 = srv.metrics()
+            self.assertEqual(m1[full], 1)
+            self.assertEqual(m1['semid_registry_global_lock_total{reason="size"}'], 0)
+            self.assertEqual(m1["semid_registry_retries_total"],
+                             m0["semid_registry_retries_total"])
         finally:
             if holder:
                 holder.stdin.close()
