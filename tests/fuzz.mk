@@ -1,7 +1,8 @@
 # tests/fuzz.mk - fuzzing and sanitizer targets (included by the top-level Makefile).
 #
 #   make fuzz            build the libFuzzer harnesses (tests/fuzz/fuzz_*.c: model loader,
-#                        safetensors, .npy, request decoder, trainer readers, server config) with clang and
+#                        safetensors, .npy, request decoder, trainer readers, server config, registry
+#                        sids and import files) with clang and
 #                        -fsanitize=fuzzer,address,undefined, then run each for FUZZ_SECS
 #                        seconds (default 60) from its seeds (tests/fuzz/corpus/<target>) and
 #                        regression inputs (tests/fuzz/regress/<target>).  New inputs it finds
@@ -22,7 +23,7 @@
 # $(FUZZ_O).  A crash found once becomes a file in tests/fuzz/regress/<target>/.
 # tests/fuzz/make_corpus.py regenerates the seeds and dictionaries.
 
-FUZZ_TARGETS ?= model safetensors npy api trainer_data config
+FUZZ_TARGETS ?= model safetensors npy api trainer_data config registry
 FUZZ_O ?= $(O)/fuzz
 FUZZ_CC ?= clang
 FUZZ_SECS ?= 60

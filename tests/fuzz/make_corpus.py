@@ -216,6 +216,33 @@ def config_seeds():
     }
 
 
+def registry_seeds():
+    """First byte: 0 text (sid, prefix, id), 1 TSV import, 2 JSON-lines import."""
+    t = b"2026-01-02T03:04:05.006Z"
+    emb = base64.b64encode(f32([0.5, -1.0, 2.0])).decode().encode()
+    head = b"kind\tid\tsid\tmodel_version\tcreated_at\tupdated_at\tembedding_b64\n"
+    row = b"item\tsku-1\t12-7-200-0\tv1\t" + t + b"\t" + t + b"\t\n"
+    js = (b'{"kind":"item","id":"sku-1","codes":[12,7,200],"suffix":0,"sid":"12-7-200-0",'
+          b'"model_version":"v1","created_at":"' + t + b'","updated_at":"' + t + b'"}\n')
+    return {
+        "text_sid": b"\x0012-7-200-0",
+        "text_prefix": b"\x0012-7",
+        "text_bad_sid": b"\x001-02",
+        "text_id_utf8": b"\x00sku-\xc3\xa9\xf0\x9f\x98\x80",
+        "text_id_control": b"\x00a\x7fb",
+        "tsv_header_row": b"\x01" + head + row,
+        "tsv_six_columns": b"\x01" + row[:-2] + b"\n",
+        "tsv_embedding": b"\x01user\tu-1\t3-4-1\tv2\t" + t + b"\t" + t + b"\t" + emb + b"\n",
+        "tsv_conflicts": b"\x01" + row + row.replace(b"sku-1", b"sku-2") +
+                         row.replace(b"-0\t", b"-1\t"),
+        "tsv_bad_time": b"\x01" + row.replace(b"03:04:05", b"25:04:05"),
+        "jsonl_row": b"\x02" + js,
+        "jsonl_embedding": b"\x02" + js.replace(b"}\n", b',"embedding_b64":"' + emb + b'"}\n'),
+        "jsonl_disagrees": b"\x02" + js.replace(b'"suffix":0', b'"suffix":1'),
+        "jsonl_crlf_blank": b"\x02" + js.replace(b"\n", b"\r\n") + b"\r\n" + js,
+    }
+
+
 CONFIG_KEYS = [b"listen", b"model", b"allow_empty", b"watch", b"reload_debounce_ms", b"workers",
                b"http_threads", b"max_batch", b"max_delay_us", b"queue_rows", b"max_body_bytes",
                b"max_inputs", b"admin_token", b"shutdown_timeout_ms", b"connection_timeout_s",
@@ -241,6 +268,11 @@ DICTS = {
     "trainer_data": [b"\t", b"\r\n", b"2147483647", b"2147483648", b"\x93NUMPY", b"'<f4'",
                      b"'shape'", b"13", b"15", b"16"],
 }
+DICTS["registry"] = [b"\t", b"\r\n", b"kind", b"item", b"user", b"sid", b"codes", b"suffix",
+                     b"model_version", b"created_at", b"updated_at", b"embedding_b64",
+                     b"2026-01-02T03:04:05.006Z", b"1048575", b"1048576",
+                     b"9223372036854775807", b"9223372036854775808", b"-0-", b"\\u0000",
+                     b"\xc0\x80", b"\xed\xa0\x80", b"\xf4\x90\x80\x80", b"AAAAPw=="]
 DICTS["model"] = DICTS["safetensors"] + DICTS["model"]
 DICTS["config"] = CONFIG_KEYS + [b"true", b"false", b"null", b"debug", b"info", b"warn",
                                  b"error", b"none", b"2147483648", b"-1", b"1e3", b"0.5",
@@ -264,7 +296,8 @@ def dict_entry(word):
 
 def main():
     sets = {"model": model_seeds(), "safetensors": safetensors_seeds(), "npy": npy_seeds(),
-            "api": api_seeds(), "trainer_data": trainer_seeds(), "config": config_seeds()}
+            "api": api_seeds(), "trainer_data": trainer_seeds(), "config": config_seeds(),
+            "registry": registry_seeds()}
     for target, seeds in sets.items():
         d = os.path.join(HERE, "corpus", target)
         os.makedirs(d, exist_ok=True)
