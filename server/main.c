@@ -47,7 +47,7 @@ struct server {
 	struct srv_http *http;
 	struct srv_store store;
 	struct srv_assigner *assigner;
-	uv_signal_t sigterm, sigint;
+	uv_signal_t sigterm, sigint, sighup;
 	uv_timer_t drain;
 	double drain_deadline;
 	int draining;
@@ -83,12 +83,24 @@ static void on_drain_tick(uv_timer_t *t)
 	}
 	uv_timer_stop(t);
 	uv_close((uv_handle_t *)&s->drain, NULL);
-	uv_close((uv_handle_t *)&s->sigterm, NULL);
-	uv_close((uv_handle_t *)&s->sigint, NULL);
+	/* The signal handles stay open, only unreferenced so that the loop can
+	 * end: closing the last handle of a signal puts back its default
+	 * action, and a SIGTERM, SIGINT or SIGHUP in the last milliseconds of
+	 * the exit would then kill the process instead of letting it exit 0.
+	 * (They are never closed; the process ends with them.) */
+	uv_unref((uv_handle_t *)&s->sigterm);
+	uv_unref((uv_handle_t *)&s->sigint);
 	srv_reload_close(s->reload);
 	srv_batcher_close(s->batcher);
 	srv_assigner_close(s->assigner);
 	/* The loop ends once these handles have closed. */
+}
+
+/* SIGHUP beside reload.c's handler, which closes first (see on_drain_tick). */
+static void on_late_hup(uv_signal_t *h, int sig)
+{
+	(void)h;
+	(void)sig;
 }
 
 static void on_stop_signal(uv_signal_t *h, int sig)
@@ -250,10 +262,13 @@ int main(int argc, char **argv)
 	 * up; they are handled once the loop runs. */
 	uv_signal_init(s.loop, &s.sigterm);
 	uv_signal_init(s.loop, &s.sigint);
+	uv_signal_init(s.loop, &s.sighup);
 	uv_timer_init(s.loop, &s.drain);
-	s.sigterm.data = s.sigint.data = s.drain.data = &s;
+	s.sigterm.data = s.sigint.data = s.sighup.data = s.drain.data = &s;
 	uv_signal_start(&s.sigterm, on_stop_signal, SIGTERM);
 	uv_signal_start(&s.sigint, on_stop_signal, SIGINT);
+	uv_signal_start(&s.sighup, on_late_hup, SIGHUP);
+	uv_unref((uv_handle_t *)&s.sighup);
 	hd.cfg = &s.cfg;
 	hd.metrics = &s.metrics;
 	hd.reload = s.reload;
@@ -267,8 +282,9 @@ int main(int argc, char **argv)
 
 	uv_run(s.loop, UV_RUN_DEFAULT);
 
+	/* No uv_loop_close: the signal handles stay open to the end (see
+	 * on_drain_tick). */
 	srv_http_stop(s.http);
-	uv_loop_close(s.loop);
 	srv_store_release(&s.store);
 	srv_metrics_release(&s.metrics);
 	srv_log(SRV_LOG_INFO, "shutdown", "drained; bye");

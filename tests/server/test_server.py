@@ -673,6 +673,23 @@ class TestLifecycle(unittest.TestCase):
         srv.signal(signal.SIGINT)
         self.assertEqual(srv.wait(10), 0)
 
+    def test_signal_storm_during_shutdown(self):
+        """SIGTERM, SIGINT and SIGHUP keep coming while the server shuts down
+        (an impatient operator, a supervisor repeating itself): none of them
+        may end it by the signal's default action once its handlers close;
+        it still exits 0."""
+        for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+            srv = T.Server(["--model", TF_MODEL, "--registry", "none"], WORK)
+            srv.signal(signal.SIGTERM)
+            deadline = time.monotonic() + 10 * T.SLOW
+            while srv.proc.poll() is None and time.monotonic() < deadline:
+                try:
+                    os.kill(srv.proc.pid, sig)
+                except ProcessLookupError:
+                    break
+            self.assertEqual(srv.wait(10), 0, "%s during shutdown:\n%s" % (sig.name,
+                                                                            srv.log_text()))
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)
