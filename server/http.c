@@ -613,6 +613,41 @@ bad:
 	return 1;
 }
 
+/* A Content-Length over max_body_bytes, on any route: 413 before the body
+ * is read.  Returns 1 when the request is refused. */
+static int cl_too_large(struct req *q)
+{
+	const char *v =
+	    MHD_lookup_connection_value(q->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+	unsigned long long cl;
+	char *end;
+
+	if (!v)
+		return 0;
+	errno = 0;
+	cl = strtoull(v, &end, 10);
+	if (errno || end == v || cl <= (unsigned long long)q->h->d.cfg->max_body_bytes)
+		return 0;
+	set_error(q, SRV_ERR_TOO_LARGE, "the body is %llu bytes; at most %ld are accepted", cl,
+		  q->h->d.cfg->max_body_bytes);
+	return 1;
+}
+
+/* Count @n more body bytes.  Past max_body_bytes the body is dropped and
+ * answered 413 once it ends; returns MHD_NO (give up on the connection) when
+ * it goes on and on. */
+static enum MHD_Result body_count(struct req *q, size_t n)
+{
+	size_t max = (size_t)q->h->d.cfg->max_body_bytes;
+
+	q->seen += n;
+	if (!q->too_large && q->seen <= max)
+		return MHD_YES;
+	q->too_large = 1;
+	srv_buf_release(&q->body);
+	return q->seen > 2 * max + (1u << 20) ? MHD_NO : MHD_YES;
+}
+
 /* First call for a request: framing, route, method, headers.  Returns 1
  * when a response is already decided. */
 static int on_headers(struct req *q, const char *url, const char *method, const char *version)
@@ -651,7 +686,7 @@ static int on_headers(struct req *q, const char *url, const char *method, const 
 			set_error(q, SRV_ERR_UNAVAILABLE, "out of memory");
 			return 1;
 		}
-		return 0;
+		return cl_too_large(q);
 	}
 	q->route = routes[i].route;
 	if (routes[i].post ? strcmp(method, "POST") != 0
@@ -676,9 +711,6 @@ static int on_headers(struct req *q, const char *url, const char *method, const 
 		}
 	}
 	if (routes[i].post && q->route != SRV_ROUTE_RELOAD) {
-		char *end;
-		unsigned long long cl;
-
 		v = MHD_lookup_connection_value(q->conn, MHD_HEADER_KIND,
 						MHD_HTTP_HEADER_CONTENT_TYPE);
 		if (!srv_api_content_type_ok(v)) {
@@ -687,21 +719,8 @@ static int on_headers(struct req *q, const char *url, const char *method, const 
 				  v ? v : "(none)");
 			return 1;
 		}
-		v = MHD_lookup_connection_value(q->conn, MHD_HEADER_KIND,
-						MHD_HTTP_HEADER_CONTENT_LENGTH);
-		if (v) {
-			errno = 0;
-			cl = strtoull(v, &end, 10);
-			if (!errno && end != v &&
-			    cl > (unsigned long long)h->d.cfg->max_body_bytes) {
-				set_error(q, SRV_ERR_TOO_LARGE,
-					  "the body is %llu bytes; at most %ld are accepted", cl,
-					  h->d.cfg->max_body_bytes);
-				return 1;
-			}
-		}
 	}
-	return 0;
+	return cl_too_large(q);
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
@@ -743,13 +762,18 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	}
 	if (q->state == REQ_READY || q->state == REQ_GET) {
 		if (*upload_size) {
-			/* A body nobody asked for: dropped, and not without end. */
-			q->seen += *upload_size;
+			/* A body nobody asked for: dropped, and capped as any. */
+			size_t n = *upload_size;
 			*upload_size = 0;
-			return q->seen > (size_t)h->d.cfg->max_body_bytes ? MHD_NO : MHD_YES;
+			return body_count(q, n);
 		}
 		if (q->state == REQ_READY)
 			return send_response(q);
+		if (q->too_large) {
+			set_error(q, SRV_ERR_TOO_LARGE, "the body is over %ld bytes",
+				  h->d.cfg->max_body_bytes);
+			return send_response(q);
+		}
 		switch (q->route) {
 		case SRV_ROUTE_HEALTHZ:
 			set_json(q, 200, json_pack("{s:s}", "status", "ok"));
@@ -778,19 +802,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	case REQ_BODY:
 		if (*upload_size) {
 			size_t n = *upload_size;
-			long max = h->d.cfg->max_body_bytes;
-			q->seen += n;
 			*upload_size = 0;
-			if (q->too_large || q->seen > (size_t)max) {
-				/* Streamed past the cap: drop it, answer 413 at the end;
-				 * give up on the connection if it goes on and on. */
-				q->too_large = 1;
-				srv_buf_release(&q->body);
-				if (q->seen > 2 * (size_t)max + (1u << 20))
-					return MHD_NO;
-				return MHD_YES;
-			}
-			if (q->route != SRV_ROUTE_RELOAD)
+			if (body_count(q, n) == MHD_NO)
+				return MHD_NO;
+			if (!q->too_large && q->route != SRV_ROUTE_RELOAD)
 				srv_buf_append(&q->body, upload, n);
 			return MHD_YES;
 		}

@@ -415,6 +415,26 @@ class TestOversized(unittest.TestCase):
             self.assertLess(secs, TIMEOUT + 1.5 * S)
         no_server_errors(self, SRV)
 
+    def test_body_on_a_get_route_over_the_limit(self):
+        """A body where none is expected is capped like any: 413 (JSON) from
+        its Content-Length before it is sent, or once a chunked one ends;
+        never a silent close."""
+        for path in (b"/healthz", b"/v1/sids/1-2-0"):
+            resp, how, secs = raw(SRV.port, b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n"
+                                  b"Content-Length: 500000\r\n\r\n" + b" " * 200000)
+            self.assertEqual(status_of(resp), 413, (path, resp[:200]))
+            self.assertEqual(json.loads(head_and_body(resp)[1])["error"]["message"],
+                             "the body is 500000 bytes; at most 100000 are accepted")
+        chunk = b" " * 60000
+        resp, how, secs = raw(SRV.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n"
+                              b"Transfer-Encoding: chunked\r\n\r\n" +
+                              b"%x\r\n%s\r\n" % (len(chunk), chunk) * 3 + b"0\r\n\r\n",
+                              keep=True)
+        self.assertEqual(status_of(resp), 413, resp[:200])
+        self.assertEqual(json.loads(head_and_body(resp)[1])["error"]["message"],
+                         "the body is over 100000 bytes")
+        no_server_errors(self, SRV)
+
 
 class TestMalformed(unittest.TestCase):
     POST = b"POST /v1/items:encode HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
