@@ -310,6 +310,7 @@ int srv_config_validate(const struct srv_config *c, struct sid_error *err)
 	const char *colon = strrchr(c->listen, ':');
 	char *end;
 	long port;
+	size_t n;
 
 	if (!colon || colon == c->listen)
 		return sid_error_set(err, SID_EINVAL, "listen \"%s\" must be HOST:PORT", c->listen);
@@ -320,6 +321,17 @@ int srv_config_validate(const struct srv_config *c, struct sid_error *err)
 		return sid_error_set(err, SID_EINVAL,
 				     "no model: give --model PATH (with --allow-empty the server "
 				     "waits for the file to appear)");
+	for (const unsigned char *t = (const unsigned char *)c->admin_token; *t; t++)
+		if (*t < 0x20 || *t == 0x7f)
+			return sid_error_set(err, SID_EINVAL,
+					     "admin_token has a control character (byte %d), which "
+					     "no Authorization header can carry",
+					     (int)(t - (const unsigned char *)c->admin_token));
+	n = strlen(c->admin_token);
+	if (n && (c->admin_token[0] == ' ' || c->admin_token[n - 1] == ' '))
+		return sid_error_set(err, SID_EINVAL,
+				     "admin_token starts or ends with a space, which HTTP strips "
+				     "from the Authorization header: no request could match it");
 	if (c->queue_rows < c->max_inputs)
 		return sid_error_set(err, SID_EINVAL,
 				     "queue_rows (%d) must be at least max_inputs (%d), or a full "

@@ -526,13 +526,17 @@ static const struct {
 
 int srv_http_bearer_ok(const char *header, const char *token)
 {
-	static const char prefix[] = "Bearer ";
+	static const char scheme[] = "Bearer";
 	size_t tlen = strlen(token), hlen, i;
 	volatile unsigned char diff = 0;
 
-	if (!header || !tlen || strncmp(header, prefix, sizeof(prefix) - 1) != 0)
+	/* RFC 9110 11.4: the scheme is case-insensitive, then 1*SP. */
+	if (!header || !tlen || strncasecmp(header, scheme, sizeof(scheme) - 1) != 0 ||
+	    header[sizeof(scheme) - 1] != ' ')
 		return 0;
-	header += sizeof(prefix) - 1;
+	header += sizeof(scheme) - 1;
+	while (*header == ' ')
+		header++;
 	hlen = strlen(header);
 	diff |= (unsigned char)(hlen != tlen);
 	/* Always walk the whole token: time depends on its length only. */

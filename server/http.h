@@ -60,7 +60,8 @@ long srv_http_inflight(struct srv_http *h);
 /* Stop the daemon (no request may be suspended) and free. */
 void srv_http_stop(struct srv_http *h);
 
-/* Constant-time check that @header is "Bearer <token>"; exposed for tests. */
+/* Constant-time check that @header is "Bearer <token>" (the scheme in any
+ * case, one or more spaces before the token); exposed for tests. */
 int srv_http_bearer_ok(const char *header, const char *token);
 
 #endif

@@ -174,6 +174,20 @@ START_TEST(test_validate)
 	strcpy(c.listen, "127.0.0.1:70000");
 	ck_assert_int_ne(srv_config_validate(&c, &err), 0);
 	ck_assert_ptr_nonnull(strstr(err.msg, "bad port"));
+	strcpy(c.listen, "127.0.0.1:0");
+	/* an admin token no Authorization header can carry refuses to start */
+	strcpy(c.admin_token, "a b");
+	ck_assert_int_eq(srv_config_validate(&c, &err), 0);
+	strcpy(c.admin_token, "tok\n");
+	ck_assert_int_ne(srv_config_validate(&c, &err), 0);
+	ck_assert_ptr_nonnull(strstr(err.msg, "admin_token has a control character (byte 3)"));
+	strcpy(c.admin_token, "a\tb");
+	ck_assert_int_ne(srv_config_validate(&c, &err), 0);
+	strcpy(c.admin_token, " tok");
+	ck_assert_int_ne(srv_config_validate(&c, &err), 0);
+	ck_assert_ptr_nonnull(strstr(err.msg, "admin_token starts or ends with a space"));
+	strcpy(c.admin_token, "tok ");
+	ck_assert_int_ne(srv_config_validate(&c, &err), 0);
 }
 END_TEST
 

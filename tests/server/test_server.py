@@ -380,6 +380,9 @@ class TestOps(unittest.TestCase):
         st, _, body = SRV.json("POST", "/v1/admin/reload", headers={
             "Authorization": "Bearer s3cret-token"})
         self.assertEqual((st, body), (200, {"status": "reloaded", "model_version": "parity-1"}))
+        st, _, body = SRV.json("POST", "/v1/admin/reload", headers={
+            "Authorization": "bearer  s3cret-token"})  # the scheme is case-insensitive
+        self.assertEqual(st, 200, body)
         st, _, m = SRV.json("GET", "/v1/model")
         self.assertEqual((m["last_reload"]["trigger"], m["last_reload"]["result"]),
                          ("admin", "success"))
@@ -552,6 +555,8 @@ class TestLifecycle(unittest.TestCase):
         with open(cfg, "w") as f:
             f.write('{"max_delay_us": -5}')
         self.refused(["--model", MODEL, "--config", cfg], "max_delay_us = -5 is out of range")
+        self.refused(["--model", MODEL, "--admin-token", "s3cret\n"],
+                     "admin_token has a control character (byte 6)")
         # the documented example config is valid (its model path is a placeholder)
         ex = os.path.join(os.path.dirname(__file__), "..", "..", "config", "semid-server.json")
         self.refused(["--config", ex, "--listen", "127.0.0.1:0"], "/var/lib/semid/model")
