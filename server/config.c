@@ -101,6 +101,11 @@ static const struct key *key_find(const char *name, size_t len)
 	return NULL;
 }
 
+static int is_digit(char c)
+{
+	return c >= '0' && c <= '9';
+}
+
 static int parse_bool(const char *v)
 {
 	if (!strcmp(v, "true") || !strcmp(v, "1") || !strcmp(v, "yes") || !strcmp(v, "on"))
@@ -144,9 +149,11 @@ static int key_set(struct srv_config *c, const struct key *k, const char *value,
 		return 0;
 	case K_INT:
 	case K_LONG:
+		/* digits with an optional '-': strtoll would also take leading
+		 * space and '+' */
 		errno = 0;
 		n = strtoll(value, &end, 10);
-		if (!*value || *end || errno)
+		if (!is_digit(value[value[0] == '-']) || *end || errno)
 			return sid_error_set(err, SID_EINVAL,
 					     "%s: %s must be an integer, not \"%s\"", source,
 					     k->name, value);
@@ -180,6 +187,8 @@ int srv_config_load_file(struct srv_config *c, const char *path, struct sid_erro
 	int rc = 0;
 
 	root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+	if (!root && jerr.line < 1) /* not JSON's fault: "unable to open PATH: why" */
+		return sid_error_set(err, SID_EINVAL, "config file: %s", jerr.text);
 	if (!root)
 		return sid_error_set(err, SID_EINVAL, "%s:%d:%d: %s", path, jerr.line, jerr.column,
 				     jerr.text);
@@ -315,7 +324,7 @@ int srv_config_validate(const struct srv_config *c, struct sid_error *err)
 	if (!colon || colon == c->listen)
 		return sid_error_set(err, SID_EINVAL, "listen \"%s\" must be HOST:PORT", c->listen);
 	port = strtol(colon + 1, &end, 10);
-	if (!colon[1] || *end || port < 0 || port > 65535)
+	if (!is_digit(colon[1]) || *end || port < 0 || port > 65535)
 		return sid_error_set(err, SID_EINVAL, "listen \"%s\": bad port", c->listen);
 	if (!c->model[0])
 		return sid_error_set(err, SID_EINVAL,
