@@ -56,6 +56,10 @@ struct srv_http {
 	size_t over_len;
 	pthread_t sweeper;
 	int sweeper_on;
+	/* MHD's first message while it starts (why it could not listen);
+	 * under conns_lock */
+	char start_msg[256];
+	int started;
 	pthread_mutex_t stop_lock;
 	pthread_cond_t stop_cv;
 	int stopping;
@@ -926,14 +930,18 @@ static size_t unescape(void *cls, struct MHD_Connection *conn, char *s)
 
 static void mhd_logger(void *cls, const char *fmt, va_list ap)
 {
+	struct srv_http *h = cls;
 	char msg[512];
 	size_t n;
-	(void)cls;
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	n = strlen(msg);
 	while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
 		msg[--n] = '\0';
 	srv_log(SRV_LOG_WARN, "mhd", "%s", msg);
+	pthread_mutex_lock(&h->conns_lock);
+	if (!h->started && !h->start_msg[0])
+		copy_str(h->start_msg, sizeof(h->start_msg), msg);
+	pthread_mutex_unlock(&h->conns_lock);
 }
 
 /* ---- connections: the limit and the request deadline ---- */
@@ -1174,7 +1182,7 @@ int srv_http_start(const struct srv_http_deps *deps, struct srv_http **out, stru
 	{
 		/* The logger goes first so MHD's own start-up messages use it. */
 		struct MHD_OptionItem opts[] = {
-		    {MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_logger, NULL},
+		    {MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_logger, h},
 		    {MHD_OPTION_SOCK_ADDR, 0, ai->ai_addr},
 		    {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, h},
 		    {MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)on_connection, h},
@@ -1189,12 +1197,15 @@ int srv_http_start(const struct srv_http_deps *deps, struct srv_http **out, stru
 					  MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
 	}
 	freeaddrinfo(ai);
+	pthread_mutex_lock(&h->conns_lock);
+	h->started = 1;
+	pthread_mutex_unlock(&h->conns_lock);
 	if (!h->mhd) {
+		/* MHD's own words say why (bind: address in use, not local, ...) */
+		sid_error_set(err, SID_EIO, "cannot listen on %s: %s", cfg->listen,
+			      h->start_msg[0] ? h->start_msg : "libmicrohttpd could not start");
 		http_free(h);
-		return sid_error_set(err, SID_EIO,
-				     "cannot listen on %s (address in use or not "
-				     "permitted)",
-				     cfg->listen);
+		return SID_EIO;
 	}
 	if (pthread_create(&h->sweeper, NULL, sweeper_main, h) == 0)
 		h->sweeper_on = 1;

@@ -567,9 +567,15 @@ class TestLifecycle(unittest.TestCase):
         srv = T.Server(["--model", TF_MODEL], WORK)
         try:
             self.refused(["--model", TF_MODEL, "--listen", "127.0.0.1:%d" % srv.port],
-                         "cannot listen on 127.0.0.1:%d" % srv.port)
+                         "cannot listen on 127.0.0.1:%d: Failed to bind to port %d: Address "
+                         "already in use" % (srv.port, srv.port))
         finally:
             srv.stop()
+        # an address this host does not have (TEST-NET-1): said so, not
+        # guessed to be "in use"
+        self.refused(["--model", TF_MODEL, "--listen", "192.0.2.1:0"],
+                     "cannot listen on 192.0.2.1:0: Failed to bind to port 0: Cannot assign "
+                     "requested address")
 
     def test_help(self):
         p = subprocess.run([T.SERVER, "--help"], stdout=subprocess.PIPE, timeout=10)
