@@ -370,6 +370,63 @@ static void lookup_done(struct srv_lookup *lk)
 	MHD_resume_connection(q->conn);
 }
 
+/* The query of a lookup, checked against its route's parameters. */
+struct query_check {
+	struct req *q;
+	const char *const *names; /* NULL-terminated */
+	unsigned seen;		  /* bit i: names[i] was given */
+	int bad;
+};
+
+static enum MHD_Result query_arg(void *cls, enum MHD_ValueKind kind, const char *key,
+				 const char *value)
+{
+	struct query_check *qc = cls;
+	char expected[64] = "";
+	size_t i, off = 0;
+
+	(void)kind;
+	(void)value;
+	for (i = 0; qc->names[i]; i++) {
+		if (!strcmp(key, qc->names[i]))
+			break;
+		off += (size_t)snprintf(expected + off, sizeof(expected) - off, "%s%s",
+					i ? ", " : "", qc->names[i]);
+	}
+	if (!qc->names[i]) {
+		set_error(qc->q, SRV_ERR_INVALID_ARGUMENT,
+			  "unknown query parameter \"%.64s\" (%s%s)", key,
+			  expected[0] ? "expected " : "this route takes none",
+			  expected[0] ? expected : "");
+	} else if (qc->seen & (1u << i)) {
+		set_error(qc->q, SRV_ERR_INVALID_ARGUMENT,
+			  "query parameter %s is given more than once", key);
+	} else {
+		qc->seen |= 1u << i;
+		return MHD_YES;
+	}
+	qc->bad = 1;
+	return MHD_NO;
+}
+
+/* Refuse an unknown or repeated query parameter, as unknown JSON fields
+ * are: "?towr=user" must not quietly look in the item tower.  Returns 1
+ * when the request is refused. */
+static int query_bad(struct req *q)
+{
+	static const char *const none[] = {NULL};
+	static const char *const sid[] = {"tower", NULL};
+	static const char *const list[] = {"prefix", "limit", "cursor", "tower", NULL};
+	struct query_check qc = {q, none, 0, 0};
+
+	if (q->route == SRV_ROUTE_SID_GET)
+		qc.names = sid;
+	else if (q->route == SRV_ROUTE_SID_LIST)
+		qc.names = list;
+	MHD_get_connection_values(q->conn, MHD_GET_ARGUMENT_KIND, query_arg, &qc);
+	return qc.bad;
+}
+
 /* GET /v1/{items,users}/{id}, /v1/sids/{sid}, /v1/sids?prefix=: validate
  * the query, then hand the lookup to the registry lane (it answers). */
 static void start_lookup(struct req *q)
@@ -379,6 +436,8 @@ static void start_lookup(struct req *q)
 	const char *v;
 	enum sid_tower_kind kind = SID_TOWER_ITEM;
 
+	if (query_bad(q))
+		return;
 	if (!h->d.assigner) {
 		set_error(q, SRV_ERR_UNAVAILABLE, "the ID registry is not running");
 		return;

@@ -223,6 +223,29 @@ class TestErrors(unittest.TestCase):
         finally:
             srv.stop()
 
+    def test_lookup_query_parameters(self):
+        """Unknown or repeated query parameters are refused, as unknown JSON
+        fields are: a misspelt ?tower=user must not answer from the item
+        tower, nor a second limit= be ignored."""
+        bad = [
+            ("/v1/sids/1-2-3-0?towr=user",
+             'unknown query parameter "towr" (expected tower)'),
+            ("/v1/sids?prefix=1&limt=5",
+             'unknown query parameter "limt" (expected prefix, limit, cursor, tower)'),
+            ("/v1/sids?limit=1&limit=1000", "query parameter limit is given more than once"),
+            ("/v1/sids/1-2-3-0?tower=user&tower=item",
+             "query parameter tower is given more than once"),
+            ("/v1/items/sku-1?tower=user",
+             'unknown query parameter "tower" (this route takes none)'),
+            ("/v1/users/u-1?x", 'unknown query parameter "x" (this route takes none)'),
+        ]
+        for path, msg in bad:
+            self.check_error(SRV.json("GET", path), 400, "invalid_argument", msg)
+        # the documented ones still work, and other routes ignore queries
+        self.assertEqual(SRV.json("GET", "/v1/sids?prefix=&limit=5&tower=item")[0], 200)
+        self.assertEqual(SRV.json("GET", "/v1/sids/1-2-3-0?tower=item")[0], 404)
+        self.assertEqual(SRV.json("GET", "/healthz?nocache=1")[0], 200)
+
     def test_405(self):
         h = self.check_error(SRV.json("GET", "/v1/items:encode"), 405, "method_not_allowed")
         self.assertEqual(h["allow"], "POST")
