@@ -73,12 +73,15 @@ static void on_drain_tick(uv_timer_t *t)
 {
 	struct server *s = t->data;
 
-	if (srv_http_inflight(s->http) > 0 || srv_batcher_admitted(s->batcher) > 0) {
+	if (srv_http_inflight(s->http) > 0 || srv_batcher_admitted(s->batcher) > 0 ||
+	    srv_reload_busy(s->reload)) {
 		if (srv_now() < s->drain_deadline)
 			return;
 		srv_log(SRV_LOG_ERROR, "shutdown",
-			"%ld requests still in flight after %d ms; exiting anyway",
-			srv_http_inflight(s->http), s->cfg.shutdown_timeout_ms);
+			"%ld requests still in flight%s after %d ms; exiting anyway",
+			srv_http_inflight(s->http),
+			srv_reload_busy(s->reload) ? " and a model reload running" : "",
+			s->cfg.shutdown_timeout_ms);
 		_exit(1);
 	}
 	uv_timer_stop(t);
@@ -113,6 +116,7 @@ static void on_stop_signal(uv_signal_t *h, int sig)
 		sig == SIGINT ? "SIGINT" : "SIGTERM", srv_http_inflight(s->http),
 		s->cfg.shutdown_timeout_ms);
 	srv_http_quiesce(s->http);
+	srv_reload_quiesce(s->reload);
 	srv_batcher_flush(s->batcher);
 	s->drain_deadline = srv_now() + s->cfg.shutdown_timeout_ms * 1e-3;
 	uv_timer_start(&s->drain, on_drain_tick, 0, 5);

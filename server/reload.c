@@ -203,6 +203,20 @@ static void *reload_thread(void *arg)
 	return NULL;
 }
 
+/* Answer the admin reloads on *@list that no reload will serve. */
+static void waiters_fail(struct srv_reload_waiter **list, const char *why)
+{
+	struct srv_reload_waiter *w, *next;
+
+	for (w = *list; w; w = next) {
+		next = w->next;
+		w->ok = 0;
+		snprintf(w->error, sizeof(w->error), "%s", why);
+		w->done(w);
+	}
+	*list = NULL;
+}
+
 static void start(struct srv_reload *r, const char *trigger)
 {
 	if (r->closing)
@@ -218,16 +232,9 @@ static void start(struct srv_reload *r, const char *trigger)
 	r->started = unix_now();
 	r->running = 1;
 	if (pthread_create(&r->thread, NULL, reload_thread, r) != 0) {
-		struct srv_reload_waiter *w, *next;
 		r->running = 0;
 		finish(r, trigger, NULL, "could not start the reload thread", 0);
-		for (w = r->cur_waiters; w; w = next) {
-			next = w->next;
-			w->ok = 0;
-			snprintf(w->error, sizeof(w->error), "could not start the reload thread");
-			w->done(w);
-		}
-		r->cur_waiters = NULL;
+		waiters_fail(&r->cur_waiters, "could not start the reload thread");
 	}
 }
 
@@ -299,13 +306,7 @@ static void on_request(uv_async_t *h)
 		r->next_waiters = w;
 	}
 	if (r->closing) {
-		for (w = r->next_waiters; w; w = next) {
-			next = w->next;
-			w->ok = 0;
-			snprintf(w->error, sizeof(w->error), "the server is shutting down");
-			w->done(w);
-		}
-		r->next_waiters = NULL;
+		waiters_fail(&r->next_waiters, "the server is shutting down");
 		return;
 	}
 	start(r, "admin");
@@ -437,24 +438,30 @@ static void on_closed(uv_handle_t *h)
 	free(r);
 }
 
+void srv_reload_quiesce(struct srv_reload *r)
+{
+	r->closing = 1;
+	r->again = 0;
+	uv_timer_stop(&r->debounce);
+	waiters_fail(&r->next_waiters, "the server is shutting down");
+}
+
+int srv_reload_busy(const struct srv_reload *r)
+{
+	return r->running;
+}
+
 void srv_reload_close(struct srv_reload *r)
 {
-	struct srv_reload_waiter *w, *next;
-
 	if (!r)
 		return;
-	r->closing = 1;
+	srv_reload_quiesce(r);
 	if (r->running) {
 		pthread_join(r->thread, NULL);
 		r->running = 0;
 		sid_model_unref(r->result);
 		r->result = NULL;
-		for (w = r->cur_waiters; w; w = next) {
-			next = w->next;
-			w->ok = 0;
-			snprintf(w->error, sizeof(w->error), "the server is shutting down");
-			w->done(w);
-		}
+		waiters_fail(&r->cur_waiters, "the server is shutting down");
 	}
 	if (r->watching)
 		uv_fs_event_stop(&r->watch);

@@ -82,6 +82,15 @@ void srv_reload_trigger(struct srv_reload *r, const char *trigger);
  */
 int srv_model_load_checked(const char *path, struct sid_model **out, struct sid_error *err);
 
+/* Shutting down (loop thread): no new reload starts, and admin reloads
+ * still waiting for one are answered "the server is shutting down".  One
+ * already running goes on; srv_reload_busy says when it is done. */
+void srv_reload_quiesce(struct srv_reload *r);
+
+/* 1 while a reload runs (loop thread).  The drain waits for it, within
+ * shutdown_timeout_ms: srv_reload_close would join it without a bound. */
+int srv_reload_busy(const struct srv_reload *r);
+
 /* Stop watching and close the handles (loop thread); a reload thread still
  * running is joined.  The current model reference is dropped when the last
  * handle closes. */

@@ -702,6 +702,32 @@ class TestLifecycle(unittest.TestCase):
         finally:
             s.close()
 
+    def test_sigterm_during_a_hung_reload(self):
+        """A reload that does not finish (the model path became a FIFO nobody
+        writes: a hung file system) holds the shutdown no longer than
+        shutdown_timeout_ms; an admin reload queued behind it is answered."""
+        d = tempfile.mkdtemp(dir=WORK)
+        path = os.path.join(d, "model.safetensors")
+        shutil.copy(TF_MODEL, path)
+        srv = T.Server(["--model", path, "--watch=false", "--registry", "none",
+                        "--admin-token", "tok", "--shutdown-timeout-ms", "300"], WORK)
+        os.mkfifo(path + ".fifo")
+        os.rename(path + ".fifo", path)
+        srv.signal(signal.SIGHUP)  # its reload waits in open() for ever
+        time.sleep(0.3 * T.SLOW)
+        out = {}
+        th = threading.Thread(target=lambda: out.setdefault("r", srv.json(
+            "POST", "/v1/admin/reload", headers={"Authorization": "Bearer tok"})))
+        th.start()
+        time.sleep(0.2 * T.SLOW)  # queued behind the hung reload
+        srv.signal(signal.SIGTERM)
+        self.assertEqual(srv.wait(10), 1, srv.log_text())
+        th.join(10)
+        st, _, body = out["r"]
+        self.assertEqual(st, 422, body)
+        self.assertIn("shutting down", body["error"]["message"])
+        self.assertIn("and a model reload running after 300 ms", srv.log_text())
+
     def test_sigint_idle_exits_zero(self):
         srv = T.Server(["--model", TF_MODEL], WORK)
         srv.signal(signal.SIGINT)
