@@ -81,7 +81,36 @@ int srv_entropy_init(struct srv_entropy *e, size_t window)
 void srv_entropy_release(struct srv_entropy *e)
 {
 	free(e->codes);
+	for (int l = 0; l < SID_MAX_LEVELS; l++)
+		free(e->count[l]);
 	memset(e, 0, sizeof(*e));
+}
+
+/* Empty the window (keeping its allocations). */
+static void entropy_clear(struct srv_entropy *e)
+{
+	for (int l = 0; l < SID_MAX_LEVELS; l++)
+		if (e->count[l])
+			memset(e->count[l], 0, e->ncount[l] * sizeof(*e->count[l]));
+	e->next = e->filled = 0;
+}
+
+/* Count one more row with code @c at level @l; -1 when out of memory. */
+static int entropy_count(struct srv_entropy *e, int l, int32_t c)
+{
+	if (c < 0 || c >= SID_MAX_CODEBOOK)
+		return 0; /* not a code: left out, here and when it leaves */
+	if ((size_t)c >= e->ncount[l]) {
+		size_t n = (size_t)c + 1 > 2 * e->ncount[l] ? (size_t)c + 1 : 2 * e->ncount[l];
+		uint32_t *p = realloc(e->count[l], n * sizeof(*p));
+		if (!p)
+			return -1;
+		memset(p + e->ncount[l], 0, (n - e->ncount[l]) * sizeof(*p));
+		e->count[l] = p;
+		e->ncount[l] = n;
+	}
+	e->count[l][c]++;
+	return 0;
 }
 
 void srv_entropy_add(struct srv_entropy *e, const int32_t *codes, size_t B, int L)
@@ -94,7 +123,7 @@ void srv_entropy_add(struct srv_entropy *e, const int32_t *codes, size_t B, int 
 			return; /* metrics are best effort */
 		e->codes = c;
 		e->L = L;
-		e->next = e->filled = 0;
+		entropy_clear(e);
 	}
 	/* Only the last @window rows of a huge batch can stay. */
 	if (B > e->window) {
@@ -102,46 +131,36 @@ void srv_entropy_add(struct srv_entropy *e, const int32_t *codes, size_t B, int 
 		B = e->window;
 	}
 	for (size_t i = 0; i < B; i++) {
-		memcpy(e->codes + e->next * (size_t)L, codes + i * (size_t)L,
-		       (size_t)L * sizeof(*codes));
+		int32_t *slot = e->codes + e->next * (size_t)L;
+		for (int l = 0; l < L; l++) {
+			if (e->filled == e->window && slot[l] >= 0 && slot[l] < SID_MAX_CODEBOOK)
+				e->count[l][slot[l]]--; /* the row it replaces leaves */
+			slot[l] = codes[i * (size_t)L + (size_t)l];
+			if (entropy_count(e, l, slot[l])) {
+				entropy_clear(e); /* out of memory: start over */
+				return;
+			}
+		}
 		e->next = (e->next + 1) % e->window;
 		if (e->filled < e->window)
 			e->filled++;
 	}
 }
 
-static int cmp_i32(const void *a, const void *b)
-{
-	int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
-	return (x > y) - (x < y);
-}
-
 double srv_entropy_bits(const struct srv_entropy *e, int l)
 {
-	int32_t *v;
-	double h = 0, n;
-	size_t i, run;
+	double h = 0, n = 0;
 
 	if (!e->filled || l < 0 || l >= e->L)
 		return 0;
-	v = malloc(e->filled * sizeof(*v));
-	if (!v)
-		return 0;
-	for (i = 0; i < e->filled; i++)
-		v[i] = e->codes[i * (size_t)e->L + (size_t)l];
-	qsort(v, e->filled, sizeof(*v), cmp_i32);
-	n = (double)e->filled;
-	run = 1;
-	for (i = 1; i <= e->filled; i++) {
-		if (i < e->filled && v[i] == v[i - 1]) {
-			run++;
+	for (size_t c = 0; c < e->ncount[l]; c++)
+		n += e->count[l][c];
+	for (size_t c = 0; c < e->ncount[l]; c++) {
+		if (!e->count[l][c])
 			continue;
-		}
-		double p = (double)run / n;
+		double p = e->count[l][c] / n;
 		h -= p * log2(p);
-		run = 1;
 	}
-	free(v);
 	return h > 0 ? h : 0; /* no -0 */
 }
 

@@ -92,17 +92,22 @@ int srv_hist_render(const struct srv_hist *h, const char *name, const char *labe
 		    struct srv_buf *out);
 
 /*
- * Code-entropy window: the codes of the last @window rows (ring buffer).
- * Entropy is computed when rendered (sort a copy, count runs), so the cost
- * does not grow with codebook size.  Not locked itself; struct srv_metrics
- * guards its windows.
+ * Code-entropy window: the codes of the last @window rows (ring buffer), and
+ * per level how many of them hold each code, kept up to date as rows come
+ * and go.  Rendering then costs one pass over the counts (no bigger than the
+ * codebooks, which the model holds anyway, times E floats), not a sort of
+ * the window: /metrics runs under the metrics lock that every request and
+ * batch takes, so a scrape must be cheap whatever its caller's rate.  Not
+ * locked itself; struct srv_metrics guards its windows.
  */
 struct srv_entropy {
-	int L;		/* levels of the rows held; a new L resets the window */
-	size_t window;	/* capacity in rows */
-	size_t next;	/* ring position */
-	size_t filled;	/* rows held, <= window */
-	int32_t *codes; /* (window, L) */
+	int L;				 /* levels of the rows held; a new L resets the window */
+	size_t window;			 /* capacity in rows */
+	size_t next;			 /* ring position */
+	size_t filled;			 /* rows held, <= window */
+	int32_t *codes;			 /* (window, L) */
+	uint32_t *count[SID_MAX_LEVELS]; /* (ncount[l]) rows in the window per code */
+	size_t ncount[SID_MAX_LEVELS];	 /* largest code counted + 1 */
 };
 int srv_entropy_init(struct srv_entropy *e, size_t window);
 void srv_entropy_release(struct srv_entropy *e);
