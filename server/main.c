@@ -200,6 +200,9 @@ int main(int argc, char **argv)
 	struct sigaction hup;
 	int help = 0, version = 0;
 
+	/* Before anything is written: a stderr whose reader is gone (a dead log
+	 * pipe) must cost the messages, not the process or its exit status. */
+	signal(SIGPIPE, SIG_IGN);
 	memset(&hup, 0, sizeof(hup));
 	hup.sa_handler = on_early_hup;
 	hup.sa_flags = SA_RESTART; /* an open or read under way goes on */
@@ -226,7 +229,6 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	srv_log_set_level((enum srv_log_level)s.cfg.log_level);
-	signal(SIGPIPE, SIG_IGN);
 	raise_fd_limit(&s.cfg);
 	openblas_set_num_threads(1); /* parallelism comes from the workers */
 

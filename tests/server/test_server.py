@@ -584,6 +584,18 @@ class TestLifecycle(unittest.TestCase):
         ex = os.path.join(os.path.dirname(__file__), "..", "..", "config", "semid-server.json")
         self.refused(["--config", ex, "--listen", "127.0.0.1:0"], "/var/lib/semid/model")
 
+    def test_stderr_pipe_without_reader(self):
+        """Refusing to start with nobody reading stderr (a dead log pipe)
+        still exits 2, not by SIGPIPE."""
+        r, w = os.pipe()
+        os.close(r)
+        try:
+            p = subprocess.run([T.SERVER, "--bogus"], stdout=subprocess.DEVNULL, stderr=w,
+                               timeout=10)
+        finally:
+            os.close(w)
+        self.assertEqual(p.returncode, 2)
+
     def test_port_in_use(self):
         # No SO_REUSEPORT: a second server on a taken port refuses to start
         # instead of silently sharing the port with the first.
