@@ -715,6 +715,22 @@ static enum MHD_Result body_count(struct req *q, size_t n)
 	return q->seen > 2 * max + (1u << 20) ? MHD_NO : MHD_YES;
 }
 
+/* The path of @url: RFC 9112 3.2.2 has servers accept the absolute-form
+ * (http://host:port/path, which clients send through a proxy) as well. */
+static const char *url_path(const char *url)
+{
+	const char *p;
+
+	if (!strncasecmp(url, "http://", 7))
+		p = url + 7;
+	else if (!strncasecmp(url, "https://", 8))
+		p = url + 8;
+	else
+		return url;
+	p = strchr(p, '/');
+	return p ? p : "/";
+}
+
 /* First call for a request: framing, route, method, headers.  Returns 1
  * when a response is already decided. */
 static int on_headers(struct req *q, const char *url, const char *method, const char *version)
@@ -723,6 +739,7 @@ static int on_headers(struct req *q, const char *url, const char *method, const 
 	const char *v;
 	size_t i;
 
+	url = url_path(url);
 	snprintf(q->path, sizeof(q->path), "%s", url);
 	if (framing_bad(q, version))
 		return 1;

@@ -170,6 +170,16 @@ def b64_row(row):
     return base64.b64encode(np.asarray(row, "<f4").tobytes()).decode()
 
 
+def read_to_eof(sock):
+    """Everything @sock receives until the peer closes it."""
+    data = b""
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+
+
 class Server:
     """A semid-server child on 127.0.0.1:<free port>; logs go to a file."""
 

@@ -284,13 +284,7 @@ class TestConnectionFlood(unittest.TestCase):
             for s in extra:
                 s.settimeout(2)
                 try:
-                    data = b""
-                    while True:
-                        chunk = s.recv(4096)
-                        if not chunk:
-                            break
-                        data += chunk
-                    answers.append(data)
+                    answers.append(T.read_to_eof(s))
                 except ConnectionResetError:
                     answers.append(b"reset")
                 except socket.timeout:

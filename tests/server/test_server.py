@@ -246,6 +246,26 @@ class TestErrors(unittest.TestCase):
         self.assertEqual(SRV.json("GET", "/v1/sids/1-2-3-0?tower=item")[0], 404)
         self.assertEqual(SRV.json("GET", "/healthz?nocache=1")[0], 200)
 
+    def test_absolute_form_request_target(self):
+        """RFC 9112 3.2.2: the absolute-form (what a client sends through a
+        proxy) names the same resource as the path alone."""
+        host = b"http://127.0.0.1:%d" % SRV.port
+        body = json.dumps({"inputs": [{"embedding": [0.0] * 48}]}).encode()
+        for target, req_body, want in ((host + b"/healthz", b"", 200),
+                                       (b"HTTP://example.com/v1/items:encode", body, 200),
+                                       (host + b"/v1/sids?limit=1", b"", 200),
+                                       (host, b"", 404)):
+            s = socket.create_connection(("127.0.0.1", SRV.port), timeout=10)
+            try:
+                s.sendall(b"%s %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                          b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (
+                              b"POST" if req_body else b"GET", target, len(req_body),
+                              req_body))
+                data = T.read_to_eof(s)
+            finally:
+                s.close()
+            self.assertTrue(data.startswith(b"HTTP/1.1 %d " % want), (target, data[:300]))
+
     def test_405(self):
         h = self.check_error(SRV.json("GET", "/v1/items:encode"), 405, "method_not_allowed")
         self.assertEqual(h["allow"], "POST")
