@@ -38,6 +38,7 @@ struct conn {
 	long long since_us; /* atomic: when the current request began to arrive */
 	int receiving;	    /* atomic: 1 until the request is in full */
 	int cut;	    /* atomic: the sweeper closed it */
+	int url_nul;	    /* the URL being parsed had a %00 (its MHD thread only) */
 };
 
 struct srv_http {
@@ -100,6 +101,7 @@ struct req {
 	char *arg;	/* registry lookups: the URL-decoded {id} or {sid} */
 	struct conn *c; /* its connection (NULL if MHD gave none) */
 	int close;	/* answer with Connection: close (bad framing) */
+	int url_nul;	/* its path or query had a %00 */
 };
 
 static const char JSON_CT[] = "application/json";
@@ -436,6 +438,12 @@ static void start_lookup(struct req *q)
 	const char *v;
 	enum sid_tower_kind kind = SID_TOWER_ITEM;
 
+	if (q->url_nul) {
+		set_error(q, SRV_ERR_INVALID_ARGUMENT,
+			  "the path or query has %%00 (a NUL byte), which no id, sid or "
+			  "parameter may hold");
+		return;
+	}
 	if (query_bad(q))
 		return;
 	if (!h->d.assigner) {
@@ -826,6 +834,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		q->h = h;
 		q->conn = conn;
 		q->c = c;
+		if (c) {
+			q->url_nul = c->url_nul;
+			c->url_nul = 0;
+		}
 		copy_str(q->method, sizeof(q->method), method);
 		q->t0 = srv_now();
 		q->state = REQ_BODY;
@@ -970,7 +982,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 /*
  * Percent-decoding of the path and query arguments, as MHD's own but with
  * %00 decoded to 0x7f (DEL) instead of a NUL that would silently cut an id
- * short: ids refuse control characters, so such a request gets a clear 400.
+ * short, and noted on the connection so that a lookup can say "%00" rather
+ * than name the DEL it became (ids refuse both).
  */
 static int hexval(char c)
 {
@@ -985,17 +998,23 @@ static int hexval(char c)
 
 static size_t unescape(void *cls, struct MHD_Connection *conn, char *s)
 {
+	struct srv_http *h = cls;
 	char *w = s;
 	const char *r = s;
 
-	(void)cls;
-	(void)conn;
 	while (*r) {
 		int hi, lo;
 		if (r[0] == '%' && (hi = hexval(r[1])) >= 0 && (lo = hexval(r[2])) >= 0) {
 			int c = hi * 16 + lo;
 			*w++ = c ? (char)c : (char)0x7f;
 			r += 3;
+			if (!c) {
+				const union MHD_ConnectionInfo *ci = MHD_get_connection_info(
+				    conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+				struct conn *sc = ci ? ci->socket_context : NULL;
+				if (sc && sc != &h->over)
+					sc->url_nul = 1;
+			}
 		} else {
 			*w++ = *r++;
 		}
@@ -1262,7 +1281,7 @@ int srv_http_start(const struct srv_http_deps *deps, struct srv_http **out, stru
 		    {MHD_OPTION_SOCK_ADDR, 0, ai->ai_addr},
 		    {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, h},
 		    {MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)on_connection, h},
-		    {MHD_OPTION_UNESCAPE_CALLBACK, (intptr_t)unescape, NULL},
+		    {MHD_OPTION_UNESCAPE_CALLBACK, (intptr_t)unescape, h},
 		    {MHD_OPTION_CONNECTION_TIMEOUT, cfg->connection_timeout_s, NULL},
 		    {MHD_OPTION_CONNECTION_LIMIT, mhd_limit, NULL},
 		    {cfg->http_threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END,

@@ -246,6 +246,23 @@ class TestErrors(unittest.TestCase):
         self.assertEqual(SRV.json("GET", "/v1/sids/1-2-3-0?tower=item")[0], 404)
         self.assertEqual(SRV.json("GET", "/healthz?nocache=1")[0], 200)
 
+    def test_nul_in_lookup_url(self):
+        """%00 in a lookup's path or query is named as such (it is decoded to
+        a DEL internally, so that it cannot cut an id short), and the next
+        request on the connection is not taken for one with %00."""
+        msg = "the path or query has %00 (a NUL byte), which no id, sid or parameter may hold"
+        c = SRV.conn()
+        try:
+            for path in ("/v1/items/a%00b", "/v1/sids/1-2-3-0?tower=%00",
+                         "/v1/sids?prefix=%00"):
+                self.check_error(SRV.json("GET", path, conn=c), 400, "invalid_argument", msg)
+            st, _, e = SRV.json("GET", "/v1/items/a%7Fb", conn=c)  # a real DEL
+            self.assertEqual(e["error"]["message"],
+                             'id "a\x7fb": control character 0x7f at byte 1')
+            self.assertEqual(SRV.json("GET", "/v1/items/ab", conn=c)[0], 404)
+        finally:
+            c.close()
+
     def test_absolute_form_request_target(self):
         """RFC 9112 3.2.2: the absolute-form (what a client sends through a
         proxy) names the same resource as the path alone."""
