@@ -476,7 +476,8 @@ static void start_lookup(struct req *q)
 		if (v) {
 			char *end;
 			long n = strtol(v, &end, 10);
-			if (!*v || *end || n < 1 || n > SID_REG_PAGE_MAX) {
+			/* digits only: strtol also takes " 5" and "+5" */
+			if (!(*v >= '0' && *v <= '9') || *end || n < 1 || n > SID_REG_PAGE_MAX) {
 				set_error(q, SRV_ERR_INVALID_ARGUMENT,
 					  "limit must be an integer from 1 to %d, not \"%.32s\"",
 					  SID_REG_PAGE_MAX, v);

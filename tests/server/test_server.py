@@ -238,6 +238,8 @@ class TestErrors(unittest.TestCase):
             ("/v1/items/sku-1?tower=user",
              'unknown query parameter "tower" (this route takes none)'),
             ("/v1/users/u-1?x", 'unknown query parameter "x" (this route takes none)'),
+            ("/v1/sids?limit=%2B5", 'limit must be an integer from 1 to 1000, not "+5"'),
+            ("/v1/sids?limit=%205", 'limit must be an integer from 1 to 1000, not " 5"'),
         ]
         for path, msg in bad:
             self.check_error(SRV.json("GET", path), 400, "invalid_argument", msg)
