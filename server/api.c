@@ -1125,11 +1125,39 @@ int srv__encode_req_decode_fast(const char *body, size_t len, int D, int max_inp
 	return decode_fast(body, len, D, max_inputs, 0, req);
 }
 
+/*
+ * The '[', '{' and ',' of @body outside strings, in one pass: a bound on the
+ * JSON values jansson would build (each bracket or comma begins one).  It
+ * allocates a json_t and a slot per value, 40 bytes or more for a value of
+ * two bytes ("0,"), so it is given only bodies a request within the limits
+ * could be, not a few MB of "[]," that would take gigabytes to decode.
+ */
+static size_t json_separators(const char *body, size_t len)
+{
+	size_t n = 0;
+
+	for (size_t i = 0; i < len; i++) {
+		char c = body[i];
+		if (c == '"') {
+			for (i++; i < len && body[i] != '"'; i++)
+				if (body[i] == '\\')
+					i++;
+		} else if (c == '[' || c == '{' || c == ',') {
+			n++;
+		}
+	}
+	return n;
+}
+
 /* The fast scanner, and jansson when it gives up (@assign: see decode_jansson). */
 static int decode_any(const char *body, size_t len, enum sid_tower_kind tower, int D,
 		      int max_inputs, int assign, struct srv_encode_req *req,
 		      struct srv_api_error *e)
 {
+	/* a request has '{', '[' and 3 ',' at the top, and per input '{', '[',
+	 * a ',' before it, 2 between its fields and D - 1 between numbers */
+	size_t seps, most = (size_t)max_inputs * ((size_t)(D > 0 ? D : 0) + 4) + 64;
+
 	memset(req, 0, sizeof(*req));
 	req->tower = tower;
 	req->D = D;
@@ -1137,6 +1165,12 @@ static int decode_any(const char *body, size_t len, enum sid_tower_kind tower, i
 	req->format = SID_FORMAT_DASH;
 	if (decode_fast(body, len, D, max_inputs, assign, req))
 		return 0;
+	seps = json_separators(body, len);
+	if (seps > most)
+		return fail(e, SRV_ERR_TOO_LARGE,
+			    "the body has %zu JSON brackets and commas; a request of at most %d "
+			    "inputs of %d numbers has no more than %zu",
+			    seps, max_inputs, D, most);
 	return decode_jansson(body, len, tower, D, max_inputs, assign, req, e);
 }
 

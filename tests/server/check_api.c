@@ -409,6 +409,44 @@ START_TEST(test_decode_errors)
 }
 END_TEST
 
+/* A body with more brackets and commas than a request within the limits
+ * has is refused before jansson builds a json_t per value (a few MB of
+ * "[]," took gigabytes); one within them still decodes on the jansson path. */
+START_TEST(test_decode_value_flood)
+{
+	static const char ok[] =
+	    "{\"inputs\": [{\"id\": \"\u00e9\", \"embedding\": [1, 2, 3]},\n"
+	    " {\"id\": \"caf\u00e9\", \"embedding\": [4, 5, 6]}], \"top_k\": 2}";
+	struct srv_encode_req req;
+	struct srv_api_error e;
+	size_t n = 100000, len = 0;
+	char *body = malloc(3 * n + 32);
+
+	ck_assert_ptr_nonnull(body);
+	len += (size_t)sprintf(body, "{\"inputs\": [");
+	for (size_t i = 0; i < n; i++)
+		len += (size_t)sprintf(body + len, "[],");
+	len += (size_t)sprintf(body + len, "[]]}");
+	memset(&e, 0, sizeof(e));
+	ck_assert_int_eq(srv_encode_req_decode(body, len, SID_TOWER_ITEM, 3, 2, &req, &e), -1);
+	ck_assert_int_eq(e.kind, SRV_ERR_TOO_LARGE);
+	ck_assert_str_eq(e.msg, "the body has 200003 JSON brackets and commas; a request of at "
+				"most 2 inputs of 3 numbers has no more than 78");
+	ck_assert_ptr_null(req.x);
+	/* the same count in strings is no count at all */
+	len = (size_t)sprintf(body, "{\"inputs\": [{\"id\": \"");
+	for (size_t i = 0; i < n; i++)
+		body[len++] = i % 2 ? ',' : '[';
+	len += (size_t)sprintf(body + len, "\\\"\", \"embedding\": [1, 2, 3]}]}");
+	ck_assert_int_eq(srv_encode_req_decode(body, len, SID_TOWER_ITEM, 3, 2, &req, &e), 0);
+	srv_encode_req_release(&req);
+	free(body);
+	ck_assert_int_eq(srv_encode_req_decode(ok, strlen(ok), SID_TOWER_ITEM, 3, 2, &req, &e), 0);
+	ck_assert_int_eq((int)req.B, 2);
+	srv_encode_req_release(&req);
+}
+END_TEST
+
 /* The fast scanner takes valid requests and agrees with jansson bit for bit. */
 /* The fast scanner with its AVX2 string scan and finite check, and with the
  * portable ones: bodies with ids of 0..80 characters (both sides of the
@@ -1070,6 +1108,7 @@ static void add_tests(TCase *tc)
 	tcase_add_test(tc, test_content_type);
 	tcase_add_test(tc, test_decode_ok);
 	tcase_add_test(tc, test_decode_errors);
+	tcase_add_test(tc, test_decode_value_flood);
 	tcase_add_test(tc, test_fast_path_agrees);
 	tcase_add_test(tc, test_fast_scanner_paths);
 	tcase_add_test(tc, test_fast_b64_lengths);
