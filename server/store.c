@@ -6,6 +6,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -88,7 +89,7 @@ int srv_store_init(struct srv_store *s, const struct srv_config *cfg, struct sid
 	memset(s, 0, sizeof(*s));
 	if (pthread_mutex_init(&s->mu, NULL))
 		return sid_error_set(err, SID_ENOMEM, "registry: mutex");
-	if (!strcmp(cfg->registry, "none")) {
+	if (!strcasecmp(cfg->registry, "none")) { /* "None" is no file name anyone means */
 		s->disabled = 1;
 		s->backend = "none";
 		srv_log(SRV_LOG_INFO, "registry",

@@ -352,7 +352,8 @@ class TestAssignSqlite(Base):
             f.write(b"this is not a SQLite database at all" * 200)
         X, codes = T.tie_free_inputs(self.rng, self.ta, 2)
         for extra, words in ((["--registry", bad], [bad]),
-                             (["--registry", "none"], ["disabled"])):
+                             (["--registry", "none"], ["disabled"]),
+                             (["--registry", "None"], ["disabled"])):  # not a file 'None'
             srv, _ = self.start(d, {"item": self.ta}, "A", extra)
             try:
                 st, h, e = assign(srv, ["a", "b"], X)
@@ -368,7 +369,7 @@ class TestAssignSqlite(Base):
                 self.assertEqual(srv.request("GET", "/readyz")[0], 200)
                 st, _, info = srv.json("GET", "/v1/model")
                 self.assertEqual(info["registry"]["status"],
-                                 "disabled" if "none" in extra else "unavailable")
+                                 "disabled" if bad not in extra else "unavailable")
             finally:
                 self.assertEqual(srv.stop(), 0)
         with open(bad, "rb") as f:
