@@ -4,6 +4,8 @@
  * `encode` pipeline (encode_cmd.c) and the terminal progress bar
  * (progress.c).
  *
+ * Outputs of every command go through output.c.
+ *
  * Exit statuses used everywhere: CLI_EXIT_OK 0, CLI_EXIT_IO 1 (internal or
  * output I/O error, out of memory), CLI_EXIT_INPUT 2 (bad usage or bad input:
  * a missing, unreadable or malformed model or data file, a wrong shape or
@@ -15,11 +17,13 @@
 #ifndef SID_CLI_H
 #define SID_CLI_H
 
+#include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
 
 #include "encode.h"
 #include "err.h"
+#include "fsutil.h"
 
 #define SEMID_VERSION "0.1.0"
 
@@ -61,6 +65,44 @@ int cli_encode_parse(int argc, char **argv, struct cli_encode_opts *o, struct si
  * the file at fault) and no output file is left behind.
  */
 int cli_encode_run(const struct cli_encode_opts *o, FILE *tsv_out, struct sid_error *err);
+
+/* ---- outputs ------------------------------------------------------------ */
+
+enum cli_output_kind {
+	CLI_OUT_STDOUT, /* "-" */
+	CLI_OUT_FILE	/* a file, published atomically */
+};
+
+#define CLI_OUTPUT_SIGNALS 4
+
+struct cli_output {
+	const char *path; /* as given */
+	enum cli_output_kind kind;
+	FILE *fp; /* write here */
+	struct sid_publish pub;
+	struct sigaction saved[CLI_OUTPUT_SIGNALS];
+	int signals_on;
+};
+
+/*
+ * Open the output @path: "-" is @std; a file is written unnamed (O_TMPFILE)
+ * and renamed into place by cli_output_commit, so a process killed at any
+ * moment, even by SIGKILL, leaves the old file or the new one and no temp
+ * file.  Fails (SID_EIO) when the file cannot be created, with a message
+ * naming @path.  Until commit
+ * or abort, SIGINT/SIGTERM/SIGHUP/SIGBUS handlers remove a named temp file
+ * (file systems without O_TMPFILE) before the process dies.  One output
+ * open at a time per process.
+ */
+int cli_output_open(struct cli_output *w, const char *path, FILE *std, struct sid_error *err);
+/* Flush, and publish a file output.  Ends the output either way; on failure
+ * the old file is untouched. */
+int cli_output_commit(struct cli_output *w, struct sid_error *err);
+/* Give up: a file output is dropped (the old file untouched), stdout is
+ * flushed.  No-op on an output zeroed or already ended. */
+void cli_output_abort(struct cli_output *w);
+/* @w's path for messages ("stdout" for "-"). */
+const char *cli_output_name(const struct cli_output *w);
 
 /* ---- progress bar --------------------------------------------------------- */
 

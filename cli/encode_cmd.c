@@ -14,9 +14,9 @@
  * at most S = 2T batches of codes are held at once.  Each row's codes depend
  * only on that row (encode.h), so the output is the same for any --threads
  * and --batch; the first failing batch in input order decides the error.
- * A .npy or TSV file output is written under a temporary name next to the
- * target and renamed into place only when complete; a failure (or SIGINT /
- * SIGTERM / SIGHUP, or SIGBUS from an input truncated while mapped) removes it.
+ * A .npy or TSV file output is published atomically (cli_output_open: an
+ * unnamed temp file renamed into place only when complete), so a failure, a
+ * signal, even SIGKILL, leaves the old file or none and no temp file.
  */
 #include "cli.h"
 
@@ -188,50 +188,6 @@ int cli_encode_parse(int argc, char **argv, struct cli_encode_opts *o, struct si
 	return 0;
 }
 
-/* ---- temp output and signals ---------------------------------------------- */
-
-/* The temp file to remove if we are killed; written before handlers exist. */
-static char tmp_path[PATH_MAX];
-static volatile sig_atomic_t tmp_live;
-
-static void on_signal(int sig)
-{
-	static const char bus[] = "semid: the input file shrank or failed while being read "
-				  "(SIGBUS); no output written\n";
-
-	if (tmp_live)
-		unlink(tmp_path);
-	if (sig == SIGBUS) {
-		/* a mapped page past the end of a file truncated under us */
-		ssize_t n = write(STDERR_FILENO, bus, sizeof(bus) - 1);
-		(void)n;
-		_exit(CLI_EXIT_IO);
-	}
-	signal(sig, SIG_DFL);
-	raise(sig);
-}
-
-static const int caught[] = {SIGINT, SIGTERM, SIGHUP, SIGBUS};
-
-static void signals_install(struct sigaction *saved)
-{
-	struct sigaction sa;
-	size_t i;
-
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_signal;
-	sigemptyset(&sa.sa_mask);
-	for (i = 0; i < sizeof(caught) / sizeof(caught[0]); i++)
-		sigaction(caught[i], &sa, &saved[i]);
-}
-
-static void signals_restore(const struct sigaction *saved)
-{
-	size_t i;
-	for (i = 0; i < sizeof(caught) / sizeof(caught[0]); i++)
-		sigaction(caught[i], &saved[i], NULL);
-}
-
 /* ---- the pipeline ------------------------------------------------------- */
 
 enum slot_state { SLOT_FREE, SLOT_BUSY, SLOT_DONE };
@@ -325,13 +281,9 @@ static void *worker_main(void *arg)
 	return NULL;
 }
 
-enum out_kind { OUT_NPY, OUT_TSV_STDOUT, OUT_TSV_FILE };
-
 struct sink {
-	enum out_kind kind;
-	const char *path; /* the final name */
-	FILE *fp;	  /* TSV */
-	struct sid_npy_writer *npy;
+	struct cli_output out;
+	struct sid_npy_writer *npy; /* .npy output, else TSV on out.fp */
 	int L, top_k, n_alt;
 	enum sid_sid_format format;
 	int32_t *wide; /* (B, top_k * L) for .npy with alternatives */
@@ -343,7 +295,7 @@ static int sink_emit(struct sink *k, const struct slot *s, size_t row0, size_t n
 	size_t r;
 	int a, L = k->L;
 
-	if (k->kind == OUT_NPY) {
+	if (k->npy) {
 		const int32_t *rows = s->codes;
 		if (k->top_k > 1) {
 			size_t w = (size_t)k->top_k * (size_t)L;
@@ -369,18 +321,17 @@ static int sink_emit(struct sink *k, const struct slot *s, size_t row0, size_t n
 	for (r = 0; r < n; r++) {
 		char sid[512];
 		sid_codes_format(s->codes + r * (size_t)L, L, k->format, sid, sizeof(sid));
-		fprintf(k->fp, "%zu\t%s", row0 + r, sid);
+		fprintf(k->out.fp, "%zu\t%s", row0 + r, sid);
 		for (a = 0; a < k->n_alt && a < s->alt_count[r]; a++) {
 			sid_codes_format(s->alt_codes +
 					     (r * (size_t)k->n_alt + (size_t)a) * (size_t)L,
 					 L, k->format, sid, sizeof(sid));
-			fprintf(k->fp, "\t%s", sid);
+			fprintf(k->out.fp, "\t%s", sid);
 		}
-		fputc('\n', k->fp);
+		fputc('\n', k->out.fp);
 	}
-	if (ferror(k->fp))
-		return sid_error_set(err, SID_EIO, "%s: write: %s",
-				     k->kind == OUT_TSV_STDOUT ? "stdout" : k->path,
+	if (ferror(k->out.fp))
+		return sid_error_set(err, SID_EIO, "%s: write: %s", cli_output_name(&k->out),
 				     strerror(errno));
 	return 0;
 }
@@ -413,7 +364,7 @@ static int progress_wanted(const struct cli_encode_opts *o, const struct sink *k
 		return o->progress == CLI_PROGRESS_ALWAYS;
 	if (!isatty(STDERR_FILENO))
 		return 0;
-	return !(k->kind == OUT_TSV_STDOUT && isatty(fileno(k->fp)));
+	return !(k->out.kind == CLI_OUT_STDOUT && isatty(fileno(k->out.fp)));
 }
 
 /* Stops the workers (if any started) and waits for them. */
@@ -450,7 +401,7 @@ static int buffers_alloc(struct pipeline *p, struct worker *w, int T, struct sin
 				return -1;
 		}
 	}
-	if (k->kind == OUT_NPY && top_k > 1) {
+	if (k->npy && top_k > 1) {
 		k->wide = malloc(B * (size_t)top_k * L * sizeof(int32_t));
 		if (!k->wide)
 			return -1;
@@ -592,89 +543,42 @@ static int open_sink(struct sink *k, const struct cli_encode_opts *o, FILE *tsv_
 {
 	int rc;
 
-	k->path = o->output;
 	k->L = L;
 	k->top_k = o->top_k;
 	k->n_alt = o->top_k - 1;
 	k->format = o->format;
-	if (strcmp(o->output, "-") == 0) {
-		k->kind = OUT_TSV_STDOUT;
-		k->fp = tsv_out;
-		return 0;
-	}
-	k->kind = ends_with(o->output, ".npy") ? OUT_NPY : OUT_TSV_FILE;
-	if ((size_t)snprintf(tmp_path, sizeof(tmp_path), "%s.tmp.%ld", o->output, (long)getpid()) >=
-	    sizeof(tmp_path))
-		return sid_error_set(err, SID_EINVAL, "%s: path too long", o->output);
-	/* Live before the file exists: a signal right after it is created must
-	 * remove it too (unlinking a name not yet created is harmless). */
-	tmp_live = 1;
-	if (k->kind == OUT_NPY) {
-		rc = sid_npy_writer_open(tmp_path, SID_NPY_I32, rows, (size_t)o->top_k * (size_t)L,
-					 &k->npy, err);
-		if (rc < 0) { /* the header write may have failed after the create */
-			unlink(tmp_path);
-			tmp_live = 0;
+	if ((rc = cli_output_open(&k->out, o->output, tsv_out, err)) < 0)
+		return rc;
+	if (k->out.kind != CLI_OUT_STDOUT && ends_with(o->output, ".npy")) {
+		rc = sid_npy_writer_fdopen(fileno(k->out.fp), o->output, SID_NPY_I32, rows,
+					   (size_t)o->top_k * (size_t)L, &k->npy, err);
+		if (rc < 0) {
+			cli_output_abort(&k->out);
 			return sid_error_prefix(err, "%s: cannot create the output", o->output);
-		}
-	} else {
-		k->fp = fopen(tmp_path, "we");
-		if (!k->fp) {
-			tmp_live = 0;
-			return sid_error_set(err, SID_EIO, "%s: cannot create the output: %s: %s",
-					     o->output, tmp_path, strerror(errno));
 		}
 	}
 	return 0;
 }
 
-/* Finish the output: close, and for files rename the temp into place. */
+/* Finish the output: the .npy row count is checked, then the file published. */
 static int close_sink(struct sink *k, struct sid_error *err)
 {
-	int rc = 0;
+	int rc = sid_npy_writer_close(k->npy, err); /* NULL: TSV, nothing to do */
 
-	if (k->kind == OUT_TSV_STDOUT) {
-		if (fflush(k->fp) != 0 || ferror(k->fp))
-			return sid_error_set(err, SID_EIO, "stdout: write: %s", strerror(errno));
-		return 0;
-	}
-	if (k->kind == OUT_NPY) {
-		rc = sid_npy_writer_close(k->npy, err);
-		k->npy = NULL;
-	} else {
-		if (fflush(k->fp) != 0 || ferror(k->fp) || fsync(fileno(k->fp)) != 0)
-			rc =
-			    sid_error_set(err, SID_EIO, "%s: write: %s", tmp_path, strerror(errno));
-		if (fclose(k->fp) != 0 && rc == 0)
-			rc =
-			    sid_error_set(err, SID_EIO, "%s: close: %s", tmp_path, strerror(errno));
-		k->fp = NULL;
-	}
-	if (rc == 0 && rename(tmp_path, k->path) != 0)
-		rc = sid_error_set(err, SID_EIO, "%s: rename: %s", k->path, strerror(errno));
+	k->npy = NULL;
 	if (rc < 0) {
-		unlink(tmp_path);
-		tmp_live = 0;
+		cli_output_abort(&k->out);
 		return rc;
 	}
-	tmp_live = 0;
-	return sid_fsync_parent(k->path, err); /* in place; reported if not durable */
+	return cli_output_commit(&k->out, err);
 }
 
 /* Drop an unfinished output. */
 static void abort_sink(struct sink *k)
 {
-	if (k->kind == OUT_NPY && k->npy) {
-		sid_npy_writer_abort(k->npy);
-		k->npy = NULL;
-	} else if (k->kind == OUT_TSV_FILE && k->fp) {
-		fclose(k->fp);
-		k->fp = NULL;
-		unlink(tmp_path);
-	} else if (k->kind == OUT_TSV_STDOUT) {
-		fflush(k->fp);
-	}
-	tmp_live = 0;
+	sid_npy_writer_abort(k->npy);
+	k->npy = NULL;
+	cli_output_abort(&k->out);
 }
 
 int cli_encode_run(const struct cli_encode_opts *o, FILE *tsv_out, struct sid_error *err)
@@ -683,8 +587,7 @@ int cli_encode_run(const struct cli_encode_opts *o, FILE *tsv_out, struct sid_er
 	struct sid_npy in;
 	const struct sid_tower *t;
 	struct sink k;
-	struct sigaction saved[sizeof(caught) / sizeof(caught[0])];
-	int kind, rc, status = CLI_EXIT_INPUT, sink_open = 0, signals_on = 0;
+	int kind, rc, status = CLI_EXIT_INPUT, sink_open = 0;
 
 	memset(&in, 0, sizeof(in));
 	memset(&k, 0, sizeof(k));
@@ -731,8 +634,6 @@ int cli_encode_run(const struct cli_encode_opts *o, FILE *tsv_out, struct sid_er
 		goto fail;
 	}
 
-	signals_install(saved);
-	signals_on = 1;
 	if ((rc = open_sink(&k, o, tsv_out, in.rows, t->L, err)) < 0) {
 		status = rc == SID_EINVAL ? CLI_EXIT_INPUT : CLI_EXIT_IO;
 		goto fail;
@@ -747,8 +648,6 @@ int cli_encode_run(const struct cli_encode_opts *o, FILE *tsv_out, struct sid_er
 fail: /* success comes through here too */
 	if (sink_open)
 		abort_sink(&k);
-	if (signals_on)
-		signals_restore(saved);
 	sid_npy_close(&in);
 	sid_model_unref(m);
 	return status;

@@ -56,8 +56,9 @@ static const char usage[] =
     "      --embeddings      export: include embedding_b64\n"
     "  -p, --prefix P        list: the code prefix (default: everything)\n"
     "  -n, --limit N         list: at most N entries (default 100)\n"
-    "  -o, --output FILE     where output goes (default - : stdout); export writes a\n"
-    "                        file under a temporary name and renames it when complete\n"
+    "  -o, --output FILE     where output goes (default - : stdout); a file gets its\n"
+    "                        name only when complete: a failed or killed run leaves\n"
+    "                        the old one and no temporary file\n"
     "\n"
     "exit status: 0 ok; 1 store unavailable, I/O or internal error; 2 bad usage, bad\n"
     "input, unknown id or sid; 3 import finished but some lines conflicted\n";
@@ -224,61 +225,32 @@ static int store_open(const struct opts *o, struct sid_registry **r, struct sid_
 	    err);
 }
 
-/* An output stream: stdout for "-", else a temp file renamed by out_close. */
-struct out {
-	FILE *f;
-	const char *path;
-	char tmp[4200];
-};
-
-static int out_open(struct out *w, const char *path, struct sid_error *err)
+static int out_open(struct cli_output *w, const struct opts *o, struct sid_error *err)
 {
-	w->path = path;
-	if (!strcmp(path, "-")) {
-		w->f = stdout;
-		return 0;
-	}
-	snprintf(w->tmp, sizeof(w->tmp), "%s.tmp.%d", path, (int)getpid());
-	w->f = fopen(w->tmp, "w");
-	if (!w->f)
-		return sid_error_set(err, SID_EIO, "%s: cannot create: %m", w->tmp);
-	return 0;
+	return cli_output_open(w, o->output, stdout, err);
 }
 
 /* Finish (@ok) or abandon the output. */
-static int out_close(struct out *w, int ok, struct sid_error *err)
+static int out_close(struct cli_output *w, int ok, struct sid_error *err)
 {
-	int rc = 0;
-	if (!w->f)
-		return 0;
-	if (w->f == stdout) {
-		if (fflush(stdout) && ok)
-			rc = sid_error_set(err, SID_EIO, "stdout: write failed: %m");
-		return rc;
-	}
-	if (ok && (fflush(w->f) || fsync(fileno(w->f)) || ferror(w->f)))
-		rc = sid_error_set(err, SID_EIO, "%s: write failed: %m", w->tmp);
-	if (fclose(w->f) && ok && !rc)
-		rc = sid_error_set(err, SID_EIO, "%s: write failed: %m", w->tmp);
-	w->f = NULL;
-	if (ok && !rc && rename(w->tmp, w->path))
-		rc = sid_error_set(err, SID_EIO, "%s: cannot rename into place: %m", w->path);
-	if (!ok || rc)
-		unlink(w->tmp);
-	return rc;
+	if (ok)
+		return cli_output_commit(w, err);
+	cli_output_abort(w);
+	return 0;
 }
 
-static int print_json(json_t *j, const struct opts *o, struct sid_error *err)
+static int print_json(json_t *j, const struct opts *o, struct sid_registry *r,
+		      struct sid_error *err)
 {
-	struct out w = {0};
+	struct cli_output w = {0};
 	char *s = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
 	int rc;
 
 	json_decref(j);
 	if (!s)
 		return sid_error_set(err, SID_ENOMEM, "out of memory");
-	rc = out_open(&w, o->output, err);
-	if (!rc && fprintf(w.f, "%s\n", s) < 0)
+	rc = out_open(&w, o, err);
+	if (!rc && fprintf(w.fp, "%s\n", s) < 0)
 		rc = sid_error_set(err, SID_EIO, "%s: write failed: %m", o->output);
 	free(s);
 	if (rc) {
@@ -346,7 +318,7 @@ static int cmd_assign(const struct opts *o, struct sid_error *err)
 	struct sid_workspace *ws = NULL;
 	struct sid_npy x = {0};
 	const struct sid_tower *t;
-	struct out w = {0};
+	struct cli_output w = {0};
 	char **ids = NULL;
 	float *buf = NULL;
 	int32_t *codes = NULL;
@@ -385,7 +357,7 @@ static int cmd_assign(const struct opts *o, struct sid_error *err)
 		rc = sid_error_set(err, SID_ENOMEM, "out of memory");
 		goto fail;
 	}
-	if ((rc = out_open(&w, o->output, err)))
+	if ((rc = out_open(&w, o, err)))
 		goto fail;
 	for (size_t row = 0; row < x.rows; row += B) {
 		size_t n = x.rows - row < B ? x.rows - row : B;
@@ -407,9 +379,9 @@ static int cmd_assign(const struct opts *o, struct sid_error *err)
 		for (size_t i = 0; i < n; i++) {
 			char sid[SID_REG_SID_MAX];
 			sid_reg_sid_format(res[i].codes, res[i].L, res[i].suffix, sid, sizeof(sid));
-			fprintf(w.f, "%s\t%s\t%d\n", res[i].id, sid, res[i].created);
+			fprintf(w.fp, "%s\t%s\t%d\n", res[i].id, sid, res[i].created);
 		}
-		if (fflush(w.f)) {
+		if (fflush(w.fp)) {
 			rc = sid_error_set(err, SID_EIO, "%s: write failed: %m", o->output);
 			goto fail;
 		}
@@ -436,13 +408,13 @@ fail:
 
 static int cmd_export(const struct opts *o, struct sid_registry *r, struct sid_error *err)
 {
-	struct out w = {0};
-	int rc = out_open(&w, o->output, err);
+	struct cli_output w = {0};
+	int rc = out_open(&w, o, err);
 	if (!rc)
 		rc = sid_registry_export(r, o->kind,
 					 o->format && !strcmp(o->format, "jsonl") ? SID_REG_JSONL
 										  : SID_REG_TSV,
-					 o->with_emb, w.f, err);
+					 o->with_emb, w.fp, err);
 	if (rc) {
 		out_close(&w, 0, NULL);
 		return rc;
@@ -522,7 +494,7 @@ static int cmd_stats(const struct opts *o, struct sid_registry *r, struct sid_er
 				    "levels", st.L, "unique_prefixes", u64_array(st.prefixes, st.L),
 				    "max_suffix", (json_int_t)st.max_suffix, "suffix_histogram",
 				    hist, "with_embedding", (json_int_t)st.with_embedding),
-			  o, err);
+			  o, r, err);
 }
 
 static int cmd_diff(const struct opts *o, struct sid_registry *r, struct sid_error *err)
@@ -549,7 +521,7 @@ static int cmd_diff(const struct opts *o, struct sid_registry *r, struct sid_err
 			      u64_array(d.prefix_changed, Lmin), "changed", (json_int_t)d.changed,
 			      "changed_fraction",
 			      d.compared ? (double)d.changed / d.compared : 0.0),
-		    o, err);
+		    o, r, err);
 	}
 	sid_model_unref(m);
 	return rc;
@@ -567,7 +539,7 @@ static int cmd_lookup(const struct opts *o, struct sid_registry *r, struct sid_e
 				     strcmp(o->cmd, "get") ? "SID" : "ID");
 	rc = strcmp(o->cmd, "get") ? sid_registry_get_sid(r, o->kind, o->arg, &e, err)
 				   : sid_registry_get(r, o->kind, o->arg, &e, err);
-	return rc ? rc : print_json(sid_reg_entry_json(&e, 0), o, err);
+	return rc ? rc : print_json(sid_reg_entry_json(&e, 0), o, r, err);
 }
 
 static int cmd_list(const struct opts *o, struct sid_registry *r, struct sid_error *err)
@@ -596,7 +568,7 @@ static int cmd_list(const struct opts *o, struct sid_registry *r, struct sid_err
 		json_decref(a);
 		return rc;
 	}
-	return print_json(a, o, err);
+	return print_json(a, o, r, err);
 }
 
 int cli_registry_main(int argc, char **argv)

@@ -82,81 +82,129 @@ int sid_publish_atomic(const char *path, const void *buf, size_t len, struct sid
 int sid_publish_atomic_pieces(const char *path, const struct sid_piece *pc, size_t npc,
 			      struct sid_error *err)
 {
-	char *tmp = NULL, dir[PATH_MAX];
-	int fd = -1, rc, named = 0;
-	unsigned long n;
-	size_t tlen;
+	struct sid_publish pub;
+	int rc;
 
 	if (!path || (!pc && npc))
 		return sid_error_set(err, SID_EINVAL, "publish: no path or buffer");
 	for (size_t i = 0; i < npc; i++)
 		if (!pc[i].p && pc[i].len)
 			return sid_error_set(err, SID_EINVAL, "publish: no path or buffer");
+	if ((rc = sid_publish_begin(&pub, path, err)) < 0)
+		return rc;
+	for (size_t i = 0; i < npc; i++)
+		if (write_all(pub.fd, pc[i].p, pc[i].len) != 0) {
+			rc = sid_error_set(err, SID_EIO, "%s: write %s: %s", path, pub.tmp,
+					   strerror(errno));
+			sid_publish_abort(&pub);
+			return rc;
+		}
+	return sid_publish_commit(&pub, err);
+}
+
+int sid_publish_begin(struct sid_publish *pub, const char *path, struct sid_error *err)
+{
+	char dir[PATH_MAX];
+	unsigned long n;
+	size_t tlen;
+	int rc;
+
+	pub->fd = -1;
+	pub->named = 0;
+	pub->path = NULL;
+	pub->tmp = NULL;
+	if (!path || !*path)
+		return sid_error_set(err, SID_EINVAL, "publish: no path");
 	n = __atomic_fetch_add(&publish_counter, 1, __ATOMIC_RELAXED);
 	tlen = strlen(path) + 64;
-	tmp = malloc(tlen);
-	if (!tmp)
-		return sid_error_set(err, SID_ENOMEM, "%s: out of memory", path);
-	snprintf(tmp, tlen, "%s.tmp.%ld.%lu", path, (long)getpid(), n);
+	pub->path = strdup(path);
+	pub->tmp = malloc(tlen);
+	if (!pub->path || !pub->tmp) {
+		rc = sid_error_set(err, SID_ENOMEM, "%s: out of memory", path);
+		goto fail;
+	}
+	snprintf(pub->tmp, tlen, "%s.tmp.%ld.%lu", path, (long)getpid(), n);
 
 	/* Unnamed until it is complete, where the file system can: a process
 	 * killed while writing (SIGKILL, the OOM killer) then leaves nothing
 	 * behind, not a temp file as large as a checkpoint. */
 	if (!sid__fsutil_no_tmpfile && dir_of(path, dir) == 0)
-		fd = open(dir, O_TMPFILE | O_WRONLY | O_CLOEXEC, 0644);
-	if (fd < 0) { /* no O_TMPFILE here (or the tests' switch): named from the start */
-		fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-		if (fd < 0) {
-			rc = sid_error_set(err, SID_EIO, "%s: create %s: %s", path, tmp,
-					   strerror(errno));
-			free(tmp);
-			return rc;
-		}
-		named = 1;
-	}
-	for (size_t i = 0; i < npc; i++)
-		if (write_all(fd, pc[i].p, pc[i].len) != 0) {
-			rc = sid_error_set(err, SID_EIO, "%s: write %s: %s", path, tmp,
+		pub->fd = open(dir, O_TMPFILE | O_WRONLY | O_CLOEXEC, 0644);
+	if (pub->fd < 0) { /* no O_TMPFILE here (or the tests' switch): named from the start */
+		pub->fd = open(pub->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+		if (pub->fd < 0) {
+			rc = sid_error_set(err, SID_EIO, "%s: create %s: %s", path, pub->tmp,
 					   strerror(errno));
 			goto fail;
 		}
-	if (fsync(fd) != 0) {
+		pub->named = 1;
+	}
+	return 0;
+
+fail:
+	free(pub->path);
+	free(pub->tmp);
+	pub->path = pub->tmp = NULL;
+	return rc;
+}
+
+int sid_publish_commit(struct sid_publish *pub, struct sid_error *err)
+{
+	const char *path = pub->path, *tmp = pub->tmp;
+	int rc;
+
+	if (pub->fd < 0)
+		return sid_error_set(err, SID_EINVAL, "publish: not open");
+	if (fsync(pub->fd) != 0) {
 		rc = sid_error_set(err, SID_EIO, "%s: fsync %s: %s", path, tmp, strerror(errno));
 		goto fail;
 	}
-	if (!named) { /* complete: give it the temp name, then rename it over @path */
+	if (!pub->named) { /* complete: give it the temp name, then rename it over @path */
 		char proc[64];
-		snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+		snprintf(proc, sizeof(proc), "/proc/self/fd/%d", pub->fd);
 		if (linkat(AT_FDCWD, proc, AT_FDCWD, tmp, AT_SYMLINK_FOLLOW) != 0 &&
-		    linkat(fd, "", AT_FDCWD, tmp, AT_EMPTY_PATH) != 0) {
+		    linkat(pub->fd, "", AT_FDCWD, tmp, AT_EMPTY_PATH) != 0) {
 			rc = sid_error_set(err, SID_EIO, "%s: link %s: %s", path, tmp,
 					   strerror(errno));
 			goto fail;
 		}
-		named = 1;
+		pub->named = 1;
 	}
-	if (close(fd) != 0) {
-		fd = -1;
+	if (close(pub->fd) != 0) {
+		pub->fd = -1;
 		rc = sid_error_set(err, SID_EIO, "%s: close %s: %s", path, tmp, strerror(errno));
 		goto fail;
 	}
-	fd = -1;
+	pub->fd = -1;
 	if (rename(tmp, path) != 0) {
 		rc = sid_error_set(err, SID_EIO, "%s: rename from %s: %s", path, tmp,
 				   strerror(errno));
 		goto fail;
 	}
-	free(tmp);
+	pub->named = 0; /* the temp name is gone */
 	/* The data is in place; a failing directory fsync is still reported. */
-	return sid_fsync_parent(path, err);
+	rc = sid_fsync_parent(path, err);
+	sid_publish_abort(pub); /* frees the names */
+	return rc;
 
 fail:
-	if (fd >= 0)
-		close(fd);
-	if (named)
-		unlink(tmp);
-	free(tmp);
+	sid_publish_abort(pub);
 	return rc;
+}
+
+void sid_publish_abort(struct sid_publish *pub)
+{
+	if (!pub || !pub->path) /* zeroed, failed to begin, or finished */
+		return;
+	if (pub->fd >= 0)
+		close(pub->fd);
+	if (pub->named && pub->tmp)
+		unlink(pub->tmp);
+	free(pub->path);
+	free(pub->tmp);
+	pub->fd = -1;
+	pub->named = 0;
+	pub->path = pub->tmp = NULL;
 }
 
 /* Open @path read-only and stat it; a negative SID_E* code unless a regular file. */

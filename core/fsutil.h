@@ -37,6 +37,26 @@ int sid_publish_atomic_pieces(const char *path, const struct sid_piece *pc, size
 			      struct sid_error *err);
 
 /*
+ * The same for a file written as it is produced (an output of unknown or
+ * unbounded size): sid_publish_begin opens the temp file (unnamed where the
+ * file system has O_TMPFILE) and gives its descriptor in @pub->fd, the caller
+ * writes it, then sid_publish_commit fsyncs it, renames it over @path and
+ * fsyncs the directory, or sid_publish_abort closes and removes it.  Either
+ * call ends the publish; on a commit failure @path is untouched.  Until the
+ * commit, @pub->tmp is the name the file has (@pub->named) or will have for
+ * an instant during the commit, for a signal handler to unlink.  Abort on a
+ * zeroed, failed or finished @pub is a no-op.
+ */
+struct sid_publish {
+	int fd;	   /* write the contents here */
+	int named; /* the temp file has a name in the directory */
+	char *path, *tmp;
+};
+int sid_publish_begin(struct sid_publish *pub, const char *path, struct sid_error *err);
+int sid_publish_commit(struct sid_publish *pub, struct sid_error *err);
+void sid_publish_abort(struct sid_publish *pub);
+
+/*
  * Read a whole regular file into a malloc'ed, NUL-terminated buffer.  Fails
  * with SID_EFORMAT when it is larger than @max_len bytes.
  */

@@ -17,6 +17,7 @@
 #include "npy.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <float.h>
 #include <math.h>
 #include <stdio.h>
@@ -487,7 +488,8 @@ void sid_npy_release_rows(const struct sid_npy *f, size_t row0, size_t row_end)
 
 struct sid_npy_writer {
 	FILE *fp;
-	char *path;
+	char *path;  /* the file, or for messages only (fd writer) */
+	int on_path; /* opened by path: close fsyncs, abort removes the file */
 	enum sid_npy_dtype dtype;
 	size_t rows, cols, written;
 };
@@ -516,13 +518,14 @@ static size_t npy_header(char *buf, size_t cap, enum sid_npy_dtype dt, size_t ro
 	return 10 + hlen;
 }
 
-int sid_npy_writer_open(const char *path, enum sid_npy_dtype dtype, size_t rows, size_t cols,
-			struct sid_npy_writer **out, struct sid_error *err)
+/* Open a writer on @path (@fd < 0) or on a copy of @fd, and write the header. */
+static int writer_open(const char *path, int fd, enum sid_npy_dtype dtype, size_t rows, size_t cols,
+		       struct sid_npy_writer **out, struct sid_error *err)
 {
 	struct sid_npy_writer *w = NULL;
 	char hdr[256];
 	size_t hlen;
-	int rc;
+	int rc, dup_fd = -1;
 
 	*out = NULL;
 	if (dtype != SID_NPY_F32 && dtype != SID_NPY_F64 && dtype != SID_NPY_I32)
@@ -538,7 +541,14 @@ int sid_npy_writer_open(const char *path, enum sid_npy_dtype dtype, size_t rows,
 	w->dtype = dtype;
 	w->rows = rows;
 	w->cols = cols;
-	w->fp = fopen(path, "wbe");
+	w->on_path = fd < 0;
+	if (fd < 0) {
+		w->fp = fopen(path, "wbe");
+	} else if ((dup_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0)) >= 0) {
+		w->fp = fdopen(dup_fd, "wb");
+		if (w->fp)
+			dup_fd = -1; /* the stream owns it */
+	}
 	if (!w->fp) {
 		rc = sid_error_set(err, SID_EIO, "%s: %s", path, strerror(errno));
 		goto fail;
@@ -552,6 +562,8 @@ int sid_npy_writer_open(const char *path, enum sid_npy_dtype dtype, size_t rows,
 	return 0;
 
 fail:
+	if (dup_fd >= 0)
+		close(dup_fd);
 	if (w) {
 		if (w->fp)
 			fclose(w->fp);
@@ -559,6 +571,22 @@ fail:
 		free(w);
 	}
 	return rc;
+}
+
+int sid_npy_writer_open(const char *path, enum sid_npy_dtype dtype, size_t rows, size_t cols,
+			struct sid_npy_writer **out, struct sid_error *err)
+{
+	return writer_open(path, -1, dtype, rows, cols, out, err);
+}
+
+int sid_npy_writer_fdopen(int fd, const char *name, enum sid_npy_dtype dtype, size_t rows,
+			  size_t cols, struct sid_npy_writer **out, struct sid_error *err)
+{
+	if (fd < 0) {
+		*out = NULL;
+		return sid_error_set(err, SID_EINVAL, "%s: no file descriptor", name);
+	}
+	return writer_open(name, fd, dtype, rows, cols, out, err);
 }
 
 int sid_npy_writer_rows(struct sid_npy_writer *w, const void *data, size_t n, struct sid_error *err)
@@ -587,7 +615,7 @@ int sid_npy_writer_close(struct sid_npy_writer *w, struct sid_error *err)
 				   w->written, w->rows);
 	if (fflush(w->fp) != 0 && rc == 0)
 		rc = sid_error_set(err, SID_EIO, "%s: write: %s", w->path, strerror(errno));
-	if (fsync(fileno(w->fp)) != 0 && rc == 0 && errno != EINVAL)
+	if (w->on_path && fsync(fileno(w->fp)) != 0 && rc == 0 && errno != EINVAL)
 		rc = sid_error_set(err, SID_EIO, "%s: fsync: %s", w->path, strerror(errno));
 	if (fclose(w->fp) != 0 && rc == 0)
 		rc = sid_error_set(err, SID_EIO, "%s: close: %s", w->path, strerror(errno));
@@ -601,7 +629,8 @@ void sid_npy_writer_abort(struct sid_npy_writer *w)
 	if (!w)
 		return;
 	fclose(w->fp);
-	unlink(w->path);
+	if (w->on_path)
+		unlink(w->path);
 	free(w->path);
 	free(w);
 }

@@ -67,12 +67,20 @@ int sid_npy_write(const char *path, enum sid_npy_dtype dtype, size_t rows, size_
 struct sid_npy_writer;
 int sid_npy_writer_open(const char *path, enum sid_npy_dtype dtype, size_t rows, size_t cols,
 			struct sid_npy_writer **out, struct sid_error *err);
+/*
+ * The same on an open descriptor, e.g. sid_publish_begin's (fsutil.h): the
+ * writer writes through its own duplicate of @fd, never fsyncs it, and
+ * neither close nor abort touches @fd or any file name; @name is only for
+ * messages.
+ */
+int sid_npy_writer_fdopen(int fd, const char *name, enum sid_npy_dtype dtype, size_t rows,
+			  size_t cols, struct sid_npy_writer **out, struct sid_error *err);
 int sid_npy_writer_rows(struct sid_npy_writer *w, const void *data, size_t n,
 			struct sid_error *err);
 int sid_npy_writer_close(struct sid_npy_writer *w, struct sid_error *err);
 
-/* Give up on a writer: close it and remove its file (for failed outputs).
- * NULL is a no-op. */
+/* Give up on a writer: close it and remove its file (for failed outputs;
+ * an fd writer removes nothing).  NULL is a no-op. */
 void sid_npy_writer_abort(struct sid_npy_writer *w);
 
 #endif

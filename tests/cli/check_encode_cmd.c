@@ -3,7 +3,8 @@
  * (cli/encode_cmd.c) on a random model with a real MLP (gelu, l2 input norm,
  * biases, non-uniform K): the .npy and TSV outputs equal one direct
  * sid_encode call over all rows, for every thread count and batch size; a
- * non-finite row fails naming its absolute index and leaves no file.
+ * non-finite row fails naming its absolute index and leaves no file; a run
+ * killed mid-write leaves the directory as it was.
  */
 #include <check.h>
 #include "check_main.h"
@@ -12,9 +13,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "../../cli/cli.h" /* tests build with -Icore -Itests only */
+#include "fsutil.h"
+#include "kill_mid_write.h"
 #include "model_builder.h"
 #include "npy.h"
 
@@ -238,6 +242,46 @@ START_TEST(test_bad_tower_and_columns)
 }
 END_TEST
 
+/*
+ * Killed in the middle of writing its output (.npy or TSV file): the
+ * directory holds exactly what it held before, the old output untouched.
+ * SIGKILL, with the unnamed temp file; SIGTERM, with the named one of a file
+ * system without O_TMPFILE, which the handler removes.
+ */
+START_TEST(test_killed_mid_write)
+{
+	static const char *const names[] = {"o.npy", "o.tsv"};
+	char out[700], old[8] = "";
+	struct cli_encode_opts o;
+	struct sid_error err;
+	int status, sig = _i < 2 ? SIGKILL : SIGTERM;
+	FILE *f;
+	pid_t pid;
+
+	path_in(out, sizeof(out), names[_i % 2]);
+	f = fopen(out, "w");
+	fputs("old", f);
+	fclose(f);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) { /* N rows make 12 KB of output: killed at 4 KB */
+		sid__fsutil_no_tmpfile = sig != SIGKILL;
+		opts_init(&o, out, 2, 10);
+		kill_mid_write(4096, sig);
+		_exit(cli_encode_run(&o, stdout, &err) == CLI_EXIT_OK ? 0 : 10);
+	}
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert_msg(WIFSIGNALED(status) && WTERMSIG(status) == sig,
+		      "%s: the run was not killed mid-write (status 0x%x)", out, status);
+	ck_assert_int_eq(count_files(), 3); /* model, input, the old output */
+	f = fopen(out, "r");
+	ck_assert_ptr_nonnull(f);
+	ck_assert_ptr_nonnull(fgets(old, sizeof(old), f));
+	fclose(f);
+	ck_assert_str_eq(old, "old");
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("encode_cmd");
@@ -250,6 +294,7 @@ int main(void)
 	tcase_add_test(tc, test_top_k_columns);
 	tcase_add_test(tc, test_nonfinite_leaves_nothing);
 	tcase_add_test(tc, test_bad_tower_and_columns);
+	tcase_add_loop_test(tc, test_killed_mid_write, 0, 4);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }

@@ -5,11 +5,13 @@
  * codes computed by the encoder directly), idempotent re-runs, export and
  * import round trips with conflicts (exit 3), stats and diff JSON against
  * hand counts, lookups, bad stores (exit 1 and 2), and an assign killed with
- * SIGKILL whose acknowledged lines must all be in the store afterwards.
+ * SIGKILL whose acknowledged lines must all be in the store afterwards, and
+ * an export killed mid-write that leaves its directory as it was.
  */
 #include <check.h>
 #include "check_main.h"
 #include "kill_after.h"
+#include "kill_mid_write.h"
 #include <fcntl.h>
 #include <jansson.h>
 #include <signal.h>
@@ -17,11 +19,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include "../../cli/cli.h" /* tests build with -Icore -Itests only */
 #include "encode.h"
+#include "fsutil.h"
 #include "model.h"
 #include "model_builder.h"
 #include "npy.h"
@@ -409,6 +413,84 @@ START_TEST(t_sigkill)
 }
 END_TEST
 
+/* Entries in @d. */
+static int count_entries(const char *d)
+{
+	char cmd[400];
+	FILE *p;
+	int n = -1;
+
+	snprintf(cmd, sizeof(cmd), "ls -A %s | wc -l", d);
+	p = popen(cmd, "r");
+	ck_assert_ptr_nonnull(p);
+	ck_assert_int_eq(fscanf(p, "%d", &n), 1);
+	pclose(p);
+	return n;
+}
+
+/*
+ * An export killed in the middle of writing its file leaves the file's
+ * directory as it was, the old export untouched: SIGKILL with the unnamed
+ * temp file, and SIGTERM with the named one of a file system without
+ * O_TMPFILE.  (The export directory is not the store's: SQLite leaves its
+ * -wal and -shm files behind a killed reader, which is its business.)
+ */
+START_TEST(t_export_killed_mid_write)
+{
+	enum { M = 2000 }; /* about 400 KB of export, with embeddings */
+	static float xm[M * 8];
+	char x2[320], ids2[320], edir[320], exp[340], old[8] = "";
+	int status, before, sig = _i == 0 ? SIGKILL : SIGTERM;
+	struct sid_error err;
+	uint64_t rng = 11;
+	FILE *f;
+	pid_t pid;
+
+	snprintf(x2, sizeof(x2), "%s/x2.npy", dir);
+	snprintf(ids2, sizeof(ids2), "%s/ids2.txt", dir);
+	for (int i = 0; i < M * 8; i++)
+		xm[i] = mb_rand_sym(&rng);
+	ck_assert_int_eq(sid_npy_write(x2, SID_NPY_F32, M, 8, xm, &err), 0);
+	f = fopen(ids2, "w");
+	for (int i = 0; i < M; i++)
+		fprintf(f, "item-%d\n", i);
+	fclose(f);
+	ck_assert_int_eq(run("registry", "assign", "--model", model, "--input", x2, "--ids", ids2,
+			     "--batch", "10000", "--output", out, NULL),
+			 CLI_EXIT_OK);
+	snprintf(edir, sizeof(edir), "%s/exports", dir);
+	ck_assert_int_eq(mkdir(edir, 0755), 0);
+	snprintf(exp, sizeof(exp), "%s/e.jsonl", edir);
+	f = fopen(exp, "w");
+	fputs("old", f);
+	fclose(f);
+	before = count_entries(edir);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) { /* killed at 64 KB: past SQLite's 32 KB -shm file */
+		sid__fsutil_no_tmpfile = sig != SIGKILL;
+		kill_mid_write(65536, sig);
+		_exit(run("registry", "export", "--db", db, "--format", "jsonl", "--embeddings",
+			  "--output", exp, NULL));
+	}
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert_msg(WIFSIGNALED(status) && WTERMSIG(status) == sig,
+		      "the export was not killed mid-write (status 0x%x)", status);
+	ck_assert_int_eq(count_entries(edir), before);
+	f = fopen(exp, "r");
+	ck_assert_ptr_nonnull(f);
+	ck_assert_ptr_nonnull(fgets(old, sizeof(old), f));
+	fclose(f);
+	ck_assert_str_eq(old, "old");
+	/* and unhindered, it writes the whole file */
+	ck_assert_int_eq(run("registry", "export", "--db", db, "--format", "jsonl", "--embeddings",
+			     "--output", exp, NULL),
+			 CLI_EXIT_OK);
+	ck_assert_int_eq(count_lines(exp), M);
+	ck_assert_int_eq(count_entries(edir), before);
+}
+END_TEST
+
 static Suite *registry_cmd_suite(void)
 {
 	Suite *s = suite_create("registry_cmd");
@@ -420,6 +502,7 @@ static Suite *registry_cmd_suite(void)
 	tcase_add_test(tc, t_diff_and_lookups);
 	tcase_add_test(tc, t_bad_stores);
 	tcase_add_test(tc, t_sigkill);
+	tcase_add_loop_test(tc, t_export_killed_mid_write, 0, 2);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -91,6 +91,23 @@ def run(*args, **kw):
                           timeout=120, **kw)
 
 
+def writing_into(pid, directory, *besides):
+    """Whether process @pid has a file in @directory open (other than @besides):
+    an output being written, named or not (O_TMPFILE: "DIR/#123 (deleted)")."""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(directory + "/") and target not in besides:
+            return True
+    return False
+
+
 def parse_tsv(text):
     rows, codes = [], []
     for line in text.splitlines():
@@ -342,18 +359,23 @@ class CliTest(unittest.TestCase):
         inp = os.path.join(self.out.name, "big.npy")
         np.save(inp, make_inputs(rng, self.books["item"], 200_000)[0])
         out = os.path.join(self.out.name, "o.npy")
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        with open(out, "wb") as f:
+            f.write(b"old")
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGKILL):
             # batch 1 on one thread is slow enough to be caught mid-run
             proc = subprocess.Popen([SEMID, "encode", "--model", self.model, "--input", inp,
                                      "--output", out, "--threads", "1", "--batch", "1"],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             deadline = time.time() + 30
-            while time.time() < deadline and not any(".tmp." in f for f in self.out_files()):
+            while time.time() < deadline and not writing_into(proc.pid, self.out.name, inp):
                 self.assertIsNone(proc.poll(), "finished before it could be interrupted")
                 time.sleep(0.002)
             proc.send_signal(sig)
             self.assertEqual(proc.wait(timeout=60), -sig)
-            self.assertEqual(self.out_files(), ["big.npy"])
+            # the directory holds what it held before: no temp file, the old output
+            self.assertEqual(self.out_files(), ["big.npy", "o.npy"])
+            with open(out, "rb") as f:
+                self.assertEqual(f.read(), b"old")
 
     def test_unknown_or_missing_tower(self):
         self.assert_bad(self.encode("--tower", "user"), "has no tower 'user'", "item")

@@ -3,12 +3,14 @@
  * NIST vectors and padding-boundary lengths (expected digests from coreutils
  * sha256sum), atomic publish (content, overwrite, no temp files left, failure
  * paths, concurrent publishers, each with O_TMPFILE and with a named temp
- * file; a publisher killed mid-write leaves nothing), capped reads and
+ * file; a publisher killed mid-write leaves nothing; the streaming
+ * begin/commit/abort), capped reads and
  * read-only maps.
  */
 #include <check.h>
 #include "check_main.h"
 #include <dirent.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -324,6 +326,52 @@ START_TEST(test_map)
 }
 END_TEST
 
+/* The streaming publish: written through pub.fd, committed or aborted. */
+START_TEST(test_publish_stream)
+{
+	sid__fsutil_no_tmpfile = _i; /* loop 0: O_TMPFILE; 1: named temp */
+	struct sid_publish pub, zero;
+	struct sid_error err;
+	char path[512];
+	uint8_t *got;
+	size_t len;
+
+	snprintf(path, sizeof(path), "%s/s.bin", tmpdir);
+	ck_assert_int_eq(sid_publish_begin(&pub, path, &err), 0);
+	ck_assert_int_ge(pub.fd, 0);
+	ck_assert_int_eq(pub.named, _i);
+	ck_assert_int_eq(access(pub.tmp, F_OK) == 0, _i); /* named only without O_TMPFILE */
+	ck_assert_int_eq(write(pub.fd, "stream", 6), 6);
+	ck_assert_int_eq(sid_publish_commit(&pub, &err), 0);
+	ck_assert_ptr_null(pub.path);
+	sid_publish_abort(&pub); /* ended: no-op */
+	ck_assert_int_eq(sid_file_read(path, 100, &got, &len, &err), 0);
+	ck_assert_uint_eq(len, 6);
+	ck_assert_mem_eq(got, "stream", 6);
+	free(got);
+
+	/* aborted: the old file stays, nothing else */
+	ck_assert_int_eq(sid_publish_begin(&pub, path, &err), 0);
+	ck_assert_int_eq(write(pub.fd, "new!", 4), 4);
+	sid_publish_abort(&pub);
+	ck_assert_int_eq(count_temps(tmpdir), 0);
+	ck_assert_int_eq(sid_file_read(path, 100, &got, &len, &err), 0);
+	ck_assert_uint_eq(len, 6);
+	free(got);
+
+	memset(&zero, 0, sizeof(zero));
+	sid_publish_abort(&zero); /* zeroed: no-op (does not close fd 0) */
+	sid_publish_abort(NULL);
+	ck_assert_int_ne(fcntl(0, F_GETFD), -1);
+
+	snprintf(path, sizeof(path), "%s/nodir/s.bin", tmpdir);
+	ck_assert_int_eq(sid_publish_begin(&pub, path, &err), SID_EIO);
+	ck_assert_ptr_nonnull(strstr(err.msg, "No such file"));
+	sid_publish_abort(&pub); /* failed: no-op */
+	ck_assert_int_eq(sid_publish_begin(&pub, "", &err), SID_EINVAL);
+}
+END_TEST
+
 /*
  * A publisher killed (SIGKILL) in the middle of writing a large file leaves
  * no temp file behind, and the published file is the previous one, whole.
@@ -387,6 +435,7 @@ static Suite *fsutil_suite(void)
 	tcase_add_loop_test(tc, test_publish_failures, 0, 2);
 	tcase_add_loop_test(tc, test_publish_concurrent, 0, 2);
 	tcase_add_test(tc, test_publish_killed_leaves_nothing);
+	tcase_add_loop_test(tc, test_publish_stream, 0, 2);
 	tcase_add_test(tc, test_file_read_cap_and_errors);
 	tcase_add_test(tc, test_map);
 	suite_add_tcase(s, tc);

@@ -5,6 +5,7 @@
  * row indices, and the writers (exact header bytes and round trips).
  */
 #include <check.h>
+#include <fcntl.h>
 #include "check_main.h"
 #include <math.h>
 #include <stdio.h>
@@ -506,6 +507,40 @@ START_TEST(test_writer_roundtrip)
 }
 END_TEST
 
+/* The fd writer: writes where the descriptor points, leaves it open and
+ * removes nothing on abort. */
+START_TEST(test_writer_fdopen)
+{
+	int32_t d[6] = {1, 2, 3, -4, 5, 600};
+	struct sid_npy_writer *w;
+	struct sid_npy f;
+	struct sid_error err;
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(sid_npy_writer_fdopen(fd, "named.npy", SID_NPY_I32, 3, 2, &w, &err), 0);
+	ck_assert_int_eq(sid_npy_writer_rows(w, d, 3, &err), 0);
+	ck_assert_int_eq(sid_npy_writer_close(w, &err), 0);
+	ck_assert_int_ne(fcntl(fd, F_GETFD), -1); /* still the caller's */
+	ck_assert_int_eq(sid_npy_open(path, &f, &err), 0);
+	ck_assert_uint_eq(f.rows, 3);
+	ck_assert_mem_eq(f.data, d, sizeof(d));
+	sid_npy_close(&f);
+	/* messages use the name given; abort leaves the file */
+	ck_assert_int_eq(sid_npy_writer_fdopen(fd, "named.npy", SID_NPY_I32, 5, 2, &w, &err), 0);
+	ck_assert_int_eq(sid_npy_writer_close(w, &err), SID_EINVAL);
+	ck_assert_ptr_nonnull(strstr(err.msg, "named.npy: 0 rows written, 5 declared"));
+	ck_assert_int_eq(sid_npy_writer_fdopen(fd, "named.npy", SID_NPY_I32, 5, 2, &w, &err), 0);
+	sid_npy_writer_abort(w);
+	ck_assert_int_eq(access(path, F_OK), 0);
+	ck_assert_int_ne(fcntl(fd, F_GETFD), -1);
+	close(fd);
+	ck_assert_int_eq(sid_npy_writer_fdopen(-1, "named.npy", SID_NPY_I32, 5, 2, &w, &err),
+			 SID_EINVAL);
+	ck_assert_ptr_null(w);
+}
+END_TEST
+
 START_TEST(test_writer_large_shape_header)
 {
 	struct sid_npy_writer *w;
@@ -550,6 +585,7 @@ static Suite *npy_suite(void)
 	tcase_add_test(tc, test_nonfinite_row_index);
 	tcase_add_test(tc, test_writer_exact_bytes);
 	tcase_add_test(tc, test_writer_roundtrip);
+	tcase_add_test(tc, test_writer_fdopen);
 	tcase_add_test(tc, test_writer_large_shape_header);
 	suite_add_tcase(s, tc);
 	return s;

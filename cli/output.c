@@ -1,0 +1,153 @@
+/*
+ * output.c - where `semid` commands write (see cli.h): "-" is stdout, a
+ * regular file (or a new name) is published atomically through fsutil.h's
+ * sid_publish (an unnamed O_TMPFILE file that gets its name only when
+ * complete), so however the process ends, even by SIGKILL, the directory
+ * holds the old file or the complete new one and nothing else.
+ *
+ * While an output is open, SIGINT, SIGTERM and SIGHUP remove a named temp
+ * file (a file system without O_TMPFILE) and end the process with that
+ * signal; SIGBUS, from an input file truncated while it is mapped, does the
+ * same after saying so, and exits 1.
+ */
+#include "cli.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <string.h>
+#include <unistd.h>
+
+/* ---- signals -------------------------------------------------------------- */
+
+/* The named temp file to remove if we are killed; written before it is live. */
+static char tmp_path[PATH_MAX];
+static volatile sig_atomic_t tmp_live;
+
+static void on_signal(int sig)
+{
+	static const char bus[] = "semid: an input file shrank or failed while being read "
+				  "(SIGBUS); no output written\n";
+
+	if (tmp_live)
+		unlink(tmp_path);
+	if (sig == SIGBUS) {
+		/* a mapped page past the end of a file truncated under us */
+		ssize_t n = write(STDERR_FILENO, bus, sizeof(bus) - 1);
+		(void)n;
+		_exit(CLI_EXIT_IO);
+	}
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
+static const int caught[CLI_OUTPUT_SIGNALS] = {SIGINT, SIGTERM, SIGHUP, SIGBUS};
+
+static void signals_install(struct cli_output *w)
+{
+	struct sigaction sa;
+	size_t i;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_signal;
+	sigemptyset(&sa.sa_mask);
+	for (i = 0; i < CLI_OUTPUT_SIGNALS; i++)
+		sigaction(caught[i], &sa, &w->saved[i]);
+	w->signals_on = 1;
+}
+
+static void signals_restore(struct cli_output *w)
+{
+	size_t i;
+
+	if (!w->signals_on)
+		return;
+	tmp_live = 0;
+	for (i = 0; i < CLI_OUTPUT_SIGNALS; i++)
+		sigaction(caught[i], &w->saved[i], NULL);
+	w->signals_on = 0;
+}
+
+/* ---- the output ----------------------------------------------------------- */
+
+int cli_output_open(struct cli_output *w, const char *path, FILE *std, struct sid_error *err)
+{
+	int fd = -1, e;
+
+	memset(w, 0, sizeof(*w));
+	w->path = path;
+	w->pub.fd = -1;
+	if (!path || !*path)
+		return sid_error_set(err, SID_EINVAL, "--output is empty");
+	if (strcmp(path, "-") == 0) {
+		w->fp = std;
+		w->kind = CLI_OUT_STDOUT;
+		signals_install(w);
+		return 0;
+	}
+	w->kind = CLI_OUT_FILE;
+	if (sid_publish_begin(&w->pub, path, err) < 0) {
+		e = errno;
+		return sid_error_set(err, SID_EIO, "%s: cannot create the output: %s", path,
+				     strerror(e));
+	}
+	/* Live before a signal can come: unlinking a name not there is harmless,
+	 * and the commit gives an unnamed file this name for an instant. */
+	if (strlen(w->pub.tmp) < sizeof(tmp_path)) {
+		memcpy(tmp_path, w->pub.tmp, strlen(w->pub.tmp) + 1);
+		tmp_live = 1;
+	}
+	signals_install(w);
+	fd = fcntl(w->pub.fd, F_DUPFD_CLOEXEC, 0);
+	if (fd < 0 || !(w->fp = fdopen(fd, "w"))) {
+		e = errno;
+		if (fd >= 0)
+			close(fd);
+		cli_output_abort(w);
+		return sid_error_set(err, SID_EIO, "%s: cannot create the output: %s", path,
+				     strerror(e));
+	}
+	return 0;
+}
+
+const char *cli_output_name(const struct cli_output *w)
+{
+	return w->kind == CLI_OUT_STDOUT ? "stdout" : w->path;
+}
+
+int cli_output_commit(struct cli_output *w, struct sid_error *err)
+{
+	int rc = 0;
+
+	if (!w->fp)
+		return 0;
+	if (fflush(w->fp) != 0 || ferror(w->fp))
+		rc = sid_error_set(err, SID_EIO, "%s: write: %s", cli_output_name(w),
+				   strerror(errno));
+	if (w->kind != CLI_OUT_STDOUT && fclose(w->fp) != 0 && rc == 0)
+		rc = sid_error_set(err, SID_EIO, "%s: write: %s", w->path, strerror(errno));
+	w->fp = NULL;
+	if (w->kind == CLI_OUT_FILE) {
+		if (rc == 0)
+			rc = sid_publish_commit(&w->pub, err);
+		else
+			sid_publish_abort(&w->pub);
+	}
+	signals_restore(w);
+	return rc;
+}
+
+void cli_output_abort(struct cli_output *w)
+{
+	if (w->fp) {
+		if (w->kind == CLI_OUT_STDOUT)
+			fflush(w->fp); /* the rows before the failure are worth having */
+		else
+			fclose(w->fp);
+		w->fp = NULL;
+	}
+	if (w->kind == CLI_OUT_FILE)
+		sid_publish_abort(&w->pub);
+	signals_restore(w);
+}
