@@ -70,7 +70,8 @@ int cli_encode_run(const struct cli_encode_opts *o, FILE *tsv_out, struct sid_er
 
 enum cli_output_kind {
 	CLI_OUT_STDOUT, /* "-" */
-	CLI_OUT_FILE	/* a file, published atomically */
+	CLI_OUT_FILE,	/* a regular file, published atomically */
+	CLI_OUT_DEVICE	/* an existing non-regular file (/dev/null, a FIFO): in place */
 };
 
 #define CLI_OUTPUT_SIGNALS 4
@@ -85,16 +86,19 @@ struct cli_output {
 };
 
 /*
- * Open the output @path: "-" is @std; a file is written unnamed (O_TMPFILE)
- * and renamed into place by cli_output_commit, so a process killed at any
- * moment, even by SIGKILL, leaves the old file or the new one and no temp
- * file.  Fails (SID_EIO) when the file cannot be created, with a message
- * naming @path.  Until commit
+ * Open the output @path: "-" is @std; a regular file or a new name is
+ * written unnamed (O_TMPFILE) and renamed into place by cli_output_commit,
+ * so a process killed at any moment, even by SIGKILL, leaves the old file
+ * or the new one and no temp file; an existing non-regular file is written
+ * in place.  Refuses (SID_EINVAL) a path that is the same file as one of
+ * the NULL-terminated @inputs (may be NULL), and (SID_EIO) a directory or a
+ * file that cannot be created, with a message naming @path.  Until commit
  * or abort, SIGINT/SIGTERM/SIGHUP/SIGBUS handlers remove a named temp file
  * (file systems without O_TMPFILE) before the process dies.  One output
  * open at a time per process.
  */
-int cli_output_open(struct cli_output *w, const char *path, FILE *std, struct sid_error *err);
+int cli_output_open(struct cli_output *w, const char *path, FILE *std, const char *const *inputs,
+		    struct sid_error *err);
 /* Flush, and publish a file output.  Ends the output either way; on failure
  * the old file is untouched. */
 int cli_output_commit(struct cli_output *w, struct sid_error *err);

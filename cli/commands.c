@@ -71,6 +71,7 @@ static const char usage_encode[] =
     "A file output is written unnamed and given its name only when complete, so\n"
     "an error or a kill (even SIGKILL) leaves the old file, or none, and no\n"
     "temporary file.  An existing device or FIFO (/dev/null) is written in place.\n"
+    "OUT may not be the input or the model file (exit status 2).\n"
     "TSV on stdout may hold the rows before the failing batch.\n"
     "\n"
     "exit status: 0 ok; 1 internal or output I/O error; 2 bad usage or bad input:\n"

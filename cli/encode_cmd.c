@@ -364,7 +364,7 @@ static int progress_wanted(const struct cli_encode_opts *o, const struct sink *k
 		return o->progress == CLI_PROGRESS_ALWAYS;
 	if (!isatty(STDERR_FILENO))
 		return 0;
-	return !(k->out.kind == CLI_OUT_STDOUT && isatty(fileno(k->out.fp)));
+	return !(k->out.kind != CLI_OUT_FILE && !k->npy && isatty(fileno(k->out.fp)));
 }
 
 /* Stops the workers (if any started) and waits for them. */
@@ -541,13 +541,14 @@ static void name_file(struct sid_error *err, const char *path)
 static int open_sink(struct sink *k, const struct cli_encode_opts *o, FILE *tsv_out, size_t rows,
 		     int L, struct sid_error *err)
 {
+	const char *inputs[] = {o->input, o->model, NULL};
 	int rc;
 
 	k->L = L;
 	k->top_k = o->top_k;
 	k->n_alt = o->top_k - 1;
 	k->format = o->format;
-	if ((rc = cli_output_open(&k->out, o->output, tsv_out, err)) < 0)
+	if ((rc = cli_output_open(&k->out, o->output, tsv_out, inputs, err)) < 0)
 		return rc;
 	if (k->out.kind != CLI_OUT_STDOUT && ends_with(o->output, ".npy")) {
 		rc = sid_npy_writer_fdopen(fileno(k->out.fp), o->output, SID_NPY_I32, rows,

@@ -3,7 +3,9 @@
  * regular file (or a new name) is published atomically through fsutil.h's
  * sid_publish (an unnamed O_TMPFILE file that gets its name only when
  * complete), so however the process ends, even by SIGKILL, the directory
- * holds the old file or the complete new one and nothing else.
+ * holds the old file or the complete new one and nothing else.  Anything
+ * else that exists (/dev/null, a FIFO, /dev/stdout) is written in place: it
+ * cannot be replaced by a rename, and must not be.
  *
  * While an output is open, SIGINT, SIGTERM and SIGHUP remove a named temp
  * file (a file system without O_TMPFILE) and end the process with that
@@ -17,6 +19,7 @@
 #include <limits.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* ---- signals -------------------------------------------------------------- */
@@ -71,9 +74,26 @@ static void signals_restore(struct cli_output *w)
 
 /* ---- the output ----------------------------------------------------------- */
 
-int cli_output_open(struct cli_output *w, const char *path, FILE *std, struct sid_error *err)
+/* Refuse to write over one of @inputs (the same file, by device and inode). */
+static int check_not_input(const char *path, const struct stat *st, const char *const *inputs,
+			   struct sid_error *err)
 {
-	int fd = -1, e;
+	struct stat in;
+
+	for (; inputs && *inputs; inputs++)
+		if (stat(*inputs, &in) == 0 && in.st_dev == st->st_dev && in.st_ino == st->st_ino)
+			return sid_error_set(err, SID_EINVAL,
+					     "--output %s is the input file %s; write the "
+					     "output elsewhere",
+					     path, *inputs);
+	return 0;
+}
+
+int cli_output_open(struct cli_output *w, const char *path, FILE *std, const char *const *inputs,
+		    struct sid_error *err)
+{
+	struct stat st;
+	int rc, fd = -1, e;
 
 	memset(w, 0, sizeof(*w));
 	w->path = path;
@@ -85,6 +105,26 @@ int cli_output_open(struct cli_output *w, const char *path, FILE *std, struct si
 		w->kind = CLI_OUT_STDOUT;
 		signals_install(w);
 		return 0;
+	}
+	if (stat(path, &st) == 0) {
+		if ((rc = check_not_input(path, &st, inputs, err)) < 0)
+			return rc;
+		if (S_ISDIR(st.st_mode))
+			return sid_error_set(
+			    err, SID_EIO, "%s: cannot create the output: it is a directory", path);
+		if (!S_ISREG(st.st_mode)) { /* /dev/null, a FIFO, a terminal */
+			fd = open(path, O_WRONLY | O_CLOEXEC | O_NOCTTY);
+			if (fd < 0 || !(w->fp = fdopen(fd, "w"))) {
+				e = errno;
+				if (fd >= 0)
+					close(fd);
+				return sid_error_set(err, SID_EIO, "%s: cannot open the output: %s",
+						     path, strerror(e));
+			}
+			w->kind = CLI_OUT_DEVICE;
+			signals_install(w);
+			return 0;
+		}
 	}
 	w->kind = CLI_OUT_FILE;
 	if (sid_publish_begin(&w->pub, path, err) < 0) {

@@ -225,9 +225,29 @@ static int store_open(const struct opts *o, struct sid_registry **r, struct sid_
 	    err);
 }
 
-static int out_open(struct cli_output *w, const struct opts *o, struct sid_error *err)
+/* The files a command reads, which its --output must not replace. */
+static void inputs_of(const struct opts *o, const char *db, const char *inputs[5])
 {
-	return cli_output_open(w, o->output, stdout, err);
+	int n = 0;
+
+	if (db)
+		inputs[n++] = db;
+	if (o->model)
+		inputs[n++] = o->model;
+	if (o->input)
+		inputs[n++] = o->input;
+	if (o->ids)
+		inputs[n++] = o->ids;
+	inputs[n] = NULL;
+}
+
+static int out_open(struct cli_output *w, const struct opts *o, struct sid_registry *r,
+		    struct sid_error *err)
+{
+	const char *inputs[5];
+
+	inputs_of(o, r ? sid_registry_label(r) : NULL, inputs);
+	return cli_output_open(w, o->output, stdout, inputs, err);
 }
 
 /* Finish (@ok) or abandon the output. */
@@ -249,7 +269,7 @@ static int print_json(json_t *j, const struct opts *o, struct sid_registry *r,
 	json_decref(j);
 	if (!s)
 		return sid_error_set(err, SID_ENOMEM, "out of memory");
-	rc = out_open(&w, o, err);
+	rc = out_open(&w, o, r, err);
 	if (!rc && fprintf(w.fp, "%s\n", s) < 0)
 		rc = sid_error_set(err, SID_EIO, "%s: write failed: %m", o->output);
 	free(s);
@@ -357,7 +377,7 @@ static int cmd_assign(const struct opts *o, struct sid_error *err)
 		rc = sid_error_set(err, SID_ENOMEM, "out of memory");
 		goto fail;
 	}
-	if ((rc = out_open(&w, o, err)))
+	if ((rc = out_open(&w, o, r, err)))
 		goto fail;
 	for (size_t row = 0; row < x.rows; row += B) {
 		size_t n = x.rows - row < B ? x.rows - row : B;
@@ -409,7 +429,7 @@ fail:
 static int cmd_export(const struct opts *o, struct sid_registry *r, struct sid_error *err)
 {
 	struct cli_output w = {0};
-	int rc = out_open(&w, o, err);
+	int rc = out_open(&w, o, r, err);
 	if (!rc)
 		rc = sid_registry_export(r, o->kind,
 					 o->format && !strcmp(o->format, "jsonl") ? SID_REG_JSONL

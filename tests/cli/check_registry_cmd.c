@@ -376,6 +376,39 @@ START_TEST(t_bad_stores)
 }
 END_TEST
 
+/* An --output that is the store, the model, the input or the ids file is
+ * refused before anything is written: it would replace what is read. */
+START_TEST(t_output_is_an_input)
+{
+	struct sid_registry *r;
+	struct sid_reg_stats st;
+	struct sid_error err;
+
+	ck_assert_int_eq(run("registry", "assign", "--model", model, "--input", npy, "--ids", ids,
+			     "--output", out, NULL),
+			 CLI_EXIT_OK);
+	ck_assert_int_eq(run("registry", "export", "--db", db, "--output", db, NULL),
+			 CLI_EXIT_INPUT);
+	ck_assert_int_eq(run("registry", "stats", "--model", model, "-o", db, NULL),
+			 CLI_EXIT_INPUT);
+	ck_assert_int_eq(run("registry", "assign", "--model", model, "--input", npy, "--ids", ids,
+			     "--output", ids, NULL),
+			 CLI_EXIT_INPUT);
+	ck_assert_int_eq(run("registry", "assign", "--model", model, "--input", npy, "--ids", ids,
+			     "--output", npy, NULL),
+			 CLI_EXIT_INPUT);
+	ck_assert_int_eq(run("registry", "diff", "--model", model, "--db", db, "-o", model, NULL),
+			 CLI_EXIT_INPUT);
+	ck_assert_int_eq(sid_registry_open(db, SID_REG_READONLY, &r, &err), 0);
+	ck_assert_int_eq(sid_registry_stats(r, SID_TOWER_ITEM, &st, &err), 0);
+	ck_assert_int_eq(st.items, N);
+	sid_registry_close(r);
+	ck_assert_int_eq(count_lines(ids), N);
+	ck_assert_int_eq(run("registry", "diff", "--model", model, "--db", db, "-o", out, NULL),
+			 CLI_EXIT_OK);
+}
+END_TEST
+
 START_TEST(t_sigkill)
 {
 	int fd[2], acked = 0;
@@ -502,6 +535,7 @@ static Suite *registry_cmd_suite(void)
 	tcase_add_test(tc, t_diff_and_lookups);
 	tcase_add_test(tc, t_bad_stores);
 	tcase_add_test(tc, t_sigkill);
+	tcase_add_test(tc, t_output_is_an_input);
 	tcase_add_loop_test(tc, t_export_killed_mid_write, 0, 2);
 	suite_add_tcase(s, tc);
 	return s;

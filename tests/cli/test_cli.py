@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import signal
+import stat
 import struct
 import subprocess
 import sys
@@ -377,6 +378,51 @@ class CliTest(unittest.TestCase):
             with open(out, "rb") as f:
                 self.assertEqual(f.read(), b"old")
 
+    def test_output_fifo_written_in_place(self):
+        # An existing non-regular output (a FIFO here; /dev/null alike) is written,
+        # not replaced by a regular file (as root, a rename would replace /dev/null).
+        fifo = os.path.join(self.out.name, "ids.fifo")
+        os.mkfifo(fifo)
+        rd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            p = self.encode(output=fifo)
+            self.assertEqual(p.returncode, 0, p.stderr.decode())
+            data = b""
+            while True:
+                try:
+                    chunk = os.read(rd, 65536)
+                except BlockingIOError:
+                    break
+                if not chunk:
+                    break
+                data += chunk
+        finally:
+            os.close(rd)
+        self.assertTrue(stat.S_ISFIFO(os.stat(fifo).st_mode))
+        np.testing.assert_array_equal(parse_tsv(data.decode())[1], self.codes)
+        self.assertEqual(self.out_files(), ["ids.fifo"])
+
+    def test_output_is_an_input(self):
+        # --output naming the input or the model (or a link to them) is refused
+        # before anything is written: the run would replace the data it reads.
+        inp = os.path.join(self.out.name, "x.npy")
+        np.save(inp, self.x)
+        link = os.path.join(self.out.name, "link.npy")
+        os.link(inp, link)
+        with open(inp, "rb") as f:
+            before = f.read()
+        for out in (inp, link):
+            self.assert_bad(self.encode(inp=inp, output=out), f"--output {out} is the input file")
+        model = os.path.join(self.out.name, "m.safetensors")
+        with open(self.model, "rb") as f, open(model, "wb") as g:
+            g.write(f.read())
+        self.assert_bad(self.encode(inp=inp, model=model, output=model),
+                        f"--output {model} is the input file {model}")
+        with open(inp, "rb") as f:
+            self.assertEqual(f.read(), before)
+        self.assertEqual(run("inspect", model).returncode, 0)
+        self.assertEqual(self.out_files(), ["link.npy", "m.safetensors", "x.npy"])
+
     def test_unknown_or_missing_tower(self):
         self.assert_bad(self.encode("--tower", "user"), "has no tower 'user'", "item")
         p = self.encode("--tower", "movie")
@@ -393,6 +439,14 @@ class CliTest(unittest.TestCase):
             self.assertEqual(p.returncode, 1, p.stderr.decode())
             self.assertTrue(p.stderr.decode().startswith(f"semid: {out}: cannot create the output"),
                             p.stderr.decode())
+        # an existing directory: refused before any work, nothing created in it
+        adir = os.path.join(self.out.name, "adir.npy")
+        os.mkdir(adir)
+        p = self.encode(output=adir)
+        self.assertEqual(p.returncode, 1, p.stderr.decode())
+        self.assertEqual(p.stderr.decode(),
+                         f"semid: {adir}: cannot create the output: it is a directory\n")
+        self.assertEqual(os.listdir(adir), [])
 
     # ---- usage ----
 
