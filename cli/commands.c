@@ -4,6 +4,7 @@
  */
 #include "cli.h"
 
+#include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <string.h>
@@ -97,9 +98,11 @@ static int cmd_inspect(int argc, char **argv)
 		fputs(usage_inspect, stdout);
 		return CLI_EXIT_OK;
 	}
-	if (argc != 1 || argv[0][0] == '-') {
+	if (argc != 1 || argv[0][0] == '-' || !argv[0][0]) {
 		fprintf(stderr, "semid inspect: %s\n\n%s",
-			argc == 0 ? "MODEL is required" : "expects exactly one MODEL argument",
+			argc == 0		   ? "MODEL is required"
+			: argc == 1 && !argv[0][0] ? "MODEL is empty"
+						   : "expects exactly one MODEL argument",
 			usage_inspect);
 		return CLI_EXIT_INPUT;
 	}
@@ -160,14 +163,22 @@ static int cmd_encode(int argc, char **argv)
 	return rc;
 }
 
-static int cmd_version(void)
+static int cmd_version(int argc, char **argv)
 {
+	if (argc > 0) {
+		fprintf(stderr, "semid version: unexpected argument '%s'\n", argv[0]);
+		return CLI_EXIT_INPUT;
+	}
 	printf("semid %s (model format %d)\n", SEMID_VERSION, SID_FORMAT_VERSION);
 	return CLI_EXIT_OK;
 }
 
 static int cmd_help(int argc, char **argv)
 {
+	if (argc > 1) {
+		fprintf(stderr, "semid help: unexpected argument '%s'\n\n%s", argv[1], usage_main);
+		return CLI_EXIT_INPUT;
+	}
 	if (argc == 0) {
 		fputs(usage_main, stdout);
 		return CLI_EXIT_OK;
@@ -192,7 +203,7 @@ static int cmd_help(int argc, char **argv)
 	return CLI_EXIT_INPUT;
 }
 
-int cli_main(int argc, char **argv)
+static int dispatch(int argc, char **argv)
 {
 	const char *cmd;
 
@@ -208,11 +219,25 @@ int cli_main(int argc, char **argv)
 	if (strcmp(cmd, "registry") == 0)
 		return cli_registry_main(argc - 1, argv + 1);
 	if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0)
-		return cmd_version();
+		return cmd_version(argc - 2, argv + 2);
 	if (strcmp(cmd, "help") == 0)
 		return cmd_help(argc - 2, argv + 2);
 	if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0)
-		return cmd_help(0, NULL);
+		return cmd_help(argc - 2, argv + 2);
 	fprintf(stderr, "semid: unknown command '%s'\n\n%s", cmd, usage_main);
 	return CLI_EXIT_INPUT;
+}
+
+int cli_main(int argc, char **argv)
+{
+	int status = dispatch(argc, argv);
+
+	/* Whatever a command printed on stdout must have arrived (a full disk,
+	 * a closed pipe); the commands that check for themselves have said so
+	 * and failed already. */
+	if ((fflush(stdout) != 0 || ferror(stdout)) && status == CLI_EXIT_OK) {
+		fprintf(stderr, "semid: stdout: write failed: %s\n", strerror(errno));
+		status = CLI_EXIT_IO;
+	}
+	return status;
 }

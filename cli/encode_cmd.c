@@ -138,6 +138,7 @@ int cli_encode_parse(int argc, char **argv, struct cli_encode_opts *o, struct si
 	for (i = 0; i < argc; i++) {
 		const char *a = argv[i], *val = NULL, *eq;
 		size_t nlen, j;
+		enum opt_id id;
 
 		if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0)
 			return 1;
@@ -163,20 +164,32 @@ int cli_encode_parse(int argc, char **argv, struct cli_encode_opts *o, struct si
 		if (j == sizeof(valued_opts) / sizeof(valued_opts[0]))
 			return sid_error_set(err, SID_EINVAL, "unknown option '%.*s'", (int)nlen,
 					     a);
+		id = valued_opts[j].id;
 		if (eq) {
 			val = eq + 1;
 		} else {
 			if (i + 1 >= argc)
 				return sid_error_set(err, SID_EINVAL, "%s needs a value", a);
 			val = argv[++i];
+			/* "-o -m m.st": the value was forgotten, not a file named "-m"
+			 * (write ./-m or --output=-m for that) */
+			if (val[0] == '-' && val[1] &&
+			    (id == OPT_MODEL || id == OPT_INPUT || id == OPT_OUTPUT))
+				return sid_error_set(err, SID_EINVAL,
+						     "%s needs a value, got the option '%s'", a,
+						     val);
 		}
-		if (set_opt(o, valued_opts[j].id, valued_opts[j].lng, val, err) < 0)
+		if (set_opt(o, id, valued_opts[j].lng, val, err) < 0)
 			return SID_EINVAL;
 	}
 	if (!o->model)
 		return sid_error_set(err, SID_EINVAL, "--model is required");
+	if (!*o->model)
+		return sid_error_set(err, SID_EINVAL, "--model is empty");
 	if (!o->input)
 		return sid_error_set(err, SID_EINVAL, "--input is required");
+	if (!*o->input)
+		return sid_error_set(err, SID_EINVAL, "--input is empty");
 	if (!o->output)
 		return sid_error_set(err, SID_EINVAL,
 				     "--output is required ('-' for TSV on stdout)");

@@ -108,6 +108,13 @@ START_TEST(test_parse_errors)
 	EXPECT_ERR("unexpected argument '-'", "-");
 	EXPECT_ERR("--model needs a value", "--model");
 	EXPECT_ERR("-o needs a value", "-m", "a", "-o");
+	/* a value forgotten before the next option is not a file named "-m" */
+	EXPECT_ERR("-o needs a value, got the option '-m'", "-i", "x", "-o", "-m", "a");
+	EXPECT_ERR("--model needs a value, got the option '--input'", "--model", "--input", "x",
+		   "-o", "-");
+	/* empty paths are named as such, not as a file "" not found */
+	EXPECT_ERR("--model is empty", "-m", "", "-i", "x", "-o", "-");
+	EXPECT_ERR("--input is empty", "-m", "a", "--input=", "-o", "-");
 }
 END_TEST
 

@@ -497,6 +497,28 @@ class CliTest(unittest.TestCase):
         self.assertEqual(p.returncode, 0, p.stderr.decode())
         np.testing.assert_array_equal(parse_tsv(p.stdout.decode())[1], self.codes)
 
+    def test_stray_arguments_and_empty_paths(self):
+        self.assert_bad(run("version", "x"), "semid version: unexpected argument 'x'")
+        self.assert_bad(run("help", "encode", "x"), "semid help: unexpected argument 'x'")
+        self.assert_bad(run("inspect", ""), "MODEL is empty")
+        self.assert_bad(run("encode", "--model=", "--input", self.input, "--output", "-"),
+                        "--model is empty")
+        # "-o -m ...": a forgotten value, not an output file named "-m"
+        p = run("encode", "--input", self.input, "--output", "-m", self.model, cwd=self.out.name)
+        self.assert_bad(p, "--output needs a value, got the option '-m'")
+        self.assertEqual(self.out_files(), [])
+
+    def test_stdout_write_failure_is_an_error(self):
+        # a full disk behind stdout (/dev/full): exit 1 and say so, for every command
+        with open("/dev/full", "wb") as full:
+            for args in (["version"], ["help"], ["help", "encode"], ["inspect", self.model],
+                         ["encode", "--model", self.model, "--input", self.input, "-o", "-"]):
+                with self.subTest(args=args):
+                    p = subprocess.run([SEMID, *args], stdout=full, stderr=subprocess.PIPE,
+                                       timeout=60)
+                    self.assertEqual(p.returncode, 1, p.stderr.decode())
+                    self.assertIn("stdout: write", p.stderr.decode())
+
     def test_version(self):
         for arg in ("version", "--version"):
             p = run(arg)
