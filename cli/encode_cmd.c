@@ -543,14 +543,6 @@ static int ends_with(const char *s, const char *suffix)
 	return a >= b && strcmp(s + a - b, suffix) == 0;
 }
 
-/* Make sure a message about @path starts with it. */
-static void name_file(struct sid_error *err, const char *path)
-{
-	size_t n = strlen(path);
-	if (strncmp(err->msg, path, n) != 0 || err->msg[n] != ':')
-		sid_error_prefix(err, "%s", path);
-}
-
 static int open_sink(struct sink *k, const struct cli_encode_opts *o, FILE *tsv_out, size_t rows,
 		     int L, struct sid_error *err)
 {
@@ -613,7 +605,7 @@ int cli_encode_run(const struct cli_encode_opts *o, FILE *tsv_out, struct sid_er
 		return CLI_EXIT_INPUT;
 	}
 	if ((rc = sid_model_load(o->model, &m, err)) < 0) {
-		name_file(err, o->model);
+		cli_error_name_file(err, o->model);
 		return input_status(rc);
 	}
 	t = sid_model_tower(m, kind);
@@ -631,7 +623,7 @@ int cli_encode_run(const struct cli_encode_opts *o, FILE *tsv_out, struct sid_er
 		goto fail;
 	}
 	if ((rc = sid_npy_open(o->input, &in, err)) < 0) {
-		name_file(err, o->input);
+		cli_error_name_file(err, o->input);
 		status = input_status(rc);
 		goto fail;
 	}

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -105,6 +106,17 @@ static long parse_long(const char *s, long lo, long hi)
 	return v;
 }
 
+/* The options each command uses (getopt values) and whether it takes an
+ * operand: any other is refused rather than silently ignored. */
+static const struct {
+	const char *cmd, *opts;
+	int operand;
+} commands[] = {
+    {"assign", "dmtiIRNbo", 0}, {"export", "dmtfEo", 0}, {"import", "dmf", 1},
+    {"stats", "dmto", 0},	{"diff", "dmto", 0},	 {"get", "dmto", 1},
+    {"sid", "dmto", 1},		{"list", "dmtpno", 0},
+};
+
 static int parse(int argc, char **argv, struct opts *o)
 {
 	static const struct option lo[] = {{"db", required_argument, NULL, 'd'},
@@ -122,7 +134,9 @@ static int parse(int argc, char **argv, struct opts *o)
 					   {"output", required_argument, NULL, 'o'},
 					   {"help", no_argument, NULL, 'h'},
 					   {NULL, 0, NULL, 0}};
-	int c;
+	const char *used = NULL; /* the options of o->cmd; NULL: unknown, reported later */
+	int c, operand = 0;
+	size_t k;
 
 	memset(o, 0, sizeof(*o));
 	o->batch = 64;
@@ -131,9 +145,22 @@ static int parse(int argc, char **argv, struct opts *o)
 	o->cmd = argv[1];
 	if (!strcmp(o->cmd, "-h") || !strcmp(o->cmd, "--help") || !strcmp(o->cmd, "help"))
 		return 1;
+	for (k = 0; k < sizeof(commands) / sizeof(commands[0]); k++)
+		if (!strcmp(o->cmd, commands[k].cmd)) {
+			used = commands[k].opts;
+			operand = commands[k].operand;
+		}
 	optind = 0; /* GNU: start afresh (the tests call this repeatedly) */
 	opterr = 0;
 	while ((c = getopt_long(argc - 1, argv + 1, "d:m:t:i:b:f:p:n:o:h", lo, NULL)) != -1) {
+		if (used && c != 'h' && c != '?' && c != ':' && !strchr(used, c)) {
+			for (k = 0; lo[k].name && lo[k].val != c; k++)
+				;
+			fprintf(stderr, "semid registry %s: --%s is not an option of %s\n", o->cmd,
+				lo[k].name, o->cmd);
+			fprintf(stderr, "run 'semid registry --help' for the options\n");
+			return CLI_EXIT_INPUT;
+		}
 		switch (c) {
 		case 'd':
 			o->db = optarg;
@@ -195,8 +222,9 @@ static int parse(int argc, char **argv, struct opts *o)
 	/* argv + 1 was parsed: its argv[0] is the command, operands follow */
 	if (optind + 1 < argc)
 		o->arg = argv[optind + 1];
-	if (optind + 2 < argc)
-		return fail_usage(o->cmd, "unexpected argument", argv[optind + 2]);
+	if (optind + 2 < argc || (used && !operand && o->arg))
+		return fail_usage(o->cmd, "unexpected argument",
+				  argv[optind + (optind + 2 < argc && operand ? 2 : 1)]);
 	if (!o->kind_set && !strcmp(o->cmd, "export"))
 		o->kind = -1; /* export: both kinds unless told */
 	if (o->kind < 0 && strcmp(o->cmd, "export"))
@@ -208,6 +236,7 @@ static int store_open(const struct opts *o, struct sid_registry **r, struct sid_
 {
 	char path[4096];
 	const char *target = o->db;
+	struct stat st;
 
 	if (!target) {
 		if (!o->model)
@@ -218,6 +247,12 @@ static int store_open(const struct opts *o, struct sid_registry **r, struct sid_
 		sid_registry_default_path(o->model, path, sizeof(path));
 		target = path;
 	}
+	/* SQLite would say "disk I/O error" for a directory, and would put its
+	 * -wal and -shm files beside a device */
+	if (*target && !sid_registry_target_is_pg(target) && stat(target, &st) == 0 &&
+	    !S_ISREG(st.st_mode))
+		return sid_error_set(err, SID_EINVAL, "registry %s: %s, not a registry file",
+				     target, S_ISDIR(st.st_mode) ? "a directory" : "not a file");
 	/* commands that only read open read-only: they work on a read-only
 	 * mount and never create a store that is not there */
 	return sid_registry_open(
@@ -282,10 +317,40 @@ static int print_json(json_t *j, const struct opts *o, struct sid_registry *r,
 
 /* ---- assign ---- */
 
+static int cmp_id_line(const void *a, const void *b, void *ids)
+{
+	size_t i = *(const size_t *)a, j = *(const size_t *)b;
+	int c = strcmp(((char **)ids)[i], ((char **)ids)[j]);
+	return c ? c : (i > j) - (i < j);
+}
+
+/* An id given twice would get the first row's codes and drop the second's
+ * embedding without a word: refuse it, naming both lines. */
+static int ids_check_unique(const char *path, char **ids, size_t n, struct sid_error *err)
+{
+	size_t *order = malloc((n ? n : 1) * sizeof(*order)), i;
+	int rc = 0;
+
+	if (!order)
+		return sid_error_set(err, SID_ENOMEM, "out of memory");
+	for (i = 0; i < n; i++)
+		order[i] = i;
+	qsort_r(order, n, sizeof(*order), cmp_id_line, ids);
+	for (i = 1; i < n; i++)
+		if (!strcmp(ids[order[i - 1]], ids[order[i]])) {
+			rc = sid_error_set(err, SID_EINVAL,
+					   "%s: line %zu: id '%s' is already on line %zu", path,
+					   order[i] + 1, ids[order[i]], order[i - 1] + 1);
+			break;
+		}
+	free(order);
+	return rc;
+}
+
 /* Read @n ids, one per line, into a malloc'ed array of malloc'ed strings. */
 static int ids_read(const char *path, size_t n, char ***out, struct sid_error *err)
 {
-	FILE *f = fopen(path, "r");
+	FILE *f = fopen(path, "re");
 	char **ids = calloc(n ? n : 1, sizeof(*ids)), *line = NULL;
 	size_t cap = 0, k = 0;
 	ssize_t len;
@@ -315,8 +380,15 @@ static int ids_read(const char *path, size_t n, char ***out, struct sid_error *e
 			goto fail;
 		}
 	}
-	if (k != n)
+	if (ferror(f)) { /* a directory, an I/O error: not "0 ids" */
+		rc = sid_error_set(err, SID_EINVAL, "%s: cannot read: %m", path);
+		goto fail;
+	}
+	if (k != n) {
 		rc = sid_error_set(err, SID_EINVAL, "%s: %zu ids for %zu input rows", path, k, n);
+		goto fail;
+	}
+	rc = ids_check_unique(path, ids, n, err);
 fail:
 	free(line);
 	if (f)
@@ -350,7 +422,7 @@ static int cmd_assign(const struct opts *o, struct sid_error *err)
 	if (!o->model || !o->input || !o->ids)
 		return sid_error_set(err, SID_EINVAL, "assign needs --model, --input and --ids");
 	if ((rc = sid_model_load(o->model, &m, err))) {
-		sid_error_prefix(err, "%s", o->model);
+		cli_error_name_file(err, o->model);
 		goto fail;
 	}
 	t = sid_model_tower(m, o->kind);
@@ -359,8 +431,17 @@ static int cmd_assign(const struct opts *o, struct sid_error *err)
 				   sid_tower_name(o->kind));
 		goto fail;
 	}
-	if ((rc = sid_npy_open(o->input, &x, err)))
+	if ((rc = sid_npy_open(o->input, &x, err))) {
+		cli_error_name_file(err, o->input);
 		goto fail;
+	}
+	if (x.dtype == SID_NPY_I32) { /* found before the store is opened, not at the read */
+		rc = sid_error_set(err, SID_EFORMAT,
+				   "%s: has dtype int32 ('<i4'); embeddings must be float32 "
+				   "('<f4') or float64 ('<f8')",
+				   o->input);
+		goto fail;
+	}
 	if (x.cols != (size_t)t->D) {
 		rc = sid_error_set(err, SID_EINVAL, "%s: %zu columns, the %s tower takes %d",
 				   o->input, x.cols, sid_tower_name(o->kind), t->D);
@@ -382,9 +463,19 @@ static int cmd_assign(const struct opts *o, struct sid_error *err)
 	for (size_t row = 0; row < x.rows; row += B) {
 		size_t n = x.rows - row < B ? x.rows - row : B;
 		struct sid_encode_out eo = {.codes = codes};
-		if ((rc = sid_npy_read_f32(&x, row, n, buf, err)) ||
-		    (rc = sid_encode(t, buf, n, &eo, ws, err)))
+		if ((rc = sid_npy_read_f32(&x, row, n, buf, err))) {
+			sid_error_prefix(err, "%s", o->input); /* "row R, column C ..." */
 			goto fail;
+		}
+		if ((rc = sid_encode(t, buf, n, &eo, ws, err))) {
+			if (err->index >= 0)
+				sid_error_prefix(err, "%s: row %zu", o->input,
+						 row + (size_t)err->index);
+			else
+				sid_error_prefix(err, "%s: rows %zu..%zu", o->input, row,
+						 row + n - 1);
+			goto fail;
+		}
 		for (size_t i = 0; i < n; i++)
 			in[i] = (struct sid_reg_item){ids[row + i], codes + i * t->L,
 						      o->no_emb ? NULL : buf + i * t->D};
@@ -447,30 +538,49 @@ static void print_conflict(long line, const char *msg, void *ctx)
 	fprintf(stderr, "semid: %s: line %ld: conflict: %s\n", (const char *)ctx, line, msg);
 }
 
-static int cmd_import(const struct opts *o, struct sid_registry *r, int *conflicts,
+/*
+ * Open the file to import (before the store, so a missing or unreadable file
+ * does not leave a new empty store behind): "-" is stdin.
+ */
+static int import_open(const struct opts *o, FILE **out, struct sid_error *err)
+{
+	const char *name = o->arg;
+	struct stat st;
+	FILE *f;
+
+	*out = NULL;
+	if (!name)
+		return sid_error_set(err, SID_EINVAL, "import needs a FILE (or - for stdin)");
+	if (!strcmp(name, "-")) {
+		*out = stdin;
+		return 0;
+	}
+	f = fopen(name, "re");
+	if (!f)
+		return sid_error_set(err, SID_EINVAL, "%s: cannot open: %m", name);
+	if (fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) {
+		fclose(f);
+		return sid_error_set(err, SID_EINVAL, "%s: is a directory", name);
+	}
+	*out = f;
+	return 0;
+}
+
+static int cmd_import(const struct opts *o, struct sid_registry *r, FILE *f, int *conflicts,
 		      struct sid_error *err)
 {
 	struct sid_reg_import_result res;
 	enum sid_reg_format fmt = SID_REG_TSV;
 	const char *name = o->arg;
-	FILE *f;
+	size_t len = strlen(name);
 	int rc;
-	size_t len;
 
-	if (!name)
-		return sid_error_set(err, SID_EINVAL, "import needs a FILE (or - for stdin)");
-	len = strlen(name);
 	if (o->format)
 		fmt = strcmp(o->format, "jsonl") ? SID_REG_TSV : SID_REG_JSONL;
 	else if ((len > 6 && !strcmp(name + len - 6, ".jsonl")) ||
 		 (len > 5 && !strcmp(name + len - 5, ".json")))
 		fmt = SID_REG_JSONL;
-	f = strcmp(name, "-") ? fopen(name, "r") : stdin;
-	if (!f)
-		return sid_error_set(err, SID_EINVAL, "%s: cannot open: %m", name);
 	rc = sid_registry_import(r, fmt, f, print_conflict, (void *)name, &res, err);
-	if (f != stdin)
-		fclose(f);
 	if (rc)
 		return sid_error_prefix(err, "%s", name);
 	fprintf(stderr, "semid: imported %s: %llu added, %llu already present, %llu conflicts\n",
@@ -525,8 +635,10 @@ static int cmd_diff(const struct opts *o, struct sid_registry *r, struct sid_err
 
 	if (!o->model)
 		return sid_error_set(err, SID_EINVAL, "diff needs --model NEW");
-	if ((rc = sid_model_load(o->model, &m, err)))
-		return sid_error_prefix(err, "%s", o->model);
+	if ((rc = sid_model_load(o->model, &m, err))) {
+		cli_error_name_file(err, o->model);
+		return rc;
+	}
 	rc = sid_registry_diff(r, o->kind, m, &d, err);
 	if (!rc) {
 		Lmin = d.L_old < d.L_new ? d.L_old : d.L_new;
@@ -596,6 +708,7 @@ int cli_registry_main(int argc, char **argv)
 	struct sid_registry *r = NULL;
 	struct sid_error err;
 	struct opts o;
+	FILE *in = NULL; /* import's file */
 	int rc, conflicts = 0;
 
 	if (argc < 2) {
@@ -618,12 +731,17 @@ int cli_registry_main(int argc, char **argv)
 	    strcmp(o.cmd, "diff") && strcmp(o.cmd, "get") && strcmp(o.cmd, "sid") &&
 	    strcmp(o.cmd, "list"))
 		return fail_usage(NULL, "unknown command", o.cmd);
-	if ((rc = store_open(&o, &r, &err)))
+	if (!strcmp(o.cmd, "import") && (rc = import_open(&o, &in, &err)))
 		return report(&err);
+	if ((rc = store_open(&o, &r, &err))) {
+		if (in && in != stdin)
+			fclose(in);
+		return report(&err);
+	}
 	if (!strcmp(o.cmd, "export"))
 		rc = cmd_export(&o, r, &err);
 	else if (!strcmp(o.cmd, "import"))
-		rc = cmd_import(&o, r, &conflicts, &err);
+		rc = cmd_import(&o, r, in, &conflicts, &err);
 	else if (!strcmp(o.cmd, "stats"))
 		rc = cmd_stats(&o, r, &err);
 	else if (!strcmp(o.cmd, "diff"))
@@ -633,6 +751,8 @@ int cli_registry_main(int argc, char **argv)
 	else
 		rc = cmd_lookup(&o, r, &err);
 	sid_registry_close(r);
+	if (in && in != stdin)
+		fclose(in);
 	if (rc)
 		return report(&err);
 	return conflicts ? CLI_REGISTRY_EXIT_CONFLICTS : CLI_EXIT_OK;

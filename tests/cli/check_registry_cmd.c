@@ -14,6 +14,7 @@
 #include "kill_mid_write.h"
 #include <fcntl.h>
 #include <jansson.h>
+#include <math.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -38,18 +39,56 @@ static char model[300], model2[300], npy[300], ids[300], db[300], out[300];
 enum { N = 200 };
 static float X[N * 8];
 
-static int run(const char *first, ...)
+/* cli_registry_main on the NULL-terminated arguments from @first on. */
+static int vrun(const char *first, va_list ap)
 {
 	char *argv[32];
 	int argc = 0;
-	va_list ap;
-	va_start(ap, first);
 	for (const char *a = first; a && argc < 31; a = va_arg(ap, const char *))
 		argv[argc++] = (char *)a;
-	va_end(ap);
 	argv[argc] = NULL;
 	return cli_registry_main(argc, argv);
 }
+
+static int run(const char *first, ...)
+{
+	va_list ap;
+	int rc;
+	va_start(ap, first);
+	rc = vrun(first, ap);
+	va_end(ap);
+	return rc;
+}
+
+/* Run with stderr captured into @buf (NUL-terminated); returns the status. */
+static int run_err(char *buf, size_t cap, const char *first, ...)
+{
+	char path[400];
+	int rc, saved, fd;
+	ssize_t n;
+	va_list ap;
+
+	snprintf(path, sizeof(path), "%s/stderr.txt", dir);
+	fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
+	ck_assert_int_ge(fd, 0);
+	fflush(stderr);
+	saved = dup(2);
+	dup2(fd, 2);
+	va_start(ap, first);
+	rc = vrun(first, ap);
+	va_end(ap);
+	fflush(stderr);
+	dup2(saved, 2);
+	close(saved);
+	n = pread(fd, buf, cap - 1, 0);
+	buf[n > 0 ? n : 0] = '\0';
+	close(fd);
+	unlink(path);
+	return rc;
+}
+
+#define ASSERT_HAS(buf, needle)                                                                    \
+	ck_assert_msg(strstr(buf, needle) != NULL, "'%s' lacks '%s'", buf, needle)
 
 static json_t *load_json(const char *path)
 {
@@ -409,6 +448,101 @@ START_TEST(t_output_is_an_input)
 }
 END_TEST
 
+/*
+ * Bad input found by the audit: each is exit 2 with a message naming the
+ * file, line or option, and none leaves a new store behind.
+ */
+START_TEST(t_bad_inputs)
+{
+	char e[2048], db2[320], sub[320], p[340], once[800];
+	FILE *f;
+
+	snprintf(db2, sizeof(db2), "%s/new.db", dir);
+	snprintf(sub, sizeof(sub), "%s/sub", dir);
+	ck_assert_int_eq(mkdir(sub, 0755), 0);
+	/* a directory is not a registry (was "disk I/O error", exit 1) */
+	ck_assert_int_eq(run_err(e, sizeof(e), "registry", "stats", "--db", sub, NULL),
+			 CLI_EXIT_INPUT);
+	ASSERT_HAS(e, "a directory, not a registry file");
+	/* a missing or directory import file: no empty store created for it */
+	snprintf(p, sizeof(p), "%s/none.tsv", dir);
+	ck_assert_int_eq(run_err(e, sizeof(e), "registry", "import", p, "--db", db2, NULL),
+			 CLI_EXIT_INPUT);
+	ASSERT_HAS(e, "none.tsv: cannot open");
+	ck_assert_int_eq(run_err(e, sizeof(e), "registry", "import", sub, "--db", db2, NULL),
+			 CLI_EXIT_INPUT);
+	ASSERT_HAS(e, "sub: is a directory");
+	ck_assert_int_eq(access(db2, F_OK), -1);
+	/* operands and options a command does not take are not silently ignored */
+	ck_assert_int_eq(run_err(e, sizeof(e), "registry", "stats", "--db", db, "extra", NULL),
+			 CLI_EXIT_INPUT);
+	ASSERT_HAS(e, "unexpected argument extra");
+	ck_assert_int_eq(
+	    run_err(e, sizeof(e), "registry", "stats", "--db", db, "--format", "jsonl", NULL),
+	    CLI_EXIT_INPUT);
+	ASSERT_HAS(e, "--format is not an option of stats");
+	ck_assert_int_eq(
+	    run_err(e, sizeof(e), "registry", "import", p, "--db", db2, "-o", "x", NULL),
+	    CLI_EXIT_INPUT);
+	ASSERT_HAS(e, "--output is not an option of import");
+	/* the same id twice in --ids: its second row would be dropped unsaid */
+	f = fopen(ids, "a");
+	fputs("item-3\n", f);
+	fclose(f);
+	{
+		float *x2 = malloc(sizeof(float) * (N + 1) * 8);
+		struct sid_error err;
+		memcpy(x2, X, sizeof(float) * N * 8);
+		memcpy(x2 + N * 8, X, sizeof(float) * 8);
+		ck_assert_int_eq(sid_npy_write(npy, SID_NPY_F32, N + 1, 8, x2, &err), 0);
+		free(x2);
+	}
+	ck_assert_int_eq(run_err(e, sizeof(e), "registry", "assign", "--model", model, "--input",
+				 npy, "--ids", ids, "--db", db2, NULL),
+			 CLI_EXIT_INPUT);
+	ASSERT_HAS(e, "line 201: id 'item-3' is already on line 4");
+	/* --ids a directory: not "0 ids for N rows" */
+	ck_assert_int_eq(run_err(e, sizeof(e), "registry", "assign", "--model", model, "--input",
+				 npy, "--ids", sub, "--db", db2, NULL),
+			 CLI_EXIT_INPUT);
+	ASSERT_HAS(e, "sub: cannot read: Is a directory");
+	/* int32 embeddings: named, found before any store is made */
+	{
+		int32_t zeros[8 * 4] = {0};
+		struct sid_error err;
+		snprintf(p, sizeof(p), "%s/i32.npy", dir);
+		ck_assert_int_eq(sid_npy_write(p, SID_NPY_I32, 4, 8, zeros, &err), 0);
+	}
+	ck_assert_int_eq(run_err(e, sizeof(e), "registry", "assign", "--model", model, "--input", p,
+				 "--ids", ids, "--db", db2, NULL),
+			 CLI_EXIT_INPUT);
+	snprintf(once, sizeof(once), "semid: %s: has dtype int32", p);
+	ASSERT_HAS(e, once);
+	ck_assert_int_eq(access(db2, F_OK), -1);
+	/* a non-finite value: the file, row and column */
+	X[7 * 8 + 3] = NAN;
+	{
+		struct sid_error err;
+		ck_assert_int_eq(sid_npy_write(npy, SID_NPY_F32, N, 8, X, &err), 0);
+	}
+	f = fopen(ids, "w");
+	for (int i = 0; i < N; i++)
+		fprintf(f, "item-%d\n", i);
+	fclose(f);
+	ck_assert_int_eq(run_err(e, sizeof(e), "registry", "assign", "--model", model, "--input",
+				 npy, "--ids", ids, "--db", db2, NULL),
+			 CLI_EXIT_INPUT);
+	snprintf(once, sizeof(once), "semid: %s: row 7, column 3 is not finite", npy);
+	ASSERT_HAS(e, once);
+	/* a bad model is named once, not "M: M: ..." */
+	ck_assert_int_eq(
+	    run_err(e, sizeof(e), "registry", "diff", "--model", npy, "--db", db, NULL),
+	    CLI_EXIT_INPUT);
+	snprintf(once, sizeof(once), "%s: %s", npy, npy);
+	ck_assert_msg(strstr(e, once) == NULL, "named twice: %s", e);
+}
+END_TEST
+
 START_TEST(t_sigkill)
 {
 	int fd[2], acked = 0;
@@ -536,6 +670,7 @@ static Suite *registry_cmd_suite(void)
 	tcase_add_test(tc, t_bad_stores);
 	tcase_add_test(tc, t_sigkill);
 	tcase_add_test(tc, t_output_is_an_input);
+	tcase_add_test(tc, t_bad_inputs);
 	tcase_add_loop_test(tc, t_export_killed_mid_write, 0, 2);
 	suite_add_tcase(s, tc);
 	return s;
