@@ -439,7 +439,9 @@ static int run_pipeline(const struct cli_encode_opts *o, const struct sid_npy *i
 	struct pipeline p;
 	struct worker *w = NULL;
 	struct cli_progress bar;
-	size_t B = o->batch, b, i, released = 0;
+	/* no batch larger than the input: --batch 1048576 on a small file must
+	 * not allocate a million rows per worker (the output is the same) */
+	size_t B = o->batch < in->rows ? o->batch : in->rows ? in->rows : 1, b, i, released = 0;
 	int T = o->threads, status = CLI_EXIT_IO, n_alt = o->top_k - 1, mu_ok = 0;
 	long ncpu;
 

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -282,6 +283,38 @@ START_TEST(test_killed_mid_write)
 }
 END_TEST
 
+/*
+ * The largest --batch and --top-k on a small input under a 512 MiB data
+ * limit: the batch buffers are sized for the rows there are, not for a
+ * million rows (with 15 alternatives that is about 800 MiB: "out of memory
+ * for batches of 1048576 rows").  The limit leaves room for OpenBLAS's own
+ * buffers, which it waits for forever when it cannot get them.
+ */
+START_TEST(test_huge_batch_small_input)
+{
+	struct cli_encode_opts o;
+	struct sid_error err;
+	struct rlimit rl = {512u << 20, 512u << 20};
+	char out[700];
+	int status;
+	pid_t pid;
+
+	path_in(out, sizeof(out), "o.npy");
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		setrlimit(RLIMIT_DATA, &rl);
+		opts_init(&o, out, 1, CLI_BATCH_MAX);
+		o.top_k = SID_TOPK_MAX;
+		_exit(cli_encode_run(&o, stdout, &err));
+	}
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == CLI_EXIT_OK, "status 0x%x",
+		      status);
+	ck_assert_int_eq(count_files(), 3);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("encode_cmd");
@@ -295,6 +328,7 @@ int main(void)
 	tcase_add_test(tc, test_nonfinite_leaves_nothing);
 	tcase_add_test(tc, test_bad_tower_and_columns);
 	tcase_add_loop_test(tc, test_killed_mid_write, 0, 4);
+	tcase_add_test(tc, test_huge_batch_small_input);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }
