@@ -31,7 +31,7 @@ static volatile sig_atomic_t tmp_live;
 static void on_signal(int sig)
 {
 	static const char bus[] = "semid: an input file shrank or failed while being read "
-				  "(SIGBUS); no output written\n";
+				  "(SIGBUS); stopped\n";
 
 	if (tmp_live)
 		unlink(tmp_path);

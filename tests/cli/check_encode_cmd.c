@@ -9,6 +9,7 @@
 #include <check.h>
 #include "check_main.h"
 #include <dirent.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -315,6 +316,28 @@ START_TEST(test_huge_batch_small_input)
 }
 END_TEST
 
+/* The input truncated while it is read (by the first write of the output):
+ * the SIGBUS of the rows not read yet is reported, exit 1, no crash. */
+START_TEST(test_input_truncated_while_read)
+{
+	struct cli_encode_opts o;
+	struct sid_error err;
+	int status, fd;
+	pid_t pid;
+
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		fd = open(input_path, O_WRONLY);
+		opts_init(&o, "-", 1, 10);
+		_exit(cli_encode_run(&o, truncating_stream(&fd), &err));
+	}
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == CLI_EXIT_IO, "status 0x%x",
+		      status);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("encode_cmd");
@@ -329,6 +352,7 @@ int main(void)
 	tcase_add_test(tc, test_bad_tower_and_columns);
 	tcase_add_loop_test(tc, test_killed_mid_write, 0, 4);
 	tcase_add_test(tc, test_huge_batch_small_input);
+	tcase_add_test(tc, test_input_truncated_while_read);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }

@@ -543,6 +543,30 @@ START_TEST(t_bad_inputs)
 }
 END_TEST
 
+/*
+ * The input truncated while assign reads it (the first acknowledgement cuts
+ * it): the rows not read yet fault (SIGBUS), which is reported, exit 1,
+ * not a crash with a core dump.
+ */
+START_TEST(t_input_truncated_while_read)
+{
+	int status, fd;
+	pid_t pid;
+
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		fd = open(npy, O_WRONLY);
+		stdout = truncating_stream(&fd);
+		_exit(run("registry", "assign", "--model", model, "--input", npy, "--ids", ids,
+			  "--batch", "1", NULL));
+	}
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == CLI_EXIT_IO, "status 0x%x",
+		      status);
+}
+END_TEST
+
 START_TEST(t_sigkill)
 {
 	int fd[2], acked = 0;
@@ -671,6 +695,7 @@ static Suite *registry_cmd_suite(void)
 	tcase_add_test(tc, t_sigkill);
 	tcase_add_test(tc, t_output_is_an_input);
 	tcase_add_test(tc, t_bad_inputs);
+	tcase_add_test(tc, t_input_truncated_while_read);
 	tcase_add_loop_test(tc, t_export_killed_mid_write, 0, 2);
 	suite_add_tcase(s, tc);
 	return s;
