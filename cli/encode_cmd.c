@@ -190,6 +190,10 @@ int cli_encode_parse(int argc, char **argv, struct cli_encode_opts *o, struct si
 		return sid_error_set(err, SID_EINVAL, "--input is required");
 	if (!*o->input)
 		return sid_error_set(err, SID_EINVAL, "--input is empty");
+	if (strcmp(o->input, "-") == 0) /* not "-: No such file or directory" */
+		return sid_error_set(err, SID_EINVAL,
+				     "--input cannot be stdin: the .npy is memory-mapped, give a "
+				     "file");
 	if (!o->output)
 		return sid_error_set(err, SID_EINVAL,
 				     "--output is required ('-' for TSV on stdout)");

@@ -115,6 +115,7 @@ START_TEST(test_parse_errors)
 	/* empty paths are named as such, not as a file "" not found */
 	EXPECT_ERR("--model is empty", "-m", "", "-i", "x", "-o", "-");
 	EXPECT_ERR("--input is empty", "-m", "a", "--input=", "-o", "-");
+	EXPECT_ERR("--input cannot be stdin", "-m", "a", "-i", "-", "-o", "-");
 }
 END_TEST
 
