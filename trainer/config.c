@@ -174,7 +174,8 @@ static int json_to_string(const json_t *v, char *buf, size_t len)
 		return 0;
 	case JSON_TRUE:
 	case JSON_FALSE:
-		snprintf(buf, len, "%s", json_is_true(v) ? "1" : "0");
+		/* as words, so only boolean keys take them ("levels": true is an error) */
+		snprintf(buf, len, "%s", json_is_true(v) ? "true" : "false");
 		return 0;
 	case JSON_ARRAY:
 		buf[0] = 0;
@@ -212,6 +213,12 @@ int tr_config_load_json(struct tr_config *c, const char *json, const char *what,
 	}
 	json_object_foreach(root, name, v)
 	{
+		if (json_is_string(v) && json_string_length(v) >= sizeof(value)) {
+			rc = sid_error_set(err, SID_EFORMAT,
+					   "%s: key \"%s\": string longer than %zu bytes", what,
+					   name, sizeof(value) - 1);
+			break;
+		}
 		if (json_to_string(v, value, sizeof(value)) < 0) {
 			rc = sid_error_set(err, SID_EFORMAT,
 					   "%s: key \"%s\": value must be a string, number, "
@@ -238,6 +245,8 @@ int tr_config_load_file(struct tr_config *c, const char *path, struct sid_error 
 	char *text;
 	int rc;
 
+	if (!root && je.line < 1) /* not opened: no line to name */
+		return sid_error_set(err, SID_EFORMAT, "--config %s: %s", path, je.text);
 	if (!root)
 		return sid_error_set_at(err, SID_EFORMAT, je.line, "%s:%d: %s", path, je.line,
 					je.text);

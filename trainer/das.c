@@ -17,10 +17,12 @@
 #include "das.h"
 
 #include <ctype.h>
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "adam.h"
 #include "kmeans.h"
@@ -148,16 +150,14 @@ static int parse_long(const char *s, long lo, long hi, long *out)
 	char *end;
 	if (!s || !*s)
 		return -1;
-	if (!strcmp(s, "true")) {
-		*out = 1;
-		return lo <= 1 && 1 <= hi ? 0 : -1;
+	/* true / false only for the 0/1 switches: "levels": true is a type error */
+	if (!strcmp(s, "true") || !strcmp(s, "false")) {
+		*out = s[0] == 't';
+		return lo == 0 && hi == 1 ? 0 : -1;
 	}
-	if (!strcmp(s, "false")) {
-		*out = 0;
-		return lo <= 0 && 0 <= hi ? 0 : -1;
-	}
+	errno = 0;
 	long v = strtol(s, &end, 10);
-	if (*end || v < lo || v > hi)
+	if (*end || errno || v < lo || v > hi)
 		return -1;
 	*out = v;
 	return 0;
@@ -269,11 +269,15 @@ int das_config_set(struct das_config *c, const char *key_in, const char *value,
 	}
 	if (!strcmp(key, "seed")) {
 		char *end;
-		unsigned long long s = strtoull(value, &end, 10);
-		if (!*value || *end || value[0] == '-')
+		unsigned long long s;
+		errno = 0;
+		s = strtoull(value, &end, 10);
+		/* digits only: strtoull would take " -1" as 2^64 - 1 and saturate
+		 * an overflow silently */
+		if (*value < '0' || *value > '9' || *end || errno == ERANGE)
 			return sid_error_set(err, SID_EINVAL,
-					     "config key seed: \"%s\" is not a "
-					     "non-negative integer",
+					     "config key seed: \"%s\" is not an "
+					     "integer in [0, 2^64)",
 					     value);
 		c->seed = s;
 		return 0;
@@ -336,7 +340,7 @@ int das_config_set(struct das_config *c, const char *key_in, const char *value,
 			p = end;
 			while (*p == ' ')
 				p++;
-			if (*p == ',')
+			if (*p == ',' && p[1])
 				p++;
 			else if (*p)
 				return sid_error_set(err, SID_EINVAL,
@@ -428,8 +432,10 @@ int das_config_check(const struct das_config *c, struct sid_error *err)
 		return sid_error_set(err, SID_EINVAL, "config: lr %g not in (0, 10)",
 				     (double)c->lr);
 	if (!(c->lr_icdm_mult > 0 && c->lr * c->lr_icdm_mult < 10))
-		return sid_error_set(err, SID_EINVAL, "config: lr_icdm_mult %g out of range",
-				     (double)c->lr_icdm_mult);
+		return sid_error_set(err, SID_EINVAL,
+				     "config: lr_icdm_mult %g must be > 0 with lr x lr_icdm_mult "
+				     "(%g) < 10",
+				     (double)c->lr_icdm_mult, (double)(c->lr * c->lr_icdm_mult));
 	if (!(c->lr_min_ratio >= 0 && c->lr_min_ratio <= 1))
 		return sid_error_set(err, SID_EINVAL, "config: lr_min_ratio not in [0, 1]");
 	if (!(c->weight_decay >= 0 && c->weight_decay * c->lr < 1))
@@ -735,6 +741,45 @@ static float click_weighted_mean(const float *t, int n)
 	return w > 0 ? (float)(s / w) : 0.0f;
 }
 
+/* Memory this process may use: physical memory, or the cgroup (v2) limit
+ * when that is lower; 0 when unknown. */
+static double memory_limit(void)
+{
+	long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
+	double lim = pages > 0 && psz > 0 ? (double)pages * (double)psz : 0;
+	FILE *f = fopen("/sys/fs/cgroup/memory.max", "r");
+	unsigned long long cg;
+	if (f) {
+		if (fscanf(f, "%llu", &cg) == 1 && (lim == 0 || (double)cg < lim))
+			lim = (double)cg;
+		fclose(f);
+	}
+	return lim;
+}
+
+/* Bytes a laid-out model will hold: the four parameter-sized blocks plus the
+ * batch workspace of ws_reserve for @B rows (its large terms), in double so
+ * that no configuration can overflow the sum. */
+static double bytes_needed(const struct das_model *m, int B, double *blocks)
+{
+	const struct das_config *c = &m->c;
+	double b = B, b2 = 2.0 * B, E = c->E, ws = 0;
+	*blocks = 4.0 * sizeof(float) * (double)m->n_params;
+	for (int t = 0; t < 2; t++) {
+		const struct tower *tw = &m->tw[t];
+		double hmax = tw->D > c->E ? tw->D : c->E;
+		for (int i = 0; i < tw->n_enc; i++) {
+			ws += 2 * b2 * tw->enc_out[i] + 2 * b * tw->dec_out[i];
+			hmax = tw->enc_out[i] > hmax ? tw->enc_out[i] : hmax;
+		}
+		ws += b2 * tw->D + b * tw->D + 4 * b2 * E + b * E + 2 * b2 * hmax;
+		ws += 4 * b2 * c->L * E + 3 * b2 * E + b2 * c->K; /* nn_rq */
+	}
+	ws += 4 * b * 2 * E + 4 * b * E + b * b + 4 * b * 2 * E; /* U, I, views, nn_sim */
+	return *blocks + ws * sizeof(float) +
+	       (double)(m->n_users + m->n_items) * 2 * sizeof(int32_t);
+}
+
 int das_new(const struct das_config *c, const struct das_data *d, struct das_model **out,
 	    struct sid_error *err)
 {
@@ -775,6 +820,19 @@ int das_new(const struct das_config *c, const struct das_data *d, struct das_mod
 			  (c->table_update == DAS_TABLE_AUTO && tab > LAZY_AUTO_MAX);
 	}
 	m->n_params = off;
+	/* a batch never holds more rows than there are interactions */
+	int B0 = (long)c->batch_size < d->n_train ? c->batch_size : (int)d->n_train;
+	double blocks, need = bytes_needed(m, B0, &blocks), have = memory_limit();
+	if (have > 0 && need > have) {
+		rc = sid_error_set(err, SID_EINVAL,
+				   "das: this model needs about %.1f GiB (parameters, gradients "
+				   "and Adam state %.1f GiB, batch workspace %.1f GiB), more than "
+				   "the %.1f GiB of memory here; lower latent_dim, codebook_size, "
+				   "hidden or batch_size, or train on less data",
+				   need / 1073741824.0, blocks / 1073741824.0,
+				   (need - blocks) / 1073741824.0, have / 1073741824.0);
+		goto fail;
+	}
 	m->params = calloc(off, sizeof(float));
 	m->grads = calloc(off, sizeof(float));
 	m->am = calloc(off, sizeof(float));
@@ -830,7 +888,7 @@ int das_new(const struct das_config *c, const struct das_data *d, struct das_mod
 		for (size_t i = 0; i < n; i++) /* the two tables are adjacent */
 			m->params[m->off_tu + i] = c->init_std_table * rng_normal(&m->rng);
 	}
-	if ((rc = ws_reserve(m, c->batch_size, err)) < 0)
+	if ((rc = ws_reserve(m, B0, err)) < 0)
 		goto fail;
 	*out = m;
 	return 0;

@@ -764,6 +764,69 @@ START_TEST(test_config_keys)
 }
 END_TEST
 
+/* Values that used to slip through: a seed that overflows or carries a sign
+ * behind a space (strtoull saturates / negates), a trailing comma in hidden,
+ * a boolean for a count. */
+START_TEST(test_config_bad_values)
+{
+	struct das_config c;
+	struct sid_error err;
+	static const char *bad_seeds[] = {
+	    "18446744073709551616", "99999999999999999999999", " -1", "-1", " 1", "+1", "1.5", ""};
+	das_config_defaults(&c);
+	for (size_t k = 0; k < sizeof(bad_seeds) / sizeof(bad_seeds[0]); k++) {
+		ck_assert_msg(das_config_set(&c, "seed", bad_seeds[k], &err) == SID_EINVAL,
+			      "seed \"%s\" accepted", bad_seeds[k]);
+		ck_assert_ptr_nonnull(strstr(err.msg, "seed"));
+		ck_assert_uint_eq(c.seed, 42);
+	}
+	ck_assert_int_eq(das_config_set(&c, "hidden", "16,", &err), SID_EINVAL);
+	ck_assert_ptr_nonnull(strstr(err.msg, "hidden"));
+	ck_assert_int_eq(das_config_set(&c, "hidden", "256,,128", &err), SID_EINVAL);
+	ck_assert_int_eq(das_config_set(&c, "hidden", "-1", &err), SID_EINVAL);
+	ck_assert_int_eq(c.n_hidden, 2);
+	ck_assert_int_eq(das_config_set(&c, "levels", "true", &err), SID_EINVAL);
+	ck_assert_ptr_nonnull(strstr(err.msg, "levels"));
+	ck_assert_int_eq(das_config_set(&c, "kmeans_iters", "false", &err), SID_EINVAL);
+	ck_assert_int_eq(das_config_set(&c, "epochs", "99999999999999999999", &err), SID_EINVAL);
+	ck_assert_int_eq(c.L, 3);
+	ck_assert_int_eq(c.kmeans_iters, 25);
+	/* the 0/1 switches still take JSON booleans */
+	ck_assert_int_eq(das_config_set(&c, "mask_duplicates", "false", &err), 0);
+	ck_assert_int_eq(c.mask_duplicates, 0);
+}
+END_TEST
+
+/* A model too big for this machine is refused before anything is allocated,
+ * with the size named (it used to calloc, and on a large enough machine be
+ * OOM-killed later); a batch size above the data's size reserves a
+ * workspace for the data's size, not the B x B similarity matrix of 2^20
+ * rows (4 TiB). */
+START_TEST(test_memory_limits)
+{
+	struct das_config c;
+	struct das_data d = {.n_users = 2000000000, .n_items = 1, .n_train = 10};
+	struct das_model *m = NULL;
+	struct sid_error err;
+	das_config_defaults(&c);
+	c.D_user = c.D_item = 8;
+	c.E = 4096; /* ID tables: 2e9 x 8192 floats, four times: 244 TiB */
+	sid_error_clear(&err);
+	ck_assert_int_eq(das_new(&c, &d, &m, &err), SID_EINVAL);
+	ck_assert_ptr_null(m);
+	ck_assert_msg(strstr(err.msg, "GiB") && strstr(err.msg, "latent_dim"), "%s", err.msg);
+	das_config_defaults(&c);
+	c.D_user = c.D_item = 8;
+	c.E = 4;
+	c.K = 4;
+	c.n_hidden = 0;
+	c.batch_size = 1 << 20;
+	d.n_users = d.n_items = 5;
+	ck_assert_msg(das_new(&c, &d, &m, &err) == 0, "%s", err.msg);
+	das_free(m);
+}
+END_TEST
+
 START_TEST(test_bad_batches)
 {
 	struct world w;
@@ -818,6 +881,8 @@ static Suite *das_suite(void)
 	TCase *tc = tcase_create("das");
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, test_config_keys);
+	tcase_add_test(tc, test_config_bad_values);
+	tcase_add_test(tc, test_memory_limits);
 	tcase_add_test(tc, test_bad_batches);
 	tcase_add_test(tc, test_full_gradient_das);
 	tcase_add_test(tc, test_full_gradient_variants);
