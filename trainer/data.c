@@ -23,6 +23,14 @@ uint64_t tr_splitmix64(uint64_t *state)
 	return z ^ (z >> 31);
 }
 
+int tr_error_file(struct sid_error *err, const char *path)
+{
+	size_t n = strlen(path);
+	if (err && !(strncmp(err->msg, path, n) == 0 && err->msg[n] == ':'))
+		sid_error_prefix(err, "%s", path);
+	return err ? err->code : SID_EINVAL;
+}
+
 /* Uniform in [0, n) without modulo bias worth caring about (n < 2^32). */
 static uint64_t rand_below(uint64_t *s, uint64_t n)
 {
@@ -37,7 +45,7 @@ int tr_emb_open(struct tr_emb *e, const char *path, struct sid_error *err)
 	memset(e, 0, sizeof(*e));
 	rc = sid_npy_open(path, &e->npy, err);
 	if (rc < 0) {
-		sid_error_prefix(err, "%s", path);
+		tr_error_file(err, path);
 		if (err)
 			err->code = SID_EFORMAT;
 		return SID_EFORMAT;
@@ -74,7 +82,7 @@ int tr_emb_open(struct tr_emb *e, const char *path, struct sid_error *err)
 		size_t n = e->n - r < CHUNK_ROWS ? e->n - r : CHUNK_ROWS;
 		rc = sid_npy_read_f32(&e->npy, r, n, buf, err);
 		if (rc < 0) {
-			sid_error_prefix(err, "%s", path);
+			tr_error_file(err, path);
 			if (err)
 				err->code = SID_EFORMAT;
 			rc = SID_EFORMAT;
@@ -147,7 +155,7 @@ static int lines_next(struct lines *ln, const char **s, const char **e)
 /*
  * Parse a non-negative decimal integer field from *p up to a tab or @e.
  * Returns 0 and advances *p past the field; -1 when it is not one (empty,
- * sign, other characters, above INT32_MAX).
+ * sign, other characters), -2 when it is one above INT32_MAX.
  */
 static int parse_index(const char **p, const char *e, int64_t *out)
 {
@@ -158,11 +166,12 @@ static int parse_index(const char **p, const char *e, int64_t *out)
 	while (q < e && *q != '\t') {
 		if (*q < '0' || *q > '9')
 			return -1;
-		v = v * 10 + (*q - '0');
-		if (v > INT32_MAX)
-			return -1;
+		if (v <= INT32_MAX) /* past it, only the digits still matter */
+			v = v * 10 + (*q - '0');
 		q++;
 	}
+	if (v > INT32_MAX)
+		return -2;
 	*p = q;
 	*out = v;
 	return 0;
@@ -195,7 +204,7 @@ static int open_text(const char *path, struct sid_map *m, struct lines *ln, stru
 {
 	int rc = sid_map_open(path, m, err);
 	if (rc < 0) {
-		sid_error_prefix(err, "%s", path);
+		tr_error_file(err, path);
 		if (err) /* a missing or unreadable input is the user's to fix */
 			err->code = SID_ENOTFOUND;
 		return SID_ENOTFOUND;
@@ -249,20 +258,16 @@ int tr_inter_read(const char *path, size_t n_users, size_t n_items, const uint8_
 					      path, ln.lineno, q);
 			goto fail;
 		}
-		if (parse_index(&p, e, &u) < 0) {
-			rc = sid_error_set_at(err, SID_EFORMAT, ln.lineno,
-					      "%s:%ld: user field of \"%s\" is not a non-negative "
-					      "integer",
-					      path, ln.lineno, q);
-			goto fail;
-		}
-		p++; /* the tab */
-		if (parse_index(&p, e, &it) < 0) {
-			rc = sid_error_set_at(err, SID_EFORMAT, ln.lineno,
-					      "%s:%ld: item field of \"%s\" is not a non-negative "
-					      "integer",
-					      path, ln.lineno, q);
-			goto fail;
+		for (int f = 0; f < 2; f++) {
+			int prc = parse_index(&p, e, f ? &it : &u);
+			if (prc < 0) {
+				rc = sid_error_set_at(
+				    err, SID_EFORMAT, ln.lineno, "%s:%ld: %s field of \"%s\" is %s",
+				    path, ln.lineno, f ? "item" : "user", q,
+				    prc == -2 ? "above 2147483647" : "not a non-negative integer");
+				goto fail;
+			}
+			p += !f; /* the tab between the fields */
 		}
 		if ((uint64_t)u >= n_users) {
 			rc = sid_error_set_at(err, SID_EFORMAT, ln.lineno,
@@ -484,9 +489,9 @@ int tr_batcher_init(struct tr_batcher *bt, const struct tr_data *d, size_t batch
 	memset(bt, 0, sizeof(*bt));
 	if (batch_size == 0)
 		return sid_error_set(err, SID_EINVAL, "batch_size: must be at least 1");
-	if (d->train.n == 0 || d->train.n > UINT32_MAX)
-		return sid_error_set(err, SID_EINVAL, "train: %zu interactions unsupported",
-				     d->train.n);
+	if (d->train.n < 2 || d->train.n > UINT32_MAX) /* das_step needs B >= 2 */
+		return sid_error_set(err, SID_EINVAL, "%zu interactions; training needs 2 to %u",
+				     d->train.n, UINT32_MAX);
 	bt->data = d;
 	bt->batch_size = batch_size < d->train.n ? batch_size : d->train.n;
 	bt->seed = seed;

@@ -133,6 +133,8 @@ struct tr_batcher {
 	struct tr_batch batch;
 };
 
+/* Fails (SID_EINVAL) with fewer than 2 interactions: a step needs a batch of
+ * two or more. */
 int tr_batcher_init(struct tr_batcher *bt, const struct tr_data *d, size_t batch_size,
 		    uint64_t seed, struct sid_error *err);
 void tr_batcher_release(struct tr_batcher *bt);
@@ -143,6 +145,10 @@ size_t tr_batcher_count(const struct tr_batcher *bt);
 void tr_batcher_epoch(struct tr_batcher *bt, int epoch);
 /* Fill and return batch @b of the current epoch (valid until the next call). */
 const struct tr_batch *tr_batcher_get(struct tr_batcher *bt, size_t b);
+
+/* Put "@path: " in front of @err's message unless it already starts so (core
+ * calls that open a file name it themselves).  Returns err->code. */
+int tr_error_file(struct sid_error *err, const char *path);
 
 /* splitmix64 step: the trainer-side deterministic generator for shuffles. */
 uint64_t tr_splitmix64(uint64_t *state);

@@ -248,6 +248,7 @@ int tr_gen_run(const struct tr_gen_params *p, const char *out_dir, struct tr_gen
 	size_t hcap = 0;
 	double sum_act = 0;
 	int rc = SID_ENOMEM;
+	struct stat sb;
 
 	memset(st, 0, sizeof(*st));
 	if (N < 2 || M < 1 || p->interactions < M || D < 1 || DU < 1 || N > INT32_MAX ||
@@ -264,8 +265,11 @@ int tr_gen_run(const struct tr_gen_params *p, const char *out_dir, struct tr_gen
 	}
 	if (G > N)
 		G = (int)N;
-	if (mkdir_parents(out_dir) < 0)
-		return sid_error_set(err, SID_EIO, "%s: %s", out_dir, strerror(errno));
+	if (mkdir_parents(out_dir) < 0) /* ENOTDIR: a path component is a file */
+		return sid_error_set(err, errno == ENOTDIR ? SID_EINVAL : SID_EIO, "%s: %s",
+				     out_dir, strerror(errno));
+	if (stat(out_dir, &sb) < 0 || !S_ISDIR(sb.st_mode))
+		return sid_error_set(err, SID_EINVAL, "--out %s: not a directory", out_dir);
 	for (int k = 0; k < OUT_COUNT; k++)
 		if (snprintf(tmp[k], PATH_LEN, "%s/.%s.tmp.%ld", out_dir, out_names[k],
 			     (long)getpid()) >= PATH_LEN)

@@ -12,6 +12,8 @@
  * signal N (SIGINT, SIGTERM, SIGHUP) stopped training or gen cleanly, 1
  * otherwise.
  */
+#include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -165,6 +167,38 @@ static int cmd_eval(int argc, char **argv)
 	return rc < 0 ? fail("eval", &err) : 0;
 }
 
+/* A gen count: a plain decimal integer in [0, @max] (strtod used to take
+ * "2.7" as 2 and "1e30" into undefined behaviour). */
+static int gen_int(const char *flag, const char *v, long max, long *out)
+{
+	char *end;
+	long x;
+	errno = 0;
+	x = v[0] >= '0' && v[0] <= '9' ? strtol(v, &end, 10) : -1;
+	if (x < 0 || *end || errno || x > max) {
+		fprintf(stderr, "semid-train gen: %s: \"%s\" is not an integer in [0, %ld]\n", flag,
+			v, max);
+		return -1;
+	}
+	*out = x;
+	return 0;
+}
+
+/* The count flags of gen: each sets a long or an int. */
+struct gen_count {
+	const char *flag;
+	long *l;
+	int *i;
+};
+
+static int gen_count_find(const struct gen_count *c, const char *flag)
+{
+	for (int k = 0; c[k].flag; k++)
+		if (!strcmp(c[k].flag, flag))
+			return k;
+	return -1;
+}
+
 static int cmd_gen(int argc, char **argv)
 {
 	struct tr_gen_params p;
@@ -172,15 +206,21 @@ static int cmd_gen(int argc, char **argv)
 	struct sid_error err;
 	const char *out = NULL;
 	int rc;
+	struct gen_count counts[] = {{"--items", &p.items, NULL},
+				     {"--users", &p.users, NULL},
+				     {"--interactions", &p.interactions, NULL},
+				     {"--dim", NULL, &p.dim},
+				     {"--user-dim", NULL, &p.user_dim},
+				     {"--clusters", NULL, &p.clusters},
+				     {NULL, NULL, NULL}};
 
 	sid_error_clear(&err);
 	tr_gen_defaults(&p);
 	p.progress = isatty(2);
 	for (int i = 0; i < argc; i++) {
 		const char *f = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
-		char *end = NULL;
-		double d = v ? strtod(v, &end) : 0;
-		int num_ok = v && end != v && !*end;
+		long n;
+		int k;
 		if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
 			usage(stdout);
 			return 0;
@@ -192,31 +232,30 @@ static int cmd_gen(int argc, char **argv)
 		i++;
 		if (!strcmp(f, "--out")) {
 			out = v;
-			continue;
-		}
-		if (!num_ok) {
-			fprintf(stderr, "semid-train gen: %s: \"%s\" is not a number\n", f, v);
-			return 2;
-		}
-		if (!strcmp(f, "--items"))
-			p.items = (long)d;
-		else if (!strcmp(f, "--users"))
-			p.users = (long)d;
-		else if (!strcmp(f, "--interactions"))
-			p.interactions = (long)d;
-		else if (!strcmp(f, "--dim"))
-			p.dim = (int)d;
-		else if (!strcmp(f, "--user-dim"))
-			p.user_dim = (int)d;
-		else if (!strcmp(f, "--clusters"))
-			p.clusters = (int)d;
-		else if (!strcmp(f, "--seed"))
-			p.seed = (uint64_t)d;
-		else if (!strcmp(f, "--cold-frac"))
-			p.cold_frac = d;
-		else if (!strcmp(f, "--test-frac"))
-			p.test_frac = d;
-		else {
+		} else if ((k = gen_count_find(counts, f)) >= 0) {
+			if (gen_int(f, v, counts[k].l ? LONG_MAX : INT_MAX, &n) < 0)
+				return 2;
+			if (counts[k].l)
+				*counts[k].l = n;
+			else
+				*counts[k].i = (int)n;
+		} else if (!strcmp(f, "--seed")) {
+			struct das_config dc; /* the trainer's own seed rules */
+			if (das_config_set(&dc, "seed", v, &err) < 0) {
+				sid_error_prefix(&err, "--seed");
+				return fail("gen", &err);
+			}
+			p.seed = dc.seed;
+		} else if (!strcmp(f, "--cold-frac") || !strcmp(f, "--test-frac")) {
+			char *end;
+			double d = strtod(v, &end);
+			if (end == v || *end) {
+				fprintf(stderr, "semid-train gen: %s: \"%s\" is not a number\n", f,
+					v);
+				return 2;
+			}
+			*(f[2] == 'c' ? &p.cold_frac : &p.test_frac) = d;
+		} else {
 			fprintf(stderr, "semid-train gen: unknown option %s\n", f);
 			return 2;
 		}

@@ -83,6 +83,7 @@ START_TEST(test_inter_malformed)
 	    {"0\t1\n0\t1\n3\t0\n", 3, "user 3 out of range"},
 	    {"0\t4\n", 1, "item 4 out of range"},
 	    {"0\t99999999999\n", 1, "item field"},
+	    {"0\t1\n2147483648\t1\n", 2, "user field of \"2147483648\\t1\" is above 2147483647"},
 	    {"0\t1\n\n1\t2\n", 2, "empty line"},
 	    {"", 0, "empty file"},
 	};
@@ -301,6 +302,14 @@ START_TEST(test_batcher)
 		else
 			ck_assert_int_eq(tb->item2[k], 3 - tb->item[k]);
 	}
+	tr_batcher_release(&bt);
+	tr_data_release(&d);
+
+	/* one interaction cannot make a batch of two: refused here, naming the
+	 * train data, not in the middle of the first epoch */
+	small_data(&d, "0\t1\n");
+	ck_assert_int_eq(tr_batcher_init(&bt, &d, 8, 1, &err), SID_EINVAL);
+	ck_assert_msg(strstr(err.msg, "1 interactions; training needs 2"), "%s", err.msg);
 	tr_batcher_release(&bt);
 	tr_data_release(&d);
 }

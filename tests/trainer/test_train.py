@@ -292,6 +292,53 @@ class TrainerTest(unittest.TestCase):
         self.assertEqual(p.returncode, 2)
         self.assertIn("levels", p.stderr)
 
+    def test_bad_values_named(self):
+        """Values that used to be taken silently (or named their file
+        twice) give exit 2 and a message naming the flag, key or file."""
+        bdir = os.path.join(self.tmp, "values")
+        os.makedirs(bdir, exist_ok=True)
+        out = os.path.join(bdir, "m.st")
+        for flag, value, what in (("--seed", "99999999999999999999999", "seed"),
+                                  ("--seed", " -1", "seed"),
+                                  ("--hidden", "32,", "hidden"),
+                                  ("--levels", "true", "levels")):
+            p = run(*self.base_args(out) + [flag, value])
+            self.assertEqual(p.returncode, 2, f"{flag} {value!r}: {p.stderr}")
+            self.assertIn(what, p.stderr)
+        cfg = os.path.join(bdir, "c.json")
+        for doc, what in (({"levels": True}, "levels"),
+                          ({"model_version": "v" * 2000}, "longer than")):
+            with open(cfg, "w") as f:
+                json.dump(doc, f)
+            p = run(*self.base_args(out) + ["--config", cfg])
+            self.assertEqual(p.returncode, 2, p.stderr)
+            self.assertIn(cfg, p.stderr)
+            self.assertIn(what, p.stderr)
+        missing = os.path.join(bdir, "missing.json")
+        p = run(*self.base_args(out) + ["--config", missing])
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn(missing, p.stderr)
+        self.assertNotIn(":-1:", p.stderr)
+        # a file is named once, not "f: f: ..."
+        f16 = os.path.join(bdir, "f16.npy")
+        np.save(f16, np.zeros((4, 3), np.float16))
+        p = run(*self.base_args(out, items=f16))
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertEqual(p.stderr.count(f16), 1, p.stderr)
+        self.assertFalse(os.path.exists(out))
+        # gen: integers are integers (strtod took "2.7" as 2, "1e30" into UB)
+        g = [TRAIN, "gen", "--out", os.path.join(bdir, "g"), "--items", 20, "--users", 10,
+             "--interactions", 50, "--dim", 4]
+        for flag, value in (("--items", "2.7"), ("--items", "1e30"), ("--dim", "1e10"),
+                            ("--seed", "-1"), ("--seed", "1.5")):
+            p = run(*g + [flag, value])
+            self.assertEqual(p.returncode, 2, f"{flag} {value}: {p.stderr}")
+            self.assertIn(flag, p.stderr)
+        self.assertFalse(os.path.exists(os.path.join(bdir, "g")))
+        p = run(*g[:3] + [self.d("train.tsv")] + g[4:])  # --out is a file
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn("not a directory", p.stderr)
+
     def test_progress_lines_without_terminal(self):
         """With stderr not a terminal, progress comes as log lines every
         progress_every seconds; 0 gives one after every batch but the last
