@@ -58,7 +58,9 @@ static void usage(FILE *f)
 }
 
 /* Split "--name=value" or "--name value"; returns the value (or NULL) and
- * sets *consumed to 1 when it came from the next argument. */
+ * sets *from_next to 1 when it came from the next argument.  A next argument
+ * that is itself a flag ("--out --resume") is not a value: the flag then has
+ * none (a value really starting with "--" can be given as --name=--value). */
 static const char *flag_value(char *arg, int i, int argc, char **argv, int *from_next)
 {
 	char *eq = strchr(arg, '=');
@@ -67,7 +69,7 @@ static const char *flag_value(char *arg, int i, int argc, char **argv, int *from
 		*eq = 0;
 		return eq + 1;
 	}
-	if (i + 1 < argc) {
+	if (i + 1 < argc && strncmp(argv[i + 1], "--", 2)) {
 		*from_next = 1;
 		return argv[i + 1];
 	}

@@ -7,6 +7,7 @@
 #include "train.h"
 
 #include <cblas.h>
+#include <errno.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -51,6 +52,7 @@ struct run {
 	struct tr_batcher bt;
 	/* batch content rows */
 	float *ux, *ix, *u2x, *i2x; /* (B, D_user), (B, D_item), ... */
+	char data_json[160];	    /* data_describe: what the checkpoint says it trained on */
 	int epochs_done;
 	int total_epochs;
 	size_t stopped_at;    /* batches of the epoch run when a signal stopped it */
@@ -92,7 +94,77 @@ static int gather(const struct tr_emb *e, const int32_t *idx, size_t n, float *d
 	return 0;
 }
 
-static int load_inputs(struct run *r, struct sid_error *err)
+/*
+ * Refuse, before any work, outputs that could only fail after training or
+ * that would overwrite an input: --out in a missing directory, --out or its
+ * checkpoint an existing non-regular file (a directory), or either of them
+ * the same file as an input (publishing over items.npy destroys it).
+ */
+static int check_outputs(const struct tr_config *c, const char *ckpt, struct sid_error *err)
+{
+	const char *in[] = {c->items, c->users, c->train, c->test, c->test_cold, c->cold_items};
+	const char *flag[] = {"items", "users", "train", "test", "test-cold", "cold-items"};
+	const char *outs[2] = {c->out, ckpt};
+	char dir[TR_PATH_MAX], *slash;
+	struct stat so, si;
+
+	snprintf(dir, sizeof(dir), "%s", c->out);
+	slash = strrchr(dir, '/');
+	if (!slash)
+		snprintf(dir, sizeof(dir), ".");
+	else
+		slash[slash == dir] = 0; /* "/m.st" -> "/" */
+	if (stat(dir, &so) < 0)
+		return sid_error_set(err, SID_EINVAL, "--out %s: directory %s: %s", c->out, dir,
+				     strerror(errno));
+	if (!S_ISDIR(so.st_mode))
+		return sid_error_set(err, SID_EINVAL, "--out %s: %s is not a directory", c->out,
+				     dir);
+	for (int k = 0; k < 2; k++) {
+		if (stat(outs[k], &so) < 0)
+			continue;
+		if (!S_ISREG(so.st_mode))
+			return sid_error_set(err, SID_EINVAL,
+					     "--out %s: %s exists and is not a "
+					     "regular file",
+					     c->out, outs[k]);
+		for (size_t i = 0; i < sizeof(in) / sizeof(in[0]); i++)
+			if (in[i][0] && stat(in[i], &si) == 0 && si.st_dev == so.st_dev &&
+			    si.st_ino == so.st_ino)
+				return sid_error_set(err, SID_EINVAL,
+						     "--out %s: %s is the --%s input %s; "
+						     "publishing would overwrite it",
+						     c->out, outs[k], flag[i], in[i]);
+	}
+	return 0;
+}
+
+/*
+ * The data a checkpoint was trained on, as the JSON its "train_data"
+ * metadata holds: the sizes and a fingerprint of every training interaction
+ * in file order and of the cold list (the embeddings' widths are in the
+ * model config already), so --resume refuses a checkpoint of other data.
+ */
+static void data_describe(const struct tr_data *d, char *buf, size_t len)
+{
+	uint64_t h = 0x7261696e64617461ull, s;
+#define MIX(v) (s = h ^ (uint64_t)(v), h = tr_splitmix64(&s))
+	MIX(d->items.n);
+	MIX(d->users.n);
+	MIX(d->train.n);
+	for (size_t k = 0; k < d->train.n; k++)
+		MIX((uint64_t)(uint32_t)d->train.user[k] << 32 | (uint32_t)d->train.item[k]);
+	for (size_t i = 0; d->cold && i < d->items.n; i++)
+		if (d->cold[i])
+			MIX(i);
+#undef MIX
+	snprintf(buf, len,
+		 "{\"items\": %zu, \"users\": %zu, \"train\": %zu, \"cold_items\": %zu, "
+		 "\"fingerprint\": \"%016llx\"}",
+		 d->items.n, d->users.n, d->train.n, d->n_cold, (unsigned long long)h);
+}
+
+static int load_inputs(struct run *r, const char *ckpt, struct sid_error *err)
 {
 	const struct tr_config *c = r->cfg;
 	int rc;
@@ -100,11 +172,15 @@ static int load_inputs(struct run *r, struct sid_error *err)
 	if (!c->items[0] || !c->users[0] || !c->train[0] || !c->out[0])
 		return sid_error_set(err, SID_EINVAL,
 				     "--items, --users, --train and --out are required");
+	rc = check_outputs(c, ckpt, err);
+	if (rc < 0)
+		return rc;
 	rc = tr_data_load(&r->data, c->items, c->users, c->train,
 			  c->cold_items[0] ? c->cold_items : NULL, err);
 	if (rc < 0)
 		return rc;
 	r->have_data = 1;
+	data_describe(&r->data, r->data_json, sizeof(r->data_json));
 	if (c->test[0]) {
 		rc = tr_inter_read(c->test, r->data.users.n, r->data.items.n, NULL, &r->test, err);
 		if (rc < 0)
@@ -176,6 +252,8 @@ static int ckpt_write(struct run *r, const char *path, struct sid_error *err)
 		rc = sid_st_writer_add(w, "train.epoch", SID_ST_I64, 1, shape, &ep, err);
 	if (rc == 0)
 		rc = sid_st_writer_meta(w, "train_config", run_json, err);
+	if (rc == 0)
+		rc = sid_st_writer_meta(w, "train_data", r->data_json, err);
 	if (rc < 0) {
 		sid_error_prefix(err, "checkpoint %s", path);
 		goto fail;
@@ -217,6 +295,16 @@ static int ckpt_restore(struct run *r, const char *path, struct sid_error *err)
 				   key);
 		goto fail;
 	}
+	/* absent in checkpoints of older versions: nothing to compare then */
+	saved = sid_st_meta_get(&f, "train_data");
+	if (saved && config_diff(saved, r->data_json, key, sizeof(key))) {
+		rc = sid_error_set(err, SID_EINVAL,
+				   "made on other data (train_data \"%s\" differs: %s there, "
+				   "%s here); resume with the same --items, --users, --train "
+				   "and --cold-items, or start again without --resume",
+				   key, saved, r->data_json);
+		goto fail;
+	}
 	t = sid_st_find(&f, "train.epoch");
 	if (!t || t->dtype != SID_ST_I64 || t->nelem != 1) {
 		rc = sid_error_set(err, SID_EFORMAT, "tensor train.epoch missing or not one I64");
@@ -235,7 +323,7 @@ static int ckpt_restore(struct run *r, const char *path, struct sid_error *err)
 	r->epochs_done = (int)ep;
 fail:
 	if (rc < 0)
-		sid_error_prefix(err, "%s", path);
+		tr_error_file(err, path);
 	free(mine);
 	sid_st_file_release(&f);
 	free(buf);
@@ -599,13 +687,13 @@ int tr_train_run(const struct tr_config *cfg, int resume, struct sid_error *err)
 	tr_stop_install(&saved);
 	if (cfg->threads > 0)
 		openblas_set_num_threads(cfg->threads);
-	rc = load_inputs(&r, err);
-	if (rc < 0)
-		goto fail;
 	if (tr_ckpt_path(cfg->out, ckpt, sizeof(ckpt)) < 0) {
 		rc = sid_error_set(err, SID_EINVAL, "--out: path too long");
 		goto fail;
 	}
+	rc = load_inputs(&r, ckpt, err);
+	if (rc < 0)
+		goto fail;
 	r.dc.D_user = r.data.users.d;
 	r.dc.D_item = r.data.items.d;
 	rc = das_config_check(&r.dc, err);
@@ -622,8 +710,10 @@ int tr_train_run(const struct tr_config *cfg, int resume, struct sid_error *err)
 	if (rc < 0)
 		goto fail;
 	rc = tr_batcher_init(&r.bt, &r.data, (size_t)r.dc.batch_size, r.dc.seed, err);
-	if (rc < 0)
+	if (rc < 0) {
+		tr_error_file(err, cfg->train);
 		goto fail;
+	}
 	size_t B = r.bt.batch_size;
 	r.ux = malloc(B * r.data.users.d * sizeof(float));
 	r.u2x = malloc(B * r.data.users.d * sizeof(float));
@@ -643,6 +733,13 @@ int tr_train_run(const struct tr_config *cfg, int resume, struct sid_error *err)
 		} else {
 			fprintf(stderr, "no checkpoint %s: starting from scratch\n", ckpt);
 		}
+	} else if (stat(ckpt, &sb) == 0) {
+		/* not refused (a nightly job reuses its paths), but said: the first
+		 * epoch of this run replaces it */
+		fprintf(stderr,
+			"semid-train: %s exists and is replaced after this run's first epoch "
+			"(--resume continues it instead)\n",
+			ckpt);
 	}
 	mode = r.dc.mode == DAS_MODE_DAS     ? "das"
 	       : r.dc.mode == DAS_MODE_RQVAE ? "rqvae"

@@ -7,12 +7,18 @@
  * Checkpoint: "<out>.ckpt", a safetensors file published atomically after
  * every epoch, holding das_checkpoint_add's tensors (parameters, Adam m and v,
  * step counters, RNG state, config) plus "train.epoch" (I64: epochs done)
- * and the run configuration as metadata "train_config".  Batches are a pure
+ * and the run configuration as metadata "train_config", and the data it was
+ * trained on as metadata "train_data" (sizes and a fingerprint of every
+ * training interaction and the cold list).  Batches are a pure
  * function of (seed, epoch, batch index) (data.h), so with @resume the loop
  * restores the checkpoint and continues at the next epoch, and the result is
  * bit for bit the uninterrupted run's (same thread count).  A checkpoint
- * whose model configuration differs from this run's is refused, naming the
- * first differing key.
+ * whose model configuration or train_data differs from this run's is refused
+ * (SID_EINVAL, exit 2) and left as it is, naming the first differing key.
+ *
+ * Before loading anything heavy it refuses (SID_EINVAL) an --out in a
+ * missing directory, an --out or OUT.ckpt that exists but is not a regular
+ * file, and an --out or OUT.ckpt that is one of the input files.
  *
  * Published model metadata "semid": {"format_version": 1, "model_version",
  * "towers": {"item"/"user": {"activation", "input_norm"}}, "created_at",

@@ -292,6 +292,79 @@ class TrainerTest(unittest.TestCase):
         self.assertEqual(p.returncode, 2)
         self.assertIn("levels", p.stderr)
 
+    def test_outputs_refused_before_training(self):
+        """--out that could only fail after training, or that would publish
+        over an input (the model or its OUT.ckpt), is refused at once with
+        exit 2 and the inputs intact."""
+        odir = os.path.join(self.tmp, "outs")
+        os.makedirs(odir, exist_ok=True)
+        items = os.path.join(odir, "items.npy")
+        train = os.path.join(odir, "t.tsv.ckpt")  # what --out t.tsv checkpoints to
+        shutil.copy(self.d("items.npy"), items)
+        shutil.copy(self.d("train.tsv"), train)
+        before = {}
+        for f in (items, train):
+            with open(f, "rb") as fh:
+                before[f] = fh.read()
+        for out, what in (
+                (items, "is the --items input"),  # used to train, then publish over it
+                (os.path.join(odir, "t.tsv"), "is the --train input"),
+                (os.path.join(odir, "missing", "m.st"), "No such file or directory"),
+                (odir, "not a regular file")):
+            p = run(*self.base_args(out, train=train, items=items))
+            self.assertEqual(p.returncode, 2, p.stderr)
+            self.assertIn(what, p.stderr)
+            self.assertIn("--out " + out, p.stderr)
+            self.assertNotIn("epoch 1/", p.stderr)  # refused before training
+        for f, b in before.items():
+            with open(f, "rb") as fh:
+                self.assertEqual(fh.read(), b, f)
+        # a flag where a value belongs is not taken as the value
+        args = self.base_args("x")
+        k = args.index("--out")
+        p = run(*args[:k] + ["--out", "--resume"] + args[k + 2:], cwd=odir)
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn("--out needs a value", p.stderr)
+        self.assertEqual(sorted(os.listdir(odir)), ["items.npy", "t.tsv.ckpt"])
+
+    def test_resume_refuses_other_data(self):
+        """A checkpoint made on other training data (same sizes, another
+        order; fewer lines; another cold list) is refused, untouched."""
+        rdir = os.path.join(self.tmp, "resume-data")
+        os.makedirs(rdir, exist_ok=True)
+        out = os.path.join(rdir, "m.st")
+        args = self.base_args(out) + ["--epochs", "3"]
+        p = run(*args + ["--stop-after", "1"])
+        self.assertEqual(p.returncode, 0, p.stderr)
+        with open(out + ".ckpt", "rb") as f:
+            ckpt = f.read()
+        with open(self.d("train.tsv")) as f:
+            lines = f.read().splitlines()
+        shuffled, fewer = os.path.join(rdir, "shuffled.tsv"), os.path.join(rdir, "fewer.tsv")
+        with open(shuffled, "w") as f:
+            f.write("\n".join(lines[1:] + lines[:1]) + "\n")
+        with open(fewer, "w") as f:
+            f.write("\n".join(lines[:-5]) + "\n")
+        for train in (shuffled, fewer):
+            p = run(*self.base_args(out, train=train) + ["--epochs", "3", "--resume"])
+            self.assertEqual(p.returncode, 2, p.stderr)
+            self.assertIn("made on other data", p.stderr)
+            self.assertIn(out + ".ckpt", p.stderr)
+        no_cold = [a for a in args if a not in ("--cold-items", self.d("cold_items.txt"))]
+        p = run(*no_cold + ["--resume"])
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn('"cold_items" differs', p.stderr)
+        with open(out + ".ckpt", "rb") as f:
+            self.assertEqual(f.read(), ckpt)
+        self.assertFalse(os.path.exists(out))
+        # a fresh run says it will replace the checkpoint (--max-steps writes nothing)
+        p = run(*args + ["--max-steps", "1"])
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("%s.ckpt exists and is replaced" % out, p.stderr)
+        p = run(*args + ["--resume"])  # the same data still resumes
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("resumed from %s.ckpt after epoch 1/3" % out, p.stderr)
+
     def test_bad_values_named(self):
         """Values that used to be taken silently (or named their file
         twice) give exit 2 and a message naming the flag, key or file."""
