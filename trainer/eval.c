@@ -204,9 +204,16 @@ int tr_rank_eval(const float *user_vec, size_t n_users, const float *item_vec, c
 		pos[i] = -1;
 	for (size_t c = 0; c < n_cand; c++)
 		pos[cand[c]] = (int32_t)c;
-	for (size_t u = 0; u < n_users && u < truth->rows; u++)
-		if (truth->off[u + 1] > truth->off[u])
+	/* a zero vector (an item-side profile of a user without train items)
+	 * ties every candidate: its "ranking" is the item order, which scored
+	 * a user whose test items have low ids as a perfect hit */
+	for (size_t u = 0; u < n_users && u < truth->rows; u++) {
+		int zero = 1;
+		for (int d = 0; d < E && zero; d++)
+			zero = user_vec[u * E + d] == 0.0f;
+		if (truth->off[u + 1] > truth->off[u] && !zero)
 			users[n_eval++] = u;
+	}
 	/* the evaluated users' vectors, packed per block */
 	float *ub = malloc(block * (size_t)E * sizeof(float));
 	if (!ub) {

@@ -12,7 +12,8 @@
  *
  * Retrieval on test interactions: Recall@10, Recall@50 (hits in the top K /
  * the user's distinct test items) and NDCG@10 (binary gains, ideal DCG over
- * min(|test|, 10) hits), averaged over users with at least one test item.
+ * min(|test|, 10) hits), averaged over users with at least one test item
+ * (and, item-side, at least one train item: see tr_rank_eval).
  * Warm: every item outside the cold set is ranked, the user's train items
  * excluded (cold items are never warm positives; this is the protocol of the
  * issue's reference figures: raw MiniLM item-side Recall@50 0.366 on
@@ -70,7 +71,9 @@ struct tr_rank_metrics {
  * which should be unit length for cosine) for each user (vectors @user_vec
  * (n_users, E)) and score against @truth (test items per user).  Items in
  * @exclude's row for the user (train items; may be NULL) are never ranked.
- * Truth items outside the candidates still count in the denominator.
+ * Truth items outside the candidates still count in the denominator.  A
+ * user whose vector is all zeros (an item-side profile without train items)
+ * ties every candidate, so has no ranking: it is left out (not in ->users).
  */
 int tr_rank_eval(const float *user_vec, size_t n_users, const float *item_vec, const int32_t *cand,
 		 size_t n_cand, int E, const struct tr_csr *exclude, const struct tr_csr *truth,

@@ -140,6 +140,17 @@ START_TEST(test_rank_subset_and_ties)
 	ck_assert_double_eq_tol(m.recall10, 1.0, 1e-12);
 	ck_assert_double_eq_tol(m.ndcg10, 1.0, 1e-12);
 	tr_csr_release(&truth);
+
+	/* a zero user vector (no train items: an empty item-side profile) ties
+	 * everything; ranked by id it used to score item 10 as a perfect hit */
+	float two[2 * 2] = {0.0f, 0.0f, 0.0f, 1.0f};
+	int32_t tu3[] = {0, 1}, ti3[] = {10, 12};
+	ck_assert_int_eq(tr_csr_build(&truth, 2, tu3, ti3, 2, &err), 0);
+	ck_assert_int_eq(tr_rank_eval(two, 2, vec, cand, 3, 2, NULL, &truth, &m, &err), 0);
+	ck_assert_int_eq(m.users, 1); /* user 1 only: 12 at rank 1 */
+	ck_assert_double_eq_tol(m.recall10, 1.0, 1e-12);
+	ck_assert_double_eq_tol(m.ndcg10, g(1), 1e-12);
+	tr_csr_release(&truth);
 }
 END_TEST
 
