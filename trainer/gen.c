@@ -253,10 +253,12 @@ int tr_gen_run(const struct tr_gen_params *p, const char *out_dir, struct tr_gen
 	memset(st, 0, sizeof(*st));
 	if (N < 2 || M < 1 || p->interactions < M || D < 1 || DU < 1 || N > INT32_MAX ||
 	    M > INT32_MAX || D > 65536 || DU > 65536)
-		return sid_error_set(err, SID_EINVAL,
-				     "gen: need items >= 2, users >= 1, interactions >= users, "
-				     "1 <= dim <= 65536 (got %ld, %ld, %ld, %d)",
-				     N, M, p->interactions, D);
+		return sid_error_set(
+		    err, SID_EINVAL,
+		    "gen: need 2 <= items, 1 <= users (both <= 2^31-1), interactions "
+		    ">= users, 1 <= dim, user_dim <= 65536 (got items %ld, users "
+		    "%ld, interactions %ld, dim %d, user_dim %d)",
+		    N, M, p->interactions, D, DU);
 	if (!(p->cold_frac >= 0 && p->cold_frac < 1 && p->test_frac >= 0 && p->test_frac < 1))
 		return sid_error_set(err, SID_EINVAL, "gen: cold_frac and test_frac in [0, 1)");
 	if (G <= 0) {

@@ -408,6 +408,9 @@ class TrainerTest(unittest.TestCase):
             self.assertEqual(p.returncode, 2, f"{flag} {value}: {p.stderr}")
             self.assertIn(flag, p.stderr)
         self.assertFalse(os.path.exists(os.path.join(bdir, "g")))
+        p = run(*g + ["--user-dim", 70000])  # the message named dim, not user_dim
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn("user_dim 70000", p.stderr)
         p = run(*g[:3] + [self.d("train.tsv")] + g[4:])  # --out is a file
         self.assertEqual(p.returncode, 2, p.stderr)
         self.assertIn("not a directory", p.stderr)
