@@ -1010,11 +1010,11 @@ static void prep_input(const struct das_model *m, float *dst, const float *src, 
 		double s = 0;
 		for (int j = 0; j < D; j++)
 			s += (double)x[j] * x[j];
-		if (s > 0) {
-			float inv = (float)(1.0 / sqrt(s));
-			for (int j = 0; j < D; j++)
-				x[j] *= inv;
-		}
+		/* not 1 / ||x||: for a row of denormals that is inf (a non-finite
+		 * loss), and below 1e-12 it differs from what the server does */
+		float inv = nn_l2_scale(s);
+		for (int j = 0; j < D; j++)
+			x[j] *= inv;
 	}
 }
 

@@ -17,6 +17,7 @@
 
 #include "encode.h"
 #include "fsutil.h"
+#include "nn.h"
 
 #define ENC_BATCH   4096
 #define TOPK	    50
@@ -422,7 +423,7 @@ static int encode_all(const struct sid_tower *t, const struct tr_emb *emb,
 			if (t->input_norm == SID_NORM_L2) {
 				for (int k = 0; k < emb->d; k++)
 					n2 += (double)xr[k] * xr[k];
-				s = n2 > 0 ? 1.0 / sqrt(n2) : 1.0;
+				s = nn_l2_scale(n2); /* as the encoder scaled it */
 			}
 			for (int k = 0; k < emb->d; k++) {
 				double dlt = xr[k] * s - xh[k];

@@ -764,6 +764,64 @@ START_TEST(test_config_keys)
 }
 END_TEST
 
+/* input_norm l2 scales a row by 1 / max(||x||, 1e-12), as core/encode.c
+ * does for the served model: a row of norm below 1e-12 is scaled by 1e12
+ * (it was made unit length, so training saw other inputs than serving), and
+ * a row of denormals stays finite (1 / ||x|| was inf: a non-finite loss,
+ * every step refused). */
+START_TEST(test_l2_tiny_rows)
+{
+	struct world w;
+	struct batchbuf bb = {0};
+	struct das_config c;
+	struct das_losses la, lb;
+	struct sid_error err;
+	struct rng r;
+	int32_t perm[30];
+	world_make(&w, 10, 12, 6, 5, 3, 2);
+	for (int i = 0; i < 30; i++)
+		perm[i] = i;
+	for (int k = 0; k < w.n_users * w.Du; k++)
+		w.ux[k] *= 1e-3f; /* rows of norm about 3e-3: y */
+	for (int k = 0; k < w.n_items * w.Di; k++)
+		w.ix[k] *= 1e-3f;
+	rng_seed(&r, 3);
+	batch_make(&bb, &w, perm, 0, 8, &r);
+	tiny_config(&c, &w, DAS_MODE_RQVAE);
+	struct das_model *a = model_new(&c, &w); /* no norm, rows y */
+	init_cb(a, &w);
+	ck_assert_int_eq(das_eval_losses(a, &bb.b, &la, &err), 0);
+	/* l2 on rows y * 1e-12 (norm below 1e-12): scaled back to y */
+	float *xs[4] = {bb.ux, bb.ix, bb.u2x, bb.i2x};
+	int ds[4] = {w.Du, w.Di, w.Du, w.Di};
+	for (int t = 0; t < 4; t++)
+		for (int k = 0; k < 8 * ds[t]; k++)
+			xs[t][k] *= 1e-12f;
+	for (int k = 0; k < w.n_users * w.Du; k++)
+		w.ux[k] *= 1e-12f;
+	for (int k = 0; k < w.n_items * w.Di; k++)
+		w.ix[k] *= 1e-12f;
+	c.input_norm = SID_NORM_L2;
+	struct das_model *b = model_new(&c, &w);
+	init_cb(b, &w);
+	ck_assert_int_eq(das_eval_losses(b, &bb.b, &lb, &err), 0);
+	ck_assert_msg(fabs(lb.recon_item - la.recon_item) <= 1e-4 * la.recon_item &&
+			  fabs(lb.recon_user - la.recon_user) <= 1e-4 * la.recon_user,
+		      "recon with l2 %g/%g, of the scaled rows %g/%g", lb.recon_user, lb.recon_item,
+		      la.recon_user, la.recon_item);
+	/* denormal rows: a finite step */
+	for (int t = 0; t < 4; t++)
+		for (int k = 0; k < 8 * ds[t]; k++)
+			xs[t][k] = 1e-45f;
+	ck_assert_msg(das_step(b, &bb.b, &lb, &err) == 0, "%s", err.msg);
+	ck_assert(isfinite(lb.total));
+	das_free(a);
+	das_free(b);
+	batch_free(&bb);
+	world_free(&w);
+}
+END_TEST
+
 /* Values that used to slip through: a seed that overflows or carries a sign
  * behind a space (strtoull saturates / negates), a trailing comma in hidden,
  * a boolean for a count. */
@@ -882,6 +940,7 @@ static Suite *das_suite(void)
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, test_config_keys);
 	tcase_add_test(tc, test_config_bad_values);
+	tcase_add_test(tc, test_l2_tiny_rows);
 	tcase_add_test(tc, test_memory_limits);
 	tcase_add_test(tc, test_bad_batches);
 	tcase_add_test(tc, test_full_gradient_das);
