@@ -88,6 +88,12 @@ int tr_emb_open(struct tr_emb *e, const char *path, struct sid_error *err)
 			rc = SID_EFORMAT;
 			goto fail;
 		}
+		for (size_t k = 0; k < n * (size_t)e->d; k++)
+			if (fabsf(buf[k]) > e->max_abs) {
+				e->max_abs = fabsf(buf[k]);
+				e->max_row = r + k / (size_t)e->d;
+				e->max_col = (int)(k % (size_t)e->d);
+			}
 	}
 	free(buf);
 	return 0;

@@ -39,12 +39,20 @@
 /* A memory-mapped (N, D) embedding matrix. */
 struct tr_emb {
 	struct sid_npy npy;
-	char *path; /* owned copy, for messages */
-	size_t n;   /* N rows */
-	int d;	    /* D columns */
+	char *path;    /* owned copy, for messages */
+	size_t n;      /* N rows */
+	int d;	       /* D columns */
+	float max_abs; /* the largest |value|, at row max_row, column max_col */
+	size_t max_row;
+	int max_col;
 };
 
-/* Open @path, check it is a 2-D float array and that every value is finite. */
+/* Largest |value| the trainer takes without input_norm l2: squares of
+ * larger ones summed over a row overflow float (the loss becomes inf). */
+#define TR_EMB_MAX_ABS 1e15f
+
+/* Open @path, check it is a 2-D float array and that every value is finite;
+ * records where its largest magnitude is (max_abs). */
 int tr_emb_open(struct tr_emb *e, const char *path, struct sid_error *err);
 void tr_emb_close(struct tr_emb *e); /* zeroed: no-op */
 

@@ -203,6 +203,25 @@ static int load_inputs(struct run *r, const char *ckpt, struct sid_error *err)
 	return 0;
 }
 
+/* Without input_norm l2 the content goes into the loss as it is: a value
+ * whose square overflows float made the first step fail with "the loss is
+ * not finite", naming neither the file nor the row. */
+static int check_magnitudes(const struct run *r, struct sid_error *err)
+{
+	const struct tr_emb *e[2] = {&r->data.items, &r->data.users};
+	if (r->dc.input_norm == SID_NORM_L2)
+		return 0;
+	for (int k = 0; k < 2; k++)
+		if (e[k]->max_abs > TR_EMB_MAX_ABS)
+			return sid_error_set_at(
+			    err, SID_EFORMAT, (long)e[k]->max_row,
+			    "%s: row %zu, column %d: %g is too large to train on without "
+			    "input_norm l2 (|x| <= %g)",
+			    e[k]->path, e[k]->max_row, e[k]->max_col, (double)e[k]->max_abs,
+			    (double)TR_EMB_MAX_ABS);
+	return 0;
+}
+
 /* Compare two JSON configs; name the first key whose value differs. */
 static int config_diff(const char *a, const char *b, char *key, size_t len)
 {
@@ -697,6 +716,9 @@ int tr_train_run(const struct tr_config *cfg, int resume, struct sid_error *err)
 	r.dc.D_user = r.data.users.d;
 	r.dc.D_item = r.data.items.d;
 	rc = das_config_check(&r.dc, err);
+	if (rc < 0)
+		goto fail;
+	rc = check_magnitudes(&r, err);
 	if (rc < 0)
 		goto fail;
 	two = r.dc.mode == DAS_MODE_TWO_STAGE;

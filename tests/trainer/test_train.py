@@ -399,6 +399,19 @@ class TrainerTest(unittest.TestCase):
         self.assertEqual(p.returncode, 2, p.stderr)
         self.assertEqual(p.stderr.count(f16), 1, p.stderr)
         self.assertFalse(os.path.exists(out))
+        # a value whose square overflows float: named with its row and
+        # column (it was "epoch 1 batch 0: ... the loss is not finite"),
+        # unless input_norm l2 brings it to unit length first
+        x = np.load(self.d("items.npy"))
+        x[7, 3] = 3e38
+        huge = os.path.join(bdir, "huge.npy")
+        np.save(huge, x)
+        p = run(*self.base_args(out, items=huge))
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn(huge + ": row 7, column 3", p.stderr)
+        self.assertFalse(os.path.exists(out))
+        p = run(*self.base_args(out, items=huge) + ["--input-norm", "l2"])
+        self.assertEqual(p.returncode, 0, p.stderr)
         # gen: integers are integers (strtod took "2.7" as 2, "1e30" into UB)
         g = [TRAIN, "gen", "--out", os.path.join(bdir, "g"), "--items", 20, "--users", 10,
              "--interactions", 50, "--dim", 4]
