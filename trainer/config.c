@@ -219,6 +219,13 @@ int tr_config_load_json(struct tr_config *c, const char *json, const char *what,
 					   name, sizeof(value) - 1);
 			break;
 		}
+		if (json_is_array(v) && strcmp(name, "hidden") && strcmp(name, "views")) {
+			/* "levels": [2] used to be taken as 2, "lr": [1, 2] as "1,2" */
+			rc = sid_error_set(err, SID_EFORMAT,
+					   "%s: key \"%s\": a list is only for hidden and views",
+					   what, name);
+			break;
+		}
 		if (json_to_string(v, value, sizeof(value)) < 0) {
 			rc = sid_error_set(err, SID_EFORMAT,
 					   "%s: key \"%s\": value must be a string, number, "

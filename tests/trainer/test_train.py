@@ -380,6 +380,7 @@ class TrainerTest(unittest.TestCase):
             self.assertIn(what, p.stderr)
         cfg = os.path.join(bdir, "c.json")
         for doc, what in (({"levels": True}, "levels"),
+                          ({"levels": [2]}, "a list is only for hidden and views"),
                           ({"model_version": "v" * 2000}, "longer than")):
             with open(cfg, "w") as f:
                 json.dump(doc, f)
