@@ -121,6 +121,15 @@ static int cmd_train(int argc, char **argv)
 		rc = tr_config_flag(&cfg, argv[i] + 2, v, &err);
 		if (rc < 0)
 			return fail(NULL, &err);
+		if (rc == 0 && v && !from_next) {
+			/* "--eval=no" is not a switch left on (nor "--no-eval=1" off) */
+			fprintf(stderr,
+				"semid-train: --%s=%s: a switch takes true, false, 1 or 0 "
+				"(--no-%s turns it off)\n",
+				argv[i] + 2, v,
+				strncmp(argv[i] + 2, "no-", 3) ? argv[i] + 2 : argv[i] + 5);
+			return 2;
+		}
 		if (rc == 1 && from_next)
 			i++;
 	}

@@ -378,6 +378,11 @@ class TrainerTest(unittest.TestCase):
             p = run(*self.base_args(out) + [flag, value])
             self.assertEqual(p.returncode, 2, f"{flag} {value!r}: {p.stderr}")
             self.assertIn(what, p.stderr)
+        # a switch given "=value" that is not a boolean was left on
+        for flag in ("--eval=no", "--progress=off", "--no-eval=1"):
+            p = run(*self.base_args(out) + [flag])
+            self.assertEqual(p.returncode, 2, f"{flag}: {p.stderr}")
+            self.assertIn(flag, p.stderr)
         cfg = os.path.join(bdir, "c.json")
         for doc, what in (({"levels": True}, "levels"),
                           ({"levels": [2]}, "a list is only for hidden and views"),
