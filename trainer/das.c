@@ -757,14 +757,25 @@ static double memory_limit(void)
 	return lim;
 }
 
-/* Bytes a laid-out model will hold: the four parameter-sized blocks plus the
- * batch workspace of ws_reserve for @B rows (its large terms), in double so
- * that no configuration can overflow the sum. */
-static double bytes_needed(const struct das_model *m, int B, double *blocks)
+/* Bytes a laid-out model will hold at its peak: the four parameter-sized
+ * blocks (*blocks), the batch workspace of ws_reserve for @B rows (its large
+ * terms), and the codebook initialisation (*init: the loop's sample of up to
+ * kmeans_sample content rows per tower, their latents and k-means' (n, K)
+ * distances), in double so that no configuration can overflow the sum. */
+static double bytes_needed(const struct das_model *m, int B, double *blocks, double *init)
 {
 	const struct das_config *c = &m->c;
-	double b = B, b2 = 2.0 * B, E = c->E, ws = 0;
+	double b = B, b2 = 2.0 * B, E = c->E, ws = 0, kmeans = 0;
 	*blocks = 4.0 * sizeof(float) * (double)m->n_params;
+	*init = 0;
+	for (int t = 0; t < 2; t++) {
+		double rows = t == TW_USER ? m->n_users : m->n_items;
+		double n = rows < c->kmeans_sample ? rows : c->kmeans_sample;
+		double one = n * E + (n + 1) * c->K + 3 * n + 2.0 * c->K * E;
+		*init += n * m->tw[t].D * sizeof(float);
+		kmeans = one > kmeans ? one : kmeans;
+	}
+	*init += kmeans * sizeof(float);
 	for (int t = 0; t < 2; t++) {
 		const struct tower *tw = &m->tw[t];
 		double hmax = tw->D > c->E ? tw->D : c->E;
@@ -776,7 +787,7 @@ static double bytes_needed(const struct das_model *m, int B, double *blocks)
 		ws += 4 * b2 * c->L * E + 3 * b2 * E + b2 * c->K; /* nn_rq */
 	}
 	ws += 4 * b * 2 * E + 4 * b * E + b * b + 4 * b * 2 * E; /* U, I, views, nn_sim */
-	return *blocks + ws * sizeof(float) +
+	return *blocks + *init + ws * sizeof(float) +
 	       (double)(m->n_users + m->n_items) * 2 * sizeof(int32_t);
 }
 
@@ -822,15 +833,17 @@ int das_new(const struct das_config *c, const struct das_data *d, struct das_mod
 	m->n_params = off;
 	/* a batch never holds more rows than there are interactions */
 	int B0 = (long)c->batch_size < d->n_train ? c->batch_size : (int)d->n_train;
-	double blocks, need = bytes_needed(m, B0, &blocks), have = memory_limit();
+	double blocks, init, need = bytes_needed(m, B0, &blocks, &init), have = memory_limit();
 	if (have > 0 && need > have) {
+		const double G = 1073741824.0;
 		rc = sid_error_set(err, SID_EINVAL,
 				   "das: this model needs about %.1f GiB (parameters, gradients "
-				   "and Adam state %.1f GiB, batch workspace %.1f GiB), more than "
-				   "the %.1f GiB of memory here; lower latent_dim, codebook_size, "
-				   "hidden or batch_size, or train on less data",
-				   need / 1073741824.0, blocks / 1073741824.0,
-				   (need - blocks) / 1073741824.0, have / 1073741824.0);
+				   "and Adam state %.1f GiB, codebook init %.1f GiB, batch "
+				   "workspace %.1f GiB), more than the %.1f GiB of memory here; "
+				   "lower latent_dim, codebook_size, kmeans_sample, hidden or "
+				   "batch_size, or train on less data",
+				   need / G, blocks / G, init / G, (need - blocks - init) / G,
+				   have / G);
 		goto fail;
 	}
 	m->params = calloc(off, sizeof(float));

@@ -146,10 +146,11 @@ struct das_model;
 
 /* Build a model with freshly initialised parameters (deterministic in
  * c->seed).  Copies what it needs from @c and @d.  Codebooks start at zero
- * until das_init_codebooks.  A model whose parameter blocks and batch
- * workspace (for min(batch_size, n_train) rows) would not fit in this
+ * until das_init_codebooks.  A model whose parameter blocks, batch
+ * workspace (for min(batch_size, n_train) rows) and codebook initialisation
+ * (k-means on up to kmeans_sample rows per tower) would not fit in this
  * machine's memory (or its cgroup limit) is refused with SID_EINVAL and the
- * size in the message, before anything large is allocated. */
+ * sizes in the message, before anything large is allocated. */
 int das_new(const struct das_config *c, const struct das_data *d, struct das_model **out,
 	    struct sid_error *err);
 void das_free(struct das_model *m); /* NULL: no-op */
