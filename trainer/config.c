@@ -11,6 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "data.h"
+
 enum ktype { K_STR, K_INT, K_BOOL, K_SECS };
 
 struct key {
@@ -248,10 +250,13 @@ int tr_config_load_json(struct tr_config *c, const char *json, const char *what,
 int tr_config_load_file(struct tr_config *c, const char *path, struct sid_error *err)
 {
 	json_error_t je;
-	json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
+	json_t *root;
 	char *text;
-	int rc;
+	int rc = tr_input_check(path, err);
 
+	if (rc < 0)
+		return rc;
+	root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
 	if (!root && je.line < 1) /* not opened: no line to name */
 		return sid_error_set(err, SID_EFORMAT, "--config %s: %s", path, je.text);
 	if (!root)

@@ -10,6 +10,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "fsutil.h"
 
@@ -31,6 +32,14 @@ int tr_error_file(struct sid_error *err, const char *path)
 	return err ? err->code : SID_EINVAL;
 }
 
+int tr_input_check(const char *path, struct sid_error *err)
+{
+	struct stat st;
+	if (stat(path, &st) == 0 && !S_ISREG(st.st_mode))
+		return sid_error_set(err, SID_EFORMAT, "%s: not a regular file", path);
+	return 0;
+}
+
 /* Uniform in [0, n) without modulo bias worth caring about (n < 2^32). */
 static uint64_t rand_below(uint64_t *s, uint64_t n)
 {
@@ -43,6 +52,9 @@ int tr_emb_open(struct tr_emb *e, const char *path, struct sid_error *err)
 	int rc;
 
 	memset(e, 0, sizeof(*e));
+	rc = tr_input_check(path, err);
+	if (rc < 0)
+		return rc;
 	rc = sid_npy_open(path, &e->npy, err);
 	if (rc < 0) {
 		tr_error_file(err, path);
@@ -208,7 +220,10 @@ static void quote_line(const char *s, const char *e, char *buf, size_t len)
 
 static int open_text(const char *path, struct sid_map *m, struct lines *ln, struct sid_error *err)
 {
-	int rc = sid_map_open(path, m, err);
+	int rc = tr_input_check(path, err);
+	if (rc < 0)
+		return rc;
+	rc = sid_map_open(path, m, err);
 	if (rc < 0) {
 		tr_error_file(err, path);
 		if (err) /* a missing or unreadable input is the user's to fix */

@@ -158,6 +158,13 @@ const struct tr_batch *tr_batcher_get(struct tr_batcher *bt, size_t b);
  * calls that open a file name it themselves).  Returns err->code. */
 int tr_error_file(struct sid_error *err, const char *path);
 
+/* Before opening an input: SID_EFORMAT naming @path when it exists but is
+ * not a regular file (core's openers open first and check after, and
+ * opening a FIFO blocks until a writer comes: a hang no signal could end,
+ * the handler restarting the open); 0 otherwise, a missing file included,
+ * for the opener to report. */
+int tr_input_check(const char *path, struct sid_error *err);
+
 /* splitmix64 step: the trainer-side deterministic generator for shuffles. */
 uint64_t tr_splitmix64(uint64_t *state);
 

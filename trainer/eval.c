@@ -732,7 +732,9 @@ int tr_eval_files(const char *model_path, const char *items, const char *users, 
 	json_t *res = NULL;
 	int rc, have_data = 0;
 
-	rc = sid_model_load(model_path, &model, err);
+	rc = tr_input_check(model_path, err);
+	if (rc == 0)
+		rc = sid_model_load(model_path, &model, err);
 	if (rc < 0) {
 		tr_error_file(err, model_path);
 		goto fail;

@@ -365,6 +365,25 @@ class TrainerTest(unittest.TestCase):
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertIn("resumed from %s.ckpt after epoch 1/3" % out, p.stderr)
 
+    def test_special_files_refused(self):
+        """A FIFO given as an input used to hang the trainer in open()
+        (the stop handler restarts it, so SIGTERM did not end it either);
+        a non-regular input is refused, named, at once."""
+        fdir = os.path.join(self.tmp, "fifo")
+        os.makedirs(fdir, exist_ok=True)
+        fifo = os.path.join(fdir, "in.fifo")
+        os.mkfifo(fifo)
+        out = os.path.join(fdir, "m.st")
+        for args in (self.base_args(out, items=fifo), self.base_args(out, train=fifo),
+                     self.base_args(out) + ["--config", fifo],
+                     self.base_args(out) + ["--test", fifo],
+                     [TRAIN, "eval", "--model", fifo, "--items", self.d("items.npy"),
+                      "--users", self.d("users.npy"), "--train", self.d("train.tsv")]):
+            p = run(*args, timeout=20)
+            self.assertEqual(p.returncode, 2, p.stderr)
+            self.assertIn(fifo + ": not a regular file", p.stderr)
+        self.assertFalse(os.path.exists(out))
+
     def test_bad_values_named(self):
         """Values that used to be taken silently (or named their file
         twice) give exit 2 and a message naming the flag, key or file."""
