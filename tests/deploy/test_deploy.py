@@ -573,6 +573,39 @@ class Deploy(unittest.TestCase):
             finally:
                 srv.kill()
 
+    def test_cronjob_reads_a_long_reload_answer(self):
+        """The job takes the status from the first line of the answer.  Cut
+        with `head -n 1` under `set -o pipefail`, the printf feeding it died
+        of SIGPIPE whenever it still had lines to write after head had gone,
+        and the job failed with 141 after publishing (seen once in CI with a
+        short answer; a long one makes it certain).  A stand-in pod answers
+        200 with many lines."""
+        import socket
+        import threading
+        lsock = socket.socket()
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen(1)
+        body = "".join('{"line": %d, "pad": "%s"}\n' % (i, "x" * 60) for i in range(4000))
+
+        def pod():
+            c, _ = lsock.accept()
+            with c:
+                req = b""
+                while b"\r\n\r\n" not in req:
+                    req += c.recv(4096)
+                c.sendall(("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                           "Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+                           % (len(body), body)).encode())
+        t = threading.Thread(target=pod, daemon=True)
+        t.start()
+        with tempfile.TemporaryDirectory(prefix="semid-deploy-") as d:
+            _, env = self._cronjob_dirs(d, lsock.getsockname()[1])
+            rc, out = self._run_cronjob(env)
+        t.join(10)
+        lsock.close()  # (its port is in the env the job ran with)
+        self.assertEqual(rc, 0, out[-2000:])
+        self.assertRegex(out, r"reload 127\.0\.0\.1:\d+: 200 ")
+
     def _wait_version(self, srv, version, timeout=10):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
