@@ -1,0 +1,353 @@
+#!/usr/bin/python3
+"""The documents other people code against (README.md, config/README.md,
+deploy/README.md, proto/*.md, bench/RESULTS.md) agree with the programs:
+
+- every relative link resolves, anchors included, and every repository path
+  they name exists (bench/out/ is generated and skipped);
+- every --flag they give a semid program is one its --help lists (flags of
+  other tools are a short list here), and every other --flag is one that
+  some semid program or repository script takes;
+- config/README.md's table holds exactly the keys of `semid-server --help`,
+  with the defaults and ranges of server/config.c; config/semid-server.json
+  holds every key at that default except those the README names;
+- deploy/README.md's alert table lists exactly the alerts of
+  deploy/prometheus/alerts.yml;
+- proto/api.md's metric table lists exactly the metrics a live server
+  exports, and every semid_* metric any document names exists; its table
+  of log events names every field the server's log lines carry.
+
+Fast (a few seconds: one server start).  Needs the programs in $SEMID_BIN
+(make exports it).
+Run: SEMID_BIN=/path/to/bin /usr/bin/python3 tests/meta/test_docs.py
+"""
+import glob
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import unittest
+
+ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+BIN = os.environ.get("SEMID_BIN", os.path.join(ROOT, "bin"))
+sys.path.insert(0, os.path.join(ROOT, "tests", "server"))
+os.environ.setdefault("SEMID_BIN", BIN)
+import semid_testlib as T  # noqa: E402
+
+DOCS = ["README.md", "config/README.md", "deploy/README.md", "bench/RESULTS.md"] + sorted(
+    os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, "proto", "*.md")))
+TOP = ("core", "cli", "server", "trainer", "tests", "bench", "proto", "config", "deploy")
+
+# Flags of tools that are not semid's, as the documents use them.
+OTHER_FLAGS = {
+    "--data",  # curl
+    "--from", "--rm", "--restart", "--image", "--overrides",  # kubectl
+    "--system", "--uid", "--home-dir", "--shell",  # useradd
+    "--now",  # systemctl
+    "--sort",  # perf report
+}
+# semid-server's benchmark mode (server/main.c), which --help leaves out.
+HIDDEN_FLAGS = {"semid-server": {"--bench-encode"}}
+# semid_* names that are not metrics: registry tables, test helpers.
+NOT_METRICS = {"semid_meta", "semid_assignment", "semid_assignment_id", "semid_assignment_sid",
+               "semid_embedding", "semid_testlib", "semid_files"}
+
+
+def read(rel):
+    with open(os.path.join(ROOT, rel), encoding="utf-8") as f:
+        return f.read()
+
+
+def run_help(*args):
+    p = subprocess.run(list(args), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30)
+    return p.stdout.decode()
+
+
+def split_code(text):
+    """-> (prose with code blocks blanked, list of code texts: fenced and
+    indented blocks, and inline spans)."""
+    prose, code = [], []
+    fence = None
+    for line in text.split("\n"):
+        m = re.match(r"\s*(```+|~~~+)", line)
+        if fence is None and m:
+            fence = m.group(1)
+            prose.append("")
+            continue
+        if fence is not None:
+            if line.strip().startswith(fence):
+                fence = None
+            else:
+                code.append(line)
+            prose.append("")
+        elif line.startswith("    "):
+            code.append(line)
+            prose.append("")
+        else:
+            prose.append(line)
+    prose = "\n".join(prose)
+    code += re.findall(r"`([^`\n]+)`", prose)
+    return prose, code
+
+
+def slug(heading):
+    s = heading.strip().lower()
+    s = re.sub(r"[^\w\- ]", "", s)
+    return s.replace(" ", "-")
+
+
+def anchors(rel):
+    out, seen = set(), {}
+    prose, _ = split_code(read(rel))
+    for h in re.findall(r"^#{1,6}\s+(.*?)\s*#*\s*$", prose, re.M):
+        s = slug(h)
+        n = seen.get(s, 0)
+        seen[s] = n + 1
+        out.add(s if n == 0 else "%s-%d" % (s, n))
+    return out
+
+
+def commands(line):
+    """Yield (program, words) for each semid program run on one line of code."""
+    for m in re.finditer(r"(?:^|(?<=[\s(`$]))(?:\S*bin/)?(semid-server|semid-train|semid)(?=\s|$)",
+                         line):
+        rest = line[m.end():]
+        rest = re.split(r"\s(?:\||;|&&|>|2>|#)\s|`", rest)[0]
+        words = rest.split()
+        prog = m.group(1)
+        if prog == "semid" and words and words[0] in ("encode", "registry"):
+            prog = "semid " + words[0]
+        yield prog, words
+
+
+def flags_in(words):
+    return {w.split("=")[0] for w in words if re.match(r"--[a-z][a-z0-9-]*(=|$)", w)}
+
+
+class Helps:
+    """The flags each program's --help lists."""
+
+    def __init__(self):
+        srv = run_help(os.path.join(BIN, "semid-server"), "--help")
+        train = run_help(os.path.join(BIN, "semid-train"), "--help")
+        enc = run_help(os.path.join(BIN, "semid"), "help", "encode")
+        reg = run_help(os.path.join(BIN, "semid"), "help", "registry")
+        top = run_help(os.path.join(BIN, "semid"), "--help")
+        self.server_help = srv
+        self.flags = {
+            "semid-server": set(re.findall(r"--[a-z][a-z0-9-]*", srv)),
+            "semid encode": set(re.findall(r"--[a-z][a-z0-9-]*", enc)),
+            "semid registry": set(re.findall(r"--[a-z][a-z0-9-]*", reg)),
+            "semid": set(re.findall(r"--[a-z][a-z0-9-]*", top)) | {"--help"},
+            "semid-train": self.train_flags(train),
+        }
+        for prog, extra in HIDDEN_FLAGS.items():
+            self.flags[prog] |= extra
+        self.all = set().union(*self.flags.values())
+
+    @staticmethod
+    def train_flags(text):
+        out = set(re.findall(r"--[a-z][a-z0-9-]*", text)) | {"--help"}
+        for line in text.splitlines():
+            m = re.match(r"\s+--(\S+ \.\. \S+|\S+(?: / \S+)*)\s", line)
+            if not m:
+                continue
+            spec = m.group(1)
+            r = re.match(r"([a-z]+)(\d+) \.\. [a-z]+(\d+)$", spec)
+            if r:
+                out |= {"--%s%d" % (r.group(1), i)
+                        for i in range(int(r.group(2)), int(r.group(3)) + 1)}
+            else:
+                out |= {"--" + s for s in spec.split(" / ")}
+            if re.search(r"\[(true|false)\]", line):  # booleans also take --no-KEY
+                out.add("--no-" + spec)
+        m = re.search(r"^Model defaults: (\{.*\})$", text, re.M)
+        for k in json.loads(m.group(1)) if m else ():
+            out.add("--" + k.replace("_", "-"))
+        return out
+
+
+def script_flags():
+    """Flags the repository's python scripts take (argparse)."""
+    out = set()
+    for p in glob.glob(os.path.join(ROOT, "**", "*.py"), recursive=True):
+        with open(p, encoding="utf-8") as f:
+            out |= set(re.findall(r"add_argument\(\s*\"(--[a-z][a-z0-9-]*)\"", f.read()))
+    return out
+
+
+def server_defaults():
+    """Defaults from srv_config_defaults() and ranges from the keys[] table of
+    server/config.c: {key: value}, {key: (min, max)}."""
+    src = read("server/config.c")
+    body = re.search(r"void srv_config_defaults\(.*?\n\{(.*?)\n\}", src, re.S).group(1)
+    table = re.search(r"static const struct key keys\[\] = \{(.*?)\n\};", src, re.S).group(1)
+    ranges, types = {}, {}
+    for name, typ, lo, hi in re.findall(
+            r"\{\"(\w+)\",\s*(K_\w+),\s*F\(\w+\),\s*([^,]+),\s*([^,]+),", table):
+        types[name] = typ
+        ranges[name] = (int(eval(lo.replace("L", ""))), int(eval(hi.replace("L", ""))))
+    defaults = {k: {"K_BOOL": False, "K_STR": ""}.get(t, 0) for k, t in types.items()}
+    for k, v in re.findall(r"c->(\w+) = ([^;]+);", body):
+        if k == "workers":
+            defaults[k] = "online CPUs"
+        elif k == "log_level":
+            defaults[k] = v.split("_")[-1].lower()
+        elif types[k] == "K_BOOL":
+            defaults[k] = v.strip() == "1"
+        else:
+            defaults[k] = int(eval(v.replace("L", "")))
+    for k, v in re.findall(r"snprintf\(c->(\w+), sizeof\(c->\w+\), \"([^\"]*)\"\)", body):
+        defaults[k] = v
+    return defaults, ranges
+
+
+def number(text):
+    text = text.strip()
+    m = re.match(r"^(\d+)\^(\d+)$", text)
+    return int(m.group(1)) ** int(m.group(2)) if m else int(text)
+
+
+class DocsTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.helps = Helps()
+
+    def test_relative_links_resolve(self):
+        for doc in DOCS:
+            prose, _ = split_code(read(doc))
+            for target in re.findall(r"\]\(([^)\s]+)\)", prose):
+                if re.match(r"[a-z]+:", target):
+                    continue
+                path, _, anchor = target.partition("#")
+                rel = os.path.normpath(os.path.join(os.path.dirname(doc), path)) if path else doc
+                with self.subTest(doc=doc, link=target):
+                    self.assertTrue(os.path.exists(os.path.join(ROOT, rel)), rel)
+                    if anchor:
+                        self.assertIn(anchor, anchors(rel))
+
+    def test_named_paths_exist(self):
+        for doc in DOCS:
+            text = read(doc)
+            here = os.path.dirname(doc)
+            subdirs = tuple(d for d in os.listdir(os.path.join(ROOT, here or "."))
+                            if here and os.path.isdir(os.path.join(ROOT, here, d)))
+            pat = r"(?<![\w./$~-])((?:%s)/[\w.*/-]*)" % "|".join(TOP + subdirs)
+            for path in set(re.findall(pat, text)):
+                path = path.rstrip(".,:;")
+                if path.startswith("bench/out/") or path.count("/") < 1:
+                    continue
+                base = ROOT if path.split("/")[0] in TOP else os.path.join(ROOT, here)
+                with self.subTest(doc=doc, path=path):
+                    self.assertTrue(glob.glob(os.path.join(base, path), recursive=True),
+                                    "%s names %s, which does not exist" % (doc, path))
+
+    def test_flags_exist(self):
+        known = self.helps.all | script_flags() | OTHER_FLAGS
+        for doc in DOCS:
+            _, code = split_code(read(doc))
+            # join shell continuations so a command's flags stay with it
+            code = "\n".join(code).replace("\\\n", " ").split("\n")
+            for line in code:
+                for prog, words in commands(line):
+                    for flag in flags_in(words) - self.helps.flags[prog]:
+                        with self.subTest(doc=doc, line=line.strip()):
+                            self.fail("%s: %s has no %s" % (doc, prog, flag))
+                for flag in flags_in(line.split()) - known:
+                    with self.subTest(doc=doc, line=line.strip()):
+                        self.fail("%s: no program takes %s" % (doc, flag))
+
+    def config_table(self):
+        rows = {}
+        for line in read("config/README.md").splitlines():
+            m = re.match(r"\| `(\w+)` \| ([^|]*) \| (.*) \|$", line)
+            if m:
+                rows[m.group(1)] = (m.group(2).strip(), m.group(3))
+        return rows
+
+    def test_config_keys_are_the_servers(self):
+        rows = self.config_table()
+        flags = {f[2:].replace("-", "_") for f in self.helps.flags["semid-server"]
+                 if f not in ("--help", "--version", "--config")} - {"bench_encode"}
+        self.assertEqual(set(rows), flags)
+        self.assertEqual(set(rows), set(json.loads(read("config/semid-server.json"))))
+
+    def test_config_defaults_and_ranges(self):
+        defaults, ranges = server_defaults()
+        for key, (shown, meaning) in self.config_table().items():
+            want = defaults[key]
+            with self.subTest(key=key):
+                if key == "model":
+                    self.assertEqual(shown, "(required)")
+                elif isinstance(want, bool):
+                    self.assertEqual(shown, "`%s`" % str(want).lower())
+                elif isinstance(want, int):
+                    self.assertEqual(int(shown), want)
+                elif want == "":
+                    self.assertTrue(shown.startswith("empty"), shown)
+                elif key == "workers":
+                    self.assertIn(want, shown)
+                else:
+                    self.assertEqual(shown, "`%s`" % want)
+                r = re.search(r"(\d+(?:\^\d+)?)\.\.(\d+(?:\^\d+)?)", meaning)
+                if r and isinstance(want, int) and not isinstance(want, bool):
+                    self.assertEqual((number(r.group(1)), number(r.group(2))), ranges[key])
+
+    def test_config_example_is_at_the_defaults(self):
+        defaults, _ = server_defaults()
+        text = read("config/README.md")
+        clause = re.search(r"at its default, except ([^)]*)\)", text)
+        self.assertIsNotNone(clause, "config/README.md says which keys differ")
+        for key, value in json.loads(read("config/semid-server.json")).items():
+            if value != defaults[key]:
+                with self.subTest(key=key):
+                    self.assertIn(key, clause.group(1))
+
+    def test_alert_table_lists_every_alert(self):
+        rules = set(re.findall(r"^\s*- alert: (\w+)", read("deploy/prometheus/alerts.yml"), re.M))
+        table = set(re.findall(r"^\| `(Semid\w+)`", read("deploy/README.md"), re.M))
+        self.assertEqual(table, rules)
+
+    def test_metrics_and_log_fields_are_real(self):
+        work = tempfile.mkdtemp(prefix="semid-docs-")
+        try:
+            model = os.path.join(work, "demo.safetensors")
+            T.doc_model(model)
+            srv = T.Server(["--model", model], work)
+            try:
+                _, _, body = srv.request("GET", "/metrics")
+            finally:
+                self.assertEqual(srv.stop(), 0)
+            log = srv.log_text()
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        # every field a log line carries is in proto/api.md's table of events
+        fields = {}
+        for line in read("proto/api.md").splitlines():
+            m = re.match(r"\| (`\w+`(?:, `\w+`)*) \| (.*) \|$", line)
+            if m:
+                words = set(" ".join(re.findall(r"`([^`]+)`", m.group(2))).split())
+                for event in re.findall(r"`(\w+)`", m.group(1)):
+                    fields[event] = words
+        for line in log.splitlines():
+            m = re.match(r"ts=\S+ level=\w+ event=(\w+) (.*)$", line)
+            if not m:
+                continue
+            rest = re.sub(r'"(?:[^"\\]|\\.)*"', '""', m.group(2))  # quoted values
+            keys = set(re.findall(r"(?:^| )(\w+)=", rest))
+            with self.subTest(log=line):
+                self.assertIn(m.group(1), fields, "event not in proto/api.md's Logs table")
+                self.assertLessEqual(keys, fields[m.group(1)], "fields not in proto/api.md")
+        real = set(re.findall(r"^# TYPE (\w+)", body.decode(), re.M))
+        table = set(re.findall(r"^\| `(semid_\w+)", read("proto/api.md"), re.M))
+        self.assertEqual(table, real, "proto/api.md's metric table")
+        for doc in DOCS:
+            for name in set(re.findall(r"\bsemid_[a-z0-9_]+", read(doc))) - NOT_METRICS:
+                with self.subTest(doc=doc, name=name):
+                    self.assertIn(re.sub(r"_(bucket|sum|count)$", "", name), real)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
