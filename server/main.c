@@ -243,6 +243,15 @@ int main(int argc, char **argv)
 	bo.max_delay_us = s.cfg.max_delay_us;
 	bo.queue_rows = s.cfg.queue_rows;
 	bo.metrics = &s.metrics;
+	/* The model first: a server that cannot load it refuses to start and
+	 * must not leave a registry file beside it. */
+	if (srv_reload_new(s.loop, &s.cfg, &s.metrics, &s.reload, &err)) {
+		fprintf(stderr, "semid-server: %s\n", err.msg);
+		srv_log(SRV_LOG_ERROR, "startup", "%s", err.msg);
+		return 2;
+	}
+	if (early_hup) /* from now on SIGHUP reaches reload.c's handler */
+		srv_reload_trigger(s.reload, "signal");
 	/* The registry opens before the pool starts: a store that cannot be
 	 * reached is logged and retried later, never a reason to refuse. */
 	if (srv_store_init(&s.store, &s.cfg, &err) ||
@@ -256,14 +265,11 @@ int main(int argc, char **argv)
 	bo.assign_ctx = s.assigner;
 	/* the registry lane: a group per store writer, and one lookup */
 	bo.extra_threads = s.store.writers + 1;
-	if (srv_batcher_new(s.loop, &bo, &s.batcher, &err) ||
-	    srv_reload_new(s.loop, &s.cfg, &s.metrics, &s.reload, &err)) {
+	if (srv_batcher_new(s.loop, &bo, &s.batcher, &err)) {
 		fprintf(stderr, "semid-server: %s\n", err.msg);
 		srv_log(SRV_LOG_ERROR, "startup", "%s", err.msg);
 		return 2;
 	}
-	if (early_hup) /* from now on SIGHUP reaches reload.c's handler */
-		srv_reload_trigger(s.reload, "signal");
 	/* Catch the stop signals before the listening line tells anyone we are
 	 * up; they are handled once the loop runs. */
 	uv_signal_init(s.loop, &s.sigterm);

@@ -623,6 +623,18 @@ class TestLifecycle(unittest.TestCase):
         ex = os.path.join(os.path.dirname(__file__), "..", "..", "config", "semid-server.json")
         self.refused(["--config", ex, "--listen", "127.0.0.1:0"], "/var/lib/semid/model")
 
+    def test_refused_start_leaves_no_registry(self):
+        """A server that cannot load its model leaves nothing beside it: the
+        registry used to be opened first, creating semid-registry.db (and its
+        -wal and -shm) next to a model that is not there."""
+        with tempfile.TemporaryDirectory(prefix="semid-refuse-") as d:
+            bad = os.path.join(d, "bad.safetensors")
+            with open(bad, "wb") as f:
+                f.write(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json}      ")
+            for model in (os.path.join(d, "missing.safetensors"), bad):
+                self.refused(["--model", model, "--listen", "127.0.0.1:0"], model)
+            self.assertEqual(os.listdir(d), ["bad.safetensors"])
+
     def test_stderr_pipe_without_reader(self):
         """Refusing to start with nobody reading stderr (a dead log pipe)
         still exits 2, not by SIGPIPE."""
