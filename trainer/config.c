@@ -65,6 +65,7 @@ static const char *das_help[][2] = {
     {"batch_size", "interactions per batch"},
     {"lr", "peak learning rate"},
     {"lr_min_ratio", "cosine floor as a fraction of lr"},
+    {"lr_icdm_mult", "learning-rate multiple for the ICDM tables and heads (lr x it < 10)"},
     {"warmup_steps", "linear warm-up steps"},
     {"weight_decay", "AdamW decoupled weight decay"},
     {"adam_b1 / adam_b2 / adam_eps", "Adam moments"},

@@ -125,6 +125,23 @@ def ref_encode(t, meta, tower, x):
     return np.stack(codes, 1), np.stack(gaps, 1)
 
 
+class HelpTest(unittest.TestCase):
+    def test_help_names_every_config_key(self):
+        """README says `semid-train --help` lists every key: each key of the
+        "Model defaults" it prints has its flag in the list above it (the
+        two input widths come from the data; "views" is --view1 .. view6)."""
+        p = run(TRAIN, "--help")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        text = p.stdout
+        defaults = json.loads(text.split("Model defaults: ", 1)[1].splitlines()[0])
+        flags = text.split("Model defaults: ", 1)[0]
+        for key in defaults:
+            if key in ("D_user", "D_item"):
+                continue
+            name = "view1" if key == "views" else key.replace("_", "-")
+            self.assertRegex(flags, r"(--|/ )%s\b" % re.escape(name), key)
+
+
 class TrainerTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
