@@ -65,7 +65,11 @@ static void usage(FILE *f)
 		"\n"
 		"  --config FILE                JSON config file\n"
 		"%s"
-		"  --help, --version\n",
+		"  --help, --version\n"
+		"\n"
+		"       semid-server --bench-encode MODEL TOWER BATCH THREADS SECONDS\n"
+		"times the encoder in this process (no HTTP) and prints items/s as JSON: the\n"
+		"in-process baseline of make bench-http.\n",
 		flags);
 }
 

@@ -48,8 +48,6 @@ OTHER_FLAGS = {
     "--now",  # systemctl
     "--sort",  # perf report
 }
-# semid-server's benchmark mode (server/main.c), which --help leaves out.
-HIDDEN_FLAGS = {"semid-server": {"--bench-encode"}}
 # semid_* names that are not metrics: registry tables, test helpers.
 NOT_METRICS = {"semid_meta", "semid_assignment", "semid_assignment_id", "semid_assignment_sid",
                "semid_embedding", "semid_testlib", "semid_files"}
@@ -143,8 +141,6 @@ class Helps:
             "semid": set(re.findall(r"--[a-z][a-z0-9-]*", top)) | {"--help"},
             "semid-train": self.train_flags(train),
         }
-        for prog, extra in HIDDEN_FLAGS.items():
-            self.flags[prog] |= extra
         self.all = set().union(*self.flags.values())
 
     @staticmethod
