@@ -6,6 +6,8 @@
 #   make test       install missing packages, build, run every test CI runs
 #   make bench      benchmarks (figures go to bench/RESULTS.md by hand)
 #   make eval       real-data evaluation on ../shared/data (not needed by users)
+#   make install    programs, libsemid.a with its headers and semid.pc, and the
+#                   contracts (proto/*.md) under PREFIX (/usr/local), staged in DESTDIR
 #
 # User CFLAGS/LDFLAGS are honoured but cannot drop the flags the build needs
 # (redis's FINAL_CFLAGS idea).  WERROR=1 turns warnings into errors (CI);
@@ -52,6 +54,8 @@ endif
 O ?= build
 BIN ?= bin
 export SEMID_BIN := $(abspath $(BIN))
+export SEMID_O := $(abspath $(O))
+export SEMID_SANITIZE := $(SANITIZE)
 obj = $(patsubst %.c,$(O)/%.o,$(1))
 
 CORE_SRC := $(wildcard core/*.c)
@@ -78,7 +82,7 @@ CHECK_SRC := $(wildcard tests/core/check_*.c tests/server/check_*.c tests/traine
 CHECK_BINS := $(patsubst %.c,$(O)/%,$(CHECK_SRC))
 CLI_LIBOBJ := $(call obj,$(filter-out cli/main.c,$(CLI_SRC)))
 
-.PHONY: all deps deps-test run test test-build check-bins bench eval clean format
+.PHONY: all deps deps-test run test test-build check-bins bench eval clean format install uninstall
 all: $(PROGRAMS)
 
 $(O)/%.o: %.c
@@ -115,6 +119,25 @@ $(O)/tests/trainer/check_%: $(O)/tests/trainer/check_%.o $(TRAINER_LIBOBJ) $(LIB
 	$(CC) $(FINAL_LDFLAGS) -o $@ $^ $(LIBS) $(CHECK_LIBS)
 
 check-bins: $(CHECK_BINS)
+
+# make install [PREFIX=/usr/local] [DESTDIR=staging]: the library is the static
+# libsemid.a with its headers in include/semid/ and a pkg-config file, so a
+# program links it with `cc app.c $$(pkg-config --cflags --libs semid)`.
+PREFIX ?= /usr/local
+VERSION := $(shell sed -n 's/^\#define SRV_VERSION "\(.*\)"/\1/p' server/metrics.h)
+INSTALL_DIRS := bin lib/pkgconfig include/semid share/doc/semid
+install: all $(LIBSEMID)
+	install -d $(addprefix $(DESTDIR)$(PREFIX)/,$(INSTALL_DIRS))
+	install -m 755 $(PROGRAMS) $(DESTDIR)$(PREFIX)/bin/
+	install -m 644 $(LIBSEMID) $(DESTDIR)$(PREFIX)/lib/
+	install -m 644 $(wildcard core/*.h) $(DESTDIR)$(PREFIX)/include/semid/
+	install -m 644 README.md $(wildcard proto/*.md) $(DESTDIR)$(PREFIX)/share/doc/semid/
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' core/semid.pc.in \
+		> $(DESTDIR)$(PREFIX)/lib/pkgconfig/semid.pc
+uninstall:
+	rm -f $(addprefix $(DESTDIR)$(PREFIX)/bin/,$(notdir $(PROGRAMS))) \
+		$(DESTDIR)$(PREFIX)/lib/libsemid.a $(DESTDIR)$(PREFIX)/lib/pkgconfig/semid.pc
+	rm -rf $(DESTDIR)$(PREFIX)/include/semid $(DESTDIR)$(PREFIX)/share/doc/semid
 
 deps deps-test: PKG_LIST = $(if $(filter deps-test,$@),$(DEB_PACKAGES_TEST),$(DEB_PACKAGES))
 deps deps-test:

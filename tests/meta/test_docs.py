@@ -47,6 +47,7 @@ OTHER_FLAGS = {
     "--system", "--uid", "--home-dir", "--shell",  # useradd
     "--now",  # systemctl
     "--sort",  # perf report
+    "--cflags", "--libs",  # pkg-config
 }
 # semid_* names that are not metrics: registry tables, test helpers.
 NOT_METRICS = {"semid_meta", "semid_assignment", "semid_assignment_id", "semid_assignment_sid",
