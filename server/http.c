@@ -351,6 +351,8 @@ static void reload_done(struct srv_reload_waiter *w)
 		set_json(
 		    q, 200,
 		    json_pack("{s:s, s:s}", "status", "reloaded", "model_version", w->version));
+	} else if (w->not_tried) { /* shutting down: another server may take it */
+		set_error(q, SRV_ERR_UNAVAILABLE, "%s; no reload was tried", w->error);
 	} else {
 		set_error(q, SRV_ERR_RELOAD_FAILED, "%s (the previous model keeps serving)",
 			  w->error);

@@ -211,6 +211,7 @@ static void waiters_fail(struct srv_reload_waiter **list, const char *why)
 	for (w = *list; w; w = next) {
 		next = w->next;
 		w->ok = 0;
+		w->not_tried = 1;
 		snprintf(w->error, sizeof(w->error), "%s", why);
 		w->done(w);
 	}

@@ -48,8 +48,9 @@ struct srv_reload_status {
 struct srv_reload_waiter {
 	struct srv_reload_waiter *next; /* private */
 	int ok;
-	char version[256];			   /* when ok */
-	char error[512];			   /* when !ok */
+	char version[256]; /* when ok */
+	char error[512];   /* when !ok */
+	int not_tried;	   /* when !ok: no reload ran for it (shutting down): 503, not 422 */
 	void (*done)(struct srv_reload_waiter *w); /* called on the loop thread */
 	void *ctx;
 };

@@ -787,7 +787,7 @@ class TestLifecycle(unittest.TestCase):
         self.assertEqual(srv.wait(10), 1, srv.log_text())
         th.join(10)
         st, _, body = out["r"]
-        self.assertEqual(st, 422, body)
+        self.assertEqual((st, body["error"]["code"]), (503, "unavailable"), body)
         self.assertIn("shutting down", body["error"]["message"])
         self.assertIn("and a model reload running after 300 ms", srv.log_text())
 
