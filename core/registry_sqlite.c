@@ -105,6 +105,7 @@ struct sq {
 	pthread_mutex_t ck_lock;
 	pthread_cond_t ck_cond;
 	int ck_running, ck_wanted, ck_stop;
+	int ck_failed_pages; /* wal_hook: WAL pages when a RESTART last found a reader */
 	/* read-only fallback (reopen_immutable): when to try a normal open again */
 	int immutable;
 	int64_t reopen_ms;
@@ -123,12 +124,18 @@ struct sq {
  * thread, the one writer of this handle, runs the RESTART checkpoint itself
  * right after its commit: it copies what the background thread has not yet
  * copied, and the next commit writes from the start of the WAL again.  Only
- * a read transaction another process keeps open can stop the restart (the
- * hook then retries after every commit).  journal_size_limit trims a WAL that
- * one huge transaction (an import) made larger.
+ * a read transaction another process keeps open can stop the restart: the
+ * RESTART then gives up after RESTART_WAIT_MS (not the busy timeout: that
+ * made every commit wait 5 s for as long as a `semid registry export` or any
+ * other long read ran) and is tried again once RESTART_RETRY more pages are
+ * in the WAL; meanwhile the WAL grows, as it must while that reader needs
+ * it.  journal_size_limit trims a WAL that one huge transaction (an import)
+ * or such a reader made larger.
  */
-#define CKPT_PAGES   1000
-#define CKPT_RESTART (SID_REG_SQLITE_WAL_PAGES / 2)
+#define CKPT_PAGES	1000
+#define CKPT_RESTART	(SID_REG_SQLITE_WAL_PAGES / 2)
+#define RESTART_WAIT_MS 20
+#define RESTART_RETRY	256
 
 static void *ckpt_main(void *p)
 {
@@ -151,9 +158,16 @@ static void *ckpt_main(void *p)
 static int wal_hook(void *p, sqlite3 *db, const char *name, int pages)
 {
 	struct sq *s = p;
-	if (pages >= CKPT_RESTART)
-		sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_RESTART, NULL, NULL);
-	else if (pages >= CKPT_PAGES) {
+	/* after a failed RESTART, again when RESTART_RETRY more pages came or
+	 * the WAL was restarted meanwhile (by another process) */
+	if (pages >= CKPT_RESTART &&
+	    (pages < s->ck_failed_pages || pages >= s->ck_failed_pages + RESTART_RETRY)) {
+		int rc;
+		sqlite3_busy_timeout(db, RESTART_WAIT_MS);
+		rc = sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_RESTART, NULL, NULL);
+		sqlite3_busy_timeout(db, BUSY_MS);
+		s->ck_failed_pages = rc == SQLITE_OK ? 0 : pages;
+	} else if (pages >= CKPT_PAGES) {
 		pthread_mutex_lock(&s->ck_lock);
 		s->ck_wanted = 1;
 		pthread_cond_signal(&s->ck_cond);

@@ -12,7 +12,8 @@
  * export/import round trips and conflicts, bad input, several threads and
  * several processes assigning colliding codes at once, a child killed with
  * SIGKILL mid-stream, and on SQLite a corrupt file, a foreign database, a
- * newer schema, a read-only file and directory, and a held write lock; on
+ * newer schema, a read-only file and directory, a held write lock and a
+ * held read transaction (commits do not wait for it); on
  * PostgreSQL a server that stops and comes back.
  */
 #include <check.h>
@@ -1800,6 +1801,48 @@ START_TEST(t_sqlite_wal_bounded)
 }
 END_TEST
 
+/* A read transaction another connection keeps open (a long export) stops
+ * the WAL from restarting; commits must go on without waiting for it.  They
+ * used to wait out the 5 s busy timeout each, once the WAL held half its
+ * bound: these 40 would take 200 s, past the case's timeout. */
+START_TEST(t_sqlite_wal_reader_held)
+{
+	enum { D = 1024, N = 64, CALLS = 72 };
+	struct sid_registry *r = reg_open();
+	static float emb[N][D];
+	char ids[N][24];
+	struct sid_reg_item in[N];
+	struct sid_reg_entry out[N];
+	int32_t codes[N][3];
+	struct sid_error err;
+	sqlite3 *db;
+
+	assign1(r, "first", 0, 0, 0, 0, &out[0]);
+	ck_assert_int_eq(sqlite3_open(target, &db), SQLITE_OK);
+	ck_assert_int_eq(
+	    sqlite3_exec(db, "BEGIN; SELECT count(*) FROM semid_assignment", NULL, NULL, NULL),
+	    SQLITE_OK);
+	for (int i = 0; i < CALLS; i++) { /* ~64 pages each: past 2000 after ~32 */
+		for (int j = 0; j < N; j++) {
+			snprintf(ids[j], sizeof(ids[j]), "h%d-%d", i, j);
+			codes[j][0] = j;
+			codes[j][1] = i;
+			codes[j][2] = 1;
+			in[j] = (struct sid_reg_item){ids[j], codes[j], emb[j]};
+		}
+		ck_assert_msg(
+		    sid_registry_assign(r, SID_TOWER_ITEM, in, N, 3, D, "v", 0, out, &err) == 0,
+		    "call %d: %s", i, err.msg);
+	}
+	/* the reader still sees its snapshot; once it ends the WAL restarts */
+	ck_assert_int_eq(sqlite3_exec(db, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
+	assign1(r, "last", 0, 0, 0, 0, &out[0]);
+	ck_assert_int_eq(out[0].suffix, 1);
+	sid_registry_close(r);
+}
+END_TEST
+
 /* ---- PostgreSQL availability ---- */
 
 START_TEST(t_pg_unavailable)
@@ -1882,6 +1925,7 @@ static Suite *registry_suite(void)
 	tcase_add_test(tc, t_sqlite_immutable_recovers);
 	tcase_add_test(tc, t_sqlite_locked);
 	tcase_add_test(tc, t_sqlite_wal_bounded);
+	tcase_add_test(tc, t_sqlite_wal_reader_held);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("postgresql");
