@@ -109,7 +109,12 @@ struct sq {
 	/* read-only fallback (reopen_immutable): when to try a normal open again */
 	int immutable;
 	int64_t reopen_ms;
+	/* the file opened (file_check): the path must still name it */
+	dev_t dev;
+	ino_t ino;
 };
+
+static int file_check(struct sq *s, struct sid_error *err);
 
 /*
  * Checkpoints run mostly off the commit path: the main connection's automatic
@@ -629,8 +634,14 @@ static void sq_assign(struct sid_registry *r, struct sid__reg_req *const *q, siz
 	size_t writers = 0;
 	int rc;
 
-	for (size_t i = 0; i < nq; i++) {
+	sid_error_clear(&gerr);
+	for (size_t i = 0; i < nq; i++)
 		q[i]->rc = 1;
+	if (file_check(s, &gerr)) {
+		fail_all(q, nq, &gerr);
+		return;
+	}
+	for (size_t i = 0; i < nq; i++) {
 		if (!(q[i]->flags & SID_REG_REASSIGN)) {
 			rc = assign_known(s, q[i]->kind, q[i]->items, q[i]->n, q[i]->out,
 					  &q[i]->err);
@@ -643,7 +654,6 @@ static void sq_assign(struct sid_registry *r, struct sid__reg_req *const *q, siz
 	}
 	if (!writers)
 		return;
-	sid_error_clear(&gerr);
 	if ((rc = run(s, stmt(s, S_BEGIN), &gerr, "begin")))
 		goto fail;
 	for (size_t i = 0; i < nq; i++) {
@@ -666,10 +676,15 @@ static void sq_assign(struct sid_registry *r, struct sid__reg_req *const *q, siz
 	if ((rc = run(s, stmt(s, S_COMMIT), &gerr, "commit")))
 		goto fail;
 	for (size_t i = 0; i < nq; i++)
-		if (q[i]->rc == 1) {
-			q[i]->rc = 0;
+		if (q[i]->rc == 1)
 			s->levels[q[i]->kind] = q[i]->L;
-		}
+	if (file_check(s, &gerr)) { /* committed to a file no longer there: not durable */
+		fail_all(q, nq, &gerr);
+		return;
+	}
+	for (size_t i = 0; i < nq; i++)
+		if (q[i]->rc == 1)
+			q[i]->rc = 0;
 	return;
 fail:
 	rollback(s);
@@ -731,12 +746,48 @@ static void leave_immutable(struct sq *s)
 	sqlite3_close(db);
 }
 
+/*
+ * The path must still name the file this handle opened.  A connection keeps
+ * its file open by descriptor, so after the file is deleted, moved away or
+ * replaced (a restore copied over it by rename) SQLite goes on reading and
+ * committing to the old inode without a word, and every assignment made
+ * from then on is gone at the next start.  So every call first checks that
+ * the path still leads to the same file, and an assign checks again after
+ * its commit (the file may go while it runs): when it does not, the call
+ * fails with SID_EUNAVAIL and nothing more is written to the old file.  The
+ * connection is kept: when the file is put back (renamed back) calls go on.
+ * It is not switched to another file found at the path: the -wal and -shm
+ * files beside it may still be the old file's (held open here), and SQLite
+ * would apply them to the new one; reopening the store (restarting the
+ * server) uses the new file.
+ */
+static int file_check(struct sq *s, struct sid_error *err)
+{
+	struct stat st;
+
+	leave_immutable(s);
+	if (stat(s->base.label, &st) == 0 && st.st_dev == s->dev && st.st_ino == s->ino)
+		return 0;
+	if (access(s->base.label, F_OK))
+		return sid_error_set(err, SID_EUNAVAIL,
+				     "registry %s: the file was deleted or moved away while in "
+				     "use; nothing more is written to the old file (those commits "
+				     "would be lost at the next start): put it back at %s",
+				     s->base.label, s->base.label);
+	return sid_error_set(err, SID_EUNAVAIL,
+			     "registry %s: the file was replaced by another file while in use; "
+			     "nothing more is written to the old one: reopen the store (restart "
+			     "semid-server) to use the new file",
+			     s->base.label);
+}
+
 static int sq_get(struct sid_registry *r, int kind, const char *id, struct sid_reg_entry *out,
 		  struct sid_error *err)
 {
-	int rc;
+	int rc = file_check((struct sq *)r, err);
 
-	leave_immutable((struct sq *)r);
+	if (rc)
+		return rc;
 	rc = get_row((struct sq *)r, kind, id, out, NULL, err);
 	if (rc == 0)
 		return sid_error_set(err, SID_ENOTFOUND, "%s id \"%s\": not found",
@@ -749,9 +800,10 @@ static int sq_get_sid(struct sid_registry *r, int kind, const int32_t *codes, in
 {
 	uint8_t packed[SID__REG_CODES_BYTES];
 	char sid[SID_REG_SID_MAX];
-	int rc;
+	int rc = file_check((struct sq *)r, err);
 
-	leave_immutable((struct sq *)r);
+	if (rc)
+		return rc;
 	sid__reg_codes_pack(codes, L, packed);
 	rc = get_sid_row((struct sq *)r, kind, packed, L, suffix, out, err);
 	if (rc == 0) {
@@ -772,7 +824,10 @@ static int sq_list(struct sid_registry *r, int kind, const uint8_t *lo, size_t l
 	size_t n = 0;
 	int rc;
 
-	leave_immutable(s);
+	if ((rc = file_check(s, err))) {
+		*n_out = 0;
+		return rc;
+	}
 	st = stmt(s, S_LIST);
 	sqlite3_bind_int(st, 1, kind);
 	sqlite3_bind_blob(st, 2, lo_len ? (const void *)lo : "", (int)lo_len, SQLITE_STATIC);
@@ -797,8 +852,8 @@ static int sq_list(struct sid_registry *r, int kind, const uint8_t *lo, size_t l
 
 static int sq_levels(struct sid_registry *r, int kind, int *L, struct sid_error *err)
 {
-	leave_immutable((struct sq *)r);
-	return levels_get((struct sq *)r, kind, L, err);
+	int rc = file_check((struct sq *)r, err);
+	return rc ? rc : levels_get((struct sq *)r, kind, L, err);
 }
 
 static int sq_foreach(struct sid_registry *r, int kind, int want_emb, sid_reg_foreach_fn fn,
@@ -811,7 +866,8 @@ static int sq_foreach(struct sid_registry *r, int kind, int want_emb, sid_reg_fo
 	float *buf = NULL;
 	int rc, cap = 0;
 
-	leave_immutable(s);
+	if ((rc = file_check(s, err)))
+		return rc;
 	if (want_emb == SID__REG_WALK_CODES) /* the sid index alone covers it */
 		snprintf(sql, sizeof(sql),
 			 "SELECT a.kind, '', a.codes, a.suffix, '', 0, 0, 0, a.rid"
@@ -876,7 +932,8 @@ static int sq_count_emb(struct sid_registry *r, int kind, uint64_t *n, struct si
 	sqlite3_stmt *st = NULL;
 	int rc;
 
-	leave_immutable(s);
+	if ((rc = file_check(s, err)))
+		return rc;
 	rc = sqlite3_prepare_v2(
 	    s->db, "SELECT count(*) FROM semid_assignment WHERE kind = ?1 AND emb_dim > 0", -1, &st,
 	    NULL);
@@ -901,8 +958,7 @@ static int sq_import(struct sid_registry *r, const struct sid_reg_entry *e, cons
 	struct sq *s = (struct sq *)r;
 	int rc, touched[SID_TOWER_COUNT] = {0};
 
-	rc = run(s, stmt(s, S_BEGIN), err, "begin");
-	if (rc)
+	if ((rc = file_check(s, err)) || (rc = run(s, stmt(s, S_BEGIN), err, "begin")))
 		return rc;
 	for (size_t i = 0; i < n; i++) {
 		uint8_t codes[SID__REG_CODES_BYTES];
@@ -957,8 +1013,8 @@ static int sq_import(struct sid_registry *r, const struct sid_reg_entry *e, cons
 		status[i] = SID__REG_IMPORT_ADDED;
 	}
 	rc = run(s, stmt(s, S_COMMIT), err, "commit");
-	if (!rc)
-		return 0;
+	if (!rc) /* committed to a file no longer there: not durable */
+		return file_check(s, err);
 fail:
 	rollback(s);
 	for (int k = 0; k < SID_TOWER_COUNT; k++)
@@ -1224,6 +1280,17 @@ int sid__reg_sqlite_open(const char *path, unsigned flags, struct sid_registry *
 	}
 	if (rc)
 		goto fail;
+	{
+		struct stat fst;
+		if (stat(path, &fst)) {
+			rc = sid_error_set(err, SID_EUNAVAIL,
+					   "registry %s: the file went away while being opened",
+					   path);
+			goto fail;
+		}
+		s->dev = fst.st_dev;
+		s->ino = fst.st_ino;
+	}
 	rc = prepare_all(s->db, s->st);
 	if (rc) {
 		rc = sq_fail(s, rc, err, "prepare");

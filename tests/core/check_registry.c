@@ -13,7 +13,8 @@
  * several processes assigning colliding codes at once, a child killed with
  * SIGKILL mid-stream, and on SQLite a corrupt file, a foreign database, a
  * newer schema, a read-only file and directory, a held write lock and a
- * held read transaction (commits do not wait for it); on
+ * held read transaction (commits do not wait for it), and the file deleted,
+ * moved or replaced under open handles; on
  * PostgreSQL a server that stops and comes back.
  */
 #include <check.h>
@@ -1702,6 +1703,93 @@ START_TEST(t_sqlite_locked)
 }
 END_TEST
 
+/* Rename the store and its -wal and -shm (to @to, or back from it). */
+static void move_store(const char *from, const char *to)
+{
+	static const char *const side[] = {"", "-wal", "-shm"};
+	for (int k = 0; k < 3; k++) {
+		char a[700], b[700];
+		snprintf(a, sizeof(a), "%s%s", from, side[k]);
+		snprintf(b, sizeof(b), "%s%s", to, side[k]);
+		ck_assert_msg(rename(a, b) == 0 || errno == ENOENT, "rename %s: %s", a,
+			      strerror(errno));
+	}
+}
+
+/* The file deleted, moved away or replaced while handles are open: a
+ * connection would go on committing to the old inode, lost at the next
+ * start; every call instead answers "unavailable", naming the file, until
+ * the file is back. */
+START_TEST(t_sqlite_file_replaced)
+{
+	struct sid_registry *r = reg_open(), *rd = NULL, *other;
+	struct sid_reg_import_result res;
+	struct sid_reg_entry e;
+	struct sid_error err;
+	int32_t c[3] = {1, 1, 1};
+	struct sid_reg_item it = {"b", c, NULL};
+	char moved[700], spare[700];
+	FILE *f;
+
+	ck_assert_int_eq(sid_registry_open(target, SID_REG_READONLY, &rd, &err), 0);
+	assign1(r, "a", 1, 1, 1, 0, &e);
+	snprintf(moved, sizeof(moved), "%s.moved", target);
+	move_store(target, moved);
+	ck_assert_int_eq(sid_registry_assign(r, SID_TOWER_ITEM, &it, 1, 3, 0, "v", 0, &e, &err),
+			 SID_EUNAVAIL);
+	ck_assert_msg(strstr(err.msg, target) && strstr(err.msg, "deleted or moved"), "%s",
+		      err.msg);
+	it.id = "a"; /* known ids too: the answer would come from a file not there */
+	ck_assert_int_eq(sid_registry_assign(r, SID_TOWER_ITEM, &it, 1, 3, 0, "v", 0, &e, &err),
+			 SID_EUNAVAIL);
+	ck_assert_int_eq(sid_registry_get(rd, SID_TOWER_ITEM, "a", &e, &err), SID_EUNAVAIL);
+	f = tmpfile();
+	fputs("kind\tid\tsid\tmodel_version\tcreated_at\tupdated_at\n"
+	      "item\tz\t9-9-9-0\tv\t2026-01-02T03:04:05.006Z\t2026-01-02T03:04:05.006Z\n",
+	      f);
+	rewind(f);
+	ck_assert_int_eq(sid_registry_import(r, SID_REG_TSV, f, NULL, NULL, &res, &err),
+			 SID_EUNAVAIL);
+	/* put back: both handles go on, and what is answered is stored */
+	move_store(moved, target);
+	it.id = "b";
+	ck_assert_msg(sid_registry_assign(r, SID_TOWER_ITEM, &it, 1, 3, 0, "v", 0, &e, &err) == 0,
+		      "%s", err.msg);
+	ck_assert_int_eq(e.suffix, 1);
+	rewind(f);
+	ck_assert_msg(sid_registry_import(r, SID_REG_TSV, f, NULL, NULL, &res, &err) == 0, "%s",
+		      err.msg);
+	fclose(f);
+	ck_assert_int_eq(sid_registry_get(rd, SID_TOWER_ITEM, "b", &e, &err), 0);
+	/* deleted outright */
+	ck_assert_int_eq(link(target, moved), 0);
+	ck_assert_int_eq(unlink(target), 0);
+	it.id = "c";
+	ck_assert_int_eq(sid_registry_assign(r, SID_TOWER_ITEM, &it, 1, 3, 0, "v", 0, &e, &err),
+			 SID_EUNAVAIL);
+	ck_assert_int_eq(rename(moved, target), 0);
+	/* replaced by another registry (a restore: the old file and its -wal
+	 * moved aside, the new one renamed into place) */
+	snprintf(spare, sizeof(spare), "%s/spare.db", tmpdir);
+	ck_assert_int_eq(sid_registry_open(spare, 0, &other, &err), 0);
+	assign1(other, "s", 2, 2, 2, 0, &e);
+	sid_registry_close(other);
+	move_store(target, moved);
+	ck_assert_int_eq(rename(spare, target), 0);
+	ck_assert_int_eq(sid_registry_assign(r, SID_TOWER_ITEM, &it, 1, 3, 0, "v", 0, &e, &err),
+			 SID_EUNAVAIL);
+	ck_assert_msg(strstr(err.msg, "replaced"), "%s", err.msg);
+	ck_assert_int_eq(sid_registry_get(rd, SID_TOWER_ITEM, "s", &e, &err), SID_EUNAVAIL);
+	sid_registry_close(rd);
+	sid_registry_close(r);
+	/* reopened, the store is the file now there */
+	r = reg_open();
+	ck_assert_int_eq(sid_registry_get(r, SID_TOWER_ITEM, "s", &e, &err), 0);
+	ck_assert_int_eq(sid_registry_get(r, SID_TOWER_ITEM, "a", &e, &err), SID_ENOTFOUND);
+	sid_registry_close(r);
+}
+END_TEST
+
 /* A steady stream of group-committed writes (two writers on one handle, a
  * reader on another, as in the server) must not grow the WAL without bound:
  * it is checkpointed and restarted before it passes SID_REG_SQLITE_WAL_PAGES
@@ -1924,6 +2012,7 @@ static Suite *registry_suite(void)
 	tcase_add_test(tc, t_sqlite_readonly_flag);
 	tcase_add_test(tc, t_sqlite_immutable_recovers);
 	tcase_add_test(tc, t_sqlite_locked);
+	tcase_add_test(tc, t_sqlite_file_replaced);
 	tcase_add_test(tc, t_sqlite_wal_bounded);
 	tcase_add_test(tc, t_sqlite_wal_reader_held);
 	suite_add_tcase(s, tc);

@@ -9,7 +9,8 @@ codeword per level), and the suffixes from the rule of proto/registry.md
 (a new id takes the smallest suffix its codes do not hold yet, in input
 order).  Covered: idempotence, colliding codes, stability across a model
 swap, reassign, lookups and prefix paging, bad input, a corrupt and a
-read-only SQLite file (503 while encode answers 200), several clients
+read-only SQLite file (503 while encode answers 200), the SQLite file
+moved away under the server and back, several clients
 assigning overlapping colliding ids at once, a store locked by another
 process (assign waits and answers 503, encode and lookups are not held up),
 SIGKILL in the middle of a
@@ -437,6 +438,50 @@ class TestAssignSqlite(Base):
             self.assertEqual((st, r["results"][0]["created"]), (200, True))
         finally:
             db.close()
+            self.assertEqual(srv.stop(), 0)
+
+    def test_file_moved_away_and_back(self):
+        """The SQLite file deleted or moved away under a running server:
+        SQLite would go on committing to the file it has open, and every
+        assignment acknowledged meanwhile would be gone at the next start.
+        Assign and lookups answer 503 naming the file, encode goes on, and
+        once the file is back everything acknowledged is there."""
+        d = self.fresh_dir()
+        srv, model = self.start(d, {"item": self.ta}, "A")
+        db = os.path.join(d, "semid-registry.db")
+        X, codes = T.tie_free_inputs(self.rng, self.ta, 3)
+        acked = {}
+        try:
+            st, _, r = assign(srv, ["a"], X[:1])
+            self.assertEqual(st, 200, r)
+            acked["a"] = r["results"][0]["sid"]
+            for f in ("", "-wal", "-shm"):
+                os.rename(db + f, db + ".away" + f)
+            st, _, e = assign(srv, ["b"], X[1:2])
+            self.assertEqual((st, e["error"]["code"]), (503, "unavailable"), e)
+            self.assertIn(db, e["error"]["message"])
+            self.assertIn("deleted or moved away", e["error"]["message"])
+            st, _, e = srv.json("GET", "/v1/items/a")
+            self.assertEqual(st, 503, e)
+            st, _, r = srv.json("POST", "/v1/items:encode", body(["b"], X[1:2]))
+            self.assertEqual((st, r["results"][0]["codes"]), (200, codes[1].tolist()))
+            self.assertEqual(srv.json("GET", "/v1/model")[2]["registry"]["status"],
+                             "unavailable")
+            for f in ("", "-wal", "-shm"):
+                os.rename(db + ".away" + f, db + f)
+            st, _, r = assign(srv, ["b", "c"], X[1:3])
+            self.assertEqual(st, 200, r)
+            acked.update((x["id"], x["sid"]) for x in r["results"])
+            st, _, e = srv.json("GET", "/v1/items/c")
+            self.assertEqual((st, e["sid"]), (200, acked["c"]))
+        finally:
+            self.assertEqual(srv.stop(), 0)
+        srv, _ = self.start(d, {"item": self.ta}, "A")
+        try:
+            for i, sid in acked.items():
+                st, _, e = srv.json("GET", "/v1/items/" + i)
+                self.assertEqual((st, e.get("sid")), (200, sid), i)
+        finally:
             self.assertEqual(srv.stop(), 0)
 
     def test_concurrent_clients(self):
