@@ -135,7 +135,6 @@ struct pg {
 	int levels[SID_TOWER_COUNT]; /* cached once known (they never change) */
 	int gaps[SID_TOWER_COUNT];   /* 1: the kind may have free slots below a max */
 	unsigned seed;
-	int migrated;	 /* schema checked on this handle's first connection */
 	int lock_global; /* the next transaction takes GLOBAL_KEY exclusive only */
 };
 
@@ -576,7 +575,11 @@ static int conn_ensure(struct pg *s, struct sid_error *err)
 	PQsetNoticeProcessor(s->conn, notice_ignore, NULL);
 	res = PQexec(s->conn, "SET client_min_messages = warning");
 	PQclear(res);
-	if (!s->migrated) {
+	/* Every new connection checks the schema: the database may have been
+	 * created, restored or migrated by a newer semid since the last one.
+	 * A connection whose check failed is dropped, so the next call checks
+	 * again instead of using a schema this build does not know. */
+	{
 		int rc = pq_exec(s, "BEGIN", err);
 		if (!rc)
 			rc = migrate_body(s, err);
@@ -584,9 +587,9 @@ static int conn_ensure(struct pg *s, struct sid_error *err)
 			rc = pq_exec(s, "COMMIT", err);
 		if (rc) {
 			rollback(s);
+			conn_drop(s);
 			return rc == RETRY ? SID_EUNAVAIL : rc;
 		}
-		s->migrated = 1;
 	}
 	return 0;
 }

@@ -14,8 +14,9 @@
  * SIGKILL mid-stream, and on SQLite a corrupt file, a foreign database, a
  * newer schema, a read-only file and directory, a held write lock and a
  * held read transaction (commits do not wait for it), and the file deleted,
- * moved or replaced under open handles; on
- * PostgreSQL a server that stops and comes back.
+ * moved or replaced under open handles; on PostgreSQL a server that stops
+ * and comes back, and a newer schema met on a lazy first connection and on
+ * a reconnect.
  */
 #include <check.h>
 #include "check_main.h"
@@ -1974,6 +1975,67 @@ START_TEST(t_pg_unavailable)
 }
 END_TEST
 
+/* Run @sql on the store (PostgreSQL), as another client. */
+static void pg_sql(const char *conninfo, const char *sql)
+{
+	PGconn *c = PQconnectdb(conninfo);
+	PGresult *res;
+
+	ck_assert_msg(PQstatus(c) == CONNECTION_OK, "connect: %s", PQerrorMessage(c));
+	res = PQexec(c, sql);
+	ck_assert_msg(PQresultStatus(res) == PGRES_COMMAND_OK ||
+			  PQresultStatus(res) == PGRES_TUPLES_OK,
+		      "%s: %s", sql, PQerrorMessage(c));
+	PQclear(res);
+	PQfinish(c);
+}
+
+/* A schema written by a newer semid is refused on every connection: met
+ * when a lazy handle first connects (the server started before the
+ * database was there) and when a handle reconnects after the schema moved
+ * on.  Once, the refused connection was kept and the next call wrote into
+ * the newer schema. */
+START_TEST(t_pg_schema_ahead)
+{
+	struct sid_registry *r = NULL, *w;
+	struct sid_reg_entry e;
+	struct sid_error err;
+	int32_t c[3] = {1, 1, 1};
+	struct sid_reg_item it = {"a", c, NULL};
+	char name[64], sql[160];
+
+	NEED_STORE();
+	snprintf(name, sizeof(name), "semid_later_%d", (int)getpid());
+	snprintf(target, sizeof(target), "%s dbname=%s", pg.admin, name);
+	ck_assert_int_eq(sid_registry_open(target, SID_REG_LAZY, &r, &err), 0);
+	ck_assert_int_eq(sid_registry_assign(r, SID_TOWER_ITEM, &it, 1, 3, 0, "v", 0, &e, &err),
+			 SID_EUNAVAIL);
+	snprintf(sql, sizeof(sql), "CREATE DATABASE %s", name);
+	pg_sql(pg.admin, sql);
+	w = reg_open(); /* creates the schema */
+	sid_registry_close(w);
+	pg_sql(target, "UPDATE semid_meta SET value = '2' WHERE key = 'schema_version'");
+	for (int k = 0; k < 2; k++) {
+		ck_assert_int_eq(
+		    sid_registry_assign(r, SID_TOWER_ITEM, &it, 1, 3, 0, "v", 0, &e, &err),
+		    SID_EFORMAT);
+		ck_assert_msg(strstr(err.msg, "schema version 2") && strstr(err.msg, name), "%s",
+			      err.msg);
+	}
+	pg_sql(target, "UPDATE semid_meta SET value = '1' WHERE key = 'schema_version'");
+	ck_assert_msg(sid_registry_assign(r, SID_TOWER_ITEM, &it, 1, 3, 0, "v", 0, &e, &err) == 0,
+		      "%s", err.msg);
+	/* connected, then the schema moves on and the connection is lost */
+	pg_sql(target, "UPDATE semid_meta SET value = '2' WHERE key = 'schema_version'");
+	pg_sql(target, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+		       " WHERE datname = current_database() AND pid <> pg_backend_pid()");
+	it.id = "b";
+	ck_assert_int_eq(sid_registry_assign(r, SID_TOWER_ITEM, &it, 1, 3, 0, "v", 0, &e, &err),
+			 SID_EFORMAT);
+	sid_registry_close(r);
+}
+END_TEST
+
 static void add_behaviour(TCase *tc)
 {
 	tcase_add_test(tc, t_assign_suffixes);
@@ -2023,6 +2085,7 @@ static Suite *registry_suite(void)
 	tcase_add_checked_fixture(tc, use_pg, done_sqlite);
 	add_behaviour(tc);
 	tcase_add_test(tc, t_pg_unavailable);
+	tcase_add_test(tc, t_pg_schema_ahead);
 	suite_add_tcase(s, tc);
 	return s;
 }
