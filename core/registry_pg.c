@@ -255,14 +255,21 @@ static int pq_run(struct pg *s, int i, const struct params *p, PGresult **out,
 	return 0;
 }
 
-static int pq_exec(struct pg *s, const char *sql, struct sid_error *err)
+/* Run @sql; a failure's message says @what was being done. */
+static int pq_exec_what(struct pg *s, const char *sql, const char *what, struct sid_error *err)
 {
 	PGresult *res = PQexec(s->conn, sql);
 	int rc = 0;
 	if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK)
-		rc = pg_fail(s, res, err, sql);
+		rc = pg_fail(s, res, err, what);
 	PQclear(res);
 	return rc;
+}
+
+/* Run a short statement, named by itself in a failure's message. */
+static int pq_exec(struct pg *s, const char *sql, struct sid_error *err)
+{
+	return pq_exec_what(s, sql, sql, err);
 }
 
 static void rollback(struct pg *s)
@@ -1590,13 +1597,19 @@ static int migrate_body(struct pg *s, struct sid_error *err)
 				     "registry %s: schema version %d; this build knows 1..%d",
 				     s->base.label, version, SCHEMA_VERSION);
 	for (; version < SCHEMA_VERSION; version++) {
-		char sql[96];
-		rc = pq_exec(s, migrations[version], err);
+		/* named, not quoted: the SQL would crowd the reason (a missing
+		 * CREATE privilege) out of the message */
+		char sql[96], what[64];
+		snprintf(what, sizeof(what), "create the schema (version %d)", version + 1);
+		if (version)
+			snprintf(what, sizeof(what), "migrate the schema from version %d to %d",
+				 version, version + 1);
+		rc = pq_exec_what(s, migrations[version], what, err);
 		snprintf(sql, sizeof(sql),
 			 "UPDATE semid_meta SET value = '%d' WHERE key = 'schema_version'",
 			 version + 1);
 		if (!rc)
-			rc = pq_exec(s, sql, err);
+			rc = pq_exec_what(s, sql, what, err);
 		if (rc)
 			return rc;
 	}

@@ -15,8 +15,8 @@
  * newer schema, a read-only file and directory, a held write lock and a
  * held read transaction (commits do not wait for it), and the file deleted,
  * moved or replaced under open handles; on PostgreSQL a server that stops
- * and comes back, and a newer schema met on a lazy first connection and on
- * a reconnect.
+ * and comes back, a newer schema met on a lazy first connection and on a
+ * reconnect, and a role that may not create the schema.
  */
 #include <check.h>
 #include "check_main.h"
@@ -2036,6 +2036,30 @@ START_TEST(t_pg_schema_ahead)
 }
 END_TEST
 
+/* A role that may not create the schema: the message gives PostgreSQL's
+ * reason (it used to quote the whole CREATE statement, cut off before it). */
+START_TEST(t_pg_no_privilege)
+{
+	struct sid_registry *r = NULL;
+	struct sid_error err;
+	char role[64], sql[128], weak[700];
+	int rc;
+
+	NEED_STORE();
+	snprintf(role, sizeof(role), "semid_weak_%d", (int)getpid());
+	snprintf(sql, sizeof(sql), "CREATE ROLE %s LOGIN", role);
+	pg_sql(pg.admin, sql);
+	snprintf(weak, sizeof(weak), "%s user=%s", target, role);
+	rc = sid_registry_open(weak, 0, &r, &err);
+	snprintf(sql, sizeof(sql), "DROP ROLE %s", role);
+	pg_sql(pg.admin, sql);
+	ck_assert_int_eq(rc, SID_EIO);
+	ck_assert_msg(strstr(err.msg, role) && strstr(err.msg, "create the schema") &&
+			  strstr(err.msg, "permission denied"),
+		      "%s", err.msg);
+}
+END_TEST
+
 static void add_behaviour(TCase *tc)
 {
 	tcase_add_test(tc, t_assign_suffixes);
@@ -2086,6 +2110,7 @@ static Suite *registry_suite(void)
 	add_behaviour(tc);
 	tcase_add_test(tc, t_pg_unavailable);
 	tcase_add_test(tc, t_pg_schema_ahead);
+	tcase_add_test(tc, t_pg_no_privilege);
 	suite_add_tcase(s, tc);
 	return s;
 }
