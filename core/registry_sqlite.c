@@ -384,7 +384,7 @@ static int levels_ensure(struct sq *s, int kind, int L, struct sid_error *err)
 	sqlite3_bind_text(st, 1, sid_tower_name(kind), -1, SQLITE_STATIC);
 	sqlite3_bind_int(st, 2, L);
 	rc = run(s, st, err, "write levels");
-	/* cached only after commit: a rollback would undo it */
+	/* not cached here: levels_get reads it back (a rollback clears the cache) */
 	return rc;
 }
 
@@ -673,11 +673,11 @@ static void sq_assign(struct sid_registry *r, struct sid__reg_req *const *q, siz
 		if ((rc = exec(s, "RELEASE call", &gerr, "savepoint")))
 			goto fail;
 	}
+	/* the levels read or set inside the transaction are cached by
+	 * levels_get (a call answered as known never checked its own L, so L
+	 * is not taken from the calls) */
 	if ((rc = run(s, stmt(s, S_COMMIT), &gerr, "commit")))
 		goto fail;
-	for (size_t i = 0; i < nq; i++)
-		if (q[i]->rc == 1)
-			s->levels[q[i]->kind] = q[i]->L;
 	if (file_check(s, &gerr)) { /* committed to a file no longer there: not durable */
 		fail_all(q, nq, &gerr);
 		return;

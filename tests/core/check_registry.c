@@ -649,6 +649,40 @@ START_TEST(t_group)
 }
 END_TEST
 
+/* A group met across a model swap to another level count: the second call's
+ * id is created by the first, so it is answered as known without a level
+ * check.  The handle once cached the levels of every call it committed,
+ * this one's 2 among them, and then stored 2-level codes in a 3-level
+ * store.  The levels stay the store's: 3. */
+START_TEST(t_group_levels_known)
+{
+	struct sid_registry *r;
+	struct sid_reg_entry oa[1], ob[1], e;
+	int32_t c3[3] = {4, 4, 4}, c2[2] = {4, 4};
+	struct sid_reg_item ia[1] = {{"x", c3, NULL}}, ib[1] = {{"x", c2, NULL}};
+	struct sid_reg_item iy = {"y", c2, NULL};
+	struct sid_reg_call calls[2] = {
+	    {SID_TOWER_ITEM, ia, 1, 3, 0, "old", 0, oa, 0, {0}},
+	    {SID_TOWER_ITEM, ib, 1, 2, 0, "new", 0, ob, 0, {0}},
+	};
+	struct sid_error err;
+	int L;
+
+	NEED_STORE();
+	r = reg_open();
+	ck_assert_int_eq(sid_registry_assign_calls(r, calls, 2), 0);
+	ck_assert_int_eq(oa[0].created, 1);
+	ck_assert_int_eq(ob[0].created, 0);
+	ck_assert_int_eq(ob[0].L, 3);
+	ck_assert_int_eq(sid_registry_levels(r, SID_TOWER_ITEM, &L, &err), 0);
+	ck_assert_int_eq(L, 3);
+	ck_assert_int_eq(sid_registry_assign(r, SID_TOWER_ITEM, &iy, 1, 2, 0, "new", 0, &e, &err),
+			 SID_EINVAL);
+	ck_assert_msg(strstr(err.msg, "2 levels") && strstr(err.msg, "have 3"), "%s", err.msg);
+	sid_registry_close(r);
+}
+END_TEST
+
 /* One call with 12000 new ids: more locks than PostgreSQL's lock table holds
  * if taken one per key, and many pipeline chunks. */
 START_TEST(t_big_batch)
@@ -2067,6 +2101,7 @@ static void add_behaviour(TCase *tc)
 	tcase_add_test(tc, t_lookups);
 	tcase_add_test(tc, t_bad_input);
 	tcase_add_test(tc, t_group);
+	tcase_add_test(tc, t_group_levels_known);
 	tcase_add_test(tc, t_big_batch);
 	tcase_add_test(tc, t_list_paging);
 	tcase_add_test(tc, t_stats);
