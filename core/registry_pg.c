@@ -272,8 +272,11 @@ static int pq_exec(struct pg *s, const char *sql, struct sid_error *err)
 	return pq_exec_what(s, sql, sql, err);
 }
 
+/* Undo the transaction, and forget the levels it may have cached: a
+ * levels row it wrote is gone with it (a retry must write it again). */
 static void rollback(struct pg *s)
 {
+	memset(s->levels, 0, sizeof(s->levels));
 	if (s->conn && PQtransactionStatus(s->conn) != PQTRANS_IDLE) {
 		PGresult *res = PQexec(s->conn, "ROLLBACK");
 		PQclear(res);
@@ -374,8 +377,7 @@ static int levels_get(struct pg *s, int kind, int *L, struct sid_error *err)
 }
 
 /* Set @kind's levels to @L unless set; 0 when they equal @L, 2 when they
- * differ, else an error.  The value is cached; callers clear the cache when
- * their transaction rolls back. */
+ * differ, else an error.  The value is cached; rollback() clears the cache. */
 static int levels_ensure(struct pg *s, int kind, int L, struct sid_error *err)
 {
 	struct params p = {0};
@@ -1188,8 +1190,6 @@ static void pg_assign(struct sid_registry *r, struct sid__reg_req *const *q, siz
 	}
 	if (!rc && writers)
 		rc = with_retries(s, 1, group_body, &g, &gerr);
-	if (rc) /* a rolled-back first assignment may have cached its levels */
-		memset(s->levels, 0, sizeof(s->levels));
 	for (size_t i = 0; i < nq; i++) {
 		if (g.pending && g.pending[i] == 2)
 			continue; /* answered without a write */
@@ -1533,10 +1533,7 @@ static int pg_import(struct sid_registry *r, const struct sid_reg_entry *e, cons
 {
 	struct import_ctx c = {e, emb, n, status, existing};
 	struct pg *s = (struct pg *)r;
-	int rc = with_retries(s, 1, import_body, &c, err);
-	if (rc)
-		memset(s->levels, 0, sizeof(s->levels));
-	return rc;
+	return with_retries(s, 1, import_body, &c, err);
 }
 
 static void pg_close(struct sid_registry *r)

@@ -16,7 +16,8 @@
  * held read transaction (commits do not wait for it), and the file deleted,
  * moved or replaced under open handles; on PostgreSQL a server that stops
  * and comes back, a newer schema met on a lazy first connection and on a
- * reconnect, and a role that may not create the schema.
+ * reconnect, a role that may not create the schema, and a first
+ * transaction run again after a lost race (its levels are not kept).
  */
 #include <check.h>
 #include "check_main.h"
@@ -2094,6 +2095,79 @@ START_TEST(t_pg_no_privilege)
 }
 END_TEST
 
+struct retry_arg {
+	struct sid_registry *r;
+	int rc;
+	struct sid_reg_entry e;
+	struct sid_error err;
+};
+
+static void *assign_x(void *p)
+{
+	struct retry_arg *a = p;
+	int32_t c[3] = {1, 1, 1};
+	struct sid_reg_item it = {"x", c, NULL};
+	a->rc = sid_registry_assign(a->r, SID_TOWER_ITEM, &it, 1, 3, 0, "v", 0, &a->e, &a->err);
+	return NULL;
+}
+
+/* The first assignment of a kind stores its levels; when that transaction
+ * is rolled back and run again (here: a writer that takes no advisory locks
+ * inserts the same id first), the levels it had cached went with the
+ * rollback.  They used to stay cached, so the retry stored nothing, the
+ * store had no levels, and a model with other levels could add ids. */
+START_TEST(t_pg_retry_forgets_levels)
+{
+	struct sid_registry *r;
+	struct retry_arg a = {0};
+	struct sid_error err;
+	PGconn *raw;
+	PGresult *res;
+	pthread_t th;
+	int waiting = 0, L = -1;
+
+	NEED_STORE();
+	r = reg_open();
+	raw = PQconnectdb(target);
+	ck_assert_int_eq(PQstatus(raw), CONNECTION_OK);
+	res = PQexec(raw, "BEGIN; INSERT INTO semid_assignment (kind, id, codes, suffix,"
+			  " model_version, created_ms, updated_ms) VALUES (0, 'x',"
+			  " '\\x000000010000000100000001'::bytea, 0, 'raw', 0, 0)");
+	ck_assert_msg(PQresultStatus(res) == PGRES_COMMAND_OK, "%s", PQerrorMessage(raw));
+	PQclear(res);
+	a.r = r;
+	ck_assert_int_eq(pthread_create(&th, NULL, assign_x, &a), 0);
+	/* until the assign waits for the raw row (its levels already written) */
+	for (int k = 0; k < 3000 && !waiting; k++) {
+		PGconn *c = PQconnectdb(target);
+		res = PQexec(c, "SELECT count(*) FROM pg_stat_activity WHERE datname ="
+				" current_database() AND wait_event_type = 'Lock'");
+		waiting = PQresultStatus(res) == PGRES_TUPLES_OK && atoi(PQgetvalue(res, 0, 0)) > 0;
+		PQclear(res);
+		PQfinish(c);
+		if (!waiting)
+			usleep(10000);
+	}
+	res = PQexec(raw, "COMMIT");
+	PQclear(res);
+	PQfinish(raw);
+	pthread_join(th, NULL);
+	ck_assert_msg(waiting, "the assign never waited for the raw insert");
+	ck_assert_msg(a.rc == 0, "%s", a.err.msg);
+	ck_assert_int_eq(a.e.created, 0); /* the retry found it */
+	/* what the handle believes is what the store holds */
+	ck_assert_int_eq(sid_registry_levels(r, SID_TOWER_ITEM, &L, &err), 0);
+	sid_registry_close(r);
+	{
+		struct sid_registry *fresh = reg_open();
+		int L2 = -1;
+		ck_assert_int_eq(sid_registry_levels(fresh, SID_TOWER_ITEM, &L2, &err), 0);
+		ck_assert_int_eq(L, L2);
+		sid_registry_close(fresh);
+	}
+}
+END_TEST
+
 static void add_behaviour(TCase *tc)
 {
 	tcase_add_test(tc, t_assign_suffixes);
@@ -2146,6 +2220,7 @@ static Suite *registry_suite(void)
 	tcase_add_test(tc, t_pg_unavailable);
 	tcase_add_test(tc, t_pg_schema_ahead);
 	tcase_add_test(tc, t_pg_no_privilege);
+	tcase_add_test(tc, t_pg_retry_forgets_levels);
 	suite_add_tcase(s, tc);
 	return s;
 }
