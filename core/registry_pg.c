@@ -272,11 +272,12 @@ static int pq_exec(struct pg *s, const char *sql, struct sid_error *err)
 	return pq_exec_what(s, sql, sql, err);
 }
 
-/* Undo the transaction, and forget the levels it may have cached: a
- * levels row it wrote is gone with it (a retry must write it again). */
+/* Undo the transaction, and forget what it may have cached: the levels and
+ * gaps flags it wrote are gone with it (a retry must write them again). */
 static void rollback(struct pg *s)
 {
 	memset(s->levels, 0, sizeof(s->levels));
+	memset(s->gaps, 0, sizeof(s->gaps));
 	if (s->conn && PQtransactionStatus(s->conn) != PQTRANS_IDLE) {
 		PGresult *res = PQexec(s->conn, "ROLLBACK");
 		PQclear(res);
@@ -439,7 +440,7 @@ static int gaps_mark(struct pg *s, int kind, struct sid_error *err)
 	if ((rc = pq_run(s, P_META_SET, &p, &res, err)))
 		return rc;
 	PQclear(res);
-	s->gaps[kind] = 1; /* kept even if the transaction rolls back: harmless */
+	s->gaps[kind] = 1; /* rollback() forgets it */
 	return 0;
 }
 

@@ -277,8 +277,12 @@ static int exec(struct sq *s, const char *sql, struct sid_error *err, const char
 	return rc == SQLITE_OK ? 0 : sq_fail(s, rc, err, what);
 }
 
+/* Undo the transaction, and forget what it may have cached: the levels and
+ * gaps flags it wrote are gone with it (the next one must write them). */
 static void rollback(struct sq *s)
 {
+	memset(s->levels, 0, sizeof(s->levels));
+	memset(s->gaps, 0, sizeof(s->gaps));
 	if (!sqlite3_get_autocommit(s->db))
 		run(s, stmt(s, S_ROLLBACK), NULL, "rollback");
 }
@@ -425,7 +429,7 @@ static int gaps_mark(struct sq *s, int kind, struct sid_error *err)
 		return 0;
 	st = stmt(s, S_GAPS_SET);
 	sqlite3_bind_text(st, 1, sid_tower_name(kind), -1, SQLITE_STATIC);
-	s->gaps[kind] = 1; /* kept even if this transaction rolls back: harmless */
+	s->gaps[kind] = 1; /* rollback() forgets it */
 	return run(s, st, err, "write gaps flag");
 }
 
@@ -688,7 +692,6 @@ static void sq_assign(struct sid_registry *r, struct sid__reg_req *const *q, siz
 	return;
 fail:
 	rollback(s);
-	memset(s->levels, 0, sizeof(s->levels));
 	fail_all(q, nq, &gerr);
 }
 
@@ -956,7 +959,7 @@ static int sq_import(struct sid_registry *r, const struct sid_reg_entry *e, cons
 		     size_t n, int *status, struct sid_reg_entry *existing, struct sid_error *err)
 {
 	struct sq *s = (struct sq *)r;
-	int rc, touched[SID_TOWER_COUNT] = {0};
+	int rc;
 
 	if ((rc = file_check(s, err)) || (rc = run(s, stmt(s, S_BEGIN), err, "begin")))
 		return rc;
@@ -969,13 +972,13 @@ static int sq_import(struct sid_registry *r, const struct sid_reg_entry *e, cons
 			rc = diff;
 			goto fail;
 		}
-		touched[e[i].kind] = 1;
 		if (diff) {
 			status[i] = SID__REG_IMPORT_CONFLICT_LEVELS;
 			continue;
 		}
 		if (!s->levels[e[i].kind])
-			s->levels[e[i].kind] = e[i].L; /* set in this transaction */
+			s->levels[e[i].kind] = e[i].L; /* set in this transaction (rollback()
+							* forgets it) */
 		found = get_row(s, e[i].kind, e[i].id, &existing[i], NULL, err);
 		if (found < 0) {
 			rc = found;
@@ -1017,9 +1020,6 @@ static int sq_import(struct sid_registry *r, const struct sid_reg_entry *e, cons
 		return file_check(s, err);
 fail:
 	rollback(s);
-	for (int k = 0; k < SID_TOWER_COUNT; k++)
-		if (touched[k])
-			s->levels[k] = 0;
 	return rc;
 }
 
