@@ -14,6 +14,7 @@
  */
 #include "registry.h"
 
+#include <errno.h>
 #include <limits.h>
 #include <pthread.h>
 #include <sqlite3.h>
@@ -109,9 +110,13 @@ struct sq {
 	/* read-only fallback (reopen_immutable): when to try a normal open again */
 	int immutable;
 	int64_t reopen_ms;
-	/* the file opened (file_check): the path must still name it */
-	dev_t dev;
-	ino_t ino;
+	/* the file opened (file_check): the path must still name it, and (on a
+	 * handle that writes) "<path>-wal" the WAL it writes to */
+	dev_t dev, wal_dev;
+	ino_t ino, wal_ino;
+	int readonly, wal_known;
+	int wal_lost; /* the WAL was found gone: wal_err says so */
+	struct sid_error wal_err;
 };
 
 static int file_check(struct sq *s, struct sid_error *err);
@@ -763,25 +768,82 @@ static void leave_immutable(struct sq *s)
  * files beside it may still be the old file's (held open here), and SQLite
  * would apply them to the new one; reopening the store (restarting the
  * server) uses the new file.
+ *
+ * The same holds for the WAL a writing handle commits to: deleted (a
+ * cleanup of "stale" side files), it still takes commits, and every commit
+ * not yet checkpointed is gone at the next start - all of them if the
+ * process dies.  Found gone, it is checkpointed into the file at once (the
+ * connection still reads it), and the handle writes no more: a new WAL
+ * needs every connection to the file reopened.
  */
+static int wal_check(struct sq *s, struct sid_error *err)
+{
+	char wal[PATH_MAX + 8];
+	struct stat st;
+	int rc, log = 0, done = 0;
+
+	if (s->readonly || !s->db)
+		return 0;
+	if (s->wal_lost) {
+		if (err)
+			*err = s->wal_err;
+		return SID_EUNAVAIL;
+	}
+	snprintf(wal, sizeof(wal), "%s-wal", s->base.label);
+	if (stat(wal, &st) == 0 &&
+	    (!s->wal_known || (st.st_dev == s->wal_dev && st.st_ino == s->wal_ino))) {
+		s->wal_dev = st.st_dev;
+		s->wal_ino = st.st_ino;
+		s->wal_known = 1;
+		return 0;
+	}
+	if (!s->wal_known) /* none yet: SQLite makes it at the first write */
+		return 0;
+	rc = sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_FULL, &log, &done);
+	if (rc == SQLITE_OK && done == log)
+		sid_error_set(&s->wal_err, SID_EUNAVAIL,
+			      "registry %s: %s was deleted or replaced while in use; its commits "
+			      "were copied into the file, and nothing more is written: reopen "
+			      "the store (restart semid-server) to go on",
+			      s->base.label, wal);
+	else
+		sid_error_set(&s->wal_err, SID_EUNAVAIL,
+			      "registry %s: %s was deleted or replaced while in use, and its "
+			      "commits could not all be copied into the file (%s): stop "
+			      "semid-server cleanly (closing copies them) before anything else "
+			      "opens the store",
+			      s->base.label, wal,
+			      rc == SQLITE_OK ? "readers held them" : sqlite3_errmsg(s->db));
+	s->wal_lost = 1;
+	if (err)
+		*err = s->wal_err;
+	return SID_EUNAVAIL;
+}
+
 static int file_check(struct sq *s, struct sid_error *err)
 {
 	struct stat st;
 
 	leave_immutable(s);
-	if (stat(s->base.label, &st) == 0 && st.st_dev == s->dev && st.st_ino == s->ino)
-		return 0;
-	if (access(s->base.label, F_OK))
+	if (stat(s->base.label, &st) == 0) {
+		if (st.st_dev == s->dev && st.st_ino == s->ino)
+			return wal_check(s, err);
+		return sid_error_set(
+		    err, SID_EUNAVAIL,
+		    "registry %s: the file was replaced by another file while in "
+		    "use; nothing more is written to the old one: reopen the store "
+		    "(restart semid-server) to use the new file",
+		    s->base.label);
+	}
+	if (errno == ENOENT || errno == ENOTDIR)
 		return sid_error_set(err, SID_EUNAVAIL,
 				     "registry %s: the file was deleted or moved away while in "
 				     "use; nothing more is written to the old file (those commits "
 				     "would be lost at the next start): put it back at %s",
 				     s->base.label, s->base.label);
 	return sid_error_set(err, SID_EUNAVAIL,
-			     "registry %s: the file was replaced by another file while in use; "
-			     "nothing more is written to the old one: reopen the store (restart "
-			     "semid-server) to use the new file",
-			     s->base.label);
+			     "registry %s: cannot check that the file is still there: %s",
+			     s->base.label, strerror(errno));
 }
 
 static int sq_get(struct sid_registry *r, int kind, const char *id, struct sid_reg_entry *out,
@@ -1291,6 +1353,7 @@ int sid__reg_sqlite_open(const char *path, unsigned flags, struct sid_registry *
 		s->dev = fst.st_dev;
 		s->ino = fst.st_ino;
 	}
+	s->readonly = readonly;
 	rc = prepare_all(s->db, s->st);
 	if (rc) {
 		rc = sq_fail(s, rc, err, "prepare");

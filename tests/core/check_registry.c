@@ -13,8 +13,8 @@
  * several processes assigning colliding codes at once, a child killed with
  * SIGKILL mid-stream, and on SQLite a corrupt file, a foreign database, a
  * newer schema, a read-only file and directory, a held write lock and a
- * held read transaction (commits do not wait for it), and the file deleted,
- * moved or replaced under open handles; on PostgreSQL a server that stops
+ * held read transaction (commits do not wait for it), the file deleted,
+ * moved or replaced under open handles, and its -wal deleted; on PostgreSQL a server that stops
  * and comes back, a newer schema met on a lazy first connection and on a
  * reconnect, a role that may not create the schema, and a first
  * transaction run again after a lost race (its levels are not kept).
@@ -1876,6 +1876,55 @@ START_TEST(t_sqlite_file_replaced)
 }
 END_TEST
 
+/* The -wal deleted under a writing handle (a cleanup of side files): the
+ * connection would go on committing to it, and everything not yet
+ * checkpointed would be gone at the next start, all of it if the process
+ * died.  The commits it holds are copied into the file at once and the
+ * handle writes no more; a process that dies then loses nothing. */
+START_TEST(t_sqlite_wal_deleted)
+{
+	struct sid_reg_entry e;
+	struct sid_registry *r;
+	int status;
+	pid_t pid = fork();
+
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		struct sid_error err;
+		int32_t c[3] = {1, 1, 1};
+		struct sid_reg_item it = {"b", c, NULL};
+		char wal[700];
+		if (sid_registry_open(target, 0, &r, &err) ||
+		    sid_registry_assign(r, SID_TOWER_ITEM, &it, 1, 3, 0, "v", 0, &e, &err))
+			_exit(1);
+		it.id = "a";
+		if (sid_registry_assign(r, SID_TOWER_ITEM, &it, 1, 3, 0, "v", 0, &e, &err))
+			_exit(2);
+		snprintf(wal, sizeof(wal), "%s-wal", target);
+		if (unlink(wal))
+			_exit(3);
+		it.id = "c";
+		if (sid_registry_assign(r, SID_TOWER_ITEM, &it, 1, 3, 0, "v", 0, &e, &err) !=
+		    SID_EUNAVAIL)
+			_exit(4);
+		if (!strstr(err.msg, wal) || !strstr(err.msg, "copied into the file"))
+			_exit(5);
+		it.id = "a"; /* known ids are still answered from reads */
+		if (sid_registry_assign(r, SID_TOWER_ITEM, &it, 1, 3, 0, "v", 0, &e, &err) !=
+		    SID_EUNAVAIL)
+			_exit(6);
+		_exit(0); /* dies without closing */
+	}
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child: %d", status);
+	r = reg_open();
+	ck_assert_int_eq(sid_registry_get(r, SID_TOWER_ITEM, "a", &e, NULL), 0);
+	ck_assert_int_eq(e.suffix, 1);
+	ck_assert_int_eq(sid_registry_get(r, SID_TOWER_ITEM, "c", &e, NULL), SID_ENOTFOUND);
+	sid_registry_close(r);
+}
+END_TEST
+
 /* A steady stream of group-committed writes (two writers on one handle, a
  * reader on another, as in the server) must not grow the WAL without bound:
  * it is checkpointed and restarted before it passes SID_REG_SQLITE_WAL_PAGES
@@ -2259,6 +2308,7 @@ static Suite *registry_suite(void)
 	tcase_add_test(tc, t_sqlite_immutable_recovers);
 	tcase_add_test(tc, t_sqlite_locked);
 	tcase_add_test(tc, t_sqlite_file_replaced);
+	tcase_add_test(tc, t_sqlite_wal_deleted);
 	tcase_add_test(tc, t_sqlite_wal_bounded);
 	tcase_add_test(tc, t_sqlite_wal_reader_held);
 	suite_add_tcase(s, tc);
