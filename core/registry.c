@@ -25,6 +25,16 @@
 
 /* ---- ids, sids, prefixes ---- */
 
+/* How much of @s to quote in a message: at most @max bytes, cut before a
+ * UTF-8 sequence rather than through it (for "%.*s"). */
+static int utf8_cut(const char *s, int max)
+{
+	size_t n = strnlen(s, (size_t)max);
+	while (n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80)
+		n--;
+	return (int)n;
+}
+
 int sid_reg_id_check(const char *id, struct sid_error *err)
 {
 	const unsigned char *s = (const unsigned char *)id;
@@ -35,16 +45,16 @@ int sid_reg_id_check(const char *id, struct sid_error *err)
 	len = strlen(id);
 	if (len > SID_REG_ID_MAX)
 		return sid_error_set(err, SID_EINVAL,
-				     "id \"%.40s...\" is %zu bytes, the limit is %d", id, len,
-				     SID_REG_ID_MAX);
+				     "id \"%.*s...\" is %zu bytes, the limit is %d",
+				     utf8_cut(id, 40), id, len, SID_REG_ID_MAX);
 	while (i < len) {
 		unsigned c = s[i];
 		int n;
 		uint32_t cp;
 		if (c < 0x20 || c == 0x7f)
 			return sid_error_set(err, SID_EINVAL,
-					     "id \"%.64s\": control character 0x%02x at byte %zu",
-					     id, c, i);
+					     "id \"%.*s\": control character 0x%02x at byte %zu",
+					     utf8_cut(id, 64), id, c, i);
 		if (c < 0x80) {
 			i++;
 			continue;
@@ -80,13 +90,13 @@ static int version_check(const char *v, struct sid_error *err)
 		return sid_error_set(err, SID_EINVAL, "model_version is missing");
 	if (strlen(v) > SID_REG_VERSION_MAX)
 		return sid_error_set(err, SID_EINVAL,
-				     "model_version \"%.40s...\" is longer than %d bytes", v,
-				     SID_REG_VERSION_MAX);
+				     "model_version \"%.*s...\" is longer than %d bytes",
+				     utf8_cut(v, 40), v, SID_REG_VERSION_MAX);
 	for (const unsigned char *p = (const unsigned char *)v; *p; p++)
 		if (*p < 0x20 || *p == 0x7f)
 			return sid_error_set(err, SID_EINVAL,
-					     "model_version \"%.64s\": control character 0x%02x", v,
-					     *p);
+					     "model_version \"%.*s\": control character 0x%02x",
+					     utf8_cut(v, 64), v, *p);
 	return 0;
 }
 
@@ -107,44 +117,44 @@ static int fields_parse(const char *s, const char *what, int max, int64_t *val, 
 		int64_t v = 0;
 		if (k == max)
 			return sid_error_set(err, SID_EINVAL,
-					     "%s \"%.64s\" has too many fields (at most %d)", what,
-					     s, max);
+					     "%s \"%.*s\" has too many fields (at most %d)", what,
+					     utf8_cut(s, 64), s, max);
 		while (*p >= '0' && *p <= '9') {
 			int d = *p - '0';
 			if (v > (INT64_MAX - d) / 10)
 				return sid_error_set(err, SID_EINVAL,
-						     "%s \"%.64s\": field %d overflows", what, s,
-						     k + 1);
+						     "%s \"%.*s\": field %d overflows", what,
+						     utf8_cut(s, 64), s, k + 1);
 			v = v * 10 + d;
 			p++;
 		}
 		if (p == start) {
 			if (*p == '-' || *p == '\0')
 				return sid_error_set(err, SID_EINVAL,
-						     "%s \"%.64s\": field %d is empty (fields are "
+						     "%s \"%.*s\": field %d is empty (fields are "
 						     "non-negative integers joined by '-')",
-						     what, s, k + 1);
+						     what, utf8_cut(s, 64), s, k + 1);
 			return sid_error_set(err, SID_EINVAL,
-					     "%s \"%.64s\": field %d is not a non-negative decimal "
+					     "%s \"%.*s\": field %d is not a non-negative decimal "
 					     "integer",
-					     what, s, k + 1);
+					     what, utf8_cut(s, 64), s, k + 1);
 		}
 		if (*p != '-' && *p != '\0')
 			return sid_error_set(err, SID_EINVAL,
-					     "%s \"%.64s\": field %d is not a non-negative decimal "
+					     "%s \"%.*s\": field %d is not a non-negative decimal "
 					     "integer",
-					     what, s, k + 1);
+					     what, utf8_cut(s, 64), s, k + 1);
 		if (p - start > 1 && *start == '0')
 			return sid_error_set(err, SID_EINVAL,
-					     "%s \"%.64s\": field %d has a leading zero", what, s,
-					     k + 1);
+					     "%s \"%.*s\": field %d has a leading zero", what,
+					     utf8_cut(s, 64), s, k + 1);
 		val[k++] = v;
 		if (*p == '\0')
 			break;
 		p++;
 		if (*p == '\0')
-			return sid_error_set(err, SID_EINVAL, "%s \"%.64s\": ends with '-'", what,
-					     s);
+			return sid_error_set(err, SID_EINVAL, "%s \"%.*s\": ends with '-'", what,
+					     utf8_cut(s, 64), s);
 	}
 	*n = k;
 	return 0;
@@ -156,9 +166,9 @@ static int codes_from_fields(const char *s, const char *what, const int64_t *val
 	for (int l = 0; l < n; l++) {
 		if (val[l] >= SID_MAX_CODEBOOK)
 			return sid_error_set(err, SID_EINVAL,
-					     "%s \"%.64s\": code %" PRId64
+					     "%s \"%.*s\": code %" PRId64
 					     " at level %d is out of range (codes are below %d)",
-					     what, s, val[l], l, SID_MAX_CODEBOOK);
+					     what, utf8_cut(s, 64), s, val[l], l, SID_MAX_CODEBOOK);
 		codes[l] = (int32_t)val[l];
 	}
 	return 0;
@@ -174,7 +184,8 @@ int sid_reg_sid_parse(const char *s, int32_t *codes, int *L, int64_t *suffix, st
 		return rc;
 	if (n < 2)
 		return sid_error_set(err, SID_EINVAL,
-				     "sid \"%.64s\" needs at least one code and a suffix", s);
+				     "sid \"%.*s\" needs at least one code and a suffix",
+				     utf8_cut(s, 64), s);
 	rc = codes_from_fields(s, "sid", val, n - 1, codes, err);
 	if (rc)
 		return rc;
@@ -415,9 +426,10 @@ static int assign_check(int kind, const struct sid_reg_item *items, size_t n, in
 		for (int l = 0; l < L; l++)
 			if (items[i].codes[l] < 0 || items[i].codes[l] >= SID_MAX_CODEBOOK)
 				return sid_error_set_at(err, SID_EINVAL, (long)i,
-							"input %zu (id \"%.64s\"): code %" PRId32
+							"input %zu (id \"%.*s\"): code %" PRId32
 							" at level %d out of range",
-							i, items[i].id, items[i].codes[l], l);
+							i, utf8_cut(items[i].id, 64), items[i].id,
+							items[i].codes[l], l);
 		if (items[i].emb)
 			*any_emb = 1;
 	}
@@ -467,8 +479,9 @@ static int assign_known_only(struct sid_registry *r, struct sid_reg_call *c)
 		if (rc == SID_ENOTFOUND)
 			rc = sid_error_set_at(&c->err, SID_EUNAVAIL, (long)i,
 					      "registry %s: opened read-only, and input %zu (id "
-					      "%.64s) is not assigned yet",
-					      r->label, i, c->items[i].id);
+					      "%.*s) is not assigned yet",
+					      r->label, i, utf8_cut(c->items[i].id, 64),
+					      c->items[i].id);
 		if (rc) {
 			pthread_mutex_unlock(&r->lock);
 			return rc;
@@ -1066,7 +1079,8 @@ static int line_parse_fields(const char *kind, const char *id, const char *sid, 
 	memset(e, 0, sizeof(*e));
 	*emb = NULL;
 	if (k < 0)
-		return sid_error_set(err, SID_EFORMAT, "kind \"%.32s\" is not item or user", kind);
+		return sid_error_set(err, SID_EFORMAT, "kind \"%.*s\" is not item or user",
+				     utf8_cut(kind, 32), kind);
 	e->kind = k;
 	rc = sid_reg_id_check(id, err);
 	if (!rc)
@@ -1081,9 +1095,9 @@ static int line_parse_fields(const char *kind, const char *id, const char *sid, 
 	strcpy(e->id, id);
 	strcpy(e->model_version, version);
 	if (time_parse(ct, &e->created_ms) || time_parse(ut, &e->updated_ms))
-		return sid_error_set(
-		    err, SID_EFORMAT,
-		    "bad time \"%.32s\" / \"%.32s\" (want 2026-01-31T12:00:00.000Z)", ct, ut);
+		return sid_error_set(err, SID_EFORMAT,
+				     "bad time \"%.*s\" / \"%.*s\" (want 2026-01-31T12:00:00.000Z)",
+				     utf8_cut(ct, 32), ct, utf8_cut(ut, 32), ut);
 	if (b64 && *b64 && b64_floats(b64, strlen(b64), emb, &e->D))
 		return sid_error_set(err, SID_EFORMAT,
 				     "embedding_b64 is not base64 of finite little-endian float32");

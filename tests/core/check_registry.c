@@ -303,6 +303,14 @@ START_TEST(t_sid_parse)
 }
 END_TEST
 
+/* @s is valid UTF-8 (jansson refuses anything else). */
+static int utf8_valid(const char *s)
+{
+	json_t *j = json_string(s);
+	json_decref(j);
+	return j != NULL;
+}
+
 START_TEST(t_id_check)
 {
 	struct sid_error err;
@@ -327,6 +335,29 @@ START_TEST(t_id_check)
 	big[SID_REG_ID_MAX + 1] = '\0';
 	ck_assert_int_eq(sid_reg_id_check(big, &err), SID_EINVAL);
 	ck_assert_ptr_nonnull(strstr(err.msg, "257 bytes"));
+	/* multibyte ids at the limit: 64 four-byte characters fit, one more
+	 * byte does not; messages quote a prefix of whole characters (they used
+	 * to cut one in two, and a JSON error body or a terminal got a broken
+	 * sequence) */
+	{
+		char emoji[4 * 64 + 2] = "", euro[3 * 30 + 2] = "", over[4 * 64 + 2] = "a";
+		int32_t codes[SID_MAX_LEVELS];
+		int L;
+		int64_t sfx;
+		for (int k = 0; k < 64; k++)
+			strcat(emoji, "\xf0\x9f\x98\x80");
+		ck_assert_int_eq(sid_reg_id_check(emoji, &err), 0);
+		strcat(over, emoji);
+		ck_assert_int_eq(sid_reg_id_check(over, &err), SID_EINVAL);
+		ck_assert_msg(strstr(err.msg, "257 bytes") && utf8_valid(err.msg), "%s", err.msg);
+		for (int k = 0; k < 30; k++)
+			strcat(euro, "\xe2\x82\xac");
+		strcat(euro, "\x01");
+		ck_assert_int_eq(sid_reg_id_check(euro, &err), SID_EINVAL);
+		ck_assert_msg(utf8_valid(err.msg), "%s", err.msg);
+		ck_assert_int_eq(sid_reg_sid_parse(euro, codes, &L, &sfx, &err), SID_EINVAL);
+		ck_assert_msg(utf8_valid(err.msg), "%s", err.msg);
+	}
 }
 END_TEST
 
