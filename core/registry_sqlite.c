@@ -1345,9 +1345,12 @@ int sid__reg_sqlite_open(const char *path, unsigned flags, struct sid_registry *
 	{
 		struct stat fst;
 		if (stat(path, &fst)) {
-			rc = sid_error_set(err, SID_EUNAVAIL,
-					   "registry %s: the file went away while being opened",
-					   path);
+			/* gone meanwhile, or never a file (":memory:") */
+			rc =
+			    sid_error_set(err, SID_EUNAVAIL,
+					  "registry %s: cannot find the file just opened (%s); the "
+					  "registry must be a file on disk",
+					  path, strerror(errno));
 			goto fail;
 		}
 		s->dev = fst.st_dev;
