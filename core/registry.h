@@ -84,7 +84,9 @@
 
 /* sid_registry_open flags */
 #define SID_REG_READONLY                                                                           \
-	1u /* SQLite: open read-only, never create or migrate;                                     \
+	1u /* open read-only, never create or migrate (SQLite: the                                 \
+	    * file; PostgreSQL: the schema, and its sessions are                                   \
+	    * default_transaction_read_only);                                                      \
 	    * import fails with SID_EINVAL; an assign call whose ids                               \
 	    * are all known (no reassign) is answered from reads,                                  \
 	    * any other with SID_EUNAVAIL (it needs a write) */

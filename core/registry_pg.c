@@ -585,6 +585,10 @@ static int conn_ensure(struct pg *s, struct sid_error *err)
 	PQsetNoticeProcessor(s->conn, notice_ignore, NULL);
 	res = PQexec(s->conn, "SET client_min_messages = warning");
 	PQclear(res);
+	if (s->base.open_flags & SID_REG_READONLY) { /* PostgreSQL itself refuses writes */
+		res = PQexec(s->conn, "SET default_transaction_read_only = on");
+		PQclear(res);
+	}
 	/* Every new connection checks the schema: the database may have been
 	 * created, restored or migrated by a newer semid since the last one.
 	 * A connection whose check failed is dropped, so the next call checks
@@ -1594,6 +1598,19 @@ static int migrate_body(struct pg *s, struct sid_error *err)
 		return sid_error_set(err, SID_EFORMAT,
 				     "registry %s: schema version %d; this build knows 1..%d",
 				     s->base.label, version, SCHEMA_VERSION);
+	if (version < SCHEMA_VERSION && (s->base.open_flags & SID_REG_READONLY)) {
+		/* reading never creates or migrates (as with SQLite) */
+		if (!version)
+			return sid_error_set(err, SID_ENOTFOUND,
+					     "registry %s: this database holds no semid registry "
+					     "(nothing to read)",
+					     s->base.label);
+		return sid_error_set(err, SID_EFORMAT,
+				     "registry %s: schema version %d is older than this build's "
+				     "%d; open the store for writing once (semid-server, semid "
+				     "registry import) to migrate it",
+				     s->base.label, version, SCHEMA_VERSION);
+	}
 	for (; version < SCHEMA_VERSION; version++) {
 		/* named, not quoted: the SQL would crowd the reason (a missing
 		 * CREATE privilege) out of the message */
@@ -1652,6 +1669,7 @@ int sid__reg_pg_open(const char *conninfo, unsigned flags, struct sid_registry *
 	if (!s)
 		return sid_error_set(err, SID_ENOMEM, "registry: out of memory");
 	s->base.ops = &pg_ops;
+	s->base.open_flags = flags; /* conn_ensure reads SID_REG_READONLY */
 	s->conninfo = strdup(conninfo);
 	s->base.label = label_make(conninfo);
 	s->seed = (unsigned)getpid() ^ (unsigned)time(NULL);

@@ -2201,6 +2201,50 @@ START_TEST(t_pg_schema_ahead)
 }
 END_TEST
 
+/* "t" or "f": does the store's database have the registry's meta table? */
+static char pg_has_schema(void)
+{
+	PGconn *c = PQconnectdb(target);
+	PGresult *res = PQexec(c, "SELECT to_regclass('semid_meta') IS NOT NULL");
+	char v;
+	ck_assert_int_eq(PQresultStatus(res), PGRES_TUPLES_OK);
+	v = PQgetvalue(res, 0, 0)[0];
+	PQclear(res);
+	PQfinish(c);
+	return v;
+}
+
+/* A read-only handle (semid registry stats, export, get, list, diff) never
+ * creates the schema, as with SQLite; on a store that has one it reads, and
+ * anything that needs a write is refused. */
+START_TEST(t_pg_readonly_flag)
+{
+	struct sid_registry *r = NULL, *w;
+	struct sid_reg_entry e;
+	struct sid_error err;
+	int32_t c[3] = {4, 5, 6};
+	struct sid_reg_item it = {"new", c, NULL};
+
+	NEED_STORE();
+	ck_assert_int_eq(sid_registry_open(target, SID_REG_READONLY, &r, &err), SID_ENOTFOUND);
+	ck_assert_msg(strstr(err.msg, "no semid registry") && strstr(err.msg, "postgresql://"),
+		      "%s", err.msg);
+	ck_assert_int_eq(pg_has_schema(), 'f');
+	w = reg_open();
+	assign1(w, "a", 1, 2, 3, 0, &e);
+	sid_registry_close(w);
+	ck_assert_msg(sid_registry_open(target, SID_REG_READONLY, &r, &err) == 0, "%s", err.msg);
+	ck_assert_int_eq(sid_registry_get(r, SID_TOWER_ITEM, "a", &e, &err), 0);
+	ck_assert_int_eq(e.codes[2], 3);
+	ck_assert_int_eq(sid_registry_assign(r, SID_TOWER_ITEM, &it, 1, 3, 0, "v", 0, &e, &err),
+			 SID_EUNAVAIL);
+	sid_registry_close(r);
+	ck_assert_int_eq(sid_registry_get(w = reg_open(), SID_TOWER_ITEM, "new", &e, &err),
+			 SID_ENOTFOUND);
+	sid_registry_close(w);
+}
+END_TEST
+
 /* A role that may not create the schema: the message gives PostgreSQL's
  * reason (it used to quote the whole CREATE statement, cut off before it). */
 START_TEST(t_pg_no_privilege)
@@ -2351,6 +2395,7 @@ static Suite *registry_suite(void)
 	add_behaviour(tc);
 	tcase_add_test(tc, t_pg_unavailable);
 	tcase_add_test(tc, t_pg_schema_ahead);
+	tcase_add_test(tc, t_pg_readonly_flag);
 	tcase_add_test(tc, t_pg_no_privilege);
 	tcase_add_test(tc, t_pg_retry_forgets_levels);
 	suite_add_tcase(s, tc);
