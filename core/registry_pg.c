@@ -588,6 +588,14 @@ static int conn_ensure(struct pg *s, struct sid_error *err)
 	if (s->base.open_flags & SID_REG_READONLY) { /* PostgreSQL itself refuses writes */
 		res = PQexec(s->conn, "SET default_transaction_read_only = on");
 		PQclear(res);
+	} else {
+		/* An assignment is durable before it is answered: a cluster,
+		 * database or role at synchronous_commit = off would acknowledge
+		 * commits a crash then loses.  Any other value (on, local,
+		 * remote_write, remote_apply) is kept as the operator set it. */
+		res = PQexec(s->conn, "SELECT set_config('synchronous_commit', 'on', false)"
+				      " WHERE current_setting('synchronous_commit') = 'off'");
+		PQclear(res);
 	}
 	/* Every new connection checks the schema: the database may have been
 	 * created, restored or migrated by a newer semid since the last one.

@@ -788,6 +788,40 @@ class TestAssignPostgres(PgBase):
         self.assertNotIn("SELECT pg_advisory_xact_lock(7305853202)", text)
 
 
+class TestAssignPostgresAsyncCommit(PgBase):
+    """A cluster (or database, or role) set to synchronous_commit = off
+    acknowledges a commit before its WAL is written, so an assign answered
+    200 could vanish in a crash.  The registry's sessions turn it back on.
+    With the WAL writer asleep for 10 s, a crash (immediate stop) right after
+    the answer loses the assignment unless the commit waited for its WAL."""
+    PG_OPTIONS = "-c synchronous_commit=off -c wal_writer_delay=10000"
+
+    def test_acknowledged_survives_a_crash(self):
+        if not self.pg.own:
+            self.skipTest("needs a cluster of its own settings")
+        d = self.fresh_dir()
+        model = os.path.join(d, "model.safetensors")
+        T.write_model(model, {"item": self.ta}, "S")
+        srv = T.Server(["--model", model] + FAST + ["--registry", self.fresh_db("async")], d)
+        try:
+            X, _ = T.tie_free_inputs(self.rng, self.ta, 2)
+            self.assertEqual(assign(srv, ["warm"], X[:1])[0], 200)
+            st, _, r = assign(srv, ["crash"], X[1:])
+            self.assertEqual((st, r["results"][0]["created"]), (200, True), r)
+            self.pg.stop_server()  # immediate: a crash, WAL buffers lost
+            self.pg.start_server()
+            deadline = time.monotonic() + 30
+            while True:
+                st, _, e = srv.json("GET", "/v1/items/crash")
+                if st != 503 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
+            self.assertEqual(st, 200, e)
+            self.assertEqual(e["sid"], r["results"][0]["sid"])
+        finally:
+            self.assertEqual(srv.stop(), 0)
+
+
 class TestAssignPostgresFullLockTable(PgBase):
     """PostgreSQL's lock table is shared by every connection (by default 64 x
     max_connections entries).  When the advisory locks a transaction needs do
