@@ -148,11 +148,11 @@ class Base(unittest.TestCase):
         os.chmod(d, 0o755)
         return d
 
-    def start(self, d, towers, version, extra=()):
+    def start(self, d, towers, version, extra=(), env=None):
         model = os.path.join(d, "model.safetensors")
         if not os.path.exists(model):
             T.write_model(model, towers, version)
-        return T.Server(["--model", model] + FAST + list(extra), d), model
+        return T.Server(["--model", model] + FAST + list(extra), d, env=env), model
 
     def check_results(self, res, ids, book, created):
         self.assertEqual([r["id"] for r in res["results"]], list(ids))
@@ -654,12 +654,9 @@ class TestAssignPostgres(PgBase):
         other session to commit and then succeeds."""
         if not self.pg.own:
             self.skipTest("needs the test's own cluster")
-        d = self.fresh_dir()
-        model = os.path.join(d, "model.safetensors")
-        T.write_model(model, {"item": self.ta}, "D")
         conninfo = self.fresh_db("deadlock")
-        srv = T.Server(["--model", model] + FAST + ["--registry", conninfo,
-                                                    "--registry-connections", "1"], d)
+        srv, _ = self.start(self.fresh_dir(), {"item": self.ta}, "D",
+                            ["--registry", conninfo, "--registry-connections", "1"])
         holder, out = None, {}
         X, _ = T.tie_free_inputs(self.rng, self.ta, 2)
         try:
@@ -710,12 +707,9 @@ class TestAssignPostgres(PgBase):
         (auto_explain)."""
         if not self.pg.own:
             self.skipTest("needs the test's own cluster and its log")
-        d = self.fresh_dir()
         reg = ["--registry", self.fresh_db("plan"),
                "--registry-connections", "1"]  # one session: one plan cache
-        model = os.path.join(d, "model.safetensors")
-        T.write_model(model, {"item": self.tc}, "P")
-        srv = T.Server(["--model", model] + FAST + reg, d, env={
+        srv, _ = self.start(self.fresh_dir(), {"item": self.tc}, "P", reg, env={
             "PGOPTIONS": "-c session_preload_libraries=auto_explain "
                          "-c auto_explain.log_min_duration=0"})
         n = 20000
@@ -754,12 +748,9 @@ class TestAssignPostgres(PgBase):
         locks and never the exclusive one."""
         if not self.pg.own:
             self.skipTest("needs the test's own cluster and its log")
-        d = self.fresh_dir()
-        model = os.path.join(d, "model.safetensors")
-        T.write_model(model, {"item": self.ta}, "G")
-        srv = T.Server(["--model", model] + FAST + ["--registry", self.fresh_db("groups"),
-                                                    "--registry-connections", "1"], d,
-                       env={"PGOPTIONS": "-c log_statement=all"})
+        srv, _ = self.start(self.fresh_dir(), {"item": self.ta}, "G",
+                            ["--registry", self.fresh_db("groups"), "--registry-connections", "1"],
+                            env={"PGOPTIONS": "-c log_statement=all"})
         X, _ = T.tie_free_inputs(self.rng, self.ta, 64)
         log = os.path.join(self.pg.dir, "pg.log")
         start = os.path.getsize(log)
@@ -799,10 +790,8 @@ class TestAssignPostgresAsyncCommit(PgBase):
     def test_acknowledged_survives_a_crash(self):
         if not self.pg.own:
             self.skipTest("needs a cluster of its own settings")
-        d = self.fresh_dir()
-        model = os.path.join(d, "model.safetensors")
-        T.write_model(model, {"item": self.ta}, "S")
-        srv = T.Server(["--model", model] + FAST + ["--registry", self.fresh_db("async")], d)
+        srv, _ = self.start(self.fresh_dir(), {"item": self.ta}, "S",
+                            ["--registry", self.fresh_db("async")])
         try:
             X, _ = T.tie_free_inputs(self.rng, self.ta, 2)
             self.assertEqual(assign(srv, ["warm"], X[:1])[0], 200)
@@ -833,11 +822,8 @@ class TestAssignPostgresFullLockTable(PgBase):
     def test_full_lock_table(self):
         if not self.pg.own:
             self.skipTest("needs a cluster of its own settings")
-        d = self.fresh_dir()
-        model = os.path.join(d, "model.safetensors")
-        T.write_model(model, {"item": self.ta}, "F")
-        srv = T.Server(["--model", model] + FAST + ["--registry", self.pg.conninfo,
-                                                    "--registry-connections", "1"], d)
+        srv, _ = self.start(self.fresh_dir(), {"item": self.ta}, "F",
+                            ["--registry", self.pg.conninfo, "--registry-connections", "1"])
         holder = None
         try:
             st, _, r = assign(srv, ["warm"], T.tie_free_inputs(self.rng, self.ta, 1)[0])
