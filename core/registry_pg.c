@@ -710,12 +710,11 @@ static int lock_keys(struct pg *s, int64_t *keys, size_t n, struct sid_error *er
 	for (size_t i = 0; i < n; i++)
 		m += !i || keys[i] != keys[i - 1];
 	global = m > LOCK_KEYS_MAX || s->lock_global;
-	if (global)
+	if (global) {
 		__atomic_add_fetch(s->lock_global ? &s->base.events.lock_table_full
 						  : &s->base.events.global_locks,
 				   1, __ATOMIC_RELAXED);
-	s->lock_global = 0;
-	if (global) {
+		s->lock_global = 0;
 		res = PQexec(s->conn, "SELECT pg_advisory_xact_lock(" GLOBAL_KEY ")");
 	} else {
 		arr = p = malloc(cap);

@@ -183,8 +183,8 @@ static void raise_fd_limit(const struct srv_config *cfg)
 
 /*
  * SIGHUP asks for a reload, but its handler (reload.c) is installed only once
- * the model is loaded, and loading or opening the registry can take seconds;
- * a SIGHUP before then would end the process.  Until then it is noted here,
+ * the model is loaded, and loading a large model can take seconds; a SIGHUP
+ * before then would end the process.  Until then it is noted here,
  * and main asks for the reload once the reloader exists.
  */
 static volatile sig_atomic_t early_hup;
