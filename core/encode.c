@@ -107,6 +107,11 @@ static double row_sqnorm(const float *x, int D)
 	return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
 }
 
+float sid_l2_scale(double sqnorm)
+{
+	return (float)(1.0 / fmax(sqrt(sqnorm), 1e-12));
+}
+
 /* Rows [0, n) of @x ((n, D)) into panels @xp, l2-normalised when asked
  * (@scale: n floats of scratch). */
 static void input_panels(const struct sid_tower *t, const float *x, size_t n, float *scale,
@@ -115,9 +120,7 @@ static void input_panels(const struct sid_tower *t, const float *x, size_t n, fl
 	for (size_t i = 0; i < n; i++) {
 		scale[i] = 1.0f;
 		if (t->input_norm == SID_NORM_L2) {
-			double ss = row_sqnorm(x + i * t->D, t->D);
-			/* x / max(||x||, 1e-12), as torch F.normalize. */
-			scale[i] = (float)(1.0 / fmax(sqrt(ss), 1e-12));
+			scale[i] = sid_l2_scale(row_sqnorm(x + i * t->D, t->D));
 		}
 	}
 	sid__rows_to_panels(x, (size_t)t->D, n, t->D, scale, xp);

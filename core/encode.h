@@ -58,6 +58,11 @@ void sid_workspace_free(struct sid_workspace *ws);
 int sid_encode(const struct sid_tower *t, const float *x, size_t B, struct sid_encode_out *out,
 	       struct sid_workspace *ws, struct sid_error *err);
 
+/* The input_norm l2 factor of a row with squared norm @sqnorm:
+ * 1 / max(||x||, 1e-12) as float, as torch's F.normalize.  The trainer uses
+ * it too, so that training sees the rows the served model will. */
+float sid_l2_scale(double sqnorm);
+
 /* Floating-point operations one row costs (MLP + codebook search at top_k 1),
  * for throughput reporting. */
 double sid_encode_flops_per_row(const struct sid_tower *t);

@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "adam.h"
+#include "encode.h"
 #include "kmeans.h"
 #include "nn.h"
 #include "rng.h"
@@ -1025,7 +1026,7 @@ static void prep_input(const struct das_model *m, float *dst, const float *src, 
 			s += (double)x[j] * x[j];
 		/* not 1 / ||x||: for a row of denormals that is inf (a non-finite
 		 * loss), and below 1e-12 it differs from what the server does */
-		float inv = nn_l2_scale(s);
+		float inv = sid_l2_scale(s);
 		for (int j = 0; j < D; j++)
 			x[j] *= inv;
 	}

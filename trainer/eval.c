@@ -423,7 +423,7 @@ static int encode_all(const struct sid_tower *t, const struct tr_emb *emb,
 			if (t->input_norm == SID_NORM_L2) {
 				for (int k = 0; k < emb->d; k++)
 					n2 += (double)xr[k] * xr[k];
-				s = nn_l2_scale(n2); /* as the encoder scaled it */
+				s = sid_l2_scale(n2); /* as the encoder scaled it */
 			}
 			for (int k = 0; k < emb->d; k++) {
 				double dlt = xr[k] * s - xh[k];

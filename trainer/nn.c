@@ -200,11 +200,6 @@ HOT static void exp_shift(float *x, size_t n, float shift)
 	}
 }
 
-float nn_l2_scale(double sqnorm)
-{
-	return (float)(1.0 / fmax(sqrt(sqnorm), 1e-12));
-}
-
 void nn_exp_inplace(float *x, size_t n)
 {
 	exp_shift(x, n, 0.0f);

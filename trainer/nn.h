@@ -140,12 +140,6 @@ double nn_cos2_forward(const float *a, const float *c, int ld, int B, int E);
 void nn_cos2_backward(float *da, float *dc, int ldd, const float *a, const float *c, int ld, int B,
 		      int E, float g);
 
-/* The l2 input_norm of a row with squared norm @sqnorm: the factor
- * 1 / max(||x||, 1e-12) as float, exactly as core/encode.c (torch's
- * F.normalize), so that training and evaluation see the rows the served
- * model will. */
-float nn_l2_scale(double sqnorm);
-
 /* exp with ~2 ulp error, vectorisable and identical on every run. */
 void nn_exp_inplace(float *x, size_t n);
 
