@@ -156,9 +156,9 @@ static int parse_long(const char *s, long lo, long hi, long *out)
 		*out = s[0] == 't';
 		return lo == 0 && hi == 1 ? 0 : -1;
 	}
-	errno = 0;
+	/* an overflow gives LONG_MIN or LONG_MAX, out of every key's range */
 	long v = strtol(s, &end, 10);
-	if (*end || errno || v < lo || v > hi)
+	if (*end || v < lo || v > hi)
 		return -1;
 	*out = v;
 	return 0;
