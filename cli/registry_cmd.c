@@ -134,7 +134,7 @@ static int parse(int argc, char **argv, struct opts *o)
 					   {"output", required_argument, NULL, 'o'},
 					   {"help", no_argument, NULL, 'h'},
 					   {NULL, 0, NULL, 0}};
-	const char *used = NULL; /* the options of o->cmd; NULL: unknown, reported later */
+	const char *used = NULL; /* the options of o->cmd */
 	int c, operand = 0;
 	size_t k;
 
@@ -150,10 +150,12 @@ static int parse(int argc, char **argv, struct opts *o)
 			used = commands[k].opts;
 			operand = commands[k].operand;
 		}
+	if (!used)
+		return fail_usage(NULL, "unknown command", o->cmd);
 	optind = 0; /* GNU: start afresh (the tests call this repeatedly) */
 	opterr = 0;
 	while ((c = getopt_long(argc - 1, argv + 1, "d:m:t:i:b:f:p:n:o:h", lo, NULL)) != -1) {
-		if (used && c != 'h' && c != '?' && c != ':' && !strchr(used, c)) {
+		if (c != 'h' && c != '?' && c != ':' && !strchr(used, c)) {
 			for (k = 0; lo[k].name && lo[k].val != c; k++)
 				;
 			fprintf(stderr, "semid registry %s: --%s is not an option of %s\n", o->cmd,
@@ -727,10 +729,6 @@ int cli_registry_main(int argc, char **argv)
 		rc = cmd_assign(&o, &err);
 		return rc ? report(&err) : CLI_EXIT_OK;
 	}
-	if (strcmp(o.cmd, "export") && strcmp(o.cmd, "import") && strcmp(o.cmd, "stats") &&
-	    strcmp(o.cmd, "diff") && strcmp(o.cmd, "get") && strcmp(o.cmd, "sid") &&
-	    strcmp(o.cmd, "list"))
-		return fail_usage(NULL, "unknown command", o.cmd);
 	if (!strcmp(o.cmd, "import") && (rc = import_open(&o, &in, &err)))
 		return report(&err);
 	if ((rc = store_open(&o, &r, &err))) {

@@ -55,7 +55,9 @@ static int dir_of(const char *path, char *dir)
 	return 0;
 }
 
-int sid_fsync_parent(const char *path, struct sid_error *err)
+/* fsync the directory holding @path, so a rename into it is durable (a
+ * directory that cannot be synced, EINVAL or EROFS, is not an error). */
+static int fsync_parent(const char *path, struct sid_error *err)
 {
 	char dir[PATH_MAX];
 	int fd, rc = 0;
@@ -183,7 +185,7 @@ int sid_publish_commit(struct sid_publish *pub, struct sid_error *err)
 	}
 	pub->named = 0; /* the temp name is gone */
 	/* The data is in place; a failing directory fsync is still reported. */
-	rc = sid_fsync_parent(path, err);
+	rc = fsync_parent(path, err);
 	sid_publish_abort(pub); /* frees the names */
 	return rc;
 

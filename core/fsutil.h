@@ -16,10 +16,6 @@
 
 #include "err.h"
 
-/* fsync the directory holding @path, so a rename into it is durable (a
- * directory that cannot be synced, EINVAL or EROFS, is not an error). */
-int sid_fsync_parent(const char *path, struct sid_error *err);
-
 /* Tests: nonzero makes the publish use a named temp file from the start, as
  * on a file system without O_TMPFILE. */
 extern int sid__fsutil_no_tmpfile;
