@@ -18,6 +18,10 @@
 
 #include "log.h"
 
+/* A job of this many rows (the encoder's panel height) or more is encoded in
+ * place; smaller ones are gathered (encode_jobs). */
+#define IN_PLACE_ROWS 16
+
 struct pending {
 	struct srv_job *head, *tail;
 	size_t rows;
@@ -192,6 +196,68 @@ static void fail_jobs(struct batch *bt, const char *msg)
 	}
 }
 
+/* Rows [row, row + n) of the batch's outputs @all: sid_encode of @x there. */
+static int encode_at(const struct sid_tower *t, const float *x, size_t n, size_t row,
+		     const struct sid_encode_out *all, struct sid_workspace *ws,
+		     struct sid_error *err)
+{
+	struct sid_encode_out o = *all;
+	size_t na = (size_t)all->n_alt;
+
+	o.codes += row * (size_t)t->L;
+	o.dist += row;
+	if (o.quant)
+		o.quant += row * (size_t)t->E;
+	if (na) {
+		o.alt_codes += row * na * (size_t)t->L;
+		o.alt_dist += row * na;
+		o.alt_count += row;
+	}
+	return sid_encode(t, x, n, &o, ws, err);
+}
+
+/*
+ * Encode the rows of @jobs into @out, in job order.  A job of a panel's rows
+ * or more is encoded where its request left it; runs of smaller jobs (1-item
+ * requests) are copied together first, so that they share panels.  Copying a
+ * 64-item request into one large matrix cost as much as the copy into panels
+ * that the encoder makes anyway, and per-row results do not depend on what
+ * else is in the call.
+ */
+static int encode_jobs(const struct sid_tower *t, struct srv_job *jobs,
+		       const struct sid_encode_out *out, struct sid_workspace *ws,
+		       struct sid_error *err)
+{
+	const size_t D = (size_t)t->D;
+	struct srv_job *j = jobs, *k;
+	size_t row = 0, small = 0;
+	float *xbuf = NULL;
+	int rc = 0;
+
+	for (k = jobs; k; k = k->next)
+		if (k->req.B < IN_PLACE_ROWS)
+			small += k->req.B;
+	if (small > 1 && !(xbuf = malloc(small * D * sizeof(float))))
+		return sid_error_set(err, SID_ENOMEM, "out of memory for the batch");
+	while (j && !rc) {
+		size_t n = 0;
+		if (j->req.B >= IN_PLACE_ROWS || !j->next || j->next->req.B >= IN_PLACE_ROWS) {
+			rc = encode_at(t, j->req.x, j->req.B, row, out, ws, err);
+			row += j->req.B;
+			j = j->next;
+			continue;
+		}
+		for (; j && j->req.B < IN_PLACE_ROWS; j = j->next) {
+			memcpy(xbuf + n * D, j->req.x, j->req.B * D * sizeof(float));
+			n += j->req.B;
+		}
+		rc = encode_at(t, xbuf, n, row, out, ws, err);
+		row += n;
+	}
+	free(xbuf);
+	return rc;
+}
+
 static void work_cb(uv_work_t *w)
 {
 	struct batch *bt = w->data;
@@ -200,11 +266,11 @@ static void work_cb(uv_work_t *w)
 	struct sid_workspace *ws = thread_ws();
 	struct sid_encode_out out;
 	struct sid_error err;
-	float *x = NULL, *xbuf = NULL, *dist = NULL, *quant = NULL, *alt_dist = NULL;
+	float *dist = NULL, *quant = NULL, *alt_dist = NULL;
 	int32_t *alt_codes = NULL;
 	int *alt_count = NULL;
 	int want_q = 0, n_alt = j0->req.top_k - 1, encoded = 0;
-	size_t B = bt->B, D, row, i;
+	size_t B = bt->B, row, i;
 	double start = srv_now();
 
 	sid_error_clear(&err);
@@ -216,21 +282,6 @@ static void work_cb(uv_work_t *w)
 	if (!t || !ws) {
 		fail_jobs(bt, !t ? "tower vanished from the model" : "out of memory");
 		return;
-	}
-	D = (size_t)t->D;
-	if (bt->n_jobs == 1) {
-		x = j0->req.x;
-	} else {
-		xbuf = malloc(B * D * sizeof(float));
-		if (!xbuf) {
-			fail_jobs(bt, "out of memory for the batch");
-			return;
-		}
-		for (j = bt->jobs, row = 0; j; j = j->next) {
-			memcpy(xbuf + row * D, j->req.x, j->req.B * D * sizeof(float));
-			row += j->req.B;
-		}
-		x = xbuf;
 	}
 	bt->L = t->L;
 	bt->codes = malloc(B * (size_t)t->L * sizeof(int32_t));
@@ -255,7 +306,7 @@ static void work_cb(uv_work_t *w)
 	out.alt_codes = alt_codes;
 	out.alt_dist = alt_dist;
 	out.alt_count = alt_count;
-	bt->encode_rc = sid_encode(t, x, B, &out, ws, &err);
+	bt->encode_rc = encode_jobs(t, bt->jobs, &out, ws, &err);
 	if (bt->encode_rc) {
 		char msg[600];
 		snprintf(msg, sizeof(msg), "encode failed: %s", err.msg);
@@ -309,7 +360,6 @@ done:
 		free(bt->codes); /* no codes for the entropy window */
 		bt->codes = NULL;
 	}
-	free(xbuf);
 	free(dist);
 	free(quant);
 	free(alt_codes);

@@ -34,6 +34,25 @@ oom:
 	return -1;
 }
 
+void srv_buf_reserve(struct srv_buf *b, size_t n)
+{
+	char *p;
+
+	if (b->oom)
+		return;
+	if (n > (size_t)-1 / 2 - b->len)
+		goto oom;
+	if (b->len + n + 1 <= b->cap)
+		return;
+	if (!(p = realloc(b->p, b->len + n + 1)))
+		goto oom;
+	b->p = p;
+	b->cap = b->len + n + 1;
+	return;
+oom:
+	b->oom = 1;
+}
+
 void srv__buf_append_grow(struct srv_buf *b, const char *s, size_t n)
 {
 	if (grow(b, n))

@@ -36,6 +36,9 @@ static inline void srv_buf_append(struct srv_buf *b, const char *s, size_t n)
 	srv__buf_append_grow(b, s, n);
 }
 
+/* Make room for @n more bytes (and the NUL) now; an allocation failure sets @oom. */
+void srv_buf_reserve(struct srv_buf *b, size_t n);
+
 /* Append a NUL-terminated string (a literal's length is known at compile time). */
 static inline void srv_buf_puts(struct srv_buf *b, const char *s)
 {

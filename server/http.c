@@ -85,6 +85,7 @@ struct req {
 	/* body */
 	struct srv_buf body;
 	size_t seen;
+	size_t length; /* its Content-Length, when given and accepted */
 	int too_large;
 	/* the response, once known */
 	int status;
@@ -105,6 +106,10 @@ struct req {
 };
 
 static const char JSON_CT[] = "application/json";
+
+/* The most a body's Content-Length reserves before its bytes arrive (a larger
+ * body grows as it comes: a client's claim alone does not buy memory). */
+#define BODY_RESERVE_MAX (16u << 20)
 
 /* strlcpy: log fields are allowed to be cut. */
 static void copy_str(char *dst, size_t n, const char *src)
@@ -704,8 +709,12 @@ static int cl_too_large(struct req *q)
 		return 0;
 	errno = 0;
 	cl = strtoull(v, &end, 10);
-	if (errno || end == v || cl <= (unsigned long long)q->h->d.cfg->max_body_bytes)
+	if (errno || end == v)
 		return 0;
+	if (cl <= (unsigned long long)q->h->d.cfg->max_body_bytes) {
+		q->length = (size_t)cl;
+		return 0;
+	}
 	set_error(q, SRV_ERR_TOO_LARGE, "the body is %llu bytes; at most %ld are accepted", cl,
 		  q->h->d.cfg->max_body_bytes);
 	return 1;
@@ -904,8 +913,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 			*upload_size = 0;
 			if (body_count(q, n) == MHD_NO)
 				return MHD_NO;
-			if (!q->too_large && q->route != SRV_ROUTE_RELOAD)
+			if (!q->too_large && q->route != SRV_ROUTE_RELOAD) {
+				/* Room for the whole body at once: growing by
+				 * doubling copied a 64-item request about twice. */
+				if (!q->body.cap && q->length > n)
+					srv_buf_reserve(&q->body, q->length < BODY_RESERVE_MAX
+								      ? q->length
+								      : BODY_RESERVE_MAX);
 				srv_buf_append(&q->body, upload, n);
+			}
 			return MHD_YES;
 		}
 		if (q->too_large) {

@@ -485,6 +485,41 @@ START_TEST(test_append)
 }
 END_TEST
 
+/* srv_buf_reserve: room for exactly that many bytes and the NUL, so that
+ * appending them moves nothing; a reserve that fits already is a no-op; an
+ * impossible one sets oom and later appends are dropped. */
+START_TEST(test_reserve)
+{
+	struct srv_buf b = SRV_BUF_INIT;
+	char chunk[1000];
+	const char *p;
+
+	memset(chunk, 'x', sizeof(chunk));
+	srv_buf_reserve(&b, 351180);
+	ck_assert(!b.oom);
+	ck_assert_uint_eq(b.cap, 351181);
+	p = b.p;
+	for (int i = 0; i < 351; i++)
+		srv_buf_append(&b, chunk, sizeof(chunk));
+	srv_buf_append(&b, chunk, 180);
+	ck_assert_ptr_eq(b.p, p); /* filled to the last byte without a move */
+	ck_assert_uint_eq(b.len, 351180);
+	ck_assert_int_eq(b.p[b.len], '\0');
+	srv_buf_reserve(&b, 0); /* the NUL's byte is there: nothing to do */
+	ck_assert_ptr_eq(b.p, p);
+	ck_assert_uint_eq(b.cap, 351181);
+	srv_buf_append(&b, "y", 1); /* past the reserve: grows as before */
+	ck_assert(!b.oom);
+	ck_assert_uint_eq(b.len, 351181);
+	ck_assert_int_eq(b.p[351180], 'y');
+	srv_buf_reserve(&b, (size_t)-1); /* no wrap-around to "fits" */
+	ck_assert(b.oom);
+	srv_buf_append(&b, "z", 1);
+	ck_assert_uint_eq(b.len, 351181);
+	srv_buf_release(&b);
+}
+END_TEST
+
 static void add_tests(TCase *tc)
 {
 	tcase_add_test(tc, test_float_known);
@@ -497,6 +532,7 @@ static void add_tests(TCase *tc)
 	tcase_add_test(tc, test_float_stride);
 	tcase_add_test(tc, test_int);
 	tcase_add_test(tc, test_append);
+	tcase_add_test(tc, test_reserve);
 }
 
 int main(void)

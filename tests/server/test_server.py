@@ -77,6 +77,54 @@ class TestEncode(unittest.TestCase):
                     self.assertEqual(r["sid"], "-".join(map(str, r["codes"])))
             np.testing.assert_array_equal(np.array(got, np.int32), want)
 
+    def test_mixed_batch_equals_one_request(self):
+        # Requests of 1 to 20 rows gathered into one batch: those of 16 rows
+        # or more are encoded where they lie, runs of smaller ones copied
+        # together.  Every row's answer must be what one request of all the
+        # rows gives.
+        srv = T.Server(["--model", MODEL, "--workers", "1", "--max-delay-us", "300000"], WORK)
+        try:
+            sizes = [1, 2, 20, 1, 1, 17, 3, 16, 1]
+            rng = np.random.default_rng(15)
+            x = rng.standard_normal((sum(sizes), ITEM.D)).astype(np.float32)
+            opts = {"top_k": 3, "return_quantized": True}
+            st, _, whole = encode(srv, [{"embedding_b64": T.b64_row(r)} for r in x], **opts)
+            self.assertEqual(st, 200, whole)
+            before = srv.metrics()
+            parts, out, lo = [], {}, 0
+            for n in sizes:
+                parts.append((lo, x[lo:lo + n]))
+                lo += n
+
+            def send(k, part):
+                out[k] = encode(srv, [{"embedding_b64": T.b64_row(r)} for r in part], **opts)
+            threads = [threading.Thread(target=send, args=(k, p)) for k, (_, p) in
+                       enumerate(parts)]
+            for th in threads:
+                th.start()
+            for th in threads:
+                th.join(30)
+            after = srv.metrics()
+            # batched: fewer batches than requests (all nine usually share one)
+            batches = after["semid_batch_size_count"] - before["semid_batch_size_count"]
+            self.assertLess(batches, len(sizes))
+            self.assertEqual(after["semid_batch_size_sum"] - before["semid_batch_size_sum"],
+                             sum(sizes))
+            for k, (lo, part) in enumerate(parts):
+                st, _, body = out[k]
+                self.assertEqual(st, 200, body)
+                want = whole["results"][lo:lo + len(part)]
+                got = body["results"]
+                self.assertEqual([r["codes"] for r in got], [r["codes"] for r in want])
+                self.assertEqual([[a["codes"] for a in r["alternatives"]] for r in got],
+                                 [[a["codes"] for a in r["alternatives"]] for r in want])
+                np.testing.assert_allclose([r["distance"] for r in got],
+                                           [r["distance"] for r in want], rtol=1e-6)
+                np.testing.assert_allclose([r["quantized"] for r in got],
+                                           [r["quantized"] for r in want], rtol=1e-6)
+        finally:
+            self.assertEqual(srv.stop(), 0)
+
     def test_json_equals_base64(self):
         rng = np.random.default_rng(12)
         x = rng.standard_normal((20, ITEM.D)).astype(np.float32)
