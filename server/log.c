@@ -9,7 +9,6 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -68,23 +67,62 @@ static void putc_(struct srv_logline *l, char c)
 	put(l, &c, 1);
 }
 
+static void digits(char *o, long v, int n)
+{
+	while (n-- > 0) {
+		o[n] = (char)('0' + v % 10);
+		v /= 10;
+	}
+}
+
+size_t srv_log_format_ts(char out[SRV_LOG_TS_LEN + 1], long long sec, int ms)
+{
+	/* days since 1970-01-01 to a civil date (proleptic Gregorian; H. Hinnant's
+	 * days_from_civil inverse), in plain arithmetic: no gmtime_r, no locale */
+	long long days = sec / 86400, sod = sec % 86400;
+	if (sod < 0) {
+		sod += 86400;
+		days--;
+	}
+	long long z = days + 719468, era = (z >= 0 ? z : z - 146096) / 146097;
+	long long doe = z - era * 146097;
+	long long yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+	long long doy = doe - (365 * yoe + yoe / 4 - yoe / 100), mp = (5 * doy + 2) / 153;
+	long long d = doy - (153 * mp + 2) / 5 + 1, m = mp < 10 ? mp + 3 : mp - 9;
+	long long y = yoe + era * 400 + (m <= 2);
+
+	if (y < 0 || y > 9999)
+		y = y < 0 ? 0 : 9999; /* four digits, as the format promises */
+	digits(out, (long)y, 4);
+	out[4] = '-';
+	digits(out + 5, (long)m, 2);
+	out[7] = '-';
+	digits(out + 8, (long)d, 2);
+	out[10] = 'T';
+	digits(out + 11, (long)(sod / 3600), 2);
+	out[13] = ':';
+	digits(out + 14, (long)(sod / 60 % 60), 2);
+	out[16] = ':';
+	digits(out + 17, (long)(sod % 60), 2);
+	out[19] = '.';
+	digits(out + 20, ms, 3);
+	out[23] = 'Z';
+	out[24] = '\0';
+	return SRV_LOG_TS_LEN;
+}
+
 void srv_logline_begin(struct srv_logline *l, enum srv_log_level level, const char *event)
 {
-	struct timeval tv;
-	struct tm tm;
-	char ts[64];
+	struct timespec now;
+	char ts[SRV_LOG_TS_LEN + 1];
 
 	l->len = 0;
 	l->enabled = srv_log_enabled(level);
 	if (!l->enabled)
 		return;
-	gettimeofday(&tv, NULL);
-	gmtime_r(&tv.tv_sec, &tm);
-	snprintf(ts, sizeof(ts), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-		 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-		 (int)(tv.tv_usec / 1000));
+	clock_gettime(CLOCK_REALTIME, &now);
 	put(l, "ts=", 3);
-	put(l, ts, strlen(ts));
+	put(l, ts, srv_log_format_ts(ts, (long long)now.tv_sec, (int)(now.tv_nsec / 1000000)));
 	put(l, " level=", 7);
 	put(l, level_names[level], strlen(level_names[level]));
 	srv_logline_str(l, "event", event);
@@ -125,7 +163,9 @@ void srv_logline_str(struct srv_logline *l, const char *key, const char *value)
 		} else if (*p == '\t') {
 			put(l, "\\t", 2);
 		} else if (*p < 0x20 || *p == 0x7f) {
-			snprintf(esc, sizeof(esc), "\\u%04x", *p);
+			memcpy(esc, "\\u00", 4);
+			esc[4] = "0123456789abcdef"[*p >> 4];
+			esc[5] = "0123456789abcdef"[*p & 15];
 			put(l, esc, 6);
 		} else {
 			putc_(l, (char)*p);

@@ -14,7 +14,9 @@
  * line longer than SRV_LOG_LINE_MAX is cut and ends in "...".
  *
  * Thread-safety: all calls are thread-safe; the level is a process global set
- * once at start (srv_log_set_level).
+ * once at start (srv_log_set_level).  srv_logline_begin, _str and _end are
+ * also async-signal-safe (no locks, no allocation, no stdio): a signal
+ * handler may log with them.
  */
 #ifndef SRV_LOG_H
 #define SRV_LOG_H
@@ -40,6 +42,11 @@ int srv_log_enabled(enum srv_log_level level);
 
 /* Redirect output to @fd (default 2); for tests. */
 void srv_log_set_fd(int fd);
+
+/* "2026-11-28T17:30:00.123Z" for @sec seconds since the epoch and @ms
+ * milliseconds, UTC; returns SRV_LOG_TS_LEN.  Async-signal-safe. */
+#define SRV_LOG_TS_LEN 24
+size_t srv_log_format_ts(char out[SRV_LOG_TS_LEN + 1], long long sec, int ms);
 
 void srv_logline_begin(struct srv_logline *l, enum srv_log_level level, const char *event);
 void srv_logline_str(struct srv_logline *l, const char *key, const char *value);

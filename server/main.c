@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "assign.h"
@@ -195,13 +196,33 @@ static void on_early_hup(int sig)
 	early_hup = 1;
 }
 
+/*
+ * SIGTERM or SIGINT before the loop's handlers exist (the model or the
+ * registry may take seconds to open, or wait on a FIFO or a network mount):
+ * nothing is served yet and nothing is half written that a restart would not
+ * finish (the registry's schema changes are transactions), so the server
+ * says so and exits 0 at once, as it would once up, instead of dying by the
+ * signal's default action.
+ */
+static void on_early_stop(int sig)
+{
+	struct srv_logline l;
+
+	srv_logline_begin(&l, SRV_LOG_INFO, "shutdown");
+	srv_logline_str(&l, "msg",
+			sig == SIGINT ? "SIGINT during startup: exiting before serving"
+				      : "SIGTERM during startup: exiting before serving");
+	srv_logline_end(&l);
+	_exit(0);
+}
+
 int main(int argc, char **argv)
 {
 	static struct server s;
 	struct srv_batcher_opts bo;
 	struct srv_http_deps hd;
 	struct sid_error err;
-	struct sigaction hup;
+	struct sigaction hup, stop;
 	int help = 0, version = 0;
 
 	/* Before anything is written: a stderr whose reader is gone (a dead log
@@ -215,6 +236,11 @@ int main(int argc, char **argv)
 	sid_error_clear(&err);
 	if (argc > 1 && !strcmp(argv[1], "--bench-encode"))
 		return bench_encode(argc, argv);
+	memset(&stop, 0, sizeof(stop));
+	stop.sa_handler = on_early_stop;
+	sigfillset(&stop.sa_mask);
+	sigaction(SIGTERM, &stop, NULL);
+	sigaction(SIGINT, &stop, NULL);
 	srv_config_defaults(&s.cfg);
 	if (argc < 2) {
 		usage(stderr);

@@ -2,9 +2,11 @@
  * text) and server/log.c (logfmt quoting). */
 #include <check.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "check_main.h"
@@ -240,6 +242,60 @@ START_TEST(test_log_truncation)
 }
 END_TEST
 
+/* srv_log_format_ts (plain arithmetic, for signal handlers) against glibc's
+ * gmtime_r and strftime: the epoch, leap days of 2000 (divisible by 400) and
+ * 2024, the day after 2100-02-28 (not a leap year), the ends of years and of
+ * 9999, and a sweep of random seconds; milliseconds 0, 7, 999. */
+START_TEST(test_log_ts)
+{
+	static const long long fixed[] = {
+	    0,		1,	    86399,	86400,	    951782400,	951868799,     951868800,
+	    1709164800, 1735689599, 4107456000, 4107542399, 4107542400, 253402300799LL};
+	uint64_t seed = 0x9e3779b97f4a7c15ULL;
+
+	for (int i = 0; i < 13 + 20000; i++) {
+		long long sec = i < 13 ? fixed[i] : 0;
+		int ms = (i % 3 == 0) ? 0 : (i % 3 == 1) ? 7 : 999;
+		char got[SRV_LOG_TS_LEN + 1], want[64];
+		struct tm tm;
+		time_t t;
+
+		if (i >= 13) {
+			seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+			sec = (long long)((seed >> 11) % 253402300800ULL);
+		}
+		t = (time_t)sec;
+		ck_assert_ptr_nonnull(gmtime_r(&t, &tm));
+		strftime(want, sizeof(want), "%Y-%m-%dT%H:%M:%S", &tm);
+		snprintf(want + strlen(want), sizeof(want) - strlen(want), ".%03dZ", ms);
+		ck_assert_uint_eq(srv_log_format_ts(got, sec, ms), SRV_LOG_TS_LEN);
+		if (strcmp(got, want) != 0)
+			ck_abort_msg("%lld s %d ms: %s, want %s", sec, ms, got, want);
+	}
+}
+END_TEST
+
+/* A control character is written as \u00XX, lower-case hex. */
+static void log_control(void)
+{
+	struct srv_logline l;
+	srv_log_set_level(SRV_LOG_INFO);
+	srv_logline_begin(&l, SRV_LOG_WARN, "x");
+	srv_logline_str(&l, "v",
+			"a\x01"
+			"b\x1f\x7f");
+	srv_logline_end(&l);
+}
+
+START_TEST(test_log_control_chars)
+{
+	char *out = capture_log(log_control);
+	char *rest = strstr(out, " level=warn event=x ");
+	ck_assert_ptr_nonnull(rest);
+	ck_assert_str_eq(rest, " level=warn event=x v=\"a\\u0001b\\u001f\\u007f\"\n");
+}
+END_TEST
+
 static void add_tests(TCase *tc)
 {
 	tcase_add_test(tc, test_hist_render);
@@ -248,6 +304,8 @@ static void add_tests(TCase *tc)
 	tcase_add_test(tc, test_render);
 	tcase_add_test(tc, test_logfmt);
 	tcase_add_test(tc, test_log_truncation);
+	tcase_add_test(tc, test_log_ts);
+	tcase_add_test(tc, test_log_control_chars);
 }
 
 int main(void)

@@ -629,6 +629,35 @@ class TestOps(unittest.TestCase):
                 proc.send_signal(signal.SIGTERM)
             self.assertEqual(proc.wait(15), 0, log_text())
 
+    def test_stop_signal_during_startup(self):
+        """SIGTERM or SIGINT while the startup load waits (here on a FIFO at
+        the model path): the server exits 0 at once with a log line, as it
+        would once up, not by the signal's default action."""
+        for sig, name in ((signal.SIGTERM, "SIGTERM"), (signal.SIGINT, "SIGINT")):
+            d = tempfile.mkdtemp(dir=WORK)
+            path = os.path.join(d, "model.safetensors")
+            os.mkfifo(path)
+            log_path = os.path.join(d, "server.log")
+            with open(log_path, "wb") as log:
+                proc = subprocess.Popen(T.WRAPPER + [T.SERVER, "--listen", "127.0.0.1:0",
+                                                     "--model", path, "--registry", "none"],
+                                        stdout=log, stderr=subprocess.STDOUT)
+            try:
+                time.sleep(0.5 * T.SLOW)  # main() runs, and waits in open() of the FIFO
+                self.assertIsNone(proc.poll())
+                proc.send_signal(sig)
+                self.assertEqual(proc.wait(5 * T.SLOW), 0)
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait(10)
+            with open(log_path, "rb") as f:
+                text = f.read().decode()
+            self.assertRegex(text, r"ts=\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z level=info "
+                             r"event=shutdown msg=\"%s during startup: exiting before "
+                             r"serving\"\n" % name)
+            self.assertNotIn("event=listening", text)
+
     def test_publish_during_startup(self):
         """No event was raised for the rename (the watch began after it): the
         server compares the path with what it loaded and reloads."""
