@@ -1,8 +1,9 @@
 # trainer/module.mk - extra make rules for bin/semid-train (included by the top-level Makefile).
 #
 #   make eval         real-data evaluation on ../shared/data/lastfm-2k: modes das, rqvae and
-#                     two-stage x 3 seeds at 3 x 64 codes, and one larger setting; the table
-#                     goes to bench/out/RESULTS-train.md (trainer/eval_table.py).
+#                     two-stage x 3 seeds at 3 x 64 codes, das and two-stage again with the
+#                     tuned setting (3x64-tuned), and one larger setting; the table goes to
+#                     bench/out/RESULTS-train.md (trainer/eval_table.py).
 #   make bench-train  time per epoch and sgemm share (perf) on lastfm, and the synthetic
 #                     1M items / 1M users / 20M clicks scale run (20 timed steps of the first
 #                     epoch, the epoch extrapolated); figures into bench/out/RESULTS-train.md.
