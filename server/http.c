@@ -1058,6 +1058,22 @@ static void mhd_logger(void *cls, const char *fmt, va_list ap)
 	pthread_mutex_unlock(&h->conns_lock);
 }
 
+void srv_http_panic(void *cls, const char *file, unsigned int line, const char *reason)
+{
+	char msg[600];
+	int n;
+
+	(void)cls;
+	n = snprintf(msg, sizeof(msg), "libmicrohttpd gave up at %s:%u: %s", file ? file : "?",
+		     line, reason ? reason : "(no reason given)");
+	if (n >= (int)sizeof(msg))
+		n = (int)sizeof(msg) - 1;
+	while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
+		msg[--n] = '\0'; /* MHD's reasons end in a newline */
+	srv_log(SRV_LOG_ERROR, "panic", "%s; aborting", msg);
+	abort();
+}
+
 /* ---- connections: the limit and the request deadline ---- */
 
 /*
@@ -1307,6 +1323,7 @@ int srv_http_start(const struct srv_http_deps *deps, struct srv_http **out, stru
 		     cfg->http_threads, NULL},
 		    {MHD_OPTION_END, 0, NULL},
 		};
+		MHD_set_panic_func(srv_http_panic, NULL);
 		h->mhd = MHD_start_daemon(flags, (uint16_t)atoi(port), NULL, NULL, on_request, h,
 					  MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
 	}

@@ -64,4 +64,9 @@ void srv_http_stop(struct srv_http *h);
  * case, one or more spaces before the token); exposed for tests. */
 int srv_http_bearer_ok(const char *header, const char *token);
 
+/* libmicrohttpd's panic callback (installed by srv_http_start): where MHD
+ * would print to stderr and abort, log an event=panic line naming its file,
+ * line and reason first, then abort.  Exposed for tests. */
+void srv_http_panic(void *cls, const char *file, unsigned int line, const char *reason);
+
 #endif

@@ -1,9 +1,16 @@
 /* check_http.c - server/http.c: the parts testable without a socket (the
- * admin bearer check); tests/server/test_*.py drive the rest over HTTP. */
+ * admin bearer check, the MHD panic callback); tests/server/test_*.py drive
+ * the rest over HTTP. */
 #include <check.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "check_main.h"
 #include "../../server/http.h"
+#include "../../server/log.h"
 
 START_TEST(test_bearer)
 {
@@ -36,9 +43,44 @@ START_TEST(test_bearer)
 }
 END_TEST
 
+/* An MHD panic is logged (its file, line and reason, without MHD's
+ * newline) before the process aborts: a child process calls the callback
+ * with its log on a pipe. */
+START_TEST(test_panic_logged_then_abort)
+{
+	int fds[2], status = 0;
+	char buf[1024];
+	ssize_t n, got = 0;
+	pid_t pid;
+
+	ck_assert_int_eq(pipe(fds), 0);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		close(fds[0]);
+		signal(SIGABRT, SIG_DFL);
+		srv_log_set_fd(fds[1]);
+		srv_http_panic(NULL, "daemon.c", 7040,
+			       "MHD_stop_daemon() called while we have suspended connections.\n");
+		_exit(3); /* not reached */
+	}
+	close(fds[1]);
+	while ((n = read(fds[0], buf + got, sizeof(buf) - 1 - (size_t)got)) > 0)
+		got += n;
+	close(fds[0]);
+	buf[got] = '\0';
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert_msg(WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT, "status %d", status);
+	ck_assert_ptr_nonnull(strstr(buf, " level=error event=panic msg=\"libmicrohttpd gave up "
+					  "at daemon.c:7040: MHD_stop_daemon() called while we "
+					  "have suspended connections.; aborting\"\n"));
+}
+END_TEST
+
 static void add_tests(TCase *tc)
 {
 	tcase_add_test(tc, test_bearer);
+	tcase_add_test(tc, test_panic_logged_then_abort);
 }
 
 int main(void)
