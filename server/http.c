@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -64,6 +65,9 @@ struct srv_http {
 	pthread_mutex_t stop_lock;
 	pthread_cond_t stop_cv;
 	int stopping;
+	/* request ids made for requests that bring none */
+	uint64_t rid_key;
+	uint64_t rid_next; /* atomic */
 };
 
 enum req_state {
@@ -81,6 +85,7 @@ struct req {
 	enum req_state state;
 	char method[16];
 	char path[128];
+	char request_id[SRV_REQUEST_ID_MAX + 1]; /* the caller's X-Request-Id, or one made */
 	double t0;
 	/* body */
 	struct srv_buf body;
@@ -106,6 +111,7 @@ struct req {
 };
 
 static const char JSON_CT[] = "application/json";
+static const char REQUEST_ID_HEADER[] = "X-Request-Id";
 
 /* The most a body's Content-Length reserves before its bytes arrive (a larger
  * body grows as it comes: a client's claim alone does not buy memory). */
@@ -195,6 +201,7 @@ static enum MHD_Result send_response(struct req *q)
 	if (!r)
 		return MHD_NO;
 	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, q->ctype ? q->ctype : JSON_CT);
+	MHD_add_response_header(r, REQUEST_ID_HEADER, q->request_id);
 	if (q->allow)
 		MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, q->allow);
 	if (q->retry_after) {
@@ -827,6 +834,44 @@ static int on_headers(struct req *q, const char *url, const char *method, const 
 	return cl_too_large(q);
 }
 
+int srv_http_request_id_ok(const char *v)
+{
+	size_t n = 0;
+
+	if (!v)
+		return 0;
+	for (; v[n]; n++)
+		if (n == SRV_REQUEST_ID_MAX || (unsigned char)v[n] < 0x21 ||
+		    (unsigned char)v[n] > 0x7e)
+			return 0;
+	return n > 0;
+}
+
+/*
+ * The request's id: the caller's X-Request-Id when it is 1 to 128 visible
+ * ASCII characters (echoed, so a caller's own id ties its log to ours);
+ * otherwise one made here, 16 hex digits, unique in the process (a counter
+ * through a bijective mixer keyed at start) and unlikely to repeat across
+ * processes.  A bad id is replaced, not refused: it must never fail a call.
+ */
+static void request_id(struct srv_http *h, struct MHD_Connection *conn, char *out)
+{
+	const char *v = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, REQUEST_ID_HEADER);
+	uint64_t x;
+
+	if (srv_http_request_id_ok(v)) {
+		strcpy(out, v);
+		return;
+	}
+	x = __atomic_fetch_add(&h->rid_next, 1, __ATOMIC_RELAXED) ^ h->rid_key;
+	x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull; /* splitmix64's finaliser: a bijection */
+	x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+	x ^= x >> 31;
+	for (int i = 15; i >= 0; i--, x >>= 4)
+		out[i] = "0123456789abcdef"[x & 15];
+	out[16] = '\0';
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
 				  const char *method, const char *version, const char *upload,
 				  size_t *upload_size, void **con_cls)
@@ -851,6 +896,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 			c->url_nul = 0;
 		}
 		copy_str(q->method, sizeof(q->method), method);
+		request_id(h, conn, q->request_id);
 		q->t0 = srv_now();
 		q->state = REQ_BODY;
 		*con_cls = q;
@@ -977,6 +1023,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	srv_logline_int(&l, "us", (long long)(secs * 1e6));
 	if (q->version[0])
 		srv_logline_str(&l, "model_version", q->version);
+	srv_logline_str(&l, "request_id", q->request_id);
 	if (q->errmsg[0])
 		srv_logline_str(&l, "error", q->errmsg);
 	if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
@@ -1288,6 +1335,15 @@ int srv_http_start(const struct srv_http_deps *deps, struct srv_http **out, stru
 		return sid_error_set(err, SID_ENOMEM, "http: out of memory");
 	}
 	h->d = *deps;
+	{
+		/* a key for made request ids: different in every process */
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		if (getrandom(&h->rid_key, sizeof(h->rid_key), GRND_NONBLOCK) !=
+		    (ssize_t)sizeof(h->rid_key))
+			h->rid_key = (uint64_t)ts.tv_nsec * 0x9e3779b97f4a7c15ull ^
+				     (uint64_t)ts.tv_sec ^ ((uint64_t)getpid() << 32);
+	}
 	pthread_mutex_init(&h->conns_lock, NULL);
 	pthread_mutex_init(&h->stop_lock, NULL);
 	{

@@ -77,9 +77,33 @@ START_TEST(test_panic_logged_then_abort)
 }
 END_TEST
 
+/* X-Request-Id values echoed (1 to 128 visible ASCII characters) or
+ * replaced by a made one (anything else). */
+START_TEST(test_request_id_ok)
+{
+	char v[SRV_REQUEST_ID_MAX + 2];
+
+	ck_assert(!srv_http_request_id_ok(NULL));
+	ck_assert(!srv_http_request_id_ok(""));
+	ck_assert(srv_http_request_id_ok("a"));
+	ck_assert(srv_http_request_id_ok("!~\"=\\{}"));
+	ck_assert(!srv_http_request_id_ok("a b"));
+	ck_assert(!srv_http_request_id_ok("a\tb"));
+	ck_assert(!srv_http_request_id_ok("a\x7f"));
+	ck_assert(!srv_http_request_id_ok("caf\xc3\xa9"));
+	memset(v, 'r', SRV_REQUEST_ID_MAX);
+	v[SRV_REQUEST_ID_MAX] = '\0';
+	ck_assert(srv_http_request_id_ok(v));
+	v[SRV_REQUEST_ID_MAX] = 'r';
+	v[SRV_REQUEST_ID_MAX + 1] = '\0';
+	ck_assert(!srv_http_request_id_ok(v));
+}
+END_TEST
+
 static void add_tests(TCase *tc)
 {
 	tcase_add_test(tc, test_bearer);
+	tcase_add_test(tc, test_request_id_ok);
 	tcase_add_test(tc, test_panic_logged_then_abort);
 }
 

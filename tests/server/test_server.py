@@ -419,6 +419,45 @@ class TestErrors(unittest.TestCase):
 
 
 class TestOps(unittest.TestCase):
+    def assert_logged_once(self, ids):
+        """Each of @ids is the request_id of exactly one event=request line
+        (lines of requests on different connections may come in any order)."""
+        deadline = time.monotonic() + 5
+        while True:
+            logged = re.findall(r"event=request .*?request_id=(\S+)", SRV.log_text())
+            if all(i in logged for i in ids) or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
+        self.assertEqual({i: logged.count(i) for i in ids}, {i: 1 for i in ids})
+
+    def test_request_id(self):
+        # a caller's id is echoed and logged, on success and on error alike
+        rid = "ingest-7f3a/batch:42"
+        st, h, _ = SRV.request("GET", "/healthz", headers={"X-Request-Id": rid})
+        self.assertEqual((st, h["x-request-id"]), (200, rid))
+        st, h, body = SRV.json("POST", "/v1/items:encode", {"inputs": []},
+                               headers={"x-request-id": "lower-case-name"})
+        self.assertEqual((st, h["x-request-id"]), (400, "lower-case-name"))
+        st, h, _ = SRV.request("GET", "/no/such/route", headers={"X-Request-Id": "r404"})
+        self.assertEqual((st, h["x-request-id"]), (404, "r404"))
+        self.assert_logged_once([rid, "lower-case-name", "r404"])
+        # none, or one that is not 1-128 visible ASCII characters: one is
+        # made (16 hex digits), different for every request, and logged
+        made = []
+        for bad in (None, "", "has space", "x" * 129, "caf\u00e9".encode().decode("latin-1")):
+            hdrs = {} if bad is None else {"X-Request-Id": bad}
+            st, h, _ = SRV.request("GET", "/healthz", headers=hdrs)
+            self.assertEqual(st, 200)
+            self.assertRegex(h["x-request-id"], r"^[0-9a-f]{16}$", repr(bad))
+            made.append(h["x-request-id"])
+        self.assertEqual(len(set(made)), len(made))
+        self.assert_logged_once(made)
+        # the longest accepted: 128 characters, every visible one
+        full = "".join(chr(c) for c in range(0x21, 0x7f)) + "A" * 34
+        self.assertEqual(len(full), 128)
+        self.assertEqual(SRV.request("GET", "/healthz",
+                                     headers={"X-Request-Id": full})[1]["x-request-id"], full)
+
     def test_healthz_readyz_model(self):
         st, _, body = SRV.json("GET", "/healthz")
         self.assertEqual((st, body), (200, {"status": "ok"}))
@@ -479,7 +518,7 @@ class TestOps(unittest.TestCase):
         self.assertTrue(lines)
         self.assertRegex(lines[-1], r"^ts=\S+ level=info event=request method=POST "
                          r"route=/v1/items:encode status=200 items=2 us=\d+ "
-                         r"model_version=parity-1$")
+                         r"model_version=parity-1 request_id=[0-9a-f]{16}$")
 
     def test_admin_reload(self):
         st, _, body = SRV.json("POST", "/v1/admin/reload")
