@@ -32,8 +32,6 @@ enum { CLI_EXIT_OK = 0, CLI_EXIT_IO = 1, CLI_EXIT_INPUT = 2 };
 /* The whole program: `semid <command> ...`.  Returns the exit status. */
 int cli_main(int argc, char **argv);
 
-/* Make @err's message start with "@path: " (unless it does already). */
-void cli_error_name_file(struct sid_error *err, const char *path);
 
 /* ---- encode ------------------------------------------------------------- */
 

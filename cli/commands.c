@@ -79,13 +79,6 @@ static const char usage_encode[] =
     "missing/invalid model, no such tower, input not a 2-D float .npy, wrong number\n"
     "of columns, or a non-finite value (the message names its row and column).\n";
 
-void cli_error_name_file(struct sid_error *err, const char *path)
-{
-	size_t n = strlen(path);
-	if (strncmp(err->msg, path, n) != 0 || err->msg[n] != ':')
-		sid_error_prefix(err, "%s", path);
-}
-
 static void print_error(const char *msg)
 {
 	fprintf(stderr, "semid: %s\n", msg);
@@ -114,7 +107,7 @@ static int cmd_inspect(int argc, char **argv)
 	}
 	sid_error_clear(&err);
 	if ((rc = sid_model_load(argv[0], &m, &err)) < 0) {
-		cli_error_name_file(&err, argv[0]);
+		sid_error_name_file(&err, argv[0]);
 		print_error(err.msg);
 		return rc == SID_ENOMEM ? CLI_EXIT_IO : CLI_EXIT_INPUT;
 	}

@@ -611,7 +611,7 @@ int cli_encode_run(const struct cli_encode_opts *o, FILE *tsv_out, struct sid_er
 		return CLI_EXIT_INPUT;
 	}
 	if ((rc = sid_model_load(o->model, &m, err)) < 0) {
-		cli_error_name_file(err, o->model);
+		sid_error_name_file(err, o->model);
 		return input_status(rc);
 	}
 	t = sid_model_tower(m, kind);
@@ -629,7 +629,7 @@ int cli_encode_run(const struct cli_encode_opts *o, FILE *tsv_out, struct sid_er
 		goto fail;
 	}
 	if ((rc = sid_npy_open(o->input, &in, err)) < 0) {
-		cli_error_name_file(err, o->input);
+		sid_error_name_file(err, o->input);
 		status = input_status(rc);
 		goto fail;
 	}

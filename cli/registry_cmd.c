@@ -424,7 +424,7 @@ static int cmd_assign(const struct opts *o, struct sid_error *err)
 	if (!o->model || !o->input || !o->ids)
 		return sid_error_set(err, SID_EINVAL, "assign needs --model, --input and --ids");
 	if ((rc = sid_model_load(o->model, &m, err))) {
-		cli_error_name_file(err, o->model);
+		sid_error_name_file(err, o->model);
 		goto fail;
 	}
 	t = sid_model_tower(m, o->kind);
@@ -434,7 +434,7 @@ static int cmd_assign(const struct opts *o, struct sid_error *err)
 		goto fail;
 	}
 	if ((rc = sid_npy_open(o->input, &x, err))) {
-		cli_error_name_file(err, o->input);
+		sid_error_name_file(err, o->input);
 		goto fail;
 	}
 	if (x.dtype == SID_NPY_I32) { /* found before the store is opened, not at the read */
@@ -638,7 +638,7 @@ static int cmd_diff(const struct opts *o, struct sid_registry *r, struct sid_err
 	if (!o->model)
 		return sid_error_set(err, SID_EINVAL, "diff needs --model NEW");
 	if ((rc = sid_model_load(o->model, &m, err))) {
-		cli_error_name_file(err, o->model);
+		sid_error_name_file(err, o->model);
 		return rc;
 	}
 	rc = sid_registry_diff(r, o->kind, m, &d, err);

@@ -68,6 +68,17 @@ int sid_error_prefix(struct sid_error *err, const char *fmt, ...)
 	return err->code;
 }
 
+int sid_error_name_file(struct sid_error *err, const char *path)
+{
+	size_t n = strlen(path);
+
+	if (!err)
+		return SID_EINVAL;
+	if (strncmp(err->msg, path, n) != 0 || err->msg[n] != ':')
+		sid_error_prefix(err, "%s", path);
+	return err->code;
+}
+
 const char *sid_strerror(int code)
 {
 	switch (code) {

@@ -53,6 +53,13 @@ int sid_error_set_at(struct sid_error *err, int code, long index, const char *fm
 int sid_error_prefix(struct sid_error *err, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
+/*
+ * Make the message start with "@path: " unless it does already (core calls
+ * that open a file name it themselves).  Returns err->code (or SID_EINVAL
+ * when @err is NULL).
+ */
+int sid_error_name_file(struct sid_error *err, const char *path);
+
 /* A short constant name for a code: "invalid argument", "bad format", ... */
 const char *sid_strerror(int code);
 

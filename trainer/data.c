@@ -24,14 +24,6 @@ uint64_t tr_splitmix64(uint64_t *state)
 	return z ^ (z >> 31);
 }
 
-int tr_error_file(struct sid_error *err, const char *path)
-{
-	size_t n = strlen(path);
-	if (err && !(strncmp(err->msg, path, n) == 0 && err->msg[n] == ':'))
-		sid_error_prefix(err, "%s", path);
-	return err ? err->code : SID_EINVAL;
-}
-
 int tr_input_check(const char *path, struct sid_error *err)
 {
 	struct stat st;
@@ -57,7 +49,7 @@ int tr_emb_open(struct tr_emb *e, const char *path, struct sid_error *err)
 		return rc;
 	rc = sid_npy_open(path, &e->npy, err);
 	if (rc < 0) {
-		tr_error_file(err, path);
+		sid_error_name_file(err, path);
 		if (err)
 			err->code = SID_EFORMAT;
 		return SID_EFORMAT;
@@ -94,7 +86,7 @@ int tr_emb_open(struct tr_emb *e, const char *path, struct sid_error *err)
 		size_t n = e->n - r < CHUNK_ROWS ? e->n - r : CHUNK_ROWS;
 		rc = sid_npy_read_f32(&e->npy, r, n, buf, err);
 		if (rc < 0) {
-			tr_error_file(err, path);
+			sid_error_name_file(err, path);
 			if (err)
 				err->code = SID_EFORMAT;
 			rc = SID_EFORMAT;
@@ -225,7 +217,7 @@ static int open_text(const char *path, struct sid_map *m, struct lines *ln, stru
 		return rc;
 	rc = sid_map_open(path, m, err);
 	if (rc < 0) {
-		tr_error_file(err, path);
+		sid_error_name_file(err, path);
 		if (err) /* a missing or unreadable input is the user's to fix */
 			err->code = SID_ENOTFOUND;
 		return SID_ENOTFOUND;

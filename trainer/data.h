@@ -154,10 +154,6 @@ void tr_batcher_epoch(struct tr_batcher *bt, int epoch);
 /* Fill and return batch @b of the current epoch (valid until the next call). */
 const struct tr_batch *tr_batcher_get(struct tr_batcher *bt, size_t b);
 
-/* Put "@path: " in front of @err's message unless it already starts so (core
- * calls that open a file name it themselves).  Returns err->code. */
-int tr_error_file(struct sid_error *err, const char *path);
-
 /* Before opening an input: SID_EFORMAT naming @path when it exists but is
  * not a regular file (core's openers open first and check after, and
  * opening a FIFO blocks until a writer comes: a hang no signal could end,

@@ -736,14 +736,14 @@ int tr_eval_files(const char *model_path, const char *items, const char *users, 
 	if (rc == 0)
 		rc = sid_model_load(model_path, &model, err);
 	if (rc < 0) {
-		tr_error_file(err, model_path);
+		sid_error_name_file(err, model_path);
 		goto fail;
 	}
 	rc = sid_file_read(model_path, MAX_MODEL, &buf, &len, err);
 	if (rc == 0)
 		rc = sid_st_parse(buf, len, &st, err);
 	if (rc < 0) {
-		tr_error_file(err, model_path);
+		sid_error_name_file(err, model_path);
 		goto fail;
 	}
 	rc = tr_data_load(&d, items, users, train, cold_items, err);

@@ -342,7 +342,7 @@ static int ckpt_restore(struct run *r, const char *path, struct sid_error *err)
 	r->epochs_done = (int)ep;
 fail:
 	if (rc < 0)
-		tr_error_file(err, path);
+		sid_error_name_file(err, path);
 	free(mine);
 	sid_st_file_release(&f);
 	free(buf);
@@ -733,7 +733,7 @@ int tr_train_run(const struct tr_config *cfg, int resume, struct sid_error *err)
 		goto fail;
 	rc = tr_batcher_init(&r.bt, &r.data, (size_t)r.dc.batch_size, r.dc.seed, err);
 	if (rc < 0) {
-		tr_error_file(err, cfg->train);
+		sid_error_name_file(err, cfg->train);
 		goto fail;
 	}
 	size_t B = r.bt.batch_size;

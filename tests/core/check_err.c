@@ -42,6 +42,25 @@ START_TEST(test_prefix)
 }
 END_TEST
 
+/* The file's name goes in front once: not again when the message already
+ * starts with "path:", but when it only starts with the same characters. */
+START_TEST(test_name_file)
+{
+	struct sid_error e;
+
+	sid_error_clear(&e);
+	sid_error_set(&e, SID_EFORMAT, "row 3: not finite");
+	ck_assert_int_eq(sid_error_name_file(&e, "x.npy"), SID_EFORMAT);
+	ck_assert_str_eq(e.msg, "x.npy: row 3: not finite");
+	ck_assert_int_eq(sid_error_name_file(&e, "x.npy"), SID_EFORMAT);
+	ck_assert_str_eq(e.msg, "x.npy: row 3: not finite");
+	sid_error_set(&e, SID_EIO, "x.npy.tmp: short write");
+	sid_error_name_file(&e, "x.npy");
+	ck_assert_str_eq(e.msg, "x.npy: x.npy.tmp: short write");
+	ck_assert_int_eq(sid_error_name_file(NULL, "x.npy"), SID_EINVAL);
+}
+END_TEST
+
 START_TEST(test_prefix_truncates_long_messages)
 {
 	struct sid_error e;
@@ -85,6 +104,7 @@ int main(void)
 
 	tcase_add_test(tc, test_set_and_clear);
 	tcase_add_test(tc, test_prefix);
+	tcase_add_test(tc, test_name_file);
 	tcase_add_test(tc, test_prefix_truncates_long_messages);
 	tcase_add_test(tc, test_strerror_names_every_code);
 	suite_add_tcase(s, tc);
