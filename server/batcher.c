@@ -104,6 +104,7 @@ struct srv_job *srv_job_new(struct srv_encode_req *req, struct sid_model *model)
 	job->req = *req;
 	memset(req, 0, sizeof(*req));
 	job->model = sid_model_ref(model);
+	job->encode_time = -1; /* not encoded (yet) */
 	return job;
 }
 
@@ -307,6 +308,8 @@ static void work_cb(uv_work_t *w)
 	out.alt_dist = alt_dist;
 	out.alt_count = alt_count;
 	bt->encode_rc = encode_jobs(t, bt->jobs, &out, ws, &err);
+	for (j = bt->jobs; j; j = j->next)
+		j->encode_time = srv_now() - start;
 	if (bt->encode_rc) {
 		char msg[600];
 		snprintf(msg, sizeof(msg), "encode failed: %s", err.msg);

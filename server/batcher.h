@@ -58,6 +58,7 @@ struct srv_job {
 	struct sid_model *model;   /* one reference, owned by the job */
 	double t_admit;		   /* srv_now() at submit */
 	double queue_wait;	   /* seconds from submit to encode start */
+	double encode_time;	   /* seconds its batch took to encode; < 0: not encoded */
 	/* The response, written by a worker: */
 	int status; /* 200, or 500 when the encoder failed */
 	char *body; /* malloc'ed */

@@ -87,6 +87,8 @@ struct req {
 	char path[128];
 	char request_id[SRV_REQUEST_ID_MAX + 1]; /* the caller's X-Request-Id, or one made */
 	double t0;
+	/* Server-Timing parts of an encode (seconds; queued < 0: not encoded) */
+	double queued, encoded;
 	/* body */
 	struct srv_buf body;
 	size_t seen;
@@ -179,11 +181,59 @@ static void set_error(struct req *q, enum srv_err kind, const char *fmt, ...)
 		q->retry_after = 1;
 }
 
+/* "@name;dur=M.UUU" (@secs in milliseconds, 3 decimals) at @o; returns the
+ * bytes written (at most 48).  Plain digits: no printf on every response. */
+static size_t timing_part(char *o, const char *name, double secs)
+{
+	long long us = secs > 0 ? (long long)(secs * 1e6 + 0.5) : 0;
+	char d[24];
+	size_t n = strlen(name), k = 0;
+
+	if (us > 999999999999LL)
+		us = 999999999999LL; /* 11.6 days: 12 digits at most */
+	memcpy(o, name, n);
+	memcpy(o + n, ";dur=", 5);
+	n += 5;
+	do {
+		d[k++] = (char)('0' + us % 10);
+		us /= 10;
+	} while (us || k < 4); /* at least "0.000" */
+	while (k > 3)
+		o[n++] = d[--k];
+	o[n++] = '.';
+	while (k)
+		o[n++] = d[--k];
+	return n;
+}
+
+/*
+ * Server-Timing (W3C): the server's own time for this request in
+ * milliseconds, from its headers to its answer ("total"), and for an encode
+ * the part spent waiting for a worker ("queue") and its batch's encode
+ * ("encode"), so that a caller can tell the network from the server.
+ * @out holds at least 160 bytes.
+ */
+static void server_timing(const struct req *q, char *out)
+{
+	size_t n = 0;
+
+	if (q->queued >= 0) {
+		n += timing_part(out + n, "queue", q->queued);
+		memcpy(out + n, ", ", 2);
+		n += 2;
+		n += timing_part(out + n, "encode", q->encoded);
+		memcpy(out + n, ", ", 2);
+		n += 2;
+	}
+	n += timing_part(out + n, "total", srv_now() - q->t0);
+	out[n] = '\0';
+}
+
 static enum MHD_Result send_response(struct req *q)
 {
 	struct MHD_Response *r;
 	enum MHD_Result ret;
-	char ra[16];
+	char ra[16], st[160];
 
 	if (!q->resp) {
 		/* Out of memory building the body: a static one still works. */
@@ -202,6 +252,8 @@ static enum MHD_Result send_response(struct req *q)
 		return MHD_NO;
 	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, q->ctype ? q->ctype : JSON_CT);
 	MHD_add_response_header(r, REQUEST_ID_HEADER, q->request_id);
+	server_timing(q, st);
+	MHD_add_response_header(r, "Server-Timing", st);
 	if (q->allow)
 		MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, q->allow);
 	if (q->retry_after) {
@@ -339,6 +391,10 @@ static void job_done(struct srv_job *job)
 	struct req *q = job->ctx;
 	set_response(q, job->status, job->body, job->body_len, JSON_CT);
 	job->body = NULL;
+	if (job->encode_time >= 0) {
+		q->queued = job->queue_wait;
+		q->encoded = job->encode_time;
+	}
 	snprintf(q->version, sizeof(q->version), "%s",
 		 job->model->version ? job->model->version : "");
 	if (job->status != 200) {
@@ -898,6 +954,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		copy_str(q->method, sizeof(q->method), method);
 		request_id(h, conn, q->request_id);
 		q->t0 = srv_now();
+		q->queued = -1;
 		q->state = REQ_BODY;
 		*con_cls = q;
 		__atomic_add_fetch(&h->inflight, 1, __ATOMIC_RELAXED);

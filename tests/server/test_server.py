@@ -458,6 +458,36 @@ class TestOps(unittest.TestCase):
         self.assertEqual(SRV.request("GET", "/healthz",
                                      headers={"X-Request-Id": full})[1]["x-request-id"], full)
 
+    def test_server_timing(self):
+        """Server-Timing: total on every answer; queue and encode (their sum
+        within total) on an encode; never more than the client waited."""
+        def parts(h):
+            out = {}
+            for item in h["server-timing"].split(", "):
+                name, dur = item.split(";dur=")
+                self.assertRegex(dur, r"^(0|[1-9]\d*)\.\d{3}$")  # milliseconds, 3 decimals
+                out[name] = float(dur)
+            return out
+        t0 = time.monotonic()
+        st, h, _ = SRV.request("POST", "/v1/items:encode",
+                               {"inputs": [{"embedding": [0.5] * 48}] * 3})
+        waited_ms = (time.monotonic() - t0) * 1e3
+        self.assertEqual(st, 200)
+        p = parts(h)
+        self.assertEqual(list(p), ["queue", "encode", "total"])
+        self.assertTrue(all(v >= 0 for v in p.values()), p)
+        self.assertGreater(p["encode"], 0)
+        self.assertLessEqual(p["queue"] + p["encode"], p["total"] + 0.002)
+        self.assertLessEqual(p["total"], waited_ms)  # milliseconds, not another unit
+        for method, path, body, want in (("GET", "/healthz", None, 200),
+                                         ("POST", "/v1/items:encode", {"inputs": []}, 400),
+                                         ("GET", "/nowhere", None, 404)):
+            st, h, _ = SRV.request(method, path, body)
+            self.assertEqual(st, want)
+            p = parts(h)
+            self.assertEqual(list(p), ["total"])
+            self.assertGreaterEqual(p["total"], 0)
+
     def test_healthz_readyz_model(self):
         st, _, body = SRV.json("GET", "/healthz")
         self.assertEqual((st, body), (200, {"status": "ok"}))
