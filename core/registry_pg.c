@@ -566,6 +566,43 @@ static void notice_ignore(void *arg, const char *msg)
 	(void)msg;
 }
 
+/*
+ * Connect with bounded waits unless the operator chose others.  libpq's
+ * defaults wait for ever: a server that accepts and never answers (a hung
+ * host, a proxy with nothing behind it) held semid-server's startup, and
+ * with it every encode, until someone killed it; and a peer that vanished
+ * mid-call left it waiting for the kernel's 15-minute retransmission limit.
+ * So: connect_timeout 5 s (unless PGCONNECT_TIMEOUT is set), unacknowledged
+ * data given up after 10 s (tcp_user_timeout), an idle peer probed after
+ * 10 s and declared dead after three probes 5 s apart.  These go before the
+ * connection string, whose own settings therefore win.
+ */
+#define SID__PG_CONNECT_TIMEOUT_S "5"
+
+static PGconn *pg_connect(const char *conninfo)
+{
+	const char *keys[8], *vals[8];
+	int n = 0;
+
+	if (!getenv("PGCONNECT_TIMEOUT")) {
+		keys[n] = "connect_timeout";
+		vals[n++] = SID__PG_CONNECT_TIMEOUT_S;
+	}
+	keys[n] = "tcp_user_timeout";
+	vals[n++] = "10000";
+	keys[n] = "keepalives_idle";
+	vals[n++] = "10";
+	keys[n] = "keepalives_interval";
+	vals[n++] = "5";
+	keys[n] = "keepalives_count";
+	vals[n++] = "3";
+	keys[n] = "dbname";
+	vals[n++] = conninfo;
+	keys[n] = NULL;
+	vals[n] = NULL;
+	return PQconnectdbParams(keys, vals, 1);
+}
+
 static int conn_ensure(struct pg *s, struct sid_error *err)
 {
 	PGresult *res;
@@ -573,7 +610,7 @@ static int conn_ensure(struct pg *s, struct sid_error *err)
 	if (s->conn && PQstatus(s->conn) == CONNECTION_OK)
 		return 0;
 	conn_drop(s);
-	s->conn = PQconnectdb(s->conninfo);
+	s->conn = pg_connect(s->conninfo);
 	if (PQstatus(s->conn) != CONNECTION_OK) {
 		char buf[300];
 		snprintf(buf, sizeof(buf), "%s", PQerrorMessage(s->conn));

@@ -26,6 +26,7 @@ import random
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -148,11 +149,12 @@ class Base(unittest.TestCase):
         os.chmod(d, 0o755)
         return d
 
-    def start(self, d, towers, version, extra=(), env=None):
+    def start(self, d, towers, version, extra=(), env=None, start_timeout=10.0):
         model = os.path.join(d, "model.safetensors")
         if not os.path.exists(model):
             T.write_model(model, towers, version)
-        return T.Server(["--model", model] + FAST + list(extra), d, env=env), model
+        return T.Server(["--model", model] + FAST + list(extra), d, env=env,
+                        start_timeout=start_timeout), model
 
     def check_results(self, res, ids, book, created):
         self.assertEqual([r["id"] for r in res["results"]], list(ids))
@@ -573,6 +575,54 @@ class TestAssignSqlite(Base):
             self.check_unique(srv, seen, codes, ids)
         finally:
             self.assertEqual(srv.stop(), 0)
+
+
+class TestAssignPostgresSilent(Base):
+    """A PostgreSQL address where something accepts connections and never
+    answers (a hung host, a proxy with nothing behind it).  libpq's defaults
+    wait for ever, which held the server's startup, and every encode, until it
+    was killed.  Now a connection attempt gives up after 5 s unless the
+    connection string says otherwise: the server listens, encodes, and
+    answers assign 503 naming the timeout."""
+
+    def setUp(self):
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)  # the kernel completes the handshakes; nobody reads
+        self.addr = "127.0.0.1:%d" % self.listener.getsockname()[1]
+
+    def tearDown(self):
+        self.listener.close()
+
+    def check(self, conninfo, timeout_s):
+        t0 = time.monotonic()
+        srv, _ = self.start(self.fresh_dir(), {"item": self.ta}, "S", ["--registry", conninfo],
+                            start_timeout=4 * timeout_s + 10)
+        try:
+            started = time.monotonic() - t0
+            # the writer's and the reader's first attempts, one timeout each
+            self.assertLess(started, 2 * timeout_s + 5 * T.SLOW, srv.log_text())
+            X, _ = T.tie_free_inputs(self.rng, self.ta, 1)
+            st, _, r = srv.json("POST", "/v1/items:encode",
+                                {"inputs": [{"embedding": X[0].tolist()}]})
+            self.assertEqual(st, 200, r)
+            t1 = time.monotonic()
+            st, h, r = assign(srv, ["s1"], X)
+            took = time.monotonic() - t1
+            self.assertEqual((st, r["error"]["code"]), (503, "unavailable"), r)
+            self.assertIn("cannot connect", r["error"]["message"])
+            self.assertIn("timeout expired", r["error"]["message"])
+            self.assertIn("retry-after", h)
+            self.assertGreater(took, timeout_s - 1)
+            self.assertLess(took, timeout_s + 3 * T.SLOW)
+        finally:
+            self.assertEqual(srv.stop(), 0)
+
+    def test_default_connect_timeout(self):
+        self.check("postgresql://semid@%s/semid" % self.addr, 5)
+
+    def test_connection_string_timeout_wins(self):
+        self.check("postgresql://semid@%s/semid?connect_timeout=2" % self.addr, 2)
 
 
 class PgBase(Base):
