@@ -92,7 +92,8 @@
 	    * any other with SID_EUNAVAIL (it needs a write) */
 #define SID_REG_LAZY                                                                               \
 	2u /* PostgreSQL: return a handle even when the server is                                  \
-	    * down; calls answer SID_EUNAVAIL until it is back */
+	    * down (*err then holds SID_EUNAVAIL and why); calls answer                            \
+	    * SID_EUNAVAIL until it is back */
 
 /* sid_registry_assign flags */
 #define SID_REG_REASSIGN 1u

@@ -63,6 +63,7 @@ static int open_role(struct srv_store *s, int role, struct sid_error *err)
 		flags |= SID_REG_LAZY;
 	else if (role == SRV_STORE_READER)
 		flags |= SID_REG_READONLY;
+	sid_error_clear(err);
 	rc = sid_registry_open(s->target, flags, &h, err);
 	if (rc) {
 		s->open_err[role] = *err;
@@ -74,7 +75,12 @@ static int open_role(struct srv_store *s, int role, struct sid_error *err)
 		return rc;
 	}
 	s->h[role] = h;
-	if (role != SRV_STORE_READER) {
+	if (err->code == SID_EUNAVAIL) {
+		/* a lazy handle (PostgreSQL) that could not connect: every call
+		 * retries; until one gets through the store is down */
+		s->healthy = 0;
+		snprintf(s->error, sizeof(s->error), "%s", err->msg);
+	} else if (role != SRV_STORE_READER) {
 		s->healthy = 1;
 		s->error[0] = '\0';
 	}
@@ -117,8 +123,15 @@ int srv_store_init(struct srv_store *s, const struct srv_config *cfg, struct sid
 		strip_password(s->target, s->label, sizeof(s->label));
 	else
 		snprintf(s->label, sizeof(s->label), "%s", s->target);
-	/* Writer first: it creates or migrates the schema the reader expects. */
-	if (open_role(s, SRV_STORE_WRITER(0), &e) == 0 && open_role(s, SRV_STORE_READER, &e) == 0) {
+	/* Writer first: it creates or migrates the schema the reader expects.
+	 * A store that did not answer the writer is not tried again for the
+	 * reader now (one connect timeout at start, not two): the first lookup
+	 * opens it. */
+	if (open_role(s, SRV_STORE_WRITER(0), &e) == 0 && e.code == SID_EUNAVAIL) {
+		srv_log(SRV_LOG_WARN, "registry",
+			"%s (encode serves; assign and lookups answer 503, and each retries)",
+			e.msg);
+	} else if (s->h[SRV_STORE_WRITER(0)] && open_role(s, SRV_STORE_READER, &e) == 0) {
 		struct srv_logline l;
 		srv_logline_begin(&l, SRV_LOG_INFO, "registry");
 		srv_logline_str(&l, "backend", s->backend);

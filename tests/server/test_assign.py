@@ -600,8 +600,18 @@ class TestAssignPostgresSilent(Base):
                             start_timeout=4 * timeout_s + 10)
         try:
             started = time.monotonic() - t0
-            # the writer's and the reader's first attempts, one timeout each
-            self.assertLess(started, 2 * timeout_s + 5 * T.SLOW, srv.log_text())
+            # the writer's first attempt only: the reader is not tried at start
+            self.assertLess(started, timeout_s + 4 * T.SLOW, srv.log_text())
+            self.assertRegex(srv.log_text(), r"level=warn event=registry msg=\"registry \S+: "
+                             r"cannot connect: .*timeout expired \(encode serves; assign and "
+                             r"lookups answer 503, and each retries\)\"")
+            self.assertNotIn("msg=opened", srv.log_text())
+            # down from the start, before any call: /v1/model and the gauge
+            st, _, m = srv.json("GET", "/v1/model")
+            self.assertEqual((m["registry"]["backend"], m["registry"]["status"]),
+                             ("postgresql", "unavailable"), m["registry"])
+            self.assertIn("timeout expired", m["registry"]["error"])
+            self.assertEqual(srv.metrics()["semid_registry_up"], 0)
             X, _ = T.tie_free_inputs(self.rng, self.ta, 1)
             st, _, r = srv.json("POST", "/v1/items:encode",
                                 {"inputs": [{"embedding": X[0].tolist()}]})
