@@ -227,13 +227,15 @@ static int dispatch(int argc, char **argv)
 
 int cli_main(int argc, char **argv)
 {
-	int status = dispatch(argc, argv);
+	int status = dispatch(argc, argv), e = fflush(stdout) != 0 ? errno : 0;
 
 	/* Whatever a command printed on stdout must have arrived (a full disk,
 	 * a closed pipe); the commands that check for themselves have said so
-	 * and failed already. */
-	if ((fflush(stdout) != 0 || ferror(stdout)) && status == CLI_EXIT_OK) {
-		fprintf(stderr, "semid: stdout: write failed: %s\n", strerror(errno));
+	 * and failed already.  errno names the cause only when the flush
+	 * itself failed (an earlier failed write left nothing to trust). */
+	if ((e || ferror(stdout)) && status == CLI_EXIT_OK) {
+		fprintf(stderr, "semid: stdout: write failed%s%s\n", e ? ": " : "",
+			e ? strerror(e) : "");
 		status = CLI_EXIT_IO;
 	}
 	return status;

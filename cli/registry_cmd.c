@@ -155,13 +155,13 @@ static int parse(int argc, char **argv, struct opts *o)
 	optind = 0; /* GNU: start afresh (the tests call this repeatedly) */
 	opterr = 0;
 	while ((c = getopt_long(argc - 1, argv + 1, "d:m:t:i:b:f:p:n:o:h", lo, NULL)) != -1) {
-		if (c != 'h' && c != '?' && c != ':' && !strchr(used, c)) {
+		if (c != 'h' && c != '?' && !strchr(used, c)) {
+			char msg[64];
 			for (k = 0; lo[k].name && lo[k].val != c; k++)
 				;
-			fprintf(stderr, "semid registry %s: --%s is not an option of %s\n", o->cmd,
-				lo[k].name, o->cmd);
-			fprintf(stderr, "run 'semid registry --help' for the options\n");
-			return CLI_EXIT_INPUT;
+			snprintf(msg, sizeof(msg), "--%s is not an option of %s", lo[k].name,
+				 o->cmd);
+			return fail_usage(o->cmd, msg, NULL);
 		}
 		switch (c) {
 		case 'd':
@@ -224,7 +224,7 @@ static int parse(int argc, char **argv, struct opts *o)
 	/* argv + 1 was parsed: its argv[0] is the command, operands follow */
 	if (optind + 1 < argc)
 		o->arg = argv[optind + 1];
-	if (optind + 2 < argc || (used && !operand && o->arg))
+	if (optind + 2 < argc || (!operand && o->arg))
 		return fail_usage(o->cmd, "unexpected argument",
 				  argv[optind + (optind + 2 < argc && operand ? 2 : 1)]);
 	if (!o->kind_set && !strcmp(o->cmd, "export"))

@@ -308,8 +308,11 @@ static void work_cb(uv_work_t *w)
 	out.alt_dist = alt_dist;
 	out.alt_count = alt_count;
 	bt->encode_rc = encode_jobs(t, bt->jobs, &out, ws, &err);
-	for (j = bt->jobs; j; j = j->next)
-		j->encode_time = srv_now() - start;
+	{
+		double took = srv_now() - start;
+		for (j = bt->jobs; j; j = j->next)
+			j->encode_time = took;
+	}
 	if (bt->encode_rc) {
 		char msg[600];
 		snprintf(msg, sizeof(msg), "encode failed: %s", err.msg);

@@ -1392,14 +1392,13 @@ int srv_http_start(const struct srv_http_deps *deps, struct srv_http **out, stru
 		return sid_error_set(err, SID_ENOMEM, "http: out of memory");
 	}
 	h->d = *deps;
-	{
-		/* a key for made request ids: different in every process */
+	/* a key for made request ids: different in every process */
+	if (getrandom(&h->rid_key, sizeof(h->rid_key), GRND_NONBLOCK) !=
+	    (ssize_t)sizeof(h->rid_key)) {
 		struct timespec ts;
 		clock_gettime(CLOCK_REALTIME, &ts);
-		if (getrandom(&h->rid_key, sizeof(h->rid_key), GRND_NONBLOCK) !=
-		    (ssize_t)sizeof(h->rid_key))
-			h->rid_key = (uint64_t)ts.tv_nsec * 0x9e3779b97f4a7c15ull ^
-				     (uint64_t)ts.tv_sec ^ ((uint64_t)getpid() << 32);
+		h->rid_key = (uint64_t)ts.tv_nsec * 0x9e3779b97f4a7c15ull ^ (uint64_t)ts.tv_sec ^
+			     ((uint64_t)getpid() << 32);
 	}
 	pthread_mutex_init(&h->conns_lock, NULL);
 	pthread_mutex_init(&h->stop_lock, NULL);

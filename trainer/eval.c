@@ -17,7 +17,6 @@
 
 #include "encode.h"
 #include "fsutil.h"
-#include "nn.h"
 
 #define ENC_BATCH   4096
 #define TOPK	    50

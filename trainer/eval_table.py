@@ -53,15 +53,6 @@ FIGS = [
 ]
 
 
-def merged(*flag_lists):
-    """--key value lists joined, a later value of a key replacing the earlier."""
-    d = {}
-    for flags in flag_lists:
-        for k, v in zip(flags[::2], flags[1::2]):
-            d[k] = v
-    return [x for kv in d.items() for x in kv]
-
-
 def get(d, path):
     for p in path:
         d = d[p]
@@ -98,7 +89,7 @@ def run_one(args, setting, extra, mode, seed):
                f"{d}/users.npy", "--train", f"{d}/train.tsv", "--test", f"{d}/test.tsv",
                "--test-cold", f"{d}/cold_test.tsv", "--cold-items", f"{d}/cold_items.txt",
                "--out", model, "--mode", mode, "--seed", str(seed), "--no-progress",
-               "--resume"] + merged(["--epochs", str(args.epochs)], BASE, extra)
+               "--resume", "--epochs", str(args.epochs)] + BASE + extra  # a later flag wins
         print(f"[{time.strftime('%H:%M:%S')}] {tag}: {' '.join(cmd)}", flush=True)
         t0 = time.time()
         p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
