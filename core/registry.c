@@ -286,6 +286,12 @@ int sid_registry_target_is_pg(const char *t)
 int sid_registry_open(const char *target, unsigned flags, struct sid_registry **out,
 		      struct sid_error *err)
 {
+	return sid_registry_open_timeout(target, flags, 0, out, err);
+}
+
+int sid_registry_open_timeout(const char *target, unsigned flags, int timeout_ms,
+			      struct sid_registry **out, struct sid_error *err)
+{
 	int rc;
 
 	*out = NULL;
@@ -293,10 +299,13 @@ int sid_registry_open(const char *target, unsigned flags, struct sid_registry **
 		return sid_error_set(err, SID_EINVAL,
 				     "registry: no store given (a file path or a "
 				     "postgresql:// connection string)");
+	if (timeout_ms < 0)
+		return sid_error_set(err, SID_EINVAL, "registry: timeout %d ms (want >= 0)",
+				     timeout_ms);
 	if (sid_registry_target_is_pg(target))
-		rc = sid__reg_pg_open(target, flags, out, err);
+		rc = sid__reg_pg_open(target, flags, timeout_ms, out, err);
 	else
-		rc = sid__reg_sqlite_open(target, flags, out, err);
+		rc = sid__reg_sqlite_open(target, flags, timeout_ms, out, err);
 	if (rc)
 		return rc;
 	(*out)->open_flags = flags;

@@ -128,6 +128,25 @@ struct sid_reg_entry {
  */
 int sid_registry_open(const char *target, unsigned flags, struct sid_registry **out,
 		      struct sid_error *err);
+
+/*
+ * sid_registry_open with every wait on the store bounded by @timeout_ms
+ * (> 0; 0 gives sid_registry_open's defaults), for callers that must answer
+ * in time (semid-server's registry_timeout_ms):
+ *   - SQLite: the busy timeout, how long a call waits for another writer's
+ *     lock (default 5000 ms);
+ *   - PostgreSQL: the sessions' statement_timeout, so that the server cancels
+ *     a statement that runs or waits for a lock longer (unless the connection
+ *     string, role or database sets one); and an answer that has not come
+ *     @timeout_ms + 1000 ms after its request (a stopped backend, a host that
+ *     keeps the TCP connection and never answers) is given up: the connection
+ *     is dropped and the call fails with SID_EUNAVAIL, or runs once more on a
+ *     new connection if it was not already on one.  By default PostgreSQL
+ *     answers are waited for without bound (a long export or stats pass).
+ * Connecting has its own bound (connect_timeout 5 s; registry_pg.c).
+ */
+int sid_registry_open_timeout(const char *target, unsigned flags, int timeout_ms,
+			      struct sid_registry **out, struct sid_error *err);
 void sid_registry_close(struct sid_registry *r); /* NULL: no-op */
 
 /* 1 when sid_registry_open would take @target for a PostgreSQL connection
@@ -399,10 +418,10 @@ struct sid_registry {
 	struct sid_reg_events events; /* updated with __atomic_add_fetch */
 };
 
-int sid__reg_sqlite_open(const char *path, unsigned flags, struct sid_registry **out,
-			 struct sid_error *err);
-int sid__reg_pg_open(const char *conninfo, unsigned flags, struct sid_registry **out,
-		     struct sid_error *err);
+int sid__reg_sqlite_open(const char *path, unsigned flags, int timeout_ms,
+			 struct sid_registry **out, struct sid_error *err);
+int sid__reg_pg_open(const char *conninfo, unsigned flags, int timeout_ms,
+		     struct sid_registry **out, struct sid_error *err);
 
 /* codes (L) <-> big-endian bytes (4L); decode checks the length and range. */
 void sid__reg_codes_pack(const int32_t *codes, int L, uint8_t *buf);

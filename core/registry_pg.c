@@ -17,10 +17,21 @@
  * reconnects once and runs again (assign is idempotent, so that is safe);
  * when the server cannot be reached the call fails with SID_EUNAVAIL.
  * Statements are prepared once per connection; results come back in binary.
+ *
+ * Waits are bounded when the handle has a timeout (sid_registry_open_timeout):
+ * the session's statement_timeout (unless the operator set one) makes the
+ * server cancel a statement that runs or waits for a lock too long, and the
+ * connection is non-blocking, so that an answer that never comes (a stopped
+ * backend, a host that keeps the TCP connection but does not answer) is given
+ * up ANSWER_GRACE_MS later: the connection is dropped, which the retry above
+ * then replaces once.
  */
 #include "registry.h"
 
+#include <errno.h>
 #include <libpq-fe.h>
+#include <poll.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -32,6 +43,9 @@
 #define LOCK_KEY       "7305853201" /* pg_advisory_xact_lock key for migrations */
 #define RETRY	       (-1000)	    /* internal: run the transaction again */
 #define NOT_ALL	       (-1001)	    /* internal: some id is new */
+/* how much longer than its statement_timeout an answer is waited for, so
+ * that the server's own cancel (which keeps the connection) comes first */
+#define ANSWER_GRACE_MS 1000
 
 static const char *const migrations[SCHEMA_VERSION] = {
     "CREATE TABLE semid_meta (key text COLLATE \"C\" PRIMARY KEY, value text NOT NULL);"
@@ -136,6 +150,8 @@ struct pg {
 	int gaps[SID_TOWER_COUNT];   /* 1: the kind may have free slots below a max */
 	unsigned seed;
 	int lock_global; /* the next transaction takes GLOBAL_KEY exclusive only */
+	int timeout_ms;	 /* 0: no bound (sid_registry_open_timeout) */
+	char lost[96];	 /* why the connection was dropped while waiting */
 };
 
 /* Parameters: text for numbers and strings, binary for bytea. */
@@ -176,6 +192,100 @@ static void conn_drop(struct pg *s)
 	memset(s->prepared, 0, sizeof(s->prepared));
 }
 
+/* What went wrong with the connection, for a message. */
+static const char *conn_error(const struct pg *s)
+{
+	return s->conn ? PQerrorMessage(s->conn) : s->lost[0] ? s->lost : "no connection";
+}
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/*
+ * Send what is queued and wait until a result can be taken without blocking.
+ * 0 when it can (or the connection failed: PQgetResult then says how);
+ * SID_EUNAVAIL when nothing came within the handle's timeout plus
+ * ANSWER_GRACE_MS: the connection is in an unknown state and is dropped.
+ */
+static int pq_await(struct pg *s)
+{
+	int64_t deadline = s->timeout_ms ? mono_ms() + s->timeout_ms + ANSWER_GRACE_MS : 0;
+
+	for (;;) {
+		int pending = PQflush(s->conn), left = -1;
+		struct pollfd pfd;
+
+		if (pending < 0 || (!pending && !PQisBusy(s->conn)))
+			return 0;
+		if (deadline) {
+			int64_t now = mono_ms();
+			if (now >= deadline) {
+				snprintf(s->lost, sizeof(s->lost),
+					 "no answer within %d ms; connection dropped",
+					 s->timeout_ms + ANSWER_GRACE_MS);
+				conn_drop(s);
+				return SID_EUNAVAIL;
+			}
+			left = (int)(deadline - now);
+		}
+		pfd.fd = PQsocket(s->conn);
+		pfd.events = (short)(POLLIN | (pending ? POLLOUT : 0));
+		pfd.revents = 0;
+		if (poll(&pfd, 1, left) < 0 && errno != EINTR)
+			return 0; /* let libpq's own read report it */
+		if ((pfd.revents & (POLLIN | POLLERR | POLLHUP)) && !PQconsumeInput(s->conn))
+			return 0;
+	}
+}
+
+/* The next result of a command sent (PQgetResult), waited for as pq_await
+ * does; NULL at the end of the command's results or when the wait failed. */
+static PGresult *pq_next(struct pg *s)
+{
+	return pq_await(s) ? NULL : PQgetResult(s->conn);
+}
+
+/* The result of the command just sent, as PQexec gives it: its first error
+ * or else its last result; NULL when it could not be sent or no answer came
+ * (pg_fail then says why from the connection or s->lost). */
+static PGresult *pq_collect(struct pg *s, int sent)
+{
+	PGresult *keep = NULL, *res;
+
+	if (!sent)
+		return NULL;
+	while ((res = pq_next(s))) {
+		ExecStatusType st = PQresultStatus(keep);
+		if (keep && st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
+			PQclear(res);
+			continue;
+		}
+		PQclear(keep);
+		keep = res;
+	}
+	if (!s->conn) { /* dropped while waiting: what came is not the answer */
+		PQclear(keep);
+		return NULL;
+	}
+	return keep;
+}
+
+/* PQexec, PQexecParams, PQexecPrepared and PQprepare through pq_collect. */
+static PGresult *pq_query(struct pg *s, const char *sql)
+{
+	return pq_collect(s, PQsendQuery(s->conn, sql));
+}
+
+static PGresult *pq_params(struct pg *s, const char *sql, int n, const char *const *v,
+			   int result_fmt)
+{
+	return pq_collect(s, PQsendQueryParams(s->conn, sql, n, NULL, v, NULL, NULL, result_fmt));
+}
+
 /*
  * Classify a failed result: RETRY for races, SID_EUNAVAIL for a lost or
  * refused connection, SID_EIO otherwise.  Always sets a message.
@@ -188,7 +298,7 @@ static int pg_fail(struct pg *s, PGresult *res, struct sid_error *err, const cha
 	int code = SID_EIO;
 
 	if (!msg || !*msg)
-		msg = s->conn ? PQerrorMessage(s->conn) : "no connection";
+		msg = conn_error(s);
 	snprintf(buf, sizeof(buf), "%s", msg);
 	buf[strcspn(buf, "\n")] = '\0';
 	if (state &&
@@ -198,7 +308,8 @@ static int pg_fail(struct pg *s, PGresult *res, struct sid_error *err, const cha
 		return RETRY;
 	}
 	if (!s->conn || PQstatus(s->conn) != CONNECTION_OK || !state || !strncmp(state, "08", 2) ||
-	    !strncmp(state, "57P", 3) || !strncmp(state, "53", 2)) {
+	    !strncmp(state, "57P", 3) || !strncmp(state, "53", 2) ||
+	    !strcmp(state, "57014") /* statement_timeout */) {
 		code = SID_EUNAVAIL;
 		if (s->conn && PQstatus(s->conn) != CONNECTION_OK)
 			conn_drop(s);
@@ -216,7 +327,7 @@ static int prepare(struct pg *s, int i, struct sid_error *err)
 	if (s->prepared[i])
 		return 0;
 	snprintf(name, sizeof(name), "semid%d", i);
-	res = PQprepare(s->conn, name, stmt_sql[i], 0, NULL);
+	res = pq_collect(s, PQsendPrepare(s->conn, name, stmt_sql[i], 0, NULL));
 	if (PQresultStatus(res) != PGRES_COMMAND_OK) {
 		int rc = pg_fail(s, res, err, "prepare");
 		PQclear(res);
@@ -243,7 +354,8 @@ static int pq_run(struct pg *s, int i, const struct params *p, PGresult **out,
 	{
 		char name[16];
 		snprintf(name, sizeof(name), "semid%d", i);
-		res = PQexecPrepared(s->conn, name, p->n, p->v, p->len, p->fmt, 1);
+		res = pq_collect(s,
+				 PQsendQueryPrepared(s->conn, name, p->n, p->v, p->len, p->fmt, 1));
 	}
 	st = PQresultStatus(res);
 	if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
@@ -258,7 +370,7 @@ static int pq_run(struct pg *s, int i, const struct params *p, PGresult **out,
 /* Run @sql; a failure's message says @what was being done. */
 static int pq_exec_what(struct pg *s, const char *sql, const char *what, struct sid_error *err)
 {
-	PGresult *res = PQexec(s->conn, sql);
+	PGresult *res = pq_query(s, sql);
 	int rc = 0;
 	if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK)
 		rc = pg_fail(s, res, err, what);
@@ -279,7 +391,7 @@ static void rollback(struct pg *s)
 	memset(s->levels, 0, sizeof(s->levels));
 	memset(s->gaps, 0, sizeof(s->gaps));
 	if (s->conn && PQtransactionStatus(s->conn) != PQTRANS_IDLE) {
-		PGresult *res = PQexec(s->conn, "ROLLBACK");
+		PGresult *res = pq_query(s, "ROLLBACK");
 		PQclear(res);
 	}
 }
@@ -581,7 +693,7 @@ static void notice_ignore(void *arg, const char *msg)
 
 static PGconn *pg_connect(const char *conninfo)
 {
-	const char *keys[8], *vals[8];
+	const char *keys[10], *vals[10];
 	int n = 0;
 
 	if (!getenv("PGCONNECT_TIMEOUT")) {
@@ -596,6 +708,8 @@ static PGconn *pg_connect(const char *conninfo)
 	vals[n++] = "5";
 	keys[n] = "keepalives_count";
 	vals[n++] = "3";
+	keys[n] = "fallback_application_name"; /* pg_stat_activity shows who it is */
+	vals[n++] = "semid";
 	keys[n] = "dbname";
 	vals[n++] = conninfo;
 	keys[n] = NULL;
@@ -620,20 +734,41 @@ static int conn_ensure(struct pg *s, struct sid_error *err)
 				     s->base.label, buf);
 	}
 	PQsetNoticeProcessor(s->conn, notice_ignore, NULL);
-	res = PQexec(s->conn, "SET client_min_messages = warning");
+	s->lost[0] = '\0';
+	if (PQsetnonblocking(s->conn, 1)) { /* pq_await does the waiting */
+		int rc = sid_error_set(err, SID_EUNAVAIL, "registry %s: non-blocking mode: %s",
+				       s->base.label, PQerrorMessage(s->conn));
+		conn_drop(s);
+		return rc;
+	}
+	res = pq_query(s, "SET client_min_messages = warning");
 	PQclear(res);
-	if (s->base.open_flags & SID_REG_READONLY) { /* PostgreSQL itself refuses writes */
-		res = PQexec(s->conn, "SET default_transaction_read_only = on");
+	if (s->conn && s->timeout_ms) {
+		/* the server cancels what runs or waits too long, keeping the
+		 * connection; a statement_timeout the operator set is kept */
+		char sql[160];
+		snprintf(sql, sizeof(sql),
+			 "SELECT set_config('statement_timeout', '%d', false)"
+			 " WHERE current_setting('statement_timeout') = '0'",
+			 s->timeout_ms);
+		res = pq_query(s, sql);
 		PQclear(res);
-	} else {
+	}
+	if (s->conn && (s->base.open_flags & SID_REG_READONLY)) { /* PostgreSQL refuses writes */
+		res = pq_query(s, "SET default_transaction_read_only = on");
+		PQclear(res);
+	} else if (s->conn) {
 		/* An assignment is durable before it is answered: a cluster,
 		 * database or role at synchronous_commit = off would acknowledge
 		 * commits a crash then loses.  Any other value (on, local,
 		 * remote_write, remote_apply) is kept as the operator set it. */
-		res = PQexec(s->conn, "SELECT set_config('synchronous_commit', 'on', false)"
-				      " WHERE current_setting('synchronous_commit') = 'off'");
+		res = pq_query(s, "SELECT set_config('synchronous_commit', 'on', false)"
+				  " WHERE current_setting('synchronous_commit') = 'off'");
 		PQclear(res);
 	}
+	if (!s->conn)
+		return sid_error_set(err, SID_EUNAVAIL, "registry %s: session setup: %s",
+				     s->base.label, s->lost);
 	/* Every new connection checks the schema: the database may have been
 	 * created, restored or migrated by a newer semid since the last one.
 	 * A connection whose check failed is dropped, so the next call checks
@@ -752,7 +887,7 @@ static int lock_keys(struct pg *s, int64_t *keys, size_t n, struct sid_error *er
 						  : &s->base.events.global_locks,
 				   1, __ATOMIC_RELAXED);
 		s->lock_global = 0;
-		res = PQexec(s->conn, "SELECT pg_advisory_xact_lock(" GLOBAL_KEY ")");
+		res = pq_query(s, "SELECT pg_advisory_xact_lock(" GLOBAL_KEY ")");
 	} else {
 		arr = p = malloc(cap);
 		if (!arr)
@@ -764,12 +899,12 @@ static int lock_keys(struct pg *s, int64_t *keys, size_t n, struct sid_error *er
 		*p++ = '}';
 		*p = '\0';
 		v[0] = arr;
-		res = PQexecParams(
-		    s->conn,
+		res = pq_params(
+		    s,
 		    "SELECT count(CASE WHEN u.n = 1 THEN pg_advisory_xact_lock_shared(u.k)"
 		    " ELSE pg_advisory_xact_lock(u.k) END)"
 		    " FROM unnest($1::bigint[]) WITH ORDINALITY AS u(k, n)",
-		    1, NULL, v, NULL, NULL, 0);
+		    1, v, 0);
 		free(arr);
 	}
 	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
@@ -1032,7 +1167,7 @@ static int assign_new(struct pg *s, struct assign_ctx *c, struct sid_error *err)
 		for (size_t i = start; i < end; i++) {
 			if (c->prev[i] >= 0 || c->known[i])
 				continue;
-			res = PQgetResult(s->conn);
+			res = pq_next(s);
 			if (!res)
 				goto broken;
 			if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
@@ -1049,12 +1184,12 @@ static int assign_new(struct pg *s, struct assign_ctx *c, struct sid_error *err)
 				rc = pg_fail(s, res, err, "insert");
 			}
 			PQclear(res);
-			if ((res = PQgetResult(s->conn))) { /* the NULL after each result */
+			if ((res = pq_next(s))) { /* the NULL after each result */
 				PQclear(res);
 				goto broken;
 			}
 		}
-		res = PQgetResult(s->conn);
+		res = pq_next(s);
 		if (PQresultStatus(res) != PGRES_PIPELINE_SYNC) {
 			PQclear(res);
 			goto broken;
@@ -1073,7 +1208,7 @@ static int assign_new(struct pg *s, struct assign_ctx *c, struct sid_error *err)
 	return 0;
 broken: /* the connection is in an unknown state: drop it, run again */
 	rc = sid_error_set(err, SID_EUNAVAIL, "registry %s: pipeline failed: %s", s->base.label,
-			   s->conn ? PQerrorMessage(s->conn) : "no connection");
+			   conn_error(s));
 	conn_drop(s);
 	return rc;
 }
@@ -1398,7 +1533,7 @@ static int foreach_body(struct pg *s, void *p, struct sid_error *err)
 		struct params q = {0};
 		PGresult *res;
 		p_int(&q, c->kind);
-		res = PQexecParams(s->conn, sql, c->kind >= 0 ? 1 : 0, NULL, q.v, NULL, NULL, 1);
+		res = pq_params(s, sql, c->kind >= 0 ? 1 : 0, q.v, 1);
 		if (PQresultStatus(res) != PGRES_COMMAND_OK) {
 			rc = pg_fail(s, res, err, "walk");
 			PQclear(res);
@@ -1407,11 +1542,7 @@ static int foreach_body(struct pg *s, void *p, struct sid_error *err)
 		PQclear(res);
 	}
 	for (;;) {
-		PGresult *res = PQexecParams(s->conn,
-					     "FETCH "
-					     "1000"
-					     " FROM semid_walk",
-					     0, NULL, NULL, NULL, NULL, 1);
+		PGresult *res = pq_params(s, "FETCH 1000 FROM semid_walk", 0, NULL, 1);
 		int n;
 		if (PQresultStatus(res) != PGRES_TUPLES_OK) {
 			rc = pg_fail(s, res, err, "walk");
@@ -1491,9 +1622,8 @@ static int count_body(struct pg *s, void *p, struct sid_error *err)
 	int rc = 0;
 
 	snprintf(kind, sizeof(kind), "%d", c->kind);
-	res = PQexecParams(s->conn,
-			   "SELECT count(*) FROM semid_assignment WHERE kind = $1 AND emb_dim > 0",
-			   1, NULL, v, NULL, NULL, 0);
+	res = pq_params(s, "SELECT count(*) FROM semid_assignment WHERE kind = $1 AND emb_dim > 0",
+			1, v, 0);
 	if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1)
 		*c->n = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
 	else
@@ -1616,7 +1746,7 @@ static int migrate_body(struct pg *s, struct sid_error *err)
 	rc = pq_exec(s, "SELECT pg_advisory_xact_lock(" LOCK_KEY ")", err);
 	if (rc)
 		return rc;
-	res = PQexec(s->conn, "SELECT to_regclass('semid_meta') IS NOT NULL");
+	res = pq_query(s, "SELECT to_regclass('semid_meta') IS NOT NULL");
 	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
 		rc = pg_fail(s, res, err, "read schema version");
 		PQclear(res);
@@ -1625,7 +1755,7 @@ static int migrate_body(struct pg *s, struct sid_error *err)
 	rc = PQgetvalue(res, 0, 0)[0] == 't';
 	PQclear(res);
 	if (rc) {
-		res = PQexec(s->conn, "SELECT value FROM semid_meta WHERE key = 'schema_version'");
+		res = pq_query(s, "SELECT value FROM semid_meta WHERE key = 'schema_version'");
 		if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
 			rc = PQresultStatus(res) == PGRES_TUPLES_OK
 				 ? sid_error_set(err, SID_EFORMAT,
@@ -1702,8 +1832,8 @@ static char *label_make(const char *conninfo)
 	return strdup(buf);
 }
 
-int sid__reg_pg_open(const char *conninfo, unsigned flags, struct sid_registry **out,
-		     struct sid_error *err)
+int sid__reg_pg_open(const char *conninfo, unsigned flags, int timeout_ms,
+		     struct sid_registry **out, struct sid_error *err)
 {
 	struct pg *s = calloc(1, sizeof(*s));
 	char *perr = NULL;
@@ -1714,6 +1844,7 @@ int sid__reg_pg_open(const char *conninfo, unsigned flags, struct sid_registry *
 		return sid_error_set(err, SID_ENOMEM, "registry: out of memory");
 	s->base.ops = &pg_ops;
 	s->base.open_flags = flags; /* conn_ensure reads SID_REG_READONLY */
+	s->timeout_ms = timeout_ms;
 	s->conninfo = strdup(conninfo);
 	s->base.label = label_make(conninfo);
 	s->seed = (unsigned)getpid() ^ (unsigned)time(NULL);

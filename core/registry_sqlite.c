@@ -3,7 +3,7 @@
  *
  * One database file in WAL mode with synchronous=FULL, so a commit is on disk
  * (the WAL fsynced) before sid_registry_assign returns.  Writers take the
- * file's write lock up front (BEGIN IMMEDIATE) and wait up to BUSY_MS for
+ * file's write lock up front (BEGIN IMMEDIATE) and wait up to busy_ms for
  * other connections or processes; a known id is answered from a plain read
  * without a write transaction.  The schema (proto/registry.md) is versioned
  * in semid_meta and migrated on open under the write lock.  Embeddings live
@@ -25,7 +25,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#define BUSY_MS	       5000
+#define BUSY_MS	       5000 /* the busy timeout unless the handle was given one */
 #define SCHEMA_VERSION 1
 
 /* Migrations: migrations[v] takes schema v to v + 1 (v = 0: a new file). */
@@ -98,6 +98,7 @@ struct sq {
 	struct sid_registry base;
 	sqlite3 *db;
 	sqlite3_stmt *st[S_COUNT];
+	int busy_ms;		     /* the busy timeout: BUSY_MS or sid_registry_open_timeout's */
 	int levels[SID_TOWER_COUNT]; /* cached once known (they never change) */
 	int gaps[SID_TOWER_COUNT];   /* 1: the kind may have free slots below a max */
 	/* background checkpointer: its own connection, woken by the WAL hook */
@@ -175,7 +176,7 @@ static int wal_hook(void *p, sqlite3 *db, const char *name, int pages)
 		int rc;
 		sqlite3_busy_timeout(db, RESTART_WAIT_MS);
 		rc = sqlite3_wal_checkpoint_v2(db, name, SQLITE_CHECKPOINT_RESTART, NULL, NULL);
-		sqlite3_busy_timeout(db, BUSY_MS);
+		sqlite3_busy_timeout(db, s->busy_ms);
 		s->ck_failed_pages = rc == SQLITE_OK ? 0 : pages;
 	} else if (pages >= CKPT_PAGES) {
 		pthread_mutex_lock(&s->ck_lock);
@@ -197,7 +198,7 @@ static void ckpt_start(struct sq *s)
 		s->ck_db = NULL;
 		return;
 	}
-	sqlite3_busy_timeout(s->ck_db, BUSY_MS);
+	sqlite3_busy_timeout(s->ck_db, s->busy_ms);
 	if (pthread_create(&s->ck_thread, NULL, ckpt_main, s)) {
 		sqlite3_close(s->ck_db);
 		s->ck_db = NULL;
@@ -746,7 +747,7 @@ static void leave_immutable(struct sq *s)
 		s->db = db;
 		s->immutable = 0;
 		sqlite3_extended_result_codes(db, 1);
-		sqlite3_busy_timeout(db, BUSY_MS);
+		sqlite3_busy_timeout(db, s->busy_ms);
 		return;
 	}
 	for (int i = 0; i < S_COUNT; i++)
@@ -1244,10 +1245,11 @@ static int read_only_file(const char *path, struct sid_error *err)
 			     path);
 }
 
-int sid__reg_sqlite_open(const char *path, unsigned flags, struct sid_registry **out,
-			 struct sid_error *err)
+int sid__reg_sqlite_open(const char *path, unsigned flags, int timeout_ms,
+			 struct sid_registry **out, struct sid_error *err)
 {
-	int64_t deadline = mono_ms() + BUSY_MS; /* for the retries below */
+	int busy_ms = timeout_ms > 0 ? timeout_ms : BUSY_MS;
+	int64_t deadline = mono_ms() + busy_ms; /* for the retries below */
 	int readonly = flags & SID_REG_READONLY;
 	struct sq *s = calloc(1, sizeof(*s));
 	sqlite3_stmt *st = NULL;
@@ -1258,6 +1260,7 @@ int sid__reg_sqlite_open(const char *path, unsigned flags, struct sid_registry *
 		return sid_error_set(err, SID_ENOMEM, "registry %s: out of memory", path);
 	}
 	s->base.ops = &sq_ops;
+	s->busy_ms = busy_ms;
 	if (readonly && access(path, F_OK) != 0) {
 		rc = sid_error_set(err, SID_ENOTFOUND,
 				   "registry %s: no such file (nothing to read)", path);
@@ -1273,7 +1276,7 @@ int sid__reg_sqlite_open(const char *path, unsigned flags, struct sid_registry *
 		goto fail;
 	}
 	sqlite3_extended_result_codes(s->db, 1);
-	sqlite3_busy_timeout(s->db, BUSY_MS);
+	sqlite3_busy_timeout(s->db, s->busy_ms);
 	if (!readonly && sqlite3_db_readonly(s->db, "main") == 1) {
 		rc = read_only_file(path, err);
 		goto fail;

@@ -56,6 +56,8 @@ static const struct key keys[] = {
      "keep assigned items' embeddings (for semid registry diff)"},
     {"registry_connections", K_INT, F(registry_connections), 1, 64,
      "PostgreSQL connections committing assigns at once"},
+    {"registry_timeout_ms", K_INT, F(registry_timeout_ms), 100, 3600000,
+     "longest wait on the registry store before a call answers 503"},
 };
 #define N_KEYS (sizeof(keys) / sizeof(keys[0]))
 
@@ -82,6 +84,7 @@ void srv_config_defaults(struct srv_config *c)
 	c->log_level = SRV_LOG_INFO;
 	c->registry_embeddings = 1;
 	c->registry_connections = 4;
+	c->registry_timeout_ms = 5000;
 }
 
 /* Find by name; '-' in @name matches '_' (flags use dashes). */

@@ -49,6 +49,7 @@ struct srv_config {
 	char registry[1024];
 	int registry_embeddings;  /* keep each new assignment's input embedding */
 	int registry_connections; /* PostgreSQL: writer connections (groups committed at once) */
+	int registry_timeout_ms;  /* bound on each wait on the store (sid_registry_open_timeout) */
 };
 
 /* Fill @c with the defaults (listen 127.0.0.1:8080, workers = online CPUs). */

@@ -64,7 +64,7 @@ static int open_role(struct srv_store *s, int role, struct sid_error *err)
 	else if (role == SRV_STORE_READER)
 		flags |= SID_REG_READONLY;
 	sid_error_clear(err);
-	rc = sid_registry_open(s->target, flags, &h, err);
+	rc = sid_registry_open_timeout(s->target, flags, s->timeout_ms, &h, err);
 	if (rc) {
 		s->open_err[role] = *err;
 		s->retry_at[role] = mono_now() + RETRY_S;
@@ -114,6 +114,7 @@ int srv_store_init(struct srv_store *s, const struct srv_config *cfg, struct sid
 	pg = sid_registry_target_is_pg(s->target);
 	s->backend = pg ? "postgresql" : "sqlite";
 	s->writers = pg ? cfg->registry_connections : 1;
+	s->timeout_ms = cfg->registry_timeout_ms;
 	if (s->writers < 1 || s->writers > SRV_STORE_MAX_WRITERS)
 		s->writers = 1;
 	/* SQLite: as many as wait (one fsync for all); PostgreSQL: small enough

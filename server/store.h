@@ -44,6 +44,7 @@ struct srv_store {
 	char label[1024];    /* for messages: path, or the string without password */
 	const char *backend; /* "sqlite" or "postgresql" */
 	int writers;	     /* writer slots in use */
+	int timeout_ms;	     /* cfg->registry_timeout_ms */
 	size_t group_rows;   /* rows per assign call at most (one job may exceed it) */
 	struct sid_registry *h[SRV_STORE_SLOTS]; /* NULL until opened */
 	double retry_at[SRV_STORE_SLOTS];	 /* monotonic seconds: next open attempt */

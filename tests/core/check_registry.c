@@ -38,6 +38,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "encode.h"
@@ -202,6 +203,13 @@ static void use_pg(void)
 		if (g_pg && !pg.up)                                                                \
 			return;                                                                    \
 	} while (0)
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
 
 static struct sid_registry *reg_open(void)
 {
@@ -1800,13 +1808,28 @@ START_TEST(t_sqlite_locked)
 	struct sid_reg_item it = {"new", c, NULL};
 	sqlite3 *db;
 
+	struct sid_registry *quick = NULL;
+	double t0;
+
 	assign1(r, "old", 1, 1, 1, 0, &e);
+	ck_assert_int_eq(sid_registry_open_timeout(target, 0, -1, &quick, &err), SID_EINVAL);
+	ck_assert_int_eq(sid_registry_open_timeout(target, 0, 300, &quick, &err), 0);
 	ck_assert_int_eq(sqlite3_open(target, &db), SQLITE_OK);
 	ck_assert_int_eq(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
-	/* writes wait for the busy timeout, then answer "unavailable" */
+	/* writes wait for the busy timeout (5 s, or the handle's own), then
+	 * answer "unavailable" */
+	t0 = now_s();
 	ck_assert_int_eq(sid_registry_assign(r, SID_TOWER_ITEM, &it, 1, 3, 0, "v", 0, &e, &err),
 			 SID_EUNAVAIL);
+	ck_assert_msg(now_s() - t0 > 4.5, "gave up after %.2f s, not 5", now_s() - t0);
 	ck_assert_msg(strstr(err.msg, target) && strstr(err.msg, "locked"), "%s", err.msg);
+	t0 = now_s();
+	ck_assert_int_eq(sid_registry_assign(quick, SID_TOWER_ITEM, &it, 1, 3, 0, "v", 0, &e, &err),
+			 SID_EUNAVAIL);
+	ck_assert_msg(now_s() - t0 > 0.25 && now_s() - t0 < 4, "gave up after %.2f s, not 0.3",
+		      now_s() - t0);
+	ck_assert_msg(strstr(err.msg, "locked"), "%s", err.msg);
+	sid_registry_close(quick);
 	/* reads and known ids keep working */
 	it.id = "old";
 	ck_assert_int_eq(sid_registry_assign(r, SID_TOWER_ITEM, &it, 1, 3, 0, "v", 0, &e, &err), 0);

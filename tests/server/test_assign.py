@@ -722,7 +722,8 @@ class TestAssignPostgres(PgBase):
         db = re.search(r"dbname=(\S+)", conninfo).group(1)
         self.psql("ALTER DATABASE %s SET deadlock_timeout = '5s'" % db, check=True)
         srv, _ = self.start(self.fresh_dir(), {"item": self.ta}, "D",
-                            ["--registry", conninfo, "--registry-connections", "1"])
+                            ["--registry", conninfo, "--registry-connections", "1",
+                             "--registry-timeout-ms", "60000"])  # waits 5 s for a lock
         holder, out = None, {}
         X, _ = T.tie_free_inputs(self.rng, self.ta, 2)
         try:
@@ -761,6 +762,109 @@ class TestAssignPostgres(PgBase):
                 holder.stdin.close()
                 holder.wait(30)
             self.assertEqual(srv.stop(), 0)
+
+    def backends(self, db):
+        """The pids of the server's sessions on database @db."""
+        out = self.psql("SELECT pid FROM pg_stat_activity WHERE datname = '%s' "
+                        "AND application_name = 'semid'" % db, check=True).stdout
+        return [int(x) for x in out.split()]
+
+    def test_stopped_backend_is_given_up(self):
+        """A backend that stops answering while its host keeps the connection
+        (SIGSTOP here; a hung host or a stuck process alike) used to hold a
+        registry call for ever, and with it every later call on that handle:
+        libpq waits without bound and the kernel keeps the TCP connection
+        alive.  Now the wait ends registry_timeout_ms + 1 s after the request,
+        the connection is dropped, and the call runs again on a new one; the
+        lookups' handle alike.  Encoding never waits for the store."""
+        if not self.pg.own:
+            self.skipTest("needs the test's own cluster (signals its backends)")
+        conninfo = self.fresh_db("stopped")
+        db = re.search(r"dbname=(\S+)", conninfo).group(1)
+        srv, _ = self.start(self.fresh_dir(), {"item": self.ta}, "S",
+                            ["--registry", conninfo, "--registry-connections", "1",
+                             "--registry-timeout-ms", "1000"])
+        X, _ = T.tie_free_inputs(self.rng, self.ta, 3)
+        stopped = []
+        try:
+            st, _, r0 = assign(srv, ["warm"], X[:1])
+            self.assertEqual(st, 200, r0)
+            self.assertEqual(srv.json("GET", "/v1/items/warm")[0], 200)  # the reader too
+            pids = self.backends(db)
+            self.assertEqual(len(pids), 2, pids)
+            for pid in pids:
+                os.kill(pid, signal.SIGSTOP)
+                stopped.append(pid)
+            t0 = time.monotonic()
+            st, _, r = assign(srv, ["s1"], X[1:2])
+            took = time.monotonic() - t0
+            self.assertEqual(st, 200, r)
+            self.assertEqual(r["results"][0]["created"], True)
+            self.assertGreaterEqual(took, 2.0)  # the answer was waited for 1 + 1 s first
+            st, _, r = srv.json("POST", "/v1/items:encode",
+                                {"inputs": [{"embedding_b64": T.b64_row(X[2])}]})
+            self.assertEqual(st, 200, r)
+            st, _, g = srv.json("GET", "/v1/items/warm")
+            self.assertEqual((st, g.get("sid")), (200, r0["results"][0]["sid"]), g)
+            # both calls now run on new sessions; the stopped ones are left alone
+            now = self.backends(db)
+            self.assertEqual(len(set(now) - set(pids)), 2, (pids, now))
+            self.assertEqual(srv.json("GET", "/v1/model")[2]["registry"]["status"], "ok")
+        finally:
+            for pid in stopped:
+                os.kill(pid, signal.SIGCONT)
+            self.assertEqual(srv.stop(), 0)
+
+    def test_statement_timeout(self):
+        """A call that waits on a lock another session holds is cancelled by
+        PostgreSQL after registry_timeout_ms (the session's statement_timeout)
+        and answered 503, while encode serves; once the lock is gone the same
+        assign succeeds.  A statement_timeout the operator set (here through
+        PGOPTIONS) is kept instead of the server's."""
+        conninfo = self.fresh_db("stmt")
+        db = re.search(r"dbname=(\S+)", conninfo).group(1)
+        X, _ = T.tie_free_inputs(self.rng, self.ta, 2)
+        for k, (extra, env, bound) in enumerate((
+                (["--registry-timeout-ms", "800"], None, (0.7, 1.7)),
+                ([], {"PGOPTIONS": "-c statement_timeout=300"}, (0.2, 4.0)))):
+            tid = "t%d" % k
+            srv, _ = self.start(self.fresh_dir(), {"item": self.ta}, "T",
+                                ["--registry", conninfo, "--registry-connections", "1"] + extra,
+                                env=env)
+            holder = None
+            try:
+                self.assertEqual(assign(srv, ["warm"], X[:1])[0], 200)
+                holder = subprocess.Popen([pg_fixture.PGBIN + "/psql", "-h", "127.0.0.1", "-p",
+                                           str(self.pg.port), "-U", "postgres", "-d", db,
+                                           "-XAtq"], stdin=subprocess.PIPE,
+                                          stdout=subprocess.PIPE, text=True)
+                holder.stdin.write("BEGIN;\nLOCK TABLE semid_assignment;\nSELECT 1;\n")
+                holder.stdin.flush()
+                self.assertEqual(holder.stdout.readline().strip(), "1")
+                t0 = time.monotonic()
+                st, h, r = assign(srv, [tid], X[1:])
+                took = time.monotonic() - t0
+                self.assertEqual((st, r["error"]["code"]), (503, "unavailable"), r)
+                self.assertIn("canceling statement due to statement timeout",
+                              r["error"]["message"])
+                self.assertIn("retry-after", h)
+                self.assertGreater(took, bound[0])
+                self.assertLess(took, bound[1], "not the 5 s default")
+                st, _, e = srv.json("POST", "/v1/items:encode",
+                                    {"inputs": [{"embedding_b64": T.b64_row(X[1])}]})
+                self.assertEqual(st, 200, e)
+                holder.stdin.write("COMMIT;\n")
+                holder.stdin.close()
+                holder.wait(30)
+                holder = None
+                st, _, r = assign(srv, [tid], X[1:])
+                self.assertEqual(st, 200, r)
+                self.assertEqual(r["results"][0]["created"], True)
+            finally:
+                if holder:
+                    holder.stdin.close()
+                    holder.wait(30)
+                self.assertEqual(srv.stop(), 0)
 
     def test_id_reads_use_the_id_index(self):
         """Every call first reads its ids.  That read must probe the (kind, id)
