@@ -330,6 +330,10 @@ void sid_registry_events_take(struct sid_registry *r, struct sid_reg_events *out
 	out->retries = __atomic_exchange_n(&r->events.retries, 0, __ATOMIC_RELAXED);
 	out->global_locks = __atomic_exchange_n(&r->events.global_locks, 0, __ATOMIC_RELAXED);
 	out->lock_table_full = __atomic_exchange_n(&r->events.lock_table_full, 0, __ATOMIC_RELAXED);
+	out->busy_timeouts = __atomic_exchange_n(&r->events.busy_timeouts, 0, __ATOMIC_RELAXED);
+	out->statement_timeouts =
+	    __atomic_exchange_n(&r->events.statement_timeouts, 0, __ATOMIC_RELAXED);
+	out->answer_timeouts = __atomic_exchange_n(&r->events.answer_timeouts, 0, __ATOMIC_RELAXED);
 }
 
 const char *sid_registry_backend(const struct sid_registry *r)

@@ -244,8 +244,8 @@ struct sid_reg_stats {
 /*
  * What a handle ran into since the last call, for metrics: copied to *out
  * and reset to zero (thread-safe; each event is counted once however many
- * threads take them).  SQLite counts none of these: its one writer never
- * races and never takes advisory locks.
+ * threads take them).  SQLite counts only busy timeouts: its one writer
+ * never races and never takes advisory locks.
  */
 struct sid_reg_events {
 	uint64_t retries;	  /* transactions run again after a lost race (PostgreSQL:
@@ -255,6 +255,10 @@ struct sid_reg_events {
 				   * one by one (an import; groups stay below it) */
 	uint64_t lock_table_full; /* PostgreSQL: ... because the lock table was full
 				   * (raise max_locks_per_transaction) */
+	/* waits that ran out (sid_registry_open_timeout) */
+	uint64_t busy_timeouts;	     /* SQLite: another writer held the lock */
+	uint64_t statement_timeouts; /* PostgreSQL: statement_timeout cancelled one */
+	uint64_t answer_timeouts;    /* PostgreSQL: no answer came; connection dropped */
 };
 void sid_registry_events_take(struct sid_registry *r, struct sid_reg_events *out);
 

@@ -227,6 +227,8 @@ static int pq_await(struct pg *s)
 				snprintf(s->lost, sizeof(s->lost),
 					 "no answer within %d ms; connection dropped",
 					 s->timeout_ms + ANSWER_GRACE_MS);
+				__atomic_add_fetch(&s->base.events.answer_timeouts, 1,
+						   __ATOMIC_RELAXED);
 				conn_drop(s);
 				return SID_EUNAVAIL;
 			}
@@ -307,6 +309,8 @@ static int pg_fail(struct pg *s, PGresult *res, struct sid_error *err, const cha
 			      s->base.label, what, buf, RETRY_MAX);
 		return RETRY;
 	}
+	if (state && !strcmp(state, "57014"))
+		__atomic_add_fetch(&s->base.events.statement_timeouts, 1, __ATOMIC_RELAXED);
 	if (!s->conn || PQstatus(s->conn) != CONNECTION_OK || !state || !strncmp(state, "08", 2) ||
 	    !strncmp(state, "57P", 3) || !strncmp(state, "53", 2) ||
 	    !strcmp(state, "57014") /* statement_timeout */) {

@@ -240,7 +240,10 @@ static int sq_fail(struct sq *s, int rc, struct sid_error *err, const char *what
 	case SQLITE_NOMEM:
 		code = SID_ENOMEM;
 		break;
-	case SQLITE_BUSY:
+	case SQLITE_BUSY: /* the busy timeout ran out */
+		__atomic_add_fetch(&s->base.events.busy_timeouts, 1, __ATOMIC_RELAXED);
+		code = SID_EUNAVAIL;
+		break;
 	case SQLITE_LOCKED:
 	case SQLITE_IOERR:
 	case SQLITE_FULL:

@@ -134,6 +134,14 @@ static void fail_job(struct srv_job *j, int rc, const struct sid_error *err)
 	j->status = status;
 }
 
+/* What the store call on @h ran into (retries, timeouts), into the metrics. */
+static void take_events(struct srv_assigner *a, struct sid_registry *h)
+{
+	struct sid_reg_events ev;
+	sid_registry_events_take(h, &ev);
+	srv_metrics_registry_events(a->metrics, &ev);
+}
+
 static void group_work(uv_work_t *w)
 {
 	struct group *g = w->data;
@@ -195,11 +203,7 @@ static void group_work(uv_work_t *w)
 	}
 	t0 = srv_now();
 	sid_registry_assign_calls(h, calls, n);
-	{
-		struct sid_reg_events ev;
-		sid_registry_events_take(h, &ev);
-		srv_metrics_registry_events(a->metrics, &ev);
-	}
+	take_events(a, h);
 	if (ro) { /* what needed a write gets the writer's reason */
 		for (i = 0; i < n; i++)
 			if (calls[i].rc == SID_EUNAVAIL) {
@@ -329,6 +333,7 @@ static void lookup_work(uv_work_t *w)
 		rc = sid_registry_list(h, lk->kind, lk->key, lk->cursor ? lk->cursor : "",
 				       lk->limit, e, &n, next, &err);
 	srv_store_note(a->store, rc, &err);
+	take_events(a, h);
 	srv_metrics_registry_call(a->metrics, SRV_REG_OP_LOOKUP, srv_now() - t0,
 				  !srv_store_is_outage(rc));
 	if (rc)

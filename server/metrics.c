@@ -266,6 +266,9 @@ void srv_metrics_registry_events(struct srv_metrics *m, const struct sid_reg_eve
 	m->reg_events.retries += ev->retries;
 	m->reg_events.global_locks += ev->global_locks;
 	m->reg_events.lock_table_full += ev->lock_table_full;
+	m->reg_events.busy_timeouts += ev->busy_timeouts;
+	m->reg_events.statement_timeouts += ev->statement_timeouts;
+	m->reg_events.answer_timeouts += ev->answer_timeouts;
 	pthread_mutex_unlock(&m->mu);
 }
 
@@ -412,10 +415,21 @@ char *srv_metrics_render(struct srv_metrics *m, const struct sid_model *model)
 		    "max_locks_per_transaction).\n"
 		    "# TYPE semid_registry_global_lock_total counter\n"
 		    "semid_registry_global_lock_total{reason=\"size\"} %llu\n"
-		    "semid_registry_global_lock_total{reason=\"lock_table_full\"} %llu\n",
+		    "semid_registry_global_lock_total{reason=\"lock_table_full\"} %llu\n"
+		    "# HELP semid_registry_timeouts_total Store calls whose wait ran "
+		    "out (registry_timeout_ms): busy (SQLite: another writer held the "
+		    "lock), statement_timeout (PostgreSQL cancelled the statement), "
+		    "no_answer (PostgreSQL did not answer; the connection was dropped).\n"
+		    "# TYPE semid_registry_timeouts_total counter\n"
+		    "semid_registry_timeouts_total{reason=\"busy\"} %llu\n"
+		    "semid_registry_timeouts_total{reason=\"statement_timeout\"} %llu\n"
+		    "semid_registry_timeouts_total{reason=\"no_answer\"} %llu\n",
 		    m->reg_up, (unsigned long long)m->reg_events.retries,
 		    (unsigned long long)m->reg_events.global_locks,
-		    (unsigned long long)m->reg_events.lock_table_full);
+		    (unsigned long long)m->reg_events.lock_table_full,
+		    (unsigned long long)m->reg_events.busy_timeouts,
+		    (unsigned long long)m->reg_events.statement_timeouts,
+		    (unsigned long long)m->reg_events.answer_timeouts);
 	pthread_mutex_unlock(&m->mu);
 
 	srv_buf_puts(&b, "# HELP semid_model_info The model being served.\n"

@@ -1829,6 +1829,15 @@ START_TEST(t_sqlite_locked)
 	ck_assert_msg(now_s() - t0 > 0.25 && now_s() - t0 < 4, "gave up after %.2f s, not 0.3",
 		      now_s() - t0);
 	ck_assert_msg(strstr(err.msg, "locked"), "%s", err.msg);
+	{ /* each wait that ran out is counted, once */
+		struct sid_reg_events ev;
+		sid_registry_events_take(r, &ev);
+		ck_assert_int_eq(ev.busy_timeouts, 1);
+		sid_registry_events_take(quick, &ev);
+		ck_assert_int_eq(ev.busy_timeouts, 1);
+		sid_registry_events_take(quick, &ev);
+		ck_assert_int_eq(ev.busy_timeouts, 0);
+	}
 	sid_registry_close(quick);
 	/* reads and known ids keep working */
 	it.id = "old";

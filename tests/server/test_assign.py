@@ -413,7 +413,7 @@ class TestAssignSqlite(Base):
         (store calls run on their own threads)."""
         import sqlite3
         d = self.fresh_dir()
-        srv, _ = self.start(d, {"item": self.ta}, "A")
+        srv, _ = self.start(d, {"item": self.ta}, "A", ["--registry-timeout-ms", "2500"])
         X, codes = T.tie_free_inputs(self.rng, self.ta, 2)
         db = sqlite3.connect(os.path.join(d, "semid-registry.db"), isolation_level=None)
         try:
@@ -436,7 +436,10 @@ class TestAssignSqlite(Base):
             st, h, e = out["r"]
             self.assertEqual((st, e["error"]["code"]), (503, "unavailable"), e)
             self.assertIn("locked", e["error"]["message"])
-            self.assertGreater(time.monotonic() - t0, 2.0)  # it did wait for the lock
+            # it did wait for the lock: registry_timeout_ms, not the 5 s default
+            self.assertGreater(time.monotonic() - t0, 2.0)
+            self.assertLess(time.monotonic() - t0, 4.5)
+            self.assertEqual(srv.metrics()['semid_registry_timeouts_total{reason="busy"}'], 1)
             db.execute("ROLLBACK")
             st, _, r = assign(srv, ["b"], X[1:2])
             self.assertEqual((st, r["results"][0]["created"]), (200, True))
@@ -810,6 +813,9 @@ class TestAssignPostgres(PgBase):
             now = self.backends(db)
             self.assertEqual(len(set(now) - set(pids)), 2, (pids, now))
             self.assertEqual(srv.json("GET", "/v1/model")[2]["registry"]["status"], "ok")
+            m = srv.metrics()
+            self.assertEqual(m['semid_registry_timeouts_total{reason="no_answer"}'], 2)
+            self.assertEqual(m['semid_registry_timeouts_total{reason="statement_timeout"}'], 0)
         finally:
             for pid in stopped:
                 os.kill(pid, signal.SIGCONT)
@@ -850,6 +856,9 @@ class TestAssignPostgres(PgBase):
                 self.assertIn("retry-after", h)
                 self.assertGreater(took, bound[0])
                 self.assertLess(took, bound[1], "not the 5 s default")
+                m = srv.metrics()
+                self.assertEqual(m['semid_registry_timeouts_total{reason="statement_timeout"}'], 1)
+                self.assertEqual(m['semid_registry_timeouts_total{reason="no_answer"}'], 0)
                 st, _, e = srv.json("POST", "/v1/items:encode",
                                     {"inputs": [{"embedding_b64": T.b64_row(X[1])}]})
                 self.assertEqual(st, 200, e)
