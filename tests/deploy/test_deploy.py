@@ -738,6 +738,15 @@ class Deploy(unittest.TestCase):
              "values": "0.5x60"},
             {"series": 'semid_code_entropy_bits{%s,tower="item",level="1"}' % inst,
              "values": "5x60"},
+            # 'a': its registry down from minute 10, waits running out, a full lock table
+            {"series": "semid_registry_up{%s}" % inst, "values": "1x10 0x50"},
+            {"series": "semid_registry_up{%s}" % healthy, "values": "1x60"},
+            {"series": 'semid_registry_timeouts_total{%s,reason="no_answer"}' % inst,
+             "values": "0x10 2x50"},
+            {"series": 'semid_registry_timeouts_total{%s,reason="busy"}' % healthy,
+             "values": "0x60"},
+            {"series": 'semid_registry_global_lock_total{%s,reason="lock_table_full"}' % inst,
+             "values": "0x10 1x50"},
         ]
         a = {"job": "semid", "instance": "a:8080"}
         return {
@@ -764,6 +773,16 @@ class Deploy(unittest.TestCase):
                     {"eval_time": "50m", "alertname": "SemidCodeEntropyCollapse",
                      "exp_alerts": [{"exp_labels": dict(a, severity="warning", tower="item",
                                                         level="0")}]},
+                    {"eval_time": "13m", "alertname": "SemidRegistryDown", "exp_alerts": []},
+                    {"eval_time": "16m", "alertname": "SemidRegistryDown",
+                     "exp_alerts": [{"exp_labels": dict(a, severity="warning")}]},
+                    {"eval_time": "5m", "alertname": "SemidRegistryTimeouts", "exp_alerts": []},
+                    {"eval_time": "15m", "alertname": "SemidRegistryTimeouts",
+                     "exp_alerts": [{"exp_labels": dict(a, severity="warning",
+                                                        reason="no_answer")}]},
+                    {"eval_time": "15m", "alertname": "SemidRegistryLockTableFull",
+                     "exp_alerts": [{"exp_labels": dict(a, severity="warning",
+                                                        reason="lock_table_full")}]},
                 ],
             }],
         }
