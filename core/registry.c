@@ -362,6 +362,19 @@ static int kind_check(int kind, struct sid_error *err)
 	return 0;
 }
 
+/* Take the handle for one call (or one group of assign calls): the backend
+ * ops run until call_end count as one call (r->calls). */
+static void call_begin(struct sid_registry *r)
+{
+	pthread_mutex_lock(&r->lock);
+	r->calls++;
+}
+
+static void call_end(struct sid_registry *r)
+{
+	pthread_mutex_unlock(&r->lock);
+}
+
 /*
  * Queue @q and wait until it is answered.  Whoever finds no leader becomes
  * one: it takes the queue (up to GROUP_ITEMS inputs), runs it through the
@@ -400,9 +413,9 @@ static void group_commit(struct sid_registry *r, struct sid__reg_req **qs, size_
 		if (!r->q_head)
 			r->q_tail = NULL;
 		pthread_mutex_unlock(&r->q_lock);
-		pthread_mutex_lock(&r->lock);
+		call_begin(r);
 		r->ops->assign(r, group, nq, sid__reg_now_ms());
-		pthread_mutex_unlock(&r->lock);
+		call_end(r);
 		pthread_mutex_lock(&r->q_lock);
 		for (size_t i = 0; i < nq; i++)
 			group[i]->done = 1;
@@ -486,7 +499,7 @@ static int assign_known_only(struct sid_registry *r, struct sid_reg_call *c)
 		return sid_error_set(&c->err, SID_EUNAVAIL,
 				     "registry %s: opened read-only, and reassign writes",
 				     r->label);
-	pthread_mutex_lock(&r->lock);
+	call_begin(r);
 	for (size_t i = 0; i < c->n; i++) {
 		int rc = r->ops->get(r, c->kind, c->items[i].id, &c->out[i], &c->err);
 		if (rc == SID_ENOTFOUND)
@@ -496,12 +509,12 @@ static int assign_known_only(struct sid_registry *r, struct sid_reg_call *c)
 					      r->label, i, utf8_cut(c->items[i].id, 64),
 					      c->items[i].id);
 		if (rc) {
-			pthread_mutex_unlock(&r->lock);
+			call_end(r);
 			return rc;
 		}
 		c->out[i].created = c->out[i].moved = 0;
 	}
-	pthread_mutex_unlock(&r->lock);
+	call_end(r);
 	return 0;
 }
 
@@ -567,9 +580,9 @@ int sid_registry_get(struct sid_registry *r, enum sid_tower_kind kind, const cha
 		rc = sid_reg_id_check(id, err);
 	if (rc)
 		return rc;
-	pthread_mutex_lock(&r->lock);
+	call_begin(r);
 	rc = r->ops->get(r, kind, id, out, err);
-	pthread_mutex_unlock(&r->lock);
+	call_end(r);
 	return rc;
 }
 
@@ -579,9 +592,9 @@ int sid_registry_levels(struct sid_registry *r, enum sid_tower_kind kind, int *L
 	int rc = kind_check(kind, err);
 	if (rc)
 		return rc;
-	pthread_mutex_lock(&r->lock);
+	call_begin(r);
 	rc = r->ops->levels(r, kind, L, err);
-	pthread_mutex_unlock(&r->lock);
+	call_end(r);
 	return rc;
 }
 
@@ -597,7 +610,7 @@ int sid_registry_get_sid(struct sid_registry *r, enum sid_tower_kind kind, const
 		rc = sid_reg_sid_parse(sid, codes, &L, &suffix, err);
 	if (rc)
 		return rc;
-	pthread_mutex_lock(&r->lock);
+	call_begin(r);
 	rc = r->ops->levels(r, kind, &Ls, err);
 	if (rc)
 		goto out;
@@ -613,7 +626,7 @@ int sid_registry_get_sid(struct sid_registry *r, enum sid_tower_kind kind, const
 	}
 	rc = r->ops->get_sid(r, kind, codes, L, suffix, out, err);
 out:
-	pthread_mutex_unlock(&r->lock);
+	call_end(r);
 	return rc;
 }
 
@@ -658,7 +671,7 @@ int sid_registry_list(struct sid_registry *r, enum sid_tower_kind kind, const ch
 	buf = malloc((limit + 1) * sizeof(*buf));
 	if (!buf)
 		return sid_error_set(err, SID_ENOMEM, "list: out of memory");
-	pthread_mutex_lock(&r->lock);
+	call_begin(r);
 	rc = r->ops->levels(r, kind, &Ls, err);
 	if (rc || Ls == 0)
 		goto out;
@@ -700,7 +713,7 @@ int sid_registry_list(struct sid_registry *r, enum sid_tower_kind kind, const ch
 		sid_reg_sid_format(out[limit - 1].codes, out[limit - 1].L, out[limit - 1].suffix,
 				   next_cursor, SID_REG_SID_MAX);
 out:
-	pthread_mutex_unlock(&r->lock);
+	call_end(r);
 	free(buf);
 	return rc;
 }
@@ -711,9 +724,9 @@ int sid_registry_foreach(struct sid_registry *r, int kind, int want_emb, sid_reg
 	int rc;
 	if (kind != -1 && (rc = kind_check(kind, err)))
 		return rc;
-	pthread_mutex_lock(&r->lock);
+	call_begin(r);
 	rc = r->ops->foreach (r, kind, want_emb, fn, ctx, err);
-	pthread_mutex_unlock(&r->lock);
+	call_end(r);
 	return rc;
 }
 
@@ -764,11 +777,11 @@ int sid_registry_stats(struct sid_registry *r, enum sid_tower_kind kind, struct 
 	c.st = st;
 	if (rc)
 		return rc;
-	pthread_mutex_lock(&r->lock);
+	call_begin(r);
 	rc = r->ops->foreach (r, kind, SID__REG_WALK_CODES, stats_fn, &c, err);
 	if (!rc)
 		rc = r->ops->count_emb(r, kind, &st->with_embedding, err);
-	pthread_mutex_unlock(&r->lock);
+	call_end(r);
 	return rc;
 }
 
@@ -1198,10 +1211,10 @@ static int import_flush(struct sid_registry *r, struct import_batch *b, sid_reg_
 	int rc = 0;
 
 	if (b->n) {
-		pthread_mutex_lock(&r->lock);
+		call_begin(r);
 		rc = r->ops->import(r, b->e, (const float *const *)b->emb, b->n, b->status,
 				    b->existing, err);
-		pthread_mutex_unlock(&r->lock);
+		call_end(r);
 	}
 	for (size_t i = 0; !rc && i < b->n; i++) {
 		char msg[1024], s1[SID_REG_SID_MAX], s2[SID_REG_SID_MAX];

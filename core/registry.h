@@ -413,6 +413,11 @@ struct sid_registry {
 	char *label;	      /* path, or the connection string without its password */
 	unsigned open_flags;  /* SID_REG_READONLY, SID_REG_LAZY as opened */
 	pthread_mutex_t lock; /* serialises calls */
+	/* calls so far: registry.c counts one each time it takes lock (for one
+	 * public call, or one group of assign calls), however many backend ops
+	 * then run under it, so that a backend can do its once-per-call work
+	 * once (SQLite: the file check) */
+	uint64_t calls;
 	/* group commit: concurrent assign calls queue here; one of them (the
 	 * leader) takes the whole queue to the backend at once */
 	pthread_mutex_t q_lock;

@@ -118,9 +118,11 @@ struct sq {
 	int readonly, wal_known;
 	int wal_lost; /* the WAL was found gone: wal_err says so */
 	struct sid_error wal_err;
+	uint64_t checked_call; /* base.calls when the file was last found in place */
 };
 
 static int file_check(struct sq *s, struct sid_error *err);
+static int file_check_now(struct sq *s, struct sid_error *err);
 
 /*
  * Checkpoints run mostly off the commit path: the main connection's automatic
@@ -691,7 +693,7 @@ static void sq_assign(struct sid_registry *r, struct sid__reg_req *const *q, siz
 	 * is not taken from the calls) */
 	if ((rc = run(s, stmt(s, S_COMMIT), &gerr, "commit")))
 		goto fail;
-	if (file_check(s, &gerr)) { /* committed to a file no longer there: not durable */
+	if (file_check_now(s, &gerr)) { /* committed to a file no longer there: not durable */
 		fail_all(q, nq, &gerr);
 		return;
 	}
@@ -764,14 +766,15 @@ static void leave_immutable(struct sq *s)
  * replaced (a restore copied over it by rename) SQLite goes on reading and
  * committing to the old inode without a word, and every assignment made
  * from then on is gone at the next start.  So every call first checks that
- * the path still leads to the same file, and an assign checks again after
- * its commit (the file may go while it runs): when it does not, the call
- * fails with SID_EUNAVAIL and nothing more is written to the old file.  The
- * connection is kept: when the file is put back (renamed back) calls go on.
- * It is not switched to another file found at the path: the -wal and -shm
- * files beside it may still be the old file's (held open here), and SQLite
- * would apply them to the new one; reopening the store (restarting the
- * server) uses the new file.
+ * the path still leads to the same file (file_check: once per call, however
+ * many ops it runs), and an assign checks again after its commit (the file
+ * may go while it runs): when it does not, the call fails with SID_EUNAVAIL
+ * and nothing more is written to the old file.  The connection is kept:
+ * when the file is put back (renamed back) calls go on.  It is not switched
+ * to another file found at the path: the -wal and -shm files beside it may
+ * still be the old file's (held open here), and SQLite would apply them to
+ * the new one; reopening the store (restarting the server) uses the new
+ * file.
  *
  * The same holds for the WAL a writing handle commits to: deleted (a
  * cleanup of "stale" side files), it still takes commits, and every commit
@@ -824,7 +827,7 @@ static int wal_check(struct sq *s, struct sid_error *err)
 	return SID_EUNAVAIL;
 }
 
-static int file_check(struct sq *s, struct sid_error *err)
+static int file_check_now(struct sq *s, struct sid_error *err)
 {
 	struct stat st;
 
@@ -848,6 +851,22 @@ static int file_check(struct sq *s, struct sid_error *err)
 	return sid_error_set(err, SID_EUNAVAIL,
 			     "registry %s: cannot check that the file is still there: %s",
 			     s->base.label, strerror(errno));
+}
+
+/* file_check_now once per call: skipped when this call (r->calls, counted
+ * by registry.c) already found the file in place.  A call may run several
+ * ops (a lookup by sid reads the levels first) or one per id (an assign on
+ * a read-only handle), and each check costs a stat or two. */
+static int file_check(struct sq *s, struct sid_error *err)
+{
+	int rc;
+
+	if (s->checked_call == s->base.calls)
+		return 0;
+	rc = file_check_now(s, err);
+	if (!rc)
+		s->checked_call = s->base.calls;
+	return rc;
 }
 
 static int sq_get(struct sid_registry *r, int kind, const char *id, struct sid_reg_entry *out,
@@ -1083,7 +1102,7 @@ static int sq_import(struct sid_registry *r, const struct sid_reg_entry *e, cons
 	}
 	rc = run(s, stmt(s, S_COMMIT), err, "commit");
 	if (!rc) /* committed to a file no longer there: not durable */
-		return file_check(s, err);
+		return file_check_now(s, err);
 fail:
 	rollback(s);
 	return rc;
@@ -1264,6 +1283,7 @@ int sid__reg_sqlite_open(const char *path, unsigned flags, int timeout_ms,
 	}
 	s->base.ops = &sq_ops;
 	s->busy_ms = busy_ms;
+	s->checked_call = UINT64_MAX; /* none yet (registry.c counts calls from 1) */
 	if (readonly && access(path, F_OK) != 0) {
 		rc = sid_error_set(err, SID_ENOTFOUND,
 				   "registry %s: no such file (nothing to read)", path);

@@ -14,14 +14,16 @@
  * SIGKILL mid-stream, and on SQLite a corrupt file, a foreign database, a
  * newer schema, a read-only file and directory, a held write lock and a
  * held read transaction (commits do not wait for it), the file deleted,
- * moved or replaced under open handles, and its -wal deleted; on PostgreSQL a server that stops
- * and comes back, a newer schema met on a lazy first connection and on a
- * reconnect, a role that may not create the schema, and a first
+ * moved or replaced under open handles, its -wal deleted, and the file
+ * checked once per call, not per op or id; on PostgreSQL a server that
+ * stops and comes back, a newer schema met on a lazy first connection and
+ * on a reconnect, a role that may not create the schema, and a first
  * transaction run again after a lost race (its levels are not kept).
  */
 #include <check.h>
 #include "check_main.h"
 #include "kill_after.h"
+#include <dlfcn.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -1988,6 +1990,100 @@ START_TEST(t_sqlite_wal_deleted)
 }
 END_TEST
 
+/* SQLite's file check is a stat of the store's path (and of its -wal on a
+ * handle that writes).  This program's stat, which the registry calls,
+ * counts those of the test's store while stat_watch is set; the counts are
+ * asserted exactly, so a check made some other way fails the test instead
+ * of passing at 0. */
+static int stat_watch;
+static long stat_db, stat_wal;
+
+int stat(const char *path, struct stat *st)
+{
+	static int (*real)(const char *, struct stat *);
+	size_t n = strlen(target);
+
+	if (!real)
+		real = (int (*)(const char *, struct stat *))dlsym(RTLD_NEXT, "stat");
+	if (stat_watch && !strncmp(path, target, n)) {
+		stat_db += path[n] == '\0';
+		stat_wal += !strcmp(path + n, "-wal");
+	}
+	return real(path, st);
+}
+
+static void stat_watch_start(void)
+{
+	stat_db = stat_wal = 0;
+	stat_watch = 1;
+}
+
+static void stat_watch_expect(const char *what, long db, long wal)
+{
+	stat_watch = 0;
+	ck_assert_msg(stat_db == db && stat_wal == wal,
+		      "%s: %ld stat calls of the store and %ld of its -wal, want %ld and %ld", what,
+		      stat_db, stat_wal, db, wal);
+}
+
+/* The file check runs once per call however many ids or backend ops the
+ * call takes (a read-only assign reads id by id; a lookup by sid reads the
+ * levels first), plus once after a commit. */
+START_TEST(t_sqlite_checked_once)
+{
+	enum { NK = 1000 };
+	static struct sid_reg_item in[NK];
+	static struct sid_reg_entry out[NK];
+	static int32_t codes[NK][3];
+	static char ids[NK][16];
+	struct sid_registry *r = reg_open(), *rd;
+	struct sid_reg_entry e, page[10];
+	struct sid_reg_stats st;
+	struct sid_error err;
+	char next[SID_REG_SID_MAX];
+	size_t n;
+
+	for (int i = 0; i < NK; i++) {
+		codes[i][0] = i % 7;
+		codes[i][1] = i % 11;
+		codes[i][2] = 1;
+		snprintf(ids[i], sizeof(ids[i]), "k%d", i);
+		in[i] = (struct sid_reg_item){ids[i], codes[i], NULL};
+	}
+	ck_assert_msg(sid_registry_assign(r, SID_TOWER_ITEM, in, NK, 3, 0, "v", 0, out, &err) == 0,
+		      "%s", err.msg);
+	ck_assert_int_eq(sid_registry_open(target, SID_REG_READONLY, &rd, &err), 0);
+
+	stat_watch_start();
+	ck_assert_int_eq(sid_registry_assign(r, SID_TOWER_ITEM, in, NK, 3, 0, "v", 0, out, &err),
+			 0);
+	stat_watch_expect("assign of known ids", 1, 1);
+	stat_watch_start();
+	assign1(r, "new", 1, 2, 3, 0, &e);
+	stat_watch_expect("assign of a new id (checked again after its commit)", 2, 2);
+	stat_watch_start();
+	ck_assert_int_eq(sid_registry_get_sid(r, SID_TOWER_ITEM, "1-2-3-0", &e, &err), 0);
+	stat_watch_expect("get_sid", 1, 1);
+	stat_watch_start();
+	ck_assert_int_eq(sid_registry_list(r, SID_TOWER_ITEM, "1", "", 10, page, &n, next, &err),
+			 0);
+	stat_watch_expect("list", 1, 1);
+	stat_watch_start();
+	ck_assert_int_eq(sid_registry_stats(r, SID_TOWER_ITEM, &st, &err), 0);
+	stat_watch_expect("stats", 1, 1);
+	/* a read-only handle has no -wal of its own to check */
+	stat_watch_start();
+	ck_assert_int_eq(sid_registry_assign(rd, SID_TOWER_ITEM, in, NK, 3, 0, "v", 0, out, &err),
+			 0);
+	stat_watch_expect("read-only assign of known ids", 1, 0);
+	stat_watch_start();
+	ck_assert_int_eq(sid_registry_get_sid(rd, SID_TOWER_ITEM, "1-2-3-0", &e, &err), 0);
+	stat_watch_expect("read-only get_sid", 1, 0);
+	sid_registry_close(rd);
+	sid_registry_close(r);
+}
+END_TEST
+
 /* A steady stream of group-committed writes (two writers on one handle, a
  * reader on another, as in the server) must not grow the WAL without bound:
  * it is checkpointed and restarted before it passes SID_REG_SQLITE_WAL_PAGES
@@ -2416,6 +2512,7 @@ static Suite *registry_suite(void)
 	tcase_add_test(tc, t_sqlite_locked);
 	tcase_add_test(tc, t_sqlite_file_replaced);
 	tcase_add_test(tc, t_sqlite_wal_deleted);
+	tcase_add_test(tc, t_sqlite_checked_once);
 	tcase_add_test(tc, t_sqlite_wal_bounded);
 	tcase_add_test(tc, t_sqlite_wal_reader_held);
 	suite_add_tcase(s, tc);
