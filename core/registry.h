@@ -143,7 +143,9 @@ int sid_registry_open(const char *target, unsigned flags, struct sid_registry **
  *     is dropped and the call fails with SID_EUNAVAIL, or runs once more on a
  *     new connection if it was not already on one.  By default PostgreSQL
  *     answers are waited for without bound (a long export or stats pass).
- * Connecting has its own bound (connect_timeout 5 s; registry_pg.c).
+ * PostgreSQL's connect_timeout becomes @timeout_ms rounded up to whole
+ * seconds (at least 2) instead of the default 5 s, unless PGCONNECT_TIMEOUT
+ * or the connection string sets it (registry_pg.c).
  */
 int sid_registry_open_timeout(const char *target, unsigned flags, int timeout_ms,
 			      struct sid_registry **out, struct sid_error *err);

@@ -688,21 +688,25 @@ static void notice_ignore(void *arg, const char *msg)
  * host, a proxy with nothing behind it) held semid-server's startup, and
  * with it every encode, until someone killed it; and a peer that vanished
  * mid-call left it waiting for the kernel's 15-minute retransmission limit.
- * So: connect_timeout 5 s (unless PGCONNECT_TIMEOUT is set), unacknowledged
+ * So: connect_timeout 5 s, or the handle's timeout rounded up to whole
+ * seconds (at least 2: libpq's floor) (unless PGCONNECT_TIMEOUT is set), unacknowledged
  * data given up after 10 s (tcp_user_timeout), an idle peer probed after
  * 10 s and declared dead after three probes 5 s apart.  These go before the
  * connection string, whose own settings therefore win.
  */
 #define SID__PG_CONNECT_TIMEOUT_S "5"
 
-static PGconn *pg_connect(const char *conninfo)
+static PGconn *pg_connect(const char *conninfo, int timeout_ms)
 {
 	const char *keys[10], *vals[10];
+	char secs[16];
 	int n = 0;
 
 	if (!getenv("PGCONNECT_TIMEOUT")) {
+		int s = (timeout_ms + 999) / 1000;
+		snprintf(secs, sizeof(secs), "%d", s < 2 ? 2 : s);
 		keys[n] = "connect_timeout";
-		vals[n++] = SID__PG_CONNECT_TIMEOUT_S;
+		vals[n++] = timeout_ms ? secs : SID__PG_CONNECT_TIMEOUT_S;
 	}
 	keys[n] = "tcp_user_timeout";
 	vals[n++] = "10000";
@@ -728,7 +732,7 @@ static int conn_ensure(struct pg *s, struct sid_error *err)
 	if (s->conn && PQstatus(s->conn) == CONNECTION_OK)
 		return 0;
 	conn_drop(s);
-	s->conn = pg_connect(s->conninfo);
+	s->conn = pg_connect(s->conninfo, s->timeout_ms);
 	if (PQstatus(s->conn) != CONNECTION_OK) {
 		char buf[300];
 		snprintf(buf, sizeof(buf), "%s", PQerrorMessage(s->conn));

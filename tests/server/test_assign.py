@@ -599,9 +599,10 @@ class TestAssignPostgresSilent(Base):
     def tearDown(self):
         self.listener.close()
 
-    def check(self, conninfo, timeout_s):
+    def check(self, conninfo, timeout_s, extra=()):
         t0 = time.monotonic()
-        srv, _ = self.start(self.fresh_dir(), {"item": self.ta}, "S", ["--registry", conninfo],
+        srv, _ = self.start(self.fresh_dir(), {"item": self.ta}, "S",
+                            ["--registry", conninfo] + list(extra),
                             start_timeout=4 * timeout_s + 10)
         try:
             self.assertRegex(srv.log_text(), r"level=warn event=registry msg=\"registry \S+: "
@@ -637,7 +638,13 @@ class TestAssignPostgresSilent(Base):
         self.check("postgresql://semid@%s/semid" % self.addr, 5)
 
     def test_connection_string_timeout_wins(self):
-        self.check("postgresql://semid@%s/semid?connect_timeout=2" % self.addr, 2)
+        self.check("postgresql://semid@%s/semid?connect_timeout=2" % self.addr, 2,
+                   ["--registry-timeout-ms", "9000"])
+
+    def test_registry_timeout_bounds_connecting(self):
+        # 1500 ms rounds up to 2 s
+        self.check("postgresql://semid@%s/semid" % self.addr, 2,
+                   ["--registry-timeout-ms", "1500"])
 
 
 class PgBase(Base):
