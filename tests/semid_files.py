@@ -6,9 +6,13 @@ not through semid's own writer, so a test that loads the result checks the C
 loader against an independent producer.  Shared by tests/cli and tests/server
 (tests/core/test_parity.py keeps its own copy on purpose: the parity reference
 stands alone).
+
+And files the programs write: writing_into, for the tests in tests/cli and
+tests/trainer that interrupt a program in the middle of writing its output.
 """
 import hashlib
 import json
+import os
 import struct
 
 import numpy as np
@@ -31,3 +35,22 @@ def safetensors_bytes(tensors, metadata, checksum=False):
     hj = json.dumps(header).encode()
     hj += b" " * ((8 - len(hj) % 8) % 8)
     return struct.pack("<Q", len(hj)) + hj + b"".join(blobs)
+
+
+def writing_into(pid, directory, *besides, written=False):
+    """Whether process @pid has a file in @directory open (other than
+    @besides): an output being written, named or not (O_TMPFILE: "DIR/#123
+    (deleted)").  written: only a file it has written something into."""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            if (target.startswith(directory + "/") and target not in besides and
+                    (not written or os.stat(f"/proc/{pid}/fd/{fd}").st_size > 0)):
+                return True
+        except OSError:
+            continue
+    return False

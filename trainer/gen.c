@@ -9,6 +9,7 @@
 #include "gen.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fsutil.h"
 #include "npy.h"
 #include "rng.h"
 #include "stop.h"
@@ -127,15 +129,15 @@ static void fill_user(struct fill_ctx *c, long u, float *v)
 	add_noise_normalise(c->rng, v, c->d, c->p->noise);
 }
 
-/* Stream @n rows of width @d made by @fill into @path (.npy float32),
+/* Stream @n rows of width @d made by @fill into @pub (.npy float32),
  * CHUNK rows at a time through @buf.  1 when a signal asked to stop. */
-static int write_rows(const char *path, long n, int d,
+static int write_rows(const struct sid_publish *pub, long n, int d,
 		      void (*fill)(struct fill_ctx *, long, float *), struct fill_ctx *ctx,
 		      float *buf, struct sid_error *err)
 {
 	struct sid_npy_writer *w = NULL;
 	int rc;
-	rc = sid_npy_writer_open(path, SID_NPY_F32, (size_t)n, (size_t)d, &w, err);
+	rc = sid_npy_writer_fdopen(pub->fd, pub->path, SID_NPY_F32, (size_t)n, (size_t)d, &w, err);
 	for (long r0 = 0; rc == 0 && r0 < n; r0 += CHUNK) {
 		long m = n - r0 < CHUNK ? n - r0 : CHUNK;
 		if (tr_stop_signal()) {
@@ -175,20 +177,26 @@ static void put_pair(FILE *f, long u, long i)
 }
 
 /*
- * The files gen writes.  Each is written under a temp name beside it
- * (".NAME.tmp.PID") and all are renamed into place once every one is
- * complete, so an interrupted or failed run leaves the directory's earlier
- * files as they were, never a mix or a partial file under a real name.
+ * The files gen writes.  Each is a publish of fsutil.h (a temp file beside
+ * it, unnamed where the file system has O_TMPFILE, so even SIGKILL leaves
+ * nothing behind), and all are committed once every one is complete, so an
+ * interrupted or failed run leaves the directory's earlier files as they
+ * were, never a mix or a partial file under a real name.
  */
 enum { OUT_ITEMS, OUT_USERS, OUT_COLD, OUT_TRAIN, OUT_TEST, OUT_CTEST, OUT_COUNT };
 static const char *const out_names[OUT_COUNT] = {"items.npy", "users.npy", "cold_items.txt",
 						 "train.tsv", "test.tsv",  "cold_test.tsv"};
 
-static FILE *open_out(const char *path, struct sid_error *err)
+/* A stream on its own duplicate of @pub's descriptor: fclose leaves the
+ * publish open for the commit. */
+static FILE *open_out(const struct sid_publish *pub, struct sid_error *err)
 {
-	FILE *f = fopen(path, "w");
+	int fd = fcntl(pub->fd, F_DUPFD_CLOEXEC, 0);
+	FILE *f = fd < 0 ? NULL : fdopen(fd, "w");
 	if (!f) {
-		sid_error_set(err, SID_EIO, "%s: %s", path, strerror(errno));
+		sid_error_set(err, SID_EIO, "%s: %s", pub->path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
 		return NULL;
 	}
 	setvbuf(f, NULL, _IOFBF, 1 << 20);
@@ -241,7 +249,7 @@ int tr_gen_run(const struct tr_gen_params *p, const char *out_dir, struct tr_gen
 	uint8_t *cold = NULL;
 	struct fill_ctx ictx, uctx;
 	FILE *ftrain = NULL, *ftest = NULL, *fcold = NULL, *fctest = NULL;
-	char tmp[OUT_COUNT][PATH_LEN];
+	struct sid_publish pub[OUT_COUNT];
 	struct tr_stop_saved saved;
 	long n_cold, n_warm = 0, cap = 0;
 	int32_t *hset = NULL;
@@ -272,11 +280,17 @@ int tr_gen_run(const struct tr_gen_params *p, const char *out_dir, struct tr_gen
 				     out_dir, strerror(errno));
 	if (stat(out_dir, &sb) < 0 || !S_ISDIR(sb.st_mode))
 		return sid_error_set(err, SID_EINVAL, "--out %s: not a directory", out_dir);
-	for (int k = 0; k < OUT_COUNT; k++)
-		if (snprintf(tmp[k], PATH_LEN, "%s/.%s.tmp.%ld", out_dir, out_names[k],
-			     (long)getpid()) >= PATH_LEN)
-			return sid_error_set(err, SID_EINVAL, "gen: --out path too long");
+	memset(pub, 0, sizeof(pub)); /* a zeroed publish aborts as a no-op */
 	tr_stop_install(&saved);
+	for (int k = 0; k < OUT_COUNT; k++) {
+		char path[PATH_LEN];
+		if (snprintf(path, sizeof(path), "%s/%s", out_dir, out_names[k]) >= PATH_LEN) {
+			rc = sid_error_set(err, SID_EINVAL, "gen: --out path too long");
+			goto fail;
+		}
+		if ((rc = sid_publish_begin(&pub[k], path, err)) < 0)
+			goto fail;
+	}
 
 	rng_seed(&r_cl, p->seed * 4 + 0);
 	rng_seed(&r_it, p->seed * 4 + 1);
@@ -330,7 +344,7 @@ int tr_gen_run(const struct tr_gen_params *p, const char *out_dir, struct tr_gen
 	if (!rows)
 		goto nomem;
 	ictx = (struct fill_ctx){.p = p, .rng = &r_it, .centre = centre, .cl = ccl, .d = D};
-	rc = write_rows(tmp[OUT_ITEMS], N, D, fill_item, &ictx, rows, err);
+	rc = write_rows(&pub[OUT_ITEMS], N, D, fill_item, &ictx, rows, err);
 	if (rc)
 		goto fail;
 
@@ -387,28 +401,28 @@ int tr_gen_run(const struct tr_gen_params *p, const char *out_dir, struct tr_gen
 	}
 	uctx = (struct fill_ctx){
 	    .p = p, .rng = &r_us, .centre = ucentre, .fav = fav, .fav_w = fav_w, .d = DU};
-	rc = write_rows(tmp[OUT_USERS], M, DU, fill_user, &uctx, rows, err);
+	rc = write_rows(&pub[OUT_USERS], M, DU, fill_user, &uctx, rows, err);
 	if (rc)
 		goto fail;
 
 	/* cold_items.txt */
 	rc = SID_EIO;
-	fcold = open_out(tmp[OUT_COLD], err);
+	fcold = open_out(&pub[OUT_COLD], err);
 	if (!fcold)
 		goto fail;
 	for (long i = 0; i < N; i++)
 		if (cold[i])
 			fprintf(fcold, "%ld\n", i);
-	rc = close_out(fcold, tmp[OUT_COLD], err);
+	rc = close_out(fcold, pub[OUT_COLD].path, err);
 	fcold = NULL;
 	if (rc < 0)
 		goto fail;
 	st->cold_items = n_cold;
 
 	/* clicks, user by user */
-	ftrain = open_out(tmp[OUT_TRAIN], err);
-	ftest = ftrain ? open_out(tmp[OUT_TEST], err) : NULL;
-	fctest = ftest ? open_out(tmp[OUT_CTEST], err) : NULL;
+	ftrain = open_out(&pub[OUT_TRAIN], err);
+	ftest = ftrain ? open_out(&pub[OUT_TEST], err) : NULL;
+	fctest = ftest ? open_out(&pub[OUT_CTEST], err) : NULL;
 	if (!fctest) {
 		rc = SID_EIO;
 		goto fail;
@@ -515,23 +529,26 @@ int tr_gen_run(const struct tr_gen_params *p, const char *out_dir, struct tr_gen
 	}
 	if (p->progress)
 		fprintf(stderr, "\n");
-	rc = close_out(ftrain, tmp[OUT_TRAIN], err);
+	rc = close_out(ftrain, pub[OUT_TRAIN].path, err);
 	ftrain = NULL;
 	if (rc == 0)
-		rc = close_out(ftest, tmp[OUT_TEST], err);
+		rc = close_out(ftest, pub[OUT_TEST].path, err);
 	ftest = NULL;
 	if (rc == 0)
-		rc = close_out(fctest, tmp[OUT_CTEST], err);
+		rc = close_out(fctest, pub[OUT_CTEST].path, err);
 	fctest = NULL;
 	if (rc == 0 && tr_stop_signal())
 		rc = 1;
-	for (int k = 0; rc == 0 && k < OUT_COUNT; k++) { /* all complete: into place */
-		char path[PATH_LEN];
-		snprintf(path, sizeof(path), "%s/%s", out_dir, out_names[k]);
-		if (rename(tmp[k], path) != 0)
-			rc = sid_error_set(err, SID_EIO, "%s: rename from %s: %s", path, tmp[k],
+	/* All complete: into place.  Every file is synced before the first
+	 * commit, so a late write error (ENOSPC, EIO at writeback) fails the
+	 * run with no file replaced; each commit then syncs again (nothing
+	 * left to write), renames and syncs the directory. */
+	for (int k = 0; rc == 0 && k < OUT_COUNT; k++)
+		if (fsync(pub[k].fd) != 0)
+			rc = sid_error_set(err, SID_EIO, "%s: fsync: %s", pub[k].path,
 					   strerror(errno));
-	}
+	for (int k = 0; rc == 0 && k < OUT_COUNT; k++)
+		rc = sid_publish_commit(&pub[k], err);
 	if (0) {
 	nomem: /* every allocation failure lands here, then in the one cleanup */
 		rc = sid_error_set(err, SID_ENOMEM, "gen: out of memory");
@@ -545,9 +562,8 @@ fail:
 		fclose(fctest);
 	if (fcold)
 		fclose(fcold);
-	if (rc) /* what is left of this run; the directory's own files stay */
-		for (int k = 0; k < OUT_COUNT; k++)
-			unlink(tmp[k]);
+	for (int k = 0; k < OUT_COUNT; k++) /* what is left of this run (committed: no-op) */
+		sid_publish_abort(&pub[k]);
 	if (rc == 1) {
 		rc = tr_stop_signal();
 		fprintf(stderr,

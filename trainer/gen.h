@@ -58,7 +58,8 @@ struct tr_gen_stats {
 /* Write the data set into @out_dir (made if missing): 0; a negative SID_E*
  * code with @err; or, stopped by SIGINT / SIGTERM / SIGHUP (stop.h), that
  * signal's number.  The files are renamed into place only once all are
- * complete, so a failed or stopped run leaves the directory as it was. */
+ * complete and synced (fsutil.h's publish, the directory synced too), so a
+ * failed, stopped or killed run leaves the directory as it was. */
 int tr_gen_run(const struct tr_gen_params *p, const char *out_dir, struct tr_gen_stats *st,
 	       struct sid_error *err);
 

@@ -27,7 +27,7 @@ import unittest
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from semid_files import safetensors_bytes  # noqa: E402
+from semid_files import safetensors_bytes, writing_into  # noqa: E402
 
 BIN = os.environ.get("SEMID_BIN", "bin")
 SEMID = os.path.join(BIN, "semid")
@@ -90,23 +90,6 @@ def reference_codes(x, cbs):
 def run(*args, **kw):
     return subprocess.run([SEMID, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                           timeout=120, **kw)
-
-
-def writing_into(pid, directory, *besides):
-    """Whether process @pid has a file in @directory open (other than @besides):
-    an output being written, named or not (O_TMPFILE: "DIR/#123 (deleted)")."""
-    try:
-        fds = os.listdir(f"/proc/{pid}/fd")
-    except OSError:
-        return False
-    for fd in fds:
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:
-            continue
-        if target.startswith(directory + "/") and target not in besides:
-            return True
-    return False
 
 
 def parse_tsv(text):

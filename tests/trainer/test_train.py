@@ -13,8 +13,9 @@ python3 + numpy.  Programs come from $SEMID_BIN (default "bin").
   tensor bytes as an uninterrupted one;
 - SIGTERM and SIGINT: the trainer stops at the next step, exits 128 + the
   signal, publishes nothing, leaves no temp file, and names the epoch its
-  checkpoint holds, which --resume then continues from; gen stopped so
-  leaves the directory's earlier files byte for byte;
+  checkpoint holds, which --resume then continues from; gen stopped so, or
+  killed with SIGKILL, leaves the directory's earlier files byte for byte
+  and no temp file;
 - end to end: `semid inspect` accepts the model, and `semid encode` codes
   equal an independent numpy encoder of the file and the figures the
   trainer's evaluation put into the metadata.
@@ -29,12 +30,16 @@ import shutil
 import signal
 import struct
 import subprocess
+import sys
 import tempfile
 import threading
 import time
 import unittest
 
 import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+from semid_files import writing_into  # noqa: E402
 
 BIN = os.environ.get("SEMID_BIN", "bin")
 TRAIN = os.path.join(BIN, "semid-train")
@@ -648,7 +653,7 @@ class TrainerTest(unittest.TestCase):
         before = files()
         self.assertEqual(sorted(before), ["cold_items.txt", "cold_test.tsv", "items.npy",
                                           "test.tsv", "train.tsv", "users.npy"])
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGKILL):
             # a data set that takes seconds: stopped while it writes items.npy
             proc = subprocess.Popen([str(a) for a in (
                 TRAIN, "gen", "--out", gdir, "--items", 2000000, "--users", 1000000,
@@ -656,13 +661,16 @@ class TrainerTest(unittest.TestCase):
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             deadline = time.time() + 60
             while (proc.poll() is None and time.time() < deadline and
-                   not any(f.startswith(".items.npy.tmp.") for f in os.listdir(gdir))):
+                   not writing_into(proc.pid, gdir, written=True)):
                 time.sleep(0.005)
             proc.send_signal(sig)
             out, err = proc.communicate(timeout=60)
-            self.assertEqual(proc.returncode, 128 + sig, err)
-            self.assertIn("semid-train gen: stopped by %s; nothing written (%s keeps the "
-                          "files it had)" % (sig.name, gdir), err)
+            if sig == signal.SIGKILL:  # no cleanup runs: the temp files must be unnamed
+                self.assertEqual(proc.returncode, -sig, err)
+            else:
+                self.assertEqual(proc.returncode, 128 + sig, err)
+                self.assertIn("semid-train gen: stopped by %s; nothing written (%s keeps "
+                              "the files it had)" % (sig.name, gdir), err)
             self.assertEqual(out, "")
             self.assertEqual(files(), before)  # no temp file left, no file changed
 
