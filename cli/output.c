@@ -127,11 +127,11 @@ int cli_output_open(struct cli_output *w, const char *path, FILE *std, const cha
 		}
 	}
 	w->kind = CLI_OUT_FILE;
-	if (sid_publish_begin(&w->pub, path, err) < 0) {
-		e = errno;
-		return sid_error_set(err, SID_EIO, "%s: cannot create the output: %s", path,
-				     strerror(e));
-	}
+	/* Its message as it is: it names the output, the temp file it could
+	 * not create beside it and why, and its code says out of memory apart
+	 * from a file system error (errno once it returns is no promise). */
+	if ((rc = sid_publish_begin(&w->pub, path, err)) < 0)
+		return rc;
 	/* Live before a signal can come: unlinking a name not there is harmless,
 	 * and the commit gives an unnamed file this name for an instant. */
 	if (strlen(w->pub.tmp) < sizeof(tmp_path)) {

@@ -15,6 +15,7 @@ Run: SEMID_BIN=/path/to/bin /usr/bin/python3 tests/cli/test_cli.py
 import hashlib
 import json
 import os
+import re
 import signal
 import stat
 import struct
@@ -416,12 +417,6 @@ class CliTest(unittest.TestCase):
         self.assert_bad(self.encode(inp=missing), f"semid: {missing}: ")
         missing = os.path.join(self.out.name, "none.safetensors")
         self.assert_bad(self.encode(model=missing), f"semid: {missing}: ")
-        for name in ("dir.npy", "dir.tsv"):
-            out = os.path.join(self.out.name, "no", "such", name)
-            p = self.encode(output=out)
-            self.assertEqual(p.returncode, 1, p.stderr.decode())
-            self.assertTrue(p.stderr.decode().startswith(f"semid: {out}: cannot create the output"),
-                            p.stderr.decode())
         # an existing directory: refused before any work, nothing created in it
         adir = os.path.join(self.out.name, "adir.npy")
         os.mkdir(adir)
@@ -430,6 +425,23 @@ class CliTest(unittest.TestCase):
         self.assertEqual(p.stderr.decode(),
                          f"semid: {adir}: cannot create the output: it is a directory\n")
         self.assertEqual(os.listdir(adir), [])
+
+    def test_output_cannot_be_created(self):
+        # The message is the library's (sid_publish_begin): the output, the
+        # temp file it could not create beside it, and why; nothing is left.
+        afile = os.path.join(self.out.name, "afile")
+        with open(afile, "wb") as f:
+            f.write(b"x")
+        for out, cause in ((os.path.join(self.out.name, "no", "such", "o.npy"),
+                            "No such file or directory"),
+                           (os.path.join(self.out.name, "no", "such", "o.tsv"),
+                            "No such file or directory"),
+                           (os.path.join(afile, "o.tsv"), "Not a directory")):
+            p = self.encode(output=out)
+            self.assertEqual(p.returncode, 1, p.stderr.decode())
+            self.assertRegex(p.stderr.decode(), r"\Asemid: %s: create %s\.tmp\.\d+\.\d+: %s\n\Z" %
+                             (re.escape(out), re.escape(out), cause))
+        self.assertEqual(self.out_files(), ["afile"])
 
     # ---- usage ----
 
