@@ -106,9 +106,9 @@ int sid_publish_atomic_pieces(const char *path, const struct sid_piece *pc, size
 
 int sid_publish_begin(struct sid_publish *pub, const char *path, struct sid_error *err)
 {
-	char dir[PATH_MAX];
-	unsigned long n;
-	size_t tlen;
+	char dir[PATH_MAX], suffix[48];
+	const char *base;
+	size_t tlen, keep, slen;
 	int rc;
 
 	pub->fd = -1;
@@ -117,15 +117,25 @@ int sid_publish_begin(struct sid_publish *pub, const char *path, struct sid_erro
 	pub->tmp = NULL;
 	if (!path || !*path)
 		return sid_error_set(err, SID_EINVAL, "publish: no path");
-	n = __atomic_fetch_add(&publish_counter, 1, __ATOMIC_RELAXED);
-	tlen = strlen(path) + 64;
+	/* A name the directory cannot hold fails now, not at the rename after
+	 * all the writing (an unnamed temp file needs no name until then). */
+	base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+	if (strlen(base) > NAME_MAX)
+		return sid_error_set(err, SID_EINVAL, "%s: file name of %zu bytes, longer than %d",
+				     path, strlen(base), NAME_MAX);
+	slen = (size_t)snprintf(suffix, sizeof(suffix), ".tmp.%ld.%lu", (long)getpid(),
+				__atomic_fetch_add(&publish_counter, 1, __ATOMIC_RELAXED));
+	tlen = strlen(path) + slen + 1;
 	pub->path = strdup(path);
 	pub->tmp = malloc(tlen);
 	if (!pub->path || !pub->tmp) {
 		rc = sid_error_set(err, SID_ENOMEM, "%s: out of memory", path);
 		goto fail;
 	}
-	snprintf(pub->tmp, tlen, "%s.tmp.%ld.%lu", path, (long)getpid(), n);
+	/* The temp name is the name plus the suffix, the name cut short where
+	 * both would not fit in one directory entry. */
+	keep = strlen(base) + slen > NAME_MAX ? NAME_MAX - slen : strlen(base);
+	snprintf(pub->tmp, tlen, "%.*s%s", (int)((size_t)(base - path) + keep), path, suffix);
 
 	/* Unnamed until it is complete, where the file system can: a process
 	 * killed while writing (SIGKILL, the OOM killer) then leaves nothing

@@ -3,7 +3,9 @@
  * reads with a size cap, read-only memory maps, and sha256 of a buffer.
  *
  * Atomic publish follows redis rdbSave: write "<path>.tmp.<pid>.<n>" in the
- * same directory, fsync it, rename over @path, fsync the directory.  On any
+ * same directory (the name part cut short when both would exceed NAME_MAX;
+ * a name over NAME_MAX fails at once), fsync it, rename over @path, fsync
+ * the directory.  On any
  * failure the temp file is removed and @path is untouched.  Where the file
  * system has O_TMPFILE the file has no name until it is complete, so a
  * process killed while writing leaves nothing behind.  Thread-safe.

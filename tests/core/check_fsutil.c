@@ -11,6 +11,7 @@
 #include "check_main.h"
 #include <dirent.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -239,6 +240,41 @@ START_TEST(test_publish_failures)
 }
 END_TEST
 
+/* A name near NAME_MAX: the temp name "<name>.tmp.<pid>.<n>" would not fit
+ * in a directory entry, and with an unnamed temp file that used to fail only
+ * at the commit, after all the writing.  A name over NAME_MAX fails at once. */
+START_TEST(test_publish_long_name)
+{
+	sid__fsutil_no_tmpfile = _i; /* loop 0: O_TMPFILE; 1: named temp */
+	char path[1024], name[NAME_MAX + 2];
+	struct sid_publish pub;
+	struct sid_error err;
+	uint8_t *got;
+	size_t len;
+
+	for (int n = NAME_MAX - 20; n <= NAME_MAX; n += 5) {
+		memset(name, 'n', (size_t)n);
+		name[n] = '\0';
+		snprintf(path, sizeof(path), "%s/%s", tmpdir, name);
+		ck_assert_msg(sid_publish_atomic(path, "long", 4, &err) == 0, "%d: %s", n, err.msg);
+		ck_assert_int_eq(sid_file_read(path, 100, &got, &len, &err), 0);
+		ck_assert_uint_eq(len, 4);
+		ck_assert_mem_eq(got, "long", 4);
+		free(got);
+		unlink(path);
+	}
+	ck_assert_int_eq(count_temps(tmpdir), 0);
+	memset(name, 'n', NAME_MAX + 1);
+	name[NAME_MAX + 1] = '\0';
+	snprintf(path, sizeof(path), "%s/%s", tmpdir, name);
+	sid_error_clear(&err);
+	ck_assert_int_eq(sid_publish_begin(&pub, path, &err), SID_EINVAL);
+	ck_assert_msg(strstr(err.msg, "file name of 256 bytes, longer than 255"), "%s", err.msg);
+	sid_publish_abort(&pub);
+	ck_assert_int_eq(count_temps(tmpdir), 0);
+}
+END_TEST
+
 struct pub_arg {
 	const char *path;
 	char fill;
@@ -458,6 +494,7 @@ static Suite *fsutil_suite(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_loop_test(tc, test_publish_and_read, 0, 2);
 	tcase_add_loop_test(tc, test_publish_failures, 0, 2);
+	tcase_add_loop_test(tc, test_publish_long_name, 0, 2);
 	tcase_add_loop_test(tc, test_publish_concurrent, 0, 2);
 	tcase_add_loop_test(tc, test_publish_killed_leaves_nothing, 0, 2);
 	tcase_add_loop_test(tc, test_publish_stream, 0, 2);
