@@ -108,7 +108,8 @@ int sid_publish_begin(struct sid_publish *pub, const char *path, struct sid_erro
 {
 	char dir[PATH_MAX], suffix[48];
 	const char *base;
-	size_t tlen, keep, slen;
+	size_t tlen, keep, slen, name_max = NAME_MAX;
+	long pc;
 	int rc;
 
 	pub->fd = -1;
@@ -120,9 +121,14 @@ int sid_publish_begin(struct sid_publish *pub, const char *path, struct sid_erro
 	/* A name the directory cannot hold fails now, not at the rename after
 	 * all the writing (an unnamed temp file needs no name until then). */
 	base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
-	if (strlen(base) > NAME_MAX)
-		return sid_error_set(err, SID_EINVAL, "%s: file name of %zu bytes, longer than %d",
-				     path, strlen(base), NAME_MAX);
+	if (!*base)
+		return sid_error_set(err, SID_EINVAL, "%s: names a directory, not a file", path);
+	if (dir_of(path, dir) == 0 && (pc = pathconf(dir, _PC_NAME_MAX)) > 0 &&
+	    (size_t)pc < name_max)
+		name_max = (size_t)pc; /* eCryptfs: 143 */
+	if (strlen(base) > name_max)
+		return sid_error_set(err, SID_EINVAL, "%s: file name of %zu bytes, longer than %zu",
+				     path, strlen(base), name_max);
 	slen = (size_t)snprintf(suffix, sizeof(suffix), ".tmp.%ld.%lu", (long)getpid(),
 				__atomic_fetch_add(&publish_counter, 1, __ATOMIC_RELAXED));
 	tlen = strlen(path) + slen + 1;
@@ -134,7 +140,9 @@ int sid_publish_begin(struct sid_publish *pub, const char *path, struct sid_erro
 	}
 	/* The temp name is the name plus the suffix, the name cut short where
 	 * both would not fit in one directory entry. */
-	keep = strlen(base) + slen > NAME_MAX ? NAME_MAX - slen : strlen(base);
+	keep = strlen(base);
+	if (keep + slen > name_max)
+		keep = name_max > slen ? name_max - slen : 0;
 	snprintf(pub->tmp, tlen, "%.*s%s", (int)((size_t)(base - path) + keep), path, suffix);
 
 	/* Unnamed until it is complete, where the file system can: a process

@@ -59,7 +59,9 @@ struct tr_gen_stats {
  * code with @err; or, stopped by SIGINT / SIGTERM / SIGHUP (stop.h), that
  * signal's number.  The files are renamed into place only once all are
  * complete and synced (fsutil.h's publish, the directory synced too), so a
- * failed, stopped or killed run leaves the directory as it was. */
+ * run failed, stopped or killed while writing leaves the directory as it
+ * was.  The renames themselves are one file after another: a failure or a
+ * kill among them leaves the files renamed so far new and the rest old. */
 int tr_gen_run(const struct tr_gen_params *p, const char *out_dir, struct tr_gen_stats *st,
 	       struct sid_error *err);
 

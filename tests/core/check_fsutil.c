@@ -271,6 +271,9 @@ START_TEST(test_publish_long_name)
 	ck_assert_int_eq(sid_publish_begin(&pub, path, &err), SID_EINVAL);
 	ck_assert_msg(strstr(err.msg, "file name of 256 bytes, longer than 255"), "%s", err.msg);
 	sid_publish_abort(&pub);
+	snprintf(path, sizeof(path), "%s/", tmpdir); /* a directory: no name at all */
+	ck_assert_int_eq(sid_publish_begin(&pub, path, &err), SID_EINVAL);
+	ck_assert_msg(strstr(err.msg, "names a directory, not a file"), "%s", err.msg);
 	ck_assert_int_eq(count_temps(tmpdir), 0);
 }
 END_TEST
