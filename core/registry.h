@@ -137,12 +137,15 @@ int sid_registry_open(const char *target, unsigned flags, struct sid_registry **
  *     lock (default 5000 ms);
  *   - PostgreSQL: the sessions' statement_timeout, so that the server cancels
  *     a statement that runs or waits for a lock longer (unless the connection
- *     string, role or database sets one); and an answer that has not come
- *     @timeout_ms + 1000 ms after its request (a stopped backend, a host that
- *     keeps the TCP connection and never answers) is given up: the connection
- *     is dropped and the call fails with SID_EUNAVAIL, or runs once more on a
- *     new connection if it was not already on one.  By default PostgreSQL
- *     answers are waited for without bound (a long export or stats pass).
+ *     string, role or database sets a nonzero one: answers are then waited
+ *     for that long instead); and an answer that has not come 1000 ms after
+ *     that (a stopped backend, a host that keeps the TCP connection and never
+ *     answers) is given up: the connection is dropped and the call fails with
+ *     SID_EUNAVAIL, or runs once more on a new connection if its connection
+ *     was not made in this call.  A call that met such a timeout fails its
+ *     remaining work at once (an assign of many calls waits once).  By default
+ *     PostgreSQL answers are waited for without bound, on a blocking
+ *     connection (a long export or stats pass).
  * PostgreSQL's connect_timeout becomes @timeout_ms rounded up to whole
  * seconds (at least 2) instead of the default 5 s, unless PGCONNECT_TIMEOUT
  * or the connection string sets it (registry_pg.c).

@@ -30,6 +30,7 @@
 
 #include <errno.h>
 #include <libpq-fe.h>
+#include <limits.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -151,7 +152,13 @@ struct pg {
 	unsigned seed;
 	int lock_global; /* the next transaction takes GLOBAL_KEY exclusive only */
 	int timeout_ms;	 /* 0: no bound (sid_registry_open_timeout) */
+	int answer_ms;	 /* how long an answer is waited for (pq_await) */
 	char lost[96];	 /* why the connection was dropped while waiting */
+	/* the store did not answer in this call (base.calls): its other ops
+	 * fail at once instead of each waiting again */
+	uint64_t down_call;
+	struct sid_error down_err;
+	int cancelled; /* the last failure was a statement_timeout cancel */
 };
 
 /* Parameters: text for numbers and strings, binary for bytea. */
@@ -208,39 +215,41 @@ static int64_t mono_ms(void)
 /*
  * Send what is queued and wait until a result can be taken without blocking.
  * 0 when it can (or the connection failed: PQgetResult then says how);
- * SID_EUNAVAIL when nothing came within the handle's timeout plus
- * ANSWER_GRACE_MS: the connection is in an unknown state and is dropped.
+ * SID_EUNAVAIL when nothing came within s->answer_ms: the connection is in an
+ * unknown state and is dropped.  A handle without a timeout keeps its
+ * connection blocking and lets PQgetResult wait, as PQexec would.
  */
 static int pq_await(struct pg *s)
 {
-	int64_t deadline = s->timeout_ms ? mono_ms() + s->timeout_ms + ANSWER_GRACE_MS : 0;
+	int64_t deadline = mono_ms() + s->answer_ms;
 
+	if (!s->timeout_ms)
+		return 0;
 	for (;;) {
-		int pending = PQflush(s->conn), left = -1;
+		int pending = PQflush(s->conn), left;
+		int64_t now;
 		struct pollfd pfd;
 
-		if (pending < 0 || (!pending && !PQisBusy(s->conn)))
+		/* read what has come before polling: with TLS, a record already
+		 * decrypted inside the library would not wake poll */
+		if (pending < 0 || !PQconsumeInput(s->conn) || (!pending && !PQisBusy(s->conn)))
 			return 0;
-		if (deadline) {
-			int64_t now = mono_ms();
-			if (now >= deadline) {
-				snprintf(s->lost, sizeof(s->lost),
-					 "no answer within %d ms; connection dropped",
-					 s->timeout_ms + ANSWER_GRACE_MS);
-				__atomic_add_fetch(&s->base.events.answer_timeouts, 1,
-						   __ATOMIC_RELAXED);
-				conn_drop(s);
-				return SID_EUNAVAIL;
-			}
-			left = (int)(deadline - now);
+		now = mono_ms();
+		if (now >= deadline) {
+			snprintf(s->lost, sizeof(s->lost),
+				 "no answer within %d ms; connection dropped", s->answer_ms);
+			__atomic_add_fetch(&s->base.events.answer_timeouts, 1, __ATOMIC_RELAXED);
+			conn_drop(s);
+			return SID_EUNAVAIL;
 		}
+		left = (int)(deadline - now);
+		if (PQsslInUse(s->conn) && left > 50)
+			left = 50; /* and look again now and then, for the same reason */
 		pfd.fd = PQsocket(s->conn);
 		pfd.events = (short)(POLLIN | (pending ? POLLOUT : 0));
 		pfd.revents = 0;
 		if (poll(&pfd, 1, left) < 0 && errno != EINTR)
 			return 0; /* let libpq's own read report it */
-		if ((pfd.revents & (POLLIN | POLLERR | POLLHUP)) && !PQconsumeInput(s->conn))
-			return 0;
 	}
 }
 
@@ -309,7 +318,8 @@ static int pg_fail(struct pg *s, PGresult *res, struct sid_error *err, const cha
 			      s->base.label, what, buf, RETRY_MAX);
 		return RETRY;
 	}
-	if (state && !strcmp(state, "57014"))
+	s->cancelled = state && !strcmp(state, "57014");
+	if (s->cancelled)
 		__atomic_add_fetch(&s->base.events.statement_timeouts, 1, __ATOMIC_RELAXED);
 	if (!s->conn || PQstatus(s->conn) != CONNECTION_OK || !state || !strncmp(state, "08", 2) ||
 	    !strncmp(state, "57P", 3) || !strncmp(state, "53", 2) ||
@@ -743,7 +753,8 @@ static int conn_ensure(struct pg *s, struct sid_error *err)
 	}
 	PQsetNoticeProcessor(s->conn, notice_ignore, NULL);
 	s->lost[0] = '\0';
-	if (PQsetnonblocking(s->conn, 1)) { /* pq_await does the waiting */
+	s->answer_ms = s->timeout_ms + ANSWER_GRACE_MS;
+	if (s->timeout_ms && PQsetnonblocking(s->conn, 1)) { /* pq_await does the waiting */
 		int rc = sid_error_set(err, SID_EUNAVAIL, "registry %s: non-blocking mode: %s",
 				       s->base.label, PQerrorMessage(s->conn));
 		conn_drop(s);
@@ -752,14 +763,23 @@ static int conn_ensure(struct pg *s, struct sid_error *err)
 	res = pq_query(s, "SET client_min_messages = warning");
 	PQclear(res);
 	if (s->conn && s->timeout_ms) {
-		/* the server cancels what runs or waits too long, keeping the
-		 * connection; a statement_timeout the operator set is kept */
-		char sql[160];
+		/* The server cancels what runs or waits too long, keeping the
+		 * connection and releasing the transaction's locks; a nonzero
+		 * statement_timeout the operator set is kept, and answers are
+		 * then waited for that long (plus the grace), so that it is still
+		 * the server's cancel that ends a long lock wait. */
+		char sql[200];
 		snprintf(sql, sizeof(sql),
-			 "SELECT set_config('statement_timeout', '%d', false)"
-			 " WHERE current_setting('statement_timeout') = '0'",
+			 "SELECT CASE WHEN current_setting('statement_timeout') = '0'"
+			 " THEN set_config('statement_timeout', '%d', false) END,"
+			 " (SELECT setting FROM pg_settings WHERE name = 'statement_timeout')",
 			 s->timeout_ms);
 		res = pq_query(s, sql);
+		if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
+			long ms = strtol(PQgetvalue(res, 0, 1), NULL, 10);
+			if (ms > s->timeout_ms && ms < INT_MAX - ANSWER_GRACE_MS)
+				s->answer_ms = (int)ms + ANSWER_GRACE_MS;
+		}
 		PQclear(res);
 	}
 	if (s->conn && (s->base.open_flags & SID_REG_READONLY)) { /* PostgreSQL refuses writes */
@@ -806,18 +826,32 @@ static void backoff(struct pg *s, int attempt)
 
 /*
  * Run @body (a transaction body when @txn) with reconnects and retries: a
- * broken connection is re-established once, a lost race runs it again.
+ * broken connection is re-established once (not when it was itself made for
+ * this run), a lost race runs it again.  Once a call (base.calls) has found
+ * the store unreachable, silent or cancelling its statement, its other runs
+ * fail at once with the same error, so that a call of many ops (a group of
+ * assign calls) waits out one timeout, not one per op.
  */
 typedef int (*body_fn)(struct pg *s, void *ctx, struct sid_error *err);
 
 static int with_retries(struct pg *s, int txn, body_fn body, void *ctx, struct sid_error *err)
 {
-	int rc = 0, reconnected = 0;
+	int rc = 0, reconnected = !s->conn; /* a new connection is not made twice */
 
+	if (s->base.calls && s->down_call == s->base.calls) {
+		*err = s->down_err; /* this call found the store down already */
+		return SID_EUNAVAIL;
+	}
+	s->cancelled = 0;
 	for (int attempt = 0; attempt < RETRY_MAX; attempt++) {
 		rc = conn_ensure(s, err);
-		if (rc)
+		if (rc) {
+			if (rc == SID_EUNAVAIL) {
+				s->down_call = s->base.calls;
+				s->down_err = *err;
+			}
 			return rc;
+		}
 		if (txn)
 			rc = pq_exec(s, "BEGIN", err);
 		if (!rc)
@@ -836,6 +870,10 @@ static int with_retries(struct pg *s, int txn, body_fn body, void *ctx, struct s
 		if (rc == SID_EUNAVAIL && !s->conn && !reconnected) {
 			reconnected = 1; /* the connection broke: one more go on a new one */
 			continue;
+		}
+		if (rc == SID_EUNAVAIL && (!s->conn || s->cancelled)) {
+			s->down_call = s->base.calls; /* waited its time: not again */
+			s->down_err = *err;
 		}
 		return rc;
 	}

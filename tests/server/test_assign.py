@@ -66,6 +66,13 @@ def assign(srv, ids, X, tower="items", reassign=None, conn=None):
     return srv.json("POST", "/v1/%s:assign" % tower, body(ids, X, reassign), conn=conn)
 
 
+def release(proc):
+    """End a psql session started with stdin and stdout pipes."""
+    proc.stdin.close()
+    proc.wait(30)
+    proc.stdout.close()
+
+
 def assign_concurrently(servers, ids, X, rounds, per_request, timeout):
     """One client thread per entry of @servers (client k seeded with k), each
     assigning @rounds random samples of @per_request of @ids at once.  Returns
@@ -769,8 +776,7 @@ class TestAssignPostgres(PgBase):
                              m0["semid_registry_retries_total"] + 1)
         finally:
             if holder:
-                holder.stdin.close()
-                holder.wait(30)
+                release(holder)
             self.assertEqual(srv.stop(), 0)
 
     def backends(self, db):
@@ -828,18 +834,75 @@ class TestAssignPostgres(PgBase):
                 os.kill(pid, signal.SIGCONT)
             self.assertEqual(srv.stop(), 0)
 
+    def lock_table(self, db):
+        """A psql session holding semid_assignment's ACCESS EXCLUSIVE lock in
+        database @db until its stdin gets COMMIT (or closes)."""
+        holder = subprocess.Popen([pg_fixture.PGBIN + "/psql", "-h", "127.0.0.1", "-p",
+                                   str(self.pg.port), "-U", "postgres", "-d", db, "-XAtq"],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        holder.stdin.write("BEGIN;\nLOCK TABLE semid_assignment;\nSELECT 1;\n")
+        holder.stdin.flush()
+        self.assertEqual(holder.stdout.readline().strip(), "1")
+        return holder
+
+    def test_group_waits_once(self):
+        """A group of assign requests committed together (one store call of
+        many) whose store cancels a statement answers all of them after one
+        timeout, not one timeout per request: nine 1-item requests queued
+        behind a first one used to take 0.8 s each, one after the other."""
+        conninfo = self.fresh_db("group")
+        db = re.search(r"dbname=(\S+)", conninfo).group(1)
+        X, _ = T.tie_free_inputs(self.rng, self.ta, 11)
+        srv, _ = self.start(self.fresh_dir(), {"item": self.ta}, "G",
+                            ["--registry", conninfo, "--registry-connections", "1",
+                             "--registry-timeout-ms", "800"])
+        holder = None
+        try:
+            self.assertEqual(assign(srv, ["warm"], X[:1])[0], 200)
+            holder = self.lock_table(db)
+            out = [None] * 10
+
+            def one(k):
+                c = srv.conn(60)
+                try:
+                    out[k] = assign(srv, ["g%d" % k], X[k + 1:k + 2], conn=c)
+                finally:
+                    c.close()
+            t0 = time.monotonic()
+            threads = [threading.Thread(target=one, args=(k,)) for k in range(10)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(60)
+            took = time.monotonic() - t0
+            for st, _, r in out:
+                self.assertEqual((st, r["error"]["code"]), (503, "unavailable"), r)
+                self.assertIn("statement timeout", r["error"]["message"])
+            # at most a few groups of one wait each; one wait per request
+            # would be 8 s
+            self.assertLess(took, 5.0)
+        finally:
+            if holder:
+                release(holder)
+            self.assertEqual(srv.stop(), 0)
+
     def test_statement_timeout(self):
         """A call that waits on a lock another session holds is cancelled by
         PostgreSQL after registry_timeout_ms (the session's statement_timeout)
         and answered 503, while encode serves; once the lock is gone the same
         assign succeeds.  A statement_timeout the operator set (here through
-        PGOPTIONS) is kept instead of the server's."""
+        PGOPTIONS) is kept instead of the server's, shorter or longer: when
+        longer, answers are waited for that long too, so that it is still
+        PostgreSQL's cancel (which releases the session's locks) that ends the
+        wait, not a dropped connection."""
         conninfo = self.fresh_db("stmt")
         db = re.search(r"dbname=(\S+)", conninfo).group(1)
         X, _ = T.tie_free_inputs(self.rng, self.ta, 2)
         for k, (extra, env, bound) in enumerate((
-                (["--registry-timeout-ms", "800"], None, (0.7, 1.7)),
-                ([], {"PGOPTIONS": "-c statement_timeout=300"}, (0.2, 4.0)))):
+                (["--registry-timeout-ms", "800"], None, (0.7, 3.5)),
+                ([], {"PGOPTIONS": "-c statement_timeout=300"}, (0.2, 4.0)),
+                (["--registry-timeout-ms", "500"], {"PGOPTIONS": "-c statement_timeout=2500"},
+                 (2.3, 10)))):
             tid = "t%d" % k
             srv, _ = self.start(self.fresh_dir(), {"item": self.ta}, "T",
                                 ["--registry", conninfo, "--registry-connections", "1"] + extra,
@@ -847,13 +910,7 @@ class TestAssignPostgres(PgBase):
             holder = None
             try:
                 self.assertEqual(assign(srv, ["warm"], X[:1])[0], 200)
-                holder = subprocess.Popen([pg_fixture.PGBIN + "/psql", "-h", "127.0.0.1", "-p",
-                                           str(self.pg.port), "-U", "postgres", "-d", db,
-                                           "-XAtq"], stdin=subprocess.PIPE,
-                                          stdout=subprocess.PIPE, text=True)
-                holder.stdin.write("BEGIN;\nLOCK TABLE semid_assignment;\nSELECT 1;\n")
-                holder.stdin.flush()
-                self.assertEqual(holder.stdout.readline().strip(), "1")
+                holder = self.lock_table(db)
                 t0 = time.monotonic()
                 st, h, r = assign(srv, [tid], X[1:])
                 took = time.monotonic() - t0
@@ -870,16 +927,14 @@ class TestAssignPostgres(PgBase):
                                     {"inputs": [{"embedding_b64": T.b64_row(X[1])}]})
                 self.assertEqual(st, 200, e)
                 holder.stdin.write("COMMIT;\n")
-                holder.stdin.close()
-                holder.wait(30)
+                release(holder)
                 holder = None
                 st, _, r = assign(srv, [tid], X[1:])
                 self.assertEqual(st, 200, r)
                 self.assertEqual(r["results"][0]["created"], True)
             finally:
                 if holder:
-                    holder.stdin.close()
-                    holder.wait(30)
+                    release(holder)
                 self.assertEqual(srv.stop(), 0)
 
     def test_id_reads_use_the_id_index(self):
@@ -1049,8 +1104,7 @@ class TestAssignPostgresFullLockTable(PgBase):
                              m0["semid_registry_retries_total"])
         finally:
             if holder:
-                holder.stdin.close()
-                holder.wait(30)
+                release(holder)
             self.assertEqual(srv.stop(), 0)
 
 
