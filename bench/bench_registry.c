@@ -21,6 +21,9 @@
  *
  * STORE is a SQLite path or a PostgreSQL connection string.  Ids are
  * "b<run>-<n>" with a per-run random tag, so runs never see each other's ids.
+ * BENCH_REGISTRY_TIMEOUT_MS=N opens the store as semid-server does with
+ * registry_timeout_ms N (sid_registry_open_timeout; PostgreSQL then waits in
+ * poll on a non-blocking connection); unset, as the CLI does.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -58,7 +61,8 @@ static struct sid_registry *open_store(const char *target)
 {
 	struct sid_registry *r;
 	struct sid_error err;
-	if (sid_registry_open(target, 0, &r, &err))
+	const char *t = getenv("BENCH_REGISTRY_TIMEOUT_MS");
+	if (sid_registry_open_timeout(target, 0, t ? atoi(t) : 0, &r, &err))
 		die("open", &err);
 	return r;
 }
