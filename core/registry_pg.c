@@ -230,9 +230,11 @@ static int pq_await(struct pg *s)
 		int64_t now;
 		struct pollfd pfd;
 
+		if (pending < 0 || (!pending && !PQisBusy(s->conn)))
+			return 0; /* a result is there (a pipeline's are, after the first) */
 		/* read what has come before polling: with TLS, a record already
 		 * decrypted inside the library would not wake poll */
-		if (pending < 0 || !PQconsumeInput(s->conn) || (!pending && !PQisBusy(s->conn)))
+		if (!PQconsumeInput(s->conn) || (!pending && !PQisBusy(s->conn)))
 			return 0;
 		now = mono_ms();
 		if (now >= deadline) {
