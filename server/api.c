@@ -761,7 +761,10 @@ static inline const char *scan_digits(const char *q, const char *e, uint64_t *mp
  * 1000...0.  Integers are strtoll's value (so "-0" is +0), and integers of
  * 2^53 or more, subnormal and overflowing results go to the slow path.
  */
-static int scan_float(struct scan *s, float *out, const char **tok, size_t *n, int *integer)
+/* (always inlined: a call per number, with its register spills, was 6-8% of
+ * a 64 x 384 JSON request's decode; bench/RESULTS.md) */
+static inline __attribute__((always_inline)) int
+scan_float(struct scan *s, float *out, const char **tok, size_t *n, int *integer)
 {
 	static const double p10[23] = {1e0,  1e1,  1e2,	 1e3,  1e4,  1e5,  1e6,	 1e7,
 				       1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
