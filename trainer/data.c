@@ -13,16 +13,9 @@
 #include <sys/stat.h>
 
 #include "fsutil.h"
+#include "rng.h"
 
 #define CHUNK_ROWS 4096 /* rows converted at a time while scanning an .npy */
-
-uint64_t tr_splitmix64(uint64_t *state)
-{
-	uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
 
 int tr_input_check(const char *path, struct sid_error *err)
 {

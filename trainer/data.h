@@ -161,7 +161,4 @@ const struct tr_batch *tr_batcher_get(struct tr_batcher *bt, size_t b);
  * for the opener to report. */
 int tr_input_check(const char *path, struct sid_error *err);
 
-/* splitmix64 step: the trainer-side deterministic generator for shuffles. */
-uint64_t tr_splitmix64(uint64_t *state);
-
 #endif

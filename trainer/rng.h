@@ -16,6 +16,11 @@ struct rng {
 	uint64_t s[4];
 };
 
+/* One splitmix64 step (Vigna): advances *@state, returns its next output.
+ * Seeds the generator below, and is the trainer's generator for shuffles
+ * and its fingerprints. */
+uint64_t tr_splitmix64(uint64_t *state);
+
 /* Seed from one u64 (any value, 0 included). */
 void rng_seed(struct rng *r, uint64_t seed);
 uint64_t rng_u64(struct rng *r);

@@ -22,6 +22,7 @@
 #include "eval.h"
 #include "fsutil.h"
 #include "model.h"
+#include "rng.h"
 #include "safetensors.h"
 #include "stop.h"
 
