@@ -3,7 +3,8 @@
 as documentation, and a library that a program of one's own builds against
 with pkg-config alone: tests/meta/encode_example.c, compiled from the staged
 headers and libsemid.a, must print exactly what `semid encode` prints for the
-same model and rows.  `make uninstall` then removes every installed file.
+same model and rows, and the codes a tie-free model gives by construction
+(independent of semid).  `make uninstall` then removes every installed file.
 
 Run by `make test` (which passes its build directories as SEMID_O and
 SEMID_BIN, and SEMID_SANITIZE in test-sanitize); standalone:
@@ -80,6 +81,18 @@ class Install(unittest.TestCase):
             self.assertEqual(ref.returncode, 0, ref.stderr)
             self.assertEqual(len(mine.stdout.splitlines()), 50)
             self.assertEqual(mine.stdout, ref.stdout)
+
+            # and codes known without semid: a tower whose latent is its
+            # input, rows next to one codeword per level (semid_testlib)
+            tower = T.tie_free_tower(rng)
+            T.write_model(model, {"item": tower}, "tie-free")
+            xs, codes = T.tie_free_inputs(rng, tower, 40)
+            np.save(x, xs)
+            mine = subprocess.run([exe, model, x], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, timeout=60)
+            self.assertEqual(mine.returncode, 0, mine.stderr)
+            want = "".join("%d\t%s\n" % (i, "-".join(map(str, c))) for i, c in enumerate(codes))
+            self.assertEqual(mine.stdout, want)
 
             p = make("uninstall", dest)
             self.assertEqual(p.returncode, 0, p.stdout)
