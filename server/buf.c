@@ -8,7 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int grow(struct srv_buf *b, size_t extra)
+/* Room for @extra more bytes and the NUL: doubling, or exactly that much
+ * when @exact (a size known up front). */
+static int grow(struct srv_buf *b, size_t extra, int exact)
 {
 	size_t need, cap;
 	char *p;
@@ -20,7 +22,7 @@ static int grow(struct srv_buf *b, size_t extra)
 	need = b->len + extra + 1;
 	if (need <= b->cap)
 		return 0;
-	cap = b->cap ? b->cap : 256;
+	cap = exact ? need : b->cap ? b->cap : 256;
 	while (cap < need)
 		cap *= 2;
 	p = realloc(b->p, cap);
@@ -36,26 +38,12 @@ oom:
 
 void srv_buf_reserve(struct srv_buf *b, size_t n)
 {
-	char *p;
-
-	if (b->oom)
-		return;
-	if (n > (size_t)-1 / 2 - b->len)
-		goto oom;
-	if (b->len + n + 1 <= b->cap)
-		return;
-	if (!(p = realloc(b->p, b->len + n + 1)))
-		goto oom;
-	b->p = p;
-	b->cap = b->len + n + 1;
-	return;
-oom:
-	b->oom = 1;
+	(void)grow(b, n, 1);
 }
 
 void srv__buf_append_grow(struct srv_buf *b, const char *s, size_t n)
 {
-	if (grow(b, n))
+	if (grow(b, n, 0))
 		return;
 	memcpy(b->p + b->len, s, n);
 	b->len += n;
@@ -70,7 +58,7 @@ void srv_buf_printf(struct srv_buf *b, const char *fmt, ...)
 	va_start(ap, fmt);
 	n = vsnprintf(NULL, 0, fmt, ap);
 	va_end(ap);
-	if (n < 0 || grow(b, (size_t)n))
+	if (n < 0 || grow(b, (size_t)n, 0))
 		return;
 	va_start(ap, fmt);
 	vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
@@ -328,7 +316,7 @@ void srv_buf_float(struct srv_buf *b, float v)
 		srv_buf_append(b, "null", 4);
 		return;
 	}
-	if (grow(b, 24)) /* "-1.2345678e-45": at most 15 */
+	if (grow(b, 24, 0)) /* "-1.2345678e-45": at most 15 */
 		return;
 	o = b->p + b->len;
 	if (bits >> 31)
@@ -379,7 +367,7 @@ void srv_buf_int(struct srv_buf *b, long long v)
 	char tmp[20], *o;
 	int n = 0;
 
-	if (grow(b, 21))
+	if (grow(b, 21, 0))
 		return;
 	o = b->p + b->len;
 	if (v < 0)
@@ -412,7 +400,7 @@ char *srv_buf_detach(struct srv_buf *b, size_t *len)
 		srv_buf_release(b);
 		return NULL;
 	}
-	if (!b->p && grow(b, 0))
+	if (!b->p && grow(b, 0, 0))
 		return NULL;
 	if (b->len == 0)
 		b->p[0] = '\0';
