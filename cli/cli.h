@@ -32,7 +32,6 @@ enum { CLI_EXIT_OK = 0, CLI_EXIT_IO = 1, CLI_EXIT_INPUT = 2 };
 /* The whole program: `semid <command> ...`.  Returns the exit status. */
 int cli_main(int argc, char **argv);
 
-
 /* ---- encode ------------------------------------------------------------- */
 
 #define CLI_BATCH_DEFAULT 1024

@@ -268,11 +268,21 @@ int sid__reg_gap_feed(struct sid__reg_gap *g, int64_t used)
 	return 0;
 }
 
-int64_t sid__reg_now_ms(void)
+static int64_t clock_ms(clockid_t c)
 {
 	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
+	clock_gettime(c, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int64_t sid__reg_now_ms(void)
+{
+	return clock_ms(CLOCK_REALTIME);
+}
+
+int64_t sid__reg_mono_ms(void)
+{
+	return clock_ms(CLOCK_MONOTONIC);
 }
 
 /* ---- open, close, and the locked wrappers ---- */

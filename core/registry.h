@@ -449,6 +449,7 @@ struct sid__reg_gap {
 void sid__reg_gap_init(struct sid__reg_gap *g);
 int sid__reg_gap_feed(struct sid__reg_gap *g, int64_t used);
 
-int64_t sid__reg_now_ms(void);
+int64_t sid__reg_now_ms(void);	/* unix milliseconds */
+int64_t sid__reg_mono_ms(void); /* monotonic milliseconds, for deadlines */
 
 #endif

@@ -205,13 +205,6 @@ static const char *conn_error(const struct pg *s)
 	return s->conn ? PQerrorMessage(s->conn) : s->lost[0] ? s->lost : "no connection";
 }
 
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /*
  * Send what is queued and wait until a result can be taken without blocking.
  * 0 when it can (or the connection failed: PQgetResult then says how);
@@ -221,7 +214,7 @@ static int64_t mono_ms(void)
  */
 static int pq_await(struct pg *s)
 {
-	int64_t deadline = mono_ms() + s->answer_ms;
+	int64_t deadline = sid__reg_mono_ms() + s->answer_ms;
 
 	if (!s->timeout_ms)
 		return 0;
@@ -236,7 +229,7 @@ static int pq_await(struct pg *s)
 		 * decrypted inside the library would not wake poll */
 		if (!PQconsumeInput(s->conn) || (!pending && !PQisBusy(s->conn)))
 			return 0;
-		now = mono_ms();
+		now = sid__reg_mono_ms();
 		if (now >= deadline) {
 			snprintf(s->lost, sizeof(s->lost),
 				 "no answer within %d ms; connection dropped", s->answer_ms);

@@ -706,13 +706,6 @@ fail:
 	fail_all(q, nq, &gerr);
 }
 
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static int prepare_all(sqlite3 *db, sqlite3_stmt **st)
 {
 	for (int i = 0; i < S_COUNT; i++) {
@@ -738,7 +731,7 @@ static void leave_immutable(struct sq *s)
 	sqlite3_stmt *st[S_COUNT] = {0};
 	int64_t now;
 
-	if (!s->immutable || (now = mono_ms()) < s->reopen_ms)
+	if (!s->immutable || (now = sid__reg_mono_ms()) < s->reopen_ms)
 		return;
 	s->reopen_ms = now + 1000;
 	if (sqlite3_open_v2(s->base.label, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) ==
@@ -1255,7 +1248,7 @@ static int reopen_immutable(struct sq *s, struct sid_error *err)
 		return sq_fail(s, SQLITE_CANTOPEN, err, "open (immutable, read-only directory)");
 	sqlite3_extended_result_codes(s->db, 1);
 	s->immutable = 1;
-	s->reopen_ms = mono_ms() + 1000;
+	s->reopen_ms = sid__reg_mono_ms() + 1000;
 	return 0;
 }
 
@@ -1271,7 +1264,7 @@ int sid__reg_sqlite_open(const char *path, unsigned flags, int timeout_ms,
 			 struct sid_registry **out, struct sid_error *err)
 {
 	int busy_ms = timeout_ms > 0 ? timeout_ms : BUSY_MS;
-	int64_t deadline = mono_ms() + busy_ms; /* for the retries below */
+	int64_t deadline = sid__reg_mono_ms() + busy_ms; /* for the retries below */
 	int readonly = flags & SID_REG_READONLY;
 	struct sq *s = calloc(1, sizeof(*s));
 	sqlite3_stmt *st = NULL;
@@ -1312,7 +1305,7 @@ int sid__reg_sqlite_open(const char *path, unsigned flags, int timeout_ms,
 		rc = sqlite3_prepare_v2(s->db, "PRAGMA journal_mode = WAL", -1, &st, NULL);
 		while (!rc && (rc = sqlite3_step(st)) != SQLITE_ROW) {
 			if (((rc & 0xff) != SQLITE_BUSY && (rc & 0xff) != SQLITE_LOCKED) ||
-			    mono_ms() > deadline)
+			    sid__reg_mono_ms() > deadline)
 				break;
 			sqlite3_reset(st);
 			rc = 0;
@@ -1345,7 +1338,7 @@ int sid__reg_sqlite_open(const char *path, unsigned flags, int timeout_ms,
 	}
 	for (;;) { /* the same for the schema check */
 		rc = migrate(s, readonly, err);
-		if (rc != SID_EUNAVAIL || mono_ms() > deadline)
+		if (rc != SID_EUNAVAIL || sid__reg_mono_ms() > deadline)
 			break;
 		if ((sqlite3_extended_errcode(s->db) & 0xff) == SQLITE_READONLY) {
 			/* a read-only file SQLite opened for reading, or (opening
