@@ -839,14 +839,8 @@ static int with_retries(struct pg *s, int txn, body_fn body, void *ctx, struct s
 	}
 	s->cancelled = 0;
 	for (int attempt = 0; attempt < RETRY_MAX; attempt++) {
-		rc = conn_ensure(s, err);
-		if (rc) {
-			if (rc == SID_EUNAVAIL) {
-				s->down_call = s->base.calls;
-				s->down_err = *err;
-			}
-			return rc;
-		}
+		if ((rc = conn_ensure(s, err))) /* (a failed one leaves no connection) */
+			break;
 		if (txn)
 			rc = pq_exec(s, "BEGIN", err);
 		if (!rc)
@@ -866,11 +860,11 @@ static int with_retries(struct pg *s, int txn, body_fn body, void *ctx, struct s
 			reconnected = 1; /* the connection broke: one more go on a new one */
 			continue;
 		}
-		if (rc == SID_EUNAVAIL && (!s->conn || s->cancelled)) {
-			s->down_call = s->base.calls; /* waited its time: not again */
-			s->down_err = *err;
-		}
-		return rc;
+		break;
+	}
+	if (rc == SID_EUNAVAIL && (!s->conn || s->cancelled)) {
+		s->down_call = s->base.calls; /* unreachable, or waited its time: not again */
+		s->down_err = *err;
 	}
 	return rc == RETRY ? SID_EUNAVAIL : rc;
 }
