@@ -48,6 +48,10 @@ struct srv_http {
 	int port;
 	long inflight; /* atomic */
 	int draining;  /* atomic */
+	/* the listening socket once quiesced: shut down at once (new connections
+	 * are refused), closed only after MHD_stop_daemon, as MHD's threads may
+	 * still use it until then (MHD_quiesce_daemon's contract) */
+	int quiesced_fd;
 	/* connections: the watch list, the count, refusals over the limit */
 	pthread_mutex_t conns_lock;
 	struct conn *conns;
@@ -1392,6 +1396,7 @@ int srv_http_start(const struct srv_http_deps *deps, struct srv_http **out, stru
 		return sid_error_set(err, SID_ENOMEM, "http: out of memory");
 	}
 	h->d = *deps;
+	h->quiesced_fd = MHD_INVALID_SOCKET;
 	/* a key for made request ids: different in every process */
 	if (getrandom(&h->rid_key, sizeof(h->rid_key), GRND_NONBLOCK) !=
 	    (ssize_t)sizeof(h->rid_key)) {
@@ -1486,8 +1491,12 @@ void srv_http_quiesce(struct srv_http *h)
 	if (__atomic_exchange_n(&h->draining, 1, __ATOMIC_RELAXED))
 		return;
 	fd = MHD_quiesce_daemon(h->mhd);
-	if (fd != MHD_INVALID_SOCKET)
-		close(fd);
+	if (fd == MHD_INVALID_SOCKET)
+		return;
+	h->quiesced_fd = fd;
+	/* a listening TCP socket that is shut down refuses new connections and
+	 * resets those not yet accepted, and its descriptor stays ours */
+	shutdown(fd, SHUT_RDWR);
 }
 
 long srv_http_inflight(struct srv_http *h)
@@ -1500,5 +1509,7 @@ void srv_http_stop(struct srv_http *h)
 	if (!h)
 		return;
 	MHD_stop_daemon(h->mhd);
+	if (h->quiesced_fd != MHD_INVALID_SOCKET)
+		close(h->quiesced_fd);
 	http_free(h);
 }

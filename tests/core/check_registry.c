@@ -2097,7 +2097,8 @@ struct wal_writer {
 	char msg[SID_ERROR_MSG_MAX];
 };
 
-static volatile int wal_stop;
+static int wal_stop;		    /* atomic */
+static float wal_emb[WAL_N][WAL_D]; /* filled before the threads start */
 
 static long file_size(const char *path)
 {
@@ -2108,7 +2109,6 @@ static long file_size(const char *path)
 static void *wal_write(void *p)
 {
 	struct wal_writer *w = p;
-	static float emb[WAL_N][WAL_D];
 	char walpath[700], ids[WAL_N][24];
 	struct sid_reg_item in[WAL_N];
 	struct sid_reg_entry out[WAL_N];
@@ -2116,16 +2116,13 @@ static void *wal_write(void *p)
 	struct sid_error err;
 
 	snprintf(walpath, sizeof(walpath), "%s-wal", target);
-	for (int j = 0; j < WAL_N; j++)
-		for (int d = 0; d < WAL_D; d++)
-			emb[j][d] = (float)(j + d) / WAL_D;
 	for (int i = 0; i < WAL_CALLS && !w->rc; i++) {
 		for (int j = 0; j < WAL_N; j++) {
 			snprintf(ids[j], sizeof(ids[j]), "w%d-%d-%d", w->k, i, j);
 			codes[j][0] = j;
 			codes[j][1] = i % 7;
 			codes[j][2] = w->k;
-			in[j] = (struct sid_reg_item){ids[j], codes[j], emb[j]};
+			in[j] = (struct sid_reg_item){ids[j], codes[j], wal_emb[j]};
 		}
 		if (sid_registry_assign(w->r, SID_TOWER_ITEM, in, WAL_N, 3, WAL_D, "v", 0, out,
 					&err)) {
@@ -2144,7 +2141,7 @@ static void *wal_read(void *p)
 	struct sid_registry *r = p;
 	struct sid_reg_entry e;
 	struct sid_error err;
-	for (int i = 0; !wal_stop; i++) {
+	for (int i = 0; !__atomic_load_n(&wal_stop, __ATOMIC_RELAXED); i++) {
 		char id[24];
 		snprintf(id, sizeof(id), "w%d-%d-%d", i % 2, i % 50, i % WAL_N);
 		sid_registry_get(r, SID_TOWER_ITEM, id, &e, &err);
@@ -2163,13 +2160,16 @@ START_TEST(t_sqlite_wal_bounded)
 	long frame = 24 + 4096, per_call = (WAL_N / 2 + 16) * frame;
 	long bound = 32 + (SID_REG_SQLITE_WAL_PAGES * frame) + 2 * per_call;
 
-	wal_stop = 0;
+	for (int j = 0; j < WAL_N; j++)
+		for (int d = 0; d < WAL_D; d++)
+			wal_emb[j][d] = (float)(j + d) / WAL_D;
+	__atomic_store_n(&wal_stop, 0, __ATOMIC_RELAXED);
 	ck_assert_int_eq(pthread_create(&reader, NULL, wal_read, rd), 0);
 	for (int k = 0; k < 2; k++)
 		ck_assert_int_eq(pthread_create(&th[k], NULL, wal_write, &w[k]), 0);
 	for (int k = 0; k < 2; k++)
 		pthread_join(th[k], NULL);
-	wal_stop = 1;
+	__atomic_store_n(&wal_stop, 1, __ATOMIC_RELAXED);
 	pthread_join(reader, NULL);
 	for (int k = 0; k < 2; k++) {
 		ck_assert_msg(w[k].rc == 0, "writer %d: %s", k, w[k].msg);

@@ -835,6 +835,66 @@ class TestLifecycle(unittest.TestCase):
             socket.create_connection(("127.0.0.1", srv.port), timeout=2).close()
         idle.close()
 
+    def test_drain_refuses_new_connections(self):
+        """During the drain a new connection is refused at once, while the
+        listening socket itself stays open until libmicrohttpd has stopped
+        (MHD_quiesce_daemon: its threads may still use it; closing it early
+        let them touch a descriptor number the process could reuse)."""
+        def listen_inode(port):
+            with open("/proc/net/tcp") as f:
+                for line in f.readlines()[1:]:
+                    col = line.split()
+                    if col[1].endswith(":%04X" % port) and col[3] == "0A":
+                        return col[9]
+            return None
+
+        def socket_inodes(pid):
+            out = set()
+            for fd in os.listdir("/proc/%d/fd" % pid):
+                try:
+                    link = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+                except OSError:
+                    continue
+                if link.startswith("socket:["):
+                    out.add(link[8:-1])
+            return out
+
+        srv = T.Server(["--model", TF_MODEL, "--shutdown-timeout-ms", "20000"], WORK)
+        inode = listen_inode(srv.port)
+        self.assertIsNotNone(inode)
+        self.assertIn(inode, socket_inodes(srv.proc.pid))
+        body = json.dumps({"inputs": [{"embedding": [0.0] * 16}]}).encode()
+        s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+        try:
+            # a request in flight: its body stalls half way
+            s.sendall(b"POST /v1/items:encode HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                      b"application/json\r\nContent-Length: %d\r\n\r\n" % len(body) +
+                      body[:10])
+            time.sleep(0.2)
+            srv.signal(signal.SIGTERM)
+            refused = False
+            for _ in range(100):
+                try:
+                    socket.create_connection(("127.0.0.1", srv.port), timeout=1).close()
+                except ConnectionRefusedError:
+                    refused = True
+                    break
+                except ConnectionResetError:
+                    pass  # it reached the accept queue just before the shutdown
+                time.sleep(0.02)
+            self.assertTrue(refused, "a new connection was still accepted while draining")
+            self.assertIn(inode, socket_inodes(srv.proc.pid),
+                          "the listening socket was closed before the daemon stopped")
+            s.sendall(body[10:])
+            resp = http.client.HTTPResponse(s)
+            resp.begin()
+            self.assertEqual(resp.status, 200)
+            self.assertEqual(resp.getheader("Connection"), "close")
+            self.assertEqual(len(json.loads(resp.read())["results"]), 1)
+            self.assertEqual(srv.wait(10), 0)
+        finally:
+            s.close()
+
     def test_ipv6_listen(self):
         try:
             with socket.socket(socket.AF_INET6) as probe:
