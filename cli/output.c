@@ -32,6 +32,7 @@ static void on_signal(int sig)
 {
 	static const char bus[] = "semid: an input file shrank or failed while being read "
 				  "(SIGBUS); stopped\n";
+	int saved = errno; /* the signal, blocked in here, is taken as the handler returns */
 
 	if (tmp_live)
 		unlink(tmp_path);
@@ -43,6 +44,7 @@ static void on_signal(int sig)
 	}
 	signal(sig, SIG_DFL);
 	raise(sig);
+	errno = saved;
 }
 
 static const int caught[CLI_OUTPUT_SIGNALS] = {SIGINT, SIGTERM, SIGHUP, SIGBUS};
