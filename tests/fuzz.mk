@@ -17,6 +17,13 @@
 #   make test-valgrind   the server's integration tests with semid-server under valgrind
 #                        memcheck (--leak-check=full, any error fails), through the test
 #                        library's SEMID_SERVER_WRAPPER hook.
+#   make test-tsan       ThreadSanitizer over the threaded programs: semid-server and semid
+#                        built with SANITIZE=thread in $(O)/tsan, then the Check suites of
+#                        core, server and cli and the python tests of the server, the CLI
+#                        and core against them (a report fails the test).  semid-train comes
+#                        from the normal build: built with TSan it crashes before main, as
+#                        TSan instruments the ifunc resolvers of its target_clones kernels.
+#                        Not in CI (time: about 8 minutes on 2 cores).
 #
 # The harnesses link the same objects as the programs (libsemid.a, the server's and the
 # trainer's non-main objects), built by a second make of this tree with CC=clang into
@@ -45,7 +52,8 @@ $(O)/tests/fuzz/%.o: FINAL_CFLAGS += -Iserver -Itrainer
 $(O)/tests/fuzz/fuzz_%: $(O)/tests/fuzz/fuzz_%.o $(SERVER_LIBOBJ) $(TRAINER_LIBOBJ) $(LIBSEMID)
 	$(CC) $(FINAL_LDFLAGS) -fsanitize=fuzzer -o $@ $^ $(LIBS)
 
-.PHONY: fuzz fuzz-smoke fuzz-build fuzz-deps fuzz-link test-sanitize test-valgrind valgrind-deps
+.PHONY: fuzz fuzz-smoke fuzz-build fuzz-deps fuzz-link test-sanitize test-valgrind valgrind-deps \
+	test-tsan
 fuzz-link: $(patsubst %,$(O)/tests/fuzz/fuzz_%,$(FUZZ_TARGETS))
 
 # Missing Debian packages are installed (as root) by the Makefile's own deps rule.
@@ -104,3 +112,20 @@ test-valgrind: valgrind-deps all
 		echo "test-valgrind: tests/server/semid_testlib.py has no SEMID_SERVER_WRAPPER hook" >&2; \
 		exit 1; }
 	SEMID_SERVER_WRAPPER="$(VALGRIND)" $(PYTHON) tests/run.py $(sort $(wildcard tests/server/test_*.py))
+
+TSAN_DIR = $(O)/tsan
+# check_encode_cmd is left out: its kill-mid-write case (a child forked from a threaded
+# process, killed by a signal raised in its SIGXFSZ handler) fails about one run in three
+# under TSan only; `semid encode` itself runs under TSan in tests/cli/test_cli.py.
+TSAN_CHECKS = $(patsubst %.c,$(TSAN_DIR)/%,$(filter-out tests/trainer/% \
+	tests/cli/check_encode_cmd.c,$(CHECK_SRC)))
+test-tsan: all
+	@$(MAKE) --no-print-directory O=$(TSAN_DIR) BIN=$(TSAN_DIR)/bin SANITIZE=thread \
+		CFLAGS="-O1 -g" -j$(NPROC) all check-bins
+	@mkdir -p $(TSAN_DIR)/mix
+	@ln -sf $(abspath $(TSAN_DIR)/bin/semid-server $(TSAN_DIR)/bin/semid $(BIN)/semid-train) \
+		$(TSAN_DIR)/mix/
+	@TSAN_OPTIONS="exitcode=86:halt_on_error=0:second_deadlock_stack=1:$$TSAN_OPTIONS" \
+	SEMID_SANITIZE=thread SEMID_BIN=$(abspath $(TSAN_DIR)/mix) SEMID_O=$(abspath $(TSAN_DIR)) \
+		$(PYTHON) tests/run.py $(TSAN_CHECKS) $(sort $(wildcard tests/core/test_*.py \
+		tests/server/test_*.py tests/cli/test_*.py))

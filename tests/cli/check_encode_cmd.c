@@ -291,11 +291,11 @@ END_TEST
  * for batches of 1048576 rows").  The limit leaves room for OpenBLAS's own
  * buffers, which it waits for forever when it cannot get them.
  */
-#if defined(__SANITIZE_ADDRESS__)
-#define UNDER_ASAN 1
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define UNDER_SANITIZER 1
 #elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define UNDER_ASAN 1
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define UNDER_SANITIZER 1
 #endif
 #endif
 
@@ -312,7 +312,7 @@ START_TEST(test_huge_batch_small_input)
 	pid = fork();
 	ck_assert_int_ge(pid, 0);
 	if (pid == 0) {
-#ifndef UNDER_ASAN /* ASan maps terabytes of shadow: the plain build checks the bound */
+#ifndef UNDER_SANITIZER /* ASan and TSan map terabytes of shadow: the plain build checks it */
 		setrlimit(RLIMIT_DATA, &rl);
 #else
 		(void)rl;

@@ -264,7 +264,8 @@ class Server:
         finally:
             self.log.close()
         text = self.log_text()
-        for mark in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
+        for mark in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:",
+                     "WARNING: ThreadSanitizer"):
             if mark in text:
                 raise AssertionError("semid-server sanitizer report:\n" + text[-4000:])
         if re.search(r"ERROR SUMMARY: [1-9]", text):

@@ -341,6 +341,8 @@ class TestConnectionFlood(unittest.TestCase):
                 s.close()
             self.assertEqual(srv.stop(), 0)
 
+    @unittest.skipIf(os.environ.get("SEMID_SANITIZE") == "thread",
+                     "ThreadSanitizer's shadow memory counts in the resident size")
     def test_memory_bounded_under_a_big_flood(self):
         """1500 connections (fewer if our open-files limit is low), each
         holding up to 16 KiB of unfinished headers, two thirds of them inside
