@@ -323,15 +323,21 @@ static const char *json_kind(const json_t *v)
 	return "?";
 }
 
+/* The error of an embedding array of @n values where the tower takes @D. */
+static int width_fail(struct srv_api_error *e, size_t i, size_t n, const char *tname, int D)
+{
+	return fail(e, SRV_ERR_INVALID_ARGUMENT,
+		    "inputs[%zu].embedding has %zu values; the %s tower expects %d", i, n, tname,
+		    D);
+}
+
 static int decode_embedding(const json_t *arr, size_t i, const char *tname, int D, float *row,
 			    struct srv_api_error *e)
 {
 	size_t n = json_array_size(arr), j;
 
 	if (n != (size_t)D)
-		return fail(e, SRV_ERR_INVALID_ARGUMENT,
-			    "inputs[%zu].embedding has %zu values; the %s tower expects %d", i, n,
-			    tname, D);
+		return width_fail(e, i, n, tname, D);
 	for (j = 0; j < n; j++) {
 		const json_t *v = json_array_get(arr, j);
 		double d;
@@ -352,11 +358,11 @@ static int decode_embedding(const json_t *arr, size_t i, const char *tname, int 
 	return 0;
 }
 
-static int decode_b64(const json_t *str, size_t i, const char *tname, int D, float *row,
+/* The base64 text @s of @n bytes (a JSON string's value) into @row. */
+static int decode_b64(const char *s, size_t n, size_t i, const char *tname, int D, float *row,
 		      struct srv_api_error *e)
 {
-	const char *s = json_string_value(str);
-	size_t n = json_string_length(str), bad = 0, want = (size_t)D * 4;
+	size_t bad = 0, want = (size_t)D * 4;
 	uint8_t *bytes;
 	long got;
 
@@ -562,7 +568,8 @@ static int decode_jansson(const char *body, size_t len, enum sid_tower_kind towe
 			goto fail;
 		}
 		if (emb ? decode_embedding(emb, i, tname, D, row, e)
-			: decode_b64(b64, i, tname, D, row, e))
+			: decode_b64(json_string_value(b64), json_string_length(b64), i, tname, D,
+				     row, e))
 			goto fail;
 		if (id) {
 			size_t before = ids.len;
@@ -607,11 +614,32 @@ fail:
  * it produces the same request bit for bit.  On anything else, including
  * every kind of error, it gives up and the jansson path above decodes the
  * body again and produces the error message: there is one definition of
- * what is wrong and what it is called.
+ * what is wrong and what it is called.  One exception: an embedding of
+ * another width is noted and the scan goes on; if the rest is valid, the
+ * jansson path's first error would be that input's, and decode_any makes it
+ * with that path's own functions (width_fail, decode_b64).
  */
 struct scan {
 	const char *p, *end;
+	size_t row; /* the input being scanned */
+	/* The first input whose embedding has another width than the tower's,
+	 * noted while the rest of the body is still scanned (see decode_any):
+	 * its index, and its value count or base64 text. */
+	int width_set;
+	size_t width_row, width_n;
+	const char *width_b64;
 };
+
+static inline __attribute__((always_inline)) void note_width(struct scan *s, size_t n,
+							     const char *b64)
+{
+	if (s->width_set)
+		return;
+	s->width_set = 1;
+	s->width_row = s->row;
+	s->width_n = n;
+	s->width_b64 = b64;
+}
 
 static void scan_ws(struct scan *s)
 {
@@ -870,6 +898,45 @@ static int key_is(const char *k, size_t n, const char *want)
 	return n == strlen(want) && memcmp(k, want, n) == 0;
 }
 
+/* The values of a row past its first @j (its width), from @p: each checked
+ * as scan_row checks one, none kept.  Out of line, and given no pointer to
+ * the scanner, so that the row loop stays as it was. */
+struct row_rest {
+	const char *p; /* after the row's ']'; NULL: not a row scan_row takes */
+	int n;	       /* the row's values */
+};
+
+static __attribute__((noinline)) struct row_rest scan_row_rest(const char *p, const char *end,
+							       int j)
+{
+	struct scan t = {p, end, 0, 0, 0, 0, NULL};
+	struct row_rest out = {NULL, 0};
+	const char *tok;
+	size_t n;
+	int integer, r;
+	float f;
+	double d;
+	long long ll;
+
+	do {
+		if (!(r = scan_float(&t, &f, &tok, &n, &integer)))
+			return out;
+		if (r < 0) {
+			if (!scan_value(tok, n, integer, &d, &ll))
+				return out;
+			f = (float)d;
+		}
+		if (!isfinite(f))
+			return out;
+		j++;
+	} while (scan_char(&t, ','));
+	if (scan_char(&t, ']')) {
+		out.p = t.p;
+		out.n = j;
+	}
+	return out;
+}
+
 static int scan_row(struct scan *s, int D, float *row)
 {
 	const char *tok;
@@ -880,11 +947,22 @@ static int scan_row(struct scan *s, int D, float *row)
 
 	if (!scan_char(s, '['))
 		return 0;
-	if (scan_char(s, ']'))
-		return D == 0;
+	if (scan_char(s, ']')) {
+		if (D != 0)
+			note_width(s, 0, NULL);
+		return 1;
+	}
 	do {
 		int r;
-		if (j >= D || !(r = scan_float(s, &row[j], &tok, &n, &integer)))
+		if (j >= D) {
+			struct row_rest rest = scan_row_rest(s->p, s->end, j);
+			if (!rest.p)
+				return 0;
+			s->p = rest.p;
+			note_width(s, (size_t)rest.n, NULL);
+			return 1;
+		}
+		if (!(r = scan_float(s, &row[j], &tok, &n, &integer)))
 			return 0;
 		if (r < 0) {
 			if (!scan_value(tok, n, integer, &d, &ll))
@@ -895,7 +973,12 @@ static int scan_row(struct scan *s, int D, float *row)
 			return 0;
 		j++;
 	} while (scan_char(s, ','));
-	return j == D && scan_char(s, ']');
+	if (j == D)
+		return scan_char(s, ']');
+	if (!scan_char(s, ']'))
+		return 0;
+	note_width(s, (size_t)j, NULL);
+	return 1;
 }
 
 #ifdef SRV_HAVE_X86
@@ -958,8 +1041,15 @@ static int scan_b64_row(struct scan *s, int D, float *row)
 	q = s->p + 1;
 	left = (size_t)(s->end - q);
 	if (!(left > n && q[n] == '"')) {
-		if (npad == n || !(left > npad && q[npad] == '"'))
-			return 0;
+		if (npad == n || !(left > npad && q[npad] == '"')) {
+			/* another width (or not base64): noted, the rest scanned */
+			const char *str;
+			size_t len;
+			if (!scan_string(s, &str, &len))
+				return 0;
+			note_width(s, len, str);
+			return 1;
+		}
 		n = npad;
 	}
 	if (srv_base64_decode(q, n, (uint8_t *)row, olen, &bad) != (long)olen)
@@ -1012,10 +1102,13 @@ static int scan_input(struct scan *s, int D, float *row, struct srv_buf *ids, si
 	return (have_emb || have_b64) && scan_char(s, '}');
 }
 
+/* 1: @req holds the request.  0: give it to jansson.  2: a request that
+ * jansson would accept but for the width of one or more inputs' embeddings;
+ * @width holds the scan's note on the first of them. */
 static int decode_fast(const char *body, size_t len, int D, int max_inputs, int assign,
-		       struct srv_encode_req *req)
+		       struct srv_encode_req *req, struct scan *width)
 {
-	struct scan s = {body, body + len};
+	struct scan s = {body, body + len, 0, 0, 0, 0, NULL};
 	struct srv_buf ids = SRV_BUF_INIT;
 	int have_inputs = 0, have_topk = 0, have_q = 0, have_fmt = 0, have_re = 0;
 	size_t cap = 0, B = 0;
@@ -1056,6 +1149,7 @@ static int decode_fast(const char *body, size_t len, int D, int max_inputs, int 
 				}
 				req->id_off[B] = 0;
 				req->id_len[B] = 0;
+				s.row = B;
 				if (!scan_input(&s, D, req->x + B * (size_t)D, &ids,
 						&req->id_off[B], &req->id_len[B]) ||
 				    (assign && !req->id_len[B]))
@@ -1106,6 +1200,13 @@ static int decode_fast(const char *body, size_t len, int D, int max_inputs, int 
 	scan_ws(&s);
 	if (s.p != s.end)
 		goto bail;
+	if (s.width_set) {
+		if (width)
+			*width = s;
+		srv_buf_release(&ids);
+		srv_encode_req_release(req);
+		return 2;
+	}
 	req->B = B;
 	req->ids = ids.p;
 	return 1;
@@ -1125,7 +1226,19 @@ int srv__encode_req_decode_jansson(const char *body, size_t len, enum sid_tower_
 int srv__encode_req_decode_fast(const char *body, size_t len, int D, int max_inputs,
 				struct srv_encode_req *req)
 {
-	return decode_fast(body, len, D, max_inputs, 0, req);
+	return decode_fast(body, len, D, max_inputs, 0, req, NULL) == 1;
+}
+
+int srv__encode_req_width_noted(const char *body, size_t len, int D, int max_inputs)
+{
+	struct srv_encode_req req;
+	int r;
+
+	memset(&req, 0, sizeof(req));
+	req.top_k = 1;
+	r = decode_fast(body, len, D, max_inputs, 0, &req, NULL);
+	srv_encode_req_release(&req);
+	return r == 2;
 }
 
 /*
@@ -1135,16 +1248,27 @@ int srv__encode_req_decode_fast(const char *body, size_t len, int D, int max_inp
  * two bytes ("0,"), so it is given only bodies a request within the limits
  * could be, not a few MB of "[]," that would take gigabytes to decode.
  */
-static size_t json_separators(const char *body, size_t len)
+size_t srv__json_separators(const char *body, size_t len)
 {
+	const char *p = body, *end = body + len;
 	size_t n = 0;
 
-	for (size_t i = 0; i < len; i++) {
-		char c = body[i];
+	while (p < end) {
+		char c = *p++;
 		if (c == '"') {
-			for (i++; i < len && body[i] != '"'; i++)
-				if (body[i] == '\\')
-					i++;
+			/* to the first quote after an even run of backslashes (memchr:
+			 * a base64 row is thousands of bytes) */
+			for (;;) {
+				const char *q = memchr(p, '"', (size_t)(end - p));
+				size_t bs = 0;
+				if (!q)
+					return n;
+				while (q - bs > p && q[-1 - (ptrdiff_t)bs] == '\\')
+					bs++;
+				p = q + 1;
+				if (bs % 2 == 0)
+					break;
+			}
 		} else if (c == '[' || c == '{' || c == ',') {
 			n++;
 		}
@@ -1160,20 +1284,39 @@ static int decode_any(const char *body, size_t len, enum sid_tower_kind tower, i
 	/* a request has '{', '[' and 3 ',' at the top, and per input '{', '[',
 	 * a ',' before it, 2 between its fields and D - 1 between numbers */
 	size_t seps, most = (size_t)max_inputs * ((size_t)(D > 0 ? D : 0) + 4) + 64;
+	struct scan w;
+	int r;
 
 	memset(req, 0, sizeof(*req));
 	req->tower = tower;
 	req->D = D;
 	req->top_k = 1;
 	req->format = SID_FORMAT_DASH;
-	if (decode_fast(body, len, D, max_inputs, assign, req))
+	r = decode_fast(body, len, D, max_inputs, assign, req, &w);
+	if (r == 1)
 		return 0;
-	seps = json_separators(body, len);
+	seps = srv__json_separators(body, len);
 	if (seps > most)
 		return fail(e, SRV_ERR_TOO_LARGE,
 			    "the body has %zu JSON brackets and commas; a request of at most %d "
 			    "inputs of %d numbers has no more than %zu",
 			    seps, max_inputs, D, most);
+	if (r == 2) {
+		/* Valid but for the width of some inputs: the jansson path's
+		 * first error is the first such input's, made here by the
+		 * functions it uses, without building every value of the body.
+		 * A client with the wrong embedding model, at full rate, costs
+		 * about what good requests cost, not tens of times more. */
+		const char *tname = sid_tower_name(tower);
+		float *row = malloc((size_t)D * sizeof(float));
+		if (!w.width_b64)
+			r = width_fail(e, w.width_row, w.width_n, tname, D);
+		else if (row)
+			r = decode_b64(w.width_b64, w.width_n, w.width_row, tname, D, row, e);
+		free(row);
+		if (r == -1)
+			return -1; /* decode_fast left nothing allocated */
+	}
 	return decode_jansson(body, len, tower, D, max_inputs, assign, req, e);
 }
 

@@ -412,6 +412,144 @@ END_TEST
 /* A body with more brackets and commas than a request within the limits
  * has is refused before jansson builds a json_t per value (a few MB of
  * "[]," took gigabytes); one within them still decodes on the jansson path. */
+/*
+ * A body valid but for the width of some embeddings is answered by the fast
+ * scanner with the jansson path's own error (its first: the first such
+ * input); any other fault anywhere in the body leaves the error to jansson.
+ * Either way the error is the jansson decoder's, word for word.
+ */
+START_TEST(test_width_error_without_jansson)
+{
+	static const struct {
+		const char *body;
+		int fast;	 /* made without jansson */
+		const char *msg; /* exact; NULL: only equal to jansson's */
+	} cases[] = {
+	    {"{\"inputs\": [{\"embedding\": [1, 2, 3]}, {\"embedding\": [1, 2]}, "
+	     "{\"embedding\": [4, 5, 6]}]}",
+	     1, "inputs[1].embedding has 2 values; the item tower expects 3"},
+	    {"{\"inputs\": [{\"embedding\": [1, 2, 3, 4, 3e38, -0]}], \"top_k\": 2}", 1,
+	     "inputs[0].embedding has 6 values; the item tower expects 3"},
+	    {"{\"inputs\": [{\"id\": \"a\", \"embedding\": []}]}", 1,
+	     "inputs[0].embedding has 0 values; the item tower expects 3"},
+	    {"{\"inputs\": [{\"embedding\": [1, 2, 3]}, {\"embedding\": [1, 2, 3, 4]}, "
+	     "{\"embedding\": [1]}]}",
+	     1, "inputs[1].embedding has 4 values; the item tower expects 3"},
+	    {"{\"inputs\": [{\"embedding\": [1, 2, 3]}, {\"embedding\": [1, 2, 3]}, "
+	     "{\"embedding_b64\": \"AADAPwAAAMA=\", \"id\": 7}]}",
+	     1,
+	     "inputs[2].embedding_b64 decodes to 8 bytes; the item tower expects 3 float32 values "
+	     "(12 bytes)"},
+	    {"{\"inputs\": [{\"embedding_b64\": \"AADAPwAA*MAAAIA+AAAA\"}]}", 1,
+	     "inputs[0].embedding_b64 is not valid base64 (character 8)"},
+	    {"{\"inputs\": [{\"embedding_b64\": \"AADAPwAAAMAAAIA+AAAAAA==\"}]}", 1,
+	     "inputs[0].embedding_b64 decodes to 16 bytes; the item tower expects 3 float32 "
+	     "values (12 bytes)"},
+	    /* another fault after the width: jansson, which may name it first */
+	    {"{\"inputs\": [{\"embedding\": [1, 2]}, {\"embedding\": [1, 2, 3]}", 0, NULL},
+	    {"{\"inputs\": [{\"embedding\": [1, 2]}], \"colour\": 1}", 0,
+	     "unknown field \"colour\" (expected inputs, top_k, return_quantized, format)"},
+	    {"{\"inputs\": [{\"embedding\": [1, 2]}], \"top_k\": 0}", 0,
+	     "top_k must be an integer from 1 to 16"},
+	    {"{\"inputs\": [{\"embedding\": [1, 2]}, {\"embedding\": [1, 2, 3], \"id\": 1, "
+	     "\"id\": 2}]}",
+	     0, NULL},
+	    {"{\"inputs\": [{\"embedding\": [1, 2]}, {\"embedding\": [1, 2, 3], "
+	     "\"embedding_b64\": \"AADAPwAAAMAAAIA+\"}]}",
+	     0, "inputs[0].embedding has 2 values; the item tower expects 3"},
+	    {"{\"inputs\": [{\"embedding\": [1, 2], \"id\": [1]}]}", 0,
+	     "inputs[0].embedding has 2 values; the item tower expects 3"},
+	    {"{\"inputs\": [{\"embedding\": [1, 2, 1e400]}]}", 0, NULL},
+	    {"{\"inputs\": [{\"embedding\": [1, 2, \"x\", 4]}]}", 0,
+	     "inputs[0].embedding has 4 values; the item tower expects 3"},
+	    {"{\"inputs\": [{\"embedding\": [1, 2]}, {\"embedding\": [1, 2]}, {\"embedding\": [1, "
+	     "2]}]}",
+	     0, "3 inputs; at most 2 are allowed per request"},
+	};
+
+	for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+		const char *body = cases[c].body;
+		int max_inputs = cases[c].msg && strstr(cases[c].msg, "at most 2") ? 2 : 8;
+		struct srv_encode_req q, j;
+		struct srv_api_error e, je;
+
+		memset(&e, 0, sizeof(e));
+		memset(&je, 0, sizeof(je));
+		ck_assert_msg(srv__encode_req_width_noted(body, strlen(body), 3, max_inputs) ==
+				  cases[c].fast,
+			      "case %zu: made without jansson: expected %d", c, cases[c].fast);
+		ck_assert_int_eq(decode(body, 3, max_inputs, &q, &e), -1);
+		ck_assert_int_eq(srv__encode_req_decode_jansson(body, strlen(body), SID_TOWER_ITEM,
+								3, max_inputs, &j, &je),
+				 -1);
+		ck_assert_msg(e.kind == je.kind && strcmp(e.msg, je.msg) == 0,
+			      "case %zu: \"%s\" against jansson's \"%s\"", c, e.msg, je.msg);
+		if (cases[c].msg)
+			ck_assert_str_eq(e.msg, cases[c].msg);
+		ck_assert_ptr_null(q.x);
+		ck_assert_ptr_null(q.ids);
+	}
+}
+END_TEST
+
+/* The separator count before jansson, against the plain byte loop it
+ * replaced: strings skipped with their escapes, on random bodies made of the
+ * bytes that matter ('"', '\\', '[', '{', ',', and others), every length. */
+static size_t separators_ref(const char *body, size_t len)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < len; i++) {
+		char c = body[i];
+		if (c == '"') {
+			for (i++; i < len && body[i] != '"'; i++)
+				if (body[i] == '\\')
+					i++;
+		} else if (c == '[' || c == '{' || c == ',') {
+			n++;
+		}
+	}
+	return n;
+}
+
+START_TEST(test_json_separators)
+{
+	static const char alphabet[] = "\"\\\\\\[{,a]}:\"";
+	static const char *const fixed[] = {
+	    "",
+	    "\"",
+	    "\\",
+	    "[",
+	    "\"[\"",
+	    "\"\\\"[\"[",
+	    "\"\\\\\"[",
+	    "\"a\\\\\\\"[\",{",
+	    "{\"inputs\": [{\"embedding\": [1, 2]}]}",
+	    "\"abc\\",
+	    "[\"\\\\\\\\\",",
+	    "\"\"\"\"{",
+	};
+	uint64_t st = 0x9e3779b97f4a7c15ull;
+	char body[64];
+
+	for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
+		ck_assert_uint_eq(srv__json_separators(fixed[i], strlen(fixed[i])),
+				  separators_ref(fixed[i], strlen(fixed[i])));
+	for (int t = 0; t < 200000; t++) {
+		size_t len = (size_t)(t % (int)sizeof(body));
+		for (size_t k = 0; k < len; k++) {
+			st ^= st << 13;
+			st ^= st >> 7;
+			st ^= st << 17;
+			body[k] = alphabet[st % (sizeof(alphabet) - 1)];
+		}
+		ck_assert_msg(srv__json_separators(body, len) == separators_ref(body, len),
+			      "%zu separators against %zu in \"%.*s\"",
+			      srv__json_separators(body, len), separators_ref(body, len), (int)len,
+			      body);
+	}
+}
+END_TEST
+
 START_TEST(test_decode_value_flood)
 {
 	static const char ok[] =
@@ -1109,6 +1247,8 @@ static void add_tests(TCase *tc)
 	tcase_add_test(tc, test_decode_ok);
 	tcase_add_test(tc, test_decode_errors);
 	tcase_add_test(tc, test_decode_value_flood);
+	tcase_add_test(tc, test_width_error_without_jansson);
+	tcase_add_test(tc, test_json_separators);
 	tcase_add_test(tc, test_fast_path_agrees);
 	tcase_add_test(tc, test_fast_scanner_paths);
 	tcase_add_test(tc, test_fast_b64_lengths);
