@@ -128,7 +128,7 @@ static void run_b64(void *arg)
 struct req {
 	const char *body;
 	size_t len;
-	int width; /* the tower's: D, or another for the error case */
+	int width; /* the tower's: D; another, or -D for a body of bad values: a 400 */
 };
 
 static void run_req(void *arg)
@@ -136,7 +136,8 @@ static void run_req(void *arg)
 	struct req *r = arg;
 	struct srv_encode_req q;
 	struct srv_api_error e;
-	int rc = srv_encode_req_decode(r->body, r->len, SID_TOWER_ITEM, r->width, 4096, &q, &e);
+	int width = r->width < 0 ? -r->width : r->width;
+	int rc = srv_encode_req_decode(r->body, r->len, SID_TOWER_ITEM, width, 4096, &q, &e);
 	if ((rc != 0) != (r->width != D)) {
 		fprintf(stderr, "bench_hotpath: %s\n",
 			rc ? e.msg : "accepted a body of another width");
@@ -171,7 +172,7 @@ int main(int argc, char **argv)
 {
 	static float dist[4096], quantv[4096], x[B * D];
 	struct srv_buf body = SRV_BUF_INIT, body17 = SRV_BUF_INIT, b64body = SRV_BUF_INIT,
-		       one = SRV_BUF_INIT;
+		       b64nan = SRV_BUF_INIT, one = SRV_BUF_INIT;
 	struct floats f;
 	double t_old, t_new;
 
@@ -206,6 +207,7 @@ int main(int argc, char **argv)
 	for (int i = 0; i < B * D; i++)
 		x[i] = nrand() * 0.05f;
 	srv_buf_puts(&b64body, "{\"inputs\": [");
+	srv_buf_puts(&b64nan, "{\"inputs\": [");
 	srv_buf_puts(&body, "{\"inputs\": [");
 	srv_buf_puts(&body17, "{\"inputs\": [");
 	for (int i = 0; i < B; i++) {
@@ -213,6 +215,15 @@ int main(int argc, char **argv)
 			       i ? ", " : "", i);
 		b64_encode(&b64body, (const uint8_t *)(x + (size_t)i * D), (size_t)D * 4);
 		srv_buf_puts(&b64body, "\"}");
+		{ /* the same row with a NaN first: a broken model upstream */
+			float nanrow[D];
+			memcpy(nanrow, x + (size_t)i * D, sizeof(nanrow));
+			nanrow[0] = NAN;
+			srv_buf_printf(&b64nan, "%s{\"id\": \"sku-%d\", \"embedding_b64\": \"",
+				       i ? ", " : "", i);
+			b64_encode(&b64nan, (const uint8_t *)nanrow, sizeof(nanrow));
+			srv_buf_puts(&b64nan, "\"}");
+		}
 		srv_buf_printf(&body, "%s{\"id\": \"sku-%d\", \"embedding\": [", i ? ", " : "", i);
 		srv_buf_printf(&body17, "%s{\"id\": \"sku-%d\", \"embedding\": [", i ? ", " : "",
 			       i);
@@ -229,9 +240,10 @@ int main(int argc, char **argv)
 		srv_buf_puts(&body17, "]}");
 	}
 	srv_buf_puts(&b64body, "]}");
+	srv_buf_puts(&b64nan, "]}");
 	srv_buf_puts(&body, "]}");
 	srv_buf_puts(&body17, "]}");
-	if (body.oom || b64body.oom || body17.oom)
+	if (body.oom || b64body.oom || body17.oom || b64nan.oom)
 		return 1;
 	{
 		struct b64 a;
@@ -246,7 +258,8 @@ int main(int argc, char **argv)
 		      "G chars/s", 0);
 	}
 	{
-		/* the last two: the same bodies sent to a 256-d tower, answered 400 */
+		/* the 400s: the same bodies sent to a 256-d tower, and base64 rows
+		 * with a NaN */
 		const struct {
 			const char *name;
 			struct srv_buf *body;
@@ -257,6 +270,7 @@ int main(int argc, char **argv)
 		    {"request: 64 x 384 JSON, 17 digits", &body17, D},
 		    {"400: 64 x 384 base64, 256-d tower", &b64body, 256},
 		    {"400: 64 x 384 JSON, 256-d tower", &body17, 256},
+		    {"400: 64 x 384 base64, NaN in each", &b64nan, -D},
 		};
 		for (size_t k = 0; k < sizeof(reqs) / sizeof(reqs[0]); k++) {
 			struct req r = {reqs[k].body->p, reqs[k].body->len, reqs[k].width};

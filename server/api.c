@@ -614,31 +614,33 @@ fail:
  * it produces the same request bit for bit.  On anything else, including
  * every kind of error, it gives up and the jansson path above decodes the
  * body again and produces the error message: there is one definition of
- * what is wrong and what it is called.  One exception: an embedding of
- * another width is noted and the scan goes on; if the rest is valid, the
- * jansson path's first error would be that input's, and decode_any makes it
- * with that path's own functions (width_fail, decode_b64).
+ * what is wrong and what it is called.  One exception: an embedding that
+ * path would refuse on its own (another width; for base64 also bad base64 or
+ * a value not finite) is noted and the scan goes on.  If the rest is valid,
+ * that path's first error would be the first such input's, and decode_any
+ * makes it with that path's own functions (width_fail, decode_b64).
  */
 struct scan {
 	const char *p, *end;
 	size_t row; /* the input being scanned */
-	/* The first input whose embedding has another width than the tower's,
-	 * noted while the rest of the body is still scanned (see decode_any):
-	 * its index, and its value count or base64 text. */
-	int width_set;
-	size_t width_row, width_n;
-	const char *width_b64;
+	/* The first input whose embedding the jansson path refuses on its own
+	 * (another width; base64 text that is not D finite floats), noted
+	 * while the rest of the body is still scanned (see decode_any): its
+	 * index, and its value count or its base64 text. */
+	int bad_set;
+	size_t bad_row, bad_n;
+	const char *bad_b64;
 };
 
-static inline __attribute__((always_inline)) void note_width(struct scan *s, size_t n,
-							     const char *b64)
+static inline __attribute__((always_inline)) void note_row(struct scan *s, size_t n,
+							   const char *b64)
 {
-	if (s->width_set)
+	if (s->bad_set)
 		return;
-	s->width_set = 1;
-	s->width_row = s->row;
-	s->width_n = n;
-	s->width_b64 = b64;
+	s->bad_set = 1;
+	s->bad_row = s->row;
+	s->bad_n = n;
+	s->bad_b64 = b64;
 }
 
 static void scan_ws(struct scan *s)
@@ -949,7 +951,7 @@ static int scan_row(struct scan *s, int D, float *row)
 		return 0;
 	if (scan_char(s, ']')) {
 		if (D != 0)
-			note_width(s, 0, NULL);
+			note_row(s, 0, NULL);
 		return 1;
 	}
 	do {
@@ -959,7 +961,7 @@ static int scan_row(struct scan *s, int D, float *row)
 			if (!rest.p)
 				return 0;
 			s->p = rest.p;
-			note_width(s, (size_t)rest.n, NULL);
+			note_row(s, (size_t)rest.n, NULL);
 			return 1;
 		}
 		if (!(r = scan_float(s, &row[j], &tok, &n, &integer)))
@@ -977,7 +979,7 @@ static int scan_row(struct scan *s, int D, float *row)
 		return scan_char(s, ']');
 	if (!scan_char(s, ']'))
 		return 0;
-	note_width(s, (size_t)j, NULL);
+	note_row(s, (size_t)j, NULL);
 	return 1;
 }
 
@@ -1041,21 +1043,27 @@ static int scan_b64_row(struct scan *s, int D, float *row)
 	q = s->p + 1;
 	left = (size_t)(s->end - q);
 	if (!(left > n && q[n] == '"')) {
-		if (npad == n || !(left > npad && q[npad] == '"')) {
-			/* another width (or not base64): noted, the rest scanned */
-			const char *str;
-			size_t len;
-			if (!scan_string(s, &str, &len))
-				return 0;
-			note_width(s, len, str);
-			return 1;
-		}
+		if (npad == n || !(left > npad && q[npad] == '"'))
+			goto other;
 		n = npad;
 	}
 	if (srv_base64_decode(q, n, (uint8_t *)row, olen, &bad) != (long)olen)
-		return 0;
+		goto other;
 	s->p = q + n + 1;
-	return b64_row_finite(row, D);
+	if (!b64_row_finite(row, D))
+		note_row(s, n, q);
+	return 1;
+other:
+	/* another width, not base64, or not a plain string: noted when it is a
+	 * plain string (decode_b64 will name what is wrong), the rest scanned */
+	{
+		const char *str;
+		size_t len;
+		if (!scan_string(s, &str, &len))
+			return 0;
+		note_row(s, len, str);
+		return 1;
+	}
 }
 
 static int scan_input(struct scan *s, int D, float *row, struct srv_buf *ids, size_t *id_off,
@@ -1102,11 +1110,11 @@ static int scan_input(struct scan *s, int D, float *row, struct srv_buf *ids, si
 	return (have_emb || have_b64) && scan_char(s, '}');
 }
 
-/* 1: @req holds the request.  0: give it to jansson.  2: a request that
- * jansson would accept but for the width of one or more inputs' embeddings;
- * @width holds the scan's note on the first of them. */
+/* 1: @req holds the request.  0: give it to jansson.  2: a request the
+ * jansson path would accept but for some inputs' embeddings (struct scan's
+ * note); @bad holds the scan, with its note on the first of them. */
 static int decode_fast(const char *body, size_t len, int D, int max_inputs, int assign,
-		       struct srv_encode_req *req, struct scan *width)
+		       struct srv_encode_req *req, struct scan *bad)
 {
 	struct scan s = {body, body + len, 0, 0, 0, 0, NULL};
 	struct srv_buf ids = SRV_BUF_INIT;
@@ -1200,9 +1208,9 @@ static int decode_fast(const char *body, size_t len, int D, int max_inputs, int 
 	scan_ws(&s);
 	if (s.p != s.end)
 		goto bail;
-	if (s.width_set) {
-		if (width)
-			*width = s;
+	if (s.bad_set) {
+		if (bad)
+			*bad = s;
 		srv_buf_release(&ids);
 		srv_encode_req_release(req);
 		return 2;
@@ -1229,7 +1237,7 @@ int srv__encode_req_decode_fast(const char *body, size_t len, int D, int max_inp
 	return decode_fast(body, len, D, max_inputs, 0, req, NULL) == 1;
 }
 
-int srv__encode_req_width_noted(const char *body, size_t len, int D, int max_inputs)
+int srv__encode_req_bad_row_noted(const char *body, size_t len, int D, int max_inputs)
 {
 	struct srv_encode_req req;
 	int r;
@@ -1302,17 +1310,18 @@ static int decode_any(const char *body, size_t len, enum sid_tower_kind tower, i
 			    "inputs of %d numbers has no more than %zu",
 			    seps, max_inputs, D, most);
 	if (r == 2) {
-		/* Valid but for the width of some inputs: the jansson path's
-		 * first error is the first such input's, made here by the
-		 * functions it uses, without building every value of the body.
-		 * A client with the wrong embedding model, at full rate, costs
-		 * about what good requests cost, not tens of times more. */
+		/* Valid but for the embeddings of some inputs: the jansson
+		 * path's first error is the first such input's, made here by
+		 * the functions it uses, without building every value of the
+		 * body.  A client with the wrong embedding model (or one that
+		 * sends NaNs), at full rate, costs about what good requests
+		 * cost, not tens of times more. */
 		const char *tname = sid_tower_name(tower);
 		float *row = malloc((size_t)D * sizeof(float));
-		if (!w.width_b64)
-			r = width_fail(e, w.width_row, w.width_n, tname, D);
+		if (!w.bad_b64)
+			r = width_fail(e, w.bad_row, w.bad_n, tname, D);
 		else if (row)
-			r = decode_b64(w.width_b64, w.width_n, w.width_row, tname, D, row, e);
+			r = decode_b64(w.bad_b64, w.bad_n, w.bad_row, tname, D, row, e);
 		free(row);
 		if (r == -1)
 			return -1; /* decode_fast left nothing allocated */

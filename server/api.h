@@ -111,10 +111,11 @@ int srv_assign_req_decode(const char *body, size_t len, enum sid_tower_kind towe
  * The reference decoder (jansson, every error message).  srv_encode_req_decode
  * first tries a fast scanner that accepts only valid requests in a strict
  * subset of JSON and otherwise falls back to this; they must agree bit for
- * bit (tests/server/check_api.c).  One error is made without it: when the
- * scanner finds the body valid but for the width of some embeddings, the
- * first such input's error is made by the functions this decoder uses for
- * it, since it would report that one first.  Exposed for the tests.
+ * bit (tests/server/check_api.c).  Some errors are made without it: when the
+ * scanner finds the body valid but for some embeddings (another width; for
+ * base64 also bad base64 or a value not finite), the first such input's
+ * error is made by the functions this decoder uses for it, since it would
+ * report that one first.  Exposed for the tests.
  */
 int srv__encode_req_decode_jansson(const char *body, size_t len, enum sid_tower_kind tower, int D,
 				   int max_inputs, struct srv_encode_req *req,
@@ -123,10 +124,10 @@ int srv__encode_req_decode_jansson(const char *body, size_t len, enum sid_tower_
  * with top_k 1), 0 when it gave up (nothing left allocated). */
 int srv__encode_req_decode_fast(const char *body, size_t len, int D, int max_inputs,
 				struct srv_encode_req *req);
-/* 1 when the fast scanner finds @body (an encode request) valid but for the
- * width of one or more embeddings: srv_encode_req_decode then makes the
- * error without jansson. */
-int srv__encode_req_width_noted(const char *body, size_t len, int D, int max_inputs);
+/* 1 when the fast scanner finds @body (an encode request) valid but for one
+ * or more embeddings: srv_encode_req_decode then makes the error without
+ * jansson. */
+int srv__encode_req_bad_row_noted(const char *body, size_t len, int D, int max_inputs);
 /* The '[', '{' and ',' of @body outside strings: a bound on the values
  * jansson would build, checked before it is given a body. */
 size_t srv__json_separators(const char *body, size_t len);

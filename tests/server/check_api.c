@@ -413,12 +413,13 @@ END_TEST
  * has is refused before jansson builds a json_t per value (a few MB of
  * "[]," took gigabytes); one within them still decodes on the jansson path. */
 /*
- * A body valid but for the width of some embeddings is answered by the fast
- * scanner with the jansson path's own error (its first: the first such
- * input); any other fault anywhere in the body leaves the error to jansson.
- * Either way the error is the jansson decoder's, word for word.
+ * A body valid but for some embeddings (another width; for base64 also bad
+ * base64 or a value not finite) is answered by the fast scanner with the
+ * jansson path's own error (its first: the first such input); any other
+ * fault anywhere in the body leaves the error to jansson.  Either way the
+ * error is the jansson decoder's, word for word.
  */
-START_TEST(test_width_error_without_jansson)
+START_TEST(test_row_error_without_jansson)
 {
 	static const struct {
 		const char *body;
@@ -445,7 +446,20 @@ START_TEST(test_width_error_without_jansson)
 	    {"{\"inputs\": [{\"embedding_b64\": \"AADAPwAAAMAAAIA+AAAAAA==\"}]}", 1,
 	     "inputs[0].embedding_b64 decodes to 16 bytes; the item tower expects 3 float32 "
 	     "values (12 bytes)"},
-	    /* another fault after the width: jansson, which may name it first */
+	    /* base64 of the right length that is not three finite floats */
+	    {"{\"inputs\": [{\"embedding_b64\": \"AADAPwAAAMAAAIA+\"}, {\"embedding_b64\": "
+	     "\"AADAPwAAwH8AAIA+\", \"id\": \"x\"}, {\"embedding_b64\": \"AADAPwAAAMAAAIB/\"}]}",
+	     1, "inputs[1].embedding_b64 value 1 is not finite"},
+	    {"{\"inputs\": [{\"embedding_b64\": \"AADAPwAA*MAAAIA+\"}]}", 1,
+	     "inputs[0].embedding_b64 is not valid base64 (character 8)"},
+	    {"{\"inputs\": [{\"embedding_b64\": \"AADAPwAAAMAAAIB/\"}], \"format\": \"dash\"}", 1,
+	     "inputs[0].embedding_b64 value 2 is not finite"},
+	    /* a JSON value not finite as float32: still the jansson path's */
+	    {"{\"inputs\": [{\"embedding\": [1, 1e39, 3]}]}", 0,
+	     "inputs[0].embedding[1] = 1e+39 is not finite as float32"},
+	    /* another fault after the first: jansson, which may name it first */
+	    {"{\"inputs\": [{\"embedding_b64\": \"AADAPwAAwH8AAIA+\"}], \"top_k\": true}", 0,
+	     "top_k must be an integer from 1 to 16"},
 	    {"{\"inputs\": [{\"embedding\": [1, 2]}, {\"embedding\": [1, 2, 3]}", 0, NULL},
 	    {"{\"inputs\": [{\"embedding\": [1, 2]}], \"colour\": 1}", 0,
 	     "unknown field \"colour\" (expected inputs, top_k, return_quantized, format)"},
@@ -475,7 +489,7 @@ START_TEST(test_width_error_without_jansson)
 
 		memset(&e, 0, sizeof(e));
 		memset(&je, 0, sizeof(je));
-		ck_assert_msg(srv__encode_req_width_noted(body, strlen(body), 3, max_inputs) ==
+		ck_assert_msg(srv__encode_req_bad_row_noted(body, strlen(body), 3, max_inputs) ==
 				  cases[c].fast,
 			      "case %zu: made without jansson: expected %d", c, cases[c].fast);
 		ck_assert_int_eq(decode(body, 3, max_inputs, &q, &e), -1);
@@ -1247,7 +1261,7 @@ static void add_tests(TCase *tc)
 	tcase_add_test(tc, test_decode_ok);
 	tcase_add_test(tc, test_decode_errors);
 	tcase_add_test(tc, test_decode_value_flood);
-	tcase_add_test(tc, test_width_error_without_jansson);
+	tcase_add_test(tc, test_row_error_without_jansson);
 	tcase_add_test(tc, test_json_separators);
 	tcase_add_test(tc, test_fast_path_agrees);
 	tcase_add_test(tc, test_fast_scanner_paths);
