@@ -523,9 +523,10 @@ int srv_assigner_new(uv_loop_t *loop, const struct srv_config *cfg, struct srv_s
 	return 0;
 }
 
-static void on_closed(uv_handle_t *h)
+void srv_assigner_free(struct srv_assigner *a)
 {
-	struct srv_assigner *a = h->data;
+	if (!a)
+		return;
 	pthread_mutex_destroy(&a->mu);
 	free(a);
 }
@@ -537,5 +538,5 @@ void srv_assigner_close(struct srv_assigner *a)
 	pthread_mutex_lock(&a->mu);
 	a->closed = 1;
 	pthread_mutex_unlock(&a->mu);
-	uv_close((uv_handle_t *)&a->async, on_closed);
+	uv_close((uv_handle_t *)&a->async, NULL);
 }

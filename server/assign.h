@@ -87,7 +87,10 @@ void srv_assigner_handoff(void *assigner, struct srv_job *job);
  * stays the caller's). */
 int srv_assigner_lookup(struct srv_assigner *a, struct srv_lookup *lk);
 
-/* Close the loop handle (loop thread, after the last request is answered). */
+/* Close the loop handle (loop thread, after the last request is answered);
+ * from then on lookups are refused.  The HTTP threads may still call in until
+ * the daemon stops: srv_assigner_free, after that, frees. */
 void srv_assigner_close(struct srv_assigner *a);
+void srv_assigner_free(struct srv_assigner *a);
 
 #endif

@@ -622,6 +622,13 @@ static void on_closed(uv_handle_t *h)
 	if (--b->handles_open > 0)
 		return;
 	close(b->tfd);
+	b->tfd = -1;
+}
+
+void srv_batcher_free(struct srv_batcher *b)
+{
+	if (!b)
+		return;
 	pthread_mutex_destroy(&b->mu);
 	free(b);
 }

@@ -116,7 +116,9 @@ long srv_batcher_admitted(struct srv_batcher *b);
 void srv_batcher_flush(struct srv_batcher *b);
 
 /* Close the loop handles (loop thread, after the last job is answered);
- * the memory is freed from the close callbacks. */
+ * from then on srv_batcher_submit refuses.  The HTTP threads may still call
+ * it until the daemon stops: srv_batcher_free, after that, frees. */
 void srv_batcher_close(struct srv_batcher *b);
+void srv_batcher_free(struct srv_batcher *b);
 
 #endif

@@ -48,10 +48,6 @@ struct srv_http {
 	int port;
 	long inflight; /* atomic */
 	int draining;  /* atomic */
-	/* the listening socket once quiesced: shut down at once (new connections
-	 * are refused), closed only after MHD_stop_daemon, as MHD's threads may
-	 * still use it until then (MHD_quiesce_daemon's contract) */
-	int quiesced_fd;
 	/* connections: the watch list, the count, refusals over the limit */
 	pthread_mutex_t conns_lock;
 	struct conn *conns;
@@ -60,6 +56,8 @@ struct srv_http {
 	long refused;	  /* atomic: refused since the sweeper last logged */
 	char *over_resp;  /* the canned 503 written to a connection over the limit */
 	size_t over_len;
+	char *drain_resp; /* ... and to a connection opened while draining */
+	size_t drain_len;
 	pthread_t sweeper;
 	int sweeper_on;
 	/* MHD's first message while it starts (why it could not listen);
@@ -634,9 +632,13 @@ static void start_encode(struct req *q)
 	req_suspend(q);
 	if (srv_batcher_submit(h->d.batcher, job)) {
 		srv_job_free(job);
-		set_error(q, SRV_ERR_UNAVAILABLE,
-			  "the encode queue is full (%ld rows admitted); retry later",
-			  srv_batcher_admitted(h->d.batcher));
+		if (__atomic_load_n(&h->draining, __ATOMIC_RELAXED))
+			set_error(q, SRV_ERR_UNAVAILABLE,
+				  "the server is shutting down; retry later");
+		else
+			set_error(q, SRV_ERR_UNAVAILABLE,
+				  "the encode queue is full (%ld rows admitted); retry later",
+				  srv_batcher_admitted(h->d.batcher));
 		MHD_resume_connection(q->conn);
 	}
 }
@@ -1225,6 +1227,15 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
 	if (!ci)
 		return; /* not watched; MHD's idle timeout still applies */
 	n = __atomic_add_fetch(&h->open, 1, __ATOMIC_RELAXED);
+	if (__atomic_load_n(&h->draining, __ATOMIC_RELAXED)) {
+		/* turned away like one over the limit, saying why */
+		ssize_t w =
+		    send(ci->connect_fd, h->drain_resp, h->drain_len, MSG_DONTWAIT | MSG_NOSIGNAL);
+		(void)w;
+		shutdown(ci->connect_fd, SHUT_RDWR);
+		*socket_context = &h->over;
+		return;
+	}
 	c = n > h->d.cfg->connection_limit ? NULL : calloc(1, sizeof(*c));
 	if (!c) {
 		ssize_t w =
@@ -1311,33 +1322,45 @@ static void *sweeper_main(void *arg)
 }
 
 /* The canned answer to a connection over the limit. */
-static int over_response(struct srv_http *h)
+/* A whole 503 response (Retry-After, Connection: close) saying @msg, into
+ * *@out, *@len: written straight to a fresh socket and closed. */
+static int canned_503(const struct srv_http *h, const char *msg, char **out, size_t *len)
 {
-	char msg[160];
-	size_t blen = 0;
-	char *body;
+	size_t blen = 0, cap;
+	char *body = srv_api_error_body(SRV_ERR_UNAVAILABLE, msg, &blen), *r;
 	int n;
 
-	snprintf(msg, sizeof(msg), "too many open connections (connection_limit %d); retry later",
-		 h->d.cfg->connection_limit);
-	body = srv_api_error_body(SRV_ERR_UNAVAILABLE, msg, &blen);
 	if (!body)
 		return -1;
-	h->over_len = strlen("HTTP/1.1 503 Service Unavailable\r\n") + blen + 200;
-	h->over_resp = malloc(h->over_len);
-	if (!h->over_resp) {
+	cap = strlen("HTTP/1.1 503 Service Unavailable\r\n") + blen + 200;
+	r = malloc(cap);
+	if (!r) {
 		free(body);
 		return -1;
 	}
-	n = snprintf(h->over_resp, h->over_len,
+	n = snprintf(r, cap,
 		     "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
 		     "Retry-After: %d\r\nConnection: close\r\nContent-Length: %zu\r\n\r\n%s",
 		     h->d.cfg->retry_after_s, blen, body);
 	free(body);
-	if (n < 0 || (size_t)n >= h->over_len)
+	if (n < 0 || (size_t)n >= cap) {
+		free(r);
 		return -1;
-	h->over_len = (size_t)n;
+	}
+	*out = r;
+	*len = (size_t)n;
 	return 0;
+}
+
+static int canned_responses(struct srv_http *h)
+{
+	char msg[160];
+
+	snprintf(msg, sizeof(msg), "too many open connections (connection_limit %d); retry later",
+		 h->d.cfg->connection_limit);
+	return canned_503(h, msg, &h->over_resp, &h->over_len) ||
+	       canned_503(h, "the server is shutting down; retry later", &h->drain_resp,
+			  &h->drain_len);
 }
 
 static void http_free(struct srv_http *h)
@@ -1353,6 +1376,7 @@ static void http_free(struct srv_http *h)
 	pthread_mutex_destroy(&h->stop_lock);
 	pthread_mutex_destroy(&h->conns_lock);
 	free(h->over_resp);
+	free(h->drain_resp);
 	free(h);
 }
 
@@ -1396,7 +1420,6 @@ int srv_http_start(const struct srv_http_deps *deps, struct srv_http **out, stru
 		return sid_error_set(err, SID_ENOMEM, "http: out of memory");
 	}
 	h->d = *deps;
-	h->quiesced_fd = MHD_INVALID_SOCKET;
 	/* a key for made request ids: different in every process */
 	if (getrandom(&h->rid_key, sizeof(h->rid_key), GRND_NONBLOCK) !=
 	    (ssize_t)sizeof(h->rid_key)) {
@@ -1414,7 +1437,7 @@ int srv_http_start(const struct srv_http_deps *deps, struct srv_http **out, stru
 		pthread_cond_init(&h->stop_cv, &ca);
 		pthread_condattr_destroy(&ca);
 	}
-	if (over_response(h)) {
+	if (canned_responses(h)) {
 		freeaddrinfo(ai);
 		http_free(h);
 		return sid_error_set(err, SID_ENOMEM, "http: out of memory");
@@ -1485,18 +1508,16 @@ int srv_http_port(const struct srv_http *h)
 	return h->port;
 }
 
+/*
+ * Not MHD_quiesce_daemon: with epoll and MHD's own threads (libmicrohttpd
+ * 0.9.75), it removes the listening socket from a worker's epoll set while
+ * that worker may be removing it too; the loser's epoll_ctl fails and MHD
+ * aborts the process.  A SIGTERM under load then ended in SIGABRT.  The
+ * socket stays with MHD; on_connection answers what still arrives.
+ */
 void srv_http_quiesce(struct srv_http *h)
 {
-	MHD_socket fd;
-	if (__atomic_exchange_n(&h->draining, 1, __ATOMIC_RELAXED))
-		return;
-	fd = MHD_quiesce_daemon(h->mhd);
-	if (fd == MHD_INVALID_SOCKET)
-		return;
-	h->quiesced_fd = fd;
-	/* a listening TCP socket that is shut down refuses new connections and
-	 * resets those not yet accepted, and its descriptor stays ours */
-	shutdown(fd, SHUT_RDWR);
+	__atomic_store_n(&h->draining, 1, __ATOMIC_RELAXED);
 }
 
 long srv_http_inflight(struct srv_http *h)
@@ -1509,7 +1530,5 @@ void srv_http_stop(struct srv_http *h)
 	if (!h)
 		return;
 	MHD_stop_daemon(h->mhd);
-	if (h->quiesced_fd != MHD_INVALID_SOCKET)
-		close(h->quiesced_fd);
 	http_free(h);
 }

@@ -50,7 +50,8 @@ int srv_http_start(const struct srv_http_deps *deps, struct srv_http **out, stru
 /* The bound port. */
 int srv_http_port(const struct srv_http *h);
 
-/* Stop accepting connections (drain); later responses carry
+/* Drain: a connection opened from now on is answered 503 ("the server is
+ * shutting down", Retry-After) and closed; later responses carry
  * "Connection: close" and /readyz answers 503. */
 void srv_http_quiesce(struct srv_http *h);
 

@@ -326,7 +326,21 @@ int main(int argc, char **argv)
 
 	/* No uv_loop_close: the signal handles stay open to the end (see
 	 * on_drain_tick). */
+	/* The modules' memory goes only once no MHD thread can call in: a
+	 * request on a kept-alive connection may still arrive after the drain
+	 * closed them (it is answered 503), and freeing them first let it use
+	 * a freed model (a double free at exit, 1 run in about 100 under load). */
+	{
+		/* test hook: widen the window between the drain's end and the
+		 * daemon's stop (tests/server/test_server.py) */
+		const char *d = getenv("SEMID_TEST_STOP_DELAY_MS");
+		if (d && atoi(d) > 0)
+			usleep((useconds_t)atoi(d) * 1000);
+	}
 	srv_http_stop(s.http);
+	srv_reload_free(s.reload);
+	srv_batcher_free(s.batcher);
+	srv_assigner_free(s.assigner);
 	srv_store_release(&s.store);
 	srv_metrics_release(&s.metrics);
 	srv_log(SRV_LOG_INFO, "shutdown", "drained; bye");

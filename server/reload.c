@@ -432,7 +432,12 @@ int srv_reload_new(uv_loop_t *loop, const struct srv_config *cfg, struct srv_met
 static void on_closed(uv_handle_t *h)
 {
 	struct srv_reload *r = h->data;
-	if (--r->handles_open > 0)
+	r->handles_open--;
+}
+
+void srv_reload_free(struct srv_reload *r)
+{
+	if (!r)
 		return;
 	sid_model_unref(r->model);
 	pthread_mutex_destroy(&r->mu);

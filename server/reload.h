@@ -93,8 +93,9 @@ void srv_reload_quiesce(struct srv_reload *r);
 int srv_reload_busy(const struct srv_reload *r);
 
 /* Stop watching and close the handles (loop thread); a reload thread still
- * running is joined.  The current model reference is dropped when the last
- * handle closes. */
+ * running is joined.  The HTTP threads may still ask for the model until the
+ * daemon stops: srv_reload_free, after that, drops it and frees. */
 void srv_reload_close(struct srv_reload *r);
+void srv_reload_free(struct srv_reload *r);
 
 #endif

@@ -835,34 +835,14 @@ class TestLifecycle(unittest.TestCase):
             socket.create_connection(("127.0.0.1", srv.port), timeout=2).close()
         idle.close()
 
-    def test_drain_refuses_new_connections(self):
-        """During the drain a new connection is refused at once, while the
-        listening socket itself stays open until libmicrohttpd has stopped
-        (MHD_quiesce_daemon: its threads may still use it; closing it early
-        let them touch a descriptor number the process could reuse)."""
-        def listen_inode(port):
-            with open("/proc/net/tcp") as f:
-                for line in f.readlines()[1:]:
-                    col = line.split()
-                    if col[1].endswith(":%04X" % port) and col[3] == "0A":
-                        return col[9]
-            return None
-
-        def socket_inodes(pid):
-            out = set()
-            for fd in os.listdir("/proc/%d/fd" % pid):
-                try:
-                    link = os.readlink("/proc/%d/fd/%s" % (pid, fd))
-                except OSError:
-                    continue
-                if link.startswith("socket:["):
-                    out.add(link[8:-1])
-            return out
-
-        srv = T.Server(["--model", TF_MODEL, "--shutdown-timeout-ms", "20000"], WORK)
-        inode = listen_inode(srv.port)
-        self.assertIsNotNone(inode)
-        self.assertIn(inode, socket_inodes(srv.proc.pid))
+    def test_drain_turns_new_connections_away(self):
+        """During the drain a new connection is answered at once with a 503
+        saying why, and closed, while the request in flight is answered.
+        (The drain used MHD_quiesce_daemon, which with epoll and MHD's own
+        threads can race a worker for the listening socket and abort the
+        process: a SIGTERM under load ended in SIGABRT.)"""
+        srv = T.Server(["--model", TF_MODEL, "--shutdown-timeout-ms", "20000",
+                        "--retry-after-s", "7"], WORK)
         body = json.dumps({"inputs": [{"embedding": [0.0] * 16}]}).encode()
         s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
         try:
@@ -872,19 +852,23 @@ class TestLifecycle(unittest.TestCase):
                       body[:10])
             time.sleep(0.2)
             srv.signal(signal.SIGTERM)
-            refused = False
-            for _ in range(100):
-                try:
-                    socket.create_connection(("127.0.0.1", srv.port), timeout=1).close()
-                except ConnectionRefusedError:
-                    refused = True
+            deadline = time.monotonic() + 5
+            while True:  # until the signal has been taken
+                c = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=5)
+                c.request("GET", "/healthz")
+                r = c.getresponse()
+                st, data = r.status, r.read()
+                c.close()
+                if st == 503 or time.monotonic() > deadline:
                     break
-                except ConnectionResetError:
-                    pass  # it reached the accept queue just before the shutdown
+                self.assertEqual(st, 200)
                 time.sleep(0.02)
-            self.assertTrue(refused, "a new connection was still accepted while draining")
-            self.assertIn(inode, socket_inodes(srv.proc.pid),
-                          "the listening socket was closed before the daemon stopped")
+            self.assertEqual(st, 503)
+            self.assertEqual(r.getheader("Connection"), "close")
+            self.assertEqual(r.getheader("Retry-After"), "7")
+            err = json.loads(data)["error"]
+            self.assertEqual(err["code"], "unavailable")
+            self.assertIn("shutting down", err["message"])
             s.sendall(body[10:])
             resp = http.client.HTTPResponse(s)
             resp.begin()
@@ -894,6 +878,31 @@ class TestLifecycle(unittest.TestCase):
             self.assertEqual(srv.wait(10), 0)
         finally:
             s.close()
+
+    def test_request_between_drain_and_stop(self):
+        """A request on a kept-alive connection that arrives after the drain
+        has closed the batcher, the reload watcher and the registry lane, but
+        before libmicrohttpd stops, is answered 503 and the exit is clean.
+        Those modules were freed at once, so such a request used a freed
+        model (a double free at exit, about 1 run in 100 under load; under
+        ASan a use after free).  The test hook holds that window open."""
+        srv = T.Server(["--model", TF_MODEL, "--registry", "none"], WORK,
+                       env={"SEMID_TEST_STOP_DELAY_MS": "1500"})
+        conn = srv.conn()
+        self.assertEqual(srv.request("GET", "/healthz", conn=conn)[0], 200)
+        srv.signal(signal.SIGTERM)
+        time.sleep(0.5)  # drained (nothing in flight): modules closed, daemon up
+        try:
+            row = {"embedding": [0.0] * 16}
+            st, h, body = srv.request("POST", "/v1/items:encode",
+                                      json.dumps({"inputs": [row]}).encode(),
+                                      headers=CT, conn=conn)
+            self.assertEqual(st, 503, body)
+            self.assertIn(b"shutting down", body)
+        except (ConnectionError, http.client.HTTPException):
+            self.fail("the kept-alive connection was dropped during the window")
+        conn.close()
+        self.assertEqual(srv.wait(10), 0, srv.log_text()[-2000:])
 
     def test_ipv6_listen(self):
         try:
