@@ -533,10 +533,22 @@ void srv_assigner_free(struct srv_assigner *a)
 
 void srv_assigner_close(struct srv_assigner *a)
 {
+	struct srv_lookup *lk, *next;
+
 	if (!a)
 		return;
 	pthread_mutex_lock(&a->mu);
 	a->closed = 1;
+	lk = a->in_head; /* asked for after the drain's last look: answered here */
+	a->in_head = a->in_tail = NULL;
 	pthread_mutex_unlock(&a->mu);
+	for (; lk; lk = next) {
+		next = lk->next;
+		lk->next = NULL;
+		lk->status = 503;
+		lk->body = srv_api_error_body(
+		    SRV_ERR_UNAVAILABLE, "the server is shutting down; retry later", &lk->body_len);
+		lk->done(lk);
+	}
 	uv_close((uv_handle_t *)&a->async, NULL);
 }

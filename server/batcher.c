@@ -635,11 +635,24 @@ void srv_batcher_free(struct srv_batcher *b)
 
 void srv_batcher_close(struct srv_batcher *b)
 {
+	struct srv_job *j, *next;
+
 	if (!b)
 		return;
 	pthread_mutex_lock(&b->mu);
 	b->closed = 1;
+	j = b->in_head; /* submitted after the drain's last look: answered here */
+	b->in_head = b->in_tail = NULL;
 	pthread_mutex_unlock(&b->mu);
+	for (; j; j = next) {
+		next = j->next;
+		j->next = NULL;
+		__atomic_sub_fetch(&b->admitted, (long)j->req.B, __ATOMIC_RELAXED);
+		j->status = 503;
+		j->body = srv_api_error_body(
+		    SRV_ERR_UNAVAILABLE, "the server is shutting down; retry later", &j->body_len);
+		j->done(j);
+	}
 	uv_poll_stop(&b->poll);
 	uv_close((uv_handle_t *)&b->async, on_closed);
 	uv_close((uv_handle_t *)&b->poll, on_closed);

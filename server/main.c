@@ -89,6 +89,13 @@ static void on_drain_tick(uv_timer_t *t)
 			s->cfg.shutdown_timeout_ms);
 		_exit(1);
 	}
+	{
+		/* test hook: a request may arrive between that look and the
+		 * modules' close (tests/server/test_server.py) */
+		const char *d = getenv("SEMID_TEST_DRAIN_CLOSE_DELAY_MS");
+		if (d && atoi(d) > 0)
+			usleep((useconds_t)atoi(d) * 1000);
+	}
 	uv_timer_stop(t);
 	uv_close((uv_handle_t *)&s->drain, NULL);
 	/* The signal handles stay open, only unreferenced so that the loop can
