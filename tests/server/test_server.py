@@ -879,55 +879,45 @@ class TestLifecycle(unittest.TestCase):
         finally:
             s.close()
 
+    def late_request(self, hook, cut_ok):
+        """SIGTERM an idle server whose drain a test hook holds open (@hook:
+        the environment variable), then send an encode on a connection kept
+        alive from before: 503 "shutting down" (or, when @cut_ok, the
+        connection cut by the daemon's stop right after), and exit 0."""
+        srv = T.Server(["--model", TF_MODEL, "--registry", "none"], WORK,
+                       env={hook: "1500"})
+        conn = srv.conn()
+        self.assertEqual(srv.request("GET", "/healthz", conn=conn)[0], 200)
+        srv.signal(signal.SIGTERM)
+        time.sleep(0.5)  # the drain found nothing in flight; the hook waits
+        row = {"embedding": [0.0] * 16}
+        try:
+            st, _, body = srv.request("POST", "/v1/items:encode",
+                                      json.dumps({"inputs": [row]}).encode(),
+                                      headers=CT, conn=conn)
+            self.assertEqual(st, 503, body)
+            self.assertIn(b"shutting down", body)
+        except (ConnectionError, http.client.HTTPException):
+            if not cut_ok:
+                self.fail("the kept-alive connection was dropped during the window")
+        conn.close()
+        self.assertEqual(srv.wait(10), 0, srv.log_text()[-2000:])
+
     def test_request_between_drain_and_stop(self):
         """A request on a kept-alive connection that arrives after the drain
         has closed the batcher, the reload watcher and the registry lane, but
         before libmicrohttpd stops, is answered 503 and the exit is clean.
         Those modules were freed at once, so such a request used a freed
         model (a double free at exit, about 1 run in 100 under load; under
-        ASan a use after free).  The test hook holds that window open."""
-        srv = T.Server(["--model", TF_MODEL, "--registry", "none"], WORK,
-                       env={"SEMID_TEST_STOP_DELAY_MS": "1500"})
-        conn = srv.conn()
-        self.assertEqual(srv.request("GET", "/healthz", conn=conn)[0], 200)
-        srv.signal(signal.SIGTERM)
-        time.sleep(0.5)  # drained (nothing in flight): modules closed, daemon up
-        try:
-            row = {"embedding": [0.0] * 16}
-            st, h, body = srv.request("POST", "/v1/items:encode",
-                                      json.dumps({"inputs": [row]}).encode(),
-                                      headers=CT, conn=conn)
-            self.assertEqual(st, 503, body)
-            self.assertIn(b"shutting down", body)
-        except (ConnectionError, http.client.HTTPException):
-            self.fail("the kept-alive connection was dropped during the window")
-        conn.close()
-        self.assertEqual(srv.wait(10), 0, srv.log_text()[-2000:])
+        ASan a use after free)."""
+        self.late_request("SEMID_TEST_STOP_DELAY_MS", cut_ok=False)
 
     def test_request_between_drain_look_and_close(self):
         """A request submitted after the drain's last look (nothing in
         flight) but before it closes the batcher is answered, not left
         suspended: libmicrohttpd aborts the process when it is stopped with
-        a suspended connection (about 1 run in 160 under load).  The test
-        hook holds that window open."""
-        srv = T.Server(["--model", TF_MODEL, "--registry", "none"], WORK,
-                       env={"SEMID_TEST_DRAIN_CLOSE_DELAY_MS": "1500"})
-        conn = srv.conn()
-        self.assertEqual(srv.request("GET", "/healthz", conn=conn)[0], 200)
-        srv.signal(signal.SIGTERM)
-        time.sleep(0.5)  # the drain looked (nothing in flight) and waits
-        row = {"embedding": [0.0] * 16}
-        try:
-            st, _, body = srv.request("POST", "/v1/items:encode",
-                                      json.dumps({"inputs": [row]}).encode(),
-                                      headers=CT, conn=conn)
-            # answered at the close, or cut by the daemon's stop right after
-            self.assertEqual(st, 503, body)
-            self.assertIn(b"shutting down", body)
-        except (ConnectionError, http.client.HTTPException):
-            pass
-        conn.close()
-        self.assertEqual(srv.wait(10), 0, srv.log_text()[-2000:])
+        a suspended connection (about 1 run in 160 under load)."""
+        self.late_request("SEMID_TEST_DRAIN_CLOSE_DELAY_MS", cut_ok=True)
 
     def test_ipv6_listen(self):
         try:
