@@ -327,6 +327,11 @@ int sid_st_parse(const void *buf, size_t len, struct sid_st_file *out, struct si
 			continue;
 		}
 		struct sid_st_tensor *t = &out->tensors[i];
+		if (!*key) {
+			/* a tensor no one can ask for by name (and the writer refuses) */
+			rc = sid_error_set(err, SID_EFORMAT, "a tensor has an empty name");
+			goto fail;
+		}
 		rc = parse_tensor(key, val, t, err);
 		if (rc)
 			goto fail;

@@ -120,6 +120,9 @@ START_TEST(test_bad_tensor_fields)
 		   "tensor 'w': data_offsets are not non-negative integers");
 	expect_bad("{\"w\":{\"dtype\":\"F32\",\"shape\":[0],\"data_offsets\":[4,0]}}", 4,
 		   "tensor 'w': data_offsets [4, 0) end before they begin");
+	/* found by fuzz_safetensors: read, but the writer cannot write it back */
+	expect_bad("{\"\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4,
+		   "a tensor has an empty name");
 	/* A number too large for a 64-bit integer is a JSON-level error. */
 	expect_bad("{\"w\":{\"dtype\":\"F32\",\"shape\":[99999999999999999999],"
 		   "\"data_offsets\":[0,4]}}",
