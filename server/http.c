@@ -1321,7 +1321,6 @@ static void *sweeper_main(void *arg)
 	return NULL;
 }
 
-/* The canned answer to a connection over the limit. */
 /* A whole 503 response (Retry-After, Connection: close) saying @msg, into
  * *@out, *@len: written straight to a fresh socket and closed. */
 static int canned_503(const struct srv_http *h, const char *msg, char **out, size_t *len)
