@@ -1317,12 +1317,14 @@ static int decode_any(const char *body, size_t len, enum sid_tower_kind tower, i
 		 * sends NaNs), at full rate, costs about what good requests
 		 * cost, not tens of times more. */
 		const char *tname = sid_tower_name(tower);
-		float *row = malloc((size_t)D * sizeof(float));
-		if (!w.bad_b64)
+		if (!w.bad_b64) {
 			r = width_fail(e, w.bad_row, w.bad_n, tname, D);
-		else if (row)
-			r = decode_b64(w.bad_b64, w.bad_n, w.bad_row, tname, D, row, e);
-		free(row);
+		} else {
+			float *row = malloc((size_t)D * sizeof(float));
+			if (row)
+				r = decode_b64(w.bad_b64, w.bad_n, w.bad_row, tname, D, row, e);
+			free(row);
+		}
 		if (r == -1)
 			return -1; /* decode_fast left nothing allocated */
 	}

@@ -121,6 +121,21 @@ void srv_job_free(struct srv_job *job)
 
 static void schedule(struct srv_batcher *b);
 
+/* Answer the jobs of list @j (not admitted any more) 503 @msg (loop thread). */
+static void answer_503(struct srv_batcher *b, struct srv_job *j, const char *msg)
+{
+	struct srv_job *next;
+
+	for (; j; j = next) {
+		next = j->next;
+		j->next = NULL;
+		__atomic_sub_fetch(&b->admitted, (long)j->req.B, __ATOMIC_RELAXED);
+		j->status = 503;
+		j->body = srv_api_error_body(SRV_ERR_UNAVAILABLE, msg, &j->body_len);
+		j->done(j);
+	}
+}
+
 /* ---- intake (any thread) ---- */
 
 int srv_batcher_submit(struct srv_batcher *b, struct srv_job *job)
@@ -440,17 +455,7 @@ static void dispatch(struct srv_batcher *b, enum sid_tower_kind t)
 	p->rows -= rows;
 	last->next = NULL;
 	if (!bt || !bt->waits) {
-		/* Answer the jobs with an error rather than lose them. */
-		struct srv_job *next;
-		for (j = first; j; j = next) {
-			next = j->next;
-			j->next = NULL;
-			__atomic_sub_fetch(&b->admitted, (long)j->req.B, __ATOMIC_RELAXED);
-			j->status = 503;
-			j->body =
-			    srv_api_error_body(SRV_ERR_UNAVAILABLE, "out of memory", &j->body_len);
-			j->done(j);
-		}
+		answer_503(b, first, "out of memory"); /* rather than lose them */
 		if (bt)
 			free(bt);
 		return;
@@ -635,7 +640,7 @@ void srv_batcher_free(struct srv_batcher *b)
 
 void srv_batcher_close(struct srv_batcher *b)
 {
-	struct srv_job *j, *next;
+	struct srv_job *j;
 
 	if (!b)
 		return;
@@ -644,15 +649,7 @@ void srv_batcher_close(struct srv_batcher *b)
 	j = b->in_head; /* submitted after the drain's last look: answered here */
 	b->in_head = b->in_tail = NULL;
 	pthread_mutex_unlock(&b->mu);
-	for (; j; j = next) {
-		next = j->next;
-		j->next = NULL;
-		__atomic_sub_fetch(&b->admitted, (long)j->req.B, __ATOMIC_RELAXED);
-		j->status = 503;
-		j->body = srv_api_error_body(
-		    SRV_ERR_UNAVAILABLE, "the server is shutting down; retry later", &j->body_len);
-		j->done(j);
-	}
+	answer_503(b, j, "the server is shutting down; retry later");
 	uv_poll_stop(&b->poll);
 	uv_close((uv_handle_t *)&b->async, on_closed);
 	uv_close((uv_handle_t *)&b->poll, on_closed);

@@ -74,6 +74,15 @@ static void usage(FILE *f)
 		flags);
 }
 
+/* Test hook: sleep the milliseconds environment variable @var names, to hold
+ * a shutdown window open (tests/server/test_server.py, late_request). */
+static void test_hook_sleep(const char *var)
+{
+	const char *d = getenv(var);
+	if (d && atoi(d) > 0)
+		usleep((useconds_t)atoi(d) * 1000);
+}
+
 static void on_drain_tick(uv_timer_t *t)
 {
 	struct server *s = t->data;
@@ -89,13 +98,8 @@ static void on_drain_tick(uv_timer_t *t)
 			s->cfg.shutdown_timeout_ms);
 		_exit(1);
 	}
-	{
-		/* test hook: a request may arrive between that look and the
-		 * modules' close (tests/server/test_server.py) */
-		const char *d = getenv("SEMID_TEST_DRAIN_CLOSE_DELAY_MS");
-		if (d && atoi(d) > 0)
-			usleep((useconds_t)atoi(d) * 1000);
-	}
+	/* a request may still arrive between that look and the close */
+	test_hook_sleep("SEMID_TEST_DRAIN_CLOSE_DELAY_MS");
 	uv_timer_stop(t);
 	uv_close((uv_handle_t *)&s->drain, NULL);
 	/* The signal handles stay open, only unreferenced so that the loop can
@@ -337,13 +341,7 @@ int main(int argc, char **argv)
 	 * request on a kept-alive connection may still arrive after the drain
 	 * closed them (it is answered 503), and freeing them first let it use
 	 * a freed model (a double free at exit, 1 run in about 100 under load). */
-	{
-		/* test hook: widen the window between the drain's end and the
-		 * daemon's stop (tests/server/test_server.py) */
-		const char *d = getenv("SEMID_TEST_STOP_DELAY_MS");
-		if (d && atoi(d) > 0)
-			usleep((useconds_t)atoi(d) * 1000);
-	}
+	test_hook_sleep("SEMID_TEST_STOP_DELAY_MS");
 	srv_http_stop(s.http);
 	srv_reload_free(s.reload);
 	srv_batcher_free(s.batcher);

@@ -43,7 +43,6 @@ struct srv_reload {
 	uv_signal_t sighup;
 	uv_async_t request_async, done_async;
 	int watching;
-	int handles_open;
 	int closing;
 };
 
@@ -408,7 +407,6 @@ int srv_reload_new(uv_loop_t *loop, const struct srv_config *cfg, struct srv_met
 	uv_signal_start(&r->sighup, on_sighup, SIGHUP);
 	uv_fs_event_init(loop, &r->watch);
 	r->watch.data = r;
-	r->handles_open = 5;
 	if (cfg->watch) {
 		rc = uv_fs_event_start(&r->watch, on_fs_event, r->dir, 0);
 		if (rc) {
@@ -427,12 +425,6 @@ int srv_reload_new(uv_loop_t *loop, const struct srv_config *cfg, struct srv_met
 	}
 	*out = r;
 	return 0;
-}
-
-static void on_closed(uv_handle_t *h)
-{
-	struct srv_reload *r = h->data;
-	r->handles_open--;
 }
 
 void srv_reload_free(struct srv_reload *r)
@@ -472,9 +464,9 @@ void srv_reload_close(struct srv_reload *r)
 	if (r->watching)
 		uv_fs_event_stop(&r->watch);
 	uv_signal_stop(&r->sighup);
-	uv_close((uv_handle_t *)&r->watch, on_closed);
-	uv_close((uv_handle_t *)&r->debounce, on_closed);
-	uv_close((uv_handle_t *)&r->sighup, on_closed);
-	uv_close((uv_handle_t *)&r->request_async, on_closed);
-	uv_close((uv_handle_t *)&r->done_async, on_closed);
+	uv_close((uv_handle_t *)&r->watch, NULL);
+	uv_close((uv_handle_t *)&r->debounce, NULL);
+	uv_close((uv_handle_t *)&r->sighup, NULL);
+	uv_close((uv_handle_t *)&r->request_async, NULL);
+	uv_close((uv_handle_t *)&r->done_async, NULL);
 }
