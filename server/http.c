@@ -1201,6 +1201,7 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
 	struct conn *c = *socket_context;
 	const union MHD_ConnectionInfo *ci;
 	long n;
+	int draining;
 
 	if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
 		if (!c)
@@ -1227,23 +1228,19 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
 	if (!ci)
 		return; /* not watched; MHD's idle timeout still applies */
 	n = __atomic_add_fetch(&h->open, 1, __ATOMIC_RELAXED);
-	if (__atomic_load_n(&h->draining, __ATOMIC_RELAXED)) {
-		/* turned away like one over the limit, saying why */
-		ssize_t w =
-		    send(ci->connect_fd, h->drain_resp, h->drain_len, MSG_DONTWAIT | MSG_NOSIGNAL);
-		(void)w;
-		shutdown(ci->connect_fd, SHUT_RDWR);
-		*socket_context = &h->over;
-		return;
-	}
-	c = n > h->d.cfg->connection_limit ? NULL : calloc(1, sizeof(*c));
+	draining = __atomic_load_n(&h->draining, __ATOMIC_RELAXED);
+	c = draining || n > h->d.cfg->connection_limit ? NULL : calloc(1, sizeof(*c));
 	if (!c) {
+		/* turned away with a canned 503 saying why, and closed */
 		ssize_t w =
-		    send(ci->connect_fd, h->over_resp, h->over_len, MSG_DONTWAIT | MSG_NOSIGNAL);
+		    send(ci->connect_fd, draining ? h->drain_resp : h->over_resp,
+			 draining ? h->drain_len : h->over_len, MSG_DONTWAIT | MSG_NOSIGNAL);
 		(void)w; /* a client that cannot take 150 bytes just sees the close */
 		shutdown(ci->connect_fd, SHUT_RDWR);
-		__atomic_add_fetch(&h->refused, 1, __ATOMIC_RELAXED);
-		srv_metrics_connections_closed(h->d.metrics, SRV_CONN_LIMIT, 1);
+		if (!draining) {
+			__atomic_add_fetch(&h->refused, 1, __ATOMIC_RELAXED);
+			srv_metrics_connections_closed(h->d.metrics, SRV_CONN_LIMIT, 1);
+		}
 		*socket_context = &h->over;
 		return;
 	}
