@@ -889,7 +889,10 @@ class TestLifecycle(unittest.TestCase):
         conn = srv.conn()
         self.assertEqual(srv.request("GET", "/healthz", conn=conn)[0], 200)
         srv.signal(signal.SIGTERM)
-        time.sleep(0.5)  # the drain found nothing in flight; the hook waits
+        deadline = time.monotonic() + 10
+        while "event=shutdown" not in srv.log_text() and time.monotonic() < deadline:
+            time.sleep(0.01)  # not before the drain has begun (a slow machine)
+        time.sleep(0.2)  # its first tick found nothing in flight; the hook waits
         row = {"embedding": [0.0] * 16}
         try:
             st, _, body = srv.request("POST", "/v1/items:encode",
