@@ -819,6 +819,66 @@ START_TEST(test_fast_number_edges)
 }
 END_TEST
 
+/* The digits of a number are read eight bytes at a time, a short run
+ * shifted into place, and one at a time within eight bytes of the body's
+ * end: every integer-part length 0..21 and fraction length 0..24 (none,
+ * too), after 0..9 leading zeros, with and without an exponent, first in
+ * its row (the body goes on) and last (four bytes of body left), each
+ * digit drawn with zeros common: the scanner gives jansson's bits. */
+START_TEST(test_fast_number_lengths)
+{
+	static const char *expo[] = {"", "e-5", "E+3"};
+	static const int zeros[] = {0, 1, 3, 8, 9};
+	unsigned long long s = 0x2545f4914f6cdd1dull;
+	char num[96], body[160];
+	int checked = 0;
+
+	for (int il = 0; il <= 21; il++)
+		for (int fl = -1; fl <= 24; fl++)
+			for (int zi = 0; zi < 5; zi++)
+				for (int x = 0; x < 3; x++) {
+					int n = 0, z = zeros[zi];
+					if (s & 1)
+						num[n++] = '-';
+					if (!il) {
+						num[n++] = '0';
+					} else {
+						for (int k = 0; k < il; k++) {
+							s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+							/* no leading zero: "01" is no number */
+							num[n++] =
+							    (char)(k ? (s % 10 < 3
+									    ? '0'
+									    : '0' + (int)(s % 10))
+								     : '1' + (int)(s % 9));
+						}
+					}
+					if (fl >= 0) {
+						num[n++] = '.';
+						for (int k = 0; k < fl; k++) {
+							s ^= s << 13, s ^= s >> 7, s ^= s << 17;
+							num[n++] =
+							    (char)(k < z || s % 10 < 3
+								       ? '0'
+								       : '0' + (int)(s % 10));
+						}
+						if (!fl)
+							num[n++] = '5'; /* "1." is no number */
+					}
+					n += snprintf(num + n, sizeof(num) - (size_t)n, "%s",
+						      expo[x]);
+					snprintf(body, sizeof(body),
+						 "{\"inputs\": [{\"embedding\": [%s, 0.5]}]}", num);
+					fast_vs_jansson(body, strlen(body), 2, 1);
+					snprintf(body, sizeof(body),
+						 "{\"inputs\": [{\"embedding\": [0.5, %s]}]}", num);
+					fast_vs_jansson(body, strlen(body), 2, 1);
+					checked += 2;
+				}
+	ck_assert_int_eq(checked, 22 * 26 * 5 * 3 * 2);
+}
+END_TEST
+
 /* The fast scanner reads a base64 row by looking for its closing quote
  * where the row's one or two possible lengths end.  For D = 13 (70 or 72
  * characters) and D = 12 (64 only): base64 strings of every length 0..90,
@@ -1268,6 +1328,7 @@ static void add_tests(TCase *tc)
 	tcase_add_test(tc, test_fast_b64_lengths);
 	tcase_add_test(tc, test_fast_numbers);
 	tcase_add_test(tc, test_fast_number_edges);
+	tcase_add_test(tc, test_fast_number_lengths);
 	tcase_add_test(tc, test_assign_decode);
 	tcase_add_test(tc, test_response);
 	tcase_add_test(tc, test_response_codes_sid);
