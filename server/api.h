@@ -34,6 +34,10 @@ enum srv_err {
 	SRV_ERR_COUNT
 };
 
+/* The message of every 503 a drain gives: requests and connections that
+ * arrive while the server stops, and admin reloads still waiting. */
+#define SRV_MSG_SHUTTING_DOWN "the server is shutting down; retry later"
+
 /* The one mapping: error kind -> HTTP status and "code" string. */
 int srv_err_status(enum srv_err kind, const char **code);
 

@@ -546,8 +546,8 @@ void srv_assigner_close(struct srv_assigner *a)
 		next = lk->next;
 		lk->next = NULL;
 		lk->status = 503;
-		lk->body = srv_api_error_body(
-		    SRV_ERR_UNAVAILABLE, "the server is shutting down; retry later", &lk->body_len);
+		lk->body =
+		    srv_api_error_body(SRV_ERR_UNAVAILABLE, SRV_MSG_SHUTTING_DOWN, &lk->body_len);
 		lk->done(lk);
 	}
 	uv_close((uv_handle_t *)&a->async, NULL);

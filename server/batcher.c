@@ -649,7 +649,7 @@ void srv_batcher_close(struct srv_batcher *b)
 	j = b->in_head; /* submitted after the drain's last look: answered here */
 	b->in_head = b->in_tail = NULL;
 	pthread_mutex_unlock(&b->mu);
-	answer_503(b, j, "the server is shutting down; retry later");
+	answer_503(b, j, SRV_MSG_SHUTTING_DOWN);
 	uv_poll_stop(&b->poll);
 	uv_close((uv_handle_t *)&b->async, on_closed);
 	uv_close((uv_handle_t *)&b->poll, on_closed);

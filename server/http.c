@@ -314,7 +314,7 @@ static void route_readyz(struct req *q)
 {
 	struct sid_model *m = srv_reload_model(q->h->d.reload);
 	if (__atomic_load_n(&q->h->draining, __ATOMIC_RELAXED))
-		set_error(q, SRV_ERR_UNAVAILABLE, "the server is shutting down");
+		set_error(q, SRV_ERR_UNAVAILABLE, SRV_MSG_SHUTTING_DOWN);
 	else if (!m)
 		set_error(q, SRV_ERR_UNAVAILABLE, "no model is loaded");
 	else
@@ -422,7 +422,7 @@ static void reload_done(struct srv_reload_waiter *w)
 		    q, 200,
 		    json_pack("{s:s, s:s}", "status", "reloaded", "model_version", w->version));
 	} else if (w->not_tried) { /* shutting down: another server may take it */
-		set_error(q, SRV_ERR_UNAVAILABLE, "%s; no reload was tried", w->error);
+		set_error(q, SRV_ERR_UNAVAILABLE, "no reload was tried: %s", w->error);
 	} else {
 		set_error(q, SRV_ERR_RELOAD_FAILED, "%s (the previous model keeps serving)",
 			  w->error);
@@ -578,7 +578,7 @@ static void start_lookup(struct req *q)
 	req_suspend(q);
 	if (srv_assigner_lookup(h->d.assigner, lk)) {
 		srv_lookup_free(lk);
-		set_error(q, SRV_ERR_UNAVAILABLE, "the server is shutting down");
+		set_error(q, SRV_ERR_UNAVAILABLE, SRV_MSG_SHUTTING_DOWN);
 		MHD_resume_connection(q->conn);
 	}
 }
@@ -633,8 +633,7 @@ static void start_encode(struct req *q)
 	if (srv_batcher_submit(h->d.batcher, job)) {
 		srv_job_free(job);
 		if (__atomic_load_n(&h->draining, __ATOMIC_RELAXED))
-			set_error(q, SRV_ERR_UNAVAILABLE,
-				  "the server is shutting down; retry later");
+			set_error(q, SRV_ERR_UNAVAILABLE, SRV_MSG_SHUTTING_DOWN);
 		else
 			set_error(q, SRV_ERR_UNAVAILABLE,
 				  "the encode queue is full (%ld rows admitted); retry later",
@@ -1355,8 +1354,7 @@ static int canned_responses(struct srv_http *h)
 	snprintf(msg, sizeof(msg), "too many open connections (connection_limit %d); retry later",
 		 h->d.cfg->connection_limit);
 	return canned_503(h, msg, &h->over_resp, &h->over_len) ||
-	       canned_503(h, "the server is shutting down; retry later", &h->drain_resp,
-			  &h->drain_len);
+	       canned_503(h, SRV_MSG_SHUTTING_DOWN, &h->drain_resp, &h->drain_len);
 }
 
 static void http_free(struct srv_http *h)

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <sys/time.h>
 
+#include "api.h"
 #include "encode.h"
 #include "log.h"
 
@@ -306,7 +307,7 @@ static void on_request(uv_async_t *h)
 		r->next_waiters = w;
 	}
 	if (r->closing) {
-		waiters_fail(&r->next_waiters, "the server is shutting down");
+		waiters_fail(&r->next_waiters, SRV_MSG_SHUTTING_DOWN);
 		return;
 	}
 	start(r, "admin");
@@ -441,7 +442,7 @@ void srv_reload_quiesce(struct srv_reload *r)
 	r->closing = 1;
 	r->again = 0;
 	uv_timer_stop(&r->debounce);
-	waiters_fail(&r->next_waiters, "the server is shutting down");
+	waiters_fail(&r->next_waiters, SRV_MSG_SHUTTING_DOWN);
 }
 
 int srv_reload_busy(const struct srv_reload *r)
@@ -459,7 +460,7 @@ void srv_reload_close(struct srv_reload *r)
 		r->running = 0;
 		sid_model_unref(r->result);
 		r->result = NULL;
-		waiters_fail(&r->cur_waiters, "the server is shutting down");
+		waiters_fail(&r->cur_waiters, SRV_MSG_SHUTTING_DOWN);
 	}
 	if (r->watching)
 		uv_fs_event_stop(&r->watch);

@@ -27,6 +27,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import semid_testlib as T  # noqa: E402
 
 CT = {"Content-Type": "application/json"}
+# what every 503 of a drain says (proto/api.md, Life cycle)
+SHUTTING_DOWN = "the server is shutting down; retry later"
 
 
 def setUpModule():
@@ -868,7 +870,7 @@ class TestLifecycle(unittest.TestCase):
             self.assertEqual(r.getheader("Retry-After"), "7")
             err = json.loads(data)["error"]
             self.assertEqual(err["code"], "unavailable")
-            self.assertIn("shutting down", err["message"])
+            self.assertEqual(err["message"], SHUTTING_DOWN)
             s.sendall(body[10:])
             resp = http.client.HTTPResponse(s)
             resp.begin()
@@ -899,7 +901,7 @@ class TestLifecycle(unittest.TestCase):
                                       json.dumps({"inputs": [row]}).encode(),
                                       headers=CT, conn=conn)
             self.assertEqual(st, 503, body)
-            self.assertIn(b"shutting down", body)
+            self.assertEqual(json.loads(body)["error"]["message"], SHUTTING_DOWN)
         except (ConnectionError, http.client.HTTPException):
             if not cut_ok:
                 self.fail("the kept-alive connection was dropped during the window")
@@ -1021,7 +1023,7 @@ class TestLifecycle(unittest.TestCase):
         th.join(10)
         st, _, body = out["r"]
         self.assertEqual((st, body["error"]["code"]), (503, "unavailable"), body)
-        self.assertIn("shutting down", body["error"]["message"])
+        self.assertEqual(body["error"]["message"], "no reload was tried: " + SHUTTING_DOWN)
         self.assertIn("and a model reload running after 300 ms", srv.log_text())
 
     def test_sigint_idle_exits_zero(self):
