@@ -99,6 +99,12 @@ struct cli_output {
  */
 int cli_output_open(struct cli_output *w, const char *path, FILE *std, const char *const *inputs,
 		    struct sid_error *err);
+/* The same for a writer that opens the file itself by the name
+ * @w->pub.tmp (SQLite): a regular file or a new name only (SID_EINVAL for
+ * "-" or anything else), @w->fp stays NULL, and the temp file has a name
+ * from the start (the signals above remove it; SIGKILL leaves it). */
+int cli_output_open_named(struct cli_output *w, const char *path, const char *const *inputs,
+			  struct sid_error *err);
 /* Flush, and publish a file output.  Ends the output either way; on failure
  * the old file is untouched. */
 int cli_output_commit(struct cli_output *w, struct sid_error *err);
@@ -115,6 +121,7 @@ struct cli_progress {
 	size_t total;
 	double t0, last; /* monotonic seconds */
 	FILE *fp;
+	const char *unit; /* what is counted: "rows" unless set after begin */
 };
 
 /* Start a bar for @total rows on @fp (drawn only when @on). */

@@ -91,6 +91,45 @@ static int check_not_input(const char *path, const struct stat *st, const char *
 	return 0;
 }
 
+/* The signals remove @w's temp file from now on. */
+static void watch_tmp(struct cli_output *w)
+{
+	/* Live before a signal can come: unlinking a name not there is harmless,
+	 * and the commit gives an unnamed file this name for an instant. */
+	if (strlen(w->pub.tmp) < sizeof(tmp_path)) {
+		memcpy(tmp_path, w->pub.tmp, strlen(w->pub.tmp) + 1);
+		tmp_live = 1;
+	}
+	signals_install(w);
+}
+
+int cli_output_open_named(struct cli_output *w, const char *path, const char *const *inputs,
+			  struct sid_error *err)
+{
+	struct stat st;
+	int rc;
+
+	memset(w, 0, sizeof(*w));
+	w->path = path;
+	w->pub.fd = -1;
+	if (!path || !*path || !strcmp(path, "-"))
+		return sid_error_set(err, SID_EINVAL, "--output must name a file, not %s",
+				     path && *path ? "stdout" : "nothing");
+	if (stat(path, &st) == 0) {
+		if ((rc = check_not_input(path, &st, inputs, err)) < 0)
+			return rc;
+		if (!S_ISREG(st.st_mode))
+			return sid_error_set(err, SID_EINVAL,
+					     "--output %s is not a regular file; name a file",
+					     path);
+	}
+	w->kind = CLI_OUT_FILE;
+	if ((rc = sid_publish_begin_named(&w->pub, path, err)) < 0)
+		return rc;
+	watch_tmp(w);
+	return 0;
+}
+
 int cli_output_open(struct cli_output *w, const char *path, FILE *std, const char *const *inputs,
 		    struct sid_error *err)
 {
@@ -134,13 +173,7 @@ int cli_output_open(struct cli_output *w, const char *path, FILE *std, const cha
 	 * from a file system error (errno once it returns is no promise). */
 	if ((rc = sid_publish_begin(&w->pub, path, err)) < 0)
 		return rc;
-	/* Live before a signal can come: unlinking a name not there is harmless,
-	 * and the commit gives an unnamed file this name for an instant. */
-	if (strlen(w->pub.tmp) < sizeof(tmp_path)) {
-		memcpy(tmp_path, w->pub.tmp, strlen(w->pub.tmp) + 1);
-		tmp_live = 1;
-	}
-	signals_install(w);
+	watch_tmp(w);
 	fd = fcntl(w->pub.fd, F_DUPFD_CLOEXEC, 0);
 	if (fd < 0 || !(w->fp = fdopen(fd, "w"))) {
 		e = errno;
@@ -162,14 +195,16 @@ int cli_output_commit(struct cli_output *w, struct sid_error *err)
 {
 	int rc = 0;
 
-	if (!w->fp)
+	if (!w->fp && !w->pub.path) /* zeroed or ended */
 		return 0;
-	if (fflush(w->fp) != 0 || ferror(w->fp))
-		rc = sid_error_set(err, SID_EIO, "%s: write: %s", cli_output_name(w),
-				   strerror(errno));
-	if (w->kind != CLI_OUT_STDOUT && fclose(w->fp) != 0 && rc == 0)
-		rc = sid_error_set(err, SID_EIO, "%s: write: %s", w->path, strerror(errno));
-	w->fp = NULL;
+	if (w->fp) {
+		if (fflush(w->fp) != 0 || ferror(w->fp))
+			rc = sid_error_set(err, SID_EIO, "%s: write: %s", cli_output_name(w),
+					   strerror(errno));
+		if (w->kind != CLI_OUT_STDOUT && fclose(w->fp) != 0 && rc == 0)
+			rc = sid_error_set(err, SID_EIO, "%s: write: %s", w->path, strerror(errno));
+		w->fp = NULL;
+	}
 	if (w->kind == CLI_OUT_FILE) {
 		if (rc == 0)
 			rc = sid_publish_commit(&w->pub, err);

@@ -1,6 +1,7 @@
 /*
- * progress.c - the one-line progress bar `semid encode` draws on stderr when
- * it is a terminal: rows done / total, percent, rate and ETA, redrawn in
+ * progress.c - the one-line progress bar `semid encode` and `semid registry
+ * backup` draw on stderr when it is a terminal: rows (or pages) done / total,
+ * percent, rate and ETA, redrawn in
  * place with '\r' at most ten times a second.  See cli.h.
  */
 #include "cli.h"
@@ -40,7 +41,8 @@ static void fmt_duration(char *buf, size_t len, double s)
 		snprintf(buf, len, "%lu:%02lu", t / 60, t % 60);
 }
 
-int cli_progress_format(char *buf, size_t len, size_t done, size_t total, double elapsed)
+static int format_unit(char *buf, size_t len, size_t done, size_t total, double elapsed,
+		       const char *unit)
 {
 	char bar[BAR_WIDTH + 1], rate[32], eta[32];
 	double frac = total ? (double)done / (double)total : 1.0;
@@ -60,15 +62,20 @@ int cli_progress_format(char *buf, size_t len, size_t done, size_t total, double
 		fmt_duration(eta, sizeof(eta), (double)(total - done) / r);
 	else
 		snprintf(eta, sizeof(eta), "?");
-	return snprintf(buf, len, "[%s] %5.1f%%  %zu/%zu rows  %s rows/s  %s %s", bar, frac * 100.0,
-			done, total, rate, done >= total ? "in" : "ETA", eta);
+	return snprintf(buf, len, "[%s] %5.1f%%  %zu/%zu %s  %s %s/s  %s %s", bar, frac * 100.0,
+			done, total, unit, rate, unit, done >= total ? "in" : "ETA", eta);
+}
+
+int cli_progress_format(char *buf, size_t len, size_t done, size_t total, double elapsed)
+{
+	return format_unit(buf, len, done, total, elapsed, "rows");
 }
 
 static void draw(struct cli_progress *p, size_t done, double now)
 {
 	char line[256];
 
-	cli_progress_format(line, sizeof(line), done, p->total, now - p->t0);
+	format_unit(line, sizeof(line), done, p->total, now - p->t0, p->unit);
 	/* "\033[K" clears what a longer previous line left behind */
 	fprintf(p->fp, "\r%s\033[K", line);
 	fflush(p->fp);
@@ -81,6 +88,7 @@ void cli_progress_begin(struct cli_progress *p, int on, size_t total, FILE *fp)
 	p->on = on;
 	p->total = total;
 	p->fp = fp;
+	p->unit = "rows";
 	p->t0 = cli_now();
 	p->last = 0;
 }

@@ -1,17 +1,21 @@
 /*
  * registry_cmd.c - `semid registry ...` (see registry_cmd.h): offline bulk
  * assignment, export for downstream training, import, statistics, the churn a
- * new model would cause, and lookups.  A thin layer over core/registry.h:
- * options in, one library call, JSON or TSV out.
+ * new model would cause, lookups, and backup and restore of a SQLite store.
+ * A thin layer over core/registry.h: options in, one library call, JSON or
+ * TSV out (restore, which moves files, is the one with more to do here).
  */
 #include "registry_cmd.h"
 
+#include <dirent.h>
+#include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -40,6 +44,11 @@ static const char usage[] =
     "                        needs the embeddings kept at assignment\n"
     "  get ID | sid SID      one assignment (JSON)\n"
     "  list [--prefix P]     assignments under a code prefix such as 12-7, in order\n"
+    "  backup -o FILE        a consistent copy of a SQLite store, taken while servers\n"
+    "                        go on writing, checked; FILE is itself a store\n"
+    "  restore BACKUP        put a backup in place of a SQLite store that no process\n"
+    "                        has open; the store it replaces is kept beside it as\n"
+    "                        STORE.pre-restore.<UTC time>\n"
     "\n"
     "options:\n"
     "  -d, --db STORE        a SQLite file or a PostgreSQL connection string\n"
@@ -59,7 +68,8 @@ static const char usage[] =
     "  -n, --limit N         list: at most N entries (default 100)\n"
     "  -o, --output FILE     where output goes (default - : stdout); a file gets its\n"
     "                        name only when complete: a failed or killed run leaves\n"
-    "                        the old one and no temporary file\n"
+    "                        the old one and no temporary file (backup: but for\n"
+    "                        SIGKILL, which leaves FILE.tmp.PID.N)\n"
     "\n"
     "exit status: 0 ok; 1 store unavailable, I/O or internal error; 2 bad usage, bad\n"
     "input, unknown id or sid; 3 import finished but some lines conflicted\n";
@@ -114,7 +124,8 @@ static const struct {
 } commands[] = {
     {"assign", "dmtiIRNbo", 0}, {"export", "dmtfEo", 0}, {"import", "dmf", 1},
     {"stats", "dmto", 0},	{"diff", "dmto", 0},	 {"get", "dmto", 1},
-    {"sid", "dmto", 1},		{"list", "dmtpno", 0},
+    {"sid", "dmto", 1},		{"list", "dmtpno", 0},	 {"backup", "dmo", 0},
+    {"restore", "dm", 1},
 };
 
 static int parse(int argc, char **argv, struct opts *o)
@@ -234,21 +245,31 @@ static int parse(int argc, char **argv, struct opts *o)
 	return 0;
 }
 
+/* The store: --db, or the SQLite file next to --model (in @path). */
+static int store_target(const struct opts *o, char path[4096], const char **target,
+			struct sid_error *err)
+{
+	*target = o->db;
+	if (o->db)
+		return 0;
+	if (!o->model)
+		return sid_error_set(err, SID_EINVAL,
+				     "no store: give --db STORE or --model MODEL (the store "
+				     "is then the file next to it)");
+	sid_registry_default_path(o->model, path, 4096);
+	*target = path;
+	return 0;
+}
+
 static int store_open(const struct opts *o, struct sid_registry **r, struct sid_error *err)
 {
 	char path[4096];
-	const char *target = o->db;
+	const char *target;
 	struct stat st;
+	int rc;
 
-	if (!target) {
-		if (!o->model)
-			return sid_error_set(
-			    err, SID_EINVAL,
-			    "no store: give --db STORE or --model MODEL (the store "
-			    "is then the file next to it)");
-		sid_registry_default_path(o->model, path, sizeof(path));
-		target = path;
-	}
+	if ((rc = store_target(o, path, &target, err)))
+		return rc;
 	/* SQLite would say "disk I/O error" for a directory, and would put its
 	 * -wal and -shm files beside a device */
 	if (*target && !sid_registry_target_is_pg(target) && stat(target, &st) == 0 &&
@@ -592,6 +613,214 @@ static int cmd_import(const struct opts *o, struct sid_registry *r, FILE *f, int
 	return 0;
 }
 
+/* ---- backup ---- */
+
+static void backup_progress(void *ctx, uint64_t done, uint64_t total)
+{
+	struct cli_progress *bar = ctx;
+	bar->total = (size_t)total;
+	cli_progress_update(bar, (size_t)done);
+}
+
+/* Copy @src into @w's temp file (the bar on a terminal), its size for a
+ * message in @size. */
+static int copy_into(struct sid_registry *src, struct cli_output *w, char *size, size_t len,
+		     struct sid_error *err)
+{
+	struct cli_progress bar;
+	struct stat st;
+	int rc;
+
+	cli_progress_begin(&bar, isatty(STDERR_FILENO), 0, stderr);
+	bar.unit = "pages";
+	rc = sid_registry_backup(src, w->pub.tmp, backup_progress, &bar, err);
+	cli_progress_end(&bar, bar.total);
+	if (!rc && stat(w->pub.tmp, &st) != 0)
+		rc = sid_error_set(err, SID_EIO, "%s: %m", w->pub.tmp);
+	if (!rc && st.st_size < (1 << 20))
+		snprintf(size, len, "%.1f KiB", (double)st.st_size / 1024.0);
+	else if (!rc)
+		snprintf(size, len, "%.1f MiB", (double)st.st_size / (1024.0 * 1024.0));
+	return rc;
+}
+
+static int cmd_backup(const struct opts *o, struct sid_registry *r, struct sid_error *err)
+{
+	const char *store = sid_registry_label(r);
+	char wal[4096 + 8], shm[4096 + 8], journal[4096 + 16], owal[4096 + 8];
+	const char *inputs[] = {store, wal, shm, journal, NULL}; /* never written over */
+	char size[32];
+	struct cli_output w = {0};
+	struct stat st;
+	double t0 = cli_now();
+	int rc;
+
+	if (!strcmp(o->output, "-"))
+		return sid_error_set(err, SID_EINVAL,
+				     "backup needs --output FILE: the copy is a SQLite file, "
+				     "not a stream for stdout");
+	snprintf(wal, sizeof(wal), "%s-wal", store);
+	snprintf(shm, sizeof(shm), "%s-shm", store);
+	snprintf(journal, sizeof(journal), "%s-journal", store);
+	/* by name too: a store's -wal need not exist, and SQLite would take a
+	 * file found under that name for the store's own */
+	for (int i = 0; inputs[i]; i++)
+		if (!strcmp(o->output, inputs[i]))
+			return sid_error_set(err, SID_EINVAL,
+					     "--output %s is the store or one of its files; write "
+					     "the backup elsewhere",
+					     o->output);
+	/* SQLite applies a -wal it finds beside a file to that file */
+	snprintf(owal, sizeof(owal), "%s-wal", o->output);
+	if (stat(owal, &st) == 0 && st.st_size > 0)
+		return sid_error_set(err, SID_EINVAL,
+				     "--output %s: %s beside it holds commits of the file it would "
+				     "replace (a store used there) and would be applied to the "
+				     "backup; move both aside or name another file",
+				     o->output, owal);
+	if ((rc = cli_output_open_named(&w, o->output, inputs, err)))
+		return rc;
+	rc = copy_into(r, &w, size, sizeof(size), err);
+	if (rc) {
+		out_close(&w, 0, NULL);
+		return rc;
+	}
+	if ((rc = out_close(&w, 1, err)))
+		return rc;
+	fprintf(stderr, "semid: backed up %s to %s: %s, checked, in %.1f s\n", store, o->output,
+		size, cli_now() - t0);
+	return 0;
+}
+
+/* ---- restore ---- */
+
+/* A process other than this one with @want's file open (/proc/PID/fd), its
+ * name in @comm: its pid, or 0 when none is seen (only root sees the
+ * processes of other users). */
+static pid_t holder_of(const struct stat *want, char *comm, size_t len)
+{
+	DIR *proc = opendir("/proc"), *fds;
+	struct dirent *p, *f;
+	char path[320];
+	struct stat st;
+	pid_t found = 0, self = getpid();
+	FILE *c;
+
+	while (proc && !found && (p = readdir(proc))) {
+		pid_t pid = (pid_t)atol(p->d_name);
+		if (pid <= 0 || pid == self)
+			continue;
+		snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+		if (!(fds = opendir(path)))
+			continue;
+		while (!found && (f = readdir(fds))) {
+			snprintf(path, sizeof(path), "/proc/%d/fd/%s", (int)pid, f->d_name);
+			if (f->d_name[0] != '.' && stat(path, &st) == 0 &&
+			    st.st_dev == want->st_dev && st.st_ino == want->st_ino)
+				found = pid;
+		}
+		closedir(fds);
+	}
+	if (proc)
+		closedir(proc);
+	snprintf(comm, len, "?");
+	snprintf(path, sizeof(path), "/proc/%d/comm", (int)found);
+	if (found && (c = fopen(path, "re"))) {
+		if (fgets(comm, (int)len, c))
+			comm[strcspn(comm, "\n")] = '\0';
+		fclose(c);
+	}
+	return found;
+}
+
+/*
+ * Put @o->arg, a backup, in place of the SQLite store.  The order keeps
+ * every moment safe to crash in: the backup is copied (and checked) beside
+ * the store under a temp name; the old store's WAL is folded into it; the
+ * old file gets a second name, STORE.pre-restore.<time>; only then does
+ * the copy take the store's name, in one rename.  A store that cannot be
+ * read (the reason for many restores) keeps its -wal too, moved beside its
+ * new name.  Nothing is deleted but the emptied -wal and the -shm.
+ */
+static int cmd_restore(const struct opts *o, struct sid_error *err)
+{
+	char path[4096], aside[4200], from[4300], to[4400], comm[64], stamp[32], size[32];
+	const char *store, *backup = o->arg, *inputs[] = {backup, NULL};
+	struct sid_registry *b = NULL;
+	struct cli_output w = {0};
+	struct sid_error e2;
+	struct stat st;
+	double t0 = cli_now();
+	time_t now = time(NULL);
+	int rc, have, fold = 0;
+	pid_t pid;
+
+	if (!backup)
+		return sid_error_set(err, SID_EINVAL, "restore needs the BACKUP file");
+	if ((rc = store_target(o, path, &store, err)))
+		return rc;
+	if (sid_registry_target_is_pg(store))
+		return sid_error_set(
+		    err, SID_EINVAL,
+		    "restore replaces a SQLite store's file; a PostgreSQL store is "
+		    "restored with PostgreSQL's own tools (pg_restore)");
+	have = stat(store, &st) == 0;
+	for (int i = 0; i < 2 && have; i++) {
+		snprintf(from, sizeof(from), "%s%s", store, i ? "-wal" : "");
+		if ((!i || stat(from, &st) == 0) && (pid = holder_of(&st, comm, sizeof(comm))))
+			return sid_error_set(err, SID_EUNAVAIL,
+					     "registry %s: %s open in process %d (%s); stop it "
+					     "before restoring",
+					     store, i ? "its -wal is" : "the store is", (int)pid,
+					     comm);
+	}
+	/* a store this semid reads: the schema is checked as it opens */
+	if ((rc = sid_registry_open(backup, SID_REG_READONLY, &b, err)))
+		return rc;
+	if ((rc = cli_output_open_named(&w, store, inputs, err)))
+		goto out;
+	rc = copy_into(b, &w, size, sizeof(size), err);
+	if (!rc && have) {
+		strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", gmtime(&now));
+		snprintf(aside, sizeof(aside), "%s.pre-restore.%s", store, stamp);
+		fold = sid_registry_sqlite_fold_wal(store, &e2);
+		if (fold == SID_EUNAVAIL) {
+			*err = e2;
+			rc = fold;
+		} else if (link(store, aside) != 0) {
+			rc = sid_error_set(err, SID_EIO, "registry %s: cannot keep it as %s: %m",
+					   store, aside);
+		}
+		for (int i = 0; i < 2 && !rc && fold; i++) { /* unreadable: its side files go too */
+			snprintf(from, sizeof(from), "%s%s", store, i ? "-shm" : "-wal");
+			snprintf(to, sizeof(to), "%s%s", aside, i ? "-shm" : "-wal");
+			if (rename(from, to) != 0 && errno != ENOENT)
+				rc = sid_error_set(err, SID_EIO, "registry %s: cannot move %s: %m",
+						   store, from);
+		}
+	}
+	if (rc) {
+		out_close(&w, 0, NULL);
+		goto out;
+	}
+	if ((rc = out_close(&w, 1, err)))
+		goto out;
+	for (int i = 0; i < 2 && have; i++) { /* an emptied WAL and its index */
+		snprintf(from, sizeof(from), "%s%s", store, i ? "-shm" : "-wal");
+		unlink(from);
+	}
+	fprintf(stderr, "semid: restored %s from %s: %s, checked, in %.1f s", store, backup, size,
+		cli_now() - t0);
+	if (have)
+		fprintf(stderr, "; the store it replaced is %s%s\n", aside,
+			fold ? " (unreadable: its -wal and -shm are beside it)" : "");
+	else
+		fprintf(stderr, " (there was no store)\n");
+out:
+	sid_registry_close(b);
+	return rc;
+}
+
 /* ---- stats, diff ---- */
 
 static json_t *u64_array(const uint64_t *v, int n)
@@ -729,6 +958,10 @@ int cli_registry_main(int argc, char **argv)
 		rc = cmd_assign(&o, &err);
 		return rc ? report(&err) : CLI_EXIT_OK;
 	}
+	if (!strcmp(o.cmd, "restore")) {
+		rc = cmd_restore(&o, &err);
+		return rc ? report(&err) : CLI_EXIT_OK;
+	}
 	if (!strcmp(o.cmd, "import") && (rc = import_open(&o, &in, &err)))
 		return report(&err);
 	if ((rc = store_open(&o, &r, &err))) {
@@ -746,6 +979,8 @@ int cli_registry_main(int argc, char **argv)
 		rc = cmd_diff(&o, r, &err);
 	else if (!strcmp(o.cmd, "list"))
 		rc = cmd_list(&o, r, &err);
+	else if (!strcmp(o.cmd, "backup"))
+		rc = cmd_backup(&o, r, &err);
 	else
 		rc = cmd_lookup(&o, r, &err);
 	sid_registry_close(r);

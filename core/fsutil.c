@@ -104,7 +104,8 @@ int sid_publish_atomic_pieces(const char *path, const struct sid_piece *pc, size
 	return sid_publish_commit(&pub, err);
 }
 
-int sid_publish_begin(struct sid_publish *pub, const char *path, struct sid_error *err)
+static int publish_begin(struct sid_publish *pub, const char *path, int named,
+			 struct sid_error *err)
 {
 	char dir[PATH_MAX], suffix[48];
 	const char *base;
@@ -148,9 +149,9 @@ int sid_publish_begin(struct sid_publish *pub, const char *path, struct sid_erro
 	/* Unnamed until it is complete, where the file system can: a process
 	 * killed while writing (SIGKILL, the OOM killer) then leaves nothing
 	 * behind, not a temp file as large as a checkpoint. */
-	if (!sid__fsutil_no_tmpfile && dir_of(path, dir) == 0)
+	if (!named && !sid__fsutil_no_tmpfile && dir_of(path, dir) == 0)
 		pub->fd = open(dir, O_TMPFILE | O_WRONLY | O_CLOEXEC, 0644);
-	if (pub->fd < 0) { /* no O_TMPFILE here (or the tests' switch): named from the start */
+	if (pub->fd < 0) { /* asked for, or no O_TMPFILE here (or the tests' switch) */
 		pub->fd = open(pub->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
 		if (pub->fd < 0) {
 			rc = sid_error_set(err, SID_EIO, "%s: create %s: %s", path, pub->tmp,
@@ -166,6 +167,16 @@ fail:
 	free(pub->tmp);
 	pub->path = pub->tmp = NULL;
 	return rc;
+}
+
+int sid_publish_begin(struct sid_publish *pub, const char *path, struct sid_error *err)
+{
+	return publish_begin(pub, path, 0, err);
+}
+
+int sid_publish_begin_named(struct sid_publish *pub, const char *path, struct sid_error *err)
+{
+	return publish_begin(pub, path, 1, err);
 }
 
 int sid_publish_commit(struct sid_publish *pub, struct sid_error *err)

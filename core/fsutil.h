@@ -51,6 +51,10 @@ struct sid_publish {
 	char *path, *tmp;
 };
 int sid_publish_begin(struct sid_publish *pub, const char *path, struct sid_error *err);
+/* The same with a temp file named from the start, for a writer that opens
+ * the file by its name @pub->tmp (SQLite); a process killed by SIGKILL then
+ * leaves it behind. */
+int sid_publish_begin_named(struct sid_publish *pub, const char *path, struct sid_error *err);
 int sid_publish_commit(struct sid_publish *pub, struct sid_error *err);
 void sid_publish_abort(struct sid_publish *pub);
 

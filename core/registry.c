@@ -795,6 +795,24 @@ int sid_registry_stats(struct sid_registry *r, enum sid_tower_kind kind, struct 
 	return rc;
 }
 
+/* ---- backup ---- */
+
+int sid_registry_backup(struct sid_registry *r, const char *dest, sid_reg_progress_fn fn, void *ctx,
+			struct sid_error *err)
+{
+	int rc;
+
+	if (!r->ops->backup)
+		return sid_error_set(err, SID_EINVAL,
+				     "registry %s: a %s store is backed up with PostgreSQL's own "
+				     "tools (pg_dump); semid registry backup copies SQLite stores",
+				     r->label, r->ops->name);
+	call_begin(r);
+	rc = r->ops->backup(r, dest, fn, ctx, err);
+	call_end(r);
+	return rc;
+}
+
 /* ---- diff ---- */
 
 struct diff_ctx {

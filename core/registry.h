@@ -290,6 +290,31 @@ struct sid_reg_diff {
 int sid_registry_diff(struct sid_registry *r, enum sid_tower_kind kind, const struct sid_model *m,
 		      struct sid_reg_diff *d, struct sid_error *err);
 
+/*
+ * Copy the whole store into the SQLite file @dest (an empty file, or none
+ * yet; any other content is overwritten): a consistent snapshot, the store
+ * as one moment left it, taken while other processes (a running
+ * semid-server) go on writing.  The copy is checked (PRAGMA quick_check)
+ * and is itself a store sid_registry_open takes, but it is not synced:
+ * publish it with fsutil.h.  @fn (may be NULL) hears of the pages copied so
+ * far out of the total, now and then.  SQLite only: a PostgreSQL store
+ * fails with SID_EINVAL (pg_dump backs it up).
+ */
+typedef void (*sid_reg_progress_fn)(void *ctx, uint64_t done, uint64_t total);
+int sid_registry_backup(struct sid_registry *r, const char *dest, sid_reg_progress_fn fn, void *ctx,
+			struct sid_error *err);
+
+/*
+ * Copy the commits the WAL beside the SQLite store @path holds into the file
+ * and empty the WAL (a TRUNCATE checkpoint), as a clean close does, before
+ * the file is moved or replaced.  0 when no frame is left in a WAL;
+ * SID_EUNAVAIL when another connection's transaction stops it; SID_EFORMAT
+ * when the file cannot be read as a database (the WAL is left as it was).
+ * An idle connection elsewhere does not stop it: callers that replace the
+ * file must make sure nothing has it open.
+ */
+int sid_registry_sqlite_fold_wal(const char *path, struct sid_error *err);
+
 /* Export and import: a line per entry, TSV (with a header line) or JSON lines
  * (proto/registry.md has the columns and keys). */
 enum sid_reg_format { SID_REG_TSV, SID_REG_JSONL };
@@ -410,6 +435,9 @@ struct sid__reg_ops {
 	int (*import)(struct sid_registry *r, const struct sid_reg_entry *e,
 		      const float *const *emb, size_t n, int *status,
 		      struct sid_reg_entry *existing, struct sid_error *err);
+	/* sid_registry_backup; NULL: the backend has none */
+	int (*backup)(struct sid_registry *r, const char *dest, sid_reg_progress_fn fn, void *ctx,
+		      struct sid_error *err);
 };
 
 /* The common head of every backend's handle. */

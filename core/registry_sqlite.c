@@ -1112,6 +1112,109 @@ static void sq_close(struct sid_registry *r)
 	free(s);
 }
 
+/*
+ * The backup: SQLite's online backup API, in steps of BACKUP_STEP pages so
+ * that progress can be told.  A step copies what the source shows at that
+ * moment, and a commit by another connection between steps would make the
+ * next step start over (a busy server would never let it end), so a read
+ * transaction is held on the source from the first step to the last: every
+ * step sees the one snapshot, and writers go on (WAL), though the WAL cannot
+ * be restarted behind it until it ends.  The copy needs no journal: it is
+ * a temp file until its caller publishes it.
+ */
+#define BACKUP_STEP 1024
+
+static int sq_backup(struct sid_registry *r, const char *dest, sid_reg_progress_fn fn, void *ctx,
+		     struct sid_error *err)
+{
+	struct sq *s = (struct sq *)r;
+	sqlite3 *d = NULL;
+	sqlite3_backup *b = NULL;
+	sqlite3_stmt *st = NULL;
+	const char *ok;
+	int rc, in_txn = 0;
+
+	if ((rc = file_check(s, err)))
+		return rc;
+	if ((rc = exec(s, "BEGIN", err, "backup")))
+		return rc;
+	in_txn = 1;
+	/* the snapshot begins with the first read */
+	if ((rc = exec(s, "SELECT count(*) FROM semid_meta", err, "backup")))
+		goto out;
+	rc = sqlite3_open_v2(dest, &d, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_exec(d, "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF", NULL, NULL,
+				  NULL);
+	if (rc == SQLITE_OK && !(b = sqlite3_backup_init(d, "main", s->db, "main")))
+		rc = sqlite3_errcode(d);
+	while (rc == SQLITE_OK) {
+		rc = sqlite3_backup_step(b, BACKUP_STEP);
+		if (fn && (rc == SQLITE_OK || rc == SQLITE_DONE)) {
+			int total = sqlite3_backup_pagecount(b);
+			fn(ctx, (uint64_t)(total - sqlite3_backup_remaining(b)), (uint64_t)total);
+		}
+	}
+	if (b && sqlite3_backup_finish(b) != SQLITE_OK && rc == SQLITE_DONE)
+		rc = sqlite3_errcode(d);
+	/* the copy's header says WAL, as the store's does: a rollback journal
+	 * instead, so that reading the backup leaves no -wal and -shm beside
+	 * it (a server opening it as its store switches it back) */
+	if (rc == SQLITE_DONE &&
+	    (rc = sqlite3_exec(d, "PRAGMA journal_mode=DELETE", NULL, NULL, NULL)) == SQLITE_OK)
+		rc = SQLITE_DONE;
+	if (rc != SQLITE_DONE) {
+		rc = sid_error_set(err, rc == SQLITE_NOMEM ? SID_ENOMEM : SID_EIO,
+				   "registry %s: backup to %s: %s", s->base.label, dest,
+				   d ? sqlite3_errmsg(d) : sqlite3_errstr(rc));
+		goto out;
+	}
+	rc = sqlite3_prepare_v2(d, "PRAGMA quick_check", -1, &st, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(st);
+	ok = rc == SQLITE_ROW ? (const char *)sqlite3_column_text(st, 0) : NULL;
+	if (!ok || strcmp(ok, "ok") != 0) {
+		rc =
+		    sid_error_set(err, SID_EIO, "registry %s: the backup in %s fails its check: %s",
+				  s->base.label, dest, ok ? ok : sqlite3_errmsg(d));
+		goto out;
+	}
+	rc = 0;
+out:
+	sqlite3_finalize(st);
+	if (d && sqlite3_close(d) != SQLITE_OK && !rc)
+		rc = sid_error_set(err, SID_EIO, "registry %s: backup to %s: %s", s->base.label,
+				   dest, sqlite3_errmsg(d));
+	if (in_txn)
+		run(s, stmt(s, S_ROLLBACK), NULL, "backup");
+	return rc;
+}
+
+int sid_registry_sqlite_fold_wal(const char *path, struct sid_error *err)
+{
+	sqlite3 *db = NULL;
+	sqlite3_stmt *st = NULL;
+	int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL);
+
+	if (rc == SQLITE_OK)
+		rc = sqlite3_prepare_v2(db, "PRAGMA wal_checkpoint(TRUNCATE)", -1, &st, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(st);
+	if (rc == SQLITE_ROW && sqlite3_column_int(st, 0))
+		rc = sid_error_set(err, SID_EUNAVAIL,
+				   "registry %s: another process is using the store; stop it first",
+				   path);
+	else if (rc == SQLITE_ROW)
+		rc = 0;
+	else
+		rc = sid_error_set(err, (rc & 0xff) == SQLITE_BUSY ? SID_EUNAVAIL : SID_EFORMAT,
+				   "registry %s: cannot copy its -wal into it: %s", path,
+				   db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	return rc;
+}
+
 static const struct sid__reg_ops sq_ops = {
     .name = "sqlite",
     .close = sq_close,
@@ -1123,6 +1226,7 @@ static const struct sid__reg_ops sq_ops = {
     .foreach = sq_foreach,
     .count_emb = sq_count_emb,
     .import = sq_import,
+    .backup = sq_backup,
 };
 
 /* Create or migrate the schema under the write lock. */

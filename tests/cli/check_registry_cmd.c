@@ -619,6 +619,19 @@ START_TEST(t_sigkill)
 }
 END_TEST
 
+/* Assign @m more ids (item-0.., rows from @seed in @x) into the store. */
+static void assign_rows(int m, uint64_t seed, float *x)
+{
+	char x2[320], ids2[320];
+
+	snprintf(x2, sizeof(x2), "%s/x2.npy", dir);
+	snprintf(ids2, sizeof(ids2), "%s/ids2.txt", dir);
+	write_inputs(x2, ids2, m, seed, x);
+	ck_assert_int_eq(run("registry", "assign", "--model", model, "--input", x2, "--ids", ids2,
+			     "--batch", "10000", "--output", out, NULL),
+			 CLI_EXIT_OK);
+}
+
 /* Entries in @d. */
 static int count_entries(const char *d)
 {
@@ -645,17 +658,12 @@ START_TEST(t_export_killed_mid_write)
 {
 	enum { M = 2000 }; /* about 400 KB of export, with embeddings */
 	static float xm[M * 8];
-	char x2[320], ids2[320], edir[320], exp[340], old[8] = "";
+	char edir[320], exp[340], old[8] = "";
 	int status, before, sig = _i == 0 ? SIGKILL : SIGTERM;
 	FILE *f;
 	pid_t pid;
 
-	snprintf(x2, sizeof(x2), "%s/x2.npy", dir);
-	snprintf(ids2, sizeof(ids2), "%s/ids2.txt", dir);
-	write_inputs(x2, ids2, M, 11, xm);
-	ck_assert_int_eq(run("registry", "assign", "--model", model, "--input", x2, "--ids", ids2,
-			     "--batch", "10000", "--output", out, NULL),
-			 CLI_EXIT_OK);
+	assign_rows(M, 11, xm);
 	snprintf(edir, sizeof(edir), "%s/exports", dir);
 	ck_assert_int_eq(mkdir(edir, 0755), 0);
 	snprintf(exp, sizeof(exp), "%s/e.jsonl", edir);
@@ -689,6 +697,201 @@ START_TEST(t_export_killed_mid_write)
 }
 END_TEST
 
+/*
+ * `registry backup`: a copy that exports exactly as the store does and is a
+ * store itself; refused to stdout, over the store or any of its side files
+ * (existing or not), into a missing directory, and for PostgreSQL (core
+ * check_registry); killed by SIGTERM mid-write it leaves its directory as it
+ * was and the old backup untouched.
+ */
+START_TEST(t_backup)
+{
+	enum { M = 2000 }; /* a store of a few hundred KB */
+	static float xm[M * 8];
+	char bdir[320], bk[340], e1[340], e2[340], name[340], msg[2048];
+	char old[8] = "";
+	int status, before;
+	FILE *f;
+	pid_t pid;
+
+	assign_rows(M, 5, xm);
+	snprintf(bdir, sizeof(bdir), "%s/backups", dir);
+	ck_assert_int_eq(mkdir(bdir, 0755), 0);
+	snprintf(bk, sizeof(bk), "%s/bk.db", bdir);
+	ck_assert_int_eq(
+	    run_err(msg, sizeof(msg), "registry", "backup", "--db", db, "-o", bk, NULL),
+	    CLI_EXIT_OK);
+	ASSERT_HAS(msg, "backed up");
+	ASSERT_HAS(msg, "checked");
+	snprintf(e1, sizeof(e1), "%s/e1.jsonl", dir);
+	snprintf(e2, sizeof(e2), "%s/e2.jsonl", dir);
+	ck_assert_int_eq(run("registry", "export", "--db", db, "--format", "jsonl", "--embeddings",
+			     "-o", e1, NULL),
+			 CLI_EXIT_OK);
+	ck_assert_int_eq(run("registry", "export", "--db", bk, "--format", "jsonl", "--embeddings",
+			     "-o", e2, NULL),
+			 CLI_EXIT_OK);
+	ck_assert_int_eq(count_lines(e1), M);
+	ck_assert_int_eq(
+	    system(strcat(strcat(strcat(strcpy((char[800]){0}, "cmp -s "), e1), " "), e2)), 0);
+
+	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "backup", "--db", db, NULL),
+			 CLI_EXIT_INPUT);
+	ASSERT_HAS(msg, "backup needs --output FILE");
+	ck_assert_int_eq(run("registry", "backup", "--db", db, "-o", db, NULL), CLI_EXIT_INPUT);
+	for (int i = 0; i < 3; i++) {
+		static const char *side[] = {"-wal", "-shm", "-journal"};
+		struct stat s0, s1;
+		int had;
+		snprintf(name, sizeof(name), "%s%s", db, side[i]);
+		had = stat(name, &s0) == 0; /* a -wal and -shm a reader left, or none */
+		ck_assert_int_eq(
+		    run_err(msg, sizeof(msg), "registry", "backup", "--db", db, "-o", name, NULL),
+		    CLI_EXIT_INPUT);
+		ASSERT_HAS(msg, "is the store or one of its files");
+		ck_assert_int_eq(stat(name, &s1) == 0, had);
+		ck_assert(!had || s1.st_ino == s0.st_ino);
+	}
+	ck_assert_int_eq(run("registry", "backup", "--db", db, "-o", bdir, NULL), CLI_EXIT_INPUT);
+	snprintf(name, sizeof(name), "%s/missing/bk.db", dir);
+	ck_assert_int_eq(run("registry", "backup", "--db", db, "-o", name, NULL), CLI_EXIT_IO);
+
+	f = fopen(bk, "w");
+	fputs("old", f);
+	fclose(f);
+	before = count_entries(bdir);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		kill_mid_write(65536, SIGTERM);
+		_exit(run("registry", "backup", "--db", db, "-o", bk, NULL));
+	}
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert_msg(WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM,
+		      "the backup was not killed mid-write (status 0x%x)", status);
+	ck_assert_int_eq(count_entries(bdir), before);
+	f = fopen(bk, "r");
+	ck_assert_ptr_nonnull(fgets(old, sizeof(old), f));
+	fclose(f);
+	ck_assert_str_eq(old, "old");
+}
+END_TEST
+
+/* A child that opens @db, commits ids "late-0".."late-4" (with @commit),
+ * says so on a pipe and waits to be killed: its pid, once it has said so. */
+static pid_t open_and_wait(int commit)
+{
+	int fd[2];
+	char c;
+	pid_t pid;
+
+	ck_assert_int_eq(pipe(fd), 0);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		struct sid_registry *r;
+		struct sid_reg_entry got[5];
+		struct sid_error err;
+		static int32_t codes[5][3];
+		char idv[5][16];
+		struct sid_reg_item in[5];
+		close(fd[0]);
+		if (sid_registry_open(db, 0, &r, &err))
+			_exit(9);
+		for (int i = 0; i < 5; i++) {
+			snprintf(idv[i], sizeof(idv[i]), "late-%d", i);
+			in[i] = (struct sid_reg_item){idv[i], codes[i], NULL};
+		}
+		if (commit &&
+		    sid_registry_assign(r, SID_TOWER_ITEM, in, 5, 3, 0, "late", 0, got, &err))
+			_exit(8);
+		if (write(fd[1], "k", 1) != 1)
+			_exit(7);
+		pause();
+		_exit(0);
+	}
+	close(fd[1]);
+	ck_assert_int_eq(read(fd[0], &c, 1), 1);
+	close(fd[0]);
+	return pid;
+}
+
+static uint64_t items_in(const char *path)
+{
+	struct sid_registry *r;
+	struct sid_reg_stats st;
+	struct sid_error err;
+	ck_assert_msg(sid_registry_open(path, SID_REG_READONLY, &r, &err) == 0, "%s", err.msg);
+	ck_assert_int_eq(sid_registry_stats(r, SID_TOWER_ITEM, &st, &err), 0);
+	sid_registry_close(r);
+	return st.items;
+}
+
+/*
+ * `registry restore`: refused while another process has the store open and
+ * for a file that is not a store, the store untouched; then the backup takes
+ * the store's place, and the store it replaced, with commits that were only
+ * in the -wal of a process killed with SIGKILL, is kept whole as
+ * STORE.pre-restore.<time>; into a new name it just publishes.  A backup
+ * over a file whose -wal holds commits is refused.
+ */
+START_TEST(t_restore)
+{
+	char bk[320], wal[320], msg[2048], aside[400], *p;
+	struct stat st;
+	pid_t pid;
+	FILE *f;
+	int status;
+
+	ck_assert_int_eq(run("registry", "assign", "--model", model, "--input", npy, "--ids", ids,
+			     "--output", out, NULL),
+			 CLI_EXIT_OK);
+	snprintf(bk, sizeof(bk), "%s/bk.db", dir);
+	ck_assert_int_eq(run("registry", "backup", "--db", db, "-o", bk, NULL), CLI_EXIT_OK);
+	pid = open_and_wait(1);
+	kill(pid, SIGKILL);
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	snprintf(wal, sizeof(wal), "%s-wal", db);
+	ck_assert_msg(stat(wal, &st) == 0 && st.st_size > 0, "the killed writer left no WAL");
+
+	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "restore", model, "--db", db, NULL),
+			 CLI_EXIT_INPUT);
+	ASSERT_HAS(msg, "not a SQLite database");
+	pid = open_and_wait(0);
+	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "restore", bk, "--db", db, NULL),
+			 CLI_EXIT_IO);
+	ASSERT_HAS(msg, "the store is open in process");
+	kill(pid, SIGKILL);
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert_int_eq(items_in(db), N + 5);
+
+	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "restore", bk, "--db", db, NULL),
+			 CLI_EXIT_OK);
+	ASSERT_HAS(msg, "the store it replaced is ");
+	p = strstr(msg, "the store it replaced is ") + strlen("the store it replaced is ");
+	snprintf(aside, sizeof(aside), "%.*s", (int)strcspn(p, " \n"), p);
+	ck_assert_ptr_nonnull(strstr(aside, ".pre-restore."));
+	ck_assert_int_eq(items_in(db), N);
+	ck_assert_int_eq(items_in(aside), N + 5);
+	ck_assert_msg(stat(wal, &st) != 0 || st.st_size == 0,
+		      "a WAL with frames beside the restore");
+
+	snprintf(msg, sizeof(msg), "%s/new.db", dir);
+	ck_assert_int_eq(run("registry", "restore", bk, "--db", msg, NULL), CLI_EXIT_OK);
+	ck_assert_int_eq(items_in(msg), N);
+
+	/* a file whose -wal has frames is not written over by a backup */
+	snprintf(wal, sizeof(wal), "%s/bk.db-wal", dir);
+	f = fopen(wal, "w");
+	fputs("frames", f);
+	fclose(f);
+	ck_assert_int_eq(
+	    run_err(msg, sizeof(msg), "registry", "backup", "--db", db, "-o", bk, NULL),
+	    CLI_EXIT_INPUT);
+	ASSERT_HAS(msg, "holds commits of the file it would replace");
+}
+END_TEST
+
 static Suite *registry_cmd_suite(void)
 {
 	Suite *s = suite_create("registry_cmd");
@@ -704,6 +907,8 @@ static Suite *registry_cmd_suite(void)
 	tcase_add_test(tc, t_bad_inputs);
 	tcase_add_test(tc, t_input_truncated_while_read);
 	tcase_add_loop_test(tc, t_export_killed_mid_write, 0, 2);
+	tcase_add_test(tc, t_backup);
+	tcase_add_test(tc, t_restore);
 	suite_add_tcase(s, tc);
 	return s;
 }

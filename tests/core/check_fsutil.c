@@ -394,6 +394,14 @@ START_TEST(test_publish_stream)
 	size_t len;
 
 	snprintf(path, sizeof(path), "%s/s.bin", tmpdir);
+	/* asked for a name (a writer that opens it by name), it has one at once */
+	ck_assert_int_eq(sid_publish_begin_named(&pub, path, &err), 0);
+	ck_assert_int_eq(pub.named, 1);
+	ck_assert_int_eq(access(pub.tmp, F_OK), 0);
+	sid_publish_abort(&pub);
+	ck_assert_int_eq(count_temps(tmpdir), 0);
+	ck_assert_int_ne(access(path, F_OK), 0);
+
 	ck_assert_int_eq(sid_publish_begin(&pub, path, &err), 0);
 	ck_assert_int_ge(pub.fd, 0);
 	ck_assert_int_eq(pub.named, _i);

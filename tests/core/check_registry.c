@@ -14,8 +14,9 @@
  * SIGKILL mid-stream, and on SQLite a corrupt file, a foreign database, a
  * newer schema, a read-only file and directory, a held write lock and a
  * held read transaction (commits do not wait for it), the file deleted,
- * moved or replaced under open handles, its -wal deleted, and the file
- * checked once per call, not per op or id; on PostgreSQL a server that
+ * moved or replaced under open handles, its -wal deleted, the file
+ * checked once per call, not per op or id, and a backup taken while another
+ * connection commits; on PostgreSQL a server that
  * stops and comes back, a newer schema met on a lazy first connection and
  * on a reconnect, a role that may not create the schema, and a first
  * transaction run again after a lost race (its levels are not kept).
@@ -2225,6 +2226,167 @@ START_TEST(t_sqlite_wal_reader_held)
 }
 END_TEST
 
+/* ---- backup ---- */
+
+enum { BK_D = 512, BK_N = 50, BK_FILL_CALLS = 80 };
+static float bk_emb[BK_N][BK_D];
+static int bk_stop, bk_commits; /* atomic */
+
+/* Another connection (a server) committing BK_N new ids at a time, for at
+ * most three seconds. */
+static void *bk_write(void *p)
+{
+	struct sid_registry *r = p;
+	char ids[BK_N][24];
+	struct sid_reg_item in[BK_N];
+	struct sid_reg_entry out[BK_N];
+	int32_t codes[BK_N][3];
+	struct sid_error err;
+	time_t t0 = time(NULL);
+
+	for (int i = 0; !__atomic_load_n(&bk_stop, __ATOMIC_RELAXED) && time(NULL) - t0 < 3; i++) {
+		for (int j = 0; j < BK_N; j++) {
+			snprintf(ids[j], sizeof(ids[j]), "live-%d-%d", i, j);
+			codes[j][0] = j;
+			codes[j][1] = i % 64;
+			codes[j][2] = 7;
+			in[j] = (struct sid_reg_item){ids[j], codes[j], bk_emb[j]};
+		}
+		if (sid_registry_assign(r, SID_TOWER_ITEM, in, BK_N, 3, BK_D, "v", 0, out, &err))
+			break;
+		__atomic_add_fetch(&bk_commits, 1, __ATOMIC_RELAXED);
+	}
+	return NULL;
+}
+
+struct bk_seen {
+	uint64_t done[4096], total[4096];
+	int n;
+	int commits_at_first; /* the writer's commits when the copy began */
+};
+
+static void bk_progress(void *ctx, uint64_t done, uint64_t total)
+{
+	struct bk_seen *b = ctx;
+	if (!b->n)
+		b->commits_at_first = __atomic_load_n(&bk_commits, __ATOMIC_RELAXED);
+	if (b->n < 4096) {
+		b->done[b->n] = done;
+		b->total[b->n] = total;
+		b->n++;
+	}
+}
+
+struct bk_cmp {
+	struct sid_registry *src;
+	uint64_t n;
+	char msg[256];
+};
+
+static int bk_compare(const struct sid_reg_entry *e, const float *emb, void *ctx)
+{
+	struct bk_cmp *c = ctx;
+	struct sid_reg_entry o;
+	struct sid_error err;
+
+	c->n++;
+	if (sid_registry_get(c->src, SID_TOWER_ITEM, e->id, &o, &err) || o.suffix != e->suffix ||
+	    memcmp(o.codes, e->codes, sizeof(int32_t) * 3) ||
+	    (emb && memcmp(emb, bk_emb[atoi(strrchr(e->id, '-') + 1)], sizeof(bk_emb[0])))) {
+		snprintf(c->msg, sizeof(c->msg), "id %.200s differs from the store", e->id);
+		return 1;
+	}
+	return 0;
+}
+
+/* A backup taken while another connection keeps committing is one
+ * snapshot: it copies in steps without starting over (it did, on every
+ * commit between two steps, without the read transaction it holds), holds
+ * whole transactions only (the fill, then groups of BK_N), each entry as
+ * the store has it, embeddings included, and is a store itself. */
+START_TEST(t_sqlite_backup_while_writing)
+{
+	struct sid_registry *r = reg_open(), *w = reg_open(), *b;
+	static struct bk_seen seen;
+	struct bk_cmp cmp = {0};
+	struct sid_reg_stats st;
+	struct sid_error err;
+	char dest[700];
+	pthread_t th;
+
+	for (int j = 0; j < BK_N; j++)
+		for (int d = 0; d < BK_D; d++)
+			bk_emb[j][d] = (float)(j * BK_D + d);
+	for (int i = 0; i < BK_FILL_CALLS; i++) { /* ~4000 pages: four steps or more */
+		char ids[BK_N][24];
+		struct sid_reg_item in[BK_N];
+		struct sid_reg_entry out[BK_N];
+		int32_t codes[BK_N][3];
+		for (int j = 0; j < BK_N; j++) {
+			snprintf(ids[j], sizeof(ids[j]), "fill-%d-%d", i, j);
+			codes[j][0] = j;
+			codes[j][1] = i;
+			codes[j][2] = 1;
+			in[j] = (struct sid_reg_item){ids[j], codes[j], bk_emb[j]};
+		}
+		ck_assert_int_eq(
+		    sid_registry_assign(r, SID_TOWER_ITEM, in, BK_N, 3, BK_D, "v", 0, out, &err),
+		    0);
+	}
+	memset(&seen, 0, sizeof(seen));
+	__atomic_store_n(&bk_stop, 0, __ATOMIC_RELAXED);
+	__atomic_store_n(&bk_commits, 0, __ATOMIC_RELAXED);
+	ck_assert_int_eq(pthread_create(&th, NULL, bk_write, w), 0);
+	while (__atomic_load_n(&bk_commits, __ATOMIC_RELAXED) < 2)
+		usleep(1000);
+	snprintf(dest, sizeof(dest), "%s/backup.db", tmpdir);
+	ck_assert_msg(sid_registry_backup(r, dest, bk_progress, &seen, &err) == 0, "%s", err.msg);
+	__atomic_store_n(&bk_stop, 1, __ATOMIC_RELAXED);
+	pthread_join(th, NULL);
+
+	ck_assert_int_ge(seen.n, 4);
+	ck_assert_msg(__atomic_load_n(&bk_commits, __ATOMIC_RELAXED) > seen.commits_at_first,
+		      "the writer committed nothing while the copy ran; the test proves nothing");
+	for (int i = 1; i < seen.n; i++) {
+		ck_assert_msg(seen.done[i] > seen.done[i - 1],
+			      "step %d: %llu pages done after %llu: the copy started over", i,
+			      (unsigned long long)seen.done[i],
+			      (unsigned long long)seen.done[i - 1]);
+		ck_assert(seen.total[i] == seen.total[0]);
+	}
+	ck_assert(seen.done[seen.n - 1] == seen.total[0]);
+	ck_assert_int_ne(access(strcat(strcpy((char[800]){0}, dest), "-journal"), F_OK), 0);
+
+	ck_assert_int_eq(sid_registry_open(dest, SID_REG_READONLY, &b, &err), 0);
+	ck_assert_int_eq(sid_registry_stats(b, SID_TOWER_ITEM, &st, &err), 0);
+	ck_assert_uint_ge(st.items, (uint64_t)BK_FILL_CALLS * BK_N);
+	ck_assert_uint_eq((st.items - (uint64_t)BK_FILL_CALLS * BK_N) % BK_N, 0);
+	ck_assert_uint_eq(st.with_embedding, st.items);
+	cmp.src = r;
+	ck_assert_msg(sid_registry_foreach(b, SID_TOWER_ITEM, 1, bk_compare, &cmp, &err) == 0, "%s",
+		      cmp.msg);
+	ck_assert_uint_eq(cmp.n, st.items);
+	sid_registry_close(b);
+	sid_registry_close(w);
+	sid_registry_close(r);
+}
+END_TEST
+
+/* PostgreSQL has pg_dump: the backup says so and writes nothing. */
+START_TEST(t_pg_backup_refused)
+{
+	struct sid_registry *r = reg_open();
+	struct sid_error err;
+	char dest[700];
+
+	snprintf(dest, sizeof(dest), "/tmp/check_registry_pg_backup.%d.db", (int)getpid());
+	ck_assert_int_eq(sid_registry_backup(r, dest, NULL, NULL, &err), SID_EINVAL);
+	ck_assert_ptr_nonnull(strstr(err.msg, "pg_dump"));
+	ck_assert_int_ne(access(dest, F_OK), 0);
+	sid_registry_close(r);
+}
+END_TEST
+
 /* ---- PostgreSQL availability ---- */
 
 START_TEST(t_pg_unavailable)
@@ -2515,6 +2677,7 @@ static Suite *registry_suite(void)
 	tcase_add_test(tc, t_sqlite_checked_once);
 	tcase_add_test(tc, t_sqlite_wal_bounded);
 	tcase_add_test(tc, t_sqlite_wal_reader_held);
+	tcase_add_test(tc, t_sqlite_backup_while_writing);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("postgresql");
@@ -2527,6 +2690,7 @@ static Suite *registry_suite(void)
 	tcase_add_test(tc, t_pg_readonly_flag);
 	tcase_add_test(tc, t_pg_no_privilege);
 	tcase_add_test(tc, t_pg_retry_forgets_levels);
+	tcase_add_test(tc, t_pg_backup_refused);
 	suite_add_tcase(s, tc);
 	return s;
 }
