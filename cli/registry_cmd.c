@@ -749,7 +749,7 @@ static int cmd_restore(const struct opts *o, struct sid_error *err)
 	struct sid_registry *b = NULL;
 	struct cli_output w = {0};
 	struct sid_error e2;
-	struct stat st;
+	struct stat st, old;
 	double t0 = cli_now();
 	time_t now = time(NULL);
 	int rc, have, fold = 0;
@@ -764,9 +764,10 @@ static int cmd_restore(const struct opts *o, struct sid_error *err)
 		    err, SID_EINVAL,
 		    "restore replaces a SQLite store's file; a PostgreSQL store is "
 		    "restored with PostgreSQL's own tools (pg_restore)");
-	have = stat(store, &st) == 0;
+	have = stat(store, &old) == 0;
 	for (int i = 0; i < 2 && have; i++) {
 		snprintf(from, sizeof(from), "%s%s", store, i ? "-wal" : "");
+		st = old;
 		if ((!i || stat(from, &st) == 0) && (pid = holder_of(&st, comm, sizeof(comm))))
 			return sid_error_set(err, SID_EUNAVAIL,
 					     "registry %s: %s open in process %d (%s); stop it "
@@ -780,6 +781,13 @@ static int cmd_restore(const struct opts *o, struct sid_error *err)
 	if ((rc = cli_output_open_named(&w, store, inputs, err)))
 		goto out;
 	rc = copy_into(b, &w, size, sizeof(size), err);
+	if (!rc && have) {
+		/* the owner and mode of the file it replaces: a restore run as
+		 * root must not leave the server's user a store it cannot write */
+		if (chmod(w.pub.tmp, old.st_mode & 07777) != 0 ||
+		    (chown(w.pub.tmp, old.st_uid, old.st_gid) != 0 && errno != EPERM))
+			rc = sid_error_set(err, SID_EIO, "%s: %m", w.pub.tmp);
+	}
 	if (!rc && have) {
 		strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", gmtime(&now));
 		snprintf(aside, sizeof(aside), "%s.pre-restore.%s", store, stamp);

@@ -832,7 +832,8 @@ static uint64_t items_in(const char *path)
  * for a file that is not a store, the store untouched; then the backup takes
  * the store's place, and the store it replaced, with commits that were only
  * in the -wal of a process killed with SIGKILL, is kept whole as
- * STORE.pre-restore.<time>; into a new name it just publishes.  A backup
+ * STORE.pre-restore.<time>, and the copy takes the old file's mode and
+ * owner; into a new name it just publishes.  A backup
  * over a file whose -wal holds commits is refused.
  */
 START_TEST(t_restore)
@@ -865,8 +866,16 @@ START_TEST(t_restore)
 	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
 	ck_assert_int_eq(items_in(db), N + 5);
 
+	/* the restored file gets the old one's mode and (as root) owner */
+	ck_assert_int_eq(chmod(db, 0640), 0);
+	if (geteuid() == 0)
+		ck_assert_int_eq(chown(db, 65534, 65534), 0);
 	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "restore", bk, "--db", db, NULL),
 			 CLI_EXIT_OK);
+	ck_assert_int_eq(stat(db, &st), 0);
+	ck_assert_int_eq(st.st_mode & 07777, 0640);
+	if (geteuid() == 0)
+		ck_assert_int_eq(st.st_uid, 65534);
 	ASSERT_HAS(msg, "the store it replaced is ");
 	p = strstr(msg, "the store it replaced is ") + strlen("the store it replaced is ");
 	snprintf(aside, sizeof(aside), "%.*s", (int)strcspn(p, " \n"), p);

@@ -18,7 +18,9 @@ or metric breaks this test instead of a deployment.
 - Flags in the manifests and units exist in `semid-server --help` /
   `semid-train --help`; the uid is the Dockerfile's.
 - systemd-analyze verify accepts the units (binaries pointed at $SEMID_BIN);
-  the train unit's ExecStart lines publish a model when run in a temp dir.
+  the train unit's ExecStart lines publish a model when run in a temp dir,
+  and the registry backup unit's write a backup that exports as the store
+  does and keep the newest 14.
 - promtool (Debian package prometheus) checks the rules and the scrape
   config and runs alert unit tests, when it is installed.
 
@@ -339,10 +341,16 @@ class Deploy(unittest.TestCase):
         self.assertEqual(tr["Type"], ["oneshot"])
         self.assertIn(os.path.dirname(model), tr["ReadWritePaths"][0].split())
         self.assertEqual(systemd_unit("semid-train.timer")["Timer"]["Unit"], ["semid-train.service"])
+        bk = systemd_unit("semid-registry-backup.service")["Service"]
+        self.assertEqual(bk["Type"], ["oneshot"])
+        self.assertIn(os.path.dirname(model), bk["ReadWritePaths"][0].split())
+        self.assertEqual(systemd_unit("semid-registry-backup.timer")["Timer"]["Unit"],
+                         ["semid-registry-backup.service"])
         if not shutil.which("systemd-analyze"):
             self.skipTest("systemd-analyze not installed")
         with tempfile.TemporaryDirectory(prefix="semid-units-") as d:
-            names = ["semid-server.service", "semid-train.service", "semid-train.timer"]
+            names = ["semid-server.service", "semid-train.service", "semid-train.timer",
+                     "semid-registry-backup.service", "semid-registry-backup.timer"]
             for n in names:
                 text = read(os.path.join(DEPLOY, "systemd", n)).replace("/usr/local/bin/", BIN + "/")
                 with open(os.path.join(d, n), "w") as f:
@@ -378,6 +386,53 @@ class Deploy(unittest.TestCase):
             self.assertEqual(sorted(os.listdir(models)), ["model.safetensors", "releases"])
             self.assertEqual(os.listdir(os.path.join(models, "releases")),
                              [os.path.basename(rels[0])])
+
+    def test_systemd_registry_backup_unit(self):
+        """Run the backup unit's ExecStart as systemd would, /var/lib/semid
+        moved into a temp dir, against the store the server unit uses (the
+        SQLite file beside its model): a checked copy that exports as the
+        store does, and the newest 14 backups kept."""
+        unit = systemd_unit("semid-registry-backup.service")["Service"]
+        srv = systemd_unit("semid-server.service")["Service"]["ExecStart"][0].split()
+        model = srv[srv.index("--model") + 1]
+        with tempfile.TemporaryDirectory(prefix="semid-backup-unit-") as d:
+            root = os.path.join(d, "var")
+            models = os.path.dirname(model.replace("/var/lib/semid", root))
+            os.makedirs(models)
+            os.makedirs(os.path.join(root, "backups"))
+            store = os.path.join(models, "semid-registry.db")
+            ids = os.path.join(d, "ids.txt")
+            x = os.path.join(d, "x.npy")
+            m = os.path.join(models, "model.safetensors")
+            tl.doc_model(m)  # an item tower of 4 inputs
+            tl.np.save(x, tl.np.arange(200, dtype=tl.np.float32).reshape(50, 4) % 13)
+            with open(ids, "w") as f:
+                f.write("".join("sku-%d\n" % i for i in range(50)))
+            subprocess.run([os.path.join(BIN, "semid"), "registry", "assign", "--model", m,
+                            "--input", x, "--ids", ids, "-o", "/dev/null"], check=True,
+                           timeout=30)
+            old = ["registry-20260101T0000%02dZ.db" % i for i in range(15)]
+            for n in old:
+                with open(os.path.join(root, "backups", n), "w") as f:
+                    f.write("older")
+            for cmd in unit["ExecStart"]:
+                cmd = systemd_unescape(cmd).replace("/usr/local/bin/", BIN + "/")
+                cmd = cmd.replace("/var/lib/semid", root)
+                p = subprocess.run(["/bin/sh", "-c", cmd], stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, timeout=60)
+                self.assertEqual(p.returncode, 0, cmd + "\n" + p.stdout.decode())
+            kept = sorted(os.listdir(os.path.join(root, "backups")))
+            self.assertEqual(len(kept), 14, kept)
+            new = [n for n in kept if n not in old]
+            self.assertEqual(len(new), 1, kept)
+            self.assertEqual(kept[:13], old[-13:])
+
+            def export(db):
+                return subprocess.run([os.path.join(BIN, "semid"), "registry", "export",
+                                       "--db", db], stdout=subprocess.PIPE, check=True,
+                                      timeout=30).stdout
+            self.assertEqual(export(os.path.join(root, "backups", new[0])), export(store))
+            self.assertEqual(len(export(store).splitlines()), 51)
 
     def test_readme_commands(self):
         """deploy/README.md's publish-by-hand and roll-back commands, run in
