@@ -128,6 +128,9 @@ struct cli_progress {
 void cli_progress_begin(struct cli_progress *p, int on, size_t total, FILE *fp);
 /* Report @done rows; redraws at most ten times a second. */
 void cli_progress_update(struct cli_progress *p, size_t done);
+/* Seconds to wait so that @done units after @elapsed seconds go no faster
+ * than @rate units a second (0 when @rate <= 0 or already behind). */
+double cli_pace_delay(uint64_t done, double rate, double elapsed);
 /* Final redraw and newline (only when something was drawn). */
 void cli_progress_end(struct cli_progress *p, size_t done);
 

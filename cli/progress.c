@@ -114,3 +114,9 @@ void cli_progress_end(struct cli_progress *p, size_t done)
 	fflush(p->fp);
 	p->on = 0;
 }
+
+double cli_pace_delay(uint64_t done, double rate, double elapsed)
+{
+	double due = rate > 0 ? (double)done / rate : 0.0;
+	return due > elapsed ? due - elapsed : 0.0;
+}

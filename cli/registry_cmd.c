@@ -66,6 +66,8 @@ static const char usage[] =
     "      --embeddings      export: include embedding_b64\n"
     "  -p, --prefix P        list: the code prefix (default: everything)\n"
     "  -n, --limit N         list: at most N entries (default 100)\n"
+    "      --max-rate MIB    backup, restore: copy at most MIB MiB a second, to leave\n"
+    "                        a server writing to the same disk its bandwidth\n"
     "  -o, --output FILE     where output goes (default - : stdout); a file gets its\n"
     "                        name only when complete: a failed or killed run leaves\n"
     "                        the old one and no temporary file (backup: but for\n"
@@ -79,6 +81,7 @@ struct opts {
 	int kind, kind_set; /* -1: all (export only) */
 	int reassign, no_emb, with_emb;
 	long batch, limit;
+	double max_rate; /* backup, restore: MiB a second, 0: no limit */
 };
 
 static int fail_usage(const char *cmd, const char *msg, const char *arg)
@@ -124,27 +127,21 @@ static const struct {
 } commands[] = {
     {"assign", "dmtiIRNbo", 0}, {"export", "dmtfEo", 0}, {"import", "dmf", 1},
     {"stats", "dmto", 0},	{"diff", "dmto", 0},	 {"get", "dmto", 1},
-    {"sid", "dmto", 1},		{"list", "dmtpno", 0},	 {"backup", "dmo", 0},
-    {"restore", "dm", 1},
+    {"sid", "dmto", 1},		{"list", "dmtpno", 0},	 {"backup", "dmoM", 0},
+    {"restore", "dmM", 1},
 };
 
 static int parse(int argc, char **argv, struct opts *o)
 {
-	static const struct option lo[] = {{"db", required_argument, NULL, 'd'},
-					   {"model", required_argument, NULL, 'm'},
-					   {"kind", required_argument, NULL, 't'},
-					   {"input", required_argument, NULL, 'i'},
-					   {"ids", required_argument, NULL, 'I'},
-					   {"reassign", no_argument, NULL, 'R'},
-					   {"no-embeddings", no_argument, NULL, 'N'},
-					   {"batch", required_argument, NULL, 'b'},
-					   {"format", required_argument, NULL, 'f'},
-					   {"embeddings", no_argument, NULL, 'E'},
-					   {"prefix", required_argument, NULL, 'p'},
-					   {"limit", required_argument, NULL, 'n'},
-					   {"output", required_argument, NULL, 'o'},
-					   {"help", no_argument, NULL, 'h'},
-					   {NULL, 0, NULL, 0}};
+	static const struct option lo[] = {
+	    {"db", required_argument, NULL, 'd'},      {"model", required_argument, NULL, 'm'},
+	    {"kind", required_argument, NULL, 't'},    {"input", required_argument, NULL, 'i'},
+	    {"ids", required_argument, NULL, 'I'},     {"reassign", no_argument, NULL, 'R'},
+	    {"no-embeddings", no_argument, NULL, 'N'}, {"batch", required_argument, NULL, 'b'},
+	    {"format", required_argument, NULL, 'f'},  {"embeddings", no_argument, NULL, 'E'},
+	    {"prefix", required_argument, NULL, 'p'},  {"limit", required_argument, NULL, 'n'},
+	    {"output", required_argument, NULL, 'o'},  {"max-rate", required_argument, NULL, 'M'},
+	    {"help", no_argument, NULL, 'h'},	       {NULL, 0, NULL, 0}};
 	const char *used = NULL; /* the options of o->cmd */
 	int c, operand = 0;
 	size_t k;
@@ -225,6 +222,14 @@ static int parse(int argc, char **argv, struct opts *o)
 		case 'o':
 			o->output = optarg;
 			break;
+		case 'M': {
+			char *end;
+			o->max_rate = strtod(optarg, &end);
+			if (!*optarg || *end || !(o->max_rate > 0) || o->max_rate > 1e6)
+				return fail_usage(
+				    o->cmd, "--max-rate must be MiB a second (> 0), not", optarg);
+			break;
+		}
 		case 'h':
 			return 1;
 		default:
@@ -615,26 +620,38 @@ static int cmd_import(const struct opts *o, struct sid_registry *r, FILE *f, int
 
 /* ---- backup ---- */
 
+struct copy_pace {
+	struct cli_progress bar; /* in MiB */
+	double rate;		 /* bytes a second, 0: as fast as it goes */
+};
+
 static void backup_progress(void *ctx, uint64_t done, uint64_t total)
 {
-	struct cli_progress *bar = ctx;
-	bar->total = (size_t)total;
-	cli_progress_update(bar, (size_t)done);
+	struct copy_pace *c = ctx;
+	double wait = cli_pace_delay(done, c->rate, cli_now() - c->bar.t0);
+
+	c->bar.total = (size_t)(total >> 20);
+	cli_progress_update(&c->bar, (size_t)(done >> 20));
+	if (wait > 0) {
+		struct timespec ts = {(time_t)wait, (long)((wait - (double)(time_t)wait) * 1e9)};
+		nanosleep(&ts, NULL);
+	}
 }
 
-/* Copy @src into @w's temp file (the bar on a terminal), its size for a
- * message in @size. */
-static int copy_into(struct sid_registry *src, struct cli_output *w, char *size, size_t len,
-		     struct sid_error *err)
+/* Copy @src into @w's temp file (the bar on a terminal) at most @rate
+ * bytes a second (0: no limit), its size for a message in @size. */
+static int copy_into(struct sid_registry *src, struct cli_output *w, double rate, char *size,
+		     size_t len, struct sid_error *err)
 {
-	struct cli_progress bar;
+	struct copy_pace c;
 	struct stat st;
 	int rc;
 
-	cli_progress_begin(&bar, isatty(STDERR_FILENO), 0, stderr);
-	bar.unit = "pages";
-	rc = sid_registry_backup(src, w->pub.tmp, backup_progress, &bar, err);
-	cli_progress_end(&bar, bar.total);
+	cli_progress_begin(&c.bar, isatty(STDERR_FILENO), 0, stderr);
+	c.bar.unit = "MiB";
+	c.rate = rate;
+	rc = sid_registry_backup(src, w->pub.tmp, backup_progress, &c, err);
+	cli_progress_end(&c.bar, c.bar.total);
 	if (!rc && stat(w->pub.tmp, &st) != 0)
 		rc = sid_error_set(err, SID_EIO, "%s: %m", w->pub.tmp);
 	if (!rc && st.st_size < (1 << 20))
@@ -680,7 +697,7 @@ static int cmd_backup(const struct opts *o, struct sid_registry *r, struct sid_e
 				     o->output, owal);
 	if ((rc = cli_output_open_named(&w, o->output, inputs, err)))
 		return rc;
-	rc = copy_into(r, &w, size, sizeof(size), err);
+	rc = copy_into(r, &w, o->max_rate * 1048576.0, size, sizeof(size), err);
 	if (rc) {
 		out_close(&w, 0, NULL);
 		return rc;
@@ -780,7 +797,7 @@ static int cmd_restore(const struct opts *o, struct sid_error *err)
 		return rc;
 	if ((rc = cli_output_open_named(&w, store, inputs, err)))
 		goto out;
-	rc = copy_into(b, &w, size, sizeof(size), err);
+	rc = copy_into(b, &w, o->max_rate * 1048576.0, size, sizeof(size), err);
 	if (!rc && have) {
 		/* the owner and mode of the file it replaces: a restore run as
 		 * root must not leave the server's user a store it cannot write */

@@ -296,8 +296,9 @@ int sid_registry_diff(struct sid_registry *r, enum sid_tower_kind kind, const st
  * as one moment left it, taken while other processes (a running
  * semid-server) go on writing.  The copy is checked (PRAGMA quick_check)
  * and is itself a store sid_registry_open takes, but it is not synced:
- * publish it with fsutil.h.  @fn (may be NULL) hears of the pages copied so
- * far out of the total, now and then.  SQLite only: a PostgreSQL store
+ * publish it with fsutil.h.  @fn (may be NULL) hears of the bytes copied so
+ * far out of the total after every step of 1024 pages, and may sleep there
+ * to pace the copy.  SQLite only: a PostgreSQL store
  * fails with SID_EINVAL (pg_dump backs it up).
  */
 typedef void (*sid_reg_progress_fn)(void *ctx, uint64_t done, uint64_t total);

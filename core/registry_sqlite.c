@@ -1132,6 +1132,7 @@ static int sq_backup(struct sid_registry *r, const char *dest, sid_reg_progress_
 	sqlite3_backup *b = NULL;
 	sqlite3_stmt *st = NULL;
 	const char *ok;
+	uint64_t page;
 	int rc, in_txn = 0;
 
 	if ((rc = file_check(s, err)))
@@ -1142,6 +1143,14 @@ static int sq_backup(struct sid_registry *r, const char *dest, sid_reg_progress_
 	/* the snapshot begins with the first read */
 	if ((rc = exec(s, "SELECT count(*) FROM semid_meta", err, "backup")))
 		goto out;
+	if ((rc = sqlite3_prepare_v2(s->db, "PRAGMA page_size", -1, &st, NULL)) ||
+	    sqlite3_step(st) != SQLITE_ROW) {
+		rc = sq_fail(s, rc ? rc : sqlite3_errcode(s->db), err, "backup");
+		goto out;
+	}
+	page = (uint64_t)sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	st = NULL;
 	rc = sqlite3_open_v2(dest, &d, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_exec(d, "PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF", NULL, NULL,
@@ -1152,7 +1161,8 @@ static int sq_backup(struct sid_registry *r, const char *dest, sid_reg_progress_
 		rc = sqlite3_backup_step(b, BACKUP_STEP);
 		if (fn && (rc == SQLITE_OK || rc == SQLITE_DONE)) {
 			int total = sqlite3_backup_pagecount(b);
-			fn(ctx, (uint64_t)(total - sqlite3_backup_remaining(b)), (uint64_t)total);
+			fn(ctx, page * (uint64_t)(total - sqlite3_backup_remaining(b)),
+			   page * (uint64_t)total);
 		}
 	}
 	if (b && sqlite3_backup_finish(b) != SQLITE_OK && rc == SQLITE_DONE)

@@ -9,10 +9,13 @@
 #                     encode of the same requests in the same run, 1- and 64-item requests,
 #                     on SQLite and on a throwaway PostgreSQL cluster (root only; skipped
 #                     otherwise).  Writes bench/out/RESULTS-assign.md (about 1 minute).
+#   make bench-backup `semid registry backup` while the server assigns (no cap and
+#                     --max-rate caps) and alone against cp + sync.  Writes
+#                     bench/out/RESULTS-backup.md (about 2 minutes).
 
 BENCH_HTTP_SECS ?= 3
 
-.PHONY: bench-http bench-assign
+.PHONY: bench-http bench-assign bench-backup
 bench-http: $(BIN)/semid-server
 	@mkdir -p bench/out
 	SEMID_BIN=$(BIN) $(PYTHON) tests/server/bench_http.py --secs $(BENCH_HTTP_SECS) \
@@ -23,4 +26,8 @@ bench-assign: $(BIN)/semid-server
 	SEMID_BIN=$(BIN) $(PYTHON) tests/server/bench_assign.py --secs $(BENCH_HTTP_SECS) \
 		--out bench/out/RESULTS-assign.md
 
-bench: bench-http bench-assign
+bench-backup: $(BIN)/semid-server $(BIN)/semid
+	@mkdir -p bench/out
+	SEMID_BIN=$(BIN) $(PYTHON) tests/server/bench_backup.py --out bench/out/RESULTS-backup.md
+
+bench: bench-http bench-assign bench-backup

@@ -148,6 +148,19 @@ START_TEST(test_progress_format)
 }
 END_TEST
 
+/* The pace of a rate-capped copy (semid registry backup --max-rate). */
+START_TEST(test_pace_delay)
+{
+	ck_assert_double_eq(cli_pace_delay(100, 0.0, 0.0), 0.0); /* no cap */
+	ck_assert_double_eq(cli_pace_delay(100, -1.0, 0.0), 0.0);
+	/* 100 units at 50 a second are due at 2 s: 1 s early, wait 1 s */
+	ck_assert_double_eq_tol(cli_pace_delay(100, 50.0, 1.0), 1.0, 1e-12);
+	ck_assert_double_eq(cli_pace_delay(100, 50.0, 2.0), 0.0);
+	ck_assert_double_eq(cli_pace_delay(100, 50.0, 5.0), 0.0); /* behind: no wait */
+	ck_assert_double_eq_tol(cli_pace_delay(1u << 30, 1048576.0, 0.5), 1023.5, 1e-9);
+}
+END_TEST
+
 START_TEST(test_progress_quiet_when_off)
 {
 	struct cli_progress p;
@@ -184,6 +197,7 @@ int main(void)
 	tcase_add_test(tc, test_parse_errors);
 	tcase_add_test(tc, test_progress_format);
 	tcase_add_test(tc, test_progress_quiet_when_off);
+	tcase_add_test(tc, test_pace_delay);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }

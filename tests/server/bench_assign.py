@@ -82,19 +82,10 @@ def wrk(port, route, lua, env, conns, secs):
             "non2xx": int(bad.group(1)) if bad else 0}
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--secs", type=int, default=int(os.environ.get("BENCH_HTTP_SECS", "3")))
-    ap.add_argument("--conns", type=int, default=16)
-    ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
-    ap.add_argument("--out", default="bench/out/RESULTS-assign.md")
-    ap.add_argument("--only", default="", help="sqlite or postgresql: one store only")
-    ap.add_argument("--items", default="1,64")
-    ap.add_argument("--extra", default="", help="more server flags (space-separated)")
-    args = ap.parse_args()
-    if not shutil.which("wrk"):
-        sys.exit("bench-assign needs wrk (apt-get install wrk)")
-    work = tempfile.mkdtemp(prefix="semid-bench-assign-")
+def workload(work):
+    """The benchmark's model (384-d, codebooks spread as a trained RQ's are),
+    8192 base64 rows in a file, and the wrk Lua script, all in @work: (model
+    path, rows path, Lua path, distinct code tuples of the rows)."""
     lua = os.path.join(work, "assign.lua")
     with open(lua, "w") as f:
         f.write(LUA)
@@ -122,6 +113,23 @@ def main():
     with open(rows, "w") as f:
         for r in x:
             f.write(T.b64_row(r) + "\n")
+    return model, rows, lua, spread
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--secs", type=int, default=int(os.environ.get("BENCH_HTTP_SECS", "3")))
+    ap.add_argument("--conns", type=int, default=16)
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--out", default="bench/out/RESULTS-assign.md")
+    ap.add_argument("--only", default="", help="sqlite or postgresql: one store only")
+    ap.add_argument("--items", default="1,64")
+    ap.add_argument("--extra", default="", help="more server flags (space-separated)")
+    args = ap.parse_args()
+    if not shutil.which("wrk"):
+        sys.exit("bench-assign needs wrk (apt-get install wrk)")
+    work = tempfile.mkdtemp(prefix="semid-bench-assign-")
+    model, rows, lua, spread = workload(work)
     cpu = subprocess.run("lscpu | grep 'Model name'", shell=True, stdout=subprocess.PIPE
                          ).stdout.decode().split(":", 1)[-1].strip()
     stores = [("SQLite", os.path.join(work, "registry.db"), None),
