@@ -757,7 +757,7 @@ static pid_t holder_of(const struct stat *want, char *comm, size_t len)
  * old file gets a second name, STORE.pre-restore.<time>; only then does
  * the copy take the store's name, in one rename.  A store that cannot be
  * read (the reason for many restores) keeps its -wal too, moved beside its
- * new name.  Nothing is deleted but the emptied -wal and the -shm.
+ * new name.  Nothing is deleted.
  */
 static int cmd_restore(const struct opts *o, struct sid_error *err)
 {
@@ -828,12 +828,11 @@ static int cmd_restore(const struct opts *o, struct sid_error *err)
 		out_close(&w, 0, NULL);
 		goto out;
 	}
+	/* Nothing is removed after: the fold's close removed the emptied -wal
+	 * and the -shm, and should a server have opened the new store at once,
+	 * they would be its own. */
 	if ((rc = out_close(&w, 1, err)))
 		goto out;
-	for (int i = 0; i < 2 && have; i++) { /* an emptied WAL and its index */
-		snprintf(from, sizeof(from), "%s%s", store, i ? "-shm" : "-wal");
-		unlink(from);
-	}
 	fprintf(stderr, "semid: restored %s from %s: %s, checked, in %.1f s", store, backup, size,
 		cli_now() - t0);
 	if (have)
