@@ -1,7 +1,8 @@
 /*
  * registry_cmd.c - `semid registry ...` (see registry_cmd.h): offline bulk
  * assignment, export for downstream training, import, statistics, the churn a
- * new model would cause, lookups, and backup and restore of a SQLite store.
+ * new model would cause and the reassignment that makes it, lookups, and
+ * backup and restore of a SQLite store.
  * A thin layer over core/registry.h: options in, one library call, JSON or
  * TSV out (restore, which moves files, is the one with more to do here).
  */
@@ -42,6 +43,9 @@ static const char usage[] =
     "                        histogram (JSON)\n"
     "  diff --model NEW      how many stored IDs NEW would change, per level (JSON);\n"
     "                        needs the embeddings kept at assignment\n"
+    "  reassign --model NEW  move every stored id whose codes NEW changes to them,\n"
+    "                        from its stored embedding; prints id<TAB>old sid<TAB>new\n"
+    "                        sid per id moved\n"
     "  get ID | sid SID      one assignment (JSON)\n"
     "  list [--prefix P]     assignments under a code prefix such as 12-7, in order\n"
     "  backup -o FILE        a consistent copy of a SQLite store, taken while servers\n"
@@ -60,7 +64,8 @@ static const char usage[] =
     "      --ids FILE        assign: N ids, one per line\n"
     "      --reassign        assign: move known ids to their new codes\n"
     "      --no-embeddings   assign: do not keep the embeddings (diff cannot use them)\n"
-    "  -b, --batch N         assign: ids per transaction (default 64, max 10000)\n"
+    "  -b, --batch N         assign, reassign: ids per transaction (default 64;\n"
+    "                        reassign 1000; max 10000)\n"
     "  -f, --format F        export/import: tsv or jsonl (import: from the file name,\n"
     "                        .jsonl/.json is JSON lines, else TSV)\n"
     "      --embeddings      export: include embedding_b64\n"
@@ -81,6 +86,7 @@ struct opts {
 	int kind, kind_set; /* -1: all (export only) */
 	int reassign, no_emb, with_emb;
 	long batch, limit;
+	int batch_set;
 	double max_rate; /* backup, restore: MiB a second, 0: no limit */
 };
 
@@ -126,9 +132,9 @@ static const struct {
 	int operand;
 } commands[] = {
     {"assign", "dmtiIRNbo", 0}, {"export", "dmtfEo", 0}, {"import", "dmf", 1},
-    {"stats", "dmto", 0},	{"diff", "dmto", 0},	 {"get", "dmto", 1},
-    {"sid", "dmto", 1},		{"list", "dmtpno", 0},	 {"backup", "dmoM", 0},
-    {"restore", "dmM", 1},
+    {"stats", "dmto", 0},	{"diff", "dmto", 0},	 {"reassign", "dmtbo", 0},
+    {"get", "dmto", 1},		{"sid", "dmto", 1},	 {"list", "dmtpno", 0},
+    {"backup", "dmoM", 0},	{"restore", "dmM", 1},
 };
 
 static int parse(int argc, char **argv, struct opts *o)
@@ -204,6 +210,7 @@ static int parse(int argc, char **argv, struct opts *o)
 		case 'b':
 			if ((o->batch = parse_long(optarg, 1, 10000)) < 1)
 				return fail_usage(o->cmd, "--batch must be 1..10000, not", optarg);
+			o->batch_set = 1;
 			break;
 		case 'n':
 			if ((o->limit = parse_long(optarg, 1, 1000000000L)) < 1)
@@ -283,9 +290,12 @@ static int store_open(const struct opts *o, struct sid_registry **r, struct sid_
 				     target, S_ISDIR(st.st_mode) ? "a directory" : "not a file");
 	/* commands that only read open read-only: they work on a read-only
 	 * mount and never create a store that is not there */
-	return sid_registry_open(
-	    target, strcmp(o->cmd, "assign") && strcmp(o->cmd, "import") ? SID_REG_READONLY : 0, r,
-	    err);
+	return sid_registry_open(target,
+				 strcmp(o->cmd, "assign") && strcmp(o->cmd, "import") &&
+					 strcmp(o->cmd, "reassign")
+				     ? SID_REG_READONLY
+				     : 0,
+				 r, err);
 }
 
 /* The files a command reads, which its --output must not replace. */
@@ -914,6 +924,72 @@ static int cmd_diff(const struct opts *o, struct sid_registry *r, struct sid_err
 	return rc;
 }
 
+/* ---- reassign ---- */
+
+struct moves {
+	FILE *fp;
+	struct cli_progress bar;
+	const struct sid_reg_diff *d; /* its changed count is the bar's total */
+	uint64_t n;
+};
+
+static int print_move(const struct sid_reg_entry *before, const struct sid_reg_entry *after,
+		      void *ctx)
+{
+	struct moves *mv = ctx;
+	char a[SID_REG_SID_MAX], b[SID_REG_SID_MAX];
+
+	sid_reg_sid_format(before->codes, before->L, before->suffix, a, sizeof(a));
+	sid_reg_sid_format(after->codes, after->L, after->suffix, b, sizeof(b));
+	mv->bar.total = (size_t)mv->d->changed;
+	cli_progress_update(&mv->bar, (size_t)++mv->n);
+	return fprintf(mv->fp, "%s\t%s\t%s\n", before->id, a, b) < 0 ? SID_EIO : 0;
+}
+
+static int cmd_reassign(const struct opts *o, struct sid_registry *r, struct sid_error *err)
+{
+	struct sid_model *m = NULL;
+	struct cli_output w = {0};
+	struct sid_reg_diff d;
+	struct moves mv = {0};
+	uint64_t moved = 0;
+	int rc;
+
+	if (!o->model)
+		return sid_error_set(err, SID_EINVAL, "reassign needs --model NEW");
+	if ((rc = sid_model_load(o->model, &m, err))) {
+		sid_error_name_file(err, o->model);
+		return rc;
+	}
+	if ((rc = out_open(&w, o, r, err)))
+		goto out;
+	mv.fp = w.fp;
+	mv.d = &d;
+	cli_progress_begin(&mv.bar, isatty(STDERR_FILENO), 0, stderr);
+	fprintf(mv.fp, "id\told_sid\tnew_sid\n");
+	rc = sid_registry_reassign_all(r, o->kind, m, (size_t)(o->batch_set ? o->batch : 1000),
+				       print_move, &mv, &d, &moved, err);
+	if (rc == SID_EIO && !err->msg[0])
+		sid_error_set(err, SID_EIO, "%s: write failed: %m", cli_output_name(&w));
+	cli_progress_end(&mv.bar, (size_t)mv.n);
+	if (rc) { /* the moves made stay made: their lines are kept */
+		struct sid_error ignored;
+		out_close(&w, 1, &ignored);
+	} else if ((rc = out_close(&w, 1, err))) {
+		goto out;
+	}
+	fprintf(stderr,
+		"semid: %s %llu of %llu %s ids to model %s (%llu compared; %llu without an "
+		"embedding, %llu of another width)\n",
+		rc ? "stopped after reassigning" : "reassigned", (unsigned long long)moved,
+		(unsigned long long)d.items, sid_tower_name(o->kind), m->version,
+		(unsigned long long)d.compared, (unsigned long long)d.no_embedding,
+		(unsigned long long)d.wrong_dim);
+out:
+	sid_model_unref(m);
+	return rc;
+}
+
 /* ---- lookups ---- */
 
 static int cmd_lookup(const struct opts *o, struct sid_registry *r, struct sid_error *err)
@@ -1001,6 +1077,8 @@ int cli_registry_main(int argc, char **argv)
 		rc = cmd_stats(&o, r, &err);
 	else if (!strcmp(o.cmd, "diff"))
 		rc = cmd_diff(&o, r, &err);
+	else if (!strcmp(o.cmd, "reassign"))
+		rc = cmd_reassign(&o, r, &err);
 	else if (!strcmp(o.cmd, "list"))
 		rc = cmd_list(&o, r, &err);
 	else if (!strcmp(o.cmd, "backup"))

@@ -7,6 +7,9 @@
  *   semid registry import  [--db STORE | --model M] [--format ...] FILE|-
  *   semid registry stats   [--db STORE | --model M] [--kind item|user]
  *   semid registry diff    --model NEW [--db STORE] [--kind item|user]
+ *   semid registry reassign --model NEW [--db STORE] [--kind ...] [-o MOVES.tsv]
+ *   semid registry backup  [--db STORE | --model M] -o FILE [--max-rate MIB]
+ *   semid registry restore [--db STORE | --model M] [--max-rate MIB] BACKUP
  *   semid registry get     [--db STORE | --model M] ID
  *   semid registry sid     [--db STORE | --model M] SID
  *   semid registry list    [--db STORE | --model M] [--prefix P] [--limit N]

@@ -8,12 +8,14 @@
 #include "registry.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "encode.h"
 
@@ -825,7 +827,50 @@ struct diff_ctx {
 	size_t n;
 	struct sid_error *err;
 	int rc;
+	/* reassign_all: each changed entry is written here (spool_put) */
+	FILE *spool;
+	struct sid_reg_entry *ent; /* (DIFF_BATCH) when spooling */
 };
+
+/*
+ * A spool record: one entry whose codes the new tower changes, as
+ * sid_registry_reassign_all reads it back: the entry as stored (id, L,
+ * codes, suffix), the new codes (L_new) and the embedding (D floats).
+ */
+static int spool_put(struct diff_ctx *c, size_t i, const int32_t *codes)
+{
+	const struct sid_reg_entry *e = &c->ent[i];
+	uint32_t idlen = (uint32_t)strlen(e->id);
+
+	if (fwrite(&idlen, sizeof(idlen), 1, c->spool) != 1 ||
+	    fwrite(e->id, 1, idlen, c->spool) != idlen ||
+	    fwrite(&e->L, sizeof(e->L), 1, c->spool) != 1 ||
+	    fwrite(e->codes, sizeof(e->codes), 1, c->spool) != 1 ||
+	    fwrite(&e->suffix, sizeof(e->suffix), 1, c->spool) != 1 ||
+	    fwrite(codes, sizeof(int32_t), (size_t)c->t->L, c->spool) != (size_t)c->t->L ||
+	    fwrite(c->x + i * c->t->D, sizeof(float), (size_t)c->t->D, c->spool) != (size_t)c->t->D)
+		return sid_error_set(c->err, SID_EIO, "reassign: the spool file: %s",
+				     strerror(errno));
+	return 0;
+}
+
+static int spool_get(FILE *f, const struct sid_tower *t, struct sid_reg_entry *before,
+		     int32_t *codes, float *emb)
+{
+	uint32_t idlen;
+
+	memset(before, 0, sizeof(*before));
+	if (fread(&idlen, sizeof(idlen), 1, f) != 1 || idlen > SID_REG_ID_MAX ||
+	    fread(before->id, 1, idlen, f) != idlen ||
+	    fread(&before->L, sizeof(before->L), 1, f) != 1 ||
+	    fread(before->codes, sizeof(before->codes), 1, f) != 1 ||
+	    fread(&before->suffix, sizeof(before->suffix), 1, f) != 1 ||
+	    fread(codes, sizeof(int32_t), (size_t)t->L, f) != (size_t)t->L ||
+	    fread(emb, sizeof(float), (size_t)t->D, f) != (size_t)t->D)
+		return -1;
+	before->D = t->D;
+	return 0;
+}
 
 static int diff_flush(struct diff_ctx *c)
 {
@@ -850,8 +895,11 @@ static int diff_flush(struct diff_ctx *c)
 			if (any)
 				d->prefix_changed[l]++;
 		}
-		if (any || d->L_old != d->L_new)
+		if (any || d->L_old != d->L_new) {
 			d->changed++;
+			if (c->spool && (rc = spool_put(c, i, b)))
+				return rc;
+		}
 		d->compared++;
 	}
 	c->n = 0;
@@ -876,13 +924,16 @@ static int diff_fn(const struct sid_reg_entry *e, const float *emb, void *p)
 	}
 	memcpy(c->x + c->n * c->t->D, emb, sizeof(float) * c->t->D);
 	memcpy(c->old + c->n * SID_MAX_LEVELS, e->codes, sizeof(e->codes));
+	if (c->ent)
+		c->ent[c->n] = *e;
 	if (++c->n == DIFF_BATCH)
 		c->rc = diff_flush(c);
 	return c->rc;
 }
 
-int sid_registry_diff(struct sid_registry *r, enum sid_tower_kind kind, const struct sid_model *m,
-		      struct sid_reg_diff *d, struct sid_error *err)
+/* The diff's walk; with @spool, every changed entry is written there too. */
+static int diff_walk(struct sid_registry *r, enum sid_tower_kind kind, const struct sid_model *m,
+		     struct sid_reg_diff *d, FILE *spool, struct sid_error *err)
 {
 	struct diff_ctx c;
 	int rc;
@@ -899,11 +950,14 @@ int sid_registry_diff(struct sid_registry *r, enum sid_tower_kind kind, const st
 	d->L_new = c.t->L;
 	c.d = d;
 	c.err = err;
+	c.spool = spool;
 	c.ws = sid_workspace_new();
 	c.x = malloc(sizeof(float) * DIFF_BATCH * c.t->D);
 	c.old = malloc(sizeof(int32_t) * DIFF_BATCH * SID_MAX_LEVELS);
 	c.codes = malloc(sizeof(int32_t) * DIFF_BATCH * c.t->L);
-	if (!c.ws || !c.x || !c.old || !c.codes) {
+	if (spool)
+		c.ent = malloc(sizeof(*c.ent) * DIFF_BATCH);
+	if (!c.ws || !c.x || !c.old || !c.codes || (spool && !c.ent)) {
 		rc = sid_error_set(err, SID_ENOMEM, "diff: out of memory");
 		goto fail;
 	}
@@ -916,6 +970,123 @@ fail:
 	free(c.x);
 	free(c.old);
 	free(c.codes);
+	free(c.ent);
+	return rc;
+}
+
+int sid_registry_diff(struct sid_registry *r, enum sid_tower_kind kind, const struct sid_model *m,
+		      struct sid_reg_diff *d, struct sid_error *err)
+{
+	return diff_walk(r, kind, m, d, NULL, err);
+}
+
+/* An unnamed temp file in $TMPDIR (else /tmp) for the spool. */
+static FILE *spool_open(struct sid_error *err)
+{
+	const char *dir = getenv("TMPDIR");
+	char path[4096];
+	int fd;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s", dir && *dir ? dir : "/tmp");
+	fd = open(path, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (fd < 0) { /* no O_TMPFILE there: a named file, unlinked at once */
+		snprintf(path, sizeof(path), "%s/semid-reassign.XXXXXX",
+			 dir && *dir ? dir : "/tmp");
+		if ((fd = mkostemp(path, O_CLOEXEC)) >= 0)
+			unlink(path);
+	}
+	if (fd < 0 || !(f = fdopen(fd, "w+b"))) {
+		sid_error_set(err, SID_EIO, "reassign: cannot make a spool file in %s: %s",
+			      dir && *dir ? dir : "/tmp", strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return NULL;
+	}
+	return f;
+}
+
+int sid_registry_reassign_all(struct sid_registry *r, enum sid_tower_kind kind,
+			      const struct sid_model *m, size_t batch, sid_reg_moved_fn fn,
+			      void *ctx, struct sid_reg_diff *d, uint64_t *moved,
+			      struct sid_error *err)
+{
+	const struct sid_tower *t = sid_model_tower(m, kind);
+	struct sid_reg_entry *before = NULL, *after = NULL;
+	struct sid_reg_item *items = NULL;
+	int32_t *codes = NULL;
+	float *emb = NULL;
+	FILE *spool = NULL;
+	int rc, L = 0;
+
+	*moved = 0;
+	memset(d, 0, sizeof(*d));
+	if ((rc = kind_check(kind, err)))
+		return rc;
+	if (!t)
+		return sid_error_set(err, SID_ENOTFOUND, "reassign: the model has no %s tower",
+				     sid_tower_name(kind));
+	if (!batch || batch > 10000)
+		return sid_error_set(err, SID_EINVAL, "reassign: batch %zu, not 1..10000", batch);
+	if ((rc = sid_registry_levels(r, kind, &L, err)))
+		return rc;
+	if (L && L != t->L)
+		return sid_error_set(
+		    err, SID_EINVAL,
+		    "reassign: the store's %s IDs have %d levels and model %s gives "
+		    "%d; IDs of another length need a store of their own",
+		    sid_tower_name(kind), L, m->version, t->L);
+	if (!(spool = spool_open(err)))
+		return SID_EIO;
+	if ((rc = diff_walk(r, kind, m, d, spool, err)))
+		goto out;
+	if (fflush(spool) != 0 || fseek(spool, 0, SEEK_SET) != 0) {
+		rc = sid_error_set(err, SID_EIO, "reassign: the spool file: %s", strerror(errno));
+		goto out;
+	}
+	before = malloc(sizeof(*before) * batch);
+	after = malloc(sizeof(*after) * batch);
+	items = malloc(sizeof(*items) * batch);
+	codes = malloc(sizeof(int32_t) * batch * (size_t)t->L);
+	emb = malloc(sizeof(float) * batch * (size_t)t->D);
+	if (!before || !after || !items || !codes || !emb) {
+		rc = sid_error_set(err, SID_ENOMEM, "reassign: out of memory");
+		goto out;
+	}
+	for (uint64_t left = d->changed; left > 0;) {
+		size_t n = left < batch ? (size_t)left : batch;
+		for (size_t i = 0; i < n; i++) {
+			if (spool_get(spool, t, &before[i], codes + i * t->L, emb + i * t->D)) {
+				rc = sid_error_set(err, SID_EIO,
+						   "reassign: the spool file ends early");
+				goto out;
+			}
+			before[i].kind = kind;
+			items[i] =
+			    (struct sid_reg_item){before[i].id, codes + i * t->L, emb + i * t->D};
+		}
+		rc = sid_registry_assign(r, kind, items, n, t->L, t->D, m->version,
+					 SID_REG_REASSIGN, after, err);
+		if (rc)
+			goto out;
+		for (size_t i = 0; i < n && !rc; i++)
+			if (after[i].moved) {
+				++*moved;
+				if (fn)
+					rc = fn(&before[i], &after[i], ctx);
+			}
+		if (rc)
+			goto out;
+		left -= n;
+	}
+out:
+	if (spool)
+		fclose(spool);
+	free(before);
+	free(after);
+	free(items);
+	free(codes);
+	free(emb);
 	return rc;
 }
 

@@ -316,6 +316,31 @@ int sid_registry_backup(struct sid_registry *r, const char *dest, sid_reg_progre
  */
 int sid_registry_sqlite_fold_wal(const char *path, struct sid_error *err);
 
+/*
+ * Move every stored id of @kind whose codes @m's tower changes to those
+ * codes, from its stored embedding: what a request with "reassign": true
+ * would do to each, for a whole store after a retrain (sid_registry_diff
+ * first says how many).  Two passes: a walk encodes every embedding and
+ * writes the entries that change to an unnamed spool file in $TMPDIR (else
+ * /tmp; about 4 D + 300 bytes each), then they are reassigned @batch at a
+ * time, in the walk's (codes, suffix) order, one transaction each, so the
+ * new suffixes do not depend on timing.  Ids whose codes stay keep their
+ * ID (and their model_version); ids without an embedding, or with one of
+ * another width, are counted in @d and left alone.  @fn (may be NULL) is
+ * called for each id moved, with the entry before (id, codes, suffix) and
+ * after; a non-zero return stops there and is returned.  *@moved counts the
+ * ids moved; @d is the walk's diff.  Stopped midway (an error, a signal),
+ * the ids moved so far stay moved, and running it again moves the rest.
+ * SID_EINVAL when the store's IDs have another number of levels than the
+ * tower gives.
+ */
+typedef int (*sid_reg_moved_fn)(const struct sid_reg_entry *before,
+				const struct sid_reg_entry *after, void *ctx);
+int sid_registry_reassign_all(struct sid_registry *r, enum sid_tower_kind kind,
+			      const struct sid_model *m, size_t batch, sid_reg_moved_fn fn,
+			      void *ctx, struct sid_reg_diff *d, uint64_t *moved,
+			      struct sid_error *err);
+
 /* Export and import: a line per entry, TSV (with a header line) or JSON lines
  * (proto/registry.md has the columns and keys). */
 enum sid_reg_format { SID_REG_TSV, SID_REG_JSONL };

@@ -918,6 +918,79 @@ START_TEST(t_restore)
 }
 END_TEST
 
+/*
+ * `registry reassign --model NEW`: one line per id whose codes NEW changes,
+ * with its sid before (as assign gave it) and after (NEW's codes); every
+ * other id keeps its sid; run again it moves nothing.
+ */
+START_TEST(t_reassign)
+{
+	static int32_t c1[N * 3], c2[N * 3];
+	static char old_sid[N][64];
+	char line[512], moves[320], msg[1024];
+	long changed = 0, lines = 0;
+	FILE *f;
+
+	encode_all(model, c1);
+	encode_all(model2, c2);
+	for (int i = 0; i < N; i++)
+		changed += memcmp(c1 + 3 * i, c2 + 3 * i, sizeof(int32_t) * 3) != 0;
+	ck_assert_int_gt(changed, 0);
+	ck_assert_int_eq(run("registry", "assign", "--model", model, "--input", npy, "--ids", ids,
+			     "--output", out, NULL),
+			 CLI_EXIT_OK);
+	f = fopen(out, "r");
+	for (int i = 0; i < N && fgets(line, sizeof(line), f); i++)
+		ck_assert_int_eq(sscanf(line, "%*s %63s", old_sid[i]), 1);
+	fclose(f);
+
+	snprintf(moves, sizeof(moves), "%s/moves.tsv", dir);
+	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "reassign", "--model", model2,
+				 "--db", db, "-o", moves, "--batch", "13", NULL),
+			 CLI_EXIT_OK);
+	ASSERT_HAS(msg, "reassigned");
+	f = fopen(moves, "r");
+	ck_assert_ptr_nonnull(fgets(line, sizeof(line), f));
+	ck_assert_str_eq(line, "id\told_sid\tnew_sid\n");
+	while (fgets(line, sizeof(line), f)) {
+		char id[64], a[64], b[64];
+		int i, k[3];
+		long suffix;
+		ck_assert_int_eq(sscanf(line, "%63s %63s %63s", id, a, b), 3);
+		ck_assert_int_eq(sscanf(id, "item-%d", &i), 1);
+		ck_assert_str_eq(a, old_sid[i]);
+		ck_assert_int_eq(sscanf(b, "%d-%d-%d-%ld", &k[0], &k[1], &k[2], &suffix), 4);
+		for (int l = 0; l < 3; l++)
+			ck_assert_int_eq(k[l], c2[3 * i + l]);
+		lines++;
+	}
+	fclose(f);
+	ck_assert_int_eq(lines, changed);
+	{ /* every id now holds NEW's codes; those that kept them, their sid */
+		struct sid_registry *r;
+		struct sid_reg_entry e;
+		struct sid_error err;
+		char id[32], sid[SID_REG_SID_MAX];
+		ck_assert_int_eq(sid_registry_open(db, SID_REG_READONLY, &r, &err), 0);
+		for (int i = 0; i < N; i++) {
+			snprintf(id, sizeof(id), "item-%d", i);
+			ck_assert_int_eq(sid_registry_get(r, SID_TOWER_ITEM, id, &e, &err), 0);
+			ck_assert_mem_eq(e.codes, c2 + 3 * i, sizeof(int32_t) * 3);
+			sid_reg_sid_format(e.codes, 3, e.suffix, sid, sizeof(sid));
+			if (!memcmp(c1 + 3 * i, c2 + 3 * i, sizeof(int32_t) * 3))
+				ck_assert_str_eq(sid, old_sid[i]);
+		}
+		sid_registry_close(r);
+	}
+	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "reassign", "--model", model2,
+				 "--db", db, "-o", moves, NULL),
+			 CLI_EXIT_OK);
+	ASSERT_HAS(msg, "reassigned 0 of");
+	ck_assert_int_eq(count_lines(moves), 1);
+	ck_assert_int_eq(run("registry", "reassign", "--db", db, NULL), CLI_EXIT_INPUT);
+}
+END_TEST
+
 static Suite *registry_cmd_suite(void)
 {
 	Suite *s = suite_create("registry_cmd");
@@ -935,6 +1008,7 @@ static Suite *registry_cmd_suite(void)
 	tcase_add_loop_test(tc, t_export_killed_mid_write, 0, 2);
 	tcase_add_test(tc, t_backup);
 	tcase_add_test(tc, t_restore);
+	tcase_add_test(tc, t_reassign);
 	suite_add_tcase(s, tc);
 	return s;
 }

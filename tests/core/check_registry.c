@@ -1040,6 +1040,143 @@ START_TEST(t_diff)
 }
 END_TEST
 
+/* ---- reassign_all ---- */
+
+struct moved_seen {
+	int n;
+	char id[32][16];
+	int32_t before[32][3], after[32][3];
+};
+
+static int on_moved(const struct sid_reg_entry *b, const struct sid_reg_entry *a, void *ctx)
+{
+	struct moved_seen *m = ctx;
+	ck_assert_int_lt(m->n, 32);
+	ck_assert_str_eq(b->id, a->id);
+	snprintf(m->id[m->n], sizeof(m->id[0]), "%.15s", b->id);
+	memcpy(m->before[m->n], b->codes, sizeof(m->before[0]));
+	memcpy(m->after[m->n], a->codes, sizeof(m->after[0]));
+	m->n++;
+	return 0;
+}
+
+/* The store of t_diff (the model's codes but for 16 rows; one id without an
+ * embedding, one with another width): reassign_all moves exactly those 16
+ * to the model's codes, tells each move with the codes before and after,
+ * leaves every other id as it was, and keeps every sid unique; again, it
+ * moves nothing; a model of 2 levels is refused and changes nothing. */
+START_TEST(t_reassign_all)
+{
+	enum { N = 300 };
+	static float x[N * 8];
+	static int32_t codes[N * 3], mine[N * 3];
+	static char ids[N][16];
+	static struct sid_reg_item in[N + 1];
+	static struct sid_reg_entry out[N + 1], before[N];
+	static struct moved_seen seen;
+	struct sid_registry *r;
+	struct mb_spec spec;
+	struct sid_model *m = NULL, *m2 = NULL;
+	struct sid_error err;
+	struct sid_workspace *ws = sid_workspace_new();
+	struct sid_encode_out o = {.codes = mine};
+	struct sid_reg_diff d;
+	struct sid_reg_entry e;
+	struct sid_reg_stats st;
+	uint8_t *buf;
+	size_t len;
+	uint64_t moved, rng = 99;
+	int32_t extra[3] = {0, 0, 0};
+
+	NEED_STORE();
+	mb_spec_init(&spec);
+	ck_assert_int_eq(mb_build_buffer(&spec, &buf, &len, &err), 0);
+	ck_assert_int_eq(sid_model_load_buffer(buf, len, &m, &err), 0);
+	free(buf);
+	for (int i = 0; i < N * 8; i++)
+		x[i] = mb_rand_sym(&rng);
+	ck_assert_int_eq(sid_encode(sid_model_tower(m, SID_TOWER_ITEM), x, N, &o, ws, &err), 0);
+	memcpy(codes, mine, sizeof(codes));
+	for (int i = 0; i < 16; i++) /* stored under other codes */
+		codes[3 * i + (i % 3)] = (codes[3 * i + (i % 3)] + 1) % (i % 3 == 0   ? 5
+									 : i % 3 == 1 ? 7
+										      : 3);
+	for (int i = 0; i < N; i++) {
+		snprintf(ids[i], sizeof(ids[i]), "it%d", i);
+		in[i] = (struct sid_reg_item){ids[i], codes + 3 * i, x + 8 * i};
+	}
+	in[N] = (struct sid_reg_item){"noemb", extra, NULL};
+	r = reg_open();
+	ck_assert_int_eq(
+	    sid_registry_assign(r, SID_TOWER_ITEM, in, N + 1, 3, 8, "test-1", 0, out, &err), 0);
+	for (int i = 0; i < N; i++)
+		before[i] = out[i];
+
+	memset(&seen, 0, sizeof(seen));
+	ck_assert_msg(sid_registry_reassign_all(r, SID_TOWER_ITEM, m, 7, on_moved, &seen, &d,
+						&moved, &err) == 0,
+		      "%s", err.msg);
+	ck_assert_uint_eq(moved, 16);
+	ck_assert_int_eq(seen.n, 16);
+	ck_assert_uint_eq(d.changed, 16);
+	ck_assert_uint_eq(d.no_embedding, 1);
+	for (int k = 0; k < seen.n; k++) {
+		int i = atoi(seen.id[k] + 2);
+		ck_assert_int_lt(i, 16);
+		ck_assert_mem_eq(seen.before[k], codes + 3 * i, sizeof(seen.before[k]));
+		ck_assert_mem_eq(seen.after[k], mine + 3 * i, sizeof(seen.after[k]));
+	}
+	for (int i = 0; i < N; i++) {
+		ck_assert_int_eq(sid_registry_get(r, SID_TOWER_ITEM, ids[i], &e, &err), 0);
+		ck_assert_mem_eq(e.codes, mine + 3 * i, sizeof(int32_t) * 3);
+		if (i >= 16) { /* untouched: same suffix, same model_version */
+			ck_assert_int_eq(e.suffix, before[i].suffix);
+			ck_assert_str_eq(e.model_version, "test-1");
+		} else {
+			ck_assert_str_eq(e.model_version, m->version);
+		}
+	}
+	ck_assert_int_eq(sid_registry_get(r, SID_TOWER_ITEM, "noemb", &e, &err), 0);
+	ck_assert_mem_eq(e.codes, extra, sizeof(extra));
+	/* unique: every sid resolves to its own id */
+	for (int i = 0; i < N; i++) {
+		struct sid_reg_entry g, h;
+		char sid[SID_REG_SID_MAX];
+		ck_assert_int_eq(sid_registry_get(r, SID_TOWER_ITEM, ids[i], &g, &err), 0);
+		sid_reg_sid_format(g.codes, 3, g.suffix, sid, sizeof(sid));
+		ck_assert_int_eq(sid_registry_get_sid(r, SID_TOWER_ITEM, sid, &h, &err), 0);
+		ck_assert_str_eq(h.id, ids[i]);
+	}
+	ck_assert_int_eq(sid_registry_diff(r, SID_TOWER_ITEM, m, &d, &err), 0);
+	ck_assert_uint_eq(d.changed, 0);
+	ck_assert_int_eq(
+	    sid_registry_reassign_all(r, SID_TOWER_ITEM, m, 1000, NULL, NULL, &d, &moved, &err), 0);
+	ck_assert_uint_eq(moved, 0);
+
+	{ /* another number of levels: refused, nothing moved */
+		static const int hidden[] = {16};
+		static const int K[] = {5, 7};
+		mb_tower(&spec, SID_TOWER_ITEM, 8, hidden, 1, 4, 2, K, "relu", "none", 1);
+		ck_assert_int_eq(mb_build_buffer(&spec, &buf, &len, &err), 0);
+		ck_assert_int_eq(sid_model_load_buffer(buf, len, &m2, &err), 0);
+		free(buf);
+		ck_assert_int_eq(sid_registry_reassign_all(r, SID_TOWER_ITEM, m2, 100, NULL, NULL,
+							   &d, &moved, &err),
+				 SID_EINVAL);
+		ck_assert_ptr_nonnull(strstr(err.msg, "levels"));
+		ck_assert_int_eq(sid_registry_stats(r, SID_TOWER_ITEM, &st, &err), 0);
+		ck_assert_int_eq(st.L, 3);
+		sid_model_unref(m2);
+	}
+	ck_assert_int_eq(
+	    sid_registry_reassign_all(r, SID_TOWER_USER, m, 100, NULL, NULL, &d, &moved, &err),
+	    SID_ENOTFOUND);
+	sid_model_unref(m);
+	sid_workspace_free(ws);
+	sid_registry_close(r);
+}
+END_TEST
+
 /* ---- export and import ---- */
 
 static char *slurp(const char *path)
@@ -2645,6 +2782,7 @@ static void add_behaviour(TCase *tc)
 	tcase_add_test(tc, t_list_paging);
 	tcase_add_test(tc, t_stats);
 	tcase_add_test(tc, t_diff);
+	tcase_add_test(tc, t_reassign_all);
 	tcase_add_test(tc, t_export_import);
 	tcase_add_test(tc, t_threads_own_handles);
 	tcase_add_test(tc, t_threads_shared_handle);
