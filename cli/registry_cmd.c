@@ -71,6 +71,8 @@ static const char usage[] =
     "      --embeddings      export: include embedding_b64\n"
     "  -p, --prefix P        list: the code prefix (default: everything)\n"
     "  -n, --limit N         list: at most N entries (default 100)\n"
+    "      --progress, --no-progress  a progress bar on stderr (default: when it is a\n"
+    "                        terminal and rows are not going to the same one)\n"
     "      --max-rate MIB    backup, restore: copy at most MIB MiB a second, to leave\n"
     "                        a server writing to the same disk its bandwidth\n"
     "  -o, --output FILE     where output goes (default - : stdout); a file gets its\n"
@@ -88,6 +90,7 @@ struct opts {
 	long batch, limit;
 	int batch_set;
 	double max_rate; /* backup, restore: MiB a second, 0: no limit */
+	int progress;	 /* 1: --progress, -1: --no-progress, 0: on a terminal */
 };
 
 static int fail_usage(const char *cmd, const char *msg, const char *arg)
@@ -131,10 +134,10 @@ static const struct {
 	const char *cmd, *opts;
 	int operand;
 } commands[] = {
-    {"assign", "dmtiIRNbo", 0}, {"export", "dmtfEo", 0}, {"import", "dmf", 1},
-    {"stats", "dmto", 0},	{"diff", "dmto", 0},	 {"reassign", "dmtbo", 0},
-    {"get", "dmto", 1},		{"sid", "dmto", 1},	 {"list", "dmtpno", 0},
-    {"backup", "dmoM", 0},	{"restore", "dmM", 1},
+    {"assign", "dmtiIRNboPQ", 0}, {"export", "dmtfEoPQ", 0}, {"import", "dmfPQ", 1},
+    {"stats", "dmtoPQ", 0},	  {"diff", "dmtoPQ", 0},     {"reassign", "dmtboPQ", 0},
+    {"get", "dmto", 1},		  {"sid", "dmto", 1},	     {"list", "dmtpno", 0},
+    {"backup", "dmoMPQ", 0},	  {"restore", "dmMPQ", 1},
 };
 
 static int parse(int argc, char **argv, struct opts *o)
@@ -147,6 +150,7 @@ static int parse(int argc, char **argv, struct opts *o)
 	    {"format", required_argument, NULL, 'f'},  {"embeddings", no_argument, NULL, 'E'},
 	    {"prefix", required_argument, NULL, 'p'},  {"limit", required_argument, NULL, 'n'},
 	    {"output", required_argument, NULL, 'o'},  {"max-rate", required_argument, NULL, 'M'},
+	    {"progress", no_argument, NULL, 'P'},      {"no-progress", no_argument, NULL, 'Q'},
 	    {"help", no_argument, NULL, 'h'},	       {NULL, 0, NULL, 0}};
 	const char *used = NULL; /* the options of o->cmd */
 	int c, operand = 0;
@@ -228,6 +232,10 @@ static int parse(int argc, char **argv, struct opts *o)
 			break;
 		case 'o':
 			o->output = optarg;
+			break;
+		case 'P':
+		case 'Q':
+			o->progress = c == 'P' ? 1 : -1;
 			break;
 		case 'M': {
 			char *end;
@@ -353,6 +361,54 @@ static int print_json(json_t *j, const struct opts *o, struct sid_registry *r,
 	return out_close(&w, 1, err);
 }
 
+/* ---- progress ---- */
+
+/* The bar on stderr: as told, else on a terminal, and not over rows a
+ * command (@streams) writes to that same terminal. */
+static int progress_on(const struct opts *o, int streams)
+{
+	if (o->progress)
+		return o->progress > 0;
+	if (!isatty(STDERR_FILENO))
+		return 0;
+	return !(streams && !strcmp(o->output, "-") && isatty(STDOUT_FILENO));
+}
+
+struct walk_bar {
+	struct cli_progress bar; /* entries */
+	uint64_t done;
+};
+
+static void walk_progress(void *ctx, uint64_t done, uint64_t total)
+{
+	struct walk_bar *w = ctx;
+	(void)total;
+	w->done = done;
+	cli_progress_update(&w->bar, (size_t)done);
+}
+
+/* A bar over the walks of @r that follow (the store's entries of @kind
+ * counted first), until walk_bar_end. */
+static void walk_bar_begin(struct walk_bar *w, const struct opts *o, struct sid_registry *r,
+			   int kind, int streams)
+{
+	struct sid_error ignored;
+	uint64_t n = 0;
+	int on = progress_on(o, streams) && !sid_registry_count(r, kind, &n, &ignored);
+
+	cli_progress_begin(&w->bar, on, (size_t)n, stderr);
+	w->bar.unit = "entries";
+	w->done = 0;
+	if (on)
+		sid_registry_set_progress(r, walk_progress, w);
+}
+
+static void walk_bar_end(struct walk_bar *w, struct sid_registry *r)
+{
+	sid_registry_set_progress(r, NULL, NULL);
+	cli_progress_end(&w->bar, (size_t)w->done);
+}
+
 /* ---- assign ---- */
 
 static int cmp_id_line(const void *a, const void *b, void *ids)
@@ -454,7 +510,8 @@ static int cmd_assign(const struct opts *o, struct sid_error *err)
 	int32_t *codes = NULL;
 	struct sid_reg_item *in = NULL;
 	struct sid_reg_entry *res = NULL;
-	size_t B = (size_t)o->batch;
+	struct cli_progress bar = {0};
+	size_t B = (size_t)o->batch, done = 0;
 	int rc;
 
 	if (!o->model || !o->input || !o->ids)
@@ -498,6 +555,7 @@ static int cmd_assign(const struct opts *o, struct sid_error *err)
 	}
 	if ((rc = out_open(&w, o, r, err)))
 		goto fail;
+	cli_progress_begin(&bar, progress_on(o, 1), x.rows, stderr);
 	for (size_t row = 0; row < x.rows; row += B) {
 		size_t n = x.rows - row < B ? x.rows - row : B;
 		struct sid_encode_out eo = {.codes = codes};
@@ -534,9 +592,11 @@ static int cmd_assign(const struct opts *o, struct sid_error *err)
 			rc = sid_error_set(err, SID_EIO, "%s: write failed: %m", o->output);
 			goto fail;
 		}
+		cli_progress_update(&bar, done = row + n);
 	}
 	rc = out_close(&w, 1, err);
 fail:
+	cli_progress_end(&bar, done); /* before a message; no-op when not drawn */
 	if (rc)
 		out_close(&w, 0, NULL);
 	for (size_t i = 0; ids && i < x.rows; i++)
@@ -558,12 +618,16 @@ fail:
 static int cmd_export(const struct opts *o, struct sid_registry *r, struct sid_error *err)
 {
 	struct cli_output w = {0};
+	struct walk_bar bar;
 	int rc = out_open(&w, o, r, err);
-	if (!rc)
+	if (!rc) {
+		walk_bar_begin(&bar, o, r, o->kind, 1);
 		rc = sid_registry_export(r, o->kind,
 					 o->format && !strcmp(o->format, "jsonl") ? SID_REG_JSONL
 										  : SID_REG_TSV,
 					 o->with_emb, w.fp, err);
+		walk_bar_end(&bar, r);
+	}
 	if (rc) {
 		out_close(&w, 0, NULL);
 		return rc;
@@ -604,9 +668,29 @@ static int import_open(const struct opts *o, FILE **out, struct sid_error *err)
 	return 0;
 }
 
+/* An import's input, read through a count of its bytes for the bar. */
+struct counted {
+	FILE *f;
+	struct cli_progress bar; /* MiB */
+	uint64_t n;
+};
+
+static ssize_t counted_read(void *cookie, char *buf, size_t len)
+{
+	struct counted *k = cookie;
+	size_t got = fread(buf, 1, len, k->f);
+
+	k->n += got;
+	cli_progress_update(&k->bar, (size_t)(k->n >> 20));
+	return !got && ferror(k->f) ? -1 : (ssize_t)got;
+}
+
 static int cmd_import(const struct opts *o, struct sid_registry *r, FILE *f, int *conflicts,
 		      struct sid_error *err)
 {
+	struct counted k = {0};
+	struct stat st;
+	FILE *g = NULL;
 	struct sid_reg_import_result res;
 	enum sid_reg_format fmt = SID_REG_TSV;
 	const char *name = o->arg;
@@ -618,7 +702,19 @@ static int cmd_import(const struct opts *o, struct sid_registry *r, FILE *f, int
 	else if ((len > 6 && !strcmp(name + len - 6, ".jsonl")) ||
 		 (len > 5 && !strcmp(name + len - 5, ".json")))
 		fmt = SID_REG_JSONL;
-	rc = sid_registry_import(r, fmt, f, print_conflict, (void *)name, &res, err);
+	if (progress_on(o, 0) && fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode)) {
+		cookie_io_functions_t io = {counted_read, NULL, NULL, NULL};
+		k.f = f;
+		cli_progress_begin(&k.bar, 1, (size_t)(st.st_size >> 20), stderr);
+		k.bar.unit = "MiB";
+		if (!(g = fopencookie(&k, "r", io)))
+			return sid_error_set(err, SID_ENOMEM, "out of memory");
+	}
+	rc = sid_registry_import(r, fmt, g ? g : f, print_conflict, (void *)name, &res, err);
+	if (g) {
+		cli_progress_end(&k.bar, (size_t)(k.n >> 20));
+		fclose(g); /* not f: the cookie has no close */
+	}
 	if (rc)
 		return sid_error_prefix(err, "%s", name);
 	fprintf(stderr, "semid: imported %s: %llu added, %llu already present, %llu conflicts\n",
@@ -648,16 +744,16 @@ static void backup_progress(void *ctx, uint64_t done, uint64_t total)
 	}
 }
 
-/* Copy @src into @w's temp file (the bar on a terminal) at most @rate
- * bytes a second (0: no limit), its size for a message in @size. */
-static int copy_into(struct sid_registry *src, struct cli_output *w, double rate, char *size,
-		     size_t len, struct sid_error *err)
+/* Copy @src into @w's temp file (with a bar if @bar) at most @rate bytes a
+ * second (0: no limit), its size for a message in @size. */
+static int copy_into(struct sid_registry *src, struct cli_output *w, int bar, double rate,
+		     char *size, size_t len, struct sid_error *err)
 {
 	struct copy_pace c;
 	struct stat st;
 	int rc;
 
-	cli_progress_begin(&c.bar, isatty(STDERR_FILENO), 0, stderr);
+	cli_progress_begin(&c.bar, bar, 0, stderr);
 	c.bar.unit = "MiB";
 	c.rate = rate;
 	rc = sid_registry_backup(src, w->pub.tmp, backup_progress, &c, err);
@@ -707,7 +803,7 @@ static int cmd_backup(const struct opts *o, struct sid_registry *r, struct sid_e
 				     o->output, owal);
 	if ((rc = cli_output_open_named(&w, o->output, inputs, err)))
 		return rc;
-	rc = copy_into(r, &w, o->max_rate * 1048576.0, size, sizeof(size), err);
+	rc = copy_into(r, &w, progress_on(o, 0), o->max_rate * 1048576.0, size, sizeof(size), err);
 	if (rc) {
 		out_close(&w, 0, NULL);
 		return rc;
@@ -807,7 +903,7 @@ static int cmd_restore(const struct opts *o, struct sid_error *err)
 		return rc;
 	if ((rc = cli_output_open_named(&w, store, inputs, err)))
 		goto out;
-	rc = copy_into(b, &w, o->max_rate * 1048576.0, size, sizeof(size), err);
+	rc = copy_into(b, &w, progress_on(o, 0), o->max_rate * 1048576.0, size, sizeof(size), err);
 	if (!rc && have) {
 		/* the owner and mode of the file it replaces: a restore run as
 		 * root must not leave the server's user a store it cannot write */
@@ -868,9 +964,13 @@ static json_t *u64_array(const uint64_t *v, int n)
 static int cmd_stats(const struct opts *o, struct sid_registry *r, struct sid_error *err)
 {
 	struct sid_reg_stats st;
+	struct walk_bar bar;
 	json_t *hist;
-	int rc = sid_registry_stats(r, o->kind, &st, err), last = -1;
+	int rc, last = -1;
 
+	walk_bar_begin(&bar, o, r, o->kind, 0);
+	rc = sid_registry_stats(r, o->kind, &st, err);
+	walk_bar_end(&bar, r);
 	if (rc)
 		return rc;
 	hist = json_array();
@@ -894,6 +994,7 @@ static int cmd_stats(const struct opts *o, struct sid_registry *r, struct sid_er
 
 static int cmd_diff(const struct opts *o, struct sid_registry *r, struct sid_error *err)
 {
+	struct walk_bar bar;
 	struct sid_model *m = NULL;
 	struct sid_reg_diff d;
 	int rc, Lmin;
@@ -904,7 +1005,9 @@ static int cmd_diff(const struct opts *o, struct sid_registry *r, struct sid_err
 		sid_error_name_file(err, o->model);
 		return rc;
 	}
+	walk_bar_begin(&bar, o, r, o->kind, 0);
 	rc = sid_registry_diff(r, o->kind, m, &d, err);
+	walk_bar_end(&bar, r);
 	if (!rc) {
 		Lmin = d.L_old < d.L_new ? d.L_old : d.L_new;
 		rc = print_json(
@@ -928,7 +1031,9 @@ static int cmd_diff(const struct opts *o, struct sid_registry *r, struct sid_err
 
 struct moves {
 	FILE *fp;
-	struct cli_progress bar;
+	struct walk_bar walk;	      /* the first pass */
+	struct sid_registry *r;	      /* whose walk it follows */
+	struct cli_progress bar;      /* the second: ids moved */
 	const struct sid_reg_diff *d; /* its changed count is the bar's total */
 	uint64_t n;
 };
@@ -941,6 +1046,10 @@ static int print_move(const struct sid_reg_entry *before, const struct sid_reg_e
 
 	sid_reg_sid_format(before->codes, before->L, before->suffix, a, sizeof(a));
 	sid_reg_sid_format(after->codes, after->L, after->suffix, b, sizeof(b));
+	if (!mv->n && mv->r) { /* the walk is over: its bar gives way */
+		walk_bar_end(&mv->walk, mv->r);
+		mv->r = NULL;
+	}
 	mv->bar.total = (size_t)mv->d->changed;
 	cli_progress_update(&mv->bar, (size_t)++mv->n);
 	return fprintf(mv->fp, "%s\t%s\t%s\n", before->id, a, b) < 0 ? SID_EIO : 0;
@@ -965,12 +1074,17 @@ static int cmd_reassign(const struct opts *o, struct sid_registry *r, struct sid
 		goto out;
 	mv.fp = w.fp;
 	mv.d = &d;
-	cli_progress_begin(&mv.bar, isatty(STDERR_FILENO), 0, stderr);
+	mv.r = r;
+	walk_bar_begin(&mv.walk, o, r, o->kind, 1);
+	cli_progress_begin(&mv.bar, mv.walk.bar.on, 0, stderr);
+	mv.bar.unit = "ids moved";
 	fprintf(mv.fp, "id\told_sid\tnew_sid\n");
 	rc = sid_registry_reassign_all(r, o->kind, m, (size_t)(o->batch_set ? o->batch : 1000),
 				       print_move, &mv, &d, &moved, err);
 	if (rc == SID_EIO && !err->msg[0])
 		sid_error_set(err, SID_EIO, "%s: write failed: %m", cli_output_name(&w));
+	if (mv.r)
+		walk_bar_end(&mv.walk, r);
 	cli_progress_end(&mv.bar, (size_t)mv.n);
 	if (rc) { /* the moves made stay made: their lines are kept */
 		struct sid_error ignored;

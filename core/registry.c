@@ -730,6 +730,43 @@ out:
 	return rc;
 }
 
+void sid_registry_set_progress(struct sid_registry *r, sid_reg_progress_fn fn, void *ctx)
+{
+	r->progress = fn;
+	r->progress_ctx = ctx;
+}
+
+/* A walk that tells r->progress how far it got (sid_registry_set_progress). */
+struct told_walk {
+	struct sid_registry *r;
+	sid_reg_foreach_fn fn;
+	void *ctx;
+	uint64_t n;
+};
+
+static int told_fn(const struct sid_reg_entry *e, const float *emb, void *p)
+{
+	struct told_walk *t = p;
+	if (++t->n % 4096 == 0)
+		t->r->progress(t->r->progress_ctx, t->n, 0);
+	return t->fn(e, emb, t->ctx);
+}
+
+/* The backend's walk, told to r->progress; under the handle lock. */
+static int walk(struct sid_registry *r, int kind, int want_emb, sid_reg_foreach_fn fn, void *ctx,
+		struct sid_error *err)
+{
+	struct told_walk t = {r, fn, ctx, 0};
+	int rc;
+
+	if (!r->progress)
+		return r->ops->foreach (r, kind, want_emb, fn, ctx, err);
+	rc = r->ops->foreach (r, kind, want_emb, told_fn, &t, err);
+	if (!rc)
+		r->progress(r->progress_ctx, t.n, 0);
+	return rc;
+}
+
 int sid_registry_foreach(struct sid_registry *r, int kind, int want_emb, sid_reg_foreach_fn fn,
 			 void *ctx, struct sid_error *err)
 {
@@ -737,7 +774,19 @@ int sid_registry_foreach(struct sid_registry *r, int kind, int want_emb, sid_reg
 	if (kind != -1 && (rc = kind_check(kind, err)))
 		return rc;
 	call_begin(r);
-	rc = r->ops->foreach (r, kind, want_emb, fn, ctx, err);
+	rc = walk(r, kind, want_emb, fn, ctx, err);
+	call_end(r);
+	return rc;
+}
+
+int sid_registry_count(struct sid_registry *r, int kind, uint64_t *n, struct sid_error *err)
+{
+	int rc;
+	*n = 0;
+	if (kind != -1 && (rc = kind_check(kind, err)))
+		return rc;
+	call_begin(r);
+	rc = r->ops->count(r, kind, 0, n, err);
 	call_end(r);
 	return rc;
 }
@@ -790,9 +839,9 @@ int sid_registry_stats(struct sid_registry *r, enum sid_tower_kind kind, struct 
 	if (rc)
 		return rc;
 	call_begin(r);
-	rc = r->ops->foreach (r, kind, SID__REG_WALK_CODES, stats_fn, &c, err);
+	rc = walk(r, kind, SID__REG_WALK_CODES, stats_fn, &c, err);
 	if (!rc)
-		rc = r->ops->count_emb(r, kind, &st->with_embedding, err);
+		rc = r->ops->count(r, kind, 1, &st->with_embedding, err);
 	call_end(r);
 	return rc;
 }

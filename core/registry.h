@@ -236,6 +236,18 @@ typedef int (*sid_reg_foreach_fn)(const struct sid_reg_entry *e, const float *em
 int sid_registry_foreach(struct sid_registry *r, int kind, int want_emb, sid_reg_foreach_fn fn,
 			 void *ctx, struct sid_error *err);
 
+/* Entries of @kind (-1: both kinds) in the store. */
+int sid_registry_count(struct sid_registry *r, int kind, uint64_t *n, struct sid_error *err);
+
+/*
+ * Hear of every walk over the store (foreach, and so stats, diff, export and
+ * reassign_all's first pass): @fn(ctx, entries walked so far, 0) every 4096
+ * entries and once at the end of the walk.  NULL stops it.  Not thread-safe
+ * against calls in flight: set it before them.
+ */
+typedef void (*sid_reg_progress_fn)(void *ctx, uint64_t done, uint64_t total);
+void sid_registry_set_progress(struct sid_registry *r, sid_reg_progress_fn fn, void *ctx);
+
 struct sid_reg_stats {
 	uint64_t items;
 	int L;				   /* 0 when empty */
@@ -301,7 +313,6 @@ int sid_registry_diff(struct sid_registry *r, enum sid_tower_kind kind, const st
  * to pace the copy.  SQLite only: a PostgreSQL store
  * fails with SID_EINVAL (pg_dump backs it up).
  */
-typedef void (*sid_reg_progress_fn)(void *ctx, uint64_t done, uint64_t total);
 int sid_registry_backup(struct sid_registry *r, const char *dest, sid_reg_progress_fn fn, void *ctx,
 			struct sid_error *err);
 
@@ -455,8 +466,9 @@ struct sid__reg_ops {
 	 * only kind, codes and suffix are filled (an index-only walk) */
 	int (*foreach)(struct sid_registry *r, int kind, int want_emb, sid_reg_foreach_fn fn,
 		       void *ctx, struct sid_error *err);
-	/* entries of @kind stored with an embedding */
-	int (*count_emb)(struct sid_registry *r, int kind, uint64_t *n, struct sid_error *err);
+	/* entries of @kind (-1: both), only those with an embedding if @with_emb */
+	int (*count)(struct sid_registry *r, int kind, int with_emb, uint64_t *n,
+		     struct sid_error *err);
 	/* store e[i] unless it conflicts; status[i] and, on conflict, existing[i] */
 	int (*import)(struct sid_registry *r, const struct sid_reg_entry *e,
 		      const float *const *emb, size_t n, int *status,
@@ -484,6 +496,8 @@ struct sid_registry {
 	struct sid__reg_req *q_head, *q_tail;
 	int q_leader;
 	struct sid_reg_events events; /* updated with __atomic_add_fetch */
+	sid_reg_progress_fn progress; /* sid_registry_set_progress */
+	void *progress_ctx;
 };
 
 int sid__reg_sqlite_open(const char *path, unsigned flags, int timeout_ms,

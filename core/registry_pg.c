@@ -1644,21 +1644,23 @@ static int pg_foreach(struct sid_registry *r, int kind, int want_emb, sid_reg_fo
 }
 
 struct count_ctx {
-	int kind;
+	int kind, with_emb;
 	uint64_t *n;
 };
 
 static int count_body(struct pg *s, void *p, struct sid_error *err)
 {
 	struct count_ctx *c = p;
-	char kind[8];
+	char kind[8], sql[160];
 	const char *v[1] = {kind};
 	PGresult *res;
 	int rc = 0;
 
 	snprintf(kind, sizeof(kind), "%d", c->kind);
-	res = pq_params(s, "SELECT count(*) FROM semid_assignment WHERE kind = $1 AND emb_dim > 0",
-			1, v, 0);
+	snprintf(sql, sizeof(sql), "SELECT count(*) FROM semid_assignment WHERE %s%s",
+		 c->kind >= 0 ? "kind = $1" : "$1::text IS NOT NULL",
+		 c->with_emb ? " AND emb_dim > 0" : "");
+	res = pq_params(s, sql, 1, v, 0);
 	if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1)
 		*c->n = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
 	else
@@ -1667,9 +1669,10 @@ static int count_body(struct pg *s, void *p, struct sid_error *err)
 	return rc;
 }
 
-static int pg_count_emb(struct sid_registry *r, int kind, uint64_t *n, struct sid_error *err)
+static int pg_count(struct sid_registry *r, int kind, int with_emb, uint64_t *n,
+		    struct sid_error *err)
 {
-	struct count_ctx c = {kind, n};
+	struct count_ctx c = {kind, with_emb, n};
 	return with_retries((struct pg *)r, 0, count_body, &c, err);
 }
 
@@ -1768,7 +1771,7 @@ static const struct sid__reg_ops pg_ops = {
     .list = pg_list,
     .levels = pg_levels,
     .foreach = pg_foreach,
-    .count_emb = pg_count_emb,
+    .count = pg_count,
     .import = pg_import,
 };
 

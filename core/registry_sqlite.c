@@ -1007,22 +1007,24 @@ out:
 	return rc;
 }
 
-static int sq_count_emb(struct sid_registry *r, int kind, uint64_t *n, struct sid_error *err)
+static int sq_count(struct sid_registry *r, int kind, int with_emb, uint64_t *n,
+		    struct sid_error *err)
 {
 	struct sq *s = (struct sq *)r;
 	sqlite3_stmt *st = NULL;
+	char sql[160];
 	int rc;
 
 	if ((rc = file_check(s, err)))
 		return rc;
-	rc = sqlite3_prepare_v2(
-	    s->db, "SELECT count(*) FROM semid_assignment WHERE kind = ?1 AND emb_dim > 0", -1, &st,
-	    NULL);
-
-	if (!rc) {
+	snprintf(sql, sizeof(sql), "SELECT count(*) FROM semid_assignment%s%s%s",
+		 kind >= 0 || with_emb ? " WHERE " : "", kind >= 0 ? "kind = ?1" : "",
+		 with_emb ? (kind >= 0 ? " AND emb_dim > 0" : "emb_dim > 0") : "");
+	rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
+	if (!rc && kind >= 0)
 		sqlite3_bind_int(st, 1, kind);
+	if (!rc)
 		rc = sqlite3_step(st);
-	}
 	if (rc == SQLITE_ROW) {
 		*n = (uint64_t)sqlite3_column_int64(st, 0);
 		rc = 0;
@@ -1234,7 +1236,7 @@ static const struct sid__reg_ops sq_ops = {
     .list = sq_list,
     .levels = sq_levels,
     .foreach = sq_foreach,
-    .count_emb = sq_count_emb,
+    .count = sq_count,
     .import = sq_import,
     .backup = sq_backup,
 };

@@ -991,6 +991,68 @@ START_TEST(t_reassign)
 }
 END_TEST
 
+/*
+ * Long registry jobs draw a bar on stderr when told (--progress; by default
+ * only on a terminal, which a test's stderr is not): rows for assign,
+ * entries walked for export, stats and diff (counted first), MiB for import
+ * and backup, entries then ids moved for reassign; --no-progress and the
+ * default here draw nothing.
+ */
+START_TEST(t_progress)
+{
+	char msg[8192], want[64], exp[320], moves[320], bk[320];
+
+	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "assign", "--model", model,
+				 "--input", npy, "--ids", ids, "--output", out, "--progress", NULL),
+			 CLI_EXIT_OK);
+	snprintf(want, sizeof(want), "100.0%%  %d/%d rows", N, N);
+	ASSERT_HAS(msg, want);
+	snprintf(want, sizeof(want), "100.0%%  %d/%d entries", N, N);
+	snprintf(exp, sizeof(exp), "%s/e.tsv", dir);
+	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "export", "--db", db, "-o", exp,
+				 "--progress", NULL),
+			 CLI_EXIT_OK);
+	ASSERT_HAS(msg, want);
+	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "stats", "--db", db, "-o", out,
+				 "--progress", NULL),
+			 CLI_EXIT_OK);
+	ASSERT_HAS(msg, want);
+	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "diff", "--model", model2, "--db",
+				 db, "-o", out, "--progress", NULL),
+			 CLI_EXIT_OK);
+	ASSERT_HAS(msg, want);
+	snprintf(moves, sizeof(moves), "%s/moves.tsv", dir);
+	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "reassign", "--model", model2,
+				 "--db", db, "-o", moves, "--progress", NULL),
+			 CLI_EXIT_OK);
+	ASSERT_HAS(msg, want);
+	snprintf(want, sizeof(want), "100.0%%  %ld/%ld ids moved", count_lines(moves) - 1,
+		 count_lines(moves) - 1);
+	ASSERT_HAS(msg, want);
+	snprintf(bk, sizeof(bk), "%s/bk.db", dir);
+	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "backup", "--db", db, "-o", bk,
+				 "--progress", NULL),
+			 CLI_EXIT_OK);
+	ASSERT_HAS(msg, "100.0%  0/0 MiB"); /* a small store: under 1 MiB */
+	snprintf(bk, sizeof(bk), "%s/imported.db", dir);
+	ck_assert_int_eq(
+	    run_err(msg, sizeof(msg), "registry", "import", exp, "--db", bk, "--progress", NULL),
+	    CLI_EXIT_OK);
+	ASSERT_HAS(msg, "100.0%  0/0 MiB");
+	/* told not to, and by default off a terminal: no bar */
+	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "stats", "--db", db, "-o", out,
+				 "--no-progress", NULL),
+			 CLI_EXIT_OK);
+	ck_assert_ptr_null(strstr(msg, "entries"));
+	ck_assert_int_eq(
+	    run_err(msg, sizeof(msg), "registry", "export", "--db", db, "-o", exp, NULL),
+	    CLI_EXIT_OK);
+	ck_assert_ptr_null(strstr(msg, "entries"));
+	ck_assert_int_eq(run("registry", "get", "x", "--db", db, "--progress", NULL),
+			 CLI_EXIT_INPUT);
+}
+END_TEST
+
 static Suite *registry_cmd_suite(void)
 {
 	Suite *s = suite_create("registry_cmd");
@@ -1009,6 +1071,7 @@ static Suite *registry_cmd_suite(void)
 	tcase_add_test(tc, t_backup);
 	tcase_add_test(tc, t_restore);
 	tcase_add_test(tc, t_reassign);
+	tcase_add_test(tc, t_progress);
 	suite_add_tcase(s, tc);
 	return s;
 }
