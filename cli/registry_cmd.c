@@ -10,8 +10,10 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <jansson.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,8 +46,10 @@ static const char usage[] =
     "  diff --model NEW      how many stored IDs NEW would change, per level (JSON);\n"
     "                        needs the embeddings kept at assignment\n"
     "  reassign --model NEW  move every stored id whose codes NEW changes to them,\n"
-    "                        from its stored embedding; prints id<TAB>old sid<TAB>new\n"
-    "                        sid per id moved\n"
+    "                        from its stored embedding; logs id<TAB>old sid<TAB>new\n"
+    "                        sid per id moved as each batch commits (-o FILE is\n"
+    "                        appended to); SIGINT/SIGTERM stop after the batch in\n"
+    "                        flight, and a second run moves the rest\n"
     "  get ID | sid SID      one assignment (JSON)\n"
     "  list [--prefix P]     assignments under a code prefix such as 12-7, in order\n"
     "  backup -o FILE        a consistent copy of a SQLite store, taken while servers\n"
@@ -71,8 +75,8 @@ static const char usage[] =
     "      --embeddings      export: include embedding_b64\n"
     "  -p, --prefix P        list: the code prefix (default: everything)\n"
     "  -n, --limit N         list: at most N entries (default 100)\n"
-    "      --progress, --no-progress  a progress bar on stderr (default: when it is a\n"
-    "                        terminal and rows are not going to the same one)\n"
+    "      --progress        a progress bar on stderr (default: when it is a terminal\n"
+    "                        the rows do not go to); --no-progress: none\n"
     "      --max-rate MIB    backup, restore: copy at most MIB MiB a second, to leave\n"
     "                        a server writing to the same disk its bandwidth\n"
     "  -o, --output FILE     where output goes (default - : stdout); a file gets its\n"
@@ -1029,6 +1033,21 @@ static int cmd_diff(const struct opts *o, struct sid_registry *r, struct sid_err
 
 /* ---- reassign ---- */
 
+/*
+ * The moves are a log of what was committed, not an output published when
+ * complete: each line is written (line-buffered) as soon as its batch has
+ * committed, a file is appended to (its header only when it is new), and
+ * SIGINT, SIGTERM or SIGHUP stop the work after the batch in flight, whose
+ * lines are written, so that the log and the store never disagree and a
+ * second run appends the moves that are left.
+ */
+static volatile sig_atomic_t stop_sig;
+
+static void on_stop(int sig)
+{
+	stop_sig = sig;
+}
+
 struct moves {
 	FILE *fp;
 	struct walk_bar walk;	      /* the first pass */
@@ -1052,17 +1071,72 @@ static int print_move(const struct sid_reg_entry *before, const struct sid_reg_e
 	}
 	mv->bar.total = (size_t)mv->d->changed;
 	cli_progress_update(&mv->bar, (size_t)++mv->n);
-	return fprintf(mv->fp, "%s\t%s\t%s\n", before->id, a, b) < 0 ? SID_EIO : 0;
+	if (fprintf(mv->fp, "%s\t%s\t%s\n", before->id, a, b) < 0)
+		return SID_EIO;
+	return stop_sig ? SID_EUNAVAIL : 0;
+}
+
+/* The move log: stdout, or the file appended to; refused when it is the
+ * store or the model. */
+static FILE *moves_open(const struct opts *o, struct sid_registry *r, struct sid_error *err)
+{
+	const char *inputs[3] = {sid_registry_label(r), o->model, NULL};
+	struct stat st, in;
+	FILE *f;
+	int fd;
+
+	if (!strcmp(o->output, "-")) {
+		setvbuf(stdout, NULL, _IOLBF, 0);
+		fputs("id\told_sid\tnew_sid\n", stdout);
+		return stdout;
+	}
+	fd = open(o->output, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOCTTY, 0644);
+	if (fd < 0) {
+		sid_error_set(err, SID_EIO, "%s: cannot open the move log: %m", o->output);
+		return NULL;
+	}
+	for (int i = 0; inputs[i]; i++)
+		if (fstat(fd, &st) == 0 && stat(inputs[i], &in) == 0 && in.st_dev == st.st_dev &&
+		    in.st_ino == st.st_ino) {
+			close(fd);
+			sid_error_set(err, SID_EINVAL,
+				      "--output %s is the input file %s; write the moves elsewhere",
+				      o->output, inputs[i]);
+			return NULL;
+		}
+	if (!(f = fdopen(fd, "a"))) {
+		close(fd);
+		sid_error_set(err, SID_ENOMEM, "out of memory");
+		return NULL;
+	}
+	setvbuf(f, NULL, _IOLBF, 0);
+	if (fstat(fd, &st) == 0 && st.st_size == 0)
+		fputs("id\told_sid\tnew_sid\n", f);
+	return f;
+}
+
+static int moves_close(FILE *f, const char *name, struct sid_error *err)
+{
+	int bad = fflush(f) != 0 || ferror(f);
+	struct stat st;
+
+	if (!bad && f != stdout && fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode))
+		bad = fdatasync(fileno(f)) != 0;
+	if (f != stdout)
+		bad |= fclose(f) != 0;
+	return bad ? sid_error_set(err, SID_EIO, "%s: write failed: %m", name) : 0;
 }
 
 static int cmd_reassign(const struct opts *o, struct sid_registry *r, struct sid_error *err)
 {
+	static const int sigs[] = {SIGINT, SIGTERM, SIGHUP};
+	struct sigaction sa, saved[3];
 	struct sid_model *m = NULL;
-	struct cli_output w = {0};
 	struct sid_reg_diff d;
 	struct moves mv = {0};
+	struct sid_error e2;
 	uint64_t moved = 0;
-	int rc;
+	int rc, crc;
 
 	if (!o->model)
 		return sid_error_set(err, SID_EINVAL, "reassign needs --model NEW");
@@ -1070,37 +1144,56 @@ static int cmd_reassign(const struct opts *o, struct sid_registry *r, struct sid
 		sid_error_name_file(err, o->model);
 		return rc;
 	}
-	if ((rc = out_open(&w, o, r, err)))
-		goto out;
-	mv.fp = w.fp;
+	if (!(mv.fp = moves_open(o, r, err))) {
+		sid_model_unref(m);
+		return err->code;
+	}
 	mv.d = &d;
 	mv.r = r;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_stop;
+	sa.sa_flags = SA_RESTART; /* a line blocked on a full pipe still goes out */
+	sigemptyset(&sa.sa_mask);
+	stop_sig = 0;
+	for (int i = 0; i < 3; i++)
+		sigaction(sigs[i], &sa, &saved[i]);
 	walk_bar_begin(&mv.walk, o, r, o->kind, 1);
 	cli_progress_begin(&mv.bar, mv.walk.bar.on, 0, stderr);
 	mv.bar.unit = "ids moved";
-	fprintf(mv.fp, "id\told_sid\tnew_sid\n");
 	rc = sid_registry_reassign_all(r, o->kind, m, (size_t)(o->batch_set ? o->batch : 1000),
 				       print_move, &mv, &d, &moved, err);
 	if (rc == SID_EIO && !err->msg[0])
-		sid_error_set(err, SID_EIO, "%s: write failed: %m", cli_output_name(&w));
+		sid_error_set(err, SID_EIO, "%s: write failed: %m", o->output);
 	if (mv.r)
 		walk_bar_end(&mv.walk, r);
 	cli_progress_end(&mv.bar, (size_t)mv.n);
-	if (rc) { /* the moves made stay made: their lines are kept */
-		struct sid_error ignored;
-		out_close(&w, 1, &ignored);
-	} else if ((rc = out_close(&w, 1, err))) {
-		goto out;
+	crc = moves_close(mv.fp, o->output, &e2);
+	if (!rc && crc) {
+		*err = e2;
+		rc = crc;
 	}
-	fprintf(stderr,
-		"semid: %s %llu of %llu %s ids to model %s (%llu compared; %llu without an "
-		"embedding, %llu of another width)\n",
-		rc ? "stopped after reassigning" : "reassigned", (unsigned long long)moved,
-		(unsigned long long)d.items, sid_tower_name(o->kind), m->version,
-		(unsigned long long)d.compared, (unsigned long long)d.no_embedding,
-		(unsigned long long)d.wrong_dim);
-out:
+	if (stop_sig)
+		fprintf(stderr,
+			"semid: stopped by signal %d after reassigning %llu %s ids to model %s; "
+			"their moves are in %s; run it again to move the rest\n",
+			(int)stop_sig, (unsigned long long)moved, sid_tower_name(o->kind),
+			m->version, strcmp(o->output, "-") ? o->output : "stdout");
+	else
+		fprintf(stderr,
+			"semid: %s %llu of %llu %s ids to model %s (%llu compared; %llu without "
+			"an embedding, %llu of another width)\n",
+			rc ? "stopped after reassigning" : "reassigned", (unsigned long long)moved,
+			(unsigned long long)d.items, sid_tower_name(o->kind), m->version,
+			(unsigned long long)d.compared, (unsigned long long)d.no_embedding,
+			(unsigned long long)d.wrong_dim);
+	for (int i = 0; i < 3; i++)
+		sigaction(sigs[i], &saved[i], NULL);
 	sid_model_unref(m);
+	if (stop_sig) { /* end as the signal would have */
+		sid_registry_close(r);
+		signal(stop_sig, SIG_DFL);
+		raise(stop_sig);
+	}
 	return rc;
 }
 

@@ -1118,11 +1118,13 @@ int sid_registry_reassign_all(struct sid_registry *r, enum sid_tower_kind kind,
 					 SID_REG_REASSIGN, after, err);
 		if (rc)
 			goto out;
-		for (size_t i = 0; i < n && !rc; i++)
+		/* every move this commit made is told, even after @fn said stop */
+		for (size_t i = 0; i < n; i++)
 			if (after[i].moved) {
+				int frc = fn ? fn(&before[i], &after[i], ctx) : 0;
 				++*moved;
-				if (fn)
-					rc = fn(&before[i], &after[i], ctx);
+				if (frc && !rc)
+					rc = frc;
 			}
 		if (rc)
 			goto out;

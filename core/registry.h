@@ -339,7 +339,8 @@ int sid_registry_sqlite_fold_wal(const char *path, struct sid_error *err);
  * ID (and their model_version); ids without an embedding, or with one of
  * another width, are counted in @d and left alone.  @fn (may be NULL) is
  * called for each id moved, with the entry before (id, codes, suffix) and
- * after; a non-zero return stops there and is returned.  *@moved counts the
+ * after, as soon as its batch is committed; a non-zero return stops the
+ * work after that batch (@fn still hears of all its moves) and is returned.  *@moved counts the
  * ids moved; @d is the walk's diff.  Stopped midway (an error, a signal),
  * the ids moved so far stay moved, and running it again moves the rest.
  * SID_EINVAL when the store's IDs have another number of levels than the
