@@ -69,7 +69,7 @@ static const char usage[] =
     "      --reassign        assign: move known ids to their new codes\n"
     "      --no-embeddings   assign: do not keep the embeddings (diff cannot use them)\n"
     "  -b, --batch N         assign, reassign: ids per transaction (default 64;\n"
-    "                        reassign 1000; max 10000)\n"
+    "                        reassign 1000, 128 on PostgreSQL; max 10000)\n"
     "  -f, --format F        export/import: tsv or jsonl (import: from the file name,\n"
     "                        .jsonl/.json is JSON lines, else TSV)\n"
     "      --embeddings      export: include embedding_b64\n"
@@ -1136,6 +1136,7 @@ static int cmd_reassign(const struct opts *o, struct sid_registry *r, struct sid
 	struct moves mv = {0};
 	struct sid_error e2;
 	uint64_t moved = 0;
+	size_t batch;
 	int rc, crc;
 
 	if (!o->model)
@@ -1160,8 +1161,12 @@ static int cmd_reassign(const struct opts *o, struct sid_registry *r, struct sid
 	walk_bar_begin(&mv.walk, o, r, o->kind, 1);
 	cli_progress_begin(&mv.bar, mv.walk.bar.on, 0, stderr);
 	mv.bar.unit = "ids moved";
-	rc = sid_registry_reassign_all(r, o->kind, m, (size_t)(o->batch_set ? o->batch : 1000),
-				       print_move, &mv, &d, &moved, err);
+	/* PostgreSQL: batches that still run beside a fleet's assigns (larger
+	 * ones take the store's global lock) */
+	batch = o->batch_set					? (size_t)o->batch
+		: strcmp(sid_registry_backend(r), "postgresql") ? 1000
+								: SID_REG_PG_GROUP_IDS;
+	rc = sid_registry_reassign_all(r, o->kind, m, batch, print_move, &mv, &d, &moved, err);
 	if (rc == SID_EIO && !err->msg[0])
 		sid_error_set(err, SID_EIO, "%s: write failed: %m", o->output);
 	if (mv.r)
