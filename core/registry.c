@@ -884,7 +884,8 @@ struct diff_ctx {
 /*
  * A spool record: one entry whose codes the new tower changes, as
  * sid_registry_reassign_all reads it back: the entry as stored (id, L,
- * codes, suffix), the new codes (L_new) and the embedding (D floats).
+ * codes, suffix) and the new codes (L_new).  Not the embedding: the move
+ * leaves the stored one in place (it is the one the codes came from).
  */
 static int spool_put(struct diff_ctx *c, size_t i, const int32_t *codes)
 {
@@ -896,15 +897,14 @@ static int spool_put(struct diff_ctx *c, size_t i, const int32_t *codes)
 	    fwrite(&e->L, sizeof(e->L), 1, c->spool) != 1 ||
 	    fwrite(e->codes, sizeof(e->codes), 1, c->spool) != 1 ||
 	    fwrite(&e->suffix, sizeof(e->suffix), 1, c->spool) != 1 ||
-	    fwrite(codes, sizeof(int32_t), (size_t)c->t->L, c->spool) != (size_t)c->t->L ||
-	    fwrite(c->x + i * c->t->D, sizeof(float), (size_t)c->t->D, c->spool) != (size_t)c->t->D)
+	    fwrite(codes, sizeof(int32_t), (size_t)c->t->L, c->spool) != (size_t)c->t->L)
 		return sid_error_set(c->err, SID_EIO, "reassign: the spool file: %s",
 				     strerror(errno));
 	return 0;
 }
 
 static int spool_get(FILE *f, const struct sid_tower *t, struct sid_reg_entry *before,
-		     int32_t *codes, float *emb)
+		     int32_t *codes)
 {
 	uint32_t idlen;
 
@@ -914,8 +914,7 @@ static int spool_get(FILE *f, const struct sid_tower *t, struct sid_reg_entry *b
 	    fread(&before->L, sizeof(before->L), 1, f) != 1 ||
 	    fread(before->codes, sizeof(before->codes), 1, f) != 1 ||
 	    fread(&before->suffix, sizeof(before->suffix), 1, f) != 1 ||
-	    fread(codes, sizeof(int32_t), (size_t)t->L, f) != (size_t)t->L ||
-	    fread(emb, sizeof(float), (size_t)t->D, f) != (size_t)t->D)
+	    fread(codes, sizeof(int32_t), (size_t)t->L, f) != (size_t)t->L)
 		return -1;
 	before->D = t->D;
 	return 0;
@@ -1064,7 +1063,6 @@ int sid_registry_reassign_all(struct sid_registry *r, enum sid_tower_kind kind,
 	struct sid_reg_entry *before = NULL, *after = NULL;
 	struct sid_reg_item *items = NULL;
 	int32_t *codes = NULL;
-	float *emb = NULL;
 	FILE *spool = NULL;
 	int rc, L = 0;
 
@@ -1097,25 +1095,24 @@ int sid_registry_reassign_all(struct sid_registry *r, enum sid_tower_kind kind,
 	after = malloc(sizeof(*after) * batch);
 	items = malloc(sizeof(*items) * batch);
 	codes = malloc(sizeof(int32_t) * batch * (size_t)t->L);
-	emb = malloc(sizeof(float) * batch * (size_t)t->D);
-	if (!before || !after || !items || !codes || !emb) {
+	if (!before || !after || !items || !codes) {
 		rc = sid_error_set(err, SID_ENOMEM, "reassign: out of memory");
 		goto out;
 	}
 	for (uint64_t left = d->changed; left > 0;) {
 		size_t n = left < batch ? (size_t)left : batch;
 		for (size_t i = 0; i < n; i++) {
-			if (spool_get(spool, t, &before[i], codes + i * t->L, emb + i * t->D)) {
+			if (spool_get(spool, t, &before[i], codes + i * t->L)) {
 				rc = sid_error_set(err, SID_EIO,
 						   "reassign: the spool file ends early");
 				goto out;
 			}
 			before[i].kind = kind;
-			items[i] =
-			    (struct sid_reg_item){before[i].id, codes + i * t->L, emb + i * t->D};
+			/* no embedding: the stored one stays (no second copy written) */
+			items[i] = (struct sid_reg_item){before[i].id, codes + i * t->L, NULL};
 		}
-		rc = sid_registry_assign(r, kind, items, n, t->L, t->D, m->version,
-					 SID_REG_REASSIGN, after, err);
+		rc = sid_registry_assign(r, kind, items, n, t->L, 0, m->version, SID_REG_REASSIGN,
+					 after, err);
 		if (rc)
 			goto out;
 		/* every move this commit made is told, even after @fn said stop */
@@ -1137,7 +1134,6 @@ out:
 	free(after);
 	free(items);
 	free(codes);
-	free(emb);
 	return rc;
 }
 

@@ -333,9 +333,9 @@ int sid_registry_sqlite_fold_wal(const char *path, struct sid_error *err);
  * would do to each, for a whole store after a retrain (sid_registry_diff
  * first says how many).  Two passes: a walk encodes every embedding and
  * writes the entries that change to an unnamed spool file in $TMPDIR (else
- * /tmp; about 4 D + 300 bytes each), then they are reassigned @batch at a
- * time, in the walk's (codes, suffix) order, one transaction each, so the
- * new suffixes do not depend on timing.  Ids whose codes stay keep their
+ * /tmp; about 300 bytes each), then they are reassigned @batch at a time,
+ * in the walk's (codes, suffix) order, one transaction each, so the new
+ * suffixes do not depend on timing; the stored embeddings stay as they are.  Ids whose codes stay keep their
  * ID (and their model_version); ids without an embedding, or with one of
  * another width, are counted in @d and left alone.  @fn (may be NULL) is
  * called for each id moved, with the entry before (id, codes, suffix) and

@@ -1129,7 +1129,8 @@ START_TEST(t_reassign_all)
 	for (int i = 0; i < N; i++) {
 		ck_assert_int_eq(sid_registry_get(r, SID_TOWER_ITEM, ids[i], &e, &err), 0);
 		ck_assert_mem_eq(e.codes, mine + 3 * i, sizeof(int32_t) * 3);
-		if (i >= 16) { /* untouched: same suffix, same model_version */
+		ck_assert_int_eq(e.D, 8); /* the stored embedding stays */
+		if (i >= 16) {		  /* untouched: same suffix, same model_version */
 			ck_assert_int_eq(e.suffix, before[i].suffix);
 			ck_assert_str_eq(e.model_version, "test-1");
 		} else {
@@ -1149,6 +1150,7 @@ START_TEST(t_reassign_all)
 	}
 	ck_assert_int_eq(sid_registry_diff(r, SID_TOWER_ITEM, m, &d, &err), 0);
 	ck_assert_uint_eq(d.changed, 0);
+	ck_assert_uint_eq(d.compared, N); /* every embedding still there, as it was */
 	ck_assert_int_eq(
 	    sid_registry_reassign_all(r, SID_TOWER_ITEM, m, 1000, NULL, NULL, &d, &moved, &err), 0);
 	ck_assert_uint_eq(moved, 0);
