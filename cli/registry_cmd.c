@@ -300,6 +300,14 @@ static int store_open(const struct opts *o, struct sid_registry **r, struct sid_
 	    !S_ISREG(st.st_mode))
 		return sid_error_set(err, SID_EINVAL, "registry %s: %s, not a registry file",
 				     target, S_ISDIR(st.st_mode) ? "a directory" : "not a file");
+	/* reassign writes but has nothing to do in a new store: a --model NEW
+	 * away from the store (releases/) must not make an empty one there */
+	if (!strcmp(o->cmd, "reassign") && !sid_registry_target_is_pg(target) &&
+	    stat(target, &st) != 0)
+		return sid_error_set(err, SID_EINVAL,
+				     "registry %s: no such store (reassign moves the ids of an "
+				     "existing one%s)",
+				     target, o->db ? "" : "; give it with --db");
 	/* commands that only read open read-only: they work on a read-only
 	 * mount and never create a store that is not there */
 	return sid_registry_open(target,

@@ -988,6 +988,19 @@ START_TEST(t_reassign)
 	ASSERT_HAS(msg, "reassigned 0 of");
 	ck_assert_int_eq(count_lines(moves), lines + 1); /* a log: appended to, nothing added */
 	ck_assert_int_eq(run("registry", "reassign", "--db", db, NULL), CLI_EXIT_INPUT);
+	{ /* NEW elsewhere and no --db: no store is made beside NEW */
+		char rel[320], store[340];
+		snprintf(rel, sizeof(rel), "%s/releases", dir);
+		ck_assert_int_eq(mkdir(rel, 0755), 0);
+		snprintf(store, sizeof(store), "%s/new.safetensors", rel);
+		ck_assert_int_eq(link(model2, store), 0);
+		ck_assert_int_eq(
+		    run_err(msg, sizeof(msg), "registry", "reassign", "--model", store, NULL),
+		    CLI_EXIT_INPUT);
+		ASSERT_HAS(msg, "no such store");
+		snprintf(store, sizeof(store), "%s/semid-registry.db", rel);
+		ck_assert_int_ne(access(store, F_OK), 0);
+	}
 }
 END_TEST
 
