@@ -12,10 +12,13 @@
 #   make bench-backup `semid registry backup` while the server assigns (no cap and
 #                     --max-rate caps) and alone against cp + sync.  Writes
 #                     bench/out/RESULTS-backup.md (about 2 minutes).
+#   make bench-reassign `semid registry reassign` of 200 000 ids after a retrain against
+#                     assigning them new, in the same run.  Writes
+#                     bench/out/RESULTS-reassign.md (about a minute).
 
 BENCH_HTTP_SECS ?= 3
 
-.PHONY: bench-http bench-assign bench-backup
+.PHONY: bench-http bench-assign bench-backup bench-reassign
 bench-http: $(BIN)/semid-server
 	@mkdir -p bench/out
 	SEMID_BIN=$(BIN) $(PYTHON) tests/server/bench_http.py --secs $(BENCH_HTTP_SECS) \
@@ -30,4 +33,8 @@ bench-backup: $(BIN)/semid-server $(BIN)/semid
 	@mkdir -p bench/out
 	SEMID_BIN=$(BIN) $(PYTHON) tests/server/bench_backup.py --out bench/out/RESULTS-backup.md
 
-bench: bench-http bench-assign bench-backup
+bench-reassign: $(BIN)/semid
+	@mkdir -p bench/out
+	SEMID_BIN=$(BIN) $(PYTHON) tests/server/bench_reassign.py --out bench/out/RESULTS-reassign.md
+
+bench: bench-http bench-assign bench-backup bench-reassign

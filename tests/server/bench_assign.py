@@ -82,6 +82,32 @@ def wrk(port, route, lua, env, conns, secs):
             "non2xx": int(bad.group(1)) if bad else 0}
 
 
+def report(lines, path):
+    """Print a benchmark's markdown @lines, and write them to @path if any."""
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if path:
+        with open(path, "w") as f:
+            f.write(text)
+
+
+def spread_tower(rng, D):
+    """A D -> 256 -> 128 -> 32 tower (relu, l2 norm) with 3 x 256 codebooks
+    drawn from the latents of random inputs, level by level on the residuals
+    (what a trained RQ looks like): a random codebook puts every input on a
+    handful of code tuples, the registry's worst case."""
+    tower = T.random_tower(rng, D, [256, 128], 32, [256, 256, 256], act="relu", norm="l2")
+    z = T.reference_latent(tower, rng.standard_normal((4096, D)))
+    cbs = []
+    for _ in range(3):
+        cb = z[rng.choice(len(z), 256, replace=False)]
+        d = (z * z).sum(1)[:, None] - 2 * z @ cb.T + (cb * cb).sum(1)[None, :]
+        z = z - cb[d.argmin(1)]
+        cbs.append(cb.astype(np.float32))
+    tower.codebooks = cbs
+    return tower
+
+
 def workload(work):
     """The benchmark's model (384-d, codebooks spread as a trained RQ's are),
     8192 base64 rows in a file, and the wrk Lua script, all in @work: (model
@@ -91,18 +117,7 @@ def workload(work):
         f.write(LUA)
     rng = np.random.default_rng(9)
     D = 384
-    tower = T.random_tower(rng, D, [256, 128], 32, [256, 256, 256], act="relu", norm="l2")
-    # Codebooks drawn from the latents of random inputs, level by level on the
-    # residuals (what a trained RQ looks like): a random codebook puts every
-    # input on a handful of code tuples, the registry's worst case.
-    z = T.reference_latent(tower, rng.standard_normal((4096, D)))
-    cbs = []
-    for _ in range(3):
-        cb = z[rng.choice(len(z), 256, replace=False)]
-        d = (z * z).sum(1)[:, None] - 2 * z @ cb.T + (cb * cb).sum(1)[None, :]
-        z = z - cb[d.argmin(1)]
-        cbs.append(cb.astype(np.float32))
-    tower.codebooks = cbs
+    tower = spread_tower(rng, D)
     model = os.path.join(work, "model.safetensors")
     T.write_model(model, {"item": tower}, "bench-assign")
     rows = os.path.join(work, "rows.txt")
@@ -248,11 +263,7 @@ def main():
             out.append("\nGoal (64-item assigns of new ids >= 50%% of encode throughput on "
                        "SQLite), %s: %.0f%% in this run, %s." % (
                            r["store"], 100 * r["frac"], "met" if r["frac"] >= 0.5 else "NOT met"))
-    text = "\n".join(out) + "\n"
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text)
+    report(out, args.out)
 
 
 if __name__ == "__main__":

@@ -154,11 +154,7 @@ def main():
             "| backup s | cp + sync s | ratio | MiB |", "| ---: | ---: | ---: | ---: |"]
     for tb, tc, mib in alone:
         out.append("| %.2f | %.2f | %.2fx | %.0f |" % (tb, tc, tb / tc, mib))
-    text = "\n".join(out) + "\n"
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text)
+    B.report(out, args.out)
 
 
 if __name__ == "__main__":
