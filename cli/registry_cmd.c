@@ -816,6 +816,9 @@ static int cmd_backup(const struct opts *o, struct sid_registry *r, struct sid_e
 	if ((rc = cli_output_open_named(&w, o->output, inputs, err)))
 		return rc;
 	rc = copy_into(r, &w, progress_on(o, 0), o->max_rate * 1048576.0, size, sizeof(size), err);
+	/* no more readable than the store: a copy of every ID and embedding */
+	if (!rc && stat(store, &st) == 0 && chmod(w.pub.tmp, st.st_mode & 0777) != 0)
+		rc = sid_error_set(err, SID_EIO, "%s: %m", w.pub.tmp);
 	if (rc) {
 		out_close(&w, 0, NULL);
 		return rc;

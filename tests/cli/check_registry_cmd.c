@@ -724,10 +724,16 @@ START_TEST(t_backup)
 	snprintf(bdir, sizeof(bdir), "%s/backups", dir);
 	ck_assert_int_eq(mkdir(bdir, 0755), 0);
 	snprintf(bk, sizeof(bk), "%s/bk.db", bdir);
+	ck_assert_int_eq(chmod(db, 0600), 0); /* the copy is no more readable than the store */
 	ck_assert_int_eq(
 	    run_err(msg, sizeof(msg), "registry", "backup", "--db", db, "-o", bk, NULL),
 	    CLI_EXIT_OK);
 	ASSERT_HAS(msg, "backed up");
+	{
+		struct stat bst;
+		ck_assert_int_eq(stat(bk, &bst), 0);
+		ck_assert_int_eq(bst.st_mode & 0777, 0600);
+	}
 	ASSERT_HAS(msg, "checked");
 	snprintf(e1, sizeof(e1), "%s/e1.jsonl", dir);
 	snprintf(e2, sizeof(e2), "%s/e2.jsonl", dir);
