@@ -310,8 +310,8 @@ int sid_registry_diff(struct sid_registry *r, enum sid_tower_kind kind, const st
  * and is itself a store sid_registry_open takes, but it is not synced:
  * publish it with fsutil.h.  @fn (may be NULL) hears of the bytes copied so
  * far out of the total after every step of 1024 pages, and may sleep there
- * to pace the copy.  SQLite only: a PostgreSQL store
- * fails with SID_EINVAL (pg_dump backs it up).
+ * to pace the copy.  SQLite only: a PostgreSQL store fails with SID_EINVAL
+ * (pg_dump backs it up).
  */
 int sid_registry_backup(struct sid_registry *r, const char *dest, sid_reg_progress_fn fn, void *ctx,
 			struct sid_error *err);
@@ -335,14 +335,15 @@ int sid_registry_sqlite_fold_wal(const char *path, struct sid_error *err);
  * writes the entries that change to an unnamed spool file in $TMPDIR (else
  * /tmp; about 300 bytes each), then they are reassigned @batch at a time,
  * in the walk's (codes, suffix) order, one transaction each, so the new
- * suffixes do not depend on timing; the stored embeddings stay as they are.  Ids whose codes stay keep their
- * ID (and their model_version); ids without an embedding, or with one of
- * another width, are counted in @d and left alone.  @fn (may be NULL) is
- * called for each id moved, with the entry before (id, codes, suffix) and
- * after, as soon as its batch is committed; a non-zero return stops the
- * work after that batch (@fn still hears of all its moves) and is returned.  *@moved counts the
- * ids moved; @d is the walk's diff.  Stopped midway (an error, a signal),
- * the ids moved so far stay moved, and running it again moves the rest.
+ * suffixes do not depend on timing; the stored embeddings stay as they
+ * are.  Ids whose codes stay keep their ID (and their model_version); ids
+ * without an embedding, or with one of another width, are counted in @d
+ * and left alone.  @fn (may be NULL) is called for each id moved, with the
+ * entry before (id, codes, suffix) and after, as soon as its batch is
+ * committed; a non-zero return stops the work after that batch (@fn still
+ * hears of all its moves) and is returned.  *@moved counts the ids moved;
+ * @d is the walk's diff.  Stopped midway (an error, a signal), the ids
+ * moved so far stay moved, and running it again moves the rest.
  * SID_EINVAL when the store's IDs have another number of levels than the
  * tower gives.
  */
