@@ -20,6 +20,7 @@
 #include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <sys/stat.h>
 
 #include "encode.h"
 #include "err.h"
@@ -105,6 +106,11 @@ int cli_output_open(struct cli_output *w, const char *path, FILE *std, const cha
  * from the start (the signals above remove it; SIGKILL leaves it). */
 int cli_output_open_named(struct cli_output *w, const char *path, const char *const *inputs,
 			  struct sid_error *err);
+/* SID_EINVAL, naming both, when the file at @path (@st: its stat) is one of
+ * the NULL-terminated @inputs (the same device and inode); else 0.  For an
+ * output opened otherwise (an append-only log). */
+int cli_output_not_input(const char *path, const struct stat *st, const char *const *inputs,
+			 struct sid_error *err);
 /* Flush, and publish a file output.  Ends the output either way; on failure
  * the old file is untouched. */
 int cli_output_commit(struct cli_output *w, struct sid_error *err);

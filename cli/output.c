@@ -77,8 +77,8 @@ static void signals_restore(struct cli_output *w)
 /* ---- the output ----------------------------------------------------------- */
 
 /* Refuse to write over one of @inputs (the same file, by device and inode). */
-static int check_not_input(const char *path, const struct stat *st, const char *const *inputs,
-			   struct sid_error *err)
+int cli_output_not_input(const char *path, const struct stat *st, const char *const *inputs,
+			 struct sid_error *err)
 {
 	struct stat in;
 
@@ -116,7 +116,7 @@ int cli_output_open_named(struct cli_output *w, const char *path, const char *co
 		return sid_error_set(err, SID_EINVAL, "--output must name a file, not %s",
 				     path && *path ? "stdout" : "nothing");
 	if (stat(path, &st) == 0) {
-		if ((rc = check_not_input(path, &st, inputs, err)) < 0)
+		if ((rc = cli_output_not_input(path, &st, inputs, err)) < 0)
 			return rc;
 		if (!S_ISREG(st.st_mode))
 			return sid_error_set(err, SID_EINVAL,
@@ -148,7 +148,7 @@ int cli_output_open(struct cli_output *w, const char *path, FILE *std, const cha
 		return 0;
 	}
 	if (stat(path, &st) == 0) {
-		if ((rc = check_not_input(path, &st, inputs, err)) < 0)
+		if ((rc = cli_output_not_input(path, &st, inputs, err)) < 0)
 			return rc;
 		if (S_ISDIR(st.st_mode))
 			return sid_error_set(

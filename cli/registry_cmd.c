@@ -968,6 +968,18 @@ out:
 
 /* ---- stats, diff ---- */
 
+/* diff, reassign: the model NEW given with --model. */
+static int load_new(const struct opts *o, struct sid_model **m, struct sid_error *err)
+{
+	int rc;
+
+	if (!o->model)
+		return sid_error_set(err, SID_EINVAL, "%s needs --model NEW", o->cmd);
+	if ((rc = sid_model_load(o->model, m, err)))
+		sid_error_name_file(err, o->model);
+	return rc;
+}
+
 static json_t *u64_array(const uint64_t *v, int n)
 {
 	json_t *a = json_array();
@@ -1014,12 +1026,8 @@ static int cmd_diff(const struct opts *o, struct sid_registry *r, struct sid_err
 	struct sid_reg_diff d;
 	int rc, Lmin;
 
-	if (!o->model)
-		return sid_error_set(err, SID_EINVAL, "diff needs --model NEW");
-	if ((rc = sid_model_load(o->model, &m, err))) {
-		sid_error_name_file(err, o->model);
+	if ((rc = load_new(o, &m, err)))
 		return rc;
-	}
 	walk_bar_begin(&bar, o, r, o->kind, 0);
 	rc = sid_registry_diff(r, o->kind, m, &d, err);
 	walk_bar_end(&bar, r);
@@ -1092,7 +1100,7 @@ static int print_move(const struct sid_reg_entry *before, const struct sid_reg_e
 static FILE *moves_open(const struct opts *o, struct sid_registry *r, struct sid_error *err)
 {
 	const char *inputs[3] = {sid_registry_label(r), o->model, NULL};
-	struct stat st, in;
+	struct stat st;
 	FILE *f;
 	int fd;
 
@@ -1106,22 +1114,22 @@ static FILE *moves_open(const struct opts *o, struct sid_registry *r, struct sid
 		sid_error_set(err, SID_EIO, "%s: cannot open the move log: %m", o->output);
 		return NULL;
 	}
-	for (int i = 0; inputs[i]; i++)
-		if (fstat(fd, &st) == 0 && stat(inputs[i], &in) == 0 && in.st_dev == st.st_dev &&
-		    in.st_ino == st.st_ino) {
-			close(fd);
-			sid_error_set(err, SID_EINVAL,
-				      "--output %s is the input file %s; write the moves elsewhere",
-				      o->output, inputs[i]);
-			return NULL;
-		}
+	if (fstat(fd, &st) != 0) {
+		sid_error_set(err, SID_EIO, "%s: %m", o->output);
+		close(fd);
+		return NULL;
+	}
+	if (cli_output_not_input(o->output, &st, inputs, err) < 0) {
+		close(fd);
+		return NULL;
+	}
 	if (!(f = fdopen(fd, "a"))) {
 		close(fd);
 		sid_error_set(err, SID_ENOMEM, "out of memory");
 		return NULL;
 	}
 	setvbuf(f, NULL, _IOLBF, 0);
-	if (fstat(fd, &st) == 0 && st.st_size == 0)
+	if (st.st_size == 0)
 		fputs("id\told_sid\tnew_sid\n", f);
 	return f;
 }
@@ -1150,12 +1158,8 @@ static int cmd_reassign(const struct opts *o, struct sid_registry *r, struct sid
 	size_t batch;
 	int rc, crc;
 
-	if (!o->model)
-		return sid_error_set(err, SID_EINVAL, "reassign needs --model NEW");
-	if ((rc = sid_model_load(o->model, &m, err))) {
-		sid_error_name_file(err, o->model);
+	if ((rc = load_new(o, &m, err)))
 		return rc;
-	}
 	if (!(mv.fp = moves_open(o, r, err))) {
 		sid_model_unref(m);
 		return err->code;

@@ -1135,13 +1135,12 @@ static int sq_backup(struct sid_registry *r, const char *dest, sid_reg_progress_
 	sqlite3_stmt *st = NULL;
 	const char *ok;
 	uint64_t page;
-	int rc, in_txn = 0;
+	int rc;
 
 	if ((rc = file_check(s, err)))
 		return rc;
 	if ((rc = exec(s, "BEGIN", err, "backup")))
 		return rc;
-	in_txn = 1;
 	/* the snapshot begins with the first read */
 	if ((rc = exec(s, "SELECT count(*) FROM semid_meta", err, "backup")))
 		goto out;
@@ -1197,8 +1196,7 @@ out:
 	if (d && sqlite3_close(d) != SQLITE_OK && !rc)
 		rc = sid_error_set(err, SID_EIO, "registry %s: backup to %s: %s", s->base.label,
 				   dest, sqlite3_errmsg(d));
-	if (in_txn)
-		run(s, stmt(s, S_ROLLBACK), NULL, "backup");
+	run(s, stmt(s, S_ROLLBACK), NULL, "backup"); /* the read transaction */
 	return rc;
 }
 

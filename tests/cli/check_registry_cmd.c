@@ -950,6 +950,14 @@ START_TEST(t_reassign)
 		ck_assert_int_eq(sscanf(line, "%*s %63s", old_sid[i]), 1);
 	fclose(f);
 
+	/* the log is appended to, but never the store or the model */
+	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "reassign", "--model", model2,
+				 "--db", db, "-o", db, NULL),
+			 CLI_EXIT_INPUT);
+	ASSERT_HAS(msg, "is the input file");
+	ck_assert_int_eq(
+	    run("registry", "reassign", "--model", model2, "--db", db, "-o", model2, NULL),
+	    CLI_EXIT_INPUT);
 	snprintf(moves, sizeof(moves), "%s/moves.tsv", dir);
 	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "reassign", "--model", model2,
 				 "--db", db, "-o", moves, "--batch", "13", NULL),
