@@ -654,6 +654,44 @@ static int count_entries(const char *d)
 }
 
 /*
+ * Run the registry command of the NULL-terminated arguments from @first in a
+ * child killed by @sig once it has written 64 KB to a file (past SQLite's
+ * 32 KB -shm), its temp file named from the start when @named: the output
+ * @file, which held "old", still does, and @outdir holds what it held.
+ */
+static void killed_mid_write(const char *outdir, const char *file, int sig, int named,
+			     const char *first, ...)
+{
+	char old[8] = "";
+	int status, before;
+	FILE *f;
+	pid_t pid;
+
+	f = fopen(file, "w");
+	fputs("old", f);
+	fclose(f);
+	before = count_entries(outdir);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		va_list ap;
+		sid__fsutil_no_tmpfile = named;
+		kill_mid_write(65536, sig);
+		va_start(ap, first);
+		_exit(vrun(first, ap));
+	}
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert_msg(WIFSIGNALED(status) && WTERMSIG(status) == sig,
+		      "%s was not killed mid-write (status 0x%x)", file, status);
+	ck_assert_int_eq(count_entries(outdir), before);
+	f = fopen(file, "r");
+	ck_assert_ptr_nonnull(f);
+	ck_assert_ptr_nonnull(fgets(old, sizeof(old), f));
+	fclose(f);
+	ck_assert_str_eq(old, "old");
+}
+
+/*
  * An export killed in the middle of writing its file leaves the file's
  * directory as it was, the old export untouched: SIGKILL with the unnamed
  * temp file, and SIGTERM with the named one of a file system without
@@ -664,36 +702,16 @@ START_TEST(t_export_killed_mid_write)
 {
 	enum { M = 2000 }; /* about 400 KB of export, with embeddings */
 	static float xm[M * 8];
-	char edir[320], exp[340], old[8] = "";
-	int status, before, sig = _i == 0 ? SIGKILL : SIGTERM;
-	FILE *f;
-	pid_t pid;
+	char edir[320], exp[340];
+	int before, sig = _i == 0 ? SIGKILL : SIGTERM;
 
 	assign_rows(M, 11, xm);
 	snprintf(edir, sizeof(edir), "%s/exports", dir);
 	ck_assert_int_eq(mkdir(edir, 0755), 0);
 	snprintf(exp, sizeof(exp), "%s/e.jsonl", edir);
-	f = fopen(exp, "w");
-	fputs("old", f);
-	fclose(f);
+	killed_mid_write(edir, exp, sig, sig != SIGKILL, "registry", "export", "--db", db,
+			 "--format", "jsonl", "--embeddings", "--output", exp, NULL);
 	before = count_entries(edir);
-	pid = fork();
-	ck_assert_int_ge(pid, 0);
-	if (pid == 0) { /* killed at 64 KB: past SQLite's 32 KB -shm file */
-		sid__fsutil_no_tmpfile = sig != SIGKILL;
-		kill_mid_write(65536, sig);
-		_exit(run("registry", "export", "--db", db, "--format", "jsonl", "--embeddings",
-			  "--output", exp, NULL));
-	}
-	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
-	ck_assert_msg(WIFSIGNALED(status) && WTERMSIG(status) == sig,
-		      "the export was not killed mid-write (status 0x%x)", status);
-	ck_assert_int_eq(count_entries(edir), before);
-	f = fopen(exp, "r");
-	ck_assert_ptr_nonnull(f);
-	ck_assert_ptr_nonnull(fgets(old, sizeof(old), f));
-	fclose(f);
-	ck_assert_str_eq(old, "old");
 	/* and unhindered, it writes the whole file */
 	ck_assert_int_eq(run("registry", "export", "--db", db, "--format", "jsonl", "--embeddings",
 			     "--output", exp, NULL),
@@ -715,10 +733,6 @@ START_TEST(t_backup)
 	enum { M = 2000 }; /* a store of a few hundred KB */
 	static float xm[M * 8];
 	char bdir[320], bk[340], e1[340], e2[340], name[340], msg[2048];
-	char old[8] = "";
-	int status, before;
-	FILE *f;
-	pid_t pid;
 
 	assign_rows(M, 5, xm);
 	snprintf(bdir, sizeof(bdir), "%s/backups", dir);
@@ -779,24 +793,8 @@ START_TEST(t_backup)
 	snprintf(name, sizeof(name), "%s/missing/bk.db", dir);
 	ck_assert_int_eq(run("registry", "backup", "--db", db, "-o", name, NULL), CLI_EXIT_IO);
 
-	f = fopen(bk, "w");
-	fputs("old", f);
-	fclose(f);
-	before = count_entries(bdir);
-	pid = fork();
-	ck_assert_int_ge(pid, 0);
-	if (pid == 0) {
-		kill_mid_write(65536, SIGTERM);
-		_exit(run("registry", "backup", "--db", db, "-o", bk, NULL));
-	}
-	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
-	ck_assert_msg(WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM,
-		      "the backup was not killed mid-write (status 0x%x)", status);
-	ck_assert_int_eq(count_entries(bdir), before);
-	f = fopen(bk, "r");
-	ck_assert_ptr_nonnull(fgets(old, sizeof(old), f));
-	fclose(f);
-	ck_assert_str_eq(old, "old");
+	/* the backup's temp file is named: a signal removes it */
+	killed_mid_write(bdir, bk, SIGTERM, 1, "registry", "backup", "--db", db, "-o", bk, NULL);
 }
 END_TEST
 

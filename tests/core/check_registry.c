@@ -2300,6 +2300,36 @@ END_TEST
  * (plus one transaction).  ~50 MiB of embeddings go through it. */
 enum { WAL_D = 384, WAL_N = 64, WAL_CALLS = 260 };
 
+/* Commit @n ids "<pfx>-<i>-<j>" (j < n) under codes (j, c1, c2), each with row
+ * j of @emb (@D floats a row; NULL: no embeddings) in one call: its code, the
+ * message in @err.  No ck_assert: the writer threads call it too. */
+static int assign_block(struct sid_registry *r, const char *pfx, int i, int n, int c1, int c2,
+			const float *emb, int D, struct sid_error *err)
+{
+	struct sid_reg_item *in = calloc((size_t)n, sizeof(*in));
+	struct sid_reg_entry *out = calloc((size_t)n, sizeof(*out));
+	int32_t(*codes)[3] = calloc((size_t)n, sizeof(*codes));
+	char(*ids)[48] = calloc((size_t)n, sizeof(*ids));
+	int rc = SID_ENOMEM;
+
+	if (in && out && codes && ids) {
+		for (int j = 0; j < n; j++) {
+			snprintf(ids[j], sizeof(ids[j]), "%s-%d-%d", pfx, i, j);
+			codes[j][0] = j;
+			codes[j][1] = c1;
+			codes[j][2] = c2;
+			in[j] = (struct sid_reg_item){ids[j], codes[j],
+						      emb ? emb + (size_t)j * D : NULL};
+		}
+		rc = sid_registry_assign(r, SID_TOWER_ITEM, in, (size_t)n, 3, D, "v", 0, out, err);
+	}
+	free(in);
+	free(out);
+	free(codes);
+	free(ids);
+	return rc;
+}
+
 struct wal_writer {
 	struct sid_registry *r;
 	int k, rc;
@@ -2319,23 +2349,13 @@ static long file_size(const char *path)
 static void *wal_write(void *p)
 {
 	struct wal_writer *w = p;
-	char walpath[700], ids[WAL_N][24];
-	struct sid_reg_item in[WAL_N];
-	struct sid_reg_entry out[WAL_N];
-	int32_t codes[WAL_N][3];
+	char walpath[700], pfx[8];
 	struct sid_error err;
 
 	snprintf(walpath, sizeof(walpath), "%s-wal", target);
+	snprintf(pfx, sizeof(pfx), "w%d", w->k);
 	for (int i = 0; i < WAL_CALLS && !w->rc; i++) {
-		for (int j = 0; j < WAL_N; j++) {
-			snprintf(ids[j], sizeof(ids[j]), "w%d-%d-%d", w->k, i, j);
-			codes[j][0] = j;
-			codes[j][1] = i % 7;
-			codes[j][2] = w->k;
-			in[j] = (struct sid_reg_item){ids[j], codes[j], wal_emb[j]};
-		}
-		if (sid_registry_assign(w->r, SID_TOWER_ITEM, in, WAL_N, 3, WAL_D, "v", 0, out,
-					&err)) {
+		if (assign_block(w->r, pfx, i, WAL_N, i % 7, w->k, wal_emb[0], WAL_D, &err)) {
 			w->rc = err.code;
 			snprintf(w->msg, sizeof(w->msg), "%s", err.msg);
 		}
@@ -2402,10 +2422,7 @@ START_TEST(t_sqlite_wal_reader_held)
 	enum { D = 1024, N = 64, CALLS = 72 };
 	struct sid_registry *r = reg_open();
 	static float emb[N][D];
-	char ids[N][24];
-	struct sid_reg_item in[N];
-	struct sid_reg_entry out[N];
-	int32_t codes[N][3];
+	struct sid_reg_entry out[1];
 	struct sid_error err;
 	sqlite3 *db;
 
@@ -2414,18 +2431,9 @@ START_TEST(t_sqlite_wal_reader_held)
 	ck_assert_int_eq(
 	    sqlite3_exec(db, "BEGIN; SELECT count(*) FROM semid_assignment", NULL, NULL, NULL),
 	    SQLITE_OK);
-	for (int i = 0; i < CALLS; i++) { /* ~64 pages each: past 2000 after ~32 */
-		for (int j = 0; j < N; j++) {
-			snprintf(ids[j], sizeof(ids[j]), "h%d-%d", i, j);
-			codes[j][0] = j;
-			codes[j][1] = i;
-			codes[j][2] = 1;
-			in[j] = (struct sid_reg_item){ids[j], codes[j], emb[j]};
-		}
-		ck_assert_msg(
-		    sid_registry_assign(r, SID_TOWER_ITEM, in, N, 3, D, "v", 0, out, &err) == 0,
-		    "call %d: %s", i, err.msg);
-	}
+	for (int i = 0; i < CALLS; i++) /* ~64 pages each: past 2000 after ~32 */
+		ck_assert_msg(assign_block(r, "h", i, N, i, 1, emb[0], D, &err) == 0, "call %d: %s",
+			      i, err.msg);
 	/* the reader still sees its snapshot; once it ends the WAL restarts */
 	ck_assert_int_eq(sqlite3_exec(db, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
 	sqlite3_close(db);
@@ -2446,22 +2454,11 @@ static int bk_stop, bk_commits; /* atomic */
 static void *bk_write(void *p)
 {
 	struct sid_registry *r = p;
-	char ids[BK_N][24];
-	struct sid_reg_item in[BK_N];
-	struct sid_reg_entry out[BK_N];
-	int32_t codes[BK_N][3];
 	struct sid_error err;
 	time_t t0 = time(NULL);
 
 	for (int i = 0; !__atomic_load_n(&bk_stop, __ATOMIC_RELAXED) && time(NULL) - t0 < 3; i++) {
-		for (int j = 0; j < BK_N; j++) {
-			snprintf(ids[j], sizeof(ids[j]), "live-%d-%d", i, j);
-			codes[j][0] = j;
-			codes[j][1] = i % 64;
-			codes[j][2] = 7;
-			in[j] = (struct sid_reg_item){ids[j], codes[j], bk_emb[j]};
-		}
-		if (sid_registry_assign(r, SID_TOWER_ITEM, in, BK_N, 3, BK_D, "v", 0, out, &err))
+		if (assign_block(r, "live", i, BK_N, i % 64, 7, bk_emb[0], BK_D, &err))
 			break;
 		__atomic_add_fetch(&bk_commits, 1, __ATOMIC_RELAXED);
 	}
@@ -2526,22 +2523,8 @@ START_TEST(t_sqlite_backup_while_writing)
 	for (int j = 0; j < BK_N; j++)
 		for (int d = 0; d < BK_D; d++)
 			bk_emb[j][d] = (float)(j * BK_D + d);
-	for (int i = 0; i < BK_FILL_CALLS; i++) { /* ~4000 pages: four steps or more */
-		char ids[BK_N][24];
-		struct sid_reg_item in[BK_N];
-		struct sid_reg_entry out[BK_N];
-		int32_t codes[BK_N][3];
-		for (int j = 0; j < BK_N; j++) {
-			snprintf(ids[j], sizeof(ids[j]), "fill-%d-%d", i, j);
-			codes[j][0] = j;
-			codes[j][1] = i;
-			codes[j][2] = 1;
-			in[j] = (struct sid_reg_item){ids[j], codes[j], bk_emb[j]};
-		}
-		ck_assert_int_eq(
-		    sid_registry_assign(r, SID_TOWER_ITEM, in, BK_N, 3, BK_D, "v", 0, out, &err),
-		    0);
-	}
+	for (int i = 0; i < BK_FILL_CALLS; i++) /* ~4000 pages: four steps or more */
+		ck_assert_int_eq(assign_block(r, "fill", i, BK_N, i, 1, bk_emb[0], BK_D, &err), 0);
 	memset(&seen, 0, sizeof(seen));
 	__atomic_store_n(&bk_stop, 0, __ATOMIC_RELAXED);
 	__atomic_store_n(&bk_commits, 0, __ATOMIC_RELAXED);
