@@ -779,6 +779,16 @@ int sid_registry_foreach(struct sid_registry *r, int kind, int want_emb, sid_reg
 	return rc;
 }
 
+void sid__reg_count_sql(char *buf, size_t len, int kind, int with_emb, const char *param)
+{
+	int n = snprintf(buf, len, "SELECT count(*) FROM semid_assignment WHERE 1 = 1");
+
+	if (kind >= 0)
+		n += snprintf(buf + n, len - (size_t)n, " AND kind = %s", param);
+	if (with_emb)
+		snprintf(buf + n, len - (size_t)n, " AND emb_dim > 0");
+}
+
 int sid_registry_count(struct sid_registry *r, int kind, uint64_t *n, struct sid_error *err)
 {
 	int rc;

@@ -519,6 +519,10 @@ struct sid__reg_gap {
 void sid__reg_gap_init(struct sid__reg_gap *g);
 int sid__reg_gap_feed(struct sid__reg_gap *g, int64_t used);
 
+/* The count op's query: entries of @kind (-1: both kinds, and no parameter;
+ * else its one parameter is spelled @param, "?1" or "$1"), only those with
+ * an embedding if @with_emb. */
+void sid__reg_count_sql(char *buf, size_t len, int kind, int with_emb, const char *param);
 int64_t sid__reg_now_ms(void);	/* unix milliseconds */
 int64_t sid__reg_mono_ms(void); /* monotonic milliseconds, for deadlines */
 

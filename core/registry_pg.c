@@ -1657,10 +1657,8 @@ static int count_body(struct pg *s, void *p, struct sid_error *err)
 	int rc = 0;
 
 	snprintf(kind, sizeof(kind), "%d", c->kind);
-	snprintf(sql, sizeof(sql), "SELECT count(*) FROM semid_assignment WHERE %s%s",
-		 c->kind >= 0 ? "kind = $1" : "$1::text IS NOT NULL",
-		 c->with_emb ? " AND emb_dim > 0" : "");
-	res = pq_params(s, sql, 1, v, 0);
+	sid__reg_count_sql(sql, sizeof(sql), c->kind, c->with_emb, "$1");
+	res = pq_params(s, sql, c->kind >= 0, v, 0);
 	if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1)
 		*c->n = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
 	else

@@ -1017,9 +1017,7 @@ static int sq_count(struct sid_registry *r, int kind, int with_emb, uint64_t *n,
 
 	if ((rc = file_check(s, err)))
 		return rc;
-	snprintf(sql, sizeof(sql), "SELECT count(*) FROM semid_assignment%s%s%s",
-		 kind >= 0 || with_emb ? " WHERE " : "", kind >= 0 ? "kind = ?1" : "",
-		 with_emb ? (kind >= 0 ? " AND emb_dim > 0" : "emb_dim > 0") : "");
+	sid__reg_count_sql(sql, sizeof(sql), kind, with_emb, "?1");
 	rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
 	if (!rc && kind >= 0)
 		sqlite3_bind_int(st, 1, kind);

@@ -1111,6 +1111,15 @@ START_TEST(t_reassign_all)
 	    sid_registry_assign(r, SID_TOWER_ITEM, in, N + 1, 3, 8, "test-1", 0, out, &err), 0);
 	for (int i = 0; i < N; i++)
 		before[i] = out[i];
+	{ /* the count behind the CLI's progress bars */
+		uint64_t n;
+		ck_assert_int_eq(sid_registry_count(r, -1, &n, &err), 0);
+		ck_assert_uint_eq(n, N + 1);
+		ck_assert_int_eq(sid_registry_count(r, SID_TOWER_ITEM, &n, &err), 0);
+		ck_assert_uint_eq(n, N + 1);
+		ck_assert_int_eq(sid_registry_count(r, SID_TOWER_USER, &n, &err), 0);
+		ck_assert_uint_eq(n, 0);
+	}
 
 	memset(&seen, 0, sizeof(seen));
 	ck_assert_msg(sid_registry_reassign_all(r, SID_TOWER_ITEM, m, 7, on_moved, &seen, &d,
