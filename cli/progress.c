@@ -1,8 +1,9 @@
 /*
- * progress.c - the one-line progress bar `semid encode` and `semid registry
- * backup` draw on stderr when it is a terminal: rows (or pages) done / total,
- * percent, rate and ETA, redrawn in
- * place with '\r' at most ten times a second.  See cli.h.
+ * progress.c - the one-line progress bar `semid encode` and the long `semid
+ * registry` commands draw on stderr when it is a terminal: units done / total
+ * (rows, entries, MiB, ids moved), percent, rate and ETA, redrawn in place
+ * with '\r' at most ten times a second; and the pace of a rate-capped copy.
+ * See cli.h.
  */
 #include "cli.h"
 

@@ -832,18 +832,21 @@ static int cmd_backup(const struct opts *o, struct sid_registry *r, struct sid_e
 
 /* ---- restore ---- */
 
-/* A process other than this one with @want's file open (/proc/PID/fd), its
- * name in @comm: its pid, or 0 when none is seen (only root sees the
- * processes of other users). */
-static pid_t holder_of(const struct stat *want, char *comm, size_t len)
+/* A process other than this one with the file at @file open (/proc/PID/fd),
+ * its name in @comm: its pid, or 0 when none is seen or there is no such file
+ * (only root sees the processes of other users). */
+static pid_t holder_of(const char *file, char *comm, size_t len)
 {
-	DIR *proc = opendir("/proc"), *fds;
+	DIR *proc, *fds;
 	struct dirent *p, *f;
 	char path[320];
-	struct stat st;
+	struct stat st, want;
 	pid_t found = 0, self = getpid();
 	FILE *c;
 
+	if (stat(file, &want) != 0)
+		return 0;
+	proc = opendir("/proc");
 	while (proc && !found && (p = readdir(proc))) {
 		pid_t pid = (pid_t)atol(p->d_name);
 		if (pid <= 0 || pid == self)
@@ -854,7 +857,7 @@ static pid_t holder_of(const struct stat *want, char *comm, size_t len)
 		while (!found && (f = readdir(fds))) {
 			snprintf(path, sizeof(path), "/proc/%d/fd/%s", (int)pid, f->d_name);
 			if (f->d_name[0] != '.' && stat(path, &st) == 0 &&
-			    st.st_dev == want->st_dev && st.st_ino == want->st_ino)
+			    st.st_dev == want.st_dev && st.st_ino == want.st_ino)
 				found = pid;
 		}
 		closedir(fds);
@@ -887,7 +890,7 @@ static int cmd_restore(const struct opts *o, struct sid_error *err)
 	struct sid_registry *b = NULL;
 	struct cli_output w = {0};
 	struct sid_error e2;
-	struct stat st, old;
+	struct stat old;
 	double t0 = cli_now();
 	time_t now = time(NULL);
 	int rc, have, fold = 0;
@@ -905,8 +908,7 @@ static int cmd_restore(const struct opts *o, struct sid_error *err)
 	have = stat(store, &old) == 0;
 	for (int i = 0; i < 2 && have; i++) {
 		snprintf(from, sizeof(from), "%s%s", store, i ? "-wal" : "");
-		st = old;
-		if ((!i || stat(from, &st) == 0) && (pid = holder_of(&st, comm, sizeof(comm))))
+		if ((pid = holder_of(from, comm, sizeof(comm))))
 			return sid_error_set(err, SID_EUNAVAIL,
 					     "registry %s: %s open in process %d (%s); stop it "
 					     "before restoring",
