@@ -832,17 +832,31 @@ static int cmd_backup(const struct opts *o, struct sid_registry *r, struct sid_e
 
 /* ---- restore ---- */
 
-/* A process other than this one with the file at @file open (/proc/PID/fd),
- * its name in @comm: its pid, or 0 when none is seen or there is no such file
- * (only root sees the processes of other users). */
-static pid_t holder_of(const char *file, char *comm, size_t len)
+/* The name of process @pid (/proc/PID/comm) in @comm, "?" when unknown. */
+static void comm_of(pid_t pid, char *comm, size_t len)
+{
+	char path[64];
+	FILE *c;
+
+	snprintf(comm, len, "?");
+	snprintf(path, sizeof(path), "/proc/%d/comm", (int)pid);
+	if (pid > 0 && (c = fopen(path, "re"))) {
+		if (fgets(comm, (int)len, c))
+			comm[strcspn(comm, "\n")] = '\0';
+		fclose(c);
+	}
+}
+
+/* A process other than this one with the file at @file open (/proc/PID/fd):
+ * its pid, or 0 when none is seen or there is no such file (only root sees
+ * the processes of other users; lock_holder sees those). */
+static pid_t holder_of(const char *file)
 {
 	DIR *proc, *fds;
 	struct dirent *p, *f;
 	char path[320];
 	struct stat st, want;
 	pid_t found = 0, self = getpid();
-	FILE *c;
 
 	if (stat(file, &want) != 0)
 		return 0;
@@ -864,14 +878,33 @@ static pid_t holder_of(const char *file, char *comm, size_t len)
 	}
 	if (proc)
 		closedir(proc);
-	snprintf(comm, len, "?");
-	snprintf(path, sizeof(path), "/proc/%d/comm", (int)found);
-	if (found && (c = fopen(path, "re"))) {
-		if (fgets(comm, (int)len, c))
-			comm[strcspn(comm, "\n")] = '\0';
-		fclose(c);
-	}
 	return found;
+}
+
+/*
+ * Whether another process has the SQLite store at @store open, seen by its
+ * lock: a connection in WAL mode holds a read lock on the store's SHARED
+ * byte range (bytes 1073741826-1073742335, in the lock-byte page of SQLite's
+ * file format) for as long as it is open, whoever runs it.  1 with its pid in
+ * *@pid (0 when it is in another PID namespace), 0 when no lock is held or
+ * the file cannot be read.  Locks of this process are not seen, and closing
+ * the descriptor would drop any this process held on the file: it is called
+ * before this process opens the store.
+ */
+static int lock_holder(const char *store, pid_t *pid)
+{
+	struct flock fl = {.l_type = F_WRLCK,
+			   .l_whence = SEEK_SET,
+			   .l_start = 0x40000002, /* SQLite's SHARED_FIRST */
+			   .l_len = 510};	  /* SHARED_SIZE */
+	int fd = open(store, O_RDONLY | O_CLOEXEC), held;
+
+	if (fd < 0)
+		return 0;
+	held = fcntl(fd, F_GETLK, &fl) == 0 && fl.l_type != F_UNLCK;
+	close(fd);
+	*pid = held ? fl.l_pid : 0;
+	return held;
 }
 
 /*
@@ -908,12 +941,23 @@ static int cmd_restore(const struct opts *o, struct sid_error *err)
 	have = stat(store, &old) == 0;
 	for (int i = 0; i < 2 && have; i++) {
 		snprintf(from, sizeof(from), "%s%s", store, i ? "-wal" : "");
-		if ((pid = holder_of(from, comm, sizeof(comm))))
+		if ((pid = holder_of(from))) {
+			comm_of(pid, comm, sizeof(comm));
 			return sid_error_set(err, SID_EUNAVAIL,
 					     "registry %s: %s open in process %d (%s); stop it "
 					     "before restoring",
 					     store, i ? "its -wal is" : "the store is", (int)pid,
 					     comm);
+		}
+	}
+	if (have && lock_holder(store, &pid)) {
+		comm_of(pid, comm, sizeof(comm));
+		if (pid > 0)
+			snprintf(size, sizeof(size), "%d", (int)pid);
+		return sid_error_set(err, SID_EUNAVAIL,
+				     "registry %s: the store is open in process %s (%s), which "
+				     "holds its SQLite lock; stop it before restoring",
+				     store, pid > 0 ? size : "of another PID namespace", comm);
 	}
 	/* a store this semid reads: the schema is checked as it opens */
 	if ((rc = sid_registry_open(backup, SID_REG_READONLY, &b, err)))

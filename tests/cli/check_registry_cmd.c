@@ -12,6 +12,7 @@
 #include "check_main.h"
 #include "kill_after.h"
 #include "kill_mid_write.h"
+#include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
 #include <math.h>
@@ -60,17 +61,33 @@ static int run(const char *first, ...)
 	return rc;
 }
 
-/* Run with stderr captured into @buf (NUL-terminated); returns the status. */
-static int run_err(char *buf, size_t cap, const char *first, ...)
+/* A file for a run's stderr (already unlinked), and what it holds, read
+ * into @buf (NUL-terminated) as it is closed. */
+static int stderr_file(void)
 {
 	char path[400];
-	int rc, saved, fd;
-	ssize_t n;
-	va_list ap;
+	int fd;
 
 	snprintf(path, sizeof(path), "%s/stderr.txt", dir);
 	fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0644);
 	ck_assert_int_ge(fd, 0);
+	unlink(path);
+	return fd;
+}
+
+static void stderr_read(int fd, char *buf, size_t cap)
+{
+	ssize_t n = pread(fd, buf, cap - 1, 0);
+	buf[n > 0 ? n : 0] = '\0';
+	close(fd);
+}
+
+/* Run with stderr captured into @buf (NUL-terminated); returns the status. */
+static int run_err(char *buf, size_t cap, const char *first, ...)
+{
+	int rc, saved, fd = stderr_file();
+	va_list ap;
+
 	fflush(stderr);
 	saved = dup(2);
 	dup2(fd, 2);
@@ -80,10 +97,7 @@ static int run_err(char *buf, size_t cap, const char *first, ...)
 	fflush(stderr);
 	dup2(saved, 2);
 	close(saved);
-	n = pread(fd, buf, cap - 1, 0);
-	buf[n > 0 ? n : 0] = '\0';
-	close(fd);
-	unlink(path);
+	stderr_read(fd, buf, cap);
 	return rc;
 }
 
@@ -798,9 +812,10 @@ START_TEST(t_backup)
 }
 END_TEST
 
-/* A child that opens @db, commits ids "late-0".."late-4" (with @commit),
- * says so on a pipe and waits to be killed: its pid, once it has said so. */
-static pid_t open_and_wait(int commit)
+/* A child that opens @db (as user and group @uid unless it is 0), commits
+ * ids "late-0".."late-4" (with @commit), says so on a pipe and waits to be
+ * killed: its pid, once it has said so. */
+static pid_t open_and_wait(int commit, uid_t uid)
 {
 	int fd[2];
 	char c;
@@ -817,8 +832,12 @@ static pid_t open_and_wait(int commit)
 		char idv[5][16];
 		struct sid_reg_item in[5];
 		close(fd[0]);
-		if (sid_registry_open(db, 0, &r, &err))
+		if (uid && (setgid(uid) != 0 || setuid(uid) != 0))
+			_exit(10);
+		if (sid_registry_open(db, 0, &r, &err)) {
+			dprintf(2, "open_and_wait: %s\n", err.msg);
 			_exit(9);
+		}
 		for (int i = 0; i < 5; i++) {
 			snprintf(idv[i], sizeof(idv[i]), "late-%d", i);
 			in[i] = (struct sid_reg_item){idv[i], codes[i], NULL};
@@ -832,7 +851,11 @@ static pid_t open_and_wait(int commit)
 		_exit(0);
 	}
 	close(fd[1]);
-	ck_assert_int_eq(read(fd[0], &c, 1), 1);
+	if (read(fd[0], &c, 1) != 1) {
+		int status = 0;
+		waitpid(pid, &status, 0);
+		ck_abort_msg("the child that opens the store ended with status %d", status);
+	}
 	close(fd[0]);
 	return pid;
 }
@@ -870,7 +893,7 @@ START_TEST(t_restore)
 			 CLI_EXIT_OK);
 	snprintf(bk, sizeof(bk), "%s/bk.db", dir);
 	ck_assert_int_eq(run("registry", "backup", "--db", db, "-o", bk, NULL), CLI_EXIT_OK);
-	pid = open_and_wait(1);
+	pid = open_and_wait(1, 0);
 	kill(pid, SIGKILL);
 	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
 	snprintf(wal, sizeof(wal), "%s-wal", db);
@@ -879,7 +902,7 @@ START_TEST(t_restore)
 	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "restore", model, "--db", db, NULL),
 			 CLI_EXIT_INPUT);
 	ASSERT_HAS(msg, "not a SQLite database");
-	pid = open_and_wait(0);
+	pid = open_and_wait(0, 0);
 	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "restore", bk, "--db", db, NULL),
 			 CLI_EXIT_IO);
 	ASSERT_HAS(msg, "the store is open in process");
@@ -919,6 +942,74 @@ START_TEST(t_restore)
 	    run_err(msg, sizeof(msg), "registry", "backup", "--db", db, "-o", bk, NULL),
 	    CLI_EXIT_INPUT);
 	ASSERT_HAS(msg, "holds commits of the file it would replace");
+}
+END_TEST
+
+/* cli_registry_main in a child running as user and group @uid, its stderr
+ * in @buf: the child's exit status. */
+static int run_as(uid_t uid, char *buf, size_t cap, const char *first, ...)
+{
+	int status, fd = stderr_file();
+	pid_t pid;
+	va_list ap;
+
+	fflush(NULL);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		dup2(fd, 2);
+		if (setgid(uid) != 0 || setuid(uid) != 0)
+			_exit(99);
+		va_start(ap, first);
+		_exit(vrun(first, ap));
+	}
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	stderr_read(fd, buf, cap);
+	ck_assert_msg(WIFEXITED(status), "the child ended with status %d", status);
+	return WEXITSTATUS(status);
+}
+
+/*
+ * `registry restore` by one user while another user's process has the store
+ * open: /proc/PID/fd of that process cannot be read, and the SQLite lock it
+ * holds on the store is what refuses the restore.  Needs root, to be the
+ * two users (nobody, 65534, and 65533); without it there is nothing to run.
+ */
+START_TEST(t_restore_other_user)
+{
+	char bk[320], msg[2048], want[64];
+	pid_t pid;
+	int status;
+
+	if (geteuid() != 0) {
+		fprintf(stderr, "t_restore_other_user: not root, not run\n");
+		return;
+	}
+	ck_assert_int_eq(run("registry", "assign", "--model", model, "--input", npy, "--ids", ids,
+			     "--output", out, NULL),
+			 CLI_EXIT_OK);
+	snprintf(bk, sizeof(bk), "%s/bk.db", dir);
+	ck_assert_int_eq(run("registry", "backup", "--db", db, "-o", bk, NULL), CLI_EXIT_OK);
+	ck_assert_int_eq(chmod(dir, 0777), 0);
+	ck_assert_int_eq(chmod(db, 0666), 0);
+	for (int i = 0; i < 2; i++) { /* side files a root process left, if any */
+		snprintf(msg, sizeof(msg), "%s%s", db, i ? "-shm" : "-wal");
+		ck_assert(chmod(msg, 0666) == 0 || errno == ENOENT);
+	}
+	pid = open_and_wait(0, 65533);
+	snprintf(want, sizeof(want), "the store is open in process %d (", (int)pid);
+	ck_assert_int_eq(
+	    run_as(65534, msg, sizeof(msg), "registry", "restore", bk, "--db", db, NULL),
+	    CLI_EXIT_IO);
+	ASSERT_HAS(msg, want);
+	ASSERT_HAS(msg, "holds its SQLite lock");
+	kill(pid, SIGKILL);
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	/* once it is gone the same user may restore */
+	ck_assert_int_eq(
+	    run_as(65534, msg, sizeof(msg), "registry", "restore", bk, "--db", db, NULL),
+	    CLI_EXIT_OK);
+	ck_assert_int_eq(items_in(db), N);
 }
 END_TEST
 
@@ -1198,6 +1289,7 @@ static Suite *registry_cmd_suite(void)
 	tcase_add_loop_test(tc, t_export_killed_mid_write, 0, 2);
 	tcase_add_test(tc, t_backup);
 	tcase_add_test(tc, t_restore);
+	tcase_add_test(tc, t_restore_other_user);
 	tcase_add_test(tc, t_reassign);
 	tcase_add_test(tc, t_reassign_stopped);
 	tcase_add_test(tc, t_progress);
