@@ -779,10 +779,26 @@ static int copy_into(struct sid_registry *src, struct cli_output *w, int bar, do
 	return rc;
 }
 
+/* A side file beside @file that SQLite would apply to a new file of that
+ * name: a -wal with frames or a -journal (a hot one rolls back into it).
+ * 1 with its name in @side, else 0. */
+static int stale_side_file(const char *file, char *side, size_t len)
+{
+	static const char *const sfx[] = {"-wal", "-journal"};
+	struct stat st;
+
+	for (int i = 0; i < 2; i++) {
+		snprintf(side, len, "%s%s", file, sfx[i]);
+		if (stat(side, &st) == 0 && st.st_size > 0)
+			return 1;
+	}
+	return 0;
+}
+
 static int cmd_backup(const struct opts *o, struct sid_registry *r, struct sid_error *err)
 {
 	const char *store = sid_registry_label(r);
-	char wal[4096 + 8], shm[4096 + 8], journal[4096 + 16], owal[4096 + 8];
+	char wal[4096 + 8], shm[4096 + 8], journal[4096 + 16], owal[4096 + 16];
 	const char *inputs[] = {store, wal, shm, journal, NULL}; /* never written over */
 	char size[32];
 	struct cli_output w = {0};
@@ -805,14 +821,13 @@ static int cmd_backup(const struct opts *o, struct sid_registry *r, struct sid_e
 					     "--output %s is the store or one of its files; write "
 					     "the backup elsewhere",
 					     o->output);
-	/* SQLite applies a -wal it finds beside a file to that file */
-	snprintf(owal, sizeof(owal), "%s-wal", o->output);
-	if (stat(owal, &st) == 0 && st.st_size > 0)
-		return sid_error_set(err, SID_EINVAL,
-				     "--output %s: %s beside it holds commits of the file it would "
-				     "replace (a store used there) and would be applied to the "
-				     "backup; move both aside or name another file",
-				     o->output, owal);
+	if (stale_side_file(o->output, owal, sizeof(owal)))
+		return sid_error_set(
+		    err, SID_EINVAL,
+		    "--output %s: %s beside it holds commits of the file it would "
+		    "replace (a store used there), which SQLite would apply to the "
+		    "backup; move both aside or name another file",
+		    o->output, owal);
 	if ((rc = cli_output_open_named(&w, o->output, inputs, err)))
 		return rc;
 	rc = copy_into(r, &w, progress_on(o, 0), o->max_rate * 1048576.0, size, sizeof(size), err);
@@ -907,6 +922,56 @@ static int lock_holder(const char *store, pid_t *pid)
 	return held;
 }
 
+/* SID_EUNAVAIL when another process has the store at @store or its -wal
+ * open, naming it; else 0. */
+static int refuse_if_open(const char *store, struct sid_error *err)
+{
+	char file[4096 + 8], comm[64], who[32];
+	pid_t pid;
+
+	for (int i = 0; i < 2; i++) {
+		snprintf(file, sizeof(file), "%s%s", store, i ? "-wal" : "");
+		if ((pid = holder_of(file))) {
+			comm_of(pid, comm, sizeof(comm));
+			return sid_error_set(err, SID_EUNAVAIL,
+					     "registry %s: %s open in process %d (%s); stop it "
+					     "before restoring",
+					     store, i ? "its -wal is" : "the store is", (int)pid,
+					     comm);
+		}
+	}
+	if (lock_holder(store, &pid)) {
+		comm_of(pid, comm, sizeof(comm));
+		snprintf(who, sizeof(who), "%d", (int)pid);
+		return sid_error_set(err, SID_EUNAVAIL,
+				     "registry %s: the store is open in process %s (%s), which "
+				     "holds its SQLite lock; stop it before restoring",
+				     store, pid > 0 ? who : "of another PID namespace", comm);
+	}
+	return 0;
+}
+
+/* Give the store at @store a second name, @aside: STORE.pre-restore.<UTC
+ * time>, with .2, .3, ... after it when the name is taken. */
+static int keep_aside(const char *store, char *aside, size_t len, struct sid_error *err)
+{
+	char stamp[32];
+	time_t now = time(NULL);
+
+	strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", gmtime(&now));
+	for (int i = 1; i < 1000; i++) {
+		if (i == 1)
+			snprintf(aside, len, "%s.pre-restore.%s", store, stamp);
+		else
+			snprintf(aside, len, "%s.pre-restore.%s.%d", store, stamp, i);
+		if (link(store, aside) == 0)
+			return 0;
+		if (errno != EEXIST)
+			break;
+	}
+	return sid_error_set(err, SID_EIO, "registry %s: cannot keep it as %s: %m", store, aside);
+}
+
 /*
  * Put @o->arg, a backup, in place of the SQLite store.  The order keeps
  * every moment safe to crash in: the backup is copied (and checked) beside
@@ -918,16 +983,15 @@ static int lock_holder(const char *store, pid_t *pid)
  */
 static int cmd_restore(const struct opts *o, struct sid_error *err)
 {
-	char path[4096], aside[4200], from[4300], to[4400], comm[64], stamp[32], size[32];
+	static const char *const sides[] = {"-wal", "-shm", "-journal"};
+	char path[4096], aside[4200], from[4300], to[4400], size[32];
 	const char *store, *backup = o->arg, *inputs[] = {backup, NULL};
 	struct sid_registry *b = NULL;
 	struct cli_output w = {0};
 	struct sid_error e2;
-	struct stat old;
+	struct stat old, st;
 	double t0 = cli_now();
-	time_t now = time(NULL);
 	int rc, have, fold = 0;
-	pid_t pid;
 
 	if (!backup)
 		return sid_error_set(err, SID_EINVAL, "restore needs the BACKUP file");
@@ -938,54 +1002,52 @@ static int cmd_restore(const struct opts *o, struct sid_error *err)
 		    err, SID_EINVAL,
 		    "restore replaces a SQLite store's file; a PostgreSQL store is "
 		    "restored with PostgreSQL's own tools (pg_restore)");
+	/* the link and the renames below would act on the link itself */
+	if (lstat(store, &old) == 0 && S_ISLNK(old.st_mode))
+		return sid_error_set(err, SID_EINVAL,
+				     "registry %s is a symbolic link; restore into the file it "
+				     "names",
+				     store);
 	have = stat(store, &old) == 0;
-	for (int i = 0; i < 2 && have; i++) {
-		snprintf(from, sizeof(from), "%s%s", store, i ? "-wal" : "");
-		if ((pid = holder_of(from))) {
-			comm_of(pid, comm, sizeof(comm));
-			return sid_error_set(err, SID_EUNAVAIL,
-					     "registry %s: %s open in process %d (%s); stop it "
-					     "before restoring",
-					     store, i ? "its -wal is" : "the store is", (int)pid,
-					     comm);
-		}
-	}
-	if (have && lock_holder(store, &pid)) {
-		comm_of(pid, comm, sizeof(comm));
-		if (pid > 0)
-			snprintf(size, sizeof(size), "%d", (int)pid);
-		return sid_error_set(err, SID_EUNAVAIL,
-				     "registry %s: the store is open in process %s (%s), which "
-				     "holds its SQLite lock; stop it before restoring",
-				     store, pid > 0 ? size : "of another PID namespace", comm);
-	}
+	if (!have && stale_side_file(store, from, sizeof(from)))
+		return sid_error_set(err, SID_EINVAL,
+				     "registry %s: there is no store, but %s holds commits of one "
+				     "that was there, which SQLite would apply to the restored "
+				     "copy; move it aside first",
+				     store, from);
+	if (have && (rc = refuse_if_open(store, err)))
+		return rc;
 	/* a store this semid reads: the schema is checked as it opens */
 	if ((rc = sid_registry_open(backup, SID_REG_READONLY, &b, err)))
 		return rc;
 	if ((rc = cli_output_open_named(&w, store, inputs, err)))
 		goto out;
 	rc = copy_into(b, &w, progress_on(o, 0), o->max_rate * 1048576.0, size, sizeof(size), err);
+	/* the owner and mode of the file it replaces (a restore run as root
+	 * must not leave the server's user a store it cannot write), or of the
+	 * backup */
+	if (!rc && !have && stat(backup, &st) == 0 && chmod(w.pub.tmp, st.st_mode & 07777) != 0)
+		rc = sid_error_set(err, SID_EIO, "%s: %m", w.pub.tmp);
+	if (!rc && have &&
+	    (chmod(w.pub.tmp, old.st_mode & 07777) != 0 ||
+	     (chown(w.pub.tmp, old.st_uid, old.st_gid) != 0 && errno != EPERM)))
+		rc = sid_error_set(err, SID_EIO, "%s: %m", w.pub.tmp);
+	/* again: the copy may have taken minutes, and a process that opened
+	 * the store meanwhile would go on writing into whatever has its name */
+	if (!rc && have)
+		rc = refuse_if_open(store, err);
 	if (!rc && have) {
-		/* the owner and mode of the file it replaces: a restore run as
-		 * root must not leave the server's user a store it cannot write */
-		if (chmod(w.pub.tmp, old.st_mode & 07777) != 0 ||
-		    (chown(w.pub.tmp, old.st_uid, old.st_gid) != 0 && errno != EPERM))
-			rc = sid_error_set(err, SID_EIO, "%s: %m", w.pub.tmp);
-	}
-	if (!rc && have) {
-		strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", gmtime(&now));
-		snprintf(aside, sizeof(aside), "%s.pre-restore.%s", store, stamp);
 		fold = sid_registry_sqlite_fold_wal(store, &e2);
 		if (fold == SID_EUNAVAIL) {
 			*err = e2;
 			rc = fold;
-		} else if (link(store, aside) != 0) {
-			rc = sid_error_set(err, SID_EIO, "registry %s: cannot keep it as %s: %m",
-					   store, aside);
+		} else {
+			rc = keep_aside(store, aside, sizeof(aside), err);
 		}
-		for (int i = 0; i < 2 && !rc && fold; i++) { /* unreadable: its side files go too */
-			snprintf(from, sizeof(from), "%s%s", store, i ? "-shm" : "-wal");
-			snprintf(to, sizeof(to), "%s%s", aside, i ? "-shm" : "-wal");
+		/* not folded: its side files go with it */
+		for (int i = 0; i < 3 && !rc && fold; i++) {
+			snprintf(from, sizeof(from), "%s%s", store, sides[i]);
+			snprintf(to, sizeof(to), "%s%s", aside, sides[i]);
 			if (rename(from, to) != 0 && errno != ENOENT)
 				rc = sid_error_set(err, SID_EIO, "registry %s: cannot move %s: %m",
 						   store, from);
@@ -1002,11 +1064,15 @@ static int cmd_restore(const struct opts *o, struct sid_error *err)
 		goto out;
 	fprintf(stderr, "semid: restored %s from %s: %s, checked, in %.1f s", store, backup, size,
 		cli_now() - t0);
-	if (have)
-		fprintf(stderr, "; the store it replaced is %s%s\n", aside,
-			fold ? " (unreadable: its -wal and -shm are beside it)" : "");
-	else
+	if (!have)
 		fprintf(stderr, " (there was no store)\n");
+	else if (fold)
+		fprintf(stderr,
+			"; the store it replaced is %s, its -wal not folded in (%s) but "
+			"beside it\n",
+			aside, e2.msg);
+	else
+		fprintf(stderr, "; the store it replaced is %s\n", aside);
 out:
 	sid_registry_close(b);
 	return rc;

@@ -152,7 +152,8 @@ static int publish_begin(struct sid_publish *pub, const char *path, int named,
 	if (!named && !sid__fsutil_no_tmpfile && dir_of(path, dir) == 0)
 		pub->fd = open(dir, O_TMPFILE | O_WRONLY | O_CLOEXEC, 0644);
 	if (pub->fd < 0) { /* asked for, or no O_TMPFILE here (or the tests' switch) */
-		pub->fd = open(pub->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+		pub->fd =
+		    open(pub->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, named ? 0600 : 0644);
 		if (pub->fd < 0) {
 			rc = sid_error_set(err, SID_EIO, "%s: create %s: %s", path, pub->tmp,
 					   strerror(errno));

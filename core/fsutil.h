@@ -53,7 +53,9 @@ struct sid_publish {
 int sid_publish_begin(struct sid_publish *pub, const char *path, struct sid_error *err);
 /* The same with a temp file named from the start, for a writer that opens
  * the file by its name @pub->tmp (SQLite); a process killed by SIGKILL then
- * leaves it behind. */
+ * leaves it behind.  Since other processes can open it by that name while it
+ * is written, it is made readable by its owner only (0600): the caller gives
+ * it the file's mode before the commit. */
 int sid_publish_begin_named(struct sid_publish *pub, const char *path, struct sid_error *err);
 int sid_publish_commit(struct sid_publish *pub, struct sid_error *err);
 void sid_publish_abort(struct sid_publish *pub);

@@ -321,9 +321,10 @@ int sid_registry_backup(struct sid_registry *r, const char *dest, sid_reg_progre
  * and empty the WAL (a TRUNCATE checkpoint), as a clean close does, before
  * the file is moved or replaced.  0 when no frame is left in a WAL;
  * SID_EUNAVAIL when another connection's transaction stops it; SID_EFORMAT
- * when the file cannot be read as a database (the WAL is left as it was).
- * An idle connection elsewhere does not stop it: callers that replace the
- * file must make sure nothing has it open.
+ * when the file cannot be read as a database, SID_EIO when it can be read
+ * but not written: then nothing was written and its -wal, -shm and -journal
+ * are as they were.  An idle connection elsewhere does not stop it: callers
+ * that replace the file must make sure nothing has it open.
  */
 int sid_registry_sqlite_fold_wal(const char *path, struct sid_error *err);
 

@@ -1202,8 +1202,33 @@ int sid_registry_sqlite_fold_wal(const char *path, struct sid_error *err)
 {
 	sqlite3 *db = NULL;
 	sqlite3_stmt *st = NULL;
-	int rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL);
+	int rc;
 
+	/* Read it first without the right to write: a read-write connection
+	 * that cannot read the file still checkpoints the -wal into it and
+	 * removes the -wal as it closes, which leaves an unreadable file
+	 * changed and its commits gone. */
+	rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_prepare_v2(db, "SELECT count(*) FROM sqlite_master", -1, &st, NULL);
+	if (rc == SQLITE_OK)
+		rc = sqlite3_step(st);
+	if (rc != SQLITE_ROW) {
+		rc = sid_error_set(err, (rc & 0xff) == SQLITE_BUSY ? SID_EUNAVAIL : SID_EFORMAT,
+				   "registry %s: cannot read it: %s", path,
+				   db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+		sqlite3_finalize(st);
+		sqlite3_close(db);
+		return rc;
+	}
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	st = NULL;
+	db = NULL;
+	if (access(path, W_OK) != 0) /* before SQLite opens it and reads the -wal */
+		return sid_error_set(err, SID_EIO, "registry %s: cannot write it: %s", path,
+				     strerror(errno));
+	rc = sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL);
 	if (rc == SQLITE_OK)
 		rc = sqlite3_prepare_v2(db, "PRAGMA wal_checkpoint(TRUNCATE)", -1, &st, NULL);
 	if (rc == SQLITE_OK)
@@ -1215,7 +1240,7 @@ int sid_registry_sqlite_fold_wal(const char *path, struct sid_error *err)
 	else if (rc == SQLITE_ROW)
 		rc = 0;
 	else
-		rc = sid_error_set(err, (rc & 0xff) == SQLITE_BUSY ? SID_EUNAVAIL : SID_EFORMAT,
+		rc = sid_error_set(err, (rc & 0xff) == SQLITE_BUSY ? SID_EUNAVAIL : SID_EIO,
 				   "registry %s: cannot copy its -wal into it: %s", path,
 				   db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
 	sqlite3_finalize(st);

@@ -23,6 +23,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "../../cli/cli.h" /* tests build with -Icore -Itests only */
@@ -945,28 +946,59 @@ START_TEST(t_restore)
 }
 END_TEST
 
-/* cli_registry_main in a child running as user and group @uid, its stderr
- * in @buf: the child's exit status. */
-static int run_as(uid_t uid, char *buf, size_t cap, const char *first, ...)
+/* cli_registry_main started in a child (as user and group @uid unless it
+ * is 0), its stderr going to the file *@fd: its pid. */
+static pid_t vspawn_cli(uid_t uid, int *fd, const char *first, va_list ap)
 {
-	int status, fd = stderr_file();
 	pid_t pid;
-	va_list ap;
 
+	*fd = stderr_file();
 	fflush(NULL);
 	pid = fork();
 	ck_assert_int_ge(pid, 0);
 	if (pid == 0) {
-		dup2(fd, 2);
-		if (setgid(uid) != 0 || setuid(uid) != 0)
+		dup2(*fd, 2);
+		if (uid && (setgid(uid) != 0 || setuid(uid) != 0))
 			_exit(99);
-		va_start(ap, first);
 		_exit(vrun(first, ap));
 	}
+	return pid;
+}
+
+static pid_t spawn_cli(uid_t uid, int *fd, const char *first, ...)
+{
+	pid_t pid;
+	va_list ap;
+
+	va_start(ap, first);
+	pid = vspawn_cli(uid, fd, first, ap);
+	va_end(ap);
+	return pid;
+}
+
+/* The exit status of a spawned child @pid, its stderr (file @fd) in @buf. */
+static int wait_cli(pid_t pid, int fd, char *buf, size_t cap)
+{
+	int status;
+
 	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
 	stderr_read(fd, buf, cap);
 	ck_assert_msg(WIFEXITED(status), "the child ended with status %d", status);
 	return WEXITSTATUS(status);
+}
+
+/* cli_registry_main in a child running as user and group @uid, its stderr
+ * in @buf: the child's exit status. */
+static int run_as(uid_t uid, char *buf, size_t cap, const char *first, ...)
+{
+	int fd;
+	pid_t pid;
+	va_list ap;
+
+	va_start(ap, first);
+	pid = vspawn_cli(uid, &fd, first, ap);
+	va_end(ap);
+	return wait_cli(pid, fd, buf, cap);
 }
 
 /*
@@ -1009,6 +1041,165 @@ START_TEST(t_restore_other_user)
 	ck_assert_int_eq(
 	    run_as(65534, msg, sizeof(msg), "registry", "restore", bk, "--db", db, NULL),
 	    CLI_EXIT_OK);
+	ck_assert_int_eq(items_in(db), N);
+}
+END_TEST
+
+/* @path's bytes copied to @to. */
+static void copy_file(const char *path, const char *to)
+{
+	FILE *a = fopen(path, "rb"), *b = fopen(to, "wb");
+	char buf[65536];
+	size_t n;
+
+	ck_assert_msg(a && b, "%s or %s", path, to);
+	while ((n = fread(buf, 1, sizeof(buf), a)) > 0)
+		ck_assert_uint_eq(fwrite(buf, 1, n, b), n);
+	fclose(a);
+	ck_assert_int_eq(fclose(b), 0);
+}
+
+/* The name after "the store it replaced is " in @msg, into @aside. */
+static void replaced_name(const char *msg, char *aside, size_t len)
+{
+	const char *p = strstr(msg, "the store it replaced is ");
+	ck_assert_msg(p != NULL, "no replaced store in '%s'", msg);
+	p += strlen("the store it replaced is ");
+	snprintf(aside, len, "%.*s", (int)strcspn(p, " ,\n"), p);
+}
+
+/*
+ * restore and the files around a store: an unreadable store keeps its bytes
+ * and its -wal (nothing folded into it, nothing lost); the name kept for the
+ * old store does not collide with one already there; with no store, a -wal
+ * with commits left beside its name is refused (SQLite would apply it to the
+ * copy), as is a store that is a symbolic link; a new store gets the
+ * backup's mode; and a backup over a file with a -journal is refused.
+ */
+START_TEST(t_restore_side_files)
+{
+	char bk[320], wal[320], bdb[320], bwal[320], aside[400], name[420], msg[2048];
+	char stamp[32];
+	struct stat st;
+	time_t now;
+	pid_t pid;
+	int status;
+	FILE *f;
+
+	ck_assert_int_eq(run("registry", "assign", "--model", model, "--input", npy, "--ids", ids,
+			     "--output", out, NULL),
+			 CLI_EXIT_OK);
+	snprintf(bk, sizeof(bk), "%s/bk.db", dir);
+	ck_assert_int_eq(run("registry", "backup", "--db", db, "-o", bk, NULL), CLI_EXIT_OK);
+	snprintf(wal, sizeof(wal), "%s-wal", db);
+
+	/* unreadable, with commits only in its -wal */
+	pid = open_and_wait(1, 0);
+	kill(pid, SIGKILL);
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	f = fopen(db, "r+b");
+	ck_assert_ptr_nonnull(f);
+	fputs("not a database!!", f); /* over the 16-byte header string */
+	ck_assert_int_eq(fclose(f), 0);
+	snprintf(bdb, sizeof(bdb), "%s/before.db", dir);
+	snprintf(bwal, sizeof(bwal), "%s/before.db-wal", dir);
+	copy_file(db, bdb);
+	copy_file(wal, bwal);
+	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "restore", bk, "--db", db, NULL),
+			 CLI_EXIT_OK);
+	ASSERT_HAS(msg, "its -wal not folded in");
+	replaced_name(msg, aside, sizeof(aside));
+	ck_assert_msg(same_bytes(aside, bdb), "the unreadable store changed");
+	snprintf(name, sizeof(name), "%s-wal", aside);
+	ck_assert_msg(same_bytes(name, bwal), "its -wal was not kept as it was");
+	ck_assert_msg(stat(wal, &st) != 0 || st.st_size == 0, "a -wal beside the restored store");
+	ck_assert_int_eq(items_in(db), N);
+
+	/* the kept names of this second and the next two are taken */
+	now = time(NULL);
+	for (int i = 0; i < 3; i++) {
+		time_t t = now + i;
+		strftime(stamp, sizeof(stamp), "%Y%m%dT%H%M%SZ", gmtime(&t));
+		snprintf(name, sizeof(name), "%s.pre-restore.%s", db, stamp);
+		f = fopen(name, "a");
+		ck_assert_ptr_nonnull(f);
+		fclose(f);
+	}
+	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "restore", bk, "--db", db, NULL),
+			 CLI_EXIT_OK);
+	replaced_name(msg, aside, sizeof(aside));
+	ck_assert_msg(strlen(aside) > 2 && !strcmp(aside + strlen(aside) - 2, ".2"), "kept as %s",
+		      aside);
+	ck_assert_int_eq(items_in(aside), N);
+
+	/* no store, but its -wal with commits */
+	pid = open_and_wait(1, 0);
+	kill(pid, SIGKILL);
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert_int_eq(unlink(db), 0);
+	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "restore", bk, "--db", db, NULL),
+			 CLI_EXIT_INPUT);
+	ASSERT_HAS(msg, "there is no store, but");
+	ASSERT_HAS(msg, wal);
+	ck_assert_int_ne(stat(db, &st), 0);
+	ck_assert_int_eq(unlink(wal), 0);
+
+	/* a symbolic link */
+	ck_assert_int_eq(run("registry", "restore", bk, "--db", db, NULL), CLI_EXIT_OK);
+	snprintf(name, sizeof(name), "%s/link.db", dir);
+	ck_assert_int_eq(symlink(db, name), 0);
+	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "restore", bk, "--db", name, NULL),
+			 CLI_EXIT_INPUT);
+	ASSERT_HAS(msg, "is a symbolic link");
+	ck_assert_int_eq(lstat(name, &st), 0);
+	ck_assert(S_ISLNK(st.st_mode));
+
+	/* into a new name: the backup's mode */
+	ck_assert_int_eq(chmod(bk, 0600), 0);
+	snprintf(name, sizeof(name), "%s/new.db", dir);
+	ck_assert_int_eq(run("registry", "restore", bk, "--db", name, NULL), CLI_EXIT_OK);
+	ck_assert_int_eq(stat(name, &st), 0);
+	ck_assert_int_eq(st.st_mode & 0777, 0600);
+
+	/* a backup over a file with a -journal */
+	snprintf(name, sizeof(name), "%s/new.db-journal", dir);
+	f = fopen(name, "w");
+	fputs("a journal", f);
+	fclose(f);
+	snprintf(name, sizeof(name), "%s/new.db", dir);
+	ck_assert_int_eq(
+	    run_err(msg, sizeof(msg), "registry", "backup", "--db", db, "-o", name, NULL),
+	    CLI_EXIT_INPUT);
+	ASSERT_HAS(msg, "new.db-journal beside it holds commits");
+}
+END_TEST
+
+/*
+ * A process that opens the store while restore copies the backup: restore
+ * looks again before it touches the store, and refuses.  The copy is slowed
+ * (--max-rate) and the process opens the store once the progress bar shows
+ * the copy started, after the first look.
+ */
+START_TEST(t_restore_opened_meanwhile)
+{
+	char bk[320], msg[2048], bar[256];
+	pid_t pid, cli;
+	int status, fd;
+
+	ck_assert_int_eq(run("registry", "assign", "--model", model, "--input", npy, "--ids", ids,
+			     "--output", out, NULL),
+			 CLI_EXIT_OK);
+	snprintf(bk, sizeof(bk), "%s/bk.db", dir);
+	ck_assert_int_eq(run("registry", "backup", "--db", db, "-o", bk, NULL), CLI_EXIT_OK);
+	cli = spawn_cli(0, &fd, "registry", "restore", bk, "--db", db, "--max-rate", "0.02",
+			"--progress", NULL);
+	for (int i = 0; i < 2000 && pread(fd, bar, sizeof(bar), 0) <= 0; i++)
+		usleep(5000);
+	pid = open_and_wait(0, 0);
+	ck_assert_int_eq(wait_cli(cli, fd, msg, sizeof(msg)), CLI_EXIT_IO);
+	ASSERT_HAS(msg, "the store is open in process");
+	kill(pid, SIGKILL);
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
 	ck_assert_int_eq(items_in(db), N);
 }
 END_TEST
@@ -1290,6 +1481,8 @@ static Suite *registry_cmd_suite(void)
 	tcase_add_test(tc, t_backup);
 	tcase_add_test(tc, t_restore);
 	tcase_add_test(tc, t_restore_other_user);
+	tcase_add_test(tc, t_restore_side_files);
+	tcase_add_test(tc, t_restore_opened_meanwhile);
 	tcase_add_test(tc, t_reassign);
 	tcase_add_test(tc, t_reassign_stopped);
 	tcase_add_test(tc, t_progress);

@@ -389,6 +389,7 @@ START_TEST(test_publish_stream)
 	sid__fsutil_no_tmpfile = _i; /* loop 0: O_TMPFILE; 1: named temp */
 	struct sid_publish pub, zero;
 	struct sid_error err;
+	struct stat st;
 	char path[512];
 	uint8_t *got;
 	size_t len;
@@ -398,6 +399,8 @@ START_TEST(test_publish_stream)
 	ck_assert_int_eq(sid_publish_begin_named(&pub, path, &err), 0);
 	ck_assert_int_eq(pub.named, 1);
 	ck_assert_int_eq(access(pub.tmp, F_OK), 0);
+	ck_assert_int_eq(stat(pub.tmp, &st), 0);
+	ck_assert_int_eq(st.st_mode & 0777, 0600); /* no one else opens it meanwhile */
 	sid_publish_abort(&pub);
 	ck_assert_int_eq(count_temps(tmpdir), 0);
 	ck_assert_int_ne(access(path, F_OK), 0);
