@@ -57,8 +57,10 @@ static void signals_install(struct cli_output *w)
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_signal;
 	sigemptyset(&sa.sa_mask);
-	for (i = 0; i < CLI_OUTPUT_SIGNALS; i++)
-		sigaction(caught[i], &sa, &w->saved[i]);
+	for (i = 0; i < CLI_OUTPUT_SIGNALS; i++) /* one ignored (nohup) stays ignored */
+		if (sigaction(caught[i], NULL, &w->saved[i]) == 0 &&
+		    w->saved[i].sa_handler != SIG_IGN)
+			sigaction(caught[i], &sa, NULL);
 	w->signals_on = 1;
 }
 

@@ -1204,6 +1204,12 @@ static int print_move(const struct sid_reg_entry *before, const struct sid_reg_e
 	cli_progress_update(&mv->bar, (size_t)++mv->n);
 	if (fprintf(mv->fp, "%s\t%s\t%s\n", before->id, a, b) < 0)
 		return SID_EIO;
+	return 0;
+}
+
+/* Asked by sid_registry_reassign_all during the walk and before each batch. */
+static int stop_asked(void *ctx)
+{
 	return stop_sig ? SID_EUNAVAIL : 0;
 }
 
@@ -1218,8 +1224,23 @@ static FILE *moves_open(const struct opts *o, struct sid_registry *r, struct sid
 
 	if (!strcmp(o->output, "-")) {
 		setvbuf(stdout, NULL, _IOLBF, 0);
-		fputs("id\told_sid\tnew_sid\n", stdout);
+		if (fputs("id\told_sid\tnew_sid\n", stdout) < 0 || fflush(stdout) != 0) {
+			sid_error_set(err, SID_EIO, "stdout: cannot write the move log: %m");
+			return NULL;
+		}
 		return stdout;
+	}
+	for (int i = 0; i < 3; i++) { /* by name: they need not exist yet */
+		static const char *const sides[] = {"-wal", "-shm", "-journal"};
+		char side[4096 + 16];
+		snprintf(side, sizeof(side), "%s%s", inputs[0], sides[i]);
+		if (!strcmp(o->output, side)) {
+			sid_error_set(err, SID_EINVAL,
+				      "--output %s is one of the store's files; write the move log "
+				      "elsewhere",
+				      o->output);
+			return NULL;
+		}
 	}
 	fd = open(o->output, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOCTTY, 0644);
 	if (fd < 0) {
@@ -1241,8 +1262,12 @@ static FILE *moves_open(const struct opts *o, struct sid_registry *r, struct sid
 		return NULL;
 	}
 	setvbuf(f, NULL, _IOLBF, 0);
-	if (st.st_size == 0)
-		fputs("id\told_sid\tnew_sid\n", f);
+	/* a log that cannot be written is found before any id moves */
+	if ((st.st_size == 0 && fputs("id\told_sid\tnew_sid\n", f) < 0) || fflush(f) != 0) {
+		sid_error_set(err, SID_EIO, "%s: cannot write the move log: %m", o->output);
+		fclose(f);
+		return NULL;
+	}
 	return f;
 }
 
@@ -1266,7 +1291,7 @@ static int cmd_reassign(const struct opts *o, struct sid_registry *r, struct sid
 	struct sid_reg_diff d;
 	struct moves mv = {0};
 	struct sid_error e2;
-	uint64_t moved = 0;
+	uint64_t moved = 0, stale = 0;
 	size_t batch;
 	int rc, crc;
 
@@ -1283,8 +1308,9 @@ static int cmd_reassign(const struct opts *o, struct sid_registry *r, struct sid
 	sa.sa_flags = SA_RESTART; /* a line blocked on a full pipe still goes out */
 	sigemptyset(&sa.sa_mask);
 	stop_sig = 0;
-	for (int i = 0; i < 3; i++)
-		sigaction(sigs[i], &sa, &saved[i]);
+	for (int i = 0; i < 3; i++) /* one ignored (nohup) stays ignored */
+		if (sigaction(sigs[i], NULL, &saved[i]) == 0 && saved[i].sa_handler != SIG_IGN)
+			sigaction(sigs[i], &sa, NULL);
 	walk_bar_begin(&mv.walk, o, r, o->kind, 1);
 	cli_progress_begin(&mv.bar, mv.walk.bar.on, 0, stderr);
 	mv.bar.unit = "ids moved";
@@ -1293,7 +1319,8 @@ static int cmd_reassign(const struct opts *o, struct sid_registry *r, struct sid
 	batch = o->batch_set					? (size_t)o->batch
 		: strcmp(sid_registry_backend(r), "postgresql") ? 1000
 								: SID_REG_PG_GROUP_IDS;
-	rc = sid_registry_reassign_all(r, o->kind, m, batch, print_move, &mv, &d, &moved, err);
+	rc = sid_registry_reassign_all(r, o->kind, m, batch, print_move, stop_asked, &mv, &d,
+				       &moved, &stale, err);
 	if (rc == SID_EIO && !err->msg[0])
 		sid_error_set(err, SID_EIO, "%s: write failed: %m", o->output);
 	if (mv.r)
@@ -1318,6 +1345,11 @@ static int cmd_reassign(const struct opts *o, struct sid_registry *r, struct sid
 			(unsigned long long)d.items, sid_tower_name(o->kind), m->version,
 			(unsigned long long)d.compared, (unsigned long long)d.no_embedding,
 			(unsigned long long)d.wrong_dim);
+	if (stale)
+		fprintf(stderr,
+			"semid: %llu ids were moved by another writer while this ran and were left "
+			"as it left them; run it again to see whether they still differ\n",
+			(unsigned long long)stale);
 	for (int i = 0; i < 3; i++)
 		sigaction(sigs[i], &saved[i], NULL);
 	sid_model_unref(m);

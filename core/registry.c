@@ -239,6 +239,12 @@ void sid__reg_codes_pack(const int32_t *codes, int L, uint8_t *buf)
 	}
 }
 
+int sid__reg_as_expected(const struct sid_reg_entry *e, int found, const struct sid_reg_entry *want)
+{
+	return !want || (found && e->L == want->L && e->suffix == want->suffix &&
+			 !memcmp(e->codes, want->codes, sizeof(int32_t) * (size_t)want->L));
+}
+
 int sid__reg_codes_unpack(const void *buf, size_t len, int32_t *codes, int *L)
 {
 	const uint8_t *b = buf;
@@ -564,7 +570,8 @@ int sid_registry_assign_calls(struct sid_registry *r, struct sid_reg_call *calls
 					     .n = c->n,
 					     .version = c->model_version,
 					     .flags = c->flags,
-					     .out = c->out};
+					     .out = c->out,
+					     .expect = c->expect};
 		sid_error_clear(&q[i].err);
 		qs[nq++] = &q[i];
 	}
@@ -889,6 +896,8 @@ struct diff_ctx {
 	/* reassign_all: each changed entry is written here (spool_put) */
 	FILE *spool;
 	struct sid_reg_entry *ent; /* (DIFF_BATCH) when spooling */
+	sid_reg_stop_fn stop;	   /* asked after each DIFF_BATCH entries */
+	void *stop_ctx;
 };
 
 /*
@@ -984,14 +993,19 @@ static int diff_fn(const struct sid_reg_entry *e, const float *emb, void *p)
 	memcpy(c->old + c->n * SID_MAX_LEVELS, e->codes, sizeof(e->codes));
 	if (c->ent)
 		c->ent[c->n] = *e;
-	if (++c->n == DIFF_BATCH)
+	if (++c->n == DIFF_BATCH) {
 		c->rc = diff_flush(c);
+		if (!c->rc && c->stop && (c->rc = c->stop(c->stop_ctx)))
+			sid_error_set(c->err, c->rc, "reassign: stopped during the walk");
+	}
 	return c->rc;
 }
 
-/* The diff's walk; with @spool, every changed entry is written there too. */
+/* The diff's walk; with @spool, every changed entry is written there too,
+ * and @stop (may be NULL) is asked now and then whether to go on. */
 static int diff_walk(struct sid_registry *r, enum sid_tower_kind kind, const struct sid_model *m,
-		     struct sid_reg_diff *d, FILE *spool, struct sid_error *err)
+		     struct sid_reg_diff *d, FILE *spool, sid_reg_stop_fn stop, void *ctx,
+		     struct sid_error *err)
 {
 	struct diff_ctx c;
 	int rc;
@@ -1009,6 +1023,8 @@ static int diff_walk(struct sid_registry *r, enum sid_tower_kind kind, const str
 	c.d = d;
 	c.err = err;
 	c.spool = spool;
+	c.stop = stop;
+	c.stop_ctx = ctx;
 	c.ws = sid_workspace_new();
 	c.x = malloc(sizeof(float) * DIFF_BATCH * c.t->D);
 	c.old = malloc(sizeof(int32_t) * DIFF_BATCH * SID_MAX_LEVELS);
@@ -1035,7 +1051,7 @@ fail:
 int sid_registry_diff(struct sid_registry *r, enum sid_tower_kind kind, const struct sid_model *m,
 		      struct sid_reg_diff *d, struct sid_error *err)
 {
-	return diff_walk(r, kind, m, d, NULL, err);
+	return diff_walk(r, kind, m, d, NULL, NULL, NULL, err);
 }
 
 /* An unnamed temp file in $TMPDIR (else /tmp) for the spool. */
@@ -1066,17 +1082,18 @@ static FILE *spool_open(struct sid_error *err)
 
 int sid_registry_reassign_all(struct sid_registry *r, enum sid_tower_kind kind,
 			      const struct sid_model *m, size_t batch, sid_reg_moved_fn fn,
-			      void *ctx, struct sid_reg_diff *d, uint64_t *moved,
-			      struct sid_error *err)
+			      sid_reg_stop_fn stop, void *ctx, struct sid_reg_diff *d,
+			      uint64_t *moved, uint64_t *stale, struct sid_error *err)
 {
 	const struct sid_tower *t = sid_model_tower(m, kind);
 	struct sid_reg_entry *before = NULL, *after = NULL;
 	struct sid_reg_item *items = NULL;
 	int32_t *codes = NULL;
+	struct sid_reg_call call;
 	FILE *spool = NULL;
 	int rc, L = 0;
 
-	*moved = 0;
+	*moved = *stale = 0;
 	memset(d, 0, sizeof(*d));
 	if ((rc = kind_check(kind, err)))
 		return rc;
@@ -1095,7 +1112,7 @@ int sid_registry_reassign_all(struct sid_registry *r, enum sid_tower_kind kind,
 		    sid_tower_name(kind), L, m->version, t->L);
 	if (!(spool = spool_open(err)))
 		return SID_EIO;
-	if ((rc = diff_walk(r, kind, m, d, spool, err)))
+	if ((rc = diff_walk(r, kind, m, d, spool, stop, ctx, err)))
 		goto out;
 	if (fflush(spool) != 0 || fseek(spool, 0, SEEK_SET) != 0) {
 		rc = sid_error_set(err, SID_EIO, "reassign: the spool file: %s", strerror(errno));
@@ -1121,18 +1138,33 @@ int sid_registry_reassign_all(struct sid_registry *r, enum sid_tower_kind kind,
 			/* no embedding: the stored one stays (no second copy written) */
 			items[i] = (struct sid_reg_item){before[i].id, codes + i * t->L, NULL};
 		}
-		rc = sid_registry_assign(r, kind, items, n, t->L, 0, m->version, SID_REG_REASSIGN,
-					 after, err);
-		if (rc)
+		if (stop && (rc = stop(ctx))) {
+			sid_error_set(err, rc, "reassign: stopped");
 			goto out;
+		}
+		/* each id moves only from the ID the walk read */
+		call = (struct sid_reg_call){.kind = kind,
+					     .items = items,
+					     .n = n,
+					     .L = t->L,
+					     .model_version = m->version,
+					     .flags = SID_REG_REASSIGN,
+					     .out = after,
+					     .expect = before};
+		if ((rc = sid_registry_assign_calls(r, &call, 1))) {
+			*err = call.err;
+			goto out;
+		}
 		/* every move this commit made is told, even after @fn said stop */
-		for (size_t i = 0; i < n; i++)
+		for (size_t i = 0; i < n; i++) {
+			*stale += after[i].stale != 0;
 			if (after[i].moved) {
 				int frc = fn ? fn(&before[i], &after[i], ctx) : 0;
 				++*moved;
 				if (frc && !rc)
 					rc = frc;
 			}
+		}
 		if (rc)
 			goto out;
 		left -= n;

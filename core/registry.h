@@ -119,6 +119,7 @@ struct sid_reg_entry {
 	int D;	     /* width of the stored embedding, 0 when none */
 	int created; /* assign: this call created the row */
 	int moved;   /* assign with SID_REG_REASSIGN: this call changed its codes */
+	int stale;   /* assign with expect (sid_reg_call): not as expected, left */
 };
 
 /*
@@ -199,6 +200,10 @@ struct sid_reg_call {
 	struct sid_reg_entry *out; /* (n) */
 	int rc;			   /* out: 0 or a SID_E* code */
 	struct sid_error err;	   /* out: the message when rc != 0 */
+	/* (n) or NULL.  With SID_REG_REASSIGN: the ID each id is expected to
+	 * hold (its L, codes and suffix); one that holds another, or is not
+	 * stored, is left as it is and its out entry says stale. */
+	const struct sid_reg_entry *expect;
 };
 int sid_registry_assign_calls(struct sid_registry *r, struct sid_reg_call *calls, size_t n);
 
@@ -342,18 +347,23 @@ int sid_registry_sqlite_fold_wal(const char *path, struct sid_error *err);
  * and left alone.  @fn (may be NULL) is called for each id moved, with the
  * entry before (id, codes, suffix) and after, as soon as its batch is
  * committed; a non-zero return stops the work after that batch (@fn still
- * hears of all its moves) and is returned.  *@moved counts the ids moved;
- * @d is the walk's diff.  Stopped midway (an error, a signal), the ids
- * moved so far stay moved, and running it again moves the rest.
- * SID_EINVAL when the store's IDs have another number of levels than the
- * tower gives.
+ * hears of all its moves) and is returned.  @stop (may be NULL) is asked
+ * during the walk and before each batch; a non-zero answer ends the work
+ * there, with nothing more written, and is returned.  Each id moves only
+ * if it still holds the ID the walk read (sid_reg_call's expect): one
+ * that another writer moved meanwhile is left as that writer left it and
+ * counted in *@stale.  *@moved counts the ids moved; @d is the walk's diff.
+ * Stopped midway (an error, a signal), the ids moved so far stay moved, and
+ * running it again moves the rest.  SID_EINVAL when the store's IDs have
+ * another number of levels than the tower gives.
  */
 typedef int (*sid_reg_moved_fn)(const struct sid_reg_entry *before,
 				const struct sid_reg_entry *after, void *ctx);
+typedef int (*sid_reg_stop_fn)(void *ctx);
 int sid_registry_reassign_all(struct sid_registry *r, enum sid_tower_kind kind,
 			      const struct sid_model *m, size_t batch, sid_reg_moved_fn fn,
-			      void *ctx, struct sid_reg_diff *d, uint64_t *moved,
-			      struct sid_error *err);
+			      sid_reg_stop_fn stop, void *ctx, struct sid_reg_diff *d,
+			      uint64_t *moved, uint64_t *stale, struct sid_error *err);
 
 /* Export and import: a line per entry, TSV (with a header line) or JSON lines
  * (proto/registry.md has the columns and keys). */
@@ -435,11 +445,12 @@ struct sid__reg_req {
 	size_t n;
 	const char *version;
 	unsigned flags;
-	struct sid_reg_entry *out; /* (n) */
-	int rc;			   /* result */
-	struct sid_error err;	   /* its message when rc != 0 */
-	int done;		   /* registry.c: answered */
-	struct sid__reg_req *next; /* registry.c: queue */
+	struct sid_reg_entry *out;	    /* (n) */
+	const struct sid_reg_entry *expect; /* (n) or NULL: sid_reg_call's */
+	int rc;				    /* result */
+	struct sid_error err;		    /* its message when rc != 0 */
+	int done;			    /* registry.c: answered */
+	struct sid__reg_req *next;	    /* registry.c: queue */
 };
 
 struct sid__reg_ops {
@@ -510,6 +521,10 @@ int sid__reg_pg_open(const char *conninfo, unsigned flags, int timeout_ms,
 
 /* codes (L) <-> big-endian bytes (4L); decode checks the length and range. */
 void sid__reg_codes_pack(const int32_t *codes, int L, uint8_t *buf);
+/* Whether the stored entry @e (@found: it is stored) is the one @want
+ * expects (same L, codes and suffix); a NULL @want expects anything. */
+int sid__reg_as_expected(const struct sid_reg_entry *e, int found,
+			 const struct sid_reg_entry *want);
 int sid__reg_codes_unpack(const void *buf, size_t len, int32_t *codes, int *L);
 
 /* Smallest free suffix, fed the used suffixes of one codes tuple in

@@ -983,9 +983,10 @@ struct assign_ctx {
 	unsigned flags;
 	int64_t now_ms;
 	struct sid_reg_entry *out;
-	size_t *order; /* (n) input indices sorted by id */
-	long *prev;    /* (n) the previous input with the same id, or -1 */
-	int *known;    /* (n) first occurrences: out[i] holds the stored row */
+	const struct sid_reg_entry *expect; /* (n) or NULL */
+	size_t *order;			    /* (n) input indices sorted by id */
+	long *prev;			    /* (n) the previous input with the same id, or -1 */
+	int *known;			    /* (n) first occurrences: out[i] holds the stored row */
 };
 
 static int order_cmp(const void *a, const void *b, void *ctx)
@@ -1266,11 +1267,20 @@ static int assign_body(struct pg *s, void *p, struct sid_error *err)
 
 		if (c->prev[i] >= 0) { /* the state the earlier occurrence left */
 			*e = c->out[c->prev[i]];
-			e->created = e->moved = 0;
+			e->created = e->moved = e->stale = 0;
 			found = 1;
 		}
 		if (found && !reassign)
 			continue;
+		if (!sid__reg_as_expected(e, found, c->expect ? &c->expect[i] : NULL)) {
+			if (!found) {
+				memset(e, 0, sizeof(*e));
+				e->kind = c->kind;
+				snprintf(e->id, sizeof(e->id), "%s", it->id);
+			}
+			e->stale = 1;
+			continue;
+		}
 		if (!levels_ok) {
 			rc = levels_ensure(s, c->kind, c->L, err);
 			if (rc == 2)
@@ -1387,7 +1397,8 @@ static void pg_assign(struct sid_registry *r, struct sid__reg_req *const *q, siz
 					 .version = q[i]->version,
 					 .flags = q[i]->flags,
 					 .now_ms = now_ms,
-					 .out = q[i]->out};
+					 .out = q[i]->out,
+					 .expect = q[i]->expect};
 		c->order = malloc(c->n * sizeof(*c->order));
 		c->prev = malloc(c->n * sizeof(*c->prev));
 		c->known = malloc(c->n * sizeof(*c->known));

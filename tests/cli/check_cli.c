@@ -1,13 +1,17 @@
 /*
  * check_cli.c - unit tests for the pieces of bin/semid that do not need a
- * process: encode option parsing (cli_encode_parse) and the progress line
- * (cli_progress_format).  The end-to-end behaviour is in test_cli.py.
+ * process: encode option parsing (cli_encode_parse), the progress line
+ * (cli_progress_format), the pace of a capped copy, and the signals an
+ * open output handles.  The end-to-end behaviour is in test_cli.py.
  */
 #include <check.h>
 #include "check_main.h"
+#include <signal.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "../../cli/cli.h" /* tests build with -Icore -Itests only */
 
@@ -187,6 +191,38 @@ START_TEST(test_progress_quiet_when_off)
 }
 END_TEST
 
+/* While an output file is open, SIGINT/SIGTERM/SIGHUP remove its temp
+ * file; a signal the caller ignores (SIGHUP under nohup) stays ignored, and
+ * every disposition is as it was once the output is closed. */
+START_TEST(test_output_keeps_ignored_signals)
+{
+	char dir[] = "/tmp/check_cli.XXXXXX", path[64];
+	struct cli_output w;
+	struct sigaction sa, hup, term, term0;
+	struct sid_error err;
+
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/out.txt", dir);
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = SIG_IGN;
+	ck_assert_int_eq(sigaction(SIGHUP, &sa, NULL), 0);
+	ck_assert_int_eq(sigaction(SIGTERM, NULL, &term0), 0);
+	ck_assert_int_eq(cli_output_open_named(&w, path, NULL, &err), 0);
+	ck_assert_int_eq(sigaction(SIGHUP, NULL, &hup), 0);
+	ck_assert_int_eq(sigaction(SIGTERM, NULL, &term), 0);
+	ck_assert(hup.sa_handler == SIG_IGN);
+	ck_assert(term.sa_handler != term0.sa_handler && term.sa_handler != SIG_IGN);
+	cli_output_abort(&w);
+	ck_assert_int_eq(sigaction(SIGHUP, NULL, &hup), 0);
+	ck_assert_int_eq(sigaction(SIGTERM, NULL, &term), 0);
+	ck_assert(hup.sa_handler == SIG_IGN);
+	ck_assert(term.sa_handler == term0.sa_handler);
+	sa.sa_handler = SIG_DFL;
+	sigaction(SIGHUP, &sa, NULL);
+	ck_assert_int_eq(rmdir(dir), 0);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("cli");
@@ -198,6 +234,7 @@ int main(void)
 	tcase_add_test(tc, test_progress_format);
 	tcase_add_test(tc, test_progress_quiet_when_off);
 	tcase_add_test(tc, test_pace_delay);
+	tcase_add_test(tc, test_output_keeps_ignored_signals);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }

@@ -1238,6 +1238,12 @@ START_TEST(t_reassign)
 	ck_assert_int_eq(
 	    run("registry", "reassign", "--model", model2, "--db", db, "-o", model2, NULL),
 	    CLI_EXIT_INPUT);
+	snprintf(moves, sizeof(moves), "%s-wal", db); /* by name: none is there now */
+	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "reassign", "--model", model2,
+				 "--db", db, "-o", moves, NULL),
+			 CLI_EXIT_INPUT);
+	ASSERT_HAS(msg, "is one of the store's files");
+	ck_assert_int_ne(access(moves, F_OK), 0);
 	snprintf(moves, sizeof(moves), "%s/moves.tsv", dir);
 	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "reassign", "--model", model2,
 				 "--db", db, "-o", moves, "--batch", "13", NULL),
@@ -1295,6 +1301,104 @@ START_TEST(t_reassign)
 		snprintf(store, sizeof(store), "%s/semid-registry.db", rel);
 		ck_assert_int_ne(access(store, F_OK), 0);
 	}
+}
+END_TEST
+
+/*
+ * `registry reassign --model model2 --db db --batch 1` in a child (SIGHUP
+ * ignored there when @ignore_hup) whose log, its stdout, is a 4 KiB pipe:
+ * the header and five moves are read, then, once the child blocks writing
+ * to the full pipe (so that no line may be lost to EINTR), it is sent @sig
+ * and the rest is read into @buf (NUL-terminated, its length in *@lenp).
+ * Returns the child's wait status.
+ */
+static int reassign_signalled(int sig, int ignore_hup, char *buf, size_t cap, size_t *lenp)
+{
+	int fd[2], status, got = 0;
+	size_t len = 0;
+	ssize_t n;
+	pid_t pid;
+
+	ck_assert_int_eq(pipe(fd), 0);
+	ck_assert_int_ge(fcntl(fd[1], F_SETPIPE_SZ, 4096), 4096);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		close(fd[0]);
+		dup2(fd[1], 1);
+		if (ignore_hup)
+			signal(SIGHUP, SIG_IGN);
+		_exit(run("registry", "reassign", "--model", model2, "--db", db, "--batch", "1",
+			  NULL));
+	}
+	close(fd[1]);
+	while (got < 6 && (n = read(fd[0], buf + len, 1)) == 1) /* the header and five moves */
+		got += buf[len++] == '\n';
+	for (int i = 0; i < 5000; i++) { /* until it blocks writing (syscall 1, write) */
+		char path[64], sc[16] = "";
+		FILE *p;
+		snprintf(path, sizeof(path), "/proc/%d/syscall", (int)pid);
+		if ((p = fopen(path, "r"))) {
+			if (!fgets(sc, sizeof(sc), p))
+				sc[0] = '\0';
+			fclose(p);
+		}
+		if (!strncmp(sc, "1 ", 2))
+			break;
+		usleep(1000);
+	}
+	kill(pid, sig);
+	while ((n = read(fd[0], buf + len, cap - 1 - len)) > 0)
+		len += (size_t)n;
+	close(fd[0]);
+	buf[len] = '\0';
+	*lenp = len;
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	return status;
+}
+
+/*
+ * A reassign run with SIGHUP ignored (nohup) keeps it ignored: a hangup
+ * while it runs (it is blocked writing its log to a full pipe then) does not
+ * stop it, and every move is logged.  And a move log that cannot be written
+ * (/dev/full) is found before any id moves.
+ */
+START_TEST(t_reassign_hup_ignored)
+{
+	enum { M = 2000 };
+	static float xm[M * 8];
+	static char buf[1 << 20];
+	char msg[1024];
+	int status, lines = 0;
+	size_t len = 0;
+	struct sid_registry *r;
+	struct sid_reg_diff d;
+	struct sid_model *m2;
+	struct sid_error err;
+
+	assign_rows(M, 21, xm);
+	ck_assert_int_eq(sid_model_load(model2, &m2, &err), 0);
+	ck_assert_int_eq(sid_registry_open(db, SID_REG_READONLY, &r, &err), 0);
+	ck_assert_int_eq(sid_registry_diff(r, SID_TOWER_ITEM, m2, &d, &err), 0);
+	sid_registry_close(r);
+	ck_assert_uint_gt(d.changed, 100);
+
+	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "reassign", "--model", model2,
+				 "--db", db, "-o", "/dev/full", NULL),
+			 CLI_EXIT_IO);
+	ASSERT_HAS(msg, "cannot write the move log");
+	ck_assert_int_eq(sid_registry_open(db, SID_REG_READONLY, &r, &err), 0);
+	ck_assert_int_eq(sid_registry_diff(r, SID_TOWER_ITEM, m2, &d, &err), 0);
+	sid_registry_close(r);
+	ck_assert_uint_gt(d.changed, 100); /* nothing moved */
+
+	status = reassign_signalled(SIGHUP, 1, buf, sizeof(buf), &len);
+	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == CLI_EXIT_OK,
+		      "the reassign did not run to its end (status 0x%x)", status);
+	for (size_t i = 0; i < len; i++)
+		lines += buf[i] == '\n';
+	ck_assert_int_eq(lines, (int)d.changed + 1);
+	sid_model_unref(m2);
 }
 END_TEST
 
@@ -1374,46 +1478,12 @@ START_TEST(t_reassign_stopped)
 	static float xm[M * 8];
 	static char seen[M], buf[1 << 20];
 	char moves[320], line[512];
-	int fd[2], status, lines = 0, got = 0;
+	int status, lines = 0;
 	size_t len = 0;
-	ssize_t n;
-	pid_t pid;
 	FILE *f;
 
 	assign_rows(M, 21, xm);
-	ck_assert_int_eq(pipe(fd), 0);
-	ck_assert_int_ge(fcntl(fd[1], F_SETPIPE_SZ, 4096), 4096);
-	pid = fork();
-	ck_assert_int_ge(pid, 0);
-	if (pid == 0) {
-		close(fd[0]);
-		dup2(fd[1], 1);
-		_exit(run("registry", "reassign", "--model", model2, "--db", db, "--batch", "1",
-			  NULL));
-	}
-	close(fd[1]);
-	while (got < 6 && (n = read(fd[0], buf + len, 1)) == 1) /* the header and five moves */
-		got += buf[len++] == '\n';
-	/* until the child blocks writing to the full pipe (syscall 1, write) */
-	for (int i = 0; i < 5000; i++) {
-		char path[64], sc[16] = "";
-		FILE *p;
-		snprintf(path, sizeof(path), "/proc/%d/syscall", (int)pid);
-		if ((p = fopen(path, "r"))) {
-			if (!fgets(sc, sizeof(sc), p))
-				sc[0] = '\0';
-			fclose(p);
-		}
-		if (!strncmp(sc, "1 ", 2))
-			break;
-		usleep(1000);
-	}
-	kill(pid, SIGTERM);
-	while ((n = read(fd[0], buf + len, sizeof(buf) - 1 - len)) > 0)
-		len += (size_t)n;
-	close(fd[0]);
-	buf[len] = '\0';
-	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	status = reassign_signalled(SIGTERM, 0, buf, sizeof(buf), &len);
 	ck_assert_msg(WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM,
 		      "the reassign was not stopped by the signal (status 0x%x)", status);
 	snprintf(moves, sizeof(moves), "%s/moves.tsv", dir);
@@ -1485,6 +1555,7 @@ static Suite *registry_cmd_suite(void)
 	tcase_add_test(tc, t_restore_opened_meanwhile);
 	tcase_add_test(tc, t_reassign);
 	tcase_add_test(tc, t_reassign_stopped);
+	tcase_add_test(tc, t_reassign_hup_ignored);
 	tcase_add_test(tc, t_progress);
 	suite_add_tcase(s, tc);
 	return s;

@@ -659,11 +659,11 @@ START_TEST(t_group)
 	struct sid_reg_item ib[1] = {{"b1", c2, NULL}}, ic[1] = {{"c1", c3, NULL}};
 	struct sid_reg_item id[1] = {{"known", c3, NULL}}, ie[1] = {{"bad\n", c3, NULL}};
 	struct sid_reg_call calls[5] = {
-	    {SID_TOWER_ITEM, id, 1, 3, 0, "g", 0, od, 0, {0}},
-	    {SID_TOWER_ITEM, ia, 2, 3, 0, "g", 0, oa, 0, {0}},
-	    {SID_TOWER_ITEM, ib, 1, 2, 0, "g", 0, ob, 0, {0}},
-	    {SID_TOWER_ITEM, ie, 1, 3, 0, "g", 0, oe, 0, {0}},
-	    {SID_TOWER_ITEM, ic, 1, 3, 0, "g", 0, oc, 0, {0}},
+	    {SID_TOWER_ITEM, id, 1, 3, 0, "g", 0, od, 0, {0}, NULL},
+	    {SID_TOWER_ITEM, ia, 2, 3, 0, "g", 0, oa, 0, {0}, NULL},
+	    {SID_TOWER_ITEM, ib, 1, 2, 0, "g", 0, ob, 0, {0}, NULL},
+	    {SID_TOWER_ITEM, ie, 1, 3, 0, "g", 0, oe, 0, {0}, NULL},
+	    {SID_TOWER_ITEM, ic, 1, 3, 0, "g", 0, oc, 0, {0}, NULL},
 	};
 	struct sid_error err;
 	char s[SID_REG_SID_MAX];
@@ -707,8 +707,8 @@ START_TEST(t_group_levels_known)
 	struct sid_reg_item ia[1] = {{"x", c3, NULL}}, ib[1] = {{"x", c2, NULL}};
 	struct sid_reg_item iy = {"y", c2, NULL};
 	struct sid_reg_call calls[2] = {
-	    {SID_TOWER_ITEM, ia, 1, 3, 0, "old", 0, oa, 0, {0}},
-	    {SID_TOWER_ITEM, ib, 1, 2, 0, "new", 0, ob, 0, {0}},
+	    {SID_TOWER_ITEM, ia, 1, 3, 0, "old", 0, oa, 0, {0}, NULL},
+	    {SID_TOWER_ITEM, ib, 1, 2, 0, "new", 0, ob, 0, {0}, NULL},
 	};
 	struct sid_error err;
 	int L;
@@ -739,8 +739,8 @@ START_TEST(t_gaps_flag_rolled_back)
 	int32_t c2[3] = {2, 2, 2}, c3[3] = {3, 3, 3};
 	struct sid_reg_item ix[1] = {{"x", c2, NULL}}, ib[1] = {{"boom", c3, NULL}};
 	struct sid_reg_call calls[2] = {
-	    {SID_TOWER_ITEM, ix, 1, 3, 0, "v", SID_REG_REASSIGN, ox, 0, {0}},
-	    {SID_TOWER_ITEM, ib, 1, 3, 0, "v", 0, ob, 0, {0}},
+	    {SID_TOWER_ITEM, ix, 1, 3, 0, "v", SID_REG_REASSIGN, ox, 0, {0}, NULL},
+	    {SID_TOWER_ITEM, ib, 1, 3, 0, "v", 0, ob, 0, {0}, NULL},
 	};
 
 	NEED_STORE();
@@ -1085,7 +1085,7 @@ START_TEST(t_reassign_all)
 	struct sid_reg_stats st;
 	uint8_t *buf;
 	size_t len;
-	uint64_t moved, rng = 99;
+	uint64_t moved, stale, rng = 99;
 	int32_t extra[3] = {0, 0, 0};
 
 	NEED_STORE();
@@ -1122,8 +1122,8 @@ START_TEST(t_reassign_all)
 	}
 
 	memset(&seen, 0, sizeof(seen));
-	ck_assert_msg(sid_registry_reassign_all(r, SID_TOWER_ITEM, m, 7, on_moved, &seen, &d,
-						&moved, &err) == 0,
+	ck_assert_msg(sid_registry_reassign_all(r, SID_TOWER_ITEM, m, 7, on_moved, NULL, &seen, &d,
+						&moved, &stale, &err) == 0,
 		      "%s", err.msg);
 	ck_assert_uint_eq(moved, 16);
 	ck_assert_int_eq(seen.n, 16);
@@ -1160,8 +1160,9 @@ START_TEST(t_reassign_all)
 	ck_assert_int_eq(sid_registry_diff(r, SID_TOWER_ITEM, m, &d, &err), 0);
 	ck_assert_uint_eq(d.changed, 0);
 	ck_assert_uint_eq(d.compared, N); /* every embedding still there, as it was */
-	ck_assert_int_eq(
-	    sid_registry_reassign_all(r, SID_TOWER_ITEM, m, 1000, NULL, NULL, &d, &moved, &err), 0);
+	ck_assert_int_eq(sid_registry_reassign_all(r, SID_TOWER_ITEM, m, 1000, NULL, NULL, NULL, &d,
+						   &moved, &stale, &err),
+			 0);
 	ck_assert_uint_eq(moved, 0);
 
 	{ /* another number of levels: refused, nothing moved */
@@ -1172,21 +1173,37 @@ START_TEST(t_reassign_all)
 		ck_assert_int_eq(sid_model_load_buffer(buf, len, &m2, &err), 0);
 		free(buf);
 		ck_assert_int_eq(sid_registry_reassign_all(r, SID_TOWER_ITEM, m2, 100, NULL, NULL,
-							   &d, &moved, &err),
+							   NULL, &d, &moved, &stale, &err),
 				 SID_EINVAL);
 		ck_assert_ptr_nonnull(strstr(err.msg, "levels"));
 		ck_assert_int_eq(sid_registry_stats(r, SID_TOWER_ITEM, &st, &err), 0);
 		ck_assert_int_eq(st.L, 3);
 		sid_model_unref(m2);
 	}
-	ck_assert_int_eq(
-	    sid_registry_reassign_all(r, SID_TOWER_USER, m, 100, NULL, NULL, &d, &moved, &err),
-	    SID_ENOTFOUND);
+	ck_assert_int_eq(sid_registry_reassign_all(r, SID_TOWER_USER, m, 100, NULL, NULL, NULL, &d,
+						   &moved, &stale, &err),
+			 SID_ENOTFOUND);
 	sid_model_unref(m);
 	sid_workspace_free(ws);
 	sid_registry_close(r);
 }
 END_TEST
+
+/* model_builder's default model: item tower 8 -> 16 -> 4, L = 3, K = {5, 7, 3}. */
+static struct sid_model *default_model(void)
+{
+	struct mb_spec spec;
+	struct sid_model *m = NULL;
+	struct sid_error err;
+	uint8_t *buf;
+	size_t len;
+
+	mb_spec_init(&spec);
+	ck_assert_int_eq(mb_build_buffer(&spec, &buf, &len, &err), 0);
+	ck_assert_int_eq(sid_model_load_buffer(buf, len, &m, &err), 0);
+	free(buf);
+	return m;
+}
 
 /* Store @n ids "<prefix><i>" under codes one off what @m gives their rows. */
 static void store_off_codes(struct sid_registry *r, const struct sid_model *m, const char *prefix,
@@ -1214,6 +1231,103 @@ static void store_off_codes(struct sid_registry *r, const struct sid_model *m, c
 	sid_workspace_free(ws);
 }
 
+/* A writer that moves ids while reassign_all runs: after the first batch of
+ * 100 is told, it reassigns five ids still waiting (to codes 0-0-i). */
+struct meddler {
+	struct sid_registry *r;
+	int told;
+	char seen[300];
+	char moved_ids[5][24];
+	int nmoved;
+	int stops;
+};
+
+static int meddle(const struct sid_reg_entry *b, const struct sid_reg_entry *a, void *ctx)
+{
+	struct meddler *m = ctx;
+	static int32_t codes[5][3];
+	struct sid_reg_item in[5];
+	struct sid_reg_entry out[5];
+	struct sid_error err;
+
+	m->seen[atoi(b->id + 1)] = 1;
+	if (++m->told != 100)
+		return 0;
+	for (int i = 0; i < 300 && m->nmoved < 5; i++)
+		if (!m->seen[i]) {
+			int k = m->nmoved++;
+			snprintf(m->moved_ids[k], sizeof(m->moved_ids[0]), "a%d", i);
+			codes[k][2] = k;
+			in[k] = (struct sid_reg_item){m->moved_ids[k], codes[k], NULL};
+		}
+	ck_assert_int_eq(m->nmoved, 5);
+	ck_assert_int_eq(sid_registry_assign(m->r, SID_TOWER_ITEM, in, 5, 3, 0, "meddler",
+					     SID_REG_REASSIGN, out, &err),
+			 0);
+	for (int i = 0; i < 5; i++)
+		ck_assert(out[i].moved);
+	return 0;
+}
+
+static int stop_at_once(void *ctx)
+{
+	return SID_EUNAVAIL;
+}
+
+static int count_stops(void *ctx)
+{
+	((struct meddler *)ctx)->stops++;
+	return 0;
+}
+
+/* reassign_all moves an id only from the ID its walk read: five ids another
+ * writer moved between the walk and their batch keep what that writer gave
+ * them, and are counted stale; the other 295 move.  Its stop question is
+ * asked before each of the three batches at least; answered at once, nothing
+ * moves. */
+START_TEST(t_reassign_all_expect)
+{
+	static float x[300 * 8];
+	static struct meddler md;
+	struct sid_registry *r;
+	struct sid_model *m = NULL;
+	struct sid_reg_diff d;
+	struct sid_reg_entry e;
+	struct sid_error err;
+	uint64_t moved, stale;
+
+	NEED_STORE();
+	m = default_model();
+	r = reg_open();
+	store_off_codes(r, m, "a", 300, x, 5);
+	/* told to stop at once: nothing moves */
+	ck_assert_int_eq(sid_registry_reassign_all(r, SID_TOWER_ITEM, m, 100, NULL, stop_at_once,
+						   NULL, &d, &moved, &stale, &err),
+			 SID_EUNAVAIL);
+	ck_assert_uint_eq(moved, 0);
+	ck_assert_int_eq(sid_registry_diff(r, SID_TOWER_ITEM, m, &d, &err), 0);
+	ck_assert_uint_eq(d.changed, 300);
+	memset(&md, 0, sizeof(md));
+	md.r = r;
+	ck_assert_msg(sid_registry_reassign_all(r, SID_TOWER_ITEM, m, 100, meddle, count_stops, &md,
+						&d, &moved, &stale, &err) == 0,
+		      "%s", err.msg);
+	ck_assert_uint_eq(d.changed, 300);
+	ck_assert_uint_eq(moved, 295);
+	ck_assert_uint_eq(stale, 5);
+	ck_assert_int_ge(md.stops, 3);
+	for (int i = 0; i < 5; i++) {
+		ck_assert_int_eq(sid_registry_get(r, SID_TOWER_ITEM, md.moved_ids[i], &e, &err), 0);
+		ck_assert_str_eq(e.model_version, "meddler");
+		ck_assert_int_eq(e.codes[0], 0);
+		ck_assert_int_eq(e.codes[1], 0);
+		ck_assert_int_eq(e.codes[2], i);
+	}
+	sid_model_unref(m);
+	sid_registry_close(r);
+}
+END_TEST
+
 /* Why `semid registry reassign` moves 128 ids a transaction on PostgreSQL:
  * batches of SID_REG_PG_GROUP_IDS take no global lock (they run beside a
  * fleet's assigns), batches of 1000 do; SQLite takes none either way. */
@@ -1221,32 +1335,27 @@ START_TEST(t_reassign_all_batches)
 {
 	static float x[300 * 8];
 	struct sid_registry *r;
-	struct mb_spec spec;
 	struct sid_model *m = NULL;
 	struct sid_reg_events ev;
 	struct sid_reg_diff d;
 	struct sid_error err;
-	uint8_t *buf;
-	size_t len;
-	uint64_t moved;
+	uint64_t moved, stale;
 
 	NEED_STORE();
-	mb_spec_init(&spec);
-	ck_assert_int_eq(mb_build_buffer(&spec, &buf, &len, &err), 0);
-	ck_assert_int_eq(sid_model_load_buffer(buf, len, &m, &err), 0);
-	free(buf);
+	m = default_model();
 	r = reg_open();
 	store_off_codes(r, m, "a", 300, x, 5);
 	sid_registry_events_take(r, &ev);
 	ck_assert_int_eq(sid_registry_reassign_all(r, SID_TOWER_ITEM, m, SID_REG_PG_GROUP_IDS, NULL,
-						   NULL, &d, &moved, &err),
+						   NULL, NULL, &d, &moved, &stale, &err),
 			 0);
 	ck_assert_uint_eq(moved, 300);
 	sid_registry_events_take(r, &ev);
 	ck_assert_uint_eq(ev.global_locks + ev.lock_table_full, 0);
 	store_off_codes(r, m, "b", 300, x, 6);
-	ck_assert_int_eq(
-	    sid_registry_reassign_all(r, SID_TOWER_ITEM, m, 1000, NULL, NULL, &d, &moved, &err), 0);
+	ck_assert_int_eq(sid_registry_reassign_all(r, SID_TOWER_ITEM, m, 1000, NULL, NULL, NULL, &d,
+						   &moved, &stale, &err),
+			 0);
 	ck_assert_uint_eq(moved, 300);
 	sid_registry_events_take(r, &ev);
 	if (g_pg)
@@ -2848,6 +2957,7 @@ static void add_behaviour(TCase *tc)
 	tcase_add_test(tc, t_diff);
 	tcase_add_test(tc, t_reassign_all);
 	tcase_add_test(tc, t_reassign_all_batches);
+	tcase_add_test(tc, t_reassign_all_expect);
 	tcase_add_test(tc, t_export_import);
 	tcase_add_test(tc, t_threads_own_handles);
 	tcase_add_test(tc, t_threads_shared_handle);
