@@ -1060,8 +1060,14 @@ static int cmd_restore(const struct opts *o, struct sid_error *err)
 	/* Nothing is removed after: the fold's close removed the emptied -wal
 	 * and the -shm, and should a server have opened the new store at once,
 	 * they would be its own. */
-	if ((rc = out_close(&w, 1, err)))
+	if ((rc = out_close(&w, 1, err))) {
+		if (have) /* the old store has its second name by now */
+			sid_error_prefix(err,
+					 "registry %s: the store it was to replace is kept as "
+					 "%s%s",
+					 store, aside, fold ? ", its side files beside it" : "");
 		goto out;
+	}
 	fprintf(stderr, "semid: restored %s from %s: %s, checked, in %.1f s", store, backup, size,
 		cli_now() - t0);
 	if (!have)
