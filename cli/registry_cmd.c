@@ -975,11 +975,12 @@ static int keep_aside(const char *store, char *aside, size_t len, struct sid_err
 /*
  * Put @o->arg, a backup, in place of the SQLite store.  The order keeps
  * every moment safe to crash in: the backup is copied (and checked) beside
- * the store under a temp name; the old store's WAL is folded into it; the
- * old file gets a second name, STORE.pre-restore.<time>; only then does
- * the copy take the store's name, in one rename.  A store that cannot be
- * read (the reason for many restores) keeps its -wal too, moved beside its
- * new name.  Nothing is deleted.
+ * the store under a temp name; nothing may have the store open, before the
+ * copy and again after it; the old store's WAL is folded into it; the old
+ * file gets a second name, STORE.pre-restore.<time>; only then does the
+ * copy take the store's name, in one rename.  A store that cannot be read
+ * (the reason for many restores) or written is not touched, and its side
+ * files move beside its new name.  Nothing is deleted.
  */
 static int cmd_restore(const struct opts *o, struct sid_error *err)
 {
