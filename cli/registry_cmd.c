@@ -1175,9 +1175,10 @@ static int cmd_diff(const struct opts *o, struct sid_registry *r, struct sid_err
  * The moves are a log of what was committed, not an output published when
  * complete: each line is written (line-buffered) as soon as its batch has
  * committed, a file is appended to (its header only when it is new), and
- * SIGINT, SIGTERM or SIGHUP stop the work after the batch in flight, whose
- * lines are written, so that the log and the store never disagree and a
- * second run appends the moves that are left.
+ * SIGINT, SIGTERM or SIGHUP stop the work before the next batch, the lines
+ * of the batch in flight written, so that the log and the store agree
+ * (short of SIGKILL between a commit and its lines) and a second run
+ * appends the moves that are left.
  */
 static volatile sig_atomic_t stop_sig;
 
