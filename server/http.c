@@ -1045,7 +1045,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 			q->waiter.done = reload_done;
 			q->waiter.ctx = q;
 			req_suspend(q);
-			srv_reload_request(h->d.reload, &q->waiter);
+			if (srv_reload_request(h->d.reload, &q->waiter)) {
+				set_error(q, SRV_ERR_UNAVAILABLE, "no reload was tried: %s",
+					  SRV_MSG_SHUTTING_DOWN);
+				MHD_resume_connection(q->conn);
+			}
 			return MHD_YES;
 		}
 		start_encode(q);

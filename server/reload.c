@@ -45,6 +45,7 @@ struct srv_reload {
 	uv_async_t request_async, done_async;
 	int watching;
 	int closing;
+	int closed; /* under mu: request_async is closed, requests are refused */
 };
 
 static double unix_now(void)
@@ -281,13 +282,18 @@ static void on_done(uv_async_t *h)
 	}
 }
 
-void srv_reload_request(struct srv_reload *r, struct srv_reload_waiter *w)
+int srv_reload_request(struct srv_reload *r, struct srv_reload_waiter *w)
 {
 	pthread_mutex_lock(&r->mu);
+	if (r->closed) {
+		pthread_mutex_unlock(&r->mu);
+		return -1;
+	}
 	w->next = r->incoming;
 	r->incoming = w;
+	uv_async_send(&r->request_async); /* under mu: not after the close below */
 	pthread_mutex_unlock(&r->mu);
-	uv_async_send(&r->request_async);
+	return 0;
 }
 
 static void on_request(uv_async_t *h)
@@ -452,6 +458,8 @@ int srv_reload_busy(const struct srv_reload *r)
 
 void srv_reload_close(struct srv_reload *r)
 {
+	struct srv_reload_waiter *w;
+
 	if (!r)
 		return;
 	srv_reload_quiesce(r);
@@ -462,6 +470,13 @@ void srv_reload_close(struct srv_reload *r)
 		r->result = NULL;
 		waiters_fail(&r->cur_waiters, SRV_MSG_SHUTTING_DOWN);
 	}
+	/* requests from now on are refused; those already in are answered */
+	pthread_mutex_lock(&r->mu);
+	r->closed = 1;
+	w = r->incoming;
+	r->incoming = NULL;
+	pthread_mutex_unlock(&r->mu);
+	waiters_fail(&w, SRV_MSG_SHUTTING_DOWN);
 	if (r->watching)
 		uv_fs_event_stop(&r->watch);
 	uv_signal_stop(&r->sighup);

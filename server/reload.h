@@ -71,8 +71,9 @@ struct sid_model *srv_reload_model(struct srv_reload *r);
 void srv_reload_status_get(struct srv_reload *r, struct srv_reload_status *out);
 
 /* Ask for a reload from any thread; @w->done runs when one that started
- * after this call has finished. */
-void srv_reload_request(struct srv_reload *r, struct srv_reload_waiter *w);
+ * after this call has finished.  -1, @w untouched, once the reloader is
+ * closed (the server is stopping): the caller answers it. */
+int srv_reload_request(struct srv_reload *r, struct srv_reload_waiter *w);
 
 /* Start a reload now (loop thread). */
 void srv_reload_trigger(struct srv_reload *r, const char *trigger);

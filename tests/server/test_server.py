@@ -889,13 +889,14 @@ class TestLifecycle(unittest.TestCase):
         finally:
             s.close()
 
-    def late_request(self, hook, cut_ok):
+    def late_request(self, hook, cut_ok, reload=False):
         """SIGTERM an idle server whose drain a test hook holds open (@hook:
-        the environment variable), then send an encode on a connection kept
-        alive from before: 503 "shutting down" (or, when @cut_ok, the
-        connection cut by the daemon's stop right after), and exit 0."""
-        srv = T.Server(["--model", TF_MODEL, "--registry", "none"], WORK,
-                       env={hook: "1500"})
+        the environment variable), then send an encode (or, with @reload, an
+        admin reload) on a connection kept alive from before: 503 "shutting
+        down" (or, when @cut_ok, the connection cut by the daemon's stop
+        right after), and exit 0."""
+        srv = T.Server(["--model", TF_MODEL, "--registry", "none", "--admin-token", "tok"],
+                       WORK, env={hook: "1500"})
         conn = srv.conn()
         self.assertEqual(srv.request("GET", "/healthz", conn=conn)[0], 200)
         srv.signal(signal.SIGTERM)
@@ -905,11 +906,17 @@ class TestLifecycle(unittest.TestCase):
         time.sleep(0.2)  # its first tick found nothing in flight; the hook waits
         row = {"embedding": [0.0] * 16}
         try:
-            st, _, body = srv.request("POST", "/v1/items:encode",
-                                      json.dumps({"inputs": [row]}).encode(),
-                                      headers=CT, conn=conn)
+            if reload:
+                st, _, body = srv.request("POST", "/v1/admin/reload", b"",
+                                          headers={"Authorization": "Bearer tok"}, conn=conn)
+                want = "no reload was tried: " + SHUTTING_DOWN
+            else:
+                st, _, body = srv.request("POST", "/v1/items:encode",
+                                          json.dumps({"inputs": [row]}).encode(),
+                                          headers=CT, conn=conn)
+                want = SHUTTING_DOWN
             self.assertEqual(st, 503, body)
-            self.assertEqual(json.loads(body)["error"]["message"], SHUTTING_DOWN)
+            self.assertEqual(json.loads(body)["error"]["message"], want)
         except (ConnectionError, http.client.HTTPException):
             if not cut_ok:
                 self.fail("the kept-alive connection was dropped during the window")
@@ -931,6 +938,15 @@ class TestLifecycle(unittest.TestCase):
         suspended: libmicrohttpd aborts the process when it is stopped with
         a suspended connection (about 1 run in 160 under load)."""
         self.late_request("SEMID_TEST_DRAIN_CLOSE_DELAY_MS", cut_ok=True)
+
+    def test_reload_between_drain_and_stop(self):
+        """The same for an admin reload: the reloader was closed, and the
+        request went onto its queue with no one to answer it; libmicrohttpd
+        then aborted the process (SIGABRT) on a suspended connection."""
+        self.late_request("SEMID_TEST_STOP_DELAY_MS", cut_ok=False, reload=True)
+
+    def test_reload_between_drain_look_and_close(self):
+        self.late_request("SEMID_TEST_DRAIN_CLOSE_DELAY_MS", cut_ok=True, reload=True)
 
     def test_ipv6_listen(self):
         try:
