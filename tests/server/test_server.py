@@ -261,6 +261,26 @@ class TestErrors(unittest.TestCase):
                          400, "invalid_argument",
                          "inputs[0].embedding_b64 value 5 is not finite")
 
+    def test_embedding_too_large_for_the_encoder(self):
+        """Values finite as float32 but so large that the encoder overflows
+        (the user tower has no input normalisation): the request gets 400
+        naming the input, and no ID is stored from it.  It used to be
+        answered 200 with "distance": null and codes that meant nothing, and
+        an assign stored those."""
+        huge = [3e38 if k % 2 else -3e38 for k in range(24)]
+        ok = {"id": "u-ok", "embedding": [0.5] * 24}
+        msg = ("inputs[1].embedding is too large for the model: its encoder overflows "
+               "float32 on it (scale the embedding down)")
+        for route, opts in (("/v1/users:encode", {"top_k": 3}), ("/v1/users:assign", {})):
+            body = dict(opts, inputs=[ok, {"id": "u-huge", "embedding": huge}])
+            self.check_error(SRV.json("POST", route, body), 400, "invalid_argument", msg)
+        for uid in ("u-huge", "u-ok"):  # the request failed as one
+            self.assertEqual(SRV.json("GET", "/v1/users/" + uid)[0], 404)
+        st, _, body = SRV.json("POST", "/v1/users:encode", {"inputs": [ok], "top_k": 3})
+        self.assertEqual(st, 200, body)
+        self.assertTrue(all(isinstance(a["distance"], float)
+                            for a in body["results"][0]["alternatives"]))
+
     def test_404(self):
         self.check_error(SRV.json("GET", "/v2/nothing"), 404, "not_found",
                          "no route GET /v2/nothing")
