@@ -159,6 +159,23 @@ static int parse_semid_meta(const char *text, struct sid_model *m, struct sid_er
 				   mv ? "is not a string" : "missing");
 		goto fail;
 	}
+	/* what the registry stores with every ID, and logs and TSV carry */
+	if (json_string_length(mv) > SID_MODEL_VERSION_MAX) {
+		rc = sid_error_set(err, SID_EFORMAT,
+				   "metadata 'semid': model_version is %zu bytes; at most %d",
+				   json_string_length(mv), SID_MODEL_VERSION_MAX);
+		goto fail;
+	}
+	for (size_t i = 0; i < json_string_length(mv); i++) {
+		unsigned char c = (unsigned char)json_string_value(mv)[i];
+		if (c < 0x20 || c == 0x7f) {
+			rc = sid_error_set(err, SID_EFORMAT,
+					   "metadata 'semid': model_version has a control "
+					   "character (0x%02x) at byte %zu",
+					   c, i);
+			goto fail;
+		}
+	}
 	towers = json_object_get(root, "towers");
 	if (!json_is_object(towers)) {
 		rc = sid_error_set(err, SID_EFORMAT, "metadata 'semid': towers %s",

@@ -25,7 +25,10 @@
 #define SID_MAX_DIM	   65536   /* any input, hidden or latent width */
 #define SID_MAX_CODEBOOK   1048576 /* codewords in one level */
 #define SID_FORMAT_VERSION 1
-#define SID_MODEL_FILE_MAX ((size_t)64 << 30) /* bytes in a model file */
+/* bytes in a model_version, which has no control characters (the registry
+ * stores it with every ID; logs and TSV exports carry it) */
+#define SID_MODEL_VERSION_MAX 255
+#define SID_MODEL_FILE_MAX    ((size_t)64 << 30) /* bytes in a model file */
 
 enum sid_tower_kind { SID_TOWER_ITEM, SID_TOWER_USER, SID_TOWER_COUNT };
 

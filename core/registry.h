@@ -66,10 +66,10 @@
 #include "err.h"
 #include "model.h"
 
-#define SID_REG_ID_MAX	     256  /* bytes in an id */
-#define SID_REG_VERSION_MAX  255  /* bytes in a model_version */
-#define SID_REG_SID_MAX	     192  /* a formatted sid fits in this, with its NUL */
-#define SID_REG_PAGE_MAX     1000 /* entries per sid_registry_list page */
+#define SID_REG_ID_MAX	     256		   /* bytes in an id */
+#define SID_REG_VERSION_MAX  SID_MODEL_VERSION_MAX /* bytes in a model_version */
+#define SID_REG_SID_MAX	     192		   /* a formatted sid fits in this, with its NUL */
+#define SID_REG_PAGE_MAX     1000		   /* entries per sid_registry_list page */
 #define SID_REG_HIST_BUCKETS 64
 /* SQLite: the WAL is checkpointed and restarted before it holds more than
  * this many pages (4 KiB each) plus the transaction being committed, however

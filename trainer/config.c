@@ -115,6 +115,13 @@ static int key_set(struct tr_config *c, const struct key *k, const char *value, 
 		if (strlen(value) >= k->size)
 			return sid_error_set(err, SID_EINVAL, "%s: %s longer than %zu bytes", what,
 					     k->name, k->size - 1);
+		/* a model whose model_version has one is refused where it is loaded */
+		for (const char *p = value; !strcmp(k->name, "model_version") && *p; p++)
+			if ((unsigned char)*p < 0x20 || *p == 0x7f)
+				return sid_error_set(err, SID_EINVAL,
+						     "%s: model_version has a control character "
+						     "(0x%02x)",
+						     what, (unsigned char)*p);
 		strcpy(dst, value);
 		return 0;
 	case K_INT:

@@ -177,6 +177,33 @@ START_TEST(test_meta_rejects)
 		    "metadata 'semid': model_version missing");
 	REJECT_META("{\"format_version\":1,\"model_version\":3," TOWERS_OK "}",
 		    "metadata 'semid': model_version is not a string");
+	/* what the registry could not store: every assign would fail */
+	REJECT_META("{\"format_version\":1,\"model_version\":\"a\\tb\"," TOWERS_OK "}",
+		    "metadata 'semid': model_version has a control character (0x09) at byte 1");
+	REJECT_META("{\"format_version\":1,\"model_version\":\"a\\u0000b\"," TOWERS_OK "}",
+		    "\\u0000 is not allowed"); /* jansson's own refusal */
+	{
+		static char j[600];
+		snprintf(j, sizeof(j),
+			 "{\"format_version\":1,\"model_version\":\"%0256d\"," TOWERS_OK "}", 0);
+		REJECT_META(j, "metadata 'semid': model_version is 256 bytes; at most 255");
+		snprintf(j, sizeof(j),
+			 "{\"format_version\":1,\"model_version\":\"%0255d\"," TOWERS_OK "}", 0);
+		{ /* 255 bytes load */
+			struct mb_spec ok;
+			struct sid_model *m = NULL;
+			struct sid_error e;
+			uint8_t *buf;
+			size_t len;
+			mb_spec_init(&ok);
+			ok.semid_override = j;
+			ck_assert_int_eq(mb_build_buffer(&ok, &buf, &len, &e), 0);
+			ck_assert_msg(sid_model_load_buffer(buf, len, &m, &e) == 0, "%s", e.msg);
+			ck_assert_uint_eq(strlen(m->version), 255);
+			sid_model_unref(m);
+			free(buf);
+		}
+	}
 	REJECT_META("{\"format_version\":1,\"model_version\":\"v\"}",
 		    "metadata 'semid': towers missing");
 	REJECT_META("{\"format_version\":1,\"model_version\":\"v\",\"towers\":[]}",

@@ -427,7 +427,8 @@ class TrainerTest(unittest.TestCase):
         cfg = os.path.join(bdir, "c.json")
         for doc, what in (({"levels": True}, "levels"),
                           ({"levels": [2]}, "a list is only for hidden and views"),
-                          ({"model_version": "v" * 2000}, "longer than")):
+                          ({"model_version": "v" * 2000}, "longer than"),
+                          ({"model_version": "a\tb"}, "control character (0x09)")):
             with open(cfg, "w") as f:
                 json.dump(doc, f)
             p = run(*self.base_args(out) + ["--config", cfg])
