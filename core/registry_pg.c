@@ -612,19 +612,17 @@ static int free_suffix(struct pg *s, int kind, const uint8_t *codes, int L, int6
 	return 0;
 }
 
-/* Before an id leaves slot (@codes, @suffix): note a gap if one is left. */
-static int leaving(struct pg *s, int kind, const int32_t *codes, int L, int64_t suffix,
-		   struct sid_error *err)
+/*
+ * Before an id leaves a slot: note that a gap may be left.  Always, not
+ * only when the slot is below the largest suffix this transaction sees: a
+ * writer adding an id to the same tuple meanwhile (its locks are the
+ * tuple's and its id's, not the leaver's old tuple's) does not see the move
+ * yet and takes the next suffix, so the slot ends below the largest one
+ * after all, and without the flag it would never be used again.
+ */
+static int leaving(struct pg *s, int kind, struct sid_error *err)
 {
-	uint8_t packed[SID__REG_CODES_BYTES];
-	int64_t max;
-	int rc;
-
-	sid__reg_codes_pack(codes, L, packed);
-	rc = max_suffix(s, kind, packed, L, &max, err);
-	if (!rc && max > suffix)
-		rc = gaps_mark(s, kind, err);
-	return rc;
+	return gaps_mark(s, kind, err);
 }
 
 /* INSERT ... ON CONFLICT DO NOTHING: 1 inserted, 0 lost a race, else error. */
@@ -1297,7 +1295,7 @@ static int assign_body(struct pg *s, void *p, struct sid_error *err)
 		if (found) {
 			int same =
 			    e->L == c->L && !memcmp(e->codes, it->codes, sizeof(int32_t) * c->L);
-			if (!same && ((rc = leaving(s, c->kind, e->codes, e->L, e->suffix, err)) ||
+			if (!same && ((rc = leaving(s, c->kind, err)) ||
 				      (rc = free_suffix(s, c->kind, codes, c->L, &e->suffix, err))))
 				return rc;
 			rc = update_row(s, c->kind, it->id, codes, c->L, e->suffix, c->version,

@@ -2942,6 +2942,73 @@ START_TEST(t_pg_retry_forgets_levels)
 }
 END_TEST
 
+static void *reassign_y(void *p)
+{
+	struct retry_arg *a = p;
+	int32_t c[3] = {2, 2, 2};
+	struct sid_reg_item it = {"y", c, NULL};
+	a->rc = sid_registry_assign(a->r, SID_TOWER_ITEM, &it, 1, 3, 0, "v", SID_REG_REASSIGN,
+				    &a->e, &a->err);
+	return NULL;
+}
+
+/* A reassign moves the last id of tuple 1-1-1 (suffix 1) out while another
+ * handle adds a new id there: the new id, not seeing the move yet, takes 2,
+ * and once both commit 1 is free below the tuple's largest suffix.  The
+ * mover used to set the gaps flag only when it left from below the largest
+ * suffix it saw, so here the flag stayed off and the free slot was never
+ * used again (the next new id took 3).  The window is held open by a row
+ * lock on y taken from a raw connection. */
+START_TEST(t_pg_move_out_gap)
+{
+	struct sid_registry *r, *r2;
+	struct retry_arg a = {0};
+	struct sid_reg_entry e;
+	PGconn *raw;
+	PGresult *res;
+	pthread_t th;
+	int waiting = 0;
+
+	NEED_STORE();
+	r = reg_open();
+	r2 = reg_open();
+	assign1(r, "x", 1, 1, 1, 0, &e);
+	assign1(r, "y", 1, 1, 1, 0, &e);
+	ck_assert_int_eq(e.suffix, 1);
+	raw = PQconnectdb(target);
+	ck_assert_int_eq(PQstatus(raw), CONNECTION_OK);
+	res = PQexec(raw, "BEGIN; SELECT 1 FROM semid_assignment WHERE id = 'y' FOR UPDATE");
+	ck_assert_msg(PQresultStatus(res) == PGRES_TUPLES_OK, "%s", PQerrorMessage(raw));
+	PQclear(res);
+	a.r = r;
+	ck_assert_int_eq(pthread_create(&th, NULL, reassign_y, &a), 0);
+	/* until the reassign waits for the row lock, its look at 1-1-1 done */
+	for (int k = 0; k < 3000 && !waiting; k++) {
+		PGconn *c = PQconnectdb(target);
+		res = PQexec(c, "SELECT count(*) FROM pg_stat_activity WHERE datname ="
+				" current_database() AND wait_event_type = 'Lock'");
+		waiting = PQresultStatus(res) == PGRES_TUPLES_OK && atoi(PQgetvalue(res, 0, 0)) > 0;
+		PQclear(res);
+		PQfinish(c);
+		if (!waiting)
+			usleep(10000);
+	}
+	assign1(r2, "z", 1, 1, 1, 0, &e); /* beside the move in flight */
+	res = PQexec(raw, "COMMIT");
+	PQclear(res);
+	PQfinish(raw);
+	pthread_join(th, NULL);
+	ck_assert_msg(waiting, "the reassign never waited for the row lock");
+	ck_assert_int_eq(e.suffix, 2);
+	ck_assert_msg(a.rc == 0, "%s", a.err.msg);
+	ck_assert_int_eq(a.e.moved, 1);
+	assign1(r2, "w", 1, 1, 1, 0, &e);
+	ck_assert_int_eq(e.suffix, 1); /* the free slot */
+	sid_registry_close(r);
+	sid_registry_close(r2);
+}
+END_TEST
+
 static void add_behaviour(TCase *tc)
 {
 	tcase_add_test(tc, t_assign_suffixes);
@@ -3003,6 +3070,7 @@ static Suite *registry_suite(void)
 	tcase_add_test(tc, t_pg_readonly_flag);
 	tcase_add_test(tc, t_pg_no_privilege);
 	tcase_add_test(tc, t_pg_retry_forgets_levels);
+	tcase_add_test(tc, t_pg_move_out_gap);
 	tcase_add_test(tc, t_pg_backup_refused);
 	suite_add_tcase(s, tc);
 	return s;
