@@ -860,6 +860,9 @@ static int with_retries(struct pg *s, int txn, body_fn body, void *ctx, struct s
 		}
 		break;
 	}
+	if (rc == RETRY && !err->code) /* every failure carries its message */
+		sid_error_set(err, SID_EUNAVAIL, "registry %s: still racing after %d retries",
+			      s->base.label, RETRY_MAX);
 	if (rc == SID_EUNAVAIL && (!s->conn || s->cancelled)) {
 		s->down_call = s->base.calls; /* unreachable, or waited its time: not again */
 		s->down_err = *err;
@@ -1310,8 +1313,11 @@ static int assign_body(struct pg *s, void *p, struct sid_error *err)
 			rc = insert_new(s, e, codes, it->emb, err);
 			if (rc < 0)
 				return rc;
-			if (rc == 0) /* a writer without our locks got there first */
+			if (rc == 0) { /* a writer without our locks got there first */
+				sid_error_set(err, SID_EUNAVAIL, "registry %s: insert lost a race",
+					      s->base.label);
 				return RETRY;
+			}
 			e->created = 1;
 		}
 		e->L = c->L;
@@ -1422,7 +1428,7 @@ static void pg_assign(struct sid_registry *r, struct sid__reg_req *const *q, siz
 		if (g.pending && g.pending[i] == 2)
 			continue; /* answered without a write */
 		if (rc) {
-			q[i]->rc = gerr.code;
+			q[i]->rc = gerr.code ? gerr.code : rc;
 			q[i]->err = gerr;
 		} else {
 			q[i]->rc = g.res[i];

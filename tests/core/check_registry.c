@@ -3009,6 +3009,40 @@ START_TEST(t_pg_move_out_gap)
 }
 END_TEST
 
+/* An insert that loses every time (a trigger drops the row, as a writer
+ * without our locks taking the id first would look): after its retries the
+ * call fails SID_EUNAVAIL with a message, by both paths (a new id, and a
+ * reassign of an id not stored yet).  The second used to give up with no
+ * error set, so the group's calls were answered as if they had succeeded. */
+START_TEST(t_pg_lost_race_fails)
+{
+	struct sid_registry *r;
+	struct sid_reg_entry e;
+	int32_t c[3] = {4, 4, 4};
+	struct sid_reg_item it = {"ghost", c, NULL};
+	struct sid_error err;
+
+	NEED_STORE();
+	r = reg_open();
+	assign1(r, "seed", 1, 1, 1, 0, &e); /* the schema and the levels */
+	pg_sql(target, "CREATE FUNCTION drop_ghost() RETURNS trigger LANGUAGE plpgsql AS"
+		       " $$BEGIN IF NEW.id = 'ghost' THEN RETURN NULL; END IF;"
+		       " RETURN NEW; END$$");
+	pg_sql(target, "CREATE TRIGGER drop_ghost BEFORE INSERT ON semid_assignment"
+		       " FOR EACH ROW EXECUTE FUNCTION drop_ghost()");
+	for (int k = 0; k < 2; k++) {
+		int rc;
+		sid_error_clear(&err);
+		rc = sid_registry_assign(r, SID_TOWER_ITEM, &it, 1, 3, 0, "v",
+					 k ? SID_REG_REASSIGN : 0, &e, &err);
+		ck_assert_msg(rc == SID_EUNAVAIL, "flags %d: rc %d (%s)", k, rc, err.msg);
+		ck_assert_msg(err.msg[0] != '\0', "flags %d: no message", k);
+	}
+	ck_assert_int_eq(sid_registry_get(r, SID_TOWER_ITEM, "ghost", &e, &err), SID_ENOTFOUND);
+	sid_registry_close(r);
+}
+END_TEST
+
 static void add_behaviour(TCase *tc)
 {
 	tcase_add_test(tc, t_assign_suffixes);
@@ -3071,6 +3105,7 @@ static Suite *registry_suite(void)
 	tcase_add_test(tc, t_pg_no_privilege);
 	tcase_add_test(tc, t_pg_retry_forgets_levels);
 	tcase_add_test(tc, t_pg_move_out_gap);
+	tcase_add_test(tc, t_pg_lost_race_fails);
 	tcase_add_test(tc, t_pg_backup_refused);
 	suite_add_tcase(s, tc);
 	return s;
