@@ -51,10 +51,11 @@ struct srv_http {
 	/* connections: the watch list, the count, refusals over the limit */
 	pthread_mutex_t conns_lock;
 	struct conn *conns;
-	struct conn over; /* the socket_context of refused connections (never listed) */
-	long open;	  /* atomic: connections MHD holds */
-	long refused;	  /* atomic: refused since the sweeper last logged */
-	char *over_resp;  /* the canned 503 written to a connection over the limit */
+	struct conn over;	     /* the socket_context of refused connections (never listed) */
+	long open;		     /* atomic: connections MHD holds */
+	long refused;		     /* atomic: refused since the sweeper last logged */
+	long long refused_logged_us; /* sweeper thread: when it last logged them */
+	char *over_resp;	     /* the canned 503 written to a connection over the limit */
 	size_t over_len;
 	char *drain_resp; /* ... and to a connection opened while draining */
 	size_t drain_len;
@@ -1290,11 +1291,16 @@ static void sweep(struct srv_http *h)
 			"a request",
 			cut, cut == 1 ? "" : "s", h->d.cfg->connection_timeout_s);
 	}
+	/* at most a line a second (config/README.md), however many come */
+	if (now - h->refused_logged_us < 1000000)
+		return;
 	refused = __atomic_exchange_n(&h->refused, 0, __ATOMIC_RELAXED);
-	if (refused)
+	if (refused) {
+		h->refused_logged_us = now;
 		srv_log(SRV_LOG_WARN, "connection",
 			"refused %ld connection%s over connection_limit %d (503)", refused,
 			refused == 1 ? "" : "s", h->d.cfg->connection_limit);
+	}
 }
 
 static void *sweeper_main(void *arg)

@@ -19,6 +19,7 @@ What the server does (proto/api.md "Connections"):
 
 Run: SEMID_BIN=/path/to/bin /usr/bin/python3 tests/server/test_abuse.py
 """
+import datetime
 import json
 import os
 import re
@@ -258,6 +259,38 @@ def rss_kib(pid):
 
 
 class TestConnectionFlood(unittest.TestCase):
+    def test_refusals_logged_at_most_once_a_second(self):
+        """Refusals that go on for a while are summed into one log line a
+        second at most (config/README.md); the sweeper, which looks five
+        times a second, wrote one at each look."""
+        srv = T.Server(["--model", MODEL, "--registry", "none", "--connection-limit", "1"],
+                       WORK)
+        try:
+            time.sleep(0.2)  # the start-up probe's connection is gone
+            held = srv.conn()
+            self.assertEqual(srv.request("GET", "/healthz", conn=held)[0], 200)
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < 1.6:
+                with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+                    s.settimeout(2)
+                    try:
+                        self.assertTrue(T.read_to_eof(s).startswith(b"HTTP/1.1 503"))
+                    except ConnectionResetError:
+                        pass
+                time.sleep(0.05)
+            time.sleep(1.3)  # the last summary
+            lines = [ln for ln in srv.log_text().splitlines()
+                     if re.search(r'event=connection msg="refused \d+ connections? over '
+                                  r'connection_limit 1 \(503\)"', ln)]
+            self.assertGreaterEqual(len(lines), 2, lines)
+            stamps = [datetime.datetime.strptime(re.search(r"ts=(\S+)Z", ln).group(1),
+                                                 "%Y-%m-%dT%H:%M:%S.%f") for ln in lines]
+            for a, b in zip(stamps, stamps[1:]):
+                self.assertGreaterEqual((b - a).total_seconds(), 0.95, lines)
+            held.close()
+        finally:
+            self.assertEqual(srv.stop(), 0)
+
     def test_flood_beyond_the_limit(self):
         limit = 40
         srv = T.Server(["--model", MODEL, "--registry", "none", "--connection-timeout-s",
