@@ -204,12 +204,13 @@ static void batch_free(struct batch *bt)
 	free(bt);
 }
 
-static void fail_jobs(struct batch *bt, const char *msg)
+/* Every job of @bt answered @kind (500 for a bug, 503 for want of memory). */
+static void fail_jobs(struct batch *bt, enum srv_err kind, const char *msg)
 {
 	for (struct srv_job *j = bt->jobs; j; j = j->next) {
 		free(j->body);
-		j->status = 500;
-		j->body = srv_api_error_body(SRV_ERR_INTERNAL, msg, &j->body_len);
+		j->status = kind == SRV_ERR_UNAVAILABLE ? 503 : 500;
+		j->body = srv_api_error_body(kind, msg, &j->body_len);
 	}
 }
 
@@ -314,7 +315,8 @@ static void work_cb(uv_work_t *w)
 		want_q |= j->req.quantized;
 	}
 	if (!t || !ws) {
-		fail_jobs(bt, !t ? "tower vanished from the model" : "out of memory");
+		fail_jobs(bt, !t ? SRV_ERR_INTERNAL : SRV_ERR_UNAVAILABLE,
+			  !t ? "tower vanished from the model" : "out of memory");
 		return;
 	}
 	bt->L = t->L;
@@ -329,7 +331,7 @@ static void work_cb(uv_work_t *w)
 	}
 	if (!bt->codes || !dist || (want_q && !quant) ||
 	    (n_alt > 0 && (!alt_codes || !alt_dist || !alt_count))) {
-		fail_jobs(bt, "out of memory for the batch");
+		fail_jobs(bt, SRV_ERR_UNAVAILABLE, "out of memory for the batch");
 		goto done;
 	}
 	memset(&out, 0, sizeof(out));
@@ -349,7 +351,7 @@ static void work_cb(uv_work_t *w)
 	if (bt->encode_rc) {
 		char msg[600];
 		snprintf(msg, sizeof(msg), "encode failed: %s", err.msg);
-		fail_jobs(bt, msg);
+		fail_jobs(bt, err.code == SID_ENOMEM ? SRV_ERR_UNAVAILABLE : SRV_ERR_INTERNAL, msg);
 		goto done;
 	}
 	encoded = 1;
@@ -498,7 +500,7 @@ static void dispatch(struct srv_batcher *b, enum sid_tower_kind t)
 	bt->work.data = bt;
 	b->busy++;
 	if (uv_queue_work(b->loop, &bt->work, work_cb, after_work_cb) != 0) {
-		fail_jobs(bt, "could not queue the batch");
+		fail_jobs(bt, SRV_ERR_UNAVAILABLE, "could not queue the batch");
 		after_work_cb(&bt->work, 0); /* answers the jobs, frees, busy-- */
 	}
 }

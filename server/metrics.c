@@ -208,7 +208,8 @@ void srv_metrics_batch(struct srv_metrics *m, enum sid_tower_kind t, const int32
 	if ((unsigned)t >= SID_TOWER_COUNT)
 		return;
 	pthread_mutex_lock(&m->mu);
-	srv_hist_observe(&m->batch_size, (double)B);
+	if (B) /* 0: the batch failed before encoding; its jobs still waited */
+		srv_hist_observe(&m->batch_size, (double)B);
 	for (size_t i = 0; i < n_jobs; i++)
 		srv_hist_observe(&m->queue_wait, waits[i]);
 	m->encoded[t] += B;

@@ -128,6 +128,8 @@ START_TEST(test_render)
 	srv_metrics_request(&m, SRV_ROUTE_ITEMS_ENCODE, 400, 0.00001);
 	srv_metrics_request(&m, SRV_ROUTE_OTHER, 404, 0.00001);
 	srv_metrics_batch(&m, SID_TOWER_ITEM, codes, 4, 3, waits, 2);
+	/* a batch that failed before encoding: its jobs waited, no batch size */
+	srv_metrics_batch(&m, SID_TOWER_ITEM, NULL, 0, 3, waits + 1, 1);
 	srv_metrics_reload(&m, 1);
 	srv_metrics_reload(&m, 0);
 	srv_metrics_reload(&m, 0);
@@ -144,7 +146,8 @@ START_TEST(test_render)
 	    strstr(t, "semid_request_duration_seconds_count{route=\"/v1/items:encode\"} 3\n"));
 	ck_assert_ptr_nonnull(strstr(t, "semid_batch_size_bucket{le=\"4\"} 1\n"));
 	ck_assert_ptr_nonnull(strstr(t, "semid_batch_size_sum 4\n"));
-	ck_assert_ptr_nonnull(strstr(t, "semid_queue_wait_seconds_count 2\n"));
+	ck_assert_ptr_nonnull(strstr(t, "semid_batch_size_count 1\n"));
+	ck_assert_ptr_nonnull(strstr(t, "semid_queue_wait_seconds_count 3\n"));
 	ck_assert_ptr_nonnull(strstr(t, "semid_queue_wait_seconds_bucket{le=\"0.00025\"} 1\n"));
 	ck_assert_ptr_nonnull(strstr(t, "semid_encoded_total{tower=\"item\"} 4\n"));
 	ck_assert_ptr_nonnull(strstr(t, "semid_encoded_total{tower=\"user\"} 0\n"));
