@@ -417,7 +417,16 @@ int srv_reload_new(uv_loop_t *loop, const struct srv_config *cfg, struct srv_met
 	if (cfg->watch) {
 		rc = uv_fs_event_start(&r->watch, on_fs_event, r->dir, 0);
 		if (rc) {
-			sid_error_set(err, SID_EIO, "cannot watch %s: %s", r->dir, uv_strerror(rc));
+			/* inotify's per-user limits (instances, watches) are the usual
+			 * cause; say what to do about them */
+			sid_error_set(err, SID_EIO, "cannot watch %s: %s%s", r->dir,
+				      uv_strerror(rc),
+				      rc == UV_EMFILE || rc == UV_ENOSPC
+					  ? " (the inotify limits: raise "
+					    "fs.inotify.max_user_instances or max_user_watches, "
+					    "or start with --watch false and reload by SIGHUP or "
+					    "POST /v1/admin/reload)"
+					  : "");
 			*out = r;
 			return SID_EIO; /* caller closes */
 		}
