@@ -53,6 +53,15 @@ static void strip_password(const char *t, char *out, size_t n)
 	out[o < n ? o : n - 1] = '\0';
 }
 
+/* The health /v1/model and the metrics report: up, or down with @msg. */
+static void set_health(struct srv_store *s, int up, const char *msg)
+{
+	pthread_mutex_lock(&s->mu);
+	s->healthy = up;
+	snprintf(s->error, sizeof(s->error), "%s", up ? "" : msg);
+	pthread_mutex_unlock(&s->mu);
+}
+
 static int open_role(struct srv_store *s, int role, struct sid_error *err)
 {
 	unsigned flags = 0;
@@ -64,26 +73,24 @@ static int open_role(struct srv_store *s, int role, struct sid_error *err)
 	else if (role == SRV_STORE_READER)
 		flags |= SID_REG_READONLY;
 	sid_error_clear(err);
+	/* (without s->mu: a PostgreSQL open may wait for its connect timeout,
+	 * and /v1/model and the metrics read the health meanwhile) */
 	rc = sid_registry_open_timeout(s->target, flags, s->timeout_ms, &h, err);
 	if (rc) {
 		s->open_err[role] = *err;
 		s->retry_at[role] = mono_now() + RETRY_S;
-		s->healthy = 0;
-		snprintf(s->error, sizeof(s->error), "%s", err->msg);
+		set_health(s, 0, err->msg);
 		srv_log(SRV_LOG_WARN, "registry", "cannot open the %s handle: %s (retrying)",
 			role == SRV_STORE_READER ? "reader" : "writer", err->msg);
 		return rc;
 	}
 	s->h[role] = h;
-	if (err->code == SID_EUNAVAIL) {
-		/* a lazy handle (PostgreSQL) that could not connect: every call
-		 * retries; until one gets through the store is down */
-		s->healthy = 0;
-		snprintf(s->error, sizeof(s->error), "%s", err->msg);
-	} else if (role != SRV_STORE_READER) {
-		s->healthy = 1;
-		s->error[0] = '\0';
-	}
+	/* a lazy handle (PostgreSQL) that could not connect: every call
+	 * retries; until one gets through the store is down */
+	if (err->code == SID_EUNAVAIL)
+		set_health(s, 0, err->msg);
+	else if (role != SRV_STORE_READER)
+		set_health(s, 1, NULL);
 	return 0;
 }
 
@@ -93,6 +100,8 @@ int srv_store_init(struct srv_store *s, const struct srv_config *cfg, struct sid
 	int pg;
 
 	memset(s, 0, sizeof(*s));
+	if (pthread_mutex_init(&s->open_mu, NULL))
+		return sid_error_set(err, SID_ENOMEM, "registry: mutex");
 	if (pthread_mutex_init(&s->mu, NULL))
 		return sid_error_set(err, SID_ENOMEM, "registry: mutex");
 	if (!strcasecmp(cfg->registry, "none")) { /* "None" is no file name anyone means */
@@ -149,6 +158,7 @@ void srv_store_release(struct srv_store *s)
 	for (int r = 0; r < SRV_STORE_SLOTS; r++)
 		sid_registry_close(s->h[r]);
 	pthread_mutex_destroy(&s->mu);
+	pthread_mutex_destroy(&s->open_mu);
 	memset(s, 0, sizeof(*s));
 }
 
@@ -160,7 +170,7 @@ int srv_store_get(struct srv_store *s, int role, struct sid_registry **out, stru
 	if (s->disabled)
 		return sid_error_set(err, SID_EUNAVAIL,
 				     "the ID registry is disabled (semid-server --registry none)");
-	pthread_mutex_lock(&s->mu);
+	pthread_mutex_lock(&s->open_mu);
 	if (!s->h[role]) {
 		if (mono_now() < s->retry_at[role]) {
 			rc = sid_error_set(err, SID_EUNAVAIL, "%s (retried at most once a second)",
@@ -182,7 +192,7 @@ int srv_store_get(struct srv_store *s, int role, struct sid_registry **out, stru
 			rc = SID_EUNAVAIL;
 	}
 	*out = s->h[role];
-	pthread_mutex_unlock(&s->mu);
+	pthread_mutex_unlock(&s->open_mu);
 	return rc;
 }
 
@@ -195,13 +205,7 @@ void srv_store_note(struct srv_store *s, int rc, const struct sid_error *err)
 {
 	if (rc && !srv_store_is_outage(rc))
 		return;
-	pthread_mutex_lock(&s->mu);
-	s->healthy = rc == 0;
-	if (rc)
-		snprintf(s->error, sizeof(s->error), "%s", err->msg);
-	else
-		s->error[0] = '\0';
-	pthread_mutex_unlock(&s->mu);
+	set_health(s, rc == 0, rc ? err->msg : NULL);
 }
 
 void srv_store_health(struct srv_store *s, const char **status, const char **backend, char *label,

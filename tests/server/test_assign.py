@@ -653,6 +653,40 @@ class TestAssignPostgresSilent(Base):
         self.check("postgresql://semid@%s/semid" % self.addr, 2,
                    ["--registry-timeout-ms", "1500"])
 
+    def test_health_answers_while_a_handle_connects(self):
+        """GET /v1/model reads the registry's health while a handle is being
+        opened (the first lookup opens the reader, which waits for its
+        connect timeout here): it used to wait behind that open, since both
+        took one mutex.  The proof is in the order: /v1/model has answered
+        while the reader's connection is still open, i.e. before libpq gave
+        up on it."""
+        conninfo = "postgresql://semid@%s/semid?connect_timeout=3" % self.addr
+        srv, _ = self.start(self.fresh_dir(), {"item": self.ta}, "S",
+                            ["--registry", conninfo], start_timeout=30)
+        try:
+            self.listener.settimeout(10)
+            first, _ = self.listener.accept()  # the writer's, at start (given up)
+            first.close()
+            got = {}
+            t = threading.Thread(target=lambda: got.update(
+                r=srv.json("GET", "/v1/items/nobody")))
+            t.start()
+            reader, _ = self.listener.accept()  # the lookup's open is waiting on it
+            try:
+                st, _, m = srv.json("GET", "/v1/model")
+                self.assertEqual(st, 200)
+                self.assertEqual(m["registry"]["status"], "unavailable")
+                reader.setblocking(False)
+                with self.assertRaises(BlockingIOError):  # not closed: still connecting
+                    while reader.recv(4096):  # (its startup packet is there to read)
+                        pass
+            finally:
+                t.join(15)
+                reader.close()
+            self.assertEqual(got["r"][0], 503, got)
+        finally:
+            self.assertEqual(srv.stop(), 0)
+
 
 class PgBase(Base):
     """A throwaway cluster per class, started with PG_OPTIONS."""
