@@ -215,6 +215,7 @@ struct slot {
 	int rc;
 	struct sid_error err;
 	int32_t *codes;	    /* (B, L) */
+	float *dist;	    /* (B): only to find rows the encoder overflowed on */
 	int32_t *alt_codes; /* (B, n_alt, L) */
 	float *alt_dist;    /* (B, n_alt) */
 	int *alt_count;	    /* (B) */
@@ -273,11 +274,21 @@ static void *worker_main(void *arg)
 		if (rc == 0) {
 			memset(&out, 0, sizeof(out));
 			out.codes = s->codes;
+			out.dist = s->dist;
 			out.n_alt = p->n_alt;
 			out.alt_codes = s->alt_codes;
 			out.alt_dist = s->alt_dist;
 			out.alt_count = s->alt_count;
 			rc = sid_encode(p->t, w->x, n, &out, w->ws, &s->err);
+			if (rc == 0) {
+				long bad = sid_encode_overflow(s->dist, s->alt_dist, s->alt_count,
+							       p->n_alt, n);
+				if (bad >= 0)
+					rc = sid_error_set_at(
+					    &s->err, SID_EINVAL, bad,
+					    "values too large for the model: its encoder "
+					    "overflows float32 on them");
+			}
 			if (rc < 0) {
 				if (s->err.index >= 0)
 					sid_error_prefix(
@@ -361,6 +372,7 @@ static void slots_free(struct slot *slots, size_t n)
 		return;
 	for (i = 0; i < n; i++) {
 		free(slots[i].codes);
+		free(slots[i].dist);
 		free(slots[i].alt_codes);
 		free(slots[i].alt_dist);
 		free(slots[i].alt_count);
@@ -408,8 +420,9 @@ static int buffers_alloc(struct pipeline *p, struct worker *w, int T, struct sin
 	for (i = 0; i < p->n_slots; i++) {
 		struct slot *s = &p->slots[i];
 		s->codes = malloc(B * L * sizeof(int32_t));
+		s->dist = malloc(B * sizeof(float));
 		s->alt_count = calloc(B, sizeof(int));
-		if (!s->codes || !s->alt_count)
+		if (!s->codes || !s->dist || !s->alt_count)
 			return -1;
 		if (n_alt > 0) {
 			s->alt_codes = malloc(B * n_alt * L * sizeof(int32_t));

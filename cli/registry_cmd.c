@@ -518,12 +518,13 @@ static int cmd_assign(const struct opts *o, struct sid_error *err)
 	const struct sid_tower *t;
 	struct cli_output w = {0};
 	char **ids = NULL;
-	float *buf = NULL;
+	float *buf = NULL, *dist = NULL;
 	int32_t *codes = NULL;
 	struct sid_reg_item *in = NULL;
 	struct sid_reg_entry *res = NULL;
 	struct cli_progress bar = {0};
 	size_t B = (size_t)o->batch, done = 0;
+	long bad;
 	int rc;
 
 	if (!o->model || !o->input || !o->ids)
@@ -559,9 +560,10 @@ static int cmd_assign(const struct opts *o, struct sid_error *err)
 	ws = sid_workspace_new();
 	buf = malloc(sizeof(float) * B * t->D);
 	codes = malloc(sizeof(int32_t) * B * t->L);
+	dist = malloc(sizeof(float) * B);
 	in = calloc(B, sizeof(*in));
 	res = calloc(B, sizeof(*res));
-	if (!ws || !buf || !codes || !in || !res) {
+	if (!ws || !buf || !codes || !dist || !in || !res) {
 		rc = sid_error_set(err, SID_ENOMEM, "out of memory");
 		goto fail;
 	}
@@ -570,12 +572,17 @@ static int cmd_assign(const struct opts *o, struct sid_error *err)
 	cli_progress_begin(&bar, progress_on(o, 1), x.rows, stderr);
 	for (size_t row = 0; row < x.rows; row += B) {
 		size_t n = x.rows - row < B ? x.rows - row : B;
-		struct sid_encode_out eo = {.codes = codes};
+		struct sid_encode_out eo = {.codes = codes, .dist = dist};
 		if ((rc = sid_npy_read_f32(&x, row, n, buf, err))) {
 			sid_error_prefix(err, "%s", o->input); /* "row R, column C ..." */
 			goto fail;
 		}
-		if ((rc = sid_encode(t, buf, n, &eo, ws, err))) {
+		rc = sid_encode(t, buf, n, &eo, ws, err);
+		if (!rc && (bad = sid_encode_overflow(dist, NULL, NULL, 0, n)) >= 0)
+			rc = sid_error_set_at(err, SID_EINVAL, bad,
+					      "values too large for the model: its encoder "
+					      "overflows float32 on them");
+		if (rc) {
 			if (err->index >= 0)
 				sid_error_prefix(err, "%s: row %zu", o->input,
 						 row + (size_t)err->index);
@@ -615,6 +622,7 @@ fail:
 		free(ids[i]);
 	free(ids);
 	free(buf);
+	free(dist);
 	free(codes);
 	free(in);
 	free(res);

@@ -140,6 +140,19 @@ static int out_check(const struct sid_encode_out *out, struct sid_error *err)
 	return 0;
 }
 
+long sid_encode_overflow(const float *dist, const float *alt_dist, const int *alt_count, int n_alt,
+			 size_t B)
+{
+	for (size_t i = 0; i < B; i++) {
+		int ok = isfinite(dist[i]);
+		for (int k = 0; ok && alt_dist && k < alt_count[i]; k++)
+			ok = isfinite(alt_dist[i * (size_t)n_alt + (size_t)k]);
+		if (!ok)
+			return (long)i;
+	}
+	return -1;
+}
+
 int sid_encode(const struct sid_tower *t, const float *x, size_t B, struct sid_encode_out *out,
 	       struct sid_workspace *ws, struct sid_error *err)
 {

@@ -58,6 +58,16 @@ void sid_workspace_free(struct sid_workspace *ws);
 int sid_encode(const struct sid_tower *t, const float *x, size_t B, struct sid_encode_out *out,
 	       struct sid_workspace *ws, struct sid_error *err);
 
+/*
+ * The first of @B rows of an encode whose distance @dist[i] (or one of its
+ * @alt_count[i] alternatives' in @alt_dist, (B, n_alt), when given) is not
+ * finite, or -1.  Such a row's input is finite, but so large that the
+ * tower's layers overflowed float32 on it: its codes mean nothing, and the
+ * caller refuses it (the input is too large for the model).
+ */
+long sid_encode_overflow(const float *dist, const float *alt_dist, const int *alt_count, int n_alt,
+			 size_t B);
+
 /* The input_norm l2 factor of a row with squared norm @sqnorm:
  * 1 / max(||x||, 1e-12) as float, as torch's F.normalize.  The trainer uses
  * it too, so that training sees the rows the served model will. */

@@ -890,12 +890,13 @@ struct diff_ctx {
 	float *x;	/* (DIFF_BATCH, D) */
 	int32_t *old;	/* (DIFF_BATCH, SID_MAX_LEVELS) */
 	int32_t *codes; /* (DIFF_BATCH, L_new) */
+	float *dist;	/* (DIFF_BATCH): to find an encoder that overflowed */
 	size_t n;
 	struct sid_error *err;
 	int rc;
 	/* reassign_all: each changed entry is written here (spool_put) */
 	FILE *spool;
-	struct sid_reg_entry *ent; /* (DIFF_BATCH) when spooling */
+	struct sid_reg_entry *ent; /* (DIFF_BATCH) the entries encoded */
 	sid_reg_stop_fn stop;	   /* asked after each DIFF_BATCH entries */
 	void *stop_ctx;
 };
@@ -941,9 +942,10 @@ static int spool_get(FILE *f, const struct sid_tower *t, struct sid_reg_entry *b
 
 static int diff_flush(struct diff_ctx *c)
 {
-	struct sid_encode_out o = {.codes = c->codes};
+	struct sid_encode_out o = {.codes = c->codes, .dist = c->dist};
 	struct sid_reg_diff *d = c->d;
 	int Lmin = d->L_old < d->L_new ? d->L_old : d->L_new;
+	long bad;
 	int rc;
 
 	if (!c->n)
@@ -951,6 +953,13 @@ static int diff_flush(struct diff_ctx *c)
 	rc = sid_encode(c->t, c->x, c->n, &o, c->ws, c->err);
 	if (rc)
 		return rc;
+	/* codes from an overflowed encoder mean nothing: no move is made on them */
+	if ((bad = sid_encode_overflow(c->dist, NULL, NULL, 0, c->n)) >= 0)
+		return sid_error_set(
+		    c->err, SID_EINVAL,
+		    "the stored embedding of id %s is too large for the new model: "
+		    "its encoder overflows float32 on it",
+		    c->ent[bad].id);
 	for (size_t i = 0; i < c->n; i++) {
 		const int32_t *a = c->old + i * SID_MAX_LEVELS, *b = c->codes + i * d->L_new;
 		int any = 0;
@@ -991,8 +1000,7 @@ static int diff_fn(const struct sid_reg_entry *e, const float *emb, void *p)
 	}
 	memcpy(c->x + c->n * c->t->D, emb, sizeof(float) * c->t->D);
 	memcpy(c->old + c->n * SID_MAX_LEVELS, e->codes, sizeof(e->codes));
-	if (c->ent)
-		c->ent[c->n] = *e;
+	c->ent[c->n] = *e;
 	if (++c->n == DIFF_BATCH) {
 		c->rc = diff_flush(c);
 		if (!c->rc && c->stop && (c->rc = c->stop(c->stop_ctx)))
@@ -1029,9 +1037,9 @@ static int diff_walk(struct sid_registry *r, enum sid_tower_kind kind, const str
 	c.x = malloc(sizeof(float) * DIFF_BATCH * c.t->D);
 	c.old = malloc(sizeof(int32_t) * DIFF_BATCH * SID_MAX_LEVELS);
 	c.codes = malloc(sizeof(int32_t) * DIFF_BATCH * c.t->L);
-	if (spool)
-		c.ent = malloc(sizeof(*c.ent) * DIFF_BATCH);
-	if (!c.ws || !c.x || !c.old || !c.codes || (spool && !c.ent)) {
+	c.dist = malloc(sizeof(float) * DIFF_BATCH);
+	c.ent = malloc(sizeof(*c.ent) * DIFF_BATCH);
+	if (!c.ws || !c.x || !c.old || !c.codes || !c.dist || !c.ent) {
 		rc = sid_error_set(err, SID_ENOMEM, "diff: out of memory");
 		goto fail;
 	}
@@ -1044,6 +1052,7 @@ fail:
 	free(c.x);
 	free(c.old);
 	free(c.codes);
+	free(c.dist);
 	free(c.ent);
 	return rc;
 }

@@ -302,7 +302,9 @@ struct sid_reg_diff {
 
 /*
  * Re-encode every stored embedding of @kind with @m's tower and count how
- * many codes would change.  The store is not modified.
+ * many codes would change.  The store is not modified.  SID_EINVAL, naming
+ * the id, when a stored embedding is too large for the tower (its encoder
+ * overflows float32, sid_encode_overflow): its codes would mean nothing.
  */
 int sid_registry_diff(struct sid_registry *r, enum sid_tower_kind kind, const struct sid_model *m,
 		      struct sid_reg_diff *d, struct sid_error *err);

@@ -9,7 +9,6 @@
 #include "batcher.h"
 
 #include <errno.h>
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -276,23 +275,6 @@ static int encode_jobs(const struct sid_tower *t, struct srv_job *jobs,
 	return rc;
 }
 
-/* The first of a job's @n rows (from @row) whose distance or an
- * alternative's is not finite, or -1: its embedding is finite as float32
- * but too large for the model's layers, which overflowed, and its codes
- * mean nothing. */
-static long first_overflow(const float *dist, const float *alt_dist, const int *alt_count,
-			   int n_alt, size_t row, size_t n)
-{
-	for (size_t i = 0; i < n; i++) {
-		int ok = isfinite(dist[row + i]);
-		for (int k = 0; ok && alt_dist && k < alt_count[row + i]; k++)
-			ok = isfinite(alt_dist[(row + i) * (size_t)n_alt + (size_t)k]);
-		if (!ok)
-			return (long)i;
-	}
-	return -1;
-}
-
 static void work_cb(uv_work_t *w)
 {
 	struct batch *bt = w->data;
@@ -357,7 +339,9 @@ static void work_cb(uv_work_t *w)
 	encoded = 1;
 	for (j = bt->jobs, row = 0; j; j = j->next) {
 		struct srv_buf body = SRV_BUF_INIT;
-		long bad = first_overflow(dist, alt_dist, alt_count, n_alt, row, j->req.B);
+		long bad = sid_encode_overflow(dist + row,
+					       alt_dist ? alt_dist + row * (size_t)n_alt : NULL,
+					       alt_count ? alt_count + row : NULL, n_alt, j->req.B);
 		if (bad >= 0) { /* this job alone: the rows are encoded one by one */
 			char msg[200];
 			snprintf(msg, sizeof(msg),

@@ -225,6 +225,38 @@ START_TEST(test_nonfinite_leaves_nothing)
 }
 END_TEST
 
+/* A row finite as float32 but so large that the encoder overflows on it (a
+ * tower without input normalisation): refused with its row named, nothing
+ * written; it used to get codes that meant nothing. */
+START_TEST(test_overflow_leaves_nothing)
+{
+	static const int hidden[] = {16};
+	struct cli_encode_opts o;
+	struct mb_spec s;
+	struct sid_error err;
+	char out[700], raw[700];
+
+	path_in(raw, sizeof(raw), "raw.safetensors");
+	mb_spec_init(&s);
+	mb_tower(&s, SID_TOWER_ITEM, D, hidden, 1, E, L, K, "relu", "none", 1);
+	ck_assert_int_eq(mb_build_file(&s, raw, &err), 0);
+	for (int j = 0; j < D; j++)
+		X[613 * D + j] = j % 2 ? 3e38f : -3e38f;
+	ck_assert_int_eq(sid_npy_write(input_path, SID_NPY_F32, N, D, X, &err), 0);
+	for (int k = 1; k <= 3; k += 2) { /* best code only, and with alternatives */
+		path_in(out, sizeof(out), k > 1 ? "o.tsv" : "o.npy");
+		opts_init(&o, out, 2, 100);
+		o.model = raw;
+		o.top_k = k;
+		ck_assert_int_eq(cli_encode_run(&o, stdout, &err), CLI_EXIT_INPUT);
+		ck_assert_msg(strstr(err.msg, "row 613") &&
+				  strstr(err.msg, "too large for the model"),
+			      "%s", err.msg);
+		ck_assert_int_eq(count_files(), 3); /* model, input, raw model */
+	}
+}
+END_TEST
+
 START_TEST(test_bad_tower_and_columns)
 {
 	struct cli_encode_opts o;
@@ -363,6 +395,7 @@ int main(void)
 	tcase_add_test(tc, test_tsv_matches);
 	tcase_add_test(tc, test_top_k_columns);
 	tcase_add_test(tc, test_nonfinite_leaves_nothing);
+	tcase_add_test(tc, test_overflow_leaves_nothing);
 	tcase_add_test(tc, test_bad_tower_and_columns);
 	tcase_add_loop_test(tc, test_killed_mid_write, 0, 4);
 	tcase_add_test(tc, test_huge_batch_small_input);

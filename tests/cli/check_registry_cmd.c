@@ -564,6 +564,21 @@ START_TEST(t_bad_inputs)
 			 CLI_EXIT_INPUT);
 	snprintf(once, sizeof(once), "semid: %s: row 7, column 3 is not finite", npy);
 	ASSERT_HAS(e, once);
+	/* finite, but too large for the model's layers: its codes would mean
+	 * nothing, and were stored */
+	X[7 * 8 + 3] = 0.0f;
+	for (int j = 0; j < 8; j++)
+		X[9 * 8 + j] = j % 2 ? 3e38f : -3e38f;
+	{
+		struct sid_error err;
+		ck_assert_int_eq(sid_npy_write(npy, SID_NPY_F32, N, 8, X, &err), 0);
+	}
+	ck_assert_int_eq(run_err(e, sizeof(e), "registry", "assign", "--model", model, "--input",
+				 npy, "--ids", ids, "--db", db2, NULL),
+			 CLI_EXIT_INPUT);
+	snprintf(once, sizeof(once), "semid: %s: row 9", npy);
+	ASSERT_HAS(e, once);
+	ASSERT_HAS(e, "too large for the model");
 	/* a bad model is named once, not "M: M: ..." (on a store that exists,
 	 * so that the model is what fails) */
 	ck_assert_int_eq(access(db2, F_OK), 0);

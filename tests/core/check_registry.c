@@ -949,6 +949,57 @@ END_TEST
 
 /* ---- diff against a model built here ---- */
 
+/* model_builder's default model: item tower 8 -> 16 -> 4, L = 3, K = {5, 7, 3}. */
+static struct sid_model *default_model(void)
+{
+	struct mb_spec spec;
+	struct sid_model *m = NULL;
+	struct sid_error err;
+	uint8_t *buf;
+	size_t len;
+
+	mb_spec_init(&spec);
+	ck_assert_int_eq(mb_build_buffer(&spec, &buf, &len, &err), 0);
+	ck_assert_int_eq(sid_model_load_buffer(buf, len, &m, &err), 0);
+	free(buf);
+	return m;
+}
+
+/* A stored embedding too large for the new model's layers (finite, but the
+ * encoder overflows on it): diff, and so reassign, refuse naming its id
+ * rather than count (and move) it by codes that mean nothing. */
+START_TEST(t_diff_overflow)
+{
+	static float big[8], ok[8];
+	int32_t c[3] = {0, 0, 0};
+	struct sid_reg_item in[2] = {{"fine", c, ok}, {"huge", c, big}};
+	struct sid_reg_entry out[2];
+	struct sid_registry *r;
+	struct sid_model *m;
+	struct sid_reg_diff d;
+	struct sid_error err;
+	uint64_t moved, stale;
+
+	NEED_STORE();
+	for (int j = 0; j < 8; j++) {
+		big[j] = j % 2 ? 3e38f : -3e38f;
+		ok[j] = 0.25f;
+	}
+	m = default_model();
+	r = reg_open();
+	ck_assert_int_eq(sid_registry_assign(r, SID_TOWER_ITEM, in, 2, 3, 8, "v", 0, out, &err), 0);
+	ck_assert_int_eq(sid_registry_diff(r, SID_TOWER_ITEM, m, &d, &err), SID_EINVAL);
+	ck_assert_msg(strstr(err.msg, "id huge") && strstr(err.msg, "too large for the new model"),
+		      "%s", err.msg);
+	ck_assert_int_eq(sid_registry_reassign_all(r, SID_TOWER_ITEM, m, 100, NULL, NULL, NULL, &d,
+						   &moved, &stale, &err),
+			 SID_EINVAL);
+	ck_assert_uint_eq(moved, 0);
+	sid_model_unref(m);
+	sid_registry_close(r);
+}
+END_TEST
+
 START_TEST(t_diff)
 {
 	struct sid_registry *r;
@@ -1188,22 +1239,6 @@ START_TEST(t_reassign_all)
 	sid_registry_close(r);
 }
 END_TEST
-
-/* model_builder's default model: item tower 8 -> 16 -> 4, L = 3, K = {5, 7, 3}. */
-static struct sid_model *default_model(void)
-{
-	struct mb_spec spec;
-	struct sid_model *m = NULL;
-	struct sid_error err;
-	uint8_t *buf;
-	size_t len;
-
-	mb_spec_init(&spec);
-	ck_assert_int_eq(mb_build_buffer(&spec, &buf, &len, &err), 0);
-	ck_assert_int_eq(sid_model_load_buffer(buf, len, &m, &err), 0);
-	free(buf);
-	return m;
-}
 
 /* Store @n ids "<prefix><i>" under codes one off what @m gives their rows. */
 static void store_off_codes(struct sid_registry *r, const struct sid_model *m, const char *prefix,
@@ -3056,6 +3091,7 @@ static void add_behaviour(TCase *tc)
 	tcase_add_test(tc, t_list_paging);
 	tcase_add_test(tc, t_stats);
 	tcase_add_test(tc, t_diff);
+	tcase_add_test(tc, t_diff_overflow);
 	tcase_add_test(tc, t_reassign_all);
 	tcase_add_test(tc, t_reassign_all_batches);
 	tcase_add_test(tc, t_reassign_all_expect);
