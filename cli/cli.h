@@ -78,7 +78,8 @@ enum cli_output_kind {
 #define CLI_OUTPUT_SIGNALS 4
 
 struct cli_output {
-	const char *path; /* as given */
+	const char *path;  /* as given */
+	char target[4096]; /* a symbolic link's file, which is replaced (not the link) */
 	enum cli_output_kind kind;
 	FILE *fp; /* write here */
 	struct sid_publish pub;
@@ -91,12 +92,12 @@ struct cli_output {
  * written unnamed (O_TMPFILE) and renamed into place by cli_output_commit,
  * so a process killed at any moment, even by SIGKILL, leaves the old file
  * or the new one and no temp file; an existing non-regular file is written
- * in place.  Refuses (SID_EINVAL) a path that is the same file as one of
- * the NULL-terminated @inputs (may be NULL), and (SID_EIO) a directory or a
- * file that cannot be created, with a message naming @path.  Until commit
- * or abort, SIGINT/SIGTERM/SIGHUP/SIGBUS handlers remove a named temp file
- * (file systems without O_TMPFILE) before the process dies.  One output
- * open at a time per process.
+ * in place, and so is a symbolic link into /dev or /proc (/dev/stdout); any
+ * other symbolic link is followed, and the file it names is replaced.  Refuses (SID_EINVAL) a path
+ * that is the same file as one of the NULL-terminated @inputs (may be NULL), and (SID_EIO) a
+ * directory or a file that cannot be created, with a message naming @path.  Until commit or abort,
+ * SIGINT/SIGTERM/SIGHUP/SIGBUS handlers remove a named temp file (file systems without O_TMPFILE)
+ * before the process dies.  One output open at a time per process.
  */
 int cli_output_open(struct cli_output *w, const char *path, FILE *std, const char *const *inputs,
 		    struct sid_error *err);

@@ -5,7 +5,9 @@
  * complete), so however the process ends, even by SIGKILL, the directory
  * holds the old file or the complete new one and nothing else.  Anything
  * else that exists (/dev/null, a FIFO, /dev/stdout) is written in place: it
- * cannot be replaced by a rename, and must not be.
+ * cannot be replaced by a rename, and must not be.  A symbolic link is never
+ * renamed over: one into /dev or /proc is written in place, another is
+ * followed to the file it names (link_target).
  *
  * While an output is open, SIGINT, SIGTERM and SIGHUP remove a named temp
  * file (a file system without O_TMPFILE) and end the process with that
@@ -18,6 +20,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -132,11 +135,46 @@ int cli_output_open_named(struct cli_output *w, const char *path, const char *co
 	return 0;
 }
 
+/*
+ * Where the output @path really goes.  A symbolic link is not replaced by
+ * the publishing rename: one into /dev or /proc (/dev/stdout, /dev/fd/N) is
+ * written in place (*@in_place), as the stream it stands for; any other is
+ * followed to the file it names, in @w->target, which is then the file
+ * replaced.  The path to publish, or NULL (SID_EIO set) for a link that
+ * leads nowhere.
+ */
+static const char *link_target(struct cli_output *w, const char *path, int *in_place,
+			       struct sid_error *err)
+{
+	struct stat lst;
+	char to[4096];
+	ssize_t n;
+
+	*in_place = 0;
+	if (lstat(path, &lst) != 0 || !S_ISLNK(lst.st_mode))
+		return path;
+	n = readlink(path, to, sizeof(to) - 1);
+	to[n > 0 ? n : 0] = '\0';
+	if (!strncmp(path, "/dev/", 5) || !strncmp(path, "/proc/", 6) || !strncmp(to, "/dev/", 5) ||
+	    !strncmp(to, "/proc/", 6)) {
+		*in_place = 1;
+		return path;
+	}
+	if (!realpath(path, w->target)) {
+		sid_error_set(err, SID_EIO,
+			      "%s: a symbolic link to %s, which cannot be followed: %s; name the "
+			      "file itself",
+			      path, to, strerror(errno));
+		return NULL;
+	}
+	return w->target;
+}
+
 int cli_output_open(struct cli_output *w, const char *path, FILE *std, const char *const *inputs,
 		    struct sid_error *err)
 {
 	struct stat st;
-	int rc, fd = -1, e;
+	int rc, fd = -1, e, in_place;
 
 	memset(w, 0, sizeof(*w));
 	w->path = path;
@@ -149,13 +187,18 @@ int cli_output_open(struct cli_output *w, const char *path, FILE *std, const cha
 		signals_install(w);
 		return 0;
 	}
+	if (!(path = link_target(w, path, &in_place, err)))
+		return SID_EIO;
+	if (in_place && stat(path, &st) != 0) /* never renamed over: that is the link */
+		return sid_error_set(err, SID_EIO, "%s: cannot open the output: %s", path,
+				     strerror(errno));
 	if (stat(path, &st) == 0) {
 		if ((rc = cli_output_not_input(path, &st, inputs, err)) < 0)
 			return rc;
 		if (S_ISDIR(st.st_mode))
 			return sid_error_set(
 			    err, SID_EIO, "%s: cannot create the output: it is a directory", path);
-		if (!S_ISREG(st.st_mode)) { /* /dev/null, a FIFO, a terminal */
+		if (!S_ISREG(st.st_mode) || in_place) { /* /dev/null, a FIFO, /dev/stdout */
 			fd = open(path, O_WRONLY | O_CLOEXEC | O_NOCTTY);
 			if (fd < 0 || !(w->fp = fdopen(fd, "w"))) {
 				e = errno;

@@ -391,6 +391,42 @@ class CliTest(unittest.TestCase):
         np.testing.assert_array_equal(parse_tsv(data.decode())[1], self.codes)
         self.assertEqual(self.out_files(), ["ids.fifo"])
 
+    def test_output_symbolic_links(self):
+        # A symbolic link is never replaced by the publishing rename: one to
+        # a file has that file replaced (the link stays); one into /proc or
+        # /dev (/dev/stdout is /proc/self/fd/1) is written in place, so with
+        # stdout sent to a file the rows land there (as root, a rename over
+        # /dev/stdout replaced the system's link); one that leads nowhere is
+        # refused.
+        real = os.path.join(self.out.name, "real.tsv")
+        with open(real, "w") as f:
+            f.write("old")
+        link = os.path.join(self.out.name, "link.tsv")
+        os.symlink("real.tsv", link)
+        p = self.encode(output=link)
+        self.assertEqual(p.returncode, 0, p.stderr.decode())
+        self.assertTrue(os.path.islink(link))
+        with open(real) as f:
+            np.testing.assert_array_equal(parse_tsv(f.read())[1], self.codes)
+        out = os.path.join(self.out.name, "stdout")
+        os.symlink("/proc/self/fd/1", out)
+        cap = os.path.join(self.out.name, "cap.tsv")
+        with open(cap, "wb") as f:
+            p = subprocess.run([os.path.join(BIN, "semid"), "encode", "--model", self.model,
+                                "--input", self.input, "--output", out], stdout=f,
+                               stderr=subprocess.PIPE, timeout=120)
+        self.assertEqual(p.returncode, 0, p.stderr.decode())
+        self.assertTrue(os.path.islink(out))
+        with open(cap) as f:
+            np.testing.assert_array_equal(parse_tsv(f.read())[1], self.codes)
+        gone = os.path.join(self.out.name, "gone.tsv")
+        os.symlink("nowhere.tsv", gone)
+        p = self.encode(output=gone)
+        self.assertEqual(p.returncode, 1, p.stderr.decode())
+        self.assertIn("a symbolic link to nowhere.tsv", p.stderr.decode())
+        self.assertEqual(self.out_files(), ["cap.tsv", "gone.tsv", "link.tsv", "real.tsv",
+                                            "stdout"])
+
     def test_output_is_an_input(self):
         # --output naming the input or the model (or a link to them) is refused
         # before anything is written: the run would replace the data it reads.
