@@ -130,7 +130,7 @@ static float tanh_s(float x)
 {
 	float a = fabsf(x);
 
-	if (a < TANH_SPLIT) {
+	if (!(a >= TANH_SPLIT)) { /* a NaN too: it stays one (not the big branch's 1) */
 		float z = x * x, p = TANH_P0;
 		p = fmaf(p, z, TANH_P1);
 		p = fmaf(p, z, TANH_P2);
@@ -143,11 +143,20 @@ static float tanh_s(float x)
 	return copysignf(1.0f - 2.0f / (e + 1.0f), x);
 }
 
+/* relu that keeps a NaN (as torch does): a row whose layer overflowed
+ * (inf - inf) must not come out as the next layer's bias, with codes that
+ * look sound (sid_encode_overflow finds the NaN downstream).  Every other
+ * value as v > 0 ? v : 0, to the bit, in the three paths. */
+static inline float relu_s(float v)
+{
+	return v > 0.0f ? v : v != v ? v : 0.0f;
+}
+
 __attribute__((noinline)) float sid__act_apply(enum sid_act act, float v)
 {
 	switch (act) {
 	case SID_ACT_RELU:
-		return v > 0.0f ? v : 0.0f;
+		return relu_s(v);
 	case SID_ACT_SILU:
 		return v * (1.0f / (1.0f + exp_s(-v)));
 	case SID_ACT_GELU:
@@ -222,7 +231,7 @@ static void generic_tile(const float *w, const float *wp, int jo, const float *b
 		float *yo = y + (size_t)(j0 + jj) * SID__LANES;
 		for (int l = 0; l < SID__LANES; l++) {
 			float v = acc[jj][l] + bv;
-			yo[l] = act == SID_ACT_RELU ? (v > 0.0f ? v : 0.0f) : v;
+			yo[l] = act == SID_ACT_RELU ? relu_s(v) : v;
 		}
 		if (act != SID_ACT_RELU && act != SID_ACT_IDENTITY)
 			act_tile(act, yo, 1);
@@ -313,7 +322,7 @@ static inline __attribute__((always_inline)) AVX512 __m512 tanh_v(__m512 x)
 	big =
 	    _mm512_castsi512_ps(_mm512_or_si512(_mm512_andnot_si512(sign, _mm512_castps_si512(big)),
 						_mm512_and_si512(sign, _mm512_castps_si512(x))));
-	__mmask16 lt = _mm512_cmp_ps_mask(a, _mm512_set1_ps(TANH_SPLIT), _CMP_LT_OQ);
+	__mmask16 lt = _mm512_cmp_ps_mask(a, _mm512_set1_ps(TANH_SPLIT), _CMP_NGE_UQ);
 	return _mm512_mask_mov_ps(big, lt, small);
 }
 
@@ -327,7 +336,9 @@ static inline __attribute__((always_inline)) AVX512 int act_v(enum sid_act act, 
 	case SID_ACT_IDENTITY:
 		return 1;
 	case SID_ACT_RELU:
-		*v = _mm512_max_ps(*v, _mm512_setzero_ps()); /* v > 0 ? v : 0 */
+		/* relu_s: v > 0 ? v : 0, and a NaN kept */
+		*v = _mm512_mask_mov_ps(_mm512_max_ps(*v, _mm512_setzero_ps()),
+					_mm512_cmp_ps_mask(*v, *v, _CMP_UNORD_Q), *v);
 		return 1;
 	case SID_ACT_SILU: {
 		__m512 e = exp_v(_mm512_sub_ps(_mm512_setzero_ps(), *v));
@@ -694,7 +705,7 @@ static inline __attribute__((always_inline)) AVX2 __m256 tanh_v8(__m256 x)
 	__m256 e = exp_v8(_mm256_mul_ps(two, a));
 	__m256 big = copysign_v8(_mm256_sub_ps(one, _mm256_div_ps(two, _mm256_add_ps(e, one))), x);
 	return _mm256_blendv_ps(big, small,
-				_mm256_cmp_ps(a, _mm256_set1_ps(TANH_SPLIT), _CMP_LT_OQ));
+				_mm256_cmp_ps(a, _mm256_set1_ps(TANH_SPLIT), _CMP_NGE_UQ));
 }
 
 static inline __attribute__((always_inline)) AVX2 __m256 act_v8(enum sid_act act, __m256 v)
@@ -702,7 +713,9 @@ static inline __attribute__((always_inline)) AVX2 __m256 act_v8(enum sid_act act
 	const __m256 one = _mm256_set1_ps(1.0f);
 	switch (act) {
 	case SID_ACT_RELU:
-		return _mm256_max_ps(v, _mm256_setzero_ps()); /* v > 0 ? v : 0 */
+		/* relu_s: v > 0 ? v : 0, and a NaN kept */
+		return _mm256_blendv_ps(_mm256_max_ps(v, _mm256_setzero_ps()), v,
+					_mm256_cmp_ps(v, v, _CMP_UNORD_Q));
 	case SID_ACT_SILU:
 		return _mm256_mul_ps(
 		    v, _mm256_div_ps(

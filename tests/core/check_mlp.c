@@ -113,7 +113,8 @@ END_TEST
 /*
  * The in-register silu / gelu of the vector kernels against the scalar
  * sid__act_apply, bit for bit, over a dense grid and the edges (the erf
- * branch split, the exp clamps, zeros, huge values): a 1 x 1 layer with
+ * branch split, the exp clamps, zeros, huge values, infinities; a NaN stays
+ * a NaN, relu's too, as in torch): a 1 x 1 layer with
  * weight 1 passes x through exactly (fma(1, x, +0) + 0 = x).
  */
 START_TEST(activations_vector_equal_scalar)
@@ -122,7 +123,8 @@ START_TEST(activations_vector_equal_scalar)
 	    0.0f,    -0.0f,	 0.927734375f, -0.927734375f, 0.9277344f, -0.9277344f, 87.0f,
 	    -87.0f,  88.0f,	 -88.0f,       89.0f,	      -89.0f,	  1e-30f,      -1e-30f,
 	    1e30f,   -1e30f,	 3.9f,	       -3.9f,	      5.5f,	  -5.5f,       0.625f,
-	    -0.625f, 0.6249999f, -0.6249999f,  44.0f,	      -44.0f,	  45.0f,       -45.0f};
+	    -0.625f, 0.6249999f, -0.6249999f,  44.0f,	      -44.0f,	  45.0f,       -45.0f,
+	    NAN,     INFINITY,	 -INFINITY};
 	const size_t ne = sizeof(edges) / sizeof(edges[0]), ng = 40001, B = ng + ne;
 	const size_t P = sid__panels(B);
 	const float one = 1.0f;
@@ -140,9 +142,15 @@ START_TEST(activations_vector_equal_scalar)
 				sid__gemm_panels(&one, NULL, NULL, acts[a], 1, 1, x, rows, y);
 				for (size_t i = 0; i < rows; i++) {
 					float want = sid__act_apply(acts[a], x[i] + 0.0f);
-					ck_assert_msg(!memcmp(&want, &y[i], sizeof(float)),
+					ck_assert_msg(!memcmp(&want, &y[i], sizeof(float)) ||
+							  (isnan(want) && isnan(y[i])),
 						      "act %d mode %d x %.9g: %.9g vs %.9g",
 						      (int)acts[a], mode, x[i], y[i], want);
+					/* an overflowed layer (NaN) is not hidden as 0 */
+					if (isnan(x[i]))
+						ck_assert_msg(isnan(y[i]),
+							      "act %d mode %d: NaN -> %g",
+							      (int)acts[a], mode, y[i]);
 				}
 			}
 			sid__gemm_force(0);
