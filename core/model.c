@@ -525,6 +525,13 @@ static int build_block(struct sid_model *m, const struct gather g[SID_TOWER_COUN
 				for (int e = 0; e < tw->E; e++)
 					s += (double)row[e] * row[e];
 				cn[j] = (float)s;
+				/* inf would make every distance to it inf: the search could
+				 * then never pick anything but code 0 */
+				if (!isfinite(cn[j]))
+					return sid_error_set(err, SID_EFORMAT,
+							     "tensor '%s': row %d's squared norm "
+							     "overflows float32 (%.3g)",
+							     g[k].cb[l]->name, j, s);
 			}
 			tw->codebook[l] = c;
 			tw->cnorm[l] = cn;

@@ -473,6 +473,11 @@ START_TEST(test_non_finite)
 	REJECT(&s, "tensor 'item.codebook.1': element 27 is infinite");
 	ed.e[0] = (struct edit){.op = ED_SET, .name = "item.codebook.0", .index = 0, .value = NAN};
 	REJECT(&s, "tensor 'item.codebook.0': element 0 is NaN");
+	/* finite, but its squared norm is not: every distance to it would be
+	 * inf, and the search would give code 0 whatever the input */
+	ed.e[0] =
+	    (struct edit){.op = ED_SET, .name = "item.codebook.0", .index = 0, .value = 1e20f};
+	REJECT(&s, "tensor 'item.codebook.0': row 0's squared norm overflows float32");
 	/* NaN in a tensor the encoder ignores is fine. */
 	ed.e[0] = (struct edit){.op = ED_SET, .name = "decoder.0.weight", .index = 1, .value = NAN};
 	sid_model_unref(load_ok(&s, NULL, NULL));
