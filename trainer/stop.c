@@ -26,8 +26,10 @@ void tr_stop_install(struct tr_stop_saved *saved)
 	sigemptyset(&sa.sa_mask);
 	sa.sa_flags = SA_RESTART; /* a write under way goes on */
 	stop_signal = 0;
-	for (int i = 0; i < TR_STOP_NSIG; i++)
-		sigaction(stop_signals[i], &sa, &saved->sa[i]);
+	for (int i = 0; i < TR_STOP_NSIG; i++) /* one ignored (nohup) stays ignored */
+		if (sigaction(stop_signals[i], NULL, &saved->sa[i]) == 0 &&
+		    saved->sa[i].sa_handler != SIG_IGN)
+			sigaction(stop_signals[i], &sa, NULL);
 }
 
 void tr_stop_restore(const struct tr_stop_saved *saved)

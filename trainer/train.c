@@ -521,13 +521,16 @@ static int run_epoch(struct run *r, int e, int tty, struct sid_error *err)
 			return rc;
 		}
 		losses_add(&acc, &l, L);
-		if (tr_stop_signal()) { /* the epoch is not finished: nothing of it is kept */
+		/* the epoch is not finished: nothing of it is kept (after its last
+		 * step it is: it is checkpointed, and the epoch loop stops then) */
+		if (tr_stop_signal() && b + 1 < nb) {
 			if (tty)
 				fprintf(stderr, "\r\033[K");
 			r->stopped_at = b + 1;
 			return 2;
 		}
-		if (r->cfg->max_steps > 0 && b + 1 >= (size_t)r->cfg->max_steps) {
+		/* a benchmark ends within its one epoch, however many steps it asked */
+		if (r->cfg->max_steps > 0 && (b + 1 >= (size_t)r->cfg->max_steps || b + 1 == nb)) {
 			double dt = now_s() - t0;
 			if (tty)
 				fprintf(stderr, "\r\033[K");

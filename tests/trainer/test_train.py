@@ -639,6 +639,51 @@ class TrainerTest(unittest.TestCase):
             self.assertEqual(p.returncode, 0, p.stderr)
             self.assertIn("resumed from %s after epoch %d/500" % (ckpt, k), p.stderr)
 
+    def test_stop_edges(self):
+        """--max-steps beyond an epoch's batches times that one epoch and
+        writes nothing (it trained every epoch and published the model); a
+        SIGHUP ignored by the caller (nohup) stays ignored; a signal during
+        an epoch's last step keeps the epoch (with one batch an epoch, such a
+        signal always threw the epoch in flight away)."""
+        sdir = os.path.join(self.tmp, "edges")
+        os.makedirs(sdir, exist_ok=True)
+        p = run(*self.base_args(os.path.join(sdir, "ms.st")) + ["--epochs", "3",
+                                                                 "--max-steps", "100000"])
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("benchmark: ", p.stderr)
+        self.assertEqual(os.listdir(sdir), [])
+
+        def start(name, extra, ignore_hup=False):
+            out = os.path.join(sdir, name)
+            args = self.base_args(out) + ["--epochs", "500"] + extra
+            proc = subprocess.Popen(
+                [str(a) for a in args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                text=True, preexec_fn=(lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+                if ignore_hup else None)
+            deadline = time.time() + 60
+            while proc.poll() is None and not os.path.exists(out + ".ckpt") and \
+                    time.time() < deadline:
+                time.sleep(0.005)
+            return proc
+
+        proc = start("hup.st", [], ignore_hup=True)
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(0.5)
+        self.assertIsNone(proc.poll(), "a SIGHUP under nohup stopped it")
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        self.assertEqual(proc.returncode, 128 + signal.SIGTERM, err)
+        self.assertNotIn("SIGHUP", err)
+
+        proc = start("one.st", ["--batch-size", "1000000"])
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        self.assertEqual(proc.returncode, 128 + signal.SIGTERM, err)
+        self.assertIn(" 1 batches of ", err)
+        self.assertNotIn("not kept", err)
+        k = int(re.search(r"holds epoch (\d+)/500", err).group(1))
+        self.assertEqual(len(re.findall(r"^epoch \d+/500 joint", err, re.M)), k, err)
+
     def test_gen_stopped_keeps_the_old_files(self):
         gdir = os.path.join(self.tmp, "gen-stop")
         p = run(TRAIN, "gen", "--out", gdir, "--items", 600, "--users", 300, "--interactions",
