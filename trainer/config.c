@@ -122,6 +122,13 @@ static int key_set(struct tr_config *c, const struct key *k, const char *value, 
 						     "%s: model_version has a control character "
 						     "(0x%02x)",
 						     what, (unsigned char)*p);
+		if (!strcmp(k->name, "model_version")) { /* the metadata is JSON: UTF-8 */
+			json_t *j = json_string(value);
+			if (!j)
+				return sid_error_set(err, SID_EINVAL,
+						     "%s: model_version is not valid UTF-8", what);
+			json_decref(j);
+		}
 		strcpy(dst, value);
 		return 0;
 	case K_INT:

@@ -275,10 +275,12 @@ int das_config_set(struct das_config *c, const char *key_in, const char *value,
 		s = strtoull(value, &end, 10);
 		/* digits only: strtoull would take " -1" as 2^64 - 1 and saturate
 		 * an overflow silently */
-		if (*value < '0' || *value > '9' || *end || errno == ERANGE)
+		/* below 2^63: the config the checkpoint and the model's metadata
+		 * keep is JSON, whose integers jansson reads as int64 */
+		if (*value < '0' || *value > '9' || *end || errno == ERANGE || s > INT64_MAX)
 			return sid_error_set(err, SID_EINVAL,
 					     "config key seed: \"%s\" is not an "
-					     "integer in [0, 2^64)",
+					     "integer in [0, 2^63)",
 					     value);
 		c->seed = s;
 		return 0;

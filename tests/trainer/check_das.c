@@ -727,8 +727,13 @@ START_TEST(test_config_keys)
 	ck_assert_int_eq(c.view_on[2], 0);
 	ck_assert_int_eq(das_config_set(&c, "pop_correction", "false", &err), 0);
 	ck_assert_int_eq(c.pop_correction, 0);
-	ck_assert_int_eq(das_config_set(&c, "seed", "18446744073709551615", &err), 0);
-	ck_assert_uint_eq(c.seed, UINT64_MAX);
+	ck_assert_int_eq(das_config_set(&c, "seed", "9223372036854775807", &err), 0);
+	ck_assert_uint_eq(c.seed, INT64_MAX);
+	/* 2^63 and above: a resume could not read the config back, and the
+	 * model's metadata lost it */
+	ck_assert_int_eq(das_config_set(&c, "seed", "9223372036854775808", &err), SID_EINVAL);
+	ck_assert_ptr_nonnull(strstr(err.msg, "[0, 2^63)"));
+	ck_assert_int_eq(das_config_set(&c, "seed", "18446744073709551615", &err), SID_EINVAL);
 	ck_assert_int_eq(das_config_set(&c, "activation", "gelu", &err), 0);
 	ck_assert_int_eq(c.act, SID_ACT_GELU);
 	ck_assert_int_eq(das_config_set(&c, "codebook_size", "1", &err), SID_EINVAL);

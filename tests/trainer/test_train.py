@@ -414,6 +414,8 @@ class TrainerTest(unittest.TestCase):
         out = os.path.join(bdir, "m.st")
         for flag, value, what in (("--seed", "99999999999999999999999", "seed"),
                                   ("--seed", " -1", "seed"),
+                                  ("--seed", "9223372036854775808", "[0, 2^63)"),
+                                  ("--model-version", os.fsdecode(b"v\xff"), "not valid UTF-8"),
                                   ("--hidden", "32,", "hidden"),
                                   ("--levels", "true", "levels")):
             p = run(*self.base_args(out) + [flag, value])
