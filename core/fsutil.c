@@ -13,7 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 static unsigned long publish_counter; /* atomic; makes temp names unique per process */
@@ -104,12 +106,42 @@ int sid_publish_atomic_pieces(const char *path, const struct sid_piece *pc, size
 	return sid_publish_commit(&pub, err);
 }
 
+#define TMP_SUFFIX_MAX 64
+
+/*
+ * A temp name beside @pub->path into @pub->tmp: the name plus
+ * ".tmp.PID.N" (N from a counter of this process), cut short where both
+ * would not fit in one directory entry.  @again: a name like it was taken
+ * (left by a process of the same PID, a container's PID 1 killed while it
+ * published): a random part is added.
+ */
+static void tmp_name(struct sid_publish *pub, int again)
+{
+	char suffix[TMP_SUFFIX_MAX];
+	const char *path = pub->path, *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+	unsigned long n = __atomic_fetch_add(&publish_counter, 1, __ATOMIC_RELAXED);
+	uint32_t r = 0;
+	size_t keep = strlen(base), slen;
+
+	if (again && getrandom(&r, sizeof(r), 0) != (ssize_t)sizeof(r))
+		r = (uint32_t)(n * 2654435761u) ^ (uint32_t)time(NULL);
+	if (again)
+		slen = (size_t)snprintf(suffix, sizeof(suffix), ".tmp.%ld.%lu.%08x", (long)getpid(),
+					n, (unsigned)r);
+	else
+		slen = (size_t)snprintf(suffix, sizeof(suffix), ".tmp.%ld.%lu", (long)getpid(), n);
+	if (keep + slen > pub->name_max)
+		keep = pub->name_max > slen ? pub->name_max - slen : 0;
+	snprintf(pub->tmp, strlen(path) + TMP_SUFFIX_MAX, "%.*s%s",
+		 (int)((size_t)(base - path) + keep), path, suffix);
+}
+
 static int publish_begin(struct sid_publish *pub, const char *path, int named,
 			 struct sid_error *err)
 {
-	char dir[PATH_MAX], suffix[48];
+	char dir[PATH_MAX];
 	const char *base;
-	size_t tlen, keep, slen, name_max = NAME_MAX;
+	size_t name_max = NAME_MAX;
 	long pc;
 	int rc;
 
@@ -130,21 +162,14 @@ static int publish_begin(struct sid_publish *pub, const char *path, int named,
 	if (strlen(base) > name_max)
 		return sid_error_set(err, SID_EINVAL, "%s: file name of %zu bytes, longer than %zu",
 				     path, strlen(base), name_max);
-	slen = (size_t)snprintf(suffix, sizeof(suffix), ".tmp.%ld.%lu", (long)getpid(),
-				__atomic_fetch_add(&publish_counter, 1, __ATOMIC_RELAXED));
-	tlen = strlen(path) + slen + 1;
+	pub->name_max = name_max;
 	pub->path = strdup(path);
-	pub->tmp = malloc(tlen);
+	pub->tmp = malloc(strlen(path) + TMP_SUFFIX_MAX);
 	if (!pub->path || !pub->tmp) {
 		rc = sid_error_set(err, SID_ENOMEM, "%s: out of memory", path);
 		goto fail;
 	}
-	/* The temp name is the name plus the suffix, the name cut short where
-	 * both would not fit in one directory entry. */
-	keep = strlen(base);
-	if (keep + slen > name_max)
-		keep = name_max > slen ? name_max - slen : 0;
-	snprintf(pub->tmp, tlen, "%.*s%s", (int)((size_t)(base - path) + keep), path, suffix);
+	tmp_name(pub, 0);
 
 	/* Unnamed until it is complete, where the file system can: a process
 	 * killed while writing (SIGKILL, the OOM killer) then leaves nothing
@@ -152,8 +177,13 @@ static int publish_begin(struct sid_publish *pub, const char *path, int named,
 	if (!named && !sid__fsutil_no_tmpfile && dir_of(path, dir) == 0)
 		pub->fd = open(dir, O_TMPFILE | O_WRONLY | O_CLOEXEC, 0644);
 	if (pub->fd < 0) { /* asked for, or no O_TMPFILE here (or the tests' switch) */
-		pub->fd =
-		    open(pub->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, named ? 0600 : 0644);
+		for (int tries = 0;; tries++) {
+			pub->fd = open(pub->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
+				       named ? 0600 : 0644);
+			if (pub->fd >= 0 || errno != EEXIST || tries == 10)
+				break;
+			tmp_name(pub, 1);
+		}
 		if (pub->fd < 0) {
 			rc = sid_error_set(err, SID_EIO, "%s: create %s: %s", path, pub->tmp,
 					   strerror(errno));
@@ -193,11 +223,22 @@ int sid_publish_commit(struct sid_publish *pub, struct sid_error *err)
 	}
 	if (!pub->named) { /* complete: give it the temp name, then rename it over @path */
 		char proc[64];
+		int ok = 0, e = 0;
 		snprintf(proc, sizeof(proc), "/proc/self/fd/%d", pub->fd);
-		if (linkat(AT_FDCWD, proc, AT_FDCWD, tmp, AT_SYMLINK_FOLLOW) != 0 &&
-		    linkat(pub->fd, "", AT_FDCWD, tmp, AT_EMPTY_PATH) != 0) {
-			rc = sid_error_set(err, SID_EIO, "%s: link %s: %s", path, tmp,
-					   strerror(errno));
+		for (int tries = 0; !ok && tries <= 10; tries++) {
+			if (tries) /* the name was taken (a left temp file) */
+				tmp_name(pub, 1);
+			ok = linkat(AT_FDCWD, proc, AT_FDCWD, tmp, AT_SYMLINK_FOLLOW) == 0;
+			e = errno;
+			if (!ok && e != EEXIST) {
+				ok = linkat(pub->fd, "", AT_FDCWD, tmp, AT_EMPTY_PATH) == 0;
+				e = errno;
+			}
+			if (!ok && e != EEXIST)
+				break;
+		}
+		if (!ok) {
+			rc = sid_error_set(err, SID_EIO, "%s: link %s: %s", path, tmp, strerror(e));
 			goto fail;
 		}
 		pub->named = 1;

@@ -49,6 +49,7 @@ struct sid_publish {
 	int fd;	   /* write the contents here */
 	int named; /* the temp file has a name in the directory */
 	char *path, *tmp;
+	size_t name_max; /* the directory's longest name */
 };
 int sid_publish_begin(struct sid_publish *pub, const char *path, struct sid_error *err);
 /* The same with a temp file named from the start, for a writer that opens
