@@ -29,18 +29,19 @@ struct tr_config {
 	char items[TR_PATH_MAX], users[TR_PATH_MAX], train[TR_PATH_MAX];
 	char test[TR_PATH_MAX], test_cold[TR_PATH_MAX], cold_items[TR_PATH_MAX];
 	char out[TR_PATH_MAX];
-	char model_version[256]; /* empty: "das-<utc>-<seed>" */
-	int threads;		 /* OpenBLAS threads, 0 = library default */
-	int eval;		 /* evaluate at the end when test is set (1) */
-	int publish_tables;	 /* the ICDM ID tables go into the model file too (0) */
-	int progress;		 /* progress bar when stderr is a terminal (1) */
-	double progress_every;	 /* otherwise a progress line every this many seconds of
-				    an epoch (30; 0 = after every batch) */
-	int stop_after;		 /* stop once this many epochs are done (checkpoint, no
-				    publish; 0 = run to the end): a time budget, resume later */
-	int max_steps;		 /* benchmark: stop after this many steps of the first epoch
-				    run, print the timing, write nothing (0 = off) */
-	struct das_config das;	 /* everything else */
+	char config[TR_PATH_MAX]; /* the --config file read, if any (never written over) */
+	char model_version[256];  /* empty: "das-<utc>-<seed>" */
+	int threads;		  /* OpenBLAS threads, 0 = library default */
+	int eval;		  /* evaluate at the end when test is set (1) */
+	int publish_tables;	  /* the ICDM ID tables go into the model file too (0) */
+	int progress;		  /* progress bar when stderr is a terminal (1) */
+	double progress_every;	  /* otherwise a progress line every this many seconds of
+				     an epoch (30; 0 = after every batch) */
+	int stop_after;		  /* stop once this many epochs are done (checkpoint, no
+				     publish; 0 = run to the end): a time budget, resume later */
+	int max_steps;		  /* benchmark: stop after this many steps of the first epoch
+				     run, print the timing, write nothing (0 = off) */
+	struct das_config das;	  /* everything else */
 };
 
 /* Fill @c with the defaults (das_config_defaults for the model keys). */

@@ -95,6 +95,7 @@ static int cmd_train(int argc, char **argv)
 			rc = tr_config_load_file(&cfg, path, &err);
 			if (rc < 0)
 				return fail(NULL, &err);
+			snprintf(cfg.config, sizeof(cfg.config), "%s", path);
 		}
 	}
 	for (int i = 0; i < argc; i++) {

@@ -97,17 +97,23 @@ static int gather(const struct tr_emb *e, const int32_t *idx, size_t n, float *d
 
 /*
  * Refuse, before any work, outputs that could only fail after training or
- * that would overwrite an input: --out in a missing directory, --out or its
- * checkpoint an existing non-regular file (a directory), or either of them
- * the same file as an input (publishing over items.npy destroys it).
+ * that would overwrite an input: --out in a missing directory or in one
+ * this process cannot write (a read-only file system), a name (the model's
+ * or its checkpoint's, 5 bytes longer) the directory cannot hold, --out or
+ * its checkpoint an existing non-regular file (a directory), or either of
+ * them the same file as an input, the --config file included (publishing
+ * over items.npy destroys it).
  */
 static int check_outputs(const struct tr_config *c, const char *ckpt, struct sid_error *err)
 {
-	const char *in[] = {c->items, c->users, c->train, c->test, c->test_cold, c->cold_items};
-	const char *flag[] = {"items", "users", "train", "test", "test-cold", "cold-items"};
+	const char *in[] = {c->items,	  c->users,	 c->train, c->test,
+			    c->test_cold, c->cold_items, c->config};
+	const char *flag[] = {"items",	   "users",	 "train", "test",
+			      "test-cold", "cold-items", "config"};
 	const char *outs[2] = {c->out, ckpt};
 	char dir[TR_PATH_MAX], *slash;
 	struct stat so, si;
+	long name_max;
 
 	snprintf(dir, sizeof(dir), "%s", c->out);
 	slash = strrchr(dir, '/');
@@ -121,6 +127,20 @@ static int check_outputs(const struct tr_config *c, const char *ckpt, struct sid
 	if (!S_ISDIR(so.st_mode))
 		return sid_error_set(err, SID_EINVAL, "--out %s: %s is not a directory", c->out,
 				     dir);
+	/* what would only fail at the first checkpoint, after an epoch's work */
+	if (access(dir, W_OK | X_OK) != 0)
+		return sid_error_set(err, SID_EINVAL, "--out %s: cannot write in %s: %s", c->out,
+				     dir, strerror(errno));
+	name_max = pathconf(dir, _PC_NAME_MAX);
+	for (int k = 0; k < 2 && name_max > 0; k++) {
+		const char *base = strrchr(outs[k], '/') ? strrchr(outs[k], '/') + 1 : outs[k];
+		if ((long)strlen(base) > name_max)
+			return sid_error_set(err, SID_EINVAL,
+					     "--out %s: %s file name is %zu bytes, longer than the "
+					     "%ld this directory takes",
+					     c->out, k ? "its checkpoint's" : "the", strlen(base),
+					     name_max);
+	}
 	for (int k = 0; k < 2; k++) {
 		if (stat(outs[k], &so) < 0)
 			continue;

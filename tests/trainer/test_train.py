@@ -341,6 +341,22 @@ class TrainerTest(unittest.TestCase):
         for f, b in before.items():
             with open(f, "rb") as fh:
                 self.assertEqual(fh.read(), b, f)
+        # the --config file as --out; a name whose checkpoint name (5 bytes
+        # longer) the directory cannot hold: both used to fail only after the
+        # first epoch, or to overwrite the config with the model
+        cfg = os.path.join(odir, "c.json")
+        with open(cfg, "w") as f:
+            json.dump({"epochs": 1}, f)
+        long_name = os.path.join(odir, "m" * 252)
+        for out, extra, what in ((cfg, ["--config", cfg], "is the --config input"),
+                                 (long_name, [], "longer than the 255 this directory")):
+            p = run(*self.base_args(out) + extra)
+            self.assertEqual(p.returncode, 2, p.stderr)
+            self.assertIn(what, p.stderr)
+            self.assertNotIn("epoch 1/", p.stderr)
+        with open(cfg) as f:
+            self.assertEqual(json.load(f), {"epochs": 1})
+        os.remove(cfg)
         # a flag where a value belongs is not taken as the value
         args = self.base_args("x")
         k = args.index("--out")
