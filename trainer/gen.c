@@ -539,6 +539,16 @@ int tr_gen_run(const struct tr_gen_params *p, const char *out_dir, struct tr_gen
 	fctest = NULL;
 	if (rc == 0 && tr_stop_signal())
 		rc = 1;
+	/* semid-train refuses an empty file (a malformed input): none is made */
+	if (rc == 0 && (!st->cold_items || !st->test || !st->cold_test))
+		rc = sid_error_set(err, SID_EINVAL,
+				   "%s would be empty (%ld items at --cold-frac %g, %ld test "
+				   "clicks at --test-frac %g): semid-train refuses an empty file; "
+				   "raise the fraction, or the data's size",
+				   !st->cold_items ? "cold_items.txt"
+				   : !st->test	   ? "test.tsv"
+						   : "cold_test.tsv",
+				   st->cold_items, p->cold_frac, st->test, p->test_frac);
 	/* All complete: into place.  Every file is synced before the first
 	 * commit, so a late write error (ENOSPC, EIO at writeback) fails the
 	 * run with no file replaced; each commit then syncs again (nothing

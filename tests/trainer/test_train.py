@@ -702,6 +702,24 @@ class TrainerTest(unittest.TestCase):
         k = int(re.search(r"holds epoch (\d+)/500", err).group(1))
         self.assertEqual(len(re.findall(r"^epoch \d+/500 joint", err, re.M)), k, err)
 
+    def test_gen_refuses_empty_files(self):
+        """A fraction that gives no cold item or no test click is refused
+        (exit 2), the directory's data left as it was: gen used to write
+        the empty file, which semid-train then refused."""
+        gdir = os.path.join(self.tmp, "gen-empty")
+        args = [TRAIN, "gen", "--out", gdir, "--items", 300, "--users", 200,
+                "--interactions", 3000, "--dim", 16, "--seed", 3]
+        p = run(*args)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        with open(os.path.join(gdir, "cold_items.txt")) as f:
+            before = f.read()
+        for flag, name in (("--cold-frac", "cold_items.txt"), ("--test-frac", "test.tsv")):
+            p = run(*args + [flag, 0, "--seed", 4])
+            self.assertEqual(p.returncode, 2, p.stderr)
+            self.assertIn("%s would be empty" % name, p.stderr)
+            with open(os.path.join(gdir, "cold_items.txt")) as f:
+                self.assertEqual(f.read(), before)
+
     def test_gen_stopped_keeps_the_old_files(self):
         gdir = os.path.join(self.tmp, "gen-stop")
         p = run(TRAIN, "gen", "--out", gdir, "--items", 600, "--users", 300, "--interactions",
