@@ -128,7 +128,10 @@ int tr_emb_rows(const struct tr_emb *e, size_t row0, size_t n, float *dst, struc
 	if (row0 > e->n || n > e->n - row0)
 		return sid_error_set(err, SID_EINVAL, "%s: rows %zu..%zu out of range (%zu rows)",
 				     e->path, row0, row0 + n, e->n);
-	return sid_npy_read_f32(&e->npy, row0, n, dst, err);
+	/* checked as it was opened; a value that is bad now changed since */
+	if (sid_npy_read_f32(&e->npy, row0, n, dst, err) < 0)
+		return sid_error_prefix(err, "%s (changed while training?)", e->path);
+	return 0;
 }
 
 /* ---- text files ---- */

@@ -4,6 +4,7 @@
 #include "stop.h"
 
 #include <string.h>
+#include <unistd.h>
 
 static volatile sig_atomic_t stop_signal; /* the signal that asked, or 0 */
 static const int stop_signals[TR_STOP_NSIG] = {SIGINT, SIGTERM, SIGHUP};
@@ -18,6 +19,18 @@ static void on_stop_signal(int sig)
 	stop_signal = sig;
 }
 
+static void on_bus(int sig)
+{
+	static const char msg[] =
+	    "\nsemid-train: an input file (a mapped .npy) shrank or failed while being read "
+	    "(SIGBUS): was it rewritten during the run?  Stopped; a checkpoint keeps the "
+	    "epochs finished before\n";
+	ssize_t n = write(STDERR_FILENO, msg, sizeof(msg) - 1);
+	(void)n;
+	(void)sig;
+	_exit(1);
+}
+
 void tr_stop_install(struct tr_stop_saved *saved)
 {
 	struct sigaction sa;
@@ -30,12 +43,16 @@ void tr_stop_install(struct tr_stop_saved *saved)
 		if (sigaction(stop_signals[i], NULL, &saved->sa[i]) == 0 &&
 		    saved->sa[i].sa_handler != SIG_IGN)
 			sigaction(stop_signals[i], &sa, NULL);
+	sa.sa_handler = on_bus;
+	sa.sa_flags = 0;
+	sigaction(SIGBUS, &sa, &saved->bus);
 }
 
 void tr_stop_restore(const struct tr_stop_saved *saved)
 {
 	for (int i = 0; i < TR_STOP_NSIG; i++)
 		sigaction(stop_signals[i], &saved->sa[i], NULL);
+	sigaction(SIGBUS, &saved->bus, NULL);
 }
 
 int tr_stop_signal(void)

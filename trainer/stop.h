@@ -6,8 +6,11 @@
  * tr_stop_signal() at points where it can stop without leaving anything
  * half-written, cleans up, and returns the signal number (the program then
  * exits with 128 + it, as a shell reports a signal).  A second signal ends
- * the process at once (the default action).  Not thread-safe: install and
- * restore from the main thread.
+ * the process at once (the default action).  A signal the caller ignores
+ * (nohup) stays ignored.  SIGBUS, from a mapped input (items.npy,
+ * users.npy) truncated while in use, ends it with a message and exit
+ * status 1 instead of a bare crash.  Not thread-safe: install and restore
+ * from the main thread.
  */
 #ifndef TR_STOP_H
 #define TR_STOP_H
@@ -18,6 +21,7 @@
 
 struct tr_stop_saved {
 	struct sigaction sa[TR_STOP_NSIG];
+	struct sigaction bus;
 };
 
 void tr_stop_install(struct tr_stop_saved *saved);

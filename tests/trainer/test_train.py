@@ -702,6 +702,40 @@ class TrainerTest(unittest.TestCase):
         k = int(re.search(r"holds epoch (\d+)/500", err).group(1))
         self.assertEqual(len(re.findall(r"^epoch \d+/500 joint", err, re.M)), k, err)
 
+    def test_input_changed_while_training(self):
+        """items.npy is mapped while training runs: rewritten under it with a
+        NaN, the error names the file; truncated under it, the run ends with
+        a message and exit 1 (it died of a bare SIGBUS)."""
+        cdir = os.path.join(self.tmp, "changed")
+        os.makedirs(cdir, exist_ok=True)
+        for how in ("nan", "truncate"):
+            items = os.path.join(cdir, "items-%s.npy" % how)
+            shutil.copy(self.d("items.npy"), items)
+            out = os.path.join(cdir, "m-%s.st" % how)
+            proc = subprocess.Popen([str(a) for a in self.base_args(out, items=items) +
+                                     ["--epochs", "500"]], stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.PIPE, text=True)
+            deadline = time.time() + 60
+            while proc.poll() is None and not os.path.exists(out + ".ckpt") and \
+                    time.time() < deadline:
+                time.sleep(0.005)
+            size = os.path.getsize(items)
+            if how == "nan":
+                with open(items, "r+b") as f:  # every row's first value, in place
+                    data_off = size - 600 * 24 * 4
+                    for r in range(600):
+                        f.seek(data_off + r * 24 * 4)
+                        f.write(np.array([np.nan], np.float32).tobytes())
+            else:
+                os.truncate(items, 4096)
+            _, err = proc.communicate(timeout=60)
+            if how == "nan":
+                self.assertEqual(proc.returncode, 2, err)
+                self.assertIn(items + " (changed while training?): row ", err)
+            else:
+                self.assertEqual(proc.returncode, 1, err)
+                self.assertIn("shrank or failed while being read (SIGBUS)", err)
+
     def test_gen_refuses_empty_files(self):
         """A fraction that gives no cold item or no test click is refused
         (exit 2), the directory's data left as it was: gen used to write
