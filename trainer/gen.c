@@ -288,6 +288,13 @@ int tr_gen_run(const struct tr_gen_params *p, const char *out_dir, struct tr_gen
 			rc = sid_error_set(err, SID_EINVAL, "gen: --out path too long");
 			goto fail;
 		}
+		/* its rename would fail after others were made: none is, then */
+		if (lstat(path, &sb) == 0 && !S_ISREG(sb.st_mode)) {
+			rc = sid_error_set(err, SID_EINVAL,
+					   "%s exists and is not a regular file; nothing written",
+					   path);
+			goto fail;
+		}
 		if ((rc = sid_publish_begin(&pub[k], path, err)) < 0)
 			goto fail;
 	}

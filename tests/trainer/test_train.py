@@ -739,7 +739,9 @@ class TrainerTest(unittest.TestCase):
     def test_gen_refuses_empty_files(self):
         """A fraction that gives no cold item or no test click is refused
         (exit 2), the directory's data left as it was: gen used to write
-        the empty file, which semid-train then refused."""
+        the empty file, which semid-train then refused.  So is a target that
+        is a directory: its rename failed after the files before it had
+        been replaced, a mix of two data sets."""
         gdir = os.path.join(self.tmp, "gen-empty")
         args = [TRAIN, "gen", "--out", gdir, "--items", 300, "--users", 200,
                 "--interactions", 3000, "--dim", 16, "--seed", 3]
@@ -753,6 +755,16 @@ class TrainerTest(unittest.TestCase):
             self.assertIn("%s would be empty" % name, p.stderr)
             with open(os.path.join(gdir, "cold_items.txt")) as f:
                 self.assertEqual(f.read(), before)
+        # a target that is not a file: refused before any file is replaced
+        # (the renames of the files before it had been made)
+        ctest = os.path.join(gdir, "cold_test.tsv")
+        os.remove(ctest)
+        os.makedirs(os.path.join(ctest, "sub"))
+        p = run(*args + ["--seed", 4])
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn("cold_test.tsv exists and is not a regular file", p.stderr)
+        with open(os.path.join(gdir, "cold_items.txt")) as f:
+            self.assertEqual(f.read(), before)
 
     def test_gen_stopped_keeps_the_old_files(self):
         gdir = os.path.join(self.tmp, "gen-stop")
