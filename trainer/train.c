@@ -128,8 +128,8 @@ static int check_outputs(const struct tr_config *c, const char *ckpt, struct sid
 		return sid_error_set(err, SID_EINVAL, "--out %s: %s is not a directory", c->out,
 				     dir);
 	/* what would only fail at the first checkpoint, after an epoch's work */
-	if (access(dir, W_OK | X_OK) != 0)
-		return sid_error_set(err, SID_EINVAL, "--out %s: cannot write in %s: %s", c->out,
+	if (access(dir, W_OK | X_OK) != 0) /* the disk's state, not the input's: exit 1 */
+		return sid_error_set(err, SID_EIO, "--out %s: cannot write in %s: %s", c->out,
 				     dir, strerror(errno));
 	name_max = pathconf(dir, _PC_NAME_MAX);
 	for (int k = 0; k < 2 && name_max > 0; k++) {

@@ -193,15 +193,21 @@ class TestPublishFaults(unittest.TestCase):
         self.srv.stop()
         self.fs.close()
 
-    def check_untouched(self, r, reason, what="model.safetensors"):
+    def check_untouched(self, r, reason, what="model.safetensors", early=False):
         self.assertEqual(r.returncode, 1, r.stderr)  # 1: a failure other than bad input
         path = self.model if what == "model.safetensors" else self.model + ".ckpt"
-        # the last line: "semid-train: [checkpoint: ]PATH: create|write PATH.tmp.*: REASON",
-        # the path named once (it used to be repeated as a prefix)
         msg = r.stderr.strip().splitlines()[-1]
-        self.assertRegex(msg, r"^semid-train: (checkpoint: )?%s: (create|write) %s\.tmp\.\d+"
-                              r"\.\d+: " % (re.escape(path), re.escape(path)) +
-                         re.escape(reason) + "$")
+        if early:
+            # a directory it cannot write is refused before any training
+            self.assertEqual(msg, "semid-train: --out %s: cannot write in %s: %s"
+                             % (path, os.path.dirname(path), reason))
+            self.assertNotIn("epoch 1/", r.stderr)
+        else:
+            # the last line: "semid-train: [checkpoint: ]PATH: create|write PATH.tmp.*:
+            # REASON", the path named once (it used to be repeated as a prefix)
+            self.assertRegex(msg, r"^semid-train: (checkpoint: )?%s: (create|write) "
+                                  r"%s\.tmp\.\d+\.\d+: " % (re.escape(path), re.escape(path)) +
+                             re.escape(reason) + "$")
         self.assertEqual(sha256(self.model), self.sha_a)
         self.assertEqual([n for n in os.listdir(self.fs.dir) if ".tmp" in n], [])
         self.assertNotIn("published", r.stderr)
@@ -241,7 +247,7 @@ class TestPublishFaults(unittest.TestCase):
         else:
             # root ignores modes: publish as nobody into root's 0755 directory
             reason, popen = "Permission denied", {"user": "nobody"}
-        self.check_untouched(train(self.model, "B", **popen), reason)
+        self.check_untouched(train(self.model, "B", **popen), reason, early=True)
         if self.fs.mounted:
             self.fs.remount("rw")
         self.finish()
