@@ -239,6 +239,20 @@ void sid__reg_codes_pack(const int32_t *codes, int L, uint8_t *buf)
 	}
 }
 
+int sid__reg_schema_parse(const char *text)
+{
+	int v = 0;
+
+	if (!text || !*text || strlen(text) > 4)
+		return -1;
+	for (const char *p = text; *p; p++) {
+		if (*p < '0' || *p > '9')
+			return -1;
+		v = v * 10 + (*p - '0');
+	}
+	return v;
+}
+
 int sid__reg_as_expected(const struct sid_reg_entry *e, int found, const struct sid_reg_entry *want)
 {
 	return !want || (found && e->L == want->L && e->suffix == want->suffix &&

@@ -521,6 +521,11 @@ int sid__reg_sqlite_open(const char *path, unsigned flags, int timeout_ms,
 int sid__reg_pg_open(const char *conninfo, unsigned flags, int timeout_ms,
 		     struct sid_registry **out, struct sid_error *err);
 
+/* The schema_version text of semid_meta as a number: digits only, at most
+ * 9999; -1 for anything else (a store whose version cannot be read is not
+ * migrated, nor read as empty). */
+int sid__reg_schema_parse(const char *text);
+
 /* codes (L) <-> big-endian bytes (4L); decode checks the length and range. */
 void sid__reg_codes_pack(const int32_t *codes, int L, uint8_t *buf);
 /* Whether the stored entry @e (@found: it is stored) is the one @want

@@ -1816,8 +1816,13 @@ static int migrate_body(struct pg *s, struct sid_error *err)
 			PQclear(res);
 			return rc;
 		}
-		version = atoi(PQgetvalue(res, 0, 0));
+		version = sid__reg_schema_parse(PQgetvalue(res, 0, 0));
 		PQclear(res);
+		if (version < 0) /* never an index into migrations[] */
+			return sid_error_set(err, SID_EFORMAT,
+					     "registry %s: its schema_version is not a version "
+					     "number",
+					     s->base.label);
 	}
 	if (version > SCHEMA_VERSION)
 		return sid_error_set(err, SID_EFORMAT,

@@ -1305,7 +1305,7 @@ static int migrate(struct sq *s, int readonly, struct sid_error *err)
 				 : sq_fail(s, rc, err, "open");
 			goto fail;
 		}
-		version = sqlite3_column_int(st, 0);
+		version = sid__reg_schema_parse((const char *)sqlite3_column_text(st, 0));
 	} else if (tables == 0) {
 		version = 0;
 	} else {
@@ -1317,7 +1317,13 @@ static int migrate(struct sq *s, int readonly, struct sid_error *err)
 	}
 	sqlite3_finalize(st);
 	st = NULL;
-	if (version > SCHEMA_VERSION || version < 0) {
+	if (version < 0) {
+		rc = sid_error_set(err, SID_EFORMAT,
+				   "registry %s: its schema_version is not a version number",
+				   s->base.label);
+		goto fail;
+	}
+	if (version > SCHEMA_VERSION) {
 		rc = sid_error_set(err, SID_EFORMAT,
 				   "registry %s: schema version %d; this build knows 1..%d",
 				   s->base.label, version, SCHEMA_VERSION);

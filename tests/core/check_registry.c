@@ -1923,6 +1923,20 @@ START_TEST(t_sqlite_corrupt)
 	expect_open_fails(target, SID_EFORMAT, "schema version 99");
 	unlink(target);
 
+	/* a schema_version that is no version number: never migrated from */
+	for (int k = 0; k < 2; k++) {
+		char sql[120];
+		sid_registry_close(reg_open());
+		snprintf(sql, sizeof(sql),
+			 "UPDATE semid_meta SET value = '%s' WHERE key = 'schema_version'",
+			 k ? "abc" : "-1");
+		ck_assert_int_eq(sqlite3_open(target, &db), SQLITE_OK);
+		ck_assert_int_eq(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+		sqlite3_close(db);
+		expect_open_fails(target, SID_EFORMAT, "schema_version is not a version number");
+		unlink(target);
+	}
+
 	/* a registry whose pages were overwritten */
 	r = reg_open();
 	fill_store(r, 200);
@@ -2836,6 +2850,29 @@ START_TEST(t_pg_schema_ahead)
 }
 END_TEST
 
+/* A schema_version that is no version number ("-1", "abc"): refused; "-1"
+ * used to index migrations[-1] and run whatever lay before it as SQL, and
+ * "abc" read as 0, an empty store to create again. */
+START_TEST(t_pg_schema_unreadable)
+{
+	static const char *const bad[] = {"-1", "abc"};
+	struct sid_registry *r;
+	struct sid_error err;
+	char sql[120];
+
+	NEED_STORE();
+	sid_registry_close(reg_open());
+	for (int k = 0; k < 2; k++) {
+		snprintf(sql, sizeof(sql),
+			 "UPDATE semid_meta SET value = '%s' WHERE key = 'schema_version'", bad[k]);
+		pg_sql(target, sql);
+		ck_assert_int_eq(sid_registry_open(target, 0, &r, &err), SID_EFORMAT);
+		ck_assert_msg(strstr(err.msg, "schema_version is not a version number"), "%s",
+			      err.msg);
+	}
+}
+END_TEST
+
 /* "t" or "f": does the store's database have the registry's meta table? */
 static char pg_has_schema(void)
 {
@@ -3142,6 +3179,7 @@ static Suite *registry_suite(void)
 	tcase_add_test(tc, t_pg_retry_forgets_levels);
 	tcase_add_test(tc, t_pg_move_out_gap);
 	tcase_add_test(tc, t_pg_lost_race_fails);
+	tcase_add_test(tc, t_pg_schema_unreadable);
 	tcase_add_test(tc, t_pg_backup_refused);
 	suite_add_tcase(s, tc);
 	return s;
