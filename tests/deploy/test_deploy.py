@@ -360,6 +360,22 @@ class Deploy(unittest.TestCase):
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30)
             out = p.stdout.decode()
             self.assertEqual((p.returncode, out), (0, ""))
+        # The server's system-call filter lets through what it makes at start:
+        # OpenBLAS's mbind(2) (in @resources, which the unit denied, so systemd
+        # killed the server with SIGSYS before it logged a line), and, should a
+        # denied call come anyway, answers EPERM rather than killing it.
+        needed = {"mbind"}
+        denied = set()
+        for line in srv.get("SystemCallFilter", []):
+            if line.startswith("~"):
+                for group in line[1:].split():
+                    p = subprocess.run(["systemd-analyze", "syscall-filter", group],
+                                       stdout=subprocess.PIPE, text=True, timeout=30)
+                    denied |= {w.strip() for w in p.stdout.splitlines()
+                               if w.startswith("    ") and not w.strip().startswith("#")}
+        self.assertTrue(denied, "no denied group resolved")
+        self.assertEqual(needed & denied, set())
+        self.assertEqual(srv.get("SystemCallErrorNumber"), ["EPERM"])
 
     def test_systemd_train_unit_publishes(self):
         """Run the train unit's ExecStart lines in order, as systemd would,
