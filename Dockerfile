@@ -5,7 +5,12 @@
 # libraries the programs link, running as a non-root user.
 #
 #   docker build -t semid .
-#   docker run -p 8080:8080 -v $PWD/models:/var/lib/semid/models semid
+#   docker run -p 8080:8080 -v semid-models:/var/lib/semid/models semid
+#
+# A named volume takes the image's owner (uid 10001).  A host directory
+# mounted instead keeps its own owner: chown it to 10001 first, or the ID
+# registry (a SQLite file beside the model) cannot be created and every
+# assign answers 503.
 FROM debian:12 AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends build-essential pkg-config libopenblas-dev \

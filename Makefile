@@ -186,7 +186,16 @@ $(DEMO_DATA)/train.tsv:
 	$(BIN)/semid-train gen --out $(DEMO_DATA) --items 2000 --users 1500 --interactions 40000 \
 		--dim 64 --seed 7
 
-$(DEMO)/model.safetensors: $(DEMO_DATA)/train.tsv
+# The epochs the demo model was trained with, so that another DEMO_EPOCHS
+# trains it again (a file that changes only when the value does).
+$(DEMO)/.epochs: FORCE
+	@mkdir -p $(DEMO)
+	@echo $(DEMO_EPOCHS) | cmp -s - $@ || echo $(DEMO_EPOCHS) > $@
+
+.PHONY: FORCE
+FORCE:
+
+$(DEMO)/model.safetensors: $(DEMO_DATA)/train.tsv $(DEMO)/.epochs
 	$(BIN)/semid-train --items $(DEMO_DATA)/items.npy --users $(DEMO_DATA)/users.npy \
 		--train $(DEMO_DATA)/train.tsv --test $(DEMO_DATA)/test.tsv \
 		--test-cold $(DEMO_DATA)/cold_test.tsv --cold-items $(DEMO_DATA)/cold_items.txt \
