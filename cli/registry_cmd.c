@@ -70,8 +70,8 @@ static const char usage[] =
     "      --no-embeddings   assign: do not keep the embeddings (diff cannot use them)\n"
     "  -b, --batch N         assign, reassign: ids per transaction (default 64;\n"
     "                        reassign 1000, 128 on PostgreSQL; max 10000)\n"
-    "  -f, --format F        export/import: tsv or jsonl (import: from the file name,\n"
-    "                        .jsonl/.json is JSON lines, else TSV)\n"
+    "  -f, --format F        export/import: tsv or jsonl (else from the file's name:\n"
+    "                        .jsonl/.json is JSON lines, anything else TSV)\n"
     "      --embeddings      export: include embedding_b64\n"
     "  -p, --prefix P        list: the code prefix (default: everything)\n"
     "  -n, --limit N         list: at most N entries (default 100)\n"
@@ -635,6 +635,20 @@ fail:
 
 /* ---- export, import ---- */
 
+/* --format, else the file's name: .jsonl or .json is JSON lines, anything
+ * else (stdout too) TSV; the same rule for export's -o and import's file. */
+static enum sid_reg_format format_of(const struct opts *o, const char *name)
+{
+	size_t len = name ? strlen(name) : 0;
+
+	if (o->format)
+		return strcmp(o->format, "jsonl") ? SID_REG_TSV : SID_REG_JSONL;
+	if ((len > 6 && !strcmp(name + len - 6, ".jsonl")) ||
+	    (len > 5 && !strcmp(name + len - 5, ".json")))
+		return SID_REG_JSONL;
+	return SID_REG_TSV;
+}
+
 static int cmd_export(const struct opts *o, struct sid_registry *r, struct sid_error *err)
 {
 	struct cli_output w = {0};
@@ -642,10 +656,8 @@ static int cmd_export(const struct opts *o, struct sid_registry *r, struct sid_e
 	int rc = out_open(&w, o, r, err);
 	if (!rc) {
 		walk_bar_begin(&bar, o, r, o->kind, 1);
-		rc = sid_registry_export(r, o->kind,
-					 o->format && !strcmp(o->format, "jsonl") ? SID_REG_JSONL
-										  : SID_REG_TSV,
-					 o->with_emb, w.fp, err);
+		rc = sid_registry_export(r, o->kind, format_of(o, o->output), o->with_emb, w.fp,
+					 err);
 		walk_bar_end(&bar, r);
 	}
 	if (rc) {
@@ -712,16 +724,10 @@ static int cmd_import(const struct opts *o, struct sid_registry *r, FILE *f, int
 	struct stat st;
 	FILE *g = NULL;
 	struct sid_reg_import_result res;
-	enum sid_reg_format fmt = SID_REG_TSV;
+	enum sid_reg_format fmt = format_of(o, o->arg);
 	const char *name = o->arg;
-	size_t len = strlen(name);
 	int rc;
 
-	if (o->format)
-		fmt = strcmp(o->format, "jsonl") ? SID_REG_TSV : SID_REG_JSONL;
-	else if ((len > 6 && !strcmp(name + len - 6, ".jsonl")) ||
-		 (len > 5 && !strcmp(name + len - 5, ".json")))
-		fmt = SID_REG_JSONL;
 	if (progress_on(o, 0) && fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode)) {
 		cookie_io_functions_t io = {counted_read, NULL, NULL, NULL};
 		k.f = f;
@@ -1408,8 +1414,15 @@ static int cmd_list(const struct opts *o, struct sid_registry *r, struct sid_err
 				       &n, next, err);
 		if (rc)
 			break;
-		for (size_t i = 0; i < n; i++)
-			json_array_append_new(a, sid_reg_entry_json(&page[i], 0));
+		for (size_t i = 0; i < n && !rc; i++)
+			if (json_array_append_new(a, sid_reg_entry_json(&page[i], 0)))
+				rc = sid_error_set(
+				    err, SID_EFORMAT,
+				    "registry: the stored entry of id %.64s cannot be "
+				    "written as JSON (text that is not UTF-8?)",
+				    page[i].id);
+		if (rc)
+			break;
 		left -= (long)n;
 		memcpy(cursor, next, sizeof(cursor));
 	} while (cursor[0] && left > 0);

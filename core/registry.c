@@ -99,6 +99,13 @@ static int version_check(const char *v, struct sid_error *err)
 			return sid_error_set(err, SID_EINVAL,
 					     "model_version \"%.*s\": control character 0x%02x",
 					     utf8_cut(v, 64), v, *p);
+	/* JSON views of the entry (export, lookups) need UTF-8, as ids do */
+	{
+		json_t *j = json_string(v);
+		if (!j)
+			return sid_error_set(err, SID_EINVAL, "model_version is not valid UTF-8");
+		json_decref(j);
+	}
 	return 0;
 }
 
@@ -1295,12 +1302,18 @@ static int time_parse(const char *s, int64_t *ms)
 	int y, mo, d, h, mi, se, f, n = 0;
 	time_t t;
 
-	if (strlen(s) != 24 ||
-	    sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d.%3dZ%n", &y, &mo, &d, &h, &mi, &se, &f, &n) != 7 ||
+	/* the form export writes, exactly: digits where digits go (sscanf
+	 * alone took a sign or a space there) */
+	static const char form[] = "dddd-dd-ddTdd:dd:dd.dddZ";
+	if (strlen(s) != 24)
+		return -1;
+	for (int i = 0; i < 24; i++)
+		if (form[i] == 'd' ? !(s[i] >= '0' && s[i] <= '9') : s[i] != form[i])
+			return -1;
+	if (sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d.%3dZ%n", &y, &mo, &d, &h, &mi, &se, &f, &n) != 7 ||
 	    n != 24)
 		return -1;
-	if (y < 1970 || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || se > 60 ||
-	    f < 0 || h < 0 || mi < 0 || se < 0)
+	if (y < 1970 || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || se > 59)
 		return -1;
 	memset(&tm, 0, sizeof(tm));
 	tm.tm_year = y - 1900;
@@ -1310,7 +1323,8 @@ static int time_parse(const char *s, int64_t *ms)
 	tm.tm_min = mi;
 	tm.tm_sec = se;
 	t = timegm(&tm);
-	if (t == (time_t)-1)
+	/* a date that does not exist (February 31) comes back as another */
+	if (t == (time_t)-1 || tm.tm_mday != d || tm.tm_mon != mo - 1)
 		return -1;
 	*ms = (int64_t)t * 1000 + f;
 	return 0;
@@ -1470,14 +1484,13 @@ static int line_parse_json(const char *line, struct sid_reg_entry *e, float **em
 			   struct sid_error *err)
 {
 	json_error_t je;
-	json_t *o = json_loads(line, JSON_REJECT_DUPLICATES, &je), *codes = NULL;
+	json_t *o = json_loads(line, JSON_REJECT_DUPLICATES, &je), *codes = NULL, *suffix = NULL;
 	const char *kind, *id, *sid, *ver, *ct, *ut, *b64 = NULL;
-	json_int_t suffix = -1;
 	int rc;
 
 	if (!o)
 		return sid_error_set(err, SID_EFORMAT, "JSON: %s (column %d)", je.text, je.column);
-	if (json_unpack_ex(o, &je, 0, "{s:s, s:s, s:s, s:s, s:s, s:s, s?s, s?o, s?I}", "kind",
+	if (json_unpack_ex(o, &je, 0, "{s:s, s:s, s:s, s:s, s:s, s:s, s?s, s?o, s?o}", "kind",
 			   &kind, "id", &id, "sid", &sid, "model_version", &ver, "created_at", &ct,
 			   "updated_at", &ut, "embedding_b64", &b64, "codes", &codes, "suffix",
 			   &suffix)) {
@@ -1497,7 +1510,8 @@ static int line_parse_json(const char *line, struct sid_reg_entry *e, float **em
 			goto fail;
 		}
 	}
-	if (suffix != -1 && suffix != e->suffix)
+	/* (checked when present: -1 is a value like any other, not "absent") */
+	if (suffix && (!json_is_integer(suffix) || json_integer_value(suffix) != e->suffix))
 		rc = sid_error_set(err, SID_EFORMAT, "\"suffix\" disagrees with sid %s", sid);
 fail:
 	json_decref(o);

@@ -338,16 +338,35 @@ static void lookup_work(uv_work_t *w)
 				  !srv_store_is_outage(rc));
 	if (rc)
 		goto fail;
-	if (lk->op == SRV_LOOKUP_LIST) {
-		json_t *arr = json_array(), *v;
-		for (size_t i = 0; arr && i < n; i++)
-			json_array_append_new(arr, sid_reg_entry_json(&e[i], 0));
-		v = json_pack("{s:s, s:s, s:o, s:o}", "tower", sid_tower_name(lk->kind), "prefix",
-			      lk->key, "entries", arr ? arr : json_null(), "next_cursor",
-			      next[0] ? json_string(next) : json_null());
-		lookup_json(lk, v);
-	} else {
-		lookup_json(lk, sid_reg_entry_json(e, 0));
+	{
+		/* an entry JSON cannot hold (text that is not UTF-8, from before it
+		 * was checked) fails the lookup: never dropped from a page, which
+		 * the cursor would then skip */
+		int list = lk->op == SRV_LOOKUP_LIST;
+		json_t *arr = list ? json_array() : NULL, *v = NULL;
+		size_t bad = SIZE_MAX;
+		for (size_t i = 0; i < (list ? n : 1) && bad == SIZE_MAX; i++) {
+			v = sid_reg_entry_json(&e[i], 0);
+			if (!v)
+				bad = i;
+			else if (list)
+				json_array_append_new(arr, v); /* (a NULL arr takes nothing) */
+		}
+		if (bad != SIZE_MAX) {
+			json_decref(arr);
+			rc = sid_error_set(&err, SID_EFORMAT,
+					   "registry: the stored entry of id %.64s cannot be "
+					   "written as JSON (text that is not UTF-8?)",
+					   e[bad].id);
+			goto fail;
+		}
+		if (list)
+			v = !arr ? NULL
+				 : json_pack("{s:s, s:s, s:o, s:o}", "tower",
+					     sid_tower_name(lk->kind), "prefix", lk->key, "entries",
+					     arr, "next_cursor",
+					     next[0] ? json_string(next) : json_null());
+		lookup_json(lk, v); /* NULL: out of memory, 503 */
 	}
 	free(e);
 	return;

@@ -305,9 +305,11 @@ START_TEST(t_assign_export_import)
 	{
 		ck_assert_msg(same_bytes(exp1, exp2), "%s and %s differ", exp1, exp2);
 	}
-	/* TSV export: a header and a line per item */
-	ck_assert_int_eq(run("registry", "export", "--db", db, "--output", exp2, NULL),
-			 CLI_EXIT_OK);
+	/* TSV export: a header and a line per item (named: the .jsonl file's
+	 * name alone would make it JSON lines) */
+	ck_assert_int_eq(
+	    run("registry", "export", "--db", db, "--format", "tsv", "--output", exp2, NULL),
+	    CLI_EXIT_OK);
 	ck_assert_int_eq(count_lines(exp2), N + 1);
 	/* a conflicting file: exit 3, the good line still imported */
 	snprintf(bad, sizeof(bad), "%s/bad.tsv", dir);
@@ -1417,6 +1419,65 @@ START_TEST(t_reassign_hup_ignored)
 }
 END_TEST
 
+/* @text into the file @path. */
+static void write_text(const char *path, const char *text)
+{
+	FILE *f = fopen(path, "w");
+	ck_assert_ptr_nonnull(f);
+	fputs(text, f);
+	ck_assert_int_eq(fclose(f), 0);
+}
+
+/*
+ * Import takes only what export writes: a model_version that is not UTF-8
+ * (stored, it broke every JSON view of the entry), a time that is no real
+ * time (February 31, a sign in a field; normalised to another date) and a
+ * JSON "suffix" of -1 (read as absent) are refused with their line; and
+ * export -o FILE.jsonl writes JSON lines, as import reads that name.
+ */
+START_TEST(t_import_strict)
+{
+	static const char *const bad[] = {
+	    "item\tA\t1-2-0\tv\xff\t2026-01-02T03:04:05.006Z\t2026-01-02T03:04:05.006Z\n",
+	    "item\tA\t1-2-0\tv\t2026-02-31T03:04:05.006Z\t2026-01-02T03:04:05.006Z\n",
+	    "item\tA\t1-2-0\tv\t2026-+1-02T03:04:05.006Z\t2026-01-02T03:04:05.006Z\n",
+	    "item\tA\t1-2-0\tv\t2026-01-02T23:59:60.006Z\t2026-01-02T03:04:05.006Z\n",
+	};
+	char in[320], x[320], db3[320], msg[2048], head[8] = "";
+	FILE *f;
+
+	snprintf(in, sizeof(in), "%s/in.tsv", dir);
+	snprintf(db3, sizeof(db3), "%s/strict.db", dir);
+	for (size_t k = 0; k < sizeof(bad) / sizeof(bad[0]); k++) {
+		write_text(in, bad[k]);
+		ck_assert_int_eq(
+		    run_err(msg, sizeof(msg), "registry", "import", in, "--db", db3, NULL),
+		    CLI_EXIT_INPUT);
+		ck_assert_msg(strstr(msg, "line 1"), "case %zu: %s", k, msg);
+	}
+	snprintf(in, sizeof(in), "%s/in.jsonl", dir);
+	write_text(in, "{\"kind\":\"item\",\"id\":\"A\",\"sid\":\"1-2-0\",\"model_version\":"
+		       "\"v\",\"created_at\":\"2026-01-02T03:04:05.006Z\",\"updated_at\":"
+		       "\"2026-01-02T03:04:05.006Z\",\"suffix\":-1}\n");
+	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "import", in, "--db", db3, NULL),
+			 CLI_EXIT_INPUT);
+	ASSERT_HAS(msg, "\"suffix\" disagrees");
+
+	ck_assert_int_eq(run("registry", "assign", "--model", model, "--input", npy, "--ids", ids,
+			     "--output", out, NULL),
+			 CLI_EXIT_OK);
+	snprintf(x, sizeof(x), "%s/x.jsonl", dir);
+	ck_assert_int_eq(run("registry", "export", "--db", db, "-o", x, NULL), CLI_EXIT_OK);
+	f = fopen(x, "r");
+	ck_assert_ptr_nonnull(f);
+	ck_assert_ptr_nonnull(fgets(head, sizeof(head), f));
+	fclose(f);
+	ck_assert_int_eq(head[0], '{');
+	ck_assert_int_eq(run("registry", "import", x, "--db", db3, NULL), CLI_EXIT_OK);
+	ck_assert_int_eq(items_in(db3), N);
+}
+END_TEST
+
 /*
  * Long registry jobs draw a bar on stderr when told (--progress; by default
  * only on a terminal, which a test's stderr is not): rows for assign,
@@ -1568,6 +1629,7 @@ static Suite *registry_cmd_suite(void)
 	tcase_add_test(tc, t_restore_other_user);
 	tcase_add_test(tc, t_restore_side_files);
 	tcase_add_test(tc, t_restore_opened_meanwhile);
+	tcase_add_test(tc, t_import_strict);
 	tcase_add_test(tc, t_reassign);
 	tcase_add_test(tc, t_reassign_stopped);
 	tcase_add_test(tc, t_reassign_hup_ignored);

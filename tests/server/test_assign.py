@@ -414,6 +414,31 @@ class TestAssignSqlite(Base):
             self.assertEqual(srv.stop(), 0)
             os.chmod(db, 0o644)
 
+    def test_entry_json_cannot_hold(self):
+        """A stored entry whose text is not UTF-8 (a model_version imported
+        before import checked it) cannot be written as JSON: its lookup,
+        and a page of prefix results holding it, fail naming the id.  The
+        page used to leave the entry out and its cursor moved past it, so
+        paging skipped it without a word."""
+        import sqlite3
+        d = self.fresh_dir()
+        srv, _ = self.start(d, {"item": self.ta}, "A")
+        X, _ = T.tie_free_inputs(self.rng, self.ta, 2)
+        try:
+            self.assertEqual(assign(srv, ["good", "bad"], X)[0], 200)
+            db = sqlite3.connect(os.path.join(d, "semid-registry.db"), isolation_level=None)
+            db.execute("UPDATE semid_assignment SET model_version = CAST(? AS TEXT)"
+                       " WHERE id = 'bad'", (b"v\xff",))
+            db.close()
+            for path in ("/v1/items/bad", "/v1/sids?prefix=&limit=10"):
+                st, _, e = srv.json("GET", path)
+                self.assertNotEqual(st, 200, e)
+                self.assertIn("entry of id bad cannot be written as JSON",
+                              e["error"]["message"])
+            self.assertEqual(srv.json("GET", "/v1/items/good")[0], 200)
+        finally:
+            self.assertEqual(srv.stop(), 0)
+
     def test_locked_store_never_holds_up_encode(self):
         """Another process holds SQLite's write lock: assign waits out the
         busy timeout and answers 503, while encode keeps answering at once
