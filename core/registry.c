@@ -1490,7 +1490,7 @@ static int line_parse_json(const char *line, struct sid_reg_entry *e, float **em
 
 	if (!o)
 		return sid_error_set(err, SID_EFORMAT, "JSON: %s (column %d)", je.text, je.column);
-	if (json_unpack_ex(o, &je, 0, "{s:s, s:s, s:s, s:s, s:s, s:s, s?s, s?o, s?o}", "kind",
+	if (json_unpack_ex(o, &je, 0, "{s:s, s:s, s:s, s:s, s:s, s:s, s?s, s?o, s?o !}", "kind",
 			   &kind, "id", &id, "sid", &sid, "model_version", &ver, "created_at", &ct,
 			   "updated_at", &ut, "embedding_b64", &b64, "codes", &codes, "suffix",
 			   &suffix)) {

@@ -1431,8 +1431,9 @@ static void write_text(const char *path, const char *text)
 /*
  * Import takes only what export writes: a model_version that is not UTF-8
  * (stored, it broke every JSON view of the entry), a time that is no real
- * time (February 31, a sign in a field; normalised to another date) and a
- * JSON "suffix" of -1 (read as absent) are refused with their line; and
+ * time (February 31, a sign in a field; normalised to another date), a
+ * JSON "suffix" of -1 (read as absent) and a JSON key export never writes
+ * (a misspelt one was ignored) are refused with their line; and
  * export -o FILE.jsonl writes JSON lines, as import reads that name.
  */
 START_TEST(t_import_strict)
@@ -1462,6 +1463,13 @@ START_TEST(t_import_strict)
 	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "import", in, "--db", db3, NULL),
 			 CLI_EXIT_INPUT);
 	ASSERT_HAS(msg, "\"suffix\" disagrees");
+	/* a key export never writes (here a misspelt embedding: it was dropped) */
+	write_text(in, "{\"kind\":\"item\",\"id\":\"A\",\"sid\":\"1-2-0\",\"model_version\":"
+		       "\"v\",\"created_at\":\"2026-01-02T03:04:05.006Z\",\"updated_at\":"
+		       "\"2026-01-02T03:04:05.006Z\",\"embeding_b64\":\"AAAAAA==\"}\n");
+	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "import", in, "--db", db3, NULL),
+			 CLI_EXIT_INPUT);
+	ASSERT_HAS(msg, "embeding_b64");
 
 	ck_assert_int_eq(run("registry", "assign", "--model", model, "--input", npy, "--ids", ids,
 			     "--output", out, NULL),
