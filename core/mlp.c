@@ -157,8 +157,8 @@ __attribute__((noinline)) float sid__act_apply(enum sid_act act, float v)
 	switch (act) {
 	case SID_ACT_RELU:
 		return relu_s(v);
-	case SID_ACT_SILU:
-		return v * (1.0f / (1.0f + exp_s(-v)));
+	case SID_ACT_SILU: /* below -88, where exp_s clamps, -0 (torch: a subnormal at most) */
+		return v < -EXP_HI ? v * 0.0f : v * (1.0f / (1.0f + exp_s(-v)));
 	case SID_ACT_GELU:
 		return (0.5f * v) * (1.0f + erf_s(v * (float)M_SQRT1_2));
 	case SID_ACT_TANH:
@@ -342,7 +342,10 @@ static inline __attribute__((always_inline)) AVX512 int act_v(enum sid_act act, 
 		return 1;
 	case SID_ACT_SILU: {
 		__m512 e = exp_v(_mm512_sub_ps(_mm512_setzero_ps(), *v));
-		*v = _mm512_mul_ps(*v, _mm512_div_ps(one, _mm512_add_ps(one, e)));
+		__mmask16 tiny = _mm512_cmp_ps_mask(*v, _mm512_set1_ps(-EXP_HI), _CMP_LT_OQ);
+		*v =
+		    _mm512_mask_mov_ps(_mm512_mul_ps(*v, _mm512_div_ps(one, _mm512_add_ps(one, e))),
+				       tiny, _mm512_mul_ps(*v, _mm512_setzero_ps()));
 		return 1;
 	}
 	case SID_ACT_GELU: {
@@ -717,9 +720,12 @@ static inline __attribute__((always_inline)) AVX2 __m256 act_v8(enum sid_act act
 		return _mm256_blendv_ps(_mm256_max_ps(v, _mm256_setzero_ps()), v,
 					_mm256_cmp_ps(v, v, _CMP_UNORD_Q));
 	case SID_ACT_SILU:
-		return _mm256_mul_ps(
-		    v, _mm256_div_ps(
-			   one, _mm256_add_ps(one, exp_v8(_mm256_sub_ps(_mm256_setzero_ps(), v)))));
+		return _mm256_blendv_ps(
+		    _mm256_mul_ps(
+			v, _mm256_div_ps(one, _mm256_add_ps(one, exp_v8(_mm256_sub_ps(
+								     _mm256_setzero_ps(), v))))),
+		    _mm256_mul_ps(v, _mm256_setzero_ps()),
+		    _mm256_cmp_ps(v, _mm256_set1_ps(-EXP_HI), _CMP_LT_OQ));
 	case SID_ACT_GELU:
 		return _mm256_mul_ps(
 		    _mm256_mul_ps(_mm256_set1_ps(0.5f), v),
