@@ -19,6 +19,7 @@ import re
 import signal
 import stat
 import struct
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -139,6 +140,16 @@ class CliTest(unittest.TestCase):
         return sorted(os.listdir(self.out.name))
 
     # ---- inspect ----
+
+    def test_inspect_path_not_utf8(self):
+        # a file name JSON cannot hold as it is keeps its key, bytes above
+        # 0x7f shown as '?' (the key used to be dropped)
+        odd = os.path.join(self.out.name, os.fsdecode(b"m\xffodel.safetensors"))
+        shutil.copy(self.model, odd)
+        p = run("inspect", odd)
+        self.assertEqual(p.returncode, 0, p.stderr.decode())
+        self.assertEqual(json.loads(p.stdout)["path"],
+                         os.path.join(self.out.name, "m?odel.safetensors"))
 
     def test_inspect_valid(self):
         p = run("inspect", self.model)
