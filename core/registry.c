@@ -1612,7 +1612,9 @@ int sid_registry_import(struct sid_registry *r, enum sid_reg_format fmt, FILE *f
 		}
 		while (len && (line[len - 1] == '\n' || line[len - 1] == '\r'))
 			line[--len] = '\0';
-		if (len == 0 || (fmt == SID_REG_TSV && lineno == 1 && !strncmp(line, "kind\t", 5)))
+		/* the header, wherever it is: exports of both kinds may be
+		 * concatenated (no data line starts with "kind") */
+		if (len == 0 || (fmt == SID_REG_TSV && !strncmp(line, "kind\t", 5)))
 			continue;
 		if ((size_t)len != strlen(line)) {
 			rc = sid_error_set_at(err, SID_EFORMAT, lineno, "line %ld: NUL byte",

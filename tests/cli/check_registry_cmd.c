@@ -1483,6 +1483,16 @@ START_TEST(t_import_strict)
 	ck_assert_int_eq(head[0], '{');
 	ck_assert_int_eq(run("registry", "import", x, "--db", db3, NULL), CLI_EXIT_OK);
 	ck_assert_int_eq(items_in(db3), N);
+	/* two TSV exports one after the other: the second header is skipped too */
+	snprintf(x, sizeof(x), "%s/x.tsv", dir);
+	ck_assert_int_eq(run("registry", "export", "--db", db, "-o", x, NULL), CLI_EXIT_OK);
+	{
+		char both[340], cmd[1400];
+		snprintf(both, sizeof(both), "%s/both.tsv", dir);
+		snprintf(cmd, sizeof(cmd), "cat %s %s > %s", x, x, both);
+		ck_assert_int_eq(system(cmd), 0);
+		ck_assert_int_eq(run("registry", "import", both, "--db", db3, NULL), CLI_EXIT_OK);
+	}
 }
 END_TEST
 
