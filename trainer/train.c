@@ -129,8 +129,8 @@ static int check_outputs(const struct tr_config *c, const char *ckpt, struct sid
 				     dir);
 	/* what would only fail at the first checkpoint, after an epoch's work */
 	if (access(dir, W_OK | X_OK) != 0) /* the disk's state, not the input's: exit 1 */
-		return sid_error_set(err, SID_EIO, "--out %s: cannot write in %s: %s", c->out,
-				     dir, strerror(errno));
+		return sid_error_set(err, SID_EIO, "--out %s: cannot write in %s: %s", c->out, dir,
+				     strerror(errno));
 	name_max = pathconf(dir, _PC_NAME_MAX);
 	for (int k = 0; k < 2 && name_max > 0; k++) {
 		const char *base = strrchr(outs[k], '/') ? strrchr(outs[k], '/') + 1 : outs[k];
@@ -807,6 +807,14 @@ int tr_train_run(const struct tr_config *cfg, int resume, struct sid_error *err)
 		int joint = !two || e >= r.dc.icdm_epochs;
 		if (tr_stop_signal())
 			goto stopped;
+		/* before an epoch, so that a resumed run already there trains none */
+		if (cfg->stop_after > 0 && r.epochs_done >= cfg->stop_after) {
+			fprintf(stderr,
+				"stopped after epoch %d (--stop-after); continue with --resume\n",
+				r.epochs_done);
+			rc = 0;
+			goto fail; /* a clean stop, nothing published */
+		}
 		if (joint && das_phase_get(r.model) != DAS_PHASE_JOINT) {
 			rc = das_phase_set(r.model, DAS_PHASE_JOINT, err);
 			if (rc < 0)
@@ -830,13 +838,6 @@ int tr_train_run(const struct tr_config *cfg, int resume, struct sid_error *err)
 		rc = ckpt_write(&r, ckpt, err);
 		if (rc < 0)
 			goto fail;
-		if (cfg->stop_after > 0 && r.epochs_done >= cfg->stop_after &&
-		    r.epochs_done < r.total_epochs) {
-			fprintf(stderr,
-				"stopped after epoch %d (--stop-after); continue with --resume\n",
-				r.epochs_done);
-			goto fail; /* rc == 0: a clean stop, nothing published */
-		}
 	}
 	if (tr_stop_signal()) /* the last checkpoint is written: stop before the rest */
 		goto stopped;

@@ -374,6 +374,11 @@ class TrainerTest(unittest.TestCase):
         args = self.base_args(out) + ["--epochs", "3"]
         p = run(*args + ["--stop-after", "1"])
         self.assertEqual(p.returncode, 0, p.stderr)
+        # "stop after N epochs in all": a resume already there trains none
+        p = run(*args + ["--stop-after", "1", "--resume"])
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertNotRegex(p.stderr, r"epoch 2/3")
+        self.assertIn("stopped after epoch 1 (--stop-after)", p.stderr)
         with open(out + ".ckpt", "rb") as f:
             ckpt = f.read()
         with open(self.d("train.tsv")) as f:
