@@ -314,6 +314,17 @@ int srv_config_from_args(struct srv_config *c, int argc, char **argv, int *help,
 	}
 	if ((help && *help) || (version && *version))
 		return 0;
+	/* the token from the environment when neither the file nor a flag set
+	 * it: a command line is readable by every user of the host, an
+	 * environment (a Kubernetes Secret's) only by the process's own */
+	if (!c->admin_token[0] && getenv("SEMID_ADMIN_TOKEN")) {
+		const char *t = getenv("SEMID_ADMIN_TOKEN");
+		if (strlen(t) >= sizeof(c->admin_token))
+			return sid_error_set(err, SID_EINVAL,
+					     "SEMID_ADMIN_TOKEN is longer than %zu bytes",
+					     sizeof(c->admin_token) - 1);
+		snprintf(c->admin_token, sizeof(c->admin_token), "%s", t);
+	}
 	return srv_config_validate(c, err);
 }
 

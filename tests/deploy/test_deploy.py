@@ -294,6 +294,14 @@ class Deploy(unittest.TestCase):
         self.assertEqual(used - self.server_flags, set())
         self.assertIn("--allow-empty", used)
 
+    def test_admin_token_not_on_the_command_line(self):
+        """The admin token reaches the server through SEMID_ADMIN_TOKEN (from
+        the Secret), not a flag every process list would show."""
+        self.assertNotIn("admin-token", " ".join(self.container["args"]))
+        env = {e["name"]: e for e in self.container["env"]}
+        self.assertEqual(env["SEMID_ADMIN_TOKEN"]["valueFrom"]["secretKeyRef"]["key"],
+                         "admin-token")
+
     def test_registry_flag(self):
         self.assertIn("--registry", self.server_flags)
         self.assertIn("--registry=$(SEMID_REGISTRY)", self.container["args"])

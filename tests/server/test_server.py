@@ -959,6 +959,27 @@ class TestLifecycle(unittest.TestCase):
         a suspended connection (about 1 run in 160 under load)."""
         self.late_request("SEMID_TEST_DRAIN_CLOSE_DELAY_MS", cut_ok=True)
 
+    def test_admin_token_from_the_environment(self):
+        """SEMID_ADMIN_TOKEN sets the admin token when neither the config nor
+        a flag does (a command line is readable by every user); a flag wins."""
+        srv = T.Server(["--model", TF_MODEL, "--registry", "none"], WORK,
+                       env={"SEMID_ADMIN_TOKEN": "from-env"})
+        try:
+            self.assertEqual(srv.request("POST", "/v1/admin/reload", b"")[0], 403)
+            st, _, body = srv.request("POST", "/v1/admin/reload", b"",
+                                      headers={"Authorization": "Bearer from-env"})
+            self.assertEqual(st, 200, body)
+        finally:
+            self.assertEqual(srv.stop(), 0)
+        srv = T.Server(["--model", TF_MODEL, "--registry", "none", "--admin-token", "flag"],
+                       WORK, env={"SEMID_ADMIN_TOKEN": "from-env"})
+        try:
+            st, _, _ = srv.request("POST", "/v1/admin/reload", b"",
+                                   headers={"Authorization": "Bearer from-env"})
+            self.assertEqual(st, 403)
+        finally:
+            self.assertEqual(srv.stop(), 0)
+
     def test_reload_between_drain_and_stop(self):
         """The same for an admin reload: the reloader was closed, and the
         request went onto its queue with no one to answer it; libmicrohttpd
