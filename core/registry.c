@@ -1419,6 +1419,42 @@ int sid_registry_export(struct sid_registry *r, int kind, enum sid_reg_format fm
 	return rc;
 }
 
+/*
+ * The next line of @f into *@buf (grown as needed, at most @max bytes of
+ * it read): its length with its newline, -1 at the end, -2 when it is
+ * longer than @max (the rest of it is not read: a file with no newline is
+ * not taken into memory whole), -3 out of memory.
+ */
+static ssize_t line_read(FILE *f, char **buf, size_t *cap, size_t max)
+{
+	size_t n = 0;
+	int c = EOF;
+
+	flockfile(f);
+	while (n <= max && (c = getc_unlocked(f)) != EOF) {
+		if (n + 2 > *cap) {
+			size_t want = *cap ? *cap * 2 : 4096;
+			char *p = realloc(*buf, want);
+			if (!p) {
+				funlockfile(f);
+				return -3;
+			}
+			*buf = p;
+			*cap = want;
+		}
+		(*buf)[n++] = (char)c;
+		if (c == '\n')
+			break;
+	}
+	funlockfile(f);
+	if (n > max)
+		return -2;
+	if (!n)
+		return -1;
+	(*buf)[n] = '\0';
+	return (ssize_t)n;
+}
+
 /* Fill @e (and *emb) from one TSV line (no newline) or JSON line. */
 static int line_parse_fields(const char *kind, const char *id, const char *sid, const char *version,
 			     const char *ct, const char *ut, const char *b64,
@@ -1602,9 +1638,14 @@ int sid_registry_import(struct sid_registry *r, enum sid_reg_format fmt, FILE *f
 		rc = sid_error_set(err, SID_ENOMEM, "import: out of memory");
 		goto fail;
 	}
-	while ((len = getline(&line, &cap, f)) >= 0) {
+	while ((len = line_read(f, &line, &cap, LINE_MAX_BYTES)) != -1) {
 		lineno++;
-		if ((size_t)len > LINE_MAX_BYTES) {
+		if (len == -3) {
+			rc = sid_error_set(err, SID_ENOMEM, "import: out of memory at line %ld",
+					   lineno);
+			goto fail;
+		}
+		if (len == -2) {
 			rc = sid_error_set_at(err, SID_EFORMAT, lineno,
 					      "line %ld: longer than %u bytes", lineno,
 					      LINE_MAX_BYTES);

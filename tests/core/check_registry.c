@@ -947,6 +947,62 @@ START_TEST(t_stats)
 }
 END_TEST
 
+/* A writer that sends 64 MiB + 1 bytes with no newline, then keeps its end
+ * of the pipe open (until the test closes it). */
+struct endless {
+	int fd;
+	int done;
+};
+
+static void *endless_write(void *p)
+{
+	struct endless *w = p;
+	static char chunk[1 << 16];
+	size_t left = (64u << 20) + 1;
+
+	memset(chunk, 'a', sizeof(chunk));
+	while (left) {
+		size_t n = left < sizeof(chunk) ? left : sizeof(chunk);
+		ssize_t k = write(w->fd, chunk, n);
+		if (k <= 0)
+			break;
+		left -= (size_t)k;
+	}
+	while (!__atomic_load_n(&w->done, __ATOMIC_ACQUIRE))
+		usleep(1000);
+	close(w->fd);
+	return NULL;
+}
+
+/* An import line longer than 64 MiB is refused once that much is read, not
+ * after the whole line: here the writer never ends it (nor closes the
+ * pipe), and getline used to wait for ever, holding all of it in memory. */
+START_TEST(t_import_line_bounded)
+{
+	struct sid_registry *r;
+	struct sid_reg_import_result res;
+	struct sid_error err;
+	struct endless w = {0};
+	pthread_t th;
+	int fd[2];
+	FILE *f;
+
+	NEED_STORE();
+	r = reg_open();
+	ck_assert_int_eq(pipe(fd), 0);
+	w.fd = fd[1];
+	ck_assert_int_eq(pthread_create(&th, NULL, endless_write, &w), 0);
+	f = fdopen(fd[0], "r");
+	ck_assert_int_eq(sid_registry_import(r, SID_REG_TSV, f, NULL, NULL, &res, &err),
+			 SID_EFORMAT);
+	ck_assert_msg(strstr(err.msg, "line 1: longer than"), "%s", err.msg);
+	__atomic_store_n(&w.done, 1, __ATOMIC_RELEASE);
+	pthread_join(th, NULL);
+	fclose(f);
+	sid_registry_close(r);
+}
+END_TEST
+
 /* ---- diff against a model built here ---- */
 
 /* model_builder's default model: item tower 8 -> 16 -> 4, L = 3, K = {5, 7, 3}. */
@@ -3129,6 +3185,7 @@ static void add_behaviour(TCase *tc)
 	tcase_add_test(tc, t_stats);
 	tcase_add_test(tc, t_diff);
 	tcase_add_test(tc, t_diff_overflow);
+	tcase_add_test(tc, t_import_line_bounded);
 	tcase_add_test(tc, t_reassign_all);
 	tcase_add_test(tc, t_reassign_all_batches);
 	tcase_add_test(tc, t_reassign_all_expect);
