@@ -1483,15 +1483,24 @@ START_TEST(t_import_strict)
 	ck_assert_int_eq(head[0], '{');
 	ck_assert_int_eq(run("registry", "import", x, "--db", db3, NULL), CLI_EXIT_OK);
 	ck_assert_int_eq(items_in(db3), N);
-	/* two TSV exports one after the other: the second header is skipped too */
+	/* two TSV exports of different ids one after the other, into a new
+	 * store: the second header is skipped, and every line of both is in */
 	snprintf(x, sizeof(x), "%s/x.tsv", dir);
 	ck_assert_int_eq(run("registry", "export", "--db", db, "-o", x, NULL), CLI_EXIT_OK);
 	{
-		char both[340], cmd[1400];
+		char both[340], db4[340], cmd[1400];
 		snprintf(both, sizeof(both), "%s/both.tsv", dir);
-		snprintf(cmd, sizeof(cmd), "cat %s %s > %s", x, x, both);
+		snprintf(db4, sizeof(db4), "%s/both.db", dir);
+		/* the second: the same lines under other ids and codes */
+		snprintf(
+		    cmd, sizeof(cmd),
+		    "cat %s > %s && sed -e 's/\titem-/\tother-/' -e 's/\t\\([0-9]*\\)-/\t9\\1-/' "
+		    "%s >> %s",
+		    x, both, x, both);
 		ck_assert_int_eq(system(cmd), 0);
-		ck_assert_int_eq(run("registry", "import", both, "--db", db3, NULL), CLI_EXIT_OK);
+		ck_assert_int_eq(count_lines(both), 2 * (N + 1));
+		ck_assert_int_eq(run("registry", "import", both, "--db", db4, NULL), CLI_EXIT_OK);
+		ck_assert_int_eq(items_in(db4), 2 * N);
 	}
 }
 END_TEST

@@ -259,11 +259,13 @@ class CliTest(unittest.TestCase):
         for r in range(0, N, 37):
             tuples = [tuple(a[r, 3 * j: 3 * j + 3]) for j in range(3)]
             real = [t for t in tuples if t[0] >= 0]
+            self.assertEqual(len(real), 3)  # the code space is far larger than 3
             self.assertEqual(len(set(real)), len(real))  # never repeats, greedy included
             d = [dist(r, t) for t in real]
             self.assertEqual(d, sorted(d))  # best first, greedy best of all
         p = self.encode("--top-k", "3")
         self.assertEqual(p.returncode, 0)
+        self.assertEqual(len(p.stdout.decode().splitlines()), N)
         for line, row in zip(p.stdout.decode().splitlines(), a):
             cols = line.split("\t")
             want = [f"{t[0]}-{t[1]}-{t[2]}" for t in row.reshape(3, 3) if t[0] >= 0]
@@ -367,6 +369,8 @@ class CliTest(unittest.TestCase):
             while time.time() < deadline and not writing_into(proc.pid, self.out.name, inp):
                 self.assertIsNone(proc.poll(), "finished before it could be interrupted")
                 time.sleep(0.002)
+            # caught in the act, or the rest proves nothing about a cut write
+            self.assertTrue(writing_into(proc.pid, self.out.name, inp), "never seen writing")
             proc.send_signal(sig)
             self.assertEqual(proc.wait(timeout=60), -sig)
             err.seek(0)

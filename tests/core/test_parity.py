@@ -298,6 +298,7 @@ class ParityTest(unittest.TestCase):
         p = subprocess.run([SEMID, "encode", "--model", model, "--input", inp, "--output", "-",
                             "--top-k", str(top)], stdout=subprocess.PIPE, timeout=120)
         self.assertEqual(p.returncode, 0)
+        self.assertEqual(len(p.stdout.decode("utf-8").splitlines()), len(want))
         for i, line in enumerate(p.stdout.decode("utf-8").splitlines()):
             fields = line.split("\t")
             self.assertEqual(int(fields[0]), i)

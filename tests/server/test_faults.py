@@ -190,8 +190,9 @@ class TestPublishFaults(unittest.TestCase):
 
     def tearDown(self):
         self.enc.halt.set()
-        self.srv.stop()
+        rc = self.srv.stop()
         self.fs.close()
+        self.assertEqual(rc, 0, self.srv.log_text()[-2000:])
 
     def check_untouched(self, r, reason, what="model.safetensors", early=False):
         self.assertEqual(r.returncode, 1, r.stderr)  # 1: a failure other than bad input
@@ -274,9 +275,9 @@ class TestRegistryFaults(unittest.TestCase):
         self.srv = self.start()
 
     def tearDown(self):
-        if self.srv.proc.poll() is None:
-            self.srv.stop()
+        rc = self.srv.stop() if self.srv.proc.poll() is None else 0
         self.fs.close()
+        self.assertEqual(rc, 0, self.srv.log_text()[-2000:])
 
     def start(self):
         return T.Server(["--model", self.model, "--registry", self.db, "--reload-debounce-ms",

@@ -7,6 +7,7 @@ exactly what `semid encode` gives with the version the response names.
 
 Run: SEMID_BIN=/path/to/bin /usr/bin/python3 tests/server/test_hotswap.py
 """
+import hashlib
 import json
 import os
 import random
@@ -127,6 +128,10 @@ class TestHotSwap(unittest.TestCase):
                     break
                 time.sleep(0.02)
             time.sleep(0.1)
+            # the last good one serves: the file published last, whole
+            st, _, info = srv.json("GET", "/v1/model")
+            self.assertEqual((st, info["version"]), (200, "swap-B"), info)
+            self.assertEqual(info["sha256"], hashlib.sha256(good["swap-B"]).hexdigest())
         finally:
             stop.set()
             for t in threads:

@@ -291,7 +291,7 @@ class TestErrors(unittest.TestCase):
             self.check_error(encode(srv, [{"embedding": [0.0] * 16}], "users"), 404,
                              "not_found", "model tiefree-1 has no user tower")
         finally:
-            srv.stop()
+            self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
 
     def test_lookup_query_parameters(self):
         """Unknown or repeated query parameters are refused, as unknown JSON
@@ -437,7 +437,7 @@ class TestErrors(unittest.TestCase):
             self.assertEqual(first["r"][0], 200)
             self.assertEqual(encode(srv, [row])[0], 200)  # room again
         finally:
-            srv.stop()
+            self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
 
 
 class TestOps(unittest.TestCase):
@@ -605,7 +605,7 @@ class TestOps(unittest.TestCase):
             self.assertEqual(body["error"]["message"],
                              "admin routes are disabled: no admin_token is configured")
         finally:
-            srv.stop()
+            self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
 
     def test_reload_bad_file_keeps_serving(self):
         d = tempfile.mkdtemp(dir=WORK)
@@ -640,7 +640,7 @@ class TestOps(unittest.TestCase):
             self.assertIn("event=reload trigger=signal result=success model_version=tiefree-2",
                           srv.log_text())
         finally:
-            srv.stop()
+            self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
 
     def test_allow_empty_then_model_arrives(self):
         d = tempfile.mkdtemp(dir=WORK)
@@ -667,7 +667,7 @@ class TestOps(unittest.TestCase):
                              {"status": "ready", "model_version": "tiefree-1"})
             self.assertEqual(encode(srv, [{"embedding": [0.0] * 16}])[0], 200)
         finally:
-            srv.stop()
+            self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
 
     def _startup_in_fifo(self, hup, want):
         """A server whose startup load waits to open a FIFO at the model path:
@@ -832,7 +832,7 @@ class TestLifecycle(unittest.TestCase):
                          "cannot listen on 127.0.0.1:%d: Failed to bind to port %d: Address "
                          "already in use" % (srv.port, srv.port))
         finally:
-            srv.stop()
+            self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
         # an address this host does not have (TEST-NET-1): said so, not
         # guessed to be "in use"
         self.refused(["--model", TF_MODEL, "--listen", "192.0.2.1:0"],
@@ -974,9 +974,13 @@ class TestLifecycle(unittest.TestCase):
         srv = T.Server(["--model", TF_MODEL, "--registry", "none", "--admin-token", "flag"],
                        WORK, env={"SEMID_ADMIN_TOKEN": "from-env"})
         try:
-            st, _, _ = srv.request("POST", "/v1/admin/reload", b"",
-                                   headers={"Authorization": "Bearer from-env"})
+            st, _, body = srv.request("POST", "/v1/admin/reload", b"",
+                                      headers={"Authorization": "Bearer from-env"})
             self.assertEqual(st, 403)
+            self.assertEqual(json.loads(body)["error"]["code"], "permission_denied")
+            st, _, body = srv.request("POST", "/v1/admin/reload", b"",
+                                      headers={"Authorization": "Bearer flag"})
+            self.assertEqual(st, 200, body)
         finally:
             self.assertEqual(srv.stop(), 0)
 
@@ -1046,7 +1050,7 @@ class TestLifecycle(unittest.TestCase):
                 time.sleep(0.02)
             self.assertEqual(st, 200)
         finally:
-            srv.stop()
+            self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
 
     def test_shutdown_timeout(self):
         # A client that stalls mid-upload keeps a request in flight; the

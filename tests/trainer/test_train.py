@@ -796,6 +796,8 @@ class TrainerTest(unittest.TestCase):
             while (proc.poll() is None and time.time() < deadline and
                    not writing_into(proc.pid, gdir, written=True)):
                 time.sleep(0.005)
+            # caught while it writes, or the rest proves nothing about a cut run
+            self.assertTrue(writing_into(proc.pid, gdir, written=True), "never seen writing")
             proc.send_signal(sig)
             out, err = proc.communicate(timeout=60)
             if sig == signal.SIGKILL:  # no cleanup runs: the temp files must be unnamed
