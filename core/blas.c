@@ -24,19 +24,28 @@ const char *sid_blas_better_core(const char *corename, int has_avx2, int has_avx
 	return NULL;
 }
 
+const char *sid__blas_tune_choice(const char *corename, int has_avx2, int has_avx512f)
+{
+	const char *opt = getenv("SEMID_BLAS_TUNE");
+
+	if (getenv("OPENBLAS_CORETYPE") || (opt && !strcmp(opt, "0")))
+		return NULL; /* the user's choice, or opted out */
+	return sid_blas_better_core(corename, has_avx2, has_avx512f);
+}
+
 void sid_blas_tune(char **argv)
 {
-	const char *want, *opt = getenv("SEMID_BLAS_TUNE");
+	const char *want;
 	int avx2 = 0, avx512 = 0;
 
-	if (getenv("OPENBLAS_CORETYPE") || (opt && !strcmp(opt, "0")) || !argv || !argv[0])
+	if (!argv || !argv[0])
 		return;
 #if defined(__x86_64__) && defined(__GNUC__)
 	__builtin_cpu_init();
 	avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 	avx512 = __builtin_cpu_supports("avx512f");
 #endif
-	want = sid_blas_better_core(sid_blas_corename(), avx2, avx512);
+	want = sid__blas_tune_choice(sid_blas_corename(), avx2, avx512);
 	if (!want)
 		return;
 	/* SEMID_BLAS_TUNE=0 in the new image guards against a loop should

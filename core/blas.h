@@ -33,4 +33,9 @@ const char *sid_blas_better_core(const char *corename, int has_avx2, int has_avx
 /* See above; returns only when it did not re-execute. */
 void sid_blas_tune(char **argv);
 
+/* What sid_blas_tune decides for an OpenBLAS core @corename on a CPU with
+ * those features: the core to re-execute with, or NULL to carry on (the
+ * user set OPENBLAS_CORETYPE, or SEMID_BLAS_TUNE=0, or no better core). */
+const char *sid__blas_tune_choice(const char *corename, int has_avx2, int has_avx512f);
+
 #endif

@@ -18,19 +18,23 @@ START_TEST(test_better_core_only_replaces_prescott)
 }
 END_TEST
 
+/* The decision sid_blas_tune acts on, for a Prescott core on an AVX-512
+ * CPU whatever this host is: re-execute with SkylakeX, unless the user set
+ * OPENBLAS_CORETYPE (kept as it is) or opted out with SEMID_BLAS_TUNE=0.
+ * (sid_blas_tune itself would re-execute this test program.) */
 START_TEST(test_tune_respects_user_choice)
 {
-	/* With the variable set by the user, tune must return (not exec) and
-	 * leave it alone. */
-	char *argv[] = {"/nonexistent/program", NULL};
+	unsetenv("OPENBLAS_CORETYPE");
+	unsetenv("SEMID_BLAS_TUNE");
+	ck_assert_str_eq(sid__blas_tune_choice("Prescott", 1, 1), "SkylakeX");
 	setenv("OPENBLAS_CORETYPE", "Prescott", 1);
-	sid_blas_tune(argv);
+	ck_assert_ptr_null(sid__blas_tune_choice("Prescott", 1, 1));
 	ck_assert_str_eq(getenv("OPENBLAS_CORETYPE"), "Prescott");
 	unsetenv("OPENBLAS_CORETYPE");
-	/* Opted out: returns too. */
 	setenv("SEMID_BLAS_TUNE", "0", 1);
-	sid_blas_tune(argv);
-	ck_assert_ptr_null(getenv("OPENBLAS_CORETYPE"));
+	ck_assert_ptr_null(sid__blas_tune_choice("Prescott", 1, 1));
+	setenv("SEMID_BLAS_TUNE", "1", 1); /* only 0 opts out */
+	ck_assert_str_eq(sid__blas_tune_choice("Prescott", 1, 0), "Haswell");
 	unsetenv("SEMID_BLAS_TUNE");
 	ck_assert_ptr_nonnull(sid_blas_corename());
 	ck_assert_int_gt((int)strlen(sid_blas_corename()), 0);
