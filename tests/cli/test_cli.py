@@ -413,27 +413,26 @@ class CliTest(unittest.TestCase):
         # stdout sent to a file the rows land there (as root, a rename over
         # /dev/stdout replaced the system's link); one that leads nowhere is
         # refused.
+        def written_through(p, link, target):
+            self.assertEqual(p.returncode, 0, p.stderr.decode())
+            self.assertTrue(os.path.islink(link))
+            with open(target) as f:
+                np.testing.assert_array_equal(parse_tsv(f.read())[1], self.codes)
+
         real = os.path.join(self.out.name, "real.tsv")
         with open(real, "w") as f:
             f.write("old")
         link = os.path.join(self.out.name, "link.tsv")
         os.symlink("real.tsv", link)
-        p = self.encode(output=link)
-        self.assertEqual(p.returncode, 0, p.stderr.decode())
-        self.assertTrue(os.path.islink(link))
-        with open(real) as f:
-            np.testing.assert_array_equal(parse_tsv(f.read())[1], self.codes)
+        written_through(self.encode(output=link), link, real)
         out = os.path.join(self.out.name, "stdout")
         os.symlink("/proc/self/fd/1", out)
         cap = os.path.join(self.out.name, "cap.tsv")
         with open(cap, "wb") as f:
-            p = subprocess.run([os.path.join(BIN, "semid"), "encode", "--model", self.model,
-                                "--input", self.input, "--output", out], stdout=f,
-                               stderr=subprocess.PIPE, timeout=120)
-        self.assertEqual(p.returncode, 0, p.stderr.decode())
-        self.assertTrue(os.path.islink(out))
-        with open(cap) as f:
-            np.testing.assert_array_equal(parse_tsv(f.read())[1], self.codes)
+            p = subprocess.run([SEMID, "encode", "--model", self.model, "--input", self.input,
+                                "--output", out], stdout=f, stderr=subprocess.PIPE,
+                               timeout=120)
+        written_through(p, out, cap)
         gone = os.path.join(self.out.name, "gone.tsv")
         os.symlink("nowhere.tsv", gone)
         p = self.encode(output=gone)

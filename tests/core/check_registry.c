@@ -3013,6 +3013,25 @@ static void *assign_x(void *p)
 	return NULL;
 }
 
+/* Whether a session of the store's database comes to wait for a lock within
+ * 30 s (polled every 10 ms): the window a test holds open has begun. */
+static int lock_waiter_seen(void)
+{
+	for (int k = 0; k < 3000; k++) {
+		PGconn *c = PQconnectdb(target);
+		PGresult *res = PQexec(c, "SELECT count(*) FROM pg_stat_activity WHERE datname ="
+					  " current_database() AND wait_event_type = 'Lock'");
+		int waiting =
+		    PQresultStatus(res) == PGRES_TUPLES_OK && atoi(PQgetvalue(res, 0, 0)) > 0;
+		PQclear(res);
+		PQfinish(c);
+		if (waiting)
+			return 1;
+		usleep(10000);
+	}
+	return 0;
+}
+
 /* The first assignment of a kind stores its levels; when that transaction
  * is rolled back and run again (here: a writer that takes no advisory locks
  * inserts the same id first), the levels it had cached went with the
@@ -3026,7 +3045,7 @@ START_TEST(t_pg_retry_forgets_levels)
 	PGconn *raw;
 	PGresult *res;
 	pthread_t th;
-	int waiting = 0, L = -1;
+	int waiting, L = -1;
 
 	NEED_STORE();
 	r = reg_open();
@@ -3040,16 +3059,7 @@ START_TEST(t_pg_retry_forgets_levels)
 	a.r = r;
 	ck_assert_int_eq(pthread_create(&th, NULL, assign_x, &a), 0);
 	/* until the assign waits for the raw row (its levels already written) */
-	for (int k = 0; k < 3000 && !waiting; k++) {
-		PGconn *c = PQconnectdb(target);
-		res = PQexec(c, "SELECT count(*) FROM pg_stat_activity WHERE datname ="
-				" current_database() AND wait_event_type = 'Lock'");
-		waiting = PQresultStatus(res) == PGRES_TUPLES_OK && atoi(PQgetvalue(res, 0, 0)) > 0;
-		PQclear(res);
-		PQfinish(c);
-		if (!waiting)
-			usleep(10000);
-	}
+	waiting = lock_waiter_seen();
 	res = PQexec(raw, "COMMIT");
 	PQclear(res);
 	PQfinish(raw);
@@ -3095,7 +3105,7 @@ START_TEST(t_pg_move_out_gap)
 	PGconn *raw;
 	PGresult *res;
 	pthread_t th;
-	int waiting = 0;
+	int waiting;
 
 	NEED_STORE();
 	r = reg_open();
@@ -3111,16 +3121,7 @@ START_TEST(t_pg_move_out_gap)
 	a.r = r;
 	ck_assert_int_eq(pthread_create(&th, NULL, reassign_y, &a), 0);
 	/* until the reassign waits for the row lock, its look at 1-1-1 done */
-	for (int k = 0; k < 3000 && !waiting; k++) {
-		PGconn *c = PQconnectdb(target);
-		res = PQexec(c, "SELECT count(*) FROM pg_stat_activity WHERE datname ="
-				" current_database() AND wait_event_type = 'Lock'");
-		waiting = PQresultStatus(res) == PGRES_TUPLES_OK && atoi(PQgetvalue(res, 0, 0)) > 0;
-		PQclear(res);
-		PQfinish(c);
-		if (!waiting)
-			usleep(10000);
-	}
+	waiting = lock_waiter_seen();
 	assign1(r2, "z", 1, 1, 1, 0, &e); /* beside the move in flight */
 	res = PQexec(raw, "COMMIT");
 	PQclear(res);
