@@ -60,10 +60,8 @@ static void signals_install(struct cli_output *w)
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_signal;
 	sigemptyset(&sa.sa_mask);
-	for (i = 0; i < CLI_OUTPUT_SIGNALS; i++) /* one ignored (nohup) stays ignored */
-		if (sigaction(caught[i], NULL, &w->saved[i]) == 0 &&
-		    w->saved[i].sa_handler != SIG_IGN)
-			sigaction(caught[i], &sa, NULL);
+	for (i = 0; i < CLI_OUTPUT_SIGNALS; i++)
+		sid_catch_unless_ignored(caught[i], &sa, &w->saved[i]);
 	w->signals_on = 1;
 }
 

@@ -1330,9 +1330,8 @@ static int cmd_reassign(const struct opts *o, struct sid_registry *r, struct sid
 	sa.sa_flags = SA_RESTART; /* a line blocked on a full pipe still goes out */
 	sigemptyset(&sa.sa_mask);
 	stop_sig = 0;
-	for (int i = 0; i < 3; i++) /* one ignored (nohup) stays ignored */
-		if (sigaction(sigs[i], NULL, &saved[i]) == 0 && saved[i].sa_handler != SIG_IGN)
-			sigaction(sigs[i], &sa, NULL);
+	for (int i = 0; i < 3; i++)
+		sid_catch_unless_ignored(sigs[i], &sa, &saved[i]);
 	walk_bar_begin(&mv.walk, o, r, o->kind, 1);
 	cli_progress_begin(&mv.bar, mv.walk.bar.on, 0, stderr);
 	mv.bar.unit = "ids moved";

@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -521,4 +522,10 @@ void sid_sha256_hex(const void *buf, size_t len, char out[65])
 	sid_sha256_init(&c);
 	sid_sha256_update(&c, buf, len);
 	sid_sha256_final_hex(&c, out);
+}
+
+void sid_catch_unless_ignored(int sig, const struct sigaction *sa, struct sigaction *saved)
+{
+	if (sigaction(sig, NULL, saved) == 0 && saved->sa_handler != SIG_IGN)
+		sigaction(sig, sa, NULL);
 }

@@ -52,6 +52,12 @@ struct sid_publish {
 	size_t name_max; /* the directory's longest name */
 };
 int sid_publish_begin(struct sid_publish *pub, const char *path, struct sid_error *err);
+
+/* sigaction(@sig, @sa, @saved), unless the caller's process ignores @sig
+ * (nohup): an ignored signal stays ignored.  *@saved is the action before
+ * in either case, for restoring. */
+struct sigaction;
+void sid_catch_unless_ignored(int sig, const struct sigaction *sa, struct sigaction *saved);
 /* The same with a temp file named from the start, for a writer that opens
  * the file by its name @pub->tmp (SQLite); a process killed by SIGKILL then
  * leaves it behind.  Since other processes can open it by that name while it

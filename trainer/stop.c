@@ -6,6 +6,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "fsutil.h"
+
 static volatile sig_atomic_t stop_signal; /* the signal that asked, or 0 */
 static const int stop_signals[TR_STOP_NSIG] = {SIGINT, SIGTERM, SIGHUP};
 
@@ -39,10 +41,8 @@ void tr_stop_install(struct tr_stop_saved *saved)
 	sigemptyset(&sa.sa_mask);
 	sa.sa_flags = SA_RESTART; /* a write under way goes on */
 	stop_signal = 0;
-	for (int i = 0; i < TR_STOP_NSIG; i++) /* one ignored (nohup) stays ignored */
-		if (sigaction(stop_signals[i], NULL, &saved->sa[i]) == 0 &&
-		    saved->sa[i].sa_handler != SIG_IGN)
-			sigaction(stop_signals[i], &sa, NULL);
+	for (int i = 0; i < TR_STOP_NSIG; i++)
+		sid_catch_unless_ignored(stop_signals[i], &sa, &saved->sa[i]);
 	sa.sa_handler = on_bus;
 	sa.sa_flags = 0;
 	sigaction(SIGBUS, &sa, &saved->bus);
