@@ -1038,14 +1038,12 @@ static int cmd_restore(const struct opts *o, struct sid_error *err)
 	if ((rc = cli_output_open_named(&w, store, inputs, err)))
 		goto out;
 	rc = copy_into(b, &w, progress_on(o, 0), o->max_rate * 1048576.0, size, sizeof(size), err);
-	/* the owner and mode of the file it replaces (a restore run as root
-	 * must not leave the server's user a store it cannot write), or of the
-	 * backup */
-	if (!rc && !have && stat(backup, &st) == 0 && chmod(w.pub.tmp, st.st_mode & 07777) != 0)
-		rc = sid_error_set(err, SID_EIO, "%s: %m", w.pub.tmp);
-	if (!rc && have &&
-	    (chmod(w.pub.tmp, old.st_mode & 07777) != 0 ||
-	     (chown(w.pub.tmp, old.st_uid, old.st_gid) != 0 && errno != EPERM)))
+	/* the mode and owner of the file it replaces (a restore run as root
+	 * must not leave the server's user a store it cannot write), or the
+	 * backup's mode */
+	if (!rc && (have || stat(backup, &st) == 0) &&
+	    (chmod(w.pub.tmp, (have ? old : st).st_mode & 07777) != 0 ||
+	     (have && chown(w.pub.tmp, old.st_uid, old.st_gid) != 0 && errno != EPERM)))
 		rc = sid_error_set(err, SID_EIO, "%s: %m", w.pub.tmp);
 	/* again: the copy may have taken minutes, and a process that opened
 	 * the store meanwhile would go on writing into whatever has its name */

@@ -208,7 +208,7 @@ static void fail_jobs(struct batch *bt, enum srv_err kind, const char *msg)
 {
 	for (struct srv_job *j = bt->jobs; j; j = j->next) {
 		free(j->body);
-		j->status = kind == SRV_ERR_UNAVAILABLE ? 503 : 500;
+		j->status = srv_err_status(kind, NULL);
 		j->body = srv_api_error_body(kind, msg, &j->body_len);
 	}
 }
@@ -348,7 +348,7 @@ static void work_cb(uv_work_t *w)
 				 "inputs[%ld].embedding is too large for the model: its encoder "
 				 "overflows float32 on it (scale the embedding down)",
 				 bad);
-			j->status = 400;
+			j->status = srv_err_status(SRV_ERR_INVALID_ARGUMENT, NULL);
 			j->body = srv_api_error_body(SRV_ERR_INVALID_ARGUMENT, msg, &j->body_len);
 			row += j->req.B;
 			continue;
