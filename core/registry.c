@@ -260,10 +260,19 @@ int sid__reg_schema_parse(const char *text)
 	return v;
 }
 
-int sid__reg_as_expected(const struct sid_reg_entry *e, int found, const struct sid_reg_entry *want)
+int sid__reg_stale(struct sid_reg_entry *e, int found, int kind, const char *id,
+		   const struct sid_reg_entry *want)
 {
-	return !want || (found && e->L == want->L && e->suffix == want->suffix &&
-			 !memcmp(e->codes, want->codes, sizeof(int32_t) * (size_t)want->L));
+	if (!want || (found && e->L == want->L && e->suffix == want->suffix &&
+		      !memcmp(e->codes, want->codes, sizeof(int32_t) * (size_t)want->L)))
+		return 0;
+	if (!found) {
+		memset(e, 0, sizeof(*e));
+		e->kind = kind;
+		snprintf(e->id, sizeof(e->id), "%s", id);
+	}
+	e->stale = 1;
+	return 1;
 }
 
 int sid__reg_codes_unpack(const void *buf, size_t len, int32_t *codes, int *L)

@@ -528,10 +528,13 @@ int sid__reg_schema_parse(const char *text);
 
 /* codes (L) <-> big-endian bytes (4L); decode checks the length and range. */
 void sid__reg_codes_pack(const int32_t *codes, int L, uint8_t *buf);
-/* Whether the stored entry @e (@found: it is stored) is the one @want
- * expects (same L, codes and suffix); a NULL @want expects anything. */
-int sid__reg_as_expected(const struct sid_reg_entry *e, int found,
-			 const struct sid_reg_entry *want);
+/* Reassign with an expectation (sid_reg_call's expect): 1 when the entry
+ * @e found for @id (@found: it is stored) is not the ID @want expects (same
+ * L, codes and suffix), after marking @e stale (an id not stored gets its
+ * kind and id): the caller leaves that id.  0 otherwise; a NULL @want
+ * expects anything. */
+int sid__reg_stale(struct sid_reg_entry *e, int found, int kind, const char *id,
+		   const struct sid_reg_entry *want);
 int sid__reg_codes_unpack(const void *buf, size_t len, int32_t *codes, int *L);
 
 /* Smallest free suffix, fed the used suffixes of one codes tuple in

@@ -1273,15 +1273,8 @@ static int assign_body(struct pg *s, void *p, struct sid_error *err)
 		}
 		if (found && !reassign)
 			continue;
-		if (!sid__reg_as_expected(e, found, c->expect ? &c->expect[i] : NULL)) {
-			if (!found) {
-				memset(e, 0, sizeof(*e));
-				e->kind = c->kind;
-				snprintf(e->id, sizeof(e->id), "%s", it->id);
-			}
-			e->stale = 1;
+		if (sid__reg_stale(e, found, c->kind, it->id, c->expect ? &c->expect[i] : NULL))
 			continue;
-		}
 		if (!levels_ok) {
 			rc = levels_ensure(s, c->kind, c->L, err);
 			if (rc == 2)

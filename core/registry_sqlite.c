@@ -566,15 +566,9 @@ static int assign_call(struct sq *s, struct sid__reg_req *q, int64_t now_ms)
 			return found;
 		if (found && !reassign)
 			continue;
-		if (reassign && !sid__reg_as_expected(e, found, q->expect ? &q->expect[i] : NULL)) {
-			if (!found) {
-				memset(e, 0, sizeof(*e));
-				e->kind = kind;
-				strcpy(e->id, items[i].id);
-			}
-			e->stale = 1;
+		if (reassign &&
+		    sid__reg_stale(e, found, kind, items[i].id, q->expect ? &q->expect[i] : NULL))
 			continue;
-		}
 		if (!levels_ok) {
 			rc = levels_ensure(s, kind, L, err);
 			if (rc > 0)
