@@ -8,7 +8,8 @@ a float64 numpy reference: the tower computes z = x exactly (relu(x) -
 relu(-x) through two layers), and every input is built as a sum of one
 codeword per level plus tiny noise, with codebooks on scales 10 : 1 : 0.1, so
 no row is anywhere near a tie.  The full encoder parity test belongs to
-tests/core.
+tests/core; --top-k's alternatives are checked against the beam-search
+reference of tests/rq_ref.py.
 
 Run: SEMID_BIN=/path/to/bin /usr/bin/python3 tests/cli/test_cli.py
 """
@@ -30,6 +31,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from semid_files import safetensors_bytes, writing_into  # noqa: E402
+import rq_ref  # noqa: E402
 
 BIN = os.environ.get("SEMID_BIN", "bin")
 SEMID = os.path.join(BIN, "semid")
@@ -63,6 +65,20 @@ def make_model(path, rng, towers=("item",), model_version="test-1"):
              "train": {"epochs": 3, "note": "cli test"}}
     write_safetensors(path, tensors, {"semid": json.dumps(semid)})
     return books
+
+
+def identity_model(path, books):
+    """A model whose towers (name -> codebooks) map x -> z = x exactly, of
+    any width: relu(x) - relu(-x), as make_model."""
+    tensors, meta = [], {}
+    for t, cbs in books.items():
+        eye = np.eye(cbs[0].shape[1], dtype=np.float32)
+        tensors.append((f"{t}.encoder.0.weight", np.vstack([eye, -eye])))
+        tensors.append((f"{t}.encoder.1.weight", np.hstack([eye, -eye])))
+        tensors += [(f"{t}.codebook.{l}", cb) for l, cb in enumerate(cbs)]
+        meta[t] = {"activation": "relu", "input_norm": "none"}
+    semid = {"format_version": 1, "model_version": "beam-1", "towers": meta}
+    write_safetensors(path, tensors, {"semid": json.dumps(semid)})
 
 
 def make_inputs(rng, cbs, n):
@@ -270,6 +286,64 @@ class CliTest(unittest.TestCase):
             cols = line.split("\t")
             want = [f"{t[0]}-{t[1]}-{t[2]}" for t in row.reshape(3, 3) if t[0] >= 0]
             self.assertEqual(cols[1:], want)
+
+    def test_encode_top_k_equals_beam_reference(self):
+        # Primary and alternative codes against the float64 beam search of
+        # tests/rq_ref.py (the documented one, not the C code) on random
+        # rows, leaving out rows with near-ties, and against brute force
+        # where the beam is exhaustive (W = 2 top_k at least the number of
+        # two-level prefixes: then the alternatives are the true closest
+        # tuples after the greedy one).  A pruning beam only promises real,
+        # distinct tuples (tests/server/test_alternatives.py checks their
+        # distances, which the CLI does not print).  Towers with z = x:
+        # "item" 16 x 12 x 8 codewords on one scale prunes at both top_k;
+        # "user" has 3 x 1 x 2 = 6 tuples, fewer than top_k 16 asks for, so
+        # the .npy pads with -1 and the TSV has fewer columns; its level-0
+        # codewords 0 and 2 are twins.
+        rng = np.random.default_rng(77)
+        books = {"item": [rng.standard_normal((k, 8)).astype(np.float32) for k in (16, 12, 8)],
+                 "user": [rng.standard_normal((k, 4)).astype(np.float32) for k in (3, 1, 2)]}
+        books["user"][0][2] = books["user"][0][0]  # twins: ties go by the codes
+        model = os.path.join(self.out.name, "beam.safetensors")
+        identity_model(model, books)
+        for tower, top_k, exhaustive in (("item", 3, False), ("item", 16, False),
+                                         ("user", 16, True), ("user", 2, True)):
+            cbs = [c.astype(np.float64) for c in books[tower]]
+            L, tuples = len(cbs), rq_ref.all_tuples(cbs)
+            x = rng.standard_normal((80, cbs[0].shape[1])).astype(np.float32)
+            base = os.path.join(self.out.name, f"{tower}-{top_k}")
+            inp, out = base + "-in.npy", base + ".npy"
+            np.save(inp, x)
+            args = ("--tower", tower, "--top-k", str(top_k))
+            p = self.encode(*args, model=model, inp=inp, output=out)
+            self.assertEqual(p.returncode, 0, p.stderr.decode())
+            got = np.load(out)
+            self.assertEqual(got.shape, (80, top_k * L))
+            p = self.encode(*args, model=model, inp=inp)
+            self.assertEqual(p.returncode, 0, p.stderr.decode())
+            for line, row in zip(p.stdout.decode().splitlines(), got):  # TSV == .npy
+                self.assertEqual(line.split("\t")[1:], ["-".join(map(str, t)) for t in
+                                                        row.reshape(top_k, L) if t[0] >= 0])
+            kept = 0
+            for i in range(len(x)):
+                g, _, _ = rq_ref.greedy(x[i], cbs)
+                alts, margin = rq_ref.beam(x[i], cbs, top_k)
+                if exhaustive:
+                    codes, _, bmargin = rq_ref.brute_force(x[i], cbs, tuples, top_k)
+                    margin = min(margin, bmargin)
+                if margin < rq_ref.MARGIN:
+                    continue
+                kept += 1
+                want = [g] + [t for t, _ in alts]
+                self.assertEqual(len(want), min(top_k, len(tuples[0])))
+                want += [(-1,) * L] * (top_k - len(want))
+                row = [tuple(int(v) for v in t) for t in got[i].reshape(top_k, L)]
+                self.assertEqual(row, want, f"{tower} top_k {top_k} row {i}")
+                if exhaustive:
+                    best = [tuple(int(v) for v in c) for c in codes if tuple(c) != g]
+                    self.assertEqual(row[1:len(alts) + 1], best[:top_k - 1])
+            self.assertGreaterEqual(kept, 40, f"{tower} top_k {top_k}: too few rows without "
+                                    "near-ties")
 
     def test_user_tower_and_progress(self):
         rng = np.random.default_rng(7)
