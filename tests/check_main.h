@@ -1,12 +1,46 @@
 /*
  * check_main.h - the end of every Check suite's main(): run the suite in
  * CK_NORMAL mode (its summary line is what tests/run.py counts), free it, and
- * turn the result into the exit status (1 on any failure or error).
+ * turn the result into the exit status (1 on any failure or error).  And the
+ * skip that Check lacks: CHECK_SKIP.
  */
 #ifndef SID_CHECK_MAIN_H
 #define SID_CHECK_MAIN_H
 
 #include <check.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+/*
+ * For a test that cannot run here (it needs root, or a service the host
+ * lacks): print "SKIP <test>: <why>" on stderr and return from the test.
+ * Check still counts the test as passed; tests/run.py counts the line as a
+ * skip instead.  Only from the body of a START_TEST.
+ */
+#define CHECK_SKIP(...)                                                                            \
+	do {                                                                                       \
+		check_skip(__func__, __VA_ARGS__);                                                 \
+		return;                                                                            \
+	} while (0)
+
+static inline void check_skip(const char *fn, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static inline void check_skip(const char *fn, const char *fmt, ...)
+{
+	char why[512];
+	size_t n = strlen(fn);
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(why, sizeof(why), fmt, ap);
+	va_end(ap);
+	if (n > 3 && !strcmp(fn + n - 3, "_fn")) /* START_TEST(name) defines name_fn */
+		n -= 3;
+	/* one write, so that the line stays whole beside Check's output */
+	fprintf(stderr, "SKIP %.*s: %s\n", (int)n, fn, why);
+}
 
 static inline int check_run(Suite *s)
 {

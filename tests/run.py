@@ -2,8 +2,10 @@
 """Run every test suite given on the command line and sum the results.
 
 A suite is either a Check binary (its summary line "NN%: Checks: N, Failures:
-F, Errors: E" is parsed) or a python unittest script under tests/ (run with
-Debian's python3; "Ran N tests" and "FAILED (failures=F, errors=E)" parsed).
+F, Errors: E" is parsed, and each "SKIP <test>: <why>" line that
+CHECK_SKIP of tests/check_main.h prints moves a test from passed to skipped)
+or a python unittest script under tests/ (run with Debian's python3; "Ran N
+tests" and "FAILED (failures=F, errors=E, skipped=K)" parsed).
 Each suite's own output is shown.  The closing line is "tests: N passed, M
 failed, K skipped" (skipped tests are not counted as passed); the exit status
 is non-zero when anything failed, a suite crashed without a summary, or a
@@ -18,6 +20,7 @@ import time
 CHECK_RE = re.compile(r"(\d+)%: Checks: (\d+), Failures: (\d+), Errors: (\d+)")
 RAN_RE = re.compile(r"^Ran (\d+) tests? in", re.M)
 VERDICT_RE = re.compile(r"^(?:FAILED|OK) \((.*)\)", re.M)
+CHECK_SKIP_RE = re.compile(r"^SKIP \S+: ", re.M)
 
 
 def run_suite(path):
@@ -38,6 +41,8 @@ def run_suite(path):
         for _, checks, fails, errs in m:
             failed += int(fails) + int(errs)
             passed += int(checks) - int(fails) - int(errs)
+        skipped = min(len(CHECK_SKIP_RE.findall(out)), passed)
+        passed -= skipped
     elif RAN_RE.search(out):
         ran = int(RAN_RE.search(out).group(1))
         vm = VERDICT_RE.search(out)

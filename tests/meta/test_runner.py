@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """tests/run.py, the runner that sums every suite: skipped tests are not
-counted as passed, and a suite that runs nothing or dies without a summary
-fails the run."""
+counted as passed (python's, and Check tests that said CHECK_SKIP), and a
+suite that runs nothing or dies without a summary fails the run."""
 import os
 import subprocess
 import sys
@@ -21,6 +21,14 @@ unittest.main()
 """
 GREEN_SKIP = MIXED.replace('self.fail("boom")', "pass")
 NOTHING = "import sys\nsys.exit(0)\n"
+# A Check binary's output (CK_NORMAL) with two CHECK_SKIP lines among others.
+CHECK_SKIPS = """#!/bin/sh
+echo 'Running suite(s): s'
+echo 'SKIP t_root_only: not root' >&2
+echo 'check_s: PostgreSQL cases SKIPPED: not root' >&2
+echo 'SKIP t_pg_only: PostgreSQL: not root' >&2
+echo '100%: Checks: 5, Failures: 0, Errors: 0'
+"""
 CRASH = "import os\nos.abort()\n"
 
 
@@ -29,9 +37,12 @@ class RunnerTest(unittest.TestCase):
         with tempfile.TemporaryDirectory() as d:
             paths = []
             for i, src in enumerate(sources):
-                p = os.path.join(d, "s%d.py" % i)
+                shell = src.startswith("#!/bin/sh")
+                p = os.path.join(d, "s%d%s" % (i, "" if shell else ".py"))
                 with open(p, "w") as f:
                     f.write(src)
+                if shell:
+                    os.chmod(p, 0o755)
                 paths.append(p)
             p = subprocess.run([sys.executable, RUN] + paths, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, timeout=60)
@@ -45,6 +56,11 @@ class RunnerTest(unittest.TestCase):
     def test_green_with_a_skip(self):
         rc, last = self.run_suites(GREEN_SKIP)
         self.assertEqual(last, "tests: 3 passed, 0 failed, 1 skipped")
+        self.assertEqual(rc, 0)
+
+    def test_check_skips_are_not_passes(self):
+        rc, last = self.run_suites(CHECK_SKIPS, GREEN_SKIP)
+        self.assertEqual(last, "tests: 6 passed, 0 failed, 3 skipped")
         self.assertEqual(rc, 0)
 
     def test_a_suite_that_runs_nothing_fails(self):
