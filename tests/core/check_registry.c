@@ -2791,10 +2791,12 @@ END_TEST
 /* PostgreSQL has pg_dump: the backup says so and writes nothing. */
 START_TEST(t_pg_backup_refused)
 {
-	struct sid_registry *r = reg_open();
+	struct sid_registry *r;
 	struct sid_error err;
 	char dest[700];
 
+	NEED_STORE();
+	r = reg_open();
 	snprintf(dest, sizeof(dest), "/tmp/check_registry_pg_backup.%d.db", (int)getpid());
 	ck_assert_int_eq(sid_registry_backup(r, dest, NULL, NULL, &err), SID_EINVAL);
 	ck_assert_ptr_nonnull(strstr(err.msg, "pg_dump"));
