@@ -396,7 +396,7 @@ START_TEST(test_float_stride)
 	char why[512];
 
 	if (!stride)
-		return;
+		CHECK_SKIP("SEMID_FLOAT_STRIDE is not set (an offline sweep)");
 	for (uint32_t u = 1; u < 0x7f800000; u += stride)
 		CHECK_FLOAT(from_bits(u));
 	fprintf(stderr, "check_buf: stride %u done, %ld floats where the reference is longer\n",
