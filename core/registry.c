@@ -1517,10 +1517,9 @@ static int line_parse_tsv(char *line, struct sid_reg_entry *e, float **emb, stru
 	}
 	if (n != 6 && n != 7)
 		return sid_error_set(err, SID_EFORMAT,
-				     "%d tab-separated fields, want 7 (kind id sid "
-				     "model_version created_at updated_at "
-				     "embedding_b64)",
-				     n);
+				     "%s%d tab-separated fields, want 6 or 7 (kind id sid "
+				     "model_version created_at updated_at [embedding_b64])",
+				     n == 8 ? "more than " : "", n == 8 ? 7 : n);
 	return line_parse_fields(f[0], f[1], f[2], f[3], f[4], f[5], n == 7 ? f[6] : NULL, e, emb,
 				 err);
 }

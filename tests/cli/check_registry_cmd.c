@@ -1454,6 +1454,16 @@ START_TEST(t_import_strict)
 		    CLI_EXIT_INPUT);
 		ck_assert_msg(strstr(msg, "line 1"), "case %zu: %s", k, msg);
 	}
+	/* the message says what a line may have: 6 fields are taken too */
+	write_text(in, "item\tA\t1-2-0\tv\t2026-01-02T03:04:05.006Z\n");
+	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "import", in, "--db", db3, NULL),
+			 CLI_EXIT_INPUT);
+	ASSERT_HAS(msg, "5 tab-separated fields, want 6 or 7");
+	write_text(in, "item\tA\t1-2-0\tv\t2026-01-02T03:04:05.006Z\t2026-01-02T03:04:05.006Z"
+		       "\t\tx\ty\n");
+	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "import", in, "--db", db3, NULL),
+			 CLI_EXIT_INPUT);
+	ASSERT_HAS(msg, "more than 7 tab-separated fields, want 6 or 7");
 	snprintf(in, sizeof(in), "%s/in.jsonl", dir);
 	write_text(in, "{\"kind\":\"item\",\"id\":\"A\",\"sid\":\"1-2-0\",\"model_version\":"
 		       "\"v\",\"created_at\":\"2026-01-02T03:04:05.006Z\",\"updated_at\":"
