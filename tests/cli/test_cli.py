@@ -599,6 +599,13 @@ class CliTest(unittest.TestCase):
             self.assertEqual(p.returncode, 0)
             self.assertIn(b"usage: semid registry", p.stdout)
             self.assertIn(b"assign", p.stdout)
+        # the top-level help names every registry command the registry's help lists
+        section = p.stdout.decode().split("\ncommands:\n")[1].split("\n\n")[0]
+        names = set(re.findall(r"^  ([a-z]+) ", section, re.M)) | {"sid"}
+        self.assertGreaterEqual(len(names), 11, names)
+        top = run("--help").stdout.decode()
+        for name in sorted(names):
+            self.assertRegex(top, r"registry <command>[^\n]*(\n {20,}[^\n]*)*\b%s\b" % name)
         self.assertEqual(run("registry").returncode, 2)
         p = run("help", "inspect")
         self.assertEqual(p.returncode, 0)
