@@ -294,6 +294,12 @@ static int store_open(const struct opts *o, struct sid_registry **r, struct sid_
 
 	if ((rc = store_target(o, path, &target, err)))
 		return rc;
+	/* as restore does: before connecting, so that an unreachable server
+	 * is not all a user learns */
+	if (!strcmp(o->cmd, "backup") && sid_registry_target_is_pg(target))
+		return sid_error_set(err, SID_EINVAL,
+				     "backup copies a SQLite store's file; a PostgreSQL store is "
+				     "backed up with PostgreSQL's own tools (pg_dump)");
 	/* SQLite would say "disk I/O error" for a directory, and would put its
 	 * -wal and -shm files beside a device */
 	if (*target && !sid_registry_target_is_pg(target) && stat(target, &st) == 0 &&

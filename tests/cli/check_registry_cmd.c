@@ -963,6 +963,29 @@ START_TEST(t_restore)
 }
 END_TEST
 
+/*
+ * backup and restore on a PostgreSQL store: refused before any connection
+ * (here to a port nothing listens on, which would otherwise be the only
+ * message), pointing at PostgreSQL's tools; nothing is written.
+ */
+START_TEST(t_backup_restore_pg)
+{
+	static const char pg[] = "postgresql://nobody@127.0.0.1:1/none";
+	char bk[320], msg[2048];
+
+	snprintf(bk, sizeof(bk), "%s/pg-bk.db", dir);
+	ck_assert_int_eq(
+	    run_err(msg, sizeof(msg), "registry", "backup", "--db", pg, "-o", bk, NULL),
+	    CLI_EXIT_INPUT);
+	ASSERT_HAS(msg, "pg_dump");
+	ck_assert_ptr_null(strstr(msg, "connect"));
+	ck_assert_int_ne(access(bk, F_OK), 0);
+	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "restore", bk, "--db", pg, NULL),
+			 CLI_EXIT_INPUT);
+	ASSERT_HAS(msg, "pg_restore");
+}
+END_TEST
+
 /* cli_registry_main started in a child (as user and group @uid unless it
  * is 0), its stderr going to the file *@fd: its pid. */
 static pid_t vspawn_cli(uid_t uid, int *fd, const char *first, va_list ap)
@@ -1661,6 +1684,7 @@ static Suite *registry_cmd_suite(void)
 	tcase_add_loop_test(tc, t_export_killed_mid_write, 0, 2);
 	tcase_add_test(tc, t_backup);
 	tcase_add_test(tc, t_restore);
+	tcase_add_test(tc, t_backup_restore_pg);
 	tcase_add_test(tc, t_restore_other_user);
 	tcase_add_test(tc, t_restore_side_files);
 	tcase_add_test(tc, t_restore_opened_meanwhile);
