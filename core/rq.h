@@ -20,7 +20,8 @@
  * are the alternatives.  A beam search is a heuristic: an alternative may
  * even beat the greedy tuple, and with W smaller than the code space it may
  * miss a tuple that exhaustive search would rank higher; it is exact when W
- * is at least the number of prefixes at every level.
+ * is at least the number of prefixes of the first L - 1 levels (the product
+ * of their K), since the last level then scores every full tuple.
  *
  * Thread-safety: pure functions over caller buffers.
  */
