@@ -124,7 +124,7 @@ check-bins: $(CHECK_BINS)
 # libsemid.a with its headers in include/semid/ and a pkg-config file, so a
 # program links it with `cc app.c $$(pkg-config --cflags --libs semid)`.
 PREFIX ?= /usr/local
-VERSION := $(shell sed -n 's/^\#define SRV_VERSION "\(.*\)"/\1/p' server/metrics.h)
+VERSION := $(shell sed -n 's/^\#define SID_VERSION[[:space:]]*"\([^"]*\)".*/\1/p' core/model.h)
 INSTALL_DIRS := bin lib/pkgconfig include/semid share/doc/semid
 install: all $(LIBSEMID)
 	install -d $(addprefix $(DESTDIR)$(PREFIX)/,$(INSTALL_DIRS))

@@ -26,7 +26,7 @@
 #include "err.h"
 #include "fsutil.h"
 
-#define SEMID_VERSION "0.1.0"
+#define SEMID_VERSION SID_VERSION
 
 enum { CLI_EXIT_OK = 0, CLI_EXIT_IO = 1, CLI_EXIT_INPUT = 2 };
 

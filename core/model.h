@@ -25,6 +25,7 @@
 #define SID_MAX_DIM	   65536   /* any input, hidden or latent width */
 #define SID_MAX_CODEBOOK   1048576 /* codewords in one level */
 #define SID_FORMAT_VERSION 1
+#define SID_VERSION	   "0.1.0" /* of semid: the library and its three programs */
 /* bytes in a model_version, which has no control characters (the registry
  * stores it with every ID; logs and TSV exports carry it) */
 #define SID_MODEL_VERSION_MAX 255

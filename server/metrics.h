@@ -50,7 +50,7 @@
 #include "model.h"
 #include "registry.h"
 
-#define SRV_VERSION "0.1.0"
+#define SRV_VERSION SID_VERSION
 
 enum srv_route {
 	SRV_ROUTE_ITEMS_ENCODE,

@@ -314,6 +314,8 @@ int tr_config_flag(struct tr_config *c, const char *name, const char *value, str
 		*(int *)((char *)c + k->off) = 1;
 		return 0;
 	}
+	if (!k && !das_config_known(key))
+		return sid_error_set(err, SID_EINVAL, "unknown option %s", what);
 	if (!value)
 		return sid_error_set(err, SID_EINVAL, "%s needs a value", what);
 	rc = set_any(c, key, value, what, err);

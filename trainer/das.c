@@ -231,6 +231,23 @@ static const struct ikey int_keys[] = {
     IK("dead_steps", dead_steps, 0, 1000000000),
 };
 
+int das_config_known(const char *key)
+{
+	static const char *const other[] = {"seed",	  "mode",   "table_update", "activation",
+					    "input_norm", "hidden", "views"};
+	size_t i;
+	for (i = 0; i < sizeof(float_keys) / sizeof(float_keys[0]); i++)
+		if (!strcmp(key, float_keys[i].name))
+			return 1;
+	for (i = 0; i < sizeof(int_keys) / sizeof(int_keys[0]); i++)
+		if (!strcmp(key, int_keys[i].name))
+			return 1;
+	for (i = 0; i < sizeof(other) / sizeof(other[0]); i++)
+		if (!strcmp(key, other[i]))
+			return 1;
+	return !strncmp(key, "view", 4) && key[4] >= '1' && key[4] <= '6' && !key[5];
+}
+
 int das_config_set(struct das_config *c, const char *key_in, const char *value,
 		   struct sid_error *err)
 {

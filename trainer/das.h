@@ -125,6 +125,8 @@ void das_config_defaults(struct das_config *c);
  * SID_EINVAL naming the key.
  */
 int das_config_set(struct das_config *c, const char *key, const char *value, struct sid_error *err);
+/* 1 when das_config_set takes @key (spelt with '_'). */
+int das_config_known(const char *key);
 
 /* Check ranges and consistency (dims > 0, K >= 2, tau > 0, ...).  0 or SID_EINVAL. */
 int das_config_check(const struct das_config *c, struct sid_error *err);

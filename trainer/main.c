@@ -47,6 +47,7 @@ static void usage(FILE *f)
 		"       semid-train gen --out DIR --items N --users M --interactions I --dim D\n"
 		"                   [--user-dim D] [--clusters G] [--seed S] [--cold-frac F]\n"
 		"                   [--test-frac F]\n"
+		"       semid-train --version\n"
 		"\n"
 		"Trains dual-aligned user and item semantic IDs (DAS) from content embeddings\n"
 		"and clicks, writes a semid model file atomically (checkpoint MODEL.ckpt after\n"
@@ -302,6 +303,10 @@ int main(int argc, char **argv)
 		return cmd_train(argc - 2, argv + 2);
 	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
 		usage(stdout);
+		return 0;
+	}
+	if (!strcmp(argv[1], "--version")) {
+		printf("semid-train %s (model format %d)\n", SID_VERSION, SID_FORMAT_VERSION);
 		return 0;
 	}
 	return cmd_train(argc - 1, argv + 1);

@@ -146,6 +146,26 @@ class HelpTest(unittest.TestCase):
             name = "view1" if key == "views" else key.replace("_", "-")
             self.assertRegex(flags, r"(--|/ )%s\b" % re.escape(name), key)
 
+    def test_version_and_flags_without_value(self):
+        """--version answers as the other two programs do; a flag given no
+        value is named as unknown when no key has that name (it used to say
+        "needs a value" for --version and --foo), and as needing a value for
+        every key the trainer has (each key of the printed model defaults)."""
+        p = run(TRAIN, "--version")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertRegex(p.stdout, r"^semid-train \d+\.\d+\.\d+ \(model format \d+\)\n$")
+        for argv in (["--foo"], ["--foo", "1"], ["--out", "m", "--foo"]):
+            p = run(TRAIN, *argv)
+            self.assertEqual(p.returncode, 2, argv)
+            self.assertIn("unknown option --foo", p.stderr, argv)
+        text = run(TRAIN, "--help").stdout
+        defaults = json.loads(text.split("Model defaults: ", 1)[1].splitlines()[0])
+        for key in list(defaults) + ["out", "items", "view6", "latent-dim"]:
+            flag = "--" + key.replace("_", "-")
+            p = run(TRAIN, flag)
+            self.assertEqual(p.returncode, 2, flag)
+            self.assertIn("%s needs a value" % flag, p.stderr, flag)
+
 
 class TrainerTest(unittest.TestCase):
     @classmethod
