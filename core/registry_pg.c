@@ -723,9 +723,45 @@ static PGconn *pg_connect(const char *conninfo, int timeout_ms)
 	vals[n++] = "semid";
 	keys[n] = "dbname";
 	vals[n++] = conninfo;
+	/* after the connection string, so that neither it, PGCLIENTENCODING,
+	 * the role nor the database can make it another (encoding_check) */
+	keys[n] = "client_encoding";
+	vals[n++] = "UTF8";
 	keys[n] = NULL;
 	vals[n] = NULL;
 	return PQconnectdbParams(keys, vals, 1);
+}
+
+/*
+ * Ids and model versions are UTF-8 text and go both ways as UTF-8
+ * (client_encoding, set in pg_connect).  A UTF8 database stores them as they
+ * are.  So does SQL_ASCII: it converts nothing, and PostgreSQL still checks
+ * what a UTF8 client sends as UTF-8 on its way in, so every id semid takes
+ * is stored byte for byte and read back unchanged; ids compare byte by byte
+ * in both (COLLATE "C"), and no statement here looks at characters.  Any
+ * other encoding (LATIN1, WIN1252, EUC_JP...) lacks characters an id may
+ * have: such an id would fail its whole transaction, and with it every
+ * request of its assign group (or, with the client in the database's
+ * encoding, be stored as other characters than those sent).  That database
+ * is refused on every connection, before anything is written to it.
+ */
+static int encoding_check(struct pg *s, struct sid_error *err)
+{
+	const char *db = PQparameterStatus(s->conn, "server_encoding");
+	const char *client = PQparameterStatus(s->conn, "client_encoding");
+
+	if (!db || (strcmp(db, "UTF8") && strcmp(db, "SQL_ASCII")))
+		return sid_error_set(err, SID_EFORMAT,
+				     "registry %s: the database's encoding is %s, which cannot "
+				     "hold every UTF-8 id; use a database created with ENCODING "
+				     "'UTF8' (CREATE DATABASE name ENCODING 'UTF8' TEMPLATE "
+				     "template0; proto/registry.md)",
+				     s->base.label, db ? db : "not reported");
+	if (!client || strcmp(client, "UTF8"))
+		return sid_error_set(err, SID_EFORMAT,
+				     "registry %s: the session's client_encoding is %s, not UTF8",
+				     s->base.label, client ? client : "not reported");
+	return 0;
 }
 
 static int conn_ensure(struct pg *s, struct sid_error *err)
@@ -743,6 +779,13 @@ static int conn_ensure(struct pg *s, struct sid_error *err)
 		conn_drop(s);
 		return sid_error_set(err, SID_EUNAVAIL, "registry %s: cannot connect: %s",
 				     s->base.label, buf);
+	}
+	{
+		int rc = encoding_check(s, err);
+		if (rc) {
+			conn_drop(s);
+			return rc;
+		}
 	}
 	PQsetNoticeProcessor(s->conn, notice_ignore, NULL);
 	s->lost[0] = '\0';

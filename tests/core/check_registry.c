@@ -18,8 +18,10 @@
  * checked once per call, not per op or id, and a backup taken while another
  * connection commits; on PostgreSQL a server that
  * stops and comes back, a newer schema met on a lazy first connection and
- * on a reconnect, a role that may not create the schema, and a first
- * transaction run again after a lost race (its levels are not kept).
+ * on a reconnect, a role that may not create the schema, a first
+ * transaction run again after a lost race (its levels are not kept), and
+ * databases in LATIN1 (refused) and SQL_ASCII and sessions told to use
+ * another client encoding (ids stored as UTF-8 all the same).
  */
 #include <check.h>
 #include "check_main.h"
@@ -3000,6 +3002,122 @@ START_TEST(t_pg_no_privilege)
 }
 END_TEST
 
+/* The first column of the first row of @sql on @conninfo, into @buf. */
+static void pg_value(const char *conninfo, const char *sql, char *buf, size_t len)
+{
+	PGconn *c = PQconnectdb(conninfo);
+	PGresult *res;
+
+	ck_assert_msg(PQstatus(c) == CONNECTION_OK, "connect: %s", PQerrorMessage(c));
+	res = PQexec(c, sql);
+	ck_assert_msg(PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1, "%s: %s", sql,
+		      PQerrorMessage(c));
+	snprintf(buf, len, "%s", PQgetvalue(res, 0, 0));
+	PQclear(res);
+	PQfinish(c);
+}
+
+/* "é-日本€" in UTF-8: 2 + 1 + 3 + 3 + 3 bytes; no single-byte encoding has
+ * all of it, and it is no valid EUC_JP. */
+#define WIDE_ID "\xc3\xa9-\xe6\x97\xa5\xe6\x9c\xac\xe2\x82\xac"
+
+/*
+ * The database's encoding.  A LATIN1 one (any but UTF8 and SQL_ASCII) is
+ * refused when connecting, naming the encoding, before the schema is
+ * created; it used to be taken, and an id with a character LATIN1 lacks
+ * then failed its whole assign group (the client here in UTF8, as
+ * PGCLIENTENCODING says), or was stored as other characters.  The session
+ * speaks UTF8 whatever PGCLIENTENCODING or the connection string say: with
+ * the client declared EUC_JP, one such id used to fail every call of its
+ * group, and with LATIN1 it was stored as the LATIN1 reading of its bytes.
+ * SQL_ASCII stores the bytes as they are.
+ */
+START_TEST(t_pg_encoding)
+{
+	struct sid_registry *r = NULL;
+	struct sid_reg_entry e, out[2];
+	struct sid_error err;
+	int32_t c0[3] = {1, 2, 3}, c1[3] = {1, 2, 3};
+	struct sid_reg_item plain = {"plain", c0, NULL}, wide = {WIDE_ID, c1, NULL};
+	struct sid_reg_call calls[2] = {
+	    {.kind = SID_TOWER_ITEM,
+	     .items = &plain,
+	     .n = 1,
+	     .L = 3,
+	     .model_version = "v",
+	     .out = &out[0]},
+	    {.kind = SID_TOWER_ITEM,
+	     .items = &wide,
+	     .n = 1,
+	     .L = 3,
+	     .model_version = "v",
+	     .out = &out[1]},
+	};
+	char name[64], sql[256], db[700], raw[800], v[64];
+
+	NEED_STORE();
+	/* LATIN1: refused, for writing and for reading, and nothing created */
+	setenv("PGCLIENTENCODING", "UTF8", 1);
+	snprintf(name, sizeof(name), "semid_latin1_%d", (int)getpid());
+	snprintf(sql, sizeof(sql),
+		 "CREATE DATABASE %s ENCODING 'LATIN1' TEMPLATE template0 LC_COLLATE 'C'"
+		 " LC_CTYPE 'C'",
+		 name);
+	pg_sql(pg.admin, sql);
+	snprintf(db, sizeof(db), "%s dbname=%s", pg.admin, name);
+	ck_assert_int_eq(sid_registry_open(db, 0, &r, &err), SID_EFORMAT);
+	ck_assert_msg(strstr(err.msg, "encoding is LATIN1") && strstr(err.msg, "ENCODING 'UTF8'") &&
+			  strstr(err.msg, name),
+		      "%s", err.msg);
+	ck_assert_int_eq(sid_registry_open(db, SID_REG_READONLY, &r, &err), SID_EFORMAT);
+	pg_value(db, "SELECT to_regclass('semid_meta') IS NULL", v, sizeof(v));
+	ck_assert_str_eq(v, "t");
+
+	/* UTF8, the client declared EUC_JP: both calls of the group go through */
+	setenv("PGCLIENTENCODING", "EUC_JP", 1);
+	r = reg_open();
+	ck_assert_int_eq(sid_registry_assign_calls(r, calls, 2), 0);
+	ck_assert_msg(calls[0].rc == 0 && calls[1].rc == 0, "%s / %s", calls[0].err.msg,
+		      calls[1].err.msg);
+	ck_assert_str_eq(out[1].id, WIDE_ID);
+	ck_assert_int_eq(out[0].suffix + out[1].suffix, 1);
+	sid_registry_close(r);
+	unsetenv("PGCLIENTENCODING");
+	/* ... the client declared LATIN1 in the connection string: stored as sent */
+	snprintf(db, sizeof(db), "%s client_encoding=LATIN1", target);
+	ck_assert_msg(sid_registry_open(db, 0, &r, &err) == 0, "%s", err.msg);
+	ck_assert_int_eq(sid_registry_get(r, SID_TOWER_ITEM, WIDE_ID, &e, &err), 0);
+	wide.id = "x-" WIDE_ID;
+	ck_assert_int_eq(sid_registry_assign(r, SID_TOWER_ITEM, &wide, 1, 3, 0, "v", 0, &e, &err),
+			 0);
+	sid_registry_close(r);
+	snprintf(raw, sizeof(raw), "%s client_encoding=UTF8", target);
+	pg_value(raw,
+		 "SELECT string_agg(octet_length(id)::text, ',' ORDER BY octet_length(id))"
+		 " FROM semid_assignment WHERE id IN ('" WIDE_ID "', 'x-" WIDE_ID "')",
+		 v, sizeof(v));
+	ck_assert_str_eq(v, "12,14");
+
+	/* SQL_ASCII: taken; the bytes are stored and read back as they are */
+	snprintf(name, sizeof(name), "semid_ascii_%d", (int)getpid());
+	snprintf(sql, sizeof(sql),
+		 "CREATE DATABASE %s ENCODING 'SQL_ASCII' TEMPLATE template0 LC_COLLATE 'C'"
+		 " LC_CTYPE 'C'",
+		 name);
+	pg_sql(pg.admin, sql);
+	snprintf(db, sizeof(db), "%s dbname=%s", pg.admin, name);
+	wide.id = WIDE_ID;
+	ck_assert_msg(sid_registry_open(db, 0, &r, &err) == 0, "%s", err.msg);
+	ck_assert_int_eq(sid_registry_assign_calls(r, calls, 2), 0);
+	ck_assert_int_eq(sid_registry_get(r, SID_TOWER_ITEM, WIDE_ID, &e, &err), 0);
+	ck_assert_str_eq(e.id, WIDE_ID);
+	sid_registry_close(r);
+	pg_value(db, "SELECT octet_length(id) FROM semid_assignment WHERE id = '" WIDE_ID "'", v,
+		 sizeof(v));
+	ck_assert_str_eq(v, "12");
+}
+END_TEST
+
 struct retry_arg {
 	struct sid_registry *r;
 	int rc;
@@ -3242,6 +3360,7 @@ static Suite *registry_suite(void)
 	tcase_add_test(tc, t_pg_lost_race_fails);
 	tcase_add_test(tc, t_pg_schema_unreadable);
 	tcase_add_test(tc, t_pg_backup_refused);
+	tcase_add_test(tc, t_pg_encoding);
 	suite_add_tcase(s, tc);
 	return s;
 }
