@@ -1432,7 +1432,9 @@ int sid_registry_export(struct sid_registry *r, int kind, enum sid_reg_format fm
  * The next line of @f into *@buf (grown as needed, at most @max bytes of
  * it read): its length with its newline, -1 at the end, -2 when it is
  * longer than @max (the rest of it is not read: a file with no newline is
- * not taken into memory whole), -3 out of memory.
+ * not taken into memory whole), -3 out of memory.  *@cap never exceeds
+ * @max + 2 (the byte that tells a line is longer, and the NUL): doubling
+ * alone took twice the limit for a line just over half of it.
  */
 static ssize_t line_read(FILE *f, char **buf, size_t *cap, size_t max)
 {
@@ -1443,7 +1445,10 @@ static ssize_t line_read(FILE *f, char **buf, size_t *cap, size_t max)
 	while (n <= max && (c = getc_unlocked(f)) != EOF) {
 		if (n + 2 > *cap) {
 			size_t want = *cap ? *cap * 2 : 4096;
-			char *p = realloc(*buf, want);
+			char *p;
+			if (want > max + 2)
+				want = max + 2;
+			p = realloc(*buf, want);
 			if (!p) {
 				funlockfile(f);
 				return -3;

@@ -391,6 +391,8 @@ typedef void (*sid_reg_conflict_fn)(long line, const char *msg, void *ctx);
  * nothing the second time.  Conflicts are counted, reported to @on_conflict
  * (may be NULL) and skipped.  A malformed line fails with SID_EFORMAT and
  * err->index = its line number; lines before its transaction stay imported.
+ * A line longer than 64 MiB is malformed: it is read only that far, and
+ * that is all of it ever held in memory.
  */
 int sid_registry_import(struct sid_registry *r, enum sid_reg_format fmt, FILE *f,
 			sid_reg_conflict_fn on_conflict, void *ctx,

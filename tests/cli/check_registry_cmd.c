@@ -5,8 +5,9 @@
  * codes computed by the encoder directly), idempotent re-runs, export and
  * import round trips with conflicts (exit 3), stats and diff JSON against
  * hand counts, lookups, bad stores (exit 1 and 2), and an assign killed with
- * SIGKILL whose acknowledged lines must all be in the store afterwards, and
- * an export killed mid-write that leaves its directory as it was.
+ * SIGKILL whose acknowledged lines must all be in the store afterwards, an
+ * export killed mid-write that leaves its directory as it was, and an import
+ * line over the limit refused in a child whose address space is capped.
  */
 #include <check.h>
 #include "check_main.h"
@@ -21,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -1536,6 +1538,97 @@ START_TEST(t_import_strict)
 }
 END_TEST
 
+/* VmPeak of this process, in bytes (0 when /proc does not say). */
+static unsigned long long vm_peak(void)
+{
+	FILE *f = fopen("/proc/self/status", "r");
+	char line[256];
+	unsigned long long kib = 0;
+
+	while (f && fgets(line, sizeof(line), f))
+		if (sscanf(line, "VmPeak: %llu kB", &kib) == 1)
+			break;
+	if (f)
+		fclose(f);
+	return kib * 1024;
+}
+
+/* Run `semid registry import @in --db @store` in a child, its address space
+ * capped at @as bytes (0: not capped) and its stderr into @msg; returns its
+ * exit status.  With @peak, the child's VmPeak after the run goes there. */
+static int import_child(const char *in, const char *store, unsigned long long as, char *msg,
+			size_t len, unsigned long long *peak)
+{
+	int fd[2], status, efd = stderr_file();
+	pid_t pid;
+
+	ck_assert_int_eq(pipe(fd), 0);
+	fflush(NULL);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		struct rlimit rl = {as, as};
+		unsigned long long p;
+		int rc;
+		close(fd[0]);
+		dup2(efd, 2);
+		if (as && setrlimit(RLIMIT_AS, &rl))
+			_exit(99);
+		rc = run("registry", "import", in, "--db", store, NULL);
+		p = vm_peak();
+		if (write(fd[1], &p, sizeof(p)) != (ssize_t)sizeof(p))
+			_exit(98);
+		_exit(rc);
+	}
+	close(fd[1]);
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	if (peak)
+		ck_assert_int_eq(read(fd[0], peak, sizeof(*peak)), (ssize_t)sizeof(*peak));
+	close(fd[0]);
+	stderr_read(efd, msg, len);
+	ck_assert_msg(WIFEXITED(status), "status 0x%x: %s", status, msg);
+	return WEXITSTATUS(status);
+}
+
+/*
+ * An import line far over the 64 MiB limit (96 MiB with no newline: a sparse
+ * file, so no disk) is refused naming the file and the line, with no more
+ * than the limit in memory: the child runs with its address space capped at
+ * what importing the first line alone took, plus the limit and 32 MiB.  The
+ * reader doubled its buffer past the limit, to 128 MiB, and so failed there
+ * for want of memory instead.  (Sanitizers reserve terabytes of address
+ * space: their builds check the message only.)
+ */
+START_TEST(t_import_line_limit_memory)
+{
+	static const char first[] =
+	    "item\tA\t1-2-0\tv\t2026-01-02T03:04:05.006Z\t2026-01-02T03:04:05.006Z\n";
+	char small[320], big[320], db1[320], db2[320], msg[2048], want[400];
+	unsigned long long peak = 0, cap = 0;
+	int fd;
+
+	snprintf(small, sizeof(small), "%s/first.tsv", dir);
+	snprintf(big, sizeof(big), "%s/huge-line.tsv", dir);
+	snprintf(db1, sizeof(db1), "%s/first.db", dir);
+	snprintf(db2, sizeof(db2), "%s/huge.db", dir);
+	write_text(small, first);
+	write_text(big, first);
+	fd = open(big, O_WRONLY);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(ftruncate(fd, (off_t)(96u << 20)), 0);
+	close(fd);
+
+	ck_assert_int_eq(import_child(small, db1, 0, msg, sizeof(msg), &peak), CLI_EXIT_OK);
+	ck_assert_msg(peak > 0, "no VmPeak in /proc/self/status");
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+	cap = peak + (64ull << 20) + (32ull << 20);
+#endif
+	ck_assert_int_eq(import_child(big, db2, cap, msg, sizeof(msg), NULL), CLI_EXIT_INPUT);
+	snprintf(want, sizeof(want), "semid: %s: line 2: longer than %u bytes", big, 64u << 20);
+	ASSERT_HAS(msg, want);
+}
+END_TEST
+
 /*
  * Long registry jobs draw a bar on stderr when told (--progress; by default
  * only on a terminal, which a test's stderr is not): rows for assign,
@@ -1689,6 +1782,7 @@ static Suite *registry_cmd_suite(void)
 	tcase_add_test(tc, t_restore_side_files);
 	tcase_add_test(tc, t_restore_opened_meanwhile);
 	tcase_add_test(tc, t_import_strict);
+	tcase_add_test(tc, t_import_line_limit_memory);
 	tcase_add_test(tc, t_reassign);
 	tcase_add_test(tc, t_reassign_stopped);
 	tcase_add_test(tc, t_reassign_hup_ignored);
