@@ -21,8 +21,13 @@ or metric breaks this test instead of a deployment.
   the train unit's ExecStart lines publish a model when run in a temp dir,
   and the registry backup unit's write a backup that exports as the store
   does and keep the newest 14.
+- The code-entropy alerts hold only while their tower encodes a minimum
+  rate, enough rows over their `for` to judge (a structural check of the
+  expression, and the README names the rate).
 - promtool (Debian package prometheus) checks the rules and the scrape
-  config and runs alert unit tests, when it is installed.
+  config and runs alert unit tests, when it is installed: among them, a
+  quiet tower and a synthetic check repeating one input fire no entropy
+  alert.
 
 Needs python3-yaml.  Loopback only; every wait is bounded.
 """
@@ -139,6 +144,13 @@ def systemd_unit(name):
 
 def systemd_unescape(cmd):
     return cmd.replace("$$", "\0").replace("%%", "%").replace("\0", "$")
+
+
+def seconds(duration):
+    """A Prometheus duration of one unit ("90s", "30m", "1h", "1d") in seconds."""
+    m = re.fullmatch(r"(\d+)([smhd])", duration)
+    assert m, duration
+    return int(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
 
 
 def free_second():
@@ -739,13 +751,51 @@ class Deploy(unittest.TestCase):
                                     "%s: annotation uses $labels.%s" % (rule["alert"], label))
         self.assertGreaterEqual(used, 6)
 
+    # --- the entropy alerts judge enough rows ----------------------------------
+
+    # The fewest rows a tower must encode while an entropy alert waits (its
+    # `for`) for the alert to judge anything: a synthetic check or a retry
+    # loop sending one input every few seconds (entropy 0, nothing wrong
+    # with the model) stays well under it.
+    ENTROPY_MIN_ROWS = 1000
+
+    def test_entropy_alerts_need_traffic(self):
+        """semid_code_entropy_bits covers a tower's last entropy_window rows,
+        however old, so under a trickle it is computed from a few rows, often
+        one input sent again and again, and is near 0 with nothing wrong.
+        Every rule on it must hold only while that tower (same job, instance,
+        tower) encodes at a recent rate that amounts to ENTROPY_MIN_ROWS over
+        the rule's `for`; deploy/README.md's alert table names that rate.  The
+        rules used to ask only `rate(semid_encoded_total[15m]) > 0`.  (With
+        promtool, test_promtool also runs the rules on such traffic.)"""
+        rules = [r for g in yaml.safe_load(read(os.path.join(DEPLOY, "prometheus",
+                                                                "alerts.yml")))["groups"]
+                 for r in g["rules"] if "semid_code_entropy_bits" in r["expr"]]
+        self.assertEqual({r["alert"] for r in rules},
+                         {"SemidCodeEntropyCollapse", "SemidCodeEntropyDrop"})
+        readme = read(os.path.join(DEPLOY, "README.md"))
+        for rule in rules:
+            expr = " ".join(rule["expr"].split())
+            m = re.search(r" and on \(job, instance, tower\) rate\(semid_encoded_total"
+                          r"\{job=\"semid\"\}\[(\d+[smh])\]\) (>=|>) ([0-9.]+)$", expr)
+            self.assertTrue(m, "%s: no minimum encode rate of its tower: %s"
+                            % (rule["alert"], expr))
+            window, rate = seconds(m.group(1)), float(m.group(3))
+            self.assertGreaterEqual(rate * seconds(rule["for"]), self.ENTROPY_MIN_ROWS,
+                                    "%s: %s rows/s over %s" % (rule["alert"], rate, rule["for"]))
+            self.assertLessEqual(window, seconds(rule["for"]), rule["alert"])
+            row = [line for line in readme.splitlines()
+                   if line.startswith("| `%s`" % rule["alert"])]
+            self.assertEqual(len(row), 1, rule["alert"])
+            self.assertIn("at least %g row/s" % rate, row[0])
+
     # --- promtool -------------------------------------------------------------
 
     def test_promtool(self):
         promtool = shutil.which("promtool")
         if not promtool:
             self.skipTest("promtool not installed (Debian package prometheus); "
-                          "rules checked only by the live-metrics test")
+                          "rules checked only by the live-metrics and structural tests")
         prom = os.path.join(DEPLOY, "prometheus")
         p = subprocess.run([promtool, "check", "rules", os.path.join(prom, "alerts.yml")],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30)
@@ -793,6 +843,8 @@ class Deploy(unittest.TestCase):
     def _promtool_tests(self, rule_file):
         inst = 'job="semid",instance="a:8080"'
         healthy = 'job="semid",instance="b:8080"'
+        low = 'job="semid",instance="d:8080"'
+        probe = 'job="semid",instance="e:8080"'
         series = [
             {"series": "up{%s}" % inst, "values": "1x60"},
             {"series": "up{%s}" % healthy, "values": "1x60"},
@@ -812,11 +864,21 @@ class Deploy(unittest.TestCase):
                        'le="10"}' % inst, "values": "0+60x60"},
             {"series": 'semid_request_duration_seconds_bucket{%s,route="/v1/items:encode",'
                        'le="+Inf"}' % inst, "values": "0+60x60"},
-            {"series": 'semid_encoded_total{%s,tower="item"}' % inst, "values": "0+60x60"},
+            # 'a': encoding 2 rows/s, level 0 collapsed
+            {"series": 'semid_encoded_total{%s,tower="item"}' % inst, "values": "0+120x60"},
             {"series": 'semid_code_entropy_bits{%s,tower="item",level="0"}' % inst,
              "values": "0.5x60"},
             {"series": 'semid_code_entropy_bits{%s,tower="item",level="1"}' % inst,
              "values": "5x60"},
+            # 'd': half a row a second (a quiet tower: few rows judged), and
+            # 'e': a synthetic check encoding one fixed input every 10 s;
+            # both under 1 bit, neither may fire
+            {"series": 'semid_encoded_total{%s,tower="item"}' % low, "values": "0+30x60"},
+            {"series": 'semid_code_entropy_bits{%s,tower="item",level="0"}' % low,
+             "values": "0.8x60"},
+            {"series": 'semid_encoded_total{%s,tower="user"}' % probe, "values": "0+6x60"},
+            {"series": 'semid_code_entropy_bits{%s,tower="user",level="0"}' % probe,
+             "values": "0x60"},
             # 'a': its registry down from minute 10, waits running out, a full lock table
             {"series": "semid_registry_up{%s}" % inst, "values": "1x10 0x50"},
             {"series": "semid_registry_up{%s}" % healthy, "values": "1x60"},
@@ -862,6 +924,27 @@ class Deploy(unittest.TestCase):
                     {"eval_time": "15m", "alertname": "SemidRegistryLockTableFull",
                      "exp_alerts": [{"exp_labels": dict(a, severity="warning",
                                                         reason="lock_table_full")}]},
+                ],
+            }, {
+                # a day at 5 bits, then 2 (under two thirds) for 2 h: 'a'
+                # encodes 2 rows/s, 'd' half a row a second
+                "interval": "1m",
+                "input_series": [
+                    {"series": 'semid_encoded_total{%s,tower="item"}' % inst,
+                     "values": "0+120x1560"},
+                    {"series": 'semid_code_entropy_bits{%s,tower="item",level="0"}' % inst,
+                     "values": "5x1440 2x120"},
+                    {"series": 'semid_encoded_total{%s,tower="item"}' % low,
+                     "values": "0+30x1560"},
+                    {"series": 'semid_code_entropy_bits{%s,tower="item",level="0"}' % low,
+                     "values": "5x1440 2x120"},
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "24h50m", "alertname": "SemidCodeEntropyDrop",
+                     "exp_alerts": []},
+                    {"eval_time": "26h", "alertname": "SemidCodeEntropyDrop",
+                     "exp_alerts": [{"exp_labels": dict(a, severity="info", tower="item",
+                                                        level="0")}]},
                 ],
             }],
         }
