@@ -40,6 +40,11 @@ struct conn {
 	int receiving;	    /* atomic: 1 until the request is in full */
 	int cut;	    /* atomic: the sweeper closed it */
 	int url_nul;	    /* the URL being parsed had a %00 (its MHD thread only) */
+	int refused;	    /* turned away with a 503, lingering (see refuse) */
+	/* refused: its request's headers were seen; the bytes of its body read
+	 * and dropped (its MHD thread only) */
+	int heard;
+	size_t drained;
 };
 
 struct srv_http {
@@ -51,8 +56,9 @@ struct srv_http {
 	/* connections: the watch list, the count, refusals over the limit */
 	pthread_mutex_t conns_lock;
 	struct conn *conns;
-	struct conn over;	     /* the socket_context of refused connections (never listed) */
+	struct conn over;	     /* the socket_context of refused ones not lingering */
 	long open;		     /* atomic: connections MHD holds */
+	long lingering;		     /* atomic: of them, refused ones lingering (see refuse) */
 	long refused;		     /* atomic: refused since the sweeper last logged */
 	long long refused_logged_us; /* sweeper thread: when it last logged them */
 	char *over_resp;	     /* the canned 503 written to a connection over the limit */
@@ -152,6 +158,50 @@ static void req_suspend(struct req *q)
 	req_received(q);
 	q->state = REQ_WAIT;
 	MHD_suspend_connection(q->conn);
+}
+
+/* How long, and how much of its request, a refused connection is read
+ * before it is closed (see refuse; proto/api.md "Life cycle"). */
+#define LINGER_US    (2 * 1000000LL)
+#define LINGER_BYTES ((size_t)1 << 20)
+
+/*
+ * Set on an MHD thread just before the access handler says MHD_NO to close
+ * a refused connection: MHD then logs "Application reported internal
+ * error", which it is not, and mhd_logger drops that line.  Cleared on the
+ * next call of the handler or the logger.
+ */
+static __thread int mhd_quiet;
+
+static enum MHD_Result refused_close(void)
+{
+	mhd_quiet = 1;
+	return MHD_NO;
+}
+
+/*
+ * A call of the access handler for a refused connection (see refuse).  Its
+ * request is read and dropped; once it is read in full (the final call),
+ * or past LINGER_BYTES of body, or when the client waits for "100
+ * Continue" before it sends its body, MHD is told to close it.  The 503 is
+ * written already: the handler never queues an answer (MHD would call it
+ * again and again for one).
+ */
+static enum MHD_Result refused_drain(struct MHD_Connection *conn, struct conn *c,
+				     size_t *upload_size)
+{
+	const char *expect;
+
+	if (*upload_size) {
+		c->drained += *upload_size;
+		*upload_size = 0;
+		return c->drained <= LINGER_BYTES ? MHD_YES : refused_close();
+	}
+	if (c->heard)
+		return refused_close();
+	c->heard = 1;
+	expect = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT);
+	return expect && !strcasecmp(expect, "100-continue") ? refused_close() : MHD_YES;
 }
 
 /* ---- responses ---- */
@@ -941,12 +991,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	struct srv_http *h = cls;
 	struct req *q = *con_cls;
 
+	mhd_quiet = 0;
 	if (!q) {
 		const union MHD_ConnectionInfo *ci =
 		    MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
 		struct conn *c = ci ? ci->socket_context : NULL;
 		if (c == &h->over)
-			return MHD_NO; /* refused over the limit; already answered 503 */
+			return refused_close(); /* shut already; MHD closes it */
+		if (c && c->refused)
+			return refused_drain(conn, c, upload_size);
 		q = calloc(1, sizeof(*q));
 		if (!q)
 			return MHD_NO;
@@ -1156,6 +1209,28 @@ static size_t unescape(void *cls, struct MHD_Connection *conn, char *s)
 	return (size_t)(w - s);
 }
 
+/*
+ * MHD's lines that say nothing: "Application reported internal error" just
+ * after the handler closed a refused connection on purpose (mhd_quiet), and
+ * "... closed when reading request due to the error: detected connection
+ * closure", which MHD writes when a connection the server shut itself ends
+ * in the middle of a request: one cut at the request deadline, or a refused
+ * one (refuse) whose client closed, having read the 503, before MHD had read
+ * all it sent.  The event=connection lines count both kinds.
+ */
+static int mhd_line_dropped(const char *msg)
+{
+	static const char app[] = "Application reported internal error";
+	static const char closure[] = "due to the error: detected connection closure";
+	size_t n = strlen(msg), k = sizeof(closure) - 1;
+	int quiet = mhd_quiet;
+
+	mhd_quiet = 0;
+	if (quiet && !strncmp(msg, app, sizeof(app) - 1))
+		return 1;
+	return n >= k && !strcmp(msg + n - k, closure);
+}
+
 static void mhd_logger(void *cls, const char *fmt, va_list ap)
 {
 	struct srv_http *h = cls;
@@ -1165,6 +1240,8 @@ static void mhd_logger(void *cls, const char *fmt, va_list ap)
 	n = strlen(msg);
 	while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
 		msg[--n] = '\0';
+	if (mhd_line_dropped(msg))
+		return;
 	srv_log(SRV_LOG_WARN, "mhd", "%s", msg);
 	pthread_mutex_lock(&h->conns_lock);
 	if (!h->started && !h->start_msg[0])
@@ -1190,13 +1267,67 @@ void srv_http_panic(void *cls, const char *file, unsigned int line, const char *
 
 /* ---- connections: the limit and the request deadline ---- */
 
+/* Add @c to the sweeper's watch list. */
+static void conn_watch(struct srv_http *h, struct conn *c)
+{
+	pthread_mutex_lock(&h->conns_lock);
+	c->next = h->conns;
+	if (h->conns)
+		h->conns->prev = c;
+	h->conns = c;
+	pthread_mutex_unlock(&h->conns_lock);
+}
+
 /*
- * A connection over connection_limit is answered at once with a canned 503
- * (Retry-After, Connection: close) written straight to the fresh socket,
- * whose send buffer is empty, and shut down; MHD reads the end of the
- * stream and closes it.  MHD's own limit sits above ours so that it keeps
- * accepting (at its own limit it stops reading the listening socket and
- * clients would wait unanswered in the kernel's queue).
+ * Turn connection @fd away (over connection_limit, or while @draining): the
+ * canned 503 saying why goes straight to the fresh socket, whose send buffer
+ * is empty.  Closing it then would lose the answer to a client still sending
+ * its request: data arriving on a closed socket makes the kernel answer RST,
+ * and the client sees "connection reset" instead of the 503.  So only the
+ * sending half is shut (the client reads the 503 and the end of the stream),
+ * and MHD goes on reading the request, which on_request drops
+ * (refused_drain), until it is read in full or the client closes; at most
+ * LINGER_BYTES of its body (refused_drain), for at most LINGER_US (the
+ * sweeper shuts it both ways).  Then MHD closes it.  No thread waits on it
+ * meanwhile.  Lingering connections do not count against connection_limit,
+ * and at most 32 + connection_limit / 16 linger at once (each holds one of
+ * the places MHD keeps above the limit, srv_http_start); beyond that, or
+ * without memory, the socket is shut both ways at once (and a request
+ * that still comes is answered RST).
+ */
+static void refuse(struct srv_http *h, int fd, int draining, void **socket_context)
+{
+	long max = 32 + h->d.cfg->connection_limit / 16;
+	struct conn *c = NULL;
+	ssize_t w = send(fd, draining ? h->drain_resp : h->over_resp,
+			 draining ? h->drain_len : h->over_len, MSG_DONTWAIT | MSG_NOSIGNAL);
+
+	(void)w; /* a client that cannot take 150 bytes just sees the close */
+	if (!draining) {
+		__atomic_add_fetch(&h->refused, 1, __ATOMIC_RELAXED);
+		srv_metrics_connections_closed(h->d.metrics, SRV_CONN_LIMIT, 1);
+	}
+	if (__atomic_add_fetch(&h->lingering, 1, __ATOMIC_RELAXED) <= max)
+		c = calloc(1, sizeof(*c));
+	if (!c) {
+		__atomic_sub_fetch(&h->lingering, 1, __ATOMIC_RELAXED);
+		shutdown(fd, SHUT_RDWR);
+		*socket_context = &h->over;
+		return;
+	}
+	shutdown(fd, SHUT_WR);
+	c->fd = fd;
+	c->refused = 1;
+	c->since_us = now_us();
+	conn_watch(h, c);
+	*socket_context = c;
+}
+
+/*
+ * A connection over connection_limit (counting served ones only) is turned
+ * away at once with a canned 503 (refuse).  MHD's own limit sits above ours
+ * so that it keeps accepting (at its own limit it stops reading the
+ * listening socket and clients would wait unanswered in the kernel's queue).
  */
 static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
 			  enum MHD_ConnectionNotificationCode code)
@@ -1216,7 +1347,10 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
 			return;
 		}
 		pthread_mutex_lock(&h->conns_lock);
-		if (!c->cut) /* a cut connection left the count when it was cut */
+		if (c->refused)
+			__atomic_sub_fetch(&h->lingering, 1, __ATOMIC_RELAXED);
+		/* a cut served connection left the count when it was cut */
+		if (c->refused || !c->cut)
 			__atomic_sub_fetch(&h->open, 1, __ATOMIC_RELAXED);
 		if (c->prev)
 			c->prev->next = c->next;
@@ -1231,32 +1365,18 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
 	ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
 	if (!ci)
 		return; /* not watched; MHD's idle timeout still applies */
-	n = __atomic_add_fetch(&h->open, 1, __ATOMIC_RELAXED);
+	n = __atomic_add_fetch(&h->open, 1, __ATOMIC_RELAXED) -
+	    __atomic_load_n(&h->lingering, __ATOMIC_RELAXED);
 	draining = __atomic_load_n(&h->draining, __ATOMIC_RELAXED);
 	c = draining || n > h->d.cfg->connection_limit ? NULL : calloc(1, sizeof(*c));
 	if (!c) {
-		/* turned away with a canned 503 saying why, and closed */
-		ssize_t w =
-		    send(ci->connect_fd, draining ? h->drain_resp : h->over_resp,
-			 draining ? h->drain_len : h->over_len, MSG_DONTWAIT | MSG_NOSIGNAL);
-		(void)w; /* a client that cannot take 150 bytes just sees the close */
-		shutdown(ci->connect_fd, SHUT_RDWR);
-		if (!draining) {
-			__atomic_add_fetch(&h->refused, 1, __ATOMIC_RELAXED);
-			srv_metrics_connections_closed(h->d.metrics, SRV_CONN_LIMIT, 1);
-		}
-		*socket_context = &h->over;
+		refuse(h, ci->connect_fd, draining, socket_context);
 		return;
 	}
 	c->fd = ci->connect_fd;
 	c->since_us = now_us();
 	c->receiving = 1;
-	pthread_mutex_lock(&h->conns_lock);
-	c->next = h->conns;
-	if (h->conns)
-		h->conns->prev = c;
-	h->conns = c;
-	pthread_mutex_unlock(&h->conns_lock);
+	conn_watch(h, c);
 	*socket_context = c;
 }
 
@@ -1268,10 +1388,19 @@ static void sweep(struct srv_http *h)
 	long cut = 0, refused;
 	struct conn *c;
 
-	if (limit > 0) {
+	if (limit > 0 || __atomic_load_n(&h->lingering, __ATOMIC_RELAXED)) {
 		pthread_mutex_lock(&h->conns_lock);
 		for (c = h->conns; c; c = c->next) {
-			if (!__atomic_load_n(&c->receiving, __ATOMIC_RELAXED) ||
+			if (c->refused) {
+				/* MHD sees the end of the stream and closes it */
+				if (!__atomic_load_n(&c->cut, __ATOMIC_RELAXED) &&
+				    now - c->since_us >= LINGER_US) {
+					__atomic_store_n(&c->cut, 1, __ATOMIC_RELAXED);
+					shutdown(c->fd, SHUT_RDWR);
+				}
+				continue;
+			}
+			if (limit <= 0 || !__atomic_load_n(&c->receiving, __ATOMIC_RELAXED) ||
 			    __atomic_load_n(&c->cut, __ATOMIC_RELAXED) ||
 			    now - __atomic_load_n(&c->since_us, __ATOMIC_RELAXED) < limit)
 				continue;

@@ -11,8 +11,11 @@ What the server does (proto/api.md "Connections"):
   and the time a request may take to arrive in full, headers and body,
   counted from the connection's start or its previous response: a client
   trickling a byte a second is closed after connection_timeout_s.
-- A connection over connection_limit is answered 503 with Retry-After and
-  closed at once; it never waits unanswered in the kernel's accept queue.
+- A connection over connection_limit is answered 503 with Retry-After at
+  once; it never waits unanswered in the kernel's accept queue.  What its
+  client sends is then read and dropped, for at most 2 s and 1 MiB, before
+  the connection is closed, so that a client still sending its request
+  reads the 503 rather than a reset.
 - Framing the server cannot trust (two Content-Lengths, Transfer-Encoding
   other than chunked or beside Content-Length, no HTTP version) is a 400
   followed by a close.
@@ -20,6 +23,7 @@ What the server does (proto/api.md "Connections"):
 Run: SEMID_BIN=/path/to/bin /usr/bin/python3 tests/server/test_abuse.py
 """
 import datetime
+import http.client
 import json
 import os
 import re
@@ -288,6 +292,124 @@ class TestConnectionFlood(unittest.TestCase):
             for a, b in zip(stamps, stamps[1:]):
                 self.assertGreaterEqual((b - a).total_seconds(), 0.95, lines)
             held.close()
+        finally:
+            self.assertEqual(srv.stop(), 0)
+
+    def test_refused_client_still_sending_reads_the_503(self):
+        """A client over the limit whose request is still arriving when the
+        503 is written - a 200 KB body sent after its headers, at once by a
+        plain HTTP client or a moment later - sends all of it and reads the
+        whole 503 and the end of the stream.  The server closed such a
+        connection at once, and the kernel answered the rest of the request
+        with RST: the client's send failed with a broken pipe or a reset."""
+        srv = T.Server(["--model", MODEL, "--registry", "none", "--connection-limit", "1"],
+                       WORK)
+        body = b"x" * 200000  # dropped unread: it need not be JSON
+        head = (b"POST /v1/items:encode HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                b"application/json\r\nContent-Length: %d\r\n\r\n" % len(body))
+        error = {"code": "unavailable",
+                 "message": "too many open connections (connection_limit 1); retry later"}
+        try:
+            time.sleep(0.2)  # the start-up probe's connection is gone
+            held = srv.conn()
+            self.assertEqual(srv.request("GET", "/healthz", conn=held)[0], 200)
+            for i in range(10):
+                c = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=5 * S)
+                try:
+                    c.request("POST", "/v1/items:encode", body,
+                              {"Content-Type": "application/json"})
+                    r = c.getresponse()
+                    data = r.read()
+                except OSError as e:
+                    self.fail("attempt %d, http.client: %r" % (i, e))
+                finally:
+                    c.close()
+                self.assertEqual((r.status, r.getheader("Retry-After"),
+                                  r.getheader("Connection")), (503, "1", "close"))
+                self.assertEqual(json.loads(data)["error"], error)
+                s = socket.create_connection(("127.0.0.1", srv.port), timeout=5 * S)
+                try:
+                    s.sendall(head)
+                    time.sleep(0.05)  # the 503 is written meanwhile
+                    for k in range(0, len(body), 16384):
+                        s.sendall(body[k:k + 16384])
+                    resp = T.read_to_eof(s)
+                except OSError as e:
+                    self.fail("attempt %d, body after a pause: %r" % (i, e))
+                finally:
+                    s.close()
+                self.assertTrue(complete(resp), resp)
+                self.assertEqual(status_of(resp), 503)
+                self.assertEqual(json.loads(head_and_body(resp)[1])["error"], error)
+            # the served connection kept its place; every refusal counted
+            self.assertEqual(srv.request("GET", "/healthz", conn=held)[0], 200)
+            self.assertEqual(metrics_on(srv, held)[LIMIT], 20)
+            # MHD's own lines about connections closed mid-request say nothing
+            self.assertNotIn("event=mhd", srv.log_text())
+            held.close()
+        finally:
+            self.assertEqual(srv.stop(), 0)
+
+    def test_refused_clients_are_read_for_a_bounded_time_and_size(self):
+        """What a refused client sends is read for 2 s and 1 MiB at most: one
+        trickling its body is cut about 2 s after it connected, one pouring
+        out a 128 MB body once the server has read 1 MiB of it (it gets no
+        more in than the kernel's buffers hold), each having read the 503
+        at once; and while they linger they do not take the place of a
+        served connection."""
+        srv = T.Server(["--model", MODEL, "--registry", "none", "--connection-limit", "1"],
+                       WORK)
+        head = (b"POST /v1/items:encode HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                b"application/json\r\nContent-Length: %d\r\n\r\n")
+        results = {}
+
+        def refused(name, length, piece, pause):
+            s = socket.create_connection(("127.0.0.1", srv.port), timeout=10 * S)
+            t0 = time.monotonic()
+            sent = 0
+            try:
+                s.sendall(head % length)
+                first = T.read_to_eof(s)  # the 503 and our end of the stream
+                got = time.monotonic() - t0
+                try:
+                    while sent < length:
+                        s.sendall(piece)
+                        sent += len(piece)
+                        time.sleep(pause)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+                results[name] = (first, got, sent, time.monotonic() - t0)
+            finally:
+                s.close()
+
+        try:
+            time.sleep(0.2)  # the start-up probe's connection is gone
+            held = srv.conn()
+            self.assertEqual(srv.request("GET", "/healthz", conn=held)[0], 200)
+            threads = [threading.Thread(target=refused, args=a) for a in (
+                ("trickle", 10 ** 6, b"y" * 1000, 0.1),
+                ("pour", 128 << 20, b"z" * (1 << 20), 0))]
+            for t in threads:
+                t.start()
+            time.sleep(0.5)
+            held.close()
+            self.assertEqual(healthz_soon(srv), 200)  # the trickle still lingers
+            for t in threads:
+                t.join(20 * S)
+            for name in ("trickle", "pour"):
+                first, got, _, _ = results[name]
+                self.assertEqual(status_of(first), 503, name)
+                self.assertTrue(complete(first), name)
+                self.assertLess(got, 1.0 * S, name)
+            _, _, sent, secs = results["trickle"]
+            self.assertGreaterEqual(secs, 2.0 - 0.1)
+            self.assertLess(secs, 2.0 + 1.0 * S)
+            self.assertLess(sent, 30000)
+            _, _, sent, secs = results["pour"]
+            self.assertLess(sent, 64 << 20)
+            self.assertEqual(healthz_soon(srv), 200)
+            self.assertIsNone(srv.proc.poll())
+            self.assertNotIn("event=mhd", srv.log_text())
         finally:
             self.assertEqual(srv.stop(), 0)
 
