@@ -121,6 +121,14 @@ void srv_job_free(struct srv_job *job)
 
 static void schedule(struct srv_batcher *b);
 
+/* @j's answer: the error body of @kind saying @msg, with its status. */
+static void job_error(struct srv_job *j, enum srv_err kind, const char *msg)
+{
+	free(j->body);
+	j->status = srv_err_status(kind, NULL);
+	j->body = srv_api_error_body(kind, msg, &j->body_len);
+}
+
 /* Answer the jobs of list @j (not admitted any more) 503 @msg (loop thread). */
 static void answer_503(struct srv_batcher *b, struct srv_job *j, const char *msg)
 {
@@ -130,8 +138,7 @@ static void answer_503(struct srv_batcher *b, struct srv_job *j, const char *msg
 		next = j->next;
 		j->next = NULL;
 		__atomic_sub_fetch(&b->admitted, (long)j->req.B, __ATOMIC_RELAXED);
-		j->status = 503;
-		j->body = srv_api_error_body(SRV_ERR_UNAVAILABLE, msg, &j->body_len);
+		job_error(j, SRV_ERR_UNAVAILABLE, msg);
 		j->done(j);
 	}
 }
@@ -206,11 +213,8 @@ static void batch_free(struct batch *bt)
 /* Every job of @bt answered @kind (500 for a bug, 503 for want of memory). */
 static void fail_jobs(struct batch *bt, enum srv_err kind, const char *msg)
 {
-	for (struct srv_job *j = bt->jobs; j; j = j->next) {
-		free(j->body);
-		j->status = srv_err_status(kind, NULL);
-		j->body = srv_api_error_body(kind, msg, &j->body_len);
-	}
+	for (struct srv_job *j = bt->jobs; j; j = j->next)
+		job_error(j, kind, msg);
 }
 
 /* Rows [row, row + n) of the batch's outputs @all: sid_encode of @x there. */
@@ -348,8 +352,7 @@ static void work_cb(uv_work_t *w)
 				 "inputs[%ld].embedding is too large for the model: its encoder "
 				 "overflows float32 on it (scale the embedding down)",
 				 bad);
-			j->status = srv_err_status(SRV_ERR_INVALID_ARGUMENT, NULL);
-			j->body = srv_api_error_body(SRV_ERR_INVALID_ARGUMENT, msg, &j->body_len);
+			job_error(j, SRV_ERR_INVALID_ARGUMENT, msg);
 			row += j->req.B;
 			continue;
 		}
@@ -362,10 +365,7 @@ static void work_cb(uv_work_t *w)
 				memcpy(j->codes, bt->codes + row * (size_t)t->L,
 				       nc * sizeof(int32_t));
 			} else {
-				j->status = 503;
-				j->body =
-				    srv_api_error_body(SRV_ERR_UNAVAILABLE,
-						       "out of memory for the codes", &j->body_len);
+				job_error(j, SRV_ERR_UNAVAILABLE, "out of memory for the codes");
 			}
 			row += j->req.B;
 			continue;
@@ -384,12 +384,8 @@ static void work_cb(uv_work_t *w)
 		srv_encode_res_write(&body, j->model->version, &j->req, &res);
 		j->body = srv_buf_detach(&body, &j->body_len);
 		j->status = 200;
-		if (!j->body) {
-			j->status = 503;
-			j->body =
-			    srv_api_error_body(SRV_ERR_UNAVAILABLE,
-					       "out of memory writing the response", &j->body_len);
-		}
+		if (!j->body)
+			job_error(j, SRV_ERR_UNAVAILABLE, "out of memory writing the response");
 		row += j->req.B;
 	}
 done:
@@ -424,15 +420,10 @@ static void after_work_cb(uv_work_t *w, int status)
 				b->o.assign_handoff(b->o.assign_ctx, j);
 				continue;
 			}
-			j->status = 503;
-			j->body = srv_api_error_body(SRV_ERR_UNAVAILABLE,
-						     "the registry is disabled", &j->body_len);
+			job_error(j, SRV_ERR_UNAVAILABLE, "the registry is disabled");
 		}
-		if (!j->body) {
-			j->status = 500;
-			j->body = srv_api_error_body(SRV_ERR_INTERNAL, "no response was written",
-						     &j->body_len);
-		}
+		if (!j->body)
+			job_error(j, SRV_ERR_INTERNAL, "no response was written");
 		j->done(j);
 	}
 	if (b->o.metrics)
