@@ -1284,32 +1284,89 @@ int srv__encode_req_bad_row_noted(const char *body, size_t len, int D, int max_i
  * allocates a json_t and a slot per value, 40 bytes or more for a value of
  * two bytes ("0,"), so it is given only bodies a request within the limits
  * could be, not a few MB of "[]," that would take gigabytes to decode.
+ *
+ * In the same pass, *@inputs (when not NULL): the elements of the array
+ * that is the value of the key "inputs" of the top-level object (of the
+ * longest such array if the key comes more than once), which is what
+ * jansson would count for a well-formed body.  Only a character that can
+ * begin a JSON value begins an element, and what lies inside an element
+ * (an embedding's numbers, arrays nested in it) never counts.
  */
-size_t srv__json_separators(const char *body, size_t len)
+size_t srv__json_separators(const char *body, size_t len, size_t *inputs)
 {
 	const char *p = body, *end = body + len;
-	size_t n = 0;
+	size_t n = 0, depth = 0, count = 0, most = 0;
+	/* the top level is an object; at depth 1: a key may come next; the
+	 * last key was "inputs"; its ':' came, so the next value is its value */
+	int root_obj = 0, key_next = 0, key_inputs = 0, value_inputs = 0;
+	/* inside the "inputs" array; an element may begin next */
+	int in = 0, elem_next = 0;
 
 	while (p < end) {
 		char c = *p++;
+		if (c == ' ' || c == '\n' || c == '\r' || c == '\t')
+			continue;
+		if (in && elem_next && depth == 2) {
+			elem_next = 0;
+			if (c == '{' || c == '[' || c == '"' || c == '-' ||
+			    (c >= '0' && c <= '9') || c == 't' || c == 'f' || c == 'n')
+				count++;
+		}
+		if (depth == 1 && value_inputs) {
+			value_inputs = 0;
+			if (c == '[') {
+				in = 1;
+				elem_next = 1;
+				count = 0;
+			}
+		}
 		if (c == '"') {
+			const char *str = p;
 			/* to the first quote after an even run of backslashes (memchr:
 			 * a base64 row is thousands of bytes) */
 			for (;;) {
 				const char *q = memchr(p, '"', (size_t)(end - p));
 				size_t bs = 0;
 				if (!q)
-					return n;
+					goto out;
 				while (q - bs > p && q[-1 - (ptrdiff_t)bs] == '\\')
 					bs++;
 				p = q + 1;
 				if (bs % 2 == 0)
 					break;
 			}
-		} else if (c == '[' || c == '{' || c == ',') {
+			if (depth == 1 && key_next) {
+				key_next = 0;
+				key_inputs = p - 1 - str == 6 && !memcmp(str, "inputs", 6);
+			}
+		} else if (c == '[' || c == '{') {
 			n++;
+			if (++depth == 1)
+				root_obj = key_next = c == '{';
+		} else if (c == ',') {
+			n++;
+			if (depth == 1)
+				key_next = root_obj;
+			else if (depth == 2 && in)
+				elem_next = 1;
+		} else if (c == ']' || c == '}') {
+			if (depth == 2 && in) {
+				in = 0;
+				if (count > most)
+					most = count;
+			}
+			if (depth)
+				depth--;
+		} else if (c == ':' && depth == 1 && key_inputs) {
+			key_inputs = 0;
+			value_inputs = 1;
 		}
 	}
+out:
+	if (in && count > most)
+		most = count;
+	if (inputs)
+		*inputs = most;
 	return n;
 }
 
@@ -1320,7 +1377,7 @@ static int decode_any(const char *body, size_t len, enum sid_tower_kind tower, i
 {
 	/* a request has '{', '[' and 3 ',' at the top, and per input '{', '[',
 	 * a ',' before it, 2 between its fields and D - 1 between numbers */
-	size_t seps, most = (size_t)max_inputs * ((size_t)(D > 0 ? D : 0) + 4) + 64;
+	size_t seps, inputs, most = (size_t)max_inputs * ((size_t)(D > 0 ? D : 0) + 4) + 64;
 	struct scan w;
 	int r;
 
@@ -1332,19 +1389,14 @@ static int decode_any(const char *body, size_t len, enum sid_tower_kind tower, i
 	r = decode_fast(body, len, D, max_inputs, assign, req, &w);
 	if (r == 1)
 		return 0;
-	seps = srv__json_separators(body, len);
-	if (seps > most)
-		return fail(e, SRV_ERR_TOO_LARGE,
-			    "the body has %zu JSON brackets and commas; a request of at most %d "
-			    "inputs of %d numbers has no more than %zu",
-			    seps, max_inputs, D, most);
 	if (r == 2) {
 		/* Valid but for the embeddings of some inputs: the jansson
 		 * path's first error is the first such input's, made here by
 		 * the functions it uses, without building every value of the
 		 * body.  A client with the wrong embedding model (or one that
 		 * sends NaNs), at full rate, costs about what good requests
-		 * cost, not tens of times more. */
+		 * cost, not tens of times more; and an embedding far longer
+		 * than the tower's is told its length, as any other. */
 		const char *tname = sid_tower_name(tower);
 		if (!w.bad_b64) {
 			r = width_fail(e, w.bad_row, w.bad_n, tname, D);
@@ -1357,6 +1409,20 @@ static int decode_any(const char *body, size_t len, enum sid_tower_kind tower, i
 		if (r == -1)
 			return -1; /* decode_fast left nothing allocated */
 	}
+	/* Before jansson: too many inputs is said at once, with the count
+	 * jansson would give; a body with more values than any request of
+	 * at most max_inputs inputs has (an embedding far too long, arrays
+	 * nested in one, junk beside the inputs, with another fault that
+	 * sent it here) is invalid whatever jansson would name first. */
+	seps = srv__json_separators(body, len, &inputs);
+	if (inputs > (size_t)max_inputs)
+		return fail(e, SRV_ERR_TOO_LARGE, "%zu inputs; at most %d are allowed per request",
+			    inputs, max_inputs);
+	if (seps > most)
+		return fail(e, SRV_ERR_INVALID_ARGUMENT,
+			    "the body has %zu JSON brackets and commas; a request of at most %d "
+			    "inputs of %d numbers has no more than %zu",
+			    seps, max_inputs, D, most);
 	return decode_jansson(body, len, tower, D, max_inputs, assign, req, e);
 }
 

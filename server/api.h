@@ -133,8 +133,10 @@ int srv__encode_req_decode_fast(const char *body, size_t len, int D, int max_inp
  * jansson. */
 int srv__encode_req_bad_row_noted(const char *body, size_t len, int D, int max_inputs);
 /* The '[', '{' and ',' of @body outside strings: a bound on the values
- * jansson would build, checked before it is given a body. */
-size_t srv__json_separators(const char *body, size_t len);
+ * jansson would build, checked before it is given a body.  *@inputs (unless
+ * NULL): the elements of the top-level object's "inputs" array, as jansson
+ * would count them in a well-formed body. */
+size_t srv__json_separators(const char *body, size_t len, size_t *inputs);
 
 /* The encoder's output for one request's rows (slices of a batch). */
 struct srv_encode_res {

@@ -409,9 +409,6 @@ START_TEST(test_decode_errors)
 }
 END_TEST
 
-/* A body with more brackets and commas than a request within the limits
- * has is refused before jansson builds a json_t per value (a few MB of
- * "[]," took gigabytes); one within them still decodes on the jansson path. */
 /*
  * A body valid but for some embeddings (another width; for base64 also bad
  * base64 or a value not finite) is answered by the fast scanner with the
@@ -546,7 +543,7 @@ START_TEST(test_json_separators)
 	char body[64];
 
 	for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
-		ck_assert_uint_eq(srv__json_separators(fixed[i], strlen(fixed[i])),
+		ck_assert_uint_eq(srv__json_separators(fixed[i], strlen(fixed[i]), NULL),
 				  separators_ref(fixed[i], strlen(fixed[i])));
 	for (int t = 0; t < 200000; t++) {
 		size_t len = (size_t)(t % (int)sizeof(body));
@@ -556,14 +553,176 @@ START_TEST(test_json_separators)
 			st ^= st << 17;
 			body[k] = alphabet[st % (sizeof(alphabet) - 1)];
 		}
-		ck_assert_msg(srv__json_separators(body, len) == separators_ref(body, len),
+		ck_assert_msg(srv__json_separators(body, len, NULL) == separators_ref(body, len),
 			      "%zu separators against %zu in \"%.*s\"",
-			      srv__json_separators(body, len), separators_ref(body, len), (int)len,
-			      body);
+			      srv__json_separators(body, len, NULL), separators_ref(body, len),
+			      (int)len, body);
 	}
 }
 END_TEST
 
+/* A random JSON value, @depth deep; its strings hold what the counts must
+ * skip (brackets, commas, quotes, backslashes, "inputs"). */
+static uint64_t rnd_st = 0x2545f4914f6cdd1dull;
+static unsigned rnd(unsigned n)
+{
+	rnd_st ^= rnd_st << 13;
+	rnd_st ^= rnd_st >> 7;
+	rnd_st ^= rnd_st << 17;
+	return (unsigned)(rnd_st % n);
+}
+
+static json_t *rnd_value(int depth)
+{
+	static const char *const strs[] = {
+	    "inputs", "[", "{\"inputs\": [1, 2]}", ",", "\\", "\"", "a,b", "", "\\\"[", "inputs\""};
+	static const char *const keys[] = {"inputs", "embedding", "id", "x", "in\"puts"};
+	json_t *v;
+
+	switch (rnd(depth >= 4 ? 3 : 6)) {
+	case 0:
+		return json_integer((json_int_t)rnd(1000) - 500);
+	case 1:
+		return json_string(strs[rnd(sizeof(strs) / sizeof(strs[0]))]);
+	case 2:
+		return rnd(2) ? json_true() : json_null();
+	case 3:
+		v = json_array();
+		for (unsigned i = rnd(5); i > 0; i--)
+			json_array_append_new(v, rnd_value(depth + 1));
+		return v;
+	default:
+		v = json_object();
+		for (unsigned i = rnd(4); i > 0; i--)
+			json_object_set_new(v, keys[rnd(sizeof(keys) / sizeof(keys[0]))],
+					    rnd_value(depth + 1));
+		return v;
+	}
+}
+
+/*
+ * The inputs counted before jansson, against jansson's own count of the
+ * top-level "inputs" array, on random well-formed bodies: other keys and
+ * values beside it, arrays and objects (some with a key "inputs") nested in
+ * its elements, strings full of brackets, commas and escaped quotes.
+ */
+START_TEST(test_json_inputs)
+{
+	static const struct {
+		const char *body;
+		size_t inputs;
+	} fixed[] = {
+	    {"{\"inputs\": []}", 0},
+	    {"{\"inputs\": [[[1, 2], [3]], {\"inputs\": [1, 2, 3]}]}", 2},
+	    {"{\"inputs\": [1, 2], \"inputs\": [1, 2, 3]}", 3}, /* jansson: duplicate key */
+	    {"{\"a\": {\"inputs\": [1, 2, 3]}}", 0},
+	    {"{\"a\": \"inputs\", \"b\": [1, 2]}", 0},
+	    {"[\"inputs\", [1, 2]]", 0},
+	    {"{\"inputs\": 5, \"b\": [1, 2]}", 0},
+	    {"{\"inputs\": [,, ,]}", 0},
+	    {"{\"inputs\": [1 2 3]}", 1},
+	    {"{\"inputs\": [{\"embedding\": [[1], [2], [3]]}, \"a,b\"", 2}, /* cut short */
+	    {"{\"inputs\": [{\"id\": \"[\\\"]\"", 1},
+	};
+	int flags[] = {0, JSON_COMPACT, JSON_INDENT(2)};
+
+	for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) {
+		size_t n = 99;
+		srv__json_separators(fixed[i].body, strlen(fixed[i].body), &n);
+		ck_assert_msg(n == fixed[i].inputs, "%zu inputs in %s", n, fixed[i].body);
+	}
+	for (int t = 0; t < 3000; t++) {
+		json_t *root = json_object(), *in = NULL;
+		char *text;
+		size_t n = 99, want = 0;
+
+		for (unsigned k = rnd(3); k > 0; k--)
+			json_object_set_new(root, rnd(2) ? "x" : "top_k", rnd_value(1));
+		if (rnd(5)) {
+			in = rnd(6) ? json_array() : rnd_value(1);
+			for (unsigned k = json_is_array(in) ? rnd(12) : 0; k > 0; k--)
+				json_array_append_new(in, rnd_value(2));
+			json_object_set_new(root, "inputs", in);
+			want = json_is_array(in) ? json_array_size(in) : 0;
+		}
+		for (unsigned k = rnd(3); k > 0; k--)
+			json_object_set_new(root, rnd(2) ? "format" : "inputs2", rnd_value(1));
+		text = json_dumps(root, flags[rnd(3)] | JSON_PRESERVE_ORDER);
+		ck_assert_ptr_nonnull(text);
+		ck_assert_uint_eq(srv__json_separators(text, strlen(text), &n),
+				  separators_ref(text, strlen(text)));
+		ck_assert_msg(n == want, "%zu inputs, jansson %zu, in %s", n, want, text);
+		free(text);
+		json_decref(root);
+	}
+}
+END_TEST
+
+/* @n inputs of @w numbers (1, 2, ...) and @tail before the closing brace. */
+static char *inputs_body(size_t n, size_t w, const char *tail, size_t *len)
+{
+	char *b = malloc(n * (w * 8 + 32) + strlen(tail) + 32);
+	size_t o = 0;
+
+	ck_assert_ptr_nonnull(b);
+	o += (size_t)sprintf(b, "{\"inputs\": [");
+	for (size_t i = 0; i < n; i++) {
+		o += (size_t)sprintf(b + o, "%s{\"embedding\": [", i ? ", " : "");
+		for (size_t j = 0; j < w; j++)
+			o += (size_t)sprintf(b + o, "%s%zu", j ? ", " : "", j % 1000);
+		o += (size_t)sprintf(b + o, "]}");
+	}
+	o += (size_t)sprintf(b + o, "]%s}", tail);
+	*len = o;
+	return b;
+}
+
+/*
+ * max_inputs counts inputs, not the numbers in them: under max_inputs 4,
+ * one input of 1024 numbers decodes for a tower of width 1024 (also on the
+ * jansson path) and is told its length by one of width 3 (400); five are
+ * 413 with their count.  The bracket count made the 400 and the count a 413
+ * about "JSON brackets and commas".
+ */
+START_TEST(test_long_input_small_max_inputs)
+{
+	struct srv_encode_req req;
+	struct srv_api_error e;
+	size_t len;
+	char *body = inputs_body(1, 1024, "", &len);
+
+	ck_assert_int_eq(srv_encode_req_decode(body, len, SID_TOWER_ITEM, 1024, 4, &req, &e), 0);
+	ck_assert_int_eq((int)req.B, 1);
+	ck_assert_float_eq(req.x[1023], 23.0f);
+	srv_encode_req_release(&req);
+	ck_assert_int_eq(srv_encode_req_decode(body, len, SID_TOWER_ITEM, 3, 4, &req, &e), -1);
+	ck_assert_int_eq(e.kind, SRV_ERR_INVALID_ARGUMENT);
+	ck_assert_str_eq(e.msg, "inputs[0].embedding has 1024 values; the item tower expects 3");
+	free(body);
+	/* a value with an escape: the jansson path */
+	body = inputs_body(1, 1024, ", \"top_k\": 1, \"format\": \"d\\u0061sh\"", &len);
+	ck_assert_int_eq(srv_encode_req_decode(body, len, SID_TOWER_ITEM, 1024, 4, &req, &e), 0);
+	ck_assert_int_eq((int)req.B, 1);
+	srv_encode_req_release(&req);
+	free(body);
+	body = inputs_body(5, 1024, "", &len);
+	ck_assert_int_eq(srv_encode_req_decode(body, len, SID_TOWER_ITEM, 1024, 4, &req, &e), -1);
+	ck_assert_int_eq(e.kind, SRV_ERR_TOO_LARGE);
+	ck_assert_str_eq(e.msg, "5 inputs; at most 4 are allowed per request");
+	ck_assert_ptr_null(req.x);
+	free(body);
+}
+END_TEST
+
+/*
+ * Before jansson builds a json_t per value (a few MB of "[]," took
+ * gigabytes): a body of more inputs than max_inputs is 413 with their
+ * count; one of fewer but with more brackets and commas than a request
+ * within the limits has (an embedding far too long, or arrays nested in
+ * it, with a fault that keeps the fast scanner from it) is 400.  Brackets
+ * in strings do not count, and a body within the bound still decodes on
+ * the jansson path.
+ */
 START_TEST(test_decode_value_flood)
 {
 	static const char ok[] =
@@ -572,7 +731,7 @@ START_TEST(test_decode_value_flood)
 	struct srv_encode_req req;
 	struct srv_api_error e;
 	size_t n = 100000, len = 0;
-	char *body = malloc(3 * n + 32);
+	char *body = malloc(4 * n + 64);
 
 	ck_assert_ptr_nonnull(body);
 	len += (size_t)sprintf(body, "{\"inputs\": [");
@@ -582,9 +741,27 @@ START_TEST(test_decode_value_flood)
 	memset(&e, 0, sizeof(e));
 	ck_assert_int_eq(srv_encode_req_decode(body, len, SID_TOWER_ITEM, 3, 2, &req, &e), -1);
 	ck_assert_int_eq(e.kind, SRV_ERR_TOO_LARGE);
-	ck_assert_str_eq(e.msg, "the body has 200003 JSON brackets and commas; a request of at "
+	ck_assert_str_eq(e.msg, "100001 inputs; at most 2 are allowed per request");
+	ck_assert_ptr_null(req.x);
+	/* one input: a long embedding and an unknown field */
+	len = (size_t)sprintf(body, "{\"inputs\": [{\"embedding\": [");
+	for (size_t i = 0; i < n; i++)
+		len += (size_t)sprintf(body + len, "0,");
+	len += (size_t)sprintf(body + len, "0]}], \"x\": 1}");
+	ck_assert_int_eq(srv_encode_req_decode(body, len, SID_TOWER_ITEM, 3, 2, &req, &e), -1);
+	ck_assert_int_eq(e.kind, SRV_ERR_INVALID_ARGUMENT);
+	ck_assert_str_eq(e.msg, "the body has 100005 JSON brackets and commas; a request of at "
 				"most 2 inputs of 3 numbers has no more than 78");
 	ck_assert_ptr_null(req.x);
+	/* one input: arrays nested in its embedding */
+	len = (size_t)sprintf(body, "{\"inputs\": [{\"embedding\": [");
+	for (size_t i = 0; i < n; i++)
+		len += (size_t)sprintf(body + len, "[0],");
+	len += (size_t)sprintf(body + len, "[0]]}]}");
+	ck_assert_int_eq(srv_encode_req_decode(body, len, SID_TOWER_ITEM, 3, 2, &req, &e), -1);
+	ck_assert_int_eq(e.kind, SRV_ERR_INVALID_ARGUMENT);
+	ck_assert_str_eq(e.msg, "the body has 200005 JSON brackets and commas; a request of at "
+				"most 2 inputs of 3 numbers has no more than 78");
 	/* the same count in strings is no count at all */
 	len = (size_t)sprintf(body, "{\"inputs\": [{\"id\": \"");
 	for (size_t i = 0; i < n; i++)
@@ -1321,6 +1498,8 @@ static void add_tests(TCase *tc)
 	tcase_add_test(tc, test_decode_ok);
 	tcase_add_test(tc, test_decode_errors);
 	tcase_add_test(tc, test_decode_value_flood);
+	tcase_add_test(tc, test_long_input_small_max_inputs);
+	tcase_add_test(tc, test_json_inputs);
 	tcase_add_test(tc, test_row_error_without_jansson);
 	tcase_add_test(tc, test_json_separators);
 	tcase_add_test(tc, test_fast_path_agrees);

@@ -533,22 +533,30 @@ class TestConnectionFlood(unittest.TestCase):
 
 class TestAmplification(unittest.TestCase):
     def test_small_json_values_do_not_blow_up_memory(self):
-        """A body of millions of tiny JSON values ("[],") is refused 413
-        before it is decoded into a tree of them: 15 MB of it took about
-        700 MB of memory to find it had too many inputs."""
+        """A body of millions of tiny JSON values is refused before it is
+        decoded into a tree of them: 15 MB of "[]," took about 700 MB of
+        memory to find it had too many inputs.  As millions of inputs it is
+        413 with their count; as the numbers of one input's embedding, in a
+        body with another fault (so that only the full decoder would name
+        it), 400."""
         srv = T.Server(["--model", MODEL, "--registry", "none", "--max-body-bytes", "20000000"],
                        WORK)
         try:
             rss0 = rss_kib(srv.proc.pid)
-            body = b'{"inputs": [' + b"[]," * 5000000 + b"[]]}"
-            st, _, data = srv.request("POST", "/v1/items:encode", body,
-                                      {"Content-Type": "application/json"})
-            with open("/proc/%d/status" % srv.proc.pid) as f:
-                hwm = int(next(ln for ln in f if ln.startswith("VmHWM")).split()[1])
-            # the 15 MB body itself is held once; a tree of its values is not
-            self.assertLess(hwm - rss0, 100 * 1024, "peak RSS %d -> %d KiB" % (rss0, hwm))
-            self.assertEqual(st, 413, data[:300])
-            self.assertIn(b"JSON brackets and commas", data)
+            for body, status, msg in (
+                    (b'{"inputs": [' + b"[]," * 5000000 + b"[]]}", 413,
+                     b'"5000001 inputs; at most 4096 are allowed per request"'),
+                    (b'{"inputs": [{"embedding": [' + b"0," * 5000000 + b'0]}], "x": 1}', 400,
+                     b'"the body has 5000005 JSON brackets and commas; a request of at most '
+                     b'4096 inputs of 16 numbers has no more than 81984"')):
+                st, _, data = srv.request("POST", "/v1/items:encode", body,
+                                          {"Content-Type": "application/json"})
+                with open("/proc/%d/status" % srv.proc.pid) as f:
+                    hwm = int(next(ln for ln in f if ln.startswith("VmHWM")).split()[1])
+                # the 15 MB body itself is held once; a tree of its values is not
+                self.assertLess(hwm - rss0, 100 * 1024, "peak RSS %d -> %d KiB" % (rss0, hwm))
+                self.assertEqual(st, status, data[:300])
+                self.assertIn(b'"message": ' + msg, data)
         finally:
             self.assertEqual(srv.stop(), 0)
 

@@ -411,6 +411,37 @@ class TestErrors(unittest.TestCase):
                          413, "payload_too_large",
                          "301 inputs; at most 300 are allowed per request")
 
+    def test_one_long_input_under_a_small_max_inputs(self):
+        """max_inputs counts inputs, not the numbers in them.  Under
+        max_inputs 4, one input of 1024 numbers is encoded by a tower that
+        takes 1024 and told its length by one that takes 16 (400, not 413),
+        also when the body has another fault and is never decoded whole;
+        five such inputs are 413 saying five.  The bracket count before
+        decoding made each a 413 about "JSON brackets and commas"."""
+        rng = np.random.default_rng(11)
+        wide, narrow = T.tie_free_tower(rng, D=1024), T.tie_free_tower(rng, D=16)
+        path = os.path.join(WORK, "wide.safetensors")
+        T.write_model(path, {"item": wide, "user": narrow}, "wide-1")
+        srv = T.Server(["--model", path, "--registry", "none", "--max-inputs", "4"], WORK)
+        try:
+            x, codes = T.tie_free_inputs(rng, wide, 5)
+            rows = [{"embedding": v.tolist()} for v in x]
+            for n in (1, 4):
+                st, _, r = encode(srv, rows[:n])
+                self.assertEqual(st, 200, r)
+                self.assertEqual([q["codes"] for q in r["results"]], codes[:n].tolist())
+            self.check_error(encode(srv, rows[:1], "users"), 400, "invalid_argument",
+                             "inputs[0].embedding has 1024 values; the user tower expects 16")
+            # '{', '[', '{', '[', 1023 commas in the row and one between fields
+            self.check_error(encode(srv, rows[:1], "users", colour=1), 400, "invalid_argument",
+                             "the body has 1028 JSON brackets and commas; a request of at "
+                             "most 4 inputs of 16 numbers has no more than 144")
+            for tower in ("items", "users"):
+                self.check_error(encode(srv, rows, tower), 413, "payload_too_large",
+                                 "5 inputs; at most 4 are allowed per request")
+        finally:
+            self.assertEqual(srv.stop(), 0)
+
     def test_415(self):
         self.check_error(SRV.json("POST", "/v1/items:encode", b"{}",
                                   {"Content-Type": "text/plain"}),
