@@ -24,10 +24,12 @@ or metric breaks this test instead of a deployment.
 - The code-entropy alerts hold only while their tower encodes a minimum
   rate, enough rows over their `for` to judge (a structural check of the
   expression, and the README names the rate).
-- promtool (Debian package prometheus) checks the rules and the scrape
-  config and runs alert unit tests, when it is installed: among them, a
-  quiet tower and a synthetic check repeating one input fire no entropy
-  alert.
+- promtool checks the rules and the scrape config and runs alert unit
+  tests: among them, a quiet tower and a synthetic check repeating one input
+  fire no entropy alert.  It is $SEMID_PROMTOOL (default
+  $SEMID_O/tools/promtool) when that file exists (`make deps-test` unpacks
+  it there from Debian's prometheus package, which it does not install),
+  else promtool on PATH; with neither the test skips.
 
 Needs python3-yaml.  Loopback only; every wait is bounded.
 """
@@ -151,6 +153,16 @@ def seconds(duration):
     m = re.fullmatch(r"(\d+)([smhd])", duration)
     assert m, duration
     return int(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+
+
+def find_promtool():
+    """$SEMID_PROMTOOL (default $SEMID_O/tools/promtool, as in the Makefile)
+    when it is a program, else promtool on PATH, else None."""
+    path = os.environ.get("SEMID_PROMTOOL") or os.path.join(
+        os.environ.get("SEMID_O", os.path.join(ROOT, "build")), "tools", "promtool")
+    if os.path.isfile(path) and os.access(path, os.X_OK):
+        return os.path.abspath(path)
+    return shutil.which("promtool")
 
 
 def free_second():
@@ -792,10 +804,11 @@ class Deploy(unittest.TestCase):
     # --- promtool -------------------------------------------------------------
 
     def test_promtool(self):
-        promtool = shutil.which("promtool")
+        promtool = find_promtool()
         if not promtool:
-            self.skipTest("promtool not installed (Debian package prometheus); "
-                          "rules checked only by the live-metrics and structural tests")
+            self.skipTest("no promtool ($SEMID_PROMTOOL, which `make deps-test` unpacks from "
+                          "Debian's prometheus package, nor on PATH); rules checked only by "
+                          "the live-metrics and structural tests")
         prom = os.path.join(DEPLOY, "prometheus")
         p = subprocess.run([promtool, "check", "rules", os.path.join(prom, "alerts.yml")],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30)
