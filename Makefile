@@ -28,9 +28,9 @@ PKGS_TEST := check
 # What a fresh Debian 12 needs to build and run (DEB_PACKAGES), and what the
 # tests need on top (DEB_PACKAGES_TEST: Check, numpy for reference
 # computations, a PostgreSQL server for the registry tests, YAML for the
-# deploy/ checks).  promtool (Debian's prometheus) is used when present
-# but not installed: the package brings a daemon.  `make deps` /
-# `make deps-test` install the missing ones (as root); run/test call them.
+# deploy/ checks).  `make deps` / `make deps-test` install the missing ones
+# (as root); run/test call them.  deps-test then provides promtool (rule
+# `promtool` below) without installing its package.
 DEB_PACKAGES := build-essential pkg-config libopenblas-dev libjansson-dev libmicrohttpd-dev \
 	libuv1-dev libsqlite3-dev libpq-dev check libsubunit-dev python3 python3-numpy curl
 DEB_PACKAGES_TEST := $(DEB_PACKAGES) postgresql wrk python3-yaml
@@ -56,6 +56,10 @@ BIN ?= bin
 export SEMID_BIN := $(abspath $(BIN))
 export SEMID_O := $(abspath $(O))
 export SEMID_SANITIZE := $(SANITIZE)
+# Where `make deps-test` unpacks promtool and tests/deploy looks for it
+# (exported, so the sanitizer build's sub-make reuses the same copy).
+SEMID_PROMTOOL ?= $(abspath $(O))/tools/promtool
+export SEMID_PROMTOOL
 obj = $(patsubst %.c,$(O)/%.o,$(1))
 
 CORE_SRC := $(wildcard core/*.c)
@@ -82,7 +86,7 @@ CHECK_SRC := $(wildcard tests/core/check_*.c tests/server/check_*.c tests/traine
 CHECK_BINS := $(patsubst %.c,$(O)/%,$(CHECK_SRC))
 CLI_LIBOBJ := $(call obj,$(filter-out cli/main.c,$(CLI_SRC)))
 
-.PHONY: all deps deps-test run test test-build check-bins bench eval clean format install uninstall
+.PHONY: all deps deps-test promtool run test test-build check-bins bench eval clean format install uninstall
 all: $(PROGRAMS)
 
 $(O)/%.o: %.c
@@ -153,6 +157,39 @@ deps deps-test:
 		echo "semid: installing missing Debian packages:$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 			apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	$(if $(filter deps-test,$@),@$(MAKE) --no-print-directory promtool)
+
+# promtool, for tests/deploy's alert rule unit tests.  Debian ships it only in
+# the prometheus package, which also installs and starts the Prometheus
+# daemon, so that package is never installed: `apt-get download prometheus`
+# (any user; as root, `apt-get update` and a second try if the first fails)
+# fetches its .deb into a temporary directory beside $(SEMID_PROMTOOL),
+# `dpkg-deb --fsys-tarfile | tar` unpacks only ./usr/bin/promtool from it,
+# and that file, once it runs, is moved to $(SEMID_PROMTOOL)
+# ($(O)/tools/promtool unless set); the .deb is deleted.  Nothing is done
+# when a promtool is on PATH or already unpacked there.  When the download
+# fails (no network, no package lists) it says so and exits 0: tests/deploy
+# then skips its promtool checks.
+promtool:
+	@p='$(SEMID_PROMTOOL)'; \
+	if command -v promtool >/dev/null || [ -x "$$p" ]; then exit 0; fi; \
+	mkdir -p "$$(dirname "$$p")" && tmp=$$(mktemp -d "$$p.XXXXXX") || exit 0; \
+	trap 'rm -rf "$$tmp"' EXIT; \
+	get() { (cd "$$tmp" && apt-get download -qq prometheus) >"$$tmp/log" 2>&1; }; \
+	if ! get && [ "$$(id -u)" = 0 ]; then apt-get update -qq >"$$tmp/log" 2>&1 && get; fi; \
+	deb=$$(ls "$$tmp"/prometheus_*.deb 2>/dev/null); \
+	if [ -z "$$deb" ]; then \
+		echo "semid: no promtool: could not download Debian's prometheus package" \
+			"($$(grep -v '^W:' "$$tmp/log" | tail -n 1)); tests/deploy skips its promtool checks" >&2; \
+		exit 0; \
+	fi; \
+	if dpkg-deb --fsys-tarfile "$$deb" | tar -x -C "$$tmp" ./usr/bin/promtool \
+		&& "$$tmp/usr/bin/promtool" --version >/dev/null 2>&1 \
+		&& mv "$$tmp/usr/bin/promtool" "$$p"; then \
+		echo "semid: unpacked promtool from $${deb##*/} into $$p (package not installed)"; \
+	else \
+		echo "semid: no promtool: could not unpack it from $${deb##*/}" >&2; \
 	fi
 
 # Every test CI runs: Check unit tests, then the python-driven integration
