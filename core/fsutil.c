@@ -1,8 +1,8 @@
 /*
  * fsutil.c - file helpers: atomic publish (temp + fsync + rename + fsync of
- * the directory, as redis rdbSave), capped whole-file reads, read-only maps,
- * and a hand-written FIPS 180-4 SHA-256 (no crypto library dependency).
- * See fsutil.h.
+ * the directory, as redis rdbSave), capped whole-file and line reads,
+ * read-only maps, and a hand-written FIPS 180-4 SHA-256 (no crypto library
+ * dependency).  See fsutil.h.
  */
 #include "fsutil.h"
 
@@ -366,6 +366,42 @@ fail:
 	free(buf);
 	close(fd);
 	return rc;
+}
+
+/* The buffer grows by doubling but never past @max + 2 (the byte that tells
+ * a line is longer, and the NUL): doubling alone took twice the limit for a
+ * line just over half of it. */
+ssize_t sid_line_read(FILE *f, char **buf, size_t *cap, size_t max)
+{
+	size_t n = 0;
+	int c = EOF;
+
+	flockfile(f);
+	while (n <= max && (c = getc_unlocked(f)) != EOF) {
+		if (n + 2 > *cap) {
+			size_t want = *cap ? *cap * 2 : 4096;
+			char *p;
+			if (want > max + 2)
+				want = max + 2;
+			p = realloc(*buf, want);
+			if (!p) {
+				funlockfile(f);
+				return -3;
+			}
+			*buf = p;
+			*cap = want;
+		}
+		(*buf)[n++] = (char)c;
+		if (c == '\n')
+			break;
+	}
+	funlockfile(f);
+	if (n > max)
+		return -2;
+	if (!n)
+		return -1;
+	(*buf)[n] = '\0';
+	return (ssize_t)n;
 }
 
 int sid_map_open(const char *path, struct sid_map *m, struct sid_error *err)

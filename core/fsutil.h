@@ -1,6 +1,7 @@
 /*
  * fsutil.h - file helpers shared by the programs: atomic publish, whole-file
- * reads with a size cap, read-only memory maps, and sha256 of a buffer.
+ * reads with a size cap, line reads with a length cap, read-only memory
+ * maps, and sha256 of a buffer.
  *
  * Atomic publish follows redis rdbSave: write "<path>.tmp.<pid>.<n>" in the
  * same directory (the name part cut short when both would exceed NAME_MAX;
@@ -15,6 +16,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <sys/types.h>
 
 #include "err.h"
 
@@ -73,6 +76,17 @@ void sid_publish_abort(struct sid_publish *pub);
  */
 int sid_file_read(const char *path, size_t max_len, uint8_t **out, size_t *out_len,
 		  struct sid_error *err);
+
+/*
+ * The next line of @f into *@buf (malloc'ed, grown as needed and kept for
+ * the next call; free it at the end), NUL-terminated: its length with its
+ * newline, -1 at the end of the file or on a read error (see ferror), -2
+ * when it is longer than @max bytes, newline included (only @max + 1 bytes
+ * of it are read: the rest, maybe endless, is never taken into memory), -3
+ * out of memory.  *@cap never exceeds @max + 2.  Files from outside (export
+ * lines, ids) are read with it so that one long line cannot exhaust memory.
+ */
+ssize_t sid_line_read(FILE *f, char **buf, size_t *cap, size_t max);
 
 /* A read-only private map of a whole file (len 0 gives addr NULL). */
 struct sid_map {

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "encode.h"
+#include "fsutil.h"
 
 #define IMPORT_BATCH   1000
 #define LINE_MAX_BYTES (64u << 20) /* one export line: an embedding of SID_MAX_DIM fits */
@@ -1428,47 +1429,6 @@ int sid_registry_export(struct sid_registry *r, int kind, enum sid_reg_format fm
 	return rc;
 }
 
-/*
- * The next line of @f into *@buf (grown as needed, at most @max bytes of
- * it read): its length with its newline, -1 at the end, -2 when it is
- * longer than @max (the rest of it is not read: a file with no newline is
- * not taken into memory whole), -3 out of memory.  *@cap never exceeds
- * @max + 2 (the byte that tells a line is longer, and the NUL): doubling
- * alone took twice the limit for a line just over half of it.
- */
-static ssize_t line_read(FILE *f, char **buf, size_t *cap, size_t max)
-{
-	size_t n = 0;
-	int c = EOF;
-
-	flockfile(f);
-	while (n <= max && (c = getc_unlocked(f)) != EOF) {
-		if (n + 2 > *cap) {
-			size_t want = *cap ? *cap * 2 : 4096;
-			char *p;
-			if (want > max + 2)
-				want = max + 2;
-			p = realloc(*buf, want);
-			if (!p) {
-				funlockfile(f);
-				return -3;
-			}
-			*buf = p;
-			*cap = want;
-		}
-		(*buf)[n++] = (char)c;
-		if (c == '\n')
-			break;
-	}
-	funlockfile(f);
-	if (n > max)
-		return -2;
-	if (!n)
-		return -1;
-	(*buf)[n] = '\0';
-	return (ssize_t)n;
-}
-
 /* Fill @e (and *emb) from one TSV line (no newline) or JSON line. */
 static int line_parse_fields(const char *kind, const char *id, const char *sid, const char *version,
 			     const char *ct, const char *ut, const char *b64,
@@ -1651,7 +1611,7 @@ int sid_registry_import(struct sid_registry *r, enum sid_reg_format fmt, FILE *f
 		rc = sid_error_set(err, SID_ENOMEM, "import: out of memory");
 		goto fail;
 	}
-	while ((len = line_read(f, &line, &cap, LINE_MAX_BYTES)) != -1) {
+	while ((len = sid_line_read(f, &line, &cap, LINE_MAX_BYTES)) != -1) {
 		lineno++;
 		if (len == -3) {
 			rc = sid_error_set(err, SID_ENOMEM, "import: out of memory at line %ld",

@@ -4,8 +4,8 @@
  * sha256sum), atomic publish (content, overwrite, no temp files left, failure
  * paths, concurrent publishers, each with O_TMPFILE and with a named temp
  * file; a publisher killed mid-write leaves the old file, and nothing
- * else with O_TMPFILE; the streaming begin/commit/abort), capped reads and
- * read-only maps.
+ * else with O_TMPFILE; the streaming begin/commit/abort), capped reads,
+ * capped line reads and read-only maps.
  */
 #include <check.h>
 #include "check_main.h"
@@ -352,6 +352,35 @@ START_TEST(test_file_read_cap_and_errors)
 }
 END_TEST
 
+/* Lines up to @max bytes with their newline come whole, the last one
+ * without a newline too; a longer one gives -2 having read only @max + 1
+ * bytes of it, and the buffer never grows past @max + 2. */
+START_TEST(test_line_read_cap)
+{
+	static const char text[] = "abc\n"    /* 4 bytes: at the limit */
+				   "abcdef\n" /* 7: over it */
+				   "xy";      /* the last line, no newline */
+	FILE *f = fmemopen((void *)text, sizeof(text) - 1, "r");
+	char *buf = NULL;
+	size_t cap = 0;
+
+	ck_assert_ptr_nonnull(f);
+	ck_assert_int_eq(sid_line_read(f, &buf, &cap, 4), 4);
+	ck_assert_str_eq(buf, "abc\n");
+	ck_assert_uint_eq(cap, 6);
+	ck_assert_int_eq(sid_line_read(f, &buf, &cap, 4), -2);
+	ck_assert_uint_eq(cap, 6);
+	ck_assert_int_eq(fgetc(f), 'f'); /* "abcde" read, the rest not */
+	ck_assert_int_eq(sid_line_read(f, &buf, &cap, 4), 1);
+	ck_assert_int_eq(sid_line_read(f, &buf, &cap, 4), 2);
+	ck_assert_str_eq(buf, "xy");
+	ck_assert_int_eq(sid_line_read(f, &buf, &cap, 4), -1);
+	ck_assert(!ferror(f));
+	fclose(f);
+	free(buf);
+}
+END_TEST
+
 START_TEST(test_map)
 {
 	char path[512];
@@ -552,6 +581,7 @@ static Suite *fsutil_suite(void)
 	tcase_add_loop_test(tc, test_publish_stream, 0, 2);
 	tcase_add_loop_test(tc, test_publish_temp_name_taken, 0, 2);
 	tcase_add_test(tc, test_file_read_cap_and_errors);
+	tcase_add_test(tc, test_line_read_cap);
 	tcase_add_test(tc, test_map);
 	suite_add_tcase(s, tc);
 	return s;
