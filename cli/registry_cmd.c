@@ -23,6 +23,7 @@
 
 #include "cli.h"
 #include "encode.h"
+#include "fsutil.h"
 #include "model.h"
 #include "npy.h"
 #include "registry.h"
@@ -459,6 +460,11 @@ static int ids_check_unique(const char *path, char **ids, size_t n, struct sid_e
 	return rc;
 }
 
+/* The longest --ids line read: an id over SID_REG_ID_MAX bytes but within
+ * this gets sid_reg_id_check's message (its start, its length); a longer
+ * line (a file with no newline) is refused having read only this far. */
+#define IDS_LINE_MAX 4096
+
 /* Read @n ids, one per line, into a malloc'ed array of malloc'ed strings. */
 static int ids_read(const char *path, size_t n, char ***out, struct sid_error *err)
 {
@@ -473,7 +479,18 @@ static int ids_read(const char *path, size_t n, char ***out, struct sid_error *e
 			: sid_error_set(err, SID_ENOMEM, "out of memory");
 		goto fail;
 	}
-	while ((len = getline(&line, &cap, f)) >= 0) {
+	while ((len = sid_line_read(f, &line, &cap, IDS_LINE_MAX)) != -1) {
+		if (len == -3) {
+			rc = sid_error_set(err, SID_ENOMEM, "out of memory");
+			goto fail;
+		}
+		if (len == -2) {
+			rc = sid_error_set(
+			    err, SID_EINVAL,
+			    "%s: line %zu: longer than %d bytes (an id is at most %d)", path, k + 1,
+			    IDS_LINE_MAX, SID_REG_ID_MAX);
+			goto fail;
+		}
 		while (len && (line[len - 1] == '\n' || line[len - 1] == '\r'))
 			line[--len] = '\0';
 		if (k == n) {

@@ -7,7 +7,8 @@
  * hand counts, lookups, bad stores (exit 1 and 2), and an assign killed with
  * SIGKILL whose acknowledged lines must all be in the store afterwards, an
  * export killed mid-write that leaves its directory as it was, and an import
- * line over the limit refused in a child whose address space is capped.
+ * line or an --ids line over the limit refused in a child whose address
+ * space is capped.
  */
 #include <check.h>
 #include "check_main.h"
@@ -1553,11 +1554,12 @@ static unsigned long long vm_peak(void)
 	return kib * 1024;
 }
 
-/* Run `semid registry import @in --db @store` in a child, its address space
- * capped at @as bytes (0: not capped) and its stderr into @msg; returns its
- * exit status.  With @peak, the child's VmPeak after the run goes there. */
-static int import_child(const char *in, const char *store, unsigned long long as, char *msg,
-			size_t len, unsigned long long *peak)
+/* Run `semid` with the NULL-terminated arguments from @first on in a
+ * child, its address space capped at @as bytes (0: not capped) and its
+ * stderr into @msg; returns its exit status.  With @peak, the child's VmPeak
+ * after the run goes there. */
+static int capped_run(unsigned long long as, char *msg, size_t len, unsigned long long *peak,
+		      const char *first, ...)
 {
 	int fd[2], status, efd = stderr_file();
 	pid_t pid;
@@ -1569,12 +1571,15 @@ static int import_child(const char *in, const char *store, unsigned long long as
 	if (pid == 0) {
 		struct rlimit rl = {as, as};
 		unsigned long long p;
+		va_list ap;
 		int rc;
 		close(fd[0]);
 		dup2(efd, 2);
 		if (as && setrlimit(RLIMIT_AS, &rl))
 			_exit(99);
-		rc = run("registry", "import", in, "--db", store, NULL);
+		va_start(ap, first);
+		rc = vrun(first, ap);
+		va_end(ap);
 		p = vm_peak();
 		if (write(fd[1], &p, sizeof(p)) != (ssize_t)sizeof(p))
 			_exit(98);
@@ -1588,6 +1593,13 @@ static int import_child(const char *in, const char *store, unsigned long long as
 	stderr_read(efd, msg, len);
 	ck_assert_msg(WIFEXITED(status), "status 0x%x: %s", status, msg);
 	return WEXITSTATUS(status);
+}
+
+/* `semid registry import @in --db @store` through capped_run. */
+static int import_child(const char *in, const char *store, unsigned long long as, char *msg,
+			size_t len, unsigned long long *peak)
+{
+	return capped_run(as, msg, len, peak, "registry", "import", in, "--db", store, NULL);
 }
 
 /*
@@ -1625,6 +1637,67 @@ START_TEST(t_import_line_limit_memory)
 #endif
 	ck_assert_int_eq(import_child(big, db2, cap, msg, sizeof(msg), NULL), CLI_EXIT_INPUT);
 	snprintf(want, sizeof(want), "semid: %s: line 2: longer than %u bytes", big, 64u << 20);
+	ASSERT_HAS(msg, want);
+}
+END_TEST
+
+/*
+ * An --ids line far over the id limit (64 MiB with no newline, sparse) is
+ * refused naming the file and the line, having read 4 KiB and a byte of
+ * it: the child runs with its address space capped at what a whole assign
+ * took plus 16 MiB.  ids_read used getline, which took the whole line into
+ * memory before the id's length was checked; under the cap getline failed
+ * and the ids read so far were taken for the whole file ("1 ids for 200
+ * input rows"; without the cap the line, all NULs, gave "id is empty").
+ * An id just over the limit still gets the id check's own message.
+ * (Sanitizers reserve terabytes of address space: their builds check the
+ * message only.)
+ */
+START_TEST(t_assign_ids_line_limit_memory)
+{
+	char big[320], db1[320], db2[320], msg[2048], want[400];
+	char id[SID_REG_ID_MAX + 2], text[SID_REG_ID_MAX + 16];
+	unsigned long long peak = 0, cap = 0;
+	int fd;
+
+	snprintf(big, sizeof(big), "%s/huge-ids.txt", dir);
+	snprintf(db1, sizeof(db1), "%s/first.db", dir);
+	snprintf(db2, sizeof(db2), "%s/huge.db", dir);
+	write_text(big, "item-0\n");
+	fd = open(big, O_WRONLY);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(ftruncate(fd, (off_t)(64u << 20)), 0);
+	close(fd);
+
+	ck_assert_int_eq(capped_run(0, msg, sizeof(msg), &peak, "registry", "assign", "--model",
+				    model, "--input", npy, "--ids", ids, "--db", db1, "--output",
+				    out, NULL),
+			 CLI_EXIT_OK);
+	ck_assert_msg(peak > 0, "no VmPeak in /proc/self/status");
+#if !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
+	cap = peak + (16ull << 20);
+#endif
+	ck_assert_int_eq(capped_run(cap, msg, sizeof(msg), NULL, "registry", "assign", "--model",
+				    model, "--input", npy, "--ids", big, "--db", db2, NULL),
+			 CLI_EXIT_INPUT);
+	snprintf(want, sizeof(want),
+		 "semid: %s: line 2: longer than 4096 bytes (an id is at most %d)", big,
+		 SID_REG_ID_MAX);
+	ASSERT_HAS(msg, want);
+	ck_assert_int_eq(access(db2, F_OK), -1); /* refused before the store is opened */
+
+	/* an id one byte over, with a CRLF line end: the id check names it */
+	memset(id, 'x', SID_REG_ID_MAX + 1);
+	id[SID_REG_ID_MAX + 1] = '\0';
+	snprintf(text, sizeof(text), "item-0\n%s\r\n", id);
+	write_text(big, text);
+	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "assign", "--model", model,
+				 "--input", npy, "--ids", big, "--db", db2, NULL),
+			 CLI_EXIT_INPUT);
+	snprintf(want, sizeof(want), "semid: %s: line 2: id \"", big);
+	ASSERT_HAS(msg, want);
+	snprintf(want, sizeof(want), "is %d bytes, the limit is %d", SID_REG_ID_MAX + 1,
+		 SID_REG_ID_MAX);
 	ASSERT_HAS(msg, want);
 }
 END_TEST
@@ -1783,6 +1856,7 @@ static Suite *registry_cmd_suite(void)
 	tcase_add_test(tc, t_restore_opened_meanwhile);
 	tcase_add_test(tc, t_import_strict);
 	tcase_add_test(tc, t_import_line_limit_memory);
+	tcase_add_test(tc, t_assign_ids_line_limit_memory);
 	tcase_add_test(tc, t_reassign);
 	tcase_add_test(tc, t_reassign_stopped);
 	tcase_add_test(tc, t_reassign_hup_ignored);
