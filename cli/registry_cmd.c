@@ -493,6 +493,10 @@ static int ids_read(const char *path, size_t n, char ***out, struct sid_error *e
 		}
 		while (len && (line[len - 1] == '\n' || line[len - 1] == '\r'))
 			line[--len] = '\0';
+		if ((size_t)len != strlen(line)) { /* the id would end at it */
+			rc = sid_error_set(err, SID_EINVAL, "%s: line %zu: NUL byte", path, k + 1);
+			goto fail;
+		}
 		if (k == n) {
 			rc = sid_error_set(err, SID_EINVAL,
 					   "%s: more than %zu ids (the rows of "

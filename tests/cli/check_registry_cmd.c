@@ -1703,6 +1703,32 @@ START_TEST(t_assign_ids_line_limit_memory)
 END_TEST
 
 /*
+ * A NUL byte in an --ids line is refused with its line: the id was cut at
+ * it ("item-1<NUL>x" assigned as item-1, exit 0), where import refuses the
+ * same byte.
+ */
+START_TEST(t_assign_ids_nul)
+{
+	char msg[2048], want[400];
+	FILE *f = fopen(ids, "w");
+
+	ck_assert_ptr_nonnull(f);
+	for (int i = 0; i < N; i++)
+		if (i == 1)
+			ck_assert_int_eq(fwrite("item-1\0x\n", 1, 9, f), 9);
+		else
+			fprintf(f, "item-%d\n", i);
+	ck_assert_int_eq(fclose(f), 0);
+	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "assign", "--model", model,
+				 "--input", npy, "--ids", ids, "--db", db, NULL),
+			 CLI_EXIT_INPUT);
+	snprintf(want, sizeof(want), "semid: %s: line 2: NUL byte", ids);
+	ASSERT_HAS(msg, want);
+	ck_assert_int_eq(access(db, F_OK), -1);
+}
+END_TEST
+
+/*
  * Long registry jobs draw a bar on stderr when told (--progress; by default
  * only on a terminal, which a test's stderr is not): rows for assign,
  * entries walked for export, stats and diff (counted first), MiB for import
@@ -1857,6 +1883,7 @@ static Suite *registry_cmd_suite(void)
 	tcase_add_test(tc, t_import_strict);
 	tcase_add_test(tc, t_import_line_limit_memory);
 	tcase_add_test(tc, t_assign_ids_line_limit_memory);
+	tcase_add_test(tc, t_assign_ids_nul);
 	tcase_add_test(tc, t_reassign);
 	tcase_add_test(tc, t_reassign_stopped);
 	tcase_add_test(tc, t_reassign_hup_ignored);
