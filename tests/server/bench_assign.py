@@ -20,10 +20,12 @@ import datetime
 import os
 import platform
 import re
+import resource
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
 
 import numpy as np
@@ -60,6 +62,12 @@ function request()
                     '{"inputs": [' .. table.concat(parts, ", ") .. ']}')
 end
 """
+
+
+def children_cpu_s():
+    """CPU seconds of the waited-for children (wrk, after each run)."""
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 def to_ms(v):
@@ -174,7 +182,11 @@ def main():
                     # encode and assign alternate twice and the better of each
                     # pair counts: the machine is shared, and a burst of
                     # someone else's work should not decide a ratio
-                    modes = [("encode", "/v1/items:encode", 0),
+                    # the encode rows send one body again and again (KNOWN=1:
+                    # LuaJIT then builds no new 130 KB string per request,
+                    # which took wrk 1.5 cores on a KVM guest and made the
+                    # baseline the client's rate); encode ignores ids
+                    modes = [("encode", "/v1/items:encode", 1),
                              ("assign new", "/v1/items:assign", 0)]
                     if not noemb:
                         modes.append(("assign known", "/v1/items:assign", 1))
@@ -182,15 +194,18 @@ def main():
                         run += 1
                         env = {"ROWS_FILE": rows, "ITEMS": str(items), "RUN": "r%d" % run,
                                "KNOWN": str(known)}
-                        if known:  # store the ids first
+                        if known and mode != "encode":  # store the ids first
                             wrk(srv.port, route, lua, env, 1, 1)
                         # every run starts on a clean page cache: writeback
                         # of an earlier run's data (a SQLite checkpoint, the
                         # other store) doubles this disk's fsync time
                         os.sync()
-                        m0 = srv.metrics()
+                        m0, w0, t0 = srv.metrics(), children_cpu_s(), time.monotonic()
                         r = wrk(srv.port, route, lua, env, args.conns, args.secs)
-                        m1 = srv.metrics()
+                        m1, w1, t1 = srv.metrics(), children_cpu_s(), time.monotonic()
+                        # the client builds every body in Lua: where that
+                        # takes most of a core, the run measures wrk
+                        r["client"] = (w1 - w0) / (t1 - t0)
                         key = 'semid_registry_duration_seconds_%s{op="assign"}'
                         commits = m1[key % "count"] - m0[key % "count"]
                         r.update(store=name, items=items, mode=mode, ips=r["rps"] * items,
@@ -204,7 +219,7 @@ def main():
                         print("%(store)s items=%(items)d %(mode)s: %(rps).0f req/s %(ips).0f "
                               "items/s p50 %(p50).2f ms p99 %(p99).2f ms non2xx %(non2xx)d "
                               "load %(load).1f store busy %(busy).2f, %(commit_ms).1f ms and "
-                              "%(per_commit).0f ids per store call" % r, flush=True)
+                              "%(per_commit).0f ids per store call, client %(client).2f cores" % r, flush=True)
                     for r in res.values():
                         r["frac"] = r["ips"] / res["encode"]["ips"]
                         lines.append(r)
@@ -228,7 +243,9 @@ def main():
            "otherwise (registry_embeddings true: each new id also stores its 384 floats, "
            "1.5 KiB; the \"no embeddings kept\" rows add `--registry-embeddings=false`); "
            "wrk -t2 -c%d on the same machine, %d s per run, keep-alive; bodies built per "
-           "request by one Lua script for every row (base64 rows, unique ids); the routes "
+           "request by one Lua script for every row (base64 rows; unique ids for \"assign new\", "
+           "one body sent again and again for \"encode\" and \"assign known\", which costs "
+           "the client far less: the encode baseline is the server's rate); the routes "
            "of one table block alternate twice and each row is the better of its two runs "
            "(p50/p99 from that run); each run starts after a `sync`, so no earlier run's "
            "writeback shares the disk" % (
@@ -244,25 +261,33 @@ def main():
            "- store busy: seconds spent in registry store calls per second of the run "
            "(`semid_registry_duration_seconds{op=\"assign\"}`; up to 1 per writer: SQLite "
            "has one, PostgreSQL 4), with the mean duration of a call and the ids per call "
-           "(group commit)",
+           "(group commit); client cores: wrk's CPU seconds (user + system) per second of "
+           "the run. It builds every body in Lua; near a core or more, the client and not the "
+           "server sets the rate, and a ratio to encode says little",
            "", "| store | items/request | route | req/s | items/s | vs encode | p50 ms | "
-           "p99 ms | non-2xx | store busy | ms per store call | ids per call | load |",
+           "p99 ms | non-2xx | store busy | ms per store call | ids per call | client cores | load |",
            "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | "
-           "---: |"]
+           "---: | ---: |"]
     for r in lines:
         assign = r["mode"] != "encode"
         out.append("| %(store)s | %(items)d | %(mode)s | %(rps).0f | %(ips).0f | %(frac_pct)s | "
                    "%(p50).2f | %(p99).2f | %(non2xx)d | %(busy_s)s | %(ms_s)s | %(pc_s)s | "
-                   "%(load).1f |" % dict(
+                   "%(client).2f | %(load).1f |" % dict(
                        r, frac_pct="%.0f%%" % (100 * r["frac"]),
                        busy_s="%.2f" % r["busy"] if assign else "",
                        ms_s="%.1f" % r["commit_ms"] if assign else "",
                        pc_s="%.0f" % r["per_commit"] if assign else ""))
     for r in lines:
         if r["store"].startswith("SQLite") and r["items"] == 64 and r["mode"] == "assign new":
+            enc = [e for e in lines if e["store"] == r["store"] and e["items"] == 64 and
+                   e["mode"] == "encode"][0]
+            bound = enc["client"] >= 0.8
             out.append("\nGoal (64-item assigns of new ids >= 50%% of encode throughput on "
                        "SQLite), %s: %.0f%% in this run, %s." % (
-                           r["store"], 100 * r["frac"], "met" if r["frac"] >= 0.5 else "NOT met"))
+                           r["store"], 100 * r["frac"],
+                           "not judged: wrk used %.2f cores building the encode baseline's "
+                           "bodies, so that rate is the client's" % enc["client"] if bound
+                           else "met" if r["frac"] >= 0.5 else "NOT met"))
     report(out, args.out)
 
 
