@@ -984,6 +984,22 @@ static void request_id(struct srv_http *h, struct MHD_Connection *conn, char *ou
 	out[16] = '\0';
 }
 
+/*
+ * Whether a request refused on its headers is answered before its body is
+ * read: when the body is over max_body_bytes (413: reading it would cost
+ * more than the answer saves), and when the client waits for "100
+ * Continue" before sending it (it then sends nothing).  MHD closes the
+ * connection after such an answer, and a client that sends the body anyway
+ * may see the close as a reset.  Any other refused request is read in full
+ * first (its body dropped) and then answered.
+ */
+static int refuse_before_body(struct req *q)
+{
+	const char *expect =
+	    MHD_lookup_connection_value(q->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT);
+	return q->status == 413 || (expect && !strcasecmp(expect, "100-continue"));
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
 				  const char *method, const char *version, const char *upload,
 				  size_t *upload_size, void **con_cls)
@@ -1018,11 +1034,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		*con_cls = q;
 		__atomic_add_fetch(&h->inflight, 1, __ATOMIC_RELAXED);
 		if (on_headers(q, url, method, version)) {
-			/* Refuse a body before it is sent (MHD then closes the
-			 * connection); otherwise answer on the next call, once MHD
-			 * knows the request is complete, so keep-alive survives. */
-			if (q->close || has_body(conn))
+			if (q->close || (has_body(conn) && refuse_before_body(q)))
 				return send_response(q);
+			/* Answered once the request is in full (a body is read
+			 * and dropped, up to max_body_bytes): the answer then
+			 * reaches a client still sending, and keep-alive
+			 * survives. */
 			q->state = REQ_READY;
 			return MHD_YES;
 		}
