@@ -50,12 +50,14 @@ int srv_err_status(enum srv_err kind, const char **code)
 	return map[kind].status;
 }
 
-char *srv_api_error_body(enum srv_err kind, const char *msg, size_t *len)
+char *srv_api_error_body(enum srv_err kind, const char *msg, size_t *len, int *status)
 {
 	struct srv_buf b = SRV_BUF_INIT;
 	const char *code;
+	int st = srv_err_status(kind, &code);
 
-	srv_err_status(kind, &code);
+	if (status)
+		*status = st;
 	srv_buf_printf(&b, "{\"error\": {\"code\": \"%s\", \"message\": ", code);
 	srv_buf_json_str(&b, msg, strlen(msg));
 	srv_buf_puts(&b, "}}\n");

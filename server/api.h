@@ -46,8 +46,9 @@ struct srv_api_error {
 	char msg[512];
 };
 
-/* Render the error body for @kind and @msg (a malloc'ed string, or NULL). */
-char *srv_api_error_body(enum srv_err kind, const char *msg, size_t *len);
+/* Render the error body for @kind and @msg (a malloc'ed string, or NULL),
+ * and set *@status (unless NULL) to its HTTP status (srv_err_status). */
+char *srv_api_error_body(enum srv_err kind, const char *msg, size_t *len, int *status);
 
 /* 1 when a Content-Type header value means JSON ("application/json",
  * any case, optional parameters such as "; charset=utf-8"). */

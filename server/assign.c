@@ -85,8 +85,7 @@ static char *reg_err_body(int rc, const struct sid_error *err, int *status, size
 		memcpy(note, msg, n);
 		note[n] = '\0';
 	}
-	*status = srv_err_status(kind, NULL);
-	return srv_api_error_body(kind, msg, len);
+	return srv_api_error_body(kind, msg, len, status);
 }
 
 /* ---- assign groups (worker) ---- */
@@ -118,11 +117,10 @@ static void write_assign_body(struct srv_job *j, const struct sid_reg_entry *out
 	srv_buf_puts(&b, "]}\n");
 	j->body = srv_buf_detach(&b, &j->body_len);
 	j->status = 200;
-	if (!j->body) {
-		j->status = 503;
-		j->body = srv_api_error_body(SRV_ERR_UNAVAILABLE,
-					     "out of memory writing the response", &j->body_len);
-	}
+	if (!j->body)
+		j->body =
+		    srv_api_error_body(SRV_ERR_UNAVAILABLE, "out of memory writing the response",
+				       &j->body_len, &j->status);
 }
 
 static void fail_job(struct srv_job *j, int rc, const struct sid_error *err)
@@ -283,16 +281,16 @@ static void lookup_json(struct srv_lookup *lk, json_t *v)
 	char *s = v ? json_dumps(v, JSON_PRESERVE_ORDER) : NULL;
 	json_decref(v);
 	if (!s) {
-		lk->status = 503;
-		lk->body = srv_api_error_body(SRV_ERR_UNAVAILABLE, "out of memory", &lk->body_len);
+		lk->body = srv_api_error_body(SRV_ERR_UNAVAILABLE, "out of memory", &lk->body_len,
+					      &lk->status);
 		return;
 	}
 	lk->body_len = strlen(s);
 	lk->body = realloc(s, lk->body_len + 2);
 	if (!lk->body) {
 		free(s);
-		lk->status = 503;
-		lk->body = srv_api_error_body(SRV_ERR_UNAVAILABLE, "out of memory", &lk->body_len);
+		lk->body = srv_api_error_body(SRV_ERR_UNAVAILABLE, "out of memory", &lk->body_len,
+					      &lk->status);
 		return;
 	}
 	lk->body[lk->body_len++] = '\n';
@@ -447,10 +445,9 @@ static void schedule(struct srv_assigner *a)
 			lw->work.data = lw;
 			a->lookup_busy = 1;
 			if (uv_queue_work(a->loop, &lw->work, lookup_work, lookup_after)) {
-				lw->lk->status = 503;
-				lw->lk->body = srv_api_error_body(SRV_ERR_UNAVAILABLE,
-								  "could not queue the lookup",
-								  &lw->lk->body_len);
+				lw->lk->body = srv_api_error_body(
+				    SRV_ERR_UNAVAILABLE, "could not queue the lookup",
+				    &lw->lk->body_len, &lw->lk->status);
 				lookup_after(&lw->work, 0);
 			}
 		}
@@ -463,9 +460,9 @@ void srv_assigner_handoff(void *ctx, struct srv_job *job)
 
 	job->next = NULL;
 	if (a->pend_rows + job->req.B > (size_t)a->cfg->queue_rows) {
-		job->status = 503;
-		job->body = srv_api_error_body(
-		    SRV_ERR_UNAVAILABLE, "the registry queue is full; retry later", &job->body_len);
+		job->body = srv_api_error_body(SRV_ERR_UNAVAILABLE,
+					       "the registry queue is full; retry later",
+					       &job->body_len, &job->status);
 		job->done(job);
 		return;
 	}
@@ -564,9 +561,8 @@ void srv_assigner_close(struct srv_assigner *a)
 	for (; lk; lk = next) {
 		next = lk->next;
 		lk->next = NULL;
-		lk->status = 503;
-		lk->body =
-		    srv_api_error_body(SRV_ERR_UNAVAILABLE, SRV_MSG_SHUTTING_DOWN, &lk->body_len);
+		lk->body = srv_api_error_body(SRV_ERR_UNAVAILABLE, SRV_MSG_SHUTTING_DOWN,
+					      &lk->body_len, &lk->status);
 		lk->done(lk);
 	}
 	uv_close((uv_handle_t *)&a->async, NULL);

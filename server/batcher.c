@@ -125,8 +125,7 @@ static void schedule(struct srv_batcher *b);
 static void job_error(struct srv_job *j, enum srv_err kind, const char *msg)
 {
 	free(j->body);
-	j->status = srv_err_status(kind, NULL);
-	j->body = srv_api_error_body(kind, msg, &j->body_len);
+	j->body = srv_api_error_body(kind, msg, &j->body_len, &j->status);
 }
 
 /* Answer the jobs of list @j (not admitted any more) 503 @msg (loop thread). */

@@ -222,14 +222,15 @@ static void set_error(struct req *q, enum srv_err kind, const char *fmt, ...)
 	char msg[600];
 	size_t len = 0;
 	char *body;
+	int status;
 	va_list ap;
 
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	copy_str(q->errmsg, sizeof(q->errmsg), msg);
-	body = srv_api_error_body(kind, msg, &len);
-	set_response(q, srv_err_status(kind, NULL), body, body ? len : 0, JSON_CT);
+	body = srv_api_error_body(kind, msg, &len, &status);
+	set_response(q, status, body, body ? len : 0, JSON_CT);
 	if (kind == SRV_ERR_UNAVAILABLE)
 		q->retry_after = 1;
 }
@@ -292,7 +293,7 @@ static enum MHD_Result send_response(struct req *q)
 		/* Out of memory building the body: a static one still works. */
 		static const char oom[] =
 		    "{\"error\": {\"code\": \"unavailable\", \"message\": \"out of memory\"}}\n";
-		q->status = 503;
+		q->status = srv_err_status(SRV_ERR_UNAVAILABLE, NULL);
 		q->ctype = JSON_CT;
 		r = MHD_create_response_from_buffer(sizeof(oom) - 1, (void *)oom,
 						    MHD_RESPMEM_PERSISTENT);
@@ -399,12 +400,14 @@ static void route_model(struct req *q)
 	char *desc;
 
 	if (!m) {
+		const char *code;
+		int status = srv_err_status(SRV_ERR_UNAVAILABLE, &code);
 		json_t *e =
-		    json_pack("{s:{s:s, s:s}, s:o, s:o}", "error", "code", "unavailable", "message",
+		    json_pack("{s:{s:s, s:s}, s:o, s:o}", "error", "code", code, "message",
 			      "no model is loaded", "last_reload", last_reload_json(q->h->d.reload),
 			      "registry", registry_json(q->h->d.store));
 		snprintf(q->errmsg, sizeof(q->errmsg), "no model is loaded");
-		set_json(q, 503, e);
+		set_json(q, status, e);
 		q->retry_after = 1;
 		return;
 	}
@@ -1478,7 +1481,7 @@ static void *sweeper_main(void *arg)
 static int canned_503(const struct srv_http *h, const char *msg, char **out, size_t *len)
 {
 	size_t blen = 0, cap;
-	char *body = srv_api_error_body(SRV_ERR_UNAVAILABLE, msg, &blen), *r;
+	char *body = srv_api_error_body(SRV_ERR_UNAVAILABLE, msg, &blen, NULL), *r;
 	int n;
 
 	if (!body)

@@ -39,9 +39,13 @@ END_TEST
 START_TEST(test_error_body)
 {
 	size_t len;
-	char *body = srv_api_error_body(SRV_ERR_INVALID_ARGUMENT, "bad \"x\"\n\x01", &len);
+	int status = 0;
+	char *body = srv_api_error_body(SRV_ERR_INVALID_ARGUMENT, "bad \"x\"\n\x01", &len, &status);
 	json_t *v = json_loadb(body, len, 0, NULL);
 	ck_assert_ptr_nonnull(v);
+	ck_assert_int_eq(status, 400);
+	free(srv_api_error_body(SRV_ERR_UNAVAILABLE, "m", &len, &status));
+	ck_assert_int_eq(status, 503);
 	ck_assert_str_eq(json_string_value(json_object_get(json_object_get(v, "error"), "code")),
 			 "invalid_argument");
 	ck_assert_str_eq(json_string_value(json_object_get(json_object_get(v, "error"), "message")),
@@ -1460,7 +1464,7 @@ START_TEST(test_error_body_quotes_half_a_char)
 
 	ck_assert_int_eq(
 	    srv_encode_req_decode(body, sizeof(body) - 1, SID_TOWER_ITEM, 4, 8, &q, &e), -1);
-	eb = srv_api_error_body(e.kind, e.msg, &len);
+	eb = srv_api_error_body(e.kind, e.msg, &len, NULL);
 	ck_assert_ptr_nonnull(eb);
 	j = json_loadb(eb, len, 0, &je);
 	ck_assert_msg(j != NULL, "%s: %s", je.text, eb);
