@@ -84,6 +84,9 @@ endif
 CHECK_SRC := $(wildcard tests/core/check_*.c tests/server/check_*.c tests/trainer/check_*.c \
 	tests/cli/check_*.c)
 CHECK_BINS := $(patsubst %.c,$(O)/%,$(CHECK_SRC))
+# kept after linking (pattern-rule objects are intermediate, and make would
+# delete them and compile every suite again on the next build)
+.SECONDARY: $(addsuffix .o,$(CHECK_BINS))
 CLI_LIBOBJ := $(call obj,$(filter-out cli/main.c,$(CLI_SRC)))
 
 .PHONY: all deps deps-test promtool run test test-build check-bins bench eval clean format install uninstall
