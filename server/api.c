@@ -1373,13 +1373,18 @@ out:
 }
 
 /* The fast scanner, and jansson when it gives up (@assign: see decode_jansson). */
+size_t srv__json_separators_max(int D, int max_inputs)
+{
+	/* a request has '{', '[' and 3 ',' at the top, and per input '{', '[',
+	 * a ',' before it, 2 between its fields and D - 1 between numbers */
+	return (size_t)max_inputs * ((size_t)(D > 0 ? D : 0) + 4) + 64;
+}
+
 static int decode_any(const char *body, size_t len, enum sid_tower_kind tower, int D,
 		      int max_inputs, int assign, struct srv_encode_req *req,
 		      struct srv_api_error *e)
 {
-	/* a request has '{', '[' and 3 ',' at the top, and per input '{', '[',
-	 * a ',' before it, 2 between its fields and D - 1 between numbers */
-	size_t seps, inputs, most = (size_t)max_inputs * ((size_t)(D > 0 ? D : 0) + 4) + 64;
+	size_t seps, inputs, most = srv__json_separators_max(D, max_inputs);
 	struct scan w;
 	int r;
 
@@ -1411,13 +1416,16 @@ static int decode_any(const char *body, size_t len, enum sid_tower_kind tower, i
 		if (r == -1)
 			return -1; /* decode_fast left nothing allocated */
 	}
-	/* Before jansson: too many inputs is said at once, with the count
-	 * jansson would give; a body with more values than any request of
-	 * at most max_inputs inputs has (an embedding far too long, arrays
-	 * nested in one, junk beside the inputs, with another fault that
-	 * sent it here) is invalid whatever jansson would name first. */
+	/* A body with more values than any request of at most max_inputs
+	 * inputs has is not given to jansson (a flood of tiny values would
+	 * take gigabytes): too many inputs is then 413 with the count
+	 * jansson would give, and otherwise (an embedding far too long,
+	 * arrays nested in one, junk beside the inputs, with another fault
+	 * that sent it here) it is invalid whatever jansson would name
+	 * first.  Any other body's error is jansson's, too many inputs
+	 * included. */
 	seps = srv__json_separators(body, len, &inputs);
-	if (inputs > (size_t)max_inputs)
+	if (seps > most && inputs > (size_t)max_inputs)
 		return fail(e, SRV_ERR_TOO_LARGE, "%zu inputs; at most %d are allowed per request",
 			    inputs, max_inputs);
 	if (seps > most)

@@ -138,6 +138,9 @@ int srv__encode_req_bad_row_noted(const char *body, size_t len, int D, int max_i
  * NULL): the elements of the top-level object's "inputs" array, as jansson
  * would count them in a well-formed body. */
 size_t srv__json_separators(const char *body, size_t len, size_t *inputs);
+/* The most separators a request of at most @max_inputs inputs of @D numbers
+ * has: a body with more is refused before jansson sees it. */
+size_t srv__json_separators_max(int D, int max_inputs);
 
 /* The encoder's output for one request's rows (slices of a batch). */
 struct srv_encode_res {
