@@ -61,7 +61,13 @@ struct srv_http {
 	long lingering;		     /* atomic: of them, refused ones lingering (see refuse) */
 	long refused;		     /* atomic: refused since the sweeper last logged */
 	long long refused_logged_us; /* sweeper thread: when it last logged them */
-	char *over_resp;	     /* the canned 503 written to a connection over the limit */
+	/* libmicrohttpd's lines: the second being counted and its lines
+	 * (under conns_lock), and those not logged since the sweeper last
+	 * said how many (atomic) */
+	long long mhd_window_us;
+	int mhd_lines;
+	long mhd_dropped;
+	char *over_resp; /* the canned 503 written to a connection over the limit */
 	size_t over_len;
 	char *drain_resp; /* ... and to a connection opened while draining */
 	size_t drain_len;
@@ -1251,22 +1257,38 @@ static int mhd_line_dropped(const char *msg)
 	return n >= k && !strcmp(msg + n - k, closure);
 }
 
+/* libmicrohttpd's lines logged in a second at most: it writes one or two
+ * per malformed request, and a client can send thousands a second (the
+ * sweeper says how many more came). */
+#define MHD_LINES_PER_S 10
+
 static void mhd_logger(void *cls, const char *fmt, va_list ap)
 {
 	struct srv_http *h = cls;
 	char msg[512];
 	size_t n;
+	long long now = now_us();
+	int keep;
+
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	n = strlen(msg);
 	while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r'))
 		msg[--n] = '\0';
 	if (mhd_line_dropped(msg))
 		return;
-	srv_log(SRV_LOG_WARN, "mhd", "%s", msg);
 	pthread_mutex_lock(&h->conns_lock);
 	if (!h->started && !h->start_msg[0])
 		copy_str(h->start_msg, sizeof(h->start_msg), msg);
+	if (now - h->mhd_window_us >= 1000000) {
+		h->mhd_window_us = now;
+		h->mhd_lines = 0;
+	}
+	keep = ++h->mhd_lines <= MHD_LINES_PER_S;
 	pthread_mutex_unlock(&h->conns_lock);
+	if (keep)
+		srv_log(SRV_LOG_WARN, "mhd", "%s", msg);
+	else
+		__atomic_add_fetch(&h->mhd_dropped, 1, __ATOMIC_RELAXED);
 }
 
 void srv_http_panic(void *cls, const char *file, unsigned int line, const char *reason)
@@ -1405,7 +1427,7 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
 static void sweep(struct srv_http *h)
 {
 	long long now = now_us(), limit = (long long)h->d.cfg->connection_timeout_s * 1000000;
-	long cut = 0, refused;
+	long cut = 0, refused, dropped;
 	struct conn *c;
 
 	if (limit > 0 || __atomic_load_n(&h->lingering, __ATOMIC_RELAXED)) {
@@ -1440,16 +1462,22 @@ static void sweep(struct srv_http *h)
 			"a request",
 			cut, cut == 1 ? "" : "s", h->d.cfg->connection_timeout_s);
 	}
-	/* at most a line a second (config/README.md), however many come */
+	/* at most a line a second of each (config/README.md), however many
+	 * come */
 	if (now - h->refused_logged_us < 1000000)
 		return;
 	refused = __atomic_exchange_n(&h->refused, 0, __ATOMIC_RELAXED);
-	if (refused) {
+	dropped = __atomic_exchange_n(&h->mhd_dropped, 0, __ATOMIC_RELAXED);
+	if (refused || dropped)
 		h->refused_logged_us = now;
+	if (refused)
 		srv_log(SRV_LOG_WARN, "connection",
 			"refused %ld connection%s over connection_limit %d (503)", refused,
 			refused == 1 ? "" : "s", h->d.cfg->connection_limit);
-	}
+	if (dropped)
+		srv_log(SRV_LOG_WARN, "mhd",
+			"%ld more libmicrohttpd line%s not logged (at most %d a second)", dropped,
+			dropped == 1 ? "" : "s", MHD_LINES_PER_S);
 }
 
 static void *sweeper_main(void *arg)

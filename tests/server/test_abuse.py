@@ -295,6 +295,41 @@ class TestConnectionFlood(unittest.TestCase):
         finally:
             self.assertEqual(srv.stop(), 0)
 
+    def test_libmicrohttpd_lines_are_bounded(self):
+        """libmicrohttpd writes a line or two per malformed request, and a
+        refused connection's request is now read: 1000 refused clients
+        sending garbage wrote 1580 event=mhd lines in 0.1 s.  At most 10 a
+        second are logged, and a line a second says how many more came."""
+        srv = T.Server(["--model", MODEL, "--registry", "none", "--connection-limit", "1"],
+                       WORK)
+        try:
+            time.sleep(0.2)  # the start-up probe's connection is gone
+            held = srv.conn()
+            self.assertEqual(srv.request("GET", "/healthz", conn=held)[0], 200)
+            t0 = time.monotonic()
+            for i in range(300):
+                with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+                    s.settimeout(2)
+                    try:
+                        s.sendall(b"HELLO THERE\r\n\r\n")
+                        T.read_to_eof(s)
+                    except OSError:
+                        pass
+            secs = time.monotonic() - t0
+            time.sleep(1.3)  # the last summary
+            log = srv.log_text()
+            mhd = [ln for ln in log.splitlines() if "event=mhd" in ln]
+            said = [ln for ln in mhd if "more libmicrohttpd line" in ln]
+            self.assertLessEqual(len(mhd) - len(said), 10 * (int(secs) + 2), mhd[:20])
+            self.assertGreaterEqual(len(said), 1, mhd[:20])
+            self.assertLessEqual(len(said), int(secs) + 3, said)
+            self.assertRegex(said[0], r'msg="\d+ more libmicrohttpd lines? not logged '
+                             r'\(at most 10 a second\)"')
+            self.assertEqual(srv.request("GET", "/healthz", conn=held)[0], 200)
+            held.close()
+        finally:
+            self.assertEqual(srv.stop(), 0)
+
     def test_refused_client_still_sending_reads_the_503(self):
         """A client over the limit whose request is still arriving when the
         503 is written - a 200 KB body sent after its headers, at once by a
