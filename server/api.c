@@ -1294,6 +1294,40 @@ int srv__encode_req_bad_row_noted(const char *body, size_t len, int D, int max_i
  * begin a JSON value begins an element, and what lies inside an element
  * (an embedding's numbers, arrays nested in it) never counts.
  */
+/* 1 when the JSON string body @s (@n bytes, between its quotes) reads
+ * "inputs" once its escapes are decoded, as jansson decodes a key. */
+static int key_is_inputs(const char *s, size_t n)
+{
+	static const char want[] = "inputs";
+	size_t i = 0, k = 0;
+
+	if (n == 6)
+		return !memcmp(s, want, 6);
+	while (i < n && k < 6) {
+		unsigned c = (unsigned char)s[i++];
+		if (c == '\\') {
+			unsigned v = 0;
+			if (i >= n || s[i] != 'u' || n - i < 5)
+				return 0; /* the other escapes make no letter */
+			for (int d = 1; d <= 4; d++) {
+				int x = s[i + d];
+				x = x >= '0' && x <= '9'   ? x - '0'
+				    : x >= 'a' && x <= 'f' ? x - 'a' + 10
+				    : x >= 'A' && x <= 'F' ? x - 'A' + 10
+							   : -1;
+				if (x < 0)
+					return 0;
+				v = v * 16 + (unsigned)x;
+			}
+			i += 5;
+			c = v;
+		}
+		if (c != (unsigned char)want[k++])
+			return 0;
+	}
+	return i == n && k == 6;
+}
+
 size_t srv__json_separators(const char *body, size_t len, size_t *inputs)
 {
 	const char *p = body, *end = body + len;
@@ -1339,7 +1373,7 @@ size_t srv__json_separators(const char *body, size_t len, size_t *inputs)
 			}
 			if (depth == 1 && key_next) {
 				key_next = 0;
-				key_inputs = p - 1 - str == 6 && !memcmp(str, "inputs", 6);
+				key_inputs = key_is_inputs(str, (size_t)(p - 1 - str));
 			}
 		} else if (c == '[' || c == '{') {
 			n++;

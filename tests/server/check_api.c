@@ -627,6 +627,14 @@ START_TEST(test_json_inputs)
 	    {"{\"inputs\": [1 2 3]}", 1},
 	    {"{\"inputs\": [{\"embedding\": [[1], [2], [3]]}, \"a,b\"", 2}, /* cut short */
 	    {"{\"inputs\": [{\"id\": \"[\\\"]\"", 1},
+	    /* the key with escapes, as jansson decodes it (review) */
+	    {"{\"\\u0069nputs\": [1, 2, 3]}", 3},
+	    {"{\"in\\u0070ut\\u0073\": [1, 2]}", 2},
+	    {"{\"\\u0049nputs\": [1, 2]}", 0},
+	    {"{\"\\u0069nput\": [1, 2]}", 0},
+	    {"{\"\\u0069nputsx\": [1, 2]}", 0},
+	    {"{\"\\u006\": [1, 2]}", 0},
+	    {"{\"\\ninputs\": [1, 2]}", 0},
 	};
 	int flags[] = {0, JSON_COMPACT, JSON_INDENT(2)};
 
