@@ -161,7 +161,7 @@ deps deps-test:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 			apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
-	$(if $(filter deps-test,$@),@$(MAKE) --no-print-directory promtool)
+	$(if $(filter deps-test,$@),@$(MAKE) --no-print-directory promtool PROMTOOL_AUTO=1)
 
 # promtool, for tests/deploy's alert rule unit tests.  Debian ships it only in
 # the prometheus package, which also installs and starts the Prometheus
@@ -172,11 +172,18 @@ deps deps-test:
 # and that file, once it runs, is moved to $(SEMID_PROMTOOL)
 # ($(O)/tools/promtool unless set); the .deb is deleted.  Nothing is done
 # when a promtool is on PATH or already unpacked there.  When the download
-# fails (no network, no package lists) it says so and exits 0: tests/deploy
-# then skips its promtool checks.
+# fails (no network, no package lists) it says so, leaves
+# $(SEMID_PROMTOOL).failed and exits 0: tests/deploy then skips its promtool
+# checks, and later `make test` runs do not try again (half a minute offline)
+# until `make promtool` is run by hand.
 promtool:
 	@p='$(SEMID_PROMTOOL)'; \
 	if command -v promtool >/dev/null || [ -x "$$p" ]; then exit 0; fi; \
+	if [ -n "$(PROMTOOL_AUTO)" ] && [ -e "$$p.failed" ]; then \
+		echo "semid: no promtool: an earlier download failed ($$p.failed);" \
+			"\`make promtool\` tries again" >&2; \
+		exit 0; \
+	fi; \
 	mkdir -p "$$(dirname "$$p")" && tmp=$$(mktemp -d "$$p.XXXXXX") || exit 0; \
 	trap 'rm -rf "$$tmp"' EXIT; \
 	get() { (cd "$$tmp" && apt-get download -qq prometheus) >"$$tmp/log" 2>&1; }; \
@@ -185,11 +192,13 @@ promtool:
 	if [ -z "$$deb" ]; then \
 		echo "semid: no promtool: could not download Debian's prometheus package" \
 			"($$(grep -v '^W:' "$$tmp/log" | tail -n 1)); tests/deploy skips its promtool checks" >&2; \
+		touch "$$p.failed"; \
 		exit 0; \
 	fi; \
 	if dpkg-deb --fsys-tarfile "$$deb" | tar -x -C "$$tmp" ./usr/bin/promtool \
 		&& "$$tmp/usr/bin/promtool" --version >/dev/null 2>&1 \
 		&& mv "$$tmp/usr/bin/promtool" "$$p"; then \
+		rm -f "$$p.failed"; \
 		echo "semid: unpacked promtool from $${deb##*/} into $$p (package not installed)"; \
 	else \
 		echo "semid: no promtool: could not unpack it from $${deb##*/}" >&2; \
