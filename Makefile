@@ -205,11 +205,15 @@ promtool:
 	fi
 
 # Every test CI runs: Check unit tests, then the python-driven integration
-# tests (tests/**/test_*.py, Debian's python3 + numpy), summed by tests/run.py.
+# tests (tests/**/test_*.py, Debian's python3 + numpy), summed by tests/run.py,
+# SEMID_TEST_JOBS suites at a time (the core count; most suites spend their
+# time waiting on the timeouts they test, fsync or a server).
+SEMID_TEST_JOBS ?= $(NPROC)
 test:
 	@$(MAKE) --no-print-directory deps-test
 	@$(MAKE) --no-print-directory -j$(NPROC) test-build
-	@$(PYTHON) tests/run.py $(CHECK_BINS) $(sort $(wildcard tests/*/test_*.py))
+	@SEMID_TEST_JOBS=$(SEMID_TEST_JOBS) $(PYTHON) tests/run.py $(CHECK_BINS) \
+		$(sort $(wildcard tests/*/test_*.py))
 
 test-build: all check-bins
 

@@ -10,11 +10,19 @@ Each suite's own output is shown.  The closing line is "tests: N passed, M
 failed, K skipped" (skipped tests are not counted as passed); the exit status
 is non-zero when anything failed, a suite crashed without a summary, or a
 suite ran no test at all.
+
+SEMID_TEST_JOBS suites run at once (default 1).  Many suites spend most of
+their time waiting (on timeouts they test, on fsync, on a server), so two on
+two cores take about half the time; each suite's output is shown whole when
+it ends, and the suites are independent (their own temporary directories,
+servers on free ports, their own PostgreSQL clusters).
 """
+import concurrent.futures
 import os
 import re
 import subprocess
 import sys
+import threading
 import time
 
 CHECK_RE = re.compile(r"(\d+)%: Checks: (\d+), Failures: (\d+), Errors: (\d+)")
@@ -33,7 +41,6 @@ def run_suite(path):
     t0 = time.time()
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     out = proc.stdout.decode("utf-8", "replace")
-    sys.stdout.write(out)
     dt = time.time() - t0
     passed = failed = skipped = 0
     m = CHECK_RE.findall(out)
@@ -56,19 +63,26 @@ def run_suite(path):
         passed = ran - failed - skipped
     if proc.returncode != 0 and failed == 0:
         failed = 1  # crashed or exited non-zero without reporting a failure
-    if passed + failed + skipped == 0:
-        print(f"== {path}: ran no test")
-        failed = 1  # a suite that runs nothing is broken, not green
-    print(f"== {path}: {passed} passed, {failed} failed, {skipped} skipped "
-          f"({dt:.1f}s, exit {proc.returncode})", flush=True)
+    with OUTPUT:
+        sys.stdout.write(out)
+        if passed + failed + skipped == 0:
+            print(f"== {path}: ran no test")
+            failed = 1  # a suite that runs nothing is broken, not green
+        print(f"== {path}: {passed} passed, {failed} failed, {skipped} skipped "
+              f"({dt:.1f}s, exit {proc.returncode})", flush=True)
     return passed, failed, skipped
+
+
+OUTPUT = threading.Lock()  # one suite's output at a time, whole
 
 
 def main():
     total_p = total_f = total_s = 0
     bad = []
-    for path in sys.argv[1:]:
-        p, f, k = run_suite(path)
+    jobs = max(1, int(os.environ.get("SEMID_TEST_JOBS", "1") or 1))
+    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+        results = list(pool.map(run_suite, sys.argv[1:]))
+    for path, (p, f, k) in zip(sys.argv[1:], results):
         total_p += p
         total_f += f
         total_s += k

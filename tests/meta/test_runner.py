@@ -30,10 +30,25 @@ echo 'SKIP t_pg_only: PostgreSQL: not root' >&2
 echo '100%: Checks: 5, Failures: 0, Errors: 0'
 """
 CRASH = "import os\nos.abort()\n"
+# Two suites that pass only when they run at the same time: each marks its
+# start in a directory (RENDEZVOUS in its environment) and waits, at most
+# 20 s, for the other's mark.
+MEET = """import os, time, unittest
+class T(unittest.TestCase):
+    def test_meet(self):
+        d = os.environ["RENDEZVOUS"]
+        open(os.path.join(d, "%s"), "w").close()
+        t0 = time.monotonic()
+        while not os.path.exists(os.path.join(d, "%s")):
+            self.assertLess(time.monotonic() - t0, 20, "ran alone")
+            time.sleep(0.01)
+        print("%s " * 50)
+unittest.main()
+"""
 
 
 class RunnerTest(unittest.TestCase):
-    def run_suites(self, *sources):
+    def run_suites(self, *sources, env=None):
         with tempfile.TemporaryDirectory() as d:
             paths = []
             for i, src in enumerate(sources):
@@ -45,8 +60,10 @@ class RunnerTest(unittest.TestCase):
                     os.chmod(p, 0o755)
                 paths.append(p)
             p = subprocess.run([sys.executable, RUN] + paths, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, timeout=60)
-        return p.returncode, p.stdout.decode().strip().splitlines()[-1]
+                               stderr=subprocess.STDOUT, timeout=60,
+                               env=dict(os.environ, **(env or {})))
+        self.out = p.stdout.decode()
+        return p.returncode, self.out.strip().splitlines()[-1]
 
     def test_counts_failures_and_skips_apart(self):
         rc, last = self.run_suites(MIXED)
@@ -67,6 +84,25 @@ class RunnerTest(unittest.TestCase):
         rc, last = self.run_suites(GREEN_SKIP, NOTHING)
         self.assertEqual(last, "tests: 3 passed, 1 failed, 1 skipped")
         self.assertNotEqual(rc, 0)
+
+    def test_suites_run_at_once(self):
+        """SEMID_TEST_JOBS=2 runs two suites at the same time (they wait for
+        each other), sums them as one by one, and shows each one's output
+        whole, its summary line right after it."""
+        with tempfile.TemporaryDirectory() as meet:
+            rc, last = self.run_suites(MEET % ("a", "b", "A"), MEET % ("b", "a", "B"),
+                                       GREEN_SKIP, env={"SEMID_TEST_JOBS": "2",
+                                                        "RENDEZVOUS": meet})
+        self.assertEqual(last, "tests: 5 passed, 0 failed, 1 skipped", self.out)
+        self.assertEqual(rc, 0)
+        lines = self.out.splitlines()
+        for mark, suite in (("A", "s0.py"), ("B", "s1.py")):
+            i = lines.index(("%s " % mark) * 50)
+            block = lines[i:i + 8]
+            self.assertTrue(any(ln.startswith("== ") and ln.split(":")[0].endswith(suite)
+                                for ln in block), block)
+            self.assertFalse(any(ln.startswith("== ") and not ln.split(":")[0].endswith(suite)
+                                 for ln in block), block)
 
     def test_a_crash_without_summary_fails(self):
         rc, last = self.run_suites(CRASH)
