@@ -1063,13 +1063,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 			*upload_size = 0;
 			return body_count(q, n);
 		}
-		if (q->state == REQ_READY)
-			return send_response(q);
-		if (q->too_large) {
+		if (q->too_large) /* over max_body_bytes: that first, as for any */
 			set_error(q, SRV_ERR_TOO_LARGE, "the body is over %ld bytes",
 				  h->d.cfg->max_body_bytes);
+		if (q->state == REQ_READY || q->too_large)
 			return send_response(q);
-		}
 		switch (q->route) {
 		case SRV_ROUTE_HEALTHZ:
 			set_json(q, 200, json_pack("{s:s}", "status", "ok"));
@@ -1158,7 +1156,9 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 		return;
 	*con_cls = NULL;
 	secs = srv_now() - q->t0;
-	status = q->status ? q->status : 499; /* closed before an answer */
+	/* closed before an answer was queued (a refused request's status is
+	 * known before its body is in) */
+	status = q->state == REQ_DONE && q->status ? q->status : 499;
 	srv_metrics_request(h->d.metrics, q->route, status, secs);
 	srv_logline_begin(&l, status >= 500 ? SRV_LOG_WARN : SRV_LOG_INFO, "request");
 	srv_logline_str(&l, "method", q->method);
@@ -1424,10 +1424,12 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
 
 /* Close every connection whose request has been arriving for longer than
  * connection_timeout_s; log what was closed and refused since last time. */
+static void log_counts(struct srv_http *h, long long now);
+
 static void sweep(struct srv_http *h)
 {
 	long long now = now_us(), limit = (long long)h->d.cfg->connection_timeout_s * 1000000;
-	long cut = 0, refused, dropped;
+	long cut = 0;
 	struct conn *c;
 
 	if (limit > 0 || __atomic_load_n(&h->lingering, __ATOMIC_RELAXED)) {
@@ -1464,8 +1466,16 @@ static void sweep(struct srv_http *h)
 	}
 	/* at most a line a second of each (config/README.md), however many
 	 * come */
-	if (now - h->refused_logged_us < 1000000)
-		return;
+	if (now - h->refused_logged_us >= 1000000)
+		log_counts(h, now);
+}
+
+/* Log the refusals and libmicrohttpd's lines not logged since the last time
+ * (sweeper thread, or after it stopped). */
+static void log_counts(struct srv_http *h, long long now)
+{
+	long refused, dropped;
+
 	refused = __atomic_exchange_n(&h->refused, 0, __ATOMIC_RELAXED);
 	dropped = __atomic_exchange_n(&h->mhd_dropped, 0, __ATOMIC_RELAXED);
 	if (refused || dropped)
@@ -1553,6 +1563,7 @@ static void http_free(struct srv_http *h)
 		pthread_mutex_unlock(&h->stop_lock);
 		pthread_join(h->sweeper, NULL);
 	}
+	log_counts(h, now_us()); /* what came in the last second */
 	pthread_cond_destroy(&h->stop_cv);
 	pthread_mutex_destroy(&h->stop_lock);
 	pthread_mutex_destroy(&h->conns_lock);

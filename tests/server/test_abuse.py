@@ -330,6 +330,32 @@ class TestConnectionFlood(unittest.TestCase):
         finally:
             self.assertEqual(srv.stop(), 0)
 
+    def test_lines_not_logged_are_counted_at_shutdown(self):
+        """The count of libmicrohttpd lines not logged is written at shutdown
+        too: it was lost when SIGTERM came within a second of them."""
+        srv = T.Server(["--model", MODEL, "--registry", "none", "--connection-limit", "1"],
+                       WORK)
+        try:
+            time.sleep(0.2)
+            held = srv.conn()
+            self.assertEqual(srv.request("GET", "/healthz", conn=held)[0], 200)
+            for i in range(60):
+                with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+                    s.settimeout(2)
+                    try:
+                        s.sendall(b"HELLO THERE\r\n\r\n")
+                        T.read_to_eof(s)
+                    except OSError:
+                        pass
+            held.close()
+        finally:
+            self.assertEqual(srv.stop(), 0)
+        log = srv.log_text()
+        mhd = [ln for ln in log.splitlines() if "event=mhd" in ln]
+        said = sum(int(m) for m in re.findall(r'msg="(\d+) more libmicrohttpd line', log))
+        self.assertGreater(said, 0, mhd[-3:])
+        self.assertGreaterEqual(len(mhd) - 1 + said, 60, mhd[-3:])  # one line or more each
+
     def test_refused_client_still_sending_reads_the_503(self):
         """A client over the limit whose request is still arriving when the
         503 is written - a 200 KB body sent after its headers, at once by a
@@ -705,6 +731,50 @@ class TestRefusedWithBody(unittest.TestCase):
                 finally:
                     s.close()
         no_server_errors(self, SRV)
+
+    def test_chunked_body_over_the_limit_is_413(self):
+        """A refused request's chunked body over max_body_bytes is 413, as on
+        any route, not the refusal (it was 404 and 415); the connection
+        still serves the request after it."""
+        chunk = b" " * 50000
+        body = b"%x\r\n%s\r\n" % (len(chunk), chunk) * 3 + b"0\r\n\r\n"
+        for line in (b"POST /v1/nowhere HTTP/1.1\r\n",
+                     b"POST /v1/items:encode HTTP/1.1\r\nContent-Type: text/plain\r\n"):
+            s = socket.create_connection(("127.0.0.1", SRV.port), timeout=5 * S)
+            try:
+                resp = self.exchange(s, line + b"Host: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+                                     body)
+                self.assertEqual(status_of(resp), 413, resp[:300])
+                self.assertEqual(json.loads(head_and_body(resp)[1])["error"]["message"],
+                                 "the body is over 100000 bytes")
+                resp = self.exchange(s, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", b"")
+                self.assertEqual(status_of(resp), 200, resp[:300])
+            finally:
+                s.close()
+        no_server_errors(self, SRV)
+
+    def test_a_refusal_never_sent_is_logged_499(self):
+        """A refused request whose body never arrives in full is cut at the
+        deadline with no answer: its log line and metrics say 499 (closed
+        before an answer), not the 404 it would have had."""
+        before = SRV.metrics().get('semid_requests_total{route="other",code="404"}', 0)
+        s = socket.create_connection(("127.0.0.1", SRV.port), timeout=5 * S)
+        try:
+            s.sendall(b"POST /v1/never HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{")
+            resp = T.read_to_eof(s)  # the deadline (2 s) cuts it
+        except ConnectionResetError:
+            resp = b""
+        finally:
+            s.close()
+        self.assertEqual(resp, b"")
+        deadline = time.monotonic() + 5 * S
+        while time.monotonic() < deadline and "route=/v1/never" not in SRV.log_text():
+            time.sleep(0.05)
+        lines = [ln for ln in SRV.log_text().splitlines() if "route=/v1/never" in ln]
+        self.assertEqual(len(lines), 1, lines)
+        self.assertRegex(lines[0], r"status=499 .*termination=timeout")
+        self.assertEqual(SRV.metrics().get('semid_requests_total{route="other",code="404"}', 0),
+                         before)
 
     def test_answered_before_the_body_when_it_need_not_come(self):
         """A client waiting for "100 Continue" gets the refusal instead, and a
