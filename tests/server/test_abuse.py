@@ -170,6 +170,19 @@ def metrics_on(srv, conn):
             data.decode().splitlines() if line and not line.startswith("#"))}
 
 
+def garbage(srv, n):
+    """@n connections one after another, each sending a request that is not
+    HTTP and reading to the end of the stream."""
+    for _ in range(n):
+        with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
+            s.settimeout(2)
+            try:
+                s.sendall(b"HELLO THERE\r\n\r\n")
+                T.read_to_eof(s)
+            except OSError:
+                pass
+
+
 DEADLINE = 'semid_connections_closed_total{reason="deadline"}'
 LIMIT = 'semid_connections_closed_total{reason="limit"}'
 
@@ -307,14 +320,7 @@ class TestConnectionFlood(unittest.TestCase):
             held = srv.conn()
             self.assertEqual(srv.request("GET", "/healthz", conn=held)[0], 200)
             t0 = time.monotonic()
-            for i in range(300):
-                with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
-                    s.settimeout(2)
-                    try:
-                        s.sendall(b"HELLO THERE\r\n\r\n")
-                        T.read_to_eof(s)
-                    except OSError:
-                        pass
+            garbage(srv, 300)
             secs = time.monotonic() - t0
             time.sleep(1.3)  # the last summary
             log = srv.log_text()
@@ -339,14 +345,7 @@ class TestConnectionFlood(unittest.TestCase):
             time.sleep(0.2)
             held = srv.conn()
             self.assertEqual(srv.request("GET", "/healthz", conn=held)[0], 200)
-            for i in range(60):
-                with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
-                    s.settimeout(2)
-                    try:
-                        s.sendall(b"HELLO THERE\r\n\r\n")
-                        T.read_to_eof(s)
-                    except OSError:
-                        pass
+            garbage(srv, 60)
             held.close()
         finally:
             self.assertEqual(srv.stop(), 0)
