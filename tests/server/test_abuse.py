@@ -338,22 +338,26 @@ class TestConnectionFlood(unittest.TestCase):
 
     def test_lines_not_logged_are_counted_at_shutdown(self):
         """The count of libmicrohttpd lines not logged is written at shutdown
-        too: it was lost when SIGTERM came within a second of them."""
+        too: it was lost when SIGTERM came within a second of them.  (Not
+        every refused garbage request makes a line: a client that closes
+        first ends it quietly.)"""
         srv = T.Server(["--model", MODEL, "--registry", "none", "--connection-limit", "1"],
                        WORK)
         try:
             time.sleep(0.2)
             held = srv.conn()
             self.assertEqual(srv.request("GET", "/healthz", conn=held)[0], 200)
-            garbage(srv, 60)
+            garbage(srv, 100)
             held.close()
         finally:
             self.assertEqual(srv.stop(), 0)
-        log = srv.log_text()
-        mhd = [ln for ln in log.splitlines() if "event=mhd" in ln]
-        said = sum(int(m) for m in re.findall(r'msg="(\d+) more libmicrohttpd line', log))
-        self.assertGreater(said, 0, mhd[-3:])
-        self.assertGreaterEqual(len(mhd) - 1 + said, 60, mhd[-3:])  # one line or more each
+        lines = srv.log_text().splitlines()
+        stop = [i for i, ln in enumerate(lines) if "event=shutdown" in ln]
+        said = [i for i, ln in enumerate(lines)
+                if re.search(r'event=mhd msg="\d+ more libmicrohttpd lines? not logged', ln)]
+        self.assertTrue(stop, lines[-5:])
+        # the last count comes after the shutdown began: written as it ends
+        self.assertTrue(said and said[-1] > stop[0], lines[-5:])
 
     def test_refused_client_still_sending_reads_the_503(self):
         """A client over the limit whose request is still arriving when the
