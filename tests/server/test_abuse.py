@@ -22,6 +22,7 @@ What the server does (proto/api.md "Connections"):
 
 Run: SEMID_BIN=/path/to/bin /usr/bin/python3 tests/server/test_abuse.py
 """
+import contextlib
 import datetime
 import http.client
 import json
@@ -170,6 +171,20 @@ def metrics_on(srv, conn):
             data.decode().splitlines() if line and not line.startswith("#"))}
 
 
+@contextlib.contextmanager
+def limit_one(test):
+    """A server at connection_limit 1 and the one connection it serves (a
+    keep-alive client, answered once); stopped at the end, exit status 0."""
+    srv = T.Server(["--model", MODEL, "--registry", "none", "--connection-limit", "1"], WORK)
+    try:
+        time.sleep(0.2)  # the start-up probe's connection is gone
+        held = srv.conn()
+        test.assertEqual(srv.request("GET", "/healthz", conn=held)[0], 200)
+        yield srv, held
+    finally:
+        test.assertEqual(srv.stop(), 0)
+
+
 def garbage(srv, n):
     """@n connections one after another, each sending a request that is not
     HTTP and reading to the end of the stream."""
@@ -280,12 +295,7 @@ class TestConnectionFlood(unittest.TestCase):
         """Refusals that go on for a while are summed into one log line a
         second at most (config/README.md); the sweeper, which looks five
         times a second, wrote one at each look."""
-        srv = T.Server(["--model", MODEL, "--registry", "none", "--connection-limit", "1"],
-                       WORK)
-        try:
-            time.sleep(0.2)  # the start-up probe's connection is gone
-            held = srv.conn()
-            self.assertEqual(srv.request("GET", "/healthz", conn=held)[0], 200)
+        with limit_one(self) as (srv, held):
             t0 = time.monotonic()
             while time.monotonic() - t0 < 1.6:
                 with socket.create_connection(("127.0.0.1", srv.port), timeout=5) as s:
@@ -305,20 +315,13 @@ class TestConnectionFlood(unittest.TestCase):
             for a, b in zip(stamps, stamps[1:]):
                 self.assertGreaterEqual((b - a).total_seconds(), 0.95, lines)
             held.close()
-        finally:
-            self.assertEqual(srv.stop(), 0)
 
     def test_libmicrohttpd_lines_are_bounded(self):
         """libmicrohttpd writes a line or two per malformed request, and a
         refused connection's request is now read: 1000 refused clients
         sending garbage wrote 1580 event=mhd lines in 0.1 s.  At most 10 a
         second are logged, and a line a second says how many more came."""
-        srv = T.Server(["--model", MODEL, "--registry", "none", "--connection-limit", "1"],
-                       WORK)
-        try:
-            time.sleep(0.2)  # the start-up probe's connection is gone
-            held = srv.conn()
-            self.assertEqual(srv.request("GET", "/healthz", conn=held)[0], 200)
+        with limit_one(self) as (srv, held):
             t0 = time.monotonic()
             garbage(srv, 300)
             secs = time.monotonic() - t0
@@ -333,24 +336,15 @@ class TestConnectionFlood(unittest.TestCase):
                              r'\(at most 10 a second\)"')
             self.assertEqual(srv.request("GET", "/healthz", conn=held)[0], 200)
             held.close()
-        finally:
-            self.assertEqual(srv.stop(), 0)
 
     def test_lines_not_logged_are_counted_at_shutdown(self):
         """The count of libmicrohttpd lines not logged is written at shutdown
         too: it was lost when SIGTERM came within a second of them.  (Not
         every refused garbage request makes a line: a client that closes
         first ends it quietly.)"""
-        srv = T.Server(["--model", MODEL, "--registry", "none", "--connection-limit", "1"],
-                       WORK)
-        try:
-            time.sleep(0.2)
-            held = srv.conn()
-            self.assertEqual(srv.request("GET", "/healthz", conn=held)[0], 200)
+        with limit_one(self) as (srv, held):
             garbage(srv, 100)
             held.close()
-        finally:
-            self.assertEqual(srv.stop(), 0)
         lines = srv.log_text().splitlines()
         stop = [i for i, ln in enumerate(lines) if "event=shutdown" in ln]
         said = [i for i, ln in enumerate(lines)
@@ -366,17 +360,12 @@ class TestConnectionFlood(unittest.TestCase):
         whole 503 and the end of the stream.  The server closed such a
         connection at once, and the kernel answered the rest of the request
         with RST: the client's send failed with a broken pipe or a reset."""
-        srv = T.Server(["--model", MODEL, "--registry", "none", "--connection-limit", "1"],
-                       WORK)
         body = b"x" * 200000  # dropped unread: it need not be JSON
         head = (b"POST /v1/items:encode HTTP/1.1\r\nHost: x\r\nContent-Type: "
                 b"application/json\r\nContent-Length: %d\r\n\r\n" % len(body))
         error = {"code": "unavailable",
                  "message": "too many open connections (connection_limit 1); retry later"}
-        try:
-            time.sleep(0.2)  # the start-up probe's connection is gone
-            held = srv.conn()
-            self.assertEqual(srv.request("GET", "/healthz", conn=held)[0], 200)
+        with limit_one(self) as (srv, held):
             for i in range(10):
                 c = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=5 * S)
                 try:
@@ -411,8 +400,6 @@ class TestConnectionFlood(unittest.TestCase):
             # MHD's own lines about connections closed mid-request say nothing
             self.assertNotIn("event=mhd", srv.log_text())
             held.close()
-        finally:
-            self.assertEqual(srv.stop(), 0)
 
     def test_refused_clients_are_read_for_a_bounded_time_and_size(self):
         """What a refused client sends is read for 2 s and 1 MiB at most: one
@@ -421,8 +408,6 @@ class TestConnectionFlood(unittest.TestCase):
         more in than the kernel's buffers hold), each having read the 503
         at once; and while they linger they do not take the place of a
         served connection."""
-        srv = T.Server(["--model", MODEL, "--registry", "none", "--connection-limit", "1"],
-                       WORK)
         head = (b"POST /v1/items:encode HTTP/1.1\r\nHost: x\r\nContent-Type: "
                 b"application/json\r\nContent-Length: %d\r\n\r\n")
         results = {}
@@ -446,10 +431,7 @@ class TestConnectionFlood(unittest.TestCase):
             finally:
                 s.close()
 
-        try:
-            time.sleep(0.2)  # the start-up probe's connection is gone
-            held = srv.conn()
-            self.assertEqual(srv.request("GET", "/healthz", conn=held)[0], 200)
+        with limit_one(self) as (srv, held):
             threads = [threading.Thread(target=refused, args=a) for a in (
                 ("trickle", 10 ** 6, b"y" * 1000, 0.1),
                 ("pour", 128 << 20, b"z" * (1 << 20), 0))]
@@ -474,8 +456,6 @@ class TestConnectionFlood(unittest.TestCase):
             self.assertEqual(healthz_soon(srv), 200)
             self.assertIsNone(srv.proc.poll())
             self.assertNotIn("event=mhd", srv.log_text())
-        finally:
-            self.assertEqual(srv.stop(), 0)
 
     def test_flood_beyond_the_limit(self):
         limit = 40
