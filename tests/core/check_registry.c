@@ -27,6 +27,7 @@
 #include "check_main.h"
 #include "kill_after.h"
 #include <dlfcn.h>
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -3032,6 +3033,22 @@ static void pg_value(const char *conninfo, const char *sql, char *buf, size_t le
  * group, and with LATIN1 it was stored as the LATIN1 reading of its bytes.
  * SQL_ASCII stores the bytes as they are.
  */
+/* A new database of the test cluster in @encoding: its name (64 bytes) into
+ * @name, a connection string for it (700 bytes) into @db. */
+static void pg_new_db(const char *encoding, char *name, char *db)
+{
+	char sql[256];
+
+	snprintf(name, 64, "semid_%s_%d", encoding, (int)getpid());
+	for (char *p = name; *p; p++)
+		*p = (char)tolower((unsigned char)*p);
+	snprintf(sql, sizeof(sql),
+		 "CREATE DATABASE %s ENCODING '%s' TEMPLATE template0 LC_COLLATE 'C' LC_CTYPE 'C'",
+		 name, encoding);
+	pg_sql(pg.admin, sql);
+	snprintf(db, 700, "%s dbname=%s", pg.admin, name);
+}
+
 START_TEST(t_pg_encoding)
 {
 	struct sid_registry *r = NULL;
@@ -3053,18 +3070,12 @@ START_TEST(t_pg_encoding)
 	     .model_version = "v",
 	     .out = &out[1]},
 	};
-	char name[64], sql[256], db[700], raw[800], v[64];
+	char name[64], db[700], raw[800], v[64];
 
 	NEED_STORE();
 	/* LATIN1: refused, for writing and for reading, and nothing created */
 	setenv("PGCLIENTENCODING", "UTF8", 1);
-	snprintf(name, sizeof(name), "semid_latin1_%d", (int)getpid());
-	snprintf(sql, sizeof(sql),
-		 "CREATE DATABASE %s ENCODING 'LATIN1' TEMPLATE template0 LC_COLLATE 'C'"
-		 " LC_CTYPE 'C'",
-		 name);
-	pg_sql(pg.admin, sql);
-	snprintf(db, sizeof(db), "%s dbname=%s", pg.admin, name);
+	pg_new_db("LATIN1", name, db);
 	ck_assert_int_eq(sid_registry_open(db, 0, &r, &err), SID_EFORMAT);
 	ck_assert_msg(strstr(err.msg, "encoding is LATIN1") && strstr(err.msg, "ENCODING 'UTF8'") &&
 			  strstr(err.msg, name),
@@ -3099,13 +3110,7 @@ START_TEST(t_pg_encoding)
 	ck_assert_str_eq(v, "12,14");
 
 	/* SQL_ASCII: taken; the bytes are stored and read back as they are */
-	snprintf(name, sizeof(name), "semid_ascii_%d", (int)getpid());
-	snprintf(sql, sizeof(sql),
-		 "CREATE DATABASE %s ENCODING 'SQL_ASCII' TEMPLATE template0 LC_COLLATE 'C'"
-		 " LC_CTYPE 'C'",
-		 name);
-	pg_sql(pg.admin, sql);
-	snprintf(db, sizeof(db), "%s dbname=%s", pg.admin, name);
+	pg_new_db("SQL_ASCII", name, db);
 	wide.id = WIDE_ID;
 	ck_assert_msg(sid_registry_open(db, 0, &r, &err) == 0, "%s", err.msg);
 	ck_assert_int_eq(sid_registry_assign_calls(r, calls, 2), 0);

@@ -753,6 +753,15 @@ END_TEST
  * in strings do not count, and a body within the bound still decodes on
  * the jansson path.
  */
+/* @head, @n times @item, then @tail, into @out; returns the length. */
+static size_t repeated(char *out, const char *head, const char *item, size_t n, const char *tail)
+{
+	size_t len = (size_t)sprintf(out, "%s", head);
+	for (size_t i = 0; i < n; i++)
+		len += (size_t)sprintf(out + len, "%s", item);
+	return len + (size_t)sprintf(out + len, "%s", tail);
+}
+
 START_TEST(test_decode_value_flood)
 {
 	static const char ok[] =
@@ -764,30 +773,21 @@ START_TEST(test_decode_value_flood)
 	char *body = malloc(4 * n + 64);
 
 	ck_assert_ptr_nonnull(body);
-	len += (size_t)sprintf(body, "{\"inputs\": [");
-	for (size_t i = 0; i < n; i++)
-		len += (size_t)sprintf(body + len, "[],");
-	len += (size_t)sprintf(body + len, "[]]}");
+	len = repeated(body, "{\"inputs\": [", "[],", n, "[]]}");
 	memset(&e, 0, sizeof(e));
 	ck_assert_int_eq(srv_encode_req_decode(body, len, SID_TOWER_ITEM, 3, 2, &req, &e), -1);
 	ck_assert_int_eq(e.kind, SRV_ERR_TOO_LARGE);
 	ck_assert_str_eq(e.msg, "100001 inputs; at most 2 are allowed per request");
 	ck_assert_ptr_null(req.x);
 	/* one input: a long embedding and an unknown field */
-	len = (size_t)sprintf(body, "{\"inputs\": [{\"embedding\": [");
-	for (size_t i = 0; i < n; i++)
-		len += (size_t)sprintf(body + len, "0,");
-	len += (size_t)sprintf(body + len, "0]}], \"x\": 1}");
+	len = repeated(body, "{\"inputs\": [{\"embedding\": [", "0,", n, "0]}], \"x\": 1}");
 	ck_assert_int_eq(srv_encode_req_decode(body, len, SID_TOWER_ITEM, 3, 2, &req, &e), -1);
 	ck_assert_int_eq(e.kind, SRV_ERR_INVALID_ARGUMENT);
 	ck_assert_str_eq(e.msg, "the body has 100005 JSON brackets and commas; a request of at "
 				"most 2 inputs of 3 numbers has no more than 78");
 	ck_assert_ptr_null(req.x);
 	/* one input: arrays nested in its embedding */
-	len = (size_t)sprintf(body, "{\"inputs\": [{\"embedding\": [");
-	for (size_t i = 0; i < n; i++)
-		len += (size_t)sprintf(body + len, "[0],");
-	len += (size_t)sprintf(body + len, "[0]]}]}");
+	len = repeated(body, "{\"inputs\": [{\"embedding\": [", "[0],", n, "[0]]}]}");
 	ck_assert_int_eq(srv_encode_req_decode(body, len, SID_TOWER_ITEM, 3, 2, &req, &e), -1);
 	ck_assert_int_eq(e.kind, SRV_ERR_INVALID_ARGUMENT);
 	ck_assert_str_eq(e.msg, "the body has 200005 JSON brackets and commas; a request of at "
