@@ -159,22 +159,19 @@ static int parse_semid_meta(const char *text, struct sid_model *m, struct sid_er
 				   mv ? "is not a string" : "missing");
 		goto fail;
 	}
-	/* what the registry stores with every ID, and logs and TSV carry */
-	if (json_string_length(mv) > SID_MODEL_VERSION_MAX) {
-		rc = sid_error_set(err, SID_EFORMAT,
-				   "metadata 'semid': model_version is %zu bytes; at most %d",
-				   json_string_length(mv), SID_MODEL_VERSION_MAX);
+	/* what the registry stores with every ID, and logs and TSV carry (a
+	 * NUL in it ends it early: a control character too) */
+	rc = sid_model_version_check(json_string_value(mv), err);
+	if (!rc && strlen(json_string_value(mv)) != json_string_length(mv))
+		rc = sid_error_set(err, SID_EINVAL,
+				   "model_version has a control character (0x00) at byte %zu",
+				   strlen(json_string_value(mv)));
+	if (rc) {
+		sid_error_prefix(err, "metadata 'semid'");
+		if (err)
+			err->code = SID_EFORMAT;
+		rc = SID_EFORMAT;
 		goto fail;
-	}
-	for (size_t i = 0; i < json_string_length(mv); i++) {
-		unsigned char c = (unsigned char)json_string_value(mv)[i];
-		if (c < 0x20 || c == 0x7f) {
-			rc = sid_error_set(err, SID_EFORMAT,
-					   "metadata 'semid': model_version has a control "
-					   "character (0x%02x) at byte %zu",
-					   c, i);
-			goto fail;
-		}
 	}
 	towers = json_object_get(root, "towers");
 	if (!json_is_object(towers)) {
@@ -616,6 +613,26 @@ int sid_model_load_buffer(const void *buf, size_t len, struct sid_model **out,
 	if (!out)
 		return sid_error_set(err, SID_EINVAL, "model: no output");
 	return model_build(buf, len, NULL, out, err);
+}
+
+int sid_model_version_check(const char *v, struct sid_error *err)
+{
+	size_t n = strlen(v);
+	json_t *j;
+
+	if (n > SID_MODEL_VERSION_MAX)
+		return sid_error_set(err, SID_EINVAL, "model_version is %zu bytes; at most %d", n,
+				     SID_MODEL_VERSION_MAX);
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)v[i] < 0x20 || v[i] == 0x7f)
+			return sid_error_set(err, SID_EINVAL,
+					     "model_version has a control character (0x%02x) at "
+					     "byte %zu",
+					     (unsigned char)v[i], i);
+	if (!(j = json_string(v)))
+		return sid_error_set(err, SID_EINVAL, "model_version is not valid UTF-8");
+	json_decref(j);
+	return 0;
 }
 
 int sid_model_load(const char *path, struct sid_model **out, struct sid_error *err)

@@ -77,6 +77,11 @@ struct sid_model {
  */
 int sid_model_load(const char *path, struct sid_model **out, struct sid_error *err);
 
+/* 0 when @v can be a model_version: at most SID_MODEL_VERSION_MAX bytes, no
+ * control character, valid UTF-8 (JSON carries it); else SID_EINVAL saying
+ * which.  The loader, the trainer and the registry all hold to it. */
+int sid_model_version_check(const char *v, struct sid_error *err);
+
 /* As sid_model_load, from a buffer (for tests and fuzzing); path is NULL. */
 int sid_model_load_buffer(const void *buf, size_t len, struct sid_model **out,
 			  struct sid_error *err);

@@ -91,23 +91,7 @@ static int version_check(const char *v, struct sid_error *err)
 {
 	if (!v)
 		return sid_error_set(err, SID_EINVAL, "model_version is missing");
-	if (strlen(v) > SID_REG_VERSION_MAX)
-		return sid_error_set(err, SID_EINVAL,
-				     "model_version \"%.*s...\" is longer than %d bytes",
-				     utf8_cut(v, 40), v, SID_REG_VERSION_MAX);
-	for (const unsigned char *p = (const unsigned char *)v; *p; p++)
-		if (*p < 0x20 || *p == 0x7f)
-			return sid_error_set(err, SID_EINVAL,
-					     "model_version \"%.*s\": control character 0x%02x",
-					     utf8_cut(v, 64), v, *p);
-	/* JSON views of the entry (export, lookups) need UTF-8, as ids do */
-	{
-		json_t *j = json_string(v);
-		if (!j)
-			return sid_error_set(err, SID_EINVAL, "model_version is not valid UTF-8");
-		json_decref(j);
-	}
-	return 0;
+	return sid_model_version_check(v, err);
 }
 
 /*

@@ -116,20 +116,10 @@ static int key_set(struct tr_config *c, const struct key *k, const char *value, 
 		if (strlen(value) >= k->size)
 			return sid_error_set(err, SID_EINVAL, "%s: %s longer than %zu bytes", what,
 					     k->name, k->size - 1);
-		/* a model whose model_version has one is refused where it is loaded */
-		for (const char *p = value; !strcmp(k->name, "model_version") && *p; p++)
-			if ((unsigned char)*p < 0x20 || *p == 0x7f)
-				return sid_error_set(err, SID_EINVAL,
-						     "%s: model_version has a control character "
-						     "(0x%02x)",
-						     what, (unsigned char)*p);
-		if (!strcmp(k->name, "model_version")) { /* the metadata is JSON: UTF-8 */
-			json_t *j = json_string(value);
-			if (!j)
-				return sid_error_set(err, SID_EINVAL,
-						     "%s: model_version is not valid UTF-8", what);
-			json_decref(j);
-		}
+		/* a model whose model_version breaks the rule is refused where
+		 * it is loaded */
+		if (!strcmp(k->name, "model_version") && sid_model_version_check(value, err))
+			return sid_error_prefix(err, "%s", what);
 		strcpy(dst, value);
 		return 0;
 	case K_INT:
