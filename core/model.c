@@ -159,14 +159,9 @@ static int parse_semid_meta(const char *text, struct sid_model *m, struct sid_er
 				   mv ? "is not a string" : "missing");
 		goto fail;
 	}
-	/* what the registry stores with every ID, and logs and TSV carry (a
-	 * NUL in it ends it early: a control character too) */
-	rc = sid_model_version_check(json_string_value(mv), err);
-	if (!rc && strlen(json_string_value(mv)) != json_string_length(mv))
-		rc = sid_error_set(err, SID_EINVAL,
-				   "model_version has a control character (0x00) at byte %zu",
-				   strlen(json_string_value(mv)));
-	if (rc) {
+	/* what the registry stores with every ID, and logs and TSV carry
+	 * (jansson itself refuses a NUL in it) */
+	if ((rc = sid_model_version_check(json_string_value(mv), err))) {
 		sid_error_prefix(err, "metadata 'semid'");
 		if (err)
 			err->code = SID_EFORMAT;
