@@ -36,6 +36,8 @@ static const struct key keys[] = {
     {"watch", K_BOOL, F(watch), 0, 1, "reload when the model file is replaced"},
     {"reload_debounce_ms", K_INT, F(reload_debounce_ms), 0, 60000,
      "quiet time before a watched reload"},
+    {"watch_poll_ms", K_INT, F(watch_poll_ms), 0, 3600000,
+     "with watch, also stat the model path this often (0: events only)"},
     {"workers", K_INT, F(workers), 1, 256, "encode worker threads"},
     {"http_threads", K_INT, F(http_threads), 1, 64, "HTTP polling threads"},
     {"max_batch", K_INT, F(max_batch), 1, 65536, "rows per encode batch"},
@@ -69,6 +71,7 @@ void srv_config_defaults(struct srv_config *c)
 	snprintf(c->listen, sizeof(c->listen), "127.0.0.1:8080");
 	c->watch = 1;
 	c->reload_debounce_ms = 200;
+	c->watch_poll_ms = 2000;
 	c->workers = ncpu > 0 ? (int)(ncpu > 64 ? 64 : ncpu) : 1;
 	c->http_threads = 2;
 	c->max_batch = 256;

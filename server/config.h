@@ -28,6 +28,7 @@ struct srv_config {
 	int allow_empty;	  /* start with no model; /readyz 503 until one loads */
 	int watch;		  /* watch the model file's directory for a new file */
 	int reload_debounce_ms;	  /* quiet time after the last file event before reloading */
+	int watch_poll_ms;	  /* with watch: also stat the model path this often (0: never) */
 	int workers;		  /* encode threads (UV_THREADPOOL_SIZE) */
 	int http_threads;	  /* libmicrohttpd polling threads */
 	int max_batch;		  /* rows per encode batch */

@@ -41,6 +41,12 @@ struct srv_reload {
 
 	uv_fs_event_t watch;
 	uv_timer_t debounce;
+	uv_timer_t poll;
+	/* The model path as stat() saw it when the last load began (loop
+	 * thread): a file that differs from it is new, one that does not was
+	 * already tried, good or bad. */
+	struct stat seen;
+	int seen_has;
 	uv_signal_t sighup;
 	uv_async_t request_async, done_async;
 	int watching;
@@ -219,6 +225,20 @@ static void waiters_fail(struct srv_reload_waiter **list, const char *why)
 	*list = NULL;
 }
 
+/* Does the model path (through any symlinks) now name another file than the
+ * one the last load began with? */
+static int path_moved(struct srv_reload *r)
+{
+	struct stat now;
+	int has = stat(r->cfg->model, &now) == 0;
+	if (has != r->seen_has)
+		return 1;
+	return has &&
+	       (now.st_dev != r->seen.st_dev || now.st_ino != r->seen.st_ino ||
+		now.st_size != r->seen.st_size || now.st_mtim.tv_sec != r->seen.st_mtim.tv_sec ||
+		now.st_mtim.tv_nsec != r->seen.st_mtim.tv_nsec);
+}
+
 static void start(struct srv_reload *r, const char *trigger)
 {
 	if (r->closing)
@@ -232,6 +252,7 @@ static void start(struct srv_reload *r, const char *trigger)
 	r->next_waiters = NULL;
 	snprintf(r->cur_trigger, sizeof(r->cur_trigger), "%s", trigger);
 	r->started = unix_now();
+	r->seen_has = stat(r->cfg->model, &r->seen) == 0;
 	r->running = 1;
 	if (pthread_create(&r->thread, NULL, reload_thread, r) != 0) {
 		r->running = 0;
@@ -332,23 +353,25 @@ static void on_fs_event(uv_fs_event_t *h, const char *filename, int events, int 
 		srv_log(SRV_LOG_WARN, "watch", "watching %s: %s", r->dir, uv_strerror(status));
 		return;
 	}
-	if (filename && strcmp(filename, r->base) != 0)
+	/* Another name in the directory matters when the model path now leads
+	 * to another file through it: a symlink swapped in the directory, as a
+	 * Kubernetes volume swaps "..data". */
+	if (filename && strcmp(filename, r->base) != 0 && !path_moved(r))
 		return;
 	srv_log(SRV_LOG_DEBUG, "watch", "%s changed", r->cfg->model);
 	uv_timer_start(&r->debounce, on_debounced, (uint64_t)r->cfg->reload_debounce_ms, 0);
 }
 
-/* Is @path now another file than @before (stat'ed when @had) was? */
-static int file_changed(const char *path, int had, const struct stat *before)
+/* What no directory event reports: a symlink swapped higher up the path
+ * (releases/current -> releases/42; the watch follows the old target), or a
+ * rename made by another host on a network filesystem. */
+static void on_poll(uv_timer_t *t)
 {
-	struct stat now;
-	int has = stat(path, &now) == 0;
-	if (has != had)
-		return 1;
-	return has &&
-	       (now.st_dev != before->st_dev || now.st_ino != before->st_ino ||
-		now.st_size != before->st_size || now.st_mtim.tv_sec != before->st_mtim.tv_sec ||
-		now.st_mtim.tv_nsec != before->st_mtim.tv_nsec);
+	struct srv_reload *r = t->data;
+	if (!path_moved(r))
+		return;
+	srv_log(SRV_LOG_DEBUG, "watch", "%s changed (seen by polling)", r->cfg->model);
+	uv_timer_start(&r->debounce, on_debounced, (uint64_t)r->cfg->reload_debounce_ms, 0);
 }
 
 static void on_sighup(uv_signal_t *h, int sig)
@@ -363,10 +386,9 @@ int srv_reload_new(uv_loop_t *loop, const struct srv_config *cfg, struct srv_met
 	struct srv_reload *r;
 	struct sid_model *m = NULL;
 	struct sid_error lerr;
-	struct stat st0;
 	const char *slash;
 	double t0;
-	int rc, had;
+	int rc;
 
 	*out = NULL;
 	r = calloc(1, sizeof(*r));
@@ -393,7 +415,7 @@ int srv_reload_new(uv_loop_t *loop, const struct srv_config *cfg, struct srv_met
 
 	sid_error_clear(&lerr);
 	t0 = unix_now();
-	had = stat(cfg->model, &st0) == 0;
+	r->seen_has = stat(cfg->model, &r->seen) == 0;
 	rc = srv_model_load_checked(cfg->model, &m, &lerr);
 	if (rc && !cfg->allow_empty) {
 		sid_error_set(err, rc, "cannot load the model: %s", lerr.msg);
@@ -409,6 +431,8 @@ int srv_reload_new(uv_loop_t *loop, const struct srv_config *cfg, struct srv_met
 	r->done_async.data = r;
 	uv_timer_init(loop, &r->debounce);
 	r->debounce.data = r;
+	uv_timer_init(loop, &r->poll);
+	r->poll.data = r;
 	uv_signal_init(loop, &r->sighup);
 	r->sighup.data = r;
 	uv_signal_start(&r->sighup, on_sighup, SIGHUP);
@@ -431,9 +455,12 @@ int srv_reload_new(uv_loop_t *loop, const struct srv_config *cfg, struct srv_met
 			return SID_EIO; /* caller closes */
 		}
 		r->watching = 1;
+		if (cfg->watch_poll_ms > 0)
+			uv_timer_start(&r->poll, on_poll, (uint64_t)cfg->watch_poll_ms,
+				       (uint64_t)cfg->watch_poll_ms);
 		/* A file published while the startup load ran, before the watch
 		 * began, raised no event: compare the path with what was loaded. */
-		if (file_changed(cfg->model, had, &st0)) {
+		if (path_moved(r)) {
 			srv_log(SRV_LOG_INFO, "watch", "%s changed during startup", cfg->model);
 			uv_timer_start(&r->debounce, on_debounced,
 				       (uint64_t)cfg->reload_debounce_ms, 0);
@@ -457,6 +484,7 @@ void srv_reload_quiesce(struct srv_reload *r)
 	r->closing = 1;
 	r->again = 0;
 	uv_timer_stop(&r->debounce);
+	uv_timer_stop(&r->poll);
 	waiters_fail(&r->next_waiters, SRV_MSG_SHUTTING_DOWN);
 }
 
@@ -491,6 +519,7 @@ void srv_reload_close(struct srv_reload *r)
 	uv_signal_stop(&r->sighup);
 	uv_close((uv_handle_t *)&r->watch, NULL);
 	uv_close((uv_handle_t *)&r->debounce, NULL);
+	uv_close((uv_handle_t *)&r->poll, NULL);
 	uv_close((uv_handle_t *)&r->sighup, NULL);
 	uv_close((uv_handle_t *)&r->request_async, NULL);
 	uv_close((uv_handle_t *)&r->done_async, NULL);

@@ -18,8 +18,16 @@
  * runs are folded into one more reload after it.
  *
  * The watcher is uv_fs_event on the model's directory (a rename into place
- * changes the directory, not the old file), filtered to the model's file
- * name and debounced (reload_debounce_ms after the last event).
+ * changes the directory, not the old file), debounced (reload_debounce_ms
+ * after the last event).  An event for the model's own name counts; one for
+ * another name counts when the model path now leads to another file (stat:
+ * device, inode, size, mtime) than the last load began with, which is how a
+ * symlink swapped in the directory shows (Kubernetes' "..data").  Every
+ * watch_poll_ms the same comparison runs without an event, for what inotify
+ * never reports: a symlink swapped higher up the path (current -> releases/42:
+ * the watch follows the old target) and renames made by another host on a
+ * network filesystem.  A file once tried, good or bad, is not tried again
+ * until the path names another one.
  *
  * Thread-safety: srv_reload_model, srv_reload_status_get and
  * srv_reload_request are thread-safe; the rest belongs to the loop thread.

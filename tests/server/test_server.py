@@ -51,6 +51,12 @@ def tearDownModule():
     shutil.rmtree(WORK, ignore_errors=True)
 
 
+def swap_symlink(link, target):
+    """Point the symlink @link at @target atomically (a new link renamed over it)."""
+    os.symlink(target, link + ".tmp")
+    os.rename(link + ".tmp", link)
+
+
 def encode(srv, inputs, tower="items", **opts):
     body = dict(opts)
     body["inputs"] = inputs
@@ -697,6 +703,92 @@ class TestOps(unittest.TestCase):
             self.assertEqual(srv.json("GET", "/readyz")[2],
                              {"status": "ready", "model_version": "tiefree-1"})
             self.assertEqual(encode(srv, [{"embedding": [0.0] * 16}])[0], 200)
+        finally:
+            self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
+
+    def _wait_version(self, srv, version, secs=5.0):
+        deadline = time.monotonic() + secs * T.SLOW
+        while time.monotonic() < deadline:
+            if srv.json("GET", "/readyz")[2].get("model_version") == version:
+                break
+            time.sleep(0.02)
+        return srv.json("GET", "/readyz")[2].get("model_version")
+
+    def test_watch_symlinked_release_directory(self):
+        """The model path runs through a symlink that is swapped
+        (current -> releases/a, then -> releases/b): inotify watches the old
+        target directory and reports nothing, so the watcher's poll of the
+        path (watch_poll_ms) is what finds the new file."""
+        d = tempfile.mkdtemp(dir=WORK)
+        for name, version in (("a", "rel-a"), ("b", "rel-b")):
+            os.makedirs(os.path.join(d, "releases", name))
+            T.write_model(os.path.join(d, "releases", name, "model.safetensors"),
+                          {"item": TIEFREE}, version)
+        os.symlink("releases/a", os.path.join(d, "current"))
+        srv = T.Server(["--model", os.path.join(d, "current", "model.safetensors"),
+                        "--watch-poll-ms", "50", "--reload-debounce-ms", "20"], WORK)
+        try:
+            self.assertEqual(srv.json("GET", "/readyz")[2]["model_version"], "rel-a")
+            swap_symlink(os.path.join(d, "current"), "releases/b")
+            self.assertEqual(self._wait_version(srv, "rel-b"), "rel-b", srv.log_text()[-2000:])
+            self.assertEqual(encode(srv, [{"embedding": [0.0] * 16}])[2]["model_version"],
+                             "rel-b")
+            st, _, m = srv.json("GET", "/v1/model")
+            self.assertEqual((m["last_reload"]["trigger"], m["last_reload"]["result"]),
+                             ("watch", "success"))
+        finally:
+            self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
+
+    def test_watch_kubernetes_style_data_swap(self):
+        """A Kubernetes volume's layout: model.safetensors -> ..data/model.safetensors,
+        ..data -> ..<timestamp>; an update renames a new ..data over the old one.
+        The directory event names "..data", not the model; with polling off
+        the event alone must lead to the reload."""
+        d = tempfile.mkdtemp(dir=WORK)
+        for stamp, version in (("..2026_11_29_01", "cm-1"), ("..2026_11_29_02", "cm-2")):
+            os.makedirs(os.path.join(d, stamp))
+            T.write_model(os.path.join(d, stamp, "model.safetensors"), {"item": TIEFREE},
+                          version)
+        os.symlink("..2026_11_29_01", os.path.join(d, "..data"))
+        os.symlink("..data/model.safetensors", os.path.join(d, "model.safetensors"))
+        srv = T.Server(["--model", os.path.join(d, "model.safetensors"),
+                        "--watch-poll-ms", "0", "--reload-debounce-ms", "20"], WORK)
+        try:
+            self.assertEqual(srv.json("GET", "/readyz")[2]["model_version"], "cm-1")
+            swap_symlink(os.path.join(d, "..data"), "..2026_11_29_02")
+            self.assertEqual(self._wait_version(srv, "cm-2"), "cm-2", srv.log_text()[-2000:])
+        finally:
+            self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
+
+    def test_watch_poll_tries_a_bad_file_once(self):
+        """A bad file found by the poll is tried once and reported, not again
+        at every poll; the next good file is swapped in."""
+        d = tempfile.mkdtemp(dir=WORK)
+        for name, version in (("good1", "p-1"), ("good2", "p-2")):
+            os.makedirs(os.path.join(d, name))
+            T.write_model(os.path.join(d, name, "model.safetensors"), {"item": TIEFREE},
+                          version)
+        os.makedirs(os.path.join(d, "bad"))
+        with open(os.path.join(d, "good1", "model.safetensors"), "rb") as f:
+            data = f.read()
+        with open(os.path.join(d, "bad", "model.safetensors"), "wb") as f:
+            f.write(data[:-100])  # truncated
+        os.symlink("good1", os.path.join(d, "current"))
+        srv = T.Server(["--model", os.path.join(d, "current", "model.safetensors"),
+                        "--watch-poll-ms", "20", "--reload-debounce-ms", "10"], WORK)
+        errors = 'semid_model_reloads_total{result="error"}'
+        try:
+            swap_symlink(os.path.join(d, "current"), "bad")
+            deadline = time.monotonic() + 5 * T.SLOW
+            while time.monotonic() < deadline and srv.metrics().get(errors, 0) < 1:
+                time.sleep(0.02)
+            self.assertEqual(srv.metrics().get(errors), 1, srv.log_text()[-2000:])
+            time.sleep(0.5)  # 25 polls
+            self.assertEqual(srv.metrics().get(errors), 1, srv.log_text()[-2000:])
+            self.assertEqual(srv.json("GET", "/readyz")[2]["model_version"], "p-1")
+            swap_symlink(os.path.join(d, "current"), "good2")
+            self.assertEqual(self._wait_version(srv, "p-2"), "p-2", srv.log_text()[-2000:])
+            self.assertEqual(srv.metrics().get(errors), 1)
         finally:
             self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
 
