@@ -58,13 +58,24 @@ class PgCluster:
             raise unittest.SkipTest("PostgreSQL 15 is not installed (%s)" % PGBIN)
         pg.dir = tempfile.mkdtemp(prefix="semid-srv-pg-")
         os.chown(pg.dir, pw.pw_uid, pw.pw_gid)
-        pg.port = free_port()
         subprocess.run(["runuser", "-u", "postgres", "--", PGBIN + "/initdb", "-D",
                         pg.dir + "/data", "-A", "trust", "-U", "postgres", "--no-sync", "-E",
                         "UTF8"], check=True, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL, timeout=120)
         pg.own = True
-        pg.start_server()
+        # The port is free when picked, but another suite running beside
+        # this one may bind it (a client socket's ephemeral port, say)
+        # before postgres does: pick another and try again.
+        for attempt in range(5):
+            pg.port = free_port()
+            try:
+                pg.start_server()
+                break
+            except subprocess.CalledProcessError:
+                with open(pg.dir + "/pg.log", errors="replace") as f:
+                    taken = "already in use" in f.read()
+                if not taken or attempt == 4:
+                    raise
         pg.conninfo = "host=127.0.0.1 port=%d dbname=postgres user=postgres" % pg.port
         return pg
 
