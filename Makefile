@@ -7,7 +7,7 @@
 #   make bench      benchmarks (figures go to bench/RESULTS.md by hand)
 #   make eval       real-data evaluation on ../shared/data (not needed by users)
 #   make install    programs, libsemid.a with its headers and semid.pc, and the
-#                   contracts (proto/*.md) under PREFIX (/usr/local), staged in DESTDIR
+#                   contracts (proto/*.md, openapi.json) under PREFIX (/usr/local), staged in DESTDIR
 #
 # User CFLAGS/LDFLAGS are honoured but cannot drop the flags the build needs
 # (redis's FINAL_CFLAGS idea).  WERROR=1 turns warnings into errors (CI);
@@ -138,7 +138,8 @@ install: all $(LIBSEMID)
 	install -m 755 $(PROGRAMS) $(DESTDIR)$(PREFIX)/bin/
 	install -m 644 $(LIBSEMID) $(DESTDIR)$(PREFIX)/lib/
 	install -m 644 $(wildcard core/*.h) $(DESTDIR)$(PREFIX)/include/semid/
-	install -m 644 README.md $(wildcard proto/*.md) $(DESTDIR)$(PREFIX)/share/doc/semid/
+	install -m 644 README.md $(wildcard proto/*.md) proto/openapi.json \
+		$(DESTDIR)$(PREFIX)/share/doc/semid/
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' core/semid.pc.in \
 		> $(DESTDIR)$(PREFIX)/lib/pkgconfig/semid.pc
 uninstall:

@@ -49,7 +49,8 @@ class Install(unittest.TestCase):
             for prog in ("semid", "semid-server", "semid-train"):
                 self.assertTrue(os.access(os.path.join(root, "bin", prog), os.X_OK), prog)
             for f in ("lib/libsemid.a", "include/semid/encode.h", "include/semid/registry.h",
-                      "share/doc/semid/api.md", "share/doc/semid/README.md"):
+                      "share/doc/semid/api.md", "share/doc/semid/openapi.json",
+                      "share/doc/semid/README.md"):
                 self.assertTrue(os.path.isfile(os.path.join(root, f)), f)
 
             env = dict(os.environ, PKG_CONFIG_PATH=os.path.join(root, "lib", "pkgconfig"),
