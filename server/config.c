@@ -44,6 +44,8 @@ static const struct key keys[] = {
     {"max_delay_us", K_INT, F(max_delay_us), 0, 1000000, "longest wait for a batch to fill"},
     {"queue_rows", K_INT, F(queue_rows), 1, 100000000, "rows admitted before 503"},
     {"max_body_bytes", K_LONG, F(max_body_bytes), 64, 1L << 34, "request body cap (413 above)"},
+    {"body_memory_bytes", K_LONG, F(body_memory_bytes), 64, 1L << 40,
+     "bytes of request bodies held at once (503 above)"},
     {"max_inputs", K_INT, F(max_inputs), 1, 1000000, "inputs per request (413 above)"},
     {"admin_token", K_STR, F(admin_token), 0, 0, "bearer token for /v1/admin/* (empty: disabled)"},
     {"shutdown_timeout_ms", K_INT, F(shutdown_timeout_ms), 0, 3600000, "drain time on SIGTERM"},
@@ -78,6 +80,7 @@ void srv_config_defaults(struct srv_config *c)
 	c->max_delay_us = 0;
 	c->queue_rows = 65536;
 	c->max_body_bytes = 64L << 20;
+	c->body_memory_bytes = 1L << 30;
 	c->max_inputs = 4096;
 	c->shutdown_timeout_ms = 10000;
 	c->connection_timeout_s = 30;
@@ -358,6 +361,12 @@ int srv_config_validate(const struct srv_config *c, struct sid_error *err)
 		return sid_error_set(err, SID_EINVAL,
 				     "admin_token starts or ends with a space, which HTTP strips "
 				     "from the Authorization header: no request could match it");
+	if (c->body_memory_bytes < c->max_body_bytes)
+		return sid_error_set(
+		    err, SID_EINVAL,
+		    "body_memory_bytes (%ld) must be at least max_body_bytes (%ld), "
+		    "or a body of the largest size accepted could never be read",
+		    c->body_memory_bytes, c->max_body_bytes);
 	if (c->queue_rows < c->max_inputs)
 		return sid_error_set(err, SID_EINVAL,
 				     "queue_rows (%d) must be at least max_inputs (%d), or a full "

@@ -51,8 +51,9 @@ struct srv_http {
 	struct srv_http_deps d;
 	struct MHD_Daemon *mhd;
 	int port;
-	long inflight; /* atomic */
-	int draining;  /* atomic */
+	long inflight;	  /* atomic */
+	int draining;	  /* atomic */
+	size_t body_held; /* atomic: bytes of request bodies held (body_memory_bytes) */
 	/* connections: the watch list, the count, refusals over the limit */
 	pthread_mutex_t conns_lock;
 	struct conn *conns;
@@ -107,8 +108,10 @@ struct req {
 	/* body */
 	struct srv_buf body;
 	size_t seen;
-	size_t length; /* its Content-Length, when given and accepted */
+	size_t length;	/* its Content-Length, when given and accepted */
+	size_t charged; /* of srv_http.body_held: the body bytes its buffer can hold */
 	int too_large;
+	int no_room; /* body_memory_bytes were held by others: read, dropped, 503 */
 	/* the response, once known */
 	int status;
 	char *resp;
@@ -133,6 +136,48 @@ static const char REQUEST_ID_HEADER[] = "X-Request-Id";
 /* The most a body's Content-Length reserves before its bytes arrive (a larger
  * body grows as it comes: a client's claim alone does not buy memory). */
 #define BODY_RESERVE_MAX (16u << 20)
+
+/* Let go of @q's body and of its share of body_memory_bytes. */
+static void body_release(struct req *q)
+{
+	srv_buf_release(&q->body);
+	if (q->charged)
+		__atomic_sub_fetch(&q->h->body_held, q->charged, __ATOMIC_RELAXED);
+	q->charged = 0;
+}
+
+/* Room in @q's body for @n more bytes, counted in srv_http.body_held against
+ * body_memory_bytes with every other body being read or decoded; 0 when
+ * there is none.  The buffer grows to the whole Content-Length at once when
+ * that is known and at most BODY_RESERVE_MAX (growing by doubling copied a
+ * 64-item request about twice), else by doubling, but never past the
+ * Content-Length or max_body_bytes, so a body of the largest size accepted
+ * needs just that much. */
+static int body_room(struct req *q, size_t n)
+{
+	size_t need = q->body.len + n + 1, cap = q->body.cap, bound, more, held;
+	size_t max = (size_t)q->h->d.cfg->body_memory_bytes;
+
+	if (need <= cap)
+		return 1;
+	bound = (q->length ? q->length : (size_t)q->h->d.cfg->max_body_bytes) + 1;
+	if (!cap)
+		cap = q->length ? (q->length < BODY_RESERVE_MAX ? q->length : BODY_RESERVE_MAX) + 1
+				: 256;
+	while (cap < need)
+		cap *= 2;
+	if (cap > bound)
+		cap = bound > need ? bound : need;
+	more = cap - 1 - q->charged; /* the body bytes it can hold: not the NUL */
+	held = __atomic_add_fetch(&q->h->body_held, more, __ATOMIC_RELAXED);
+	if (held > max) {
+		__atomic_sub_fetch(&q->h->body_held, more, __ATOMIC_RELAXED);
+		return 0;
+	}
+	q->charged = cap - 1;
+	srv_buf_reserve(&q->body, cap - 1 - q->body.len); /* failing, it sets oom: 503 */
+	return 1;
+}
 
 /* strlcpy: log fields are allowed to be cut. */
 static void copy_str(char *dst, size_t n, const char *src)
@@ -676,7 +721,7 @@ static void start_encode(struct req *q)
 		sid_model_unref(m);
 		return;
 	}
-	srv_buf_release(&q->body);
+	body_release(q);
 	q->items = req.B;
 	job = srv_job_new(&req, m);
 	sid_model_unref(m);
@@ -859,7 +904,7 @@ static enum MHD_Result body_count(struct req *q, size_t n)
 	if (!q->too_large && q->seen <= max)
 		return MHD_YES;
 	q->too_large = 1;
-	srv_buf_release(&q->body);
+	body_release(q);
 	return q->seen > 2 * max + (1u << 20) ? MHD_NO : MHD_YES;
 }
 
@@ -1099,13 +1144,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 			*upload_size = 0;
 			if (body_count(q, n) == MHD_NO)
 				return MHD_NO;
-			if (!q->too_large && q->route != SRV_ROUTE_RELOAD) {
-				/* Room for the whole body at once: growing by
-				 * doubling copied a 64-item request about twice. */
-				if (!q->body.cap && q->length > n)
-					srv_buf_reserve(&q->body, q->length < BODY_RESERVE_MAX
-								      ? q->length
-								      : BODY_RESERVE_MAX);
+			if (!q->too_large && !q->no_room && q->route != SRV_ROUTE_RELOAD) {
+				if (!body_room(q, n)) {
+					/* the rest is read and dropped; 503 at its end */
+					q->no_room = 1;
+					body_release(q);
+					return MHD_YES;
+				}
 				srv_buf_append(&q->body, upload, n);
 			}
 			return MHD_YES;
@@ -1113,6 +1158,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		if (q->too_large) {
 			set_error(q, SRV_ERR_TOO_LARGE, "the body is over %ld bytes",
 				  h->d.cfg->max_body_bytes);
+			return send_response(q);
+		}
+		if (q->no_room) {
+			set_error(q, SRV_ERR_UNAVAILABLE,
+				  "the server holds body_memory_bytes (%ld) of other requests' "
+				  "bodies; retry later",
+				  h->d.cfg->body_memory_bytes);
 			return send_response(q);
 		}
 		if (q->body.oom) {
@@ -1184,7 +1236,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 		__atomic_store_n(&q->c->since_us, now_us(), __ATOMIC_RELAXED);
 		__atomic_store_n(&q->c->receiving, 1, __ATOMIC_RELAXED);
 	}
-	srv_buf_release(&q->body);
+	body_release(q);
 	free(q->resp);
 	free(q->arg);
 	free(q);

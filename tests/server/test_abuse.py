@@ -32,6 +32,7 @@ import resource
 import select
 import shutil
 import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -603,6 +604,72 @@ class TestAmplification(unittest.TestCase):
                 self.assertIn(b'"message": ' + msg, data)
         finally:
             self.assertEqual(srv.stop(), 0)
+
+
+class TestBodyMemory(unittest.TestCase):
+    def test_bodies_held_at_once_are_bounded(self):
+        """body_memory_bytes bounds the bodies held at once: with two
+        100 kB bodies half sent, a third (by Content-Length or chunked) is
+        read and dropped and answered 503 with Retry-After, on a connection
+        kept alive; the first two then complete and are encoded, and once
+        they let go a new body fits again.  Before, connection_limit x
+        max_body_bytes (16 GiB with the Kubernetes config) was the only
+        bound, far above a pod's memory."""
+        srv = T.Server(["--model", MODEL, "--registry", "none", "--max-body-bytes", "100000",
+                        "--body-memory-bytes", "250000"], WORK)
+        row = [float(x) for x in np.linspace(-1, 1, TOWER.D)]
+        body = json.dumps({"inputs": [{"id": "big", "embedding": row}]}).encode()
+        body += b" " * (100000 - len(body))  # whitespace after the value is still JSON
+        head = (b"POST /v1/items:encode HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Type: application/json\r\n")
+        holders = []
+        try:
+            for _ in range(2):
+                s = socket.create_connection(("127.0.0.1", srv.port), timeout=10 * S)
+                s.sendall(head + b"Content-Length: 100000\r\n\r\n" + body[:60000])
+                holders.append(s)
+            time.sleep(0.3 * S)  # both bodies are being read: 200000 bytes held
+            want = ('"message": "the server holds body_memory_bytes (250000) of other '
+                    "requests' bodies; retry later\"").encode()
+            chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+            for name, third in (("content-length", head + b"Content-Length: 100000\r\n\r\n"
+                                 + body),
+                                ("chunked", head + b"Transfer-Encoding: chunked\r\n\r\n"
+                                 + chunked)):
+                with self.subTest(third=name):
+                    resp, how, _ = raw(srv.port, third, keep=True)
+                    self.assertEqual(status_of(resp), 503, resp[:300])
+                    headers, data = head_and_body(resp)
+                    self.assertEqual(headers.get("retry-after"), "1")
+                    self.assertNotIn("connection", headers)  # kept alive
+                    self.assertIn(want, data)
+            for s in holders:
+                s.sendall(body[60000:])
+                out = b""
+                while not complete(out):
+                    chunk = s.recv(65536)
+                    self.assertTrue(chunk, out)
+                    out += chunk
+                self.assertEqual(status_of(out), 200, out[:300])
+                self.assertEqual(json.loads(head_and_body(out)[1])["results"][0]["id"], "big")
+            # both done: their bodies are let go, and a third fits now
+            for _ in range(3):
+                st, _, data = srv.request("POST", "/v1/items:encode", body,
+                                          {"Content-Type": "application/json"})
+                self.assertEqual(st, 200, data[:300])
+            no_server_errors(self, srv)
+        finally:
+            for s in holders:
+                s.close()
+            self.assertEqual(srv.stop(), 0)
+
+    def test_budget_below_the_body_cap_is_refused(self):
+        p = subprocess.run(
+            [T.SERVER, "--model", MODEL, "--registry", "none", "--max-body-bytes", "100000",
+             "--body-memory-bytes", "99999"], capture_output=True, text=True, timeout=30)
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn("body_memory_bytes (99999) must be at least max_body_bytes (100000), or "
+                      "a body of the largest size accepted could never be read", p.stderr)
 
 
 class TestOversized(unittest.TestCase):
