@@ -11,6 +11,8 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "api.h"
 #include "encode.h"
@@ -41,18 +43,182 @@ struct srv_reload {
 
 	uv_fs_event_t watch;
 	uv_timer_t debounce;
-	uv_timer_t poll;
-	/* The model path as stat() saw it when the last load began (loop
-	 * thread): a file that differs from it is new, one that does not was
-	 * already tried, good or bad. */
-	struct stat seen;
-	int seen_has;
+	struct checker *ck; /* with watch: stats the model path (below) */
+	uv_async_t moved;   /* the checker found the path names another file */
 	uv_signal_t sighup;
 	uv_async_t request_async, done_async;
 	int watching;
 	int closing;
 	int closed; /* under mu: request_async is closed, requests are refused */
 };
+
+/*
+ * The checker: a thread of its own stats the model path, every watch_poll_ms
+ * and whenever the directory reports a name other than the model's, and
+ * tells the loop (uv_async) when the path names another file (device, inode,
+ * size, mtime) than the last load began with.  A stat on a hung network
+ * filesystem then blocks this thread alone, never the loop thread that
+ * batches every request.  It is detached: stopping it never waits for a
+ * stat, and the last of the reloader and the thread to let go frees it.
+ */
+struct checker {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int refs; /* the reloader and the thread */
+	int stop, kick;
+	int poll_ms;
+	int test_delay_ms;	 /* SEMID_TEST_STAT_DELAY_MS: a stat as slow as a hung NFS */
+	uv_async_t *moved;	 /* sent under mu, never once stop is set */
+	struct stat seen, fired; /* when the last load began; the last reported */
+	int seen_has, fired_has; /* 0: the path named no file then */
+	char path[SRV_PATH_MAX];
+};
+
+static int checker_stat(const struct checker *ck, struct stat *st)
+{
+	if (ck->test_delay_ms > 0)
+		usleep((useconds_t)ck->test_delay_ms * 1000);
+	return stat(ck->path, st) == 0;
+}
+
+static int same_file(int a_has, const struct stat *a, int b_has, const struct stat *b)
+{
+	if (a_has != b_has)
+		return 0;
+	return !a_has ||
+	       (a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size &&
+		a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec);
+}
+
+static void checker_unref(struct checker *ck)
+{
+	int last;
+
+	pthread_mutex_lock(&ck->mu);
+	last = --ck->refs == 0;
+	pthread_mutex_unlock(&ck->mu);
+	if (last) {
+		pthread_mutex_destroy(&ck->mu);
+		pthread_cond_destroy(&ck->cv);
+		free(ck);
+	}
+}
+
+static void *checker_main(void *arg)
+{
+	struct checker *ck = arg;
+
+	pthread_mutex_lock(&ck->mu);
+	while (!ck->stop) {
+		struct stat now;
+		int has;
+
+		if (!ck->kick) {
+			if (ck->poll_ms > 0) {
+				struct timespec until;
+				clock_gettime(CLOCK_MONOTONIC, &until);
+				until.tv_sec += ck->poll_ms / 1000;
+				until.tv_nsec += (long)(ck->poll_ms % 1000) * 1000000L;
+				if (until.tv_nsec >= 1000000000L) {
+					until.tv_sec++;
+					until.tv_nsec -= 1000000000L;
+				}
+				while (!ck->stop && !ck->kick &&
+				       pthread_cond_timedwait(&ck->cv, &ck->mu, &until) == 0)
+					;
+			} else {
+				while (!ck->stop && !ck->kick)
+					pthread_cond_wait(&ck->cv, &ck->mu);
+			}
+			if (ck->stop)
+				break;
+		}
+		ck->kick = 0;
+		pthread_mutex_unlock(&ck->mu);
+		has = checker_stat(ck, &now);
+		pthread_mutex_lock(&ck->mu);
+		/* once per new file: not again while its reload is pending */
+		if (!ck->stop && !same_file(has, &now, ck->seen_has, &ck->seen) &&
+		    !same_file(has, &now, ck->fired_has, &ck->fired)) {
+			ck->fired = now;
+			ck->fired_has = has;
+			uv_async_send(ck->moved);
+		}
+	}
+	pthread_mutex_unlock(&ck->mu);
+	checker_unref(ck);
+	return NULL;
+}
+
+/* The path as the load about to begin finds it (any thread but the loop's:
+ * the stat may block). */
+static void checker_note_load(struct checker *ck)
+{
+	struct stat now;
+	int has;
+
+	if (!ck)
+		return;
+	has = checker_stat(ck, &now);
+	pthread_mutex_lock(&ck->mu);
+	ck->seen = now;
+	ck->seen_has = has;
+	pthread_mutex_unlock(&ck->mu);
+}
+
+/* Look now (loop thread; does not wait). */
+static void checker_kick(struct checker *ck)
+{
+	pthread_mutex_lock(&ck->mu);
+	ck->kick = 1;
+	pthread_cond_signal(&ck->cv);
+	pthread_mutex_unlock(&ck->mu);
+}
+
+static void checker_stop(struct checker *ck)
+{
+	if (!ck)
+		return;
+	pthread_mutex_lock(&ck->mu);
+	ck->stop = 1;
+	pthread_cond_signal(&ck->cv);
+	pthread_mutex_unlock(&ck->mu);
+	checker_unref(ck);
+}
+
+/* A checker for @path, whose last load began when stat gave @seen (@has). */
+static struct checker *checker_start(const char *path, int poll_ms, uv_async_t *moved, int has,
+				     const struct stat *seen)
+{
+	struct checker *ck = calloc(1, sizeof(*ck));
+	pthread_condattr_t ca;
+	pthread_t t;
+
+	if (!ck)
+		return NULL;
+	pthread_mutex_init(&ck->mu, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&ck->cv, &ca);
+	pthread_condattr_destroy(&ca);
+	snprintf(ck->path, sizeof(ck->path), "%s", path);
+	ck->poll_ms = poll_ms;
+	ck->moved = moved;
+	if (getenv("SEMID_TEST_STAT_DELAY_MS"))
+		ck->test_delay_ms = atoi(getenv("SEMID_TEST_STAT_DELAY_MS"));
+	ck->seen_has = ck->fired_has = has;
+	if (has)
+		ck->seen = ck->fired = *seen;
+	ck->refs = 2;
+	if (pthread_create(&t, NULL, checker_main, ck) != 0) {
+		pthread_mutex_destroy(&ck->mu);
+		pthread_cond_destroy(&ck->cv);
+		free(ck);
+		return NULL;
+	}
+	pthread_detach(t);
+	return ck;
+}
 
 static double unix_now(void)
 {
@@ -201,6 +367,7 @@ static void *reload_thread(void *arg)
 	struct sid_error err;
 
 	sid_error_clear(&err);
+	checker_note_load(r->ck);
 	srv_model_load_checked(r->cfg->model, &m, &err);
 	pthread_mutex_lock(&r->mu);
 	r->result = m;
@@ -225,20 +392,6 @@ static void waiters_fail(struct srv_reload_waiter **list, const char *why)
 	*list = NULL;
 }
 
-/* Does the model path (through any symlinks) now name another file than the
- * one the last load began with? */
-static int path_moved(struct srv_reload *r)
-{
-	struct stat now;
-	int has = stat(r->cfg->model, &now) == 0;
-	if (has != r->seen_has)
-		return 1;
-	return has &&
-	       (now.st_dev != r->seen.st_dev || now.st_ino != r->seen.st_ino ||
-		now.st_size != r->seen.st_size || now.st_mtim.tv_sec != r->seen.st_mtim.tv_sec ||
-		now.st_mtim.tv_nsec != r->seen.st_mtim.tv_nsec);
-}
-
 static void start(struct srv_reload *r, const char *trigger)
 {
 	if (r->closing)
@@ -252,7 +405,6 @@ static void start(struct srv_reload *r, const char *trigger)
 	r->next_waiters = NULL;
 	snprintf(r->cur_trigger, sizeof(r->cur_trigger), "%s", trigger);
 	r->started = unix_now();
-	r->seen_has = stat(r->cfg->model, &r->seen) == 0;
 	r->running = 1;
 	if (pthread_create(&r->thread, NULL, reload_thread, r) != 0) {
 		r->running = 0;
@@ -354,23 +506,27 @@ static void on_fs_event(uv_fs_event_t *h, const char *filename, int events, int 
 		return;
 	}
 	/* Another name in the directory matters when the model path now leads
-	 * to another file through it: a symlink swapped in the directory, as a
-	 * Kubernetes volume swaps "..data". */
-	if (filename && strcmp(filename, r->base) != 0 && !path_moved(r))
+	 * to another file through it (a symlink swapped in the directory, as a
+	 * Kubernetes volume swaps "..data"): the checker looks. */
+	if (filename && strcmp(filename, r->base) != 0) {
+		if (r->ck)
+			checker_kick(r->ck);
 		return;
+	}
 	srv_log(SRV_LOG_DEBUG, "watch", "%s changed", r->cfg->model);
 	uv_timer_start(&r->debounce, on_debounced, (uint64_t)r->cfg->reload_debounce_ms, 0);
 }
 
-/* What no directory event reports: a symlink swapped higher up the path
- * (releases/current -> releases/42; the watch follows the old target), or a
- * rename made by another host on a network filesystem. */
-static void on_poll(uv_timer_t *t)
+/* The checker's news: the path names another file, which also covers what no
+ * directory event reports (a symlink swapped higher up the path, current ->
+ * releases/42, where the watch follows the old target; a rename made by
+ * another host on a network filesystem). */
+static void on_moved(uv_async_t *h)
 {
-	struct srv_reload *r = t->data;
-	if (!path_moved(r))
+	struct srv_reload *r = h->data;
+	if (r->closing)
 		return;
-	srv_log(SRV_LOG_DEBUG, "watch", "%s changed (seen by polling)", r->cfg->model);
+	srv_log(SRV_LOG_DEBUG, "watch", "%s now names another file", r->cfg->model);
 	uv_timer_start(&r->debounce, on_debounced, (uint64_t)r->cfg->reload_debounce_ms, 0);
 }
 
@@ -386,9 +542,10 @@ int srv_reload_new(uv_loop_t *loop, const struct srv_config *cfg, struct srv_met
 	struct srv_reload *r;
 	struct sid_model *m = NULL;
 	struct sid_error lerr;
+	struct stat st0, now;
 	const char *slash;
 	double t0;
-	int rc;
+	int rc, had;
 
 	*out = NULL;
 	r = calloc(1, sizeof(*r));
@@ -415,7 +572,7 @@ int srv_reload_new(uv_loop_t *loop, const struct srv_config *cfg, struct srv_met
 
 	sid_error_clear(&lerr);
 	t0 = unix_now();
-	r->seen_has = stat(cfg->model, &r->seen) == 0;
+	had = stat(cfg->model, &st0) == 0; /* startup: nothing is served yet */
 	rc = srv_model_load_checked(cfg->model, &m, &lerr);
 	if (rc && !cfg->allow_empty) {
 		sid_error_set(err, rc, "cannot load the model: %s", lerr.msg);
@@ -431,8 +588,8 @@ int srv_reload_new(uv_loop_t *loop, const struct srv_config *cfg, struct srv_met
 	r->done_async.data = r;
 	uv_timer_init(loop, &r->debounce);
 	r->debounce.data = r;
-	uv_timer_init(loop, &r->poll);
-	r->poll.data = r;
+	uv_async_init(loop, &r->moved, on_moved);
+	r->moved.data = r;
 	uv_signal_init(loop, &r->sighup);
 	r->sighup.data = r;
 	uv_signal_start(&r->sighup, on_sighup, SIGHUP);
@@ -455,12 +612,16 @@ int srv_reload_new(uv_loop_t *loop, const struct srv_config *cfg, struct srv_met
 			return SID_EIO; /* caller closes */
 		}
 		r->watching = 1;
-		if (cfg->watch_poll_ms > 0)
-			uv_timer_start(&r->poll, on_poll, (uint64_t)cfg->watch_poll_ms,
-				       (uint64_t)cfg->watch_poll_ms);
+		r->ck = checker_start(cfg->model, cfg->watch_poll_ms, &r->moved, had, &st0);
+		if (!r->ck) {
+			sid_error_set(err, SID_EIO, "cannot start the thread that checks %s",
+				      cfg->model);
+			*out = r;
+			return SID_EIO; /* caller closes */
+		}
 		/* A file published while the startup load ran, before the watch
 		 * began, raised no event: compare the path with what was loaded. */
-		if (path_moved(r)) {
+		if (!same_file(stat(cfg->model, &now) == 0, &now, had, &st0)) {
 			srv_log(SRV_LOG_INFO, "watch", "%s changed during startup", cfg->model);
 			uv_timer_start(&r->debounce, on_debounced,
 				       (uint64_t)cfg->reload_debounce_ms, 0);
@@ -484,7 +645,6 @@ void srv_reload_quiesce(struct srv_reload *r)
 	r->closing = 1;
 	r->again = 0;
 	uv_timer_stop(&r->debounce);
-	uv_timer_stop(&r->poll);
 	waiters_fail(&r->next_waiters, SRV_MSG_SHUTTING_DOWN);
 }
 
@@ -519,7 +679,9 @@ void srv_reload_close(struct srv_reload *r)
 	uv_signal_stop(&r->sighup);
 	uv_close((uv_handle_t *)&r->watch, NULL);
 	uv_close((uv_handle_t *)&r->debounce, NULL);
-	uv_close((uv_handle_t *)&r->poll, NULL);
+	checker_stop(r->ck); /* before its uv_async is closed: it sends no more */
+	r->ck = NULL;
+	uv_close((uv_handle_t *)&r->moved, NULL);
 	uv_close((uv_handle_t *)&r->sighup, NULL);
 	uv_close((uv_handle_t *)&r->request_async, NULL);
 	uv_close((uv_handle_t *)&r->done_async, NULL);

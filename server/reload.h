@@ -27,7 +27,10 @@
  * never reports: a symlink swapped higher up the path (current -> releases/42:
  * the watch follows the old target) and renames made by another host on a
  * network filesystem.  A file once tried, good or bad, is not tried again
- * until the path names another one.
+ * until the path names another one.  These stats run on a thread of their
+ * own (and the one before a load on the reload thread), never on the loop
+ * thread, so a filesystem that hangs (an NFS server gone) cannot stop it
+ * batching requests.
  *
  * Thread-safety: srv_reload_model, srv_reload_status_get and
  * srv_reload_request are thread-safe; the rest belongs to the loop thread.

@@ -792,6 +792,50 @@ class TestOps(unittest.TestCase):
         finally:
             self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
 
+    def test_watch_never_stalls_requests_on_a_slow_filesystem(self):
+        """A stat of the model path that hangs (an NFS server gone; here
+        SEMID_TEST_STAT_DELAY_MS makes each take 2 s) holds up the watcher's
+        own thread, never the loop that batches requests: while the poll and
+        a stream of directory events keep it stat'ing, every encode is
+        answered at once, and a model published meanwhile is still swapped
+        in."""
+        d = tempfile.mkdtemp(dir=WORK)
+        path = os.path.join(d, "model.safetensors")
+        shutil.copy(TF_MODEL, path)
+        srv = T.Server(["--model", path, "--registry", "none", "--watch-poll-ms", "50",
+                        "--reload-debounce-ms", "20"], WORK,
+                       env={"SEMID_TEST_STAT_DELAY_MS": "2000"})
+        stop = threading.Event()
+
+        def events():  # names other than the model's: each asks for a stat
+            n = 0
+            while not stop.is_set():
+                with open(os.path.join(d, "other-%d" % n), "w"):
+                    pass
+                n += 1
+                time.sleep(0.05)
+
+        t = threading.Thread(target=events)
+        t.start()
+        try:
+            worst = 0.0
+            end = time.monotonic() + 3.0
+            while time.monotonic() < end:
+                t0 = time.monotonic()
+                st, _, body = encode(srv, [{"embedding": [0.0] * 16}])
+                worst = max(worst, time.monotonic() - t0)
+                self.assertEqual((st, body["model_version"]), (200, "tiefree-1"))
+            # a stall would be a whole 2 s stat; a loaded machine is far less
+            self.assertLess(worst, 1.0 * T.SLOW, "an encode waited %.2f s" % worst)
+            T.write_model(path + ".tmp", {"item": TIEFREE}, "tiefree-slowfs")
+            os.rename(path + ".tmp", path)
+            self.assertEqual(self._wait_version(srv, "tiefree-slowfs", 15), "tiefree-slowfs",
+                             srv.log_text()[-2000:])
+        finally:
+            stop.set()
+            t.join()
+            self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
+
     def _startup_in_fifo(self, hup, want):
         """A server whose startup load waits to open a FIFO at the model path:
         optionally sent SIGHUP then; a model renamed into place meanwhile,
