@@ -168,6 +168,66 @@ static const char *link_target(struct cli_output *w, const char *path, int *in_p
 	return w->target;
 }
 
+/* N when @name is this process's descriptor N by a name of /proc's
+ * (/dev/stdout, /dev/stderr, /dev/fd/N, /proc/self/fd/N, /proc/PID/fd/N),
+ * else -1. */
+static int fd_of_name(const char *name)
+{
+	static const char *const dirs[] = {"/dev/fd/", "/proc/self/fd/", "/proc/thread-self/fd/"};
+	char own[64];
+	const char *num = NULL;
+	char *end;
+	long n;
+
+	if (!strcmp(name, "/dev/stdout"))
+		return STDOUT_FILENO;
+	if (!strcmp(name, "/dev/stderr"))
+		return STDERR_FILENO;
+	snprintf(own, sizeof(own), "/proc/%ld/fd/", (long)getpid());
+	for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]) && !num; i++)
+		if (!strncmp(name, dirs[i], strlen(dirs[i])))
+			num = name + strlen(dirs[i]);
+	if (!num && !strncmp(name, own, strlen(own)))
+		num = name + strlen(own);
+	if (!num || *num < '0' || *num > '9')
+		return -1;
+	errno = 0;
+	n = strtol(num, &end, 10);
+	return *end || errno || n > INT_MAX ? -1 : (int)n;
+}
+
+/*
+ * The descriptor of this process that @path (@st: its stat) stands for,
+ * when it names one through /proc (itself, or a symbolic link to such a
+ * name) and that descriptor is open for writing; else -1.  Opening such a
+ * name makes a new open file, at offset 0 and without O_APPEND: it would
+ * write over what the caller wrote before, or over the log it appends to.
+ */
+static int own_descriptor(const char *path, const struct stat *st)
+{
+	char link[2][4096];
+	const char *name = path;
+	struct stat fst;
+	ssize_t n;
+	int fd, fl;
+
+	for (int hop = 0; hop < 8; hop++) {
+		if ((fd = fd_of_name(name)) >= 0) {
+			fl = fcntl(fd, F_GETFL);
+			if (fl < 0 || (fl & O_ACCMODE) == O_RDONLY || fstat(fd, &fst) != 0 ||
+			    fst.st_dev != st->st_dev || fst.st_ino != st->st_ino)
+				return -1;
+			return fd;
+		}
+		n = readlink(name, link[hop & 1], sizeof(link[0]) - 1);
+		if (n <= 0 || link[hop & 1][0] != '/') /* relative: not one of those names */
+			return -1;
+		link[hop & 1][n] = '\0';
+		name = link[hop & 1];
+	}
+	return -1;
+}
+
 int cli_output_open(struct cli_output *w, const char *path, FILE *std, const char *const *inputs,
 		    struct sid_error *err)
 {
@@ -197,7 +257,10 @@ int cli_output_open(struct cli_output *w, const char *path, FILE *std, const cha
 			return sid_error_set(
 			    err, SID_EIO, "%s: cannot create the output: it is a directory", path);
 		if (!S_ISREG(st.st_mode) || in_place) { /* /dev/null, a FIFO, /dev/stdout */
-			fd = open(path, O_WRONLY | O_CLOEXEC | O_NOCTTY);
+			int own = in_place ? own_descriptor(path, &st) : -1;
+
+			fd = own >= 0 ? fcntl(own, F_DUPFD_CLOEXEC, 0)
+				      : open(path, O_WRONLY | O_CLOEXEC | O_NOCTTY);
 			if (fd < 0 || !(w->fp = fdopen(fd, "w"))) {
 				e = errno;
 				if (fd >= 0)

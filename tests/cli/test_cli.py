@@ -515,6 +515,31 @@ class CliTest(unittest.TestCase):
         self.assertEqual(self.out_files(), ["cap.tsv", "gone.tsv", "link.tsv", "real.tsv",
                                             "stdout"])
 
+    def test_output_dev_stdout_shares_the_descriptor(self):
+        # -o /dev/stdout (/dev/fd/1, /proc/self/fd/1) writes through the
+        # descriptor the caller gave, at its offset and with its O_APPEND: a
+        # reopen starts at byte 0 and wrote over what the shell had put
+        # before it ("{ echo header; semid ... -o /dev/stdout; } > f") or
+        # over the log it was appending to (">> f").
+        for name in ("/dev/stdout", "/dev/fd/1", "/proc/self/fd/1"):
+            for mode in ("wb", "ab"):
+                with self.subTest(name=name, mode=mode):
+                    cap = os.path.join(self.out.name, "cap.tsv")
+                    with open(cap, "wb") as f:
+                        f.write(b"earlier line\n")
+                    with open(cap, mode) as f:
+                        if mode == "wb":  # truncated, then the header written by the caller
+                            f.write(b"header\n")
+                            f.flush()
+                        p = subprocess.run([SEMID, "encode", "--model", self.model, "--input",
+                                            self.input, "--output", name], stdout=f,
+                                           stderr=subprocess.PIPE, timeout=120)
+                    self.assertEqual(p.returncode, 0, p.stderr.decode())
+                    with open(cap) as f:
+                        first, rest = f.read().split("\n", 1)
+                    self.assertEqual(first, "header" if mode == "wb" else "earlier line")
+                    np.testing.assert_array_equal(parse_tsv(rest)[1], self.codes)
+
     def test_output_is_an_input(self):
         # --output naming the input or the model (or a link to them) is refused
         # before anything is written: the run would replace the data it reads.
