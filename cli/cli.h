@@ -91,7 +91,8 @@ struct cli_output {
  * Open the output @path: "-" is @std; a regular file or a new name is
  * written unnamed (O_TMPFILE) and renamed into place by cli_output_commit,
  * so a process killed at any moment, even by SIGKILL, leaves the old file
- * or the new one and no temp file; an existing non-regular file is written
+ * or the new one and no temp file, the new one with the old one's mode (and
+ * owner, where allowed); an existing non-regular file is written
  * in place, and so is a symbolic link into /dev or /proc (/dev/stdout); any
  * other symbolic link is followed, and the file it names is replaced.  Refuses (SID_EINVAL) a path
  * that is the same file as one of the NULL-terminated @inputs (may be NULL), and (SID_EIO) a

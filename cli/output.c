@@ -232,7 +232,7 @@ int cli_output_open(struct cli_output *w, const char *path, FILE *std, const cha
 		    struct sid_error *err)
 {
 	struct stat st;
-	int rc, fd = -1, e, in_place;
+	int rc, fd = -1, e, in_place, replaces;
 
 	memset(w, 0, sizeof(*w));
 	w->path = path;
@@ -274,12 +274,24 @@ int cli_output_open(struct cli_output *w, const char *path, FILE *std, const cha
 		}
 	}
 	w->kind = CLI_OUT_FILE;
+	replaces = stat(path, &st) == 0;
 	/* Its message as it is: it names the output, the temp file it could
 	 * not create beside it and why, and its code says out of memory apart
 	 * from a file system error (errno once it returns is no promise). */
 	if ((rc = sid_publish_begin(&w->pub, path, err)) < 0)
 		return rc;
 	watch_tmp(w);
+	/* the mode of the file it replaces, from the start: a private file
+	 * stays private; an owner that cannot be given (not root) is not */
+	if (replaces && (fchmod(w->pub.fd, st.st_mode & 07777) != 0 ||
+			 (fchown(w->pub.fd, st.st_uid, st.st_gid) != 0 && errno != EPERM))) {
+		e = errno;
+		cli_output_abort(w);
+		return sid_error_set(err, SID_EIO,
+				     "%s: cannot give the output the mode of the file it "
+				     "replaces: %s",
+				     path, strerror(e));
+	}
 	fd = fcntl(w->pub.fd, F_DUPFD_CLOEXEC, 0);
 	if (fd < 0 || !(w->fp = fdopen(fd, "w"))) {
 		e = errno;

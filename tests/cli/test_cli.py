@@ -540,6 +540,20 @@ class CliTest(unittest.TestCase):
                     self.assertEqual(first, "header" if mode == "wb" else "earlier line")
                     np.testing.assert_array_equal(parse_tsv(rest)[1], self.codes)
 
+    def test_output_replaced_keeps_its_mode(self):
+        # The file an output replaces keeps its permissions: an operator's
+        # chmod 600 on an ids file must not turn into 0644 by the next run.
+        for name, mode in (("private.tsv", 0o600), ("group.npy", 0o640), ("ro.tsv", 0o444)):
+            with self.subTest(name=name):
+                out = os.path.join(self.out.name, name)
+                with open(out, "w") as f:
+                    f.write("old")
+                os.chmod(out, mode)
+                p = self.encode(output=out)
+                self.assertEqual(p.returncode, 0, p.stderr.decode())
+                self.assertEqual(stat.S_IMODE(os.stat(out).st_mode), mode)
+                self.assertNotEqual(os.path.getsize(out), 3)
+
     def test_output_is_an_input(self):
         # --output naming the input or the model (or a link to them) is refused
         # before anything is written: the run would replace the data it reads.
