@@ -104,7 +104,8 @@ int cli_output_open(struct cli_output *w, const char *path, FILE *std, const cha
 		    struct sid_error *err);
 /* The same for a writer that opens the file itself by the name
  * @w->pub.tmp (SQLite): a regular file or a new name only (SID_EINVAL for
- * "-" or anything else), @w->fp stays NULL, and the temp file has a name
+ * "-" or anything else; a symbolic link is followed, and the file it names
+ * replaced, see cli_output_file), @w->fp stays NULL, and the temp file has a name
  * from the start (the signals above remove it; SIGKILL leaves it). */
 int cli_output_open_named(struct cli_output *w, const char *path, const char *const *inputs,
 			  struct sid_error *err);
@@ -121,6 +122,9 @@ int cli_output_commit(struct cli_output *w, struct sid_error *err);
 void cli_output_abort(struct cli_output *w);
 /* @w's path for messages ("stdout" for "-"). */
 const char *cli_output_name(const struct cli_output *w);
+/* The file an open file output replaces: the one a symbolic link names, or
+ * the path as given. */
+const char *cli_output_file(const struct cli_output *w);
 
 /* ---- progress bar --------------------------------------------------------- */
 

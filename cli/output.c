@@ -106,33 +106,6 @@ static void watch_tmp(struct cli_output *w)
 	signals_install(w);
 }
 
-int cli_output_open_named(struct cli_output *w, const char *path, const char *const *inputs,
-			  struct sid_error *err)
-{
-	struct stat st;
-	int rc;
-
-	memset(w, 0, sizeof(*w));
-	w->path = path;
-	w->pub.fd = -1;
-	if (!path || !*path || !strcmp(path, "-"))
-		return sid_error_set(err, SID_EINVAL, "--output must name a file, not %s",
-				     path && *path ? "stdout" : "nothing");
-	if (stat(path, &st) == 0) {
-		if ((rc = cli_output_not_input(path, &st, inputs, err)) < 0)
-			return rc;
-		if (!S_ISREG(st.st_mode))
-			return sid_error_set(err, SID_EINVAL,
-					     "--output %s is not a regular file; name a file",
-					     path);
-	}
-	w->kind = CLI_OUT_FILE;
-	if ((rc = sid_publish_begin_named(&w->pub, path, err)) < 0)
-		return rc;
-	watch_tmp(w);
-	return 0;
-}
-
 /*
  * Where the output @path really goes.  A symbolic link is not replaced by
  * the publishing rename: one into /dev or /proc (/dev/stdout, /dev/fd/N) is
@@ -166,6 +139,37 @@ static const char *link_target(struct cli_output *w, const char *path, int *in_p
 		return NULL;
 	}
 	return w->target;
+}
+
+int cli_output_open_named(struct cli_output *w, const char *path, const char *const *inputs,
+			  struct sid_error *err)
+{
+	struct stat st;
+	int rc, in_place;
+
+	memset(w, 0, sizeof(*w));
+	w->path = path;
+	w->pub.fd = -1;
+	if (!path || !*path || !strcmp(path, "-"))
+		return sid_error_set(err, SID_EINVAL, "--output must name a file, not %s",
+				     path && *path ? "stdout" : "nothing");
+	/* a link is followed, as for any output: the file it names is
+	 * replaced, not the link; one into /dev or /proc is no file */
+	if (!(path = link_target(w, path, &in_place, err)))
+		return SID_EIO;
+	if (stat(path, &st) == 0) {
+		if ((rc = cli_output_not_input(path, &st, inputs, err)) < 0)
+			return rc;
+		if (!S_ISREG(st.st_mode) || in_place)
+			return sid_error_set(err, SID_EINVAL,
+					     "--output %s is not a regular file; name a file",
+					     w->path);
+	}
+	w->kind = CLI_OUT_FILE;
+	if ((rc = sid_publish_begin_named(&w->pub, path, err)) < 0)
+		return rc;
+	watch_tmp(w);
+	return 0;
 }
 
 /* N when @name is this process's descriptor N by a name of /proc's
@@ -307,6 +311,11 @@ int cli_output_open(struct cli_output *w, const char *path, FILE *std, const cha
 const char *cli_output_name(const struct cli_output *w)
 {
 	return w->kind == CLI_OUT_STDOUT ? "stdout" : w->path;
+}
+
+const char *cli_output_file(const struct cli_output *w)
+{
+	return w->target[0] ? w->target : w->path;
 }
 
 int cli_output_commit(struct cli_output *w, struct sid_error *err)

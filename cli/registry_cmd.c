@@ -862,15 +862,18 @@ static int cmd_backup(const struct opts *o, struct sid_registry *r, struct sid_e
 					     "--output %s is the store or one of its files; write "
 					     "the backup elsewhere",
 					     o->output);
-	if (stale_side_file(o->output, owal, sizeof(owal)))
+	if ((rc = cli_output_open_named(&w, o->output, inputs, err)))
+		return rc;
+	/* beside the file replaced, which a link names */
+	if (stale_side_file(cli_output_file(&w), owal, sizeof(owal))) {
+		out_close(&w, 0, NULL);
 		return sid_error_set(
 		    err, SID_EINVAL,
 		    "--output %s: %s beside it holds commits of the file it would "
 		    "replace (a store used there), which SQLite would apply to the "
 		    "backup; move both aside or name another file",
 		    o->output, owal);
-	if ((rc = cli_output_open_named(&w, o->output, inputs, err)))
-		return rc;
+	}
 	rc = copy_into(r, &w, progress_on(o, 0), o->max_rate * 1048576.0, size, sizeof(size), err);
 	/* no more readable than the store: a copy of every ID and embedding */
 	if (!rc && stat(store, &st) == 0 && chmod(w.pub.tmp, st.st_mode & 0777) != 0)

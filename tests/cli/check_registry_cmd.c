@@ -893,6 +893,60 @@ static uint64_t items_in(const char *path)
 }
 
 /*
+ * `registry backup -o LINK`: a symbolic link is followed, as for every other
+ * output, and the file it names replaced (the link stays); the check for a
+ * -wal with commits is made beside that file, which SQLite would apply to
+ * it; a link into /dev is not a file to back up into.
+ */
+START_TEST(t_backup_through_link)
+{
+	enum { M = 50 };
+	static float xm[M * 8];
+	char target[340], link[340], wal[350], msg[2048];
+	struct stat st;
+	FILE *f;
+
+	assign_rows(M, 5, xm);
+	snprintf(target, sizeof(target), "%s/target.db", dir);
+	snprintf(link, sizeof(link), "%s/latest.db", dir);
+	f = fopen(target, "w");
+	ck_assert_ptr_nonnull(f);
+	fputs("old", f);
+	fclose(f);
+	ck_assert_int_eq(symlink("target.db", link), 0);
+	ck_assert_int_eq(
+	    run_err(msg, sizeof(msg), "registry", "backup", "--db", db, "-o", link, NULL),
+	    CLI_EXIT_OK);
+	ck_assert_int_eq(lstat(link, &st), 0);
+	ck_assert_msg(S_ISLNK(st.st_mode), "the link was replaced by a file");
+	ck_assert_int_eq(items_in(target), items_in(db));
+
+	/* a -wal beside the file the link names holds commits: refused */
+	snprintf(wal, sizeof(wal), "%s-wal", target);
+	f = fopen(wal, "w");
+	ck_assert_ptr_nonnull(f);
+	fputs("frames", f);
+	fclose(f);
+	ck_assert_int_eq(
+	    run_err(msg, sizeof(msg), "registry", "backup", "--db", db, "-o", link, NULL),
+	    CLI_EXIT_INPUT);
+	ASSERT_HAS(msg, "holds commits");
+	ck_assert_int_eq(unlink(wal), 0);
+
+	ck_assert_int_eq(unlink(link), 0);
+	ck_assert_int_eq(symlink("/dev/null", link), 0);
+	ck_assert_int_eq(
+	    run_err(msg, sizeof(msg), "registry", "backup", "--db", db, "-o", link, NULL),
+	    CLI_EXIT_INPUT);
+	ASSERT_HAS(msg, "not a regular file");
+	ck_assert_int_eq(stat("/dev/null", &st), 0);
+	ck_assert(S_ISCHR(st.st_mode));
+	ck_assert_int_eq(lstat(link, &st), 0);
+	ck_assert(S_ISLNK(st.st_mode));
+}
+END_TEST
+
+/*
  * `registry restore`: refused while another process has the store open and
  * for a file that is not a store, the store untouched; then the backup takes
  * the store's place, and the store it replaced, with commits that were only
@@ -1875,6 +1929,7 @@ static Suite *registry_cmd_suite(void)
 	tcase_add_test(tc, t_input_truncated_while_read);
 	tcase_add_loop_test(tc, t_export_killed_mid_write, 0, 2);
 	tcase_add_test(tc, t_backup);
+	tcase_add_test(tc, t_backup_through_link);
 	tcase_add_test(tc, t_restore);
 	tcase_add_test(tc, t_backup_restore_pg);
 	tcase_add_test(tc, t_restore_other_user);
