@@ -325,29 +325,67 @@ static int store_open(const struct opts *o, struct sid_registry **r, struct sid_
 				 r, err);
 }
 
-/* The files a command reads, which its --output must not replace. */
-static void inputs_of(const struct opts *o, const char *db, const char *inputs[5])
+/*
+ * The files a command reads, which its --output must not replace: a SQLite
+ * store and its -wal, -shm and -journal (a server's commits may be in the
+ * -wal only), the model, the embeddings, the ids.
+ */
+struct inputs {
+	char side[3][4096 + 16];
+	const char *v[8]; /* NULL-terminated */
+	int n_side;	  /* v[1..n_side] are the store's side files */
+};
+
+static void inputs_of(const struct opts *o, const char *store, struct inputs *in)
 {
+	static const char *const sfx[] = {"-wal", "-shm", "-journal"};
 	int n = 0;
 
-	if (db)
-		inputs[n++] = db;
+	in->n_side = 0;
+	if (store) {
+		in->v[n++] = store;
+		for (int i = 0; i < 3 && !sid_registry_target_is_pg(store); i++) {
+			snprintf(in->side[i], sizeof(in->side[i]), "%s%s", store, sfx[i]);
+			in->v[n++] = in->side[i];
+			in->n_side++;
+		}
+	}
 	if (o->model)
-		inputs[n++] = o->model;
+		in->v[n++] = o->model;
 	if (o->input)
-		inputs[n++] = o->input;
+		in->v[n++] = o->input;
 	if (o->ids)
-		inputs[n++] = o->ids;
-	inputs[n] = NULL;
+		in->v[n++] = o->ids;
+	in->v[n] = NULL;
+}
+
+/* SID_EINVAL when --output names one of the store's side files: by name,
+ * since they come and go, and SQLite would take a file found under such a
+ * name for the store's own (the same file by another name is
+ * cli_output_not_input's to find).  @what: "the backup", ... */
+static int output_not_side_file(const char *output, const struct inputs *in, const char *what,
+				struct sid_error *err)
+{
+	for (int i = 1; i <= in->n_side; i++)
+		if (!strcmp(output, in->v[i]))
+			return sid_error_set(err, SID_EINVAL,
+					     "--output %s is the store or one of its files; write "
+					     "%s elsewhere",
+					     output, what);
+	return 0;
 }
 
 static int out_open(struct cli_output *w, const struct opts *o, struct sid_registry *r,
 		    struct sid_error *err)
 {
-	const char *inputs[5];
+	struct inputs in;
+	int rc;
 
-	inputs_of(o, r ? sid_registry_label(r) : NULL, inputs);
-	return cli_output_open(w, o->output, stdout, inputs, err);
+	memset(w, 0, sizeof(*w)); /* ended: an abort after a refusal is a no-op */
+	inputs_of(o, r ? sid_registry_label(r) : NULL, &in);
+	if ((rc = output_not_side_file(o->output, &in, "the output", err)))
+		return rc;
+	return cli_output_open(w, o->output, stdout, in.v, err);
 }
 
 /* Finish (@ok) or abandon the output. */
@@ -839,9 +877,8 @@ static int stale_side_file(const char *file, char *side, size_t len)
 static int cmd_backup(const struct opts *o, struct sid_registry *r, struct sid_error *err)
 {
 	const char *store = sid_registry_label(r);
-	char wal[4096 + 8], shm[4096 + 8], journal[4096 + 16], owal[4096 + 16];
-	const char *inputs[] = {store, wal, shm, journal, NULL}; /* never written over */
-	char size[32];
+	char owal[4096 + 16], size[32];
+	struct inputs in;
 	struct cli_output w = {0};
 	struct stat st;
 	double t0 = cli_now();
@@ -851,18 +888,9 @@ static int cmd_backup(const struct opts *o, struct sid_registry *r, struct sid_e
 		return sid_error_set(err, SID_EINVAL,
 				     "backup needs --output FILE: the copy is a SQLite file, "
 				     "not a stream for stdout");
-	snprintf(wal, sizeof(wal), "%s-wal", store);
-	snprintf(shm, sizeof(shm), "%s-shm", store);
-	snprintf(journal, sizeof(journal), "%s-journal", store);
-	/* by name too: a store's -wal need not exist, and SQLite would take a
-	 * file found under that name for the store's own */
-	for (int i = 0; inputs[i]; i++)
-		if (!strcmp(o->output, inputs[i]))
-			return sid_error_set(err, SID_EINVAL,
-					     "--output %s is the store or one of its files; write "
-					     "the backup elsewhere",
-					     o->output);
-	if ((rc = cli_output_open_named(&w, o->output, inputs, err)))
+	inputs_of(o, store, &in);
+	if ((rc = output_not_side_file(o->output, &in, "the backup", err)) ||
+	    (rc = cli_output_open_named(&w, o->output, in.v, err)))
 		return rc;
 	/* beside the file replaced, which a link names */
 	if (stale_side_file(cli_output_file(&w), owal, sizeof(owal))) {
@@ -1267,7 +1295,7 @@ static int stop_asked(void *ctx)
  * store or the model. */
 static FILE *moves_open(const struct opts *o, struct sid_registry *r, struct sid_error *err)
 {
-	const char *inputs[3] = {sid_registry_label(r), o->model, NULL};
+	struct inputs in;
 	struct stat st;
 	FILE *f;
 	int fd;
@@ -1280,18 +1308,9 @@ static FILE *moves_open(const struct opts *o, struct sid_registry *r, struct sid
 		}
 		return stdout;
 	}
-	for (int i = 0; i < 3; i++) { /* by name: they need not exist yet */
-		static const char *const sides[] = {"-wal", "-shm", "-journal"};
-		char side[4096 + 16];
-		snprintf(side, sizeof(side), "%s%s", inputs[0], sides[i]);
-		if (!strcmp(o->output, side)) {
-			sid_error_set(err, SID_EINVAL,
-				      "--output %s is one of the store's files; write the move log "
-				      "elsewhere",
-				      o->output);
-			return NULL;
-		}
-	}
+	inputs_of(o, sid_registry_label(r), &in);
+	if (output_not_side_file(o->output, &in, "the move log", err))
+		return NULL;
 	fd = open(o->output, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOCTTY, 0644);
 	if (fd < 0) {
 		sid_error_set(err, SID_EIO, "%s: cannot open the move log: %m", o->output);
@@ -1302,7 +1321,7 @@ static FILE *moves_open(const struct opts *o, struct sid_registry *r, struct sid
 		close(fd);
 		return NULL;
 	}
-	if (cli_output_not_input(o->output, &st, inputs, err) < 0) {
+	if (cli_output_not_input(o->output, &st, in.v, err) < 0) {
 		close(fd);
 		return NULL;
 	}

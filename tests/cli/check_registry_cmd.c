@@ -454,6 +454,7 @@ END_TEST
  * refused before anything is written: it would replace what is read. */
 START_TEST(t_output_is_an_input)
 {
+	struct sid_model *m;
 	struct sid_registry *r;
 	struct sid_reg_stats st;
 	struct sid_error err;
@@ -473,6 +474,11 @@ START_TEST(t_output_is_an_input)
 			 CLI_EXIT_INPUT);
 	ck_assert_int_eq(run("registry", "diff", "--model", model, "--db", db, "-o", model, NULL),
 			 CLI_EXIT_INPUT);
+	/* backup's --model only says where the store is, but is no less an input */
+	ck_assert_int_eq(run("registry", "backup", "--model", model, "-o", model, NULL),
+			 CLI_EXIT_INPUT);
+	ck_assert_int_eq(sid_model_load(model, &m, &err), 0);
+	sid_model_unref(m);
 	ck_assert_int_eq(sid_registry_open(db, SID_REG_READONLY, &r, &err), 0);
 	ck_assert_int_eq(sid_registry_stats(r, SID_TOWER_ITEM, &st, &err), 0);
 	ck_assert_int_eq(st.items, N);
@@ -891,6 +897,61 @@ static uint64_t items_in(const char *path)
 	sid_registry_close(r);
 	return st.items;
 }
+
+/*
+ * No command's --output may be the store's -wal, -shm or -journal, by name
+ * (they need not be there) or as the same file: an export written over the
+ * -wal of a store a server has open lost the commits only that -wal held
+ * once the server stopped uncleanly.
+ */
+START_TEST(t_output_not_a_store_file)
+{
+	static const char *const side[] = {"-wal", "-shm", "-journal"};
+	char name[340], link[340], msg[2048];
+	struct stat s0, s1;
+	pid_t pid;
+	int status;
+
+	ck_assert_int_eq(run("registry", "assign", "--model", model, "--input", npy, "--ids", ids,
+			     "--output", out, NULL),
+			 CLI_EXIT_OK);
+	pid = open_and_wait(1, 0); /* its 5 commits are in the -wal only */
+	snprintf(name, sizeof(name), "%s-wal", db);
+	ck_assert_int_eq(stat(name, &s0), 0);
+	snprintf(link, sizeof(link), "%s/wal-link", dir);
+	ck_assert_int_eq(symlink(name, link), 0);
+	for (int i = 0; i < 4; i++) {
+		if (i < 3)
+			snprintf(name, sizeof(name), "%s%s", db, side[i]);
+		for (int c = 0; c < 5; c++) {
+			static const char *const cmds[] = {"export", "stats", "list", "get",
+							   "diff"};
+			const char *o = i < 3 ? name : link;
+			int rc = !strcmp(cmds[c], "get")
+				     ? run_err(msg, sizeof(msg), "registry", "get", "item-1",
+					       "--db", db, "-o", o, NULL)
+				 : !strcmp(cmds[c], "diff")
+				     ? run_err(msg, sizeof(msg), "registry", "diff", "--model",
+					       model2, "--db", db, "-o", o, NULL)
+				     : run_err(msg, sizeof(msg), "registry", cmds[c], "--db", db,
+					       "-o", o, NULL);
+			ck_assert_msg(rc == CLI_EXIT_INPUT, "%s -o %s: %d (%s)", cmds[c], o, rc,
+				      msg);
+			ck_assert_msg(strstr(msg, "is the store or one of its files") ||
+					  strstr(msg, "is the input file"),
+				      "%s", msg);
+		}
+	}
+	snprintf(name, sizeof(name), "%s-journal", db);
+	ck_assert_int_ne(access(name, F_OK), 0);
+	snprintf(name, sizeof(name), "%s-wal", db);
+	ck_assert_int_eq(stat(name, &s1), 0);
+	ck_assert_int_eq(s1.st_ino, s0.st_ino);
+	kill(pid, SIGKILL);
+	waitpid(pid, &status, 0);
+	ck_assert_int_eq(items_in(db), N + 5);
+}
+END_TEST
 
 /*
  * `registry backup -o LINK`: a symbolic link is followed, as for every other
@@ -1337,7 +1398,7 @@ START_TEST(t_reassign)
 	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "reassign", "--model", model2,
 				 "--db", db, "-o", moves, NULL),
 			 CLI_EXIT_INPUT);
-	ASSERT_HAS(msg, "is one of the store's files");
+	ASSERT_HAS(msg, "is the store or one of its files");
 	ck_assert_int_ne(access(moves, F_OK), 0);
 	snprintf(moves, sizeof(moves), "%s/moves.tsv", dir);
 	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "reassign", "--model", model2,
@@ -1930,6 +1991,7 @@ static Suite *registry_cmd_suite(void)
 	tcase_add_loop_test(tc, t_export_killed_mid_write, 0, 2);
 	tcase_add_test(tc, t_backup);
 	tcase_add_test(tc, t_backup_through_link);
+	tcase_add_test(tc, t_output_not_a_store_file);
 	tcase_add_test(tc, t_restore);
 	tcase_add_test(tc, t_backup_restore_pg);
 	tcase_add_test(tc, t_restore_other_user);
