@@ -93,8 +93,9 @@ struct cli_output {
  * so a process killed at any moment, even by SIGKILL, leaves the old file
  * or the new one and no temp file, the new one with the old one's mode (and
  * owner, where allowed); an existing non-regular file is written
- * in place, and so is a symbolic link into /dev or /proc (/dev/stdout); any
- * other symbolic link is followed, and the file it names is replaced.  Refuses (SID_EINVAL) a path
+ * in place, and so is a name of this process's descriptor (/dev/stdout,
+ * /dev/fd/N, or a link to them), through that descriptor; any other
+ * symbolic link is followed, and the file it names is replaced.  Refuses (SID_EINVAL) a path
  * that is the same file as one of the NULL-terminated @inputs (may be NULL), and (SID_EIO) a
  * directory or a file that cannot be created, with a message naming @path.  Until commit or abort,
  * SIGINT/SIGTERM/SIGHUP/SIGBUS handlers remove a named temp file (file systems without O_TMPFILE)

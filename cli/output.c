@@ -6,8 +6,9 @@
  * holds the old file or the complete new one and nothing else.  Anything
  * else that exists (/dev/null, a FIFO, /dev/stdout) is written in place: it
  * cannot be replaced by a rename, and must not be.  A symbolic link is never
- * renamed over: one into /dev or /proc is written in place, another is
- * followed to the file it names (link_target).
+ * renamed over: one that names a descriptor of this process (/dev/stdout)
+ * is written through that descriptor, another is followed to the file it
+ * names (link_target).
  *
  * While an output is open, SIGINT, SIGTERM and SIGHUP remove a named temp
  * file (a file system without O_TMPFILE) and end the process with that
@@ -106,72 +107,6 @@ static void watch_tmp(struct cli_output *w)
 	signals_install(w);
 }
 
-/*
- * Where the output @path really goes.  A symbolic link is not replaced by
- * the publishing rename: one into /dev or /proc (/dev/stdout, /dev/fd/N) is
- * written in place (*@in_place), as the stream it stands for; any other is
- * followed to the file it names, in @w->target, which is then the file
- * replaced.  The path to publish, or NULL (SID_EIO set) for a link that
- * leads nowhere.
- */
-static const char *link_target(struct cli_output *w, const char *path, int *in_place,
-			       struct sid_error *err)
-{
-	struct stat lst;
-	char to[4096];
-	ssize_t n;
-
-	*in_place = 0;
-	if (lstat(path, &lst) != 0 || !S_ISLNK(lst.st_mode))
-		return path;
-	n = readlink(path, to, sizeof(to) - 1);
-	to[n > 0 ? n : 0] = '\0';
-	if (!strncmp(path, "/dev/", 5) || !strncmp(path, "/proc/", 6) || !strncmp(to, "/dev/", 5) ||
-	    !strncmp(to, "/proc/", 6)) {
-		*in_place = 1;
-		return path;
-	}
-	if (!realpath(path, w->target)) {
-		sid_error_set(err, SID_EIO,
-			      "%s: a symbolic link to %s, which cannot be followed: %s; name the "
-			      "file itself",
-			      path, to, strerror(errno));
-		return NULL;
-	}
-	return w->target;
-}
-
-int cli_output_open_named(struct cli_output *w, const char *path, const char *const *inputs,
-			  struct sid_error *err)
-{
-	struct stat st;
-	int rc, in_place;
-
-	memset(w, 0, sizeof(*w));
-	w->path = path;
-	w->pub.fd = -1;
-	if (!path || !*path || !strcmp(path, "-"))
-		return sid_error_set(err, SID_EINVAL, "--output must name a file, not %s",
-				     path && *path ? "stdout" : "nothing");
-	/* a link is followed, as for any output: the file it names is
-	 * replaced, not the link; one into /dev or /proc is no file */
-	if (!(path = link_target(w, path, &in_place, err)))
-		return SID_EIO;
-	if (stat(path, &st) == 0) {
-		if ((rc = cli_output_not_input(path, &st, inputs, err)) < 0)
-			return rc;
-		if (!S_ISREG(st.st_mode) || in_place)
-			return sid_error_set(err, SID_EINVAL,
-					     "--output %s is not a regular file; name a file",
-					     w->path);
-	}
-	w->kind = CLI_OUT_FILE;
-	if ((rc = sid_publish_begin_named(&w->pub, path, err)) < 0)
-		return rc;
-	watch_tmp(w);
-	return 0;
-}
-
 /* N when @name is this process's descriptor N by a name of /proc's
  * (/dev/stdout, /dev/stderr, /dev/fd/N, /proc/self/fd/N, /proc/PID/fd/N),
  * else -1. */
@@ -200,29 +135,18 @@ static int fd_of_name(const char *name)
 	return *end || errno || n > INT_MAX ? -1 : (int)n;
 }
 
-/*
- * The descriptor of this process that @path (@st: its stat) stands for,
- * when it names one through /proc (itself, or a symbolic link to such a
- * name) and that descriptor is open for writing; else -1.  Opening such a
- * name makes a new open file, at offset 0 and without O_APPEND: it would
- * write over what the caller wrote before, or over the log it appends to.
- */
-static int own_descriptor(const char *path, const struct stat *st)
+/* The descriptor N that @path names, itself or through symbolic links
+ * (a link to /dev/stdout), by one of fd_of_name's names; else -1. */
+static int fd_named(const char *path)
 {
 	char link[2][4096];
 	const char *name = path;
-	struct stat fst;
 	ssize_t n;
-	int fd, fl;
+	int fd;
 
 	for (int hop = 0; hop < 8; hop++) {
-		if ((fd = fd_of_name(name)) >= 0) {
-			fl = fcntl(fd, F_GETFL);
-			if (fl < 0 || (fl & O_ACCMODE) == O_RDONLY || fstat(fd, &fst) != 0 ||
-			    fst.st_dev != st->st_dev || fst.st_ino != st->st_ino)
-				return -1;
+		if ((fd = fd_of_name(name)) >= 0)
 			return fd;
-		}
 		n = readlink(name, link[hop & 1], sizeof(link[0]) - 1);
 		if (n <= 0 || link[hop & 1][0] != '/') /* relative: not one of those names */
 			return -1;
@@ -230,6 +154,97 @@ static int own_descriptor(const char *path, const struct stat *st)
 		name = link[hop & 1];
 	}
 	return -1;
+}
+
+/*
+ * The descriptor of this process that @path (@st: its stat) stands for
+ * (fd_named), when it is that same file and open for writing; else -1.
+ * Opening such a name makes a new open file, at offset 0 and without
+ * O_APPEND: it would write over what the caller wrote before, or over the
+ * log it appends to.
+ */
+static int own_descriptor(const char *path, const struct stat *st)
+{
+	struct stat fst;
+	int fd = fd_named(path), fl = fd >= 0 ? fcntl(fd, F_GETFL) : -1;
+
+	if (fl < 0 || (fl & O_ACCMODE) == O_RDONLY || fstat(fd, &fst) != 0 ||
+	    fst.st_dev != st->st_dev || fst.st_ino != st->st_ino)
+		return -1;
+	return fd;
+}
+
+/*
+ * Where the output @path really goes.  A symbolic link is not replaced by
+ * the publishing rename.  One that names a descriptor of this process
+ * (/dev/stdout, /dev/fd/N, a link to them), or a path in /dev or /proc
+ * that leads to no file (a pipe's or a socket's), is written in place
+ * (*@in_place), as the stream it stands for; any other is followed to the
+ * file it names, in @w->target, which is then the file replaced (or, a
+ * device, written in place), wherever it is (/dev/shm).  The path to
+ * publish, or NULL (SID_EIO set) for a link that leads nowhere.
+ */
+static const char *link_target(struct cli_output *w, const char *path, int *in_place,
+			       struct sid_error *err)
+{
+	struct stat lst;
+	char to[4096];
+	ssize_t n;
+
+	*in_place = 0;
+	if (lstat(path, &lst) != 0 || !S_ISLNK(lst.st_mode))
+		return path;
+	n = readlink(path, to, sizeof(to) - 1);
+	to[n > 0 ? n : 0] = '\0';
+	if (fd_named(path) >= 0) {
+		*in_place = 1;
+		return path;
+	}
+	if (!realpath(path, w->target)) {
+		w->target[0] = '\0';
+		if (!strncmp(path, "/dev/", 5) || !strncmp(path, "/proc/", 6) ||
+		    !strncmp(to, "/dev/", 5) || !strncmp(to, "/proc/", 6)) {
+			*in_place = 1;
+			return path;
+		}
+		sid_error_set(err, SID_EIO,
+			      "%s: a symbolic link to %s, which cannot be followed: %s; name the "
+			      "file itself",
+			      path, to, strerror(errno));
+		return NULL;
+	}
+	return w->target;
+}
+
+int cli_output_open_named(struct cli_output *w, const char *path, const char *const *inputs,
+			  struct sid_error *err)
+{
+	struct stat st;
+	int rc, in_place;
+
+	memset(w, 0, sizeof(*w));
+	w->path = path;
+	w->pub.fd = -1;
+	if (!path || !*path || !strcmp(path, "-"))
+		return sid_error_set(err, SID_EINVAL, "--output must name a file, not %s",
+				     path && *path ? "stdout" : "nothing");
+	/* a link is followed, as for any output: the file it names is
+	 * replaced, not the link; a descriptor's (/dev/stdout) is no file */
+	if (!(path = link_target(w, path, &in_place, err)))
+		return SID_EIO;
+	if (stat(path, &st) == 0) {
+		if ((rc = cli_output_not_input(path, &st, inputs, err)) < 0)
+			return rc;
+		if (!S_ISREG(st.st_mode) || in_place)
+			return sid_error_set(err, SID_EINVAL,
+					     "--output %s is not a regular file; name a file",
+					     w->path);
+	}
+	w->kind = CLI_OUT_FILE;
+	if ((rc = sid_publish_begin_named(&w->pub, path, err)) < 0)
+		return rc;
+	watch_tmp(w);
+	return 0;
 }
 
 int cli_output_open(struct cli_output *w, const char *path, FILE *std, const char *const *inputs,

@@ -540,6 +540,28 @@ class CliTest(unittest.TestCase):
                     self.assertEqual(first, "header" if mode == "wb" else "earlier line")
                     np.testing.assert_array_equal(parse_tsv(rest)[1], self.codes)
 
+    @unittest.skipUnless(os.path.isdir("/dev/shm"), "no /dev/shm")
+    def test_output_link_to_a_file_under_dev(self):
+        # A link to a regular file is followed and the file replaced, even
+        # when the file is under /dev (/dev/shm, a tmpfs for scratch files):
+        # it was written in place, not truncated, and kept the tail of its
+        # old contents after the new rows.
+        shm = tempfile.mkdtemp(prefix="semid-cli-", dir="/dev/shm")
+        self.addCleanup(shutil.rmtree, shm)
+        real = os.path.join(shm, "ids.tsv")
+        with open(real, "w") as f:
+            f.write("stale line\n" * 10000)
+        link = os.path.join(self.out.name, "ids.tsv")
+        os.symlink(real, link)
+        p = self.encode(output=link)
+        self.assertEqual(p.returncode, 0, p.stderr.decode())
+        self.assertTrue(os.path.islink(link))
+        with open(real) as f:
+            text = f.read()
+        self.assertTrue("stale" not in text, "the old file's tail is left after the rows")
+        np.testing.assert_array_equal(parse_tsv(text)[1], self.codes)
+        self.assertEqual(os.listdir(shm), ["ids.tsv"])
+
     def test_output_replaced_keeps_its_mode(self):
         # The file an output replaces keeps its permissions: an operator's
         # chmod 600 on an ids file must not turn into 0644 by the next run.
