@@ -177,8 +177,9 @@ static int parse(int argc, char **argv, struct opts *o)
 		return fail_usage(NULL, "unknown command", o->cmd);
 	optind = 0; /* GNU: start afresh (the tests call this repeatedly) */
 	opterr = 0;
-	while ((c = getopt_long(argc - 1, argv + 1, "d:m:t:i:b:f:p:n:o:h", lo, NULL)) != -1) {
-		if (c != 'h' && c != '?' && !strchr(used, c)) {
+	/* ':' first: a missing value is ':', told apart from an unknown option */
+	while ((c = getopt_long(argc - 1, argv + 1, ":d:m:t:i:b:f:p:n:o:h", lo, NULL)) != -1) {
+		if (c != 'h' && c != '?' && c != ':' && !strchr(used, c)) {
 			char msg[64];
 			for (k = 0; lo[k].name && lo[k].val != c; k++)
 				;
@@ -252,9 +253,14 @@ static int parse(int argc, char **argv, struct opts *o)
 		}
 		case 'h':
 			return 1;
-		default:
-			return fail_usage(o->cmd, "unknown or incomplete option",
-					  argv[optind] ? argv[optind] : "");
+		case ':': /* the option was the last argument (argv + 1 was parsed) */
+			return fail_usage(o->cmd, argv[optind], "needs a value");
+		default: {
+			/* a short one is optopt (optind may still be at its cluster,
+			 * "-xP"); a long one is the argument just passed */
+			char bad[3] = {'-', (char)optopt, '\0'};
+			return fail_usage(o->cmd, "unknown option", optopt ? bad : argv[optind]);
+		}
 		}
 	}
 	/* argv + 1 was parsed: its argv[0] is the command, operands follow */

@@ -205,6 +205,37 @@ START_TEST(t_usage)
 }
 END_TEST
 
+/* A usage error names the argument at fault, not a neighbour: the value
+ * of an earlier option ("--db STORE -xP" and "-d STORE -Px" said "option
+ * STORE"). */
+START_TEST(t_usage_names_the_bad_option)
+{
+	static const struct {
+		const char *a[4], *says;
+	} cases[] = {
+	    {{"--db", "DB", "-xP", NULL}, "unknown option -x"},
+	    {{"-d", "DB", "-Px", NULL}, "unknown option -P"}, /* --progress has no -P */
+	    {{"-d", "DB", "--no-progress", "-x"}, "unknown option -x"},
+	    {{"-x", "--progress", "-d", "DB"}, "unknown option -x"},
+	    {{"-d", "DB", "--bogus=3", NULL}, "unknown option --bogus=3"},
+	    {{"-d", "DB", "-o", NULL}, "-o needs a value"},
+	    {{"-d", "DB", "--output", NULL}, "--output needs a value"},
+	};
+	char msg[2048];
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		const char *a[4];
+		for (int j = 0; j < 4; j++)
+			a[j] = cases[i].a[j] && !strcmp(cases[i].a[j], "DB") ? db : cases[i].a[j];
+		ck_assert_int_eq(
+		    run_err(msg, sizeof(msg), "registry", "stats", a[0], a[1], a[2], a[3], NULL),
+		    CLI_EXIT_INPUT);
+		ck_assert_msg(strstr(msg, cases[i].says) != NULL, "case %zu: '%s' lacks '%s'", i,
+			      msg, cases[i].says);
+	}
+}
+END_TEST
+
 /* 1 when files @a and @b hold the same bytes. */
 static int same_bytes(const char *a, const char *b)
 {
@@ -1981,6 +2012,7 @@ static Suite *registry_cmd_suite(void)
 	tcase_set_timeout(tc, 120);
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, t_usage);
+	tcase_add_test(tc, t_usage_names_the_bad_option);
 	tcase_add_test(tc, t_assign_export_import);
 	tcase_add_test(tc, t_diff_and_lookups);
 	tcase_add_test(tc, t_bad_stores);
