@@ -394,6 +394,12 @@ static int out_open(struct cli_output *w, const struct opts *o, struct sid_regis
 	return cli_output_open(w, o->output, stdout, in.v, err);
 }
 
+/* --output for messages: "stdout" for "-". */
+static const char *output_name(const struct opts *o)
+{
+	return strcmp(o->output, "-") ? o->output : "stdout";
+}
+
 /* Finish (@ok) or abandon the output. */
 static int out_close(struct cli_output *w, int ok, struct sid_error *err)
 {
@@ -415,7 +421,7 @@ static int print_json(json_t *j, const struct opts *o, struct sid_registry *r,
 		return sid_error_set(err, SID_ENOMEM, "out of memory");
 	rc = out_open(&w, o, r, err);
 	if (!rc && fprintf(w.fp, "%s\n", s) < 0)
-		rc = sid_error_set(err, SID_EIO, "%s: write failed: %m", o->output);
+		rc = sid_error_set(err, SID_EIO, "%s: write failed: %m", output_name(o));
 	free(s);
 	if (rc) {
 		out_close(&w, 0, err);
@@ -679,7 +685,7 @@ static int cmd_assign(const struct opts *o, struct sid_error *err)
 			fprintf(w.fp, "%s\t%s\t%d\n", res[i].id, sid, res[i].created);
 		}
 		if (fflush(w.fp)) {
-			rc = sid_error_set(err, SID_EIO, "%s: write failed: %m", o->output);
+			rc = sid_error_set(err, SID_EIO, "%s: write failed: %m", output_name(o));
 			goto fail;
 		}
 		cli_progress_update(&bar, done = row + n);
@@ -1396,11 +1402,11 @@ static int cmd_reassign(const struct opts *o, struct sid_registry *r, struct sid
 	rc = sid_registry_reassign_all(r, o->kind, m, batch, print_move, stop_asked, &mv, &d,
 				       &moved, &stale, err);
 	if (rc == SID_EIO && !err->msg[0])
-		sid_error_set(err, SID_EIO, "%s: write failed: %m", o->output);
+		sid_error_set(err, SID_EIO, "%s: write failed: %m", output_name(o));
 	if (mv.r)
 		walk_bar_end(&mv.walk, r);
 	cli_progress_end(&mv.bar, (size_t)mv.n);
-	crc = moves_close(mv.fp, o->output, &e2);
+	crc = moves_close(mv.fp, output_name(o), &e2);
 	if (!rc && crc) {
 		*err = e2;
 		rc = crc;
@@ -1410,7 +1416,7 @@ static int cmd_reassign(const struct opts *o, struct sid_registry *r, struct sid
 			"semid: stopped by signal %d after reassigning %llu %s ids to model %s; "
 			"their moves are in %s; run it again to move the rest\n",
 			(int)stop_sig, (unsigned long long)moved, sid_tower_name(o->kind),
-			m->version, strcmp(o->output, "-") ? o->output : "stdout");
+			m->version, output_name(o));
 	else
 		fprintf(stderr,
 			"semid: %s %llu of %llu %s ids to model %s (%llu compared; %llu without "

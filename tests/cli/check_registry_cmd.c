@@ -929,6 +929,59 @@ static uint64_t items_in(const char *path)
 	return st.items;
 }
 
+/* Run in a child with stdout on /dev/full and stderr into @msg: the exit
+ * status. */
+static int run_stdout_full(char *msg, size_t cap, const char *first, ...)
+{
+	int efd = stderr_file(), status;
+	pid_t pid;
+	va_list ap;
+
+	fflush(stdout);
+	fflush(stderr);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		int full = open("/dev/full", O_WRONLY);
+		if (full < 0 || dup2(full, 1) < 0 || dup2(efd, 2) < 0)
+			_exit(99);
+		va_start(ap, first);
+		status = vrun(first, ap);
+		va_end(ap);
+		fflush(stderr);
+		_exit(status);
+	}
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	stderr_read(efd, msg, cap);
+	ck_assert_msg(WIFEXITED(status), "ended by signal %d", WTERMSIG(status));
+	return WEXITSTATUS(status);
+}
+
+/* A write to stdout that fails says "stdout", as every other command does,
+ * not "-" (the --output given). */
+START_TEST(t_stdout_write_failure_named)
+{
+	char msg[2048];
+
+	ck_assert_int_eq(run("registry", "assign", "--model", model, "--input", npy, "--ids", ids,
+			     "--output", out, NULL),
+			 CLI_EXIT_OK);
+	ck_assert_int_eq(run_stdout_full(msg, sizeof(msg), "registry", "assign", "--model", model,
+					 "--input", npy, "--ids", ids, NULL),
+			 CLI_EXIT_IO);
+	ASSERT_HAS(msg, "semid: stdout: write failed: No space left on device");
+	ck_assert_int_eq(
+	    run_stdout_full(msg, sizeof(msg), "registry", "list", "--db", db, "-n", "200", NULL),
+	    CLI_EXIT_IO);
+	ASSERT_HAS(msg, "semid: stdout: write failed: No space left on device");
+	ck_assert_int_eq(run_stdout_full(msg, sizeof(msg), "registry", "reassign", "--model",
+					 model2, "--db", db, NULL),
+			 CLI_EXIT_IO);
+	ASSERT_HAS(msg, "semid: stdout:");
+	ck_assert_msg(!strstr(msg, "semid: -:"), "%s", msg);
+}
+END_TEST
+
 /*
  * No command's --output may be the store's -wal, -shm or -journal, by name
  * (they need not be there) or as the same file: an export written over the
@@ -2024,6 +2077,7 @@ static Suite *registry_cmd_suite(void)
 	tcase_add_test(tc, t_backup);
 	tcase_add_test(tc, t_backup_through_link);
 	tcase_add_test(tc, t_output_not_a_store_file);
+	tcase_add_test(tc, t_stdout_write_failure_named);
 	tcase_add_test(tc, t_restore);
 	tcase_add_test(tc, t_backup_restore_pg);
 	tcase_add_test(tc, t_restore_other_user);
