@@ -126,7 +126,11 @@ static int cmd_inspect(int argc, char **argv)
 	}
 	fputs(pretty, stdout);
 	fputc('\n', stdout);
-	if (fflush(stdout) != 0 || ferror(stdout)) {
+	if (fflush(stdout) != 0) { /* errno says why */
+		fprintf(stderr, "semid: stdout: write failed: %s\n", strerror(errno));
+		goto fail;
+	}
+	if (ferror(stdout)) {
 		print_error("stdout: write failed");
 		goto fail;
 	}

@@ -710,6 +710,7 @@ class CliTest(unittest.TestCase):
                                        timeout=60)
                     self.assertEqual(p.returncode, 1, p.stderr.decode())
                     self.assertIn("stdout: write", p.stderr.decode())
+                    self.assertIn("No space left on device", p.stderr.decode())  # and why
 
     def test_version(self):
         for arg in ("version", "--version"):
