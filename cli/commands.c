@@ -5,6 +5,7 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <string.h>
@@ -230,9 +231,35 @@ static int dispatch(int argc, char **argv)
 	return CLI_EXIT_INPUT;
 }
 
+/*
+ * A standard descriptor the caller left closed (a daemon's child) gets
+ * /dev/null, opened the wrong way round: the files this process opens then
+ * cannot take its number (a progress bar for stderr went into the output
+ * file, an import of stdin read whatever SQLite had put at 0), and using it
+ * still fails as the closed one did, instead of reading an empty stdin or
+ * writing stdout into a quiet sink.
+ */
+static void std_fds_hold(void)
+{
+	for (int fd = 0; fd < 3; fd++) {
+		int nul;
+		if (fcntl(fd, F_GETFD) >= 0 || errno != EBADF)
+			continue;
+		nul = open("/dev/null", fd == 0 ? O_WRONLY : O_RDONLY);
+		if (nul >= 0 && nul != fd) { /* the lower ones are open: only in case */
+			dup2(nul, fd);
+			close(nul);
+		}
+	}
+}
+
 int cli_main(int argc, char **argv)
 {
-	int status = dispatch(argc, argv), e = fflush(stdout) != 0 ? errno : 0;
+	int status, e;
+
+	std_fds_hold();
+	status = dispatch(argc, argv);
+	e = fflush(stdout) != 0 ? errno : 0;
 
 	/* Whatever a command printed on stdout must have arrived (a full disk,
 	 * a closed pipe); the commands that check for themselves have said so

@@ -712,6 +712,38 @@ class CliTest(unittest.TestCase):
                     self.assertIn("stdout: write", p.stderr.decode())
                     self.assertIn("No space left on device", p.stderr.decode())  # and why
 
+    def test_closed_standard_streams(self):
+        # Run with stdin, stdout or stderr closed (a daemon's child), the
+        # files semid opens must not take their numbers: the progress bar
+        # for a closed stderr went into the output file, and an import from
+        # a closed stdin read SQLite's /dev/null there and said "0 added".
+        def closed(fd):
+            return lambda: os.close(fd)
+
+        out = os.path.join(self.out.name, "ids.tsv")
+        p = subprocess.run([SEMID, "encode", "--model", self.model, "--input", self.input,
+                            "--output", out, "--progress"], stdout=subprocess.PIPE,
+                           preexec_fn=closed(2), timeout=120)
+        self.assertEqual(p.returncode, 0)
+        with open(out) as f:
+            text = f.read()
+        self.assertTrue("rows/s" not in text, "the progress bar is in the output")
+        np.testing.assert_array_equal(parse_tsv(text)[1], self.codes)
+
+        db = os.path.join(self.out.name, "r.db")
+        p = subprocess.run([SEMID, "registry", "import", "-", "--db", db],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           preexec_fn=closed(0), timeout=120)
+        self.assertEqual(p.returncode, 1, p.stderr.decode())
+        self.assertIn("read failed", p.stderr.decode())
+
+        # a closed stdout stays an error, not a quiet /dev/null
+        p = subprocess.run([SEMID, "encode", "--model", self.model, "--input", self.input,
+                            "--output", "-"], stderr=subprocess.PIPE, preexec_fn=closed(1),
+                           timeout=120)
+        self.assertEqual(p.returncode, 1, p.stderr.decode())
+        self.assertIn("stdout: write", p.stderr.decode())
+
     def test_version(self):
         for arg in ("version", "--version"):
             p = run(arg)
