@@ -161,9 +161,17 @@ int cli_encode_parse(int argc, char **argv, struct cli_encode_opts *o, struct si
 			    (!eq && strcmp(a, valued_opts[j].shrt) == 0))
 				break;
 		}
-		if (j == sizeof(valued_opts) / sizeof(valued_opts[0]))
+		if (j == sizeof(valued_opts) / sizeof(valued_opts[0])) {
+			static const char *const flags[] = {"--progress", "--no-progress",
+							    "--help"};
+			for (j = 0; eq && j < sizeof(flags) / sizeof(flags[0]); j++)
+				if (strlen(flags[j]) == nlen && !strncmp(a, flags[j], nlen))
+					return sid_error_set(err, SID_EINVAL,
+							     "%s takes no value, got '%s'",
+							     flags[j], a);
 			return sid_error_set(err, SID_EINVAL, "unknown option '%.*s'", (int)nlen,
 					     a);
+		}
 		id = valued_opts[j].id;
 		if (eq) {
 			val = eq + 1;

@@ -256,10 +256,20 @@ static int parse(int argc, char **argv, struct opts *o)
 		case ':': /* the option was the last argument (argv + 1 was parsed) */
 			return fail_usage(o->cmd, argv[optind], "needs a value");
 		default: {
-			/* a short one is optopt (optind may still be at its cluster,
-			 * "-xP"); a long one is the argument just passed */
-			char bad[3] = {'-', (char)optopt, '\0'};
-			return fail_usage(o->cmd, "unknown option", optopt ? bad : argv[optind]);
+			/* the argument just passed; a short option is optopt (optind
+			 * may still be at its cluster, "-xP"), but so is the value
+			 * of a long one given "=VALUE" it does not take */
+			const char *prev = argv[optind];
+			const char *eq = !strncmp(prev, "--", 2) ? strchr(prev, '=') : NULL;
+			char bad[3] = {'-', (char)optopt, '\0'}, msg[64];
+			for (k = 0; eq && optopt && lo[k].name; k++)
+				if (lo[k].val == optopt &&
+				    !strncmp(lo[k].name, prev + 2, (size_t)(eq - prev - 2))) {
+					snprintf(msg, sizeof(msg), "--%s takes no value, not",
+						 lo[k].name);
+					return fail_usage(o->cmd, msg, prev);
+				}
+			return fail_usage(o->cmd, "unknown option", optopt ? bad : prev);
 		}
 		}
 	}

@@ -108,6 +108,9 @@ START_TEST(test_parse_errors)
 	EXPECT_ERR("unknown option '--bogus'", "--bogus=1");
 	EXPECT_ERR("unknown option '-x'", "-x");
 	EXPECT_ERR("unknown option '--mod'", "--mod", "a"); /* no prefix matching */
+	/* an option without a value given one is named as such, not unknown */
+	EXPECT_ERR("--progress takes no value, got '--progress=1'", "--progress=1");
+	EXPECT_ERR("--no-progress takes no value, got '--no-progress=yes'", "--no-progress=yes");
 	EXPECT_ERR("unexpected argument 'x.npy'", "x.npy");
 	EXPECT_ERR("unexpected argument '-'", "-");
 	EXPECT_ERR("--model needs a value", "--model");

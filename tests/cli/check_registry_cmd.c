@@ -220,6 +220,9 @@ START_TEST(t_usage_names_the_bad_option)
 	    {{"-d", "DB", "--bogus=3", NULL}, "unknown option --bogus=3"},
 	    {{"-d", "DB", "-o", NULL}, "-o needs a value"},
 	    {{"-d", "DB", "--output", NULL}, "--output needs a value"},
+	    /* not "-P": getopt's optopt is then the long option's value */
+	    {{"-d", "DB", "--progress=1", NULL}, "--progress takes no value, not --progress=1"},
+	    {{"--no-progress", "-d", "DB", "-Qx"}, "unknown option -Q"},
 	};
 	char msg[2048];
 
