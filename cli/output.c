@@ -269,7 +269,7 @@ int cli_output_open(struct cli_output *w, const char *path, FILE *std, const cha
 	if (in_place && stat(path, &st) != 0) /* never renamed over: that is the link */
 		return sid_error_set(err, SID_EIO, "%s: cannot open the output: %s", path,
 				     strerror(errno));
-	if (stat(path, &st) == 0) {
+	if ((replaces = stat(path, &st) == 0)) {
 		if ((rc = cli_output_not_input(path, &st, inputs, err)) < 0)
 			return rc;
 		if (S_ISDIR(st.st_mode))
@@ -293,7 +293,6 @@ int cli_output_open(struct cli_output *w, const char *path, FILE *std, const cha
 		}
 	}
 	w->kind = CLI_OUT_FILE;
-	replaces = stat(path, &st) == 0;
 	/* Its message as it is: it names the output, the temp file it could
 	 * not create beside it and why, and its code says out of memory apart
 	 * from a file system error (errno once it returns is no promise). */
