@@ -246,9 +246,14 @@ static int parse(int argc, char **argv, struct opts *o)
 		case 'M': {
 			char *end;
 			o->max_rate = strtod(optarg, &end);
-			if (!*optarg || *end || !(o->max_rate > 0) || o->max_rate > 1e6)
+			/* at least 1 KiB a second: a slower pace's waits overflow a
+			 * time_t */
+			if (!*optarg || *end || !(o->max_rate >= 0.001) || o->max_rate > 1e6)
 				return fail_usage(
-				    o->cmd, "--max-rate must be MiB a second (> 0), not", optarg);
+				    o->cmd,
+				    "--max-rate must be MiB a second, 0.001 to 1000000, "
+				    "not",
+				    optarg);
 			break;
 		}
 		case 'h':

@@ -857,6 +857,11 @@ START_TEST(t_backup)
 			 CLI_EXIT_INPUT);
 	ck_assert_int_eq(run("registry", "backup", "--db", db, "-o", bk, "--max-rate", "x", NULL),
 			 CLI_EXIT_INPUT);
+	/* so slow that the wait before the first page overflowed a time_t (UB) */
+	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "backup", "--db", db, "-o", bk,
+				 "--max-rate", "1e-300", NULL),
+			 CLI_EXIT_INPUT);
+	ASSERT_HAS(msg, "--max-rate must be MiB a second, 0.001 to 1000000, not 1e-300");
 	/* capped (far above what this copy needs: no test of time) it copies the same */
 	ck_assert_int_eq(
 	    run("registry", "backup", "--db", db, "-o", bk, "--max-rate", "1000", NULL),
