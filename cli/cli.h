@@ -50,6 +50,7 @@ struct cli_encode_opts {
 	int threads;	    /* --threads, 0 = online CPUs */
 	int top_k;	    /* --top-k, 1..SID_TOPK_MAX: 1 + alternatives per row */
 	enum sid_sid_format format;	 /* --format dash|tokens (TSV only) */
+	int format_given;		 /* --format was given */
 	enum cli_progress_mode progress; /* --progress / --no-progress, default auto (isatty) */
 };
 

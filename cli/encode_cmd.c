@@ -112,6 +112,7 @@ static int set_opt(struct cli_encode_opts *o, enum opt_id id, const char *name, 
 		o->top_k = (int)v;
 		return 0;
 	case OPT_FORMAT:
+		o->format_given = 1;
 		if (strcmp(val, "dash") == 0)
 			o->format = SID_FORMAT_DASH;
 		else if (strcmp(val, "tokens") == 0)
@@ -122,6 +123,12 @@ static int set_opt(struct cli_encode_opts *o, enum opt_id id, const char *name, 
 		return 0;
 	}
 	return SID_EINVAL;
+}
+
+static int ends_with(const char *s, const char *suffix)
+{
+	size_t a = strlen(s), b = strlen(suffix);
+	return a >= b && strcmp(s + a - b, suffix) == 0;
 }
 
 int cli_encode_parse(int argc, char **argv, struct cli_encode_opts *o, struct sid_error *err)
@@ -210,6 +217,11 @@ int cli_encode_parse(int argc, char **argv, struct cli_encode_opts *o, struct si
 	if (sid_tower_parse(o->tower) < 0)
 		return sid_error_set(err, SID_EINVAL, "--tower must be 'item' or 'user', got '%s'",
 				     o->tower);
+	if (o->format_given && strcmp(o->output, "-") != 0 && ends_with(o->output, ".npy"))
+		return sid_error_set(err, SID_EINVAL,
+				     "--format applies to TSV output; %s is a .npy of integer "
+				     "codes, which has no sid text",
+				     o->output);
 	return 0;
 }
 
@@ -562,12 +574,6 @@ fail: /* success comes through here too */
 		pthread_mutex_destroy(&p.mu);
 	}
 	return status;
-}
-
-static int ends_with(const char *s, const char *suffix)
-{
-	size_t a = strlen(s), b = strlen(suffix);
-	return a >= b && strcmp(s + a - b, suffix) == 0;
 }
 
 static int open_sink(struct sink *k, const struct cli_encode_opts *o, FILE *tsv_out, size_t rows,

@@ -105,6 +105,9 @@ START_TEST(test_parse_errors)
 	EXPECT_ERR("--threads wants an integer from 0 to 256", "-j", "257");
 	EXPECT_ERR("--top-k wants an integer from 1 to 16", "-k", "0");
 	EXPECT_ERR("--format must be 'dash' or 'tokens', got 'csv'", "-f", "csv");
+	/* a .npy holds integer codes: a format for sid text would be ignored */
+	EXPECT_ERR("--format applies to TSV output; c.npy is a .npy of integer codes", "-m", "a",
+		   "-i", "b", "-o", "c.npy", "--format", "tokens");
 	EXPECT_ERR("unknown option '--bogus'", "--bogus=1");
 	EXPECT_ERR("unknown option '-x'", "-x");
 	EXPECT_ERR("unknown option '--mod'", "--mod", "a"); /* no prefix matching */
