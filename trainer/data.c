@@ -225,6 +225,15 @@ static int open_text(const char *path, struct sid_map *m, struct lines *ln, stru
 	ln->p = m->addr;
 	ln->end = ln->p + m->len;
 	ln->lineno = 0;
+	/* a UTF-8 byte-order mark, as Windows tools write it: not data (it was
+	 * quoted as "???0\t1", not a non-negative integer) */
+	if (m->len >= 3 && !memcmp(ln->p, "\xef\xbb\xbf", 3))
+		ln->p += 3;
+	if (ln->p == ln->end) {
+		sid_map_close(m);
+		return sid_error_set_at(err, SID_EFORMAT, 0,
+					"%s: empty file (a byte-order mark only)", path);
+	}
 	return 0;
 }
 

@@ -11,8 +11,9 @@
  * a ragged line (fewer than two tab-separated columns), a field that is not a
  * plain non-negative decimal integer, an index out of range, an embedding
  * row holding NaN or Inf, a training interaction with a cold item.  Further
- * tsv columns are ignored; a final line without a newline and CRLF line ends
- * are accepted; an empty line is an error (it usually means a broken file).
+ * tsv columns are ignored; a final line without a newline, CRLF line ends
+ * and a leading UTF-8 byte-order mark are accepted; an empty line is an
+ * error (it usually means a broken file).
  *
  * Embeddings stay memory-mapped (so the 1M-row scale run does not need them
  * in RAM); rows are copied out as float32 on demand.  The whole file is

@@ -62,6 +62,14 @@ START_TEST(test_inter_good)
 	ck_assert_int_eq(t.user[2], 1);
 	ck_assert_int_eq(t.item[2], 3);
 	tr_inter_release(&t);
+	/* a UTF-8 byte-order mark (Excel, PowerShell) is not part of line 1 */
+	p = WRITE("bom.tsv", "\xef\xbb\xbf"
+			     "2\t3\r\n0\t1\r\n");
+	ck_assert_int_eq(tr_inter_read(p, 3, 4, NULL, &t, &err), 0);
+	ck_assert_uint_eq(t.n, 2);
+	ck_assert_int_eq(t.user[0], 2);
+	ck_assert_int_eq(t.item[0], 3);
+	tr_inter_release(&t);
 }
 END_TEST
 
@@ -147,6 +155,16 @@ START_TEST(test_cold_list)
 	ck_assert_int_eq(tr_cold_read(p, 5, &cold, &n, &err), SID_EFORMAT);
 	ck_assert_ptr_nonnull(strstr(err.msg, ":1: \"1\\t2\" is not an item index"));
 	p = WRITE("cold.txt", "");
+	ck_assert_int_eq(tr_cold_read(p, 5, &cold, &n, &err), SID_EFORMAT);
+	ck_assert_ptr_nonnull(strstr(err.msg, "empty file"));
+	/* a byte-order mark is skipped; one alone is still an empty file */
+	p = WRITE("cold.txt", "\xef\xbb\xbf"
+			      "4\n");
+	ck_assert_int_eq(tr_cold_read(p, 5, &cold, &n, &err), 0);
+	ck_assert_uint_eq(n, 1);
+	ck_assert_int_eq(cold[4], 1);
+	free(cold);
+	p = WRITE("cold.txt", "\xef\xbb\xbf");
 	ck_assert_int_eq(tr_cold_read(p, 5, &cold, &n, &err), SID_EFORMAT);
 	ck_assert_ptr_nonnull(strstr(err.msg, "empty file"));
 }
