@@ -95,11 +95,18 @@ void tr_config_defaults(struct tr_config *c)
 	das_config_defaults(&c->das);
 }
 
+/* The run key @name, spelt with '_' or, as its flag, '-': das_config_set
+ * takes both for the model keys, and a config file holding "stop-after"
+ * was refused as 'config key "stop_after": unknown'. */
 static const struct key *key_find(const char *name)
 {
-	for (size_t i = 0; i < N_KEYS; i++)
-		if (!strcmp(keys[i].name, name))
+	for (size_t i = 0; i < N_KEYS; i++) {
+		const char *a = name, *b = keys[i].name;
+		while (*a && (*a == '-' ? '_' : *a) == *b)
+			a++, b++;
+		if (!*a && !*b)
 			return &keys[i];
+	}
 	return NULL;
 }
 

@@ -7,7 +7,8 @@
  * is a model/optimisation key owned by das.h and set through das_config_set
  * (mode, seed, levels, codebook_size, latent_dim, hidden, epochs, batch_size,
  * lr, ...; the list is printed by tr_config_print_help).  A key `foo_bar` is
- * the flag `--foo-bar VALUE`.  In the JSON file numbers, strings, booleans
+ * the flag `--foo-bar VALUE`, and may be spelt `foo-bar` in the JSON file
+ * too (every key alike).  In the JSON file numbers, strings, booleans
  * and lists of numbers (`"hidden": [256, 128]`, on the command line
  * `--hidden 256,128`) are accepted.
  *

@@ -298,8 +298,11 @@ class TrainerTest(unittest.TestCase):
         cfg = os.path.join(cfgdir, "c.json")
         out = os.path.join(cfgdir, "m.st")
         with open(cfg, "w") as f:
+            # keys spelt as their flags are keys too, the run keys
+            # (model-version, progress-every) as much as the model's (batch-size)
             json.dump({"codebook_size": 8, "levels": 3, "hidden": [16], "lr": 0.002,
-                       "epochs": 1, "model_version": "from-file"}, f)
+                       "epochs": 1, "model-version": "from-file", "progress-every": 7,
+                       "batch-size": 64}, f)
         # no SMALL here: its flags would override the file
         args = [TRAIN, "--items", self.d("items.npy"), "--users", self.d("users.npy"),
                 "--train", self.d("train.tsv"), "--out", out, "--threads", "1",
@@ -310,6 +313,8 @@ class TrainerTest(unittest.TestCase):
         t, meta = load_tensors(out)
         semid = json.loads(meta["semid"])
         self.assertEqual(semid["model_version"], "from-file")
+        self.assertEqual(semid["run"]["progress_every"], 7)
+        self.assertEqual(semid["config"]["batch_size"], 128)  # the flag beat the file
         self.assertEqual(t["item.codebook.0"].shape, (8, 8))  # K from the file, E flag
         self.assertNotIn("item.codebook.2", t)  # --levels 2 beat the file's 3
         self.assertIn("item.codebook.1", t)
