@@ -197,6 +197,23 @@ static int gen_int(const char *flag, const char *v, long max, long *out)
 	return 0;
 }
 
+/* @s as a JSON string: the gen summary is read by scripts, and a directory
+ * named with a quote or a backslash made it invalid JSON.  Other bytes go
+ * out as they are (a path's bytes, whatever its encoding). */
+static void print_json_string(const char *s)
+{
+	putchar('"');
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		if (*p == '"' || *p == '\\')
+			printf("\\%c", *p);
+		else if (*p < 0x20 || *p == 0x7f)
+			printf("\\u%04x", *p);
+		else
+			putchar(*p);
+	}
+	putchar('"');
+}
+
 /* The count flags of gen: each sets a long or an int. */
 struct gen_count {
 	const char *flag;
@@ -282,9 +299,11 @@ static int cmd_gen(int argc, char **argv)
 		return 128 + rc;
 	if (rc < 0)
 		return fail("gen", &err);
-	printf("{\"dir\": \"%s\", \"items\": %ld, \"users\": %ld, \"dim\": %d, \"train\": %ld, "
-	       "\"test\": %ld, \"cold_items\": %ld, \"cold_test\": %ld}\n",
-	       out, p.items, p.users, p.dim, st.train, st.test, st.cold_items, st.cold_test);
+	printf("{\"dir\": ");
+	print_json_string(out);
+	printf(", \"items\": %ld, \"users\": %ld, \"dim\": %d, \"train\": %ld, \"test\": %ld, "
+	       "\"cold_items\": %ld, \"cold_test\": %ld}\n",
+	       p.items, p.users, p.dim, st.train, st.test, st.cold_items, st.cold_test);
 	return 0;
 }
 

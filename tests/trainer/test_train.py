@@ -796,6 +796,19 @@ class TrainerTest(unittest.TestCase):
         with open(os.path.join(gdir, "cold_items.txt")) as f:
             self.assertEqual(f.read(), before)
 
+    def test_gen_summary_is_json(self):
+        """The summary line gen prints is JSON whatever the directory is
+        called: a quote or a backslash in it went out unescaped."""
+        gdir = os.path.join(self.tmp, 'gen "quoted" \\ dir')
+        p = run(TRAIN, "gen", "--out", gdir, "--items", 100, "--users", 50,
+                "--interactions", 800, "--dim", 8, "--seed", 2)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        summary = json.loads(p.stdout)
+        self.assertEqual(summary["dir"], gdir)
+        self.assertEqual(summary["items"], 100)
+        with open(os.path.join(gdir, "train.tsv")) as f:
+            self.assertEqual(summary["train"], len(f.read().splitlines()))
+
     def test_gen_stopped_keeps_the_old_files(self):
         gdir = os.path.join(self.tmp, "gen-stop")
         p = run(TRAIN, "gen", "--out", gdir, "--items", 600, "--users", 300, "--interactions",
