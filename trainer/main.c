@@ -157,19 +157,24 @@ static int cmd_eval(int argc, char **argv)
 	sid_error_clear(&err);
 	for (int i = 0; i < argc; i++) {
 		size_t k, n = sizeof(opts) / sizeof(opts[0]);
+		const char *v;
+		int from_next;
 		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
 			usage(stdout);
 			return 0;
 		}
+		/* --model=M as training takes it; "--test --model M" is no test file */
+		v = flag_value(argv[i], i, argc, argv, &from_next);
 		for (k = 0; k < n; k++)
 			if (!strcmp(argv[i], opts[k].flag))
 				break;
-		if (k == n || i + 1 >= argc) {
+		if (k == n || !v) {
 			fprintf(stderr, "semid-train eval: %s \"%s\" (try --help)\n",
 				k == n ? "unknown option" : "missing value for", argv[i]);
 			return 2;
 		}
-		*opts[k].dst = argv[++i];
+		*opts[k].dst = v;
+		i += from_next;
 	}
 	if (!model || !items || !users || !train) {
 		fprintf(stderr, "semid-train eval: --model, --items, --users and --train are "
@@ -248,18 +253,26 @@ static int cmd_gen(int argc, char **argv)
 	tr_gen_defaults(&p);
 	p.progress = isatty(2);
 	for (int i = 0; i < argc; i++) {
-		const char *f = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+		const char *f = argv[i], *v;
 		long n;
-		int k;
+		int k, from_next;
 		if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
 			usage(stdout);
 			return 0;
+		}
+		/* --out=DIR as training takes it (it was "unknown option
+		 * --out=DIR", and took the next flag for its value) */
+		v = flag_value(argv[i], i, argc, argv, &from_next);
+		if (strcmp(f, "--out") && gen_count_find(counts, f) < 0 && strcmp(f, "--seed") &&
+		    strcmp(f, "--cold-frac") && strcmp(f, "--test-frac")) {
+			fprintf(stderr, "semid-train gen: unknown option %s\n", f);
+			return 2;
 		}
 		if (!v) {
 			fprintf(stderr, "semid-train gen: %s needs a value\n", f);
 			return 2;
 		}
-		i++;
+		i += from_next;
 		if (!strcmp(f, "--out")) {
 			out = v;
 		} else if ((k = gen_count_find(counts, f)) >= 0) {
@@ -285,9 +298,6 @@ static int cmd_gen(int argc, char **argv)
 				return 2;
 			}
 			*(f[2] == 'c' ? &p.cold_frac : &p.test_frac) = d;
-		} else {
-			fprintf(stderr, "semid-train gen: unknown option %s\n", f);
-			return 2;
 		}
 	}
 	if (!out) {

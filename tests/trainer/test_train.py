@@ -809,6 +809,36 @@ class TrainerTest(unittest.TestCase):
         with open(os.path.join(gdir, "train.tsv")) as f:
             self.assertEqual(summary["train"], len(f.read().splitlines()))
 
+    def test_eval_and_gen_take_flag_equals_value(self):
+        """eval and gen take --flag=value as training does (they said
+        "unknown option --model=M", and gen took the next flag for the
+        value), and a flag followed by another flag has no value."""
+        gdir = os.path.join(self.tmp, "gen-equals")
+        p = run(TRAIN, "gen", "--out=" + gdir, "--items=100", "--users", 50,
+                "--interactions=800", "--dim", 8, "--seed=2")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(json.loads(p.stdout)["dir"], gdir)
+        self.assertEqual(np.load(os.path.join(gdir, "items.npy")).shape, (100, 8))
+        p = run(TRAIN, "gen", "--out", gdir, "--items", "--users", 50)
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("--items needs a value", p.stderr)
+        p = run(TRAIN, "gen", "--out=" + gdir, "--itemz=3")
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("unknown option --itemz", p.stderr)
+        model = os.path.join(self.tmp, "e2e.st")
+        self._ensure_e2e_model(model)
+        p = run(TRAIN, "eval", "--model=" + model, "--items=" + self.d("items.npy"),
+                "--users", self.d("users.npy"), "--train=" + self.d("train.tsv"),
+                "--test=" + self.d("test.tsv"))
+        self.assertEqual(p.returncode, 0, p.stderr)
+        res = json.loads(p.stdout)
+        self.assertEqual(res["model"], model)
+        self.assertIn("warm", res["item_side"])
+        p = run(TRAIN, "eval", "--test", "--model", model, "--items", self.d("items.npy"),
+                "--users", self.d("users.npy"), "--train", self.d("train.tsv"))
+        self.assertEqual(p.returncode, 2)
+        self.assertIn('missing value for "--test"', p.stderr)
+
     def test_gen_stopped_keeps_the_old_files(self):
         gdir = os.path.join(self.tmp, "gen-stop")
         p = run(TRAIN, "gen", "--out", gdir, "--items", 600, "--users", 300, "--interactions",
