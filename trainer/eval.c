@@ -17,6 +17,7 @@
 
 #include "encode.h"
 #include "fsutil.h"
+#include "stop.h"
 
 #define ENC_BATCH   4096
 #define TOPK	    50
@@ -89,6 +90,14 @@ int tr_code_stats(const int32_t *codes, size_t N, int L, const int *K, struct tr
 }
 
 /* ---- ranking ---- */
+
+/* A stop asked for (stop.h) while ranking or encoding: at the 1M scale the
+ * final evaluation runs for an hour, and a SIGTERM waited for all of it. */
+static int stopped(struct sid_error *err)
+{
+	return sid_error_set(err, SID_EIO, "evaluation stopped by %s",
+			     tr_stop_name(tr_stop_signal()));
+}
 
 /* Insert (s, id) into the descending list top[0..*n) capped at @cap; ties:
  * lower id first. */
@@ -222,6 +231,10 @@ int tr_rank_eval(const float *user_vec, size_t n_users, const float *item_vec, c
 	}
 	for (size_t b0 = 0; b0 < n_eval; b0 += block) {
 		size_t nb = n_eval - b0 < block ? n_eval - b0 : block;
+		if (tr_stop_signal()) {
+			rc = stopped(err);
+			break;
+		}
 		for (size_t k = 0; k < nb; k++)
 			memcpy(ub + k * E, user_vec + users[b0 + k] * E, (size_t)E * sizeof(float));
 		cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)nb, (int)n_u, E, 1.0f, ub,
@@ -258,6 +271,8 @@ int tr_rank_eval(const float *user_vec, size_t n_users, const float *item_vec, c
 		}
 	}
 	free(ub);
+	if (rc < 0)
+		goto fail;
 	out->users = (long)n_eval;
 	if (n_eval) {
 		out->recall10 = r10 / n_eval;
@@ -392,6 +407,10 @@ static int encode_all(const struct sid_tower *t, const struct tr_emb *emb,
 	for (size_t r0 = 0; r0 < emb->n; r0 += ENC_BATCH) {
 		size_t B = emb->n - r0 < ENC_BATCH ? emb->n - r0 : ENC_BATCH;
 		struct sid_encode_out o = {0};
+		if (tr_stop_signal()) {
+			rc = stopped(err);
+			goto fail;
+		}
 		o.codes = codes + r0 * t->L;
 		o.quant = quant + r0 * t->E;
 		rc = tr_emb_rows(emb, r0, B, x, err);

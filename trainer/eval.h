@@ -31,6 +31,10 @@
  * Figures are deterministic for a given OpenBLAS thread count (sgemm may
  * round differently with another, which can swap items at a near-tie).
  *
+ * A stop asked for by a signal (stop.h, while the trainer has it installed)
+ * ends the ranking and the encoding at their next block of rows with an
+ * error; the caller tells it apart by tr_stop_signal().
+ *
  * Thread-safety: pure functions of their inputs; OpenBLAS threading is the
  * caller's.
  */

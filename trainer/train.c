@@ -849,6 +849,8 @@ int tr_train_run(const struct tr_config *cfg, int resume, struct sid_error *err)
 	if (cfg->eval && (r.test.n || r.test_cold.n)) {
 		double t0 = now_s();
 		rc = final_eval(&r, version, &ev, err);
+		if (rc < 0 && tr_stop_signal()) /* it stopped at its next block */
+			goto stopped;
 		if (rc < 0)
 			goto fail;
 		fprintf(stderr, "evaluation: %.2fs\n", now_s() - t0);

@@ -9,10 +9,12 @@
 #include <check.h>
 #include "check_main.h"
 #include <math.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "eval.h"
+#include "stop.h"
 
 START_TEST(test_code_stats_by_hand)
 {
@@ -154,6 +156,36 @@ START_TEST(test_rank_subset_and_ties)
 }
 END_TEST
 
+/* A stop asked for by a signal ends the ranking at its next block of users:
+ * the trainer's final evaluation, an hour at the 1M scale, made a SIGTERM
+ * wait for all of it. */
+START_TEST(test_rank_stops_on_signal)
+{
+	const int N = 80;
+	float *items = circle(N), users[2] = {1, 0};
+	int32_t cand[80], tu[] = {0}, ti[] = {3};
+	struct tr_csr truth;
+	struct tr_rank_metrics m;
+	struct tr_stop_saved saved;
+	struct sid_error err;
+	for (int i = 0; i < N; i++)
+		cand[i] = i;
+	ck_assert_int_eq(tr_csr_build(&truth, 1, tu, ti, 1, &err), 0);
+	tr_stop_install(&saved);
+	ck_assert_int_eq(tr_rank_eval(users, 1, items, cand, N, 2, NULL, &truth, &m, &err), 0);
+	ck_assert_int_eq(m.users, 1);
+	raise(SIGTERM);
+	ck_assert_int_eq(tr_stop_signal(), SIGTERM);
+	sid_error_clear(&err);
+	ck_assert_int_lt(tr_rank_eval(users, 1, items, cand, N, 2, NULL, &truth, &m, &err), 0);
+	ck_assert_ptr_nonnull(strstr(err.msg, "evaluation stopped by SIGTERM"));
+	ck_assert_int_eq(m.users, 0);
+	tr_stop_restore(&saved);
+	tr_csr_release(&truth);
+	free(items);
+}
+END_TEST
+
 static Suite *eval_suite(void)
 {
 	Suite *s = suite_create("trainer_eval");
@@ -162,6 +194,7 @@ static Suite *eval_suite(void)
 	tcase_add_test(tc, test_code_stats_by_hand);
 	tcase_add_test(tc, test_rank_by_hand);
 	tcase_add_test(tc, test_rank_subset_and_ties);
+	tcase_add_test(tc, test_rank_stops_on_signal);
 	suite_add_tcase(s, tc);
 	return s;
 }
