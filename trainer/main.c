@@ -10,7 +10,7 @@
  *
  * Exit status: 0 success, 2 bad input (files, flags, config), 128 + N when
  * signal N (SIGINT, SIGTERM, SIGHUP) stopped training or gen cleanly, 1
- * otherwise.
+ * otherwise (a failed write to stdout included).
  */
 #include <errno.h>
 #include <limits.h>
@@ -317,9 +317,8 @@ static int cmd_gen(int argc, char **argv)
 	return 0;
 }
 
-int main(int argc, char **argv)
+static int dispatch(int argc, char **argv)
 {
-	sid_blas_tune(argv); /* may re-execute with OpenBLAS's faster kernels */
 	if (argc < 2) {
 		usage(stderr);
 		return 2;
@@ -339,4 +338,22 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	return cmd_train(argc - 1, argv + 1);
+}
+
+int main(int argc, char **argv)
+{
+	int status, e;
+
+	sid_blas_tune(argv); /* may re-execute with OpenBLAS's faster kernels */
+	status = dispatch(argc, argv);
+	/* What went to stdout (the evaluation JSON, gen's summary) must have
+	 * arrived: `> eval.json` on a full disk used to exit 0 with the file
+	 * empty.  errno names the cause only when the flush itself failed. */
+	e = fflush(stdout) != 0 ? errno : 0;
+	if ((e || ferror(stdout)) && status == 0) {
+		fprintf(stderr, "semid-train: stdout: write failed%s%s\n", e ? ": " : "",
+			e ? strerror(e) : "");
+		status = 1;
+	}
+	return status;
 }

@@ -839,6 +839,31 @@ class TrainerTest(unittest.TestCase):
         self.assertEqual(p.returncode, 2)
         self.assertIn('missing value for "--test"', p.stderr)
 
+    def test_stdout_write_failure_is_an_error(self):
+        """What goes to stdout must arrive: `> eval.json` on a full disk
+        (/dev/full) exited 0 with the JSON lost.  Exit 1 and say so, as
+        `semid` does; a trained model is published all the same."""
+        model = os.path.join(self.tmp, "e2e.st")
+        self._ensure_e2e_model(model)
+        out = os.path.join(self.tmp, "full.st")
+        cases = [
+            ["--version"],
+            ["gen", "--out", os.path.join(self.tmp, "gen-full"), "--items", 100, "--users",
+             50, "--interactions", 800, "--dim", 8],
+            ["eval", "--model", model, "--items", self.d("items.npy"), "--users",
+             self.d("users.npy"), "--train", self.d("train.tsv"), "--test",
+             self.d("test.tsv")],
+            self.base_args(out)[1:] + ["--test", self.d("test.tsv"), "--epochs", 1],
+        ]
+        with open("/dev/full", "wb") as full:
+            for args in cases:
+                with self.subTest(args=args[0]):
+                    p = subprocess.run([TRAIN] + [str(a) for a in args], stdout=full,
+                                       stderr=subprocess.PIPE, text=True, timeout=120)
+                    self.assertEqual(p.returncode, 1, p.stderr)
+                    self.assertIn("semid-train: stdout: write failed", p.stderr)
+        self.assertTrue(os.path.exists(out))
+
     def test_gen_stopped_keeps_the_old_files(self):
         gdir = os.path.join(self.tmp, "gen-stop")
         p = run(TRAIN, "gen", "--out", gdir, "--items", 600, "--users", 300, "--interactions",
