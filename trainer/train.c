@@ -504,6 +504,13 @@ static void progress_bar(int epoch, int total, size_t b, size_t nb, double t0)
 	fflush(stderr);
 }
 
+/* Erase the progress bar (on a terminal) before a line of text. */
+static void bar_clear(int tty)
+{
+	if (tty)
+		fprintf(stderr, "\r\033[K");
+}
+
 /* One epoch; 0, 1 when --max-steps ended it early, or a negative code. */
 static int run_epoch(struct run *r, int e, int tty, struct sid_error *err)
 {
@@ -536,7 +543,8 @@ static int run_epoch(struct run *r, int e, int tty, struct sid_error *err)
 		db.item_x = r->ix;
 		if (rc == 0)
 			rc = das_step(r->model, &db, &l, err);
-		if (rc < 0) {
+		if (rc < 0) { /* its message starts a line, not the bar's end */
+			bar_clear(tty);
 			sid_error_prefix(err, "epoch %d batch %zu", e + 1, b);
 			return rc;
 		}
@@ -544,16 +552,14 @@ static int run_epoch(struct run *r, int e, int tty, struct sid_error *err)
 		/* the epoch is not finished: nothing of it is kept (after its last
 		 * step it is: it is checkpointed, and the epoch loop stops then) */
 		if (tr_stop_signal() && b + 1 < nb) {
-			if (tty)
-				fprintf(stderr, "\r\033[K");
+			bar_clear(tty);
 			r->stopped_at = b + 1;
 			return 2;
 		}
 		/* a benchmark ends within its one epoch, however many steps it asked */
 		if (r->cfg->max_steps > 0 && (b + 1 >= (size_t)r->cfg->max_steps || b + 1 == nb)) {
 			double dt = now_s() - t0;
-			if (tty)
-				fprintf(stderr, "\r\033[K");
+			bar_clear(tty);
 			fprintf(stderr,
 				"benchmark: %zu steps in %.2fs (%.4f s/step, loss %.4f); a full "
 				"epoch of %zu steps: about %.1fs\n",
@@ -581,8 +587,7 @@ static int run_epoch(struct run *r, int e, int tty, struct sid_error *err)
 	r->epoch_seconds += dt;
 	r->epochs_timed++;
 	r->last = acc;
-	if (tty)
-		fprintf(stderr, "\r\033[K");
+	bar_clear(tty);
 	fprintf(stderr,
 		"epoch %d/%d %-5s loss %.4f recon u/i %.4f/%.4f quant u/i %.4f/%.4f icdm %.4f "
 		"align %.4f lr %.2e codes/batch l0 u/i %d/%d resets %d %.2fs\n",

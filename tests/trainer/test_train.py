@@ -24,6 +24,7 @@ Run: SEMID_BIN=/path/to/bin /usr/bin/python3 tests/trainer/test_train.py
 """
 import json
 import os
+import pty
 import random
 import re
 import shutil
@@ -765,6 +766,52 @@ class TrainerTest(unittest.TestCase):
             else:
                 self.assertEqual(proc.returncode, 1, err)
                 self.assertIn("shrank or failed while being read (SIGBUS)", err)
+
+    def test_error_on_a_terminal_starts_its_line(self):
+        """On a terminal, an error in the middle of an epoch (here items.npy
+        rewritten with NaN under the run) erases the progress bar first: it
+        was printed at the end of the bar, "... 70%    3.0ssemid-train: ..."."""
+        cdir = os.path.join(self.tmp, "tty")
+        os.makedirs(cdir, exist_ok=True)
+        items = os.path.join(cdir, "items.npy")
+        shutil.copy(self.d("items.npy"), items)
+        out = os.path.join(cdir, "m.st")
+        master, slave = pty.openpty()
+        # small batches: many per epoch, so the NaN lands inside one
+        proc = subprocess.Popen([str(a) for a in self.base_args(out, items=items) +
+                                 ["--epochs", "500", "--batch-size", "8", "--progress"]],
+                                stdout=subprocess.DEVNULL, stderr=slave)
+        os.close(slave)
+        chunks = []
+        reader = threading.Thread(target=self._drain, args=(master, chunks))
+        reader.start()
+        deadline = time.time() + 60
+        while proc.poll() is None and b"epoch 2/500 [" not in b"".join(chunks) and \
+                time.time() < deadline:
+            time.sleep(0.002)
+        x = np.load(items, mmap_mode="r+")  # the bar of epoch 2 is up: NaN now
+        x[:, 0] = np.nan
+        x.flush()
+        del x
+        self.assertEqual(proc.wait(timeout=60), 2)
+        reader.join(timeout=60)
+        os.close(master)
+        err = b"".join(chunks).decode(errors="replace")
+        i = err.index("semid-train: epoch ")
+        self.assertIn(items + " (changed while training?)", err[i:])
+        self.assertRegex(err[i:], r"^semid-train: epoch 2 batch [1-9]")  # mid-epoch
+        self.assertTrue(err[:i].endswith(("\n", "\r\033[K")), repr(err[i - 60:i + 20]))
+
+    @staticmethod
+    def _drain(fd, chunks):
+        while True:
+            try:
+                b = os.read(fd, 65536)
+            except OSError:  # EIO: the last writer closed the terminal
+                return
+            if not b:
+                return
+            chunks.append(b)
 
     def test_gen_refuses_empty_files(self):
         """A fraction that gives no cold item or no test click is refused
