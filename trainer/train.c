@@ -792,6 +792,15 @@ int tr_train_run(const struct tr_config *cfg, int resume, struct sid_error *err)
 			"(--resume continues it instead)\n",
 			ckpt);
 	}
+	/* a benchmark writes nothing: without an epoch to time it went on to
+	 * evaluate and publish the model (--epochs 0, or --resume of a
+	 * checkpoint holding every epoch) */
+	if (cfg->max_steps > 0 && r.epochs_done >= r.total_epochs) {
+		rc = sid_error_set(
+		    err, SID_EINVAL, "--max-steps: no epoch left to time (%s); nothing written",
+		    r.total_epochs ? "the checkpoint holds every epoch" : "0 epochs");
+		goto fail;
+	}
 	mode = r.dc.mode == DAS_MODE_DAS     ? "das"
 	       : r.dc.mode == DAS_MODE_RQVAE ? "rqvae"
 					     : "two-stage";

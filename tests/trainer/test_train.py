@@ -701,6 +701,22 @@ class TrainerTest(unittest.TestCase):
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertIn("benchmark: ", p.stderr)
         self.assertEqual(os.listdir(sdir), [])
+        # with no epoch to time it published the model: refused, nothing written
+        p = run(*self.base_args(os.path.join(sdir, "ms.st")) + ["--epochs", "0",
+                                                                 "--max-steps", "5"])
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn("--max-steps: no epoch left to time (0 epochs); nothing written",
+                      p.stderr)
+        self.assertEqual(os.listdir(sdir), [])
+        done = os.path.join(sdir, "done.st")
+        p = run(*self.base_args(done) + ["--epochs", "1"])
+        self.assertEqual(p.returncode, 0, p.stderr)
+        os.remove(done)
+        p = run(*self.base_args(done) + ["--epochs", "1", "--resume", "--max-steps", "5"])
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn("(the checkpoint holds every epoch)", p.stderr)
+        self.assertEqual(os.listdir(sdir), ["done.st.ckpt"])
+        os.remove(done + ".ckpt")
 
         def start(name, extra, ignore_hup=False):
             out = os.path.join(sdir, name)
