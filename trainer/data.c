@@ -317,6 +317,42 @@ fail:
 	return rc;
 }
 
+int tr_test_read(const char *path, const struct tr_data *d, int cold_side, struct tr_inter *out,
+		 struct sid_error *err)
+{
+	int rc = tr_inter_read(path, d->users.n, d->items.n, NULL, out, err);
+	if (rc < 0)
+		return rc;
+	for (size_t k = 0; k < out->n; k++) {
+		int32_t it = out->item[k];
+		long line = (long)k + 1; /* one interaction a line, no blank line */
+		if (cold_side && d->cold && !d->cold[it])
+			rc =
+			    sid_error_set_at(err, SID_EFORMAT, line,
+					     "%s:%ld: item %d is not in the cold-item list; a cold "
+					     "test holds cold items only (is it the warm test?)",
+					     path, line, it);
+		else if (cold_side && !d->cold && d->item_pop[it] > 0)
+			rc = sid_error_set_at(
+			    err, SID_EFORMAT, line,
+			    "%s:%ld: item %d has %lld train clicks, so is not cold; "
+			    "give the cold-item list (--cold-items), or is it the "
+			    "warm test?",
+			    path, line, it, (long long)d->item_pop[it]);
+		else if (!cold_side && d->cold && d->cold[it])
+			rc = sid_error_set_at(
+			    err, SID_EFORMAT, line,
+			    "%s:%ld: item %d is in the cold-item list; it belongs in "
+			    "the cold test (--test-cold)",
+			    path, line, it);
+		if (rc < 0) {
+			tr_inter_release(out);
+			return rc;
+		}
+	}
+	return 0;
+}
+
 void tr_inter_release(struct tr_inter *t)
 {
 	if (!t)

@@ -124,6 +124,18 @@ int tr_data_load(struct tr_data *d, const char *items_path, const char *users_pa
 		 const char *train_path, const char *cold_path, struct sid_error *err);
 void tr_data_release(struct tr_data *d);
 
+/*
+ * Read a test file of interactions for @d (as tr_inter_read) and check that
+ * it is on its side of the cold split, since the evaluation ranks cold items
+ * apart: with @cold_side every item must be cold (in @d's cold list or,
+ * without one, an item with no train click), otherwise no item may be in the
+ * cold list.  A test file of the other side gave figures that looked real
+ * (a warm test passed as the cold one, without a cold list, made its
+ * trained items "cold").  SID_EFORMAT names the file and line.
+ */
+int tr_test_read(const char *path, const struct tr_data *d, int cold_side, struct tr_inter *out,
+		 struct sid_error *err);
+
 /* One mini-batch of training interactions. */
 struct tr_batch {
 	size_t B;	/* rows in this batch */

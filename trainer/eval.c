@@ -769,12 +769,12 @@ int tr_eval_files(const char *model_path, const char *items, const char *users, 
 		goto fail;
 	have_data = 1;
 	if (test) {
-		rc = tr_inter_read(test, d.users.n, d.items.n, NULL, &t_warm, err);
+		rc = tr_test_read(test, &d, 0, &t_warm, err);
 		if (rc < 0)
 			goto fail;
 	}
 	if (test_cold) {
-		rc = tr_inter_read(test_cold, d.users.n, d.items.n, NULL, &t_cold, err);
+		rc = tr_test_read(test_cold, &d, 1, &t_cold, err);
 		if (rc < 0)
 			goto fail;
 	}

@@ -203,13 +203,12 @@ static int load_inputs(struct run *r, const char *ckpt, struct sid_error *err)
 	r->have_data = 1;
 	data_describe(&r->data, r->data_json, sizeof(r->data_json));
 	if (c->test[0]) {
-		rc = tr_inter_read(c->test, r->data.users.n, r->data.items.n, NULL, &r->test, err);
+		rc = tr_test_read(c->test, &r->data, 0, &r->test, err);
 		if (rc < 0)
 			return rc;
 	}
 	if (c->test_cold[0]) {
-		rc = tr_inter_read(c->test_cold, r->data.users.n, r->data.items.n, NULL,
-				   &r->test_cold, err);
+		rc = tr_test_read(c->test_cold, &r->data, 1, &r->test_cold, err);
 		if (rc < 0)
 			return rc;
 	}

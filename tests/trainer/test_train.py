@@ -293,6 +293,38 @@ class TrainerTest(unittest.TestCase):
         self.assertEqual(p.returncode, 2)
         self.assertIn(tpath + ":3:", p.stderr)
 
+    def test_test_files_on_their_side_of_the_cold_split(self):
+        """The evaluation ranks cold items apart, so a test file on the
+        wrong side of the split gave figures that looked real: the warm
+        test passed as --test-cold without --cold-items made its trained
+        items "cold".  Refused (exit 2) with the file and line, before any
+        training."""
+        out = os.path.join(self.tmp, "split.st")
+        with open(self.d("cold_test.tsv")) as f:
+            first_cold = f.readline().split("\t")[1].strip()
+        with open(self.d("test.tsv")) as f:
+            first_warm = f.readline().split("\t")[1].strip()
+        p = run(*self.base_args(out) + ["--test", self.d("cold_test.tsv")])
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn("%s:1: item %s is in the cold-item list" % (self.d("cold_test.tsv"),
+                                                                   first_cold), p.stderr)
+        p = run(*self.base_args(out) + ["--test-cold", self.d("test.tsv")])
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn("%s:1: item %s is not in the cold-item list" % (self.d("test.tsv"),
+                                                                       first_warm), p.stderr)
+        self.assertFalse(os.path.exists(out))
+        model = os.path.join(self.tmp, "e2e.st")
+        self._ensure_e2e_model(model)
+        ev = [TRAIN, "eval", "--model", model, "--items", self.d("items.npy"), "--users",
+              self.d("users.npy"), "--train", self.d("train.tsv")]
+        p = run(*ev + ["--test-cold", self.d("test.tsv")])  # no cold list
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertRegex(p.stderr, r"%s:1: item %s has \d+ train clicks, so is not cold" %
+                         (re.escape(self.d("test.tsv")), first_warm))
+        p = run(*ev + ["--test", self.d("test.tsv"), "--test-cold", self.d("cold_test.tsv")])
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("cold", json.loads(p.stdout)["item_side"])
+
     def test_config_file_and_flags(self):
         cfgdir = os.path.join(self.tmp, "cfg")
         os.makedirs(cfgdir, exist_ok=True)
