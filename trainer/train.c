@@ -861,6 +861,13 @@ int tr_train_run(const struct tr_config *cfg, int resume, struct sid_error *err)
 	}
 	if (cfg->eval && (r.test.n || r.test_cold.n)) {
 		double t0 = now_s();
+		/* said before, not only after: it ranks every test user against
+		 * every item, hours at the 1M scale, where a log showed nothing
+		 * after the last epoch's line */
+		fprintf(stderr,
+			"evaluating: %zu test and %zu cold-test interactions, %zu users against "
+			"%zu items\n",
+			r.test.n, r.test_cold.n, r.data.users.n, r.data.items.n);
 		rc = final_eval(&r, version, &ev, err);
 		if (rc < 0 && tr_stop_signal()) /* it stopped at its next block */
 			goto stopped;

@@ -1007,6 +1007,7 @@ class TrainerTest(unittest.TestCase):
                                           "--input-norm", "l2"])
         self.assertEqual(p.returncode, 0, p.stderr)
         self.__class__.e2e_stdout = p.stdout
+        self.__class__.e2e_stderr = p.stderr
 
     def test_end_to_end(self):
         model = os.path.join(self.tmp, "e2e.st")
@@ -1027,6 +1028,12 @@ class TrainerTest(unittest.TestCase):
         for key in ("config", "data", "final_losses", "eval", "created_at"):
             self.assertIn(key, semid)
         self.assertEqual(semid["data"]["train"], self.gen_summary["train"])
+        # the evaluation (hours at the 1M scale) is announced before it runs
+        err = getattr(self, "e2e_stderr", None)
+        if err is not None:
+            self.assertRegex(err, r"\nevaluating: %d test and %d cold-test interactions, 300 "
+                             r"users against 600 items\nevaluation: " %
+                             (semid["data"]["test"], semid["data"]["test_cold"]))
         ev = semid["eval"]
         for tower, npy in (("item", "items.npy"), ("user", "users.npy")):
             x = np.load(self.d(npy))
