@@ -210,12 +210,41 @@ static int json_to_string(const json_t *v, char *buf, size_t len)
 	}
 }
 
+/* The setting key @name (any spelling) sets, into @buf. */
+static const char *setting_of(const char *name, char *buf, size_t len)
+{
+	size_t i = 0;
+	for (; name[i] && i + 1 < len; i++)
+		buf[i] = name[i] == '-' ? '_' : name[i];
+	buf[i] = 0;
+	return das_config_canonical(buf);
+}
+
+/* A key of the file naming a setting an earlier key set ("batch-size" after
+ * "batch_size", "K" after "codebook_size"): which one won depended on the
+ * order of the keys, the ambiguity JSON_REJECT_DUPLICATES refuses for two
+ * keys spelt alike.  Its earlier name, or NULL. */
+static const char *same_setting(json_t *root, const char *name)
+{
+	char a[64], b[64];
+	const char *sa = setting_of(name, a, sizeof(a)), *other;
+	json_t *v;
+	json_object_foreach(root, other, v)
+	{
+		if (other == name || !strcmp(other, name))
+			return NULL; /* only the keys before it */
+		if (!strcmp(setting_of(other, b, sizeof(b)), sa))
+			return other;
+	}
+	return NULL;
+}
+
 int tr_config_load_json(struct tr_config *c, const char *json, const char *what,
 			struct sid_error *err)
 {
 	json_error_t je;
 	json_t *root = json_loads(json, JSON_REJECT_DUPLICATES, &je), *v;
-	const char *name;
+	const char *name, *prev;
 	char value[TR_PATH_MAX];
 	int rc = 0;
 
@@ -253,6 +282,13 @@ int tr_config_load_json(struct tr_config *c, const char *json, const char *what,
 			if (err)
 				err->code = SID_EFORMAT;
 			rc = SID_EFORMAT;
+			break;
+		}
+		if ((prev = same_setting(root, name))) {
+			rc = sid_error_set(
+			    err, SID_EFORMAT,
+			    "%s: keys \"%s\" and \"%s\" set the same setting; keep one", what, prev,
+			    name);
 			break;
 		}
 	}

@@ -12,8 +12,9 @@
  * and lists of numbers (`"hidden": [256, 128]`, on the command line
  * `--hidden 256,128`) are accepted.
  *
- * An unknown key or a bad value is an error naming the key and the file (or
- * flag).  Thread-safety: plain data, no globals.
+ * An unknown key, a bad value, or two keys of the file for one setting
+ * ("batch_size" and "batch-size", "K" and "codebook_size") is an error
+ * naming the key and the file (or flag).  Thread-safety: plain data, no globals.
  */
 #ifndef TR_CONFIG_H
 #define TR_CONFIG_H

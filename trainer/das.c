@@ -231,6 +231,17 @@ static const struct ikey int_keys[] = {
     IK("dead_steps", dead_steps, 0, 1000000000),
 };
 
+const char *das_config_canonical(const char *key)
+{
+	size_t n = sizeof(int_keys) / sizeof(int_keys[0]);
+	for (size_t i = 0; i < n; i++)
+		if (!strcmp(key, int_keys[i].name))
+			for (size_t j = 0; j <= i; j++) /* the first name of its field */
+				if (int_keys[j].off == int_keys[i].off)
+					return int_keys[j].name;
+	return key;
+}
+
 int das_config_known(const char *key)
 {
 	static const char *const other[] = {"seed",	  "mode",   "table_update", "activation",

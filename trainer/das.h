@@ -127,6 +127,9 @@ void das_config_defaults(struct das_config *c);
 int das_config_set(struct das_config *c, const char *key, const char *value, struct sid_error *err);
 /* 1 when das_config_set takes @key (spelt with '_'). */
 int das_config_known(const char *key);
+/* The name of the setting @key (spelt with '_') sets: "latent_dim" for
+ * "E", "levels" for "L", "codebook_size" for "K"; @key itself otherwise. */
+const char *das_config_canonical(const char *key);
 
 /* Check ranges and consistency (dims > 0, K >= 2, tau > 0, ...).  0 or SID_EINVAL. */
 int das_config_check(const struct das_config *c, struct sid_error *err);

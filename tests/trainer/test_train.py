@@ -360,6 +360,16 @@ class TrainerTest(unittest.TestCase):
         self.assertEqual(p.returncode, 2)
         self.assertIn("codebook_sise", p.stderr)
         self.assertIn(cfg, p.stderr)
+        # two keys for one setting: which one won hung on their order
+        for keys in ('"batch_size": 64, "batch-size": 128', '"codebook_size": 8, "K": 4',
+                     '"stop-after": 1, "stop_after": 2'):
+            with open(cfg, "w") as f:
+                f.write("{%s}" % keys)
+            p = run(*self.base_args(out) + ["--config", cfg])
+            self.assertEqual(p.returncode, 2, keys)
+            a, b = re.findall(r'"([^"]+)":', keys)
+            self.assertIn('%s: keys "%s" and "%s" set the same setting' % (cfg, a, b),
+                          p.stderr)
         with open(cfg, "w") as f:
             f.write('{"levels": 2,}')
         p = run(*self.base_args(out) + ["--config", cfg])
