@@ -34,6 +34,7 @@ static uint64_t rand_below(uint64_t *s, uint64_t n)
 int tr_emb_open(struct tr_emb *e, const char *path, struct sid_error *err)
 {
 	float *buf = NULL;
+	uint64_t h = 0xcbf29ce484222325ull;
 	int rc;
 
 	memset(e, 0, sizeof(*e));
@@ -85,13 +86,19 @@ int tr_emb_open(struct tr_emb *e, const char *path, struct sid_error *err)
 			rc = SID_EFORMAT;
 			goto fail;
 		}
-		for (size_t k = 0; k < n * (size_t)e->d; k++)
+		for (size_t k = 0; k < n * (size_t)e->d; k++) {
+			uint32_t bits;
+			memcpy(&bits, &buf[k], sizeof(bits));
+			h = (h ^ bits) * 0x100000001b3ull; /* FNV-1a on 32-bit words */
 			if (fabsf(buf[k]) > e->max_abs) {
 				e->max_abs = fabsf(buf[k]);
 				e->max_row = r + k / (size_t)e->d;
 				e->max_col = (int)(k % (size_t)e->d);
 			}
+		}
 	}
+	h ^= (uint64_t)e->n * 0x9e3779b97f4a7c15ull ^ (uint64_t)e->d;
+	e->fingerprint = tr_splitmix64(&h);
 	free(buf);
 	return 0;
 fail:

@@ -46,6 +46,7 @@ struct tr_emb {
 	float max_abs; /* the largest |value|, at row max_row, column max_col */
 	size_t max_row;
 	int max_col;
+	uint64_t fingerprint; /* of every value (as float32) in row order */
 };
 
 /* Largest |value| the trainer takes without input_norm l2: squares of
@@ -53,7 +54,8 @@ struct tr_emb {
 #define TR_EMB_MAX_ABS 1e15f
 
 /* Open @path, check it is a 2-D float array and that every value is finite;
- * records where its largest magnitude is (max_abs). */
+ * records where its largest magnitude is (max_abs) and a fingerprint of
+ * its values (--resume refuses a checkpoint trained on other ones). */
 int tr_emb_open(struct tr_emb *e, const char *path, struct sid_error *err);
 void tr_emb_close(struct tr_emb *e); /* zeroed: no-op */
 

@@ -53,7 +53,7 @@ struct run {
 	struct tr_batcher bt;
 	/* batch content rows */
 	float *ux, *ix, *u2x, *i2x; /* (B, D_user), (B, D_item), ... */
-	char data_json[160];	    /* data_describe: what the checkpoint says it trained on */
+	char data_json[256];	    /* data_describe: what the checkpoint says it trained on */
 	int epochs_done;
 	int total_epochs;
 	size_t stopped_at;    /* batches of the epoch run when a signal stopped it */
@@ -162,9 +162,10 @@ static int check_outputs(const struct tr_config *c, const char *ckpt, struct sid
 
 /*
  * The data a checkpoint was trained on, as the JSON its "train_data"
- * metadata holds: the sizes and a fingerprint of every training interaction
- * in file order and of the cold list (the embeddings' widths are in the
- * model config already), so --resume refuses a checkpoint of other data.
+ * metadata holds: the sizes, a fingerprint of every training interaction
+ * in file order and of the cold list, and one of the two embedding files'
+ * values (their widths are in the model config already), so --resume
+ * refuses a checkpoint of other data.
  */
 static void data_describe(const struct tr_data *d, char *buf, size_t len)
 {
@@ -179,10 +180,14 @@ static void data_describe(const struct tr_data *d, char *buf, size_t len)
 		if (d->cold[i])
 			MIX(i);
 #undef MIX
+	uint64_t emb = d->items.fingerprint,
+		 s2 = emb ^ d->users.fingerprint * 0xbf58476d1ce4e5b9ull;
+	emb = tr_splitmix64(&s2);
 	snprintf(buf, len,
 		 "{\"items\": %zu, \"users\": %zu, \"train\": %zu, \"cold_items\": %zu, "
-		 "\"fingerprint\": \"%016llx\"}",
-		 d->items.n, d->users.n, d->train.n, d->n_cold, (unsigned long long)h);
+		 "\"fingerprint\": \"%016llx\", \"embeddings\": \"%016llx\"}",
+		 d->items.n, d->users.n, d->train.n, d->n_cold, (unsigned long long)h,
+		 (unsigned long long)emb);
 }
 
 static int load_inputs(struct run *r, const char *ckpt, struct sid_error *err)
@@ -242,8 +247,10 @@ static int check_magnitudes(const struct run *r, struct sid_error *err)
 	return 0;
 }
 
-/* Compare two JSON configs; name the first key whose value differs. */
-static int config_diff(const char *a, const char *b, char *key, size_t len)
+/* Compare two JSON configs; name the first key whose value differs.  With
+ * @new_ok a key of @b only is no difference (@a, from a checkpoint of an
+ * older version, did not record it). */
+static int config_diff(const char *a, const char *b, int new_ok, char *key, size_t len)
 {
 	json_t *ja = json_loads(a, 0, NULL), *jb = json_loads(b, 0, NULL), *v;
 	const char *k;
@@ -263,7 +270,7 @@ static int config_diff(const char *a, const char *b, char *key, size_t len)
 	}
 	json_object_foreach(jb, k, v)
 	{
-		if (!json_object_get(ja, k)) {
+		if (!new_ok && !json_object_get(ja, k)) {
 			snprintf(key, len, "%s", k);
 			diff = 1;
 			goto done;
@@ -327,16 +334,17 @@ static int ckpt_restore(struct run *r, const char *path, struct sid_error *err)
 		rc = sid_error_set(err, SID_EFORMAT, "metadata das_config missing");
 		goto fail;
 	}
-	if (config_diff(saved, mine, key, sizeof(key))) {
+	if (config_diff(saved, mine, 0, key, sizeof(key))) {
 		rc = sid_error_set(err, SID_EINVAL,
 				   "config key \"%s\" differs from this run's; resume with the "
 				   "same settings",
 				   key);
 		goto fail;
 	}
-	/* absent in checkpoints of older versions: nothing to compare then */
+	/* absent in checkpoints of older versions: nothing to compare then (nor
+	 * the "embeddings" key, when an older one did not record it) */
 	saved = sid_st_meta_get(&f, "train_data");
-	if (saved && config_diff(saved, r->data_json, key, sizeof(key))) {
+	if (saved && config_diff(saved, r->data_json, 1, key, sizeof(key))) {
 		rc = sid_error_set(err, SID_EINVAL,
 				   "made on other data (train_data \"%s\" differs: %s there, "
 				   "%s here); resume with the same --items, --users, --train "

@@ -461,6 +461,14 @@ class TrainerTest(unittest.TestCase):
             self.assertEqual(p.returncode, 2, p.stderr)
             self.assertIn("made on other data", p.stderr)
             self.assertIn(out + ".ckpt", p.stderr)
+        # the same shapes, one value changed: other embeddings are other data
+        x = np.load(self.d("items.npy"))
+        x[7, 3] += 0.25
+        items2 = os.path.join(rdir, "items2.npy")
+        np.save(items2, x)
+        p = run(*self.base_args(out, items=items2) + ["--epochs", "3", "--resume"])
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn('made on other data (train_data "embeddings" differs', p.stderr)
         no_cold = [a for a in args if a not in ("--cold-items", self.d("cold_items.txt"))]
         p = run(*no_cold + ["--resume"])
         self.assertEqual(p.returncode, 2, p.stderr)
@@ -472,9 +480,25 @@ class TrainerTest(unittest.TestCase):
         p = run(*args + ["--max-steps", "1"])
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertIn("%s.ckpt exists and is replaced" % out, p.stderr)
-        p = run(*args + ["--resume"])  # the same data still resumes
+        # a checkpoint of a version that did not record "embeddings" resumes
+        with open(out + ".ckpt", "rb") as f:
+            buf = f.read()
+        n = struct.unpack("<Q", buf[:8])[0]
+        header = json.loads(buf[8:8 + n])
+        td = json.loads(header["__metadata__"]["train_data"])
+        self.assertIn("embeddings", td)
+        del td["embeddings"]
+        header["__metadata__"]["train_data"] = json.dumps(td)
+        h = json.dumps(header).encode()
+        h += b" " * (-len(h) % 8)
+        with open(out + ".ckpt", "wb") as f:
+            f.write(struct.pack("<Q", len(h)) + h + buf[8 + n:])
+        p = run(*args + ["--resume", "--stop-after", "2"])
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertIn("resumed from %s.ckpt after epoch 1/3" % out, p.stderr)
+        p = run(*args + ["--resume"])  # the same data still resumes
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("resumed from %s.ckpt after epoch 2/3" % out, p.stderr)
 
     def test_special_files_refused(self):
         """A FIFO given as an input used to hang the trainer in open()
