@@ -638,6 +638,13 @@ int tr_eval_run(const struct tr_eval_input *in, json_t **out, struct sid_error *
 		rc = sid_error_set(err, SID_ENOMEM, "eval: out of memory");
 		goto fail;
 	}
+	/* before any encoding: at scale that takes minutes */
+	if ((in->test || in->test_cold) && !tw[0]) {
+		rc = sid_error_set(err, SID_EINVAL,
+				   "retrieval figures (--test, --test-cold) need an item tower, "
+				   "and the model has none");
+		goto fail;
+	}
 	json_object_set_new(res, "model_version", json_string(in->model->version));
 	/* towers: codes, quantized latents, statistics, reconstruction */
 	for (int t = 0; t < 2; t++) {
@@ -665,10 +672,6 @@ int tr_eval_run(const struct tr_eval_input *in, json_t **out, struct sid_error *
 	}
 	if (!in->test && !in->test_cold)
 		goto done;
-	if (!tw[0]) {
-		rc = sid_error_set(err, SID_EINVAL, "eval: retrieval needs an item tower");
-		goto fail;
-	}
 	/* candidates: the warm items (every item not cold) and the cold items */
 	cold_flags = calloc(NI, 1);
 	all = malloc(NI * sizeof(int32_t));

@@ -968,6 +968,29 @@ class TrainerTest(unittest.TestCase):
         self.assertEqual(p.returncode, 2)
         self.assertIn('missing value for "--test"', p.stderr)
 
+    def test_eval_retrieval_needs_an_item_tower(self):
+        """A model without an item tower asked for retrieval figures is refused
+        with exit 2 before anything is encoded, in one clear message (it said
+        "semid-train eval: eval: retrieval needs an item tower" once every
+        tower had been encoded); without --test it is evaluated as before."""
+        sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
+                                        "server"))
+        import semid_testlib as ST
+        users = np.load(self.d("users.npy"))
+        tower = ST.random_tower(np.random.default_rng(3), users.shape[1], [16], 8, [8, 8])
+        model = os.path.join(self.tmp, "user-only.safetensors")
+        ST.write_model(model, {"user": tower}, "user-only-1")
+        ev = [TRAIN, "eval", "--model", model, "--items", self.d("items.npy"), "--users",
+              self.d("users.npy"), "--train", self.d("train.tsv")]
+        p = run(*ev, "--test", self.d("test.tsv"))
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertEqual(p.stderr.strip().splitlines()[-1],
+                         "semid-train eval: retrieval figures (--test, --test-cold) need an "
+                         "item tower, and the model has none")
+        p = run(*ev)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("user", json.loads(p.stdout))
+
     def test_stdout_write_failure_is_an_error(self):
         """What goes to stdout must arrive: `> eval.json` on a full disk
         (/dev/full) exited 0 with the JSON lost.  Exit 1 and say so, as
