@@ -21,38 +21,6 @@ static double mono_now(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-/* @t without a password: "scheme://user:pw@host" loses ":pw", and a
- * "password=..." word of the key=value form is left out. */
-static void strip_password(const char *t, char *out, size_t n)
-{
-	const char *scheme = strstr(t, "://");
-	size_t o = 0;
-
-	if (scheme) {
-		const char *at = strchr(scheme + 3, '@'), *colon = strchr(scheme + 3, ':');
-		if (at && colon && colon < at) {
-			snprintf(out, n, "%.*s%s", (int)(colon - t), t, at);
-			return;
-		}
-		snprintf(out, n, "%s", t);
-		return;
-	}
-	while (*t && o + 1 < n) {
-		const char *end = strchr(t, ' ');
-		size_t len = end ? (size_t)(end - t) : strlen(t);
-		if (len && strncmp(t, "password=", 9) != 0) {
-			int w = snprintf(out + o, n - o, "%s%.*s", o ? " " : "", (int)len, t);
-			if (w < 0 || (size_t)w >= n - o)
-				break;
-			o += (size_t)w;
-		}
-		t += len;
-		while (*t == ' ')
-			t++;
-	}
-	out[o < n ? o : n - 1] = '\0';
-}
-
 /* The health /v1/model and the metrics report: up, or down with @msg. */
 static void set_health(struct srv_store *s, int up, const char *msg)
 {
@@ -85,6 +53,12 @@ static int open_role(struct srv_store *s, int role, struct sid_error *err)
 		return rc;
 	}
 	s->h[role] = h;
+	/* PostgreSQL's name for the store is its handle's label, as in every
+	 * message: parsed by libpq, so no form of the password reaches it */
+	pthread_mutex_lock(&s->mu);
+	if (!s->label[0])
+		snprintf(s->label, sizeof(s->label), "%s", sid_registry_label(h));
+	pthread_mutex_unlock(&s->mu);
 	/* a lazy handle (PostgreSQL) that could not connect: every call
 	 * retries; until one gets through the store is down */
 	if (err->code == SID_EUNAVAIL)
@@ -129,9 +103,7 @@ int srv_store_init(struct srv_store *s, const struct srv_config *cfg, struct sid
 	/* SQLite: as many as wait (one fsync for all); PostgreSQL: small enough
 	 * that the writers' transactions run side by side */
 	s->group_rows = pg ? SID_REG_PG_GROUP_IDS : 16384;
-	if (pg)
-		strip_password(s->target, s->label, sizeof(s->label));
-	else
+	if (!pg)
 		snprintf(s->label, sizeof(s->label), "%s", s->target);
 	/* Writer first: it creates or migrates the schema the reader expects.
 	 * A store that did not answer the writer is not tried again for the

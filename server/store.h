@@ -38,11 +38,11 @@
 #define SRV_STORE_SLOTS	    (1 + SRV_STORE_MAX_WRITERS)
 
 struct srv_store {
-	pthread_mutex_t mu;	 /* guards healthy, error (never held across an open) */
+	pthread_mutex_t mu;	 /* guards healthy, error, label (never held across an open) */
 	pthread_mutex_t open_mu; /* guards h, retry_at, open_err: one open at a time */
 	int disabled;		 /* --registry none */
 	char target[1024];	 /* path or connection string (may hold a password) */
-	char label[1024];	 /* for messages: path, or the string without password */
+	char label[1024];	 /* path, or the PostgreSQL handle's label ("" until open) */
 	const char *backend;	 /* "sqlite" or "postgresql" */
 	int writers;		 /* writer slots in use */
 	int timeout_ms;		 /* cfg->registry_timeout_ms */

@@ -21,6 +21,7 @@ PostgreSQL is absent).
 
 Run: SEMID_BIN=/path/to/bin /usr/bin/python3 tests/server/test_assign.py
 """
+import json
 import os
 import random
 import re
@@ -711,6 +712,38 @@ class TestAssignPostgresSilent(Base):
             self.assertEqual(got["r"][0], 503, got)
         finally:
             self.assertEqual(srv.stop(), 0)
+
+
+class TestAssignPostgresPassword(Base):
+    """GET /v1/model, which needs no token, names the store "without its
+    password".  A hand-made strip knew only "user:pw@" and a "password=..."
+    word: a URI's ?password=, "password = x" or a quoted value with a space
+    were shown to anyone.  The store is now named as libpq parses it, the
+    label every registry message uses.  Nothing listens on the port, so the
+    store is down and the test needs no PostgreSQL."""
+
+    def test_model_route_never_shows_the_password(self):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()  # refused from now on
+        label = "postgresql://semid@127.0.0.1:%d/db" % port
+        for conninfo in (
+                "postgresql://semid@127.0.0.1:%d/db?password=hunter2&connect_timeout=2" % port,
+                "postgresql://semid:hunter2@127.0.0.1:%d/db" % port,
+                "user=semid host=127.0.0.1 port=%d dbname=db password = hunter2" % port,
+                "user=semid host=127.0.0.1 port=%d password='hunter2 x' dbname=db" % port):
+            srv, _ = self.start(self.fresh_dir(), {"item": self.ta}, "P",
+                                ["--registry", conninfo])
+            try:
+                st, _, m = srv.json("GET", "/v1/model")
+                self.assertEqual(st, 200)
+                self.assertEqual(m["registry"]["status"], "unavailable", conninfo)
+                self.assertEqual(m["registry"]["store"], label, conninfo)
+                self.assertNotIn("hunter2", json.dumps(m), conninfo)
+            finally:
+                self.assertEqual(srv.stop(), 0)
+            self.assertNotIn("hunter2", srv.log_text(), conninfo)
 
 
 class PgBase(Base):
