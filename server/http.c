@@ -552,9 +552,10 @@ static void lookup_done(struct srv_lookup *lk)
 /* The query of a lookup, checked against its route's parameters. */
 struct query_check {
 	struct req *q;
-	const char *const *names; /* NULL-terminated */
+	const char *const *names; /* NULL-terminated, at most 4 */
 	unsigned seen;		  /* bit i: names[i] was given */
 	int bad;
+	const char *values[4]; /* names[i]'s value: "" for "?name" alone, NULL if not given */
 };
 
 static enum MHD_Result query_arg(void *cls, enum MHD_ValueKind kind, const char *key,
@@ -582,6 +583,7 @@ static enum MHD_Result query_arg(void *cls, enum MHD_ValueKind kind, const char 
 			  "query parameter %s is given more than once", key);
 	} else {
 		qc->seen |= 1u << i;
+		qc->values[i] = value ? value : "";
 		return MHD_YES;
 	}
 	qc->bad = 1;
@@ -590,20 +592,30 @@ static enum MHD_Result query_arg(void *cls, enum MHD_ValueKind kind, const char 
 
 /* Refuse an unknown or repeated query parameter, as unknown JSON fields
  * are: "?towr=user" must not quietly look in the item tower.  Returns 1
- * when the request is refused. */
-static int query_bad(struct req *q)
+ * when the request is refused; else @qc holds the values, a parameter given
+ * without "=" as "" ("?tower" is "?tower=", refused, not the default). */
+static int query_bad(struct req *q, struct query_check *qc)
 {
 	static const char *const none[] = {NULL};
 	static const char *const sid[] = {"tower", NULL};
 	static const char *const list[] = {"prefix", "limit", "cursor", "tower", NULL};
-	struct query_check qc = {q, none, 0, 0};
 
+	*qc = (struct query_check){q, none, 0, 0, {NULL}};
 	if (q->route == SRV_ROUTE_SID_GET)
-		qc.names = sid;
+		qc->names = sid;
 	else if (q->route == SRV_ROUTE_SID_LIST)
-		qc.names = list;
-	MHD_get_connection_values(q->conn, MHD_GET_ARGUMENT_KIND, query_arg, &qc);
-	return qc.bad;
+		qc->names = list;
+	MHD_get_connection_values(q->conn, MHD_GET_ARGUMENT_KIND, query_arg, qc);
+	return qc->bad;
+}
+
+/* The value of query parameter @name of @qc's route (NULL: not given). */
+static const char *query_value(const struct query_check *qc, const char *name)
+{
+	for (size_t i = 0; qc->names[i]; i++)
+		if (!strcmp(qc->names[i], name))
+			return qc->values[i];
+	return NULL;
 }
 
 /* GET /v1/{items,users}/{id}, /v1/sids/{sid}, /v1/sids?prefix=: validate
@@ -612,6 +624,7 @@ static void start_lookup(struct req *q)
 {
 	struct srv_http *h = q->h;
 	struct srv_lookup *lk;
+	struct query_check qc;
 	const char *v;
 	enum sid_tower_kind kind = SID_TOWER_ITEM;
 
@@ -621,7 +634,7 @@ static void start_lookup(struct req *q)
 			  "parameter may hold");
 		return;
 	}
-	if (query_bad(q))
+	if (query_bad(q, &qc))
 		return;
 	if (!h->d.assigner) {
 		set_error(q, SRV_ERR_UNAVAILABLE, "the ID registry is not running");
@@ -635,7 +648,7 @@ static void start_lookup(struct req *q)
 	if (q->route == SRV_ROUTE_USER_GET)
 		kind = SID_TOWER_USER;
 	if (q->route == SRV_ROUTE_SID_GET || q->route == SRV_ROUTE_SID_LIST) {
-		v = MHD_lookup_connection_value(q->conn, MHD_GET_ARGUMENT_KIND, "tower");
+		v = query_value(&qc, "tower");
 		if (v && strcmp(v, "item") != 0 && strcmp(v, "user") != 0) {
 			set_error(q, SRV_ERR_INVALID_ARGUMENT,
 				  "tower must be \"item\" or \"user\", not \"%.64s\"", v);
@@ -649,7 +662,7 @@ static void start_lookup(struct req *q)
 	lk->limit = 100;
 	if (q->route == SRV_ROUTE_SID_LIST) {
 		lk->op = SRV_LOOKUP_LIST;
-		v = MHD_lookup_connection_value(q->conn, MHD_GET_ARGUMENT_KIND, "limit");
+		v = query_value(&qc, "limit");
 		if (v) {
 			char *end;
 			long n = strtol(v, &end, 10);
@@ -663,9 +676,9 @@ static void start_lookup(struct req *q)
 			}
 			lk->limit = (size_t)n;
 		}
-		v = MHD_lookup_connection_value(q->conn, MHD_GET_ARGUMENT_KIND, "prefix");
+		v = query_value(&qc, "prefix");
 		lk->key = strdup(v ? v : "");
-		v = MHD_lookup_connection_value(q->conn, MHD_GET_ARGUMENT_KIND, "cursor");
+		v = query_value(&qc, "cursor");
 		if (v && *v)
 			lk->cursor = strdup(v);
 		if (!lk->key || (v && *v && !lk->cursor)) {

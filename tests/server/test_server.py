@@ -302,7 +302,8 @@ class TestErrors(unittest.TestCase):
     def test_lookup_query_parameters(self):
         """Unknown or repeated query parameters are refused, as unknown JSON
         fields are: a misspelt ?tower=user must not answer from the item
-        tower, nor a second limit= be ignored."""
+        tower, nor a second limit= be ignored; nor "?tower" alone, as
+        "?tower=" is not."""
         bad = [
             ("/v1/sids/1-2-3-0?towr=user",
              'unknown query parameter "towr" (expected tower)'),
@@ -316,11 +317,16 @@ class TestErrors(unittest.TestCase):
             ("/v1/users/u-1?x", 'unknown query parameter "x" (this route takes none)'),
             ("/v1/sids?limit=%2B5", 'limit must be an integer from 1 to 1000, not "+5"'),
             ("/v1/sids?limit=%205", 'limit must be an integer from 1 to 1000, not " 5"'),
+            # a parameter without "=" is given, empty: not the default
+            ("/v1/sids?tower", 'tower must be "item" or "user", not ""'),
+            ("/v1/sids/1-2-3-0?tower", 'tower must be "item" or "user", not ""'),
+            ("/v1/sids?prefix=1&limit", 'limit must be an integer from 1 to 1000, not ""'),
         ]
         for path, msg in bad:
             self.check_error(SRV.json("GET", path), 400, "invalid_argument", msg)
         # the documented ones still work, and other routes ignore queries
         self.assertEqual(SRV.json("GET", "/v1/sids?prefix=&limit=5&tower=item")[0], 200)
+        self.assertEqual(SRV.json("GET", "/v1/sids?prefix&cursor")[0], 200)  # empty: all
         self.assertEqual(SRV.json("GET", "/v1/sids/1-2-3-0?tower=item")[0], 404)
         self.assertEqual(SRV.json("GET", "/healthz?nocache=1")[0], 200)
 
