@@ -218,7 +218,11 @@ static long b64_decode(const char *s, size_t n, uint8_t *out, size_t cap, size_t
 		pad++;
 	}
 	if ((pad && (n + pad) % 4 != 0) || n % 4 == 1) {
-		*bad = n;
+		/* a byte outside the alphabet first (one slipped in is what
+		 * usually breaks the length), else the length itself */
+		while (i < n && !(tab[u[i]] & 0x80))
+			i++;
+		*bad = i;
 		return -1;
 	}
 	olen = n / 4 * 3 + (n % 4 ? n % 4 - 1 : 0);

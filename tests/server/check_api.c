@@ -262,6 +262,17 @@ START_TEST(test_base64_paths_invalid)
 					b64_paths(mod, n, dec, len, &bad);
 				}
 			}
+			/* a byte inserted (so the length or padding is wrong
+			 * too): the first bad byte is named, not the padding */
+			for (size_t p = 0; p <= n; p++) {
+				memcpy(mod, enc, p);
+				mod[p] = ' ';
+				memcpy(mod + p + 1, enc + p, n - p);
+				want = first_bad(mod, p); /* p, or a '=' now before it */
+				if (b64_paths(mod, n + 1, dec, len + 2, &bad) != -1 || bad != want)
+					ck_abort_msg("%.*s: bad %zu, want %zu", (int)n + 1, mod,
+						     bad, want);
+			}
 			/* padding: 0..3 more '=' and one character fewer */
 			for (int extra = 0; extra < 4; extra++) {
 				memcpy(mod, enc, n);
