@@ -827,30 +827,41 @@ static int has_body(struct MHD_Connection *conn)
 	return cl && strtoull(cl, NULL, 10) > 0;
 }
 
-/* Count the Content-Length headers. */
-static enum MHD_Result count_cl(void *cls, enum MHD_ValueKind kind, const char *key,
-				const char *value)
+/* What framing_bad needs of the header names: how many Content-Length,
+ * and the first name with whitespace in it. */
+struct header_scan {
+	int cl;
+	const char *spaced;
+};
+
+static enum MHD_Result scan_header(void *cls, enum MHD_ValueKind kind, const char *key,
+				   const char *value)
 {
+	struct header_scan *hs = cls;
+
 	(void)kind;
 	(void)value;
 	if (!strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH))
-		++*(int *)cls;
+		hs->cl++;
+	if (!hs->spaced && strpbrk(key, " \t"))
+		hs->spaced = key;
 	return MHD_YES;
 }
 
 /*
  * Message framing MHD 0.9.75 leaves to us (RFC 9112): a request line
  * without HTTP/1.0 or HTTP/1.1 at its end (MHD answers 505 itself for other
- * HTTP/x.y), a Transfer-Encoding other than chunked (MHD would read until
- * the client closes), Transfer-Encoding beside Content-Length, more than
- * one Content-Length.  Each is a 400 and the connection is closed: where
- * the body ends cannot be trusted.  Returns 1 when the request is refused.
+ * HTTP/x.y), a header name with whitespace (MHD keeps "Content-Length " as
+ * a name of its own), a Transfer-Encoding other than chunked (MHD would
+ * read until the client closes), Transfer-Encoding beside Content-Length,
+ * more than one Content-Length.  Each is a 400 and the connection is
+ * closed: where the body ends cannot be trusted.  Returns 1 when the request is refused.
  * (MHD reads header lines and the URL as C strings: a NUL byte ends them
  * there, and the request goes on as if the line ended at the NUL.)
  */
 static int framing_bad(struct req *q, const char *version)
 {
-	int cl = 0;
+	struct header_scan hs = {0, NULL};
 	const char *te;
 
 	if (!version || (strcmp(version, "HTTP/1.1") != 0 && strcmp(version, "HTTP/1.0") != 0)) {
@@ -858,7 +869,16 @@ static int framing_bad(struct req *q, const char *version)
 			  "the request line must end in HTTP/1.0 or HTTP/1.1");
 		goto bad;
 	}
-	MHD_get_connection_values(q->conn, MHD_HEADER_KIND, count_cl, &cl);
+	MHD_get_connection_values(q->conn, MHD_HEADER_KIND, scan_header, &hs);
+	if (hs.spaced) {
+		/* "Content-Length : 5" is no Content-Length here, but a proxy
+		 * in front may have taken it for one (RFC 9112 5.1) */
+		set_error(q, SRV_ERR_INVALID_ARGUMENT,
+			  "the header name \"%.64s\" holds whitespace (none may come before "
+			  "the colon)",
+			  hs.spaced);
+		goto bad;
+	}
 	te = MHD_lookup_connection_value(q->conn, MHD_HEADER_KIND,
 					 MHD_HTTP_HEADER_TRANSFER_ENCODING);
 	if (te && strcasecmp(te, "chunked") != 0) {
@@ -866,12 +886,12 @@ static int framing_bad(struct req *q, const char *version)
 			  "Transfer-Encoding %.64s is not supported (only chunked)", te);
 		goto bad;
 	}
-	if (te && cl) {
+	if (te && hs.cl) {
 		set_error(q, SRV_ERR_INVALID_ARGUMENT,
 			  "a request may not carry both Transfer-Encoding and Content-Length");
 		goto bad;
 	}
-	if (cl > 1) {
+	if (hs.cl > 1) {
 		set_error(q, SRV_ERR_INVALID_ARGUMENT, "more than one Content-Length header");
 		goto bad;
 	}
