@@ -827,10 +827,10 @@ static int has_body(struct MHD_Connection *conn)
 	return cl && strtoull(cl, NULL, 10) > 0;
 }
 
-/* What framing_bad needs of the header names: how many Content-Length,
- * and the first name with whitespace in it. */
+/* What framing_bad needs of the header names: how many Content-Length and
+ * Transfer-Encoding, and the first name with whitespace in it. */
 struct header_scan {
-	int cl;
+	int cl, te;
 	const char *spaced;
 };
 
@@ -843,6 +843,8 @@ static enum MHD_Result scan_header(void *cls, enum MHD_ValueKind kind, const cha
 	(void)value;
 	if (!strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH))
 		hs->cl++;
+	else if (!strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING))
+		hs->te++;
 	if (!hs->spaced && strpbrk(key, " \t"))
 		hs->spaced = key;
 	return MHD_YES;
@@ -853,15 +855,16 @@ static enum MHD_Result scan_header(void *cls, enum MHD_ValueKind kind, const cha
  * without HTTP/1.0 or HTTP/1.1 at its end (MHD answers 505 itself for other
  * HTTP/x.y), a header name with whitespace (MHD keeps "Content-Length " as
  * a name of its own), a Transfer-Encoding other than chunked (MHD would
- * read until the client closes), Transfer-Encoding beside Content-Length,
- * more than one Content-Length.  Each is a 400 and the connection is
- * closed: where the body ends cannot be trusted.  Returns 1 when the request is refused.
- * (MHD reads header lines and the URL as C strings: a NUL byte ends them
- * there, and the request goes on as if the line ended at the NUL.)
+ * read until the client closes) or more than one (MHD reads the first),
+ * Transfer-Encoding beside Content-Length, more than one Content-Length.
+ * Each is a 400 and the connection is closed: where the body ends cannot be
+ * trusted.  Returns 1 when the request is refused.  (MHD reads header lines
+ * and the URL as C strings: a NUL byte ends them there, and the request
+ * goes on as if the line ended at the NUL.)
  */
 static int framing_bad(struct req *q, const char *version)
 {
-	struct header_scan hs = {0, NULL};
+	struct header_scan hs = {0, 0, NULL};
 	const char *te;
 
 	if (!version || (strcmp(version, "HTTP/1.1") != 0 && strcmp(version, "HTTP/1.0") != 0)) {
@@ -877,6 +880,12 @@ static int framing_bad(struct req *q, const char *version)
 			  "the header name \"%.64s\" holds whitespace (none may come before "
 			  "the colon)",
 			  hs.spaced);
+		goto bad;
+	}
+	if (hs.te > 1) {
+		/* one list to a proxy ("chunked, identity": not chunked last),
+		 * while MHD reads the first alone */
+		set_error(q, SRV_ERR_INVALID_ARGUMENT, "more than one Transfer-Encoding header");
 		goto bad;
 	}
 	te = MHD_lookup_connection_value(q->conn, MHD_HEADER_KIND,

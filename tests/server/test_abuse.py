@@ -894,6 +894,12 @@ class TestMalformed(unittest.TestCase):
     def test_chunked(self):
         self.check(self.POST + b"Transfer-Encoding: gzip\r\n\r\n{}", (400,),
                    message="Transfer-Encoding gzip is not supported (only chunked)")
+        # two headers are one list, "chunked, identity", to a proxy in front
+        # (chunked not last: no length it can trust); libmicrohttpd read the
+        # first alone and took the body as chunked
+        self.check(self.POST + b"Transfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n"
+                   b"\r\n2\r\n{}\r\n0\r\n\r\n", (400,),
+                   message="more than one Transfer-Encoding header")
         self.check(self.POST + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n", (400,))
         self.check(self.POST + b"Transfer-Encoding: chunked\r\n\r\n2\r\n{}xx\r\n0\r\n\r\n",
                    (400,))
