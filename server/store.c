@@ -44,6 +44,8 @@ static int open_role(struct srv_store *s, int role, struct sid_error *err)
 	/* (without s->mu: a PostgreSQL open may wait for its connect timeout,
 	 * and /v1/model and the metrics read the health meanwhile) */
 	rc = sid_registry_open_timeout(s->target, flags, s->timeout_ms, &h, err);
+	if (rc == SID_EINVAL)
+		return rc; /* no retry can open it: srv_store_init refuses it */
 	if (rc) {
 		s->open_err[role] = *err;
 		s->retry_at[role] = mono_now() + RETRY_S;
@@ -71,7 +73,7 @@ static int open_role(struct srv_store *s, int role, struct sid_error *err)
 int srv_store_init(struct srv_store *s, const struct srv_config *cfg, struct sid_error *err)
 {
 	struct sid_error e;
-	int pg;
+	int pg, rc;
 
 	memset(s, 0, sizeof(*s));
 	if (pthread_mutex_init(&s->open_mu, NULL))
@@ -109,7 +111,16 @@ int srv_store_init(struct srv_store *s, const struct srv_config *cfg, struct sid
 	 * A store that did not answer the writer is not tried again for the
 	 * reader now (one connect timeout at start, not two): the first lookup
 	 * opens it. */
-	if (open_role(s, SRV_STORE_WRITER(0), &e) == 0 && e.code == SID_EUNAVAIL) {
+	rc = open_role(s, SRV_STORE_WRITER(0), &e);
+	if (rc == SID_EINVAL) {
+		/* a connection string libpq cannot parse: a bad config value,
+		 * not an outage to wait out (libpq ends its message in "\n") */
+		size_t n = strlen(e.msg);
+		while (n && (e.msg[n - 1] == '\n' || e.msg[n - 1] == ' '))
+			e.msg[--n] = '\0';
+		return sid_error_set(err, SID_EINVAL, "%s", e.msg);
+	}
+	if (rc == 0 && e.code == SID_EUNAVAIL) {
 		srv_log(SRV_LOG_WARN, "registry",
 			"%s (encode serves; assign and lookups answer 503, and each retries)",
 			e.msg);

@@ -968,6 +968,10 @@ class TestLifecycle(unittest.TestCase):
         self.refused(["--model", MODEL, "--config", cfg], "max_delay_us = -5 is out of range")
         self.refused(["--model", MODEL, "--admin-token", "s3cret\n"],
                      "admin_token has a control character (byte 6)")
+        # a connection string libpq cannot parse: no retry will ever open it
+        self.refused(["--model", MODEL, "--registry", "host=127.0.0.1 port=1 dbname"],
+                     'semid-server: registry: bad connection string: missing "=" after '
+                     '"dbname" in connection info string\n')
         # the documented example config is valid (its model path is a placeholder)
         ex = os.path.join(os.path.dirname(__file__), "..", "..", "config", "semid-server.json")
         self.refused(["--config", ex, "--listen", "127.0.0.1:0"], "/var/lib/semid/model")
