@@ -433,6 +433,14 @@ static int decode_jansson(const char *body, size_t len, enum sid_tower_kind towe
 	req->format = SID_FORMAT_DASH;
 
 	root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!root && !strncmp(jerr.text, "too big ", 8)) /* "too big [negative ]integer" */
+		/* valid JSON, past jansson's json_int_t: an unsigned 64-bit id
+		 * hash is the usual one, and a string carries it */
+		return fail(e, SRV_ERR_INVALID_ARGUMENT,
+			    "an integer beyond 64 bits at line %d, column %d (%s): integers are "
+			    "-2^63 to 2^63 - 1; send a larger id as a string, a larger number "
+			    "with an exponent",
+			    jerr.line, jerr.column, jerr.text);
 	if (!root)
 		return fail(e, SRV_ERR_INVALID_ARGUMENT, "malformed JSON at line %d, column %d: %s",
 			    jerr.line, jerr.column, jerr.text);

@@ -251,6 +251,18 @@ class TestErrors(unittest.TestCase):
             ({"inputs": [{"id": "x"}]}, "inputs[0] has neither embedding nor embedding_b64"),
             ({"inputs": [good], "top_k": 17}, "top_k must be an integer from 1 to 16"),
             ({"inputs": [good], "format": "csv"}, "format must be \"dash\" or \"tokens\""),
+            # valid JSON that jansson cannot hold: an unsigned 64-bit id (a
+            # hash, as Go writes a uint64) was called "malformed JSON"
+            (b'{"inputs": [{"id": 18446744073709551615, "embedding": [%s]}]}'
+             % b", ".join([b"0"] * 48),
+             "an integer beyond 64 bits at line 1, column 39 (too big integer near "
+             "'18446744073709551615'): integers are -2^63 to 2^63 - 1; send a larger id "
+             "as a string, a larger number with an exponent"),
+            (b'{"inputs": [{"id": -9223372036854775809, "embedding": [%s]}]}'
+             % b", ".join([b"0"] * 48),
+             "an integer beyond 64 bits at line 1, column 39 (too big negative integer near "
+             "'-9223372036854775809'): integers are -2^63 to 2^63 - 1; send a larger id "
+             "as a string, a larger number with an exponent"),
         ]
         for body, msg in cases:
             if isinstance(body, dict):
