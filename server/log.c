@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -52,6 +53,9 @@ static void put(struct srv_logline *l, const char *s, size_t n)
 	if (l->len > sizeof(l->buf) - 5)
 		return;
 	if (n > room) {
+		/* not in the middle of a UTF-8 sequence */
+		while (room > 0 && ((unsigned char)s[room] & 0xc0) == 0x80)
+			room--;
 		memcpy(l->buf + l->len, s, room);
 		l->len += room;
 		memcpy(l->buf + l->len, "...", 3);
@@ -128,13 +132,47 @@ void srv_logline_begin(struct srv_logline *l, enum srv_log_level level, const ch
 	srv_logline_str(l, "event", event);
 }
 
+/* The length of the well-formed UTF-8 sequence at @p (a NUL-terminated
+ * string; *@p >= 0x80), or 0: no overlong forms, surrogates or code points
+ * past U+10FFFF. */
+static int utf8_seq(const unsigned char *p)
+{
+	int n;
+	uint32_t cp;
+
+	if (*p >= 0xc2 && *p <= 0xdf)
+		n = 1, cp = *p & 0x1f;
+	else if (*p >= 0xe0 && *p <= 0xef)
+		n = 2, cp = *p & 0x0f;
+	else if (*p >= 0xf0 && *p <= 0xf4)
+		n = 3, cp = *p & 0x07;
+	else
+		return 0;
+	for (int k = 1; k <= n; k++) {
+		if ((p[k] & 0xc0) != 0x80) /* the NUL ends it too */
+			return 0;
+		cp = (cp << 6) | (p[k] & 0x3f);
+	}
+	if ((n == 2 && cp < 0x800) || (n == 3 && (cp < 0x10000 || cp > 0x10ffff)) ||
+	    (cp >= 0xd800 && cp <= 0xdfff))
+		return 0;
+	return n + 1;
+}
+
 static int needs_quotes(const char *v)
 {
 	if (!*v)
 		return 1;
-	for (const unsigned char *p = (const unsigned char *)v; *p; p++)
+	for (const unsigned char *p = (const unsigned char *)v; *p; p++) {
 		if (*p <= ' ' || *p == '"' || *p == '=' || *p == '\\' || *p == 0x7f)
 			return 1;
+		if (*p >= 0x80) {
+			int n = utf8_seq(p);
+			if (!n)
+				return 1;
+			p += n - 1;
+		}
+	}
 	return 0;
 }
 
@@ -167,6 +205,19 @@ void srv_logline_str(struct srv_logline *l, const char *key, const char *value)
 			esc[4] = "0123456789abcdef"[*p >> 4];
 			esc[5] = "0123456789abcdef"[*p & 15];
 			put(l, esc, 6);
+		} else if (*p >= 0x80) {
+			/* a client's bytes (a path, a header) need not be UTF-8;
+			 * the log stays valid UTF-8 for whatever reads it */
+			int n = utf8_seq(p);
+			if (n) {
+				put(l, (const char *)p, (size_t)n);
+				p += n - 1;
+			} else {
+				memcpy(esc, "\\x", 2);
+				esc[2] = "0123456789abcdef"[*p >> 4];
+				esc[3] = "0123456789abcdef"[*p & 15];
+				put(l, esc, 4);
+			}
 		} else {
 			putc_(l, (char)*p);
 		}

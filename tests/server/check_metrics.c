@@ -235,6 +235,64 @@ static void log_long(void)
 	srv_logline_end(&l);
 }
 
+static void log_bytes(void)
+{
+	struct srv_logline l;
+	srv_logline_begin(&l, SRV_LOG_ERROR, "x");
+	/* a client's path: UTF-8 kept, bytes that are not UTF-8 escaped */
+	srv_logline_str(&l, "ok", "/v1/items/caf\xc3\xa9-\xe2\x82\xac-\xf0\x9f\x98\x80");
+	srv_logline_str(&l, "bad", "/x\xffy\xc3(\xe0\x80\xaf\xed\xa0\x80\xf4\x90\x80\x80z\xc3");
+	srv_logline_end(&l);
+}
+
+START_TEST(test_log_not_utf8)
+{
+	char *out = capture_log(log_bytes);
+	char *rest = strstr(out, " event=x ");
+	ck_assert_ptr_nonnull(rest);
+	/* overlong, surrogate and past U+10FFFF forms are escaped byte by byte */
+	ck_assert_str_eq(rest, " event=x ok=/v1/items/caf\xc3\xa9-\xe2\x82\xac-\xf0\x9f\x98\x80 "
+			       "bad=\"/x\\xffy\\xc3(\\xe0\\x80\\xaf\\xed\\xa0\\x80"
+			       "\\xf4\\x90\\x80\\x80z\\xc3\"\n");
+}
+END_TEST
+
+static const char *utf8_pad; /* shifts where the cut falls */
+
+static void log_long_utf8(void)
+{
+	struct srv_logline l;
+	char big[5001]; /* 2500 x U+00E9 */
+	for (size_t i = 0; i < sizeof(big) - 1; i += 2)
+		memcpy(big + i, "\xc3\xa9", 2);
+	big[sizeof(big) - 1] = '\0';
+	srv_logline_begin(&l, SRV_LOG_ERROR, "x");
+	srv_logline_str(&l, "a", utf8_pad);
+	srv_logline_str(&l, "v", big);
+	srv_logline_end(&l);
+}
+
+/* A line cut at its size never ends in half a UTF-8 sequence, wherever the
+ * cut falls. */
+START_TEST(test_log_truncation_utf8)
+{
+	const char *pads[] = {"b", "bb"};
+	for (int i = 0; i < 2; i++) {
+		char *out, *v;
+		size_t n;
+		utf8_pad = pads[i];
+		out = capture_log(log_long_utf8);
+		v = strstr(out, " v=");
+		n = strlen(out);
+		ck_assert_ptr_nonnull(v);
+		ck_assert_str_eq(out + n - 4, "...\n");
+		ck_assert_int_ge(n, SRV_LOG_LINE_MAX - 2);
+		for (char *p = v + 3; p < out + n - 4; p += 2)
+			ck_assert_msg(!memcmp(p, "\xc3\xa9", 2), "at %td", p - out);
+	}
+}
+END_TEST
+
 START_TEST(test_log_truncation)
 {
 	char *out = capture_log(log_long);
@@ -307,6 +365,8 @@ static void add_tests(TCase *tc)
 	tcase_add_test(tc, test_render);
 	tcase_add_test(tc, test_logfmt);
 	tcase_add_test(tc, test_log_truncation);
+	tcase_add_test(tc, test_log_truncation_utf8);
+	tcase_add_test(tc, test_log_not_utf8);
 	tcase_add_test(tc, test_log_ts);
 	tcase_add_test(tc, test_log_control_chars);
 }
