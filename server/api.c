@@ -441,6 +441,11 @@ static int decode_jansson(const char *body, size_t len, enum sid_tower_kind towe
 			    "-2^63 to 2^63 - 1; send a larger id as a string, a larger number "
 			    "with an exponent",
 			    jerr.line, jerr.column, jerr.text);
+	if (!root && strstr(jerr.text, "JSON_ALLOW_NUL")) /* jansson names its flag */
+		return fail(e, SRV_ERR_INVALID_ARGUMENT,
+			    "a string ending at line %d, column %d holds \\u0000 (NUL), which no "
+			    "id or field may hold",
+			    jerr.line, jerr.column);
 	if (!root)
 		return fail(e, SRV_ERR_INVALID_ARGUMENT, "malformed JSON at line %d, column %d: %s",
 			    jerr.line, jerr.column, jerr.text);

@@ -263,6 +263,11 @@ class TestErrors(unittest.TestCase):
              "an integer beyond 64 bits at line 1, column 39 (too big negative integer near "
              "'-9223372036854775809'): integers are -2^63 to 2^63 - 1; send a larger id "
              "as a string, a larger number with an exponent"),
+            # jansson's own words named its flag, JSON_ALLOW_NUL
+            (b'{"inputs": [{"id": "a\\u0000b", "embedding": [%s]}]}'
+             % b", ".join([b"0"] * 48),
+             "a string ending at line 1, column 29 holds \\u0000 (NUL), which no id or field may "
+             "hold"),
         ]
         for body, msg in cases:
             if isinstance(body, dict):
