@@ -484,7 +484,8 @@ static void route_metrics(struct req *q)
 	char *text;
 
 	srv_metrics_connections_open(q->h->d.metrics,
-				     __atomic_load_n(&q->h->open, __ATOMIC_RELAXED));
+				     __atomic_load_n(&q->h->open, __ATOMIC_RELAXED),
+				     __atomic_load_n(&q->h->body_held, __ATOMIC_RELAXED));
 	text = srv_metrics_render(q->h->d.metrics, m);
 	sid_model_unref(m);
 	set_response(q, 200, text, text ? strlen(text) : 0,

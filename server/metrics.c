@@ -287,10 +287,11 @@ void srv_metrics_connections_closed(struct srv_metrics *m, enum srv_conn_close w
 	pthread_mutex_unlock(&m->mu);
 }
 
-void srv_metrics_connections_open(struct srv_metrics *m, long n)
+void srv_metrics_connections_open(struct srv_metrics *m, long n, size_t body_bytes)
 {
 	pthread_mutex_lock(&m->mu);
 	m->conns_open = n;
+	m->body_bytes = body_bytes;
 	pthread_mutex_unlock(&m->mu);
 }
 
@@ -392,13 +393,16 @@ char *srv_metrics_render(struct srv_metrics *m, const struct sid_model *model)
 	    &b,
 	    "# HELP semid_connections_open TCP connections the server holds.\n"
 	    "# TYPE semid_connections_open gauge\nsemid_connections_open %ld\n"
+	    "# HELP semid_request_body_bytes Bytes of request bodies held while they are "
+	    "read or decoded (body_memory_bytes bounds it).\n"
+	    "# TYPE semid_request_body_bytes gauge\nsemid_request_body_bytes %zu\n"
 	    "# HELP semid_connections_closed_total Connections the server closed itself: "
 	    "the request took longer than connection_timeout_s to arrive (deadline), or "
 	    "503 over connection_limit (limit).\n"
 	    "# TYPE semid_connections_closed_total counter\n"
 	    "semid_connections_closed_total{reason=\"deadline\"} %llu\n"
 	    "semid_connections_closed_total{reason=\"limit\"} %llu\n",
-	    m->conns_open, (unsigned long long)m->conn_closed[SRV_CONN_DEADLINE],
+	    m->conns_open, m->body_bytes, (unsigned long long)m->conn_closed[SRV_CONN_DEADLINE],
 	    (unsigned long long)m->conn_closed[SRV_CONN_LIMIT]);
 	if (m->reg_up >= 0)
 		srv_buf_printf(

@@ -23,6 +23,8 @@
  *   semid_registry_duration_seconds{op}       histogram (one store call: an
  *       assign group's commit or one lookup)
  *   semid_connections_open                    gauge (TCP connections held)
+ *   semid_request_body_bytes                  gauge (bytes of request bodies held
+ *       while read or decoded; body_memory_bytes bounds it)
  *   semid_connections_closed_total{reason}    counter: connections the server
  *       closed itself, reason "deadline" (the request took longer than
  *       connection_timeout_s to arrive) or "limit" (503 over connection_limit)
@@ -136,6 +138,7 @@ struct srv_metrics {
 	int reg_up; /* 1, 0, or -1: disabled */
 	uint64_t conn_closed[SRV_CONN_CLOSES];
 	long conns_open;
+	size_t body_bytes;
 };
 
 int srv_metrics_init(struct srv_metrics *m, size_t entropy_window);
@@ -162,8 +165,9 @@ void srv_metrics_registry_up(struct srv_metrics *m, int up);
 
 /* @n connections closed by the server for @why. */
 void srv_metrics_connections_closed(struct srv_metrics *m, enum srv_conn_close why, uint64_t n);
-/* The number of connections held now (set before each render). */
-void srv_metrics_connections_open(struct srv_metrics *m, long n);
+/* The number of connections held now and the bytes of request bodies held
+ * (set before each render). */
+void srv_metrics_connections_open(struct srv_metrics *m, long n, size_t body_bytes);
 
 /* Render everything; @model (may be NULL) gives model_info and the loaded
  * timestamp.  Returns a malloc'ed NUL-terminated string or NULL (no memory). */

@@ -629,6 +629,7 @@ class TestBodyMemory(unittest.TestCase):
                 s.sendall(head + b"Content-Length: 100000\r\n\r\n" + body[:60000])
                 holders.append(s)
             time.sleep(0.3 * S)  # both bodies are being read: 200000 bytes held
+            self.assertEqual(srv.metrics()["semid_request_body_bytes"], 200000)
             want = ('"message": "the server holds body_memory_bytes (250000) of other '
                     "requests' bodies; retry later\"").encode()
             chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
@@ -653,6 +654,7 @@ class TestBodyMemory(unittest.TestCase):
                 self.assertEqual(status_of(out), 200, out[:300])
                 self.assertEqual(json.loads(head_and_body(out)[1])["results"][0]["id"], "big")
             # both done: their bodies are let go, and a third fits now
+            self.assertEqual(srv.metrics()["semid_request_body_bytes"], 0)
             for _ in range(3):
                 st, _, data = srv.request("POST", "/v1/items:encode", body,
                                           {"Content-Type": "application/json"})
