@@ -34,6 +34,7 @@ struct srv_reload {
 	struct srv_reload_waiter *next_waiters; /* for the next reload */
 	struct srv_reload_waiter *cur_waiters;	/* for the running one */
 	int running, again;
+	int moved_pending; /* the checker reported a file while a reload ran */
 	char again_trigger[16];
 	char cur_trigger[16];
 	pthread_t thread;
@@ -164,6 +165,18 @@ static void checker_note_load(struct checker *ck)
 	ck->seen = now;
 	ck->seen_has = has;
 	pthread_mutex_unlock(&ck->mu);
+}
+
+/* Has a load begun with the file last reported since it was reported (loop
+ * thread; does not wait)?  Then the report is stale. */
+static int checker_reported_is_loading(struct checker *ck)
+{
+	int same;
+
+	pthread_mutex_lock(&ck->mu);
+	same = same_file(ck->fired_has, &ck->fired, ck->seen_has, &ck->seen);
+	pthread_mutex_unlock(&ck->mu);
+	return same;
 }
 
 /* Look now (loop thread; does not wait). */
@@ -418,6 +431,8 @@ void srv_reload_trigger(struct srv_reload *r, const char *trigger)
 	start(r, trigger);
 }
 
+static void consider(struct srv_reload *r);
+
 static void on_done(uv_async_t *h)
 {
 	struct srv_reload *r = h->data;
@@ -452,6 +467,10 @@ static void on_done(uv_async_t *h)
 	if (r->again || r->next_waiters) {
 		r->again = 0;
 		start(r, r->next_waiters ? "admin" : r->again_trigger);
+	}
+	if (r->moved_pending) {
+		r->moved_pending = 0;
+		consider(r);
 	}
 }
 
@@ -492,9 +511,25 @@ static void on_request(uv_async_t *h)
 	start(r, "admin");
 }
 
+/* The checker reported a file, and the debounce has passed: reload unless a
+ * load has begun with that file since (a SIGHUP, say); while one runs,
+ * decide when it ends. */
+static void consider(struct srv_reload *r)
+{
+	if (r->closing)
+		return;
+	if (r->running) {
+		r->moved_pending = 1;
+		return;
+	}
+	if (r->ck && checker_reported_is_loading(r->ck))
+		return;
+	start(r, "watch");
+}
+
 static void on_debounced(uv_timer_t *t)
 {
-	start(t->data, "watch");
+	consider(t->data);
 }
 
 static void on_fs_event(uv_fs_event_t *h, const char *filename, int events, int status)
@@ -505,16 +540,13 @@ static void on_fs_event(uv_fs_event_t *h, const char *filename, int events, int 
 		srv_log(SRV_LOG_WARN, "watch", "watching %s: %s", r->dir, uv_strerror(status));
 		return;
 	}
-	/* Another name in the directory matters when the model path now leads
-	 * to another file through it (a symlink swapped in the directory, as a
-	 * Kubernetes volume swaps "..data"): the checker looks. */
-	if (filename && strcmp(filename, r->base) != 0) {
-		if (r->ck)
-			checker_kick(r->ck);
-		return;
-	}
-	srv_log(SRV_LOG_DEBUG, "watch", "%s changed", r->cfg->model);
-	uv_timer_start(&r->debounce, on_debounced, (uint64_t)r->cfg->reload_debounce_ms, 0);
+	/* The checker looks whether the path now names another file: for the
+	 * model's own name, and for any other (a symlink swapped in the
+	 * directory, as a Kubernetes volume swaps "..data").  So one new file
+	 * is one report, whether an event, the poll or both see it first. */
+	(void)filename;
+	if (r->ck)
+		checker_kick(r->ck);
 }
 
 /* The checker's news: the path names another file, which also covers what no
@@ -623,8 +655,7 @@ int srv_reload_new(uv_loop_t *loop, const struct srv_config *cfg, struct srv_met
 		 * began, raised no event: compare the path with what was loaded. */
 		if (!same_file(stat(cfg->model, &now) == 0, &now, had, &st0)) {
 			srv_log(SRV_LOG_INFO, "watch", "%s changed during startup", cfg->model);
-			uv_timer_start(&r->debounce, on_debounced,
-				       (uint64_t)cfg->reload_debounce_ms, 0);
+			checker_kick(r->ck);
 		}
 	}
 	*out = r;

@@ -18,19 +18,20 @@
  * runs are folded into one more reload after it.
  *
  * The watcher is uv_fs_event on the model's directory (a rename into place
- * changes the directory, not the old file), debounced (reload_debounce_ms
- * after the last event).  An event for the model's own name counts; one for
- * another name counts when the model path now leads to another file (stat:
- * device, inode, size, mtime) than the last load began with, which is how a
- * symlink swapped in the directory shows (Kubernetes' "..data").  Every
- * watch_poll_ms the same comparison runs without an event, for what inotify
- * never reports: a symlink swapped higher up the path (current -> releases/42:
- * the watch follows the old target) and renames made by another host on a
- * network filesystem.  A file once tried, good or bad, is not tried again
- * until the path names another one.  These stats run on a thread of their
- * own (and the one before a load on the reload thread), never on the loop
- * thread, so a filesystem that hangs (an NFS server gone) cannot stop it
- * batching requests.
+ * changes the directory, not the old file) and a poll every watch_poll_ms.
+ * Either makes a checker thread stat the model path (through symlinks:
+ * device, inode, size, mtime); a file other than the last load began with,
+ * and than the last one reported, is reported once, and reloaded
+ * reload_debounce_ms after the last report.  So a symlink swapped in the
+ * directory (Kubernetes' "..data") counts, and the poll finds what inotify
+ * never reports: a symlink swapped higher up the path (current ->
+ * releases/42: the watch follows the old target) and renames made by
+ * another host on a network filesystem.  A file once tried, good or bad, is
+ * not tried again until the path names another, and a publish seen by both
+ * the event and the poll is loaded once.  The stats run on the checker
+ * thread (and the one before a load on the reload thread), never on the
+ * loop thread, so a filesystem that hangs (an NFS server gone) cannot stop
+ * it batching requests.
  *
  * Thread-safety: srv_reload_model, srv_reload_status_get and
  * srv_reload_request are thread-safe; the rest belongs to the loop thread.

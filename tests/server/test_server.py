@@ -815,6 +815,26 @@ class TestOps(unittest.TestCase):
         finally:
             self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
 
+    def test_watch_reloads_a_publish_once(self):
+        """A rename into the watched directory is seen twice, by its event and
+        by the poll; it is loaded once, not again when the poll's report
+        arrives after the event's reload began."""
+        d = tempfile.mkdtemp(dir=WORK)
+        path = os.path.join(d, "model.safetensors")
+        shutil.copy(TF_MODEL, path)
+        srv = T.Server(["--model", path, "--registry", "none", "--watch-poll-ms", "1",
+                        "--reload-debounce-ms", "0"], WORK)
+        ok = 'semid_model_reloads_total{result="success"}'
+        try:
+            for k in range(20):
+                T.write_model(path + ".tmp", {"item": TIEFREE}, "once-%d" % k)
+                os.rename(path + ".tmp", path)
+                self.assertEqual(self._wait_version(srv, "once-%d" % k), "once-%d" % k)
+            time.sleep(0.3)  # a late second reload would land here
+            self.assertEqual(srv.metrics()[ok], 21, srv.log_text()[-3000:])
+        finally:
+            self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
+
     def test_watch_never_stalls_requests_on_a_slow_filesystem(self):
         """A stat of the model path that hangs (an NFS server gone; here
         SEMID_TEST_STAT_DELAY_MS makes each take 2 s) holds up the watcher's
