@@ -118,6 +118,7 @@ struct sq {
 	int readonly, wal_known;
 	int wal_lost; /* the WAL was found gone: wal_err says so */
 	struct sid_error wal_err;
+	int no_ckpt;	       /* stale_files: its connections may checkpoint no more */
 	uint64_t checked_call; /* base.calls when the file was last found in place */
 };
 
@@ -220,6 +221,9 @@ static void ckpt_stop(struct sq *s)
 	pthread_cond_signal(&s->ck_cond);
 	pthread_mutex_unlock(&s->ck_lock);
 	pthread_join(s->ck_thread, NULL);
+	sqlite3_wal_hook(s->db, NULL, NULL); /* it would wake a thread no longer there */
+	if (s->no_ckpt)
+		sqlite3_db_config(s->ck_db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, NULL);
 	sqlite3_close(s->ck_db);
 	s->ck_running = 0;
 	pthread_mutex_destroy(&s->ck_lock);
@@ -757,6 +761,24 @@ static void leave_immutable(struct sq *s)
 }
 
 /*
+ * The -wal at the path is no longer the one this handle's connections use
+ * (deleted or replaced), and what they held is copied into the file: from
+ * now on none of them may checkpoint, not even as it closes.  The
+ * last connection to close a WAL store copies the WAL into the file and
+ * deletes "<path>-wal" by name; with the WAL gone under it, it read the
+ * index another process now writes against its deleted WAL, copied those
+ * stale pages over the file (its own last commits went back) and deleted
+ * the -wal holding every commit the other process had acknowledged.
+ */
+static void stale_files(struct sq *s)
+{
+	s->no_ckpt = 1;
+	ckpt_stop(s);
+	if (s->db)
+		sqlite3_db_config(s->db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, NULL);
+}
+
+/*
  * The path must still name the file this handle opened.  A connection keeps
  * its file open by descriptor, so after the file is deleted, moved away or
  * replaced (a restore copied over it by rename) SQLite goes on reading and
@@ -776,8 +798,10 @@ static void leave_immutable(struct sq *s)
  * cleanup of "stale" side files), it still takes commits, and every commit
  * not yet checkpointed is gone at the next start - all of them if the
  * process dies.  Found gone, it is checkpointed into the file at once (the
- * connection still reads it), and the handle writes no more: a new WAL
- * needs every connection to the file reopened.
+ * connection still reads it), and the handle writes no more, nor, once
+ * that copy is complete, checkpoints again (stale_files): a new WAL needs
+ * every connection to the file reopened.  A handle that writes looks at its
+ * -wal once more as it closes, for the same reason.
  */
 static int wal_check(struct sq *s, struct sid_error *err)
 {
@@ -803,13 +827,14 @@ static int wal_check(struct sq *s, struct sid_error *err)
 	if (!s->wal_known) /* none yet: SQLite makes it at the first write */
 		return 0;
 	rc = sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_FULL, &log, &done);
-	if (rc == SQLITE_OK && done == log)
+	if (rc == SQLITE_OK && done == log) {
+		stale_files(s); /* all copied: another checkpoint could only do harm */
 		sid_error_set(&s->wal_err, SID_EUNAVAIL,
 			      "registry %s: %s was deleted or replaced while in use; its commits "
 			      "were copied into the file, and nothing more is written: reopen "
 			      "the store (restart semid-server) to go on",
 			      s->base.label, wal);
-	else
+	} else {
 		sid_error_set(&s->wal_err, SID_EUNAVAIL,
 			      "registry %s: %s was deleted or replaced while in use, and its "
 			      "commits could not all be copied into the file (%s): stop "
@@ -817,6 +842,7 @@ static int wal_check(struct sq *s, struct sid_error *err)
 			      "opens the store",
 			      s->base.label, wal,
 			      rc == SQLITE_OK ? "readers held them" : sqlite3_errmsg(s->db));
+	}
 	s->wal_lost = 1;
 	if (err)
 		*err = s->wal_err;
@@ -1107,6 +1133,9 @@ fail:
 static void sq_close(struct sid_registry *r)
 {
 	struct sq *s = (struct sq *)r;
+	/* a handle idle since its -wal went finds it now (s->ino: opened) */
+	if (s->ino && !s->readonly)
+		wal_check(s, NULL);
 	ckpt_stop(s);
 	for (int i = 0; i < S_COUNT; i++)
 		sqlite3_finalize(s->st[i]);
@@ -1522,6 +1551,7 @@ int sid__reg_sqlite_open(const char *path, unsigned flags, int timeout_ms,
 		s->ino = fst.st_ino;
 	}
 	s->readonly = readonly;
+	wal_check(s, NULL); /* the -wal this handle writes to, known from now on */
 	rc = prepare_all(s->db, s->st);
 	if (rc) {
 		rc = sq_fail(s, rc, err, "prepare");

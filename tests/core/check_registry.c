@@ -2436,6 +2436,129 @@ START_TEST(t_sqlite_wal_deleted)
 }
 END_TEST
 
+/* A second process for the side-file tests, forked before this one opens
+ * the store (a SQLite connection must not cross fork(), and a child would
+ * share this process's mapping of the -shm): once told to go it opens the
+ * store, assigns "<pfx>0".."<pfx>{n-1}" one call each under (1, 1, 1),
+ * closes it and sends each suffix back (-1 for a failed call). */
+struct peer {
+	pid_t pid;
+	int go, back;
+	int n;
+};
+
+static void peer_start(struct peer *p, const char *pfx, int n)
+{
+	int go[2], back[2];
+
+	ck_assert_int_eq(pipe(go), 0);
+	ck_assert_int_eq(pipe(back), 0);
+	p->n = n;
+	p->pid = fork();
+	ck_assert_int_ge(p->pid, 0);
+	if (p->pid == 0) {
+		struct sid_registry *r;
+		struct sid_error err;
+		char c;
+		close(go[1]);
+		close(back[0]);
+		if (read(go[0], &c, 1) != 1)
+			_exit(1);
+		if (sid_registry_open(target, 0, &r, &err))
+			_exit(2);
+		for (int i = 0; i < n; i++) {
+			char id[32];
+			int32_t codes[3] = {1, 1, 1};
+			struct sid_reg_item it = {id, codes, NULL};
+			struct sid_reg_entry e;
+			int64_t suffix = -1;
+			snprintf(id, sizeof(id), "%s%d", pfx, i);
+			if (!sid_registry_assign(r, SID_TOWER_ITEM, &it, 1, 3, 0, "v", 0, &e, &err))
+				suffix = e.suffix;
+			if (write(back[1], &suffix, sizeof(suffix)) != sizeof(suffix))
+				_exit(3);
+		}
+		sid_registry_close(r);
+		_exit(0);
+	}
+	close(go[0]);
+	close(back[1]);
+	p->go = go[1];
+	p->back = back[0];
+}
+
+/* Let the peer run to its end; its suffixes into @suffix (p->n). */
+static void peer_run(struct peer *p, int64_t *suffix)
+{
+	int status;
+
+	ck_assert_int_eq(write(p->go, "g", 1), 1);
+	for (int i = 0; i < p->n; i++)
+		ck_assert_int_eq(read(p->back, &suffix[i], sizeof(*suffix)), sizeof(*suffix));
+	ck_assert_int_eq(waitpid(p->pid, &status, 0), p->pid);
+	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "peer: %d", status);
+	close(p->go);
+	close(p->back);
+}
+
+/* Ids "<pfx>0".."<pfx>{n-1}" are stored under (1, 1, 1) with suffixes
+ * first, first + 1, ... */
+static void expect_run(struct sid_registry *r, const char *pfx, int n, int64_t first)
+{
+	for (int i = 0; i < n; i++) {
+		char id[32];
+		struct sid_reg_entry e;
+		struct sid_error err;
+		snprintf(id, sizeof(id), "%s%d", pfx, i);
+		ck_assert_msg(sid_registry_get(r, SID_TOWER_ITEM, id, &e, &err) == 0,
+			      "acknowledged %s lost: %s", id, err.msg);
+		ck_assert_int_eq(e.suffix, first + i);
+	}
+}
+
+/* The -wal deleted while another process goes on with the store: the
+ * handle that found it gone copied its commits into the file and writes
+ * no more; closing, it must not checkpoint again either.  Its WAL is a
+ * deleted file read through an index the other process now writes: a
+ * checkpoint at close copied stale pages over the file (its own last
+ * acknowledged commits were gone) and deleted the other process's -wal by
+ * name, with every commit that process had acknowledged. */
+START_TEST(t_sqlite_wal_deleted_peer)
+{
+	struct sid_registry *r;
+	struct sid_reg_entry e;
+	struct sid_reg_stats st;
+	struct sid_error err;
+	int32_t c[3] = {1, 1, 1};
+	struct sid_reg_item it = {"q", c, NULL};
+	struct peer p;
+	int64_t suffix[20];
+	char wal[700];
+
+	peer_start(&p, "b", 20);
+	r = reg_open();
+	for (int i = 0; i < 20; i++) {
+		char id[32];
+		snprintf(id, sizeof(id), "a%d", i);
+		assign1(r, id, 1, 1, 1, 0, &e);
+	}
+	snprintf(wal, sizeof(wal), "%s-wal", target);
+	ck_assert_int_eq(unlink(wal), 0);
+	ck_assert_int_eq(sid_registry_assign(r, SID_TOWER_ITEM, &it, 1, 3, 0, "v", 0, &e, &err),
+			 SID_EUNAVAIL);
+	peer_run(&p, suffix);
+	for (int i = 0; i < 20; i++)
+		ck_assert_int_eq(suffix[i], 20 + i);
+	sid_registry_close(r);
+	r = reg_open();
+	expect_run(r, "a", 20, 0);
+	expect_run(r, "b", 20, 20);
+	ck_assert_int_eq(sid_registry_stats(r, SID_TOWER_ITEM, &st, &err), 0);
+	ck_assert_int_eq(st.items, 40);
+	sid_registry_close(r);
+}
+END_TEST
+
 /* SQLite's file check is a stat of the store's path (and of its -wal on a
  * handle that writes).  This program's stat, which the registry calls,
  * counts those of the test's store while stat_watch is set; the counts are
@@ -3354,6 +3477,7 @@ static Suite *registry_suite(void)
 	tcase_add_test(tc, t_sqlite_locked);
 	tcase_add_test(tc, t_sqlite_file_replaced);
 	tcase_add_test(tc, t_sqlite_wal_deleted);
+	tcase_add_test(tc, t_sqlite_wal_deleted_peer);
 	tcase_add_test(tc, t_sqlite_checked_once);
 	tcase_add_test(tc, t_sqlite_wal_bounded);
 	tcase_add_test(tc, t_sqlite_wal_reader_held);
