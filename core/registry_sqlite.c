@@ -94,6 +94,13 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_ROLLBACK] = "ROLLBACK",
 };
 
+/* A -wal or -shm beside the store, as first seen (side_same). */
+struct side_file {
+	dev_t dev;
+	ino_t ino;
+	int known;
+};
+
 struct sq {
 	struct sid_registry base;
 	sqlite3 *db;
@@ -111,13 +118,15 @@ struct sq {
 	/* read-only fallback (reopen_immutable): when to try a normal open again */
 	int immutable;
 	int64_t reopen_ms;
-	/* the file opened (file_check): the path must still name it, and (on a
-	 * handle that writes) "<path>-wal" the WAL it writes to */
-	dev_t dev, wal_dev;
-	ino_t ino, wal_ino;
-	int readonly, wal_known;
-	int wal_lost; /* the WAL was found gone: wal_err says so */
-	struct sid_error wal_err;
+	/* the file opened (file_check): the path must still name it, (on a
+	 * handle that writes) "<path>-wal" the WAL it writes to, and
+	 * "<path>-shm" the index of the WAL its connections have mapped */
+	dev_t dev;
+	ino_t ino;
+	struct side_file wal, shm;
+	int readonly;
+	int lost; /* the -wal or -shm was found gone: lost_err says so */
+	struct sid_error lost_err;
 	int no_ckpt;	       /* stale_files: its connections may checkpoint no more */
 	uint64_t checked_call; /* base.calls when the file was last found in place */
 };
@@ -761,14 +770,15 @@ static void leave_immutable(struct sq *s)
 }
 
 /*
- * The -wal at the path is no longer the one this handle's connections use
- * (deleted or replaced), and what they held is copied into the file: from
- * now on none of them may checkpoint, not even as it closes.  The
- * last connection to close a WAL store copies the WAL into the file and
- * deletes "<path>-wal" by name; with the WAL gone under it, it read the
- * index another process now writes against its deleted WAL, copied those
- * stale pages over the file (its own last commits went back) and deleted
- * the -wal holding every commit the other process had acknowledged.
+ * The -wal or -shm at the path is no longer the one this handle's
+ * connections use (deleted or replaced), and nothing they hold is left to
+ * copy into the file: from now on none of them may checkpoint, not even as
+ * it closes.  The last connection to close a WAL store copies the WAL into
+ * the file and deletes "<path>-wal" by name; with the WAL gone under it, it
+ * read the index another process now writes against its deleted WAL,
+ * copied those stale pages over the file (its own last commits went back)
+ * and deleted the -wal holding every commit the other process had
+ * acknowledged.  With the -shm gone, its index is stale the same way.
  */
 static void stale_files(struct sq *s)
 {
@@ -803,39 +813,43 @@ static void stale_files(struct sq *s)
  * every connection to the file reopened.  A handle that writes looks at its
  * -wal once more as it closes, for the same reason.
  */
-static int wal_check(struct sq *s, struct sid_error *err)
+/* 1 when "<path><suffix>" (into @path) is the file @f first saw there, or
+ * when none was seen yet (the first one seen is learned); 0 when it is gone
+ * or another. */
+static int side_same(struct sq *s, const char *suffix, struct side_file *f, char path[PATH_MAX + 8])
+{
+	struct stat st;
+
+	snprintf(path, PATH_MAX + 8, "%s%s", s->base.label, suffix);
+	if (stat(path, &st) == 0 && (!f->known || (st.st_dev == f->dev && st.st_ino == f->ino))) {
+		f->dev = st.st_dev;
+		f->ino = st.st_ino;
+		f->known = 1;
+		return 1;
+	}
+	return !f->known;
+}
+
+/* 1 when the -wal is found gone (s->lost_err says what became of its
+ * commits), else 0 */
+static int wal_check(struct sq *s)
 {
 	char wal[PATH_MAX + 8];
-	struct stat st;
 	int rc, log = 0, done = 0;
 
-	if (s->readonly || !s->db)
-		return 0;
-	if (s->wal_lost) {
-		if (err)
-			*err = s->wal_err;
-		return SID_EUNAVAIL;
-	}
-	snprintf(wal, sizeof(wal), "%s-wal", s->base.label);
-	if (stat(wal, &st) == 0 &&
-	    (!s->wal_known || (st.st_dev == s->wal_dev && st.st_ino == s->wal_ino))) {
-		s->wal_dev = st.st_dev;
-		s->wal_ino = st.st_ino;
-		s->wal_known = 1;
-		return 0;
-	}
-	if (!s->wal_known) /* none yet: SQLite makes it at the first write */
+	/* (none yet: SQLite makes it at the first write) */
+	if (s->readonly || !s->db || side_same(s, "-wal", &s->wal, wal))
 		return 0;
 	rc = sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_FULL, &log, &done);
 	if (rc == SQLITE_OK && done == log) {
 		stale_files(s); /* all copied: another checkpoint could only do harm */
-		sid_error_set(&s->wal_err, SID_EUNAVAIL,
+		sid_error_set(&s->lost_err, SID_EUNAVAIL,
 			      "registry %s: %s was deleted or replaced while in use; its commits "
 			      "were copied into the file, and nothing more is written: reopen "
 			      "the store (restart semid-server) to go on",
 			      s->base.label, wal);
 	} else {
-		sid_error_set(&s->wal_err, SID_EUNAVAIL,
+		sid_error_set(&s->lost_err, SID_EUNAVAIL,
 			      "registry %s: %s was deleted or replaced while in use, and its "
 			      "commits could not all be copied into the file (%s): stop "
 			      "semid-server cleanly (closing copies them) before anything else "
@@ -843,9 +857,47 @@ static int wal_check(struct sq *s, struct sid_error *err)
 			      s->base.label, wal,
 			      rc == SQLITE_OK ? "readers held them" : sqlite3_errmsg(s->db));
 	}
-	s->wal_lost = 1;
+	return 1;
+}
+
+/*
+ * The -shm is the index of the WAL that every connection to the store maps
+ * and shares, and it holds the locks that keep writers one at a time.
+ * Deleted or replaced while the store is open (a cleanup of side files),
+ * this handle's connections keep the old one, and a process that opens the
+ * store then makes a new one from the -wal: two indexes of one WAL, and
+ * two writers that no longer see each other's lock.  This handle then
+ * wrote its commits over the other process's frames: both handed out the
+ * same suffixes, and the other's acknowledged ids were gone.  Reads
+ * through the old index miss the other's commits, or read frames it has
+ * written over.  Found gone, the handle reads and writes no more, and
+ * never checkpoints (stale_files): its commits are in the -wal, where the
+ * next connection to open the store finds them.
+ */
+static int shm_check(struct sq *s)
+{
+	char shm[PATH_MAX + 8];
+
+	/* (an immutable connection has no -shm) */
+	if (s->immutable || !s->db || side_same(s, "-shm", &s->shm, shm))
+		return 0;
+	sid_error_set(&s->lost_err, SID_EUNAVAIL,
+		      "registry %s: %s was deleted or replaced while in use; nothing more is "
+		      "read or written through the old one (its commits are in the -wal): "
+		      "reopen the store (restart semid-server) to go on",
+		      s->base.label, shm);
+	stale_files(s);
+	return 1;
+}
+
+/* The -wal and the -shm, sticky once either is found gone. */
+static int side_check(struct sq *s, struct sid_error *err)
+{
+	if (!s->lost && !wal_check(s) && !shm_check(s))
+		return 0;
+	s->lost = 1;
 	if (err)
-		*err = s->wal_err;
+		*err = s->lost_err;
 	return SID_EUNAVAIL;
 }
 
@@ -856,7 +908,7 @@ static int file_check_now(struct sq *s, struct sid_error *err)
 	leave_immutable(s);
 	if (stat(s->base.label, &st) == 0) {
 		if (st.st_dev == s->dev && st.st_ino == s->ino)
-			return wal_check(s, err);
+			return side_check(s, err);
 		return sid_error_set(
 		    err, SID_EUNAVAIL,
 		    "registry %s: the file was replaced by another file while in "
@@ -1133,9 +1185,9 @@ fail:
 static void sq_close(struct sid_registry *r)
 {
 	struct sq *s = (struct sq *)r;
-	/* a handle idle since its -wal went finds it now (s->ino: opened) */
+	/* a handle idle since its -wal or -shm went finds it now (s->ino: opened) */
 	if (s->ino && !s->readonly)
-		wal_check(s, NULL);
+		side_check(s, NULL);
 	ckpt_stop(s);
 	for (int i = 0; i < S_COUNT; i++)
 		sqlite3_finalize(s->st[i]);
@@ -1551,7 +1603,7 @@ int sid__reg_sqlite_open(const char *path, unsigned flags, int timeout_ms,
 		s->ino = fst.st_ino;
 	}
 	s->readonly = readonly;
-	wal_check(s, NULL); /* the -wal this handle writes to, known from now on */
+	side_check(s, NULL); /* the -wal and -shm this handle uses, known from now on */
 	rc = prepare_all(s->db, s->st);
 	if (rc) {
 		rc = sq_fail(s, rc, err, "prepare");

@@ -14,7 +14,8 @@
  * SIGKILL mid-stream, and on SQLite a corrupt file, a foreign database, a
  * newer schema, a read-only file and directory, a held write lock and a
  * held read transaction (commits do not wait for it), the file deleted,
- * moved or replaced under open handles, its -wal deleted, the file
+ * moved or replaced under open handles, its -wal deleted (with another
+ * process writing on), its -shm deleted, the file
  * checked once per call, not per op or id, and a backup taken while another
  * connection commits; on PostgreSQL a server that
  * stops and comes back, a newer schema met on a lazy first connection and
@@ -2487,18 +2488,32 @@ static void peer_start(struct peer *p, const char *pfx, int n)
 	p->back = back[0];
 }
 
-/* Let the peer run to its end; its suffixes into @suffix (p->n). */
-static void peer_run(struct peer *p, int64_t *suffix)
+/* Let the peer run to its end: its ids must get suffixes @first, @first + 1... */
+static void peer_run(struct peer *p, int64_t first)
 {
 	int status;
 
 	ck_assert_int_eq(write(p->go, "g", 1), 1);
-	for (int i = 0; i < p->n; i++)
-		ck_assert_int_eq(read(p->back, &suffix[i], sizeof(*suffix)), sizeof(*suffix));
+	for (int i = 0; i < p->n; i++) {
+		int64_t suffix;
+		ck_assert_int_eq(read(p->back, &suffix, sizeof(suffix)), sizeof(suffix));
+		ck_assert_int_eq(suffix, first + i);
+	}
 	ck_assert_int_eq(waitpid(p->pid, &status, 0), p->pid);
 	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "peer: %d", status);
 	close(p->go);
 	close(p->back);
+}
+
+/* Assign "<pfx>0".."<pfx>{n-1}" under (1, 1, 1), one call each. */
+static void assign_run(struct sid_registry *r, const char *pfx, int n)
+{
+	for (int i = 0; i < n; i++) {
+		char id[32];
+		struct sid_reg_entry e;
+		snprintf(id, sizeof(id), "%s%d", pfx, i);
+		assign1(r, id, 1, 1, 1, 0, &e);
+	}
 }
 
 /* Ids "<pfx>0".."<pfx>{n-1}" are stored under (1, 1, 1) with suffixes
@@ -2516,6 +2531,21 @@ static void expect_run(struct sid_registry *r, const char *pfx, int n, int64_t f
 	}
 }
 
+/* Reopened, the store holds "a0".."a{n-1}" with suffixes 0.., "b0".."b{n-1}"
+ * with n.., and nothing else. */
+static void expect_a_then_b(int n)
+{
+	struct sid_registry *r = reg_open();
+	struct sid_reg_stats st;
+	struct sid_error err;
+
+	expect_run(r, "a", n, 0);
+	expect_run(r, "b", n, n);
+	ck_assert_int_eq(sid_registry_stats(r, SID_TOWER_ITEM, &st, &err), 0);
+	ck_assert_int_eq(st.items, 2 * n);
+	sid_registry_close(r);
+}
+
 /* The -wal deleted while another process goes on with the store: the
  * handle that found it gone copied its commits into the file and writes
  * no more; closing, it must not checkpoint again either.  Its WAL is a
@@ -2527,45 +2557,70 @@ START_TEST(t_sqlite_wal_deleted_peer)
 {
 	struct sid_registry *r;
 	struct sid_reg_entry e;
-	struct sid_reg_stats st;
 	struct sid_error err;
 	int32_t c[3] = {1, 1, 1};
 	struct sid_reg_item it = {"q", c, NULL};
 	struct peer p;
-	int64_t suffix[20];
 	char wal[700];
 
 	peer_start(&p, "b", 20);
 	r = reg_open();
-	for (int i = 0; i < 20; i++) {
-		char id[32];
-		snprintf(id, sizeof(id), "a%d", i);
-		assign1(r, id, 1, 1, 1, 0, &e);
-	}
+	assign_run(r, "a", 20);
 	snprintf(wal, sizeof(wal), "%s-wal", target);
 	ck_assert_int_eq(unlink(wal), 0);
 	ck_assert_int_eq(sid_registry_assign(r, SID_TOWER_ITEM, &it, 1, 3, 0, "v", 0, &e, &err),
 			 SID_EUNAVAIL);
-	peer_run(&p, suffix);
-	for (int i = 0; i < 20; i++)
-		ck_assert_int_eq(suffix[i], 20 + i);
+	peer_run(&p, 20);
 	sid_registry_close(r);
-	r = reg_open();
-	expect_run(r, "a", 20, 0);
-	expect_run(r, "b", 20, 20);
-	ck_assert_int_eq(sid_registry_stats(r, SID_TOWER_ITEM, &st, &err), 0);
-	ck_assert_int_eq(st.items, 40);
-	sid_registry_close(r);
+	expect_a_then_b(20);
 }
 END_TEST
 
-/* SQLite's file check is a stat of the store's path (and of its -wal on a
- * handle that writes).  This program's stat, which the registry calls,
- * counts those of the test's store while stat_watch is set; the counts are
- * asserted exactly, so a check made some other way fails the test instead
- * of passing at 0. */
+/* The -shm deleted while the store is open (a cleanup of side files): the
+ * handle's connections keep the old one mapped, and a process that opens
+ * the store then makes a new one from the -wal: two indexes of one WAL, and
+ * two writers that no longer see each other's lock.  The handle went on
+ * committing over the other process's frames: both handed out 1-1-1-20 to
+ * 1-1-1-39, and the other's 20 acknowledged ids were gone.  Found gone, the
+ * handle (and a read-only one beside it) reads and writes no more, and
+ * closes without a checkpoint; every acknowledged id is then there. */
+START_TEST(t_sqlite_shm_deleted)
+{
+	struct sid_registry *r, *rd;
+	struct sid_reg_entry e;
+	struct sid_error err;
+	int32_t c[3] = {1, 1, 1};
+	struct sid_reg_item it = {"c", c, NULL};
+	struct peer p;
+	char shm[700];
+
+	peer_start(&p, "b", 20);
+	r = reg_open();
+	ck_assert_int_eq(sid_registry_open(target, SID_REG_READONLY, &rd, &err), 0);
+	assign_run(r, "a", 20);
+	ck_assert_int_eq(sid_registry_get(rd, SID_TOWER_ITEM, "a19", &e, &err), 0);
+	snprintf(shm, sizeof(shm), "%s-shm", target);
+	ck_assert_int_eq(unlink(shm), 0);
+	peer_run(&p, 20);
+	ck_assert_int_eq(sid_registry_assign(r, SID_TOWER_ITEM, &it, 1, 3, 0, "v", 0, &e, &err),
+			 SID_EUNAVAIL);
+	ck_assert_msg(strstr(err.msg, shm) && strstr(err.msg, "deleted or replaced"), "%s",
+		      err.msg);
+	ck_assert_int_eq(sid_registry_get(r, SID_TOWER_ITEM, "a0", &e, &err), SID_EUNAVAIL);
+	ck_assert_int_eq(sid_registry_get(rd, SID_TOWER_ITEM, "b0", &e, &err), SID_EUNAVAIL);
+	sid_registry_close(rd);
+	sid_registry_close(r);
+	expect_a_then_b(20); /* and no "c" */
+}
+END_TEST
+
+/* SQLite's file check is a stat of the store's path, of its -shm, and of
+ * its -wal on a handle that writes.  This program's stat, which the
+ * registry calls, counts those of the test's store while stat_watch is
+ * set; the counts are asserted exactly, so a check made some other way
+ * fails the test instead of passing at 0. */
 static int stat_watch;
-static long stat_db, stat_wal;
+static long stat_db, stat_wal, stat_shm;
 
 int stat(const char *path, struct stat *st)
 {
@@ -2577,22 +2632,25 @@ int stat(const char *path, struct stat *st)
 	if (stat_watch && !strncmp(path, target, n)) {
 		stat_db += path[n] == '\0';
 		stat_wal += !strcmp(path + n, "-wal");
+		stat_shm += !strcmp(path + n, "-shm");
 	}
 	return real(path, st);
 }
 
 static void stat_watch_start(void)
 {
-	stat_db = stat_wal = 0;
+	stat_db = stat_wal = stat_shm = 0;
 	stat_watch = 1;
 }
 
+/* @db checks of the store, each with one of its -shm, and @wal of its -wal */
 static void stat_watch_expect(const char *what, long db, long wal)
 {
 	stat_watch = 0;
-	ck_assert_msg(stat_db == db && stat_wal == wal,
-		      "%s: %ld stat calls of the store and %ld of its -wal, want %ld and %ld", what,
-		      stat_db, stat_wal, db, wal);
+	ck_assert_msg(stat_db == db && stat_wal == wal && stat_shm == db,
+		      "%s: %ld stat calls of the store, %ld of its -wal and %ld of its -shm, "
+		      "want %ld, %ld and %ld",
+		      what, stat_db, stat_wal, stat_shm, db, wal, db);
 }
 
 /* The file check runs once per call however many ids or backend ops the
@@ -3478,6 +3536,7 @@ static Suite *registry_suite(void)
 	tcase_add_test(tc, t_sqlite_file_replaced);
 	tcase_add_test(tc, t_sqlite_wal_deleted);
 	tcase_add_test(tc, t_sqlite_wal_deleted_peer);
+	tcase_add_test(tc, t_sqlite_shm_deleted);
 	tcase_add_test(tc, t_sqlite_checked_once);
 	tcase_add_test(tc, t_sqlite_wal_bounded);
 	tcase_add_test(tc, t_sqlite_wal_reader_held);
