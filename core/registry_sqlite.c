@@ -788,6 +788,23 @@ static void stale_files(struct sq *s)
 		sqlite3_db_config(s->db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, NULL);
 }
 
+/* 1 when "<path><suffix>" (into @path) is the file @f first saw there, or
+ * when none was seen yet (the first one seen is learned); 0 when it is gone
+ * or another. */
+static int side_same(struct sq *s, const char *suffix, struct side_file *f, char path[PATH_MAX + 8])
+{
+	struct stat st;
+
+	snprintf(path, PATH_MAX + 8, "%s%s", s->base.label, suffix);
+	if (stat(path, &st) == 0 && (!f->known || (st.st_dev == f->dev && st.st_ino == f->ino))) {
+		f->dev = st.st_dev;
+		f->ino = st.st_ino;
+		f->known = 1;
+		return 1;
+	}
+	return !f->known;
+}
+
 /*
  * The path must still name the file this handle opened.  A connection keeps
  * its file open by descriptor, so after the file is deleted, moved away or
@@ -811,25 +828,11 @@ static void stale_files(struct sq *s)
  * connection still reads it), and the handle writes no more, nor, once
  * that copy is complete, checkpoints again (stale_files): a new WAL needs
  * every connection to the file reopened.  A handle that writes looks at its
- * -wal once more as it closes, for the same reason.
+ * -wal once more as it closes, for the same reason.  A read-only handle
+ * reads through its -wal as well: by the index a new writer keeps for
+ * another WAL, it answered "not found" for stored ids; found gone, it reads
+ * no more.
  */
-/* 1 when "<path><suffix>" (into @path) is the file @f first saw there, or
- * when none was seen yet (the first one seen is learned); 0 when it is gone
- * or another. */
-static int side_same(struct sq *s, const char *suffix, struct side_file *f, char path[PATH_MAX + 8])
-{
-	struct stat st;
-
-	snprintf(path, PATH_MAX + 8, "%s%s", s->base.label, suffix);
-	if (stat(path, &st) == 0 && (!f->known || (st.st_dev == f->dev && st.st_ino == f->ino))) {
-		f->dev = st.st_dev;
-		f->ino = st.st_ino;
-		f->known = 1;
-		return 1;
-	}
-	return !f->known;
-}
-
 /* 1 when the -wal is found gone (s->lost_err says what became of its
  * commits), else 0 */
 static int wal_check(struct sq *s)
@@ -837,9 +840,18 @@ static int wal_check(struct sq *s)
 	char wal[PATH_MAX + 8];
 	int rc, log = 0, done = 0;
 
-	/* (none yet: SQLite makes it at the first write) */
-	if (s->readonly || !s->db || side_same(s, "-wal", &s->wal, wal))
+	/* (none yet: SQLite makes it at the first read; an immutable
+	 * connection has none) */
+	if (s->immutable || !s->db || side_same(s, "-wal", &s->wal, wal))
 		return 0;
+	if (s->readonly) {
+		sid_error_set(&s->lost_err, SID_EUNAVAIL,
+			      "registry %s: %s was deleted or replaced while in use; nothing more "
+			      "is read through the old one (later commits would be missed): "
+			      "reopen the store (restart semid-server) to go on",
+			      s->base.label, wal);
+		return 1;
+	}
 	rc = sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_FULL, &log, &done);
 	if (rc == SQLITE_OK && done == log) {
 		stale_files(s); /* all copied: another checkpoint could only do harm */
