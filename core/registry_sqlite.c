@@ -125,7 +125,8 @@ struct sq {
 	ino_t ino;
 	struct side_file wal, shm;
 	int readonly;
-	int lost; /* the -wal or -shm was found gone: lost_err says so */
+	int lost;	 /* the -wal or -shm was found gone: lost_err says so */
+	int wal_pending; /* ... and the -wal's commits are not all in the file yet */
 	struct sid_error lost_err;
 	int no_ckpt;	       /* stale_files: its connections may checkpoint no more */
 	uint64_t checked_call; /* base.calls when the file was last found in place */
@@ -833,12 +834,47 @@ static int side_same(struct sq *s, const char *suffix, struct side_file *f, char
  * another WAL, it answered "not found" for stored ids; found gone, it reads
  * no more.
  */
+/*
+ * Copy the commits of the -wal found gone into the file, through the
+ * connection that still has it open (@mode: FULL when found, which waits
+ * the busy timeout for readers; PASSIVE at each later call, which does
+ * not).  A reader of an older state (a long export) stops the copy at its
+ * snapshot, and a partly copied file is not a consistent store without the
+ * rest of its WAL: left so, those commits were gone, and the file was
+ * corrupt, once the process died or closed the store while the reader
+ * still had it open.  So the copy is tried again at every call, and as the
+ * store is closed, until it is complete.  s->lost_err says how far it got.
+ */
+static void wal_rescue(struct sq *s, int mode)
+{
+	int rc, log = 0, done = 0;
+
+	rc = sqlite3_wal_checkpoint_v2(s->db, NULL, mode, &log, &done);
+	s->wal_pending = !(rc == SQLITE_OK && done == log);
+	if (!s->wal_pending) {
+		stale_files(s); /* all copied: another checkpoint could only do harm */
+		sid_error_set(&s->lost_err, SID_EUNAVAIL,
+			      "registry %s: %s-wal was deleted or replaced while in use; its "
+			      "commits were copied into the file, and nothing more is written: "
+			      "reopen the store (restart semid-server) to go on",
+			      s->base.label, s->base.label);
+	} else {
+		sid_error_set(&s->lost_err, SID_EUNAVAIL,
+			      "registry %s: %s-wal was deleted or replaced while in use, and its "
+			      "commits could not all be copied into the file yet (%s: another "
+			      "connection reads an older state); every call tries again, and so "
+			      "does closing the store: until then the file alone is not a "
+			      "consistent store",
+			      s->base.label, s->base.label,
+			      rc == SQLITE_OK ? "readers held them" : sqlite3_errmsg(s->db));
+	}
+}
+
 /* 1 when the -wal is found gone (s->lost_err says what became of its
  * commits), else 0 */
 static int wal_check(struct sq *s)
 {
 	char wal[PATH_MAX + 8];
-	int rc, log = 0, done = 0;
 
 	/* (none yet: SQLite makes it at the first read; an immutable
 	 * connection has none) */
@@ -852,23 +888,7 @@ static int wal_check(struct sq *s)
 			      s->base.label, wal);
 		return 1;
 	}
-	rc = sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_FULL, &log, &done);
-	if (rc == SQLITE_OK && done == log) {
-		stale_files(s); /* all copied: another checkpoint could only do harm */
-		sid_error_set(&s->lost_err, SID_EUNAVAIL,
-			      "registry %s: %s was deleted or replaced while in use; its commits "
-			      "were copied into the file, and nothing more is written: reopen "
-			      "the store (restart semid-server) to go on",
-			      s->base.label, wal);
-	} else {
-		sid_error_set(&s->lost_err, SID_EUNAVAIL,
-			      "registry %s: %s was deleted or replaced while in use, and its "
-			      "commits could not all be copied into the file (%s): stop "
-			      "semid-server cleanly (closing copies them) before anything else "
-			      "opens the store",
-			      s->base.label, wal,
-			      rc == SQLITE_OK ? "readers held them" : sqlite3_errmsg(s->db));
-	}
+	wal_rescue(s, SQLITE_CHECKPOINT_FULL);
 	return 1;
 }
 
@@ -905,7 +925,9 @@ static int shm_check(struct sq *s)
 /* The -wal and the -shm, sticky once either is found gone. */
 static int side_check(struct sq *s, struct sid_error *err)
 {
-	if (!s->lost && !wal_check(s) && !shm_check(s))
+	if (s->wal_pending)
+		wal_rescue(s, SQLITE_CHECKPOINT_PASSIVE);
+	else if (!s->lost && !wal_check(s) && !shm_check(s))
 		return 0;
 	s->lost = 1;
 	if (err)
@@ -1197,9 +1219,14 @@ fail:
 static void sq_close(struct sid_registry *r)
 {
 	struct sq *s = (struct sq *)r;
-	/* a handle idle since its -wal or -shm went finds it now (s->ino: opened) */
+	/* a handle idle since its -wal or -shm went finds it now (s->ino:
+	 * opened); a copy of a -wal found gone that readers held up gets the
+	 * busy timeout once more (SQLite's own checkpoint on close needs every
+	 * other connection gone) */
 	if (s->ino && !s->readonly)
 		side_check(s, NULL);
+	if (s->wal_pending)
+		wal_rescue(s, SQLITE_CHECKPOINT_FULL);
 	ckpt_stop(s);
 	for (int i = 0; i < S_COUNT; i++)
 		sqlite3_finalize(s->st[i]);

@@ -2388,6 +2388,49 @@ START_TEST(t_sqlite_file_replaced)
 }
 END_TEST
 
+/* Run @body in a child process that then exits with its return value
+ * without closing anything, as a process that dies; it must return 0. */
+static void in_child(int (*body)(void))
+{
+	int status;
+	pid_t pid = fork();
+
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0)
+		_exit(body());
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child: %d", status);
+}
+
+static int wal_deleted_child(void)
+{
+	struct sid_registry *r;
+	struct sid_reg_entry e;
+	struct sid_error err;
+	int32_t c[3] = {1, 1, 1};
+	struct sid_reg_item it = {"b", c, NULL};
+	char wal[700];
+
+	if (sid_registry_open(target, 0, &r, &err) ||
+	    sid_registry_assign(r, SID_TOWER_ITEM, &it, 1, 3, 0, "v", 0, &e, &err))
+		return 1;
+	it.id = "a";
+	if (sid_registry_assign(r, SID_TOWER_ITEM, &it, 1, 3, 0, "v", 0, &e, &err))
+		return 2;
+	snprintf(wal, sizeof(wal), "%s-wal", target);
+	if (unlink(wal))
+		return 3;
+	it.id = "c";
+	if (sid_registry_assign(r, SID_TOWER_ITEM, &it, 1, 3, 0, "v", 0, &e, &err) != SID_EUNAVAIL)
+		return 4;
+	if (!strstr(err.msg, wal) || !strstr(err.msg, "copied into the file"))
+		return 5;
+	it.id = "a"; /* known ids are still answered from reads */
+	if (sid_registry_assign(r, SID_TOWER_ITEM, &it, 1, 3, 0, "v", 0, &e, &err) != SID_EUNAVAIL)
+		return 6;
+	return 0;
+}
+
 /* The -wal deleted under a writing handle (a cleanup of side files): the
  * connection would go on committing to it, and everything not yet
  * checkpointed would be gone at the next start, all of it if the process
@@ -2397,38 +2440,8 @@ START_TEST(t_sqlite_wal_deleted)
 {
 	struct sid_reg_entry e;
 	struct sid_registry *r;
-	int status;
-	pid_t pid = fork();
 
-	ck_assert_int_ge(pid, 0);
-	if (pid == 0) {
-		struct sid_error err;
-		int32_t c[3] = {1, 1, 1};
-		struct sid_reg_item it = {"b", c, NULL};
-		char wal[700];
-		if (sid_registry_open(target, 0, &r, &err) ||
-		    sid_registry_assign(r, SID_TOWER_ITEM, &it, 1, 3, 0, "v", 0, &e, &err))
-			_exit(1);
-		it.id = "a";
-		if (sid_registry_assign(r, SID_TOWER_ITEM, &it, 1, 3, 0, "v", 0, &e, &err))
-			_exit(2);
-		snprintf(wal, sizeof(wal), "%s-wal", target);
-		if (unlink(wal))
-			_exit(3);
-		it.id = "c";
-		if (sid_registry_assign(r, SID_TOWER_ITEM, &it, 1, 3, 0, "v", 0, &e, &err) !=
-		    SID_EUNAVAIL)
-			_exit(4);
-		if (!strstr(err.msg, wal) || !strstr(err.msg, "copied into the file"))
-			_exit(5);
-		it.id = "a"; /* known ids are still answered from reads */
-		if (sid_registry_assign(r, SID_TOWER_ITEM, &it, 1, 3, 0, "v", 0, &e, &err) !=
-		    SID_EUNAVAIL)
-			_exit(6);
-		_exit(0); /* dies without closing */
-	}
-	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
-	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child: %d", status);
+	in_child(wal_deleted_child);
 	r = reg_open();
 	ck_assert_int_eq(sid_registry_get(r, SID_TOWER_ITEM, "a", &e, NULL), 0);
 	ck_assert_int_eq(e.suffix, 1);
@@ -2505,10 +2518,10 @@ static void peer_run(struct peer *p, int64_t first)
 	close(p->back);
 }
 
-/* Assign "<pfx>0".."<pfx>{n-1}" under (1, 1, 1), one call each. */
-static void assign_run(struct sid_registry *r, const char *pfx, int n)
+/* Assign "<pfx><first>".."<pfx><first+n-1>" under (1, 1, 1), one call each. */
+static void assign_run(struct sid_registry *r, const char *pfx, int first, int n)
 {
-	for (int i = 0; i < n; i++) {
+	for (int i = first; i < first + n; i++) {
 		char id[32];
 		struct sid_reg_entry e;
 		snprintf(id, sizeof(id), "%s%d", pfx, i);
@@ -2566,7 +2579,7 @@ START_TEST(t_sqlite_wal_deleted_peer)
 	peer_start(&p, "b", 20);
 	r = reg_open();
 	ck_assert_int_eq(sid_registry_open(target, SID_REG_READONLY, &rd, &err), 0);
-	assign_run(r, "a", 20);
+	assign_run(r, "a", 0, 20);
 	ck_assert_int_eq(sid_registry_get(rd, SID_TOWER_ITEM, "a19", &e, &err), 0);
 	snprintf(wal, sizeof(wal), "%s-wal", target);
 	ck_assert_int_eq(unlink(wal), 0);
@@ -2582,6 +2595,58 @@ START_TEST(t_sqlite_wal_deleted_peer)
 	sid_registry_close(rd);
 	sid_registry_close(r);
 	expect_a_then_b(20);
+}
+END_TEST
+
+static int wal_deleted_reader_child(void)
+{
+	struct sid_registry *r;
+	struct sid_reg_entry e;
+	struct sid_error err;
+	int32_t c[3] = {1, 1, 1};
+	struct sid_reg_item it = {"q", c, NULL};
+	sqlite3 *rdb = NULL;
+	char wal[700];
+
+	if (sid_registry_open_timeout(target, 0, 200, &r, &err))
+		return 1;
+	assign_run(r, "a", 0, 5);
+	if (sqlite3_open_v2(target, &rdb, SQLITE_OPEN_READONLY, NULL) ||
+	    sqlite3_exec(rdb, "BEGIN; SELECT count(*) FROM semid_assignment", NULL, NULL, NULL))
+		return 2;
+	assign_run(r, "a", 5, 5); /* past the reader's snapshot */
+	snprintf(wal, sizeof(wal), "%s-wal", target);
+	if (unlink(wal))
+		return 3;
+	if (sid_registry_assign(r, SID_TOWER_ITEM, &it, 1, 3, 0, "v", 0, &e, &err) !=
+		SID_EUNAVAIL ||
+	    !strstr(err.msg, "could not all be copied"))
+		return 4;
+	if (sqlite3_exec(rdb, "COMMIT", NULL, NULL, NULL) || sqlite3_close(rdb))
+		return 5;
+	if (sid_registry_assign(r, SID_TOWER_ITEM, &it, 1, 3, 0, "v", 0, &e, &err) !=
+		SID_EUNAVAIL ||
+	    !strstr(err.msg, "copied into the file"))
+		return 6;
+	return 0;
+}
+
+/* The -wal deleted while a reader holds an older snapshot (a long export):
+ * the commits after it cannot all be copied at once, and were then never
+ * copied, whatever the reader did next: when the process died (or closed
+ * while that reader still had the store open) the file was left partly
+ * checkpointed, "malformed" without the rest of its WAL.  The copy is
+ * completed as soon as the reader lets go, at the next call. */
+START_TEST(t_sqlite_wal_deleted_reader)
+{
+	struct sid_reg_entry e;
+	struct sid_registry *r;
+
+	in_child(wal_deleted_reader_child);
+	r = reg_open();
+	expect_run(r, "a", 10, 0);
+	ck_assert_int_eq(sid_registry_get(r, SID_TOWER_ITEM, "q", &e, NULL), SID_ENOTFOUND);
+	sid_registry_close(r);
 }
 END_TEST
 
@@ -2606,7 +2671,7 @@ START_TEST(t_sqlite_shm_deleted)
 	peer_start(&p, "b", 20);
 	r = reg_open();
 	ck_assert_int_eq(sid_registry_open(target, SID_REG_READONLY, &rd, &err), 0);
-	assign_run(r, "a", 20);
+	assign_run(r, "a", 0, 20);
 	ck_assert_int_eq(sid_registry_get(rd, SID_TOWER_ITEM, "a19", &e, &err), 0);
 	snprintf(shm, sizeof(shm), "%s-shm", target);
 	ck_assert_int_eq(unlink(shm), 0);
@@ -3545,6 +3610,7 @@ static Suite *registry_suite(void)
 	tcase_add_test(tc, t_sqlite_file_replaced);
 	tcase_add_test(tc, t_sqlite_wal_deleted);
 	tcase_add_test(tc, t_sqlite_wal_deleted_peer);
+	tcase_add_test(tc, t_sqlite_wal_deleted_reader);
 	tcase_add_test(tc, t_sqlite_shm_deleted);
 	tcase_add_test(tc, t_sqlite_checked_once);
 	tcase_add_test(tc, t_sqlite_wal_bounded);
