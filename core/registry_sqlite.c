@@ -118,9 +118,9 @@ struct sq {
 	/* read-only fallback (reopen_immutable): when to try a normal open again */
 	int immutable;
 	int64_t reopen_ms;
-	/* the file opened (file_check): the path must still name it, (on a
-	 * handle that writes) "<path>-wal" the WAL it writes to, and
-	 * "<path>-shm" the index of the WAL its connections have mapped */
+	/* the file opened (file_check): the path must still name it,
+	 * "<path>-wal" the WAL its connections read and write through, and
+	 * "<path>-shm" the index of that WAL they have mapped */
 	dev_t dev;
 	ino_t ino;
 	struct side_file wal, shm;
@@ -807,34 +807,6 @@ static int side_same(struct sq *s, const char *suffix, struct side_file *f, char
 }
 
 /*
- * The path must still name the file this handle opened.  A connection keeps
- * its file open by descriptor, so after the file is deleted, moved away or
- * replaced (a restore copied over it by rename) SQLite goes on reading and
- * committing to the old inode without a word, and every assignment made
- * from then on is gone at the next start.  So every call first checks that
- * the path still leads to the same file (file_check: once per call, however
- * many ops it runs), and an assign checks again after its commit (the file
- * may go while it runs): when it does not, the call fails with SID_EUNAVAIL
- * and nothing more is written to the old file.  The connection is kept:
- * when the file is put back (renamed back) calls go on.  It is not switched
- * to another file found at the path: the -wal and -shm files beside it may
- * still be the old file's (held open here), and SQLite would apply them to
- * the new one; reopening the store (restarting the server) uses the new
- * file.
- *
- * The same holds for the WAL a writing handle commits to: deleted (a
- * cleanup of "stale" side files), it still takes commits, and every commit
- * not yet checkpointed is gone at the next start - all of them if the
- * process dies.  Found gone, it is checkpointed into the file at once (the
- * connection still reads it), and the handle writes no more, nor, once
- * that copy is complete, checkpoints again (stale_files): a new WAL needs
- * every connection to the file reopened.  A handle that writes looks at its
- * -wal once more as it closes, for the same reason.  A read-only handle
- * reads through its -wal as well: by the index a new writer keeps for
- * another WAL, it answered "not found" for stored ids; found gone, it reads
- * no more.
- */
-/*
  * Copy the commits of the -wal found gone into the file, through the
  * connection that still has it open (@mode: FULL when found, which waits
  * the busy timeout for readers; PASSIVE at each later call, which does
@@ -935,6 +907,34 @@ static int side_check(struct sq *s, struct sid_error *err)
 	return SID_EUNAVAIL;
 }
 
+/*
+ * The path must still name the file this handle opened.  A connection keeps
+ * its file open by descriptor, so after the file is deleted, moved away or
+ * replaced (a restore copied over it by rename) SQLite goes on reading and
+ * committing to the old inode without a word, and every assignment made
+ * from then on is gone at the next start.  So every call first checks that
+ * the path still leads to the same file (file_check: once per call, however
+ * many ops it runs), and an assign checks again after its commit (the file
+ * may go while it runs): when it does not, the call fails with SID_EUNAVAIL
+ * and nothing more is written to the old file.  The connection is kept:
+ * when the file is put back (renamed back) calls go on.  It is not switched
+ * to another file found at the path: the -wal and -shm files beside it may
+ * still be the old file's (held open here), and SQLite would apply them to
+ * the new one; reopening the store (restarting the server) uses the new
+ * file.
+ *
+ * The same holds for the WAL a writing handle commits to: deleted (a
+ * cleanup of "stale" side files), it still takes commits, and every commit
+ * not yet checkpointed is gone at the next start - all of them if the
+ * process dies.  Found gone, it is checkpointed into the file at once (the
+ * connection still reads it), and the handle writes no more, nor, once
+ * that copy is complete, checkpoints again (stale_files): a new WAL needs
+ * every connection to the file reopened.  A handle that writes looks at its
+ * -wal once more as it closes, for the same reason.  A read-only handle
+ * reads through its -wal as well: by the index a new writer keeps for
+ * another WAL, it answered "not found" for stored ids; found gone, it reads
+ * no more.
+ */
 static int file_check_now(struct sq *s, struct sid_error *err)
 {
 	struct stat st;
