@@ -98,6 +98,8 @@ static const char *const stmt_sql[S_COUNT] = {
 struct side_file {
 	dev_t dev;
 	ino_t ino;
+	off_t size;    /* the largest seen */
+	int grow_only; /* (the -shm) shorter than size is not the one seen */
 	int known;
 };
 
@@ -790,16 +792,19 @@ static void stale_files(struct sq *s)
 }
 
 /* 1 when "<path><suffix>" (into @path) is the file @f first saw there, or
- * when none was seen yet (the first one seen is learned); 0 when it is gone
- * or another. */
+ * when none was seen yet (the first one seen is learned); 0 when it is gone,
+ * another, or (@f->grow_only) shorter than it was. */
 static int side_same(struct sq *s, const char *suffix, struct side_file *f, char path[PATH_MAX + 8])
 {
 	struct stat st;
 
 	snprintf(path, PATH_MAX + 8, "%s%s", s->base.label, suffix);
-	if (stat(path, &st) == 0 && (!f->known || (st.st_dev == f->dev && st.st_ino == f->ino))) {
+	if (stat(path, &st) == 0 && (!f->known || (st.st_dev == f->dev && st.st_ino == f->ino &&
+						   (!f->grow_only || st.st_size >= f->size)))) {
 		f->dev = st.st_dev;
 		f->ino = st.st_ino;
+		if (st.st_size > f->size)
+			f->size = st.st_size;
 		f->known = 1;
 		return 1;
 	}
@@ -874,9 +879,13 @@ static int wal_check(struct sq *s)
  * wrote its commits over the other process's frames: both handed out the
  * same suffixes, and the other's acknowledged ids were gone.  Reads
  * through the old index miss the other's commits, or read frames it has
- * written over.  Found gone, the handle reads and writes no more, and
- * never checkpoints (stale_files): its commits are in the -wal, where the
- * next connection to open the store finds them.
+ * written over.  Truncated in place, it is still mapped in every process
+ * that has the store open, and the next touch of a page past its new end
+ * kills the process with SIGBUS; SQLite itself never shortens it while a
+ * connection has it open.  Found gone, replaced or shorter, the handle
+ * reads and writes no more, and never checkpoints (stale_files): its
+ * commits are in the -wal, where the next connection to open the store
+ * finds them.
  */
 static int shm_check(struct sq *s)
 {
@@ -886,8 +895,8 @@ static int shm_check(struct sq *s)
 	if (s->immutable || !s->db || side_same(s, "-shm", &s->shm, shm))
 		return 0;
 	sid_error_set(&s->lost_err, SID_EUNAVAIL,
-		      "registry %s: %s was deleted or replaced while in use; nothing more is "
-		      "read or written through the old one (its commits are in the -wal): "
+		      "registry %s: %s was deleted, replaced or truncated while in use; nothing "
+		      "more is read or written through it (its commits are in the -wal): "
 		      "reopen the store (restart semid-server) to go on",
 		      s->base.label, shm);
 	stale_files(s);
@@ -1541,6 +1550,7 @@ int sid__reg_sqlite_open(const char *path, unsigned flags, int timeout_ms,
 		return sid_error_set(err, SID_ENOMEM, "registry %s: out of memory", path);
 	}
 	s->base.ops = &sq_ops;
+	s->shm.grow_only = 1;
 	s->busy_ms = busy_ms;
 	s->checked_call = UINT64_MAX; /* none yet (registry.c counts calls from 1) */
 	if (readonly && access(path, F_OK) != 0) {
