@@ -159,6 +159,9 @@ struct pg {
 	uint64_t down_call;
 	struct sid_error down_err;
 	int cancelled; /* the last failure was a statement_timeout cancel */
+	/* with_retries: a COMMIT of this run lost its connection before its
+	 * answer came, so the server may have carried it out */
+	int maybe_committed;
 };
 
 /* Parameters: text for numbers and strings, binary for bytea. */
@@ -878,7 +881,7 @@ static int with_retries(struct pg *s, int txn, body_fn body, void *ctx, struct s
 		*err = s->down_err; /* this call found the store down already */
 		return SID_EUNAVAIL;
 	}
-	s->cancelled = 0;
+	s->cancelled = s->maybe_committed = 0;
 	for (int attempt = 0; attempt < RETRY_MAX; attempt++) {
 		if ((rc = conn_ensure(s, err))) /* (a failed one leaves no connection) */
 			break;
@@ -886,8 +889,8 @@ static int with_retries(struct pg *s, int txn, body_fn body, void *ctx, struct s
 			rc = pq_exec(s, "BEGIN", err);
 		if (!rc)
 			rc = body(s, ctx, err);
-		if (!rc && txn)
-			rc = pq_exec(s, "COMMIT", err);
+		if (!rc && txn && (rc = pq_exec(s, "COMMIT", err)) == SID_EUNAVAIL && !s->conn)
+			s->maybe_committed = 1;
 		if (!rc)
 			return 0;
 		rollback(s);
@@ -1293,6 +1296,21 @@ broken: /* the connection is in an unknown state: drop it, run again */
 	return rc;
 }
 
+/*
+ * Run again after a COMMIT whose answer was lost (s->maybe_committed): out[i]
+ * found not where @c's expectation put it is where this very call moves it,
+ * written by its own earlier run if it holds the codes of items[i] with this
+ * call's model_version and time (now_ms is the call's, the same in every
+ * run).  It is then answered as moved, as the lost answer would have said:
+ * otherwise it said stale, and reassign_all's log never had that move.
+ */
+static int moved_here(const struct assign_ctx *c, size_t i)
+{
+	const struct sid_reg_entry *e = &c->out[i];
+	return e->updated_ms == c->now_ms && !strcmp(e->model_version, c->version) &&
+	       e->L == c->L && !memcmp(e->codes, c->items[i].codes, sizeof(int32_t) * c->L);
+}
+
 static int assign_body(struct pg *s, void *p, struct sid_error *err)
 {
 	struct assign_ctx *c = p;
@@ -1316,8 +1334,13 @@ static int assign_body(struct pg *s, void *p, struct sid_error *err)
 		}
 		if (found && !reassign)
 			continue;
-		if (sid__reg_stale(e, found, c->kind, it->id, c->expect ? &c->expect[i] : NULL))
+		if (sid__reg_stale(e, found, c->kind, it->id, c->expect ? &c->expect[i] : NULL)) {
+			if (found && s->maybe_committed && moved_here(c, i)) {
+				e->stale = 0;
+				e->moved = 1;
+			}
 			continue;
+		}
 		if (!levels_ok) {
 			rc = levels_ensure(s, c->kind, c->L, err);
 			if (rc == 2)

@@ -20,7 +20,8 @@
  * connection commits; on PostgreSQL a server that
  * stops and comes back, a newer schema met on a lazy first connection and
  * on a reconnect, a role that may not create the schema, a first
- * transaction run again after a lost race (its levels are not kept), and
+ * transaction run again after a lost race (its levels are not kept), a
+ * reassign whose COMMIT's answer was lost (a relay drops it), and
  * databases in LATIN1 (refused) and SQL_ASCII and sessions told to use
  * another client encoding (ids stored as UTF-8 all the same).
  */
@@ -34,6 +35,7 @@
 #include <jansson.h>
 #include <libpq-fe.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <pwd.h>
 #include <signal.h>
@@ -3599,6 +3601,140 @@ START_TEST(t_pg_lost_race_fails)
 }
 END_TEST
 
+/*
+ * A TCP relay between the registry and PostgreSQL that loses one answer:
+ * on its first connection, once the client has sent @drop_at COMMITs, the
+ * next bytes the server sends (the answer to that COMMIT, which the server
+ * has then carried out) are dropped and both sides closed.  Later
+ * connections are relayed whole.
+ */
+struct lossy {
+	int lfd, port, up_port, drop_at;
+	pthread_t th;
+};
+
+static void *lossy_main(void *p)
+{
+	struct lossy *x = p;
+
+	for (int conn = 0;; conn++) {
+		struct sockaddr_in a = {.sin_family = AF_INET,
+					.sin_port = htons((uint16_t)x->up_port),
+					.sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+		int c = accept(x->lfd, NULL, NULL), u, commits = 0;
+		if (c < 0)
+			return NULL;
+		u = socket(AF_INET, SOCK_STREAM, 0);
+		if (u < 0 || connect(u, (struct sockaddr *)&a, sizeof(a))) {
+			close(c);
+			close(u);
+			continue;
+		}
+		for (;;) {
+			struct pollfd f[2] = {{c, POLLIN, 0}, {u, POLLIN, 0}};
+			char buf[65536];
+			ssize_t n;
+			if (poll(f, 2, -1) < 0)
+				break;
+			if (f[0].revents) {
+				if ((n = read(c, buf, sizeof(buf))) <= 0 || write(u, buf, n) != n)
+					break;
+				if (conn == 0 && memmem(buf, n, "COMMIT", 6))
+					commits++;
+			}
+			if (f[1].revents) {
+				if ((n = read(u, buf, sizeof(buf))) <= 0 || commits == x->drop_at ||
+				    write(c, buf, n) != n)
+					break;
+			}
+		}
+		close(c);
+		close(u);
+	}
+}
+
+/* Start a relay to the test server, or return 0 when it is not on TCP. */
+static int lossy_start(struct lossy *x, int drop_at, char *conninfo, size_t len)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t alen = sizeof(a);
+	PQconninfoOption *o = PQconninfoParse(target, NULL);
+	const char *host = "", *port = "5432";
+
+	for (PQconninfoOption *k = o; k && k->keyword; k++) {
+		if (k->val && !strcmp(k->keyword, "host"))
+			host = k->val;
+		if (k->val && !strcmp(k->keyword, "port"))
+			port = k->val;
+	}
+	if (strcmp(host, "127.0.0.1") && strcmp(host, "localhost")) {
+		PQconninfoFree(o);
+		return 0;
+	}
+	x->up_port = atoi(port);
+	PQconninfoFree(o);
+	x->drop_at = drop_at;
+	x->lfd = socket(AF_INET, SOCK_STREAM, 0);
+	ck_assert_int_ge(x->lfd, 0);
+	ck_assert_int_eq(bind(x->lfd, (struct sockaddr *)&a, sizeof(a)), 0);
+	ck_assert_int_eq(getsockname(x->lfd, (struct sockaddr *)&a, &alen), 0);
+	ck_assert_int_eq(listen(x->lfd, 4), 0);
+	x->port = ntohs(a.sin_port);
+	ck_assert_int_eq(pthread_create(&x->th, NULL, lossy_main, x), 0);
+	snprintf(conninfo, len, "%s port=%d", target, x->port); /* the later port wins */
+	return 1;
+}
+
+static void lossy_stop(struct lossy *x)
+{
+	shutdown(x->lfd, SHUT_RDWR);
+	close(x->lfd);
+	pthread_join(x->th, NULL);
+}
+
+/* A reassign with an expectation (reassign_all's batches) whose COMMIT went
+ * through while its answer was lost: the call runs again on a new
+ * connection, and found the id no longer where it expected it, so it said
+ * "stale", not "moved", and reassign_all's log never had that move. */
+START_TEST(t_pg_reassign_answer_lost)
+{
+	struct sid_registry *r;
+	struct sid_reg_entry before, after, e;
+	struct sid_error err;
+	int32_t c[3] = {2, 2, 2};
+	struct sid_reg_item it = {"x", c, NULL};
+	struct sid_reg_call call = {.kind = SID_TOWER_ITEM,
+				    .items = &it,
+				    .n = 1,
+				    .L = 3,
+				    .model_version = "v2",
+				    .flags = SID_REG_REASSIGN,
+				    .out = &after,
+				    .expect = &before};
+	struct lossy x;
+	char via[1024];
+
+	NEED_STORE();
+	r = reg_open();
+	assign1(r, "x", 1, 1, 1, 0, &before);
+	sid_registry_close(r);
+	if (!lossy_start(&x, 2, via, sizeof(via))) /* its setup's COMMIT, then the call's */
+		CHECK_SKIP("the test server is not on TCP at 127.0.0.1");
+	ck_assert_msg(sid_registry_open(via, 0, &r, &err) == 0, "%s", err.msg);
+	ck_assert_msg(sid_registry_assign_calls(r, &call, 1) == 0, "%s", call.err.msg);
+	sid_registry_close(r);
+	lossy_stop(&x);
+	ck_assert_msg(after.moved && !after.stale, "moved %d, stale %d", after.moved, after.stale);
+	ck_assert_int_eq(after.codes[0], 2);
+	ck_assert_int_eq(after.suffix, 0);
+	r = reg_open();
+	ck_assert_int_eq(sid_registry_get(r, SID_TOWER_ITEM, "x", &e, &err), 0);
+	ck_assert_int_eq(e.codes[0], 2);
+	ck_assert_str_eq(e.model_version, "v2");
+	sid_registry_close(r);
+}
+END_TEST
+
 static void add_behaviour(TCase *tc)
 {
 	tcase_add_test(tc, t_assign_suffixes);
@@ -3668,6 +3804,7 @@ static Suite *registry_suite(void)
 	tcase_add_test(tc, t_pg_retry_forgets_levels);
 	tcase_add_test(tc, t_pg_move_out_gap);
 	tcase_add_test(tc, t_pg_lost_race_fails);
+	tcase_add_test(tc, t_pg_reassign_answer_lost);
 	tcase_add_test(tc, t_pg_schema_unreadable);
 	tcase_add_test(tc, t_pg_backup_refused);
 	tcase_add_test(tc, t_pg_encoding);
