@@ -15,7 +15,8 @@
  * newer schema, a read-only file and directory, a held write lock and a
  * held read transaction (commits do not wait for it), the file deleted,
  * moved or replaced under open handles, its -wal deleted (with another
- * process writing on), its -shm deleted, the file
+ * process writing on, or a reader holding an older state), its -shm
+ * deleted or truncated, the file
  * checked once per call, not per op or id, and a backup taken while another
  * connection commits; on PostgreSQL a server that
  * stops and comes back, a newer schema met on a lazy first connection and
