@@ -13,6 +13,7 @@ memory map.  Prints a markdown table.
 
 Needs disk for the input (ROWS * 3 KiB) under $TMPDIR.
 """
+import ctypes
 import json
 import os
 import re
@@ -22,7 +23,35 @@ import sys
 import tempfile
 import time
 
-import numpy as np
+
+def blas_core():
+    """The kernel family OpenBLAS picks in this process (numpy's BLAS)."""
+    for lib in ("libopenblas.so.0", "libblas.so.3"):
+        try:
+            f = ctypes.CDLL(lib).openblas_get_corename
+        except (OSError, AttributeError):
+            continue
+        f.restype = ctypes.c_char_p
+        return f().decode()
+    return "unknown"
+
+
+# The numpy baseline must not run the SSE3 "Prescott" kernels that Debian's
+# OpenBLAS 0.3.21 falls back to on CPUs it does not know (the Intel hosts
+# here): its sgemm is 4-5x slower there than the AVX-512 one, which made the
+# baseline about half as fast as numpy can be.  Same rule as sid_blas_tune
+# (core/blas.c), which semid's own programs apply: re-run with the right
+# OPENBLAS_CORETYPE (it is read when the library loads, before numpy).
+if "OPENBLAS_CORETYPE" not in os.environ and blas_core().lower() == "prescott":
+    with open("/proc/cpuinfo") as _f:
+        _flags = _f.read()
+    _want = ("SkylakeX" if " avx512f" in _flags else
+             "Haswell" if " avx2" in _flags and " fma" in _flags else None)
+    if _want:
+        os.environ["OPENBLAS_CORETYPE"] = _want
+        os.execv(sys.executable, [sys.executable] + sys.argv)
+
+import numpy as np  # noqa: E402
 
 DIMS = [768, 512, 256, 128, 32]
 K, L = 256, 3
@@ -135,7 +164,8 @@ def main():
                 % (os.path.dirname(os.path.abspath(__file__)), xpath))
         _, rss_np, _ = timed([sys.executable, "-c", code])
     print(f"`semid encode` on {rows} x 768 float32 ({size_gb:.2f} GB, page cache warm), "
-          f"TIGER tower 768-512-256-128-32, 3 x 256, output .npy; {ncpu} CPUs")
+          f"TIGER tower 768-512-256-128-32, 3 x 256, output .npy; {ncpu} CPUs; numpy's "
+          f"OpenBLAS kernels: {blas_core()}")
     print()
     print("| run | wall s | rows/s (wall) | CPU s | rows per CPU-s | peak RSS MiB "
           "| wall vs numpy |")
@@ -149,6 +179,10 @@ def main():
     print()
     print(f"codes identical for 1 and {ncpu} threads: {same}; rows agreeing with numpy "
           f"float32: {agree * 100:.3f}% (differences are float32 near-ties)")
+    print("peak RSS counts the input file's pages mapped into the process: numpy's np.load "
+          "memory map keeps every page it touched (about the file's size), semid encode "
+          "drops them as it goes; neither needs that memory of its own (numpy's chunks "
+          "take tens of MiB)")
 
 
 if __name__ == "__main__":
