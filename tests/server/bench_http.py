@@ -74,13 +74,24 @@ def children_cpu_s():
     return ru.ru_utime + ru.ru_stime
 
 
+def machine_busy_s():
+    """CPU seconds all cores spent busy (not idle or iowait), from /proc/stat."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return (sum(v[:8]) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
+
+
 def measured_wrk(srv, body_file, lua, conns, secs):
-    """wrk() plus the CPU the server and wrk used during the run."""
-    s0, w0, t0 = proc_cpu_s(srv.proc.pid), children_cpu_s(), time.monotonic()
+    """wrk() plus the CPU the server and wrk used during the run, and the CPU
+    everything else on the machine used meanwhile (other_cores)."""
+    s0, w0, m0, t0 = (proc_cpu_s(srv.proc.pid), children_cpu_s(), machine_busy_s(),
+                      time.monotonic())
     r = wrk(srv.port, body_file, lua, conns, secs)
-    s1, w1, t1 = proc_cpu_s(srv.proc.pid), children_cpu_s(), time.monotonic()
+    s1, w1, m1, t1 = (proc_cpu_s(srv.proc.pid), children_cpu_s(), machine_busy_s(),
+                      time.monotonic())
     r["server_cores"] = (s1 - s0) / (t1 - t0)
     r["wrk_us"] = 1e6 * (w1 - w0) / max(r["rps"] * (t1 - t0), 1)
+    r["other_cores"] = max(0.0, (m1 - m0) - (s1 - s0) - (w1 - w0)) / (t1 - t0)
     return r
 
 
@@ -167,7 +178,8 @@ def main():
                             print("D=%(D)d items=%(items)d %(fmt)s c=%(conns)d: %(rps).0f req/s "
                                   "%(ips).0f items/s p50 %(p50).2f ms p99 %(p99).2f ms batch "
                                   "%(batch).1f server %(server_cores).2f cores wrk %(wrk_us).0f "
-                                  "us/req ceiling %(ceiling).2f non2xx %(non2xx)d" % r,
+                                  "us/req ceiling %(ceiling).2f other %(other_cores).2f cores "
+                                  "non2xx %(non2xx)d" % r,
                                   flush=True)
                 # Swap under load: 1-item base64 at c=64, with and without a new
                 # model file every 0.5 s.
@@ -225,8 +237,12 @@ def main():
                args.workers)
     out.append("- `vs in-process` = HTTP items/s / in-process items/s at batch 64; "
                "`batch` = mean rows per encode batch the server formed during the run "
-               "(semid_batch_size _sum/_count); `load avg` = the machine's 1-minute load "
-               "average after the run (2 cores: above 2 means other work competed for them).")
+               "(semid_batch_size _sum/_count); `other cores` = CPU seconds per second the rest "
+               "of the machine used during the run (all cores busy, from /proc/stat, minus the "
+               "server's and wrk's own): above a few hundredths, other work competed; `load "
+               "avg` = the 1-minute load average after the run, which counts this benchmark's "
+               "own server and wrk threads (it reaches 2-3.5 on an otherwise idle 2-core "
+               "machine), so it does not by itself show competing work.")
     out.append("- `server cores` = the server's CPU seconds (all threads, /proc) per second "
                "of the run; `wrk us/req` = wrk's own CPU per request (the client shares the "
                "cores); `items per server core` = HTTP items/s per server core as a share of "
@@ -241,16 +257,16 @@ def main():
             rs[0]["inproc64"], rs[0]["inproc1"]))
         out.append("| items/request | body | conc. | req/s | items/s | p50 ms | p99 ms | batch "
                    "| vs in-process | server cores | wrk us/req | items per server core "
-                   "| ceiling | non-2xx | load avg |")
+                   "| ceiling | non-2xx | other cores | load avg |")
         out.append("| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
-                   "| ---: | ---: | ---: | ---: |")
+                   "| ---: | ---: | ---: | ---: | ---: |")
         for r in rs:
             out.append("| %d | %s (%d B) | %d | %.0f | %.0f | %.2f | %.2f | %.1f | %.0f%% | "
-                       "%.2f | %.0f | %.0f%% | %.0f%% | %d | %.1f |" % (
+                       "%.2f | %.0f | %.0f%% | %.0f%% | %d | %.2f | %.1f |" % (
                            r["items"], r["fmt"], r["size"], r["conns"], r["rps"], r["ips"],
                            r["p50"], r["p99"], r["batch"], 100 * r["frac"],
                            r["server_cores"], r["wrk_us"], 100 * r["eff"], 100 * r["ceiling"],
-                           r["non2xx"], r["load"]))
+                           r["non2xx"], r["other_cores"], r["load"]))
         out.append("")
     out.append("## Swap under load\n")
     out.append("1-item base64 requests at concurrency 64, %d s, while a new model file is "
