@@ -62,6 +62,8 @@ struct srv_reload {
  * batches every request.  It is detached: stopping it never waits for a
  * stat, and the last of the reloader and the thread to let go frees it.
  */
+#define CHECK_GAP_MS 20 /* the checker stats at most this often */
+
 struct checker {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
@@ -105,27 +107,48 @@ static void checker_unref(struct checker *ck)
 	}
 }
 
+/* @t plus @ms milliseconds. */
+static struct timespec ts_after(struct timespec t, long ms)
+{
+	t.tv_sec += ms / 1000;
+	t.tv_nsec += (ms % 1000) * 1000000L;
+	if (t.tv_nsec >= 1000000000L) {
+		t.tv_sec++;
+		t.tv_nsec -= 1000000000L;
+	}
+	return t;
+}
+
+static int ts_before(const struct timespec *a, const struct timespec *b)
+{
+	return a->tv_sec < b->tv_sec || (a->tv_sec == b->tv_sec && a->tv_nsec < b->tv_nsec);
+}
+
+/* Wait on @ck->cv until @until (under mu); 0 once stop is set. */
+static int checker_sleep(struct checker *ck, const struct timespec *until)
+{
+	while (!ck->stop && pthread_cond_timedwait(&ck->cv, &ck->mu, until) == 0)
+		;
+	return !ck->stop;
+}
+
 static void *checker_main(void *arg)
 {
 	struct checker *ck = arg;
+	struct timespec last = {0, 0}; /* the last stat's start */
 
 	pthread_mutex_lock(&ck->mu);
 	while (!ck->stop) {
+		struct timespec now_ts, next;
 		struct stat now;
 		int has;
 
 		if (!ck->kick) {
 			if (ck->poll_ms > 0) {
-				struct timespec until;
-				clock_gettime(CLOCK_MONOTONIC, &until);
-				until.tv_sec += ck->poll_ms / 1000;
-				until.tv_nsec += (long)(ck->poll_ms % 1000) * 1000000L;
-				if (until.tv_nsec >= 1000000000L) {
-					until.tv_sec++;
-					until.tv_nsec -= 1000000000L;
-				}
+				clock_gettime(CLOCK_MONOTONIC, &now_ts);
+				next = ts_after(now_ts, ck->poll_ms);
 				while (!ck->stop && !ck->kick &&
-				       pthread_cond_timedwait(&ck->cv, &ck->mu, &until) == 0)
+				       pthread_cond_timedwait(&ck->cv, &ck->mu, &next) == 0)
 					;
 			} else {
 				while (!ck->stop && !ck->kick)
@@ -134,9 +157,19 @@ static void *checker_main(void *arg)
 			if (ck->stop)
 				break;
 		}
+		/* Directory events come as fast as anything in the directory is
+		 * written (a log, the registry's WAL beside the model): at most one
+		 * stat per CHECK_GAP_MS, all the events since it answered by the
+		 * next.  The kick stays set meanwhile, so they do not signal. */
+		clock_gettime(CLOCK_MONOTONIC, &now_ts);
+		next = ts_after(last, CHECK_GAP_MS);
+		if (ts_before(&now_ts, &next) && !checker_sleep(ck, &next))
+			break;
 		ck->kick = 0;
 		pthread_mutex_unlock(&ck->mu);
+		clock_gettime(CLOCK_MONOTONIC, &last);
 		has = checker_stat(ck, &now);
+		srv_log(SRV_LOG_DEBUG, "watch", "checked %s", ck->path);
 		pthread_mutex_lock(&ck->mu);
 		/* once per new file: not again while its reload is pending */
 		if (!ck->stop && !same_file(has, &now, ck->seen_has, &ck->seen) &&
@@ -183,8 +216,10 @@ static int checker_reported_is_loading(struct checker *ck)
 static void checker_kick(struct checker *ck)
 {
 	pthread_mutex_lock(&ck->mu);
-	ck->kick = 1;
-	pthread_cond_signal(&ck->cv);
+	if (!ck->kick) { /* one wake-up for any number of events */
+		ck->kick = 1;
+		pthread_cond_signal(&ck->cv);
+	}
 	pthread_mutex_unlock(&ck->mu);
 }
 
