@@ -55,9 +55,9 @@ struct srv_reload {
 
 /*
  * The checker: a thread of its own stats the model path, every watch_poll_ms
- * and whenever the directory reports a name other than the model's, and
- * tells the loop (uv_async) when the path names another file (device, inode,
- * size, mtime) than the last load began with.  A stat on a hung network
+ * and after directory events (at most every CHECK_GAP_MS), and tells the
+ * loop (uv_async) once when the path names another file (device, inode,
+ * size, mtime) than the last load began with and the last one reported.  A stat on a hung network
  * filesystem then blocks this thread alone, never the loop thread that
  * batches every request.  It is detached: stopping it never waits for a
  * stat, and the last of the reloader and the thread to let go frees it.
