@@ -1917,6 +1917,29 @@ static int migrate_body(struct pg *s, struct sid_error *err)
 		if (rc)
 			return rc;
 	}
+	/* the registry's uniqueness rests on these two constraints: a store
+	 * that lost one would hand out one full ID twice without a word */
+	res = pq_query(
+	    s, "SELECT c.name, EXISTS (SELECT 1 FROM pg_constraint"
+	       " WHERE conrelid = to_regclass('semid_assignment') AND conname = c.name"
+	       " AND contype IN ('p', 'u'))"
+	       " FROM (VALUES ('semid_assignment_id'), ('semid_assignment_sid')) AS c(name)");
+	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 2) {
+		rc = pg_fail(s, res, err, "check the schema");
+		PQclear(res);
+		return rc;
+	}
+	for (int k = 0; k < 2; k++)
+		if (PQgetvalue(res, k, 1)[0] != 't') {
+			rc = sid_error_set(err, SID_EFORMAT,
+					   "registry %s: damaged schema: the unique constraint %s "
+					   "is missing (restore a backup, or import an export into "
+					   "a new store)",
+					   s->base.label, PQgetvalue(res, k, 0));
+			PQclear(res);
+			return rc;
+		}
+	PQclear(res);
 	return 0;
 }
 

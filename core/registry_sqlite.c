@@ -1395,6 +1395,43 @@ static const struct sid__reg_ops sq_ops = {
 };
 
 /* Create or migrate the schema under the write lock. */
+/* The schema the registry's guarantees rest on is all there: a store whose
+ * unique indexes were dropped would hand out one full ID twice without a
+ * word.  (Run at open, after any migration.) */
+static int schema_check(struct sq *s, struct sid_error *err)
+{
+	static const char *const tables[] = {"semid_assignment", "semid_embedding"};
+	static const char *const unique[] = {"semid_assignment_id", "semid_assignment_sid"};
+	sqlite3_stmt *st = NULL;
+	int rc;
+
+	for (int k = 0; k < 4; k++) {
+		const char *name = k < 2 ? tables[k] : unique[k - 2];
+		rc =
+		    sqlite3_prepare_v2(s->db,
+				       k < 2 ? "SELECT 1 FROM sqlite_master WHERE type = 'table'"
+					       " AND name = ?1"
+					     : "SELECT 1 FROM pragma_index_list('semid_assignment')"
+					       " WHERE name = ?1 AND \"unique\" = 1",
+				       -1, &st, NULL);
+		if (!rc)
+			rc = sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+		if (!rc)
+			rc = sqlite3_step(st);
+		sqlite3_finalize(st);
+		st = NULL;
+		if (rc == SQLITE_DONE)
+			return sid_error_set(
+			    err, SID_EFORMAT,
+			    "registry %s: damaged schema: %s %s is missing (restore a "
+			    "backup, or import an export into a new store)",
+			    s->base.label, k < 2 ? "the table" : "the unique index", name);
+		if (rc != SQLITE_ROW)
+			return sq_fail(s, rc, err, "open (schema check)");
+	}
+	return 0;
+}
+
 static int migrate(struct sq *s, int readonly, struct sid_error *err)
 {
 	sqlite3_stmt *st = NULL;
@@ -1470,6 +1507,8 @@ static int migrate(struct sq *s, int readonly, struct sid_error *err)
 		if (rc)
 			goto fail;
 	}
+	if ((rc = schema_check(s, err)))
+		goto fail;
 	if (!readonly && (rc = exec(s, "COMMIT", err, "open")))
 		goto fail;
 	return 0;

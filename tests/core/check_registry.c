@@ -1996,6 +1996,29 @@ START_TEST(t_sqlite_corrupt)
 	expect_open_fails(target, SID_EFORMAT, "schema version 99");
 	unlink(target);
 
+	/* a damaged schema: the registry's uniqueness rests on its indexes */
+	{
+		static const char *const drops[][2] = {
+		    {"DROP INDEX semid_assignment_sid", "the unique index semid_assignment_sid"},
+		    {"DROP INDEX semid_assignment_id", "the unique index semid_assignment_id"},
+		    {"DROP INDEX semid_assignment_id; CREATE INDEX semid_assignment_id ON "
+		     "semid_assignment (kind, id)",
+		     "the unique index semid_assignment_id"},
+		    {"DROP TABLE semid_embedding", "the table semid_embedding"},
+		};
+		for (size_t k = 0; k < sizeof(drops) / sizeof(drops[0]); k++) {
+			r = reg_open();
+			fill_store(r, 20);
+			sid_registry_close(r);
+			ck_assert_int_eq(sqlite3_open(target, &db), SQLITE_OK);
+			ck_assert_int_eq(sqlite3_exec(db, drops[k][0], NULL, NULL, NULL),
+					 SQLITE_OK);
+			sqlite3_close(db);
+			expect_open_fails(target, SID_EFORMAT, drops[k][1]);
+			unlink(target);
+		}
+	}
+
 	/* a schema_version that is no version number: never migrated from */
 	for (int k = 0; k < 2; k++) {
 		char sql[120];
@@ -3239,6 +3262,30 @@ START_TEST(t_pg_schema_unreadable)
 }
 END_TEST
 
+/* A store that lost a unique constraint would give one full ID twice: it is
+ * refused at open, naming the constraint. */
+START_TEST(t_pg_schema_damaged)
+{
+	static const char *const drop[] = {"semid_assignment_sid", "semid_assignment_id"};
+	struct sid_registry *r;
+	struct sid_error err;
+	char sql[160];
+
+	NEED_STORE();
+	for (int k = 0; k < 2; k++) {
+		sid_registry_close(reg_open());
+		snprintf(sql, sizeof(sql), "ALTER TABLE semid_assignment DROP CONSTRAINT %s",
+			 drop[k]);
+		pg_sql(target, sql);
+		ck_assert_int_eq(sid_registry_open(target, 0, &r, &err), SID_EFORMAT);
+		ck_assert_msg(strstr(err.msg, "damaged schema: the unique constraint") &&
+				  strstr(err.msg, drop[k]),
+			      "%s", err.msg);
+		pg_sql(target, "DROP TABLE semid_assignment; DROP TABLE semid_meta");
+	}
+}
+END_TEST
+
 /* "t" or "f": does the store's database have the registry's meta table? */
 static char pg_has_schema(void)
 {
@@ -3800,6 +3847,7 @@ static Suite *registry_suite(void)
 	add_behaviour(tc);
 	tcase_add_test(tc, t_pg_unavailable);
 	tcase_add_test(tc, t_pg_schema_ahead);
+	tcase_add_test(tc, t_pg_schema_damaged);
 	tcase_add_test(tc, t_pg_readonly_flag);
 	tcase_add_test(tc, t_pg_no_privilege);
 	tcase_add_test(tc, t_pg_retry_forgets_levels);
