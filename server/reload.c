@@ -23,7 +23,6 @@ struct srv_reload {
 	const struct srv_config *cfg;
 	struct srv_metrics *metrics;
 	char dir[SRV_PATH_MAX];
-	char base[SRV_PATH_MAX];
 
 	pthread_mutex_t mu; /* guards model, status, incoming, thread results */
 	struct sid_model *model;
@@ -57,9 +56,9 @@ struct srv_reload {
  * The checker: a thread of its own stats the model path, every watch_poll_ms
  * and after directory events (at most every CHECK_GAP_MS), and tells the
  * loop (uv_async) once when the path names another file (device, inode,
- * size, mtime) than the last load began with and the last one reported.  A stat on a hung network
- * filesystem then blocks this thread alone, never the loop thread that
- * batches every request.  It is detached: stopping it never waits for a
+ * size, mtime) than the last load began with and the last one reported.  A
+ * stat on a hung network filesystem then blocks this thread alone, never the
+ * loop thread that batches every request.  It is detached: stopping it never waits for a
  * stat, and the last of the reloader and the thread to let go frees it.
  */
 #define CHECK_GAP_MS 20 /* the checker stats at most this often */
@@ -124,11 +123,14 @@ static int ts_before(const struct timespec *a, const struct timespec *b)
 	return a->tv_sec < b->tv_sec || (a->tv_sec == b->tv_sec && a->tv_nsec < b->tv_nsec);
 }
 
-/* Wait on @ck->cv until @until (under mu); 0 once stop is set. */
-static int checker_sleep(struct checker *ck, const struct timespec *until)
+/* Wait on @ck->cv (under mu) until @until (NULL: no end), or with @for_kick
+ * until a kick; 0 once stop is set. */
+static int checker_wait(struct checker *ck, const struct timespec *until, int for_kick)
 {
-	while (!ck->stop && pthread_cond_timedwait(&ck->cv, &ck->mu, until) == 0)
-		;
+	while (!ck->stop && !(for_kick && ck->kick))
+		if (until ? pthread_cond_timedwait(&ck->cv, &ck->mu, until) != 0
+			  : pthread_cond_wait(&ck->cv, &ck->mu) != 0)
+			break; /* the time has come */
 	return !ck->stop;
 }
 
@@ -143,27 +145,17 @@ static void *checker_main(void *arg)
 		struct stat now;
 		int has;
 
-		if (!ck->kick) {
-			if (ck->poll_ms > 0) {
-				clock_gettime(CLOCK_MONOTONIC, &now_ts);
-				next = ts_after(now_ts, ck->poll_ms);
-				while (!ck->stop && !ck->kick &&
-				       pthread_cond_timedwait(&ck->cv, &ck->mu, &next) == 0)
-					;
-			} else {
-				while (!ck->stop && !ck->kick)
-					pthread_cond_wait(&ck->cv, &ck->mu);
-			}
-			if (ck->stop)
-				break;
-		}
+		clock_gettime(CLOCK_MONOTONIC, &now_ts);
+		next = ts_after(now_ts, ck->poll_ms);
+		if (!checker_wait(ck, ck->poll_ms > 0 ? &next : NULL, 1))
+			break;
 		/* Directory events come as fast as anything in the directory is
 		 * written (a log, the registry's WAL beside the model): at most one
 		 * stat per CHECK_GAP_MS, all the events since it answered by the
 		 * next.  The kick stays set meanwhile, so they do not signal. */
 		clock_gettime(CLOCK_MONOTONIC, &now_ts);
 		next = ts_after(last, CHECK_GAP_MS);
-		if (ts_before(&now_ts, &next) && !checker_sleep(ck, &next))
+		if (ts_before(&now_ts, &next) && !checker_wait(ck, &next, 0))
 			break;
 		ck->kick = 0;
 		pthread_mutex_unlock(&ck->mu);
@@ -622,15 +614,12 @@ int srv_reload_new(uv_loop_t *loop, const struct srv_config *cfg, struct srv_met
 	r->cfg = cfg;
 	r->metrics = metrics;
 	slash = strrchr(cfg->model, '/');
-	if (!slash) {
+	if (!slash)
 		snprintf(r->dir, sizeof(r->dir), ".");
-		snprintf(r->base, sizeof(r->base), "%s", cfg->model);
-	} else {
+	else
 		snprintf(r->dir, sizeof(r->dir), "%.*s",
 			 slash == cfg->model ? 1 : (int)(slash - cfg->model), cfg->model);
-		snprintf(r->base, sizeof(r->base), "%s", slash + 1);
-	}
-	if (!r->base[0]) {
+	if (!cfg->model[0] || (slash && !slash[1])) {
 		free(r);
 		return sid_error_set(err, SID_EINVAL, "model path \"%s\" names a directory",
 				     cfg->model);
