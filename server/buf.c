@@ -66,10 +66,7 @@ void srv_buf_printf(struct srv_buf *b, const char *fmt, ...)
 	b->len += (size_t)n;
 }
 
-/* Length of the valid UTF-8 sequence at @s (at most @n bytes), 0 if invalid
- * (a stray continuation byte, a truncated or overlong sequence, a surrogate,
- * above U+10FFFF). */
-static size_t utf8_len(const unsigned char *s, size_t n)
+size_t srv__utf8_len(const unsigned char *s, size_t n)
 {
 	size_t len, i;
 	unsigned cp;
@@ -107,7 +104,7 @@ void srv_buf_json_str(struct srv_buf *b, const char *s, size_t n)
 		unsigned char c = (unsigned char)s[i];
 		char esc[6] = {'\\', 'u', '0', '0', 0, 0};
 		if (c >= 0x80) { /* valid UTF-8 passes, anything else becomes U+FFFD */
-			size_t u = utf8_len((const unsigned char *)s + i, n - i);
+			size_t u = srv__utf8_len((const unsigned char *)s + i, n - i);
 			if (u) {
 				i += u - 1;
 				continue;

@@ -7,11 +7,12 @@
 
 #include <errno.h>
 #include <stdarg.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+#include "buf.h"
 
 static int log_level = SRV_LOG_INFO; /* read with relaxed atomics */
 static int log_fd = 2;
@@ -132,33 +133,6 @@ void srv_logline_begin(struct srv_logline *l, enum srv_log_level level, const ch
 	srv_logline_str(l, "event", event);
 }
 
-/* The length of the well-formed UTF-8 sequence at @p (a NUL-terminated
- * string; *@p >= 0x80), or 0: no overlong forms, surrogates or code points
- * past U+10FFFF. */
-static int utf8_seq(const unsigned char *p)
-{
-	int n;
-	uint32_t cp;
-
-	if (*p >= 0xc2 && *p <= 0xdf)
-		n = 1, cp = *p & 0x1f;
-	else if (*p >= 0xe0 && *p <= 0xef)
-		n = 2, cp = *p & 0x0f;
-	else if (*p >= 0xf0 && *p <= 0xf4)
-		n = 3, cp = *p & 0x07;
-	else
-		return 0;
-	for (int k = 1; k <= n; k++) {
-		if ((p[k] & 0xc0) != 0x80) /* the NUL ends it too */
-			return 0;
-		cp = (cp << 6) | (p[k] & 0x3f);
-	}
-	if ((n == 2 && cp < 0x800) || (n == 3 && (cp < 0x10000 || cp > 0x10ffff)) ||
-	    (cp >= 0xd800 && cp <= 0xdfff))
-		return 0;
-	return n + 1;
-}
-
 static int needs_quotes(const char *v)
 {
 	if (!*v)
@@ -167,7 +141,7 @@ static int needs_quotes(const char *v)
 		if (*p <= ' ' || *p == '"' || *p == '=' || *p == '\\' || *p == 0x7f)
 			return 1;
 		if (*p >= 0x80) {
-			int n = utf8_seq(p);
+			size_t n = srv__utf8_len(p, 4);
 			if (!n)
 				return 1;
 			p += n - 1;
@@ -208,9 +182,9 @@ void srv_logline_str(struct srv_logline *l, const char *key, const char *value)
 		} else if (*p >= 0x80) {
 			/* a client's bytes (a path, a header) need not be UTF-8;
 			 * the log stays valid UTF-8 for whatever reads it */
-			int n = utf8_seq(p);
+			size_t n = srv__utf8_len(p, 4);
 			if (n) {
-				put(l, (const char *)p, (size_t)n);
+				put(l, (const char *)p, n);
 				p += n - 1;
 			} else {
 				memcpy(esc, "\\x", 2);
