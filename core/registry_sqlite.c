@@ -1394,28 +1394,31 @@ static const struct sid__reg_ops sq_ops = {
     .backup = sq_backup,
 };
 
-/* Create or migrate the schema under the write lock. */
 /* The schema the registry's guarantees rest on is all there: a store whose
  * unique indexes were dropped would hand out one full ID twice without a
  * word.  (Run at open, after any migration.) */
 static int schema_check(struct sq *s, struct sid_error *err)
 {
-	static const char *const tables[] = {"semid_assignment", "semid_embedding"};
-	static const char *const unique[] = {"semid_assignment_id", "semid_assignment_sid"};
+#define TABLE "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?1"
+#define UNIQUE                                                                                     \
+	"SELECT 1 FROM pragma_index_list('semid_assignment') WHERE name = ?1 AND \"unique\" = 1"
+	static const struct {
+		const char *sql, *what, *name;
+	} need[] = {
+	    {TABLE, "the table", "semid_assignment"},
+	    {TABLE, "the table", "semid_embedding"},
+	    {UNIQUE, "the unique index", "semid_assignment_id"},
+	    {UNIQUE, "the unique index", "semid_assignment_sid"},
+	};
+#undef TABLE
+#undef UNIQUE
 	sqlite3_stmt *st = NULL;
 	int rc;
 
-	for (int k = 0; k < 4; k++) {
-		const char *name = k < 2 ? tables[k] : unique[k - 2];
-		rc =
-		    sqlite3_prepare_v2(s->db,
-				       k < 2 ? "SELECT 1 FROM sqlite_master WHERE type = 'table'"
-					       " AND name = ?1"
-					     : "SELECT 1 FROM pragma_index_list('semid_assignment')"
-					       " WHERE name = ?1 AND \"unique\" = 1",
-				       -1, &st, NULL);
+	for (size_t k = 0; k < sizeof(need) / sizeof(need[0]); k++) {
+		rc = sqlite3_prepare_v2(s->db, need[k].sql, -1, &st, NULL);
 		if (!rc)
-			rc = sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+			rc = sqlite3_bind_text(st, 1, need[k].name, -1, SQLITE_STATIC);
 		if (!rc)
 			rc = sqlite3_step(st);
 		sqlite3_finalize(st);
@@ -1425,13 +1428,14 @@ static int schema_check(struct sq *s, struct sid_error *err)
 			    err, SID_EFORMAT,
 			    "registry %s: damaged schema: %s %s is missing (restore a "
 			    "backup, or import an export into a new store)",
-			    s->base.label, k < 2 ? "the table" : "the unique index", name);
+			    s->base.label, need[k].what, need[k].name);
 		if (rc != SQLITE_ROW)
 			return sq_fail(s, rc, err, "open (schema check)");
 	}
 	return 0;
 }
 
+/* Create or migrate the schema under the write lock. */
 static int migrate(struct sq *s, int readonly, struct sid_error *err)
 {
 	sqlite3_stmt *st = NULL;
