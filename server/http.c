@@ -828,10 +828,10 @@ static int has_body(struct MHD_Connection *conn)
 	return cl && strtoull(cl, NULL, 10) > 0;
 }
 
-/* What framing_bad needs of the header names: how many Content-Length and
- * Transfer-Encoding, and the first name with whitespace in it. */
+/* What framing_bad needs of the header names: how many Content-Length,
+ * Transfer-Encoding and Host, and the first name with whitespace in it. */
 struct header_scan {
-	int cl, te;
+	int cl, te, host;
 	const char *spaced;
 };
 
@@ -846,6 +846,8 @@ static enum MHD_Result scan_header(void *cls, enum MHD_ValueKind kind, const cha
 		hs->cl++;
 	else if (!strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING))
 		hs->te++;
+	else if (!strcasecmp(key, MHD_HTTP_HEADER_HOST))
+		hs->host++;
 	if (!hs->spaced && strpbrk(key, " \t"))
 		hs->spaced = key;
 	return MHD_YES;
@@ -857,7 +859,10 @@ static enum MHD_Result scan_header(void *cls, enum MHD_ValueKind kind, const cha
  * HTTP/x.y), a header name with whitespace (MHD keeps "Content-Length " as
  * a name of its own), a Transfer-Encoding other than chunked (MHD would
  * read until the client closes) or more than one (MHD reads the first),
- * Transfer-Encoding beside Content-Length, more than one Content-Length.
+ * Transfer-Encoding beside Content-Length, more than one Content-Length;
+ * and an HTTP/1.1 request without a Host header, or any with more than one
+ * (RFC 9112 3.2: a server MUST answer 400; a proxy and this server could
+ * otherwise take one request for two different hosts).
  * Each is a 400 and the connection is closed: where the body ends cannot be
  * trusted.  Returns 1 when the request is refused.  (MHD reads header lines
  * and the URL as C strings: a NUL byte ends them there, and the request
@@ -865,7 +870,7 @@ static enum MHD_Result scan_header(void *cls, enum MHD_ValueKind kind, const cha
  */
 static int framing_bad(struct req *q, const char *version)
 {
-	struct header_scan hs = {0, 0, NULL};
+	struct header_scan hs = {0, 0, 0, NULL};
 	const char *te;
 
 	if (!version || (strcmp(version, "HTTP/1.1") != 0 && strcmp(version, "HTTP/1.0") != 0)) {
@@ -903,6 +908,15 @@ static int framing_bad(struct req *q, const char *version)
 	}
 	if (hs.cl > 1) {
 		set_error(q, SRV_ERR_INVALID_ARGUMENT, "more than one Content-Length header");
+		goto bad;
+	}
+	if (hs.host > 1) {
+		set_error(q, SRV_ERR_INVALID_ARGUMENT, "more than one Host header");
+		goto bad;
+	}
+	if (!hs.host && !strcmp(version, "HTTP/1.1")) {
+		set_error(q, SRV_ERR_INVALID_ARGUMENT,
+			  "an HTTP/1.1 request must carry a Host header");
 		goto bad;
 	}
 	return 0;

@@ -893,6 +893,25 @@ class TestMalformed(unittest.TestCase):
                        'before the colon)' % name.decode())
         no_server_errors(self, SRV)
 
+    def test_host(self):
+        # RFC 9112 3.2: an HTTP/1.1 request without Host, or any request
+        # with two, is a 400; a proxy in front may have routed it by
+        # another host than the one this server would log
+        self.check(b"GET /healthz HTTP/1.1\r\n\r\n", (400,),
+                   message="an HTTP/1.1 request must carry a Host header")
+        self.check(b"POST /v1/items:encode HTTP/1.1\r\nContent-Type: application/json\r\n"
+                   b"Content-Length: 2\r\n\r\n{}", (400,),
+                   message="an HTTP/1.1 request must carry a Host header")
+        for version in (b"1.1", b"1.0"):
+            self.check(b"GET /healthz HTTP/" + version + b"\r\nHost: a\r\nHost: b\r\n\r\n",
+                       (400,), message="more than one Host header")
+        # HTTP/1.0 has no Host requirement; an empty Host is allowed (RFC
+        # 9112 3.2: a request target with no authority)
+        resp, _, _ = raw(SRV.port, b"GET /healthz HTTP/1.0\r\n\r\n")
+        self.assertEqual(status_of(resp), 200, resp[:300])
+        self.check(b"GET /healthz HTTP/1.1\r\nHost:\r\n\r\n", (200,), closed=False)
+        no_server_errors(self, SRV)
+
     def test_chunked(self):
         self.check(self.POST + b"Transfer-Encoding: gzip\r\n\r\n{}", (400,),
                    message="Transfer-Encoding gzip is not supported (only chunked)")
