@@ -1021,6 +1021,27 @@ static int lock_holder(const char *store, pid_t *pid)
 	return held;
 }
 
+/* 1 when the file at @path begins as a safetensors file does (a model):
+ * an 8-byte little-endian header length that fits the file, then '{'.  A
+ * store, even one whose header is damaged, does not. */
+static int is_model_file(const char *path, const struct stat *st)
+{
+	unsigned char head[9];
+	uint64_t n = 0;
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t got;
+
+	if (fd < 0)
+		return 0;
+	got = pread(fd, head, sizeof(head), 0);
+	close(fd);
+	if (got != (ssize_t)sizeof(head) || head[8] != '{')
+		return 0;
+	for (int i = 7; i >= 0; i--)
+		n = n << 8 | head[i];
+	return n >= 2 && n <= (uint64_t)st->st_size - 8;
+}
+
 /* SID_EUNAVAIL when another process has the store at @store or its -wal
  * open, naming it; else 0. */
 static int refuse_if_open(const char *store, struct sid_error *err)
@@ -1109,6 +1130,14 @@ static int cmd_restore(const struct opts *o, struct sid_error *err)
 				     "names",
 				     store);
 	have = stat(store, &old) == 0;
+	/* --db MODEL: the model would be moved aside for a store, and the
+	 * server watching it would find a store at its model's path */
+	if (have && is_model_file(store, &old))
+		return sid_error_set(err, SID_EINVAL,
+				     "registry %s is a model file, not a store; restore replaces "
+				     "a store (name it with --db, or give the model with --model "
+				     "for the store next to it)",
+				     store);
 	if (!have && stale_side_file(store, from, sizeof(from)))
 		return sid_error_set(err, SID_EINVAL,
 				     "registry %s: there is no store, but %s holds commits of one "

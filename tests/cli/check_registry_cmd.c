@@ -14,6 +14,7 @@
 #include "check_main.h"
 #include "kill_after.h"
 #include "kill_mid_write.h"
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -1099,9 +1100,24 @@ START_TEST(t_backup_through_link)
 }
 END_TEST
 
+/* How many names in directory @d hold @part. */
+static int files_holding(const char *d, const char *part)
+{
+	DIR *dp = opendir(d);
+	struct dirent *e;
+	int n = 0;
+
+	ck_assert_ptr_nonnull(dp);
+	while ((e = readdir(dp)))
+		n += strstr(e->d_name, part) != NULL;
+	closedir(dp);
+	return n;
+}
+
 /*
  * `registry restore`: refused while another process has the store open and
- * for a file that is not a store, the store untouched; then the backup takes
+ * for a file that is not a store, the store untouched, and for a model named
+ * as the store, the model untouched; then the backup takes
  * the store's place, and the store it replaced, with commits that were only
  * in the -wal of a process killed with SIGKILL, is kept whole as
  * STORE.pre-restore.<time>, and the copy takes the old file's mode and
@@ -1113,6 +1129,7 @@ START_TEST(t_restore)
 	char bk[320], wal[320], msg[2048], aside[400], *p;
 	struct stat st;
 	pid_t pid;
+	ino_t ino;
 	FILE *f;
 	int status;
 
@@ -1130,6 +1147,16 @@ START_TEST(t_restore)
 	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "restore", model, "--db", db, NULL),
 			 CLI_EXIT_INPUT);
 	ASSERT_HAS(msg, "not a SQLite database");
+	/* the model named as the store (--db MODEL for --model MODEL): it
+	 * stays where it is, not moved aside for the store */
+	ck_assert_int_eq(stat(model, &st), 0);
+	ino = st.st_ino;
+	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "restore", bk, "--db", model, NULL),
+			 CLI_EXIT_INPUT);
+	ASSERT_HAS(msg, "is a model file, not a store");
+	ck_assert_int_eq(stat(model, &st), 0);
+	ck_assert_msg(st.st_ino == ino, "the model was replaced");
+	ck_assert_int_eq(files_holding(dir, ".pre-restore."), 0);
 	pid = open_and_wait(0, 0);
 	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "restore", bk, "--db", db, NULL),
 			 CLI_EXIT_IO);
