@@ -11,6 +11,7 @@
 #define SID_ERR_H
 
 #include <stdarg.h>
+#include <stddef.h>
 
 enum sid_errcode {
 	SID_OK = 0,
@@ -62,5 +63,14 @@ int sid_error_name_file(struct sid_error *err, const char *path);
 
 /* A short constant name for a code: "invalid argument", "bad format", ... */
 const char *sid_strerror(int code);
+
+/*
+ * The length of the well-formed UTF-8 sequence at @s (1 to 4 bytes, with
+ * @n >= 1 bytes readable there), or 0 when the bytes there are not one (a
+ * NUL ends a sequence too): a stray continuation byte, an overlong form, a surrogate, a code point
+ * beyond U+10FFFF, or a sequence cut short by @n.  For checking names and
+ * for quoting a client's bytes in messages and logs.
+ */
+size_t sid_utf8_len(const unsigned char *s, size_t n);
 
 #endif

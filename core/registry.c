@@ -52,35 +52,14 @@ int sid_reg_id_check(const char *id, struct sid_error *err)
 				     utf8_cut(id, 40), id, len, SID_REG_ID_MAX);
 	while (i < len) {
 		unsigned c = s[i];
-		int n;
-		uint32_t cp;
+		size_t n;
 		if (c < 0x20 || c == 0x7f)
 			return sid_error_set(err, SID_EINVAL,
 					     "id \"%.*s\": control character 0x%02x at byte %zu",
 					     utf8_cut(id, 64), id, c, i);
-		if (c < 0x80) {
-			i++;
-			continue;
-		}
-		if (c >= 0xc2 && c <= 0xdf)
-			n = 1, cp = c & 0x1f;
-		else if (c >= 0xe0 && c <= 0xef)
-			n = 2, cp = c & 0x0f;
-		else if (c >= 0xf0 && c <= 0xf4)
-			n = 3, cp = c & 0x07;
-		else
+		if (!(n = sid_utf8_len(s + i, len - i)))
 			goto bad;
-		if (len - i - 1 < (size_t)n)
-			goto bad;
-		for (int k = 1; k <= n; k++) {
-			if ((s[i + k] & 0xc0) != 0x80)
-				goto bad;
-			cp = (cp << 6) | (s[i + k] & 0x3f);
-		}
-		if ((n == 2 && cp < 0x800) || (n == 3 && (cp < 0x10000 || cp > 0x10ffff)) ||
-		    (cp >= 0xd800 && cp <= 0xdfff))
-			goto bad;
-		i += n + 1;
+		i += n;
 	}
 	return 0;
 bad:

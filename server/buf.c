@@ -1,5 +1,6 @@
 /* buf.c - growable text buffer; see buf.h. */
 #include "buf.h"
+#include "err.h"
 
 #include <pthread.h>
 #include <stdarg.h>
@@ -66,34 +67,6 @@ void srv_buf_printf(struct srv_buf *b, const char *fmt, ...)
 	b->len += (size_t)n;
 }
 
-size_t srv__utf8_len(const unsigned char *s, size_t n)
-{
-	size_t len, i;
-	unsigned cp;
-
-	if (s[0] < 0x80)
-		return 1;
-	if (s[0] >= 0xc2 && s[0] <= 0xdf)
-		len = 2, cp = s[0] & 0x1f;
-	else if (s[0] >= 0xe0 && s[0] <= 0xef)
-		len = 3, cp = s[0] & 0x0f;
-	else if (s[0] >= 0xf0 && s[0] <= 0xf4)
-		len = 4, cp = s[0] & 0x07;
-	else
-		return 0;
-	if (len > n)
-		return 0;
-	for (i = 1; i < len; i++) {
-		if ((s[i] & 0xc0) != 0x80)
-			return 0;
-		cp = cp << 6 | (s[i] & 0x3f);
-	}
-	if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) || cp > 0x10ffff ||
-	    (cp >= 0xd800 && cp <= 0xdfff))
-		return 0;
-	return len;
-}
-
 void srv_buf_json_str(struct srv_buf *b, const char *s, size_t n)
 {
 	static const char hex[] = "0123456789abcdef";
@@ -104,7 +77,7 @@ void srv_buf_json_str(struct srv_buf *b, const char *s, size_t n)
 		unsigned char c = (unsigned char)s[i];
 		char esc[6] = {'\\', 'u', '0', '0', 0, 0};
 		if (c >= 0x80) { /* valid UTF-8 passes, anything else becomes U+FFFD */
-			size_t u = srv__utf8_len((const unsigned char *)s + i, n - i);
+			size_t u = sid_utf8_len((const unsigned char *)s + i, n - i);
 			if (u) {
 				i += u - 1;
 				continue;

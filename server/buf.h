@@ -36,11 +36,6 @@ static inline void srv_buf_append(struct srv_buf *b, const char *s, size_t n)
 	srv__buf_append_grow(b, s, n);
 }
 
-/* Length of the valid UTF-8 sequence at @s (at most @n bytes; a NUL ends a
- * sequence too), 0 if invalid (a stray continuation byte, a truncated or
- * overlong sequence, a surrogate, above U+10FFFF).  Shared with log.c. */
-size_t srv__utf8_len(const unsigned char *s, size_t n);
-
 /* Make room for @n more bytes (and the NUL) now; an allocation failure sets @oom. */
 void srv_buf_reserve(struct srv_buf *b, size_t n);
 

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "buf.h"
+#include "err.h"
 
 static int log_level = SRV_LOG_INFO; /* read with relaxed atomics */
 static int log_fd = 2;
@@ -141,7 +142,7 @@ static int needs_quotes(const char *v)
 		if (*p <= ' ' || *p == '"' || *p == '=' || *p == '\\' || *p == 0x7f)
 			return 1;
 		if (*p >= 0x80) {
-			size_t n = srv__utf8_len(p, 4);
+			size_t n = sid_utf8_len(p, 4);
 			if (!n)
 				return 1;
 			p += n - 1;
@@ -182,7 +183,7 @@ void srv_logline_str(struct srv_logline *l, const char *key, const char *value)
 		} else if (*p >= 0x80) {
 			/* a client's bytes (a path, a header) need not be UTF-8;
 			 * the log stays valid UTF-8 for whatever reads it */
-			size_t n = srv__utf8_len(p, 4);
+			size_t n = sid_utf8_len(p, 4);
 			if (n) {
 				put(l, (const char *)p, n);
 				p += n - 1;

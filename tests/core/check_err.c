@@ -84,6 +84,45 @@ START_TEST(test_prefix_truncates_long_messages)
 }
 END_TEST
 
+/* sid_utf8_len against the well-formed byte sequences of the Unicode
+ * standard (table 3-7): each boundary in, each one past it out. */
+START_TEST(test_utf8_len)
+{
+	static const struct {
+		const char *s;
+		size_t n, want;
+	} cases[] = {
+	    {"a", 1, 1},
+	    {"\x7f", 1, 1},
+	    {"\x80", 1, 0},		/* a continuation byte alone */
+	    {"\xc1\xbf", 2, 0},		/* overlong (U+007F) */
+	    {"\xc2\x80", 2, 2},		/* U+0080 */
+	    {"\xdf\xbf", 2, 2},		/* U+07FF */
+	    {"\xc2\x41", 2, 0},		/* not a continuation */
+	    {"\xe0\x9f\xbf", 3, 0},	/* overlong (U+07FF) */
+	    {"\xe0\xa0\x80", 3, 3},	/* U+0800 */
+	    {"\xed\x9f\xbf", 3, 3},	/* U+D7FF */
+	    {"\xed\xa0\x80", 3, 0},	/* U+D800, a surrogate */
+	    {"\xed\xbf\xbf", 3, 0},	/* U+DFFF */
+	    {"\xee\x80\x80", 3, 3},	/* U+E000 */
+	    {"\xef\xbf\xbf", 3, 3},	/* U+FFFF */
+	    {"\xf0\x8f\xbf\xbf", 4, 0}, /* overlong (U+FFFF) */
+	    {"\xf0\x90\x80\x80", 4, 4}, /* U+10000 */
+	    {"\xf4\x8f\xbf\xbf", 4, 4}, /* U+10FFFF */
+	    {"\xf4\x90\x80\x80", 4, 0}, /* U+110000 */
+	    {"\xf5\x80\x80\x80", 4, 0},
+	    {"\xf0\x90\x80\x80", 3, 0}, /* cut short by n */
+	    {"\xe2\x82", 2, 0},
+	    {"\xe2\x82\x00", 3, 0}, /* a NUL ends it */
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		ck_assert_msg(sid_utf8_len((const unsigned char *)cases[i].s, cases[i].n) ==
+				  cases[i].want,
+			      "case %zu", i);
+}
+END_TEST
+
 START_TEST(test_strerror_names_every_code)
 {
 	ck_assert_str_eq(sid_strerror(SID_OK), "ok");
@@ -107,6 +146,7 @@ int main(void)
 	tcase_add_test(tc, test_name_file);
 	tcase_add_test(tc, test_prefix_truncates_long_messages);
 	tcase_add_test(tc, test_strerror_names_every_code);
+	tcase_add_test(tc, test_utf8_len);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }
