@@ -208,12 +208,15 @@ promtool:
 # Every test CI runs: Check unit tests, then the python-driven integration
 # tests (tests/**/test_*.py, Debian's python3 + numpy), summed by tests/run.py,
 # SEMID_TEST_JOBS suites at a time (the core count; most suites spend their
-# time waiting on the timeouts they test, fsync or a server).
+# time waiting on the timeouts they test, fsync or a server), the longest
+# of the last run (SEMID_TEST_TIMES) first.
 SEMID_TEST_JOBS ?= $(NPROC)
+SEMID_TEST_TIMES ?= $(O)/test-times.json
 test:
 	@$(MAKE) --no-print-directory deps-test
 	@$(MAKE) --no-print-directory -j$(NPROC) test-build
-	@SEMID_TEST_JOBS=$(SEMID_TEST_JOBS) $(PYTHON) tests/run.py $(CHECK_BINS) \
+	@SEMID_TEST_JOBS=$(SEMID_TEST_JOBS) SEMID_TEST_TIMES=$(SEMID_TEST_TIMES) \
+		$(PYTHON) tests/run.py $(CHECK_BINS) \
 		$(sort $(wildcard tests/*/test_*.py))
 
 test-build: all check-bins

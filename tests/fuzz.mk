@@ -99,7 +99,8 @@ fuzz-smoke: fuzz-build
 test-sanitize:
 	@ASAN_OPTIONS="exitcode=86:detect_leaks=1:$$ASAN_OPTIONS" \
 	UBSAN_OPTIONS="print_stacktrace=1:exitcode=86:$$UBSAN_OPTIONS" \
-		$(MAKE) --no-print-directory O=$(O)/asan BIN=$(O)/asan/bin SANITIZE=address,undefined test
+		$(MAKE) --no-print-directory O=$(O)/asan BIN=$(O)/asan/bin SANITIZE=address,undefined \
+		SEMID_TEST_TIMES=$(O)/test-times.json test
 
 # Memcheck over the server's integration tests.  Leaks count as errors (definite and
 # indirect; "possible" leaks are libuv/OpenBLAS thread stacks and pools kept for the

@@ -16,8 +16,16 @@ their time waiting (on timeouts they test, on fsync, on a server), so two on
 two cores take about half the time; each suite's output is shown whole when
 it ends, and the suites are independent (their own temporary directories,
 servers on free ports, their own PostgreSQL clusters).
+
+With more than one at once, the longest start first, so that a long suite
+started last does not run on alone at the end: how long each took is kept in
+the JSON file SEMID_TEST_TIMES names (make test: $(O)/test-times.json; a
+suite is known by its path from tests/ on, so the sanitized build's run
+uses the plain build's times).  A suite with no time yet counts as long:
+python suites (servers, trainers) before Check binaries, in the order given.
 """
 import concurrent.futures
+import json
 import os
 import re
 import subprocess
@@ -76,13 +84,63 @@ def run_suite(path):
 OUTPUT = threading.Lock()  # one suite's output at a time, whole
 
 
+def suite_key(path):
+    """A suite's name in the times file: its path from tests/ on."""
+    i = path.rfind("tests/")
+    return path[i + len("tests/"):] if i >= 0 else path
+
+
+def load_times(path):
+    try:
+        with open(path) as f:
+            times = json.load(f)
+        return {k: float(v) for k, v in times.items()} if isinstance(times, dict) else {}
+    except (OSError, ValueError, TypeError, AttributeError):
+        return {}  # none yet, or unreadable: the order given
+
+
+def save_times(path, times):
+    tmp = "%s.tmp.%d" % (path, os.getpid())
+    try:
+        with open(tmp, "w") as f:
+            json.dump(times, f, indent=0, sort_keys=True)
+        os.replace(tmp, path)
+    except OSError as e:
+        print("tests: cannot keep the suites' times in %s: %s" % (path, e), file=sys.stderr)
+
+
+def start_order(suites, times):
+    """Longest first; a suite never timed before the timed ones, python
+    suites first among those."""
+    def rank(i):
+        t = times.get(suite_key(suites[i]))
+        if t is None:
+            return (0, not suites[i].endswith(".py"), 0.0, i)
+        return (1, False, -t, i)
+    return sorted(range(len(suites)), key=rank)
+
+
 def main():
     total_p = total_f = total_s = 0
     bad = []
+    suites = sys.argv[1:]
     jobs = max(1, int(os.environ.get("SEMID_TEST_JOBS", "1") or 1))
+    times_file = os.environ.get("SEMID_TEST_TIMES")
+    times = load_times(times_file) if times_file else {}
+    order = start_order(suites, times) if jobs > 1 else range(len(suites))
+    results = [None] * len(suites)
+
+    def timed(i):
+        t0 = time.time()
+        results[i] = run_suite(suites[i])
+        times[suite_key(suites[i])] = round(time.time() - t0, 1)
+
     with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
-        results = list(pool.map(run_suite, sys.argv[1:]))
-    for path, (p, f, k) in zip(sys.argv[1:], results):
+        for fut in [pool.submit(timed, i) for i in order]:
+            fut.result()
+    if times_file:
+        save_times(times_file, times)
+    for path, (p, f, k) in zip(suites, results):
         total_p += p
         total_f += f
         total_s += k

@@ -2,6 +2,7 @@
 """tests/run.py, the runner that sums every suite: skipped tests are not
 counted as passed (python's, and Check tests that said CHECK_SKIP), and a
 suite that runs nothing or dies without a summary fails the run."""
+import json
 import os
 import subprocess
 import sys
@@ -46,9 +47,22 @@ class T(unittest.TestCase):
 unittest.main()
 """
 
+# A suite that notes its start (its name, one line, in STARTS/starts) and
+# takes a moment.
+STARTS = """import os, time, unittest
+class T(unittest.TestCase):
+    def test_start(self):
+        with open(os.path.join(os.environ["STARTS"], "starts"), "a") as f:
+            f.write("%s\\n")
+        time.sleep(0.5)
+unittest.main()
+"""
+
 
 class RunnerTest(unittest.TestCase):
-    def run_suites(self, *sources, env=None):
+    def run_suites(self, *sources, env=None, times=None):
+        """Run the suites; @times, {suite index: seconds}, is the times file
+        the run starts from, and self.times what it left there."""
         with tempfile.TemporaryDirectory() as d:
             paths = []
             for i, src in enumerate(sources):
@@ -59,9 +73,17 @@ class RunnerTest(unittest.TestCase):
                 if shell:
                     os.chmod(p, 0o755)
                 paths.append(p)
+            env = dict(env or {})
+            if times is not None:
+                env["SEMID_TEST_TIMES"] = os.path.join(d, "times.json")
+                with open(env["SEMID_TEST_TIMES"], "w") as f:
+                    json.dump({paths[i]: t for i, t in times.items()}, f)
             p = subprocess.run([sys.executable, RUN] + paths, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, timeout=60,
-                               env=dict(os.environ, **(env or {})))
+                               env=dict(os.environ, **env))
+            if times is not None:
+                with open(env["SEMID_TEST_TIMES"]) as f:
+                    self.times = {os.path.basename(k): v for k, v in json.load(f).items()}
         self.out = p.stdout.decode()
         return p.returncode, self.out.strip().splitlines()[-1]
 
@@ -103,6 +125,24 @@ class RunnerTest(unittest.TestCase):
                                 for ln in block), block)
             self.assertFalse(any(ln.startswith("== ") and not ln.split(":")[0].endswith(suite)
                                  for ln in block), block)
+
+    def test_longest_start_first(self):
+        """With two at once, the suite that took longest last time starts
+        before a shorter one given before it, and one never timed before
+        both; the file then holds this run's times."""
+        with tempfile.TemporaryDirectory() as log:
+            rc, last = self.run_suites(STARTS % "s0", STARTS % "s1", STARTS % "s2",
+                                       env={"SEMID_TEST_JOBS": "2", "STARTS": log},
+                                       times={1: 5.0, 2: 50.0})
+            with open(os.path.join(log, "starts")) as f:
+                starts = f.read().split()
+        self.assertEqual(rc, 0, self.out)
+        self.assertEqual(last, "tests: 3 passed, 0 failed, 0 skipped")
+        # s0 (no time) and s2 (50 s) take the two slots; s1 (5 s) waits
+        self.assertEqual(sorted(starts[:2]), ["s0", "s2"], starts)
+        self.assertEqual(starts[2], "s1", starts)
+        self.assertEqual(sorted(self.times), ["s0.py", "s1.py", "s2.py"])
+        self.assertTrue(all(0.3 <= t < 50 for t in self.times.values()), self.times)
 
     def test_a_crash_without_summary_fails(self):
         rc, last = self.run_suites(CRASH)
