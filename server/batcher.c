@@ -34,7 +34,8 @@ struct batch {
 	struct srv_job *jobs;
 	size_t n_jobs, B;
 	int encode_rc;
-	int32_t *codes; /* (B, L) kept for the entropy metric */
+	int32_t *codes; /* (coded, L): the codes answered, for the metrics */
+	size_t coded;	/* rows of them: B less those of refused requests */
 	int L;
 	double *waits; /* (n_jobs) */
 };
@@ -278,6 +279,15 @@ static int encode_jobs(const struct sid_tower *t, struct srv_job *jobs,
 	return rc;
 }
 
+/* The @n rows of codes from @row on were answered (or go to the registry):
+ * keep them for the metrics, after those kept before (work_cb). */
+static void keep_codes(struct batch *bt, size_t row, size_t n)
+{
+	memmove(bt->codes + bt->coded * (size_t)bt->L, bt->codes + row * (size_t)bt->L,
+		n * (size_t)bt->L * sizeof(int32_t));
+	bt->coded += n;
+}
+
 static void work_cb(uv_work_t *w)
 {
 	struct batch *bt = w->data;
@@ -352,7 +362,7 @@ static void work_cb(uv_work_t *w)
 				 "overflows float32 on it (scale the embedding down)",
 				 bad);
 			job_error(j, SRV_ERR_INVALID_ARGUMENT, msg);
-			row += j->req.B;
+			row += j->req.B; /* codes no one gets: not kept */
 			continue;
 		}
 		if (j->assign) {
@@ -366,6 +376,7 @@ static void work_cb(uv_work_t *w)
 			} else {
 				job_error(j, SRV_ERR_UNAVAILABLE, "out of memory for the codes");
 			}
+			keep_codes(bt, row, j->req.B);
 			row += j->req.B;
 			continue;
 		}
@@ -385,6 +396,7 @@ static void work_cb(uv_work_t *w)
 		j->status = 200;
 		if (!j->body)
 			job_error(j, SRV_ERR_UNAVAILABLE, "out of memory writing the response");
+		keep_codes(bt, row, j->req.B);
 		row += j->req.B;
 	}
 done:
@@ -407,8 +419,8 @@ static void after_work_cb(uv_work_t *w, int status)
 
 	(void)status; /* never cancelled: uv_cancel is not used */
 	if (b->o.metrics)
-		srv_metrics_batch(b->o.metrics, bt->tower, bt->codes, bt->codes ? bt->B : 0, bt->L,
-				  bt->waits, bt->n_jobs);
+		srv_metrics_batch(b->o.metrics, bt->tower, bt->codes ? bt->B : 0, bt->codes,
+				  bt->codes ? bt->coded : 0, bt->L, bt->waits, bt->n_jobs);
 	b->busy--;
 	for (j = bt->jobs; j; j = next) {
 		next = j->next;

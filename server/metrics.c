@@ -202,8 +202,8 @@ void srv_metrics_request(struct srv_metrics *m, enum srv_route r, int status, do
 	pthread_mutex_unlock(&m->mu);
 }
 
-void srv_metrics_batch(struct srv_metrics *m, enum sid_tower_kind t, const int32_t *codes, size_t B,
-		       int L, const double *waits, size_t n_jobs)
+void srv_metrics_batch(struct srv_metrics *m, enum sid_tower_kind t, size_t B, const int32_t *codes,
+		       size_t coded, int L, const double *waits, size_t n_jobs)
 {
 	if ((unsigned)t >= SID_TOWER_COUNT)
 		return;
@@ -212,8 +212,8 @@ void srv_metrics_batch(struct srv_metrics *m, enum sid_tower_kind t, const int32
 		srv_hist_observe(&m->batch_size, (double)B);
 	for (size_t i = 0; i < n_jobs; i++)
 		srv_hist_observe(&m->queue_wait, waits[i]);
-	m->encoded[t] += B;
-	srv_entropy_add(&m->entropy[t], codes, B, L);
+	m->encoded[t] += coded;
+	srv_entropy_add(&m->entropy[t], codes, coded, L);
 	pthread_mutex_unlock(&m->mu);
 }
 
@@ -338,7 +338,7 @@ char *srv_metrics_render(struct srv_metrics *m, const struct sid_model *model)
 	srv_buf_puts(&b, "# HELP semid_batch_size Rows per encode batch.\n"
 			 "# TYPE semid_batch_size histogram\n");
 	srv_hist_render(&m->batch_size, "semid_batch_size", "", &b);
-	srv_buf_puts(&b, "# HELP semid_encoded_total Rows encoded, by tower.\n"
+	srv_buf_puts(&b, "# HELP semid_encoded_total Rows encoded and answered with codes, by tower.\n"
 			 "# TYPE semid_encoded_total counter\n");
 	for (t = 0; t < SID_TOWER_COUNT; t++)
 		srv_buf_printf(&b, "semid_encoded_total{tower=\"%s\"} %llu\n",

@@ -7,7 +7,7 @@
  *   semid_request_duration_seconds{route}     histogram (sub-millisecond buckets)
  *   semid_queue_wait_seconds                  histogram (admission -> batch start)
  *   semid_batch_size                          histogram (rows per encode batch)
- *   semid_encoded_total{tower}                counter (rows)
+ *   semid_encoded_total{tower}                counter (rows answered with codes)
  *   semid_model_reloads_total{result}         counter (success|error)
  *   semid_model_info{version,sha256} 1        gauge (absent with no model)
  *   semid_model_loaded_timestamp_seconds      gauge
@@ -145,10 +145,13 @@ int srv_metrics_init(struct srv_metrics *m, size_t entropy_window);
 void srv_metrics_release(struct srv_metrics *m);
 
 void srv_metrics_request(struct srv_metrics *m, enum srv_route r, int status, double seconds);
-/* One encode batch of @B rows: its codes (B, L) feed the entropy window;
- * @waits holds each job's queue wait in seconds (@n_jobs of them). */
-void srv_metrics_batch(struct srv_metrics *m, enum sid_tower_kind t, const int32_t *codes, size_t B,
-		       int L, const double *waits, size_t n_jobs);
+/* One encode batch of @B rows (0: it failed before encoding), of which
+ * @coded were answered with codes (the rows of a request refused after the
+ * encode, its encoder overflowing, are not): @codes (coded, L) feed
+ * semid_encoded_total and the entropy window.  @waits holds each job's queue
+ * wait in seconds (@n_jobs of them). */
+void srv_metrics_batch(struct srv_metrics *m, enum sid_tower_kind t, size_t B, const int32_t *codes,
+		       size_t coded, int L, const double *waits, size_t n_jobs);
 void srv_metrics_reload(struct srv_metrics *m, int ok);
 void srv_metrics_queue_rows(struct srv_metrics *m, long rows);
 /* One store call of @seconds; @ok = 0 when the store was unavailable (it

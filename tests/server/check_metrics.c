@@ -127,9 +127,9 @@ START_TEST(test_render)
 	srv_metrics_request(&m, SRV_ROUTE_ITEMS_ENCODE, 200, 0.0004);
 	srv_metrics_request(&m, SRV_ROUTE_ITEMS_ENCODE, 400, 0.00001);
 	srv_metrics_request(&m, SRV_ROUTE_OTHER, 404, 0.00001);
-	srv_metrics_batch(&m, SID_TOWER_ITEM, codes, 4, 3, waits, 2);
+	srv_metrics_batch(&m, SID_TOWER_ITEM, 4, codes, 4, 3, waits, 2);
 	/* a batch that failed before encoding: its jobs waited, no batch size */
-	srv_metrics_batch(&m, SID_TOWER_ITEM, NULL, 0, 3, waits + 1, 1);
+	srv_metrics_batch(&m, SID_TOWER_ITEM, 0, NULL, 0, 3, waits + 1, 1);
 	srv_metrics_reload(&m, 1);
 	srv_metrics_reload(&m, 0);
 	srv_metrics_reload(&m, 0);
