@@ -338,8 +338,9 @@ char *srv_metrics_render(struct srv_metrics *m, const struct sid_model *model)
 	srv_buf_puts(&b, "# HELP semid_batch_size Rows per encode batch.\n"
 			 "# TYPE semid_batch_size histogram\n");
 	srv_hist_render(&m->batch_size, "semid_batch_size", "", &b);
-	srv_buf_puts(&b, "# HELP semid_encoded_total Rows encoded and answered with codes, by tower.\n"
-			 "# TYPE semid_encoded_total counter\n");
+	srv_buf_puts(&b,
+		     "# HELP semid_encoded_total Rows encoded and answered with codes, by tower.\n"
+		     "# TYPE semid_encoded_total counter\n");
 	for (t = 0; t < SID_TOWER_COUNT; t++)
 		srv_buf_printf(&b, "semid_encoded_total{tower=\"%s\"} %llu\n",
 			       sid_tower_name((enum sid_tower_kind)t),
@@ -354,8 +355,12 @@ char *srv_metrics_render(struct srv_metrics *m, const struct sid_model *model)
 		       "# HELP semid_queue_rows Rows admitted and not yet answered.\n"
 		       "# TYPE semid_queue_rows gauge\nsemid_queue_rows %ld\n",
 		       m->queue_rows);
-	srv_buf_puts(&b, "# HELP semid_code_entropy_bits Entropy of each level's codes over the "
-			 "recent window of encoded rows.\n"
+	/* bits of information, not of data: promtool's lint asking for bytes
+	 * is wrong here (proto/api.md, Metrics) */
+	srv_buf_puts(&b, "# HELP semid_code_entropy_bits Shannon entropy in bits (base-2 "
+			 "logarithms) of each level's codes over the tower's last "
+			 "entropy_window encoded rows: log2(K) when its K codes are used "
+			 "evenly, 0 when one code takes every row.\n"
 			 "# TYPE semid_code_entropy_bits gauge\n");
 	for (t = 0; t < SID_TOWER_COUNT; t++)
 		for (int l = 0; l < m->entropy[t].L && m->entropy[t].filled; l++)

@@ -15,7 +15,9 @@
  *   semid_build_info{version} 1               gauge
  *   semid_code_entropy_bits{tower,level}      gauge: Shannon entropy (bits) of
  *       level's codes over the last entropy_window encoded rows of the tower;
- *       log2(K) means uniform use, near 0 means collapse.
+ *       log2(K) means uniform use, near 0 means collapse.  Bits of
+ *       information: promtool's lint wanting bytes (a rule for data sizes)
+ *       is answered in proto/api.md, Metrics.
  *   semid_registry_assignments_total{tower,created}  counter (ids answered by
  *       assign; created="true" for ids stored by that call)
  *   semid_registry_errors_total{op}           counter (store calls that failed,

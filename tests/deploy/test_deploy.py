@@ -155,16 +155,6 @@ def seconds(duration):
     return int(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
 
 
-def find_promtool():
-    """$SEMID_PROMTOOL (default $SEMID_O/tools/promtool, as in the Makefile)
-    when it is a program, else promtool on PATH, else None."""
-    path = os.environ.get("SEMID_PROMTOOL") or os.path.join(
-        os.environ.get("SEMID_O", os.path.join(ROOT, "build")), "tools", "promtool")
-    if os.path.isfile(path) and os.access(path, os.X_OK):
-        return os.path.abspath(path)
-    return shutil.which("promtool")
-
-
 def free_second():
     """Wait until the wall clock is in a new second: release names carry the
     UTC second, so two publishes must not share one."""
@@ -804,7 +794,7 @@ class Deploy(unittest.TestCase):
     # --- promtool -------------------------------------------------------------
 
     def test_promtool(self):
-        promtool = find_promtool()
+        promtool = tl.find_promtool()
         if not promtool:
             self.skipTest("no promtool ($SEMID_PROMTOOL, which `make deps-test` unpacks from "
                           "Debian's prometheus package, nor on PATH); rules checked only by "

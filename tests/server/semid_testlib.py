@@ -18,6 +18,7 @@ import http.client
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -124,6 +125,17 @@ def _act(name, x):
         from math import erf
         return 0.5 * x * (1 + np.vectorize(erf)(x / np.sqrt(2)))
     return x
+
+
+def find_promtool():
+    """$SEMID_PROMTOOL (default $SEMID_O/tools/promtool, as in the Makefile)
+    when it is a program, else promtool on PATH, else None."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    path = os.environ.get("SEMID_PROMTOOL") or os.path.join(
+        os.environ.get("SEMID_O", os.path.join(root, "build")), "tools", "promtool")
+    if os.path.isfile(path) and os.access(path, os.X_OK):
+        return os.path.abspath(path)
+    return shutil.which("promtool")
 
 
 def reference_latent(tower, x):

@@ -1,20 +1,85 @@
 #!/usr/bin/python3
-"""GET /metrics as Prometheus reads it, against a live semid-server: what the
-counters and the code-entropy gauges say, checked against what the server
-answered (the codes in its responses, entropy computed here with numpy).
+"""GET /metrics as Prometheus reads it, against a live semid-server: the text
+exposition parsed here (HELP and TYPE for every family, label values
+unescaped, histograms cumulative with +Inf == _count) and by `promtool check
+metrics` (which must report only the lint proto/api.md explains), and what
+the counters and the code-entropy gauges say, checked against what the
+server answered (the codes in its responses, entropy computed here with
+numpy).
 
 Run: SEMID_BIN=/path/to/bin /usr/bin/python3 tests/server/test_metrics.py
 """
 import os
+import re
 import shutil
+import subprocess
 import sys
 import tempfile
 import unittest
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
 import semid_testlib as T  # noqa: E402
+
+API_MD = os.path.join(os.path.dirname(os.path.dirname(HERE)), "proto", "api.md")
+ROUTES = {"/v1/items:encode", "/v1/users:encode", "/healthz", "/readyz", "/v1/model",
+          "/v1/admin/reload", "/metrics", "/v1/items:assign", "/v1/users:assign",
+          "/v1/items/{id}", "/v1/users/{id}", "/v1/sids/{sid}", "/v1/sids", "other"}
+
+
+def parse_labels(text):
+    """'a="x\\"y",b="z"' -> {"a": 'x"y', "b": "z"}, with the exposition
+    format's escapes (backslash, double quote, n) undone."""
+    out, i = {}, 0
+    while i < len(text):
+        m = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="').match(text, i)
+        assert m, "bad labels at %r" % text[i:]
+        i, value = m.end(), []
+        while text[i] != '"':
+            if text[i] == "\\":
+                i += 1
+                value.append({"n": "\n", "\\": "\\", '"': '"'}[text[i]])
+            else:
+                value.append(text[i])
+            i += 1
+        out[m.group(1)] = "".join(value)
+        i += 1
+        if i < len(text):
+            assert text[i] == ",", "bad labels at %r" % text[i:]
+            i += 1
+    return out
+
+
+def parse_exposition(text):
+    """-> (families {name: {"help", "type", "samples": [(name, labels, value)]}},
+    the family names in order of their first line).  Asserts the structure
+    Prometheus relies on: HELP and TYPE once per family, before its samples,
+    and a family's lines together."""
+    fams, order = {}, []
+    for line in text.splitlines():
+        m = re.match(r"# (HELP|TYPE) (\S+) (.*)$", line)
+        if m:
+            kind, name, rest = m.groups()
+            f = fams.setdefault(name, {"help": None, "type": None, "samples": []})
+            if name not in order:
+                order.append(name)
+            assert order[-1] == name, "%s: HELP/TYPE apart from its family" % name
+            assert f[kind.lower()] is None, "%s: a second %s" % (name, kind)
+            assert not f["samples"], "%s: %s after its samples" % (name, kind)
+            f[kind.lower()] = rest
+            continue
+        m = re.match(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$", line)
+        assert m, "not a sample line: %r" % line
+        name, labels, value = m.group(1), parse_labels(m.group(2) or ""), float(m.group(3))
+        fam = re.sub(r"_(bucket|sum|count)$", "", name)
+        if fam not in fams or fams[fam]["type"] != "histogram":
+            fam = name
+        assert fam in fams, "%s: a sample before its HELP and TYPE" % name
+        assert order[-1] == fam, "%s: a sample apart from its family" % name
+        fams[fam]["samples"].append((name, labels, value))
+    return fams, order
 
 
 def entropy_bits(codes):
@@ -22,6 +87,14 @@ def entropy_bits(codes):
     _, n = np.unique(codes, return_counts=True)
     p = n / n.sum()
     return float(-(p * np.log2(p)).sum())
+
+
+def documented_lint():
+    """The lines proto/api.md says `promtool check metrics` prints."""
+    with open(API_MD) as f:
+        m = re.search(r"passes `promtool check metrics` but for one lint, on purpose:\n\n"
+                      r"((?:    .*\n)+)", f.read())
+    return [line.strip() for line in m.group(1).splitlines()] if m else []
 
 
 class Metrics(unittest.TestCase):
@@ -69,6 +142,121 @@ class Metrics(unittest.TestCase):
                 self.assertAlmostEqual(
                     m['semid_code_entropy_bits{tower="item",level="%d"}' % level],
                     entropy_bits(window[:, level]), places=5)
+
+    def test_exposition(self):
+        """A scrape with every family in it (both towers encoded, an assign,
+        a lookup, a good and a bad reload, unknown paths, a model version
+        with a double quote and a backslash): the structure parses, every
+        histogram is cumulative with +Inf == _count, label values come
+        back unescaped, the route label holds only known routes, counters
+        do not go down across the reloads, and promtool reports nothing but
+        the lint proto/api.md explains (semid_code_entropy_bits is in bits
+        of information, which its rule for data sizes takes for bits of
+        data)."""
+        rng = np.random.default_rng(9)
+        item = T.random_tower(rng, 8, [6], 4, [8, 4])
+        user = T.random_tower(rng, 5, [], 3, [4, 4, 2])
+        version = 'nightly "7" C:\\models'
+        T.write_model(self.model, {"item": item, "user": user}, version)
+        srv = T.Server(["--model", self.model, "--admin-token", "tok"], self.work)
+        try:
+            def scrape():
+                st, h, body = srv.request("GET", "/metrics")
+                self.assertEqual(st, 200)
+                self.assertEqual(h["content-type"], "text/plain; version=0.0.4; charset=utf-8")
+                return body.decode()
+
+            for tower, t in (("items", item), ("users", user)):
+                rows = [{"id": "%s-%d" % (tower, k), "embedding": r.tolist()}
+                        for k, r in enumerate(rng.standard_normal((7, t.D)))]
+                for route in ("encode", "assign"):
+                    st, _, body = srv.json("POST", "/v1/%s:%s" % (tower, route),
+                                           {"inputs": rows})
+                    self.assertEqual(st, 200, body)
+            self.assertEqual(srv.request("GET", "/v1/items/items-1")[0], 200)
+            for k in range(40):  # random paths: one route label, "other"
+                self.assertEqual(srv.request("GET", "/x%d/%s" % (k, "a" * k))[0], 404)
+            before = scrape()
+            auth = {"Authorization": "Bearer tok"}
+            self.assertEqual(srv.request("POST", "/v1/admin/reload", headers=auth)[0], 200)
+            with open(self.model, "r+b") as f:
+                f.truncate(100)
+            self.assertEqual(srv.request("POST", "/v1/admin/reload", headers=auth)[0], 422)
+            text = scrape()
+        finally:
+            self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
+
+        fams, _ = parse_exposition(text)
+        for name, f in fams.items():
+            with self.subTest(family=name):
+                self.assertTrue(name.startswith("semid_"))
+                self.assertTrue(f["help"], "no HELP")
+                self.assertIn(f["type"], ("counter", "gauge", "histogram"))
+                if f["type"] == "counter":
+                    self.assertTrue(name.endswith("_total"))
+        for name in ("semid_requests_total", "semid_request_duration_seconds",
+                     "semid_queue_wait_seconds", "semid_batch_size", "semid_encoded_total",
+                     "semid_model_reloads_total", "semid_model_info",
+                     "semid_model_loaded_timestamp_seconds", "semid_build_info",
+                     "semid_code_entropy_bits"):
+            self.assertIn(name, fams)
+            self.assertTrue(fams[name]["samples"], name)
+        # histograms: per series, cumulative buckets ending in +Inf == _count
+        for name, f in fams.items():
+            if f["type"] != "histogram":
+                continue
+            series = {}
+            for sname, labels, value in f["samples"]:
+                key = tuple(sorted((k, v) for k, v in labels.items() if k != "le"))
+                series.setdefault(key, []).append((sname[len(name):], labels.get("le"), value))
+            for key, lines in series.items():
+                with self.subTest(histogram=name, labels=key):
+                    buckets = [(float(le), v) for s, le, v in lines if s == "_bucket"]
+                    self.assertEqual(buckets[-1][0], float("inf"))
+                    self.assertEqual([le for le, _ in buckets], sorted({le for le, _ in buckets}))
+                    counts = [v for _, v in buckets]
+                    self.assertEqual(counts, sorted(counts))
+                    count = [v for s, _, v in lines if s == "_count"]
+                    total = [v for s, _, v in lines if s == "_sum"]
+                    self.assertEqual(count, [counts[-1]])
+                    self.assertEqual(len(total), 1)
+                    self.assertGreaterEqual(total[0], 0)
+        samples = {(n, tuple(sorted(lab.items()))): v
+                   for f in fams.values() for n, lab, v in f["samples"]}
+        # rows: 7 per tower and route, each batch of one request
+        self.assertEqual(samples[("semid_batch_size_sum", ())], 28)
+        self.assertEqual(samples[("semid_batch_size_count", ())], 4)
+        for tower in ("item", "user"):
+            self.assertEqual(samples[("semid_encoded_total", (("tower", tower),))], 14)
+        info = fams["semid_model_info"]["samples"]
+        self.assertEqual([lab["version"] for _, lab, _ in info], [version])
+        routes = {lab["route"] for _, lab, _ in fams["semid_requests_total"]["samples"]}
+        self.assertLessEqual(routes, ROUTES)
+        self.assertEqual(samples[("semid_requests_total", (("code", "404"), ("route", "other")))],
+                         40)
+        self.assertEqual(samples[("semid_model_reloads_total", (("result", "success"),))], 2)
+        self.assertEqual(samples[("semid_model_reloads_total", (("result", "error"),))], 1)
+        # counters never go down across the reloads
+        old, _ = parse_exposition(before)
+        for name, f in old.items():
+            if f["type"] not in ("counter", "histogram"):
+                continue
+            now = {(n, tuple(sorted(lab.items()))): v for n, lab, v in fams[name]["samples"]}
+            for n, lab, v in f["samples"]:
+                if not n.endswith("_sum"):
+                    with self.subTest(counter=n, labels=lab):
+                        self.assertGreaterEqual(now[(n, tuple(sorted(lab.items())))], v)
+
+        promtool = T.find_promtool()
+        if not promtool:
+            self.skipTest("no promtool ($SEMID_PROMTOOL, which `make deps-test` unpacks from "
+                          "Debian's prometheus package, or on PATH)")
+        p = subprocess.run([promtool, "check", "metrics"], input=text, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, timeout=60)
+        problems = [line for line in p.stdout.splitlines() if line.strip()]
+        # exit 3: lint problems only; 1 would be a text promtool cannot parse
+        self.assertEqual(p.returncode, 3 if problems else 0, p.stdout)
+        self.assertEqual(problems, documented_lint(), "promtool's lint against proto/api.md")
 
 
 if __name__ == "__main__":
