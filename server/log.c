@@ -48,24 +48,35 @@ void srv_log_set_fd(int fd)
 	__atomic_store_n(&log_fd, fd, __ATOMIC_RELAXED);
 }
 
-/* Append raw bytes, keeping room for "...\n" at the end. */
-static void put(struct srv_logline *l, const char *s, size_t n)
+/* Append raw bytes, keeping room for a cut's "...", a closing quote and the
+ * '\n' at the end.  @whole: an escape, never split. */
+static void put_bytes(struct srv_logline *l, const char *s, size_t n, int whole)
 {
 	size_t room = sizeof(l->buf) - 5 - l->len;
-	if (l->len > sizeof(l->buf) - 5)
+	if (l->cut)
 		return;
 	if (n > room) {
+		if (whole)
+			room = 0;
 		/* not in the middle of a UTF-8 sequence */
 		while (room > 0 && ((unsigned char)s[room] & 0xc0) == 0x80)
 			room--;
 		memcpy(l->buf + l->len, s, room);
 		l->len += room;
 		memcpy(l->buf + l->len, "...", 3);
-		l->len += 3; /* now sizeof - 2: full, later puts are dropped */
+		l->len += 3;
+		if (l->quoted)
+			l->buf[l->len++] = '"'; /* now at most sizeof - 1 */
+		l->cut = 1;
 		return;
 	}
 	memcpy(l->buf + l->len, s, n);
 	l->len += n;
+}
+
+static void put(struct srv_logline *l, const char *s, size_t n)
+{
+	put_bytes(l, s, n, 0);
 }
 
 static void putc_(struct srv_logline *l, char c)
@@ -123,6 +134,7 @@ void srv_logline_begin(struct srv_logline *l, enum srv_log_level level, const ch
 	char ts[SRV_LOG_TS_LEN + 1];
 
 	l->len = 0;
+	l->quoted = l->cut = 0;
 	l->enabled = srv_log_enabled(level);
 	if (!l->enabled)
 		return;
@@ -165,21 +177,22 @@ void srv_logline_str(struct srv_logline *l, const char *key, const char *value)
 		return;
 	}
 	putc_(l, '"');
+	l->quoted = 1;
 	for (const unsigned char *p = (const unsigned char *)value; *p; p++) {
 		char esc[8];
 		if (*p == '"' || *p == '\\') {
 			esc[0] = '\\';
 			esc[1] = (char)*p;
-			put(l, esc, 2);
+			put_bytes(l, esc, 2, 1);
 		} else if (*p == '\n') {
-			put(l, "\\n", 2);
+			put_bytes(l, "\\n", 2, 1);
 		} else if (*p == '\t') {
-			put(l, "\\t", 2);
+			put_bytes(l, "\\t", 2, 1);
 		} else if (*p < 0x20 || *p == 0x7f) {
 			memcpy(esc, "\\u00", 4);
 			esc[4] = "0123456789abcdef"[*p >> 4];
 			esc[5] = "0123456789abcdef"[*p & 15];
-			put(l, esc, 6);
+			put_bytes(l, esc, 6, 1);
 		} else if (*p >= 0x80) {
 			/* a client's bytes (a path, a header) need not be UTF-8;
 			 * the log stays valid UTF-8 for whatever reads it */
@@ -191,13 +204,14 @@ void srv_logline_str(struct srv_logline *l, const char *key, const char *value)
 				memcpy(esc, "\\x", 2);
 				esc[2] = "0123456789abcdef"[*p >> 4];
 				esc[3] = "0123456789abcdef"[*p & 15];
-				put(l, esc, 4);
+				put_bytes(l, esc, 4, 1);
 			}
 		} else {
 			putc_(l, (char)*p);
 		}
 	}
 	putc_(l, '"');
+	l->quoted = 0;
 }
 
 void srv_logline_int(struct srv_logline *l, const char *key, long long value)

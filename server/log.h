@@ -11,7 +11,9 @@
  *
  * Build a line with srv_logline_begin, add fields, and srv_logline_end writes
  * it with one write(2) (lines from different threads never interleave).  A
- * line longer than SRV_LOG_LINE_MAX is cut and ends in "...".
+ * line longer than SRV_LOG_LINE_MAX is cut and ends in "..." (inside a
+ * quoted value, in ..." with the quote closed, and never in half an escape
+ * or a UTF-8 sequence), so that even a cut line parses.
  *
  * Thread-safety: all calls are thread-safe; the level is a process global set
  * once at start (srv_log_set_level).  srv_logline_begin, _str and _end are
@@ -29,6 +31,8 @@ enum srv_log_level { SRV_LOG_DEBUG, SRV_LOG_INFO, SRV_LOG_WARN, SRV_LOG_ERROR };
 
 struct srv_logline {
 	int enabled; /* 0 when below the level: every add is a no-op */
+	int quoted;  /* inside a quoted value: a cut closes the quote */
+	int cut;     /* the line was cut: later adds are dropped */
 	size_t len;
 	char buf[SRV_LOG_LINE_MAX];
 };

@@ -303,6 +303,83 @@ START_TEST(test_log_truncation)
 }
 END_TEST
 
+/* Does @line (one log line, '\n' included) parse as logfmt: space-separated
+ * key=value pairs whose values are bare (no space, '"' or '\\') or quoted
+ * with the escapes log.h lists and a closing quote? */
+static int logfmt_ok(const char *line)
+{
+	const char *p = line;
+	while (*p && *p != '\n') {
+		if (p != line && *p++ != ' ')
+			return 0;
+		if (*p == '=' || *p == ' ' || *p == '"')
+			return 0;
+		while (*p && *p != '=' && *p != ' ' && *p != '\n')
+			if (*p++ == '"')
+				return 0;
+		if (*p != '=')
+			continue; /* a bare key */
+		if (*++p != '"') {
+			while (*p && *p != ' ' && *p != '\n')
+				if (*p == '"' || *p++ == '\\')
+					return 0;
+			continue;
+		}
+		for (p++; *p != '"'; p++) {
+			if (!*p || *p == '\n')
+				return 0; /* never closed */
+			if (*p == '\\' && !strchr("\"\\ntux", *++p))
+				return 0; /* half an escape */
+		}
+		p++;
+	}
+	return *p == '\n' && !p[1];
+}
+
+static const char *cut_pad, *cut_value; /* where the cut falls, in what */
+
+static void log_long_quoted(void)
+{
+	struct srv_logline l;
+	char big[3000];
+	for (size_t i = 0; i + 1 < sizeof(big); i += strlen(cut_value))
+		snprintf(big + i, sizeof(big) - i, "%s", cut_value);
+	srv_logline_begin(&l, SRV_LOG_ERROR, "x");
+	srv_logline_str(&l, "pad", cut_pad);
+	srv_logline_str(&l, "error", big);
+	srv_logline_str(&l, "after", "dropped");
+	srv_logline_end(&l);
+}
+
+/* A line cut inside a quoted value still parses: the quote is closed and no
+ * escape is cut in half, wherever the cut falls (a client's id or field
+ * name full of quotes or control characters makes such a line).  The cut
+ * left the quote open, so a logfmt reader lost the line. */
+START_TEST(test_log_truncation_quoted)
+{
+	static const char *const values[] = {"\"", "\x01", "a\"\x02 ", "\xff", "\\\t"};
+	static const char *const pads[] = {"", "b", "bb", "bbb", "bbbb", "bbbbb"};
+	for (size_t v = 0; v < sizeof(values) / sizeof(*values); v++)
+		for (size_t i = 0; i < sizeof(pads) / sizeof(*pads); i++) {
+			char *out, *e;
+			cut_value = values[v];
+			cut_pad = pads[i];
+			out = capture_log(log_long_quoted);
+			e = strstr(out, " error=\"");
+			ck_assert_ptr_nonnull(e);
+			ck_assert_int_le(strlen(out), SRV_LOG_LINE_MAX);
+			ck_assert_msg(logfmt_ok(out), "value %zu pad %zu: ...%s", v, i,
+				      out + strlen(out) - 20);
+			ck_assert_str_eq(out + strlen(out) - 5, "...\"\n");
+			ck_assert_ptr_null(strstr(out, "after="));
+		}
+	/* the lines of the other tests parse too */
+	ck_assert(logfmt_ok(capture_log(log_fields)));
+	ck_assert(logfmt_ok(capture_log(log_bytes)));
+	ck_assert(logfmt_ok(capture_log(log_long)));
+}
+END_TEST
+
 /* srv_log_format_ts (plain arithmetic, for signal handlers) against glibc's
  * gmtime_r and strftime: the epoch, leap days of 2000 (divisible by 400) and
  * 2024, the day after 2100-02-28 (not a leap year), the ends of years and of
@@ -366,6 +443,7 @@ static void add_tests(TCase *tc)
 	tcase_add_test(tc, test_logfmt);
 	tcase_add_test(tc, test_log_truncation);
 	tcase_add_test(tc, test_log_truncation_utf8);
+	tcase_add_test(tc, test_log_truncation_quoted);
 	tcase_add_test(tc, test_log_not_utf8);
 	tcase_add_test(tc, test_log_ts);
 	tcase_add_test(tc, test_log_control_chars);
