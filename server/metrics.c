@@ -21,7 +21,9 @@ static const char *const route_names[SRV_ROUTE_COUNT] = {"/v1/items:encode", "/v
 static const double duration_le[] = {0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025,
 				     0.005,   0.01,   0.025,   0.05,   0.1,   0.25,
 				     0.5,     1,      2.5,     5,      10};
-static const double batch_le[] = {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 16384};
+/* Rows: every power of two up to 65536, the largest max_batch (config.c). */
+static const double batch_le[] = {1,   2,    4,	   8,	 16,   32,    64,    128,  256,
+				  512, 1024, 2048, 4096, 8192, 16384, 32768, 65536};
 
 const char *srv_route_name(enum srv_route r)
 {

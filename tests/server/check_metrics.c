@@ -178,6 +178,34 @@ START_TEST(test_render)
 }
 END_TEST
 
+/* semid_batch_size has a bucket at every power of two up to 65536, the
+ * largest max_batch (config.c), so a batch of each size is told apart from
+ * one of twice the size.  8192 was missing and the last bound was 16384, so
+ * with max_batch over 16384 full batches all fell in +Inf. */
+START_TEST(test_batch_size_buckets)
+{
+	struct srv_metrics m;
+	int32_t code = 0;
+	char *t;
+
+	ck_assert_int_eq(srv_metrics_init(&m, 4), 0);
+	for (size_t B = 1; B <= 65536; B *= 2)
+		srv_metrics_batch(&m, SID_TOWER_ITEM, B, &code, 1, 1, NULL, 0);
+	t = srv_metrics_render(&m, NULL);
+	ck_assert_ptr_nonnull(t);
+	for (int k = 0; k <= 16; k++) {
+		char want[80];
+		snprintf(want, sizeof(want), "semid_batch_size_bucket{le=\"%d\"} %d\n", 1 << k,
+			 k + 1);
+		ck_assert_msg(strstr(t, want), "no line %s", want);
+	}
+	ck_assert_ptr_nonnull(strstr(t, "semid_batch_size_bucket{le=\"+Inf\"} 17\n"));
+	ck_assert_int_eq(count_lines_with(t, "semid_batch_size_bucket{"), 18);
+	free(t);
+	srv_metrics_release(&m);
+}
+END_TEST
+
 static char *capture_log(void (*fn)(void))
 {
 	static char buf[4096];
@@ -440,6 +468,7 @@ static void add_tests(TCase *tc)
 	tcase_add_test(tc, test_entropy);
 	tcase_add_test(tc, test_entropy_counts_follow_the_window);
 	tcase_add_test(tc, test_render);
+	tcase_add_test(tc, test_batch_size_buckets);
 	tcase_add_test(tc, test_logfmt);
 	tcase_add_test(tc, test_log_truncation);
 	tcase_add_test(tc, test_log_truncation_utf8);
