@@ -317,8 +317,9 @@ char *srv_metrics_render(struct srv_metrics *m, const struct sid_model *model)
 	int r, s, t;
 
 	pthread_mutex_lock(&m->mu);
-	srv_buf_puts(&b, "# HELP semid_requests_total HTTP requests answered, by route and "
-			 "status code.\n# TYPE semid_requests_total counter\n");
+	srv_buf_puts(&b, "# HELP semid_requests_total HTTP requests, by route and status code "
+			 "(499: the client closed the connection before the answer).\n# TYPE "
+			 "semid_requests_total counter\n");
 	for (r = 0; r < SRV_ROUTE_COUNT; r++)
 		for (s = 0; s < 600; s++)
 			if (m->requests[r][s])
@@ -354,7 +355,8 @@ char *srv_metrics_render(struct srv_metrics *m, const struct sid_model *model)
 		       "semid_model_reloads_total{result=\"error\"} %llu\n",
 		       (unsigned long long)m->reloads_ok, (unsigned long long)m->reloads_err);
 	srv_buf_printf(&b,
-		       "# HELP semid_queue_rows Rows admitted and not yet answered.\n"
+		       "# HELP semid_queue_rows Rows admitted and not yet encoded (queue_rows "
+		       "bounds it).\n"
 		       "# TYPE semid_queue_rows gauge\nsemid_queue_rows %ld\n",
 		       m->queue_rows);
 	/* bits of information, not of data: promtool's lint asking for bytes
