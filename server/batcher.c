@@ -419,8 +419,9 @@ static void after_work_cb(uv_work_t *w, int status)
 
 	(void)status; /* never cancelled: uv_cancel is not used */
 	if (b->o.metrics)
-		srv_metrics_batch(b->o.metrics, bt->tower, bt->codes ? bt->B : 0, bt->codes,
-				  bt->codes ? bt->coded : 0, bt->L, bt->waits, bt->n_jobs);
+		srv_metrics_batch(b->o.metrics, bt->tower, bt->codes ? bt->B : 0,
+				  bt->jobs->model->sha256, bt->codes, bt->codes ? bt->coded : 0,
+				  bt->L, bt->waits, bt->n_jobs);
 	b->busy--;
 	for (j = bt->jobs; j; j = next) {
 		next = j->next;

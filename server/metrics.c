@@ -117,8 +117,8 @@ static int entropy_count(struct srv_entropy *e, int l, int32_t c)
 
 void srv_entropy_add(struct srv_entropy *e, const int32_t *codes, size_t B, int L)
 {
-	if (L <= 0 || L > SID_MAX_LEVELS)
-		return;
+	if (!B || L <= 0 || L > SID_MAX_LEVELS)
+		return; /* no rows: nothing changes, not even L */
 	if (L != e->L || !e->codes) {
 		int32_t *c = realloc(e->codes, e->window * (size_t)L * sizeof(*c));
 		if (!c)
@@ -204,9 +204,12 @@ void srv_metrics_request(struct srv_metrics *m, enum srv_route r, int status, do
 	pthread_mutex_unlock(&m->mu);
 }
 
-void srv_metrics_batch(struct srv_metrics *m, enum sid_tower_kind t, size_t B, const int32_t *codes,
-		       size_t coded, int L, const double *waits, size_t n_jobs)
+void srv_metrics_batch(struct srv_metrics *m, enum sid_tower_kind t, size_t B, const char *model,
+		       const int32_t *codes, size_t coded, int L, const double *waits,
+		       size_t n_jobs)
 {
+	struct srv_entropy *e;
+
 	if ((unsigned)t >= SID_TOWER_COUNT)
 		return;
 	pthread_mutex_lock(&m->mu);
@@ -215,17 +218,28 @@ void srv_metrics_batch(struct srv_metrics *m, enum sid_tower_kind t, size_t B, c
 	for (size_t i = 0; i < n_jobs; i++)
 		srv_hist_observe(&m->queue_wait, waits[i]);
 	m->encoded[t] += coded;
-	srv_entropy_add(&m->entropy[t], codes, coded, L);
+	e = &m->entropy[t];
+	if (coded && strcmp(e->model, model) != 0) {
+		if (m->served[0] && strcmp(model, m->served) != 0) {
+			coded = 0; /* the model replaced, finishing its last batches */
+		} else {
+			entropy_clear(e); /* the model served: its codes from now on */
+			snprintf(e->model, sizeof(e->model), "%s", model);
+		}
+	}
+	srv_entropy_add(e, codes, coded, L);
 	pthread_mutex_unlock(&m->mu);
 }
 
-void srv_metrics_reload(struct srv_metrics *m, int ok)
+void srv_metrics_reload(struct srv_metrics *m, const char *model)
 {
 	pthread_mutex_lock(&m->mu);
-	if (ok)
+	if (model) {
 		m->reloads_ok++;
-	else
+		snprintf(m->served, sizeof(m->served), "%s", model);
+	} else {
 		m->reloads_err++;
+	}
 	pthread_mutex_unlock(&m->mu);
 }
 
@@ -366,12 +380,15 @@ char *srv_metrics_render(struct srv_metrics *m, const struct sid_model *model)
 			 "entropy_window encoded rows: log2(K) when its K codes are used "
 			 "evenly, 0 when one code takes every row.\n"
 			 "# TYPE semid_code_entropy_bits gauge\n");
-	for (t = 0; t < SID_TOWER_COUNT; t++)
-		for (int l = 0; l < m->entropy[t].L && m->entropy[t].filled; l++)
-			srv_buf_printf(&b,
-				       "semid_code_entropy_bits{tower=\"%s\",level=\"%d\"} %.6f\n",
-				       sid_tower_name((enum sid_tower_kind)t), l,
-				       srv_entropy_bits(&m->entropy[t], l));
+	for (t = 0; t < SID_TOWER_COUNT; t++) {
+		const struct srv_entropy *e = &m->entropy[t];
+		if (m->served[0] && strcmp(e->model, m->served) != 0)
+			continue; /* codes of a model no longer served, or none */
+		for (int l = 0; l < e->L && e->filled; l++)
+			srv_buf_printf(
+			    &b, "semid_code_entropy_bits{tower=\"%s\",level=\"%d\"} %.6f\n",
+			    sid_tower_name((enum sid_tower_kind)t), l, srv_entropy_bits(e, l));
+	}
 	srv_buf_puts(&b, "# HELP semid_registry_assignments_total Ids answered by assign, by tower "
 			 "and whether the call stored them.\n"
 			 "# TYPE semid_registry_assignments_total counter\n");

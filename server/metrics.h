@@ -14,7 +14,8 @@
  *   semid_queue_rows                          gauge (rows admitted, not answered)
  *   semid_build_info{version} 1               gauge
  *   semid_code_entropy_bits{tower,level}      gauge: Shannon entropy (bits) of
- *       level's codes over the last entropy_window encoded rows of the tower;
+ *       level's codes over the last entropy_window encoded rows of the tower
+ *       by the model served (absent until it has encoded one);
  *       log2(K) means uniform use, near 0 means collapse.  Bits of
  *       information: promtool's lint wanting bytes (a rule for data sizes)
  *       is answered in proto/api.md, Metrics.
@@ -112,6 +113,7 @@ struct srv_entropy {
 	int32_t *codes;			 /* (window, L) */
 	uint32_t *count[SID_MAX_LEVELS]; /* (ncount[l]) rows in the window per code */
 	size_t ncount[SID_MAX_LEVELS];	 /* largest code counted + 1 */
+	char model[65];			 /* sha256 of the model whose codes it holds */
 };
 int srv_entropy_init(struct srv_entropy *e, size_t window);
 void srv_entropy_release(struct srv_entropy *e);
@@ -131,6 +133,7 @@ struct srv_metrics {
 	struct srv_hist batch_size;
 	uint64_t encoded[SID_TOWER_COUNT];
 	uint64_t reloads_ok, reloads_err;
+	char served[65]; /* sha256 of the model served ("": none yet) */
 	long queue_rows;
 	struct srv_entropy entropy[SID_TOWER_COUNT];
 	uint64_t reg_assigned[SID_TOWER_COUNT][2]; /* [created] */
@@ -147,14 +150,21 @@ int srv_metrics_init(struct srv_metrics *m, size_t entropy_window);
 void srv_metrics_release(struct srv_metrics *m);
 
 void srv_metrics_request(struct srv_metrics *m, enum srv_route r, int status, double seconds);
-/* One encode batch of @B rows (0: it failed before encoding), of which
- * @coded were answered with codes (the rows of a request refused after the
- * encode, its encoder overflowing, are not): @codes (coded, L) feed
- * semid_encoded_total and the entropy window.  @waits holds each job's queue
- * wait in seconds (@n_jobs of them). */
-void srv_metrics_batch(struct srv_metrics *m, enum sid_tower_kind t, size_t B, const int32_t *codes,
-		       size_t coded, int L, const double *waits, size_t n_jobs);
-void srv_metrics_reload(struct srv_metrics *m, int ok);
+/* One encode batch of @B rows (0: it failed before encoding) by the model
+ * whose file has SHA-256 @model (hex), of which @coded were answered with
+ * codes (the rows of a request refused after the encode, its encoder
+ * overflowing, are not): @codes (coded, L) feed semid_encoded_total and,
+ * when @model is the one served, the entropy window, which holds the codes
+ * of one model only (another model's codes name other codewords).  @waits
+ * holds each job's queue wait in seconds (@n_jobs of them). */
+void srv_metrics_batch(struct srv_metrics *m, enum sid_tower_kind t, size_t B, const char *model,
+		       const int32_t *codes, size_t coded, int L, const double *waits,
+		       size_t n_jobs);
+/* A reload attempt: @model the SHA-256 of the file now served, or NULL when
+ * the attempt failed.  Call it before the new model serves: from then on
+ * only its codes enter the entropy windows, and a tower whose window holds
+ * another model's codes has no semid_code_entropy_bits. */
+void srv_metrics_reload(struct srv_metrics *m, const char *model);
 void srv_metrics_queue_rows(struct srv_metrics *m, long rows);
 /* One store call of @seconds; @ok = 0 when the store was unavailable (it
  * also counts an error and sets semid_registry_up to 0). */

@@ -378,6 +378,9 @@ static void finish(struct srv_reload *r, const char *trigger, struct sid_model *
 {
 	struct sid_model *old = NULL;
 
+	/* before the swap: the new model's first batches are its own */
+	if (r->metrics)
+		srv_metrics_reload(r->metrics, m ? m->sha256 : NULL);
 	pthread_mutex_lock(&r->mu);
 	r->status.attempted = 1;
 	r->status.time = unix_now();
@@ -395,8 +398,6 @@ static void finish(struct srv_reload *r, const char *trigger, struct sid_model *
 	}
 	pthread_mutex_unlock(&r->mu);
 	log_result(trigger, m != NULL, m, error, secs);
-	if (r->metrics)
-		srv_metrics_reload(r->metrics, m != NULL);
 	sid_model_unref(old); /* freed here or when its last job finishes */
 }
 

@@ -127,12 +127,12 @@ START_TEST(test_render)
 	srv_metrics_request(&m, SRV_ROUTE_ITEMS_ENCODE, 200, 0.0004);
 	srv_metrics_request(&m, SRV_ROUTE_ITEMS_ENCODE, 400, 0.00001);
 	srv_metrics_request(&m, SRV_ROUTE_OTHER, 404, 0.00001);
-	srv_metrics_batch(&m, SID_TOWER_ITEM, 4, codes, 4, 3, waits, 2);
+	srv_metrics_batch(&m, SID_TOWER_ITEM, 4, "m1", codes, 4, 3, waits, 2);
 	/* a batch that failed before encoding: its jobs waited, no batch size */
-	srv_metrics_batch(&m, SID_TOWER_ITEM, 0, NULL, 0, 3, waits + 1, 1);
-	srv_metrics_reload(&m, 1);
-	srv_metrics_reload(&m, 0);
-	srv_metrics_reload(&m, 0);
+	srv_metrics_batch(&m, SID_TOWER_ITEM, 0, "m1", NULL, 0, 3, waits + 1, 1);
+	srv_metrics_reload(&m, "m1");
+	srv_metrics_reload(&m, NULL);
+	srv_metrics_reload(&m, NULL);
 	t = srv_metrics_render(&m, NULL);
 	ck_assert_ptr_nonnull(t);
 	ck_assert_ptr_nonnull(
@@ -178,6 +178,40 @@ START_TEST(test_render)
 }
 END_TEST
 
+/* The entropy window holds the codes of the model served: a swap to another
+ * file hides the old codes, a batch the replaced model finishes late is
+ * counted but leaves the window alone, and the new model's codes start it
+ * afresh; a reload of the same file keeps it. */
+START_TEST(test_entropy_follows_the_served_model)
+{
+	struct srv_metrics m;
+	int32_t a[4] = {0, 1, 2, 3}, b[2] = {5, 5};
+	char *t;
+
+	ck_assert_int_eq(srv_metrics_init(&m, 10), 0);
+	srv_metrics_reload(&m, "aaaa");
+	srv_metrics_batch(&m, SID_TOWER_ITEM, 4, "aaaa", a, 4, 1, NULL, 0);
+	srv_metrics_reload(&m, "aaaa"); /* the same file again */
+	t = srv_metrics_render(&m, NULL);
+	ck_assert_ptr_nonnull(
+	    strstr(t, "semid_code_entropy_bits{tower=\"item\",level=\"0\"} 2.000000\n"));
+	free(t);
+	srv_metrics_reload(&m, "bbbb");
+	srv_metrics_batch(&m, SID_TOWER_ITEM, 4, "aaaa", a, 4, 1, NULL, 0); /* late */
+	t = srv_metrics_render(&m, NULL);
+	ck_assert_ptr_null(strstr(t, "semid_code_entropy_bits{"));
+	ck_assert_ptr_nonnull(strstr(t, "semid_encoded_total{tower=\"item\"} 8\n"));
+	free(t);
+	srv_metrics_batch(&m, SID_TOWER_ITEM, 2, "bbbb", b, 2, 1, NULL, 0);
+	t = srv_metrics_render(&m, NULL);
+	ck_assert_ptr_nonnull(
+	    strstr(t, "semid_code_entropy_bits{tower=\"item\",level=\"0\"} 0.000000\n"));
+	ck_assert_int_eq(count_lines_with(t, "semid_code_entropy_bits{"), 1);
+	free(t);
+	srv_metrics_release(&m);
+}
+END_TEST
+
 /* semid_batch_size has a bucket at every power of two up to 65536, the
  * largest max_batch (config.c), so a batch of each size is told apart from
  * one of twice the size.  8192 was missing and the last bound was 16384, so
@@ -190,7 +224,7 @@ START_TEST(test_batch_size_buckets)
 
 	ck_assert_int_eq(srv_metrics_init(&m, 4), 0);
 	for (size_t B = 1; B <= 65536; B *= 2)
-		srv_metrics_batch(&m, SID_TOWER_ITEM, B, &code, 1, 1, NULL, 0);
+		srv_metrics_batch(&m, SID_TOWER_ITEM, B, "m1", &code, 1, 1, NULL, 0);
 	t = srv_metrics_render(&m, NULL);
 	ck_assert_ptr_nonnull(t);
 	for (int k = 0; k <= 16; k++) {
@@ -469,6 +503,7 @@ static void add_tests(TCase *tc)
 	tcase_add_test(tc, test_entropy_counts_follow_the_window);
 	tcase_add_test(tc, test_render);
 	tcase_add_test(tc, test_batch_size_buckets);
+	tcase_add_test(tc, test_entropy_follows_the_served_model);
 	tcase_add_test(tc, test_logfmt);
 	tcase_add_test(tc, test_log_truncation);
 	tcase_add_test(tc, test_log_truncation_utf8);

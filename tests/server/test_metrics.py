@@ -143,6 +143,66 @@ class Metrics(unittest.TestCase):
                     m['semid_code_entropy_bits{tower="item",level="%d"}' % level],
                     entropy_bits(window[:, level]), places=5)
 
+    def test_a_new_model_starts_the_entropy_window(self):
+        """semid_code_entropy_bits describes the codes of the model being
+        served: the window keeps its rows across a reload of the same file
+        (same sha256), starts afresh when another model is swapped in (the
+        codes of two models name different codewords, so their mixture has
+        no meaning, and a collapsed release stayed hidden behind the
+        previous one's codes until they left the window), and a tower the
+        new model lacks has no gauge.  Each level's gauge is compared with
+        the entropy, computed here, of the codes the server answered."""
+        rng = np.random.default_rng(11)
+        item = T.random_tower(rng, 8, [], 4, [8, 8], act="relu", norm="none")
+        user = T.random_tower(rng, 5, [], 3, [4, 4])
+        # a collapsed release: codeword 0 at the origin, every other one far
+        # away, so every row gets codes (0, 0)
+        far = [np.vstack([np.zeros((1, 4)), 1e3 + rng.random((7, 4))]).astype(np.float32)
+               for _ in range(2)]
+        collapsed = T.Tower(item.layers, far, "relu", "none")
+        T.write_model(self.model, {"item": item, "user": user}, "A")
+        srv = T.Server(["--model", self.model, "--registry", "none", "--admin-token", "tok",
+                        "--watch=false", "--entropy-window", "100"], self.work)
+        auth = {"Authorization": "Bearer tok"}
+
+        def encode(tower, n, D):
+            rows = [{"embedding": r.tolist()} for r in rng.standard_normal((n, D))]
+            st, _, body = srv.json("POST", "/v1/%s:encode" % tower, {"inputs": rows})
+            self.assertEqual(st, 200, body)
+            return [r["codes"] for r in body["results"]]
+
+        def gauges():
+            m = srv.metrics()
+            return {k: v for k, v in m.items() if k.startswith("semid_code_entropy_bits")}, m
+
+        try:
+            served = encode("items", 30, 8)
+            encode("users", 10, 5)
+            # the same file again: the window goes on
+            self.assertEqual(srv.request("POST", "/v1/admin/reload", headers=auth)[0], 200)
+            served += encode("items", 10, 8)
+            g, _ = gauges()
+            for level in range(2):
+                self.assertAlmostEqual(
+                    g['semid_code_entropy_bits{tower="item",level="%d"}' % level],
+                    entropy_bits(np.array(served)[:, level]), places=5)
+            self.assertGreater(g['semid_code_entropy_bits{tower="item",level="0"}'], 1)
+            # another model: item tower collapsed, no user tower
+            T.write_model(self.model, {"item": collapsed}, "B")
+            self.assertEqual(srv.request("POST", "/v1/admin/reload", headers=auth)[0], 200)
+            g, _ = gauges()
+            self.assertEqual(g, {})  # nothing encoded by B yet
+            served = encode("items", 5, 8)
+            self.assertEqual(served, [[0, 0]] * 5)
+            g, m = gauges()
+        finally:
+            self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
+        self.assertEqual(g, {'semid_code_entropy_bits{tower="item",level="0"}': 0.0,
+                             'semid_code_entropy_bits{tower="item",level="1"}': 0.0})
+        # the counters go on
+        self.assertEqual(m['semid_encoded_total{tower="item"}'], 45)
+        self.assertEqual(m['semid_encoded_total{tower="user"}'], 10)
+
     def test_exposition(self):
         """A scrape with every family in it (both towers encoded, an assign,
         a lookup, a good and a bad reload, unknown paths, a model version
