@@ -181,7 +181,7 @@ int srv_metrics_init(struct srv_metrics *m, size_t entropy_window)
 	for (int o = 0; o < SRV_REG_OPS; o++)
 		srv_hist_init(&m->reg_duration[o], duration_le,
 			      (int)(sizeof(duration_le) / sizeof(double)));
-	m->reg_up = -1;
+	m->reg_up[SRV_REG_OP_ASSIGN] = m->reg_up[SRV_REG_OP_LOOKUP] = -1;
 	return 0;
 }
 
@@ -257,7 +257,7 @@ void srv_metrics_registry_call(struct srv_metrics *m, enum srv_reg_op op, double
 		srv_hist_observe(&m->reg_duration[op], seconds);
 	if (!ok)
 		m->reg_errors[op]++;
-	m->reg_up = ok;
+	m->reg_up[op] = ok;
 	pthread_mutex_unlock(&m->mu);
 }
 
@@ -292,7 +292,7 @@ void srv_metrics_registry_events(struct srv_metrics *m, const struct sid_reg_eve
 void srv_metrics_registry_up(struct srv_metrics *m, int up)
 {
 	pthread_mutex_lock(&m->mu);
-	m->reg_up = up;
+	m->reg_up[SRV_REG_OP_ASSIGN] = m->reg_up[SRV_REG_OP_LOOKUP] = up;
 	pthread_mutex_unlock(&m->mu);
 }
 
@@ -430,11 +430,12 @@ char *srv_metrics_render(struct srv_metrics *m, const struct sid_model *model)
 	    "semid_connections_closed_total{reason=\"limit\"} %llu\n",
 	    m->conns_open, m->body_bytes, (unsigned long long)m->conn_closed[SRV_CONN_DEADLINE],
 	    (unsigned long long)m->conn_closed[SRV_CONN_LIMIT]);
-	if (m->reg_up >= 0)
+	if (m->reg_up[SRV_REG_OP_ASSIGN] >= 0)
 		srv_buf_printf(
 		    &b,
-		    "# HELP semid_registry_up 1 when the ID registry store answers, 0 "
-		    "when it is unavailable.\n"
+		    "# HELP semid_registry_up 0 from a store call that found the ID "
+		    "registry unavailable until a call of the same kind (assign or "
+		    "lookup) goes through, else 1.\n"
 		    "# TYPE semid_registry_up gauge\nsemid_registry_up %d\n"
 		    "# HELP semid_registry_retries_total Store transactions run again "
 		    "after losing a race to another writer (PostgreSQL).\n"
@@ -455,7 +456,8 @@ char *srv_metrics_render(struct srv_metrics *m, const struct sid_model *model)
 		    "semid_registry_timeouts_total{reason=\"busy\"} %llu\n"
 		    "semid_registry_timeouts_total{reason=\"statement_timeout\"} %llu\n"
 		    "semid_registry_timeouts_total{reason=\"no_answer\"} %llu\n",
-		    m->reg_up, (unsigned long long)m->reg_events.retries,
+		    m->reg_up[SRV_REG_OP_ASSIGN] && m->reg_up[SRV_REG_OP_LOOKUP],
+		    (unsigned long long)m->reg_events.retries,
 		    (unsigned long long)m->reg_events.global_locks,
 		    (unsigned long long)m->reg_events.lock_table_full,
 		    (unsigned long long)m->reg_events.busy_timeouts,

@@ -37,9 +37,9 @@
  *       that ran alone under the store's global lock: reason "size" (too many
  *       keys to lock one by one) or "lock_table_full" (PostgreSQL's lock
  *       table was full: raise max_locks_per_transaction))
- *   semid_registry_up                         gauge: 1 when the last store call
- *       or open went through, 0 when the store is unavailable (absent when
- *       the registry is disabled)
+ *   semid_registry_up                         gauge: 0 from a store call that
+ *       found the store unavailable until a call of the same kind (assign or
+ *       lookup) goes through, else 1 (absent when the registry is disabled)
  *
  * Thread-safety: every call is thread-safe (one mutex inside; updates are a
  * few additions, so contention is negligible next to encoding).
@@ -140,7 +140,7 @@ struct srv_metrics {
 	uint64_t reg_errors[SRV_REG_OPS];
 	struct sid_reg_events reg_events; /* summed over the store's handles */
 	struct srv_hist reg_duration[SRV_REG_OPS];
-	int reg_up; /* 1, 0, or -1: disabled */
+	int reg_up[SRV_REG_OPS]; /* last call of each kind went through: 1, 0; -1 disabled */
 	uint64_t conn_closed[SRV_CONN_CLOSES];
 	long conns_open;
 	size_t body_bytes;
@@ -167,7 +167,9 @@ void srv_metrics_batch(struct srv_metrics *m, enum sid_tower_kind t, size_t B, c
 void srv_metrics_reload(struct srv_metrics *m, const char *model);
 void srv_metrics_queue_rows(struct srv_metrics *m, long rows);
 /* One store call of @seconds; @ok = 0 when the store was unavailable (it
- * also counts an error and sets semid_registry_up to 0). */
+ * also counts an error and sets semid_registry_up to 0 until a call of
+ * @op's kind goes through: a lookup that reads does not say that an assign
+ * could write). */
 void srv_metrics_registry_call(struct srv_metrics *m, enum srv_reg_op op, double seconds, int ok);
 /* A failed call that was not an outage (bad input, not found). */
 void srv_metrics_registry_error(struct srv_metrics *m, enum srv_reg_op op);

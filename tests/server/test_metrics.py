@@ -11,10 +11,13 @@ Run: SEMID_BIN=/path/to/bin /usr/bin/python3 tests/server/test_metrics.py
 """
 import os
 import re
+import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
 
 import numpy as np
@@ -202,6 +205,49 @@ class Metrics(unittest.TestCase):
         # the counters go on
         self.assertEqual(m['semid_encoded_total{tower="item"}'], 45)
         self.assertEqual(m['semid_encoded_total{tower="user"}'], 10)
+
+    def test_registry_up_is_not_reset_by_lookups(self):
+        """A store that reads but cannot write (a full disk: here a 1-byte
+        RLIMIT_FSIZE, writes failing with EFBIG) answers new assigns 503 and
+        lookups 200.  semid_registry_up is 0 from the assign that found it
+        unavailable until an assign goes through: every lookup used to set
+        it back to 1, so with any lookup traffic it flapped and
+        SemidRegistryDown (0 for 5 minutes) never fired while no new id
+        could be assigned."""
+        def ignore_xfsz():
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+        srv = T.Server(["--model", self.model], self.work, preexec_fn=ignore_xfsz)
+        up = "semid_registry_up"
+        k = [0]
+
+        def assign(n):
+            k[0] += 1
+            rows = [{"id": "id-%d-%d" % (k[0], i), "embedding": [1.0, 2.0, 3.0, float(i)]}
+                    for i in range(n)]
+            return srv.json("POST", "/v1/items:assign", {"inputs": rows})
+
+        try:
+            self.assertEqual(assign(2)[0], 200)
+            self.assertEqual(srv.metrics()[up], 1)
+            resource.prlimit(srv.proc.pid, resource.RLIMIT_FSIZE, (1, resource.RLIM_INFINITY))
+            for _ in range(40):  # until a commit must grow a file
+                st, _, body = assign(64)
+                if st != 200:
+                    break
+            self.assertEqual(st, 503, body)
+            self.assertEqual(srv.metrics()[up], 0)
+            for _ in range(3):
+                self.assertEqual(srv.request("GET", "/v1/items/id-1-0")[0], 200)
+                self.assertEqual(srv.metrics()[up], 0)
+            resource.prlimit(srv.proc.pid, resource.RLIMIT_FSIZE,
+                             (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+            deadline = time.monotonic() + 5 * T.SLOW
+            while assign(3)[0] != 200 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            self.assertEqual(srv.metrics()[up], 1)
+        finally:
+            self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
 
     def test_exposition(self):
         """A scrape with every family in it (both towers encoded, an assign,
