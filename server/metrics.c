@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 static const char *const route_names[SRV_ROUTE_COUNT] = {"/v1/items:encode", "/v1/users:encode",
 							 "/healthz",	     "/readyz",
@@ -182,6 +183,7 @@ int srv_metrics_init(struct srv_metrics *m, size_t entropy_window)
 		srv_hist_init(&m->reg_duration[o], duration_le,
 			      (int)(sizeof(duration_le) / sizeof(double)));
 	m->reg_up[SRV_REG_OP_ASSIGN] = m->reg_up[SRV_REG_OP_LOOKUP] = -1;
+	m->reg_hold_s = 60;
 	return 0;
 }
 
@@ -250,6 +252,28 @@ void srv_metrics_queue_rows(struct srv_metrics *m, long rows)
 	pthread_mutex_unlock(&m->mu);
 }
 
+static double mono_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* A call of kind @op went through (@ok) or found the store unavailable. */
+static void reg_note(struct srv_metrics *m, enum srv_reg_op op, int ok)
+{
+	double now = mono_now();
+
+	m->reg_up[op] = ok;
+	if (!ok) {
+		m->reg_down_at[op] = now;
+		return;
+	}
+	for (int o = 0; o < SRV_REG_OPS; o++)
+		if (!m->reg_up[o] && now - m->reg_down_at[o] >= m->reg_hold_s)
+			m->reg_up[o] = 1; /* not failed for a while: the store is back */
+}
+
 void srv_metrics_registry_call(struct srv_metrics *m, enum srv_reg_op op, double seconds, int ok)
 {
 	pthread_mutex_lock(&m->mu);
@@ -257,7 +281,7 @@ void srv_metrics_registry_call(struct srv_metrics *m, enum srv_reg_op op, double
 		srv_hist_observe(&m->reg_duration[op], seconds);
 	if (!ok)
 		m->reg_errors[op]++;
-	m->reg_up[op] = ok;
+	reg_note(m, op, ok);
 	pthread_mutex_unlock(&m->mu);
 }
 
@@ -292,7 +316,10 @@ void srv_metrics_registry_events(struct srv_metrics *m, const struct sid_reg_eve
 void srv_metrics_registry_up(struct srv_metrics *m, int up)
 {
 	pthread_mutex_lock(&m->mu);
-	m->reg_up[SRV_REG_OP_ASSIGN] = m->reg_up[SRV_REG_OP_LOOKUP] = up;
+	for (int o = 0; o < SRV_REG_OPS; o++) {
+		m->reg_up[o] = up;
+		m->reg_down_at[o] = mono_now();
+	}
 	pthread_mutex_unlock(&m->mu);
 }
 

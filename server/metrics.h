@@ -39,7 +39,9 @@
  *       table was full: raise max_locks_per_transaction))
  *   semid_registry_up                         gauge: 0 from a store call that
  *       found the store unavailable until a call of the same kind (assign or
- *       lookup) goes through, else 1 (absent when the registry is disabled)
+ *       lookup) goes through, or one of the other kind does when the failed
+ *       kind has not failed for reg_hold_s; else 1 (absent when the
+ *       registry is disabled)
  *
  * Thread-safety: every call is thread-safe (one mutex inside; updates are a
  * few additions, so contention is negligible next to encoding).
@@ -141,6 +143,8 @@ struct srv_metrics {
 	struct sid_reg_events reg_events; /* summed over the store's handles */
 	struct srv_hist reg_duration[SRV_REG_OPS];
 	int reg_up[SRV_REG_OPS]; /* last call of each kind went through: 1, 0; -1 disabled */
+	double reg_down_at[SRV_REG_OPS]; /* when that kind last failed (CLOCK_MONOTONIC s) */
+	double reg_hold_s; /* a kind's failure outweighs the other's successes this long (60) */
 	uint64_t conn_closed[SRV_CONN_CLOSES];
 	long conns_open;
 	size_t body_bytes;
@@ -169,7 +173,8 @@ void srv_metrics_queue_rows(struct srv_metrics *m, long rows);
 /* One store call of @seconds; @ok = 0 when the store was unavailable (it
  * also counts an error and sets semid_registry_up to 0 until a call of
  * @op's kind goes through: a lookup that reads does not say that an assign
- * could write). */
+ * could write, unless no assign has failed for reg_hold_s, as after a blip
+ * when assigns are rare). */
 void srv_metrics_registry_call(struct srv_metrics *m, enum srv_reg_op op, double seconds, int ok);
 /* A failed call that was not an outage (bad input, not found). */
 void srv_metrics_registry_error(struct srv_metrics *m, enum srv_reg_op op);

@@ -212,6 +212,53 @@ START_TEST(test_entropy_follows_the_served_model)
 }
 END_TEST
 
+static double registry_up(struct srv_metrics *m)
+{
+	char *t = srv_metrics_render(m, NULL), *p = strstr(t, "\nsemid_registry_up ");
+	double v = p ? strtod(p + 19, NULL) : -1;
+	free(t);
+	return v;
+}
+
+/* semid_registry_up: a failed assign holds it at 0 against lookups that go
+ * through (a store that reads but cannot write) until an assign goes
+ * through, or for reg_hold_s when none is tried (a blip, then lookups
+ * only: no alert for a store that is back); the same the other way. */
+START_TEST(test_registry_up)
+{
+	struct srv_metrics m;
+	struct timespec pause = {0, 60 * 1000 * 1000};
+
+	ck_assert_int_eq(srv_metrics_init(&m, 4), 0);
+	ck_assert(registry_up(&m) == -1); /* disabled: absent */
+	srv_metrics_registry_up(&m, 1);
+	ck_assert(registry_up(&m) == 1);
+	m.reg_hold_s = 0.05;
+	srv_metrics_registry_call(&m, SRV_REG_OP_ASSIGN, 0.01, 0);
+	ck_assert(registry_up(&m) == 0);
+	srv_metrics_registry_call(&m, SRV_REG_OP_LOOKUP, 0.01, 1);
+	ck_assert(registry_up(&m) == 0); /* a read says nothing of writes */
+	srv_metrics_registry_call(&m, SRV_REG_OP_ASSIGN, 0.01, 1);
+	ck_assert(registry_up(&m) == 1);
+	srv_metrics_registry_call(&m, SRV_REG_OP_ASSIGN, 0.01, 0);
+	nanosleep(&pause, NULL);
+	ck_assert(registry_up(&m) == 0);
+	srv_metrics_registry_call(&m, SRV_REG_OP_LOOKUP, 0.01, 1);
+	ck_assert(registry_up(&m) == 1); /* no assign failed for reg_hold_s */
+	srv_metrics_registry_call(&m, SRV_REG_OP_LOOKUP, 0.01, 0);
+	srv_metrics_registry_call(&m, SRV_REG_OP_ASSIGN, 0.01, 1);
+	ck_assert(registry_up(&m) == 0);
+	nanosleep(&pause, NULL);
+	srv_metrics_registry_call(&m, SRV_REG_OP_ASSIGN, 0.01, 1);
+	ck_assert(registry_up(&m) == 1);
+	srv_metrics_registry_up(&m, 0); /* down at start-up, then back */
+	nanosleep(&pause, NULL);
+	srv_metrics_registry_call(&m, SRV_REG_OP_LOOKUP, 0.01, 1);
+	ck_assert(registry_up(&m) == 1);
+	srv_metrics_release(&m);
+}
+END_TEST
+
 /* semid_batch_size has a bucket at every power of two up to 65536, the
  * largest max_batch (config.c), so a batch of each size is told apart from
  * one of twice the size.  8192 was missing and the last bound was 16384, so
@@ -503,6 +550,7 @@ static void add_tests(TCase *tc)
 	tcase_add_test(tc, test_entropy_counts_follow_the_window);
 	tcase_add_test(tc, test_render);
 	tcase_add_test(tc, test_batch_size_buckets);
+	tcase_add_test(tc, test_registry_up);
 	tcase_add_test(tc, test_entropy_follows_the_served_model);
 	tcase_add_test(tc, test_logfmt);
 	tcase_add_test(tc, test_log_truncation);
