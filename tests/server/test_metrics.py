@@ -101,6 +101,20 @@ def documented_lint():
 
 
 class Metrics(unittest.TestCase):
+    def assert_counters_not_lower(self, before, after):
+        """Every counter and histogram bucket or count of the scrape
+        @before is in the scrape @after, not lower."""
+        old, _ = parse_exposition(before)
+        new, _ = parse_exposition(after)
+        for name, f in old.items():
+            if f["type"] not in ("counter", "histogram"):
+                continue
+            now = {(n, tuple(sorted(lab.items()))): v for n, lab, v in new[name]["samples"]}
+            for n, lab, v in f["samples"]:
+                if not n.endswith("_sum"):
+                    with self.subTest(counter=n, labels=lab):
+                        self.assertGreaterEqual(now[(n, tuple(sorted(lab.items())))], v)
+
     def setUp(self):
         self.work = tempfile.mkdtemp(prefix="semid-metrics-")
         self.model = os.path.join(self.work, "demo.safetensors")
@@ -213,13 +227,16 @@ class Metrics(unittest.TestCase):
         unavailable until an assign goes through: every lookup used to set
         it back to 1, so with any lookup traffic it flapped and
         SemidRegistryDown (0 for 5 minutes) never fired while no new id
-        could be assigned."""
+        could be assigned.  The counters do not go down across the outage."""
         def ignore_xfsz():
             signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 
         srv = T.Server(["--model", self.model], self.work, preexec_fn=ignore_xfsz)
         up = "semid_registry_up"
         k = [0]
+
+        def scrape():
+            return srv.request("GET", "/metrics")[2].decode()
 
         def assign(n):
             k[0] += 1
@@ -229,7 +246,9 @@ class Metrics(unittest.TestCase):
 
         try:
             self.assertEqual(assign(2)[0], 200)
+            self.assertEqual(srv.request("GET", "/v1/items/id-1-0")[0], 200)
             self.assertEqual(srv.metrics()[up], 1)
+            before = scrape()
             resource.prlimit(srv.proc.pid, resource.RLIMIT_FSIZE, (1, resource.RLIM_INFINITY))
             for _ in range(40):  # until a commit must grow a file
                 st, _, body = assign(64)
@@ -246,6 +265,8 @@ class Metrics(unittest.TestCase):
             while assign(3)[0] != 200 and time.monotonic() < deadline:
                 time.sleep(0.1)
             self.assertEqual(srv.metrics()[up], 1)
+            # and the store's counters went on across the outage
+            self.assert_counters_not_lower(before, scrape())
         finally:
             self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
 
@@ -342,16 +363,7 @@ class Metrics(unittest.TestCase):
                          40)
         self.assertEqual(samples[("semid_model_reloads_total", (("result", "success"),))], 2)
         self.assertEqual(samples[("semid_model_reloads_total", (("result", "error"),))], 1)
-        # counters never go down across the reloads
-        old, _ = parse_exposition(before)
-        for name, f in old.items():
-            if f["type"] not in ("counter", "histogram"):
-                continue
-            now = {(n, tuple(sorted(lab.items()))): v for n, lab, v in fams[name]["samples"]}
-            for n, lab, v in f["samples"]:
-                if not n.endswith("_sum"):
-                    with self.subTest(counter=n, labels=lab):
-                        self.assertGreaterEqual(now[(n, tuple(sorted(lab.items())))], v)
+        self.assert_counters_not_lower(before, text)  # across the reloads
 
         promtool = T.find_promtool()
         if not promtool:
