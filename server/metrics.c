@@ -404,8 +404,8 @@ char *srv_metrics_render(struct srv_metrics *m, const struct sid_model *model)
 	 * is wrong here (proto/api.md, Metrics) */
 	srv_buf_puts(&b, "# HELP semid_code_entropy_bits Shannon entropy in bits (base-2 "
 			 "logarithms) of each level's codes over the tower's last "
-			 "entropy_window encoded rows: log2(K) when its K codes are used "
-			 "evenly, 0 when one code takes every row.\n"
+			 "entropy_window rows encoded by the model served: log2(K) when its "
+			 "K codes are used evenly, 0 when one code takes every row.\n"
 			 "# TYPE semid_code_entropy_bits gauge\n");
 	for (t = 0; t < SID_TOWER_COUNT; t++) {
 		const struct srv_entropy *e = &m->entropy[t];
