@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -193,11 +194,35 @@ int srv_config_load_file(struct srv_config *c, const char *path, struct sid_erro
 	json_error_t jerr;
 	json_t *root, *v;
 	const char *name;
-	int rc = 0;
+	struct stat st;
+	FILE *f;
+	int rc = 0, rerr;
 
-	root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
-	if (!root && jerr.line < 1) /* not JSON's fault: "unable to open PATH: why" */
-		return sid_error_set(err, SID_EINVAL, "config file: %s", jerr.text);
+	/* Opened here, not by json_load_file: a directory opens and then reads
+	 * as an empty file, and a read error as the file's end, which jansson
+	 * reports as "'[' or '{' expected near end of file" (a ConfigMap's
+	 * mount directory given for the file inside it). */
+	f = fopen(path, "rb");
+	if (!f)
+		return sid_error_set(err, SID_EINVAL, "config file: unable to open %s: %s", path,
+				     strerror(errno));
+	if (fstat(fileno(f), &st) == 0 && S_ISDIR(st.st_mode)) {
+		fclose(f);
+		return sid_error_set(err, SID_EINVAL,
+				     "config file: %s is a directory; give the JSON file in it",
+				     path);
+	}
+	errno = 0;
+	root = json_loadf(f, JSON_REJECT_DUPLICATES, &jerr);
+	rerr = ferror(f) ? (errno ? errno : EIO) : 0;
+	fclose(f);
+	if (rerr) {
+		json_decref(root);
+		return sid_error_set(err, SID_EINVAL, "config file: cannot read %s: %s", path,
+				     strerror(rerr));
+	}
+	if (!root && jerr.line < 1)
+		return sid_error_set(err, SID_EINVAL, "%s: %s", path, jerr.text);
 	if (!root)
 		return sid_error_set(err, SID_EINVAL, "%s:%d:%d: %s", path, jerr.line, jerr.column,
 				     jerr.text);

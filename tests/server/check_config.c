@@ -178,6 +178,23 @@ START_TEST(test_file_errors)
 	ck_assert_ptr_nonnull(strstr(err.msg, "must be a JSON object"));
 	unlink(path);
 
+	/* a directory (a ConfigMap's mount point given for the file in it) is
+	 * said to be one, not "'[' or '{' expected near end of file" */
+	{
+		char dir[] = "/tmp/check_config_dir_XXXXXX";
+		ck_assert_ptr_nonnull(mkdtemp(dir));
+		ck_assert_int_ne(srv_config_load_file(&c, dir, &err), 0);
+		snprintf(want, sizeof(want),
+			 "config file: %s is a directory; give the JSON file in it", dir);
+		ck_assert_str_eq(err.msg, want);
+		rmdir(dir);
+	}
+
+	/* a read error is one, not the end of the file (/proc/self/mem reads
+	 * EIO at offset 0, as a failing disk or network mount would) */
+	ck_assert_int_ne(srv_config_load_file(&c, "/proc/self/mem", &err), 0);
+	ck_assert_str_eq(err.msg, "config file: cannot read /proc/self/mem: Input/output error");
+
 	ck_assert_int_ne(srv_config_load_file(&c, "/nonexistent/semid.json", &err), 0);
 	/* no made-up position (jansson's -1:-1) when the file cannot be opened */
 	ck_assert_str_eq(err.msg, "config file: unable to open /nonexistent/semid.json: No such "
