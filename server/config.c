@@ -27,6 +27,50 @@ struct key {
 	const char *help;
 };
 
+static int is_digit(char c)
+{
+	return c >= '0' && c <= '9';
+}
+
+/* The checks of one string value, by itself: key_set runs them as a value
+ * is set, so that a refusal names its source, and srv_config_validate again
+ * on the whole config. */
+static int listen_check(const char *v, struct sid_error *err)
+{
+	const char *colon = strrchr(v, ':');
+	char *end;
+	long port;
+
+	if (!colon || colon == v)
+		return sid_error_set(err, SID_EINVAL,
+				     "listen \"%s\" must be HOST:PORT (127.0.0.1:8080, [::1]:8080)",
+				     v);
+	port = strtol(colon + 1, &end, 10);
+	if (!is_digit(colon[1]) || *end || port < 0 || port > 65535)
+		return sid_error_set(err, SID_EINVAL,
+				     "listen \"%s\": bad port (digits 0..65535 after the last ':')",
+				     v);
+	return 0;
+}
+
+static int token_check(const char *t, struct sid_error *err)
+{
+	size_t n = strlen(t);
+
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)t[i] < 0x20 || t[i] == 0x7f)
+			return sid_error_set(
+			    err, SID_EINVAL,
+			    "admin_token has a control character (byte %zu), which "
+			    "no Authorization header can carry",
+			    i);
+	if (n && (t[0] == ' ' || t[n - 1] == ' '))
+		return sid_error_set(err, SID_EINVAL,
+				     "admin_token starts or ends with a space, which HTTP strips "
+				     "from the Authorization header: no request could match it");
+	return 0;
+}
+
 #define F(field) offsetof(struct srv_config, field), sizeof(((struct srv_config *)0)->field)
 
 static const struct key keys[] = {
@@ -111,11 +155,6 @@ static const struct key *key_find(const char *name, size_t len)
 	return NULL;
 }
 
-static int is_digit(char c)
-{
-	return c >= '0' && c <= '9';
-}
-
 static int parse_bool(const char *v)
 {
 	if (!strcmp(v, "true") || !strcmp(v, "1") || !strcmp(v, "yes") || !strcmp(v, "on"))
@@ -138,6 +177,9 @@ static int key_set(struct srv_config *c, const struct key *k, const char *value,
 		if (strlen(value) >= k->size)
 			return sid_error_set(err, SID_EINVAL, "%s: %s is longer than %zu bytes",
 					     source, k->name, k->size - 1);
+		if ((k->off == offsetof(struct srv_config, listen) && listen_check(value, err)) ||
+		    (k->off == offsetof(struct srv_config, admin_token) && token_check(value, err)))
+			return sid_error_prefix(err, "%s", source);
 		memcpy(p, value, strlen(value) + 1);
 		return 0;
 	case K_BOOL:
@@ -354,6 +396,10 @@ int srv_config_from_args(struct srv_config *c, int argc, char **argv, int *help,
 			return sid_error_set(err, SID_EINVAL,
 					     "SEMID_ADMIN_TOKEN is longer than %zu bytes",
 					     sizeof(c->admin_token) - 1);
+		/* a Secret made from a file often ends in a newline: the message
+		 * names the variable, which no config file or flag shows */
+		if (token_check(t, err))
+			return sid_error_prefix(err, "SEMID_ADMIN_TOKEN");
 		snprintf(c->admin_token, sizeof(c->admin_token), "%s", t);
 	}
 	return srv_config_validate(c, err);
@@ -361,31 +407,14 @@ int srv_config_from_args(struct srv_config *c, int argc, char **argv, int *help,
 
 int srv_config_validate(const struct srv_config *c, struct sid_error *err)
 {
-	const char *colon = strrchr(c->listen, ':');
-	char *end;
-	long port;
-	size_t n;
+	int rc = listen_check(c->listen, err);
 
-	if (!colon || colon == c->listen)
-		return sid_error_set(err, SID_EINVAL, "listen \"%s\" must be HOST:PORT", c->listen);
-	port = strtol(colon + 1, &end, 10);
-	if (!is_digit(colon[1]) || *end || port < 0 || port > 65535)
-		return sid_error_set(err, SID_EINVAL, "listen \"%s\": bad port", c->listen);
+	if (rc || (rc = token_check(c->admin_token, err)))
+		return rc;
 	if (!c->model[0])
 		return sid_error_set(err, SID_EINVAL,
 				     "no model: give --model PATH (with --allow-empty the server "
 				     "waits for the file to appear)");
-	for (const unsigned char *t = (const unsigned char *)c->admin_token; *t; t++)
-		if (*t < 0x20 || *t == 0x7f)
-			return sid_error_set(err, SID_EINVAL,
-					     "admin_token has a control character (byte %d), which "
-					     "no Authorization header can carry",
-					     (int)(t - (const unsigned char *)c->admin_token));
-	n = strlen(c->admin_token);
-	if (n && (c->admin_token[0] == ' ' || c->admin_token[n - 1] == ' '))
-		return sid_error_set(err, SID_EINVAL,
-				     "admin_token starts or ends with a space, which HTTP strips "
-				     "from the Authorization header: no request could match it");
 	if (c->body_memory_bytes < c->max_body_bytes)
 		return sid_error_set(
 		    err, SID_EINVAL,

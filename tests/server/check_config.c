@@ -234,6 +234,50 @@ START_TEST(test_validate)
 }
 END_TEST
 
+/* A value refused by its own check names where it came from: the flag, the
+ * file, or the environment variable, which no config file or flag shows (a
+ * Secret made from a file with a final newline). */
+START_TEST(test_check_names_source)
+{
+	struct srv_config c;
+	struct sid_error err;
+	char want[300], *path;
+	const char *a1[] = {"s", "--model", "m", "--listen=localhost"};
+	const char *a2[] = {"s", "--model", "m", "--admin-token", " tok"};
+	const char *a3[] = {"s", "--model", "m"};
+	const char *a4[] = {"s", "--model", "m", "--admin-token", "tok"};
+
+	ck_assert_int_ne(parse(&c, &err, 4, a1), 0);
+	ck_assert_str_eq(err.msg, "--listen: listen \"localhost\" must be HOST:PORT "
+				  "(127.0.0.1:8080, [::1]:8080)");
+	ck_assert_int_ne(parse(&c, &err, 5, a2), 0);
+	ck_assert_str_eq(err.msg, "--admin-token: admin_token starts or ends with a space, which "
+				  "HTTP strips from the Authorization header: no request could "
+				  "match it");
+
+	path = write_tmp("{\"listen\": \"127.0.0.1:99999\"}");
+	srv_config_defaults(&c);
+	ck_assert_int_ne(srv_config_load_file(&c, path, &err), 0);
+	snprintf(want, sizeof(want),
+		 "%s: listen \"127.0.0.1:99999\": bad port (digits 0..65535 after the last ':')",
+		 path);
+	ck_assert_str_eq(err.msg, want);
+	unlink(path);
+
+	setenv("SEMID_ADMIN_TOKEN", "tok\n", 1);
+	ck_assert_int_ne(parse(&c, &err, 3, a3), 0);
+	ck_assert_str_eq(err.msg, "SEMID_ADMIN_TOKEN: admin_token has a control character "
+				  "(byte 3), which no Authorization header can carry");
+	/* a flag's token wins, and the variable is then not looked at */
+	ck_assert_int_eq(parse(&c, &err, 5, a4), 0);
+	ck_assert_str_eq(c.admin_token, "tok");
+	setenv("SEMID_ADMIN_TOKEN", "tok2", 1);
+	ck_assert_int_eq(parse(&c, &err, 3, a3), 0);
+	ck_assert_str_eq(c.admin_token, "tok2");
+	unsetenv("SEMID_ADMIN_TOKEN");
+}
+END_TEST
+
 /* The shipped example config must load and pass validation as documented. */
 START_TEST(test_example_config)
 {
@@ -268,6 +312,7 @@ static void add_tests(TCase *tc)
 	tcase_add_test(tc, test_file_and_override);
 	tcase_add_test(tc, test_file_errors);
 	tcase_add_test(tc, test_validate);
+	tcase_add_test(tc, test_check_names_source);
 	tcase_add_test(tc, test_example_config);
 	tcase_add_test(tc, test_usage_lists_every_flag);
 }
