@@ -164,9 +164,28 @@ static int parse_bool(const char *v)
 	return -1;
 }
 
+/* What @k takes, for messages: "an integer in [1, 256]", "true or false". */
+static const char *key_allowed(const struct key *k, char *buf, size_t len)
+{
+	switch (k->type) {
+	case K_STR:
+		return "a string";
+	case K_BOOL:
+		return "true or false";
+	case K_LEVEL:
+		return "debug, info, warn or error";
+	case K_INT:
+	case K_LONG:
+		break;
+	}
+	snprintf(buf, len, "an integer in [%ld, %ld]", k->min, k->max);
+	return buf;
+}
+
 static int key_set(struct srv_config *c, const struct key *k, const char *value, const char *source,
 		   struct sid_error *err)
 {
+	char allowed[64];
 	char *p = (char *)c + k->off;
 	char *end;
 	long long n;
@@ -205,10 +224,14 @@ static int key_set(struct srv_config *c, const struct key *k, const char *value,
 		 * space and '+' */
 		errno = 0;
 		n = strtoll(value, &end, 10);
-		if (!is_digit(value[value[0] == '-']) || *end || errno)
+		if (!is_digit(value[value[0] == '-']) || *end)
+			return sid_error_set(err, SID_EINVAL, "%s: %s must be %s, not \"%s\"",
+					     source, k->name,
+					     key_allowed(k, allowed, sizeof(allowed)), value);
+		if (errno == ERANGE) /* digits past what a long long holds */
 			return sid_error_set(err, SID_EINVAL,
-					     "%s: %s must be an integer, not \"%s\"", source,
-					     k->name, value);
+					     "%s: %s = %s is out of range [%ld, %ld]", source,
+					     k->name, value, k->min, k->max);
 		if (n < k->min || n > k->max)
 			return sid_error_set(err, SID_EINVAL,
 					     "%s: %s = %lld is out of range [%ld, %ld]", source,
@@ -286,31 +309,32 @@ int srv_config_load_file(struct srv_config *c, const char *path, struct sid_erro
 		switch (k->type) {
 		case K_STR:
 		case K_LEVEL:
-			if (!json_is_string(v)) {
-				rc = sid_error_set(err, SID_EINVAL, "%s: %s must be a string", path,
-						   name);
-				goto fail;
-			}
-			value = json_string_value(v);
+			value = json_string_value(v); /* NULL unless a string */
 			break;
 		case K_BOOL:
-			if (!json_is_boolean(v)) {
-				rc = sid_error_set(err, SID_EINVAL, "%s: %s must be true or false",
-						   path, name);
-				goto fail;
-			}
-			value = json_is_true(v) ? "true" : "false";
+			value = json_is_boolean(v) ? (json_is_true(v) ? "true" : "false") : NULL;
 			break;
 		case K_INT:
 		case K_LONG:
-			if (!json_is_integer(v)) {
-				rc = sid_error_set(err, SID_EINVAL, "%s: %s must be an integer",
-						   path, name);
-				goto fail;
-			}
-			snprintf(text, sizeof(text), "%" JSON_INTEGER_FORMAT,
-				 json_integer_value(v));
+			if (json_is_integer(v))
+				snprintf(text, sizeof(text), "%" JSON_INTEGER_FORMAT,
+					 json_integer_value(v));
+			else
+				value = NULL;
 			break;
+		}
+		if (!value) {
+			/* the value as written, so that 1.5 and "10" are told from 10
+			 * (ASCII: cut at any byte, it stays whole characters) */
+			char *given =
+			    json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT | JSON_ENSURE_ASCII);
+			const char *shown = given ? given : "that";
+			int n = (int)strlen(shown);
+			rc = sid_error_set(err, SID_EINVAL, "%s: %s must be %s, not %.*s%s", path,
+					   name, key_allowed(k, text, sizeof(text)),
+					   n > 40 ? 40 : n, shown, n > 40 ? "..." : "");
+			free(given);
+			goto fail;
 		}
 		rc = key_set(c, k, value, path, err);
 		if (rc)

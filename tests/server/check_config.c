@@ -76,7 +76,8 @@ START_TEST(test_flag_errors)
 	const char *a8[] = {"s", "--model", "m", "--listen", "localhost"};
 
 	ck_assert_int_ne(parse(&c, &err, 5, a1), 0);
-	ck_assert_str_eq(err.msg, "--max-batch: max_batch must be an integer, not \"lots\"");
+	ck_assert_str_eq(err.msg, "--max-batch: max_batch must be an integer in [1, 65536], not "
+				  "\"lots\"");
 	ck_assert_int_ne(parse(&c, &err, 5, a2), 0);
 	ck_assert_str_eq(err.msg, "--workers: workers = 0 is out of range [1, 256]");
 	ck_assert_int_ne(parse(&c, &err, 5, a3), 0);
@@ -99,12 +100,18 @@ START_TEST(test_flag_errors)
 			char want[80];
 			ck_assert_int_ne(parse(&c, &err, 5, a), 0);
 			snprintf(want, sizeof(want),
-				 "--workers: workers must be an integer, not \"%s\"", bad[i]);
+				 "--workers: workers must be an integer in [1, 256], not \"%s\"",
+				 bad[i]);
 			ck_assert_str_eq(err.msg, want);
 		}
 		const char *neg[] = {"s", "--model", "m", "--workers", "-3"};
 		ck_assert_int_ne(parse(&c, &err, 5, neg), 0);
 		ck_assert_str_eq(err.msg, "--workers: workers = -3 is out of range [1, 256]");
+		/* digits past a long long are out of range, not "not an integer" */
+		const char *huge[] = {"s", "--model", "m", "--workers", "99999999999999999999"};
+		ck_assert_int_ne(parse(&c, &err, 5, huge), 0);
+		ck_assert_str_eq(err.msg, "--workers: workers = 99999999999999999999 is out of "
+					  "range [1, 256]");
 	}
 	{
 		const char *bad[] = {"127.0.0.1: 80", "127.0.0.1:+80", "127.0.0.1:-0", "[::1]"};
@@ -149,9 +156,34 @@ START_TEST(test_file_errors)
 	srv_config_defaults(&c);
 	path = write_tmp("{\"max_batch\": \"big\"}");
 	ck_assert_int_ne(srv_config_load_file(&c, path, &err), 0);
-	snprintf(want, sizeof(want), "%s: max_batch must be an integer", path);
+	snprintf(want, sizeof(want), "%s: max_batch must be an integer in [1, 65536], not \"big\"",
+		 path);
 	ck_assert_str_eq(err.msg, want);
 	unlink(path);
+
+	/* a wrong type says what the key takes and what was written */
+	{
+		const char *cases[][2] = {
+		    {"{\"workers\": 1.5}", "workers must be an integer in [1, 256], not 1.5"},
+		    {"{\"workers\": \"10\"}", "workers must be an integer in [1, 256], not \"10\""},
+		    {"{\"workers\": null}", "workers must be an integer in [1, 256], not null"},
+		    {"{\"max_body_bytes\": true}",
+		     "max_body_bytes must be an integer in [64, 17179869184], not true"},
+		    {"{\"watch\": \"yes\"}", "watch must be true or false, not \"yes\""},
+		    {"{\"model\": 5}", "model must be a string, not 5"},
+		    {"{\"log_level\": 1}", "log_level must be debug, info, warn or error, not 1"},
+		    {"{\"listen\": [\"0.0.0.0:8080\", \"[::]:8080\", \"127.0.0.1:9090\"]}",
+		     "listen must be a string, not "
+		     "[\"0.0.0.0:8080\",\"[::]:8080\",\"127.0.0.1:9..."},
+		};
+		for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+			path = write_tmp(cases[i][0]);
+			ck_assert_int_ne(srv_config_load_file(&c, path, &err), 0);
+			snprintf(want, sizeof(want), "%s: %s", path, cases[i][1]);
+			ck_assert_str_eq(err.msg, want);
+			unlink(path);
+		}
+	}
 
 	path = write_tmp("{\"max_batchh\": 3}");
 	ck_assert_int_ne(srv_config_load_file(&c, path, &err), 0);
