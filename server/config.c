@@ -254,19 +254,24 @@ int srv_config_set(struct srv_config *c, const char *key, const char *value, con
 	return key_set(c, k, value, source, err);
 }
 
+/* A config file of every key at its longest is about 6 KiB. */
+#define CONFIG_FILE_MAX (1 << 20)
+
 int srv_config_load_file(struct srv_config *c, const char *path, struct sid_error *err)
 {
 	json_error_t jerr;
 	json_t *root, *v;
 	const char *name;
 	struct stat st;
+	size_t len, skip;
+	char *buf;
 	FILE *f;
 	int rc = 0, rerr;
 
-	/* Opened here, not by json_load_file: a directory opens and then reads
-	 * as an empty file, and a read error as the file's end, which jansson
-	 * reports as "'[' or '{' expected near end of file" (a ConfigMap's
-	 * mount directory given for the file inside it). */
+	/* Opened and read here, not by json_load_file: a directory opens and
+	 * then reads as an empty file, and a read error as the file's end,
+	 * which jansson reports as "'[' or '{' expected near end of file" (a
+	 * ConfigMap's mount directory given for the file inside it). */
 	f = fopen(path, "rb");
 	if (!f)
 		return sid_error_set(err, SID_EINVAL, "config file: unable to open %s: %s", path,
@@ -277,15 +282,30 @@ int srv_config_load_file(struct srv_config *c, const char *path, struct sid_erro
 				     "config file: %s is a directory; give the JSON file in it",
 				     path);
 	}
+	buf = malloc(CONFIG_FILE_MAX + 1);
+	if (!buf) {
+		fclose(f);
+		return sid_error_set(err, SID_ENOMEM, "config file: out of memory");
+	}
 	errno = 0;
-	root = json_loadf(f, JSON_REJECT_DUPLICATES, &jerr);
+	len = fread(buf, 1, CONFIG_FILE_MAX + 1, f);
 	rerr = ferror(f) ? (errno ? errno : EIO) : 0;
 	fclose(f);
-	if (rerr) {
-		json_decref(root);
-		return sid_error_set(err, SID_EINVAL, "config file: cannot read %s: %s", path,
-				     strerror(rerr));
+	if (rerr || len > CONFIG_FILE_MAX) {
+		free(buf);
+		if (rerr)
+			return sid_error_set(err, SID_EINVAL, "config file: cannot read %s: %s",
+					     path, strerror(rerr));
+		return sid_error_set(err, SID_EINVAL,
+				     "config file: %s is over %d bytes, so not a config file (one "
+				     "with every key is a few KiB)",
+				     path, CONFIG_FILE_MAX);
 	}
+	/* A UTF-8 byte order mark (Windows editors write one) may be skipped
+	 * (RFC 8259, 8.1); jansson reports it as an invisible bad token. */
+	skip = len >= 3 && !memcmp(buf, "\xef\xbb\xbf", 3) ? 3 : 0;
+	root = json_loadb(buf + skip, len - skip, JSON_REJECT_DUPLICATES, &jerr);
+	free(buf);
 	if (!root && jerr.line < 1)
 		return sid_error_set(err, SID_EINVAL, "%s: %s", path, jerr.text);
 	if (!root)

@@ -266,6 +266,52 @@ START_TEST(test_validate)
 }
 END_TEST
 
+/* A UTF-8 byte order mark (Windows editors write one) is skipped, as RFC 8259
+ * allows; jansson alone called it an invisible bad token.  A file over the
+ * cap (the model given as the config, a log) is refused as too large. */
+START_TEST(test_file_bom_and_size)
+{
+	struct srv_config c;
+	struct sid_error err;
+	char want[200], *path, *big;
+	FILE *f;
+
+	srv_config_defaults(&c);
+	path = write_tmp("\xef\xbb\xbf{\"workers\": 3}");
+	ck_assert_msg(srv_config_load_file(&c, path, &err) == 0, "%s", err.msg);
+	ck_assert_int_eq(c.workers, 3);
+	unlink(path);
+	/* a mark anywhere else is still an error, with its position */
+	path = write_tmp("{\"workers\": 3}\n\xef\xbb\xbf");
+	ck_assert_int_ne(srv_config_load_file(&c, path, &err), 0);
+	snprintf(want, sizeof(want), "%s:2:", path);
+	ck_assert_ptr_eq(strstr(err.msg, want), err.msg);
+	unlink(path);
+
+	/* 1 MiB of spaces around an object: over the cap by one byte */
+	path = write_tmp("");
+	f = fopen(path, "w");
+	ck_assert_ptr_nonnull(f);
+	big = malloc((1 << 20) - 1);
+	ck_assert_ptr_nonnull(big);
+	memset(big, ' ', (1 << 20) - 1);
+	fputs("{}", f);
+	ck_assert_int_eq(fwrite(big, 1, (1 << 20) - 1, f), (1 << 20) - 1);
+	ck_assert_int_eq(fclose(f), 0);
+	free(big);
+	ck_assert_int_ne(srv_config_load_file(&c, path, &err), 0);
+	snprintf(want, sizeof(want),
+		 "config file: %s is over 1048576 bytes, so not a config file (one with every "
+		 "key is a few KiB)",
+		 path);
+	ck_assert_str_eq(err.msg, want);
+	/* one byte less is a config */
+	ck_assert_int_eq(truncate(path, 1 << 20), 0);
+	ck_assert_msg(srv_config_load_file(&c, path, &err) == 0, "%s", err.msg);
+	unlink(path);
+}
+END_TEST
+
 /* A value refused by its own check names where it came from: the flag, the
  * file, or the environment variable, which no config file or flag shows (a
  * Secret made from a file with a final newline). */
@@ -344,6 +390,7 @@ static void add_tests(TCase *tc)
 	tcase_add_test(tc, test_file_and_override);
 	tcase_add_test(tc, test_file_errors);
 	tcase_add_test(tc, test_validate);
+	tcase_add_test(tc, test_file_bom_and_size);
 	tcase_add_test(tc, test_check_names_source);
 	tcase_add_test(tc, test_example_config);
 	tcase_add_test(tc, test_usage_lists_every_flag);
