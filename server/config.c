@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <jansson.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -110,9 +111,22 @@ static const struct key keys[] = {
 };
 #define N_KEYS (sizeof(keys) / sizeof(keys[0]))
 
+/* The CPUs this process may run on: its affinity (taskset, a container's
+ * cpuset, Kubernetes' static CPU manager), of which the online CPUs can be
+ * many times more.  (A CPU quota, --cpus or a limit without a cpuset, is not
+ * seen: set workers there.) */
+static long cpus_usable(void)
+{
+	cpu_set_t set;
+
+	if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0)
+		return CPU_COUNT(&set);
+	return sysconf(_SC_NPROCESSORS_ONLN); /* more CPUs than a cpu_set_t holds */
+}
+
 void srv_config_defaults(struct srv_config *c)
 {
-	long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+	long ncpu = cpus_usable();
 
 	memset(c, 0, sizeof(*c));
 	snprintf(c->listen, sizeof(c->listen), "127.0.0.1:8080");

@@ -54,7 +54,8 @@ struct srv_config {
 	int registry_timeout_ms;  /* bound on each wait on the store (sid_registry_open_timeout) */
 };
 
-/* Fill @c with the defaults (listen 127.0.0.1:8080, workers = online CPUs). */
+/* Fill @c with the defaults (listen 127.0.0.1:8080, workers = the CPUs this
+ * process may run on, at most 64). */
 void srv_config_defaults(struct srv_config *c);
 
 /* Set one key from its text form (flag value).  @source names where it came

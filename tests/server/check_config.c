@@ -1,5 +1,6 @@
 /* check_config.c - server/config.c: defaults, flags, JSON files, validation. */
 #include <check.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,6 +42,29 @@ START_TEST(test_defaults)
 	ck_assert_int_ge(c.workers, 1);
 	ck_assert_int_eq(c.log_level, SRV_LOG_INFO);
 	ck_assert_str_eq(c.admin_token, "");
+}
+END_TEST
+
+/* workers defaults to the CPUs the process may run on (taskset, a cpuset),
+ * not every online CPU of the host: 64 encode threads on 2 allowed CPUs. */
+START_TEST(test_default_workers_follow_affinity)
+{
+	struct srv_config c;
+	cpu_set_t all, one;
+	int first = -1;
+
+	ck_assert_int_eq(sched_getaffinity(0, sizeof(all), &all), 0);
+	for (int i = 0; i < CPU_SETSIZE && first < 0; i++)
+		if (CPU_ISSET(i, &all))
+			first = i;
+	srv_config_defaults(&c);
+	ck_assert_int_eq(c.workers, CPU_COUNT(&all) > 64 ? 64 : CPU_COUNT(&all));
+	CPU_ZERO(&one);
+	CPU_SET(first, &one);
+	ck_assert_int_eq(sched_setaffinity(0, sizeof(one), &one), 0);
+	srv_config_defaults(&c);
+	ck_assert_int_eq(sched_setaffinity(0, sizeof(all), &all), 0);
+	ck_assert_int_eq(c.workers, 1);
 }
 END_TEST
 
@@ -385,6 +409,7 @@ END_TEST
 static void add_tests(TCase *tc)
 {
 	tcase_add_test(tc, test_defaults);
+	tcase_add_test(tc, test_default_workers_follow_affinity);
 	tcase_add_test(tc, test_flags);
 	tcase_add_test(tc, test_flag_errors);
 	tcase_add_test(tc, test_file_and_override);
