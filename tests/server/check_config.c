@@ -22,6 +22,20 @@ static char *write_tmp(const char *text)
 	return path;
 }
 
+/* A config file of @text is refused with "PATH: @msg". */
+static void file_refused(const char *text, const char *msg)
+{
+	struct srv_config c;
+	struct sid_error err;
+	char want[300], *path = write_tmp(text);
+
+	srv_config_defaults(&c);
+	ck_assert_int_ne(srv_config_load_file(&c, path, &err), 0);
+	snprintf(want, sizeof(want), "%s: %s", path, msg);
+	ck_assert_str_eq(err.msg, want);
+	unlink(path);
+}
+
 static int parse(struct srv_config *c, struct sid_error *err, int argc, const char **argv)
 {
 	srv_config_defaults(c);
@@ -106,6 +120,23 @@ START_TEST(test_flag_errors)
 	ck_assert_str_eq(err.msg, "--workers: workers = 0 is out of range [1, 256]");
 	ck_assert_int_ne(parse(&c, &err, 5, a3), 0);
 	ck_assert_str_eq(err.msg, "unknown flag \"--frobnicate\"");
+	/* a misspelt flag is told its nearest one, when one alone is near */
+	{
+		const char *cases[][2] = {
+		    {"--max-bach=8", "unknown flag \"--max-bach\" (did you mean --max-batch?)"},
+		    {"--workres", "unknown flag \"--workres\" (did you mean --workers?)"},
+		    {"--lsten", "unknown flag \"--lsten\" (did you mean --listen?)"},
+		    {"--registry-timeout",
+		     "unknown flag \"--registry-timeout\" (did you mean --registry-timeout-ms?)"},
+		    {"--max", "unknown flag \"--max\""}, /* begins four keys */
+		    {"--x", "unknown flag \"--x\""},
+		};
+		for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+			const char *a[] = {"s", "--model", "m", cases[i][0], "1"};
+			ck_assert_int_ne(parse(&c, &err, 5, a), 0);
+			ck_assert_str_eq(err.msg, cases[i][1]);
+		}
+	}
 	ck_assert_int_ne(parse(&c, &err, 4, a4), 0);
 	ck_assert_ptr_nonnull(strstr(err.msg, "allow_empty must be true or false"));
 	ck_assert_int_ne(parse(&c, &err, 2, a5), 0);
@@ -200,24 +231,20 @@ START_TEST(test_file_errors)
 		     "listen must be a string, not "
 		     "[\"0.0.0.0:8080\",\"[::]:8080\",\"127.0.0.1:9..."},
 		};
-		for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-			path = write_tmp(cases[i][0]);
-			ck_assert_int_ne(srv_config_load_file(&c, path, &err), 0);
-			snprintf(want, sizeof(want), "%s: %s", path, cases[i][1]);
-			ck_assert_str_eq(err.msg, want);
-			unlink(path);
-		}
+		for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+			file_refused(cases[i][0], cases[i][1]);
 	}
 
-	path = write_tmp("{\"max_batchh\": 3}");
-	ck_assert_int_ne(srv_config_load_file(&c, path, &err), 0);
-	snprintf(want, sizeof(want), "%s: unknown setting \"max_batchh\"", path);
-	ck_assert_str_eq(err.msg, want);
-	unlink(path);
-
-	path = write_tmp("{\"max-batch\": 3}"); /* dashes are for flags only */
-	ck_assert_int_ne(srv_config_load_file(&c, path, &err), 0);
-	unlink(path);
+	file_refused("{\"max_batchh\": 3}",
+		     "unknown setting \"max_batchh\" (did you mean \"max_batch\"?)");
+	/* dashes are for flags only */
+	file_refused("{\"max-batch\": 3}",
+		     "unknown setting \"max-batch\" (the file spells it \"max_batch\")");
+	/* a unit left off; nothing near enough: no guess */
+	file_refused(
+	    "{\"shutdown_timeout\": 3}",
+	    "unknown setting \"shutdown_timeout\" (did you mean \"shutdown_timeout_ms\"?)");
+	file_refused("{\"threads\": 3}", "unknown setting \"threads\"");
 
 	path = write_tmp("{\"watch\": 1}");
 	ck_assert_int_ne(srv_config_load_file(&c, path, &err), 0);
