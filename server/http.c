@@ -10,6 +10,7 @@
 #include <jansson.h>
 #include <microhttpd.h>
 #include <netdb.h>
+#include <netinet/in.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -1681,24 +1682,22 @@ static void http_free(struct srv_http *h)
 	free(h);
 }
 
-int srv_http_start(const struct srv_http_deps *deps, struct srv_http **out, struct sid_error *err)
+/* cfg->listen ("host:port", "[v6]:port") as its first address; @host gets
+ * the host part without brackets, @port the port. */
+static int listen_resolve(const struct srv_config *cfg, char *host, size_t hostlen, char *port,
+			  size_t portlen, struct addrinfo **ai, struct sid_error *err)
 {
-	const struct srv_config *cfg = deps->cfg;
-	struct addrinfo hints, *ai = NULL;
-	char host[256], port[16];
 	const char *colon = strrchr(cfg->listen, ':');
-	const union MHD_DaemonInfo *info;
-	unsigned int flags;
-	struct srv_http *h;
+	struct addrinfo hints;
 	size_t hl;
-	int rc, mhd_limit;
+	int rc;
 
-	*out = NULL;
+	*ai = NULL;
 	if (!colon)
 		return sid_error_set(err, SID_EINVAL, "listen \"%s\" must be HOST:PORT",
 				     cfg->listen);
 	hl = (size_t)(colon - cfg->listen);
-	if (hl >= sizeof(host))
+	if (hl >= hostlen)
 		return sid_error_set(err, SID_EINVAL, "listen \"%s\": host too long", cfg->listen);
 	memcpy(host, cfg->listen, hl);
 	host[hl] = '\0';
@@ -1706,15 +1705,58 @@ int srv_http_start(const struct srv_http_deps *deps, struct srv_http **out, stru
 		memmove(host, host + 1, hl - 2);
 		host[hl - 2] = '\0';
 	}
-	snprintf(port, sizeof(port), "%s", colon + 1);
+	snprintf(port, portlen, "%s", colon + 1);
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_family = AF_UNSPEC;
 	hints.ai_socktype = SOCK_STREAM;
 	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-	rc = getaddrinfo(host[0] ? host : NULL, port, &hints, &ai);
+	rc = getaddrinfo(host[0] ? host : NULL, port, &hints, ai);
 	if (rc)
 		return sid_error_set(err, SID_EINVAL, "listen \"%s\": %s", cfg->listen,
 				     gai_strerror(rc));
+	return 0;
+}
+
+int srv_http_listen_check(const struct srv_config *cfg, struct sid_error *err)
+{
+	char host[256], port[16];
+	struct addrinfo *ai;
+	int fd, on = 1, rc = 0;
+
+	if (listen_resolve(cfg, host, sizeof(host), port, sizeof(port), &ai, err))
+		return SID_EINVAL;
+	fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
+	if (fd >= 0) {
+		/* as MHD sets up its own socket: an address in TIME_WAIT from
+		 * the last run is free, and IPv6 is not dual-stack */
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on));
+		if (ai->ai_family == AF_INET6)
+			setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on));
+		/* in MHD's words, so both tries fail alike */
+		if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0)
+			rc = sid_error_set(err, SID_EIO,
+					   "cannot listen on %s: Failed to bind to port %d: %s",
+					   cfg->listen, atoi(port), strerror(errno));
+		close(fd);
+	}
+	/* no socket at all (descriptors, memory): MHD will say so itself */
+	freeaddrinfo(ai);
+	return rc;
+}
+
+int srv_http_start(const struct srv_http_deps *deps, struct srv_http **out, struct sid_error *err)
+{
+	const struct srv_config *cfg = deps->cfg;
+	struct addrinfo *ai = NULL;
+	char host[256], port[16];
+	const union MHD_DaemonInfo *info;
+	unsigned int flags;
+	struct srv_http *h;
+	int mhd_limit;
+
+	*out = NULL;
+	if (listen_resolve(cfg, host, sizeof(host), port, sizeof(port), &ai, err))
+		return SID_EINVAL;
 	h = calloc(1, sizeof(*h));
 	if (!h) {
 		freeaddrinfo(ai);

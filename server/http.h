@@ -43,6 +43,14 @@ struct srv_http_deps {
 	struct srv_store *store;       /* for its health in GET /v1/model */
 };
 
+/* Before the slow parts of a start (loading the model, opening the
+ * registry): resolve cfg->listen and bind a socket to it once, then close
+ * it, so that a host that does not resolve, an address this host does not
+ * have or a port in use refuses the start at once, with srv_http_start's
+ * message, and nothing opened or created on the way.  (Another process may
+ * still take the port before srv_http_start binds it.) */
+int srv_http_listen_check(const struct srv_config *cfg, struct sid_error *err);
+
 /* Bind cfg->listen and start serving; logs event=listening with the real
  * address (port 0 picks one). */
 int srv_http_start(const struct srv_http_deps *deps, struct srv_http **out, struct sid_error *err);

@@ -18,7 +18,8 @@
  *
  * SIGTERM / SIGINT: stop accepting, let in-flight requests finish (up to
  * shutdown_timeout_ms), exit 0; exit 1 if the deadline passes first.
- * Exit 2: refused to start (bad flag, config or model, cannot listen).
+ * Exit 2: refused to start (bad flag, config or model, cannot listen; the
+ * listen address is tried first, before the model loads).
  */
 #include <cblas.h>
 #include <signal.h>
@@ -270,6 +271,11 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	srv_log_set_level((enum srv_log_level)s.cfg.log_level);
+	/* a listen address that cannot work refuses before the model loads */
+	if (srv_http_listen_check(&s.cfg, &err)) {
+		fprintf(stderr, "semid-server: %s\n", err.msg);
+		return 2;
+	}
 	raise_fd_limit(&s.cfg);
 	openblas_set_num_threads(1); /* parallelism comes from the workers */
 

@@ -1054,6 +1054,27 @@ class TestLifecycle(unittest.TestCase):
                 self.refused(["--model", model, "--listen", "127.0.0.1:0"], model)
             self.assertEqual(os.listdir(d), ["bad.safetensors"])
 
+    def test_listen_refused_before_the_model(self):
+        """A listen address that cannot work (a port in use, an address the
+        host does not have) refuses before the model loads and the registry
+        opens: the refusal used to come only after both, with a registry file
+        (and its -wal, -shm) made beside the model of a server that never
+        served."""
+        srv = T.Server(["--model", TF_MODEL, "--registry", "none"], WORK)
+        try:
+            with tempfile.TemporaryDirectory(prefix="semid-listen-") as d:
+                model = os.path.join(d, "model.safetensors")
+                shutil.copy(MODEL, model)
+                self.refused(["--model", model, "--listen", "127.0.0.1:%d" % srv.port],
+                             "cannot listen on 127.0.0.1:%d: Failed to bind to port %d: "
+                             "Address already in use" % (srv.port, srv.port))
+                self.refused(["--model", model, "--listen", "192.0.2.1:0"],
+                             "cannot listen on 192.0.2.1:0: Failed to bind to port 0: "
+                             "Cannot assign requested address")
+                self.assertEqual(os.listdir(d), ["model.safetensors"])
+        finally:
+            self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
+
     def test_stderr_pipe_without_reader(self):
         """Refusing to start with nobody reading stderr (a dead log pipe)
         still exits 2, not by SIGPIPE."""
