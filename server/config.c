@@ -469,6 +469,17 @@ fail:
 	return rc;
 }
 
+/* Whether @arg is a boolean key's flag without "=value" (--watch). */
+static int bare_bool_flag(const char *arg)
+{
+	const struct key *k;
+
+	if (strncmp(arg, "--", 2) != 0 || strchr(arg, '='))
+		return 0;
+	k = key_find(arg + 2, strlen(arg + 2));
+	return k && k->type == K_BOOL;
+}
+
 int srv_config_from_args(struct srv_config *c, int argc, char **argv, int *help, int *version,
 			 struct sid_error *err)
 {
@@ -508,6 +519,12 @@ int srv_config_from_args(struct srv_config *c, int argc, char **argv, int *help,
 			*version = 1;
 			continue;
 		}
+		if (strncmp(a, "--", 2) != 0 && i > 1 && parse_bool(a) >= 0 &&
+		    bare_bool_flag(argv[i - 1])) /* --watch false: the flag alone meant true */
+			return sid_error_set(err, SID_EINVAL,
+					     "unexpected argument \"%s\" after %s: a boolean flag "
+					     "takes its value after '=' (%s=%s)",
+					     a, argv[i - 1], argv[i - 1], a);
 		if (strncmp(a, "--", 2) != 0)
 			return sid_error_set(err, SID_EINVAL,
 					     "unexpected argument \"%s\" (flags start with --)", a);

@@ -120,21 +120,31 @@ START_TEST(test_flag_errors)
 	ck_assert_str_eq(err.msg, "--workers: workers = 0 is out of range [1, 256]");
 	ck_assert_int_ne(parse(&c, &err, 5, a3), 0);
 	ck_assert_str_eq(err.msg, "unknown flag \"--frobnicate\"");
-	/* a misspelt flag is told its nearest one, when one alone is near */
+	/* a misspelt flag is told its nearest one, when one alone is near; a
+	 * boolean flag's value as the next argument (the flag alone meant true)
+	 * is said to belong after '=' */
 	{
-		const char *cases[][2] = {
-		    {"--max-bach=8", "unknown flag \"--max-bach\" (did you mean --max-batch?)"},
-		    {"--workres", "unknown flag \"--workres\" (did you mean --workers?)"},
-		    {"--lsten", "unknown flag \"--lsten\" (did you mean --listen?)"},
-		    {"--registry-timeout",
+		const char *cases[][3] = {
+		    {"--max-bach=8", "1",
+		     "unknown flag \"--max-bach\" (did you mean --max-batch?)"},
+		    {"--workres", "1", "unknown flag \"--workres\" (did you mean --workers?)"},
+		    {"--lsten", "1", "unknown flag \"--lsten\" (did you mean --listen?)"},
+		    {"--registry-timeout", "1",
 		     "unknown flag \"--registry-timeout\" (did you mean --registry-timeout-ms?)"},
-		    {"--max", "unknown flag \"--max\""}, /* begins four keys */
-		    {"--x", "unknown flag \"--x\""},
+		    {"--max", "1", "unknown flag \"--max\""}, /* begins four keys */
+		    {"--x", "1", "unknown flag \"--x\""},
+		    {"--watch", "false",
+		     "unexpected argument \"false\" after --watch: a boolean flag takes its value "
+		     "after '=' (--watch=false)"},
+		    {"--allow-empty", "yes",
+		     "unexpected argument \"yes\" after --allow-empty: a boolean flag takes its "
+		     "value after '=' (--allow-empty=yes)"},
+		    {"--watch", "foo", "unexpected argument \"foo\" (flags start with --)"},
 		};
 		for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-			const char *a[] = {"s", "--model", "m", cases[i][0], "1"};
+			const char *a[] = {"s", "--model", "m", cases[i][0], cases[i][1]};
 			ck_assert_int_ne(parse(&c, &err, 5, a), 0);
-			ck_assert_str_eq(err.msg, cases[i][1]);
+			ck_assert_str_eq(err.msg, cases[i][2]);
 		}
 	}
 	ck_assert_int_ne(parse(&c, &err, 4, a4), 0);
