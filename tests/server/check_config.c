@@ -413,6 +413,15 @@ START_TEST(test_check_names_source)
 	setenv("SEMID_ADMIN_TOKEN", "tok2", 1);
 	ck_assert_int_eq(parse(&c, &err, 3, a3), 0);
 	ck_assert_str_eq(c.admin_token, "tok2");
+	/* "" in the file (the example config's) is no token: the variable's
+	 * is used */
+	path = write_tmp("{\"model\": \"m\", \"admin_token\": \"\"}");
+	{
+		const char *a5[] = {"s", "--config", path};
+		ck_assert_int_eq(parse(&c, &err, 3, a5), 0);
+		ck_assert_str_eq(c.admin_token, "tok2");
+	}
+	unlink(path);
 	unsetenv("SEMID_ADMIN_TOKEN");
 }
 END_TEST
