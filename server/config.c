@@ -360,7 +360,7 @@ int srv_config_load_file(struct srv_config *c, const char *path, struct sid_erro
 	json_t *root, *v;
 	const char *name;
 	struct stat st;
-	size_t len, skip;
+	size_t len, cap, skip;
 	char *buf;
 	FILE *f;
 	int rc = 0, rerr;
@@ -379,14 +379,32 @@ int srv_config_load_file(struct srv_config *c, const char *path, struct sid_erro
 				     "config file: %s is a directory; give the JSON file in it",
 				     path);
 	}
-	buf = malloc(CONFIG_FILE_MAX + 1);
-	if (!buf) {
-		fclose(f);
-		return sid_error_set(err, SID_ENOMEM, "config file: out of memory");
-	}
+	/* grown as the file is read (most are a few hundred bytes), to one
+	 * byte over the cap at most */
+	len = cap = 0;
+	buf = NULL;
+	rerr = 0;
 	errno = 0;
-	len = fread(buf, 1, CONFIG_FILE_MAX + 1, f);
-	rerr = ferror(f) ? (errno ? errno : EIO) : 0;
+	while (len <= CONFIG_FILE_MAX) {
+		if (len == cap) {
+			size_t want = cap ? 2 * cap : 4096;
+			char *p =
+			    realloc(buf, cap = want > CONFIG_FILE_MAX ? CONFIG_FILE_MAX + 1 : want);
+			if (!p) {
+				free(buf);
+				fclose(f);
+				return sid_error_set(err, SID_ENOMEM, "config file: out of memory");
+			}
+			buf = p;
+		}
+		len += fread(buf + len, 1, cap - len, f);
+		if (ferror(f)) {
+			rerr = errno ? errno : EIO;
+			break;
+		}
+		if (feof(f))
+			break;
+	}
 	fclose(f);
 	if (rerr || len > CONFIG_FILE_MAX) {
 		free(buf);
