@@ -419,6 +419,12 @@ int srv_config_load_file(struct srv_config *c, const char *path, struct sid_erro
 	/* A UTF-8 byte order mark (Windows editors write one) may be skipped
 	 * (RFC 8259, 8.1); jansson reports it as an invisible bad token. */
 	skip = len >= 3 && !memcmp(buf, "\xef\xbb\xbf", 3) ? 3 : 0;
+	if (len == skip) { /* a write that failed, an empty ConfigMap key */
+		free(buf);
+		return sid_error_set(err, SID_EINVAL,
+				     "config file: %s is empty (a config of no settings is {})",
+				     path);
+	}
 	root = json_loadb(buf + skip, len - skip, JSON_REJECT_DUPLICATES, &jerr);
 	free(buf);
 	if (!root && jerr.line < 1)

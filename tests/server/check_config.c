@@ -283,6 +283,15 @@ START_TEST(test_file_errors)
 		rmdir(dir);
 	}
 
+	/* an empty file (a write that failed, an empty ConfigMap key) is said to
+	 * be empty, not "'[' or '{' expected near end of file" */
+	path = write_tmp("");
+	ck_assert_int_ne(srv_config_load_file(&c, path, &err), 0);
+	snprintf(want, sizeof(want), "config file: %s is empty (a config of no settings is {})",
+		 path);
+	ck_assert_str_eq(err.msg, want);
+	unlink(path);
+
 	/* a read error is one, not the end of the file (/proc/self/mem reads
 	 * EIO at offset 0, as a failing disk or network mount would) */
 	ck_assert_int_ne(srv_config_load_file(&c, "/proc/self/mem", &err), 0);
