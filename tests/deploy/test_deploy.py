@@ -355,6 +355,10 @@ class Deploy(unittest.TestCase):
         self.assertIn(os.path.dirname(model), srv["ReadWritePaths"][0].split())
         listen = exec_args[exec_args.index("--listen") + 1]
         self.assertEqual(int(listen.rpartition(":")[2]), self.port)
+        # the admin token has a place off the command line and out of the
+        # world-readable config: an optional environment file
+        self.assertEqual(srv["EnvironmentFile"], ["-/etc/semid/semid-server.env"])
+        self.assertNotIn("--admin-token", exec_args)
         # the unit's --config file is config/semid-server.json installed
         shutdown_ms = json.loads(read(os.path.join(ROOT, "config", "semid-server.json"))).get(
             "shutdown_timeout_ms", 10000)
@@ -534,7 +538,15 @@ class Deploy(unittest.TestCase):
             args[args.index("--listen") + 1] = "127.0.0.1:0"
             model = args[args.index("--model") + 1]
             os.makedirs(os.path.dirname(model))
-            srv = tl.Server(args + ["--watch=false", "--workers", "1"], workdir=d)
+            # the unit's EnvironmentFile, as the README says to write it
+            env = {}
+            with open(os.path.join(d, "semid-server.env"), "w") as f:
+                f.write("SEMID_ADMIN_TOKEN=unit-token\n")
+            with open(os.path.join(d, "semid-server.env")) as f:
+                for line in f:
+                    k, _, v = line.strip().partition("=")
+                    env[k] = v
+            srv = tl.Server(args + ["--watch=false", "--workers", "1"], workdir=d, env=env)
             try:
                 self.assertEqual(srv.request("GET", "/readyz")[0], 503)
                 tl.doc_model(model)
@@ -543,6 +555,11 @@ class Deploy(unittest.TestCase):
                 while srv.request("GET", "/readyz")[0] != 200 and time.monotonic() < deadline:
                     time.sleep(0.05)
                 self.assertEqual(srv.json("GET", "/readyz")[2]["model_version"], "demo-1")
+                # the installed config's "admin_token": "" leaves the file's token
+                self.assertEqual(srv.request("POST", "/v1/admin/reload", headers={
+                    "Authorization": "Bearer unit-token"})[0], 200)
+                self.assertEqual(srv.request("POST", "/v1/admin/reload", headers={
+                    "Authorization": "Bearer other"})[0], 403)
                 self.assertEqual(srv.stop(), 0)
             finally:
                 if srv.proc.poll() is None:
