@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -97,6 +98,17 @@ int srv_store_init(struct srv_store *s, const struct srv_config *cfg, struct sid
 				     "long",
 				     cfg->model);
 	pg = sid_registry_target_is_pg(s->target);
+	if (!pg) {
+		/* a directory never opens as a SQLite file: a bad config value
+		 * (--registry /var/lib/semid/), not an outage to retry */
+		struct stat st;
+		if (stat(s->target, &st) == 0 && S_ISDIR(st.st_mode))
+			return sid_error_set(err, SID_EINVAL,
+					     "registry %s is a directory; give the SQLite file's "
+					     "path (%s%ssemid-registry.db, say)",
+					     s->target, s->target,
+					     s->target[strlen(s->target) - 1] == '/' ? "" : "/");
+	}
 	s->backend = pg ? "postgresql" : "sqlite";
 	s->writers = pg ? cfg->registry_connections : 1;
 	s->timeout_ms = cfg->registry_timeout_ms;

@@ -1038,6 +1038,11 @@ class TestLifecycle(unittest.TestCase):
         self.refused(["--model", MODEL, "--registry", "host=127.0.0.1 port=1 dbname"],
                      'semid-server: registry: bad connection string: missing "=" after '
                      '"dbname" in connection info string\n')
+        # a registry path that is a directory never opens: refused, not
+        # retried once a second for ever
+        self.refused(["--model", MODEL, "--listen", "127.0.0.1:0", "--registry", WORK + "/"],
+                     "semid-server: registry %s/ is a directory; give the SQLite file's path "
+                     "(%s/semid-registry.db, say)\n" % (WORK, WORK))
         # the documented example config is valid (its model path is a placeholder)
         ex = os.path.join(os.path.dirname(__file__), "..", "..", "config", "semid-server.json")
         self.refused(["--config", ex, "--listen", "127.0.0.1:0"], "/var/lib/semid/model")
