@@ -42,6 +42,10 @@ static int listen_check(const char *v, struct sid_error *err)
 	char *end;
 	long port;
 
+	if (!strncmp(v, "unix:", 5) || v[0] == '/')
+		return sid_error_set(
+		    err, SID_EINVAL,
+		    "listen \"%s\": a unix socket is not supported; give HOST:PORT", v);
 	if (!colon || colon == v)
 		return sid_error_set(err, SID_EINVAL,
 				     "listen \"%s\" must be HOST:PORT (127.0.0.1:8080, [::1]:8080)",

@@ -398,6 +398,20 @@ START_TEST(test_check_names_source)
 	ck_assert_int_ne(parse(&c, &err, 4, a1), 0);
 	ck_assert_str_eq(err.msg, "--listen: listen \"localhost\" must be HOST:PORT "
 				  "(127.0.0.1:8080, [::1]:8080)");
+	/* a unix socket is said not to be supported, not "bad port" */
+	{
+		const char *u[] = {"unix:/run/semid.sock", "/run/semid.sock"};
+		for (size_t i = 0; i < 2; i++) {
+			const char *a[] = {"s", "--model", "m", "--listen", u[i]};
+			char w[200];
+			ck_assert_int_ne(parse(&c, &err, 5, a), 0);
+			snprintf(w, sizeof(w),
+				 "--listen: listen \"%s\": a unix socket is not supported; give "
+				 "HOST:PORT",
+				 u[i]);
+			ck_assert_str_eq(err.msg, w);
+		}
+	}
 	ck_assert_int_ne(parse(&c, &err, 5, a2), 0);
 	ck_assert_str_eq(err.msg, "--admin-token: admin_token starts or ends with a space, which "
 				  "HTTP strips from the Authorization header: no request could "
