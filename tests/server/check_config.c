@@ -208,6 +208,14 @@ START_TEST(test_file_and_override)
 	ck_assert_int_eq(c.allow_empty, 1);
 	ck_assert_int_eq(c.log_level, SRV_LOG_WARN);
 	unlink(path);
+	/* a relative path is kept as written (config/README.md: from the
+	 * working directory, not joined to the file's directory) */
+	path = write_tmp("{\"model\": \"models/m.safetensors\", \"registry\": \"r.db\"}");
+	srv_config_defaults(&c);
+	ck_assert_int_eq(srv_config_load_file(&c, path, &err), 0);
+	ck_assert_str_eq(c.model, "models/m.safetensors");
+	ck_assert_str_eq(c.registry, "r.db");
+	unlink(path);
 }
 END_TEST
 
