@@ -440,6 +440,29 @@ class TestErrors(unittest.TestCase):
                          413, "payload_too_large",
                          "301 inputs; at most 300 are allowed per request")
 
+    def test_sighup_does_not_reread_the_config(self):
+        """proto/api.md, deploy/README.md: SIGHUP reloads the model, not the
+        config file, which is read once at start (a changed config takes a
+        restart)."""
+        with tempfile.TemporaryDirectory(prefix="semid-cfg-") as d:
+            conf = os.path.join(d, "semid-server.json")
+            with open(conf, "w") as f:
+                json.dump({"model": MODEL, "registry": "none", "max_inputs": 2}, f)
+            srv = T.Server(["--config", conf], d)
+            try:
+                with open(conf, "w") as f:
+                    json.dump({"model": MODEL, "registry": "none", "max_inputs": 300}, f)
+                srv.signal(signal.SIGHUP)
+                deadline = time.monotonic() + 10
+                while "trigger=signal" not in srv.log_text() and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                self.assertIn("trigger=signal", srv.log_text())
+                self.check_error(encode(srv, [{"embedding_b64": T.b64_row(np.zeros(48))}] * 3),
+                                 413, "payload_too_large",
+                                 "3 inputs; at most 2 are allowed per request")
+            finally:
+                self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
+
     def test_one_long_input_under_a_small_max_inputs(self):
         """max_inputs counts inputs, not the numbers in them.  Under
         max_inputs 4, one input of 1024 numbers is encoded by a tower that
