@@ -58,21 +58,59 @@ static int listen_check(const char *v, struct sid_error *err)
 	return 0;
 }
 
+/* The first control character of @v, or -1. */
+static long ctl_at(const char *v)
+{
+	for (const char *p = v; *p; p++)
+		if ((unsigned char)*p < 0x20 || *p == 0x7f)
+			return p - v;
+	return -1;
+}
+
 static int token_check(const char *t, struct sid_error *err)
 {
 	size_t n = strlen(t);
+	long at = ctl_at(t);
 
-	for (size_t i = 0; i < n; i++)
-		if ((unsigned char)t[i] < 0x20 || t[i] == 0x7f)
-			return sid_error_set(
-			    err, SID_EINVAL,
-			    "admin_token has a control character (byte %zu), which "
-			    "no Authorization header can carry",
-			    i);
+	if (at >= 0)
+		return sid_error_set(err, SID_EINVAL,
+				     "admin_token has a control character (byte %ld), which "
+				     "no Authorization header can carry",
+				     at);
 	if (n && (t[0] == ' ' || t[n - 1] == ' '))
 		return sid_error_set(err, SID_EINVAL,
 				     "admin_token starts or ends with a space, which HTTP strips "
 				     "from the Authorization header: no request could match it");
+	return 0;
+}
+
+/* model and registry: a control character is no file name or connection
+ * string anyone means, most often the newline that ends the file a Secret
+ * was made from (a SQLite file named "x.db\n" would be created, or an
+ * sslmode "require\n" retried for ever). */
+static int path_check(const char *name, const char *v, struct sid_error *err)
+{
+	long at = ctl_at(v);
+
+	if (at >= 0)
+		return sid_error_set(err, SID_EINVAL,
+				     "%s has a control character (0x%02x at byte %ld); a value "
+				     "read from a file that ends in a newline?",
+				     name, (unsigned char)v[at], at);
+	return 0;
+}
+
+/* The check of one string key's value by itself, 0 when it has none. */
+static int value_check(size_t off, const char *v, struct sid_error *err)
+{
+	if (off == offsetof(struct srv_config, listen))
+		return listen_check(v, err);
+	if (off == offsetof(struct srv_config, admin_token))
+		return token_check(v, err);
+	if (off == offsetof(struct srv_config, model))
+		return path_check("model", v, err);
+	if (off == offsetof(struct srv_config, registry))
+		return path_check("registry", v, err);
 	return 0;
 }
 
@@ -294,8 +332,7 @@ static int key_set(struct srv_config *c, const struct key *k, const char *value,
 		if (strlen(value) >= k->size)
 			return sid_error_set(err, SID_EINVAL, "%s: %s is longer than %zu bytes",
 					     source, k->name, k->size - 1);
-		if ((k->off == offsetof(struct srv_config, listen) && listen_check(value, err)) ||
-		    (k->off == offsetof(struct srv_config, admin_token) && token_check(value, err)))
+		if (value_check(k->off, value, err))
 			return sid_error_prefix(err, "%s", source);
 		memcpy(p, value, strlen(value) + 1);
 		return 0;
@@ -602,10 +639,13 @@ int srv_config_from_args(struct srv_config *c, int argc, char **argv, int *help,
 
 int srv_config_validate(const struct srv_config *c, struct sid_error *err)
 {
-	int rc = listen_check(c->listen, err);
-
-	if (rc || (rc = token_check(c->admin_token, err)))
-		return rc;
+	for (size_t i = 0; i < N_KEYS; i++) {
+		int rc = keys[i].type == K_STR
+			     ? value_check(keys[i].off, (const char *)c + keys[i].off, err)
+			     : 0;
+		if (rc)
+			return rc;
+	}
 	if (!c->model[0])
 		return sid_error_set(err, SID_EINVAL,
 				     "no model: give --model PATH (with --allow-empty the server "

@@ -434,6 +434,26 @@ START_TEST(test_check_names_source)
 	ck_assert_str_eq(err.msg, want);
 	unlink(path);
 
+	/* model and registry: a control character (the newline that ends the
+	 * file a Secret was made from) is refused, not made a file name */
+	{
+		const char *a5[] = {"s", "--model", "m",
+				    "--registry=postgresql://h/db?sslmode=require\n"};
+		ck_assert_int_ne(parse(&c, &err, 4, a5), 0);
+		ck_assert_str_eq(err.msg, "--registry: registry has a control character (0x0a at "
+					  "byte 33); a value read from a file that ends in a "
+					  "newline?");
+	}
+	file_refused("{\"model\": \"/srv/m.safetensors\\r\"}",
+		     "model has a control character (0x0d at byte 18); a value read from a file "
+		     "that ends in a newline?");
+	srv_config_defaults(&c);
+	strcpy(c.model, "m");
+	strcpy(c.registry, "r\tdb");
+	ck_assert_int_ne(srv_config_validate(&c, &err), 0);
+	ck_assert_str_eq(err.msg, "registry has a control character (0x09 at byte 1); a value "
+				  "read from a file that ends in a newline?");
+
 	setenv("SEMID_ADMIN_TOKEN", "tok\n", 1);
 	ck_assert_int_ne(parse(&c, &err, 3, a3), 0);
 	ck_assert_str_eq(err.msg, "SEMID_ADMIN_TOKEN: admin_token has a control character "

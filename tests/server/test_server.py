@@ -1066,6 +1066,14 @@ class TestLifecycle(unittest.TestCase):
         self.refused(["--model", MODEL, "--listen", "127.0.0.1:0", "--registry", WORK + "/"],
                      "semid-server: registry %s/ is a directory; give the SQLite file's path "
                      "(%s/semid-registry.db, say)\n" % (WORK, WORK))
+        # a registry from a file that ends in a newline (a Kubernetes Secret
+        # made with --from-file): refused, not a SQLite file named "r.db\n"
+        reg = os.path.join(WORK, "r.db\n")
+        self.refused(["--model", MODEL, "--listen", "127.0.0.1:0", "--registry", reg],
+                     "semid-server: --registry: registry has a control character (0x0a at "
+                     "byte %d); a value read from a file that ends in a newline?\n"
+                     % (len(reg) - 1))
+        self.assertFalse(os.path.exists(reg))
         # the documented example config is valid (its model path is a placeholder)
         ex = os.path.join(os.path.dirname(__file__), "..", "..", "config", "semid-server.json")
         self.refused(["--config", ex, "--listen", "127.0.0.1:0"], "/var/lib/semid/model")
