@@ -152,6 +152,7 @@ static const struct key keys[] = {
      "longest wait on the registry store before a call answers 503"},
 };
 #define N_KEYS (sizeof(keys) / sizeof(keys[0]))
+_Static_assert(N_KEYS <= SRV_CONFIG_KEYS, "srv_config.from has no room for every key");
 
 /* The CPUs this process may run on: its affinity (taskset, a container's
  * cpuset, Kubernetes' static CPU manager), of which the online CPUs can be
@@ -318,8 +319,9 @@ static const char *key_allowed(const struct key *k, char *buf, size_t len)
 	return buf;
 }
 
-static int key_set(struct srv_config *c, const struct key *k, const char *value, const char *source,
-		   struct sid_error *err)
+/* Set @k from @value; @source names it in a message. */
+static int key_parse(struct srv_config *c, const struct key *k, const char *value,
+		     const char *source, struct sid_error *err)
 {
 	char allowed[64];
 	char *p = (char *)c + k->off;
@@ -380,6 +382,17 @@ static int key_set(struct srv_config *c, const struct key *k, const char *value,
 	return sid_error_set(err, SID_EINVAL, "%s: %s: bad key type", source, k->name);
 }
 
+/* key_parse, and @from (outliving @c) kept in c->from. */
+static int key_set(struct srv_config *c, const struct key *k, const char *value, const char *source,
+		   const char *from, struct sid_error *err)
+{
+	int rc = key_parse(c, k, value, source, err);
+
+	if (!rc)
+		c->from[k - keys] = from;
+	return rc;
+}
+
 int srv_config_set(struct srv_config *c, const char *key, const char *value, const char *source,
 		   struct sid_error *err)
 {
@@ -389,7 +402,7 @@ int srv_config_set(struct srv_config *c, const char *key, const char *value, con
 	if (!k)
 		return sid_error_set(err, SID_EINVAL, "%s: unknown setting \"%s\"%s", source, key,
 				     key_hint(key, strlen(key), 0, hint, sizeof(hint)));
-	return key_set(c, k, value, source, err);
+	return key_set(c, k, value, source, source, err);
 }
 
 /* A config file of every key at its longest is about 6 KiB. */
@@ -525,7 +538,7 @@ int srv_config_load_file(struct srv_config *c, const char *path, struct sid_erro
 			free(given);
 			goto fail;
 		}
-		rc = key_set(c, k, value, path, err);
+		rc = key_set(c, k, value, path, path, err);
 		if (rc)
 			goto fail;
 	}
@@ -613,7 +626,7 @@ int srv_config_from_args(struct srv_config *c, int argc, char **argv, int *help,
 				return sid_error_set(err, SID_EINVAL, "%s needs a value", flag);
 			value = argv[++i];
 		}
-		rc = key_set(c, k, value, flag, err);
+		rc = key_set(c, k, value, flag, a, err);
 		if (rc)
 			return rc;
 	}
@@ -637,8 +650,33 @@ int srv_config_from_args(struct srv_config *c, int argc, char **argv, int *help,
 	return srv_config_validate(c, err);
 }
 
+/* " (a from X, b from Y)" naming the file or flag that set each of keys @a
+ * and @b, leaving out one not set so (a default); "" for neither. */
+static const char *from_note(const struct srv_config *c, const char *a, const char *b, char *buf,
+			     size_t n)
+{
+	const char *names[2] = {a, b};
+	size_t off = 0;
+
+	buf[0] = '\0';
+	for (int i = 0; i < 2 && off < n; i++) {
+		const struct key *k = key_find(names[i], strlen(names[i]));
+		const char *f = k ? c->from[k - keys] : NULL;
+		const char *eq = f && f[0] == '-' ? strchr(f, '=') : NULL; /* --key=value */
+		if (f)
+			off += (size_t)snprintf(buf + off, n - off, "%s%s from %.*s",
+						off ? ", " : " (", names[i],
+						eq ? (int)(eq - f) : (int)strlen(f), f);
+	}
+	if (off && off < n)
+		snprintf(buf + off, n - off, ")");
+	return buf;
+}
+
 int srv_config_validate(const struct srv_config *c, struct sid_error *err)
 {
+	char note[SID_ERROR_MSG_MAX];
+
 	for (size_t i = 0; i < N_KEYS; i++) {
 		int rc = keys[i].type == K_STR
 			     ? value_check(keys[i].off, (const char *)c + keys[i].off, err)
@@ -654,13 +692,15 @@ int srv_config_validate(const struct srv_config *c, struct sid_error *err)
 		return sid_error_set(
 		    err, SID_EINVAL,
 		    "body_memory_bytes (%ld) must be at least max_body_bytes (%ld), "
-		    "or a body of the largest size accepted could never be read",
-		    c->body_memory_bytes, c->max_body_bytes);
+		    "or a body of the largest size accepted could never be read%s",
+		    c->body_memory_bytes, c->max_body_bytes,
+		    from_note(c, "body_memory_bytes", "max_body_bytes", note, sizeof(note)));
 	if (c->queue_rows < c->max_inputs)
 		return sid_error_set(err, SID_EINVAL,
 				     "queue_rows (%d) must be at least max_inputs (%d), or a full "
-				     "request could never be admitted",
-				     c->queue_rows, c->max_inputs);
+				     "request could never be admitted%s",
+				     c->queue_rows, c->max_inputs,
+				     from_note(c, "queue_rows", "max_inputs", note, sizeof(note)));
 	return 0;
 }
 

@@ -20,7 +20,8 @@
 
 #include "err.h"
 
-#define SRV_PATH_MAX 4096
+#define SRV_PATH_MAX	4096
+#define SRV_CONFIG_KEYS 32 /* room in srv_config.from for every key */
 
 struct srv_config {
 	char listen[256];	  /* "host:port"; port 0 picks a free one */
@@ -52,6 +53,10 @@ struct srv_config {
 	int registry_embeddings;  /* keep each new assignment's input embedding */
 	int registry_connections; /* PostgreSQL: writer connections (groups committed at once) */
 	int registry_timeout_ms;  /* bound on each wait on the store (sid_registry_open_timeout) */
+	/* Where each key (config.c's table order) was last set: the file's
+	 * path or the flag's argument as given, or NULL (the default, or set
+	 * directly); borrowed, for messages about keys that disagree. */
+	const char *from[SRV_CONFIG_KEYS];
 };
 
 /* Fill @c with the defaults (listen 127.0.0.1:8080, workers = the CPUs this
@@ -59,12 +64,14 @@ struct srv_config {
 void srv_config_defaults(struct srv_config *c);
 
 /* Set one key from its text form (flag value).  @source names where it came
- * from for the message ("--max-batch", "file.json"). */
+ * from for the message ("--max-batch", "file.json"); it is kept in c->from,
+ * so it must outlive @c. */
 int srv_config_set(struct srv_config *c, const char *key, const char *value, const char *source,
 		   struct sid_error *err);
 
 /* Apply a JSON config file (an object of key: value); unknown keys, wrong
- * types and out-of-range values are errors naming the key. */
+ * types and out-of-range values are errors naming the key.  @path is kept
+ * in c->from, so it must outlive @c. */
 int srv_config_load_file(struct srv_config *c, const char *path, struct sid_error *err);
 
 /*

@@ -477,6 +477,33 @@ START_TEST(test_check_names_source)
 }
 END_TEST
 
+/* Keys that disagree are named with the file or flag that set each (one
+ * left at its default is not named), so the operator knows which to change. */
+START_TEST(test_disagreeing_keys_name_their_sources)
+{
+	struct srv_config c;
+	struct sid_error err;
+	char want[400], cfg[80];
+	char *path = write_tmp("{\"model\": \"m\", \"queue_rows\": 100}");
+	const char *a1[] = {"s", "--config", cfg, "--max-inputs=200"};
+	const char *a2[] = {"s", "--model", "m", "--max_body_bytes", "2147483648"};
+
+	snprintf(cfg, sizeof(cfg), "%s", path);
+	ck_assert_int_ne(parse(&c, &err, 4, a1), 0);
+	snprintf(want, sizeof(want),
+		 "queue_rows (100) must be at least max_inputs (200), or a full request could "
+		 "never be admitted (queue_rows from %s, max_inputs from --max-inputs)",
+		 path);
+	ck_assert_str_eq(err.msg, want);
+	unlink(path);
+	ck_assert_int_ne(parse(&c, &err, 5, a2), 0);
+	ck_assert_str_eq(err.msg,
+			 "body_memory_bytes (1073741824) must be at least max_body_bytes "
+			 "(2147483648), or a body of the largest size accepted could never "
+			 "be read (max_body_bytes from --max_body_bytes)");
+}
+END_TEST
+
 /* The shipped example config must load and pass validation as documented. */
 START_TEST(test_example_config)
 {
@@ -514,6 +541,7 @@ static void add_tests(TCase *tc)
 	tcase_add_test(tc, test_validate);
 	tcase_add_test(tc, test_file_bom_and_size);
 	tcase_add_test(tc, test_check_names_source);
+	tcase_add_test(tc, test_disagreeing_keys_name_their_sources);
 	tcase_add_test(tc, test_example_config);
 	tcase_add_test(tc, test_usage_lists_every_flag);
 }
