@@ -312,6 +312,15 @@ int main(int argc, char **argv)
 	bo.assign_ctx = s.assigner;
 	/* the registry lane: a group per store writer, and one lookup */
 	bo.extra_threads = s.store.writers + 1;
+	/* srv_batcher_new sizes libuv's pool itself: an operator's
+	 * UV_THREADPOOL_SIZE (meant as the number of encode threads) would
+	 * otherwise be replaced without a word */
+	if (getenv("UV_THREADPOOL_SIZE") && getenv("UV_THREADPOOL_SIZE")[0] &&
+	    atoi(getenv("UV_THREADPOOL_SIZE")) != bo.workers + bo.extra_threads)
+		srv_log(SRV_LOG_WARN, "startup",
+			"UV_THREADPOOL_SIZE=%s in the environment is not used: the pool is "
+			"workers (%d) plus %d for the registry; set workers (--workers) instead",
+			getenv("UV_THREADPOOL_SIZE"), bo.workers, bo.extra_threads);
 	if (srv_batcher_new(s.loop, &bo, &s.batcher, &err)) {
 		fprintf(stderr, "semid-server: %s\n", err.msg);
 		srv_log(SRV_LOG_ERROR, "startup", "%s", err.msg);

@@ -1111,6 +1111,26 @@ class TestLifecycle(unittest.TestCase):
         finally:
             self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
 
+    def test_uv_threadpool_size_in_the_environment_is_said_unused(self):
+        """The server sizes libuv's pool itself (workers plus the registry's
+        threads); an operator's UV_THREADPOOL_SIZE, meant as the number of
+        encode threads, was replaced without a word."""
+        srv = T.Server(["--model", TF_MODEL, "--registry", "none", "--workers", "2"], WORK,
+                       env={"UV_THREADPOOL_SIZE": "7"})
+        try:
+            self.assertIn('level=warn event=startup msg="UV_THREADPOOL_SIZE=7 in the environment '
+                          'is not used: the pool is workers (2) plus 1 for the registry; set '
+                          'workers (--workers) instead"', srv.log_text())
+        finally:
+            self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
+        # empty is no value (and the test's way to leave it unset)
+        srv = T.Server(["--model", TF_MODEL, "--registry", "none"], WORK,
+                       env={"UV_THREADPOOL_SIZE": ""})
+        try:
+            self.assertNotIn("UV_THREADPOOL_SIZE", srv.log_text())
+        finally:
+            self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
+
     def test_stderr_pipe_without_reader(self):
         """Refusing to start with nobody reading stderr (a dead log pipe)
         still exits 2, not by SIGPIPE."""
