@@ -1810,6 +1810,14 @@ int srv_http_start(const struct srv_http_deps *deps, struct srv_http **out, stru
 		h->mhd = MHD_start_daemon(flags, (uint16_t)atoi(port), NULL, NULL, on_request, h,
 					  MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
 	}
+	/* the listening line gives the address bound, not the name: a name
+	 * binds its first address only (localhost: ::1 or 127.0.0.1) */
+	{
+		char num[sizeof(host)];
+		if (getnameinfo(ai->ai_addr, ai->ai_addrlen, num, sizeof(num), NULL, 0,
+				NI_NUMERICHOST) == 0)
+			snprintf(host, sizeof(host), "%s", num);
+	}
 	freeaddrinfo(ai);
 	pthread_mutex_lock(&h->conns_lock);
 	h->started = 1;

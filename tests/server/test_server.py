@@ -1343,6 +1343,23 @@ class TestLifecycle(unittest.TestCase):
                 self.assertEqual(p.wait(10), 0)
                 p.stderr.close()
 
+    def test_listening_line_gives_the_address_bound(self):
+        """--listen with a host name binds the name's first address only (on
+        many hosts localhost is ::1 first): the listening line gives that
+        address, where it used to repeat the name."""
+        first = socket.getaddrinfo("localhost", 0, socket.AF_UNSPEC, socket.SOCK_STREAM, 0,
+                                   socket.AI_PASSIVE)[0]
+        if first[0] != socket.AF_INET:  # T.Server's client connects to 127.0.0.1
+            self.skipTest("localhost is %s first here, not an IPv4 address" % first[4][0])
+        want = first[4][0]
+        srv = T.Server(["--model", TF_MODEL, "--registry", "none", "--listen", "localhost:0"],
+                       WORK)
+        try:
+            self.assertIn("event=listening addr=%s:%d port=%d " % (want, srv.port, srv.port),
+                          srv.log_text())
+        finally:
+            self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
+
     def test_connection_timeout_and_limit(self):
         srv = T.Server(["--model", TF_MODEL, "--connection-timeout-s", "1",
                         "--connection-limit", "3"], WORK)
