@@ -14,7 +14,11 @@ deploy/README.md, proto/*.md, bench/RESULTS.md) agree with the programs:
   deploy/prometheus/alerts.yml;
 - proto/api.md's metric table lists exactly the metrics a live server
   exports, and every semid_* metric any document names exists; its table
-  of log events names every field the server's log lines carry.
+  of log events names every field the server's log lines carry;
+- README.md's quick start shows the commands `make run` echoes (the data
+  generator, the trainer, the server) and the lines it prints, as the
+  Makefile has them (`make -n -B run`), and installs `make` itself first,
+  which a fresh Debian 12 lacks.
 
 Fast (a few seconds: one server start).  Needs the programs in $SEMID_BIN
 (make exports it).
@@ -201,6 +205,22 @@ def server_defaults():
     return defaults, ranges
 
 
+def section(text, heading):
+    """The text of a markdown section, from its heading to the next one of
+    the same or a higher level."""
+    m = re.search(r"^(#+) %s\s*$" % re.escape(heading), text, re.M)
+    if m is None:
+        m = re.search(r"^(#+) %s\b.*$" % re.escape(heading), text, re.M)
+    level = len(m.group(1))
+    end = re.compile(r"^#{1,%d} " % level, re.M).search(text, m.end())
+    return text[m.end():end.start() if end else len(text)]
+
+
+def flat(text):
+    """Shell text with continuations joined and runs of blanks made one."""
+    return re.sub(r"\s+", " ", text.replace("\\\n", " ")).strip()
+
+
 def number(text):
     text = text.strip()
     m = re.match(r"^(\d+)\^(\d+)$", text)
@@ -301,6 +321,37 @@ class DocsTest(unittest.TestCase):
             if value != defaults[key]:
                 with self.subTest(key=key):
                     self.assertIn(key, clause.group(1))
+
+    def test_quick_start_shows_what_make_run_runs(self):
+        # make -n -B prints every recipe line (the silent ones too) without
+        # running one; sub-makes inherit -n.  The environment is cleaned of
+        # make's own variables so that the defaults (bin/, demo/, port 8080)
+        # are the ones the README shows.
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "O", "BIN",
+                            "DEMO", "DEMO_EPOCHS", "LISTEN")}
+        p = subprocess.run(["make", "-C", ROOT, "-n", "-B", "--no-print-directory", "run"],
+                           env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True, timeout=120)
+        self.assertEqual(p.returncode, 0, p.stdout)
+        quick = flat(section(read("README.md"), "Quick start"))
+        script = p.stdout.replace("\\\n", " ").splitlines()
+        echoed = [flat(ln) for ln in script if re.match(r"(exec )?bin/semid", ln)]
+        printed = [m.group(1) for ln in script for m in [re.match(r'echo "(semid: .*)"$', ln)]
+                   if m]
+        self.assertEqual(len(echoed), 3, "make run: generator, trainer, server")
+        self.assertEqual(len(printed), 2, "make run: its trained and serving lines")
+        for line in echoed + printed:
+            with self.subTest(line=line):
+                self.assertTrue(line in quick, "README.md's quick start does not show it")
+
+    def test_quick_start_installs_make_first(self):
+        # `make run` installs what the build needs, but not make itself
+        _, code = split_code(section(read("README.md"), "Quick start"))
+        first_make = next(i for i, ln in enumerate(code) if re.match(r"\s*make run\b", ln))
+        installs = [ln for ln in code[:first_make] if re.search(r"apt-get install\b", ln)]
+        self.assertTrue(any(re.search(r"\smake(\s|$)", ln.split("#")[0]) for ln in installs),
+                        "README.md's quick start runs make before installing it")
 
     def test_alert_table_lists_every_alert(self):
         rules = set(re.findall(r"^\s*- alert: (\w+)", read("deploy/prometheus/alerts.yml"), re.M))
