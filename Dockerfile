@@ -1,11 +1,19 @@
 # semid container image.
 #
-# Stage 1 builds and runs the whole test suite on Debian 12 (the same packages
-# `make deps` installs); stage 2 is a slim runtime with only the shared
+# Stage 1 builds and runs the whole test suite on Debian 12 (the packages
+# `make deps-test` installs); stage 2 is a slim runtime with only the shared
 # libraries the programs link, running as a non-root user.
 #
 #   docker build -t semid .
-#   docker run -p 8080:8080 -v semid-models:/var/lib/semid/models semid
+#   docker run --stop-timeout 20 -p 8080:8080 -v semid-models:/var/lib/semid/models semid
+#
+# `docker stop` sends SIGTERM to the server (PID 1, which handles it): it
+# drains in-flight requests for up to shutdown_timeout_ms (10 s) and exits.
+# Docker's own grace is 10 s too, after which it sends SIGKILL, so give it
+# more (--stop-timeout, or `docker stop -t 20`), as the systemd unit and the
+# Kubernetes Deployment do.  The health check is liveness (/healthz: the
+# process answers); readiness, a model loaded, is /readyz.  The runtime image
+# has no curl, so the check speaks HTTP through bash's /dev/tcp.
 #
 # A named volume takes the image's owner (uid 10001).  A host directory
 # mounted instead keeps its own owner: chown it to 10001 first, or the ID
@@ -34,6 +42,9 @@ COPY --from=build /src/config/semid-server.json /etc/semid/semid-server.json
 USER semid
 WORKDIR /var/lib/semid
 EXPOSE 8080
+STOPSIGNAL SIGTERM
+HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
+	CMD bash -c 'exec 3<>/dev/tcp/127.0.0.1/8080 && printf "GET /healthz HTTP/1.0\r\n\r\n" >&3 && IFS= read -r -t 3 status <&3 && [[ $status == "HTTP/1."[01]" 200 "* ]]'
 VOLUME ["/var/lib/semid/models"]
 ENTRYPOINT ["/usr/local/bin/semid-server"]
 CMD ["--config", "/etc/semid/semid-server.json", \

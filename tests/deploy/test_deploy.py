@@ -17,6 +17,12 @@ or metric breaks this test instead of a deployment.
 - deploy/README.md's publish-by-hand and roll-back commands work as written.
 - Flags in the manifests and units exist in `semid-server --help` /
   `semid-train --help`; the uid is the Dockerfile's.
+- The Dockerfile: its build stage installs what `make deps-test` does, its
+  runtime stage the package of every library the programs link; one port
+  for EXPOSE, --listen and the HEALTHCHECK, whose command (run as it is,
+  pointed at a live server) passes, and fails with no server; the
+  documented `docker run --stop-timeout` outlasts the image config's
+  shutdown_timeout_ms.
 - systemd-analyze verify accepts the units (binaries pointed at $SEMID_BIN);
   the train unit's ExecStart lines publish a model when run in a temp dir,
   and the registry backup unit's write a backup that exports as the store
@@ -298,6 +304,73 @@ class Deploy(unittest.TestCase):
         self.assertEqual(int(cpu), self.config["workers"])
         self.assertEqual(int(self.train_container["resources"]["limits"]["cpu"]),
                          self.train_config["threads"])
+
+    def test_dockerfile(self):
+        text = re.sub(r"\\\n", " ", read(os.path.join(ROOT, "Dockerfile")))
+        build, runtime = re.split(r"^FROM ", text, flags=re.M)[1:]
+
+        def installs(stage):
+            m = re.search(r"apt-get install -y --no-install-recommends ([^&]*)", stage)
+            return set(m.group(1).split())
+
+        mk = re.sub(r"\\\n", " ", read(os.path.join(ROOT, "Makefile")))
+        deb = set(re.search(r"^DEB_PACKAGES :=(.*)$", mk, re.M).group(1).split())
+        deb |= set(re.search(r"^DEB_PACKAGES_TEST := \$\(DEB_PACKAGES\)(.*)$", mk,
+                             re.M).group(1).split())
+        self.assertEqual(installs(build), deb, "build stage against make deps-test")
+        if not os.environ.get("SEMID_SANITIZE"):  # sanitizer runtimes are not shipped
+            libs = {}  # soname -> the paths dpkg may know it by
+            for prog in ("semid", "semid-server", "semid-train"):
+                path = os.path.join(BIN, prog)
+                needed = re.findall(r"\(NEEDED\).*\[(.*)\]", subprocess.run(
+                    ["readelf", "-d", path], stdout=subprocess.PIPE, text=True).stdout)
+                found = dict(re.findall(r"^\s*(\S+) => (\S+)", subprocess.run(
+                    ["ldd", path], stdout=subprocess.PIPE, text=True).stdout, re.M))
+                for lib in needed:
+                    # the path ldd names, or behind a symlink (alternatives),
+                    # or that one under /lib (merged /usr)
+                    real = os.path.realpath(found[lib])
+                    libs[lib] = (found[lib], real, real.replace("/usr/lib/", "/lib/", 1))
+            owners = dict((f, pkg.split(":")[0]) for pkg, f in re.findall(
+                r"^(\S+): (\S+)$", subprocess.run(
+                    ["dpkg", "-S"] + sorted({f for fs in libs.values() for f in fs}),
+                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True).stdout, re.M))
+            for lib, files in sorted(libs.items()):
+                pkg = next((owners[f] for f in files if f in owners), None)
+                if pkg != "libc6":  # in every Debian image
+                    with self.subTest(lib=lib):
+                        self.assertIn(pkg, installs(runtime))
+        # one port: EXPOSE, the server's --listen, the health check
+        port = int(re.search(r"^EXPOSE (\d+)", runtime, re.M).group(1))
+        cmd = json.loads(re.search(r"^CMD (\[.*\])", runtime, re.M).group(1))
+        self.assertEqual(cmd[cmd.index("--listen") + 1], "0.0.0.0:%d" % port)
+        check = re.search(r"^HEALTHCHECK .*?\sCMD\s+(.*)$", runtime, re.M)
+        self.assertIsNotNone(check, "the runtime image has a HEALTHCHECK")
+        check = check.group(1)
+        self.assertIn("127.0.0.1/%d" % port, check)
+        # docker stop sends the signal the server drains on
+        stopsig = re.search(r"^STOPSIGNAL (\S+)", runtime, re.M)
+        self.assertEqual(stopsig.group(1) if stopsig else "SIGTERM", "SIGTERM")
+        # docker's grace outlasts the drain of the config the image copies
+        shutdown_ms = json.loads(read(os.path.join(ROOT, "config", "semid-server.json"))).get(
+            "shutdown_timeout_ms", 10000)
+        stop = re.search(r"^#\s+docker run .*--stop-timeout (\d+)", text, re.M)
+        self.assertIsNotNone(stop, "the Dockerfile's docker run sets --stop-timeout")
+        self.assertGreater(int(stop.group(1)), shutdown_ms / 1000)
+        # the health check, run as the image runs it (/bin/sh -c), against a server
+        with tempfile.TemporaryDirectory(prefix="semid-docker-") as d:
+            model = os.path.join(d, "model.safetensors")
+            srv = tl.Server(["--model", model, "--allow-empty", "--registry", "none"], workdir=d)
+            try:
+                here = check.replace("127.0.0.1/%d" % port, "127.0.0.1/%d" % srv.port)
+                p = subprocess.run(["sh", "-c", here], stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, text=True, timeout=30)
+                self.assertEqual(p.returncode, 0, p.stdout)
+            finally:
+                self.assertEqual(srv.stop(), 0)
+            p = subprocess.run(["sh", "-c", here], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, timeout=30)
+            self.assertNotEqual(p.returncode, 0, "the health check passes with no server")
 
     def test_server_flags_exist(self):
         used = flags_of(self.container["args"])
