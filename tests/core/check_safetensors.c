@@ -65,6 +65,60 @@ START_TEST(test_bad_length_field)
 }
 END_TEST
 
+/* A file that is plainly something else (the files an operator mistakes for
+ * a model: the embeddings, a PyTorch checkpoint, the ID registry, a
+ * compressed copy) is named as such, beside the rule it breaks. */
+START_TEST(test_foreign_files_named)
+{
+	static const struct {
+		const char *head;
+		size_t n;
+		const char *rule, *want;
+	} files[] = {
+	    {"\x93NUMPY\x01\x00v\x00{'descr': '<f4', 'fortran_order': False, 'shape': (2, 4), }",
+	     61, "exceeds the cap", "it looks like a .npy array, not a safetensors model"},
+	    {"PK\x03\x04\x00\x00\x08\x08\x00\x00"
+	     "archive/data.pkl",
+	     26, "exceeds the cap",
+	     "it looks like a zip archive (a PyTorch torch.save file?), not a safetensors model"},
+	    {"\x80\x02\x8a\x0al\xfc\x9c"
+	     "F\xf9 j\xa8P\x19.",
+	     16, "exceeds the cap",
+	     "it looks like a Python pickle (a PyTorch torch.save file?), not a safetensors model"},
+	    {"SQLite format 3\x00\x10\x00\x02\x02\x00@  ", 24, "exceeds the cap",
+	     "it looks like an SQLite database (the ID registry?), not a safetensors model"},
+	    {"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03\xec\xbd", 12, "runs past the end",
+	     "it looks like gzip-compressed data (decompress it first), not a safetensors model"},
+	    {"(\xb5/\xfd\x04\x00\x00\x00\x00\x00\x00\x00", 12, "exceeds the cap",
+	     "it looks like zstd-compressed data (decompress it first), not a safetensors model"},
+	};
+	uint8_t buf[64];
+	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+		memset(buf, ' ', sizeof(buf));
+		memcpy(buf, files[i].head, files[i].n);
+		expect_bad_raw(buf, sizeof(buf), files[i].rule, files[i].head);
+		expect_bad_raw(buf, sizeof(buf), files[i].want, files[i].head);
+	}
+	/* gzip's first 8 bytes give a header length of 559903: in a larger
+	 * file, the third rule fails (the header does not start with '{'). */
+	size_t big = 600000;
+	uint8_t *gz = calloc(1, big);
+	ck_assert_ptr_nonnull(gz);
+	memcpy(gz, files[4].head, files[4].n);
+	expect_bad_raw(gz, big, "header is not a JSON object", "a large gzip file");
+	expect_bad_raw(gz, big, files[4].want, "a large gzip file");
+	free(gz);
+	/* A file none of these names keeps the bare rule. */
+	memset(buf, 0x7f, sizeof(buf));
+	struct sid_st_file f;
+	struct sid_error err;
+	sid_error_clear(&err);
+	ck_assert_int_eq(sid_st_parse(buf, sizeof(buf), &f, &err), SID_EFORMAT);
+	ck_assert_msg(strstr(err.msg, "exceeds the cap") && !strstr(err.msg, "looks like"), "%s",
+		      err.msg);
+}
+END_TEST
+
 START_TEST(test_bad_json)
 {
 	expect_bad("{\"a\":", 0, "header JSON");
@@ -512,6 +566,7 @@ static Suite *st_suite(void)
 	TCase *tc = tcase_create("reject");
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_bad_length_field);
+	tcase_add_test(tc, test_foreign_files_named);
 	tcase_add_test(tc, test_bad_json);
 	tcase_add_test(tc, test_bad_tensor_fields);
 	tcase_add_test(tc, test_bad_sizes);
