@@ -29,8 +29,10 @@ PKGS_TEST := check
 # tests need on top (DEB_PACKAGES_TEST: Check, numpy for reference
 # computations, a PostgreSQL server for the registry tests, YAML for the
 # deploy/ checks).  `make deps` / `make deps-test` install the missing ones
-# (as root); run/test call them.  deps-test then provides promtool (rule
-# `promtool` below) without installing its package.
+# (as root, after `apt-get update`); run/test call them.  Installed means
+# dpkg's status "<want> ok installed": "install", or "hold" for a package
+# held at its version (apt-mark hold).  deps-test then provides promtool
+# (rule `promtool` below) without installing its package.
 DEB_PACKAGES := build-essential pkg-config libopenblas-dev libjansson-dev libmicrohttpd-dev \
 	libuv1-dev libsqlite3-dev libpq-dev check libsubunit-dev python3 python3-numpy curl
 DEB_PACKAGES_TEST := $(DEB_PACKAGES) postgresql wrk python3-yaml
@@ -150,7 +152,7 @@ uninstall:
 deps deps-test: PKG_LIST = $(if $(filter deps-test,$@),$(DEB_PACKAGES_TEST),$(DEB_PACKAGES))
 deps deps-test:
 	@missing=""; for p in $(PKG_LIST); do \
-		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q ' ok installed$$' \
 			|| missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
