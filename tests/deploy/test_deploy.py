@@ -22,7 +22,7 @@ or metric breaks this test instead of a deployment.
   for EXPOSE, --listen and the HEALTHCHECK, whose command (run as it is,
   pointed at a live server) passes, and fails with no server; the
   documented `docker run --stop-timeout` outlasts the image config's
-  shutdown_timeout_ms.
+  shutdown_timeout_ms, and README.md shows the same docker commands.
 - systemd-analyze verify accepts the units (binaries pointed at $SEMID_BIN);
   the train unit's ExecStart lines publish a model when run in a temp dir,
   and the registry backup unit's write a backup that exports as the store
@@ -357,6 +357,11 @@ class Deploy(unittest.TestCase):
         stop = re.search(r"^#\s+docker run .*--stop-timeout (\d+)", text, re.M)
         self.assertIsNotNone(stop, "the Dockerfile's docker run sets --stop-timeout")
         self.assertGreater(int(stop.group(1)), shutdown_ms / 1000)
+        # the README shows the same commands
+        readme = read(os.path.join(ROOT, "README.md"))
+        for line in re.findall(r"^#\s+(docker (?:build|run) .*)$", text, re.M):
+            with self.subTest(line=line):
+                self.assertTrue("    " + line + "\n" in readme, "README.md does not show it")
         # the health check, run as the image runs it (/bin/sh -c), against a server
         with tempfile.TemporaryDirectory(prefix="semid-docker-") as d:
             model = os.path.join(d, "model.safetensors")

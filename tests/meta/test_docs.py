@@ -52,6 +52,7 @@ OTHER_FLAGS = {
     "--now",  # systemctl
     "--sort",  # perf report
     "--cflags", "--libs",  # pkg-config
+    "--stop-timeout",  # docker run
 }
 # semid_* names that are not metrics: registry tables, test helpers.
 NOT_METRICS = {"semid_meta", "semid_assignment", "semid_assignment_id", "semid_assignment_sid",
