@@ -69,6 +69,11 @@ static void usage(FILE *f)
 		"%s"
 		"  --help, --version\n"
 		"\n"
+		"exit status: 0 after SIGTERM or SIGINT once in-flight requests are answered\n"
+		"             (or at once, before it listens); 1 when they outlast\n"
+		"             shutdown_timeout_ms; 2 refused to start (a bad flag or config\n"
+		"             value, no valid model without --allow-empty, the address in use)\n"
+		"\n"
 		"       semid-server --bench-encode MODEL TOWER BATCH THREADS SECONDS\n"
 		"times the encoder in this process (no HTTP) and prints items/s as JSON: the\n"
 		"in-process baseline of make bench-http.\n",

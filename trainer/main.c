@@ -44,9 +44,9 @@ static void usage(FILE *f)
 		"       semid-train eval --model MODEL --items ITEMS.npy --users USERS.npy\n"
 		"                   --train TRAIN.tsv --test TEST.tsv [--test-cold COLD.tsv]\n"
 		"                   [--cold-items COLD.txt]\n"
-		"       semid-train gen --out DIR --items N --users M --interactions I --dim D\n"
-		"                   [--user-dim D] [--clusters G] [--seed S] [--cold-frac F]\n"
-		"                   [--test-frac F]\n"
+		"       semid-train gen --out DIR [--items N] [--users M] [--interactions I]\n"
+		"                   [--dim D] [--user-dim D] [--clusters G] [--seed S]\n"
+		"                   [--cold-frac F] [--test-frac F]\n"
 		"       semid-train --version\n"
 		"\n"
 		"Trains dual-aligned user and item semantic IDs (DAS) from content embeddings\n"
@@ -54,6 +54,15 @@ static void usage(FILE *f)
 		"every epoch; --resume continues from it), and evaluates it on --test.\n"
 		"SIGINT, SIGTERM or SIGHUP stop it at the next step, publishing nothing (exit\n"
 		"status 128 + the signal); the checkpoint keeps the finished epochs.\n"
+		"gen writes synthetic data into DIR; gen's defaults: 2000 items, 1000 users,\n"
+		"40000 interactions, dim 64 (user-dim: dim), sqrt(items) clusters within\n"
+		"8..1024, seed 1, cold-frac 0.1, test-frac 0.15.\n"
+		"\n"
+		"exit status: 0 ok; 1 I/O or internal error (e.g. the model cannot be\n"
+		"             published); 2 bad usage or bad input (an unknown flag or value, a\n"
+		"             missing or malformed file, a checkpoint --resume refuses);\n"
+		"             128 + the signal when stopped by one.\n"
+		"\n"
 		"Flags override the JSON config file; every key is a flag:\n");
 	tr_config_print_help(f);
 }

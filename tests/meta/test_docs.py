@@ -354,6 +354,39 @@ class DocsTest(unittest.TestCase):
         self.assertTrue(any(re.search(r"\smake(\s|$)", ln.split("#")[0]) for ln in installs),
                         "README.md's quick start runs make before installing it")
 
+    def test_helps_give_exit_statuses(self):
+        # an operator's supervisor (systemd, a Kubernetes Job, cron) acts on
+        # them: each program's --help says what they mean
+        want = {"semid-server": ("0", "1", "2"), "semid-train": ("0", "1", "2", "128 + the signal"),
+                "semid": ("0", "1", "2", "3")}
+        for prog, codes in want.items():
+            text = run_help(os.path.join(BIN, prog), "--help")
+            m = re.search(r"^exit status:(.*?)(?:\n\n|\Z)", text, re.M | re.S)
+            with self.subTest(prog=prog):
+                self.assertIsNotNone(m, "%s --help says no exit status" % prog)
+                for code in codes:
+                    self.assertRegex(m.group(1), r"(^|[\s;,(])%s\b" % re.escape(code))
+
+    def test_train_gen_usage_shows_its_defaults(self):
+        # gen runs with --out alone (every count has a default), so its usage
+        # shows the counts as optional, and says the defaults
+        text = run_help(os.path.join(BIN, "semid-train"), "--help")
+        gen = re.search(r"semid-train gen (.*?)\n\s+semid-train", text, re.S).group(1)
+        for flag in ("--items N", "--users M", "--interactions I", "--dim D"):
+            with self.subTest(flag=flag):
+                self.assertIn("[%s]" % flag, gen)
+        with tempfile.TemporaryDirectory(prefix="semid-gen-") as d:
+            p = subprocess.run([os.path.join(BIN, "semid-train"), "gen", "--out", d],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               timeout=120)
+            self.assertEqual(p.returncode, 0, p.stdout)
+            got = json.loads(p.stdout.splitlines()[-1])
+        m = re.search(r"gen's defaults:\s+(\d+) items,\s+(\d+) users,\s+(\d+) interactions,"
+                      r"\s+dim (\d+)", text)
+        self.assertIsNotNone(m, "semid-train --help gives gen's defaults")
+        self.assertEqual((got["items"], got["users"], got["dim"]),
+                         (int(m.group(1)), int(m.group(2)), int(m.group(4))))
+
     def test_alert_table_lists_every_alert(self):
         rules = set(re.findall(r"^\s*- alert: (\w+)", read("deploy/prometheus/alerts.yml"), re.M))
         table = set(re.findall(r"^\| `(Semid\w+)`", read("deploy/README.md"), re.M))
