@@ -15,8 +15,9 @@
 # process answers); readiness, a model loaded, is /readyz.  The runtime image
 # has no curl, so the check speaks HTTP through bash's /dev/tcp.
 #
-# A named volume takes the image's owner (uid 10001).  A host directory
-# mounted instead keeps its own owner: chown it to 10001 first, or the ID
+# A named volume takes the image's owner (uid and gid 10001, as the
+# Kubernetes pods run).  A host directory mounted instead keeps its own
+# owner: chown it to 10001:10001 first, or the ID
 # registry (a SQLite file beside the model) cannot be created and every
 # assign answers 503.
 FROM debian:12 AS build
@@ -34,7 +35,9 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends libopenblas0-pthread libjansson4 libmicrohttpd12 \
 	libuv1 libsqlite3-0 libpq5 \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --system --uid 10001 --home-dir /var/lib/semid --shell /usr/sbin/nologin semid \
+ && groupadd --system --gid 10001 semid \
+ && useradd --system --uid 10001 --gid 10001 --home-dir /var/lib/semid --shell /usr/sbin/nologin \
+	semid \
  && mkdir -p /var/lib/semid/models /etc/semid \
  && chown -R semid:semid /var/lib/semid
 COPY --from=build /src/bin/ /usr/local/bin/

@@ -377,6 +377,39 @@ class Deploy(unittest.TestCase):
                                stderr=subprocess.STDOUT, text=True, timeout=30)
             self.assertNotEqual(p.returncode, 0, "the health check passes with no server")
 
+    def test_the_semid_user_has_the_pods_uid_and_gid(self):
+        # The Dockerfile's and deploy/README.md's (systemd) account commands,
+        # run as they are against a scratch /etc (useradd --root), give the
+        # user the uid and gid the pods run as: `useradd --system` alone
+        # makes its group with a system gid (995 on Debian 12), not 10001.
+        if os.geteuid() != 0:
+            self.skipTest("useradd --root needs root")
+        sc = pod_spec(self.dep)["securityContext"]
+        want = (sc["runAsUser"], sc["runAsGroup"])
+        docker = re.sub(r"\\\n", " ", read(os.path.join(ROOT, "Dockerfile")))
+        guide = read(os.path.join(DEPLOY, "README.md"))
+        for where, text in (("Dockerfile", docker), ("deploy/README.md", guide)):
+            cmds = re.findall(r"\b((?:groupadd|useradd) [^&\n]*?)\s*(?:&&|\\|\n|$)", text)
+            with self.subTest(where=where), tempfile.TemporaryDirectory() as root:
+                self.assertTrue(cmds, "%s creates no user" % where)
+                os.mkdir(os.path.join(root, "etc"))
+                for name, line in (("passwd", "root:x:0:0:root:/root:/bin/bash"),
+                                   ("group", "root:x:0:"), ("shadow", "root:*:19000:0:99999:7:::"),
+                                   ("gshadow", "root:*::")):
+                    with open(os.path.join(root, "etc", name), "w") as f:
+                        f.write(line + "\n")
+                if os.path.exists("/etc/login.defs"):
+                    shutil.copy("/etc/login.defs", os.path.join(root, "etc"))
+                for cmd in cmds:
+                    words = cmd.split()
+                    p = subprocess.run([words[0], "--root", root] + words[1:],
+                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                    self.assertEqual(p.returncode, 0, "%s: %s" % (cmd, p.stdout))
+                with open(os.path.join(root, "etc", "passwd")) as f:
+                    user = [ln.split(":") for ln in f if ln.startswith("semid:")]
+                self.assertEqual(len(user), 1, "%s makes no user semid" % where)
+                self.assertEqual((int(user[0][2]), int(user[0][3])), want)
+
     def test_server_flags_exist(self):
         used = flags_of(self.container["args"])
         self.assertIn("--config", used)

@@ -48,7 +48,7 @@ TOP = ("core", "cli", "server", "trainer", "tests", "bench", "proto", "config", 
 OTHER_FLAGS = {
     "--data",  # curl
     "--from", "--rm", "--restart", "--image", "--overrides",  # kubectl
-    "--system", "--uid", "--home-dir", "--shell",  # useradd
+    "--system", "--uid", "--gid", "--home-dir", "--shell",  # useradd, groupadd
     "--now",  # systemctl
     "--sort",  # perf report
     "--cflags", "--libs",  # pkg-config
