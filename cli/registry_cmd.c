@@ -82,8 +82,9 @@ static const char usage[] =
     "                        a server writing to the same disk its bandwidth\n"
     "  -o, --output FILE     where output goes (default - : stdout); a file gets its\n"
     "                        name only when complete: a failed or killed run leaves\n"
-    "                        the old one and no temporary file (backup: but for\n"
-    "                        SIGKILL, which leaves FILE.tmp.PID.N)\n"
+    "                        the old one and no temporary file (backup, and a file\n"
+    "                        system without O_TMPFILE such as NFS: but for SIGKILL,\n"
+    "                        which leaves FILE.tmp.PID.N)\n"
     "\n"
     "exit status: 0 ok; 1 store unavailable, I/O or internal error; 2 bad usage, bad\n"
     "input, unknown id or sid; 3 import finished but some lines conflicted\n";
