@@ -149,6 +149,10 @@ uninstall:
 		$(DESTDIR)$(PREFIX)/lib/libsemid.a $(DESTDIR)$(PREFIX)/lib/pkgconfig/semid.pc
 	rm -rf $(DESTDIR)$(PREFIX)/include/semid $(DESTDIR)$(PREFIX)/share/doc/semid
 
+# apt waits up to 10 minutes for a lock another apt holds: a fresh cloud
+# machine runs unattended-upgrades at first boot, and `make run` there
+# failed at once with "Could not get lock /var/lib/dpkg/lock-frontend".
+APT_WAIT := -o DPkg::Lock::Timeout=600
 deps deps-test: PKG_LIST = $(if $(filter deps-test,$@),$(DEB_PACKAGES_TEST),$(DEB_PACKAGES))
 deps deps-test:
 	@missing=""; for p in $(PKG_LIST); do \
@@ -161,8 +165,8 @@ deps deps-test:
 			exit 1; \
 		fi; \
 		echo "semid: installing missing Debian packages:$$missing"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-			apt-get install -y -qq --no-install-recommends $$missing; \
+		apt-get $(APT_WAIT) update -qq && DEBIAN_FRONTEND=noninteractive \
+			apt-get $(APT_WAIT) install -y -qq --no-install-recommends $$missing; \
 	fi
 	$(if $(filter deps-test,$@),@$(MAKE) --no-print-directory promtool PROMTOOL_AUTO=1)
 

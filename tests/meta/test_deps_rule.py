@@ -2,8 +2,9 @@
 """The Makefile's `deps` rule, which `make run` runs first (and `make test`
 through `deps-test`): it asks dpkg which of DEB_PACKAGES are installed,
 installs the missing ones as root (after `apt-get update`, since a fresh
-machine may never have fetched the package lists), and as any other user
-names them and stops.  A package that is installed but held (`apt-mark
+machine may never have fetched the package lists; both wait for a lock
+another apt holds, as unattended-upgrades does on a fresh cloud machine's
+first boot), and as any other user names them and stops.  A package that is installed but held (`apt-mark
 hold`, dpkg status "hold ok installed") counts as installed: it used to be
 taken for missing, so a non-root `make run` stopped saying an installed
 package was missing, and root ran apt-get on every build.
@@ -117,9 +118,12 @@ class DepsRuleTest(unittest.TestCase):
         p = self.deps(0, {gone: "absent", half: "install ok half-configured"})
         self.assertEqual(p.returncode, 0, p.stdout)
         self.assertIn("semid: installing missing Debian packages: %s %s" % (gone, half), p.stdout)
+        # both wait for a lock another apt holds (unattended-upgrades on a
+        # fresh cloud machine) instead of failing at once
+        wait = "-o DPkg::Lock::Timeout=600"
         self.assertEqual(self.apt_calls(),
-                         ["update -qq", "install -y -qq --no-install-recommends %s %s"
-                          % (gone, half)])
+                         ["%s update -qq" % wait, "%s install -y -qq --no-install-recommends %s %s"
+                          % (wait, gone, half)])
 
 
 if __name__ == "__main__":
