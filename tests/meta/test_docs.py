@@ -15,6 +15,8 @@ deploy/README.md, proto/*.md, bench/RESULTS.md) agree with the programs:
 - proto/api.md's metric table lists exactly the metrics a live server
   exports, and every semid_* metric any document names exists; its table
   of log events names every field the server's log lines carry;
+- README.md's terminal sessions ($ lines), run in order after `make run`,
+  read no file that neither `make run` nor an earlier command makes;
 - README.md's quick start shows the commands `make run` echoes (the data
   generator, the trainer, the server) and the lines it prints, as the
   Makefile has them (`make -n -B run`), and installs `make` itself first,
@@ -345,6 +347,41 @@ class DocsTest(unittest.TestCase):
         for line in echoed + printed:
             with self.subTest(line=line):
                 self.assertTrue(line in quick, "README.md's quick start does not show it")
+
+    def test_readme_sessions_make_what_they_read(self):
+        # The README's terminal sessions ($ lines) are to be run as they are,
+        # in order, after `make run`: every file a command reads (a model,
+        # a store, embeddings, ids, a file it shows) is one `make run` makes
+        # under demo/ or an earlier command writes.  The registry diff
+        # example read models/new.safetensors, which no command made.
+        lines = []
+        for block in re.findall(r"((?:^    .*\n)+)", read("README.md"), re.M):
+            block = block.replace("\\\n", " ")
+            lines += [ln[6:] for ln in block.splitlines() if ln.startswith("    $ ")]
+        self.assertGreater(len(lines), 10)
+        made = set()
+        for line in lines:
+            loop = re.match(r"for (\w+) in ([^;]*); do (.*); done", line)
+            for value in loop.group(2).split() if loop else [None]:
+                cmd = loop.group(3).replace("$" + loop.group(1), value) if loop else line
+                words = cmd.split()
+                reads, writes = [], []
+                for flag, arg in zip(words, words[1:]):
+                    if flag in ("--out", "-o", "--output", ">") and arg not in ("-", "/dev/null"):
+                        writes.append(arg)
+                    elif flag in ("--model", "--input", "--ids", "--items", "--users", "--train"):
+                        reads.append(arg)
+                    elif flag == "--db":  # assign creates its store
+                        (writes if "registry assign" in cmd else reads).append(arg)
+                if words[:2] == ["mkdir", "-p"]:
+                    writes += words[2:]
+                if words[0] in ("head", "cat"):
+                    reads.append(words[-1])
+                for path in reads:
+                    with self.subTest(line=line, path=path):
+                        self.assertTrue(path.startswith("demo/") or path in made,
+                                        "README.md reads %s before any command makes it" % path)
+                made.update(writes)
 
     def test_quick_start_installs_make_first(self):
         # `make run` installs what the build needs, but not make itself
