@@ -16,7 +16,9 @@ deploy/README.md, proto/*.md, bench/RESULTS.md) agree with the programs:
   exports, and every semid_* metric any document names exists; its table
   of log events names every field the server's log lines carry;
 - README.md's terminal sessions ($ lines), run in order after `make run`,
-  read no file that neither `make run` nor an earlier command makes;
+  read no file that neither `make run` nor an earlier command makes, and
+  what they write (and the semid-train section's data/ and models/) git
+  ignores;
 - README.md's quick start shows the commands `make run` echoes (the data
   generator, the trainer, the server) and the lines it prints, as the
   Makefile has them (`make -n -B run`), and installs `make` itself first,
@@ -374,7 +376,7 @@ class DocsTest(unittest.TestCase):
                     elif flag == "--db":  # assign creates its store
                         (writes if "registry assign" in cmd else reads).append(arg)
                 if words[:2] == ["mkdir", "-p"]:
-                    writes += words[2:]
+                    writes += [w + "/" for w in words[2:]]
                 if words[0] in ("head", "cat"):
                     reads.append(words[-1])
                 for path in reads:
@@ -382,6 +384,16 @@ class DocsTest(unittest.TestCase):
                         self.assertTrue(path.startswith("demo/") or path in made,
                                         "README.md reads %s before any command makes it" % path)
                 made.update(writes)
+        # and what they write is ignored by git, so that `git status` in the
+        # checkout they ran in shows no stray files
+        inside = subprocess.run(["git", "-C", ROOT, "rev-parse", "--is-inside-work-tree"],
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        if inside.returncode == 0 and inside.stdout.strip() == "true":
+            for path in sorted(made | {"data/items.npy", "models/model.safetensors"}):
+                p = subprocess.run(["git", "-C", ROOT, "check-ignore", "-q", "--no-index", path])
+                with self.subTest(path=path):
+                    self.assertEqual(p.returncode, 0, "README.md writes %s, which git does "
+                                     "not ignore" % path)
 
     def test_quick_start_installs_make_first(self):
         # `make run` installs what the build needs, but not make itself
