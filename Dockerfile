@@ -15,6 +15,12 @@
 # process answers); readiness, a model loaded, is /readyz.  The runtime image
 # has no curl, so the check speaks HTTP through bash's /dev/tcp.
 #
+# It serves with config/semid-server.json (2 encode workers).  Arguments
+# after the image name replace CMD below, not add to it: to change a key,
+# give CMD's four with it, e.g. `... semid --config /etc/semid/semid-server.json
+# --model /var/lib/semid/models/model.safetensors --listen 0.0.0.0:8080
+# --allow-empty --workers 8`.
+#
 # A named volume takes the image's owner (uid and gid 10001, as the
 # Kubernetes pods run).  A host directory mounted instead keeps its own
 # owner: chown it to 10001:10001 first, or the ID

@@ -357,8 +357,15 @@ class Deploy(unittest.TestCase):
         stop = re.search(r"^#\s+docker run .*--stop-timeout (\d+)", text, re.M)
         self.assertIsNotNone(stop, "the Dockerfile's docker run sets --stop-timeout")
         self.assertGreater(int(stop.group(1)), shutdown_ms / 1000)
-        # the README shows the same commands
+        # the README shows the same commands, and how to change a key: CMD
+        # in full (arguments replace it), then the flag
         readme = read(os.path.join(ROOT, "README.md"))
+        for where, doc in (("README.md", readme), ("Dockerfile", text)):
+            flat = re.sub(r"\s+", " ", re.sub(r"(?m)^#", "", doc))
+            m = re.search(r"`\.\.\. semid ((?:--\S+ ?\S* ?)+?)--workers 8`", flat)
+            with self.subTest(where=where):
+                self.assertIsNotNone(m, "%s shows how to change a key" % where)
+                self.assertEqual(m.group(1).split(), cmd)
         for line in re.findall(r"^#\s+(docker (?:build|run) .*)$", text, re.M):
             with self.subTest(line=line):
                 self.assertTrue("    " + line + "\n" in readme, "README.md does not show it")
