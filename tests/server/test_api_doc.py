@@ -4,8 +4,10 @@ document is sent, in order, to a live semid-server serving the demo model
 (semid_testlib.doc_model) with the flags the document names, and the next
 ```http block (the response) must match: the status, every header shown
 (Date and Content-Length are left out of the document), and the body: JSON
-compared as values (floats to 1e-6 relative; `path`, `loaded_at`, `time`, `store`,
-`created_at` and `updated_at` only need to exist), the metrics excerpt by series name.
+compared as values with their keys in the order shown (floats to 1e-6 relative;
+`path`, `loaded_at`, `time`, `store`, `created_at` and `updated_at` only need to
+exist), the metrics excerpt by series name; and a JSON body is indented one
+value per line exactly where the document says the server indents it.
 
 Run: SEMID_BIN=/path/to/bin /usr/bin/python3 tests/server/test_api_doc.py
 """
@@ -41,7 +43,7 @@ def split_message(block):
 def same_json(test, want, got, where="$"):
     if isinstance(want, dict):
         test.assertIsInstance(got, dict, where)
-        test.assertEqual(set(want), set(got), where)
+        test.assertEqual(list(want), list(got), where)
         for k in want:
             if k in VOLATILE:
                 continue
@@ -85,6 +87,10 @@ class TestApiDoc(unittest.TestCase):
                         self.assertEqual(got_h.get(k.lower()), v, k)
                     if want_h.get("Content-Type", "").startswith("application/json"):
                         same_json(self, json.loads(want_body), json.loads(got_body))
+                        route = path.split("?")[0]
+                        indented = route == "/v1/model" or (st < 400 and route in (
+                            "/healthz", "/readyz", "/v1/admin/reload"))
+                        self.assertEqual(b"\n  " in got_body, indented, got_body)
                     else:
                         series = {ln.rpartition(" ")[0] for ln in got_body.decode().splitlines()
                                   if ln and not ln.startswith("#")}
