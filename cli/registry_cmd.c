@@ -425,11 +425,14 @@ static int out_close(struct cli_output *w, int ok, struct sid_error *err)
 	return 0;
 }
 
+/* The commands' JSON reports.  Their one real, diff's changed_fraction, is
+ * written with 15 significant digits, as a person reads it (0.907, where
+ * the full 17 of a double give 0.90700000000000003). */
 static int print_json(json_t *j, const struct opts *o, struct sid_registry *r,
 		      struct sid_error *err)
 {
 	struct cli_output w = {0};
-	char *s = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+	char *s = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(15));
 	int rc;
 
 	json_decref(j);

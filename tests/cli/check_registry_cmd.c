@@ -415,6 +415,25 @@ START_TEST(t_diff_and_lookups)
 	for (int l = 0; l < 3; l++)
 		ck_assert_int_eq(json_integer_value(json_array_get(a, l)), prefix[l]);
 	json_decref(j);
+	/* changed_fraction as a person reads it: its value, without the 17th-digit
+	 * noise of a double printed in full ("0.18499999999999999" for 37/200) */
+	{
+		FILE *f = fopen(out, "r");
+		char text[4096], *num, *end;
+		size_t n = f ? fread(text, 1, sizeof(text) - 1, f) : 0;
+		int digits = 0;
+		if (f)
+			fclose(f);
+		text[n] = 0;
+		num = strstr(text, "\"changed_fraction\": ");
+		ck_assert_ptr_nonnull(num);
+		num += strlen("\"changed_fraction\": ");
+		ck_assert_double_eq_tol(strtod(num, &end), (double)changed / N, 1e-12);
+		for (char *c = num; c < end && *c != 'e'; c++)
+			digits += *c >= '0' && *c <= '9' && (digits || *c != '0');
+		ck_assert_msg(digits <= 15, "changed_fraction printed as %.*s", (int)(end - num),
+			      num);
+	}
 
 	/* reassign with the new model: afterwards the diff against it is empty and
 	 * every printed sid carries model2's codes */
