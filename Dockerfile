@@ -53,7 +53,7 @@ WORKDIR /var/lib/semid
 EXPOSE 8080
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
-	CMD bash -c 'exec 3<>/dev/tcp/127.0.0.1/8080 && printf "GET /healthz HTTP/1.0\r\n\r\n" >&3 && IFS= read -r -t 3 status <&3 && [[ $status == "HTTP/1."[01]" 200 "* ]]'
+	CMD bash -c 'exec 3<>/dev/tcp/127.0.0.1/8080 && printf "GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n" >&3 && IFS= read -r -t 3 status <&3 && [[ $status == "HTTP/1."[01]" 200 "* ]]'
 VOLUME ["/var/lib/semid/models"]
 ENTRYPOINT ["/usr/local/bin/semid-server"]
 CMD ["--config", "/etc/semid/semid-server.json", \
