@@ -821,9 +821,10 @@ int tr_train_run(const struct tr_config *cfg, int resume, struct sid_error *err)
 	}
 	fprintf(stderr,
 		"semid-train: mode %s, %zu items (D %d), %zu users (D %d), %zu train clicks, %zu "
-		"batches of %zu per epoch, %d epochs\n",
+		"batches of %zu per epoch, %d epoch%s\n",
 		mode, r.data.items.n, r.data.items.d, r.data.users.n, r.data.users.d,
-		r.data.train.n, tr_batcher_count(&r.bt), B, r.total_epochs);
+		r.data.train.n, tr_batcher_count(&r.bt), B, r.total_epochs,
+		r.total_epochs == 1 ? "" : "s");
 	for (e = r.epochs_done; e < r.total_epochs; e++) {
 		int joint = !two || e >= r.dc.icdm_epochs;
 		if (tr_stop_signal())

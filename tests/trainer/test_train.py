@@ -777,6 +777,7 @@ class TrainerTest(unittest.TestCase):
         done = os.path.join(sdir, "done.st")
         p = run(*self.base_args(done) + ["--epochs", "1"])
         self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertRegex(p.stderr, r"batches of \d+ per epoch, 1 epoch\n")  # not "1 epochs"
         os.remove(done)
         p = run(*self.base_args(done) + ["--epochs", "1", "--resume", "--max-steps", "5"])
         self.assertEqual(p.returncode, 2, p.stderr)
