@@ -7,7 +7,8 @@
 #                        seconds (default 60) from its seeds (tests/fuzz/corpus/<target>) and
 #                        regression inputs (tests/fuzz/regress/<target>).  New inputs it finds
 #                        accumulate in $(FUZZ_O)/work/<target>; a crash stops it and leaves
-#                        the input as $(FUZZ_O)/crash-<target>-*.  FUZZ_TARGETS picks harnesses.
+#                        the input as $(FUZZ_O)/crash-<target>-*.  FUZZ_TARGETS picks harnesses,
+#                        FUZZ_JOBS how many run at once (default: the core count).
 #   make fuzz-smoke      what CI runs: every committed seed and regression input replayed,
 #                        then each harness fuzzed for FUZZ_SMOKE_SECS (default 10) from a fresh
 #                        work directory.
@@ -37,8 +38,7 @@ FUZZ_SECS ?= 60
 FUZZ_SMOKE_SECS ?= 10
 FUZZ_DEB_PACKAGES := clang libclang-rt-14-dev
 VALGRIND_DEB_PACKAGES := valgrind
-# libFuzzer flags for every run: a hang or a 2 GB process is a finding too.
-FUZZ_RUN_FLAGS = -timeout=10 -rss_limit_mb=2048 -print_final_stats=1
+FUZZ_JOBS ?= $(NPROC)
 
 FUZZ_BINS = $(patsubst %,$(FUZZ_O)/tests/fuzz/fuzz_%,$(FUZZ_TARGETS))
 
@@ -63,30 +63,14 @@ valgrind-deps:
 	@$(MAKE) --no-print-directory deps PKG_LIST="$(VALGRIND_DEB_PACKAGES)"
 
 fuzz-build: fuzz-deps
-	@$(MAKE) --no-print-directory O=$(FUZZ_O) BIN=$(FUZZ_O)/bin CC=$(FUZZ_CC) \
+	@$(MAKE) --no-print-directory -j$(NPROC) O=$(FUZZ_O) BIN=$(FUZZ_O)/bin CC=$(FUZZ_CC) \
 		CFLAGS="-O1 -g -fsanitize=fuzzer-no-link" SANITIZE=address,undefined \
 		FUZZ_TARGETS="$(FUZZ_TARGETS)" fuzz-link
 
-# $(call fuzz_run,seconds,fresh work dir?) for every target in FUZZ_TARGETS.
+# $(call fuzz_run,seconds,fresh|keep): every target in FUZZ_TARGETS, FUZZ_JOBS
+# at a time (tests/fuzz/run.sh).
 define fuzz_run
-	@set -e; fails=""; for t in $(FUZZ_TARGETS); do \
-		work=$(FUZZ_O)/work/$$t; \
-		if [ "$(2)" = fresh ]; then rm -rf $$work; fi; \
-		mkdir -p $$work; \
-		dirs="tests/fuzz/corpus/$$t"; \
-		if [ -d tests/fuzz/regress/$$t ]; then dirs="$$dirs tests/fuzz/regress/$$t"; fi; \
-		echo "fuzz: $$t for $(1) s ($$dirs)"; \
-		if ! $(FUZZ_O)/tests/fuzz/fuzz_$$t $(FUZZ_RUN_FLAGS) -max_total_time=$(1) \
-			-dict=tests/fuzz/dict/$$t.dict -artifact_prefix=$(FUZZ_O)/crash-$$t- \
-			$$work $$dirs > $(FUZZ_O)/fuzz-$$t.log 2>&1; then \
-			tail -n 60 $(FUZZ_O)/fuzz-$$t.log; fails="$$fails $$t"; \
-		else \
-			grep -E '^(Done|stat::number_of_executed_units|stat::peak_rss_mb)' \
-				$(FUZZ_O)/fuzz-$$t.log | tr '\n' ' '; echo; \
-		fi; \
-	done; \
-	if [ -n "$$fails" ]; then echo "fuzz: FAILED:$$fails (inputs in $(FUZZ_O)/crash-*)"; exit 1; fi; \
-	echo "fuzz: all passed ($(FUZZ_TARGETS))"
+	@tests/fuzz/run.sh $(1) $(2) $(FUZZ_JOBS) $(FUZZ_O) $(FUZZ_TARGETS)
 endef
 
 fuzz: fuzz-build
