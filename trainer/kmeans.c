@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "stop.h"
+
 static float sqnorm(const float *a, int E)
 {
 	float s = 0;
@@ -55,8 +57,11 @@ void km_assign(const float *x, int n, int E, const float *cent, int K, int32_t *
 }
 
 /* k-means++: first centre uniform, then each next one with probability
- * proportional to the squared distance to the nearest centre so far. */
-static void seed_pp(const float *x, int n, int E, int K, struct rng *r, float *cent, float *mind)
+ * proportional to the squared distance to the nearest centre so far.
+ * Returns 0, or the signal that asked for a stop (stop.h) before the last
+ * centre: each centre is a pass over every row, and at a large
+ * kmeans_sample and codebook_size the seeding alone runs for minutes. */
+static int seed_pp(const float *x, int n, int E, int K, struct rng *r, float *cent, float *mind)
 {
 	float scale = 0;
 	int first = (int)rng_below(r, (uint64_t)n);
@@ -68,6 +73,8 @@ static void seed_pp(const float *x, int n, int E, int K, struct rng *r, float *c
 	}
 	for (int k = 1; k < K; k++) {
 		double tot = 0;
+		if (tr_stop_signal())
+			return tr_stop_signal();
 		for (int i = 0; i < n; i++)
 			tot += mind[i];
 		float *c = cent + (size_t)k * E;
@@ -97,6 +104,12 @@ static void seed_pp(const float *x, int n, int E, int K, struct rng *r, float *c
 				mind[i] = d;
 		}
 	}
+	return 0;
+}
+
+static int stopped(struct sid_error *err)
+{
+	return sid_error_set(err, SID_EIO, "k-means stopped by %s", tr_stop_name(tr_stop_signal()));
 }
 
 int km_fit(const float *x, int n, int E, int K, int iters, struct rng *r, float *cent,
@@ -120,9 +133,16 @@ int km_fit(const float *x, int n, int E, int K, int iters, struct rng *r, float 
 		rc = sid_error_set(err, SID_ENOMEM, "k-means: out of memory (n %d, K %d)", n, K);
 		goto fail;
 	}
-	seed_pp(x, n, E, K, r, cent, d2);
+	if (seed_pp(x, n, E, K, r, cent, d2)) {
+		rc = stopped(err);
+		goto fail;
+	}
 	km_assign(x, n, E, cent, K, as, d2, work);
 	for (int it = 0; it < iters; it++) {
+		if (tr_stop_signal()) {
+			rc = stopped(err);
+			goto fail;
+		}
 		memset(cnt, 0, sizeof(int32_t) * (size_t)K);
 		memset(sum, 0, sizeof(double) * (size_t)K * E);
 		for (int i = 0; i < n; i++) {

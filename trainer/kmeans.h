@@ -11,7 +11,9 @@
  * from its centroid.  With fewer distinct points than K the extra centroids
  * are copies of data points plus a small Gaussian jitter.
  *
- * Thread-safety: pure function of its arguments (the RNG is the caller's).
+ * Thread-safety: pure function of its arguments (the RNG is the caller's),
+ * but for a stop asked for by a signal (stop.h), which it heeds between
+ * k-means++ centres and between Lloyd iterations.
  */
 #ifndef SID_TRAINER_KMEANS_H
 #define SID_TRAINER_KMEANS_H
@@ -26,8 +28,9 @@
  * to @cent).  @assign ((n) or NULL) receives each row's final cluster.
  * @iters is the Lloyd iteration cap (0: k-means++ seeding only); iteration
  * stops early when no assignment changes.  Returns 0, SID_EINVAL (n < 1,
- * K < 1, E < 1) or SID_ENOMEM.  @inertia (or NULL) receives the final sum of
- * squared distances.
+ * K < 1, E < 1), SID_ENOMEM, or SID_EIO ("k-means stopped by SIGTERM")
+ * when tr_stop_signal() is set (@cent then holds no usable codebook).  @inertia (or NULL) receives
+ * the final sum of squared distances.
  */
 int km_fit(const float *x, int n, int E, int K, int iters, struct rng *r, float *cent,
 	   int32_t *assign, double *inertia, struct sid_error *err);

@@ -57,6 +57,7 @@ struct run {
 	int epochs_done;
 	int total_epochs;
 	size_t stopped_at;    /* batches of the epoch run when a signal stopped it */
+	int stopped_in_init;  /* a signal stopped the codebooks' k-means */
 	double epoch_seconds; /* sum over the epochs this process ran */
 	int epochs_timed;
 	struct das_losses last; /* mean losses of the last epoch */
@@ -399,7 +400,8 @@ static int32_t *sample_rows(const int32_t *pool, size_t n, size_t max, uint64_t 
 	return p;
 }
 
-/* k-means initialisation on warm items and all users. */
+/* k-means initialisation on warm items and all users; a stop asked for
+ * during it fails it with r->stopped_in_init set. */
 static int init_codebooks(struct run *r, struct sid_error *err)
 {
 	size_t ni = 0, nu = 0, n_i, n_u;
@@ -427,8 +429,18 @@ static int init_codebooks(struct run *r, struct sid_error *err)
 	rc = gather(&r->data.items, si, n_i, ix, err);
 	if (rc == 0)
 		rc = gather(&r->data.users, su, n_u, ux, err);
+	/* said before: at a large kmeans_sample and codebook_size it runs for
+	 * minutes between the "mode" line and the first epoch's */
+	if (rc == 0)
+		fprintf(stderr,
+			"codebook init: k-means++ on %zu user and %zu item rows, %d levels of %d "
+			"codes\n",
+			n_u, n_i, r->dc.L, r->dc.K);
 	if (rc == 0)
 		rc = das_init_codebooks(r->model, ux, (int)n_u, ix, (int)n_i, err);
+	/* k-means heeds a stop: at a large kmeans_sample and codebook_size it
+	 * runs for minutes, and a SIGTERM waited for all of it */
+	r->stopped_in_init = rc < 0 && tr_stop_signal();
 fail:
 	free(pool);
 	free(si);
@@ -844,6 +856,8 @@ int tr_train_run(const struct tr_config *cfg, int resume, struct sid_error *err)
 		}
 		if (joint && !das_codebooks_ready(r.model)) {
 			rc = init_codebooks(&r, err);
+			if (r.stopped_in_init)
+				goto stopped;
 			if (rc < 0)
 				goto fail;
 		}
@@ -865,6 +879,8 @@ int tr_train_run(const struct tr_config *cfg, int resume, struct sid_error *err)
 		goto stopped;
 	if (!das_codebooks_ready(r.model)) { /* zero epochs: still a usable file */
 		rc = init_codebooks(&r, err);
+		if (r.stopped_in_init)
+			goto stopped;
 		if (rc < 0)
 			goto fail;
 	}
@@ -905,6 +921,8 @@ int tr_train_run(const struct tr_config *cfg, int resume, struct sid_error *err)
 stopped:
 	rc = tr_stop_signal();
 	fprintf(stderr, "semid-train: stopped by %s", tr_stop_name(rc));
+	if (r.stopped_in_init)
+		fprintf(stderr, " in the codebooks' k-means initialisation");
 	if (r.stopped_at)
 		fprintf(stderr, " in epoch %d/%d (batch %zu/%zu, not kept)", e + 1, r.total_epochs,
 			r.stopped_at, tr_batcher_count(&r.bt));

@@ -11,9 +11,9 @@ python3 + numpy.  Programs come from $SEMID_BIN (default "bin").
   and a reader polling those paths never sees a partial file;
 - resume: a run stopped (cleanly, and by SIGKILL) and resumed gives the same
   tensor bytes as an uninterrupted one;
-- SIGTERM and SIGINT: the trainer stops at the next step, exits 128 + the
-  signal, publishes nothing, leaves no temp file, and names the epoch its
-  checkpoint holds, which --resume then continues from; gen stopped so, or
+- SIGTERM and SIGINT: the trainer stops at the next step (in the codebooks'
+  k-means too), exits 128 + the signal, publishes nothing, leaves no temp
+  file, and names the epoch its checkpoint holds, which --resume then continues from; gen stopped so, or
   killed with SIGKILL, leaves the directory's earlier files byte for byte
   and no temp file;
 - end to end: `semid inspect` accepts the model, and `semid encode` codes
@@ -753,6 +753,42 @@ class TrainerTest(unittest.TestCase):
             p = run(*args, "--resume", "--max-steps", "1")
             self.assertEqual(p.returncode, 0, p.stderr)
             self.assertIn("resumed from %s after epoch %d/500" % (ckpt, k), p.stderr)
+
+    def test_signal_stops_kmeans_init(self):
+        """The codebooks' k-means++ seeding and Lloyd iterations ignored a
+        stop: a SIGTERM waited for all of them (minutes at a large
+        kmeans_sample and codebook_size), then for a first batch.  Stopped
+        right after the line that announces them, the run ends there with
+        128 + the signal, says so, and leaves nothing in its directory."""
+        kdir = os.path.join(self.tmp, "kmeans-stop")
+        data = os.path.join(kdir, "data")
+        p = run(TRAIN, "gen", "--out", data, "--items", 2000, "--users", 20000,
+                "--interactions", 40000, "--dim", 64, "--seed", 3)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        out = os.path.join(kdir, "m.st")
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            # 20000 user rows into 1024 codes: seconds of k-means per level
+            args = [TRAIN, "--items", os.path.join(data, "items.npy"), "--users",
+                    os.path.join(data, "users.npy"), "--train", os.path.join(data, "train.tsv"),
+                    "--out", out] + SMALL + ["--latent-dim", "64", "--codebook-size", "1024",
+                                             "--kmeans-iters", "100"]
+            proc = subprocess.Popen([str(a) for a in args], stdout=subprocess.DEVNULL,
+                                    stderr=subprocess.PIPE, text=True)
+            lines = []
+            for line in proc.stderr:
+                lines.append(line)
+                if line.startswith("codebook init: "):
+                    break
+            self.assertIn("codebook init: k-means++ on 20000 user and ", lines[-1])
+            proc.send_signal(sig)
+            _, err = proc.communicate(timeout=120)
+            err = "".join(lines) + err
+            self.assertEqual(proc.returncode, 128 + sig, err)
+            self.assertIn("semid-train: stopped by %s in the codebooks' k-means "
+                          "initialisation; nothing published, and no epoch finished to "
+                          "checkpoint\n" % sig.name, err)
+            self.assertNotIn("epoch 1/", err)
+            self.assertEqual(sorted(os.listdir(kdir)), ["data"])
 
     def test_stop_edges(self):
         """--max-steps beyond an epoch's batches times that one epoch and
