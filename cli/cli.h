@@ -9,7 +9,9 @@
  * Exit statuses used everywhere: CLI_EXIT_OK 0, CLI_EXIT_IO 1 (internal or
  * output I/O error, out of memory), CLI_EXIT_INPUT 2 (bad usage or bad input:
  * a missing, unreadable or malformed model or data file, a wrong shape or
- * dtype, a non-finite value).
+ * dtype, a non-finite value).  A reader of stdout that goes away ends the
+ * process at once and quietly: SIGPIPE's default action, or, where the
+ * parent ignores SIGPIPE, exit 141 (128 + SIGPIPE) from cli_main's handler.
  *
  * Thread-safety: none of these functions is meant to run twice at once in one
  * process (the encode pipeline starts and joins its own worker threads).

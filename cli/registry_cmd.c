@@ -87,7 +87,8 @@ static const char usage[] =
     "                        which leaves FILE.tmp.PID.N)\n"
     "\n"
     "exit status: 0 ok; 1 store unavailable, I/O or internal error; 2 bad usage, bad\n"
-    "input, unknown id or sid; 3 import finished but some lines conflicted\n";
+    "input, unknown id or sid; 3 import finished but some lines conflicted; 141 the\n"
+    "reader of stdout went away (| head -1), a quiet stop\n";
 
 struct opts {
 	const char *cmd, *db, *model, *input, *ids, *format, *prefix, *output, *arg;

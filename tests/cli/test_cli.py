@@ -18,6 +18,7 @@ import json
 import os
 import re
 import signal
+import socket
 import stat
 import struct
 import shutil
@@ -711,6 +712,64 @@ class CliTest(unittest.TestCase):
                     self.assertEqual(p.returncode, 1, p.stderr.decode())
                     self.assertIn("stdout: write", p.stderr.decode())
                     self.assertIn("No space left on device", p.stderr.decode())  # and why
+
+    def test_reader_gone_is_a_quiet_stop(self):
+        # `semid ... | head -1`: a reader of a stdout pipe that goes away ends
+        # every command quietly with what a shell shows for SIGPIPE (141),
+        # also when the parent ignores SIGPIPE (some CI runners), where
+        # encode said "stdout: write: Broken pipe" and exited 1, `version`
+        # "stdout: write failed".  Whatever stderr is (2>&1 too).  A socket
+        # is not a pipe: a systemd unit's journal stream that went away
+        # leaves the write failing as it did.
+        db = os.path.join(self.out.name, "r.db")
+        ids = os.path.join(self.out.name, "ids.txt")
+        with open(ids, "w") as f:
+            f.write("".join("sku-%d\n" % i for i in range(N)))
+        p = run("registry", "assign", "--model", self.model, "--input", self.input, "--ids",
+                ids, "--db", db, "-o", "/dev/null")
+        self.assertEqual(p.returncode, 0, p.stderr.decode())
+        cmds = [["version"], ["help", "encode"], ["inspect", self.model],
+                ["encode", "--model", self.model, "--input", self.input, "-o", "-"],
+                ["registry", "export", "--db", db], ["registry", "list", "--db", db],
+                ["registry", "stats", "--db", db],
+                ["registry", "assign", "--model", self.model, "--input", self.input, "--ids",
+                 ids, "--db", db]]
+
+        def dead_pipe():
+            r, w = os.pipe()
+            os.close(r)
+            return w
+
+        def ignore():
+            signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+
+        for args in cmds:
+            for pre, stderr in ((None, "pipe"), (ignore, "pipe"), (ignore, "same"),
+                                (ignore, "dead")):
+                with self.subTest(args=args, sigpipe="ignored" if pre else "default",
+                                  stderr=stderr):
+                    w = dead_pipe()
+                    e = subprocess.PIPE if stderr == "pipe" else w if stderr == "same" \
+                        else dead_pipe()
+                    try:
+                        p = subprocess.run([SEMID, *args], stdout=w, stderr=e,
+                                           preexec_fn=pre, timeout=120)
+                    finally:
+                        os.close(w)
+                        if stderr == "dead":
+                            os.close(e)
+                    self.assertEqual(p.returncode, 141 if pre else -signal.SIGPIPE, p.stderr)
+                    if stderr == "pipe":
+                        self.assertEqual(p.stderr, b"")
+            with self.subTest(args=args, stdout="a socket"):
+                a, b = socket.socketpair()
+                b.close()
+                try:
+                    p = subprocess.run([SEMID, *args], stdout=a, stderr=a, preexec_fn=ignore,
+                                       timeout=120)
+                finally:
+                    a.close()
+                self.assertEqual(p.returncode, 1)
 
     def test_closed_standard_streams(self):
         # Run with stdin, stdout or stderr closed (a daemon's child), the
