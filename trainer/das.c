@@ -29,6 +29,7 @@
 #include "kmeans.h"
 #include "nn.h"
 #include "rng.h"
+#include "stop.h"
 
 #define MAX_LAYERS    (DAS_MAX_HIDDEN + 1)
 #define MAX_TENSORS   (2 * (4 * MAX_LAYERS + DAS_MAX_LEVELS) + 8)
@@ -929,8 +930,14 @@ int das_new(const struct das_config *c, const struct das_data *d, struct das_mod
 		m->params[m->off_hu_b] = click_weighted_mean(m->user_act_log, d->n_users);
 		m->params[m->off_hi_b] = click_weighted_mean(m->item_pop_log, d->n_items);
 		size_t n = ((size_t)d->n_users + d->n_items) * 2 * c->E;
-		for (size_t i = 0; i < n; i++) /* the two tables are adjacent */
+		for (size_t i = 0; i < n; i++) { /* the two tables are adjacent */
+			/* 10 s at 1M users and items */
+			if (!(i & 0xfffff) && tr_stop_signal()) {
+				rc = tr_stop_error(err, "model set-up");
+				goto fail;
+			}
 			m->params[m->off_tu + i] = c->init_std_table * rng_normal(&m->rng);
+		}
 	}
 	if ((rc = ws_reserve(m, B0, err)) < 0)
 		goto fail;

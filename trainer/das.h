@@ -155,7 +155,8 @@ struct das_model;
  * workspace (for min(batch_size, n_train) rows) and codebook initialisation
  * (k-means on up to kmeans_sample rows per tower) would not fit in this
  * machine's memory (or its cgroup limit) is refused with SID_EINVAL and the
- * sizes in the message, before anything large is allocated. */
+ * sizes in the message, before anything large is allocated.  A stop asked
+ * for (stop.h) while it fills the ICDM tables fails it (tr_stop_error). */
 int das_new(const struct das_config *c, const struct das_data *d, struct das_model **out,
 	    struct sid_error *err);
 void das_free(struct das_model *m); /* NULL: no-op */

@@ -14,6 +14,7 @@
 
 #include "fsutil.h"
 #include "rng.h"
+#include "stop.h"
 
 #define CHUNK_ROWS 4096 /* rows converted at a time while scanning an .npy */
 
@@ -78,6 +79,10 @@ int tr_emb_open(struct tr_emb *e, const char *path, struct sid_error *err)
 	/* sid_npy_read_f32 rejects non-finite values naming the row. */
 	for (size_t r = 0; r < e->n; r += CHUNK_ROWS) {
 		size_t n = e->n - r < CHUNK_ROWS ? e->n - r : CHUNK_ROWS;
+		if (tr_stop_signal()) { /* 3 GB at 1M rows of 768 */
+			rc = tr_stop_error(err, "reading the embeddings");
+			goto fail;
+		}
 		rc = sid_npy_read_f32(&e->npy, r, n, buf, err);
 		if (rc < 0) {
 			sid_error_name_file(err, path);
@@ -271,6 +276,10 @@ int tr_inter_read(const char *path, size_t n_users, size_t n_items, const uint8_
 	while (lines_next(&ln, &s, &e)) {
 		const char *p = s;
 		int64_t u, it;
+		if (!(ln.lineno & 0xffff) && tr_stop_signal()) { /* 20M lines at 1M */
+			rc = tr_stop_error(err, "reading the interactions");
+			goto fail;
+		}
 		if (s == e) {
 			rc = sid_error_set_at(err, SID_EFORMAT, ln.lineno, "%s:%ld: empty line",
 					      path, ln.lineno);

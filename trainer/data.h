@@ -55,7 +55,8 @@ struct tr_emb {
 
 /* Open @path, check it is a 2-D float array and that every value is finite;
  * records where its largest magnitude is (max_abs) and a fingerprint of
- * its values (--resume refuses a checkpoint trained on other ones). */
+ * its values (--resume refuses a checkpoint trained on other ones).  This
+ * and tr_inter_read give up on a stop asked for (stop.h, tr_stop_error). */
 int tr_emb_open(struct tr_emb *e, const char *path, struct sid_error *err);
 void tr_emb_close(struct tr_emb *e); /* zeroed: no-op */
 

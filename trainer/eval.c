@@ -91,14 +91,6 @@ int tr_code_stats(const int32_t *codes, size_t N, int L, const int *K, struct tr
 
 /* ---- ranking ---- */
 
-/* A stop asked for (stop.h) while ranking or encoding: at the 1M scale the
- * final evaluation runs for an hour, and a SIGTERM waited for all of it. */
-static int stopped(struct sid_error *err)
-{
-	return sid_error_set(err, SID_EIO, "evaluation stopped by %s",
-			     tr_stop_name(tr_stop_signal()));
-}
-
 /* Insert (s, id) into the descending list top[0..*n) capped at @cap; ties:
  * lower id first. */
 static void top_insert(float *ts, int32_t *ti, int *n, int cap, float s, int32_t id)
@@ -231,8 +223,8 @@ int tr_rank_eval(const float *user_vec, size_t n_users, const float *item_vec, c
 	}
 	for (size_t b0 = 0; b0 < n_eval; b0 += block) {
 		size_t nb = n_eval - b0 < block ? n_eval - b0 : block;
-		if (tr_stop_signal()) {
-			rc = stopped(err);
+		if (tr_stop_signal()) { /* the final evaluation runs for an hour at 1M */
+			rc = tr_stop_error(err, "evaluation");
 			break;
 		}
 		for (size_t k = 0; k < nb; k++)
@@ -407,8 +399,8 @@ static int encode_all(const struct sid_tower *t, const struct tr_emb *emb,
 	for (size_t r0 = 0; r0 < emb->n; r0 += ENC_BATCH) {
 		size_t B = emb->n - r0 < ENC_BATCH ? emb->n - r0 : ENC_BATCH;
 		struct sid_encode_out o = {0};
-		if (tr_stop_signal()) {
-			rc = stopped(err);
+		if (tr_stop_signal()) { /* the final evaluation runs for an hour at 1M */
+			rc = tr_stop_error(err, "evaluation");
 			goto fail;
 		}
 		o.codes = codes + r0 * t->L;

@@ -107,11 +107,6 @@ static int seed_pp(const float *x, int n, int E, int K, struct rng *r, float *ce
 	return 0;
 }
 
-static int stopped(struct sid_error *err)
-{
-	return sid_error_set(err, SID_EIO, "k-means stopped by %s", tr_stop_name(tr_stop_signal()));
-}
-
 int km_fit(const float *x, int n, int E, int K, int iters, struct rng *r, float *cent,
 	   int32_t *assign, double *inertia, struct sid_error *err)
 {
@@ -134,13 +129,13 @@ int km_fit(const float *x, int n, int E, int K, int iters, struct rng *r, float 
 		goto fail;
 	}
 	if (seed_pp(x, n, E, K, r, cent, d2)) {
-		rc = stopped(err);
+		rc = tr_stop_error(err, "k-means");
 		goto fail;
 	}
 	km_assign(x, n, E, cent, K, as, d2, work);
 	for (int it = 0; it < iters; it++) {
 		if (tr_stop_signal()) {
-			rc = stopped(err);
+			rc = tr_stop_error(err, "k-means");
 			goto fail;
 		}
 		memset(cnt, 0, sizeof(int32_t) * (size_t)K);

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "err.h"
 #include "fsutil.h"
 
 static volatile sig_atomic_t stop_signal; /* the signal that asked, or 0 */
@@ -63,4 +64,10 @@ int tr_stop_signal(void)
 const char *tr_stop_name(int sig)
 {
 	return sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "SIGHUP";
+}
+
+int tr_stop_error(struct sid_error *err, const char *what)
+{
+	return sid_error_set(err, SID_EIO, "%s stopped by %s", what,
+			     tr_stop_name(tr_stop_signal()));
 }

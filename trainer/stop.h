@@ -33,4 +33,10 @@ int tr_stop_signal(void);
 /* "SIGINT", "SIGTERM" or "SIGHUP". */
 const char *tr_stop_name(int sig);
 
+/* The error of a job that heeded tr_stop_signal(): SID_EIO, and "@what
+ * stopped by SIGTERM" in @err (may be NULL).  The caller, seeing
+ * tr_stop_signal() set, reports a stop rather than the message. */
+struct sid_error;
+int tr_stop_error(struct sid_error *err, const char *what);
+
 #endif

@@ -56,9 +56,9 @@ struct run {
 	char data_json[256];	    /* data_describe: what the checkpoint says it trained on */
 	int epochs_done;
 	int total_epochs;
-	size_t stopped_at;    /* batches of the epoch run when a signal stopped it */
-	int stopped_in_init;  /* a signal stopped the codebooks' k-means */
-	double epoch_seconds; /* sum over the epochs this process ran */
+	size_t stopped_at;	/* batches of the epoch run when a signal stopped it */
+	const char *stopped_in; /* what a signal stopped before the epochs, or NULL */
+	double epoch_seconds;	/* sum over the epochs this process ran */
 	int epochs_timed;
 	struct das_losses last; /* mean losses of the last epoch */
 };
@@ -401,7 +401,7 @@ static int32_t *sample_rows(const int32_t *pool, size_t n, size_t max, uint64_t 
 }
 
 /* k-means initialisation on warm items and all users; a stop asked for
- * during it fails it with r->stopped_in_init set. */
+ * during it fails it with r->stopped_in set. */
 static int init_codebooks(struct run *r, struct sid_error *err)
 {
 	size_t ni = 0, nu = 0, n_i, n_u;
@@ -440,7 +440,8 @@ static int init_codebooks(struct run *r, struct sid_error *err)
 		rc = das_init_codebooks(r->model, ux, (int)n_u, ix, (int)n_i, err);
 	/* k-means heeds a stop: at a large kmeans_sample and codebook_size it
 	 * runs for minutes, and a SIGTERM waited for all of it */
-	r->stopped_in_init = rc < 0 && tr_stop_signal();
+	if (rc < 0 && tr_stop_signal())
+		r->stopped_in = "in the codebooks' k-means initialisation";
 fail:
 	free(pool);
 	free(si);
@@ -736,6 +737,16 @@ fail:
 	return rc;
 }
 
+/* Whether a stop asked for (stop.h) ends the run at a step before the
+ * epochs, @what (the step failed because of it, or ended as it came). */
+static int stopped_before(struct run *r, const char *what)
+{
+	if (!tr_stop_signal())
+		return 0;
+	r->stopped_in = what;
+	return 1;
+}
+
 int tr_train_run(const struct tr_config *cfg, int resume, struct sid_error *err)
 {
 	struct run r;
@@ -758,7 +769,12 @@ int tr_train_run(const struct tr_config *cfg, int resume, struct sid_error *err)
 		rc = sid_error_set(err, SID_EINVAL, "--out: path too long");
 		goto fail;
 	}
+	/* Each step below takes seconds at 1M items and users (tens at a
+	 * larger D), and a stop heeded only at the first epoch came after all
+	 * of them: past a Kubernetes grace period, as a SIGKILL. */
 	rc = load_inputs(&r, ckpt, err);
+	if ((rc < 0 || tr_stop_signal()) && stopped_before(&r, "while loading the data"))
+		goto stopped;
 	if (rc < 0)
 		goto fail;
 	r.dc.D_user = r.data.users.d;
@@ -777,6 +793,8 @@ int tr_train_run(const struct tr_config *cfg, int resume, struct sid_error *err)
 	dd.item_pop_log = r.pop_log;
 	dd.user_act_log = r.act_log;
 	rc = das_new(&r.dc, &dd, &r.model, err);
+	if ((rc < 0 || tr_stop_signal()) && stopped_before(&r, "while setting up the model"))
+		goto stopped;
 	if (rc < 0)
 		goto fail;
 	rc = tr_batcher_init(&r.bt, &r.data, (size_t)r.dc.batch_size, r.dc.seed, err);
@@ -796,6 +814,9 @@ int tr_train_run(const struct tr_config *cfg, int resume, struct sid_error *err)
 	if (resume) {
 		if (stat(ckpt, &sb) == 0) {
 			rc = ckpt_restore(&r, ckpt, err);
+			if ((rc < 0 || tr_stop_signal()) &&
+			    stopped_before(&r, "while reading the checkpoint"))
+				goto stopped;
 			if (rc < 0)
 				goto fail;
 			fprintf(stderr, "resumed from %s after epoch %d/%d\n", ckpt, r.epochs_done,
@@ -856,7 +877,7 @@ int tr_train_run(const struct tr_config *cfg, int resume, struct sid_error *err)
 		}
 		if (joint && !das_codebooks_ready(r.model)) {
 			rc = init_codebooks(&r, err);
-			if (r.stopped_in_init)
+			if (r.stopped_in)
 				goto stopped;
 			if (rc < 0)
 				goto fail;
@@ -879,7 +900,7 @@ int tr_train_run(const struct tr_config *cfg, int resume, struct sid_error *err)
 		goto stopped;
 	if (!das_codebooks_ready(r.model)) { /* zero epochs: still a usable file */
 		rc = init_codebooks(&r, err);
-		if (r.stopped_in_init)
+		if (r.stopped_in)
 			goto stopped;
 		if (rc < 0)
 			goto fail;
@@ -921,8 +942,8 @@ int tr_train_run(const struct tr_config *cfg, int resume, struct sid_error *err)
 stopped:
 	rc = tr_stop_signal();
 	fprintf(stderr, "semid-train: stopped by %s", tr_stop_name(rc));
-	if (r.stopped_in_init)
-		fprintf(stderr, " in the codebooks' k-means initialisation");
+	if (r.stopped_in)
+		fprintf(stderr, " %s", r.stopped_in);
 	if (r.stopped_at)
 		fprintf(stderr, " in epoch %d/%d (batch %zu/%zu, not kept)", e + 1, r.total_epochs,
 			r.stopped_at, tr_batcher_count(&r.bt));
@@ -930,6 +951,8 @@ stopped:
 		fprintf(stderr,
 			"; nothing published; %s holds epoch %d/%d: continue with --resume\n", ckpt,
 			r.epochs_done, r.total_epochs);
+	else if (stat(ckpt, &sb) == 0) /* read or not, this run wrote none */
+		fprintf(stderr, "; nothing published; %s is as it was\n", ckpt);
 	else
 		fprintf(stderr, "; nothing published, and no epoch finished to checkpoint\n");
 fail:

@@ -11,8 +11,8 @@ python3 + numpy.  Programs come from $SEMID_BIN (default "bin").
   and a reader polling those paths never sees a partial file;
 - resume: a run stopped (cleanly, and by SIGKILL) and resumed gives the same
   tensor bytes as an uninterrupted one;
-- SIGTERM and SIGINT: the trainer stops at the next step (in the codebooks'
-  k-means too), exits 128 + the signal, publishes nothing, leaves no temp
+- SIGTERM and SIGINT: the trainer stops at the next step (while loading the
+  data and in the codebooks' k-means too), exits 128 + the signal, publishes nothing, leaves no temp
   file, and names the epoch its checkpoint holds, which --resume then continues from; gen stopped so, or
   killed with SIGKILL, leaves the directory's earlier files byte for byte
   and no temp file;
@@ -754,24 +754,29 @@ class TrainerTest(unittest.TestCase):
             self.assertEqual(p.returncode, 0, p.stderr)
             self.assertIn("resumed from %s after epoch %d/500" % (ckpt, k), p.stderr)
 
+    def _own_data(self, name, items, users, interactions, dim):
+        """A data set generated into tmp/NAME/data: (tmp/NAME, tmp/NAME/m.st,
+        the training arguments on it with SMALL)."""
+        top = os.path.join(self.tmp, name)
+        data = os.path.join(top, "data")
+        p = run(TRAIN, "gen", "--out", data, "--items", items, "--users", users,
+                "--interactions", interactions, "--dim", dim, "--seed", 3)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        out = os.path.join(top, "m.st")
+        return top, out, [TRAIN, "--items", os.path.join(data, "items.npy"), "--users",
+                          os.path.join(data, "users.npy"), "--train",
+                          os.path.join(data, "train.tsv"), "--out", out] + SMALL
+
     def test_signal_stops_kmeans_init(self):
         """The codebooks' k-means++ seeding and Lloyd iterations ignored a
         stop: a SIGTERM waited for all of them (minutes at a large
         kmeans_sample and codebook_size), then for a first batch.  Stopped
         right after the line that announces them, the run ends there with
         128 + the signal, says so, and leaves nothing in its directory."""
-        kdir = os.path.join(self.tmp, "kmeans-stop")
-        data = os.path.join(kdir, "data")
-        p = run(TRAIN, "gen", "--out", data, "--items", 2000, "--users", 20000,
-                "--interactions", 40000, "--dim", 64, "--seed", 3)
-        self.assertEqual(p.returncode, 0, p.stderr)
-        out = os.path.join(kdir, "m.st")
+        kdir, _, args = self._own_data("kmeans-stop", 2000, 20000, 40000, 64)
+        # 20000 user rows into 1024 codes: seconds of k-means per level
+        args += ["--latent-dim", "64", "--codebook-size", "1024", "--kmeans-iters", "100"]
         for sig in (signal.SIGTERM, signal.SIGINT):
-            # 20000 user rows into 1024 codes: seconds of k-means per level
-            args = [TRAIN, "--items", os.path.join(data, "items.npy"), "--users",
-                    os.path.join(data, "users.npy"), "--train", os.path.join(data, "train.tsv"),
-                    "--out", out] + SMALL + ["--latent-dim", "64", "--codebook-size", "1024",
-                                             "--kmeans-iters", "100"]
             proc = subprocess.Popen([str(a) for a in args], stdout=subprocess.DEVNULL,
                                     stderr=subprocess.PIPE, text=True)
             lines = []
@@ -789,6 +794,55 @@ class TrainerTest(unittest.TestCase):
                           "checkpoint\n" % sig.name, err)
             self.assertNotIn("epoch 1/", err)
             self.assertEqual(sorted(os.listdir(kdir)), ["data"])
+
+    def test_signal_stops_data_loading(self):
+        """Loading the data, setting up the model and reading a checkpoint
+        take tens of seconds at 1M items and users, and a stop was heeded
+        only at the first epoch, after all of them (past a Kubernetes grace
+        period).  Caught while train.tsv is mapped, the run stops there with
+        128 + the signal, and a checkpoint it was to resume from is left as
+        it was, and said to be."""
+        ldir, out, args = self._own_data("load-stop", 20000, 20000, 4000000, 8)
+        train = os.path.join(ldir, "data", "train.tsv")
+        ckpt = out + ".ckpt"
+
+        def stop_while_reading(extra, sig):
+            proc = subprocess.Popen([str(a) for a in args + extra],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                    text=True)
+            maps = "/proc/%d/maps" % proc.pid
+            seen = False
+            while not seen and proc.poll() is None:
+                try:
+                    with open(maps) as f:
+                        seen = train in f.read()
+                except OSError:
+                    pass
+            # caught while it parses the interactions, or the rest proves nothing
+            self.assertTrue(seen, "never seen reading %s" % train)
+            proc.send_signal(sig)
+            _, err = proc.communicate(timeout=120)
+            self.assertEqual(proc.returncode, 128 + sig, err)
+            self.assertNotIn("semid-train: mode ", err)  # it stopped before that
+            return err
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            err = stop_while_reading([], sig)
+            self.assertIn("semid-train: stopped by %s while loading the data; nothing "
+                          "published, and no epoch finished to checkpoint\n" % sig.name, err)
+            self.assertEqual(os.listdir(ldir), ["data"])
+        # a checkpoint to resume from stays as it was (one of the small data
+        # here: the run stops before it reads it)
+        p = run(*self.base_args(out) + ["--stop-after", 1])
+        self.assertEqual(p.returncode, 0, p.stderr)
+        with open(ckpt, "rb") as f:
+            before = f.read()
+        err = stop_while_reading(["--resume"], signal.SIGTERM)
+        self.assertIn("semid-train: stopped by SIGTERM while loading the data; nothing "
+                      "published; %s is as it was\n" % ckpt, err)
+        with open(ckpt, "rb") as f:
+            self.assertEqual(f.read(), before)
+        self.assertEqual(sorted(os.listdir(ldir)), ["data", "m.st.ckpt"])
 
     def test_stop_edges(self):
         """--max-steps beyond an epoch's batches times that one epoch and
