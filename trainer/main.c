@@ -9,8 +9,8 @@
  *               [--seed S] ...                    synthetic data (gen.h)
  *
  * Exit status: 0 success, 2 bad input (files, flags, config), 128 + N when
- * signal N (SIGINT, SIGTERM, SIGHUP) stopped training or gen cleanly, 1
- * otherwise (a failed write to stdout included).
+ * signal N (SIGINT, SIGTERM, SIGHUP) stopped training, eval or gen cleanly,
+ * 1 otherwise (a failed write to stdout included).
  */
 #include <errno.h>
 #include <limits.h>
@@ -23,6 +23,7 @@
 #include "config.h"
 #include "eval.h"
 #include "gen.h"
+#include "stop.h"
 #include "train.h"
 
 static int exit_code(int rc)
@@ -53,7 +54,8 @@ static void usage(FILE *f)
 		"and clicks, writes a semid model file atomically (checkpoint MODEL.ckpt after\n"
 		"every epoch; --resume continues from it), and evaluates it on --test.\n"
 		"SIGINT, SIGTERM or SIGHUP stop it at the next step, publishing nothing (exit\n"
-		"status 128 + the signal); the checkpoint keeps the finished epochs.\n"
+		"status 128 + the signal); the checkpoint keeps the finished epochs.  They\n"
+		"stop eval and gen so too.\n"
 		"gen writes synthetic data into DIR; gen's defaults: 2000 items, 1000 users,\n"
 		"40000 interactions, dim 64 (user-dim: dim), sqrt(items) clusters within\n"
 		"8..1024, seed 1, cold-frac 0.1, test-frac 0.15.\n"
@@ -61,7 +63,7 @@ static void usage(FILE *f)
 		"exit status: 0 ok; 1 I/O or internal error (e.g. the model cannot be\n"
 		"             published); 2 bad usage or bad input (an unknown flag or value, a\n"
 		"             missing or malformed file, a checkpoint --resume refuses);\n"
-		"             128 + the signal when stopped by one.\n"
+		"             128 + the signal when stopped by one (train, eval, gen).\n"
 		"\n"
 		"Flags override the JSON config file; every key is a flag:\n");
 	tr_config_print_help(f);
@@ -160,6 +162,7 @@ static int cmd_eval(int argc, char **argv)
 	} opts[] = {{"--model", &model},    {"--items", &items}, {"--users", &users},
 		    {"--train", &train},    {"--test", &test},	 {"--test-cold", &test_cold},
 		    {"--cold-items", &cold}};
+	struct tr_stop_saved saved;
 	struct sid_error err;
 	int rc;
 
@@ -190,7 +193,16 @@ static int cmd_eval(int argc, char **argv)
 				"required\n");
 		return 2;
 	}
+	/* an hour at 1M users and items: a signal ends it as it ends training
+	 * and gen, saying so, rather than by the signal's default action */
+	tr_stop_install(&saved);
 	rc = tr_eval_files(model, items, users, train, test, test_cold, cold, &err);
+	tr_stop_restore(&saved);
+	if (rc < 0 && tr_stop_signal()) {
+		fprintf(stderr, "semid-train eval: stopped by %s; nothing printed\n",
+			tr_stop_name(tr_stop_signal()));
+		return 128 + tr_stop_signal();
+	}
 	return rc < 0 ? fail("eval", &err) : 0;
 }
 

@@ -801,13 +801,13 @@ class TrainerTest(unittest.TestCase):
         only at the first epoch, after all of them (past a Kubernetes grace
         period).  Caught while train.tsv is mapped, the run stops there with
         128 + the signal, and a checkpoint it was to resume from is left as
-        it was, and said to be."""
+        it was, and said to be.  `eval` stops so too."""
         ldir, out, args = self._own_data("load-stop", 20000, 20000, 4000000, 8)
         train = os.path.join(ldir, "data", "train.tsv")
         ckpt = out + ".ckpt"
 
-        def stop_while_reading(extra, sig):
-            proc = subprocess.Popen([str(a) for a in args + extra],
+        def stop_while_reading(argv, sig):
+            proc = subprocess.Popen([str(a) for a in argv],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                     text=True)
             maps = "/proc/%d/maps" % proc.pid
@@ -827,7 +827,7 @@ class TrainerTest(unittest.TestCase):
             return err
 
         for sig in (signal.SIGTERM, signal.SIGINT):
-            err = stop_while_reading([], sig)
+            err = stop_while_reading(args, sig)
             self.assertIn("semid-train: stopped by %s while loading the data; nothing "
                           "published, and no epoch finished to checkpoint\n" % sig.name, err)
             self.assertEqual(os.listdir(ldir), ["data"])
@@ -837,12 +837,21 @@ class TrainerTest(unittest.TestCase):
         self.assertEqual(p.returncode, 0, p.stderr)
         with open(ckpt, "rb") as f:
             before = f.read()
-        err = stop_while_reading(["--resume"], signal.SIGTERM)
+        err = stop_while_reading(args + ["--resume"], signal.SIGTERM)
         self.assertIn("semid-train: stopped by SIGTERM while loading the data; nothing "
                       "published; %s is as it was\n" % ckpt, err)
         with open(ckpt, "rb") as f:
             self.assertEqual(f.read(), before)
         self.assertEqual(sorted(os.listdir(ldir)), ["data", "m.st.ckpt"])
+        # `eval` ended by the signal's default action, saying nothing (any
+        # model: the data is read before it is checked against the model)
+        model = os.path.join(self.tmp, "e2e.st")
+        self._ensure_e2e_model(model)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            err = stop_while_reading([TRAIN, "eval", "--model", model] + args[1:7] +
+                                     ["--test", train], sig)
+            self.assertEqual(err, "semid-train eval: stopped by %s; nothing printed\n" %
+                             sig.name)
 
     def test_stop_edges(self):
         """--max-steps beyond an epoch's batches times that one epoch and
