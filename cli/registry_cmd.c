@@ -1462,10 +1462,13 @@ static int cmd_reassign(const struct opts *o, struct sid_registry *r, struct sid
 	}
 	if (stop_sig)
 		fprintf(stderr,
-			"semid: stopped by signal %d after reassigning %llu %s ids to model %s; "
+			"semid: stopped by %s after reassigning %llu %s ids to model %s; "
 			"their moves are in %s; run it again to move the rest\n",
-			(int)stop_sig, (unsigned long long)moved, sid_tower_name(o->kind),
-			m->version, output_name(o));
+			stop_sig == SIGINT    ? "SIGINT"
+			: stop_sig == SIGTERM ? "SIGTERM"
+					      : "SIGHUP",
+			(unsigned long long)moved, sid_tower_name(o->kind), m->version,
+			output_name(o));
 	else
 		fprintf(stderr,
 			"semid: %s %llu of %llu %s ids to model %s (%llu compared; %llu without "

@@ -1618,8 +1618,13 @@ static int reassign_signalled(int sig, int ignore_hup, char *buf, size_t cap, si
 	pid = fork();
 	ck_assert_int_ge(pid, 0);
 	if (pid == 0) {
+		char errf[320];
+		int e;
+		snprintf(errf, sizeof(errf), "%s/reassign.err", dir);
+		e = open(errf, O_WRONLY | O_CREAT | O_TRUNC, 0600);
 		close(fd[0]);
 		dup2(fd[1], 1);
+		dup2(e, 2); /* what it says, for the test */
 		if (ignore_hup)
 			signal(SIGHUP, SIG_IGN);
 		_exit(run("registry", "reassign", "--model", model2, "--db", db, "--batch", "1",
@@ -2049,7 +2054,8 @@ END_TEST
  * lines, and the signal comes once the child blocks writing to it (no line
  * may be lost to EINTR); the test then reads on to the end.  A second run appends the rest to the
  * same log: it then holds every id that moved exactly once, each with the sid the store holds, and
- * nothing is left to move.
+ * nothing is left to move.  It says which signal stopped it by name (it said
+ * "signal 15").
  */
 START_TEST(t_reassign_stopped)
 {
@@ -2065,6 +2071,17 @@ START_TEST(t_reassign_stopped)
 	status = reassign_signalled(SIGTERM, 0, buf, sizeof(buf), &len);
 	ck_assert_msg(WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM,
 		      "the reassign was not stopped by the signal (status 0x%x)", status);
+	{
+		char said[1024];
+		snprintf(moves, sizeof(moves), "%s/reassign.err", dir);
+		f = fopen(moves, "r");
+		ck_assert_ptr_nonnull(f);
+		said[fread(said, 1, sizeof(said) - 1, f)] = '\0';
+		fclose(f);
+		ASSERT_HAS(said, "semid: stopped by SIGTERM after reassigning ");
+		ASSERT_HAS(said, " item ids to model m-two; their moves are in stdout; run it "
+				 "again to move the rest\n");
+	}
 	snprintf(moves, sizeof(moves), "%s/moves.tsv", dir);
 	f = fopen(moves, "w");
 	ck_assert_int_eq(fwrite(buf, 1, len, f), len);
