@@ -786,6 +786,69 @@ class Deploy(unittest.TestCase):
                 if srv.proc.poll() is None:
                     srv.kill()
 
+    def test_cronjob_sigterm_stops_the_trainer(self):
+        """The pod's SIGTERM (the Job deleted, its deadline, a node drained)
+        goes to the script's bash, PID 1 of the container: bash has no
+        handler, so the kernel drops the signal (a process in a parent PID
+        namespace, such as the container runtime, can signal a namespace's
+        init only through a handler), and semid-train, never told, trained
+        on until the SIGKILL after the grace period.  Not as PID 1, bash
+        died and left the trainer running on, orphaned, to publish later.
+        The script passes the signal on and waits for the trainer's clean
+        stop: exit 143, nothing published, the trainer's own line.  Run
+        here as PID 1 of a new PID namespace (as root), and as a plain
+        process."""
+        def child(pid):  # the first child of @pid (host pids)
+            try:
+                with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+                    kids = f.read().split()
+                return int(kids[0]) if kids else None
+            except OSError:
+                return None
+
+        for as_pid1 in (True, False):
+            with self.subTest(pid1=as_pid1), \
+                    tempfile.TemporaryDirectory(prefix="semid-deploy-") as d:
+                models, env = self._cronjob_dirs(d, 1)
+                with open(env["SEMID_TRAIN_CONFIG"]) as f:
+                    conf = json.load(f)
+                conf["epochs"] = 100000  # hours: it must be stopped
+                with open(env["SEMID_TRAIN_CONFIG"], "w") as f:
+                    json.dump(conf, f)
+                argv = ["/bin/bash", "-c", self.script]
+                if as_pid1:
+                    argv = ["unshare", "--pid", "--fork", "--mount-proc"] + argv
+                    if subprocess.run(argv[:4] + ["true"]).returncode != 0:
+                        self.skipTest("no PID namespace here (not root?)")
+                proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE,
+                                        stderr=subprocess.STDOUT)
+                bash = trainer = None
+                try:
+                    deadline = time.time() + 60
+                    while not glob.glob(os.path.join(models, "releases", "*.ckpt")):
+                        self.assertLess(time.time(), deadline, "no checkpoint written")
+                        time.sleep(0.01)
+                    bash = child(proc.pid) if as_pid1 else proc.pid
+                    trainer = child(bash)
+                    os.kill(bash, signal.SIGTERM)
+                    try:
+                        out = proc.communicate(timeout=60)[0].decode()
+                    except subprocess.TimeoutExpired:
+                        self.fail("still running 60 s after the SIGTERM")
+                finally:
+                    if proc.poll() is None:  # by their ids: bash, as PID 1, takes
+                        for pid in (trainer, bash):  # its namespace with it
+                            if pid:
+                                os.kill(pid, signal.SIGKILL)
+                        proc.kill()
+                        proc.wait()
+                self.assertEqual(proc.returncode, 143, out)
+                self.assertIn("semid-train: stopped by SIGTERM", out)
+                self.assertNotIn("published", out.replace("nothing published", ""))
+                self.assertFalse(os.path.exists(os.path.join(models, "model.safetensors")))
+                self.assertEqual(glob.glob(os.path.join(models, "releases", "*.safetensors")),
+                                 [])
+
     def test_cronjob_fails_when_a_pod_refuses(self):
         """The job must not report success when a pod did not take the model."""
         with tempfile.TemporaryDirectory(prefix="semid-deploy-") as d:
