@@ -184,6 +184,15 @@ static void put_pair(FILE *f, long u, long i)
  * were, never a mix or a partial file under a real name.
  */
 enum { OUT_ITEMS, OUT_USERS, OUT_COLD, OUT_TRAIN, OUT_TEST, OUT_CTEST, OUT_COUNT };
+
+/* Test hook: sleep the milliseconds environment variable @var names, to
+ * hold a window open (tests/trainer/test_train.py). */
+static void test_hook_sleep(const char *var)
+{
+	const char *d = getenv(var);
+	if (d && atoi(d) > 0)
+		usleep((useconds_t)atoi(d) * 1000);
+}
 static const char *const out_names[OUT_COUNT] = {"items.npy", "users.npy", "cold_items.txt",
 						 "train.tsv", "test.tsv",  "cold_test.tsv"};
 
@@ -564,8 +573,20 @@ int tr_gen_run(const struct tr_gen_params *p, const char *out_dir, struct tr_gen
 		if (fsync(pub[k].fd) != 0)
 			rc = sid_error_set(err, SID_EIO, "%s: fsync: %s", pub[k].path,
 					   strerror(errno));
-	for (int k = 0; rc == 0 && k < OUT_COUNT; k++)
-		rc = sid_publish_commit(&pub[k], err);
+	if (rc == 0 && tr_stop_signal()) /* the syncs take seconds at 1M */
+		rc = 1;
+	/* The six renames are one step: a second signal between two of them
+	 * ended the process there and left new items.npy beside old
+	 * train.tsv, a data set that never was. */
+	if (rc == 0) {
+		tr_stop_hold();
+		for (int k = 0; rc == 0 && k < OUT_COUNT; k++) {
+			if (k)
+				test_hook_sleep("SEMID_TEST_GEN_COMMIT_DELAY_MS");
+			rc = sid_publish_commit(&pub[k], err);
+		}
+		tr_stop_release();
+	}
 	if (0) {
 	nomem: /* every allocation failure lands here, then in the one cleanup */
 		rc = sid_error_set(err, SID_ENOMEM, "gen: out of memory");

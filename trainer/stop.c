@@ -9,11 +9,16 @@
 #include "err.h"
 #include "fsutil.h"
 
-static volatile sig_atomic_t stop_signal; /* the signal that asked, or 0 */
+static volatile sig_atomic_t stop_signal;    /* the signal that asked, or 0 */
+static volatile sig_atomic_t held, held_sig; /* tr_stop_hold; a second signal then */
 static const int stop_signals[TR_STOP_NSIG] = {SIGINT, SIGTERM, SIGHUP};
 
 static void on_stop_signal(int sig)
 {
+	if (stop_signal && held) { /* asked twice: at tr_stop_release */
+		held_sig = sig;
+		return;
+	}
 	if (stop_signal) { /* asked twice: stop now */
 		signal(sig, SIG_DFL);
 		raise(sig);
@@ -41,7 +46,7 @@ void tr_stop_install(struct tr_stop_saved *saved)
 	sa.sa_handler = on_stop_signal;
 	sigemptyset(&sa.sa_mask);
 	sa.sa_flags = SA_RESTART; /* a write under way goes on */
-	stop_signal = 0;
+	stop_signal = held = held_sig = 0;
 	for (int i = 0; i < TR_STOP_NSIG; i++)
 		sid_catch_unless_ignored(stop_signals[i], &sa, &saved->sa[i]);
 	sa.sa_handler = on_bus;
@@ -54,6 +59,20 @@ void tr_stop_restore(const struct tr_stop_saved *saved)
 	for (int i = 0; i < TR_STOP_NSIG; i++)
 		sigaction(stop_signals[i], &saved->sa[i], NULL);
 	sigaction(SIGBUS, &saved->bus, NULL);
+}
+
+void tr_stop_hold(void)
+{
+	held = 1;
+}
+
+void tr_stop_release(void)
+{
+	held = 0;
+	if (held_sig) { /* asked twice meanwhile */
+		signal(held_sig, SIG_DFL);
+		raise(held_sig);
+	}
 }
 
 int tr_stop_signal(void)

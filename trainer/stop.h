@@ -6,10 +6,10 @@
  * tr_stop_signal() at points where it can stop without leaving anything
  * half-written, cleans up, and returns the signal number (the program then
  * exits with 128 + it, as a shell reports a signal).  A second signal ends
- * the process at once (the default action).  A signal the caller ignores
- * (nohup) stays ignored.  SIGBUS, from a mapped input (items.npy,
- * users.npy) truncated while in use, ends it with a message and exit
- * status 1 instead of a bare crash.  Not thread-safe: install and restore
+ * the process at once (the default action), or, within tr_stop_hold, at
+ * tr_stop_release.  A signal the caller ignores (nohup) stays ignored.
+ * SIGBUS, from a mapped input (items.npy, users.npy) truncated while in
+ * use, ends it with a message and exit status 1 instead of a bare crash.  Not thread-safe: install and restore
  * from the main thread.
  */
 #ifndef TR_STOP_H
@@ -29,6 +29,13 @@ void tr_stop_restore(const struct tr_stop_saved *saved);
 
 /* The signal that asked for the stop, or 0. */
 int tr_stop_signal(void);
+
+/* Across a step that must not be cut in two, such as renaming a set of
+ * files into place, a second signal does not end the process at once but
+ * at tr_stop_release (whichever thread takes it: blocking it in this one
+ * would not do, OpenBLAS's threads take it as well). */
+void tr_stop_hold(void);
+void tr_stop_release(void);
 
 /* "SIGINT", "SIGTERM" or "SIGHUP". */
 const char *tr_stop_name(int sig);

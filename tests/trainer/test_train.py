@@ -1154,6 +1154,49 @@ class TrainerTest(unittest.TestCase):
             self.assertEqual(out, "")
             self.assertEqual(files(), before)  # no temp file left, no file changed
 
+    def test_gen_renames_its_files_as_one_step(self):
+        """gen renames its six files into place one after the other; two
+        signals between two renames (the first only asks for a stop, the
+        second ends the process at once) left a directory of new and old
+        files, a data set that never was.  Held across the renames (here
+        300 ms apart, SEMID_TEST_GEN_COMMIT_DELAY_MS), the signals are
+        taken once all six are in place: the directory holds exactly what
+        an uninterrupted run writes."""
+        gdir = os.path.join(self.tmp, "gen-commit")
+        ref = os.path.join(self.tmp, "gen-commit-ref")
+        gen = [TRAIN, "gen", "--items", 600, "--users", 300, "--interactions", 6000,
+               "--dim", 24]
+        p = run(*gen, "--out", gdir, "--seed", 5)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        p = run(*gen, "--out", ref, "--seed", 6)
+        self.assertEqual(p.returncode, 0, p.stderr)
+
+        def files(d):
+            out = {}
+            for f in sorted(os.listdir(d)):
+                with open(os.path.join(d, f), "rb") as fh:
+                    out[f] = fh.read()
+            return out
+
+        want = files(ref)
+        first = os.path.join(gdir, "items.npy")  # renamed first
+        ino = os.stat(first).st_ino
+        env = dict(os.environ, SEMID_TEST_GEN_COMMIT_DELAY_MS="300")
+        proc = subprocess.Popen([str(a) for a in gen + ["--out", gdir, "--seed", 6]],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=env)
+        deadline = time.time() + 60
+        while os.stat(first).st_ino == ino:  # the first rename is made
+            self.assertIsNone(proc.poll(), "finished before its first rename was seen")
+            self.assertLess(time.time(), deadline)
+            time.sleep(0.002)
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        self.assertIn(proc.returncode, (0, -signal.SIGTERM), err)
+        self.assertEqual(files(gdir), want)
+
     # ---- end to end ----
 
     def _ensure_e2e_model(self, model):
