@@ -1,6 +1,6 @@
 /*
  * stop.h - a clean stop on SIGINT, SIGTERM or SIGHUP for the trainer's long
- * jobs (training, gen).
+ * jobs (training, eval, gen).
  *
  * While installed, the first such signal only sets a flag: the job checks
  * tr_stop_signal() at points where it can stop without leaving anything
@@ -9,8 +9,8 @@
  * the process at once (the default action), or, within tr_stop_hold, at
  * tr_stop_release.  A signal the caller ignores (nohup) stays ignored.
  * SIGBUS, from a mapped input (items.npy, users.npy) truncated while in
- * use, ends it with a message and exit status 1 instead of a bare crash.  Not thread-safe: install and restore
- * from the main thread.
+ * use, ends it with a message and exit status 1 instead of a bare crash.
+ * Not thread-safe: install and restore from the main thread.
  */
 #ifndef TR_STOP_H
 #define TR_STOP_H
