@@ -28,18 +28,13 @@
 
 /* ---- signals -------------------------------------------------------------- */
 
-/* The named temp file to remove if we are killed; written before it is live. */
-static char tmp_path[PATH_MAX];
-static volatile sig_atomic_t tmp_live;
-
 static void on_signal(int sig)
 {
 	static const char bus[] = "semid: an input file shrank or failed while being read "
 				  "(SIGBUS); stopped\n";
 	int saved = errno; /* the signal, blocked in here, is taken as the handler returns */
 
-	if (tmp_live)
-		unlink(tmp_path);
+	sid_publish_unlink_temps(); /* a named temp file (fsutil.h) */
 	if (sig == SIGBUS) {
 		/* a mapped page past the end of a file truncated under us */
 		ssize_t n = write(STDERR_FILENO, bus, sizeof(bus) - 1);
@@ -72,7 +67,6 @@ static void signals_restore(struct cli_output *w)
 
 	if (!w->signals_on)
 		return;
-	tmp_live = 0;
 	for (i = 0; i < CLI_OUTPUT_SIGNALS; i++)
 		sigaction(caught[i], &w->saved[i], NULL);
 	w->signals_on = 0;
@@ -93,18 +87,6 @@ int cli_output_not_input(const char *path, const struct stat *st, const char *co
 					     "output elsewhere",
 					     path, *inputs);
 	return 0;
-}
-
-/* The signals remove @w's temp file from now on. */
-static void watch_tmp(struct cli_output *w)
-{
-	/* Live before a signal can come: unlinking a name not there is harmless,
-	 * and the commit gives an unnamed file this name for an instant. */
-	if (strlen(w->pub.tmp) < sizeof(tmp_path)) {
-		memcpy(tmp_path, w->pub.tmp, strlen(w->pub.tmp) + 1);
-		tmp_live = 1;
-	}
-	signals_install(w);
 }
 
 /* N when @name is this process's descriptor N by a name of /proc's
@@ -243,7 +225,7 @@ int cli_output_open_named(struct cli_output *w, const char *path, const char *co
 	w->kind = CLI_OUT_FILE;
 	if ((rc = sid_publish_begin_named(&w->pub, path, err)) < 0)
 		return rc;
-	watch_tmp(w);
+	signals_install(w); /* they remove its temp file */
 	return 0;
 }
 
@@ -298,7 +280,7 @@ int cli_output_open(struct cli_output *w, const char *path, FILE *std, const cha
 	 * from a file system error (errno once it returns is no promise). */
 	if ((rc = sid_publish_begin(&w->pub, path, err)) < 0)
 		return rc;
-	watch_tmp(w);
+	signals_install(w); /* they remove its temp file */
 	/* the mode of the file it replaces, from the start: a private file
 	 * stays private; an owner that cannot be given (not root) is not */
 	if (replaces && (fchmod(w->pub.fd, st.st_mode & 07777) != 0 ||

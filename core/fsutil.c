@@ -109,6 +109,50 @@ int sid_publish_atomic_pieces(const char *path, const struct sid_piece *pc, size
 
 #define TMP_SUFFIX_MAX 64
 
+/* The names sid_publish_unlink_temps removes: a slot is claimed, its path
+ * written, then made live; a handler reads only live ones. */
+#define WATCH_MAX 16
+static struct {
+	int claimed;
+	volatile sig_atomic_t live;
+	char path[PATH_MAX];
+} watch[WATCH_MAX];
+
+/* @pub's temp name is (@on) or is no longer one a signal handler removes. */
+static void watch_name(struct sid_publish *pub, int on)
+{
+	int i = pub->watch - 1;
+
+	if (i >= 0) {
+		__atomic_store_n(&watch[i].live, 0, __ATOMIC_SEQ_CST);
+		if (!on) {
+			__atomic_store_n(&watch[i].claimed, 0, __ATOMIC_RELEASE);
+			pub->watch = 0;
+			return;
+		}
+	}
+	if (!on || strlen(pub->tmp) >= PATH_MAX)
+		return;
+	for (int k = 0; i < 0 && k < WATCH_MAX; k++) {
+		int free_slot = 0;
+		if (__atomic_compare_exchange_n(&watch[k].claimed, &free_slot, 1, 0,
+						__ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
+			i = k;
+	}
+	if (i < 0) /* all taken: this one is not covered */
+		return;
+	pub->watch = i + 1;
+	memcpy(watch[i].path, pub->tmp, strlen(pub->tmp) + 1);
+	__atomic_store_n(&watch[i].live, 1, __ATOMIC_SEQ_CST);
+}
+
+void sid_publish_unlink_temps(void)
+{
+	for (int i = 0; i < WATCH_MAX; i++)
+		if (__atomic_load_n(&watch[i].live, __ATOMIC_SEQ_CST))
+			unlink(watch[i].path);
+}
+
 /*
  * A temp name beside @pub->path into @pub->tmp: the name plus
  * ".tmp.PID.N" (N from a counter of this process), cut short where both
@@ -150,6 +194,7 @@ static int publish_begin(struct sid_publish *pub, const char *path, int named,
 	pub->named = 0;
 	pub->path = NULL;
 	pub->tmp = NULL;
+	pub->watch = 0;
 	if (!path || !*path)
 		return sid_error_set(err, SID_EINVAL, "publish: no path");
 	/* A name the directory cannot hold fails now, not at the rename after
@@ -191,6 +236,7 @@ static int publish_begin(struct sid_publish *pub, const char *path, int named,
 			goto fail;
 		}
 		pub->named = 1;
+		watch_name(pub, 1);
 	}
 	return 0;
 
@@ -243,6 +289,7 @@ int sid_publish_commit(struct sid_publish *pub, struct sid_error *err)
 			goto fail;
 		}
 		pub->named = 1;
+		watch_name(pub, 1); /* not before: a name taken is another's file */
 	}
 	if (close(pub->fd) != 0) {
 		pub->fd = -1;
@@ -256,6 +303,7 @@ int sid_publish_commit(struct sid_publish *pub, struct sid_error *err)
 		goto fail;
 	}
 	pub->named = 0; /* the temp name is gone */
+	watch_name(pub, 0);
 	/* The data is in place; a failing directory fsync is still reported. */
 	rc = fsync_parent(path, err);
 	sid_publish_abort(pub); /* frees the names */
@@ -274,6 +322,7 @@ void sid_publish_abort(struct sid_publish *pub)
 		close(pub->fd);
 	if (pub->named && pub->tmp)
 		unlink(pub->tmp);
+	watch_name(pub, 0);
 	free(pub->path);
 	free(pub->tmp);
 	pub->fd = -1;

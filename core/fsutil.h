@@ -53,6 +53,7 @@ struct sid_publish {
 	int named; /* the temp file has a name in the directory */
 	char *path, *tmp;
 	size_t name_max; /* the directory's longest name */
+	int watch;	 /* 1 + its place among sid_publish_unlink_temps' names, or 0 */
 };
 int sid_publish_begin(struct sid_publish *pub, const char *path, struct sid_error *err);
 
@@ -69,6 +70,13 @@ void sid_catch_unless_ignored(int sig, const struct sigaction *sa, struct sigact
 int sid_publish_begin_named(struct sid_publish *pub, const char *path, struct sid_error *err);
 int sid_publish_commit(struct sid_publish *pub, struct sid_error *err);
 void sid_publish_abort(struct sid_publish *pub);
+
+/* Remove the temp file of every publish under way whose file has a name (a
+ * file system without O_TMPFILE, sid_publish_begin_named, or the instant of
+ * a commit), for a signal handler about to end the process: a second Ctrl-C
+ * left a temp file as large as a checkpoint.  Async-signal-safe.  Up to 16
+ * publishes at once are covered. */
+void sid_publish_unlink_temps(void);
 
 /*
  * Read a whole regular file into a malloc'ed, NUL-terminated buffer.  Fails

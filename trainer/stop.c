@@ -19,7 +19,8 @@ static void on_stop_signal(int sig)
 		held_sig = sig;
 		return;
 	}
-	if (stop_signal) { /* asked twice: stop now */
+	if (stop_signal) { /* asked twice: stop now, a named temp file removed */
+		sid_publish_unlink_temps();
 		signal(sig, SIG_DFL);
 		raise(sig);
 		return;
@@ -36,6 +37,7 @@ static void on_bus(int sig)
 	ssize_t n = write(STDERR_FILENO, msg, sizeof(msg) - 1);
 	(void)n;
 	(void)sig;
+	sid_publish_unlink_temps();
 	_exit(1);
 }
 
@@ -70,6 +72,7 @@ void tr_stop_release(void)
 {
 	held = 0;
 	if (held_sig) { /* asked twice meanwhile */
+		sid_publish_unlink_temps();
 		signal(held_sig, SIG_DFL);
 		raise(held_sig);
 	}
