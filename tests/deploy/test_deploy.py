@@ -795,9 +795,10 @@ class Deploy(unittest.TestCase):
         on until the SIGKILL after the grace period.  Not as PID 1, bash
         died and left the trainer running on, orphaned, to publish later.
         The script passes the signal on and waits for the trainer's clean
-        stop: exit 143, nothing published, the trainer's own line.  Run
-        here as PID 1 of a new PID namespace (as root), and as a plain
-        process."""
+        stop: exit 143, nothing published, the trainer's own line, and no
+        checkpoint left in releases/, its own or an earlier run's (the job
+        never resumes one).  Run here
+        as PID 1 of a new PID namespace (as root), and as a plain process."""
         def child(pid):  # the first child of @pid (host pids)
             try:
                 with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
@@ -815,6 +816,11 @@ class Deploy(unittest.TestCase):
                 conf["epochs"] = 100000  # hours: it must be stopped
                 with open(env["SEMID_TRAIN_CONFIG"], "w") as f:
                     json.dump(conf, f)
+                # the checkpoint of a run killed on an earlier night (OOM)
+                stale = os.path.join(models, "releases", "model-20261101T030000Z.safetensors.ckpt")
+                os.makedirs(os.path.dirname(stale))
+                with open(stale, "wb") as f:
+                    f.write(b"stale")
                 argv = ["/bin/bash", "-c", self.script]
                 if as_pid1:
                     argv = ["unshare", "--pid", "--fork", "--mount-proc"] + argv
@@ -825,7 +831,7 @@ class Deploy(unittest.TestCase):
                 bash = trainer = None
                 try:
                     deadline = time.time() + 60
-                    while not glob.glob(os.path.join(models, "releases", "*.ckpt")):
+                    while set(glob.glob(os.path.join(models, "releases", "*.ckpt"))) <= {stale}:
                         self.assertLess(time.time(), deadline, "no checkpoint written")
                         time.sleep(0.01)
                     bash = child(proc.pid) if as_pid1 else proc.pid
@@ -846,8 +852,8 @@ class Deploy(unittest.TestCase):
                 self.assertIn("semid-train: stopped by SIGTERM", out)
                 self.assertNotIn("published", out.replace("nothing published", ""))
                 self.assertFalse(os.path.exists(os.path.join(models, "model.safetensors")))
-                self.assertEqual(glob.glob(os.path.join(models, "releases", "*.safetensors")),
-                                 [])
+                # nor a checkpoint this job never resumes (a GB a night at 1M)
+                self.assertEqual(os.listdir(os.path.join(models, "releases")), [])
 
     def test_cronjob_fails_when_a_pod_refuses(self):
         """The job must not report success when a pod did not take the model."""
