@@ -11,7 +11,7 @@
  * a missing, unreadable or malformed model or data file, a wrong shape or
  * dtype, a non-finite value).  A reader of stdout that goes away ends the
  * process at once and quietly: SIGPIPE's default action, or, where the
- * parent ignores SIGPIPE, exit 141 (128 + SIGPIPE) from cli_main's handler.
+ * parent ignores SIGPIPE, exit 141 (128 + SIGPIPE) (sid_sigpipe_quiet_stdout).
  *
  * Thread-safety: none of these functions is meant to run twice at once in one
  * process (the encode pipeline starts and joins its own worker threads).

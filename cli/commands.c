@@ -7,12 +7,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
-#include <poll.h>
-#include <signal.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include "model.h"
 #include "registry_cmd.h"
@@ -261,50 +257,12 @@ static void std_fds_hold(void)
 	}
 }
 
-/* A write into a pipe with no reader, SIGPIPE being ignored: when that
- * pipe is stdout (`semid encode ... | head -1`), end as quietly as the
- * signal's default action would have, with the status a shell shows for it.
- * A socket is left alone: a systemd unit (which ignores SIGPIPE) writes
- * stdout and stderr into one socket to journald, and a journald that
- * restarts must not cost a backup finishing its work. */
-static void on_sigpipe(int sig)
-{
-	struct pollfd p = {.fd = STDOUT_FILENO, .events = POLLOUT};
-	struct stat st;
-	int saved = errno;
-
-	if (fstat(STDOUT_FILENO, &st) == 0 && S_ISFIFO(st.st_mode) && poll(&p, 1, 0) == 1 &&
-	    (p.revents & POLLERR))
-		_exit(128 + sig);
-	errno = saved;
-}
-
-/*
- * A reader of a stdout pipe that goes away ends every command at once and
- * quietly, whether or not SIGPIPE is ignored: by default the signal does
- * that; where the parent ignores it (some CI runners, a program that
- * ignores it for itself and passes that on) the same pipe made semid print
- * "stdout: write: Broken pipe" and exit 1, so a caught SIGPIPE stands in.
- */
-static void sigpipe_hold(void)
-{
-	struct sigaction sa, old;
-
-	if (sigaction(SIGPIPE, NULL, &old) != 0 || old.sa_handler != SIG_IGN)
-		return;
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_sigpipe;
-	sa.sa_flags = SA_RESTART;
-	sigemptyset(&sa.sa_mask);
-	sigaction(SIGPIPE, &sa, NULL);
-}
-
 int cli_main(int argc, char **argv)
 {
 	int status, e;
 
 	std_fds_hold();
-	sigpipe_hold();
+	sid_sigpipe_quiet_stdout(); /* `| head -1`: 141, quietly (fsutil.h) */
 	status = dispatch(argc, argv);
 	e = fflush(stdout) != 0 ? errno : 0;
 

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
 #include <stdio.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -613,4 +614,32 @@ void sid_catch_unless_ignored(int sig, const struct sigaction *sa, struct sigact
 {
 	if (sigaction(sig, NULL, saved) == 0 && saved->sa_handler != SIG_IGN)
 		sigaction(sig, sa, NULL);
+}
+
+/* A write into a pipe with no reader, SIGPIPE being ignored: when that pipe
+ * is stdout, end as the signal's default action would have, with the status
+ * a shell shows for it. */
+static void on_sigpipe(int sig)
+{
+	struct pollfd p = {.fd = STDOUT_FILENO, .events = POLLOUT};
+	struct stat st;
+	int saved = errno;
+
+	if (fstat(STDOUT_FILENO, &st) == 0 && S_ISFIFO(st.st_mode) && poll(&p, 1, 0) == 1 &&
+	    (p.revents & POLLERR))
+		_exit(128 + sig);
+	errno = saved;
+}
+
+void sid_sigpipe_quiet_stdout(void)
+{
+	struct sigaction sa, old;
+
+	if (sigaction(SIGPIPE, NULL, &old) != 0 || old.sa_handler != SIG_IGN)
+		return;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_sigpipe;
+	sa.sa_flags = SA_RESTART;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGPIPE, &sa, NULL);
 }

@@ -62,6 +62,18 @@ int sid_publish_begin(struct sid_publish *pub, const char *path, struct sid_erro
  * in either case, for restoring. */
 struct sigaction;
 void sid_catch_unless_ignored(int sig, const struct sigaction *sa, struct sigaction *saved);
+
+/*
+ * For a program whose parent left SIGPIPE ignored (some CI runners, a
+ * program that ignores it and passes that on): a write into a stdout pipe
+ * whose reader went away (`| head -1`) then ends the process at once and
+ * quietly with status 141 (128 + SIGPIPE), as the signal's default action
+ * ends it otherwise, instead of an error about a broken pipe.  Other
+ * broken pipes, and a stdout socket (a systemd unit's journal, which must
+ * not end a job when journald restarts), fail with EPIPE as before.  Call
+ * once at start, from the main thread, after any re-exec.
+ */
+void sid_sigpipe_quiet_stdout(void);
 /* The same with a temp file named from the start, for a writer that opens
  * the file by its name @pub->tmp (SQLite); a process killed by SIGKILL then
  * leaves it behind.  Since other processes can open it by that name while it

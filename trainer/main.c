@@ -10,7 +10,9 @@
  *
  * Exit status: 0 success, 2 bad input (files, flags, config), 128 + N when
  * signal N (SIGINT, SIGTERM, SIGHUP) stopped training, eval or gen cleanly,
- * 1 otherwise (a failed write to stdout included).
+ * 141 when the reader of a stdout pipe went away (SIGPIPE, or where it is
+ * ignored, sid_sigpipe_quiet_stdout), 1 otherwise (a failed write to stdout
+ * included).
  */
 #include <errno.h>
 #include <limits.h>
@@ -22,6 +24,7 @@
 #include "blas.h"
 #include "config.h"
 #include "eval.h"
+#include "fsutil.h"
 #include "gen.h"
 #include "stop.h"
 #include "train.h"
@@ -63,7 +66,8 @@ static void usage(FILE *f)
 		"exit status: 0 ok; 1 I/O or internal error (e.g. the model cannot be\n"
 		"             published); 2 bad usage or bad input (an unknown flag or value, a\n"
 		"             missing or malformed file, a checkpoint --resume refuses);\n"
-		"             128 + the signal when stopped by one (train, eval, gen).\n"
+		"             128 + the signal when stopped by one (train, eval, gen); 141\n"
+		"             quietly when the reader of a stdout pipe went away (| head).\n"
 		"\n"
 		"Flags override the JSON config file; every key is a flag:\n");
 	tr_config_print_help(f);
@@ -365,7 +369,8 @@ int main(int argc, char **argv)
 {
 	int status, e;
 
-	sid_blas_tune(argv); /* may re-execute with OpenBLAS's faster kernels */
+	sid_blas_tune(argv);	    /* may re-execute with OpenBLAS's faster kernels */
+	sid_sigpipe_quiet_stdout(); /* after: an exec resets a handler, not SIG_IGN */
 	status = dispatch(argc, argv);
 	/* What went to stdout (the evaluation JSON, gen's summary) must have
 	 * arrived: `> eval.json` on a full disk used to exit 0 with the file

@@ -1091,22 +1091,28 @@ class TrainerTest(unittest.TestCase):
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertIn("user", json.loads(p.stdout))
 
+    def _stdout_cases(self, name):
+        """A command of each kind that writes stdout (version, gen, eval,
+        train into tmp/NAME.st), as semid-train's arguments."""
+        model = os.path.join(self.tmp, "e2e.st")
+        self._ensure_e2e_model(model)
+        return [
+            ["--version"],
+            ["gen", "--out", os.path.join(self.tmp, "gen-" + name), "--items", 100,
+             "--users", 50, "--interactions", 800, "--dim", 8],
+            ["eval", "--model", model, "--items", self.d("items.npy"), "--users",
+             self.d("users.npy"), "--train", self.d("train.tsv"), "--test",
+             self.d("test.tsv")],
+            self.base_args(os.path.join(self.tmp, name + ".st"))[1:] +
+            ["--test", self.d("test.tsv"), "--epochs", 1],
+        ]
+
     def test_stdout_write_failure_is_an_error(self):
         """What goes to stdout must arrive: `> eval.json` on a full disk
         (/dev/full) exited 0 with the JSON lost.  Exit 1 and say so, as
         `semid` does; a trained model is published all the same."""
-        model = os.path.join(self.tmp, "e2e.st")
-        self._ensure_e2e_model(model)
         out = os.path.join(self.tmp, "full.st")
-        cases = [
-            ["--version"],
-            ["gen", "--out", os.path.join(self.tmp, "gen-full"), "--items", 100, "--users",
-             50, "--interactions", 800, "--dim", 8],
-            ["eval", "--model", model, "--items", self.d("items.npy"), "--users",
-             self.d("users.npy"), "--train", self.d("train.tsv"), "--test",
-             self.d("test.tsv")],
-            self.base_args(out)[1:] + ["--test", self.d("test.tsv"), "--epochs", 1],
-        ]
+        cases = self._stdout_cases("full")
         with open("/dev/full", "wb") as full:
             for args in cases:
                 with self.subTest(args=args[0]):
@@ -1114,6 +1120,32 @@ class TrainerTest(unittest.TestCase):
                                        stderr=subprocess.PIPE, text=True, timeout=120)
                     self.assertEqual(p.returncode, 1, p.stderr)
                     self.assertIn("semid-train: stdout: write failed", p.stderr)
+        self.assertTrue(os.path.exists(out))
+
+    def test_reader_gone_is_a_quiet_stop(self):
+        """A stdout pipe whose reader went away ends semid-train as it ends
+        `semid` and `cat`: quietly, 141 where SIGPIPE is ignored (it said
+        "stdout: write failed: Broken pipe" and exited 1 there), by the
+        signal otherwise.  Training publishes before it prints."""
+        out = os.path.join(self.tmp, "gone.st")
+        cases = self._stdout_cases("gone")
+
+        def ignore():
+            signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+
+        for args in cases:
+            for pre in (None, ignore):
+                with self.subTest(args=args[0], sigpipe="ignored" if pre else "default"):
+                    r, w = os.pipe()
+                    os.close(r)
+                    try:
+                        p = subprocess.run([TRAIN] + [str(a) for a in args], stdout=w,
+                                           stderr=subprocess.PIPE, text=True, timeout=120,
+                                           preexec_fn=pre)
+                    finally:
+                        os.close(w)
+                    self.assertEqual(p.returncode, 141 if pre else -signal.SIGPIPE, p.stderr)
+                    self.assertNotIn("write failed", p.stderr)
         self.assertTrue(os.path.exists(out))
 
     def test_gen_stopped_keeps_the_old_files(self):
