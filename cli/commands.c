@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "encode.h"
 #include "model.h"
 #include "registry_cmd.h"
 
@@ -39,8 +40,10 @@ static const char usage_main[] =
 static const char usage_inspect[] =
     "usage: semid inspect MODEL\n"
     "\n"
-    "Validate MODEL (a semid safetensors file, see proto/model-format.md) and print a\n"
-    "JSON summary on stdout: model version, file sha256 and size, and per tower the\n"
+    "Validate MODEL (a semid safetensors file, see proto/model-format.md), encode a\n"
+    "zero and two unit-norm rows with each tower as the server does before serving\n"
+    "it, and print a JSON summary on stdout: model version, file sha256 and size, and per tower "
+    "the\n"
     "input dimension, layer shapes, activation, input norm, levels, codebook sizes,\n"
     "and the metadata.  An invalid file prints 'semid: MODEL: <reason>' on stderr.\n"
     "\n"
@@ -112,7 +115,8 @@ static int cmd_inspect(int argc, char **argv)
 		return CLI_EXIT_INPUT;
 	}
 	sid_error_clear(&err);
-	if ((rc = sid_model_load(argv[0], &m, &err)) < 0) {
+	if ((rc = sid_model_load(argv[0], &m, &err)) < 0 || (rc = sid_model_smoke(m, &err)) < 0) {
+		sid_model_unref(m);
 		sid_error_name_file(&err, argv[0]);
 		print_error(err.msg);
 		return rc == SID_ENOMEM ? CLI_EXIT_IO : CLI_EXIT_INPUT;

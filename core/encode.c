@@ -260,6 +260,67 @@ int sid_encode(const struct sid_tower *t, const float *x, size_t B, struct sid_e
 	return 0;
 }
 
+int sid_model_smoke(const struct sid_model *m, struct sid_error *err)
+{
+	static const char *const row_name[3] = {"a zero row",
+						"the unit-norm row with every value +1/sqrt(D)",
+						"the unit-norm row with every value -1/sqrt(D)"};
+	struct sid_workspace *ws = sid_workspace_new();
+	float *x = NULL;
+	int rc = 0;
+
+	if (!ws)
+		return sid_error_set(err, SID_ENOMEM, "smoke encode: out of memory");
+	for (int k = 0; k < SID_TOWER_COUNT && !rc; k++) {
+		const struct sid_tower *t = sid_model_tower(m, (enum sid_tower_kind)k);
+		const char *tn = sid_tower_name((enum sid_tower_kind)k);
+		int32_t codes[3 * SID_MAX_LEVELS];
+		float dist[3], u;
+		struct sid_encode_out o;
+
+		if (!t)
+			continue;
+		free(x);
+		if (!(x = malloc(3 * (size_t)t->D * sizeof(float)))) {
+			rc = sid_error_set(err, SID_ENOMEM, "smoke encode: out of memory");
+			break;
+		}
+		u = (float)(1.0 / sqrt((double)t->D));
+		for (int d = 0; d < t->D; d++) {
+			x[d] = 0.0f;
+			x[t->D + d] = u;
+			x[2 * t->D + d] = -u;
+		}
+		memset(&o, 0, sizeof(o));
+		o.codes = codes;
+		o.dist = dist;
+		if ((rc = sid_encode(t, x, 3, &o, ws, err))) {
+			sid_error_prefix(err, "smoke encode of the %s tower", tn);
+			break;
+		}
+		for (int i = 0; i < 3 && !rc; i++) {
+			for (int l = 0; l < t->L && !rc; l++)
+				if (codes[i * t->L + l] < 0 || codes[i * t->L + l] >= t->K[l])
+					rc = sid_error_set(err, SID_EFORMAT,
+							   "smoke encode of the %s tower: %s gave "
+							   "code %d at level %d (K = %d)",
+							   tn, row_name[i],
+							   (int)codes[i * t->L + l], l, t->K[l]);
+			if (!rc && !isfinite(dist[i]))
+				rc = sid_error_set(
+				    err, SID_EFORMAT,
+				    "smoke encode of the %s tower: %s overflows "
+				    "float32 in the encoder (the weights or codebooks "
+				    "are too large: every ordinary input would be "
+				    "refused)",
+				    tn, row_name[i]);
+		}
+	}
+	free(x);
+	sid_workspace_free(ws);
+	return rc;
+}
+
 double sid_encode_flops_per_row(const struct sid_tower *t)
 {
 	double f = 0.0;

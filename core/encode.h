@@ -68,6 +68,17 @@ int sid_encode(const struct sid_tower *t, const float *x, size_t B, struct sid_e
 long sid_encode_overflow(const float *dist, const float *alt_dist, const int *alt_count, int n_alt,
 			 size_t B);
 
+/*
+ * Encode a few ordinary rows with every tower of @m: a zero row and the two
+ * unit-norm rows with every value +1/sqrt(D) and -1/sqrt(D).  0 when each
+ * gives codes in range and a finite distance; else SID_EFORMAT, @err naming
+ * the tower and the row.  A model that overflows float32 on a unit-norm row
+ * (finite but huge weights, as from a diverged training run) would refuse
+ * every ordinary input, so whoever loads a model to serve it runs this first
+ * (the server before a swap, `semid inspect`).  Any thread: it only reads @m.
+ */
+int sid_model_smoke(const struct sid_model *m, struct sid_error *err);
+
 /* The input_norm l2 factor of a row with squared norm @sqnorm:
  * 1 / max(||x||, 1e-12) as float, as torch's F.normalize.  The trainer uses
  * it too, so that training sees the rows the served model will. */

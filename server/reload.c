@@ -5,7 +5,6 @@
  */
 #include "reload.h"
 
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -270,71 +269,24 @@ static double unix_now(void)
 int srv_model_load_checked(const char *path, struct sid_model **out, struct sid_error *err)
 {
 	struct sid_model *m = NULL;
-	struct sid_workspace *ws = NULL;
-	int rc, towers = 0;
+	int rc;
 
 	*out = NULL;
 	rc = sid_model_load(path, &m, err);
 	if (rc)
 		return rc;
-	ws = sid_workspace_new();
-	if (!ws) {
-		rc = sid_error_set(err, SID_ENOMEM, "%s: out of memory for the smoke test", path);
-		goto fail;
-	}
-	for (int k = 0; k < SID_TOWER_COUNT; k++) {
-		const struct sid_tower *t = sid_model_tower(m, (enum sid_tower_kind)k);
-		int32_t codes[SID_MAX_LEVELS];
-		float dist = -1, *zero;
-		struct sid_encode_out o;
-
-		if (!t)
-			continue;
-		towers++;
-		zero = calloc((size_t)t->D, sizeof(float));
-		if (!zero) {
-			rc = sid_error_set(err, SID_ENOMEM, "%s: out of memory", path);
-			goto fail;
-		}
-		memset(&o, 0, sizeof(o));
-		o.codes = codes;
-		o.dist = &dist;
-		rc = sid_encode(t, zero, 1, &o, ws, err);
-		free(zero);
-		if (rc) {
-			sid_error_prefix(err, "%s: smoke encode of the %s tower", path,
-					 sid_tower_name((enum sid_tower_kind)k));
-			goto fail;
-		}
-		for (int l = 0; l < t->L; l++)
-			if (codes[l] < 0 || codes[l] >= t->K[l]) {
-				rc = sid_error_set(err, SID_EFORMAT,
-						   "%s: smoke encode of the %s tower gave code %d "
-						   "at level %d (K = %d)",
-						   path, sid_tower_name((enum sid_tower_kind)k),
-						   (int)codes[l], l, t->K[l]);
-				goto fail;
-			}
-		if (!isfinite(dist)) {
-			rc = sid_error_set(err, SID_EFORMAT,
-					   "%s: smoke encode of the %s tower gave a non-finite "
-					   "distance",
-					   path, sid_tower_name((enum sid_tower_kind)k));
-			goto fail;
-		}
-	}
-	if (!towers) {
+	if (!sid_model_tower(m, SID_TOWER_ITEM) && !sid_model_tower(m, SID_TOWER_USER)) {
 		rc = sid_error_set(err, SID_EFORMAT,
-				   "%s: the model has neither an item nor a user "
-				   "tower",
-				   path);
+				   "%s: the model has neither an item nor a user tower", path);
 		goto fail;
 	}
-	sid_workspace_free(ws);
+	if ((rc = sid_model_smoke(m, err))) {
+		sid_error_prefix(err, "%s", path);
+		goto fail;
+	}
 	*out = m;
 	return 0;
 fail:
-	sid_workspace_free(ws);
 	sid_model_unref(m);
 	return rc;
 }

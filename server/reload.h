@@ -10,8 +10,9 @@
  *
  * A reload (triggered by the watcher, SIGHUP or POST /v1/admin/reload) runs
  * on its own thread: load the file aside (sid_model_load validates it
- * completely), check it has a tower, smoke-encode one zero row per tower
- * (codes in range, finite distance), and only then swap the pointer.  Any
+ * completely), check it has a tower, smoke-encode a zero and two unit-norm
+ * rows per tower (sid_model_smoke: codes in range, finite distances), and
+ * only then swap the pointer.  Any
  * failure leaves the old model serving and is logged (event=reload
  * result=error), counted (semid_model_reloads_total{result="error"}) and
  * shown in GET /v1/model's last_reload.  Triggers arriving while a reload

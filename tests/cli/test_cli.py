@@ -205,6 +205,34 @@ class CliTest(unittest.TestCase):
         self.assert_bad(run("inspect"), "MODEL")
         self.assert_bad(run("inspect", self.model, self.model), "MODEL")
 
+    def test_inspect_refuses_a_model_that_overflows_on_unit_rows(self):
+        """Finite weights so large (a diverged training run) that the encoder
+        overflows float32 on a unit-norm row: every ordinary input would be
+        refused, so inspect refuses the model, as the server does.  A zero row
+        alone would not show it (no bias: z = 0)."""
+        eye = np.eye(D, dtype=np.float32)
+        cbs = [np.ones((2, D), np.float32)]
+        meta = {"semid": json.dumps({"format_version": 1, "model_version": "big-1",
+                                     "towers": {"item": {"activation": "relu",
+                                                         "input_norm": "none"}}})}
+        bad = os.path.join(self.out.name, "big.safetensors")
+        # z = x * 1e40 on both signs; then only on the negative side
+        for scale, row in (((1e20, 1e20), "every value +1/sqrt(D)"),
+                           ((1.0, 1e20), "every value -1/sqrt(D)")):
+            write_safetensors(bad, [
+                ("item.encoder.0.weight", np.vstack([eye * scale[0], -eye * scale[1]])),
+                ("item.encoder.1.weight", np.hstack([eye * scale[0], -eye * scale[1]])),
+                ("item.codebook.0", cbs[0])], meta)
+            p = run("inspect", bad)
+            self.assert_bad(p, f"semid: {bad}: smoke encode of the item tower: the unit-norm "
+                            f"row with {row} overflows float32 in the encoder")
+            self.assertEqual(p.stdout, b"")
+        # the same shapes with ordinary weights are fine
+        write_safetensors(bad, [("item.encoder.0.weight", np.vstack([eye, -eye])),
+                                ("item.encoder.1.weight", np.hstack([eye, -eye])),
+                                ("item.codebook.0", cbs[0])], meta)
+        self.assertEqual(run("inspect", bad).returncode, 0)
+
     # ---- encode: results ----
 
     def test_encode_tsv_matches_reference(self):

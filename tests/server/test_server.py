@@ -725,6 +725,35 @@ class TestOps(unittest.TestCase):
         finally:
             self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
 
+    def test_reload_refuses_a_model_that_overflows_on_unit_rows(self):
+        """A model that encodes the zero row but overflows float32 on every
+        unit-norm one (finite weights of 1e20: a diverged training run) would
+        answer every ordinary request 400 "too large for the model"; the
+        reload refuses it and the old model keeps serving."""
+        d = tempfile.mkdtemp(dir=WORK)
+        path = os.path.join(d, "m.safetensors")
+        shutil.copy(TF_MODEL, path)
+        srv = T.Server(["--model", path, "--admin-token", "t", "--watch=false"], WORK)
+        try:
+            big = T.Tower([(w * np.float32(1e20), b) for w, b in TIEFREE.layers],
+                          TIEFREE.codebooks, TIEFREE.act, TIEFREE.norm)
+            T.write_model(path, {"item": big}, "big-1")
+            st, _, body = srv.json("POST", "/v1/admin/reload",
+                                   headers={"Authorization": "Bearer t"})
+            self.assertEqual((st, body["error"]["code"]), (422, "reload_failed"), body)
+            self.assertIn(path + ": smoke encode of the item tower: the unit-norm row with "
+                          "every value +1/sqrt(D) overflows float32", body["error"]["message"])
+            st, _, res = encode(srv, [{"embedding": [0.25] * 16}])
+            self.assertEqual((st, res["model_version"]), (200, "tiefree-1"))
+            self.assertEqual(srv.metrics()['semid_model_reloads_total{result="error"}'], 1)
+        finally:
+            self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
+        # nor does a server start with it
+        p = subprocess.run([T.SERVER, "--model", path, "--listen", "127.0.0.1:0"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+        self.assertEqual(p.returncode, 2, p.stderr.decode())
+        self.assertIn("smoke encode of the item tower", p.stderr.decode())
+
     def test_allow_empty_then_model_arrives(self):
         d = tempfile.mkdtemp(dir=WORK)
         path = os.path.join(d, "later.safetensors")
