@@ -379,15 +379,17 @@ static int encode_all(const struct sid_tower *t, const struct tr_emb *emb,
 {
 	struct sid_workspace *ws = sid_workspace_new();
 	float *x = malloc((size_t)ENC_BATCH * emb->d * sizeof(float));
+	float *dist = malloc((size_t)ENC_BATCH * sizeof(float));
 	float *h[2] = {NULL, NULL};
 	int hmax = emb->d, rc = 0;
+	long bad;
 
 	*sse = 0;
 	for (int i = 0; i < dec->n; i++)
 		hmax = dec->out[i] > hmax ? dec->out[i] : hmax;
 	h[0] = malloc((size_t)ENC_BATCH * hmax * sizeof(float));
 	h[1] = malloc((size_t)ENC_BATCH * hmax * sizeof(float));
-	if (!ws || !x || !h[0] || !h[1]) {
+	if (!ws || !x || !dist || !h[0] || !h[1]) {
 		rc = sid_error_set(err, SID_ENOMEM, "encode: out of memory");
 		goto fail;
 	}
@@ -405,11 +407,20 @@ static int encode_all(const struct sid_tower *t, const struct tr_emb *emb,
 		}
 		o.codes = codes + r0 * t->L;
 		o.quant = quant + r0 * t->E;
+		o.dist = dist;
 		rc = tr_emb_rows(emb, r0, B, x, err);
 		if (rc == 0)
 			rc = sid_encode(t, x, B, &o, ws, err);
 		if (rc < 0) {
 			sid_error_prefix(err, "%s: rows %zu..", emb->path, r0);
+			goto fail;
+		}
+		/* codes of an overflowed row mean nothing: no figures from them */
+		if ((bad = sid_encode_overflow(dist, NULL, NULL, 0, B)) >= 0) {
+			rc = sid_error_set(err, SID_EINVAL,
+					   "%s: row %zu: values too large for the model: its "
+					   "encoder overflows float32 on them",
+					   emb->path, r0 + (size_t)bad);
 			goto fail;
 		}
 		if (!dec->n)
@@ -445,6 +456,7 @@ static int encode_all(const struct sid_tower *t, const struct tr_emb *emb,
 fail:
 	sid_workspace_free(ws);
 	free(x);
+	free(dist);
 	free(h[0]);
 	free(h[1]);
 	return rc;
@@ -748,6 +760,8 @@ int tr_eval_files(const char *model_path, const char *items, const char *users, 
 	rc = tr_input_check(model_path, err);
 	if (rc == 0)
 		rc = sid_model_load(model_path, &model, err);
+	if (rc == 0) /* refused as the server would refuse it */
+		rc = sid_model_smoke(model, err);
 	if (rc < 0) {
 		sid_error_name_file(err, model_path);
 		goto fail;

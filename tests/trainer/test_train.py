@@ -1107,6 +1107,41 @@ class TrainerTest(unittest.TestCase):
             ["--test", self.d("test.tsv"), "--epochs", 1],
         ]
 
+    def test_eval_refuses_rows_the_encoder_overflows_on(self):
+        """Codes of a row the encoder overflowed float32 on mean nothing:
+        eval printed figures from them (a diverged model with weights of
+        1e20 "scored" a collision rate of 0.9, exit 0).  Such a model is
+        refused as the server refuses it, and an ordinary model given one
+        row too large for it names that row; exit 2 and nothing on stdout
+        both times."""
+        sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
+                                        "server"))
+        import semid_testlib as ST
+        items = np.load(self.d("items.npy"))
+        tower = ST.random_tower(np.random.default_rng(3), items.shape[1], [16], 8, [8, 8],
+                                norm="none")
+        big = ST.Tower([(w * np.float32(1e20), b) for w, b in tower.layers], tower.codebooks,
+                       tower.act, tower.norm)
+        model = os.path.join(self.tmp, "overflow.safetensors")
+        ST.write_model(model, {"item": big, "user": big}, "big-1")
+        ev = [TRAIN, "eval", "--model", model, "--items", self.d("items.npy"), "--users",
+              self.d("users.npy"), "--train", self.d("train.tsv")]
+        p = run(*ev)
+        self.assertEqual((p.returncode, p.stdout), (2, ""), p.stderr)
+        self.assertIn(model + ": smoke encode of the item tower: the unit-norm row with every "
+                      "value +1/sqrt(D) overflows float32 in the encoder", p.stderr)
+        ST.write_model(model, {"item": tower, "user": tower}, "ok-1")
+        items[7] *= np.float32(1e36)
+        huge = os.path.join(self.tmp, "items-huge.npy")
+        np.save(huge, items)
+        ev[5] = huge
+        p = run(*ev)
+        self.assertEqual((p.returncode, p.stdout), (2, ""), p.stderr)
+        self.assertIn(huge + ": row 7: values too large for the model: its encoder overflows "
+                      "float32 on them", p.stderr)
+        ev[5] = self.d("items.npy")
+        self.assertEqual(run(*ev).returncode, 0)
+
     def test_stdout_write_failure_is_an_error(self):
         """What goes to stdout must arrive: `> eval.json` on a full disk
         (/dev/full) exited 0 with the JSON lost.  Exit 1 and say so, as
