@@ -637,7 +637,8 @@ int cli_encode_run(const struct cli_encode_opts *o, FILE *tsv_out, struct sid_er
 			      o->tower);
 		return CLI_EXIT_INPUT;
 	}
-	if ((rc = sid_model_load(o->model, &m, err)) < 0) {
+	if ((rc = sid_model_load(o->model, &m, err)) < 0 || (rc = sid_model_smoke(m, err)) < 0) {
+		sid_model_unref(m);
 		sid_error_name_file(err, o->model);
 		return input_status(rc);
 	}

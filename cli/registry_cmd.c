@@ -626,7 +626,7 @@ static int cmd_assign(const struct opts *o, struct sid_error *err)
 
 	if (!o->model || !o->input || !o->ids)
 		return sid_error_set(err, SID_EINVAL, "assign needs --model, --input and --ids");
-	if ((rc = sid_model_load(o->model, &m, err))) {
+	if ((rc = sid_model_load(o->model, &m, err)) || (rc = sid_model_smoke(m, err))) {
 		sid_error_name_file(err, o->model);
 		goto fail;
 	}
@@ -1225,7 +1225,11 @@ static int load_new(const struct opts *o, struct sid_model **m, struct sid_error
 
 	if (!o->model)
 		return sid_error_set(err, SID_EINVAL, "%s needs --model NEW", o->cmd);
-	if ((rc = sid_model_load(o->model, m, err)))
+	if ((rc = sid_model_load(o->model, m, err)) == 0 && (rc = sid_model_smoke(*m, err))) {
+		sid_model_unref(*m);
+		*m = NULL;
+	}
+	if (rc)
 		sid_error_name_file(err, o->model);
 	return rc;
 }

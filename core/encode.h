@@ -74,8 +74,9 @@ long sid_encode_overflow(const float *dist, const float *alt_dist, const int *al
  * gives codes in range and a finite distance; else SID_EFORMAT, @err naming
  * the tower and the row.  A model that overflows float32 on a unit-norm row
  * (finite but huge weights, as from a diverged training run) would refuse
- * every ordinary input, so whoever loads a model to serve it runs this first
- * (the server before a swap, `semid inspect`).  Any thread: it only reads @m.
+ * every ordinary input, so whoever loads a model to use it runs this first
+ * (the server before a swap, `semid inspect`, `encode`, `registry`, and
+ * `semid-train eval`).  Any thread: it only reads @m.
  */
 int sid_model_smoke(const struct sid_model *m, struct sid_error *err);
 

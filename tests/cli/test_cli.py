@@ -205,11 +205,12 @@ class CliTest(unittest.TestCase):
         self.assert_bad(run("inspect"), "MODEL")
         self.assert_bad(run("inspect", self.model, self.model), "MODEL")
 
-    def test_inspect_refuses_a_model_that_overflows_on_unit_rows(self):
+    def test_model_that_overflows_on_unit_rows_is_refused(self):
         """Finite weights so large (a diverged training run) that the encoder
         overflows float32 on a unit-norm row: every ordinary input would be
-        refused, so inspect refuses the model, as the server does.  A zero row
-        alone would not show it (no bias: z = 0)."""
+        refused, so inspect, encode and registry assign refuse the model, as
+        the server does, naming it.  A zero row alone would not show it (no
+        bias: z = 0)."""
         eye = np.eye(D, dtype=np.float32)
         cbs = [np.ones((2, D), np.float32)]
         meta = {"semid": json.dumps({"format_version": 1, "model_version": "big-1",
@@ -223,10 +224,23 @@ class CliTest(unittest.TestCase):
                 ("item.encoder.0.weight", np.vstack([eye * scale[0], -eye * scale[1]])),
                 ("item.encoder.1.weight", np.hstack([eye * scale[0], -eye * scale[1]])),
                 ("item.codebook.0", cbs[0])], meta)
+            want = (f"semid: {bad}: smoke encode of the item tower: the unit-norm row with "
+                    f"{row} overflows float32 in the encoder")
             p = run("inspect", bad)
-            self.assert_bad(p, f"semid: {bad}: smoke encode of the item tower: the unit-norm "
-                            f"row with {row} overflows float32 in the encoder")
+            self.assert_bad(p, want)
             self.assertEqual(p.stdout, b"")
+            # encode and assign name the model, not the first input row ("x.npy:
+            # row 0: values too large for the model", as they said)
+            p = self.encode(model=bad)
+            self.assert_bad(p, want)
+            self.assertEqual(p.stdout, b"")
+            ids = os.path.join(self.out.name, "ids")
+            with open(ids, "w") as f:
+                f.write("".join(f"i{r}\n" for r in range(N)))
+            db = os.path.join(self.out.name, "reg.db")
+            self.assert_bad(run("registry", "assign", "-d", db, "-m", bad, "-i", self.input,
+                                "--ids", ids), want)
+            self.assertFalse(os.path.exists(db))
         # the same shapes with ordinary weights are fine
         write_safetensors(bad, [("item.encoder.0.weight", np.vstack([eye, -eye])),
                                 ("item.encoder.1.weight", np.hstack([eye, -eye])),
