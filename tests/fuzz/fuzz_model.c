@@ -2,8 +2,9 @@
  * fuzz_model.c - libFuzzer harness for the model loader (sid_model_load_buffer).
  *
  * The input is a whole model file.  A file the loader accepts must be usable:
- * its JSON summary is built, and every tower it holds encodes two rows with
- * alternatives, giving codes inside each level's codebook.  A rejected file
+ * its JSON summary is built, every tower it holds encodes two rows with
+ * alternatives, giving codes inside each level's codebook, and the smoke
+ * encode (sid_model_smoke) passes or says why.  A rejected file
  * must leave a message naming what is wrong.  Anything else (a crash, a
  * sanitizer report, an accepted model that breaks the encoder) is a finding.
  * Built and run by tests/fuzz.mk (make fuzz, make fuzz-smoke).
@@ -101,6 +102,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			encode_tower(t, ws);
 	}
 	sid_workspace_free(ws);
+	/* what the server, inspect and eval run on an accepted model */
+	sid_error_clear(&err);
+	if (sid_model_smoke(m, &err) < 0 && !err.msg[0])
+		fail("smoke encode failed without a message");
 	sid_model_unref(sid_model_ref(m));
 	sid_model_unref(m);
 	return 0;
