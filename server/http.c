@@ -402,6 +402,41 @@ static void set_json(struct req *q, int status, json_t *v)
 
 /* ---- routes answered on the MHD thread ---- */
 
+/*
+ * @s as a JSON string, whatever its bytes: a message may hold a file name in
+ * another encoding than UTF-8, or end inside a character where it was cut to
+ * its buffer, and jansson refuses such text whole (json_pack then drops the
+ * object holding it).  Each byte that starts no valid UTF-8 sequence becomes
+ * U+FFFD, as srv_buf_json_str writes it.
+ */
+static json_t *json_str_any(const char *s)
+{
+	json_t *j = json_string(s);
+	size_t n = strlen(s), o = 0;
+	char *fixed;
+
+	if (j || !(fixed = malloc(3 * n + 1)))
+		return j;
+	for (size_t i = 0; i < n;) {
+		size_t u = (unsigned char)s[i] < 0x80
+			       ? 1
+			       : sid_utf8_len((const unsigned char *)s + i, n - i);
+		if (u) {
+			memcpy(fixed + o, s + i, u);
+			o += u;
+			i += u;
+		} else {
+			memcpy(fixed + o, "\xef\xbf\xbd", 3);
+			o += 3;
+			i++;
+		}
+	}
+	fixed[o] = '\0';
+	j = json_string(fixed);
+	free(fixed);
+	return j;
+}
+
 static json_t *last_reload_json(struct srv_reload *r)
 {
 	struct srv_reload_status st;
@@ -410,7 +445,7 @@ static json_t *last_reload_json(struct srv_reload *r)
 		return json_null();
 	return json_pack("{s:f, s:s, s:s, s:o, s:o}", "time", st.time, "trigger", st.trigger,
 			 "result", st.ok ? "success" : "error", "error",
-			 st.ok ? json_null() : json_string(st.error), "model_version",
+			 st.ok ? json_null() : json_str_any(st.error), "model_version",
 			 st.ok ? json_string(st.version) : json_null());
 }
 
@@ -441,8 +476,8 @@ static json_t *registry_json(struct srv_store *st)
 		srv_store_health(st, &status, &backend, label, sizeof(label), error);
 	return json_pack("{s:o, s:o, s:s, s:o}", "backend",
 			 backend ? json_string(backend) : json_null(), "store",
-			 label[0] ? json_string(label) : json_null(), "status", status, "error",
-			 error[0] ? json_string(error) : json_null());
+			 label[0] ? json_str_any(label) : json_null(), "status", status, "error",
+			 error[0] ? json_str_any(error) : json_null());
 }
 
 static void route_model(struct req *q)

@@ -754,6 +754,43 @@ class TestOps(unittest.TestCase):
         self.assertEqual(p.returncode, 2, p.stderr.decode())
         self.assertIn("smoke encode of the item tower", p.stderr.decode())
 
+    def test_model_status_with_a_path_that_is_not_utf8(self):
+        """A reload error names the model's path, and the registry's store sits
+        beside it: in a directory whose name is not UTF-8 (Latin-1 "é"), GET
+        /v1/model dropped "last_reload" and "registry" (jansson refuses such
+        text, and the object holding it was lost), and with no model loaded
+        answered 503 "out of memory".  The bytes show as U+FFFD, the rest as
+        is."""
+        d = os.path.join(tempfile.mkdtemp(dir=WORK), os.fsdecode(b"mod\xe8les"))
+        os.mkdir(d)
+        path = os.path.join(d, "m.safetensors")
+        shown = path.replace(os.fsdecode(b"\xe8"), "\ufffd")
+        with open(TF_MODEL, "rb") as f:
+            data = f.read()
+        shutil.copy(TF_MODEL, path)
+        srv = T.Server(["--model", path, "--admin-token", "t", "--watch=false"], WORK)
+        try:
+            T.publish(path, data[: len(data) - 100])  # truncated
+            st, _, body = srv.json("POST", "/v1/admin/reload",
+                                   headers={"Authorization": "Bearer t"})
+            self.assertEqual((st, body["error"]["code"]), (422, "reload_failed"))
+            st, _, m = srv.json("GET", "/v1/model")
+            self.assertEqual(st, 200)
+            self.assertEqual(m["last_reload"]["result"], "error")
+            self.assertTrue(m["last_reload"]["error"].startswith(shown + ": "),
+                            m["last_reload"]["error"])
+            self.assertEqual(m["registry"]["store"],
+                             os.path.join(os.path.dirname(shown), "semid-registry.db"))
+        finally:
+            self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
+        srv = T.Server(["--model", path, "--allow-empty", "--registry", "none"], WORK)
+        try:
+            st, _, m = srv.json("GET", "/v1/model")
+            self.assertEqual((st, m["error"]["code"]), (503, "unavailable"))
+            self.assertTrue(m["last_reload"]["error"].startswith(shown + ": "), m)
+        finally:
+            self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
+
     def test_allow_empty_then_model_arrives(self):
         d = tempfile.mkdtemp(dir=WORK)
         path = os.path.join(d, "later.safetensors")
