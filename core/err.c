@@ -127,3 +127,15 @@ size_t sid_utf8_len(const unsigned char *s, size_t n)
 		return 0;
 	return len;
 }
+
+int sid__name_shown(const char *s)
+{
+	size_t n = strnlen(s, SID_NAME_SHOWN + 1);
+
+	if (n <= SID_NAME_SHOWN)
+		return (int)n;
+	n = SID_NAME_SHOWN;
+	while (n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80)
+		n--; /* not inside a character */
+	return (int)n;
+}

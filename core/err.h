@@ -73,4 +73,16 @@ const char *sid_strerror(int code);
  */
 size_t sid_utf8_len(const unsigned char *s, size_t n);
 
+/*
+ * A name from a file (a tensor's, a metadata key) in a message: the
+ * arguments of "%.*s%s", at most SID_NAME_SHOWN bytes of @s (cut between
+ * characters) then "..." when that is not all of it.  Such names have any
+ * length and a message holds SID_ERROR_MSG_MAX bytes: a long one must not
+ * push out the reason.  @s is evaluated more than once.
+ */
+#define SID_NAME_SHOWN	 120
+#define SID_NAME_FMT	 "%.*s%s"
+#define SID_NAME_ARGS(s) sid__name_shown(s), (s), ((s)[sid__name_shown(s)] ? "..." : "")
+int sid__name_shown(const char *s);
+
 #endif

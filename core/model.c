@@ -272,18 +272,18 @@ static int classify(const struct sid_model *m, const struct sid_st_tensor *t,
 		return 0; /* e.g. item.decoder.*: not ours */
 	}
 	if (!m->tower[k].present)
-		return sid_error_set(
-		    err, SID_EFORMAT,
-		    "tensor '%s': tower '%s' is not declared in the semid metadata", name,
-		    tower_names[k]);
+		return sid_error_set(err, SID_EFORMAT,
+				     "tensor '" SID_NAME_FMT
+				     "': tower '%s' is not declared in the semid metadata",
+				     SID_NAME_ARGS(name), tower_names[k]);
 	g[k].any = 1;
 	if (encoder) {
 		i = parse_index(&p, SID_MAX_LAYERS);
 		if (i == -2)
-			return sid_error_set(
-			    err, SID_EFORMAT,
-			    "tensor '%s': layer index exceeds the cap of %d layers", name,
-			    SID_MAX_LAYERS);
+			return sid_error_set(err, SID_EFORMAT,
+					     "tensor '" SID_NAME_FMT
+					     "': layer index exceeds the cap of %d layers",
+					     SID_NAME_ARGS(name), SID_MAX_LAYERS);
 		if (i >= 0 && strcmp(p, ".weight") == 0) {
 			g[k].w[i] = t;
 			return 0;
@@ -293,20 +293,23 @@ static int classify(const struct sid_model *m, const struct sid_st_tensor *t,
 			return 0;
 		}
 		return sid_error_set(err, SID_EFORMAT,
-				     "tensor '%s': unexpected name under '%s.encoder.' (expected "
+				     "tensor '" SID_NAME_FMT
+				     "': unexpected name under '%s.encoder.' (expected "
 				     "%s.encoder.<i>.weight or .bias)",
-				     name, tower_names[k], tower_names[k]);
+				     SID_NAME_ARGS(name), tower_names[k], tower_names[k]);
 	}
 	i = parse_index(&p, SID_MAX_LEVELS);
 	if (i == -2)
 		return sid_error_set(err, SID_EFORMAT,
-				     "tensor '%s': level index exceeds the cap of %d levels", name,
-				     SID_MAX_LEVELS);
+				     "tensor '" SID_NAME_FMT
+				     "': level index exceeds the cap of %d levels",
+				     SID_NAME_ARGS(name), SID_MAX_LEVELS);
 	if (i < 0 || *p)
 		return sid_error_set(err, SID_EFORMAT,
-				     "tensor '%s': unexpected name under '%s.codebook.' (expected "
+				     "tensor '" SID_NAME_FMT
+				     "': unexpected name under '%s.codebook.' (expected "
 				     "%s.codebook.<l>)",
-				     name, tower_names[k], tower_names[k]);
+				     SID_NAME_ARGS(name), tower_names[k], tower_names[k]);
 	g[k].cb[i] = t;
 	return 0;
 }

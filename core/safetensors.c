@@ -84,7 +84,9 @@ static int parse_metadata(const json_t *obj, struct sid_st_file *out, struct sid
 	{
 		if (!json_is_string(val))
 			return sid_error_set(err, SID_EFORMAT,
-					     "__metadata__ key '%s': value is not a string", key);
+					     "__metadata__ key '" SID_NAME_FMT
+					     "': value is not a string",
+					     SID_NAME_ARGS(key));
 		out->meta[i].key = strdup(key);
 		out->meta[i].value = strdup(json_string_value(val));
 		out->n_meta = ++i;
@@ -104,61 +106,76 @@ static int parse_tensor(const char *name, const json_t *obj, struct sid_st_tenso
 	int code;
 
 	if (!json_is_object(obj))
-		return sid_error_set(err, SID_EFORMAT, "tensor '%s': entry is not an object", name);
+		return sid_error_set(err, SID_EFORMAT,
+				     "tensor '" SID_NAME_FMT "': entry is not an object",
+				     SID_NAME_ARGS(name));
 	if (!json_is_string(dt))
-		return sid_error_set(err, SID_EFORMAT, "tensor '%s': dtype missing or not a string",
-				     name);
+		return sid_error_set(err, SID_EFORMAT,
+				     "tensor '" SID_NAME_FMT "': dtype missing or not a string",
+				     SID_NAME_ARGS(name));
 	code = dtype_parse(json_string_value(dt));
 	if (code < 0)
-		return sid_error_set(err, SID_EFORMAT, "tensor '%s': unknown dtype '%.32s'", name,
-				     json_string_value(dt));
+		return sid_error_set(err, SID_EFORMAT,
+				     "tensor '" SID_NAME_FMT "': unknown dtype '%.32s'",
+				     SID_NAME_ARGS(name), json_string_value(dt));
 	t->dtype = (enum sid_st_dtype)code;
 
 	if (!json_is_array(shape))
-		return sid_error_set(err, SID_EFORMAT, "tensor '%s': shape missing or not an array",
-				     name);
+		return sid_error_set(err, SID_EFORMAT,
+				     "tensor '" SID_NAME_FMT "': shape missing or not an array",
+				     SID_NAME_ARGS(name));
 	if (json_array_size(shape) > SID_ST_MAX_NDIM)
-		return sid_error_set(err, SID_EFORMAT, "tensor '%s': %zu dimensions, more than %d",
-				     name, json_array_size(shape), SID_ST_MAX_NDIM);
+		return sid_error_set(err, SID_EFORMAT,
+				     "tensor '" SID_NAME_FMT "': %zu dimensions, more than %d",
+				     SID_NAME_ARGS(name), json_array_size(shape), SID_ST_MAX_NDIM);
 	t->ndim = (int)json_array_size(shape);
 	for (int d = 0; d < t->ndim; d++) {
 		int64_t v = json_nonneg(json_array_get(shape, (size_t)d));
 		if (v < 0)
 			return sid_error_set(err, SID_EFORMAT,
-					     "tensor '%s': shape[%d] is not a non-negative integer",
-					     name, d);
+					     "tensor '" SID_NAME_FMT
+					     "': shape[%d] is not a non-negative integer",
+					     SID_NAME_ARGS(name), d);
 		t->shape[d] = v;
 		if (__builtin_mul_overflow(nelem, (uint64_t)v, &nelem))
 			return sid_error_set(err, SID_EFORMAT,
-					     "tensor '%s': element count overflows at shape[%d]",
-					     name, d);
+					     "tensor '" SID_NAME_FMT
+					     "': element count overflows at shape[%d]",
+					     SID_NAME_ARGS(name), d);
 	}
 	t->nelem = nelem;
 	if (__builtin_mul_overflow(nelem, (uint64_t)sid_st_dtype_size(t->dtype), &nbytes))
-		return sid_error_set(err, SID_EFORMAT, "tensor '%s': byte size overflows", name);
+		return sid_error_set(err, SID_EFORMAT,
+				     "tensor '" SID_NAME_FMT "': byte size overflows",
+				     SID_NAME_ARGS(name));
 
 	if (!json_is_array(offs) || json_array_size(offs) != 2)
 		return sid_error_set(err, SID_EFORMAT,
-				     "tensor '%s': data_offsets missing or not a pair", name);
+				     "tensor '" SID_NAME_FMT
+				     "': data_offsets missing or not a pair",
+				     SID_NAME_ARGS(name));
 	int64_t b = json_nonneg(json_array_get(offs, 0));
 	int64_t e = json_nonneg(json_array_get(offs, 1));
 	if (b < 0 || e < 0)
 		return sid_error_set(err, SID_EFORMAT,
-				     "tensor '%s': data_offsets are not non-negative integers",
-				     name);
+				     "tensor '" SID_NAME_FMT
+				     "': data_offsets are not non-negative integers",
+				     SID_NAME_ARGS(name));
 	if (e < b)
 		return sid_error_set(err, SID_EFORMAT,
-				     "tensor '%s': data_offsets [%lld, %lld) end before they begin",
-				     name, (long long)b, (long long)e);
+				     "tensor '" SID_NAME_FMT
+				     "': data_offsets [%lld, %lld) end before they begin",
+				     SID_NAME_ARGS(name), (long long)b, (long long)e);
 	t->begin = (uint64_t)b;
 	t->end = (uint64_t)e;
 	if (t->end - t->begin != nbytes)
-		return sid_error_set(err, SID_EFORMAT,
-				     "tensor '%s': data_offsets [%llu, %llu) hold %llu bytes, but "
-				     "shape and dtype %s need %llu",
-				     name, (unsigned long long)t->begin, (unsigned long long)t->end,
-				     (unsigned long long)(t->end - t->begin),
-				     sid_st_dtype_name(t->dtype), (unsigned long long)nbytes);
+		return sid_error_set(
+		    err, SID_EFORMAT,
+		    "tensor '" SID_NAME_FMT "': data_offsets [%llu, %llu) hold %llu bytes, but "
+		    "shape and dtype %s need %llu",
+		    SID_NAME_ARGS(name), (unsigned long long)t->begin, (unsigned long long)t->end,
+		    (unsigned long long)(t->end - t->begin), sid_st_dtype_name(t->dtype),
+		    (unsigned long long)nbytes);
 	return 0;
 }
 
@@ -203,40 +220,43 @@ static int check_tiling(struct sid_st_file *f, struct sid_error *err)
 	for (size_t i = 0; i < f->n_tensors; i++) {
 		const struct sid_st_tensor *t = order[i];
 		if (t->begin < at) {
-			rc = sid_error_set(err, SID_EFORMAT,
-					   "tensor '%s': data_offsets [%llu, %llu) overlap '%s'",
-					   t->name, (unsigned long long)t->begin,
-					   (unsigned long long)t->end, prev->name);
+			rc =
+			    sid_error_set(err, SID_EFORMAT,
+					  "tensor '" SID_NAME_FMT
+					  "': data_offsets [%llu, %llu) overlap '" SID_NAME_FMT "'",
+					  SID_NAME_ARGS(t->name), (unsigned long long)t->begin,
+					  (unsigned long long)t->end, SID_NAME_ARGS(prev->name));
 			goto fail;
 		}
 		if (t->begin > at) {
 			rc = sid_error_set(
 			    err, SID_EFORMAT,
-			    "tensor '%s': data_offsets [%llu, %llu) leave a hole of %llu bytes "
+			    "tensor '" SID_NAME_FMT
+			    "': data_offsets [%llu, %llu) leave a hole of %llu bytes "
 			    "before it",
-			    t->name, (unsigned long long)t->begin, (unsigned long long)t->end,
-			    (unsigned long long)(t->begin - at));
+			    SID_NAME_ARGS(t->name), (unsigned long long)t->begin,
+			    (unsigned long long)t->end, (unsigned long long)(t->begin - at));
 			goto fail;
 		}
 		if (t->end > f->data_len) {
 			rc = sid_error_set(
 			    err, SID_EFORMAT,
-			    "tensor '%s': data_offsets [%llu, %llu) run past the end "
+			    "tensor '" SID_NAME_FMT "': data_offsets [%llu, %llu) run past the end "
 			    "of the %llu-byte data section",
-			    t->name, (unsigned long long)t->begin, (unsigned long long)t->end,
-			    (unsigned long long)f->data_len);
+			    SID_NAME_ARGS(t->name), (unsigned long long)t->begin,
+			    (unsigned long long)t->end, (unsigned long long)f->data_len);
 			goto fail;
 		}
 		at = t->end; /* begin == at, so end >= at */
 		prev = t;
 	}
 	if (at != f->data_len)
-		rc =
-		    sid_error_set(err, SID_EFORMAT,
-				  "data section has %llu bytes after the last tensor '%s' (ends at "
-				  "%llu of %llu)",
-				  (unsigned long long)(f->data_len - at), prev->name,
-				  (unsigned long long)at, (unsigned long long)f->data_len);
+		rc = sid_error_set(
+		    err, SID_EFORMAT,
+		    "data section has %llu bytes after the last tensor '" SID_NAME_FMT "' (ends at "
+		    "%llu of %llu)",
+		    (unsigned long long)(f->data_len - at), SID_NAME_ARGS(prev->name),
+		    (unsigned long long)at, (unsigned long long)f->data_len);
 fail:
 	free(order);
 	return rc;

@@ -345,6 +345,27 @@ START_TEST(test_bad_names)
 		    (struct edit){.op = ED_RENAME, .name = cases[i].from, .new_name = cases[i].to};
 		expect_reject(&s, cases[i].want, (int)(1000 + i));
 	}
+	/* Names of any length: shown cut with "...", the reason kept (a
+	 * 600-byte one pushed it out of the message). */
+	{
+		static char name[700], want[300];
+		snprintf(name, sizeof(name), "item.encoder.0.%0600d", 7);
+		ed.e[0] =
+		    (struct edit){.op = ED_RENAME, .name = "item.encoder.0.bias", .new_name = name};
+		snprintf(want, sizeof(want),
+			 "tensor '%.120s...': unexpected name under 'item.encoder.' (expected "
+			 "item.encoder.<i>.weight or .bias)",
+			 name);
+		expect_reject(&s, want, 2000);
+		memcpy(name, "item.codebook.", 14);
+		memset(name + 14, '9', 600);
+		name[614] = '\0';
+		ed.e[0] =
+		    (struct edit){.op = ED_RENAME, .name = "item.codebook.2", .new_name = name};
+		snprintf(want, sizeof(want),
+			 "tensor '%.120s...': level index exceeds the cap of 16 levels", name);
+		expect_reject(&s, want, 2001);
+	}
 }
 END_TEST
 

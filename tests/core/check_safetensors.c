@@ -236,6 +236,43 @@ START_TEST(test_bad_layout)
 }
 END_TEST
 
+/* Names have any length, a message SID_ERROR_MSG_MAX bytes: a long name is
+ * shown cut (between characters) with "...", and the reason stays.  Two
+ * 600-byte names in an overlap message pushed the reason out entirely. */
+START_TEST(test_long_names_keep_the_reason)
+{
+	static char header[4096], a[701], b[701], want[1024];
+	int n;
+
+	memset(a, 'a', 600);
+	a[600] = '\0';
+	/* 119 ASCII bytes, then 2-byte characters: byte 120 is inside one */
+	memset(b, 'b', 119);
+	for (int i = 119; i + 1 < 700; i += 2)
+		memcpy(b + i, "\xc3\xa9", 2);
+	b[699] = '\0';
+	n = snprintf(header, sizeof(header),
+		     "{\"%s\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
+		     "\"%s\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[4,12]}}",
+		     a, b);
+	ck_assert_int_lt(n, (int)sizeof(header));
+	snprintf(want, sizeof(want), "tensor '%.119s...': data_offsets [4, 12) overlap '%.120s...'",
+		 b, a);
+	expect_bad(header, 12, want);
+	snprintf(header, sizeof(header),
+		 "{\"%s\":{\"dtype\":\"F8\",\"shape\":[2],\"data_offsets\":[0,8]}}", a);
+	expect_bad(header, 8, "...': unknown dtype 'F8'");
+	snprintf(header, sizeof(header), "{\"__metadata__\":{\"%s\":1}}", a);
+	expect_bad(header, 0, "...': value is not a string");
+	/* a name of exactly SID_NAME_SHOWN bytes is shown whole */
+	a[SID_NAME_SHOWN] = '\0';
+	snprintf(header, sizeof(header),
+		 "{\"%s\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", a);
+	snprintf(want, sizeof(want), "the last tensor '%s' (ends at 4 of 8)", a);
+	expect_bad(header, 8, want);
+}
+END_TEST
+
 START_TEST(test_bad_metadata)
 {
 	expect_bad("{\"__metadata__\":[\"x\"]}", 0, "__metadata__ is not an object of strings");
@@ -566,6 +603,7 @@ static Suite *st_suite(void)
 	TCase *tc = tcase_create("reject");
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_bad_length_field);
+	tcase_add_test(tc, test_long_names_keep_the_reason);
 	tcase_add_test(tc, test_foreign_files_named);
 	tcase_add_test(tc, test_bad_json);
 	tcase_add_test(tc, test_bad_tensor_fields);
