@@ -227,8 +227,10 @@ int sid__reg_schema_parse(const char *text)
 int sid__reg_stale(struct sid_reg_entry *e, int found, int kind, const char *id,
 		   const struct sid_reg_entry *want)
 {
-	if (!want || (found && e->L == want->L && e->suffix == want->suffix &&
-		      !memcmp(e->codes, want->codes, sizeof(int32_t) * (size_t)want->L)))
+	if (!want ||
+	    (found && e->L == want->L && e->suffix == want->suffix &&
+	     !memcmp(e->codes, want->codes, sizeof(int32_t) * (size_t)want->L) &&
+	     e->updated_ms == want->updated_ms && !strcmp(e->model_version, want->model_version)))
 		return 0;
 	if (!found) {
 		memset(e, 0, sizeof(*e));
@@ -898,16 +900,22 @@ struct diff_ctx {
 /*
  * A spool record: one entry whose codes the new tower changes, as
  * sid_registry_reassign_all reads it back: the entry as stored (id, L,
- * codes, suffix) and the new codes (L_new).  Not the embedding: the move
- * leaves the stored one in place (it is the one the codes came from).
+ * codes, suffix, and the model_version and updated_ms of its last write, so
+ * that a write since the walk that kept its codes, and replaced the
+ * embedding the new codes came from, is seen too) and the new codes (L_new).
+ * Not the embedding: the move leaves the stored one in place (it is the one
+ * the codes came from).
  */
 static int spool_put(struct diff_ctx *c, size_t i, const int32_t *codes)
 {
 	const struct sid_reg_entry *e = &c->ent[i];
-	uint32_t idlen = (uint32_t)strlen(e->id);
+	uint32_t idlen = (uint32_t)strlen(e->id), vlen = (uint32_t)strlen(e->model_version);
 
 	if (fwrite(&idlen, sizeof(idlen), 1, c->spool) != 1 ||
 	    fwrite(e->id, 1, idlen, c->spool) != idlen ||
+	    fwrite(&vlen, sizeof(vlen), 1, c->spool) != 1 ||
+	    fwrite(e->model_version, 1, vlen, c->spool) != vlen ||
+	    fwrite(&e->updated_ms, sizeof(e->updated_ms), 1, c->spool) != 1 ||
 	    fwrite(&e->L, sizeof(e->L), 1, c->spool) != 1 ||
 	    fwrite(e->codes, sizeof(e->codes), 1, c->spool) != 1 ||
 	    fwrite(&e->suffix, sizeof(e->suffix), 1, c->spool) != 1 ||
@@ -920,11 +928,13 @@ static int spool_put(struct diff_ctx *c, size_t i, const int32_t *codes)
 static int spool_get(FILE *f, const struct sid_tower *t, struct sid_reg_entry *before,
 		     int32_t *codes)
 {
-	uint32_t idlen;
+	uint32_t idlen, vlen;
 
 	memset(before, 0, sizeof(*before));
 	if (fread(&idlen, sizeof(idlen), 1, f) != 1 || idlen > SID_REG_ID_MAX ||
-	    fread(before->id, 1, idlen, f) != idlen ||
+	    fread(before->id, 1, idlen, f) != idlen || fread(&vlen, sizeof(vlen), 1, f) != 1 ||
+	    vlen > SID_REG_VERSION_MAX || fread(before->model_version, 1, vlen, f) != vlen ||
+	    fread(&before->updated_ms, sizeof(before->updated_ms), 1, f) != 1 ||
 	    fread(&before->L, sizeof(before->L), 1, f) != 1 ||
 	    fread(before->codes, sizeof(before->codes), 1, f) != 1 ||
 	    fread(&before->suffix, sizeof(before->suffix), 1, f) != 1 ||

@@ -200,9 +200,12 @@ struct sid_reg_call {
 	struct sid_reg_entry *out; /* (n) */
 	int rc;			   /* out: 0 or a SID_E* code */
 	struct sid_error err;	   /* out: the message when rc != 0 */
-	/* (n) or NULL.  With SID_REG_REASSIGN: the ID each id is expected to
-	 * hold (its L, codes and suffix); one that holds another, or is not
-	 * stored, is left as it is and its out entry says stale. */
+	/* (n) or NULL.  With SID_REG_REASSIGN: the entry each id is expected
+	 * to have, as read before (its L, codes and suffix, and the
+	 * model_version and updated_ms of its last write); one that holds
+	 * another ID, was written since (even to the same codes, with another
+	 * embedding) or is not stored is left as it is and its out entry says
+	 * stale. */
 	const struct sid_reg_entry *expect;
 };
 int sid_registry_assign_calls(struct sid_registry *r, struct sid_reg_call *calls, size_t n);
@@ -352,9 +355,10 @@ int sid_registry_sqlite_fold_wal(const char *path, struct sid_error *err);
  * hears of all its moves) and is returned.  @stop (may be NULL) is asked
  * during the walk and before each batch; a non-zero answer ends the work
  * there, with nothing more written, and is returned.  Each id moves only
- * if it still holds the ID the walk read (sid_reg_call's expect): one
- * that another writer moved meanwhile is left as that writer left it and
- * counted in *@stale.  *@moved counts the ids moved; @d is the walk's diff.
+ * if it is still as the walk read it (sid_reg_call's expect): one that
+ * another writer moved, or reassigned to the codes it had (a new
+ * embedding), meanwhile is left as that writer left it and counted in
+ * *@stale.  *@moved counts the ids moved; @d is the walk's diff.
  * Stopped midway (an error, a signal), the ids moved so far stay moved, and
  * running it again moves the rest.  SID_EINVAL when the store's IDs have
  * another number of levels than the tower gives.
@@ -532,7 +536,8 @@ int sid__reg_schema_parse(const char *text);
 void sid__reg_codes_pack(const int32_t *codes, int L, uint8_t *buf);
 /* Reassign with an expectation (sid_reg_call's expect): 1 when the entry
  * @e found for @id (@found: it is stored) is not the ID @want expects (same
- * L, codes and suffix), after marking @e stale (an id not stored gets its
+ * L, codes and suffix) or was written since (another model_version or
+ * updated_ms), after marking @e stale (an id not stored gets its
  * kind and id): the caller leaves that id.  0 otherwise; a NULL @want
  * expects anything. */
 int sid__reg_stale(struct sid_reg_entry *e, int found, int kind, const char *id,

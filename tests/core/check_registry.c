@@ -1340,12 +1340,18 @@ static void store_off_codes(struct sid_registry *r, const struct sid_model *m, c
 }
 
 /* A writer that moves ids while reassign_all runs: after the first batch of
- * 100 is told, it reassigns five ids still waiting (to codes 0-0-i). */
+ * 100 is told, it reassigns five ids still waiting: to codes 0-0-i, or with
+ * @x, to the codes they have with another row of @x as the embedding (a
+ * request to a server on the same model: their ID stays the one the walk
+ * read, but the walk's new codes came from an embedding they no longer
+ * have). */
 struct meddler {
 	struct sid_registry *r;
+	const float *x;
 	int told;
 	char seen[300];
 	char moved_ids[5][24];
+	struct sid_reg_entry kept[5]; /* with @x: as they were */
 	int nmoved;
 	int stops;
 };
@@ -1361,19 +1367,31 @@ static int meddle(const struct sid_reg_entry *b, const struct sid_reg_entry *a, 
 	m->seen[atoi(b->id + 1)] = 1;
 	if (++m->told != 100)
 		return 0;
+	if (m->x)
+		usleep(2000); /* a later millisecond than the walk read */
 	for (int i = 0; i < 300 && m->nmoved < 5; i++)
 		if (!m->seen[i]) {
 			int k = m->nmoved++;
 			snprintf(m->moved_ids[k], sizeof(m->moved_ids[0]), "a%d", i);
 			codes[k][2] = k;
 			in[k] = (struct sid_reg_item){m->moved_ids[k], codes[k], NULL};
+			if (!m->x)
+				continue;
+			ck_assert_int_eq(sid_registry_get(m->r, SID_TOWER_ITEM, m->moved_ids[k],
+							  &m->kept[k], &err),
+					 0);
+			in[k].codes = m->kept[k].codes;
+			in[k].emb = m->x + 8 * (size_t)(299 - i);
 		}
 	ck_assert_int_eq(m->nmoved, 5);
-	ck_assert_int_eq(sid_registry_assign(m->r, SID_TOWER_ITEM, in, 5, 3, 0, "meddler",
-					     SID_REG_REASSIGN, out, &err),
+	ck_assert_int_eq(sid_registry_assign(m->r, SID_TOWER_ITEM, in, 5, 3, 8,
+					     m->x ? "old" : "meddler", SID_REG_REASSIGN, out, &err),
 			 0);
-	for (int i = 0; i < 5; i++)
-		ck_assert(out[i].moved);
+	for (int i = 0; i < 5; i++) {
+		ck_assert_int_eq(out[i].moved, !m->x);
+		if (m->x)
+			ck_assert_int_eq(out[i].suffix, m->kept[i].suffix);
+	}
 	return 0;
 }
 
@@ -1430,6 +1448,45 @@ START_TEST(t_reassign_all_expect)
 		ck_assert_int_eq(e.codes[0], 0);
 		ck_assert_int_eq(e.codes[1], 0);
 		ck_assert_int_eq(e.codes[2], i);
+	}
+	sid_model_unref(m);
+	sid_registry_close(r);
+}
+END_TEST
+
+/* reassign_all leaves an id another writer reassigned since the walk even
+ * when that writer kept its codes: it keeps what that writer gave it and is
+ * counted stale (before, it was moved to codes encoded from the embedding
+ * the writer had replaced, and the request's answer went stale). */
+START_TEST(t_reassign_all_expect_touched)
+{
+	static float x[300 * 8];
+	static struct meddler md;
+	struct sid_registry *r;
+	struct sid_model *m = NULL;
+	struct sid_reg_diff d;
+	struct sid_reg_entry e;
+	struct sid_error err;
+	uint64_t moved, stale;
+
+	NEED_STORE();
+	m = default_model();
+	r = reg_open();
+	store_off_codes(r, m, "a", 300, x, 5);
+	memset(&md, 0, sizeof(md));
+	md.r = r;
+	md.x = x;
+	ck_assert_msg(sid_registry_reassign_all(r, SID_TOWER_ITEM, m, 100, meddle, NULL, &md, &d,
+						&moved, &stale, &err) == 0,
+		      "%s", err.msg);
+	ck_assert_uint_eq(d.changed, 300);
+	ck_assert_uint_eq(moved, 295);
+	ck_assert_uint_eq(stale, 5);
+	for (int i = 0; i < 5; i++) {
+		ck_assert_int_eq(sid_registry_get(r, SID_TOWER_ITEM, md.moved_ids[i], &e, &err), 0);
+		ck_assert_str_eq(e.model_version, "old");
+		ck_assert_int_eq(e.suffix, md.kept[i].suffix);
+		ck_assert_mem_eq(e.codes, md.kept[i].codes, 3 * sizeof(int32_t));
 	}
 	sid_model_unref(m);
 	sid_registry_close(r);
@@ -3801,6 +3858,7 @@ static void add_behaviour(TCase *tc)
 	tcase_add_test(tc, t_reassign_all);
 	tcase_add_test(tc, t_reassign_all_batches);
 	tcase_add_test(tc, t_reassign_all_expect);
+	tcase_add_test(tc, t_reassign_all_expect_touched);
 	tcase_add_test(tc, t_export_import);
 	tcase_add_test(tc, t_threads_own_handles);
 	tcase_add_test(tc, t_threads_shared_handle);
