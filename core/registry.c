@@ -1161,7 +1161,7 @@ int sid_registry_reassign_all(struct sid_registry *r, enum sid_tower_kind kind,
 					     .n = n,
 					     .L = t->L,
 					     .model_version = m->version,
-					     .flags = SID_REG_REASSIGN,
+					     .flags = SID_REG_REASSIGN | SID_REG_STORED_EMB,
 					     .out = after,
 					     .expect = before};
 		if ((rc = sid_registry_assign_calls(r, &call, 1))) {

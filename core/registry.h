@@ -95,8 +95,15 @@
 	    * down (*err then holds SID_EUNAVAIL and why); calls answer                            \
 	    * SID_EUNAVAIL until it is back */
 
-/* sid_registry_assign flags */
-#define SID_REG_REASSIGN 1u
+/* sid_registry_assign flags.  SID_REG_REASSIGN: move known ids to the codes
+ * given (see the top of this file).  A moved or re-noted id's stored
+ * embedding is the input its codes came from: replaced by the one given,
+ * or dropped when given none (diff and reassign_all would otherwise encode
+ * an input the stored codes no longer come from, and move the id back) -
+ * unless SID_REG_STORED_EMB says the codes were encoded from the stored
+ * embedding itself (sid_registry_reassign_all), which then stays. */
+#define SID_REG_REASSIGN   1u
+#define SID_REG_STORED_EMB 2u
 
 struct sid_registry;
 

@@ -653,9 +653,11 @@ static int insert_row(struct pg *s, const struct sid_reg_entry *e, const uint8_t
 	return rc;
 }
 
+/* Move a stored id; its embedding becomes @emb (D floats), or with @emb NULL
+ * is dropped when @drop, else kept. */
 static int update_row(struct pg *s, int kind, const char *id, const uint8_t *codes, int L,
 		      int64_t suffix, const char *version, int64_t now_ms, const float *emb, int D,
-		      struct sid_error *err)
+		      int drop, struct sid_error *err)
 {
 	struct params p = {0};
 	PGresult *res;
@@ -668,14 +670,14 @@ static int update_row(struct pg *s, int kind, const char *id, const uint8_t *cod
 	p_text(&p, version);
 	p_int(&p, now_ms);
 	rc = pq_run(s, P_MOVE, &p, &res, err);
-	if (rc || !emb)
+	if (rc || (!emb && !drop))
 		goto out;
 	PQclear(res);
 	memset(&p, 0, sizeof(p));
 	p_int(&p, kind);
 	p_text(&p, id);
-	p_int(&p, D);
-	p_bytes(&p, emb, sizeof(float) * D);
+	p_int(&p, emb ? D : 0);
+	p_bytes(&p, emb, emb ? sizeof(float) * D : 0);
 	rc = pq_run(s, P_EMB, &p, &res, err);
 out:
 	PQclear(res);
@@ -1360,13 +1362,16 @@ static int assign_body(struct pg *s, void *p, struct sid_error *err)
 			if (!same && ((rc = leaving(s, c->kind, err)) ||
 				      (rc = free_suffix(s, c->kind, codes, c->L, &e->suffix, err))))
 				return rc;
+			/* the stored embedding is the input of the codes now stored
+			 * (registry_sqlite.c): replaced, or dropped when none is given */
+			int drop = !it->emb && e->D && !(c->flags & SID_REG_STORED_EMB);
 			rc = update_row(s, c->kind, it->id, codes, c->L, e->suffix, c->version,
-					c->now_ms, it->emb, c->D, err);
+					c->now_ms, it->emb, c->D, drop, err);
 			if (rc) /* a unique violation here is a race: RETRY */
 				return rc;
 			e->moved = !same;
-			if (it->emb)
-				e->D = c->D;
+			if (it->emb || drop)
+				e->D = it->emb ? c->D : 0;
 		} else {
 			new_entry(c, i);
 			rc = insert_new(s, e, codes, it->emb, err);

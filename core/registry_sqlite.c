@@ -57,6 +57,7 @@ enum {
 	S_MOVE,
 	S_TOUCH,
 	S_EMB_PUT,
+	S_EMB_DEL,
 	S_LEVELS_GET,
 	S_LEVELS_PUT,
 	S_MAX,
@@ -81,6 +82,7 @@ static const char *const stmt_sql[S_COUNT] = {
 	       " updated_ms = ?5 WHERE rid = ?1",
     [S_TOUCH] = "UPDATE semid_assignment SET emb_dim = ?2 WHERE rid = ?1",
     [S_EMB_PUT] = "INSERT OR REPLACE INTO semid_embedding (rid, emb) VALUES (?1, ?2)",
+    [S_EMB_DEL] = "DELETE FROM semid_embedding WHERE rid = ?1",
     [S_LEVELS_GET] = "SELECT value FROM semid_meta WHERE key = 'levels.' || ?1",
     [S_LEVELS_PUT] = "INSERT INTO semid_meta VALUES ('levels.' || ?1, ?2)",
     [S_MAX] = "SELECT suffix FROM semid_assignment WHERE kind = ?1 AND codes = ?2"
@@ -627,16 +629,25 @@ static int assign_call(struct sq *s, struct sid__reg_req *q, int64_t now_ms)
 		}
 		if (rc)
 			return rc;
-		if (found && items[i].emb) {
+		/* the stored embedding is the input of the codes now stored: a
+		 * reassign replaces it, or drops it when given none (unless the
+		 * codes came from it: SID_REG_STORED_EMB) */
+		if (found && (items[i].emb || (e->D && !(q->flags & SID_REG_STORED_EMB)))) {
 			sqlite3_stmt *st = stmt(s, S_TOUCH);
+			int keep = items[i].emb != NULL;
 			sqlite3_bind_int64(st, 1, rid);
-			sqlite3_bind_int(st, 2, D);
+			sqlite3_bind_int(st, 2, keep ? D : 0);
 			rc = run(s, st, err, "update");
-			if (!rc)
+			if (!rc && keep)
 				rc = emb_put(s, rid, items[i].emb, D, err);
+			if (!rc && !keep) {
+				st = stmt(s, S_EMB_DEL);
+				sqlite3_bind_int64(st, 1, rid);
+				rc = run(s, st, err, "drop embedding");
+			}
 			if (rc)
 				return rc;
-			e->D = D;
+			e->D = keep ? D : 0;
 		}
 		e->L = L;
 		memcpy(e->codes, items[i].codes, sizeof(int32_t) * L);

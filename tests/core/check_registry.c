@@ -1493,6 +1493,68 @@ START_TEST(t_reassign_all_expect_touched)
 }
 END_TEST
 
+/* A reassign given no embedding (registry_embeddings false, `assign
+ * --reassign --no-embeddings`) moves an id to codes its stored embedding did
+ * not give: the store drops that embedding (D 0), so that diff does not
+ * count the id and reassign_all does not move it back from the old input,
+ * undoing the request.  One with an embedding keeps the new one. */
+START_TEST(t_reassign_drops_embedding)
+{
+	static float x[2 * 8];
+	struct sid_registry *r;
+	struct sid_model *m = NULL;
+	struct sid_workspace *ws = sid_workspace_new();
+	int32_t codes[2 * 3], other[2][3];
+	struct sid_encode_out o = {.codes = codes};
+	struct sid_reg_item in[2] = {{"x", codes, x}, {"y", codes + 3, x + 8}};
+	struct sid_reg_entry e[2];
+	struct sid_reg_diff d;
+	struct sid_error err;
+	uint64_t moved, stale, seed = 11;
+
+	NEED_STORE();
+	m = default_model();
+	r = reg_open();
+	for (int i = 0; i < 16; i++)
+		x[i] = mb_rand_sym(&seed);
+	ck_assert_int_eq(sid_encode(sid_model_tower(m, SID_TOWER_ITEM), x, 2, &o, ws, &err), 0);
+	ck_assert_int_eq(sid_registry_assign(r, SID_TOWER_ITEM, in, 2, 3, 8, "m", 0, e, &err), 0);
+	ck_assert_int_eq(e[0].D, 8);
+	/* both move to other codes: x without an embedding, y with its own */
+	for (int i = 0; i < 2; i++) {
+		memcpy(other[i], codes + 3 * i, sizeof(other[i]));
+		other[i][2] = (other[i][2] + 1) % 3;
+		in[i].codes = other[i];
+	}
+	in[0].emb = NULL;
+	ck_assert_int_eq(
+	    sid_registry_assign(r, SID_TOWER_ITEM, in, 2, 3, 8, "req", SID_REG_REASSIGN, e, &err),
+	    0);
+	ck_assert(e[0].moved && e[1].moved);
+	ck_assert_int_eq(e[0].D, 0);
+	ck_assert_int_eq(e[1].D, 8);
+	ck_assert_int_eq(sid_registry_get(r, SID_TOWER_ITEM, "x", &e[0], &err), 0);
+	ck_assert_int_eq(e[0].D, 0);
+	ck_assert_int_eq(sid_registry_diff(r, SID_TOWER_ITEM, m, &d, &err), 0);
+	ck_assert_uint_eq(d.no_embedding, 1);
+	ck_assert_uint_eq(d.compared, 1);
+	/* y moves back (its embedding gives its first codes); x stays */
+	ck_assert_int_eq(sid_registry_reassign_all(r, SID_TOWER_ITEM, m, 100, NULL, NULL, NULL, &d,
+						   &moved, &stale, &err),
+			 0);
+	ck_assert_uint_eq(moved, 1);
+	ck_assert_int_eq(sid_registry_get(r, SID_TOWER_ITEM, "x", &e[0], &err), 0);
+	ck_assert_mem_eq(e[0].codes, other[0], sizeof(other[0]));
+	ck_assert_str_eq(e[0].model_version, "req");
+	ck_assert_int_eq(sid_registry_get(r, SID_TOWER_ITEM, "y", &e[1], &err), 0);
+	ck_assert_mem_eq(e[1].codes, codes + 3, sizeof(other[1]));
+	ck_assert_int_eq(e[1].D, 8); /* reassign_all kept the embedding it moved from */
+	sid_workspace_free(ws);
+	sid_model_unref(m);
+	sid_registry_close(r);
+}
+END_TEST
+
 /* Why `semid registry reassign` moves 128 ids a transaction on PostgreSQL:
  * batches of SID_REG_PG_GROUP_IDS take no global lock (they run beside a
  * fleet's assigns), batches of 1000 do; SQLite takes none either way. */
@@ -3859,6 +3921,7 @@ static void add_behaviour(TCase *tc)
 	tcase_add_test(tc, t_reassign_all_batches);
 	tcase_add_test(tc, t_reassign_all_expect);
 	tcase_add_test(tc, t_reassign_all_expect_touched);
+	tcase_add_test(tc, t_reassign_drops_embedding);
 	tcase_add_test(tc, t_export_import);
 	tcase_add_test(tc, t_threads_own_handles);
 	tcase_add_test(tc, t_threads_shared_handle);
