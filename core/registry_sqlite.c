@@ -686,6 +686,14 @@ static void sq_assign(struct sid_registry *r, struct sid__reg_req *const *q, siz
 		fail_all(q, nq, &gerr);
 		return;
 	}
+	/* one read transaction: the all-known calls are answered from one
+	 * snapshot (read one statement at a time, a commit in between, another
+	 * process's reassign moving one id out and another into its slot, gave
+	 * two ids of one answer the same sid) */
+	if ((rc = exec(s, "BEGIN", &gerr, "begin"))) {
+		fail_all(q, nq, &gerr);
+		return;
+	}
 	for (size_t i = 0; i < nq; i++) {
 		if (!(q[i]->flags & SID_REG_REASSIGN)) {
 			rc = assign_known(s, q[i]->kind, q[i]->items, q[i]->n, q[i]->out,
@@ -696,6 +704,11 @@ static void sq_assign(struct sid_registry *r, struct sid__reg_req *const *q, siz
 			}
 		}
 		writers++;
+	}
+	if ((rc = exec(s, "COMMIT", &gerr, "end the read"))) {
+		rollback(s);
+		fail_all(q, nq, &gerr);
+		return;
 	}
 	if (!writers)
 		return;

@@ -2870,6 +2870,77 @@ START_TEST(t_sqlite_shm_truncated)
 }
 END_TEST
 
+/* This program's sqlite3_step, which the registry calls: with step_hook set,
+ * the first row of a lookup by id calls it once (then the lookup goes on). */
+static void (*step_hook)(void);
+
+int sqlite3_step(sqlite3_stmt *st)
+{
+	static int (*real)(sqlite3_stmt *);
+	const char *sql;
+	int rc;
+
+	if (!real)
+		real = (int (*)(sqlite3_stmt *))dlsym(RTLD_NEXT, "sqlite3_step");
+	rc = real(st);
+	if (rc == SQLITE_ROW && step_hook && (sql = sqlite3_sql(st)) &&
+	    strstr(sql, "WHERE kind = ?1 AND id = ?2")) {
+		void (*hook)(void) = step_hook;
+		step_hook = NULL;
+		hook();
+	}
+	return rc;
+}
+
+/* Another process's reassign, committed between the reads of "x" and "y":
+ * x leaves 1-1-1-0 for 2-2-2, and y takes the slot x left. */
+static void swap_slots(void)
+{
+	struct sid_registry *r2 = reg_open();
+	int32_t B[3] = {2, 2, 2}, A[3] = {1, 1, 1};
+	struct sid_reg_item in[2] = {{"x", B, NULL}, {"y", A, NULL}};
+	struct sid_reg_entry e[2];
+	struct sid_error err;
+
+	ck_assert_int_eq(
+	    sid_registry_assign(r2, SID_TOWER_ITEM, in, 2, 3, 0, "v2", SID_REG_REASSIGN, e, &err),
+	    0);
+	ck_assert_int_eq(e[1].suffix, 0); /* y now holds 1-1-1-0 */
+	sid_registry_close(r2);
+}
+
+/* An assign of known ids is answered from one snapshot of the store: read
+ * one statement at a time, a commit between two reads gave x and y the same
+ * sid in one answer ("no other id shares it"). */
+START_TEST(t_sqlite_known_one_snapshot)
+{
+	struct sid_registry *r;
+	struct sid_reg_entry e[2];
+	struct sid_error err;
+	int32_t A[3] = {1, 1, 1}, C[3] = {3, 3, 3};
+	struct sid_reg_item in[2] = {{"x", A, NULL}, {"y", C, NULL}};
+	char s1[SID_REG_SID_MAX], s2[SID_REG_SID_MAX];
+
+	r = reg_open();
+	ck_assert_int_eq(sid_registry_assign(r, SID_TOWER_ITEM, in, 2, 3, 0, "v1", 0, e, &err), 0);
+	step_hook = swap_slots;
+	ck_assert_int_eq(sid_registry_assign(r, SID_TOWER_ITEM, in, 2, 3, 0, "v1", 0, e, &err), 0);
+	ck_assert_ptr_null(step_hook); /* the other writer ran */
+	sidstr(&e[0], s1);
+	sidstr(&e[1], s2);
+	ck_assert_msg(strcmp(s1, s2), "x and y both answered %s", s1);
+	ck_assert_str_eq(s1, "1-1-1-0");
+	ck_assert_str_eq(s2, "3-3-3-0");
+	/* the next call sees the commit */
+	ck_assert_int_eq(sid_registry_assign(r, SID_TOWER_ITEM, in, 2, 3, 0, "v1", 0, e, &err), 0);
+	sidstr(&e[0], s1);
+	sidstr(&e[1], s2);
+	ck_assert_str_eq(s1, "2-2-2-0");
+	ck_assert_str_eq(s2, "1-1-1-0");
+	sid_registry_close(r);
+}
+END_TEST
+
 /* SQLite's file check is a stat of the store's path, of its -shm and of
  * its -wal.  This program's stat, which the
  * registry calls, counts those of the test's store while stat_watch is
@@ -3956,6 +4027,7 @@ static Suite *registry_suite(void)
 	tcase_add_test(tc, t_sqlite_shm_deleted);
 	tcase_add_test(tc, t_sqlite_shm_truncated);
 	tcase_add_test(tc, t_sqlite_checked_once);
+	tcase_add_test(tc, t_sqlite_known_one_snapshot);
 	tcase_add_test(tc, t_sqlite_wal_bounded);
 	tcase_add_test(tc, t_sqlite_wal_reader_held);
 	tcase_add_test(tc, t_sqlite_backup_while_writing);
