@@ -1493,6 +1493,66 @@ START_TEST(t_reassign_all_expect_touched)
 }
 END_TEST
 
+/* A server on the old model assigns a new id while reassign_all runs (after
+ * its first batch): the walk never saw it, so it keeps the old model's codes
+ * and version; diff counts it, and a second run moves it. */
+struct late {
+	struct sid_registry *r;
+	struct sid_reg_item in;
+	int told;
+};
+
+static int assign_late(const struct sid_reg_entry *b, const struct sid_reg_entry *a, void *ctx)
+{
+	struct late *l = ctx;
+	struct sid_reg_entry e;
+	struct sid_error err;
+
+	if (++l->told == 1)
+		ck_assert_int_eq(
+		    sid_registry_assign(l->r, SID_TOWER_ITEM, &l->in, 1, 3, 8, "old", 0, &e, &err),
+		    0);
+	return 0;
+}
+
+START_TEST(t_reassign_all_late_ids)
+{
+	static float x[300 * 8];
+	struct sid_registry *r;
+	struct sid_model *m = NULL;
+	struct sid_reg_entry e, a0;
+	struct sid_reg_diff d;
+	struct sid_error err;
+	struct late l = {0};
+	uint64_t moved, stale;
+
+	NEED_STORE();
+	m = default_model();
+	r = reg_open();
+	store_off_codes(r, m, "a", 300, x, 5);
+	ck_assert_int_eq(sid_registry_get(r, SID_TOWER_ITEM, "a0", &a0, &err), 0);
+	/* a0's input and old codes, under another id */
+	l = (struct late){r, {"late", a0.codes, x}, 0};
+	ck_assert_int_eq(sid_registry_reassign_all(r, SID_TOWER_ITEM, m, 100, assign_late, NULL, &l,
+						   &d, &moved, &stale, &err),
+			 0);
+	ck_assert_uint_eq(moved, 300);
+	ck_assert_int_eq(sid_registry_get(r, SID_TOWER_ITEM, "late", &e, &err), 0);
+	ck_assert_mem_eq(e.codes, a0.codes, sizeof(int32_t) * 3);
+	ck_assert_str_eq(e.model_version, "old");
+	ck_assert_int_eq(sid_registry_diff(r, SID_TOWER_ITEM, m, &d, &err), 0);
+	ck_assert_uint_eq(d.changed, 1);
+	ck_assert_int_eq(sid_registry_reassign_all(r, SID_TOWER_ITEM, m, 100, NULL, NULL, NULL, &d,
+						   &moved, &stale, &err),
+			 0);
+	ck_assert_uint_eq(moved, 1);
+	ck_assert_int_eq(sid_registry_get(r, SID_TOWER_ITEM, "late", &e, &err), 0);
+	ck_assert_str_ne(e.model_version, "old");
+	sid_model_unref(m);
+	sid_registry_close(r);
+}
+END_TEST
+
 /* A reassign given no embedding (registry_embeddings false, `assign
  * --reassign --no-embeddings`) moves an id to codes its stored embedding did
  * not give: the store drops that embedding (D 0), so that diff does not
@@ -3993,6 +4053,7 @@ static void add_behaviour(TCase *tc)
 	tcase_add_test(tc, t_reassign_all_expect);
 	tcase_add_test(tc, t_reassign_all_expect_touched);
 	tcase_add_test(tc, t_reassign_drops_embedding);
+	tcase_add_test(tc, t_reassign_all_late_ids);
 	tcase_add_test(tc, t_export_import);
 	tcase_add_test(tc, t_threads_own_handles);
 	tcase_add_test(tc, t_threads_shared_handle);
