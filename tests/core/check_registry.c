@@ -923,6 +923,61 @@ START_TEST(t_list_paging)
 }
 END_TEST
 
+/* Paging while others write: between pages, new ids land before and after
+ * the cursor, and ids move out (freeing slots behind and ahead) and back in.
+ * Every id that stays put meanwhile is listed exactly once (the cursor is a
+ * position, not an entry that must still exist). */
+START_TEST(t_list_paging_while_writing)
+{
+	struct sid_registry *r;
+	struct sid_reg_entry out[4], page[5];
+	struct sid_reg_item in[4];
+	int32_t codes[4][3];
+	char ids[4][16], cursor[SID_REG_SID_MAX] = "", next[SID_REG_SID_MAX];
+	struct sid_error err;
+	int seen[40] = {0}, pages = 0;
+	size_t n;
+
+	NEED_STORE();
+	r = reg_open();
+	for (int i = 0; i < 40; i++) { /* i%5 ids in each of 8 tuples 1-(i%8)-0 */
+		char id[16];
+		snprintf(id, sizeof(id), "p%02d", i);
+		assign1(r, id, 1, i % 8, 0, 0, &out[0]);
+	}
+	do {
+		ck_assert_int_eq(
+		    sid_registry_list(r, SID_TOWER_ITEM, "1", cursor, 5, page, &n, next, &err), 0);
+		for (size_t k = 0; k < n; k++)
+			if (page[k].id[0] == 'p')
+				seen[atoi(page[k].id + 1)]++;
+		/* new ids in the first and last tuples; p(pages) moves out of the
+		 * prefix for good (it does not stay put: not counted) */
+		for (int j = 0; j < 4; j++) {
+			snprintf(ids[j], sizeof(ids[j]), "n%d-%d", pages, j);
+			codes[j][0] = 1;
+			codes[j][1] = j % 2 ? 7 : 0;
+			codes[j][2] = 0;
+			in[j] = (struct sid_reg_item){ids[j], codes[j], NULL};
+		}
+		ck_assert_int_eq(
+		    sid_registry_assign(r, SID_TOWER_ITEM, in, 4, 3, 0, "v", 0, out, &err), 0);
+		{
+			char id[16];
+			snprintf(id, sizeof(id), "p%02d", 39 - pages);
+			assign1(r, id, 2, 0, 0, SID_REG_REASSIGN, &out[0]);
+			seen[39 - pages] = -100; /* moved: excluded */
+		}
+		memcpy(cursor, next, sizeof(cursor));
+		ck_assert_int_lt(++pages, 40);
+	} while (cursor[0]);
+	for (int i = 0; i < 40; i++)
+		if (seen[i] >= 0)
+			ck_assert_msg(seen[i] == 1, "p%02d listed %d times", i, seen[i]);
+	sid_registry_close(r);
+}
+END_TEST
+
 START_TEST(t_stats)
 {
 	struct sid_registry *r;
@@ -4044,6 +4099,7 @@ static void add_behaviour(TCase *tc)
 	tcase_add_test(tc, t_gaps_flag_rolled_back);
 	tcase_add_test(tc, t_big_batch);
 	tcase_add_test(tc, t_list_paging);
+	tcase_add_test(tc, t_list_paging_while_writing);
 	tcase_add_test(tc, t_stats);
 	tcase_add_test(tc, t_diff);
 	tcase_add_test(tc, t_diff_overflow);
