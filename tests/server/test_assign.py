@@ -493,6 +493,49 @@ class TestAssignSqlite(Base):
             db.close()
             self.assertEqual(srv.stop(), 0)
 
+    def test_swap_while_a_group_waits(self):
+        """A model swap between an assign's encode and its store: the id is
+        stored, and answered, with the codes and model_version of the model
+        that encoded it (A), not the one loaded meanwhile (B); the next new
+        id gets B's."""
+        import sqlite3
+        d = self.fresh_dir()
+        srv, model = self.start(d, {"item": self.ta}, "A", ["--registry-timeout-ms", "20000"])
+        X, codes_a = T.tie_free_inputs(self.rng, self.ta, 1)
+        db = sqlite3.connect(os.path.join(d, "semid-registry.db"), isolation_level=None)
+        try:
+            self.assertEqual(assign(srv, ["first"], X)[0], 200)
+            db.execute("BEGIN IMMEDIATE")
+            out = {}
+            th = threading.Thread(target=lambda: out.update(r=assign(srv, ["s1"], X)))
+            th.start()
+            deadline = time.monotonic() + 10
+            while srv.metrics().get('semid_encoded_total{tower="item"}', 0) < 2:
+                self.assertLess(time.monotonic(), deadline, "s1 was not encoded")
+                time.sleep(0.02)
+            T.write_model(model, {"item": self.tc}, "B")
+            while srv.json("GET", "/readyz")[2].get("model_version") != "B":
+                self.assertLess(time.monotonic(), deadline, "the swap was not seen")
+                time.sleep(0.02)
+            self.assertTrue(th.is_alive())  # still waiting for the store
+            db.execute("ROLLBACK")
+            th.join(30)
+            st, _, r = out["r"]
+            self.assertEqual(st, 200, r)
+            self.assertEqual(r["model_version"], "A")
+            self.assertEqual(r["results"][0]["model_version"], "A")
+            self.assertEqual(r["results"][0]["codes"], codes_a[0].tolist())
+            st, _, e = srv.json("GET", "/v1/items/s1")
+            self.assertEqual((st, e["model_version"], e["codes"]), (200, "A", codes_a[0].tolist()))
+            Xb, codes_b = T.tie_free_inputs(self.rng, self.tc, 1)
+            st, _, r = assign(srv, ["s2"], Xb)
+            self.assertEqual(st, 200, r)
+            self.assertEqual((r["model_version"], r["results"][0]["model_version"]), ("B", "B"))
+            self.assertEqual(r["results"][0]["codes"], codes_b[0].tolist())
+        finally:
+            db.close()
+            self.assertEqual(srv.stop(), 0)
+
     def test_file_moved_away_and_back(self):
         """The SQLite file deleted or moved away under a running server:
         SQLite would go on committing to the file it has open, and every
