@@ -46,6 +46,7 @@ struct lookup_work {
 	uv_work_t work;
 	struct srv_assigner *a;
 	struct srv_lookup *lk;
+	int waited_out; /* the store did not answer it in time (a 503) */
 };
 
 void srv_lookup_free(struct srv_lookup *lk)
@@ -132,12 +133,14 @@ static void fail_job(struct srv_job *j, int rc, const struct sid_error *err)
 	j->status = status;
 }
 
-/* What the store call on @h ran into (retries, timeouts), into the metrics. */
-static void take_events(struct srv_assigner *a, struct sid_registry *h)
+/* What the store call on @h ran into (retries, timeouts), into the metrics;
+ * returns the number of waits that ran out. */
+static uint64_t take_events(struct srv_assigner *a, struct sid_registry *h)
 {
 	struct sid_reg_events ev;
 	sid_registry_events_take(h, &ev);
 	srv_metrics_registry_events(a->metrics, &ev);
+	return ev.busy_timeouts + ev.statement_timeouts + ev.answer_timeouts;
 }
 
 static void group_work(uv_work_t *w)
@@ -331,7 +334,7 @@ static void lookup_work(uv_work_t *w)
 		rc = sid_registry_list(h, lk->kind, lk->key, lk->cursor ? lk->cursor : "",
 				       lk->limit, e, &n, next, &err);
 	srv_store_note(a->store, rc, &err);
-	take_events(a, h);
+	lw->waited_out = take_events(a, h) != 0 && srv_store_is_outage(rc);
 	srv_metrics_registry_call(a->metrics, SRV_REG_OP_LOOKUP, srv_now() - t0,
 				  !srv_store_is_outage(rc));
 	if (rc)
@@ -380,6 +383,38 @@ fail:
 	}
 }
 
+/*
+ * Lookups run one at a time: a store that does not answer (a lock held
+ * elsewhere, a stopped PostgreSQL backend) would make each queued lookup
+ * wait registry_timeout_ms in turn, the last of a hundred for minutes, each
+ * holding its connection (and with them connection_limit, which encode
+ * clients need too).  When one has waited out the timeout, those queued
+ * behind it get its 503 at once, as an assign group's requests share one
+ * wait; lookups that arrive later try the store again.
+ */
+static void fail_queued_lookups(struct srv_assigner *a, const struct srv_lookup *timed_out)
+{
+	struct srv_lookup *lk = a->lk_head, *next;
+
+	a->lk_head = a->lk_tail = NULL;
+	for (; lk; lk = next) {
+		next = lk->next;
+		lk->next = NULL;
+		lk->body = timed_out->body ? malloc(timed_out->body_len + 1) : NULL;
+		if (lk->body) {
+			memcpy(lk->body, timed_out->body, timed_out->body_len + 1);
+			lk->body_len = timed_out->body_len;
+			lk->status = timed_out->status;
+		} else {
+			lk->body = srv_api_error_body(SRV_ERR_UNAVAILABLE, timed_out->errmsg,
+						      &lk->body_len, &lk->status);
+		}
+		memcpy(lk->errmsg, timed_out->errmsg, sizeof(lk->errmsg));
+		srv_metrics_registry_call(a->metrics, SRV_REG_OP_LOOKUP, 0, 0);
+		lk->done(lk);
+	}
+}
+
 static void lookup_after(uv_work_t *w, int status)
 {
 	struct lookup_work *lw = w->data;
@@ -387,6 +422,8 @@ static void lookup_after(uv_work_t *w, int status)
 
 	(void)status;
 	a->lookup_busy = 0;
+	if (lw->waited_out)
+		fail_queued_lookups(a, lw->lk);
 	lw->lk->done(lw->lk);
 	free(lw);
 	schedule(a);

@@ -1034,6 +1034,55 @@ class TestAssignPostgres(PgBase):
                 release(holder)
             self.assertEqual(srv.stop(), 0)
 
+    def test_queued_lookups_wait_once(self):
+        """Lookups run one at a time: with the table locked elsewhere, each
+        of ten queued lookups waited out registry_timeout_ms in turn (ten
+        statement timeouts, the last answered after 8 s; a hundred would
+        hold their connections, and connection_limit, for minutes).  Those
+        queued behind the one that timed out now get its 503 at once; once
+        the lock is gone a lookup answers again."""
+        conninfo = self.fresh_db("lkq")
+        db = re.search(r"dbname=(\S+)", conninfo).group(1)
+        X, _ = T.tie_free_inputs(self.rng, self.ta, 1)
+        srv, _ = self.start(self.fresh_dir(), {"item": self.ta}, "Q",
+                            ["--registry", conninfo, "--registry-timeout-ms", "800"])
+        holder = None
+        try:
+            self.assertEqual(assign(srv, ["warm"], X)[0], 200)
+            holder = self.lock_table(db)
+            out = [None] * 10
+
+            def one(k):
+                c = srv.conn(60)
+                try:
+                    out[k] = srv.json("GET", "/v1/items/warm", conn=c)
+                finally:
+                    c.close()
+            threads = [threading.Thread(target=one, args=(k,)) for k in range(10)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(60)
+            for st, h, r in out:
+                self.assertEqual((st, r["error"]["code"]), (503, "unavailable"), r)
+                self.assertIn("canceling statement due to statement timeout",
+                              r["error"]["message"])
+                self.assertEqual(h.get("retry-after"), "1")
+            m = srv.metrics()
+            # one wait (two if a lookup came in just after it ended), not ten
+            self.assertLessEqual(m['semid_registry_timeouts_total{reason="statement_timeout"}'],
+                                 2)
+            self.assertEqual(m['semid_registry_errors_total{op="lookup"}'], 10)
+            holder.stdin.write("COMMIT;\n")
+            release(holder)
+            holder = None
+            st, _, r = srv.json("GET", "/v1/items/warm")
+            self.assertEqual((st, r["id"]), (200, "warm"), r)
+        finally:
+            if holder:
+                release(holder)
+            self.assertEqual(srv.stop(), 0)
+
     def test_statement_timeout(self):
         """A call that waits on a lock another session holds is cancelled by
         PostgreSQL after registry_timeout_ms (the session's statement_timeout)
