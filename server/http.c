@@ -54,7 +54,8 @@ struct srv_http {
 	int port;
 	long inflight;	  /* atomic */
 	int draining;	  /* atomic */
-	size_t body_held; /* atomic: bytes of request bodies held (body_memory_bytes) */
+	size_t body_held; /* atomic: bytes of request bodies and of answers held
+			   * (body_memory_bytes) */
 	/* connections: the watch list, the count, refusals over the limit */
 	pthread_mutex_t conns_lock;
 	struct conn *conns;
@@ -117,6 +118,7 @@ struct req {
 	int status;
 	char *resp;
 	size_t resp_len;
+	size_t resp_charged; /* of srv_http.body_held: an encode, assign or lookup answer */
 	const char *ctype;
 	const char *allow;
 	int retry_after;
@@ -178,6 +180,39 @@ static int body_room(struct req *q, size_t n)
 	q->charged = cap - 1;
 	srv_buf_reserve(&q->body, cap - 1 - q->body.len); /* failing, it sets oom: 503 */
 	return 1;
+}
+
+static void set_error(struct req *q, enum srv_err kind, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/*
+ * An encode, assign or lookup answer, held until it is sent, counted in
+ * srv_http.body_held against body_memory_bytes with the bodies being read:
+ * an answer can be several times its request (top_k 16 and
+ * return_quantized: 4 MB for a 0.5 MB request of 4096 rows of 16 floats),
+ * and a client that does not read its answers would have held
+ * connection_limit of them, past a pod's memory, until
+ * connection_timeout_s.  One that would take the total over the bound is
+ * replaced by a 503 (the work is lost, not the memory), unless nothing else
+ * is held: an answer larger than the bound on its own still goes out.
+ * Loop thread; let go of in on_completed.
+ */
+static void resp_charge(struct req *q)
+{
+	size_t n = q->resp ? q->resp_len : 0, held;
+
+	if (!n)
+		return;
+	held = __atomic_add_fetch(&q->h->body_held, n, __ATOMIC_RELAXED);
+	if (held > (size_t)q->h->d.cfg->body_memory_bytes && held != n) {
+		__atomic_sub_fetch(&q->h->body_held, n, __ATOMIC_RELAXED);
+		set_error(q, SRV_ERR_UNAVAILABLE,
+			  "the answer (%zu bytes) would take the request bodies and answers held "
+			  "past body_memory_bytes (%ld); retry later",
+			  n, q->h->d.cfg->body_memory_bytes);
+		return;
+	}
+	q->resp_charged = n;
 }
 
 /* strlcpy: log fields are allowed to be cut. */
@@ -552,6 +587,7 @@ static void job_done(struct srv_job *job)
 			q->retry_after = 1;
 	}
 	srv_job_free(job);
+	resp_charge(q);
 	MHD_resume_connection(q->conn);
 }
 
@@ -583,6 +619,7 @@ static void lookup_done(struct srv_lookup *lk)
 	if (lk->status == 503)
 		q->retry_after = 1;
 	srv_lookup_free(lk);
+	resp_charge(q);
 	MHD_resume_connection(q->conn);
 }
 
@@ -1330,6 +1367,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 		__atomic_store_n(&q->c->receiving, 1, __ATOMIC_RELAXED);
 	}
 	body_release(q);
+	if (q->resp_charged)
+		__atomic_sub_fetch(&h->body_held, q->resp_charged, __ATOMIC_RELAXED);
 	free(q->resp);
 	free(q->arg);
 	free(q);

@@ -665,6 +665,68 @@ class TestBodyMemory(unittest.TestCase):
                 s.close()
             self.assertEqual(srv.stop(), 0)
 
+    def test_answers_held_are_bounded(self):
+        """Answers count against body_memory_bytes until they are sent: an
+        encode answer with top_k 16 and return_quantized is about eight
+        times its request (1 MB in, 8 MB out here), and a client that does
+        not read its answers held one per connection, connection_limit of
+        them (gigabytes, past the Kubernetes pod's 1 GiB), until
+        connection_timeout_s.  With one such answer unread, the next that
+        would pass the bound is a 503 with Retry-After; once the first is
+        read, its memory is let go and the same request is answered."""
+        srv = T.Server(["--model", MODEL, "--registry", "none", "--max-inputs", "8192",
+                        "--max-body-bytes", "2000000", "--body-memory-bytes", "10000000"],
+                       WORK)
+        rng = np.random.default_rng(9)
+        x = rng.standard_normal((8192, TOWER.D)).astype(np.float32)
+        doc = {"inputs": [{"embedding_b64": T.b64_row(r)} for r in x], "top_k": 16,
+               "return_quantized": True}
+        body = json.dumps(doc).encode()
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.settimeout(10 * S)
+        try:
+            s.connect(("127.0.0.1", srv.port))
+            s.sendall(b"POST /v1/items:encode HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                      b"application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+            deadline = time.monotonic() + 10 * S
+            while True:  # encoded, its answer waiting for us to read it
+                held = srv.metrics()["semid_request_body_bytes"]
+                if held > 5000000 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+            self.assertGreater(held, 5000000, "the unread answer is not counted")
+            st, h, data = srv.request("POST", "/v1/items:encode", body,
+                                      {"Content-Type": "application/json"})
+            self.assertEqual((st, h.get("retry-after")), (503, "1"), data[:300])
+            msg = json.loads(data)["error"]["message"]
+            self.assertRegex(msg, r"^the answer \(\d+ bytes\) would take the request bodies "
+                             r"and answers held past body_memory_bytes \(10000000\); "
+                             r"retry later$")
+            resp, need = bytearray(), None
+            while need is None or len(resp) < need:
+                chunk = s.recv(1 << 20)
+                self.assertTrue(chunk, resp[:300])
+                resp += chunk
+                if need is None and b"\r\n\r\n" in resp:
+                    head = bytes(resp[:resp.index(b"\r\n\r\n") + 4])
+                    need = len(head) + int(re.search(rb"(?i)\r\ncontent-length: *(\d+)",
+                                                     head).group(1))
+            resp = bytes(resp)
+            self.assertEqual(status_of(resp), 200, resp[:300])
+            self.assertEqual(len(json.loads(head_and_body(resp)[1])["results"]), 8192)
+            deadline = time.monotonic() + 5 * S
+            while srv.metrics()["semid_request_body_bytes"] and time.monotonic() < deadline:
+                time.sleep(0.05)
+            self.assertEqual(srv.metrics()["semid_request_body_bytes"], 0)
+            st, _, data = srv.request("POST", "/v1/items:encode", body,
+                                      {"Content-Type": "application/json"})
+            self.assertEqual(st, 200, data[:300])
+            no_server_errors(self, srv)
+        finally:
+            s.close()
+            self.assertEqual(srv.stop(), 0)
+
     def test_budget_below_the_body_cap_is_refused(self):
         p = subprocess.run(
             [T.SERVER, "--model", MODEL, "--registry", "none", "--max-body-bytes", "100000",
