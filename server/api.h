@@ -136,11 +136,16 @@ int srv__encode_req_bad_row_noted(const char *body, size_t len, int D, int max_i
 /* The '[', '{' and ',' of @body outside strings: a bound on the values
  * jansson would build, checked before it is given a body.  *@inputs (unless
  * NULL): the elements of the top-level object's "inputs" array, as jansson
- * would count them in a well-formed body. */
-size_t srv__json_separators(const char *body, size_t len, size_t *inputs);
+ * would count them in a well-formed body.  *@members (unless NULL): the ':'
+ * outside strings, the object members jansson would build. */
+size_t srv__json_separators(const char *body, size_t len, size_t *inputs, size_t *members);
 /* The most separators a request of at most @max_inputs inputs of @D numbers
  * has: a body with more is refused before jansson sees it. */
 size_t srv__json_separators_max(int D, int max_inputs);
+/* The most object members a body of at most @max_inputs inputs is given to
+ * jansson with (a request has 2 a input, and 4 more at most; the bound
+ * leaves room for a few unknown fields per input, which jansson names). */
+size_t srv__json_members_max(int max_inputs);
 
 /* The encoder's output for one request's rows (slices of a batch). */
 struct srv_encode_res {

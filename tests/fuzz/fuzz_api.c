@@ -131,9 +131,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		srv_encode_req_release(&q);
 		/* Every error is the jansson path's, even when the fast scanner
 		 * made it (an embedding of another width), but for a body over
-		 * the separator bound, which jansson is never given. */
-		if (srv__json_separators(body, size, NULL) <=
-		    srv__json_separators_max(WIDTH, MAX_INPUTS)) {
+		 * the separator or member bound, which jansson is never given. */
+		size_t members;
+		if (srv__json_separators(body, size, NULL, &members) <=
+			srv__json_separators_max(WIDTH, MAX_INPUTS) &&
+		    members <= srv__json_members_max(MAX_INPUTS)) {
 			struct srv_api_error je;
 			memset(&je, 0, sizeof(je));
 			if (srv__encode_req_decode_jansson(body, size, SID_TOWER_ITEM, WIDTH,

@@ -558,7 +558,7 @@ START_TEST(test_json_separators)
 	char body[64];
 
 	for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
-		ck_assert_uint_eq(srv__json_separators(fixed[i], strlen(fixed[i]), NULL),
+		ck_assert_uint_eq(srv__json_separators(fixed[i], strlen(fixed[i]), NULL, NULL),
 				  separators_ref(fixed[i], strlen(fixed[i])));
 	for (int t = 0; t < 200000; t++) {
 		size_t len = (size_t)(t % (int)sizeof(body));
@@ -568,10 +568,11 @@ START_TEST(test_json_separators)
 			st ^= st << 17;
 			body[k] = alphabet[st % (sizeof(alphabet) - 1)];
 		}
-		ck_assert_msg(srv__json_separators(body, len, NULL) == separators_ref(body, len),
+		ck_assert_msg(srv__json_separators(body, len, NULL, NULL) ==
+				  separators_ref(body, len),
 			      "%zu separators against %zu in \"%.*s\"",
-			      srv__json_separators(body, len, NULL), separators_ref(body, len),
-			      (int)len, body);
+			      srv__json_separators(body, len, NULL, NULL),
+			      separators_ref(body, len), (int)len, body);
 	}
 }
 END_TEST
@@ -590,7 +591,8 @@ static unsigned rnd(unsigned n)
 static json_t *rnd_value(int depth)
 {
 	static const char *const strs[] = {
-	    "inputs", "[", "{\"inputs\": [1, 2]}", ",", "\\", "\"", "a,b", "", "\\\"[", "inputs\""};
+	    "inputs",	"[",   "{\"inputs\": [1, 2]}", ",", "\\", "\"", "a,b", "", "\\\"[",
+	    "inputs\"", "a: b"};
 	static const char *const keys[] = {"inputs", "embedding", "id", "x", "in\"puts"};
 	json_t *v;
 
@@ -615,11 +617,27 @@ static json_t *rnd_value(int depth)
 	}
 }
 
+/* The object members in @v and everything in it, as jansson built them. */
+static size_t members_of(json_t *v)
+{
+	size_t n = 0, i;
+	const char *k;
+	json_t *e;
+
+	if (json_is_object(v)) {
+		json_object_foreach(v, k, e) n += 1 + members_of(e);
+	} else if (json_is_array(v)) {
+		json_array_foreach(v, i, e) n += members_of(e);
+	}
+	return n;
+}
+
 /*
  * The inputs counted before jansson, against jansson's own count of the
  * top-level "inputs" array, on random well-formed bodies: other keys and
  * values beside it, arrays and objects (some with a key "inputs") nested in
- * its elements, strings full of brackets, commas and escaped quotes.
+ * its elements, strings full of brackets, commas, colons and escaped
+ * quotes.  And the object members counted with them, against jansson's.
  */
 START_TEST(test_json_inputs)
 {
@@ -651,13 +669,13 @@ START_TEST(test_json_inputs)
 
 	for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) {
 		size_t n = 99;
-		srv__json_separators(fixed[i].body, strlen(fixed[i].body), &n);
+		srv__json_separators(fixed[i].body, strlen(fixed[i].body), &n, NULL);
 		ck_assert_msg(n == fixed[i].inputs, "%zu inputs in %s", n, fixed[i].body);
 	}
 	for (int t = 0; t < 3000; t++) {
 		json_t *root = json_object(), *in = NULL;
 		char *text;
-		size_t n = 99, want = 0;
+		size_t n = 99, want = 0, members = 99;
 
 		for (unsigned k = rnd(3); k > 0; k--)
 			json_object_set_new(root, rnd(2) ? "x" : "top_k", rnd_value(1));
@@ -672,9 +690,11 @@ START_TEST(test_json_inputs)
 			json_object_set_new(root, rnd(2) ? "format" : "inputs2", rnd_value(1));
 		text = json_dumps(root, flags[rnd(3)] | JSON_PRESERVE_ORDER);
 		ck_assert_ptr_nonnull(text);
-		ck_assert_uint_eq(srv__json_separators(text, strlen(text), &n),
+		ck_assert_uint_eq(srv__json_separators(text, strlen(text), &n, &members),
 				  separators_ref(text, strlen(text)));
 		ck_assert_msg(n == want, "%zu inputs, jansson %zu, in %s", n, want, text);
+		ck_assert_msg(members == members_of(root), "%zu members, jansson %zu, in %s",
+			      members, members_of(root), text);
 		free(text);
 		json_decref(root);
 	}

@@ -606,6 +606,46 @@ class TestAmplification(unittest.TestCase):
             self.assertEqual(srv.stop(), 0)
 
 
+    def test_many_object_members_do_not_blow_up_memory(self):
+        """Object members cost jansson about 150 bytes each (a hash table
+        entry, its key, its value), so a body of a million unknown keys -
+        within the bracket-and-comma bound of a 256-wide tower - took
+        160 MB to find its first unknown field (a valid request of that
+        size: 11 MB).  Members are bounded apart, 8 an input: past that
+        the body is refused undecoded, while a body with an unknown field
+        in each of 4096 inputs is still told which."""
+        tower = T.tie_free_tower(np.random.default_rng(71), D=256)
+        model = os.path.join(WORK, "wide.safetensors")
+        T.write_model(model, {"item": tower}, "wide-1")
+        srv = T.Server(["--model", model, "--registry", "none", "--max-body-bytes", "20000000"],
+                       WORK)
+        try:
+            rss0 = rss_kib(srv.proc.pid)
+            row = "[" + ",".join(["0.125"] * 256) + "]"
+            wide = ('{"inputs": [{"embedding": %s}], ' % row +
+                    ", ".join('"k%d": 0' % i for i in range(1000000)) + "}").encode()
+            st, _, data = srv.request("POST", "/v1/items:encode", wide,
+                                      {"Content-Type": "application/json"})
+            with open("/proc/%d/status" % srv.proc.pid) as f:
+                hwm = int(next(ln for ln in f if ln.startswith("VmHWM")).split()[1])
+            self.assertEqual(st, 400, data[:300])
+            self.assertEqual(json.loads(data)["error"]["message"],
+                             'the body has 1000002 JSON object members ("key": value); a '
+                             'request of at most 4096 inputs has no more than 32832')
+            # the 15 MB body itself is held once; a tree of its members is not
+            self.assertLess(hwm - rss0, 64 * 1024, "peak RSS %d -> %d KiB" % (rss0, hwm))
+            b64 = T.b64_row(np.zeros(256, np.float32))
+            doc = {"inputs": [{"embedding_b64": b64, "name": "n%d" % i} for i in range(4096)]}
+            st, _, data = srv.request("POST", "/v1/items:encode", json.dumps(doc).encode(),
+                                      {"Content-Type": "application/json"})
+            self.assertEqual((st, json.loads(data)["error"]["message"]),
+                             (400, 'inputs[0]: unknown field "name" (expected id, embedding, '
+                              'embedding_b64)'))
+            no_server_errors(self, srv)
+        finally:
+            self.assertEqual(srv.stop(), 0)
+
+
 class TestBodyMemory(unittest.TestCase):
     def test_bodies_held_at_once_are_bounded(self):
         """body_memory_bytes bounds the bodies held at once: with two
