@@ -29,7 +29,7 @@ struct srv_assigner {
 
 	/* Loop thread only. */
 	struct srv_job *pend_head, *pend_tail;
-	size_t pend_rows;
+	size_t pend_rows; /* written on the loop thread only, read anywhere (atomic) */
 	struct srv_lookup *lk_head, *lk_tail;
 	int assign_busy, lookup_busy;			  /* groups / lookups running */
 	unsigned char writer_busy[SRV_STORE_MAX_WRITERS]; /* store writer slots in use */
@@ -457,7 +457,7 @@ static void schedule(struct srv_assigner *a)
 			if (!a->pend_head)
 				a->pend_tail = NULL;
 			last->next = NULL;
-			a->pend_rows -= rows;
+			__atomic_sub_fetch(&a->pend_rows, rows, __ATOMIC_RELAXED);
 			a->assign_busy++;
 			if (uv_queue_work(a->loop, &g->work, group_work, group_after)) {
 				struct sid_error err;
@@ -496,9 +496,8 @@ void srv_assigner_handoff(void *ctx, struct srv_job *job)
 	struct srv_assigner *a = ctx;
 
 	job->next = NULL;
-	if (a->pend_rows + job->req.B > (size_t)a->cfg->queue_rows) {
-		job->body = srv_api_error_body(SRV_ERR_UNAVAILABLE,
-					       "the registry queue is full; retry later",
+	if (srv_assigner_full(a, job->req.B)) {
+		job->body = srv_api_error_body(SRV_ERR_UNAVAILABLE, SRV_MSG_REGISTRY_FULL,
 					       &job->body_len, &job->status);
 		job->done(job);
 		return;
@@ -508,8 +507,13 @@ void srv_assigner_handoff(void *ctx, struct srv_job *job)
 	else
 		a->pend_head = job;
 	a->pend_tail = job;
-	a->pend_rows += job->req.B;
+	__atomic_add_fetch(&a->pend_rows, job->req.B, __ATOMIC_RELAXED);
 	schedule(a);
+}
+
+int srv_assigner_full(struct srv_assigner *a, size_t rows)
+{
+	return __atomic_load_n(&a->pend_rows, __ATOMIC_RELAXED) + rows > (size_t)a->cfg->queue_rows;
 }
 
 static void on_async(uv_async_t *h)

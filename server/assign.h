@@ -85,6 +85,15 @@ int srv_assigner_new(uv_loop_t *loop, const struct srv_config *cfg, struct srv_s
 /* The batcher's assign_handoff (loop thread): takes over @job. */
 void srv_assigner_handoff(void *assigner, struct srv_job *job);
 
+#define SRV_MSG_REGISTRY_FULL "the registry queue is full; retry later"
+
+/* 1 when @rows more would not fit in the queue of assign rows waiting for
+ * the store (queue_rows) now (any thread): the HTTP layer then answers 503
+ * before the request is encoded, so that while the store is slow assigns
+ * that could not be stored do not take encode workers from other requests.
+ * srv_assigner_handoff checks again. */
+int srv_assigner_full(struct srv_assigner *a, size_t rows);
+
 /* Queue a lookup (any thread).  Returns 0, or -1 when closed (the lookup
  * stays the caller's). */
 int srv_assigner_lookup(struct srv_assigner *a, struct srv_lookup *lk);

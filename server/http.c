@@ -810,6 +810,12 @@ static void start_encode(struct req *q)
 	}
 	body_release(q);
 	q->items = req.B;
+	if (assign && h->d.assigner && srv_assigner_full(h->d.assigner, req.B)) {
+		srv_encode_req_release(&req);
+		sid_model_unref(m);
+		set_error(q, SRV_ERR_UNAVAILABLE, SRV_MSG_REGISTRY_FULL);
+		return;
+	}
 	job = srv_job_new(&req, m);
 	sid_model_unref(m);
 	if (!job) {

@@ -536,6 +536,56 @@ class TestAssignSqlite(Base):
             db.close()
             self.assertEqual(srv.stop(), 0)
 
+    def test_full_registry_queue_refuses_before_encoding(self):
+        """With the store held up (another process holds SQLite's write
+        lock) and queue_rows rows already waiting for it, an assign was
+        still decoded, batched and encoded - work taken from the encode
+        workers other clients share - and only then answered 503.  It is
+        now answered 503 (Retry-After, the same message) before it is
+        encoded, and encode requests go on meanwhile."""
+        import sqlite3
+        d = self.fresh_dir()
+        srv, _ = self.start(d, {"item": self.ta}, "F",
+                            ["--max-inputs", "4", "--queue-rows", "4"])
+        X, codes = T.tie_free_inputs(self.rng, self.ta, 12)
+        key = 'semid_encoded_total{tower="item"}'
+        db = sqlite3.connect(os.path.join(d, "semid-registry.db"), isolation_level=None)
+        out = {}
+        threads = []
+        try:
+            self.assertEqual(assign(srv, ["warm"], X[:1])[0], 200)
+            base = srv.metrics()[key]
+            db.execute("BEGIN IMMEDIATE")
+
+            def encoded(n):
+                deadline = time.monotonic() + 5 * T.SLOW
+                while srv.metrics()[key] < base + n and time.monotonic() < deadline:
+                    time.sleep(0.02)
+                return srv.metrics()[key] - base
+            # the first group waits for the lock, the second waits behind it
+            # and fills the queue (4 rows)
+            for k, name in enumerate("ab"):
+                ids = ["%s%d" % (name, i) for i in range(4)]
+                t = threading.Thread(target=lambda n=name, i=ids, x=X[4 * k:4 * k + 4]:
+                                     out.update({n: assign(srv, i, x)}))
+                t.start()
+                threads.append(t)
+                self.assertEqual(encoded(4 * (k + 1)), 4 * (k + 1))
+            st, h, r = assign(srv, ["c%d" % i for i in range(4)], X[8:12])
+            self.assertEqual((st, h.get("retry-after")), (503, "1"), r)
+            self.assertEqual(r["error"]["message"], "the registry queue is full; retry later")
+            st, _, r = srv.json("POST", "/v1/items:encode", body(["e"], X[8:9]))
+            self.assertEqual((st, r["results"][0]["codes"]), (200, codes[8].tolist()))
+            # the refused assign was never encoded (the encode request was)
+            self.assertEqual(srv.metrics()[key] - base, 9)
+            db.execute("ROLLBACK")
+            for t in threads:
+                t.join(30)
+            self.assertEqual([out[n][0] for n in "ab"], [200, 200], out)
+        finally:
+            db.close()
+            self.assertEqual(srv.stop(), 0)
+
     def test_file_moved_away_and_back(self):
         """The SQLite file deleted or moved away under a running server:
         SQLite would go on committing to the file it has open, and every
