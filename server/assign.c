@@ -40,6 +40,11 @@ struct group {
 	struct srv_assigner *a;
 	struct srv_job *jobs;
 	int writer; /* the store's writer slot this group uses */
+	/* the store did not answer its call in time: its error, for the
+	 * assigns queued behind it (fail_pending) */
+	int waited_out;
+	int rc;
+	struct sid_error err;
 };
 
 struct lookup_work {
@@ -154,6 +159,7 @@ static void group_work(uv_work_t *w)
 	struct sid_error err;
 	struct srv_job *j;
 	size_t n = 0, i;
+	uint64_t waits;
 	double t0;
 	int rc;
 
@@ -204,7 +210,7 @@ static void group_work(uv_work_t *w)
 	}
 	t0 = srv_now();
 	sid_registry_assign_calls(h, calls, n);
-	take_events(a, h);
+	waits = take_events(a, h);
 	if (ro) { /* what needed a write gets the writer's reason */
 		for (i = 0; i < n; i++)
 			if (calls[i].rc == SID_EUNAVAIL) {
@@ -219,6 +225,11 @@ static void group_work(uv_work_t *w)
 			if (srv_store_is_outage(calls[i].rc) && !outage) {
 				outage = 1;
 				srv_store_note(a->store, calls[i].rc, &calls[i].err);
+				if (waits) {
+					g->waited_out = 1;
+					g->rc = calls[i].rc;
+					g->err = calls[i].err;
+				}
 			}
 		if (!outage)
 			srv_store_note(a->store, 0, NULL);
@@ -259,6 +270,30 @@ done:
 
 static void schedule(struct srv_assigner *a);
 
+/*
+ * A store that does not answer (a lock held elsewhere, a stopped PostgreSQL
+ * backend) would make each queued group wait registry_timeout_ms in turn:
+ * with PostgreSQL's groups of at most 128 ids, queue_rows of 64-row requests
+ * are 512 groups, the last answered after minutes, each request holding its
+ * connection (and with them connection_limit, which encode clients need
+ * too).  When a group's call has waited out the timeout, the assigns queued
+ * behind it get its 503 at once; those that arrive later try the store
+ * again.  (Retrying is safe: assign is idempotent.)
+ */
+static void fail_pending(struct srv_assigner *a, int rc, const struct sid_error *err)
+{
+	struct srv_job *j = a->pend_head, *next;
+
+	a->pend_head = a->pend_tail = NULL;
+	__atomic_store_n(&a->pend_rows, 0, __ATOMIC_RELAXED);
+	for (; j; j = next) {
+		next = j->next;
+		j->next = NULL;
+		fail_job(j, rc, err);
+		j->done(j);
+	}
+}
+
 static void group_after(uv_work_t *w, int status)
 {
 	struct group *g = w->data;
@@ -273,6 +308,8 @@ static void group_after(uv_work_t *w, int status)
 		j->next = NULL;
 		j->done(j);
 	}
+	if (g->waited_out)
+		fail_pending(a, g->rc, &g->err);
 	free(g);
 	schedule(a);
 }
@@ -389,8 +426,8 @@ fail:
  * wait registry_timeout_ms in turn, the last of a hundred for minutes, each
  * holding its connection (and with them connection_limit, which encode
  * clients need too).  When one has waited out the timeout, those queued
- * behind it get its 503 at once, as an assign group's requests share one
- * wait; lookups that arrive later try the store again.
+ * behind it get its 503 at once, as assigns do (fail_pending); lookups that
+ * arrive later try the store again.
  */
 static void fail_queued_lookups(struct srv_assigner *a, const struct srv_lookup *timed_out)
 {

@@ -29,9 +29,9 @@
  * run on the loop thread or an HTTP thread.
  *
  * Back-pressure: at most queue_rows rows may wait for the store; beyond that
- * an assign job is answered 503 at once.  Lookups queued behind one whose
- * store call ran out of registry_timeout_ms get its 503 at once rather than
- * each waiting its own timeout in turn.
+ * an assign job is answered 503 at once.  Assigns and lookups queued behind
+ * a store call that ran out of registry_timeout_ms get its 503 at once
+ * rather than each waiting its own timeout in turn.
  *
  * Errors (srv_err): bad input (a level count that differs from the store's,
  * a malformed sid, prefix or cursor) 400; unknown id or sid 404; the store

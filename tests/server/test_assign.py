@@ -1084,31 +1084,30 @@ class TestAssignPostgres(PgBase):
                 release(holder)
             self.assertEqual(srv.stop(), 0)
 
-    def test_queued_lookups_wait_once(self):
-        """Lookups run one at a time: with the table locked elsewhere, each
-        of ten queued lookups waited out registry_timeout_ms in turn (ten
-        statement timeouts, the last answered after 8 s; a hundred would
-        hold their connections, and connection_limit, for minutes).  Those
-        queued behind the one that timed out now get its 503 at once; once
-        the lock is gone a lookup answers again."""
-        conninfo = self.fresh_db("lkq")
+    def wait_once_behind_lock(self, name, n, request):
+        """@n requests at once (@request(srv, k, X, conn) -> (status, headers,
+        body)) with the table locked elsewhere: each answered 503 (statement
+        timeout, Retry-After) after one wait, or two if one came in just as
+        it ended, not @n; once the lock is gone, assign and lookup answer."""
+        conninfo = self.fresh_db(name)
         db = re.search(r"dbname=(\S+)", conninfo).group(1)
-        X, _ = T.tie_free_inputs(self.rng, self.ta, 1)
+        X, _ = T.tie_free_inputs(self.rng, self.ta, 100)
         srv, _ = self.start(self.fresh_dir(), {"item": self.ta}, "Q",
-                            ["--registry", conninfo, "--registry-timeout-ms", "800"])
+                            ["--registry", conninfo, "--registry-connections", "1",
+                             "--registry-timeout-ms", "800"])
         holder = None
         try:
-            self.assertEqual(assign(srv, ["warm"], X)[0], 200)
+            self.assertEqual(assign(srv, ["warm"], X[:1])[0], 200)
             holder = self.lock_table(db)
-            out = [None] * 10
+            out = [None] * n
 
             def one(k):
                 c = srv.conn(60)
                 try:
-                    out[k] = srv.json("GET", "/v1/items/warm", conn=c)
+                    out[k] = request(srv, k, X, c)
                 finally:
                     c.close()
-            threads = [threading.Thread(target=one, args=(k,)) for k in range(10)]
+            threads = [threading.Thread(target=one, args=(k,)) for k in range(n)]
             for t in threads:
                 t.start()
             for t in threads:
@@ -1119,19 +1118,41 @@ class TestAssignPostgres(PgBase):
                               r["error"]["message"])
                 self.assertEqual(h.get("retry-after"), "1")
             m = srv.metrics()
-            # one wait (two if a lookup came in just after it ended), not ten
             self.assertLessEqual(m['semid_registry_timeouts_total{reason="statement_timeout"}'],
                                  2)
-            self.assertEqual(m['semid_registry_errors_total{op="lookup"}'], 10)
             holder.stdin.write("COMMIT;\n")
             release(holder)
             holder = None
+            st, _, r = assign(srv, ["after"], X[:1])
+            self.assertEqual((st, r["results"][0]["created"]), (200, True), r)
             st, _, r = srv.json("GET", "/v1/items/warm")
             self.assertEqual((st, r["id"]), (200, "warm"), r)
+            return m
         finally:
             if holder:
                 release(holder)
             self.assertEqual(srv.stop(), 0)
+
+    def test_queued_lookups_wait_once(self):
+        """Lookups run one at a time: with the table locked elsewhere, each
+        of ten queued lookups waited out registry_timeout_ms in turn (ten
+        statement timeouts, the last answered after 8 s; a hundred would
+        hold their connections, and connection_limit, for minutes).  Those
+        queued behind the one that timed out now get its 503 at once."""
+        m = self.wait_once_behind_lock(
+            "lkq", 10, lambda srv, k, X, c: srv.json("GET", "/v1/items/warm", conn=c))
+        self.assertEqual(m['semid_registry_errors_total{op="lookup"}'], 10)
+
+    def test_queued_groups_wait_once(self):
+        """Groups hold 128 ids at most on PostgreSQL, so requests of 100
+        rows are a group each: with the table locked elsewhere, six queued
+        behind one another each waited out registry_timeout_ms in turn (six
+        statement timeouts; queue_rows of them would take minutes, holding
+        their connections).  Those queued behind the group that timed out
+        now get its 503 at once."""
+        self.wait_once_behind_lock(
+            "grq", 6, lambda srv, k, X, c: assign(srv, ["g%d-%d" % (k, i) for i in range(100)],
+                                                  X, conn=c))
 
     def test_statement_timeout(self):
         """A call that waits on a lock another session holds is cancelled by
