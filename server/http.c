@@ -303,8 +303,6 @@ static void set_response(struct req *q, int status, char *body, size_t len, cons
 }
 
 static void set_error(struct req *q, enum srv_err kind, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void set_error(struct req *q, enum srv_err kind, const char *fmt, ...)
 {
 	char msg[600];
 	size_t len = 0;
