@@ -13,12 +13,28 @@ void sid_error_clear(struct sid_error *err)
 	err->msg[0] = '\0';
 }
 
+/* The longest k <= @n such that @s[0, k) does not end inside a UTF-8
+ * sequence: where a message cut at @n bytes should end. */
+static size_t utf8_fit(const char *s, size_t n)
+{
+	const unsigned char *u = (const unsigned char *)s;
+	size_t i = n, need;
+
+	while (i > 0 && n - i < 3 && (u[i - 1] & 0xc0) == 0x80)
+		i--;
+	if (i == 0 || u[i - 1] < 0xc0)
+		return n; /* no lead byte before the end: nothing to cut short */
+	need = u[i - 1] >= 0xf0 ? 4 : u[i - 1] >= 0xe0 ? 3 : 2;
+	return n - (i - 1) < need ? i - 1 : n;
+}
+
 static int error_vset(struct sid_error *err, int code, const char *fmt, va_list ap)
 {
 	if (!err)
 		return code;
 	err->code = code;
-	vsnprintf(err->msg, sizeof(err->msg), fmt, ap);
+	if (vsnprintf(err->msg, sizeof(err->msg), fmt, ap) >= (int)sizeof(err->msg))
+		err->msg[utf8_fit(err->msg, sizeof(err->msg) - 1)] = '\0';
 	if (!err->msg[0])
 		snprintf(err->msg, sizeof(err->msg), "%s", sid_strerror(code));
 	return code;
@@ -59,10 +75,14 @@ int sid_error_prefix(struct sid_error *err, const char *fmt, ...)
 	/* Joined by hand: truncating a long message is fine, and snprintf
 	 * would make gcc's -Wformat-truncation fail the -Werror build. */
 	n = strnlen(head, cap - 2);
+	if (head[n])
+		n = utf8_fit(head, n);
 	memcpy(err->msg, head, n);
 	memcpy(err->msg + n, ": ", 2);
 	n += 2;
 	m = strnlen(old, cap - n);
+	if (old[m])
+		m = utf8_fit(old, m);
 	memcpy(err->msg + n, old, m);
 	err->msg[n + m] = '\0';
 	return err->code;

@@ -123,6 +123,48 @@ START_TEST(test_utf8_len)
 }
 END_TEST
 
+/* Whether @s is all well-formed UTF-8. */
+static int utf8_ok(const char *s)
+{
+	size_t n = strlen(s), i = 0, k;
+
+	while (i < n) {
+		if (!(k = sid_utf8_len((const unsigned char *)s + i, n - i)))
+			return 0;
+		i += k;
+	}
+	return 1;
+}
+
+/* A message cut at the record's size never ends inside a character, from
+ * sid_error_set or from sid_error_prefix (either part cut), whatever the
+ * characters' widths and where the cut falls. */
+START_TEST(test_cut_messages_stay_utf8)
+{
+	static const char *const chars[] = {"\xc3\xa9", "\xe2\x82\xac", "\xf0\x9f\x98\x80"};
+	char text[2 * SID_ERROR_MSG_MAX];
+	struct sid_error e;
+
+	for (int c = 0; c < 3; c++)
+		for (size_t lead = 0; lead < 4; lead++) {
+			size_t w = strlen(chars[c]), n = lead;
+			memset(text, 'a', lead);
+			while (n + w < sizeof(text))
+				n += (size_t)snprintf(text + n, sizeof(text) - n, "%s", chars[c]);
+			text[n] = '\0';
+			sid_error_set(&e, SID_EINVAL, "%s", text);
+			ck_assert_msg(utf8_ok(e.msg), "set: width %zu, lead %zu", w, lead);
+			ck_assert_uint_ge(strlen(e.msg), SID_ERROR_MSG_MAX - 4);
+			sid_error_set(&e, SID_EINVAL, "x%.*s", (int)lead, "abc");
+			sid_error_prefix(&e, "%s", text);
+			ck_assert_msg(utf8_ok(e.msg), "prefix head: width %zu, lead %zu", w, lead);
+			sid_error_set(&e, SID_EINVAL, "%s", text + lead);
+			sid_error_prefix(&e, "%.*s", (int)lead + 1, "file");
+			ck_assert_msg(utf8_ok(e.msg), "prefix tail: width %zu, lead %zu", w, lead);
+		}
+}
+END_TEST
+
 START_TEST(test_strerror_names_every_code)
 {
 	ck_assert_str_eq(sid_strerror(SID_OK), "ok");
@@ -147,6 +189,7 @@ int main(void)
 	tcase_add_test(tc, test_prefix_truncates_long_messages);
 	tcase_add_test(tc, test_strerror_names_every_code);
 	tcase_add_test(tc, test_utf8_len);
+	tcase_add_test(tc, test_cut_messages_stay_utf8);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }
