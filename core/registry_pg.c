@@ -1789,7 +1789,7 @@ static int import_body(struct pg *s, void *p, struct sid_error *err)
 		{
 			int64_t max;
 			rc = max_suffix(s, e->kind, codes, e->L, &max, err);
-			if (!rc && e->suffix > max + 1)
+			if (!rc && e->suffix - 1 > max) /* max + 1 overflows at INT64_MAX */
 				rc = gaps_mark(s, e->kind, err);
 			if (rc)
 				return rc;

@@ -1231,7 +1231,7 @@ static int sq_import(struct sid_registry *r, const struct sid_reg_entry *e, cons
 		{
 			int64_t max;
 			rc = max_suffix(s, e[i].kind, codes, e[i].L, &max, err);
-			if (!rc && e[i].suffix > max + 1)
+			if (!rc && e[i].suffix - 1 > max) /* max + 1 overflows at INT64_MAX */
 				rc = gaps_mark(s, e[i].kind, err);
 			if (rc)
 				goto fail;

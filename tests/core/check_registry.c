@@ -1865,6 +1865,23 @@ START_TEST(t_export_import)
 			assign1(r2, nid, 3, 3, 3, 0, &e);
 			ck_assert_int_eq(e.suffix, k < 3 ? k : 4);
 		}
+		/* the largest suffix a sid holds, then one below it: the check
+		 * for a gap computed max + 1 past INT64_MAX (undefined; UBSan,
+		 * in make test-sanitize, reported it) */
+		f = fopen(p2, "w");
+		ck_assert_ptr_nonnull(f);
+		fprintf(f, "kind\tid\tsid\tmodel_version\tcreated_at\tupdated_at\t"
+			   "embedding_b64\n");
+		fprintf(f, "item\tbig\t3-3-3-9223372036854775807\tv\t2026-01-02T03:04:05.006Z\t"
+			   "2026-01-02T03:04:05.006Z\t\n");
+		fprintf(f, "item\tafter\t3-3-3-9\tv\t2026-01-02T03:04:05.006Z\t"
+			   "2026-01-02T03:04:05.006Z\t\n");
+		fclose(f);
+		memset(&c, 0, sizeof(c));
+		import_from(r2, SID_REG_TSV, p2, &res, &c);
+		ck_assert_int_eq(res.added, 2);
+		assign1(r2, "n4", 3, 3, 3, 0, &e);
+		ck_assert_int_eq(e.suffix, 5);
 	}
 	/* malformed lines: the line number is reported */
 	{
