@@ -40,6 +40,9 @@
 #include "selfbench.h"
 #include "store.h"
 
+/* Below this many bytes an admin token draws a warning at start. */
+#define ADMIN_TOKEN_MIN 16
+
 struct server {
 	struct srv_config cfg;
 	uv_loop_t *loop;
@@ -326,6 +329,13 @@ int main(int argc, char **argv)
 			"UV_THREADPOOL_SIZE=%s in the environment is not used: the pool is "
 			"workers (%d) plus %d for the registry; set workers (--workers) instead",
 			getenv("UV_THREADPOOL_SIZE"), bo.workers, bo.extra_threads);
+	/* the admin routes have no lockout: a short token is a guessable one
+	 * (the k8s Secret template's CHANGE-ME is 9 bytes) */
+	if (s.cfg.admin_token[0] && strlen(s.cfg.admin_token) < ADMIN_TOKEN_MIN)
+		srv_log(SRV_LOG_WARN, "startup",
+			"admin_token is %zu bytes: the admin routes have no lockout, so a short "
+			"token can be guessed; use %d or more random ones (openssl rand -hex 16)",
+			strlen(s.cfg.admin_token), ADMIN_TOKEN_MIN);
 	if (srv_batcher_new(s.loop, &bo, &s.batcher, &err)) {
 		fprintf(stderr, "semid-server: %s\n", err.msg);
 		srv_log(SRV_LOG_ERROR, "startup", "%s", err.msg);

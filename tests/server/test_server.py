@@ -1197,6 +1197,23 @@ class TestLifecycle(unittest.TestCase):
         finally:
             self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
 
+    def test_short_admin_token_is_warned_of(self):
+        """The admin routes have no lockout, so a short token is one a
+        caller can guess (the k8s Secret template's CHANGE-ME is 9 bytes):
+        the start says so; 16 bytes or more, and no token, say nothing."""
+        for token, warned in (("CHANGE-ME", True), ("x" * 15, True), ("x" * 16, False),
+                              ("", False)):
+            srv = T.Server(["--model", TF_MODEL, "--registry", "none", "--admin-token=" + token],
+                           WORK)
+            try:
+                text = srv.log_text()
+                self.assertEqual('msg="admin_token is %d bytes: the admin routes have no lockout, '
+                                 'so a short token can be guessed; use 16 or more random ones '
+                                 '(openssl rand -hex 16)"' % len(token) in text, warned, token)
+                self.assertEqual("admin_token is" in text, warned, token)
+            finally:
+                self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
+
     def test_stderr_pipe_without_reader(self):
         """Refusing to start with nobody reading stderr (a dead log pipe)
         still exits 2, not by SIGPIPE."""
