@@ -305,6 +305,22 @@ class Deploy(unittest.TestCase):
         self.assertEqual(int(self.train_container["resources"]["limits"]["cpu"]),
                          self.train_config["threads"])
 
+    def test_dockerignore_leaves_out_what_git_does(self):
+        """`COPY . .` sends the build context: without a .dockerignore that
+        was .git, build/, demo/ and whatever the README's examples wrote, so
+        any change there re-ran the image's whole test stage.  Every
+        .gitignore entry is left out (in .dockerignore's syntax: a name from
+        the context's root, **/ for one at any depth), and .git."""
+        ignore = [ln.strip() for ln in read(os.path.join(ROOT, ".dockerignore")).splitlines()
+                  if ln.strip() and not ln.startswith("#")]
+        self.assertIn(".git", ignore)
+        for ln in read(os.path.join(ROOT, ".gitignore")).splitlines():
+            ln = ln.strip()
+            if not ln or ln.startswith("#"):
+                continue
+            want = ln.strip("/") if ln.startswith("/") else "**/" + ln.rstrip("/")
+            self.assertIn(want, ignore, ln)
+
     def test_dockerfile(self):
         text = re.sub(r"\\\n", " ", read(os.path.join(ROOT, "Dockerfile")))
         build, runtime = re.split(r"^FROM ", text, flags=re.M)[1:]
