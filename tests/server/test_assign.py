@@ -1048,41 +1048,8 @@ class TestAssignPostgres(PgBase):
         many) whose store cancels a statement answers all of them after one
         timeout, not one timeout per request: nine 1-item requests queued
         behind a first one used to take 0.8 s each, one after the other."""
-        conninfo = self.fresh_db("group")
-        db = re.search(r"dbname=(\S+)", conninfo).group(1)
-        X, _ = T.tie_free_inputs(self.rng, self.ta, 11)
-        srv, _ = self.start(self.fresh_dir(), {"item": self.ta}, "G",
-                            ["--registry", conninfo, "--registry-connections", "1",
-                             "--registry-timeout-ms", "800"])
-        holder = None
-        try:
-            self.assertEqual(assign(srv, ["warm"], X[:1])[0], 200)
-            holder = self.lock_table(db)
-            out = [None] * 10
-
-            def one(k):
-                c = srv.conn(60)
-                try:
-                    out[k] = assign(srv, ["g%d" % k], X[k + 1:k + 2], conn=c)
-                finally:
-                    c.close()
-            t0 = time.monotonic()
-            threads = [threading.Thread(target=one, args=(k,)) for k in range(10)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join(60)
-            took = time.monotonic() - t0
-            for st, _, r in out:
-                self.assertEqual((st, r["error"]["code"]), (503, "unavailable"), r)
-                self.assertIn("statement timeout", r["error"]["message"])
-            # at most a few groups of one wait each; one wait per request
-            # would be 8 s
-            self.assertLess(took, 5.0)
-        finally:
-            if holder:
-                release(holder)
-            self.assertEqual(srv.stop(), 0)
+        self.wait_once_behind_lock(
+            "group", 10, lambda srv, k, X, c: assign(srv, ["g%d" % k], X[k + 1:k + 2], conn=c))
 
     def wait_once_behind_lock(self, name, n, request):
         """@n requests at once (@request(srv, k, X, conn) -> (status, headers,
