@@ -74,15 +74,11 @@ int sid_error_prefix(struct sid_error *err, const char *fmt, ...)
 	memcpy(old, err->msg, sizeof(old));
 	/* Joined by hand: truncating a long message is fine, and snprintf
 	 * would make gcc's -Wformat-truncation fail the -Werror build. */
-	n = strnlen(head, cap - 2);
-	if (head[n])
-		n = utf8_fit(head, n);
+	n = sid_utf8_prefix(head, cap - 2);
 	memcpy(err->msg, head, n);
 	memcpy(err->msg + n, ": ", 2);
 	n += 2;
-	m = strnlen(old, cap - n);
-	if (old[m])
-		m = utf8_fit(old, m);
+	m = sid_utf8_prefix(old, cap - n);
 	memcpy(err->msg + n, old, m);
 	err->msg[n + m] = '\0';
 	return err->code;
@@ -148,14 +144,18 @@ size_t sid_utf8_len(const unsigned char *s, size_t n)
 	return len;
 }
 
+size_t sid_utf8_prefix(const char *s, size_t max)
+{
+	/* not strnlen: gcc 12 at -O2 takes s[strnlen(s, max)] for the NUL
+	 * even when the string goes on past @max */
+	const char *end = memchr(s, '\0', max);
+
+	if (end)
+		return (size_t)(end - s);
+	return s[max] ? utf8_fit(s, max) : max;
+}
+
 int sid__name_shown(const char *s)
 {
-	size_t n = strnlen(s, SID_NAME_SHOWN + 1);
-
-	if (n <= SID_NAME_SHOWN)
-		return (int)n;
-	n = SID_NAME_SHOWN;
-	while (n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80)
-		n--; /* not inside a character */
-	return (int)n;
+	return (int)sid_utf8_prefix(s, SID_NAME_SHOWN);
 }

@@ -67,11 +67,15 @@ const char *sid_strerror(int code);
 /*
  * The length of the well-formed UTF-8 sequence at @s (1 to 4 bytes, with
  * @n >= 1 bytes readable there), or 0 when the bytes there are not one (a
- * NUL ends a sequence too): a stray continuation byte, an overlong form, a surrogate, a code point
- * beyond U+10FFFF, or a sequence cut short by @n.  For checking names and
+ * NUL ends a sequence too): a stray continuation byte, an overlong form, a
+ * surrogate, a code point beyond U+10FFFF, or a sequence cut short by @n.  For checking names and
  * for quoting a client's bytes in messages and logs.
  */
 size_t sid_utf8_len(const unsigned char *s, size_t n);
+
+/* How many bytes of @s to quote when at most @max may be: all of it if it
+ * is that short, else @max or fewer, never ending inside a character. */
+size_t sid_utf8_prefix(const char *s, size_t max);
 
 /*
  * A name from a file (a tensor's, a metadata key) in a message: the

@@ -28,14 +28,11 @@
 
 /* ---- ids, sids, prefixes ---- */
 
-/* How much of @s to quote in a message: at most @max bytes, cut before a
- * UTF-8 sequence rather than through it (for "%.*s"). */
+/* How much of @s to quote in a message, as "%.*s" takes it: at most @max
+ * bytes, not ending inside a character. */
 static int utf8_cut(const char *s, int max)
 {
-	size_t n = strnlen(s, (size_t)max);
-	while (n > 0 && ((unsigned char)s[n] & 0xc0) == 0x80)
-		n--;
-	return (int)n;
+	return (int)sid_utf8_prefix(s, (size_t)max);
 }
 
 int sid_reg_id_check(const char *id, struct sid_error *err)
