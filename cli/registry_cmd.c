@@ -27,6 +27,7 @@
 #include "model.h"
 #include "npy.h"
 #include "registry.h"
+#include "safetensors.h"
 
 static const char usage[] =
     "usage: semid registry <command> [options]\n"
@@ -1027,13 +1028,10 @@ static int lock_holder(const char *store, pid_t *pid)
 	return held;
 }
 
-/* 1 when the file at @path begins as a safetensors file does (a model):
- * an 8-byte little-endian header length that fits the file, then '{'.  A
- * store, even one whose header is damaged, does not. */
+/* 1 when the file at @path (@st) begins as a model does. */
 static int is_model_file(const char *path, const struct stat *st)
 {
 	unsigned char head[9];
-	uint64_t n = 0;
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	ssize_t got;
 
@@ -1041,11 +1039,7 @@ static int is_model_file(const char *path, const struct stat *st)
 		return 0;
 	got = pread(fd, head, sizeof(head), 0);
 	close(fd);
-	if (got != (ssize_t)sizeof(head) || head[8] != '{')
-		return 0;
-	for (int i = 7; i >= 0; i--)
-		n = n << 8 | head[i];
-	return n >= 2 && n <= (uint64_t)st->st_size - 8;
+	return got == (ssize_t)sizeof(head) && sid_st_sniff(head, (uint64_t)st->st_size);
 }
 
 /* SID_EUNAVAIL when another process has the store at @store or its -wal

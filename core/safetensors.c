@@ -324,10 +324,28 @@ static const char *foreign_hint(const uint8_t *p, size_t len, char *hint, size_t
 	return hint;
 }
 
+/* The header length: the file's first 8 bytes, little-endian. */
+static uint64_t header_len(const uint8_t *p)
+{
+	uint64_t n = 0;
+
+	for (int b = 7; b >= 0; b--)
+		n = n << 8 | p[b];
+	return n;
+}
+
+int sid_st_sniff(const unsigned char head[9], uint64_t size)
+{
+	uint64_t hlen = header_len(head);
+
+	return size >= 9 && hlen >= 2 && hlen <= SID_ST_HEADER_MAX && hlen <= size - 8 &&
+	       head[8] == '{';
+}
+
 int sid_st_parse(const void *buf, size_t len, struct sid_st_file *out, struct sid_error *err)
 {
 	const uint8_t *p = buf;
-	uint64_t hlen = 0;
+	uint64_t hlen;
 	char hint[128];
 	json_t *root = NULL;
 	json_error_t jerr;
@@ -343,8 +361,7 @@ int sid_st_parse(const void *buf, size_t len, struct sid_st_file *out, struct si
 		return sid_error_set(err, SID_EFORMAT,
 				     "file is %zu bytes, too short for the 8-byte header length",
 				     len);
-	for (int b = 7; b >= 0; b--)
-		hlen = hlen << 8 | p[b];
+	hlen = header_len(p);
 	if (hlen > SID_ST_HEADER_MAX)
 		return sid_error_set(err, SID_EFORMAT, "header length %llu exceeds the cap of %u%s",
 				     (unsigned long long)hlen, SID_ST_HEADER_MAX,

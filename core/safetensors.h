@@ -81,6 +81,14 @@ const char *sid_st_dtype_name(enum sid_st_dtype dt);
  * empty (safe to release) and a message is in @err.
  */
 int sid_st_parse(const void *buf, size_t len, struct sid_st_file *out, struct sid_error *err);
+
+/*
+ * 1 when a file of @size bytes whose first 9 bytes are @head passes the
+ * first rules sid_st_parse applies (a header length that fits the file and
+ * the cap, then '{'): a model, or meant as one.  A file of another kind (a
+ * store, even one with a damaged header) does not.
+ */
+int sid_st_sniff(const unsigned char head[9], uint64_t size);
 void sid_st_file_release(struct sid_st_file *f);
 
 /* Look-ups; NULL when absent. */

@@ -119,6 +119,24 @@ START_TEST(test_foreign_files_named)
 }
 END_TEST
 
+/* sid_st_sniff: the first nine bytes and the size, judged as the parser's
+ * first rules judge them. */
+START_TEST(test_sniff)
+{
+	/* header length 2 ("{}"), then '{' */
+	const unsigned char model[9] = {2, 0, 0, 0, 0, 0, 0, 0, '{'};
+	const unsigned char sqlite[9] = "SQLite fo";
+	const unsigned char list[9] = {2, 0, 0, 0, 0, 0, 0, 0, '['};
+	const unsigned char huge[9] = {0, 0, 0, 0, 0, 0, 0, 1, '{'};
+
+	ck_assert_int_eq(sid_st_sniff(model, 10), 1);
+	ck_assert_int_eq(sid_st_sniff(model, 9), 0); /* the header runs past the end */
+	ck_assert_int_eq(sid_st_sniff(sqlite, 4096), 0);
+	ck_assert_int_eq(sid_st_sniff(list, 10), 0);
+	ck_assert_int_eq(sid_st_sniff(huge, UINT64_MAX), 0); /* over the cap */
+}
+END_TEST
+
 START_TEST(test_bad_json)
 {
 	expect_bad("{\"a\":", 0, "header JSON");
@@ -619,6 +637,7 @@ static Suite *st_suite(void)
 	tcase_add_test(tc, test_writer_round_trip);
 	tcase_add_test(tc, test_writer_errors);
 	tcase_add_test(tc, test_writer_borrowed);
+	tcase_add_test(tc, test_sniff);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("fuzz");
