@@ -5,21 +5,25 @@
 # libraries the programs link, running as a non-root user.
 #
 #   docker build -t semid .
-#   docker run --stop-timeout 20 -p 8080:8080 -v semid-models:/var/lib/semid/models semid
+#   docker run --stop-timeout 20 -p 8080:8080 -p 9090:9090 -v semid-models:/var/lib/semid/models semid
 #
 # `docker stop` sends SIGTERM to the server (PID 1, which handles it): it
 # drains in-flight requests for up to shutdown_timeout_ms (10 s) and exits.
 # Docker's own grace is 10 s too, after which it sends SIGKILL, so give it
 # more (--stop-timeout, or `docker stop -t 20`), as the systemd unit and the
 # Kubernetes Deployment do.  The health check is liveness (/healthz: the
-# process answers); readiness, a model loaded, is /readyz.  The runtime image
-# has no curl, so the check speaks HTTP through bash's /dev/tcp.
+# process answers); readiness, a model loaded, is /readyz.  Both, and
+# /metrics, are asked on the operations port, 9090 (--ops-listen), whose
+# connections the clients of 8080 cannot take: a server whose clients hold
+# every one of connection_limit answers 503 on 8080, and is busy, not
+# unhealthy.  The runtime image has no curl, so the check speaks HTTP
+# through bash's /dev/tcp.
 #
 # It serves with config/semid-server.json (2 encode workers).  Arguments
 # after the image name replace CMD below, not add to it: to change a key,
-# give CMD's four with it, e.g. `... semid --config /etc/semid/semid-server.json
+# give CMD's five with it, e.g. `... semid --config /etc/semid/semid-server.json
 # --model /var/lib/semid/models/model.safetensors --listen 0.0.0.0:8080
-# --allow-empty --workers 8`.
+# --ops-listen 0.0.0.0:9090 --allow-empty --workers 8`.
 #
 # A named volume takes the image's owner (uid and gid 10001, as the
 # Kubernetes pods run).  A host directory mounted instead keeps its own
@@ -50,12 +54,12 @@ COPY --from=build /src/bin/ /usr/local/bin/
 COPY --from=build /src/config/semid-server.json /etc/semid/semid-server.json
 USER semid
 WORKDIR /var/lib/semid
-EXPOSE 8080
+EXPOSE 8080 9090
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=10s --timeout=3s --start-period=30s --retries=3 \
-	CMD bash -c 'exec 3<>/dev/tcp/127.0.0.1/8080 && printf "GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n" >&3 && IFS= read -r -t 3 status <&3 && [[ $status == "HTTP/1."[01]" 200 "* ]]'
+	CMD bash -c 'exec 3<>/dev/tcp/127.0.0.1/9090 && printf "GET /healthz HTTP/1.0\r\nHost: localhost\r\n\r\n" >&3 && IFS= read -r -t 3 status <&3 && [[ $status == "HTTP/1."[01]" 200 "* ]]'
 VOLUME ["/var/lib/semid/models"]
 ENTRYPOINT ["/usr/local/bin/semid-server"]
 CMD ["--config", "/etc/semid/semid-server.json", \
      "--model", "/var/lib/semid/models/model.safetensors", \
-     "--listen", "0.0.0.0:8080", "--allow-empty"]
+     "--listen", "0.0.0.0:8080", "--ops-listen", "0.0.0.0:9090", "--allow-empty"]

@@ -36,25 +36,25 @@ static int is_digit(char c)
 /* The checks of one string value, by itself: key_set runs them as a value
  * is set, so that a refusal names its source, and srv_config_validate again
  * on the whole config. */
-static int listen_check(const char *v, struct sid_error *err)
+static int listen_check(const char *name, const char *v, struct sid_error *err)
 {
 	const char *colon = strrchr(v, ':');
 	char *end;
 	long port;
 
 	if (!strncmp(v, "unix:", 5) || v[0] == '/')
-		return sid_error_set(
-		    err, SID_EINVAL,
-		    "listen \"%s\": a unix socket is not supported; give HOST:PORT", v);
+		return sid_error_set(err, SID_EINVAL,
+				     "%s \"%s\": a unix socket is not supported; give HOST:PORT",
+				     name, v);
 	if (!colon || colon == v)
 		return sid_error_set(err, SID_EINVAL,
-				     "listen \"%s\" must be HOST:PORT (127.0.0.1:8080, [::1]:8080)",
-				     v);
+				     "%s \"%s\" must be HOST:PORT (127.0.0.1:8080, [::1]:8080)",
+				     name, v);
 	port = strtol(colon + 1, &end, 10);
 	if (!is_digit(colon[1]) || *end || port < 0 || port > 65535)
 		return sid_error_set(err, SID_EINVAL,
-				     "listen \"%s\": bad port (digits 0..65535 after the last ':')",
-				     v);
+				     "%s \"%s\": bad port (digits 0..65535 after the last ':')",
+				     name, v);
 	return 0;
 }
 
@@ -104,7 +104,9 @@ static int path_check(const char *name, const char *v, struct sid_error *err)
 static int value_check(size_t off, const char *v, struct sid_error *err)
 {
 	if (off == offsetof(struct srv_config, listen))
-		return listen_check(v, err);
+		return listen_check("listen", v, err);
+	if (off == offsetof(struct srv_config, ops_listen))
+		return v[0] ? listen_check("ops_listen", v, err) : 0; /* "": no ops port */
 	if (off == offsetof(struct srv_config, admin_token))
 		return token_check(v, err);
 	if (off == offsetof(struct srv_config, model))
@@ -118,6 +120,8 @@ static int value_check(size_t off, const char *v, struct sid_error *err)
 
 static const struct key keys[] = {
     {"listen", K_STR, F(listen), 0, 0, "HOST:PORT to listen on (port 0: any free port)"},
+    {"ops_listen", K_STR, F(ops_listen), 0, 0,
+     "HOST:PORT of the operations port: /healthz, /readyz, /metrics, /v1/model (empty: none)"},
     {"model", K_STR, F(model), 0, 0, "model file (safetensors, proto/model-format.md)"},
     {"allow_empty", K_BOOL, F(allow_empty), 0, 1,
      "start without a model; /readyz 503 until one loads"},

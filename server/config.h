@@ -25,6 +25,7 @@
 
 struct srv_config {
 	char listen[256];	  /* "host:port"; port 0 picks a free one */
+	char ops_listen[256];	  /* the operations port, as listen; "": none */
 	char model[SRV_PATH_MAX]; /* model file path */
 	int allow_empty;	  /* start with no model; /readyz 503 until one loads */
 	int watch;		  /* watch the model file's directory for a new file */

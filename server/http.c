@@ -52,6 +52,12 @@ struct srv_http {
 	struct srv_http_deps d;
 	struct MHD_Daemon *mhd;
 	int port;
+	char addr[300]; /* the address bound, in numbers */
+	/* the main port, or the operations port (d.main_port set): the config
+	 * key of its address and its connection limit */
+	int ops;
+	const char *key;
+	int limit;
 	long inflight;	  /* atomic */
 	int draining;	  /* atomic */
 	size_t body_held; /* atomic: bytes of request bodies and of answers held
@@ -482,10 +488,17 @@ static json_t *last_reload_json(struct srv_reload *r)
 			 st.ok ? json_string(st.version) : json_null());
 }
 
+/* The main port: @h, or the one @h is the operations port of. */
+static struct srv_http *main_port(struct srv_http *h)
+{
+	return h->d.main_port ? h->d.main_port : h;
+}
+
 static void route_readyz(struct req *q)
 {
 	struct sid_model *m = srv_reload_model(q->h->d.reload);
-	if (__atomic_load_n(&q->h->draining, __ATOMIC_RELAXED))
+	if (__atomic_load_n(&q->h->draining, __ATOMIC_RELAXED) ||
+	    __atomic_load_n(&main_port(q->h)->draining, __ATOMIC_RELAXED))
 		set_error(q, SRV_ERR_UNAVAILABLE, SRV_MSG_SHUTTING_DOWN);
 	else if (!m)
 		set_error(q, SRV_ERR_UNAVAILABLE, "no model is loaded");
@@ -550,11 +563,11 @@ static void route_model(struct req *q)
 static void route_metrics(struct req *q)
 {
 	struct sid_model *m = srv_reload_model(q->h->d.reload);
+	struct srv_http *mp = main_port(q->h); /* the port connection_limit bounds */
 	char *text;
 
-	srv_metrics_connections_open(q->h->d.metrics,
-				     __atomic_load_n(&q->h->open, __ATOMIC_RELAXED),
-				     __atomic_load_n(&q->h->body_held, __ATOMIC_RELAXED));
+	srv_metrics_connections_open(q->h->d.metrics, __atomic_load_n(&mp->open, __ATOMIC_RELAXED),
+				     __atomic_load_n(&mp->body_held, __ATOMIC_RELAXED));
 	text = srv_metrics_render(q->h->d.metrics, m);
 	sid_model_unref(m);
 	set_response(q, 200, text, text ? strlen(text) : 0,
@@ -844,17 +857,18 @@ static const struct {
 	const char *path;
 	enum srv_route route;
 	int post; /* 1: POST only; 0: GET and HEAD */
+	int ops;  /* 1: served on the operations port too */
 } routes[] = {
-    {"/v1/items:encode", SRV_ROUTE_ITEMS_ENCODE, 1},
-    {"/v1/users:encode", SRV_ROUTE_USERS_ENCODE, 1},
-    {"/healthz", SRV_ROUTE_HEALTHZ, 0},
-    {"/readyz", SRV_ROUTE_READYZ, 0},
-    {"/v1/model", SRV_ROUTE_MODEL, 0},
-    {"/v1/admin/reload", SRV_ROUTE_RELOAD, 1},
-    {"/metrics", SRV_ROUTE_METRICS, 0},
-    {"/v1/items:assign", SRV_ROUTE_ITEMS_ASSIGN, 1},
-    {"/v1/users:assign", SRV_ROUTE_USERS_ASSIGN, 1},
-    {"/v1/sids", SRV_ROUTE_SID_LIST, 0},
+    {"/v1/items:encode", SRV_ROUTE_ITEMS_ENCODE, 1, 0},
+    {"/v1/users:encode", SRV_ROUTE_USERS_ENCODE, 1, 0},
+    {"/healthz", SRV_ROUTE_HEALTHZ, 0, 1},
+    {"/readyz", SRV_ROUTE_READYZ, 0, 1},
+    {"/v1/model", SRV_ROUTE_MODEL, 0, 1},
+    {"/v1/admin/reload", SRV_ROUTE_RELOAD, 1, 0},
+    {"/metrics", SRV_ROUTE_METRICS, 0, 1},
+    {"/v1/items:assign", SRV_ROUTE_ITEMS_ASSIGN, 1, 0},
+    {"/v1/users:assign", SRV_ROUTE_USERS_ASSIGN, 1, 0},
+    {"/v1/sids", SRV_ROUTE_SID_LIST, 0, 0},
 };
 
 /* Routes with a trailing path parameter: "/v1/items/{id}" etc. */
@@ -1073,6 +1087,17 @@ static int on_headers(struct req *q, const char *url, const char *method, const 
 	for (i = 0; i < sizeof(routes) / sizeof(routes[0]); i++)
 		if (!strcmp(url, routes[i].path))
 			break;
+	if (h->ops && (i == sizeof(routes) / sizeof(routes[0]) || !routes[i].ops)) {
+		/* the operations port has the read-only routes alone: an
+		 * encode or a reload sent there is a client pointed at the
+		 * wrong port */
+		q->route = SRV_ROUTE_OTHER;
+		set_error(q, SRV_ERR_NOT_FOUND,
+			  "no route %.100s %.200s on the operations port (%s): it serves GET "
+			  "/healthz, /readyz, /metrics and /v1/model",
+			  method, url, h->key);
+		return 1;
+	}
 	if (i == sizeof(routes) / sizeof(routes[0])) {
 		size_t k;
 		for (k = 0; k < sizeof(param_routes) / sizeof(param_routes[0]); k++) {
@@ -1356,6 +1381,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	if (q->version[0])
 		srv_logline_str(&l, "model_version", q->version);
 	srv_logline_str(&l, "request_id", q->request_id);
+	if (h->ops)
+		srv_logline_str(&l, "listener", "ops");
 	if (q->errmsg[0])
 		srv_logline_str(&l, "error", q->errmsg);
 	if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
@@ -1527,7 +1554,7 @@ static void conn_watch(struct srv_http *h, struct conn *c)
  */
 static void refuse(struct srv_http *h, int fd, int draining, void **socket_context)
 {
-	long max = 32 + h->d.cfg->connection_limit / 16;
+	long max = 32 + h->limit / 16;
 	struct conn *c = NULL;
 	ssize_t w = send(fd, draining ? h->drain_resp : h->over_resp,
 			 draining ? h->drain_len : h->over_len, MSG_DONTWAIT | MSG_NOSIGNAL);
@@ -1535,7 +1562,8 @@ static void refuse(struct srv_http *h, int fd, int draining, void **socket_conte
 	(void)w; /* a client that cannot take 150 bytes just sees the close */
 	if (!draining) {
 		__atomic_add_fetch(&h->refused, 1, __ATOMIC_RELAXED);
-		srv_metrics_connections_closed(h->d.metrics, SRV_CONN_LIMIT, 1);
+		if (!h->ops) /* the metric is connection_limit's */
+			srv_metrics_connections_closed(h->d.metrics, SRV_CONN_LIMIT, 1);
 	}
 	if (__atomic_add_fetch(&h->lingering, 1, __ATOMIC_RELAXED) <= max)
 		c = calloc(1, sizeof(*c));
@@ -1598,7 +1626,7 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
 	n = __atomic_add_fetch(&h->open, 1, __ATOMIC_RELAXED) -
 	    __atomic_load_n(&h->lingering, __ATOMIC_RELAXED);
 	draining = __atomic_load_n(&h->draining, __ATOMIC_RELAXED);
-	c = draining || n > h->d.cfg->connection_limit ? NULL : calloc(1, sizeof(*c));
+	c = draining || n > h->limit ? NULL : calloc(1, sizeof(*c));
 	if (!c) {
 		refuse(h, ci->connect_fd, draining, socket_context);
 		return;
@@ -1668,10 +1696,15 @@ static void log_counts(struct srv_http *h, long long now)
 	dropped = __atomic_exchange_n(&h->mhd_dropped, 0, __ATOMIC_RELAXED);
 	if (refused || dropped)
 		h->refused_logged_us = now;
-	if (refused)
+	if (refused && h->ops)
+		srv_log(SRV_LOG_WARN, "connection",
+			"refused %ld connection%s to the operations port (%s) over its limit of "
+			"%d (503)",
+			refused, refused == 1 ? "" : "s", h->addr, h->limit);
+	else if (refused)
 		srv_log(SRV_LOG_WARN, "connection",
 			"refused %ld connection%s over connection_limit %d (503)", refused,
-			refused == 1 ? "" : "s", h->d.cfg->connection_limit);
+			refused == 1 ? "" : "s", h->limit);
 	if (dropped)
 		srv_log(SRV_LOG_WARN, "mhd",
 			"%ld more libmicrohttpd line%s not logged (at most %d a second)", dropped,
@@ -1736,8 +1769,14 @@ static int canned_responses(struct srv_http *h)
 {
 	char msg[160];
 
-	snprintf(msg, sizeof(msg), "too many open connections (connection_limit %d); retry later",
-		 h->d.cfg->connection_limit);
+	if (h->ops)
+		snprintf(msg, sizeof(msg),
+			 "too many open connections to the operations port (%d at most); retry "
+			 "later",
+			 h->limit);
+	else
+		snprintf(msg, sizeof(msg),
+			 "too many open connections (connection_limit %d); retry later", h->limit);
 	return canned_503(h, msg, &h->over_resp, &h->over_len) ||
 	       canned_503(h, SRV_MSG_SHUTTING_DOWN, &h->drain_resp, &h->drain_len);
 }
@@ -1760,24 +1799,24 @@ static void http_free(struct srv_http *h)
 	free(h);
 }
 
-/* cfg->listen ("host:port", "[v6]:port") as its first address; @host gets
- * the host part without brackets, @port the port. */
-static int listen_resolve(const struct srv_config *cfg, char *host, size_t hostlen, char *port,
+/* @addr ("host:port", "[v6]:port"), the value of config key @key, as its
+ * first address; @host gets the host part without brackets, @port the
+ * port. */
+static int listen_resolve(const char *key, const char *addr, char *host, size_t hostlen, char *port,
 			  size_t portlen, struct addrinfo **ai, struct sid_error *err)
 {
-	const char *colon = strrchr(cfg->listen, ':');
+	const char *colon = strrchr(addr, ':');
 	struct addrinfo hints;
 	size_t hl;
 	int rc;
 
 	*ai = NULL;
 	if (!colon)
-		return sid_error_set(err, SID_EINVAL, "listen \"%s\" must be HOST:PORT",
-				     cfg->listen);
-	hl = (size_t)(colon - cfg->listen);
+		return sid_error_set(err, SID_EINVAL, "%s \"%s\" must be HOST:PORT", key, addr);
+	hl = (size_t)(colon - addr);
 	if (hl >= hostlen)
-		return sid_error_set(err, SID_EINVAL, "listen \"%s\": host too long", cfg->listen);
-	memcpy(host, cfg->listen, hl);
+		return sid_error_set(err, SID_EINVAL, "%s \"%s\": host too long", key, addr);
+	memcpy(host, addr, hl);
 	host[hl] = '\0';
 	if (hl >= 2 && host[0] == '[' && host[hl - 1] == ']') {
 		memmove(host, host + 1, hl - 2);
@@ -1790,18 +1829,25 @@ static int listen_resolve(const struct srv_config *cfg, char *host, size_t hostl
 	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
 	rc = getaddrinfo(host[0] ? host : NULL, port, &hints, ai);
 	if (rc)
-		return sid_error_set(err, SID_EINVAL, "listen \"%s\": %s", cfg->listen,
-				     gai_strerror(rc));
+		return sid_error_set(err, SID_EINVAL, "%s \"%s\": %s", key, addr, gai_strerror(rc));
 	return 0;
 }
 
-int srv_http_listen_check(const struct srv_config *cfg, struct sid_error *err)
+/* "cannot listen on ADDR: ..." names ops_listen's address as that key's:
+ * the operator must tell it from listen's. */
+static const char *listen_what(const char *key)
+{
+	return strcmp(key, "listen") != 0 ? "ops_listen: " : "";
+}
+
+/* Bind a socket to @addr (config key @key) once and close it. */
+static int bind_check(const char *key, const char *addr, struct sid_error *err)
 {
 	char host[256], port[16];
 	struct addrinfo *ai;
 	int fd, on = 1, rc = 0;
 
-	if (listen_resolve(cfg, host, sizeof(host), port, sizeof(port), &ai, err))
+	if (listen_resolve(key, addr, host, sizeof(host), port, sizeof(port), &ai, err))
 		return SID_EINVAL;
 	fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
 	if (fd >= 0) {
@@ -1813,13 +1859,72 @@ int srv_http_listen_check(const struct srv_config *cfg, struct sid_error *err)
 		/* in MHD's words, so both tries fail alike */
 		if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0)
 			rc = sid_error_set(err, SID_EIO,
-					   "cannot listen on %s: Failed to bind to port %d: %s",
-					   cfg->listen, atoi(port), strerror(errno));
+					   "%scannot listen on %s: Failed to bind to port %d: %s",
+					   listen_what(key), addr, atoi(port), strerror(errno));
 		close(fd);
 	}
 	/* no socket at all (descriptors, memory): MHD will say so itself */
 	freeaddrinfo(ai);
 	return rc;
+}
+
+/* The port of @sa and whether its address is the wildcard (0.0.0.0, ::). */
+static int sock_port(const struct sockaddr *sa, int *any)
+{
+	if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
+		*any = IN6_IS_ADDR_UNSPECIFIED(&s6->sin6_addr);
+		return ntohs(s6->sin6_port);
+	}
+	*any = ((const struct sockaddr_in *)sa)->sin_addr.s_addr == htonl(INADDR_ANY);
+	return ntohs(((const struct sockaddr_in *)sa)->sin_port);
+}
+
+/*
+ * ops_listen on listen's port: the same address, or either a wildcard of
+ * the other's family (IPv6 sockets are IPv6 only here).  Two sockets with
+ * SO_REUSEADDR bind one address alike until one listens, so bind_check
+ * alone would let it through and the start fail after the model loaded.
+ * Port 0 on both picks two ports.
+ */
+static int ops_overlap_check(const struct srv_config *cfg, struct sid_error *err)
+{
+	char host[256], port[16];
+	struct addrinfo *a = NULL, *b = NULL;
+	int rc = 0, pa, pb, any_a, any_b;
+
+	if (listen_resolve("listen", cfg->listen, host, sizeof(host), port, sizeof(port), &a,
+			   err) ||
+	    listen_resolve("ops_listen", cfg->ops_listen, host, sizeof(host), port, sizeof(port),
+			   &b, err)) {
+		rc = SID_EINVAL;
+		goto fail;
+	}
+	pa = sock_port(a->ai_addr, &any_a);
+	pb = sock_port(b->ai_addr, &any_b);
+	if (pa && pa == pb && a->ai_family == b->ai_family &&
+	    (any_a || any_b ||
+	     (a->ai_addrlen == b->ai_addrlen && !memcmp(a->ai_addr, b->ai_addr, a->ai_addrlen))))
+		rc = sid_error_set(err, SID_EINVAL,
+				   "ops_listen \"%s\" is on listen's port (listen \"%s\"): the "
+				   "operations port needs a port of its own",
+				   cfg->ops_listen, cfg->listen);
+fail:
+	if (b)
+		freeaddrinfo(b);
+	if (a)
+		freeaddrinfo(a);
+	return rc;
+}
+
+int srv_http_listen_check(const struct srv_config *cfg, struct sid_error *err)
+{
+	int rc = bind_check("listen", cfg->listen, err);
+
+	if (rc || !cfg->ops_listen[0])
+		return rc;
+	rc = ops_overlap_check(cfg, err);
+	return rc ? rc : bind_check("ops_listen", cfg->ops_listen, err);
 }
 
 int srv_http_start(const struct srv_http_deps *deps, struct srv_http **out, struct sid_error *err)
@@ -1830,10 +1935,13 @@ int srv_http_start(const struct srv_http_deps *deps, struct srv_http **out, stru
 	const union MHD_DaemonInfo *info;
 	unsigned int flags;
 	struct srv_http *h;
-	int mhd_limit;
+	int mhd_limit, ops = deps->main_port != NULL;
+	int threads = ops ? 1 : cfg->http_threads; /* probes and scrapes are few */
+	const char *key = ops ? "ops_listen" : "listen";
+	const char *listen = ops ? cfg->ops_listen : cfg->listen;
 
 	*out = NULL;
-	if (listen_resolve(cfg, host, sizeof(host), port, sizeof(port), &ai, err))
+	if (listen_resolve(key, listen, host, sizeof(host), port, sizeof(port), &ai, err))
 		return SID_EINVAL;
 	h = calloc(1, sizeof(*h));
 	if (!h) {
@@ -1841,6 +1949,9 @@ int srv_http_start(const struct srv_http_deps *deps, struct srv_http **out, stru
 		return sid_error_set(err, SID_ENOMEM, "http: out of memory");
 	}
 	h->d = *deps;
+	h->ops = ops;
+	h->key = key;
+	h->limit = ops ? SRV_HTTP_OPS_CONNECTIONS : cfg->connection_limit;
 	/* a key for made request ids: different in every process */
 	if (getrandom(&h->rid_key, sizeof(h->rid_key), GRND_NONBLOCK) !=
 	    (ssize_t)sizeof(h->rid_key)) {
@@ -1865,7 +1976,7 @@ int srv_http_start(const struct srv_http_deps *deps, struct srv_http **out, stru
 	}
 	/* Headroom above connection_limit for connections that arrive in one
 	 * burst and are refused by on_connection (they close within a poll). */
-	mhd_limit = cfg->connection_limit + 64 + cfg->connection_limit / 8;
+	mhd_limit = h->limit + 64 + h->limit / 8;
 	flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
 		MHD_USE_ERROR_LOG;
 	if (ai->ai_family == AF_INET6)
@@ -1880,8 +1991,7 @@ int srv_http_start(const struct srv_http_deps *deps, struct srv_http **out, stru
 		    {MHD_OPTION_UNESCAPE_CALLBACK, (intptr_t)unescape, h},
 		    {MHD_OPTION_CONNECTION_TIMEOUT, cfg->connection_timeout_s, NULL},
 		    {MHD_OPTION_CONNECTION_LIMIT, mhd_limit, NULL},
-		    {cfg->http_threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END,
-		     cfg->http_threads, NULL},
+		    {threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END, threads, NULL},
 		    {MHD_OPTION_END, 0, NULL},
 		};
 		MHD_set_panic_func(srv_http_panic, NULL);
@@ -1902,7 +2012,7 @@ int srv_http_start(const struct srv_http_deps *deps, struct srv_http **out, stru
 	pthread_mutex_unlock(&h->conns_lock);
 	if (!h->mhd) {
 		/* MHD's own words say why (bind: address in use, not local, ...) */
-		sid_error_set(err, SID_EIO, "cannot listen on %s: %s", cfg->listen,
+		sid_error_set(err, SID_EIO, "%scannot listen on %s: %s", listen_what(key), listen,
 			      h->start_msg[0] ? h->start_msg : "libmicrohttpd could not start");
 		http_free(h);
 		return SID_EIO;
@@ -1915,19 +2025,8 @@ int srv_http_start(const struct srv_http_deps *deps, struct srv_http **out, stru
 			"the idle timeout");
 	info = MHD_get_daemon_info(h->mhd, MHD_DAEMON_INFO_BIND_PORT);
 	h->port = info ? info->port : atoi(port);
-	{
-		struct srv_logline l;
-		char addr[300];
-		snprintf(addr, sizeof(addr), "%s%s%s:%d", strchr(host, ':') ? "[" : "", host,
-			 strchr(host, ':') ? "]" : "", h->port);
-		srv_logline_begin(&l, SRV_LOG_INFO, "listening");
-		srv_logline_str(&l, "addr", addr);
-		srv_logline_int(&l, "port", h->port);
-		srv_logline_int(&l, "workers", cfg->workers);
-		srv_logline_int(&l, "max_batch", cfg->max_batch);
-		srv_logline_int(&l, "max_delay_us", cfg->max_delay_us);
-		srv_logline_end(&l);
-	}
+	snprintf(h->addr, sizeof(h->addr), "%s%s%s:%d", strchr(host, ':') ? "[" : "", host,
+		 strchr(host, ':') ? "]" : "", h->port);
 	*out = h;
 	return 0;
 }
@@ -1935,6 +2034,11 @@ int srv_http_start(const struct srv_http_deps *deps, struct srv_http **out, stru
 int srv_http_port(const struct srv_http *h)
 {
 	return h->port;
+}
+
+const char *srv_http_addr(const struct srv_http *h)
+{
+	return h->addr;
 }
 
 /*

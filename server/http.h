@@ -19,6 +19,14 @@
  * route, status, items, us, model_version), and the request metrics are
  * counted there.
  *
+ * The operations port (cfg->ops_listen, optional) is a second, small daemon
+ * of its own (one thread, SRV_HTTP_OPS_CONNECTIONS connections) serving the
+ * read-only routes an operator's tools need: /healthz, /readyz, /metrics
+ * and GET /v1/model, every other path 404.  The main port's clients, at
+ * connection_limit, cannot take its places, so probes and scrapes still get
+ * through when the main port answers 503.  Its requests count in the same
+ * metrics, under the same routes.
+ *
  * Thread-safety: srv_http_start/quiesce/stop belong to the thread that owns
  * the server (the loop thread); srv_http_inflight is thread-safe.
  */
@@ -41,22 +49,36 @@ struct srv_http_deps {
 	struct srv_batcher *batcher;
 	struct srv_assigner *assigner; /* the registry lane */
 	struct srv_store *store;       /* for its health in GET /v1/model */
+	/* NULL: this is the main port (cfg->listen).  Else this is the
+	 * operations port (cfg->ops_listen) of that main port, whose
+	 * connections and held bodies /metrics reports and whose drain
+	 * /readyz reports; it must outlive this one. */
+	struct srv_http *main_port;
 };
 
+/* Connections the operations port serves at once (its connection_limit:
+ * a probe or a scrape needs one each). */
+#define SRV_HTTP_OPS_CONNECTIONS 16
+
 /* Before the slow parts of a start (loading the model, opening the
- * registry): resolve cfg->listen and bind a socket to it once, then close
- * it, so that a host that does not resolve, an address this host does not
- * have or a port in use refuses the start at once, with srv_http_start's
- * message, and nothing opened or created on the way.  (Another process may
- * still take the port before srv_http_start binds it.) */
+ * registry): resolve cfg->listen, and cfg->ops_listen when set, and bind a
+ * socket to each once, then close it, so that a host that does not
+ * resolve, an address this host does not have or a port in use refuses the
+ * start at once, with srv_http_start's message, and nothing opened or
+ * created on the way; so does an ops_listen on listen's port.  (Another
+ * process may still take a port before srv_http_start binds it.) */
 int srv_http_listen_check(const struct srv_config *cfg, struct sid_error *err);
 
-/* Bind cfg->listen and start serving; logs event=listening with the real
- * address (port 0 picks one). */
+/* Bind cfg->listen (deps->main_port NULL) or cfg->ops_listen and start
+ * serving. */
 int srv_http_start(const struct srv_http_deps *deps, struct srv_http **out, struct sid_error *err);
 
-/* The bound port. */
+/* The bound port (port 0 picked one). */
 int srv_http_port(const struct srv_http *h);
+
+/* The address bound, in numbers (a host name binds its first address):
+ * "127.0.0.1:8080", "[::1]:8080". */
+const char *srv_http_addr(const struct srv_http *h);
 
 /* Drain: a connection opened from now on is answered 503 ("the server is
  * shutting down", Retry-After) and closed; later responses carry

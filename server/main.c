@@ -19,7 +19,7 @@
  * SIGTERM / SIGINT: stop accepting, let in-flight requests finish (up to
  * shutdown_timeout_ms), exit 0; exit 1 if the deadline passes first.
  * Exit 2: refused to start (bad flag, config or model, cannot listen; the
- * listen address is tried first, before the model loads).
+ * listen and ops_listen addresses are tried first, before the model loads).
  */
 #include <cblas.h>
 #include <signal.h>
@@ -50,6 +50,7 @@ struct server {
 	struct srv_batcher *batcher;
 	struct srv_reload *reload;
 	struct srv_http *http;
+	struct srv_http *ops; /* the operations port (ops_listen), or NULL */
 	struct srv_store store;
 	struct srv_assigner *assigner;
 	uv_signal_t sigterm, sigint, sighup;
@@ -92,17 +93,21 @@ static void test_hook_sleep(const char *var)
 		usleep((useconds_t)atoi(d) * 1000);
 }
 
+/* Requests in flight on both ports. */
+static long inflight(struct server *s)
+{
+	return srv_http_inflight(s->http) + (s->ops ? srv_http_inflight(s->ops) : 0);
+}
+
 static void on_drain_tick(uv_timer_t *t)
 {
 	struct server *s = t->data;
 
-	if (srv_http_inflight(s->http) > 0 || srv_batcher_admitted(s->batcher) > 0 ||
-	    srv_reload_busy(s->reload)) {
+	if (inflight(s) > 0 || srv_batcher_admitted(s->batcher) > 0 || srv_reload_busy(s->reload)) {
 		if (srv_now() < s->drain_deadline)
 			return;
 		srv_log(SRV_LOG_ERROR, "shutdown",
-			"%ld requests still in flight%s after %d ms; exiting anyway",
-			srv_http_inflight(s->http),
+			"%ld requests still in flight%s after %d ms; exiting anyway", inflight(s),
 			srv_reload_busy(s->reload) ? " and a model reload running" : "",
 			s->cfg.shutdown_timeout_ms);
 		_exit(1);
@@ -138,13 +143,33 @@ static void on_stop_signal(uv_signal_t *h, int sig)
 		return;
 	s->draining = 1;
 	srv_log(SRV_LOG_INFO, "shutdown", "%s: draining %ld in-flight requests (up to %d ms)",
-		sig == SIGINT ? "SIGINT" : "SIGTERM", srv_http_inflight(s->http),
-		s->cfg.shutdown_timeout_ms);
+		sig == SIGINT ? "SIGINT" : "SIGTERM", inflight(s), s->cfg.shutdown_timeout_ms);
 	srv_http_quiesce(s->http);
+	if (s->ops)
+		srv_http_quiesce(s->ops);
 	srv_reload_quiesce(s->reload);
 	srv_batcher_flush(s->batcher);
 	s->drain_deadline = srv_now() + s->cfg.shutdown_timeout_ms * 1e-3;
 	uv_timer_start(&s->drain, on_drain_tick, 0, 5);
+}
+
+/* event=listening: where the server listens, with the real addresses (port
+ * 0 picks one), and how it batches. */
+static void log_listening(const struct server *s)
+{
+	struct srv_logline l;
+
+	srv_logline_begin(&l, SRV_LOG_INFO, "listening");
+	srv_logline_str(&l, "addr", srv_http_addr(s->http));
+	srv_logline_int(&l, "port", srv_http_port(s->http));
+	if (s->ops) {
+		srv_logline_str(&l, "ops_addr", srv_http_addr(s->ops));
+		srv_logline_int(&l, "ops_port", srv_http_port(s->ops));
+	}
+	srv_logline_int(&l, "workers", s->cfg.workers);
+	srv_logline_int(&l, "max_batch", s->cfg.max_batch);
+	srv_logline_int(&l, "max_delay_us", s->cfg.max_delay_us);
+	srv_logline_end(&l);
 }
 
 /*
@@ -358,10 +383,17 @@ int main(int argc, char **argv)
 	hd.batcher = s.batcher;
 	hd.assigner = s.assigner;
 	hd.store = &s.store;
+	hd.main_port = NULL;
 	if (srv_http_start(&hd, &s.http, &err)) {
 		fprintf(stderr, "semid-server: %s\n", err.msg);
 		return 2;
 	}
+	hd.main_port = s.http;
+	if (s.cfg.ops_listen[0] && srv_http_start(&hd, &s.ops, &err)) {
+		fprintf(stderr, "semid-server: %s\n", err.msg);
+		return 2;
+	}
+	log_listening(&s);
 
 	uv_run(s.loop, UV_RUN_DEFAULT);
 
@@ -372,6 +404,7 @@ int main(int argc, char **argv)
 	 * closed them (it is answered 503), and freeing them first let it use
 	 * a freed model (a double free at exit, 1 run in about 100 under load). */
 	test_hook_sleep("SEMID_TEST_STOP_DELAY_MS");
+	srv_http_stop(s.ops); /* first: it reads the main port's counts */
 	srv_http_stop(s.http);
 	srv_reload_free(s.reload);
 	srv_batcher_free(s.batcher);

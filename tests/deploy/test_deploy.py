@@ -6,7 +6,9 @@ or metric breaks this test instead of a deployment.
 - Every YAML file parses; kustomization.yaml lists every manifest; every
   volume, ConfigMap, Secret key and env var a manifest refers to exists.
 - Ports: the config's listen port is the container's "http" port, which the
-  probes, the Services' targetPort and the scrape annotation use.
+  Services' targetPort uses; its ops_listen port is the "ops" port, which the
+  probes, the scrape annotation, the scrape config's port name, the systemd
+  unit's --ops-listen and the static scrape targets use.
 - The ConfigMap's server JSON is accepted by a real semid-server, which then
   answers the Deployment's probe paths; the CronJob's script (run as it is,
   with paths pointed at a temp dir and the trainer config shrunk) trains,
@@ -18,9 +20,10 @@ or metric breaks this test instead of a deployment.
 - Flags in the manifests and units exist in `semid-server --help` /
   `semid-train --help`; the uid is the Dockerfile's.
 - The Dockerfile: its build stage installs what `make deps-test` does, its
-  runtime stage the package of every library the programs link; one port
-  for EXPOSE, --listen and the HEALTHCHECK, whose command (run as it is,
-  pointed at a live server) passes, and fails with no server; the
+  runtime stage the package of every library the programs link; EXPOSE has
+  --listen's port and --ops-listen's, the HEALTHCHECK asks the latter, and
+  its command (run as it is, pointed at a live server's operations port)
+  passes, and fails with no server; the
   documented `docker run --stop-timeout` outlasts the image config's
   shutdown_timeout_ms, and README.md shows the same docker commands.
 - systemd-analyze verify accepts the units (binaries pointed at $SEMID_BIN);
@@ -39,6 +42,7 @@ or metric breaks this test instead of a deployment.
 
 Needs python3-yaml.  Loopback only; every wait is bounded.
 """
+import copy
 import glob
 import json
 import os
@@ -186,6 +190,7 @@ class Deploy(unittest.TestCase):
         cls.server_flags = help_flags(SERVER)
         cls.train_flags = help_flags(TRAIN)
         cls.port = int(cls.config["listen"].rpartition(":")[2])
+        cls.ops_port = int(cls.config["ops_listen"].rpartition(":")[2])
 
     # --- static consistency -------------------------------------------------
 
@@ -212,8 +217,12 @@ class Deploy(unittest.TestCase):
     def test_ports_probes_and_services_agree_with_the_config(self):
         ports = {p["name"]: p["containerPort"] for p in self.container["ports"]}
         self.assertEqual(ports["http"], self.port)
+        # probes and scrapes on the operations port, which answers while
+        # clients hold every connection of the main one
+        self.assertEqual(ports["ops"], self.ops_port)
+        self.assertNotEqual(self.ops_port, self.port)
         for probe in ("readinessProbe", "livenessProbe"):
-            self.assertEqual(self.container[probe]["httpGet"]["port"], "http")
+            self.assertEqual(self.container[probe]["httpGet"]["port"], "ops")
         self.assertEqual(self.container["readinessProbe"]["httpGet"]["path"], "/readyz")
         self.assertEqual(self.container["livenessProbe"]["httpGet"]["path"], "/healthz")
         sel = self.dep["spec"]["selector"]["matchLabels"]
@@ -232,8 +241,16 @@ class Deploy(unittest.TestCase):
                          headless[0]["metadata"]["name"])
         self.assertIn('":%d"' % self.port, self.script)  # the pods' port in the reload loop
         ann = self.dep["spec"]["template"]["metadata"]["annotations"]
-        self.assertEqual(int(ann["prometheus.io/port"]), self.port)
+        self.assertEqual(int(ann["prometheus.io/port"]), self.ops_port)
         self.assertEqual(ann["prometheus.io/path"], "/metrics")
+        scrape = yaml.safe_load(read(os.path.join(DEPLOY, "prometheus", "scrape.yml")))
+        for job in scrape["scrape_configs"]:
+            for rl in job.get("relabel_configs", []):
+                if rl.get("source_labels") == ["__meta_kubernetes_pod_container_port_name"]:
+                    self.assertEqual(rl["regex"], "ops", job["job_name"])
+            for sc in job.get("static_configs", []):
+                for target in sc["targets"]:
+                    self.assertEqual(int(target.rpartition(":")[2]), self.ops_port, target)
         hpa = find(self.docs, "HorizontalPodAutoscaler")
         self.assertEqual(hpa["spec"]["scaleTargetRef"]["name"], self.dep["metadata"]["name"])
         self.assertEqual(find(self.docs, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"],
@@ -356,10 +373,16 @@ class Deploy(unittest.TestCase):
                 if pkg != "libc6":  # in every Debian image
                     with self.subTest(lib=lib):
                         self.assertIn(pkg, installs(runtime))
-        # one port: EXPOSE, the server's --listen, the health check
-        port = int(re.search(r"^EXPOSE (\d+)", runtime, re.M).group(1))
+        # EXPOSE: the server's --listen and --ops-listen; the health check
+        # asks the operations port
+        exposed = [int(p) for p in re.search(r"^EXPOSE (.*)$", runtime, re.M).group(1).split()]
         cmd = json.loads(re.search(r"^CMD (\[.*\])", runtime, re.M).group(1))
-        self.assertEqual(cmd[cmd.index("--listen") + 1], "0.0.0.0:%d" % port)
+        listen = int(cmd[cmd.index("--listen") + 1].rpartition(":")[2])
+        port = int(cmd[cmd.index("--ops-listen") + 1].rpartition(":")[2])
+        self.assertEqual(cmd[cmd.index("--listen") + 1], "0.0.0.0:%d" % listen)
+        self.assertEqual(cmd[cmd.index("--ops-listen") + 1], "0.0.0.0:%d" % port)
+        self.assertEqual(exposed, [listen, port])
+        self.assertEqual((listen, port), (self.port, self.ops_port))  # as the pods
         check = re.search(r"^HEALTHCHECK .*?\sCMD\s+(.*)$", runtime, re.M)
         self.assertIsNotNone(check, "the runtime image has a HEALTHCHECK")
         check = check.group(1)
@@ -388,9 +411,11 @@ class Deploy(unittest.TestCase):
         # the health check, run as the image runs it (/bin/sh -c), against a server
         with tempfile.TemporaryDirectory(prefix="semid-docker-") as d:
             model = os.path.join(d, "model.safetensors")
-            srv = tl.Server(["--model", model, "--allow-empty", "--registry", "none"], workdir=d)
+            srv = tl.Server(["--model", model, "--allow-empty", "--registry", "none",
+                             "--ops-listen", "127.0.0.1:0"], workdir=d)
             try:
-                here = check.replace("127.0.0.1/%d" % port, "127.0.0.1/%d" % srv.port)
+                ops = int(re.search(r"event=listening .* ops_port=(\d+)", srv.log_text()).group(1))
+                here = check.replace("127.0.0.1/%d" % port, "127.0.0.1/%d" % ops)
                 p = subprocess.run(["sh", "-c", here], stdout=subprocess.PIPE,
                                    stderr=subprocess.STDOUT, text=True, timeout=30)
                 self.assertEqual(p.returncode, 0, p.stdout)
@@ -489,6 +514,8 @@ class Deploy(unittest.TestCase):
         self.assertIn(os.path.dirname(model), srv["ReadWritePaths"][0].split())
         listen = exec_args[exec_args.index("--listen") + 1]
         self.assertEqual(int(listen.rpartition(":")[2]), self.port)
+        ops = exec_args[exec_args.index("--ops-listen") + 1]
+        self.assertEqual(int(ops.rpartition(":")[2]), self.ops_port)
         # the admin token has a place off the command line and out of the
         # world-readable config: an optional environment file
         self.assertEqual(srv["EnvironmentFile"], ["-/etc/semid/semid-server.env"])
@@ -670,6 +697,7 @@ class Deploy(unittest.TestCase):
                 "/etc/semid/semid-server.json", os.path.join(ROOT, "config", "semid-server.json"))
                 for a in argv[1:]]
             args[args.index("--listen") + 1] = "127.0.0.1:0"
+            args[args.index("--ops-listen") + 1] = "127.0.0.1:0"
             model = args[args.index("--model") + 1]
             os.makedirs(os.path.dirname(model))
             # the unit's EnvironmentFile, as the README says to write it
@@ -743,24 +771,28 @@ class Deploy(unittest.TestCase):
             models = os.path.join(d, "models")
             model = os.path.join(models, "model.safetensors")
             os.makedirs(models)  # the server watches it from the start
-            # The ConfigMap as it is; only the address (Server adds --listen
+            # The ConfigMap as it is; only the addresses (Server adds --listen
             # 127.0.0.1:0), the model dir and the Secret's token are overridden.
             srv = tl.Server(["--config", conf, "--model", model, "--admin-token", TOKEN,
-                             "--workers", "1"], workdir=d)
+                             "--workers", "1", "--ops-listen", "127.0.0.1:0"], workdir=d)
             try:
+                # the probes and the scrape ask the operations port
+                ops = copy.copy(srv)
+                ops.port = int(re.search(r"event=listening .* ops_port=(\d+)",
+                                         srv.log_text()).group(1))
                 live = self.container["livenessProbe"]["httpGet"]["path"]
                 ready = self.container["readinessProbe"]["httpGet"]["path"]
-                self.assertEqual(srv.request("GET", live)[0], 200)
+                self.assertEqual(ops.request("GET", live)[0], 200)
                 # allow_empty: up but not ready until the first publish
-                self.assertEqual(srv.request("GET", ready)[0], 503)
-                self.assertNotIn("semid_model_info{", srv.request("GET", "/metrics")[2].decode())
+                self.assertEqual(ops.request("GET", ready)[0], 503)
+                self.assertNotIn("semid_model_info{", ops.request("GET", "/metrics")[2].decode())
 
                 models, env = self._cronjob_dirs(d, srv.port)
                 rc, out = self._run_cronjob(env)
                 self.assertEqual(rc, 0, out)
                 self.assertIn("reload 127.0.0.1:%d: 200" % srv.port, out)
                 self.assertIn("event=reload trigger=admin result=success", srv.log_text())
-                st, _, body = srv.json("GET", ready)
+                st, _, body = ops.json("GET", ready)
                 self.assertEqual(st, 200)
                 v1 = body["model_version"]
                 self.assertTrue(v1.startswith("das-"), v1)
@@ -773,19 +805,19 @@ class Deploy(unittest.TestCase):
                 free_second()
                 rc, out = self._run_cronjob(env)
                 self.assertEqual(rc, 0, out)
-                v2 = srv.json("GET", ready)[2]["model_version"]
+                v2 = ops.json("GET", ready)[2]["model_version"]
                 self.assertNotEqual(v2, v1)
                 rels = sorted(glob.glob(os.path.join(models, "releases", "model-*.safetensors")))
                 self.assertEqual(len(rels), 2)
                 tmp = os.path.join(models, ".rollback.tmp")
                 os.link(rels[0], tmp)
                 os.rename(tmp, model)
-                self._wait_version(srv, v1)
+                self._wait_version(ops, v1)
 
                 # a reload that fails, and traffic, so every series exists
                 tl.publish(model, b"not a model")
-                self._wait_metric(srv, 'semid_model_reloads_total{result="error"}', 1)
-                self.assertEqual(srv.json("GET", ready)[2]["model_version"], v1)
+                self._wait_metric(ops, 'semid_model_reloads_total{result="error"}', 1)
+                self.assertEqual(ops.json("GET", ready)[2]["model_version"], v1)
                 st, _, body = srv.json("POST", "/v1/items:encode",
                                        {"inputs": [{"embedding": [0.1] * 8}] * 3})
                 self.assertEqual(st, 200, body)
@@ -795,7 +827,7 @@ class Deploy(unittest.TestCase):
                 # a failing publish script run: the pod refuses (wrong token)
                 self.assertEqual(srv.request("POST", "/v1/admin/reload",
                                              headers={"Authorization": "Bearer nope"})[0], 403)
-                scrape = srv.request("GET", "/metrics")[2].decode()
+                scrape = ops.request("GET", "/metrics")[2].decode()
                 self._check_alert_metrics(scrape)
                 self.assertEqual(srv.stop(), 0)
             finally:

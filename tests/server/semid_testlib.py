@@ -192,6 +192,17 @@ def read_to_eof(sock):
         data += chunk
 
 
+def refused_start(test, args, needle, timeout=10):
+    """Run semid-server with @args, which it must refuse: exit 2 with
+    @needle in its stderr (checked with unittest.TestCase @test); returns
+    that stderr."""
+    p = subprocess.run([SERVER] + list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       timeout=timeout * SLOW)
+    test.assertEqual(p.returncode, 2, p.stderr)
+    test.assertIn(needle, p.stderr.decode())
+    return p.stderr.decode()
+
+
 class Server:
     """A semid-server child on 127.0.0.1:<free port>; logs go to a file."""
 

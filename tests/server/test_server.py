@@ -1101,10 +1101,7 @@ class TestOps(unittest.TestCase):
 
 class TestLifecycle(unittest.TestCase):
     def refused(self, args, needle):
-        p = subprocess.run([T.SERVER] + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           timeout=10)
-        self.assertEqual(p.returncode, 2, p.stderr)
-        self.assertIn(needle, p.stderr.decode())
+        T.refused_start(self, args, needle)
 
     def test_refuses_to_start(self):
         self.refused(["--model", MODEL, "--max-batch", "0"],
