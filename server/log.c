@@ -30,6 +30,8 @@ int srv_log_level_parse(const char *name)
 
 const char *srv_log_level_name(enum srv_log_level level)
 {
+	if (level == SRV_LOG_ALWAYS)
+		return level_names[SRV_LOG_INFO];
 	return (unsigned)level < 4 ? level_names[level] : "?";
 }
 
@@ -142,7 +144,7 @@ void srv_logline_begin(struct srv_logline *l, enum srv_log_level level, const ch
 	put(l, "ts=", 3);
 	put(l, ts, srv_log_format_ts(ts, (long long)now.tv_sec, (int)(now.tv_nsec / 1000000)));
 	put(l, " level=", 7);
-	put(l, level_names[level], strlen(level_names[level]));
+	put(l, srv_log_level_name(level), strlen(srv_log_level_name(level)));
 	srv_logline_str(l, "event", event);
 }
 

@@ -25,7 +25,11 @@
 
 #include <stddef.h>
 
-enum srv_log_level { SRV_LOG_DEBUG, SRV_LOG_INFO, SRV_LOG_WARN, SRV_LOG_ERROR };
+/* SRV_LOG_ALWAYS: a line of level info written whatever the level set: an
+ * operator running at warn or error must still see where the server listens
+ * and which model it serves (event=listening, the start-up reload).  Not a
+ * level log_level can name. */
+enum srv_log_level { SRV_LOG_DEBUG, SRV_LOG_INFO, SRV_LOG_WARN, SRV_LOG_ERROR, SRV_LOG_ALWAYS };
 
 #define SRV_LOG_LINE_MAX 2048
 

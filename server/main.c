@@ -154,12 +154,12 @@ static void on_stop_signal(uv_signal_t *h, int sig)
 }
 
 /* event=listening: where the server listens, with the real addresses (port
- * 0 picks one), and how it batches. */
+ * 0 picks one), and how it batches; whatever log_level is. */
 static void log_listening(const struct server *s)
 {
 	struct srv_logline l;
 
-	srv_logline_begin(&l, SRV_LOG_INFO, "listening");
+	srv_logline_begin(&l, SRV_LOG_ALWAYS, "listening");
 	srv_logline_str(&l, "addr", srv_http_addr(s->http));
 	srv_logline_int(&l, "port", srv_http_port(s->http));
 	if (s->ops) {

@@ -311,7 +311,11 @@ static void log_result(const char *trigger, int ok, const struct sid_model *m, c
 		       double secs)
 {
 	struct srv_logline l;
-	srv_logline_begin(&l, ok ? SRV_LOG_INFO : SRV_LOG_ERROR, "reload");
+	enum srv_log_level level = ok ? SRV_LOG_INFO : SRV_LOG_ERROR;
+
+	if (ok && !strcmp(trigger, "startup"))
+		level = SRV_LOG_ALWAYS; /* the model a start serves, whatever log_level is */
+	srv_logline_begin(&l, level, "reload");
 	srv_logline_str(&l, "trigger", trigger);
 	srv_logline_str(&l, "result", ok ? "success" : "error");
 	if (ok) {

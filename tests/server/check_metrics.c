@@ -318,6 +318,31 @@ static void log_fields(void)
 	srv_logline_end(&l);
 }
 
+static void log_always(void)
+{
+	struct srv_logline l;
+	srv_log_set_level(SRV_LOG_ERROR);
+	srv_logline_begin(&l, SRV_LOG_WARN, "hidden"); /* below the level */
+	srv_logline_end(&l);
+	srv_logline_begin(&l, SRV_LOG_ALWAYS, "listening");
+	srv_logline_int(&l, "port", 8080);
+	srv_logline_end(&l);
+	srv_log_set_level(SRV_LOG_INFO);
+}
+
+/* Where the server listens is said at log_level error too, as info. */
+START_TEST(test_log_always)
+{
+	char *out = capture_log(log_always);
+	char *rest = strchr(out, ' ');
+	ck_assert_msg(strncmp(out, "ts=", 3) == 0, "%s", out);
+	ck_assert_ptr_nonnull(rest);
+	ck_assert_str_eq(rest, " level=info event=listening port=8080\n");
+	ck_assert_str_eq(srv_log_level_name(SRV_LOG_ALWAYS), "info");
+	ck_assert_int_eq(srv_log_level_parse("always"), -1);
+}
+END_TEST
+
 START_TEST(test_logfmt)
 {
 	char *out = capture_log(log_fields);
@@ -553,6 +578,7 @@ static void add_tests(TCase *tc)
 	tcase_add_test(tc, test_registry_up);
 	tcase_add_test(tc, test_entropy_follows_the_served_model);
 	tcase_add_test(tc, test_logfmt);
+	tcase_add_test(tc, test_log_always);
 	tcase_add_test(tc, test_log_truncation);
 	tcase_add_test(tc, test_log_truncation_utf8);
 	tcase_add_test(tc, test_log_truncation_quoted);

@@ -1440,6 +1440,29 @@ class TestLifecycle(unittest.TestCase):
         finally:
             self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
 
+    def test_quiet_log_levels_still_say_where_it_listens(self):
+        """At log_level warn or error the one line that says where the server
+        listens (and the one saying which model it serves) was hidden with
+        every other info line: an operator could not see the address.  They
+        are written whatever the level, as info; other info lines are not."""
+        for level in ("warn", "error"):
+            with self.subTest(level=level):
+                srv = T.Server(["--model", TF_MODEL, "--registry", "none", "--log-level", level,
+                                "--ops-listen", "127.0.0.1:0"], WORK)
+                try:
+                    self.assertEqual(srv.request("GET", "/healthz")[0], 200)
+                finally:
+                    self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
+                text = srv.log_text()
+                self.assertRegex(text, r"(?m)^ts=\S+ level=info event=listening "
+                                       r"addr=127\.0\.0\.1:%d port=%d ops_addr=127\.0\.0\.1:"
+                                       r"\d+ ops_port=\d+ " % (srv.port, srv.port))
+                self.assertRegex(text, r"(?m)^ts=\S+ level=info event=reload trigger=startup "
+                                       r"result=success model_version=tiefree-1 ")
+                self.assertNotIn("event=request", text)
+                self.assertNotIn("event=shutdown", text)
+                self.assertEqual(len(re.findall(r"level=info", text)), 2, text)
+
     def test_connection_timeout_and_limit(self):
         srv = T.Server(["--model", TF_MODEL, "--connection-timeout-s", "1",
                         "--connection-limit", "3"], WORK)
