@@ -95,6 +95,7 @@ struct srv_http {
 };
 
 enum req_state {
+	REQ_LINE,  /* its request line is in (on_uri), not yet its headers */
 	REQ_BODY,  /* a POST: reading the body */
 	REQ_GET,   /* a GET route: answered on the next call */
 	REQ_READY, /* the response is decided; sent on the next call */
@@ -1213,6 +1214,45 @@ static int refuse_before_body(struct req *q)
 	return q->status == 413 || (expect && !strcasecmp(expect, "100-continue"));
 }
 
+/* A request's record, for @conn's request to @url; NULL without memory. */
+static struct req *req_new(struct srv_http *h, struct MHD_Connection *conn, const char *url)
+{
+	const union MHD_ConnectionInfo *ci =
+	    MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+	struct req *q = calloc(1, sizeof(*q));
+
+	if (!q)
+		return NULL;
+	q->h = h;
+	q->conn = conn;
+	q->c = ci ? ci->socket_context : NULL;
+	q->route = SRV_ROUTE_OTHER;
+	q->t0 = srv_now();
+	q->queued = -1;
+	snprintf(q->path, sizeof(q->path), "%s", url_path(url));
+	return q;
+}
+
+/*
+ * MHD_OPTION_URI_LOG_CALLBACK: a request line is in.  Its record starts
+ * here, before its headers, so that a request libmicrohttpd refuses itself
+ * before on_request would see it (headers over its buffer: 431; a malformed
+ * header line or Content-Length: 400) still reaches on_completed, to be
+ * counted and logged with the status MHD sent.  A refused connection's
+ * request gets none (refused_drain reads it).
+ */
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+	struct srv_http *h = cls;
+	const union MHD_ConnectionInfo *ci =
+	    MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+	struct conn *c = ci ? ci->socket_context : NULL;
+
+	if (c == &h->over || (c && c->refused))
+		return NULL;
+	return req_new(h, conn, uri); /* NULL: on_request tries again */
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
 				  const char *method, const char *version, const char *upload,
 				  size_t *upload_size, void **con_cls)
@@ -1221,7 +1261,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	struct req *q = *con_cls;
 
 	mhd_quiet = 0;
-	if (!q) {
+	if (!q || q->state == REQ_LINE) {
 		const union MHD_ConnectionInfo *ci =
 		    MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
 		struct conn *c = ci ? ci->socket_context : NULL;
@@ -1229,20 +1269,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 			return refused_close(); /* shut already; MHD closes it */
 		if (c && c->refused)
 			return refused_drain(conn, c, upload_size);
-		q = calloc(1, sizeof(*q));
-		if (!q)
+		if (!q && !(q = req_new(h, conn, url)))
 			return MHD_NO;
-		q->h = h;
-		q->conn = conn;
-		q->c = c;
 		if (c) {
 			q->url_nul = c->url_nul;
 			c->url_nul = 0;
 		}
 		copy_str(q->method, sizeof(q->method), method);
 		request_id(h, conn, q->request_id);
-		q->t0 = srv_now();
-		q->queued = -1;
+		q->t0 = srv_now(); /* its time counts from its headers */
 		q->state = REQ_BODY;
 		*con_cls = q;
 		__atomic_add_fetch(&h->inflight, 1, __ATOMIC_RELAXED);
@@ -1358,18 +1393,38 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 {
 	struct srv_http *h = cls;
 	struct req *q = *con_cls;
+	const union MHD_ConnectionInfo *mhd;
 	struct srv_logline l;
 	double secs;
-	int status;
+	int status, line_only, ours, by_mhd;
 
-	(void)conn;
 	if (!q)
 		return;
 	*con_cls = NULL;
 	secs = srv_now() - q->t0;
-	/* closed before an answer was queued (a refused request's status is
-	 * known before its body is in) */
-	status = q->state == REQ_DONE && q->status ? q->status : 499;
+	mhd = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_HTTP_STATUS);
+	line_only = q->state == REQ_LINE; /* on_request never saw it */
+	if (line_only && !(mhd && mhd->http_status)) {
+		/* its client went away, or was cut at the deadline, before its
+		 * headers were in: no request anyone was answered */
+		free(q);
+		return;
+	}
+	if (line_only)
+		request_id(h, conn, q->request_id);
+	/* ours; or one libmicrohttpd answered itself, before on_request (a
+	 * REQ_LINE one) or in its body (a bad chunk); else closed before an
+	 * answer was queued (a refused request's status is known before its
+	 * body is in) */
+	ours = q->state == REQ_DONE && q->status;
+	by_mhd = !ours && mhd && mhd->http_status;
+	status = ours ? q->status : by_mhd ? (int)mhd->http_status : 499;
+	if (by_mhd)
+		copy_str(q->errmsg, sizeof(q->errmsg),
+			 line_only ? "refused by libmicrohttpd before its headers were read "
+				     "(its own answer, in HTML)"
+				   : "refused by libmicrohttpd while its body was read (its own "
+				     "answer, in HTML)");
 	srv_metrics_request(h->d.metrics, q->route, status, secs);
 	srv_logline_begin(&l, status >= 500 ? SRV_LOG_WARN : SRV_LOG_INFO, "request");
 	srv_logline_str(&l, "method", q->method);
@@ -1385,7 +1440,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 		srv_logline_str(&l, "listener", "ops");
 	if (q->errmsg[0])
 		srv_logline_str(&l, "error", q->errmsg);
-	if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK)
+	if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK && !by_mhd) /* MHD closes after those */
 		srv_logline_str(&l, "termination",
 				toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED ||
 					(q->c && __atomic_load_n(&q->c->cut, __ATOMIC_RELAXED))
@@ -1403,7 +1458,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	free(q->resp);
 	free(q->arg);
 	free(q);
-	__atomic_sub_fetch(&h->inflight, 1, __ATOMIC_RELAXED);
+	if (!line_only)
+		__atomic_sub_fetch(&h->inflight, 1, __ATOMIC_RELAXED);
 }
 
 /*
@@ -1987,6 +2043,7 @@ int srv_http_start(const struct srv_http_deps *deps, struct srv_http **out, stru
 		    {MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_logger, h},
 		    {MHD_OPTION_SOCK_ADDR, 0, ai->ai_addr},
 		    {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, h},
+		    {MHD_OPTION_URI_LOG_CALLBACK, (intptr_t)on_uri, h},
 		    {MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)on_connection, h},
 		    {MHD_OPTION_UNESCAPE_CALLBACK, (intptr_t)unescape, h},
 		    {MHD_OPTION_CONNECTION_TIMEOUT, cfg->connection_timeout_s, NULL},

@@ -17,7 +17,10 @@
  *
  * One log line per request is written when MHD reports it complete (method,
  * route, status, items, us, model_version), and the request metrics are
- * counted there.
+ * counted there.  A request's record starts as soon as its request line is
+ * in (MHD's URI log callback), so one MHD refuses itself before the
+ * handler runs (431, a malformed header, a bad Content-Length) is counted
+ * and logged too, with the status MHD sent.
  *
  * The operations port (cfg->ops_listen, optional) is a second, small daemon
  * of its own (one thread, SRV_HTTP_OPS_CONNECTIONS connections) serving the

@@ -1050,6 +1050,49 @@ class TestMalformed(unittest.TestCase):
                    closed=False)
         no_server_errors(self, SRV)
 
+    def test_libmicrohttpds_own_answers_are_counted(self):
+        """Requests libmicrohttpd refuses itself, before the server's
+        handler sees them (headers over its buffer, a header line without
+        a colon, a Content-Length that is no number) or while it reads the
+        body (a bad chunk), count in semid_requests_total with the status
+        it sent, and log a request line: they did not count at all, and
+        the bad chunk counted as 499 (the client gone), which it was not.
+        (A URL over its buffer, 414, and an HTTP version it does not
+        speak, 505, are refused before the request line is parsed, with no
+        hook: proto/api.md says so.)"""
+        cases = [
+            (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 40000 + b"\r\n\r\n",
+             "other", 431),
+            (b"GET /healthz HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n", "other", 400),
+            (self.POST + b"Content-Length: abc\r\n\r\n{}", "other", 400),
+            (self.POST + b"Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n",
+             "/v1/items:encode", 400),
+        ]
+        for req, route, status in cases:
+            with self.subTest(req=req[:60]):
+                before = T.Server.metrics(SRV)
+                lines = len(SRV.log_text().splitlines())
+                resp, how, _ = raw(SRV.port, req)
+                self.assertEqual(status_of(resp), status, resp[:200])
+                self.assertIn(how, ("eof", "reset"))
+                # the request's line comes as MHD lets the connection go
+                deadline = time.monotonic() + 5 * S
+                while time.monotonic() < deadline:
+                    new = [ln for ln in SRV.log_text().splitlines()[lines:]
+                           if "event=request" in ln and "status=%d " % status in ln]
+                    if new:
+                        break
+                    time.sleep(0.02)
+                self.assertEqual(len(new), 1, SRV.log_text()[-2000:])
+                self.assertIn('error="refused by libmicrohttpd ', new[0])
+                self.assertNotIn("termination=", new[0])
+                after = T.Server.metrics(SRV)
+                key = 'semid_requests_total{route="%s",code="%d"}' % (route, status)
+                self.assertEqual(after.get(key, 0) - before.get(key, 0), 1, key)
+                gone = 'semid_requests_total{route="%s",code="499"}' % route
+                self.assertEqual(after.get(gone, 0) - before.get(gone, 0), 0, gone)
+        no_server_errors(self, SRV)
+
     def test_cut_mid_request(self):
         """Clients that vanish mid-header or mid-body: nothing to answer,
         nothing left behind, others served."""
