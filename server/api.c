@@ -39,6 +39,7 @@ int srv_err_status(enum srv_err kind, const char **code)
 	    [SRV_ERR_METHOD] = {405, "method_not_allowed"},
 	    [SRV_ERR_TOO_LARGE] = {413, "payload_too_large"},
 	    [SRV_ERR_MEDIA_TYPE] = {415, "unsupported_media_type"},
+	    [SRV_ERR_LEVELS_MISMATCH] = {409, "levels_mismatch"},
 	    [SRV_ERR_RELOAD_FAILED] = {422, "reload_failed"},
 	    [SRV_ERR_INTERNAL] = {500, "internal"},
 	    [SRV_ERR_UNAVAILABLE] = {503, "unavailable"},

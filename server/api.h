@@ -28,6 +28,8 @@ enum srv_err {
 	SRV_ERR_METHOD,		  /* 405 method_not_allowed */
 	SRV_ERR_TOO_LARGE,	  /* 413 payload_too_large */
 	SRV_ERR_MEDIA_TYPE,	  /* 415 unsupported_media_type */
+	SRV_ERR_LEVELS_MISMATCH,  /* 409 levels_mismatch: the served model and the
+				   * registry's IDs have other level counts */
 	SRV_ERR_RELOAD_FAILED,	  /* 422 reload_failed */
 	SRV_ERR_INTERNAL,	  /* 500 internal */
 	SRV_ERR_UNAVAILABLE,	  /* 503 unavailable */

@@ -61,8 +61,34 @@ void srv_lookup_free(struct srv_lookup *lk)
 	free(lk->key);
 	free(lk->cursor);
 	free(lk->body);
+	sid_model_unref(lk->model);
 	free(lk);
 }
+
+/* The store holds @kind's IDs with @L levels; 1 when that is news. */
+static int note_levels(struct srv_assigner *a, int kind, int L)
+{
+	srv_metrics_registry_levels(a->metrics, kind, L);
+	return srv_store_levels_note(a->store, kind, L);
+}
+
+/* What an operator is told when @m's @kind tower gives @L levels and the
+ * store's IDs of that kind have @Ls: the 409's message and the log line. */
+static void levels_msg(char *buf, size_t len, const struct sid_model *m, int kind, int L, int Ls)
+{
+	const char *k = sid_tower_name(kind);
+	snprintf(buf, len,
+		 "the served model %s's %s tower gives %d levels, but the registry's %s IDs have "
+		 "%d: new %s ids cannot be assigned (known ids keep their stored IDs, lookups "
+		 "answer); serve a model of %d %s levels, or give this model a registry of its "
+		 "own (semid registry diff --model MODEL counts the IDs it changes; then export "
+		 "and assign into the new store)",
+		 m->version ? m->version : "", k, L, k, Ls, k, Ls, k);
+}
+
+/* A call's rc in group_work when it met a store whose IDs have another
+ * number of levels than the served tower (not a SID_E* code). */
+#define SRV_RC_LEVELS 1
 
 /* Registry error -> HTTP error kind: the store's failures are 503. */
 static enum srv_err reg_err_kind(int rc)
@@ -134,7 +160,11 @@ static void fail_job(struct srv_job *j, int rc, const struct sid_error *err)
 	char note[256];
 	int status;
 	free(j->body);
-	j->body = reg_err_body(rc, err, &status, &j->body_len, note, sizeof(note));
+	if (rc == SRV_RC_LEVELS)
+		j->body =
+		    srv_api_error_body(SRV_ERR_LEVELS_MISMATCH, err->msg, &j->body_len, &status);
+	else
+		j->body = reg_err_body(rc, err, &status, &j->body_len, note, sizeof(note));
 	j->status = status;
 }
 
@@ -211,6 +241,26 @@ static void group_work(uv_work_t *w)
 	t0 = srv_now();
 	sid_registry_assign_calls(h, calls, n);
 	waits = take_events(a, h);
+	for (j = g->jobs, i = 0; j; j = j->next, i++) {
+		struct sid_error lerr;
+		int Ls = 0;
+		if (!calls[i].rc && calls[i].n) {
+			note_levels(a, calls[i].kind, outs[i][0].L);
+			continue;
+		}
+		/* SID_EINVAL from valid ids is the store's L against the
+		 * model's; a kind's L never changes once set, so asking now
+		 * tells what the call met */
+		if (calls[i].rc != SID_EINVAL ||
+		    sid_registry_levels(h, calls[i].kind, &Ls, &lerr) != 0 || Ls <= 0 ||
+		    Ls == calls[i].L)
+			continue;
+		calls[i].rc = SRV_RC_LEVELS;
+		levels_msg(calls[i].err.msg, sizeof(calls[i].err.msg), j->model, calls[i].kind,
+			   calls[i].L, Ls);
+		if (note_levels(a, calls[i].kind, Ls))
+			srv_log(SRV_LOG_WARN, "registry", "%s", calls[i].err.msg);
+	}
 	if (ro) { /* what needed a write gets the writer's reason */
 		for (i = 0; i < n; i++)
 			if (calls[i].rc == SID_EUNAVAIL) {
@@ -338,6 +388,31 @@ static void lookup_json(struct srv_lookup *lk, json_t *v)
 	lk->status = 200;
 }
 
+/* SRV_LOOKUP_LEVELS: note the store's levels of each kind the model has a
+ * tower for, and log the towers that cannot assign.  A store that cannot
+ * be read now is left: the first assign of the kind finds out. */
+static void check_levels_work(struct srv_assigner *a, struct srv_lookup *lk)
+{
+	struct sid_registry *h = NULL;
+	struct sid_error err;
+	char msg[SID_ERROR_MSG_MAX];
+
+	lk->status = 200;
+	if (srv_store_get(a->store, SRV_STORE_READER, &h, &err))
+		return;
+	for (int k = 0; k < SID_TOWER_COUNT; k++) {
+		const struct sid_tower *t = sid_model_tower(lk->model, k);
+		int Ls = 0;
+		if (!t || sid_registry_levels(h, k, &Ls, &err) || Ls <= 0)
+			continue;
+		note_levels(a, k, Ls);
+		if (Ls != t->L) {
+			levels_msg(msg, sizeof(msg), lk->model, k, t->L, Ls);
+			srv_log(SRV_LOG_WARN, "registry", "%s", msg);
+		}
+	}
+}
+
 static void lookup_work(uv_work_t *w)
 {
 	struct lookup_work *lw = w->data;
@@ -352,6 +427,10 @@ static void lookup_work(uv_work_t *w)
 	int rc;
 
 	sid_error_clear(&err);
+	if (lk->op == SRV_LOOKUP_LEVELS) {
+		check_levels_work(a, lk);
+		return;
+	}
 	rc = srv_store_get(a->store, SRV_STORE_READER, &h, &err);
 	if (rc) {
 		if (!a->store->disabled)
@@ -593,6 +672,24 @@ int srv_assigner_lookup(struct srv_assigner *a, struct srv_lookup *lk)
 	if (!rc)
 		uv_async_send(&a->async);
 	return rc;
+}
+
+static void check_levels_done(struct srv_lookup *lk)
+{
+	srv_lookup_free(lk);
+}
+
+void srv_assigner_check_levels(struct srv_assigner *a, struct sid_model *m)
+{
+	struct srv_lookup *lk;
+
+	if (!m || a->store->disabled || !(lk = calloc(1, sizeof(*lk))))
+		return;
+	lk->op = SRV_LOOKUP_LEVELS;
+	lk->model = sid_model_ref(m);
+	lk->done = check_levels_done;
+	if (srv_assigner_lookup(a, lk))
+		srv_lookup_free(lk);
 }
 
 int srv_assigner_new(uv_loop_t *loop, const struct srv_config *cfg, struct srv_store *store,

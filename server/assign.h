@@ -33,10 +33,12 @@
  * a store call that ran out of registry_timeout_ms get its 503 at once
  * rather than each waiting its own timeout in turn.
  *
- * Errors (srv_err): bad input (a level count that differs from the store's,
- * a malformed sid, prefix or cursor) 400; unknown id or sid 404; the store
- * unavailable, read-only, corrupt or disabled 503 `unavailable` - encoding is
- * unaffected.
+ * Errors (srv_err): bad input (a malformed sid, prefix or cursor) 400;
+ * unknown id or sid 404; a new id (or a reassign) of a kind whose stored IDs
+ * have another number of levels than the served tower gives 409
+ * `levels_mismatch` (the server's state, not the request: known ids are
+ * still answered); the store unavailable, read-only, corrupt or disabled 503
+ * `unavailable` - encoding is unaffected.
  *
  * Thread-safety: srv_assigner_lookup is thread-safe; the rest belongs to the
  * loop thread.
@@ -54,9 +56,10 @@
 #include "store.h"
 
 enum srv_lookup_op {
-	SRV_LOOKUP_ID,	/* key = id */
-	SRV_LOOKUP_SID, /* key = full sid */
-	SRV_LOOKUP_LIST /* key = prefix ("" for all), cursor, limit */
+	SRV_LOOKUP_ID,	  /* key = id */
+	SRV_LOOKUP_SID,	  /* key = full sid */
+	SRV_LOOKUP_LIST,  /* key = prefix ("" for all), cursor, limit */
+	SRV_LOOKUP_LEVELS /* srv_assigner_check_levels: no answer */
 };
 
 struct srv_lookup {
@@ -66,6 +69,7 @@ struct srv_lookup {
 	char *key;    /* malloc'ed, owned */
 	char *cursor; /* malloc'ed or NULL, owned */
 	size_t limit;
+	struct sid_model *model; /* SRV_LOOKUP_LEVELS: a reference, owned */
 	/* the answer, written by a worker */
 	int status;
 	char *body; /* malloc'ed */
@@ -97,6 +101,13 @@ int srv_assigner_full(struct srv_assigner *a, size_t rows);
 /* Queue a lookup (any thread).  Returns 0, or -1 when closed (the lookup
  * stays the caller's). */
 int srv_assigner_lookup(struct srv_assigner *a, struct srv_lookup *lk);
+
+/* Compare @m's towers with the levels of the IDs the store holds (any
+ * thread; on a pool thread, as a lookup): noted for GET /v1/model and
+ * semid_registry_levels_mismatch, and a tower that cannot assign new ids
+ * logged at warn.  Called at start and after each model swap.  Takes a
+ * reference of its own. */
+void srv_assigner_check_levels(struct srv_assigner *a, struct sid_model *m);
 
 /* Close the loop handle (loop thread, after the last request is answered);
  * from then on lookups are refused.  The HTTP threads may still call in until

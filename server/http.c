@@ -513,18 +513,28 @@ static void route_readyz(struct req *q)
 }
 
 /* The registry's health for GET /v1/model: {"backend", "store", "status",
- * "error"}; status "ok", "unavailable" or "disabled". */
-static json_t *registry_json(struct srv_store *st)
+ * "error", "levels", "levels_mismatch"}; status "ok", "unavailable" or
+ * "disabled"; levels the stored IDs' per kind (null: none known), and the
+ * towers of @m (may be NULL) that give another number. */
+static json_t *registry_json(struct srv_store *st, const struct sid_model *m)
 {
 	const char *status = "disabled", *backend = NULL;
 	char label[1024] = "", error[SID_ERROR_MSG_MAX] = "";
+	json_t *levels = json_object(), *mismatch = json_array();
 
 	if (st)
 		srv_store_health(st, &status, &backend, label, sizeof(label), error);
-	return json_pack("{s:o, s:o, s:s, s:o}", "backend",
+	for (int k = 0; k < SID_TOWER_COUNT; k++) {
+		int L = st && !st->disabled ? srv_store_levels(st, k) : 0;
+		json_object_set_new(levels, sid_tower_name(k), L ? json_integer(L) : json_null());
+		if (st && !st->disabled && srv_store_levels_mismatch(st, m, k))
+			json_array_append_new(mismatch, json_string(sid_tower_name(k)));
+	}
+	return json_pack("{s:o, s:o, s:s, s:o, s:o, s:o}", "backend",
 			 backend ? json_string(backend) : json_null(), "store",
 			 label[0] ? json_str_any(label) : json_null(), "status", status, "error",
-			 error[0] ? json_str_any(error) : json_null());
+			 error[0] ? json_str_any(error) : json_null(), "levels", levels,
+			 "levels_mismatch", mismatch);
 }
 
 static void route_model(struct req *q)
@@ -539,7 +549,7 @@ static void route_model(struct req *q)
 		json_t *e =
 		    json_pack("{s:{s:s, s:s}, s:o, s:o}", "error", "code", code, "message",
 			      "no model is loaded", "last_reload", last_reload_json(q->h->d.reload),
-			      "registry", registry_json(q->h->d.store));
+			      "registry", registry_json(q->h->d.store, NULL));
 		snprintf(q->errmsg, sizeof(q->errmsg), "no model is loaded");
 		set_json(q, status, e);
 		q->retry_after = 1;
@@ -556,7 +566,7 @@ static void route_model(struct req *q)
 		return;
 	}
 	json_object_set_new(v, "last_reload", last_reload_json(q->h->d.reload));
-	json_object_set_new(v, "registry", registry_json(q->h->d.store));
+	json_object_set_new(v, "registry", registry_json(q->h->d.store, m));
 	sid_model_unref(m);
 	set_json(q, 200, v);
 }

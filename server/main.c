@@ -172,6 +172,12 @@ static void log_listening(const struct server *s)
 	srv_logline_end(&l);
 }
 
+/* srv_reload_on_swap: compare the new model with the registry's levels. */
+static void check_levels(void *assigner, struct sid_model *m)
+{
+	srv_assigner_check_levels(assigner, m);
+}
+
 /*
  * semid-server --bench-encode MODEL TOWER BATCH THREADS SECONDS: the
  * in-process encode throughput that make bench-http compares against; one
@@ -339,8 +345,15 @@ int main(int argc, char **argv)
 		fprintf(stderr, "semid-server: %s\n", err.msg);
 		return 2;
 	}
-	if (!s.store.disabled)
+	if (!s.store.disabled) {
+		struct sid_model *m = srv_reload_model(s.reload);
 		srv_metrics_registry_up(&s.metrics, s.store.healthy);
+		/* a model whose levels differ from the stored IDs' is told of
+		 * now, and after each swap, not only by the assigns it refuses */
+		srv_assigner_check_levels(s.assigner, m);
+		sid_model_unref(m);
+		srv_reload_on_swap(s.reload, check_levels, s.assigner);
+	}
 	bo.assign_handoff = srv_assigner_handoff;
 	bo.assign_ctx = s.assigner;
 	/* the registry lane: a group per store writer, and one lookup */

@@ -313,6 +313,15 @@ void srv_metrics_registry_events(struct srv_metrics *m, const struct sid_reg_eve
 	pthread_mutex_unlock(&m->mu);
 }
 
+void srv_metrics_registry_levels(struct srv_metrics *m, enum sid_tower_kind kind, int L)
+{
+	if ((unsigned)kind >= SID_TOWER_COUNT)
+		return;
+	pthread_mutex_lock(&m->mu);
+	m->reg_levels[kind] = L;
+	pthread_mutex_unlock(&m->mu);
+}
+
 void srv_metrics_registry_up(struct srv_metrics *m, int up)
 {
 	pthread_mutex_lock(&m->mu);
@@ -491,6 +500,20 @@ char *srv_metrics_render(struct srv_metrics *m, const struct sid_model *model)
 		    (unsigned long long)m->reg_events.busy_timeouts,
 		    (unsigned long long)m->reg_events.statement_timeouts,
 		    (unsigned long long)m->reg_events.answer_timeouts);
+	if (m->reg_up[SRV_REG_OP_ASSIGN] >= 0 && model) {
+		srv_buf_puts(&b, "# HELP semid_registry_levels_mismatch 1 when the served tower "
+				 "gives another number of levels than the registry's IDs of its "
+				 "kind have: new ids of that kind are refused (409).\n"
+				 "# TYPE semid_registry_levels_mismatch gauge\n");
+		for (int k = 0; k < SID_TOWER_COUNT; k++) {
+			const struct sid_tower *tw = sid_model_tower(model, k);
+			if (tw)
+				srv_buf_printf(&b,
+					       "semid_registry_levels_mismatch{tower=\"%s\"} %d\n",
+					       sid_tower_name(k),
+					       m->reg_levels[k] > 0 && m->reg_levels[k] != tw->L);
+		}
+	}
 	pthread_mutex_unlock(&m->mu);
 
 	srv_buf_puts(&b, "# HELP semid_model_info The model being served.\n"

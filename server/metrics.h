@@ -42,6 +42,10 @@
  *       lookup) goes through, or one of the other kind does when the failed
  *       kind has not failed for reg_hold_s; else 1 (absent when the
  *       registry is disabled)
+ *   semid_registry_levels_mismatch{tower}     gauge: 1 when the served tower
+ *       gives another number of levels than the registry's IDs of its kind
+ *       have (new ids of that kind answer 409), else 0; one per tower of the
+ *       served model (absent when the registry is disabled)
  *
  * Thread-safety: every call is thread-safe (one mutex inside; updates are a
  * few additions, so contention is negligible next to encoding).
@@ -142,6 +146,7 @@ struct srv_metrics {
 	uint64_t reg_errors[SRV_REG_OPS];
 	struct sid_reg_events reg_events; /* summed over the store's handles */
 	struct srv_hist reg_duration[SRV_REG_OPS];
+	int reg_levels[SID_TOWER_COUNT]; /* the store's L per kind, 0: none known */
 	int reg_up[SRV_REG_OPS]; /* last call of each kind went through: 1, 0; -1 disabled */
 	double reg_down_at[SRV_REG_OPS]; /* when that kind last failed (CLOCK_MONOTONIC s) */
 	double reg_hold_s; /* a kind's failure outweighs the other's successes this long (60) */
@@ -182,6 +187,9 @@ void srv_metrics_registry_assigned(struct srv_metrics *m, enum sid_tower_kind t,
 				   uint64_t known);
 /* Add what a store handle ran into (sid_registry_events_take). */
 void srv_metrics_registry_events(struct srv_metrics *m, const struct sid_reg_events *ev);
+/* The store holds @kind's IDs with @L levels (srv_store_levels_note): the
+ * served tower's levels are compared with it at each render. */
+void srv_metrics_registry_levels(struct srv_metrics *m, enum sid_tower_kind kind, int L);
 /* -1: the registry is disabled (no semid_registry_up); 0 or 1. */
 void srv_metrics_registry_up(struct srv_metrics *m, int up);
 

@@ -40,6 +40,10 @@ struct srv_reload {
 	struct sid_error result_err;
 	double started;
 
+	/* srv_reload_on_swap: told of each model swapped in (loop thread) */
+	void (*on_swap)(void *ctx, struct sid_model *m);
+	void *on_swap_ctx;
+
 	uv_fs_event_t watch;
 	uv_timer_t debounce;
 	struct checker *ck; /* with watch: stats the model path (below) */
@@ -354,7 +358,15 @@ static void finish(struct srv_reload *r, const char *trigger, struct sid_model *
 	}
 	pthread_mutex_unlock(&r->mu);
 	log_result(trigger, m != NULL, m, error, secs);
+	if (m && r->on_swap)
+		r->on_swap(r->on_swap_ctx, m);
 	sid_model_unref(old); /* freed here or when its last job finishes */
+}
+
+void srv_reload_on_swap(struct srv_reload *r, void (*fn)(void *ctx, struct sid_model *m), void *ctx)
+{
+	r->on_swap = fn;
+	r->on_swap_ctx = ctx;
 }
 
 static void *reload_thread(void *arg)

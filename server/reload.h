@@ -88,6 +88,12 @@ void srv_reload_status_get(struct srv_reload *r, struct srv_reload_status *out);
  * closed (the server is stopping): the caller answers it. */
 int srv_reload_request(struct srv_reload *r, struct srv_reload_waiter *w);
 
+/* Call @fn(@ctx, model) on the loop thread after each reload that swapped
+ * a model in (not for the one srv_reload_new loaded: the caller has that
+ * one); @fn takes its own reference if it keeps the model.  Loop thread. */
+void srv_reload_on_swap(struct srv_reload *r, void (*fn)(void *ctx, struct sid_model *m),
+			void *ctx);
+
 /* Start a reload now (loop thread). */
 void srv_reload_trigger(struct srv_reload *r, const char *trigger);
 

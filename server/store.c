@@ -203,6 +203,39 @@ void srv_store_note(struct srv_store *s, int rc, const struct sid_error *err)
 	set_health(s, rc == 0, rc ? err->msg : NULL);
 }
 
+int srv_store_levels_note(struct srv_store *s, int kind, int L)
+{
+	int news;
+
+	if (kind < 0 || kind >= SID_TOWER_COUNT || L <= 0)
+		return 0;
+	pthread_mutex_lock(&s->mu);
+	news = s->levels[kind] != L;
+	s->levels[kind] = L;
+	pthread_mutex_unlock(&s->mu);
+	return news;
+}
+
+int srv_store_levels(struct srv_store *s, int kind)
+{
+	int L;
+
+	if (kind < 0 || kind >= SID_TOWER_COUNT)
+		return 0;
+	pthread_mutex_lock(&s->mu);
+	L = s->levels[kind];
+	pthread_mutex_unlock(&s->mu);
+	return L;
+}
+
+int srv_store_levels_mismatch(struct srv_store *s, const struct sid_model *m, int kind)
+{
+	const struct sid_tower *t = m ? sid_model_tower(m, kind) : NULL;
+	int L = t ? srv_store_levels(s, kind) : 0;
+
+	return L > 0 && L != t->L;
+}
+
 void srv_store_health(struct srv_store *s, const char **status, const char **backend, char *label,
 		      size_t label_len, char *error)
 {

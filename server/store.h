@@ -19,6 +19,12 @@
  * "unavailable" with its message), shown in GET /v1/model and as the
  * semid_registry_up gauge.  "disabled" with --registry none.
  *
+ * Levels: the number of levels L of the IDs the store holds, per kind, as
+ * last read (a kind's L is fixed by its first assignment and never changes
+ * after).  A served tower of another L cannot assign new ids of that kind
+ * (409 levels_mismatch); GET /v1/model and semid_registry_levels_mismatch
+ * compare the two.
+ *
  * Thread-safety: every call is thread-safe (one mutex; held while a handle
  * is being opened).
  */
@@ -52,6 +58,7 @@ struct srv_store {
 	struct sid_error open_err[SRV_STORE_SLOTS];
 	int healthy;		       /* last attempt or call went through */
 	char error[SID_ERROR_MSG_MAX]; /* when !healthy */
+	int levels[SID_TOWER_COUNT];   /* the store's L per kind; 0: none known yet */
 };
 
 /*
@@ -79,6 +86,18 @@ void srv_store_note(struct srv_store *s, int rc, const struct sid_error *err);
 
 /* 1 for errors that are the store's fault (answered 503), 0 otherwise. */
 int srv_store_is_outage(int rc);
+
+/* Note that the store holds @kind's IDs with @L levels (@L > 0); returns 1
+ * when that is news (not known before, or another value). */
+int srv_store_levels_note(struct srv_store *s, int kind, int L);
+
+/* The store's levels for @kind as last noted; 0 when none is known. */
+int srv_store_levels(struct srv_store *s, int kind);
+
+/* 1 when @m's tower of @kind gives another number of levels than the
+ * store's IDs of that kind (as last noted) have: no new id of that kind
+ * can be assigned.  0 without the tower, or with nothing known. */
+int srv_store_levels_mismatch(struct srv_store *s, const struct sid_model *m, int kind);
 
 /* A snapshot of the health: status is "ok", "unavailable" or "disabled";
  * @error (SID_ERROR_MSG_MAX bytes) gets the message when unavailable. */

@@ -14,7 +14,8 @@ moved away under the server and back, several clients
 assigning overlapping colliding ids at once, a store locked by another
 process (assign waits and answers 503, encode and lookups are not held up),
 SIGKILL in the middle of a
-stream of assigns, and on PostgreSQL two servers assigning at once, an
+stream of assigns, a model of another number of levels than the stored IDs
+(409 levels_mismatch, on SQLite and PostgreSQL), and on PostgreSQL two servers assigning at once, an
 outage, the plan of the read of a call's ids, groups that keep their locks
 shared, and a full lock table (skipped with a message when not root or
 PostgreSQL is absent).
@@ -719,6 +720,107 @@ class TestAssignSqlite(Base):
             self.check_unique(srv, seen, codes, ids)
         finally:
             self.assertEqual(srv.stop(), 0)
+
+
+class LevelsBase(Base):
+    """A model whose item tower has another number of levels than the IDs
+    the registry holds (proto/registry.md, "Levels"): the request is fine,
+    the server's model and store disagree, so new ids answer 409
+    levels_mismatch naming both counts, known ids and lookups still answer,
+    and /v1/model, the metric and a log line show it from the reload on."""
+    REG = None  # --registry target, or None for the SQLite file beside the model
+
+    def swap(self, srv, model, towers, version):
+        T.write_model(model, towers, version)
+        deadline = time.monotonic() + 10 * T.SLOW
+        while srv.json("GET", "/readyz")[2].get("model_version") != version:
+            self.assertLess(time.monotonic(), deadline, "the swap was not seen")
+            time.sleep(0.02)
+
+    def wait_for(self, what, pred):
+        deadline = time.monotonic() + 10 * T.SLOW
+        while not pred():
+            self.assertLess(time.monotonic(), deadline, what)
+            time.sleep(0.02)
+
+    def mismatch_shown(self, srv, towers):
+        """/v1/model's registry.levels_mismatch and the gauge agree on @towers."""
+        info = srv.json("GET", "/v1/model")[2]["registry"]
+        m = srv.metrics()
+        gauge = sorted(t for t in ("item", "user")
+                       if m.get('semid_registry_levels_mismatch{tower="%s"}' % t) == 1)
+        return info["levels_mismatch"] == towers and gauge == towers
+
+    def check_levels_mismatch(self, reg):
+        d = self.fresh_dir()
+        two = T.tie_free_tower(self.rng, ks=(16, 8), scales=(10.0, 1.0))
+        srv, model = self.start(d, {"item": self.ta, "user": self.tb}, "L3", reg)
+        try:
+            X, codes = T.tie_free_inputs(self.rng, self.ta, 4)
+            ids = ["k%d" % k for k in range(4)]
+            st, _, first = assign(srv, ids, X)
+            self.assertEqual(st, 200, first)
+            sids = [r["sid"] for r in first["results"]]
+            info = srv.json("GET", "/v1/model")[2]["registry"]
+            self.assertEqual(info["levels"], {"item": 3, "user": None})
+            self.assertEqual(info["levels_mismatch"], [])
+            self.assertEqual(srv.metrics()['semid_registry_levels_mismatch{tower="item"}'], 0)
+
+            self.swap(srv, model, {"item": two, "user": self.tb}, "L2")
+            # seen at the reload, not only by the next assign
+            self.wait_for("the mismatch was not shown after the reload",
+                          lambda: self.mismatch_shown(srv, ["item"]))
+            self.assertRegex(srv.log_text(),
+                             r"level=warn event=registry .*item tower gives 2 levels.*"
+                             r"item IDs have 3")
+            X2, _ = T.tie_free_inputs(self.rng, two, 2)
+            # a new id: not the caller's fault, 409 naming both counts and the way out
+            for req in ((["new0"], X2[:1], None), (["k0", "new1"], X2, None),
+                        (["k1"], X2[:1], True)):
+                st, h, e = assign(srv, req[0], req[1], reassign=req[2])
+                self.assertEqual((st, e["error"]["code"]), (409, "levels_mismatch"), req)
+                msg = e["error"]["message"]
+                self.assertIn("gives 2 levels", msg)
+                self.assertIn("item IDs have 3", msg)
+                self.assertIn("semid registry diff --model", msg)
+                self.assertNotIn("retry-after", h)
+            # known ids: their stored IDs, unchanged; lookups answer
+            st, _, again = assign(srv, ids, X2[[0, 1, 0, 1]])
+            self.assertEqual(st, 200, again)
+            self.assertEqual([r["sid"] for r in again["results"]], sids)
+            self.assertEqual([r["created"] for r in again["results"]], [False] * 4)
+            self.assertEqual(srv.json("GET", "/v1/items/k2")[2]["sid"], sids[2])
+            self.assertEqual(srv.json("GET", "/v1/sids/" + sids[3])[2]["id"], "k3")
+            self.assertEqual(srv.json("GET", "/v1/items/new0")[0], 404)  # nothing stored
+            # users are their own space: the user tower still assigns
+            Xu, _ = T.tie_free_inputs(self.rng, self.tb, 1)
+            st, _, ru = assign(srv, ["u0"], Xu, tower="users")
+            self.assertEqual(st, 200, ru)
+            self.assertEqual(srv.metrics()['semid_registry_levels_mismatch{tower="item"}'], 1)
+
+            # back to three levels: gone, and new ids assign again
+            self.swap(srv, model, {"item": self.ta, "user": self.tb}, "L3b")
+            self.wait_for("the mismatch did not clear",
+                          lambda: self.mismatch_shown(srv, []))
+            st, _, r = assign(srv, ["new0"], X[:1])
+            self.assertEqual((st, r["results"][0]["created"]), (200, True), r)
+        finally:
+            self.assertEqual(srv.stop(), 0)
+        # a server that starts with the other model says so at start
+        T.write_model(model, {"item": two, "user": self.tb}, "L2s")
+        srv = T.Server(["--model", model] + FAST + list(reg), d)
+        try:
+            self.wait_for("the mismatch was not shown at start",
+                          lambda: self.mismatch_shown(srv, ["item"]))
+            st, _, e = assign(srv, ["new9"], X2[:1])
+            self.assertEqual((st, e["error"]["code"]), (409, "levels_mismatch"), e)
+        finally:
+            self.assertEqual(srv.stop(), 0)
+
+
+class TestLevelsMismatchSqlite(LevelsBase):
+    def test_levels_mismatch(self):
+        self.check_levels_mismatch(())
 
 
 class TestAssignPostgresSilent(Base):
@@ -1434,6 +1536,11 @@ class TestAssignPostgresFullLockTable(PgBase):
             if holder:
                 release(holder)
             self.assertEqual(srv.stop(), 0)
+
+
+class TestLevelsMismatchPostgres(LevelsBase, PgBase):
+    def test_levels_mismatch(self):
+        self.check_levels_mismatch(["--registry", self.fresh_db("levels")])
 
 
 if __name__ == "__main__":
