@@ -40,7 +40,9 @@ static const char usage[] =
     "commands:\n"
     "  assign --model M --input X.npy --ids IDS   assign the ids of IDS (one per line,\n"
     "                        the rows of X.npy in order) and print id<TAB>sid<TAB>created\n"
-    "                        per line once each batch is committed\n"
+    "                        per line once each batch is committed (--reassign adds\n"
+    "                        <TAB>moved<TAB>old sid, the ID it left when moved, and\n"
+    "                        counts on stderr)\n"
     "  export                every assignment, TSV (default) or JSON lines\n"
     "  import FILE|-         read an export back; idempotent, conflicts are reported\n"
     "  stats                 items, unique prefixes per level, largest suffix, suffix\n"
@@ -623,6 +625,7 @@ static int cmd_assign(const struct opts *o, struct sid_error *err)
 	struct sid_reg_entry *res = NULL;
 	struct cli_progress bar = {0};
 	size_t B = (size_t)o->batch, done = 0;
+	uint64_t created = 0, moved = 0;
 	long bad;
 	int rc;
 
@@ -700,11 +703,22 @@ static int cmd_assign(const struct opts *o, struct sid_error *err)
 				err->index += (long)row;
 			goto fail;
 		}
-		/* committed: acknowledge the batch */
+		/* committed: acknowledge the batch (with --reassign, whether each
+		 * moved, and from which ID) */
 		for (size_t i = 0; i < n; i++) {
-			char sid[SID_REG_SID_MAX];
+			char sid[SID_REG_SID_MAX], from[SID_REG_SID_MAX] = "";
 			sid_reg_sid_format(res[i].codes, res[i].L, res[i].suffix, sid, sizeof(sid));
-			fprintf(w.fp, "%s\t%s\t%d\n", res[i].id, sid, res[i].created);
+			created += res[i].created != 0;
+			moved += res[i].moved != 0;
+			if (!o->reassign) {
+				fprintf(w.fp, "%s\t%s\t%d\n", res[i].id, sid, res[i].created);
+				continue;
+			}
+			if (res[i].moved)
+				sid_reg_sid_format(res[i].from_codes, res[i].from_L,
+						   res[i].from_suffix, from, sizeof(from));
+			fprintf(w.fp, "%s\t%s\t%d\t%d\t%s\n", res[i].id, sid, res[i].created,
+				res[i].moved, from);
 		}
 		if (fflush(w.fp)) {
 			rc = sid_error_set(err, SID_EIO, "%s: write failed: %m", output_name(o));
@@ -713,6 +727,13 @@ static int cmd_assign(const struct opts *o, struct sid_error *err)
 		cli_progress_update(&bar, done = row + n);
 	}
 	rc = out_close(&w, 1, err);
+	if (!rc && o->reassign)
+		fprintf(stderr,
+			"semid: %zu %s inputs to model %s: %llu moved to new codes, %llu created, "
+			"%llu kept their ID\n",
+			x.rows, sid_tower_name(o->kind), m->version, (unsigned long long)moved,
+			(unsigned long long)created,
+			(unsigned long long)(x.rows - moved - created));
 fail:
 	cli_progress_end(&bar, done); /* before a message; no-op when not drawn */
 	if (rc)

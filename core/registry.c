@@ -238,6 +238,13 @@ int sid__reg_stale(struct sid_reg_entry *e, int found, int kind, const char *id,
 	return 1;
 }
 
+void sid__reg_moving(struct sid_reg_entry *e)
+{
+	e->from_L = e->L;
+	memcpy(e->from_codes, e->codes, sizeof(int32_t) * (size_t)e->L);
+	e->from_suffix = e->suffix;
+}
+
 int sid__reg_codes_unpack(const void *buf, size_t len, int32_t *codes, int *L)
 {
 	const uint8_t *b = buf;

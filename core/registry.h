@@ -127,6 +127,11 @@ struct sid_reg_entry {
 	int created; /* assign: this call created the row */
 	int moved;   /* assign with SID_REG_REASSIGN: this call changed its codes */
 	int stale;   /* assign with expect (sid_reg_call): not as expected, left */
+	/* when moved: the ID it left, from_codes (from_L) + from_suffix (from_L
+	 * is 0 otherwise) */
+	int from_L;
+	int32_t from_codes[SID_MAX_LEVELS];
+	int64_t from_suffix;
 };
 
 /*
@@ -550,6 +555,8 @@ void sid__reg_codes_pack(const int32_t *codes, int L, uint8_t *buf);
 int sid__reg_stale(struct sid_reg_entry *e, int found, int kind, const char *id,
 		   const struct sid_reg_entry *want);
 int sid__reg_codes_unpack(const void *buf, size_t len, int32_t *codes, int *L);
+/* Reassign: @e, as stored, is about to move; keep its ID as from_*. */
+void sid__reg_moving(struct sid_reg_entry *e);
 
 /* Smallest free suffix, fed the used suffixes of one codes tuple in
  * increasing order: init, feed each until it returns 1, then take ->next. */

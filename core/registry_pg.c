@@ -1288,7 +1288,7 @@ static int assign_new(struct pg *s, struct assign_ctx *c, struct sid_error *err)
 	for (size_t i = 0; i < c->n; i++)
 		if (c->prev[i] >= 0) {
 			c->out[i] = c->out[c->prev[i]];
-			c->out[i].created = c->out[i].moved = 0;
+			c->out[i].created = c->out[i].moved = c->out[i].from_L = 0;
 		}
 	return 0;
 broken: /* the connection is in an unknown state: drop it, run again */
@@ -1331,13 +1331,20 @@ static int assign_body(struct pg *s, void *p, struct sid_error *err)
 
 		if (c->prev[i] >= 0) { /* the state the earlier occurrence left */
 			*e = c->out[c->prev[i]];
-			e->created = e->moved = e->stale = 0;
+			e->created = e->moved = e->stale = e->from_L = 0;
 			found = 1;
 		}
 		if (found && !reassign)
 			continue;
 		if (sid__reg_stale(e, found, c->kind, it->id, c->expect ? &c->expect[i] : NULL)) {
 			if (found && s->maybe_committed && moved_here(c, i)) {
+				/* from where the caller expected it: this call's own
+				 * earlier run moved it from there */
+				struct sid_reg_entry was = c->expect[i];
+				sid__reg_moving(&was);
+				e->from_L = was.from_L;
+				memcpy(e->from_codes, was.from_codes, sizeof(e->from_codes));
+				e->from_suffix = was.from_suffix;
 				e->stale = 0;
 				e->moved = 1;
 			}
@@ -1359,6 +1366,8 @@ static int assign_body(struct pg *s, void *p, struct sid_error *err)
 		if (found) {
 			int same =
 			    e->L == c->L && !memcmp(e->codes, it->codes, sizeof(int32_t) * c->L);
+			if (!same)
+				sid__reg_moving(e);
 			if (!same && ((rc = leaving(s, c->kind, err)) ||
 				      (rc = free_suffix(s, c->kind, codes, c->L, &e->suffix, err))))
 				return rc;

@@ -603,6 +603,8 @@ static int assign_call(struct sq *s, struct sid__reg_req *q, int64_t now_ms)
 			/* reassign: to the same codes it keeps its slot and notes the model */
 			int same = e->L == L && !memcmp(e->codes, items[i].codes, 4 * (size_t)L);
 			sqlite3_stmt *st;
+			if (!same)
+				sid__reg_moving(e);
 			if (!same && ((rc = leaving(s, kind, e->codes, e->L, e->suffix, err)) ||
 				      (rc = free_suffix(s, kind, codes, L, &e->suffix, err))))
 				return rc;

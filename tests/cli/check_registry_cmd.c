@@ -374,9 +374,10 @@ END_TEST
 START_TEST(t_diff_and_lookups)
 {
 	static int32_t c1[N * 3], c2[N * 3];
+	static char sid1[N][64]; /* each id's sid after the first assign */
 	long level[3] = {0}, prefix[3] = {0}, changed = 0;
 	json_t *j, *a;
-	char sid[64];
+	char sid[64], msg[1024], want[128];
 
 	encode_all(model, c1);
 	encode_all(model2, c2);
@@ -395,6 +396,19 @@ START_TEST(t_diff_and_lookups)
 	ck_assert_int_eq(run("registry", "assign", "--model", model, "--input", npy, "--ids", ids,
 			     "--output", out, NULL),
 			 CLI_EXIT_OK);
+	{
+		FILE *f = fopen(out, "r");
+		char line[256];
+		int i = 0, k, cr;
+		while (i < N && fgets(line, sizeof(line), f)) {
+			ck_assert_int_eq(sscanf(line, "item-%d\t%63s\t%d", &k, sid1[i], &cr), 3);
+			ck_assert_int_eq(k, i);
+			ck_assert_int_eq(cr, 1);
+			i++;
+		}
+		fclose(f);
+		ck_assert_int_eq(i, N);
+	}
 	/* the same model: no churn */
 	ck_assert_int_eq(run("registry", "diff", "--model", model, "--db", db, "-o", out, NULL),
 			 CLI_EXIT_OK);
@@ -436,20 +450,36 @@ START_TEST(t_diff_and_lookups)
 	}
 
 	/* reassign with the new model: afterwards the diff against it is empty and
-	 * every printed sid carries model2's codes */
-	ck_assert_int_eq(run("registry", "assign", "--model", model2, "--input", npy, "--ids", ids,
-			     "--reassign", "--output", out, NULL),
+	 * every printed sid carries model2's codes; each line says whether the id
+	 * moved (exactly those whose codes model2 changes) and from which sid,
+	 * and stderr how many moved */
+	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "assign", "--model", model2,
+				 "--input", npy, "--ids", ids, "--reassign", "--output", out, NULL),
 			 CLI_EXIT_OK);
+	snprintf(want, sizeof(want),
+		 "%d item inputs to model m-two: %ld moved to new codes, 0 created, %ld kept", N,
+		 changed, N - changed);
+	ASSERT_HAS(msg, want);
 	{
 		FILE *f = fopen(out, "r");
 		char line[256];
 		int i = 0;
 		while (fgets(line, sizeof(line), f)) {
-			int x0, x1, x2;
-			ck_assert_int_eq(sscanf(line, "item-%*d\t%d-%d-%d-", &x0, &x1, &x2), 3);
+			int x0, x1, x2, created, moved, n = 0;
+			int differs = memcmp(c1 + 3 * i, c2 + 3 * i, 3 * sizeof(int32_t)) != 0;
+			char *from;
+			ck_assert_int_eq(sscanf(line, "item-%*d\t%d-%d-%d-%*d\t%d\t%d\t%n", &x0,
+						&x1, &x2, &created, &moved, &n),
+					 5);
+			ck_assert_int_gt(n, 0);
 			ck_assert_int_eq(x0, c2[3 * i]);
 			ck_assert_int_eq(x1, c2[3 * i + 1]);
 			ck_assert_int_eq(x2, c2[3 * i + 2]);
+			ck_assert_int_eq(created, 0);
+			ck_assert_int_eq(moved, differs);
+			from = line + n;
+			from[strcspn(from, "\n")] = '\0';
+			ck_assert_str_eq(from, differs ? sid1[i] : "");
 			i++;
 		}
 		fclose(f);

@@ -553,6 +553,9 @@ START_TEST(t_reassign)
 	ck_assert_int_eq(e.D, 4);
 	sidstr(&e, s);
 	ck_assert_str_eq(s, "5-5-5-1");
+	/* and says which ID it left */
+	sid_reg_sid_format(e.from_codes, e.from_L, e.from_suffix, s, sizeof(s));
+	ck_assert_str_eq(s, "1-1-1-0");
 	ck_assert_str_eq(e.model_version, "v2");
 	ck_assert_int_eq(sid_registry_get_sid(r, SID_TOWER_ITEM, "1-1-1-0", &g, &err),
 			 SID_ENOTFOUND);
@@ -562,6 +565,7 @@ START_TEST(t_reassign)
 	/* reassign to the same codes keeps the slot, notes the model */
 	assign1(r, "y", 1, 1, 1, SID_REG_REASSIGN, &e);
 	ck_assert_int_eq(e.moved, 0);
+	ck_assert_int_eq(e.from_L, 0);
 	ck_assert_int_eq(e.suffix, 1);
 	/* reassign of an unknown id creates it */
 	assign1(r, "new", 1, 1, 1, SID_REG_REASSIGN, &e);
