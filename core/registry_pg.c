@@ -1313,6 +1313,20 @@ static int moved_here(const struct assign_ctx *c, size_t i)
 	       e->L == c->L && !memcmp(e->codes, c->items[i].codes, sizeof(int32_t) * c->L);
 }
 
+/*
+ * Run again after a COMMIT whose answer was lost: out[i], found stored, was
+ * stored by this very call's earlier run if it holds the codes of items[i]
+ * with this call's model_version, created and last written at this call's
+ * time (now_ms, the same in every run) - what the prefetch read anyway, so
+ * no extra round trip.  (Another writer would have to store the same id
+ * with the same codes and model in the same millisecond, while this call's
+ * commit did not go through, for this to be wrong.)
+ */
+static int created_here(const struct assign_ctx *c, size_t i)
+{
+	return c->out[i].created_ms == c->now_ms && moved_here(c, i);
+}
+
 static int assign_body(struct pg *s, void *p, struct sid_error *err)
 {
 	struct assign_ctx *c = p;
@@ -1321,6 +1335,10 @@ static int assign_body(struct pg *s, void *p, struct sid_error *err)
 
 	if (rc < 0)
 		return rc;
+	/* the lost answer would have said created: so does this one */
+	for (size_t i = 0; s->maybe_committed && i < c->n; i++)
+		if (c->known[i] && created_here(c, i))
+			c->out[i].created = 1;
 	if (!reassign)
 		return assign_new(s, c, err);
 	for (size_t i = 0; i < c->n; i++) {

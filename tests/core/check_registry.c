@@ -4066,6 +4066,24 @@ static void lossy_stop(struct lossy *x)
 	pthread_join(x->th, NULL);
 }
 
+/* Store @id (codes 1-1-1) in the test store as *@e, then open the store
+ * through a relay that loses the answer to the first call's COMMIT (the
+ * second the connection sends: its setup's is the first).  NULL when the
+ * test server is not on TCP. */
+static struct sid_registry *lossy_open(struct lossy *x, const char *id, struct sid_reg_entry *e)
+{
+	struct sid_registry *r = reg_open();
+	struct sid_error err;
+	char via[1024];
+
+	assign1(r, id, 1, 1, 1, 0, e);
+	sid_registry_close(r);
+	if (!lossy_start(x, 2, via, sizeof(via)))
+		return NULL;
+	ck_assert_msg(sid_registry_open(via, 0, &r, &err) == 0, "%s", err.msg);
+	return r;
+}
+
 /* A reassign with an expectation (reassign_all's batches) whose COMMIT went
  * through while its answer was lost: the call runs again on a new
  * connection, and found the id no longer where it expected it, so it said
@@ -4086,15 +4104,10 @@ START_TEST(t_pg_reassign_answer_lost)
 				    .out = &after,
 				    .expect = &before};
 	struct lossy x;
-	char via[1024];
 
 	NEED_STORE();
-	r = reg_open();
-	assign1(r, "x", 1, 1, 1, 0, &before);
-	sid_registry_close(r);
-	if (!lossy_start(&x, 2, via, sizeof(via))) /* its setup's COMMIT, then the call's */
+	if (!(r = lossy_open(&x, "x", &before)))
 		CHECK_SKIP("the test server is not on TCP at 127.0.0.1");
-	ck_assert_msg(sid_registry_open(via, 0, &r, &err) == 0, "%s", err.msg);
 	ck_assert_msg(sid_registry_assign_calls(r, &call, 1) == 0, "%s", call.err.msg);
 	sid_registry_close(r);
 	lossy_stop(&x);
@@ -4104,6 +4117,41 @@ START_TEST(t_pg_reassign_answer_lost)
 	r = reg_open();
 	ck_assert_int_eq(sid_registry_get(r, SID_TOWER_ITEM, "x", &e, &err), 0);
 	ck_assert_int_eq(e.codes[0], 2);
+	ck_assert_str_eq(e.model_version, "v2");
+	sid_registry_close(r);
+}
+END_TEST
+
+/* An assign of a new id whose COMMIT went through while its answer was
+ * lost: the call runs again on a new connection and finds the id stored.
+ * It was stored by this very call, so the answer says created, as the lost
+ * one would have; an id stored before stays created false, and so does an
+ * id's second occurrence in the call. */
+START_TEST(t_pg_create_answer_lost)
+{
+	struct sid_registry *r;
+	struct sid_reg_entry out[3], e;
+	struct sid_error err;
+	int32_t c[3] = {3, 3, 3};
+	struct sid_reg_item it[3] = {{"fresh", c, NULL}, {"seed", c, NULL}, {"fresh", c, NULL}};
+	struct lossy x;
+	int rc;
+
+	NEED_STORE();
+	if (!(r = lossy_open(&x, "seed", &e)))
+		CHECK_SKIP("the test server is not on TCP at 127.0.0.1");
+	rc = sid_registry_assign(r, SID_TOWER_ITEM, it, 3, 3, 0, "v2", 0, out, &err);
+	ck_assert_msg(rc == 0, "%s", err.msg);
+	sid_registry_close(r);
+	lossy_stop(&x);
+	ck_assert_int_eq(out[0].created, 1);
+	ck_assert_int_eq(out[1].created, 0);
+	ck_assert_int_eq(out[2].created, 0);
+	ck_assert_int_eq(out[0].suffix, 0);
+	ck_assert_int_eq(out[2].suffix, 0);
+	r = reg_open();
+	ck_assert_int_eq(sid_registry_get(r, SID_TOWER_ITEM, "fresh", &e, &err), 0);
+	ck_assert_int_eq(e.codes[0], 3);
 	ck_assert_str_eq(e.model_version, "v2");
 	sid_registry_close(r);
 }
@@ -4185,6 +4233,7 @@ static Suite *registry_suite(void)
 	tcase_add_test(tc, t_pg_move_out_gap);
 	tcase_add_test(tc, t_pg_lost_race_fails);
 	tcase_add_test(tc, t_pg_reassign_answer_lost);
+	tcase_add_test(tc, t_pg_create_answer_lost);
 	tcase_add_test(tc, t_pg_schema_unreadable);
 	tcase_add_test(tc, t_pg_backup_refused);
 	tcase_add_test(tc, t_pg_encoding);
