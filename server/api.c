@@ -309,6 +309,39 @@ static int fail(struct srv_api_error *e, enum srv_err kind, const char *fmt, ...
 	return -1;
 }
 
+/* An empty request on @tower (@D wide) whose memory @hold counts. */
+static void req_init(struct srv_encode_req *req, enum sid_tower_kind tower, int D,
+		     struct srv_hold *hold)
+{
+	memset(req, 0, sizeof(*req));
+	req->tower = tower;
+	req->D = D;
+	req->top_k = 1;
+	req->format = SID_FORMAT_DASH;
+	req->hold = hold;
+}
+
+/* Charge @n more bytes of @req to its hold: 0, or -1 with @e a 503. */
+static int req_take(struct srv_encode_req *req, size_t n, struct srv_api_error *e)
+{
+	if (srv_hold_take(req->hold, n))
+		return fail(e, SRV_ERR_UNAVAILABLE, SRV_MSG_BUDGET, "the decoded request",
+			    req->charged + n, req->hold->b->max);
+	req->charged += n;
+	return 0;
+}
+
+static void req_give(struct srv_encode_req *req, size_t n)
+{
+	srv_hold_give(req->hold, n);
+	req->charged -= n;
+}
+
+int srv_encode_req_charge(struct srv_encode_req *req, size_t n, struct srv_api_error *e)
+{
+	return req_take(req, n, e);
+}
+
 static const char *json_kind(const json_t *v)
 {
 	switch (json_typeof(v)) {
@@ -415,41 +448,45 @@ static int decode_b64(const char *s, size_t n, size_t i, const char *tname, int 
 }
 
 /* @assign: the assign request's fields (inputs with a required id,
- * reassign) instead of encode's (top_k, return_quantized, format). */
+ * reassign) instead of encode's (top_k, return_quantized, format).  @tree:
+ * what to charge to @hold while jansson's tree is held (0: nothing). */
 static int decode_jansson(const char *body, size_t len, enum sid_tower_kind tower, int D,
-			  int max_inputs, int assign, struct srv_encode_req *req,
-			  struct srv_api_error *e)
+			  int max_inputs, int assign, struct srv_hold *hold, size_t tree,
+			  struct srv_encode_req *req, struct srv_api_error *e)
 {
 	const char *tname = sid_tower_name(tower), *key;
 	struct srv_buf ids = SRV_BUF_INIT;
 	json_error_t jerr;
-	json_t *root, *inputs = NULL, *v;
+	json_t *root = NULL, *inputs = NULL, *v;
 	size_t B, i;
 	int rc = -1;
 
-	memset(req, 0, sizeof(*req));
-	req->tower = tower;
-	req->D = D;
-	req->top_k = 1;
-	req->format = SID_FORMAT_DASH;
-
+	req_init(req, tower, D, hold);
+	if (req_take(req, tree, e))
+		return -1;
 	root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
-	if (!root && !strncmp(jerr.text, "too big ", 8)) /* "too big [negative ]integer" */
+	if (!root && !strncmp(jerr.text, "too big ", 8)) { /* "too big [negative ]integer" */
 		/* valid JSON, past jansson's json_int_t: an unsigned 64-bit id
 		 * hash is the usual one, and a string carries it */
-		return fail(e, SRV_ERR_INVALID_ARGUMENT,
-			    "an integer beyond 64 bits at line %d, column %d (%s): integers are "
-			    "-2^63 to 2^63 - 1; send a larger id as a string, a larger number "
-			    "with an exponent",
-			    jerr.line, jerr.column, jerr.text);
-	if (!root && strstr(jerr.text, "JSON_ALLOW_NUL")) /* jansson names its flag */
-		return fail(e, SRV_ERR_INVALID_ARGUMENT,
-			    "a string ending at line %d, column %d holds \\u0000 (NUL), which no "
-			    "id or field may hold",
-			    jerr.line, jerr.column);
-	if (!root)
-		return fail(e, SRV_ERR_INVALID_ARGUMENT, "malformed JSON at line %d, column %d: %s",
-			    jerr.line, jerr.column, jerr.text);
+		fail(e, SRV_ERR_INVALID_ARGUMENT,
+		     "an integer beyond 64 bits at line %d, column %d (%s): integers are "
+		     "-2^63 to 2^63 - 1; send a larger id as a string, a larger number "
+		     "with an exponent",
+		     jerr.line, jerr.column, jerr.text);
+		goto fail;
+	}
+	if (!root && strstr(jerr.text, "JSON_ALLOW_NUL")) { /* jansson names its flag */
+		fail(e, SRV_ERR_INVALID_ARGUMENT,
+		     "a string ending at line %d, column %d holds \\u0000 (NUL), which no "
+		     "id or field may hold",
+		     jerr.line, jerr.column);
+		goto fail;
+	}
+	if (!root) {
+		fail(e, SRV_ERR_INVALID_ARGUMENT, "malformed JSON at line %d, column %d: %s",
+		     jerr.line, jerr.column, jerr.text);
+		goto fail;
+	}
 	if (!json_is_object(root)) {
 		fail(e, SRV_ERR_INVALID_ARGUMENT, "the body must be a JSON object, not %s",
 		     json_kind(root));
@@ -527,6 +564,8 @@ static int decode_jansson(const char *body, size_t len, enum sid_tower_kind towe
 		goto fail;
 	}
 	req->B = B;
+	if (req_take(req, B * ((size_t)D * sizeof(float) + sizeof(size_t) + sizeof(uint32_t)), e))
+		goto fail;
 	req->x = malloc(B * (size_t)D * sizeof(float));
 	req->id_off = calloc(B, sizeof(*req->id_off));
 	req->id_len = calloc(B, sizeof(*req->id_len));
@@ -613,6 +652,8 @@ static int decode_jansson(const char *body, size_t len, enum sid_tower_kind towe
 		fail(e, SRV_ERR_UNAVAILABLE, "out of memory for ids");
 		goto fail;
 	}
+	if (req_take(req, ids.cap, e))
+		goto fail;
 	req->ids = ids.p;
 	ids.p = NULL;
 	rc = 0;
@@ -621,6 +662,8 @@ fail:
 	json_decref(root);
 	if (rc)
 		srv_encode_req_release(req);
+	else
+		req_give(req, tree);
 	return rc;
 }
 
@@ -1161,16 +1204,19 @@ static int scan_input(struct scan *s, int D, float *row, struct srv_buf *ids, si
 
 /* 1: @req holds the request.  0: give it to jansson.  2: a request the
  * jansson path would accept but for some inputs' embeddings (struct scan's
- * note); @bad holds the scan, with its note on the first of them. */
+ * note); @bad holds the scan, with its note on the first of them.  -1: its
+ * memory was refused (req_take), @e says so.  Nothing is left allocated or
+ * charged but on 1. */
 static int decode_fast(const char *body, size_t len, int D, int max_inputs, int assign,
-		       struct srv_encode_req *req, struct scan *bad)
+		       struct srv_encode_req *req, struct scan *bad, struct srv_api_error *e)
 {
 	struct scan s = {body, body + len, 0, 0, 0, 0, NULL};
 	struct srv_buf ids = SRV_BUF_INIT;
 	int have_inputs = 0, have_topk = 0, have_q = 0, have_fmt = 0, have_re = 0;
-	size_t cap = 0, B = 0;
+	size_t cap = 0, B = 0, row = (size_t)D * sizeof(float) + sizeof(size_t) + sizeof(uint32_t);
 	const char *k, *str;
 	size_t kn, n;
+	int r = 0;
 
 	if (D <= 0 || !scan_char(&s, '{'))
 		return 0;
@@ -1191,6 +1237,10 @@ static int decode_fast(const char *body, size_t len, int D, int max_inputs, int 
 						nc = (size_t)max_inputs;
 					if (B >= nc || nc > ((size_t)-1 / 4) / (size_t)D)
 						goto bail; /* too many: jansson path says 413 */
+					if (req_take(req, (nc - cap) * row, e)) {
+						r = -1;
+						goto bail;
+					}
 					x = realloc(req->x, nc * (size_t)D * sizeof(float));
 					if (x)
 						req->x = x;
@@ -1264,26 +1314,31 @@ static int decode_fast(const char *body, size_t len, int D, int max_inputs, int 
 		srv_encode_req_release(req);
 		return 2;
 	}
+	if (req_take(req, ids.cap, e)) {
+		r = -1;
+		goto bail;
+	}
 	req->B = B;
 	req->ids = ids.p;
 	return 1;
 bail:
 	srv_buf_release(&ids);
 	srv_encode_req_release(req);
-	return 0;
+	return r;
 }
 
 int srv__encode_req_decode_jansson(const char *body, size_t len, enum sid_tower_kind tower, int D,
 				   int max_inputs, struct srv_encode_req *req,
 				   struct srv_api_error *e)
 {
-	return decode_jansson(body, len, tower, D, max_inputs, 0, req, e);
+	return decode_jansson(body, len, tower, D, max_inputs, 0, NULL, 0, req, e);
 }
 
 int srv__encode_req_decode_fast(const char *body, size_t len, int D, int max_inputs,
 				struct srv_encode_req *req)
 {
-	return decode_fast(body, len, D, max_inputs, 0, req, NULL) == 1;
+	struct srv_api_error e;
+	return decode_fast(body, len, D, max_inputs, 0, req, NULL, &e) == 1;
 }
 
 int srv__encode_req_bad_row_noted(const char *body, size_t len, int D, int max_inputs)
@@ -1291,11 +1346,31 @@ int srv__encode_req_bad_row_noted(const char *body, size_t len, int D, int max_i
 	struct srv_encode_req req;
 	int r;
 
+	struct srv_api_error e;
+
 	memset(&req, 0, sizeof(req));
 	req.top_k = 1;
-	r = decode_fast(body, len, D, max_inputs, 0, &req, NULL);
+	r = decode_fast(body, len, D, max_inputs, 0, &req, NULL, &e);
 	srv_encode_req_release(&req);
 	return r == 2;
+}
+
+/* Past the closing quote of the JSON string whose text begins at @p (after
+ * its opening quote): the first quote after an even run of backslashes
+ * (memchr: a base64 row is thousands of bytes).  NULL when it never ends. */
+static const char *string_end(const char *p, const char *end)
+{
+	for (;;) {
+		const char *q = memchr(p, '"', (size_t)(end - p));
+		size_t bs = 0;
+		if (!q)
+			return NULL;
+		while (q - bs > p && q[-1 - (ptrdiff_t)bs] == '\\')
+			bs++;
+		p = q + 1;
+		if (bs % 2 == 0)
+			return p;
+	}
 }
 
 /*
@@ -1376,19 +1451,8 @@ size_t srv__json_separators(const char *body, size_t len, size_t *inputs, size_t
 		}
 		if (c == '"') {
 			const char *str = p;
-			/* to the first quote after an even run of backslashes (memchr:
-			 * a base64 row is thousands of bytes) */
-			for (;;) {
-				const char *q = memchr(p, '"', (size_t)(end - p));
-				size_t bs = 0;
-				if (!q)
-					goto out;
-				while (q - bs > p && q[-1 - (ptrdiff_t)bs] == '\\')
-					bs++;
-				p = q + 1;
-				if (bs % 2 == 0)
-					break;
-			}
+			if (!(p = string_end(p, end)))
+				goto out;
 			if (depth == 1 && key_next) {
 				key_next = 0;
 				key_inputs = key_is_inputs(str, (size_t)(p - 1 - str));
@@ -1449,8 +1513,63 @@ size_t srv__json_members_max(int max_inputs)
 	return (size_t)max_inputs * 8 + 64;
 }
 
+/*
+ * What jansson 2.14 allocates, at most, for each thing it parses (glibc
+ * malloc's usable sizes, measured; tests/server/check_api.c checks the sum
+ * against its allocations for bodies made of each): a value after a comma
+ * (a number: 32 bytes, and its slot in an array's table, which doubles: 24
+ * while it grows); an object (the object and its first hash buckets: 224)
+ * and an array (the array and its first table: 128, and its first element)
+ * with the value or slot they begin; a member (its pair, 64 bytes and the
+ * key, buckets that double, and its value); a string (a json_t and a
+ * separate allocation of its text: 72 for "x"), plus the text itself once
+ * and the lexer's buffer, which doubles up to twice the longest token.
+ */
+#define TREE_VALUE  64
+#define TREE_OBJECT 256
+#define TREE_ARRAY  192
+#define TREE_MEMBER 192
+#define TREE_STRING 80
+#define TREE_FIXED  4096
+
+size_t srv__json_tree_bytes(const char *body, size_t len)
+{
+	const char *p = body, *end = body + len, *run = NULL;
+	size_t values = 1, objects = 0, arrays = 0, members = 0, strings = 0, longest = 0;
+
+	while (p < end) {
+		char c = *p++;
+		if (c == '"') {
+			const char *str = p - 1;
+			p = string_end(p, end);
+			if (!p)
+				p = end;
+			strings++;
+			if ((size_t)(p - str) > longest)
+				longest = (size_t)(p - str);
+			run = NULL;
+			continue;
+		}
+		if (c == ',' || c == '{' || c == '[' || c == ':' || c == ']' || c == '}' ||
+		    c == ' ' || c == '\n' || c == '\r' || c == '\t') {
+			values += c == ',';
+			objects += c == '{';
+			arrays += c == '[';
+			members += c == ':';
+			run = NULL;
+			continue;
+		}
+		if (!run) /* a number or a literal: the lexer keeps its text too */
+			run = p - 1;
+		if ((size_t)(p - run) > longest)
+			longest = (size_t)(p - run);
+	}
+	return TREE_FIXED + values * TREE_VALUE + objects * TREE_OBJECT + arrays * TREE_ARRAY +
+	       members * TREE_MEMBER + strings * TREE_STRING + len + 2 * longest;
+}
+
 static int decode_any(const char *body, size_t len, enum sid_tower_kind tower, int D,
-		      int max_inputs, int assign, struct srv_encode_req *req,
+		      int max_inputs, int assign, struct srv_hold *hold, struct srv_encode_req *req,
 		      struct srv_api_error *e)
 {
 	size_t seps, inputs, members, most = srv__json_separators_max(D, max_inputs);
@@ -1458,14 +1577,12 @@ static int decode_any(const char *body, size_t len, enum sid_tower_kind tower, i
 	struct scan w;
 	int r;
 
-	memset(req, 0, sizeof(*req));
-	req->tower = tower;
-	req->D = D;
-	req->top_k = 1;
-	req->format = SID_FORMAT_DASH;
-	r = decode_fast(body, len, D, max_inputs, assign, req, &w);
+	req_init(req, tower, D, hold);
+	r = decode_fast(body, len, D, max_inputs, assign, req, &w, e);
 	if (r == 1)
 		return 0;
+	if (r == -1)
+		return -1;
 	if (r == 2) {
 		/* Valid but for the embeddings of some inputs: the jansson
 		 * path's first error is the first such input's, made here by
@@ -1508,7 +1625,8 @@ static int decode_any(const char *body, size_t len, enum sid_tower_kind tower, i
 			    "the body has %zu JSON object members (\"key\": value); a request of "
 			    "at most %d inputs has no more than %zu",
 			    members, max_inputs, most_members);
-	return decode_jansson(body, len, tower, D, max_inputs, assign, req, e);
+	return decode_jansson(body, len, tower, D, max_inputs, assign, hold,
+			      hold ? srv__json_tree_bytes(body, len) : 0, req, e);
 }
 
 /*
@@ -1523,6 +1641,8 @@ static int ids_finish(struct srv_encode_req *req, struct srv_api_error *e)
 
 	for (size_t i = 0; i < req->B; i++)
 		total += req->id_len[i] + 1;
+	if (req_take(req, req->B * sizeof(char *) + total, e))
+		return -1;
 	req->id_str = malloc(req->B * sizeof(char *) + total);
 	if (!req->id_str)
 		return fail(e, SRV_ERR_UNAVAILABLE, "out of memory for ids");
@@ -1559,9 +1679,10 @@ static int ids_finish(struct srv_encode_req *req, struct srv_api_error *e)
 }
 
 int srv_assign_req_decode(const char *body, size_t len, enum sid_tower_kind tower, int D,
-			  int max_inputs, struct srv_encode_req *req, struct srv_api_error *e)
+			  int max_inputs, struct srv_hold *hold, struct srv_encode_req *req,
+			  struct srv_api_error *e)
 {
-	if (decode_any(body, len, tower, D, max_inputs, 1, req, e))
+	if (decode_any(body, len, tower, D, max_inputs, 1, hold, req, e))
 		return -1;
 	if (ids_finish(req, e)) {
 		srv_encode_req_release(req);
@@ -1571,9 +1692,10 @@ int srv_assign_req_decode(const char *body, size_t len, enum sid_tower_kind towe
 }
 
 int srv_encode_req_decode(const char *body, size_t len, enum sid_tower_kind tower, int D,
-			  int max_inputs, struct srv_encode_req *req, struct srv_api_error *e)
+			  int max_inputs, struct srv_hold *hold, struct srv_encode_req *req,
+			  struct srv_api_error *e)
 {
-	return decode_any(body, len, tower, D, max_inputs, 0, req, e);
+	return decode_any(body, len, tower, D, max_inputs, 0, hold, req, e);
 }
 
 void srv_encode_req_release(struct srv_encode_req *req)
@@ -1583,6 +1705,8 @@ void srv_encode_req_release(struct srv_encode_req *req)
 	free(req->id_off);
 	free(req->id_len);
 	free(req->id_str);
+	srv_hold_give(req->hold, req->charged);
+	req->charged = 0;
 	req->id_str = NULL;
 	req->x = NULL;
 	req->ids = NULL;

@@ -17,6 +17,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "budget.h"
 #include "buf.h"
 #include "encode.h"
 #include "model.h"
@@ -94,16 +95,32 @@ struct srv_encode_req {
 	int reassign;  /* "reassign": true */
 	char **id_str; /* (B) each id as plain text (an integer id as its decimal
 			* digits); one allocation with the strings after the pointers */
+	/* what it holds of body_memory_bytes, given back by srv_encode_req_release */
+	struct srv_hold *hold; /* its request's, or NULL: not counted */
+	size_t charged;	       /* of hold */
 };
 
 /*
  * Parse @body and validate it against a tower of input width @D.  On success
  * fills @req (release with srv_encode_req_release) and returns 0; otherwise
  * returns -1 with @e set (400, or 413 for more than @max_inputs inputs).
+ *
+ * @hold (NULL: nothing is counted) is charged as memory is taken: the
+ * decoded form (the floats, the id texts and their offsets) when each part
+ * is allocated, kept in req->charged until srv_encode_req_release, and
+ * while jansson parses the body, a bound on its tree
+ * (srv__json_tree_bytes), given back when the tree is.  A charge that
+ * srv_hold_take refuses ends the decode: -1 with a 503 (SRV_MSG_BUDGET).
  */
 int srv_encode_req_decode(const char *body, size_t len, enum sid_tower_kind tower, int D,
-			  int max_inputs, struct srv_encode_req *req, struct srv_api_error *e);
+			  int max_inputs, struct srv_hold *hold, struct srv_encode_req *req,
+			  struct srv_api_error *e);
 void srv_encode_req_release(struct srv_encode_req *req);
+
+/* Charge @n more bytes that @req will hold until it is released (an
+ * assign's codes and registry call) to its hold: 0, or -1 with @e a 503
+ * (SRV_MSG_BUDGET) and nothing charged. */
+int srv_encode_req_charge(struct srv_encode_req *req, size_t n, struct srv_api_error *e);
 
 /*
  * The same for POST /v1/{items,users}:assign: the encode request's inputs,
@@ -112,7 +129,8 @@ void srv_encode_req_release(struct srv_encode_req *req);
  * top_k, return_quantized and format are refused.  Fills req->id_str.
  */
 int srv_assign_req_decode(const char *body, size_t len, enum sid_tower_kind tower, int D,
-			  int max_inputs, struct srv_encode_req *req, struct srv_api_error *e);
+			  int max_inputs, struct srv_hold *hold, struct srv_encode_req *req,
+			  struct srv_api_error *e);
 
 /*
  * The reference decoder (jansson, every error message).  srv_encode_req_decode
@@ -148,6 +166,12 @@ size_t srv__json_separators_max(int D, int max_inputs);
  * jansson with (a request has 2 a input, and 4 more at most; the bound
  * leaves room for a few unknown fields per input, which jansson names). */
 size_t srv__json_members_max(int max_inputs);
+/* What jansson may allocate at most, at its peak, to parse @body: the
+ * bound srv_encode_req_decode charges while it does.  Its terms are the
+ * values, objects, arrays, members and strings a one-pass scan counts, and
+ * the string bytes (tests/server/check_api.c holds it to jansson's own
+ * allocations). */
+size_t srv__json_tree_bytes(const char *body, size_t len);
 
 /* The encoder's output for one request's rows (slices of a batch). */
 struct srv_encode_res {

@@ -137,7 +137,7 @@ static const struct key keys[] = {
     {"queue_rows", K_INT, F(queue_rows), 1, 100000000, "rows admitted before 503"},
     {"max_body_bytes", K_LONG, F(max_body_bytes), 64, 1L << 34, "request body cap (413 above)"},
     {"body_memory_bytes", K_LONG, F(body_memory_bytes), 64, 1L << 40,
-     "bytes of request bodies held at once (503 above)"},
+     "bytes of request bodies, decoded requests and answers held at once (503 above)"},
     {"max_inputs", K_INT, F(max_inputs), 1, 1000000, "inputs per request (413 above)"},
     {"admin_token", K_STR, F(admin_token), 0, 0, "bearer token for /v1/admin/* (empty: disabled)"},
     {"shutdown_timeout_ms", K_INT, F(shutdown_timeout_ms), 0, 3600000, "drain time on SIGTERM"},

@@ -37,8 +37,8 @@ struct srv_config {
 	int max_delay_us;	  /* longest a row waits for its batch to fill */
 	int queue_rows;		  /* rows admitted (queued or encoding) before 503 */
 	long max_body_bytes;	  /* request body cap (413 above) */
-	long body_memory_bytes;	  /* all bodies being read or decoded, and answers being
-				   * sent, at once (503 above) */
+	long body_memory_bytes;	  /* all bodies being read, decoded requests and answers
+				   * being sent, at once (503 above; budget.h) */
 	int max_inputs;		  /* inputs per request (413 above) */
 	char admin_token[256];	  /* bearer token for /v1/admin/ *; empty disables */
 	int shutdown_timeout_ms;  /* drain time on SIGTERM/SIGINT */

@@ -58,10 +58,10 @@ struct srv_http {
 	int ops;
 	const char *key;
 	int limit;
-	long inflight;	  /* atomic */
-	int draining;	  /* atomic */
-	size_t body_held; /* atomic: bytes of request bodies and of answers held
-			   * (body_memory_bytes) */
+	long inflight; /* atomic */
+	int draining;  /* atomic */
+	/* body_memory_bytes: request bodies, decoded requests, answers */
+	struct srv_budget budget;
 	/* connections: the watch list, the count, refusals over the limit */
 	pthread_mutex_t conns_lock;
 	struct conn *conns;
@@ -117,15 +117,16 @@ struct req {
 	/* body */
 	struct srv_buf body;
 	size_t seen;
-	size_t length;	/* its Content-Length, when given and accepted */
-	size_t charged; /* of srv_http.body_held: the body bytes its buffer can hold */
+	size_t length;	      /* its Content-Length, when given and accepted */
+	struct srv_hold hold; /* its bodies, decoded form and answer in srv_http.budget */
+	size_t charged;	      /* of hold: the body bytes its buffer can hold */
 	int too_large;
 	int no_room; /* body_memory_bytes were held by others: read, dropped, 503 */
 	/* the response, once known */
 	int status;
 	char *resp;
 	size_t resp_len;
-	size_t resp_charged; /* of srv_http.body_held: an encode, assign or lookup answer */
+	size_t resp_charged; /* of hold: an encode, assign or lookup answer */
 	const char *ctype;
 	const char *allow;
 	int retry_after;
@@ -151,13 +152,12 @@ static const char REQUEST_ID_HEADER[] = "X-Request-Id";
 static void body_release(struct req *q)
 {
 	srv_buf_release(&q->body);
-	if (q->charged)
-		__atomic_sub_fetch(&q->h->body_held, q->charged, __ATOMIC_RELAXED);
+	srv_hold_give(&q->hold, q->charged);
 	q->charged = 0;
 }
 
-/* Room in @q's body for @n more bytes, counted in srv_http.body_held against
- * body_memory_bytes with every other body being read or decoded; 0 when
+/* Room in @q's body for @n more bytes, counted in srv_http.budget against
+ * body_memory_bytes with what every other request holds; 0 when
  * there is none.  The buffer grows to the whole Content-Length at once when
  * that is known and at most BODY_RESERVE_MAX (growing by doubling copied a
  * 64-item request about twice), else by doubling, but never past the
@@ -165,8 +165,7 @@ static void body_release(struct req *q)
  * needs just that much. */
 static int body_room(struct req *q, size_t n)
 {
-	size_t need = q->body.len + n + 1, cap = q->body.cap, bound, more, held;
-	size_t max = (size_t)q->h->d.cfg->body_memory_bytes;
+	size_t need = q->body.len + n + 1, cap = q->body.cap, bound, more;
 
 	if (need <= cap)
 		return 1;
@@ -179,11 +178,8 @@ static int body_room(struct req *q, size_t n)
 	if (cap > bound)
 		cap = bound > need ? bound : need;
 	more = cap - 1 - q->charged; /* the body bytes it can hold: not the NUL */
-	held = __atomic_add_fetch(&q->h->body_held, more, __ATOMIC_RELAXED);
-	if (held > max) {
-		__atomic_sub_fetch(&q->h->body_held, more, __ATOMIC_RELAXED);
+	if (srv_hold_take(&q->hold, more))
 		return 0;
-	}
 	q->charged = cap - 1;
 	srv_buf_reserve(&q->body, cap - 1 - q->body.len); /* failing, it sets oom: 503 */
 	return 1;
@@ -194,7 +190,7 @@ static void set_error(struct req *q, enum srv_err kind, const char *fmt, ...)
 
 /*
  * An encode, assign or lookup answer, held until it is sent, counted in
- * srv_http.body_held against body_memory_bytes with the bodies being read:
+ * srv_http.budget against body_memory_bytes with what other requests hold:
  * an answer can be several times its request (top_k 16 and
  * return_quantized: 4 MB for a 0.5 MB request of 4096 rows of 16 floats),
  * and a client that does not read its answers would have held
@@ -206,17 +202,11 @@ static void set_error(struct req *q, enum srv_err kind, const char *fmt, ...)
  */
 static void resp_charge(struct req *q)
 {
-	size_t n = q->resp ? q->resp_len : 0, held;
+	size_t n = q->resp ? q->resp_len : 0;
 
-	if (!n)
-		return;
-	held = __atomic_add_fetch(&q->h->body_held, n, __ATOMIC_RELAXED);
-	if (held > (size_t)q->h->d.cfg->body_memory_bytes && held != n) {
-		__atomic_sub_fetch(&q->h->body_held, n, __ATOMIC_RELAXED);
-		set_error(q, SRV_ERR_UNAVAILABLE,
-			  "the answer (%zu bytes) would take the request bodies and answers held "
-			  "past body_memory_bytes (%ld); retry later",
-			  n, q->h->d.cfg->body_memory_bytes);
+	if (srv_hold_take(&q->hold, n)) {
+		set_error(q, SRV_ERR_UNAVAILABLE, SRV_MSG_BUDGET, "the answer", n,
+			  q->h->budget.max);
 		return;
 	}
 	q->resp_charged = n;
@@ -578,7 +568,7 @@ static void route_metrics(struct req *q)
 	char *text;
 
 	srv_metrics_connections_open(q->h->d.metrics, __atomic_load_n(&mp->open, __ATOMIC_RELAXED),
-				     __atomic_load_n(&mp->body_held, __ATOMIC_RELAXED));
+				     __atomic_load_n(&mp->budget.held, __ATOMIC_RELAXED));
 	text = srv_metrics_render(q->h->d.metrics, m);
 	sid_model_unref(m);
 	set_response(q, 200, text, text ? strlen(text) : 0,
@@ -825,7 +815,7 @@ static void start_encode(struct req *q)
 	}
 	if ((assign ? srv_assign_req_decode
 		    : srv_encode_req_decode)(q->body.p ? q->body.p : "", q->body.len, kind, t->D,
-					     h->d.cfg->max_inputs, &req, &e)) {
+					     h->d.cfg->max_inputs, &q->hold, &req, &e)) {
 		set_error(q, e.kind, "%s", e.msg);
 		sid_model_unref(m);
 		return;
@@ -1234,6 +1224,7 @@ static struct req *req_new(struct srv_http *h, struct MHD_Connection *conn, cons
 	if (!q)
 		return NULL;
 	q->h = h;
+	q->hold.b = &h->budget;
 	q->conn = conn;
 	q->c = ci ? ci->socket_context : NULL;
 	q->route = SRV_ROUTE_OTHER;
@@ -1367,7 +1358,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		if (q->no_room) {
 			set_error(q, SRV_ERR_UNAVAILABLE,
 				  "the server holds body_memory_bytes (%ld) of other requests' "
-				  "bodies; retry later",
+				  "bodies, decoded requests and answers; retry later",
 				  h->d.cfg->body_memory_bytes);
 			return send_response(q);
 		}
@@ -1463,8 +1454,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 		__atomic_store_n(&q->c->receiving, 1, __ATOMIC_RELAXED);
 	}
 	body_release(q);
-	if (q->resp_charged)
-		__atomic_sub_fetch(&h->body_held, q->resp_charged, __ATOMIC_RELAXED);
+	srv_hold_give(&q->hold, q->resp_charged);
 	free(q->resp);
 	free(q->arg);
 	free(q);
@@ -2018,6 +2008,7 @@ int srv_http_start(const struct srv_http_deps *deps, struct srv_http **out, stru
 	h->ops = ops;
 	h->key = key;
 	h->limit = ops ? SRV_HTTP_OPS_CONNECTIONS : cfg->connection_limit;
+	h->budget.max = (size_t)deps->cfg->body_memory_bytes;
 	/* a key for made request ids: different in every process */
 	if (getrandom(&h->rid_key, sizeof(h->rid_key), GRND_NONBLOCK) !=
 	    (ssize_t)sizeof(h->rid_key)) {

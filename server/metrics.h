@@ -27,7 +27,8 @@
  *       assign group's commit or one lookup)
  *   semid_connections_open                    gauge (TCP connections held)
  *   semid_request_body_bytes                  gauge (bytes of request bodies held
- *       while read or decoded, and of answers until sent; body_memory_bytes bounds it)
+ *       while read or decoded, of decoded requests until answered, and of answers
+ *       until sent; body_memory_bytes bounds it)
  *   semid_connections_closed_total{reason}    counter: connections the server
  *       closed itself, reason "deadline" (the request took longer than
  *       connection_timeout_s to arrive) or "limit" (503 over connection_limit)

@@ -2,6 +2,7 @@
  * validation messages, response encoding. */
 #include <check.h>
 #include <jansson.h>
+#include <malloc.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -301,7 +302,8 @@ END_TEST
 static int decode(const char *body, int D, int max_inputs, struct srv_encode_req *req,
 		  struct srv_api_error *e)
 {
-	return srv_encode_req_decode(body, strlen(body), SID_TOWER_ITEM, D, max_inputs, req, e);
+	return srv_encode_req_decode(body, strlen(body), SID_TOWER_ITEM, D, max_inputs, NULL, req,
+				     e);
 }
 
 START_TEST(test_decode_ok)
@@ -735,22 +737,26 @@ START_TEST(test_long_input_small_max_inputs)
 	size_t len;
 	char *body = inputs_body(1, 1024, "", &len);
 
-	ck_assert_int_eq(srv_encode_req_decode(body, len, SID_TOWER_ITEM, 1024, 4, &req, &e), 0);
+	ck_assert_int_eq(srv_encode_req_decode(body, len, SID_TOWER_ITEM, 1024, 4, NULL, &req, &e),
+			 0);
 	ck_assert_int_eq((int)req.B, 1);
 	ck_assert_float_eq(req.x[1023], 23.0f);
 	srv_encode_req_release(&req);
-	ck_assert_int_eq(srv_encode_req_decode(body, len, SID_TOWER_ITEM, 3, 4, &req, &e), -1);
+	ck_assert_int_eq(srv_encode_req_decode(body, len, SID_TOWER_ITEM, 3, 4, NULL, &req, &e),
+			 -1);
 	ck_assert_int_eq(e.kind, SRV_ERR_INVALID_ARGUMENT);
 	ck_assert_str_eq(e.msg, "inputs[0].embedding has 1024 values; the item tower expects 3");
 	free(body);
 	/* a value with an escape: the jansson path */
 	body = inputs_body(1, 1024, ", \"top_k\": 1, \"format\": \"d\\u0061sh\"", &len);
-	ck_assert_int_eq(srv_encode_req_decode(body, len, SID_TOWER_ITEM, 1024, 4, &req, &e), 0);
+	ck_assert_int_eq(srv_encode_req_decode(body, len, SID_TOWER_ITEM, 1024, 4, NULL, &req, &e),
+			 0);
 	ck_assert_int_eq((int)req.B, 1);
 	srv_encode_req_release(&req);
 	free(body);
 	body = inputs_body(5, 1024, "", &len);
-	ck_assert_int_eq(srv_encode_req_decode(body, len, SID_TOWER_ITEM, 1024, 4, &req, &e), -1);
+	ck_assert_int_eq(srv_encode_req_decode(body, len, SID_TOWER_ITEM, 1024, 4, NULL, &req, &e),
+			 -1);
 	ck_assert_int_eq(e.kind, SRV_ERR_TOO_LARGE);
 	ck_assert_str_eq(e.msg, "5 inputs; at most 4 are allowed per request");
 	ck_assert_ptr_null(req.x);
@@ -760,7 +766,8 @@ START_TEST(test_long_input_small_max_inputs)
 	 * says, not 413 (fuzz_api found the two paths disagreeing). */
 	body = inputs_body(9, 4, "", &len);
 	len -= 3;
-	ck_assert_int_eq(srv_encode_req_decode(body, len, SID_TOWER_ITEM, 4, 8, &req, &e), -1);
+	ck_assert_int_eq(srv_encode_req_decode(body, len, SID_TOWER_ITEM, 4, 8, NULL, &req, &e),
+			 -1);
 	{
 		struct srv_api_error je;
 		struct srv_encode_req jreq;
@@ -807,20 +814,23 @@ START_TEST(test_decode_value_flood)
 	ck_assert_ptr_nonnull(body);
 	len = repeated(body, "{\"inputs\": [", "[],", n, "[]]}");
 	memset(&e, 0, sizeof(e));
-	ck_assert_int_eq(srv_encode_req_decode(body, len, SID_TOWER_ITEM, 3, 2, &req, &e), -1);
+	ck_assert_int_eq(srv_encode_req_decode(body, len, SID_TOWER_ITEM, 3, 2, NULL, &req, &e),
+			 -1);
 	ck_assert_int_eq(e.kind, SRV_ERR_TOO_LARGE);
 	ck_assert_str_eq(e.msg, "100001 inputs; at most 2 are allowed per request");
 	ck_assert_ptr_null(req.x);
 	/* one input: a long embedding and an unknown field */
 	len = repeated(body, "{\"inputs\": [{\"embedding\": [", "0,", n, "0]}], \"x\": 1}");
-	ck_assert_int_eq(srv_encode_req_decode(body, len, SID_TOWER_ITEM, 3, 2, &req, &e), -1);
+	ck_assert_int_eq(srv_encode_req_decode(body, len, SID_TOWER_ITEM, 3, 2, NULL, &req, &e),
+			 -1);
 	ck_assert_int_eq(e.kind, SRV_ERR_INVALID_ARGUMENT);
 	ck_assert_str_eq(e.msg, "the body has 100005 JSON brackets and commas; a request of at "
 				"most 2 inputs of 3 numbers has no more than 78");
 	ck_assert_ptr_null(req.x);
 	/* one input: arrays nested in its embedding */
 	len = repeated(body, "{\"inputs\": [{\"embedding\": [", "[0],", n, "[0]]}]}");
-	ck_assert_int_eq(srv_encode_req_decode(body, len, SID_TOWER_ITEM, 3, 2, &req, &e), -1);
+	ck_assert_int_eq(srv_encode_req_decode(body, len, SID_TOWER_ITEM, 3, 2, NULL, &req, &e),
+			 -1);
 	ck_assert_int_eq(e.kind, SRV_ERR_INVALID_ARGUMENT);
 	ck_assert_str_eq(e.msg, "the body has 200005 JSON brackets and commas; a request of at "
 				"most 2 inputs of 3 numbers has no more than 78");
@@ -829,10 +839,11 @@ START_TEST(test_decode_value_flood)
 	for (size_t i = 0; i < n; i++)
 		body[len++] = i % 2 ? ',' : '[';
 	len += (size_t)sprintf(body + len, "\\\"\", \"embedding\": [1, 2, 3]}]}");
-	ck_assert_int_eq(srv_encode_req_decode(body, len, SID_TOWER_ITEM, 3, 2, &req, &e), 0);
+	ck_assert_int_eq(srv_encode_req_decode(body, len, SID_TOWER_ITEM, 3, 2, NULL, &req, &e), 0);
 	srv_encode_req_release(&req);
 	free(body);
-	ck_assert_int_eq(srv_encode_req_decode(ok, strlen(ok), SID_TOWER_ITEM, 3, 2, &req, &e), 0);
+	ck_assert_int_eq(
+	    srv_encode_req_decode(ok, strlen(ok), SID_TOWER_ITEM, 3, 2, NULL, &req, &e), 0);
 	ck_assert_int_eq((int)req.B, 2);
 	srv_encode_req_release(&req);
 }
@@ -1316,29 +1327,29 @@ START_TEST(test_assign_decode)
 	struct srv_encode_req req;
 	struct srv_api_error e;
 
-	ck_assert_int_eq(srv_assign_req_decode(fast, strlen(fast), SID_TOWER_ITEM, 2, 8, &req, &e),
-			 0);
+	ck_assert_int_eq(
+	    srv_assign_req_decode(fast, strlen(fast), SID_TOWER_ITEM, 2, 8, NULL, &req, &e), 0);
 	ck_assert_int_eq(req.B, 2);
 	ck_assert_int_eq(req.reassign, 1);
 	ck_assert_str_eq(req.id_str[0], "sku-1");
 	ck_assert_str_eq(req.id_str[1], "42");
 	ck_assert(req.x[2] == 0.5f && req.x[3] == -1.0f);
 	srv_encode_req_release(&req);
-	ck_assert_int_eq(srv_assign_req_decode(slow, strlen(slow), SID_TOWER_ITEM, 2, 8, &req, &e),
-			 0);
+	ck_assert_int_eq(
+	    srv_assign_req_decode(slow, strlen(slow), SID_TOWER_ITEM, 2, 8, NULL, &req, &e), 0);
 	ck_assert_int_eq(req.reassign, 0);
 	ck_assert_str_eq(req.id_str[0], "a\"b\xc3\xa9");
 	srv_encode_req_release(&req);
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		ck_assert_int_eq(srv_assign_req_decode(bad[i].body, strlen(bad[i].body),
-						       SID_TOWER_ITEM, 2, 8, &req, &e),
+						       SID_TOWER_ITEM, 2, 8, NULL, &req, &e),
 				 -1);
 		ck_assert_int_eq(e.kind, SRV_ERR_INVALID_ARGUMENT);
 		ck_assert_msg(strstr(e.msg, bad[i].msg), "%s: %s", bad[i].body, e.msg);
 	}
 	/* encode still refuses reassign */
-	ck_assert_int_eq(srv_encode_req_decode(fast, strlen(fast), SID_TOWER_ITEM, 2, 8, &req, &e),
-			 -1);
+	ck_assert_int_eq(
+	    srv_encode_req_decode(fast, strlen(fast), SID_TOWER_ITEM, 2, 8, NULL, &req, &e), -1);
 	ck_assert_ptr_nonnull(strstr(e.msg, "unknown field \"reassign\""));
 }
 END_TEST
@@ -1521,7 +1532,7 @@ START_TEST(test_error_body_quotes_half_a_char)
 	json_t *j;
 
 	ck_assert_int_eq(
-	    srv_encode_req_decode(body, sizeof(body) - 1, SID_TOWER_ITEM, 4, 8, &q, &e), -1);
+	    srv_encode_req_decode(body, sizeof(body) - 1, SID_TOWER_ITEM, 4, 8, NULL, &q, &e), -1);
 	eb = srv_api_error_body(e.kind, e.msg, &len, NULL);
 	ck_assert_ptr_nonnull(eb);
 	j = json_loadb(eb, len, 0, &je);
@@ -1543,9 +1554,175 @@ START_TEST(test_leading_zero_at_end)
 
 	ck_assert_ptr_nonnull(body);
 	memcpy(body, text, n);
-	ck_assert_int_eq(srv_encode_req_decode(body, n, SID_TOWER_ITEM, 4, 8, &q, &e), -1);
+	ck_assert_int_eq(srv_encode_req_decode(body, n, SID_TOWER_ITEM, 4, 8, NULL, &q, &e), -1);
 	ck_assert_int_eq(e.kind, SRV_ERR_INVALID_ARGUMENT);
 	free(body);
+}
+END_TEST
+
+/* ---- what a decode holds of body_memory_bytes ---- */
+
+/* jansson's allocations, by usable size: the live bytes and their peak. */
+static size_t tree_live, tree_peak;
+
+static void *tree_malloc(size_t n)
+{
+	void *p = malloc(n);
+	if (p && (tree_live += malloc_usable_size(p)) > tree_peak)
+		tree_peak = tree_live;
+	return p;
+}
+
+static void tree_free(void *p)
+{
+	if (p)
+		tree_live -= malloc_usable_size(p);
+	free(p);
+}
+
+/* A body of @n copies of @item between @head and @tail. */
+static char *repeat_body(const char *head, const char *item, size_t n, const char *tail,
+			 size_t *len)
+{
+	struct srv_buf b = SRV_BUF_INIT;
+
+	srv_buf_puts(&b, head);
+	for (size_t i = 0; i < n; i++) {
+		if (i)
+			srv_buf_puts(&b, ",");
+		srv_buf_puts(&b, item);
+	}
+	srv_buf_puts(&b, tail);
+	ck_assert(!b.oom);
+	return srv_buf_detach(&b, len);
+}
+
+/* srv__json_tree_bytes is at least what jansson allocates at its peak for
+ * bodies made of each thing it builds (the charge of a body given to
+ * jansson must not be short of it), and for a request of numbers it is
+ * within a few times of it (not a charge that refuses for nothing). */
+START_TEST(test_json_tree_bound)
+{
+	static const struct {
+		const char *head, *item, *tail;
+		size_t n;
+	} shapes[] = {
+	    {"{\"inputs\": [", "{\"id\": \"x\", \"embedding\": [0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0]}",
+	     "]}", 4096},
+	    {"[", "0", "]", 100000},
+	    {"[", "1.5e300", "]", 50000},
+	    {"[", "[]", "]", 50000},
+	    {"[", "{}", "]", 50000},
+	    {"[", "{\"a\": 1}", "]", 50000},
+	    {"[", "\"\"", "]", 50000},
+	    {"[", "\"x\"", "]", 50000},
+	    {"[", "\"\\u00e9\\u00e9\"", "]", 50000},
+	    {"[", "[[[0]]]", "]", 20000},
+	    {"{", "\"k\": {\"k\": [\"\"]}", "}", 1},
+	    {"[\"", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+	     "\"]", 1},
+	    {"[", "true", "]", 50000},
+	};
+	char key[32];
+	size_t len, bound;
+	char *body;
+	json_t *v;
+
+	json_set_alloc_funcs(tree_malloc, tree_free);
+	for (size_t i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++) {
+		body =
+		    repeat_body(shapes[i].head, shapes[i].item, shapes[i].n, shapes[i].tail, &len);
+		tree_live = tree_peak = 0;
+		v = json_loadb(body, len, JSON_REJECT_DUPLICATES, NULL);
+		ck_assert_msg(v != NULL, "shape %zu", i);
+		json_decref(v);
+		bound = srv__json_tree_bytes(body, len);
+		ck_assert_msg(tree_peak <= bound, "shape %zu (%s): jansson's peak %zu > %zu", i,
+			      shapes[i].item, tree_peak, bound);
+		if (i == 0)
+			ck_assert_msg(bound < 4 * tree_peak, "a request: %zu for a peak of %zu",
+				      bound, tree_peak);
+		free(body);
+	}
+	/* a flat object of many members (each key is another) */
+	{
+		struct srv_buf b = SRV_BUF_INIT;
+		srv_buf_puts(&b, "{");
+		for (int k = 0; k < 30000; k++) {
+			snprintf(key, sizeof(key), "%s\"k%d\": 0", k ? ", " : "", k);
+			srv_buf_puts(&b, key);
+		}
+		srv_buf_puts(&b, "}");
+		body = srv_buf_detach(&b, &len);
+		tree_live = tree_peak = 0;
+		v = json_loadb(body, len, JSON_REJECT_DUPLICATES, NULL);
+		ck_assert_ptr_nonnull(v);
+		json_decref(v);
+		ck_assert_uint_le(tree_peak, srv__json_tree_bytes(body, len));
+		free(body);
+	}
+	json_set_alloc_funcs(malloc, free);
+}
+END_TEST
+
+/* A decode charges its hold for the decoded form as long as the request
+ * lives, and for jansson's tree only while it parses; a charge the budget
+ * refuses ends it with a 503, leaving nothing charged, unless the request
+ * holds all that is held. */
+START_TEST(test_decode_charges)
+{
+	static const char tail[] = "]}";
+	struct srv_budget budget = {0, 1 << 20};
+	struct srv_hold other = {&budget, 0}, hold = {&budget, 0};
+	struct srv_encode_req req;
+	struct srv_api_error e;
+	const char *item = "{\"id\": \"x\", \"embedding\": [0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0]}";
+	const char *esc = "{\"id\": \"\\u0078\", \"embedding\": [0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0]}";
+	size_t len, elen, floats = 1000 * 16 * sizeof(float);
+	char *body = repeat_body("{\"inputs\": [", item, 1000, tail, &len);
+	char *ebody = repeat_body("{\"inputs\": [", esc, 1000, tail, &elen);
+
+	for (int path = 0; path < 2; path++) { /* the fast scanner, then jansson */
+		const char *b = path ? ebody : body;
+		size_t n = path ? elen : len;
+
+		ck_assert_int_eq(
+		    srv_assign_req_decode(b, n, SID_TOWER_ITEM, 16, 4096, &hold, &req, &e), 0);
+		ck_assert_uint_eq(req.B, 1000);
+		ck_assert_uint_ge(req.charged, floats);
+		ck_assert_uint_lt(req.charged, 2 * floats);
+		ck_assert_uint_eq(hold.n, req.charged);
+		ck_assert_uint_eq(budget.held, req.charged); /* no tree left charged */
+		ck_assert_int_eq(srv_encode_req_charge(&req, 1000, &e), 0);
+		ck_assert_uint_eq(budget.held, hold.n);
+		srv_encode_req_release(&req);
+		ck_assert_uint_eq(hold.n, 0);
+		ck_assert_uint_eq(budget.held, 0);
+
+		/* with most of the budget held by another request: refused */
+		ck_assert_int_eq(srv_hold_take(&other, budget.max - floats / 2), 0);
+		ck_assert_int_eq(
+		    srv_assign_req_decode(b, n, SID_TOWER_ITEM, 16, 4096, &hold, &req, &e), -1);
+		ck_assert_int_eq(e.kind, SRV_ERR_UNAVAILABLE);
+		ck_assert_msg(strstr(e.msg, "the decoded request (") == e.msg &&
+				  strstr(e.msg, " bytes) would take the request bodies, decoded "
+						"requests and answers held past body_memory_bytes "
+						"(1048576); retry later"),
+			      "%s", e.msg);
+		ck_assert_uint_eq(hold.n, 0);
+		ck_assert_uint_eq(budget.held, other.n);
+		/* alone, a request past the bound still decodes */
+		srv_hold_give(&other, other.n);
+		budget.max = 64;
+		ck_assert_int_eq(
+		    srv_assign_req_decode(b, n, SID_TOWER_ITEM, 16, 4096, &hold, &req, &e), 0);
+		ck_assert_int_eq(srv_hold_take(&other, 1), -1);
+		srv_encode_req_release(&req);
+		ck_assert_uint_eq(budget.held, 0);
+		budget.max = 1 << 20;
+	}
+	free(body);
+	free(ebody);
 }
 END_TEST
 
@@ -1577,6 +1754,8 @@ static void add_tests(TCase *tc)
 	tcase_add_test(tc, test_json_str_utf8);
 	tcase_add_test(tc, test_error_body_quotes_half_a_char);
 	tcase_add_test(tc, test_leading_zero_at_end);
+	tcase_add_test(tc, test_json_tree_bound);
+	tcase_add_test(tc, test_decode_charges);
 }
 
 int main(void)

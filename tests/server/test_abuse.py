@@ -77,6 +77,18 @@ def complete(resp):
     return bool(sep and m and len(body) >= int(m.group(1)))
 
 
+def finish(sock, rest):
+    """Send @rest of a request begun on @sock and read its whole response."""
+    sock.sendall(rest)
+    out = b""
+    while not complete(out):
+        chunk = sock.recv(65536)
+        if not chunk:
+            raise AssertionError("closed before a whole response: %r" % out[:300])
+        out += chunk
+    return out
+
+
 def raw(port, data, timeout=5.0 * S, keep=False):
     """Send @data on a fresh connection and read until the server closes it
     (or @timeout; with @keep, until one whole response is in).
@@ -162,6 +174,15 @@ def no_server_errors(test, srv):
     test.assertEqual(srv.request("GET", "/healthz")[0], 200)
     metrics = srv.metrics()
     test.assertEqual([k for k in metrics if 'code="500"' in k], [])
+
+
+def body_bytes_settle(srv, want):
+    """semid_request_body_bytes once it is @want (a request's memory is let
+    go just after its client has the answer), or as it is after 5 s."""
+    deadline = time.monotonic() + 5 * S
+    while srv.metrics()["semid_request_body_bytes"] != want and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return srv.metrics()["semid_request_body_bytes"]
 
 
 def metrics_on(srv, conn):
@@ -671,7 +692,7 @@ class TestBodyMemory(unittest.TestCase):
             time.sleep(0.3 * S)  # both bodies are being read: 200000 bytes held
             self.assertEqual(srv.metrics()["semid_request_body_bytes"], 200000)
             want = ('"message": "the server holds body_memory_bytes (250000) of other '
-                    "requests' bodies; retry later\"").encode()
+                    "requests' bodies, decoded requests and answers; retry later\"").encode()
             chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
             for name, third in (("content-length", head + b"Content-Length: 100000\r\n\r\n"
                                  + body),
@@ -685,16 +706,12 @@ class TestBodyMemory(unittest.TestCase):
                     self.assertNotIn("connection", headers)  # kept alive
                     self.assertIn(want, data)
             for s in holders:
-                s.sendall(body[60000:])
-                out = b""
-                while not complete(out):
-                    chunk = s.recv(65536)
-                    self.assertTrue(chunk, out)
-                    out += chunk
+                out = finish(s, body[60000:])
                 self.assertEqual(status_of(out), 200, out[:300])
                 self.assertEqual(json.loads(head_and_body(out)[1])["results"][0]["id"], "big")
-            # both done: their bodies are let go, and a third fits now
-            self.assertEqual(srv.metrics()["semid_request_body_bytes"], 0)
+            # both done: their bodies are let go (their answers once sent: just
+            # after the client has them), and a third fits now
+            self.assertEqual(body_bytes_settle(srv, 0), 0)
             for _ in range(3):
                 st, _, data = srv.request("POST", "/v1/items:encode", body,
                                           {"Content-Type": "application/json"})
@@ -740,9 +757,9 @@ class TestBodyMemory(unittest.TestCase):
                                       {"Content-Type": "application/json"})
             self.assertEqual((st, h.get("retry-after")), (503, "1"), data[:300])
             msg = json.loads(data)["error"]["message"]
-            self.assertRegex(msg, r"^the answer \(\d+ bytes\) would take the request bodies "
-                             r"and answers held past body_memory_bytes \(10000000\); "
-                             r"retry later$")
+            self.assertRegex(msg, r"^the answer \(\d+ bytes\) would take the request bodies, "
+                             r"decoded requests and answers held past body_memory_bytes "
+                             r"\(10000000\); retry later$")
             resp, need = bytearray(), None
             while need is None or len(resp) < need:
                 chunk = s.recv(1 << 20)
@@ -755,16 +772,68 @@ class TestBodyMemory(unittest.TestCase):
             resp = bytes(resp)
             self.assertEqual(status_of(resp), 200, resp[:300])
             self.assertEqual(len(json.loads(head_and_body(resp)[1])["results"]), 8192)
-            deadline = time.monotonic() + 5 * S
-            while srv.metrics()["semid_request_body_bytes"] and time.monotonic() < deadline:
-                time.sleep(0.05)
-            self.assertEqual(srv.metrics()["semid_request_body_bytes"], 0)
+            self.assertEqual(body_bytes_settle(srv, 0), 0)
             st, _, data = srv.request("POST", "/v1/items:encode", body,
                                       {"Content-Type": "application/json"})
             self.assertEqual(st, 200, data[:300])
             no_server_errors(self, srv)
         finally:
             s.close()
+            self.assertEqual(srv.stop(), 0)
+
+    def test_decoded_requests_are_bounded(self):
+        """Decoded requests count against body_memory_bytes: a row of 16
+        zeros is 48 bytes of JSON and 76 of floats and offsets, and the
+        tree jansson parses a body through (an escape in a string sends a
+        body there) tens of times its body, yet once a body was decoded
+        nothing of it was counted, so concurrent requests held several
+        times the bound.  With a 100 kB body being read, a 95 kB request,
+        whose body fits beside it, is refused 503 with Retry-After, on a
+        connection kept alive, when its decoded form would pass the bound,
+        by either decoder, and leaves nothing counted; once the first is
+        done both requests are answered, and the count is back to 0."""
+        srv = T.Server(["--model", MODEL, "--registry", "none", "--max-body-bytes", "100000",
+                        "--body-memory-bytes", "250000"], WORK)
+        zeros = "[" + ",".join(["0"] * TOWER.D) + "]"
+        rows = ", ".join(['{"embedding": %s}' % zeros] * 1899)
+        bodies = {"fast": ('{"inputs": [{"embedding": %s}, %s]}' % (zeros, rows)).encode(),
+                  "jansson": ('{"inputs": [{"id": "\\u0061", "embedding": %s}, %s]}'
+                              % (zeros, rows)).encode()}
+        holder_body = json.dumps({"inputs": [{"embedding": [0.5] * TOWER.D}]}).encode()
+        holder_body += b" " * (100000 - len(holder_body))
+        head = (b"POST /v1/items:encode HTTP/1.1\r\nHost: x\r\n"
+                b"Content-Type: application/json\r\n")
+        holder = socket.create_connection(("127.0.0.1", srv.port), timeout=10 * S)
+        try:
+            holder.sendall(head + b"Content-Length: 100000\r\n\r\n" + holder_body[:60000])
+            self.assertEqual(body_bytes_settle(srv, 100000), 100000)
+            for name, body in bodies.items():
+                with self.subTest(decoder=name):
+                    self.assertLess(len(body), 100000)
+                    resp, _, _ = raw(srv.port, head + b"Content-Length: %d\r\n\r\n" % len(body)
+                                     + body, keep=True)
+                    self.assertEqual(status_of(resp), 503, resp[:300])
+                    headers, data = head_and_body(resp)
+                    self.assertEqual(headers.get("retry-after"), "1")
+                    self.assertNotIn("connection", headers)  # kept alive
+                    self.assertRegex(json.loads(data)["error"]["message"],
+                                     r"^the decoded request \(\d+ bytes\) would take the "
+                                     r"request bodies, decoded requests and answers held past "
+                                     r"body_memory_bytes \(250000\); retry later$")
+                    # its body is let go, and nothing of its decoded form is left
+                    self.assertEqual(body_bytes_settle(srv, 100000), 100000)
+            out = finish(holder, holder_body[60000:])
+            self.assertEqual(status_of(out), 200, out[:300])
+            self.assertEqual(body_bytes_settle(srv, 0), 0)
+            for name, body in bodies.items():
+                st, _, data = srv.request("POST", "/v1/items:encode", body,
+                                          {"Content-Type": "application/json"})
+                self.assertEqual(st, 200, data[:300])
+                self.assertEqual(len(json.loads(data)["results"]), 1900)
+            self.assertEqual(body_bytes_settle(srv, 0), 0)
+            no_server_errors(self, srv)
+        finally:
+            holder.close()
             self.assertEqual(srv.stop(), 0)
 
     def test_budget_below_the_body_cap_is_refused(self):
