@@ -627,6 +627,13 @@ void srv_assigner_handoff(void *ctx, struct srv_job *job)
 	schedule(a);
 }
 
+size_t srv_assign_row_bytes(int L)
+{
+	/* j->codes (the batcher's), and group_work's items and outs */
+	return (size_t)L * sizeof(int32_t) + sizeof(struct sid_reg_item) +
+	       sizeof(struct sid_reg_entry);
+}
+
 int srv_assigner_full(struct srv_assigner *a, size_t rows)
 {
 	return __atomic_load_n(&a->pend_rows, __ATOMIC_RELAXED) + rows > (size_t)a->cfg->queue_rows;

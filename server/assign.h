@@ -29,7 +29,8 @@
  * run on the loop thread or an HTTP thread.
  *
  * Back-pressure: at most queue_rows rows may wait for the store; beyond that
- * an assign job is answered 503 at once.  Assigns and lookups queued behind
+ * an assign job is answered 503 at once.  Their memory counts against
+ * body_memory_bytes (srv_assign_row_bytes).  Assigns and lookups queued behind
  * a store call that ran out of registry_timeout_ms get its 503 at once
  * rather than each waiting its own timeout in turn.
  *
@@ -97,6 +98,12 @@ void srv_assigner_handoff(void *assigner, struct srv_job *job);
  * that could not be stored do not take encode workers from other requests.
  * srv_assigner_handoff checks again. */
 int srv_assigner_full(struct srv_assigner *a, size_t rows);
+
+/* The bytes an assign request of @L levels holds for each row, beside its
+ * decoded form (the floats and ids), after its encode until the store has
+ * answered: its codes and its part of the registry call.  The HTTP layer
+ * charges them to body_memory_bytes when the request is decoded. */
+size_t srv_assign_row_bytes(int L);
 
 /* Queue a lookup (any thread).  Returns 0, or -1 when closed (the lookup
  * stays the caller's). */

@@ -822,6 +822,14 @@ static void start_encode(struct req *q)
 	}
 	body_release(q);
 	q->items = req.B;
+	/* what an assign will hold beside its decoded form until the store
+	 * answers, taken now: it is refused before it is encoded */
+	if (assign && srv_encode_req_charge(&req, req.B * srv_assign_row_bytes(t->L), &e)) {
+		srv_encode_req_release(&req);
+		sid_model_unref(m);
+		set_error(q, e.kind, "%s", e.msg);
+		return;
+	}
 	if (assign && h->d.assigner && srv_assigner_full(h->d.assigner, req.B)) {
 		srv_encode_req_release(&req);
 		sid_model_unref(m);

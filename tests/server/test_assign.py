@@ -105,6 +105,17 @@ def assign_concurrently(servers, ids, X, rounds, per_request, timeout):
     return seen, errors
 
 
+ENCODED = 'semid_encoded_total{tower="item"}'
+
+
+def encoded_since(srv, base, n):
+    """Item rows encoded since the count was @base, once @n are (or after 5 s)."""
+    deadline = time.monotonic() + 5 * T.SLOW
+    while srv.metrics()[ENCODED] < base + n and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return srv.metrics()[ENCODED] - base
+
+
 def sid_of(codes, suffix):
     return "-".join(str(int(c)) for c in codes) + "-%d" % suffix
 
@@ -179,6 +190,17 @@ class Base(unittest.TestCase):
 
 
 class TestAssignSqlite(Base):
+    def start_beside_store(self, version, extra, n):
+        """A server on a fresh SQLite store, @n tie-free inputs with their
+        codes, and a connection of our own to the store (to hold its write
+        lock with)."""
+        import sqlite3
+        d = self.fresh_dir()
+        srv, _ = self.start(d, {"item": self.ta}, version, extra)
+        X, codes = T.tie_free_inputs(self.rng, self.ta, n)
+        db = sqlite3.connect(os.path.join(d, "semid-registry.db"), isolation_level=None)
+        return srv, X, codes, db
+
     def test_idempotent_and_lookups(self):
         d = self.fresh_dir()
         srv, _ = self.start(d, {"item": self.ta, "user": self.tb}, "A")
@@ -544,25 +566,17 @@ class TestAssignSqlite(Base):
         workers other clients share - and only then answered 503.  It is
         now answered 503 (Retry-After, the same message) before it is
         encoded, and encode requests go on meanwhile."""
-        import sqlite3
-        d = self.fresh_dir()
-        srv, _ = self.start(d, {"item": self.ta}, "F",
-                            ["--max-inputs", "4", "--queue-rows", "4"])
-        X, codes = T.tie_free_inputs(self.rng, self.ta, 12)
-        key = 'semid_encoded_total{tower="item"}'
-        db = sqlite3.connect(os.path.join(d, "semid-registry.db"), isolation_level=None)
+        srv, X, codes, db = self.start_beside_store("F", ["--max-inputs", "4", "--queue-rows",
+                                                          "4"], 12)
         out = {}
         threads = []
         try:
             self.assertEqual(assign(srv, ["warm"], X[:1])[0], 200)
-            base = srv.metrics()[key]
+            base = srv.metrics()[ENCODED]
             db.execute("BEGIN IMMEDIATE")
 
             def encoded(n):
-                deadline = time.monotonic() + 5 * T.SLOW
-                while srv.metrics()[key] < base + n and time.monotonic() < deadline:
-                    time.sleep(0.02)
-                return srv.metrics()[key] - base
+                return encoded_since(srv, base, n)
             # the first group waits for the lock, the second waits behind it
             # and fills the queue (4 rows)
             for k, name in enumerate("ab"):
@@ -578,12 +592,68 @@ class TestAssignSqlite(Base):
             st, _, r = srv.json("POST", "/v1/items:encode", body(["e"], X[8:9]))
             self.assertEqual((st, r["results"][0]["codes"]), (200, codes[8].tolist()))
             # the refused assign was never encoded (the encode request was)
-            self.assertEqual(srv.metrics()[key] - base, 9)
+            self.assertEqual(srv.metrics()[ENCODED] - base, 9)
             db.execute("ROLLBACK")
             for t in threads:
                 t.join(30)
             self.assertEqual([out[n][0] for n in "ab"], [200, 200], out)
         finally:
+            db.close()
+            self.assertEqual(srv.stop(), 0)
+
+    def test_rows_waiting_for_the_store_are_bounded(self):
+        """The rows of an assign waiting for the store count against
+        body_memory_bytes: beside its floats and ids, each row's codes and
+        its part of the registry call (a 632-byte entry for the answer)
+        were held, uncounted, for as long as the store took, so assigns
+        piling up behind a slow store held far more than the bound.  With
+        the store held up (another process holds SQLite's write lock) and
+        an assign of 250 rows waiting for it, an assign of 100 rows, whose
+        body and floats fit beside it but whose rows do not, is refused
+        503 with Retry-After before it is encoded; an encode is still
+        answered; once the lock goes, the first is stored, the count is
+        back to 0 and the second is stored too."""
+        srv, X, codes, db = self.start_beside_store(
+            "M", ["--max-body-bytes", "100000", "--body-memory-bytes", "250000"], 350)
+        out = {}
+        t = None
+        try:
+            self.assertEqual(assign(srv, ["warm"], X[:1])[0], 200)
+            base = srv.metrics()[ENCODED]
+            db.execute("BEGIN IMMEDIATE")
+            t = threading.Thread(target=lambda: out.update(
+                a=assign(srv, ["a%d" % i for i in range(250)], X[:250])))
+            t.start()
+            encoded_since(srv, base, 250)
+            # encoded, waiting for the lock: its floats (16 x 4 bytes) and
+            # more than 600 bytes a row for the store are counted
+            held = srv.metrics()["semid_request_body_bytes"]
+            self.assertGreaterEqual(held, 250 * (16 * 4 + 600))
+            st, h, r = assign(srv, ["b%d" % i for i in range(100)], X[250:])
+            self.assertEqual((st, h.get("retry-after")), (503, "1"), r)
+            self.assertRegex(r["error"]["message"],
+                             r"^the decoded request \(\d+ bytes\) would take the request "
+                             r"bodies, decoded requests and answers held past "
+                             r"body_memory_bytes \(250000\); retry later$")
+            self.assertEqual(srv.metrics()[ENCODED], base + 250)  # never encoded
+            st, _, r = srv.json("POST", "/v1/items:encode", body(["e"], X[250:251]))
+            self.assertEqual((st, r["results"][0]["codes"]), (200, codes[250].tolist()))
+            db.execute("ROLLBACK")
+            t.join(30)
+            st, _, r = out["a"]
+            self.assertEqual((st, [x["codes"] for x in r["results"]]),
+                             (200, codes[:250].tolist()))
+            deadline = time.monotonic() + 5 * T.SLOW  # let go just after it is sent
+            while srv.metrics()["semid_request_body_bytes"] and time.monotonic() < deadline:
+                time.sleep(0.02)
+            self.assertEqual(srv.metrics()["semid_request_body_bytes"], 0)
+            st, _, r = assign(srv, ["b%d" % i for i in range(100)], X[250:])
+            self.assertEqual((st, [x["codes"] for x in r["results"]]),
+                             (200, codes[250:].tolist()))
+        finally:
+            if t and t.is_alive():
+                db.execute("ROLLBACK")
+                t.join(30)
             db.close()
             self.assertEqual(srv.stop(), 0)
 
