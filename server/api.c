@@ -14,6 +14,7 @@
 #include <float.h>
 #include <jansson.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -80,23 +81,26 @@ int srv_api_content_type_ok(const char *v)
 	return *v == '\0' || *v == ';';
 }
 
-/* Decoding table: 6-bit values, 0x80 for bytes outside the alphabet. */
+/* Decoding table: 6-bit values, 0x80 for bytes outside the alphabet; filled
+ * once (pthread_once: two MHD threads decoding their first base64 row at once
+ * both wrote it while a third could read it, a data race ThreadSanitizer
+ * reported even though the bytes were the same). */
+static uint8_t b64_tab[256];
+static pthread_once_t b64_once = PTHREAD_ONCE_INIT;
+
+static void b64_fill(void)
+{
+	static const char a[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+	memset(b64_tab, 0x80, sizeof(b64_tab));
+	for (int k = 0; k < 64; k++)
+		b64_tab[(unsigned char)a[k]] = (uint8_t)k;
+}
+
 static const uint8_t *b64_table(void)
 {
-	static uint8_t tab[256];
-	static int ready;
-
-	if (!__atomic_load_n(&ready, __ATOMIC_ACQUIRE)) {
-		static const char a[] =
-		    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-		uint8_t t[256];
-		memset(t, 0x80, sizeof(t));
-		for (int k = 0; k < 64; k++)
-			t[(unsigned char)a[k]] = (uint8_t)k;
-		memcpy(tab, t, sizeof(t)); /* same bytes from every thread: benign */
-		__atomic_store_n(&ready, 1, __ATOMIC_RELEASE);
-	}
-	return tab;
+	pthread_once(&b64_once, b64_fill);
+	return b64_tab;
 }
 
 /*
