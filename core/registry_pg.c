@@ -28,6 +28,7 @@
  */
 #include "registry.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <libpq-fe.h>
 #include <limits.h>
@@ -2002,6 +2003,82 @@ static char *label_make(const char *conninfo)
 	return strdup(buf);
 }
 
+/* Whether the @n bytes at @word name an option: one of libpq's, or a word
+ * written as a key in @conninfo (followed by '=': key=value, or a URI's
+ * ?key=value&key=value). */
+static int option_name(const char *conninfo, const char *word, size_t n)
+{
+	PQconninfoOption *o, *x;
+	const char *at = conninfo;
+	int found = 0;
+
+	if (n < 2 || strspn(word, "abcdefghijklmnopqrstuvwxyz_0123456789") < n)
+		return 0;
+	o = PQconndefaults();
+	for (x = o; x && x->keyword && !found; x++)
+		found = strlen(x->keyword) == n && !memcmp(x->keyword, word, n);
+	PQconninfoFree(o);
+	while (!found && (at = memmem(at, strlen(at), word, n))) {
+		found = at[n] == '=' &&
+			(at == conninfo || at[-1] == ' ' || at[-1] == '?' || at[-1] == '&');
+		at++;
+	}
+	return found;
+}
+
+/* Whether the text at @p, up to the next quote, is found in @conninfo: what
+ * follows a quoted part is libpq's own words, unless the quoted part was a
+ * piece of a password that holds a quote. */
+static int words_of(const char *conninfo, const char *p)
+{
+	size_t n = strcspn(p, "\"");
+	return n > 1 && memmem(conninfo, strlen(conninfo), p, n);
+}
+
+/*
+ * libpq's message about @conninfo, which it could not parse, into @out
+ * without the password: libpq quotes what it stumbled on, which can be the
+ * password ("invalid percent-encoded token: "pa%zz"") or the whole URI with
+ * it ("unexpected character ... in URI: "postgresql://u:pw@..."").  Quoted
+ * parts are kept while they are a punctuation mark ("=") or name an option
+ * ("dbname", or "passwrd" in "invalid connection option "passwrd"") and
+ * libpq's words follow; from the first other one to the message's last
+ * quote becomes "..." (a password may hold quotes itself).  Returns 1 when
+ * something was left out.
+ */
+static int parse_error_redact(const char *conninfo, const char *msg, char *out, size_t len)
+{
+	const char *p = msg, *last = strrchr(msg, '"');
+	size_t o = 0;
+	int cut = 0;
+
+	while (*p && o + 1 < len) {
+		const char *q = *p == '"' ? strchr(p + 1, '"') : NULL;
+		size_t n = q ? (size_t)(q - p - 1) : 0;
+
+		if (*p != '"') {
+			out[o++] = *p++;
+			continue;
+		}
+		if (q &&
+		    ((n == 1 && ispunct((unsigned char)p[1])) || option_name(conninfo, p + 1, n)) &&
+		    !words_of(conninfo, q + 1))
+			o += (size_t)snprintf(out + o, len - o, "\"%.*s\"", (int)n, p + 1);
+		else {
+			o += (size_t)snprintf(out + o, len - o, "\"...\"");
+			cut = 1;
+			q = last;
+		}
+		if (o >= len)
+			o = len - 1;
+		p = q + 1;
+	}
+	while (o && (out[o - 1] == '\n' || out[o - 1] == ' ')) /* libpq ends in "\n" */
+		o--;
+	out[o] = '\0';
+	return cut;
+}
+
 int sid__reg_pg_open(const char *conninfo, unsigned flags, int timeout_ms,
 		     struct sid_registry **out, struct sid_error *err)
 {
@@ -2024,8 +2101,12 @@ int sid__reg_pg_open(const char *conninfo, unsigned flags, int timeout_ms,
 	}
 	o = PQconninfoParse(conninfo, &perr);
 	if (!o) {
-		rc = sid_error_set(err, SID_EINVAL, "registry: bad connection string: %s",
-				   perr ? perr : "out of memory");
+		char msg[256];
+		int cut =
+		    parse_error_redact(conninfo, perr ? perr : "out of memory", msg, sizeof(msg));
+		rc = sid_error_set(err, SID_EINVAL, "registry: bad connection string: %s%s", msg,
+				   cut ? " (the quoted part is left out: it may hold the password)"
+				       : "");
 		PQfreemem(perr);
 		goto fail;
 	}

@@ -126,10 +126,7 @@ int srv_store_init(struct srv_store *s, const struct srv_config *cfg, struct sid
 	rc = open_role(s, SRV_STORE_WRITER(0), &e);
 	if (rc == SID_EINVAL) {
 		/* a connection string libpq cannot parse: a bad config value,
-		 * not an outage to wait out (libpq ends its message in "\n") */
-		size_t n = strlen(e.msg);
-		while (n && (e.msg[n - 1] == '\n' || e.msg[n - 1] == ' '))
-			e.msg[--n] = '\0';
+		 * not an outage to wait out */
 		return sid_error_set(err, SID_EINVAL, "%s", e.msg);
 	}
 	if (rc == 0 && e.code == SID_EUNAVAIL) {

@@ -6,7 +6,8 @@
  * starts with initdb/pg_ctl as the postgres user and removes at the end; or
  * an existing server named by SEMID_TEST_PG, an admin connection string).
  * Without root or without PostgreSQL binaries the PostgreSQL cases are
- * skipped with a message.  Covered: the suffix rule and idempotence, ids
+ * skipped with a message.  Covered: a connection string libpq cannot parse
+ * (its message shows no password), the suffix rule and idempotence, ids
  * repeated in a batch, reassign, lookups by id / sid / prefix with paging,
  * levels, stats against hand counts, diff against a hand-built model,
  * export/import round trips and conflicts, bad input, several threads and
@@ -385,6 +386,41 @@ START_TEST(t_id_check)
 		ck_assert_msg(utf8_valid(err.msg), "%s", err.msg);
 		ck_assert_int_eq(sid_reg_sid_parse(euro, codes, &L, &sfx, &err), SID_EINVAL);
 		ck_assert_msg(utf8_valid(err.msg), "%s", err.msg);
+	}
+}
+END_TEST
+
+/* A connection string libpq cannot parse is refused with libpq's reason,
+ * which quotes what it stumbled on: the password itself, or the whole URI
+ * with it, reached the CLI's stderr and semid-server's log.  Now only
+ * option names and single characters stay quoted.  Nothing is connected
+ * to: parsing fails first. */
+START_TEST(t_pg_bad_conninfo_hides_password)
+{
+	static const struct {
+		const char *conninfo, *kept;
+	} bad[] = {
+	    {"postgresql://u:hun%zzter2@127.0.0.1:1/db", "percent-encoded"},
+	    {"postgresql://u:hunter2@[::1/db", "IPv6"},
+	    {"postgresql://u:hunter2@127.0.0.1:1/db?password=hunter2%zz", "percent-encoded"},
+	    {"postgresql://u:hunter2@127.0.0.1:1/db?passwrd=hunter2", "\"passwrd\""},
+	    {"host=127.0.0.1 password=x hunter2", "missing \"=\""},
+	    {"host=127.0.0.1 port=1 dbname", "after \"dbname\""},
+	    {"host=127.0.0.1 passwrd=hunter2", "\"passwrd\""},
+	    /* a password with quotes in it */
+	    {"postgresql://u:host\" hunter2\"%zz@127.0.0.1:1/db", "percent-encoded"},
+	    {"postgresql://u:x\"hunter2%zz@127.0.0.1:1/db", "percent-encoded"},
+	};
+	struct sid_registry *r = NULL;
+	struct sid_error err;
+
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		ck_assert_int_eq(sid_registry_open(bad[i].conninfo, SID_REG_LAZY, &r, &err),
+				 SID_EINVAL);
+		ck_assert_msg(strstr(err.msg, "bad connection string") &&
+				  strstr(err.msg, bad[i].kept) && !strstr(err.msg, "hunter2") &&
+				  !strstr(err.msg, "hun%zz") && !strchr(err.msg, '\n'),
+			      "%s: %s", bad[i].conninfo, err.msg);
 	}
 }
 END_TEST
@@ -4194,6 +4230,7 @@ static Suite *registry_suite(void)
 	tcase_add_test(tc, t_sid_parse);
 	tcase_add_test(tc, t_id_check);
 	tcase_add_test(tc, t_gap_and_paths);
+	tcase_add_test(tc, t_pg_bad_conninfo_hides_password);
 	tcase_add_test(tc, t_entry_json);
 	suite_add_tcase(s, tc);
 
