@@ -171,8 +171,14 @@ void sid_registry_close(struct sid_registry *r); /* NULL: no-op */
  * string, 0 for a SQLite path. */
 int sid_registry_target_is_pg(const char *target);
 
+/* 1 when @target is a PostgreSQL connection string that holds a password
+ * (password=..., ?password=..., or user:password@ in a URI), as libpq parses
+ * it; 0 otherwise (a path, no password, or one libpq cannot parse). */
+int sid_registry_target_has_password(const char *target);
+
 /* "sqlite" or "postgresql", and the store for messages: the SQLite path or
- * "postgresql://user@host:port/dbname" (never the password). */
+ * "postgresql://user@host:port/dbname" (never the password; with
+ * "?service=NAME" after it when the string names a service). */
 const char *sid_registry_backend(const struct sid_registry *r);
 const char *sid_registry_label(const struct sid_registry *r);
 

@@ -1976,12 +1976,14 @@ static int migrate_body(struct pg *s, struct sid_error *err)
 	return 0;
 }
 
-/* "postgresql://user@host:port/dbname", without the password. */
+/* "postgresql://user@host:port/dbname", without the password, and
+ * "?service=NAME" when the string names a service (whose file says the
+ * rest: without it a bare service=NAME would read "postgresql:///"). */
 static char *label_make(const char *conninfo)
 {
 	PQconninfoOption *o = PQconninfoParse(conninfo, NULL), *x;
-	const char *user = "", *host = "", *port = "", *db = "";
-	char buf[512];
+	const char *user = "", *host = "", *port = "", *db = "", *service = "";
+	char buf[640];
 
 	if (!o)
 		return strdup("postgresql (unparsable connection string)");
@@ -1996,11 +1998,26 @@ static char *label_make(const char *conninfo)
 			port = x->val;
 		else if (!strcmp(x->keyword, "dbname"))
 			db = x->val;
+		else if (!strcmp(x->keyword, "service"))
+			service = x->val;
 	}
-	snprintf(buf, sizeof(buf), "postgresql://%s%s%s%s%s/%s", user, *user ? "@" : "", host,
-		 *port ? ":" : "", port, db);
+	snprintf(buf, sizeof(buf), "postgresql://%s%s%s%s%s/%s%s%s", user, *user ? "@" : "", host,
+		 *port ? ":" : "", port, db, *service ? "?service=" : "", service);
 	PQconninfoFree(o);
 	return strdup(buf);
+}
+
+int sid_registry_target_has_password(const char *target)
+{
+	PQconninfoOption *o, *x;
+	int found = 0;
+
+	if (!sid_registry_target_is_pg(target) || !(o = PQconninfoParse(target, NULL)))
+		return 0;
+	for (x = o; x->keyword && !found; x++)
+		found = !strcmp(x->keyword, "password") && x->val && x->val[0];
+	PQconninfoFree(o);
+	return found;
 }
 
 /* Whether the @n bytes at @word name an option: one of libpq's, or a word

@@ -409,6 +409,12 @@ int srv_config_set(struct srv_config *c, const char *key, const char *value, con
 	return key_set(c, k, value, source, source, err);
 }
 
+const char *srv_config_source(const struct srv_config *c, const char *key)
+{
+	const struct key *k = key_find(key, strlen(key));
+	return k ? c->from[k - keys] : NULL;
+}
+
 /* A config file of every key at its longest is about 6 KiB. */
 #define CONFIG_FILE_MAX (1 << 20)
 
@@ -664,8 +670,7 @@ static const char *from_note(const struct srv_config *c, const char *a, const ch
 
 	buf[0] = '\0';
 	for (int i = 0; i < 2 && off < n; i++) {
-		const struct key *k = key_find(names[i], strlen(names[i]));
-		const char *f = k ? c->from[k - keys] : NULL;
+		const char *f = srv_config_source(c, names[i]);
 		const char *eq = f && f[0] == '-' ? strchr(f, '=') : NULL; /* --key=value */
 		if (f)
 			off += (size_t)snprintf(buf + off, n - off, "%s%s from %.*s",

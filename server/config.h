@@ -71,6 +71,11 @@ void srv_config_defaults(struct srv_config *c);
 int srv_config_set(struct srv_config *c, const char *key, const char *value, const char *source,
 		   struct sid_error *err);
 
+/* Where key @key was last set: the config file's path, the flag's argument
+ * as given ("--registry=...", or "--registry" when the value followed it),
+ * or NULL (the default, or an unknown key). */
+const char *srv_config_source(const struct srv_config *c, const char *key);
+
 /* Apply a JSON config file (an object of key: value); unknown keys, wrong
  * types and out-of-range values are errors naming the key.  @path is kept
  * in c->from, so it must outlive @c. */

@@ -109,6 +109,18 @@ int srv_store_init(struct srv_store *s, const struct srv_config *cfg, struct sid
 					     s->target, s->target,
 					     s->target[strlen(s->target) - 1] == '/' ? "" : "/");
 	}
+	/* a flag is in the process list for every user of the host to read,
+	 * for as long as the server runs */
+	{
+		const char *from = srv_config_source(cfg, "registry");
+		if (pg && from && from[0] == '-' && sid_registry_target_has_password(s->target))
+			srv_log(SRV_LOG_WARN, "registry",
+				"the --registry connection string holds a password, which any "
+				"user of this host can read in the process list (ps, "
+				"/proc/PID/cmdline): give it in PGPASSWORD, a password file "
+				"(PGPASSFILE, ~/.pgpass) or a service file (service=NAME, "
+				"PGSERVICEFILE), or set registry in the --config file");
+	}
 	s->backend = pg ? "postgresql" : "sqlite";
 	s->writers = pg ? cfg->registry_connections : 1;
 	s->timeout_ms = cfg->registry_timeout_ms;

@@ -7,6 +7,7 @@ tests are about semantics, not the disk), removed at the end.
                                 # when PostgreSQL 15 is not installed
     pg.conninfo                 # "host=127.0.0.1 port=N dbname=postgres user=postgres"
     pg.stop_server(); pg.start_server()   # an outage and a recovery
+    pg.trust_only_postgres()    # other roles log in with a password
     pg.destroy()
 
 SEMID_TEST_PG (an existing server's connection string, as for check_registry)
@@ -90,8 +91,21 @@ class PgCluster:
                   % (self.port, self.dir, "on" if self.fsync else "off", self.options),
                   "start")
 
-    def stop_server(self):
-        self._ctl("-m", "immediate", "-w", "stop")
+    def stop_server(self, mode="immediate"):
+        """@mode: pg_ctl's -m: "immediate" (a crash: no backend says
+        goodbye) or "fast" (backends are told to end: sessions get 57P01)."""
+        self._ctl("-m", mode, "-w", "stop")
+
+    def trust_only_postgres(self):
+        """Make pg_hba.conf ask every role but postgres for its password
+        (scram-sha-256) on loopback TCP; restarts the server (a reload
+        would take effect at some moment after pg_ctl returns)."""
+        with open(self.dir + "/data/pg_hba.conf", "w") as f:
+            f.write("local all all trust\n"
+                    "host all postgres 127.0.0.1/32 trust\n"
+                    "host all all 127.0.0.1/32 scram-sha-256\n")
+        self.stop_server("fast")
+        self.start_server()
 
     def destroy(self):
         if self.own:

@@ -17,7 +17,8 @@ SIGKILL in the middle of a
 stream of assigns, a model of another number of levels than the stored IDs
 (409 levels_mismatch, on SQLite and PostgreSQL), and on PostgreSQL two servers assigning at once, an
 outage, the plan of the read of a call's ids, groups that keep their locks
-shared, and a full lock table (skipped with a message when not root or
+shared, a full lock table, and a password that never shows (in the URI,
+wrong, or from PGPASSWORD, a password file, a service file, the config file) (skipped with a message when not root or
 PostgreSQL is absent).
 
 Run: SEMID_BIN=/path/to/bin /usr/bin/python3 tests/server/test_assign.py
@@ -1424,6 +1425,105 @@ class TestAssignPostgres(PgBase):
             text = f.read()
         self.assertIn("pg_advisory_xact_lock_shared(u.k)", text)
         self.assertNotIn("SELECT pg_advisory_xact_lock(%d)" % PG_GLOBAL_KEY, text)
+
+
+class TestAssignPostgresSecrets(PgBase):
+    """The registry's password, wherever it is given, never shows in the
+    server's log or stderr, in an answer, /v1/model or /metrics, whether
+    the connection is refused (a wrong password) or made.  The ways that
+    keep it out of the process list work: PGPASSWORD, a password file
+    (PGPASSFILE), a service file (service=NAME, PGSERVICEFILE; the store is
+    then named by the service, not "postgresql:///" as before), and the
+    config file; a --registry flag that holds one is still taken, with a
+    warning (there was none).  A URI libpq cannot parse is refused (exit 2)
+    without quoting its password."""
+    PASSWORD = "Pw-s3cret-99"
+    WRONG = "Wr0ng-guess-77"
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        if not cls.pg.own:
+            return
+        cls.pg.trust_only_postgres()
+        for sql in ("CREATE ROLE semid_app LOGIN PASSWORD '%s'" % cls.PASSWORD,
+                    "CREATE DATABASE semid_secrets OWNER semid_app"):
+            subprocess.run([pg_fixture.PGBIN + "/psql", "-h", "127.0.0.1", "-p",
+                            str(cls.pg.port), "-U", "postgres", "-d", "postgres", "-XAtq",
+                            "-c", sql], check=True, capture_output=True, timeout=60)
+
+    def run_server(self, d, args, env=None):
+        """Start, assign one id, read /v1/model and /metrics, stop: (assign
+        status, its body, /v1/model's registry, everything seen as text)."""
+        srv, _ = self.start(d, {"item": self.ta}, "S", args, env=env)
+        X, _ = T.tie_free_inputs(self.rng, self.ta, 1)
+        try:
+            st, _, r = assign(srv, ["sec"], X)
+            _, _, m = srv.json("GET", "/v1/model")
+            _, _, metrics = srv.request("GET", "/metrics")
+            _, _, lookup = srv.request("GET", "/v1/items/sec")
+        finally:
+            self.assertEqual(srv.stop(), 0)
+        seen = "\n".join((json.dumps(r), json.dumps(m), metrics.decode(), lookup.decode(),
+                          srv.log_text()))
+        return st, r, m["registry"], seen
+
+    def assert_secret(self, seen, what):
+        for secret in (self.PASSWORD, self.WRONG):
+            self.assertNotIn(secret, seen, what)
+            self.assertNotIn(urllib.parse.quote(secret), seen, what)
+
+    def test_password_never_shown(self):
+        if not self.pg.own:
+            self.skipTest("needs the test's own cluster (its pg_hba.conf)")
+        d = self.fresh_dir()
+        hostport = "127.0.0.1:%d" % self.pg.port
+        label = "postgresql://semid_app@%s/semid_secrets" % hostport
+        plain = ["--registry", label]
+        passfile = os.path.join(d, "pgpass")
+        with open(passfile, "w") as f:
+            f.write("127.0.0.1:%d:semid_secrets:semid_app:%s\n" % (self.pg.port, self.PASSWORD))
+        os.chmod(passfile, 0o600)
+        services = os.path.join(d, "pg_service.conf")
+        with open(services, "w") as f:
+            f.write("[semid]\nhost=127.0.0.1\nport=%d\ndbname=semid_secrets\nuser=semid_app\n"
+                    "password=%s\n" % (self.pg.port, self.PASSWORD))
+        config = os.path.join(d, "server.json")
+        with open(config, "w") as f:
+            json.dump({"registry": "postgresql://semid_app:%s@%s/semid_secrets"
+                       % (self.PASSWORD, hostport)}, f)
+        warning = "the --registry connection string holds a password"
+        cases = (  # (what, flags, environment, assign status, store label, warned)
+            ("in the URI", ["--registry", "postgresql://semid_app:%s@%s/semid_secrets"
+                            % (self.PASSWORD, hostport)], None, 200, label, True),
+            ("password=", ["--registry", "host=127.0.0.1 port=%d dbname=semid_secrets "
+                           "user=semid_app password=%s" % (self.pg.port, self.PASSWORD)],
+             None, 200, label, True),
+            ("wrong, in the URI", ["--registry=postgresql://semid_app:%s@%s/semid_secrets"
+                                   % (self.WRONG, hostport)], None, 503, label, True),
+            ("PGPASSWORD", plain, {"PGPASSWORD": self.PASSWORD}, 200, label, False),
+            ("wrong PGPASSWORD", plain, {"PGPASSWORD": self.WRONG}, 503, label, False),
+            ("PGPASSFILE", plain, {"PGPASSFILE": passfile}, 200, label, False),
+            ("service", ["--registry", "service=semid"], {"PGSERVICEFILE": services}, 200,
+             "postgresql:///?service=semid", False),
+            ("config file", ["--config", config], None, 200, label, False))
+        for what, args, env, want, store, warned in cases:
+            st, r, reg, seen = self.run_server(d, args, env)
+            self.assertEqual(st, want, (what, r))
+            self.assertEqual(reg["store"], store, what)
+            self.assertEqual(reg["status"], "ok" if want == 200 else "unavailable", what)
+            if want != 200:
+                self.assertIn("password authentication failed", r["error"]["message"], what)
+            self.assertEqual(warning in seen, warned, (what, seen[-3000:]))
+            self.assert_secret(seen, what)
+        # a URI libpq cannot parse: refused at start, its password unquoted
+        p = subprocess.run([T.SERVER, "--model", os.path.join(d, "model.safetensors"),
+                            "--registry", "postgresql://semid_app:%s%%zz@%s/db"
+                            % (self.PASSWORD, hostport)], capture_output=True, text=True,
+                           timeout=30)
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn("bad connection string", p.stderr)
+        self.assert_secret(p.stdout + p.stderr, "unparsable")
 
 
 class TestAssignPostgresTls(PgBase):
