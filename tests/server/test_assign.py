@@ -17,7 +17,8 @@ SIGKILL in the middle of a
 stream of assigns, a model of another number of levels than the stored IDs
 (409 levels_mismatch, on SQLite and PostgreSQL), and on PostgreSQL two servers assigning at once, an
 outage, the plan of the read of a call's ids, groups that keep their locks
-shared, a full lock table, and a password that never shows (in the URI,
+shared, a full lock table, PostgreSQL restarted under a stream of
+assigns, and a password that never shows (in the URI,
 wrong, or from PGPASSWORD, a password file, a service file, the config file) (skipped with a message when not root or
 PostgreSQL is absent).
 
@@ -1093,6 +1094,123 @@ class TestAssignPostgres(PgBase):
         finally:
             self.assertEqual(s1.stop(), 0)
             self.assertEqual(s2.stop(), 0)
+
+    def test_restart_mid_stream(self):
+        """PostgreSQL restarted (pg_ctl stop -m fast, which ends every
+        session) under a stream of assigns from several clients: while it is
+        down, assign and lookups answer 503, encode 200 and semid_registry_up
+        is 0; once it is back the server's handles reconnect by themselves
+        (no restart of the server) and every client's next assign succeeds.
+        Each client sends every id until it is answered 200 (a 503 may or
+        may not have committed), so in the end every id was acknowledged:
+        the store then holds exactly those ids, each with the sid its 200
+        gave (none lost, no sid given twice, suffixes dense under the one
+        collided code tuple), and no id was answered created twice.  A
+        restart while nothing is asked is not seen at all: the first calls
+        after it find their sessions gone and answer from new ones."""
+        if not self.pg.own:
+            self.skipTest("needs the test's own cluster (stops and starts it)")
+        conninfo = self.fresh_db("restart")
+        db = re.search(r"dbname=(\S+)", conninfo).group(1)
+        srv, _ = self.start(self.fresh_dir(), {"item": self.tc}, "R",
+                            ["--registry", conninfo, "--registry-connections", "2",
+                             "--registry-timeout-ms", "1000"])
+        X, codes = T.tie_free_inputs(self.rng, self.tc, 400)
+        lock = threading.Lock()
+        acked, created, refused = {}, {}, []
+        phase = {"n": 0, "stop": False}
+
+        def client(k):
+            conn = srv.conn(60)
+            try:
+                for j in range(100):
+                    i = 100 * k + j
+                    while not phase["stop"]:
+                        st, _, r = assign(srv, ["r%03d" % i], X[i:i + 1], conn=conn)
+                        if st == 200:
+                            break
+                        self.assertEqual(r["error"]["code"], "unavailable", r)
+                        with lock:
+                            refused.append(i)
+                        time.sleep(0.05)
+                    else:
+                        return
+                    with lock:
+                        acked["r%03d" % i] = r["results"][0]["sid"]
+                        created["r%03d" % i] = created.get("r%03d" % i, 0) + \
+                            r["results"][0]["created"]
+                        phase["n"] += 1
+            finally:
+                conn.close()
+
+        def wait_for(cond, what):
+            for _ in range(1200):
+                if cond():
+                    return
+                time.sleep(0.05)
+            self.fail("never: " + what)
+
+        threads = [threading.Thread(target=client, args=(k,)) for k in range(4)]
+        try:
+            for t in threads:
+                t.start()
+            wait_for(lambda: phase["n"] >= 40, "40 assigns before the restart")
+            self.pg.stop_server("fast")
+            try:
+                wait_for(lambda: refused, "a 503 while PostgreSQL is down")
+                st, _, e = assign(srv, ["down"], X[:1])
+                self.assertEqual((st, e["error"]["code"]), (503, "unavailable"), e)
+                self.assertEqual(srv.json("GET", "/v1/items/r000")[0], 503)
+                st, _, r = srv.json("POST", "/v1/items:encode", body(["down"], X[:1]))
+                self.assertEqual(st, 200, r)
+                self.assertEqual(srv.metrics()["semid_registry_up"], 0)
+                self.assertEqual(srv.json("GET", "/v1/model")[2]["registry"]["status"],
+                                 "unavailable")
+                during = phase["n"]
+            finally:
+                self.pg.start_server()
+            wait_for(lambda: phase["n"] >= during + 40, "40 assigns after the restart")
+            for t in threads:
+                t.join(120)
+            self.assertEqual(phase["n"], 400)
+            st, _, g = srv.json("GET", "/v1/items/r000")
+            self.assertEqual((st, g.get("sid")), (200, acked["r000"]), g)
+            self.assertEqual(srv.metrics()["semid_registry_up"], 1)
+            self.assertEqual(srv.json("GET", "/v1/model")[2]["registry"]["status"], "ok")
+            # restarted while nothing was asked: the first calls after it
+            # find their sessions gone, and answer from new ones
+            self.pg.stop_server("fast")
+            self.pg.start_server()
+            for k in range(4):
+                st, _, r = assign(srv, ["idle%d" % k], X[k:k + 1])
+                self.assertEqual(st, 200, r)
+                acked["idle%d" % k] = r["results"][0]["sid"]
+                created["idle%d" % k] = r["results"][0]["created"]
+            st, _, g = srv.json("GET", "/v1/items/r001")
+            self.assertEqual((st, g.get("sid")), (200, acked["r001"]), g)
+        finally:
+            phase["stop"] = True
+            for t in threads:
+                t.join(60)
+            self.assertEqual(srv.stop(), 0)
+        self.assertTrue(refused)
+        out = subprocess.run([pg_fixture.PGBIN + "/psql", "-h", "127.0.0.1", "-p",
+                              str(self.pg.port), "-U", "postgres", "-d", db, "-XAtq", "-F",
+                              " ", "-c", "SELECT id, suffix FROM semid_assignment"],
+                             capture_output=True, text=True, timeout=60, check=True).stdout
+        stored = dict(line.split() for line in out.split("\n") if line)
+        self.assertEqual(set(stored), set(acked))
+        for i, sid in acked.items():
+            k = int(i[4:]) if i.startswith("idle") else int(i[1:])
+            self.assertEqual(sid, sid_of(codes[k], int(stored[i])), i)
+        self.assertEqual(len(set(acked.values())), 404)
+        self.assertEqual(max(created.values()), 1)
+        per_codes = {}
+        for sid in acked.values():
+            head, suffix = sid.rsplit("-", 1)
+            per_codes.setdefault(head, []).append(int(suffix))
+        for head, suffixes in per_codes.items():
+            self.assertEqual(sorted(suffixes), list(range(len(suffixes))), head)
 
     def test_deadlock_is_retried(self):
         """A transaction PostgreSQL aborts as a deadlock victim (40P01) runs
