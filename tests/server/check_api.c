@@ -410,6 +410,30 @@ START_TEST(test_decode_ok)
 }
 END_TEST
 
+/* An escape in the first id sends the body to jansson: every later input
+ * still echoes its own id, not the first one's. */
+START_TEST(test_decode_ids_jansson)
+{
+	struct srv_encode_req req;
+	struct srv_api_error e;
+	const char *b = "{\"inputs\": [{\"id\": \"a\\\"b\", \"embedding\": [1]}, {\"embedding\": "
+			"[2]}, {\"id\": \"sku-2\", \"embedding\": [3]}, {\"id\": 42, "
+			"\"embedding\": [4]}]}";
+	static const char *want[] = {"\"a\\\"b\"", "", "\"sku-2\"", "42"};
+
+	ck_assert_msg(decode(b, 1, 10, &req, &e) == 0, "%s", e.msg);
+	ck_assert_int_eq(req.B, 4);
+	for (size_t i = 0; i < 4; i++) {
+		ck_assert_int_eq(req.id_len[i], strlen(want[i]));
+		ck_assert_msg(!memcmp(req.ids + req.id_off[i], want[i], strlen(want[i])),
+			      "inputs[%zu]: id %.*s, want %s", i, (int)req.id_len[i],
+			      req.ids + req.id_off[i], want[i]);
+		ck_assert(req.x[i] == (float)(i + 1));
+	}
+	srv_encode_req_release(&req);
+}
+END_TEST
+
 START_TEST(test_decode_errors)
 {
 	static const struct {
@@ -1803,6 +1827,7 @@ static void add_tests(TCase *tc)
 	tcase_add_test(tc, test_base64_first_use_threads);
 	tcase_add_test(tc, test_content_type);
 	tcase_add_test(tc, test_decode_ok);
+	tcase_add_test(tc, test_decode_ids_jansson);
 	tcase_add_test(tc, test_decode_errors);
 	tcase_add_test(tc, test_decode_value_flood);
 	tcase_add_test(tc, test_long_input_small_max_inputs);
