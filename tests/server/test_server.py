@@ -523,6 +523,88 @@ class TestErrors(unittest.TestCase):
             self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
 
 
+class TestBatching(unittest.TestCase):
+    """How the batcher groups requests, seen in semid_batch_size and in the
+    answers: max_batch is a bound a batch may reach, and one batch holds
+    one model and one top_k.  A long max_delay_us holds a batch open, so
+    what closes it is the rule under test, not the clock."""
+
+    def start(self, max_batch):
+        if T.SLOW > 1:  # the second request must come within max_delay_us's 1 s
+            self.skipTest("under a wrapper a request may take longer than max_delay_us")
+        return T.Server(["--model", TF_MODEL, "--max-delay-us", "1000000",
+                         "--max-batch", str(max_batch)], WORK)
+
+    def behind(self, srv, first, second, **opts):
+        """Encode @first, and once it waits in the queue @second (with
+        @opts): both responses."""
+        got = {}
+        th = threading.Thread(target=lambda: got.setdefault("r", encode(srv, first)))
+        th.start()
+        deadline = time.monotonic() + 10 * T.SLOW
+        while (srv.metrics()["semid_queue_rows"] < len(first) and
+               time.monotonic() < deadline):
+            time.sleep(0.01)
+        r = encode(srv, second, **opts)
+        th.join(30)
+        return got["r"], r
+
+    def batches(self, srv, before):
+        """Batches and rows encoded since the metrics @before."""
+        after = srv.metrics()
+        return [after[k] - before[k] for k in ("semid_batch_size_count",
+                                                 "semid_batch_size_sum")]
+
+    def test_requests_filling_max_batch_go_as_one_batch(self):
+        """1 row then 3 rows under max_batch 4: 1 + 3 fits, one batch of 4
+        (a batch bound "< max_batch" made it 1, then 3 after max_delay)."""
+        srv = self.start(4)
+        try:
+            x, codes = T.tie_free_inputs(np.random.default_rng(3), TIEFREE, 4)
+            rows = [{"embedding": r.tolist()} for r in x]
+            before = srv.metrics()
+            (st_a, _, a), (st_b, _, b) = self.behind(srv, rows[:1], rows[1:])
+            self.assertEqual((st_a, st_b), (200, 200))
+            self.assertEqual(self.batches(srv, before), [1, 4])
+            self.assertEqual([r["codes"] for r in a["results"] + b["results"]],
+                             codes.tolist())
+        finally:
+            self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
+
+    def test_another_top_k_waits_for_its_own_batch(self):
+        """A top_k 3 request queued behind a top_k 1 one is not encoded in
+        its batch: it gets its two alternatives, the first none."""
+        srv = self.start(2)
+        try:
+            x, _ = T.tie_free_inputs(np.random.default_rng(4), TIEFREE, 2)
+            before = srv.metrics()
+            (st_a, _, a), (st_b, _, b) = self.behind(
+                srv, [{"embedding": x[0].tolist()}], [{"embedding": x[1].tolist()}], top_k=3)
+            self.assertEqual((st_a, st_b), (200, 200), b)
+            self.assertNotIn("alternatives", a["results"][0])
+            self.assertEqual(len(b["results"][0]["alternatives"]), 2, b)
+            self.assertEqual(self.batches(srv, before), [2, 2])
+        finally:
+            self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
+
+    def test_overflowing_request_leaves_the_next_its_own_rows(self):
+        """A request the encoder overflows on is refused alone; the request
+        batched behind it still gets the codes of its own rows."""
+        srv = self.start(3)
+        try:
+            x, codes = T.tie_free_inputs(np.random.default_rng(5), TIEFREE, 2)
+            before = srv.metrics()
+            (st_a, _, a), (st_b, _, b) = self.behind(
+                srv, [{"embedding": [3e38] * 16}], [{"embedding": r.tolist()} for r in x])
+            self.assertEqual(st_a, 400, a)
+            self.assertIn("too large for the model", a["error"]["message"])
+            self.assertEqual(st_b, 200, b)
+            self.assertEqual([r["codes"] for r in b["results"]], codes.tolist())
+            self.assertEqual(self.batches(srv, before), [1, 3])  # both in one batch
+        finally:
+            self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
+
+
 class TestOps(unittest.TestCase):
     def assert_logged_once(self, ids):
         """Each of @ids is the request_id of exactly one event=request line
