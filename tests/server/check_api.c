@@ -1653,13 +1653,14 @@ END_TEST
 
 /* ---- what a decode holds of body_memory_bytes ---- */
 
-/* jansson's allocations, by usable size: the live bytes and their peak. */
+/* jansson's allocations as the heap holds them (glibc malloc: the usable
+ * size and an 8-byte chunk header): the live bytes and their peak. */
 static size_t tree_live, tree_peak;
 
 static void *tree_malloc(size_t n)
 {
 	void *p = malloc(n);
-	if (p && (tree_live += malloc_usable_size(p)) > tree_peak)
+	if (p && (tree_live += malloc_usable_size(p) + 8) > tree_peak)
 		tree_peak = tree_live;
 	return p;
 }
@@ -1667,7 +1668,7 @@ static void *tree_malloc(size_t n)
 static void tree_free(void *p)
 {
 	if (p)
-		tree_live -= malloc_usable_size(p);
+		tree_live -= malloc_usable_size(p) + 8;
 	free(p);
 }
 
@@ -1691,7 +1692,7 @@ static char *repeat_body(const char *head, const char *item, size_t n, const cha
 /* srv__json_tree_bytes is at least what jansson allocates at its peak for
  * bodies made of each thing it builds (the charge of a body given to
  * jansson must not be short of it), and for a request of numbers it is
- * within a few times of it (not a charge that refuses for nothing). */
+ * within 2.5 times of it (not a charge that refuses for nothing). */
 START_TEST(test_json_tree_bound)
 {
 	static const struct {
@@ -1730,8 +1731,8 @@ START_TEST(test_json_tree_bound)
 		bound = srv__json_tree_bytes(body, len);
 		ck_assert_msg(tree_peak <= bound, "shape %zu (%s): jansson's peak %zu > %zu", i,
 			      shapes[i].item, tree_peak, bound);
-		if (i == 0)
-			ck_assert_msg(bound < 4 * tree_peak, "a request: %zu for a peak of %zu",
+		if (i == 0) /* 1.9 times, measured */
+			ck_assert_msg(bound < 5 * tree_peak / 2, "a request: %zu for a peak of %zu",
 				      bound, tree_peak);
 		free(body);
 	}
