@@ -25,20 +25,30 @@
 #include "api.h"
 #include "log.h"
 
+/* What a served connection is doing, for the sweeper's deadlines. */
+enum conn_phase {
+	CONN_RECEIVING, /* a request arriving, or awaited: connection_timeout_s */
+	CONN_WORKING,	/* its request in full, its answer not yet queued */
+	CONN_SENDING	/* its answer queued, not yet written out in full: connection_timeout_s */
+};
+
 /*
  * One open TCP connection (MHD's socket_context).  While it is on the
  * watch list, the sweeper thread closes it (shutdown(2); MHD then sees the
  * end of the stream and cleans up) when a request has been arriving for
- * longer than connection_timeout_s: MHD's own timeout only fires on
- * silence, so a client sending a byte a second would hold it for ever.
- * MHD notifies CLOSED before it closes the socket, and the list lock is held
- * across both removal and shutdown, so the fd is never stale.
+ * longer than connection_timeout_s, or an answer has been waiting that long
+ * for its client to take it: MHD's own timeout only fires on silence, so a
+ * client sending a byte a second, or reading its answer just fast enough
+ * for MHD to write a little of it now and then, would hold the connection
+ * (and the answer's memory) for ever.  MHD notifies CLOSED before it
+ * closes the socket, and the list lock is held across both removal and
+ * shutdown, so the fd is never stale.
  */
 struct conn {
 	struct conn *prev, *next;
 	int fd;
-	long long since_us; /* atomic: when the current request began to arrive */
-	int receiving;	    /* atomic: 1 until the request is in full */
+	long long since_us; /* atomic: when its phase began (refused: when it was) */
+	int phase;	    /* atomic: enum conn_phase, stored after since_us */
 	int cut;	    /* atomic: the sweeper closed it */
 	int url_nul;	    /* the URL being parsed had a %00 (its MHD thread only) */
 	int refused;	    /* turned away with a 503, lingering (see refuse) */
@@ -65,11 +75,14 @@ struct srv_http {
 	/* connections: the watch list, the count, refusals over the limit */
 	pthread_mutex_t conns_lock;
 	struct conn *conns;
-	struct conn over;	     /* the socket_context of refused ones not lingering */
-	long open;		     /* atomic: connections MHD holds */
-	long lingering;		     /* atomic: of them, refused ones lingering (see refuse) */
-	long refused;		     /* atomic: refused since the sweeper last logged */
-	long long refused_logged_us; /* sweeper thread: when it last logged them */
+	struct conn over;	    /* the socket_context of refused ones not lingering */
+	long open;		    /* atomic: connections MHD holds */
+	long lingering;		    /* atomic: of them, refused ones lingering (see refuse) */
+	long refused;		    /* atomic: refused since the sweeper last logged */
+	long long counts_logged_us; /* sweeper thread: when it last logged counts */
+	/* sweeper thread: closed at the request and the send deadline since it
+	 * last logged */
+	long cut_unlogged[2];
 	/* libmicrohttpd's lines: the second being counted and its lines
 	 * (under conns_lock), and those not logged since the sweeper last
 	 * said how many (atomic) */
@@ -229,11 +242,20 @@ static long long now_us(void)
 	return (long long)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-/* The request is in full: its connection leaves the sweeper's deadline. */
+/* Connection @c (may be NULL) enters @phase now. */
+static void conn_phase_set(struct conn *c, enum conn_phase phase)
+{
+	if (!c)
+		return;
+	__atomic_store_n(&c->since_us, now_us(), __ATOMIC_RELAXED);
+	__atomic_store_n(&c->phase, phase, __ATOMIC_RELEASE); /* the sweeper sees since_us */
+}
+
+/* The request is in full: its connection leaves the sweeper's deadline
+ * until its answer is queued. */
 static void req_received(struct req *q)
 {
-	if (q->c)
-		__atomic_store_n(&q->c->receiving, 0, __ATOMIC_RELAXED);
+	conn_phase_set(q->c, CONN_WORKING);
 }
 
 /* Suspend the connection while the batcher, registry lane or reload works. */
@@ -398,7 +420,8 @@ static enum MHD_Result send_response(struct req *q)
 	}
 	if (q->close || __atomic_load_n(&q->h->draining, __ATOMIC_RELAXED))
 		MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
-	req_received(q);
+	/* from now until on_completed (MHD has written the last byte) */
+	conn_phase_set(q->c, CONN_SENDING);
 	ret = MHD_queue_response(q->conn, (unsigned)q->status, r);
 	MHD_destroy_response(r);
 	q->state = REQ_DONE;
@@ -1456,11 +1479,9 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 				    ? "timeout"
 				    : "aborted");
 	srv_logline_end(&l);
-	if (q->c) {
-		/* The next request on this connection starts its clock now. */
-		__atomic_store_n(&q->c->since_us, now_us(), __ATOMIC_RELAXED);
-		__atomic_store_n(&q->c->receiving, 1, __ATOMIC_RELAXED);
-	}
+	/* The answer is sent in full (or the connection is closing): the next
+	 * request on this connection starts its clock now. */
+	conn_phase_set(q->c, CONN_RECEIVING);
 	body_release(q);
 	srv_hold_give(&q->hold, q->resp_charged);
 	free(q->resp);
@@ -1697,20 +1718,22 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
 	}
 	c->fd = ci->connect_fd;
 	c->since_us = now_us();
-	c->receiving = 1;
+	c->phase = CONN_RECEIVING;
 	conn_watch(h, c);
 	*socket_context = c;
 }
 
-/* Close every connection whose request has been arriving for longer than
- * connection_timeout_s; log what was closed and refused since last time. */
+/* Close every connection whose request has been arriving, or whose answer
+ * has been waiting to be taken, for longer than connection_timeout_s; log
+ * what was closed and refused since last time. */
 static void log_counts(struct srv_http *h, long long now);
 
 static void sweep(struct srv_http *h)
 {
 	long long now = now_us(), limit = (long long)h->d.cfg->connection_timeout_s * 1000000;
-	long cut = 0;
+	long cut[2] = {0, 0}; /* at the request deadline, at the send deadline */
 	struct conn *c;
+	int phase;
 
 	if (limit > 0 || __atomic_load_n(&h->lingering, __ATOMIC_RELAXED)) {
 		pthread_mutex_lock(&h->conns_lock);
@@ -1724,42 +1747,66 @@ static void sweep(struct srv_http *h)
 				}
 				continue;
 			}
-			if (limit <= 0 || !__atomic_load_n(&c->receiving, __ATOMIC_RELAXED) ||
+			phase = __atomic_load_n(&c->phase, __ATOMIC_ACQUIRE);
+			if (limit <= 0 || phase == CONN_WORKING ||
 			    __atomic_load_n(&c->cut, __ATOMIC_RELAXED) ||
 			    now - __atomic_load_n(&c->since_us, __ATOMIC_RELAXED) < limit)
 				continue;
+			if (phase == CONN_SENDING) {
+				/* what the kernel holds of the answer goes too: MHD's
+				 * close resets the connection rather than leave the
+				 * client to read it at its pace */
+				struct linger lg = {.l_onoff = 1, .l_linger = 0};
+				setsockopt(c->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+			}
 			/* Its client sees the end of the stream now: free its place at
 			 * once rather than when MHD next cleans up. */
 			__atomic_store_n(&c->cut, 1, __ATOMIC_RELAXED);
 			shutdown(c->fd, SHUT_RDWR);
 			__atomic_sub_fetch(&h->open, 1, __ATOMIC_RELAXED);
-			cut++;
+			cut[phase == CONN_SENDING]++;
 		}
 		pthread_mutex_unlock(&h->conns_lock);
 	}
-	if (cut) {
-		srv_metrics_connections_closed(h->d.metrics, SRV_CONN_DEADLINE, (uint64_t)cut);
-		srv_log(SRV_LOG_INFO, "connection",
-			"closed %ld connection%s that took over connection_timeout_s %d s to send "
-			"a request",
-			cut, cut == 1 ? "" : "s", h->d.cfg->connection_timeout_s);
-	}
+	if (cut[0])
+		srv_metrics_connections_closed(h->d.metrics, SRV_CONN_DEADLINE, (uint64_t)cut[0]);
+	if (cut[1])
+		srv_metrics_connections_closed(h->d.metrics, SRV_CONN_SEND_DEADLINE,
+					       (uint64_t)cut[1]);
+	h->cut_unlogged[0] += cut[0];
+	h->cut_unlogged[1] += cut[1];
 	/* at most a line a second of each (config/README.md), however many
 	 * come */
-	if (now - h->refused_logged_us >= 1000000)
+	if (now - h->counts_logged_us >= 1000000)
 		log_counts(h, now);
 }
 
-/* Log the refusals and libmicrohttpd's lines not logged since the last time
- * (sweeper thread, or after it stopped). */
+/* Log the connections closed at a deadline, the refusals and
+ * libmicrohttpd's lines not logged since the last time (sweeper thread, or
+ * after it stopped). */
 static void log_counts(struct srv_http *h, long long now)
 {
-	long refused, dropped;
+	long refused, dropped, cut = h->cut_unlogged[0], cut_send = h->cut_unlogged[1];
+	int timeout_s = h->d.cfg->connection_timeout_s;
 
 	refused = __atomic_exchange_n(&h->refused, 0, __ATOMIC_RELAXED);
 	dropped = __atomic_exchange_n(&h->mhd_dropped, 0, __ATOMIC_RELAXED);
-	if (refused || dropped)
-		h->refused_logged_us = now;
+	h->cut_unlogged[0] = h->cut_unlogged[1] = 0;
+	if (refused || dropped || cut || cut_send)
+		h->counts_logged_us = now;
+	if (cut)
+		srv_log(SRV_LOG_INFO, "connection",
+			"closed %ld connection%s that took over connection_timeout_s %d s to send "
+			"a request",
+			cut, cut == 1 ? "" : "s", timeout_s);
+	if (cut_send)
+		srv_log(SRV_LOG_INFO, "connection",
+			"closed %ld %s not taken in full connection_timeout_s %d s after it was "
+			"ready",
+			cut_send,
+			cut_send == 1 ? "connection whose answer was"
+				      : "connections whose answers were",
+			timeout_s);
 	if (refused && h->ops)
 		srv_log(SRV_LOG_WARN, "connection",
 			"refused %ld connection%s to the operations port (%s) over its limit of "

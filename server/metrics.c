@@ -460,13 +460,16 @@ char *srv_metrics_render(struct srv_metrics *m, const struct sid_model *model)
 	    "assign and lookup answers until they are sent (body_memory_bytes bounds it).\n"
 	    "# TYPE semid_request_body_bytes gauge\nsemid_request_body_bytes %zu\n"
 	    "# HELP semid_connections_closed_total Connections the server closed itself: "
-	    "the request took longer than connection_timeout_s to arrive (deadline), or "
-	    "503 over connection_limit (limit).\n"
+	    "the request took longer than connection_timeout_s to arrive (deadline), "
+	    "503 over connection_limit (limit), or the answer was not taken in full "
+	    "connection_timeout_s after it was queued (send_deadline).\n"
 	    "# TYPE semid_connections_closed_total counter\n"
 	    "semid_connections_closed_total{reason=\"deadline\"} %llu\n"
-	    "semid_connections_closed_total{reason=\"limit\"} %llu\n",
+	    "semid_connections_closed_total{reason=\"limit\"} %llu\n"
+	    "semid_connections_closed_total{reason=\"send_deadline\"} %llu\n",
 	    m->conns_open, m->body_bytes, (unsigned long long)m->conn_closed[SRV_CONN_DEADLINE],
-	    (unsigned long long)m->conn_closed[SRV_CONN_LIMIT]);
+	    (unsigned long long)m->conn_closed[SRV_CONN_LIMIT],
+	    (unsigned long long)m->conn_closed[SRV_CONN_SEND_DEADLINE]);
 	if (m->reg_up[SRV_REG_OP_ASSIGN] >= 0)
 		srv_buf_printf(
 		    &b,

@@ -10,7 +10,9 @@ What the server does (proto/api.md "Connections"):
 - connection_timeout_s bounds both silence (libmicrohttpd's idle timeout)
   and the time a request may take to arrive in full, headers and body,
   counted from the connection's start or its previous response: a client
-  trickling a byte a second is closed after connection_timeout_s.
+  trickling a byte a second is closed after connection_timeout_s.  So is
+  one whose answer has not been taken in full connection_timeout_s after
+  it was ready: a client reading it at a trickle.
 - A connection over connection_limit is answered 503 with Retry-After at
   once; it never waits unanswered in the kernel's accept queue.  What its
   client sends is then read and dropped, for at most 2 s and 1 MiB, before
@@ -89,6 +91,16 @@ def finish(sock, rest):
     return out
 
 
+def recv_or_end(sock, n):
+    """recv(@n) on @sock -> (bytes, None), or (b"", "eof" | "reset") at the
+    end of the stream."""
+    try:
+        chunk = sock.recv(n)
+    except ConnectionResetError:
+        return b"", "reset"
+    return chunk, None if chunk else "eof"
+
+
 def raw(port, data, timeout=5.0 * S, keep=False):
     """Send @data on a fresh connection and read until the server closes it
     (or @timeout; with @keep, until one whole response is in).
@@ -103,14 +115,11 @@ def raw(port, data, timeout=5.0 * S, keep=False):
             pass  # closed while we were still sending (e.g. a 431 mid-upload)
         while True:
             try:
-                chunk = s.recv(65536)
+                chunk, end = recv_or_end(s, 65536)
             except socket.timeout:
                 break
-            except ConnectionResetError:
-                how = "reset"
-                break
-            if not chunk:
-                how = "eof"
+            if end:
+                how = end
                 break
             out += chunk
             if keep and complete(out):
@@ -176,13 +185,18 @@ def no_server_errors(test, srv):
     test.assertEqual([k for k in metrics if 'code="500"' in k], [])
 
 
+def metric_settle(srv, name, want):
+    """Metric @name once it is @want, or as it is after 5 s."""
+    deadline = time.monotonic() + 5 * S
+    while srv.metrics()[name] != want and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return srv.metrics()[name]
+
+
 def body_bytes_settle(srv, want):
     """semid_request_body_bytes once it is @want (a request's memory is let
     go just after its client has the answer), or as it is after 5 s."""
-    deadline = time.monotonic() + 5 * S
-    while srv.metrics()["semid_request_body_bytes"] != want and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return srv.metrics()["semid_request_body_bytes"]
+    return metric_settle(srv, "semid_request_body_bytes", want)
 
 
 def metrics_on(srv, conn):
@@ -222,6 +236,8 @@ def garbage(srv, n):
 
 DEADLINE = 'semid_connections_closed_total{reason="deadline"}'
 LIMIT = 'semid_connections_closed_total{reason="limit"}'
+SEND_DEADLINE = 'semid_connections_closed_total{reason="send_deadline"}'
+OPEN = "semid_connections_open"
 
 
 class TestSlowClients(unittest.TestCase):
@@ -292,6 +308,125 @@ class TestSlowClients(unittest.TestCase):
             time.sleep(0.6)
         c.close()
         self.assertGreaterEqual(n, 4)
+
+    def big_answer_request(self):
+        """An encode of 512 base64 rows (56 kB) with top_k 16 and
+        return_quantized, whose answer is about 0.5 MB."""
+        x = np.random.default_rng(5).standard_normal((512, TOWER.D)).astype(np.float32)
+        body = json.dumps({"inputs": [{"embedding_b64": T.b64_row(r)} for r in x],
+                           "top_k": 16, "return_quantized": True}).encode()
+        return (b"POST /v1/items:encode HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                b"application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+
+    @staticmethod
+    def narrow_socket():
+        """A client socket through which the server can queue little: a
+        4 kB receive buffer and 536-byte segments (on loopback the server's
+        send buffer starts sized from the segment size, and grows as its
+        client reads fast; with 64 kB segments it takes megabytes of an
+        answer before a byte is read)."""
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)
+        s.settimeout(10 * S)
+        s.connect(("127.0.0.1", SRV.port))
+        return s
+
+    @staticmethod
+    def read_answer(s, pause=0.0, limit=None):
+        """Read one response from @s, 4 kB at a time, @pause s between reads,
+        for at most @limit s. -> (bytes read, "whole" | "eof" | "reset" |
+        "open", seconds)."""
+        t0 = time.monotonic()
+        data, how = b"", "open"
+        while limit is None or time.monotonic() - t0 < limit:
+            if select.select([s], [], [], 1.0)[0]:
+                chunk, end = recv_or_end(s, 4096)
+                if end:
+                    how = end
+                    break
+                data += chunk
+                if complete(data):
+                    how = "whole"
+                    break
+            time.sleep(pause)
+        return data, how, time.monotonic() - t0
+
+    def test_slow_reader_is_cut_at_the_send_deadline(self):
+        """A client that takes its answer slowly, 4 kB every 0.25 s (enough
+        for libmicrohttpd to write some of it more often than its idle
+        timeout, so that timeout never fires, while a 0.5 MB answer would
+        take half a minute), held its connection, its place under
+        connection_limit and the answer's memory as long as it went on.
+        The answer not taken in full connection_timeout_s after it was
+        queued closes the connection (reason send_deadline, an
+        event=connection line, termination=timeout on the request's line),
+        its memory and its place are let go while its client still holds
+        its socket, and other clients are served meanwhile."""
+        m0 = SRV.metrics()
+        checker = Checker(SRV, 3)
+        checker.start()
+        s = self.narrow_socket()
+        try:
+            s.sendall(self.big_answer_request())
+            data, how, secs = self.read_answer(s, 0.25, TIMEOUT + 6.0 * S)
+            checker.finish(self)
+            self.assertEqual(status_of(data), 200, data[:300])
+            headers, body = head_and_body(data)
+            self.assertGreater(int(headers["content-length"]), 400000)
+            self.assertLess(len(body), int(headers["content-length"]))
+            self.assertIn(how, ("eof", "reset"))
+            # the deadline (counted from the answer, after the request was
+            # sent) plus the sweeper's 0.2 s, and the reads of what our own
+            # receive buffer still held (about 0.5 s); whole, the answer
+            # took 30 s
+            self.assertGreaterEqual(secs, TIMEOUT - 0.1)
+            self.assertLess(secs, TIMEOUT + 3.0 * S)
+            self.assertEqual(body_bytes_settle(SRV, 0), 0)
+            # the scrape's own connection, as at the start
+            self.assertEqual(metric_settle(SRV, OPEN, m0[OPEN]), m0[OPEN])
+            m1 = SRV.metrics()
+        finally:
+            s.close()
+        self.assertEqual(m1[SEND_DEADLINE] - m0[SEND_DEADLINE], 1)
+        self.assertEqual(m1[DEADLINE] - m0[DEADLINE], 0)
+        log = SRV.log_text()
+        self.assertTrue(re.search(r"event=request method=POST route=/v1/items:encode "
+                                  r"status=200 items=512 [^\n]*termination=timeout", log))
+        self.assertTrue(re.search(r"event=connection msg=\"closed 1 connection whose answer "
+                                  r"was not taken in full connection_timeout_s 2 s after it "
+                                  r"was ready\"", log), log[-2000:])
+        no_server_errors(self, SRV)
+
+    def test_full_speed_reader_and_keepalive_are_not_cut(self):
+        """Through the same narrow socket, the same answer read at full
+        speed is taken in full, and the connection kept alive serves the
+        next request.  Then, on a fresh one, an answer left unread for 0.4 *
+        connection_timeout_s and then read at full speed is taken in full
+        too, and the connection, idle until 1.3 * connection_timeout_s
+        after that answer was queued (under the idle timeout, which counts
+        from its last byte written), serves the next: the send deadline
+        ends when the answer is written out."""
+        m0 = SRV.metrics()
+        for wait in (0, 0.4 * TIMEOUT):
+            s = self.narrow_socket()
+            try:
+                s.sendall(self.big_answer_request())
+                t0 = time.monotonic()
+                time.sleep(wait)
+                data, how, _ = self.read_answer(s)
+                self.assertEqual((status_of(data), how), (200, "whole"), wait)
+                self.assertEqual(len(json.loads(head_and_body(data)[1])["results"]), 512)
+                if wait:
+                    time.sleep(max(0.0, t0 + 1.3 * TIMEOUT - time.monotonic()))
+                s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                data, how, _ = self.read_answer(s)
+                self.assertEqual((status_of(data), how), (200, "whole"), wait)
+            finally:
+                s.close()
+        m1 = SRV.metrics()
+        self.assertEqual(m1[SEND_DEADLINE] - m0[SEND_DEADLINE], 0)
+        self.assertEqual(m1[DEADLINE] - m0[DEADLINE], 0)
 
 
 def healthz_soon(srv, secs=1.0 * S):
