@@ -51,6 +51,26 @@ def tearDownModule():
     shutil.rmtree(WORK, ignore_errors=True)
 
 
+def wait_in_fifo_open(proc, secs=10.0):
+    """Until @proc's main thread waits in open() of a FIFO (its kernel wait
+    channel is wait_for_partner), at most @secs (a kernel that does not name
+    wait channels costs that time); half a second where /proc does not say.
+    A fixed sleep was not enough for a slow build (ThreadSanitizer on a busy
+    machine): the file "published during startup" was then there before the
+    server opened the path, and the test's open() of the FIFO's other end
+    waited for ever."""
+    deadline = time.monotonic() + secs * T.SLOW
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with open("/proc/%d/wchan" % proc.pid) as f:
+                if f.read().strip() == "wait_for_partner":
+                    return
+        except OSError:
+            time.sleep(0.5 * T.SLOW)
+            return
+        time.sleep(0.01)
+
+
 def swap_symlink(link, target):
     """Point the symlink @link at @target atomically (a new link renamed over it)."""
     os.symlink(target, link + ".tmp")
@@ -1100,7 +1120,7 @@ class TestOps(unittest.TestCase):
             with open(log_path, "rb") as f:
                 return f.read().decode("utf-8", "replace")
         try:
-            time.sleep(0.5 * T.SLOW)  # main() runs, and waits in open() of the FIFO
+            wait_in_fifo_open(proc)  # main() runs, and waits in open() of the FIFO
             self.assertIsNone(proc.poll(), log_text())
             if hup:
                 proc.send_signal(signal.SIGHUP)
@@ -1152,7 +1172,7 @@ class TestOps(unittest.TestCase):
                                                      "--model", path, "--registry", "none"],
                                         stdout=log, stderr=subprocess.STDOUT)
             try:
-                time.sleep(0.5 * T.SLOW)  # main() runs, and waits in open() of the FIFO
+                wait_in_fifo_open(proc)  # main() runs, and waits in open() of the FIFO
                 self.assertIsNone(proc.poll())
                 proc.send_signal(sig)
                 self.assertEqual(proc.wait(5 * T.SLOW), 0)
