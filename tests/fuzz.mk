@@ -24,6 +24,8 @@
 #                        and core against them (a report fails the test).  semid-train comes
 #                        from the normal build: built with TSan it crashes before main, as
 #                        TSan instruments the ifunc resolvers of its target_clones kernels.
+#                        Check's timeouts are 4 times longer (CK_TIMEOUT_MULTIPLIER), the
+#                        python tests' waits 3 times (semid_testlib.SLOW).
 #                        Not in CI (time: about 8 minutes on 2 cores).
 #
 # The harnesses link the same objects as the programs (libsemid.a, the server's and the
@@ -111,6 +113,7 @@ test-tsan: all
 	@ln -sf $(abspath $(TSAN_DIR)/bin/semid-server $(TSAN_DIR)/bin/semid $(BIN)/semid-train) \
 		$(TSAN_DIR)/mix/
 	@TSAN_OPTIONS="exitcode=86:halt_on_error=0:second_deadlock_stack=1:$$TSAN_OPTIONS" \
+	CK_TIMEOUT_MULTIPLIER=$${CK_TIMEOUT_MULTIPLIER:-4} \
 	SEMID_SANITIZE=thread SEMID_BIN=$(abspath $(TSAN_DIR)/mix) SEMID_O=$(abspath $(TSAN_DIR)) \
 		$(PYTHON) tests/run.py $(TSAN_CHECKS) $(sort $(wildcard tests/core/test_*.py \
 		tests/server/test_*.py tests/cli/test_*.py))
