@@ -35,6 +35,17 @@ enum { CLI_EXIT_OK = 0, CLI_EXIT_IO = 1, CLI_EXIT_INPUT = 2 };
 /* The whole program: `semid <command> ...`.  Returns the exit status. */
 int cli_main(int argc, char **argv);
 
+/*
+ * A usage error, as every command reports one: "semid CMD: MESSAGE" and
+ * "run 'semid HELP --help' for the options" on stderr, two lines, not the
+ * whole help text (that is for a command given no arguments at all).  @cmd
+ * says who speaks ("encode", "registry assign"; NULL: semid itself), @help
+ * whose help to read (NULL: semid's, "for the commands").  Returns
+ * CLI_EXIT_INPUT.
+ */
+int cli_usage_error(const char *cmd, const char *help, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 /* ---- encode ------------------------------------------------------------- */
 
 #define CLI_BATCH_DEFAULT 1024

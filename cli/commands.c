@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -93,6 +94,19 @@ static void print_error(const char *msg)
 	fprintf(stderr, "semid: %s\n", msg);
 }
 
+int cli_usage_error(const char *cmd, const char *help, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(stderr, "semid%s%s: ", cmd ? " " : "", cmd ? cmd : "");
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\nrun 'semid%s%s --help' for the %s\n", help ? " " : "", help ? help : "",
+		help ? "options" : "commands");
+	return CLI_EXIT_INPUT;
+}
+
 static int cmd_inspect(int argc, char **argv)
 {
 	struct sid_model *m = NULL;
@@ -102,18 +116,22 @@ static int cmd_inspect(int argc, char **argv)
 	json_error_t jerr;
 	int rc, status = CLI_EXIT_IO;
 
-	if (argc == 1 && (strcmp(argv[0], "-h") == 0 || strcmp(argv[0], "--help") == 0)) {
-		fputs(usage_inspect, stdout);
-		return CLI_EXIT_OK;
-	}
-	if (argc != 1 || argv[0][0] == '-' || !argv[0][0]) {
-		fprintf(stderr, "semid inspect: %s\n\n%s",
-			argc == 0		   ? "MODEL is required"
-			: argc == 1 && !argv[0][0] ? "MODEL is empty"
-						   : "expects exactly one MODEL argument",
-			usage_inspect);
+	for (int i = 0; i < argc; i++)
+		if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+			fputs(usage_inspect, stdout);
+			return CLI_EXIT_OK;
+		}
+	if (argc == 0) {
+		fputs(usage_inspect, stderr);
 		return CLI_EXIT_INPUT;
 	}
+	if (!argv[0][0])
+		return cli_usage_error("inspect", "inspect", "MODEL is empty");
+	if (argv[0][0] == '-')
+		return cli_usage_error("inspect", "inspect", "unknown option '%s'", argv[0]);
+	if (argc > 1)
+		return cli_usage_error("inspect", "inspect",
+				       "unexpected argument '%s' (one MODEL only)", argv[1]);
 	sid_error_clear(&err);
 	if ((rc = sid_model_load(argv[0], &m, &err)) < 0 || (rc = sid_model_smoke(m, &err)) < 0) {
 		sid_model_unref(m);
@@ -164,10 +182,12 @@ static int cmd_encode(int argc, char **argv)
 		fputs(usage_encode, stdout);
 		return CLI_EXIT_OK;
 	}
-	if (rc < 0) {
-		fprintf(stderr, "semid encode: %s\n\n%s", err.msg, usage_encode);
+	if (rc < 0 && argc == 0) { /* a bare `semid encode`: what it takes */
+		fputs(usage_encode, stderr);
 		return CLI_EXIT_INPUT;
 	}
+	if (rc < 0)
+		return cli_usage_error("encode", "encode", "%s", err.msg);
 	rc = cli_encode_run(&o, stdout, &err);
 	if (rc != CLI_EXIT_OK)
 		print_error(err.msg);
@@ -176,20 +196,16 @@ static int cmd_encode(int argc, char **argv)
 
 static int cmd_version(int argc, char **argv)
 {
-	if (argc > 0) {
-		fprintf(stderr, "semid version: unexpected argument '%s'\n", argv[0]);
-		return CLI_EXIT_INPUT;
-	}
+	if (argc > 0)
+		return cli_usage_error("version", NULL, "unexpected argument '%s'", argv[0]);
 	printf("semid %s (model format %d)\n", SEMID_VERSION, SID_FORMAT_VERSION);
 	return CLI_EXIT_OK;
 }
 
 static int cmd_help(int argc, char **argv)
 {
-	if (argc > 1) {
-		fprintf(stderr, "semid help: unexpected argument '%s'\n\n%s", argv[1], usage_main);
-		return CLI_EXIT_INPUT;
-	}
+	if (argc > 1)
+		return cli_usage_error("help", NULL, "unexpected argument '%s'", argv[1]);
 	if (argc == 0) {
 		fputs(usage_main, stdout);
 		return CLI_EXIT_OK;
@@ -210,8 +226,7 @@ static int cmd_help(int argc, char **argv)
 		fputs(usage_main, stdout);
 		return CLI_EXIT_OK;
 	}
-	fprintf(stderr, "semid help: no command '%s'\n\n%s", argv[0], usage_main);
-	return CLI_EXIT_INPUT;
+	return cli_usage_error("help", NULL, "no command '%s'", argv[0]);
 }
 
 static int dispatch(int argc, char **argv)
@@ -235,8 +250,7 @@ static int dispatch(int argc, char **argv)
 		return cmd_help(argc - 2, argv + 2);
 	if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0)
 		return cmd_help(argc - 2, argv + 2);
-	fprintf(stderr, "semid: unknown command '%s'\n\n%s", cmd, usage_main);
-	return CLI_EXIT_INPUT;
+	return cli_usage_error(NULL, NULL, "unknown command '%s'", cmd);
 }
 
 /*

@@ -106,10 +106,10 @@ struct opts {
 
 static int fail_usage(const char *cmd, const char *msg, const char *arg)
 {
-	fprintf(stderr, "semid registry%s%s: %s%s%s\n", cmd ? " " : "", cmd ? cmd : "", msg,
-		arg ? " " : "", arg ? arg : "");
-	fprintf(stderr, "run 'semid registry --help' for the options\n");
-	return CLI_EXIT_INPUT;
+	char who[64]; /* a command of the table below */
+
+	snprintf(who, sizeof(who), "registry%s%s", cmd ? " " : "", cmd ? cmd : "");
+	return cli_usage_error(who, "registry", "%s%s%s", msg, arg ? " " : "", arg ? arg : "");
 }
 
 static int exit_for(int code)
@@ -151,6 +151,31 @@ static const struct {
     {"backup", "dmoMPQ", 0},	  {"restore", "dmMPQ", 1},
 };
 
+/* What @o->cmd cannot run without, if it is missing (a usage error, told
+ * before any file is opened), else NULL. */
+static const char *missing(const struct opts *o)
+{
+	const char *c = o->cmd;
+
+	if (!strcmp(c, "assign") && (!o->model || !o->input || !o->ids))
+		return "needs --model, --input and --ids";
+	if ((!strcmp(c, "diff") || !strcmp(c, "reassign")) && !o->model)
+		return "needs --model NEW";
+	if (!strcmp(c, "backup") && !strcmp(o->output, "-"))
+		return "needs --output FILE: the copy is a SQLite file, not a stream for stdout";
+	if (o->arg)
+		return NULL;
+	if (!strcmp(c, "import"))
+		return "needs a FILE (or - for stdin)";
+	if (!strcmp(c, "restore"))
+		return "needs the BACKUP file";
+	if (!strcmp(c, "get"))
+		return "needs an ID";
+	if (!strcmp(c, "sid"))
+		return "needs a SID";
+	return NULL;
+}
+
 static int parse(int argc, char **argv, struct opts *o)
 {
 	static const struct option lo[] = {
@@ -164,6 +189,7 @@ static int parse(int argc, char **argv, struct opts *o)
 	    {"progress", no_argument, NULL, 'P'},      {"no-progress", no_argument, NULL, 'Q'},
 	    {"help", no_argument, NULL, 'h'},	       {NULL, 0, NULL, 0}};
 	const char *used = NULL; /* the options of o->cmd */
+	const char *need;
 	int c, operand = 0;
 	size_t k;
 
@@ -294,6 +320,8 @@ static int parse(int argc, char **argv, struct opts *o)
 		o->kind = -1; /* export: both kinds unless told */
 	if (o->kind < 0 && strcmp(o->cmd, "export"))
 		return fail_usage(o->cmd, "--kind all is for export only", NULL);
+	if ((need = missing(o)))
+		return fail_usage(o->cmd, need, NULL);
 	return 0;
 }
 
@@ -629,8 +657,6 @@ static int cmd_assign(const struct opts *o, struct sid_error *err)
 	long bad;
 	int rc;
 
-	if (!o->model || !o->input || !o->ids)
-		return sid_error_set(err, SID_EINVAL, "assign needs --model, --input and --ids");
 	if ((rc = sid_model_load(o->model, &m, err)) || (rc = sid_model_smoke(m, err))) {
 		sid_error_name_file(err, o->model);
 		goto fail;
@@ -803,8 +829,6 @@ static int import_open(const struct opts *o, FILE **out, struct sid_error *err)
 	FILE *f;
 
 	*out = NULL;
-	if (!name)
-		return sid_error_set(err, SID_EINVAL, "import needs a FILE (or - for stdin)");
 	if (!strcmp(name, "-")) {
 		*out = stdin;
 		return 0;
@@ -939,10 +963,6 @@ static int cmd_backup(const struct opts *o, struct sid_registry *r, struct sid_e
 	double t0 = cli_now();
 	int rc;
 
-	if (!strcmp(o->output, "-"))
-		return sid_error_set(err, SID_EINVAL,
-				     "backup needs --output FILE: the copy is a SQLite file, "
-				     "not a stream for stdout");
 	inputs_of(o, store, &in);
 	if ((rc = output_not_side_file(o->output, &in, "the backup", err)) ||
 	    (rc = cli_output_open_named(&w, o->output, in.v, err)))
@@ -1135,8 +1155,6 @@ static int cmd_restore(const struct opts *o, struct sid_error *err)
 	double t0 = cli_now();
 	int rc, have, fold = 0;
 
-	if (!backup)
-		return sid_error_set(err, SID_EINVAL, "restore needs the BACKUP file");
 	if ((rc = store_target(o, path, &store, err)))
 		return rc;
 	if (sid_registry_target_is_pg(store))
@@ -1239,8 +1257,6 @@ static int load_new(const struct opts *o, struct sid_model **m, struct sid_error
 {
 	int rc;
 
-	if (!o->model)
-		return sid_error_set(err, SID_EINVAL, "%s needs --model NEW", o->cmd);
 	if ((rc = sid_model_load(o->model, m, err)) == 0 && (rc = sid_model_smoke(*m, err))) {
 		sid_model_unref(*m);
 		*m = NULL;
@@ -1520,9 +1536,6 @@ static int cmd_lookup(const struct opts *o, struct sid_registry *r, struct sid_e
 	struct sid_reg_entry e;
 	int rc;
 
-	if (!o->arg)
-		return sid_error_set(err, SID_EINVAL, "%s needs an %s", o->cmd,
-				     strcmp(o->cmd, "get") ? "SID" : "ID");
 	rc = strcmp(o->cmd, "get") ? sid_registry_get_sid(r, o->kind, o->arg, &e, err)
 				   : sid_registry_get(r, o->kind, o->arg, &e, err);
 	return rc ? rc : print_json(sid_reg_entry_json(&e, 0), o, r, err);

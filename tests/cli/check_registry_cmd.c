@@ -887,7 +887,7 @@ START_TEST(t_backup)
 
 	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "backup", "--db", db, NULL),
 			 CLI_EXIT_INPUT);
-	ASSERT_HAS(msg, "backup needs --output FILE");
+	ASSERT_HAS(msg, "semid registry backup: needs --output FILE");
 	ck_assert_int_eq(run("registry", "backup", "--db", db, "-o", db, NULL), CLI_EXIT_INPUT);
 	for (int i = 0; i < 3; i++) {
 		static const char *side[] = {"-wal", "-shm", "-journal"};

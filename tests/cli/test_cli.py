@@ -202,7 +202,9 @@ class CliTest(unittest.TestCase):
         self.assert_bad(run("inspect", bad), f"semid: {bad}: ")
         missing = os.path.join(self.out.name, "nope.safetensors")
         self.assert_bad(run("inspect", missing), f"semid: {missing}: ")
-        self.assert_bad(run("inspect"), "MODEL")
+        p = run("inspect")  # given nothing: what it takes
+        self.assertEqual(p.returncode, 2)
+        self.assertIn(b"usage: semid inspect MODEL", p.stderr)
         self.assert_bad(run("inspect", self.model, self.model), "MODEL")
 
     def test_model_that_overflows_on_unit_rows_is_refused(self):
@@ -643,7 +645,7 @@ class CliTest(unittest.TestCase):
     def test_unknown_or_missing_tower(self):
         self.assert_bad(self.encode("--tower", "user"), "has no tower 'user'", "item")
         p = self.encode("--tower", "movie")
-        self.assert_bad(p, "--tower must be 'item' or 'user'", "usage:")
+        self.assert_bad(p, "--tower must be 'item' or 'user'", "run 'semid encode --help'")
 
     def test_missing_files(self):
         missing = os.path.join(self.out.name, "none.npy")
@@ -716,7 +718,7 @@ class CliTest(unittest.TestCase):
         self.assertIn(b"semid inspect MODEL", p.stdout)
         self.assert_bad(run("frobnicate"), "unknown command 'frobnicate'")
         self.assert_bad(run("help", "frobnicate"), "no command 'frobnicate'")
-        self.assert_bad(run("encode"), "--model is required", "usage:")
+        self.assert_bad(run("encode", "--output", "-"), "--model is required")
         self.assert_bad(run("encode", "--model", self.model), "--input is required")
         self.assert_bad(self.encode("--batch", "0"), "--batch wants an integer")
         self.assert_bad(self.encode("--batch", "12x"), "--batch wants an integer")
@@ -731,6 +733,58 @@ class CliTest(unittest.TestCase):
                 "--threads=2", "--batch=33")
         self.assertEqual(p.returncode, 0, p.stderr.decode())
         np.testing.assert_array_equal(parse_tsv(p.stdout.decode())[1], self.codes)
+
+    def test_usage_error_is_one_line_and_a_pointer(self):
+        # A usage error of any command is one line naming the fault and one
+        # naming the help to read, exit 2, nothing on stdout: encode printed
+        # its whole help after the one line that mattered, inspect and
+        # semid itself theirs, and registry's missing arguments came
+        # without the pointer (after opening the store).
+        cases = [
+            (("encode", "--bogus"), "semid encode: unknown option '--bogus'", "encode"),
+            (("encode", "-m", self.model, "-o", "-"), "semid encode: --input is required",
+             "encode"),
+            (("encode", "-m", self.model, "-o", "-", "--input"),
+             "semid encode: --input needs a value", "encode"),
+            (("encode", "-m", self.model, "-i", self.input, "-o", "-", "-b", "x"),
+             "semid encode: --batch wants an integer from 1 to 1048576, got 'x'", "encode"),
+            (("inspect", self.model, "x"),
+             "semid inspect: unexpected argument 'x' (one MODEL only)", "inspect"),
+            (("inspect", "--bogus"), "semid inspect: unknown option '--bogus'", "inspect"),
+            (("frobnicate",), "semid: unknown command 'frobnicate'", None),
+            (("help", "frobnicate"), "semid help: no command 'frobnicate'", None),
+            (("help", "encode", "x"), "semid help: unexpected argument 'x'", None),
+            (("version", "x"), "semid version: unexpected argument 'x'", None),
+            (("registry", "frobnicate"), "semid registry: unknown command frobnicate",
+             "registry"),
+            (("registry", "stats", "--bogus"), "semid registry stats: unknown option --bogus",
+             "registry"),
+            (("registry", "get"), "semid registry get: needs an ID", "registry"),
+            (("registry", "import"), "semid registry import: needs a FILE (or - for stdin)",
+             "registry"),
+            (("registry", "assign", "--model", self.model),
+             "semid registry assign: needs --model, --input and --ids", "registry"),
+            (("registry", "diff"), "semid registry diff: needs --model NEW", "registry"),
+        ]
+        for args, first, helpcmd in cases:
+            with self.subTest(args=args):
+                p = run(*args, cwd=self.out.name)
+                self.assertEqual(p.returncode, 2, p.stderr.decode())
+                self.assertEqual(p.stdout, b"")
+                pointer = (f"run 'semid {helpcmd} --help' for the options" if helpcmd
+                           else "run 'semid --help' for the commands")
+                self.assertEqual(p.stderr.decode(), f"{first}\n{pointer}\n")
+                helped = run(*pointer.split("'")[1].split()[1:])
+                self.assertEqual(helped.returncode, 0)
+                self.assertIn(b"usage: semid", helped.stdout)
+        self.assertEqual(self.out_files(), [])  # no store was created
+        # a command given nothing at all shows what it takes, on stderr
+        for args in ((), ("encode",), ("inspect",), ("registry",)):
+            with self.subTest(args=args):
+                p = run(*args)
+                self.assertEqual(p.returncode, 2)
+                self.assertEqual(p.stdout, b"")
+                self.assertIn("usage: semid " + " ".join(args), p.stderr.decode())
 
     def test_stray_arguments_and_empty_paths(self):
         self.assert_bad(run("version", "x"), "semid version: unexpected argument 'x'")
