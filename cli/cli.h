@@ -12,6 +12,8 @@
  * dtype, a non-finite value).  A reader of stdout that goes away ends the
  * process at once and quietly: SIGPIPE's default action, or, where the
  * parent ignores SIGPIPE, exit 141 (128 + SIGPIPE) (sid_sigpipe_quiet_stdout).
+ * The reader of a named output (-o FIFO) that goes away is an output I/O
+ * error like a full disk: one line naming the path, exit 1.
  *
  * Thread-safety: none of these functions is meant to run twice at once in one
  * process (the encode pipeline starts and joins its own worker threads).
@@ -99,6 +101,7 @@ struct cli_output {
 	struct sid_publish pub;
 	struct sigaction saved[CLI_OUTPUT_SIGNALS];
 	int signals_on;
+	int pipe_on; /* a device's: SIGPIPE handled, see output.c */
 };
 
 /*

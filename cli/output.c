@@ -13,7 +13,9 @@
  * While an output is open, SIGINT, SIGTERM and SIGHUP remove a named temp
  * file (a file system without O_TMPFILE) and end the process with that
  * signal; SIGBUS, from an input file truncated while it is mapped, does the
- * same after saying so, and exits 1.
+ * same after saying so, and exits 1.  While a device output is open, SIGPIPE
+ * leaves its write failing (EPIPE, reported with the path) unless stdout's
+ * own reader is the one gone (on_sigpipe).
  */
 #include "cli.h"
 
@@ -48,6 +50,22 @@ static void on_signal(int sig)
 
 static const int caught[CLI_OUTPUT_SIGNALS] = {SIGINT, SIGTERM, SIGHUP, SIGBUS};
 
+/* SIGPIPE's action before on_sigpipe (one output open at a time). */
+static struct sigaction pipe_saved;
+
+/* A write into a pipe or socket with no reader while a named output is open
+ * (-o FIFO): that output's reader gone fails the write with EPIPE, which
+ * the command reports naming the path (SIGPIPE's default action ended the
+ * process without a word); stdout's reader gone is still the quiet stop of
+ * cli.h, by the action before. */
+static void on_sigpipe(int sig)
+{
+	if (sid_stdout_pipe_gone()) {
+		sigaction(sig, &pipe_saved, NULL);
+		raise(sig); /* taken as this handler returns */
+	}
+}
+
 static void signals_install(struct cli_output *w)
 {
 	struct sigaction sa;
@@ -58,6 +76,12 @@ static void signals_install(struct cli_output *w)
 	sigemptyset(&sa.sa_mask);
 	for (i = 0; i < CLI_OUTPUT_SIGNALS; i++)
 		sid_catch_unless_ignored(caught[i], &sa, &w->saved[i]);
+	if (w->kind == CLI_OUT_DEVICE) {
+		sa.sa_handler = on_sigpipe;
+		sa.sa_flags = SA_RESTART;
+		sigaction(SIGPIPE, &sa, &pipe_saved);
+		w->pipe_on = 1;
+	}
 	w->signals_on = 1;
 }
 
@@ -69,7 +93,9 @@ static void signals_restore(struct cli_output *w)
 		return;
 	for (i = 0; i < CLI_OUTPUT_SIGNALS; i++)
 		sigaction(caught[i], &w->saved[i], NULL);
-	w->signals_on = 0;
+	if (w->pipe_on)
+		sigaction(SIGPIPE, &pipe_saved, NULL);
+	w->signals_on = w->pipe_on = 0;
 }
 
 /* ---- the output ----------------------------------------------------------- */

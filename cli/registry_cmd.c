@@ -805,6 +805,9 @@ static int cmd_export(const struct opts *o, struct sid_registry *r, struct sid_e
 		rc = sid_registry_export(r, o->kind, format_of(o, o->output), o->with_emb, w.fp,
 					 err);
 		walk_bar_end(&bar, r);
+		/* "export: write failed": the library has no name for the file */
+		if (rc && ferror(w.fp))
+			sid_error_prefix(err, "%s", cli_output_name(&w));
 	}
 	if (rc) {
 		out_close(&w, 0, NULL);

@@ -619,16 +619,22 @@ void sid_catch_unless_ignored(int sig, const struct sigaction *sa, struct sigact
 /* A write into a pipe with no reader, SIGPIPE being ignored: when that pipe
  * is stdout, end as the signal's default action would have, with the status
  * a shell shows for it. */
-static void on_sigpipe(int sig)
+int sid_stdout_pipe_gone(void)
 {
 	struct pollfd p = {.fd = STDOUT_FILENO, .events = POLLOUT};
 	struct stat st;
-	int saved = errno;
+	int saved = errno, gone;
 
-	if (fstat(STDOUT_FILENO, &st) == 0 && S_ISFIFO(st.st_mode) && poll(&p, 1, 0) == 1 &&
-	    (p.revents & POLLERR))
-		_exit(128 + sig);
+	gone = fstat(STDOUT_FILENO, &st) == 0 && S_ISFIFO(st.st_mode) && poll(&p, 1, 0) == 1 &&
+	       (p.revents & POLLERR);
 	errno = saved;
+	return gone;
+}
+
+static void on_sigpipe(int sig)
+{
+	if (sid_stdout_pipe_gone())
+		_exit(128 + sig);
 }
 
 void sid_sigpipe_quiet_stdout(void)

@@ -74,6 +74,10 @@ void sid_catch_unless_ignored(int sig, const struct sigaction *sa, struct sigact
  * once at start, from the main thread, after any re-exec.
  */
 void sid_sigpipe_quiet_stdout(void);
+/* 1 when stdout is a pipe whose reader went away, else 0; errno kept.
+ * Async-signal-safe: for a SIGPIPE handler that tells stdout's broken pipe
+ * from another. */
+int sid_stdout_pipe_gone(void);
 /* The same with a temp file named from the start, for a writer that opens
  * the file by its name @pub->tmp (SQLite); a process killed by SIGKILL then
  * leaves it behind.  Since other processes can open it by that name while it

@@ -809,6 +809,61 @@ class CliTest(unittest.TestCase):
                     self.assertIn("stdout: write", p.stderr.decode())
                     self.assertIn("No space left on device", p.stderr.decode())  # and why
 
+    def test_named_output_failure_names_it(self):
+        # -o FIFO whose reader went away, or -o /dev/full: one line naming
+        # the output and why, exit 1 (an output I/O error).  SIGPIPE's
+        # default action ended `encode -o FIFO` without a word (a shell
+        # shows "Broken pipe", if anything), and export said "export: write
+        # failed", naming no file.  Either way SIGPIPE was left.
+        inp = os.path.join(self.out.name, "big.npy")
+        np.save(inp, np.random.default_rng(7).standard_normal((20000, D)).astype(np.float32))
+        db = os.path.join(self.out.name, "r.db")
+        ids = os.path.join(self.out.name, "ids.txt")
+        with open(ids, "w") as f:
+            f.write("".join("sku-%d\n" % i for i in range(20000)))
+        p = run("registry", "assign", "--model", self.model, "--input", inp, "--ids", ids,
+                "--db", db, "-o", "/dev/null", "--batch", "10000")
+        self.assertEqual(p.returncode, 0, p.stderr.decode())
+        fifo = os.path.join(self.out.name, "fifo")
+        os.mkfifo(fifo)
+        # each writes far more than a pipe holds (64 KiB)
+        cmds = [["encode", "--model", self.model, "--input", inp],
+                ["registry", "export", "--db", db, "--embeddings"],
+                ["registry", "list", "--db", db, "-n", "1000"]]
+
+        def ignore():
+            signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+
+        for args in cmds:
+            for pre in (None, ignore):
+                with self.subTest(args=args, sigpipe="ignored" if pre else "default"):
+                    proc = subprocess.Popen([SEMID, *args, "-o", fifo], stdout=subprocess.PIPE,
+                                            stderr=subprocess.PIPE, preexec_fn=pre)
+                    with open(fifo, "rb") as f:  # the reader: a little, then gone
+                        self.assertTrue(f.read(10))
+                    out, err = proc.communicate(timeout=120)
+                    self.assertEqual((proc.returncode, out), (1, b""), err)
+                    self.assertEqual(err.decode().count("\n"), 1, err)
+                    self.assertTrue(err.decode().startswith(f"semid: {fifo}: "), err)
+                    self.assertIn("Broken pipe", err.decode())
+            with self.subTest(args=args, output="/dev/full"):
+                p = run(*args, "-o", "/dev/full")
+                self.assertEqual((p.returncode, p.stdout), (1, b""), p.stderr)
+                self.assertRegex(p.stderr.decode(),
+                                 r"\Asemid: /dev/full: [^\n]*No space left on device\n\Z")
+        # stdout's own reader gone is still the quiet stop, through
+        # /dev/stdout too
+        for out in ("-", "/dev/stdout"):
+            with self.subTest(output=out):
+                r, w = os.pipe()
+                os.close(r)
+                try:
+                    p = subprocess.run([SEMID, *cmds[0], "-o", out], stdout=w,
+                                       stderr=subprocess.PIPE, timeout=120)
+                finally:
+                    os.close(w)
+                self.assertEqual((p.returncode, p.stderr), (-signal.SIGPIPE, b""))
+
     def test_reader_gone_is_a_quiet_stop(self):
         # `semid ... | head -1`: a reader of a stdout pipe that goes away ends
         # every command quietly with what a shell shows for SIGPIPE (141),
