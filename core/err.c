@@ -144,6 +144,15 @@ size_t sid_utf8_len(const unsigned char *s, size_t n)
 	return len;
 }
 
+const char *sid_byte_shown(unsigned char c, char buf[SID_BYTE_SHOWN_MAX])
+{
+	if (c >= 0x20 && c < 0x7f)
+		snprintf(buf, SID_BYTE_SHOWN_MAX, "'%c'", c);
+	else
+		snprintf(buf, SID_BYTE_SHOWN_MAX, "byte 0x%02x", c);
+	return buf;
+}
+
 size_t sid_utf8_prefix(const char *s, size_t max)
 {
 	/* not strnlen: gcc 12 at -O2 takes s[strnlen(s, max)] for the NUL

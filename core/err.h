@@ -73,6 +73,12 @@ const char *sid_strerror(int code);
  */
 size_t sid_utf8_len(const unsigned char *s, size_t n);
 
+/* One byte of a client's text for a message that points at it: "'*'"
+ * when it is printable ASCII (a space too), else "byte 0xc3".  Written to
+ * @buf and returned. */
+#define SID_BYTE_SHOWN_MAX 12
+const char *sid_byte_shown(unsigned char c, char buf[SID_BYTE_SHOWN_MAX]);
+
 /* How many bytes of @s to quote when at most @max may be: all of it if it
  * is that short, else @max or fewer, never ending inside a character. */
 size_t sid_utf8_prefix(const char *s, size_t max);

@@ -625,7 +625,7 @@ int sid_model_version_check(const char *v, struct sid_error *err)
 		if ((unsigned char)v[i] < 0x20 || v[i] == 0x7f)
 			return sid_error_set(err, SID_EINVAL,
 					     "model_version has a control character (0x%02x) at "
-					     "byte %zu",
+					     "byte offset %zu",
 					     (unsigned char)v[i], i);
 	if (!(j = json_string(v)))
 		return sid_error_set(err, SID_EINVAL, "model_version is not valid UTF-8");

@@ -270,9 +270,10 @@ static int parse_header(const char *path, const char *s, const char *end, enum s
 			if ((rc = parse_shape(&p, dims, &ndim)) < 0)
 				return rc;
 		} else {
-			return sid_error_set(err, SID_EFORMAT,
-					     "%s: header: unexpected key '%s' at byte %d", path,
-					     key, offset_of(key_at, s));
+			return sid_error_set(
+			    err, SID_EFORMAT,
+			    "%s: header: unexpected key '%s' at byte offset %d of the header", path,
+			    key, offset_of(key_at, s));
 		}
 		skip_ws(&p);
 		if (p.s < p.end && *p.s == ',') {
@@ -281,16 +282,18 @@ static int parse_header(const char *path, const char *s, const char *end, enum s
 		}
 		if (p.s < p.end && *p.s == '}')
 			break;
-		return sid_error_set(err, SID_EFORMAT,
-				     "%s: header: expected ',' or '}' after '%s' at byte %d", path,
-				     key, offset_of(p.s, s));
+		return sid_error_set(
+		    err, SID_EFORMAT,
+		    "%s: header: expected ',' or '}' after '%s' at byte offset %d of the header",
+		    path, key, offset_of(p.s, s));
 	}
 	p.s++; /* '}' */
 	skip_ws(&p);
 	if (p.s != p.end)
-		return sid_error_set(err, SID_EFORMAT,
-				     "%s: header: unexpected text after the dict at byte %d", path,
-				     offset_of(p.s, s));
+		return sid_error_set(
+		    err, SID_EFORMAT,
+		    "%s: header: unexpected text after the dict at byte offset %d of the header",
+		    path, offset_of(p.s, s));
 	if (!have_descr)
 		return sid_error_set(err, SID_EFORMAT, "%s: header: missing key 'descr'", path);
 	if (!have_fortran)
@@ -372,9 +375,10 @@ int sid_npy_open(const char *path, struct sid_npy *out, struct sid_error *err)
 	for (i = 0; i < hlen; i++) {
 		uint8_t c = b[hstart + i];
 		if ((c < 0x20 && c != '\n' && c != '\t' && c != '\r') || c >= 0x7f) {
-			rc = sid_error_set(err, SID_EFORMAT,
-					   "%s: header has a non-ASCII byte 0x%02x at offset %llu",
-					   path, c, (unsigned long long)(hstart + i));
+			rc = sid_error_set(
+			    err, SID_EFORMAT,
+			    "%s: header has a non-ASCII byte 0x%02x at byte offset %llu", path, c,
+			    (unsigned long long)(hstart + i));
 			goto fail;
 		}
 	}

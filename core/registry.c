@@ -51,16 +51,17 @@ int sid_reg_id_check(const char *id, struct sid_error *err)
 		unsigned c = s[i];
 		size_t n;
 		if (c < 0x20 || c == 0x7f)
-			return sid_error_set(err, SID_EINVAL,
-					     "id \"%.*s\": control character 0x%02x at byte %zu",
-					     utf8_cut(id, 64), id, c, i);
+			return sid_error_set(
+			    err, SID_EINVAL,
+			    "id \"%.*s\": control character 0x%02x at byte offset %zu",
+			    utf8_cut(id, 64), id, c, i);
 		if (!(n = sid_utf8_len(s + i, len - i)))
 			goto bad;
 		i += n;
 	}
 	return 0;
 bad:
-	return sid_error_set(err, SID_EINVAL, "id: invalid UTF-8 at byte %zu", i);
+	return sid_error_set(err, SID_EINVAL, "id: invalid UTF-8 at byte offset %zu", i);
 }
 
 static int version_check(const char *v, struct sid_error *err)
@@ -1222,56 +1223,64 @@ static char *b64_encode(const void *buf, size_t len)
 	return out;
 }
 
-/* Decode padded base64 of little-endian float32 into a malloc'ed array. */
-static int b64_floats(const char *s, size_t slen, float **out, int *D)
+/* Decode padded base64 of little-endian float32 into a malloc'ed array;
+ * SID_EFORMAT saying what is wrong and where (a character counted from 1,
+ * as lines are), or SID_ENOMEM. */
+static int b64_floats(const char *s, size_t slen, float **out, int *D, struct sid_error *err)
 {
+	char shown[SID_BYTE_SHOWN_MAX];
 	uint8_t *buf;
-	size_t n = 0;
+	size_t n = 0, i;
 	uint32_t acc = 0;
-	int bits = 0, pad = 0;
+	int bits = 0;
 
 	*out = NULL;
+	for (i = 0; i < slen; i++) /* the first stray character, before the length */
+		if (s[i] == '=' ? i + 2 < slen || (i + 2 == slen && s[slen - 1] != '=')
+				: !s[i] || !memchr(b64chars, s[i], 64))
+			return sid_error_set(
+			    err, SID_EFORMAT,
+			    "embedding_b64 is not valid base64 (character %zu, %s)", i + 1,
+			    sid_byte_shown((unsigned char)s[i], shown));
 	if (slen % 4)
-		return -1;
+		return sid_error_set(err, SID_EFORMAT,
+				     "embedding_b64 is not valid base64 (length %zu, not a "
+				     "multiple of 4)",
+				     slen);
 	buf = malloc(slen / 4 * 3 + 4);
 	if (!buf)
-		return -1;
-	for (size_t i = 0; i < slen; i++) {
-		const char *q;
-		if (s[i] == '=') {
-			if (i < slen - 2 || (i == slen - 2 && s[slen - 1] != '='))
-				goto bad;
-			pad++;
-			continue;
-		}
-		q = memchr(b64chars, s[i], 64);
-		if (!q || !s[i])
-			goto bad;
-		acc = acc << 6 | (uint32_t)(q - b64chars);
+		return sid_error_set(err, SID_ENOMEM, "embedding_b64: out of memory");
+	for (i = 0; i < slen && s[i] != '='; i++) {
+		acc = acc << 6 | (uint32_t)((const char *)memchr(b64chars, s[i], 64) - b64chars);
 		bits += 6;
 		if (bits >= 8) {
 			bits -= 8;
 			buf[n++] = (uint8_t)(acc >> bits);
 		}
 	}
-	(void)pad;
-	if (n == 0 || n % 4 || n / 4 > SID_MAX_DIM)
-		goto bad;
-	for (size_t i = 0; i < n / 4; i++) {
+	if (n == 0 || n % 4 || n / 4 > SID_MAX_DIM) {
+		free(buf);
+		return sid_error_set(err, SID_EFORMAT,
+				     "embedding_b64 decodes to %zu bytes; an embedding is 1 to %d "
+				     "float32 values (4 bytes each)",
+				     n, SID_MAX_DIM);
+	}
+	for (i = 0; i < n / 4; i++) {
 		float f;
 		uint32_t u = (uint32_t)buf[4 * i] | (uint32_t)buf[4 * i + 1] << 8 |
 			     (uint32_t)buf[4 * i + 2] << 16 | (uint32_t)buf[4 * i + 3] << 24;
 		memcpy(&f, &u, 4);
-		if (!isfinite(f))
-			goto bad;
+		if (!isfinite(f)) {
+			free(buf);
+			return sid_error_set(
+			    err, SID_EFORMAT,
+			    "embedding_b64 holds a non-finite float32 at index %zu", i);
+		}
 		memcpy(buf + 4 * i, &f, 4);
 	}
 	*out = (float *)(void *)buf;
 	*D = (int)(n / 4);
 	return 0;
-bad:
-	free(buf);
-	return -1;
 }
 
 static void time_format(int64_t ms, char out[80])
@@ -1436,9 +1445,8 @@ static int line_parse_fields(const char *kind, const char *id, const char *sid, 
 		return sid_error_set(err, SID_EFORMAT,
 				     "bad time \"%.*s\" / \"%.*s\" (want 2026-01-31T12:00:00.000Z)",
 				     utf8_cut(ct, 32), ct, utf8_cut(ut, 32), ut);
-	if (b64 && *b64 && b64_floats(b64, strlen(b64), emb, &e->D))
-		return sid_error_set(err, SID_EFORMAT,
-				     "embedding_b64 is not base64 of finite little-endian float32");
+	if (b64 && *b64)
+		return b64_floats(b64, strlen(b64), emb, &e->D, err);
 	return 0;
 }
 

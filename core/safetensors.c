@@ -375,7 +375,7 @@ int sid_st_parse(const void *buf, size_t len, struct sid_st_file *out, struct si
 				     foreign_hint(p, len, hint, sizeof(hint)));
 	if (memchr(p + 8, '\0', (size_t)hlen))
 		return sid_error_set(
-		    err, SID_EFORMAT, "header holds a NUL byte at offset %zu",
+		    err, SID_EFORMAT, "header holds a NUL byte at byte offset %zu",
 		    (size_t)((const uint8_t *)memchr(p + 8, '\0', (size_t)hlen) - p));
 
 	root = json_loadb((const char *)p + 8, (size_t)hlen, JSON_REJECT_DUPLICATES, &jerr);

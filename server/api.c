@@ -407,6 +407,7 @@ static int decode_b64(const char *s, size_t n, size_t i, const char *tname, int 
 		      struct srv_api_error *e)
 {
 	size_t bad = 0, want = (size_t)D * 4;
+	char shown[SID_BYTE_SHOWN_MAX];
 	uint8_t *bytes;
 	long got;
 
@@ -421,9 +422,10 @@ static int decode_b64(const char *s, size_t n, size_t i, const char *tname, int 
 			return fail(e, SRV_ERR_INVALID_ARGUMENT,
 				    "inputs[%zu].embedding_b64 is not valid base64 (length %zu)", i,
 				    n);
+		/* counted from 1, as lines and columns are, and shown */
 		return fail(e, SRV_ERR_INVALID_ARGUMENT,
-			    "inputs[%zu].embedding_b64 is not valid base64 (character %zu)", i,
-			    bad);
+			    "inputs[%zu].embedding_b64 is not valid base64 (character %zu, %s)", i,
+			    bad + 1, sid_byte_shown((unsigned char)s[bad], shown));
 	}
 	if (got != (long)want) {
 		size_t m = n, real;
@@ -443,8 +445,10 @@ static int decode_b64(const char *s, size_t n, size_t i, const char *tname, int 
 		memcpy(&row[j], &u, 4);
 		if (!isfinite(row[j])) {
 			free(bytes);
-			return fail(e, SRV_ERR_INVALID_ARGUMENT,
-				    "inputs[%zu].embedding_b64 value %d is not finite", i, j);
+			return fail(
+			    e, SRV_ERR_INVALID_ARGUMENT,
+			    "inputs[%zu].embedding_b64 holds a non-finite float32 at index %d", i,
+			    j);
 		}
 	}
 	free(bytes);

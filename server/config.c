@@ -73,10 +73,11 @@ static int token_check(const char *t, struct sid_error *err)
 	long at = ctl_at(t);
 
 	if (at >= 0)
-		return sid_error_set(err, SID_EINVAL,
-				     "admin_token has a control character (byte %ld), which "
-				     "no Authorization header can carry",
-				     at);
+		return sid_error_set(
+		    err, SID_EINVAL,
+		    "admin_token has a control character (at byte offset %ld), which "
+		    "no Authorization header can carry",
+		    at);
 	if (n && (t[0] == ' ' || t[n - 1] == ' '))
 		return sid_error_set(err, SID_EINVAL,
 				     "admin_token starts or ends with a space, which HTTP strips "
@@ -93,10 +94,11 @@ static int path_check(const char *name, const char *v, struct sid_error *err)
 	long at = ctl_at(v);
 
 	if (at >= 0)
-		return sid_error_set(err, SID_EINVAL,
-				     "%s has a control character (0x%02x at byte %ld); a value "
-				     "read from a file that ends in a newline?",
-				     name, (unsigned char)v[at], at);
+		return sid_error_set(
+		    err, SID_EINVAL,
+		    "%s has a control character (0x%02x at byte offset %ld); a value "
+		    "read from a file that ends in a newline?",
+		    name, (unsigned char)v[at], at);
 	return 0;
 }
 

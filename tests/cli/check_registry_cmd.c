@@ -1827,6 +1827,51 @@ START_TEST(t_import_strict)
 }
 END_TEST
 
+/*
+ * Bad base64 in an import says what is wrong and where, as the server
+ * does: a character counted from 1 (as the line is) and shown, the length,
+ * or the index of a value not finite.  It said only "embedding_b64 is not
+ * base64 of finite little-endian float32", wherever the fault was.
+ */
+START_TEST(t_import_bad_base64)
+{
+	static const struct {
+		const char *b64, *says;
+	} cases[] = {
+	    {"AACA*w==", "line 1: embedding_b64 is not valid base64 (character 5, '*')"},
+	    {"AACAPw\xc3\xa9",
+	     "line 1: embedding_b64 is not valid base64 (character 7, byte 0xc3)"},
+	    {"AA=APw==", "line 1: embedding_b64 is not valid base64 (character 3, '=')"},
+	    {"AACAPw=",
+	     "line 1: embedding_b64 is not valid base64 (length 7, not a multiple of 4)"},
+	    {"AACA", "line 1: embedding_b64 decodes to 3 bytes; an embedding is 1 to"},
+	    {"AACAPwAAgH8=", "line 1: embedding_b64 holds a non-finite float32 at index 1"},
+	};
+	char in[320], db3[320], line[512], msg[2048];
+
+	snprintf(in, sizeof(in), "%s/b64.tsv", dir);
+	snprintf(db3, sizeof(db3), "%s/b64.db", dir);
+	for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+		snprintf(line, sizeof(line),
+			 "item\tA\t1-2-0\tv\t2026-01-02T03:04:05.006Z\t2026-01-02T03:04:05.006Z"
+			 "\t%s\n",
+			 cases[k].b64);
+		write_text(in, line);
+		ck_assert_int_eq(
+		    run_err(msg, sizeof(msg), "registry", "import", in, "--db", db3, NULL),
+		    CLI_EXIT_INPUT);
+		ck_assert_msg(strstr(msg, cases[k].says), "case %zu: '%s' lacks '%s'", k, msg,
+			      cases[k].says);
+	}
+	/* and the one that is right goes in */
+	snprintf(line, sizeof(line),
+		 "item\tA\t1-2-0\tv\t2026-01-02T03:04:05.006Z\t2026-01-02T03:04:05.006Z"
+		 "\tAACAPw==\n");
+	write_text(in, line);
+	ck_assert_int_eq(run("registry", "import", in, "--db", db3, NULL), CLI_EXIT_OK);
+}
+END_TEST
+
 /* VmPeak of this process, in bytes (0 when /proc does not say). */
 static unsigned long long vm_peak(void)
 {
@@ -2185,6 +2230,7 @@ static Suite *registry_cmd_suite(void)
 	tcase_add_test(tc, t_restore_side_files);
 	tcase_add_test(tc, t_restore_opened_meanwhile);
 	tcase_add_test(tc, t_import_strict);
+	tcase_add_test(tc, t_import_bad_base64);
 	tcase_add_test(tc, t_import_line_limit_memory);
 	tcase_add_test(tc, t_assign_ids_line_limit_memory);
 	tcase_add_test(tc, t_assign_ids_nul);

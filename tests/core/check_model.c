@@ -178,8 +178,9 @@ START_TEST(test_meta_rejects)
 	REJECT_META("{\"format_version\":1,\"model_version\":3," TOWERS_OK "}",
 		    "metadata 'semid': model_version is not a string");
 	/* what the registry could not store: every assign would fail */
-	REJECT_META("{\"format_version\":1,\"model_version\":\"a\\tb\"," TOWERS_OK "}",
-		    "metadata 'semid': model_version has a control character (0x09) at byte 1");
+	REJECT_META(
+	    "{\"format_version\":1,\"model_version\":\"a\\tb\"," TOWERS_OK "}",
+	    "metadata 'semid': model_version has a control character (0x09) at byte offset 1");
 	REJECT_META("{\"format_version\":1,\"model_version\":\"a\\u0000b\"," TOWERS_OK "}",
 		    "\\u0000 is not allowed"); /* jansson's own refusal */
 	{

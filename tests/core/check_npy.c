@@ -277,7 +277,7 @@ START_TEST(test_bad_dict_syntax)
 			  "overflows");
 	/* a control byte and a non-ASCII byte */
 	expect_bad_header("{'descr': '<f4',\x01 'fortran_order': False, 'shape': (2, 3)}",
-			  "non-ASCII byte 0x01 at offset 26");
+			  "non-ASCII byte 0x01 at byte offset 26");
 	expect_bad_header("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3)}\xc3\xa9",
 			  "non-ASCII byte 0xc3");
 }

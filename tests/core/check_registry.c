@@ -349,14 +349,14 @@ START_TEST(t_id_check)
 	ck_assert_int_eq(sid_reg_id_check("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80", &err), 0);
 	ck_assert_int_eq(sid_reg_id_check("", &err), SID_EINVAL);
 	ck_assert_int_eq(sid_reg_id_check("a\tb", &err), SID_EINVAL);
-	ck_assert_ptr_nonnull(strstr(err.msg, "control character 0x09 at byte 1"));
+	ck_assert_ptr_nonnull(strstr(err.msg, "control character 0x09 at byte offset 1"));
 	ck_assert_int_eq(sid_reg_id_check("a\x7f", &err), SID_EINVAL);
 	ck_assert_int_eq(sid_reg_id_check("\xc3", &err), SID_EINVAL);	      /* truncated */
 	ck_assert_int_eq(sid_reg_id_check("\xc0\xaf", &err), SID_EINVAL);     /* overlong */
 	ck_assert_int_eq(sid_reg_id_check("\xed\xa0\x80", &err), SID_EINVAL); /* surrogate */
 	ck_assert_int_eq(sid_reg_id_check("\xf4\x90\x80\x80", &err), SID_EINVAL);
 	ck_assert_int_eq(sid_reg_id_check("ab\xff", &err), SID_EINVAL);
-	ck_assert_ptr_nonnull(strstr(err.msg, "byte 2"));
+	ck_assert_ptr_nonnull(strstr(err.msg, "invalid UTF-8 at byte offset 2"));
 	memset(big, 'x', SID_REG_ID_MAX);
 	big[SID_REG_ID_MAX] = '\0';
 	ck_assert_int_eq(sid_reg_id_check(big, &err), 0);

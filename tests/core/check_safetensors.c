@@ -155,7 +155,7 @@ START_TEST(test_bad_json)
 	size_t len;
 	uint8_t *buf = mb_raw_file("{\"a\" :{}}", NULL, 0, &len);
 	buf[8 + 4] = 0;
-	expect_bad_raw(buf, len, "NUL byte at offset 12", "nul");
+	expect_bad_raw(buf, len, "NUL byte at byte offset 12", "nul");
 	free(buf);
 }
 END_TEST

@@ -464,7 +464,7 @@ START_TEST(test_decode_errors)
 	     "inputs[0].embedding_b64 decodes to 16 bytes; the item tower expects 3 float32 "
 	     "values (12 bytes)"},
 	    {"{\"inputs\": [{\"embedding_b64\": \"AADAPwAA*MAAAIA+\"}]}", SRV_ERR_INVALID_ARGUMENT,
-	     "inputs[0].embedding_b64 is not valid base64 (character 8)"},
+	     "inputs[0].embedding_b64 is not valid base64 (character 9, '*')"},
 	    {"{\"inputs\": [{\"embedding_b64\": "
 	     "\"AADAPwAAAMAAAIA+AAAAAAAAAAAAAAAAAAAAAAAAAAAAAA==\"}]}",
 	     SRV_ERR_INVALID_ARGUMENT,
@@ -472,7 +472,7 @@ START_TEST(test_decode_errors)
 	     "values (12 bytes)"},
 	    /* NaN as float32 bits 0x7fc00000 */
 	    {"{\"inputs\": [{\"embedding_b64\": \"AADAfwAAAMAAAIA+\"}]}", SRV_ERR_INVALID_ARGUMENT,
-	     "inputs[0].embedding_b64 value 0 is not finite"},
+	     "inputs[0].embedding_b64 holds a non-finite float32 at index 0"},
 	    {"{\"inputs\": [{\"embedding\": [1, 2, 3], \"embedding_b64\": \"AADAPwAAAMAAAIA+\"}]}",
 	     SRV_ERR_INVALID_ARGUMENT, "inputs[0] has both embedding and embedding_b64; give one"},
 	    {"{\"inputs\": [{\"id\": \"a\"}]}", SRV_ERR_INVALID_ARGUMENT,
@@ -548,18 +548,18 @@ START_TEST(test_row_error_without_jansson)
 	     "inputs[2].embedding_b64 decodes to 8 bytes; the item tower expects 3 float32 values "
 	     "(12 bytes)"},
 	    {"{\"inputs\": [{\"embedding_b64\": \"AADAPwAA*MAAAIA+AAAA\"}]}", 1,
-	     "inputs[0].embedding_b64 is not valid base64 (character 8)"},
+	     "inputs[0].embedding_b64 is not valid base64 (character 9, '*')"},
 	    {"{\"inputs\": [{\"embedding_b64\": \"AADAPwAAAMAAAIA+AAAAAA==\"}]}", 1,
 	     "inputs[0].embedding_b64 decodes to 16 bytes; the item tower expects 3 float32 "
 	     "values (12 bytes)"},
 	    /* base64 of the right length that is not three finite floats */
 	    {"{\"inputs\": [{\"embedding_b64\": \"AADAPwAAAMAAAIA+\"}, {\"embedding_b64\": "
 	     "\"AADAPwAAwH8AAIA+\", \"id\": \"x\"}, {\"embedding_b64\": \"AADAPwAAAMAAAIB/\"}]}",
-	     1, "inputs[1].embedding_b64 value 1 is not finite"},
+	     1, "inputs[1].embedding_b64 holds a non-finite float32 at index 1"},
 	    {"{\"inputs\": [{\"embedding_b64\": \"AADAPwAA*MAAAIA+\"}]}", 1,
-	     "inputs[0].embedding_b64 is not valid base64 (character 8)"},
+	     "inputs[0].embedding_b64 is not valid base64 (character 9, '*')"},
 	    {"{\"inputs\": [{\"embedding_b64\": \"AADAPwAAAMAAAIB/\"}], \"format\": \"dash\"}", 1,
-	     "inputs[0].embedding_b64 value 2 is not finite"},
+	     "inputs[0].embedding_b64 holds a non-finite float32 at index 2"},
 	    /* a JSON value not finite as float32: still the jansson path's */
 	    {"{\"inputs\": [{\"embedding\": [1, 1e39, 3]}]}", 0,
 	     "inputs[0].embedding[1] = 1e+39 is not finite as float32"},

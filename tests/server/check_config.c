@@ -329,7 +329,8 @@ START_TEST(test_validate)
 	ck_assert_int_eq(srv_config_validate(&c, &err), 0);
 	strcpy(c.admin_token, "tok\n");
 	ck_assert_int_ne(srv_config_validate(&c, &err), 0);
-	ck_assert_ptr_nonnull(strstr(err.msg, "admin_token has a control character (byte 3)"));
+	ck_assert_ptr_nonnull(
+	    strstr(err.msg, "admin_token has a control character (at byte offset 3)"));
 	strcpy(c.admin_token, "a\tb");
 	ck_assert_int_ne(srv_config_validate(&c, &err), 0);
 	strcpy(c.admin_token, " tok");
@@ -436,24 +437,27 @@ START_TEST(test_check_names_source)
 		const char *a5[] = {"s", "--model", "m",
 				    "--registry=postgresql://h/db?sslmode=require\n"};
 		ck_assert_int_ne(parse(&c, &err, 4, a5), 0);
-		ck_assert_str_eq(err.msg, "--registry: registry has a control character (0x0a at "
-					  "byte 33); a value read from a file that ends in a "
-					  "newline?");
+		ck_assert_str_eq(err.msg,
+				 "--registry: registry has a control character (0x0a at "
+				 "byte offset 33); a value read from a file that ends in a "
+				 "newline?");
 	}
-	file_refused("{\"model\": \"/srv/m.safetensors\\r\"}",
-		     "model has a control character (0x0d at byte 18); a value read from a file "
-		     "that ends in a newline?");
+	file_refused(
+	    "{\"model\": \"/srv/m.safetensors\\r\"}",
+	    "model has a control character (0x0d at byte offset 18); a value read from a file "
+	    "that ends in a newline?");
 	srv_config_defaults(&c);
 	strcpy(c.model, "m");
 	strcpy(c.registry, "r\tdb");
 	ck_assert_int_ne(srv_config_validate(&c, &err), 0);
-	ck_assert_str_eq(err.msg, "registry has a control character (0x09 at byte 1); a value "
-				  "read from a file that ends in a newline?");
+	ck_assert_str_eq(err.msg,
+			 "registry has a control character (0x09 at byte offset 1); a value "
+			 "read from a file that ends in a newline?");
 
 	setenv("SEMID_ADMIN_TOKEN", "tok\n", 1);
 	ck_assert_int_ne(parse(&c, &err, 3, a3), 0);
 	ck_assert_str_eq(err.msg, "SEMID_ADMIN_TOKEN: admin_token has a control character "
-				  "(byte 3), which no Authorization header can carry");
+				  "(at byte offset 3), which no Authorization header can carry");
 	/* a flag's token wins, and the variable is then not looked at */
 	ck_assert_int_eq(parse(&c, &err, 5, a4), 0);
 	ck_assert_str_eq(c.admin_token, "tok");

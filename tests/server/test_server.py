@@ -265,7 +265,7 @@ class TestErrors(unittest.TestCase):
             ({"inputs": [{"embedding": [0.0] * 47 + [1e39]}]},
              "inputs[0].embedding[47] = 1e+39 is not finite as float32"),
             ({"inputs": [{"embedding_b64": "not base64!"}]},
-             "inputs[0].embedding_b64 is not valid base64 (character 3)"),
+             "inputs[0].embedding_b64 is not valid base64 (character 4, ' ')"),
             ({"inputs": [dict(good, embedding_b64=T.b64_row(np.zeros(48)))]},
              "inputs[0] has both embedding and embedding_b64; give one"),
             ({"inputs": [{"id": "x"}]}, "inputs[0] has neither embedding nor embedding_b64"),
@@ -302,7 +302,7 @@ class TestErrors(unittest.TestCase):
         self.check_error(SRV.json("POST", "/v1/items:encode",
                                   {"inputs": [{"embedding_b64": T.b64_row(nan)}]}),
                          400, "invalid_argument",
-                         "inputs[0].embedding_b64 value 5 is not finite")
+                         "inputs[0].embedding_b64 holds a non-finite float32 at index 5")
 
     def test_embedding_too_large_for_the_encoder(self):
         """Values finite as float32 but so large that the encoder overflows
@@ -379,7 +379,7 @@ class TestErrors(unittest.TestCase):
                 self.check_error(SRV.json("GET", path, conn=c), 400, "invalid_argument", msg)
             st, _, e = SRV.json("GET", "/v1/items/a%7Fb", conn=c)  # a real DEL
             self.assertEqual(e["error"]["message"],
-                             'id "a\x7fb": control character 0x7f at byte 1')
+                             'id "a\x7fb": control character 0x7f at byte offset 1')
             self.assertEqual(SRV.json("GET", "/v1/items/ab", conn=c)[0], 404)
         finally:
             c.close()
@@ -1221,7 +1221,7 @@ class TestLifecycle(unittest.TestCase):
             f.write('{"max_delay_us": -5}')
         self.refused(["--model", MODEL, "--config", cfg], "max_delay_us = -5 is out of range")
         self.refused(["--model", MODEL, "--admin-token", "s3cret\n"],
-                     "admin_token has a control character (byte 6)")
+                     "admin_token has a control character (at byte offset 6)")
         # a connection string libpq cannot parse: no retry will ever open it
         self.refused(["--model", MODEL, "--registry", "host=127.0.0.1 port=1 dbname"],
                      'semid-server: registry: bad connection string: missing "=" after '
@@ -1236,7 +1236,7 @@ class TestLifecycle(unittest.TestCase):
         reg = os.path.join(WORK, "r.db\n")
         self.refused(["--model", MODEL, "--listen", "127.0.0.1:0", "--registry", reg],
                      "semid-server: --registry: registry has a control character (0x0a at "
-                     "byte %d); a value read from a file that ends in a newline?\n"
+                     "byte offset %d); a value read from a file that ends in a newline?\n"
                      % (len(reg) - 1))
         self.assertFalse(os.path.exists(reg))
         # the documented example config is valid (its model path is a placeholder)
