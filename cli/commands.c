@@ -89,6 +89,11 @@ static const char usage_encode[] =
     "missing/invalid model, no such tower, input not a 2-D float .npy, wrong number\n"
     "of columns, or a non-finite value (the message names its row and column).\n";
 
+static int is_help(const char *arg)
+{
+	return strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0;
+}
+
 static void print_error(const char *msg)
 {
 	fprintf(stderr, "semid: %s\n", msg);
@@ -117,7 +122,7 @@ static int cmd_inspect(int argc, char **argv)
 	int rc, status = CLI_EXIT_IO;
 
 	for (int i = 0; i < argc; i++)
-		if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+		if (is_help(argv[i])) {
 			fputs(usage_inspect, stdout);
 			return CLI_EXIT_OK;
 		}
@@ -196,6 +201,10 @@ static int cmd_encode(int argc, char **argv)
 
 static int cmd_version(int argc, char **argv)
 {
+	if (argc == 1 && is_help(argv[0])) { /* it has no options: semid's help */
+		fputs(usage_main, stdout);
+		return CLI_EXIT_OK;
+	}
 	if (argc > 0)
 		return cli_usage_error("version", NULL, "unexpected argument '%s'", argv[0]);
 	printf("semid %s (model format %d)\n", SEMID_VERSION, SID_FORMAT_VERSION);
@@ -206,7 +215,7 @@ static int cmd_help(int argc, char **argv)
 {
 	if (argc > 1)
 		return cli_usage_error("help", NULL, "unexpected argument '%s'", argv[1]);
-	if (argc == 0) {
+	if (argc == 0 || is_help(argv[0])) {
 		fputs(usage_main, stdout);
 		return CLI_EXIT_OK;
 	}
@@ -248,7 +257,7 @@ static int dispatch(int argc, char **argv)
 		return cmd_version(argc - 2, argv + 2);
 	if (strcmp(cmd, "help") == 0)
 		return cmd_help(argc - 2, argv + 2);
-	if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0)
+	if (is_help(cmd))
 		return cmd_help(argc - 2, argv + 2);
 	return cli_usage_error(NULL, NULL, "unknown command '%s'", cmd);
 }

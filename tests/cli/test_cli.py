@@ -713,6 +713,12 @@ class CliTest(unittest.TestCase):
         for name in sorted(names):
             self.assertRegex(top, r"registry <command>[^\n]*(\n {20,}[^\n]*)*\b%s\b" % name)
         self.assertEqual(run("registry").returncode, 2)
+        # --help after a command without options is semid's help, not an
+        # unexpected argument (version) or no command '--help' (help)
+        for args in (["version", "--help"], ["help", "--help"], ["help", "-h"]):
+            p = run(*args)
+            self.assertEqual((p.returncode, p.stderr), (0, b""))
+            self.assertIn(b"usage: semid <command>", p.stdout)
         p = run("help", "inspect")
         self.assertEqual(p.returncode, 0)
         self.assertIn(b"semid inspect MODEL", p.stdout)
