@@ -792,6 +792,45 @@ class CliTest(unittest.TestCase):
                 self.assertEqual(p.stdout, b"")
                 self.assertIn("usage: semid " + " ".join(args), p.stderr.decode())
 
+    def test_registry_help_names_the_commands_of_each_option(self):
+        # Each option of `semid registry --help` is taken by exactly the
+        # commands its line names ("CMD, CMD:", or "all but CMD and CMD:";
+        # neither: every command), and refused by the others: --kind,
+        # --progress and --output read as options of every command, while
+        # import, backup, restore, get, sid or list refused some of them.
+        text = run("registry", "--help").stdout.decode()
+        section = text.split("\ncommands:\n")[1].split("\n\n")[0]
+        commands = set(re.findall(r"^  ([a-z]+) ", section, re.M)) | {"sid"}
+        table = text.split("\noptions")[1].split("\n\n")[0]
+        lines = re.findall(r"^(?:  -\w, |      )(--[a-z-]+)( \S+)?  +(\S.*(?:\n {24}\S.*)*)",
+                           table, re.M)
+        self.assertGreaterEqual(len(lines), 15, table)
+        values = {"--kind": "item", "--batch": "5", "--limit": "5", "--format": "tsv",
+                  "--max-rate": "1"}
+        for opt, meta, desc in lines:
+            desc = " ".join(desc.split())
+            but = re.match(r"all but ([a-z, ]+):", desc)
+            only = re.match(r"([a-z]+(?:(?:, |/)[a-z]+)*): ", desc)
+            if but:
+                takers = commands - set(re.split(r", | and ", but.group(1)))
+            elif only and set(re.split(r", |/", only.group(1))) <= commands:
+                takers = set(re.split(r", |/", only.group(1)))
+            else:
+                takers = commands
+            forms = [opt] + (["--no-progress"] if opt == "--progress" else [])
+            for form, cmd in ((f, c) for f in forms for c in sorted(commands)):
+                with self.subTest(option=form, command=cmd):
+                    arg = [form] + ([values.get(form, "x")] if meta else [])
+                    p = run("registry", cmd, *arg, "--bogus-zz", cwd=self.out.name)
+                    self.assertEqual(p.returncode, 2)
+                    said = p.stderr.decode().splitlines()[0]
+                    if cmd in takers:
+                        self.assertEqual(said, f"semid registry {cmd}: unknown option --bogus-zz")
+                    else:
+                        self.assertEqual(said, f"semid registry {cmd}: {form} is not an option "
+                                         f"of {cmd}")
+        self.assertEqual(self.out_files(), [])
+
     def test_stray_arguments_and_empty_paths(self):
         self.assert_bad(run("version", "x"), "semid version: unexpected argument 'x'")
         self.assert_bad(run("help", "encode", "x"), "semid help: unexpected argument 'x'")
