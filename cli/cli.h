@@ -138,6 +138,13 @@ int cli_output_commit(struct cli_output *w, struct sid_error *err);
 /* Give up: a file output is dropped (the old file untouched), stdout is
  * flushed.  No-op on an output zeroed or already ended. */
 void cli_output_abort(struct cli_output *w);
+/* For a file written otherwise, in place (reassign's append-only log), that
+ * may be a FIFO: until _release, a reader of it that goes away fails the
+ * write with EPIPE, to be reported with its name, instead of SIGPIPE ending
+ * the process without a word; stdout's own reader gone still ends it
+ * quietly.  cli_output_open does this for a device output.  One at a time. */
+void cli_output_pipe_catch(void);
+void cli_output_pipe_release(void);
 /* @w's path for messages ("stdout" for "-"). */
 const char *cli_output_name(const struct cli_output *w);
 /* The file an open file output replaces: the one a symbolic link names, or

@@ -52,6 +52,7 @@ static const int caught[CLI_OUTPUT_SIGNALS] = {SIGINT, SIGTERM, SIGHUP, SIGBUS};
 
 /* SIGPIPE's action before on_sigpipe (one output open at a time). */
 static struct sigaction pipe_saved;
+static int pipe_caught;
 
 /* A write into a pipe or socket with no reader while a named output is open
  * (-o FIFO): that output's reader gone fails the write with EPIPE, which
@@ -77,12 +78,31 @@ static void signals_install(struct cli_output *w)
 	for (i = 0; i < CLI_OUTPUT_SIGNALS; i++)
 		sid_catch_unless_ignored(caught[i], &sa, &w->saved[i]);
 	if (w->kind == CLI_OUT_DEVICE) {
-		sa.sa_handler = on_sigpipe;
-		sa.sa_flags = SA_RESTART;
-		sigaction(SIGPIPE, &sa, &pipe_saved);
+		cli_output_pipe_catch();
 		w->pipe_on = 1;
 	}
 	w->signals_on = 1;
+}
+
+void cli_output_pipe_catch(void)
+{
+	struct sigaction sa;
+
+	if (pipe_caught)
+		return;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_sigpipe;
+	sa.sa_flags = SA_RESTART;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGPIPE, &sa, &pipe_saved);
+	pipe_caught = 1;
+}
+
+void cli_output_pipe_release(void)
+{
+	if (pipe_caught)
+		sigaction(SIGPIPE, &pipe_saved, NULL);
+	pipe_caught = 0;
 }
 
 static void signals_restore(struct cli_output *w)
@@ -94,7 +114,7 @@ static void signals_restore(struct cli_output *w)
 	for (i = 0; i < CLI_OUTPUT_SIGNALS; i++)
 		sigaction(caught[i], &w->saved[i], NULL);
 	if (w->pipe_on)
-		sigaction(SIGPIPE, &pipe_saved, NULL);
+		cli_output_pipe_release();
 	w->signals_on = w->pipe_on = 0;
 }
 

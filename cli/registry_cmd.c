@@ -1474,6 +1474,8 @@ static int cmd_reassign(const struct opts *o, struct sid_registry *r, struct sid
 		sid_model_unref(m);
 		return err->code;
 	}
+	if (mv.fp != stdout)
+		cli_output_pipe_catch(); /* -o FIFO: a reader gone is a write error */
 	mv.d = &d;
 	mv.r = r;
 	memset(&sa, 0, sizeof(sa));
@@ -1499,6 +1501,7 @@ static int cmd_reassign(const struct opts *o, struct sid_registry *r, struct sid
 		walk_bar_end(&mv.walk, r);
 	cli_progress_end(&mv.bar, (size_t)mv.n);
 	crc = moves_close(mv.fp, output_name(o), &e2);
+	cli_output_pipe_release();
 	if (!rc && crc) {
 		*err = e2;
 		rc = crc;

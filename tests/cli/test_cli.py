@@ -896,6 +896,23 @@ class CliTest(unittest.TestCase):
                 self.assertEqual((p.returncode, p.stdout), (1, b""), p.stderr)
                 self.assertRegex(p.stderr.decode(),
                                  r"\Asemid: /dev/full: [^\n]*No space left on device\n\Z")
+        # reassign's move log (appended to, not a cli_output): the reader
+        # gone stops it after the batch in flight, with the count moved (it
+        # was ended by SIGPIPE without a word on what had moved)
+        model2 = os.path.join(self.out.name, "m2.safetensors")
+        make_model(model2, np.random.default_rng(8), model_version="test-2")
+        for pre in (None, ignore):
+            with self.subTest(args="reassign", sigpipe="ignored" if pre else "default"):
+                proc = subprocess.Popen([SEMID, "registry", "reassign", "--model", model2,
+                                         "--db", db, "--batch", "100", "-o", fifo],
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                        preexec_fn=pre)
+                with open(fifo, "rb") as f:
+                    self.assertTrue(f.read(10))
+                out, err = proc.communicate(timeout=120)
+                self.assertEqual((proc.returncode, out), (1, b""), err)
+                self.assertIn(f"semid: {fifo}: write failed: Broken pipe\n", err.decode())
+                self.assertRegex(err.decode(), r"semid: stopped after reassigning \d+ of 20000 ")
         # stdout's own reader gone is still the quiet stop, through
         # /dev/stdout too
         for out in ("-", "/dev/stdout"):
