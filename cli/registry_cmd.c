@@ -345,6 +345,20 @@ static int store_target(const struct opts *o, char path[4096], const char **targ
 	return 0;
 }
 
+/* SQLite would say "disk I/O error" for a directory, and would put its
+ * -wal and -shm files beside a device: SID_EINVAL for a SQLite @target that
+ * exists and is not a regular file. */
+static int store_file_check(const char *target, struct sid_error *err)
+{
+	struct stat st;
+
+	if (*target && !sid_registry_target_is_pg(target) && stat(target, &st) == 0 &&
+	    !S_ISREG(st.st_mode))
+		return sid_error_set(err, SID_EINVAL, "registry %s: %s, not a registry file",
+				     target, S_ISDIR(st.st_mode) ? "a directory" : "not a file");
+	return 0;
+}
+
 static int store_open(const struct opts *o, struct sid_registry **r, struct sid_error *err)
 {
 	char path[4096];
@@ -360,12 +374,8 @@ static int store_open(const struct opts *o, struct sid_registry **r, struct sid_
 		return sid_error_set(err, SID_EINVAL,
 				     "backup copies a SQLite store's file; a PostgreSQL store is "
 				     "backed up with PostgreSQL's own tools (pg_dump)");
-	/* SQLite would say "disk I/O error" for a directory, and would put its
-	 * -wal and -shm files beside a device */
-	if (*target && !sid_registry_target_is_pg(target) && stat(target, &st) == 0 &&
-	    !S_ISREG(st.st_mode))
-		return sid_error_set(err, SID_EINVAL, "registry %s: %s, not a registry file",
-				     target, S_ISDIR(st.st_mode) ? "a directory" : "not a file");
+	if ((rc = store_file_check(target, err)))
+		return rc;
 	/* reassign writes but has nothing to do in a new store: a --model NEW
 	 * away from the store (releases/) must not make an empty one there */
 	if (!strcmp(o->cmd, "reassign") && !sid_registry_target_is_pg(target) &&
@@ -1169,6 +1179,9 @@ static int cmd_restore(const struct opts *o, struct sid_error *err)
 		    err, SID_EINVAL,
 		    "restore replaces a SQLite store's file; a PostgreSQL store is "
 		    "restored with PostgreSQL's own tools (pg_restore)");
+	/* a directory: not SQLite's "disk I/O error", nor a rename over it */
+	if ((rc = store_file_check(backup, err)) || (rc = store_file_check(store, err)))
+		return rc;
 	/* the link and the renames below would act on the link itself */
 	if (lstat(store, &old) == 0 && S_ISLNK(old.st_mode))
 		return sid_error_set(err, SID_EINVAL,

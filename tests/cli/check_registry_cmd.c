@@ -1206,6 +1206,24 @@ START_TEST(t_restore)
 	ck_assert_int_eq(stat(model, &st), 0);
 	ck_assert_msg(st.st_ino == ino, "the model was replaced");
 	ck_assert_int_eq(files_holding(dir, ".pre-restore."), 0);
+	/* a directory as the backup or as the store is said to be one, as
+	 * --db DIR is for the other commands: the backup was SQLite's "open:
+	 * disk I/O error" (exit 1), the store "--output DIR is not a regular
+	 * file", an option restore has not */
+	{
+		char want[400];
+		snprintf(want, sizeof(want), "semid: registry %s: a directory, not a registry file",
+			 dir);
+		ck_assert_int_eq(
+		    run_err(msg, sizeof(msg), "registry", "restore", dir, "--db", db, NULL),
+		    CLI_EXIT_INPUT);
+		ASSERT_HAS(msg, want);
+		ck_assert_int_eq(
+		    run_err(msg, sizeof(msg), "registry", "restore", bk, "--db", dir, NULL),
+		    CLI_EXIT_INPUT);
+		ASSERT_HAS(msg, want);
+		ck_assert_int_eq(files_holding(dir, ".pre-restore."), 0);
+	}
 	pid = open_and_wait(0, 0);
 	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "restore", bk, "--db", db, NULL),
 			 CLI_EXIT_IO);
