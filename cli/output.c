@@ -244,6 +244,16 @@ static const char *link_target(struct cli_output *w, const char *path, int *in_p
 	return w->target;
 }
 
+/* An output that is a directory cannot be created (SID_EIO), whichever
+ * command's it is. */
+static int not_a_directory(const char *path, const struct stat *st, struct sid_error *err)
+{
+	if (S_ISDIR(st->st_mode))
+		return sid_error_set(err, SID_EIO,
+				     "%s: cannot create the output: it is a directory", path);
+	return 0;
+}
+
 int cli_output_open_named(struct cli_output *w, const char *path, const char *const *inputs,
 			  struct sid_error *err)
 {
@@ -261,7 +271,8 @@ int cli_output_open_named(struct cli_output *w, const char *path, const char *co
 	if (!(path = link_target(w, path, &in_place, err)))
 		return SID_EIO;
 	if (stat(path, &st) == 0) {
-		if ((rc = cli_output_not_input(path, &st, inputs, err)) < 0)
+		if ((rc = cli_output_not_input(path, &st, inputs, err)) < 0 ||
+		    (rc = not_a_directory(path, &st, err)) < 0)
 			return rc;
 		if (!S_ISREG(st.st_mode) || in_place)
 			return sid_error_set(err, SID_EINVAL,
@@ -300,9 +311,8 @@ int cli_output_open(struct cli_output *w, const char *path, FILE *std, const cha
 	if ((replaces = stat(path, &st) == 0)) {
 		if ((rc = cli_output_not_input(path, &st, inputs, err)) < 0)
 			return rc;
-		if (S_ISDIR(st.st_mode))
-			return sid_error_set(
-			    err, SID_EIO, "%s: cannot create the output: it is a directory", path);
+		if ((rc = not_a_directory(path, &st, err)) < 0)
+			return rc;
 		if (!S_ISREG(st.st_mode) || in_place) { /* /dev/null, a FIFO, /dev/stdout */
 			int own = in_place ? own_descriptor(path, &st) : -1;
 

@@ -902,7 +902,17 @@ START_TEST(t_backup)
 		ck_assert_int_eq(stat(name, &s1) == 0, had);
 		ck_assert(!had || s1.st_ino == s0.st_ino);
 	}
-	ck_assert_int_eq(run("registry", "backup", "--db", db, "-o", bdir, NULL), CLI_EXIT_INPUT);
+	/* a directory: what encode and export say of one, and their status
+	 * (it was "--output DIR is not a regular file; name a file", exit 2) */
+	ck_assert_int_eq(
+	    run_err(msg, sizeof(msg), "registry", "backup", "--db", db, "-o", bdir, NULL),
+	    CLI_EXIT_IO);
+	{
+		char want[400];
+		snprintf(want, sizeof(want),
+			 "semid: %s: cannot create the output: it is a directory\n", bdir);
+		ck_assert_str_eq(msg, want);
+	}
 	ck_assert_int_eq(run("registry", "backup", "--db", db, "-o", bk, "--max-rate", "0", NULL),
 			 CLI_EXIT_INPUT);
 	ck_assert_int_eq(run("registry", "backup", "--db", db, "-o", bk, "--max-rate", "x", NULL),
