@@ -208,6 +208,22 @@ void sid__reg_codes_pack(const int32_t *codes, int L, uint8_t *buf)
 	}
 }
 
+#define SCHEMA_AHEAD "is newer than this build's"
+
+int sid__reg_schema_ahead(struct sid_error *err, const char *label, int version, int known)
+{
+	return sid_error_set(err, SID_EFORMAT,
+			     "registry %s: schema version %d " SCHEMA_AHEAD " %d (a newer semid "
+			     "created or migrated it): run a semid that knows version %d",
+			     label, version, known, version);
+}
+
+int sid_registry_error_schema_ahead(const struct sid_error *err)
+{
+	return err && err->code == SID_EFORMAT && strstr(err->msg, ": schema version ") &&
+	       strstr(err->msg, " " SCHEMA_AHEAD " ");
+}
+
 int sid__reg_schema_parse(const char *text)
 {
 	int v = 0;

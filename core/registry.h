@@ -171,6 +171,11 @@ void sid_registry_close(struct sid_registry *r); /* NULL: no-op */
  * string, 0 for a SQLite path. */
 int sid_registry_target_is_pg(const char *target);
 
+/* 1 when @err is an open's refusal of a store whose schema version is newer
+ * than this build's (SID_EFORMAT: a newer semid created or migrated it), a
+ * store no retry of this build will open. */
+int sid_registry_error_schema_ahead(const struct sid_error *err);
+
 /* 1 when @target is a PostgreSQL connection string that holds a password
  * (password=..., ?password=..., or user:password@ in a URI), as libpq parses
  * it; 0 otherwise (a path, no password, or one libpq cannot parse). */
@@ -549,6 +554,10 @@ int sid__reg_pg_open(const char *conninfo, unsigned flags, int timeout_ms,
  * 9999; -1 for anything else (a store whose version cannot be read is not
  * migrated, nor read as empty). */
 int sid__reg_schema_parse(const char *text);
+
+/* Refuse a store whose schema @version is newer than this build's @known:
+ * SID_EFORMAT with the message sid_registry_error_schema_ahead knows. */
+int sid__reg_schema_ahead(struct sid_error *err, const char *label, int version, int known);
 
 /* codes (L) <-> big-endian bytes (4L); decode checks the length and range. */
 void sid__reg_codes_pack(const int32_t *codes, int L, uint8_t *buf);

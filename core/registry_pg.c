@@ -1917,9 +1917,7 @@ static int migrate_body(struct pg *s, struct sid_error *err)
 					     s->base.label);
 	}
 	if (version > SCHEMA_VERSION)
-		return sid_error_set(err, SID_EFORMAT,
-				     "registry %s: schema version %d; this build knows 1..%d",
-				     s->base.label, version, SCHEMA_VERSION);
+		return sid__reg_schema_ahead(err, s->base.label, version, SCHEMA_VERSION);
 	if (version < SCHEMA_VERSION && (s->base.open_flags & SID_REG_READONLY)) {
 		/* reading never creates or migrates (as with SQLite) */
 		if (!version)

@@ -1514,9 +1514,7 @@ static int migrate(struct sq *s, int readonly, struct sid_error *err)
 		goto fail;
 	}
 	if (version > SCHEMA_VERSION) {
-		rc = sid_error_set(err, SID_EFORMAT,
-				   "registry %s: schema version %d; this build knows 1..%d",
-				   s->base.label, version, SCHEMA_VERSION);
+		rc = sid__reg_schema_ahead(err, s->base.label, version, SCHEMA_VERSION);
 		goto fail;
 	}
 	if (version < SCHEMA_VERSION && readonly) {

@@ -31,7 +31,9 @@ static void set_health(struct srv_store *s, int up, const char *msg)
 	pthread_mutex_unlock(&s->mu);
 }
 
-static int open_role(struct srv_store *s, int role, struct sid_error *err)
+/* Open the handle in @role.  At start (@starting) a store that no retry
+ * will open is not retried but returned, for srv_store_init to refuse. */
+static int open_role(struct srv_store *s, int role, int starting, struct sid_error *err)
 {
 	unsigned flags = 0;
 	struct sid_registry *h = NULL;
@@ -45,7 +47,7 @@ static int open_role(struct srv_store *s, int role, struct sid_error *err)
 	/* (without s->mu: a PostgreSQL open may wait for its connect timeout,
 	 * and /v1/model and the metrics read the health meanwhile) */
 	rc = sid_registry_open_timeout(s->target, flags, s->timeout_ms, &h, err);
-	if (rc == SID_EINVAL)
+	if (rc == SID_EINVAL || (starting && sid_registry_error_schema_ahead(err)))
 		return rc; /* no retry can open it: srv_store_init refuses it */
 	if (rc) {
 		s->open_err[role] = *err;
@@ -135,17 +137,22 @@ int srv_store_init(struct srv_store *s, const struct srv_config *cfg, struct sid
 	 * A store that did not answer the writer is not tried again for the
 	 * reader now (one connect timeout at start, not two): the first lookup
 	 * opens it. */
-	rc = open_role(s, SRV_STORE_WRITER(0), &e);
+	rc = open_role(s, SRV_STORE_WRITER(0), 1, &e);
 	if (rc == SID_EINVAL) {
 		/* a connection string libpq cannot parse: a bad config value,
 		 * not an outage to wait out */
 		return sid_error_set(err, SID_EINVAL, "%s", e.msg);
 	}
+	if (rc && sid_registry_error_schema_ahead(&e))
+		/* written by a newer semid: this build will never use it, and a
+		 * rollback that replaced the fleet's newer servers with ones that
+		 * answer every assign 503 would be an outage; stop it here */
+		return sid_error_set(err, SID_EFORMAT, "%s", e.msg);
 	if (rc == 0 && e.code == SID_EUNAVAIL) {
 		srv_log(SRV_LOG_WARN, "registry",
 			"%s (encode serves; assign and lookups answer 503, and each retries)",
 			e.msg);
-	} else if (s->h[SRV_STORE_WRITER(0)] && open_role(s, SRV_STORE_READER, &e) == 0) {
+	} else if (s->h[SRV_STORE_WRITER(0)] && open_role(s, SRV_STORE_READER, 0, &e) == 0) {
 		struct srv_logline l;
 		srv_logline_begin(&l, SRV_LOG_INFO, "registry");
 		srv_logline_str(&l, "backend", s->backend);
@@ -184,13 +191,13 @@ int srv_store_get(struct srv_store *s, int role, struct sid_registry **out, stru
 			/* A read-only connection cannot create the file: lookups on a
 			 * store that was never opened for writing find it missing. */
 			struct sid_error e;
-			if (open_role(s, SRV_STORE_WRITER(0), &e) == 0 ||
+			if (open_role(s, SRV_STORE_WRITER(0), 0, &e) == 0 ||
 			    access(s->target, F_OK) == 0)
-				rc = open_role(s, role, err);
+				rc = open_role(s, role, 0, err);
 			else
 				rc = sid_error_set(err, SID_EUNAVAIL, "%s", e.msg);
 		} else {
-			rc = open_role(s, role, err);
+			rc = open_role(s, role, 0, err);
 		}
 		if (rc)
 			rc = SID_EUNAVAIL;

@@ -65,7 +65,8 @@ struct srv_store {
  * Resolve cfg->registry (default: beside cfg->model; "none": disabled) and
  * try to open both handles.  A store that cannot be opened now is not an
  * error (logged as event=registry; retried later); only a target no retry
- * can open (a connection string libpq cannot parse: SID_EINVAL) and an
+ * can open (a connection string libpq cannot parse: SID_EINVAL; a store
+ * whose schema is newer than this build's: SID_EFORMAT) and an
  * out-of-memory failure to set up are.
  */
 int srv_store_init(struct srv_store *s, const struct srv_config *cfg, struct sid_error *err);

@@ -9,7 +9,8 @@ codeword per level), and the suffixes from the rule of proto/registry.md
 (a new id takes the smallest suffix its codes do not hold yet, in input
 order).  Covered: idempotence, colliding codes, stability across a model
 swap, reassign, lookups and prefix paging, bad input, a corrupt and a
-read-only SQLite file (503 while encode answers 200), the SQLite file
+read-only SQLite file (503 while encode answers 200), a store whose schema
+a newer semid wrote (on either backend: refused at start, exit 2), the SQLite file
 moved away under the server and back, several clients
 assigning overlapping colliding ids at once, a store locked by another
 process (assign waits and answers 503, encode and lookups are not held up),
@@ -395,6 +396,36 @@ class TestAssignSqlite(Base):
             self.assertEqual([e["id"] for e in page["entries"]], ["42"])
         finally:
             self.assertEqual(srv.stop(), 0)
+
+    def refused_newer_schema(self, d, registry, bump):
+        """A store a newer semid wrote (@bump() sets its schema_version to
+        2 after a first server made it): the server refuses to start (exit 2)
+        naming both versions.  It used to start and answer every assign 503
+        while it retried a store this build can never use; on a rollback
+        that replaced a fleet's newer servers, that was an outage of assign."""
+        srv, model = self.start(d, {"item": self.ta}, "N", ["--registry", registry])
+        X, _ = T.tie_free_inputs(self.rng, self.ta, 1)
+        self.assertEqual(assign(srv, ["n"], X)[0], 200)
+        self.assertEqual(srv.stop(), 0)
+        bump()
+        p = subprocess.run([T.SERVER, "--model", model, "--listen", "127.0.0.1:0",
+                            "--registry", registry], capture_output=True, text=True,
+                           timeout=60)
+        self.assertEqual(p.returncode, 2, p.stdout + p.stderr)
+        self.assertIn("schema version 2 is newer than this build's 1", p.stderr)
+        self.assertNotIn("event=listening", p.stdout + p.stderr)
+
+    def test_newer_schema_refused_at_start(self):
+        d = self.fresh_dir()
+        db = os.path.join(d, "r.db")
+
+        def bump():
+            import sqlite3
+            c = sqlite3.connect(db)
+            c.execute("UPDATE semid_meta SET value = '2' WHERE key = 'schema_version'")
+            c.commit()
+            c.close()
+        self.refused_newer_schema(d, db, bump)
 
     def test_corrupt_and_disabled(self):
         d = self.fresh_dir()
@@ -1094,6 +1125,17 @@ class TestAssignPostgres(PgBase):
         finally:
             self.assertEqual(s1.stop(), 0)
             self.assertEqual(s2.stop(), 0)
+
+    def test_newer_schema_refused_at_start(self):
+        conninfo = self.fresh_db("newer")
+        db = re.search(r"dbname=(\S+)", conninfo).group(1)
+
+        def bump():
+            subprocess.run([pg_fixture.PGBIN + "/psql", "-h", "127.0.0.1", "-p",
+                            str(self.pg.port), "-U", "postgres", "-d", db, "-XAtq", "-c",
+                            "UPDATE semid_meta SET value = '2' WHERE key = 'schema_version'"],
+                           check=True, capture_output=True, timeout=60)
+        TestAssignSqlite.refused_newer_schema(self, self.fresh_dir(), conninfo, bump)
 
     def test_restart_mid_stream(self):
         """PostgreSQL restarted (pg_ctl stop -m fast, which ends every
