@@ -20,7 +20,8 @@
  * deleted or truncated, the file
  * checked once per call, not per op or id, and a backup taken while another
  * connection commits; on PostgreSQL a server that
- * stops and comes back, a newer schema met on a lazy first connection and
+ * stops and comes back, eight processes creating the schema at once, a
+ * newer schema met on a lazy first connection and
  * on a reconnect, a role that may not create the schema, a first
  * transaction run again after a lost race (its levels are not kept), a
  * reassign whose COMMIT's answer was lost (a relay drops it), and
@@ -3731,6 +3732,91 @@ static void pg_value(const char *conninfo, const char *sql, char *buf, size_t le
 	PQfinish(c);
 }
 
+/* Servers of a fleet started at once on an empty database.  Creating the
+ * schema is one process at a time (an advisory lock, MIGRATE_KEY): here
+ * another session holds that lock until all eight processes wait for it
+ * (each inside its open), so that they go on in one burst; every open
+ * succeeds, the schema is made once, and each process's id under the one
+ * code tuple gets its own suffix, 0..7.  Without the lock, processes that
+ * met in CREATE TABLE failed their open ("duplicate key value violates
+ * unique constraint "pg_type_typname_nsp_index""). */
+#define MIGRATE_KEY "7305853201" /* LOCK_KEY in core/registry_pg.c */
+
+START_TEST(t_pg_schema_race)
+{
+	enum { P = 8 };
+	pid_t pid[P];
+	int seen[P] = {0}, status[P] = {0}, waiting = 0;
+	int ended = 0; /* 1 + the index of a process that ended while held */
+	struct sid_registry *r;
+	struct sid_reg_stats st;
+	struct sid_error err;
+	PGconn *holder;
+	PGresult *res;
+	char n[16];
+
+	NEED_STORE();
+	holder = PQconnectdb(target);
+	ck_assert_msg(PQstatus(holder) == CONNECTION_OK, "%s", PQerrorMessage(holder));
+	res = PQexec(holder, "BEGIN; SELECT pg_advisory_xact_lock(" MIGRATE_KEY ")");
+	ck_assert_int_eq(PQresultStatus(res), PGRES_TUPLES_OK);
+	PQclear(res);
+	for (int k = 0; k < P; k++) {
+		pid[k] = fork();
+		ck_assert_int_ge(pid[k], 0);
+		if (pid[k] == 0) {
+			struct sid_registry *h = NULL;
+			struct sid_reg_entry e;
+			int32_t c[3] = {4, 4, 4};
+			char id[16];
+			struct sid_reg_item it = {id, c, NULL};
+			snprintf(id, sizeof(id), "race%d", k);
+			if (sid_registry_open(target, 0, &h, &err) ||
+			    sid_registry_assign(h, SID_TOWER_ITEM, &it, 1, 3, 0, "v", 0, &e,
+						&err)) {
+				fprintf(stderr, "process %d: %s\n", k, err.msg);
+				_exit(1);
+			}
+			sid_registry_close(h);
+			_exit(e.suffix < P ? 10 + (int)e.suffix : 2);
+		}
+	}
+	/* until all wait, or one ends: it was not held up by the lock */
+	for (int t = 0; t < 300 && waiting < P && !ended; t++) {
+		for (int k = 0; k < P && !ended; k++)
+			ended = waitpid(pid[k], &status[k], WNOHANG) == pid[k] ? k + 1 : 0;
+		pg_value(target,
+			 "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+			 " AND database = (SELECT oid FROM pg_database WHERE datname = "
+			 "current_database())",
+			 n, sizeof(n));
+		waiting = atoi(n);
+		if (waiting < P && !ended)
+			usleep(100 * 1000);
+	}
+	res = PQexec(holder, "COMMIT");
+	PQclear(res);
+	PQfinish(holder);
+	for (int k = 0; k < P; k++)
+		if (k + 1 != ended)
+			ck_assert_int_eq(waitpid(pid[k], &status[k], 0), pid[k]);
+	ck_assert_msg(!ended, "process %d went on while the lock was held (status %d)", ended - 1,
+		      ended ? status[ended - 1] : 0);
+	ck_assert_int_eq(waiting, P);
+	for (int k = 0; k < P; k++) {
+		ck_assert_msg(WIFEXITED(status[k]) && WEXITSTATUS(status[k]) >= 10,
+			      "process %d: status %d (its message is above)", k, status[k]);
+		ck_assert_msg(!seen[WEXITSTATUS(status[k]) - 10]++, "suffix %d given twice",
+			      WEXITSTATUS(status[k]) - 10);
+	}
+	r = reg_open();
+	ck_assert_int_eq(sid_registry_stats(r, SID_TOWER_ITEM, &st, &err), 0);
+	ck_assert_int_eq(st.items, P);
+	ck_assert_int_eq(st.max_suffix, P - 1);
+	sid_registry_close(r);
+}
+END_TEST
+
 /* "é-日本€" in UTF-8: 2 + 1 + 3 + 3 + 3 bytes; no single-byte encoding has
  * all of it, and it is no valid EUC_JP. */
 #define WIDE_ID "\xc3\xa9-\xe6\x97\xa5\xe6\x9c\xac\xe2\x82\xac"
@@ -4263,6 +4349,7 @@ static Suite *registry_suite(void)
 	add_behaviour(tc);
 	tcase_add_test(tc, t_pg_unavailable);
 	tcase_add_test(tc, t_pg_schema_ahead);
+	tcase_add_test(tc, t_pg_schema_race);
 	tcase_add_test(tc, t_pg_schema_damaged);
 	tcase_add_test(tc, t_pg_readonly_flag);
 	tcase_add_test(tc, t_pg_no_privilege);

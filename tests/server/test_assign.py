@@ -49,6 +49,8 @@ import semid_testlib as T  # noqa: E402
 FAST = ["--reload-debounce-ms", "20", "--workers", "2"]
 # the advisory lock key of a store's global lock (GLOBAL_KEY in core/registry_pg.c)
 PG_GLOBAL_KEY = 7305853202
+# the key of the lock the schema is created and migrated under (LOCK_KEY)
+PG_MIGRATE_KEY = 7305853201
 
 
 def body(ids, X, reassign=None):
@@ -1453,6 +1455,46 @@ class TestAssignPostgres(PgBase):
         self.wait_once_behind_lock(
             "grq", 6, lambda srv, k, X, c: assign(srv, ["g%d-%d" % (k, i) for i in range(100)],
                                                   X, conn=c))
+
+    def test_start_behind_the_migration_lock(self):
+        """A server that starts while another session holds the lock under
+        which the schema is created or migrated (a newer semid migrating, a
+        second server creating it) waits for it no longer than
+        registry_timeout_ms: it starts, encodes, shows the store down and
+        answers assign 503; once the lock is let go, the next assign creates
+        the schema and succeeds, without a restart."""
+        conninfo = self.fresh_db("miglock")
+        db = re.search(r"dbname=(\S+)", conninfo).group(1)
+        X, _ = T.tie_free_inputs(self.rng, self.ta, 1)
+        holder = subprocess.Popen([pg_fixture.PGBIN + "/psql", "-h", "127.0.0.1", "-p",
+                                   str(self.pg.port), "-U", "postgres", "-d", db, "-XAtq"],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        srv = None
+        try:
+            holder.stdin.write("BEGIN;\nSELECT 1 FROM (SELECT pg_advisory_xact_lock(%d)) x;\n"
+                               % PG_MIGRATE_KEY)
+            holder.stdin.flush()
+            self.assertEqual(holder.stdout.readline().strip(), "1")
+            srv, _ = self.start(self.fresh_dir(), {"item": self.ta}, "M",
+                                ["--registry", conninfo, "--registry-timeout-ms", "1000"],
+                                start_timeout=30)
+            reg = srv.json("GET", "/v1/model")[2]["registry"]
+            self.assertEqual(reg["status"], "unavailable", reg)
+            self.assertIn("statement timeout", reg["error"])
+            st, _, e = assign(srv, ["m"], X)
+            self.assertEqual((st, e["error"]["code"]), (503, "unavailable"), e)
+            st, _, r = srv.json("POST", "/v1/items:encode", body(["m"], X))
+            self.assertEqual(st, 200, r)
+            holder.stdin.write("COMMIT;\n")
+            release(holder)
+            holder = None
+            st, _, r = assign(srv, ["m"], X)
+            self.assertEqual((st, r["results"][0]["created"]), (200, True), r)
+        finally:
+            if holder:
+                release(holder)
+            if srv:
+                self.assertEqual(srv.stop(), 0)
 
     def test_statement_timeout(self):
         """A call that waits on a lock another session holds is cancelled by
