@@ -312,10 +312,16 @@ int64_t sid__reg_mono_ms(void)
 
 /* ---- open, close, and the locked wrappers ---- */
 
+/* A URI, key=value words libpq parses (user=semid password=... with the
+ * host from PGHOST was taken for a file name, which every message and
+ * /v1/model then showed, password and all), or a string naming a host,
+ * database, service or password that it cannot (refused as such, with
+ * libpq's reason, rather than created as a SQLite file). */
 int sid_registry_target_is_pg(const char *t)
 {
 	return t && (!strncmp(t, "postgresql://", 13) || !strncmp(t, "postgres://", 11) ||
-		     strstr(t, "host=") || strstr(t, "dbname=") || strstr(t, "service="));
+		     strstr(t, "host=") || strstr(t, "dbname=") || strstr(t, "service=") ||
+		     strstr(t, "password=") || (strchr(t, '=') && sid__reg_pg_conninfo_parses(t)));
 }
 
 int sid_registry_open(const char *target, unsigned flags, struct sid_registry **out,

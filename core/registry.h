@@ -168,7 +168,9 @@ int sid_registry_open_timeout(const char *target, unsigned flags, int timeout_ms
 void sid_registry_close(struct sid_registry *r); /* NULL: no-op */
 
 /* 1 when sid_registry_open would take @target for a PostgreSQL connection
- * string, 0 for a SQLite path. */
+ * string (postgresql://..., postgres://..., key=value words libpq parses, or
+ * any string with host=, dbname=, service= or password=), 0 for a SQLite
+ * path. */
 int sid_registry_target_is_pg(const char *target);
 
 /* 1 when @err is an open's refusal of a store whose schema version is newer
@@ -554,6 +556,9 @@ int sid__reg_pg_open(const char *conninfo, unsigned flags, int timeout_ms,
  * 9999; -1 for anything else (a store whose version cannot be read is not
  * migrated, nor read as empty). */
 int sid__reg_schema_parse(const char *text);
+
+/* 1 when libpq parses @t as a connection string. */
+int sid__reg_pg_conninfo_parses(const char *t);
 
 /* Refuse a store whose schema @version is newer than this build's @known:
  * SID_EFORMAT with the message sid_registry_error_schema_ahead knows. */

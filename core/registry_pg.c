@@ -2005,6 +2005,13 @@ static char *label_make(const char *conninfo)
 	return strdup(buf);
 }
 
+int sid__reg_pg_conninfo_parses(const char *t)
+{
+	PQconninfoOption *o = PQconninfoParse(t, NULL);
+	PQconninfoFree(o);
+	return o != NULL;
+}
+
 int sid_registry_target_has_password(const char *target)
 {
 	PQconninfoOption *o, *x;

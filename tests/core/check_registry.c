@@ -451,6 +451,12 @@ START_TEST(t_gap_and_paths)
 	ck_assert_int_eq(sid_registry_target_is_pg("host=/tmp dbname=x"), 1);
 	ck_assert_int_eq(sid_registry_target_is_pg("/var/lib/semid/registry.db"), 0);
 	ck_assert_int_eq(sid_registry_target_is_pg("registry.db"), 0);
+	/* the host from PGHOST: once a SQLite file of this name, shown everywhere */
+	ck_assert_int_eq(sid_registry_target_is_pg("user=semid password=hunter2 port=5432"), 1);
+	ck_assert_int_eq(sid_registry_target_is_pg("user=semid password=hunter2 x"), 1);
+	ck_assert_int_eq(sid_registry_target_is_pg("sslmode=require"), 1);
+	ck_assert_int_eq(sid_registry_target_is_pg("/srv/a=b/registry.db"), 0);
+	ck_assert_int_eq(sid_registry_target_is_pg("run=2.db"), 0);
 	sid_registry_default_path("/srv/models/item.safetensors", buf, sizeof(buf));
 	ck_assert_str_eq(buf, "/srv/models/semid-registry.db");
 	sid_registry_default_path("m.safetensors", buf, sizeof(buf));

@@ -1637,7 +1637,8 @@ class TestAssignPostgresSecrets(PgBase):
     (PGPASSFILE), a service file (service=NAME, PGSERVICEFILE; the store is
     then named by the service, not "postgresql:///" as before), and the
     config file; a --registry flag that holds one is still taken, with a
-    warning (there was none).  A URI libpq cannot parse is refused (exit 2)
+    warning (there was none).  "user=... password=..." with the host from
+    PGHOST was taken for a SQLite file's name, shown everywhere.  A URI libpq cannot parse is refused (exit 2)
     without quoting its password."""
     PASSWORD = "Pw-s3cret-99"
     WRONG = "Wr0ng-guess-77"
@@ -1701,6 +1702,10 @@ class TestAssignPostgresSecrets(PgBase):
             ("password=", ["--registry", "host=127.0.0.1 port=%d dbname=semid_secrets "
                            "user=semid_app password=%s" % (self.pg.port, self.PASSWORD)],
              None, 200, label, True),
+            ("password= with the host from PGHOST", ["--registry", "user=semid_app password=%s"
+                                                      % self.PASSWORD],
+             {"PGHOST": "127.0.0.1", "PGPORT": str(self.pg.port), "PGDATABASE": "semid_secrets"},
+             200, "postgresql://semid_app@/", True),
             ("wrong, in the URI", ["--registry=postgresql://semid_app:%s@%s/semid_secrets"
                                    % (self.WRONG, hostport)], None, 503, label, True),
             ("PGPASSWORD", plain, {"PGPASSWORD": self.PASSWORD}, 200, label, False),
