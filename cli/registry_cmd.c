@@ -368,6 +368,14 @@ static int store_open(const struct opts *o, struct sid_registry **r, struct sid_
 
 	if ((rc = store_target(o, path, &target, err)))
 		return rc;
+	/* an argument is in the process list for every user of the host, for
+	 * as long as an export or a reassign runs (and in the shell's history) */
+	if (o->db && sid_registry_target_has_password(o->db))
+		fprintf(stderr,
+			"semid: warning: the --db connection string holds a password, "
+			"which any user of this host can read in the process list; give it "
+			"in PGPASSWORD, a password file (PGPASSFILE, ~/.pgpass) or a service "
+			"file (service=NAME, PGSERVICEFILE)\n");
 	/* as restore does: before connecting, so that an unreachable server
 	 * is not all a user learns */
 	if (!strcmp(o->cmd, "backup") && sid_registry_target_is_pg(target))

@@ -524,6 +524,7 @@ END_TEST
 
 START_TEST(t_bad_stores)
 {
+	char msg[2048];
 	FILE *f = fopen(db, "w");
 	fputs("this is not a database, just some text that goes on for a while...........", f);
 	fclose(f);
@@ -531,6 +532,17 @@ START_TEST(t_bad_stores)
 	ck_assert_int_eq(run("registry", "stats", "--db",
 			     "host=127.0.0.1 port=1 dbname=x connect_timeout=2", NULL),
 			 CLI_EXIT_IO);
+	/* a password in --db: warned about (there was no word of it), never shown */
+	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "stats", "--db",
+				 "postgresql://u:Pw-s3cret@127.0.0.1:1/x?connect_timeout=2", NULL),
+			 CLI_EXIT_IO);
+	ASSERT_HAS(msg, "warning: the --db connection string holds a password");
+	ASSERT_HAS(msg, "postgresql://u@127.0.0.1:1/x");
+	ck_assert_ptr_null(strstr(msg, "Pw-s3cret"));
+	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "stats", "--db",
+				 "postgresql://u@127.0.0.1:1/x?connect_timeout=2", NULL),
+			 CLI_EXIT_IO);
+	ck_assert_ptr_null(strstr(msg, "warning"));
 }
 END_TEST
 
