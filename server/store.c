@@ -112,16 +112,28 @@ int srv_store_init(struct srv_store *s, const struct srv_config *cfg, struct sid
 					     s->target[strlen(s->target) - 1] == '/' ? "" : "/");
 	}
 	/* a flag is in the process list for every user of the host to read,
-	 * for as long as the server runs */
+	 * for as long as the server runs; a config file often is readable by
+	 * all (deploy/systemd installs it 0644) */
 	{
 		const char *from = srv_config_source(cfg, "registry");
-		if (pg && from && from[0] == '-' && sid_registry_target_has_password(s->target))
+		struct stat st;
+		int secret = pg && from && sid_registry_target_has_password(s->target);
+		if (secret && from[0] == '-')
 			srv_log(SRV_LOG_WARN, "registry",
 				"the --registry connection string holds a password, which any "
 				"user of this host can read in the process list (ps, "
 				"/proc/PID/cmdline): give it in PGPASSWORD, a password file "
 				"(PGPASSFILE, ~/.pgpass) or a service file (service=NAME, "
-				"PGSERVICEFILE), or set registry in the --config file");
+				"PGSERVICEFILE), or set registry in a --config file only the "
+				"server's user can read");
+		else if (secret && stat(from, &st) == 0 && (st.st_mode & 077))
+			srv_log(SRV_LOG_WARN, "registry",
+				"the config file %s gives registry a connection string that "
+				"holds a password, and other users may read the file (mode "
+				"%04o): chmod 600 it, or give the password in PGPASSWORD, a "
+				"password file (PGPASSFILE, ~/.pgpass) or a service file "
+				"(service=NAME, PGSERVICEFILE)",
+				from, (unsigned)(st.st_mode & 07777));
 	}
 	s->backend = pg ? "postgresql" : "sqlite";
 	s->writers = pg ? cfg->registry_connections : 1;

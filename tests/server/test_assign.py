@@ -1636,7 +1636,8 @@ class TestAssignPostgresSecrets(PgBase):
     keep it out of the process list work: PGPASSWORD, a password file
     (PGPASSFILE), a service file (service=NAME, PGSERVICEFILE; the store is
     then named by the service, not "postgresql:///" as before), and the
-    config file; a --registry flag that holds one is still taken, with a
+    config file; a --registry flag that holds one, or a config file other
+    users may read (deploy/systemd installs it 0644), is still taken, with a
     warning (there was none).  "user=... password=..." with the host from
     PGHOST was taken for a SQLite file's name, shown everywhere.  A URI libpq cannot parse is refused (exit 2)
     without quoting its password."""
@@ -1695,25 +1696,32 @@ class TestAssignPostgresSecrets(PgBase):
         with open(config, "w") as f:
             json.dump({"registry": "postgresql://semid_app:%s@%s/semid_secrets"
                        % (self.PASSWORD, hostport)}, f)
-        warning = "the --registry connection string holds a password"
-        cases = (  # (what, flags, environment, assign status, store label, warned)
+        os.chmod(config, 0o644)  # as deploy/systemd installs it
+        private = os.path.join(d, "private.json")
+        shutil.copy(config, private)
+        os.chmod(private, 0o600)
+        flag = "the --registry connection string holds a password"
+        readable = ("the config file %s gives registry a connection string that holds a "
+                    "password, and other users may read the file (mode 0644)" % config)
+        cases = (  # (what, flags, environment, assign status, store label, warning)
             ("in the URI", ["--registry", "postgresql://semid_app:%s@%s/semid_secrets"
-                            % (self.PASSWORD, hostport)], None, 200, label, True),
+                            % (self.PASSWORD, hostport)], None, 200, label, flag),
             ("password=", ["--registry", "host=127.0.0.1 port=%d dbname=semid_secrets "
                            "user=semid_app password=%s" % (self.pg.port, self.PASSWORD)],
-             None, 200, label, True),
+             None, 200, label, flag),
             ("password= with the host from PGHOST", ["--registry", "user=semid_app password=%s"
                                                       % self.PASSWORD],
              {"PGHOST": "127.0.0.1", "PGPORT": str(self.pg.port), "PGDATABASE": "semid_secrets"},
-             200, "postgresql://semid_app@/", True),
+             200, "postgresql://semid_app@/", flag),
             ("wrong, in the URI", ["--registry=postgresql://semid_app:%s@%s/semid_secrets"
-                                   % (self.WRONG, hostport)], None, 503, label, True),
-            ("PGPASSWORD", plain, {"PGPASSWORD": self.PASSWORD}, 200, label, False),
-            ("wrong PGPASSWORD", plain, {"PGPASSWORD": self.WRONG}, 503, label, False),
-            ("PGPASSFILE", plain, {"PGPASSFILE": passfile}, 200, label, False),
+                                   % (self.WRONG, hostport)], None, 503, label, flag),
+            ("PGPASSWORD", plain, {"PGPASSWORD": self.PASSWORD}, 200, label, None),
+            ("wrong PGPASSWORD", plain, {"PGPASSWORD": self.WRONG}, 503, label, None),
+            ("PGPASSFILE", plain, {"PGPASSFILE": passfile}, 200, label, None),
             ("service", ["--registry", "service=semid"], {"PGSERVICEFILE": services}, 200,
-             "postgresql:///?service=semid", False),
-            ("config file", ["--config", config], None, 200, label, False))
+             "postgresql:///?service=semid", None),
+            ("config file", ["--config", config], None, 200, label, readable),
+            ("config file 0600", ["--config", private], None, 200, label, None))
         for what, args, env, want, store, warned in cases:
             st, r, reg, seen = self.run_server(d, args, env)
             self.assertEqual(st, want, (what, r))
@@ -1721,7 +1729,8 @@ class TestAssignPostgresSecrets(PgBase):
             self.assertEqual(reg["status"], "ok" if want == 200 else "unavailable", what)
             if want != 200:
                 self.assertIn("password authentication failed", r["error"]["message"], what)
-            self.assertEqual(warning in seen, warned, (what, seen[-3000:]))
+            for warning in (flag, readable):
+                self.assertEqual(warning in seen, warning == warned, (what, seen[-3000:]))
             self.assert_secret(seen, what)
         # a URI libpq cannot parse: refused at start, its password unquoted
         p = subprocess.run([T.SERVER, "--model", os.path.join(d, "model.safetensors"),
