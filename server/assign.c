@@ -143,8 +143,15 @@ static void write_assign_body(struct srv_job *j, const struct sid_reg_entry *out
 		srv_buf_json_str(&b, sid, n > 0 && (size_t)n < sizeof(sid) ? (size_t)n : 0);
 		srv_buf_puts(&b, ", \"model_version\": ");
 		srv_buf_json_str(&b, e->model_version, strlen(e->model_version));
-		srv_buf_printf(&b, ", \"created\": %s, \"moved\": %s}",
+		srv_buf_printf(&b, ", \"created\": %s, \"moved\": %s",
 			       e->created ? "true" : "false", e->moved ? "true" : "false");
+		if (e->moved && e->from_L > 0) { /* the ID it left */
+			n = sid_reg_sid_format(e->from_codes, e->from_L, e->from_suffix, sid,
+					       sizeof(sid));
+			srv_buf_puts(&b, ", \"previous_sid\": ");
+			srv_buf_json_str(&b, sid, n > 0 && (size_t)n < sizeof(sid) ? (size_t)n : 0);
+		}
+		srv_buf_puts(&b, "}");
 	}
 	srv_buf_puts(&b, "]}\n");
 	j->body = srv_buf_detach(&b, &j->body_len);

@@ -316,12 +316,15 @@ class TestAssignSqlite(Base):
             self.assertEqual(st, 200, r3)
             self.check_results(r3, ["c05"], book, [False])
             self.assertTrue(r3["results"][0]["moved"])
+            self.assertEqual(r3["results"][0]["previous_sid"], sid_of(old[0], old[1]))
+            self.assertNotIn("previous_sid", r2["results"][0])  # not moved
             st, _, e = srv.json("GET", "/v1/sids/" + sid_of(old[0], old[1]))
             self.assertEqual(st, 404, e)
             # an id twice in one reassign (proto/api.md): applied in input order,
             # so it ends at its last occurrence's codes, and the first result
             # names a slot it gave up within the same request
             self.assertNotEqual(tuple(cn[1]), tuple(cn[2]))
+            before = book.by_id["c06"]
             first = book.assign("c06", cn[1], "A2", reassign=True)[0]
             last = book.assign("c06", cn[2], "A2", reassign=True)[0]
             st, _, r5 = assign(srv, ["c06", "c06"], Xn[1:3], reassign=True)
@@ -329,6 +332,9 @@ class TestAssignSqlite(Base):
             self.assertEqual([(r["sid"], r["moved"], r["created"]) for r in r5["results"]],
                              [(sid_of(*first[:2]), True, False),
                               (sid_of(*last[:2]), True, False)])
+            # each occurrence names the ID it left: the stored one, then the first's
+            self.assertEqual([r["previous_sid"] for r in r5["results"]],
+                             [sid_of(*before[:2]), sid_of(*first[:2])])
             self.assertEqual(srv.json("GET", "/v1/items/c06")[2]["sid"], sid_of(*last[:2]))
             self.assertEqual(srv.json("GET", "/v1/sids/" + sid_of(*first[:2]))[0], 404)
             # back to the colliding model: a new id with c05's old codes takes its slot
