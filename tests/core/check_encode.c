@@ -384,12 +384,17 @@ START_TEST(ties_lowest_k)
 	tt_init(&x2, 2, SID_ACT_IDENTITY, SID_NORM_NONE);
 	tt_layer(&x2, 2, I2, NULL);
 	tt_level(&x2, 6, C0);
-	encode_all(&x2.t, x, 4, 0, &r);
-	ck_assert_int_eq(r.codes[0], 1); /* exact hit on 1 and 3 */
-	ck_assert_int_eq(r.codes[1], 1); /* (0,0): 0, 2 at 1; 1, 3 at .5 -> 1 */
-	ck_assert_int_eq(r.codes[2], 4); /* (3,0): 4 and 5 tie */
-	ck_assert_int_eq(r.codes[3], 1); /* (.6,.4): nearest 1 (and its twin 3) */
-	res_free(&r);
+	/* every kernel: the generic argmin serves where AVX-512 is missing */
+	for (int mode = 0; mode <= 2; mode++) {
+		sid__gemm_force(mode);
+		encode_all(&x2.t, x, 4, 0, &r);
+		sid__gemm_force(0);
+		ck_assert_int_eq(r.codes[0], 1); /* exact hit on 1 and 3 */
+		ck_assert_int_eq(r.codes[1], 1); /* (0,0): 0, 2 at 1; 1, 3 at .5 -> 1 */
+		ck_assert_int_eq(r.codes[2], 4); /* (3,0): 4 and 5 tie */
+		ck_assert_int_eq(r.codes[3], 1); /* (.6,.4): nearest 1 (and its twin 3) */
+		res_free(&r);
+	}
 	tt_free(&x2);
 }
 END_TEST
@@ -405,11 +410,15 @@ START_TEST(ties_equidistant_pair)
 	tt_init(&x2, 2, SID_ACT_IDENTITY, SID_NORM_NONE);
 	tt_layer(&x2, 2, I2, NULL);
 	tt_level(&x2, 4, C0);
-	encode_all(&x2.t, x, 2, 0, &r);
-	ck_assert_int_eq(r.codes[0], 0); /* all four at distance 1 */
-	ck_assert_int_eq(r.codes[1], 0); /* 0 and 1 tie at .625 */
-	ck_assert_float_eq(r.dist[0], 1.0f);
-	res_free(&r);
+	for (int mode = 0; mode <= 2; mode++) {
+		sid__gemm_force(mode);
+		encode_all(&x2.t, x, 2, 0, &r);
+		sid__gemm_force(0);
+		ck_assert_int_eq(r.codes[0], 0); /* all four at distance 1 */
+		ck_assert_int_eq(r.codes[1], 0); /* 0 and 1 tie at .625 */
+		ck_assert_float_eq(r.dist[0], 1.0f);
+		res_free(&r);
+	}
 	tt_free(&x2);
 }
 END_TEST
