@@ -987,6 +987,24 @@ START_TEST(nonfinite_rejected_with_row)
 }
 END_TEST
 
+/* A row is refused when its distance or one of its alternatives' is not
+ * finite; the padding past alt_count (INFINITY) is not an alternative. */
+START_TEST(overflow_rows)
+{
+	float dist[3] = {1, 2, 3};
+	/* (3, 2): row 1 has one alternative and padding, row 2 an infinite one */
+	float alt[6] = {1.5f, 2.5f, 2.5f, INFINITY, 3.5f, INFINITY};
+	int cnt[3] = {2, 1, 2};
+
+	ck_assert_int_eq(sid_encode_overflow(dist, alt, cnt, 2, 2), -1);
+	ck_assert_int_eq(sid_encode_overflow(dist, alt, cnt, 2, 3), 2);
+	ck_assert_int_eq(sid_encode_overflow(dist, NULL, NULL, 0, 3), -1);
+	dist[1] = NAN;
+	ck_assert_int_eq(sid_encode_overflow(dist, alt, cnt, 2, 3), 1);
+	ck_assert_int_eq(sid_encode_overflow(dist, NULL, NULL, 0, 3), 1);
+}
+END_TEST
+
 START_TEST(argument_errors)
 {
 	static const float C0[] = {0, 0, 1, 1};
@@ -1005,14 +1023,17 @@ START_TEST(argument_errors)
 	ck_assert_int_eq(sid_encode(&x2.t, x, 1, &o, NULL, &err), SID_EINVAL);
 	ck_assert_int_eq(sid_encode(&x2.t, NULL, 1, &o, ws, &err), SID_EINVAL);
 	ck_assert_int_eq(sid_encode(&x2.t, NULL, 0, &o, ws, &err), 0);
-	o.n_alt = SID_TOPK_MAX;
-	ck_assert_int_eq(sid_encode(&x2.t, x, 1, &o, ws, &err), SID_EINVAL);
-	ck_assert_msg(strstr(err.msg, "n_alt") != NULL, "%s", err.msg);
 	o.n_alt = 1;
 	ck_assert_int_eq(sid_encode(&x2.t, x, 1, &o, ws, &err), SID_EINVAL);
+	ck_assert_msg(strstr(err.msg, "needs alt_codes") != NULL, "%s", err.msg);
 	o.alt_codes = ac;
 	o.alt_dist = ad;
 	o.alt_count = cnt;
+	/* top_k SID_TOPK_MAX + 1, with room for its alternatives: still refused */
+	o.n_alt = SID_TOPK_MAX;
+	ck_assert_int_eq(sid_encode(&x2.t, x, 1, &o, ws, &err), SID_EINVAL);
+	ck_assert_msg(strstr(err.msg, "n_alt 16 outside 0..15") != NULL, "%s", err.msg);
+	o.n_alt = 1;
 	ck_assert_int_eq(sid_encode(&x2.t, x, 1, &o, ws, &err), 0);
 	ck_assert_int_eq(cnt[0], 1);
 	o.codes = NULL;
@@ -1124,6 +1145,7 @@ int main(void)
 	tcase_add_test(tc, threads_bit_identical);
 	tcase_add_test(tc, loaded_model_batch_invariance);
 	tcase_add_test(tc, nonfinite_rejected_with_row);
+	tcase_add_test(tc, overflow_rows);
 	tcase_add_test(tc, argument_errors);
 	tcase_add_test(tc, codes_format);
 	tcase_add_test(tc, flops_per_row);
