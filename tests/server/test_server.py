@@ -928,6 +928,57 @@ class TestOps(unittest.TestCase):
             time.sleep(0.02)
         return srv.json("GET", "/readyz")[2].get("model_version")
 
+    def test_watch_debounce_waits_for_a_file_being_written(self):
+        """A model written in place (no temp file and rename) is seen half
+        written; reload_debounce_ms after the last change is when it is
+        loaded, whole: no reload of the half file, one of the whole."""
+        d = tempfile.mkdtemp(dir=WORK)
+        path = os.path.join(d, "model.safetensors")
+        shutil.copy(TF_MODEL, path)
+        srv = T.Server(["--model", path, "--registry", "none", "--watch-poll-ms", "10",
+                        "--reload-debounce-ms", "3000"], WORK)
+        try:
+            data = T.model_bytes({"item": TIEFREE}, "inplace-2")
+            with open(path, "wb") as f:
+                f.write(data[:len(data) // 2])
+            time.sleep(0.3)  # the checker sees the half file
+            with open(path, "wb") as f:
+                f.write(data)
+            self.assertEqual(self._wait_version(srv, "inplace-2", 10), "inplace-2")
+            m = srv.metrics()  # the start's load, then the whole file's
+            self.assertEqual((m['semid_model_reloads_total{result="success"}'],
+                              m['semid_model_reloads_total{result="error"}']), (2, 0),
+                             srv.log_text()[-2000:])
+        finally:
+            self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
+
+    def test_sighup_during_a_reload_reloads_again(self):
+        """A SIGHUP while a reload runs is not lost: another reload follows
+        that one, and reads the file published meanwhile."""
+        d = tempfile.mkdtemp(dir=WORK)
+        path = os.path.join(d, "model.safetensors")
+        shutil.copy(TF_MODEL, path)
+        srv = T.Server(["--model", path, "--watch=false", "--registry", "none"], WORK)
+        try:
+            os.mkfifo(path + ".fifo")
+            os.link(path + ".fifo", path + ".keep")  # to open it once renamed over
+            os.rename(path + ".fifo", path)
+            srv.signal(signal.SIGHUP)  # its reload waits in open() for a writer
+            time.sleep(0.3 * T.SLOW)
+            srv.signal(signal.SIGHUP)  # while that reload runs
+            time.sleep(0.3 * T.SLOW)
+            T.write_model(path + ".new", {"item": TIEFREE}, "again-2")
+            os.rename(path + ".new", path)
+            os.close(os.open(path + ".keep", os.O_WRONLY))  # the first one fails
+            self.assertEqual(self._wait_version(srv, "again-2"), "again-2",
+                             srv.log_text()[-2000:])
+            m = srv.metrics()  # the start's load, the FIFO's, the new file's
+            self.assertEqual((m['semid_model_reloads_total{result="success"}'],
+                              m['semid_model_reloads_total{result="error"}']), (2, 1))
+            self.assertIn("trigger=signal result=error", srv.log_text())
+        finally:
+            self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
+
     def test_watch_symlinked_release_directory(self):
         """The model path runs through a symlink that is swapped
         (current -> releases/a, then -> releases/b): inotify watches the old
