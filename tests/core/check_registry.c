@@ -937,6 +937,11 @@ START_TEST(t_list_paging)
 		ck_assert_int_eq(page[i].codes[0], 1);
 		ck_assert_int_eq(page[i].codes[1], 2);
 	}
+	/* the same five in a page of five: it is the last page, no cursor */
+	ck_assert_int_eq(sid_registry_list(r, SID_TOWER_ITEM, "1-2", "", 5, page, &n, next, &err),
+			 0);
+	ck_assert_int_eq(n, 5);
+	ck_assert_str_eq(next, "");
 	/* the whole store in pages of 7 */
 	got = 0;
 	cursor[0] = '\0';
