@@ -5,11 +5,13 @@
  * paths, concurrent publishers, each with O_TMPFILE and with a named temp
  * file; a publisher killed mid-write leaves the old file, and nothing
  * else with O_TMPFILE; the streaming begin/commit/abort), capped reads,
- * capped line reads and read-only maps.
+ * capped line reads and read-only maps; the order of a publish's fsyncs and
+ * rename (this file defines fsync and rename, which record and pass on).
  */
 #include <check.h>
 #include "check_main.h"
 #include <dirent.h>
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
@@ -165,6 +167,58 @@ START_TEST(test_sha256_padding_boundaries)
 		sid_sha256_hex(buf, v[i].n, h);
 		ck_assert_msg(strcmp(h, v[i].hex) == 0, "length %zu: %s", v[i].n, h);
 	}
+}
+END_TEST
+
+/* What a publish asks of the disk, in order, while trace_on: "file" (fsync
+ * of a regular file), "rename", "dir" (fsync of a directory).  The test
+ * binary's own fsync and rename stand before libc's for libsemid.a too. */
+static int trace_on;
+static char trace[256];
+
+static void trace_add(const char *what)
+{
+	if (trace_on && strlen(trace) + strlen(what) + 2 < sizeof(trace)) {
+		if (trace[0])
+			strcat(trace, " ");
+		strcat(trace, what);
+	}
+}
+
+int fsync(int fd)
+{
+	int (*next)(int) = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
+	struct stat st;
+
+	if (fstat(fd, &st) == 0)
+		trace_add(S_ISDIR(st.st_mode) ? "dir" : "file");
+	return next(fd);
+}
+
+int rename(const char *from, const char *to)
+{
+	int (*next)(const char *, const char *) =
+	    (int (*)(const char *, const char *))dlsym(RTLD_NEXT, "rename");
+
+	trace_add("rename");
+	return next(from, to);
+}
+
+/* The data is on disk before its name is, and the name before the call
+ * returns: fsync the file, rename, fsync the directory (a crash may
+ * otherwise leave the new name on an empty or partial file). */
+START_TEST(test_publish_syncs_before_rename)
+{
+	sid__fsutil_no_tmpfile = _i; /* loop 0: O_TMPFILE; 1: named temp */
+	char path[512];
+	struct sid_error err;
+
+	snprintf(path, sizeof(path), "%s/out.bin", tmpdir);
+	trace[0] = '\0';
+	trace_on = 1;
+	ck_assert_int_eq(sid_publish_atomic(path, "hello", 5, &err), 0);
+	trace_on = 0;
+	ck_assert_str_eq(trace, "file rename dir");
 }
 END_TEST
 
@@ -574,6 +628,7 @@ static Suite *fsutil_suite(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_loop_test(tc, test_publish_and_read, 0, 2);
+	tcase_add_loop_test(tc, test_publish_syncs_before_rename, 0, 2);
 	tcase_add_loop_test(tc, test_publish_failures, 0, 2);
 	tcase_add_loop_test(tc, test_publish_long_name, 0, 2);
 	tcase_add_loop_test(tc, test_publish_concurrent, 0, 2);
