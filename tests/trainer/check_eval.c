@@ -109,9 +109,26 @@ START_TEST(test_rank_by_hand)
 	ck_assert_double_eq_tol(m.recall10, (0.0 + 1.0) / 2, 1e-12);
 	ck_assert_double_eq_tol(m.recall50, (1.0 / 3 + 1.0) / 2, 1e-12);
 
+	/* user 0 alone with twelve test items, at ranks 0..11: ten in the top
+	 * 10 (rank 10 is the eleventh), all ten places of it hits, so NDCG@10 is
+	 * 1 (the ideal DCG is of ten hits, not twelve) */
+	int32_t tu3[12], ti3[12];
+	struct tr_csr truth3;
+	for (int i = 0; i < 12; i++) {
+		tu3[i] = 0;
+		ti3[i] = i;
+	}
+	ck_assert_int_eq(tr_csr_build(&truth3, 3, tu3, ti3, 12, &err), 0);
+	ck_assert_int_eq(tr_rank_eval(users, 3, items, cand, N, 2, NULL, &truth3, &m, &err), 0);
+	ck_assert_int_eq(m.users, 1);
+	ck_assert_double_eq_tol(m.recall10, 10.0 / 12, 1e-12);
+	ck_assert_double_eq_tol(m.recall50, 1.0, 1e-12);
+	ck_assert_double_eq_tol(m.ndcg10, 1.0, 1e-12);
+
 	tr_csr_release(&truth);
 	tr_csr_release(&excl);
 	tr_csr_release(&excl2);
+	tr_csr_release(&truth3);
 	free(items);
 }
 END_TEST
