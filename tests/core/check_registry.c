@@ -3164,6 +3164,56 @@ static void stat_watch_expect(const char *what, long db, long wal)
 		      what, stat_db, stat_wal, stat_shm, db, wal, db);
 }
 
+/* Syncs of a -wal file while sync_watch is set: SQLite's fsync and
+ * fdatasync calls reach this program's, which count and pass them on. */
+static int sync_watch;
+static long sync_wal;
+
+static void sync_count(int fd)
+{
+	char link[64], path[4096];
+	ssize_t n;
+
+	if (!sync_watch)
+		return;
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+	n = readlink(link, path, sizeof(path) - 1);
+	if (n > 4 && !memcmp(path + n - 4, "-wal", 4))
+		sync_wal++;
+}
+
+int fsync(int fd)
+{
+	int (*next)(int) = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
+	sync_count(fd);
+	return next(fd);
+}
+
+int fdatasync(int fd)
+{
+	int (*next)(int) = (int (*)(int))dlsym(RTLD_NEXT, "fdatasync");
+	sync_count(fd);
+	return next(fd);
+}
+
+/* An assign is answered once its commit is on disk: the store runs with
+ * synchronous=FULL, so the commit syncs the WAL (NORMAL syncs it only at a
+ * checkpoint, and a power cut loses answered assignments). */
+START_TEST(t_sqlite_commit_synced)
+{
+	struct sid_registry *r = reg_open();
+	struct sid_reg_entry e;
+
+	assign1(r, "first", 1, 2, 3, 0, &e); /* the schema, the levels */
+	sync_wal = 0;
+	sync_watch = 1;
+	assign1(r, "second", 1, 2, 4, 0, &e);
+	sync_watch = 0;
+	ck_assert_msg(sync_wal >= 1, "the commit of an assign synced no -wal file");
+	sid_registry_close(r);
+}
+END_TEST
+
 /* The file check runs once per call however many ids or backend ops the
  * call takes (a read-only assign reads id by id; a lookup by sid reads the
  * levels first), plus once after a commit. */
@@ -4347,6 +4397,7 @@ static Suite *registry_suite(void)
 	tcase_add_test(tc, t_sqlite_shm_deleted);
 	tcase_add_test(tc, t_sqlite_shm_truncated);
 	tcase_add_test(tc, t_sqlite_checked_once);
+	tcase_add_test(tc, t_sqlite_commit_synced);
 	tcase_add_test(tc, t_sqlite_known_one_snapshot);
 	tcase_add_test(tc, t_sqlite_wal_bounded);
 	tcase_add_test(tc, t_sqlite_wal_reader_held);
