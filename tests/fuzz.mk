@@ -47,6 +47,11 @@ FUZZ_BINS = $(patsubst %,$(FUZZ_O)/tests/fuzz/fuzz_%,$(FUZZ_TARGETS))
 # Objects of the harnesses see the server's and the trainer's headers.
 $(O)/tests/fuzz/%.o: FINAL_CFLAGS += -Iserver -Itrainer
 
+# make test compiles the harnesses too (with the build's compiler, no
+# libFuzzer), so that a change of the interfaces they call breaks the
+# build there rather than only in CI's fuzz-smoke.
+test-build: $(patsubst %,$(O)/tests/fuzz/fuzz_%.o,$(FUZZ_TARGETS))
+
 # The harness objects are not intermediates to delete after linking.
 .SECONDARY: $(patsubst %,$(O)/tests/fuzz/fuzz_%.o,$(FUZZ_TARGETS))
 

@@ -111,12 +111,21 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	uint8_t b64[256];
 	size_t bad = 0;
 	long n;
+	/* body_memory_bytes without a bound: every charge is taken, and must
+	 * be given back */
+	struct srv_budget budget = {0, SIZE_MAX};
+	struct srv_hold hold = {&budget, 0};
 
 	memset(&e, 0, sizeof(e));
-	if (srv_encode_req_decode(body, size, SID_TOWER_ITEM, WIDTH, MAX_INPUTS, &q, &e) == 0) {
+	if (srv_encode_req_decode(body, size, SID_TOWER_ITEM, WIDTH, MAX_INPUTS, &hold, &q, &e) ==
+	    0) {
 		check_accepted(&q, data, size);
 		srv_encode_req_release(&q);
+		if (budget.held || hold.n)
+			fail("a decoded request's memory charge outlived its release", data, size);
 	} else {
+		if (budget.held || hold.n)
+			fail("a refused request left memory charged", data, size);
 		size_t blen;
 		char *eb;
 		if (!e.msg[0] ||
