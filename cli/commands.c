@@ -62,7 +62,7 @@ static const char usage_encode[] =
     "  -t, --tower NAME      item (default) or user\n"
     "  -i, --input X.npy     the embeddings (required)\n"
     "  -o, --output OUT      where the IDs go (required):\n"
-    "                          *.npy  an int32 array (N, L): one code per level\n"
+    "                          *.npy  int32 array (N, L), a code per level; .NPY too\n"
     "                          -      TSV on stdout: row<TAB>c0-c1-c2 per line\n"
     "                          other  the same TSV into that file\n"
     "  -b, --batch N         rows per batch (default 1024; output does not depend on it)\n"

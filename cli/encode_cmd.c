@@ -29,6 +29,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include "fsutil.h"
@@ -125,10 +126,11 @@ static int set_opt(struct cli_encode_opts *o, enum opt_id id, const char *name, 
 	return SID_EINVAL;
 }
 
+/* @s ends with @suffix, in any case: "IDS.NPY" is a .npy too. */
 static int ends_with(const char *s, const char *suffix)
 {
 	size_t a = strlen(s), b = strlen(suffix);
-	return a >= b && strcmp(s + a - b, suffix) == 0;
+	return a >= b && strcasecmp(s + a - b, suffix) == 0;
 }
 
 int cli_encode_parse(int argc, char **argv, struct cli_encode_opts *o, struct sid_error *err)

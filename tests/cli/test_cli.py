@@ -286,6 +286,16 @@ class CliTest(unittest.TestCase):
         # no temp files left next to the outputs
         self.assertTrue(all(f.endswith(".npy") and ".tmp." not in f for f in self.out_files()))
 
+    def test_encode_npy_extension_in_any_case(self):
+        """An output named IDS.NPY is a .npy like ids.npy (it was written as
+        TSV, which np.load then refused)."""
+        path = os.path.join(self.out.name, "UPPER.NPY")
+        p = self.encode(output=path)
+        self.assertEqual(p.returncode, 0, p.stderr.decode())
+        a = np.load(path)
+        self.assertEqual((a.dtype, a.shape), (np.dtype("<i4"), (N, 3)))
+        np.testing.assert_array_equal(a, self.codes)
+
     def test_encode_float64_and_tokens_and_tsv_file(self):
         x64 = os.path.join(self.out.name, "x64.npy")
         np.save(x64, self.x.astype(np.float64))
