@@ -49,8 +49,11 @@ $(O)/tests/fuzz/%.o: FINAL_CFLAGS += -Iserver -Itrainer
 
 # make test compiles the harnesses too (with the build's compiler, no
 # libFuzzer), so that a change of the interfaces they call breaks the
-# build there rather than only in CI's fuzz-smoke.
+# build there rather than only in CI's fuzz-smoke; the plain build does
+# (test-sanitize's would only repeat it).
+ifeq ($(SANITIZE),)
 test-build: $(patsubst %,$(O)/tests/fuzz/fuzz_%.o,$(FUZZ_TARGETS))
+endif
 
 # The harness objects are not intermediates to delete after linking.
 .SECONDARY: $(patsubst %,$(O)/tests/fuzz/fuzz_%.o,$(FUZZ_TARGETS))
