@@ -1513,6 +1513,28 @@ static int count_stops(void *ctx)
 	return 0;
 }
 
+/* reassign_all over 300 ids stored off their codes (5 of them at one
+ * tuple), with the meddler moving (@x NULL) or reassigning in place five
+ * ids between the walk and their batch: they are counted stale, the other
+ * 295 move. */
+static void reassign_meddled(struct sid_registry *r, const struct sid_model *m, struct meddler *md,
+			     float *x, sid_reg_stop_fn stop)
+{
+	struct sid_reg_diff d;
+	struct sid_error err;
+	uint64_t moved, stale;
+
+	memset(md, 0, sizeof(*md));
+	md->r = r;
+	md->x = x;
+	ck_assert_msg(sid_registry_reassign_all(r, SID_TOWER_ITEM, m, 100, meddle, stop, md, &d,
+						&moved, &stale, &err) == 0,
+		      "%s", err.msg);
+	ck_assert_uint_eq(d.changed, 300);
+	ck_assert_uint_eq(moved, 295);
+	ck_assert_uint_eq(stale, 5);
+}
+
 /* reassign_all moves an id only from the ID its walk read: five ids another
  * writer moved between the walk and their batch keep what that writer gave
  * them, and are counted stale; the other 295 move.  Its stop question is
@@ -1540,14 +1562,7 @@ START_TEST(t_reassign_all_expect)
 	ck_assert_uint_eq(moved, 0);
 	ck_assert_int_eq(sid_registry_diff(r, SID_TOWER_ITEM, m, &d, &err), 0);
 	ck_assert_uint_eq(d.changed, 300);
-	memset(&md, 0, sizeof(md));
-	md.r = r;
-	ck_assert_msg(sid_registry_reassign_all(r, SID_TOWER_ITEM, m, 100, meddle, count_stops, &md,
-						&d, &moved, &stale, &err) == 0,
-		      "%s", err.msg);
-	ck_assert_uint_eq(d.changed, 300);
-	ck_assert_uint_eq(moved, 295);
-	ck_assert_uint_eq(stale, 5);
+	reassign_meddled(r, m, &md, NULL, count_stops);
 	ck_assert_int_ge(md.stops, 3);
 	for (int i = 0; i < 5; i++) {
 		ck_assert_int_eq(sid_registry_get(r, SID_TOWER_ITEM, md.moved_ids[i], &e, &err), 0);
@@ -1571,24 +1586,14 @@ START_TEST(t_reassign_all_expect_touched)
 	static struct meddler md;
 	struct sid_registry *r;
 	struct sid_model *m = NULL;
-	struct sid_reg_diff d;
 	struct sid_reg_entry e;
 	struct sid_error err;
-	uint64_t moved, stale;
 
 	NEED_STORE();
 	m = default_model();
 	r = reg_open();
 	store_off_codes(r, m, "a", 300, x, 5);
-	memset(&md, 0, sizeof(md));
-	md.r = r;
-	md.x = x;
-	ck_assert_msg(sid_registry_reassign_all(r, SID_TOWER_ITEM, m, 100, meddle, NULL, &md, &d,
-						&moved, &stale, &err) == 0,
-		      "%s", err.msg);
-	ck_assert_uint_eq(d.changed, 300);
-	ck_assert_uint_eq(moved, 295);
-	ck_assert_uint_eq(stale, 5);
+	reassign_meddled(r, m, &md, x, NULL);
 	for (int i = 0; i < 5; i++) {
 		ck_assert_int_eq(sid_registry_get(r, SID_TOWER_ITEM, md.moved_ids[i], &e, &err), 0);
 		ck_assert_str_eq(e.model_version, "old");

@@ -1089,11 +1089,16 @@ class PgBase(Base):
                                "-c", sql], capture_output=True, text=True, timeout=60,
                               check=check)
 
-    def fresh_db(self, name):
-        """A new database in the test's own cluster: its connection string."""
+    def fresh_db_named(self, name):
+        """A new database in the test's own cluster: (its connection string,
+        its name)."""
         db = "semid_%s_%d" % (name, os.getpid())
         self.psql("CREATE DATABASE " + db, check=True)
-        return self.pg.conninfo.replace("dbname=postgres", "dbname=" + db)
+        return self.pg.conninfo.replace("dbname=postgres", "dbname=" + db), db
+
+    def fresh_db(self, name):
+        """A new database in the test's own cluster: its connection string."""
+        return self.fresh_db_named(name)[0]
 
 
 class TestAssignPostgres(PgBase):
@@ -1135,8 +1140,7 @@ class TestAssignPostgres(PgBase):
             self.assertEqual(s2.stop(), 0)
 
     def test_newer_schema_refused_at_start(self):
-        conninfo = self.fresh_db("newer")
-        db = re.search(r"dbname=(\S+)", conninfo).group(1)
+        conninfo, db = self.fresh_db_named("newer")
 
         def bump():
             subprocess.run([pg_fixture.PGBIN + "/psql", "-h", "127.0.0.1", "-p",
@@ -1160,8 +1164,7 @@ class TestAssignPostgres(PgBase):
         after it find their sessions gone and answer from new ones."""
         if not self.pg.own:
             self.skipTest("needs the test's own cluster (stops and starts it)")
-        conninfo = self.fresh_db("restart")
-        db = re.search(r"dbname=(\S+)", conninfo).group(1)
+        conninfo, db = self.fresh_db_named("restart")
         srv, _ = self.start(self.fresh_dir(), {"item": self.tc}, "R",
                             ["--registry", conninfo, "--registry-connections", "2",
                              "--registry-timeout-ms", "1000"])
@@ -1274,8 +1277,7 @@ class TestAssignPostgres(PgBase):
         second lock, the assign is the one PostgreSQL picks."""
         if not self.pg.own:
             self.skipTest("needs the test's own cluster")
-        conninfo = self.fresh_db("deadlock")
-        db = re.search(r"dbname=(\S+)", conninfo).group(1)
+        conninfo, db = self.fresh_db_named("deadlock")
         self.psql("ALTER DATABASE %s SET deadlock_timeout = '5s'" % db, check=True)
         srv, _ = self.start(self.fresh_dir(), {"item": self.ta}, "D",
                             ["--registry", conninfo, "--registry-connections", "1",
@@ -1334,8 +1336,7 @@ class TestAssignPostgres(PgBase):
         lookups' handle alike.  Encoding never waits for the store."""
         if not self.pg.own:
             self.skipTest("needs the test's own cluster (signals its backends)")
-        conninfo = self.fresh_db("stopped")
-        db = re.search(r"dbname=(\S+)", conninfo).group(1)
+        conninfo, db = self.fresh_db_named("stopped")
         srv, _ = self.start(self.fresh_dir(), {"item": self.ta}, "S",
                             ["--registry", conninfo, "--registry-connections", "1",
                              "--registry-timeout-ms", "1000"])
@@ -1397,8 +1398,7 @@ class TestAssignPostgres(PgBase):
         body)) with the table locked elsewhere: each answered 503 (statement
         timeout, Retry-After) after one wait, or two if one came in just as
         it ended, not @n; once the lock is gone, assign and lookup answer."""
-        conninfo = self.fresh_db(name)
-        db = re.search(r"dbname=(\S+)", conninfo).group(1)
+        conninfo, db = self.fresh_db_named(name)
         X, _ = T.tie_free_inputs(self.rng, self.ta, 100)
         srv, _ = self.start(self.fresh_dir(), {"item": self.ta}, "Q",
                             ["--registry", conninfo, "--registry-connections", "1",
@@ -1469,8 +1469,7 @@ class TestAssignPostgres(PgBase):
         registry_timeout_ms: it starts, encodes, shows the store down and
         answers assign 503; once the lock is let go, the next assign creates
         the schema and succeeds, without a restart."""
-        conninfo = self.fresh_db("miglock")
-        db = re.search(r"dbname=(\S+)", conninfo).group(1)
+        conninfo, db = self.fresh_db_named("miglock")
         X, _ = T.tie_free_inputs(self.rng, self.ta, 1)
         holder = subprocess.Popen([pg_fixture.PGBIN + "/psql", "-h", "127.0.0.1", "-p",
                                    str(self.pg.port), "-U", "postgres", "-d", db, "-XAtq"],
@@ -1511,8 +1510,7 @@ class TestAssignPostgres(PgBase):
         longer, answers are waited for that long too, so that it is still
         PostgreSQL's cancel (which releases the session's locks) that ends the
         wait, not a dropped connection."""
-        conninfo = self.fresh_db("stmt")
-        db = re.search(r"dbname=(\S+)", conninfo).group(1)
+        conninfo, db = self.fresh_db_named("stmt")
         X, _ = T.tie_free_inputs(self.rng, self.ta, 2)
         for k, (extra, env, bound) in enumerate((
                 (["--registry-timeout-ms", "800"], None, (0.7, 3.5)),
@@ -1797,8 +1795,8 @@ class TestAssignPostgresTls(PgBase):
     def test_assign_and_lookups_over_tls(self):
         if not self.pg.own:
             self.skipTest("needs the test's own cluster (with TLS on)")
-        conninfo = self.fresh_db("tls") + " sslmode=require"
-        db = re.search(r"dbname=(\S+)", conninfo).group(1)
+        conninfo, db = self.fresh_db_named("tls")
+        conninfo += " sslmode=require"
         srv, _ = self.start(self.fresh_dir(), {"item": self.ta}, "L",
                             ["--registry", conninfo, "--registry-connections", "1",
                              "--registry-timeout-ms", "1000"])
