@@ -1,0 +1,158 @@
+#!/usr/bin/python3
+"""semid-server's ID registry (issue 5) when its PostgreSQL store cannot be
+reached, against a real server on 127.0.0.1 and no PostgreSQL at all: an
+address that accepts connections and never answers (the server starts,
+encodes, and answers assign 503 at the connection timeout: libpq's 5 s
+default, the connection string's own, or registry_timeout_ms), health
+answering while a handle connects, and GET /v1/model naming the store
+without its password.  (A suite of its own because it spends its time in
+those timeouts; test_assign_pg.py runs a live PostgreSQL.)
+
+Run: SEMID_BIN=/path/to/bin /usr/bin/python3 tests/server/test_assign_pg_down.py
+"""
+
+import json
+import os
+import socket
+import sys
+import threading
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import semid_testlib as T  # noqa: E402
+from assign_testlib import assign, Base  # noqa: E402
+
+
+class TestAssignPostgresSilent(Base):
+    """A PostgreSQL address where something accepts connections and never
+    answers (a hung host, a proxy with nothing behind it).  libpq's defaults
+    wait for ever, which held the server's startup, and every encode, until it
+    was killed.  Now a connection attempt gives up after 5 s unless the
+    connection string says otherwise: the server listens, encodes, and
+    answers assign 503 naming the timeout."""
+
+    def setUp(self):
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)  # the kernel completes the handshakes; nobody reads
+        self.addr = "127.0.0.1:%d" % self.listener.getsockname()[1]
+
+    def tearDown(self):
+        self.listener.close()
+
+    def check(self, conninfo, timeout_s, extra=()):
+        srv, _ = self.start(self.fresh_dir(), {"item": self.ta}, "S",
+                            ["--registry", conninfo] + list(extra),
+                            start_timeout=4 * timeout_s + 10)
+        try:
+            self.assertRegex(srv.log_text(), r"level=warn event=registry msg=\"registry \S+: "
+                             r"cannot connect: .*timeout expired \(encode serves; assign and "
+                             r"lookups answer 503, and each retries\)\"")
+            self.assertNotIn("msg=opened", srv.log_text())
+            # down from the start, before any call: /v1/model and the gauge
+            st, _, m = srv.json("GET", "/v1/model")
+            self.assertEqual((m["registry"]["backend"], m["registry"]["status"]),
+                             ("postgresql", "unavailable"), m["registry"])
+            self.assertIn("timeout expired", m["registry"]["error"])
+            self.assertEqual(srv.metrics()["semid_registry_up"], 0)
+            X, _ = T.tie_free_inputs(self.rng, self.ta, 1)
+            st, _, r = srv.json("POST", "/v1/items:encode",
+                                {"inputs": [{"embedding": X[0].tolist()}]})
+            self.assertEqual(st, 200, r)
+            t1 = time.monotonic()
+            st, h, r = assign(srv, ["s1"], X)
+            took = time.monotonic() - t1
+            self.assertEqual((st, r["error"]["code"]), (503, "unavailable"), r)
+            self.assertIn("cannot connect", r["error"]["message"])
+            self.assertIn("timeout expired", r["error"]["message"])
+            self.assertIn("retry-after", h)
+            # gave up at its timeout: not before, and (for ?connect_timeout=2)
+            # well before the 5 s default
+            self.assertGreater(took, timeout_s - 1)
+            if timeout_s < 5:
+                self.assertLess(took, 4.5)
+        finally:
+            self.assertEqual(srv.stop(), 0)
+
+    def test_default_connect_timeout(self):
+        self.check("postgresql://semid@%s/semid" % self.addr, 5)
+
+    def test_connection_string_timeout_wins(self):
+        self.check("postgresql://semid@%s/semid?connect_timeout=2" % self.addr, 2,
+                   ["--registry-timeout-ms", "9000"])
+
+    def test_registry_timeout_bounds_connecting(self):
+        # 1500 ms rounds up to 2 s
+        self.check("postgresql://semid@%s/semid" % self.addr, 2,
+                   ["--registry-timeout-ms", "1500"])
+
+    def test_health_answers_while_a_handle_connects(self):
+        """GET /v1/model reads the registry's health while a handle is being
+        opened (the first lookup opens the reader, which waits for its
+        connect timeout here): it used to wait behind that open, since both
+        took one mutex.  The proof is in the order: /v1/model has answered
+        while the reader's connection is still open, i.e. before libpq gave
+        up on it."""
+        conninfo = "postgresql://semid@%s/semid?connect_timeout=3" % self.addr
+        srv, _ = self.start(self.fresh_dir(), {"item": self.ta}, "S",
+                            ["--registry", conninfo], start_timeout=30)
+        try:
+            self.listener.settimeout(10)
+            first, _ = self.listener.accept()  # the writer's, at start (given up)
+            first.close()
+            got = {}
+            t = threading.Thread(target=lambda: got.update(
+                r=srv.json("GET", "/v1/items/nobody")))
+            t.start()
+            reader, _ = self.listener.accept()  # the lookup's open is waiting on it
+            try:
+                st, _, m = srv.json("GET", "/v1/model")
+                self.assertEqual(st, 200)
+                self.assertEqual(m["registry"]["status"], "unavailable")
+                reader.setblocking(False)
+                with self.assertRaises(BlockingIOError):  # not closed: still connecting
+                    while reader.recv(4096):  # (its startup packet is there to read)
+                        pass
+            finally:
+                t.join(15)
+                reader.close()
+            self.assertEqual(got["r"][0], 503, got)
+        finally:
+            self.assertEqual(srv.stop(), 0)
+
+
+class TestAssignPostgresPassword(Base):
+    """GET /v1/model, which needs no token, names the store "without its
+    password".  A hand-made strip knew only "user:pw@" and a "password=..."
+    word: a URI's ?password=, "password = x" or a quoted value with a space
+    were shown to anyone.  The store is now named as libpq parses it, the
+    label every registry message uses.  Nothing listens on the port, so the
+    store is down and the test needs no PostgreSQL."""
+
+    def test_model_route_never_shows_the_password(self):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()  # refused from now on
+        label = "postgresql://semid@127.0.0.1:%d/db" % port
+        for conninfo in (
+                "postgresql://semid@127.0.0.1:%d/db?password=hunter2&connect_timeout=2" % port,
+                "postgresql://semid:hunter2@127.0.0.1:%d/db" % port,
+                "user=semid host=127.0.0.1 port=%d dbname=db password = hunter2" % port,
+                "user=semid host=127.0.0.1 port=%d password='hunter2 x' dbname=db" % port):
+            srv, _ = self.start(self.fresh_dir(), {"item": self.ta}, "P",
+                                ["--registry", conninfo])
+            try:
+                st, _, m = srv.json("GET", "/v1/model")
+                self.assertEqual(st, 200)
+                self.assertEqual(m["registry"]["status"], "unavailable", conninfo)
+                self.assertEqual(m["registry"]["store"], label, conninfo)
+                self.assertNotIn("hunter2", json.dumps(m), conninfo)
+            finally:
+                self.assertEqual(srv.stop(), 0)
+            self.assertNotIn("hunter2", srv.log_text(), conninfo)
+
+
+if __name__ == "__main__":
+    unittest.main(verbosity=2)
