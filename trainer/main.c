@@ -7,6 +7,8 @@
  *               [--test-cold C] [--cold-items F]  evaluate (eval.h)
  *   semid-train gen --out DIR --items N --users M --interactions I --dim D
  *               [--seed S] ...                    synthetic data (gen.h)
+ *   semid-train profile --items X --train T --out USERS.npy [--n-users N]
+ *                                                 user content profiles (profile.h)
  *
  * Exit status: 0 success, 2 bad input (files, flags, config), 128 + N when
  * signal N (SIGINT, SIGTERM, SIGHUP) stopped training, eval or gen cleanly,
@@ -26,6 +28,7 @@
 #include "eval.h"
 #include "fsutil.h"
 #include "gen.h"
+#include "profile.h"
 #include "stop.h"
 #include "train.h"
 
@@ -51,6 +54,8 @@ static void usage(FILE *f)
 		"       semid-train gen --out DIR [--items N] [--users M] [--interactions I]\n"
 		"                   [--dim D] [--user-dim D] [--clusters G] [--seed S]\n"
 		"                   [--cold-frac F] [--test-frac F]\n"
+		"       semid-train profile --items ITEMS.npy --train TRAIN.tsv --out USERS.npy\n"
+		"                   [--n-users N]\n"
 		"       semid-train --version\n"
 		"\n"
 		"Trains dual-aligned user and item semantic IDs (DAS) from content embeddings\n"
@@ -62,11 +67,15 @@ static void usage(FILE *f)
 		"gen writes synthetic data into DIR; gen's defaults: 2000 items, 1000 users,\n"
 		"40000 interactions, dim 64 (user-dim: dim), sqrt(items) clusters within\n"
 		"8..1024, seed 1, cold-frac 0.1, test-frac 0.15.\n"
+		"profile writes --users for data with item embeddings only: row u is the\n"
+		"L2-normalised mean of the --items rows user u clicked in TRAIN (zeros for a\n"
+		"user with none), N rows (default: the largest user index + 1).\n"
 		"\n"
 		"exit status: 0 ok; 1 I/O or internal error (e.g. the model cannot be\n"
 		"             published); 2 bad usage or bad input (an unknown flag or value, a\n"
 		"             missing or malformed file, a checkpoint --resume refuses);\n"
-		"             128 + the signal when stopped by one (train, eval, gen); 141\n"
+		"             128 + the signal when stopped by one (train, eval, gen,\n"
+		"             profile); 141\n"
 		"             quietly when the reader of a stdout pipe went away (| head).\n"
 		"\n"
 		"Flags override the JSON config file; every key is a flag:\n");
@@ -212,15 +221,15 @@ static int cmd_eval(int argc, char **argv)
 
 /* A gen count: a plain decimal integer in [0, @max] (strtod used to take
  * "2.7" as 2 and "1e30" into undefined behaviour). */
-static int gen_int(const char *flag, const char *v, long max, long *out)
+static int gen_int(const char *cmd, const char *flag, const char *v, long max, long *out)
 {
 	char *end;
 	long x;
 	errno = 0;
 	x = v[0] >= '0' && v[0] <= '9' ? strtol(v, &end, 10) : -1;
 	if (x < 0 || *end || errno || x > max) {
-		fprintf(stderr, "semid-train gen: %s: \"%s\" is not an integer in [0, %ld]\n", flag,
-			v, max);
+		fprintf(stderr, "semid-train %s: %s: \"%s\" is not an integer in [0, %ld]\n", cmd,
+			flag, v, max);
 		return -1;
 	}
 	*out = x;
@@ -301,7 +310,7 @@ static int cmd_gen(int argc, char **argv)
 		if (!strcmp(f, "--out")) {
 			out = v;
 		} else if ((k = gen_count_find(counts, f)) >= 0) {
-			if (gen_int(f, v, counts[k].l ? LONG_MAX : INT_MAX, &n) < 0)
+			if (gen_int("gen", f, v, counts[k].l ? LONG_MAX : INT_MAX, &n) < 0)
 				return 2;
 			if (counts[k].l)
 				*counts[k].l = n;
@@ -342,6 +351,69 @@ static int cmd_gen(int argc, char **argv)
 	return 0;
 }
 
+static int cmd_profile(int argc, char **argv)
+{
+	struct tr_profile_params p = {0};
+	struct tr_profile_stats st;
+	struct sid_error err;
+	const char **path;
+	int rc;
+
+	sid_error_clear(&err);
+	p.progress = isatty(2);
+	for (int i = 0; i < argc; i++) {
+		const char *f = argv[i], *v;
+		int from_next;
+		if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
+			usage(stdout);
+			return 0;
+		}
+		v = flag_value(argv[i], i, argc, argv, &from_next);
+		path = !strcmp(f, "--items")   ? &p.items
+		       : !strcmp(f, "--train") ? &p.train
+		       : !strcmp(f, "--out")   ? &p.out
+					       : NULL;
+		if (!path && strcmp(f, "--n-users")) {
+			fprintf(stderr, "semid-train profile: unknown option %s (try --help)\n", f);
+			return 2;
+		}
+		if (!v) {
+			fprintf(stderr, "semid-train profile: %s needs a value\n", f);
+			return 2;
+		}
+		i += from_next;
+		if (path) {
+			*path = v;
+		} else if (gen_int("profile", f, v, INT32_MAX, &p.n_users) < 0) {
+			return 2;
+		}
+	}
+	if (!p.items || !p.train || !p.out) {
+		fprintf(stderr, "semid-train profile: --items, --train and --out are required (try "
+				"--help)\n");
+		return 2;
+	}
+	rc = tr_profile_run(&p, &st, &err);
+	if (rc > 0) {
+		fprintf(stderr,
+			"semid-train profile: stopped by %s; nothing written (%s is as it was)\n",
+			tr_stop_name(rc), p.out);
+		return 128 + rc;
+	}
+	if (rc < 0)
+		return fail("profile", &err);
+	if (st.empty)
+		fprintf(stderr,
+			"semid-train profile: %ld of %ld users have no click in %s: their rows are "
+			"zeros\n",
+			st.empty, st.users, p.train);
+	printf("{\"out\": ");
+	print_json_string(p.out);
+	printf(", \"users\": %ld, \"dim\": %d, \"interactions\": %ld, \"empty_users\": %ld}\n",
+	       st.users, st.dim, st.interactions, st.empty);
+	return 0;
+}
+
 static int dispatch(int argc, char **argv)
 {
 	if (argc < 2) {
@@ -352,6 +424,8 @@ static int dispatch(int argc, char **argv)
 		return cmd_gen(argc - 2, argv + 2);
 	if (!strcmp(argv[1], "eval"))
 		return cmd_eval(argc - 2, argv + 2);
+	if (!strcmp(argv[1], "profile"))
+		return cmd_profile(argc - 2, argv + 2);
 	if (!strcmp(argv[1], "train"))
 		return cmd_train(argc - 2, argv + 2);
 	if (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {

@@ -13,6 +13,9 @@ code's own output:
 - level-0 utilization of das's item IDs is at least 90% (issue 4's goal);
 - das's item IDs rank cold items at least as well as rqvae's (the point of
   collaborative alignment for cold start), and far above random (50/142).
+And `semid-train profile` on the data's items.npy and train.tsv reproduces
+its users.npy, which its README says was made by that recipe (the
+L2-normalised mean of the user's train items' embeddings).
 """
 import json
 import os
@@ -20,6 +23,8 @@ import subprocess
 import sys
 import tempfile
 import unittest
+
+import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DATA = os.path.normpath(os.path.join(HERE, "..", "..", "..", "shared", "data", "lastfm-2k"))
@@ -65,6 +70,21 @@ class LastfmSmoke(unittest.TestCase):
         rq = self.rq["item_side"]["cold"]["recall@50"]
         self.assertGreaterEqual(das, rq)
         self.assertGreater(das, 2 * 50 / 142)
+
+
+class LastfmProfile(unittest.TestCase):
+    def test_profile_reproduces_users_npy(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            out = os.path.join(tmp, "users.npy")
+            p = subprocess.run([TRAIN, "profile", "--items", os.path.join(DATA, "items.npy"),
+                                "--train", os.path.join(DATA, "train.tsv"), "--out", out],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               timeout=120)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertEqual(json.loads(p.stdout)["empty_users"], 0)
+            got, want = np.load(out), np.load(os.path.join(DATA, "users.npy"))
+        self.assertEqual(got.shape, want.shape)
+        np.testing.assert_allclose(got, want, atol=1e-6)
 
 
 if __name__ == "__main__":
