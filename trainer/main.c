@@ -11,8 +11,8 @@
  *                                                 user content profiles (profile.h)
  *
  * Exit status: 0 success, 2 bad input (files, flags, config), 128 + N when
- * signal N (SIGINT, SIGTERM, SIGHUP) stopped training, eval or gen cleanly,
- * 141 when the reader of a stdout pipe went away (SIGPIPE, or where it is
+ * signal N (SIGINT, SIGTERM, SIGHUP) stopped training, eval, gen or profile
+ * cleanly, 141 when the reader of a stdout pipe went away (SIGPIPE, or where it is
  * ignored, sid_sigpipe_quiet_stdout), 1 otherwise (a failed write to stdout
  * included).
  */
