@@ -7,16 +7,19 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/eventfd.h>
 #include <sys/random.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -24,6 +27,7 @@
 
 #include "api.h"
 #include "log.h"
+#include "sockact.h"
 
 /* What a served connection is doing, for the sweeper's deadlines. */
 enum conn_phase {
@@ -51,7 +55,10 @@ struct conn {
 	int phase;	    /* atomic: enum conn_phase, stored after since_us */
 	int cut;	    /* atomic: the sweeper closed it */
 	int url_nul;	    /* the URL being parsed had a %00 (its MHD thread only) */
-	int refused;	    /* turned away with a 503, lingering (see refuse) */
+	/* taken by the acceptor (inherited socket) and no request begun on
+	 * it yet: counted in srv_http.fresh (its MHD thread only) */
+	int fresh;
+	int refused; /* turned away with a 503, lingering (see refuse) */
 	/* refused: its request's headers were seen; the bytes of its body read
 	 * and dropped (its MHD thread only) */
 	int heard;
@@ -70,6 +77,26 @@ struct srv_http {
 	int limit;
 	long inflight; /* atomic */
 	int draining;  /* atomic */
+	/*
+	 * A listening socket passed by the service manager (socket activation,
+	 * sockact.h), or -1 when MHD binds and accepts itself.  MHD never sees
+	 * it (MHD_USE_NO_LISTEN_SOCKET): the acceptor thread takes its
+	 * connections and hands them over (MHD_add_connection), and a drain
+	 * stops that thread, so that connections arriving from then on wait in
+	 * the socket's backlog for the next server.  Given to MHD, the socket
+	 * would be lost to the next one: libmicrohttpd 0.9.75's
+	 * MHD_stop_daemon, with a thread pool, shutdown(2)s its listening
+	 * socket, which stops it listening in every process that shares it
+	 * (systemd's copy too), and MHD_quiesce_daemon, which would leave it
+	 * alone, races its own workers (srv_http_quiesce).
+	 */
+	int lfd;
+	int wake; /* eventfd: the acceptor stops */
+	pthread_t acceptor;
+	int acceptor_on;
+	int mhd_limit;		  /* MHD's connection limit: the acceptor waits at it */
+	long fresh;		  /* atomic: accepted, no request begun yet (conn.fresh) */
+	long long drain_since_us; /* when srv_http_quiesce ran */
 	/* body_memory_bytes: request bodies, decoded requests, answers */
 	struct srv_budget budget;
 	/* connections: the watch list, the count, refusals over the limit */
@@ -1313,6 +1340,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		q->state = REQ_BODY;
 		*con_cls = q;
 		__atomic_add_fetch(&h->inflight, 1, __ATOMIC_RELAXED);
+		if (c && c->fresh) { /* in flight now: the drain waits for it as such */
+			c->fresh = 0;
+			__atomic_sub_fetch(&h->fresh, 1, __ATOMIC_RELAXED);
+		}
 		if (on_headers(q, url, method, version)) {
 			if (q->close || (has_body(conn) && refuse_before_body(q)))
 				return send_response(q);
@@ -1689,6 +1720,8 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
 			__atomic_sub_fetch(&h->open, 1, __ATOMIC_RELAXED);
 			return;
 		}
+		if (c->fresh)
+			__atomic_sub_fetch(&h->fresh, 1, __ATOMIC_RELAXED);
 		pthread_mutex_lock(&h->conns_lock);
 		if (c->refused)
 			__atomic_sub_fetch(&h->lingering, 1, __ATOMIC_RELAXED);
@@ -1706,17 +1739,26 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
 		return;
 	}
 	ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-	if (!ci)
+	if (!ci) {
+		if (h->lfd >= 0) /* not watched: nor waited for by a drain */
+			__atomic_sub_fetch(&h->fresh, 1, __ATOMIC_RELAXED);
 		return; /* not watched; MHD's idle timeout still applies */
+	}
 	n = __atomic_add_fetch(&h->open, 1, __ATOMIC_RELAXED) -
 	    __atomic_load_n(&h->lingering, __ATOMIC_RELAXED);
-	draining = __atomic_load_n(&h->draining, __ATOMIC_RELAXED);
+	/* On an inherited socket the acceptor stops before a drain begins,
+	 * so a connection that reaches MHD during one was accepted before:
+	 * it is served, not refused. */
+	draining = h->lfd < 0 && __atomic_load_n(&h->draining, __ATOMIC_RELAXED);
 	c = draining || n > h->limit ? NULL : calloc(1, sizeof(*c));
 	if (!c) {
+		if (h->lfd >= 0)
+			__atomic_sub_fetch(&h->fresh, 1, __ATOMIC_RELAXED);
 		refuse(h, ci->connect_fd, draining, socket_context);
 		return;
 	}
 	c->fd = ci->connect_fd;
+	c->fresh = h->lfd >= 0; /* counted by the acceptor */
 	c->since_us = now_us();
 	c->phase = CONN_RECEIVING;
 	conn_watch(h, c);
@@ -1905,6 +1947,8 @@ static void http_free(struct srv_http *h)
 	pthread_cond_destroy(&h->stop_cv);
 	pthread_mutex_destroy(&h->stop_lock);
 	pthread_mutex_destroy(&h->conns_lock);
+	if (h->wake >= 0)
+		close(h->wake);
 	free(h->over_resp);
 	free(h->drain_resp);
 	free(h);
@@ -2028,40 +2072,119 @@ fail:
 	return rc;
 }
 
-int srv_http_listen_check(const struct srv_config *cfg, struct sid_error *err)
+int srv_http_listen_check(const struct srv_config *cfg, const struct srv_sockact *sa,
+			  struct sid_error *err)
 {
-	int rc = bind_check("listen", cfg->listen, err);
+	int rc = sa->main_fd >= 0 ? 0 : bind_check("listen", cfg->listen, err);
 
-	if (rc || !cfg->ops_listen[0])
+	if (rc || !cfg->ops_listen[0] || sa->ops_fd >= 0)
 		return rc;
-	rc = ops_overlap_check(cfg, err);
+	/* beside an inherited API socket, ops_listen's bind finds a port it
+	 * holds in use (it listens already) */
+	rc = sa->main_fd >= 0 ? 0 : ops_overlap_check(cfg, err);
 	return rc ? rc : bind_check("ops_listen", cfg->ops_listen, err);
+}
+
+/*
+ * The acceptor of an inherited socket (srv_http.lfd): takes each connection
+ * off it and hands it to MHD, which serves it as one it accepted itself
+ * (on_connection, the limits, the sweeper).  At MHD's own limit it leaves
+ * new ones in the backlog, as MHD does, and looks again every 10 ms.
+ * srv_http_quiesce wakes it through h->wake and it ends, leaving the socket
+ * as it is.
+ */
+static void *acceptor_main(void *arg)
+{
+	struct srv_http *h = arg;
+	int warned = 0;
+
+	for (;;) {
+		struct pollfd p[2] = {{h->wake, POLLIN, 0}, {h->lfd, POLLIN, 0}};
+		int full = __atomic_load_n(&h->open, __ATOMIC_RELAXED) >= h->mhd_limit;
+		struct sockaddr_storage ss;
+		socklen_t len = sizeof(ss);
+		int fd;
+
+		if (poll(p, full ? 1 : 2, full ? 10 : -1) < 0 && errno != EINTR)
+			poll(p, 0, 10); /* cannot happen; no busy loop if it does */
+		if (p[0].revents)
+			break;
+		if (full || !p[1].revents)
+			continue;
+		fd = accept4(h->lfd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd < 0) {
+			/* gone before we took it, or taken by another process
+			 * sharing the socket */
+			if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR ||
+			    errno == ECONNABORTED || errno == EPROTO)
+				continue;
+			/* out of descriptors or memory, or a broken socket:
+			 * said once, tried again every 100 ms */
+			if (!warned++)
+				srv_log(SRV_LOG_WARN, "connection",
+					"cannot accept a connection on %s: %s; trying again",
+					h->addr, strerror(errno));
+			if (poll(p, 1, 100) > 0)
+				break;
+			continue;
+		}
+		warned = 0;
+		__atomic_add_fetch(&h->fresh, 1, __ATOMIC_RELAXED);
+		/* MHD closes it if it cannot take it (and says why) */
+		if (MHD_add_connection(h->mhd, fd, (struct sockaddr *)&ss, len) != MHD_YES)
+			__atomic_sub_fetch(&h->fresh, 1, __ATOMIC_RELAXED);
+	}
+	return NULL;
+}
+
+/* An inherited socket: non-blocking, as every server on one makes it (the
+ * acceptor must never sleep in accept(2) when another process took the
+ * connection it was woken for), its address in h->addr, and the acceptor
+ * running. */
+static int inherited_start(struct srv_http *h, struct sid_error *err)
+{
+	int fl = fcntl(h->lfd, F_GETFL);
+
+	if (fl < 0 || fcntl(h->lfd, F_SETFL, fl | O_NONBLOCK) != 0)
+		return sid_error_set(err, SID_EIO, "%s: cannot make fd %d non-blocking: %s", h->key,
+				     h->lfd, strerror(errno));
+	if (srv_sockact_addr(h->lfd, h->addr, sizeof(h->addr), &h->port))
+		return sid_error_set(err, SID_EIO, "%s: fd %d has no TCP address: %s", h->key,
+				     h->lfd, strerror(errno));
+	if (pthread_create(&h->acceptor, NULL, acceptor_main, h) != 0)
+		return sid_error_set(err, SID_EIO, "%s: cannot start the acceptor thread", h->key);
+	h->acceptor_on = 1;
+	return 0;
 }
 
 int srv_http_start(const struct srv_http_deps *deps, struct srv_http **out, struct sid_error *err)
 {
 	const struct srv_config *cfg = deps->cfg;
 	struct addrinfo *ai = NULL;
-	char host[256], port[16];
+	char host[256] = "", port[16] = "0";
 	const union MHD_DaemonInfo *info;
 	unsigned int flags;
 	struct srv_http *h;
-	int mhd_limit, ops = deps->main_port != NULL;
+	int ops = deps->main_port != NULL, inherited = deps->listen_fd >= 0;
 	int threads = ops ? 1 : cfg->http_threads; /* probes and scrapes are few */
 	const char *key = ops ? "ops_listen" : "listen";
 	const char *listen = ops ? cfg->ops_listen : cfg->listen;
 
 	*out = NULL;
-	if (listen_resolve(key, listen, host, sizeof(host), port, sizeof(port), &ai, err))
+	if (!inherited &&
+	    listen_resolve(key, listen, host, sizeof(host), port, sizeof(port), &ai, err))
 		return SID_EINVAL;
 	h = calloc(1, sizeof(*h));
 	if (!h) {
-		freeaddrinfo(ai);
+		if (ai)
+			freeaddrinfo(ai);
 		return sid_error_set(err, SID_ENOMEM, "http: out of memory");
 	}
 	h->d = *deps;
 	h->ops = ops;
 	h->key = key;
+	h->lfd = deps->listen_fd;
+	h->wake = -1;
 	h->limit = ops ? SRV_HTTP_OPS_CONNECTIONS : cfg->connection_limit;
 	h->budget.max = (size_t)deps->cfg->body_memory_bytes;
 	/* a key for made request ids: different in every process */
@@ -2081,52 +2204,77 @@ int srv_http_start(const struct srv_http_deps *deps, struct srv_http **out, stru
 		pthread_cond_init(&h->stop_cv, &ca);
 		pthread_condattr_destroy(&ca);
 	}
-	if (canned_responses(h)) {
-		freeaddrinfo(ai);
+	if (canned_responses(h) ||
+	    (inherited && (h->wake = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) < 0)) {
+		if (ai)
+			freeaddrinfo(ai);
 		http_free(h);
 		return sid_error_set(err, SID_ENOMEM, "http: out of memory");
 	}
 	/* Headroom above connection_limit for connections that arrive in one
 	 * burst and are refused by on_connection (they close within a poll). */
-	mhd_limit = h->limit + 64 + h->limit / 8;
+	h->mhd_limit = h->limit + 64 + h->limit / 8;
 	flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
 		MHD_USE_ERROR_LOG;
-	if (ai->ai_family == AF_INET6)
+	/* an inherited socket is the acceptor's, never MHD's (srv_http.lfd);
+	 * MHD_ALLOW_SUSPEND_RESUME brings the MHD_USE_ITC that
+	 * MHD_add_connection needs to wake a worker */
+	if (inherited)
+		flags |= MHD_USE_NO_LISTEN_SOCKET;
+	else if (ai->ai_family == AF_INET6)
 		flags |= MHD_USE_IPv6;
 	{
 		/* The logger goes first so MHD's own start-up messages use it. */
-		struct MHD_OptionItem opts[] = {
-		    {MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_logger, h},
-		    {MHD_OPTION_SOCK_ADDR, 0, ai->ai_addr},
-		    {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, h},
-		    {MHD_OPTION_URI_LOG_CALLBACK, (intptr_t)on_uri, h},
-		    {MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)on_connection, h},
-		    {MHD_OPTION_UNESCAPE_CALLBACK, (intptr_t)unescape, h},
-		    {MHD_OPTION_CONNECTION_TIMEOUT, cfg->connection_timeout_s, NULL},
-		    {MHD_OPTION_CONNECTION_LIMIT, mhd_limit, NULL},
-		    {threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END, threads, NULL},
-		    {MHD_OPTION_END, 0, NULL},
-		};
+		struct MHD_OptionItem opts[12];
+		int k = 0;
+		opts[k++] =
+		    (struct MHD_OptionItem){MHD_OPTION_EXTERNAL_LOGGER, (intptr_t)mhd_logger, h};
+		if (!inherited)
+			opts[k++] = (struct MHD_OptionItem){MHD_OPTION_SOCK_ADDR, 0, ai->ai_addr};
+		opts[k++] =
+		    (struct MHD_OptionItem){MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, h};
+		opts[k++] =
+		    (struct MHD_OptionItem){MHD_OPTION_URI_LOG_CALLBACK, (intptr_t)on_uri, h};
+		opts[k++] = (struct MHD_OptionItem){MHD_OPTION_NOTIFY_CONNECTION,
+						    (intptr_t)on_connection, h};
+		opts[k++] =
+		    (struct MHD_OptionItem){MHD_OPTION_UNESCAPE_CALLBACK, (intptr_t)unescape, h};
+		opts[k++] = (struct MHD_OptionItem){MHD_OPTION_CONNECTION_TIMEOUT,
+						    cfg->connection_timeout_s, NULL};
+		opts[k++] =
+		    (struct MHD_OptionItem){MHD_OPTION_CONNECTION_LIMIT, h->mhd_limit, NULL};
+		if (threads > 1)
+			opts[k++] =
+			    (struct MHD_OptionItem){MHD_OPTION_THREAD_POOL_SIZE, threads, NULL};
+		opts[k++] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
 		MHD_set_panic_func(srv_http_panic, NULL);
 		h->mhd = MHD_start_daemon(flags, (uint16_t)atoi(port), NULL, NULL, on_request, h,
 					  MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
 	}
 	/* the listening line gives the address bound, not the name: a name
 	 * binds its first address only (localhost: ::1 or 127.0.0.1) */
-	{
+	if (ai) {
 		char num[sizeof(host)];
 		if (getnameinfo(ai->ai_addr, ai->ai_addrlen, num, sizeof(num), NULL, 0,
 				NI_NUMERICHOST) == 0)
 			snprintf(host, sizeof(host), "%s", num);
+		freeaddrinfo(ai);
 	}
-	freeaddrinfo(ai);
 	pthread_mutex_lock(&h->conns_lock);
 	h->started = 1;
 	pthread_mutex_unlock(&h->conns_lock);
 	if (!h->mhd) {
 		/* MHD's own words say why (bind: address in use, not local, ...) */
-		sid_error_set(err, SID_EIO, "%scannot listen on %s: %s", listen_what(key), listen,
-			      h->start_msg[0] ? h->start_msg : "libmicrohttpd could not start");
+		if (inherited)
+			sid_error_set(
+			    err, SID_EIO, "%s: cannot serve the inherited socket, fd %d: %s", key,
+			    h->lfd,
+			    h->start_msg[0] ? h->start_msg : "libmicrohttpd could not start");
+		else
+			sid_error_set(
+			    err, SID_EIO, "%scannot listen on %s: %s", listen_what(key), listen,
+			    h->start_msg[0] ? h->start_msg : "libmicrohttpd could not start");
+		h->lfd = -1; /* not closed here: the process exits 2 */
 		http_free(h);
 		return SID_EIO;
 	}
@@ -2136,6 +2284,14 @@ int srv_http_start(const struct srv_http_deps *deps, struct srv_http **out, stru
 		srv_log(SRV_LOG_WARN, "startup",
 			"cannot start the connection sweeper: requests have no deadline, only "
 			"the idle timeout");
+	if (inherited) {
+		if (inherited_start(h, err)) {
+			srv_http_stop(h);
+			return SID_EIO;
+		}
+		*out = h;
+		return 0;
+	}
 	info = MHD_get_daemon_info(h->mhd, MHD_DAEMON_INFO_BIND_PORT);
 	h->port = info ? info->port : atoi(port);
 	snprintf(h->addr, sizeof(h->addr), "%s%s%s:%d", strchr(host, ':') ? "[" : "", host,
@@ -2154,27 +2310,60 @@ const char *srv_http_addr(const struct srv_http *h)
 	return h->addr;
 }
 
+/* Stop the acceptor (an inherited socket's) and wait for it to end. */
+static void acceptor_stop(struct srv_http *h)
+{
+	uint64_t one = 1;
+
+	if (!h->acceptor_on)
+		return;
+	if (write(h->wake, &one, sizeof(one)) != (ssize_t)sizeof(one))
+		srv_log(SRV_LOG_WARN, "shutdown", "cannot wake the acceptor: %s", strerror(errno));
+	pthread_join(h->acceptor, NULL);
+	h->acceptor_on = 0;
+}
+
 /*
  * Not MHD_quiesce_daemon: with epoll and MHD's own threads (libmicrohttpd
  * 0.9.75), it removes the listening socket from a worker's epoll set while
  * that worker may be removing it too; the loser's epoll_ctl fails and MHD
- * aborts the process.  A SIGTERM under load then ended in SIGABRT.  The
- * socket stays with MHD; on_connection answers what still arrives.
+ * aborts the process.  A SIGTERM under load then ended in SIGABRT.  A bound
+ * socket stays with MHD; on_connection answers what still arrives.  An
+ * inherited one is no longer accepted on at all (the acceptor ends first,
+ * so on_connection serves whatever it handed over before): the next server
+ * takes what arrives.
  */
 void srv_http_quiesce(struct srv_http *h)
 {
+	acceptor_stop(h);
+	h->drain_since_us = now_us();
 	__atomic_store_n(&h->draining, 1, __ATOMIC_RELAXED);
 }
 
 long srv_http_inflight(struct srv_http *h)
 {
-	return __atomic_load_n(&h->inflight, __ATOMIC_RELAXED);
+	long n = __atomic_load_n(&h->inflight, __ATOMIC_RELAXED);
+
+	/* An inherited socket's connections accepted before the drain whose
+	 * request has not begun (a client connects and then sends: its bytes
+	 * are on the way) count as in flight for SRV_HTTP_FRESH_WAIT_MS:
+	 * stopping without them would close a connection its client is
+	 * about to use, while no other server can take it any more. */
+	if (h->lfd >= 0 && __atomic_load_n(&h->draining, __ATOMIC_RELAXED) &&
+	    now_us() - h->drain_since_us < SRV_HTTP_FRESH_WAIT_MS * 1000LL)
+		n += __atomic_load_n(&h->fresh, __ATOMIC_RELAXED);
+	return n;
 }
 
 void srv_http_stop(struct srv_http *h)
 {
 	if (!h)
 		return;
+	acceptor_stop(h);
 	MHD_stop_daemon(h->mhd);
+	/* our copy of an inherited socket: the manager's stays open and
+	 * listening (never shutdown(2): that would end it for all) */
+	if (h->lfd >= 0)
+		close(h->lfd);
 	http_free(h);
 }

@@ -30,6 +30,14 @@
  * through when the main port answers 503.  Its requests count in the same
  * metrics, under the same routes.
  *
+ * Socket activation (sockact.h): a port whose listening socket was passed
+ * by the service manager (deps->listen_fd) is served on it instead of
+ * binding: MHD is started without a listening socket of its own and an
+ * acceptor thread hands it each connection (http.c, srv_http.lfd).  A drain
+ * then stops accepting altogether, rather than answering 503, and leaves
+ * the socket listening: what arrives waits in its backlog for the next
+ * server.
+ *
  * Thread-safety: srv_http_start/quiesce/stop belong to the thread that owns
  * the server (the loop thread); srv_http_inflight is thread-safe.
  */
@@ -42,6 +50,7 @@
 #include "err.h"
 #include "metrics.h"
 #include "reload.h"
+#include "sockact.h"
 
 struct srv_http;
 
@@ -57,34 +66,46 @@ struct srv_http_deps {
 	 * connections and held bodies /metrics reports and whose drain
 	 * /readyz reports; it must outlive this one. */
 	struct srv_http *main_port;
+	/* A listening socket inherited from the service manager (sockact.h)
+	 * to serve on, or -1: bind cfg->listen (or cfg->ops_listen).  The
+	 * port owns it from srv_http_start on (closes it at srv_http_stop). */
+	int listen_fd;
 };
+
+/* Draining an inherited socket, connections accepted before the drain
+ * whose first request has not begun yet count as in flight for this long
+ * (srv_http_inflight): their clients are sending it. */
+#define SRV_HTTP_FRESH_WAIT_MS 1000
 
 /* Connections the operations port serves at once (its connection_limit:
  * a probe or a scrape needs one each). */
 #define SRV_HTTP_OPS_CONNECTIONS 16
 
 /* Before the slow parts of a start (loading the model, opening the
- * registry): resolve cfg->listen, and cfg->ops_listen when set, and bind a
+ * registry): resolve cfg->listen, and cfg->ops_listen when set (each
+ * unless @sa passed a socket for it), and bind a
  * socket to each once, then close it, so that a host that does not
  * resolve, an address this host does not have or a port in use refuses the
  * start at once, with srv_http_start's message, and nothing opened or
  * created on the way; so does an ops_listen on listen's port.  (Another
  * process may still take a port before srv_http_start binds it.) */
-int srv_http_listen_check(const struct srv_config *cfg, struct sid_error *err);
+int srv_http_listen_check(const struct srv_config *cfg, const struct srv_sockact *sa,
+			  struct sid_error *err);
 
-/* Bind cfg->listen (deps->main_port NULL) or cfg->ops_listen and start
- * serving. */
+/* Bind cfg->listen (deps->main_port NULL) or cfg->ops_listen, or take
+ * deps->listen_fd, and start serving. */
 int srv_http_start(const struct srv_http_deps *deps, struct srv_http **out, struct sid_error *err);
 
-/* The bound port (port 0 picked one). */
+/* The bound port (port 0 picked one), or the inherited socket's. */
 int srv_http_port(const struct srv_http *h);
 
-/* The address bound, in numbers (a host name binds its first address):
- * "127.0.0.1:8080", "[::1]:8080". */
+/* The address bound, in numbers (a host name binds its first address), or
+ * the inherited socket's (getsockname): "127.0.0.1:8080", "[::1]:8080". */
 const char *srv_http_addr(const struct srv_http *h);
 
 /* Drain: a connection opened from now on is answered 503 ("the server is
- * shutting down", Retry-After) and closed; later responses carry
+ * shutting down", Retry-After) and closed, or on an inherited socket not
+ * accepted at all (it waits for the next server); later responses carry
  * "Connection: close" and /readyz answers 503. */
 void srv_http_quiesce(struct srv_http *h);
 

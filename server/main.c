@@ -20,6 +20,11 @@
  * shutdown_timeout_ms), exit 0; exit 1 if the deadline passes first.
  * Exit 2: refused to start (bad flag, config or model, cannot listen; the
  * listen and ops_listen addresses are tried first, before the model loads).
+ *
+ * Socket activation (sockact.h): sockets the service manager passes
+ * (LISTEN_PID, LISTEN_FDS, LISTEN_FDNAMES) are read and checked first of
+ * all and served instead of binding listen / ops_listen, which are then
+ * ignored (an info line says so); a bad one refuses the start (exit 2).
  */
 #include <cblas.h>
 #include <signal.h>
@@ -38,6 +43,7 @@
 #include "metrics.h"
 #include "reload.h"
 #include "selfbench.h"
+#include "sockact.h"
 #include "store.h"
 
 /* Below this many bytes an admin token draws a warning at start. */
@@ -50,7 +56,8 @@ struct server {
 	struct srv_batcher *batcher;
 	struct srv_reload *reload;
 	struct srv_http *http;
-	struct srv_http *ops; /* the operations port (ops_listen), or NULL */
+	struct srv_http *ops;  /* the operations port (ops_listen), or NULL */
+	struct srv_sockact sa; /* sockets passed by the service manager */
 	struct srv_store store;
 	struct srv_assigner *assigner;
 	uv_signal_t sigterm, sigint, sighup;
@@ -76,7 +83,8 @@ static void usage(FILE *f)
 		"exit status: 0 after SIGTERM or SIGINT once in-flight requests are answered\n"
 		"             (or at once, before it listens); 1 when they outlast\n"
 		"             shutdown_timeout_ms; 2 refused to start (a bad flag or config\n"
-		"             value, no valid model without --allow-empty, the address in use)\n"
+		"             value, no valid model without --allow-empty, the address in use,\n"
+		"             a bad socket passed by systemd: LISTEN_FDS, LISTEN_FDNAMES)\n"
 		"\n"
 		"       semid-server --bench-encode MODEL TOWER BATCH THREADS SECONDS\n"
 		"times the encoder in this process (no HTTP) and prints items/s as JSON: the\n"
@@ -166,10 +174,49 @@ static void log_listening(const struct server *s)
 		srv_logline_str(&l, "ops_addr", srv_http_addr(s->ops));
 		srv_logline_int(&l, "ops_port", srv_http_port(s->ops));
 	}
+	/* which of them are sockets passed by the service manager */
+	if (s->sa.main_fd >= 0)
+		srv_logline_str(&l, "inherited", s->sa.ops_fd >= 0 ? "main,ops" : "main");
 	srv_logline_int(&l, "workers", s->cfg.workers);
 	srv_logline_int(&l, "max_batch", s->cfg.max_batch);
 	srv_logline_int(&l, "max_delay_us", s->cfg.max_delay_us);
 	srv_logline_end(&l);
+}
+
+/* What socket activation changes, in info lines: listen and ops_listen not
+ * bound, or LISTEN_PID set for another process. */
+static void log_sockact(const struct server *s)
+{
+	char addr[300];
+	int port;
+
+	if (s->sa.foreign_pid)
+		srv_log(SRV_LOG_INFO, "startup",
+			"LISTEN_PID %ld is not this process (%ld): the sockets passed are not for "
+			"it; binding listen",
+			s->sa.foreign_pid, (long)getpid());
+	if (s->sa.main_fd < 0)
+		return;
+	if (srv_sockact_addr(s->sa.main_fd, addr, sizeof(addr), &port))
+		addr[0] = '\0';
+	srv_log(SRV_LOG_INFO, "startup",
+		"socket activation: serving the API on the inherited socket %s (fd %d); listen "
+		"\"%s\" is not bound",
+		addr, s->sa.main_fd, s->cfg.listen);
+	if (s->sa.ops_fd >= 0) {
+		if (srv_sockact_addr(s->sa.ops_fd, addr, sizeof(addr), &port))
+			addr[0] = '\0';
+		srv_log(SRV_LOG_INFO, "startup",
+			"socket activation: serving the operations port on the inherited socket %s "
+			"(fd %d)%s%s%s",
+			addr, s->sa.ops_fd, s->cfg.ops_listen[0] ? "; ops_listen \"" : "",
+			s->cfg.ops_listen, s->cfg.ops_listen[0] ? "\" is not bound" : "");
+	} else if (s->cfg.ops_listen[0]) {
+		srv_log(SRV_LOG_INFO, "startup",
+			"socket activation: no socket named \"ops\" passed: binding ops_listen "
+			"\"%s\" (a restart refuses connections there meanwhile)",
+			s->cfg.ops_listen);
+	}
 }
 
 /* srv_reload_on_swap: compare the new model with the registry's levels. */
@@ -310,8 +357,16 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	srv_log_set_level((enum srv_log_level)s.cfg.log_level);
+	/* sockets passed by the service manager: read (and the variables
+	 * unset) before anything could start a program, and checked before
+	 * anything slow */
+	if (srv_sockact_from_env(&s.sa, &err)) {
+		fprintf(stderr, "semid-server: %s\n", err.msg);
+		return 2;
+	}
+	log_sockact(&s);
 	/* a listen address that cannot work refuses before the model loads */
-	if (srv_http_listen_check(&s.cfg, &err)) {
+	if (srv_http_listen_check(&s.cfg, &s.sa, &err)) {
 		fprintf(stderr, "semid-server: %s\n", err.msg);
 		return 2;
 	}
@@ -397,12 +452,14 @@ int main(int argc, char **argv)
 	hd.assigner = s.assigner;
 	hd.store = &s.store;
 	hd.main_port = NULL;
+	hd.listen_fd = s.sa.main_fd;
 	if (srv_http_start(&hd, &s.http, &err)) {
 		fprintf(stderr, "semid-server: %s\n", err.msg);
 		return 2;
 	}
 	hd.main_port = s.http;
-	if (s.cfg.ops_listen[0] && srv_http_start(&hd, &s.ops, &err)) {
+	hd.listen_fd = s.sa.ops_fd;
+	if ((s.cfg.ops_listen[0] || s.sa.ops_fd >= 0) && srv_http_start(&hd, &s.ops, &err)) {
 		fprintf(stderr, "semid-server: %s\n", err.msg);
 		return 2;
 	}

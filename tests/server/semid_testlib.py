@@ -9,7 +9,9 @@
   agree with.
 - Server: starts `$SEMID_BIN/semid-server` on 127.0.0.1 with port 0 (the
   kernel picks a free port; the server logs it in its event=listening line),
-  waits for /healthz, talks HTTP with http.client, and stops it.
+  waits for /healthz, talks HTTP with http.client, and stops it; with
+  inherit=, hands it listening sockets as systemd's socket activation does
+  (activation()).
 
 Every wait is bounded; nothing listens beyond loopback.
 """
@@ -206,18 +208,57 @@ def refused_start(test, args, needle, timeout=10):
     return p.stderr.decode()
 
 
-class Server:
-    """A semid-server child on 127.0.0.1:<free port>; logs go to a file."""
+def activation(fds, names=None, listen_fds=None, listen_pid=None):
+    """What starts a program as systemd's socket activation does
+    (sd_listen_fds(3)): the descriptors @fds (sockets or ints) become fds
+    3, 4, ... of the child, LISTEN_FDS their number (or @listen_fds),
+    LISTEN_FDNAMES the colon-joined @names if given, and LISTEN_PID the
+    child's own pid (a shell sets it to $$ and execs the program: same pid),
+    or @listen_pid.  Returns (argv prefix, env updates, Popen keywords); the
+    fds of the child are those passed and 0-2 only."""
+    raw = [f if isinstance(f, int) else f.fileno() for f in fds]
+    count = len(raw)
 
-    def __init__(self, args, workdir=None, env=None, start_timeout=10.0, **popen):
+    def place():
+        # first out of the way (a source may sit at 3 or 4), then into place;
+        # dup2 leaves the copies inheritable
+        high = [os.dup2(f, 100 + i) for i, f in enumerate(raw)]
+        for i, f in enumerate(high):
+            os.dup2(f, 3 + i)
+            os.close(f)
+
+    env = {"LISTEN_FDS": str(count if listen_fds is None else listen_fds)}
+    if names is not None:
+        env["LISTEN_FDNAMES"] = ":".join(names)
+    if listen_pid is not None:
+        env["LISTEN_PID"] = str(listen_pid)
+        prefix = []
+    else:
+        prefix = ["/bin/sh", "-c", 'LISTEN_PID=$$ exec "$0" "$@"']
+    return prefix, env, {"preexec_fn": place, "pass_fds": tuple(range(3, 3 + count)),
+                         "close_fds": True}
+
+
+class Server:
+    """A semid-server child on 127.0.0.1:<free port>; logs go to a file.
+    inherit=(fds, names): started with those sockets as by systemd
+    (activation()); then self.port is the inherited socket's port."""
+
+    def __init__(self, args, workdir=None, env=None, start_timeout=10.0, inherit=None, **popen):
         self.workdir = workdir or tempfile.mkdtemp(prefix="semid-srv-")
         self.log_path = os.path.join(self.workdir, "server-%d.log" % time.monotonic_ns())
         self.log = open(self.log_path, "wb")
         e = dict(os.environ)
         if env:
             e.update(env)
-        self.proc = subprocess.Popen(WRAPPER + [SERVER, "--listen", "127.0.0.1:0"] + list(args),
-                                     stdout=self.log, stderr=subprocess.STDOUT, env=e, **popen)
+        prefix = []
+        if inherit is not None:
+            prefix, more, kw = activation(*inherit)
+            e.update(more)
+            popen.update(kw)
+        self.proc = subprocess.Popen(prefix + WRAPPER + [SERVER, "--listen", "127.0.0.1:0"] +
+                                     list(args), stdout=self.log, stderr=subprocess.STDOUT, env=e,
+                                     **popen)
         self.port = None
         deadline = time.monotonic() + start_timeout * SLOW
         while time.monotonic() < deadline:
