@@ -27,6 +27,11 @@ or metric breaks this test instead of a deployment.
   documented `docker run --stop-timeout` outlasts the image config's
   shutdown_timeout_ms, and README.md shows the same docker commands.
 - systemd-analyze verify accepts the units (binaries pointed at $SEMID_BIN);
+  the socket units listen on the addresses of the server unit's --listen and
+  --ops-listen, are named "main" and "ops" as the server takes them, and are
+  the server unit's Sockets=; the server unit's ExecStart, given sockets as
+  systemd passes them (in Sockets= order, with their FileDescriptorName),
+  serves on them;
   the train unit's ExecStart lines publish a model when run in a temp dir,
   and the registry backup unit's write a backup that exports as the store
   does and keep the newest 14.
@@ -44,11 +49,13 @@ Needs python3-yaml.  Loopback only; every wait is bounded.
 """
 import copy
 import glob
+import http.client
 import json
 import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -516,6 +523,24 @@ class Deploy(unittest.TestCase):
         self.assertEqual(int(listen.rpartition(":")[2]), self.port)
         ops = exec_args[exec_args.index("--ops-listen") + 1]
         self.assertEqual(int(ops.rpartition(":")[2]), self.ops_port)
+        # socket activation: the sockets systemd keeps open across restarts
+        # are the flags' addresses, under the names the server takes
+        sockets = ["semid-server.socket", "semid-server-ops.socket"]
+        self.assertEqual(srv["Sockets"][0].split(), sockets)
+        unit = systemd_unit("semid-server.service")["Unit"]
+        self.assertEqual(unit["Requires"][0].split(), sockets)
+        for name in sockets:
+            self.assertIn(name, unit["After"][0].split())
+        for name, addr, fdname in zip(sockets, (listen, ops), ("main", "ops")):
+            with self.subTest(socket=name):
+                sock = systemd_unit(name)
+                self.assertEqual(sock["Socket"]["ListenStream"], [addr])
+                self.assertEqual(sock["Socket"]["FileDescriptorName"], [fdname])
+                self.assertEqual(sock["Socket"]["Service"], ["semid-server.service"])
+                self.assertEqual(sock["Install"]["WantedBy"], ["sockets.target"])
+        # the hardening lets the server run: no address family it needs is
+        # taken away (it binds listen when run by hand with these flags)
+        self.assertTrue({"AF_INET", "AF_INET6"} <= set(srv["RestrictAddressFamilies"][0].split()))
         # the admin token has a place off the command line and out of the
         # world-readable config: an optional environment file
         self.assertEqual(srv["EnvironmentFile"], ["-/etc/semid/semid-server.env"])
@@ -536,7 +561,8 @@ class Deploy(unittest.TestCase):
         if not shutil.which("systemd-analyze"):
             self.skipTest("systemd-analyze not installed")
         with tempfile.TemporaryDirectory(prefix="semid-units-") as d:
-            names = ["semid-server.service", "semid-train.service", "semid-train.timer",
+            names = ["semid-server.service", "semid-server.socket", "semid-server-ops.socket",
+                     "semid-train.service", "semid-train.timer",
                      "semid-registry-backup.service", "semid-registry-backup.timer"]
             for n in names:
                 text = read(os.path.join(DEPLOY, "systemd", n)).replace("/usr/local/bin/", BIN + "/")
@@ -726,6 +752,45 @@ class Deploy(unittest.TestCase):
             finally:
                 if srv.proc.poll() is None:
                     srv.kill()
+
+    def test_systemd_sockets_activate_the_server_unit(self):
+        """The server unit's ExecStart, started as systemd starts it with
+        its Sockets= (listening sockets at fds 3 and 4, LISTEN_FDNAMES from
+        each socket unit's FileDescriptorName; loopback port 0 for their
+        ListenStream), serves the API and the operations port on them,
+        whatever its --listen and --ops-listen say."""
+        unit = systemd_unit("semid-server.service")["Service"]
+        argv = unit["ExecStart"][0].split()
+        socks, names = [], []
+        for name in unit["Sockets"][0].split():
+            sec = systemd_unit(name)["Socket"]
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            s.listen(int(sec.get("Backlog", ["128"])[0]))
+            socks.append(s)
+            names.append(sec["FileDescriptorName"][0])
+        with tempfile.TemporaryDirectory(prefix="semid-unit-sock-") as d:
+            args = [a.replace("/var/lib/semid", d).replace(
+                "/etc/semid/semid-server.json", os.path.join(ROOT, "config", "semid-server.json"))
+                for a in argv[1:]]
+            os.makedirs(os.path.dirname(args[args.index("--model") + 1]))
+            srv = tl.Server(args + ["--watch=false", "--workers", "1"], workdir=d,
+                            inherit=(socks, names))
+            try:
+                ports = dict(zip(names, (s.getsockname()[1] for s in socks)))
+                self.assertEqual(srv.port, ports["main"])
+                self.assertIn("inherited=main,ops", srv.log_text())
+                self.assertEqual(srv.request("GET", "/readyz")[0], 503)  # no model yet
+                c = http.client.HTTPConnection("127.0.0.1", ports["ops"], timeout=10)
+                c.request("GET", "/healthz")
+                self.assertEqual(c.getresponse().status, 200)
+                c.close()
+                self.assertEqual(srv.stop(), 0)
+            finally:
+                if srv.proc.poll() is None:
+                    srv.kill()
+                for s in socks:
+                    s.close()
 
     def _gen_data(self, data):
         p = subprocess.run([TRAIN, "gen", "--out", data, "--items", "300", "--users", "100",
