@@ -73,7 +73,7 @@ def get(port, path, timeout=10):
         c.close()
 
 
-def encode(port, request_id=None, timeout=30):
+def encode(port, request_id=None, timeout=30 * T.SLOW):
     """POST one encode on a new connection -> status."""
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     h = {"Content-Type": "application/json"}
@@ -96,6 +96,28 @@ def listening_line(srv):
 
 def still_listening(s):
     return s.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 1
+
+
+def accepted(client):
+    """Whether a server process has accept(2)ed @client's connection (an
+    IPv4 loopback one): its server end in /proc/net/tcp has a socket inode
+    once a process holds it, 0 while it waits in the listening socket's
+    queue."""
+    here = "%08X:%04X" % (0x0100007F, client.getsockname()[1])
+    there = "%08X:%04X" % (0x0100007F, client.getpeername()[1])
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            fields = line.split()
+            if fields[1] == there and fields[2] == here:
+                return fields[9] != "0"
+    return False
+
+
+def wait_accepted(client, timeout=10):
+    deadline = time.monotonic() + timeout * T.SLOW
+    while not accepted(client) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return accepted(client)
 
 
 class TestSocketActivation(unittest.TestCase):
@@ -268,11 +290,12 @@ class TestSocketActivation(unittest.TestCase):
                 t.start()
             time.sleep(0.5)
             # in flight at A: its body stalls half way until after SIGTERM
-            stalled = socket.create_connection(("127.0.0.1", port), timeout=20)
+            stalled = socket.create_connection(("127.0.0.1", port), timeout=20 * T.SLOW)
             stalled.sendall(b"POST /v1/items:encode HTTP/1.1\r\nHost: x\r\nX-Request-Id: "
                             b"stalled\r\nContent-Type: application/json\r\nContent-Length: "
                             b"%d\r\n\r\n" % len(BODY) + BODY[:10])
-            time.sleep(0.2)
+            self.assertTrue(wait_accepted(stalled), "A never accepted the stalled request")
+            time.sleep(0.1)
             a.signal(signal.SIGTERM)
             deadline = time.monotonic() + 10
             while "event=shutdown" not in a.log_text() and time.monotonic() < deadline:
@@ -286,11 +309,12 @@ class TestSocketActivation(unittest.TestCase):
             self.assertEqual(a.wait(15), 0, a.log_text()[-3000:])
             self.assertTrue(still_listening(sock), "A's exit ended the shared socket")
             # no server runs: a connection now waits in the backlog
-            gap = socket.create_connection(("127.0.0.1", port), timeout=20)
+            gap = socket.create_connection(("127.0.0.1", port), timeout=20 * T.SLOW)
             gap.sendall(b"POST /v1/items:encode HTTP/1.1\r\nHost: x\r\nX-Request-Id: gap\r\n"
                         b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n"
                         % len(BODY) + BODY)
             time.sleep(0.3)
+            self.assertFalse(accepted(gap))  # waiting in the backlog
             b = T.Server(args, WORK, inherit=([sock], ["main"]))
             r = http.client.HTTPResponse(gap)
             r.begin()
