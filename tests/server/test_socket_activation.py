@@ -10,6 +10,8 @@ LISTEN_PID set to the server's own pid (semid_testlib.activation).
 - LISTEN_PID of another process: not ours, listen is bound as usual.
 - Each bad socket or variable refuses the start with exit 2 and a message
   naming the fd, its name and what is wrong.
+- systemd's own implementation of the protocol (systemd-socket-activate,
+  when installed) starts it on the first connection, which it answers.
 - The point of it all: clients send encode requests continuously on the
   socket's address while server A is stopped (SIGTERM) and server B started
   on the same socket: no connection error, every request answered 200, a
@@ -254,6 +256,46 @@ class TestSocketActivation(unittest.TestCase):
         for s in (good, udp, idle, ux, other, third):
             self.assertTrue(s.fileno() >= 0)
             s.close()
+
+    def test_systemd_socket_activate_starts_it(self):
+        """systemd-socket-activate (systemd's own implementation of the
+        protocol, as the socket units use it) opens the sockets, named as
+        deploy/systemd names them, and starts the server on the first
+        connection: that connection waited in the backlog and is answered."""
+        tool = shutil.which("systemd-socket-activate")
+        if not tool:
+            self.skipTest("systemd-socket-activate not installed")
+        ports = []
+        for _ in range(2):
+            with socket.socket() as s:  # a free port (the tool binds it a moment later)
+                s.bind(("127.0.0.1", 0))
+                ports.append(s.getsockname()[1])
+        log_path = os.path.join(WORK, "socket-activate-%d.log" % time.monotonic_ns())
+        with open(log_path, "wb") as log:
+            p = subprocess.Popen([tool, "-l", "127.0.0.1:%d" % ports[0], "-l",
+                                  "127.0.0.1:%d" % ports[1], "--fdname=main:ops", "--"] +
+                                 T.WRAPPER + [T.SERVER, "--model", MODEL, "--registry", "none"],
+                                 stdout=log, stderr=subprocess.STDOUT)
+
+        def text():
+            with open(log_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        try:
+            deadline = time.monotonic() + 10 * T.SLOW
+            while "as 4." not in text() and time.monotonic() < deadline and p.poll() is None:
+                time.sleep(0.01)
+            self.assertIn("Listening on 127.0.0.1:%d as 4." % ports[1], text())
+            self.assertEqual(encode(ports[0], "first"), 200)
+            st, body = get(ports[1], "/readyz")
+            self.assertEqual((st, json.loads(body)["status"]), (200, "ready"))
+            self.assertIn("inherited=main,ops", text())
+            self.assertIn("request_id=first", text())
+            p.send_signal(signal.SIGTERM)
+            self.assertEqual(p.wait(15 * T.SLOW), 0, text()[-3000:])
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait(10)
 
     def test_restart_refuses_no_connection(self):
         """Clients encode without a pause while server A is stopped and
