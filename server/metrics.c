@@ -184,6 +184,7 @@ int srv_metrics_init(struct srv_metrics *m, size_t entropy_window)
 			      (int)(sizeof(duration_le) / sizeof(double)));
 	m->reg_up[SRV_REG_OP_ASSIGN] = m->reg_up[SRV_REG_OP_LOOKUP] = -1;
 	m->reg_hold_s = 60;
+	srv_proc_init(&m->proc, NULL);
 	return 0;
 }
 
@@ -535,5 +536,6 @@ char *srv_metrics_render(struct srv_metrics *m, const struct sid_model *model)
 	srv_buf_puts(&b, "# HELP semid_build_info Build information.\n"
 			 "# TYPE semid_build_info gauge\n"
 			 "semid_build_info{version=\"" SRV_VERSION "\"} 1\n");
+	srv_proc_render(&m->proc, &b);
 	return srv_buf_detach(&b, NULL);
 }

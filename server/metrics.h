@@ -49,6 +49,9 @@
  *       gives another number of levels than the registry's IDs of its kind
  *       have (new ids of that kind answer 409), else 0; one per tower of the
  *       served model (absent when the registry is disabled)
+ *   process_*                                 the standard process metrics of
+ *       Prometheus's client libraries (CPU, memory, descriptors, start time,
+ *       threads), read from /proc/self at each render: proc.h
  *
  * Thread-safety: every call is thread-safe (one mutex inside; updates are a
  * few additions, so contention is negligible next to encoding).
@@ -61,6 +64,7 @@
 #include <stdint.h>
 
 #include "buf.h"
+#include "proc.h"
 #include "model.h"
 #include "registry.h"
 
@@ -156,6 +160,7 @@ struct srv_metrics {
 	uint64_t conn_closed[SRV_CONN_CLOSES];
 	long conns_open;
 	size_t body_bytes;
+	struct srv_proc proc; /* read outside mu: a scrape's /proc reads hold no request up */
 };
 
 int srv_metrics_init(struct srv_metrics *m, size_t entropy_window);

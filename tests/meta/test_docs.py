@@ -13,7 +13,7 @@ deploy/README.md, proto/*.md, bench/RESULTS.md) agree with the programs:
 - deploy/README.md's alert table lists exactly the alerts of
   deploy/prometheus/alerts.yml;
 - proto/api.md's metric table lists exactly the metrics a live server
-  exports, and every semid_* metric any document names exists; its table
+  exports, and every semid_* or process_* metric any document names exists; its table
   of log events names every field the server's log lines carry;
 - README.md's terminal sessions ($ lines), run in order after `make run`,
   read no file that neither `make run` nor an earlier command makes, and
@@ -474,10 +474,10 @@ class DocsTest(unittest.TestCase):
                 self.assertIn(m.group(1), fields, "event not in proto/api.md's Logs table")
                 self.assertLessEqual(keys, fields[m.group(1)], "fields not in proto/api.md")
         real = set(re.findall(r"^# TYPE (\w+)", body.decode(), re.M))
-        table = set(re.findall(r"^\| `(semid_\w+)", read("proto/api.md"), re.M))
+        table = set(re.findall(r"^\| `((?:semid|process)_\w+)", read("proto/api.md"), re.M))
         self.assertEqual(table, real, "proto/api.md's metric table")
         for doc in DOCS:
-            for name in set(re.findall(r"\bsemid_[a-z0-9_]+", read(doc))) - NOT_METRICS:
+            for name in set(re.findall(r"\b(?:semid|process)_[a-z0-9_]+", read(doc))) - NOT_METRICS:
                 with self.subTest(doc=doc, name=name):
                     self.assertIn(re.sub(r"_(bucket|sum|count)$", "", name), real)
 

@@ -1,17 +1,22 @@
 /* check_metrics.c - server/metrics.c (histograms, code entropy, Prometheus
- * text) and server/log.c (logfmt quoting). */
+ * text), server/proc.c (the process_* metrics: /proc text parsed, and a
+ * render over a /proc tree of the test's own) and server/log.c (logfmt
+ * quoting). */
 #include <check.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "check_main.h"
 #include "../../server/log.h"
 #include "../../server/metrics.h"
+#include "../../server/proc.h"
 
 START_TEST(test_hist_render)
 {
@@ -170,7 +175,8 @@ START_TEST(test_render)
 			continue;
 		sp = strrchr(line, ' ');
 		ck_assert_ptr_nonnull(sp);
-		ck_assert_msg(strncmp(line, "semid_", 6) == 0, "%s", line);
+		ck_assert_msg(strncmp(line, "semid_", 6) == 0 || strncmp(line, "process_", 8) == 0,
+			      "%s", line);
 		ck_assert_msg(sp[1] >= '0' && sp[1] <= '9', "%s", line);
 	}
 	free(t);
@@ -568,6 +574,351 @@ START_TEST(test_log_control_chars)
 }
 END_TEST
 
+/* A /proc/<pid>/stat line as the kernel writes it, with a comm holding
+ * spaces and parentheses (a thread may name itself so): utime 2, stime 5,
+ * num_threads 11, starttime 4092130, vsize 547852288, rss 3240, and a
+ * negative priority and nice before them. */
+static const char stat_line[] =
+    "1887 (se) (x) y) S 1885 1884 30268 0 -1 4194304 965 0 7 0 2 5 0 0 -21 -5 11 0 4092130 "
+    "547852288 3240 18446744073709551615 94145675624448 94145675953485 0 0 0 17 1 0 0\n";
+
+START_TEST(test_proc_parse_stat)
+{
+	struct srv_proc_stat st;
+	char own[2048];
+	FILE *f;
+	size_t n;
+
+	ck_assert_int_eq(srv_proc_parse_stat(stat_line, strlen(stat_line), &st), 0);
+	ck_assert_uint_eq(st.utime, 2);
+	ck_assert_uint_eq(st.stime, 5);
+	ck_assert_uint_eq(st.threads, 11);
+	ck_assert_uint_eq(st.starttime, 4092130);
+	ck_assert_uint_eq(st.vsize, 547852288);
+	ck_assert_uint_eq(st.rss, 3240);
+	/* this process's own line */
+	f = fopen("/proc/self/stat", "r");
+	ck_assert_ptr_nonnull(f);
+	n = fread(own, 1, sizeof(own), f);
+	fclose(f);
+	ck_assert_int_eq(srv_proc_parse_stat(own, n, &st), 0);
+	ck_assert_uint_ge(st.threads, 1);
+	ck_assert_uint_gt(st.vsize, 0);
+	ck_assert_uint_gt(st.rss, 0);
+}
+END_TEST
+
+/* Anything else is refused, so that no wrong value is reported: every cut
+ * of the line up to and including rss (a half-read line would give a
+ * shorter rss), a missing head, a used field not a number, negative or
+ * past 64 bits, no thread. */
+START_TEST(test_proc_parse_stat_malformed)
+{
+	static const struct {
+		const char *from, *to;
+	} edits[] = {
+	    {"1887 (", "(se"},			     /* no pid */
+	    {"1887 (", "1887 "},		     /* no '(' */
+	    {"(se) (x) y) S", "(se (x y S"},	     /* no ')' */
+	    {") S ", ") 7 "},			     /* no state */
+	    {") S ", ")S "},			     /* no space */
+	    {" 2 5 ", " 2x 5 "},		     /* a trailing letter in utime */
+	    {" 2 5 ", " -2 5 "},		     /* a negative utime */
+	    {" 2 5 ", " 2  5 "},		     /* an empty field */
+	    {" 4092130 ", " 99999999999999999999 "}, /* past 64 bits */
+	    {" 547852288 ", " 0x20 "},		     /* not decimal */
+	    {" -5 11 ", " -5 0 "},		     /* no thread */
+	    {" 3240 ", " 3240x"},		     /* garbage after rss */
+	};
+	struct srv_proc_stat st;
+	const char *rss_end = strstr(stat_line, " 3240 ") + 5;
+
+	for (size_t n = 0; n <= (size_t)(rss_end - stat_line); n++)
+		ck_assert_msg(srv_proc_parse_stat(stat_line, n, &st) == -1, "cut at %zu", n);
+	ck_assert_int_eq(srv_proc_parse_stat(stat_line, (size_t)(rss_end - stat_line) + 1, &st), 0);
+	for (size_t i = 0; i < sizeof(edits) / sizeof(edits[0]); i++) {
+		char line[512];
+		const char *at = strstr(stat_line, edits[i].from);
+		ck_assert_ptr_nonnull(at);
+		snprintf(line, sizeof(line), "%.*s%s%s", (int)(at - stat_line), stat_line,
+			 edits[i].to, at + strlen(edits[i].from));
+		ck_assert_msg(srv_proc_parse_stat(line, strlen(line), &st) == -1, "accepted %s",
+			      line);
+	}
+}
+END_TEST
+
+/* Feed @text in pieces of @chunk bytes: the btime or -1. */
+static long long btime_of(const char *text, size_t chunk)
+{
+	struct srv_btime_scan s;
+	size_t n = strlen(text);
+	long long v;
+
+	srv_btime_scan_init(&s);
+	for (size_t i = 0; i < n; i += chunk)
+		srv_btime_scan_feed(&s, text + i, n - i < chunk ? n - i : chunk);
+	return srv_btime_scan_result(&s, &v) == 0 ? v : -1;
+}
+
+START_TEST(test_btime_scan)
+{
+	static char big[20000];
+	static const struct {
+		const char *text;
+		long long want;
+	} cases[] = {
+	    {"cpu  1 2 3\ncpu0 1 2 3\nintr 5 0 0\nctxt 9\nbtime 1795887464\nprocesses 7\n",
+	     1795887464},
+	    {"btime 42\n", 42},
+	    {"cpu 1\nbtime 42", 42},		 /* no newline at the end */
+	    {"cpu 1\nbtime 42\nbtime 43\n", 42}, /* the first */
+	    {"\n\nbtime 7\n", 7},
+	    {"cpu 1\nxbtime 5\n", -1}, /* not at a line's start */
+	    {"btimes 5\nbtime 6\n", 6},
+	    {"cpu btime 5\n", -1},
+	    {"btime  5\n", -1}, /* two spaces */
+	    {"btime 5x\n", -1},
+	    {"btime -5\n", -1},
+	    {"btime \n", -1},
+	    {"btime 0\n", -1},
+	    {"btime 99999999999999999999\n", -1},
+	    {"", -1},
+	    {"cpu 1 2 3\n", -1},
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+		for (size_t chunk = 1; chunk <= 8; chunk++)
+			ck_assert_msg(btime_of(cases[i].text, chunk) == cases[i].want,
+				      "%s in pieces of %zu: %lld", cases[i].text, chunk,
+				      btime_of(cases[i].text, chunk));
+	/* an intr line longer than the reader's chunk before it */
+	memcpy(big, "intr", 4);
+	memset(big + 4, '7', sizeof(big) - 64);
+	strcpy(big + sizeof(big) - 60, "\nbtime 1700000000\nprocesses 3\n");
+	ck_assert(btime_of(big, 4096) == 1700000000);
+	ck_assert(btime_of(big, 3) == 1700000000);
+}
+END_TEST
+
+/* A /proc tree of the test's own under a temp directory. */
+static char proc_root[64];
+
+static void write_file(const char *rel, const char *text)
+{
+	char path[256];
+	FILE *f;
+	snprintf(path, sizeof(path), "%s/%s", proc_root, rel);
+	f = fopen(path, "w");
+	ck_assert_ptr_nonnull(f);
+	fputs(text, f);
+	fclose(f);
+}
+
+static void make_proc_tree(void)
+{
+	char path[256];
+	strcpy(proc_root, "/tmp/semid-check-proc-XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(proc_root));
+	snprintf(path, sizeof(path), "%s/self", proc_root);
+	ck_assert_int_eq(mkdir(path, 0700), 0);
+	snprintf(path, sizeof(path), "%s/self/fd", proc_root);
+	ck_assert_int_eq(mkdir(path, 0700), 0);
+	/* names no descriptor of this process has */
+	write_file("self/fd/90001", "");
+	write_file("self/fd/90002", "");
+	write_file("self/fd/90003", "");
+	write_file("self/stat", stat_line);
+	write_file("stat", "cpu  1 2 3\nintr 1 2\nbtime 1795000000\nprocesses 9\n");
+}
+
+static void remove_proc_tree(void)
+{
+	static const char *const rel[] = {"self/fd/90001", "self/fd/90002", "self/fd/90003",
+					  "self/stat",	   "stat",	    "self/fd",
+					  "self"};
+	char path[256];
+	for (size_t i = 0; i < sizeof(rel) / sizeof(rel[0]); i++) {
+		snprintf(path, sizeof(path), "%s/%s", proc_root, rel[i]);
+		remove(path);
+	}
+	rmdir(proc_root);
+}
+
+static char *proc_text(struct srv_proc *p)
+{
+	struct srv_buf b = SRV_BUF_INIT;
+	srv_proc_render(p, &b);
+	ck_assert(!b.oom);
+	return srv_buf_detach(&b, NULL);
+}
+
+/* The sample line of @name in @text ("" when it has none), its HELP and
+ * TYPE there in any case. */
+static const char *sample(const char *text, const char *name)
+{
+	static char line[128];
+	char want[128];
+	const char *p;
+
+	snprintf(want, sizeof(want), "# TYPE %s ", name);
+	ck_assert_msg(strstr(text, want), "no TYPE of %s", name);
+	snprintf(want, sizeof(want), "\n%s ", name);
+	p = strstr(text, want);
+	if (!p)
+		return "";
+	snprintf(line, sizeof(line), "%.*s", (int)strcspn(p + 1, "\n"), p + 1);
+	return line;
+}
+
+/* Every value from the tree: CPU seconds and start time in clock ticks over
+ * sysconf(_SC_CLK_TCK), RSS in pages times the page size, the listed
+ * descriptors (the tree's three: none is the lister's own), the limits
+ * this process has. */
+START_TEST(test_proc_render)
+{
+	struct srv_proc p;
+	struct rlimit rl;
+	long tck = sysconf(_SC_CLK_TCK), page = sysconf(_SC_PAGESIZE);
+	char want[128], *t;
+
+	make_proc_tree();
+	srv_proc_init(&p, proc_root);
+	t = proc_text(&p);
+	snprintf(want, sizeof(want), "process_cpu_seconds_total %.3f", 7.0 / (double)tck);
+	ck_assert_str_eq(sample(t, "process_cpu_seconds_total"), want);
+	snprintf(want, sizeof(want), "process_resident_memory_bytes %ld", 3240 * page);
+	ck_assert_str_eq(sample(t, "process_resident_memory_bytes"), want);
+	ck_assert_str_eq(sample(t, "process_virtual_memory_bytes"),
+			 "process_virtual_memory_bytes 547852288");
+	ck_assert_str_eq(sample(t, "process_open_fds"), "process_open_fds 3");
+	ck_assert_str_eq(sample(t, "process_threads"), "process_threads 11");
+	snprintf(want, sizeof(want), "process_start_time_seconds %.3f",
+		 1795000000.0 + 4092130.0 / (double)tck);
+	ck_assert_str_eq(sample(t, "process_start_time_seconds"), want);
+	ck_assert_int_eq(getrlimit(RLIMIT_NOFILE, &rl), 0);
+	{
+		char max[64];
+		snprintf(max, sizeof(max), "process_max_fds %llu", (unsigned long long)rl.rlim_cur);
+		ck_assert_str_eq(sample(t, "process_max_fds"), max);
+	}
+	ck_assert_ptr_nonnull(strstr(t, "# HELP process_cpu_seconds_total Total user and system "
+					"CPU time spent in seconds.\n# TYPE "
+					"process_cpu_seconds_total counter\n"));
+	free(t);
+	/* btime is read once: a changed /proc/stat leaves the start time be */
+	write_file("stat", "btime 1\n");
+	t = proc_text(&p);
+	ck_assert_str_eq(sample(t, "process_start_time_seconds"), want);
+	free(t);
+	remove_proc_tree();
+}
+END_TEST
+
+/* RLIMIT_AS: its soft limit, no sample when unlimited. */
+START_TEST(test_proc_render_address_space)
+{
+	struct srv_proc p;
+	struct rlimit rl, old;
+	char *t;
+
+	ck_assert_int_eq(getrlimit(RLIMIT_AS, &old), 0);
+	srv_proc_init(&p, NULL);
+	rl = old;
+	rl.rlim_cur = RLIM_INFINITY;
+	if (setrlimit(RLIMIT_AS, &rl) == 0) {
+		t = proc_text(&p);
+		ck_assert_str_eq(sample(t, "process_virtual_memory_max_bytes"), "");
+		free(t);
+	}
+	rl.rlim_cur = (rlim_t)1 << 44;
+	if (old.rlim_max != RLIM_INFINITY && old.rlim_max < rl.rlim_cur)
+		rl.rlim_cur = old.rlim_max;
+	ck_assert_int_eq(setrlimit(RLIMIT_AS, &rl), 0);
+	t = proc_text(&p);
+	{
+		char want[80];
+		snprintf(want, sizeof(want), "process_virtual_memory_max_bytes %llu",
+			 (unsigned long long)rl.rlim_cur);
+		ck_assert_str_eq(sample(t, "process_virtual_memory_max_bytes"), want);
+	}
+	free(t);
+	ck_assert_int_eq(setrlimit(RLIMIT_AS, &old), 0);
+}
+END_TEST
+
+static struct srv_proc *log_proc;
+
+static void render_twice(void)
+{
+	srv_log_set_level(SRV_LOG_INFO);
+	free(proc_text(log_proc));
+	free(proc_text(log_proc));
+}
+
+/* @rel of the tree holds @text: two scrapes log @why once, @gone has no
+ * sample and @kept is a sample line still there. */
+static void one_bad_source(struct srv_proc *p, const char *rel, const char *text, const char *why,
+			   const char *gone, const char *kept)
+{
+	char *log, *t, name[64];
+
+	write_file(rel, text);
+	log_proc = p;
+	log = capture_log(render_twice);
+	ck_assert_int_eq(count_lines_with(log, "event=metrics "), 1);
+	ck_assert_msg(count_lines_with(log, why) == 1, "%s", log);
+	t = proc_text(p);
+	ck_assert_str_eq(sample(t, gone), "");
+	snprintf(name, sizeof(name), "%.*s", (int)strcspn(kept, " "), kept);
+	ck_assert_str_eq(sample(t, name), kept);
+	free(t);
+}
+
+/* No /proc (an empty tree), then a malformed stat and btime: those values
+ * have no sample (HELP and TYPE stay), the limits still do, and each
+ * source's failure is logged once however many scrapes follow. */
+START_TEST(test_proc_render_without_proc)
+{
+	static const char *const from_proc[] = {
+	    "process_cpu_seconds_total",    "process_resident_memory_bytes",
+	    "process_virtual_memory_bytes", "process_open_fds",
+	    "process_start_time_seconds",   "process_threads"};
+	struct srv_proc p;
+	char *log, *t;
+
+	strcpy(proc_root, "/tmp/semid-check-proc-XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(proc_root));
+	srv_proc_init(&p, proc_root);
+	log_proc = &p;
+	log = capture_log(render_twice);
+	ck_assert_int_eq(count_lines_with(log, "level=warn event=metrics "), 2); /* stat, fd */
+	ck_assert_int_eq(count_lines_with(log, "/self/stat: No such file or directory"), 1);
+	ck_assert_int_eq(count_lines_with(log, "/self/fd: No such file or directory"), 1);
+	t = proc_text(&p);
+	for (size_t i = 0; i < sizeof(from_proc) / sizeof(from_proc[0]); i++)
+		ck_assert_msg(!*sample(t, from_proc[i]), "%s", sample(t, from_proc[i]));
+	ck_assert(*sample(t, "process_max_fds"));
+	free(t);
+	rmdir(proc_root);
+
+	/* a stat line cut short, then a good one beside a bad btime */
+	make_proc_tree();
+	srv_proc_init(&p, proc_root);
+	one_bad_source(&p, "self/stat", "1887 (semid-server) S 1885 1884\n",
+		       "/self/stat: not a stat line", "process_threads", "process_open_fds 3");
+	write_file("self/stat", stat_line);
+	one_bad_source(&p, "stat", "cpu 1\nbtime 12x\n", "/stat: no valid btime line",
+		       "process_start_time_seconds", "process_threads 11");
+	/* mended: read at the next scrape */
+	write_file("stat", "btime 1795000000\n");
+	t = proc_text(&p);
+	ck_assert(*sample(t, "process_start_time_seconds"));
+	free(t);
+	remove_proc_tree();
+}
+END_TEST
+
 static void add_tests(TCase *tc)
 {
 	tcase_add_test(tc, test_hist_render);
@@ -585,6 +936,12 @@ static void add_tests(TCase *tc)
 	tcase_add_test(tc, test_log_not_utf8);
 	tcase_add_test(tc, test_log_ts);
 	tcase_add_test(tc, test_log_control_chars);
+	tcase_add_test(tc, test_proc_parse_stat);
+	tcase_add_test(tc, test_proc_parse_stat_malformed);
+	tcase_add_test(tc, test_btime_scan);
+	tcase_add_test(tc, test_proc_render);
+	tcase_add_test(tc, test_proc_render_address_space);
+	tcase_add_test(tc, test_proc_render_without_proc);
 }
 
 int main(void)

@@ -316,7 +316,7 @@ class Metrics(unittest.TestCase):
         fams, _ = parse_exposition(text)
         for name, f in fams.items():
             with self.subTest(family=name):
-                self.assertTrue(name.startswith("semid_"))
+                self.assertTrue(name.startswith(("semid_", "process_")))
                 self.assertTrue(f["help"], "no HELP")
                 self.assertIn(f["type"], ("counter", "gauge", "histogram"))
                 if f["type"] == "counter":
