@@ -208,6 +208,16 @@ def refused_start(test, args, needle, timeout=10):
     return p.stderr.decode()
 
 
+def metric_samples(text):
+    """A /metrics text -> {'name{labels}': value} of its sample lines."""
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, v = line.rpartition(" ")
+            out[name] = float(v)
+    return out
+
+
 def activation(fds, names=None, listen_fds=None, listen_pid=None):
     """What starts a program as systemd's socket activation does
     (sd_listen_fds(3)): the descriptors @fds (sockets or ints) become fds
@@ -314,12 +324,7 @@ class Server:
     def metrics(self):
         st, _, data = self.request("GET", "/metrics")
         assert st == 200, st
-        out = {}
-        for line in data.decode().splitlines():
-            if line and not line.startswith("#"):
-                name, _, v = line.rpartition(" ")
-                out[name] = float(v)
-        return out
+        return metric_samples(data.decode())
 
     def signal(self, sig):
         self.proc.send_signal(sig)
