@@ -1048,7 +1048,8 @@ class Deploy(unittest.TestCase):
         used = 0
         for group in rules["groups"]:
             for rule in group["rules"]:
-                for name, sel in re.findall(r"\b(semid_[a-z_]+)(?:\{([^}]*)\})?", rule["expr"]):
+                for name, sel in re.findall(r"\b((?:semid|process)_[a-z_]+)(?:\{([^}]*)\})?",
+                                            rule["expr"]):
                     used += 1
                     self.assertIn(name, series, rule["alert"])
                     for label, op, value in re.findall(r'(\w+)\s*(=~|!=|!~|=)\s*"([^"]*)"', sel):
@@ -1065,7 +1066,7 @@ class Deploy(unittest.TestCase):
                 for label in re.findall(r"\$labels\.(\w+)", json.dumps(rule.get("annotations"))):
                     if label in ("instance", "job"):
                         continue
-                    names = re.findall(r"\b(semid_[a-z_]+)", rule["expr"])
+                    names = re.findall(r"\b((?:semid|process)_[a-z_]+)", rule["expr"])
                     self.assertTrue(any(label in s for n in names for s in series[n]),
                                     "%s: annotation uses $labels.%s" % (rule["alert"], label))
         self.assertGreaterEqual(used, 6)
@@ -1208,6 +1209,14 @@ class Deploy(unittest.TestCase):
              "values": "0x60"},
             {"series": 'semid_registry_global_lock_total{%s,reason="lock_table_full"}' % inst,
              "values": "0x10 1x50"},
+            # 'a': 900 of its 1000 descriptors from minute 10; 'b': 65536 and
+            # 'd': 1024 with a connection_limit's worth held (72 %)
+            {"series": "process_open_fds{%s}" % inst, "values": "100x10 900x50"},
+            {"series": "process_max_fds{%s}" % inst, "values": "1000x60"},
+            {"series": "process_open_fds{%s}" % healthy, "values": "1100x60"},
+            {"series": "process_max_fds{%s}" % healthy, "values": "65536x60"},
+            {"series": "process_open_fds{%s}" % low, "values": "740x60"},
+            {"series": "process_max_fds{%s}" % low, "values": "1024x60"},
         ]
         a = {"job": "semid", "instance": "a:8080"}
         return {
@@ -1244,6 +1253,10 @@ class Deploy(unittest.TestCase):
                     {"eval_time": "15m", "alertname": "SemidRegistryLockTableFull",
                      "exp_alerts": [{"exp_labels": dict(a, severity="warning",
                                                         reason="lock_table_full")}]},
+                    {"eval_time": "13m", "alertname": "SemidFileDescriptorsNearLimit",
+                     "exp_alerts": []},
+                    {"eval_time": "16m", "alertname": "SemidFileDescriptorsNearLimit",
+                     "exp_alerts": [{"exp_labels": dict(a, severity="warning")}]},
                 ],
             }, {
                 # a day at 5 bits, then 2 (under two thirds) for 2 h: 'a'
