@@ -1,0 +1,308 @@
+/* cpus.c - the CPUs this process may use: affinity and cgroup CPU quota; see cpus.h. */
+#include "cpus.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fsutil.h"
+
+#define CG_MAX 4096 /* longest path or line taken from /proc */
+
+/* One cgroup hierarchy that may hold a CPU quota: v2's unified one, or v1's
+ * with the cpu controller. */
+struct hier {
+	int v;		    /* 1 or 2 */
+	int have_path;	    /* /proc/self/cgroup named the process's cgroup in it */
+	char path[CG_MAX];  /* that cgroup, without a trailing '/' ("": the root) */
+	int have_mount;	    /* a mount of it shows that cgroup */
+	char point[CG_MAX]; /* the mount point, @root prefixed */
+	size_t rootlen;	    /* length of the mount's root within @path (0 for "/") */
+};
+
+static int affinity_count(void)
+{
+	cpu_set_t set;
+	long n;
+
+	if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0)
+		return CPU_COUNT(&set);
+	n = sysconf(_SC_NPROCESSORS_ONLN); /* more CPUs than a cpu_set_t holds */
+	return n > INT_MAX ? INT_MAX : n > 0 ? (int)n : 1;
+}
+
+/* Whether the comma-separated @list has @word (v1 "cpu,cpuacct": cpu, not cpuset). */
+static int has_word(const char *list, const char *word)
+{
+	size_t n = strlen(word);
+
+	for (const char *p = list; p;) {
+		const char *comma = strchr(p, ',');
+		size_t len = comma ? (size_t)(comma - p) : strlen(p);
+		if (len == n && !strncmp(p, word, n))
+			return 1;
+		p = comma ? comma + 1 : NULL;
+	}
+	return 0;
+}
+
+static void chomp(char *s)
+{
+	size_t n = strlen(s);
+
+	while (n && (s[n - 1] == '\n' || s[n - 1] == '/'))
+		s[--n] = '\0';
+}
+
+/* What the lines of /proc/self/cgroup and mountinfo fill. */
+struct seen {
+	const char *root;
+	struct hier *v2, *v1;
+};
+
+/* Call @fn on each line of @root/@name (NUL-terminated, newline kept) until
+ * the end or a line over CG_MAX: -1 if the file cannot be opened. */
+static int each_line(const char *root, const char *name, void (*fn)(char *, struct seen *),
+		     struct seen *s)
+{
+	char file[CG_MAX], *line = NULL;
+	size_t cap = 0;
+	FILE *f;
+
+	snprintf(file, sizeof(file), "%s/%s", root, name);
+	f = fopen(file, "re");
+	if (!f)
+		return -1;
+	while (sid_line_read(f, &line, &cap, CG_MAX - 1) > 0)
+		fn(line, s);
+	free(line);
+	fclose(f);
+	return 0;
+}
+
+/* A line of /proc/self/cgroup: "0::/path" (v2) and "ID:cpu,cpuacct:/path"
+ * (v1); the path is the rest of the line, colons and spaces included. */
+static void cgroup_line(char *line, struct seen *s)
+{
+	char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+	struct hier *h = NULL;
+
+	if (!c2 || c2[1] != '/')
+		return;
+	*c1 = *c2 = '\0';
+	if (!strcmp(line, "0") && c1 + 1 == c2)
+		h = s->v2;
+	else if (has_word(c1 + 1, "cpu"))
+		h = s->v1;
+	if (!h || h->have_path)
+		return;
+	snprintf(h->path, sizeof(h->path), "%s", c2 + 1);
+	chomp(h->path);
+	h->have_path = 1;
+}
+
+/* mountinfo escapes a space, tab, newline and backslash as \ and 3 octal digits. */
+static void unescape(char *s)
+{
+	char *o = s;
+
+	for (; *s; s++) {
+		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' && s[2] <= '7' &&
+		    s[3] >= '0' && s[3] <= '7') {
+			*o++ = (char)((s[1] - '0') << 6 | (s[2] - '0') << 3 | (s[3] - '0'));
+			s += 3;
+		} else {
+			*o++ = *s;
+		}
+	}
+	*o = '\0';
+}
+
+/* Take the mount (root @mroot at @point) for @h when it shows @h's cgroup. */
+static void take_mount(const char *root, struct hier *h, const char *mroot, const char *point)
+{
+	size_t n = strlen(mroot);
+
+	if (h->have_mount || !h->have_path)
+		return;
+	if (!strcmp(mroot, "/"))
+		n = 0;
+	else if (strncmp(h->path, mroot, n) || (h->path[n] && h->path[n] != '/'))
+		return; /* a mount of another part of the tree */
+	if ((size_t)snprintf(h->point, sizeof(h->point), "%s%s", root, point) >= sizeof(h->point))
+		return;
+	h->rootlen = n;
+	h->have_mount = 1;
+}
+
+/* A line of /proc/self/mountinfo: "ID PARENT MAJ:MIN ROOT POINT OPTS
+ * [TAGS...] - TYPE SOURCE SUPER". */
+static void mount_line(char *line, struct seen *s)
+{
+	char *tok[64], *save = NULL, *t;
+	int n = 0, dash = -1;
+
+	for (t = strtok_r(line, " \n", &save); t && n < 64; t = strtok_r(NULL, " \n", &save))
+		tok[n++] = t;
+	for (int i = 6; i < n && dash < 0; i++)
+		if (!strcmp(tok[i], "-"))
+			dash = i;
+	if (dash < 0 || dash + 3 >= n)
+		return;
+	unescape(tok[3]);
+	unescape(tok[4]);
+	if (!strcmp(tok[dash + 1], "cgroup2"))
+		take_mount(s->root, s->v2, tok[3], tok[4]);
+	else if (!strcmp(tok[dash + 1], "cgroup") && has_word(tok[dash + 3], "cpu"))
+		take_mount(s->root, s->v1, tok[3], tok[4]);
+}
+
+/* The first line of @dir/@name, without its newline, or -1. */
+static int read_line(const char *dir, const char *name, char *out, size_t size)
+{
+	char file[CG_MAX + 32], *line = NULL;
+	size_t cap = 0;
+	FILE *f;
+	int rc = -1;
+
+	if ((size_t)snprintf(file, sizeof(file), "%s/%s", dir, name) >= sizeof(file))
+		return -1;
+	f = fopen(file, "re");
+	if (!f)
+		return -1;
+	if (sid_line_read(f, &line, &cap, 255) > 0 && strlen(line) < size) {
+		snprintf(out, size, "%s", line);
+		out[strcspn(out, "\n")] = '\0';
+		rc = 0;
+	}
+	free(line);
+	fclose(f);
+	return rc;
+}
+
+/* A decimal integer (an optional '-', digits) from *@s, which it moves past. */
+static int parse_ll(const char **s, long long *v)
+{
+	char *end;
+
+	if (!(**s >= '0' && **s <= '9') && !(**s == '-' && (*s)[1] >= '0' && (*s)[1] <= '9'))
+		return -1;
+	errno = 0;
+	*v = strtoll(*s, &end, 10);
+	if (errno)
+		return -1;
+	*s = end;
+	return 0;
+}
+
+/* The quota at cgroup directory @dir: 1 with *@q / *@p, 0 for none (or no
+ * file, or one that does not parse). */
+static int quota_at(int v, const char *dir, long long *q, long long *p)
+{
+	char buf[256];
+	const char *s = buf;
+
+	if (v == 2) {
+		/* "max 100000" or "200000 100000" */
+		if (read_line(dir, "cpu.max", buf, sizeof(buf)) < 0)
+			return 0;
+		if (!strncmp(s, "max ", 4) || parse_ll(&s, q) < 0 || *s++ != ' ' ||
+		    parse_ll(&s, p) < 0 || *s)
+			return 0;
+	} else {
+		if (read_line(dir, "cpu.cfs_quota_us", buf, sizeof(buf)) < 0 ||
+		    parse_ll(&s, q) < 0 || *s)
+			return 0;
+		s = buf;
+		if (read_line(dir, "cpu.cfs_period_us", buf, sizeof(buf)) < 0 ||
+		    parse_ll(&s, p) < 0 || *s)
+			return 0;
+	}
+	return *q > 0 && *p > 0; /* v1's -1 is "none" */
+}
+
+/* Every level of @h's cgroup, from the leaf up to its mount's root: the
+ * tightest quota into @c. */
+static void walk(struct hier *h, struct sid_cpus *c)
+{
+	char dir[2 * CG_MAX];
+	size_t len = strlen(h->path);
+
+	if (!h->have_mount)
+		return;
+	for (;;) {
+		long long q, p;
+		if ((size_t)snprintf(dir, sizeof(dir), "%s%.*s", h->point, (int)(len - h->rootlen),
+				     h->path + h->rootlen) < sizeof(dir) &&
+		    quota_at(h->v, dir, &q, &p) &&
+		    (!c->quota_cpus ||
+		     (double)q / (double)p < (double)c->quota / (double)c->period)) {
+			long long cpus = q / p + (q % p != 0);
+			c->quota = q;
+			c->period = p;
+			c->quota_cpus = cpus > INT_MAX ? INT_MAX : (int)cpus;
+			c->cgroup = h->v;
+			snprintf(c->path, sizeof(c->path), "%.*s", (int)len, len ? h->path : "/");
+		}
+		if (len <= h->rootlen)
+			break;
+		while (len > h->rootlen && h->path[len - 1] != '/')
+			len--;
+		if (len > 0)
+			len--; /* the '/' */
+	}
+}
+
+int sid__cpus_at(const char *root, int affinity, struct sid_cpus *c)
+{
+	struct sid_cpus own;
+	struct seen seen;
+	struct hier *v2 = calloc(2, sizeof(*v2)), *v1 = v2 ? v2 + 1 : NULL;
+
+	if (!c)
+		c = &own;
+	memset(c, 0, sizeof(*c));
+	c->affinity = affinity > 0 ? affinity : affinity_count();
+	c->n = c->affinity;
+	if (!v2)
+		return c->n; /* out of memory: no quota seen */
+	v2->v = 2;
+	v1->v = 1;
+	seen.root = root;
+	seen.v2 = v2;
+	seen.v1 = v1;
+	each_line(root, "proc/self/cgroup", cgroup_line, &seen);
+	/* without a mount table, cgroup v2 where it is usually mounted */
+	if (each_line(root, "proc/self/mountinfo", mount_line, &seen) < 0)
+		take_mount(root, v2, "/", "/sys/fs/cgroup");
+	walk(v2, c);
+	walk(v1, c); /* a hybrid host: the cpu controller is in one of them */
+	free(v2);
+	if (c->quota_cpus > 0 && c->quota_cpus < c->n)
+		c->n = c->quota_cpus;
+	return c->n;
+}
+
+int sid_cpus_usable(struct sid_cpus *c)
+{
+	return sid__cpus_at("", 0, c);
+}
+
+const char *sid_cpus_why(const struct sid_cpus *c, char *buf, size_t size)
+{
+	if (!size)
+		return buf;
+	if (c->quota_cpus > 0 && c->quota_cpus < c->affinity)
+		snprintf(buf, size, "cpu quota %lld/%lld at %s (cgroup v%d; affinity %d)", c->quota,
+			 c->period, c->path, c->cgroup, c->affinity);
+	else if (c->quota_cpus > 0)
+		snprintf(buf, size, "affinity %d (cpu quota %lld/%lld at %s allows %d)",
+			 c->affinity, c->quota, c->period, c->path, c->quota_cpus);
+	else
+		snprintf(buf, size, "affinity %d (no cpu quota)", c->affinity);
+	return buf;
+}

@@ -1,0 +1,532 @@
+/*
+ * check_cpus.c - tests for core/cpus.c: the CPUs to size thread pools by,
+ * against fake /proc and /sys/fs/cgroup trees laid out in a temp dir
+ * (sid__cpus_at reads every file under its root).  cgroup v2 quotas at the
+ * leaf and at a tighter parent, "max", fractions rounding up, a quota above
+ * the affinity; cgroup v1 (cpu,cpuacct beside cpuset) and its -1; a
+ * container's mount root; several lines and spaces in /proc/self/cgroup and
+ * escaped ones in mountinfo; missing, unreadable and malformed files (no
+ * quota seen, never a crash); and the "why" text.
+ */
+#include <check.h>
+#include <errno.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "check_main.h"
+#include "cpus.h"
+
+static char root[256];
+
+static void setup(void)
+{
+	snprintf(root, sizeof(root), "/tmp/check_cpus.XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(root));
+}
+
+static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *ftw)
+{
+	return remove(p);
+}
+
+static void teardown(void)
+{
+	nftw(root, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+/* mkdir -p of @path's directory part (or of @path itself, @self). */
+static void mkdirs(char *path, int self)
+{
+	for (char *s = path + 1; *s; s++)
+		if (*s == '/') {
+			*s = '\0';
+			ck_assert(mkdir(path, 0755) == 0 || errno == EEXIST);
+			*s = '/';
+		}
+	if (self)
+		ck_assert(mkdir(path, 0755) == 0 || errno == EEXIST);
+}
+
+/* Write @text to @root/@rel, making its directories. */
+static void put(const char *rel, const char *text)
+{
+	char p[1024];
+	FILE *f;
+
+	snprintf(p, sizeof(p), "%s/%s", root, rel);
+	mkdirs(p, 0);
+	f = fopen(p, "w");
+	ck_assert_ptr_nonnull(f);
+	fputs(text, f);
+	ck_assert_int_eq(fclose(f), 0);
+}
+
+/* Remove the file or empty directory @root/@rel. */
+static void rm(const char *rel)
+{
+	char p[1024];
+
+	snprintf(p, sizeof(p), "%s/%s", root, rel);
+	ck_assert_msg(remove(p) == 0, "remove %s", p);
+}
+
+static void dir(const char *rel)
+{
+	char p[1024];
+
+	snprintf(p, sizeof(p), "%s/%s", root, rel);
+	mkdirs(p, 1);
+}
+
+#define V2_MOUNT                                                                                   \
+	"30 22 0:27 / /sys/fs/cgroup rw,nosuid,nodev,noexec,relatime - cgroup2 cgroup2 rw\n"
+#define CG "sys/fs/cgroup"
+
+/* A cgroup v2 process at /kubepods/pod1/ctr, "max" at every level. */
+static void v2_tree(void)
+{
+	put("proc/self/cgroup", "0::/kubepods/pod1/ctr\n");
+	put("proc/self/mountinfo", "22 1 0:21 / /sys rw - sysfs sysfs rw\n" V2_MOUNT);
+	put(CG "/cpu.max", "max 100000\n"); /* the real root has none; harmless */
+	put(CG "/kubepods/cpu.max", "max 100000\n");
+	put(CG "/kubepods/pod1/cpu.max", "max 100000\n");
+	put(CG "/kubepods/pod1/ctr/cpu.max", "max 100000\n");
+}
+
+static int cpus(int affinity, struct sid_cpus *c)
+{
+	return sid__cpus_at(root, affinity, c);
+}
+
+static const char *why(const struct sid_cpus *c)
+{
+	static char buf[1024];
+	return sid_cpus_why(c, buf, sizeof(buf));
+}
+
+START_TEST(test_v2_quota_at_leaf)
+{
+	struct sid_cpus c;
+
+	v2_tree();
+	put(CG "/kubepods/pod1/ctr/cpu.max", "200000 100000\n");
+	ck_assert_int_eq(cpus(64, &c), 2);
+	ck_assert_int_eq(c.n, 2);
+	ck_assert_int_eq(c.affinity, 64);
+	ck_assert_int_eq(c.quota_cpus, 2);
+	ck_assert_int_eq(c.quota, 200000);
+	ck_assert_int_eq(c.period, 100000);
+	ck_assert_int_eq(c.cgroup, 2);
+	ck_assert_str_eq(c.path, "/kubepods/pod1/ctr");
+	ck_assert_str_eq(why(&c), "cpu quota 200000/100000 at /kubepods/pod1/ctr (cgroup v2; "
+				  "affinity 64)");
+}
+END_TEST
+
+START_TEST(test_v2_parent_tighter_than_leaf)
+{
+	struct sid_cpus c;
+
+	v2_tree();
+	put(CG "/kubepods/pod1/ctr/cpu.max", "400000 100000\n");
+	put(CG "/kubepods/pod1/cpu.max", "100000 100000\n");
+	put(CG "/kubepods/cpu.max", "800000 100000\n");
+	ck_assert_int_eq(cpus(8, &c), 1);
+	ck_assert_str_eq(c.path, "/kubepods/pod1");
+	ck_assert_int_eq(c.quota, 100000);
+	/* the same share with another period is no tighter: the first stays */
+	put(CG "/kubepods/cpu.max", "50000 50000\n");
+	ck_assert_int_eq(cpus(8, &c), 1);
+	ck_assert_str_eq(c.path, "/kubepods/pod1");
+	/* and the tightest can be the top level */
+	put(CG "/kubepods/cpu.max", "30000 100000\n");
+	ck_assert_int_eq(cpus(8, &c), 1);
+	ck_assert_str_eq(c.path, "/kubepods");
+	ck_assert_str_eq(why(&c), "cpu quota 30000/100000 at /kubepods (cgroup v2; affinity 8)");
+}
+END_TEST
+
+START_TEST(test_v2_max_everywhere)
+{
+	struct sid_cpus c;
+
+	v2_tree();
+	ck_assert_int_eq(cpus(8, &c), 8);
+	ck_assert_int_eq(c.quota_cpus, 0);
+	ck_assert_int_eq(c.cgroup, 0);
+	ck_assert_str_eq(c.path, "");
+	ck_assert_str_eq(why(&c), "affinity 8 (no cpu quota)");
+}
+END_TEST
+
+START_TEST(test_fractions_round_up)
+{
+	static const struct {
+		const char *max;
+		int want;
+	} cases[] = {
+	    {"150000 100000\n", 2}, {"50000 100000\n", 1},  {"1000 100000\n", 1},
+	    {"100001 100000\n", 2}, {"300000 100000\n", 3}, {"250000 1000000\n", 1},
+	    {"1500 1000", 2}, /* no newline */
+	};
+
+	v2_tree();
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		struct sid_cpus c;
+		put(CG "/kubepods/pod1/ctr/cpu.max", cases[i].max);
+		ck_assert_msg(cpus(16, &c) == cases[i].want, "cpu.max \"%s\": %d, want %d",
+			      cases[i].max, c.n, cases[i].want);
+		ck_assert_int_eq(c.quota_cpus, cases[i].want);
+	}
+}
+END_TEST
+
+START_TEST(test_quota_above_affinity)
+{
+	struct sid_cpus c;
+
+	v2_tree();
+	put(CG "/kubepods/pod1/cpu.max", "1600000 100000\n");
+	ck_assert_int_eq(cpus(4, &c), 4);
+	ck_assert_int_eq(c.quota_cpus, 16);
+	ck_assert_str_eq(why(&c), "affinity 4 (cpu quota 1600000/100000 at /kubepods/pod1 "
+				  "allows 16)");
+	/* equal: the affinity, said so */
+	put(CG "/kubepods/pod1/cpu.max", "400000 100000\n");
+	ck_assert_int_eq(cpus(4, &c), 4);
+	ck_assert_str_eq(why(&c), "affinity 4 (cpu quota 400000/100000 at /kubepods/pod1 "
+				  "allows 4)");
+}
+END_TEST
+
+/* Docker on cgroup v1 without a cgroup namespace: the cpu mount's root is
+ * the container's cgroup; cpu shares its hierarchy with cpuacct.  cpuset's
+ * hierarchy (never read for a quota, though its name starts with "cpu") is
+ * elsewhere, at another path, and has quota files where cpu's would be. */
+static void v1_tree(void)
+{
+	put("proc/self/cgroup", "12:pids:/docker/abc\n"
+				"4:cpuset:/cs\n"
+				"3:cpu,cpuacct:/docker/abc\n"
+				"1:name=systemd:/docker/abc\n");
+	put("proc/self/mountinfo",
+	    "30 22 0:27 / /sys/fs/cgroup ro - tmpfs tmpfs ro,mode=755\n"
+	    "33 30 0:30 / /sys/fs/cgroup/cpuset ro - cgroup cgroup rw,cpuset\n"
+	    "31 30 0:28 /docker/abc /sys/fs/cgroup/cpu,cpuacct ro shared:9 - cgroup cgroup "
+	    "rw,cpu,cpuacct\n");
+	put(CG "/cpu,cpuacct/cpu.cfs_quota_us", "-1\n");
+	put(CG "/cpu,cpuacct/cpu.cfs_period_us", "100000\n");
+	put(CG "/cpuset/docker/abc/cpu.cfs_quota_us", "100000\n");
+	put(CG "/cpuset/docker/abc/cpu.cfs_period_us", "100000\n");
+	put(CG "/cpuset/cs/cpu.cfs_quota_us", "100000\n");
+	put(CG "/cpuset/cs/cpu.cfs_period_us", "100000\n");
+}
+
+START_TEST(test_v1_quota)
+{
+	struct sid_cpus c;
+
+	v1_tree();
+	put(CG "/cpu,cpuacct/cpu.cfs_quota_us", "250000\n");
+	ck_assert_int_eq(cpus(32, &c), 3);
+	ck_assert_int_eq(c.cgroup, 1);
+	ck_assert_str_eq(c.path, "/docker/abc");
+	ck_assert_str_eq(why(&c),
+			 "cpu quota 250000/100000 at /docker/abc (cgroup v1; affinity 32)");
+	put(CG "/cpu,cpuacct/cpu.cfs_period_us", "50000\n");
+	ck_assert_int_eq(cpus(32, &c), 5);
+}
+END_TEST
+
+START_TEST(test_v1_no_quota)
+{
+	struct sid_cpus c;
+
+	v1_tree();
+	ck_assert_int_eq(cpus(32, &c), 32);
+	ck_assert_int_eq(c.quota_cpus, 0);
+	put(CG "/cpu,cpuacct/cpu.cfs_quota_us", "0\n");
+	ck_assert_int_eq(cpus(32, &c), 32);
+}
+END_TEST
+
+/* systemd on cgroup v1, the mount at the hierarchy's root: a slice's quota
+ * above the service's counts too. */
+START_TEST(test_v1_parent)
+{
+	struct sid_cpus c;
+
+	put("proc/self/cgroup", "2:cpu,cpuacct:/semid.slice/semid.service\n");
+	put("proc/self/mountinfo",
+	    "31 30 0:28 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpuacct,cpu\n");
+	put(CG "/cpu,cpuacct/semid.slice/semid.service/cpu.cfs_quota_us", "-1\n");
+	put(CG "/cpu,cpuacct/semid.slice/semid.service/cpu.cfs_period_us", "100000\n");
+	put(CG "/cpu,cpuacct/semid.slice/cpu.cfs_quota_us", "150000\n");
+	put(CG "/cpu,cpuacct/semid.slice/cpu.cfs_period_us", "100000\n");
+	ck_assert_int_eq(cpus(8, &c), 2);
+	ck_assert_str_eq(c.path, "/semid.slice");
+}
+END_TEST
+
+/* A hybrid host: the unified hierarchy mounted too, without the cpu
+ * controller (no cpu.max); the v1 quota decides, and the tighter of both
+ * when both have one. */
+START_TEST(test_hybrid)
+{
+	struct sid_cpus c;
+
+	v1_tree();
+	put("proc/self/cgroup", "3:cpu,cpuacct:/docker/abc\n0::/docker/abc\n");
+	put("proc/self/mountinfo",
+	    "31 30 0:28 /docker/abc /sys/fs/cgroup/cpu,cpuacct ro - cgroup cgroup rw,cpu,cpuacct\n"
+	    "40 30 0:37 /docker/abc /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw\n");
+	dir(CG "/unified");
+	put(CG "/cpu,cpuacct/cpu.cfs_quota_us", "400000\n");
+	ck_assert_int_eq(cpus(8, &c), 4);
+	ck_assert_int_eq(c.cgroup, 1);
+	put(CG "/unified/cpu.max", "200000 100000\n");
+	ck_assert_int_eq(cpus(8, &c), 2);
+	ck_assert_int_eq(c.cgroup, 2);
+	ck_assert_str_eq(c.path, "/docker/abc");
+}
+END_TEST
+
+/* Several lines, the v2 one not first, a path with spaces and colons; the
+ * mount point and root with mountinfo's \040 escapes. */
+START_TEST(test_cgroup_lines_and_spaces)
+{
+	struct sid_cpus c;
+
+	put("proc/self/cgroup", "9:memory:/elsewhere\n"
+				"1:name=systemd:/x\n"
+				"0::/my pods/a b:c/\n");
+	put("proc/self/mountinfo",
+	    "30 22 0:27 / /sys/fs/my\\040cgroup rw shared:4 master:1 - cgroup2 none rw\n");
+	put("sys/fs/my cgroup/my pods/a b:c/cpu.max", "max 100000\n");
+	put("sys/fs/my cgroup/my pods/cpu.max", "300000 100000\n");
+	ck_assert_int_eq(cpus(16, &c), 3);
+	ck_assert_str_eq(c.path, "/my pods");
+	put("sys/fs/my cgroup/my pods/a b:c/cpu.max", "100000 100000\n");
+	ck_assert_int_eq(cpus(16, &c), 1);
+	ck_assert_str_eq(c.path, "/my pods/a b:c");
+}
+END_TEST
+
+/* A mount whose root is another part of the tree (or only shares a
+ * prefix of the path's name) shows nothing of the process's cgroup. */
+START_TEST(test_mount_of_another_cgroup)
+{
+	struct sid_cpus c;
+
+	put("proc/self/cgroup", "0::/docker/abcdef\n");
+	put("proc/self/mountinfo",
+	    "30 22 0:27 /docker/abc /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n");
+	put(CG "/cpu.max", "100000 100000\n");
+	put(CG "/def/cpu.max", "100000 100000\n");
+	ck_assert_int_eq(cpus(4, &c), 4);
+	/* the container's own root: read at the mount point */
+	put("proc/self/mountinfo",
+	    "30 22 0:27 /docker/abcdef /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n");
+	ck_assert_int_eq(cpus(4, &c), 1);
+	ck_assert_str_eq(c.path, "/docker/abcdef");
+}
+END_TEST
+
+/* No mountinfo: cgroup v2 where it is usually mounted, /sys/fs/cgroup. */
+START_TEST(test_no_mountinfo)
+{
+	struct sid_cpus c;
+
+	v2_tree();
+	put(CG "/kubepods/pod1/ctr/cpu.max", "200000 100000\n");
+	rm("proc/self/mountinfo");
+	ck_assert_int_eq(cpus(8, &c), 2);
+}
+END_TEST
+
+START_TEST(test_missing_files)
+{
+	struct sid_cpus c;
+
+	ck_assert_int_eq(cpus(6, &c), 6); /* nothing at all */
+	ck_assert_str_eq(why(&c), "affinity 6 (no cpu quota)");
+	put("proc/self/mountinfo", V2_MOUNT);
+	ck_assert_int_eq(cpus(6, &c), 6); /* no /proc/self/cgroup */
+	put("proc/self/cgroup", "0::/a/b\n");
+	ck_assert_int_eq(cpus(6, &c), 6); /* no cgroup directories */
+	dir(CG "/a/b");
+	ck_assert_int_eq(cpus(6, &c), 6); /* no cpu.max in them */
+	/* v1: a quota without its period */
+	put("proc/self/cgroup", "3:cpu:/\n");
+	put("proc/self/mountinfo", "31 30 0:28 / /sys/fs/cgroup/cpu rw - cgroup cgroup rw,cpu\n");
+	put(CG "/cpu/cpu.cfs_quota_us", "100000\n");
+	ck_assert_int_eq(cpus(6, &c), 6);
+	put(CG "/cpu/cpu.cfs_period_us", "100000\n");
+	ck_assert_int_eq(cpus(6, &c), 1); /* (the layout is right) */
+}
+END_TEST
+
+/* Unreadable: a directory where the file should be (root reads any mode). */
+START_TEST(test_unreadable_files)
+{
+	struct sid_cpus c;
+
+	v2_tree();
+	put(CG "/kubepods/pod1/ctr/cpu.max", "100000 100000\n");
+	ck_assert_int_eq(cpus(3, &c), 1); /* (the layout is right) */
+	rm(CG "/kubepods/pod1/ctr/cpu.max");
+	dir(CG "/kubepods/pod1/ctr/cpu.max");
+	ck_assert_int_eq(cpus(3, &c), 3);
+	put(CG "/kubepods/cpu.max", "100000 100000\n");
+	ck_assert_int_eq(cpus(3, &c), 1); /* the levels above are still read */
+	rm("proc/self/cgroup");
+	dir("proc/self/cgroup");
+	ck_assert_int_eq(cpus(3, &c), 3);
+	rm("proc/self/cgroup");
+	put("proc/self/cgroup", "0::/kubepods/pod1/ctr\n");
+	rm("proc/self/mountinfo");
+	dir("proc/self/mountinfo"); /* opens, but no line: no mount seen */
+	ck_assert_int_eq(cpus(3, &c), 3);
+}
+END_TEST
+
+START_TEST(test_garbage)
+{
+	static const char *maxes[] = {
+	    "",
+	    "\n",
+	    "banana\n",
+	    "max\n",
+	    "200000\n",
+	    "200000 \n",
+	    " 200000 100000\n",
+	    "200000  100000\n",
+	    "200000 100000 7\n",
+	    "200000 0\n",
+	    "0 100000\n",
+	    "-200000 100000\n",
+	    "200000 -100000\n",
+	    "2e5 100000\n",
+	    "99999999999999999999999 100000\n",
+	    "200000 100000x\n",
+	    "200000\t100000\n",
+	    "max 100000 junk\n",
+	};
+	static const char *cgroups[] = {
+	    "",
+	    "garbage\n",
+	    "0\n",
+	    "0:\n",
+	    "::\n",
+	    "0::\n",
+	    "0::relative/path\n",
+	    "x::/kubepods\n",
+	    "\n\n\n",
+	};
+	static const char *mounts[] = {
+	    "",
+	    "garbage\n",
+	    "30 22 0:27 / /sys/fs/cgroup rw - cgroup2\n",
+	    "30 22 0:27 / /sys/fs/cgroup rw cgroup2 cgroup2 rw\n",
+	    "- - - - - - - - -\n",
+	    "30 22 0:27 /elsewhere /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n",
+	};
+	struct sid_cpus c;
+
+	v2_tree();
+	for (size_t i = 0; i < sizeof(maxes) / sizeof(maxes[0]); i++) {
+		put(CG "/kubepods/pod1/ctr/cpu.max", maxes[i]);
+		ck_assert_msg(cpus(5, &c) == 5 && c.quota_cpus == 0, "cpu.max \"%s\": %d", maxes[i],
+			      c.n);
+	}
+	put(CG "/kubepods/pod1/ctr/cpu.max", "100000 100000\n");
+	ck_assert_int_eq(cpus(5, &c), 1);
+	for (size_t i = 0; i < sizeof(cgroups) / sizeof(cgroups[0]); i++) {
+		put("proc/self/cgroup", cgroups[i]);
+		/* "0::/" and the like fall back to the root's "max": 5 */
+		ck_assert_msg(cpus(5, &c) == 5, "/proc/self/cgroup \"%s\": %d", cgroups[i], c.n);
+	}
+	put("proc/self/cgroup", "0::/kubepods/pod1/ctr\n");
+	for (size_t i = 0; i < sizeof(mounts) / sizeof(mounts[0]); i++) {
+		put("proc/self/mountinfo", mounts[i]);
+		ck_assert_msg(cpus(5, &c) == 5, "mountinfo \"%s\": %d", mounts[i], c.n);
+	}
+	/* a very long line is cut off, not taken whole */
+	{
+		size_t n = 100000;
+		char *big = malloc(n + 2);
+		ck_assert_ptr_nonnull(big);
+		memset(big, '/', n);
+		memcpy(big, "0::", 3);
+		big[n] = '\n';
+		big[n + 1] = '\0';
+		put("proc/self/mountinfo", V2_MOUNT);
+		put("proc/self/cgroup", big);
+		ck_assert_int_eq(cpus(5, &c), 5);
+		put("proc/self/cgroup", "0::/kubepods/pod1/ctr\n");
+		put("proc/self/mountinfo", big);
+		ck_assert_int_eq(cpus(5, &c), 5);
+		free(big);
+	}
+}
+END_TEST
+
+START_TEST(test_why_is_cut_and_terminated)
+{
+	struct sid_cpus c;
+	char small[12];
+
+	v2_tree();
+	put(CG "/kubepods/pod1/ctr/cpu.max", "200000 100000\n");
+	cpus(8, &c);
+	memset(small, 'x', sizeof(small));
+	ck_assert_ptr_eq(sid_cpus_why(&c, small, sizeof(small)), small);
+	ck_assert_str_eq(small, "cpu quota 2");
+	ck_assert_ptr_eq(sid_cpus_why(&c, small, 0), small); /* writes nothing */
+}
+END_TEST
+
+/* This process: at least 1, at most its affinity; NULL allowed. */
+START_TEST(test_real)
+{
+	struct sid_cpus c;
+	char buf[600];
+
+	ck_assert_int_ge(sid_cpus_usable(&c), 1);
+	ck_assert_int_le(c.n, c.affinity);
+	ck_assert_int_eq(sid_cpus_usable(NULL), c.n);
+	ck_assert_int_eq(sid__cpus_at(root, 0, NULL), c.affinity); /* the real mask */
+	ck_assert_ptr_nonnull(strstr(sid_cpus_why(&c, buf, sizeof(buf)), "affinity"));
+}
+END_TEST
+
+int main(void)
+{
+	Suite *s = suite_create("cpus");
+	TCase *tc = tcase_create("core");
+
+	tcase_add_checked_fixture(tc, setup, teardown);
+	tcase_add_test(tc, test_v2_quota_at_leaf);
+	tcase_add_test(tc, test_v2_parent_tighter_than_leaf);
+	tcase_add_test(tc, test_v2_max_everywhere);
+	tcase_add_test(tc, test_fractions_round_up);
+	tcase_add_test(tc, test_quota_above_affinity);
+	tcase_add_test(tc, test_v1_quota);
+	tcase_add_test(tc, test_v1_no_quota);
+	tcase_add_test(tc, test_v1_parent);
+	tcase_add_test(tc, test_hybrid);
+	tcase_add_test(tc, test_cgroup_lines_and_spaces);
+	tcase_add_test(tc, test_mount_of_another_cgroup);
+	tcase_add_test(tc, test_no_mountinfo);
+	tcase_add_test(tc, test_missing_files);
+	tcase_add_test(tc, test_unreadable_files);
+	tcase_add_test(tc, test_garbage);
+	tcase_add_test(tc, test_why_is_cut_and_terminated);
+	tcase_add_test(tc, test_real);
+	suite_add_tcase(s, tc);
+	return check_run(s);
+}
