@@ -1,11 +1,15 @@
-/* blas.c - picking OpenBLAS kernels the library failed to detect; see blas.h. */
+/* blas.c - picking OpenBLAS kernels the library failed to detect, and its
+ * default thread count under a CPU quota; see blas.h. */
 #include "blas.h"
 
 #include <cblas.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
+
+#include "cpus.h"
 
 const char *sid_blas_corename(void)
 {
@@ -54,4 +58,28 @@ void sid_blas_tune(char **argv)
 		return;
 	execv("/proc/self/exe", argv);
 	unsetenv("OPENBLAS_CORETYPE"); /* exec failed: carry on as we were */
+}
+
+int sid_blas_default_threads(char *why, size_t size)
+{
+	/* what OpenBLAS itself reads at load, first to last; a value that is
+	 * not a positive number is ignored there too */
+	static const char *const vars[] = {"OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS",
+					   "OMP_NUM_THREADS", "OPENBLAS_DEFAULT_NUM_THREADS"};
+	struct sid_cpus c;
+
+	for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++) {
+		const char *v = getenv(vars[i]);
+		if (v && atoi(v) > 0) {
+			if (why && size)
+				snprintf(why, size, "%s=%s", vars[i], v);
+			return openblas_get_num_threads();
+		}
+	}
+	sid_cpus_usable(&c);
+	if (c.n < openblas_get_num_threads())
+		openblas_set_num_threads(c.n);
+	if (why)
+		sid_cpus_why(&c, why, size);
+	return openblas_get_num_threads();
 }

@@ -20,6 +20,8 @@
 #ifndef SID_BLAS_H
 #define SID_BLAS_H
 
+#include <stddef.h>
+
 /* The kernel name OpenBLAS is using ("Prescott", "SkylakeX", ...). */
 const char *sid_blas_corename(void);
 
@@ -32,6 +34,21 @@ const char *sid_blas_better_core(const char *corename, int has_avx2, int has_avx
 
 /* See above; returns only when it did not re-execute. */
 void sid_blas_tune(char **argv);
+
+/*
+ * OpenBLAS's thread count when the user did not choose it.  At load,
+ * OpenBLAS takes OPENBLAS_NUM_THREADS, GOTO_NUM_THREADS or OMP_NUM_THREADS,
+ * else one thread per CPU of the affinity mask (at most the number it was
+ * built for), blind to a cgroup CPU quota: in a pod limited to 2 CPUs on a
+ * 64-core node it runs 64 threads, throttled most of each period.  When
+ * none of those variables (nor OPENBLAS_DEFAULT_NUM_THREADS) is set, this
+ * lowers the count to sid_cpus_usable() (cpus.h); it never raises it.  A
+ * program's own --threads, applied after, wins.  Returns the threads
+ * OpenBLAS now uses; @why (may be NULL) says how they were chosen
+ * ("OPENBLAS_NUM_THREADS=4", or sid_cpus_why's text).  Call it after
+ * sid_blas_tune (a re-execution would start over) and before BLAS work.
+ */
+int sid_blas_default_threads(char *why, size_t size);
 
 /* What sid_blas_tune decides for an OpenBLAS core @corename on a CPU with
  * those features: the core to re-execute with, or NULL to carry on (the

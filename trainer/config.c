@@ -37,7 +37,9 @@ static const struct key keys[] = {
     {"out", K_STR, OFF(out), SZ(out), "model file to publish (checkpoint: OUT.ckpt)"},
     {"model_version", K_STR, OFF(model_version), SZ(model_version),
      "model_version in the metadata [<mode>-<utc>-<seed>]"},
-    {"threads", K_INT, OFF(threads), 0, "OpenBLAS threads [library default]"},
+    {"threads", K_INT, OFF(threads), 0,
+     "OpenBLAS threads [the CPUs it may use: affinity, or fewer under a cgroup CPU quota; "
+     "OPENBLAS_NUM_THREADS if set]"},
     {"eval", K_BOOL, OFF(eval), 0, "evaluate at the end when --test is given [true]"},
     {"publish_tables", K_BOOL, OFF(publish_tables), 0,
      "also write the ICDM ID tables (n x 2E each) into the model file [false]"},

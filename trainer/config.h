@@ -33,7 +33,7 @@ struct tr_config {
 	char out[TR_PATH_MAX];
 	char config[TR_PATH_MAX]; /* the --config file read, if any (never written over) */
 	char model_version[256];  /* empty: "das-<utc>-<seed>" */
-	int threads;		  /* OpenBLAS threads, 0 = library default */
+	int threads;		  /* OpenBLAS threads, 0 = sid_blas_default_threads */
 	int eval;		  /* evaluate at the end when test is set (1) */
 	int publish_tables;	  /* the ICDM ID tables go into the model file too (0) */
 	int progress;		  /* progress bar when stderr is a terminal (1) */

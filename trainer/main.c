@@ -443,7 +443,10 @@ int main(int argc, char **argv)
 {
 	int status, e;
 
-	sid_blas_tune(argv);	    /* may re-execute with OpenBLAS's faster kernels */
+	sid_blas_tune(argv); /* may re-execute with OpenBLAS's faster kernels */
+	/* after: the re-executed process is the one that runs; --threads,
+	 * parsed later, wins */
+	sid_blas_default_threads(NULL, 0);
 	sid_sigpipe_quiet_stdout(); /* after: an exec resets a handler, not SIG_IGN */
 	status = dispatch(argc, argv);
 	/* What went to stdout (the evaluation JSON, gen's summary) must have

@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "blas.h"
 #include "das.h"
 #include "data.h"
 #include "eval.h"
@@ -753,7 +754,7 @@ int tr_train_run(const struct tr_config *cfg, int resume, struct sid_error *err)
 	struct das_data dd;
 	struct sid_st_writer *w = NULL;
 	json_t *ev = NULL;
-	char ckpt[TR_PATH_MAX + 8], version[300];
+	char ckpt[TR_PATH_MAX + 8], version[300], threads_from[700];
 	const char *mode;
 	int tty = cfg->progress && isatty(2), rc, two = 0, e = 0;
 	struct stat sb;
@@ -763,8 +764,12 @@ int tr_train_run(const struct tr_config *cfg, int resume, struct sid_error *err)
 	r.cfg = cfg;
 	r.dc = cfg->das;
 	tr_stop_install(&saved);
-	if (cfg->threads > 0)
+	if (cfg->threads > 0) {
 		openblas_set_num_threads(cfg->threads);
+		snprintf(threads_from, sizeof(threads_from), "the threads setting");
+	} else { /* already done in main(); here for how it was chosen */
+		sid_blas_default_threads(threads_from, sizeof(threads_from));
+	}
 	if (tr_ckpt_path(cfg->out, ckpt, sizeof(ckpt)) < 0) {
 		rc = sid_error_set(err, SID_EINVAL, "--out: path too long");
 		goto fail;
@@ -852,6 +857,8 @@ int tr_train_run(const struct tr_config *cfg, int resume, struct sid_error *err)
 		snprintf(version, sizeof(version), "%s-%s-%llu", mode, ts,
 			 (unsigned long long)r.dc.seed);
 	}
+	fprintf(stderr, "semid-train: %d OpenBLAS thread%s from %s\n", openblas_get_num_threads(),
+		openblas_get_num_threads() == 1 ? "" : "s", threads_from);
 	fprintf(stderr,
 		"semid-train: mode %s, %zu items (D %d), %zu users (D %d), %zu train clicks, %zu "
 		"batches of %zu per epoch, %d epoch%s\n",
