@@ -62,7 +62,7 @@ struct cli_encode_opts {
 	const char *input;  /* --input, required: a 2-D float32/float64 .npy */
 	const char *output; /* --output, required: *.npy, "-" (TSV on stdout), or a TSV path */
 	size_t batch;	    /* --batch, rows per batch, 1..CLI_BATCH_MAX */
-	int threads;	    /* --threads, 0 = online CPUs */
+	int threads;	    /* --threads, 0 = cli_encode_default_threads() */
 	int top_k;	    /* --top-k, 1..SID_TOPK_MAX: 1 + alternatives per row */
 	enum sid_sid_format format;	 /* --format dash|tokens (TSV only) */
 	int format_given;		 /* --format was given */
@@ -82,6 +82,12 @@ int cli_encode_parse(int argc, char **argv, struct cli_encode_opts *o, struct si
  * the file at fault) and no output file is left behind.
  */
 int cli_encode_run(const struct cli_encode_opts *o, FILE *tsv_out, struct sid_error *err);
+
+/* The threads without --threads: the CPUs this process may use (its
+ * affinity, or fewer under a cgroup CPU quota; core/cpus.h), at most
+ * CLI_THREADS_MAX.  Not every online CPU: `semid encode` in a container
+ * limited to 2 CPUs on a 64-core host ran 64 threads, throttled. */
+int cli_encode_default_threads(void);
 
 /* ---- outputs ------------------------------------------------------------ */
 

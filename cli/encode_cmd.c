@@ -32,6 +32,7 @@
 #include <strings.h>
 #include <unistd.h>
 
+#include "cpus.h"
 #include "fsutil.h"
 #include "model.h"
 #include "npy.h"
@@ -481,14 +482,10 @@ static int run_pipeline(const struct cli_encode_opts *o, const struct sid_npy *i
 	/* no batch larger than the input: --batch 1048576 on a small file must
 	 * not allocate a million rows per worker (the output is the same) */
 	size_t B = o->batch < in->rows ? o->batch : in->rows ? in->rows : 1, b, i, released = 0;
-	int T = o->threads, status = CLI_EXIT_IO, n_alt = o->top_k - 1, mu_ok = 0;
-	long ncpu;
+	int T = o->threads > 0 ? o->threads : cli_encode_default_threads(), status = CLI_EXIT_IO,
+	    n_alt = o->top_k - 1, mu_ok = 0;
 
 	memset(&p, 0, sizeof(p));
-	if (T <= 0) {
-		ncpu = sysconf(_SC_NPROCESSORS_ONLN);
-		T = ncpu > 0 ? (ncpu > CLI_THREADS_MAX ? CLI_THREADS_MAX : (int)ncpu) : 1;
-	}
 	p.in = in;
 	p.t = t;
 	p.B = B;
@@ -620,6 +617,12 @@ static void abort_sink(struct sink *k)
 	sid_npy_writer_abort(k->npy);
 	k->npy = NULL;
 	cli_output_abort(&k->out);
+}
+
+int cli_encode_default_threads(void)
+{
+	int n = sid_cpus_usable(NULL);
+	return n > CLI_THREADS_MAX ? CLI_THREADS_MAX : n;
 }
 
 int cli_encode_run(const struct cli_encode_opts *o, FILE *tsv_out, struct sid_error *err)

@@ -19,8 +19,10 @@
 #include <unistd.h>
 
 #include "../../cli/cli.h" /* tests build with -Icore -Itests only */
+#include "cpus.h"
 #include "fsutil.h"
 #include "kill_mid_write.h"
+#include "one_cpu.h"
 #include "model_builder.h"
 #include "npy.h"
 
@@ -117,6 +119,20 @@ static int count_files(void)
 		closedir(d);
 	return n;
 }
+
+/* Without --threads: the CPUs the process may use (cpus.h), not every
+ * online CPU: on one CPU of its affinity, one thread (as under a CPU quota
+ * of one; check_cpus.c covers the quota itself). */
+START_TEST(test_default_threads_follow_usable_cpus)
+{
+	cpu_set_t all;
+
+	ck_assert_int_eq(cli_encode_default_threads(), sid_cpus_usable(NULL));
+	one_cpu_pin(&all);
+	ck_assert_int_eq(cli_encode_default_threads(), 1);
+	one_cpu_unpin(&all);
+}
+END_TEST
 
 START_TEST(test_npy_any_threads_batch)
 {
@@ -392,6 +408,7 @@ int main(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, test_npy_any_threads_batch);
+	tcase_add_test(tc, test_default_threads_follow_usable_cpus);
 	tcase_add_test(tc, test_tsv_matches);
 	tcase_add_test(tc, test_top_k_columns);
 	tcase_add_test(tc, test_nonfinite_leaves_nothing);
