@@ -8,13 +8,13 @@
 
 #include <errno.h>
 #include <jansson.h>
-#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "cpus.h"
 #include "log.h"
 
 enum key_type { K_STR, K_INT, K_LONG, K_BOOL, K_LEVEL };
@@ -160,29 +160,26 @@ static const struct key keys[] = {
 #define N_KEYS (sizeof(keys) / sizeof(keys[0]))
 _Static_assert(N_KEYS <= SRV_CONFIG_KEYS, "srv_config.from has no room for every key");
 
-/* The CPUs this process may run on: its affinity (taskset, a container's
- * cpuset, Kubernetes' static CPU manager), of which the online CPUs can be
- * many times more.  (A CPU quota, --cpus or a limit without a cpuset, is not
- * seen: set workers there.) */
-static long cpus_usable(void)
-{
-	cpu_set_t set;
-
-	if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0)
-		return CPU_COUNT(&set);
-	return sysconf(_SC_NPROCESSORS_ONLN); /* more CPUs than a cpu_set_t holds */
-}
-
+/* workers: the CPUs this process may use (core/cpus.h): its affinity
+ * (taskset, a container's cpuset, Kubernetes' static CPU manager), of which
+ * the online CPUs can be many times more, or fewer under a cgroup CPU quota
+ * (--cpus, a Kubernetes CPU limit, CPUQuota=): a pod limited to 2 CPUs on a
+ * 64-core node runs 2 workers, not 64 threads the kernel throttles. */
 void srv_config_defaults(struct srv_config *c)
 {
-	long ncpu = cpus_usable();
+	struct sid_cpus cpus;
+	int ncpu = sid_cpus_usable(&cpus);
 
 	memset(c, 0, sizeof(*c));
 	snprintf(c->listen, sizeof(c->listen), "127.0.0.1:8080");
 	c->watch = 1;
 	c->reload_debounce_ms = 200;
 	c->watch_poll_ms = 2000;
-	c->workers = ncpu > 0 ? (int)(ncpu > 64 ? 64 : ncpu) : 1;
+	c->workers = ncpu > 64 ? 64 : ncpu;
+	sid_cpus_why(&cpus, c->workers_default, sizeof(c->workers_default));
+	if (ncpu > 64)
+		snprintf(c->workers_default + strlen(c->workers_default),
+			 sizeof(c->workers_default) - strlen(c->workers_default), "; at most 64");
 	c->http_threads = 2;
 	c->max_batch = 256;
 	c->max_delay_us = 0;
@@ -415,6 +412,12 @@ const char *srv_config_source(const struct srv_config *c, const char *key)
 {
 	const struct key *k = key_find(key, strlen(key));
 	return k ? c->from[k - keys] : NULL;
+}
+
+const char *srv_config_workers_from(const struct srv_config *c)
+{
+	const char *from = srv_config_source(c, "workers");
+	return from ? from : c->workers_default[0] ? c->workers_default : "default";
 }
 
 /* A config file of every key at its longest is about 6 KiB. */

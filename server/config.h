@@ -59,10 +59,14 @@ struct srv_config {
 	 * path or the flag's argument as given, or NULL (the default, or set
 	 * directly); borrowed, for messages about keys that disagree. */
 	const char *from[SRV_CONFIG_KEYS];
+	/* How srv_config_defaults chose workers (sid_cpus_why: the affinity,
+	 * or the cgroup's CPU quota), for the listening line. */
+	char workers_default[640];
 };
 
 /* Fill @c with the defaults (listen 127.0.0.1:8080, workers = the CPUs this
- * process may run on, at most 64). */
+ * process may use, at most 64: its affinity, or fewer under a cgroup CPU
+ * quota; core/cpus.h). */
 void srv_config_defaults(struct srv_config *c);
 
 /* Set one key from its text form (flag value).  @source names where it came
@@ -75,6 +79,12 @@ int srv_config_set(struct srv_config *c, const char *key, const char *value, con
  * as given ("--registry=...", or "--registry" when the value followed it),
  * or NULL (the default, or an unknown key). */
 const char *srv_config_source(const struct srv_config *c, const char *key);
+
+/* Where workers came from, for the listening line: the flag or config file
+ * that set it (srv_config_source), else how the default was chosen ("cpu
+ * quota 200000/100000 at /kubepods/... (cgroup v2; affinity 64)",
+ * "affinity 8 (no cpu quota)"). */
+const char *srv_config_workers_from(const struct srv_config *c);
 
 /* Apply a JSON config file (an object of key: value); unknown keys, wrong
  * types and out-of-range values are errors naming the key.  @path is kept

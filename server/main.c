@@ -178,6 +178,7 @@ static void log_listening(const struct server *s)
 	if (s->sa.main_fd >= 0)
 		srv_logline_str(&l, "inherited", s->sa.ops_fd >= 0 ? "main,ops" : "main");
 	srv_logline_int(&l, "workers", s->cfg.workers);
+	srv_logline_str(&l, "workers_from", srv_config_workers_from(&s->cfg));
 	srv_logline_int(&l, "max_batch", s->cfg.max_batch);
 	srv_logline_int(&l, "max_delay_us", s->cfg.max_delay_us);
 	srv_logline_end(&l);

@@ -198,7 +198,7 @@ def server_defaults():
     defaults = {k: {"K_BOOL": False, "K_STR": ""}.get(t, 0) for k, t in types.items()}
     for k, v in re.findall(r"c->(\w+) = ([^;]+);", body):
         if k == "workers":
-            defaults[k] = "online CPUs"
+            defaults[k] = "CPUs it may use"
         elif k == "log_level":
             defaults[k] = v.split("_")[-1].lower()
         elif types[k] == "K_BOOL":

@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include "check_main.h"
+#include "cpus.h"
+#include "one_cpu.h"
 #include "../../server/config.h"
 #include "../../server/log.h"
 
@@ -60,25 +62,46 @@ START_TEST(test_defaults)
 END_TEST
 
 /* workers defaults to the CPUs the process may run on (taskset, a cpuset),
- * not every online CPU of the host: 64 encode threads on 2 allowed CPUs. */
+ * not every online CPU of the host: 64 encode threads on 2 allowed CPUs.
+ * (Fewer under a CPU quota: sid_cpus_usable, check_cpus.c.) */
 START_TEST(test_default_workers_follow_affinity)
 {
 	struct srv_config c;
-	cpu_set_t all, one;
-	int first = -1;
+	cpu_set_t all;
 
-	ck_assert_int_eq(sched_getaffinity(0, sizeof(all), &all), 0);
-	for (int i = 0; i < CPU_SETSIZE && first < 0; i++)
-		if (CPU_ISSET(i, &all))
-			first = i;
 	srv_config_defaults(&c);
-	ck_assert_int_eq(c.workers, CPU_COUNT(&all) > 64 ? 64 : CPU_COUNT(&all));
-	CPU_ZERO(&one);
-	CPU_SET(first, &one);
-	ck_assert_int_eq(sched_setaffinity(0, sizeof(one), &one), 0);
+	ck_assert_int_eq(c.workers, sid_cpus_usable(NULL) > 64 ? 64 : sid_cpus_usable(NULL));
+	one_cpu_pin(&all);
+	ck_assert_int_le(c.workers, CPU_COUNT(&all));
 	srv_config_defaults(&c);
-	ck_assert_int_eq(sched_setaffinity(0, sizeof(all), &all), 0);
+	one_cpu_unpin(&all);
 	ck_assert_int_eq(c.workers, 1);
+}
+END_TEST
+
+/* The listening line's workers_from: how the default was chosen, else
+ * the flag or file that set workers. */
+START_TEST(test_workers_from)
+{
+	struct srv_config c;
+	struct sid_error err;
+	struct sid_cpus cpus;
+	char want[640];
+	char *path = write_tmp("{\"workers\": 3}");
+	const char *flag[] = {"s", "--model", "m", "--workers", "5"};
+	const char *file[] = {"s", "--model", "m", "--config", path};
+
+	sid_cpus_usable(&cpus);
+	sid_cpus_why(&cpus, want, sizeof(want));
+	srv_config_defaults(&c);
+	ck_assert_str_eq(srv_config_workers_from(&c), want);
+	ck_assert_ptr_nonnull(strstr(want, "affinity"));
+	ck_assert_int_eq(parse(&c, &err, 5, flag), 0);
+	ck_assert_str_eq(srv_config_workers_from(&c), "--workers");
+	ck_assert_int_eq(parse(&c, &err, 5, file), 0);
+	ck_assert_int_eq(c.workers, 3);
+	ck_assert_str_eq(srv_config_workers_from(&c), path);
+	unlink(path);
 }
 END_TEST
 
@@ -534,6 +557,7 @@ static void add_tests(TCase *tc)
 {
 	tcase_add_test(tc, test_defaults);
 	tcase_add_test(tc, test_default_workers_follow_affinity);
+	tcase_add_test(tc, test_workers_from);
 	tcase_add_test(tc, test_flags);
 	tcase_add_test(tc, test_flag_errors);
 	tcase_add_test(tc, test_file_and_override);
