@@ -246,13 +246,17 @@ int sid__reg_stale(struct sid_reg_entry *e, int found, int kind, const char *id,
 	     !memcmp(e->codes, want->codes, sizeof(int32_t) * (size_t)want->L) &&
 	     e->updated_ms == want->updated_ms && !strcmp(e->model_version, want->model_version)))
 		return 0;
-	if (!found) {
-		memset(e, 0, sizeof(*e));
-		e->kind = kind;
-		snprintf(e->id, sizeof(e->id), "%s", id);
-	}
+	if (!found)
+		sid__reg_absent(e, kind, id);
 	e->stale = 1;
 	return 1;
+}
+
+void sid__reg_absent(struct sid_reg_entry *e, int kind, const char *id)
+{
+	memset(e, 0, sizeof(*e));
+	e->kind = kind;
+	snprintf(e->id, sizeof(e->id), "%s", id);
 }
 
 void sid__reg_moving(struct sid_reg_entry *e)
@@ -624,6 +628,32 @@ int sid_registry_get(struct sid_registry *r, enum sid_tower_kind kind, const cha
 		return rc;
 	call_begin(r);
 	rc = r->ops->get(r, kind, id, out, err);
+	call_end(r);
+	return rc;
+}
+
+int sid_registry_delete(struct sid_registry *r, enum sid_tower_kind kind, const char *const *ids,
+			size_t n, struct sid_reg_entry *out, struct sid_error *err)
+{
+	int rc = kind_check(kind, err);
+
+	for (size_t i = 0; !rc && i < n; i++)
+		if ((rc = sid_reg_id_check(ids[i], err))) {
+			if (err)
+				err->index = (long)i;
+			return sid_error_prefix(err, "input %zu", i);
+		}
+	if (rc)
+		return rc;
+	if (r->open_flags & SID_REG_READONLY)
+		return sid_error_set(err, SID_EUNAVAIL,
+				     "registry %s: opened read-only, and delete "
+				     "writes",
+				     r->label);
+	if (!n)
+		return 0;
+	call_begin(r);
+	rc = r->ops->delete_ids(r, kind, ids, n, out, err);
 	call_end(r);
 	return rc;
 }

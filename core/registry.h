@@ -127,6 +127,7 @@ struct sid_reg_entry {
 	int created; /* assign: this call created the row */
 	int moved;   /* assign with SID_REG_REASSIGN: this call changed its codes */
 	int stale;   /* assign with expect (sid_reg_call): not as expected, left */
+	int deleted; /* delete: this call removed it (else it was not stored) */
 	/* when moved: the ID it left, from_codes (from_L) + from_suffix (from_L
 	 * is 0 otherwise) */
 	int from_L;
@@ -234,6 +235,24 @@ struct sid_reg_call {
 	const struct sid_reg_entry *expect;
 };
 int sid_registry_assign_calls(struct sid_registry *r, struct sid_reg_call *calls, size_t n);
+
+/*
+ * Delete @n ids of @kind in one transaction (durable before the call
+ * returns): each id's assignment and its stored embedding are removed, and
+ * nothing of it is kept (no tombstone: an erasure request must leave no
+ * trace of the id).  Its slot (codes + suffix) becomes free as a
+ * reassign's old slot does: the next new id with those codes takes it if it
+ * is the smallest free suffix.  out[i] (n entries) receives what
+ * ids[i] held, with deleted = 1, or only kind and id with deleted = 0 when
+ * it was not stored (not an error).  An id given twice is deleted by its
+ * first occurrence (the second says not stored).  A malformed id fails the
+ * whole call with SID_EINVAL and err->index = its position; nothing is then
+ * deleted.  A read-only handle fails with SID_EUNAVAIL.  A call that
+ * returns SID_EUNAVAIL may or may not have been committed; retrying is safe
+ * (what the first try deleted is then reported as not stored).
+ */
+int sid_registry_delete(struct sid_registry *r, enum sid_tower_kind kind, const char *const *ids,
+			size_t n, struct sid_reg_entry *out, struct sid_error *err);
 
 /* The assignment of @id, or SID_ENOTFOUND. */
 int sid_registry_get(struct sid_registry *r, enum sid_tower_kind kind, const char *id,
@@ -520,6 +539,11 @@ struct sid__reg_ops {
 	int (*import)(struct sid_registry *r, const struct sid_reg_entry *e,
 		      const float *const *emb, size_t n, int *status,
 		      struct sid_reg_entry *existing, struct sid_error *err);
+	/* sid_registry_delete of validated ids, in one transaction: out[i]
+	 * filled and deleted set for each id removed, the others
+	 * sid__reg_absent */
+	int (*delete_ids)(struct sid_registry *r, int kind, const char *const *ids, size_t n,
+			  struct sid_reg_entry *out, struct sid_error *err);
 	/* sid_registry_backup; NULL: the backend has none */
 	int (*backup)(struct sid_registry *r, const char *dest, sid_reg_progress_fn fn, void *ctx,
 		      struct sid_error *err);
@@ -575,6 +599,8 @@ void sid__reg_codes_pack(const int32_t *codes, int L, uint8_t *buf);
 int sid__reg_stale(struct sid_reg_entry *e, int found, int kind, const char *id,
 		   const struct sid_reg_entry *want);
 int sid__reg_codes_unpack(const void *buf, size_t len, int32_t *codes, int *L);
+/* @e for an id not stored: its kind and id, the rest zero. */
+void sid__reg_absent(struct sid_reg_entry *e, int kind, const char *id);
 /* Reassign: @e, as stored, is about to move; keep its ID as from_*. */
 void sid__reg_moving(struct sid_reg_entry *e);
 

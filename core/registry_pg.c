@@ -84,6 +84,7 @@ enum {
 	P_MAX,
 	P_META_HAS,
 	P_META_SET,
+	P_DELETE,
 	P_COUNT
 };
 
@@ -130,6 +131,7 @@ static const char *const stmt_sql[P_COUNT] = {
 	      " ORDER BY suffix DESC LIMIT 1",
     [P_META_HAS] = "SELECT 1 FROM semid_meta WHERE key = $1",
     [P_META_SET] = "INSERT INTO semid_meta VALUES ($1, '1') ON CONFLICT DO NOTHING",
+    [P_DELETE] = "DELETE FROM semid_assignment WHERE kind = $1 AND id = $2 RETURNING " COLS,
     /* one probe of the (kind, id) index per id, whatever the statistics:
      * as "kind = $1 AND id = ANY($2)" the planner, with no statistics yet
      * (or with the generic plan it cached while the table was small), read
@@ -1858,6 +1860,71 @@ static int pg_import(struct sid_registry *r, const struct sid_reg_entry *e, cons
 	return with_retries(s, 1, import_body, &c, err);
 }
 
+struct delete_ctx {
+	int kind;
+	const char *const *ids;
+	size_t n;
+	struct sid_reg_entry *out;
+};
+
+/*
+ * Locked as assign locks: the global key shared, then each id's key and the
+ * key of the code tuple it holds (read first; a writer that moves it in
+ * between holds the id's key, so the row is stable once ours is taken, and
+ * the tuple key only queues the delete behind inserters of that tuple).
+ * Then each row goes, its embedding with it (one column), and the kind's
+ * gaps flag is set, as for any slot left on PostgreSQL (leaving).
+ */
+static int delete_body(struct pg *s, void *p, struct sid_error *err)
+{
+	struct delete_ctx *c = p;
+	int64_t *keys = malloc(sizeof(*keys) * 2 * c->n);
+	size_t nkeys = 0, deleted = 0;
+	int rc = 0;
+
+	if (!keys)
+		return sid_error_set(err, SID_ENOMEM, "registry: out of memory");
+	for (size_t i = 0; i < c->n; i++) {
+		struct sid_reg_entry e;
+		keys[nkeys++] = key_hash(c->kind, 'i', c->ids[i], strlen(c->ids[i]));
+		rc = get_row(s, c->kind, c->ids[i], &e, err);
+		if (rc < 0)
+			break;
+		if (rc == 1) {
+			uint8_t codes[SID__REG_CODES_BYTES];
+			sid__reg_codes_pack(e.codes, e.L, codes);
+			keys[nkeys++] = key_hash(c->kind, 'c', codes, 4 * (size_t)e.L);
+		}
+		rc = 0;
+	}
+	if (!rc)
+		rc = lock_keys(s, keys, nkeys, err);
+	free(keys);
+	for (size_t i = 0; !rc && i < c->n; i++) {
+		struct params q = {0};
+		p_int(&q, c->kind);
+		p_text(&q, c->ids[i]);
+		rc = fetch_one(s, P_DELETE, &q, &c->out[i], err);
+		if (rc < 0)
+			break;
+		if (rc == 0) /* (a run before may have filled it) */
+			sid__reg_absent(&c->out[i], c->kind, c->ids[i]);
+		c->out[i].deleted = rc;
+		deleted += rc;
+		rc = 0;
+	}
+	if (!rc && deleted)
+		rc = leaving(s, c->kind, err);
+	return rc;
+}
+
+static int pg_delete(struct sid_registry *r, int kind, const char *const *ids, size_t n,
+		     struct sid_reg_entry *out, struct sid_error *err)
+{
+	struct delete_ctx c = {kind, ids, n, out};
+	return with_retries((struct pg *)r, 1, delete_body, &c, err);
+}
+
 static void pg_close(struct sid_registry *r)
 {
 	struct pg *s = (struct pg *)r;
@@ -1878,6 +1945,7 @@ static const struct sid__reg_ops pg_ops = {
     .foreach = pg_foreach,
     .count = pg_count,
     .import = pg_import,
+    .delete_ids = pg_delete,
 };
 
 /* Create or migrate the schema, one process at a time (advisory lock). */

@@ -58,6 +58,7 @@ enum {
 	S_TOUCH,
 	S_EMB_PUT,
 	S_EMB_DEL,
+	S_DELETE,
 	S_LEVELS_GET,
 	S_LEVELS_PUT,
 	S_MAX,
@@ -83,6 +84,7 @@ static const char *const stmt_sql[S_COUNT] = {
     [S_TOUCH] = "UPDATE semid_assignment SET emb_dim = ?2 WHERE rid = ?1",
     [S_EMB_PUT] = "INSERT OR REPLACE INTO semid_embedding (rid, emb) VALUES (?1, ?2)",
     [S_EMB_DEL] = "DELETE FROM semid_embedding WHERE rid = ?1",
+    [S_DELETE] = "DELETE FROM semid_assignment WHERE rid = ?1",
     [S_LEVELS_GET] = "SELECT value FROM semid_meta WHERE key = 'levels.' || ?1",
     [S_LEVELS_PUT] = "INSERT INTO semid_meta VALUES ('levels.' || ?1, ?2)",
     [S_MAX] = "SELECT suffix FROM semid_assignment WHERE kind = ?1 AND codes = ?2"
@@ -751,6 +753,59 @@ fail:
 	fail_all(q, nq, &gerr);
 }
 
+/* Remove one stored row and its embedding; its slot is left as a reassign
+ * leaves its old one (leaving: the gaps flag when it is below the largest). */
+static int delete_row(struct sq *s, const struct sid_reg_entry *e, sqlite3_int64 rid,
+		      struct sid_error *err)
+{
+	sqlite3_stmt *st;
+	int rc = leaving(s, e->kind, e->codes, e->L, e->suffix, err);
+
+	if (rc)
+		return rc;
+	st = stmt(s, S_EMB_DEL);
+	sqlite3_bind_int64(st, 1, rid);
+	if ((rc = run(s, st, err, "delete embedding")))
+		return rc;
+	st = stmt(s, S_DELETE);
+	sqlite3_bind_int64(st, 1, rid);
+	return run(s, st, err, "delete");
+}
+
+static int sq_delete(struct sid_registry *r, int kind, const char *const *ids, size_t n,
+		     struct sid_reg_entry *out, struct sid_error *err)
+{
+	struct sq *s = (struct sq *)r;
+	int rc;
+
+	if ((rc = file_check(s, err)))
+		return rc;
+	if ((rc = run(s, stmt(s, S_BEGIN), err, "begin")))
+		return rc;
+	for (size_t i = 0; i < n; i++) {
+		sqlite3_int64 rid = 0;
+		int found = get_row(s, kind, ids[i], &out[i], &rid, err);
+
+		if (found < 0) {
+			rc = found;
+			goto fail;
+		}
+		if (!found) {
+			sid__reg_absent(&out[i], kind, ids[i]);
+			continue;
+		}
+		if ((rc = delete_row(s, &out[i], rid, err)))
+			goto fail;
+		out[i].deleted = 1;
+	}
+	if ((rc = run(s, stmt(s, S_COMMIT), err, "commit")))
+		goto fail;
+	return file_check_now(s, err); /* committed to a file no longer there: not durable */
+fail:
+	rollback(s);
+	return rc;
+}
+
 static int prepare_all(sqlite3 *db, sqlite3_stmt **st)
 {
 	for (int i = 0; i < S_COUNT; i++) {
@@ -1417,6 +1472,7 @@ static const struct sid__reg_ops sq_ops = {
     .foreach = sq_foreach,
     .count = sq_count,
     .import = sq_import,
+    .delete_ids = sq_delete,
     .backup = sq_backup,
 };
 

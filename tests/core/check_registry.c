@@ -4345,6 +4345,263 @@ START_TEST(t_pg_create_answer_lost)
 }
 END_TEST
 
+/* ---- delete ---- */
+
+/* One number from the store itself, as another client (@sqlite_sql on
+ * SQLite, @pg_sql on PostgreSQL). */
+static long store_value(const char *sqlite_sql, const char *pg_query)
+{
+	char buf[64];
+	sqlite3 *db;
+	sqlite3_stmt *st;
+	long v;
+
+	if (g_pg) {
+		pg_value(target, pg_query, buf, sizeof(buf));
+		return atol(buf);
+	}
+	ck_assert_int_eq(sqlite3_open(target, &db), SQLITE_OK);
+	ck_assert_int_eq(sqlite3_prepare_v2(db, sqlite_sql, -1, &st, NULL), SQLITE_OK);
+	ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
+	v = (long)sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	return v;
+}
+
+static void delete_ok(struct sid_registry *r, enum sid_tower_kind kind, const char *const *ids,
+		      size_t n, struct sid_reg_entry *out)
+{
+	struct sid_error err;
+	int rc = sid_registry_delete(r, kind, ids, n, out, &err);
+	ck_assert_msg(rc == 0, "delete: %s", err.msg);
+}
+
+/* Deleting takes the assignment and its embedding away and frees the slot
+ * for the next new id of those codes (the smallest free suffix, holes
+ * first, on a store that had no gap before); lookups by id, sid and prefix
+ * no longer see it; unknown ids (and an id's second occurrence) say not
+ * stored; assigning a deleted id again creates it anew. */
+START_TEST(t_delete)
+{
+	struct sid_registry *r, *ro;
+	struct sid_reg_entry e, out[4], page[8];
+	struct sid_error err;
+	char s[SID_REG_SID_MAX], next[SID_REG_SID_MAX];
+	const char *names[] = {"a", "b", "c", "d", "e"};
+	const char *del[] = {"b", "nope", "d", "b"};
+	int32_t codes[3] = {1, 1, 1};
+	float emb[4] = {1, 2, 3, 4};
+	size_t n;
+
+	NEED_STORE();
+	r = reg_open();
+	for (int i = 0; i < 5; i++) {
+		struct sid_reg_item it = {names[i], codes, i == 1 || i == 4 ? emb : NULL};
+		ck_assert_int_eq(
+		    sid_registry_assign(r, SID_TOWER_ITEM, &it, 1, 3, 4, "v1", 0, &e, &err), 0);
+		ck_assert_int_eq(e.suffix, i);
+	}
+	ck_assert_int_eq(
+	    store_value("SELECT count(*) FROM semid_embedding",
+			"SELECT count(*) FROM semid_assignment WHERE embedding IS NOT NULL"),
+	    2);
+	delete_ok(r, SID_TOWER_ITEM, del, 4, out);
+	ck_assert_int_eq(out[0].deleted, 1);
+	sidstr(&out[0], s);
+	ck_assert_str_eq(s, "1-1-1-1");
+	ck_assert_str_eq(out[0].id, "b");
+	ck_assert_int_eq(out[0].D, 4);
+	ck_assert_int_eq(out[1].deleted, 0);
+	ck_assert_str_eq(out[1].id, "nope");
+	ck_assert_int_eq(out[1].kind, SID_TOWER_ITEM);
+	ck_assert_int_eq(out[2].deleted, 1);
+	ck_assert_int_eq(out[2].suffix, 3);
+	ck_assert_int_eq(out[3].deleted, 0); /* b's second occurrence: gone already */
+	ck_assert_int_eq(sid_registry_get(r, SID_TOWER_ITEM, "b", &e, &err), SID_ENOTFOUND);
+	ck_assert_int_eq(sid_registry_get_sid(r, SID_TOWER_ITEM, "1-1-1-1", &e, &err),
+			 SID_ENOTFOUND);
+	ck_assert_int_eq(sid_registry_get_sid(r, SID_TOWER_ITEM, "1-1-1-3", &e, &err),
+			 SID_ENOTFOUND);
+	ck_assert_int_eq(sid_registry_list(r, SID_TOWER_ITEM, "1-1", "", 8, page, &n, next, &err),
+			 0);
+	ck_assert_int_eq(n, 3);
+	ck_assert_str_eq(page[0].id, "a");
+	ck_assert_str_eq(page[1].id, "c");
+	ck_assert_str_eq(page[2].id, "e");
+	/* the embedding row went with it; e's stays */
+	ck_assert_int_eq(
+	    store_value("SELECT count(*) FROM semid_embedding",
+			"SELECT count(*) FROM semid_assignment WHERE embedding IS NOT NULL"),
+	    1);
+	ck_assert_int_eq(store_value("SELECT count(*) FROM semid_assignment WHERE id = 'b'",
+				     "SELECT count(*) FROM semid_assignment WHERE id = 'b'"),
+			 0);
+	/* holes 1 and 3: the smallest first, then the other, then past the end */
+	assign1(r, "f", 1, 1, 1, 0, &e);
+	ck_assert_int_eq(e.suffix, 1);
+	assign1(r, "g", 1, 1, 1, 0, &e);
+	ck_assert_int_eq(e.suffix, 3);
+	assign1(r, "h", 1, 1, 1, 0, &e);
+	ck_assert_int_eq(e.suffix, 5);
+	/* the largest suffix freed is taken again */
+	delete_ok(r, SID_TOWER_ITEM, (const char *const[]){"h"}, 1, out);
+	ck_assert_int_eq(out[0].deleted, 1);
+	assign1(r, "i", 1, 1, 1, 0, &e);
+	ck_assert_int_eq(e.suffix, 5);
+	/* a deleted id assigned again is new: created, the smallest free slot */
+	delete_ok(r, SID_TOWER_ITEM, (const char *const[]){"a"}, 1, out);
+	assign1(r, "b", 2, 2, 2, 0, &e);
+	ck_assert_int_eq(e.created, 1);
+	sidstr(&e, s);
+	ck_assert_str_eq(s, "2-2-2-0");
+	assign1(r, "a", 1, 1, 1, 0, &e);
+	ck_assert_int_eq(e.created, 1);
+	ck_assert_int_eq(e.suffix, 0);
+	/* the other kind is another ID space; bad ids fail the call whole */
+	delete_ok(r, SID_TOWER_USER, (const char *const[]){"a"}, 1, out);
+	ck_assert_int_eq(out[0].deleted, 0);
+	ck_assert_int_eq(
+	    sid_registry_delete(r, SID_TOWER_ITEM, (const char *const[]){"c", ""}, 2, out, &err),
+	    SID_EINVAL);
+	ck_assert_int_eq(err.index, 1);
+	ck_assert_int_eq(sid_registry_get(r, SID_TOWER_ITEM, "c", &e, &err), 0);
+	ck_assert_int_eq(sid_registry_delete(r, 7, (const char *const[]){"c"}, 1, out, &err),
+			 SID_EINVAL);
+	delete_ok(r, SID_TOWER_ITEM, NULL, 0, NULL);
+	/* a read-only handle does not write */
+	ck_assert_msg(sid_registry_open(target, SID_REG_READONLY, &ro, &err) == 0, "%s", err.msg);
+	ck_assert_int_eq(
+	    sid_registry_delete(ro, SID_TOWER_ITEM, (const char *const[]){"c"}, 1, out, &err),
+	    SID_EUNAVAIL);
+	sid_registry_close(ro);
+	ck_assert_int_eq(sid_registry_get(r, SID_TOWER_ITEM, "c", &e, &err), 0);
+	sid_registry_close(r);
+}
+END_TEST
+
+/* A delete at the end of a tuple leaves no gap: the fast path (one past the
+ * largest) stays right.  One in the middle, the first gap of the store,
+ * must be found by the next new id. */
+START_TEST(t_delete_first_gap)
+{
+	struct sid_registry *r;
+	struct sid_reg_entry e, out[1];
+
+	NEED_STORE();
+	r = reg_open();
+	assign1(r, "x0", 2, 2, 2, 0, &e);
+	assign1(r, "x1", 2, 2, 2, 0, &e);
+	assign1(r, "x2", 2, 2, 2, 0, &e);
+	delete_ok(r, SID_TOWER_ITEM, (const char *const[]){"x2"}, 1, out);
+	assign1(r, "x3", 2, 2, 2, 0, &e);
+	ck_assert_int_eq(e.suffix, 2);
+	delete_ok(r, SID_TOWER_ITEM, (const char *const[]){"x1"}, 1, out);
+	ck_assert_int_eq(out[0].suffix, 1);
+	sid_registry_close(r);
+	r = reg_open(); /* from the store, not a handle's cache */
+	assign1(r, "x4", 2, 2, 2, 0, &e);
+	ck_assert_int_eq(e.suffix, 1);
+	assign1(r, "x5", 2, 2, 2, 0, &e);
+	ck_assert_int_eq(e.suffix, 3);
+	sid_registry_close(r);
+}
+END_TEST
+
+#define RACE_N 60
+
+struct delete_racer {
+	int me;
+	int64_t suffix[RACE_N]; /* the slot each of its ids was answered */
+	int deleted[2][RACE_N]; /* ids of racer 0 and 1 this one deleted */
+	int rc;
+	struct sid_error err;
+};
+
+/* Assign "t<me>-<k>" under one code tuple, and after each odd k delete the
+ * previous id of both racers in one call (so both try to delete it). */
+static void *delete_race(void *p)
+{
+	struct delete_racer *d = p;
+	struct sid_registry *r = NULL;
+
+	if ((d->rc = sid_registry_open(target, 0, &r, &d->err)))
+		return NULL;
+	for (int k = 0; k < RACE_N && !d->rc; k++) {
+		char id[16], a[16], b[16];
+		const char *ids[2] = {a, b};
+		int32_t codes[3] = {7, 7, 7};
+		struct sid_reg_item it = {id, codes, NULL};
+		struct sid_reg_entry e, out[2];
+		snprintf(id, sizeof(id), "t%d-%d", d->me, k);
+		d->rc = sid_registry_assign(r, SID_TOWER_ITEM, &it, 1, 3, 0, "v1", 0, &e, &d->err);
+		d->suffix[k] = e.suffix;
+		if (d->rc || !(k % 2))
+			continue;
+		snprintf(a, sizeof(a), "t0-%d", k - 1);
+		snprintf(b, sizeof(b), "t1-%d", k - 1);
+		d->rc = sid_registry_delete(r, SID_TOWER_ITEM, ids, 2, out, &d->err);
+		d->deleted[0][k - 1] = out[0].deleted;
+		d->deleted[1][k - 1] = out[1].deleted;
+	}
+	sid_registry_close(r);
+	return NULL;
+}
+
+/* PostgreSQL: deletes racing new ids of the same codes from two
+ * connections.  Every call succeeds; each id is deleted once; no two live
+ * ids were answered one slot, each live id is where its answer put it, and
+ * the next new id takes the smallest free suffix left. */
+START_TEST(t_pg_delete_race)
+{
+	struct delete_racer d[2] = {{.me = 0}, {.me = 1}};
+	pthread_t th[2];
+	struct sid_registry *r;
+	struct sid_reg_entry e;
+	struct sid_error err;
+	char used[4 * RACE_N] = {0};
+	uint64_t count;
+	size_t live = 0;
+	int64_t smallest = -1;
+
+	NEED_STORE();
+	r = reg_open();
+	assign1(r, "seed", 7, 7, 7, 0, &e); /* the schema and the levels */
+	used[0] = 1;
+	for (int i = 0; i < 2; i++)
+		ck_assert_int_eq(pthread_create(&th[i], NULL, delete_race, &d[i]), 0);
+	for (int i = 0; i < 2; i++)
+		pthread_join(th[i], NULL);
+	for (int i = 0; i < 2; i++)
+		ck_assert_msg(d[i].rc == 0, "racer %d: %s", i, d[i].err.msg);
+	for (int i = 0; i < 2; i++)
+		for (int k = 0; k < RACE_N; k++) {
+			char id[16];
+			int dels = d[0].deleted[i][k] + d[1].deleted[i][k];
+			int rc;
+			snprintf(id, sizeof(id), "t%d-%d", i, k);
+			ck_assert_msg(dels == (k % 2 == 0 && k + 1 < RACE_N), "%s deleted %d times",
+				      id, dels);
+			rc = sid_registry_get(r, SID_TOWER_ITEM, id, &e, &err);
+			ck_assert_int_eq(rc, dels ? SID_ENOTFOUND : 0);
+			if (rc)
+				continue;
+			live++;
+			ck_assert_int_eq(e.suffix, d[i].suffix[k]);
+			ck_assert_int_lt(e.suffix, (int64_t)sizeof(used));
+			ck_assert_msg(!used[e.suffix], "suffix %lld twice", (long long)e.suffix);
+			used[e.suffix] = 1;
+		}
+	ck_assert_int_eq(sid_registry_count(r, SID_TOWER_ITEM, &count, &err), 0);
+	ck_assert_int_eq(count, live + 1);
+	while (used[++smallest])
+		;
+	assign1(r, "last", 7, 7, 7, 0, &e);
+	ck_assert_int_eq(e.suffix, smallest);
+	sid_registry_close(r);
+}
+END_TEST
+
 static void add_behaviour(TCase *tc)
 {
 	tcase_add_test(tc, t_assign_suffixes);
@@ -4373,6 +4630,8 @@ static void add_behaviour(TCase *tc)
 	tcase_add_test(tc, t_events);
 	tcase_add_test(tc, t_processes);
 	tcase_add_test(tc, t_sigkill);
+	tcase_add_test(tc, t_delete);
+	tcase_add_test(tc, t_delete_first_gap);
 }
 
 static Suite *registry_suite(void)
@@ -4428,6 +4687,7 @@ static Suite *registry_suite(void)
 	tcase_add_test(tc, t_pg_schema_unreadable);
 	tcase_add_test(tc, t_pg_backup_refused);
 	tcase_add_test(tc, t_pg_encoding);
+	tcase_add_test(tc, t_pg_delete_race);
 	suite_add_tcase(s, tc);
 	return s;
 }
