@@ -431,17 +431,19 @@ static void lookup_work(uv_work_t *w)
 	size_t n = 0;
 	char next[SID_REG_SID_MAX];
 	double t0 = srv_now();
-	int rc;
+	/* a delete writes: its store calls count as the assigns' (op "assign") */
+	int del = lk->op == SRV_LOOKUP_DELETE, rc;
+	enum srv_reg_op op = del ? SRV_REG_OP_ASSIGN : SRV_REG_OP_LOOKUP;
 
 	sid_error_clear(&err);
 	if (lk->op == SRV_LOOKUP_LEVELS) {
 		check_levels_work(a, lk);
 		return;
 	}
-	rc = srv_store_get(a->store, SRV_STORE_READER, &h, &err);
+	rc = srv_store_get(a->store, del ? SRV_STORE_WRITER(0) : SRV_STORE_READER, &h, &err);
 	if (rc) {
 		if (!a->store->disabled)
-			srv_metrics_registry_call(a->metrics, SRV_REG_OP_LOOKUP, 0, 0);
+			srv_metrics_registry_call(a->metrics, op, 0, 0);
 		goto fail;
 	}
 	e = malloc((lk->op == SRV_LOOKUP_LIST ? lk->limit : 1) * sizeof(*e));
@@ -453,15 +455,21 @@ static void lookup_work(uv_work_t *w)
 		rc = sid_registry_get(h, lk->kind, lk->key, e, &err);
 	else if (lk->op == SRV_LOOKUP_SID)
 		rc = sid_registry_get_sid(h, lk->kind, lk->key, e, &err);
+	else if (del)
+		rc = sid_registry_delete(h, lk->kind, (const char *const *)&lk->key, 1, e, &err);
 	else
 		rc = sid_registry_list(h, lk->kind, lk->key, lk->cursor ? lk->cursor : "",
 				       lk->limit, e, &n, next, &err);
 	srv_store_note(a->store, rc, &err);
 	lw->waited_out = take_events(a, h) != 0 && srv_store_is_outage(rc);
-	srv_metrics_registry_call(a->metrics, SRV_REG_OP_LOOKUP, srv_now() - t0,
-				  !srv_store_is_outage(rc));
+	srv_metrics_registry_call(a->metrics, op, srv_now() - t0, !srv_store_is_outage(rc));
+	if (!rc && del && !e->deleted)
+		rc = sid_error_set(&err, SID_ENOTFOUND, "%s id \"%.64s\": not found",
+				   sid_tower_name(lk->kind), lk->key);
 	if (rc)
 		goto fail;
+	if (del)
+		srv_metrics_registry_deleted(a->metrics, lk->kind, 1);
 	{
 		/* an entry JSON cannot hold (text that is not UTF-8, from before it
 		 * was checked) fails the lookup: never dropped from a page, which
@@ -484,6 +492,10 @@ static void lookup_work(uv_work_t *w)
 					   e[bad].id);
 			goto fail;
 		}
+		if (del && v && json_object_set_new(v, "deleted", json_true())) {
+			json_decref(v);
+			v = NULL;
+		}
 		if (list)
 			v = !arr ? NULL
 				 : json_pack("{s:s, s:s, s:o, s:o}", "tower",
@@ -497,7 +509,7 @@ static void lookup_work(uv_work_t *w)
 fail:
 	free(e);
 	if (rc == SID_ENOTFOUND || rc == SID_EINVAL)
-		srv_metrics_registry_error(a->metrics, SRV_REG_OP_LOOKUP);
+		srv_metrics_registry_error(a->metrics, op);
 	{
 		int status;
 		lk->body =

@@ -20,7 +20,10 @@
  * job's done() on the loop thread.
  *
  * Lookups are submitted from HTTP threads (srv_assigner_lookup: intake list
- * + uv_async_send) and run on the pool too, on the store's reader handle.
+ * + uv_async_send) and run on the pool too, on the store's reader handle;
+ * a delete goes the same way, one at a time with them, on the first writer
+ * handle (shared with an assign group then: the handle serialises them),
+ * committed before its answer is written.
  *
  * At most one assign group per store writer (SQLite: one; PostgreSQL:
  * registry_connections) and one lookup run at a time; the batcher sizes the
@@ -57,10 +60,11 @@
 #include "store.h"
 
 enum srv_lookup_op {
-	SRV_LOOKUP_ID,	  /* key = id */
-	SRV_LOOKUP_SID,	  /* key = full sid */
-	SRV_LOOKUP_LIST,  /* key = prefix ("" for all), cursor, limit */
-	SRV_LOOKUP_LEVELS /* srv_assigner_check_levels: no answer */
+	SRV_LOOKUP_ID,	   /* key = id */
+	SRV_LOOKUP_SID,	   /* key = full sid */
+	SRV_LOOKUP_LIST,   /* key = prefix ("" for all), cursor, limit */
+	SRV_LOOKUP_DELETE, /* key = id: DELETE /v1/{items,users}/{id}, on the writer */
+	SRV_LOOKUP_LEVELS  /* srv_assigner_check_levels: no answer */
 };
 
 struct srv_lookup {

@@ -169,6 +169,7 @@ struct req {
 	size_t resp_charged; /* of hold: an encode, assign or lookup answer */
 	const char *ctype;
 	const char *allow;
+	int del; /* DELETE /v1/{items,users}/{id} */
 	int retry_after;
 	/* for the log line */
 	size_t items;
@@ -754,7 +755,24 @@ static const char *query_value(const struct query_check *qc, const char *name)
 	return NULL;
 }
 
-/* GET /v1/{items,users}/{id}, /v1/sids/{sid}, /v1/sids?prefix=: validate
+/* DELETE /v1/users/{id} is served, as assign is, only with a user tower:
+ * 404 (or 503 with no model) otherwise.  Returns 1 when refused. */
+static int user_tower_missing(struct req *q)
+{
+	struct sid_model *m = srv_reload_model(q->h->d.reload);
+	int missing = !m || !sid_model_tower(m, SID_TOWER_USER);
+
+	if (!m)
+		set_error(q, SRV_ERR_UNAVAILABLE, "no model is loaded");
+	else if (missing)
+		set_error(q, SRV_ERR_NOT_FOUND, "model %s has no user tower",
+			  m->version ? m->version : "");
+	sid_model_unref(m);
+	return missing;
+}
+
+/* GET /v1/{items,users}/{id}, /v1/sids/{sid}, /v1/sids?prefix=, and
+ * DELETE /v1/{items,users}/{id}: validate
  * the query, then hand the lookup to the registry lane (it answers). */
 static void start_lookup(struct req *q)
 {
@@ -783,6 +801,10 @@ static void start_lookup(struct req *q)
 	}
 	if (q->route == SRV_ROUTE_USER_GET)
 		kind = SID_TOWER_USER;
+	if (q->del && kind == SID_TOWER_USER && user_tower_missing(q)) {
+		free(lk);
+		return;
+	}
 	if (q->route == SRV_ROUTE_SID_GET || q->route == SRV_ROUTE_SID_LIST) {
 		v = query_value(&qc, "tower");
 		if (v && strcmp(v, "item") != 0 && strcmp(v, "user") != 0) {
@@ -823,7 +845,9 @@ static void start_lookup(struct req *q)
 			return;
 		}
 	} else {
-		lk->op = q->route == SRV_ROUTE_SID_GET ? SRV_LOOKUP_SID : SRV_LOOKUP_ID;
+		lk->op = q->del				 ? SRV_LOOKUP_DELETE
+			 : q->route == SRV_ROUTE_SID_GET ? SRV_LOOKUP_SID
+							 : SRV_LOOKUP_ID;
 		lk->key = q->arg;
 		q->arg = NULL;
 	}
@@ -1131,6 +1155,26 @@ static const char *url_path(const char *url)
 	return p ? p : "/";
 }
 
+/* An admin route (reload, delete) without the admin token: 403.  Returns 1
+ * when the request is refused. */
+static int admin_refused(struct req *q)
+{
+	const char *token = q->h->d.cfg->admin_token, *v;
+
+	if (!token[0]) {
+		set_error(q, SRV_ERR_FORBIDDEN,
+			  "admin routes are disabled: no admin_token is configured");
+		return 1;
+	}
+	v = MHD_lookup_connection_value(q->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
+	if (!srv_http_bearer_ok(v, token)) {
+		set_error(q, SRV_ERR_FORBIDDEN,
+			  "admin routes need Authorization: Bearer <admin_token>");
+		return 1;
+	}
+	return 0;
+}
+
 /* First call for a request: framing, route, method, headers.  Returns 1
  * when a response is already decided. */
 static int on_headers(struct req *q, const char *url, const char *method, const char *version)
@@ -1138,6 +1182,7 @@ static int on_headers(struct req *q, const char *url, const char *method, const 
 	struct srv_http *h = q->h;
 	const char *v;
 	size_t i;
+	int ids;
 
 	url = url_path(url);
 	snprintf(q->path, sizeof(q->path), "%s", url);
@@ -1170,10 +1215,15 @@ static int on_headers(struct req *q, const char *url, const char *method, const 
 			return 1;
 		}
 		q->route = param_routes[k].route;
-		if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
-			set_error(q, SRV_ERR_METHOD, "%s takes GET, not %.100s",
-				  srv_route_name(q->route), method);
-			q->allow = "GET, HEAD";
+		/* /v1/{items,users}/{id} take DELETE too (an admin route) */
+		ids = q->route == SRV_ROUTE_ITEM_GET || q->route == SRV_ROUTE_USER_GET;
+		q->del = ids && !strcmp(method, "DELETE");
+		if (q->del && admin_refused(q))
+			return 1;
+		if (!q->del && strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
+			set_error(q, SRV_ERR_METHOD, "%s takes GET%s, not %.100s",
+				  srv_route_name(q->route), ids ? " or DELETE" : "", method);
+			q->allow = ids ? "GET, HEAD, DELETE" : "GET, HEAD";
 			return 1;
 		}
 		q->arg = strdup(url + strlen(param_routes[k].prefix));
@@ -1191,20 +1241,8 @@ static int on_headers(struct req *q, const char *url, const char *method, const 
 		q->allow = routes[i].post ? "POST" : "GET, HEAD";
 		return 1;
 	}
-	if (q->route == SRV_ROUTE_RELOAD) {
-		if (!h->d.cfg->admin_token[0]) {
-			set_error(q, SRV_ERR_FORBIDDEN,
-				  "admin routes are disabled: no admin_token is configured");
-			return 1;
-		}
-		v = MHD_lookup_connection_value(q->conn, MHD_HEADER_KIND,
-						MHD_HTTP_HEADER_AUTHORIZATION);
-		if (!srv_http_bearer_ok(v, h->d.cfg->admin_token)) {
-			set_error(q, SRV_ERR_FORBIDDEN,
-				  "admin routes need Authorization: Bearer <admin_token>");
-			return 1;
-		}
-	}
+	if (q->route == SRV_ROUTE_RELOAD && admin_refused(q))
+		return 1;
 	if (routes[i].post && q->route != SRV_ROUTE_RELOAD) {
 		v = MHD_lookup_connection_value(q->conn, MHD_HEADER_KIND,
 						MHD_HTTP_HEADER_CONTENT_TYPE);

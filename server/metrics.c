@@ -302,6 +302,13 @@ void srv_metrics_registry_assigned(struct srv_metrics *m, enum sid_tower_kind t,
 	pthread_mutex_unlock(&m->mu);
 }
 
+void srv_metrics_registry_deleted(struct srv_metrics *m, enum sid_tower_kind t, uint64_t n)
+{
+	pthread_mutex_lock(&m->mu);
+	m->reg_deleted[t] += n;
+	pthread_mutex_unlock(&m->mu);
+}
+
 void srv_metrics_registry_events(struct srv_metrics *m, const struct sid_reg_events *ev)
 {
 	pthread_mutex_lock(&m->mu);
@@ -437,6 +444,13 @@ char *srv_metrics_render(struct srv_metrics *m, const struct sid_model *model)
 			    "%llu\n",
 			    sid_tower_name((enum sid_tower_kind)t), c ? "true" : "false",
 			    (unsigned long long)m->reg_assigned[t][c]);
+	srv_buf_puts(&b, "# HELP semid_registry_deletions_total Ids removed by DELETE, by "
+			 "tower.\n"
+			 "# TYPE semid_registry_deletions_total counter\n");
+	for (t = 0; t < SID_TOWER_COUNT; t++)
+		srv_buf_printf(&b, "semid_registry_deletions_total{tower=\"%s\"} %llu\n",
+			       sid_tower_name((enum sid_tower_kind)t),
+			       (unsigned long long)m->reg_deleted[t]);
 	srv_buf_printf(&b,
 		       "# HELP semid_registry_errors_total Registry calls that failed (store "
 		       "unavailable, bad input, not found).\n"

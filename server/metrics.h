@@ -21,6 +21,7 @@
  *       is answered in proto/api.md, Metrics.
  *   semid_registry_assignments_total{tower,created}  counter (ids answered by
  *       assign; created="true" for ids stored by that call)
+ *   semid_registry_deletions_total{tower}     counter (ids a DELETE removed)
  *   semid_registry_errors_total{op}           counter (store calls that failed,
  *       op "assign" or "lookup"; a 404 lookup or a 400 counts too)
  *   semid_registry_duration_seconds{op}       histogram (one store call: an
@@ -150,6 +151,7 @@ struct srv_metrics {
 	long queue_rows;
 	struct srv_entropy entropy[SID_TOWER_COUNT];
 	uint64_t reg_assigned[SID_TOWER_COUNT][2]; /* [created] */
+	uint64_t reg_deleted[SID_TOWER_COUNT];
 	uint64_t reg_errors[SRV_REG_OPS];
 	struct sid_reg_events reg_events; /* summed over the store's handles */
 	struct srv_hist reg_duration[SRV_REG_OPS];
@@ -193,6 +195,7 @@ void srv_metrics_registry_call(struct srv_metrics *m, enum srv_reg_op op, double
 void srv_metrics_registry_error(struct srv_metrics *m, enum srv_reg_op op);
 void srv_metrics_registry_assigned(struct srv_metrics *m, enum sid_tower_kind t, uint64_t created,
 				   uint64_t known);
+void srv_metrics_registry_deleted(struct srv_metrics *m, enum sid_tower_kind t, uint64_t n);
 /* Add what a store handle ran into (sid_registry_events_take). */
 void srv_metrics_registry_events(struct srv_metrics *m, const struct sid_reg_events *ev);
 /* The store holds @kind's IDs with @L levels (srv_store_levels_note): the

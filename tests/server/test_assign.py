@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """semid-server's ID registry routes (issue 5) on its SQLite store, against a
 real server on 127.0.0.1: POST /v1/{items,users}:assign, GET
-/v1/{items,users}/{id}, GET /v1/sids/{sid}, GET /v1/sids?prefix=.
+/v1/{items,users}/{id}, GET /v1/sids/{sid}, GET /v1/sids?prefix=, DELETE
+/v1/{items,users}/{id}.
 (test_assign_pg.py and test_assign_pg_down.py run the PostgreSQL store;
 assign_testlib.py holds what they share.)
 
@@ -17,7 +18,9 @@ under the server and back, several clients assigning overlapping colliding
 ids at once, a store locked by another process (assign waits and answers
 503, encode and lookups are not held up), SIGKILL in the middle of a stream
 of assigns, and a model of another number of levels than the stored IDs
-(409 levels_mismatch).
+(409 levels_mismatch), and DELETE /v1/{items,users}/{id} (the slot freed,
+the embedding gone, admin token, 404, 405 Allow, 503 on a store that is
+down, metrics, and SIGKILL right after a 200).
 
 Run: SEMID_BIN=/path/to/bin /usr/bin/python3 tests/server/test_assign.py
 """
@@ -37,6 +40,9 @@ import semid_testlib as T  # noqa: E402
 from assign_testlib import (  # noqa: E402
     FAST, ENCODED, body, assign, assign_concurrently, encoded_since, sid_of, Book, Base,
     LevelsBase)
+
+
+ADMIN = {"Authorization": "Bearer t"}
 
 
 class TestAssignSqlite(Base):
@@ -218,7 +224,7 @@ class TestAssignSqlite(Base):
 
     def test_bad_input(self):
         d = self.fresh_dir()
-        srv, _ = self.start(d, {"item": self.ta}, "A")
+        srv, _ = self.start(d, {"item": self.ta}, "A", ["--admin-token", "t"])
         try:
             X, _ = T.tie_free_inputs(self.rng, self.ta, 2)
             good = {"id": "x", "embedding_b64": T.b64_row(X[0])}
@@ -238,8 +244,18 @@ class TestAssignSqlite(Base):
                 self.assertIn(msg, e["error"]["message"])
             st, _, e = srv.json("POST", "/v1/users:assign", {"inputs": [good]})
             self.assertEqual(st, 404, e)  # the model has no user tower
-            st, h, e = srv.json("DELETE", "/v1/items/x")
+            st, h, e = srv.json("PUT", "/v1/items/x")
+            self.assertEqual((st, h.get("allow")), (405, "GET, HEAD, DELETE"))
+            st, h, e = srv.json("DELETE", "/v1/sids/1-2-3-0", headers=ADMIN)
             self.assertEqual((st, h.get("allow")), (405, "GET, HEAD"))
+            # delete is an admin route; a user id needs a user tower, as assign
+            st, _, e = srv.json("DELETE", "/v1/items/x")
+            self.assertEqual((st, e["error"]["code"]), (403, "permission_denied"), e)
+            st, _, e = srv.json("DELETE", "/v1/users/x", headers=ADMIN)
+            self.assertEqual(st, 404, e)
+            self.assertIn("no user tower", e["error"]["message"])
+            st, _, e = srv.json("DELETE", "/v1/items/x?tower=user", headers=ADMIN)
+            self.assertEqual(st, 400, e)
             # integer ids are stored as their decimal text
             st, _, r = srv.json("POST", "/v1/items:assign",
                                 {"inputs": [{"id": 42, "embedding_b64": T.b64_row(X[0])}]})
@@ -271,7 +287,7 @@ class TestAssignSqlite(Base):
         for extra, words in ((["--registry", bad], [bad]),
                              (["--registry", "none"], ["disabled"]),
                              (["--registry", "None"], ["disabled"])):  # not a file 'None'
-            srv, _ = self.start(d, {"item": self.ta}, "A", extra)
+            srv, _ = self.start(d, {"item": self.ta}, "A", extra + ["--admin-token", "t"])
             try:
                 st, h, e = assign(srv, ["a", "b"], X)
                 self.assertEqual((st, e["error"]["code"]), (503, "unavailable"), e)
@@ -280,6 +296,8 @@ class TestAssignSqlite(Base):
                     self.assertIn(w, e["error"]["message"])
                 st, _, e = srv.json("GET", "/v1/items/a")
                 self.assertEqual(st, 503, e)
+                st, _, e = srv.json("DELETE", "/v1/items/a", headers=ADMIN)
+                self.assertEqual((st, e["error"]["code"]), (503, "unavailable"), e)
                 st, _, r = srv.json("POST", "/v1/items:encode", body(["a", "b"], X))
                 self.assertEqual(st, 200, r)
                 self.assertEqual([x["codes"] for x in r["results"]], codes.tolist())
@@ -629,6 +647,72 @@ class TestAssignSqlite(Base):
             for e in page["entries"]:
                 seen.setdefault(e["id"], set()).add(e["sid"])
             self.check_unique(srv, seen, codes, ids)
+        finally:
+            self.assertEqual(srv.stop(), 0)
+
+
+class TestDeleteSqlite(Base):
+    def test_delete(self):
+        """DELETE /v1/{items,users}/{id}: the entry it removed, then 404 for
+        the id, its sid and in prefix pages; the freed slot goes to the next
+        new id of those codes (the smallest free suffix); the embedding row
+        is gone from the file; metrics and the request log; and a SIGKILL
+        right after the answer does not bring the id back."""
+        import sqlite3
+        d = self.fresh_dir()
+        extra = ["--admin-token", "t"]
+        srv, model = self.start(d, {"item": self.ta, "user": self.tb}, "A", extra)
+        db = os.path.join(d, "semid-registry.db")
+        try:
+            X, codes = T.tie_free_inputs(self.rng, self.ta, 1)
+            X4 = np.repeat(X, 4, axis=0)  # one code tuple: suffixes 0..3
+            st, _, r = assign(srv, ["a", "b", "c", "e"], X4)
+            self.assertEqual([x["suffix"] for x in r["results"]], [0, 1, 2, 3], r)
+            sid_b = sid_of(codes[0], 1)
+            st, _, e = srv.json("DELETE", "/v1/items/b", headers=ADMIN)
+            self.assertEqual(st, 200, e)
+            self.assertEqual((e["id"], e["kind"], e["sid"], e["suffix"], e["deleted"]),
+                             ("b", "item", sid_b, 1, True))
+            self.assertEqual(e["codes"], codes[0].tolist())
+            self.assertEqual(e["embedding_dim"], 16)
+            st, _, e = srv.json("GET", "/v1/items/b")
+            self.assertEqual(st, 404, e)
+            st, _, e = srv.json("GET", "/v1/sids/" + sid_b)
+            self.assertEqual(st, 404, e)
+            st, _, page = srv.json("GET", "/v1/sids?prefix=%d" % codes[0][0])
+            self.assertEqual([x["id"] for x in page["entries"]], ["a", "c", "e"])
+            with sqlite3.connect(db) as c:
+                self.assertEqual(c.execute("SELECT count(*) FROM semid_embedding").fetchone()[0],
+                                 3)
+            # again: not found; unknown ids too
+            for i in ("b", "nope"):
+                st, _, e = srv.json("DELETE", "/v1/items/" + i, headers=ADMIN)
+                self.assertEqual((st, e["error"]["code"]), (404, "not_found"), e)
+            # the freed slot is the smallest free: the next new id takes it
+            st, _, r = assign(srv, ["f"], X)
+            self.assertEqual((r["results"][0]["sid"], r["results"][0]["created"]), (sid_b, True))
+            # users: their own space
+            Xu, _ = T.tie_free_inputs(self.rng, self.tb, 1)
+            st, _, ru = assign(srv, ["a"], Xu, tower="users")
+            st, _, e = srv.json("DELETE", "/v1/users/a", headers=ADMIN)
+            self.assertEqual((st, e["kind"], e["sid"]), (200, "user", ru["results"][0]["sid"]))
+            st, _, e = srv.json("GET", "/v1/items/a")
+            self.assertEqual(st, 200, e)
+            m = srv.metrics()
+            self.assertEqual(m['semid_registry_deletions_total{tower="item"}'], 1)
+            self.assertEqual(m['semid_registry_deletions_total{tower="user"}'], 1)
+            self.assertIn("method=DELETE", srv.log_text())
+            # durable before the answer: SIGKILL right after it
+            st, _, e = srv.json("DELETE", "/v1/items/c", headers=ADMIN)
+            self.assertEqual(st, 200, e)
+            srv.proc.send_signal(signal.SIGKILL)
+            srv.proc.wait(10)
+            srv.log.close()
+            srv = T.Server(["--model", model] + FAST + extra, d)
+            st, _, e = srv.json("GET", "/v1/items/c")
+            self.assertEqual(st, 404, e)
+            st, _, e = srv.json("GET", "/v1/items/e")
+            self.assertEqual((st, e["suffix"]), (200, 3), e)
         finally:
             self.assertEqual(srv.stop(), 0)
 

@@ -206,7 +206,7 @@ class TestOpenApi(unittest.TestCase):
         for name, schema in self.spec["components"]["schemas"].items():
             self.v.check_schema(schema, name)
         for method, template, _, op in self.ops:
-            self.assertIn(method, ("GET", "POST"), template)
+            self.assertIn(method, ("GET", "POST", "DELETE"), template)
             self.assertIn("operationId", op)
             for code, resp in op["responses"].items():
                 self.assertTrue(code == "default" or re.fullmatch(r"[1-5]\d\d", code), code)
@@ -251,6 +251,13 @@ class TestOpenApi(unittest.TestCase):
             emb = [0.12, -0.5, 0.33, 0.9]
             self.assertEqual(self.check(srv, "GET", "/v1/users/u-1001"), 200)
             self.assertEqual(self.check(srv, "GET", "/v1/users/u-nobody"), 404)
+            admin = {"Authorization": "Bearer demo-token"}
+            self.assertEqual(self.check(srv, "DELETE", "/v1/users/u-1001", None, admin), 200)
+            self.assertEqual(self.check(srv, "DELETE", "/v1/users/u-1001", None, admin), 404)
+            self.assertEqual(self.check(srv, "DELETE", "/v1/users/u-1001"), 403)
+            self.assertEqual(self.check(srv, "DELETE", "/v1/items/a%00b", None, admin), 400)
+            self.assertEqual(self.check(srv, "DELETE", "/v1/items/sku-1", None,
+                                        {"Authorization": "Bearer wrong"}), 403)
             self.assertEqual(self.check(srv, "GET", "/v1/sids?prefix=5&tower=user"), 200)
             self.assertEqual(self.check(srv, "GET", "/v1/sids?limit=0"), 400)
             self.assertEqual(self.check(srv, "POST", "/v1/items:encode",
@@ -276,7 +283,7 @@ class TestOpenApi(unittest.TestCase):
 
         # no model, no registry: the 503s
         srv = T.Server(["--model", os.path.join(work, "none.safetensors"), "--allow-empty",
-                        "--registry", "none"], work)
+                        "--registry", "none", "--admin-token", "t"], work)
         try:
             self.assertEqual(self.check(srv, "GET", "/readyz"), 503)
             self.assertEqual(self.check(srv, "GET", "/v1/model"), 503)
@@ -285,6 +292,9 @@ class TestOpenApi(unittest.TestCase):
             self.assertEqual(self.check(srv, "GET", "/v1/items/sku-1"), 503)
             self.assertEqual(self.check(srv, "GET", "/v1/sids/1-2-3-0"), 503)
             self.assertEqual(self.check(srv, "GET", "/v1/sids"), 503)
+            for path in ("/v1/items/sku-1", "/v1/users/u-1"):
+                self.assertEqual(self.check(srv, "DELETE", path, None,
+                                            {"Authorization": "Bearer t"}), 503)
         finally:
             self.assertEqual(srv.stop(), 0)
             shutil.rmtree(work, ignore_errors=True)
