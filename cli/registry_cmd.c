@@ -54,6 +54,12 @@ static const char usage[] =
     "                        sid per id moved as each batch commits (-o FILE is\n"
     "                        appended to); SIGINT, SIGTERM or SIGHUP stop it after\n"
     "                        the batch in flight, and a second run moves the rest\n"
+    "  delete ID... | --ids FILE   remove the ids' assignments and stored embeddings\n"
+    "                        (an erasure request, a catalogue removal; nothing of\n"
+    "                        them is kept, and each slot is free for the next new\n"
+    "                        id of its codes); prints id<TAB>sid<TAB>deleted per id\n"
+    "                        once its batch is committed (an empty sid and 0: not\n"
+    "                        stored)\n"
     "  get ID | sid SID      one assignment (JSON)\n"
     "  list [--prefix P]     assignments under a code prefix such as 12-7, in order\n"
     "  backup -o FILE        a consistent copy of a SQLite store, taken while servers\n"
@@ -71,12 +77,13 @@ static const char usage[] =
     "  -t, --kind KIND       all but import, backup and restore: item (default) or\n"
     "                        user; export: all (default), item, user\n"
     "  -i, --input X.npy     assign: the embeddings (float32 or float64, (N, D))\n"
-    "      --ids FILE        assign: N ids, one per line\n"
+    "      --ids FILE        assign, delete: ids, one per line (assign: N, the rows'\n"
+    "                        ids; delete: the ids to delete, instead of operands)\n"
     "      --reassign        assign: move known ids to their new codes\n"
     "      --no-embeddings   assign: do not keep the embeddings (diff cannot use them;\n"
     "                        with --reassign, a known id's stored one is dropped)\n"
-    "  -b, --batch N         assign, reassign: ids per transaction (default 64;\n"
-    "                        reassign 1000, 128 on PostgreSQL; max 10000)\n"
+    "  -b, --batch N         assign, reassign, delete: ids per transaction (default\n"
+    "                        64; reassign 1000, 128 on PostgreSQL; max 10000)\n"
     "  -f, --format F        export/import: tsv or jsonl (else from the file's name:\n"
     "                        .jsonl/.json is JSON lines, anything else TSV)\n"
     "      --embeddings      export: include embedding_b64\n"
@@ -95,11 +102,14 @@ static const char usage[] =
     "                        FILE.tmp.PID.N)\n"
     "\n"
     "exit status: 0 ok; 1 store unavailable, I/O or internal error; 2 bad usage, bad\n"
-    "input, unknown id or sid; 3 import finished but some lines conflicted; 141 the\n"
-    "reader of stdout went away (| head -1), a quiet stop\n";
+    "input, unknown id or sid; 3 import finished but some lines conflicted, or delete\n"
+    "finished but some ids were not stored; 141 the reader of stdout went away\n"
+    "(| head -1), a quiet stop\n";
 
 struct opts {
 	const char *cmd, *db, *model, *input, *ids, *format, *prefix, *output, *arg;
+	char *const *args; /* delete: its ID operands (nargs) */
+	size_t nargs;
 	int kind, kind_set; /* -1: all (export only) */
 	int reassign, no_emb, with_emb;
 	long batch, limit;
@@ -144,7 +154,8 @@ static long parse_long(const char *s, long lo, long hi)
 }
 
 /* The options each command uses (getopt values) and whether it takes an
- * operand: any other is refused rather than silently ignored. */
+ * operand (2: any number): any other is refused rather than silently
+ * ignored. */
 static const struct {
 	const char *cmd, *opts;
 	int operand;
@@ -152,7 +163,7 @@ static const struct {
     {"assign", "dmtiIRNboPQ", 0}, {"export", "dmtfEoPQ", 0}, {"import", "dmfPQ", 1},
     {"stats", "dmtoPQ", 0},	  {"diff", "dmtoPQ", 0},     {"reassign", "dmtboPQ", 0},
     {"get", "dmto", 1},		  {"sid", "dmto", 1},	     {"list", "dmtpno", 0},
-    {"backup", "dmoMPQ", 0},	  {"restore", "dmMPQ", 1},
+    {"backup", "dmoMPQ", 0},	  {"restore", "dmMPQ", 1},   {"delete", "dmtIboPQ", 2},
 };
 
 /* What @o->cmd cannot run without, if it is missing (a usage error, told
@@ -165,6 +176,9 @@ static const char *missing(const struct opts *o)
 		return "needs --model, --input and --ids";
 	if ((!strcmp(c, "diff") || !strcmp(c, "reassign")) && !o->model)
 		return "needs --model NEW";
+	if (!strcmp(c, "delete") && !o->ids == !o->nargs)
+		return o->ids ? "takes ID operands or --ids FILE, not both"
+			      : "needs the IDs to delete, or --ids FILE";
 	if (!strcmp(c, "backup") && !strcmp(o->output, "-"))
 		return "needs --output FILE: the copy is a SQLite file, not a stream for stdout";
 	if (o->arg)
@@ -315,9 +329,12 @@ static int parse(int argc, char **argv, struct opts *o)
 		}
 	}
 	/* argv + 1 was parsed: its argv[0] is the command, operands follow */
-	if (optind + 1 < argc)
+	if (operand == 2) {
+		o->args = argv + optind + 1;
+		o->nargs = optind + 1 < argc ? (size_t)(argc - optind - 1) : 0;
+	} else if (optind + 1 < argc)
 		o->arg = argv[optind + 1];
-	if (optind + 2 < argc || (!operand && o->arg))
+	if ((operand < 2 && optind + 2 < argc) || (!operand && o->arg))
 		return fail_usage(o->cmd, "unexpected argument",
 				  argv[optind + (optind + 2 < argc && operand ? 2 : 1)]);
 	if (!o->kind_set && !strcmp(o->cmd, "export"))
@@ -384,19 +401,20 @@ static int store_open(const struct opts *o, struct sid_registry **r, struct sid_
 				     "backed up with PostgreSQL's own tools (pg_dump)");
 	if ((rc = store_file_check(target, err)))
 		return rc;
-	/* reassign writes but has nothing to do in a new store: a --model NEW
-	 * away from the store (releases/) must not make an empty one there */
-	if (!strcmp(o->cmd, "reassign") && !sid_registry_target_is_pg(target) &&
-	    stat(target, &st) != 0)
+	/* reassign and delete write but have nothing to do in a new store: a
+	 * --model NEW away from the store (releases/) must not make an empty
+	 * one there */
+	if ((!strcmp(o->cmd, "reassign") || !strcmp(o->cmd, "delete")) &&
+	    !sid_registry_target_is_pg(target) && stat(target, &st) != 0)
 		return sid_error_set(err, SID_EINVAL,
-				     "registry %s: no such store (reassign moves the ids of an "
+				     "registry %s: no such store (%s changes the ids of an "
 				     "existing one%s)",
-				     target, o->db ? "" : "; give it with --db");
+				     target, o->cmd, o->db ? "" : "; give it with --db");
 	/* commands that only read open read-only: they work on a read-only
 	 * mount and never create a store that is not there */
 	return sid_registry_open(target,
 				 strcmp(o->cmd, "assign") && strcmp(o->cmd, "import") &&
-					 strcmp(o->cmd, "reassign")
+					 strcmp(o->cmd, "reassign") && strcmp(o->cmd, "delete")
 				     ? SID_REG_READONLY
 				     : 0,
 				 r, err);
@@ -589,12 +607,14 @@ static int ids_check_unique(const char *path, char **ids, size_t n, struct sid_e
  * line (a file with no newline) is refused having read only this far. */
 #define IDS_LINE_MAX 4096
 
-/* Read @n ids, one per line, into a malloc'ed array of malloc'ed strings. */
-static int ids_read(const char *path, size_t n, char ***out, struct sid_error *err)
+/* Read @n ids (IDS_ANY: as many as there are, *@got of them), one per
+ * line, into a malloc'ed array of malloc'ed strings. */
+#define IDS_ANY SIZE_MAX
+static int ids_read(const char *path, size_t n, char ***out, size_t *got, struct sid_error *err)
 {
 	FILE *f = fopen(path, "re");
-	char **ids = calloc(n ? n : 1, sizeof(*ids)), *line = NULL;
-	size_t cap = 0, k = 0;
+	size_t room = n == IDS_ANY ? 64 : n ? n : 1, cap = 0, k = 0;
+	char **ids = calloc(room, sizeof(*ids)), *line = NULL;
 	ssize_t len;
 	int rc = 0;
 
@@ -632,6 +652,15 @@ static int ids_read(const char *path, size_t n, char ***out, struct sid_error *e
 			sid_error_prefix(err, "%s: line %zu", path, k + 1);
 			goto fail;
 		}
+		if (k == room) {
+			char **more = realloc(ids, 2 * room * sizeof(*ids));
+			if (!more) {
+				rc = sid_error_set(err, SID_ENOMEM, "out of memory");
+				goto fail;
+			}
+			ids = more;
+			room *= 2;
+		}
 		if (!(ids[k++] = strdup(line))) {
 			rc = sid_error_set(err, SID_ENOMEM, "out of memory");
 			goto fail;
@@ -641,22 +670,25 @@ static int ids_read(const char *path, size_t n, char ***out, struct sid_error *e
 		rc = sid_error_set(err, SID_EINVAL, "%s: cannot read: %m", path);
 		goto fail;
 	}
-	if (k != n) {
+	if (n != IDS_ANY && k != n) {
 		rc = sid_error_set(err, SID_EINVAL, "%s: %zu ids for %zu input rows", path, k, n);
 		goto fail;
 	}
-	rc = ids_check_unique(path, ids, n, err);
+	rc = ids_check_unique(path, ids, k, err);
 fail:
 	free(line);
 	if (f)
 		fclose(f);
 	if (rc) {
-		for (size_t i = 0; ids && i < n; i++)
+		for (size_t i = 0; ids && i < k; i++)
 			free(ids[i]);
 		free(ids);
 		ids = NULL;
+		k = 0;
 	}
 	*out = ids;
+	if (got)
+		*got = k;
 	return rc;
 }
 
@@ -705,7 +737,7 @@ static int cmd_assign(const struct opts *o, struct sid_error *err)
 				   o->input, x.cols, sid_tower_name(o->kind), t->D);
 		goto fail;
 	}
-	if ((rc = ids_read(o->ids, x.rows, &ids, err)) || (rc = store_open(o, &r, err)))
+	if ((rc = ids_read(o->ids, x.rows, &ids, NULL, err)) || (rc = store_open(o, &r, err)))
 		goto fail;
 	ws = sid_workspace_new();
 	buf = malloc(sizeof(float) * B * t->D);
@@ -798,6 +830,76 @@ fail:
 	sid_npy_close(&x);
 	sid_registry_close(r);
 	sid_model_unref(m);
+	return rc;
+}
+
+/* ---- delete ---- */
+
+/* The ids (operands or --ids), checked before the store is opened, deleted
+ * --batch at a time, a line each once its batch is committed.  Sets
+ * *@not_found when some were not stored. */
+static int cmd_delete(const struct opts *o, int *not_found, struct sid_error *err)
+{
+	struct sid_registry *r = NULL;
+	struct cli_output w = {0};
+	struct cli_progress bar = {0};
+	struct sid_reg_entry *res = NULL;
+	char **file_ids = NULL, *const *ids = o->args;
+	size_t n = o->nargs, B = (size_t)o->batch, done = 0;
+	uint64_t deleted = 0;
+	int rc = 0;
+
+	if (o->ids)
+		rc = ids_read(o->ids, IDS_ANY, &file_ids, &n, err);
+	else
+		for (size_t i = 0; i < n && !rc; i++)
+			if ((rc = sid_reg_id_check(ids[i], err)))
+				sid_error_prefix(err, "ID operand %zu", i + 1);
+	if (rc || (rc = store_open(o, &r, err)))
+		goto fail;
+	if (file_ids)
+		ids = file_ids;
+	if (!(res = calloc(B, sizeof(*res)))) {
+		rc = sid_error_set(err, SID_ENOMEM, "out of memory");
+		goto fail;
+	}
+	if ((rc = out_open(&w, o, r, err)))
+		goto fail;
+	cli_progress_begin(&bar, progress_on(o, 1), n, stderr);
+	for (size_t at = 0; at < n; at += B) {
+		size_t k = n - at < B ? n - at : B;
+		rc = sid_registry_delete(r, o->kind, (const char *const *)ids + at, k, res, err);
+		if (rc)
+			goto fail;
+		for (size_t i = 0; i < k; i++) { /* committed: acknowledge the batch */
+			char sid[SID_REG_SID_MAX] = "";
+			if (res[i].deleted)
+				sid_reg_sid_format(res[i].codes, res[i].L, res[i].suffix, sid,
+						   sizeof(sid));
+			deleted += res[i].deleted != 0;
+			fprintf(w.fp, "%s\t%s\t%d\n", res[i].id, sid, res[i].deleted);
+		}
+		if (fflush(w.fp)) {
+			rc = sid_error_set(err, SID_EIO, "%s: write failed: %m", output_name(o));
+			goto fail;
+		}
+		cli_progress_update(&bar, done = at + k);
+	}
+	rc = out_close(&w, 1, err);
+	*not_found = deleted < n;
+fail:
+	cli_progress_end(&bar, done); /* before a message; no-op when not drawn */
+	if (rc)
+		out_close(&w, 0, NULL);
+	else
+		fprintf(stderr, "semid: deleted %llu of %zu %s ids from %s; %llu not found\n",
+			(unsigned long long)deleted, n, sid_tower_name(o->kind),
+			sid_registry_label(r), (unsigned long long)(n - deleted));
+	for (size_t i = 0; file_ids && i < n; i++)
+		free(file_ids[i]);
+	free(file_ids);
+	free(res);
+	sid_registry_close(r);
 	return rc;
 }
 
@@ -1631,6 +1733,12 @@ int cli_registry_main(int argc, char **argv)
 	if (!strcmp(o.cmd, "assign")) {
 		rc = cmd_assign(&o, &err);
 		return rc ? report(&err) : CLI_EXIT_OK;
+	}
+	if (!strcmp(o.cmd, "delete")) {
+		rc = cmd_delete(&o, &conflicts, &err);
+		if (rc)
+			return report(&err);
+		return conflicts ? CLI_REGISTRY_EXIT_CONFLICTS : CLI_EXIT_OK;
 	}
 	if (!strcmp(o.cmd, "restore")) {
 		rc = cmd_restore(&o, &err);

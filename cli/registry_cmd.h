@@ -13,6 +13,7 @@
  *   semid registry get     [--db STORE | --model M] ID
  *   semid registry sid     [--db STORE | --model M] SID
  *   semid registry list    [--db STORE | --model M] [--prefix P] [--limit N]
+ *   semid registry delete  [--db STORE | --model M] [--kind K] ID... | --ids FILE
  *
  * STORE is a SQLite file or a PostgreSQL connection string; without --db it
  * is the SQLite file next to --model (sid_registry_default_path).  Full help:
@@ -20,7 +21,8 @@
  *
  * Exit statuses: CLI_EXIT_OK 0; CLI_EXIT_IO 1 (store unavailable, I/O or
  * internal error); CLI_EXIT_INPUT 2 (bad usage, bad input file, unknown id or
- * sid); CLI_REGISTRY_EXIT_CONFLICTS 3 (import finished, some lines conflicted).
+ * sid); CLI_REGISTRY_EXIT_CONFLICTS 3 (import finished, some lines conflicted;
+ * delete finished, some ids were not stored).
  *
  * Not thread-safe (uses getopt); call it once at a time.
  */

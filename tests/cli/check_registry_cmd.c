@@ -4,7 +4,8 @@
  * a bulk assign from a model and a .npy built here (suffixes checked against
  * codes computed by the encoder directly), idempotent re-runs, export and
  * import round trips with conflicts (exit 3), stats and diff JSON against
- * hand counts, lookups, bad stores (exit 1 and 2), and an assign killed with
+ * hand counts, lookups, delete (by operands and --ids, not found: exit 3),
+ * bad stores (exit 1 and 2), and an assign killed with
  * SIGKILL whose acknowledged lines must all be in the store afterwards, an
  * export killed mid-write that leaves its directory as it was, and an import
  * line or an --ids line over the limit refused in a child whose address
@@ -2244,6 +2245,112 @@ START_TEST(t_reassign_stopped)
 }
 END_TEST
 
+/* The whole of file @path (malloc'ed, NUL-terminated). */
+static char *read_all(const char *path)
+{
+	FILE *f = fopen(path, "r");
+	char *buf = calloc(1, 1 << 16);
+	size_t n;
+	ck_assert_ptr_nonnull(f);
+	n = fread(buf, 1, (1 << 16) - 1, f);
+	buf[n] = '\0';
+	fclose(f);
+	return buf;
+}
+
+/* delete: by operands and by --ids, a line per id with the sid it held (or
+ * an empty sid and 0 when not stored), the counts on stderr, exit 3 when
+ * some were not stored; the ids are gone and their slots free; bad usage
+ * and a bad id are refused (exit 2) before the store is touched. */
+START_TEST(t_delete)
+{
+	char msg[2048], sid3[64], line[128], idsf[400];
+	char *text;
+	json_t *j;
+
+	ck_assert_int_eq(run("registry", "assign", "--model", model, "--input", npy, "--ids", ids,
+			     "--output", out, NULL),
+			 CLI_EXIT_OK);
+	ck_assert_int_eq(run("registry", "get", "item-3", "--db", db, "-o", out, NULL),
+			 CLI_EXIT_OK);
+	j = load_json(out);
+	snprintf(sid3, sizeof(sid3), "%s", json_string_value(json_object_get(j, "sid")));
+	json_decref(j);
+	/* usage: no ids, both forms, an option it does not take, a bad id */
+	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "delete", "--db", db, NULL),
+			 CLI_EXIT_INPUT);
+	ASSERT_HAS(msg, "needs the IDs to delete");
+	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "delete", "--db", db, "--ids", ids,
+				 "item-1", NULL),
+			 CLI_EXIT_INPUT);
+	ASSERT_HAS(msg, "not both");
+	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "delete", "--db", db, "--reassign",
+				 "item-1", NULL),
+			 CLI_EXIT_INPUT);
+	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "delete", "--db", db, "item-1",
+				 "bad\x01id", NULL),
+			 CLI_EXIT_INPUT);
+	ASSERT_HAS(msg, "ID operand 2");
+	ck_assert_int_eq(run("registry", "get", "item-1", "--db", db, "-o", out, NULL),
+			 CLI_EXIT_OK); /* nothing deleted */
+	/* a store that is not there is not made */
+	snprintf(idsf, sizeof(idsf), "%s/none.db", dir);
+	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "delete", "--db", idsf, "a", NULL),
+			 CLI_EXIT_INPUT);
+	ck_assert_int_ne(access(idsf, F_OK), 0);
+	/* by operands: all found */
+	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "delete", "--db", db, "item-3",
+				 "item-4", "-o", out, NULL),
+			 CLI_EXIT_OK);
+	ASSERT_HAS(msg, "deleted 2 of 2 item ids");
+	text = read_all(out);
+	snprintf(line, sizeof(line), "item-3\t%s\t1\n", sid3);
+	ck_assert_msg(!strncmp(text, line, strlen(line)), "'%s' does not start '%s'", text, line);
+	ck_assert_int_eq(count_lines(out), 2);
+	free(text);
+	ck_assert_int_eq(run("registry", "get", "item-3", "--db", db, NULL), CLI_EXIT_INPUT);
+	ck_assert_int_eq(run("registry", "sid", sid3, "--db", db, NULL), CLI_EXIT_INPUT);
+	/* by file, some not stored: exit 3, and each says so */
+	snprintf(idsf, sizeof(idsf), "%s/del.txt", dir);
+	write_text(idsf, "item-5\nitem-3\nnobody\nitem-6\n");
+	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "delete", "--db", db, "--ids", idsf,
+				 "--batch", "3", "-o", out, NULL),
+			 CLI_REGISTRY_EXIT_CONFLICTS);
+	ASSERT_HAS(msg, "deleted 2 of 4 item ids");
+	ASSERT_HAS(msg, "2 not found");
+	text = read_all(out);
+	ASSERT_HAS(text, "item-3\t\t0\n");
+	ASSERT_HAS(text, "nobody\t\t0\n");
+	ASSERT_HAS(text, "item-6\t");
+	free(text);
+	ck_assert_int_eq(count_lines(out), 4);
+	/* a user id is another space: not stored */
+	ck_assert_int_eq(
+	    run("registry", "delete", "--db", db, "--kind", "user", "item-1", "-o", out, NULL),
+	    CLI_REGISTRY_EXIT_CONFLICTS);
+	/* an --ids file with an id twice is refused, as assign's is */
+	write_text(idsf, "item-7\nitem-7\n");
+	ck_assert_int_eq(
+	    run_err(msg, sizeof(msg), "registry", "delete", "--db", db, "--ids", idsf, NULL),
+	    CLI_EXIT_INPUT);
+	ASSERT_HAS(msg, "already on line 1");
+	ck_assert_int_eq(run("registry", "get", "item-7", "--db", db, "-o", out, NULL),
+			 CLI_EXIT_OK);
+	/* the store counts what is left; assigning again fills the freed slots */
+	ck_assert_int_eq(run("registry", "stats", "--db", db, "-o", out, NULL), CLI_EXIT_OK);
+	j = load_json(out);
+	ck_assert_int_eq(json_integer_value(json_object_get(j, "items")), N - 4);
+	json_decref(j);
+	ck_assert_int_eq(run("registry", "assign", "--model", model, "--input", npy, "--ids", ids,
+			     "--output", out, NULL),
+			 CLI_EXIT_OK);
+	snprintf(line, sizeof(line), "item-3\t%s\t1\n", sid3);
+	text = read_all(out);
+	ASSERT_HAS(text, line); /* created again, in its old slot (the smallest free) */
+	free(text);
+}
+END_TEST
+
 static Suite *registry_cmd_suite(void)
 {
 	Suite *s = suite_create("registry_cmd");
@@ -2252,6 +2359,7 @@ static Suite *registry_cmd_suite(void)
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, t_usage);
 	tcase_add_test(tc, t_usage_names_the_bad_option);
+	tcase_add_test(tc, t_delete);
 	tcase_add_test(tc, t_assign_export_import);
 	tcase_add_test(tc, t_diff_and_lookups);
 	tcase_add_test(tc, t_bad_stores);
