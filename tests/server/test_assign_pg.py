@@ -78,6 +78,91 @@ class TestAssignPostgres(PgBase):
             self.assertEqual(s1.stop(), 0)
             self.assertEqual(s2.stop(), 0)
 
+    def test_delete_beside_assigns(self):
+        """Two servers on one database: one deletes half the ids while the
+        other assigns new ids of the same code tuples.  Every request
+        succeeds; the deleted ids are gone (and the embedding column with
+        the rows), the rest hold the sids they were answered, no sid twice,
+        and the next new id of each tuple takes its smallest free suffix.
+        With PostgreSQL down a delete answers 503."""
+        conninfo, db = self.fresh_db_named("delete")
+        reg = ["--registry", conninfo, "--registry-connections", "2", "--admin-token", "t"]
+        d = self.fresh_dir()
+        s1, model = self.start(d, {"item": self.tc}, "C", reg)
+        s2 = T.Server(["--model", model] + FAST + reg, d)
+        X, codes = T.tie_free_inputs(self.rng, self.tc, 80)
+        ids = ["k%02d" % k for k in range(80)]
+        admin = {"Authorization": "Bearer t"}
+        errors = []
+        try:
+            st, _, r = assign(s1, ids[:40], X[:40])
+            self.assertEqual(st, 200, r)
+            seen = {x["id"]: {x["sid"]} for x in r["results"]}
+
+            def deleter():
+                conn = s2.conn()
+                for k in range(0, 40, 2):
+                    st, _, e = s2.json("DELETE", "/v1/items/" + ids[k], headers=admin,
+                                       conn=conn)
+                    if st != 200 or e["sid"] not in seen[ids[k]]:
+                        errors.append((st, e))
+                conn.close()
+
+            def assigner():
+                conn = s1.conn()
+                for k in range(40, 80, 2):
+                    st, _, r = assign(s1, ids[k:k + 2], X[k:k + 2], conn=conn)
+                    if st != 200:
+                        errors.append((st, r))
+                        continue
+                    for x in r["results"]:
+                        seen[x["id"]] = {x["sid"]}
+                conn.close()
+
+            threads = [threading.Thread(target=f) for f in (deleter, assigner)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(120)
+            self.assertEqual(errors, [])
+            for k in range(0, 40, 2):
+                self.assertEqual(s1.json("GET", "/v1/items/" + ids[k])[0], 404, ids[k])
+                del seen[ids[k]]
+            st, _, page = s1.json("GET", "/v1/sids?limit=1000")
+            stored = {e["id"]: e["sid"] for e in page["entries"]}
+            self.assertEqual(stored, {i: next(iter(v)) for i, v in seen.items()})
+            self.assertEqual(len(set(stored.values())), len(stored))
+            rows = self.psql_db(db, "SELECT count(*), count(embedding) FROM semid_assignment")
+            self.assertEqual(rows, "60|60")
+            # a slot freed while an insert into its tuple was in flight may be
+            # left below the largest: the next new id of the tuple takes it
+            used = {}
+            for e in page["entries"]:
+                used.setdefault(tuple(e["codes"]), set()).add(e["suffix"])
+            for n, (tup, sfx) in enumerate(sorted(used.items())):
+                k = next(k for k in range(80) if tuple(codes[k].tolist()) == tup)
+                st, _, r = assign(s1, ["new%d" % n], X[k:k + 1])
+                free = min(set(range(len(sfx) + 1)) - sfx)
+                self.assertEqual((st, r["results"][0]["suffix"]), (200, free), (tup, sfx))
+            if self.pg.own:
+                self.pg.stop_server()
+                try:
+                    st, _, e = s2.json("DELETE", "/v1/items/" + ids[1], headers=admin)
+                    self.assertEqual((st, e["error"]["code"]), (503, "unavailable"), e)
+                finally:
+                    self.pg.start_server()
+                st, _, e = s2.json("DELETE", "/v1/items/" + ids[1], headers=admin)
+                self.assertEqual((st, e["id"]), (200, ids[1]), e)
+        finally:
+            self.assertEqual(s1.stop(), 0)
+            self.assertEqual(s2.stop(), 0)
+
+    def psql_db(self, db, sql):
+        return subprocess.run([pg_fixture.PGBIN + "/psql", "-h", "127.0.0.1", "-p",
+                               str(self.pg.port), "-U", "postgres", "-d", db, "-XAtq", "-c",
+                               sql], capture_output=True, text=True, timeout=60,
+                              check=True).stdout.strip()
+
     def test_newer_schema_refused_at_start(self):
         conninfo, db = self.fresh_db_named("newer")
 
