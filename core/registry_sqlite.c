@@ -1726,6 +1726,11 @@ int sid__reg_sqlite_open(const char *path, unsigned flags, int timeout_ms,
 		sqlite3_finalize(st);
 		st = NULL;
 		rc = exec(s, "PRAGMA synchronous = FULL", err, "open");
+		/* a deleted row's bytes (an erased id, its embedding) are
+		 * overwritten, not left in a free page: the default of Debian's
+		 * build (SQLITE_SECURE_DELETE), made sure of for any other */
+		if (!rc)
+			rc = exec(s, "PRAGMA secure_delete = ON", err, "open");
 		if (!rc) {
 			char sql[64];
 			snprintf(sql, sizeof(sql), "PRAGMA journal_size_limit = %d",

@@ -4602,6 +4602,71 @@ START_TEST(t_pg_delete_race)
 }
 END_TEST
 
+/* 1 when file @path holds the @len bytes @needle. */
+static int file_holds(const char *path, const void *needle, size_t len)
+{
+	FILE *f = fopen(path, "rb");
+	char *buf;
+	long n;
+	int found;
+
+	if (!f)
+		return 0;
+	fseek(f, 0, SEEK_END);
+	n = ftell(f);
+	rewind(f);
+	buf = malloc((size_t)n + 1);
+	ck_assert_ptr_nonnull(buf);
+	ck_assert_int_eq(fread(buf, 1, (size_t)n, f), (size_t)n);
+	fclose(f);
+	found = memmem(buf, (size_t)n, needle, len) != NULL;
+	free(buf);
+	return found;
+}
+
+/* SQLite: an erased id and its embedding leave no bytes in the store's
+ * file or its WAL (secure_delete), while another id's stay. */
+START_TEST(t_sqlite_delete_erases)
+{
+	static const char *const gone = "erase-me-7f3a9c", *kept = "keep-me-51d2e0";
+	struct sid_registry *r;
+	struct sid_reg_entry e, out[1];
+	struct sid_error err;
+	char wal[700];
+	float emb[64], other[64];
+	int32_t c[3] = {1, 2, 3};
+
+	for (int i = 0; i < 64; i++) {
+		emb[i] = 1000.0f + 0.37f * (float)i;
+		other[i] = -2000.0f - 0.41f * (float)i;
+	}
+	r = reg_open();
+	{
+		struct sid_reg_item it[2] = {{gone, c, emb}, {kept, c, other}};
+		struct sid_reg_entry res[2];
+		ck_assert_int_eq(
+		    sid_registry_assign(r, SID_TOWER_ITEM, it, 2, 3, 64, "v1", 0, res, &err), 0);
+	}
+	sid_registry_close(r); /* checkpointed into the file */
+	ck_assert(file_holds(target, emb, sizeof(emb)));
+	ck_assert(file_holds(target, gone, strlen(gone)));
+	r = reg_open();
+	delete_ok(r, SID_TOWER_ITEM, (const char *const[]){gone}, 1, out);
+	ck_assert_int_eq(out[0].deleted, 1);
+	snprintf(wal, sizeof(wal), "%s-wal", target);
+	ck_assert(!file_holds(wal, emb, sizeof(emb))); /* nothing was written with them */
+	sid_registry_close(r);
+	ck_assert(!file_holds(target, emb, sizeof(emb)));
+	ck_assert(!file_holds(target, gone, strlen(gone)));
+	ck_assert(file_holds(target, other, sizeof(other)));
+	ck_assert(file_holds(target, kept, strlen(kept)));
+	r = reg_open();
+	ck_assert_int_eq(sid_registry_get(r, SID_TOWER_ITEM, kept, &e, &err), 0);
+	ck_assert_int_eq(e.D, 64);
+	sid_registry_close(r);
+}
+END_TEST
+
 static void add_behaviour(TCase *tc)
 {
 	tcase_add_test(tc, t_assign_suffixes);
@@ -4666,6 +4731,7 @@ static Suite *registry_suite(void)
 	tcase_add_test(tc, t_sqlite_wal_bounded);
 	tcase_add_test(tc, t_sqlite_wal_reader_held);
 	tcase_add_test(tc, t_sqlite_backup_while_writing);
+	tcase_add_test(tc, t_sqlite_delete_erases);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("postgresql");
