@@ -464,8 +464,10 @@ static void lookup_work(uv_work_t *w)
 	lw->waited_out = take_events(a, h) != 0 && srv_store_is_outage(rc);
 	srv_metrics_registry_call(a->metrics, op, srv_now() - t0, !srv_store_is_outage(rc));
 	if (!rc && del && !e->deleted)
-		rc = sid_error_set(&err, SID_ENOTFOUND, "%s id \"%.64s\": not found",
-				   sid_tower_name(lk->kind), lk->key);
+		/* the id left out: the message goes to the request log, and an
+		 * erasure retried after a lost answer would put it there */
+		rc = sid_error_set(&err, SID_ENOTFOUND, "no such %s id: nothing deleted",
+				   sid_tower_name(lk->kind));
 	if (rc)
 		goto fail;
 	if (del)

@@ -684,10 +684,12 @@ class TestDeleteSqlite(Base):
             with sqlite3.connect(db) as c:
                 self.assertEqual(c.execute("SELECT count(*) FROM semid_embedding").fetchone()[0],
                                  3)
-            # again: not found; unknown ids too
+            # again: not found; unknown ids too; the log never names them
             for i in ("b", "nope"):
                 st, _, e = srv.json("DELETE", "/v1/items/" + i, headers=ADMIN)
                 self.assertEqual((st, e["error"]["code"]), (404, "not_found"), e)
+                self.assertNotIn('"%s"' % i, e["error"]["message"])
+            self.assertNotIn("nope", srv.log_text())
             # the freed slot is the smallest free: the next new id takes it
             st, _, r = assign(srv, ["f"], X)
             self.assertEqual((r["results"][0]["sid"], r["results"][0]["created"]), (sid_b, True))
