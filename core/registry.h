@@ -12,6 +12,8 @@
  *   unless SID_REG_REASSIGN is given: then it moves to the new codes with the
  *   smallest free suffix there and its old slot becomes free.  Every
  *   assignment is committed (durable) before the call returns.
+ *   sid_registry_delete removes ids (and their embeddings) for good, their
+ *   slots freed as a reassign frees one.
  *
  * Items and users (enum sid_tower_kind) are separate ID spaces in one store.
  * The codes of one kind all have the same number of levels L, fixed by the
