@@ -160,8 +160,10 @@ void srv_proc_init(struct srv_proc *p, const char *root)
 enum proc_src { SRC_STAT, SRC_BTIME, SRC_FD, SRC_NOFILE, SRC_AS, SRC_CLK, SRC_PAGE };
 
 static const char *const src_metrics[] = {
-    [SRC_STAT] = "process_cpu_seconds_total, process_resident_memory_bytes, "
-		 "process_virtual_memory_bytes, process_threads, process_start_time_seconds",
+    /* one string (clang's -Wstring-concatenation takes two lines for a
+     * missing comma) */
+    [SRC_STAT] = ("process_cpu_seconds_total, process_resident_memory_bytes, "
+		  "process_virtual_memory_bytes, process_threads, process_start_time_seconds"),
     [SRC_BTIME] = "process_start_time_seconds",
     [SRC_FD] = "process_open_fds",
     [SRC_NOFILE] = "process_max_fds",
