@@ -75,6 +75,16 @@ def get(port, path, timeout=10):
         c.close()
 
 
+def logged(text, needle):
+    """@text() once it holds @needle, or after a bounded wait: a request's
+    log line is written once its answer is sent, so it may follow the
+    answer by a moment."""
+    deadline = time.monotonic() + 5 * T.SLOW
+    while needle not in text() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return text()
+
+
 def encode(port, request_id=None, timeout=30 * T.SLOW):
     """POST one encode on a new connection -> status."""
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
@@ -156,7 +166,7 @@ class TestSocketActivation(unittest.TestCase):
             st, body = get(port_of(ops), "/readyz")
             self.assertEqual((st, json.loads(body)["status"]), (200, "ready"))
             self.assertEqual(get(port_of(ops), "/v1/items:encode")[0], 404)  # ops routes only
-            self.assertIn("listener=ops", srv.log_text())
+            self.assertIn("listener=ops", logged(srv.log_text, "listener=ops"))
         finally:
             self.assertEqual(srv.stop(), 0, srv.log_text()[-3000:])
         # our copies still listen: the server closed its own, shut none down
@@ -289,7 +299,7 @@ class TestSocketActivation(unittest.TestCase):
             st, body = get(ports[1], "/readyz")
             self.assertEqual((st, json.loads(body)["status"]), (200, "ready"))
             self.assertIn("inherited=main,ops", text())
-            self.assertIn("request_id=first", text())
+            self.assertIn("request_id=first", logged(text, "request_id=first"))
             p.send_signal(signal.SIGTERM)
             self.assertEqual(p.wait(15 * T.SLOW), 0, text()[-3000:])
         finally:
