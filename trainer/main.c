@@ -386,6 +386,14 @@ static int cmd_profile(int argc, char **argv)
 			*path = v;
 		} else if (gen_int("profile", f, v, INT32_MAX, &p.n_users) < 0) {
 			return 2;
+		} else if (p.n_users == 0) {
+			/* 0 is tr_profile_params' "not given": an explicit 0 went
+			 * unnoticed and wrote every user's row */
+			fprintf(stderr,
+				"semid-train profile: --n-users: \"%s\" is not an integer in [1, "
+				"%d] (leave it out for the largest user index + 1)\n",
+				v, INT32_MAX);
+			return 2;
 		}
 	}
 	if (!p.items || !p.train || !p.out) {

@@ -113,6 +113,13 @@ class TestProfile(unittest.TestCase):
         self.assertEqual(p.returncode, 2)
         self.assertIn("%s:3: user 2 out of range (2 users)" % train, p.stderr)
         self.assertFalse(os.path.exists(self.path("u2.npy")))
+        # an explicit 0 is refused, not taken as "not given" (which wrote
+        # all 3 rows with exit 0)
+        p = self.profile(train, self.path("u0.npy"), "--n-users", "0")
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn("--n-users", p.stderr)
+        self.assertIn("[1, 2147483647]", p.stderr)
+        self.assertFalse(os.path.exists(self.path("u0.npy")))
 
     def test_float64_items(self):
         lines = ["0\t1", "1\t2", "1\t39"]
