@@ -59,7 +59,8 @@ static const char usage[] =
     "                        them is kept, and each slot is free for the next new\n"
     "                        id of its codes); prints id<TAB>sid<TAB>deleted per id\n"
     "                        once its batch is committed (an empty sid and 0: not\n"
-    "                        stored)\n"
+    "                        stored; -o FILE is appended to, so a failed run keeps\n"
+    "                        the lines of the batches it committed)\n"
     "  get ID | sid SID      one assignment (JSON)\n"
     "  list [--prefix P]     assignments under a code prefix such as 12-7, in order\n"
     "  backup -o FILE        a consistent copy of a SQLite store, taken while servers\n"
@@ -95,7 +96,8 @@ static const char usage[] =
     "      --max-rate MIB    backup, restore: copy at most MIB MiB a second, to leave\n"
     "                        a server writing to the same disk its bandwidth\n"
     "  -o, --output FILE     all but import and restore: where output goes (default\n"
-    "                        - : stdout); a file gets its name only when complete: a\n"
+    "                        - : stdout); a file (but reassign's and delete's logs,\n"
+    "                        appended to) gets its name only when complete: a\n"
     "                        failed or killed run leaves the old one and no\n"
     "                        temporary file (backup, and a file system without\n"
     "                        O_TMPFILE such as NFS: but for SIGKILL, which leaves\n"
@@ -835,13 +837,20 @@ fail:
 
 /* ---- delete ---- */
 
+static FILE *log_open(const struct opts *o, struct sid_registry *r, const char *header,
+		      const char *what, struct sid_error *err);
+static int moves_close(FILE *f, const char *name, struct sid_error *err);
+
 /* The ids (operands or --ids), checked before the store is opened, deleted
- * --batch at a time, a line each once its batch is committed.  Sets
- * *@not_found when some were not stored. */
+ * --batch at a time, a line each once its batch is committed: -o FILE is a
+ * log appended to as reassign's moves are, not a file published at the
+ * end, so that when a later batch fails the lines of those committed stay
+ * (a second run reports them not found).  Sets *@not_found when some were
+ * not stored. */
 static int cmd_delete(const struct opts *o, int *not_found, struct sid_error *err)
 {
 	struct sid_registry *r = NULL;
-	struct cli_output w = {0};
+	FILE *fp = NULL;
 	struct cli_progress bar = {0};
 	struct sid_reg_entry *res = NULL;
 	char **file_ids = NULL, *const *ids = o->args;
@@ -863,8 +872,12 @@ static int cmd_delete(const struct opts *o, int *not_found, struct sid_error *er
 		rc = sid_error_set(err, SID_ENOMEM, "out of memory");
 		goto fail;
 	}
-	if ((rc = out_open(&w, o, r, err)))
+	if (!(fp = log_open(o, r, NULL, "the output", err))) {
+		rc = err->code ? err->code : SID_EIO;
 		goto fail;
+	}
+	if (fp != stdout)
+		cli_output_pipe_catch(); /* -o FIFO: a reader gone is a write error */
 	cli_progress_begin(&bar, progress_on(o, 1), n, stderr);
 	for (size_t at = 0; at < n; at += B) {
 		size_t k = n - at < B ? n - at : B;
@@ -877,21 +890,24 @@ static int cmd_delete(const struct opts *o, int *not_found, struct sid_error *er
 				sid_reg_sid_format(res[i].codes, res[i].L, res[i].suffix, sid,
 						   sizeof(sid));
 			deleted += res[i].deleted != 0;
-			fprintf(w.fp, "%s\t%s\t%d\n", res[i].id, sid, res[i].deleted);
+			fprintf(fp, "%s\t%s\t%d\n", res[i].id, sid, res[i].deleted);
 		}
-		if (fflush(w.fp)) {
+		if (fflush(fp)) {
 			rc = sid_error_set(err, SID_EIO, "%s: write failed: %m", output_name(o));
 			goto fail;
 		}
 		cli_progress_update(&bar, done = at + k);
 	}
-	rc = out_close(&w, 1, err);
 	*not_found = deleted < n;
 fail:
 	cli_progress_end(&bar, done); /* before a message; no-op when not drawn */
-	if (rc)
-		out_close(&w, 0, NULL);
-	else
+	if (fp) {		      /* synced either way: its lines are of committed deletes */
+		int crc = moves_close(fp, output_name(o), rc ? NULL : err);
+		rc = rc ? rc : crc;
+		if (fp != stdout)
+			cli_output_pipe_release();
+	}
+	if (!rc)
 		fprintf(stderr, "semid: deleted %llu of %zu %s ids from %s; %llu not found\n",
 			(unsigned long long)deleted, n, sid_tower_name(o->kind),
 			sid_registry_label(r), (unsigned long long)(n - deleted));
@@ -1518,9 +1534,11 @@ static int stop_asked(void *ctx)
 	return stop_sig ? SID_EUNAVAIL : 0;
 }
 
-/* The move log: stdout, or the file appended to; refused when it is the
- * store or the model. */
-static FILE *moves_open(const struct opts *o, struct sid_registry *r, struct sid_error *err)
+/* A log of what was committed (reassign's moves, delete's ids): stdout, or
+ * the file appended to, with @header (may be NULL) first on stdout or in a
+ * new file; refused when it is the store or the model.  @what names it. */
+static FILE *log_open(const struct opts *o, struct sid_registry *r, const char *header,
+		      const char *what, struct sid_error *err)
 {
 	struct inputs in;
 	struct stat st;
@@ -1529,18 +1547,18 @@ static FILE *moves_open(const struct opts *o, struct sid_registry *r, struct sid
 
 	if (!strcmp(o->output, "-")) {
 		setvbuf(stdout, NULL, _IOLBF, 0);
-		if (fputs("id\told_sid\tnew_sid\n", stdout) < 0 || fflush(stdout) != 0) {
-			sid_error_set(err, SID_EIO, "stdout: cannot write the move log: %m");
+		if ((header && fputs(header, stdout) < 0) || fflush(stdout) != 0) {
+			sid_error_set(err, SID_EIO, "stdout: cannot write %s: %m", what);
 			return NULL;
 		}
 		return stdout;
 	}
 	inputs_of(o, sid_registry_label(r), &in);
-	if (output_not_side_file(o->output, &in, "the move log", err))
+	if (output_not_side_file(o->output, &in, what, err))
 		return NULL;
 	fd = open(o->output, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOCTTY, 0644);
 	if (fd < 0) {
-		sid_error_set(err, SID_EIO, "%s: cannot open the move log: %m", o->output);
+		sid_error_set(err, SID_EIO, "%s: cannot open %s: %m", o->output, what);
 		return NULL;
 	}
 	if (fstat(fd, &st) != 0) {
@@ -1558,13 +1576,19 @@ static FILE *moves_open(const struct opts *o, struct sid_registry *r, struct sid
 		return NULL;
 	}
 	setvbuf(f, NULL, _IOLBF, 0);
-	/* a log that cannot be written is found before any id moves */
-	if ((st.st_size == 0 && fputs("id\told_sid\tnew_sid\n", f) < 0) || fflush(f) != 0) {
-		sid_error_set(err, SID_EIO, "%s: cannot write the move log: %m", o->output);
+	/* a log that cannot be written is found before anything is committed */
+	if ((header && st.st_size == 0 && fputs(header, f) < 0) || fflush(f) != 0) {
+		sid_error_set(err, SID_EIO, "%s: cannot write %s: %m", o->output, what);
 		fclose(f);
 		return NULL;
 	}
 	return f;
+}
+
+/* The move log: see log_open. */
+static FILE *moves_open(const struct opts *o, struct sid_registry *r, struct sid_error *err)
+{
+	return log_open(o, r, "id\told_sid\tnew_sid\n", "the move log", err);
 }
 
 static int moves_close(FILE *f, const char *name, struct sid_error *err)

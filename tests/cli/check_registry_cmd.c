@@ -39,6 +39,7 @@
 #include "npy.h"
 #include "registry.h"
 #include "../../cli/registry_cmd.h"
+#include <sqlite3.h>
 
 static char dir[] = "/tmp/check_registry_cmd.XXXXXX";
 static char model[300], model2[300], npy[300], ids[300], db[300], out[300];
@@ -2258,6 +2259,20 @@ static char *read_all(const char *path)
 	return buf;
 }
 
+/* Assign the test's ids to the store, and the sid @id got into @sid. */
+static void assign_all_sid_of(const char *id, char *sid, size_t cap)
+{
+	json_t *j;
+
+	ck_assert_int_eq(run("registry", "assign", "--model", model, "--input", npy, "--ids", ids,
+			     "--output", out, NULL),
+			 CLI_EXIT_OK);
+	ck_assert_int_eq(run("registry", "get", id, "--db", db, "-o", out, NULL), CLI_EXIT_OK);
+	j = load_json(out);
+	snprintf(sid, cap, "%s", json_string_value(json_object_get(j, "sid")));
+	json_decref(j);
+}
+
 /* delete: by operands and by --ids, a line per id with the sid it held (or
  * an empty sid and 0 when not stored), the counts on stderr, exit 3 when
  * some were not stored; the ids are gone and their slots free; bad usage
@@ -2268,14 +2283,7 @@ START_TEST(t_delete)
 	char *text;
 	json_t *j;
 
-	ck_assert_int_eq(run("registry", "assign", "--model", model, "--input", npy, "--ids", ids,
-			     "--output", out, NULL),
-			 CLI_EXIT_OK);
-	ck_assert_int_eq(run("registry", "get", "item-3", "--db", db, "-o", out, NULL),
-			 CLI_EXIT_OK);
-	j = load_json(out);
-	snprintf(sid3, sizeof(sid3), "%s", json_string_value(json_object_get(j, "sid")));
-	json_decref(j);
+	assign_all_sid_of("item-3", sid3, sizeof(sid3));
 	/* usage: no ids, both forms, an option it does not take, a bad id */
 	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "delete", "--db", db, NULL),
 			 CLI_EXIT_INPUT);
@@ -2298,7 +2306,8 @@ START_TEST(t_delete)
 	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "delete", "--db", idsf, "a", NULL),
 			 CLI_EXIT_INPUT);
 	ck_assert_int_ne(access(idsf, F_OK), 0);
-	/* by operands: all found */
+	/* by operands: all found (-o is a log appended to: a fresh one) */
+	unlink(out);
 	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "delete", "--db", db, "item-3",
 				 "item-4", "-o", out, NULL),
 			 CLI_EXIT_OK);
@@ -2313,6 +2322,7 @@ START_TEST(t_delete)
 	/* by file, some not stored: exit 3, and each says so */
 	snprintf(idsf, sizeof(idsf), "%s/del.txt", dir);
 	write_text(idsf, "item-5\nitem-3\nnobody\nitem-6\n");
+	unlink(out);
 	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "delete", "--db", db, "--ids", idsf,
 				 "--batch", "3", "-o", out, NULL),
 			 CLI_REGISTRY_EXIT_CONFLICTS);
@@ -2351,6 +2361,40 @@ START_TEST(t_delete)
 }
 END_TEST
 
+/* delete -o FILE when a later batch fails: the lines of the batches that
+ * committed stay in the file (it was published only at the end, so the
+ * record of what the run erased went with the failure, and a second run
+ * said "not found" for them); an earlier file is appended to. */
+START_TEST(t_delete_log_kept_on_failure)
+{
+	char msg[2048], sid1[64], line[160], idsf[400], sql[200];
+	char *text;
+	sqlite3 *h;
+
+	assign_all_sid_of("item-1", sid1, sizeof(sid1));
+	/* item-2's row cannot be read: the second batch fails */
+	ck_assert_int_eq(sqlite3_open(db, &h), SQLITE_OK);
+	snprintf(sql, sizeof(sql),
+		 "UPDATE semid_assignment SET codes = x'01' WHERE kind = %d AND id = 'item-2'",
+		 (int)SID_TOWER_ITEM);
+	ck_assert_int_eq(sqlite3_exec(h, sql, NULL, NULL, NULL), SQLITE_OK);
+	ck_assert_int_eq(sqlite3_changes(h), 1);
+	sqlite3_close(h);
+	snprintf(idsf, sizeof(idsf), "%s/del.txt", dir);
+	write_text(idsf, "item-1\nitem-2\nitem-3\n");
+	write_text(out, "earlier\n");
+	ck_assert_int_ne(run_err(msg, sizeof(msg), "registry", "delete", "--db", db, "--ids", idsf,
+				 "--batch", "1", "-o", out, NULL),
+			 CLI_EXIT_OK);
+	ASSERT_HAS(msg, "corrupt row");
+	ck_assert_int_eq(run("registry", "get", "item-1", "--db", db, NULL), CLI_EXIT_INPUT);
+	text = read_all(out);
+	snprintf(line, sizeof(line), "earlier\nitem-1\t%s\t1\n", sid1);
+	ck_assert_str_eq(text, line);
+	free(text);
+}
+END_TEST
+
 static Suite *registry_cmd_suite(void)
 {
 	Suite *s = suite_create("registry_cmd");
@@ -2360,6 +2404,7 @@ static Suite *registry_cmd_suite(void)
 	tcase_add_test(tc, t_usage);
 	tcase_add_test(tc, t_usage_names_the_bad_option);
 	tcase_add_test(tc, t_delete);
+	tcase_add_test(tc, t_delete_log_kept_on_failure);
 	tcase_add_test(tc, t_assign_export_import);
 	tcase_add_test(tc, t_diff_and_lookups);
 	tcase_add_test(tc, t_bad_stores);
