@@ -1650,11 +1650,13 @@ static int reopen_immutable(struct sq *s, struct sid_error *err)
 	return 0;
 }
 
-/* Opening for writing a file this process may only read. */
+/* Opening for writing a file this process may only read (any writer:
+ * `semid registry delete` was told that assigning needs write access). */
 static int read_only_file(const char *path, struct sid_error *err)
 {
 	return sid_error_set(err, SID_EIO,
-			     "registry %s: the file is read-only (assigning needs write access)",
+			     "registry %s: the file is read-only (a writer, to assign, import, "
+			     "reassign or delete, needs write access)",
 			     path);
 }
 

@@ -2431,6 +2431,8 @@ START_TEST(t_sqlite_readonly)
 	code = open_as_nobody(target, 0, msg, sizeof(msg));
 	ck_assert_msg(code == SID_EIO, "code %d: %s", code, msg);
 	ck_assert_msg(strstr(msg, target) && strstr(msg, "read-only"), "%s", msg);
+	/* not only assign writes: the message is for delete too */
+	ck_assert_msg(strstr(msg, "delete"), "%s", msg);
 	/* a writable file in a read-only directory (WAL needs its side files) */
 	ck_assert_int_eq(chmod(target, 0666), 0);
 	ck_assert_int_eq(chmod(tmpdir, 0555), 0);
