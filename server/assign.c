@@ -486,6 +486,14 @@ static void lookup_work(uv_work_t *w)
 			else if (list)
 				json_array_append_new(arr, v); /* (a NULL arr takes nothing) */
 		}
+		if (bad != SIZE_MAX && del) {
+			/* committed: the answer says so, with what it can (the
+			 * id was checked); a failure would name the erased id
+			 * in the request log, and a retry would say 404 */
+			v = json_pack("{s:s, s:s}", "kind", sid_tower_name(lk->kind), "id",
+				      lk->key);
+			bad = SIZE_MAX;
+		}
 		if (bad != SIZE_MAX) {
 			json_decref(arr);
 			rc = sid_error_set(&err, SID_EFORMAT,

@@ -724,6 +724,37 @@ class TestDeleteSqlite(Base):
             self.assertEqual(srv.stop(), 0)
 
 
+    def test_delete_entry_json_cannot_hold(self):
+        """A stored entry JSON cannot hold (a model_version that is not
+        UTF-8, from before it was checked) is deleted all the same: the 200
+        says so with its kind and id, where the answer was an error naming
+        the erased id in the request log (and a retry said 404)."""
+        import sqlite3
+        d = self.fresh_dir()
+        extra = ["--admin-token", "t"]
+        srv, _ = self.start(d, {"item": self.ta}, "A", extra)
+        db = os.path.join(d, "semid-registry.db")
+        try:
+            X, _ = T.tie_free_inputs(self.rng, self.ta, 1)
+            st, _, r = assign(srv, ["legacy-7"], X)
+            self.assertEqual(st, 200, r)
+            with sqlite3.connect(db) as c:
+                c.execute("UPDATE semid_assignment SET model_version = CAST(X'FF' AS TEXT)"
+                          " WHERE id = 'legacy-7'")
+            st, _, e = srv.json("DELETE", "/v1/items/legacy-7", headers=ADMIN)
+            self.assertEqual(st, 200, e)
+            self.assertEqual((e["kind"], e["id"], e["deleted"]), ("item", "legacy-7", True))
+            deadline = time.monotonic() + 10 * T.SLOW
+            while "method=DELETE" not in srv.log_text() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            self.assertIn("method=DELETE", srv.log_text())
+            self.assertNotIn("legacy-7", srv.log_text())
+            st, _, e = srv.json("DELETE", "/v1/items/legacy-7", headers=ADMIN)
+            self.assertEqual(st, 404, e)
+        finally:
+            self.assertEqual(srv.stop(), 0)
+
+
 class TestLevelsMismatchSqlite(LevelsBase):
     def test_levels_mismatch(self):
         self.check_levels_mismatch(())
