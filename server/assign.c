@@ -468,6 +468,10 @@ static void lookup_work(uv_work_t *w)
 		 * erasure retried after a lost answer would put it there */
 		rc = sid_error_set(&err, SID_ENOTFOUND, "no such %s id: nothing deleted",
 				   sid_tower_name(lk->kind));
+	else if (rc == SID_ENOTFOUND && lk->op == SRV_LOOKUP_ID)
+		/* nor a GET's: a client still asking for an erased id would
+		 * write it into the request log at each miss */
+		rc = sid_error_set(&err, SID_ENOTFOUND, "no such %s id", sid_tower_name(lk->kind));
 	if (rc)
 		goto fail;
 	if (del)
