@@ -457,7 +457,7 @@ int tr_csr_build(struct tr_csr *c, size_t rows, const int32_t *keys, const int32
 		return sid_error_set(err, SID_ENOMEM, "index: out of memory for %zu rows", rows);
 	}
 	for (size_t i = 0; i < n; i++)
-		c->off[keys[i] + 1]++;
+		c->off[(size_t)keys[i] + 1]++; /* not keys[i] + 1: INT32_MAX + 1 overflows */
 	for (size_t r = 0; r < rows; r++)
 		c->off[r + 1] += c->off[r];
 	memcpy(fill, c->off, rows * sizeof(int64_t));
