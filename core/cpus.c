@@ -64,21 +64,34 @@ struct seen {
 	struct hier *v2, *v1;
 };
 
-/* Call @fn on each line of @root/@name (NUL-terminated, newline kept) until
- * the end or a line over CG_MAX: -1 if the file cannot be opened. */
+/* Call @fn on each line of @root/@name (NUL-terminated, newline kept) but
+ * those over CG_MAX, which are skipped (a container's overlay mount line,
+ * its lowerdir= naming every layer, runs longer, and comes first): -1 if
+ * the file cannot be opened. */
 static int each_line(const char *root, const char *name, void (*fn)(char *, struct seen *),
 		     struct seen *s)
 {
 	char file[CG_MAX], *line = NULL;
 	size_t cap = 0;
+	ssize_t n;
 	FILE *f;
+	int c;
 
 	snprintf(file, sizeof(file), "%s/%s", root, name);
 	f = fopen(file, "re");
 	if (!f)
 		return -1;
-	while (sid_line_read(f, &line, &cap, CG_MAX - 1) > 0)
-		fn(line, s);
+	while ((n = sid_line_read(f, &line, &cap, CG_MAX - 1)) > 0 || n == -2) {
+		if (n > 0) {
+			fn(line, s);
+			continue;
+		}
+		/* its first CG_MAX bytes were read (the last one may have
+		 * been its newline): the rest */
+		if (line[CG_MAX - 1] != '\n')
+			while ((c = getc(f)) != EOF && c != '\n')
+				;
+	}
 	free(line);
 	fclose(f);
 	return 0;

@@ -490,6 +490,53 @@ START_TEST(test_why_is_cut_and_terminated)
 }
 END_TEST
 
+/*
+ * A line longer than the reader takes is skipped, not the end of the file:
+ * in a container the first line of mountinfo is its root's overlay mount,
+ * whose lowerdir= names every layer of the image (over 4 KiB with some
+ * fifty), and the cgroup mount comes after it.  Lines of exactly the
+ * limit, newline included, and one byte over, are skipped without taking
+ * the next line with them.
+ */
+START_TEST(test_long_lines_before)
+{
+	static const size_t lens[] = {5000, 4096, 4097, 4095, 100000};
+	struct sid_cpus c;
+
+	v2_tree();
+	put(CG "/kubepods/pod1/cpu.max", "200000 100000\n");
+	for (size_t i = 0; i < sizeof(lens) / sizeof(lens[0]); i++) {
+		size_t n = lens[i], k;
+		/* "NNN 1 0:99 / / rw - overlay overlay rw,lowerdir=/l/1:/l/2:...\n",
+		 * newline included n bytes */
+		char *text = malloc(n + 64 + sizeof(V2_MOUNT)), *big = malloc(n + 1);
+		ck_assert_ptr_nonnull(text);
+		ck_assert_ptr_nonnull(big);
+		k = (size_t)snprintf(big, n + 1,
+				     "2000 1 0:99 / / rw - overlay overlay rw,lowerdir=");
+		for (; k < n - 1; k++)
+			big[k] = k % 7 ? 'a' : ':';
+		big[n - 1] = '\n';
+		big[n] = '\0';
+		ck_assert_uint_eq(strlen(big), n);
+		snprintf(text, n + 64 + sizeof(V2_MOUNT), "%s%s", big, V2_MOUNT);
+		put("proc/self/mountinfo", text);
+		ck_assert_msg(cpus(16, &c) == 2, "mountinfo, a %zu-byte line first: %d", n, c.n);
+		/* and in /proc/self/cgroup, a v1 hierarchy's long path first */
+		snprintf(text, n + 64, "%s", big);
+		memcpy(text, "12:name=x:/", 11);
+		strcat(text, "0::/kubepods/pod1/ctr\n");
+		put("proc/self/cgroup", text);
+		put("proc/self/mountinfo", V2_MOUNT);
+		ck_assert_msg(cpus(16, &c) == 2, "/proc/self/cgroup, a %zu-byte line first: %d", n,
+			      c.n);
+		put("proc/self/cgroup", "0::/kubepods/pod1/ctr\n");
+		free(text);
+		free(big);
+	}
+}
+END_TEST
+
 /* This process: at least 1, at most its affinity; NULL allowed. */
 START_TEST(test_real)
 {
@@ -525,6 +572,7 @@ int main(void)
 	tcase_add_test(tc, test_missing_files);
 	tcase_add_test(tc, test_unreadable_files);
 	tcase_add_test(tc, test_garbage);
+	tcase_add_test(tc, test_long_lines_before);
 	tcase_add_test(tc, test_why_is_cut_and_terminated);
 	tcase_add_test(tc, test_real);
 	suite_add_tcase(s, tc);
