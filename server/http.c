@@ -2375,22 +2375,22 @@ void srv_http_quiesce(struct srv_http *h)
 {
 	acceptor_stop(h);
 	h->drain_since_us = now_us();
-	__atomic_store_n(&h->draining, 1, __ATOMIC_RELAXED);
+	__atomic_store_n(&h->draining, 1, __ATOMIC_RELEASE); /* after drain_since_us */
 }
 
 long srv_http_inflight(struct srv_http *h)
 {
-	long n = __atomic_load_n(&h->inflight, __ATOMIC_RELAXED);
+	return __atomic_load_n(&h->inflight, __ATOMIC_RELAXED);
+}
 
-	/* An inherited socket's connections accepted before the drain whose
-	 * request has not begun (a client connects and then sends: its bytes
-	 * are on the way) count as in flight for SRV_HTTP_FRESH_WAIT_MS:
-	 * stopping without them would close a connection its client is
-	 * about to use, while no other server can take it any more. */
-	if (h->lfd >= 0 && __atomic_load_n(&h->draining, __ATOMIC_RELAXED) &&
+long srv_http_fresh(struct srv_http *h)
+{
+	/* stopping without them would close a connection its client is about
+	 * to use, while no other server can take it any more */
+	if (h->lfd >= 0 && __atomic_load_n(&h->draining, __ATOMIC_ACQUIRE) &&
 	    now_us() - h->drain_since_us < SRV_HTTP_FRESH_WAIT_MS * 1000LL)
-		n += __atomic_load_n(&h->fresh, __ATOMIC_RELAXED);
-	return n;
+		return __atomic_load_n(&h->fresh, __ATOMIC_RELAXED);
+	return 0;
 }
 
 void srv_http_stop(struct srv_http *h)

@@ -39,7 +39,8 @@
  * server.
  *
  * Thread-safety: srv_http_start/quiesce/stop belong to the thread that owns
- * the server (the loop thread); srv_http_inflight is thread-safe.
+ * the server (the loop thread); srv_http_inflight and srv_http_fresh are
+ * thread-safe.
  */
 #ifndef SRV_HTTP_H
 #define SRV_HTTP_H
@@ -73,8 +74,8 @@ struct srv_http_deps {
 };
 
 /* Draining an inherited socket, connections accepted before the drain
- * whose first request has not begun yet count as in flight for this long
- * (srv_http_inflight): their clients are sending it. */
+ * whose first request has not begun yet are waited for this long at most
+ * (srv_http_fresh): their clients are sending it. */
 #define SRV_HTTP_FRESH_WAIT_MS 1000
 
 /* Connections the operations port serves at once (its connection_limit:
@@ -111,6 +112,13 @@ void srv_http_quiesce(struct srv_http *h);
 
 /* Requests started and not yet completed (any thread). */
 long srv_http_inflight(struct srv_http *h);
+
+/* Draining an inherited socket, for SRV_HTTP_FRESH_WAIT_MS from
+ * srv_http_quiesce: the connections accepted before it whose first request
+ * has not begun (a client connects, then sends: its bytes are on the way),
+ * which the drain waits for too; else 0.  They are no requests: one that
+ * begins counts in srv_http_inflight from then on. */
+long srv_http_fresh(struct srv_http *h);
 
 /* Stop the daemon (no request may be suspended) and free. */
 void srv_http_stop(struct srv_http *h);

@@ -107,9 +107,17 @@ static long inflight(struct server *s)
 	return srv_http_inflight(s->http) + (s->ops ? srv_http_inflight(s->ops) : 0);
 }
 
+/* Connections an inherited socket's drain waits for, with no request yet
+ * (srv_http_fresh). */
+static long fresh(struct server *s)
+{
+	return srv_http_fresh(s->http) + (s->ops ? srv_http_fresh(s->ops) : 0);
+}
+
 static void on_drain_tick(uv_timer_t *t)
 {
 	struct server *s = t->data;
+	long idle;
 
 	if (inflight(s) > 0 || srv_batcher_admitted(s->batcher) > 0 || srv_reload_busy(s->reload)) {
 		if (srv_now() < s->drain_deadline)
@@ -119,6 +127,17 @@ static void on_drain_tick(uv_timer_t *t)
 			srv_reload_busy(s->reload) ? " and a model reload running" : "",
 			s->cfg.shutdown_timeout_ms);
 		_exit(1);
+	}
+	/* Waited for up to 1 s, but not past shutdown_timeout_ms; no request
+	 * of theirs had begun, so closing them is no reason for exit 1. */
+	idle = fresh(s);
+	if (idle > 0) {
+		if (srv_now() < s->drain_deadline)
+			return;
+		srv_log(SRV_LOG_INFO, "shutdown",
+			"%ld connections accepted before the drain sent no request within %d ms; "
+			"closing them",
+			idle, s->cfg.shutdown_timeout_ms);
 	}
 	/* a request may still arrive between that look and the close */
 	test_hook_sleep("SEMID_TEST_DRAIN_CLOSE_DELAY_MS");

@@ -307,6 +307,33 @@ class TestSocketActivation(unittest.TestCase):
                 p.kill()
                 p.wait(10)
 
+    def test_idle_connection_past_a_short_shutdown_timeout(self):
+        """A connection accepted before SIGTERM that has sent no request is
+        waited for up to 1 s, but never past shutdown_timeout_ms: a shorter
+        deadline closes it, and the exit is 0 with an info line, not 1 with
+        "1 requests still in flight" (no request of its had begun)."""
+        sock = listener()
+        srv = T.Server(["--model", MODEL, "--registry", "none", "--shutdown-timeout-ms", "200"],
+                       WORK, inherit=([sock], ["main"]))
+        idle = None
+        try:
+            idle = socket.create_connection(("127.0.0.1", port_of(sock)), timeout=20 * T.SLOW)
+            self.assertTrue(wait_accepted(idle), "the server never accepted the connection")
+            srv.signal(signal.SIGTERM)
+            rc = srv.wait(15)
+            log = srv.log_text()
+            self.assertEqual(rc, 0, log[-3000:])
+            self.assertNotIn("still in flight", log)
+            self.assertIn("1 connections accepted before the drain sent no request within 200 "
+                          "ms; closing them", log)
+            self.assertEqual(idle.recv(100), b"")  # closed, unanswered
+        finally:
+            if idle:
+                idle.close()
+            srv.kill()
+        self.assertTrue(still_listening(sock))
+        sock.close()
+
     def test_restart_refuses_no_connection(self):
         """Clients encode without a pause while server A is stopped and
         server B started on the same socket, as `systemctl restart` does:
