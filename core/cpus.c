@@ -259,7 +259,9 @@ static void walk(struct hier *h, struct sid_cpus *c)
 			c->period = p;
 			c->quota_cpus = cpus > INT_MAX ? INT_MAX : (int)cpus;
 			c->cgroup = h->v;
-			snprintf(c->path, sizeof(c->path), "%.*s", (int)len, len ? h->path : "/");
+			/* (a precision of 0 would print nothing of "/") */
+			snprintf(c->path, sizeof(c->path), "%.*s", len ? (int)len : 1,
+				 len ? h->path : "/");
 		}
 		if (len <= h->rootlen)
 			break;

@@ -336,6 +336,34 @@ START_TEST(test_mount_of_another_cgroup)
 }
 END_TEST
 
+/* A container in its own cgroup namespace (Docker's default on cgroup v2,
+ * Kubernetes' too): /proc/self/cgroup says "0::/", the mount's root is "/",
+ * and the quota is the root's, at the mount point.  Its path reads "/". */
+START_TEST(test_quota_at_namespace_root)
+{
+	struct sid_cpus c;
+
+	put("proc/self/cgroup", "0::/\n");
+	put("proc/self/mountinfo", V2_MOUNT);
+	put(CG "/cpu.max", "200000 100000\n");
+	ck_assert_int_eq(cpus(8, &c), 2);
+	ck_assert_str_eq(c.path, "/");
+	ck_assert_str_eq(why(&c), "cpu quota 200000/100000 at / (cgroup v2; affinity 8)");
+	put(CG "/cpu.max", "1600000 100000\n");
+	ck_assert_int_eq(cpus(8, &c), 8);
+	ck_assert_str_eq(why(&c), "affinity 8 (cpu quota 1600000/100000 at / allows 16)");
+	/* v1, Docker without a cgroup namespace: the mount's root is the
+	 * container's cgroup, the quota read at the mount point */
+	put("proc/self/cgroup", "4:cpu,cpuacct:/docker/abc\n");
+	put("proc/self/mountinfo", "40 30 0:35 /docker/abc /sys/fs/cgroup/cpu,cpuacct ro - cgroup "
+				   "cgroup rw,cpu,cpuacct\n");
+	put(CG "/cpu,cpuacct/cpu.cfs_quota_us", "50000\n");
+	put(CG "/cpu,cpuacct/cpu.cfs_period_us", "100000\n");
+	ck_assert_int_eq(cpus(8, &c), 1);
+	ck_assert_str_eq(c.path, "/docker/abc");
+}
+END_TEST
+
 /* No mountinfo: cgroup v2 where it is usually mounted, /sys/fs/cgroup. */
 START_TEST(test_no_mountinfo)
 {
@@ -568,6 +596,7 @@ int main(void)
 	tcase_add_test(tc, test_hybrid);
 	tcase_add_test(tc, test_cgroup_lines_and_spaces);
 	tcase_add_test(tc, test_mount_of_another_cgroup);
+	tcase_add_test(tc, test_quota_at_namespace_root);
 	tcase_add_test(tc, test_no_mountinfo);
 	tcase_add_test(tc, test_missing_files);
 	tcase_add_test(tc, test_unreadable_files);
