@@ -26,12 +26,28 @@ struct hier {
 
 static int affinity_count(void)
 {
-	cpu_set_t set;
 	long n;
 
-	if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0)
-		return CPU_COUNT(&set);
-	n = sysconf(_SC_NPROCESSORS_ONLN); /* more CPUs than a cpu_set_t holds */
+	/* A cpu_set_t holds CPU_SETSIZE (1024) CPUs; a kernel built for more
+	 * possible CPUs refuses so small a mask (EINVAL): ask again, larger. */
+	for (size_t bits = CPU_SETSIZE; bits <= (1u << 22); bits *= 2) {
+		size_t size = CPU_ALLOC_SIZE(bits);
+		cpu_set_t *set = CPU_ALLOC(bits);
+		int rc, count = 0, e;
+
+		if (!set)
+			break;
+		rc = sched_getaffinity(0, size, set);
+		e = errno;
+		if (rc == 0)
+			count = CPU_COUNT_S(size, set);
+		CPU_FREE(set);
+		if (count > 0)
+			return count;
+		if (rc == 0 || e != EINVAL)
+			break;
+	}
+	n = sysconf(_SC_NPROCESSORS_ONLN); /* no mask at all */
 	return n > INT_MAX ? INT_MAX : n > 0 ? (int)n : 1;
 }
 

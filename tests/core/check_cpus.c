@@ -14,11 +14,44 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "check_main.h"
 #include "cpus.h"
+
+/*
+ * sched_getaffinity as a kernel built for more CPUs than a cpu_set_t holds
+ * (1024) answers it, while fake_cpus is set: EINVAL for a mask of fewer
+ * bits than its possible CPUs (2048), else CPUs 0-3 and 1500.  Defined
+ * here, it is the one cpus.c calls; otherwise it passes the call on.
+ */
+static int fake_cpus;
+
+int sched_getaffinity(pid_t pid, size_t size, cpu_set_t *set)
+{
+	long r;
+
+	if (fake_cpus) {
+		if (size * 8 < 2048) {
+			errno = EINVAL;
+			return -1;
+		}
+		memset(set, 0, size);
+		for (int i = 0; i < 4; i++)
+			CPU_SET_S(i, size, set);
+		CPU_SET_S(1500, size, set);
+		return 0;
+	}
+	r = syscall(SYS_sched_getaffinity, pid, size, set);
+	if (r < 0)
+		return -1;
+	if ((size_t)r < size) /* as glibc does */
+		memset((char *)set + r, 0, size - (size_t)r);
+	return 0;
+}
 
 static char root[256];
 
@@ -565,6 +598,25 @@ START_TEST(test_long_lines_before)
 }
 END_TEST
 
+/* A kernel for more than 1024 CPUs refuses a cpu_set_t's mask (EINVAL):
+ * the mask is asked for again, larger, rather than taking every online
+ * CPU (a taskset or cpuset on a big host was lost). */
+START_TEST(test_affinity_beyond_cpu_setsize)
+{
+	struct sid_cpus c;
+
+	fake_cpus = 1;
+	ck_assert_int_eq(cpus(0, &c), 5);
+	ck_assert_int_eq(c.affinity, 5);
+	put("proc/self/cgroup", "0::/\n");
+	put("proc/self/mountinfo", V2_MOUNT);
+	put(CG "/cpu.max", "200000 100000\n");
+	ck_assert_int_eq(cpus(0, &c), 2);
+	ck_assert_str_eq(why(&c), "cpu quota 200000/100000 at / (cgroup v2; affinity 5)");
+	fake_cpus = 0;
+}
+END_TEST
+
 /* This process: at least 1, at most its affinity; NULL allowed. */
 START_TEST(test_real)
 {
@@ -603,6 +655,7 @@ int main(void)
 	tcase_add_test(tc, test_garbage);
 	tcase_add_test(tc, test_long_lines_before);
 	tcase_add_test(tc, test_why_is_cut_and_terminated);
+	tcase_add_test(tc, test_affinity_beyond_cpu_setsize);
 	tcase_add_test(tc, test_real);
 	suite_add_tcase(s, tc);
 	return check_run(s);
