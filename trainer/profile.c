@@ -61,6 +61,13 @@ static int out_check(const struct tr_profile_params *p, struct sid_error *err)
 		return errno == ENOENT
 			   ? 0
 			   : sid_error_set(err, SID_EIO, "%s: %s", p->out, strerror(errno));
+	/* the file is renamed into place: over a link, it would replace the
+	 * link and leave the file the link names as it was */
+	if (S_ISLNK(so.st_mode))
+		return sid_error_set(err, SID_EINVAL,
+				     "--out %s is a symbolic link: give the file it names (the "
+				     "output would replace the link, not that file)",
+				     p->out);
 	if (!S_ISREG(so.st_mode))
 		return sid_error_set(err, SID_EINVAL, "--out %s exists and is not a regular file",
 				     p->out);

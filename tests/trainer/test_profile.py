@@ -135,6 +135,10 @@ class TestProfile(unittest.TestCase):
         old = np.full((2, 3), 7, dtype=np.float32)
         np.save(out, old)
         before = read(out, "rb")
+        link = self.path("link.npy")  # to an unrelated file, left as it is
+        other = self.path("other.npy")
+        np.save(other, old)
+        os.symlink(other, link)
         bad_items = self.path("bad_items.npy")
         nan = self.items.copy()
         nan[4, 5] = np.nan
@@ -158,6 +162,8 @@ class TestProfile(unittest.TestCase):
              "missing.npy"),
             (["--items", self.items_path, "--train", good, "--out", self.d],
              "exists and is not a regular file"),
+            (["--items", self.items_path, "--train", good, "--out", link],
+             "is a symbolic link: give the file it names"),
             (["--items", self.items_path, "--train", good, "--out", self.items_path],
              "is the input %s: it would be replaced" % self.items_path),
             (["--items", self.items_path, "--train", good, "--out", good],
@@ -174,6 +180,8 @@ class TestProfile(unittest.TestCase):
             self.assertEqual(p.stdout, "")
         # nothing was lost: the earlier output, the inputs
         self.assertEqual(read(out, "rb"), before)
+        self.assertTrue(os.path.islink(link))
+        self.assertEqual(read(other, "rb"), before)
         self.assertEqual(np.load(self.items_path).tobytes(), self.items.tobytes())
         self.assertEqual(read(good), "0\t1\n1\t2\n")
         self.assertEqual(sorted(f for f in os.listdir(self.d) if f.startswith(".")), [])
