@@ -124,10 +124,8 @@ static void signals_restore(struct cli_output *w)
 int cli_output_not_input(const char *path, const struct stat *st, const char *const *inputs,
 			 struct sid_error *err)
 {
-	struct stat in;
-
 	for (; inputs && *inputs; inputs++)
-		if (stat(*inputs, &in) == 0 && in.st_dev == st->st_dev && in.st_ino == st->st_ino)
+		if (sid_same_file(*inputs, st))
 			return sid_error_set(err, SID_EINVAL,
 					     "--output %s is the input file %s; write the "
 					     "output elsewhere",

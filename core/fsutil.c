@@ -79,6 +79,13 @@ static int fsync_parent(const char *path, struct sid_error *err)
 	return rc;
 }
 
+int sid_same_file(const char *path, const struct stat *st)
+{
+	struct stat ps;
+
+	return stat(path, &ps) == 0 && ps.st_dev == st->st_dev && ps.st_ino == st->st_ino;
+}
+
 int sid_publish_atomic(const char *path, const void *buf, size_t len, struct sid_error *err)
 {
 	struct sid_piece one = {buf, len};

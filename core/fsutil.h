@@ -25,6 +25,12 @@
  * on a file system without O_TMPFILE. */
 extern int sid__fsutil_no_tmpfile;
 
+/* 1 when @path names the file @st describes (the same device and inode:
+ * a hard link or a symlink to it too), else 0 (also when @path cannot be
+ * stat'ed).  For refusing an output that is one of the inputs. */
+struct stat;
+int sid_same_file(const char *path, const struct stat *st);
+
 /* Write @len bytes of @buf to @path atomically (see above). */
 int sid_publish_atomic(const char *path, const void *buf, size_t len, struct sid_error *err);
 

@@ -54,7 +54,7 @@ static int profile_row(const struct tr_emb *items, const struct tr_csr *by_user,
  * this run reads (and the user's only copy of it). */
 static int out_check(const struct tr_profile_params *p, struct sid_error *err)
 {
-	struct stat so, si;
+	struct stat so;
 	const char *in[2] = {p->items, p->train};
 
 	if (lstat(p->out, &so) < 0)
@@ -72,7 +72,7 @@ static int out_check(const struct tr_profile_params *p, struct sid_error *err)
 		return sid_error_set(err, SID_EINVAL, "--out %s exists and is not a regular file",
 				     p->out);
 	for (int k = 0; k < 2; k++)
-		if (stat(in[k], &si) == 0 && si.st_dev == so.st_dev && si.st_ino == so.st_ino)
+		if (sid_same_file(in[k], &so))
 			return sid_error_set(err, SID_EINVAL,
 					     "--out %s is the input %s: it would be replaced",
 					     p->out, in[k]);

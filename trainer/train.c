@@ -114,7 +114,7 @@ static int check_outputs(const struct tr_config *c, const char *ckpt, struct sid
 			      "test-cold", "cold-items", "config"};
 	const char *outs[2] = {c->out, ckpt};
 	char dir[TR_PATH_MAX], *slash;
-	struct stat so, si;
+	struct stat so;
 	long name_max;
 
 	snprintf(dir, sizeof(dir), "%s", c->out);
@@ -152,8 +152,7 @@ static int check_outputs(const struct tr_config *c, const char *ckpt, struct sid
 					     "regular file",
 					     c->out, outs[k]);
 		for (size_t i = 0; i < sizeof(in) / sizeof(in[0]); i++)
-			if (in[i][0] && stat(in[i], &si) == 0 && si.st_dev == so.st_dev &&
-			    si.st_ino == so.st_ino)
+			if (in[i][0] && sid_same_file(in[i], &so))
 				return sid_error_set(err, SID_EINVAL,
 						     "--out %s: %s is the --%s input %s; "
 						     "publishing would overwrite it",
