@@ -19,7 +19,8 @@
 # unhealthy.  The runtime image has no curl, so the check speaks HTTP
 # through bash's /dev/tcp.
 #
-# It serves with config/semid-server.json (2 encode workers).  Arguments
+# It serves with config/semid-server.json (workers 0: one per CPU the
+# container may use, a --cpus quota included).  Arguments
 # after the image name replace CMD below, not add to it: to change a key,
 # give CMD's five with it, e.g. `... semid --config /etc/semid/semid-server.json
 # --model /var/lib/semid/models/model.safetensors --listen 0.0.0.0:8080

@@ -132,7 +132,8 @@ static const struct key keys[] = {
      "quiet time before a watched reload"},
     {"watch_poll_ms", K_INT, F(watch_poll_ms), 0, 3600000,
      "with watch, also stat the model path this often (0: events only)"},
-    {"workers", K_INT, F(workers), 1, 256, "encode worker threads"},
+    {"workers", K_INT, F(workers), 0, 256,
+     "encode worker threads (0: one per CPU this process may use, at most 64)"},
     {"http_threads", K_INT, F(http_threads), 1, 64, "HTTP polling threads"},
     {"max_batch", K_INT, F(max_batch), 1, 65536, "rows per encode batch"},
     {"max_delay_us", K_INT, F(max_delay_us), 0, 1000000, "longest wait for a batch to fill"},
@@ -175,7 +176,7 @@ void srv_config_defaults(struct srv_config *c)
 	c->watch = 1;
 	c->reload_debounce_ms = 200;
 	c->watch_poll_ms = 2000;
-	c->workers = ncpu > 64 ? 64 : ncpu;
+	c->workers = c->workers_auto = ncpu > 64 ? 64 : ncpu;
 	sid_cpus_why(&cpus, c->workers_default, sizeof(c->workers_default));
 	if (ncpu > 64)
 		snprintf(c->workers_default + strlen(c->workers_default),
@@ -391,9 +392,17 @@ static int key_set(struct srv_config *c, const struct key *k, const char *value,
 {
 	int rc = key_parse(c, k, value, source, err);
 
-	if (!rc)
-		c->from[k - keys] = from;
-	return rc;
+	if (rc)
+		return rc;
+	c->from[k - keys] = from;
+	/* workers 0 (a config file that names every key but wants the
+	 * default, as the image's does): the count srv_config_defaults chose */
+	if (k->off == offsetof(struct srv_config, workers)) {
+		c->workers_zero = c->workers == 0;
+		if (c->workers_zero)
+			c->workers = c->workers_auto;
+	}
+	return 0;
 }
 
 int srv_config_set(struct srv_config *c, const char *key, const char *value, const char *source,
@@ -417,7 +426,9 @@ const char *srv_config_source(const struct srv_config *c, const char *key)
 const char *srv_config_workers_from(const struct srv_config *c)
 {
 	const char *from = srv_config_source(c, "workers");
-	return from ? from : c->workers_default[0] ? c->workers_default : "default";
+	return from && !c->workers_zero ? from
+	       : c->workers_default[0]	? c->workers_default
+					: "default";
 }
 
 /* A config file of every key at its longest is about 6 KiB. */

@@ -62,6 +62,8 @@ struct srv_config {
 	/* How srv_config_defaults chose workers (sid_cpus_why: the affinity,
 	 * or the cgroup's CPU quota), for the listening line. */
 	char workers_default[640];
+	int workers_auto; /* that count, for a workers of 0 */
+	int workers_zero; /* workers was set to 0, so it is workers_auto */
 };
 
 /* Fill @c with the defaults (listen 127.0.0.1:8080, workers = the CPUs this

@@ -105,6 +105,34 @@ START_TEST(test_workers_from)
 }
 END_TEST
 
+/* workers 0, from a file or a flag, is the default count and says why as
+ * the default does; a later flag still overrides a file's 0. */
+START_TEST(test_workers_zero_is_the_default)
+{
+	struct srv_config c;
+	struct sid_error err;
+	struct sid_cpus cpus;
+	char want[640];
+	int ncpu = sid_cpus_usable(&cpus);
+	char *path = write_tmp("{\"workers\": 0}");
+	const char *file[] = {"s", "--model", "m", "--config", path};
+	const char *flag[] = {"s", "--model", "m", "--workers=0"};
+	const char *both[] = {"s", "--model", "m", "--config", path, "--workers", "3"};
+
+	sid_cpus_why(&cpus, want, sizeof(want));
+	ck_assert_int_eq(parse(&c, &err, 5, file), 0);
+	ck_assert_int_eq(c.workers, ncpu > 64 ? 64 : ncpu);
+	ck_assert_str_eq(srv_config_workers_from(&c), want);
+	ck_assert_int_eq(parse(&c, &err, 4, flag), 0);
+	ck_assert_int_eq(c.workers, ncpu > 64 ? 64 : ncpu);
+	ck_assert_str_eq(srv_config_workers_from(&c), want);
+	ck_assert_int_eq(parse(&c, &err, 7, both), 0);
+	ck_assert_int_eq(c.workers, 3);
+	ck_assert_str_eq(srv_config_workers_from(&c), "--workers");
+	unlink(path);
+}
+END_TEST
+
 START_TEST(test_flags)
 {
 	struct srv_config c;
@@ -128,7 +156,7 @@ START_TEST(test_flag_errors)
 	struct srv_config c;
 	struct sid_error err;
 	const char *a1[] = {"s", "--model", "m", "--max-batch", "lots"};
-	const char *a2[] = {"s", "--model", "m", "--workers", "0"};
+	const char *a2[] = {"s", "--model", "m", "--workers", "257"};
 	const char *a3[] = {"s", "--model", "m", "--frobnicate", "1"};
 	const char *a4[] = {"s", "--model", "m", "--allow-empty=maybe"};
 	const char *a5[] = {"s", "--model"};
@@ -140,7 +168,7 @@ START_TEST(test_flag_errors)
 	ck_assert_str_eq(err.msg, "--max-batch: max_batch must be an integer in [1, 65536], not "
 				  "\"lots\"");
 	ck_assert_int_ne(parse(&c, &err, 5, a2), 0);
-	ck_assert_str_eq(err.msg, "--workers: workers = 0 is out of range [1, 256]");
+	ck_assert_str_eq(err.msg, "--workers: workers = 257 is out of range [0, 256]");
 	ck_assert_int_ne(parse(&c, &err, 5, a3), 0);
 	ck_assert_str_eq(err.msg, "unknown flag \"--frobnicate\"");
 	/* a misspelt flag is told its nearest one, when one alone is near; a
@@ -188,18 +216,18 @@ START_TEST(test_flag_errors)
 			char want[80];
 			ck_assert_int_ne(parse(&c, &err, 5, a), 0);
 			snprintf(want, sizeof(want),
-				 "--workers: workers must be an integer in [1, 256], not \"%s\"",
+				 "--workers: workers must be an integer in [0, 256], not \"%s\"",
 				 bad[i]);
 			ck_assert_str_eq(err.msg, want);
 		}
 		const char *neg[] = {"s", "--model", "m", "--workers", "-3"};
 		ck_assert_int_ne(parse(&c, &err, 5, neg), 0);
-		ck_assert_str_eq(err.msg, "--workers: workers = -3 is out of range [1, 256]");
+		ck_assert_str_eq(err.msg, "--workers: workers = -3 is out of range [0, 256]");
 		/* digits past a long long are out of range, not "not an integer" */
 		const char *huge[] = {"s", "--model", "m", "--workers", "99999999999999999999"};
 		ck_assert_int_ne(parse(&c, &err, 5, huge), 0);
 		ck_assert_str_eq(err.msg, "--workers: workers = 99999999999999999999 is out of "
-					  "range [1, 256]");
+					  "range [0, 256]");
 	}
 	{
 		const char *bad[] = {"127.0.0.1: 80", "127.0.0.1:+80", "127.0.0.1:-0", "[::1]"};
@@ -256,9 +284,9 @@ START_TEST(test_file_errors)
 	/* a wrong type says what the key takes and what was written */
 	{
 		const char *cases[][2] = {
-		    {"{\"workers\": 1.5}", "workers must be an integer in [1, 256], not 1.5"},
-		    {"{\"workers\": \"10\"}", "workers must be an integer in [1, 256], not \"10\""},
-		    {"{\"workers\": null}", "workers must be an integer in [1, 256], not null"},
+		    {"{\"workers\": 1.5}", "workers must be an integer in [0, 256], not 1.5"},
+		    {"{\"workers\": \"10\"}", "workers must be an integer in [0, 256], not \"10\""},
+		    {"{\"workers\": null}", "workers must be an integer in [0, 256], not null"},
 		    {"{\"max_body_bytes\": true}",
 		     "max_body_bytes must be an integer in [64, 17179869184], not true"},
 		    {"{\"watch\": \"yes\"}", "watch must be true or false, not \"yes\""},
@@ -539,6 +567,9 @@ START_TEST(test_example_config)
 	ck_assert_msg(srv_config_load_file(&c, path, &err) == 0, "%s", err.msg);
 	ck_assert_int_eq(srv_config_validate(&c, &err), 0);
 	ck_assert_str_ne(c.model, "");
+	/* the image serves with it: workers must follow the container's CPUs */
+	ck_assert_int_eq(c.workers, c.workers_auto);
+	ck_assert_int_eq(c.workers_zero, 1);
 }
 END_TEST
 
@@ -557,6 +588,7 @@ static void add_tests(TCase *tc)
 {
 	tcase_add_test(tc, test_defaults);
 	tcase_add_test(tc, test_default_workers_follow_affinity);
+	tcase_add_test(tc, test_workers_zero_is_the_default);
 	tcase_add_test(tc, test_workers_from);
 	tcase_add_test(tc, test_flags);
 	tcase_add_test(tc, test_flag_errors);

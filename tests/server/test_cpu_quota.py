@@ -177,6 +177,10 @@ class QuotaCgroup:
             self.enabled = None
 
 
+SHIPPED_CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "config",
+                              "semid-server.json")
+
+
 def setUpModule():
     global WORK, MODEL
     if os.geteuid() != 0:
@@ -223,6 +227,11 @@ class CpuQuotaTest(unittest.TestCase):
         st, _, body = srv.json("POST", "/v1/items:encode",
                                {"inputs": [{"id": "a", "embedding": [0.5, 0.25, 0, 1]}]})
         self.assertEqual(st, 200, body)
+        self.stop(srv)
+        # the image's config file names every key, workers as 0: the quota
+        # still decides (it said 2, which pinned a --cpus 8 container to 2)
+        srv = self.serve(cg, "--config", SHIPPED_CONFIG)
+        self.assertIn(" " + want + " ", self.listening(srv))
         self.stop(srv)
 
     def test_fraction_rounds_up_and_flags_win(self):
