@@ -60,7 +60,8 @@ static const char usage[] =
     "                        id of its codes); prints id<TAB>sid<TAB>deleted per id\n"
     "                        once its batch is committed (an empty sid and 0: not\n"
     "                        stored; -o FILE is appended to, so a failed run keeps\n"
-    "                        the lines of the batches it committed)\n"
+    "                        the lines of the batches it committed); SIGINT, SIGTERM\n"
+    "                        or SIGHUP stop it after the batch in flight\n"
     "  get ID | sid SID      one assignment (JSON)\n"
     "  list [--prefix P]     assignments under a code prefix such as 12-7, in order\n"
     "  backup -o FILE        a consistent copy of a SQLite store, taken while servers\n"
@@ -837,6 +838,52 @@ fail:
 
 /* ---- delete ---- */
 
+/*
+ * reassign and delete log what they commit as they go; SIGINT, SIGTERM and
+ * SIGHUP set stop_sig (the work stops before its next batch, the lines of
+ * the one in flight written) from stop_catch to stop_release, which ends
+ * the process as the signal would have once the log is closed.
+ */
+static volatile sig_atomic_t stop_sig;
+static const int stop_sigs[3] = {SIGINT, SIGTERM, SIGHUP};
+
+static void on_stop(int sig)
+{
+	stop_sig = sig;
+}
+
+static void stop_catch(struct sigaction saved[3])
+{
+	struct sigaction sa;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_stop;
+	sa.sa_flags = SA_RESTART; /* a line blocked on a full pipe still goes out */
+	sigemptyset(&sa.sa_mask);
+	stop_sig = 0;
+	for (int i = 0; i < 3; i++)
+		sid_catch_unless_ignored(stop_sigs[i], &sa, &saved[i]);
+}
+
+static const char *stop_name(void)
+{
+	return stop_sig == SIGINT ? "SIGINT" : stop_sig == SIGTERM ? "SIGTERM" : "SIGHUP";
+}
+
+/* The handlers of before stop_catch back; a signal caught ends the process
+ * (after @r, if not NULL, is closed) as it would have ended it. */
+static void stop_release(const struct sigaction saved[3], struct sid_registry *r)
+{
+	for (int i = 0; i < 3; i++)
+		sigaction(stop_sigs[i], &saved[i], NULL);
+	if (stop_sig) {
+		if (r)
+			sid_registry_close(r);
+		signal(stop_sig, SIG_DFL);
+		raise(stop_sig);
+	}
+}
+
 static FILE *log_open(const struct opts *o, struct sid_registry *r, const char *header,
 		      const char *what, struct sid_error *err);
 static int moves_close(FILE *f, const char *name, struct sid_error *err);
@@ -856,8 +903,10 @@ static int cmd_delete(const struct opts *o, int *not_found, struct sid_error *er
 	char **file_ids = NULL, *const *ids = o->args;
 	size_t n = o->nargs, B = (size_t)o->batch, done = 0;
 	uint64_t deleted = 0;
+	struct sigaction saved[3];
 	int rc = 0;
 
+	stop_catch(saved);
 	if (o->ids)
 		rc = ids_read(o->ids, IDS_ANY, &file_ids, &n, err);
 	else
@@ -879,7 +928,7 @@ static int cmd_delete(const struct opts *o, int *not_found, struct sid_error *er
 	if (fp != stdout)
 		cli_output_pipe_catch(); /* -o FIFO: a reader gone is a write error */
 	cli_progress_begin(&bar, progress_on(o, 1), n, stderr);
-	for (size_t at = 0; at < n; at += B) {
+	for (size_t at = 0; at < n && !stop_sig; at += B) {
 		size_t k = n - at < B ? n - at : B;
 		rc = sid_registry_delete(r, o->kind, (const char *const *)ids + at, k, res, err);
 		if (rc)
@@ -907,7 +956,13 @@ fail:
 		if (fp != stdout)
 			cli_output_pipe_release();
 	}
-	if (!rc)
+	if (!rc && stop_sig)
+		fprintf(stderr,
+			"semid: stopped by %s after %zu of %zu %s ids (%llu deleted); their lines "
+			"are in %s; run it again for the rest\n",
+			stop_name(), done, n, sid_tower_name(o->kind), (unsigned long long)deleted,
+			output_name(o));
+	else if (!rc)
 		fprintf(stderr, "semid: deleted %llu of %zu %s ids from %s; %llu not found\n",
 			(unsigned long long)deleted, n, sid_tower_name(o->kind),
 			sid_registry_label(r), (unsigned long long)(n - deleted));
@@ -916,6 +971,7 @@ fail:
 	free(file_ids);
 	free(res);
 	sid_registry_close(r);
+	stop_release(saved, NULL);
 	return rc;
 }
 
@@ -1488,17 +1544,11 @@ static int cmd_diff(const struct opts *o, struct sid_registry *r, struct sid_err
  * The moves are a log of what was committed, not an output published when
  * complete: each line is written (line-buffered) as soon as its batch has
  * committed, a file is appended to (its header only when it is new), and
- * SIGINT, SIGTERM or SIGHUP stop the work before the next batch, the lines
- * of the batch in flight written, so that the log and the store agree
- * (short of SIGKILL between a commit and its lines) and a second run
+ * SIGINT, SIGTERM or SIGHUP stop the work before the next batch (stop_catch),
+ * the lines of the batch in flight written, so that the log and the store
+ * agree (short of SIGKILL between a commit and its lines) and a second run
  * appends the moves that are left.
  */
-static volatile sig_atomic_t stop_sig;
-
-static void on_stop(int sig)
-{
-	stop_sig = sig;
-}
 
 struct moves {
 	FILE *fp;
@@ -1605,8 +1655,7 @@ static int moves_close(FILE *f, const char *name, struct sid_error *err)
 
 static int cmd_reassign(const struct opts *o, struct sid_registry *r, struct sid_error *err)
 {
-	static const int sigs[] = {SIGINT, SIGTERM, SIGHUP};
-	struct sigaction sa, saved[3];
+	struct sigaction saved[3];
 	struct sid_model *m = NULL;
 	struct sid_reg_diff d;
 	struct moves mv = {0};
@@ -1625,13 +1674,7 @@ static int cmd_reassign(const struct opts *o, struct sid_registry *r, struct sid
 		cli_output_pipe_catch(); /* -o FIFO: a reader gone is a write error */
 	mv.d = &d;
 	mv.r = r;
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_stop;
-	sa.sa_flags = SA_RESTART; /* a line blocked on a full pipe still goes out */
-	sigemptyset(&sa.sa_mask);
-	stop_sig = 0;
-	for (int i = 0; i < 3; i++)
-		sid_catch_unless_ignored(sigs[i], &sa, &saved[i]);
+	stop_catch(saved);
 	walk_bar_begin(&mv.walk, o, r, o->kind, 1);
 	cli_progress_begin(&mv.bar, mv.walk.bar.on, 0, stderr);
 	mv.bar.unit = "ids moved";
@@ -1657,10 +1700,7 @@ static int cmd_reassign(const struct opts *o, struct sid_registry *r, struct sid
 		fprintf(stderr,
 			"semid: stopped by %s after reassigning %llu %s ids to model %s; "
 			"their moves are in %s; run it again to move the rest\n",
-			stop_sig == SIGINT    ? "SIGINT"
-			: stop_sig == SIGTERM ? "SIGTERM"
-					      : "SIGHUP",
-			(unsigned long long)moved, sid_tower_name(o->kind), m->version,
+			stop_name(), (unsigned long long)moved, sid_tower_name(o->kind), m->version,
 			output_name(o));
 	else
 		fprintf(stderr,
@@ -1675,14 +1715,8 @@ static int cmd_reassign(const struct opts *o, struct sid_registry *r, struct sid
 			"semid: %llu ids were moved by another writer while this ran and were left "
 			"as it left them; run it again to see whether they still differ\n",
 			(unsigned long long)stale);
-	for (int i = 0; i < 3; i++)
-		sigaction(sigs[i], &saved[i], NULL);
 	sid_model_unref(m);
-	if (stop_sig) { /* end as the signal would have */
-		sid_registry_close(r);
-		signal(stop_sig, SIG_DFL);
-		raise(stop_sig);
-	}
+	stop_release(saved, r);
 	return rc;
 }
 

@@ -1671,14 +1671,15 @@ START_TEST(t_reassign)
 END_TEST
 
 /*
- * `registry reassign --model model2 --db db --batch 1` in a child (SIGHUP
- * ignored there when @ignore_hup) whose log, its stdout, is a 4 KiB pipe:
- * the header and five moves are read, then, once the child blocks writing
- * to the full pipe (so that no line may be lost to EINTR), it is sent @sig
- * and the rest is read into @buf (NUL-terminated, its length in *@lenp).
- * Returns the child's wait status.
+ * The registry command of the NULL-terminated arguments from @first in a
+ * child (SIGHUP ignored there when @ignore_hup, its stderr in @errname of
+ * dir) whose log, its stdout, is a 4 KiB pipe: @lines lines are read, then,
+ * once the child blocks writing to the full pipe (so that no line may be
+ * lost to EINTR), it is sent @sig and the rest is read into @buf
+ * (NUL-terminated, its length in *@lenp).  Returns the child's wait status.
  */
-static int reassign_signalled(int sig, int ignore_hup, char *buf, size_t cap, size_t *lenp)
+static int run_signalled(int sig, int ignore_hup, int lines, const char *errname, char *buf,
+			 size_t cap, size_t *lenp, const char *first, ...)
 {
 	int fd[2], status, got = 0;
 	size_t len = 0;
@@ -1691,19 +1692,23 @@ static int reassign_signalled(int sig, int ignore_hup, char *buf, size_t cap, si
 	ck_assert_int_ge(pid, 0);
 	if (pid == 0) {
 		char errf[320];
+		va_list ap;
 		int e;
-		snprintf(errf, sizeof(errf), "%s/reassign.err", dir);
+		snprintf(errf, sizeof(errf), "%s/%s", dir, errname);
 		e = open(errf, O_WRONLY | O_CREAT | O_TRUNC, 0600);
 		close(fd[0]);
 		dup2(fd[1], 1);
 		dup2(e, 2); /* what it says, for the test */
-		if (ignore_hup)
-			signal(SIGHUP, SIG_IGN);
-		_exit(run("registry", "reassign", "--model", model2, "--db", db, "--batch", "1",
-			  NULL));
+		/* as a shell starts it (Check's runner catches SIGINT and SIGTERM
+		 * to kill the test's process group) */
+		signal(SIGINT, SIG_DFL);
+		signal(SIGTERM, SIG_DFL);
+		signal(SIGHUP, ignore_hup ? SIG_IGN : SIG_DFL);
+		va_start(ap, first);
+		_exit(vrun(first, ap));
 	}
 	close(fd[1]);
-	while (got < 6 && (n = read(fd[0], buf + len, 1)) == 1) /* the header and five moves */
+	while (got < lines && (n = read(fd[0], buf + len, 1)) == 1)
 		got += buf[len++] == '\n';
 	for (int i = 0; i < 5000; i++) { /* until it blocks writing (syscall 1, write) */
 		char path[64], sc[16] = "";
@@ -1726,6 +1731,27 @@ static int reassign_signalled(int sig, int ignore_hup, char *buf, size_t cap, si
 	*lenp = len;
 	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
 	return status;
+}
+
+/* The file @name of dir into @buf (NUL-terminated, at most @cap - 1 bytes). */
+static void dir_file_read(const char *name, char *buf, size_t cap)
+{
+	char path[400];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	f = fopen(path, "r");
+	ck_assert_msg(f != NULL, "%s: %s", path, strerror(errno));
+	buf[fread(buf, 1, cap - 1, f)] = '\0';
+	fclose(f);
+}
+
+/* `registry reassign --model model2 --db db --batch 1` in run_signalled,
+ * after its header and five moves, its stderr in reassign.err. */
+static int reassign_signalled(int sig, int ignore_hup, char *buf, size_t cap, size_t *lenp)
+{
+	return run_signalled(sig, ignore_hup, 6, "reassign.err", buf, cap, lenp, "registry",
+			     "reassign", "--model", model2, "--db", db, "--batch", "1", NULL);
 }
 
 /*
@@ -2190,11 +2216,7 @@ START_TEST(t_reassign_stopped)
 		      "the reassign was not stopped by the signal (status 0x%x)", status);
 	{
 		char said[1024];
-		snprintf(moves, sizeof(moves), "%s/reassign.err", dir);
-		f = fopen(moves, "r");
-		ck_assert_ptr_nonnull(f);
-		said[fread(said, 1, sizeof(said) - 1, f)] = '\0';
-		fclose(f);
+		dir_file_read("reassign.err", said, sizeof(said));
 		ASSERT_HAS(said, "semid: stopped by SIGTERM after reassigning ");
 		ASSERT_HAS(said, " item ids to model m-two; their moves are in stdout; run it "
 				 "again to move the rest\n");
@@ -2395,6 +2417,88 @@ START_TEST(t_delete_log_kept_on_failure)
 }
 END_TEST
 
+/*
+ * A delete stopped by SIGINT ends after the batch in flight and logs every
+ * id it deleted: its log is a pipe the test stops reading after five lines,
+ * and the signal comes while it blocks writing there, just after a commit
+ * (it used to die there, at times with its last delete committed but never
+ * logged, and said nothing).  The
+ * ids of the log are exactly those gone from the store; a second run
+ * appended to the same file deletes the rest, and the file then holds each
+ * id once.
+ */
+START_TEST(t_delete_stopped)
+{
+	enum { M = 2000 };
+	static float xm[M * 8];
+	static char seen[M], buf[1 << 20];
+	char ids2[320], log[320], line[512], said[1024];
+	struct sid_registry *r;
+	struct sid_reg_entry e;
+	struct sid_error err;
+	int status, logged = 0, stored = 0;
+	size_t len = 0;
+	FILE *f;
+
+	assign_rows(M, 21, xm);
+	snprintf(ids2, sizeof(ids2), "%s/ids2.txt", dir);
+	status = run_signalled(SIGINT, 0, 5, "delete.err", buf, sizeof(buf), &len, "registry",
+			       "delete", "--db", db, "--ids", ids2, "--batch", "1", NULL);
+	ck_assert_msg(WIFSIGNALED(status) && WTERMSIG(status) == SIGINT,
+		      "the delete was not stopped by the signal (status 0x%x)", status);
+	dir_file_read("delete.err", said, sizeof(said));
+	ASSERT_HAS(said, "semid: stopped by SIGINT after ");
+	ASSERT_HAS(said, " of 2000 item ids (");
+	ASSERT_HAS(said, " deleted); their lines are in stdout; run it again for the rest\n");
+	snprintf(log, sizeof(log), "%s/deleted.tsv", dir);
+	f = fopen(log, "w");
+	ck_assert_int_eq(fwrite(buf, 1, len, f), len);
+	fclose(f);
+	ck_assert_int_eq(sid_registry_open(db, SID_REG_READONLY, &r, &err), 0);
+	for (char *p = buf; *p;) { /* every line: an id deleted, gone from the store */
+		char id[64], sid[64];
+		int i, d;
+		char *nl = strchr(p, '\n');
+		ck_assert_ptr_nonnull(nl);
+		*nl = '\0';
+		ck_assert_int_eq(sscanf(p, "item-%d\t%63s\t%d", &i, sid, &d), 3);
+		ck_assert_int_eq(d, 1);
+		ck_assert_msg(!seen[i]++, "item-%d logged twice", i);
+		snprintf(id, sizeof(id), "item-%d", i);
+		ck_assert_int_eq(sid_registry_get(r, SID_TOWER_ITEM, id, &e, &err), SID_ENOTFOUND);
+		logged++;
+		p = nl + 1;
+	}
+	for (int i = 0; i < M; i++) { /* and nothing else is gone */
+		char id[32];
+		snprintf(id, sizeof(id), "item-%d", i);
+		stored += sid_registry_get(r, SID_TOWER_ITEM, id, &e, &err) == 0;
+	}
+	sid_registry_close(r);
+	ck_assert_int_ge(logged, 5);
+	ck_assert_int_eq(logged + stored, M);
+	ck_assert_int_gt(stored, 0);
+	/* the rest, appended to the same log */
+	ck_assert_int_eq(run("registry", "delete", "--db", db, "--ids", ids2, "-o", log, NULL),
+			 CLI_REGISTRY_EXIT_CONFLICTS); /* those of the first run: not found */
+	memset(seen, 0, sizeof(seen));
+	f = fopen(log, "r");
+	ck_assert_ptr_nonnull(f);
+	logged = 0;
+	while (fgets(line, sizeof(line), f)) {
+		int i, d;
+		char sid[64];
+		if (sscanf(line, "item-%d\t%63s\t%d", &i, sid, &d) != 3)
+			continue; /* "item-N\t\t0": not found in the second run */
+		ck_assert_int_eq(d, 1);
+		ck_assert_msg(!seen[i]++, "item-%d deleted twice", i);
+		logged++;
+	}
+	fclose(f);
+	ck_assert_int_eq(logged, M);
+}
+END_TEST
+
 static Suite *registry_cmd_suite(void)
 {
 	Suite *s = suite_create("registry_cmd");
@@ -2405,6 +2509,7 @@ static Suite *registry_cmd_suite(void)
 	tcase_add_test(tc, t_usage_names_the_bad_option);
 	tcase_add_test(tc, t_delete);
 	tcase_add_test(tc, t_delete_log_kept_on_failure);
+	tcase_add_test(tc, t_delete_stopped);
 	tcase_add_test(tc, t_assign_export_import);
 	tcase_add_test(tc, t_diff_and_lookups);
 	tcase_add_test(tc, t_bad_stores);
