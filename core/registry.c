@@ -670,6 +670,16 @@ int sid_registry_levels(struct sid_registry *r, enum sid_tower_kind kind, int *L
 	return rc;
 }
 
+int sid_registry_ping(struct sid_registry *r, struct sid_error *err)
+{
+	int rc;
+
+	call_begin(r);
+	rc = r->ops->ping(r, err);
+	call_end(r);
+	return rc;
+}
+
 int sid_registry_get_sid(struct sid_registry *r, enum sid_tower_kind kind, const char *sid,
 			 struct sid_reg_entry *out, struct sid_error *err)
 {

@@ -280,6 +280,11 @@ int sid_registry_list(struct sid_registry *r, enum sid_tower_kind kind, const ch
 int sid_registry_levels(struct sid_registry *r, enum sid_tower_kind kind, int *L,
 			struct sid_error *err);
 
+/* One read of the store itself (a row of its metadata), whatever the
+ * handle has cached, under the same checks and bounded waits as any call:
+ * 0 when it answers.  For health probes (semid-server's registry_probe_s). */
+int sid_registry_ping(struct sid_registry *r, struct sid_error *err);
+
 /*
  * Call @fn for every entry of @kind (-1: both kinds) in (kind, codes, suffix)
  * order, with its embedding ((e->D) floats) when @want_emb and it has one,
@@ -530,6 +535,8 @@ struct sid__reg_ops {
 		    int64_t after_suffix, size_t limit, struct sid_reg_entry *out, size_t *n_out,
 		    struct sid_error *err);
 	int (*levels)(struct sid_registry *r, int kind, int *L, struct sid_error *err);
+	/* a read of the store itself, whatever is cached */
+	int (*ping)(struct sid_registry *r, struct sid_error *err);
 	/* want_emb: 0, 1 (as sid_registry_foreach) or SID__REG_WALK_CODES:
 	 * only kind, codes and suffix are filled (an index-only walk) */
 	int (*foreach)(struct sid_registry *r, int kind, int want_emb, sid_reg_foreach_fn fn,

@@ -483,16 +483,15 @@ static int get_sid_row(struct pg *s, int kind, const uint8_t *codes, int L, int6
 	return fetch_one(s, P_GET_SID, &p, e, err);
 }
 
-static int levels_get(struct pg *s, int kind, int *L, struct sid_error *err)
+/* @kind's levels read from the store (0: none yet), and cached when set. */
+static int levels_read(struct pg *s, int kind, int *L, struct sid_error *err)
 {
 	struct params p = {0};
 	char key[32];
 	PGresult *res;
 	int rc;
 
-	*L = s->levels[kind];
-	if (*L)
-		return 0;
+	*L = 0;
 	snprintf(key, sizeof(key), "levels.%s", sid_tower_name(kind));
 	p_text(&p, key);
 	rc = pq_run(s, P_LEVELS_GET, &p, &res, err);
@@ -502,6 +501,12 @@ static int levels_get(struct pg *s, int kind, int *L, struct sid_error *err)
 		*L = s->levels[kind] = atoi(PQgetvalue(res, 0, 0));
 	PQclear(res);
 	return 0;
+}
+
+static int levels_get(struct pg *s, int kind, int *L, struct sid_error *err)
+{
+	*L = s->levels[kind];
+	return *L ? 0 : levels_read(s, kind, L, err);
 }
 
 /* Set @kind's levels to @L unless set; 0 when they equal @L, 2 when they
@@ -1649,6 +1654,18 @@ static int pg_levels(struct sid_registry *r, int kind, int *L, struct sid_error 
 	return with_retries((struct pg *)r, 0, levels_body, &c, err);
 }
 
+static int ping_body(struct pg *s, void *p, struct sid_error *err)
+{
+	int L;
+	(void)p;
+	return levels_read(s, SID_TOWER_ITEM, &L, err);
+}
+
+static int pg_ping(struct sid_registry *r, struct sid_error *err)
+{
+	return with_retries((struct pg *)r, 0, ping_body, NULL, err);
+}
+
 struct foreach_ctx {
 	int kind, want_emb;
 	sid_reg_foreach_fn fn;
@@ -1942,6 +1959,7 @@ static const struct sid__reg_ops pg_ops = {
     .get_sid = pg_get_sid,
     .list = pg_list,
     .levels = pg_levels,
+    .ping = pg_ping,
     .foreach = pg_foreach,
     .count = pg_count,
     .import = pg_import,

@@ -383,16 +383,12 @@ static int get_sid_row(struct sq *s, int kind, const uint8_t *codes, int L, int6
 	return rc;
 }
 
-static int levels_get(struct sq *s, int kind, int *L, struct sid_error *err)
+/* @kind's levels read from the store (0: none yet), and cached when set. */
+static int levels_read(struct sq *s, int kind, int *L, struct sid_error *err)
 {
-	sqlite3_stmt *st;
+	sqlite3_stmt *st = stmt(s, S_LEVELS_GET);
 	int rc;
 
-	if (s->levels[kind]) {
-		*L = s->levels[kind];
-		return 0;
-	}
-	st = stmt(s, S_LEVELS_GET);
 	sqlite3_bind_text(st, 1, sid_tower_name(kind), -1, SQLITE_STATIC);
 	rc = sqlite3_step(st);
 	*L = 0;
@@ -402,6 +398,12 @@ static int levels_get(struct sq *s, int kind, int *L, struct sid_error *err)
 		rc = sq_fail(s, rc, err, "read levels");
 	sqlite3_reset(st);
 	return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : rc;
+}
+
+static int levels_get(struct sq *s, int kind, int *L, struct sid_error *err)
+{
+	*L = s->levels[kind];
+	return *L ? 0 : levels_read(s, kind, L, err);
 }
 
 /* Inside a write transaction: the store's levels for @kind, set to @L when
@@ -1142,6 +1144,12 @@ static int sq_levels(struct sid_registry *r, int kind, int *L, struct sid_error 
 	return rc ? rc : levels_get((struct sq *)r, kind, L, err);
 }
 
+static int sq_ping(struct sid_registry *r, struct sid_error *err)
+{
+	int L, rc = file_check((struct sq *)r, err);
+	return rc ? rc : levels_read((struct sq *)r, SID_TOWER_ITEM, &L, err);
+}
+
 static int sq_foreach(struct sid_registry *r, int kind, int want_emb, sid_reg_foreach_fn fn,
 		      void *ctx, struct sid_error *err)
 {
@@ -1469,6 +1477,7 @@ static const struct sid__reg_ops sq_ops = {
     .get_sid = sq_get_sid,
     .list = sq_list,
     .levels = sq_levels,
+    .ping = sq_ping,
     .foreach = sq_foreach,
     .count = sq_count,
     .import = sq_import,

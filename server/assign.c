@@ -33,6 +33,10 @@ struct srv_assigner {
 	struct srv_lookup *lk_head, *lk_tail;
 	int assign_busy, lookup_busy;			  /* groups / lookups running */
 	unsigned char writer_busy[SRV_STORE_MAX_WRITERS]; /* store writer slots in use */
+	uv_timer_t probe; /* registry_probe_s: a tick a second (probe_on: started) */
+	int probe_on;	  /* 1: running; 0: never started or stopped */
+	int probing;	  /* a probe queued or running */
+	double last_call; /* srv_now() when the last store call ended */
 };
 
 struct group {
@@ -360,6 +364,7 @@ static void group_after(uv_work_t *w, int status)
 	(void)status;
 	a->assign_busy--;
 	a->writer_busy[g->writer] = 0;
+	a->last_call = srv_now();
 	for (j = g->jobs; j; j = next) {
 		next = j->next;
 		j->next = NULL;
@@ -420,6 +425,36 @@ static void check_levels_work(struct srv_assigner *a, struct srv_lookup *lk)
 	}
 }
 
+/* SRV_LOOKUP_PROBE: read the store (sid_registry_ping: a row of its
+ * metadata, behind the checks and bounded waits of any call), as no call has
+ * for registry_probe_s, so that semid_registry_up and GET /v1/model show
+ * an outage while no request comes.  A change of health is logged. */
+static void probe_work(struct srv_assigner *a)
+{
+	struct sid_registry *h = NULL;
+	struct sid_error err;
+	const char *status, *backend;
+	char label[1], was[SID_ERROR_MSG_MAX];
+	int rc;
+
+	sid_error_clear(&err);
+	srv_store_health(a->store, &status, &backend, label, 0, was);
+	rc = srv_store_get(a->store, SRV_STORE_READER, &h, &err);
+	if (!rc)
+		rc = sid_registry_ping(h, &err);
+	if (rc && !srv_store_is_outage(rc))
+		rc = 0; /* it answered */
+	if (h)
+		take_events(a, h);
+	srv_store_note(a->store, rc, &err);
+	srv_metrics_registry_probe(a->metrics, rc == 0);
+	if (rc && !strcmp(status, "ok"))
+		srv_log(SRV_LOG_WARN, "registry", "probe of the idle store: %s", err.msg);
+	else if (!rc && strcmp(status, "ok"))
+		srv_log(SRV_LOG_INFO, "registry",
+			"probe of the idle store: it answers reads again");
+}
+
 static void lookup_work(uv_work_t *w)
 {
 	struct lookup_work *lw = w->data;
@@ -436,6 +471,10 @@ static void lookup_work(uv_work_t *w)
 	enum srv_reg_op op = del ? SRV_REG_OP_ASSIGN : SRV_REG_OP_LOOKUP;
 
 	sid_error_clear(&err);
+	if (lk->op == SRV_LOOKUP_PROBE) {
+		probe_work(a);
+		return;
+	}
 	if (lk->op == SRV_LOOKUP_LEVELS) {
 		check_levels_work(a, lk);
 		return;
@@ -559,7 +598,10 @@ static void fail_queued_lookups(struct srv_assigner *a, const struct srv_lookup 
 						      &lk->body_len, &lk->status);
 		}
 		memcpy(lk->errmsg, timed_out->errmsg, sizeof(lk->errmsg));
-		srv_metrics_registry_call(a->metrics, SRV_REG_OP_LOOKUP, 0, 0);
+		if (lk->op == SRV_LOOKUP_PROBE)
+			srv_metrics_registry_probe(a->metrics, 0);
+		else
+			srv_metrics_registry_call(a->metrics, SRV_REG_OP_LOOKUP, 0, 0);
 		lk->done(lk);
 	}
 }
@@ -571,6 +613,7 @@ static void lookup_after(uv_work_t *w, int status)
 
 	(void)status;
 	a->lookup_busy = 0;
+	a->last_call = srv_now();
 	if (lw->waited_out)
 		fail_queued_lookups(a, lw->lk);
 	lw->lk->done(lw->lk);
@@ -732,6 +775,45 @@ void srv_assigner_check_levels(struct srv_assigner *a, struct sid_model *m)
 		srv_lookup_free(lk);
 }
 
+static void probe_done(struct srv_lookup *lk)
+{
+	struct srv_assigner *a = lk->ctx;
+
+	a->probing = 0;
+	srv_lookup_free(lk);
+}
+
+/* A tick (loop thread): a probe once no store call has ended for
+ * registry_probe_s, queued as a lookup (behind any waiting). */
+static void on_probe_tick(uv_timer_t *t)
+{
+	struct srv_assigner *a = t->data;
+	struct srv_lookup *lk;
+
+	if (a->probing || srv_now() - a->last_call < a->cfg->registry_probe_s ||
+	    !(lk = calloc(1, sizeof(*lk))))
+		return;
+	lk->op = SRV_LOOKUP_PROBE;
+	lk->done = probe_done;
+	lk->ctx = a;
+	a->probing = 1;
+	if (a->lk_tail)
+		a->lk_tail->next = lk;
+	else
+		a->lk_head = lk;
+	a->lk_tail = lk;
+	schedule(a);
+}
+
+void srv_assigner_stop_probes(struct srv_assigner *a)
+{
+	if (a && a->probe_on) {
+		a->probe_on = 0;
+		uv_timer_stop(&a->probe);
+		uv_close((uv_handle_t *)&a->probe, NULL);
+	}
+}
+
 int srv_assigner_new(uv_loop_t *loop, const struct srv_config *cfg, struct srv_store *store,
 		     struct srv_metrics *metrics, struct srv_assigner **out, struct sid_error *err)
 {
@@ -750,6 +832,14 @@ int srv_assigner_new(uv_loop_t *loop, const struct srv_config *cfg, struct srv_s
 	a->metrics = metrics;
 	uv_async_init(loop, &a->async, on_async);
 	a->async.data = a;
+	a->last_call = srv_now();
+	if (!store->disabled && cfg->registry_probe_s > 0) {
+		uv_timer_init(loop, &a->probe);
+		a->probe.data = a;
+		uv_timer_start(&a->probe, on_probe_tick, 1000, 1000);
+		uv_unref((uv_handle_t *)&a->probe); /* the loop's end does not wait for it */
+		a->probe_on = 1;
+	}
 	*out = a;
 	return 0;
 }
@@ -768,6 +858,7 @@ void srv_assigner_close(struct srv_assigner *a)
 
 	if (!a)
 		return;
+	srv_assigner_stop_probes(a);
 	pthread_mutex_lock(&a->mu);
 	a->closed = 1;
 	lk = a->in_head; /* asked for after the drain's last look: answered here */

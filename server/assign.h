@@ -64,7 +64,8 @@ enum srv_lookup_op {
 	SRV_LOOKUP_SID,	   /* key = full sid */
 	SRV_LOOKUP_LIST,   /* key = prefix ("" for all), cursor, limit */
 	SRV_LOOKUP_DELETE, /* key = id: DELETE /v1/{items,users}/{id}, on the writer */
-	SRV_LOOKUP_LEVELS  /* srv_assigner_check_levels: no answer */
+	SRV_LOOKUP_LEVELS, /* srv_assigner_check_levels: no answer */
+	SRV_LOOKUP_PROBE   /* registry_probe_s: a read of an idle store, no answer */
 };
 
 struct srv_lookup {
@@ -119,6 +120,10 @@ int srv_assigner_lookup(struct srv_assigner *a, struct srv_lookup *lk);
  * logged at warn.  Called at start and after each model swap.  Takes a
  * reference of its own. */
 void srv_assigner_check_levels(struct srv_assigner *a, struct sid_model *m);
+
+/* No more probes of the idle store (registry_probe_s; loop thread): from
+ * the start of a drain, so that none begins while the server stops. */
+void srv_assigner_stop_probes(struct srv_assigner *a);
 
 /* Close the loop handle (loop thread, after the last request is answered);
  * from then on lookups are refused.  The HTTP threads may still call in until

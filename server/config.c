@@ -155,6 +155,9 @@ static const struct key keys[] = {
      "keep assigned items' embeddings (for semid registry diff)"},
     {"registry_connections", K_INT, F(registry_connections), 1, 64,
      "PostgreSQL connections committing assigns at once"},
+    {"registry_probe_s", K_INT, F(registry_probe_s), 0, 3600,
+     "read the store after this many seconds without a call, so an idle server sees an outage "
+     "(0: never)"},
     {"registry_timeout_ms", K_INT, F(registry_timeout_ms), 100, 3600000,
      "longest wait on the registry store before a call answers 503"},
 };
@@ -197,6 +200,7 @@ void srv_config_defaults(struct srv_config *c)
 	c->registry_embeddings = 1;
 	c->registry_connections = 4;
 	c->registry_timeout_ms = 5000;
+	c->registry_probe_s = 10;
 }
 
 /* Find by name; '-' in @name matches '_' (flags use dashes). */

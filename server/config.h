@@ -55,6 +55,7 @@ struct srv_config {
 	int registry_embeddings;  /* keep each new assignment's input embedding */
 	int registry_connections; /* PostgreSQL: writer connections (groups committed at once) */
 	int registry_timeout_ms;  /* bound on each wait on the store (sid_registry_open_timeout) */
+	int registry_probe_s;	  /* read the store after this long without a call (0: never) */
 	/* Where each key (config.c's table order) was last set: the file's
 	 * path or the flag's argument as given, or NULL (the default, or set
 	 * directly); borrowed, for messages about keys that disagree. */

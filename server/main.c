@@ -175,6 +175,7 @@ static void on_stop_signal(uv_signal_t *h, int sig)
 	if (s->ops)
 		srv_http_quiesce(s->ops);
 	srv_reload_quiesce(s->reload);
+	srv_assigner_stop_probes(s->assigner);
 	srv_batcher_flush(s->batcher);
 	s->drain_deadline = srv_now() + s->cfg.shutdown_timeout_ms * 1e-3;
 	uv_timer_start(&s->drain, on_drain_tick, 0, 5);

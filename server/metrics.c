@@ -286,6 +286,14 @@ void srv_metrics_registry_call(struct srv_metrics *m, enum srv_reg_op op, double
 	pthread_mutex_unlock(&m->mu);
 }
 
+void srv_metrics_registry_probe(struct srv_metrics *m, int ok)
+{
+	pthread_mutex_lock(&m->mu);
+	m->reg_probes[ok != 0]++;
+	reg_note(m, SRV_REG_OP_LOOKUP, ok);
+	pthread_mutex_unlock(&m->mu);
+}
+
 void srv_metrics_registry_error(struct srv_metrics *m, enum srv_reg_op op)
 {
 	pthread_mutex_lock(&m->mu);
@@ -510,14 +518,21 @@ char *srv_metrics_render(struct srv_metrics *m, const struct sid_model *model)
 		    "# TYPE semid_registry_timeouts_total counter\n"
 		    "semid_registry_timeouts_total{reason=\"busy\"} %llu\n"
 		    "semid_registry_timeouts_total{reason=\"statement_timeout\"} %llu\n"
-		    "semid_registry_timeouts_total{reason=\"no_answer\"} %llu\n",
+		    "semid_registry_timeouts_total{reason=\"no_answer\"} %llu\n"
+		    "# HELP semid_registry_probes_total Reads of the store after "
+		    "registry_probe_s without a call, so that an outage shows while no "
+		    "request comes.\n"
+		    "# TYPE semid_registry_probes_total counter\n"
+		    "semid_registry_probes_total{result=\"ok\"} %llu\n"
+		    "semid_registry_probes_total{result=\"unavailable\"} %llu\n",
 		    m->reg_up[SRV_REG_OP_ASSIGN] && m->reg_up[SRV_REG_OP_LOOKUP],
 		    (unsigned long long)m->reg_events.retries,
 		    (unsigned long long)m->reg_events.global_locks,
 		    (unsigned long long)m->reg_events.lock_table_full,
 		    (unsigned long long)m->reg_events.busy_timeouts,
 		    (unsigned long long)m->reg_events.statement_timeouts,
-		    (unsigned long long)m->reg_events.answer_timeouts);
+		    (unsigned long long)m->reg_events.answer_timeouts,
+		    (unsigned long long)m->reg_probes[1], (unsigned long long)m->reg_probes[0]);
 	if (m->reg_up[SRV_REG_OP_ASSIGN] >= 0 && model) {
 		srv_buf_puts(&b, "# HELP semid_registry_levels_mismatch 1 when the served tower "
 				 "gives another number of levels than the registry's IDs of its "

@@ -46,6 +46,8 @@
  *       lookup) goes through, or one of the other kind does when the failed
  *       kind has not failed for reg_hold_s; else 1 (absent when the
  *       registry is disabled)
+ *   semid_registry_probes_total{result}       counter (reads of an idle store,
+ *       srv_metrics_registry_probe: result "ok" or "unavailable")
  *   semid_registry_levels_mismatch{tower}     gauge: 1 when the served tower
  *       gives another number of levels than the registry's IDs of its kind
  *       have (new ids of that kind answer 409), else 0; one per tower of the
@@ -153,6 +155,7 @@ struct srv_metrics {
 	uint64_t reg_assigned[SID_TOWER_COUNT][2]; /* [created] */
 	uint64_t reg_deleted[SID_TOWER_COUNT];
 	uint64_t reg_errors[SRV_REG_OPS];
+	uint64_t reg_probes[2];		  /* [ok] */
 	struct sid_reg_events reg_events; /* summed over the store's handles */
 	struct srv_hist reg_duration[SRV_REG_OPS];
 	int reg_levels[SID_TOWER_COUNT]; /* the store's L per kind, 0: none known */
@@ -191,6 +194,10 @@ void srv_metrics_queue_rows(struct srv_metrics *m, long rows);
  * could write, unless no assign has failed for reg_hold_s, as after a blip
  * when assigns are rare). */
 void srv_metrics_registry_call(struct srv_metrics *m, enum srv_reg_op op, double seconds, int ok);
+/* A probe of an idle store (registry_probe_s): a read, so it moves
+ * semid_registry_up as a lookup does (it cannot say that an assign could
+ * write), without counting as a lookup call or error. */
+void srv_metrics_registry_probe(struct srv_metrics *m, int ok);
 /* A failed call that was not an outage (bad input, not found). */
 void srv_metrics_registry_error(struct srv_metrics *m, enum srv_reg_op op);
 void srv_metrics_registry_assigned(struct srv_metrics *m, enum sid_tower_kind t, uint64_t created,

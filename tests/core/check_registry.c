@@ -2668,11 +2668,13 @@ START_TEST(t_sqlite_file_replaced)
 	ck_assert_int_eq(sid_registry_open(target, SID_REG_READONLY, &rd, &err), 0);
 	assign1(r, "a", 1, 1, 1, 0, &e);
 	snprintf(moved, sizeof(moved), "%s.moved", target);
+	ck_assert_int_eq(sid_registry_ping(rd, &err), 0);
 	move_store(target, moved);
 	ck_assert_int_eq(sid_registry_assign(r, SID_TOWER_ITEM, &it, 1, 3, 0, "v", 0, &e, &err),
 			 SID_EUNAVAIL);
 	ck_assert_msg(strstr(err.msg, target) && strstr(err.msg, "deleted or moved"), "%s",
 		      err.msg);
+	ck_assert_int_eq(sid_registry_ping(rd, &err), SID_EUNAVAIL);
 	it.id = "a"; /* known ids too: the answer would come from a file not there */
 	ck_assert_int_eq(sid_registry_assign(r, SID_TOWER_ITEM, &it, 1, 3, 0, "v", 0, &e, &err),
 			 SID_EUNAVAIL);
@@ -2686,6 +2688,7 @@ START_TEST(t_sqlite_file_replaced)
 			 SID_EUNAVAIL);
 	/* put back: both handles go on, and what is answered is stored */
 	move_store(moved, target);
+	ck_assert_msg(sid_registry_ping(rd, &err) == 0, "%s", err.msg);
 	it.id = "b";
 	ck_assert_msg(sid_registry_assign(r, SID_TOWER_ITEM, &it, 1, 3, 0, "v", 0, &e, &err) == 0,
 		      "%s", err.msg);
@@ -3590,13 +3593,17 @@ START_TEST(t_pg_unavailable)
 	ck_assert_int_eq(sid_registry_assign(r, SID_TOWER_ITEM, &it, 1, 3, 0, "v", 0, &e, &err),
 			 SID_EUNAVAIL);
 	ck_assert_int_eq(sid_registry_get(r, SID_TOWER_ITEM, "a", &e, &err), SID_EUNAVAIL);
+	ck_assert_int_eq(sid_registry_ping(r, &err), SID_EUNAVAIL);
 	sid_registry_close(r);
 	if (!pg.own)
 		return; /* an external server is not ours to stop */
-	/* the server goes away and comes back: the handle reconnects */
+	/* the server goes away and comes back: the handle reconnects; a ping
+	 * asks the server, though the levels it reads are cached */
 	r = reg_open();
 	assign1(r, "a", 1, 1, 1, 0, &e);
+	ck_assert_int_eq(sid_registry_ping(r, &err), 0);
 	ck_assert_int_eq(sh("%s", pg.stop_cmd), 0);
+	ck_assert_int_eq(sid_registry_ping(r, &err), SID_EUNAVAIL);
 	it.id = "b";
 	ck_assert_int_eq(sid_registry_assign(r, SID_TOWER_ITEM, &it, 1, 3, 0, "v", 0, &e, &err),
 			 SID_EUNAVAIL);

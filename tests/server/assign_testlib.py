@@ -147,6 +147,14 @@ class Base(unittest.TestCase):
     def tearDownClass(cls):
         shutil.rmtree(cls.work, ignore_errors=True)
 
+    def until(self, cond, what, secs=10):
+        """Wait for cond() (polled every 0.1 s), failing with @what after
+        @secs (times T.SLOW)."""
+        deadline = time.monotonic() + secs * T.SLOW
+        while not cond():
+            self.assertLess(time.monotonic(), deadline, "never: " + what)
+            time.sleep(0.1)
+
     def fresh_dir(self):
         d = tempfile.mkdtemp(dir=self.work)
         os.chmod(d, 0o755)

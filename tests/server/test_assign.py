@@ -588,6 +588,41 @@ class TestAssignSqlite(Base):
         finally:
             self.assertEqual(srv.stop(), 0)
 
+    def test_idle_outage_seen_by_the_probe(self):
+        """With no request coming, an outage of the store showed nowhere:
+        semid_registry_up stayed 1 and GET /v1/model said "ok" until some
+        request failed.  After registry_probe_s without a store call the
+        server reads the store: the file moved away while nothing is asked
+        turns the gauge to 0 and /v1/model to unavailable, naming the file,
+        with a warn line; moved back, both recover, again with no request
+        (a scrape is not a store call)."""
+        d = self.fresh_dir()
+        srv, _ = self.start(d, {"item": self.ta}, "A", ["--registry-probe-s", "1"])
+        db = os.path.join(d, "semid-registry.db")
+        X, _ = T.tie_free_inputs(self.rng, self.ta, 1)
+        probes = 'semid_registry_probes_total{result="%s"}'
+        until = self.until
+        try:
+            self.assertEqual(assign(srv, ["a"], X[:1])[0], 200)
+            until(lambda: srv.metrics()[probes % "ok"] >= 1, "a probe of the healthy store")
+            self.assertEqual(srv.metrics()["semid_registry_up"], 1)
+            for f in ("", "-wal", "-shm"):
+                os.rename(db + f, db + ".away" + f)
+            until(lambda: srv.metrics()["semid_registry_up"] == 0, "the outage seen")
+            self.assertGreaterEqual(srv.metrics()[probes % "unavailable"], 1)
+            reg = srv.json("GET", "/v1/model")[2]["registry"]
+            self.assertEqual(reg["status"], "unavailable", reg)
+            self.assertIn("deleted or moved away", reg["error"])
+            until(lambda: "probe of the idle store: registry " in srv.log_text(), "its log line")
+            self.assertIn("level=warn event=registry", srv.log_text())
+            for f in ("", "-wal", "-shm"):
+                os.rename(db + ".away" + f, db + f)
+            until(lambda: srv.metrics()["semid_registry_up"] == 1, "the store back")
+            self.assertEqual(srv.json("GET", "/v1/model")[2]["registry"]["status"], "ok")
+            until(lambda: "it answers reads again" in srv.log_text(), "its log line")
+        finally:
+            self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
+
     def test_concurrent_clients(self):
         d = self.fresh_dir()
         srv, _ = self.start(d, {"item": self.tc}, "C")

@@ -289,6 +289,41 @@ class TestAssignPostgres(PgBase):
         for head, suffixes in per_codes.items():
             self.assertEqual(sorted(suffixes), list(range(len(suffixes))), head)
 
+    def test_idle_outage_seen_by_the_probe(self):
+        """PostgreSQL stopped while no request comes: after
+        registry_probe_s without a store call the server reads the store,
+        so semid_registry_up goes to 0 and GET /v1/model says unavailable
+        with no request failing first; once PostgreSQL is back both
+        recover, again with no request."""
+        if not self.pg.own:
+            self.skipTest("needs the test's own cluster (stops and starts it)")
+        conninfo, _ = self.fresh_db_named("probe")
+        srv, _ = self.start(self.fresh_dir(), {"item": self.tc}, "P",
+                            ["--registry", conninfo, "--registry-probe-s", "1",
+                             "--registry-timeout-ms", "1000"])
+        X, _ = T.tie_free_inputs(self.rng, self.tc, 1)
+        ok = 'semid_registry_probes_total{result="ok"}'
+
+        def until(cond, what):
+            self.until(cond, what, 20)
+
+        try:
+            self.assertEqual(assign(srv, ["p"], X[:1])[0], 200)
+            until(lambda: srv.metrics()[ok] >= 1, "a probe of the healthy store")
+            self.pg.stop_server("fast")
+            try:
+                until(lambda: srv.metrics()["semid_registry_up"] == 0, "the outage seen")
+                reg = srv.json("GET", "/v1/model")[2]["registry"]
+                self.assertEqual(reg["status"], "unavailable", reg)
+                n = srv.metrics()[ok]
+            finally:
+                self.pg.start_server()
+            until(lambda: srv.metrics()["semid_registry_up"] == 1, "the store back")
+            self.assertGreater(srv.metrics()[ok], n)
+            self.assertEqual(srv.json("GET", "/v1/model")[2]["registry"]["status"], "ok")
+        finally:
+            self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
+
     def test_deadlock_is_retried(self):
         """A transaction PostgreSQL aborts as a deadlock victim (40P01) runs
         again instead of failing the request, and /metrics counts the retry.
