@@ -169,14 +169,16 @@ static void take_mount(const char *root, struct hier *h, const char *mroot, cons
 }
 
 /* A line of /proc/self/mountinfo: "ID PARENT MAJ:MIN ROOT POINT OPTS
- * [TAGS...] - TYPE SOURCE SUPER". */
+ * [TAGS...] - TYPE SOURCE SUPER", one space between fields, any of which
+ * may be empty (a SOURCE of "": "- cgroup2  rw"). */
 static void mount_line(char *line, struct seen *s)
 {
-	char *tok[64], *save = NULL, *t;
+	char *tok[64], *rest = line;
 	int n = 0, dash = -1;
 
-	for (t = strtok_r(line, " \n", &save); t && n < 64; t = strtok_r(NULL, " \n", &save))
-		tok[n++] = t;
+	line[strcspn(line, "\n")] = '\0';
+	while (rest && n < 64)
+		tok[n++] = strsep(&rest, " ");
 	for (int i = 6; i < n && dash < 0; i++)
 		if (!strcmp(tok[i], "-"))
 			dash = i;

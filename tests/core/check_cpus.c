@@ -397,6 +397,29 @@ START_TEST(test_quota_at_namespace_root)
 }
 END_TEST
 
+/* A mount whose source field is empty ("- cgroup2  rw": mount(2) with ""
+ * as the source, as some container runtimes do) is still read, its fields
+ * counted from the dash: splitting on runs of spaces lost the empty field,
+ * so the v2 mount was skipped and a v1 mount's options were read from the
+ * wrong field. */
+START_TEST(test_empty_mount_source)
+{
+	struct sid_cpus c;
+
+	put("proc/self/cgroup", "0::/ctr\n");
+	put("proc/self/mountinfo", "30 22 0:27 / /cg2 rw,nosuid - cgroup2  rw,nsdelegate\n");
+	put("cg2/ctr/cpu.max", "100000 100000\n");
+	ck_assert_int_eq(cpus(8, &c), 1);
+	ck_assert_str_eq(why(&c), "cpu quota 100000/100000 at /ctr (cgroup v2; affinity 8)");
+	put("proc/self/cgroup", "4:cpu,cpuacct:/ctr\n");
+	put("proc/self/mountinfo", "40 30 0:35 / /cg1 rw - cgroup  rw,cpu,cpuacct\n");
+	put("cg1/ctr/cpu.cfs_quota_us", "200000\n");
+	put("cg1/ctr/cpu.cfs_period_us", "100000\n");
+	ck_assert_int_eq(cpus(8, &c), 2);
+	ck_assert_str_eq(c.path, "/ctr");
+}
+END_TEST
+
 /* No mountinfo: cgroup v2 where it is usually mounted, /sys/fs/cgroup. */
 START_TEST(test_no_mountinfo)
 {
@@ -649,6 +672,7 @@ int main(void)
 	tcase_add_test(tc, test_cgroup_lines_and_spaces);
 	tcase_add_test(tc, test_mount_of_another_cgroup);
 	tcase_add_test(tc, test_quota_at_namespace_root);
+	tcase_add_test(tc, test_empty_mount_source);
 	tcase_add_test(tc, test_no_mountinfo);
 	tcase_add_test(tc, test_missing_files);
 	tcase_add_test(tc, test_unreadable_files);
