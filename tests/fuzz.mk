@@ -99,7 +99,7 @@ test-sanitize:
 # Memcheck over the server's integration tests.  Leaks count as errors (definite and
 # indirect; "possible" leaks are libuv/OpenBLAS thread stacks and pools kept for the
 # process lifetime).  valgrind's own report ends in the server log the tests read.
-VALGRIND ?= valgrind --error-exitcode=99 --leak-check=full \
+VALGRIND ?= valgrind --error-exitcode=99 --leak-check=full --num-callers=40 \
 	--errors-for-leak-kinds=definite,indirect --show-leak-kinds=definite,indirect \
 	--suppressions=tests/fuzz/valgrind.supp
 test-valgrind: valgrind-deps all

@@ -297,6 +297,12 @@ class Server:
         with open(self.log_path, "rb") as f:
             return f.read().decode("utf-8", "replace")
 
+    def own_log_text(self):
+        """log_text without the lines of a SEMID_SERVER_WRAPPER (valgrind's
+        "==PID== ..." report, whose banner repeats the command line)."""
+        return "".join(ln for ln in self.log_text().splitlines(True)
+                       if not re.match(r"==\d+== ", ln))
+
     def conn(self, timeout=20):
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
 

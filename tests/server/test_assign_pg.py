@@ -732,7 +732,7 @@ class TestAssignPostgresSecrets(PgBase):
         finally:
             self.assertEqual(srv.stop(), 0)
         seen = "\n".join((json.dumps(r), json.dumps(m), metrics.decode(), lookup.decode(),
-                          srv.log_text()))
+                          srv.own_log_text()))
         return st, r, m["registry"], seen
 
     def assert_secret(self, seen, what):

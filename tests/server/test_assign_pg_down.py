@@ -151,7 +151,7 @@ class TestAssignPostgresPassword(Base):
                 self.assertNotIn("hunter2", json.dumps(m), conninfo)
             finally:
                 self.assertEqual(srv.stop(), 0)
-            self.assertNotIn("hunter2", srv.log_text(), conninfo)
+            self.assertNotIn("hunter2", srv.own_log_text(), conninfo)
 
 
 if __name__ == "__main__":
