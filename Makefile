@@ -217,7 +217,8 @@ promtool:
 # their time waiting on the timeouts they test, fsync or a server, so on 2 cores
 # three at a time took 107 s plain and 209 s sanitized against 146 s and 266 s
 # for two, and four no less than three), the longest of the last run
-# (SEMID_TEST_TIMES) first.
+# (SEMID_TEST_TIMES) first, and beside them suites that run had idle
+# (tests/run.py).
 SEMID_TEST_JOBS ?= $(shell echo $$(($(NPROC) + 1)))
 SEMID_TEST_TIMES ?= $(O)/test-times.json
 test:

@@ -18,11 +18,17 @@ it ends, and the suites are independent (their own temporary directories,
 servers on free ports, their own PostgreSQL clusters).
 
 With more than one at once, the longest start first, so that a long suite
-started last does not run on alone at the end: how long each took is kept in
-the JSON file SEMID_TEST_TIMES names (make test: $(O)/test-times.json; a
-suite is known by its path from tests/ on, so the sanitized build's run
-uses the plain build's times).  A suite with no time yet counts as long:
+started last does not run on alone at the end: how long each took, wall and
+CPU time (its own and that of the processes it waited for), is kept in the
+JSON file SEMID_TEST_TIMES names (make test: $(O)/test-times.json; a suite
+is known by its path from tests/ on, so the sanitized build's run starts
+from the plain build's times).  A suite with no time yet counts as long:
 python suites (servers, trainers) before Check binaries, in the order given.
+Beside those SEMID_TEST_JOBS, up to as many more start while the CPU time
+per second of the running suites' last runs adds up to no more than the
+cores (SEMID_TEST_CPUS, default: this process's CPU affinity), so that a
+suite that sleeps through the timeouts it tests does not hold a slot a busy
+one could use; a suite never timed counts as busy.
 """
 import concurrent.futures
 import json
@@ -47,8 +53,13 @@ def run_suite(path):
     env = dict(os.environ)
     env.setdefault("CK_DEFAULT_TIMEOUT", "120")
     t0 = time.time()
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-    out = proc.stdout.decode("utf-8", "replace")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    out = proc.stdout.read().decode("utf-8", "replace")
+    proc.stdout.close()
+    # wait4: the CPU time of the suite and of every process it waited for
+    _, status, ru = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    cpu = ru.ru_utime + ru.ru_stime
     dt = time.time() - t0
     passed = failed = skipped = 0
     m = CHECK_RE.findall(out)
@@ -77,8 +88,8 @@ def run_suite(path):
             print(f"== {path}: ran no test")
             failed = 1  # a suite that runs nothing is broken, not green
         print(f"== {path}: {passed} passed, {failed} failed, {skipped} skipped "
-              f"({dt:.1f}s, exit {proc.returncode})", flush=True)
-    return passed, failed, skipped
+              f"({dt:.1f}s, {cpu:.1f}s CPU, exit {proc.returncode})", flush=True)
+    return passed, failed, skipped, cpu
 
 
 OUTPUT = threading.Lock()  # one suite's output at a time, whole
@@ -91,11 +102,18 @@ def suite_key(path):
 
 
 def load_times(path):
+    """{suite: (wall seconds, CPU seconds or None)} of the last run."""
     try:
         with open(path) as f:
             times = json.load(f)
-        return {k: float(v) for k, v in times.items()} if isinstance(times, dict) else {}
-    except (OSError, ValueError, TypeError, AttributeError):
+        out = {}
+        for k, v in times.items():
+            if isinstance(v, list):  # [wall, cpu]
+                out[k] = (float(v[0]), float(v[1]))
+            else:  # a file of before CPU times were kept: wall only
+                out[k] = (float(v), None)
+        return out
+    except (OSError, ValueError, TypeError, AttributeError, IndexError):
         return {}  # none yet, or unreadable: the order given
 
 
@@ -103,7 +121,8 @@ def save_times(path, times):
     tmp = "%s.tmp.%d" % (path, os.getpid())
     try:
         with open(tmp, "w") as f:
-            json.dump(times, f, indent=0, sort_keys=True)
+            json.dump({k: [w, c] for k, (w, c) in times.items()}, f, indent=0,
+                      sort_keys=True)
         os.replace(tmp, path)
     except OSError as e:
         print("tests: cannot keep the suites' times in %s: %s" % (path, e), file=sys.stderr)
@@ -116,8 +135,17 @@ def start_order(suites, times):
         t = times.get(suite_key(suites[i]))
         if t is None:
             return (0, not suites[i].endswith(".py"), 0.0, i)
-        return (1, False, -t, i)
+        return (1, False, -t[0], i)
     return sorted(range(len(suites)), key=rank)
+
+
+def cpu_share(times, suite):
+    """The cores a suite kept busy on average in its last run (CPU / wall),
+    1.0 when not known."""
+    t = times.get(suite_key(suite))
+    if not t or t[1] is None or t[0] <= 0:
+        return 1.0
+    return min(1.0, t[1] / t[0])
 
 
 def main():
@@ -125,22 +153,42 @@ def main():
     bad = []
     suites = sys.argv[1:]
     jobs = max(1, int(os.environ.get("SEMID_TEST_JOBS", "1") or 1))
+    cores = float(os.environ.get("SEMID_TEST_CPUS") or len(os.sched_getaffinity(0)))
     times_file = os.environ.get("SEMID_TEST_TIMES")
     times = load_times(times_file) if times_file else {}
-    order = start_order(suites, times) if jobs > 1 else range(len(suites))
+    pending = list(start_order(suites, times) if jobs > 1 else range(len(suites)))
     results = [None] * len(suites)
+    share = [cpu_share(times, p) for p in suites]
+    last = dict(times)
 
     def timed(i):
         t0 = time.time()
         results[i] = run_suite(suites[i])
-        times[suite_key(suites[i])] = round(time.time() - t0, 1)
+        last[suite_key(suites[i])] = (round(time.time() - t0, 1), round(results[i][3], 1))
 
-    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
-        for fut in [pool.submit(timed, i) for i in order]:
-            fut.result()
+    # jobs suites at a time, and beside them (up to twice as many) suites
+    # that mostly wait, as long as the CPU the running ones used in their
+    # last run adds up to no more than the cores: a suite that sleeps
+    # through the timeouts it tests no longer holds a slot a busy one could use
+    running = {}
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2 * jobs) as pool:
+        while pending or running:
+            while pending:
+                load = sum(share[i] for i in running)
+                pick = next((i for i in pending
+                             if len(running) < jobs or
+                             (len(running) < 2 * jobs and load + share[i] <= cores)), None)
+                if pick is None:
+                    break
+                pending.remove(pick)
+                running[pick] = pool.submit(timed, pick)
+            done, _ = concurrent.futures.wait(running.values(),
+                                              return_when=concurrent.futures.FIRST_COMPLETED)
+            for i in [i for i, f in running.items() if f in done]:
+                running.pop(i).result()
     if times_file:
-        save_times(times_file, times)
-    for path, (p, f, k) in zip(suites, results):
+        save_times(times_file, last)
+    for path, (p, f, k, _) in zip(suites, results):
         total_p += p
         total_f += f
         total_s += k

@@ -58,6 +58,19 @@ class T(unittest.TestCase):
 unittest.main()
 """
 
+# The same, with a mark at its end too (name+, name-).
+SPAN = """import os, time, unittest
+class T(unittest.TestCase):
+    def test_span(self):
+        def mark(m):
+            with open(os.path.join(os.environ["STARTS"], "starts"), "a") as f:
+                f.write("%s" + m + "\\n")
+        mark("+")
+        time.sleep(0.5)
+        mark("-")
+unittest.main()
+"""
+
 
 class RunnerTest(unittest.TestCase):
     def run_suites(self, *sources, env=None, times=None):
@@ -73,7 +86,7 @@ class RunnerTest(unittest.TestCase):
                 if shell:
                     os.chmod(p, 0o755)
                 paths.append(p)
-            env = dict(env or {})
+            env = dict({"SEMID_TEST_CPUS": "2"}, **(env or {}))
             if times is not None:
                 env["SEMID_TEST_TIMES"] = os.path.join(d, "times.json")
                 with open(env["SEMID_TEST_TIMES"], "w") as f:
@@ -142,7 +155,28 @@ class RunnerTest(unittest.TestCase):
         self.assertEqual(sorted(starts[:2]), ["s0", "s2"], starts)
         self.assertEqual(starts[2], "s1", starts)
         self.assertEqual(sorted(self.times), ["s0.py", "s1.py", "s2.py"])
-        self.assertTrue(all(0.3 <= t < 50 for t in self.times.values()), self.times)
+        self.assertTrue(all(0.3 <= wall < 50 and 0 <= cpu < wall
+                            for wall, cpu in self.times.values()), self.times)
+
+    def test_waiting_suites_run_beside(self):
+        """With one suite at a time on one core, two suites whose last runs
+        kept a core busy 2% of the time start together (they wait for each
+        other), while two that kept it busy run one after the other."""
+        with tempfile.TemporaryDirectory() as meet:
+            rc, last = self.run_suites(MEET % ("a", "b", "A"), MEET % ("b", "a", "B"),
+                                       env={"SEMID_TEST_JOBS": "1", "SEMID_TEST_CPUS": "1",
+                                            "RENDEZVOUS": meet},
+                                       times={0: [5.0, 0.1], 1: [5.0, 0.1]})
+        self.assertEqual((rc, last), (0, "tests: 2 passed, 0 failed, 0 skipped"), self.out)
+        with tempfile.TemporaryDirectory() as log:
+            rc, last = self.run_suites(SPAN % "s0", SPAN % "s1",
+                                       env={"SEMID_TEST_JOBS": "1", "SEMID_TEST_CPUS": "1",
+                                            "STARTS": log},
+                                       times={0: [5.0, 4.0], 1: [5.0, 4.0]})
+            with open(os.path.join(log, "starts")) as f:
+                marks = f.read().split()
+        self.assertEqual(rc, 0, self.out)
+        self.assertIn(marks, (["s0+", "s0-", "s1+", "s1-"], ["s1+", "s1-", "s0+", "s0-"]))
 
     def test_a_crash_without_summary_fails(self):
         rc, last = self.run_suites(CRASH)
