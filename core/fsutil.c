@@ -17,6 +17,7 @@
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -84,6 +85,39 @@ int sid_same_file(const char *path, const struct stat *st)
 	struct stat ps;
 
 	return stat(path, &ps) == 0 && ps.st_dev == st->st_dev && ps.st_ino == st->st_ino;
+}
+
+const char *sid__fs_network_name(unsigned long magic)
+{
+	/* linux/magic.h, and the file systems' own sources where it has none */
+	static const struct {
+		unsigned long magic;
+		const char *name;
+	} net[] = {
+	    {0x6969, "nfs"},	   {0x517B, "smb"},	  {0xFF534D42, "cifs"},
+	    {0xFE534D42, "smb2"},  {0x01021997, "9p"},	  {0x5346414F, "afs"},
+	    {0x6B414653, "afs"},   {0x00C36400, "ceph"},  {0x73757245, "coda"},
+	    {0x01161970, "gfs2"},  {0x7461636F, "ocfs2"}, {0x0BD00BD0, "lustre"},
+	    {0x47504653, "gpfs"},  {0x013111A8, "ibrix"}, {0xAAD7AAEA, "panfs"},
+	    {0x19830326, "fhgfs"}, {0x564C, "ncp"},	  {0x6E667364, "nfsd"},
+	};
+
+	for (size_t i = 0; i < sizeof(net) / sizeof(net[0]); i++)
+		if (net[i].magic == (magic & 0xFFFFFFFFUL))
+			return net[i].name;
+	return NULL;
+}
+
+const char *sid_fs_network(const char *path)
+{
+	struct statfs st;
+	char dir[PATH_MAX];
+
+	if (statfs(path, &st) != 0) {
+		if (dir_of(path, dir) < 0 || statfs(dir, &st) != 0)
+			return NULL;
+	}
+	return sid__fs_network_name((unsigned long)st.f_type);
 }
 
 int sid_publish_atomic(const char *path, const void *buf, size_t len, struct sid_error *err)

@@ -31,6 +31,16 @@ extern int sid__fsutil_no_tmpfile;
 struct stat;
 int sid_same_file(const char *path, const struct stat *st);
 
+/* The network or cluster file system that holds @path, or its directory
+ * when @path does not exist yet ("nfs", "cifs", "ceph", ...), or NULL: a
+ * local one (FUSE counts as local: it is often a local overlay), or one
+ * statfs cannot reach.  For the SQLite registry, whose WAL index lives in
+ * memory shared by the processes of one host. */
+const char *sid_fs_network(const char *path);
+/* The name for statfs's f_type @magic when it is a network or cluster file
+ * system, else NULL (sid_fs_network's table, for tests). */
+const char *sid__fs_network_name(unsigned long magic);
+
 /* Write @len bytes of @buf to @path atomically (see above). */
 int sid_publish_atomic(const char *path, const void *buf, size_t len, struct sid_error *err);
 

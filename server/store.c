@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fsutil.h"
 #include "log.h"
 
 #define RETRY_S 1.0
@@ -135,6 +136,16 @@ int srv_store_init(struct srv_store *s, const struct srv_config *cfg, struct sid
 				"(service=NAME, PGSERVICEFILE)",
 				from, (unsigned)(st.st_mode & 07777));
 	}
+	/* SQLite's WAL keeps its index in memory shared by the processes of
+	 * one host: a second server on another host would corrupt the store */
+	if (!pg && sid_fs_network(s->target))
+		srv_log(SRV_LOG_WARN, "registry",
+			"%s is on a network file system (%s): SQLite's write-ahead log needs "
+			"every process that opens the store on this host, so only one "
+			"server (and the semid commands) on this host may use it; servers on "
+			"several hosts need a PostgreSQL registry (registry = "
+			"postgresql://...)",
+			s->target, sid_fs_network(s->target));
 	s->backend = pg ? "postgresql" : "sqlite";
 	s->writers = pg ? cfg->registry_connections : 1;
 	s->timeout_ms = cfg->registry_timeout_ms;

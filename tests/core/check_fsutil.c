@@ -93,6 +93,27 @@ static void sha_of(const char *s, size_t len, char out[65])
 	sid_sha256_hex(s, len, out);
 }
 
+/* The network file systems the SQLite registry warns about, by statfs's
+ * f_type, and local ones that are not: this test directory (on a local disk
+ * or tmpfs here), and a file not made yet, judged by its directory. */
+START_TEST(test_network_fs)
+{
+	ck_assert_str_eq(sid__fs_network_name(0x6969), "nfs");
+	ck_assert_str_eq(sid__fs_network_name(0xFF534D42), "cifs");
+	ck_assert_str_eq(sid__fs_network_name(0xFE534D42), "smb2");
+	ck_assert_str_eq(sid__fs_network_name(0x00C36400), "ceph");
+	ck_assert_str_eq(sid__fs_network_name(0x01021997), "9p");
+	ck_assert_ptr_null(sid__fs_network_name(0xEF53));     /* ext4 */
+	ck_assert_ptr_null(sid__fs_network_name(0x58465342)); /* xfs */
+	ck_assert_ptr_null(sid__fs_network_name(0x01021994)); /* tmpfs */
+	ck_assert_ptr_null(sid__fs_network_name(0x794C7630)); /* overlayfs */
+	ck_assert_ptr_null(sid__fs_network_name(0x65735546)); /* fuse: often local */
+	ck_assert_ptr_null(sid_fs_network("/proc/self/status"));
+	ck_assert_ptr_null(sid_fs_network("/tmp/not-made-yet.db"));
+	ck_assert_ptr_null(sid_fs_network("/no/such/dir/x.db"));
+}
+END_TEST
+
 START_TEST(test_sha256_vectors)
 {
 	char h[65];
@@ -638,6 +659,7 @@ static Suite *fsutil_suite(void)
 	tcase_add_test(tc, test_file_read_cap_and_errors);
 	tcase_add_test(tc, test_line_read_cap);
 	tcase_add_test(tc, test_map);
+	tcase_add_test(tc, test_network_fs);
 	suite_add_tcase(s, tc);
 	return s;
 }
