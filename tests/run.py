@@ -22,7 +22,8 @@ started last does not run on alone at the end: how long each took, wall and
 CPU time (its own and that of the processes it waited for), is kept in the
 JSON file SEMID_TEST_TIMES names (make test: $(O)/test-times.json; a suite
 is known by its path from tests/ on, so the sanitized build's run starts
-from the plain build's times).  A suite with no time yet counts as long:
+from the plain build's wall times; CPU times count only for the build that
+measured them, SEMID_SANITIZE).  A suite with no time yet counts as long:
 python suites (servers, trainers) before Check binaries, in the order given.
 Beside those SEMID_TEST_JOBS, up to as many more start while the CPU time
 per second of the running suites' last runs adds up to no more than the
@@ -101,15 +102,24 @@ def suite_key(path):
     return path[i + len("tests/"):] if i >= 0 else path
 
 
+# The build the suites run (SEMID_SANITIZE, exported by the Makefile): CPU
+# times are kept with it, and count only for a run of the same build (under
+# ASan a suite takes about twice the CPU, so the plain build's would start
+# too many sanitized suites at once).
+BUILD = os.environ.get("SEMID_SANITIZE", "")
+
+
 def load_times(path):
-    """{suite: (wall seconds, CPU seconds or None)} of the last run."""
+    """{suite: (wall seconds, CPU seconds or None)} of the last run; the CPU
+    time None when it was not measured, or measured on another build."""
     try:
         with open(path) as f:
             times = json.load(f)
         out = {}
         for k, v in times.items():
-            if isinstance(v, list):  # [wall, cpu]
-                out[k] = (float(v[0]), float(v[1]))
+            if isinstance(v, list):  # [wall, cpu, build]
+                same = (v[2] if len(v) > 2 else "") == BUILD
+                out[k] = (float(v[0]), float(v[1]) if same and v[1] is not None else None)
             else:  # a file of before CPU times were kept: wall only
                 out[k] = (float(v), None)
         return out
@@ -121,7 +131,7 @@ def save_times(path, times):
     tmp = "%s.tmp.%d" % (path, os.getpid())
     try:
         with open(tmp, "w") as f:
-            json.dump({k: [w, c] for k, (w, c) in times.items()}, f, indent=0,
+            json.dump({k: [w, c, b] for k, (w, c, b) in times.items()}, f, indent=0,
                       sort_keys=True)
         os.replace(tmp, path)
     except OSError as e:
@@ -159,12 +169,14 @@ def main():
     pending = list(start_order(suites, times) if jobs > 1 else range(len(suites)))
     results = [None] * len(suites)
     share = [cpu_share(times, p) for p in suites]
-    last = dict(times)
+    # kept as read (a suite not run now keeps its times, its CPU time as None
+    # when of another build), and each suite run now replaced
+    last = {k: (w, c, BUILD) for k, (w, c) in times.items()}
 
     def timed(i):
         t0 = time.time()
         results[i] = run_suite(suites[i])
-        last[suite_key(suites[i])] = (round(time.time() - t0, 1), round(results[i][3], 1))
+        last[suite_key(suites[i])] = (round(time.time() - t0, 1), round(results[i][3], 1), BUILD)
 
     # jobs suites at a time, and beside them (up to twice as many) suites
     # that mostly wait, as long as the CPU the running ones used in their

@@ -86,7 +86,7 @@ class RunnerTest(unittest.TestCase):
                 if shell:
                     os.chmod(p, 0o755)
                 paths.append(p)
-            env = dict({"SEMID_TEST_CPUS": "2"}, **(env or {}))
+            env = dict({"SEMID_TEST_CPUS": "2", "SEMID_SANITIZE": ""}, **(env or {}))
             if times is not None:
                 env["SEMID_TEST_TIMES"] = os.path.join(d, "times.json")
                 with open(env["SEMID_TEST_TIMES"], "w") as f:
@@ -155,8 +155,8 @@ class RunnerTest(unittest.TestCase):
         self.assertEqual(sorted(starts[:2]), ["s0", "s2"], starts)
         self.assertEqual(starts[2], "s1", starts)
         self.assertEqual(sorted(self.times), ["s0.py", "s1.py", "s2.py"])
-        self.assertTrue(all(0.3 <= wall < 50 and 0 <= cpu < wall
-                            for wall, cpu in self.times.values()), self.times)
+        self.assertTrue(all(0.3 <= wall < 50 and 0 <= cpu < wall and build == ""
+                            for wall, cpu, build in self.times.values()), self.times)
 
     def test_waiting_suites_run_beside(self):
         """With one suite at a time on one core, two suites whose last runs
@@ -177,6 +177,18 @@ class RunnerTest(unittest.TestCase):
                 marks = f.read().split()
         self.assertEqual(rc, 0, self.out)
         self.assertIn(marks, (["s0+", "s0-", "s1+", "s1-"], ["s1+", "s1-", "s0+", "s0-"]))
+        # idle in a run of another build (the plain one's, for a sanitized
+        # run, where a suite takes about twice the CPU): not counted
+        with tempfile.TemporaryDirectory() as log:
+            rc, last = self.run_suites(SPAN % "s0", SPAN % "s1",
+                                       env={"SEMID_TEST_JOBS": "1", "SEMID_TEST_CPUS": "1",
+                                            "STARTS": log, "SEMID_SANITIZE": "address"},
+                                       times={0: [5.0, 0.1, ""], 1: [5.0, 0.1, ""]})
+            with open(os.path.join(log, "starts")) as f:
+                marks = f.read().split()
+        self.assertEqual(rc, 0, self.out)
+        self.assertIn(marks, (["s0+", "s0-", "s1+", "s1-"], ["s1+", "s1-", "s0+", "s0-"]))
+        self.assertEqual(self.times["s0.py"][2], "address")
 
     def test_a_crash_without_summary_fails(self):
         rc, last = self.run_suites(CRASH)
