@@ -886,7 +886,7 @@ static void stop_release(const struct sigaction saved[3], struct sid_registry *r
 
 static FILE *log_open(const struct opts *o, struct sid_registry *r, const char *header,
 		      const char *what, struct sid_error *err);
-static int moves_close(FILE *f, const char *name, struct sid_error *err);
+static int log_close(FILE *f, const char *name, struct sid_error *err);
 
 /* The ids (operands or --ids), checked before the store is opened, deleted
  * --batch at a time, a line each once its batch is committed: -o FILE is a
@@ -951,7 +951,7 @@ static int cmd_delete(const struct opts *o, int *not_found, struct sid_error *er
 fail:
 	cli_progress_end(&bar, done); /* before a message; no-op when not drawn */
 	if (fp) {		      /* synced either way: its lines are of committed deletes */
-		int crc = moves_close(fp, output_name(o), rc ? NULL : err);
+		int crc = log_close(fp, output_name(o), rc ? NULL : err);
 		rc = rc ? rc : crc;
 		if (fp != stdout)
 			cli_output_pipe_release();
@@ -1641,7 +1641,9 @@ static FILE *moves_open(const struct opts *o, struct sid_registry *r, struct sid
 	return log_open(o, r, "id\told_sid\tnew_sid\n", "the move log", err);
 }
 
-static int moves_close(FILE *f, const char *name, struct sid_error *err)
+/* Close a log of log_open: flushed, synced when a regular file, closed
+ * (stdout is left open); @name for the message. */
+static int log_close(FILE *f, const char *name, struct sid_error *err)
 {
 	int bad = fflush(f) != 0 || ferror(f);
 	struct stat st;
@@ -1690,7 +1692,7 @@ static int cmd_reassign(const struct opts *o, struct sid_registry *r, struct sid
 	if (mv.r)
 		walk_bar_end(&mv.walk, r);
 	cli_progress_end(&mv.bar, (size_t)mv.n);
-	crc = moves_close(mv.fp, output_name(o), &e2);
+	crc = log_close(mv.fp, output_name(o), &e2);
 	cli_output_pipe_release();
 	if (!rc && crc) {
 		*err = e2;

@@ -60,6 +60,9 @@ void sid_blas_tune(char **argv)
 	unsetenv("OPENBLAS_CORETYPE"); /* exec failed: carry on as we were */
 }
 
+/* The last sid_blas_default_threads's reason (sid_blas_default_threads_why). */
+static char last_why[700];
+
 int sid_blas_default_threads(char *why, size_t size)
 {
 	/* what OpenBLAS itself reads at load, first to last; a value that is
@@ -67,19 +70,25 @@ int sid_blas_default_threads(char *why, size_t size)
 	static const char *const vars[] = {"OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS",
 					   "OMP_NUM_THREADS", "OPENBLAS_DEFAULT_NUM_THREADS"};
 	struct sid_cpus c;
+	size_t i;
 
-	for (size_t i = 0; i < sizeof(vars) / sizeof(vars[0]); i++) {
-		const char *v = getenv(vars[i]);
-		if (v && atoi(v) > 0) {
-			if (why && size)
-				snprintf(why, size, "%s=%s", vars[i], v);
-			return openblas_get_num_threads();
-		}
+	for (i = 0; i < sizeof(vars) / sizeof(vars[0]); i++)
+		if (getenv(vars[i]) && atoi(getenv(vars[i])) > 0)
+			break;
+	if (i < sizeof(vars) / sizeof(vars[0])) {
+		snprintf(last_why, sizeof(last_why), "%s=%s", vars[i], getenv(vars[i]));
+	} else {
+		sid_cpus_usable(&c);
+		if (c.n < openblas_get_num_threads())
+			openblas_set_num_threads(c.n);
+		sid_cpus_why(&c, last_why, sizeof(last_why));
 	}
-	sid_cpus_usable(&c);
-	if (c.n < openblas_get_num_threads())
-		openblas_set_num_threads(c.n);
-	if (why)
-		sid_cpus_why(&c, why, size);
+	if (why && size)
+		snprintf(why, size, "%s", last_why);
 	return openblas_get_num_threads();
+}
+
+const char *sid_blas_default_threads_why(void)
+{
+	return last_why;
 }

@@ -49,6 +49,8 @@ void sid_blas_tune(char **argv);
  * sid_blas_tune (a re-execution would start over) and before BLAS work.
  */
 int sid_blas_default_threads(char *why, size_t size);
+/* The @why of the last sid_blas_default_threads call ("" before any). */
+const char *sid_blas_default_threads_why(void);
 
 /* What sid_blas_tune decides for an OpenBLAS core @corename on a CPU with
  * those features: the core to re-execute with, or NULL to carry on (the

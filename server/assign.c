@@ -433,12 +433,9 @@ static void probe_work(struct srv_assigner *a)
 {
 	struct sid_registry *h = NULL;
 	struct sid_error err;
-	const char *status, *backend;
-	char label[1], was[SID_ERROR_MSG_MAX];
-	int rc;
+	int rc, was_up = srv_store_healthy(a->store);
 
 	sid_error_clear(&err);
-	srv_store_health(a->store, &status, &backend, label, 0, was);
 	rc = srv_store_get(a->store, SRV_STORE_READER, &h, &err);
 	if (!rc)
 		rc = sid_registry_ping(h, &err);
@@ -448,9 +445,9 @@ static void probe_work(struct srv_assigner *a)
 		take_events(a, h);
 	srv_store_note(a->store, rc, &err);
 	srv_metrics_registry_probe(a->metrics, rc == 0);
-	if (rc && !strcmp(status, "ok"))
+	if (rc && was_up)
 		srv_log(SRV_LOG_WARN, "registry", "probe of the idle store: %s", err.msg);
-	else if (!rc && strcmp(status, "ok"))
+	else if (!rc && !was_up)
 		srv_log(SRV_LOG_INFO, "registry",
 			"probe of the idle store: it answers reads again");
 }
@@ -715,15 +712,9 @@ int srv_assigner_full(struct srv_assigner *a, size_t rows)
 	return __atomic_load_n(&a->pend_rows, __ATOMIC_RELAXED) + rows > (size_t)a->cfg->queue_rows;
 }
 
-static void on_async(uv_async_t *h)
+/* Queue the chain of lookups from @lk on (loop thread) and run what can. */
+static void lookups_queue(struct srv_assigner *a, struct srv_lookup *lk)
 {
-	struct srv_assigner *a = h->data;
-	struct srv_lookup *lk;
-
-	pthread_mutex_lock(&a->mu);
-	lk = a->in_head;
-	a->in_head = a->in_tail = NULL;
-	pthread_mutex_unlock(&a->mu);
 	if (lk) {
 		if (a->lk_tail)
 			a->lk_tail->next = lk;
@@ -734,6 +725,18 @@ static void on_async(uv_async_t *h)
 		a->lk_tail = lk;
 	}
 	schedule(a);
+}
+
+static void on_async(uv_async_t *h)
+{
+	struct srv_assigner *a = h->data;
+	struct srv_lookup *lk;
+
+	pthread_mutex_lock(&a->mu);
+	lk = a->in_head;
+	a->in_head = a->in_tail = NULL;
+	pthread_mutex_unlock(&a->mu);
+	lookups_queue(a, lk);
 }
 
 int srv_assigner_lookup(struct srv_assigner *a, struct srv_lookup *lk)
@@ -797,12 +800,7 @@ static void on_probe_tick(uv_timer_t *t)
 	lk->done = probe_done;
 	lk->ctx = a;
 	a->probing = 1;
-	if (a->lk_tail)
-		a->lk_tail->next = lk;
-	else
-		a->lk_head = lk;
-	a->lk_tail = lk;
-	schedule(a);
+	lookups_queue(a, lk);
 }
 
 void srv_assigner_stop_probes(struct srv_assigner *a)

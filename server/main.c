@@ -423,7 +423,7 @@ int main(int argc, char **argv)
 	}
 	if (!s.store.disabled) {
 		struct sid_model *m = srv_reload_model(s.reload);
-		srv_metrics_registry_up(&s.metrics, s.store.healthy);
+		srv_metrics_registry_up(&s.metrics, srv_store_healthy(&s.store));
 		/* a model whose levels differ from the stored IDs' is told of
 		 * now, and after each swap, not only by the assigns it refuses */
 		srv_assigner_check_levels(s.assigner, m);

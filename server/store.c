@@ -77,6 +77,7 @@ static int open_role(struct srv_store *s, int role, int starting, struct sid_err
 int srv_store_init(struct srv_store *s, const struct srv_config *cfg, struct sid_error *err)
 {
 	struct sid_error e;
+	const char *netfs;
 	int pg, rc;
 
 	memset(s, 0, sizeof(*s));
@@ -138,14 +139,14 @@ int srv_store_init(struct srv_store *s, const struct srv_config *cfg, struct sid
 	}
 	/* SQLite's WAL keeps its index in memory shared by the processes of
 	 * one host: a second server on another host would corrupt the store */
-	if (!pg && sid_fs_network(s->target))
+	if (!pg && (netfs = sid_fs_network(s->target)))
 		srv_log(SRV_LOG_WARN, "registry",
 			"%s is on a network file system (%s): SQLite's write-ahead log needs "
 			"every process that opens the store on this host, so only one "
 			"server (and the semid commands) on this host may use it; servers on "
 			"several hosts need a PostgreSQL registry (registry = "
 			"postgresql://...)",
-			s->target, sid_fs_network(s->target));
+			s->target, netfs);
 	s->backend = pg ? "postgresql" : "sqlite";
 	s->writers = pg ? cfg->registry_connections : 1;
 	s->timeout_ms = cfg->registry_timeout_ms;
@@ -240,6 +241,16 @@ void srv_store_note(struct srv_store *s, int rc, const struct sid_error *err)
 	if (rc && !srv_store_is_outage(rc))
 		return;
 	set_health(s, rc == 0, rc ? err->msg : NULL);
+}
+
+int srv_store_healthy(struct srv_store *s)
+{
+	int up;
+
+	pthread_mutex_lock(&s->mu);
+	up = s->healthy;
+	pthread_mutex_unlock(&s->mu);
+	return up;
 }
 
 int srv_store_levels_note(struct srv_store *s, int kind, int L)

@@ -85,6 +85,9 @@ int srv_store_get(struct srv_store *s, int role, struct sid_registry **out, stru
  * the store unhealthy; bad input and not-found do not. */
 void srv_store_note(struct srv_store *s, int rc, const struct sid_error *err);
 
+/* Whether the last open or call went through (any thread). */
+int srv_store_healthy(struct srv_store *s);
+
 /* 1 for errors that are the store's fault (answered 503), 0 otherwise. */
 int srv_store_is_outage(int rc);
 

@@ -753,7 +753,8 @@ int tr_train_run(const struct tr_config *cfg, int resume, struct sid_error *err)
 	struct das_data dd;
 	struct sid_st_writer *w = NULL;
 	json_t *ev = NULL;
-	char ckpt[TR_PATH_MAX + 8], version[300], threads_from[700];
+	char ckpt[TR_PATH_MAX + 8], version[300];
+	const char *threads_from = "the threads setting";
 	const char *mode;
 	int tty = cfg->progress && isatty(2), rc, two = 0, e = 0;
 	struct stat sb;
@@ -763,12 +764,10 @@ int tr_train_run(const struct tr_config *cfg, int resume, struct sid_error *err)
 	r.cfg = cfg;
 	r.dc = cfg->das;
 	tr_stop_install(&saved);
-	if (cfg->threads > 0) {
+	if (cfg->threads > 0)
 		openblas_set_num_threads(cfg->threads);
-		snprintf(threads_from, sizeof(threads_from), "the threads setting");
-	} else { /* already done in main(); here for how it was chosen */
-		sid_blas_default_threads(threads_from, sizeof(threads_from));
-	}
+	else /* chosen in main(), before any BLAS work */
+		threads_from = sid_blas_default_threads_why();
 	if (tr_ckpt_path(cfg->out, ckpt, sizeof(ckpt)) < 0) {
 		rc = sid_error_set(err, SID_EINVAL, "--out: path too long");
 		goto fail;

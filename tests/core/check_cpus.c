@@ -107,6 +107,18 @@ static void rm(const char *rel)
 	ck_assert_msg(remove(p) == 0, "remove %s", p);
 }
 
+/* A cgroup v1 quota at @dir (under @root): cpu.cfs_quota_us @quota and
+ * cpu.cfs_period_us @period. */
+static void v1_quota(const char *dir, const char *quota, const char *period)
+{
+	char q[512], p[512];
+
+	snprintf(q, sizeof(q), "%s/cpu.cfs_quota_us", dir);
+	snprintf(p, sizeof(p), "%s/cpu.cfs_period_us", dir);
+	put(q, quota);
+	put(p, period);
+}
+
 static void dir(const char *rel)
 {
 	char p[1024];
@@ -251,12 +263,9 @@ static void v1_tree(void)
 	    "33 30 0:30 / /sys/fs/cgroup/cpuset ro - cgroup cgroup rw,cpuset\n"
 	    "31 30 0:28 /docker/abc /sys/fs/cgroup/cpu,cpuacct ro shared:9 - cgroup cgroup "
 	    "rw,cpu,cpuacct\n");
-	put(CG "/cpu,cpuacct/cpu.cfs_quota_us", "-1\n");
-	put(CG "/cpu,cpuacct/cpu.cfs_period_us", "100000\n");
-	put(CG "/cpuset/docker/abc/cpu.cfs_quota_us", "100000\n");
-	put(CG "/cpuset/docker/abc/cpu.cfs_period_us", "100000\n");
-	put(CG "/cpuset/cs/cpu.cfs_quota_us", "100000\n");
-	put(CG "/cpuset/cs/cpu.cfs_period_us", "100000\n");
+	v1_quota(CG "/cpu,cpuacct", "-1\n", "100000\n");
+	v1_quota(CG "/cpuset/docker/abc", "100000\n", "100000\n");
+	v1_quota(CG "/cpuset/cs", "100000\n", "100000\n");
 }
 
 START_TEST(test_v1_quota)
@@ -296,10 +305,8 @@ START_TEST(test_v1_parent)
 	put("proc/self/cgroup", "2:cpu,cpuacct:/semid.slice/semid.service\n");
 	put("proc/self/mountinfo",
 	    "31 30 0:28 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpuacct,cpu\n");
-	put(CG "/cpu,cpuacct/semid.slice/semid.service/cpu.cfs_quota_us", "-1\n");
-	put(CG "/cpu,cpuacct/semid.slice/semid.service/cpu.cfs_period_us", "100000\n");
-	put(CG "/cpu,cpuacct/semid.slice/cpu.cfs_quota_us", "150000\n");
-	put(CG "/cpu,cpuacct/semid.slice/cpu.cfs_period_us", "100000\n");
+	v1_quota(CG "/cpu,cpuacct/semid.slice/semid.service", "-1\n", "100000\n");
+	v1_quota(CG "/cpu,cpuacct/semid.slice", "150000\n", "100000\n");
 	ck_assert_int_eq(cpus(8, &c), 2);
 	ck_assert_str_eq(c.path, "/semid.slice");
 }
@@ -390,8 +397,7 @@ START_TEST(test_quota_at_namespace_root)
 	put("proc/self/cgroup", "4:cpu,cpuacct:/docker/abc\n");
 	put("proc/self/mountinfo", "40 30 0:35 /docker/abc /sys/fs/cgroup/cpu,cpuacct ro - cgroup "
 				   "cgroup rw,cpu,cpuacct\n");
-	put(CG "/cpu,cpuacct/cpu.cfs_quota_us", "50000\n");
-	put(CG "/cpu,cpuacct/cpu.cfs_period_us", "100000\n");
+	v1_quota(CG "/cpu,cpuacct", "50000\n", "100000\n");
 	ck_assert_int_eq(cpus(8, &c), 1);
 	ck_assert_str_eq(c.path, "/docker/abc");
 }
@@ -413,8 +419,7 @@ START_TEST(test_empty_mount_source)
 	ck_assert_str_eq(why(&c), "cpu quota 100000/100000 at /ctr (cgroup v2; affinity 8)");
 	put("proc/self/cgroup", "4:cpu,cpuacct:/ctr\n");
 	put("proc/self/mountinfo", "40 30 0:35 / /cg1 rw - cgroup  rw,cpu,cpuacct\n");
-	put("cg1/ctr/cpu.cfs_quota_us", "200000\n");
-	put("cg1/ctr/cpu.cfs_period_us", "100000\n");
+	v1_quota("cg1/ctr", "200000\n", "100000\n");
 	ck_assert_int_eq(cpus(8, &c), 2);
 	ck_assert_str_eq(c.path, "/ctr");
 }

@@ -238,12 +238,6 @@ class LevelsBase(Base):
             self.assertLess(time.monotonic(), deadline, "the swap was not seen")
             time.sleep(0.02)
 
-    def wait_for(self, what, pred):
-        deadline = time.monotonic() + 10 * T.SLOW
-        while not pred():
-            self.assertLess(time.monotonic(), deadline, what)
-            time.sleep(0.02)
-
     def mismatch_shown(self, srv, towers):
         """/v1/model's registry.levels_mismatch and the gauge agree on @towers."""
         info = srv.json("GET", "/v1/model")[2]["registry"]
@@ -269,13 +263,13 @@ class LevelsBase(Base):
 
             self.swap(srv, model, {"item": two, "user": self.tb}, "L2")
             # seen at the reload, not only by the next assign
-            self.wait_for("the mismatch was not shown after the reload",
-                          lambda: self.mismatch_shown(srv, ["item"]))
+            self.until(lambda: self.mismatch_shown(srv, ["item"]),
+                       "the mismatch was not shown after the reload")
             # logged just after /v1/model and the gauge show it
             warn = (r"level=warn event=registry .*item tower gives 2 levels.*"
                     r"item IDs have 3")
-            self.wait_for("the mismatch was not logged after the reload",
-                          lambda: re.search(warn, srv.log_text()))
+            self.until(lambda: re.search(warn, srv.log_text()),
+                       "the mismatch was not logged after the reload")
             X2, _ = T.tie_free_inputs(self.rng, two, 2)
             # a new id: not the caller's fault, 409 naming both counts and the way out
             for req in ((["new0"], X2[:1], None), (["k0", "new1"], X2, None),
@@ -303,8 +297,8 @@ class LevelsBase(Base):
 
             # back to three levels: gone, and new ids assign again
             self.swap(srv, model, {"item": self.ta, "user": self.tb}, "L3b")
-            self.wait_for("the mismatch did not clear",
-                          lambda: self.mismatch_shown(srv, []))
+            self.until(lambda: self.mismatch_shown(srv, []),
+                       "the mismatch did not clear")
             st, _, r = assign(srv, ["new0"], X[:1])
             self.assertEqual((st, r["results"][0]["created"]), (200, True), r)
         finally:
@@ -313,8 +307,8 @@ class LevelsBase(Base):
         T.write_model(model, {"item": two, "user": self.tb}, "L2s")
         srv = T.Server(["--model", model] + FAST + list(reg), d)
         try:
-            self.wait_for("the mismatch was not shown at start",
-                          lambda: self.mismatch_shown(srv, ["item"]))
+            self.until(lambda: self.mismatch_shown(srv, ["item"]),
+                       "the mismatch was not shown at start")
             st, _, e = assign(srv, ["new9"], X2[:1])
             self.assertEqual((st, e["error"]["code"]), (409, "levels_mismatch"), e)
         finally:

@@ -740,9 +740,8 @@ class TestDeleteSqlite(Base):
             self.assertEqual(m['semid_registry_deletions_total{tower="user"}'], 1)
             # the four DELETEs logged (a line follows its answer by a
             # moment), none naming an id that was not stored
-            deadline = time.monotonic() + 10 * T.SLOW
-            while srv.log_text().count("method=DELETE") < 4 and time.monotonic() < deadline:
-                time.sleep(0.01)
+            self.until(lambda: srv.log_text().count("method=DELETE") >= 4,
+                       "the four DELETE lines")
             self.assertEqual(srv.log_text().count("method=DELETE"), 4, srv.log_text())
             self.assertNotIn("nope", srv.log_text())
             # durable before the answer: SIGKILL right after it
@@ -780,10 +779,7 @@ class TestDeleteSqlite(Base):
             st, _, e = srv.json("DELETE", "/v1/items/legacy-7", headers=ADMIN)
             self.assertEqual(st, 200, e)
             self.assertEqual((e["kind"], e["id"], e["deleted"]), ("item", "legacy-7", True))
-            deadline = time.monotonic() + 10 * T.SLOW
-            while "method=DELETE" not in srv.log_text() and time.monotonic() < deadline:
-                time.sleep(0.01)
-            self.assertIn("method=DELETE", srv.log_text())
+            self.until(lambda: "method=DELETE" in srv.log_text(), "the DELETE line")
             self.assertNotIn("legacy-7", srv.log_text())
             st, _, e = srv.json("DELETE", "/v1/items/legacy-7", headers=ADMIN)
             self.assertEqual(st, 404, e)
@@ -791,10 +787,8 @@ class TestDeleteSqlite(Base):
             # name it either (it did: error="item id \"legacy-7\": not found")
             st, _, e = srv.json("GET", "/v1/items/legacy-7")
             self.assertEqual((st, e["error"]["message"]), (404, "no such item id"), e)
-            while "method=GET route=/v1/items/{id}" not in srv.log_text() and \
-                    time.monotonic() < deadline:
-                time.sleep(0.01)
-            self.assertIn("method=GET route=/v1/items/{id}", srv.log_text())
+            self.until(lambda: "method=GET route=/v1/items/{id}" in srv.log_text(),
+                       "the GET line")
             self.assertNotIn("legacy-7", srv.log_text())
         finally:
             self.assertEqual(srv.stop(), 0)

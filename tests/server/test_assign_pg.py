@@ -221,11 +221,7 @@ class TestAssignPostgres(PgBase):
                 conn.close()
 
         def wait_for(cond, what):
-            for _ in range(1200):
-                if cond():
-                    return
-                time.sleep(0.05)
-            self.fail("never: " + what)
+            self.until(cond, what, 60)
 
         threads = [threading.Thread(target=client, args=(k,)) for k in range(4)]
         try:
