@@ -19,17 +19,23 @@ servers on free ports, their own PostgreSQL clusters).
 
 With more than one at once, the longest start first, so that a long suite
 started last does not run on alone at the end: how long each took, wall and
-CPU time (its own and that of the processes it waited for), is kept in the
-JSON file SEMID_TEST_TIMES names (make test: $(O)/test-times.json; a suite
-is known by its path from tests/ on, so the sanitized build's run starts
-from the plain build's wall times; CPU times count only for the build that
-measured them, SEMID_SANITIZE).  A suite with no time yet counts as long:
-python suites (servers, trainers) before Check binaries, in the order given.
-Beside those SEMID_TEST_JOBS, up to as many more start while the CPU time
-per second of the running suites' last runs adds up to no more than the
+CPU time (its own and that of the processes it waited for), is kept per build
+(SEMID_SANITIZE: under ASan a suite takes about twice the CPU) in the JSON
+file SEMID_TEST_TIMES names (make test: $(O)/test-times.json; a suite is known
+by its path from tests/ on).  A suite that file has no time for, in this
+build, takes it from SEMID_TEST_SEED (make test: tests/suite-times.json, kept
+in the repository, `make test-seed` refreshes it from the local file), so a
+fresh clone (CI's) schedules as well as a second run; its wall time for order
+from another build when this one has none.  A suite with no time at all counts
+as long: python suites (servers, trainers) before Check binaries, in the order
+given.  Beside those SEMID_TEST_JOBS, up to as many more start while the CPU
+time per second of the running suites' last runs adds up to no more than the
 cores (SEMID_TEST_CPUS, default: this process's CPU affinity), so that a
 suite that sleeps through the timeouts it tests does not hold a slot a busy
-one could use; a suite never timed counts as busy.
+one could use; a suite with no CPU time for this build counts as busy.
+
+`tests/run.py --merge-times FROM INTO` writes INTO the times of FROM laid
+over its own, dropping suites whose file is gone (make test-seed).
 """
 import concurrent.futures
 import json
@@ -102,40 +108,73 @@ def suite_key(path):
     return path[i + len("tests/"):] if i >= 0 else path
 
 
-# The build the suites run (SEMID_SANITIZE, exported by the Makefile): CPU
-# times are kept with it, and count only for a run of the same build (under
-# ASan a suite takes about twice the CPU, so the plain build's would start
-# too many sanitized suites at once).
+# The build the suites run (SEMID_SANITIZE, exported by the Makefile): times
+# are kept per build.
 BUILD = os.environ.get("SEMID_SANITIZE", "")
 
 
-def load_times(path):
-    """{suite: (wall seconds, CPU seconds or None)} of the last run; the CPU
-    time None when it was not measured, or measured on another build."""
+def read_times(path):
+    """{suite: {build: [wall seconds, CPU seconds or None]}} from a times
+    file, {} when there is none or it cannot be read.  Files of earlier
+    runners are read too: [wall, cpu, build] per suite, or a wall time."""
     try:
         with open(path) as f:
-            times = json.load(f)
+            raw = json.load(f)
         out = {}
-        for k, v in times.items():
-            if isinstance(v, list):  # [wall, cpu, build]
-                same = (v[2] if len(v) > 2 else "") == BUILD
-                out[k] = (float(v[0]), float(v[1]) if same and v[1] is not None else None)
-            else:  # a file of before CPU times were kept: wall only
-                out[k] = (float(v), None)
+        for k, v in raw.items():
+            if isinstance(v, dict):
+                out[k] = {str(b): [float(t[0]), None if t[1] is None else float(t[1])]
+                          for b, t in v.items()}
+            elif isinstance(v, list):
+                out[k] = {v[2] if len(v) > 2 else "": [float(v[0]),
+                                                       None if v[1] is None else float(v[1])]}
+            else:
+                out[k] = {None: [float(v), None]}  # wall only, of no known build
         return out
-    except (OSError, ValueError, TypeError, AttributeError, IndexError):
-        return {}  # none yet, or unreadable: the order given
+    except (OSError, ValueError, TypeError, AttributeError, IndexError, KeyError):
+        return {}
 
 
-def save_times(path, times):
+def write_times(path, times):
     tmp = "%s.tmp.%d" % (path, os.getpid())
     try:
-        with open(tmp, "w") as f:
-            json.dump({k: [w, c, b] for k, (w, c, b) in times.items()}, f, indent=0,
-                      sort_keys=True)
+        with open(tmp, "w") as f:  # a suite a line
+            f.write("{\n%s\n}\n" % ",\n".join(
+                "%s: %s" % (json.dumps(k), json.dumps({b: t for b, t in v.items() if b is not None},
+                                                     sort_keys=True))
+                for k, v in sorted(times.items())))
         os.replace(tmp, path)
     except OSError as e:
         print("tests: cannot keep the suites' times in %s: %s" % (path, e), file=sys.stderr)
+
+
+def suite_times(local, seed):
+    """{suite: (wall, CPU or None)} for this build: the local file's, else
+    the seed's; without either, a wall time of another build (for order)."""
+    out = {}
+    for k in set(local) | set(seed):
+        for src in (local, seed):
+            t = src.get(k, {}).get(BUILD)
+            if t:
+                out[k] = (t[0], t[1])
+                break
+        else:
+            walls = [t[0] for src in (local, seed) for t in src.get(k, {}).values()]
+            if walls:
+                out[k] = (walls[0], None)
+    return out
+
+
+def merge_times(src, dst):
+    """Lay the times file @src over @dst, dropping suites whose file is gone
+    (a suite is named by its path from tests/ on)."""
+    merged = read_times(dst)
+    for k, v in read_times(src).items():
+        merged.setdefault(k, {}).update(v)
+    here = os.path.dirname(os.path.abspath(__file__))
+    merged = {k: v for k, v in merged.items()
+              if any(os.path.exists(os.path.join(here, k + ext)) for ext in ("", ".c"))}
+    write_times(dst, merged)
 
 
 def start_order(suites, times):
@@ -165,18 +204,20 @@ def main():
     jobs = max(1, int(os.environ.get("SEMID_TEST_JOBS", "1") or 1))
     cores = float(os.environ.get("SEMID_TEST_CPUS") or len(os.sched_getaffinity(0)))
     times_file = os.environ.get("SEMID_TEST_TIMES")
-    times = load_times(times_file) if times_file else {}
+    local = read_times(times_file) if times_file else {}
+    seed = read_times(os.environ["SEMID_TEST_SEED"]) if os.environ.get("SEMID_TEST_SEED") else {}
+    times = suite_times(local, seed)
     pending = list(start_order(suites, times) if jobs > 1 else range(len(suites)))
     results = [None] * len(suites)
     share = [cpu_share(times, p) for p in suites]
-    # kept as read (a suite not run now keeps its times, its CPU time as None
-    # when of another build), and each suite run now replaced
-    last = {k: (w, c, BUILD) for k, (w, c) in times.items()}
+    # kept as read, with this build's times of each suite run now replaced
+    last = local
 
     def timed(i):
         t0 = time.time()
         results[i] = run_suite(suites[i])
-        last[suite_key(suites[i])] = (round(time.time() - t0, 1), round(results[i][3], 1), BUILD)
+        last.setdefault(suite_key(suites[i]), {})[BUILD] = [round(time.time() - t0, 1),
+                                                           round(results[i][3], 1)]
 
     # jobs suites at a time, and beside them (up to twice as many) suites
     # that mostly wait, as long as the CPU the running ones used in their
@@ -199,7 +240,7 @@ def main():
             for i in [i for i, f in running.items() if f in done]:
                 running.pop(i).result()
     if times_file:
-        save_times(times_file, last)
+        write_times(times_file, last)
     for path, (p, f, k, _) in zip(suites, results):
         total_p += p
         total_f += f
@@ -213,4 +254,7 @@ def main():
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--merge-times"] and len(sys.argv) == 4:
+        merge_times(sys.argv[2], sys.argv[3])
+        sys.exit(0)
     sys.exit(main())

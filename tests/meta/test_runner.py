@@ -73,9 +73,10 @@ unittest.main()
 
 
 class RunnerTest(unittest.TestCase):
-    def run_suites(self, *sources, env=None, times=None):
+    def run_suites(self, *sources, env=None, times=None, seed=None):
         """Run the suites; @times, {suite index: seconds}, is the times file
-        the run starts from, and self.times what it left there."""
+        the run starts from, and self.times what it left there; @seed, the
+        same, the seed file (SEMID_TEST_SEED)."""
         with tempfile.TemporaryDirectory() as d:
             paths = []
             for i, src in enumerate(sources):
@@ -87,10 +88,12 @@ class RunnerTest(unittest.TestCase):
                     os.chmod(p, 0o755)
                 paths.append(p)
             env = dict({"SEMID_TEST_CPUS": "2", "SEMID_SANITIZE": ""}, **(env or {}))
-            if times is not None:
-                env["SEMID_TEST_TIMES"] = os.path.join(d, "times.json")
-                with open(env["SEMID_TEST_TIMES"], "w") as f:
-                    json.dump({paths[i]: t for i, t in times.items()}, f)
+            for name, var, t in (("times.json", "SEMID_TEST_TIMES", times),
+                                 ("seed.json", "SEMID_TEST_SEED", seed)):
+                if t is not None:
+                    env[var] = os.path.join(d, name)
+                    with open(env[var], "w") as f:
+                        json.dump({paths[i]: v for i, v in t.items()}, f)
             p = subprocess.run([sys.executable, RUN] + paths, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, timeout=60,
                                env=dict(os.environ, **env))
@@ -155,8 +158,8 @@ class RunnerTest(unittest.TestCase):
         self.assertEqual(sorted(starts[:2]), ["s0", "s2"], starts)
         self.assertEqual(starts[2], "s1", starts)
         self.assertEqual(sorted(self.times), ["s0.py", "s1.py", "s2.py"])
-        self.assertTrue(all(0.3 <= wall < 50 and 0 <= cpu < wall and build == ""
-                            for wall, cpu, build in self.times.values()), self.times)
+        self.assertTrue(all(list(t) == [""] and 0.3 <= t[""][0] < 50 and 0 <= t[""][1] < t[""][0]
+                            for t in self.times.values()), self.times)
 
     def test_waiting_suites_run_beside(self):
         """With one suite at a time on one core, two suites whose last runs
@@ -188,7 +191,54 @@ class RunnerTest(unittest.TestCase):
                 marks = f.read().split()
         self.assertEqual(rc, 0, self.out)
         self.assertIn(marks, (["s0+", "s0-", "s1+", "s1-"], ["s1+", "s1-", "s0+", "s0-"]))
-        self.assertEqual(self.times["s0.py"][2], "address")
+        # each build's times kept apart
+        self.assertEqual(sorted(self.times["s0.py"]), ["", "address"])
+        self.assertEqual(self.times["s0.py"][""], [5.0, 0.1])
+
+    def test_seed_times(self):
+        """Without a times file (a fresh clone), the seed file's times of
+        this build count as the last run's: two suites it shows idle start
+        together; a local time of this build comes before the seed's, and
+        a seed time of another build gives no CPU time."""
+        idle = {"": [5.0, 0.1]}
+        with tempfile.TemporaryDirectory() as meet:
+            rc, last = self.run_suites(MEET % ("a", "b", "A"), MEET % ("b", "a", "B"),
+                                       env={"SEMID_TEST_JOBS": "1", "SEMID_TEST_CPUS": "1",
+                                            "RENDEZVOUS": meet},
+                                       seed={0: idle, 1: idle})
+        self.assertEqual((rc, last), (0, "tests: 2 passed, 0 failed, 0 skipped"), self.out)
+        for times, sanitize in (({0: {"": [5.0, 4.0]}, 1: {"": [5.0, 4.0]}}, ""),
+                                (None, "address")):
+            with tempfile.TemporaryDirectory() as log:
+                rc, last = self.run_suites(SPAN % "s0", SPAN % "s1",
+                                           env={"SEMID_TEST_JOBS": "1", "SEMID_TEST_CPUS": "1",
+                                                "STARTS": log, "SEMID_SANITIZE": sanitize},
+                                           times=times, seed={0: idle, 1: idle})
+                with open(os.path.join(log, "starts")) as f:
+                    marks = f.read().split()
+            self.assertEqual(rc, 0, self.out)
+            self.assertIn(marks, (["s0+", "s0-", "s1+", "s1-"], ["s1+", "s1-", "s0+", "s0-"]),
+                          (times, sanitize))
+
+    def test_merge_times(self):
+        """--merge-times lays one times file over another, build by build,
+        and drops suites whose file is gone."""
+        with tempfile.TemporaryDirectory() as d:
+            a, b = os.path.join(d, "test_a.py"), os.path.join(d, "test_b.py")
+            gone = os.path.join(d, "test_gone.py")
+            for p in (a, b):
+                open(p, "w").close()
+            src, dst = os.path.join(d, "src.json"), os.path.join(d, "dst.json")
+            with open(src, "w") as f:
+                json.dump({a: [3.0, 1.0, "address"], b: {"": [2.0, 0.5]}}, f)
+            with open(dst, "w") as f:
+                json.dump({a: {"": [1.0, 0.9], "address": [9.0, 9.0]}, gone: {"": [1.0, 1.0]}},
+                          f)
+            subprocess.run([sys.executable, RUN, "--merge-times", src, dst], check=True)
+            with open(dst) as f:
+                merged = json.load(f)
+        self.assertEqual(merged, {a: {"": [1.0, 0.9], "address": [3.0, 1.0]},
+                                  b: {"": [2.0, 0.5]}})
 
     def test_a_crash_without_summary_fails(self):
         rc, last = self.run_suites(CRASH)
