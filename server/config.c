@@ -141,6 +141,9 @@ static const struct key keys[] = {
     {"max_body_bytes", K_LONG, F(max_body_bytes), 64, 1L << 34, "request body cap (413 above)"},
     {"body_memory_bytes", K_LONG, F(body_memory_bytes), 64, 1L << 40,
      "bytes of request bodies, decoded requests and answers held at once (503 above)"},
+    {"memory_trim_s", K_INT, F(memory_trim_s), 0, 3600,
+     "give the heap's free memory back to the system after this many seconds without a request "
+     "(0: never)"},
     {"max_inputs", K_INT, F(max_inputs), 1, 1000000, "inputs per request (413 above)"},
     {"admin_token", K_STR, F(admin_token), 0, 0, "bearer token for /v1/admin/* (empty: disabled)"},
     {"shutdown_timeout_ms", K_INT, F(shutdown_timeout_ms), 0, 3600000, "drain time on SIGTERM"},
@@ -190,6 +193,7 @@ void srv_config_defaults(struct srv_config *c)
 	c->queue_rows = 65536;
 	c->max_body_bytes = 64L << 20;
 	c->body_memory_bytes = 1L << 30;
+	c->memory_trim_s = 1;
 	c->max_inputs = 4096;
 	c->shutdown_timeout_ms = 10000;
 	c->connection_timeout_s = 30;

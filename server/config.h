@@ -39,6 +39,8 @@ struct srv_config {
 	long max_body_bytes;	  /* request body cap (413 above) */
 	long body_memory_bytes;	  /* all bodies being read, decoded requests and answers
 				   * being sent, at once (503 above; budget.h) */
+	int memory_trim_s;	  /* give free heap memory back after this long
+				   * without a request (0: never) */
 	int max_inputs;		  /* inputs per request (413 above) */
 	char admin_token[256];	  /* bearer token for /v1/admin/ *; empty disables */
 	int shutdown_timeout_ms;  /* drain time on SIGTERM/SIGINT */

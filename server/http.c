@@ -76,6 +76,7 @@ struct srv_http {
 	const char *key;
 	int limit;
 	long inflight; /* atomic */
+	long begun;    /* requests begun, ever; atomic */
 	int draining;  /* atomic */
 	/*
 	 * A listening socket passed by the service manager (socket activation,
@@ -1378,6 +1379,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		q->state = REQ_BODY;
 		*con_cls = q;
 		__atomic_add_fetch(&h->inflight, 1, __ATOMIC_RELAXED);
+		__atomic_add_fetch(&h->begun, 1, __ATOMIC_RELAXED);
 		if (c && c->fresh) { /* in flight now: the drain waits for it as such */
 			c->fresh = 0;
 			__atomic_sub_fetch(&h->fresh, 1, __ATOMIC_RELAXED);
@@ -2381,6 +2383,11 @@ void srv_http_quiesce(struct srv_http *h)
 long srv_http_inflight(struct srv_http *h)
 {
 	return __atomic_load_n(&h->inflight, __ATOMIC_RELAXED);
+}
+
+long srv_http_begun(struct srv_http *h)
+{
+	return __atomic_load_n(&h->begun, __ATOMIC_RELAXED);
 }
 
 long srv_http_fresh(struct srv_http *h)

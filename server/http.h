@@ -113,6 +113,9 @@ void srv_http_quiesce(struct srv_http *h);
 /* Requests started and not yet completed (any thread). */
 long srv_http_inflight(struct srv_http *h);
 
+/* Requests started since the daemon did (any thread). */
+long srv_http_begun(struct srv_http *h);
+
 /* Draining an inherited socket, for SRV_HTTP_FRESH_WAIT_MS from
  * srv_http_quiesce: the connections accepted before it whose first request
  * has not begun (a client connects, then sends: its bytes are on the way),

@@ -15,10 +15,13 @@
 #   make bench-reassign `semid registry reassign` of 200 000 ids after a retrain against
 #                     assigning them new, in the same run.  Writes
 #                     bench/out/RESULTS-reassign.md (about a minute).
+#   make bench-burst  the server's resident memory after a burst of 31 MB requests, with
+#                     memory_trim_s 1 (the default) and 0.  Writes bench/out/RESULTS-burst.md
+#                     (about a minute).
 
 BENCH_HTTP_SECS ?= 3
 
-.PHONY: bench-http bench-assign bench-backup bench-reassign
+.PHONY: bench-http bench-assign bench-backup bench-reassign bench-burst
 bench-http: $(BIN)/semid-server
 	@mkdir -p bench/out
 	SEMID_BIN=$(BIN) $(PYTHON) tests/server/bench_http.py --secs $(BENCH_HTTP_SECS) \
@@ -37,4 +40,8 @@ bench-reassign: $(BIN)/semid
 	@mkdir -p bench/out
 	SEMID_BIN=$(BIN) $(PYTHON) tests/server/bench_reassign.py --out bench/out/RESULTS-reassign.md
 
-bench: bench-http bench-assign bench-backup bench-reassign
+bench-burst: $(BIN)/semid-server
+	@mkdir -p bench/out
+	SEMID_BIN=$(BIN) $(PYTHON) tests/server/bench_burst.py --out bench/out/RESULTS-burst.md
+
+bench: bench-http bench-assign bench-backup bench-reassign bench-burst

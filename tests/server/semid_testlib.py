@@ -25,6 +25,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import numpy as np
@@ -185,6 +186,37 @@ def semid_encode(model_path, tower, x, workdir):
 
 def b64_row(row):
     return base64.b64encode(np.asarray(row, "<f4").tobytes()).decode()
+
+
+def rss_bytes(pid):
+    """VmRSS of /proc/<pid>/status, in bytes."""
+    with open("/proc/%d/status" % pid) as f:
+        return int(re.search(r"^VmRSS:\s+(\d+) kB$", f.read(), re.M).group(1)) * 1024
+
+
+def post_burst(srv, body, clients=8, each=3, path="/v1/items:encode"):
+    """@clients threads each POST @body (JSON) @each times on a connection
+    of its own, all at once; the failures (statuses other than 200, or
+    socket errors), [] when none."""
+    errors = []
+
+    def client():
+        try:
+            conn = srv.conn(timeout=120)
+            for _ in range(each):
+                st, _, out = srv.request("POST", path, body,
+                                         {"Content-Type": "application/json"}, conn=conn)
+                if st != 200:
+                    errors.append((st, out[:200]))
+            conn.close()
+        except OSError as e:
+            errors.append(e)
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors
 
 
 def read_to_eof(sock):

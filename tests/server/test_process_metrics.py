@@ -16,6 +16,13 @@ Metrics), each checked against what this test reads itself from
   never decreases from one scrape to the next.
 - The operations port serves the same metrics, and promtool's `check
   metrics` accepts that scrape with nothing to report on process_*.
+- memory_trim_s: after a burst of large requests (eight clients sending
+  three 20 MB bodies each, again until the server holds 48 MiB more) the
+  server's resident size falls back by at least a quarter of what the burst
+  added once it has been idle that long (most of it, as a rule: malloc_trim
+  cannot reach the free top of a thread's heap); with memory_trim_s 0 it
+  stays within a tenth of its peak (glibc keeps what large bodies freed).  Not under a sanitizer or
+  valgrind, whose allocators are not glibc's.
 - Without /proc (as root: the server in a mount namespace of its own with
   an empty tmpfs on /proc) the scrape still answers 200 with every semid_*
   family; the metrics read from /proc have no sample, the limits still do,
@@ -27,6 +34,7 @@ Run: SEMID_BIN=/path/to/bin /usr/bin/python3 tests/server/test_process_metrics.p
 """
 import ctypes
 import http.client
+import json
 import os
 import re
 import resource
@@ -245,6 +253,48 @@ class ProcessMetrics(unittest.TestCase):
         self.assertGreaterEqual(len(seen), 3)
         self.assertEqual(seen, sorted(seen), "process_cpu_seconds_total went down")
         self.assertGreater(seen[-1] - seen[0], 0.1)
+
+    def test_memory_given_back_when_idle(self):
+        if T.WRAPPER or os.environ.get("SEMID_SANITIZE"):
+            self.skipTest("the allocator under %s is not glibc's" %
+                          (T.WRAPPER[0] if T.WRAPPER else "a sanitizer"))
+        rng = np.random.default_rng(11)
+        model = os.path.join(self.work, "wide.safetensors")
+        T.write_model(model, {"item": T.random_tower(rng, 256, [32], 8, [16, 16])}, "wide")
+        # JSON bodies of 20 MB (the workers keep their encode buffers, 4 MB
+        # each for 4096 rows of 256, so the bodies make most of the burst)
+        x = rng.standard_normal((4096, 256)).astype(np.float32)
+        body = json.dumps({"inputs": [{"embedding": r.tolist()} for r in x]}).encode()
+
+        for trim in (1, 0):
+            with self.subTest(memory_trim_s=trim):
+                srv = self.start(["--model", model, "--max-inputs", "4096", "--memory-trim-s",
+                                  str(trim)])
+                pid = srv.proc.pid
+                try:
+                    base = T.rss_bytes(pid)
+                    for _ in range(5):  # how much stays varies with the timing
+                        # three each: glibc maps the first large bodies
+                        # apart and unmaps them when freed, then raises its
+                        # threshold and takes the next from the heap
+                        self.assertEqual(T.post_burst(srv, body), [])
+                        peak = T.rss_bytes(pid)
+                        if peak - base > 48 << 20:
+                            break
+                    self.assertGreater(peak - base, 48 << 20, "the bursts added too little")
+                    line = base + (peak - base) * (3 if trim else 9) // (4 if trim else 10)
+                    deadline = time.monotonic() + (10 if trim else 3)
+                    while T.rss_bytes(pid) > line and time.monotonic() < deadline:
+                        time.sleep(0.1)
+                    now = T.rss_bytes(pid)
+                finally:
+                    self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
+                msg = "RSS %d MiB at start, %d after the burst, %d now" % (
+                    base >> 20, peak >> 20, now >> 20)
+                if trim:
+                    self.assertLessEqual(now, line, msg)
+                else:
+                    self.assertGreater(now, line, msg)
 
     def test_operations_port(self):
         """The operations port serves the process metrics too (the route
