@@ -193,7 +193,7 @@ void srv_config_defaults(struct srv_config *c)
 	c->queue_rows = 65536;
 	c->max_body_bytes = 64L << 20;
 	c->body_memory_bytes = 1L << 30;
-	c->memory_trim_s = 1;
+	c->memory_trim_s = 10;
 	c->max_inputs = 4096;
 	c->shutdown_timeout_ms = 10000;
 	c->connection_timeout_s = 30;

@@ -65,11 +65,16 @@ struct server {
 	uv_timer_t drain;
 	double drain_deadline;
 	int draining;
-	uv_timer_t trim;   /* memory_trim_s: a tick a second */
-	long trim_begun;   /* requests begun, at the last tick */
-	double trim_quiet; /* since when none has begun */
-	int trim_due;	   /* requests served since the last trim */
+	uv_timer_t trim;    /* memory_trim_s: a tick a second */
+	long trim_begun;    /* requests begun, at the last tick */
+	double trim_quiet;  /* since when none has begun */
+	int trim_due;	    /* requests served since the last trim */
+	long long trim_rss; /* resident bytes after the last trim (or at start) */
 };
+
+/* What the resident size must have grown by since the last trim for a
+ * quiet spell to trim again. */
+#define TRIM_GROWTH (16LL << 20)
 
 static void usage(FILE *f)
 {
@@ -164,18 +169,22 @@ static void on_drain_tick(uv_timer_t *t)
 /*
  * memory_trim_s: once no request has begun for that long (by this tick's
  * count, so up to 2 s more) and none is in flight, give the free pages of
- * every malloc arena back to the system (malloc_trim), once per quiet spell.
+ * every malloc arena back to the system (malloc_trim), once per quiet spell
+ * and only when the resident size grew by TRIM_GROWTH since the last time.
  * glibc keeps what a burst of large bodies freed (its mmap threshold rises
  * with them, so they come from the arenas), and the process stayed at its
- * peak resident size for good (12 -> 127-189 MiB after eight clients sent
- * three 31 MB bodies each; make bench-burst).  On the loop thread, which then
- * has nothing else to do.
+ * peak resident size for good (12 -> 164-258 MiB after eight clients sent
+ * three 31 MB bodies each; make bench-burst).  The growth test spares quiet
+ * but steady small traffic a trim between every two requests: each page
+ * given back costs a fault when it is used again (13 us on the guest of
+ * bench/RESULTS.md).  On the loop thread, which then has nothing else to do.
  */
 static void on_trim_tick(uv_timer_t *t)
 {
 	struct server *s = t->data;
 	long n = srv_http_begun(s->http) + (s->ops ? srv_http_begun(s->ops) : 0);
 	double now = srv_now(), t0;
+	long long rss;
 
 	if (n != s->trim_begun) {
 		s->trim_begun = n;
@@ -187,10 +196,18 @@ static void on_trim_tick(uv_timer_t *t)
 	    srv_batcher_admitted(s->batcher) > 0)
 		return;
 	s->trim_due = 0;
-	t0 = now;
+	rss = srv_proc_rss(&s->metrics.proc);
+	if (rss >= 0 && s->trim_rss >= 0 && rss - s->trim_rss < TRIM_GROWTH) {
+		if (rss < s->trim_rss)
+			s->trim_rss = rss;
+		return;
+	}
+	t0 = srv_now();
 	malloc_trim(0);
-	srv_log(SRV_LOG_DEBUG, "memory", "free heap memory given back to the system in %.1f ms",
-		(srv_now() - t0) * 1e3);
+	s->trim_rss = srv_proc_rss(&s->metrics.proc);
+	srv_log(SRV_LOG_DEBUG, "memory",
+		"free heap memory given back to the system in %.1f ms: resident %lld -> %lld MiB",
+		(srv_now() - t0) * 1e3, rss >> 20, s->trim_rss >> 20);
 }
 
 /* SIGHUP beside reload.c's handler, which closes first (see on_drain_tick). */
@@ -526,6 +543,7 @@ int main(int argc, char **argv)
 	if (s.cfg.memory_trim_s > 0) {
 		uv_timer_init(s.loop, &s.trim);
 		s.trim.data = &s;
+		s.trim_rss = srv_proc_rss(&s.metrics.proc);
 		uv_timer_start(&s.trim, on_trim_tick, 1000, 1000);
 		uv_unref((uv_handle_t *)&s.trim); /* the loop's end does not wait for it */
 	}

@@ -16,7 +16,7 @@
 #                     assigning them new, in the same run.  Writes
 #                     bench/out/RESULTS-reassign.md (about a minute).
 #   make bench-burst  the server's resident memory after a burst of 31 MB requests, with
-#                     memory_trim_s 1 (the default) and 0.  Writes bench/out/RESULTS-burst.md
+#                     memory_trim_s 1 and 0 (never).  Writes bench/out/RESULTS-burst.md
 #                     (about a minute).
 
 BENCH_HTTP_SECS ?= 3

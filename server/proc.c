@@ -292,6 +292,20 @@ static long open_fds(struct srv_proc *p)
 	return count;
 }
 
+long long srv_proc_rss(const struct srv_proc *p)
+{
+	char path[PATH_MAX], text[2048];
+	struct srv_proc_stat st;
+	long page = sysconf(_SC_PAGESIZE);
+	size_t len = 0;
+
+	snprintf(path, sizeof(path), "%s/self/stat", p->root);
+	if (page <= 0 || read_small(path, text, sizeof(text), &len) ||
+	    srv_proc_parse_stat(text, len, &st) != 0)
+		return -1;
+	return (long long)st.rss * page;
+}
+
 static void family(struct srv_buf *out, const char *name, const char *type, const char *help)
 {
 	srv_buf_printf(out, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);

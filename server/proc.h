@@ -72,6 +72,9 @@ struct srv_proc {
 
 /* @root: "/proc" (NULL means it). */
 void srv_proc_init(struct srv_proc *p, const char *root);
+/* The resident size in bytes (@p's root/self/stat), -1 when it cannot be
+ * read (not logged). */
+long long srv_proc_rss(const struct srv_proc *p);
 /* Append the process_* families (HELP, TYPE and each sample it could read). */
 void srv_proc_render(struct srv_proc *p, struct srv_buf *out);
 

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """make bench-burst: semid-server's resident memory after a burst of large
-requests, with memory_trim_s at its default (1) and at 0 (never), the two
-alternating in the same run.
+requests, with memory_trim_s 1 (the default is 10: this waits less) and 0
+(never), the two alternating in the same run.
 
 Each run: a server on a 384-d model (384 -> 256 -> 128 -> 32, 3 x 256
 codes), eight clients sending three JSON requests of 4096 rows each (about

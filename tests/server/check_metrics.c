@@ -821,6 +821,25 @@ START_TEST(test_proc_render)
 }
 END_TEST
 
+/* srv_proc_rss (memory_trim_s's reading): the tree's rss pages times the
+ * page size; -1 without the file or with a line cut short. */
+START_TEST(test_proc_rss)
+{
+	struct srv_proc p;
+
+	make_proc_tree();
+	srv_proc_init(&p, proc_root);
+	ck_assert_int_eq(srv_proc_rss(&p), 3240LL * sysconf(_SC_PAGESIZE));
+	write_file("self/stat", "1887 (semid-server) S 1885 1884\n");
+	ck_assert_int_eq(srv_proc_rss(&p), -1);
+	remove_proc_tree();
+	srv_proc_init(&p, proc_root); /* gone */
+	ck_assert_int_eq(srv_proc_rss(&p), -1);
+	srv_proc_init(&p, NULL); /* this process */
+	ck_assert_int_gt(srv_proc_rss(&p), 0);
+}
+END_TEST
+
 /* RLIMIT_AS: its soft limit, no sample when unlimited. */
 START_TEST(test_proc_render_address_space)
 {
@@ -954,6 +973,7 @@ static void add_tests(TCase *tc)
 	tcase_add_test(tc, test_btime_scan);
 	tcase_add_test(tc, test_proc_render);
 	tcase_add_test(tc, test_proc_render_address_space);
+	tcase_add_test(tc, test_proc_rss);
 	tcase_add_test(tc, test_proc_render_without_proc);
 }
 
