@@ -22,8 +22,11 @@ CFLAGS ?= -O2 -g
 LDFLAGS ?=
 PYTHON := /usr/bin/python3
 NPROC := $(shell nproc 2>/dev/null || echo 1)
-PKGS := openblas jansson libmicrohttpd libuv sqlite3 libpq
-PKGS_TEST := check
+# libpq: its headers only (PKGS_HEADERS); core/registry_pg.c loads it
+# (dlopen) when a PostgreSQL store is named.  Tests that call it link it.
+PKGS := openblas jansson libmicrohttpd libuv sqlite3
+PKGS_HEADERS := libpq
+PKGS_TEST := check libpq
 
 # What a fresh Debian 12 needs to build and run (DEB_PACKAGES), and what the
 # tests need on top (DEB_PACKAGES_TEST: Check, numpy for reference
@@ -39,7 +42,7 @@ DEB_PACKAGES_TEST := $(DEB_PACKAGES) postgresql wrk python3-yaml
 
 WARN := -Wall -Wextra -Wshadow -Wno-unused-parameter -Wstrict-prototypes -Wmissing-prototypes
 FINAL_CFLAGS = $(CFLAGS) -std=gnu11 -pthread -D_GNU_SOURCE $(WARN) -MMD -MP -Icore \
-	$(shell pkg-config --cflags $(PKGS))
+	$(shell pkg-config --cflags $(PKGS) $(PKGS_HEADERS))
 FINAL_LDFLAGS = $(LDFLAGS) -pthread
 LIBS = $(shell pkg-config --libs $(PKGS)) -lm
 CHECK_CFLAGS = $(shell pkg-config --cflags $(PKGS_TEST))

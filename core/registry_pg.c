@@ -29,15 +29,79 @@
 #include "registry.h"
 
 #include <ctype.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <libpq-fe.h>
 #include <limits.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+/*
+ * libpq is loaded when a PostgreSQL store is first named (dlopen), not
+ * linked: its 23 libraries (Kerberos, LDAP, GnuTLS...) made every start of
+ * semid and semid-server slower, PostgreSQL or not (`semid version` 22 ms
+ * against 9.5 ms now; bench/RESULTS.md), and a deployment on SQLite alone
+ * now runs without libpq5.  Every libpq function this file calls goes
+ * through this table (pq.PQ...).
+ */
+/* clang-format off */
+#define PQ_FUNCS(X) \
+	X(PQclear) X(PQcmdTuples) X(PQconndefaults) X(PQconnectdbParams) \
+	X(PQconninfoFree) X(PQconninfoParse) X(PQconsumeInput) X(PQenterPipelineMode) \
+	X(PQerrorMessage) X(PQexec) X(PQexecParams) X(PQexecPrepared) \
+	X(PQexitPipelineMode) X(PQfinish) X(PQflush) X(PQfreemem) \
+	X(PQgetResult) X(PQgetisnull) X(PQgetlength) X(PQgetvalue) \
+	X(PQisBusy) X(PQntuples) X(PQparameterStatus) X(PQpipelineSync) \
+	X(PQprepare) X(PQresultErrorField) X(PQresultErrorMessage) X(PQresultStatus) \
+	X(PQsendPrepare) X(PQsendQuery) X(PQsendQueryParams) X(PQsendQueryPrepared) \
+	X(PQsetNoticeProcessor) X(PQsetnonblocking) X(PQsocket) X(PQsslInUse) \
+	X(PQstatus) X(PQtransactionStatus)
+/* clang-format on */
+
+static struct {
+#define PQ_SLOT(f) __typeof__(f) *f;
+	PQ_FUNCS(PQ_SLOT)
+#undef PQ_SLOT
+} pq;
+static pthread_once_t pq_once = PTHREAD_ONCE_INIT;
+static char pq_why[256]; /* why it could not be loaded ("" when it was) */
+
+static void pq_load_once(void)
+{
+	void *h = dlopen("libpq.so.5", RTLD_NOW | RTLD_LOCAL);
+
+	if (!h) {
+		snprintf(pq_why, sizeof(pq_why), "%s", dlerror());
+		return;
+	}
+#define PQ_SYM(f)                                                                                  \
+	if (!(*(void **)&pq.f = dlsym(h, #f))) {                                                   \
+		snprintf(pq_why, sizeof(pq_why), "libpq.so.5 has no %s (older than 14?)", #f);     \
+		return;                                                                            \
+	}
+	PQ_FUNCS(PQ_SYM)
+#undef PQ_SYM
+}
+
+/* 0 once libpq is loaded, else SID_EINVAL with the reason (or -1 without
+ * @err): no retry of this process will open the store (semid-server refuses
+ * to start, as for a connection string libpq cannot parse). */
+static int pq_load(struct sid_error *err)
+{
+	pthread_once(&pq_once, pq_load_once);
+	if (!pq_why[0])
+		return 0;
+	return err ? sid_error_set(err, SID_EINVAL,
+				   "registry: a PostgreSQL store needs libpq (Debian: apt-get "
+				   "install libpq5): %s",
+				   pq_why)
+		   : -1;
+}
 
 #define SCHEMA_VERSION 1
 #define RETRY_MAX      40
@@ -200,7 +264,7 @@ static void p_bytes(struct params *p, const void *b, size_t len)
 
 static void conn_drop(struct pg *s)
 {
-	PQfinish(s->conn);
+	pq.PQfinish(s->conn);
 	s->conn = NULL;
 	memset(s->prepared, 0, sizeof(s->prepared));
 }
@@ -208,7 +272,7 @@ static void conn_drop(struct pg *s)
 /* What went wrong with the connection, for a message. */
 static const char *conn_error(const struct pg *s)
 {
-	return s->conn ? PQerrorMessage(s->conn) : s->lost[0] ? s->lost : "no connection";
+	return s->conn ? pq.PQerrorMessage(s->conn) : s->lost[0] ? s->lost : "no connection";
 }
 
 /*
@@ -225,15 +289,15 @@ static int pq_await(struct pg *s)
 	if (!s->timeout_ms)
 		return 0;
 	for (;;) {
-		int pending = PQflush(s->conn), left;
+		int pending = pq.PQflush(s->conn), left;
 		int64_t now;
 		struct pollfd pfd;
 
-		if (pending < 0 || (!pending && !PQisBusy(s->conn)))
+		if (pending < 0 || (!pending && !pq.PQisBusy(s->conn)))
 			return 0; /* a result is there (a pipeline's are, after the first) */
 		/* read what has come before polling: with TLS, a record already
 		 * decrypted inside the library would not wake poll */
-		if (!PQconsumeInput(s->conn) || (!pending && !PQisBusy(s->conn)))
+		if (!pq.PQconsumeInput(s->conn) || (!pending && !pq.PQisBusy(s->conn)))
 			return 0;
 		now = sid__reg_mono_ms();
 		if (now >= deadline) {
@@ -244,9 +308,9 @@ static int pq_await(struct pg *s)
 			return SID_EUNAVAIL;
 		}
 		left = (int)(deadline - now);
-		if (PQsslInUse(s->conn) && left > 50)
+		if (pq.PQsslInUse(s->conn) && left > 50)
 			left = 50; /* and look again now and then, for the same reason */
-		pfd.fd = PQsocket(s->conn);
+		pfd.fd = pq.PQsocket(s->conn);
 		pfd.events = (short)(POLLIN | (pending ? POLLOUT : 0));
 		pfd.revents = 0;
 		if (poll(&pfd, 1, left) < 0 && errno != EINTR)
@@ -258,7 +322,7 @@ static int pq_await(struct pg *s)
  * does; NULL at the end of the command's results or when the wait failed. */
 static PGresult *pq_next(struct pg *s)
 {
-	return pq_await(s) ? NULL : PQgetResult(s->conn);
+	return pq_await(s) ? NULL : pq.PQgetResult(s->conn);
 }
 
 /* The result of the command just sent, as PQexec gives it: its first error
@@ -271,16 +335,16 @@ static PGresult *pq_collect(struct pg *s, int sent)
 	if (!sent)
 		return NULL;
 	while ((res = pq_next(s))) {
-		ExecStatusType st = PQresultStatus(keep);
+		ExecStatusType st = pq.PQresultStatus(keep);
 		if (keep && st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
-			PQclear(res);
+			pq.PQclear(res);
 			continue;
 		}
-		PQclear(keep);
+		pq.PQclear(keep);
 		keep = res;
 	}
 	if (!s->conn) { /* dropped while waiting: what came is not the answer */
-		PQclear(keep);
+		pq.PQclear(keep);
 		return NULL;
 	}
 	return keep;
@@ -289,13 +353,14 @@ static PGresult *pq_collect(struct pg *s, int sent)
 /* PQexec, PQexecParams, PQexecPrepared and PQprepare through pq_collect. */
 static PGresult *pq_query(struct pg *s, const char *sql)
 {
-	return pq_collect(s, PQsendQuery(s->conn, sql));
+	return pq_collect(s, pq.PQsendQuery(s->conn, sql));
 }
 
 static PGresult *pq_params(struct pg *s, const char *sql, int n, const char *const *v,
 			   int result_fmt)
 {
-	return pq_collect(s, PQsendQueryParams(s->conn, sql, n, NULL, v, NULL, NULL, result_fmt));
+	return pq_collect(s,
+			  pq.PQsendQueryParams(s->conn, sql, n, NULL, v, NULL, NULL, result_fmt));
 }
 
 /*
@@ -304,8 +369,8 @@ static PGresult *pq_params(struct pg *s, const char *sql, int n, const char *con
  */
 static int pg_fail(struct pg *s, PGresult *res, struct sid_error *err, const char *what)
 {
-	const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
-	const char *msg = res ? PQresultErrorMessage(res) : "";
+	const char *state = res ? pq.PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+	const char *msg = res ? pq.PQresultErrorMessage(res) : "";
 	char buf[300];
 	int code = SID_EIO;
 
@@ -322,11 +387,11 @@ static int pg_fail(struct pg *s, PGresult *res, struct sid_error *err, const cha
 	s->cancelled = state && !strcmp(state, "57014");
 	if (s->cancelled)
 		__atomic_add_fetch(&s->base.events.statement_timeouts, 1, __ATOMIC_RELAXED);
-	if (!s->conn || PQstatus(s->conn) != CONNECTION_OK || !state || !strncmp(state, "08", 2) ||
-	    !strncmp(state, "57P", 3) || !strncmp(state, "53", 2) ||
+	if (!s->conn || pq.PQstatus(s->conn) != CONNECTION_OK || !state ||
+	    !strncmp(state, "08", 2) || !strncmp(state, "57P", 3) || !strncmp(state, "53", 2) ||
 	    !strcmp(state, "57014") /* statement_timeout */) {
 		code = SID_EUNAVAIL;
-		if (s->conn && PQstatus(s->conn) != CONNECTION_OK)
+		if (s->conn && pq.PQstatus(s->conn) != CONNECTION_OK)
 			conn_drop(s);
 	}
 	return sid_error_set(err, code, "registry %s: %s: %s", s->base.label, what, buf);
@@ -342,13 +407,13 @@ static int prepare(struct pg *s, int i, struct sid_error *err)
 	if (s->prepared[i])
 		return 0;
 	snprintf(name, sizeof(name), "semid%d", i);
-	res = pq_collect(s, PQsendPrepare(s->conn, name, stmt_sql[i], 0, NULL));
-	if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+	res = pq_collect(s, pq.PQsendPrepare(s->conn, name, stmt_sql[i], 0, NULL));
+	if (pq.PQresultStatus(res) != PGRES_COMMAND_OK) {
 		int rc = pg_fail(s, res, err, "prepare");
-		PQclear(res);
+		pq.PQclear(res);
 		return rc;
 	}
-	PQclear(res);
+	pq.PQclear(res);
 	s->prepared[i] = 1;
 	return 0;
 }
@@ -369,13 +434,13 @@ static int pq_run(struct pg *s, int i, const struct params *p, PGresult **out,
 	{
 		char name[16];
 		snprintf(name, sizeof(name), "semid%d", i);
-		res = pq_collect(s,
-				 PQsendQueryPrepared(s->conn, name, p->n, p->v, p->len, p->fmt, 1));
+		res = pq_collect(
+		    s, pq.PQsendQueryPrepared(s->conn, name, p->n, p->v, p->len, p->fmt, 1));
 	}
-	st = PQresultStatus(res);
+	st = pq.PQresultStatus(res);
 	if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
 		int rc = pg_fail(s, res, err, "query");
-		PQclear(res);
+		pq.PQclear(res);
 		return rc;
 	}
 	*out = res;
@@ -387,9 +452,9 @@ static int pq_exec_what(struct pg *s, const char *sql, const char *what, struct 
 {
 	PGresult *res = pq_query(s, sql);
 	int rc = 0;
-	if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK)
+	if (pq.PQresultStatus(res) != PGRES_COMMAND_OK && pq.PQresultStatus(res) != PGRES_TUPLES_OK)
 		rc = pg_fail(s, res, err, what);
-	PQclear(res);
+	pq.PQclear(res);
 	return rc;
 }
 
@@ -405,16 +470,16 @@ static void rollback(struct pg *s)
 {
 	memset(s->levels, 0, sizeof(s->levels));
 	memset(s->gaps, 0, sizeof(s->gaps));
-	if (s->conn && PQtransactionStatus(s->conn) != PQTRANS_IDLE) {
+	if (s->conn && pq.PQtransactionStatus(s->conn) != PQTRANS_IDLE) {
 		PGresult *res = pq_query(s, "ROLLBACK");
-		PQclear(res);
+		pq.PQclear(res);
 	}
 }
 
 static int64_t getint(const PGresult *res, int row, int col)
 {
-	const uint8_t *b = (const uint8_t *)PQgetvalue(res, row, col);
-	int len = PQgetlength(res, row, col);
+	const uint8_t *b = (const uint8_t *)pq.PQgetvalue(res, row, col);
+	int len = pq.PQgetlength(res, row, col);
 	uint64_t v = 0;
 	for (int i = 0; i < len; i++)
 		v = v << 8 | b[i];
@@ -428,18 +493,18 @@ static int64_t getint(const PGresult *res, int row, int col)
 static int row_entry(struct pg *s, const PGresult *res, int row, struct sid_reg_entry *e,
 		     struct sid_error *err)
 {
-	const char *id = PQgetvalue(res, row, 1), *ver = PQgetvalue(res, row, 4);
+	const char *id = pq.PQgetvalue(res, row, 1), *ver = pq.PQgetvalue(res, row, 4);
 
 	memset(e, 0, sizeof(*e));
 	e->kind = (int)getint(res, row, 0);
-	if (PQgetlength(res, row, 1) > SID_REG_ID_MAX ||
-	    PQgetlength(res, row, 4) > SID_REG_VERSION_MAX ||
-	    sid__reg_codes_unpack(PQgetvalue(res, row, 2), PQgetlength(res, row, 2), e->codes,
+	if (pq.PQgetlength(res, row, 1) > SID_REG_ID_MAX ||
+	    pq.PQgetlength(res, row, 4) > SID_REG_VERSION_MAX ||
+	    sid__reg_codes_unpack(pq.PQgetvalue(res, row, 2), pq.PQgetlength(res, row, 2), e->codes,
 				  &e->L))
 		return sid_error_set(err, SID_EFORMAT, "registry %s: corrupt row for id %.64s",
 				     s->base.label, id);
-	memcpy(e->id, id, PQgetlength(res, row, 1));
-	memcpy(e->model_version, ver, PQgetlength(res, row, 4));
+	memcpy(e->id, id, pq.PQgetlength(res, row, 1));
+	memcpy(e->model_version, ver, pq.PQgetlength(res, row, 4));
 	e->suffix = getint(res, row, 3);
 	e->created_ms = getint(res, row, 5);
 	e->updated_ms = getint(res, row, 6);
@@ -457,10 +522,10 @@ static int fetch_one(struct pg *s, int stmt_i, const struct params *p, struct si
 
 	if (rc)
 		return rc;
-	rc = PQntuples(res) ? 1 : 0;
+	rc = pq.PQntuples(res) ? 1 : 0;
 	if (rc && row_entry(s, res, 0, e, err))
 		rc = SID_EFORMAT;
-	PQclear(res);
+	pq.PQclear(res);
 	return rc;
 }
 
@@ -497,9 +562,9 @@ static int levels_read(struct pg *s, int kind, int *L, struct sid_error *err)
 	rc = pq_run(s, P_LEVELS_GET, &p, &res, err);
 	if (rc)
 		return rc;
-	if (PQntuples(res))
-		*L = s->levels[kind] = atoi(PQgetvalue(res, 0, 0));
-	PQclear(res);
+	if (pq.PQntuples(res))
+		*L = s->levels[kind] = atoi(pq.PQgetvalue(res, 0, 0));
+	pq.PQclear(res);
 	return 0;
 }
 
@@ -528,7 +593,7 @@ static int levels_ensure(struct pg *s, int kind, int L, struct sid_error *err)
 		rc = pq_run(s, P_LEVELS_PUT, &p, &res, err);
 		if (rc)
 			return rc;
-		PQclear(res);
+		pq.PQclear(res);
 		rc = levels_get(s, kind, &cur, err);
 		if (rc)
 			return rc;
@@ -553,8 +618,8 @@ static int gaps_possible(struct pg *s, int kind, int *yes, struct sid_error *err
 	p_text(&p, key);
 	if ((rc = pq_run(s, P_META_HAS, &p, &res, err)))
 		return rc;
-	*yes = s->gaps[kind] = PQntuples(res) > 0;
-	PQclear(res);
+	*yes = s->gaps[kind] = pq.PQntuples(res) > 0;
+	pq.PQclear(res);
 	return 0;
 }
 
@@ -571,7 +636,7 @@ static int gaps_mark(struct pg *s, int kind, struct sid_error *err)
 	p_text(&p, key);
 	if ((rc = pq_run(s, P_META_SET, &p, &res, err)))
 		return rc;
-	PQclear(res);
+	pq.PQclear(res);
 	s->gaps[kind] = 1; /* rollback() forgets it */
 	return 0;
 }
@@ -588,8 +653,8 @@ static int max_suffix(struct pg *s, int kind, const uint8_t *codes, int L, int64
 	p_bytes(&p, codes, 4 * (size_t)L);
 	if ((rc = pq_run(s, P_MAX, &p, &res, err)))
 		return rc;
-	*out = PQntuples(res) ? getint(res, 0, 0) : -1;
-	PQclear(res);
+	*out = pq.PQntuples(res) ? getint(res, 0, 0) : -1;
+	pq.PQclear(res);
 	return 0;
 }
 
@@ -614,11 +679,11 @@ static int free_suffix(struct pg *s, int kind, const uint8_t *codes, int L, int6
 	if (rc)
 		return rc;
 	sid__reg_gap_init(&g);
-	n = PQntuples(res);
+	n = pq.PQntuples(res);
 	for (int i = 0; i < n; i++)
 		if (sid__reg_gap_feed(&g, getint(res, i, 0)))
 			break;
-	PQclear(res);
+	pq.PQclear(res);
 	*out = g.next;
 	return 0;
 }
@@ -656,8 +721,8 @@ static int insert_row(struct pg *s, const struct sid_reg_entry *e, const uint8_t
 	rc = pq_run(s, P_INSERT, &p, &res, err);
 	if (rc)
 		return rc;
-	rc = atoi(PQcmdTuples(res)) == 1;
-	PQclear(res);
+	rc = atoi(pq.PQcmdTuples(res)) == 1;
+	pq.PQclear(res);
 	return rc;
 }
 
@@ -680,7 +745,7 @@ static int update_row(struct pg *s, int kind, const char *id, const uint8_t *cod
 	rc = pq_run(s, P_MOVE, &p, &res, err);
 	if (rc || (!emb && !drop))
 		goto out;
-	PQclear(res);
+	pq.PQclear(res);
 	memset(&p, 0, sizeof(p));
 	p_int(&p, kind);
 	p_text(&p, id);
@@ -688,7 +753,7 @@ static int update_row(struct pg *s, int kind, const char *id, const uint8_t *cod
 	p_bytes(&p, emb, emb ? sizeof(float) * D : 0);
 	rc = pq_run(s, P_EMB, &p, &res, err);
 out:
-	PQclear(res);
+	pq.PQclear(res);
 	return rc;
 }
 
@@ -742,7 +807,7 @@ static PGconn *pg_connect(const char *conninfo, int timeout_ms)
 	vals[n++] = "UTF8";
 	keys[n] = NULL;
 	vals[n] = NULL;
-	return PQconnectdbParams(keys, vals, 1);
+	return pq.PQconnectdbParams(keys, vals, 1);
 }
 
 /*
@@ -760,8 +825,8 @@ static PGconn *pg_connect(const char *conninfo, int timeout_ms)
  */
 static int encoding_check(struct pg *s, struct sid_error *err)
 {
-	const char *db = PQparameterStatus(s->conn, "server_encoding");
-	const char *client = PQparameterStatus(s->conn, "client_encoding");
+	const char *db = pq.PQparameterStatus(s->conn, "server_encoding");
+	const char *client = pq.PQparameterStatus(s->conn, "client_encoding");
 
 	if (!db || (strcmp(db, "UTF8") && strcmp(db, "SQL_ASCII")))
 		return sid_error_set(err, SID_EFORMAT,
@@ -781,13 +846,13 @@ static int conn_ensure(struct pg *s, struct sid_error *err)
 {
 	PGresult *res;
 
-	if (s->conn && PQstatus(s->conn) == CONNECTION_OK)
+	if (s->conn && pq.PQstatus(s->conn) == CONNECTION_OK)
 		return 0;
 	conn_drop(s);
 	s->conn = pg_connect(s->conninfo, s->timeout_ms);
-	if (PQstatus(s->conn) != CONNECTION_OK) {
+	if (pq.PQstatus(s->conn) != CONNECTION_OK) {
 		char buf[300];
-		snprintf(buf, sizeof(buf), "%s", PQerrorMessage(s->conn));
+		snprintf(buf, sizeof(buf), "%s", pq.PQerrorMessage(s->conn));
 		buf[strcspn(buf, "\n")] = '\0';
 		conn_drop(s);
 		return sid_error_set(err, SID_EUNAVAIL, "registry %s: cannot connect: %s",
@@ -800,17 +865,17 @@ static int conn_ensure(struct pg *s, struct sid_error *err)
 			return rc;
 		}
 	}
-	PQsetNoticeProcessor(s->conn, notice_ignore, NULL);
+	pq.PQsetNoticeProcessor(s->conn, notice_ignore, NULL);
 	s->lost[0] = '\0';
 	s->answer_ms = s->timeout_ms + ANSWER_GRACE_MS;
-	if (s->timeout_ms && PQsetnonblocking(s->conn, 1)) { /* pq_await does the waiting */
+	if (s->timeout_ms && pq.PQsetnonblocking(s->conn, 1)) { /* pq_await does the waiting */
 		int rc = sid_error_set(err, SID_EUNAVAIL, "registry %s: non-blocking mode: %s",
-				       s->base.label, PQerrorMessage(s->conn));
+				       s->base.label, pq.PQerrorMessage(s->conn));
 		conn_drop(s);
 		return rc;
 	}
 	res = pq_query(s, "SET client_min_messages = warning");
-	PQclear(res);
+	pq.PQclear(res);
 	if (s->conn && s->timeout_ms) {
 		/* The server cancels what runs or waits too long, keeping the
 		 * connection and releasing the transaction's locks; a nonzero
@@ -824,16 +889,16 @@ static int conn_ensure(struct pg *s, struct sid_error *err)
 			 " (SELECT setting FROM pg_settings WHERE name = 'statement_timeout')",
 			 s->timeout_ms);
 		res = pq_query(s, sql);
-		if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
-			long ms = strtol(PQgetvalue(res, 0, 1), NULL, 10);
+		if (pq.PQresultStatus(res) == PGRES_TUPLES_OK && pq.PQntuples(res) == 1) {
+			long ms = strtol(pq.PQgetvalue(res, 0, 1), NULL, 10);
 			if (ms > s->timeout_ms && ms < INT_MAX - ANSWER_GRACE_MS)
 				s->answer_ms = (int)ms + ANSWER_GRACE_MS;
 		}
-		PQclear(res);
+		pq.PQclear(res);
 	}
 	if (s->conn && (s->base.open_flags & SID_REG_READONLY)) { /* PostgreSQL refuses writes */
 		res = pq_query(s, "SET default_transaction_read_only = on");
-		PQclear(res);
+		pq.PQclear(res);
 	} else if (s->conn) {
 		/* An assignment is durable before it is answered: a cluster,
 		 * database or role at synchronous_commit = off would acknowledge
@@ -841,7 +906,7 @@ static int conn_ensure(struct pg *s, struct sid_error *err)
 		 * remote_write, remote_apply) is kept as the operator set it. */
 		res = pq_query(s, "SELECT set_config('synchronous_commit', 'on', false)"
 				  " WHERE current_setting('synchronous_commit') = 'off'");
-		PQclear(res);
+		pq.PQclear(res);
 	}
 	if (!s->conn)
 		return sid_error_set(err, SID_EUNAVAIL, "registry %s: session setup: %s",
@@ -999,8 +1064,8 @@ static int lock_keys(struct pg *s, int64_t *keys, size_t n, struct sid_error *er
 		    1, v, 0);
 		free(arr);
 	}
-	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-		const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+	if (pq.PQresultStatus(res) != PGRES_TUPLES_OK) {
+		const char *state = pq.PQresultErrorField(res, PG_DIAG_SQLSTATE);
 		rc = pg_fail(s, res, err, "lock");
 		if (!global && state && !strcmp(state, "53200")) {
 			/* the lock table is full: again, holding the global key alone */
@@ -1012,7 +1077,7 @@ static int lock_keys(struct pg *s, int64_t *keys, size_t n, struct sid_error *er
 			rc = RETRY;
 		}
 	}
-	PQclear(res);
+	pq.PQclear(res);
 	return rc;
 }
 
@@ -1108,9 +1173,9 @@ static int prefetch(struct pg *s, struct assign_ctx *c, struct sid_error *err)
 	free(arr);
 	if (rc)
 		return rc;
-	n = PQntuples(res);
+	n = pq.PQntuples(res);
 	for (int r = 0; r < n; r++) {
-		const char *id = PQgetvalue(res, r, 1);
+		const char *id = pq.PQgetvalue(res, r, 1);
 		size_t lo = 0, hi = c->n;
 		while (lo < hi) { /* first index in order[] with id >= this one */
 			size_t mid = (lo + hi) / 2;
@@ -1122,13 +1187,13 @@ static int prefetch(struct pg *s, struct assign_ctx *c, struct sid_error *err)
 		if (lo == c->n || strcmp(c->items[c->order[lo]].id, id))
 			continue;
 		if (row_entry(s, res, r, &c->out[c->order[lo]], err)) {
-			PQclear(res);
+			pq.PQclear(res);
 			return SID_EFORMAT;
 		}
 		c->known[c->order[lo]] = 1;
 		rc++;
 	}
-	PQclear(res);
+	pq.PQclear(res);
 	return rc;
 }
 
@@ -1184,10 +1249,10 @@ static int insert_new(struct pg *s, struct sid_reg_entry *e, const uint8_t *code
 	rc = pq_run(s, gaps ? P_INSERT_NEW : P_INSERT_NEXT, &p, &res, err);
 	if (rc)
 		return rc;
-	rc = PQntuples(res) == 1;
+	rc = pq.PQntuples(res) == 1;
 	if (rc)
 		e->suffix = getint(res, 0, 0);
-	PQclear(res);
+	pq.PQclear(res);
 	return rc;
 }
 
@@ -1240,7 +1305,7 @@ static int assign_new(struct pg *s, struct assign_ctx *c, struct sid_error *err)
 		PGresult *res;
 
 		snprintf(name, sizeof(name), "semid%d", stmt_i);
-		if (!PQenterPipelineMode(s->conn))
+		if (!pq.PQenterPipelineMode(s->conn))
 			goto broken;
 		for (size_t i = start; i < end; i++) {
 			const struct sid_reg_item *it = &c->items[i];
@@ -1251,10 +1316,10 @@ static int assign_new(struct pg *s, struct assign_ctx *c, struct sid_error *err)
 			new_entry(c, i);
 			sid__reg_codes_pack(it->codes, c->L, codes);
 			new_params(&p, &c->out[i], codes, it->emb);
-			if (!PQsendQueryPrepared(s->conn, name, p.n, p.v, p.len, p.fmt, 1))
+			if (!pq.PQsendQueryPrepared(s->conn, name, p.n, p.v, p.len, p.fmt, 1))
 				goto broken;
 		}
-		if (!PQpipelineSync(s->conn))
+		if (!pq.PQpipelineSync(s->conn))
 			goto broken;
 		rc = 0;
 		for (size_t i = start; i < end; i++) {
@@ -1263,32 +1328,32 @@ static int assign_new(struct pg *s, struct assign_ctx *c, struct sid_error *err)
 			res = pq_next(s);
 			if (!res)
 				goto broken;
-			if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1) {
+			if (pq.PQresultStatus(res) == PGRES_TUPLES_OK && pq.PQntuples(res) == 1) {
 				c->out[i].suffix = getint(res, 0, 0);
 				c->out[i].created = 1;
-			} else if (PQresultStatus(res) == PGRES_TUPLES_OK) {
+			} else if (pq.PQresultStatus(res) == PGRES_TUPLES_OK) {
 				if (!rc) { /* a writer without our locks got there first */
 					sid_error_set(err, SID_EUNAVAIL,
 						      "registry %s: insert lost a race",
 						      s->base.label);
 					rc = RETRY;
 				}
-			} else if (!rc && PQresultStatus(res) != PGRES_PIPELINE_ABORTED) {
+			} else if (!rc && pq.PQresultStatus(res) != PGRES_PIPELINE_ABORTED) {
 				rc = pg_fail(s, res, err, "insert");
 			}
-			PQclear(res);
+			pq.PQclear(res);
 			if ((res = pq_next(s))) { /* the NULL after each result */
-				PQclear(res);
+				pq.PQclear(res);
 				goto broken;
 			}
 		}
 		res = pq_next(s);
-		if (PQresultStatus(res) != PGRES_PIPELINE_SYNC) {
-			PQclear(res);
+		if (pq.PQresultStatus(res) != PGRES_PIPELINE_SYNC) {
+			pq.PQclear(res);
 			goto broken;
 		}
-		PQclear(res);
-		if (!PQexitPipelineMode(s->conn))
+		pq.PQclear(res);
+		if (!pq.PQexitPipelineMode(s->conn))
 			goto broken;
 		if (rc)
 			return rc;
@@ -1615,7 +1680,7 @@ static int list_body(struct pg *s, void *p, struct sid_error *err)
 	rc = pq_run(s, P_LIST, &q, &res, err);
 	if (rc)
 		return rc;
-	n = PQntuples(res);
+	n = pq.PQntuples(res);
 	*c->n_out = 0;
 	for (int i = 0; i < n && (size_t)i < c->limit; i++) {
 		if (row_entry(s, res, i, &c->out[i], err)) {
@@ -1624,7 +1689,7 @@ static int list_body(struct pg *s, void *p, struct sid_error *err)
 		}
 		(*c->n_out)++;
 	}
-	PQclear(res);
+	pq.PQclear(res);
 	return rc;
 }
 
@@ -1695,34 +1760,34 @@ static int foreach_body(struct pg *s, void *p, struct sid_error *err)
 		PGresult *res;
 		p_int(&q, c->kind);
 		res = pq_params(s, sql, c->kind >= 0 ? 1 : 0, q.v, 1);
-		if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+		if (pq.PQresultStatus(res) != PGRES_COMMAND_OK) {
 			rc = pg_fail(s, res, err, "walk");
-			PQclear(res);
+			pq.PQclear(res);
 			return rc;
 		}
-		PQclear(res);
+		pq.PQclear(res);
 	}
 	for (;;) {
 		PGresult *res = pq_params(s, "FETCH 1000 FROM semid_walk", 0, NULL, 1);
 		int n;
-		if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		if (pq.PQresultStatus(res) != PGRES_TUPLES_OK) {
 			rc = pg_fail(s, res, err, "walk");
-			PQclear(res);
+			pq.PQclear(res);
 			goto out;
 		}
-		n = PQntuples(res);
+		n = pq.PQntuples(res);
 		for (int i = 0; i < n; i++) {
 			struct sid_reg_entry e;
 			const float *emb = NULL;
 			if (row_entry(s, res, i, &e, err)) {
-				PQclear(res);
+				pq.PQclear(res);
 				rc = SID_EFORMAT;
 				goto out;
 			}
-			if (c->want_emb == 1 && !PQgetisnull(res, i, 8)) {
-				int bytes = PQgetlength(res, i, 8);
+			if (c->want_emb == 1 && !pq.PQgetisnull(res, i, 8)) {
+				int bytes = pq.PQgetlength(res, i, 8);
 				if (bytes != (int)sizeof(float) * e.D || e.D < 1) {
-					PQclear(res);
+					pq.PQclear(res);
 					rc = sid_error_set(err, SID_EFORMAT,
 							   "registry %s: id %s: embedding of %d "
 							   "bytes, want %d",
@@ -1733,7 +1798,7 @@ static int foreach_body(struct pg *s, void *p, struct sid_error *err)
 				if (e.D > cap) {
 					float *nb = realloc(buf, sizeof(float) * e.D);
 					if (!nb) {
-						PQclear(res);
+						pq.PQclear(res);
 						rc = sid_error_set(err, SID_ENOMEM,
 								   "walk: out of memory");
 						goto out;
@@ -1741,17 +1806,17 @@ static int foreach_body(struct pg *s, void *p, struct sid_error *err)
 					buf = nb;
 					cap = e.D;
 				}
-				memcpy(buf, PQgetvalue(res, i, 8), bytes);
+				memcpy(buf, pq.PQgetvalue(res, i, 8), bytes);
 				emb = buf;
 			}
 			c->called = 1;
 			rc = c->fn(&e, emb, c->ctx);
 			if (rc) {
-				PQclear(res);
+				pq.PQclear(res);
 				goto out;
 			}
 		}
-		PQclear(res);
+		pq.PQclear(res);
 		if (n < FETCH_ROWS)
 			break;
 	}
@@ -1785,11 +1850,11 @@ static int count_body(struct pg *s, void *p, struct sid_error *err)
 	snprintf(kind, sizeof(kind), "%d", c->kind);
 	sid__reg_count_sql(sql, sizeof(sql), c->kind, c->with_emb, "$1");
 	res = pq_params(s, sql, c->kind >= 0, v, 0);
-	if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1)
-		*c->n = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+	if (pq.PQresultStatus(res) == PGRES_TUPLES_OK && pq.PQntuples(res) == 1)
+		*c->n = strtoull(pq.PQgetvalue(res, 0, 0), NULL, 10);
 	else
 		rc = pg_fail(s, res, err, "count");
-	PQclear(res);
+	pq.PQclear(res);
 	return rc;
 }
 
@@ -1976,26 +2041,26 @@ static int migrate_body(struct pg *s, struct sid_error *err)
 	if (rc)
 		return rc;
 	res = pq_query(s, "SELECT to_regclass('semid_meta') IS NOT NULL");
-	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+	if (pq.PQresultStatus(res) != PGRES_TUPLES_OK || pq.PQntuples(res) != 1) {
 		rc = pg_fail(s, res, err, "read schema version");
-		PQclear(res);
+		pq.PQclear(res);
 		return rc;
 	}
-	rc = PQgetvalue(res, 0, 0)[0] == 't';
-	PQclear(res);
+	rc = pq.PQgetvalue(res, 0, 0)[0] == 't';
+	pq.PQclear(res);
 	if (rc) {
 		res = pq_query(s, "SELECT value FROM semid_meta WHERE key = 'schema_version'");
-		if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
-			rc = PQresultStatus(res) == PGRES_TUPLES_OK
+		if (pq.PQresultStatus(res) != PGRES_TUPLES_OK || pq.PQntuples(res) != 1) {
+			rc = pq.PQresultStatus(res) == PGRES_TUPLES_OK
 				 ? sid_error_set(err, SID_EFORMAT,
 						 "registry %s: semid_meta has no schema_version",
 						 s->base.label)
 				 : pg_fail(s, res, err, "read schema version");
-			PQclear(res);
+			pq.PQclear(res);
 			return rc;
 		}
-		version = sid__reg_schema_parse(PQgetvalue(res, 0, 0));
-		PQclear(res);
+		version = sid__reg_schema_parse(pq.PQgetvalue(res, 0, 0));
+		pq.PQclear(res);
 		if (version < 0) /* never an index into migrations[] */
 			return sid_error_set(err, SID_EFORMAT,
 					     "registry %s: its schema_version is not a version "
@@ -2041,22 +2106,22 @@ static int migrate_body(struct pg *s, struct sid_error *err)
 	       " WHERE conrelid = to_regclass('semid_assignment') AND conname = c.name"
 	       " AND contype IN ('p', 'u'))"
 	       " FROM (VALUES ('semid_assignment_id'), ('semid_assignment_sid')) AS c(name)");
-	if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 2) {
+	if (pq.PQresultStatus(res) != PGRES_TUPLES_OK || pq.PQntuples(res) != 2) {
 		rc = pg_fail(s, res, err, "check the schema");
-		PQclear(res);
+		pq.PQclear(res);
 		return rc;
 	}
 	for (int k = 0; k < 2; k++)
-		if (PQgetvalue(res, k, 1)[0] != 't') {
+		if (pq.PQgetvalue(res, k, 1)[0] != 't') {
 			rc = sid_error_set(err, SID_EFORMAT,
 					   "registry %s: damaged schema: the unique constraint %s "
 					   "is missing (restore a backup, or import an export into "
 					   "a new store)",
-					   s->base.label, PQgetvalue(res, k, 0));
-			PQclear(res);
+					   s->base.label, pq.PQgetvalue(res, k, 0));
+			pq.PQclear(res);
 			return rc;
 		}
-	PQclear(res);
+	pq.PQclear(res);
 	return 0;
 }
 
@@ -2065,7 +2130,7 @@ static int migrate_body(struct pg *s, struct sid_error *err)
  * rest: without it a bare service=NAME would read "postgresql:///"). */
 static char *label_make(const char *conninfo)
 {
-	PQconninfoOption *o = PQconninfoParse(conninfo, NULL), *x;
+	PQconninfoOption *o = pq.PQconninfoParse(conninfo, NULL), *x;
 	const char *user = "", *host = "", *port = "", *db = "", *service = "";
 	char buf[640];
 
@@ -2087,14 +2152,18 @@ static char *label_make(const char *conninfo)
 	}
 	snprintf(buf, sizeof(buf), "postgresql://%s%s%s%s%s/%s%s%s", user, *user ? "@" : "", host,
 		 *port ? ":" : "", port, db, *service ? "?service=" : "", service);
-	PQconninfoFree(o);
+	pq.PQconninfoFree(o);
 	return strdup(buf);
 }
 
 int sid__reg_pg_conninfo_parses(const char *t)
 {
-	PQconninfoOption *o = PQconninfoParse(t, NULL);
-	PQconninfoFree(o);
+	PQconninfoOption *o;
+
+	if (pq_load(NULL))
+		return 1; /* it may be one: not taken for a SQLite file name */
+	o = pq.PQconninfoParse(t, NULL);
+	pq.PQconninfoFree(o);
 	return o != NULL;
 }
 
@@ -2103,11 +2172,12 @@ int sid_registry_target_has_password(const char *target)
 	PQconninfoOption *o, *x;
 	int found = 0;
 
-	if (!sid_registry_target_is_pg(target) || !(o = PQconninfoParse(target, NULL)))
+	if (!sid_registry_target_is_pg(target) || pq_load(NULL) ||
+	    !(o = pq.PQconninfoParse(target, NULL)))
 		return 0;
 	for (x = o; x->keyword && !found; x++)
 		found = !strcmp(x->keyword, "password") && x->val && x->val[0];
-	PQconninfoFree(o);
+	pq.PQconninfoFree(o);
 	return found;
 }
 
@@ -2122,10 +2192,10 @@ static int option_name(const char *conninfo, const char *word, size_t n)
 
 	if (n < 2 || strspn(word, "abcdefghijklmnopqrstuvwxyz_0123456789") < n)
 		return 0;
-	o = PQconndefaults();
+	o = pq.PQconndefaults();
 	for (x = o; x && x->keyword && !found; x++)
 		found = strlen(x->keyword) == n && !memcmp(x->keyword, word, n);
-	PQconninfoFree(o);
+	pq.PQconninfoFree(o);
 	while (!found && (at = memmem(at, strlen(at), word, n))) {
 		found = at[n] == '=' &&
 			(at == conninfo || at[-1] == ' ' || at[-1] == '?' || at[-1] == '&');
@@ -2190,12 +2260,14 @@ static int parse_error_redact(const char *conninfo, const char *msg, char *out, 
 int sid__reg_pg_open(const char *conninfo, unsigned flags, int timeout_ms,
 		     struct sid_registry **out, struct sid_error *err)
 {
-	struct pg *s = calloc(1, sizeof(*s));
+	struct pg *s;
 	char *perr = NULL;
 	PQconninfoOption *o;
 	int rc;
 
-	if (!s)
+	if ((rc = pq_load(err)))
+		return rc;
+	if (!(s = calloc(1, sizeof(*s))))
 		return sid_error_set(err, SID_ENOMEM, "registry: out of memory");
 	s->base.ops = &pg_ops;
 	s->base.open_flags = flags; /* conn_ensure reads SID_REG_READONLY */
@@ -2207,7 +2279,7 @@ int sid__reg_pg_open(const char *conninfo, unsigned flags, int timeout_ms,
 		rc = sid_error_set(err, SID_ENOMEM, "registry: out of memory");
 		goto fail;
 	}
-	o = PQconninfoParse(conninfo, &perr);
+	o = pq.PQconninfoParse(conninfo, &perr);
 	if (!o) {
 		char msg[256];
 		int cut =
@@ -2215,10 +2287,10 @@ int sid__reg_pg_open(const char *conninfo, unsigned flags, int timeout_ms,
 		rc = sid_error_set(err, SID_EINVAL, "registry: bad connection string: %s%s", msg,
 				   cut ? " (the quoted part is left out: it may hold the password)"
 				       : "");
-		PQfreemem(perr);
+		pq.PQfreemem(perr);
 		goto fail;
 	}
-	PQconninfoFree(o);
+	pq.PQconninfoFree(o);
 	rc = conn_ensure(s, err); /* connects and creates or migrates the schema */
 	if (rc == SID_EUNAVAIL && (flags & SID_REG_LAZY))
 		rc = 0; /* the first call that connects will do it */

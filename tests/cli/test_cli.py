@@ -13,6 +13,7 @@ reference of tests/rq_ref.py.
 
 Run: SEMID_BIN=/path/to/bin /usr/bin/python3 tests/cli/test_cli.py
 """
+import ctypes
 import hashlib
 import json
 import os
@@ -935,6 +936,57 @@ class CliTest(unittest.TestCase):
                 finally:
                     os.close(w)
                 self.assertEqual((p.returncode, p.stderr), (-signal.SIGPIPE, b""))
+
+    def test_libpq_only_for_postgresql(self):
+        """libpq is loaded when a PostgreSQL store is named, not linked: with
+        it unreadable (a mount namespace of its own, /dev/null bound over the
+        file), semid still runs and uses a SQLite store, and a connection
+        string is refused naming the package to install (exit 2), never taken
+        for a SQLite file name; semid-server refuses to start with one."""
+        if os.geteuid() != 0:
+            self.skipTest("needs root (a mount namespace)")
+        m = re.search(r"libpq\.so\.5 \(.*\) => (\S+)", subprocess.run(
+            ["ldconfig", "-p"], stdout=subprocess.PIPE, text=True).stdout)
+        if not m:
+            self.skipTest("no libpq.so.5 in ldconfig's cache")
+        real = os.path.realpath(m.group(1)).encode()
+        libc = ctypes.CDLL(None, use_errno=True)
+        CLONE_NEWNS, MS_REC, MS_PRIVATE, MS_BIND = 0x20000, 0x4000, 0x40000, 0x1000
+
+        def no_libpq():
+            if libc.unshare(CLONE_NEWNS) != 0:
+                raise OSError(ctypes.get_errno(), "unshare")
+            if libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) != 0:
+                raise OSError(ctypes.get_errno(), "mount --make-rprivate /")
+            if libc.mount(b"/dev/null", real, None, MS_BIND, None) != 0:
+                raise OSError(ctypes.get_errno(), "mount --bind /dev/null " + real.decode())
+
+        db = os.path.join(self.out.name, "r.db")
+        ids = os.path.join(self.out.name, "ids.txt")
+        with open(ids, "w") as f:
+            f.write("".join("sku-%d\n" % i for i in range(N)))
+        try:
+            p = run("registry", "assign", "--model", self.model, "--input", self.input,
+                    "--ids", ids, "--db", db, "-o", "/dev/null", preexec_fn=no_libpq)
+        except subprocess.SubprocessError as e:  # preexec_fn failed
+            self.skipTest("no mount namespace here: %s" % e)
+        self.assertEqual(p.returncode, 0, p.stderr.decode())
+        p = run("registry", "stats", "--db", db, preexec_fn=no_libpq)
+        self.assertEqual(p.returncode, 0, p.stderr.decode())
+        self.assertEqual(json.loads(p.stdout)["items"], N)
+        for target in ("postgresql://semid@127.0.0.1:1/semid", "user=semid"):
+            with self.subTest(target=target):
+                p = run("registry", "stats", "--db", target, preexec_fn=no_libpq)
+                self.assertEqual(p.returncode, 2, p.stderr.decode())
+                self.assertIn("a PostgreSQL store needs libpq (Debian: apt-get install "
+                              "libpq5): ", p.stderr.decode())
+        p = subprocess.run([os.path.join(BIN, "semid-server"), "--model", self.model,
+                            "--listen", "127.0.0.1:0", "--registry", "user=semid"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60,
+                           preexec_fn=no_libpq)
+        self.assertEqual(p.returncode, 2, p.stderr.decode())
+        self.assertIn("apt-get install libpq5", p.stderr.decode())
+        self.assertFalse(os.path.exists("user=semid"))  # no SQLite file of that name
 
     def test_reader_gone_is_a_quiet_stop(self):
         # `semid ... | head -1`: a reader of a stdout pipe that goes away ends

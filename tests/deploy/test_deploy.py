@@ -384,6 +384,8 @@ class Deploy(unittest.TestCase):
                 if pkg != "libc6":  # in every Debian image
                     with self.subTest(lib=lib):
                         self.assertIn(pkg, installs(runtime))
+            # not linked: loaded (dlopen) when a PostgreSQL store is named
+            self.assertIn("libpq5", installs(runtime))
         # EXPOSE: the server's --listen and --ops-listen; the health check
         # asks the operations port
         exposed = [int(p) for p in re.search(r"^EXPOSE (.*)$", runtime, re.M).group(1).split()]
