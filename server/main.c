@@ -205,9 +205,15 @@ static void on_trim_tick(uv_timer_t *t)
 	t0 = srv_now();
 	malloc_trim(0);
 	s->trim_rss = srv_proc_rss(&s->metrics.proc);
-	srv_log(SRV_LOG_DEBUG, "memory",
-		"free heap memory given back to the system in %.1f ms: resident %lld -> %lld MiB",
-		(srv_now() - t0) * 1e3, rss >> 20, s->trim_rss >> 20);
+	if (rss >= 0 && s->trim_rss >= 0)
+		srv_log(SRV_LOG_DEBUG, "memory",
+			"free heap memory given back to the system in %.1f ms: resident %lld -> "
+			"%lld MiB",
+			(srv_now() - t0) * 1e3, rss >> 20, s->trim_rss >> 20);
+	else
+		srv_log(SRV_LOG_DEBUG, "memory",
+			"free heap memory given back to the system in %.1f ms",
+			(srv_now() - t0) * 1e3);
 }
 
 /* SIGHUP beside reload.c's handler, which closes first (see on_drain_tick). */
