@@ -57,9 +57,11 @@ FINAL_LDFLAGS += -fsanitize=$(SANITIZE)
 # LeakSanitizer reads through at every exit (20-34 ms of page faults a
 # process here, on thousands of test processes); linked into the program it
 # costs nothing.  clang (the fuzz build) has no such flag and needs none.
+# (Probed once here: FINAL_LDFLAGS is expanded again at every link.)
 ifneq ($(findstring undefined,$(SANITIZE)),)
-FINAL_LDFLAGS += $(shell echo 'int main(void){return 0;}' | $(CC) -x c - -fsanitize=undefined \
+UBSAN_STATIC := $(shell echo 'int main(void){return 0;}' | $(CC) -x c - -fsanitize=undefined \
 	-static-libubsan -o /dev/null 2>/dev/null && echo -static-libubsan)
+FINAL_LDFLAGS += $(UBSAN_STATIC)
 endif
 endif
 

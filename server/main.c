@@ -185,6 +185,7 @@ static void on_trim_tick(uv_timer_t *t)
 	long n = srv_http_begun(s->http) + (s->ops ? srv_http_begun(s->ops) : 0);
 	double now = srv_now(), t0;
 	long long rss;
+	char res[64] = "";
 
 	if (n != s->trim_begun) {
 		s->trim_begun = n;
@@ -206,14 +207,10 @@ static void on_trim_tick(uv_timer_t *t)
 	malloc_trim(0);
 	s->trim_rss = srv_proc_rss(&s->metrics.proc);
 	if (rss >= 0 && s->trim_rss >= 0)
-		srv_log(SRV_LOG_DEBUG, "memory",
-			"free heap memory given back to the system in %.1f ms: resident %lld -> "
-			"%lld MiB",
-			(srv_now() - t0) * 1e3, rss >> 20, s->trim_rss >> 20);
-	else
-		srv_log(SRV_LOG_DEBUG, "memory",
-			"free heap memory given back to the system in %.1f ms",
-			(srv_now() - t0) * 1e3);
+		snprintf(res, sizeof(res), ": resident %lld -> %lld MiB", rss >> 20,
+			 s->trim_rss >> 20);
+	srv_log(SRV_LOG_DEBUG, "memory", "free heap memory given back to the system in %.1f ms%s",
+		(srv_now() - t0) * 1e3, res);
 }
 
 /* SIGHUP beside reload.c's handler, which closes first (see on_drain_tick). */

@@ -292,16 +292,28 @@ static long open_fds(struct srv_proc *p)
 	return count;
 }
 
+/* @p's self/stat (its path in @path), parsed: NULL, or why it could not be. */
+static const char *read_stat(const struct srv_proc *p, char path[PATH_MAX],
+			     struct srv_proc_stat *st)
+{
+	char text[2048];
+	size_t len = 0;
+	const char *why;
+
+	snprintf(path, PATH_MAX, "%s/self/stat", p->root);
+	why = read_small(path, text, sizeof(text), &len);
+	if (!why && srv_proc_parse_stat(text, len, st) != 0)
+		why = "not a stat line";
+	return why;
+}
+
 long long srv_proc_rss(const struct srv_proc *p)
 {
-	char path[PATH_MAX], text[2048];
+	char path[PATH_MAX];
 	struct srv_proc_stat st;
 	long page = sysconf(_SC_PAGESIZE);
-	size_t len = 0;
 
-	snprintf(path, sizeof(path), "%s/self/stat", p->root);
-	if (page <= 0 || read_small(path, text, sizeof(text), &len) ||
-	    srv_proc_parse_stat(text, len, &st) != 0)
+	if (page <= 0 || read_stat(p, path, &st))
 		return -1;
 	return (long long)st.rss * page;
 }
@@ -313,20 +325,15 @@ static void family(struct srv_buf *out, const char *name, const char *type, cons
 
 void srv_proc_render(struct srv_proc *p, struct srv_buf *out)
 {
-	char path[PATH_MAX], text[2048];
+	char path[PATH_MAX];
 	struct srv_proc_stat st;
-	const char *why;
+	const char *why = read_stat(p, path, &st);
 	long tck = sysconf(_SC_CLK_TCK), page = sysconf(_SC_PAGESIZE), fds;
 	long long btime = 0;
 	unsigned long long rss;
 	int have_stat, have_btime = 0;
 	struct rlimit rl;
-	size_t len = 0;
 
-	snprintf(path, sizeof(path), "%s/self/stat", p->root);
-	why = read_small(path, text, sizeof(text), &len);
-	if (!why && srv_proc_parse_stat(text, len, &st) != 0)
-		why = "not a stat line";
 	if (why)
 		failed(p, SRC_STAT, path, why);
 	have_stat = !why;
