@@ -41,6 +41,7 @@ import concurrent.futures
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -198,6 +199,14 @@ def cpu_share(times, suite):
 
 
 def main():
+    # Started with SIGINT or SIGQUIT ignored (`make test &` in a script: a
+    # shell without job control ignores both in what it runs in the
+    # background), every suite would inherit that, and the programs keep an
+    # ignored signal ignored, as they should, so each test of what SIGINT
+    # does would fail.  The suites get the default back.
+    for sig in (signal.SIGINT, signal.SIGQUIT):
+        if signal.getsignal(sig) == signal.SIG_IGN:
+            signal.signal(sig, signal.SIG_DFL)
     total_p = total_f = total_s = 0
     bad = []
     suites = sys.argv[1:]

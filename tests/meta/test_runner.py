@@ -4,6 +4,7 @@ counted as passed (python's, and Check tests that said CHECK_SKIP), and a
 suite that runs nothing or dies without a summary fails the run."""
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -31,6 +32,15 @@ echo 'SKIP t_pg_only: PostgreSQL: not root' >&2
 echo '100%: Checks: 5, Failures: 0, Errors: 0'
 """
 CRASH = "import os\nos.abort()\n"
+# Python keeps SIGINT ignored if it started so, and installs its own
+# handler only where SIGINT was at its default.
+SIGNALS = """import signal, unittest
+class T(unittest.TestCase):
+    def test_signals(self):
+        self.assertIs(signal.getsignal(signal.SIGINT), signal.default_int_handler)
+        self.assertEqual(signal.getsignal(signal.SIGQUIT), signal.SIG_DFL)
+unittest.main()
+"""
 # Two suites that pass only when they run at the same time: each marks its
 # start in a directory (RENDEZVOUS in its environment) and waits, at most
 # 20 s, for the other's mark.
@@ -73,10 +83,11 @@ unittest.main()
 
 
 class RunnerTest(unittest.TestCase):
-    def run_suites(self, *sources, env=None, times=None, seed=None):
+    def run_suites(self, *sources, env=None, times=None, seed=None, ignore=()):
         """Run the suites; @times, {suite index: seconds}, is the times file
         the run starts from, and self.times what it left there; @seed, the
-        same, the seed file (SEMID_TEST_SEED)."""
+        same, the seed file (SEMID_TEST_SEED); @ignore, signals the runner
+        starts with ignored."""
         with tempfile.TemporaryDirectory() as d:
             paths = []
             for i, src in enumerate(sources):
@@ -96,7 +107,9 @@ class RunnerTest(unittest.TestCase):
                         json.dump({paths[i]: v for i, v in t.items()}, f)
             p = subprocess.run([sys.executable, RUN] + paths, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, timeout=60,
-                               env=dict(os.environ, **env))
+                               env=dict(os.environ, **env),
+                               preexec_fn=lambda: [signal.signal(s, signal.SIG_IGN)
+                                                   for s in ignore])
             if times is not None:
                 with open(env["SEMID_TEST_TIMES"]) as f:
                     self.times = {os.path.basename(k): v for k, v in json.load(f).items()}
@@ -116,6 +129,15 @@ class RunnerTest(unittest.TestCase):
     def test_check_skips_are_not_passes(self):
         rc, last = self.run_suites(CHECK_SKIPS, GREEN_SKIP)
         self.assertEqual(last, "tests: 6 passed, 0 failed, 3 skipped")
+        self.assertEqual(rc, 0)
+
+    def test_suites_get_sigint_back(self):
+        """A runner started with SIGINT and SIGQUIT ignored (in the
+        background of a script) runs its suites with both at their default:
+        the tests of what SIGINT does failed (CI's own runs were not
+        started so)."""
+        rc, last = self.run_suites(SIGNALS, ignore=(signal.SIGINT, signal.SIGQUIT))
+        self.assertEqual(last, "tests: 1 passed, 0 failed, 0 skipped", self.out)
         self.assertEqual(rc, 0)
 
     def test_a_suite_that_runs_nothing_fails(self):
