@@ -267,8 +267,8 @@ class ProcessMetrics(unittest.TestCase):
         os.mkdir(os.path.join(self.work, "m"))
         model = os.path.join(self.work, "m", "wide.safetensors")
         T.write_model(model, {"item": T.random_tower(rng, 256, [32], 8, [16, 16])}, "wide")
-        # JSON bodies of 20 MB (the workers keep their encode buffers, 4 MB
-        # each for 4096 rows of 256, so the bodies make most of the burst)
+        # JSON bodies of 20 MB (the workers keep their encode workspaces,
+        # sized for 256 rows whatever the batch, so the bodies make the burst)
         x = rng.standard_normal((4096, 256)).astype(np.float32)
         body = json.dumps({"inputs": [{"embedding": r.tolist()} for r in x]}).encode()
         # By default what glibc gives back by itself after a burst depends
