@@ -59,9 +59,10 @@ static const char usage[] =
     "                        them is kept, and each slot is free for the next new\n"
     "                        id of its codes); prints id<TAB>sid<TAB>deleted per id\n"
     "                        once its batch is committed (an empty sid and 0: not\n"
-    "                        stored; -o FILE is appended to, so a failed run keeps\n"
-    "                        the lines of the batches it committed); SIGINT, SIGTERM\n"
-    "                        or SIGHUP stop it after the batch in flight\n"
+    "                        stored; an empty sid and 1: an entry that could not be\n"
+    "                        read, erased; -o FILE is appended to, so a failed run\n"
+    "                        keeps the lines of the batches it committed); SIGINT,\n"
+    "                        SIGTERM or SIGHUP stop it after the batch in flight\n"
     "  get ID | sid SID      one assignment (JSON)\n"
     "  list [--prefix P]     assignments under a code prefix such as 12-7, in order\n"
     "  backup -o FILE        a consistent copy of a SQLite store, taken while servers\n"
@@ -134,6 +135,7 @@ static int exit_for(int code)
 	switch (code) {
 	case SID_EINVAL:
 	case SID_EFORMAT:
+	case SID_EDATA: /* a damaged stored entry: named, as bad input is */
 	case SID_ENOTFOUND:
 		return CLI_EXIT_INPUT;
 	default:
@@ -935,7 +937,7 @@ static int cmd_delete(const struct opts *o, int *not_found, struct sid_error *er
 			goto fail;
 		for (size_t i = 0; i < k; i++) { /* committed: acknowledge the batch */
 			char sid[SID_REG_SID_MAX] = "";
-			if (res[i].deleted)
+			if (res[i].deleted && res[i].L) /* (none: a row that did not read) */
 				sid_reg_sid_format(res[i].codes, res[i].L, res[i].suffix, sid,
 						   sizeof(sid));
 			deleted += res[i].deleted != 0;

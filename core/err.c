@@ -112,6 +112,8 @@ const char *sid_strerror(int code)
 		return "not found";
 	case SID_EUNAVAIL:
 		return "unavailable";
+	case SID_EDATA:
+		return "damaged record";
 	}
 	return "unknown error";
 }

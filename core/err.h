@@ -20,7 +20,9 @@ enum sid_errcode {
 	SID_ENOMEM = -3,    /* allocation failed or a size overflowed */
 	SID_EIO = -4,	    /* an operating-system call failed (errno in message) */
 	SID_ENOTFOUND = -5, /* a named thing (file, tower, tensor, key) is absent */
-	SID_EUNAVAIL = -6   /* a store cannot be reached or is locked: retry later */
+	SID_EUNAVAIL = -6,  /* a store cannot be reached or is locked: retry later */
+	SID_EDATA = -7	    /* one stored record cannot be read (damaged); the
+			       store itself works: that record's calls only */
 };
 
 #define SID_ERROR_MSG_MAX 512

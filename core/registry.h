@@ -246,7 +246,9 @@ int sid_registry_assign_calls(struct sid_registry *r, struct sid_reg_call *calls
  * reassign's old slot does: the next new id with those codes takes it if it
  * is the smallest free suffix.  out[i] (n entries) receives what
  * ids[i] held, with deleted = 1, or only kind and id with deleted = 0 when
- * it was not stored (not an error).  An id given twice is deleted by its
+ * it was not stored (not an error).  A stored row that cannot be read
+ * (SID_EDATA to every other call) is deleted all the same: its out[i] has
+ * only kind and id (L 0) and deleted = 1.  An id given twice is deleted by its
  * first occurrence (the second says not stored).  A malformed id fails the
  * whole call with SID_EINVAL and err->index = its position; nothing is then
  * deleted.  A read-only handle fails with SID_EUNAVAIL.  A call that

@@ -501,8 +501,12 @@ static int row_entry(struct pg *s, const PGresult *res, int row, struct sid_reg_
 	    pq.PQgetlength(res, row, 4) > SID_REG_VERSION_MAX ||
 	    sid__reg_codes_unpack(pq.PQgetvalue(res, row, 2), pq.PQgetlength(res, row, 2), e->codes,
 				  &e->L))
-		return sid_error_set(err, SID_EFORMAT, "registry %s: corrupt row for id %.64s",
-				     s->base.label, id);
+		return sid_error_set(
+		    err, SID_EDATA,
+		    "registry %s: the stored entry of id \"%.64s\" cannot be read: "
+		    "its id, codes or model_version are damaged (deleting the id "
+		    "erases it)",
+		    s->base.label, id);
 	memcpy(e->id, id, pq.PQgetlength(res, row, 1));
 	memcpy(e->model_version, ver, pq.PQgetlength(res, row, 4));
 	e->suffix = getint(res, row, 3);
@@ -524,7 +528,7 @@ static int fetch_one(struct pg *s, int stmt_i, const struct params *p, struct si
 		return rc;
 	rc = pq.PQntuples(res) ? 1 : 0;
 	if (rc && row_entry(s, res, 0, e, err))
-		rc = SID_EFORMAT;
+		rc = SID_EDATA;
 	pq.PQclear(res);
 	return rc;
 }
@@ -1188,7 +1192,7 @@ static int prefetch(struct pg *s, struct assign_ctx *c, struct sid_error *err)
 			continue;
 		if (row_entry(s, res, r, &c->out[c->order[lo]], err)) {
 			pq.PQclear(res);
-			return SID_EFORMAT;
+			return SID_EDATA;
 		}
 		c->known[c->order[lo]] = 1;
 		rc++;
@@ -1501,7 +1505,8 @@ struct group {
 };
 
 /* The write transaction of a group: all locks at once, then each call
- * under a savepoint so a call's own SID_EINVAL undoes only that call. */
+ * under a savepoint so a call's own SID_EINVAL (or SID_EDATA: a stored row
+ * of its ids that cannot be read) undoes only that call. */
 static int group_body(struct pg *s, void *p, struct sid_error *err)
 {
 	struct group *g = p;
@@ -1530,7 +1535,7 @@ static int group_body(struct pg *s, void *p, struct sid_error *err)
 		if ((rc = pq_exec(s, "SAVEPOINT call", err)))
 			break;
 		g->res[i] = assign_body(s, &g->c[i], &g->q[i]->err);
-		if (g->res[i] == SID_EINVAL) {
+		if (g->res[i] == SID_EINVAL || g->res[i] == SID_EDATA) { /* its own */
 			rc = pq_exec(s, "ROLLBACK TO SAVEPOINT call", err);
 		} else if (g->res[i]) {
 			rc = g->res[i];
@@ -1684,7 +1689,7 @@ static int list_body(struct pg *s, void *p, struct sid_error *err)
 	*c->n_out = 0;
 	for (int i = 0; i < n && (size_t)i < c->limit; i++) {
 		if (row_entry(s, res, i, &c->out[i], err)) {
-			rc = SID_EFORMAT;
+			rc = SID_EDATA;
 			break;
 		}
 		(*c->n_out)++;
@@ -1781,14 +1786,14 @@ static int foreach_body(struct pg *s, void *p, struct sid_error *err)
 			const float *emb = NULL;
 			if (row_entry(s, res, i, &e, err)) {
 				pq.PQclear(res);
-				rc = SID_EFORMAT;
+				rc = SID_EDATA;
 				goto out;
 			}
 			if (c->want_emb == 1 && !pq.PQgetisnull(res, i, 8)) {
 				int bytes = pq.PQgetlength(res, i, 8);
 				if (bytes != (int)sizeof(float) * e.D || e.D < 1) {
 					pq.PQclear(res);
-					rc = sid_error_set(err, SID_EFORMAT,
+					rc = sid_error_set(err, SID_EDATA,
 							   "registry %s: id %s: embedding of %d "
 							   "bytes, want %d",
 							   s->base.label, e.id, bytes,
@@ -1955,7 +1960,9 @@ struct delete_ctx {
  * between holds the id's key, so the row is stable once ours is taken, and
  * the tuple key only queues the delete behind inserters of that tuple).
  * Then each row goes, its embedding with it (one column), and the kind's
- * gaps flag is set, as for any slot left on PostgreSQL (leaving).
+ * gaps flag is set, as for any slot left on PostgreSQL (leaving).  A row
+ * that cannot be read goes too, locked by its id's key only: its tuple is
+ * not known, and no inserter can hold codes that do not read.
  */
 static int delete_body(struct pg *s, void *p, struct sid_error *err)
 {
@@ -1970,7 +1977,9 @@ static int delete_body(struct pg *s, void *p, struct sid_error *err)
 		struct sid_reg_entry e;
 		keys[nkeys++] = key_hash(c->kind, 'i', c->ids[i], strlen(c->ids[i]));
 		rc = get_row(s, c->kind, c->ids[i], &e, err);
-		if (rc < 0)
+		if (rc == SID_EDATA) /* unreadable: its tuple is not known */
+			sid_error_clear(err);
+		else if (rc < 0)
 			break;
 		if (rc == 1) {
 			uint8_t codes[SID__REG_CODES_BYTES];
@@ -1987,6 +1996,14 @@ static int delete_body(struct pg *s, void *p, struct sid_error *err)
 		p_int(&q, c->kind);
 		p_text(&q, c->ids[i]);
 		rc = fetch_one(s, P_DELETE, &q, &c->out[i], err);
+		if (rc == SID_EDATA) {
+			/* a row that cannot be read is erased all the same
+			 * (an erasure must not wait for a repair by hand); the
+			 * answer has its kind and id only */
+			sid__reg_absent(&c->out[i], c->kind, c->ids[i]);
+			sid_error_clear(err);
+			rc = 1;
+		}
 		if (rc < 0)
 			break;
 		if (rc == 0) /* (a run before may have filled it) */

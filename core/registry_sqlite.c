@@ -329,8 +329,12 @@ static int row_entry(struct sq *s, sqlite3_stmt *st, struct sid_reg_entry *e, st
 	if (!id || !ver || strlen(id) > SID_REG_ID_MAX || strlen(ver) > SID_REG_VERSION_MAX ||
 	    sid__reg_codes_unpack(sqlite3_column_blob(st, 2), sqlite3_column_bytes(st, 2), e->codes,
 				  &e->L))
-		return sid_error_set(err, SID_EFORMAT, "registry %s: corrupt row %lld",
-				     s->base.label, (long long)sqlite3_column_int64(st, 8));
+		return sid_error_set(
+		    err, SID_EDATA,
+		    "registry %s: the stored entry of row %lld (id \"%.64s\") cannot "
+		    "be read: its id, codes or model_version are damaged (deleting "
+		    "the id erases it)",
+		    s->base.label, (long long)sqlite3_column_int64(st, 8), id ? id : "?");
 	strcpy(e->id, id);
 	strcpy(e->model_version, ver);
 	e->suffix = sqlite3_column_int64(st, 3);
@@ -340,7 +344,8 @@ static int row_entry(struct sq *s, sqlite3_stmt *st, struct sid_reg_entry *e, st
 	return 0;
 }
 
-/* Look @id up: 1 found (*rid set), 0 absent, < 0 error. */
+/* Look @id up: 1 found, 0 absent, < 0 error (SID_EDATA: a row that
+ * cannot be read); *rid is set when a row was found, read or not. */
 static int get_row(struct sq *s, int kind, const char *id, struct sid_reg_entry *e,
 		   sqlite3_int64 *rid, struct sid_error *err)
 {
@@ -354,10 +359,11 @@ static int get_row(struct sq *s, int kind, const char *id, struct sid_reg_entry 
 		rc = 0;
 	else if (rc != SQLITE_ROW)
 		rc = sq_fail(s, rc, err, "read");
-	else if ((rc = row_entry(s, st, e, err)) == 0) {
+	else {
 		if (rid)
 			*rid = sqlite3_column_int64(st, 8);
-		rc = 1;
+		if ((rc = row_entry(s, st, e, err)) == 0)
+			rc = 1;
 	}
 	sqlite3_reset(st);
 	return rc;
@@ -726,7 +732,7 @@ static void sq_assign(struct sid_registry *r, struct sid__reg_req *const *q, siz
 		if ((rc = exec(s, "SAVEPOINT call", &gerr, "savepoint")))
 			goto fail;
 		rc = assign_call(s, q[i], now_ms);
-		if (rc == SID_EINVAL) { /* this call's own fault: undo it alone */
+		if (rc == SID_EINVAL || rc == SID_EDATA) { /* this call's own: undo it alone */
 			q[i]->rc = rc;
 			if ((rc = exec(s, "ROLLBACK TO call", &gerr, "savepoint")))
 				goto fail;
@@ -756,12 +762,14 @@ fail:
 }
 
 /* Remove one stored row and its embedding; its slot is left as a reassign
- * leaves its old one (leaving: the gaps flag when it is below the largest). */
+ * leaves its old one (leaving: the gaps flag when it is below the largest).
+ * A row that could not be read (e->L 0) has no slot known: the gaps flag. */
 static int delete_row(struct sq *s, const struct sid_reg_entry *e, sqlite3_int64 rid,
 		      struct sid_error *err)
 {
 	sqlite3_stmt *st;
-	int rc = leaving(s, e->kind, e->codes, e->L, e->suffix, err);
+	int rc =
+	    e->L ? leaving(s, e->kind, e->codes, e->L, e->suffix, err) : gaps_mark(s, e->kind, err);
 
 	if (rc)
 		return rc;
@@ -788,6 +796,13 @@ static int sq_delete(struct sid_registry *r, int kind, const char *const *ids, s
 		sqlite3_int64 rid = 0;
 		int found = get_row(s, kind, ids[i], &out[i], &rid, err);
 
+		if (found == SID_EDATA && rid) { /* (rowids start at 1) */
+			/* a row that cannot be read is erased all the same:
+			 * an erasure must not wait for a repair by hand */
+			sid__reg_absent(&out[i], kind, ids[i]);
+			sid_error_clear(err);
+			found = 1;
+		}
 		if (found < 0) {
 			rc = found;
 			goto fail;
@@ -1126,14 +1141,14 @@ static int sq_list(struct sid_registry *r, int kind, const uint8_t *lo, size_t l
 	sqlite3_bind_int64(st, 6, (sqlite3_int64)limit);
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		if (row_entry(s, st, &out[n], err)) {
-			rc = SID_EFORMAT;
+			rc = SID_EDATA;
 			break;
 		}
 		n++;
 	}
 	sqlite3_reset(st);
 	*n_out = n;
-	if (rc == SID_EFORMAT)
+	if (rc == SID_EDATA)
 		return rc;
 	return rc == SQLITE_DONE ? 0 : sq_fail(s, rc, err, "list");
 }
@@ -1184,13 +1199,13 @@ static int sq_foreach(struct sid_registry *r, int kind, int want_emb, sid_reg_fo
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		const float *emb = NULL;
 		if (row_entry(s, st, &e, err)) {
-			rc = SID_EFORMAT;
+			rc = SID_EDATA;
 			goto out;
 		}
 		if (want_emb && sqlite3_column_type(st, 9) == SQLITE_BLOB) {
 			int bytes = sqlite3_column_bytes(st, 9);
 			if (bytes != (int)sizeof(float) * e.D || e.D < 1) {
-				rc = sid_error_set(err, SID_EFORMAT,
+				rc = sid_error_set(err, SID_EDATA,
 						   "registry %s: id %s: embedding of %d bytes, "
 						   "want %d",
 						   s->base.label, e.id, bytes,

@@ -94,13 +94,17 @@ static void levels_msg(char *buf, size_t len, const struct sid_model *m, int kin
  * number of levels than the served tower (not a SID_E* code). */
 #define SRV_RC_LEVELS 1
 
-/* Registry error -> HTTP error kind: the store's failures are 503. */
+/* Registry error -> HTTP error kind: the store's failures are 503; a
+ * stored entry that cannot be read is 500 (no retry mends it, and the
+ * store is not down: semid_registry_up stays 1). */
 static enum srv_err reg_err_kind(int rc)
 {
 	if (rc == SID_EINVAL)
 		return SRV_ERR_INVALID_ARGUMENT;
 	if (rc == SID_ENOTFOUND)
 		return SRV_ERR_NOT_FOUND;
+	if (rc == SID_EDATA)
+		return SRV_ERR_INTERNAL;
 	return SRV_ERR_UNAVAILABLE;
 }
 
@@ -520,7 +524,8 @@ static void lookup_work(uv_work_t *w)
 		json_t *arr = list ? json_array() : NULL, *v = NULL;
 		size_t bad = SIZE_MAX;
 		for (size_t i = 0; i < (list ? n : 1) && bad == SIZE_MAX; i++) {
-			v = sid_reg_entry_json(&e[i], 0);
+			/* (a deleted row that could not be read has no codes) */
+			v = del && !e[i].L ? NULL : sid_reg_entry_json(&e[i], 0);
 			if (!v)
 				bad = i;
 			else if (list)
@@ -536,7 +541,7 @@ static void lookup_work(uv_work_t *w)
 		}
 		if (bad != SIZE_MAX) {
 			json_decref(arr);
-			rc = sid_error_set(&err, SID_EFORMAT,
+			rc = sid_error_set(&err, SID_EDATA,
 					   "registry: the stored entry of id %.64s cannot be "
 					   "written as JSON (text that is not UTF-8?)",
 					   e[bad].id);
@@ -558,7 +563,7 @@ static void lookup_work(uv_work_t *w)
 	return;
 fail:
 	free(e);
-	if (rc == SID_ENOTFOUND || rc == SID_EINVAL)
+	if (rc == SID_ENOTFOUND || rc == SID_EINVAL || rc == SID_EDATA)
 		srv_metrics_registry_error(a->metrics, op);
 	{
 		int status;

@@ -2383,6 +2383,38 @@ START_TEST(t_delete)
 }
 END_TEST
 
+/* An entry that cannot be read: get says so and exits 2; delete erases
+ * it all the same, its line with an empty sid and 1 (it failed the run, so
+ * the id stayed until a repair by hand). */
+START_TEST(t_delete_damaged)
+{
+	char msg[2048], sql[200], log[400];
+	char *text;
+	sqlite3 *h;
+
+	assign_all_sid_of("item-2", msg, sizeof(msg));
+	ck_assert_int_eq(sqlite3_open(db, &h), SQLITE_OK);
+	snprintf(sql, sizeof(sql),
+		 "UPDATE semid_assignment SET codes = x'01' WHERE kind = %d AND id = 'item-2'",
+		 (int)SID_TOWER_ITEM);
+	ck_assert_int_eq(sqlite3_exec(h, sql, NULL, NULL, NULL), SQLITE_OK);
+	ck_assert_int_eq(sqlite3_changes(h), 1);
+	sqlite3_close(h);
+	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "get", "item-2", "--db", db, NULL),
+			 CLI_EXIT_INPUT);
+	ASSERT_HAS(msg, "(id \"item-2\") cannot be read");
+	snprintf(log, sizeof(log), "%s/deleted.tsv", dir);
+	ck_assert_int_eq(run("registry", "delete", "--db", db, "item-2", "-o", log, NULL),
+			 CLI_EXIT_OK);
+	text = read_all(log);
+	ck_assert_str_eq(text, "item-2\t\t1\n");
+	free(text);
+	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "get", "item-2", "--db", db, NULL),
+			 CLI_EXIT_INPUT);
+	ASSERT_HAS(msg, "not found");
+}
+END_TEST
+
 /* delete -o FILE when a later batch fails: the lines of the batches that
  * committed stay in the file (it was published only at the end, so the
  * record of what the run erased went with the failure, and a second run
@@ -2394,13 +2426,14 @@ START_TEST(t_delete_log_kept_on_failure)
 	sqlite3 *h;
 
 	assign_all_sid_of("item-1", sid1, sizeof(sid1));
-	/* item-2's row cannot be read: the second batch fails */
+	/* item-2's row will not go: the second batch fails (an unreadable row
+	 * did until it was erased all the same) */
 	ck_assert_int_eq(sqlite3_open(db, &h), SQLITE_OK);
 	snprintf(sql, sizeof(sql),
-		 "UPDATE semid_assignment SET codes = x'01' WHERE kind = %d AND id = 'item-2'",
+		 "CREATE TRIGGER keep BEFORE DELETE ON semid_assignment WHEN old.kind = %d AND "
+		 "old.id = 'item-2' BEGIN SELECT RAISE(ABORT, 'kept by a trigger'); END",
 		 (int)SID_TOWER_ITEM);
 	ck_assert_int_eq(sqlite3_exec(h, sql, NULL, NULL, NULL), SQLITE_OK);
-	ck_assert_int_eq(sqlite3_changes(h), 1);
 	sqlite3_close(h);
 	snprintf(idsf, sizeof(idsf), "%s/del.txt", dir);
 	write_text(idsf, "item-1\nitem-2\nitem-3\n");
@@ -2408,7 +2441,7 @@ START_TEST(t_delete_log_kept_on_failure)
 	ck_assert_int_ne(run_err(msg, sizeof(msg), "registry", "delete", "--db", db, "--ids", idsf,
 				 "--batch", "1", "-o", out, NULL),
 			 CLI_EXIT_OK);
-	ASSERT_HAS(msg, "corrupt row");
+	ASSERT_HAS(msg, "kept by a trigger");
 	ck_assert_int_eq(run("registry", "get", "item-1", "--db", db, NULL), CLI_EXIT_INPUT);
 	text = read_all(out);
 	snprintf(line, sizeof(line), "earlier\nitem-1\t%s\t1\n", sid1);
@@ -2509,6 +2542,7 @@ static Suite *registry_cmd_suite(void)
 	tcase_add_test(tc, t_usage_names_the_bad_option);
 	tcase_add_test(tc, t_delete);
 	tcase_add_test(tc, t_delete_log_kept_on_failure);
+	tcase_add_test(tc, t_delete_damaged);
 	tcase_add_test(tc, t_delete_stopped);
 	tcase_add_test(tc, t_assign_export_import);
 	tcase_add_test(tc, t_diff_and_lookups);

@@ -174,6 +174,7 @@ START_TEST(test_strerror_names_every_code)
 	ck_assert_str_eq(sid_strerror(SID_EIO), "i/o error");
 	ck_assert_str_eq(sid_strerror(SID_ENOTFOUND), "not found");
 	ck_assert_str_eq(sid_strerror(SID_EUNAVAIL), "unavailable");
+	ck_assert_str_eq(sid_strerror(SID_EDATA), "damaged record");
 	ck_assert_str_eq(sid_strerror(-99), "unknown error");
 }
 END_TEST

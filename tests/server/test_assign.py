@@ -763,19 +763,42 @@ class TestDeleteSqlite(Base):
         """A stored entry JSON cannot hold (a model_version that is not
         UTF-8, from before it was checked) is deleted all the same: the 200
         says so with its kind and id, where the answer was an error naming
-        the erased id in the request log (and a retry said 404)."""
+        the erased id in the request log (and a retry said 404).  So is an
+        entry that cannot be read at all (its codes damaged): the answer was
+        an error, and the row stayed.  Until then, a request that meets it
+        is 500 naming it, alone (the store is not down: semid_registry_up
+        stays 1, and other assigns go on); it was 503 "unavailable", with
+        the store marked down."""
         import sqlite3
         d = self.fresh_dir()
         extra = ["--admin-token", "t"]
         srv, _ = self.start(d, {"item": self.ta}, "A", extra)
         db = os.path.join(d, "semid-registry.db")
         try:
-            X, _ = T.tie_free_inputs(self.rng, self.ta, 1)
-            st, _, r = assign(srv, ["legacy-7"], X)
+            X, _ = T.tie_free_inputs(self.rng, self.ta, 2)
+            st, _, r = assign(srv, ["legacy-7", "legacy-8"], X)
             self.assertEqual(st, 200, r)
             with sqlite3.connect(db) as c:
                 c.execute("UPDATE semid_assignment SET model_version = CAST(X'FF' AS TEXT)"
                           " WHERE id = 'legacy-7'")
+                c.execute("UPDATE semid_assignment SET codes = X'01' WHERE id = 'legacy-8'")
+            st, _, e = srv.json("GET", "/v1/items/legacy-8")
+            self.assertEqual((st, e["error"]["code"]), (500, "internal"), e)
+            self.assertIn('"legacy-8") cannot be read', e["error"]["message"])
+            X2, _ = T.tie_free_inputs(self.rng, self.ta, 2)
+            st, _, e = assign(srv, ["fresh-1", "legacy-8"], X2)
+            self.assertEqual((st, e["error"]["code"]), (500, "internal"), e)
+            st, _, r = assign(srv, ["fresh-2"], X2[:1])
+            self.assertEqual(st, 200, r)
+            st, _, e = srv.json("GET", "/v1/items/fresh-1")
+            self.assertEqual(st, 404, e)
+            self.assertEqual(srv.metrics()["semid_registry_up"], 1)
+            st, _, e = srv.json("DELETE", "/v1/items/legacy-8", headers=ADMIN)
+            self.assertEqual(st, 200, e)
+            self.assertEqual(e, {"kind": "item", "id": "legacy-8", "deleted": True})
+            with sqlite3.connect(db) as c:
+                self.assertEqual(c.execute("SELECT count(*) FROM semid_assignment WHERE"
+                                           " id = 'legacy-8'").fetchone()[0], 0)
             st, _, e = srv.json("DELETE", "/v1/items/legacy-7", headers=ADMIN)
             self.assertEqual(st, 200, e)
             self.assertEqual((e["kind"], e["id"], e["deleted"]), ("item", "legacy-7", True))
