@@ -246,6 +246,11 @@ void srv_metrics_reload(struct srv_metrics *m, const char *model)
 	pthread_mutex_unlock(&m->mu);
 }
 
+void srv_metrics_watch_check(struct srv_metrics *m)
+{
+	__atomic_add_fetch(&m->watch_checks, 1, __ATOMIC_RELAXED);
+}
+
 void srv_metrics_queue_rows(struct srv_metrics *m, long rows)
 {
 	pthread_mutex_lock(&m->mu);
@@ -420,6 +425,12 @@ char *srv_metrics_render(struct srv_metrics *m, const struct sid_model *model)
 		       "semid_model_reloads_total{result=\"success\"} %llu\n"
 		       "semid_model_reloads_total{result=\"error\"} %llu\n",
 		       (unsigned long long)m->reloads_ok, (unsigned long long)m->reloads_err);
+	srv_buf_printf(&b,
+		       "# HELP semid_model_watch_checks_total Looks at the model path by the "
+		       "watcher (a stat each).\n"
+		       "# TYPE semid_model_watch_checks_total counter\n"
+		       "semid_model_watch_checks_total %llu\n",
+		       (unsigned long long)__atomic_load_n(&m->watch_checks, __ATOMIC_RELAXED));
 	srv_buf_printf(&b,
 		       "# HELP semid_queue_rows Rows admitted and not yet encoded (queue_rows "
 		       "bounds it).\n"

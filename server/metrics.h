@@ -149,7 +149,8 @@ struct srv_metrics {
 	struct srv_hist batch_size;
 	uint64_t encoded[SID_TOWER_COUNT];
 	uint64_t reloads_ok, reloads_err;
-	char served[65]; /* sha256 of the model served ("": none yet) */
+	uint64_t watch_checks; /* atomic: the model watcher's stats of its path */
+	char served[65];       /* sha256 of the model served ("": none yet) */
 	long queue_rows;
 	struct srv_entropy entropy[SID_TOWER_COUNT];
 	uint64_t reg_assigned[SID_TOWER_COUNT][2]; /* [created] */
@@ -187,6 +188,8 @@ void srv_metrics_batch(struct srv_metrics *m, enum sid_tower_kind t, size_t B, c
  * only its codes enter the entropy windows, and a tower whose window holds
  * another model's codes has no semid_code_entropy_bits. */
 void srv_metrics_reload(struct srv_metrics *m, const char *model);
+/* The model watcher looked at its path once more (any thread, no lock). */
+void srv_metrics_watch_check(struct srv_metrics *m);
 void srv_metrics_queue_rows(struct srv_metrics *m, long rows);
 /* One store call of @seconds; @ok = 0 when the store was unavailable (it
  * also counts an error and sets semid_registry_up to 0 until a call of

@@ -72,10 +72,11 @@ struct checker {
 	int refs; /* the reloader and the thread */
 	int stop, kick;
 	int poll_ms;
-	int test_delay_ms;	 /* SEMID_TEST_STAT_DELAY_MS: a stat as slow as a hung NFS */
-	uv_async_t *moved;	 /* sent under mu, never once stop is set */
-	struct stat seen, fired; /* when the last load began; the last reported */
-	int seen_has, fired_has; /* 0: the path named no file then */
+	int test_delay_ms;	     /* SEMID_TEST_STAT_DELAY_MS: a stat as slow as a hung NFS */
+	uv_async_t *moved;	     /* sent under mu, never once stop is set */
+	struct srv_metrics *metrics; /* (NULL in tests) */
+	struct stat seen, fired;     /* when the last load began; the last reported */
+	int seen_has, fired_has;     /* 0: the path named no file then */
 	char path[SRV_PATH_MAX];
 };
 
@@ -164,7 +165,11 @@ static void *checker_main(void *arg)
 		pthread_mutex_unlock(&ck->mu);
 		clock_gettime(CLOCK_MONOTONIC, &last);
 		has = checker_stat(ck, &now);
-		srv_log(SRV_LOG_DEBUG, "watch", "checked %s", ck->path);
+		/* counted, not logged: with the log in the model's directory a
+		 * line per stat was a directory event, so at debug level the
+		 * checker logged and stat'ed every CHECK_GAP_MS for good */
+		if (ck->metrics)
+			srv_metrics_watch_check(ck->metrics);
 		pthread_mutex_lock(&ck->mu);
 		/* once per new file: not again while its reload is pending */
 		if (!ck->stop && !same_file(has, &now, ck->seen_has, &ck->seen) &&
@@ -230,8 +235,8 @@ static void checker_stop(struct checker *ck)
 }
 
 /* A checker for @path, whose last load began when stat gave @seen (@has). */
-static struct checker *checker_start(const char *path, int poll_ms, uv_async_t *moved, int has,
-				     const struct stat *seen)
+static struct checker *checker_start(const char *path, int poll_ms, uv_async_t *moved,
+				     struct srv_metrics *metrics, int has, const struct stat *seen)
 {
 	struct checker *ck = calloc(1, sizeof(*ck));
 	pthread_condattr_t ca;
@@ -247,6 +252,7 @@ static struct checker *checker_start(const char *path, int poll_ms, uv_async_t *
 	snprintf(ck->path, sizeof(ck->path), "%s", path);
 	ck->poll_ms = poll_ms;
 	ck->moved = moved;
+	ck->metrics = metrics;
 	if (getenv("SEMID_TEST_STAT_DELAY_MS"))
 		ck->test_delay_ms = atoi(getenv("SEMID_TEST_STAT_DELAY_MS"));
 	ck->seen_has = ck->fired_has = has;
@@ -637,7 +643,8 @@ int srv_reload_new(uv_loop_t *loop, const struct srv_config *cfg, struct srv_met
 			return SID_EIO; /* caller closes */
 		}
 		r->watching = 1;
-		r->ck = checker_start(cfg->model, cfg->watch_poll_ms, &r->moved, had, &st0);
+		r->ck =
+		    checker_start(cfg->model, cfg->watch_poll_ms, &r->moved, r->metrics, had, &st0);
 		if (!r->ck) {
 			sid_error_set(err, SID_EIO, "cannot start the thread that checks %s",
 				      cfg->model);

@@ -1083,26 +1083,54 @@ class TestOps(unittest.TestCase):
         stat of the model path: a cost per request in make bench-http's
         layout (48-50% of in-process fell to 35-40% for 1024-d 64-item
         base64).  The checker now stats at most every 20 ms however many
-        events come, and still sees a publish among them."""
+        events come (semid_model_watch_checks_total counts them), and still
+        sees a publish among them."""
         d = tempfile.mkdtemp(dir=WORK)
         path = os.path.join(d, "model.safetensors")
         shutil.copy(TF_MODEL, path)
         srv = T.Server(["--model", path, "--registry", "none", "--watch-poll-ms", "0",
-                        "--reload-debounce-ms", "0", "--log-level", "debug"], WORK)
+                        "--reload-debounce-ms", "0"], WORK)
+        watch = "semid_model_watch_checks_total"
         try:
             t0 = time.monotonic()
+            before = srv.metrics()[watch]
             with open(os.path.join(d, "noise.log"), "w") as f:
                 for k in range(3000):
                     f.write("line %d\n" % k)
                     f.flush()  # an event each
             time.sleep(0.1)
-            checks = srv.log_text().count("event=watch msg=\"checked ")
+            checks = srv.metrics()[watch] - before
             secs = time.monotonic() - t0  # every stat counted began in this window
             self.assertGreater(checks, 0)
             self.assertLessEqual(checks, secs / 0.020 + 2, "%d stats in %.2f s" % (checks, secs))
             T.write_model(path + ".tmp", {"item": TIEFREE}, "after-storm")
             os.rename(path + ".tmp", path)
             self.assertEqual(self._wait_version(srv, "after-storm"), "after-storm")
+        finally:
+            self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
+
+    def test_watch_quiet_with_its_log_beside_the_model(self):
+        """At debug level with its log in the model's directory (as `2>>
+        /models/server.log` does), the watcher logged a line per stat, each
+        line was a directory event asking for the next stat: it stat'ed and
+        logged every 20 ms for as long as it ran.  An idle server now stats
+        only for the lines it logs on its own (none while idle)."""
+        d = tempfile.mkdtemp(dir=WORK)
+        path = os.path.join(d, "model.safetensors")
+        shutil.copy(TF_MODEL, path)
+        srv = T.Server(["--model", path, "--registry", "none", "--watch-poll-ms", "0",
+                        "--log-level", "debug"], d)  # the log beside the model
+        self.assertEqual(os.path.dirname(srv.log_path), d)
+        watch = "semid_model_watch_checks_total"
+        try:
+            time.sleep(0.3)  # the start's lines answered
+            before = srv.metrics()[watch]
+            lines = srv.log_text().count("\n")
+            time.sleep(1.0)
+            checks = srv.metrics()[watch] - before
+            # the first scrape's request line is one event, so one stat
+            self.assertLessEqual(checks, 2, srv.log_text()[-2000:])
+            self.assertLessEqual(srv.log_text().count("\n") - lines, 2)
         finally:
             self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
 
