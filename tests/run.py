@@ -41,7 +41,6 @@ import concurrent.futures
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import threading
@@ -53,11 +52,20 @@ VERDICT_RE = re.compile(r"^(?:FAILED|OK) \((.*)\)", re.M)
 CHECK_SKIP_RE = re.compile(r"^SKIP \S+: ", re.M)
 
 
+# What a suite starts with: SIGHUP, SIGINT and SIGQUIT at their default.  A
+# runner started with them ignored (`nohup make test`; `make test &` in a
+# script, whose shell ignores SIGINT and SIGQUIT in the background) would
+# hand that on, the programs rightly keep an ignored signal ignored, and
+# every test of what those signals do would fail.  The runner itself keeps
+# what it was given.
+DEFAULT_SIGNALS = ["env", "--default-signal=HUP,INT,QUIT"]
+
+
 def run_suite(path):
     if path.endswith(".py"):
-        cmd = [sys.executable, path]
+        cmd = DEFAULT_SIGNALS + [sys.executable, path]
     else:
-        cmd = [path]
+        cmd = DEFAULT_SIGNALS + [path]
     env = dict(os.environ)
     env.setdefault("CK_DEFAULT_TIMEOUT", "120")
     t0 = time.time()
@@ -199,14 +207,6 @@ def cpu_share(times, suite):
 
 
 def main():
-    # Started with SIGINT or SIGQUIT ignored (`make test &` in a script: a
-    # shell without job control ignores both in what it runs in the
-    # background), every suite would inherit that, and the programs keep an
-    # ignored signal ignored, as they should, so each test of what SIGINT
-    # does would fail.  The suites get the default back.
-    for sig in (signal.SIGINT, signal.SIGQUIT):
-        if signal.getsignal(sig) == signal.SIG_IGN:
-            signal.signal(sig, signal.SIG_DFL)
     total_p = total_f = total_s = 0
     bad = []
     suites = sys.argv[1:]

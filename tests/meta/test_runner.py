@@ -39,6 +39,7 @@ class T(unittest.TestCase):
     def test_signals(self):
         self.assertIs(signal.getsignal(signal.SIGINT), signal.default_int_handler)
         self.assertEqual(signal.getsignal(signal.SIGQUIT), signal.SIG_DFL)
+        self.assertEqual(signal.getsignal(signal.SIGHUP), signal.SIG_DFL)
 unittest.main()
 """
 # Two suites that pass only when they run at the same time: each marks its
@@ -131,12 +132,13 @@ class RunnerTest(unittest.TestCase):
         self.assertEqual(last, "tests: 6 passed, 0 failed, 3 skipped")
         self.assertEqual(rc, 0)
 
-    def test_suites_get_sigint_back(self):
-        """A runner started with SIGINT and SIGQUIT ignored (in the
-        background of a script) runs its suites with both at their default:
-        the tests of what SIGINT does failed (CI's own runs were not
-        started so)."""
-        rc, last = self.run_suites(SIGNALS, ignore=(signal.SIGINT, signal.SIGQUIT))
+    def test_suites_get_default_signals(self):
+        """A runner started with SIGHUP, SIGINT and SIGQUIT ignored (under
+        nohup, in the background of a script) runs its suites with them at
+        their default: the tests of what those signals do failed (CI's own
+        runs were not started so)."""
+        rc, last = self.run_suites(SIGNALS, ignore=(signal.SIGHUP, signal.SIGINT,
+                                                    signal.SIGQUIT))
         self.assertEqual(last, "tests: 1 passed, 0 failed, 0 skipped", self.out)
         self.assertEqual(rc, 0)
 
