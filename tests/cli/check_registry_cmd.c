@@ -2388,11 +2388,11 @@ END_TEST
  * the id stayed until a repair by hand). */
 START_TEST(t_delete_damaged)
 {
-	char msg[2048], sql[200], log[400];
+	char msg[2048], sql[200], log[400], sid[64];
 	char *text;
 	sqlite3 *h;
 
-	assign_all_sid_of("item-2", msg, sizeof(msg));
+	assign_all_sid_of("item-2", sid, sizeof(sid));
 	ck_assert_int_eq(sqlite3_open(db, &h), SQLITE_OK);
 	snprintf(sql, sizeof(sql),
 		 "UPDATE semid_assignment SET codes = x'01' WHERE kind = %d AND id = 'item-2'",
