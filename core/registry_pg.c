@@ -464,12 +464,21 @@ static int pq_exec(struct pg *s, const char *sql, struct sid_error *err)
 	return pq_exec_what(s, sql, sql, err);
 }
 
+/* Forget the levels and gaps flags cached: a rollback (of the transaction,
+ * or to a savepoint) may have taken away what they say was written, and a
+ * gaps flag cached but not stored would keep the next gap from being
+ * stored (other handles would then never look for it). */
+static void forget_cached(struct pg *s)
+{
+	memset(s->levels, 0, sizeof(s->levels));
+	memset(s->gaps, 0, sizeof(s->gaps));
+}
+
 /* Undo the transaction, and forget what it may have cached: the levels and
  * gaps flags it wrote are gone with it (a retry must write them again). */
 static void rollback(struct pg *s)
 {
-	memset(s->levels, 0, sizeof(s->levels));
-	memset(s->gaps, 0, sizeof(s->gaps));
+	forget_cached(s);
 	if (s->conn && pq.PQtransactionStatus(s->conn) != PQTRANS_IDLE) {
 		PGresult *res = pq_query(s, "ROLLBACK");
 		pq.PQclear(res);
@@ -1537,6 +1546,7 @@ static int group_body(struct pg *s, void *p, struct sid_error *err)
 		g->res[i] = assign_body(s, &g->c[i], &g->q[i]->err);
 		if (g->res[i] == SID_EINVAL || g->res[i] == SID_EDATA) { /* its own */
 			rc = pq_exec(s, "ROLLBACK TO SAVEPOINT call", err);
+			forget_cached(s);
 		} else if (g->res[i]) {
 			rc = g->res[i];
 			*err = g->q[i]->err;

@@ -308,12 +308,21 @@ static int exec(struct sq *s, const char *sql, struct sid_error *err, const char
 	return rc == SQLITE_OK ? 0 : sq_fail(s, rc, err, what);
 }
 
+/* Forget the levels and gaps flags cached: a rollback (of the transaction,
+ * or to a savepoint) may have taken away what they say was written, and a
+ * gaps flag cached but not stored would keep the next gap from being
+ * stored (other handles would then never look for it). */
+static void forget_cached(struct sq *s)
+{
+	memset(s->levels, 0, sizeof(s->levels));
+	memset(s->gaps, 0, sizeof(s->gaps));
+}
+
 /* Undo the transaction, and forget what it may have cached: the levels and
  * gaps flags it wrote are gone with it (the next one must write them). */
 static void rollback(struct sq *s)
 {
-	memset(s->levels, 0, sizeof(s->levels));
-	memset(s->gaps, 0, sizeof(s->gaps));
+	forget_cached(s);
 	if (!sqlite3_get_autocommit(s->db))
 		run(s, stmt(s, S_ROLLBACK), NULL, "rollback");
 }
@@ -736,6 +745,7 @@ static void sq_assign(struct sid_registry *r, struct sid__reg_req *const *q, siz
 			q[i]->rc = rc;
 			if ((rc = exec(s, "ROLLBACK TO call", &gerr, "savepoint")))
 				goto fail;
+			forget_cached(s);
 		} else if (rc) {
 			gerr = q[i]->err;
 			goto fail;

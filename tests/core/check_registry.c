@@ -4569,6 +4569,51 @@ START_TEST(t_unreadable_entry)
 }
 END_TEST
 
+/* A call undone alone (ROLLBACK TO its savepoint: here a reassign that
+ * moved an id out of the middle of its tuple, then met an entry that cannot
+ * be read) takes the gaps flag it wrote with it; the handle must not go on
+ * believing the flag stored, or the next gap it makes (a delete in the
+ * middle) is never stored and another handle's next new id of the tuple
+ * skips it (suffix 3, not 1). */
+START_TEST(t_savepoint_forgets_gaps)
+{
+	struct sid_registry *r, *r2;
+	struct sid_reg_entry e, outs[2], del[1];
+	struct sid_error err;
+	int32_t c2[3] = {2, 2, 2};
+	struct sid_reg_item moves[2] = {{"m", c2, NULL}, {"d", c2, NULL}};
+	struct sid_reg_call call = {.kind = SID_TOWER_ITEM,
+				    .items = moves,
+				    .n = 2,
+				    .L = 3,
+				    .model_version = "v2",
+				    .flags = SID_REG_REASSIGN,
+				    .out = outs};
+
+	NEED_STORE();
+	r = reg_open();
+	assign1(r, "a", 1, 1, 1, 0, &e);
+	assign1(r, "m", 1, 1, 1, 0, &e);
+	assign1(r, "z", 1, 1, 1, 0, &e);
+	assign1(r, "d", 3, 3, 3, 0, &e);
+	ck_assert_int_eq(
+	    store_value("UPDATE semid_assignment SET codes = x'01' WHERE id = 'd' RETURNING 1",
+			"WITH u AS (UPDATE semid_assignment SET codes = '\\x01'::bytea "
+			"WHERE id = 'd' RETURNING 1) SELECT count(*) FROM u"),
+	    1);
+	ck_assert_int_eq(sid_registry_assign_calls(r, &call, 1), SID_EDATA);
+	ck_assert_int_eq(sid_registry_get(r, SID_TOWER_ITEM, "m", &e, &err), 0);
+	ck_assert_int_eq(e.suffix, 1); /* the move was undone */
+	delete_ok(r, SID_TOWER_ITEM, (const char *const[]){"m"}, 1, del);
+	ck_assert_int_eq(del[0].deleted, 1);
+	r2 = reg_open(); /* another handle: what the store says */
+	assign1(r2, "n", 1, 1, 1, 0, &e);
+	ck_assert_int_eq(e.suffix, 1);
+	sid_registry_close(r2);
+	sid_registry_close(r);
+}
+END_TEST
+
 /* A delete at the end of a tuple leaves no gap: the fast path (one past the
  * largest) stays right.  One in the middle, the first gap of the store,
  * must be found by the next new id. */
@@ -4787,6 +4832,7 @@ static void add_behaviour(TCase *tc)
 	tcase_add_test(tc, t_delete);
 	tcase_add_test(tc, t_delete_first_gap);
 	tcase_add_test(tc, t_unreadable_entry);
+	tcase_add_test(tc, t_savepoint_forgets_gaps);
 }
 
 static Suite *registry_suite(void)
