@@ -157,8 +157,7 @@ def main():
         sys.exit("bench-assign needs wrk (apt-get install wrk)")
     work = tempfile.mkdtemp(prefix="semid-bench-assign-")
     model, rows, lua, spread = workload(work)
-    cpu = subprocess.run("lscpu | grep 'Model name'", shell=True, stdout=subprocess.PIPE
-                         ).stdout.decode().split(":", 1)[-1].strip()
+    cpu = T.cpu_model()
     stores = [("SQLite", os.path.join(work, "registry.db"), None),
               ("SQLite, no embeddings kept", os.path.join(work, "registry2.db"), None)]
     pg, pg_note = None, ""

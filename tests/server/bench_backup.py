@@ -153,8 +153,7 @@ def main():
               flush=True)
     shutil.rmtree(work, ignore_errors=True)
 
-    cpu = subprocess.run("lscpu | grep 'Model name'", shell=True, stdout=subprocess.PIPE
-                         ).stdout.decode().split(":", 1)[-1].strip()
+    cpu = T.cpu_model()
     out = ["# semid registry backup under load (make bench-backup)\n",
            "- date: %s UTC" % datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M"),
            "- machine: %s, %d cores, %s" % (cpu, os.cpu_count(), platform.platform()),

@@ -15,8 +15,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
-import re
 import shutil
 import sys
 import tempfile
@@ -30,12 +28,6 @@ import semid_testlib as T  # noqa: E402
 
 def rss_mib(pid):
     return T.rss_bytes(pid) / (1 << 20)
-
-
-def cpu_name():
-    with open("/proc/cpuinfo") as f:
-        m = re.search(r"^model name\s*:\s*(.*)$", f.read(), re.M)
-    return "%s, %d cores" % (m.group(1) if m else platform.machine(), os.cpu_count())
 
 
 def one_run(model, body, trim, work):
@@ -84,7 +76,7 @@ def main():
     out = ["# semid-server memory after a burst (make bench-burst)", "",
            "- date: %s UTC; machine: %s" % (
                datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M"),
-               cpu_name()),
+               "%s, %d cores" % (T.cpu_model(), os.cpu_count())),
            "- eight clients x three JSON requests of 4096 x 384 floats (%.1f MB a body)" % (
                len(body) / 1e6), "",
            "| run | memory_trim_s | VmRSS start MiB | after the burst MiB | after 3 s idle MiB "

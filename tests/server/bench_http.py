@@ -123,8 +123,7 @@ def main():
     rng = np.random.default_rng(5)
     shapes = {384: ([256, 128], 32), 1024: ([512, 256], 32)}
     lines, swap_lines = [], []
-    cpu = subprocess.run("lscpu | grep 'Model name'", shell=True, stdout=subprocess.PIPE
-                         ).stdout.decode().split(":", 1)[-1].strip()
+    cpu = T.cpu_model()
     try:
         for D, (hidden, E) in shapes.items():
             tower = T.random_tower(rng, D, hidden, E, [256, 256, 256], act="relu", norm="l2")

@@ -76,8 +76,7 @@ def main():
             os.unlink(db)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    cpu = subprocess.run("lscpu | grep 'Model name'", shell=True, stdout=subprocess.PIPE
-                         ).stdout.decode().split(":", 1)[-1].strip()
+    cpu = T.cpu_model()
     n = args.items
     out = ["# semid registry reassign after a retrain (make bench-reassign)\n",
            "- date: %s UTC" % datetime.datetime.utcnow().strftime("%Y-%m-%d %H:%M"),

@@ -19,6 +19,7 @@ import base64
 import http.client
 import json
 import os
+import platform
 import re
 import shutil
 import signal
@@ -186,6 +187,13 @@ def semid_encode(model_path, tower, x, workdir):
 
 def b64_row(row):
     return base64.b64encode(np.asarray(row, "<f4").tobytes()).decode()
+
+
+def cpu_model():
+    """The CPU's model name, as lscpu says it (for the benchmarks' reports)."""
+    with open("/proc/cpuinfo") as f:
+        m = re.search(r"^model name\s*:\s*(.*)$", f.read(), re.M)
+    return m.group(1).strip() if m else platform.machine()
 
 
 def rss_bytes(pid):
