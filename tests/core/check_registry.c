@@ -4385,6 +4385,20 @@ static long embeddings_stored(void)
 			   "SELECT count(*) FROM semid_assignment WHERE embedding IS NOT NULL");
 }
 
+/* Make @id's stored codes unreadable (one byte), as another client would. */
+static void damage_codes(const char *id)
+{
+	char lite[200], postgres[200];
+
+	snprintf(lite, sizeof(lite),
+		 "UPDATE semid_assignment SET codes = x'01' WHERE id = '%s' RETURNING 1", id);
+	snprintf(postgres, sizeof(postgres),
+		 "WITH u AS (UPDATE semid_assignment SET codes = '\\x01'::bytea WHERE id = '%s' "
+		 "RETURNING 1) SELECT count(*) FROM u",
+		 id);
+	ck_assert_int_eq(store_value(lite, postgres), 1);
+}
+
 static void delete_ok(struct sid_registry *r, enum sid_tower_kind kind, const char *const *ids,
 		      size_t n, struct sid_reg_entry *out)
 {
@@ -4529,11 +4543,7 @@ START_TEST(t_unreadable_entry)
 		    sid_registry_assign(r, SID_TOWER_ITEM, &it, 1, 3, 4, "v1", 0, &e, &err), 0);
 		ck_assert_int_eq(e.suffix, i);
 	}
-	ck_assert_int_eq(
-	    store_value("UPDATE semid_assignment SET codes = x'01' WHERE id = 'b' RETURNING 1",
-			"WITH u AS (UPDATE semid_assignment SET codes = '\\x01'::bytea "
-			"WHERE id = 'b' RETURNING 1) SELECT count(*) FROM u"),
-	    1);
+	damage_codes("b");
 	ck_assert_int_eq(sid_registry_get(r, SID_TOWER_ITEM, "b", &e, &err), SID_EDATA);
 	ck_assert_msg(strstr(err.msg, "\"b\") cannot be read") ||
 			  strstr(err.msg, "\"b\" cannot be read"),
@@ -4596,11 +4606,7 @@ START_TEST(t_savepoint_forgets_gaps)
 	assign1(r, "m", 1, 1, 1, 0, &e);
 	assign1(r, "z", 1, 1, 1, 0, &e);
 	assign1(r, "d", 3, 3, 3, 0, &e);
-	ck_assert_int_eq(
-	    store_value("UPDATE semid_assignment SET codes = x'01' WHERE id = 'd' RETURNING 1",
-			"WITH u AS (UPDATE semid_assignment SET codes = '\\x01'::bytea "
-			"WHERE id = 'd' RETURNING 1) SELECT count(*) FROM u"),
-	    1);
+	damage_codes("d");
 	ck_assert_int_eq(sid_registry_assign_calls(r, &call, 1), SID_EDATA);
 	ck_assert_int_eq(sid_registry_get(r, SID_TOWER_ITEM, "m", &e, &err), 0);
 	ck_assert_int_eq(e.suffix, 1); /* the move was undone */
