@@ -65,6 +65,9 @@ static const char usage[] =
     "                        SIGTERM or SIGHUP stop it after the batch in flight\n"
     "  get ID | sid SID      one assignment (JSON)\n"
     "  list [--prefix P]     assignments under a code prefix such as 12-7, in order\n"
+    "  check                 read every entry, past any that cannot be read, and\n"
+    "                        (SQLite) the file's own structure: what is damaged,\n"
+    "                        where (JSON; the ids it names can be deleted)\n"
     "  backup -o FILE        a consistent copy of a SQLite store, taken while servers\n"
     "                        go on writing, checked; FILE is itself a store\n"
     "  restore BACKUP        put a backup in place of a SQLite store that no process\n"
@@ -78,7 +81,7 @@ static const char usage[] =
     "                        file semid-registry.db next to --model\n"
     "  -m, --model MODEL     the model (assign: encodes; diff: the new model)\n"
     "  -t, --kind KIND       all but import, backup and restore: item (default) or\n"
-    "                        user; export: all (default), item, user\n"
+    "                        user; export, check: all (default), item, user\n"
     "  -i, --input X.npy     assign: the embeddings (float32 or float64, (N, D))\n"
     "      --ids FILE        assign, delete: ids, one per line (assign: N, the rows'\n"
     "                        ids; delete: the ids to delete, instead of operands)\n"
@@ -91,7 +94,8 @@ static const char usage[] =
     "                        .jsonl/.json is JSON lines, anything else TSV)\n"
     "      --embeddings      export: include embedding_b64\n"
     "  -p, --prefix P        list: the code prefix (default: everything)\n"
-    "  -n, --limit N         list: at most N entries (default 100)\n"
+    "  -n, --limit N         list, check: at most N entries (list), or findings\n"
+    "                        listed (check: all are counted); default 100\n"
     "      --progress        all but get, sid and list: a progress bar on stderr\n"
     "                        (default: when it is a terminal the rows do not go to);\n"
     "                        --no-progress: none\n"
@@ -106,9 +110,9 @@ static const char usage[] =
     "                        FILE.tmp.PID.N)\n"
     "\n"
     "exit status: 0 ok; 1 store unavailable, I/O or internal error; 2 bad usage, bad\n"
-    "input, unknown id or sid; 3 import finished but some lines conflicted, or delete\n"
-    "finished but some ids were not stored; 141 the reader of stdout went away\n"
-    "(| head -1), a quiet stop\n";
+    "input, unknown id or sid; 3 import finished but some lines conflicted, delete\n"
+    "finished but some ids were not stored, or check found a problem; 141 the reader\n"
+    "of stdout went away (| head -1), a quiet stop\n";
 
 struct opts {
 	const char *cmd, *db, *model, *input, *ids, *format, *prefix, *output, *arg;
@@ -169,6 +173,7 @@ static const struct {
     {"stats", "dmtoPQ", 0},	  {"diff", "dmtoPQ", 0},     {"reassign", "dmtboPQ", 0},
     {"get", "dmto", 1},		  {"sid", "dmto", 1},	     {"list", "dmtpno", 0},
     {"backup", "dmoMPQ", 0},	  {"restore", "dmMPQ", 1},   {"delete", "dmtIboPQ", 2},
+    {"check", "dmtnoPQ", 0},
 };
 
 /* What @o->cmd cannot run without, if it is missing (a usage error, told
@@ -342,10 +347,10 @@ static int parse(int argc, char **argv, struct opts *o)
 	if ((operand < 2 && optind + 2 < argc) || (!operand && o->arg))
 		return fail_usage(o->cmd, "unexpected argument",
 				  argv[optind + (optind + 2 < argc && operand ? 2 : 1)]);
-	if (!o->kind_set && !strcmp(o->cmd, "export"))
-		o->kind = -1; /* export: both kinds unless told */
-	if (o->kind < 0 && strcmp(o->cmd, "export"))
-		return fail_usage(o->cmd, "--kind all is for export only", NULL);
+	if (!o->kind_set && (!strcmp(o->cmd, "export") || !strcmp(o->cmd, "check")))
+		o->kind = -1; /* export, check: both kinds unless told */
+	if (o->kind < 0 && strcmp(o->cmd, "export") && strcmp(o->cmd, "check"))
+		return fail_usage(o->cmd, "--kind all is for export and check only", NULL);
 	if ((need = missing(o)))
 		return fail_usage(o->cmd, need, NULL);
 	return 0;
@@ -1509,6 +1514,77 @@ static int cmd_stats(const struct opts *o, struct sid_registry *r, struct sid_er
 			  o, r, err);
 }
 
+/* ---- check ---- */
+
+struct check_list {
+	json_t *a;
+	long limit;
+	uint64_t left_out;
+};
+
+static int check_finding(const struct sid_reg_finding *f, void *ctx)
+{
+	struct check_list *c = ctx;
+	json_t *j;
+
+	if ((long)json_array_size(c->a) >= c->limit) {
+		c->left_out++;
+		return 0;
+	}
+	j = json_pack("{s:s, s:o, s:o, s:o, s:o}", "problem", sid_reg_problem_name(f->problem),
+		      "kind",
+		      f->kind == SID_TOWER_ITEM || f->kind == SID_TOWER_USER
+			  ? json_string(sid_tower_name(f->kind))
+		      : f->kind < 0 ? json_null()
+				    : json_integer(f->kind),
+		      "row", f->row >= 0 ? json_integer(f->row) : json_null(), "id",
+		      f->id ? json_string(f->id) : json_null(), "message", json_string(f->message));
+	if (!j) /* (the library's messages are UTF-8: out of memory) */
+		return SID_ENOMEM;
+	return json_array_append_new(c->a, j) ? SID_ENOMEM : 0;
+}
+
+/* Every entry read (past the damaged ones) and the store's own structure:
+ * exit 3 when anything was found. */
+static int cmd_check(const struct opts *o, struct sid_registry *r, int *found,
+		     struct sid_error *err)
+{
+	struct check_list c = {json_array(), o->limit, 0};
+	struct sid_reg_check res;
+	struct walk_bar bar;
+	json_t *counts = json_object();
+	uint64_t total = 0;
+	int rc;
+
+	if (!c.a || !counts) {
+		json_decref(c.a);
+		json_decref(counts);
+		return sid_error_set(err, SID_ENOMEM, "out of memory");
+	}
+	walk_bar_begin(&bar, o, r, o->kind, 0);
+	rc = sid_registry_check(r, o->kind, check_finding, &c, &res, err);
+	walk_bar_end(&bar, r);
+	if (rc == SID_ENOMEM) /* (check_finding's, without a message) */
+		rc = sid_error_set(err, SID_ENOMEM, "out of memory listing what check found");
+	if (rc) {
+		json_decref(c.a);
+		json_decref(counts);
+		return rc;
+	}
+	for (int p = 0; p < SID_REG_P_COUNT; p++) {
+		json_object_set_new(counts, sid_reg_problem_name(p), json_integer(res.found[p]));
+		total += res.found[p];
+	}
+	*found = total > 0;
+	return print_json(json_pack("{s:s, s:s, s:s, s:I, s:b, s:I, s:o, s:o, s:I}", "backend",
+				    sid_registry_backend(r), "store", sid_registry_label(r), "kind",
+				    o->kind < 0 ? "all" : sid_tower_name(o->kind), "entries",
+				    (json_int_t)res.entries, "store_checked", res.store_checked,
+				    "problems", (json_int_t)total, "found", counts, "findings", c.a,
+				    "findings_left_out", (json_int_t)c.left_out),
+			  o, r, err);
+}
+
 static int cmd_diff(const struct opts *o, struct sid_registry *r, struct sid_error *err)
 {
 	struct walk_bar bar;
@@ -1827,6 +1903,8 @@ int cli_registry_main(int argc, char **argv)
 		rc = cmd_list(&o, r, &err);
 	else if (!strcmp(o.cmd, "backup"))
 		rc = cmd_backup(&o, r, &err);
+	else if (!strcmp(o.cmd, "check"))
+		rc = cmd_check(&o, r, &conflicts, &err);
 	else
 		rc = cmd_lookup(&o, r, &err);
 	sid_registry_close(r);

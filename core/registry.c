@@ -12,6 +12,7 @@
 #include <inttypes.h>
 #include <jansson.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -830,8 +831,8 @@ static int walk(struct sid_registry *r, int kind, int want_emb, sid_reg_foreach_
 	int rc;
 
 	if (!r->progress)
-		return r->ops->foreach (r, kind, want_emb, fn, ctx, err);
-	rc = r->ops->foreach (r, kind, want_emb, told_fn, &t, err);
+		return r->ops->foreach (r, kind, want_emb, fn, NULL, ctx, err);
+	rc = r->ops->foreach (r, kind, want_emb, told_fn, NULL, &t, err);
 	if (!rc)
 		r->progress(r->progress_ctx, t.n, 0);
 	return rc;
@@ -923,6 +924,133 @@ int sid_registry_stats(struct sid_registry *r, enum sid_tower_kind kind, struct 
 	if (!rc)
 		rc = r->ops->count(r, kind, 1, &st->with_embedding, err);
 	call_end(r);
+	return rc;
+}
+
+/* ---- check ---- */
+
+const char *sid_reg_problem_name(enum sid_reg_problem p)
+{
+	static const char *const names[SID_REG_P_COUNT] = {"unreadable", "kind", "levels",
+							   "embedding", "store"};
+	return (unsigned)p < SID_REG_P_COUNT ? names[p] : "?";
+}
+
+struct check_ctx {
+	struct sid_registry *r;
+	struct sid_reg_check *res;
+	sid_reg_finding_fn fn;
+	void *ctx;
+	int L[2]; /* each kind's stored levels; 0 while it holds none */
+};
+
+/* One entry walked, readable or not: counted and told to r->progress. */
+static void check_counted(struct check_ctx *c)
+{
+	if (++c->res->entries % 4096 == 0 && c->r->progress)
+		c->r->progress(c->r->progress_ctx, c->res->entries, 0);
+}
+
+static int check_found(const struct sid_reg_finding *f, void *p)
+{
+	struct check_ctx *c = p;
+
+	c->res->found[f->problem]++;
+	return c->fn ? c->fn(f, c->ctx) : 0;
+}
+
+/* The backend's: an entry it could not read, or its embedding. */
+static int check_bad(const struct sid_reg_finding *f, void *p)
+{
+	check_counted(p);
+	return check_found(f, p);
+}
+
+static int check_report(struct check_ctx *c, enum sid_reg_problem problem,
+			const struct sid_reg_entry *e, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static int check_report(struct check_ctx *c, enum sid_reg_problem problem,
+			const struct sid_reg_entry *e, const char *fmt, ...)
+{
+	struct sid_reg_finding f = {problem, e->kind, -1, e->id, NULL};
+	char what[256], msg[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(what, sizeof(what), fmt, ap);
+	va_end(ap);
+	snprintf(msg, sizeof(msg), "registry %s: the stored entry of id \"%.*s\": %s", c->r->label,
+		 utf8_cut(e->id, 64), e->id, what);
+	f.message = msg;
+	return check_found(&f, c);
+}
+
+static int check_entry(const struct sid_reg_entry *e, const float *emb, void *p)
+{
+	struct check_ctx *c = p;
+
+	check_counted(c);
+	if (e->kind != SID_TOWER_ITEM && e->kind != SID_TOWER_USER)
+		return check_report(c, SID_REG_P_KIND, e,
+				    "kind %d is neither item (0) nor user (1)", e->kind);
+	if (c->L[e->kind] && e->L != c->L[e->kind])
+		return check_report(c, SID_REG_P_LEVELS, e,
+				    "%d levels of codes, where the %s IDs have %d", e->L,
+				    sid_tower_name(e->kind), c->L[e->kind]);
+	if (e->D > 0 && !emb)
+		return check_report(c, SID_REG_P_EMBEDDING, e,
+				    "it says an embedding of %d floats is kept, and none is", e->D);
+	for (int i = 0; emb && i < e->D; i++)
+		if (!isfinite(emb[i]))
+			return check_report(c, SID_REG_P_EMBEDDING, e,
+					    "value %d of its embedding is not finite (%g)", i,
+					    (double)emb[i]);
+	return 0;
+}
+
+/* A file too damaged to be read on (SID_EFORMAT: SQLite's "malformed") is
+ * what a check is for: a finding, and the check goes on.  Else @rc. */
+static int check_broken(struct check_ctx *c, int rc, const char *note, struct sid_error *err)
+{
+	char msg[sizeof(err->msg) + 64];
+	struct sid_reg_finding f = {SID_REG_P_STORE, -1, -1, NULL, msg};
+
+	if (rc != SID_EFORMAT)
+		return rc;
+	if (note)
+		snprintf(msg, sizeof(msg), "%s (%s, after %" PRIu64 " entries)", err->msg, note,
+			 c->res->entries);
+	else
+		snprintf(msg, sizeof(msg), "%s", err->msg);
+	sid_error_clear(err);
+	return check_found(&f, c);
+}
+
+int sid_registry_check(struct sid_registry *r, int kind, sid_reg_finding_fn fn, void *ctx,
+		       struct sid_reg_check *res, struct sid_error *err)
+{
+	struct check_ctx c = {r, res, fn, ctx, {0, 0}};
+	int rc = 0;
+
+	memset(res, 0, sizeof(*res));
+	if (kind != -1 && (rc = kind_check(kind, err)))
+		return rc;
+	call_begin(r);
+	for (int k = SID_TOWER_ITEM; k <= SID_TOWER_USER && !rc; k++)
+		rc = r->ops->levels(r, k, &c.L[k], err);
+	if (!rc)
+		rc = check_broken(&c, r->ops->foreach (r, kind, 1, check_entry, check_bad, &c, err),
+				  "the walk stopped there", err);
+	if (!rc && r->progress)
+		r->progress(r->progress_ctx, res->entries, 0);
+	if (!rc && r->ops->check_store) {
+		rc = check_broken(&c, r->ops->check_store(r, check_found, &c, err), NULL, err);
+		res->store_checked = !rc;
+	}
+	call_end(r);
+	if (!rc) /* (what the walk went past) */
+		sid_error_clear(err);
 	return rc;
 }
 

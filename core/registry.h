@@ -366,6 +366,45 @@ int sid_registry_diff(struct sid_registry *r, enum sid_tower_kind kind, const st
 		      struct sid_reg_diff *d, struct sid_error *err);
 
 /*
+ * Check a store: read every entry of @kind (-1: both kinds), with its
+ * embedding, going on past the ones a walk would stop at, and (SQLite) the
+ * file's own structure.  Each problem found is told to @fn (may be NULL) and
+ * counted in res->found[its problem]; a non-zero return from @fn stops the
+ * check and is returned.  0 when the check ran to its end, whatever it
+ * found; an error (SID_EUNAVAIL, SID_EFORMAT, ...) when it could not.  Reads
+ * only: an export, diff or reassign that stops at a damaged entry is told
+ * which ones there are, and `semid registry delete` erases those whose id
+ * can be read.  The walk is told to sid_registry_set_progress.
+ */
+enum sid_reg_problem {
+	SID_REG_P_UNREADABLE, /* its id, codes or model_version cannot be read */
+	SID_REG_P_KIND,	      /* a kind that is neither item (0) nor user (1) */
+	SID_REG_P_LEVELS,     /* codes of another number of levels than its kind's */
+	SID_REG_P_EMBEDDING,  /* embedding of the wrong size, not finite, or missing */
+	SID_REG_P_STORE,      /* the store itself (SQLite: PRAGMA integrity_check, or
+			       * an embedding row that belongs to no entry) */
+	SID_REG_P_COUNT
+};
+const char *sid_reg_problem_name(enum sid_reg_problem p); /* "unreadable", ... */
+
+struct sid_reg_finding {
+	enum sid_reg_problem problem;
+	int kind;	     /* as stored; -1 for a problem of the store itself */
+	int64_t row;	     /* SQLite: the entry's rowid; else -1 */
+	const char *id;	     /* the id as stored, when it is a valid id; else NULL */
+	const char *message; /* what is wrong, naming the entry */
+};
+typedef int (*sid_reg_finding_fn)(const struct sid_reg_finding *f, void *ctx);
+
+struct sid_reg_check {
+	uint64_t entries; /* entries walked, readable or not */
+	uint64_t found[SID_REG_P_COUNT];
+	int store_checked; /* the store's own structure was checked (SQLite) */
+};
+int sid_registry_check(struct sid_registry *r, int kind, sid_reg_finding_fn fn, void *ctx,
+		       struct sid_reg_check *res, struct sid_error *err);
+
+/*
  * Copy the whole store into the SQLite file @dest (an empty file, or none
  * yet; any other content is overwritten): a consistent snapshot, the store
  * as one moment left it, taken while other processes (a running
@@ -540,9 +579,12 @@ struct sid__reg_ops {
 	/* a read of the store itself, whatever is cached */
 	int (*ping)(struct sid_registry *r, struct sid_error *err);
 	/* want_emb: 0, 1 (as sid_registry_foreach) or SID__REG_WALK_CODES:
-	 * only kind, codes and suffix are filled (an index-only walk) */
+	 * only kind, codes and suffix are filled (an index-only walk).  @bad
+	 * NULL: stop at an entry (or embedding) that cannot be read with
+	 * SID_EDATA; else tell it to @bad (SID_REG_P_UNREADABLE or
+	 * SID_REG_P_EMBEDDING, same @ctx) and go on */
 	int (*foreach)(struct sid_registry *r, int kind, int want_emb, sid_reg_foreach_fn fn,
-		       void *ctx, struct sid_error *err);
+		       sid_reg_finding_fn bad, void *ctx, struct sid_error *err);
 	/* entries of @kind (-1: both), only those with an embedding if @with_emb */
 	int (*count)(struct sid_registry *r, int kind, int with_emb, uint64_t *n,
 		     struct sid_error *err);
@@ -555,6 +597,10 @@ struct sid__reg_ops {
 	 * sid__reg_absent */
 	int (*delete_ids)(struct sid_registry *r, int kind, const char *const *ids, size_t n,
 			  struct sid_reg_entry *out, struct sid_error *err);
+	/* the store's own structure, for sid_registry_check: each problem to
+	 * @fn (SID_REG_P_STORE); NULL: the backend has no such check */
+	int (*check_store)(struct sid_registry *r, sid_reg_finding_fn fn, void *ctx,
+			   struct sid_error *err);
 	/* sid_registry_backup; NULL: the backend has none */
 	int (*backup)(struct sid_registry *r, const char *dest, sid_reg_progress_fn fn, void *ctx,
 		      struct sid_error *err);

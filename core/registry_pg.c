@@ -499,23 +499,36 @@ static int64_t getint(const PGresult *res, int row, int col)
 	return (int64_t)v;
 }
 
-static int row_entry(struct pg *s, const PGresult *res, int row, struct sid_reg_entry *e,
-		     struct sid_error *err)
+/* @codes_only: a walk's row of kind, codes and suffix, the rest blank */
+static int row_entry(struct pg *s, const PGresult *res, int row, int codes_only,
+		     struct sid_reg_entry *e, struct sid_error *err)
 {
 	const char *id = pq.PQgetvalue(res, row, 1), *ver = pq.PQgetvalue(res, row, 4);
 
 	memset(e, 0, sizeof(*e));
 	e->kind = (int)getint(res, row, 0);
-	if (pq.PQgetlength(res, row, 1) > SID_REG_ID_MAX ||
-	    pq.PQgetlength(res, row, 4) > SID_REG_VERSION_MAX ||
+	if (!codes_only && sid_reg_id_check(id, NULL))
+		return sid_error_set(err, SID_EDATA,
+				     "registry %s: the stored entry of id \"%.*s\" cannot be read: "
+				     "its id is damaged (not 1..%d bytes of UTF-8 without control "
+				     "characters)",
+				     s->base.label, sid__name_shown(id), id, SID_REG_ID_MAX);
+	if (pq.PQgetlength(res, row, 4) > SID_REG_VERSION_MAX ||
 	    sid__reg_codes_unpack(pq.PQgetvalue(res, row, 2), pq.PQgetlength(res, row, 2), e->codes,
-				  &e->L))
+				  &e->L)) {
+		if (codes_only) /* (stats: it walks the index of codes alone) */
+			return sid_error_set(
+			    err, SID_EDATA,
+			    "registry %s: a stored entry cannot be read: its "
+			    "codes are damaged (semid registry check names its id)",
+			    s->base.label);
 		return sid_error_set(
 		    err, SID_EDATA,
-		    "registry %s: the stored entry of id \"%.64s\" cannot be read: "
-		    "its id, codes or model_version are damaged (deleting the id "
-		    "erases it)",
-		    s->base.label, id);
+		    "registry %s: the stored entry of id \"%.*s\" cannot be read: "
+		    "its codes or model_version are damaged (deleting the id erases "
+		    "it)",
+		    s->base.label, sid__name_shown(id), id);
+	}
 	memcpy(e->id, id, pq.PQgetlength(res, row, 1));
 	memcpy(e->model_version, ver, pq.PQgetlength(res, row, 4));
 	e->suffix = getint(res, row, 3);
@@ -536,7 +549,7 @@ static int fetch_one(struct pg *s, int stmt_i, const struct params *p, struct si
 	if (rc)
 		return rc;
 	rc = pq.PQntuples(res) ? 1 : 0;
-	if (rc && row_entry(s, res, 0, e, err))
+	if (rc && row_entry(s, res, 0, 0, e, err))
 		rc = SID_EDATA;
 	pq.PQclear(res);
 	return rc;
@@ -1199,7 +1212,7 @@ static int prefetch(struct pg *s, struct assign_ctx *c, struct sid_error *err)
 		}
 		if (lo == c->n || strcmp(c->items[c->order[lo]].id, id))
 			continue;
-		if (row_entry(s, res, r, &c->out[c->order[lo]], err)) {
+		if (row_entry(s, res, r, 0, &c->out[c->order[lo]], err)) {
 			pq.PQclear(res);
 			return SID_EDATA;
 		}
@@ -1698,7 +1711,7 @@ static int list_body(struct pg *s, void *p, struct sid_error *err)
 	n = pq.PQntuples(res);
 	*c->n_out = 0;
 	for (int i = 0; i < n && (size_t)i < c->limit; i++) {
-		if (row_entry(s, res, i, &c->out[i], err)) {
+		if (row_entry(s, res, i, 0, &c->out[i], err)) {
 			rc = SID_EDATA;
 			break;
 		}
@@ -1749,9 +1762,27 @@ static int pg_ping(struct sid_registry *r, struct sid_error *err)
 struct foreach_ctx {
 	int kind, want_emb;
 	sid_reg_foreach_fn fn;
+	sid_reg_finding_fn bad; /* the foreach op's */
 	void *ctx;
 	int called; /* the walk already reached the callback: no retry */
 };
+
+/* A row a tolerant walk cannot read (or its embedding), told to c->bad
+ * with the message a walk stops with (in *err). */
+static int pg_bad(struct foreach_ctx *c, const PGresult *res, int row, enum sid_reg_problem problem,
+		  const struct sid_error *err)
+{
+	char id[SID_REG_ID_MAX + 1];
+	struct sid_reg_finding f = {problem, (int)getint(res, row, 0), -1, NULL, err->msg};
+
+	if (pq.PQgetlength(res, row, 1) <= SID_REG_ID_MAX) {
+		memcpy(id, pq.PQgetvalue(res, row, 1), pq.PQgetlength(res, row, 1) + 1);
+		if (!sid_reg_id_check(id, NULL))
+			f.id = id;
+	}
+	c->called = 1;
+	return c->bad(&f, c->ctx);
+}
 
 static int foreach_body(struct pg *s, void *p, struct sid_error *err)
 {
@@ -1794,20 +1825,25 @@ static int foreach_body(struct pg *s, void *p, struct sid_error *err)
 		for (int i = 0; i < n; i++) {
 			struct sid_reg_entry e;
 			const float *emb = NULL;
-			if (row_entry(s, res, i, &e, err)) {
-				pq.PQclear(res);
+			if (row_entry(s, res, i, c->want_emb == SID__REG_WALK_CODES, &e, err)) {
 				rc = SID_EDATA;
+				if (c->bad && !(rc = pg_bad(c, res, i, SID_REG_P_UNREADABLE, err)))
+					continue;
+				pq.PQclear(res);
 				goto out;
 			}
 			if (c->want_emb == 1 && !pq.PQgetisnull(res, i, 8)) {
 				int bytes = pq.PQgetlength(res, i, 8);
 				if (bytes != (int)sizeof(float) * e.D || e.D < 1) {
-					pq.PQclear(res);
 					rc = sid_error_set(err, SID_EDATA,
 							   "registry %s: id %s: embedding of %d "
 							   "bytes, want %d",
 							   s->base.label, e.id, bytes,
 							   (int)sizeof(float) * e.D);
+					if (c->bad &&
+					    !(rc = pg_bad(c, res, i, SID_REG_P_EMBEDDING, err)))
+						continue;
+					pq.PQclear(res);
 					goto out;
 				}
 				if (e.D > cap) {
@@ -1842,9 +1878,9 @@ out:
 }
 
 static int pg_foreach(struct sid_registry *r, int kind, int want_emb, sid_reg_foreach_fn fn,
-		      void *ctx, struct sid_error *err)
+		      sid_reg_finding_fn bad, void *ctx, struct sid_error *err)
 {
-	struct foreach_ctx c = {kind, want_emb, fn, ctx, 0};
+	struct foreach_ctx c = {kind, want_emb, fn, bad, ctx, 0};
 	int rc = with_retries((struct pg *)r, 1, foreach_body, &c, err);
 	return rc == RETRY ? SID_EUNAVAIL : rc;
 }

@@ -327,23 +327,39 @@ static void rollback(struct sq *s)
 		run(s, stmt(s, S_ROLLBACK), NULL, "rollback");
 }
 
-/* Read an entry from a statement selecting COLS. */
-static int row_entry(struct sq *s, sqlite3_stmt *st, struct sid_reg_entry *e, struct sid_error *err)
+/* Read an entry from a statement selecting COLS (@codes_only: a walk's
+ * selecting only kind, codes and suffix, the rest blank). */
+static int row_entry(struct sq *s, sqlite3_stmt *st, int codes_only, struct sid_reg_entry *e,
+		     struct sid_error *err)
 {
 	const char *id = (const char *)sqlite3_column_text(st, 1);
 	const char *ver = (const char *)sqlite3_column_text(st, 4);
 
 	memset(e, 0, sizeof(*e));
 	e->kind = sqlite3_column_int(st, 0);
-	if (!id || !ver || strlen(id) > SID_REG_ID_MAX || strlen(ver) > SID_REG_VERSION_MAX ||
-	    sid__reg_codes_unpack(sqlite3_column_blob(st, 2), sqlite3_column_bytes(st, 2), e->codes,
-				  &e->L))
+	if (!id || (!codes_only && sid_reg_id_check(id, NULL))) /* delete cannot name it */
 		return sid_error_set(
 		    err, SID_EDATA,
-		    "registry %s: the stored entry of row %lld (id \"%.64s\") cannot "
-		    "be read: its id, codes or model_version are damaged (deleting "
-		    "the id erases it)",
-		    s->base.label, (long long)sqlite3_column_int64(st, 8), id ? id : "?");
+		    "registry %s: the stored entry of row %lld cannot be read: its "
+		    "id is damaged (not 1..%d bytes of UTF-8 without control "
+		    "characters)",
+		    s->base.label, (long long)sqlite3_column_int64(st, 8), SID_REG_ID_MAX);
+	if (!ver || strlen(ver) > SID_REG_VERSION_MAX ||
+	    sid__reg_codes_unpack(sqlite3_column_blob(st, 2), sqlite3_column_bytes(st, 2), e->codes,
+				  &e->L)) {
+		if (codes_only) /* (stats: it walks the index of codes alone) */
+			return sid_error_set(err, SID_EDATA,
+					     "registry %s: the stored entry of row %lld cannot be "
+					     "read: its codes are damaged (semid registry check "
+					     "names its id)",
+					     s->base.label, (long long)sqlite3_column_int64(st, 8));
+		return sid_error_set(
+		    err, SID_EDATA,
+		    "registry %s: the stored entry of row %lld (id \"%.*s\") cannot "
+		    "be read: its codes or model_version are damaged (deleting the id "
+		    "erases it)",
+		    s->base.label, (long long)sqlite3_column_int64(st, 8), sid__name_shown(id), id);
+	}
 	strcpy(e->id, id);
 	strcpy(e->model_version, ver);
 	e->suffix = sqlite3_column_int64(st, 3);
@@ -371,7 +387,7 @@ static int get_row(struct sq *s, int kind, const char *id, struct sid_reg_entry 
 	else {
 		if (rid)
 			*rid = sqlite3_column_int64(st, 8);
-		if ((rc = row_entry(s, st, e, err)) == 0)
+		if ((rc = row_entry(s, st, 0, e, err)) == 0)
 			rc = 1;
 	}
 	sqlite3_reset(st);
@@ -392,7 +408,7 @@ static int get_sid_row(struct sq *s, int kind, const uint8_t *codes, int L, int6
 		rc = 0;
 	else if (rc != SQLITE_ROW)
 		rc = sq_fail(s, rc, err, "read");
-	else if ((rc = row_entry(s, st, e, err)) == 0)
+	else if ((rc = row_entry(s, st, 0, e, err)) == 0)
 		rc = 1;
 	sqlite3_reset(st);
 	return rc;
@@ -1150,7 +1166,7 @@ static int sq_list(struct sid_registry *r, int kind, const uint8_t *lo, size_t l
 	sqlite3_bind_int64(st, 5, after_suffix);
 	sqlite3_bind_int64(st, 6, (sqlite3_int64)limit);
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		if (row_entry(s, st, &out[n], err)) {
+		if (row_entry(s, st, 0, &out[n], err)) {
 			rc = SID_EDATA;
 			break;
 		}
@@ -1175,15 +1191,29 @@ static int sq_ping(struct sid_registry *r, struct sid_error *err)
 	return rc ? rc : levels_read((struct sq *)r, SID_TOWER_ITEM, &L, err);
 }
 
+/* A row a tolerant walk cannot read (or its embedding), told to @bad; the
+ * message is the one a walk stops with (in *err). */
+static int sq_bad(sqlite3_stmt *st, enum sid_reg_problem problem, sid_reg_finding_fn bad, void *ctx,
+		  const struct sid_error *err)
+{
+	const char *id = (const char *)sqlite3_column_text(st, 1);
+	struct sid_reg_finding f = {problem, sqlite3_column_int(st, 0), sqlite3_column_int64(st, 8),
+				    NULL, err->msg};
+
+	if (id && !sid_reg_id_check(id, NULL))
+		f.id = id;
+	return bad(&f, ctx);
+}
+
 static int sq_foreach(struct sid_registry *r, int kind, int want_emb, sid_reg_foreach_fn fn,
-		      void *ctx, struct sid_error *err)
+		      sid_reg_finding_fn bad, void *ctx, struct sid_error *err)
 {
 	struct sq *s = (struct sq *)r;
 	char sql[512];
 	sqlite3_stmt *st = NULL;
 	struct sid_reg_entry e;
 	float *buf = NULL;
-	int rc, cap = 0;
+	int rc, cap = 0, codes_only;
 
 	if ((rc = file_check(s, err)))
 		return rc;
@@ -1200,6 +1230,7 @@ static int sq_foreach(struct sid_registry *r, int kind, int want_emb, sid_reg_fo
 			 want_emb ? ", e.emb" : "",
 			 want_emb ? " LEFT JOIN semid_embedding e ON e.rid = a.rid" : "",
 			 kind >= 0 ? "WHERE a.kind = ?1" : "");
+	codes_only = want_emb == SID__REG_WALK_CODES;
 	want_emb = want_emb == 1;
 	rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
 	if (rc)
@@ -1208,18 +1239,26 @@ static int sq_foreach(struct sid_registry *r, int kind, int want_emb, sid_reg_fo
 		sqlite3_bind_int(st, 1, kind);
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		const float *emb = NULL;
-		if (row_entry(s, st, &e, err)) {
+		if (row_entry(s, st, codes_only, &e, err)) {
 			rc = SID_EDATA;
+			if (bad && !(rc = sq_bad(st, SID_REG_P_UNREADABLE, bad, ctx, err)))
+				continue;
 			goto out;
 		}
-		if (want_emb && sqlite3_column_type(st, 9) == SQLITE_BLOB) {
+		if (want_emb && sqlite3_column_type(st, 9) != SQLITE_NULL) {
 			int bytes = sqlite3_column_bytes(st, 9);
-			if (bytes != (int)sizeof(float) * e.D || e.D < 1) {
+			if (bytes != (int)sizeof(float) * e.D || e.D < 1 ||
+			    sqlite3_column_type(st, 9) != SQLITE_BLOB) {
 				rc = sid_error_set(err, SID_EDATA,
-						   "registry %s: id %s: embedding of %d bytes, "
+						   "registry %s: id %s: embedding of %d bytes%s, "
 						   "want %d",
 						   s->base.label, e.id, bytes,
+						   sqlite3_column_type(st, 9) != SQLITE_BLOB
+						       ? " stored as text or a number"
+						       : "",
 						   (int)sizeof(float) * e.D);
+				if (bad && !(rc = sq_bad(st, SID_REG_P_EMBEDDING, bad, ctx, err)))
+					continue;
 				goto out;
 			}
 			if (e.D > cap) { /* copied: a blob need not be float-aligned */
@@ -1494,6 +1533,61 @@ int sid_registry_sqlite_fold_wal(const char *path, struct sid_error *err)
 	return rc;
 }
 
+/*
+ * The file's own structure: PRAGMA integrity_check (every page, every
+ * index against its table; its first 100 problems, one finding each), then
+ * the embedding rows that belong to no entry (one finding, their count).
+ */
+static int sq_check_store(struct sid_registry *r, sid_reg_finding_fn fn, void *ctx,
+			  struct sid_error *err)
+{
+	static const char orphans[] =
+	    "SELECT count(*), min(rid) FROM semid_embedding e"
+	    " WHERE NOT EXISTS (SELECT 1 FROM semid_assignment a WHERE a.rid = e.rid)";
+	struct sq *s = (struct sq *)r;
+	struct sid_reg_finding f = {SID_REG_P_STORE, -1, -1, NULL, NULL};
+	sqlite3_stmt *st = NULL;
+	char msg[SID_ERROR_MSG_MAX];
+	int rc;
+
+	if ((rc = file_check(s, err)))
+		return rc;
+	if ((rc = sqlite3_prepare_v2(s->db, "PRAGMA integrity_check", -1, &st, NULL)))
+		goto failed;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		const char *what = (const char *)sqlite3_column_text(st, 0);
+		if (!what || !strcmp(what, "ok"))
+			continue;
+		snprintf(msg, sizeof(msg), "registry %s: integrity_check: %s", s->base.label, what);
+		f.message = msg;
+		if ((rc = fn(&f, ctx)))
+			goto out;
+	}
+	if (rc != SQLITE_DONE)
+		goto failed;
+	sqlite3_finalize(st);
+	st = NULL;
+	rc = sqlite3_prepare_v2(s->db, orphans, -1, &st, NULL);
+	if (!rc && (rc = sqlite3_step(st)) != SQLITE_ROW)
+		goto failed;
+	rc = 0;
+	if (sqlite3_column_int64(st, 0)) {
+		snprintf(msg, sizeof(msg),
+			 "registry %s: %lld stored embeddings belong to no entry (the first "
+			 "of row %lld); they take space and nothing reads them",
+			 s->base.label, (long long)sqlite3_column_int64(st, 0),
+			 (long long)sqlite3_column_int64(st, 1));
+		f.message = msg;
+		rc = fn(&f, ctx);
+	}
+	goto out;
+failed:
+	rc = sq_fail(s, rc, err, "check");
+out:
+	sqlite3_finalize(st);
+	return rc;
+}
+
 static const struct sid__reg_ops sq_ops = {
     .name = "sqlite",
     .close = sq_close,
@@ -1507,6 +1601,7 @@ static const struct sid__reg_ops sq_ops = {
     .count = sq_count,
     .import = sq_import,
     .delete_ids = sq_delete,
+    .check_store = sq_check_store,
     .backup = sq_backup,
 };
 

@@ -2415,6 +2415,98 @@ START_TEST(t_delete_damaged)
 }
 END_TEST
 
+/* The finding of @id (NULL: the one with a null id) in check's report. */
+static json_t *finding_named(json_t *report, const char *id)
+{
+	json_t *f;
+	size_t i;
+
+	json_array_foreach(json_object_get(report, "findings"), i, f)
+	{
+		json_t *v = json_object_get(f, "id");
+		if (id ? json_is_string(v) && !strcmp(json_string_value(v), id) : json_is_null(v))
+			return f;
+	}
+	ck_abort_msg("no finding of id %s", id ? id : "null");
+	return NULL;
+}
+
+/* check: a clean store's report (exit 0), then one with an entry whose codes
+ * are damaged, one whose id is (named by its row), and an embedding of the
+ * wrong size: each listed with its problem (exit 3), --limit bounding the
+ * list but not the counts. */
+START_TEST(t_check)
+{
+	char msg[2048], sql[300];
+	json_t *j, *f;
+	sqlite3 *h;
+
+	assign_all_sid_of("item-2", sql, sizeof(sql));
+	ck_assert_int_eq(run("registry", "check", "--db", db, "-o", out, NULL), CLI_EXIT_OK);
+	j = load_json(out);
+	ck_assert_str_eq(json_string_value(json_object_get(j, "kind")), "all");
+	ck_assert_int_eq(json_integer_value(json_object_get(j, "entries")), N);
+	ck_assert_int_eq(json_integer_value(json_object_get(j, "problems")), 0);
+	ck_assert(json_is_true(json_object_get(j, "store_checked")));
+	ck_assert_int_eq(json_array_size(json_object_get(j, "findings")), 0);
+	json_decref(j);
+
+	ck_assert_int_eq(sqlite3_open(db, &h), SQLITE_OK);
+	snprintf(sql, sizeof(sql),
+		 "UPDATE semid_assignment SET codes = x'01' WHERE id = 'item-2';"
+		 "UPDATE semid_assignment SET id = x'ff41' WHERE id = 'item-3';"
+		 "UPDATE semid_embedding SET emb = x'00' WHERE rid = (SELECT rid FROM "
+		 "semid_assignment WHERE id = 'item-4')");
+	ck_assert_int_eq(sqlite3_exec(h, sql, NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(h);
+	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "stats", "--db", db, NULL),
+			 CLI_EXIT_INPUT);
+	ASSERT_HAS(msg, "row 3 cannot be read: its codes are damaged (semid registry check names "
+			"its id)");
+	ck_assert_int_eq(run("registry", "check", "--db", db, "-o", out, "--limit", "2", NULL),
+			 CLI_REGISTRY_EXIT_CONFLICTS);
+	j = load_json(out);
+	ck_assert_int_eq(json_integer_value(json_object_get(j, "entries")), N);
+	ck_assert_int_eq(json_integer_value(json_object_get(j, "problems")), 3);
+	ck_assert_int_eq(
+	    json_integer_value(json_object_get(json_object_get(j, "found"), "unreadable")), 2);
+	ck_assert_int_eq(
+	    json_integer_value(json_object_get(json_object_get(j, "found"), "embedding")), 1);
+	ck_assert_int_eq(json_array_size(json_object_get(j, "findings")), 2);
+	ck_assert_int_eq(json_integer_value(json_object_get(j, "findings_left_out")), 1);
+	json_decref(j);
+
+	ck_assert_int_eq(run("registry", "check", "--db", db, "-o", out, NULL),
+			 CLI_REGISTRY_EXIT_CONFLICTS);
+	j = load_json(out);
+	ck_assert_int_eq(json_array_size(json_object_get(j, "findings")), 3);
+	f = finding_named(j, "item-2");
+	ck_assert_str_eq(json_string_value(json_object_get(f, "problem")), "unreadable");
+	ck_assert_str_eq(json_string_value(json_object_get(f, "kind")), "item");
+	ck_assert(json_is_integer(json_object_get(f, "row")));
+	ASSERT_HAS(json_string_value(json_object_get(f, "message")), "cannot be read");
+	f = finding_named(j, NULL);
+	ck_assert_str_eq(json_string_value(json_object_get(f, "problem")), "unreadable");
+	ck_assert_int_eq(json_integer_value(json_object_get(f, "row")), 4); /* item-3's */
+	ASSERT_HAS(json_string_value(json_object_get(f, "message")), "its id is damaged");
+	f = finding_named(j, "item-4");
+	ck_assert_str_eq(json_string_value(json_object_get(f, "problem")), "embedding");
+	json_decref(j);
+
+	/* one kind: no user is stored, and the file is sound */
+	ck_assert_int_eq(run("registry", "check", "--db", db, "--kind", "user", "-o", out, NULL),
+			 CLI_EXIT_OK);
+	ck_assert_int_eq(
+	    run_err(msg, sizeof(msg), "registry", "stats", "--db", db, "--kind", "all", NULL),
+	    CLI_EXIT_INPUT);
+	ASSERT_HAS(msg, "--kind all is for export and check only");
+	ck_assert_int_eq(
+	    run_err(msg, sizeof(msg), "registry", "check", "--db", db, "--batch", "3", NULL),
+	    CLI_EXIT_INPUT);
+	ASSERT_HAS(msg, "--batch is not an option of check");
+}
+END_TEST
+
 /* delete -o FILE when a later batch fails: the lines of the batches that
  * committed stay in the file (it was published only at the end, so the
  * record of what the run erased went with the failure, and a second run
@@ -2543,6 +2635,7 @@ static Suite *registry_cmd_suite(void)
 	tcase_add_test(tc, t_delete);
 	tcase_add_test(tc, t_delete_log_kept_on_failure);
 	tcase_add_test(tc, t_delete_damaged);
+	tcase_add_test(tc, t_check);
 	tcase_add_test(tc, t_delete_stopped);
 	tcase_add_test(tc, t_assign_export_import);
 	tcase_add_test(tc, t_diff_and_lookups);

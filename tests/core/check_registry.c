@@ -4807,8 +4807,273 @@ START_TEST(t_sqlite_delete_erases)
 }
 END_TEST
 
+/* ---- check ---- */
+
+struct findings {
+	int n;
+	struct {
+		enum sid_reg_problem problem;
+		int kind;
+		int64_t row;
+		char id[SID_REG_ID_MAX + 1]; /* "" when the finding had none */
+		char message[SID_ERROR_MSG_MAX];
+	} f[16];
+	int stop_at; /* return 1 from this finding on (0: never) */
+	uint64_t progress;
+};
+
+static int note_finding(const struct sid_reg_finding *f, void *ctx)
+{
+	struct findings *c = ctx;
+	ck_assert_int_lt(c->n, 16);
+	c->f[c->n].problem = f->problem;
+	c->f[c->n].kind = f->kind;
+	c->f[c->n].row = f->row;
+	snprintf(c->f[c->n].id, sizeof(c->f[0].id), "%s", f->id ? f->id : "");
+	snprintf(c->f[c->n].message, sizeof(c->f[0].message), "%s", f->message);
+	c->n++;
+	return c->stop_at && c->n >= c->stop_at;
+}
+
+static void note_progress(void *ctx, uint64_t done, uint64_t total)
+{
+	((struct findings *)ctx)->progress = done;
+}
+
+/* The finding about @id (the first; there must be one). */
+static int finding_of(const struct findings *c, const char *id)
+{
+	for (int i = 0; i < c->n; i++)
+		if (!strcmp(c->f[i].id, id))
+			return i;
+	ck_abort_msg("no finding names id %s", id);
+	return -1;
+}
+
+static void check_ok(struct sid_registry *r, int kind, struct findings *c,
+		     struct sid_reg_check *res)
+{
+	struct sid_error err;
+	int rc;
+
+	sid_error_clear(&err);
+	c->n = 0;
+	rc = sid_registry_check(r, kind, note_finding, c, res, &err);
+	ck_assert_msg(rc == 0, "check: %s", err.msg);
+}
+
+/* Every way an entry can be damaged, each found once, named by its id and
+ * counted under its problem; the walk goes on past each to the end (the
+ * healthy entries after them are counted), where a walk (export) stops at
+ * the first.  A store without damage has no finding. */
+START_TEST(t_check)
+{
+	static const char *const lite[] = {
+	    "UPDATE semid_assignment SET codes = x'0000000100000002' WHERE id = 'lv'",
+	    "UPDATE semid_assignment SET kind = 7 WHERE id = 'kd'",
+	    "UPDATE semid_embedding SET emb = x'0000' WHERE rid = "
+	    "(SELECT rid FROM semid_assignment WHERE id = 'sz')",
+	    "DELETE FROM semid_embedding WHERE rid = (SELECT rid FROM semid_assignment WHERE id = "
+	    "'gone')"};
+	static const char *const postgres[] = {
+	    "UPDATE semid_assignment SET codes = '\\x0000000100000002'::bytea WHERE id = 'lv'",
+	    "UPDATE semid_assignment SET kind = 7 WHERE id = 'kd'",
+	    "UPDATE semid_assignment SET embedding = '\\x0000'::bytea WHERE id = 'sz'",
+	    "UPDATE semid_assignment SET embedding = NULL WHERE id = 'gone'"};
+	static const char *const ids[] = {"a", "cd", "lv", "kd", "sz", "gone", "nan", "z"};
+	struct sid_registry *r;
+	struct sid_reg_check res;
+	struct sid_reg_stats st;
+	struct sid_reg_entry out[8];
+	struct sid_reg_item it[8];
+	struct findings c = {0};
+	struct sid_error err;
+	int32_t codes[8][3];
+	float emb[8][4];
+	char q_lite[300], q_pg[300];
+	FILE *devnull;
+	int i;
+
+	NEED_STORE();
+	r = reg_open();
+	for (i = 0; i < 8; i++) {
+		codes[i][0] = i;
+		codes[i][1] = codes[i][2] = 1;
+		for (int d = 0; d < 4; d++)
+			emb[i][d] = (float)(i + d);
+		it[i] = (struct sid_reg_item){ids[i], codes[i], emb[i]};
+	}
+	emb[6][2] = NAN;
+	ck_assert_int_eq(sid_registry_assign(r, SID_TOWER_ITEM, it, 8, 3, 4, "v1", 0, out, &err),
+			 0);
+	check_ok(r, -1, &c, &res);
+	ck_assert_int_eq(res.entries, 8);
+	ck_assert_int_eq(c.n, 1); /* the one stored so */
+	ck_assert_int_eq(c.f[0].problem, SID_REG_P_EMBEDDING);
+	ck_assert_str_eq(c.f[0].id, "nan");
+	ck_assert_msg(strstr(c.f[0].message, "value 2 of its embedding is not finite"), "%s",
+		      c.f[0].message);
+	ck_assert_int_eq(res.store_checked, !g_pg);
+
+	damage_codes("cd");
+	for (i = 0; i < 4; i++) {
+		snprintf(q_lite, sizeof(q_lite), "%s RETURNING 1", lite[i]);
+		snprintf(q_pg, sizeof(q_pg), "WITH u AS (%s RETURNING 1) SELECT count(*) FROM u",
+			 postgres[i]);
+		ck_assert_int_eq(store_value(q_lite, q_pg), 1);
+	}
+	ck_assert_ptr_nonnull(devnull = fopen("/dev/null", "w"));
+	ck_assert_int_eq(sid_registry_export(r, -1, SID_REG_TSV, 0, devnull, &err),
+			 SID_EDATA); /* (a walk stops at the first) */
+	fclose(devnull);
+	ck_assert_int_eq(sid_registry_stats(r, SID_TOWER_ITEM, &st, &err), SID_EDATA);
+	ck_assert_msg(strstr(err.msg, "cannot be read: its codes are damaged (semid registry check "
+				      "names its id)"),
+		      "%s", err.msg);
+	sid_registry_set_progress(r, note_progress, &c);
+	check_ok(r, -1, &c, &res);
+	sid_registry_set_progress(r, NULL, NULL);
+	ck_assert_int_eq(res.entries, 8);
+	ck_assert_uint_eq(c.progress, 8);
+	ck_assert_int_eq(c.n, 6);
+	ck_assert_int_eq(res.found[SID_REG_P_UNREADABLE], 1);
+	ck_assert_int_eq(res.found[SID_REG_P_KIND], 1);
+	ck_assert_int_eq(res.found[SID_REG_P_LEVELS], 1);
+	ck_assert_int_eq(res.found[SID_REG_P_EMBEDDING], 3);
+	ck_assert_int_eq(res.found[SID_REG_P_STORE], 0);
+	i = finding_of(&c, "cd");
+	ck_assert_int_eq(c.f[i].problem, SID_REG_P_UNREADABLE);
+	ck_assert_int_eq(c.f[i].kind, SID_TOWER_ITEM);
+	ck_assert_msg(strstr(c.f[i].message, "cannot be read"), "%s", c.f[i].message);
+	ck_assert(g_pg ? c.f[i].row == -1 : c.f[i].row == 2); /* rowid: second stored */
+	i = finding_of(&c, "lv");
+	ck_assert_int_eq(c.f[i].problem, SID_REG_P_LEVELS);
+	ck_assert_msg(strstr(c.f[i].message, "2 levels of codes, where the item IDs have 3"), "%s",
+		      c.f[i].message);
+	i = finding_of(&c, "kd");
+	ck_assert_int_eq(c.f[i].problem, SID_REG_P_KIND);
+	ck_assert_int_eq(c.f[i].kind, 7);
+	i = finding_of(&c, "sz");
+	ck_assert_int_eq(c.f[i].problem, SID_REG_P_EMBEDDING);
+	ck_assert_msg(strstr(c.f[i].message, "embedding of 2 bytes"), "%s", c.f[i].message);
+	i = finding_of(&c, "gone");
+	ck_assert_int_eq(c.f[i].problem, SID_REG_P_EMBEDDING);
+	ck_assert_msg(strstr(c.f[i].message, "embedding of 4 floats is kept, and none is"), "%s",
+		      c.f[i].message);
+	ck_assert_int_eq(c.f[finding_of(&c, "nan")].problem, SID_REG_P_EMBEDDING);
+
+	/* one kind: the users (none) */
+	check_ok(r, SID_TOWER_USER, &c, &res);
+	ck_assert_int_eq(res.entries, 0);
+	ck_assert_int_eq(c.n, 0);
+	/* the callback stops it, and its answer is returned */
+	c.n = 0;
+	c.stop_at = 2;
+	ck_assert_int_eq(sid_registry_check(r, -1, note_finding, &c, &res, &err), 1);
+	ck_assert_int_eq(c.n, 2);
+	ck_assert_int_eq(sid_registry_check(r, 5, NULL, NULL, &res, &err), SID_EINVAL);
+	sid_registry_close(r);
+}
+END_TEST
+
+/* Run @sql on the SQLite store as another client would. */
+static void sqlite_run(const char *sql)
+{
+	sqlite3 *db;
+	ck_assert_int_eq(sqlite3_open(target, &db), SQLITE_OK);
+	ck_assert_msg(sqlite3_exec(db, sql, NULL, NULL, NULL) == SQLITE_OK, "%s: %s", sql,
+		      sqlite3_errmsg(db));
+	sqlite3_close(db);
+}
+
+/* The problems only SQLite can have: an id no request can name (found by
+ * its rowid), an embedding of no entry, an index that disagrees with its
+ * table (PRAGMA integrity_check), and a page so damaged the walk cannot go
+ * on: each a finding, and the check still ends (0). */
+START_TEST(t_sqlite_check_file)
+{
+	struct sid_registry *r;
+	struct sid_reg_check res;
+	struct sid_reg_entry e;
+	struct findings c = {0};
+	unsigned char page[4096];
+	int root, fd, cell;
+
+	r = reg_open();
+	assign1(r, "a", 1, 2, 3, 0, &e);
+	assign1(r, "b", 1, 2, 4, 0, &e);
+	assign1(r, "c", 1, 2, 5, 0, &e);
+	sid_registry_close(r);
+	sqlite_run("UPDATE semid_assignment SET id = x'ff41' WHERE id = 'b';"
+		   "INSERT INTO semid_embedding VALUES (77, x'00000000')");
+	r = reg_open();
+	check_ok(r, -1, &c, &res);
+	ck_assert_int_eq(res.entries, 3);
+	ck_assert_int_eq(res.store_checked, 1);
+	ck_assert_int_eq(c.n, 2);
+	ck_assert_int_eq(c.f[0].problem, SID_REG_P_UNREADABLE);
+	ck_assert_int_eq(c.f[0].row, 2);
+	ck_assert_str_eq(c.f[0].id, "");
+	ck_assert_msg(strstr(c.f[0].message, "row 2 cannot be read: its id is damaged"), "%s",
+		      c.f[0].message);
+	ck_assert_int_eq(c.f[1].problem, SID_REG_P_STORE);
+	ck_assert_int_eq(c.f[1].kind, -1);
+	ck_assert_msg(strstr(c.f[1].message, "1 stored embeddings belong to no entry (the first "
+					     "of row 77)"),
+		      "%s", c.f[1].message);
+	sid_registry_close(r);
+
+	/* the sid index (one leaf page here): its first entry's last code
+	 * byte changed, so it no longer matches its row */
+	sqlite_run("DELETE FROM semid_embedding; UPDATE semid_assignment SET id = 'b' WHERE "
+		   "rid = 2");
+	root = (int)store_value("SELECT rootpage FROM sqlite_master WHERE name = "
+				"'semid_assignment_sid'",
+				NULL);
+	ck_assert_int_ge(fd = open(target, O_RDWR), 0);
+	ck_assert_int_eq(pread(fd, page, sizeof(page), (off_t)(root - 1) * 4096), 4096);
+	ck_assert_int_eq(page[0], 0x0a); /* a leaf of an index */
+	cell = page[8] << 8 | page[9];
+	/* payload length, header length 5, kind 0, a 12-byte blob, suffix 0,
+	 * rowid 1: the codes are bytes 6..17 */
+	ck_assert_int_eq(page[cell + 1], 5);
+	ck_assert_int_eq(page[cell + 3], 36);
+	page[cell + 17] ^= 0x40;
+	ck_assert_int_eq(pwrite(fd, page, sizeof(page), (off_t)(root - 1) * 4096), 4096);
+	r = reg_open();
+	check_ok(r, -1, &c, &res);
+	ck_assert_int_eq(res.entries, 3);
+	ck_assert_int_eq(res.found[SID_REG_P_STORE], c.n);
+	ck_assert_int_ge(c.n, 1);
+	ck_assert_msg(strstr(c.f[0].message,
+			     "integrity_check: row 1 missing from index semid_assignment_sid"),
+		      "%s", c.f[0].message);
+	sid_registry_close(r);
+
+	/* the page all garbage: the walk (through that index) stops, the
+	 * check goes on and says so */
+	memset(page, 0xff, sizeof(page));
+	ck_assert_int_eq(pwrite(fd, page, sizeof(page), (off_t)(root - 1) * 4096), 4096);
+	close(fd);
+	r = reg_open();
+	check_ok(r, -1, &c, &res);
+	ck_assert_int_eq(res.store_checked, 1);
+	ck_assert_int_ge(c.n, 2);
+	ck_assert_int_eq(res.found[SID_REG_P_STORE], c.n);
+	ck_assert_msg(strstr(c.f[0].message, "malformed") &&
+			  strstr(c.f[0].message, "the walk stopped there, after 0 entries"),
+		      "%s", c.f[0].message);
+	snprintf((char *)page, sizeof(page), "Page %d: ", root);
+	ck_assert_msg(strstr(c.f[1].message, "integrity_check: ") &&
+			  strstr(c.f[1].message, (char *)page),
+		      "%s", c.f[1].message);
+	sid_registry_close(r);
+}
+END_TEST
+
 static void add_behaviour(TCase *tc)
 {
+	tcase_add_test(tc, t_check);
 	tcase_add_test(tc, t_assign_suffixes);
 	tcase_add_test(tc, t_reassign);
 	tcase_add_test(tc, t_lookups);
@@ -4874,6 +5139,7 @@ static Suite *registry_suite(void)
 	tcase_add_test(tc, t_sqlite_wal_reader_held);
 	tcase_add_test(tc, t_sqlite_backup_while_writing);
 	tcase_add_test(tc, t_sqlite_delete_erases);
+	tcase_add_test(tc, t_sqlite_check_file);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("postgresql");
