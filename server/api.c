@@ -455,6 +455,44 @@ static int decode_b64(const char *s, size_t n, size_t i, const char *tname, int 
 	return 0;
 }
 
+/* @body as a JSON object (jansson), or NULL with @e a 400 naming what is
+ * wrong and where. */
+static json_t *parse_object(const char *body, size_t len, struct srv_api_error *e)
+{
+	json_error_t jerr;
+	json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+
+	if (!root && !strncmp(jerr.text, "too big ", 8)) { /* "too big [negative ]integer" */
+		/* valid JSON, past jansson's json_int_t: an unsigned 64-bit id
+		 * hash is the usual one, and a string carries it */
+		fail(e, SRV_ERR_INVALID_ARGUMENT,
+		     "an integer beyond 64 bits at line %d, column %d (%s): integers are "
+		     "-2^63 to 2^63 - 1; send a larger id as a string, a larger number "
+		     "with an exponent",
+		     jerr.line, jerr.column, jerr.text);
+		return NULL;
+	}
+	if (!root && strstr(jerr.text, "JSON_ALLOW_NUL")) { /* jansson names its flag */
+		fail(e, SRV_ERR_INVALID_ARGUMENT,
+		     "a string ending at line %d, column %d holds \\u0000 (NUL), which no "
+		     "id or field may hold",
+		     jerr.line, jerr.column);
+		return NULL;
+	}
+	if (!root) {
+		fail(e, SRV_ERR_INVALID_ARGUMENT, "malformed JSON at line %d, column %d: %s",
+		     jerr.line, jerr.column, jerr.text);
+		return NULL;
+	}
+	if (!json_is_object(root)) {
+		fail(e, SRV_ERR_INVALID_ARGUMENT, "the body must be a JSON object, not %s",
+		     json_kind(root));
+		json_decref(root);
+		return NULL;
+	}
+	return root;
+}
+
 /* @assign: the assign request's fields (inputs with a required id,
  * reassign) instead of encode's (top_k, return_quantized, format).  @tree:
  * what to charge to @hold while jansson's tree is held (0: nothing). */
@@ -464,7 +502,6 @@ static int decode_jansson(const char *body, size_t len, enum sid_tower_kind towe
 {
 	const char *tname = sid_tower_name(tower), *key;
 	struct srv_buf ids = SRV_BUF_INIT;
-	json_error_t jerr;
 	json_t *root = NULL, *inputs = NULL, *v;
 	size_t B, i;
 	int rc = -1;
@@ -472,34 +509,8 @@ static int decode_jansson(const char *body, size_t len, enum sid_tower_kind towe
 	req_init(req, tower, D, hold);
 	if (req_take(req, tree, e))
 		return -1;
-	root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
-	if (!root && !strncmp(jerr.text, "too big ", 8)) { /* "too big [negative ]integer" */
-		/* valid JSON, past jansson's json_int_t: an unsigned 64-bit id
-		 * hash is the usual one, and a string carries it */
-		fail(e, SRV_ERR_INVALID_ARGUMENT,
-		     "an integer beyond 64 bits at line %d, column %d (%s): integers are "
-		     "-2^63 to 2^63 - 1; send a larger id as a string, a larger number "
-		     "with an exponent",
-		     jerr.line, jerr.column, jerr.text);
+	if (!(root = parse_object(body, len, e)))
 		goto fail;
-	}
-	if (!root && strstr(jerr.text, "JSON_ALLOW_NUL")) { /* jansson names its flag */
-		fail(e, SRV_ERR_INVALID_ARGUMENT,
-		     "a string ending at line %d, column %d holds \\u0000 (NUL), which no "
-		     "id or field may hold",
-		     jerr.line, jerr.column);
-		goto fail;
-	}
-	if (!root) {
-		fail(e, SRV_ERR_INVALID_ARGUMENT, "malformed JSON at line %d, column %d: %s",
-		     jerr.line, jerr.column, jerr.text);
-		goto fail;
-	}
-	if (!json_is_object(root)) {
-		fail(e, SRV_ERR_INVALID_ARGUMENT, "the body must be a JSON object, not %s",
-		     json_kind(root));
-		goto fail;
-	}
 	json_object_foreach(root, key, v)
 	{
 		if (!strcmp(key, "inputs")) {
@@ -1698,6 +1709,103 @@ int srv_assign_req_decode(const char *body, size_t len, enum sid_tower_kind towe
 		return -1;
 	}
 	return 0;
+}
+
+int srv_delete_req_decode(const char *body, size_t len, enum sid_tower_kind tower, int max_inputs,
+			  struct srv_hold *hold, struct srv_encode_req *req,
+			  struct srv_api_error *e)
+{
+	/* a request has '{', '[' and a ',' an id; 64 to spare, as for encode */
+	size_t most = (size_t)max_inputs + 64, seps, members, tree = 0, B, i, total = 0;
+	json_t *root = NULL, *ids = NULL, *v;
+	const char *key;
+	char *p;
+
+	req_init(req, tower, 0, hold);
+	/* not given to jansson: far more values than ids allowed (413: the
+	 * usual cause is a list too long) or a flood of object members */
+	seps = srv__json_separators(body, len, NULL, &members);
+	if (seps > most)
+		return fail(e, SRV_ERR_TOO_LARGE,
+			    "the body has %zu JSON brackets and commas; a request of at most %d "
+			    "ids has no more than %zu",
+			    seps, max_inputs, most);
+	if (members > 64)
+		return fail(e, SRV_ERR_INVALID_ARGUMENT,
+			    "the body has %zu JSON object members; a request has one (\"ids\")",
+			    members);
+	if (hold && req_take(req, tree = srv__json_tree_bytes(body, len), e))
+		return -1;
+	if (!(root = parse_object(body, len, e)))
+		goto fail;
+	json_object_foreach(root, key, v)
+	{
+		if (strcmp(key, "ids")) {
+			fail(e, SRV_ERR_INVALID_ARGUMENT, "unknown field \"%.100s\" (expected ids)",
+			     key);
+			goto fail;
+		}
+		ids = v;
+	}
+	if (!ids) {
+		fail(e, SRV_ERR_INVALID_ARGUMENT, "missing field \"ids\"");
+		goto fail;
+	}
+	if (!json_is_array(ids)) {
+		fail(e, SRV_ERR_INVALID_ARGUMENT, "ids must be an array, not %s", json_kind(ids));
+		goto fail;
+	}
+	if (!(B = json_array_size(ids))) {
+		fail(e, SRV_ERR_INVALID_ARGUMENT, "ids is empty");
+		goto fail;
+	}
+	if (B > (size_t)max_inputs) {
+		fail(e, SRV_ERR_TOO_LARGE, "%zu ids; at most %d are allowed per request", B,
+		     max_inputs);
+		goto fail;
+	}
+	json_array_foreach(ids, i, v)
+	{
+		if (json_is_string(v))
+			total += json_string_length(v) + 1;
+		else if (json_is_integer(v))
+			total += 21; /* "-9223372036854775808" */
+		else {
+			fail(e, SRV_ERR_INVALID_ARGUMENT,
+			     "ids[%zu] must be a string or an integer, not %s", i, json_kind(v));
+			goto fail;
+		}
+	}
+	if (req_take(req, B * sizeof(char *) + total, e))
+		goto fail;
+	if (!(req->id_str = malloc(B * sizeof(char *) + total))) {
+		fail(e, SRV_ERR_UNAVAILABLE, "out of memory for ids");
+		goto fail;
+	}
+	req->B = B;
+	p = (char *)(req->id_str + B);
+	json_array_foreach(ids, i, v)
+	{
+		struct sid_error err;
+
+		req->id_str[i] = p;
+		if (json_is_string(v))
+			memcpy(p, json_string_value(v), json_string_length(v) + 1);
+		else
+			sprintf(p, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
+		if (sid_reg_id_check(p, &err)) {
+			fail(e, SRV_ERR_INVALID_ARGUMENT, "ids[%zu]: %s", i, err.msg);
+			goto fail;
+		}
+		p += strlen(p) + 1;
+	}
+	json_decref(root);
+	req_give(req, tree);
+	return 0;
+fail:
+	json_decref(root);
+	srv_encode_req_release(req);
+	return -1;
 }
 
 int srv_encode_req_decode(const char *body, size_t len, enum sid_tower_kind tower, int D,

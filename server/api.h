@@ -133,6 +133,17 @@ int srv_assign_req_decode(const char *body, size_t len, enum sid_tower_kind towe
 			  struct srv_api_error *e);
 
 /*
+ * POST /v1/{items,users}:delete: {"ids": [id, ...]}, 1..@max_inputs ids,
+ * each a string or an integer (its decimal text) that is a valid registry
+ * id.  Fills req->B and req->id_str (release with srv_encode_req_release);
+ * @hold is charged as srv_encode_req_decode charges it.  A body with more
+ * JSON values than such a request has is refused before jansson parses it.
+ */
+int srv_delete_req_decode(const char *body, size_t len, enum sid_tower_kind tower, int max_inputs,
+			  struct srv_hold *hold, struct srv_encode_req *req,
+			  struct srv_api_error *e);
+
+/*
  * The reference decoder (jansson, every error message).  srv_encode_req_decode
  * first tries a fast scanner that accepts only valid requests in a strict
  * subset of JSON and otherwise falls back to this; they must agree bit for

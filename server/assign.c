@@ -456,6 +456,68 @@ static void probe_work(struct srv_assigner *a)
 			"probe of the idle store: it answers reads again");
 }
 
+/*
+ * POST /v1/{items,users}:delete: the ids in one transaction; 200 with a
+ * result per id in their order, {"kind", "id", "deleted": false} for one
+ * not stored (an id given twice: its second), else its entry as it was with
+ * "deleted": true (kind and id only for an entry that could not be read).
+ */
+static void delete_many(struct lookup_work *lw, struct sid_registry *h, double t0)
+{
+	struct srv_lookup *lk = lw->lk;
+	struct srv_assigner *a = lw->a;
+	struct sid_reg_entry *e = malloc(lk->n_keys * sizeof(*e));
+	json_t *results = json_array(), *v;
+	struct sid_error err;
+	size_t deleted = 0;
+	int rc, status;
+
+	sid_error_clear(&err);
+	if (!e || !results) {
+		free(e);
+		json_decref(results);
+		lookup_json(lk, NULL); /* 503: out of memory */
+		return;
+	}
+	rc = sid_registry_delete(h, lk->kind, (const char *const *)lk->keys, lk->n_keys, e, &err);
+	srv_store_note(a->store, rc, &err);
+	lw->waited_out = take_events(a, h) != 0 && srv_store_is_outage(rc);
+	srv_metrics_registry_call(a->metrics, SRV_REG_OP_ASSIGN, srv_now() - t0,
+				  !srv_store_is_outage(rc));
+	if (rc) {
+		free(e);
+		json_decref(results);
+		if (rc == SID_EINVAL || rc == SID_EDATA)
+			srv_metrics_registry_error(a->metrics, SRV_REG_OP_ASSIGN);
+		lk->body =
+		    reg_err_body(rc, &err, &status, &lk->body_len, lk->errmsg, sizeof(lk->errmsg));
+		lk->status = status;
+		return;
+	}
+	for (size_t i = 0; i < lk->n_keys; i++)
+		deleted += e[i].deleted != 0;
+	srv_metrics_registry_deleted(a->metrics, lk->kind, deleted);
+	for (size_t i = 0; i < lk->n_keys && results; i++) {
+		/* committed: each id is answered with what can be said of it */
+		v = e[i].deleted && e[i].L ? sid_reg_entry_json(&e[i], 0) : NULL;
+		if (!v)
+			v = json_pack("{s:s, s:s}", "kind", sid_tower_name(lk->kind), "id",
+				      lk->keys[i]);
+		if (v && json_object_set_new(v, "deleted", json_boolean(e[i].deleted))) {
+			json_decref(v);
+			v = NULL;
+		}
+		if (!v || json_array_append_new(results, v)) {
+			json_decref(results);
+			results = NULL;
+		}
+	}
+	free(e);
+	lookup_json(lk, results ? json_pack("{s:s, s:I, s:o}", "tower", sid_tower_name(lk->kind),
+					    "deleted", (json_int_t)deleted, "results", results)
+				: NULL);
+}
+
 static void lookup_work(uv_work_t *w)
 {
 	struct lookup_work *lw = w->data;
@@ -485,6 +547,10 @@ static void lookup_work(uv_work_t *w)
 		if (!a->store->disabled)
 			srv_metrics_registry_call(a->metrics, op, 0, 0);
 		goto fail;
+	}
+	if (del && lk->keys) {
+		delete_many(lw, h, t0);
+		return;
 	}
 	e = malloc((lk->op == SRV_LOOKUP_LIST ? lk->limit : 1) * sizeof(*e));
 	if (!e) {

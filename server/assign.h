@@ -21,9 +21,10 @@
  *
  * Lookups are submitted from HTTP threads (srv_assigner_lookup: intake list
  * + uv_async_send) and run on the pool too, on the store's reader handle;
- * a delete goes the same way, one at a time with them, on the first writer
- * handle (shared with an assign group then: the handle serialises them),
- * committed before its answer is written.
+ * a delete (DELETE of one id, or POST .../{items,users}:delete of a list, in
+ * one transaction) goes the same way, one at a time with them, on the first
+ * writer handle (shared with an assign group then: the handle serialises
+ * them), committed before its answer is written.
  *
  * At most one assign group per store writer (SQLite: one; PostgreSQL:
  * registry_connections) and one lookup run at a time; the batcher sizes the
@@ -63,7 +64,8 @@ enum srv_lookup_op {
 	SRV_LOOKUP_ID,	   /* key = id */
 	SRV_LOOKUP_SID,	   /* key = full sid */
 	SRV_LOOKUP_LIST,   /* key = prefix ("" for all), cursor, limit */
-	SRV_LOOKUP_DELETE, /* key = id: DELETE /v1/{items,users}/{id}, on the writer */
+	SRV_LOOKUP_DELETE, /* key = id: DELETE /v1/{items,users}/{id}, or keys: POST
+			    * /v1/{items,users}:delete; on the writer */
 	SRV_LOOKUP_LEVELS, /* srv_assigner_check_levels: no answer */
 	SRV_LOOKUP_PROBE   /* registry_probe_s: a read of an idle store, no answer */
 };
@@ -72,7 +74,11 @@ struct srv_lookup {
 	struct srv_lookup *next; /* private */
 	enum srv_lookup_op op;
 	enum sid_tower_kind kind;
-	char *key;    /* malloc'ed, owned */
+	char *key; /* malloc'ed, owned */
+	/* SRV_LOOKUP_DELETE of a list (POST /v1/{items,users}:delete) instead
+	 * of key: borrowed from the request, which waits for the answer */
+	char *const *keys;
+	size_t n_keys;
 	char *cursor; /* malloc'ed or NULL, owned */
 	size_t limit;
 	struct sid_model *model; /* SRV_LOOKUP_LEVELS: a reference, owned */

@@ -144,7 +144,8 @@ static const struct key keys[] = {
     {"memory_trim_s", K_INT, F(memory_trim_s), 0, 3600,
      "give the heap's free memory back to the system after this many seconds without a request "
      "(0: never)"},
-    {"max_inputs", K_INT, F(max_inputs), 1, 1000000, "inputs per request (413 above)"},
+    {"max_inputs", K_INT, F(max_inputs), 1, 1000000,
+     "inputs per request, and ids per POST /v1/{items,users}:delete (413 above)"},
     {"admin_token", K_STR, F(admin_token), 0, 0, "bearer token for /v1/admin/* (empty: disabled)"},
     {"shutdown_timeout_ms", K_INT, F(shutdown_timeout_ms), 0, 3600000, "drain time on SIGTERM"},
     {"connection_timeout_s", K_INT, F(connection_timeout_s), 0, 3600, "idle connection timeout"},

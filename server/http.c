@@ -170,17 +170,18 @@ struct req {
 	size_t resp_charged; /* of hold: an encode, assign or lookup answer */
 	const char *ctype;
 	const char *allow;
-	int del; /* DELETE /v1/{items,users}/{id} */
+	int del; /* DELETE /v1/{items,users}/{id} (not POST .../{items,users}:delete) */
 	int retry_after;
 	/* for the log line */
 	size_t items;
 	char version[256];
 	char errmsg[256];
 	struct srv_reload_waiter waiter;
-	char *arg;	/* registry lookups: the URL-decoded {id} or {sid} */
-	struct conn *c; /* its connection (NULL if MHD gave none) */
-	int close;	/* answer with Connection: close (bad framing) */
-	int url_nul;	/* its path or query had a %00 */
+	char *arg;		   /* registry lookups: the URL-decoded {id} or {sid} */
+	struct srv_encode_req ids; /* POST /v1/{items,users}:delete: its ids (id_str) */
+	struct conn *c;		   /* its connection (NULL if MHD gave none) */
+	int close;		   /* answer with Connection: close (bad framing) */
+	int url_nul;		   /* its path or query had a %00 */
 };
 
 static const char JSON_CT[] = "application/json";
@@ -683,6 +684,7 @@ static void lookup_done(struct srv_lookup *lk)
 	if (lk->status == 503)
 		q->retry_after = 1;
 	srv_lookup_free(lk);
+	srv_encode_req_release(&q->ids); /* (a delete's: done with) */
 	resp_charge(q);
 	MHD_resume_connection(q->conn);
 }
@@ -772,6 +774,19 @@ static int user_tower_missing(struct req *q)
 	return missing;
 }
 
+/* Hand @lk to the registry lane, which answers it (lookup_done). */
+static void lookup_submit(struct req *q, struct srv_lookup *lk)
+{
+	lk->done = lookup_done;
+	lk->ctx = q;
+	req_suspend(q);
+	if (srv_assigner_lookup(q->h->d.assigner, lk)) {
+		srv_lookup_free(lk);
+		set_error(q, SRV_ERR_UNAVAILABLE, SRV_MSG_SHUTTING_DOWN);
+		MHD_resume_connection(q->conn);
+	}
+}
+
 /* GET /v1/{items,users}/{id}, /v1/sids/{sid}, /v1/sids?prefix=, and
  * DELETE /v1/{items,users}/{id}: validate
  * the query, then hand the lookup to the registry lane (it answers). */
@@ -852,14 +867,42 @@ static void start_lookup(struct req *q)
 		lk->key = q->arg;
 		q->arg = NULL;
 	}
-	lk->done = lookup_done;
-	lk->ctx = q;
-	req_suspend(q);
-	if (srv_assigner_lookup(h->d.assigner, lk)) {
-		srv_lookup_free(lk);
-		set_error(q, SRV_ERR_UNAVAILABLE, SRV_MSG_SHUTTING_DOWN);
-		MHD_resume_connection(q->conn);
+	lookup_submit(q, lk);
+}
+
+/* POST /v1/{items,users}:delete (an admin route): the ids of the body,
+ * deleted in one transaction on the registry lane (it answers). */
+static void start_delete(struct req *q)
+{
+	struct srv_http *h = q->h;
+	enum sid_tower_kind kind =
+	    q->route == SRV_ROUTE_USERS_DELETE ? SID_TOWER_USER : SID_TOWER_ITEM;
+	struct srv_api_error e;
+	struct srv_lookup *lk;
+
+	if (kind == SID_TOWER_USER && user_tower_missing(q))
+		return;
+	if (!h->d.assigner) {
+		set_error(q, SRV_ERR_UNAVAILABLE, "the ID registry is not running");
+		return;
 	}
+	if (srv_delete_req_decode(q->body.p ? q->body.p : "", q->body.len, kind,
+				  h->d.cfg->max_inputs, &q->hold, &q->ids, &e)) {
+		set_error(q, e.kind, "%s", e.msg);
+		return;
+	}
+	body_release(q);
+	q->items = q->ids.B;
+	lk = calloc(1, sizeof(*lk));
+	if (!lk) {
+		set_error(q, SRV_ERR_UNAVAILABLE, "out of memory");
+		return;
+	}
+	lk->op = SRV_LOOKUP_DELETE;
+	lk->kind = kind;
+	lk->keys = q->ids.id_str;
+	lk->n_keys = q->ids.B;
+	lookup_submit(q, lk);
 }
 
 static void start_encode(struct req *q)
@@ -953,6 +996,8 @@ static const struct {
     {"/v1/items:assign", SRV_ROUTE_ITEMS_ASSIGN, 1, 0},
     {"/v1/users:assign", SRV_ROUTE_USERS_ASSIGN, 1, 0},
     {"/v1/sids", SRV_ROUTE_SID_LIST, 0, 0},
+    {"/v1/items:delete", SRV_ROUTE_ITEMS_DELETE, 1, 0},
+    {"/v1/users:delete", SRV_ROUTE_USERS_DELETE, 1, 0},
 };
 
 /* Routes with a trailing path parameter: "/v1/items/{id}" etc. */
@@ -990,7 +1035,9 @@ int srv_http_bearer_ok(const char *header, const char *token)
 static int routes_post(enum srv_route r)
 {
 	return r == SRV_ROUTE_ITEMS_ENCODE || r == SRV_ROUTE_USERS_ENCODE ||
-	       r == SRV_ROUTE_RELOAD || r == SRV_ROUTE_ITEMS_ASSIGN || r == SRV_ROUTE_USERS_ASSIGN;
+	       r == SRV_ROUTE_RELOAD || r == SRV_ROUTE_ITEMS_ASSIGN ||
+	       r == SRV_ROUTE_USERS_ASSIGN || r == SRV_ROUTE_ITEMS_DELETE ||
+	       r == SRV_ROUTE_USERS_DELETE;
 }
 
 /* Does the request carry a body (Content-Length > 0 or chunked)? */
@@ -1242,7 +1289,9 @@ static int on_headers(struct req *q, const char *url, const char *method, const 
 		q->allow = routes[i].post ? "POST" : "GET, HEAD";
 		return 1;
 	}
-	if (q->route == SRV_ROUTE_RELOAD && admin_refused(q))
+	if ((q->route == SRV_ROUTE_RELOAD || q->route == SRV_ROUTE_ITEMS_DELETE ||
+	     q->route == SRV_ROUTE_USERS_DELETE) &&
+	    admin_refused(q))
 		return 1;
 	if (routes[i].post && q->route != SRV_ROUTE_RELOAD) {
 		v = MHD_lookup_connection_value(q->conn, MHD_HEADER_KIND,
@@ -1479,7 +1528,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 			}
 			return MHD_YES;
 		}
-		start_encode(q);
+		if (q->route == SRV_ROUTE_ITEMS_DELETE || q->route == SRV_ROUTE_USERS_DELETE)
+			start_delete(q);
+		else
+			start_encode(q);
 		if (q->state == REQ_WAIT)
 			return MHD_YES;
 		return send_response(q);
@@ -1554,6 +1606,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	 * request on this connection starts its clock now. */
 	conn_phase_set(q->c, CONN_RECEIVING);
 	body_release(q);
+	srv_encode_req_release(&q->ids);
 	srv_hold_give(&q->hold, q->resp_charged);
 	free(q->resp);
 	free(q->arg);

@@ -10,13 +10,11 @@
 #include <string.h>
 #include <time.h>
 
-static const char *const route_names[SRV_ROUTE_COUNT] = {"/v1/items:encode", "/v1/users:encode",
-							 "/healthz",	     "/readyz",
-							 "/v1/model",	     "/v1/admin/reload",
-							 "/metrics",	     "/v1/items:assign",
-							 "/v1/users:assign", "/v1/items/{id}",
-							 "/v1/users/{id}",   "/v1/sids/{sid}",
-							 "/v1/sids",	     "other"};
+static const char *const route_names[SRV_ROUTE_COUNT] = {
+    "/v1/items:encode", "/v1/users:encode", "/healthz",		"/readyz",
+    "/v1/model",	"/v1/admin/reload", "/metrics",		"/v1/items:assign",
+    "/v1/users:assign", "/v1/items/{id}",   "/v1/users/{id}",	"/v1/sids/{sid}",
+    "/v1/sids",		"/v1/items:delete", "/v1/users:delete", "other"};
 
 /* Seconds: sub-millisecond resolution where the service lives. */
 static const double duration_le[] = {0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025,
@@ -463,9 +461,10 @@ char *srv_metrics_render(struct srv_metrics *m, const struct sid_model *model)
 			    "%llu\n",
 			    sid_tower_name((enum sid_tower_kind)t), c ? "true" : "false",
 			    (unsigned long long)m->reg_assigned[t][c]);
-	srv_buf_puts(&b, "# HELP semid_registry_deletions_total Ids removed by DELETE, by "
-			 "tower.\n"
-			 "# TYPE semid_registry_deletions_total counter\n");
+	srv_buf_puts(&b,
+		     "# HELP semid_registry_deletions_total Ids removed by the delete routes, by "
+		     "tower.\n"
+		     "# TYPE semid_registry_deletions_total counter\n");
 	for (t = 0; t < SID_TOWER_COUNT; t++)
 		srv_buf_printf(&b, "semid_registry_deletions_total{tower=\"%s\"} %llu\n",
 			       sid_tower_name((enum sid_tower_kind)t),

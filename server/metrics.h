@@ -87,7 +87,9 @@ enum srv_route {
 	SRV_ROUTE_USER_GET, /* /v1/users/{id} */
 	SRV_ROUTE_SID_GET,  /* /v1/sids/{sid} */
 	SRV_ROUTE_SID_LIST, /* /v1/sids */
-	SRV_ROUTE_OTHER,    /* unknown paths, labelled "other" */
+	SRV_ROUTE_ITEMS_DELETE,
+	SRV_ROUTE_USERS_DELETE,
+	SRV_ROUTE_OTHER, /* unknown paths, labelled "other" */
 	SRV_ROUTE_COUNT
 };
 

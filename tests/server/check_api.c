@@ -1818,8 +1818,53 @@ START_TEST(test_decode_charges)
 }
 END_TEST
 
+/* A delete's ids: strings as sent, integers as their decimal text, charged
+ * to the hold while the request lives (jansson's tree only while it
+ * parses), refused with a 503 and nothing charged when the budget is held
+ * by others; a body with far more values than max_inputs ids is a 413
+ * before jansson sees it. */
+START_TEST(test_delete_decode)
+{
+	struct srv_budget budget = {0, 1 << 20};
+	struct srv_hold other = {&budget, 0}, hold = {&budget, 0};
+	struct srv_encode_req req;
+	struct srv_api_error e;
+	size_t len, ids;
+	char *body = repeat_body("{\"ids\": [17, ", "\"item-x\"", 999, "]}", &len);
+
+	ck_assert_int_eq(srv_delete_req_decode(body, len, SID_TOWER_USER, 1000, &hold, &req, &e),
+			 0);
+	ck_assert_uint_eq(req.B, 1000);
+	ck_assert_int_eq(req.tower, SID_TOWER_USER);
+	ck_assert_str_eq(req.id_str[0], "17");
+	ck_assert_str_eq(req.id_str[999], "item-x");
+	ids = 1000 * sizeof(char *) + 21 + 999 * 7; /* an integer: room for 20 digits */
+	ck_assert_uint_eq(req.charged, ids);
+	ck_assert_uint_eq(budget.held, ids); /* the tree given back */
+	srv_encode_req_release(&req);
+	ck_assert_uint_eq(budget.held, 0);
+
+	ck_assert_int_eq(srv_hold_take(&other, budget.max - 1000), 0);
+	ck_assert_int_eq(srv_delete_req_decode(body, len, SID_TOWER_ITEM, 1000, &hold, &req, &e),
+			 -1);
+	ck_assert_int_eq(e.kind, SRV_ERR_UNAVAILABLE);
+	ck_assert_uint_eq(budget.held, other.n);
+	srv_hold_give(&other, other.n);
+
+	ck_assert_int_eq(srv_delete_req_decode(body, len, SID_TOWER_ITEM, 999, NULL, &req, &e), -1);
+	ck_assert_int_eq(e.kind, SRV_ERR_TOO_LARGE);
+	ck_assert_str_eq(e.msg, "1000 ids; at most 999 are allowed per request");
+	ck_assert_int_eq(srv_delete_req_decode(body, len, SID_TOWER_ITEM, 10, NULL, &req, &e), -1);
+	ck_assert_int_eq(e.kind, SRV_ERR_TOO_LARGE);
+	ck_assert_str_eq(e.msg, "the body has 1001 JSON brackets and commas; a request of at "
+				"most 10 ids has no more than 74");
+	free(body);
+}
+END_TEST
+
 static void add_tests(TCase *tc)
 {
+	tcase_add_test(tc, test_delete_decode);
 	tcase_add_test(tc, test_error_mapping);
 	tcase_add_test(tc, test_error_body);
 	tcase_add_test(tc, test_base64);

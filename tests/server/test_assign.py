@@ -25,6 +25,7 @@ down, metrics, and SIGKILL right after a 200).
 Run: SEMID_BIN=/path/to/bin /usr/bin/python3 tests/server/test_assign.py
 """
 
+import json
 import os
 import signal
 import sys
@@ -688,6 +689,14 @@ class TestAssignSqlite(Base):
 
 
 class TestDeleteSqlite(Base):
+    def assign_four(self, srv):
+        """Ids a, b, c and e given one code tuple (suffixes 0..3): -> its
+        input and codes."""
+        X, codes = T.tie_free_inputs(self.rng, self.ta, 1)
+        st, _, r = assign(srv, ["a", "b", "c", "e"], np.repeat(X, 4, axis=0))
+        self.assertEqual([x["suffix"] for x in r["results"]], [0, 1, 2, 3], r)
+        return X, codes
+
     def test_delete(self):
         """DELETE /v1/{items,users}/{id}: the entry it removed, then 404 for
         the id, its sid and in prefix pages; the freed slot goes to the next
@@ -700,10 +709,7 @@ class TestDeleteSqlite(Base):
         srv, model = self.start(d, {"item": self.ta, "user": self.tb}, "A", extra)
         db = os.path.join(d, "semid-registry.db")
         try:
-            X, codes = T.tie_free_inputs(self.rng, self.ta, 1)
-            X4 = np.repeat(X, 4, axis=0)  # one code tuple: suffixes 0..3
-            st, _, r = assign(srv, ["a", "b", "c", "e"], X4)
-            self.assertEqual([x["suffix"] for x in r["results"]], [0, 1, 2, 3], r)
+            X, codes = self.assign_four(srv)
             sid_b = sid_of(codes[0], 1)
             st, _, e = srv.json("DELETE", "/v1/items/b", headers=ADMIN)
             self.assertEqual(st, 200, e)
@@ -758,6 +764,85 @@ class TestDeleteSqlite(Base):
         finally:
             self.assertEqual(srv.stop(), 0)
 
+
+    def test_delete_many(self):
+        """POST /v1/{items,users}:delete: the ids of the body in one
+        transaction, a result each in their order (an id not stored, or given
+        a second time: deleted false; an entry that cannot be read: its kind
+        and id, deleted), the freed slots taken by the next new ids, the
+        deletions counted; the admin token, the content type, malformed
+        bodies (each named), more ids than max_inputs (413, also when there
+        are so many the body never reaches the JSON parser) and a model
+        without a user tower (404)."""
+        import sqlite3
+        d = self.fresh_dir()
+        extra = ["--admin-token", "t", "--max-inputs", "4"]
+        srv, _ = self.start(d, {"item": self.ta}, "A", extra)
+        db = os.path.join(d, "semid-registry.db")
+        try:
+            X, codes = self.assign_four(srv)
+            with sqlite3.connect(db) as c:
+                c.execute("UPDATE semid_assignment SET codes = X'01' WHERE id = 'c'")
+            st, _, r = srv.json("POST", "/v1/items:delete", {"ids": ["b", "nope", "b", "c"]},
+                                headers=ADMIN)
+            self.assertEqual(st, 200, r)
+            self.assertEqual((r["tower"], r["deleted"]), ("item", 2))
+            res = r["results"]
+            self.assertEqual([(x["id"], x["deleted"]) for x in res],
+                             [("b", True), ("nope", False), ("b", False), ("c", True)])
+            self.assertEqual((res[0]["sid"], res[0]["kind"]), (sid_of(codes[0], 1), "item"))
+            self.assertEqual(res[1], {"kind": "item", "id": "nope", "deleted": False})
+            self.assertEqual(res[3], {"kind": "item", "id": "c", "deleted": True})
+            for i in ("b", "c"):
+                st, _, e = srv.json("GET", "/v1/items/" + i)
+                self.assertEqual(st, 404, e)
+            # the smallest free suffixes, 1 then 2, go to the next new ids
+            st, _, r = assign(srv, ["f", "g"], np.repeat(X, 2, axis=0))
+            self.assertEqual([x["suffix"] for x in r["results"]], [1, 2], r)
+            # an integer id is its decimal text, as assign's
+            st, _, r = assign(srv, ["17"], X)
+            st, _, r = srv.json("POST", "/v1/items:delete", {"ids": [17]}, headers=ADMIN)
+            self.assertEqual((st, r["results"][0]["id"], r["deleted"]), (200, "17", 1), r)
+            m = srv.metrics()
+            self.assertEqual(m['semid_registry_deletions_total{tower="item"}'], 3)
+            self.assertEqual(m['semid_requests_total{route="/v1/items:delete",code="200"}'], 2)
+            self.until(lambda: "route=/v1/items:delete status=200 items=4" in srv.log_text(),
+                       "the request line with its count of ids")
+
+            def refused(body, headers=ADMIN, path="/v1/items:delete"):
+                headers = dict({"Content-Type": "application/json"}, **headers)
+                st, h, data = srv.request("POST", path, body, headers)
+                return st, json.loads(data)["error"]["message"]
+
+            self.assertEqual(refused({"ids": ["a"]}, {})[0], 403)
+            self.assertEqual(refused({"ids": ["a"]}, {"Authorization": "Bearer x"})[0], 403)
+            self.assertEqual(refused(b'{"ids": ["a"]}', dict(ADMIN, **{
+                "Content-Type": "text/plain"}))[0], 415)
+            for bad, said in ((b'{"ids": ["a"', "malformed JSON at line 1"),
+                              ({}, 'missing field "ids"'),
+                              ({"ids": "a"}, "ids must be an array, not a string"),
+                              ({"ids": []}, "ids is empty"),
+                              ({"ids": ["a", {"id": "b"}]}, "ids[1] must be a string or an "
+                               "integer, not an object"),
+                              ({"ids": ["a", ""]}, "ids[1]: id is empty"),
+                              ({"ids": ["a"], "reassign": True}, 'unknown field "reassign"'),
+                              ([1], "the body must be a JSON object, not an array")):
+                with self.subTest(body=bad):
+                    st, msg = refused(bad)
+                    self.assertEqual(st, 400, msg)
+                    self.assertIn(said, msg)
+            st, msg = refused({"ids": ["a", "b", "c", "d", "e"]})
+            self.assertEqual((st, msg), (413, "5 ids; at most 4 are allowed per request"))
+            st, msg = refused({"ids": [str(i) for i in range(500)]})
+            self.assertEqual(st, 413, msg)
+            self.assertIn("a request of at most 4 ids has no more than 68", msg)
+            st, msg = refused({"ids": ["a"]}, path="/v1/users:delete")
+            self.assertEqual(st, 404, msg)
+            self.assertIn("has no user tower", msg)
+            st, _, e = srv.json("GET", "/v1/items/a")
+            self.assertEqual(st, 200, e)  # nothing refused deleted anything
+        finally:
+            self.assertEqual(srv.stop(), 0)
 
     def test_delete_entry_json_cannot_hold(self):
         """A stored entry JSON cannot hold (a model_version that is not

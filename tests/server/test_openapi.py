@@ -258,6 +258,15 @@ class TestOpenApi(unittest.TestCase):
             self.assertEqual(self.check(srv, "DELETE", "/v1/items/a%00b", None, admin), 400)
             self.assertEqual(self.check(srv, "DELETE", "/v1/items/sku-1", None,
                                         {"Authorization": "Bearer wrong"}), 403)
+            self.assertEqual(self.check(srv, "POST", "/v1/users:delete", {"ids": ["u-1001", 5]},
+                                        admin), 200)
+            self.assertEqual(self.check(srv, "POST", "/v1/users:delete", {"ids": ["u-1"]}), 403)
+            self.assertEqual(self.check(srv, "POST", "/v1/items:delete", {"ids": []}, admin), 400)
+            self.assertEqual(self.check(srv, "POST", "/v1/items:delete", {"ids": ["a"] * 9},
+                                        admin), 413)
+            self.assertEqual(self.check(srv, "POST", "/v1/items:delete", b"ids=a",
+                                        dict(admin, **{"Content-Type": "text/plain"})), 415)
+            self.assertEqual(self.check(srv, "GET", "/v1/items:delete"), 405)
             self.assertEqual(self.check(srv, "GET", "/v1/sids?prefix=5&tower=user"), 200)
             self.assertEqual(self.check(srv, "GET", "/v1/sids?limit=0"), 400)
             self.assertEqual(self.check(srv, "POST", "/v1/items:encode",
@@ -294,6 +303,9 @@ class TestOpenApi(unittest.TestCase):
             self.assertEqual(self.check(srv, "GET", "/v1/sids"), 503)
             for path in ("/v1/items/sku-1", "/v1/users/u-1"):
                 self.assertEqual(self.check(srv, "DELETE", path, None,
+                                            {"Authorization": "Bearer t"}), 503)
+            for path in ("/v1/items:delete", "/v1/users:delete"):
+                self.assertEqual(self.check(srv, "POST", path, {"ids": ["a"]},
                                             {"Authorization": "Bearer t"}), 503)
         finally:
             self.assertEqual(srv.stop(), 0)
