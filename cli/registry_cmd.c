@@ -546,14 +546,21 @@ static int progress_on(const struct opts *o, int streams)
 }
 
 struct walk_bar {
-	struct cli_progress bar; /* entries */
+	struct cli_progress bar; /* entries, then (check) rows of the file */
 	uint64_t done;
+	int file; /* the bar counts the rows of the file check */
 };
 
 static void walk_progress(void *ctx, uint64_t done, uint64_t total)
 {
 	struct walk_bar *w = ctx;
-	(void)total;
+
+	if (total && !w->file) { /* check: its file check follows the walk */
+		cli_progress_end(&w->bar, (size_t)w->done);
+		cli_progress_begin(&w->bar, 1, (size_t)total, stderr);
+		w->bar.unit = "file rows";
+		w->file = 1;
+	}
 	w->done = done;
 	cli_progress_update(&w->bar, (size_t)done);
 }
@@ -570,6 +577,7 @@ static void walk_bar_begin(struct walk_bar *w, const struct opts *o, struct sid_
 	cli_progress_begin(&w->bar, on, (size_t)n, stderr);
 	w->bar.unit = "entries";
 	w->done = 0;
+	w->file = 0;
 	if (on)
 		sid_registry_set_progress(r, walk_progress, w);
 }

@@ -301,9 +301,12 @@ int sid_registry_foreach(struct sid_registry *r, int kind, int want_emb, sid_reg
 int sid_registry_count(struct sid_registry *r, int kind, uint64_t *n, struct sid_error *err);
 
 /*
- * Hear of every walk over the store (foreach, and so stats, diff, export and
- * reassign_all's first pass): @fn(ctx, entries walked so far, 0) every 4096
- * entries and once at the end of the walk.  NULL stops it.  Not thread-safe
+ * Hear of every walk over the store (foreach, and so stats, diff, export,
+ * check and reassign_all's first pass): @fn(ctx, entries walked so far, 0)
+ * every 4096 entries and once at the end of the walk.  sid_registry_check's
+ * file check (SQLite) then goes on with @fn(ctx, rows checked, rows of the
+ * file's tables) now and then (an estimate, kept short of the total) and
+ * once with both the total at its end.  NULL stops it.  Not thread-safe
  * against calls in flight: set it before them.
  */
 typedef void (*sid_reg_progress_fn)(void *ctx, uint64_t done, uint64_t total);

@@ -1534,6 +1534,46 @@ int sid_registry_sqlite_fold_wal(const char *path, struct sid_error *err)
 }
 
 /*
+ * How far the file check got, for r->progress, in rows of the file's tables
+ * (their largest rowids: no count of 10 million rows first): an estimate
+ * from the instructions SQLite has run, about 34 an entry and 4 an
+ * embedding row (SQLite 3.40, measured on stores of 2 000 and 1 000 000
+ * entries), told every 100 000 and kept short of the total until the end.
+ */
+#define CHECK_OPS_ENTRY	    34
+#define CHECK_OPS_EMBEDDING 4
+#define CHECK_TICK	    100000
+
+struct check_told {
+	struct sq *s;
+	int64_t rows, ops, ticks;
+};
+
+static int check_tell(void *p)
+{
+	struct check_told *t = p;
+	int64_t done =
+	    (int64_t)((double)++t->ticks * CHECK_TICK / (double)t->ops * (double)t->rows);
+
+	t->s->base.progress(t->s->base.progress_ctx,
+			    (uint64_t)(done < t->rows ? done : t->rows - 1), (uint64_t)t->rows);
+	return 0;
+}
+
+/* The largest rowid of @table (0 when empty or unreadable). */
+static int64_t max_rowid(struct sq *s, const char *sql)
+{
+	sqlite3_stmt *st = NULL;
+	int64_t n = 0;
+
+	if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) == SQLITE_OK &&
+	    sqlite3_step(st) == SQLITE_ROW)
+		n = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	return n;
+}
+
+/*
  * The file's own structure: PRAGMA integrity_check (every page, every
  * index against its table; its first 100 problems, one finding each), then
  * the embedding rows that belong to no entry (one finding, their count).
@@ -1546,12 +1586,20 @@ static int sq_check_store(struct sid_registry *r, sid_reg_finding_fn fn, void *c
 	    " WHERE NOT EXISTS (SELECT 1 FROM semid_assignment a WHERE a.rid = e.rid)";
 	struct sq *s = (struct sq *)r;
 	struct sid_reg_finding f = {SID_REG_P_STORE, -1, -1, NULL, NULL};
+	struct check_told told = {s, 0, 0, 0};
 	sqlite3_stmt *st = NULL;
 	char msg[SID_ERROR_MSG_MAX];
 	int rc;
 
 	if ((rc = file_check(s, err)))
 		return rc;
+	if (s->base.progress) {
+		int64_t entries = max_rowid(s, "SELECT max(rid) FROM semid_assignment"),
+			embeddings = max_rowid(s, "SELECT max(rid) FROM semid_embedding");
+		told.rows = entries + embeddings + 1;
+		told.ops = CHECK_OPS_ENTRY * entries + CHECK_OPS_EMBEDDING * embeddings + 1;
+		sqlite3_progress_handler(s->db, CHECK_TICK, check_tell, &told);
+	}
 	if ((rc = sqlite3_prepare_v2(s->db, "PRAGMA integrity_check", -1, &st, NULL)))
 		goto failed;
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
@@ -1585,6 +1633,12 @@ failed:
 	rc = sq_fail(s, rc, err, "check");
 out:
 	sqlite3_finalize(st);
+	if (told.rows) {
+		sqlite3_progress_handler(s->db, 0, NULL, NULL);
+		if (!rc)
+			s->base.progress(s->base.progress_ctx, (uint64_t)told.rows,
+					 (uint64_t)told.rows);
+	}
 	return rc;
 }
 

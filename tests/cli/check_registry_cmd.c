@@ -2138,7 +2138,7 @@ END_TEST
  */
 START_TEST(t_progress)
 {
-	char msg[8192], want[64], exp[320], moves[320], bk[320];
+	char msg[8192], want[64], rows[64], exp[320], moves[320], bk[320];
 
 	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "assign", "--model", model,
 				 "--input", npy, "--ids", ids, "--output", out, "--progress", NULL),
@@ -2155,6 +2155,14 @@ START_TEST(t_progress)
 				 "--progress", NULL),
 			 CLI_EXIT_OK);
 	ASSERT_HAS(msg, want);
+	/* check: the walk, then the file check over its tables' rows (the
+	 * entries, their embeddings, one for the rest) */
+	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "check", "--db", db, "-o", out,
+				 "--progress", NULL),
+			 CLI_EXIT_OK);
+	ASSERT_HAS(msg, want);
+	snprintf(rows, sizeof(rows), "100.0%%  %d/%d file rows", 2 * N + 1, 2 * N + 1);
+	ASSERT_HAS(msg, rows);
 	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "diff", "--model", model2, "--db",
 				 db, "-o", out, "--progress", NULL),
 			 CLI_EXIT_OK);

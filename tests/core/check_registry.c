@@ -4819,7 +4819,8 @@ struct findings {
 		char message[SID_ERROR_MSG_MAX];
 	} f[16];
 	int stop_at; /* return 1 from this finding on (0: never) */
-	uint64_t progress;
+	uint64_t progress;		  /* the walk's last word */
+	uint64_t file_done, file_total; /* the file check's */
 };
 
 static int note_finding(const struct sid_reg_finding *f, void *ctx)
@@ -4837,7 +4838,16 @@ static int note_finding(const struct sid_reg_finding *f, void *ctx)
 
 static void note_progress(void *ctx, uint64_t done, uint64_t total)
 {
-	((struct findings *)ctx)->progress = done;
+	struct findings *c = ctx;
+
+	if (!total) {
+		ck_assert_uint_eq(c->file_total, 0); /* the walk comes first */
+		c->progress = done;
+		return;
+	}
+	ck_assert_uint_le(done, total);
+	c->file_done = done;
+	c->file_total = total;
 }
 
 /* The finding about @id (the first; there must be one). */
@@ -4935,6 +4945,10 @@ START_TEST(t_check)
 	sid_registry_set_progress(r, NULL, NULL);
 	ck_assert_int_eq(res.entries, 8);
 	ck_assert_uint_eq(c.progress, 8);
+	/* SQLite's file check: its rows (8 entries, 7 embeddings of rowids up
+	 * to 8, one more), all done at the end */
+	ck_assert_uint_eq(c.file_total, g_pg ? 0 : 17);
+	ck_assert_uint_eq(c.file_done, c.file_total);
 	ck_assert_int_eq(c.n, 6);
 	ck_assert_int_eq(res.found[SID_REG_P_UNREADABLE], 1);
 	ck_assert_int_eq(res.found[SID_REG_P_KIND], 1);
