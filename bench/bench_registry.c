@@ -17,7 +17,9 @@
  *       N new ids (batches of 10000, no embeddings), then the store's size and
  *       the latency of 20000 random lookups by id, by sid and by prefix page.
  *   bench_registry lookup STORE
- *       the lookups alone on an existing store (and the time of one stats pass).
+ *       the lookups alone on an existing store (and the time of one stats pass);
+ *       fill and lookup end with the time of a check (sid_registry_check: the
+ *       walk and the file check apart) against a stats pass.
  *
  * STORE is a SQLite path or a PostgreSQL connection string.  Ids are
  * "b<run>-<n>" with a per-run random tag, so runs never see each other's ids.
@@ -423,6 +425,41 @@ static void lookups(struct sid_registry *r)
 	free(page);
 }
 
+/* When sid_registry_check's walk ended (its file check's first word). */
+static void walk_ended(void *ctx, uint64_t done, uint64_t total)
+{
+	double *t = ctx;
+	if (total && !*t)
+		*t = now();
+}
+
+/* semid registry check's time, the walk and the file check apart, against
+ * one stats pass (an ordered walk of the codes) in the same run. */
+static void check_report(const char *target)
+{
+	struct sid_registry *r = open_store(target);
+	struct sid_reg_check res;
+	struct sid_reg_stats st;
+	struct sid_error err;
+	double t0 = now(), ts, tw = 0, tc;
+
+	if (sid_registry_stats(r, SID_TOWER_ITEM, &st, &err))
+		die("stats", &err);
+	ts = now() - t0;
+	sid_registry_set_progress(r, walk_ended, &tw);
+	t0 = now();
+	if (sid_registry_check(r, -1, NULL, NULL, &res, &err))
+		die("check", &err);
+	tc = now() - t0;
+	printf("check of %llu entries: %.1f s (walk %.1f s, file check %.1f s), %.1fx one stats "
+	       "pass (%.1f s); %llu problems\n",
+	       (unsigned long long)res.entries, tc, tw ? tw - t0 : tc, tw ? now() - tw : 0.0,
+	       tc / ts, ts,
+	       (unsigned long long)(res.found[0] + res.found[1] + res.found[2] + res.found[3] +
+				    res.found[4]));
+	sid_registry_close(r);
+}
+
 static int cmd_lookup(const char *target)
 {
 	struct sid_registry *r = open_store(target);
@@ -435,6 +472,7 @@ static int cmd_lookup(const char *target)
 	       sid_registry_label(r), (unsigned long long)st.items, now() - t0);
 	lookups(r);
 	sid_registry_close(r);
+	check_report(target);
 	return 0;
 }
 
@@ -471,6 +509,7 @@ static int cmd_fill(const char *target, uint64_t N)
 		printf("file size after checkpoint: %lld bytes (%.1f MiB), %.1f bytes/item\n", sz,
 		       sz / 1048576.0, (double)sz / N);
 	}
+	check_report(target);
 	return 0;
 }
 

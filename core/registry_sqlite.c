@@ -1191,6 +1191,43 @@ static int sq_ping(struct sid_registry *r, struct sid_error *err)
 	return rc ? rc : levels_read((struct sq *)r, SID_TOWER_ITEM, &L, err);
 }
 
+/* The one number @sql selects (a table's largest rowid, a pragma's value;
+ * 0 when there is none or it cannot be read). */
+static int64_t select_int(struct sq *s, const char *sql)
+{
+	sqlite3_stmt *st = NULL;
+	int64_t n = 0;
+
+	if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) == SQLITE_OK &&
+	    sqlite3_step(st) == SQLITE_ROW)
+		n = sqlite3_column_int64(st, 0);
+	sqlite3_finalize(st);
+	return n;
+}
+
+/*
+ * A walk (in (kind, codes, suffix) order, each row then read by its rowid)
+ * and the file check's look-ups of each row in the indexes go to pages all
+ * over a large file, and a 2 MiB page cache misses at every other step: 64
+ * MiB while they run (2x faster at a million entries, "PRAGMA
+ * integrity_check" 1.7x), given back after.  Returns the size to restore.
+ */
+static int cache_raise(struct sq *s)
+{
+	int old = (int)select_int(s, "PRAGMA cache_size");
+
+	sqlite3_exec(s->db, "PRAGMA cache_size = -65536", NULL, NULL, NULL);
+	return old;
+}
+
+static void cache_restore(struct sq *s, int size)
+{
+	char sql[64];
+
+	snprintf(sql, sizeof(sql), "PRAGMA cache_size = %d", size);
+	sqlite3_exec(s->db, sql, NULL, NULL, NULL);
+}
+
 /* A row a tolerant walk cannot read (or its embedding), told to @bad; the
  * message is the one a walk stops with (in *err). */
 static int sq_bad(sqlite3_stmt *st, enum sid_reg_problem problem, sid_reg_finding_fn bad, void *ctx,
@@ -1213,7 +1250,7 @@ static int sq_foreach(struct sid_registry *r, int kind, int want_emb, sid_reg_fo
 	sqlite3_stmt *st = NULL;
 	struct sid_reg_entry e;
 	float *buf = NULL;
-	int rc, cap = 0, codes_only;
+	int rc, cap = 0, codes_only, cache = 0;
 
 	if ((rc = file_check(s, err)))
 		return rc;
@@ -1237,6 +1274,8 @@ static int sq_foreach(struct sid_registry *r, int kind, int want_emb, sid_reg_fo
 		return sq_fail(s, rc, err, "walk");
 	if (kind >= 0)
 		sqlite3_bind_int(st, 1, kind);
+	if (!codes_only) /* (the codes alone come from the sid index, in order) */
+		cache = cache_raise(s);
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		const float *emb = NULL;
 		if (row_entry(s, st, codes_only, &e, err)) {
@@ -1280,6 +1319,8 @@ static int sq_foreach(struct sid_registry *r, int kind, int want_emb, sid_reg_fo
 	rc = rc == SQLITE_DONE ? 0 : sq_fail(s, rc, err, "walk");
 out:
 	sqlite3_finalize(st);
+	if (!codes_only)
+		cache_restore(s, cache);
 	free(buf);
 	return rc;
 }
@@ -1560,19 +1601,6 @@ static int check_tell(void *p)
 	return 0;
 }
 
-/* The largest rowid of @table (0 when empty or unreadable). */
-static int64_t max_rowid(struct sq *s, const char *sql)
-{
-	sqlite3_stmt *st = NULL;
-	int64_t n = 0;
-
-	if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) == SQLITE_OK &&
-	    sqlite3_step(st) == SQLITE_ROW)
-		n = sqlite3_column_int64(st, 0);
-	sqlite3_finalize(st);
-	return n;
-}
-
 /*
  * The file's own structure: PRAGMA integrity_check (every page, every
  * index against its table; its first 100 problems, one finding each), then
@@ -1589,13 +1617,14 @@ static int sq_check_store(struct sid_registry *r, sid_reg_finding_fn fn, void *c
 	struct check_told told = {s, 0, 0, 0};
 	sqlite3_stmt *st = NULL;
 	char msg[SID_ERROR_MSG_MAX];
-	int rc;
+	int rc, cache;
 
 	if ((rc = file_check(s, err)))
 		return rc;
+	cache = cache_raise(s);
 	if (s->base.progress) {
-		int64_t entries = max_rowid(s, "SELECT max(rid) FROM semid_assignment"),
-			embeddings = max_rowid(s, "SELECT max(rid) FROM semid_embedding");
+		int64_t entries = select_int(s, "SELECT max(rid) FROM semid_assignment"),
+			embeddings = select_int(s, "SELECT max(rid) FROM semid_embedding");
 		told.rows = entries + embeddings + 1;
 		told.ops = CHECK_OPS_ENTRY * entries + CHECK_OPS_EMBEDDING * embeddings + 1;
 		sqlite3_progress_handler(s->db, CHECK_TICK, check_tell, &told);
@@ -1633,6 +1662,7 @@ failed:
 	rc = sq_fail(s, rc, err, "check");
 out:
 	sqlite3_finalize(st);
+	cache_restore(s, cache);
 	if (told.rows) {
 		sqlite3_progress_handler(s->db, 0, NULL, NULL);
 		if (!rc)
