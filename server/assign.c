@@ -778,6 +778,11 @@ size_t srv_assign_row_bytes(int L)
 	       sizeof(struct sid_reg_entry);
 }
 
+size_t srv_delete_row_bytes(void)
+{
+	return sizeof(struct sid_reg_entry); /* delete_many's */
+}
+
 int srv_assigner_full(struct srv_assigner *a, size_t rows)
 {
 	return __atomic_load_n(&a->pend_rows, __ATOMIC_RELAXED) + rows > (size_t)a->cfg->queue_rows;

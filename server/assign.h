@@ -116,6 +116,10 @@ int srv_assigner_full(struct srv_assigner *a, size_t rows);
  * charges them to body_memory_bytes when the request is decoded. */
 size_t srv_assign_row_bytes(int L);
 
+/* The same for a delete of a list of ids (POST /v1/{items,users}:delete):
+ * the bytes the registry call holds for each id while it runs. */
+size_t srv_delete_row_bytes(void);
+
 /* Queue a lookup (any thread).  Returns 0, or -1 when closed (the lookup
  * stays the caller's). */
 int srv_assigner_lookup(struct srv_assigner *a, struct srv_lookup *lk);

@@ -893,6 +893,12 @@ static void start_delete(struct req *q)
 	}
 	body_release(q);
 	q->items = q->ids.B;
+	/* what the store call holds for each id, taken now: refused before it
+	 * waits for the store */
+	if (srv_encode_req_charge(&q->ids, q->ids.B * srv_delete_row_bytes(), &e)) {
+		set_error(q, e.kind, "%s", e.msg);
+		return;
+	}
 	lk = calloc(1, sizeof(*lk));
 	if (!lk) {
 		set_error(q, SRV_ERR_UNAVAILABLE, "out of memory");

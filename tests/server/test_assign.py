@@ -489,6 +489,54 @@ class TestAssignSqlite(Base):
             db.close()
             self.assertEqual(srv.stop(), 0)
 
+    def test_delete_ids_waiting_for_the_store_are_bounded(self):
+        """POST /v1/items:delete holds an entry (632 bytes) for each id
+        while its store call runs, counted in body_memory_bytes as an
+        assign's rows are: with the store held up and a delete of 250 ids
+        waiting for it, a delete of 200 more is refused 503 with Retry-After
+        (uncounted, the two held 280 KB beside a 250 KB bound); once the lock
+        goes, the first is answered, the count is back to 0, and the second
+        goes through."""
+        srv, X, codes, db = self.start_beside_store(
+            "M", ["--admin-token", "t", "--max-body-bytes", "100000", "--body-memory-bytes",
+                  "250000", "--max-inputs", "1000"], 450)
+        out = {}
+        t = None
+        try:
+            ids = ["d%d" % i for i in range(450)]
+            for k in range(0, 450, 150):
+                self.assertEqual(assign(srv, ids[k:k + 150], X[k:k + 150])[0], 200)
+            db.execute("BEGIN IMMEDIATE")
+            t = threading.Thread(target=lambda: out.update(a=srv.json(
+                "POST", "/v1/items:delete", {"ids": ids[:250]}, headers=ADMIN)))
+            t.start()
+            deadline = time.monotonic() + 20 * T.SLOW
+            while (srv.metrics()["semid_request_body_bytes"] < 250 * 632
+                   and time.monotonic() < deadline):
+                time.sleep(0.01)
+            self.assertGreaterEqual(srv.metrics()["semid_request_body_bytes"], 250 * 632)
+            st, h, r = srv.json("POST", "/v1/items:delete", {"ids": ids[250:]}, headers=ADMIN)
+            self.assertEqual((st, h.get("retry-after")), (503, "1"), r)
+            self.assertRegex(r["error"]["message"],
+                             r"^the decoded request \(\d+ bytes\) would take the request "
+                             r"bodies, decoded requests and answers held past "
+                             r"body_memory_bytes \(250000\); retry later$")
+            db.execute("ROLLBACK")
+            t.join(30)
+            st, _, r = out["a"]
+            self.assertEqual((st, r["deleted"]), (200, 250), r)
+            deadline = time.monotonic() + 5 * T.SLOW
+            while srv.metrics()["semid_request_body_bytes"] and time.monotonic() < deadline:
+                time.sleep(0.02)
+            self.assertEqual(srv.metrics()["semid_request_body_bytes"], 0)
+            st, _, r = srv.json("POST", "/v1/items:delete", {"ids": ids[250:]}, headers=ADMIN)
+            self.assertEqual((st, r["deleted"]), (200, 200), r)
+        finally:
+            if t:
+                t.join(30)
+            db.close()
+            self.assertEqual(srv.stop(), 0)
+
     def test_rows_waiting_for_the_store_are_bounded(self):
         """The rows of an assign waiting for the store count against
         body_memory_bytes: beside its floats and ids, each row's codes and
