@@ -16,7 +16,10 @@
  * - base64 of the raw input decodes within its capacity, and the AVX2 and
  *   portable decoders agree on it (result, bad position, bytes);
  * - the input's first 4 bytes as a float32, written by srv_buf_float, are a
- *   JSON number that strtof reads back to the same bits.
+ *   JSON number that strtof reads back to the same bits;
+ * - the body as a delete request (srv_delete_req_decode): accepted, 1..8
+ *   valid registry ids; refused, a 400 or 413 with a message; either way
+ *   every memory charge given back.
  * Built and run by tests/fuzz.mk (make fuzz, make fuzz-smoke).
  */
 #include <jansson.h>
@@ -27,6 +30,7 @@
 #include <string.h>
 
 #include "api.h"
+#include "registry.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -101,6 +105,29 @@ static void check_same(const struct srv_encode_req *a, const struct srv_encode_r
 		     memcmp(a->ids + a->id_off[r], b->ids + b->id_off[r], a->id_len[r]) != 0))
 			fail("fast and jansson decoders disagree on an id", data, size);
 	}
+}
+
+static void check_delete(const char *body, size_t size, const uint8_t *data)
+{
+	struct srv_budget budget = {0, SIZE_MAX};
+	struct srv_hold hold = {&budget, 0};
+	struct srv_encode_req q;
+	struct srv_api_error e;
+
+	memset(&e, 0, sizeof(e));
+	if (srv_delete_req_decode(body, size, SID_TOWER_ITEM, MAX_INPUTS, &hold, &q, &e) == 0) {
+		if (q.B < 1 || q.B > MAX_INPUTS || hold.n != q.charged)
+			fail("delete: accepted request out of bounds", data, size);
+		for (size_t i = 0; i < q.B; i++)
+			if (sid_reg_id_check(q.id_str[i], NULL))
+				fail("delete: accepted an invalid id", data, size);
+		srv_encode_req_release(&q);
+	} else if ((e.kind != SRV_ERR_INVALID_ARGUMENT && e.kind != SRV_ERR_TOO_LARGE) ||
+		   !e.msg[0]) {
+		fail("delete: refused with another status or no message", data, size);
+	}
+	if (budget.held || hold.n)
+		fail("delete: a memory charge outlived the request", data, size);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -198,6 +225,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		    (n > 0 && memcmp(b64, b64s, (size_t)n) != 0))
 			fail("AVX2 and portable base64 decoders disagree", data, size);
 	}
+
+	check_delete(body, size, data);
 
 	if (size >= 4) {
 		struct srv_buf fb = SRV_BUF_INIT;
