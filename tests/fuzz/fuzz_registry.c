@@ -11,7 +11,8 @@
  *   1  a TSV import file, 2  a JSON-lines import file, into one SQLite store
  *      per process (in /dev/shm when it can, so fsync costs nothing).  An
  *      import either succeeds or fails with SID_EFORMAT naming a line of the
- *      file; a successful import run again adds nothing (idempotence).
+ *      file; a successful import run again adds nothing (idempotence), and
+ *      sid_registry_check then finds nothing wrong with the store.
  * A rejection must carry a message.  Built and run by tests/fuzz.mk.
  */
 #include <stdint.h>
@@ -166,6 +167,12 @@ static int import(enum sid_reg_format fmt, const uint8_t *data, size_t size,
 	return rc;
 }
 
+static int check_found(const struct sid_reg_finding *f, void *ctx)
+{
+	fail("the check of an imported store found a problem", f->message);
+	return 0;
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	struct sid_reg_import_result res, again;
@@ -197,5 +204,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		fail("a successful import failed when run again", err.msg);
 	if (again.added || again.same + again.conflicts != res.added + res.same + res.conflicts)
 		fail("importing the same file again changed the store", NULL);
+	if (res.added) { /* nothing an import stores is damage to a check */
+		struct sid_reg_check chk;
+		if (sid_registry_check(store(), -1, check_found, NULL, &chk, &err))
+			fail("the check of an imported store failed", err.msg);
+	}
 	return 0;
 }
