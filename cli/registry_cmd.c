@@ -1584,12 +1584,13 @@ static int cmd_check(const struct opts *o, struct sid_registry *r, int *found,
 		total += res.found[p];
 	}
 	*found = total > 0;
-	return print_json(json_pack("{s:s, s:s, s:s, s:I, s:b, s:I, s:o, s:o, s:I}", "backend",
+	return print_json(json_pack("{s:s, s:s, s:s, s:I, s:b, s:s, s:I, s:o, s:o, s:I}", "backend",
 				    sid_registry_backend(r), "store", sid_registry_label(r), "kind",
 				    o->kind < 0 ? "all" : sid_tower_name(o->kind), "entries",
 				    (json_int_t)res.entries, "store_checked", res.store_checked,
-				    "problems", (json_int_t)total, "found", counts, "findings", c.a,
-				    "findings_left_out", (json_int_t)c.left_out),
+				    "store_check", res.store_how, "problems", (json_int_t)total,
+				    "found", counts, "findings", c.a, "findings_left_out",
+				    (json_int_t)c.left_out),
 			  o, r, err);
 }
 

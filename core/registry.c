@@ -1044,9 +1044,13 @@ int sid_registry_check(struct sid_registry *r, int kind, sid_reg_finding_fn fn, 
 				  "the walk stopped there", err);
 	if (!rc && r->progress)
 		r->progress(r->progress_ctx, res->entries, 0);
-	if (!rc && r->ops->check_store) {
-		rc = check_broken(&c, r->ops->check_store(r, check_found, &c, err), NULL, err);
-		res->store_checked = !rc;
+	if (!rc) {
+		int checked = 0;
+		rc = check_broken(&c,
+				  r->ops->check_store(r, check_found, &c, &checked, res->store_how,
+						      sizeof(res->store_how), err),
+				  NULL, err);
+		res->store_checked = !rc && checked;
 	}
 	call_end(r);
 	if (!rc) /* (what the walk went past) */

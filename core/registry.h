@@ -370,14 +370,13 @@ int sid_registry_diff(struct sid_registry *r, enum sid_tower_kind kind, const st
 
 /*
  * Check a store: read every entry of @kind (-1: both kinds), with its
- * embedding, going on past the ones a walk would stop at, and (SQLite) the
- * file's own structure.  Each problem found is told to @fn (may be NULL) and
- * counted in res->found[its problem]; a non-zero return from @fn stops the
- * check and is returned.  0 when the check ran to its end, whatever it
- * found; an error (SID_EUNAVAIL, SID_EFORMAT, ...) when it could not.  Reads
- * only: an export, diff or reassign that stops at a damaged entry is told
- * which ones there are, and `semid registry delete` erases those whose id
- * can be read.  The walk is told to sid_registry_set_progress.
+ * embedding, going on past the ones a walk would stop at, and the store's own
+ * structure (res->store_how says how, or why not).  Each problem found is told to @fn (may be NULL)
+ * and counted in res->found[its problem]; a non-zero return from @fn stops the check and is
+ * returned.  0 when the check ran to its end, whatever it found; an error (SID_EUNAVAIL,
+ * SID_EFORMAT, ...) when it could not.  Reads only: an export, diff or reassign that stops at a
+ * damaged entry is told which ones there are, and `semid registry delete` erases those whose id can
+ * be read.  The walk is told to sid_registry_set_progress.
  */
 enum sid_reg_problem {
 	SID_REG_P_UNREADABLE, /* its id, codes or model_version cannot be read */
@@ -385,7 +384,8 @@ enum sid_reg_problem {
 	SID_REG_P_LEVELS,     /* codes of another number of levels than its kind's */
 	SID_REG_P_EMBEDDING,  /* embedding of the wrong size, not finite, or missing */
 	SID_REG_P_STORE,      /* the store itself (SQLite: PRAGMA integrity_check, or
-			       * an embedding row that belongs to no entry) */
+			       * an embedding row that belongs to no entry;
+			       * PostgreSQL: amcheck's index and heap checks) */
 	SID_REG_P_COUNT
 };
 const char *sid_reg_problem_name(enum sid_reg_problem p); /* "unreadable", ... */
@@ -402,7 +402,10 @@ typedef int (*sid_reg_finding_fn)(const struct sid_reg_finding *f, void *ctx);
 struct sid_reg_check {
 	uint64_t entries; /* entries walked, readable or not */
 	uint64_t found[SID_REG_P_COUNT];
-	int store_checked; /* the store's own structure was checked (SQLite) */
+	int store_checked;   /* the store's own structure was checked */
+	char store_how[256]; /* by what, or why not: SQLite's PRAGMA integrity_check;
+			      * PostgreSQL's amcheck extension when the database has
+			      * it and the user may run it */
 };
 int sid_registry_check(struct sid_registry *r, int kind, sid_reg_finding_fn fn, void *ctx,
 		       struct sid_reg_check *res, struct sid_error *err);
@@ -601,9 +604,10 @@ struct sid__reg_ops {
 	int (*delete_ids)(struct sid_registry *r, int kind, const char *const *ids, size_t n,
 			  struct sid_reg_entry *out, struct sid_error *err);
 	/* the store's own structure, for sid_registry_check: each problem to
-	 * @fn (SID_REG_P_STORE); NULL: the backend has no such check */
-	int (*check_store)(struct sid_registry *r, sid_reg_finding_fn fn, void *ctx,
-			   struct sid_error *err);
+	 * @fn (SID_REG_P_STORE); *checked and @how (@how_len bytes) say whether
+	 * it could be checked, and how or why not */
+	int (*check_store)(struct sid_registry *r, sid_reg_finding_fn fn, void *ctx, int *checked,
+			   char *how, size_t how_len, struct sid_error *err);
 	/* sid_registry_backup; NULL: the backend has none */
 	int (*backup)(struct sid_registry *r, const char *dest, sid_reg_progress_fn fn, void *ctx,
 		      struct sid_error *err);

@@ -1759,6 +1759,106 @@ static int pg_ping(struct sid_registry *r, struct sid_error *err)
 	return with_retries((struct pg *)r, 0, ping_body, NULL, err);
 }
 
+/*
+ * The store's own structure, with PostgreSQL's amcheck extension when the
+ * database has it (CREATE EXTENSION amcheck, by a superuser) and the user
+ * may run its functions: bt_index_check of both unique indexes, each entry
+ * of the table looked for in them (heapallindexed), and verify_heapam of the
+ * table.  Whatever they report (amcheck raises XX001/XX002 for a damaged
+ * index; verify_heapam returns a row a problem) is a finding.  Without it,
+ * the store is not checked and @how says why.
+ */
+struct check_store_ctx {
+	sid_reg_finding_fn fn;
+	void *ctx;
+	int *checked;
+	char *how;
+	size_t how_len;
+};
+
+static int check_store_body(struct pg *s, void *p, struct sid_error *err)
+{
+	static const char *const indexes[] = {"semid_assignment_id", "semid_assignment_sid"};
+	struct check_store_ctx *c = p;
+	struct sid_reg_finding f = {SID_REG_P_STORE, -1, -1, NULL, NULL};
+	char msg[SID_ERROR_MSG_MAX], version[32];
+	PGresult *res;
+	int rc = 0;
+
+	res = pq_params(s, "SELECT extversion FROM pg_extension WHERE extname = 'amcheck'", 0, NULL,
+			0);
+	if (pq.PQresultStatus(res) != PGRES_TUPLES_OK) {
+		rc = pg_fail(s, res, err, "check");
+		pq.PQclear(res);
+		return rc;
+	}
+	if (!pq.PQntuples(res)) {
+		pq.PQclear(res);
+		snprintf(c->how, c->how_len,
+			 "not checked: the database has no amcheck extension (CREATE EXTENSION "
+			 "amcheck, as a superuser, lets check use it)");
+		return 0;
+	}
+	snprintf(version, sizeof(version), "%s", pq.PQgetvalue(res, 0, 0));
+	pq.PQclear(res);
+	for (int i = 0; i < 3 && !rc; i++) {
+		const char *v[1] = {i < 2 ? indexes[i] : NULL}, *state;
+		res = i < 2 ? pq_params(s, "SELECT bt_index_check($1::regclass, true)", 1, v, 0)
+			    : pq_params(s,
+					"SELECT coalesce(blkno::text, ''), coalesce(offnum::text, "
+					"''), msg FROM verify_heapam('semid_assignment')",
+					0, NULL, 0);
+		state = pq.PQresultErrorField(res, PG_DIAG_SQLSTATE);
+		if (pq.PQresultStatus(res) == PGRES_TUPLES_OK) {
+			for (int r = 0; i == 2 && r < pq.PQntuples(res) && !rc; r++) {
+				snprintf(msg, sizeof(msg),
+					 "registry %s: verify_heapam: semid_assignment block %s "
+					 "offset %s: %s",
+					 s->base.label, pq.PQgetvalue(res, r, 0),
+					 pq.PQgetvalue(res, r, 1), pq.PQgetvalue(res, r, 2));
+				f.message = msg;
+				rc = c->fn(&f, c->ctx);
+			}
+		} else if (state && (!strcmp(state, "42501") || !strcmp(state, "42883"))) {
+			/* insufficient_privilege; undefined_function: in another schema */
+			snprintf(
+			    c->how, c->how_len, "not checked: amcheck %s is there, but %s", version,
+			    strcmp(state, "42501")
+				? "in a schema not on this user's search_path"
+				: "this user may not run it (GRANT EXECUTE ON FUNCTION "
+				  "bt_index_check(regclass, boolean) and verify_heapam(regclass, "
+				  "boolean, boolean, text, bigint, bigint) TO it)");
+			pq.PQclear(res);
+			return 0;
+		} else if (state &&
+			   !strncmp(state, "XX", 2)) { /* data_corrupted, index_corrupted */
+			const char *m = pq.PQresultErrorMessage(res);
+			snprintf(msg, sizeof(msg), "registry %s: amcheck: %.*s", s->base.label,
+				 (int)strcspn(m, "\n"), m);
+			f.message = msg;
+			rc = c->fn(&f, c->ctx);
+		} else {
+			rc = pg_fail(s, res, err, "check");
+		}
+		pq.PQclear(res);
+	}
+	if (!rc) {
+		*c->checked = 1;
+		snprintf(c->how, c->how_len,
+			 "amcheck %s: bt_index_check (heapallindexed) of both indexes, "
+			 "verify_heapam of the table",
+			 version);
+	}
+	return rc;
+}
+
+static int pg_check_store(struct sid_registry *r, sid_reg_finding_fn fn, void *ctx, int *checked,
+			  char *how, size_t how_len, struct sid_error *err)
+{
+	struct check_store_ctx c = {fn, ctx, checked, how, how_len};
+	return with_retries((struct pg *)r, 0, check_store_body, &c, err);
+}
+
 struct foreach_ctx {
 	int kind, want_emb;
 	sid_reg_foreach_fn fn;
@@ -2092,6 +2192,7 @@ static const struct sid__reg_ops pg_ops = {
     .count = pg_count,
     .import = pg_import,
     .delete_ids = pg_delete,
+    .check_store = pg_check_store,
 };
 
 /* Create or migrate the schema, one process at a time (advisory lock). */

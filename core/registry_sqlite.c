@@ -1606,8 +1606,8 @@ static int check_tell(void *p)
  * index against its table; its first 100 problems, one finding each), then
  * the embedding rows that belong to no entry (one finding, their count).
  */
-static int sq_check_store(struct sid_registry *r, sid_reg_finding_fn fn, void *ctx,
-			  struct sid_error *err)
+static int sq_check_store(struct sid_registry *r, sid_reg_finding_fn fn, void *ctx, int *checked,
+			  char *how, size_t how_len, struct sid_error *err)
 {
 	static const char orphans[] =
 	    "SELECT count(*), min(rid) FROM semid_embedding e"
@@ -1621,6 +1621,8 @@ static int sq_check_store(struct sid_registry *r, sid_reg_finding_fn fn, void *c
 
 	if ((rc = file_check(s, err)))
 		return rc;
+	*checked = 1; /* (a file too damaged to finish is found so) */
+	snprintf(how, how_len, "PRAGMA integrity_check");
 	cache = cache_raise(s);
 	if (s->base.progress) {
 		int64_t entries = select_int(s, "SELECT max(rid) FROM semid_assignment"),

@@ -2456,6 +2456,8 @@ START_TEST(t_check)
 	ck_assert_int_eq(json_integer_value(json_object_get(j, "entries")), N);
 	ck_assert_int_eq(json_integer_value(json_object_get(j, "problems")), 0);
 	ck_assert(json_is_true(json_object_get(j, "store_checked")));
+	ck_assert_str_eq(json_string_value(json_object_get(j, "store_check")),
+			 "PRAGMA integrity_check");
 	ck_assert_int_eq(json_array_size(json_object_get(j, "findings")), 0);
 	json_decref(j);
 

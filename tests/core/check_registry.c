@@ -4818,8 +4818,8 @@ struct findings {
 		char id[SID_REG_ID_MAX + 1]; /* "" when the finding had none */
 		char message[SID_ERROR_MSG_MAX];
 	} f[16];
-	int stop_at; /* return 1 from this finding on (0: never) */
-	uint64_t progress;		  /* the walk's last word */
+	int stop_at;			/* return 1 from this finding on (0: never) */
+	uint64_t progress;		/* the walk's last word */
 	uint64_t file_done, file_total; /* the file check's */
 };
 
@@ -4924,6 +4924,10 @@ START_TEST(t_check)
 	ck_assert_msg(strstr(c.f[0].message, "value 2 of its embedding is not finite"), "%s",
 		      c.f[0].message);
 	ck_assert_int_eq(res.store_checked, !g_pg);
+	ck_assert_str_eq(res.store_how, g_pg ? "not checked: the database has no amcheck extension "
+					       "(CREATE EXTENSION amcheck, as a superuser, lets "
+					       "check use it)"
+					     : "PRAGMA integrity_check");
 
 	damage_codes("cd");
 	for (i = 0; i < 4; i++) {
@@ -5085,6 +5089,61 @@ START_TEST(t_sqlite_check_file)
 }
 END_TEST
 
+/* PostgreSQL: the store itself is checked with amcheck once the database
+ * has it (bt_index_check of both indexes, verify_heapam of the table), and
+ * a user who may read the store but not run amcheck is told so, the store
+ * then not checked (the entries still are). */
+START_TEST(t_pg_check_amcheck)
+{
+	struct sid_registry *r = NULL;
+	struct sid_reg_check res;
+	struct sid_reg_entry e;
+	struct findings c = {0};
+	struct sid_error err;
+	char role[64], sql[200], weak[700];
+	int rc;
+
+	NEED_STORE();
+	r = reg_open();
+	assign1(r, "a", 1, 2, 3, 0, &e);
+	assign1(r, "b", 1, 2, 3, 0, &e);
+	pg_sql(target, "CREATE EXTENSION amcheck");
+	check_ok(r, -1, &c, &res);
+	ck_assert_int_eq(res.entries, 2);
+	ck_assert_int_eq(c.n, 0);
+	ck_assert_int_eq(res.store_checked, 1);
+	ck_assert_msg(strstr(res.store_how, "amcheck ") == res.store_how &&
+			  strstr(res.store_how,
+				 ": bt_index_check (heapallindexed) of both indexes, "
+				 "verify_heapam of the table"),
+		      "%s", res.store_how);
+	sid_registry_close(r);
+
+	snprintf(role, sizeof(role), "semid_reader_%d", (int)getpid());
+	snprintf(sql, sizeof(sql), "CREATE ROLE %s LOGIN", role);
+	pg_sql(pg.admin, sql);
+	snprintf(sql, sizeof(sql), "GRANT SELECT ON semid_meta, semid_assignment TO %s", role);
+	pg_sql(target, sql);
+	snprintf(weak, sizeof(weak), "%s user=%s", target, role);
+	r = NULL;
+	rc = sid_registry_open(weak, SID_REG_READONLY, &r, &err);
+	if (!rc) {
+		c.n = 0;
+		rc = sid_registry_check(r, -1, note_finding, &c, &res, &err);
+		sid_registry_close(r);
+	}
+	snprintf(sql, sizeof(sql), "DROP OWNED BY %s", role);
+	pg_sql(target, sql);
+	snprintf(sql, sizeof(sql), "DROP ROLE %s", role);
+	pg_sql(pg.admin, sql);
+	ck_assert_msg(rc == 0, "%s", err.msg);
+	ck_assert_int_eq(res.entries, 2);
+	ck_assert_int_eq(res.store_checked, 0);
+	ck_assert_msg(strstr(res.store_how, "this user may not run it (GRANT EXECUTE"), "%s",
+		      res.store_how);
+}
+END_TEST
+
 static void add_behaviour(TCase *tc)
 {
 	tcase_add_test(tc, t_check);
@@ -5167,6 +5226,7 @@ static Suite *registry_suite(void)
 	tcase_add_test(tc, t_pg_schema_damaged);
 	tcase_add_test(tc, t_pg_readonly_flag);
 	tcase_add_test(tc, t_pg_no_privilege);
+	tcase_add_test(tc, t_pg_check_amcheck);
 	tcase_add_test(tc, t_pg_retry_forgets_levels);
 	tcase_add_test(tc, t_pg_move_out_gap);
 	tcase_add_test(tc, t_pg_lost_race_fails);
