@@ -1820,11 +1820,14 @@ static int check_store_body(struct pg *s, void *p, struct sid_error *err)
 				rc = c->fn(&f, c->ctx);
 			}
 		} else if (state && (!strcmp(state, "42501") || !strcmp(state, "42883"))) {
-			/* insufficient_privilege; undefined_function: in another schema */
+			/* insufficient_privilege; undefined_function: an older amcheck, or
+			 * in another schema */
 			snprintf(
 			    c->how, c->how_len, "not checked: amcheck %s is there, but %s", version,
 			    strcmp(state, "42501")
-				? "in a schema not on this user's search_path"
+				? "without a function the check uses (verify_heapam came with "
+				  "amcheck 1.3, PostgreSQL 14), or in a schema not on this "
+				  "user's search_path"
 				: "this user may not run it (GRANT EXECUTE ON FUNCTION "
 				  "bt_index_check(regclass, boolean) and verify_heapam(regclass, "
 				  "boolean, boolean, text, bigint, bigint) TO it)");

@@ -5090,9 +5090,10 @@ START_TEST(t_sqlite_check_file)
 END_TEST
 
 /* PostgreSQL: the store itself is checked with amcheck once the database
- * has it (bt_index_check of both indexes, verify_heapam of the table), and
- * a user who may read the store but not run amcheck is told so, the store
- * then not checked (the entries still are). */
+ * has it (bt_index_check of both indexes, verify_heapam of the table); an
+ * amcheck the session cannot call (in another schema), or a user who may
+ * read the store but not run amcheck, is told so, the store then not
+ * checked (the entries still are). */
 START_TEST(t_pg_check_amcheck)
 {
 	struct sid_registry *r = NULL;
@@ -5107,6 +5108,14 @@ START_TEST(t_pg_check_amcheck)
 	r = reg_open();
 	assign1(r, "a", 1, 2, 3, 0, &e);
 	assign1(r, "b", 1, 2, 3, 0, &e);
+	/* in a schema the session does not search: told so */
+	pg_sql(target, "CREATE SCHEMA elsewhere");
+	pg_sql(target, "CREATE EXTENSION amcheck SCHEMA elsewhere");
+	check_ok(r, -1, &c, &res);
+	ck_assert_int_eq(res.store_checked, 0);
+	ck_assert_msg(strstr(res.store_how, "or in a schema not on this user's search_path"), "%s",
+		      res.store_how);
+	pg_sql(target, "DROP EXTENSION amcheck");
 	pg_sql(target, "CREATE EXTENSION amcheck");
 	check_ok(r, -1, &c, &res);
 	ck_assert_int_eq(res.entries, 2);
