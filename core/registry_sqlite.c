@@ -1647,7 +1647,7 @@ static int sq_check_store(struct sid_registry *r, sid_reg_finding_fn fn, void *c
 	sqlite3_finalize(st);
 	st = NULL;
 	rc = sqlite3_prepare_v2(s->db, orphans, -1, &st, NULL);
-	if (!rc && (rc = sqlite3_step(st)) != SQLITE_ROW)
+	if (rc || (rc = sqlite3_step(st)) != SQLITE_ROW)
 		goto failed;
 	rc = 0;
 	if (sqlite3_column_int64(st, 0)) {
