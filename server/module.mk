@@ -15,13 +15,16 @@
 #   make bench-reassign `semid registry reassign` of 200 000 ids after a retrain against
 #                     assigning them new, in the same run.  Writes
 #                     bench/out/RESULTS-reassign.md (about a minute).
+#   make bench-delete deleting 2000 ids one DELETE each against POST /v1/items:delete of 64
+#                     and 1000 ids a request, the three taking turns on one SQLite store.
+#                     Writes bench/out/RESULTS-delete.md (about 15 seconds).
 #   make bench-burst  the server's resident memory after a burst of 31 MB requests, with
 #                     memory_trim_s 1 and 0 (never).  Writes bench/out/RESULTS-burst.md
 #                     (about a minute).
 
 BENCH_HTTP_SECS ?= 3
 
-.PHONY: bench-http bench-assign bench-backup bench-reassign bench-burst
+.PHONY: bench-http bench-assign bench-backup bench-reassign bench-burst bench-delete
 bench-http: $(BIN)/semid-server
 	@mkdir -p bench/out
 	SEMID_BIN=$(BIN) $(PYTHON) tests/server/bench_http.py --secs $(BENCH_HTTP_SECS) \
@@ -31,6 +34,10 @@ bench-assign: $(BIN)/semid-server
 	@mkdir -p bench/out
 	SEMID_BIN=$(BIN) $(PYTHON) tests/server/bench_assign.py --secs $(BENCH_HTTP_SECS) \
 		--out bench/out/RESULTS-assign.md
+
+bench-delete: $(BIN)/semid-server
+	@mkdir -p bench/out
+	SEMID_BIN=$(BIN) $(PYTHON) tests/server/bench_delete.py --out bench/out/RESULTS-delete.md
 
 bench-backup: $(BIN)/semid-server $(BIN)/semid
 	@mkdir -p bench/out
@@ -44,4 +51,4 @@ bench-burst: $(BIN)/semid-server
 	@mkdir -p bench/out
 	SEMID_BIN=$(BIN) $(PYTHON) tests/server/bench_burst.py --out bench/out/RESULTS-burst.md
 
-bench: bench-http bench-assign bench-backup bench-reassign bench-burst
+bench: bench-http bench-assign bench-backup bench-reassign bench-burst bench-delete
