@@ -4872,10 +4872,11 @@ static void check_ok(struct sid_registry *r, int kind, struct findings *c,
 	ck_assert_msg(rc == 0, "check: %s", err.msg);
 }
 
-/* Every way an entry can be damaged, each found once, named by its id and
- * counted under its problem; the walk goes on past each to the end (the
- * healthy entries after them are counted), where a walk (export) stops at
- * the first.  A store without damage has no finding. */
+/* Every way an entry can be damaged, each found once, named by its id (an
+ * id that is itself damaged, a control character in it: by its SQLite row)
+ * and counted under its problem; the walk goes on past each to the end
+ * (every entry is counted), where a walk (export) stops at the first.  A
+ * store without damage has no finding. */
 START_TEST(t_check)
 {
 	static const char *const lite[] = {
@@ -4884,12 +4885,14 @@ START_TEST(t_check)
 	    "UPDATE semid_embedding SET emb = x'0000' WHERE rid = "
 	    "(SELECT rid FROM semid_assignment WHERE id = 'sz')",
 	    "DELETE FROM semid_embedding WHERE rid = (SELECT rid FROM semid_assignment WHERE id = "
-	    "'gone')"};
+	    "'gone')",
+	    "UPDATE semid_assignment SET id = 'z' || char(1) WHERE id = 'z'"};
 	static const char *const postgres[] = {
 	    "UPDATE semid_assignment SET codes = '\\x0000000100000002'::bytea WHERE id = 'lv'",
 	    "UPDATE semid_assignment SET kind = 7 WHERE id = 'kd'",
 	    "UPDATE semid_assignment SET embedding = '\\x0000'::bytea WHERE id = 'sz'",
-	    "UPDATE semid_assignment SET embedding = NULL WHERE id = 'gone'"};
+	    "UPDATE semid_assignment SET embedding = NULL WHERE id = 'gone'",
+	    "UPDATE semid_assignment SET id = 'z' || chr(1) WHERE id = 'z'"};
 	static const char *const ids[] = {"a", "cd", "lv", "kd", "sz", "gone", "nan", "z"};
 	struct sid_registry *r;
 	struct sid_reg_check res;
@@ -4930,7 +4933,7 @@ START_TEST(t_check)
 					     : "PRAGMA integrity_check");
 
 	damage_codes("cd");
-	for (i = 0; i < 4; i++) {
+	for (i = 0; i < 5; i++) {
 		snprintf(q_lite, sizeof(q_lite), "%s RETURNING 1", lite[i]);
 		snprintf(q_pg, sizeof(q_pg), "WITH u AS (%s RETURNING 1) SELECT count(*) FROM u",
 			 postgres[i]);
@@ -4953,8 +4956,8 @@ START_TEST(t_check)
 	 * to 8, one more), all done at the end */
 	ck_assert_uint_eq(c.file_total, g_pg ? 0 : 17);
 	ck_assert_uint_eq(c.file_done, c.file_total);
-	ck_assert_int_eq(c.n, 6);
-	ck_assert_int_eq(res.found[SID_REG_P_UNREADABLE], 1);
+	ck_assert_int_eq(c.n, 7);
+	ck_assert_int_eq(res.found[SID_REG_P_UNREADABLE], 2);
 	ck_assert_int_eq(res.found[SID_REG_P_KIND], 1);
 	ck_assert_int_eq(res.found[SID_REG_P_LEVELS], 1);
 	ck_assert_int_eq(res.found[SID_REG_P_EMBEDDING], 3);
@@ -4964,6 +4967,12 @@ START_TEST(t_check)
 	ck_assert_int_eq(c.f[i].kind, SID_TOWER_ITEM);
 	ck_assert_msg(strstr(c.f[i].message, "cannot be read"), "%s", c.f[i].message);
 	ck_assert(g_pg ? c.f[i].row == -1 : c.f[i].row == 2); /* rowid: second stored */
+	i = finding_of(&c, ""); /* z, whose id no request can name now: its row only */
+	ck_assert_int_eq(c.f[i].problem, SID_REG_P_UNREADABLE);
+	ck_assert_int_eq(c.f[i].kind, SID_TOWER_ITEM);
+	ck_assert_msg(strstr(c.f[i].message, "cannot be read: its id is damaged"), "%s",
+		      c.f[i].message);
+	ck_assert(g_pg ? c.f[i].row == -1 : c.f[i].row == 8);
 	i = finding_of(&c, "lv");
 	ck_assert_int_eq(c.f[i].problem, SID_REG_P_LEVELS);
 	ck_assert_msg(strstr(c.f[i].message, "2 levels of codes, where the item IDs have 3"), "%s",
