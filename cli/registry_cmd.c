@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <jansson.h>
+#include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -86,6 +87,9 @@ static const char usage[] =
     "      --ids FILE        assign, delete: ids, one per line (assign: N, the rows'\n"
     "                        ids; delete: the ids to delete, instead of operands)\n"
     "      --reassign        assign: move known ids to their new codes\n"
+    "      --rows            delete: the operands are SQLite row numbers (check names\n"
+    "                        so an entry whose id cannot be), not ids; prints\n"
+    "                        row<TAB>deleted per row\n"
     "      --no-embeddings   assign: do not keep the embeddings (diff cannot use them;\n"
     "                        with --reassign, a known id's stored one is dropped)\n"
     "  -b, --batch N         assign, reassign, delete: ids per transaction (default\n"
@@ -119,7 +123,7 @@ struct opts {
 	char *const *args; /* delete: its ID operands (nargs) */
 	size_t nargs;
 	int kind, kind_set; /* -1: all (export only) */
-	int reassign, no_emb, with_emb;
+	int reassign, no_emb, with_emb, rows;
 	long batch, limit;
 	int batch_set;
 	double max_rate; /* backup, restore: MiB a second, 0: no limit */
@@ -172,7 +176,7 @@ static const struct {
     {"assign", "dmtiIRNboPQ", 0}, {"export", "dmtfEoPQ", 0}, {"import", "dmfPQ", 1},
     {"stats", "dmtoPQ", 0},	  {"diff", "dmtoPQ", 0},     {"reassign", "dmtboPQ", 0},
     {"get", "dmto", 1},		  {"sid", "dmto", 1},	     {"list", "dmtpno", 0},
-    {"backup", "dmoMPQ", 0},	  {"restore", "dmMPQ", 1},   {"delete", "dmtIboPQ", 2},
+    {"backup", "dmoMPQ", 0},	  {"restore", "dmMPQ", 1},   {"delete", "dmtIboPQW", 2},
     {"check", "dmtnoPQ", 0},
 };
 
@@ -186,6 +190,8 @@ static const char *missing(const struct opts *o)
 		return "needs --model, --input and --ids";
 	if ((!strcmp(c, "diff") || !strcmp(c, "reassign")) && !o->model)
 		return "needs --model NEW";
+	if (!strcmp(c, "delete") && o->rows && (o->ids || !o->nargs))
+		return "--rows takes the row numbers as operands";
 	if (!strcmp(c, "delete") && !o->ids == !o->nargs)
 		return o->ids ? "takes ID operands or --ids FILE, not both"
 			      : "needs the IDs to delete, or --ids FILE";
@@ -206,16 +212,25 @@ static const char *missing(const struct opts *o)
 
 static int parse(int argc, char **argv, struct opts *o)
 {
-	static const struct option lo[] = {
-	    {"db", required_argument, NULL, 'd'},      {"model", required_argument, NULL, 'm'},
-	    {"kind", required_argument, NULL, 't'},    {"input", required_argument, NULL, 'i'},
-	    {"ids", required_argument, NULL, 'I'},     {"reassign", no_argument, NULL, 'R'},
-	    {"no-embeddings", no_argument, NULL, 'N'}, {"batch", required_argument, NULL, 'b'},
-	    {"format", required_argument, NULL, 'f'},  {"embeddings", no_argument, NULL, 'E'},
-	    {"prefix", required_argument, NULL, 'p'},  {"limit", required_argument, NULL, 'n'},
-	    {"output", required_argument, NULL, 'o'},  {"max-rate", required_argument, NULL, 'M'},
-	    {"progress", no_argument, NULL, 'P'},      {"no-progress", no_argument, NULL, 'Q'},
-	    {"help", no_argument, NULL, 'h'},	       {NULL, 0, NULL, 0}};
+	static const struct option lo[] = {{"db", required_argument, NULL, 'd'},
+					   {"model", required_argument, NULL, 'm'},
+					   {"kind", required_argument, NULL, 't'},
+					   {"input", required_argument, NULL, 'i'},
+					   {"ids", required_argument, NULL, 'I'},
+					   {"reassign", no_argument, NULL, 'R'},
+					   {"no-embeddings", no_argument, NULL, 'N'},
+					   {"batch", required_argument, NULL, 'b'},
+					   {"format", required_argument, NULL, 'f'},
+					   {"embeddings", no_argument, NULL, 'E'},
+					   {"prefix", required_argument, NULL, 'p'},
+					   {"limit", required_argument, NULL, 'n'},
+					   {"output", required_argument, NULL, 'o'},
+					   {"max-rate", required_argument, NULL, 'M'},
+					   {"progress", no_argument, NULL, 'P'},
+					   {"no-progress", no_argument, NULL, 'Q'},
+					   {"rows", no_argument, NULL, 'W'},
+					   {"help", no_argument, NULL, 'h'},
+					   {NULL, 0, NULL, 0}};
 	const char *used = NULL; /* the options of o->cmd */
 	const char *need;
 	int c, operand = 0;
@@ -270,6 +285,9 @@ static int parse(int argc, char **argv, struct opts *o)
 			break;
 		case 'R':
 			o->reassign = 1;
+			break;
+		case 'W':
+			o->rows = 1;
 			break;
 		case 'N':
 			o->no_emb = 1;
@@ -909,6 +927,53 @@ static int log_close(FILE *f, const char *name, struct sid_error *err);
  * end, so that when a later batch fails the lines of those committed stay
  * (a second run reports them not found).  Sets *@not_found when some were
  * not stored. */
+/* delete --rows: the SQLite rows of the operands, in one transaction. */
+static int delete_rows(const struct opts *o, int *not_found, struct sid_error *err)
+{
+	struct sid_registry *r = NULL;
+	FILE *fp = NULL;
+	int64_t *rows = calloc(o->nargs, sizeof(*rows));
+	int *deleted = calloc(o->nargs, sizeof(*deleted));
+	size_t gone = 0;
+	int rc = 0;
+
+	if (!rows || !deleted)
+		rc = sid_error_set(err, SID_ENOMEM, "out of memory");
+	for (size_t i = 0; i < o->nargs && !rc; i++) {
+		char *end;
+		long long v = strtoll(o->args[i], &end, 10);
+		if (!(o->args[i][0] >= '1' && o->args[i][0] <= '9') || *end || v < 1 ||
+		    v == LLONG_MAX)
+			rc = sid_error_set(err, SID_EINVAL,
+					   "row operand %zu: \"%.64s\" is not a row number (1, 2, "
+					   "...)",
+					   i + 1, o->args[i]);
+		rows[i] = v;
+	}
+	if (!rc && !(rc = store_open(o, &r, err)) &&
+	    !(fp = log_open(o, r, NULL, "the output", err)))
+		rc = err->code ? err->code : SID_EIO;
+	if (!rc)
+		rc = sid_registry_delete_rows(r, rows, o->nargs, deleted, err);
+	for (size_t i = 0; i < o->nargs && !rc; i++) { /* committed */
+		fprintf(fp, "%lld\t%d\n", (long long)rows[i], deleted[i]);
+		gone += deleted[i] != 0;
+	}
+	if (fp) {
+		int crc = log_close(fp, output_name(o), rc ? NULL : err);
+		rc = rc ? rc : crc;
+	}
+	if (!rc) {
+		fprintf(stderr, "semid: deleted %zu of %zu rows from %s; %zu not found\n", gone,
+			o->nargs, sid_registry_label(r), o->nargs - gone);
+		*not_found = gone < o->nargs;
+	}
+	free(rows);
+	free(deleted);
+	sid_registry_close(r);
+	return rc;
+}
+
 static int cmd_delete(const struct opts *o, int *not_found, struct sid_error *err)
 {
 	struct sid_registry *r = NULL;
@@ -1882,7 +1947,7 @@ int cli_registry_main(int argc, char **argv)
 		return rc ? report(&err) : CLI_EXIT_OK;
 	}
 	if (!strcmp(o.cmd, "delete")) {
-		rc = cmd_delete(&o, &conflicts, &err);
+		rc = (o.rows ? delete_rows : cmd_delete)(&o, &conflicts, &err);
 		if (rc)
 			return report(&err);
 		return conflicts ? CLI_REGISTRY_EXIT_CONFLICTS : CLI_EXIT_OK;

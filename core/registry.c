@@ -659,6 +659,27 @@ int sid_registry_delete(struct sid_registry *r, enum sid_tower_kind kind, const 
 	return rc;
 }
 
+int sid_registry_delete_rows(struct sid_registry *r, const int64_t *rows, size_t n, int *deleted,
+			     struct sid_error *err)
+{
+	int rc;
+
+	if (!r->ops->delete_rows)
+		return sid_error_set(err, SID_EINVAL,
+				     "registry %s: a %s store's entries have no row numbers: "
+				     "delete them by id",
+				     r->label, r->ops->name);
+	if (r->open_flags & SID_REG_READONLY)
+		return sid_error_set(err, SID_EUNAVAIL,
+				     "registry %s: opened read-only, and delete writes", r->label);
+	if (!n)
+		return 0;
+	call_begin(r);
+	rc = r->ops->delete_rows(r, rows, n, deleted, err);
+	call_end(r);
+	return rc;
+}
+
 int sid_registry_levels(struct sid_registry *r, enum sid_tower_kind kind, int *L,
 			struct sid_error *err)
 {

@@ -258,6 +258,17 @@ int sid_registry_assign_calls(struct sid_registry *r, struct sid_reg_call *calls
 int sid_registry_delete(struct sid_registry *r, enum sid_tower_kind kind, const char *const *ids,
 			size_t n, struct sid_reg_entry *out, struct sid_error *err);
 
+/*
+ * SQLite: delete the entries of rowids @rows (as sid_registry_check names an
+ * entry whose id no request can name) with their embeddings, whatever they
+ * hold, in one transaction; deleted[i] is 1 for each row that was there, 0
+ * for one that was not (or came twice).  Their slots are not known: their
+ * kinds' gaps flags are set.  PostgreSQL: SID_EINVAL (its entries have no
+ * row number).
+ */
+int sid_registry_delete_rows(struct sid_registry *r, const int64_t *rows, size_t n, int *deleted,
+			     struct sid_error *err);
+
 /* The assignment of @id, or SID_ENOTFOUND. */
 int sid_registry_get(struct sid_registry *r, enum sid_tower_kind kind, const char *id,
 		     struct sid_reg_entry *out, struct sid_error *err);
@@ -603,6 +614,9 @@ struct sid__reg_ops {
 	 * sid__reg_absent */
 	int (*delete_ids)(struct sid_registry *r, int kind, const char *const *ids, size_t n,
 			  struct sid_reg_entry *out, struct sid_error *err);
+	/* sid_registry_delete_rows; NULL: the backend has no row numbers */
+	int (*delete_rows)(struct sid_registry *r, const int64_t *rows, size_t n, int *deleted,
+			   struct sid_error *err);
 	/* the store's own structure, for sid_registry_check: each problem to
 	 * @fn (SID_REG_P_STORE); *checked and @how (@how_len bytes) say whether
 	 * it could be checked, and how or why not */

@@ -342,8 +342,9 @@ static int row_entry(struct sq *s, sqlite3_stmt *st, int codes_only, struct sid_
 		    err, SID_EDATA,
 		    "registry %s: the stored entry of row %lld cannot be read: its "
 		    "id is damaged (not 1..%d bytes of UTF-8 without control "
-		    "characters)",
-		    s->base.label, (long long)sqlite3_column_int64(st, 8), SID_REG_ID_MAX);
+		    "characters; semid registry delete --rows %lld erases it)",
+		    s->base.label, (long long)sqlite3_column_int64(st, 8), SID_REG_ID_MAX,
+		    (long long)sqlite3_column_int64(st, 8));
 	if (!ver || strlen(ver) > SID_REG_VERSION_MAX ||
 	    sid__reg_codes_unpack(sqlite3_column_blob(st, 2), sqlite3_column_bytes(st, 2), e->codes,
 				  &e->L)) {
@@ -790,22 +791,27 @@ fail:
 /* Remove one stored row and its embedding; its slot is left as a reassign
  * leaves its old one (leaving: the gaps flag when it is below the largest).
  * A row that could not be read (e->L 0) has no slot known: the gaps flag. */
-static int delete_row(struct sq *s, const struct sid_reg_entry *e, sqlite3_int64 rid,
-		      struct sid_error *err)
+/* Row @rid of semid_assignment and its embedding row go. */
+static int delete_rid(struct sq *s, sqlite3_int64 rid, struct sid_error *err)
 {
-	sqlite3_stmt *st;
-	int rc =
-	    e->L ? leaving(s, e->kind, e->codes, e->L, e->suffix, err) : gaps_mark(s, e->kind, err);
+	sqlite3_stmt *st = stmt(s, S_EMB_DEL);
+	int rc;
 
-	if (rc)
-		return rc;
-	st = stmt(s, S_EMB_DEL);
 	sqlite3_bind_int64(st, 1, rid);
 	if ((rc = run(s, st, err, "delete embedding")))
 		return rc;
 	st = stmt(s, S_DELETE);
 	sqlite3_bind_int64(st, 1, rid);
 	return run(s, st, err, "delete");
+}
+
+static int delete_row(struct sq *s, const struct sid_reg_entry *e, sqlite3_int64 rid,
+		      struct sid_error *err)
+{
+	int rc =
+	    e->L ? leaving(s, e->kind, e->codes, e->L, e->suffix, err) : gaps_mark(s, e->kind, err);
+
+	return rc ? rc : delete_rid(s, rid, err);
 }
 
 static int sq_delete(struct sid_registry *r, int kind, const char *const *ids, size_t n,
@@ -845,6 +851,55 @@ static int sq_delete(struct sid_registry *r, int kind, const char *const *ids, s
 		goto fail;
 	return file_check_now(s, err); /* committed to a file no longer there: not durable */
 fail:
+	rollback(s);
+	return rc;
+}
+
+static int sq_delete_rows(struct sid_registry *r, const int64_t *rows, size_t n, int *deleted,
+			  struct sid_error *err)
+{
+	struct sq *s = (struct sq *)r;
+	sqlite3_stmt *st = NULL;
+	int rc;
+
+	if ((rc = file_check(s, err)))
+		return rc;
+	if ((rc = run(s, stmt(s, S_BEGIN), err, "begin")))
+		return rc;
+	rc = sqlite3_prepare_v2(s->db, "SELECT kind FROM semid_assignment WHERE rid = ?1", -1, &st,
+				NULL);
+	if (rc) {
+		rc = sq_fail(s, rc, err, "delete");
+		goto fail;
+	}
+	for (size_t i = 0; i < n; i++) {
+		int kind;
+		sqlite3_bind_int64(st, 1, rows[i]);
+		rc = sqlite3_step(st);
+		kind = sqlite3_column_int(st, 0);
+		sqlite3_reset(st);
+		deleted[i] = rc == SQLITE_ROW;
+		if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+			rc = sq_fail(s, rc, err, "delete");
+			goto fail;
+		}
+		if (!deleted[i])
+			continue;
+		/* its slot is not known (its codes may be what is damaged): a
+		 * gap, unless its kind is no one's */
+		if ((kind == SID_TOWER_ITEM || kind == SID_TOWER_USER) &&
+		    (rc = gaps_mark(s, kind, err)))
+			goto fail;
+		if ((rc = delete_rid(s, rows[i], err)))
+			goto fail;
+	}
+	sqlite3_finalize(st);
+	st = NULL;
+	if ((rc = run(s, stmt(s, S_COMMIT), err, "commit")))
+		goto fail;
+	return file_check_now(s, err);
+fail:
+	sqlite3_finalize(st);
 	rollback(s);
 	return rc;
 }
@@ -1687,6 +1742,7 @@ static const struct sid__reg_ops sq_ops = {
     .count = sq_count,
     .import = sq_import,
     .delete_ids = sq_delete,
+    .delete_rows = sq_delete_rows,
     .check_store = sq_check_store,
     .backup = sq_backup,
 };

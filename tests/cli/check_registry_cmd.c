@@ -2445,7 +2445,8 @@ static json_t *finding_named(json_t *report, const char *id)
  * list but not the counts. */
 START_TEST(t_check)
 {
-	char msg[2048], sql[300];
+	char msg[2048], sql[300], log[400];
+	char *text;
 	json_t *j, *f;
 	sqlite3 *h;
 
@@ -2501,6 +2502,28 @@ START_TEST(t_check)
 	ASSERT_HAS(json_string_value(json_object_get(f, "message")), "its id is damaged");
 	f = finding_named(j, "item-4");
 	ck_assert_str_eq(json_string_value(json_object_get(f, "problem")), "embedding");
+	json_decref(j);
+
+	/* the one no id names goes by its row, the other by its id: clean */
+	snprintf(log, sizeof(log), "%s/rows.tsv", dir);
+	ck_assert_int_eq(run("registry", "delete", "--db", db, "--rows", "4", "-o", log, NULL),
+			 CLI_EXIT_OK);
+	text = read_all(log);
+	ck_assert_str_eq(text, "4\t1\n");
+	free(text);
+	ck_assert_int_eq(run("registry", "delete", "--db", db, "--rows", "4", "-o", log, NULL),
+			 CLI_REGISTRY_EXIT_CONFLICTS); /* not there any more */
+	ck_assert_int_eq(run("registry", "delete", "--db", db, "item-2", "-o", log, NULL),
+			 CLI_EXIT_OK);
+	ck_assert_int_eq(
+	    run_err(msg, sizeof(msg), "registry", "delete", "--db", db, "--rows", "x4", NULL),
+	    CLI_EXIT_INPUT);
+	ASSERT_HAS(msg, "row operand 1: \"x4\" is not a row number");
+	ck_assert_int_eq(run("registry", "check", "--db", db, "-o", out, NULL),
+			 CLI_REGISTRY_EXIT_CONFLICTS);
+	j = load_json(out);
+	ck_assert_int_eq(json_integer_value(json_object_get(j, "problems")), 1); /* item-4's */
+	ck_assert_int_eq(json_integer_value(json_object_get(j, "entries")), N - 2);
 	json_decref(j);
 
 	/* one kind: no user is stored, and the file is sound */

@@ -4999,6 +4999,12 @@ START_TEST(t_check)
 	ck_assert_int_eq(sid_registry_check(r, -1, note_finding, &c, &res, &err), 1);
 	ck_assert_int_eq(c.n, 2);
 	ck_assert_int_eq(sid_registry_check(r, 5, NULL, NULL, &res, &err), SID_EINVAL);
+	if (g_pg) { /* no row numbers: its damaged ids are named in SQL */
+		int64_t row = 1;
+		int gone = -1;
+		ck_assert_int_eq(sid_registry_delete_rows(r, &row, 1, &gone, &err), SID_EINVAL);
+		ck_assert_msg(strstr(err.msg, "entries have no row numbers"), "%s", err.msg);
+	}
 	sid_registry_close(r);
 }
 END_TEST
@@ -5014,9 +5020,9 @@ static void sqlite_run(const char *sql)
 }
 
 /* The problems only SQLite can have: an id no request can name (found by
- * its rowid), an embedding of no entry, an index that disagrees with its
- * table (PRAGMA integrity_check), and a page so damaged the walk cannot go
- * on: each a finding, and the check still ends (0). */
+ * its rowid, and deleted by it), an embedding of no entry, an index that
+ * disagrees with its table (PRAGMA integrity_check), and a page so damaged
+ * the walk cannot go on: each a finding, and the check still ends (0). */
 START_TEST(t_sqlite_check_file)
 {
 	struct sid_registry *r;
@@ -5048,12 +5054,27 @@ START_TEST(t_sqlite_check_file)
 	ck_assert_msg(strstr(c.f[1].message, "1 stored embeddings belong to no entry (the first "
 					     "of row 77)"),
 		      "%s", c.f[1].message);
+	/* the entry no id names goes by its row (again: not there; 77 holds
+	 * an embedding only): its slot, not known, is found as a gap */
+	{
+		int64_t rows[3] = {2, 2, 77};
+		int gone[3] = {-1, -1, -1};
+		struct sid_error derr;
+		ck_assert_int_eq(sid_registry_delete_rows(r, rows, 3, gone, &derr), 0);
+		ck_assert(gone[0] == 1 && gone[1] == 0 && gone[2] == 0);
+	}
+	ck_assert_int_eq(
+	    store_value("SELECT count(*) FROM semid_meta WHERE key = 'gaps.item'", NULL), 1);
+	check_ok(r, -1, &c, &res);
+	ck_assert_int_eq(res.entries, 2);
+	ck_assert_int_eq(res.found[SID_REG_P_UNREADABLE], 0);
+	assign1(r, "b2", 1, 2, 4, 0, &e); /* three entries again, b2 at row 4 */
+	ck_assert_int_eq(e.suffix, 0);
 	sid_registry_close(r);
 
 	/* the sid index (one leaf page here): its first entry's last code
 	 * byte changed, so it no longer matches its row */
-	sqlite_run("DELETE FROM semid_embedding; UPDATE semid_assignment SET id = 'b' WHERE "
-		   "rid = 2");
+	sqlite_run("DELETE FROM semid_embedding");
 	root = (int)store_value("SELECT rootpage FROM sqlite_master WHERE name = "
 				"'semid_assignment_sid'",
 				NULL);
