@@ -552,6 +552,12 @@ enum sid__reg_import_status {
 
 #define SID__REG_WALK_CODES 2
 
+/* What a backend's row reader is given: any stored row (its id is checked
+ * as an id), one found by the id asked for (so its id is that valid id: not
+ * checked again, on the assign path), or a walk's kind, codes and suffix
+ * alone (the rest blank). */
+enum sid__reg_row { SID__REG_ROW_ANY, SID__REG_ROW_BY_ID, SID__REG_ROW_CODES };
+
 /* Big-endian uint32 per level: memcmp order is the order of code tuples. */
 #define SID__REG_CODES_BYTES (4 * SID_MAX_LEVELS)
 

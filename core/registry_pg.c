@@ -499,15 +499,15 @@ static int64_t getint(const PGresult *res, int row, int col)
 	return (int64_t)v;
 }
 
-/* @codes_only: a walk's row of kind, codes and suffix, the rest blank */
-static int row_entry(struct pg *s, const PGresult *res, int row, int codes_only,
+/* Read an entry from @res's @row, selecting COLS (@how: registry.h). */
+static int row_entry(struct pg *s, const PGresult *res, int row, enum sid__reg_row how,
 		     struct sid_reg_entry *e, struct sid_error *err)
 {
 	const char *id = pq.PQgetvalue(res, row, 1), *ver = pq.PQgetvalue(res, row, 4);
 
 	memset(e, 0, sizeof(*e));
 	e->kind = (int)getint(res, row, 0);
-	if (!codes_only && sid_reg_id_check(id, NULL))
+	if (how == SID__REG_ROW_ANY && sid_reg_id_check(id, NULL))
 		return sid_error_set(err, SID_EDATA,
 				     "registry %s: the stored entry of id \"%.*s\" cannot be read: "
 				     "its id is damaged (not 1..%d bytes of UTF-8 without control "
@@ -516,7 +516,7 @@ static int row_entry(struct pg *s, const PGresult *res, int row, int codes_only,
 	if (pq.PQgetlength(res, row, 4) > SID_REG_VERSION_MAX ||
 	    sid__reg_codes_unpack(pq.PQgetvalue(res, row, 2), pq.PQgetlength(res, row, 2), e->codes,
 				  &e->L)) {
-		if (codes_only) /* (stats: it walks the index of codes alone) */
+		if (how == SID__REG_ROW_CODES) /* (stats: it walks the index of codes alone) */
 			return sid_error_set(
 			    err, SID_EDATA,
 			    "registry %s: a stored entry cannot be read: its "
@@ -539,9 +539,9 @@ static int row_entry(struct pg *s, const PGresult *res, int row, int codes_only,
 }
 
 /* Run a statement selecting COLS: 1 found (*e filled), 0 absent, else an
- * error or RETRY. */
-static int fetch_one(struct pg *s, int stmt_i, const struct params *p, struct sid_reg_entry *e,
-		     struct sid_error *err)
+ * error or RETRY.  @how: the row's, as row_entry takes it. */
+static int fetch_one(struct pg *s, int stmt_i, const struct params *p, enum sid__reg_row how,
+		     struct sid_reg_entry *e, struct sid_error *err)
 {
 	PGresult *res;
 	int rc = pq_run(s, stmt_i, p, &res, err);
@@ -549,7 +549,7 @@ static int fetch_one(struct pg *s, int stmt_i, const struct params *p, struct si
 	if (rc)
 		return rc;
 	rc = pq.PQntuples(res) ? 1 : 0;
-	if (rc && row_entry(s, res, 0, 0, e, err))
+	if (rc && row_entry(s, res, 0, how, e, err))
 		rc = SID_EDATA;
 	pq.PQclear(res);
 	return rc;
@@ -561,7 +561,7 @@ static int get_row(struct pg *s, int kind, const char *id, struct sid_reg_entry 
 	struct params p = {0};
 	p_int(&p, kind);
 	p_text(&p, id);
-	return fetch_one(s, P_GET, &p, e, err);
+	return fetch_one(s, P_GET, &p, SID__REG_ROW_BY_ID, e, err);
 }
 
 static int get_sid_row(struct pg *s, int kind, const uint8_t *codes, int L, int64_t suffix,
@@ -571,7 +571,7 @@ static int get_sid_row(struct pg *s, int kind, const uint8_t *codes, int L, int6
 	p_int(&p, kind);
 	p_bytes(&p, codes, 4 * (size_t)L);
 	p_int(&p, suffix);
-	return fetch_one(s, P_GET_SID, &p, e, err);
+	return fetch_one(s, P_GET_SID, &p, SID__REG_ROW_ANY, e, err);
 }
 
 /* @kind's levels read from the store (0: none yet), and cached when set. */
@@ -1212,7 +1212,7 @@ static int prefetch(struct pg *s, struct assign_ctx *c, struct sid_error *err)
 		}
 		if (lo == c->n || strcmp(c->items[c->order[lo]].id, id))
 			continue;
-		if (row_entry(s, res, r, 0, &c->out[c->order[lo]], err)) {
+		if (row_entry(s, res, r, SID__REG_ROW_BY_ID, &c->out[c->order[lo]], err)) {
 			pq.PQclear(res);
 			return SID_EDATA;
 		}
@@ -1711,7 +1711,7 @@ static int list_body(struct pg *s, void *p, struct sid_error *err)
 	n = pq.PQntuples(res);
 	*c->n_out = 0;
 	for (int i = 0; i < n && (size_t)i < c->limit; i++) {
-		if (row_entry(s, res, i, 0, &c->out[i], err)) {
+		if (row_entry(s, res, i, SID__REG_ROW_ANY, &c->out[i], err)) {
 			rc = SID_EDATA;
 			break;
 		}
@@ -1928,7 +1928,10 @@ static int foreach_body(struct pg *s, void *p, struct sid_error *err)
 		for (int i = 0; i < n; i++) {
 			struct sid_reg_entry e;
 			const float *emb = NULL;
-			if (row_entry(s, res, i, c->want_emb == SID__REG_WALK_CODES, &e, err)) {
+			if (row_entry(s, res, i,
+				      c->want_emb == SID__REG_WALK_CODES ? SID__REG_ROW_CODES
+									 : SID__REG_ROW_ANY,
+				      &e, err)) {
 				rc = SID_EDATA;
 				if (c->bad && !(rc = pg_bad(c, res, i, SID_REG_P_UNREADABLE, err)))
 					continue;
@@ -2144,7 +2147,7 @@ static int delete_body(struct pg *s, void *p, struct sid_error *err)
 		struct params q = {0};
 		p_int(&q, c->kind);
 		p_text(&q, c->ids[i]);
-		rc = fetch_one(s, P_DELETE, &q, &c->out[i], err);
+		rc = fetch_one(s, P_DELETE, &q, SID__REG_ROW_BY_ID, &c->out[i], err);
 		if (rc == SID_EDATA) {
 			/* a row that cannot be read is erased all the same
 			 * (an erasure must not wait for a repair by hand); the

@@ -327,9 +327,8 @@ static void rollback(struct sq *s)
 		run(s, stmt(s, S_ROLLBACK), NULL, "rollback");
 }
 
-/* Read an entry from a statement selecting COLS (@codes_only: a walk's
- * selecting only kind, codes and suffix, the rest blank). */
-static int row_entry(struct sq *s, sqlite3_stmt *st, int codes_only, struct sid_reg_entry *e,
+/* Read an entry from a statement selecting COLS (@how: registry.h). */
+static int row_entry(struct sq *s, sqlite3_stmt *st, enum sid__reg_row how, struct sid_reg_entry *e,
 		     struct sid_error *err)
 {
 	const char *id = (const char *)sqlite3_column_text(st, 1);
@@ -337,7 +336,7 @@ static int row_entry(struct sq *s, sqlite3_stmt *st, int codes_only, struct sid_
 
 	memset(e, 0, sizeof(*e));
 	e->kind = sqlite3_column_int(st, 0);
-	if (!id || (!codes_only && sid_reg_id_check(id, NULL))) /* delete cannot name it */
+	if (!id || (how == SID__REG_ROW_ANY && sid_reg_id_check(id, NULL))) /* none can name it */
 		return sid_error_set(
 		    err, SID_EDATA,
 		    "registry %s: the stored entry of row %lld cannot be read: its "
@@ -348,7 +347,7 @@ static int row_entry(struct sq *s, sqlite3_stmt *st, int codes_only, struct sid_
 	if (!ver || strlen(ver) > SID_REG_VERSION_MAX ||
 	    sid__reg_codes_unpack(sqlite3_column_blob(st, 2), sqlite3_column_bytes(st, 2), e->codes,
 				  &e->L)) {
-		if (codes_only) /* (stats: it walks the index of codes alone) */
+		if (how == SID__REG_ROW_CODES) /* (stats: it walks the index of codes alone) */
 			return sid_error_set(err, SID_EDATA,
 					     "registry %s: the stored entry of row %lld cannot be "
 					     "read: its codes are damaged (semid registry check "
@@ -388,7 +387,7 @@ static int get_row(struct sq *s, int kind, const char *id, struct sid_reg_entry 
 	else {
 		if (rid)
 			*rid = sqlite3_column_int64(st, 8);
-		if ((rc = row_entry(s, st, 0, e, err)) == 0)
+		if ((rc = row_entry(s, st, SID__REG_ROW_BY_ID, e, err)) == 0)
 			rc = 1;
 	}
 	sqlite3_reset(st);
@@ -409,7 +408,7 @@ static int get_sid_row(struct sq *s, int kind, const uint8_t *codes, int L, int6
 		rc = 0;
 	else if (rc != SQLITE_ROW)
 		rc = sq_fail(s, rc, err, "read");
-	else if ((rc = row_entry(s, st, 0, e, err)) == 0)
+	else if ((rc = row_entry(s, st, SID__REG_ROW_ANY, e, err)) == 0)
 		rc = 1;
 	sqlite3_reset(st);
 	return rc;
@@ -1221,7 +1220,7 @@ static int sq_list(struct sid_registry *r, int kind, const uint8_t *lo, size_t l
 	sqlite3_bind_int64(st, 5, after_suffix);
 	sqlite3_bind_int64(st, 6, (sqlite3_int64)limit);
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-		if (row_entry(s, st, 0, &out[n], err)) {
+		if (row_entry(s, st, SID__REG_ROW_ANY, &out[n], err)) {
 			rc = SID_EDATA;
 			break;
 		}
@@ -1333,7 +1332,7 @@ static int sq_foreach(struct sid_registry *r, int kind, int want_emb, sid_reg_fo
 		cache = cache_raise(s);
 	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
 		const float *emb = NULL;
-		if (row_entry(s, st, codes_only, &e, err)) {
+		if (row_entry(s, st, codes_only ? SID__REG_ROW_CODES : SID__REG_ROW_ANY, &e, err)) {
 			rc = SID_EDATA;
 			if (bad && !(rc = sq_bad(st, SID_REG_P_UNREADABLE, bad, ctx, err)))
 				continue;
