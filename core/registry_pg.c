@@ -1778,7 +1778,12 @@ struct check_store_ctx {
 
 static int check_store_body(struct pg *s, void *p, struct sid_error *err)
 {
-	static const char *const indexes[] = {"semid_assignment_id", "semid_assignment_sid"};
+	static const char *const checks[] = {
+	    "SELECT bt_index_check('semid_assignment_id'::regclass, true)",
+	    "SELECT bt_index_check('semid_assignment_sid'::regclass, true)",
+	    /* a row a problem, none when the table is sound */
+	    "SELECT coalesce(blkno::text, ''), coalesce(offnum::text, ''), msg"
+	    " FROM verify_heapam('semid_assignment')"};
 	struct check_store_ctx *c = p;
 	struct sid_reg_finding f = {SID_REG_P_STORE, -1, -1, NULL, NULL};
 	char msg[SID_ERROR_MSG_MAX], version[32];
@@ -1801,15 +1806,12 @@ static int check_store_body(struct pg *s, void *p, struct sid_error *err)
 	}
 	snprintf(version, sizeof(version), "%s", pq.PQgetvalue(res, 0, 0));
 	pq.PQclear(res);
-	for (int i = 0; i < 3 && !rc; i++) {
-		const char *v[1] = {i < 2 ? indexes[i] : NULL}, *state;
-		res = i < 2 ? pq_params(s, "SELECT bt_index_check($1::regclass, true)", 1, v, 0)
-			    : pq_params(s,
-					"SELECT coalesce(blkno::text, ''), coalesce(offnum::text, "
-					"''), msg FROM verify_heapam('semid_assignment')",
-					0, NULL, 0);
+	for (size_t i = 0; i < sizeof(checks) / sizeof(checks[0]) && !rc; i++) {
+		const char *state;
+		res = pq_params(s, checks[i], 0, NULL, 0);
 		state = pq.PQresultErrorField(res, PG_DIAG_SQLSTATE);
 		if (pq.PQresultStatus(res) == PGRES_TUPLES_OK) {
+			/* verify_heapam's rows (bt_index_check raises instead) */
 			for (int r = 0; i == 2 && r < pq.PQntuples(res) && !rc; r++) {
 				snprintf(msg, sizeof(msg),
 					 "registry %s: verify_heapam: semid_assignment block %s "
