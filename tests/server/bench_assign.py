@@ -94,15 +94,6 @@ def wrk(port, route, lua, env, conns, secs):
             "non2xx": int(bad.group(1)) if bad else 0}
 
 
-def report(lines, path):
-    """Print a benchmark's markdown @lines, and write them to @path if any."""
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if path:
-        with open(path, "w") as f:
-            f.write(text)
-
-
 def spread_tower(rng, D):
     """A D -> 256 -> 128 -> 32 tower (relu, l2 norm) with 3 x 256 codebooks
     drawn from the latents of random inputs, level by level on the residuals
@@ -291,7 +282,7 @@ def main():
                            "not judged: wrk used %.2f cores building the encode baseline's "
                            "bodies, so that rate is the client's" % enc["client"] if bound
                            else "met" if r["frac"] >= 0.5 else "NOT met"))
-    report(out, args.out)
+    T.report(out, args.out)
 
 
 if __name__ == "__main__":

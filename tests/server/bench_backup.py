@@ -178,7 +178,7 @@ def main():
             "| backup s | cp + sync s | ratio | MiB |", "| ---: | ---: | ---: | ---: |"]
     for tb, tc, mib in alone:
         out.append("| %.2f | %.2f | %.2fx | %.0f |" % (tb, tc, tb / tc, mib))
-    B.report(out, args.out)
+    T.report(out, args.out)
 
 
 if __name__ == "__main__":

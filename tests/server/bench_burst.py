@@ -84,11 +84,7 @@ def main():
     for run, trim, start, peak, idle, _ in rows:
         out.append("| %d | %d | %.0f | %.0f | %.0f | %.0f%% |" % (
             run, trim, start, peak, idle, 100 * (idle - start) / max(peak - start, 1e-9)))
-    text = "\n".join(out) + "\n"
-    print(text)
-    if a.out:
-        with open(a.out, "w") as f:
-            f.write(text)
+    T.report(out, a.out)
 
 
 if __name__ == "__main__":

@@ -96,11 +96,7 @@ def main():
         m = statistics.median(rates[per])
         lines.append("| %s | %.0f | %.0f-%.0f | %.1fx |" % (
             name, m, min(rates[per]), max(rates[per]), m / base))
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.out:
-        with open(args.out, "w") as f:
-            f.write(text)
+    T.report(lines, args.out)
 
 
 if __name__ == "__main__":

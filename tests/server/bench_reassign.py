@@ -91,7 +91,7 @@ def main():
     for run, ta, td, tr, moved in rows:
         out.append("| %d | %.2f (%.0f) | %.2f (%.0f) | %.2f (%.0f) | %d | %.2fx |" % (
             run, ta, n / ta, td, n / td, tr, moved / tr, moved, (moved / tr) / (n / ta)))
-    B.report(out, args.out)
+    T.report(out, args.out)
 
 
 if __name__ == "__main__":

@@ -196,6 +196,15 @@ def cpu_model():
     return m.group(1).strip() if m else platform.machine()
 
 
+def report(lines, path):
+    """Print a benchmark's markdown @lines, and write them to @path if any."""
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if path:
+        with open(path, "w") as f:
+            f.write(text)
+
+
 def rss_bytes(pid):
     """VmRSS of /proc/<pid>/status, in bytes."""
     with open("/proc/%d/status" % pid) as f:
