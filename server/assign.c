@@ -456,6 +456,20 @@ static void probe_work(struct srv_assigner *a)
 			"probe of the idle store: it answers reads again");
 }
 
+/* A lookup's store call failed with @rc: its error answer, and the
+ * registry's error count when the request was at fault or met a damaged
+ * entry. */
+static void lookup_fail(struct srv_assigner *a, struct srv_lookup *lk, enum srv_reg_op op, int rc,
+			const struct sid_error *err)
+{
+	int status;
+
+	if (rc == SID_ENOTFOUND || rc == SID_EINVAL || rc == SID_EDATA)
+		srv_metrics_registry_error(a->metrics, op);
+	lk->body = reg_err_body(rc, err, &status, &lk->body_len, lk->errmsg, sizeof(lk->errmsg));
+	lk->status = status;
+}
+
 /*
  * POST /v1/{items,users}:delete: the ids in one transaction; 200 with a
  * result per id in their order, {"kind", "id", "deleted": false} for one
@@ -470,7 +484,7 @@ static void delete_many(struct lookup_work *lw, struct sid_registry *h, double t
 	json_t *results = json_array(), *v;
 	struct sid_error err;
 	size_t deleted = 0;
-	int rc, status;
+	int rc;
 
 	sid_error_clear(&err);
 	if (!e || !results) {
@@ -487,11 +501,7 @@ static void delete_many(struct lookup_work *lw, struct sid_registry *h, double t
 	if (rc) {
 		free(e);
 		json_decref(results);
-		if (rc == SID_EINVAL || rc == SID_EDATA)
-			srv_metrics_registry_error(a->metrics, SRV_REG_OP_ASSIGN);
-		lk->body =
-		    reg_err_body(rc, &err, &status, &lk->body_len, lk->errmsg, sizeof(lk->errmsg));
-		lk->status = status;
+		lookup_fail(a, lk, SRV_REG_OP_ASSIGN, rc, &err);
 		return;
 	}
 	for (size_t i = 0; i < lk->n_keys; i++)
@@ -629,14 +639,7 @@ static void lookup_work(uv_work_t *w)
 	return;
 fail:
 	free(e);
-	if (rc == SID_ENOTFOUND || rc == SID_EINVAL || rc == SID_EDATA)
-		srv_metrics_registry_error(a->metrics, op);
-	{
-		int status;
-		lk->body =
-		    reg_err_body(rc, &err, &status, &lk->body_len, lk->errmsg, sizeof(lk->errmsg));
-		lk->status = status;
-	}
+	lookup_fail(a, lk, op, rc, &err);
 }
 
 /*
