@@ -1782,8 +1782,8 @@ static int check_store_body(struct pg *s, void *p, struct sid_error *err)
 	    "SELECT bt_index_check('semid_assignment_id'::regclass, true)",
 	    "SELECT bt_index_check('semid_assignment_sid'::regclass, true)",
 	    /* a row a problem, none when the table is sound */
-	    "SELECT coalesce(blkno::text, ''), coalesce(offnum::text, ''), msg"
-	    " FROM verify_heapam('semid_assignment')"};
+	    ("SELECT coalesce(blkno::text, ''), coalesce(offnum::text, ''), msg"
+	     " FROM verify_heapam('semid_assignment')")};
 	struct check_store_ctx *c = p;
 	struct sid_reg_finding f = {SID_REG_P_STORE, -1, -1, NULL, NULL};
 	char msg[SID_ERROR_MSG_MAX], version[32];
