@@ -38,6 +38,10 @@ or metric breaks this test instead of a deployment.
 - The code-entropy alerts hold only while their tower encodes a minimum
   rate, enough rows over their `for` to judge (a structural check of the
   expression, and the README names the rate).
+- The Grafana dashboard: a valid grid, every query on the data source and
+  instance variables, every metric it uses exported (and every one exported
+  on it or left out by name), every query run by promtool, some against the
+  figures their panels promise.
 - promtool checks the rules and the scrape config and runs alert unit
   tests: among them, a quiet tower and a synthetic check repeating one input
   fire no entropy alert.  It is $SEMID_PROMTOOL (default
@@ -178,6 +182,46 @@ def free_second():
     t = int(time.time())
     while int(time.time()) == t:
         time.sleep(0.02)
+
+
+GRAFANA = os.path.join(DEPLOY, "grafana", "semid.json")
+
+# Metric families the dashboard leaves out, and why (deploy/README.md).
+DASHBOARD_LEFT_OUT = {
+    "process_virtual_memory_bytes": "address space reserved, far above what is used",
+    "process_virtual_memory_max_bytes": "no sample while unlimited, the usual case",
+    "process_threads": "set by the configuration (workers, OpenBLAS, libmicrohttpd)",
+}
+
+
+def dashboard():
+    with open(GRAFANA) as f:
+        return json.load(f)
+
+
+def dashboard_queries(dash):
+    """(where, PromQL, labels its legend uses) of every panel target,
+    annotation and query variable of @dash; a variable's label_values(S, L)
+    gives S and L."""
+    out = []
+    for p in dash["panels"]:
+        for t in p.get("targets", []):
+            out.append(("panel %r, query %s" % (p["title"], t["refId"]), t["expr"],
+                        re.findall(r"\{\{\s*(\w+)\s*\}\}", t.get("legendFormat", ""))))
+    for a in dash["annotations"]["list"]:
+        out.append(("annotation %r" % a["name"], a["expr"],
+                    re.findall(r"\{\{\s*(\w+)\s*\}\}", a.get("textFormat", ""))))
+    for v in dash["templating"]["list"]:
+        if v["type"] == "query":
+            m = re.fullmatch(r"label_values\((.*), *(\w+)\)", v["query"]["query"])
+            out.append(("variable %r" % v["name"], m.group(1), [m.group(2)]))
+    return out
+
+
+def grafana_to_promql(expr):
+    """@expr as Grafana sends it with every instance chosen and a 1m scrape
+    interval ($__rate_interval is at least four of them)."""
+    return expr.replace("$__rate_interval", "4m").replace("$instance", ".*")
 
 
 class Deploy(unittest.TestCase):
@@ -900,6 +944,7 @@ class Deploy(unittest.TestCase):
                                              headers={"Authorization": "Bearer nope"})[0], 403)
                 scrape = ops.request("GET", "/metrics")[2].decode()
                 self._check_alert_metrics(scrape)
+                self._check_dashboard_metrics(scrape)
                 self.assertEqual(srv.stop(), 0)
             finally:
                 if srv.proc.poll() is None:
@@ -1040,9 +1085,36 @@ class Deploy(unittest.TestCase):
         self.fail("%s never reached %s" % (series, at_least))
 
     def _check_alert_metrics(self, scrape):
-        """Every metric in alerts.yml exists in @scrape, and every label
-        matcher (except job, which Prometheus adds) names a label the metric
-        has, with a value that occurs (=) or a regex that matches one (=~)."""
+        rules = yaml.safe_load(read(os.path.join(DEPLOY, "prometheus", "alerts.yml")))
+        queries = [(rule["alert"], rule["expr"],
+                    [label for label in re.findall(r"\$labels\.(\w+)",
+                                                   json.dumps(rule.get("annotations")))])
+                   for group in rules["groups"] for rule in group["rules"]]
+        self.assertGreaterEqual(self._check_queries(scrape, queries), 6)
+
+    def _check_dashboard_metrics(self, scrape):
+        """Every query of the Grafana dashboard passes _check_queries, and
+        every metric family the server exports is on it or in
+        DASHBOARD_LEFT_OUT, so a new metric is either graphed or left out on
+        purpose."""
+        queries = dashboard_queries(dashboard())
+        self._check_queries(scrape, queries)
+        types = dict(re.findall(r"^# TYPE (\w+) (\w+)$", scrape, re.M))
+        used = set()
+        for _, expr, _ in queries:
+            for name in re.findall(r"\b((?:semid|process)_[a-z_]+)", expr):
+                base = re.sub(r"_(bucket|sum|count)$", "", name)
+                used.add(base if types.get(base) == "histogram" else name)
+        self.assertEqual(used - set(types), set())
+        self.assertEqual(set(types) - used, set(DASHBOARD_LEFT_OUT))
+
+    def _check_queries(self, scrape, queries):
+        """@queries: (where, PromQL, labels its text uses).  Every metric a
+        query names exists in @scrape, and every label matcher (except job and
+        instance, which Prometheus adds) names a label the metric has, with a
+        value that occurs (=) or a regex that matches one (=~); every label
+        it groups or matches by, and every label its text uses, is a label of
+        one of its metrics.  -> the number of metric selectors checked."""
         series = {}  # name -> list of {label: value}
         for line in scrape.splitlines():
             if not line or line.startswith("#"):
@@ -1050,34 +1122,35 @@ class Deploy(unittest.TestCase):
             m = re.match(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? ", line)
             labels = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
             series.setdefault(m.group(1), []).append(labels)
-        rules = yaml.safe_load(read(os.path.join(DEPLOY, "prometheus", "alerts.yml")))
+        added = {"job", "instance"}
         used = 0
-        for group in rules["groups"]:
-            for rule in group["rules"]:
-                for name, sel in re.findall(r"\b((?:semid|process)_[a-z_]+)(?:\{([^}]*)\})?",
-                                            rule["expr"]):
-                    used += 1
-                    self.assertIn(name, series, rule["alert"])
-                    for label, op, value in re.findall(r'(\w+)\s*(=~|!=|!~|=)\s*"([^"]*)"', sel):
-                        if label == "job":
-                            continue
-                        values = [s.get(label) for s in series[name] if label in s]
-                        self.assertTrue(values, "%s: %s has no label %s" % (rule["alert"], name,
-                                                                          label))
-                        if label == "code":  # a status need not have been answered yet
-                            self.assertTrue(re.fullmatch(r"[1-5]\d\d|[1-5]\.\.", value), value)
-                        elif op == "=":
-                            self.assertIn(value, values, "%s: %s" % (rule["alert"], name))
-                        elif op == "=~":
-                            self.assertTrue(any(re.fullmatch(value, v) for v in values),
-                                            "%s: %s{%s=~%r}" % (rule["alert"], name, label, value))
-                for label in re.findall(r"\$labels\.(\w+)", json.dumps(rule.get("annotations"))):
-                    if label in ("instance", "job"):
+        for where, expr, text_labels in queries:
+            names = re.findall(r"\b((?:semid|process)_[a-z_]+)", expr)
+            for name, sel in re.findall(r"\b((?:semid|process)_[a-z_]+)(?:\{([^}]*)\})?",
+                                        expr):
+                used += 1
+                self.assertTrue(name in series, "%s: %s is not in /metrics" % (where, name))
+                for label, op, value in re.findall(r'(\w+)\s*(=~|!=|!~|=)\s*"([^"]*)"', sel):
+                    if label in added:
                         continue
-                    names = re.findall(r"\b((?:semid|process)_[a-z_]+)", rule["expr"])
-                    self.assertTrue(any(label in s for n in names for s in series[n]),
-                                    "%s: annotation uses $labels.%s" % (rule["alert"], label))
-        self.assertGreaterEqual(used, 6)
+                    values = [s.get(label) for s in series[name] if label in s]
+                    self.assertTrue(values, "%s: %s has no label %s" % (where, name, label))
+                    if label == "code":  # a status need not have been answered yet
+                        self.assertTrue(re.fullmatch(r"[1-5]\d\d|[1-5]\.\.", value), value)
+                    elif op == "=":
+                        self.assertIn(value, values, "%s: %s" % (where, name))
+                    elif op == "=~":
+                        self.assertTrue(any(re.fullmatch(value, v) for v in values),
+                                        "%s: %s{%s=~%r}" % (where, name, label, value))
+            grouped = [label.strip() for clause in
+                       re.findall(r"\b(?:by|without|on|ignoring)\s*\(([^)]*)\)", expr)
+                       for label in clause.split(",")]
+            for label in grouped + list(text_labels):
+                if label in added:
+                    continue
+                self.assertTrue(any(label in s for n in names for s in series[n]),
+                                "%s: %s uses label %s" % (where, expr, label))
+        return used
 
     # --- the entropy alerts judge enough rows ----------------------------------
 
@@ -1116,6 +1189,145 @@ class Deploy(unittest.TestCase):
                    if line.startswith("| `%s`" % rule["alert"])]
             self.assertEqual(len(row), 1, rule["alert"])
             self.assertIn("at least %g row/s" % rate, row[0])
+
+    # --- the Grafana dashboard ----------------------------------------------
+
+    def test_grafana_dashboard(self):
+        """deploy/grafana/semid.json imports as it is: panels on the 24-column
+        grid without overlaps, unique panel ids and refIds, every query on the
+        ${datasource} variable, and every metric selector narrowed to
+        job="semid" and the instances picked (a query without them would mix
+        in other jobs or ignore the picker).  Its queries are checked against
+        a live /metrics by test_live_server_probes_publish_rollback_metrics
+        and run by promtool in test_promtool_dashboard."""
+        dash = dashboard()
+        self.assertEqual((dash["uid"], dash["title"]), ("semid", "semid"))
+        ds = {"type": "prometheus", "uid": "${datasource}"}
+        variables = {v["name"]: v for v in dash["templating"]["list"]}
+        self.assertEqual(set(variables), {"datasource", "instance"})
+        self.assertEqual((variables["datasource"]["type"], variables["datasource"]["query"]),
+                         ("datasource", "prometheus"))
+        self.assertEqual(variables["instance"]["datasource"], ds)
+        self.assertTrue(variables["instance"]["multi"] and variables["instance"]["includeAll"])
+        self.assertEqual(variables["instance"]["allValue"], ".*")
+        ids = [p["id"] for p in dash["panels"]]
+        self.assertEqual(len(ids), len(set(ids)))
+        taken = {}
+        for p in dash["panels"]:
+            g = p["gridPos"]
+            self.assertTrue(g["x"] >= 0 and g["y"] >= 0 and g["w"] > 0 and g["h"] > 0 and
+                            g["x"] + g["w"] <= 24, p["title"])
+            for x in range(g["x"], g["x"] + g["w"]):
+                for y in range(g["y"], g["y"] + g["h"]):
+                    self.assertNotIn((x, y), taken, "%r overlaps %r" % (p["title"],
+                                                                       taken.get((x, y))))
+                    taken[x, y] = p["title"]
+            if p["type"] == "row":
+                continue
+            self.assertEqual(p["datasource"], ds, p["title"])
+            self.assertTrue(p["description"], p["title"])
+            refs = [t["refId"] for t in p["targets"]]
+            self.assertTrue(refs, p["title"])
+            self.assertEqual(len(refs), len(set(refs)), p["title"])
+            for t in p["targets"]:
+                self.assertEqual(t["datasource"], ds, p["title"])
+        for a in dash["annotations"]["list"]:
+            self.assertEqual(a["datasource"], ds, a["name"])
+        for where, expr, _ in dashboard_queries(dash):
+            for name, sel in re.findall(r"\b((?:semid|process)_[a-z_]+)(?:\{([^}]*)\})?", expr):
+                matchers = re.findall(r'(\w+)\s*(=~|!=|!~|=)\s*"([^"]*)"', sel)
+                self.assertIn(("job", "=", "semid"), matchers, "%s: %s" % (where, name))
+                if not where.startswith("variable"):
+                    self.assertIn(("instance", "=~", "$instance"), matchers,
+                                  "%s: %s" % (where, name))
+        # deploy/README.md names the file, and every metric of its table of
+        # queries is on the dashboard
+        readme = read(os.path.join(DEPLOY, "README.md"))
+        self.assertIn("`grafana/semid.json`", readme)
+        table = readme[readme.index("Queries worth a dashboard"):readme.index("The dashboard `grafana")]
+        on_it = {n for _, expr, _ in dashboard_queries(dash)
+                 for n in re.findall(r"\b((?:semid|process)_[a-z_]+)", expr)}
+        for name in set(re.findall(r"\b((?:semid|process)_[a-z_]+)", table)):
+            self.assertIn(name, on_it)
+        for name, why in DASHBOARD_LEFT_OUT.items():
+            self.assertIn(name, readme)
+
+    def test_promtool_dashboard(self):
+        """promtool accepts every dashboard query (as Grafana sends it) and
+        gives the figures a panel promises on made-up series of two instances:
+        'a' answers 2 requests/s with 200 and 1 with 503, 'b' 1 with 200."""
+        promtool = tl.find_promtool()
+        if not promtool:
+            self.skipTest("no promtool (see test_promtool)")
+        dash = dashboard()
+        queries = {}
+        for p in dash["panels"]:
+            for t in p.get("targets", []):
+                queries[p["title"], t["refId"]] = grafana_to_promql(t["expr"])
+        for a in dash["annotations"]["list"]:
+            queries[a["name"], "annotation"] = grafana_to_promql(a["expr"])
+        a = 'job="semid",instance="a:8080"'
+        b = 'job="semid",instance="b:8080"'
+        enc = 'route="/v1/items:encode"'
+        series = [
+            ('semid_requests_total{%s,%s,code="200"}' % (a, enc), "0+120x40"),
+            ('semid_requests_total{%s,%s,code="503"}' % (a, enc), "0+60x40"),
+            ('semid_requests_total{%s,%s,code="200"}' % (b, enc), "0+60x40"),
+            # 'a': every request in (0.25 s, 0.5 s]: p50 0.375 s
+            ('semid_request_duration_seconds_bucket{%s,%s,le="0.25"}' % (a, enc), "0x40"),
+            ('semid_request_duration_seconds_bucket{%s,%s,le="0.5"}' % (a, enc), "0+180x40"),
+            ('semid_request_duration_seconds_bucket{%s,%s,le="+Inf"}' % (a, enc), "0+180x40"),
+            # 'a': 60 batches a minute of 16 rows
+            ("semid_batch_size_sum{%s}" % a, "0+960x40"),
+            ("semid_batch_size_count{%s}" % a, "0+60x40"),
+            # 'a': half its descriptors open, restarted once at minute 10;
+            # its model loaded at 60 s
+            ("process_open_fds{%s}" % a, "512x40"),
+            ("process_max_fds{%s}" % a, "1024x40"),
+            ("process_start_time_seconds{%s}" % a, "100x10 700x30"),
+            ("semid_model_loaded_timestamp_seconds{%s}" % a, "60x40"),
+            ('semid_model_info{%s,version="v1",sha256="x"}' % a, "1x40"),
+        ]
+        inst_a = '{instance="a:8080"}'
+        expect = [
+            (("5xx share", "A"), "20m", [("{}", 0.25)]),
+            (("Requests by route and status", "A"), "20m",
+             [('{code="200",route="/v1/items:encode"}', 3),
+              ('{code="503",route="/v1/items:encode"}', 1)]),
+            (("Latency by route, p50 and p99", "B"), "20m",
+             [('{route="/v1/items:encode"}', 0.375)]),
+            (("Mean batch size", "A"), "20m", [(inst_a, 16)]),
+            (("Open files against the limit, restarts", "A"), "20m",
+             [('{job="semid",instance="a:8080"}', 0.5)]),
+            (("Open files against the limit, restarts", "B"), "30m",
+             [('{job="semid",instance="a:8080"}', 1)]),
+            (("Model served", "B"), "10m", [(inst_a, 540)]),
+            (("Model served", "A"), "10m", [('{instance="a:8080",sha256="x",version="v1"}', 1)]),
+        ]
+        with tempfile.TemporaryDirectory(prefix="semid-prom-") as d:
+            rules = os.path.join(d, "dashboard.yml")
+            with open(rules, "w") as f:
+                yaml.safe_dump({"groups": [{"name": "dashboard", "rules": [
+                    {"record": "semid_dashboard:q%d" % i, "expr": q}
+                    for i, q in enumerate(queries.values())]}]}, f)
+            p = subprocess.run([promtool, "check", "rules", rules], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, timeout=30)
+            self.assertEqual(p.returncode, 0, p.stdout.decode())
+            tests = os.path.join(d, "dashboard_test.yml")
+            with open(tests, "w") as f:
+                yaml.safe_dump({"rule_files": ["dashboard.yml"], "evaluation_interval": "1m",
+                                "tests": [{
+                                    "interval": "1m",
+                                    "input_series": [{"series": s, "values": v}
+                                                     for s, v in series],
+                                    "promql_expr_test": [
+                                        {"expr": queries[key], "eval_time": at,
+                                         "exp_samples": [{"labels": labels, "value": value}
+                                                         for labels, value in samples]}
+                                        for key, at, samples in expect]}]}, f)
+            p = subprocess.run([promtool, "test", "rules", tests], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, timeout=30)
+            self.assertEqual(p.returncode, 0, p.stdout.decode())
 
     # --- promtool -------------------------------------------------------------
 
