@@ -1400,22 +1400,21 @@ static const char *string_end(const char *p, const char *end)
  * could be, not a few MB of "[]," that would take gigabytes to decode.
  *
  * In the same pass, *@inputs (when not NULL): the elements of the array
- * that is the value of the key "inputs" of the top-level object (of the
- * longest such array if the key comes more than once), which is what
- * jansson would count for a well-formed body.  Only a character that can
+ * that is the value of the key @key ("inputs" or "ids") of the top-level
+ * object (of the longest such array if the key comes more than once), which
+ * is what jansson would count for a well-formed body.  Only a character that can
  * begin a JSON value begins an element, and what lies inside an element
  * (an embedding's numbers, arrays nested in it) never counts.
  */
 /* 1 when the JSON string body @s (@n bytes, between its quotes) reads
- * "inputs" once its escapes are decoded, as jansson decodes a key. */
-static int key_is_inputs(const char *s, size_t n)
+ * @want once its escapes are decoded, as jansson decodes a key. */
+static int key_reads(const char *s, size_t n, const char *want)
 {
-	static const char want[] = "inputs";
-	size_t i = 0, k = 0;
+	size_t i = 0, k = 0, w = strlen(want);
 
-	if (n == 6)
-		return !memcmp(s, want, 6);
-	while (i < n && k < 6) {
+	if (n == w)
+		return !memcmp(s, want, w);
+	while (i < n && k < w) {
 		unsigned c = (unsigned char)s[i++];
 		if (c == '\\') {
 			unsigned v = 0;
@@ -1437,10 +1436,11 @@ static int key_is_inputs(const char *s, size_t n)
 		if (c != (unsigned char)want[k++])
 			return 0;
 	}
-	return i == n && k == 6;
+	return i == n && k == w;
 }
 
-size_t srv__json_separators(const char *body, size_t len, size_t *inputs, size_t *members)
+size_t srv__json_separators(const char *body, size_t len, const char *key, size_t *inputs,
+			    size_t *members)
 {
 	const char *p = body, *end = body + len;
 	size_t n = 0, depth = 0, count = 0, most = 0, colons = 0;
@@ -1474,7 +1474,7 @@ size_t srv__json_separators(const char *body, size_t len, size_t *inputs, size_t
 				goto out;
 			if (depth == 1 && key_next) {
 				key_next = 0;
-				key_inputs = key_is_inputs(str, (size_t)(p - 1 - str));
+				key_inputs = key_reads(str, (size_t)(p - 1 - str), key);
 			}
 		} else if (c == '[' || c == '{') {
 			n++;
@@ -1631,7 +1631,7 @@ static int decode_any(const char *body, size_t len, enum sid_tower_kind tower, i
 	 * that sent it here) it is invalid whatever jansson would name
 	 * first.  Any other body's error is jansson's, too many inputs
 	 * included. */
-	seps = srv__json_separators(body, len, &inputs, &members);
+	seps = srv__json_separators(body, len, "inputs", &inputs, &members);
 	if ((seps > most || members > most_members) && inputs > (size_t)max_inputs)
 		return fail(e, SRV_ERR_TOO_LARGE, "%zu inputs; at most %d are allowed per request",
 			    inputs, max_inputs);
@@ -1716,17 +1716,21 @@ int srv_delete_req_decode(const char *body, size_t len, enum sid_tower_kind towe
 			  struct srv_api_error *e)
 {
 	/* a request has '{', '[' and a ',' an id; 64 to spare, as for encode */
-	size_t most = (size_t)max_inputs + 64, seps, members, tree = 0, B, i, total = 0;
+	size_t most = (size_t)max_inputs + 64, seps, n_ids, members, tree = 0, B, i, total = 0;
 	json_t *root = NULL, *ids = NULL, *v;
 	const char *key;
 	char *p;
 
 	req_init(req, tower, 0, hold);
-	/* not given to jansson: far more values than ids allowed (413: the
-	 * usual cause is a list too long) or a flood of object members */
-	seps = srv__json_separators(body, len, NULL, &members);
+	/* not given to jansson: far more values than ids allowed (413 when
+	 * the list of ids is too long, as jansson would find, else 400) or a
+	 * flood of object members */
+	seps = srv__json_separators(body, len, "ids", &n_ids, &members);
+	if (seps > most && n_ids > (size_t)max_inputs)
+		return fail(e, SRV_ERR_TOO_LARGE, "%zu ids; at most %d are allowed per request",
+			    n_ids, max_inputs);
 	if (seps > most)
-		return fail(e, SRV_ERR_TOO_LARGE,
+		return fail(e, SRV_ERR_INVALID_ARGUMENT,
 			    "the body has %zu JSON brackets and commas; a request of at most %d "
 			    "ids has no more than %zu",
 			    seps, max_inputs, most);

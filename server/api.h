@@ -166,10 +166,12 @@ int srv__encode_req_decode_fast(const char *body, size_t len, int D, int max_inp
 int srv__encode_req_bad_row_noted(const char *body, size_t len, int D, int max_inputs);
 /* The '[', '{' and ',' of @body outside strings: a bound on the values
  * jansson would build, checked before it is given a body.  *@inputs (unless
- * NULL): the elements of the top-level object's "inputs" array, as jansson
- * would count them in a well-formed body.  *@members (unless NULL): the ':'
- * outside strings, the object members jansson would build. */
-size_t srv__json_separators(const char *body, size_t len, size_t *inputs, size_t *members);
+ * NULL): the elements of the top-level object's array under @key ("inputs",
+ * "ids"), as jansson would count them in a well-formed body.  *@members
+ * (unless NULL): the ':' outside strings, the object members jansson would
+ * build. */
+size_t srv__json_separators(const char *body, size_t len, const char *key, size_t *inputs,
+			    size_t *members);
 /* The most separators a request of at most @max_inputs inputs of @D numbers
  * has: a body with more is refused before jansson sees it. */
 size_t srv__json_separators_max(int D, int max_inputs);

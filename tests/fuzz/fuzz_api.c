@@ -169,7 +169,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		 * made it (an embedding of another width), but for a body over
 		 * the separator or member bound, which jansson is never given. */
 		size_t members;
-		if (srv__json_separators(body, size, NULL, &members) <=
+		if (srv__json_separators(body, size, "inputs", NULL, &members) <=
 			srv__json_separators_max(WIDTH, MAX_INPUTS) &&
 		    members <= srv__json_members_max(MAX_INPUTS)) {
 			struct srv_api_error je;
