@@ -158,9 +158,10 @@ struct req {
 	/* body */
 	struct srv_buf body;
 	size_t seen;
-	size_t length;	      /* its Content-Length, when given and accepted */
-	struct srv_hold hold; /* its bodies, decoded form and answer in srv_http.budget */
-	size_t charged;	      /* of hold: the body bytes its buffer can hold */
+	size_t length;		      /* its Content-Length, when given and accepted */
+	struct srv_hold hold;	      /* its bodies, decoded form and answer in srv_http.budget */
+	size_t charged;		      /* of hold: the body bytes its buffer can hold */
+	struct MHD_Response *pending; /* an answer to queue at the next call (send_response) */
 	int too_large;
 	int no_room; /* body_memory_bytes were held by others: read, dropped, 503 */
 	/* the response, once known */
@@ -315,6 +316,24 @@ static enum MHD_Result refused_close(void)
 	return MHD_NO;
 }
 
+/* Does the request carry a body (Content-Length > 0 or chunked)? */
+static int has_body(struct MHD_Connection *conn)
+{
+	const char *cl =
+	    MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+	if (MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING))
+		return 1;
+	return cl && strtoull(cl, NULL, 10) > 0;
+}
+
+/* Does the client wait for "100 Continue" (before a body, or none)? */
+static int expects_continue(struct MHD_Connection *conn)
+{
+	const char *expect =
+	    MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT);
+	return expect && !strcasecmp(expect, "100-continue");
+}
+
 /*
  * A call of the access handler for a refused connection (see refuse).  Its
  * request is read and dropped; once it is read in full (the final call),
@@ -326,8 +345,6 @@ static enum MHD_Result refused_close(void)
 static enum MHD_Result refused_drain(struct MHD_Connection *conn, struct conn *c,
 				     size_t *upload_size)
 {
-	const char *expect;
-
 	if (*upload_size) {
 		c->drained += *upload_size;
 		*upload_size = 0;
@@ -336,8 +353,7 @@ static enum MHD_Result refused_drain(struct MHD_Connection *conn, struct conn *c
 	if (c->heard)
 		return refused_close();
 	c->heard = 1;
-	expect = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT);
-	return expect && !strcasecmp(expect, "100-continue") ? refused_close() : MHD_YES;
+	return expects_continue(conn) ? refused_close() : MHD_YES;
 }
 
 /* ---- responses ---- */
@@ -453,7 +469,31 @@ static enum MHD_Result send_response(struct req *q)
 	/* from now until on_completed (MHD has written the last byte) */
 	conn_phase_set(q->c, CONN_SENDING);
 	ret = MHD_queue_response(q->conn, (unsigned)q->status, r);
+	if (ret == MHD_NO && !q->pending && expects_continue(q->conn) && !has_body(q->conn)) {
+		/*
+		 * "Expect: 100-continue" on a request without a body, with
+		 * another request's bytes already read behind it: MHD 0.9.75
+		 * sends "100 Continue", then calls the handler once with
+		 * nothing before the request counts as complete, where it
+		 * refuses an answer (and MHD_NO would drop the connection,
+		 * both requests unanswered).  Its final call comes next.
+		 */
+		q->pending = r;
+		return MHD_YES;
+	}
 	MHD_destroy_response(r);
+	q->state = REQ_DONE;
+	return ret;
+}
+
+/* The answer send_response could not queue yet (there), at the next call. */
+static enum MHD_Result send_pending(struct req *q)
+{
+	struct MHD_Response *r = q->pending;
+	enum MHD_Result ret = MHD_queue_response(q->conn, (unsigned)q->status, r);
+
+	MHD_destroy_response(r);
+	q->pending = NULL;
 	q->state = REQ_DONE;
 	return ret;
 }
@@ -1016,6 +1056,17 @@ static const struct {
     {"/v1/sids/", SRV_ROUTE_SID_GET},
 };
 
+/* @v's length without its trailing whitespace, which RFC 9110 5.5 says is
+ * no part of a field value (MHD 0.9.75 strips only the leading). */
+static size_t value_len(const char *v)
+{
+	size_t n = strlen(v);
+
+	while (n && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+		n--;
+	return n;
+}
+
 int srv_http_bearer_ok(const char *header, const char *token)
 {
 	static const char scheme[] = "Bearer";
@@ -1029,7 +1080,7 @@ int srv_http_bearer_ok(const char *header, const char *token)
 	header += sizeof(scheme) - 1;
 	while (*header == ' ')
 		header++;
-	hlen = strlen(header);
+	hlen = value_len(header);
 	diff |= (unsigned char)(hlen != tlen);
 	/* Always walk the whole token: time depends on its length only. */
 	for (i = 0; i < tlen; i++)
@@ -1044,16 +1095,6 @@ static int routes_post(enum srv_route r)
 	       r == SRV_ROUTE_RELOAD || r == SRV_ROUTE_ITEMS_ASSIGN ||
 	       r == SRV_ROUTE_USERS_ASSIGN || r == SRV_ROUTE_ITEMS_DELETE ||
 	       r == SRV_ROUTE_USERS_DELETE;
-}
-
-/* Does the request carry a body (Content-Length > 0 or chunked)? */
-static int has_body(struct MHD_Connection *conn)
-{
-	const char *cl =
-	    MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-	if (MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING))
-		return 1;
-	return cl && strtoull(cl, NULL, 10) > 0;
 }
 
 /* What framing_bad needs of the header names: how many Content-Length,
@@ -1087,7 +1128,8 @@ static enum MHD_Result scan_header(void *cls, enum MHD_ValueKind kind, const cha
  * HTTP/x.y), a header name with whitespace (MHD keeps "Content-Length " as
  * a name of its own), a Transfer-Encoding other than chunked (MHD would
  * read until the client closes) or more than one (MHD reads the first),
- * Transfer-Encoding beside Content-Length, more than one Content-Length;
+ * Transfer-Encoding beside Content-Length or in an HTTP/1.0 request, more
+ * than one Content-Length;
  * and an HTTP/1.1 request without a Host header, or any with more than one
  * (RFC 9112 3.2: a server MUST answer 400; a proxy and this server could
  * otherwise take one request for two different hosts).
@@ -1125,13 +1167,21 @@ static int framing_bad(struct req *q, const char *version)
 	te = MHD_lookup_connection_value(q->conn, MHD_HEADER_KIND,
 					 MHD_HTTP_HEADER_TRANSFER_ENCODING);
 	if (te && strcasecmp(te, "chunked") != 0) {
+		/* "chunked " too: MHD would not read it as chunked */
 		set_error(q, SRV_ERR_INVALID_ARGUMENT,
-			  "Transfer-Encoding %.64s is not supported (only chunked)", te);
+			  "Transfer-Encoding \"%.64s\" is not supported (only chunked)", te);
 		goto bad;
 	}
 	if (te && hs.cl) {
 		set_error(q, SRV_ERR_INVALID_ARGUMENT,
 			  "a request may not carry both Transfer-Encoding and Content-Length");
+		goto bad;
+	}
+	if (te && !strcmp(version, "HTTP/1.0")) {
+		/* RFC 9112 6.1: HTTP/1.0 has no chunked coding; a proxy in
+		 * front may read the body another way */
+		set_error(q, SRV_ERR_INVALID_ARGUMENT,
+			  "an HTTP/1.0 request may not carry Transfer-Encoding");
 		goto bad;
 	}
 	if (hs.cl > 1) {
@@ -1180,7 +1230,9 @@ static int cl_too_large(struct req *q)
 
 /* Count @n more body bytes.  Past max_body_bytes the body is dropped and
  * answered 413 once it ends; returns MHD_NO (give up on the connection) when
- * it goes on and on. */
+ * it goes on past twice that and 1 MiB: MHD 0.9.75 takes an answer only
+ * before a body or after its end, so the connection is closed unanswered,
+ * and the request's log line says why. */
 static enum MHD_Result body_count(struct req *q, size_t n)
 {
 	size_t max = (size_t)q->h->d.cfg->max_body_bytes;
@@ -1190,7 +1242,13 @@ static enum MHD_Result body_count(struct req *q, size_t n)
 		return MHD_YES;
 	q->too_large = 1;
 	body_release(q);
-	return q->seen > 2 * max + (1u << 20) ? MHD_NO : MHD_YES;
+	if (q->seen <= 2 * max + (1u << 20))
+		return MHD_YES;
+	snprintf(q->errmsg, sizeof(q->errmsg),
+		 "the body went on past %zu bytes (max_body_bytes is %zu); the connection was "
+		 "closed, as no answer can be sent before a body ends",
+		 2 * max + (1u << 20), max);
+	return MHD_NO;
 }
 
 /* The path of @url: RFC 9112 3.2.2 has servers accept the absolute-form
@@ -1312,17 +1370,16 @@ static int on_headers(struct req *q, const char *url, const char *method, const 
 	return cl_too_large(q);
 }
 
-int srv_http_request_id_ok(const char *v)
+size_t srv_http_request_id_len(const char *v)
 {
-	size_t n = 0;
+	size_t n, i;
 
-	if (!v)
+	if (!v || (n = value_len(v)) > SRV_REQUEST_ID_MAX)
 		return 0;
-	for (; v[n]; n++)
-		if (n == SRV_REQUEST_ID_MAX || (unsigned char)v[n] < 0x21 ||
-		    (unsigned char)v[n] > 0x7e)
+	for (i = 0; i < n; i++)
+		if ((unsigned char)v[i] < 0x21 || (unsigned char)v[i] > 0x7e)
 			return 0;
-	return n > 0;
+	return n;
 }
 
 /*
@@ -1335,10 +1392,12 @@ int srv_http_request_id_ok(const char *v)
 static void request_id(struct srv_http *h, struct MHD_Connection *conn, char *out)
 {
 	const char *v = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, REQUEST_ID_HEADER);
+	size_t n = srv_http_request_id_len(v);
 	uint64_t x;
 
-	if (srv_http_request_id_ok(v)) {
-		strcpy(out, v);
+	if (n) {
+		memcpy(out, v, n);
+		out[n] = '\0';
 		return;
 	}
 	x = __atomic_fetch_add(&h->rid_next, 1, __ATOMIC_RELAXED) ^ h->rid_key;
@@ -1361,9 +1420,7 @@ static void request_id(struct srv_http *h, struct MHD_Connection *conn, char *ou
  */
 static int refuse_before_body(struct req *q)
 {
-	const char *expect =
-	    MHD_lookup_connection_value(q->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT);
-	return q->status == 413 || (expect && !strcasecmp(expect, "100-continue"));
+	return q->status == 413 || expects_continue(q->conn);
 }
 
 /* A request's record, for @conn's request to @url; NULL without memory. */
@@ -1414,6 +1471,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	struct req *q = *con_cls;
 
 	mhd_quiet = 0;
+	if (q && q->pending)
+		return send_pending(q);
 	if (!q || q->state == REQ_LINE) {
 		const union MHD_ConnectionInfo *ci =
 		    MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
@@ -1614,6 +1673,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	body_release(q);
 	srv_encode_req_release(&q->ids);
 	srv_hold_give(&q->hold, q->resp_charged);
+	if (q->pending) /* closed before its final call */
+		MHD_destroy_response(q->pending);
 	free(q->resp);
 	free(q->arg);
 	free(q);

@@ -127,15 +127,17 @@ long srv_http_fresh(struct srv_http *h);
 void srv_http_stop(struct srv_http *h);
 
 /* Constant-time check that @header is "Bearer <token>" (the scheme in any
- * case, one or more spaces before the token); exposed for tests. */
+ * case, one or more spaces before the token, trailing whitespace ignored);
+ * exposed for tests. */
 int srv_http_bearer_ok(const char *header, const char *token);
 
 /* X-Request-Id: a caller's value is echoed (response header and the request's
  * log line) when it is 1 to SRV_REQUEST_ID_MAX visible ASCII characters
- * (0x21-0x7e); otherwise the server makes one.  srv_http_request_id_ok says
- * whether @v qualifies; exposed for tests. */
+ * (0x21-0x7e), trailing whitespace left out; otherwise the server makes one.
+ * srv_http_request_id_len gives the length of the id in @v, 0 when it does
+ * not qualify; exposed for tests. */
 #define SRV_REQUEST_ID_MAX 128
-int srv_http_request_id_ok(const char *v);
+size_t srv_http_request_id_len(const char *v);
 
 /* libmicrohttpd's panic callback (installed by srv_http_start): where MHD
  * would print to stderr and abort, log an event=panic line naming its file,

@@ -24,6 +24,11 @@ START_TEST(test_bearer)
 	    {"BEARER tok", "tok", 1},
 	    {"Bearer   tok", "tok", 1},
 	    {"Bearer a b", "a b", 1},
+	    /* RFC 9110 5.5: trailing whitespace is no part of the value */
+	    {"Bearer tok ", "tok", 1},
+	    {"Bearer tok\t \t", "tok", 1},
+	    {"Bearer tok x", "tok", 0},
+	    {"Bearer tok  ", "tok ", 0},
 	    /* wrong scheme, separator, token, length; nothing configured */
 	    {"Basic tok", "tok", 0},
 	    {"Bearertok", "tok", 0},
@@ -77,33 +82,37 @@ START_TEST(test_panic_logged_then_abort)
 }
 END_TEST
 
-/* X-Request-Id values echoed (1 to 128 visible ASCII characters) or
- * replaced by a made one (anything else). */
-START_TEST(test_request_id_ok)
+/* X-Request-Id values echoed (1 to 128 visible ASCII characters, trailing
+ * whitespace left out) or replaced by a made one (anything else). */
+START_TEST(test_request_id_len)
 {
-	char v[SRV_REQUEST_ID_MAX + 2];
+	char v[SRV_REQUEST_ID_MAX + 4];
 
-	ck_assert(!srv_http_request_id_ok(NULL));
-	ck_assert(!srv_http_request_id_ok(""));
-	ck_assert(srv_http_request_id_ok("a"));
-	ck_assert(srv_http_request_id_ok("!~\"=\\{}"));
-	ck_assert(!srv_http_request_id_ok("a b"));
-	ck_assert(!srv_http_request_id_ok("a\tb"));
-	ck_assert(!srv_http_request_id_ok("a\x7f"));
-	ck_assert(!srv_http_request_id_ok("caf\xc3\xa9"));
+	ck_assert_uint_eq(srv_http_request_id_len(NULL), 0);
+	ck_assert_uint_eq(srv_http_request_id_len(""), 0);
+	ck_assert_uint_eq(srv_http_request_id_len("a"), 1);
+	ck_assert_uint_eq(srv_http_request_id_len("!~\"=\\{}"), 7);
+	ck_assert_uint_eq(srv_http_request_id_len("a b"), 0);
+	ck_assert_uint_eq(srv_http_request_id_len("a\tb"), 0);
+	ck_assert_uint_eq(srv_http_request_id_len("a\x7f"), 0);
+	ck_assert_uint_eq(srv_http_request_id_len("caf\xc3\xa9"), 0);
+	ck_assert_uint_eq(srv_http_request_id_len("abc \t"), 3);
+	ck_assert_uint_eq(srv_http_request_id_len(" \t"), 0);
 	memset(v, 'r', SRV_REQUEST_ID_MAX);
 	v[SRV_REQUEST_ID_MAX] = '\0';
-	ck_assert(srv_http_request_id_ok(v));
-	v[SRV_REQUEST_ID_MAX] = 'r';
+	ck_assert_uint_eq(srv_http_request_id_len(v), SRV_REQUEST_ID_MAX);
+	v[SRV_REQUEST_ID_MAX] = ' ';
 	v[SRV_REQUEST_ID_MAX + 1] = '\0';
-	ck_assert(!srv_http_request_id_ok(v));
+	ck_assert_uint_eq(srv_http_request_id_len(v), SRV_REQUEST_ID_MAX);
+	v[SRV_REQUEST_ID_MAX] = 'r';
+	ck_assert_uint_eq(srv_http_request_id_len(v), 0);
 }
 END_TEST
 
 static void add_tests(TCase *tc)
 {
 	tcase_add_test(tc, test_bearer);
-	tcase_add_test(tc, test_request_id_ok);
+	tcase_add_test(tc, test_request_id_len);
 	tcase_add_test(tc, test_panic_logged_then_abort);
 }
 

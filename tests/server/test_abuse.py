@@ -1022,11 +1022,14 @@ class TestOversized(unittest.TestCase):
         self.assertEqual(json.loads(head_and_body(resp)[1])["error"]["message"],
                          "the body is over 100000 bytes")
         # chunk sizes of 256 TiB and past 64 bits, then a stall
+        # (closed by the server, not by raw() giving up: raw() waits at most
+        # TIMEOUT + 3 s for each read, a margin for a loaded machine, where
+        # reading the 120 kB before the stall took over 2 s under ASan)
         for size in (b"ffffffffffff", b"ffffffffffffffffffff"):
-            resp, how, secs = raw(SRV.port, head + size + b"\r\n" + b"[0," * 40000)
+            resp, how, secs = raw(SRV.port, head + size + b"\r\n" + b"[0," * 40000,
+                                  timeout=TIMEOUT + 3 * S)
             self.assertIn(status_of(resp), (400, 413, None), (size, resp[:200]))
             self.assertIn(how, ("eof", "reset"))
-            self.assertLess(secs, TIMEOUT + 1.5 * S)
         no_server_errors(self, SRV)
 
     def test_body_on_a_get_route_over_the_limit(self):
@@ -1166,6 +1169,53 @@ class TestRefusedWithBody(unittest.TestCase):
         no_server_errors(self, SRV)
 
 
+class TestExpectWithoutBody(unittest.TestCase):
+    """`Expect: 100-continue` on a request without a body (which RFC 9110
+    10.1.1 says a client must not send, and some do) with another request
+    pipelined behind it: libmicrohttpd sends "100 Continue" and then calls
+    the handler once more, with nothing, before the request is complete, where
+    an answer cannot be queued yet.  Answering there dropped the connection:
+    neither request was answered.  Each request is answered, in order, sync
+    routes and those answered later (a lookup, a reload) alike."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.srv = T.Server(["--model", MODEL, "--registry", os.path.join(WORK, "expect.db"),
+                            "--admin-token", "expect-token"], WORK)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.srv.stop()
+
+    def answers(self, resp):
+        """the statuses of @resp's final answers (100 Continue left out)"""
+        return [int(m) for m in re.findall(rb"HTTP/1\.1 (\d{3}) ", resp) if m != b"100"]
+
+    def test_pipelined_behind(self):
+        last = b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        exp = b"Expect: 100-continue\r\n"
+        for first, want in (
+                (b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + exp + b"\r\n", 200),
+                (b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + exp +
+                 b"Content-Length: 0\r\n\r\n", 200),
+                (b"GET /nope HTTP/1.1\r\nHost: x\r\n" + exp + b"\r\n", 404),
+                (b"GET /v1/admin/reload HTTP/1.1\r\nHost: x\r\n" + exp + b"\r\n", 405),
+                (b"POST /v1/items:encode HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                 b"application/json\r\n" + exp + b"Content-Length: 0\r\n\r\n", 400),
+                (b"GET /v1/items/nobody HTTP/1.1\r\nHost: x\r\n" + exp + b"\r\n", 404),
+                (b"POST /v1/admin/reload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                 b"expect-token\r\n" + exp + b"Content-Length: 0\r\n\r\n", 200)):
+            resp, how, _ = raw(self.srv.port, first + last)
+            self.assertEqual(self.answers(resp), [want, 200], (first, resp[:600]))
+            self.assertEqual(how, "eof", first)
+        # and alone, as before
+        resp, how, _ = raw(self.srv.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + exp +
+                           b"Connection: close\r\n\r\n")
+        self.assertEqual(self.answers(resp), [200], resp[:300])
+        no_server_errors(self, self.srv)
+        self.assertNotIn("internal error", self.srv.log_text())
+
+
 class TestMalformed(unittest.TestCase):
     POST = b"POST /v1/items:encode HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
 
@@ -1234,7 +1284,16 @@ class TestMalformed(unittest.TestCase):
 
     def test_chunked(self):
         self.check(self.POST + b"Transfer-Encoding: gzip\r\n\r\n{}", (400,),
-                   message="Transfer-Encoding gzip is not supported (only chunked)")
+                   message='Transfer-Encoding "gzip" is not supported (only chunked)')
+        # a trailing space: libmicrohttpd does not read it as chunked
+        self.check(self.POST + b"Transfer-Encoding: chunked \r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+                   (400,), message='Transfer-Encoding "chunked " is not supported (only chunked)')
+        # HTTP/1.0 has no chunked coding (RFC 9112 6.1): its framing is
+        # not to be trusted, even asking for keep-alive
+        self.check(b"POST /v1/items:encode HTTP/1.0\r\nContent-Type: application/json\r\n"
+                   b"Connection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n"
+                   b"2\r\n{}\r\n0\r\n\r\nGET /readyz HTTP/1.0\r\n\r\n", (400,),
+                   message="an HTTP/1.0 request may not carry Transfer-Encoding")
         # two headers are one list, "chunked, identity", to a proxy in front
         # (chunked not last: no length it can trust); libmicrohttpd read the
         # first alone and took the body as chunked

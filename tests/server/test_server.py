@@ -455,6 +455,45 @@ class TestErrors(unittest.TestCase):
         self.assertEqual(body["error"], {"code": "payload_too_large",
                                          "message": "the body is over 200000 bytes"})
 
+    def test_streamed_past_the_cap_is_cut(self):
+        """A chunked body that goes on past 2 x max_body_bytes + 1 MiB: the
+        connection is closed without an answer (libmicrohttpd takes one only
+        before a body or after its end), and the log line says why rather
+        than only that the request was aborted."""
+        s = socket.create_connection(("127.0.0.1", SRV.port), timeout=10)
+        got = b""
+        try:
+            s.sendall(b"POST /v1/items:encode HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                      b"application/json\r\nX-Request-Id: cut-body\r\n"
+                      b"Transfer-Encoding: chunked\r\n\r\n")
+            chunk = b"0," * 20000
+            try:
+                for _ in range(50):  # 2 MB > 2 x 200000 + 1 MiB
+                    s.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            try:
+                while True:
+                    b = s.recv(65536)
+                    if not b:
+                        break
+                    got += b
+            except ConnectionResetError:
+                pass
+        finally:
+            s.close()
+        self.assertEqual(got, b"")
+        deadline = time.monotonic() + 5 * T.SLOW
+        while time.monotonic() < deadline and "request_id=cut-body" not in SRV.log_text():
+            time.sleep(0.05)
+        line = [ln for ln in SRV.log_text().splitlines() if "request_id=cut-body" in ln]
+        self.assertEqual(len(line), 1, line)
+        self.assertIn('status=499 ', line[0])
+        self.assertIn('error="the body went on past 1448576 bytes (max_body_bytes is 200000); '
+                      'the connection was closed, as no answer can be sent before a body ends"',
+                      line[0])
+        self.assertEqual(SRV.request("GET", "/healthz")[0], 200)
+
     def test_413_max_inputs(self):
         self.check_error(encode(SRV, [{"embedding_b64": T.b64_row(np.zeros(48))}] * 301),
                          413, "payload_too_large",
@@ -647,7 +686,9 @@ class TestOps(unittest.TestCase):
         self.assertEqual((st, h["x-request-id"]), (400, "lower-case-name"))
         st, h, _ = SRV.request("GET", "/no/such/route", headers={"X-Request-Id": "r404"})
         self.assertEqual((st, h["x-request-id"]), (404, "r404"))
-        self.assert_logged_once([rid, "lower-case-name", "r404"])
+        st, h, _ = SRV.request("GET", "/healthz", headers={"X-Request-Id": "spaced \t"})
+        self.assertEqual((st, h["x-request-id"]), (200, "spaced"))
+        self.assert_logged_once([rid, "lower-case-name", "r404", "spaced"])
         # none, or one that is not 1-128 visible ASCII characters: one is
         # made (16 hex digits), different for every request, and logged
         made = []
@@ -776,6 +817,10 @@ class TestOps(unittest.TestCase):
         self.assertEqual((st, body), (200, {"status": "reloaded", "model_version": "parity-1"}))
         st, _, body = SRV.json("POST", "/v1/admin/reload", headers={
             "Authorization": "bearer  s3cret-token"})  # the scheme is case-insensitive
+        self.assertEqual(st, 200, body)
+        # whitespace after a header's value is no part of it (RFC 9110 5.5)
+        st, _, body = SRV.json("POST", "/v1/admin/reload", headers={
+            "Authorization": "Bearer s3cret-token \t"})
         self.assertEqual(st, 200, body)
         st, _, m = SRV.json("GET", "/v1/model")
         self.assertEqual((m["last_reload"]["trigger"], m["last_reload"]["result"]),
