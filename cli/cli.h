@@ -117,7 +117,8 @@ struct cli_output {
  * or the new one and no temp file, the new one with the old one's mode (and
  * owner, where allowed); an existing non-regular file is written
  * in place, and so is a name of this process's descriptor (/dev/stdout,
- * /dev/fd/N, or a link to them), through that descriptor; any other
+ * /dev/fd/N, or a link to them), through that descriptor (SID_EIO when it
+ * is not open for writing, cli_output_fd_check); any other
  * symbolic link is followed, and the file it names is replaced.  Refuses (SID_EINVAL) a path
  * that is the same file as one of the NULL-terminated @inputs (may be NULL), and (SID_EIO) a
  * directory or a file that cannot be created, with a message naming @path.  Until commit or abort,
@@ -138,6 +139,13 @@ int cli_output_open_named(struct cli_output *w, const char *path, const char *co
  * output opened otherwise (an append-only log). */
 int cli_output_not_input(const char *path, const struct stat *st, const char *const *inputs,
 			 struct sid_error *err);
+/* SID_EIO, naming @path, when it names a descriptor of this process
+ * (/dev/stdout, /dev/fd/N, or a link to them) that is not open for writing;
+ * else 0.  Opening such a name anew reaches whatever holds the number: the
+ * /dev/null, read-only, that stands in for a stdout the caller closed
+ * (cli_main), which took the output without a word.  cli_output_open
+ * checks; for an output opened otherwise (an append-only log). */
+int cli_output_fd_check(const char *path, struct sid_error *err);
 /* Flush, and publish a file output.  Ends the output either way; on failure
  * the old file is untouched. */
 int cli_output_commit(struct cli_output *w, struct sid_error *err);

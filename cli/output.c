@@ -182,6 +182,16 @@ static int fd_named(const char *path)
 	return -1;
 }
 
+int cli_output_fd_check(const char *path, struct sid_error *err)
+{
+	int fd = fd_named(path), fl = fd >= 0 ? fcntl(fd, F_GETFL) : -1;
+
+	if (fd < 0 || (fl >= 0 && (fl & O_ACCMODE) != O_RDONLY))
+		return 0;
+	return sid_error_set(err, SID_EIO, "%s: cannot write the output: descriptor %d is not %s",
+			     path, fd, fl < 0 ? "open" : "open for writing");
+}
+
 /*
  * The descriptor of this process that @path (@st: its stat) stands for
  * (fd_named), when it is that same file and open for writing; else -1.
@@ -261,9 +271,10 @@ int cli_output_open_named(struct cli_output *w, const char *path, const char *co
 	memset(w, 0, sizeof(*w));
 	w->path = path;
 	w->pub.fd = -1;
-	if (!path || !*path || !strcmp(path, "-"))
-		return sid_error_set(err, SID_EINVAL, "--output must name a file, not %s",
-				     path && *path ? "stdout" : "nothing");
+	if (!path || !*path) /* as cli_output_open says it */
+		return sid_error_set(err, SID_EINVAL, "--output is empty");
+	if (!strcmp(path, "-"))
+		return sid_error_set(err, SID_EINVAL, "--output must name a file, not stdout");
 	/* a link is followed, as for any output: the file it names is
 	 * replaced, not the link; a descriptor's (/dev/stdout) is no file */
 	if (!(path = link_target(w, path, &in_place, err)))
@@ -301,8 +312,9 @@ int cli_output_open(struct cli_output *w, const char *path, FILE *std, const cha
 		signals_install(w);
 		return 0;
 	}
-	if (!(path = link_target(w, path, &in_place, err)))
-		return SID_EIO;
+	if ((rc = cli_output_fd_check(path, err)) < 0 ||
+	    !(path = link_target(w, path, &in_place, err)))
+		return rc < 0 ? rc : SID_EIO;
 	if (in_place && stat(path, &st) != 0) /* never renamed over: that is the link */
 		return sid_error_set(err, SID_EIO, "%s: cannot open the output: %s", path,
 				     strerror(errno));

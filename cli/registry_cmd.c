@@ -60,9 +60,10 @@ static const char usage[] =
     "                        them is kept, and each slot is free for the next new\n"
     "                        id of its codes); prints id<TAB>sid<TAB>deleted per id\n"
     "                        once its batch is committed (an empty sid and 0: not\n"
-    "                        stored; an empty sid and 1: an entry that could not be\n"
-    "                        read, erased; -o FILE is appended to, so a failed run\n"
-    "                        keeps the lines of the batches it committed); SIGINT,\n"
+    "                        stored, which an id given twice is by its second time;\n"
+    "                        an empty sid and 1: an entry that could not be read,\n"
+    "                        erased; -o FILE is appended to, so a failed run keeps\n"
+    "                        the lines of the batches it committed); SIGINT,\n"
     "                        SIGTERM or SIGHUP stop it after the batch in flight\n"
     "  get ID | sid SID      one assignment (JSON)\n"
     "  list [--prefix P]     assignments under a code prefix such as 12-7, in order\n"
@@ -462,13 +463,18 @@ struct inputs {
 static void inputs_of(const struct opts *o, const char *store, struct inputs *in)
 {
 	static const char *const sfx[] = {"-wal", "-shm", "-journal"};
+	char real[PATH_MAX];
 	int n = 0;
 
 	in->n_side = 0;
 	if (store) {
+		/* SQLite puts them beside the file the store's name resolves to
+		 * (its links followed), whatever name it was given by */
+		const char *file =
+		    !sid_registry_target_is_pg(store) && realpath(store, real) ? real : store;
 		in->v[n++] = store;
 		for (int i = 0; i < 3 && !sid_registry_target_is_pg(store); i++) {
-			snprintf(in->side[i], sizeof(in->side[i]), "%s%s", store, sfx[i]);
+			snprintf(in->side[i], sizeof(in->side[i]), "%s%s", file, sfx[i]);
 			in->v[n++] = in->side[i];
 			in->n_side++;
 		}
@@ -482,15 +488,53 @@ static void inputs_of(const struct opts *o, const char *store, struct inputs *in
 	in->v[n] = NULL;
 }
 
+/* The file @path would write, in @buf (PATH_MAX bytes): its symbolic
+ * links followed, a dangling one too (to the file it would create), and
+ * its directory resolved, since the file itself need not exist; NULL when
+ * the directory cannot be resolved (the output cannot be created there). */
+static const char *output_resolved(const char *path, char *buf)
+{
+	char cur[PATH_MAX], to[PATH_MAX], dir[PATH_MAX];
+	const char *slash;
+	ssize_t n;
+
+	if (snprintf(cur, sizeof(cur), "%s", path) >= (int)sizeof(cur))
+		return NULL;
+	for (int hop = 0; hop < 40 && (n = readlink(cur, to, sizeof(to) - 1)) > 0; hop++) {
+		to[n] = '\0';
+		slash = strrchr(cur, '/');
+		if (to[0] == '/' || !slash) /* absolute, or relative to "." */
+			memcpy(cur, to, (size_t)n + 1);
+		else if (snprintf(buf, PATH_MAX, "%.*s/%s", (int)(slash - cur), cur, to) >=
+			 PATH_MAX)
+			return NULL;
+		else
+			memcpy(cur, buf, strlen(buf) + 1);
+	}
+	slash = strrchr(cur, '/');
+	snprintf(to, sizeof(to), "%.*s", slash ? (int)(slash - cur) : 1, slash ? cur : ".");
+	if (!realpath(to[0] ? to : "/", dir))
+		return NULL;
+	if (snprintf(buf, PATH_MAX, "%s/%s", strcmp(dir, "/") ? dir : "",
+		     slash ? slash + 1 : cur) >= PATH_MAX)
+		return NULL;
+	return buf;
+}
+
 /* SID_EINVAL when --output names one of the store's side files: by name,
  * since they come and go, and SQLite would take a file found under such a
  * name for the store's own (the same file by another name is
- * cli_output_not_input's to find).  @what: "the backup", ... */
+ * cli_output_not_input's to find).  Names resolved (inputs_of,
+ * output_resolved): ./STORE-wal, /abs/STORE-journal or a link to one is
+ * that file all the same.  @what: "the backup", ... */
 static int output_not_side_file(const char *output, const struct inputs *in, const char *what,
 				struct sid_error *err)
 {
+	char real[PATH_MAX];
+	const char *file = strcmp(output, "-") ? output_resolved(output, real) : NULL;
+
 	for (int i = 1; i <= in->n_side; i++)
-		if (!strcmp(output, in->v[i]))
+		if (!strcmp(file ? file : output, in->v[i]))
 			return sid_error_set(err, SID_EINVAL,
 					     "--output %s is the store or one of its files; write "
 					     "%s elsewhere",
@@ -643,8 +687,11 @@ static int ids_check_unique(const char *path, char **ids, size_t n, struct sid_e
  * line (a file with no newline) is refused having read only this far. */
 #define IDS_LINE_MAX 4096
 
-/* Read @n ids (IDS_ANY: as many as there are, *@got of them), one per
- * line, into a malloc'ed array of malloc'ed strings. */
+/* Read @n ids, the rows' (assign: an id twice is refused, ids_check_unique),
+ * or IDS_ANY, as many as there are, *@got of them (delete: an id twice is
+ * deleted by its first line and not found by its second, as it is given
+ * twice as operands or to the server), one per line, into a malloc'ed array
+ * of malloc'ed strings. */
 #define IDS_ANY SIZE_MAX
 static int ids_read(const char *path, size_t n, char ***out, size_t *got, struct sid_error *err)
 {
@@ -710,7 +757,8 @@ static int ids_read(const char *path, size_t n, char ***out, size_t *got, struct
 		rc = sid_error_set(err, SID_EINVAL, "%s: %zu ids for %zu input rows", path, k, n);
 		goto fail;
 	}
-	rc = ids_check_unique(path, ids, k, err);
+	if (n != IDS_ANY)
+		rc = ids_check_unique(path, ids, k, err);
 fail:
 	free(line);
 	if (f)
@@ -921,12 +969,6 @@ static FILE *log_open(const struct opts *o, struct sid_registry *r, const char *
 		      const char *what, struct sid_error *err);
 static int log_close(FILE *f, const char *name, struct sid_error *err);
 
-/* The ids (operands or --ids), checked before the store is opened, deleted
- * --batch at a time, a line each once its batch is committed: -o FILE is a
- * log appended to as reassign's moves are, not a file published at the
- * end, so that when a later batch fails the lines of those committed stay
- * (a second run reports them not found).  Sets *@not_found when some were
- * not stored. */
 /* delete --rows: the SQLite rows of the operands, in one transaction. */
 static int delete_rows(const struct opts *o, int *not_found, struct sid_error *err)
 {
@@ -953,6 +995,8 @@ static int delete_rows(const struct opts *o, int *not_found, struct sid_error *e
 	if (!rc && !(rc = store_open(o, &r, err)) &&
 	    !(fp = log_open(o, r, NULL, "the output", err)))
 		rc = err->code ? err->code : SID_EIO;
+	if (fp && fp != stdout)
+		cli_output_pipe_catch(); /* -o FIFO: a reader gone is a write error */
 	if (!rc)
 		rc = sid_registry_delete_rows(r, rows, o->nargs, deleted, err);
 	for (size_t i = 0; i < o->nargs && !rc; i++) { /* committed */
@@ -962,6 +1006,8 @@ static int delete_rows(const struct opts *o, int *not_found, struct sid_error *e
 	if (fp) {
 		int crc = log_close(fp, output_name(o), rc ? NULL : err);
 		rc = rc ? rc : crc;
+		if (fp != stdout)
+			cli_output_pipe_release();
 	}
 	if (!rc) {
 		fprintf(stderr, "semid: deleted %zu of %zu rows from %s; %zu not found\n", gone,
@@ -974,6 +1020,12 @@ static int delete_rows(const struct opts *o, int *not_found, struct sid_error *e
 	return rc;
 }
 
+/* The ids (operands or --ids), checked before the store is opened, deleted
+ * --batch at a time, a line each once its batch is committed: -o FILE is a
+ * log appended to as reassign's moves are, not a file published at the
+ * end, so that when a later batch fails the lines of those committed stay
+ * (a second run reports them not found).  Sets *@not_found when some were
+ * not stored. */
 static int cmd_delete(const struct opts *o, int *not_found, struct sid_error *err)
 {
 	struct sid_registry *r = NULL;
@@ -1436,6 +1488,8 @@ static int cmd_restore(const struct opts *o, struct sid_error *err)
 
 	if ((rc = store_target(o, path, &store, err)))
 		return rc;
+	if (!*store) /* (cli_output_open_named would call it --output) */
+		return sid_error_set(err, SID_EINVAL, "registry: no store given (--db is empty)");
 	if (sid_registry_target_is_pg(store))
 		return sid_error_set(
 		    err, SID_EINVAL,
@@ -1451,6 +1505,12 @@ static int cmd_restore(const struct opts *o, struct sid_error *err)
 				     "names",
 				     store);
 	have = stat(store, &old) == 0;
+	/* by any name (cli_output_open_named would call it --output) */
+	if (have && sid_same_file(backup, &old))
+		return sid_error_set(err, SID_EINVAL,
+				     "BACKUP %s is the store %s itself, not a backup of it; name "
+				     "the backup to restore",
+				     backup, store);
 	/* --db MODEL: the model would be moved aside for a store, and the
 	 * server watching it would find a store at its model's path */
 	if (have && is_model_file(store, &old))
@@ -1755,8 +1815,13 @@ static FILE *log_open(const struct opts *o, struct sid_registry *r, const char *
 		}
 		return stdout;
 	}
+	if (!*o->output) { /* in cli_output_open's words */
+		sid_error_set(err, SID_EINVAL, "--output is empty");
+		return NULL;
+	}
 	inputs_of(o, sid_registry_label(r), &in);
-	if (output_not_side_file(o->output, &in, what, err))
+	if (output_not_side_file(o->output, &in, what, err) ||
+	    cli_output_fd_check(o->output, err) < 0)
 		return NULL;
 	fd = open(o->output, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOCTTY, 0644);
 	if (fd < 0) {

@@ -1068,54 +1068,110 @@ END_TEST
  * No command's --output may be the store's -wal, -shm or -journal, by name
  * (they need not be there) or as the same file: an export written over the
  * -wal of a store a server has open lost the commits only that -wal held
- * once the server stopped uncleanly.
+ * once the server stopped uncleanly.  By any name: DIR/./STORE-journal,
+ * through a link to the directory, a link to a -journal not there (a log
+ * would create it), or the -wal of the file a --db link names (SQLite's):
+ * the typed name was compared, and they were written over or made.
  */
 START_TEST(t_output_not_a_store_file)
 {
 	static const char *const side[] = {"-wal", "-shm", "-journal"};
-	char name[340], link[340], msg[2048];
+	static const char *const cmds[] = {"export", "stats",  "list",	   "get",
+					   "diff",   "delete", "reassign", "backup"};
+	char names[10][1024], dblink[340], alias[340], msg[2048];
+	const char *base = strrchr(db, '/') + 1;
 	struct stat s0, s1;
 	pid_t pid;
-	int status;
+	int status, n = 0;
 
 	ck_assert_int_eq(run("registry", "assign", "--model", model, "--input", npy, "--ids", ids,
 			     "--output", out, NULL),
 			 CLI_EXIT_OK);
 	pid = open_and_wait(1, 0); /* its 5 commits are in the -wal only */
-	snprintf(name, sizeof(name), "%s-wal", db);
-	ck_assert_int_eq(stat(name, &s0), 0);
-	snprintf(link, sizeof(link), "%s/wal-link", dir);
-	ck_assert_int_eq(symlink(name, link), 0);
-	for (int i = 0; i < 4; i++) {
-		if (i < 3)
-			snprintf(name, sizeof(name), "%s%s", db, side[i]);
-		for (int c = 0; c < 5; c++) {
-			static const char *const cmds[] = {"export", "stats", "list", "get",
-							   "diff"};
-			const char *o = i < 3 ? name : link;
+	snprintf(names[0], sizeof(names[0]), "%s-wal", db);
+	ck_assert_int_eq(stat(names[0], &s0), 0);
+	for (int i = 0; i < 3; i++)
+		snprintf(names[n++], sizeof(names[0]), "%s%s", db, side[i]);
+	snprintf(names[n], sizeof(names[0]), "%s/wal-link", dir);
+	ck_assert_int_eq(symlink(names[0], names[n++]), 0);
+	snprintf(names[n++], sizeof(names[0]), "%s/./%s-journal", dir, base);
+	snprintf(names[n++], sizeof(names[0]), "%s//%s-shm", dir, base);
+	snprintf(alias, sizeof(alias), "%s/alias", dir);
+	ck_assert_int_eq(symlink(dir, alias), 0);
+	snprintf(names[n++], sizeof(names[0]), "%s/%s-wal", alias, base);
+	snprintf(names[n++], sizeof(names[0]), "%s/../%s/%s-journal", alias, strrchr(dir, '/') + 1,
+		 base);
+	snprintf(names[n], sizeof(names[0]), "%s/journal-link", dir);
+	snprintf(msg, sizeof(msg), "%s-journal", base); /* relative, and not there */
+	ck_assert_int_eq(symlink(msg, names[n++]), 0);
+	snprintf(dblink, sizeof(dblink), "%s/db-link.db", dir);
+	ck_assert_int_eq(symlink(base, dblink), 0);
+	for (int i = 0; i <= n; i++) {
+		/* the last: the store by its link, the -wal of the file it names */
+		const char *o = i < n ? names[i] : names[0], *store = i < n ? db : dblink;
+		for (size_t c = 0; c < sizeof(cmds) / sizeof(cmds[0]); c++) {
 			int rc = !strcmp(cmds[c], "get")
 				     ? run_err(msg, sizeof(msg), "registry", "get", "item-1",
-					       "--db", db, "-o", o, NULL)
-				 : !strcmp(cmds[c], "diff")
-				     ? run_err(msg, sizeof(msg), "registry", "diff", "--model",
-					       model2, "--db", db, "-o", o, NULL)
-				     : run_err(msg, sizeof(msg), "registry", cmds[c], "--db", db,
+					       "--db", store, "-o", o, NULL)
+				 : !strcmp(cmds[c], "delete")
+				     ? run_err(msg, sizeof(msg), "registry", "delete", "item-1",
+					       "--db", store, "-o", o, NULL)
+				 : !strcmp(cmds[c], "diff") || !strcmp(cmds[c], "reassign")
+				     ? run_err(msg, sizeof(msg), "registry", cmds[c], "--model",
+					       model2, "--db", store, "-o", o, NULL)
+				     : run_err(msg, sizeof(msg), "registry", cmds[c], "--db", store,
 					       "-o", o, NULL);
-			ck_assert_msg(rc == CLI_EXIT_INPUT, "%s -o %s: %d (%s)", cmds[c], o, rc,
-				      msg);
+			ck_assert_msg(rc == CLI_EXIT_INPUT, "%s --db %s -o %s: %d (%s)", cmds[c],
+				      store, o, rc, msg);
 			ck_assert_msg(strstr(msg, "is the store or one of its files") ||
 					  strstr(msg, "is the input file"),
 				      "%s", msg);
 		}
 	}
-	snprintf(name, sizeof(name), "%s-journal", db);
-	ck_assert_int_ne(access(name, F_OK), 0);
-	snprintf(name, sizeof(name), "%s-wal", db);
-	ck_assert_int_eq(stat(name, &s1), 0);
+	snprintf(names[0], sizeof(names[0]), "%s-journal", db);
+	ck_assert_int_ne(access(names[0], F_OK), 0);
+	snprintf(names[0], sizeof(names[0]), "%s-wal", db);
+	ck_assert_int_eq(stat(names[0], &s1), 0);
 	ck_assert_int_eq(s1.st_ino, s0.st_ino);
+	ck_assert_int_eq(items_in(dblink), N + 5); /* SQLite's -wal is the file's */
 	kill(pid, SIGKILL);
 	waitpid(pid, &status, 0);
 	ck_assert_int_eq(items_in(db), N + 5);
+}
+END_TEST
+
+/* -o '' is "--output is empty" (exit 2) for every command, as for stats:
+ * delete's and reassign's logs said ": cannot open the output: No such file
+ * or directory" (exit 1), backup "--output must name a file, not nothing";
+ * nothing is deleted. */
+START_TEST(t_output_empty)
+{
+	char want[256], msg[2048];
+
+	ck_assert_int_eq(run("registry", "assign", "--model", model, "--input", npy, "--ids", ids,
+			     "--output", out, NULL),
+			 CLI_EXIT_OK);
+	ck_assert_int_eq(
+	    run_err(want, sizeof(want), "registry", "stats", "--db", db, "-o", "", NULL),
+	    CLI_EXIT_INPUT);
+	ck_assert_str_eq(want, "semid: --output is empty\n");
+	ck_assert_int_eq(
+	    run_err(msg, sizeof(msg), "registry", "delete", "item-1", "--db", db, "-o", "", NULL),
+	    CLI_EXIT_INPUT);
+	ck_assert_str_eq(msg, want);
+	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "delete", "--rows", "1", "--db", db,
+				 "-o", "", NULL),
+			 CLI_EXIT_INPUT);
+	ck_assert_str_eq(msg, want);
+	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "reassign", "--model", model2,
+				 "--db", db, "-o", "", NULL),
+			 CLI_EXIT_INPUT);
+	ck_assert_str_eq(msg, want);
+	ck_assert_int_eq(
+	    run_err(msg, sizeof(msg), "registry", "backup", "--db", db, "-o", "", NULL),
+	    CLI_EXIT_INPUT);
+	ck_assert_str_eq(msg, want);
+	ck_assert_int_eq(items_in(db), N);
 }
 END_TEST
 
@@ -1246,6 +1302,25 @@ START_TEST(t_restore)
 		    run_err(msg, sizeof(msg), "registry", "restore", bk, "--db", dir, NULL),
 		    CLI_EXIT_INPUT);
 		ASSERT_HAS(msg, want);
+		ck_assert_int_eq(files_holding(dir, ".pre-restore."), 0);
+	}
+	/* the store named as its own backup (by another name too), or no
+	 * store: said so, in restore's words, not of an --output it has not */
+	{
+		char self[400];
+		snprintf(self, sizeof(self), "%s/./%s", dir, strrchr(db, '/') + 1);
+		for (int i = 0; i < 2; i++) {
+			ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "restore",
+						 i ? self : db, "--db", db, NULL),
+					 CLI_EXIT_INPUT);
+			ASSERT_HAS(msg, "is the store");
+			ck_assert_msg(!strstr(msg, "--output"), "%s", msg);
+		}
+		ck_assert_int_eq(
+		    run_err(msg, sizeof(msg), "registry", "restore", bk, "--db", "", NULL),
+		    CLI_EXIT_INPUT);
+		ASSERT_HAS(msg, "no store given");
+		ck_assert_msg(!strstr(msg, "--output"), "%s", msg);
 		ck_assert_int_eq(files_holding(dir, ".pre-restore."), 0);
 	}
 	pid = open_and_wait(0, 0);
@@ -2304,8 +2379,9 @@ static void assign_all_sid_of(const char *id, char *sid, size_t cap)
 }
 
 /* delete: by operands and by --ids, a line per id with the sid it held (or
- * an empty sid and 0 when not stored), the counts on stderr, exit 3 when
- * some were not stored; the ids are gone and their slots free; bad usage
+ * an empty sid and 0 when not stored, as an id given twice is by its second
+ * time), the counts on stderr, exit 3 when some were not stored; the ids
+ * are gone and their slots free; bad usage
  * and a bad id are refused (exit 2) before the store is touched. */
 START_TEST(t_delete)
 {
@@ -2368,18 +2444,39 @@ START_TEST(t_delete)
 	ck_assert_int_eq(
 	    run("registry", "delete", "--db", db, "--kind", "user", "item-1", "-o", out, NULL),
 	    CLI_REGISTRY_EXIT_CONFLICTS);
-	/* an --ids file with an id twice is refused, as assign's is */
-	write_text(idsf, "item-7\nitem-7\n");
-	ck_assert_int_eq(
-	    run_err(msg, sizeof(msg), "registry", "delete", "--db", db, "--ids", idsf, NULL),
-	    CLI_EXIT_INPUT);
-	ASSERT_HAS(msg, "already on line 1");
-	ck_assert_int_eq(run("registry", "get", "item-7", "--db", db, "-o", out, NULL),
-			 CLI_EXIT_OK);
+	/* an id given twice, in an --ids file (whatever the batches) as among
+	 * the operands, is deleted by its first and not stored by its second
+	 * (exit 3), as the server answers it: the file was refused ("already
+	 * on line 1", exit 2) where the operands were not */
+	for (int form = 0; form < 3; form++) {
+		const char *id = form == 0 ? "item-7" : form == 1 ? "item-8" : "item-9";
+		char want[160];
+		const char *sid;
+		ck_assert_int_eq(run("registry", "get", id, "--db", db, "-o", out, NULL),
+				 CLI_EXIT_OK);
+		j = load_json(out);
+		sid = json_string_value(json_object_get(j, "sid"));
+		snprintf(want, sizeof(want), "%s\t%s\t1\n%s\t\t0\n", id, sid, id);
+		json_decref(j);
+		snprintf(line, sizeof(line), "%s\n%s\n", id, id);
+		write_text(idsf, line);
+		unlink(out);
+		ck_assert_int_eq(form == 2 ? run_err(msg, sizeof(msg), "registry", "delete", "--db",
+						     db, id, id, "-o", out, NULL)
+					   : run_err(msg, sizeof(msg), "registry", "delete", "--db",
+						     db, "--ids", idsf, "--batch", form ? "1" : "2",
+						     "-o", out, NULL),
+				 CLI_REGISTRY_EXIT_CONFLICTS);
+		ASSERT_HAS(msg, "deleted 1 of 2 item ids");
+		text = read_all(out);
+		ck_assert_str_eq(text, want);
+		free(text);
+		ck_assert_int_eq(run("registry", "get", id, "--db", db, NULL), CLI_EXIT_INPUT);
+	}
 	/* the store counts what is left; assigning again fills the freed slots */
 	ck_assert_int_eq(run("registry", "stats", "--db", db, "-o", out, NULL), CLI_EXIT_OK);
 	j = load_json(out);
-	ck_assert_int_eq(json_integer_value(json_object_get(j, "items")), N - 4);
+	ck_assert_int_eq(json_integer_value(json_object_get(j, "items")), N - 7);
 	json_decref(j);
 	ck_assert_int_eq(run("registry", "assign", "--model", model, "--input", npy, "--ids", ids,
 			     "--output", out, NULL),
@@ -2686,6 +2783,7 @@ static Suite *registry_cmd_suite(void)
 	tcase_add_test(tc, t_backup_restore_pg);
 	tcase_add_test(tc, t_restore_other_user);
 	tcase_add_test(tc, t_restore_side_files);
+	tcase_add_test(tc, t_output_empty);
 	tcase_add_test(tc, t_restore_opened_meanwhile);
 	tcase_add_test(tc, t_import_strict);
 	tcase_add_test(tc, t_import_bad_base64);

@@ -147,6 +147,18 @@ class CliTest(unittest.TestCase):
         return run("encode", "--model", model or self.model, "--input", inp or self.input,
                    "--output", output, *extra)
 
+    def assigned_store(self, name):
+        """A SQLite store at @name in the output dir, with the N test rows
+        assigned as sku-0 ... sku-(N-1); its path and the ids file's."""
+        db = os.path.join(self.out.name, name)
+        ids = os.path.join(self.out.name, "ids.txt")
+        with open(ids, "w") as f:
+            f.write("".join("sku-%d\n" % i for i in range(N)))
+        p = run("registry", "assign", "--model", self.model, "--input", self.input, "--ids",
+                ids, "--db", db, "-o", "/dev/null")
+        self.assertEqual(p.returncode, 0, p.stderr.decode())
+        return db, ids
+
     def assert_bad(self, p, *needles):
         self.assertEqual(p.returncode, 2, p.stderr.decode())
         err = p.stderr.decode()
@@ -924,6 +936,23 @@ class CliTest(unittest.TestCase):
                 self.assertEqual((proc.returncode, out), (1, b""), err)
                 self.assertIn(f"semid: {fifo}: write failed: Broken pipe\n", err.decode())
                 self.assertRegex(err.decode(), r"semid: stopped after reassigning \d+ of 20000 ")
+        # delete --rows' log likewise: SIGPIPE ended it without a word
+        # (141 in a shell), its rows deleted in one transaction committed
+        # before the first line is written
+        rows = [str(r) for r in range(1, 12001)]  # 12000 lines: more than a pipe holds
+        for pre in (None, ignore):
+            with self.subTest(args="delete --rows", sigpipe="ignored" if pre else "default"):
+                proc = subprocess.Popen([SEMID, "registry", "delete", "--rows", "--db", db,
+                                         "-o", fifo, *rows], stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, preexec_fn=pre)
+                with open(fifo, "rb") as f:
+                    self.assertTrue(f.read(10))
+                out, err = proc.communicate(timeout=120)
+                self.assertEqual((proc.returncode, out, err.decode()),
+                                 (1, b"", f"semid: {fifo}: write failed: Broken pipe\n"))
+                p = run("registry", "stats", "--db", db)
+                self.assertEqual(p.returncode, 0, p.stderr.decode())
+                self.assertEqual(json.loads(p.stdout)["items"], 20000 - 12000)
         # stdout's own reader gone is still the quiet stop, through
         # /dev/stdout too
         for out in ("-", "/dev/stdout"):
@@ -996,13 +1025,7 @@ class CliTest(unittest.TestCase):
         # "stdout: write failed".  Whatever stderr is (2>&1 too).  A socket
         # is not a pipe: a systemd unit's journal stream that went away
         # leaves the write failing as it did.
-        db = os.path.join(self.out.name, "r.db")
-        ids = os.path.join(self.out.name, "ids.txt")
-        with open(ids, "w") as f:
-            f.write("".join("sku-%d\n" % i for i in range(N)))
-        p = run("registry", "assign", "--model", self.model, "--input", self.input, "--ids",
-                ids, "--db", db, "-o", "/dev/null")
-        self.assertEqual(p.returncode, 0, p.stderr.decode())
+        db, ids = self.assigned_store("r.db")
         cmds = [["version"], ["help", "encode"], ["inspect", self.model],
                 ["encode", "--model", self.model, "--input", self.input, "-o", "-"],
                 ["registry", "export", "--db", db], ["registry", "list", "--db", db],
@@ -1077,6 +1100,34 @@ class CliTest(unittest.TestCase):
                            timeout=120)
         self.assertEqual(p.returncode, 1, p.stderr.decode())
         self.assertIn("stdout: write", p.stderr.decode())
+
+        # and so by its names (/dev/stdout, /dev/fd/1, ...): the /dev/null
+        # that holds its number was opened anew for writing, and the output
+        # went there, exit 0; reassign's and delete's logs likewise (delete
+        # said its ids deleted, into it).  Before anything is done.
+        db, _ = self.assigned_store("ids.db")
+        link = os.path.join(self.out.name, "stdout-link")
+        os.symlink("/dev/stdout", link)
+        model2 = os.path.join(self.out.name, "m2.safetensors")
+        make_model(model2, np.random.default_rng(8), model_version="test-2")
+        cmds = [["encode", "--model", self.model, "--input", self.input],
+                ["registry", "stats", "--db", db],
+                ["registry", "delete", "--db", db, "sku-1"],
+                ["registry", "delete", "--rows", "--db", db, "3"],
+                ["registry", "reassign", "--model", model2, "--db", db]]
+        for out in ("/dev/stdout", "/dev/fd/1", "/proc/self/fd/1", link):
+            for args in cmds:
+                with self.subTest(output=out, args=args[:2]):
+                    p = subprocess.run([SEMID, *args, "-o", out], stderr=subprocess.PIPE,
+                                       preexec_fn=closed(1), timeout=120)
+                    self.assertEqual((p.returncode, p.stderr.decode()),
+                                     (1, f"semid: {out}: cannot write the output: "
+                                      "descriptor 1 is not open for writing\n"))
+        p = run("registry", "diff", "--model", model2, "--db", db)
+        self.assertEqual(p.returncode, 0, p.stderr.decode())
+        report = json.loads(p.stdout)
+        self.assertEqual(report["items"], N)  # nothing deleted
+        self.assertGreater(report["changed"], 0)  # nothing moved
 
     def test_version(self):
         for arg in ("version", "--version"):
