@@ -60,18 +60,43 @@ int sid_error_set_at(struct sid_error *err, int code, long index, const char *fm
 	return code;
 }
 
+/* Cut @s (NUL-terminated) to at most @max bytes by putting "..." in place
+ * of its middle, on UTF-8 character boundaries: a path keeps its start and
+ * its file name. */
+static void elide_middle(char *s, size_t max)
+{
+	size_t len = strlen(s), a, b;
+	const char *tail;
+
+	if (len <= max || max < 5)
+		return;
+	a = sid_utf8_prefix(s, (max - 3) / 2);
+	tail = s + len - (max - 3 - a);
+	while (((unsigned char)*tail & 0xc0) == 0x80) /* a continuation byte */
+		tail++;
+	b = strlen(tail);
+	memcpy(s + a, "...", 3);
+	memmove(s + a + 3, tail, b + 1);
+}
+
 int sid_error_prefix(struct sid_error *err, const char *fmt, ...)
 {
 	char head[SID_ERROR_MSG_MAX], old[SID_ERROR_MSG_MAX];
-	size_t n, m, cap = sizeof(err->msg) - 1;
+	size_t n, m, keep, cap = sizeof(err->msg) - 1;
 	va_list ap;
 
 	if (!err)
 		return SID_EINVAL;
 	va_start(ap, fmt);
-	vsnprintf(head, sizeof(head), fmt, ap);
+	if (vsnprintf(head, sizeof(head), fmt, ap) >= (int)sizeof(head))
+		head[utf8_fit(head, sizeof(head) - 1)] = '\0'; /* as error_vset */
 	va_end(ap);
 	memcpy(old, err->msg, sizeof(old));
+	/* A long head (a path of a few hundred bytes) gives up its middle
+	 * rather than push out the message it prefixes, the reason, which
+	 * keeps up to half the room. */
+	keep = strlen(old) < cap / 2 ? strlen(old) : cap / 2;
+	elide_middle(head, cap - 2 - keep);
 	/* Joined by hand: truncating a long message is fine, and snprintf
 	 * would make gcc's -Wformat-truncation fail the -Werror build. */
 	n = sid_utf8_prefix(head, cap - 2);

@@ -372,10 +372,12 @@ void sid_publish_abort(struct sid_publish *pub)
 	pub->path = pub->tmp = NULL;
 }
 
-/* Open @path read-only and stat it; a negative SID_E* code unless a regular file. */
+/* Open @path read-only and stat it; a negative SID_E* code unless a regular
+ * file.  O_NONBLOCK until then: a FIFO put at a model's path blocked the
+ * open, and a server's reloads with it, until a writer came. */
 static int open_regular(const char *path, struct stat *st, struct sid_error *err)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 
 	if (fd < 0)
 		return sid_error_set(err, errno == ENOENT ? SID_ENOTFOUND : SID_EIO, "%s: %s", path,
@@ -389,15 +391,23 @@ static int open_regular(const char *path, struct stat *st, struct sid_error *err
 		close(fd);
 		return sid_error_set(err, SID_EIO, "%s: not a regular file", path);
 	}
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
 	return fd;
 }
 
 int sid_file_read(const char *path, size_t max_len, uint8_t **out, size_t *out_len,
 		  struct sid_error *err)
 {
+	return sid_file_read_checked(path, max_len, NULL, out, out_len, err);
+}
+
+int sid_file_read_checked(const char *path, size_t max_len, sid_file_head_check check,
+			  uint8_t **out, size_t *out_len, struct sid_error *err)
+{
 	struct stat st;
-	uint8_t *buf = NULL;
+	uint8_t *buf = NULL, head[SID_FILE_HEAD_BYTES];
 	size_t got = 0, size;
+	ssize_t n_head;
 	int fd, rc;
 
 	*out = NULL;
@@ -409,6 +419,19 @@ int sid_file_read(const char *path, size_t max_len, uint8_t **out, size_t *out_l
 		rc = sid_error_set(err, SID_EFORMAT, "%s: %lld bytes, larger than the cap of %zu",
 				   path, (long long)st.st_size, max_len);
 		goto fail;
+	}
+	if (check) {
+		while ((n_head = pread(fd, head, sizeof(head), 0)) < 0 && errno == EINTR)
+			;
+		if (n_head < 0) {
+			rc = sid_error_set(err, SID_EIO, "%s: read: %s", path, strerror(errno));
+			goto fail;
+		}
+		if ((rc = check(head, (size_t)n_head, (uint64_t)st.st_size, err))) {
+			if (err)
+				sid_error_name_file(err, path);
+			goto fail;
+		}
 	}
 	size = (size_t)st.st_size;
 	buf = malloc(size + 1);

@@ -118,6 +118,20 @@ int sid_file_read(const char *path, size_t max_len, uint8_t **out, size_t *out_l
 		  struct sid_error *err);
 
 /*
+ * sid_file_read, with @check (when not NULL) given the file's first bytes
+ * (up to SID_FILE_HEAD_BYTES; fewer when the file is shorter) and its size
+ * before the rest is read: a nonzero return (a SID_E* code, the message in
+ * @err, which gets @path in front) fails the read.  So that a file of the wrong kind (embeddings
+ * copied over a model) is refused from its first bytes, not after
+ * gigabytes were read into memory.
+ */
+#define SID_FILE_HEAD_BYTES 16
+typedef int (*sid_file_head_check)(const uint8_t *head, size_t n, uint64_t size,
+				   struct sid_error *err);
+int sid_file_read_checked(const char *path, size_t max_len, sid_file_head_check check,
+			  uint8_t **out, size_t *out_len, struct sid_error *err);
+
+/*
  * The next line of @f into *@buf (malloc'ed, grown as needed and kept for
  * the next call; free it at the end), NUL-terminated: its length with its
  * newline, -1 at the end of the file or on a read error (see ferror), -2

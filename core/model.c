@@ -650,13 +650,13 @@ int sid_model_load(const char *path, struct sid_model **out, struct sid_error *e
 	 * hot-swapping.  The copy is transient; the tensors are copied into the
 	 * model's aligned block anyway.
 	 */
-	rc = sid_file_read(path, SID_MODEL_FILE_MAX, &buf, &len, err);
-	if (rc)
-		return rc;
-	rc = model_build(buf, len, path, out, err);
-	free(buf);
+	rc = sid_file_read_checked(path, SID_MODEL_FILE_MAX, sid_st_check_head, &buf, &len, err);
+	if (!rc) {
+		rc = model_build(buf, len, path, out, err);
+		free(buf);
+	}
 	if (rc && err)
-		sid_error_prefix(err, "%s", path);
+		sid_error_name_file(err, path);
 	return rc;
 }
 

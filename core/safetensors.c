@@ -334,19 +334,40 @@ static uint64_t header_len(const uint8_t *p)
 	return n;
 }
 
+int sid_st_check_head(const uint8_t *head, size_t n, uint64_t size, struct sid_error *err)
+{
+	uint64_t hlen;
+	char hint[128];
+
+	if (size < 8 || n < 8)
+		return sid_error_set(err, SID_EFORMAT,
+				     "file is %llu bytes, too short for the 8-byte header length",
+				     (unsigned long long)size);
+	hlen = header_len(head);
+	if (hlen > SID_ST_HEADER_MAX)
+		return sid_error_set(err, SID_EFORMAT, "header length %llu exceeds the cap of %u%s",
+				     (unsigned long long)hlen, SID_ST_HEADER_MAX,
+				     foreign_hint(head, n, hint, sizeof(hint)));
+	if (hlen > size - 8)
+		return sid_error_set(err, SID_EFORMAT,
+				     "header length %llu runs past the end of the %llu-byte file%s",
+				     (unsigned long long)hlen, (unsigned long long)size,
+				     foreign_hint(head, n, hint, sizeof(hint)));
+	if (hlen < 2 || n < 9 || head[8] != '{')
+		return sid_error_set(err, SID_EFORMAT, "header is not a JSON object%s",
+				     foreign_hint(head, n, hint, sizeof(hint)));
+	return 0;
+}
+
 int sid_st_sniff(const unsigned char head[9], uint64_t size)
 {
-	uint64_t hlen = header_len(head);
-
-	return size >= 9 && hlen >= 2 && hlen <= SID_ST_HEADER_MAX && hlen <= size - 8 &&
-	       head[8] == '{';
+	return sid_st_check_head(head, 9, size, NULL) == 0;
 }
 
 int sid_st_parse(const void *buf, size_t len, struct sid_st_file *out, struct sid_error *err)
 {
 	const uint8_t *p = buf;
 	uint64_t hlen;
-	char hint[128];
 	json_t *root = NULL;
 	json_error_t jerr;
 	const char *key;
@@ -357,22 +378,9 @@ int sid_st_parse(const void *buf, size_t len, struct sid_st_file *out, struct si
 	memset(out, 0, sizeof(*out));
 	if (!buf && len)
 		return sid_error_set(err, SID_EINVAL, "no buffer");
-	if (len < 8)
-		return sid_error_set(err, SID_EFORMAT,
-				     "file is %zu bytes, too short for the 8-byte header length",
-				     len);
+	if ((rc = sid_st_check_head(p, len, len, err)))
+		return rc;
 	hlen = header_len(p);
-	if (hlen > SID_ST_HEADER_MAX)
-		return sid_error_set(err, SID_EFORMAT, "header length %llu exceeds the cap of %u%s",
-				     (unsigned long long)hlen, SID_ST_HEADER_MAX,
-				     foreign_hint(p, len, hint, sizeof(hint)));
-	if (hlen > len - 8)
-		return sid_error_set(
-		    err, SID_EFORMAT, "header length %llu runs past the end of the %zu-byte file%s",
-		    (unsigned long long)hlen, len, foreign_hint(p, len, hint, sizeof(hint)));
-	if (hlen < 2 || p[8] != '{')
-		return sid_error_set(err, SID_EFORMAT, "header is not a JSON object%s",
-				     foreign_hint(p, len, hint, sizeof(hint)));
 	if (memchr(p + 8, '\0', (size_t)hlen))
 		return sid_error_set(
 		    err, SID_EFORMAT, "header holds a NUL byte at byte offset %zu",

@@ -83,6 +83,16 @@ const char *sid_st_dtype_name(enum sid_st_dtype dt);
 int sid_st_parse(const void *buf, size_t len, struct sid_st_file *out, struct sid_error *err);
 
 /*
+ * The first rules sid_st_parse applies, to a file's first @n bytes @head
+ * (16, SID_FILE_HEAD_BYTES, are enough for the message's guess at what else
+ * the file is) and its
+ * size: a header length that fits the file and the cap, then '{'.  0, or
+ * SID_EFORMAT with the message sid_st_parse would give; so that a file of
+ * another kind is refused before it is read whole.
+ */
+int sid_st_check_head(const uint8_t *head, size_t n, uint64_t size, struct sid_error *err);
+
+/*
  * 1 when a file of @size bytes whose first 9 bytes are @head passes the
  * first rules sid_st_parse applies (a header length that fits the file and
  * the cap, then '{'): a model, or meant as one.  A file of another kind (a

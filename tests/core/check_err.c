@@ -81,6 +81,42 @@ START_TEST(test_prefix_truncates_long_messages)
 	sid_error_prefix(&e, "%s", head);
 	ck_assert_uint_eq(strlen(e.msg), SID_ERROR_MSG_MAX - 1);
 	ck_assert_int_eq(e.msg[0], 'h');
+	/* whose middle gives way to the message it prefixes: the reason */
+	ck_assert_str_eq(e.msg + strlen(e.msg) - 9, "hhh: tail");
+	ck_assert_ptr_nonnull(strstr(e.msg, "h...h"));
+}
+END_TEST
+
+/* A long path in front of a reason (a model under a deep directory): the
+ * reason stays whole, and the path keeps its start and its file name, its
+ * middle given up; the reason past half the record is cut instead. */
+START_TEST(test_prefix_keeps_the_reason)
+{
+	static const char reason[] = "tensor 'item.encoder.0.weight' holds a non-finite value "
+				     "(nan) at element 17";
+	char path[500], want_end[200], *dots;
+	struct sid_error e;
+	size_t n;
+
+	memset(path, 'd', sizeof(path));
+	memcpy(path, "/srv/", 5);
+	path[240] = path[480] = '/';
+	snprintf(path + 481, sizeof(path) - 481, "model.st");
+	sid_error_set(&e, SID_EFORMAT, "%s", reason);
+	sid_error_prefix(&e, "%s", path);
+	n = strlen(e.msg);
+	ck_assert_uint_le(n, SID_ERROR_MSG_MAX - 1);
+	ck_assert_uint_ge(n, SID_ERROR_MSG_MAX - 4);
+	snprintf(want_end, sizeof(want_end), "/model.st: %s", reason);
+	ck_assert_str_eq(e.msg + n - strlen(want_end), want_end);
+	ck_assert_int_eq(strncmp(e.msg, "/srv/ddd", 8), 0);
+	ck_assert_ptr_nonnull(dots = strstr(e.msg, "..."));
+	ck_assert_ptr_null(strstr(dots + 3, "..."));
+
+	/* a short prefix is left as it is */
+	sid_error_set(&e, SID_EFORMAT, "%s", reason);
+	sid_error_prefix(&e, "%s", "m.st");
+	ck_assert_str_eq(e.msg + 6, reason);
 }
 END_TEST
 
@@ -188,6 +224,7 @@ int main(void)
 	tcase_add_test(tc, test_prefix);
 	tcase_add_test(tc, test_name_file);
 	tcase_add_test(tc, test_prefix_truncates_long_messages);
+	tcase_add_test(tc, test_prefix_keeps_the_reason);
 	tcase_add_test(tc, test_strerror_names_every_code);
 	tcase_add_test(tc, test_utf8_len);
 	tcase_add_test(tc, test_cut_messages_stay_utf8);

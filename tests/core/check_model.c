@@ -15,6 +15,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "fsutil.h"
@@ -798,6 +800,48 @@ START_TEST(test_load_file)
 }
 END_TEST
 
+/* Files a model's path may come to name by mistake are refused as they
+ * are: a FIFO at once (its open blocked until a writer came, and a
+ * server's reloads with it), and a file of
+ * another kind from its first bytes, not after all of it was read into
+ * memory (a sparse 60 GiB .npy: the read asked for 60 GiB, and said it was
+ * out of memory, or took it). */
+START_TEST(test_load_refuses_from_the_start)
+{
+	static const char npy[] = "\x93NUMPY\x01\x00v\x00{'descr': '<f4'";
+	char dir[] = "/tmp/check_model.XXXXXX", path[128];
+	struct sid_error err;
+	struct sid_model *m;
+	int fd;
+
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	snprintf(path, sizeof(path), "%s/m.safetensors", dir);
+	ck_assert_int_eq(mkfifo(path, 0600), 0);
+	alarm(30); /* a blocked open ends the test (SIGALRM), not the run */
+	ck_assert_int_eq(sid_model_load(path, &m, &err), SID_EIO);
+	alarm(0);
+	ck_assert_ptr_null(m);
+	ck_assert_str_eq(err.msg + strlen(path), ": not a regular file");
+	ck_assert_int_eq(strncmp(err.msg, path, strlen(path)), 0);
+	unlink(path);
+
+	fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(write(fd, npy, sizeof(npy) - 1), (ssize_t)sizeof(npy) - 1);
+	ck_assert_int_eq(ftruncate(fd, (off_t)60 << 30), 0);
+	close(fd);
+	ck_assert_int_eq(sid_model_load(path, &m, &err), SID_EFORMAT);
+	ck_assert_ptr_null(m);
+	ck_assert_int_eq(strncmp(err.msg, path, strlen(path)), 0);
+	ck_assert_msg(strstr(err.msg + strlen(path),
+			     ": header length 379676406402707 exceeds the cap of 104857600; "
+			     "it looks like a .npy array, not a safetensors model"),
+		      "%s", err.msg);
+	unlink(path);
+	rmdir(dir);
+}
+END_TEST
+
 static void *ref_worker(void *p)
 {
 	struct sid_model *m = p;
@@ -1012,6 +1056,7 @@ static Suite *model_suite(void)
 	tcase_add_test(tc, test_extra_tensors_ignored);
 	tcase_add_test(tc, test_cnorm);
 	tcase_add_test(tc, test_load_file);
+	tcase_add_test(tc, test_load_refuses_from_the_start);
 	tcase_add_test(tc, test_refcount_threads);
 	tcase_add_test(tc, test_describe_json);
 	tcase_add_test(tc, test_names);
