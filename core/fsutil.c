@@ -129,6 +129,12 @@ int sid_publish_atomic(const char *path, const void *buf, size_t len, struct sid
 int sid_publish_atomic_pieces(const char *path, const struct sid_piece *pc, size_t npc,
 			      struct sid_error *err)
 {
+	return sid_publish_atomic_pieces_go(path, pc, npc, NULL, NULL, err);
+}
+
+int sid_publish_atomic_pieces_go(const char *path, const struct sid_piece *pc, size_t npc,
+				 sid_publish_go go, void *arg, struct sid_error *err)
+{
 	struct sid_publish pub;
 	int rc;
 
@@ -146,6 +152,20 @@ int sid_publish_atomic_pieces(const char *path, const struct sid_piece *pc, size
 			sid_publish_abort(&pub);
 			return rc;
 		}
+	if (go) {
+		/* the long part of a large file's commit is its flush: done
+		 * before @go is asked, the commit's own has nothing left */
+		if (fsync(pub.fd) != 0) {
+			rc = sid_error_set(err, SID_EIO, "%s: fsync %s: %s", path, pub.tmp,
+					   strerror(errno));
+			sid_publish_abort(&pub);
+			return rc;
+		}
+		if (!go(arg)) {
+			sid_publish_abort(&pub);
+			return 1;
+		}
+	}
 	return sid_publish_commit(&pub, err);
 }
 

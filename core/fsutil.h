@@ -53,6 +53,14 @@ struct sid_piece {
 int sid_publish_atomic_pieces(const char *path, const struct sid_piece *pc, size_t npc,
 			      struct sid_error *err);
 
+/* The same, asking @go(@arg) (when not NULL) once the file is written and
+ * synced, just before the rename, the last step: when it returns 0,
+ * nothing is published and the return is 1.  A trainer told to stop while
+ * it wrote a large model publishes nothing (its stop flag, checked there). */
+typedef int (*sid_publish_go)(void *arg);
+int sid_publish_atomic_pieces_go(const char *path, const struct sid_piece *pc, size_t npc,
+				 sid_publish_go go, void *arg, struct sid_error *err);
+
 /*
  * The same for a file written as it is produced (an output of unknown or
  * unbounded size): sid_publish_begin opens the temp file (unnamed where the

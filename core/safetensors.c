@@ -776,6 +776,12 @@ int sid_st_writer_serialize(const struct sid_st_writer *w, uint8_t **out, size_t
  * checkpoint's gigabytes in memory. */
 int sid_st_writer_publish(const struct sid_st_writer *w, const char *path, struct sid_error *err)
 {
+	return sid_st_writer_publish_go(w, path, NULL, NULL, err);
+}
+
+int sid_st_writer_publish_go(const struct sid_st_writer *w, const char *path, int (*go)(void *arg),
+			     void *arg, struct sid_error *err)
+{
 	struct sid_piece *pc;
 	uint8_t *prefix;
 	size_t plen;
@@ -794,7 +800,7 @@ int sid_st_writer_publish(const struct sid_st_writer *w, const char *path, struc
 	pc[0] = (struct sid_piece){prefix, plen};
 	for (size_t i = 0; i < w->n; i++)
 		pc[i + 1] = (struct sid_piece){w->t[i].data, (size_t)w->t[i].nbytes};
-	rc = sid_publish_atomic_pieces(path, pc, w->n + 1, err);
+	rc = sid_publish_atomic_pieces_go(path, pc, w->n + 1, go, arg, err);
 	free(pc);
 	free(prefix);
 	return rc;

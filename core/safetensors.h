@@ -144,5 +144,9 @@ int sid_st_writer_serialize(const struct sid_st_writer *w, uint8_t **out, size_t
  * partial file.  Every error message starts with @path.
  */
 int sid_st_writer_publish(const struct sid_st_writer *w, const char *path, struct sid_error *err);
+/* The same, with @go asked before the rename (sid_publish_atomic_pieces_go):
+ * 1, nothing published, when it says no. */
+int sid_st_writer_publish_go(const struct sid_st_writer *w, const char *path, int (*go)(void *arg),
+			     void *arg, struct sid_error *err);
 
 #endif

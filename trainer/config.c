@@ -307,6 +307,9 @@ int tr_config_load_file(struct tr_config *c, const char *path, struct sid_error 
 
 	if (rc < 0)
 		return rc;
+	if (c->n_config == TR_CONFIG_FILES_MAX)
+		return sid_error_set(err, SID_EINVAL, "--config %s: more than %d config files",
+				     path, TR_CONFIG_FILES_MAX);
 	root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
 	if (!root && je.line < 1) /* not opened: no line to name */
 		return sid_error_set(err, SID_EFORMAT, "--config %s: %s", path, je.text);
@@ -319,6 +322,9 @@ int tr_config_load_file(struct tr_config *c, const char *path, struct sid_error 
 		return sid_error_set(err, SID_ENOMEM, "%s: out of memory", path);
 	rc = tr_config_load_json(c, text, path, err);
 	free(text);
+	/* every file read, not the last only: --out may name none of them */
+	if (rc == 0)
+		c->config[c->n_config++] = path;
 	return rc;
 }
 

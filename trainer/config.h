@@ -25,31 +25,38 @@
 #include "das.h"
 #include "err.h"
 
-#define TR_PATH_MAX 1024
+#define TR_PATH_MAX	    1024
+#define TR_CONFIG_FILES_MAX 16 /* --config files in one run */
 
 struct tr_config {
 	char items[TR_PATH_MAX], users[TR_PATH_MAX], train[TR_PATH_MAX];
 	char test[TR_PATH_MAX], test_cold[TR_PATH_MAX], cold_items[TR_PATH_MAX];
 	char out[TR_PATH_MAX];
-	char config[TR_PATH_MAX]; /* the --config file read, if any (never written over) */
-	char model_version[256];  /* empty: "das-<utc>-<seed>" */
-	int threads;		  /* OpenBLAS threads, 0 = sid_blas_default_threads */
-	int eval;		  /* evaluate at the end when test is set (1) */
-	int publish_tables;	  /* the ICDM ID tables go into the model file too (0) */
-	int progress;		  /* progress bar when stderr is a terminal (1) */
-	double progress_every;	  /* otherwise a progress line every this many seconds of
-				     an epoch (30; 0 = after every batch) */
-	int stop_after;		  /* stop once this many epochs are done (checkpoint, no
-				     publish; 0 = run to the end): a time budget, resume later */
-	int max_steps;		  /* benchmark: stop after this many steps of the first epoch
-				     run, print the timing, write nothing (0 = off) */
-	struct das_config das;	  /* everything else */
+	char model_version[256]; /* empty: "das-<utc>-<seed>" */
+	int threads;		 /* OpenBLAS threads, 0 = sid_blas_default_threads */
+	int eval;		 /* evaluate at the end when test is set (1) */
+	int publish_tables;	 /* the ICDM ID tables go into the model file too (0) */
+	int progress;		 /* progress bar when stderr is a terminal (1) */
+	double progress_every;	 /* otherwise a progress line every this many seconds of
+				    an epoch (30; 0 = after every batch) */
+	int stop_after;		 /* stop once this many epochs are done (checkpoint, no
+				    publish; 0 = run to the end): a time budget, resume later */
+	int max_steps;		 /* benchmark: stop after this many steps of the first epoch
+				    run, print the timing, write nothing (0 = off) */
+	struct das_config das;	 /* everything else */
+
+	/* the --config files read, in order, never written over: the caller's
+	 * strings (argv), not copies, so a path of any length is compared whole */
+	const char *config[TR_CONFIG_FILES_MAX];
+	int n_config;
 };
 
 /* Fill @c with the defaults (das_config_defaults for the model keys). */
 void tr_config_defaults(struct tr_config *c);
 
-/* Apply the keys of the JSON object in file @path. */
+/* Apply the keys of the JSON object in file @path, and record @path (not
+ * copied: it must outlive @c) in c->config; more than TR_CONFIG_FILES_MAX
+ * files is SID_EINVAL. */
 int tr_config_load_file(struct tr_config *c, const char *path, struct sid_error *err);
 
 /* Apply the keys of a JSON object given as text (@what names it in messages). */

@@ -1795,13 +1795,19 @@ int das_checkpoint_restore(struct das_model *m, const struct sid_st_file *f, str
 	    (st[3] != 0 && st[3] != 1))
 		return sid_error_set(err, SID_EFORMAT,
 				     "checkpoint: tensor das.state does not match this model");
-	const float *fp = tp->data;
-	for (size_t i = 0; i < m->n_params; i++)
-		if (!isfinite(fp[i]))
-			return sid_error_set_at(err, SID_EFORMAT, (long)i,
-						"checkpoint: tensor das.params: element %zu is not "
-						"finite",
-						i);
+	/* the moments too: a NaN there resumed, then failed steps later as
+	 * "the loss is not finite", naming neither the checkpoint nor the
+	 * tensor; a second moment is a mean of squares, never negative */
+	const struct sid_st_tensor *tf[3] = {tp, tm, tv};
+	for (int k = 0; k < 3; k++) {
+		const float *fp = tf[k]->data;
+		for (size_t i = 0; i < m->n_params; i++)
+			if (!isfinite(fp[i]) || (tf[k] == tv && fp[i] < 0))
+				return sid_error_set_at(
+				    err, SID_EFORMAT, (long)i,
+				    "checkpoint: tensor %s: element %zu is %s", tf[k]->name, i,
+				    isfinite(fp[i]) ? "negative" : "not finite");
+	}
 	memcpy(m->params, tp->data, sizeof(float) * m->n_params);
 	memcpy(m->am, tm->data, sizeof(float) * m->n_params);
 	memcpy(m->av, tv->data, sizeof(float) * m->n_params);

@@ -7,10 +7,12 @@
  */
 #include "data.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "fsutil.h"
 #include "rng.h"
@@ -23,6 +25,38 @@ int tr_input_check(const char *path, struct sid_error *err)
 	struct stat st;
 	if (stat(path, &st) == 0 && !S_ISREG(st.st_mode))
 		return sid_error_set(err, SID_EFORMAT, "%s: not a regular file", path);
+	return 0;
+}
+
+int tr_out_dir_check(const char *out, char *dir, size_t len, struct sid_error *err)
+{
+	const char *base = strrchr(out, '/') ? strrchr(out, '/') + 1 : out;
+	struct stat st;
+	char *slash;
+	long name_max;
+
+	if ((size_t)snprintf(dir, len, "%s", out) >= len)
+		return sid_error_set(err, SID_EINVAL, "--out %s: path longer than %zu bytes", out,
+				     len - 1);
+	slash = strrchr(dir, '/');
+	if (!slash)
+		snprintf(dir, len, ".");
+	else
+		slash[slash == dir] = 0; /* "/m.st" -> "/" */
+	if (stat(dir, &st) < 0)
+		return sid_error_set(err, SID_EINVAL, "--out %s: directory %s: %s", out, dir,
+				     strerror(errno));
+	if (!S_ISDIR(st.st_mode))
+		return sid_error_set(err, SID_EINVAL, "--out %s: %s is not a directory", out, dir);
+	if (access(dir, W_OK | X_OK) != 0)
+		return sid_error_set(err, SID_EIO, "--out %s: cannot write in %s: %s", out, dir,
+				     strerror(errno));
+	name_max = pathconf(dir, _PC_NAME_MAX);
+	if (name_max > 0 && (long)strlen(base) > name_max)
+		return sid_error_set(err, SID_EINVAL,
+				     "--out %s: the file name is %zu bytes, longer than the %ld "
+				     "this directory takes",
+				     out, strlen(base), name_max);
 	return 0;
 }
 

@@ -177,4 +177,12 @@ const struct tr_batch *tr_batcher_get(struct tr_batcher *bt, size_t b);
  * for the opener to report. */
 int tr_input_check(const char *path, struct sid_error *err);
 
+/* Before any work, what would only fail once the output is written (after
+ * hours of training), its messages starting "--out @out: ": SID_EINVAL when
+ * @out's directory is missing or not a directory, or @out's file name is
+ * longer than the directory takes; SID_EIO (the disk's state, not the
+ * input's) when this process cannot write in it.  The directory goes into
+ * @dir (@len bytes; "." for a bare name). */
+int tr_out_dir_check(const char *out, char *dir, size_t len, struct sid_error *err);
+
 #endif

@@ -185,14 +185,6 @@ static void put_pair(FILE *f, long u, long i)
  */
 enum { OUT_ITEMS, OUT_USERS, OUT_COLD, OUT_TRAIN, OUT_TEST, OUT_CTEST, OUT_COUNT };
 
-/* Test hook: sleep the milliseconds environment variable @var names, to
- * hold a window open (tests/trainer/test_train.py). */
-static void test_hook_sleep(const char *var)
-{
-	const char *d = getenv(var);
-	if (d && atoi(d) > 0)
-		usleep((useconds_t)atoi(d) * 1000);
-}
 static const char *const out_names[OUT_COUNT] = {"items.npy", "users.npy", "cold_items.txt",
 						 "train.tsv", "test.tsv",  "cold_test.tsv"};
 
@@ -582,7 +574,7 @@ int tr_gen_run(const struct tr_gen_params *p, const char *out_dir, struct tr_gen
 		tr_stop_hold();
 		for (int k = 0; rc == 0 && k < OUT_COUNT; k++) {
 			if (k)
-				test_hook_sleep("SEMID_TEST_GEN_COMMIT_DELAY_MS");
+				tr__test_hook_sleep("SEMID_TEST_GEN_COMMIT_DELAY_MS");
 			rc = sid_publish_commit(&pub[k], err);
 		}
 		tr_stop_release();

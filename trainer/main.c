@@ -43,6 +43,8 @@ static int fail(const char *what, struct sid_error *err)
 	return exit_code(err->code);
 }
 
+_Static_assert(TR_PROFILE_MAX_USERS == 67108864, "usage() gives profile's bound as a number");
+
 static void usage(FILE *f)
 {
 	fprintf(f,
@@ -69,7 +71,8 @@ static void usage(FILE *f)
 		"8..1024, seed 1, cold-frac 0.1, test-frac 0.15.\n"
 		"profile writes --users for data with item embeddings only: row u is the\n"
 		"L2-normalised mean of the --items rows user u clicked in TRAIN (zeros for a\n"
-		"user with none), N rows (default: the largest user index + 1).\n"
+		"user with none, or whose rows sum to zero), N rows (default: the largest\n"
+		"user index + 1; at most 67108864).\n"
 		"\n"
 		"exit status: 0 ok; 1 I/O or internal error (e.g. the model cannot be\n"
 		"             published); 2 bad usage or bad input (an unknown flag or value, a\n"
@@ -120,7 +123,6 @@ static int cmd_train(int argc, char **argv)
 			rc = tr_config_load_file(&cfg, path, &err);
 			if (rc < 0)
 				return fail(NULL, &err);
-			snprintf(cfg.config, sizeof(cfg.config), "%s", path);
 		}
 	}
 	for (int i = 0; i < argc; i++) {
@@ -384,16 +386,21 @@ static int cmd_profile(int argc, char **argv)
 		i += from_next;
 		if (path) {
 			*path = v;
-		} else if (gen_int("profile", f, v, INT32_MAX, &p.n_users) < 0) {
-			return 2;
-		} else if (p.n_users == 0) {
+		} else {
 			/* 0 is tr_profile_params' "not given": an explicit 0 went
-			 * unnoticed and wrote every user's row */
-			fprintf(stderr,
-				"semid-train profile: --n-users: \"%s\" is not an integer in [1, "
-				"%d] (leave it out for the largest user index + 1)\n",
-				v, INT32_MAX);
-			return 2;
+			 * unnoticed and wrote every user's row.  Above the bound,
+			 * tr_profile_run says why it is one. */
+			char *end;
+			errno = 0;
+			p.n_users = v[0] >= '0' && v[0] <= '9' ? strtol(v, &end, 10) : -1;
+			if (p.n_users < 1 || *end || errno) {
+				fprintf(
+				    stderr,
+				    "semid-train profile: --n-users: \"%s\" is not an integer in "
+				    "[1, %ld] (leave it out for the largest user index + 1)\n",
+				    v, TR_PROFILE_MAX_USERS);
+				return 2;
+			}
 		}
 	}
 	if (!p.items || !p.train || !p.out) {
@@ -415,10 +422,16 @@ static int cmd_profile(int argc, char **argv)
 			"semid-train profile: %ld of %ld users have no click in %s: their rows are "
 			"zeros\n",
 			st.empty, st.users, p.train);
+	if (st.zero_sum)
+		fprintf(stderr,
+			"semid-train profile: %ld of %ld users have clicks in %s whose item rows "
+			"sum to zero: their rows are zeros\n",
+			st.zero_sum, st.users, p.train);
 	printf("{\"out\": ");
 	print_json_string(p.out);
-	printf(", \"users\": %ld, \"dim\": %d, \"interactions\": %ld, \"empty_users\": %ld}\n",
-	       st.users, st.dim, st.interactions, st.empty);
+	printf(", \"users\": %ld, \"dim\": %d, \"interactions\": %ld, \"empty_users\": %ld, "
+	       "\"zero_sum_users\": %ld}\n",
+	       st.users, st.dim, st.interactions, st.empty, st.zero_sum);
 	return 0;
 }
 

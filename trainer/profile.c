@@ -9,6 +9,7 @@
 #include "profile.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -50,13 +51,27 @@ static int profile_row(const struct tr_emb *items, const struct tr_csr *by_user,
 	return 0;
 }
 
-/* @out must not name an input: publishing over it would replace the data
- * this run reads (and the user's only copy of it). */
+/* GiB of index (struct tr_csr's offsets, and its fill counts while it is
+ * built) for @rows users. */
+static double index_gib(size_t rows)
+{
+	return (double)rows * 2 * sizeof(int64_t) / (double)(1 << 30);
+}
+
+/* Before any work, as training checks its --out: a missing directory, one
+ * this process cannot write in, a name too long for it (all of which failed
+ * only once the profiles were computed, naming a temp file).  And @out
+ * must not name an input: publishing over it would replace the data this
+ * run reads (and the user's only copy of it). */
 static int out_check(const struct tr_profile_params *p, struct sid_error *err)
 {
 	struct stat so;
 	const char *in[2] = {p->items, p->train};
+	char dir[PATH_MAX];
+	int rc;
 
+	if ((rc = tr_out_dir_check(p->out, dir, sizeof(dir), err)) < 0)
+		return rc;
 	if (lstat(p->out, &so) < 0)
 		return errno == ENOENT
 			   ? 0
@@ -95,9 +110,12 @@ int tr_profile_run(const struct tr_profile_params *p, struct tr_profile_stats *s
 
 	memset(st, 0, sizeof(*st));
 	memset(&pub, 0, sizeof(pub)); /* a zeroed publish aborts as a no-op */
-	if (p->n_users < 0 || p->n_users > INT32_MAX)
-		return sid_error_set(err, SID_EINVAL, "--n-users %ld outside 0..%d", p->n_users,
-				     INT32_MAX);
+	if (p->n_users < 0 || p->n_users > TR_PROFILE_MAX_USERS)
+		return sid_error_set(err, SID_EINVAL,
+				     "--n-users %ld: not in [1, %ld], the users profile writes "
+				     "(%ld rows take %.1f GiB of index)",
+				     p->n_users, TR_PROFILE_MAX_USERS, p->n_users,
+				     index_gib(p->n_users > 0 ? (size_t)p->n_users : 0));
 	if ((rc = out_check(p, err)) < 0)
 		return rc;
 	tr_stop_install(&saved);
@@ -110,9 +128,21 @@ int tr_profile_run(const struct tr_profile_params *p, struct tr_profile_stats *s
 	if (rc < 0)
 		goto done;
 	n_users = (size_t)p->n_users;
-	for (size_t i = 0; !p->n_users && i < in.n; i++)
-		if ((size_t)in.user[i] + 1 > n_users)
-			n_users = (size_t)in.user[i] + 1;
+	for (size_t i = 0; !p->n_users && i < in.n; i++) {
+		size_t u = (size_t)in.user[i];
+		/* one interaction a line, no blank line: line i + 1 */
+		if (u >= (size_t)TR_PROFILE_MAX_USERS) {
+			rc = sid_error_set_at(
+			    err, SID_EFORMAT, (long)i + 1,
+			    "%s:%zu: user %zu: above %ld, the largest user index profile takes "
+			    "(%zu rows would take %.1f GiB of index); is it a 0-based row "
+			    "number, not an id?",
+			    p->train, i + 1, u, TR_PROFILE_MAX_USERS - 1, u + 1, index_gib(u + 1));
+			goto done;
+		}
+		if (u + 1 > n_users)
+			n_users = u + 1;
+	}
 	if ((rc = tr_csr_build(&by_user, n_users, in.user, in.item, in.n, err)) < 0)
 		goto done;
 	st->users = (long)n_users;
@@ -137,11 +167,16 @@ int tr_profile_run(const struct tr_profile_params *p, struct tr_profile_stats *s
 			break;
 		}
 		for (size_t k = 0; rc == 0 && k < m; k++) {
-			int z = profile_row(&items, &by_user, u0 + k, row, acc,
+			size_t u = u0 + k;
+			int z = profile_row(&items, &by_user, u, row, acc,
 					    buf + k * (size_t)items.d, err);
+			int clicks = by_user.off[u + 1] > by_user.off[u];
 			if (z < 0)
 				rc = -1;
-			st->empty += z > 0;
+			/* a click is a line: a user with some whose rows cancel out
+			 * (or are zero) has clicks all the same */
+			st->empty += z > 0 && !clicks;
+			st->zero_sum += z > 0 && clicks;
 		}
 		if (rc == 0)
 			rc = sid_npy_writer_rows(w, buf, m, err);

@@ -3,6 +3,7 @@
  */
 #include "stop.h"
 
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -92,4 +93,11 @@ int tr_stop_error(struct sid_error *err, const char *what)
 {
 	return sid_error_set(err, SID_EIO, "%s stopped by %s", what,
 			     tr_stop_name(tr_stop_signal()));
+}
+
+void tr__test_hook_sleep(const char *var)
+{
+	const char *d = getenv(var);
+	if (d && atoi(d) > 0)
+		usleep((useconds_t)atoi(d) * 1000);
 }

@@ -46,4 +46,8 @@ const char *tr_stop_name(int sig);
 struct sid_error;
 int tr_stop_error(struct sid_error *err, const char *what);
 
+/* Tests: sleep the milliseconds the environment variable @var gives, if
+ * any, to hold a window open for a signal (tests/trainer/test_train.py). */
+void tr__test_hook_sleep(const char *var);
+
 #endif

@@ -102,50 +102,42 @@ static int gather(const struct tr_emb *e, const int32_t *idx, size_t n, float *d
  * that would overwrite an input: --out in a missing directory or in one
  * this process cannot write (a read-only file system), a name (the model's
  * or its checkpoint's, 5 bytes longer) the directory cannot hold, --out or
- * its checkpoint an existing non-regular file (a directory), or either of
- * them the same file as an input, the --config file included (publishing
- * over items.npy destroys it).
+ * its checkpoint an existing non-regular file (a directory) or a symbolic
+ * link, or either of them the same file as an input, every --config file
+ * included (publishing over items.npy destroys it).
  */
 static int check_outputs(const struct tr_config *c, const char *ckpt, struct sid_error *err)
 {
-	const char *in[] = {c->items,	  c->users,	 c->train, c->test,
-			    c->test_cold, c->cold_items, c->config};
-	const char *flag[] = {"items",	   "users",	 "train", "test",
-			      "test-cold", "cold-items", "config"};
-	const char *outs[2] = {c->out, ckpt};
-	char dir[TR_PATH_MAX], *slash;
+	const char *in[] = {c->items, c->users, c->train, c->test, c->test_cold, c->cold_items};
+	const char *flag[] = {"items", "users", "train", "test", "test-cold", "cold-items"};
+	const char *outs[2] = {c->out, ckpt}, *cbase;
+	char dir[TR_PATH_MAX];
 	struct stat so;
 	long name_max;
+	int rc;
 
-	snprintf(dir, sizeof(dir), "%s", c->out);
-	slash = strrchr(dir, '/');
-	if (!slash)
-		snprintf(dir, sizeof(dir), ".");
-	else
-		slash[slash == dir] = 0; /* "/m.st" -> "/" */
-	if (stat(dir, &so) < 0)
-		return sid_error_set(err, SID_EINVAL, "--out %s: directory %s: %s", c->out, dir,
-				     strerror(errno));
-	if (!S_ISDIR(so.st_mode))
-		return sid_error_set(err, SID_EINVAL, "--out %s: %s is not a directory", c->out,
-				     dir);
-	/* what would only fail at the first checkpoint, after an epoch's work */
-	if (access(dir, W_OK | X_OK) != 0) /* the disk's state, not the input's: exit 1 */
-		return sid_error_set(err, SID_EIO, "--out %s: cannot write in %s: %s", c->out, dir,
-				     strerror(errno));
+	if ((rc = tr_out_dir_check(c->out, dir, sizeof(dir), err)) < 0)
+		return rc;
+	/* the model's own name is checked there; its checkpoint's is 5 bytes longer */
+	cbase = strrchr(ckpt, '/') ? strrchr(ckpt, '/') + 1 : ckpt;
 	name_max = pathconf(dir, _PC_NAME_MAX);
-	for (int k = 0; k < 2 && name_max > 0; k++) {
-		const char *base = strrchr(outs[k], '/') ? strrchr(outs[k], '/') + 1 : outs[k];
-		if ((long)strlen(base) > name_max)
-			return sid_error_set(err, SID_EINVAL,
-					     "--out %s: %s file name is %zu bytes, longer than the "
-					     "%ld this directory takes",
-					     c->out, k ? "its checkpoint's" : "the", strlen(base),
-					     name_max);
-	}
+	if (name_max > 0 && (long)strlen(cbase) > name_max)
+		return sid_error_set(err, SID_EINVAL,
+				     "--out %s: its checkpoint's file name is %zu bytes, longer "
+				     "than the %ld this directory takes",
+				     c->out, strlen(cbase), name_max);
 	for (int k = 0; k < 2; k++) {
-		if (stat(outs[k], &so) < 0)
+		if (lstat(outs[k], &so) < 0)
 			continue;
+		/* published by a rename: over a link, it would replace the link
+		 * and leave the file the link names as it was (profile refuses
+		 * it so too) */
+		if (S_ISLNK(so.st_mode))
+			return sid_error_set(err, SID_EINVAL,
+					     "--out %s: %s is a symbolic link: give the file it "
+					     "names (publishing would replace the link, not that "
+					     "file)",
+					     c->out, outs[k]);
 		if (!S_ISREG(so.st_mode))
 			return sid_error_set(err, SID_EINVAL,
 					     "--out %s: %s exists and is not a "
@@ -157,6 +149,12 @@ static int check_outputs(const struct tr_config *c, const char *ckpt, struct sid
 						     "--out %s: %s is the --%s input %s; "
 						     "publishing would overwrite it",
 						     c->out, outs[k], flag[i], in[i]);
+		for (int i = 0; i < c->n_config; i++)
+			if (sid_same_file(c->config[i], &so))
+				return sid_error_set(err, SID_EINVAL,
+						     "--out %s: %s is the --config input %s; "
+						     "publishing would overwrite it",
+						     c->out, outs[k], c->config[i]);
 	}
 	return 0;
 }
@@ -695,6 +693,21 @@ fail:
 	return rc;
 }
 
+/*
+ * Asked by the model's publish once the file is written and synced, just
+ * before the rename (sid_st_writer_publish_go): go on unless a stop was
+ * asked for (a SIGTERM during a large model's write was heeded only after
+ * it was published, with exit status 0).  From here a second signal waits
+ * for the rename or the abort (tr_stop_release after the publish).
+ */
+static int publish_go(void *arg)
+{
+	(void)arg;
+	tr__test_hook_sleep("SEMID_TEST_PUBLISH_DELAY_MS");
+	tr_stop_hold();
+	return !tr_stop_signal();
+}
+
 /* Evaluate the current model on the test sets (through a serialised copy, so
  * the figures are those of exactly the file that gets published). */
 static int final_eval(struct run *r, const char *version, json_t **out, struct sid_error *err)
@@ -933,7 +946,12 @@ int tr_train_run(const struct tr_config *cfg, int resume, struct sid_error *err)
 		sid_error_prefix(err, "%s", cfg->out);
 		goto fail;
 	}
-	rc = sid_st_writer_publish(w, cfg->out, err); /* errors name the file */
+	rc = sid_st_writer_publish_go(w, cfg->out, publish_go, NULL, err); /* errors name it */
+	tr_stop_release();
+	if (rc == 1) { /* the checkpoint holds every epoch: --resume publishes it */
+		r.stopped_in = "while writing the model";
+		goto stopped;
+	}
 	if (rc < 0)
 		goto fail;
 	fprintf(stderr, "published %s (model_version %s)\n", cfg->out, version);

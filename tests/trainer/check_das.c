@@ -597,6 +597,71 @@ START_TEST(test_resume_bit_exact)
 }
 END_TEST
 
+/* A checkpoint whose Adam moments hold a NaN (or an Inf, or a negative
+ * second moment, a mean of squares) resumed, and training failed steps
+ * later with "the loss is not finite", naming neither the file nor the
+ * tensor: refused at restore, naming the tensor and the element, the model
+ * untouched.  Loop _i: das.params, das.adam_m, das.adam_v; each with NaN,
+ * Inf, and -1 (a refusal for the second moment only). */
+START_TEST(test_checkpoint_values_checked)
+{
+	static const char *names[3] = {"das.params", "das.adam_m", "das.adam_v"};
+	const float bad[3] = {NAN, INFINITY, -1.0f};
+	struct world w;
+	struct das_config c;
+	struct rng r;
+	struct sid_error err;
+	int32_t perm[120];
+
+	world_make(&w, 20, 24, 6, 5, 6, 6);
+	tiny_config(&c, &w, DAS_MODE_DAS);
+	c.batch_size = 16;
+	for (int i = 0; i < 120; i++)
+		perm[i] = (i * 37) % 120;
+	struct das_model *a = model_new(&c, &w);
+	init_cb(a, &w);
+	rng_seed(&r, 9);
+	train(a, &w, perm, 0, 3, 16, &r, NULL, NULL); /* moments not all zero */
+	size_t n = das_params_count(a);
+	for (int b = 0; b < 3; b++) {
+		struct sid_st_writer *wr = sid_st_writer_new();
+		struct sid_st_file f;
+		uint8_t *buf;
+		size_t len, at = n / 2;
+		char want[96];
+		ck_assert_int_eq(das_checkpoint_add(a, wr, &err), 0);
+		ck_assert_int_eq(sid_st_writer_serialize(wr, &buf, &len, &err), 0);
+		sid_st_writer_free(wr);
+		ck_assert_int_eq(sid_st_parse(buf, len, &f, &err), 0);
+		const struct sid_st_tensor *t = sid_st_find(&f, names[_i]);
+		ck_assert_ptr_nonnull(t);
+		/* the parsed tensor points into buf, which is ours */
+		memcpy((uint8_t *)buf + ((const uint8_t *)t->data - buf) + at * sizeof(float),
+		       &bad[b], sizeof(float));
+
+		struct das_model *o = model_new(&c, &w);
+		float before = das_adam_v(o)[0];
+		int rc = das_checkpoint_restore(o, &f, &err);
+		if (b == 2 && _i != 2) { /* a negative parameter or first moment is fine */
+			ck_assert_msg(rc == 0, "%s = -1 refused: %s", names[_i], err.msg);
+		} else {
+			ck_assert_int_eq(rc, SID_EFORMAT);
+			snprintf(want, sizeof(want), "checkpoint: tensor %s: element %zu is %s",
+				 names[_i], at, b == 2 ? "negative" : "not finite");
+			ck_assert_msg(strstr(err.msg, want), "\"%s\" not in \"%s\"", want, err.msg);
+			ck_assert_int_eq(err.index, (long)at);
+			ck_assert(das_adam_v(o)[0] == before); /* nothing restored */
+			ck_assert_int_eq(das_step_count(o), 0);
+		}
+		das_free(o);
+		sid_st_file_release(&f);
+		free(buf);
+	}
+	das_free(a);
+	world_free(&w);
+}
+END_TEST
+
 /* ------------------------------------------------------------ export */
 
 START_TEST(test_export_loads_and_encodes)
@@ -968,6 +1033,7 @@ static Suite *das_suite(void)
 	tcase_add_test(tc, test_lazy_tables);
 	tcase_add_test(tc, test_training_run);
 	tcase_add_test(tc, test_resume_bit_exact);
+	tcase_add_loop_test(tc, test_checkpoint_values_checked, 0, 3);
 	tcase_add_test(tc, test_export_loads_and_encodes);
 	suite_add_tcase(s, tc);
 	return s;

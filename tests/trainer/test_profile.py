@@ -15,6 +15,7 @@ Run: SEMID_BIN=/path/to/bin /usr/bin/python3 tests/trainer/test_profile.py
 """
 import json
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -95,7 +96,8 @@ class TestProfile(unittest.TestCase):
         np.testing.assert_allclose(np.linalg.norm(got[[0, 1, 2, 4, 5]], axis=1), 1, atol=1e-6)
         summary = json.loads(p.stdout)
         self.assertEqual(summary, {"out": out, "users": 6, "dim": 12,
-                                   "interactions": len(lines), "empty_users": 1})
+                                   "interactions": len(lines), "empty_users": 1,
+                                   "zero_sum_users": 0})
         self.assertIn("1 of 6 users have no click in %s: their rows are zeros" % train, p.stderr)
 
     def test_n_users_pads_and_bounds(self):
@@ -118,8 +120,94 @@ class TestProfile(unittest.TestCase):
         p = self.profile(train, self.path("u0.npy"), "--n-users", "0")
         self.assertEqual(p.returncode, 2, p.stderr)
         self.assertIn("--n-users", p.stderr)
-        self.assertIn("[1, 2147483647]", p.stderr)
+        self.assertIn("[1, 67108864]", p.stderr)
         self.assertFalse(os.path.exists(self.path("u0.npy")))
+
+    def test_too_many_users_refused_before_allocating(self):
+        """--n-users 2147483647, or a user index that large in the train
+        file (an id, not a row number), made profile allocate 16 bytes of
+        index a user, 32 GiB, before writing a row.  Refused with exit 2,
+        the value and where it came from named, nothing written.  The
+        address space is capped at 2 GiB so that a regression fails here
+        with "out of memory" (exit 1) instead of taking the machine's
+        memory."""
+        def capped(*args):
+            def limit():
+                resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+            return subprocess.run([str(a) for a in args], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, timeout=120,
+                                  preexec_fn=limit)
+
+        train = self.write_train(["0\t1", "1\t2"])
+        out = self.path("users.npy")
+        for n in ("2147483647", "67108865", "99999999999"):
+            p = capped(TRAIN, "profile", "--items", self.items_path, "--train", train,
+                       "--out", out, "--n-users", n)
+            self.assertEqual(p.returncode, 2, (n, p.stderr))
+            self.assertIn("--n-users %s: not in [1, 67108864], the users profile writes" % n,
+                          p.stderr)
+            self.assertEqual(p.stdout, "")
+        # the first index past the bound too (the largest taken, 67108863,
+        # is not run here: a 1 GiB index, a 3 GiB file)
+        for u in ("2147483647", "67108864"):
+            big = self.write_train(["0\t1", "%s\t2" % u, "1\t3"], "big.tsv")
+            p = capped(TRAIN, "profile", "--items", self.items_path, "--train", big,
+                       "--out", out)
+            self.assertEqual(p.returncode, 2, (u, p.stderr))
+            self.assertIn("%s:2: user %s: above 67108863, the largest user index profile "
+                          "takes (%d rows would take " % (big, u, int(u) + 1), p.stderr)
+            self.assertEqual(len(p.stderr.strip().splitlines()), 1, p.stderr)
+            # within --n-users the line is named as before
+            p = capped(TRAIN, "profile", "--items", self.items_path, "--train", big,
+                       "--out", out, "--n-users", "2")
+            self.assertEqual(p.returncode, 2, p.stderr)
+            self.assertIn("%s:2: user %s out of range (2 users)" % (big, u), p.stderr)
+        self.assertFalse(os.path.exists(out))
+
+    def test_clicks_summing_to_zero_are_clicks(self):
+        """A click is a line of --train (README, proto/das.md): a user whose
+        clicked items' rows cancel out has clicks, and was counted and
+        reported as having none.  Both get zero rows; each is counted and
+        said as what it is."""
+        self.items[1] = -self.items[0]  # items 0 and 1 sum to zero
+        np.save(self.items_path, self.items)
+        lines = ["0\t0", "0\t1", "2\t5", "3\t0", "3\t1", "3\t0", "3\t1"]  # no user 1
+        train = self.write_train(lines)
+        out = self.path("users.npy")
+        p = self.profile(train, out)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        got = np.load(out)
+        np.testing.assert_allclose(got, expected(self.items, lines), atol=1e-6)
+        for u in (0, 1, 3):
+            self.assertTrue(np.all(got[u] == 0), u)
+        summary = json.loads(p.stdout)
+        self.assertEqual(summary["users"], 4)
+        self.assertEqual(summary["empty_users"], 1)  # user 1: no line
+        self.assertEqual(summary["zero_sum_users"], 2)  # users 0 and 3
+        self.assertEqual(p.stderr.splitlines(), [
+            "semid-train profile: 1 of 4 users have no click in %s: their rows are zeros"
+            % train,
+            "semid-train profile: 2 of 4 users have clicks in %s whose item rows sum to "
+            "zero: their rows are zeros" % train])
+
+    def test_out_directory_checked_first(self):
+        """--out in a missing directory failed only once the profiles were
+        computed, exit 1, naming a temp file; it is refused first, exit 2,
+        as training refuses it (before even a malformed --train is read)."""
+        missing = self.path("missing")
+        out = os.path.join(missing, "users.npy")
+        for train in (self.write_train(["0\t1"]), self.write_train(["0 1"], "bad.tsv")):
+            p = self.profile(train, out)
+            self.assertEqual(p.returncode, 2, p.stderr)
+            self.assertEqual(p.stderr, "semid-train profile: --out %s: directory %s: No such "
+                             "file or directory\n" % (out, missing))
+        self.assertFalse(os.path.exists(missing))
+        # the same words as training's
+        p = run(TRAIN, "--items", self.items_path, "--users", self.items_path, "--train",
+                train, "--out", out)
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn("--out %s: directory %s: No such file or directory" % (out, missing),
+                      p.stderr)
 
     def test_float64_items(self):
         lines = ["0\t1", "1\t2", "1\t39"]

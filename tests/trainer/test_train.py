@@ -22,6 +22,7 @@ python3 + numpy.  Programs come from $SEMID_BIN (default "bin").
 
 Run: SEMID_BIN=/path/to/bin /usr/bin/python3 tests/trainer/test_train.py
 """
+import hashlib
 import json
 import os
 import pty
@@ -433,6 +434,72 @@ class TrainerTest(unittest.TestCase):
         self.assertIn("--out needs a value", p.stderr)
         self.assertEqual(sorted(os.listdir(odir)), ["items.npy", "t.tsv.ckpt"])
 
+    def test_every_config_file_is_an_input(self):
+        """Every --config file is an input --out may not overwrite: only the
+        last one given was compared (an earlier one was trained over), and
+        only its first 1023 bytes (a longer path named no file, so the
+        config it spelt was trained over too).  Refused at once, exit 2,
+        each file as it was; more files than the trainer keeps count of are
+        refused, not forgotten."""
+        cdir = os.path.join(self.tmp, "configs")
+        os.makedirs(cdir, exist_ok=True)
+        c1, c2 = os.path.join(cdir, "c1.json"), os.path.join(cdir, "c2.json")
+        c3 = os.path.join(cdir, "m3.st.ckpt")  # what --out m3.st checkpoints to
+        before = {}
+        for c, body in ((c1, {"epochs": 1}), (c2, {"levels": 2}), (c3, {"seed": 4})):
+            with open(c, "w") as f:
+                json.dump(body, f)
+            with open(c, "rb") as f:
+                before[c] = f.read()
+        # the same c1 by a path of 1100 bytes
+        long_c1 = os.path.join(cdir, "./" * 540 + "c1.json")
+        self.assertGreater(len(long_c1), 1100)
+        self.assertTrue(os.path.samefile(long_c1, c1))
+        for out, configs, hit in ((c1, [c1, c2], c1),  # the first of two
+                                  (c2, [c1, c2], c2),  # the last, as before
+                                  (c1, [long_c1, c2], long_c1),  # longer than the old buffer
+                                  (c3[:-5], [c3, c2], c3)):  # OUT.ckpt the first
+            extra = [a for c in configs for a in ("--config", c)]
+            p = run(*self.base_args(out) + extra)
+            self.assertEqual(p.returncode, 2, (configs, p.stderr))
+            self.assertIn("--out %s: " % out, p.stderr)
+            # (a message is cut at 511 bytes: the long path's start is enough)
+            self.assertIn(" is the --config input %s" % hit[:150], p.stderr)
+            self.assertNotIn("epoch 1/", p.stderr)
+        for c, b in before.items():
+            with open(c, "rb") as f:
+                self.assertEqual(f.read(), b, c)
+        p = run(*self.base_args(os.path.join(cdir, "m.st")) + ["--config", c1] * 17)
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn("--config %s: more than 16 config files" % c1, p.stderr)
+        self.assertEqual(sorted(os.listdir(cdir)), ["c1.json", "c2.json", "m3.st.ckpt"])
+
+    def test_symlink_out_refused(self):
+        """A publish renames over its path: an --out (or OUT.ckpt) that is a
+        symbolic link was replaced by the model, the file it named left as
+        it was.  Refused before training, as `profile` refuses it, exit 2,
+        the link and its file untouched."""
+        ldir = os.path.join(self.tmp, "links")
+        os.makedirs(ldir, exist_ok=True)
+        target = os.path.join(ldir, "real.st")
+        with open(target, "wb") as f:
+            f.write(b"old model")
+        link = os.path.join(ldir, "current.st")
+        os.symlink(target, link)
+        ckpt_link_out = os.path.join(ldir, "m.st")
+        os.symlink(target, ckpt_link_out + ".ckpt")
+        for out, named in ((link, link), (ckpt_link_out, ckpt_link_out + ".ckpt")):
+            p = run(*self.base_args(out) + ["--epochs", "1"])
+            self.assertEqual(p.returncode, 2, p.stderr)
+            self.assertIn("--out %s: %s is a symbolic link: give the file it names" %
+                          (out, named), p.stderr)
+            self.assertNotIn("epoch 1/", p.stderr)
+        self.assertTrue(os.path.islink(link))
+        self.assertTrue(os.path.islink(ckpt_link_out + ".ckpt"))
+        with open(target, "rb") as f:
+            self.assertEqual(f.read(), b"old model")
+        self.assertEqual(sorted(os.listdir(ldir)), ["current.st", "m.st.ckpt", "real.st"])
+
     def test_resume_refuses_other_data(self):
         """A checkpoint made on other training data (same sizes, another
         order; fewer lines; another cold list) is refused, untouched."""
@@ -499,6 +566,37 @@ class TrainerTest(unittest.TestCase):
         p = run(*args + ["--resume"])  # the same data still resumes
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertIn("resumed from %s.ckpt after epoch 2/3" % out, p.stderr)
+
+    def test_resume_refuses_non_finite_moments(self):
+        """A checkpoint whose Adam moments hold a NaN (its data checksum
+        right: written so, not damaged since) resumed, and the run failed
+        steps later with "the loss is not finite", naming neither the
+        checkpoint nor the tensor.  Refused at once, exit 2, both named."""
+        ndir = os.path.join(self.tmp, "nan-moments")
+        os.makedirs(ndir, exist_ok=True)
+        out = os.path.join(ndir, "m.st")
+        ckpt = out + ".ckpt"
+        args = self.base_args(out) + ["--epochs", "3"]
+        p = run(*args + ["--stop-after", "1"])
+        self.assertEqual(p.returncode, 0, p.stderr)
+        with open(ckpt, "rb") as f:
+            buf = f.read()
+        n = struct.unpack("<Q", buf[:8])[0]
+        header = json.loads(buf[8:8 + n])
+        data = bytearray(buf[8 + n:])
+        b, _ = header["das.adam_m"]["data_offsets"]
+        data[b + 4 * 5:b + 4 * 6] = struct.pack("<f", float("nan"))
+        header["__metadata__"]["data_sha256"] = hashlib.sha256(data).hexdigest()
+        h = json.dumps(header).encode()
+        h += b" " * (-len(h) % 8)
+        with open(ckpt, "wb") as f:
+            f.write(struct.pack("<Q", len(h)) + h + bytes(data))
+        p = run(*args + ["--resume"])
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn("%s: checkpoint: tensor das.adam_m: element 5 is not finite" % ckpt,
+                      p.stderr)
+        self.assertNotIn("epoch 2/3", p.stderr)
+        self.assertFalse(os.path.exists(out))
 
     def test_special_files_refused(self):
         """A FIFO given as an input used to hang the trainer in open()
@@ -914,6 +1012,43 @@ class TrainerTest(unittest.TestCase):
         self.assertNotIn("not kept", err)
         k = int(re.search(r"holds epoch (\d+)/500", err).group(1))
         self.assertEqual(len(re.findall(r"^epoch \d+/500 joint", err, re.M)), k, err)
+
+    def test_signal_while_writing_the_model(self):
+        """A SIGTERM while the final model was written was ignored: the
+        model was published anyway, exit 0.  Caught while the model's temp
+        file is written (held open 3 s after the write by the test hook
+        SEMID_TEST_PUBLISH_DELAY_MS), the run stops as a stop elsewhere
+        does: 143, nothing published, no temp file, the checkpoint holding
+        every epoch, from which --resume publishes the model."""
+        wdir = os.path.join(self.tmp, "final-write")
+        os.makedirs(wdir, exist_ok=True)
+        out = os.path.join(wdir, "m.st")
+        ckpt = out + ".ckpt"
+        args = [str(a) for a in self.base_args(out) + ["--epochs", "1"]]
+        env = dict(os.environ, SEMID_TEST_PUBLISH_DELAY_MS="3000")
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                text=True, env=env)
+        deadline = time.time() + 60
+        # the checkpoint is in place (its file, renamed, is named by its own
+        # path); the file written after it is the model's
+        while proc.poll() is None and time.time() < deadline and not (
+                os.path.exists(ckpt) and writing_into(proc.pid, wdir, ckpt, written=True)):
+            time.sleep(0.005)
+        self.assertIsNone(proc.poll(), "finished before it was seen writing the model")
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        self.assertEqual(proc.returncode, 128 + signal.SIGTERM, err)
+        self.assertIn("semid-train: stopped by SIGTERM while writing the model; nothing "
+                      "published; %s holds epoch 1/1: continue with --resume\n" % ckpt, err)
+        self.assertNotIn("published %s" % out, err)
+        self.assertEqual(os.listdir(wdir), ["m.st.ckpt"])
+        p = run(*args + ["--resume"])
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("resumed from %s after epoch 1/1" % ckpt, p.stderr)
+        self.assertIn("published %s" % out, p.stderr)
+        self.assertNotIn("epoch 1/1 joint", p.stderr)  # no epoch trained again
+        with open(out, "rb") as f:
+            parse_safetensors(f.read())
 
     def test_input_changed_while_training(self):
         """items.npy is mapped while training runs: rewritten under it with a
