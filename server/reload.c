@@ -5,6 +5,7 @@
  */
 #include "reload.h"
 
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,6 +46,7 @@ struct srv_reload {
 	void *on_swap_ctx;
 
 	uv_fs_event_t watch;
+	uv_timer_t rewatch; /* while the watched directory is gone: looks for it */
 	uv_timer_t debounce;
 	struct checker *ck; /* with watch: stats the model path (below) */
 	uv_async_t moved;   /* the checker found the path names another file */
@@ -276,12 +278,30 @@ static double unix_now(void)
 	return (double)tv.tv_sec + (double)tv.tv_usec * 1e-6;
 }
 
+/* Tests: a load that hangs, as on a hung file system (a FIFO at the model's
+ * path did, until loads opened it non-blocking).  When
+ * SEMID_TEST_LOAD_GATE names a file, each load first reads it to its end:
+ * a FIFO's open waits for a writer. */
+static void test_load_gate(void)
+{
+	const char *gate = getenv("SEMID_TEST_LOAD_GATE");
+	char b[64];
+	int fd;
+
+	if (!gate || (fd = open(gate, O_RDONLY | O_CLOEXEC)) < 0)
+		return;
+	while (read(fd, b, sizeof(b)) > 0)
+		;
+	close(fd);
+}
+
 int srv_model_load_checked(const char *path, struct sid_model **out, struct sid_error *err)
 {
 	struct sid_model *m = NULL;
 	int rc;
 
 	*out = NULL;
+	test_load_gate();
 	rc = sid_model_load(path, &m, err);
 	if (rc)
 		return rc;
@@ -534,10 +554,59 @@ static void on_debounced(uv_timer_t *t)
 	consider(t->data);
 }
 
+#define REWATCH_MS 1000 /* how often a directory gone is looked for */
+
+static void on_fs_event(uv_fs_event_t *h, const char *filename, int events, int status);
+static void on_rewatch(uv_timer_t *t);
+
+/*
+ * r->dir itself was removed or renamed (an event naming the directory, as
+ * libuv names those; a file of the directory's name is taken for one too,
+ * at the cost of a watch made again): inotify's watch is of the directory,
+ * not its name, and it saw nothing more, so with watch_poll_ms 0 no model
+ * published in a directory made again was ever loaded.  The name is
+ * watched anew (the inode cannot tell: a new directory often gets the old
+ * one's), or while nothing is there looked for every REWATCH_MS; then the
+ * path is checked at once (a model may be in it already).
+ */
+static void rewatch(struct srv_reload *r)
+{
+	int gone = uv_is_active((uv_handle_t *)&r->rewatch);
+
+	if (r->closing)
+		return;
+	uv_fs_event_stop(&r->watch);
+	if (uv_fs_event_start(&r->watch, on_fs_event, r->dir, 0) != 0) {
+		if (!gone) {
+			srv_log(SRV_LOG_WARN, "watch",
+				"%s is gone: no model published there is seen until it is back "
+				"(looked for every %d ms)",
+				r->dir, REWATCH_MS);
+			uv_timer_start(&r->rewatch, on_rewatch, REWATCH_MS, REWATCH_MS);
+		}
+		return;
+	}
+	uv_timer_stop(&r->rewatch);
+	srv_log(SRV_LOG_INFO, "watch", "%s was %s: watching it anew", r->dir,
+		gone ? "made again" : "removed or replaced");
+	if (r->ck)
+		checker_kick(r->ck);
+}
+
+static void on_rewatch(uv_timer_t *t)
+{
+	rewatch(t->data);
+}
+
 static void on_fs_event(uv_fs_event_t *h, const char *filename, int events, int status)
 {
 	struct srv_reload *r = h->data;
+	const char *base = strrchr(r->dir, '/');
+
 	(void)events;
+	/* the directory's own events (deleted, moved) name it (libuv) */
+	if (filename && !strcmp(filename, base && base[1] ? base + 1 : r->dir))
+		rewatch(r);
 	if (status < 0) {
 		srv_log(SRV_LOG_WARN, "watch", "watching %s: %s", r->dir, uv_strerror(status));
 		return;
@@ -546,7 +615,6 @@ static void on_fs_event(uv_fs_event_t *h, const char *filename, int events, int 
 	 * model's own name, and for any other (a symlink swapped in the
 	 * directory, as a Kubernetes volume swaps "..data").  So one new file
 	 * is one report, whether an event, the poll or both see it first. */
-	(void)filename;
 	if (r->ck)
 		checker_kick(r->ck);
 }
@@ -619,6 +687,8 @@ int srv_reload_new(uv_loop_t *loop, const struct srv_config *cfg, struct srv_met
 	r->done_async.data = r;
 	uv_timer_init(loop, &r->debounce);
 	r->debounce.data = r;
+	uv_timer_init(loop, &r->rewatch);
+	r->rewatch.data = r;
 	uv_async_init(loop, &r->moved, on_moved);
 	r->moved.data = r;
 	uv_signal_init(loop, &r->sighup);
@@ -676,6 +746,7 @@ void srv_reload_quiesce(struct srv_reload *r)
 	r->closing = 1;
 	r->again = 0;
 	uv_timer_stop(&r->debounce);
+	uv_timer_stop(&r->rewatch);
 	waiters_fail(&r->next_waiters, SRV_MSG_SHUTTING_DOWN);
 }
 
@@ -710,6 +781,7 @@ void srv_reload_close(struct srv_reload *r)
 	uv_signal_stop(&r->sighup);
 	uv_close((uv_handle_t *)&r->watch, NULL);
 	uv_close((uv_handle_t *)&r->debounce, NULL);
+	uv_close((uv_handle_t *)&r->rewatch, NULL);
 	checker_stop(r->ck); /* before its uv_async is closed: it sends no more */
 	r->ck = NULL;
 	uv_close((uv_handle_t *)&r->moved, NULL);

@@ -872,6 +872,31 @@ class TestOps(unittest.TestCase):
         finally:
             self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
 
+    def test_reload_of_a_fifo_fails_at_once(self):
+        """A FIFO renamed over the model path: its reload waited in open()
+        for a writer for good, the admin reload never answered, and every
+        later publish queued behind it.  Now it is refused at once (not a
+        regular file), the model keeps serving, and the next file is taken."""
+        d = tempfile.mkdtemp(dir=WORK)
+        path = os.path.join(d, "m.safetensors")
+        shutil.copy(TF_MODEL, path)
+        srv = T.Server(["--model", path, "--admin-token", "t", "--watch-poll-ms", "0",
+                        "--reload-debounce-ms", "20"], WORK)
+        try:
+            os.mkfifo(path + ".fifo")
+            os.rename(path + ".fifo", path)
+            st, _, body = srv.json("POST", "/v1/admin/reload",
+                                   headers={"Authorization": "Bearer t"})
+            self.assertEqual((st, body["error"]["code"]), (422, "reload_failed"), body)
+            self.assertIn("%s: not a regular file" % path, body["error"]["message"])
+            self.assertEqual(srv.json("GET", "/readyz")[2]["model_version"], "tiefree-1")
+            T.write_model(path + ".new", {"item": TIEFREE}, "after-fifo")
+            os.rename(path + ".new", path)
+            self.assertEqual(self._wait_version(srv, "after-fifo"), "after-fifo",
+                             srv.log_text()[-2000:])
+        finally:
+            self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
+
     def test_reload_refuses_a_model_that_overflows_on_unit_rows(self):
         """A model that encodes the zero row but overflows float32 on every
         unit-norm one (finite weights of 1e20: a diverged training run) would
@@ -1002,25 +1027,34 @@ class TestOps(unittest.TestCase):
         that one, and reads the file published meanwhile."""
         d = tempfile.mkdtemp(dir=WORK)
         path = os.path.join(d, "model.safetensors")
+        gate = os.path.join(d, "gate")
         shutil.copy(TF_MODEL, path)
-        srv = T.Server(["--model", path, "--watch=false", "--registry", "none"], WORK)
+        srv = T.Server(["--model", path, "--watch=false", "--registry", "none"], WORK,
+                       env=dict(os.environ, SEMID_TEST_LOAD_GATE=gate))
         try:
-            os.mkfifo(path + ".fifo")
-            os.link(path + ".fifo", path + ".keep")  # to open it once renamed over
-            os.rename(path + ".fifo", path)
-            srv.signal(signal.SIGHUP)  # its reload waits in open() for a writer
+            os.mkfifo(gate)
+            os.link(gate, gate + ".keep")  # to open it once its name is gone
+            srv.signal(signal.SIGHUP)  # its reload waits in open() of the gate
             time.sleep(0.3 * T.SLOW)
             srv.signal(signal.SIGHUP)  # while that reload runs
             time.sleep(0.3 * T.SLOW)
             T.write_model(path + ".new", {"item": TIEFREE}, "again-2")
             os.rename(path + ".new", path)
-            os.close(os.open(path + ".keep", os.O_WRONLY))  # the first one fails
+            os.unlink(gate)  # the next load passes
+            os.close(os.open(gate + ".keep", os.O_WRONLY))  # this one goes on
             self.assertEqual(self._wait_version(srv, "again-2"), "again-2",
                              srv.log_text()[-2000:])
-            m = srv.metrics()  # the start's load, the FIFO's, the new file's
+            # the start's load, then two reloads that read the new file: the
+            # second SIGHUP's was not lost
+            deadline = time.monotonic() + 5 * T.SLOW
+            while (srv.log_text().count("trigger=signal result=success") < 2 and
+                   time.monotonic() < deadline):
+                time.sleep(0.02)
+            self.assertEqual(srv.log_text().count("trigger=signal result=success"), 2,
+                             srv.log_text()[-2000:])
+            m = srv.metrics()
             self.assertEqual((m['semid_model_reloads_total{result="success"}'],
-                              m['semid_model_reloads_total{result="error"}']), (2, 1))
-            self.assertIn("trigger=signal result=error", srv.log_text())
+                              m['semid_model_reloads_total{result="error"}']), (3, 0))
         finally:
             self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
 
@@ -1067,6 +1101,50 @@ class TestOps(unittest.TestCase):
             self.assertEqual(srv.json("GET", "/readyz")[2]["model_version"], "cm-1")
             swap_symlink(os.path.join(d, "..data"), "..2026_11_29_02")
             self.assertEqual(self._wait_version(srv, "cm-2"), "cm-2", srv.log_text()[-2000:])
+        finally:
+            self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
+
+    def test_watch_follows_its_directory_made_anew(self):
+        """The model's directory removed and made again (a deploy that
+        recreates it), or another renamed over it: the watch was of the old
+        directory, and with polling off no model published in the new one
+        was ever loaded, without a word.  Now the watch says the directory
+        is gone, finds it back, and loads what is published there."""
+        top = tempfile.mkdtemp(dir=WORK)
+        d = os.path.join(top, "models")
+        path = os.path.join(d, "model.safetensors")
+        os.makedirs(d)
+        T.write_model(path, {"item": TIEFREE}, "dir-1")
+        srv = T.Server(["--model", path, "--registry", "none", "--watch-poll-ms", "0",
+                        "--reload-debounce-ms", "20"], WORK)
+        try:
+            self.assertEqual(srv.json("GET", "/readyz")[2]["model_version"], "dir-1")
+            shutil.rmtree(d)
+            def logged(text, times=1):
+                deadline = time.monotonic() + 5 * T.SLOW
+                while (srv.log_text().count(text) < times and
+                       time.monotonic() < deadline):
+                    time.sleep(0.02)
+                self.assertEqual(srv.log_text().count(text), times, srv.log_text()[-2000:])
+
+            logged("%s is gone: no model published there is seen until it is back" % d)
+            os.makedirs(d)
+            T.write_model(path, {"item": TIEFREE}, "dir-2")
+            self.assertEqual(self._wait_version(srv, "dir-2"), "dir-2", srv.log_text()[-2000:])
+            logged("%s was made again: watching it anew" % d)
+            # and watched from then on: a file published later is seen
+            T.write_model(path, {"item": TIEFREE}, "dir-3")
+            self.assertEqual(self._wait_version(srv, "dir-3"), "dir-3", srv.log_text()[-2000:])
+            # a directory renamed over it: no gap in which it is missing
+            other = os.path.join(top, "next")
+            os.makedirs(other)
+            T.write_model(os.path.join(other, "model.safetensors"), {"item": TIEFREE}, "dir-4")
+            os.rename(d, os.path.join(top, "old"))
+            os.rename(other, d)
+            self.assertEqual(self._wait_version(srv, "dir-4"), "dir-4", srv.log_text()[-2000:])
+            logged("%s was removed or replaced: watching it anew" % d)
+            T.write_model(path, {"item": TIEFREE}, "dir-5")
+            self.assertEqual(self._wait_version(srv, "dir-5"), "dir-5", srv.log_text()[-2000:])
         finally:
             self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
 
@@ -1224,21 +1302,23 @@ class TestOps(unittest.TestCase):
             self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
 
     def _startup_in_fifo(self, hup, want):
-        """A server whose startup load waits to open a FIFO at the model path:
-        optionally sent SIGHUP then; a model renamed into place meanwhile,
-        before the directory is watched; then the open lets go (an empty
-        file).  Once it is ready and its log has @want (bounded waits), it
-        is stopped and its log returned."""
+        """A server whose startup load waits (in open() of the test's load
+        gate, a FIFO) with no file at the model path: optionally sent SIGHUP
+        then; a model renamed into place meanwhile, before the directory is
+        watched; then the gate lets go.  Once it is ready and its log has
+        @want (bounded waits), it is stopped and its log returned."""
         d = tempfile.mkdtemp(dir=WORK)
         path = os.path.join(d, "model.safetensors")
-        os.mkfifo(path)
-        os.link(path, os.path.join(d, "fifo"))  # the FIFO keeps a name after the rename
+        gate = os.path.join(d, "gate")
+        os.mkfifo(gate)
+        os.link(gate, os.path.join(d, "fifo"))  # the FIFO keeps a name once the gate's is gone
         log_path = os.path.join(d, "server.log")
         with open(log_path, "wb") as log:
             proc = subprocess.Popen(T.WRAPPER + [T.SERVER, "--listen", "127.0.0.1:0", "--model",
                                                  path, "--allow-empty",
                                                  "--reload-debounce-ms", "50"],
-                                    stdout=log, stderr=subprocess.STDOUT)
+                                    stdout=log, stderr=subprocess.STDOUT,
+                                    env=dict(os.environ, SEMID_TEST_LOAD_GATE=gate))
 
         def log_text():
             with open(log_path, "rb") as f:
@@ -1253,7 +1333,8 @@ class TestOps(unittest.TestCase):
                                   log_text())
             shutil.copy(TF_MODEL, path + ".tmp")
             os.rename(path + ".tmp", path)  # published while the server still loads
-            with open(os.path.join(d, "fifo"), "wb"):  # its open() returns: an empty file
+            os.unlink(gate)  # later loads pass
+            with open(os.path.join(d, "fifo"), "wb"):  # the gate's open() returns
                 pass
             deadline = time.monotonic() + 10 * T.SLOW
             port = None
@@ -1283,18 +1364,19 @@ class TestOps(unittest.TestCase):
             self.assertEqual(proc.wait(15), 0, log_text())
 
     def test_stop_signal_during_startup(self):
-        """SIGTERM or SIGINT while the startup load waits (here on a FIFO at
-        the model path): the server exits 0 at once with a log line, as it
-        would once up, not by the signal's default action."""
+        """SIGTERM or SIGINT while the startup load waits (here in open() of
+        the test's load gate, a FIFO): the server exits 0 at once with a log
+        line, as it would once up, not by the signal's default action."""
         for sig, name in ((signal.SIGTERM, "SIGTERM"), (signal.SIGINT, "SIGINT")):
             d = tempfile.mkdtemp(dir=WORK)
-            path = os.path.join(d, "model.safetensors")
-            os.mkfifo(path)
+            gate = os.path.join(d, "gate")
+            os.mkfifo(gate)
             log_path = os.path.join(d, "server.log")
             with open(log_path, "wb") as log:
                 proc = subprocess.Popen(T.WRAPPER + [T.SERVER, "--listen", "127.0.0.1:0",
-                                                     "--model", path, "--registry", "none"],
-                                        stdout=log, stderr=subprocess.STDOUT)
+                                                     "--model", TF_MODEL, "--registry", "none"],
+                                        stdout=log, stderr=subprocess.STDOUT,
+                                        env=dict(os.environ, SEMID_TEST_LOAD_GATE=gate))
             try:
                 wait_in_fifo_open(proc)  # main() runs, and waits in open() of the FIFO
                 self.assertIsNone(proc.poll())
@@ -1742,17 +1824,18 @@ class TestLifecycle(unittest.TestCase):
             s.close()
 
     def test_sigterm_during_a_hung_reload(self):
-        """A reload that does not finish (the model path became a FIFO nobody
-        writes: a hung file system) holds the shutdown no longer than
+        """A reload that does not finish (held by the test's load gate, as
+        by a hung file system) holds the shutdown no longer than
         shutdown_timeout_ms; an admin reload queued behind it is answered."""
         d = tempfile.mkdtemp(dir=WORK)
         path = os.path.join(d, "model.safetensors")
+        gate = os.path.join(d, "gate")
         shutil.copy(TF_MODEL, path)
         srv = T.Server(["--model", path, "--watch=false", "--registry", "none",
-                        "--admin-token", "tok", "--shutdown-timeout-ms", "300"], WORK)
-        os.mkfifo(path + ".fifo")
-        os.rename(path + ".fifo", path)
-        srv.signal(signal.SIGHUP)  # its reload waits in open() for ever
+                        "--admin-token", "tok", "--shutdown-timeout-ms", "300"], WORK,
+                       env=dict(os.environ, SEMID_TEST_LOAD_GATE=gate))
+        os.mkfifo(gate)
+        srv.signal(signal.SIGHUP)  # its reload waits in open() of the gate for ever
         time.sleep(0.3 * T.SLOW)
         out = {}
         th = threading.Thread(target=lambda: out.setdefault("r", srv.json(
