@@ -46,7 +46,8 @@ static int listen_check(const char *name, const char *v, struct sid_error *err)
 		return sid_error_set(err, SID_EINVAL,
 				     "%s \"%s\": a unix socket is not supported; give HOST:PORT",
 				     name, v);
-	if (!colon || colon == v)
+	/* "[]:8080" too: no host, which getaddrinfo takes for every address */
+	if (!colon || colon == v || (colon == v + 2 && !strncmp(v, "[]", 2)))
 		return sid_error_set(err, SID_EINVAL,
 				     "%s \"%s\" must be HOST:PORT (127.0.0.1:8080, [::1]:8080)",
 				     name, v);

@@ -2116,7 +2116,8 @@ static void http_free(struct srv_http *h)
 
 /* @addr ("host:port", "[v6]:port"), the value of config key @key, as its
  * first address; @host gets the host part without brackets, @port the
- * port. */
+ * port as a number (the config took "0000000000000018080": copied into
+ * @port it was cut to 15 digits, another port). */
 static int listen_resolve(const char *key, const char *addr, char *host, size_t hostlen, char *port,
 			  size_t portlen, struct addrinfo **ai, struct sid_error *err)
 {
@@ -2137,7 +2138,7 @@ static int listen_resolve(const char *key, const char *addr, char *host, size_t 
 		memmove(host, host + 1, hl - 2);
 		host[hl - 2] = '\0';
 	}
-	snprintf(port, portlen, "%s", colon + 1);
+	snprintf(port, portlen, "%ld", strtol(colon + 1, NULL, 10)); /* srv_config checked it */
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_family = AF_UNSPEC;
 	hints.ai_socktype = SOCK_STREAM;

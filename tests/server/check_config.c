@@ -454,6 +454,13 @@ START_TEST(test_check_names_source)
 	ck_assert_int_ne(parse(&c, &err, 4, a1), 0);
 	ck_assert_str_eq(err.msg, "--listen: listen \"localhost\" must be HOST:PORT "
 				  "(127.0.0.1:8080, [::1]:8080)");
+	/* brackets with no host in them: getaddrinfo took it for every address */
+	{
+		const char *a[] = {"s", "--model", "m", "--listen", "[]:8080"};
+		ck_assert_int_ne(parse(&c, &err, 5, a), 0);
+		ck_assert_str_eq(err.msg, "--listen: listen \"[]:8080\" must be HOST:PORT "
+					  "(127.0.0.1:8080, [::1]:8080)");
+	}
 	/* a unix socket is said not to be supported, not "bad port" */
 	{
 		const char *u[] = {"unix:/run/semid.sock", "/run/semid.sock"};

@@ -216,12 +216,36 @@ class TestOpsListen(unittest.TestCase):
         finally:
             self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
 
+    def test_ports_with_leading_zeros(self):
+        """A port with leading zeros is its number: with 15 digits or more
+        the server listened on another port (the text was cut to 15 digits
+        and read again: "0000000000000018080" bound port 1)."""
+        ports = []
+        for _ in range(2):
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                ports.append(s.getsockname()[1])
+        main, ops = ports
+        srv = T.Server(["--model", MODEL, "--registry", "none",
+                        "--listen", "127.0.0.1:" + "0" * 16 + str(main),
+                        "--ops-listen", "127.0.0.1:0" + str(ops)], WORK)
+        try:
+            self.assertEqual((srv.port, ops_port(srv)), (main, ops))
+            self.assertEqual(get(main, "/healthz")[0], 200)
+            self.assertEqual(get(ops, "/healthz")[0], 200)
+        finally:
+            self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
+
     def test_bad_ops_listen_refuses_to_start(self):
         # the model is not there: each refusal comes before it would load
         missing = os.path.join(WORK, "missing.safetensors")
         base = ["--model", missing, "--registry", "none", "--listen", "127.0.0.1:0"]
         self.refused(base + ["--ops-listen", "localhost"],
                      'semid-server: --ops-listen: ops_listen "localhost" must be HOST:PORT '
+                     '(127.0.0.1:8080, [::1]:8080)\n')
+        # no host in the brackets: it listened on every address
+        self.refused(base + ["--ops-listen", "[]:0"],
+                     'semid-server: --ops-listen: ops_listen "[]:0" must be HOST:PORT '
                      '(127.0.0.1:8080, [::1]:8080)\n')
         self.refused(base + ["--ops-listen", "127.0.0.1:65536"],
                      'semid-server: --ops-listen: ops_listen "127.0.0.1:65536": bad port '
