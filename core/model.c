@@ -154,9 +154,11 @@ static int parse_semid_meta(const char *text, struct sid_model *m, struct sid_er
 		goto fail;
 	}
 	mv = json_object_get(root, "model_version");
-	if (!json_is_string(mv)) {
+	if (!json_is_string(mv) || !json_string_length(mv)) {
 		rc = sid_error_set(err, SID_EFORMAT, "metadata 'semid': model_version %s",
-				   mv ? "is not a string" : "missing");
+				   !mv			 ? "missing"
+				   : !json_is_string(mv) ? "is not a string"
+							 : "is empty");
 		goto fail;
 	}
 	/* what the registry stores with every ID, and logs and TSV carry

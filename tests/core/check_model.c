@@ -179,6 +179,9 @@ START_TEST(test_meta_rejects)
 		    "metadata 'semid': model_version missing");
 	REJECT_META("{\"format_version\":1,\"model_version\":3," TOWERS_OK "}",
 		    "metadata 'semid': model_version is not a string");
+	/* no version to report, store with the IDs, or tell two models by */
+	REJECT_META("{\"format_version\":1,\"model_version\":\"\"," TOWERS_OK "}",
+		    "metadata 'semid': model_version is empty");
 	/* what the registry could not store: every assign would fail */
 	REJECT_META(
 	    "{\"format_version\":1,\"model_version\":\"a\\tb\"," TOWERS_OK "}",
