@@ -27,6 +27,7 @@
  * ignored (an info line says so); a bad one refuses the start (exit 2).
  */
 #include <cblas.h>
+#include <errno.h>
 #include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
@@ -310,25 +311,46 @@ static void check_levels(void *assigner, struct sid_model *m)
  * in-process encode throughput that make bench-http compares against; one
  * JSON line on stdout.
  */
+/* @s as a number in [@lo, @hi] (a whole one when @whole) into *@v; else a
+ * message naming @what and -1.  atoi took "99999999999" for a batch ASan
+ * then refused to allocate, and "inf" seconds ran for ever. */
+static int bench_arg(const char *what, const char *s, double lo, double hi, int whole, double *v)
+{
+	char *end;
+
+	errno = 0;
+	*v = strtod(s, &end);
+	if (end == s || *end || errno || !(*v >= lo && *v <= hi) || (whole && *v != (long)*v)) {
+		fprintf(stderr, "semid-server: --bench-encode: %s \"%s\" is not %s in [%g, %g]\n",
+			what, s, whole ? "an integer" : "a number", lo, hi);
+		return -1;
+	}
+	return 0;
+}
+
 static int bench_encode(int argc, char **argv)
 {
 	struct srv_selfbench_result r;
 	struct sid_error err;
+	double batch, threads, secs;
 
 	if (argc != 7) {
 		fprintf(stderr, "usage: semid-server --bench-encode MODEL TOWER BATCH THREADS "
 				"SECONDS\n");
 		return 2;
 	}
+	if (bench_arg("BATCH", argv[4], 1, 65536, 1, &batch) ||
+	    bench_arg("THREADS", argv[5], 1, 256, 1, &threads) ||
+	    bench_arg("SECONDS", argv[6], 0.001, 3600, 0, &secs))
+		return 2;
 	openblas_set_num_threads(1);
-	if (srv_selfbench_run(argv[2], argv[3], atoi(argv[4]), atoi(argv[5]), atof(argv[6]), &r,
-			      &err)) {
+	if (srv_selfbench_run(argv[2], argv[3], (int)batch, (int)threads, secs, &r, &err)) {
 		fprintf(stderr, "semid-server: %s\n", err.msg);
 		return 2;
 	}
 	printf("{\"items_per_s\": %.1f, \"rows\": %lld, \"seconds\": %.3f, \"batch\": %d, "
 	       "\"threads\": %d}\n",
-	       r.items_per_s, r.rows, r.seconds, atoi(argv[4]), atoi(argv[5]));
+	       r.items_per_s, r.rows, r.seconds, (int)batch, (int)threads);
 	return 0;
 }
 

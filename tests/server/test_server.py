@@ -1411,6 +1411,32 @@ class TestLifecycle(unittest.TestCase):
     def refused(self, args, needle):
         T.refused_start(self, args, needle)
 
+    def test_bench_encode_arguments(self):
+        """--bench-encode (make bench-http's in-process baseline) took its
+        numbers with atoi/atof: a batch of 99999999999 asked for terabytes,
+        "inf" seconds ran for ever, "nan" printed 0 items/s with exit 0."""
+        def bench(*args):
+            return subprocess.run([T.SERVER, "--bench-encode", TF_MODEL, "item", *args],
+                                  capture_output=True, text=True, timeout=60)
+        for args, said in ((("99999999999", "1", "0.05"),
+                            'BATCH "99999999999" is not an integer in [1, 65536]'),
+                           (("0", "1", "0.05"), 'BATCH "0" is not an integer in [1, 65536]'),
+                           (("4x", "1", "0.05"), 'BATCH "4x" is not an integer in [1, 65536]'),
+                           (("4", "1.5", "0.05"), 'THREADS "1.5" is not an integer in [1, 256]'),
+                           (("4", "1", "inf"), 'SECONDS "inf" is not a number in [0.001, 3600]'),
+                           (("4", "1", "nan"), 'SECONDS "nan" is not a number in [0.001, 3600]'),
+                           (("4", "1", "-1"), 'SECONDS "-1" is not a number in [0.001, 3600]')):
+            with self.subTest(args=args):
+                p = bench(*args)
+                self.assertEqual((p.returncode, p.stdout, p.stderr),
+                                 (2, "", "semid-server: --bench-encode: %s\n" % said))
+        p = bench("4", "1", "0.05")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        r = json.loads(p.stdout)
+        self.assertEqual((r["batch"], r["threads"]), (4, 1))
+        self.assertGreater(r["items_per_s"], 0)
+        self.assertEqual(r["rows"] % 4, 0)
+
     def test_refuses_to_start(self):
         self.refused(["--model", MODEL, "--max-batch", "0"],
                      "--max-batch: max_batch = 0 is out of range")
