@@ -528,6 +528,13 @@ static void delete_many(struct lookup_work *lw, struct sid_registry *h, double t
 				: NULL);
 }
 
+/* The series a call of @op counts in: a delete writes, so its store calls
+ * count as the assigns' (op "assign"), also when it fails queued. */
+static enum srv_reg_op lookup_metric_op(enum srv_lookup_op op)
+{
+	return op == SRV_LOOKUP_DELETE ? SRV_REG_OP_ASSIGN : SRV_REG_OP_LOOKUP;
+}
+
 static void lookup_work(uv_work_t *w)
 {
 	struct lookup_work *lw = w->data;
@@ -539,9 +546,8 @@ static void lookup_work(uv_work_t *w)
 	size_t n = 0;
 	char next[SID_REG_SID_MAX];
 	double t0 = srv_now();
-	/* a delete writes: its store calls count as the assigns' (op "assign") */
 	int del = lk->op == SRV_LOOKUP_DELETE, rc;
-	enum srv_reg_op op = del ? SRV_REG_OP_ASSIGN : SRV_REG_OP_LOOKUP;
+	enum srv_reg_op op = lookup_metric_op(lk->op);
 
 	sid_error_clear(&err);
 	if (lk->op == SRV_LOOKUP_PROBE) {
@@ -672,7 +678,7 @@ static void fail_queued_lookups(struct srv_assigner *a, const struct srv_lookup 
 		if (lk->op == SRV_LOOKUP_PROBE)
 			srv_metrics_registry_probe(a->metrics, 0);
 		else
-			srv_metrics_registry_call(a->metrics, SRV_REG_OP_LOOKUP, 0, 0);
+			srv_metrics_registry_call(a->metrics, lookup_metric_op(lk->op), 0, 0);
 		lk->done(lk);
 	}
 }

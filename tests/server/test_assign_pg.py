@@ -448,7 +448,7 @@ class TestAssignPostgres(PgBase):
         self.wait_once_behind_lock(
             "group", 10, lambda srv, k, X, c: assign(srv, ["g%d" % k], X[k + 1:k + 2], conn=c))
 
-    def wait_once_behind_lock(self, name, n, request):
+    def wait_once_behind_lock(self, name, n, request, extra=()):
         """@n requests at once (@request(srv, k, X, conn) -> (status, headers,
         body)) with the table locked elsewhere: each answered 503 (statement
         timeout, Retry-After) after one wait, or two if one came in just as
@@ -457,7 +457,7 @@ class TestAssignPostgres(PgBase):
         X, _ = T.tie_free_inputs(self.rng, self.ta, 100)
         srv, _ = self.start(self.fresh_dir(), {"item": self.ta}, "Q",
                             ["--registry", conninfo, "--registry-connections", "1",
-                             "--registry-timeout-ms", "800"])
+                             "--registry-timeout-ms", "800", *extra])
         holder = None
         try:
             self.assertEqual(assign(srv, ["warm"], X[:1])[0], 200)
@@ -505,6 +505,19 @@ class TestAssignPostgres(PgBase):
         m = self.wait_once_behind_lock(
             "lkq", 10, lambda srv, k, X, c: srv.json("GET", "/v1/items/warm", conn=c))
         self.assertEqual(m['semid_registry_errors_total{op="lookup"}'], 10)
+
+    def test_queued_deletes_count_as_writes(self):
+        """Deletes wait in the lookups' lane: those answered 503 behind a
+        call that timed out were counted as failed lookups, where a
+        delete's store call counts as a write (op="assign") when it runs."""
+        def request(srv, k, X, c):
+            if k % 2:
+                return srv.json("DELETE", "/v1/items/warm", conn=c,
+                                headers={"Authorization": "Bearer t"})
+            return srv.json("GET", "/v1/items/warm", conn=c)
+        m = self.wait_once_behind_lock("lkd", 10, request, ["--admin-token", "t"])
+        self.assertEqual((m['semid_registry_errors_total{op="lookup"}'],
+                          m['semid_registry_errors_total{op="assign"}']), (5, 5))
 
     def test_queued_groups_wait_once(self):
         """Groups hold 128 ids at most on PostgreSQL, so requests of 100
