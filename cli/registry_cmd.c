@@ -1885,6 +1885,12 @@ static int cmd_reassign(const struct opts *o, struct sid_registry *r, struct sid
 
 	if ((rc = load_new(o, &m, err)))
 		return rc;
+	/* refused before the log of moves is begun, not "stopped after
+	 * reassigning 0 of 0" with an empty log a script would take for a run */
+	if ((rc = sid_registry_reassign_check(r, o->kind, m, err))) {
+		sid_model_unref(m);
+		return rc;
+	}
 	if (!(mv.fp = moves_open(o, r, err))) {
 		sid_model_unref(m);
 		return err->code;

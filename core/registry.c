@@ -1313,6 +1313,28 @@ static FILE *spool_open(struct sid_error *err)
 	return f;
 }
 
+int sid_registry_reassign_check(struct sid_registry *r, enum sid_tower_kind kind,
+				const struct sid_model *m, struct sid_error *err)
+{
+	const struct sid_tower *t = sid_model_tower(m, kind);
+	int rc, L = 0;
+
+	if ((rc = kind_check(kind, err)))
+		return rc;
+	if (!t)
+		return sid_error_set(err, SID_ENOTFOUND, "reassign: the model has no %s tower",
+				     sid_tower_name(kind));
+	if ((rc = sid_registry_levels(r, kind, &L, err)))
+		return rc;
+	if (L && L != t->L)
+		return sid_error_set(
+		    err, SID_EINVAL,
+		    "reassign: the store's %s IDs have %d levels and model %s gives "
+		    "%d; IDs of another length need a store of their own",
+		    sid_tower_name(kind), L, m->version, t->L);
+	return 0;
+}
+
 int sid_registry_reassign_all(struct sid_registry *r, enum sid_tower_kind kind,
 			      const struct sid_model *m, size_t batch, sid_reg_moved_fn fn,
 			      sid_reg_stop_fn stop, void *ctx, struct sid_reg_diff *d,
@@ -1324,25 +1346,14 @@ int sid_registry_reassign_all(struct sid_registry *r, enum sid_tower_kind kind,
 	int32_t *codes = NULL;
 	struct sid_reg_call call;
 	FILE *spool = NULL;
-	int rc, L = 0;
+	int rc;
 
 	*moved = *stale = 0;
 	memset(d, 0, sizeof(*d));
-	if ((rc = kind_check(kind, err)))
+	if ((rc = sid_registry_reassign_check(r, kind, m, err)))
 		return rc;
-	if (!t)
-		return sid_error_set(err, SID_ENOTFOUND, "reassign: the model has no %s tower",
-				     sid_tower_name(kind));
 	if (!batch || batch > 10000)
 		return sid_error_set(err, SID_EINVAL, "reassign: batch %zu, not 1..10000", batch);
-	if ((rc = sid_registry_levels(r, kind, &L, err)))
-		return rc;
-	if (L && L != t->L)
-		return sid_error_set(
-		    err, SID_EINVAL,
-		    "reassign: the store's %s IDs have %d levels and model %s gives "
-		    "%d; IDs of another length need a store of their own",
-		    sid_tower_name(kind), L, m->version, t->L);
 	if (!(spool = spool_open(err)))
 		return SID_EIO;
 	if ((rc = diff_walk(r, kind, m, d, spool, stop, ctx, err)))

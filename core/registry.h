@@ -479,6 +479,11 @@ int sid_registry_reassign_all(struct sid_registry *r, enum sid_tower_kind kind,
 			      const struct sid_model *m, size_t batch, sid_reg_moved_fn fn,
 			      sid_reg_stop_fn stop, void *ctx, struct sid_reg_diff *d,
 			      uint64_t *moved, uint64_t *stale, struct sid_error *err);
+/* What sid_registry_reassign_all refuses before it begins (the model has no
+ * such tower, the store's IDs have another number of levels): 0, or its
+ * error, so that a caller can say so before it writes a log of moves. */
+int sid_registry_reassign_check(struct sid_registry *r, enum sid_tower_kind kind,
+				const struct sid_model *m, struct sid_error *err);
 
 /* Export and import: a line per entry, TSV (with a header line) or JSON lines
  * (proto/registry.md has the columns and keys). */

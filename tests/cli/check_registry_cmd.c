@@ -1685,6 +1685,30 @@ START_TEST(t_reassign)
 			 CLI_EXIT_INPUT);
 	ASSERT_HAS(msg, "is the store or one of its files");
 	ck_assert_int_ne(access(moves, F_OK), 0);
+	/* a model whose IDs have another length: refused before the log of
+	 * moves is begun (it said "stopped after reassigning 0 of 0" and
+	 * left a log with its header, as a run that moved nothing does) */
+	{
+		static const int hidden[] = {16}, K2[] = {5, 7};
+		struct mb_spec spec;
+		struct sid_error err;
+		char two[300];
+
+		mb_spec_init(&spec);
+		mb_tower(&spec, SID_TOWER_ITEM, 8, hidden, 1, 4, 2, K2, "relu", "none", 1);
+		spec.model_version = "m-2-levels";
+		snprintf(two, sizeof(two), "%s/two.safetensors", dir);
+		ck_assert_int_eq(mb_build_file(&spec, two, &err), 0);
+		snprintf(moves, sizeof(moves), "%s/moves-2.tsv", dir);
+		ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "reassign", "--model", two,
+					 "--db", db, "-o", moves, NULL),
+				 CLI_EXIT_INPUT);
+		ck_assert_str_eq(msg,
+				 "semid: reassign: the store's item IDs have 3 levels and model "
+				 "m-2-levels gives 2; IDs of another length need a store of "
+				 "their own\n");
+		ck_assert_int_ne(access(moves, F_OK), 0);
+	}
 	snprintf(moves, sizeof(moves), "%s/moves.tsv", dir);
 	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "reassign", "--model", model2,
 				 "--db", db, "-o", moves, "--batch", "13", NULL),
