@@ -367,6 +367,13 @@ static const char *json_kind(const json_t *v)
 	return "?";
 }
 
+/* An id's kind where "a string or an integer" is wanted: 1.5 or 1e3 "not a
+ * number" read as nonsense, an integer being one. */
+static const char *id_kind(const json_t *v)
+{
+	return json_is_real(v) ? "a number with a fraction or an exponent" : json_kind(v);
+}
+
 /* The error of an embedding array of @n values where the tower takes @D. */
 static int width_fail(struct srv_api_error *e, size_t i, size_t n, const char *tname, int D)
 {
@@ -660,7 +667,7 @@ static int decode_jansson(const char *body, size_t len, enum sid_tower_kind towe
 			} else {
 				fail(e, SRV_ERR_INVALID_ARGUMENT,
 				     "inputs[%zu].id must be a string or an integer, not %s", i,
-				     json_kind(id));
+				     id_kind(id));
 				goto fail;
 			}
 			req->id_off[i] = before;
@@ -1776,7 +1783,7 @@ int srv_delete_req_decode(const char *body, size_t len, enum sid_tower_kind towe
 			total += 21; /* "-9223372036854775808" */
 		else {
 			fail(e, SRV_ERR_INVALID_ARGUMENT,
-			     "ids[%zu] must be a string or an integer, not %s", i, json_kind(v));
+			     "ids[%zu] must be a string or an integer, not %s", i, id_kind(v));
 			goto fail;
 		}
 	}

@@ -479,6 +479,13 @@ START_TEST(test_decode_errors)
 	     "inputs[0] has neither embedding nor embedding_b64"},
 	    {"{\"inputs\": [{\"embedding\": [1, 2, 3], \"id\": {}}]}", SRV_ERR_INVALID_ARGUMENT,
 	     "inputs[0].id must be a string or an integer, not an object"},
+	    /* "not a number" read as nonsense beside "an integer" */
+	    {"{\"inputs\": [{\"embedding\": [1, 2, 3], \"id\": 1.5}]}", SRV_ERR_INVALID_ARGUMENT,
+	     "inputs[0].id must be a string or an integer, not a number with a fraction or an "
+	     "exponent"},
+	    {"{\"inputs\": [{\"embedding\": [1, 2, 3], \"id\": 1e3}]}", SRV_ERR_INVALID_ARGUMENT,
+	     "inputs[0].id must be a string or an integer, not a number with a fraction or an "
+	     "exponent"},
 	    {"{\"inputs\": [{\"embedding\": [1, 2, 3], \"ID\": 1}]}", SRV_ERR_INVALID_ARGUMENT,
 	     "inputs[0]: unknown field \"ID\" (expected id, embedding, embedding_b64)"},
 	    {"{\"inputs\": [7]}", SRV_ERR_INVALID_ARGUMENT,

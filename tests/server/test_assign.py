@@ -872,6 +872,8 @@ class TestDeleteSqlite(Base):
                               ({"ids": []}, "ids is empty"),
                               ({"ids": ["a", {"id": "b"}]}, "ids[1] must be a string or an "
                                "integer, not an object"),
+                              ({"ids": ["a", 2.5]}, "ids[1] must be a string or an integer, "
+                               "not a number with a fraction or an exponent"),
                               ({"ids": ["a", ""]}, "ids[1]: id is empty"),
                               ({"ids": ["a"], "reassign": True}, 'unknown field "reassign"'),
                               ([1], "the body must be a JSON object, not an array")):
