@@ -460,12 +460,17 @@ int sid_npy_read_f32(const struct sid_npy *f, size_t row0, size_t n, float *dst,
 			memcpy(&v, src + i * 8, 8);
 			if (!isfinite(v))
 				return not_finite(row0 + i / cols, i % cols, v, err);
-			if (fabs(v) > (double)FLT_MAX)
-				return sid_error_set_at(err, SID_EINVAL, (long)(row0 + i / cols),
-							"row %zu, column %zu: %g is out of float32 "
-							"range",
-							row0 + i / cols, i % cols, v);
+			/* what float32 cannot hold once rounded: 3.4028235e38
+			 * (FLT_MAX as numpy prints it) rounds to FLT_MAX, as the
+			 * server reads it from JSON; shown with the digits that
+			 * tell it from FLT_MAX */
 			dst[i] = (float)v;
+			if (isinf(dst[i]))
+				return sid_error_set_at(
+				    err, SID_EINVAL, (long)(row0 + i / cols),
+				    "row %zu, column %zu: %.9g is out of float32 "
+				    "range",
+				    row0 + i / cols, i % cols, v);
 		}
 	}
 	return 0;
