@@ -27,6 +27,8 @@ import statistics
 import subprocess
 import time
 
+from eval_table import require_data
+
 REF = ["--levels", "3", "--codebook-size", "64", "--latent-dim", "32", "--hidden", "256,128",
        "--batch-size", "1024", "--no-progress", "--no-eval"]
 
@@ -65,6 +67,7 @@ def main():
     ap.add_argument("--scale-steps", type=int, default=20)
     ap.add_argument("--skip-scale", action="store_true")
     args = ap.parse_args()
+    require_data(args.data, "bench-train")
     os.makedirs(args.work, exist_ok=True)
     out = os.path.join(args.work, "bench.st")
     lines = []

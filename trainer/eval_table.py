@@ -200,6 +200,15 @@ def goals(results, raw, title, das_setting):
             "|---|---|---|\n" + "\n".join(rows))
 
 
+def require_data(path, prog):
+    """Exit 2 at once when the Last.fm data is not at @path: without it
+    (a clone without ../shared) every run failed in turn, then "no runs"."""
+    if not os.path.isfile(os.path.join(path, "items.npy")):
+        print("%s: %s is missing (it sits beside the checkout in CI only; LASTFM=DIR "
+              "names another copy)" % (prog, path), file=sys.stderr)
+        sys.exit(2)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", required=True)
@@ -213,6 +222,7 @@ def main():
     ap.add_argument("--only-table", action="store_true",
                     help="train nothing: evaluate and tabulate the models that exist")
     args = ap.parse_args()
+    require_data(args.data, "eval")
     os.makedirs(args.work, exist_ok=True)
     seeds = [int(s) for s in args.seeds.split()]
     todo = [(setting, extra, mode, seed) for setting, extra, modes, which in SETTINGS
