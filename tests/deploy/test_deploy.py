@@ -1273,6 +1273,10 @@ class Deploy(unittest.TestCase):
             ('semid_requests_total{%s,%s,code="200"}' % (a, enc), "0+120x40"),
             ('semid_requests_total{%s,%s,code="503"}' % (a, enc), "0+60x40"),
             ('semid_requests_total{%s,%s,code="200"}' % (b, enc), "0+60x40"),
+            # the probes' and scrapes' own requests, 503s among them (no
+            # model): not the callers', so no part of the 5xx share
+            ('semid_requests_total{%s,route="/readyz",code="503"}' % a, "0+240x40"),
+            ('semid_requests_total{%s,route="/metrics",code="200"}' % a, "0+480x40"),
             # 'a': every request in (0.25 s, 0.5 s]: p50 0.375 s
             ('semid_request_duration_seconds_bucket{%s,%s,le="0.25"}' % (a, enc), "0x40"),
             ('semid_request_duration_seconds_bucket{%s,%s,le="0.5"}' % (a, enc), "0+180x40"),
@@ -1292,7 +1296,9 @@ class Deploy(unittest.TestCase):
         expect = [
             (("5xx share", "A"), "20m", [("{}", 0.25)]),
             (("Requests by route and status", "A"), "20m",
-             [('{code="200",route="/v1/items:encode"}', 3),
+             [('{code="200",route="/metrics"}', 8),
+              ('{code="200",route="/v1/items:encode"}', 3),
+              ('{code="503",route="/readyz"}', 4),
               ('{code="503",route="/v1/items:encode"}', 1)]),
             (("Latency by route, p50 and p99", "B"), "20m",
              [('{route="/v1/items:encode"}', 0.375)]),
