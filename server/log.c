@@ -6,6 +6,7 @@
 #include "log.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -232,6 +233,13 @@ void srv_logline_num(struct srv_logline *l, const char *key, double value)
 		return;
 	snprintf(v, sizeof(v), "%.6g", value);
 	srv_logline_str(l, key, v);
+}
+
+int srv_log_writable(void)
+{
+	struct pollfd p = {.fd = __atomic_load_n(&log_fd, __ATOMIC_RELAXED), .events = POLLOUT};
+
+	return poll(&p, 1, 0) == 1 && (p.revents & POLLOUT);
 }
 
 void srv_logline_end(struct srv_logline *l)

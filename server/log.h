@@ -51,6 +51,10 @@ int srv_log_enabled(enum srv_log_level level);
 /* Redirect output to @fd (default 2); for tests. */
 void srv_log_set_fd(int fd);
 
+/* Could a line be written now without blocking (a reader that stopped
+ * reading leaves a pipe full: every write then waits)? */
+int srv_log_writable(void);
+
 /* "2026-11-28T17:30:00.123Z" for @sec seconds since the epoch and @ms
  * milliseconds, UTC; returns SRV_LOG_TS_LEN.  Async-signal-safe. */
 #define SRV_LOG_TS_LEN 24

@@ -29,11 +29,13 @@
 #include <cblas.h>
 #include <errno.h>
 #include <malloc.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 #include <uv.h>
 
@@ -63,9 +65,11 @@ struct server {
 	struct srv_store store;
 	struct srv_assigner *assigner;
 	uv_signal_t sigterm, sigint, sighup;
+	uv_signal_t sigusr1, sigusr2; /* said to do nothing (on_usr_signal) */
 	uv_timer_t drain;
 	double drain_deadline;
 	int draining;
+	int drained;	    /* atomic: the drain ended, the stall watch stands down */
 	uv_timer_t trim;    /* memory_trim_s: a tick a second */
 	long trim_begun;    /* requests begun, at the last tick */
 	double trim_quiet;  /* since when none has begun */
@@ -153,6 +157,7 @@ static void on_drain_tick(uv_timer_t *t)
 	}
 	/* a request may still arrive between that look and the close */
 	test_hook_sleep("SEMID_TEST_DRAIN_CLOSE_DELAY_MS");
+	__atomic_store_n(&s->drained, 1, __ATOMIC_RELEASE);
 	uv_timer_stop(t);
 	uv_close((uv_handle_t *)&s->drain, NULL);
 	/* The signal handles stay open, only unreferenced so that the loop can
@@ -222,12 +227,68 @@ static void on_late_hup(uv_signal_t *h, int sig)
 	(void)sig;
 }
 
+/* How long past shutdown_timeout_ms the stall watch gives the loop. */
+#define STALL_GRACE_MS 1000
+
+/*
+ * The drain's deadline kept off the loop thread: on_drain_tick exits 1 once
+ * shutdown_timeout_ms has passed, but only if the loop runs, and a log
+ * write blocks it when whoever reads stderr stops reading (a stalled
+ * journald or log shipper: the pipe fills).  SIGTERM then never ended the
+ * server.  This thread, started with the drain, exits 1 a grace period past
+ * the deadline unless the drain has ended; its line only if it would not
+ * block too.
+ */
+static void *stall_watch(void *arg)
+{
+	struct server *s = arg;
+	struct timespec until;
+	long long ns;
+
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	ns = until.tv_nsec + (long long)(s->cfg.shutdown_timeout_ms + STALL_GRACE_MS) * 1000000;
+	until.tv_sec += (time_t)(ns / 1000000000);
+	until.tv_nsec = (long)(ns % 1000000000);
+	while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &until, NULL) == EINTR)
+		;
+	if (__atomic_load_n(&s->drained, __ATOMIC_ACQUIRE))
+		return NULL;
+	if (srv_log_writable())
+		srv_log(SRV_LOG_ERROR, "shutdown",
+			"the drain did not end within %d ms and the event loop did not answer "
+			"for %d ms more (blocked writing the log: is stderr read?); exiting",
+			s->cfg.shutdown_timeout_ms, STALL_GRACE_MS);
+	_exit(1);
+}
+
+/* SIGUSR1 and SIGUSR2 ended the server by their default action, without a
+ * word and without a drain: an operator's habit ("USR1 reopens the logs")
+ * cost the requests in flight, and a restart.  They do nothing, and say so. */
+static void on_usr_signal(uv_signal_t *h, int sig)
+{
+	(void)h;
+	srv_log(SRV_LOG_WARN, "signal",
+		"%s ignored: semid-server reopens no file (its log is stderr); SIGHUP reloads "
+		"the model, SIGTERM or SIGINT stop it",
+		sig == SIGUSR1 ? "SIGUSR1" : "SIGUSR2");
+}
+
 static void on_stop_signal(uv_signal_t *h, int sig)
 {
 	struct server *s = h->data;
+	pthread_attr_t attr;
+	pthread_t t;
+
 	if (s->draining)
 		return;
 	s->draining = 1;
+	/* before the first log line, which may be the write that blocks */
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	if (pthread_create(&t, &attr, stall_watch, s) != 0)
+		srv_log(SRV_LOG_WARN, "shutdown",
+			"cannot start the thread that bounds the drain if the event loop blocks");
+	pthread_attr_destroy(&attr);
 	srv_log(SRV_LOG_INFO, "shutdown", "%s: draining %ld in-flight requests (up to %d ms)",
 		sig == SIGINT ? "SIGINT" : "SIGTERM", inflight(s), s->cfg.shutdown_timeout_ms);
 	srv_http_quiesce(s->http);
@@ -429,6 +490,8 @@ int main(int argc, char **argv)
 	/* Before anything is written: a stderr whose reader is gone (a dead log
 	 * pipe) must cost the messages, not the process or its exit status. */
 	signal(SIGPIPE, SIG_IGN);
+	signal(SIGUSR1, SIG_IGN); /* until on_usr_signal is there to say so */
+	signal(SIGUSR2, SIG_IGN);
 	memset(&hup, 0, sizeof(hup));
 	hup.sa_handler = on_early_hup;
 	hup.sa_flags = SA_RESTART; /* an open or read under way goes on */
@@ -548,6 +611,12 @@ int main(int argc, char **argv)
 	uv_signal_start(&s.sigint, on_stop_signal, SIGINT);
 	uv_signal_start(&s.sighup, on_late_hup, SIGHUP);
 	uv_unref((uv_handle_t *)&s.sighup);
+	uv_signal_init(s.loop, &s.sigusr1);
+	uv_signal_init(s.loop, &s.sigusr2);
+	uv_signal_start(&s.sigusr1, on_usr_signal, SIGUSR1);
+	uv_signal_start(&s.sigusr2, on_usr_signal, SIGUSR2);
+	uv_unref((uv_handle_t *)&s.sigusr1);
+	uv_unref((uv_handle_t *)&s.sigusr2);
 	hd.cfg = &s.cfg;
 	hd.metrics = &s.metrics;
 	hd.reload = s.reload;

@@ -1876,6 +1876,62 @@ class TestLifecycle(unittest.TestCase):
         self.assertEqual(body["error"]["message"], "no reload was tried: " + SHUTTING_DOWN)
         self.assertIn("and a model reload running after 300 ms", srv.log_text())
 
+    def test_sigterm_with_a_log_reader_that_stopped_reading(self):
+        """stderr a pipe whose reader stopped reading (a stalled journald or
+        log shipper): once the pipe is full every log write blocks, the
+        event loop's among them, and SIGTERM never ended the server, its
+        drain deadline kept by that loop.  It now exits 1 a second past
+        shutdown_timeout_ms; read again, the pipe holds no half line."""
+        proc = subprocess.Popen(T.WRAPPER + [T.SERVER, "--model", TF_MODEL, "--registry", "none",
+                                             "--listen", "127.0.0.1:0",
+                                             "--shutdown-timeout-ms", "300"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            port = None
+            while port is None:
+                line = proc.stderr.readline().decode()
+                self.assertTrue(line, "no listening line")
+                m = re.search(r"event=listening .*?port=(\d+)", line)
+                port = m and int(m.group(1))
+            # from now on nobody reads: each request's line fills the pipe
+            for _ in range(5000):
+                try:
+                    c = http.client.HTTPConnection("127.0.0.1", port, timeout=0.5 * T.SLOW)
+                    c.request("GET", "/healthz")
+                    c.getresponse().read()
+                    c.close()
+                except (socket.timeout, OSError):
+                    break
+            else:
+                self.fail("5000 requests answered: the pipe never filled")
+            proc.send_signal(signal.SIGTERM)
+            self.assertEqual(proc.wait(10 * T.SLOW), 1)
+            text = proc.stderr.read().decode()
+            self.assertTrue(text.endswith("\n"), text[-300:])
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+            proc.stderr.close()
+
+    def test_sigusr_does_nothing_but_say_so(self):
+        """SIGUSR1 and SIGUSR2 ended the server by their default action, no
+        drain, no word (an operator's "USR1 reopens the logs" habit)."""
+        srv = T.Server(["--model", TF_MODEL, "--registry", "none"], WORK)
+        try:
+            for sig, name in ((signal.SIGUSR1, "SIGUSR1"), (signal.SIGUSR2, "SIGUSR2")):
+                srv.signal(sig)
+                deadline = time.monotonic() + 5 * T.SLOW
+                while (name + " ignored" not in srv.log_text() and
+                       time.monotonic() < deadline):
+                    time.sleep(0.02)
+                self.assertIn('level=warn event=signal msg="%s ignored: semid-server reopens '
+                              'no file (its log is stderr); SIGHUP reloads the model, SIGTERM '
+                              'or SIGINT stop it"' % name, srv.log_text())
+                self.assertEqual(srv.json("GET", "/readyz")[0], 200)
+        finally:
+            self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
+
     def test_sigint_idle_exits_zero(self):
         srv = T.Server(["--model", TF_MODEL], WORK)
         srv.signal(signal.SIGINT)
