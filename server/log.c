@@ -10,6 +10,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -235,24 +236,45 @@ void srv_logline_num(struct srv_logline *l, const char *key, double value)
 	srv_logline_str(l, key, v);
 }
 
-int srv_log_writable(void)
+/*
+ * A reader of stderr that stops reading (a stalled journald or log
+ * shipper) fills its pipe or socket, and then every write waits: the
+ * threads that answer requests and the event loop with them.  Where a write
+ * can wait (not a regular file), a line that cannot be written now is
+ * dropped and counted, and the next line that can be is preceded by the
+ * count: serving never waits for its log.  A file is written as ever.
+ */
+static int block_fd = -1, block_may; /* log_fd and whether it can block, once asked */
+static unsigned long dropped;	     /* lines dropped since the last count written */
+
+static int fd_writable(int fd)
 {
-	struct pollfd p = {.fd = __atomic_load_n(&log_fd, __ATOMIC_RELAXED), .events = POLLOUT};
+	struct pollfd p = {.fd = fd, .events = POLLOUT};
 
 	return poll(&p, 1, 0) == 1 && (p.revents & POLLOUT);
 }
 
-void srv_logline_end(struct srv_logline *l)
+static int may_block(int fd)
 {
-	const char *p;
-	size_t n;
-	if (!l->enabled)
-		return;
-	l->buf[l->len++] = '\n';
-	p = l->buf;
-	n = l->len;
+	struct stat st;
+
+	if (__atomic_load_n(&block_fd, __ATOMIC_RELAXED) != fd) {
+		__atomic_store_n(&block_may, fstat(fd, &st) != 0 || !S_ISREG(st.st_mode),
+				 __ATOMIC_RELAXED);
+		__atomic_store_n(&block_fd, fd, __ATOMIC_RELAXED);
+	}
+	return __atomic_load_n(&block_may, __ATOMIC_RELAXED);
+}
+
+int srv_log_writable(void)
+{
+	return fd_writable(__atomic_load_n(&log_fd, __ATOMIC_RELAXED));
+}
+
+static void emit(int fd, const char *p, size_t n)
+{
 	while (n > 0) {
-		ssize_t w = write(__atomic_load_n(&log_fd, __ATOMIC_RELAXED), p, n);
+		ssize_t w = write(fd, p, n);
 		if (w < 0 && errno == EINTR)
 			continue;
 		if (w <= 0)
@@ -260,7 +282,37 @@ void srv_logline_end(struct srv_logline *l)
 		p += w;
 		n -= (size_t)w;
 	}
+}
+
+void srv_logline_end(struct srv_logline *l)
+{
+	int fd = __atomic_load_n(&log_fd, __ATOMIC_RELAXED);
+	unsigned long n;
+
+	if (!l->enabled)
+		return;
+	l->buf[l->len++] = '\n';
 	l->enabled = 0;
+	if (may_block(fd)) {
+		if (!fd_writable(fd)) {
+			__atomic_add_fetch(&dropped, 1, __ATOMIC_RELAXED);
+			return;
+		}
+		if ((n = __atomic_exchange_n(&dropped, 0, __ATOMIC_RELAXED))) {
+			struct srv_logline d;
+
+			srv_logline_begin(&d, SRV_LOG_WARN, "log");
+			srv_logline_int(&d, "dropped", (long long)n);
+			srv_logline_str(&d, "msg",
+					"lines dropped: the log's reader was not reading (serving "
+					"does not wait for it)");
+			if (d.enabled) {
+				d.buf[d.len++] = '\n';
+				emit(fd, d.buf, d.len);
+			}
+		}
+	}
+	emit(fd, l->buf, l->len);
 }
 
 void srv_log(enum srv_log_level level, const char *event, const char *fmt, ...)

@@ -3,6 +3,7 @@
  * render over a /proc tree of the test's own) and server/log.c (logfmt
  * quoting). */
 #include <check.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -308,6 +309,66 @@ static char *capture_log(void (*fn)(void))
 	buf[n > 0 ? n : 0] = '\0';
 	return buf;
 }
+
+/*
+ * A log whose reader stopped reading (its pipe full): every write waited,
+ * the threads that answer requests and the event loop too.  Lines that
+ * cannot be written now are dropped and counted, the count said before the
+ * next line written; a regular file is written as ever.
+ */
+START_TEST(test_log_full_pipe_drops)
+{
+	static char big[1 << 16];
+	char buf[8192], *nl;
+	int fds[2], fl;
+	ssize_t n;
+	FILE *f;
+
+	ck_assert_int_eq(pipe(fds), 0);
+	fl = fcntl(fds[1], F_GETFL);
+	ck_assert_int_eq(fcntl(fds[1], F_SETFL, fl | O_NONBLOCK), 0);
+	while (write(fds[1], big, sizeof(big)) > 0 || write(fds[1], big, 1) > 0)
+		;					 /* full */
+	ck_assert_int_eq(fcntl(fds[1], F_SETFL, fl), 0); /* blocking again, as stderr is */
+	srv_log_set_fd(fds[1]);
+	for (int i = 0; i < 3; i++)
+		srv_log(SRV_LOG_INFO, "t", "lost %d", i); /* would wait for ever */
+	ck_assert_int_eq(srv_log_writable(), 0);
+	fl = fcntl(fds[0], F_GETFL);
+	ck_assert_int_eq(fcntl(fds[0], F_SETFL, fl | O_NONBLOCK), 0);
+	while (read(fds[0], big, sizeof(big)) > 0)
+		; /* the reader reads again */
+	ck_assert_int_eq(srv_log_writable(), 1);
+	srv_log(SRV_LOG_INFO, "t", "after");
+	srv_log_set_fd(2);
+	n = read(fds[0], buf, sizeof(buf) - 1);
+	ck_assert_int_gt(n, 0);
+	buf[n] = '\0';
+	nl = strchr(buf, '\n');
+	ck_assert_ptr_nonnull(nl);
+	ck_assert_ptr_nonnull(strstr(buf,
+				     " level=warn event=log dropped=3 msg=\"lines dropped: the "
+				     "log's reader was not reading (serving does not wait for "
+				     "it)\"\n"));
+	ck_assert_ptr_nonnull(strstr(nl + 1, " level=info event=t msg=after\n"));
+	ck_assert_ptr_null(strstr(buf, "lost"));
+	close(fds[0]);
+	close(fds[1]);
+
+	/* a file: written as ever, no count */
+	f = tmpfile();
+	ck_assert_ptr_nonnull(f);
+	srv_log_set_fd(fileno(f));
+	srv_log(SRV_LOG_INFO, "t", "kept");
+	srv_log_set_fd(2);
+	rewind(f);
+	n = (ssize_t)fread(buf, 1, sizeof(buf) - 1, f);
+	buf[n > 0 ? n : 0] = '\0';
+	ck_assert_ptr_nonnull(strstr(buf, " level=info event=t msg=kept\n"));
+	ck_assert_ptr_null(strstr(buf, "dropped"));
+	fclose(f);
+}
+END_TEST
 
 static void log_fields(void)
 {
@@ -962,6 +1023,7 @@ static void add_tests(TCase *tc)
 	tcase_add_test(tc, test_entropy_follows_the_served_model);
 	tcase_add_test(tc, test_logfmt);
 	tcase_add_test(tc, test_log_always);
+	tcase_add_test(tc, test_log_full_pipe_drops);
 	tcase_add_test(tc, test_log_truncation);
 	tcase_add_test(tc, test_log_truncation_utf8);
 	tcase_add_test(tc, test_log_truncation_quoted);

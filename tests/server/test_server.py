@@ -1876,12 +1876,13 @@ class TestLifecycle(unittest.TestCase):
         self.assertEqual(body["error"]["message"], "no reload was tried: " + SHUTTING_DOWN)
         self.assertIn("and a model reload running after 300 ms", srv.log_text())
 
-    def test_sigterm_with_a_log_reader_that_stopped_reading(self):
+    def test_a_log_reader_that_stopped_reading(self):
         """stderr a pipe whose reader stopped reading (a stalled journald or
-        log shipper): once the pipe is full every log write blocks, the
-        event loop's among them, and SIGTERM never ended the server, its
-        drain deadline kept by that loop.  It now exits 1 a second past
-        shutdown_timeout_ms; read again, the pipe holds no half line."""
+        log shipper): once the pipe was full every log write waited, the
+        request threads' and the event loop's, so requests hung and SIGTERM
+        never ended the server.  Now the lines that cannot be written are
+        dropped and counted: requests are answered, SIGTERM drains and exits
+        0, and once read again the log says how many lines it lost."""
         proc = subprocess.Popen(T.WRAPPER + [T.SERVER, "--model", TF_MODEL, "--registry", "none",
                                              "--listen", "127.0.0.1:0",
                                              "--shutdown-timeout-ms", "300"],
@@ -1893,26 +1894,54 @@ class TestLifecycle(unittest.TestCase):
                 self.assertTrue(line, "no listening line")
                 m = re.search(r"event=listening .*?port=(\d+)", line)
                 port = m and int(m.group(1))
-            # from now on nobody reads: each request's line fills the pipe
-            for _ in range(5000):
-                try:
-                    c = http.client.HTTPConnection("127.0.0.1", port, timeout=0.5 * T.SLOW)
-                    c.request("GET", "/healthz")
-                    c.getresponse().read()
-                    c.close()
-                except (socket.timeout, OSError):
-                    break
-            else:
-                self.fail("5000 requests answered: the pipe never filled")
+            # from now on nobody reads: 2000 lines of about 150 bytes are
+            # more than a pipe holds (64 KiB)
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=5 * T.SLOW)
+            for _ in range(2000):
+                c.request("GET", "/healthz")
+                r = c.getresponse()
+                r.read()
+                self.assertEqual(r.status, 200)
+            # read again: the next line written comes after the count
+            lines = []
+            reader = threading.Thread(target=lambda: lines.extend(iter(proc.stderr.readline,
+                                                                       b"")))
+            reader.start()
+            deadline = time.monotonic() + 10 * T.SLOW
+            while (time.monotonic() < deadline and
+                   not any(b"event=log dropped=" in x for x in list(lines))):
+                c.request("GET", "/healthz")
+                r = c.getresponse()
+                r.read()
+                time.sleep(0.01)
+            c.close()
             proc.send_signal(signal.SIGTERM)
-            self.assertEqual(proc.wait(10 * T.SLOW), 1)
-            text = proc.stderr.read().decode()
+            self.assertEqual(proc.wait(10 * T.SLOW), 0)
+            reader.join(10)
+            text = b"".join(lines).decode()
+            m = re.search(r'level=warn event=log dropped=(\d+) msg="lines dropped: the log\'s '
+                          r'reader was not reading \(serving does not wait for it\)"\n', text)
+            self.assertTrue(m, text[-2000:])
+            kept = text.count("route=/healthz status=200")
+            self.assertEqual(kept + int(m.group(1)) >= 2000, True, (kept, m.group(1)))
             self.assertTrue(text.endswith("\n"), text[-300:])
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(10)
             proc.stderr.close()
+
+    def test_sigterm_while_the_event_loop_is_held(self):
+        """The drain's deadline lived on the event loop: held (a call that
+        blocks; here the test hook SEMID_TEST_DRAIN_STALL_MS), SIGTERM never
+        ended the server.  A thread of its own now exits 1 a second past
+        shutdown_timeout_ms, and says why."""
+        srv = T.Server(["--model", TF_MODEL, "--registry", "none", "--shutdown-timeout-ms",
+                        "300"], WORK, env=dict(os.environ, SEMID_TEST_DRAIN_STALL_MS="20000"))
+        srv.signal(signal.SIGTERM)
+        self.assertEqual(srv.wait(10 * T.SLOW), 1, srv.log_text()[-2000:])
+        self.assertIn('level=error event=shutdown msg="the drain did not end within 300 ms and '
+                      'the event loop did not answer for 1000 ms more; exiting"', srv.log_text())
 
     def test_sigusr_does_nothing_but_say_so(self):
         """SIGUSR1 and SIGUSR2 ended the server by their default action, no
