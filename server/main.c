@@ -283,15 +283,15 @@ static void on_stop_signal(uv_signal_t *h, int sig)
 	if (s->draining)
 		return;
 	s->draining = 1;
-	/* before the first log line, which may be the write that blocks */
+	/* before anything that could hold the loop */
 	pthread_attr_init(&attr);
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
 	if (pthread_create(&t, &attr, stall_watch, s) != 0)
 		srv_log(SRV_LOG_WARN, "shutdown",
 			"cannot start the thread that bounds the drain if the event loop blocks");
 	pthread_attr_destroy(&attr);
-	test_hook_sleep(
-	    "SEMID_TEST_DRAIN_STALL_MS"); /* the loop held, as a blocked call holds it */
+	/* tests: the loop held, as a call that blocks would hold it */
+	test_hook_sleep("SEMID_TEST_DRAIN_STALL_MS");
 	srv_log(SRV_LOG_INFO, "shutdown", "%s: draining %ld in-flight requests (up to %d ms)",
 		sig == SIGINT ? "SIGINT" : "SIGTERM", inflight(s), s->cfg.shutdown_timeout_ms);
 	srv_http_quiesce(s->http);
