@@ -246,6 +246,12 @@ void srv_logline_num(struct srv_logline *l, const char *key, double value)
  */
 static int block_fd = -1, block_may; /* log_fd and whether it can block, once asked */
 static unsigned long dropped;	     /* lines dropped since the last count written */
+static unsigned long dropped_total;  /* and since the start */
+
+unsigned long srv_log_dropped_total(void)
+{
+	return __atomic_load_n(&dropped_total, __ATOMIC_RELAXED);
+}
 
 static int fd_writable(int fd)
 {
@@ -296,6 +302,7 @@ void srv_logline_end(struct srv_logline *l)
 	if (may_block(fd)) {
 		if (!fd_writable(fd)) {
 			__atomic_add_fetch(&dropped, 1, __ATOMIC_RELAXED);
+			__atomic_add_fetch(&dropped_total, 1, __ATOMIC_RELAXED);
 			return;
 		}
 		if ((n = __atomic_exchange_n(&dropped, 0, __ATOMIC_RELAXED))) {

@@ -55,6 +55,10 @@ void srv_log_set_fd(int fd);
  * reading leaves a pipe full: every write then waits)? */
 int srv_log_writable(void);
 
+/* Lines dropped since the start because the log's reader was not reading
+ * (semid_log_lines_dropped_total). */
+unsigned long srv_log_dropped_total(void);
+
 /* "2026-11-28T17:30:00.123Z" for @sec seconds since the epoch and @ms
  * milliseconds, UTC; returns SRV_LOG_TS_LEN.  Async-signal-safe. */
 #define SRV_LOG_TS_LEN 24

@@ -3,6 +3,7 @@
  * GET /metrics, and their Prometheus text rendering.  See metrics.h.
  */
 #include "metrics.h"
+#include "log.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -429,6 +430,12 @@ char *srv_metrics_render(struct srv_metrics *m, const struct sid_model *model)
 		       "# TYPE semid_model_watch_checks_total counter\n"
 		       "semid_model_watch_checks_total %llu\n",
 		       (unsigned long long)__atomic_load_n(&m->watch_checks, __ATOMIC_RELAXED));
+	srv_buf_printf(&b,
+		       "# HELP semid_log_lines_dropped_total Log lines dropped because the log's "
+		       "reader was not reading.\n"
+		       "# TYPE semid_log_lines_dropped_total counter\n"
+		       "semid_log_lines_dropped_total %lu\n",
+		       srv_log_dropped_total());
 	srv_buf_printf(&b,
 		       "# HELP semid_queue_rows Rows admitted and not yet encoded (queue_rows "
 		       "bounds it).\n"

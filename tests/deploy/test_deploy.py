@@ -191,6 +191,7 @@ DASHBOARD_LEFT_OUT = {
     "process_virtual_memory_bytes": "address space reserved, far above what is used",
     "process_virtual_memory_max_bytes": "no sample while unlimited, the usual case",
     "process_threads": "set by the configuration (workers, OpenBLAS, libmicrohttpd)",
+    "semid_log_lines_dropped_total": "the log's own health: SemidLogLinesDropped alerts on it",
 }
 
 
@@ -1448,6 +1449,10 @@ class Deploy(unittest.TestCase):
             {"series": "process_max_fds{%s}" % healthy, "values": "65536x60"},
             {"series": "process_open_fds{%s}" % low, "values": "740x60"},
             {"series": "process_max_fds{%s}" % low, "values": "1024x60"},
+            # 'a': 40 log lines dropped at minute 30 (its journald stalled);
+            # 'b': none
+            {"series": "semid_log_lines_dropped_total{%s}" % inst, "values": "0x30 40x30"},
+            {"series": "semid_log_lines_dropped_total{%s}" % healthy, "values": "0x60"},
         ]
         a = {"job": "semid", "instance": "a:8080"}
         return {
@@ -1493,6 +1498,10 @@ class Deploy(unittest.TestCase):
                      "exp_alerts": []},
                     {"eval_time": "16m", "alertname": "SemidFileDescriptorsNearLimit",
                      "exp_alerts": [{"exp_labels": dict(a, severity="warning")}]},
+                    {"eval_time": "29m", "alertname": "SemidLogLinesDropped", "exp_alerts": []},
+                    {"eval_time": "31m", "alertname": "SemidLogLinesDropped",
+                     "exp_alerts": [{"exp_labels": dict(a, severity="warning")}]},
+                    {"eval_time": "50m", "alertname": "SemidLogLinesDropped", "exp_alerts": []},
                 ],
             }, {
                 # a day at 5 bits, then 2 (under two thirds) for 2 h: 'a'

@@ -320,6 +320,7 @@ START_TEST(test_log_full_pipe_drops)
 {
 	static char big[1 << 16];
 	char buf[8192], *nl;
+	unsigned long before = srv_log_dropped_total();
 	int fds[2], fl;
 	ssize_t n;
 	FILE *f;
@@ -334,6 +335,7 @@ START_TEST(test_log_full_pipe_drops)
 	for (int i = 0; i < 3; i++)
 		srv_log(SRV_LOG_INFO, "t", "lost %d", i); /* would wait for ever */
 	ck_assert_int_eq(srv_log_writable(), 0);
+	ck_assert_uint_eq(srv_log_dropped_total() - before, 3); /* semid_log_lines_dropped_total */
 	fl = fcntl(fds[0], F_GETFL);
 	ck_assert_int_eq(fcntl(fds[0], F_SETFL, fl | O_NONBLOCK), 0);
 	while (read(fds[0], big, sizeof(big)) > 0)

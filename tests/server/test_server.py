@@ -1914,6 +1914,8 @@ class TestLifecycle(unittest.TestCase):
                 r = c.getresponse()
                 r.read()
                 time.sleep(0.01)
+            c.request("GET", "/metrics")
+            metrics = c.getresponse().read().decode()
             c.close()
             proc.send_signal(signal.SIGTERM)
             self.assertEqual(proc.wait(10 * T.SLOW), 0)
@@ -1922,6 +1924,7 @@ class TestLifecycle(unittest.TestCase):
             m = re.search(r'level=warn event=log dropped=(\d+) msg="lines dropped: the log\'s '
                           r'reader was not reading \(serving does not wait for it\)"\n', text)
             self.assertTrue(m, text[-2000:])
+            self.assertIn("\nsemid_log_lines_dropped_total %s\n" % m.group(1), metrics)
             kept = text.count("route=/healthz status=200")
             self.assertEqual(kept + int(m.group(1)) >= 2000, True, (kept, m.group(1)))
             self.assertTrue(text.endswith("\n"), text[-300:])
