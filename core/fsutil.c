@@ -447,7 +447,7 @@ int sid_file_read_checked(const char *path, size_t max_len, sid_file_head_check 
 			rc = sid_error_set(err, SID_EIO, "%s: read: %s", path, strerror(errno));
 			goto fail;
 		}
-		if ((rc = check(head, (size_t)n_head, (uint64_t)st.st_size, err))) {
+		if ((rc = check(fd, head, (size_t)n_head, (uint64_t)st.st_size, err))) {
 			if (err)
 				sid_error_name_file(err, path);
 			goto fail;

@@ -127,14 +127,15 @@ int sid_file_read(const char *path, size_t max_len, uint8_t **out, size_t *out_l
 
 /*
  * sid_file_read, with @check (when not NULL) given the file's first bytes
- * (up to SID_FILE_HEAD_BYTES; fewer when the file is shorter) and its size
- * before the rest is read: a nonzero return (a SID_E* code, the message in
- * @err, which gets @path in front) fails the read.  So that a file of the wrong kind (embeddings
- * copied over a model) is refused from its first bytes, not after
- * gigabytes were read into memory.
+ * (up to SID_FILE_HEAD_BYTES; fewer when the file is shorter), its size and
+ * its descriptor (to pread more of it) before the rest is read: a nonzero
+ * return (a SID_E* code, the message in @err, which gets @path in front)
+ * fails the read.  So that a file of the wrong kind (embeddings or a
+ * checkpoint copied over a model) is refused from its first bytes, not
+ * after gigabytes were read into memory.
  */
 #define SID_FILE_HEAD_BYTES 16
-typedef int (*sid_file_head_check)(const uint8_t *head, size_t n, uint64_t size,
+typedef int (*sid_file_head_check)(int fd, const uint8_t *head, size_t n, uint64_t size,
 				   struct sid_error *err);
 int sid_file_read_checked(const char *path, size_t max_len, sid_file_head_check check,
 			  uint8_t **out, size_t *out_len, struct sid_error *err);

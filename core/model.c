@@ -11,11 +11,13 @@
  */
 #include "model.h"
 
+#include <errno.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "fsutil.h"
 #include "safetensors.h"
@@ -635,6 +637,50 @@ int sid_model_version_check(const char *v, struct sid_error *err)
 	return 0;
 }
 
+/*
+ * Before a model file is read whole: the header rules sid_st_parse begins
+ * with (sid_st_check_head), then the header alone, read here, for the
+ * 'semid' entry of its __metadata__, so that a checkpoint (MODEL.ckpt:
+ * gigabytes of ID embeddings and Adam moments, beside the model) or any
+ * other safetensors file copied over the model is refused from its header.
+ * A header that cannot be read or parsed here is left to the full read to
+ * name.
+ */
+static int model_head_check(int fd, const uint8_t *head, size_t n, uint64_t size,
+			    struct sid_error *err)
+{
+	uint64_t hlen;
+	size_t got = 0;
+	json_t *root, *meta;
+	char *hdr;
+	int rc = sid_st_check_head(head, n, size, err);
+
+	if (rc)
+		return rc;
+	hlen = sid_st_header_len(head);
+	if (!(hdr = malloc((size_t)hlen)))
+		return 0;
+	while (got < hlen) {
+		ssize_t r = pread(fd, hdr + got, (size_t)hlen - got, (off_t)(8 + got));
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			break;
+		got += (size_t)r;
+	}
+	root = got == hlen ? json_loadb(hdr, (size_t)hlen, 0, NULL) : NULL;
+	free(hdr);
+	meta = json_object_get(root, "__metadata__");
+	if (root && (!meta || json_is_object(meta)) && !json_object_get(meta, "semid"))
+		rc = sid_error_set(err, SID_EFORMAT,
+				   "__metadata__ has no 'semid' entry (not a semid model file%s)",
+				   json_object_get(meta, "das_config")
+				       ? "; it looks like a semid-train checkpoint, MODEL.ckpt"
+				       : "");
+	json_decref(root);
+	return rc;
+}
+
 int sid_model_load(const char *path, struct sid_model **out, struct sid_error *err)
 {
 	uint8_t *buf = NULL;
@@ -652,7 +698,7 @@ int sid_model_load(const char *path, struct sid_model **out, struct sid_error *e
 	 * hot-swapping.  The copy is transient; the tensors are copied into the
 	 * model's aligned block anyway.
 	 */
-	rc = sid_file_read_checked(path, SID_MODEL_FILE_MAX, sid_st_check_head, &buf, &len, err);
+	rc = sid_file_read_checked(path, SID_MODEL_FILE_MAX, model_head_check, &buf, &len, err);
 	if (!rc) {
 		rc = model_build(buf, len, path, out, err);
 		free(buf);

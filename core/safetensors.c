@@ -334,6 +334,11 @@ static uint64_t header_len(const uint8_t *p)
 	return n;
 }
 
+uint64_t sid_st_header_len(const uint8_t head[8])
+{
+	return header_len(head);
+}
+
 int sid_st_check_head(const uint8_t *head, size_t n, uint64_t size, struct sid_error *err)
 {
 	uint64_t hlen;

@@ -91,6 +91,8 @@ int sid_st_parse(const void *buf, size_t len, struct sid_st_file *out, struct si
  * another kind is refused before it is read whole.
  */
 int sid_st_check_head(const uint8_t *head, size_t n, uint64_t size, struct sid_error *err);
+/* The header's length in bytes, from a file's first 8 (the JSON follows). */
+uint64_t sid_st_header_len(const uint8_t head[8]);
 
 /*
  * 1 when a file of @size bytes whose first 9 bytes are @head passes the

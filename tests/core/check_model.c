@@ -807,8 +807,8 @@ END_TEST
  * are: a FIFO at once (its open blocked until a writer came, and a
  * server's reloads with it), and a file of
  * another kind from its first bytes, not after all of it was read into
- * memory (a sparse 60 GiB .npy: the read asked for 60 GiB, and said it was
- * out of memory, or took it). */
+ * memory (a sparse 60 GiB .npy or checkpoint: the read asked for 60 GiB,
+ * and said it was out of memory, or took it). */
 START_TEST(test_load_refuses_from_the_start)
 {
 	static const char npy[] = "\x93NUMPY\x01\x00v\x00{'descr': '<f4'";
@@ -841,6 +841,32 @@ START_TEST(test_load_refuses_from_the_start)
 			     "it looks like a .npy array, not a safetensors model"),
 		      "%s", err.msg);
 	unlink(path);
+
+	/* a safetensors file that is no model, a trainer's checkpoint (60 GiB
+	 * of parameters, sparse here): refused from its header */
+	{
+		static const char hdr[] =
+		    "{\"__metadata__\":{\"das_config\":\"{}\"},\"das.params\":{\"dtype\":\"F32\","
+		    "\"shape\":[16106127360],\"data_offsets\":[0,64424509440]}}";
+		uint8_t len8[8];
+		uint64_t hl = sizeof(hdr) - 1;
+
+		for (int b = 0; b < 8; b++)
+			len8[b] = (uint8_t)(hl >> (8 * b));
+		fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+		ck_assert_int_ge(fd, 0);
+		ck_assert_int_eq(write(fd, len8, 8), 8);
+		ck_assert_int_eq(write(fd, hdr, hl), (ssize_t)hl);
+		ck_assert_int_eq(ftruncate(fd, (off_t)(8 + hl + 64424509440ULL)), 0);
+		close(fd);
+		ck_assert_int_eq(sid_model_load(path, &m, &err), SID_EFORMAT);
+		ck_assert_ptr_null(m);
+		ck_assert_int_eq(strncmp(err.msg, path, strlen(path)), 0);
+		ck_assert_str_eq(err.msg + strlen(path),
+				 ": __metadata__ has no 'semid' entry (not a semid model file; it "
+				 "looks like a semid-train checkpoint, MODEL.ckpt)");
+		unlink(path);
+	}
 	rmdir(dir);
 }
 END_TEST
