@@ -19,6 +19,7 @@
 
 static int log_level = SRV_LOG_INFO; /* read with relaxed atomics */
 static int log_fd = 2;
+static int block_fd = -1; /* (may_block, below) */
 
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
 
@@ -50,6 +51,7 @@ int srv_log_enabled(enum srv_log_level level)
 void srv_log_set_fd(int fd)
 {
 	__atomic_store_n(&log_fd, fd, __ATOMIC_RELAXED);
+	__atomic_store_n(&block_fd, -1, __ATOMIC_RELAXED); /* another file, maybe by that number */
 }
 
 /* Append raw bytes, keeping room for a cut's "...", a closing quote and the
@@ -244,9 +246,9 @@ void srv_logline_num(struct srv_logline *l, const char *key, double value)
  * dropped and counted, and the next line that can be is preceded by the
  * count: serving never waits for its log.  A file is written as ever.
  */
-static int block_fd = -1, block_may; /* log_fd and whether it can block, once asked */
-static unsigned long dropped;	     /* lines dropped since the last count written */
-static unsigned long dropped_total;  /* and since the start */
+static int block_may;		    /* whether block_fd (log_fd, once asked) can block */
+static unsigned long dropped;	    /* lines dropped since the last count written */
+static unsigned long dropped_total; /* and since the start */
 
 unsigned long srv_log_dropped_total(void)
 {

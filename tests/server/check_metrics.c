@@ -323,9 +323,17 @@ START_TEST(test_log_full_pipe_drops)
 	unsigned long before = srv_log_dropped_total();
 	int fds[2], fl;
 	ssize_t n;
-	FILE *f;
 
+	/* the pipe's write end by the number a file's had, which the log was
+	 * told of first (whether a write can wait was asked of the file) */
+	fl = open("/tmp", O_TMPFILE | O_RDWR, 0600);
+	ck_assert_int_ge(fl, 0);
+	srv_log_set_fd(fl);
+	srv_log(SRV_LOG_INFO, "t", "to a file");
 	ck_assert_int_eq(pipe(fds), 0);
+	ck_assert_int_eq(dup2(fds[1], fl), fl);
+	close(fds[1]);
+	fds[1] = fl;
 	fl = fcntl(fds[1], F_GETFL);
 	ck_assert_int_eq(fcntl(fds[1], F_SETFL, fl | O_NONBLOCK), 0);
 	while (write(fds[1], big, sizeof(big)) > 0 || write(fds[1], big, 1) > 0)
@@ -356,19 +364,6 @@ START_TEST(test_log_full_pipe_drops)
 	ck_assert_ptr_null(strstr(buf, "lost"));
 	close(fds[0]);
 	close(fds[1]);
-
-	/* a file: written as ever, no count */
-	f = tmpfile();
-	ck_assert_ptr_nonnull(f);
-	srv_log_set_fd(fileno(f));
-	srv_log(SRV_LOG_INFO, "t", "kept");
-	srv_log_set_fd(2);
-	rewind(f);
-	n = (ssize_t)fread(buf, 1, sizeof(buf) - 1, f);
-	buf[n > 0 ? n : 0] = '\0';
-	ck_assert_ptr_nonnull(strstr(buf, " level=info event=t msg=kept\n"));
-	ck_assert_ptr_null(strstr(buf, "dropped"));
-	fclose(f);
 }
 END_TEST
 
