@@ -995,8 +995,6 @@ static int delete_rows(const struct opts *o, int *not_found, struct sid_error *e
 	if (!rc && !(rc = store_open(o, &r, err)) &&
 	    !(fp = log_open(o, r, NULL, "the output", err)))
 		rc = err->code ? err->code : SID_EIO;
-	if (fp && fp != stdout)
-		cli_output_pipe_catch(); /* -o FIFO: a reader gone is a write error */
 	if (!rc)
 		rc = sid_registry_delete_rows(r, rows, o->nargs, deleted, err);
 	for (size_t i = 0; i < o->nargs && !rc; i++) { /* committed */
@@ -1006,8 +1004,6 @@ static int delete_rows(const struct opts *o, int *not_found, struct sid_error *e
 	if (fp) {
 		int crc = log_close(fp, output_name(o), rc ? NULL : err);
 		rc = rc ? rc : crc;
-		if (fp != stdout)
-			cli_output_pipe_release();
 	}
 	if (!rc) {
 		fprintf(stderr, "semid: deleted %zu of %zu rows from %s; %zu not found\n", gone,
@@ -1057,8 +1053,6 @@ static int cmd_delete(const struct opts *o, int *not_found, struct sid_error *er
 		rc = err->code ? err->code : SID_EIO;
 		goto fail;
 	}
-	if (fp != stdout)
-		cli_output_pipe_catch(); /* -o FIFO: a reader gone is a write error */
 	cli_progress_begin(&bar, progress_on(o, 1), n, stderr);
 	for (size_t at = 0; at < n && !stop_sig; at += B) {
 		size_t k = n - at < B ? n - at : B;
@@ -1085,8 +1079,6 @@ fail:
 	if (fp) {		      /* synced either way: its lines are of committed deletes */
 		int crc = log_close(fp, output_name(o), rc ? NULL : err);
 		rc = rc ? rc : crc;
-		if (fp != stdout)
-			cli_output_pipe_release();
 	}
 	if (!rc && stop_sig)
 		fprintf(stderr,
@@ -1798,7 +1790,9 @@ static int stop_asked(void *ctx)
 
 /* A log of what was committed (reassign's moves, delete's ids): stdout, or
  * the file appended to, with @header (may be NULL) first on stdout or in a
- * new file; refused when it is the store or the model.  @what names it. */
+ * new file; refused when it is the store or the model.  @what names it.  A
+ * file's SIGPIPE is caught until log_close (a FIFO whose reader went: a
+ * write error, said, not a silent death after a commit). */
 static FILE *log_open(const struct opts *o, struct sid_registry *r, const char *header,
 		      const char *what, struct sid_error *err)
 {
@@ -1849,6 +1843,7 @@ static FILE *log_open(const struct opts *o, struct sid_registry *r, const char *
 		fclose(f);
 		return NULL;
 	}
+	cli_output_pipe_catch();
 	return f;
 }
 
@@ -1867,8 +1862,10 @@ static int log_close(FILE *f, const char *name, struct sid_error *err)
 
 	if (!bad && f != stdout && fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode))
 		bad = fdatasync(fileno(f)) != 0;
-	if (f != stdout)
+	if (f != stdout) {
 		bad |= fclose(f) != 0;
+		cli_output_pipe_release(); /* caught by log_open */
+	}
 	return bad ? sid_error_set(err, SID_EIO, "%s: write failed: %m", name) : 0;
 }
 
@@ -1895,8 +1892,6 @@ static int cmd_reassign(const struct opts *o, struct sid_registry *r, struct sid
 		sid_model_unref(m);
 		return err->code;
 	}
-	if (mv.fp != stdout)
-		cli_output_pipe_catch(); /* -o FIFO: a reader gone is a write error */
 	mv.d = &d;
 	mv.r = r;
 	stop_catch(saved);
@@ -1916,7 +1911,6 @@ static int cmd_reassign(const struct opts *o, struct sid_registry *r, struct sid
 		walk_bar_end(&mv.walk, r);
 	cli_progress_end(&mv.bar, (size_t)mv.n);
 	crc = log_close(mv.fp, output_name(o), &e2);
-	cli_output_pipe_release();
 	if (!rc && crc) {
 		*err = e2;
 		rc = crc;
