@@ -1399,20 +1399,6 @@ static const char *string_end(const char *p, const char *end)
 	}
 }
 
-/*
- * The '[', '{' and ',' of @body outside strings, in one pass: a bound on the
- * JSON values jansson would build (each bracket or comma begins one).  It
- * allocates a json_t and a slot per value, 40 bytes or more for a value of
- * two bytes ("0,"), so it is given only bodies a request within the limits
- * could be, not a few MB of "[]," that would take gigabytes to decode.
- *
- * In the same pass, *@inputs (when not NULL): the elements of the array
- * that is the value of the key @key ("inputs" or "ids") of the top-level
- * object (of the longest such array if the key comes more than once), which
- * is what jansson would count for a well-formed body.  Only a character that can
- * begin a JSON value begins an element, and what lies inside an element
- * (an embedding's numbers, arrays nested in it) never counts.
- */
 /* 1 when the JSON string body @s (@n bytes, between its quotes) reads
  * @want once its escapes are decoded, as jansson decodes a key. */
 static int key_reads(const char *s, size_t n, const char *want)
@@ -1446,15 +1432,29 @@ static int key_reads(const char *s, size_t n, const char *want)
 	return i == n && k == w;
 }
 
+/*
+ * The '[', '{' and ',' of @body outside strings, in one pass: a bound on the
+ * JSON values jansson would build (each bracket or comma begins one).  It
+ * allocates a json_t and a slot per value, 40 bytes or more for a value of
+ * two bytes ("0,"), so it is given only bodies a request within the limits
+ * could be, not a few MB of "[]," that would take gigabytes to decode.
+ *
+ * In the same pass, *@inputs (when not NULL): the elements of the array
+ * that is the value of the key @key ("inputs" or "ids") of the top-level
+ * object (of the longest such array if the key comes more than once), which
+ * is what jansson would count for a well-formed body.  Only a character that can
+ * begin a JSON value begins an element, and what lies inside an element
+ * (an embedding's numbers, arrays nested in it) never counts.
+ */
 size_t srv__json_separators(const char *body, size_t len, const char *key, size_t *inputs,
 			    size_t *members)
 {
 	const char *p = body, *end = body + len;
 	size_t n = 0, depth = 0, count = 0, most = 0, colons = 0;
 	/* the top level is an object; at depth 1: a key may come next; the
-	 * last key was "inputs"; its ':' came, so the next value is its value */
-	int root_obj = 0, key_next = 0, key_inputs = 0, value_inputs = 0;
-	/* inside the "inputs" array; an element may begin next */
+	 * last key was @key; its ':' came, so the next value is its value */
+	int root_obj = 0, key_next = 0, key_match = 0, value_match = 0;
+	/* inside @key's array; an element may begin next */
 	int in = 0, elem_next = 0;
 
 	while (p < end) {
@@ -1467,8 +1467,8 @@ size_t srv__json_separators(const char *body, size_t len, const char *key, size_
 			    (c >= '0' && c <= '9') || c == 't' || c == 'f' || c == 'n')
 				count++;
 		}
-		if (depth == 1 && value_inputs) {
-			value_inputs = 0;
+		if (depth == 1 && value_match) {
+			value_match = 0;
 			if (c == '[') {
 				in = 1;
 				elem_next = 1;
@@ -1481,7 +1481,7 @@ size_t srv__json_separators(const char *body, size_t len, const char *key, size_
 				goto out;
 			if (depth == 1 && key_next) {
 				key_next = 0;
-				key_inputs = key_reads(str, (size_t)(p - 1 - str), key);
+				key_match = key_reads(str, (size_t)(p - 1 - str), key);
 			}
 		} else if (c == '[' || c == '{') {
 			n++;
@@ -1503,9 +1503,9 @@ size_t srv__json_separators(const char *body, size_t len, const char *key, size_
 				depth--;
 		} else if (c == ':') {
 			colons++;
-			if (depth == 1 && key_inputs) {
-				key_inputs = 0;
-				value_inputs = 1;
+			if (depth == 1 && key_match) {
+				key_match = 0;
+				value_match = 1;
 			}
 		}
 	}

@@ -433,10 +433,31 @@ static void server_timing(const struct req *q, char *out)
 	out[n] = '\0';
 }
 
+/*
+ * Queue @r, q's answer, and let it go.  "Expect: 100-continue" on a request
+ * without a body, with another request's bytes already read behind it:
+ * MHD 0.9.75 sends "100 Continue", then calls the handler once with nothing
+ * before the request counts as complete, where it refuses an answer (and
+ * MHD_NO would drop the connection, both requests unanswered).  The answer
+ * is kept (q->pending) and queued again at the next call, the final one.
+ */
+static enum MHD_Result queue_answer(struct req *q, struct MHD_Response *r)
+{
+	enum MHD_Result ret = MHD_queue_response(q->conn, (unsigned)q->status, r);
+
+	if (ret == MHD_NO && !q->pending && expects_continue(q->conn) && !has_body(q->conn)) {
+		q->pending = r;
+		return MHD_YES;
+	}
+	MHD_destroy_response(r);
+	q->pending = NULL;
+	q->state = REQ_DONE;
+	return ret;
+}
+
 static enum MHD_Result send_response(struct req *q)
 {
 	struct MHD_Response *r;
-	enum MHD_Result ret;
 	char ra[16], st[160];
 
 	if (!q->resp) {
@@ -468,34 +489,7 @@ static enum MHD_Result send_response(struct req *q)
 		MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
 	/* from now until on_completed (MHD has written the last byte) */
 	conn_phase_set(q->c, CONN_SENDING);
-	ret = MHD_queue_response(q->conn, (unsigned)q->status, r);
-	if (ret == MHD_NO && !q->pending && expects_continue(q->conn) && !has_body(q->conn)) {
-		/*
-		 * "Expect: 100-continue" on a request without a body, with
-		 * another request's bytes already read behind it: MHD 0.9.75
-		 * sends "100 Continue", then calls the handler once with
-		 * nothing before the request counts as complete, where it
-		 * refuses an answer (and MHD_NO would drop the connection,
-		 * both requests unanswered).  Its final call comes next.
-		 */
-		q->pending = r;
-		return MHD_YES;
-	}
-	MHD_destroy_response(r);
-	q->state = REQ_DONE;
-	return ret;
-}
-
-/* The answer send_response could not queue yet (there), at the next call. */
-static enum MHD_Result send_pending(struct req *q)
-{
-	struct MHD_Response *r = q->pending;
-	enum MHD_Result ret = MHD_queue_response(q->conn, (unsigned)q->status, r);
-
-	MHD_destroy_response(r);
-	q->pending = NULL;
-	q->state = REQ_DONE;
-	return ret;
+	return queue_answer(q, r);
 }
 
 static char *json_text(json_t *v, size_t *len)
@@ -1471,8 +1465,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	struct req *q = *con_cls;
 
 	mhd_quiet = 0;
-	if (q && q->pending)
-		return send_pending(q);
+	if (q && q->pending) /* (queue_answer) */
+		return queue_answer(q, q->pending);
 	if (!q || q->state == REQ_LINE) {
 		const union MHD_ConnectionInfo *ci =
 		    MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
