@@ -381,13 +381,15 @@ int sid_registry_diff(struct sid_registry *r, enum sid_tower_kind kind, const st
 
 /*
  * Check a store: read every entry of @kind (-1: both kinds), with its
- * embedding, going on past the ones a walk would stop at, and the store's own
- * structure (res->store_how says how, or why not).  Each problem found is told to @fn (may be NULL)
- * and counted in res->found[its problem]; a non-zero return from @fn stops the check and is
- * returned.  0 when the check ran to its end, whatever it found; an error (SID_EUNAVAIL,
- * SID_EFORMAT, ...) when it could not.  Reads only: an export, diff or reassign that stops at a
- * damaged entry is told which ones there are, and `semid registry delete` erases those whose id can
- * be read.  The walk is told to sid_registry_set_progress.
+ * embedding, going on past the ones a walk would stop at, and the store's
+ * own structure (res->store_how says how, or why not).  Each problem found
+ * is told to @fn (may be NULL) and counted in res->found[its problem]; a
+ * non-zero return from @fn stops the check and is returned.  0 when the
+ * check ran to its end, whatever it found; an error (SID_EUNAVAIL,
+ * SID_EFORMAT, ...) when it could not.  Reads only: an export, diff or
+ * reassign that stops at a damaged entry is told which ones there are, and
+ * `semid registry delete` erases those whose id can be read.  The walk is
+ * told to sid_registry_set_progress.
  */
 enum sid_reg_problem {
 	SID_REG_P_UNREADABLE, /* its id, codes or model_version cannot be read */

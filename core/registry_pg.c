@@ -1778,12 +1778,16 @@ struct check_store_ctx {
 
 static int check_store_body(struct pg *s, void *p, struct sid_error *err)
 {
-	static const char *const checks[] = {
-	    "SELECT bt_index_check('semid_assignment_id'::regclass, true)",
-	    "SELECT bt_index_check('semid_assignment_sid'::regclass, true)",
-	    /* a row a problem, none when the table is sound */
-	    ("SELECT coalesce(blkno::text, ''), coalesce(offnum::text, ''), msg"
-	     " FROM verify_heapam('semid_assignment')")};
+	/* bt_index_check raises a problem; verify_heapam returns a row each
+	 * (@rows), none when the table is sound */
+	static const struct {
+		const char *sql;
+		int rows;
+	} checks[] = {{"SELECT bt_index_check('semid_assignment_id'::regclass, true)", 0},
+		      {"SELECT bt_index_check('semid_assignment_sid'::regclass, true)", 0},
+		      {"SELECT coalesce(blkno::text, ''), coalesce(offnum::text, ''), msg"
+		       " FROM verify_heapam('semid_assignment')",
+		       1}};
 	struct check_store_ctx *c = p;
 	struct sid_reg_finding f = {SID_REG_P_STORE, -1, -1, NULL, NULL};
 	char msg[SID_ERROR_MSG_MAX], version[32];
@@ -1808,11 +1812,10 @@ static int check_store_body(struct pg *s, void *p, struct sid_error *err)
 	pq.PQclear(res);
 	for (size_t i = 0; i < sizeof(checks) / sizeof(checks[0]) && !rc; i++) {
 		const char *state;
-		res = pq_params(s, checks[i], 0, NULL, 0);
+		res = pq_params(s, checks[i].sql, 0, NULL, 0);
 		state = pq.PQresultErrorField(res, PG_DIAG_SQLSTATE);
 		if (pq.PQresultStatus(res) == PGRES_TUPLES_OK) {
-			/* verify_heapam's rows (bt_index_check raises instead) */
-			for (int r = 0; i == 2 && r < pq.PQntuples(res) && !rc; r++) {
+			for (int r = 0; checks[i].rows && r < pq.PQntuples(res) && !rc; r++) {
 				snprintf(msg, sizeof(msg),
 					 "registry %s: verify_heapam: semid_assignment block %s "
 					 "offset %s: %s",

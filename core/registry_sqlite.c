@@ -787,9 +787,6 @@ fail:
 	fail_all(q, nq, &gerr);
 }
 
-/* Remove one stored row and its embedding; its slot is left as a reassign
- * leaves its old one (leaving: the gaps flag when it is below the largest).
- * A row that could not be read (e->L 0) has no slot known: the gaps flag. */
 /* Row @rid of semid_assignment and its embedding row go. */
 static int delete_rid(struct sq *s, sqlite3_int64 rid, struct sid_error *err)
 {
@@ -804,6 +801,9 @@ static int delete_rid(struct sq *s, sqlite3_int64 rid, struct sid_error *err)
 	return run(s, st, err, "delete");
 }
 
+/* Remove one stored row and its embedding; its slot is left as a reassign
+ * leaves its old one (leaving: the gaps flag when it is below the largest).
+ * A row that could not be read (e->L 0) has no slot known: the gaps flag. */
 static int delete_row(struct sq *s, const struct sid_reg_entry *e, sqlite3_int64 rid,
 		      struct sid_error *err)
 {

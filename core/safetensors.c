@@ -324,19 +324,13 @@ static const char *foreign_hint(const uint8_t *p, size_t len, char *hint, size_t
 	return hint;
 }
 
-/* The header length: the file's first 8 bytes, little-endian. */
-static uint64_t header_len(const uint8_t *p)
+uint64_t sid_st_header_len(const uint8_t p[8])
 {
 	uint64_t n = 0;
 
 	for (int b = 7; b >= 0; b--)
 		n = n << 8 | p[b];
 	return n;
-}
-
-uint64_t sid_st_header_len(const uint8_t head[8])
-{
-	return header_len(head);
 }
 
 int sid_st_check_head(const uint8_t *head, size_t n, uint64_t size, struct sid_error *err)
@@ -348,7 +342,7 @@ int sid_st_check_head(const uint8_t *head, size_t n, uint64_t size, struct sid_e
 		return sid_error_set(err, SID_EFORMAT,
 				     "file is %llu bytes, too short for the 8-byte header length",
 				     (unsigned long long)size);
-	hlen = header_len(head);
+	hlen = sid_st_header_len(head);
 	if (hlen > SID_ST_HEADER_MAX)
 		return sid_error_set(err, SID_EFORMAT, "header length %llu exceeds the cap of %u%s",
 				     (unsigned long long)hlen, SID_ST_HEADER_MAX,
@@ -385,7 +379,7 @@ int sid_st_parse(const void *buf, size_t len, struct sid_st_file *out, struct si
 		return sid_error_set(err, SID_EINVAL, "no buffer");
 	if ((rc = sid_st_check_head(p, len, len, err)))
 		return rc;
-	hlen = header_len(p);
+	hlen = sid_st_header_len(p);
 	if (memchr(p + 8, '\0', (size_t)hlen))
 		return sid_error_set(
 		    err, SID_EFORMAT, "header holds a NUL byte at byte offset %zu",

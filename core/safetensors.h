@@ -85,13 +85,13 @@ int sid_st_parse(const void *buf, size_t len, struct sid_st_file *out, struct si
 /*
  * The first rules sid_st_parse applies, to a file's first @n bytes @head
  * (16, SID_FILE_HEAD_BYTES, are enough for the message's guess at what else
- * the file is) and its
- * size: a header length that fits the file and the cap, then '{'.  0, or
- * SID_EFORMAT with the message sid_st_parse would give; so that a file of
- * another kind is refused before it is read whole.
+ * the file is) and its size: a header length that fits the file and the
+ * cap, then '{'.  0, or SID_EFORMAT with the message sid_st_parse would
+ * give; so that a file of another kind is refused before it is read whole.
  */
 int sid_st_check_head(const uint8_t *head, size_t n, uint64_t size, struct sid_error *err);
-/* The header's length in bytes, from a file's first 8 (the JSON follows). */
+/* The header's length in bytes: a file's first 8, little-endian (the JSON
+ * follows). */
 uint64_t sid_st_header_len(const uint8_t head[8]);
 
 /*

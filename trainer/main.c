@@ -43,8 +43,6 @@ static int fail(const char *what, struct sid_error *err)
 	return exit_code(err->code);
 }
 
-_Static_assert(TR_PROFILE_MAX_USERS == 67108864, "usage() gives profile's bound as a number");
-
 static void usage(FILE *f)
 {
 	fprintf(f,
@@ -72,7 +70,7 @@ static void usage(FILE *f)
 		"profile writes --users for data with item embeddings only: row u is the\n"
 		"L2-normalised mean of the --items rows user u clicked in TRAIN (zeros for a\n"
 		"user with none, or whose rows sum to zero), N rows (default: the largest\n"
-		"user index + 1; at most 67108864).\n"
+		"user index + 1; at most %ld).\n"
 		"\n"
 		"exit status: 0 ok; 1 I/O or internal error (e.g. the model cannot be\n"
 		"             published); 2 bad usage or bad input (an unknown flag or value, a\n"
@@ -81,7 +79,8 @@ static void usage(FILE *f)
 		"             profile); 141\n"
 		"             quietly when the reader of a stdout pipe went away (| head).\n"
 		"\n"
-		"Flags override the JSON config file; every key is a flag:\n");
+		"Flags override the JSON config file; every key is a flag:\n",
+		TR_PROFILE_MAX_USERS);
 	tr_config_print_help(f);
 }
 

@@ -71,6 +71,15 @@ def wait_in_fifo_open(proc, secs=10.0):
         time.sleep(0.01)
 
 
+def model_copy(name="model.safetensors"):
+    """A fresh directory under WORK holding a copy of TF_MODEL as @name:
+    (the directory, the model's path)."""
+    d = tempfile.mkdtemp(dir=WORK)
+    path = os.path.join(d, name)
+    shutil.copy(TF_MODEL, path)
+    return d, path
+
+
 def swap_symlink(link, target):
     """Point the symlink @link at @target atomically (a new link renamed over it)."""
     os.symlink(target, link + ".tmp")
@@ -838,9 +847,7 @@ class TestOps(unittest.TestCase):
             self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
 
     def test_reload_bad_file_keeps_serving(self):
-        d = tempfile.mkdtemp(dir=WORK)
-        path = os.path.join(d, "m.safetensors")
-        shutil.copy(TF_MODEL, path)
+        _, path = model_copy("m.safetensors")
         srv = T.Server(["--model", path, "--admin-token", "t", "--watch=false"], WORK)
         try:
             with open(TF_MODEL, "rb") as f:
@@ -877,9 +884,7 @@ class TestOps(unittest.TestCase):
         for a writer for good, the admin reload never answered, and every
         later publish queued behind it.  Now it is refused at once (not a
         regular file), the model keeps serving, and the next file is taken."""
-        d = tempfile.mkdtemp(dir=WORK)
-        path = os.path.join(d, "m.safetensors")
-        shutil.copy(TF_MODEL, path)
+        _, path = model_copy("m.safetensors")
         srv = T.Server(["--model", path, "--admin-token", "t", "--watch-poll-ms", "0",
                         "--reload-debounce-ms", "20"], WORK)
         try:
@@ -902,9 +907,7 @@ class TestOps(unittest.TestCase):
         unit-norm one (finite weights of 1e20: a diverged training run) would
         answer every ordinary request 400 "too large for the model"; the
         reload refuses it and the old model keeps serving."""
-        d = tempfile.mkdtemp(dir=WORK)
-        path = os.path.join(d, "m.safetensors")
-        shutil.copy(TF_MODEL, path)
+        _, path = model_copy("m.safetensors")
         srv = T.Server(["--model", path, "--admin-token", "t", "--watch=false"], WORK)
         try:
             big = T.Tower([(w * np.float32(1e20), b) for w, b in TIEFREE.layers],
@@ -1002,9 +1005,7 @@ class TestOps(unittest.TestCase):
         """A model written in place (no temp file and rename) is seen half
         written; reload_debounce_ms after the last change is when it is
         loaded, whole: no reload of the half file, one of the whole."""
-        d = tempfile.mkdtemp(dir=WORK)
-        path = os.path.join(d, "model.safetensors")
-        shutil.copy(TF_MODEL, path)
+        _, path = model_copy()
         srv = T.Server(["--model", path, "--registry", "none", "--watch-poll-ms", "10",
                         "--reload-debounce-ms", "3000"], WORK)
         try:
@@ -1025,10 +1026,8 @@ class TestOps(unittest.TestCase):
     def test_sighup_during_a_reload_reloads_again(self):
         """A SIGHUP while a reload runs is not lost: another reload follows
         that one, and reads the file published meanwhile."""
-        d = tempfile.mkdtemp(dir=WORK)
-        path = os.path.join(d, "model.safetensors")
+        d, path = model_copy()
         gate = os.path.join(d, "gate")
-        shutil.copy(TF_MODEL, path)
         srv = T.Server(["--model", path, "--watch=false", "--registry", "none"], WORK,
                        env=dict(os.environ, SEMID_TEST_LOAD_GATE=gate))
         try:
@@ -1186,9 +1185,7 @@ class TestOps(unittest.TestCase):
         """A rename into the watched directory is seen twice, by its event and
         by the poll; it is loaded once, not again when the poll's report
         arrives after the event's reload began."""
-        d = tempfile.mkdtemp(dir=WORK)
-        path = os.path.join(d, "model.safetensors")
-        shutil.copy(TF_MODEL, path)
+        d, path = model_copy()
         srv = T.Server(["--model", path, "--registry", "none", "--watch-poll-ms", "1",
                         "--reload-debounce-ms", "0"], WORK)
         ok = 'semid_model_reloads_total{result="success"}'
@@ -1210,9 +1207,7 @@ class TestOps(unittest.TestCase):
         base64).  The checker now stats at most every 20 ms however many
         events come (semid_model_watch_checks_total counts them), and still
         sees a publish among them."""
-        d = tempfile.mkdtemp(dir=WORK)
-        path = os.path.join(d, "model.safetensors")
-        shutil.copy(TF_MODEL, path)
+        d, path = model_copy()
         srv = T.Server(["--model", path, "--registry", "none", "--watch-poll-ms", "0",
                         "--reload-debounce-ms", "0"], WORK)
         watch = "semid_model_watch_checks_total"
@@ -1240,9 +1235,7 @@ class TestOps(unittest.TestCase):
         line was a directory event asking for the next stat: it stat'ed and
         logged every 20 ms for as long as it ran.  An idle server now stats
         only for the lines it logs on its own (none while idle)."""
-        d = tempfile.mkdtemp(dir=WORK)
-        path = os.path.join(d, "model.safetensors")
-        shutil.copy(TF_MODEL, path)
+        d, path = model_copy()
         srv = T.Server(["--model", path, "--registry", "none", "--watch-poll-ms", "0",
                         "--log-level", "debug"], d)  # the log beside the model
         self.assertEqual(os.path.dirname(srv.log_path), d)
@@ -1266,9 +1259,7 @@ class TestOps(unittest.TestCase):
         a stream of directory events keep it stat'ing, every encode is
         answered at once, and a model published meanwhile is still swapped
         in."""
-        d = tempfile.mkdtemp(dir=WORK)
-        path = os.path.join(d, "model.safetensors")
-        shutil.copy(TF_MODEL, path)
+        d, path = model_copy()
         srv = T.Server(["--model", path, "--registry", "none", "--watch-poll-ms", "50",
                         "--reload-debounce-ms", "20"], WORK,
                        env={"SEMID_TEST_STAT_DELAY_MS": "2000"})
@@ -1855,10 +1846,8 @@ class TestLifecycle(unittest.TestCase):
         """A reload that does not finish (held by the test's load gate, as
         by a hung file system) holds the shutdown no longer than
         shutdown_timeout_ms; an admin reload queued behind it is answered."""
-        d = tempfile.mkdtemp(dir=WORK)
-        path = os.path.join(d, "model.safetensors")
+        d, path = model_copy()
         gate = os.path.join(d, "gate")
-        shutil.copy(TF_MODEL, path)
         srv = T.Server(["--model", path, "--watch=false", "--registry", "none",
                         "--admin-token", "tok", "--shutdown-timeout-ms", "300"], WORK,
                        env=dict(os.environ, SEMID_TEST_LOAD_GATE=gate))
