@@ -158,13 +158,18 @@ class RunnerTest(unittest.TestCase):
         self.assertEqual(last, "tests: 5 passed, 0 failed, 1 skipped", self.out)
         self.assertEqual(rc, 0)
         lines = self.out.splitlines()
-        for mark, suite in (("A", "s0.py"), ("B", "s1.py")):
+        summaries = [k for k, ln in enumerate(lines) if ln.startswith("== ")]
+        for mark, other, suite in (("A", "B", "s0.py"), ("B", "A", "s1.py")):
             i = lines.index(("%s " % mark) * 50)
-            block = lines[i:i + 8]
-            self.assertTrue(any(ln.startswith("== ") and ln.split(":")[0].endswith(suite)
-                                for ln in block), block)
-            self.assertFalse(any(ln.startswith("== ") and not ln.split(":")[0].endswith(suite)
-                                 for ln in block), block)
+            # the first summary after the mark is its suite's, and the
+            # output since the summary before holds no line of the other
+            # (a fixed window of lines after the mark took in whichever
+            # suite the runner showed next, and failed when that was the
+            # short third one)
+            j = min(k for k in summaries if k > i)
+            self.assertTrue(lines[j].split(":")[0].endswith(suite), lines[i:j + 1])
+            start = max([k for k in summaries if k < i], default=-1) + 1
+            self.assertNotIn(("%s " % other) * 50, lines[start:j], lines[start:j + 1])
 
     def test_longest_start_first(self):
         """With two at once, the suite that took longest last time starts
