@@ -6,6 +6,7 @@
 #   make test       install missing packages, build, run every test CI runs
 #   make bench      benchmarks (figures go to bench/RESULTS.md by hand)
 #   make eval       real-data evaluation on ../shared/data (not needed by users)
+#   make help       every target a user runs, and the variables
 #   make install    programs, libsemid.a with its headers and semid.pc, and the
 #                   contracts (proto/*.md, openapi.json) under PREFIX (/usr/local), staged in DESTDIR
 #
@@ -104,14 +105,41 @@ CHECK_BINS := $(patsubst %.c,$(O)/%,$(CHECK_SRC))
 .SECONDARY: $(addsuffix .o,$(CHECK_BINS))
 CLI_LIBOBJ := $(call obj,$(filter-out cli/main.c,$(CLI_SRC)))
 
-.PHONY: all deps deps-test promtool run test test-build check-bins bench eval clean format install uninstall
+.PHONY: all deps deps-test promtool run test test-build check-bins bench eval clean format install uninstall \
+	help
 all: $(PROGRAMS)
 
-$(O)/%.o: %.c
+# Before the first compile: a compiler, pkg-config and every library's .pc
+# file, or one message naming the Debian packages that are missing (without
+# it a fresh machine's `make` printed a screen of pkg-config complaints and
+# then a missing header).  Each is asked once per make.
+PKG_DEB := openblas=libopenblas-dev jansson=libjansson-dev libmicrohttpd=libmicrohttpd-dev \
+	libuv=libuv1-dev sqlite3=libsqlite3-dev libpq=libpq-dev check=check
+define check_pkgs
+	@missing=; \
+	command -v $(firstword $(CC)) >/dev/null || missing="$$missing build-essential"; \
+	if command -v pkg-config >/dev/null; then \
+		for pd in $(foreach p,$(1),$(or $(filter $(p)=%,$(PKG_DEB)),$(p)=$(p))); do \
+			pkg-config --exists "$${pd%%=*}" || missing="$$missing $${pd#*=}"; \
+		done; \
+	else missing="$$missing pkg-config"; fi; \
+	if [ -n "$$missing" ]; then \
+		echo "semid: cannot build: Debian packages missing:$$missing;" \
+			"\`make deps\` (as root) installs them, as \`make run\` and \`make test\` do" >&2; \
+		exit 2; \
+	fi
+endef
+.PHONY: pkgs pkgs-test
+pkgs:
+	$(call check_pkgs,$(PKGS) $(PKGS_HEADERS))
+pkgs-test:
+	$(call check_pkgs,$(PKGS) $(PKGS_HEADERS) $(PKGS_TEST))
+
+$(O)/%.o: %.c | pkgs
 	@mkdir -p $(dir $@)
 	$(CC) $(FINAL_CFLAGS) -c -o $@ $<
 
-$(O)/tests/%.o: tests/%.c
+$(O)/tests/%.o: tests/%.c | pkgs-test
 	@mkdir -p $(dir $@)
 	$(CC) $(FINAL_CFLAGS) $(CHECK_CFLAGS) -Itests -c -o $@ $<
 
@@ -293,6 +321,47 @@ $(DEMO)/model.safetensors: $(DEMO_DATA)/train.tsv $(DEMO)/.epochs
 
 clean:
 	rm -rf $(O) $(BIN)
+
+# `make help`: the targets a user or an operator runs (tests/meta/test_make_help.py
+# holds it to the targets the Makefiles define).
+define HELP_TEXT
+semid: make TARGET [VAR=value ...]
+
+Use:
+  all (default)   build bin/semid, bin/semid-server, bin/semid-train
+  run             install missing Debian packages, build, train a demo model, serve it
+                  (LISTEN=127.0.0.1:8080, DEMO_EPOCHS=6)
+  demo-model      only train the demo model (demo/model.safetensors)
+  install, uninstall
+                  programs, libsemid.a, headers, semid.pc and proto/ under PREFIX=/usr/local
+                  (DESTDIR= stages), or remove them
+  deps            install the Debian packages the build needs (as root)
+  clean           remove the build output ($$O and $$BIN)
+Test:
+  test            install missing packages, build, run every test CI runs
+  deps-test       install the packages the tests need
+  promtool        fetch promtool (for the alert and dashboard checks) once more
+  test-build      build the programs and the Check suites without running them
+  test-sanitize   the whole suite under ASan+UBSan
+  test-valgrind   the server's integration tests under memcheck
+  test-tsan       the server's, CLI's and core's suites under ThreadSanitizer
+  fuzz-build, fuzz-smoke, fuzz
+                  the libFuzzer harnesses: build, a short run (CI), a long run
+  eval-smoke      a short real-data evaluation (needs ../shared/data; CI)
+  format          clang-format every C file
+Measure:
+  bench           every benchmark below (figures go to bench/RESULTS.md by hand)
+  bench-encode bench-hotpath bench-cli bench-http bench-assign bench-delete
+  bench-backup bench-reassign bench-burst bench-registry bench-train
+  eval            the real-data evaluation on ../shared/data/lastfm-2k
+  soak            mixed encode and assign load with model swaps (SOAK_SECS=600)
+
+Variables: O=build BIN=bin (output directories), WERROR=1, SANITIZE=address,undefined,
+CFLAGS, LDFLAGS.  README.md says more.
+endef
+export HELP_TEXT
+help:
+	@echo "$$HELP_TEXT"
 
 format:
 	clang-format -i $(wildcard core/*.[ch] cli/*.[ch] server/*.[ch] trainer/*.[ch] \

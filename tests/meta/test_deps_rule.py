@@ -126,5 +126,98 @@ class DepsRuleTest(unittest.TestCase):
                           % (wait, gone, half)])
 
 
+PKG_CONFIG = """#!/bin/sh
+# pkg-config --exists NAME: fails for the names listed in the file
+[ "$1" = --exists ] || exit 3
+! /bin/grep -qx "$2" "%(missing)s"
+"""
+
+
+def makefile_var(name):
+    with open(os.path.join(ROOT, "Makefile")) as f:
+        text = f.read().replace("\\\n", " ")
+    return re.search(r"^%s :=(.*)$" % name, text, re.M).group(1).split()
+
+
+class PkgsCheckTest(unittest.TestCase):
+    """Before the first compile, `make` checks for a compiler, pkg-config
+    and the libraries' .pc files, and names the Debian packages that are
+    missing (a fresh machine's `make` printed a screen of pkg-config
+    complaints, then a missing header).  Stand-ins on a PATH of their own;
+    nothing is compiled."""
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="test_pkgs_check.")
+        self.shim = os.path.join(self.tmp, "shim")
+        os.mkdir(self.shim)
+        self.missing = os.path.join(self.tmp, "missing")
+        open(self.missing, "w").close()
+        self.out = os.path.join(self.tmp, "out")
+
+    def tearDown(self):
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def shims(self, cc=True, pkg_config=True):
+        for name in os.listdir(self.shim):
+            os.unlink(os.path.join(self.shim, name))
+        for tool in ("mkdir", "sed"):
+            os.symlink("/bin/" + tool, os.path.join(self.shim, tool))
+        if cc:
+            os.symlink("/bin/true", os.path.join(self.shim, "cc"))
+        if pkg_config:
+            with open(os.path.join(self.shim, "pkg-config"), "w") as f:
+                f.write(PKG_CONFIG % {"missing": self.missing})
+            os.chmod(os.path.join(self.shim, "pkg-config"), 0o755)
+
+    def make(self, target, missing=()):
+        with open(self.missing, "w") as f:
+            f.write("".join(m + "\n" for m in missing))
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+        # the shims, then only what a recipe's shell needs besides them
+        env["PATH"] = self.shim + ":/nonexistent"
+        return subprocess.run(["/usr/bin/make", "-C", ROOT, "--no-print-directory", "CC=cc",
+                               "O=" + self.out, "BIN=" + self.out + "/bin", target],
+                              env=env, capture_output=True, text=True, timeout=60)
+
+    def assert_missing(self, p, packages):
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn("semid: cannot build: Debian packages missing: %s; `make deps` (as root) "
+                      "installs them, as `make run` and `make test` do\n" % " ".join(packages),
+                      p.stderr)
+        self.assertFalse(os.path.exists(self.out), "something was built")
+
+    def test_every_library_has_its_package(self):
+        mapping = dict(pd.split("=") for pd in makefile_var("PKG_DEB"))
+        deb = makefile_packages()
+        for pc in makefile_var("PKGS") + makefile_var("PKGS_HEADERS") + makefile_var("PKGS_TEST"):
+            with self.subTest(pc=pc):
+                self.assertIn(pc, mapping)
+                self.assertIn(mapping[pc], deb)
+
+    def test_missing_libraries_are_named_by_package(self):
+        self.shims()
+        self.assert_missing(self.make("all", ["jansson", "libuv"]),
+                            ["libjansson-dev", "libuv1-dev"])
+
+    def test_test_build_asks_for_check_too(self):
+        self.shims()
+        # the programs' objects need no Check; the suites' do
+        p = self.make("%s/tests/core/check_npy.o" % self.out, ["check"])
+        self.assert_missing(p, ["check"])
+
+    def test_no_compiler_no_pkg_config(self):
+        self.shims(cc=False, pkg_config=False)
+        self.assert_missing(self.make("all"), ["build-essential", "pkg-config"])
+
+    def test_all_present_goes_on_to_compile(self):
+        self.shims()
+        # cc is /bin/true here: it "compiles" nothing, and the link fails
+        # later; what matters is that the check let it through
+        p = self.make("%s/core/err.o" % self.out)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertNotIn("cannot build", p.stderr)
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
