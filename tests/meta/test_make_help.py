@@ -17,7 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 
 # Steps other targets run, not meant to be asked for by name.
 INTERNAL = {"FORCE", "check-bins", "test-seed", "eval-train", "fuzz-deps", "fuzz-link",
-            "valgrind-deps"}
+            "valgrind-deps", "pkgs", "pkgs-test"}
 
 
 def make(*args):
