@@ -15,6 +15,7 @@
 
 Every wait is bounded; nothing listens beyond loopback.
 """
+import atexit
 import base64
 import http.client
 import json
@@ -44,6 +45,37 @@ SEMID = os.path.join(BIN, "semid")
 # the model's open() after 0.5 s).
 WRAPPER = os.environ.get("SEMID_SERVER_WRAPPER", "").split()
 SLOW = 10 if WRAPPER else 3 if os.environ.get("SEMID_SANITIZE") == "thread" else 1
+
+
+_AS_NOBODY = {}
+
+
+def as_nobody(program):
+    """{"program": path, "user": "nobody"}: the keyword arguments with which
+    Server (or a test's own runner) runs @program as the user nobody, for tests
+    that need a process whose file modes bind it while the suite runs as
+    root.  A checkout in root's home (a fresh Debian's /root is 0700, where
+    a user who follows the README clones it) is out of nobody's reach, so
+    the program is then run from a copy in a directory nobody can enter
+    (removed at exit).  The copy is only of the program: its libraries are
+    the system's."""
+    path = os.path.abspath(program)
+    reach, d = True, path
+    while d != "/":
+        mode = os.stat(d).st_mode
+        if not mode & 0o001:  # others cannot enter the directory, run the file
+            reach = False
+            break
+        d = os.path.dirname(d)
+    if not reach:
+        if path not in _AS_NOBODY:
+            tmp = tempfile.mkdtemp(prefix="semid-nobody-")
+            os.chmod(tmp, 0o755)
+            atexit.register(shutil.rmtree, tmp, True)
+            _AS_NOBODY[path] = shutil.copy2(path, os.path.join(tmp, os.path.basename(path)))
+            os.chmod(_AS_NOBODY[path], 0o755)
+        path = _AS_NOBODY[path]
+    return {"program": path, "user": "nobody"}
 
 
 def publish(path, data):
@@ -303,7 +335,8 @@ class Server:
     inherit=(fds, names): started with those sockets as by systemd
     (activation()); then self.port is the inherited socket's port."""
 
-    def __init__(self, args, workdir=None, env=None, start_timeout=10.0, inherit=None, **popen):
+    def __init__(self, args, workdir=None, env=None, start_timeout=10.0, inherit=None,
+                 program=SERVER, **popen):
         self.workdir = workdir or tempfile.mkdtemp(prefix="semid-srv-")
         self.log_path = os.path.join(self.workdir, "server-%d.log" % time.monotonic_ns())
         self.log = open(self.log_path, "wb")
@@ -315,7 +348,7 @@ class Server:
             prefix, more, kw = activation(*inherit)
             e.update(more)
             popen.update(kw)
-        self.proc = subprocess.Popen(prefix + WRAPPER + [SERVER, "--listen", "127.0.0.1:0"] +
+        self.proc = subprocess.Popen(prefix + WRAPPER + [program, "--listen", "127.0.0.1:0"] +
                                      list(args), stdout=self.log, stderr=subprocess.STDOUT, env=e,
                                      **popen)
         self.port = None

@@ -324,7 +324,7 @@ class TestAssignSqlite(Base):
         os.chmod(db, 0o444)
         popen = {}
         if os.geteuid() == 0:  # root ignores file modes: run the server as nobody
-            popen = {"user": "nobody"}
+            popen = T.as_nobody(T.SERVER)
             os.chmod(os.path.join(d, "model.safetensors"), 0o644)
         srv = T.Server(["--model", os.path.join(d, "model.safetensors")] + FAST,
                        self.fresh_dir(), **popen)

@@ -120,9 +120,9 @@ def tearDownModule():
     shutil.rmtree(WORK, ignore_errors=True)
 
 
-def train(out, version, epochs=0, **popen):
+def train(out, version, epochs=0, program=TRAIN, **popen):
     """semid-train on the generated data -> CompletedProcess (text)."""
-    return subprocess.run([TRAIN, "--items", os.path.join(DATA, "items.npy"), "--users",
+    return subprocess.run([program, "--items", os.path.join(DATA, "items.npy"), "--users",
                            os.path.join(DATA, "users.npy"), "--train",
                            os.path.join(DATA, "train.tsv"), "--out", out, "--epochs",
                            str(epochs), "--model-version", version] + SMALL,
@@ -247,7 +247,7 @@ class TestPublishFaults(unittest.TestCase):
             reason, popen = "Read-only file system", {}
         else:
             # root ignores modes: publish as nobody into root's 0755 directory
-            reason, popen = "Permission denied", {"user": "nobody"}
+            reason, popen = "Permission denied", T.as_nobody(TRAIN)
         self.check_untouched(train(self.model, "B", **popen), reason, early=True)
         if self.fs.mounted:
             self.fs.remount("rw")
