@@ -394,6 +394,34 @@ class Deploy(unittest.TestCase):
             want = ln.strip("/") if ln.startswith("/") else "**/" + ln.rstrip("/")
             self.assertIn(want, ignore, ln)
 
+    def test_docker_smoke_script(self):
+        """deploy/docker-smoke.sh (run by hand: CI has no Docker daemon)
+        checks an image as the Dockerfile runs it; held here to the
+        Dockerfile's ports, uid, volume and model path, and to the server's
+        drain line, so that it cannot drift from them unnoticed."""
+        script = read(os.path.join(DEPLOY, "docker-smoke.sh"))
+        docker = re.sub(r"\\\n", " ", read(os.path.join(ROOT, "Dockerfile")))
+        runtime = re.split(r"^FROM ", docker, flags=re.M)[2]
+        p = subprocess.run(["bash", "-n", os.path.join(DEPLOY, "docker-smoke.sh")],
+                           capture_output=True, text=True)
+        self.assertEqual((p.returncode, p.stderr), (0, ""))
+        self.assertTrue(os.access(os.path.join(DEPLOY, "docker-smoke.sh"), os.X_OK))
+        exposed = re.search(r"^EXPOSE (.*)$", runtime, re.M).group(1).split()
+        self.assertEqual(re.findall(r'-p "\$host::(\d+)"', script), exposed)
+        for port in exposed:
+            self.assertIn("docker port \"$name\" %s/tcp" % port, script)
+        uid = re.search(r"useradd .*--uid (\d+)", runtime).group(1)
+        self.assertIn('[ "$uid" = %s ]' % uid, script)
+        volume = json.loads(re.search(r"^VOLUME (\[.*\])", runtime, re.M).group(1))
+        self.assertEqual(volume, ["/var/lib/semid/models"])
+        self.assertEqual(set(re.findall(r'"\$volume:([^"]+)"', script)), set(volume))
+        cmd = json.loads(re.search(r"^CMD (\[.*\])", runtime, re.M).group(1))
+        self.assertIn("--out %s" % cmd[cmd.index("--model") + 1], script)
+        self.assertIn("--allow-empty", cmd)  # the script publishes after the start
+        drained = re.search(r"grep -q '(event=shutdown msg=\"([^\"]+)\")'", script)
+        self.assertIn('"shutdown", "%s"' % drained.group(2),
+                      read(os.path.join(ROOT, "server", "main.c")))
+
     def test_dockerfile(self):
         text = re.sub(r"\\\n", " ", read(os.path.join(ROOT, "Dockerfile")))
         build, runtime = re.split(r"^FROM ", text, flags=re.M)[1:]
