@@ -19,7 +19,8 @@
 
 static int log_level = SRV_LOG_INFO; /* read with relaxed atomics */
 static int log_fd = 2;
-static int block_fd = -1; /* (may_block, below) */
+static int block_fd = -1;	   /* (may_block, below) */
+static long long exit_deadline_ms; /* srv_log_exiting: 0, or until when lines wait */
 
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
 
@@ -52,6 +53,7 @@ void srv_log_set_fd(int fd)
 {
 	__atomic_store_n(&log_fd, fd, __ATOMIC_RELAXED);
 	__atomic_store_n(&block_fd, -1, __ATOMIC_RELAXED); /* another file, maybe by that number */
+	__atomic_store_n(&exit_deadline_ms, 0, __ATOMIC_RELAXED);
 }
 
 /* Append raw bytes, keeping room for a cut's "...", a closing quote and the
@@ -255,11 +257,32 @@ unsigned long srv_log_dropped_total(void)
 	return __atomic_load_n(&dropped_total, __ATOMIC_RELAXED);
 }
 
+static long long now_ms(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (long long)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+void srv_log_exiting(int ms)
+{
+	__atomic_store_n(&exit_deadline_ms, now_ms() + (ms > 0 ? ms : 0), __ATOMIC_RELAXED);
+}
+
+/* Whether @fd takes a write now; once exiting, waits for that up to the
+ * exit deadline. */
 static int fd_writable(int fd)
 {
 	struct pollfd p = {.fd = fd, .events = POLLOUT};
+	long long until = __atomic_load_n(&exit_deadline_ms, __ATOMIC_RELAXED), wait;
+	int r;
 
-	return poll(&p, 1, 0) == 1 && (p.revents & POLLOUT);
+	do {
+		wait = until ? until - now_ms() : 0;
+		r = poll(&p, 1, wait > 0 ? (int)wait : 0);
+	} while (r < 0 && errno == EINTR);
+	return r == 1 && (p.revents & POLLOUT);
 }
 
 static int may_block(int fd)
@@ -272,11 +295,6 @@ static int may_block(int fd)
 		__atomic_store_n(&block_fd, fd, __ATOMIC_RELAXED);
 	}
 	return __atomic_load_n(&block_may, __ATOMIC_RELAXED);
-}
-
-int srv_log_writable(void)
-{
-	return fd_writable(__atomic_load_n(&log_fd, __ATOMIC_RELAXED));
 }
 
 static void emit(int fd, const char *p, size_t n)

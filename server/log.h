@@ -48,12 +48,15 @@ const char *srv_log_level_name(enum srv_log_level level);
 void srv_log_set_level(enum srv_log_level level);
 int srv_log_enabled(enum srv_log_level level);
 
-/* Redirect output to @fd (default 2); for tests. */
+/* Redirect output to @fd (default 2), not exiting (srv_log_exiting); for tests. */
 void srv_log_set_fd(int fd);
 
-/* Could a line be written now without blocking (a reader that stopped
- * reading leaves a pipe full: every write then waits)? */
-int srv_log_writable(void);
+/* The process is about to end: from now on a line that cannot be written
+ * at once waits for the log's reader up to @ms milliseconds in all (not
+ * each), instead of being dropped, so that the last lines (why it exits 1,
+ * or that it drained) reach a reader that is only slow.  Serving is over,
+ * so the wait holds up nothing but the exit. */
+void srv_log_exiting(int ms);
 
 /* Lines dropped since the start because the log's reader was not reading
  * (semid_log_lines_dropped_total). */

@@ -5,6 +5,7 @@
 #include <check.h>
 #include <fcntl.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -341,14 +342,12 @@ START_TEST(test_log_full_pipe_drops)
 	ck_assert_int_eq(fcntl(fds[1], F_SETFL, fl), 0); /* blocking again, as stderr is */
 	srv_log_set_fd(fds[1]);
 	for (int i = 0; i < 3; i++)
-		srv_log(SRV_LOG_INFO, "t", "lost %d", i); /* would wait for ever */
-	ck_assert_int_eq(srv_log_writable(), 0);
+		srv_log(SRV_LOG_INFO, "t", "lost %d", i);	/* would wait for ever */
 	ck_assert_uint_eq(srv_log_dropped_total() - before, 3); /* semid_log_lines_dropped_total */
 	fl = fcntl(fds[0], F_GETFL);
 	ck_assert_int_eq(fcntl(fds[0], F_SETFL, fl | O_NONBLOCK), 0);
 	while (read(fds[0], big, sizeof(big)) > 0)
 		; /* the reader reads again */
-	ck_assert_int_eq(srv_log_writable(), 1);
 	srv_log(SRV_LOG_INFO, "t", "after");
 	srv_log_set_fd(2);
 	n = read(fds[0], buf, sizeof(buf) - 1);
@@ -364,6 +363,85 @@ START_TEST(test_log_full_pipe_drops)
 	ck_assert_ptr_null(strstr(buf, "lost"));
 	close(fds[0]);
 	close(fds[1]);
+}
+END_TEST
+
+/* A full pipe as the log, blocking as stderr is: its read end in fds[0]. */
+static void full_pipe_log(int fds[2])
+{
+	static char big[1 << 16];
+	int fl;
+
+	ck_assert_int_eq(pipe(fds), 0);
+	fl = fcntl(fds[1], F_GETFL);
+	ck_assert_int_eq(fcntl(fds[1], F_SETFL, fl | O_NONBLOCK), 0);
+	while (write(fds[1], big, sizeof(big)) > 0 || write(fds[1], big, 1) > 0)
+		;
+	ck_assert_int_eq(fcntl(fds[1], F_SETFL, fl), 0);
+	srv_log_set_fd(fds[1]);
+}
+
+/* A reader that comes back after 100 ms and keeps what it reads. */
+struct late_reader {
+	int fd;
+	size_t len;
+	char text[1 << 18];
+};
+
+static void *read_later(void *arg)
+{
+	struct late_reader *r = arg;
+	struct timespec pause = {0, 100 * 1000 * 1000};
+	ssize_t n;
+
+	nanosleep(&pause, NULL);
+	while (r->len < sizeof(r->text) &&
+	       (n = read(r->fd, r->text + r->len, sizeof(r->text) - r->len)) > 0)
+		r->len += (size_t)n; /* until the writer closes */
+	return NULL;
+}
+
+/* The last lines of a process (srv_log_exiting) wait for a reader that is
+ * slow instead of being dropped at once, as lines are while serving: the
+ * line saying why the server exits 1 was lost whenever the pipe was full. */
+START_TEST(test_log_exiting_waits)
+{
+	static struct late_reader r;
+	unsigned long before;
+	int fds[2];
+	pthread_t th;
+	const char *count;
+
+	/* no reader at all: dropped once the wait is over, and counted */
+	full_pipe_log(fds);
+	before = srv_log_dropped_total();
+	srv_log_exiting(50);
+	srv_log(SRV_LOG_ERROR, "t", "nobody reads");
+	ck_assert_uint_eq(srv_log_dropped_total() - before, 1);
+	srv_log_set_fd(2);
+	close(fds[0]);
+	close(fds[1]);
+
+	/* a reader that comes back within the wait gets the count and the line */
+	full_pipe_log(fds);
+	srv_log(SRV_LOG_INFO, "t", "while serving"); /* not exiting: dropped at once */
+	srv_log_exiting(20000);
+	r.fd = fds[0];
+	ck_assert_int_eq(pthread_create(&th, NULL, read_later, &r), 0);
+	before = srv_log_dropped_total();
+	srv_log(SRV_LOG_ERROR, "t", "last words");
+	ck_assert_uint_eq(srv_log_dropped_total(), before); /* written, not dropped */
+	srv_log_set_fd(2);
+	close(fds[1]); /* the reader then sees the end */
+	ck_assert_int_eq(pthread_join(th, NULL), 0);
+	close(fds[0]);
+	count = memmem(r.text, r.len,
+		       " level=warn event=log dropped=", strlen(" level=warn event=log dropped="));
+	ck_assert_ptr_nonnull(count);
+	ck_assert_ptr_nonnull(memmem(count, r.len - (size_t)(count - r.text),
+				     " level=error event=t msg=\"last words\"\n",
+				     strlen(" level=error event=t msg=\"last words\"\n")));
+	ck_assert_ptr_null(memmem(r.text, r.len, "while serving", strlen("while serving")));
 }
 END_TEST
 
@@ -1021,6 +1099,7 @@ static void add_tests(TCase *tc)
 	tcase_add_test(tc, test_logfmt);
 	tcase_add_test(tc, test_log_always);
 	tcase_add_test(tc, test_log_full_pipe_drops);
+	tcase_add_test(tc, test_log_exiting_waits);
 	tcase_add_test(tc, test_log_truncation);
 	tcase_add_test(tc, test_log_truncation_utf8);
 	tcase_add_test(tc, test_log_truncation_quoted);

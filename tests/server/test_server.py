@@ -1867,6 +1867,26 @@ class TestLifecycle(unittest.TestCase):
         self.assertEqual(body["error"]["message"], "no reload was tried: " + SHUTTING_DOWN)
         self.assertIn("and a model reload running after 300 ms", srv.log_text())
 
+    def start_logging_to_a_pipe(self, env=()):
+        """A server whose stderr is a pipe this test reads until the
+        listening line, and then leaves alone -> (Popen, port)."""
+        proc = subprocess.Popen(T.WRAPPER + [T.SERVER, "--model", TF_MODEL, "--registry", "none",
+                                             "--listen", "127.0.0.1:0",
+                                             "--shutdown-timeout-ms", "300"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                env=dict(os.environ, **dict(env)))
+        port = None
+        while port is None:
+            line = proc.stderr.readline().decode()
+            if not line:
+                proc.kill()
+                proc.wait(10)
+                proc.stderr.close()
+                self.fail("no listening line")
+            m = re.search(r"event=listening .*?port=(\d+)", line)
+            port = m and int(m.group(1))
+        return proc, port
+
     def test_a_log_reader_that_stopped_reading(self):
         """stderr a pipe whose reader stopped reading (a stalled journald or
         log shipper): once the pipe was full every log write waited, the
@@ -1874,17 +1894,8 @@ class TestLifecycle(unittest.TestCase):
         never ended the server.  Now the lines that cannot be written are
         dropped and counted: requests are answered, SIGTERM drains and exits
         0, and once read again the log says how many lines it lost."""
-        proc = subprocess.Popen(T.WRAPPER + [T.SERVER, "--model", TF_MODEL, "--registry", "none",
-                                             "--listen", "127.0.0.1:0",
-                                             "--shutdown-timeout-ms", "300"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc, port = self.start_logging_to_a_pipe()
         try:
-            port = None
-            while port is None:
-                line = proc.stderr.readline().decode()
-                self.assertTrue(line, "no listening line")
-                m = re.search(r"event=listening .*?port=(\d+)", line)
-                port = m and int(m.group(1))
             # from now on nobody reads: 2000 lines of about 150 bytes are
             # more than a pipe holds (64 KiB)
             c = http.client.HTTPConnection("127.0.0.1", port, timeout=5 * T.SLOW)
@@ -1924,6 +1935,40 @@ class TestLifecycle(unittest.TestCase):
                 proc.kill()
                 proc.wait(10)
             proc.stderr.close()
+
+    def test_last_lines_wait_for_a_slow_log_reader(self):
+        """With the log's pipe full, the line saying why the server exits 1
+        (or that it drained) was dropped like any other, so the reader, back
+        a moment later, never learnt why it ended.  The last lines now wait
+        for the reader up to 2 s; the ones dropped while serving are
+        counted before them."""
+        for stall, code, last, read_after in (
+                (None, 0, 'level=info event=shutdown msg="drained; bye"\n', 0.5),
+                ("20000", 1, 'level=error event=shutdown msg="the drain did not end within '
+                 '300 ms and the event loop did not answer for 1000 ms more; exiting"\n',
+                 1.7)):
+            with self.subTest(stall=stall):
+                proc, port = self.start_logging_to_a_pipe(
+                    {"SEMID_TEST_DRAIN_STALL_MS": stall} if stall else {})
+                try:
+                    c = http.client.HTTPConnection("127.0.0.1", port, timeout=5 * T.SLOW)
+                    for _ in range(2000):  # more lines than the pipe holds; nobody reads
+                        c.request("GET", "/healthz")
+                        r = c.getresponse()
+                        r.read()
+                    c.close()
+                    proc.send_signal(signal.SIGTERM)
+                    # the last line is waiting by then (for the stall: 300 ms + 1 s)
+                    time.sleep(read_after * T.SLOW)
+                    text = proc.stderr.read().decode()
+                    self.assertEqual(proc.wait(10 * T.SLOW), code)
+                finally:
+                    if proc.poll() is None:
+                        proc.kill()
+                        proc.wait(10)
+                    proc.stderr.close()
+                self.assertTrue(text.endswith(last), text[-1000:])
+                self.assertRegex(text, r"level=warn event=log dropped=\d+ ")
 
     def test_sigterm_while_the_event_loop_is_held(self):
         """The drain's deadline lived on the event loop: held (a call that
