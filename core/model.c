@@ -541,6 +541,18 @@ toobig:
 	return sid_error_set(err, SID_ENOMEM, "tensor storage size overflows");
 }
 
+/* A header longer than a semid model's can be (SID_MODEL_HEADER_MAX) is
+ * refused before it is parsed. */
+static int header_len_check(uint64_t hlen, struct sid_error *err)
+{
+	if (hlen <= SID_MODEL_HEADER_MAX)
+		return 0;
+	return sid_error_set(err, SID_EFORMAT,
+			     "header of %llu bytes; a semid model's is at most %llu (semid writes "
+			     "a few KiB): not a semid model file",
+			     (unsigned long long)hlen, (unsigned long long)SID_MODEL_HEADER_MAX);
+}
+
 static int model_build(const void *buf, size_t len, const char *path, struct sid_model **out,
 		       struct sid_error *err)
 {
@@ -553,6 +565,8 @@ static int model_build(const void *buf, size_t len, const char *path, struct sid
 
 	*out = NULL;
 	memset(&f, 0, sizeof(f));
+	if (len >= 8 && (rc = header_len_check(sid_st_header_len(buf), err)))
+		return rc;
 	m = calloc(1, sizeof(*m));
 	if (!m)
 		return sid_error_set(err, SID_ENOMEM, "out of memory");
@@ -658,6 +672,8 @@ static int model_head_check(int fd, const uint8_t *head, size_t n, uint64_t size
 	if (rc)
 		return rc;
 	hlen = sid_st_header_len(head);
+	if ((rc = header_len_check(hlen, err)))
+		return rc;
 	if (!(hdr = malloc((size_t)hlen)))
 		return 0;
 	while (got < hlen) {

@@ -30,6 +30,11 @@
  * stores it with every ID; logs and TSV exports carry it) */
 #define SID_MODEL_VERSION_MAX 255
 #define SID_MODEL_FILE_MAX    ((size_t)64 << 30) /* bytes in a model file */
+/* bytes in a model file's JSON header: semid writes a few KiB (about 7 for
+ * a 3-level model with its training metadata), and parsing one costs about
+ * 18 times its size in memory, so safetensors' own 100 MiB cap would let a
+ * file copied over the model take ~1.8 GB of a serving process's memory */
+#define SID_MODEL_HEADER_MAX ((uint64_t)4 << 20)
 
 enum sid_tower_kind { SID_TOWER_ITEM, SID_TOWER_USER, SID_TOWER_COUNT };
 

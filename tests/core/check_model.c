@@ -867,6 +867,42 @@ START_TEST(test_load_refuses_from_the_start)
 				 "looks like a semid-train checkpoint, MODEL.ckpt)");
 		unlink(path);
 	}
+
+	/* a header longer than a semid model's can be: refused before it is
+	 * parsed (18x its size in memory), from a file and from a buffer; one
+	 * of the largest length allowed is parsed, and refused for what it
+	 * holds */
+	for (int over = 1; over >= 0; over--) {
+		static const char hdr[] = "{\"__metadata__\":{\"semid\":\"{}\"}}";
+		uint64_t hl = SID_MODEL_HEADER_MAX + (over ? 8 : 0);
+		uint8_t *buf = malloc(8 + hl);
+		char want[160];
+
+		ck_assert_ptr_nonnull(buf);
+		for (int b = 0; b < 8; b++)
+			buf[b] = (uint8_t)(hl >> (8 * b));
+		memset(buf + 8, ' ', hl);
+		memcpy(buf + 8, hdr, sizeof(hdr) - 1);
+		fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600);
+		ck_assert_int_ge(fd, 0);
+		ck_assert_int_eq(write(fd, buf, 8 + hl), (ssize_t)(8 + hl));
+		close(fd);
+		if (over)
+			snprintf(want, sizeof(want),
+				 ": header of %llu bytes; a semid model's is at most %llu (semid "
+				 "writes a few KiB): not a semid model file",
+				 (unsigned long long)hl, (unsigned long long)SID_MODEL_HEADER_MAX);
+		else
+			snprintf(want, sizeof(want), ": metadata 'semid': format_version missing");
+		ck_assert_int_eq(sid_model_load(path, &m, &err), SID_EFORMAT);
+		ck_assert_ptr_null(m);
+		ck_assert_str_eq(err.msg + strlen(path), want);
+		ck_assert_int_eq(sid_model_load_buffer(buf, 8 + hl, &m, &err), SID_EFORMAT);
+		ck_assert_ptr_null(m);
+		ck_assert_str_eq(err.msg, want + 2);
+		free(buf);
+		unlink(path);
+	}
 	rmdir(dir);
 }
 END_TEST
