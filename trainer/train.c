@@ -312,6 +312,15 @@ fail:
 	return rc;
 }
 
+/* A checkpoint's first bytes, before it is read whole (up to MAX_CKPT): a
+ * file of another kind at MODEL.ckpt is refused from its header. */
+static int ckpt_head_check(int fd, const uint8_t *head, size_t n, uint64_t size,
+			   struct sid_error *err)
+{
+	(void)fd;
+	return sid_st_check_head(head, n, size, err);
+}
+
 static int ckpt_restore(struct run *r, const char *path, struct sid_error *err)
 {
 	uint8_t *buf = NULL;
@@ -322,7 +331,7 @@ static int ckpt_restore(struct run *r, const char *path, struct sid_error *err)
 	char *mine = NULL, key[128];
 	int rc;
 
-	rc = sid_file_read(path, MAX_CKPT, &buf, &len, err);
+	rc = sid_file_read_checked(path, MAX_CKPT, ckpt_head_check, &buf, &len, err);
 	if (rc == 0)
 		rc = sid_st_parse(buf, len, &f, err);
 	if (rc < 0)

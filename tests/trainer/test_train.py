@@ -598,6 +598,25 @@ class TrainerTest(unittest.TestCase):
         self.assertNotIn("epoch 2/3", p.stderr)
         self.assertFalse(os.path.exists(out))
 
+    def test_resume_refuses_a_foreign_checkpoint_from_its_header(self):
+        """A file of another kind at MODEL.ckpt (here an embeddings .npy
+        copied there, 60 GiB and sparse) was read whole before it was found
+        not to be a checkpoint: --resume now refuses it from its first
+        bytes, exit 2, naming it."""
+        ndir = os.path.join(self.tmp, "foreign-ckpt")
+        os.makedirs(ndir, exist_ok=True)
+        out = os.path.join(ndir, "m.st")
+        ckpt = out + ".ckpt"
+        with open(ckpt, "wb") as f:
+            f.write(b"\x93NUMPY\x01\x00v\x00{'descr': '<f4', 'fortran_order': False, ")
+            f.truncate(60 << 30)
+        p = run(*self.base_args(out) + ["--epochs", "2", "--resume"], timeout=60)
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn("%s: header length " % ckpt, p.stderr)
+        self.assertIn("it looks like a .npy array, not a safetensors model", p.stderr)
+        self.assertFalse(os.path.exists(out))
+        self.assertEqual(os.path.getsize(ckpt), 60 << 30)  # left as it was
+
     def test_special_files_refused(self):
         """A FIFO given as an input used to hang the trainer in open()
         (the stop handler restarts it, so SIGTERM did not end it either);
