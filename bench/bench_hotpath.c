@@ -4,7 +4,10 @@
  * a 64-item request (base64 and JSON rows, 384-d), writing its response
  * (top_k 1; top_k 4 with return_quantized, E = 32), and the pieces they
  * are made of (srv_buf_float, srv_base64_decode), each beside
- * the printf-search float writer the server used before (a copy here).
+ * the printf-search float writer the server used before (a copy here);
+ * and a request's log line, to a regular file and to a pipe a thread
+ * drains (journald's case: there each line first asks poll() whether it
+ * can be written without waiting, log.c).
  *
  * It uses only server/api.h and server/buf.h as they were before the
  * hot-path work, so the same file builds against an older tree: run the
@@ -13,7 +16,9 @@
  *
  *   bench_hotpath [seconds-per-measurement]   (default 0.2)
  */
+#include <fcntl.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +26,8 @@
 #include <time.h>
 
 #include "../server/api.h"
+#include "../server/log.h"
+#include <unistd.h>
 #include "../tests/server/float_ref.h"
 
 #define B 64
@@ -161,6 +168,32 @@ static void run_res(void *arg)
 	struct res *a = arg;
 	a->out.len = 0;
 	srv_encode_res_write(&a->out, "m-20260101-abcdef", a->q, a->r);
+}
+
+/* One request's log line, as http.c writes it. */
+static void run_log(void *arg)
+{
+	struct srv_logline l;
+
+	(void)arg;
+	srv_logline_begin(&l, SRV_LOG_INFO, "request");
+	srv_logline_str(&l, "method", "POST");
+	srv_logline_str(&l, "route", "/v1/items:encode");
+	srv_logline_int(&l, "status", 200);
+	srv_logline_int(&l, "items", 64);
+	srv_logline_int(&l, "us", 412);
+	srv_logline_str(&l, "model_version", "das-20261130T211448Z-42");
+	srv_logline_str(&l, "request_id", "14e1cc1b1e5e0aaa");
+	srv_logline_end(&l);
+}
+
+static void *drain(void *arg)
+{
+	char buf[1 << 16];
+
+	while (read(*(int *)arg, buf, sizeof(buf)) > 0)
+		;
+	return NULL;
 }
 
 static void print(const char *name, double t, double units, const char *unit, double ref_t)
@@ -317,6 +350,31 @@ int main(int argc, char **argv)
 		print("response: 64, top_k 4 + quantized", t_new, B * 1e-6, "M items/s", 0);
 		srv_buf_release(&a.out);
 		srv_encode_req_release(&q);
+	}
+	{
+		/* the log line, to a file and to a pipe drained by a thread (the
+		 * writer's CPU time: the reader's is not the server's) */
+		char path[] = "/tmp/bench_hotpath.log.XXXXXX";
+		int file = mkstemp(path), fds[2];
+		pthread_t th;
+		double t_file;
+
+		if (file < 0 || pipe(fds) != 0 || pthread_create(&th, NULL, drain, &fds[0]))
+			return 1;
+		unlink(path);
+		srv_log_set_fd(file);
+		t_file = timeit(run_log, NULL);
+		srv_log_set_fd(fds[1]);
+		t_new = timeit(run_log, NULL);
+		srv_log_set_fd(2);
+		close(fds[1]);
+		pthread_join(th, NULL);
+		close(fds[0]);
+		close(file);
+		print("log line: to a file", t_file, 1e-6, "M lines/s", 0);
+		printf("%-34s %10.3f us  %10.1f M lines/s   x%.2f the file's CPU time\n",
+		       "log line: to a pipe (poll+write)", t_new * 1e6, 1e-6 / t_new,
+		       t_new / t_file);
 	}
 	srv_buf_release(&body);
 	srv_buf_release(&body17);

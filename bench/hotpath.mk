@@ -2,7 +2,8 @@
 # (included by the top-level Makefile).
 #
 #   make bench-hotpath   request decoding (base64 and JSON rows), response writing,
-#                        srv_buf_float and srv_base64_decode, in a few seconds; figures
+#                        srv_buf_float and srv_base64_decode, a request's log line to a
+#                        file and to a pipe, in a few seconds; figures
 #                        go to bench/RESULTS.md by hand (it says how to compare
 #                        with an older tree).  BENCH_HOTPATH_SECS: seconds per figure.
 
