@@ -1788,6 +1788,7 @@ void srv_http_panic(void *cls, const char *file, unsigned int line, const char *
 		n = (int)sizeof(msg) - 1;
 	while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
 		msg[--n] = '\0'; /* MHD's reasons end in a newline */
+	srv_log_exiting(SRV_LOG_EXIT_WAIT_MS);
 	srv_log(SRV_LOG_ERROR, "panic", "%s; aborting", msg);
 	abort();
 }

@@ -57,6 +57,7 @@ void srv_log_set_fd(int fd);
  * or that it drained) reach a reader that is only slow.  Serving is over,
  * so the wait holds up nothing but the exit. */
 void srv_log_exiting(int ms);
+#define SRV_LOG_EXIT_WAIT_MS 2000 /* what the server's exits give it */
 
 /* Lines dropped since the start because the log's reader was not reading
  * (semid_log_lines_dropped_total). */

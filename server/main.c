@@ -117,10 +117,6 @@ static void test_hook_sleep(const char *var)
 		usleep((useconds_t)atoi(d) * 1000);
 }
 
-/* How long the last log lines wait for a reader of stderr that is not
- * reading (srv_log_exiting). */
-#define EXIT_LOG_WAIT_MS 2000
-
 /* Requests in flight on both ports. */
 static long inflight(struct server *s)
 {
@@ -142,7 +138,7 @@ static void on_drain_tick(uv_timer_t *t)
 	if (inflight(s) > 0 || srv_batcher_admitted(s->batcher) > 0 || srv_reload_busy(s->reload)) {
 		if (srv_now() < s->drain_deadline)
 			return;
-		srv_log_exiting(EXIT_LOG_WAIT_MS);
+		srv_log_exiting(SRV_LOG_EXIT_WAIT_MS);
 		srv_log(SRV_LOG_ERROR, "shutdown",
 			"%ld requests still in flight%s after %d ms; exiting anyway", inflight(s),
 			srv_reload_busy(s->reload) ? " and a model reload running" : "",
@@ -259,7 +255,7 @@ static void *stall_watch(void *arg)
 		;
 	if (__atomic_load_n(&s->drained, __ATOMIC_ACQUIRE))
 		return NULL;
-	srv_log_exiting(EXIT_LOG_WAIT_MS);
+	srv_log_exiting(SRV_LOG_EXIT_WAIT_MS);
 	srv_log(SRV_LOG_ERROR, "shutdown",
 		"the drain did not end within %d ms and the event loop did not answer "
 		"for %d ms more; exiting",
@@ -668,7 +664,7 @@ int main(int argc, char **argv)
 	srv_assigner_free(s.assigner);
 	srv_store_release(&s.store);
 	srv_metrics_release(&s.metrics);
-	srv_log_exiting(EXIT_LOG_WAIT_MS);
+	srv_log_exiting(SRV_LOG_EXIT_WAIT_MS);
 	srv_log(SRV_LOG_INFO, "shutdown", "drained; bye");
 	return 0;
 }
