@@ -1840,9 +1840,17 @@ static int check_store_body(struct pg *s, void *p, struct sid_error *err)
 			return 0;
 		} else if (state &&
 			   !strncmp(state, "XX", 2)) { /* data_corrupted, index_corrupted */
-			const char *m = pq.PQresultErrorMessage(res);
-			snprintf(msg, sizeof(msg), "registry %s: amcheck: %.*s", s->base.label,
-				 (int)strcspn(m, "\n"), m);
+			/* its message, detail and hint without the "ERROR:  " and
+			 * the line breaks of PQresultErrorMessage */
+			const char *m = pq.PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY),
+				   *det = pq.PQresultErrorField(res, PG_DIAG_MESSAGE_DETAIL),
+				   *hint = pq.PQresultErrorField(res, PG_DIAG_MESSAGE_HINT);
+			if (!m)
+				m = pq.PQresultErrorMessage(res);
+			snprintf(msg, sizeof(msg), "registry %s: amcheck: %.*s%s%s%s%s%s",
+				 s->base.label, (int)strcspn(m, "\n"), m, det ? "; " : "",
+				 det ? det : "", hint ? " (hint: " : "", hint ? hint : "",
+				 hint ? ")" : "");
 			f.message = msg;
 			rc = c->fn(&f, c->ctx);
 		} else {

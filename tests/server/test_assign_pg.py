@@ -701,6 +701,64 @@ class TestAssignPostgres(PgBase):
         self.assertNotIn("SELECT pg_advisory_xact_lock(%d)" % PG_GLOBAL_KEY, text)
 
 
+class TestCheckPostgres(PgBase):
+    """`semid registry check` on a PostgreSQL store whose id index is
+    damaged on disk: amcheck's error becomes a `store` finding, exit 3 (the
+    path that turns amcheck's reports into findings had never run)."""
+
+    def test_amcheck_finds_a_damaged_index(self):
+        if not self.pg.own:
+            self.skipTest("the index file is written to: needs a cluster of the test's own")
+        d = self.fresh_dir()
+        conninfo, db = self.fresh_db_named("amcheck")
+        srv, _ = self.start(d, {"item": self.tc}, "C", ["--registry", conninfo])
+        X, _ = T.tie_free_inputs(self.rng, self.tc, 40)
+        try:
+            st, _, r = assign(srv, ["c%02d" % k for k in range(40)], X)
+            self.assertEqual(st, 200, r)
+        finally:
+            self.assertEqual(srv.stop(), 0)
+
+        def sql(q):
+            return subprocess.run([pg_fixture.PGBIN + "/psql", "-h", "127.0.0.1", "-p",
+                                   str(self.pg.port), "-U", "postgres", "-d", db, "-XAtq",
+                                   "-c", q], capture_output=True, text=True, timeout=60,
+                                  check=True).stdout.strip()
+
+        def check():
+            p = subprocess.run([T.SEMID, "registry", "check", "--db", conninfo],
+                               capture_output=True, text=True, timeout=120)
+            return p.returncode, json.loads(p.stdout) if p.stdout else None, p.stderr
+
+        sql("CREATE EXTENSION amcheck")
+        rc, rep, err = check()
+        self.assertEqual((rc, rep["problems"], rep["store_checked"]), (0, 0, True), err)
+        # 40 ids: the index's root is its one leaf, block 1 (block 0 is the
+        # metapage); zeroed while the cluster is down
+        path = os.path.join(self.pg.dir, "data",
+                            sql("SELECT pg_relation_filepath('semid_assignment_id')"))
+        sql("CHECKPOINT")
+        self.pg.stop_server("fast")
+        try:
+            with open(path, "r+b") as f:
+                self.assertGreaterEqual(os.fstat(f.fileno()).st_size, 2 * 8192)
+                f.seek(8192)
+                f.write(bytes(8192))
+        finally:
+            self.pg.start_server()
+        rc, rep, err = check()
+        self.assertEqual(rc, 3, err)
+        self.assertEqual((rep["found"]["store"], rep["store_checked"]), (1, True), rep)
+        self.assertEqual(rep["entries"], 40)  # read from the table, not the index
+        f = [x for x in rep["findings"] if x["problem"] == "store"]
+        self.assertEqual(len(f), 1, rep)
+        self.assertIsNone(f[0]["kind"])
+        # PostgreSQL's message and hint, without libpq's "ERROR:  "
+        self.assertRegex(f[0]["message"], r"^registry postgresql://\S+: amcheck: index "
+                         r"\"semid_assignment_id\" contains unexpected zero page at block 1 "
+                         r"\(hint: Please REINDEX it\.\)$")
+
+
 class TestAssignPostgresSecrets(PgBase):
     """The registry's password, wherever it is given, never shows in the
     server's log or stderr, in an answer, /v1/model or /metrics, whether
