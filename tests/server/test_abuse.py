@@ -518,6 +518,10 @@ class TestConnectionFlood(unittest.TestCase):
         said = [i for i, ln in enumerate(lines)
                 if re.search(r'event=mhd msg="\d+ more libmicrohttpd lines? not logged', ln)]
         self.assertTrue(stop, lines[-5:])
+        if not said and T.WRAPPER:
+            # 10 lines a second are logged: under valgrind the garbage came
+            # slower than that, and no line was left out to count
+            self.skipTest("under %s no libmicrohttpd line was left out" % T.WRAPPER[0])
         # the last count comes after the shutdown began: written as it ends
         self.assertTrue(said and said[-1] > stop[0], lines[-5:])
 
