@@ -783,6 +783,21 @@ static int query_bad(struct req *q, struct query_check *qc)
 	return qc->bad;
 }
 
+/* query_bad, after a %00 anywhere in the path or query (which no id, sid
+ * or parameter may hold).  The POST routes take no parameter: an option
+ * there is in the body, and "?reassign=true" was taken and quietly
+ * ignored. */
+static int query_refused(struct req *q, struct query_check *qc)
+{
+	if (q->url_nul) {
+		set_error(q, SRV_ERR_INVALID_ARGUMENT,
+			  "the path or query has %%00 (a NUL byte), which no id, sid or "
+			  "parameter may hold");
+		return 1;
+	}
+	return query_bad(q, qc);
+}
+
 /* The value of query parameter @name of @qc's route (NULL: not given). */
 static const char *query_value(const struct query_check *qc, const char *name)
 {
@@ -832,13 +847,7 @@ static void start_lookup(struct req *q)
 	const char *v;
 	enum sid_tower_kind kind = SID_TOWER_ITEM;
 
-	if (q->url_nul) {
-		set_error(q, SRV_ERR_INVALID_ARGUMENT,
-			  "the path or query has %%00 (a NUL byte), which no id, sid or "
-			  "parameter may hold");
-		return;
-	}
-	if (query_bad(q, &qc))
+	if (query_refused(q, &qc))
 		return;
 	if (!h->d.assigner) {
 		set_error(q, SRV_ERR_UNAVAILABLE, "the ID registry is not running");
@@ -1575,6 +1584,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		if (q->body.oom) {
 			set_error(q, SRV_ERR_UNAVAILABLE, "out of memory for the body");
 			return send_response(q);
+		}
+		{
+			struct query_check qc;
+			if (query_refused(q, &qc))
+				return send_response(q);
 		}
 		if (q->route == SRV_ROUTE_RELOAD) {
 			q->waiter.done = reload_done;

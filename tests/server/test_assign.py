@@ -312,6 +312,37 @@ class TestAssignSqlite(Base):
         with open(bad, "rb") as f:
             self.assertTrue(f.read().startswith(b"this is not"))  # left alone
 
+    def test_post_routes_take_no_query(self):
+        """The POST routes' options are in the body: a query was taken and
+        quietly ignored, so ?reassign=true answered the stored ID unmoved,
+        ?top_k=4 gave no alternatives and an admin's items:delete?tower=user
+        deleted from the item tower.  Refused now, as the lookups' unknown
+        parameters are, before anything is done."""
+        d = self.fresh_dir()
+        srv, _ = self.start(d, {"item": self.ta}, "A", ["--admin-token", "t"])
+        X, codes = T.tie_free_inputs(self.rng, self.ta, 2)
+        none = 'unknown query parameter "%s" (this route takes none)'
+        try:
+            self.assertEqual(assign(srv, ["a"], X[:1])[0], 200)
+            for method, path, payload, headers, name in (
+                    ("POST", "/v1/items:assign?reassign=true", body(["a"], X[1:2]), {}, "reassign"),
+                    ("POST", "/v1/items:encode?top_k=4", body(["a"], X[:1]), {}, "top_k"),
+                    ("POST", "/v1/items:delete?tower=user", {"ids": ["a"]}, ADMIN, "tower"),
+                    ("POST", "/v1/admin/reload?now", None, ADMIN, "now")):
+                with self.subTest(path=path):
+                    st, _, e = srv.json(method, path, payload, headers=headers)
+                    self.assertEqual((st, e["error"]["code"], e["error"]["message"]),
+                                     (400, "invalid_argument", none % name))
+            st, _, e = srv.json("POST", "/v1/items:encode?x=%00", body(["a"], X[:1]))
+            self.assertEqual((st, e["error"]["message"]),
+                             (400, "the path or query has %00 (a NUL byte), which no id, sid "
+                              "or parameter may hold"))
+            # nothing was moved or deleted
+            st, _, r = srv.json("GET", "/v1/items/a")
+            self.assertEqual((st, r["codes"]), (200, codes[0].tolist()))
+        finally:
+            self.assertEqual(srv.stop(), 0)
+
     def test_read_only_file(self):
         d = self.fresh_dir()
         srv, _ = self.start(d, {"item": self.ta}, "A")
