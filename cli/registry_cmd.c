@@ -1276,6 +1276,10 @@ static int stale_side_file(const char *file, char *side, size_t len)
 	return 0;
 }
 
+/* (below, with restore) */
+static int refuse_if_open(const char *store, const char *then, struct sid_error *err);
+#define RESTORE_THEN "stop it before restoring"
+
 static int cmd_backup(const struct opts *o, struct sid_registry *r, struct sid_error *err)
 {
 	const char *store = sid_registry_label(r);
@@ -1290,6 +1294,15 @@ static int cmd_backup(const struct opts *o, struct sid_registry *r, struct sid_e
 	if ((rc = output_not_side_file(o->output, &in, "the backup", err)) ||
 	    (rc = cli_output_open_named(&w, o->output, in.v, err)))
 		return rc;
+	/* a store in use there: replaced, its process would go on with the
+	 * old file unlinked, and every ID in it lost once it stops */
+	if (stat(cli_output_file(&w), &st) == 0 && S_ISREG(st.st_mode) &&
+	    (rc = refuse_if_open(cli_output_file(&w),
+				 "a backup must not replace a store in use: name another file",
+				 err))) {
+		out_close(&w, 0, NULL);
+		return rc;
+	}
 	/* beside the file replaced, which a link names */
 	if (stale_side_file(cli_output_file(&w), owal, sizeof(owal))) {
 		out_close(&w, 0, NULL);
@@ -1408,7 +1421,7 @@ static int is_model_file(const char *path, const struct stat *st)
 
 /* SID_EUNAVAIL when another process has the store at @store or its -wal
  * open, naming it; else 0. */
-static int refuse_if_open(const char *store, struct sid_error *err)
+static int refuse_if_open(const char *store, const char *then, struct sid_error *err)
 {
 	char file[4096 + 8], comm[64], who[32];
 	pid_t pid;
@@ -1417,11 +1430,9 @@ static int refuse_if_open(const char *store, struct sid_error *err)
 		snprintf(file, sizeof(file), "%s%s", store, i ? "-wal" : "");
 		if ((pid = holder_of(file))) {
 			comm_of(pid, comm, sizeof(comm));
-			return sid_error_set(err, SID_EUNAVAIL,
-					     "registry %s: %s open in process %d (%s); stop it "
-					     "before restoring",
-					     store, i ? "its -wal is" : "the store is", (int)pid,
-					     comm);
+			return sid_error_set(
+			    err, SID_EUNAVAIL, "registry %s: %s open in process %d (%s); %s", store,
+			    i ? "its -wal is" : "the store is", (int)pid, comm, then);
 		}
 	}
 	if (lock_holder(store, &pid)) {
@@ -1429,8 +1440,8 @@ static int refuse_if_open(const char *store, struct sid_error *err)
 		snprintf(who, sizeof(who), "%d", (int)pid);
 		return sid_error_set(err, SID_EUNAVAIL,
 				     "registry %s: the store is open in process %s (%s), which "
-				     "holds its SQLite lock; stop it before restoring",
-				     store, pid > 0 ? who : "of another PID namespace", comm);
+				     "holds its SQLite lock; %s",
+				     store, pid > 0 ? who : "of another PID namespace", comm, then);
 	}
 	return 0;
 }
@@ -1517,7 +1528,7 @@ static int cmd_restore(const struct opts *o, struct sid_error *err)
 				     "that was there, which SQLite would apply to the restored "
 				     "copy; move it aside first",
 				     store, from);
-	if (have && (rc = refuse_if_open(store, err)))
+	if (have && (rc = refuse_if_open(store, RESTORE_THEN, err)))
 		return rc;
 	/* a store this semid reads: the schema is checked as it opens */
 	if ((rc = sid_registry_open(backup, SID_REG_READONLY, &b, err)))
@@ -1535,7 +1546,7 @@ static int cmd_restore(const struct opts *o, struct sid_error *err)
 	/* again: the copy may have taken minutes, and a process that opened
 	 * the store meanwhile would go on writing into whatever has its name */
 	if (!rc && have)
-		rc = refuse_if_open(store, err);
+		rc = refuse_if_open(store, RESTORE_THEN, err);
 	if (!rc && have) {
 		fold = sid_registry_sqlite_fold_wal(store, &e2);
 		if (fold == SID_EUNAVAIL) {

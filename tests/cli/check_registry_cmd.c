@@ -1327,6 +1327,14 @@ START_TEST(t_restore)
 	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "restore", bk, "--db", db, NULL),
 			 CLI_EXIT_IO);
 	ASSERT_HAS(msg, "the store is open in process");
+	ASSERT_HAS(msg, "stop it before restoring");
+	/* nor may a backup be written over it: the process would go on with
+	 * the old file unlinked (exit 0, every ID lost once it stopped) */
+	ck_assert_int_eq(
+	    run_err(msg, sizeof(msg), "registry", "backup", "--db", bk, "-o", db, NULL),
+	    CLI_EXIT_IO);
+	ASSERT_HAS(msg, "the store is open in process");
+	ASSERT_HAS(msg, "a backup must not replace a store in use: name another file");
 	kill(pid, SIGKILL);
 	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
 	ck_assert_int_eq(items_in(db), N + 5);
