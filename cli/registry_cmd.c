@@ -1016,6 +1016,18 @@ static int delete_rows(const struct opts *o, int *not_found, struct sid_error *e
 	return rc;
 }
 
+/* delete's lines for @k results: id, the sid it had (none: not stored, or
+ * a row that did not read), deleted 1/0. */
+static void delete_lines(FILE *f, const struct sid_reg_entry *res, size_t k)
+{
+	for (size_t i = 0; i < k; i++) {
+		char sid[SID_REG_SID_MAX] = "";
+		if (res[i].deleted && res[i].L)
+			sid_reg_sid_format(res[i].codes, res[i].L, res[i].suffix, sid, sizeof(sid));
+		fprintf(f, "%s\t%s\t%d\n", res[i].id, sid, res[i].deleted);
+	}
+}
+
 /* The ids (operands or --ids), checked before the store is opened, deleted
  * --batch at a time, a line each once its batch is committed: -o FILE is a
  * log appended to as reassign's moves are, not a file published at the
@@ -1059,16 +1071,22 @@ static int cmd_delete(const struct opts *o, int *not_found, struct sid_error *er
 		rc = sid_registry_delete(r, o->kind, (const char *const *)ids + at, k, res, err);
 		if (rc)
 			goto fail;
-		for (size_t i = 0; i < k; i++) { /* committed: acknowledge the batch */
-			char sid[SID_REG_SID_MAX] = "";
-			if (res[i].deleted && res[i].L) /* (none: a row that did not read) */
-				sid_reg_sid_format(res[i].codes, res[i].L, res[i].suffix, sid,
-						   sizeof(sid));
+		for (size_t i = 0; i < k; i++) /* committed: acknowledge the batch */
 			deleted += res[i].deleted != 0;
-			fprintf(fp, "%s\t%s\t%d\n", res[i].id, sid, res[i].deleted);
-		}
-		if (fflush(fp)) {
-			rc = sid_error_set(err, SID_EIO, "%s: write failed: %m", output_name(o));
+		delete_lines(fp, res, k);
+		if (fflush(fp) != 0 || ferror(fp)) { /* line-buffered: a line's write failed */
+			/* the batch is committed, and the log was the only record
+			 * of the sids it erased: they go to stderr instead */
+			rc = sid_error_set(err, SID_EIO,
+					   "%s: write failed: %m; the %zu ids of the batch were "
+					   "deleted all the same: their lines were written to "
+					   "stderr above",
+					   output_name(o), k);
+			fprintf(stderr,
+				"semid: %s cannot be written; the lines of a committed batch "
+				"(id, sid, deleted) follow:\n",
+				output_name(o));
+			delete_lines(stderr, res, k);
 			goto fail;
 		}
 		cli_progress_update(&bar, done = at + k);

@@ -2704,6 +2704,30 @@ START_TEST(t_delete_log_kept_on_failure)
 }
 END_TEST
 
+/* A log that cannot take a committed batch's lines (stdout on a full
+ * device) was the only record of the sids erased, and they were lost with
+ * exit 1: they now go to stderr, with a message saying the ids were
+ * deleted all the same. */
+START_TEST(t_delete_lines_to_stderr_when_the_log_fails)
+{
+	char msg[4096], sid1[64], sid2[64], line[200];
+
+	assign_all_sid_of("item-1", sid1, sizeof(sid1));
+	assign_all_sid_of("item-2", sid2, sizeof(sid2));
+	ck_assert_int_eq(run_stdout_full(msg, sizeof(msg), "registry", "delete", "--db", db,
+					 "item-1", "nope", "item-2", NULL),
+			 CLI_EXIT_IO);
+	ck_assert_int_eq(run("registry", "get", "item-1", "--db", db, NULL), CLI_EXIT_INPUT);
+	ASSERT_HAS(msg, "semid: stdout cannot be written; the lines of a committed batch (id, "
+			"sid, deleted) follow:\n");
+	snprintf(line, sizeof(line), "\nitem-1\t%s\t1\nnope\t\t0\nitem-2\t%s\t1\n", sid1, sid2);
+	ASSERT_HAS(msg, line);
+	ASSERT_HAS(msg,
+		   "semid: stdout: write failed: No space left on device; the 3 ids of the "
+		   "batch were deleted all the same: their lines were written to stderr above");
+}
+END_TEST
+
 /*
  * A delete stopped by SIGINT ends after the batch in flight and logs every
  * id it deleted: its log is a pipe the test stops reading after five lines,
@@ -2796,6 +2820,7 @@ static Suite *registry_cmd_suite(void)
 	tcase_add_test(tc, t_usage_names_the_bad_option);
 	tcase_add_test(tc, t_delete);
 	tcase_add_test(tc, t_delete_log_kept_on_failure);
+	tcase_add_test(tc, t_delete_lines_to_stderr_when_the_log_fails);
 	tcase_add_test(tc, t_delete_damaged);
 	tcase_add_test(tc, t_check);
 	tcase_add_test(tc, t_delete_stopped);
