@@ -139,6 +139,9 @@ int cli_output_open_named(struct cli_output *w, const char *path, const char *co
  * output opened otherwise (an append-only log). */
 int cli_output_not_input(const char *path, const struct stat *st, const char *const *inputs,
 			 struct sid_error *err);
+/* The same for "-": @std (stdout) when its descriptor is a regular file
+ * that is one of @inputs (a shell's 1<>FILE). */
+int cli_output_std_not_input(FILE *std, const char *const *inputs, struct sid_error *err);
 /* SID_EIO, naming @path, when it names a descriptor of this process
  * (/dev/stdout, /dev/fd/N, or a link to them) that is not open for writing;
  * else 0.  Opening such a name anew reaches whatever holds the number: the

@@ -133,6 +133,17 @@ int cli_output_not_input(const char *path, const struct stat *st, const char *co
 	return 0;
 }
 
+int cli_output_std_not_input(FILE *std, const char *const *inputs, struct sid_error *err)
+{
+	struct stat st;
+
+	/* a shell's 1<>FILE, or a descriptor inherited so: fd 1 is then the
+	 * file, and writing it destroyed the input as it was read */
+	if (fstat(fileno(std), &st) != 0 || !S_ISREG(st.st_mode))
+		return 0;
+	return cli_output_not_input(std == stderr ? "- (stderr)" : "- (stdout)", &st, inputs, err);
+}
+
 /* N when @name is this process's descriptor N by a name of /proc's
  * (/dev/stdout, /dev/stderr, /dev/fd/N, /proc/self/fd/N, /proc/PID/fd/N),
  * else -1. */
@@ -307,6 +318,8 @@ int cli_output_open(struct cli_output *w, const char *path, FILE *std, const cha
 	if (!path || !*path)
 		return sid_error_set(err, SID_EINVAL, "--output is empty");
 	if (strcmp(path, "-") == 0) {
+		if ((rc = cli_output_std_not_input(std, inputs, err)) < 0)
+			return rc;
 		w->fp = std;
 		w->kind = CLI_OUT_STDOUT;
 		signals_install(w);

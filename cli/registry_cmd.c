@@ -1831,6 +1831,9 @@ static FILE *log_open(const struct opts *o, struct sid_registry *r, const char *
 	int fd;
 
 	if (!strcmp(o->output, "-")) {
+		inputs_of(o, sid_registry_label(r), &in);
+		if (cli_output_std_not_input(stdout, in.v, err) < 0)
+			return NULL;
 		setvbuf(stdout, NULL, _IOLBF, 0);
 		if ((header && fputs(header, stdout) < 0) || fflush(stdout) != 0) {
 			sid_error_set(err, SID_EIO, "stdout: cannot write %s: %m", what);

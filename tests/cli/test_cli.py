@@ -665,6 +665,40 @@ class CliTest(unittest.TestCase):
         self.assertEqual(run("inspect", model).returncode, 0)
         self.assertEqual(self.out_files(), ["link.npy", "m.safetensors", "x.npy"])
 
+    def test_stdout_is_an_input(self):
+        """`-o -` with stdout opened on an input (a shell's 1<>FILE) skipped
+        the check `-o /dev/stdout` gets: encode wrote its rows over the .npy
+        it read, export and delete's log over the store.  Refused now, the
+        files left as they were."""
+        inp = os.path.join(self.out.name, "x.npy")
+        np.save(inp, self.x)
+        db, _ = self.assigned_store("s.db")
+        with open(inp, "rb") as f:
+            before = f.read()
+        with open(db, "rb") as f:
+            store = f.read()
+        for args, victim, name in (
+                (["encode", "--model", self.model, "--input", inp, "-o", "-"], inp, inp),
+                (["encode", "--model", self.model, "--input", inp, "-o", "-"], self.model,
+                 self.model),
+                (["registry", "export", "--db", db], db, db),
+                (["registry", "delete", "--db", db, "sku-1"], db, db)):
+            with self.subTest(args=args[:2], victim=victim):
+                fd = os.open(victim, os.O_RDWR)
+                try:
+                    p = subprocess.run([SEMID, *args], stdout=fd, stderr=subprocess.PIPE,
+                                       timeout=120)
+                finally:
+                    os.close(fd)
+                self.assertEqual((p.returncode, p.stderr.decode()),
+                                 (2, "semid: --output - (stdout) is the input file %s; write "
+                                  "the output elsewhere\n" % name))
+        with open(inp, "rb") as f:
+            self.assertEqual(f.read(), before)
+        with open(db, "rb") as f:
+            self.assertEqual(f.read(), store)
+        self.assertEqual(run("inspect", self.model).returncode, 0)
+
     def test_unknown_or_missing_tower(self):
         self.assert_bad(self.encode("--tower", "user"), "has no tower 'user'", "item")
         p = self.encode("--tower", "movie")
