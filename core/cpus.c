@@ -339,3 +339,18 @@ const char *sid_cpus_why(const struct sid_cpus *c, char *buf, size_t size)
 		snprintf(buf, size, "affinity %d (no cpu quota)", c->affinity);
 	return buf;
 }
+
+double sid_memory_usable(void)
+{
+	long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
+	double lim = pages > 0 && psz > 0 ? (double)pages * (double)psz : 0;
+	FILE *f = fopen("/sys/fs/cgroup/memory.max", "re");
+	unsigned long long cg;
+
+	if (f) {
+		if (fscanf(f, "%llu", &cg) == 1 && (lim == 0 || (double)cg < lim))
+			lim = (double)cg;
+		fclose(f);
+	}
+	return lim;
+}

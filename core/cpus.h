@@ -51,6 +51,11 @@ int sid_cpus_usable(struct sid_cpus *c);
  */
 const char *sid_cpus_why(const struct sid_cpus *c, char *buf, size_t size);
 
+/* Bytes of memory this process may use, for refusing work that cannot fit
+ * before it starts: physical memory, or the cgroup v2 limit at
+ * /sys/fs/cgroup/memory.max (a container's own) when lower; 0 when unknown. */
+double sid_memory_usable(void);
+
 /* Tests: sid_cpus_usable with every file read under @root ("" for the real
  * ones: @root "/tmp/x" reads /tmp/x/proc/self/cgroup, and the mount points
  * that /tmp/x/proc/self/mountinfo names under /tmp/x too) and @affinity

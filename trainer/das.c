@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "adam.h"
+#include "cpus.h"
 #include "encode.h"
 #include "kmeans.h"
 #include "nn.h"
@@ -773,22 +774,6 @@ static float click_weighted_mean(const float *t, int n)
 	return w > 0 ? (float)(s / w) : 0.0f;
 }
 
-/* Memory this process may use: physical memory, or the cgroup (v2) limit
- * when that is lower; 0 when unknown. */
-static double memory_limit(void)
-{
-	long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
-	double lim = pages > 0 && psz > 0 ? (double)pages * (double)psz : 0;
-	FILE *f = fopen("/sys/fs/cgroup/memory.max", "r");
-	unsigned long long cg;
-	if (f) {
-		if (fscanf(f, "%llu", &cg) == 1 && (lim == 0 || (double)cg < lim))
-			lim = (double)cg;
-		fclose(f);
-	}
-	return lim;
-}
-
 /* Bytes a laid-out model will hold at its peak: the four parameter-sized
  * blocks (*blocks), the batch workspace of ws_reserve for @B rows (its large
  * terms), and the codebook initialisation (*init: the loop's sample of up to
@@ -865,7 +850,7 @@ int das_new(const struct das_config *c, const struct das_data *d, struct das_mod
 	m->n_params = off;
 	/* a batch never holds more rows than there are interactions */
 	int B0 = (long)c->batch_size < d->n_train ? c->batch_size : (int)d->n_train;
-	double blocks, init, need = bytes_needed(m, B0, &blocks, &init), have = memory_limit();
+	double blocks, init, need = bytes_needed(m, B0, &blocks, &init), have = sid_memory_usable();
 	if (have > 0 && need > have) {
 		const double G = 1073741824.0;
 		rc = sid_error_set(err, SID_EINVAL,

@@ -15,8 +15,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
+#include "cpus.h"
 #include "fsutil.h"
 #include "npy.h"
 #include "rng.h"
@@ -236,6 +238,49 @@ static int mkdir_parents(const char *dir)
 	return 0;
 }
 
+/* @bytes as "1.5 GiB", "2.4 MiB" or "12.0 KiB", into @buf. */
+static const char *size_str(double bytes, char *buf, size_t len)
+{
+	static const char *const unit[] = {"KiB", "MiB", "GiB", "TiB"};
+	int u = 0;
+
+	bytes /= 1024;
+	while (u < 3 && bytes >= 1024) {
+		bytes /= 1024;
+		u++;
+	}
+	snprintf(buf, len, "%.1f %s", bytes, unit[u]);
+	return buf;
+}
+
+/* Memory and disk for the run, checked before anything is made: 53 bytes
+ * of tables per item and 32 per user held at once, and the files' bytes
+ * (float32 rows; a click line is at most 24 bytes); the run used to take
+ * the machine's memory (2^31 items: 24 GB in use, then the OOM killer),
+ * or fill the disk at the end of hours. */
+static int gen_fits(const struct tr_gen_params *p, const char *out_dir, struct sid_error *err)
+{
+	int du = p->user_dim ? p->user_dim : p->dim, wide = du > p->dim ? du : p->dim;
+	double mem = 53.0 * p->items + 32.0 * p->users + 4.0 * CHUNK * wide,
+	       disk = 4.0 * p->items * p->dim + 4.0 * p->users * du + 24.0 * p->interactions,
+	       have = sid_memory_usable(), free_b;
+	char a[32], b[32];
+	struct statvfs fs;
+
+	if (have > 0 && mem > have)
+		return sid_error_set(err, SID_EINVAL,
+				     "gen: %ld items and %ld users need about %s of memory, more "
+				     "than the %s here",
+				     p->items, p->users, size_str(mem, a, sizeof(a)),
+				     size_str(have, b, sizeof(b)));
+	if (statvfs(out_dir, &fs) == 0 &&
+	    disk > (free_b = (double)fs.f_bavail * (double)fs.f_frsize))
+		return sid_error_set(
+		    err, SID_EINVAL, "gen: the files need up to %s; %s has %s free",
+		    size_str(disk, a, sizeof(a)), out_dir, size_str(free_b, b, sizeof(b)));
+	return 0;
+}
+
 int tr_gen_run(const struct tr_gen_params *p, const char *out_dir, struct tr_gen_stats *st,
 	       struct sid_error *err)
 {
@@ -281,6 +326,8 @@ int tr_gen_run(const struct tr_gen_params *p, const char *out_dir, struct tr_gen
 				     out_dir, strerror(errno));
 	if (stat(out_dir, &sb) < 0 || !S_ISDIR(sb.st_mode))
 		return sid_error_set(err, SID_EINVAL, "--out %s: not a directory", out_dir);
+	if ((rc = gen_fits(p, out_dir, err)))
+		return rc;
 	memset(pub, 0, sizeof(pub)); /* a zeroed publish aborts as a no-op */
 	tr_stop_install(&saved);
 	for (int k = 0; k < OUT_COUNT; k++) {
@@ -340,6 +387,10 @@ int tr_gen_run(const struct tr_gen_params *p, const char *out_dir, struct tr_gen
 		perm[j] = t;
 		cold[perm[k]] = 1;
 	}
+	if (tr_stop_signal()) { /* between the phases of a large run: seconds each */
+		rc = 1;
+		goto fail;
+	}
 	warm_list = malloc(N * sizeof(int32_t));
 	if (!warm_list)
 		goto nomem;
@@ -357,6 +408,11 @@ int tr_gen_run(const struct tr_gen_params *p, const char *out_dir, struct tr_gen
 		goto fail;
 
 	/* alias tables per group, over all items (cold ones get clicks too) */
+	if (tr_stop_signal()) {
+		rc = 1;
+		goto fail;
+	}
+
 	goff = calloc((size_t)G + 1, sizeof(int32_t));
 	gitem = malloc(N * sizeof(int32_t));
 	prob = malloc(N * sizeof(float));
@@ -384,6 +440,11 @@ int tr_gen_run(const struct tr_gen_params *p, const char *out_dir, struct tr_gen
 	}
 
 	/* users: favourite groups, activity; users.npy streamed */
+	if (tr_stop_signal()) {
+		rc = 1;
+		goto fail;
+	}
+
 	fav = malloc((size_t)M * MAX_FAV * sizeof(int32_t));
 	fav_w = malloc((size_t)M * MAX_FAV * sizeof(float));
 	act = malloc(M * sizeof(double));
@@ -406,6 +467,10 @@ int tr_gen_run(const struct tr_gen_params *p, const char *out_dir, struct tr_gen
 			fav_w[u * MAX_FAV + f] /= ws;
 		act[u] = exp(p->act_sigma * rng_normal(&r_us));
 		sum_act += act[u];
+	}
+	if (tr_stop_signal()) {
+		rc = 1;
+		goto fail;
 	}
 	uctx = (struct fill_ctx){
 	    .p = p, .rng = &r_us, .centre = ucentre, .fav = fav, .fav_w = fav_w, .d = DU};

@@ -1375,6 +1375,36 @@ class TrainerTest(unittest.TestCase):
             self.assertEqual(out, "")
             self.assertEqual(files(), before)  # no temp file left, no file changed
 
+    def test_gen_refuses_what_cannot_fit(self):
+        """gen with 2^31-1 items took the machine's memory (24 GB in use,
+        SIGTERM not heeded, then the kernel's OOM killer after 13 minutes);
+        one whose files outgrow the disk filled it at the end.  Both are
+        refused before anything is made, exit 2, with the sizes."""
+        gdir = os.path.join(self.tmp, "gen-huge")
+        p = run(TRAIN, "gen", "--out", gdir, "--items", 2147483647, "--users", 1,
+                "--interactions", 1, timeout=60)
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertRegex(p.stderr, r"^semid-train gen: gen: 2147483647 items and 1 users need "
+                         r"about 106\.\d GiB of memory, more than the \d+\.\d GiB here\n$")
+        self.assertEqual(os.listdir(gdir), [])
+        if os.geteuid() != 0:
+            self.skipTest("the disk check needs a small file system: mounting one needs root")
+        small = os.path.join(self.tmp, "small")
+        os.makedirs(small)
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", small],
+                          capture_output=True).returncode != 0:
+            self.skipTest("cannot mount a tmpfs here")
+        try:
+            # 10000 x 64 float32 items alone are 2.4 MiB
+            p = run(TRAIN, "gen", "--out", small, "--items", 10000, "--users", 100,
+                    "--interactions", 1000, "--dim", 64, timeout=60)
+            self.assertEqual(p.returncode, 2, p.stderr)
+            self.assertRegex(p.stderr, r"^semid-train gen: gen: the files need up to 2\.\d MiB; "
+                             r"%s has 1\.0 MiB free\n$" % re.escape(small))
+            self.assertEqual(os.listdir(small), [])
+        finally:
+            subprocess.run(["umount", small], check=True)
+
     def test_gen_renames_its_files_as_one_step(self):
         """gen renames its six files into place one after the other; two
         signals between two renames (the first only asks for a stop, the
