@@ -226,16 +226,24 @@ static const char *setting_of(const char *name, char *buf, size_t len)
  * "batch_size", "K" after "codebook_size"): which one won depended on the
  * order of the keys, the ambiguity JSON_REJECT_DUPLICATES refuses for two
  * keys spelt alike.  Its earlier name, or NULL. */
+static int is_view_n(const char *s)
+{
+	return !strncmp(s, "view", 4) && s[4] >= '1' && s[4] <= '6' && !s[5];
+}
+
 static const char *same_setting(json_t *root, const char *name)
 {
 	char a[64], b[64];
-	const char *sa = setting_of(name, a, sizeof(a)), *other;
+	const char *sa = setting_of(name, a, sizeof(a)), *other, *so;
 	json_t *v;
 	json_object_foreach(root, other, v)
 	{
 		if (other == name || !strcmp(other, name))
 			return NULL; /* only the keys before it */
-		if (!strcmp(setting_of(other, b, sizeof(b)), sa))
+		so = setting_of(other, b, sizeof(b));
+		/* "views" sets all six "viewN" weights */
+		if (!strcmp(so, sa) || (!strcmp(so, "views") && is_view_n(sa)) ||
+		    (is_view_n(so) && !strcmp(sa, "views")))
 			return other;
 	}
 	return NULL;
@@ -247,6 +255,7 @@ int tr_config_load_json(struct tr_config *c, const char *json, const char *what,
 	json_error_t je;
 	json_t *root = json_loads(json, JSON_REJECT_DUPLICATES, &je), *v;
 	const char *name, *prev;
+	const struct key *k;
 	char value[TR_PATH_MAX];
 	int rc = 0;
 
@@ -270,6 +279,14 @@ int tr_config_load_json(struct tr_config *c, const char *json, const char *what,
 			rc = sid_error_set(err, SID_EFORMAT,
 					   "%s: key \"%s\": a list is only for hidden and views",
 					   what, name);
+			break;
+		}
+		if ((json_is_boolean(v) || json_is_number(v)) && (k = key_find(name)) &&
+		    k->type == K_STR) {
+			/* {"out": false} published a model named ./false */
+			rc = sid_error_set(err, SID_EFORMAT,
+					   "%s: key \"%s\": value must be a string, not %s", what,
+					   name, json_is_boolean(v) ? "a boolean" : "a number");
 			break;
 		}
 		if (json_to_string(v, value, sizeof(value)) < 0) {

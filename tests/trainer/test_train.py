@@ -362,8 +362,11 @@ class TrainerTest(unittest.TestCase):
         self.assertIn("codebook_sise", p.stderr)
         self.assertIn(cfg, p.stderr)
         # two keys for one setting: which one won hung on their order
+        # ("views" and one "viewN": the order decided the weight used)
         for keys in ('"batch_size": 64, "batch-size": 128', '"codebook_size": 8, "K": 4',
-                     '"stop-after": 1, "stop_after": 2'):
+                     '"stop-after": 1, "stop_after": 2',
+                     '"views": [1, 1, 1, 1, 0.25, 0.25], "view6": 2',
+                     '"view1": 0, "views": [1, 1, 1, 1, 1, 1]'):
             with open(cfg, "w") as f:
                 f.write("{%s}" % keys)
             p = run(*self.base_args(out) + ["--config", cfg])
@@ -371,6 +374,18 @@ class TrainerTest(unittest.TestCase):
             a, b = re.findall(r'"([^"]+)":', keys)
             self.assertIn('%s: keys "%s" and "%s" set the same setting' % (cfg, a, b),
                           p.stderr)
+        # a path or name key given a boolean or a number: {"out": false}
+        # published ./false
+        for key, val, kind in (("out", "false", "a boolean"), ("model_version", "true",
+                                                                 "a boolean"),
+                               ("items", "12", "a number")):
+            with open(cfg, "w") as f:
+                f.write('{"%s": %s}' % (key, val))
+            p = run(*self.base_args(out) + ["--config", cfg])
+            self.assertEqual(p.returncode, 2, p.stderr)
+            self.assertIn('%s: key "%s": value must be a string, not %s' % (cfg, key, kind),
+                          p.stderr)
+            self.assertFalse(os.path.exists(val))
         with open(cfg, "w") as f:
             f.write('{"levels": 2,}')
         p = run(*self.base_args(out) + ["--config", cfg])
