@@ -99,7 +99,7 @@ static int is_help(const char *arg)
 
 static void print_error(const char *msg)
 {
-	fprintf(stderr, "semid: %s\n", msg);
+	sid_error_print(stderr, "semid", msg);
 }
 
 int cli_usage_error(const char *cmd, const char *help, const char *fmt, ...)

@@ -154,7 +154,7 @@ static int exit_for(int code)
 
 static int report(const struct sid_error *err)
 {
-	fprintf(stderr, "semid: %s\n", err->msg);
+	sid_error_print(stderr, "semid", err->msg);
 	return exit_for(err->code);
 }
 
@@ -1156,7 +1156,10 @@ static int cmd_export(const struct opts *o, struct sid_registry *r, struct sid_e
 
 static void print_conflict(long line, const char *msg, void *ctx)
 {
-	fprintf(stderr, "semid: %s: line %ld: conflict: %s\n", (const char *)ctx, line, msg);
+	char full[SID_ERROR_MSG_MAX + 64];
+
+	snprintf(full, sizeof(full), "%s: line %ld: conflict: %s", (const char *)ctx, line, msg);
+	sid_error_print(stderr, "semid", full);
 }
 
 /*

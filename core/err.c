@@ -195,3 +195,20 @@ int sid__name_shown(const char *s)
 {
 	return (int)sid_utf8_prefix(s, SID_NAME_SHOWN);
 }
+
+void sid_error_print(FILE *f, const char *prog, const char *msg)
+{
+	const unsigned char *s = (const unsigned char *)msg;
+
+	fputs(prog, f);
+	fputs(": ", f);
+	for (; *s; s++) {
+		if ((*s < 0x20 && *s != '\t') || *s == 0x7f)
+			fprintf(f, "\\x%02x", *s);
+		else if (s[0] == 0xc2 && s[1] >= 0x80 && s[1] <= 0x9f)
+			fprintf(f, "\\u%04x", *++s);
+		else
+			putc(*s, f);
+	}
+	putc('\n', f);
+}

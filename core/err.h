@@ -12,6 +12,7 @@
 
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdio.h>
 
 enum sid_errcode {
 	SID_OK = 0,
@@ -62,6 +63,14 @@ int sid_error_prefix(struct sid_error *err, const char *fmt, ...)
  * when @err is NULL).
  */
 int sid_error_name_file(struct sid_error *err, const char *path);
+
+/*
+ * Write "@prog: @msg\n" to @f with the message's control characters shown
+ * as \xNN (C0 but tab, DEL, and C1 as UTF-8's U+0080..U+009F): messages
+ * quote ids, sids and file names as they came, and an escape sequence in
+ * one (ESC ] 0 ; ... BEL) rewrote the terminal of whoever read the error.
+ */
+void sid_error_print(FILE *f, const char *prog, const char *msg);
 
 /* A short constant name for a code: "invalid argument", "bad format", ... */
 const char *sid_strerror(int code);

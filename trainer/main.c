@@ -39,7 +39,10 @@ static int exit_code(int rc)
 
 static int fail(const char *what, struct sid_error *err)
 {
-	fprintf(stderr, "semid-train%s%s: %s\n", what ? " " : "", what ? what : "", err->msg);
+	char prog[64];
+
+	snprintf(prog, sizeof(prog), "semid-train%s%s", what ? " " : "", what ? what : "");
+	sid_error_print(stderr, prog, err->msg);
 	return exit_code(err->code);
 }
 

@@ -665,6 +665,28 @@ class CliTest(unittest.TestCase):
         self.assertEqual(run("inspect", model).returncode, 0)
         self.assertEqual(self.out_files(), ["link.npy", "m.safetensors", "x.npy"])
 
+    def test_messages_show_control_characters(self):
+        """A message quoting an id, a file name or a line as it came sent
+        its escape sequences to the terminal (ESC ] 0 ; ... BEL sets its
+        title; others clear it): they are shown as \\xNN now, by semid and
+        semid-train alike."""
+        db, _ = self.assigned_store("c.db")
+        bad = os.path.join(self.out.name, "esc.txt")
+        with open(bad, "wb") as f:
+            f.write(b"x\x1b]0;pwned\x07y\n")
+        missing = os.path.join(self.out.name, "no\x1b[2Jne.npy")
+        for p in (run("registry", "delete", "--db", db, "--ids", bad),
+                  run("registry", "get", "--db", db, "a\x1b[2Jb"),
+                  subprocess.run([os.path.join(BIN, "semid-train"), "--items", missing,
+                                  "--users", missing, "--train", bad, "--out",
+                                  os.path.join(self.out.name, "m.st")],
+                                 capture_output=True, timeout=60)):
+            with self.subTest(args=p.args[1:3]):
+                self.assertEqual(p.returncode, 2, p.stderr)
+                self.assertNotIn(b"\x1b", p.stderr)
+                self.assertNotIn(b"\x07", p.stderr)
+                self.assertIn(b"\\x1b", p.stderr)
+
     def test_stdout_is_an_input(self):
         """`-o -` with stdout opened on an input (a shell's 1<>FILE) skipped
         the check `-o /dev/stdout` gets: encode wrote its rows over the .npy

@@ -1,5 +1,6 @@
 /* check_err.c - tests for core/err.c: the error record every core call fills. */
 #include <check.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "check_main.h"
@@ -201,6 +202,24 @@ START_TEST(test_cut_messages_stay_utf8)
 }
 END_TEST
 
+/* Messages quote what came in (ids, sids, file names): their control
+ * characters are shown, not sent to the terminal (an OSC title sequence in
+ * an id rewrote it); tabs and other UTF-8 stay as they are. */
+START_TEST(test_error_print_shows_control_characters)
+{
+	char buf[256] = "";
+	FILE *f = fmemopen(buf, sizeof(buf) - 1, "w");
+
+	ck_assert_ptr_nonnull(f);
+	sid_error_print(f, "semid",
+			"id \"x\x1b]0;pwned\x07y\": bad\tcaf\xc3\xa9 \xc2\x9b"
+			"2J \x7f\n");
+	fclose(f);
+	ck_assert_str_eq(buf, "semid: id \"x\\x1b]0;pwned\\x07y\": bad\tcaf\xc3\xa9 \\u009b2J "
+			      "\\x7f\\x0a\n");
+}
+END_TEST
+
 START_TEST(test_strerror_names_every_code)
 {
 	ck_assert_str_eq(sid_strerror(SID_OK), "ok");
@@ -226,6 +245,7 @@ int main(void)
 	tcase_add_test(tc, test_prefix_truncates_long_messages);
 	tcase_add_test(tc, test_prefix_keeps_the_reason);
 	tcase_add_test(tc, test_strerror_names_every_code);
+	tcase_add_test(tc, test_error_print_shows_control_characters);
 	tcase_add_test(tc, test_utf8_len);
 	tcase_add_test(tc, test_cut_messages_stay_utf8);
 	suite_add_tcase(s, tc);
