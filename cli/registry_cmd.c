@@ -718,6 +718,8 @@ static int ids_read(const char *path, size_t n, char ***out, size_t *got, struct
 			    IDS_LINE_MAX, SID_REG_ID_MAX);
 			goto fail;
 		}
+		if (k == 0 && len > 0)
+			len = sid_line_drop_bom(line, len);
 		while (len && (line[len - 1] == '\n' || line[len - 1] == '\r'))
 			line[--len] = '\0';
 		if ((size_t)len != strlen(line)) { /* the id would end at it */

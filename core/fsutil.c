@@ -733,3 +733,11 @@ void sid_sigpipe_quiet_stdout(void)
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGPIPE, &sa, NULL);
 }
+
+ssize_t sid_line_drop_bom(char *line, ssize_t len)
+{
+	if (len < 3 || memcmp(line, "\xef\xbb\xbf", 3) != 0)
+		return len;
+	memmove(line, line + 3, (size_t)len - 2); /* with its NUL */
+	return len - 3;
+}

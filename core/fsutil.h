@@ -151,6 +151,11 @@ int sid_file_read_checked(const char *path, size_t max_len, sid_file_head_check 
  */
 ssize_t sid_line_read(FILE *f, char **buf, size_t *cap, size_t max);
 
+/* For the first line of a text file (@len bytes at @line): a UTF-8 byte
+ * order mark in front, which editors on Windows write, is taken out (it was
+ * read as part of the first id); returns the new length. */
+ssize_t sid_line_drop_bom(char *line, ssize_t len);
+
 /* A read-only private map of a whole file (len 0 gives addr NULL). */
 struct sid_map {
 	void *addr;

@@ -1823,7 +1823,8 @@ int sid_registry_import(struct sid_registry *r, enum sid_reg_format fmt, FILE *f
 		goto fail;
 	}
 	while ((len = sid_line_read(f, &line, &cap, LINE_MAX_BYTES)) != -1) {
-		lineno++;
+		if (++lineno == 1 && len > 0)
+			len = sid_line_drop_bom(line, len);
 		if (len == -3) {
 			rc = sid_error_set(err, SID_ENOMEM, "import: out of memory at line %ld",
 					   lineno);

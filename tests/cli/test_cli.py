@@ -687,6 +687,36 @@ class CliTest(unittest.TestCase):
                 self.assertNotIn(b"\x07", p.stderr)
                 self.assertIn(b"\\x1b", p.stderr)
 
+    def test_byte_order_mark_is_not_part_of_the_first_id(self):
+        """An ids file or an import file saved with a UTF-8 byte order mark
+        (Windows editors write one): the mark became part of the first id,
+        which then got an ID of its own beside the real one's.  It is taken
+        out of a file's first line."""
+        db, ids = self.assigned_store("b.db")
+        with open(ids, "rb") as f:
+            plain = f.read()
+        bom = os.path.join(self.out.name, "bom.txt")
+        with open(bom, "wb") as f:
+            f.write(b"\xef\xbb\xbf" + plain)
+        p = run("registry", "assign", "--model", self.model, "--input", self.input, "--ids", bom,
+                "--db", db)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual([ln.split(b"\t")[2] for ln in p.stdout.splitlines()], [b"0"] * N)
+        p = run("registry", "export", "--db", db)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(len(p.stdout.splitlines()), N + 1)  # the header and N ids
+        exported = os.path.join(self.out.name, "e.tsv")
+        with open(exported, "wb") as f:
+            f.write(b"\xef\xbb\xbf" + p.stdout)
+        other = os.path.join(self.out.name, "o.db")
+        p = run("registry", "import", exported, "--db", other)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(run("registry", "export", "--db", other).stdout,
+                         run("registry", "export", "--db", db).stdout)
+        p = run("registry", "delete", "--db", db, "--ids", bom)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(p.stdout.splitlines()[0].split(b"\t")[0], b"sku-0")
+
     def test_stdout_is_an_input(self):
         """`-o -` with stdout opened on an input (a shell's 1<>FILE) skipped
         the check `-o /dev/stdout` gets: encode wrote its rows over the .npy
