@@ -1100,6 +1100,15 @@ static int routes_post(enum srv_route r)
 	       r == SRV_ROUTE_USERS_DELETE;
 }
 
+static enum MHD_Result count_content_type(void *cls, enum MHD_ValueKind kind, const char *key,
+					  const char *value)
+{
+	(void)kind;
+	(void)value;
+	*(int *)cls += !strcasecmp(key, MHD_HTTP_HEADER_CONTENT_TYPE);
+	return MHD_YES;
+}
+
 /* What framing_bad needs of the header names: how many Content-Length,
  * Transfer-Encoding and Host, and the first name with whitespace in it. */
 struct header_scan {
@@ -1361,6 +1370,15 @@ static int on_headers(struct req *q, const char *url, const char *method, const 
 	    admin_refused(q))
 		return 1;
 	if (routes[i].post && q->route != SRV_ROUTE_RELOAD) {
+		int n = 0;
+
+		MHD_get_connection_values(q->conn, MHD_HEADER_KIND, count_content_type, &n);
+		if (n > 1) {
+			/* one value (RFC 9110): the first was taken, so "json, then
+			 * text/plain" passed and the other order was a 415 */
+			set_error(q, SRV_ERR_INVALID_ARGUMENT, "more than one Content-Type header");
+			return 1;
+		}
 		v = MHD_lookup_connection_value(q->conn, MHD_HEADER_KIND,
 						MHD_HTTP_HEADER_CONTENT_TYPE);
 		if (!srv_api_content_type_ok(v)) {

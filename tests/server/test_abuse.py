@@ -1267,6 +1267,19 @@ class TestMalformed(unittest.TestCase):
                        'before the colon)' % name.decode())
         no_server_errors(self, SRV)
 
+    def test_content_type_once(self):
+        """Two Content-Type headers: the first was taken, so json then
+        text/plain was served and the other order was a 415.  One value is
+        allowed (RFC 9110); two are a 400, either order, the connection
+        kept (the framing is sound)."""
+        body = json.dumps({"inputs": [{"embedding": [0.0] * 16}]}).encode()
+        for a, b in ((b"application/json", b"text/plain"), (b"text/plain", b"application/json")):
+            req = (b"POST /v1/items:encode HTTP/1.1\r\nHost: x\r\nContent-Type: " + a +
+                   b"\r\nContent-Type: " + b + b"\r\nContent-Length: %d\r\n\r\n" % len(body) +
+                   body)
+            self.check(req, (400,), closed=False, message="more than one Content-Type header")
+        no_server_errors(self, SRV)
+
     def test_host(self):
         # RFC 9112 3.2: an HTTP/1.1 request without Host, or any request
         # with two, is a 400; a proxy in front may have routed it by
