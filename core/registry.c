@@ -1667,10 +1667,12 @@ static int line_parse_fields(const char *kind, const char *id, const char *sid, 
 	}
 	strcpy(e->id, id);
 	strcpy(e->model_version, version);
-	if (time_parse(ct, &e->created_ms) || time_parse(ut, &e->updated_ms))
+	if (time_parse(ct, &e->created_ms) || time_parse(ut, &e->updated_ms)) {
+		const char *t = time_parse(ct, &e->created_ms) ? ct : ut;
 		return sid_error_set(err, SID_EFORMAT,
-				     "bad time \"%.*s\" / \"%.*s\" (want 2026-01-31T12:00:00.000Z)",
-				     utf8_cut(ct, 32), ct, utf8_cut(ut, 32), ut);
+				     "%s \"%.*s\" is not a time (want 2026-01-31T12:00:00.000Z)",
+				     t == ct ? "created_at" : "updated_at", utf8_cut(t, 32), t);
+	}
 	if (b64 && *b64)
 		return b64_floats(b64, strlen(b64), emb, &e->D, err);
 	return 0;
@@ -1784,9 +1786,8 @@ static int import_flush(struct sid_registry *r, struct import_batch *b, sid_reg_
 			break;
 		default:
 			snprintf(msg, sizeof(msg),
-				 "%s id \"%s\": sid %s has %d levels, stored %s IDs have another "
-				 "number",
-				 kn, e->id, s1, e->L, kn);
+				 "%s id \"%s\": sid %s has %d levels, the stored %s IDs have %d",
+				 kn, e->id, s1, e->L, kn, x->L);
 		}
 		res->conflicts++;
 		if (fn)

@@ -2063,6 +2063,9 @@ static int import_body(struct pg *s, void *p, struct sid_error *err)
 
 		if (rc == 2) {
 			c->status[i] = SID__REG_IMPORT_CONFLICT_LEVELS;
+			/* the stored IDs' levels, for the message */
+			if ((rc = levels_get(s, e->kind, &c->existing[i].L, err)))
+				return rc;
 			continue;
 		}
 		if (rc)

@@ -1424,6 +1424,9 @@ static int sq_import(struct sid_registry *r, const struct sid_reg_entry *e, cons
 		}
 		if (diff) {
 			status[i] = SID__REG_IMPORT_CONFLICT_LEVELS;
+			/* the stored IDs' levels, for the message */
+			if ((rc = levels_get(s, e[i].kind, &existing[i].L, err)))
+				goto fail;
 			continue;
 		}
 		if (!s->levels[e[i].kind])
