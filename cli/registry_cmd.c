@@ -696,7 +696,7 @@ static int ids_check_unique(const char *path, char **ids, size_t n, struct sid_e
 static int ids_read(const char *path, size_t n, char ***out, size_t *got, struct sid_error *err)
 {
 	FILE *f = fopen(path, "re");
-	size_t room = n == IDS_ANY ? 64 : n ? n : 1, cap = 0, k = 0;
+	size_t room = n == IDS_ANY ? 64 : n ? n : 1, cap = 0, k = 0, lineno = 0, blank = 0;
 	char **ids = calloc(room, sizeof(*ids)), *line = NULL;
 	ssize_t len;
 	int rc = 0;
@@ -707,6 +707,7 @@ static int ids_read(const char *path, size_t n, char ***out, size_t *got, struct
 		goto fail;
 	}
 	while ((len = sid_line_read(f, &line, &cap, IDS_LINE_MAX)) != -1) {
+		lineno++;
 		if (len == -3) {
 			rc = sid_error_set(err, SID_ENOMEM, "out of memory");
 			goto fail;
@@ -714,16 +715,25 @@ static int ids_read(const char *path, size_t n, char ***out, size_t *got, struct
 		if (len == -2) {
 			rc = sid_error_set(
 			    err, SID_EINVAL,
-			    "%s: line %zu: longer than %d bytes (an id is at most %d)", path, k + 1,
-			    IDS_LINE_MAX, SID_REG_ID_MAX);
+			    "%s: line %zu: longer than %d bytes (an id is at most %d)", path,
+			    lineno, IDS_LINE_MAX, SID_REG_ID_MAX);
 			goto fail;
 		}
-		if (k == 0 && len > 0)
+		if (lineno == 1 && len > 0)
 			len = sid_line_drop_bom(line, len);
 		while (len && (line[len - 1] == '\n' || line[len - 1] == '\r'))
 			line[--len] = '\0';
 		if ((size_t)len != strlen(line)) { /* the id would end at it */
-			rc = sid_error_set(err, SID_EINVAL, "%s: line %zu: NUL byte", path, k + 1);
+			rc = sid_error_set(err, SID_EINVAL, "%s: line %zu: NUL byte", path, lineno);
+			goto fail;
+		}
+		if (!len) { /* blank lines at the end (an editor's) are no ids */
+			blank = blank ? blank : lineno;
+			continue;
+		}
+		if (blank) {
+			rc = sid_error_set(err, SID_EINVAL, "%s: line %zu: id is empty", path,
+					   blank);
 			goto fail;
 		}
 		if (k == n) {
@@ -734,7 +744,7 @@ static int ids_read(const char *path, size_t n, char ***out, size_t *got, struct
 			goto fail;
 		}
 		if ((rc = sid_reg_id_check(line, err))) {
-			sid_error_prefix(err, "%s: line %zu", path, k + 1);
+			sid_error_prefix(err, "%s: line %zu", path, lineno);
 			goto fail;
 		}
 		if (k == room) {

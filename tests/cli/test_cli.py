@@ -717,6 +717,48 @@ class CliTest(unittest.TestCase):
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertEqual(p.stdout.splitlines()[0].split(b"\t")[0], b"sku-0")
 
+    def test_import_names_the_bad_time(self):
+        """An import line with a malformed time said 'bad time A / B',
+        quoting both, not which one was wrong."""
+        db = os.path.join(self.out.name, "t.db")
+        good = "2026-01-31T12:00:00.000Z"
+        for created, updated, field, value in ((good, "yesterday", "updated_at", "yesterday"),
+                                               ("2026-13-01T00:00:00.000Z", good, "created_at",
+                                                "2026-13-01T00:00:00.000Z")):
+            src = os.path.join(self.out.name, "t.tsv")
+            with open(src, "w") as f:
+                f.write("item\tsku-1\t1-2-3-0\tv1\t%s\t%s\n" % (created, updated))
+            p = run("registry", "import", src, "--db", db)
+            self.assertEqual(p.returncode, 2, p.stderr)
+            self.assertIn('line 1: %s "%s" is not a time (want 2026-01-31T12:00:00.000Z)'
+                          % (field, value), p.stderr.decode())
+
+    def test_ids_file_blank_lines(self):
+        """Blank lines at the end of an ids file (an editor's last newline
+        twice) were counted as ids: assign said "more than N ids", delete
+        "id is empty".  They are skipped; one before an id is still an
+        empty id, named by its line."""
+        db, ids = self.assigned_store("bl.db")
+        with open(ids) as f:
+            plain = f.read()
+        tail = os.path.join(self.out.name, "tail.txt")
+        with open(tail, "w") as f:
+            f.write(plain + "\n\n")
+        p = run("registry", "assign", "--model", self.model, "--input", self.input, "--ids", tail,
+                "--db", db)
+        self.assertEqual((p.returncode, len(p.stdout.splitlines())), (0, N), p.stderr)
+        mid = os.path.join(self.out.name, "mid.txt")
+        with open(mid, "w") as f:
+            f.write("sku-0\n\nsku-1\n")
+        p = run("registry", "delete", "--db", db, "--ids", mid)
+        self.assertEqual((p.returncode, p.stderr.decode()),
+                         (2, "semid: %s: line 2: id is empty\n" % mid))
+        with open(mid, "w") as f:
+            f.write("sku-0\nsku-1\n\n\n")
+        p = run("registry", "delete", "--db", db, "--ids", mid)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(len(p.stdout.splitlines()), 2)
+
     def test_stdout_is_an_input(self):
         """`-o -` with stdout opened on an input (a shell's 1<>FILE) skipped
         the check `-o /dev/stdout` gets: encode wrote its rows over the .npy
