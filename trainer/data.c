@@ -8,6 +8,7 @@
 #include "data.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,6 +52,23 @@ int tr_out_dir_check(const char *out, char *dir, size_t len, struct sid_error *e
 	if (access(dir, W_OK | X_OK) != 0)
 		return sid_error_set(err, SID_EIO, "--out %s: cannot write in %s: %s", out, dir,
 				     strerror(errno));
+	/* A sticky directory (/tmp, a shared drop) lets only a file's owner
+	 * (or the directory's) rename over it: the publish failed with EPERM
+	 * after the whole training.  Root may. */
+	if ((st.st_mode & S_ISVTX) && geteuid() != 0 && st.st_uid != geteuid()) {
+		char f[PATH_MAX + 8];
+		struct stat fs;
+
+		for (int i = 0; i < 2; i++) {
+			snprintf(f, sizeof(f), "%s%s", out, i ? ".ckpt" : "");
+			if (lstat(f, &fs) == 0 && fs.st_uid != geteuid())
+				return sid_error_set(
+				    err, SID_EIO,
+				    "--out %s: %s belongs to uid %u and %s is sticky: this user "
+				    "cannot replace it; name another file",
+				    out, f, (unsigned)fs.st_uid, dir);
+		}
+	}
 	name_max = pathconf(dir, _PC_NAME_MAX);
 	if (name_max > 0 && (long)strlen(base) > name_max)
 		return sid_error_set(err, SID_EINVAL,

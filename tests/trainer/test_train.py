@@ -632,6 +632,44 @@ class TrainerTest(unittest.TestCase):
         self.assertFalse(os.path.exists(out))
         self.assertEqual(os.path.getsize(ckpt), 60 << 30)  # left as it was
 
+    def test_sticky_directory_refused_before_training(self):
+        """--out in a sticky directory (/tmp, a shared drop) over a file of
+        another user: the rename that publishes is refused there, and the run
+        failed with EPERM after all its epochs and evaluation.  Refused
+        before training now, naming the file and its owner.  Run as nobody
+        (root may replace anything)."""
+        if os.geteuid() != 0:
+            self.skipTest("runs the trainer as nobody: needs root")
+        sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
+                                        "server"))
+        import semid_testlib
+        sdir = os.path.join(self.tmp, "sticky")
+        os.makedirs(sdir, exist_ok=True)
+        os.chmod(sdir, 0o1777)
+        for d in (self.tmp, self.data):
+            os.chmod(d, 0o755)
+        for f in os.listdir(self.data):
+            os.chmod(os.path.join(self.data, f), 0o644)
+        for name in ("m.st", "c.st.ckpt"):  # the model, or the checkpoint beside one
+            with open(os.path.join(sdir, name), "w") as f:
+                f.write("root's\n")
+        kw = semid_testlib.as_nobody(TRAIN)
+        for out, owned in (("m.st", "m.st"), ("c.st", "c.st.ckpt")):
+            args = self.base_args(os.path.join(sdir, out))[1:] + ["--epochs", "3"]
+            p = subprocess.run([kw["program"]] + [str(a) for a in args], user=kw["user"],
+                               capture_output=True, text=True, timeout=120)
+            self.assertEqual(p.returncode, 1, p.stderr)
+            self.assertIn("--out %s: %s belongs to uid 0 and %s is sticky: this user cannot "
+                          "replace it; name another file" % (os.path.join(sdir, out),
+                                                             os.path.join(sdir, owned), sdir),
+                          p.stderr)
+            self.assertNotIn("epoch 1/3", p.stderr)
+        # a name of its own there is fine
+        args = self.base_args(os.path.join(sdir, "mine.st"))[1:] + ["--epochs", "1"]
+        p = subprocess.run([kw["program"]] + [str(a) for a in args], user=kw["user"],
+                           capture_output=True, text=True, timeout=120)
+        self.assertEqual(p.returncode, 0, p.stderr)
+
     def test_special_files_refused(self):
         """A FIFO given as an input used to hang the trainer in open()
         (the stop handler restarts it, so SIGTERM did not end it either);
