@@ -199,6 +199,12 @@ static void checker_note_load(struct checker *ck)
 	pthread_mutex_lock(&ck->mu);
 	ck->seen = now;
 	ck->seen_has = has;
+	/* and the last reported, which that report was for or this load
+	 * outdates: a file reported once, then replaced and loaded by an admin
+	 * reload or SIGHUP before the checker saw the new one, was never
+	 * reported again when renamed back into place (a roll back) */
+	ck->fired = now;
+	ck->fired_has = has;
 	pthread_mutex_unlock(&ck->mu);
 }
 

@@ -1252,6 +1252,41 @@ class TestOps(unittest.TestCase):
         finally:
             self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
 
+    def test_roll_back_after_a_reload_the_watcher_did_not_report(self):
+        """Roll back (deploy/README: rename an older release into place)
+        after a publish that a SIGHUP or admin reload loaded before the
+        watcher looked: the watcher remembered the old release as the file it
+        had last reported, and the same file renamed back in was never
+        reported again, so the server kept the newer model for good (seen
+        by test_deploy under ASan).  A load now counts as the last report.
+        SEMID_TEST_STAT_DELAY_MS (1 s a stat) orders the SIGHUP's look
+        before the watcher's."""
+        d = tempfile.mkdtemp(dir=WORK)
+        rel = os.path.join(d, "releases")
+        os.makedirs(rel)
+        for v in ("rb-c", "rb-a", "rb-b"):
+            T.write_model(os.path.join(rel, v), {"item": TIEFREE}, v)
+        path = os.path.join(d, "model.safetensors")
+
+        def put(v):  # as the roll back does: a link to the release, renamed
+            os.link(os.path.join(rel, v), path + ".tmp")
+            os.rename(path + ".tmp", path)
+        put("rb-c")
+        srv = T.Server(["--model", path, "--registry", "none", "--watch-poll-ms", "0",
+                        "--reload-debounce-ms", "20"], WORK,
+                       env={"SEMID_TEST_STAT_DELAY_MS": "1000"})
+        try:
+            put("rb-a")  # reported by the watcher
+            self.assertEqual(self._wait_version(srv, "rb-a", 10), "rb-a", srv.log_text()[-2000:])
+            srv.signal(signal.SIGHUP)  # its look at the path ends first...
+            time.sleep(0.2)
+            put("rb-b")  # ...and finds rb-b, which the watcher then finds loaded
+            self.assertEqual(self._wait_version(srv, "rb-b", 10), "rb-b", srv.log_text()[-2000:])
+            put("rb-a")  # the roll back
+            self.assertEqual(self._wait_version(srv, "rb-a", 10), "rb-a", srv.log_text()[-2000:])
+        finally:
+            self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
+
     def test_watch_never_stalls_requests_on_a_slow_filesystem(self):
         """A stat of the model path that hangs (an NFS server gone; here
         SEMID_TEST_STAT_DELAY_MS makes each take 2 s) holds up the watcher's
