@@ -486,6 +486,14 @@ static json_t *parse_object(const char *body, size_t len, struct srv_api_error *
 		     jerr.line, jerr.column);
 		return NULL;
 	}
+	if (!root && strstr(jerr.text, "real number overflow")) {
+		/* valid JSON (1e400), past a double: no embedding value can be */
+		fail(e, SRV_ERR_INVALID_ARGUMENT,
+		     "a number beyond the range of a double at line %d, column %d (%s): an "
+		     "embedding value must be finite as float32",
+		     jerr.line, jerr.column, jerr.text);
+		return NULL;
+	}
 	if (!root) {
 		fail(e, SRV_ERR_INVALID_ARGUMENT, "malformed JSON at line %d, column %d: %s",
 		     jerr.line, jerr.column, jerr.text);

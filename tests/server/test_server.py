@@ -292,6 +292,10 @@ class TestErrors(unittest.TestCase):
              "an integer beyond 64 bits at line 1, column 39 (too big negative integer near "
              "'-9223372036854775809'): integers are -2^63 to 2^63 - 1; send a larger id "
              "as a string, a larger number with an exponent"),
+            # valid JSON past a double was "malformed JSON"
+            (b'{"inputs": [{"embedding": [1e400%s]}]}' % (b", 0" * 47),
+             "a number beyond the range of a double at line 1, column 32 (real number overflow "
+             "near '1e400'): an embedding value must be finite as float32"),
             # jansson's own words named its flag, JSON_ALLOW_NUL
             (b'{"inputs": [{"id": "a\\u0000b", "embedding": [%s]}]}'
              % b", ".join([b"0"] * 48),
