@@ -404,8 +404,8 @@ static void lookup_json(struct srv_lookup *lk, json_t *v)
 	lk->status = 200;
 }
 
-/* SRV_LOOKUP_LEVELS: note the store's levels of each kind the model has a
- * tower for, and log the towers that cannot assign.  A store that cannot
+/* SRV_LOOKUP_LEVELS: note the store's levels of each kind, and log the
+ * model's towers that cannot assign.  A store that cannot
  * be read now is left: the first assign of the kind finds out. */
 static void check_levels_work(struct srv_assigner *a, struct srv_lookup *lk)
 {
@@ -419,10 +419,12 @@ static void check_levels_work(struct srv_assigner *a, struct srv_lookup *lk)
 	for (int k = 0; k < SID_TOWER_COUNT; k++) {
 		const struct sid_tower *t = sid_model_tower(lk->model, k);
 		int Ls = 0;
-		if (!t || sid_registry_levels(h, k, &Ls, &err) || Ls <= 0)
+		/* every kind's, a tower or not: /v1/model showed null for the
+		 * user IDs of a store an item-only model served */
+		if (sid_registry_levels(h, k, &Ls, &err) || Ls <= 0)
 			continue;
 		note_levels(a, k, Ls);
-		if (Ls != t->L) {
+		if (t && Ls != t->L) {
 			levels_msg(msg, sizeof(msg), lk->model, k, t->L, Ls);
 			srv_log(SRV_LOG_WARN, "registry", "%s", msg);
 		}

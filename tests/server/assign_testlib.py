@@ -313,6 +313,16 @@ class LevelsBase(Base):
             self.assertEqual((st, e["error"]["code"]), (409, "levels_mismatch"), e)
         finally:
             self.assertEqual(srv.stop(), 0)
+        # a model without a user tower still shows the stored user IDs'
+        # levels (it showed null, until a model with the tower came by)
+        T.write_model(model, {"item": self.ta}, "L3i")
+        srv = T.Server(["--model", model] + FAST + list(reg), d)
+        try:
+            self.until(lambda: srv.json("GET", "/v1/model")[2]["registry"]["levels"] ==
+                       {"item": 3, "user": len(ru["results"][0]["codes"])},
+                       "the user IDs' levels were not shown")
+        finally:
+            self.assertEqual(srv.stop(), 0)
 
 
 class PgBase(Base):
