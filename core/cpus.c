@@ -1,4 +1,5 @@
-/* cpus.c - the CPUs this process may use: affinity and cgroup CPU quota; see cpus.h. */
+/* cpus.c - the CPUs this process may use (affinity and cgroup CPU quota) and its memory (cgroup
+ * memory limits); see cpus.h. */
 #include "cpus.h"
 
 #include <errno.h>
@@ -74,9 +75,10 @@ static void chomp(char *s)
 		s[--n] = '\0';
 }
 
-/* What the lines of /proc/self/cgroup and mountinfo fill. */
+/* What the lines of /proc/self/cgroup and mountinfo fill: the unified
+ * hierarchy and v1's of controller @ctl ("cpu", "memory"). */
 struct seen {
-	const char *root;
+	const char *root, *ctl;
 	struct hier *v2, *v1;
 };
 
@@ -125,7 +127,7 @@ static void cgroup_line(char *line, struct seen *s)
 	*c1 = *c2 = '\0';
 	if (!strcmp(line, "0") && c1 + 1 == c2)
 		h = s->v2;
-	else if (has_word(c1 + 1, "cpu"))
+	else if (has_word(c1 + 1, s->ctl))
 		h = s->v1;
 	if (!h || h->have_path)
 		return;
@@ -188,7 +190,7 @@ static void mount_line(char *line, struct seen *s)
 	unescape(tok[4]);
 	if (!strcmp(tok[dash + 1], "cgroup2"))
 		take_mount(s->root, s->v2, tok[3], tok[4]);
-	else if (!strcmp(tok[dash + 1], "cgroup") && has_word(tok[dash + 3], "cpu"))
+	else if (!strcmp(tok[dash + 1], "cgroup") && has_word(tok[dash + 3], s->ctl))
 		take_mount(s->root, s->v1, tok[3], tok[4]);
 }
 
@@ -256,9 +258,10 @@ static int quota_at(int v, const char *dir, long long *q, long long *p)
 	return *q > 0 && *p > 0; /* v1's -1 is "none" */
 }
 
-/* Every level of @h's cgroup, from the leaf up to its mount's root: the
- * tightest quota into @c. */
-static void walk(struct hier *h, struct sid_cpus *c)
+/* Every level of @h's cgroup, from the leaf up to its mount's root: @at
+ * called with the directory of each and the cgroup's path (@len bytes). */
+static void walk_levels(struct hier *h, void (*at)(struct hier *, const char *, size_t, void *),
+			void *ctx)
 {
 	char dir[2 * CG_MAX];
 	size_t len = strlen(h->path);
@@ -266,21 +269,9 @@ static void walk(struct hier *h, struct sid_cpus *c)
 	if (!h->have_mount)
 		return;
 	for (;;) {
-		long long q, p;
 		if ((size_t)snprintf(dir, sizeof(dir), "%s%.*s", h->point, (int)(len - h->rootlen),
-				     h->path + h->rootlen) < sizeof(dir) &&
-		    quota_at(h->v, dir, &q, &p) &&
-		    (!c->quota_cpus ||
-		     (double)q / (double)p < (double)c->quota / (double)c->period)) {
-			long long cpus = q / p + (q % p != 0);
-			c->quota = q;
-			c->period = p;
-			c->quota_cpus = cpus > INT_MAX ? INT_MAX : (int)cpus;
-			c->cgroup = h->v;
-			/* (a precision of 0 would print nothing of "/") */
-			snprintf(c->path, sizeof(c->path), "%.*s", len ? (int)len : 1,
-				 len ? h->path : "/");
-		}
+				     h->path + h->rootlen) < sizeof(dir))
+			at(h, dir, len, ctx);
 		if (len <= h->rootlen)
 			break;
 		while (len > h->rootlen && h->path[len - 1] != '/')
@@ -290,10 +281,40 @@ static void walk(struct hier *h, struct sid_cpus *c)
 	}
 }
 
+/* The tightest quota into @ctx (struct sid_cpus). */
+static void quota_level(struct hier *h, const char *dir, size_t len, void *ctx)
+{
+	struct sid_cpus *c = ctx;
+	long long q, p;
+
+	if (quota_at(h->v, dir, &q, &p) &&
+	    (!c->quota_cpus || (double)q / (double)p < (double)c->quota / (double)c->period)) {
+		long long cpus = q / p + (q % p != 0);
+		c->quota = q;
+		c->period = p;
+		c->quota_cpus = cpus > INT_MAX ? INT_MAX : (int)cpus;
+		c->cgroup = h->v;
+		/* (a precision of 0 would print nothing of "/") */
+		snprintf(c->path, sizeof(c->path), "%.*s", len ? (int)len : 1, len ? h->path : "/");
+	}
+}
+
+/* The hierarchies (@v2, and v1's of controller @ctl) of this process, from @root. */
+static void hiers_find(const char *root, const char *ctl, struct hier *v2, struct hier *v1)
+{
+	struct seen seen = {root, ctl, v2, v1};
+
+	v2->v = 2;
+	v1->v = 1;
+	each_line(root, "proc/self/cgroup", cgroup_line, &seen);
+	/* without a mount table, cgroup v2 where it is usually mounted */
+	if (each_line(root, "proc/self/mountinfo", mount_line, &seen) < 0)
+		take_mount(root, v2, "/", "/sys/fs/cgroup");
+}
+
 int sid__cpus_at(const char *root, int affinity, struct sid_cpus *c)
 {
 	struct sid_cpus own;
-	struct seen seen;
 	struct hier *v2 = calloc(2, sizeof(*v2)), *v1 = v2 ? v2 + 1 : NULL;
 
 	if (!c)
@@ -303,17 +324,9 @@ int sid__cpus_at(const char *root, int affinity, struct sid_cpus *c)
 	c->n = c->affinity;
 	if (!v2)
 		return c->n; /* out of memory: no quota seen */
-	v2->v = 2;
-	v1->v = 1;
-	seen.root = root;
-	seen.v2 = v2;
-	seen.v1 = v1;
-	each_line(root, "proc/self/cgroup", cgroup_line, &seen);
-	/* without a mount table, cgroup v2 where it is usually mounted */
-	if (each_line(root, "proc/self/mountinfo", mount_line, &seen) < 0)
-		take_mount(root, v2, "/", "/sys/fs/cgroup");
-	walk(v2, c);
-	walk(v1, c); /* a hybrid host: the cpu controller is in one of them */
+	hiers_find(root, "cpu", v2, v1);
+	walk_levels(v2, quota_level, c);
+	walk_levels(v1, quota_level, c); /* a hybrid host: the cpu controller is in one */
 	free(v2);
 	if (c->quota_cpus > 0 && c->quota_cpus < c->n)
 		c->n = c->quota_cpus;
@@ -340,17 +353,42 @@ const char *sid_cpus_why(const struct sid_cpus *c, char *buf, size_t size)
 	return buf;
 }
 
+/* The tightest memory limit of a level into @ctx (double, bytes; 0: none
+ * yet): v2's memory.max ("max" for none), v1's memory.limit_in_bytes (a
+ * page-rounded 2^63 - 1 for none). */
+static void memory_level(struct hier *h, const char *dir, size_t len, void *ctx)
+{
+	double *lim = ctx;
+	char buf[256];
+	const char *s = buf;
+	long long v;
+
+	(void)len;
+	if (read_line(dir, h->v == 2 ? "memory.max" : "memory.limit_in_bytes", buf, sizeof(buf)) <
+		0 ||
+	    parse_ll(&s, &v) < 0 || *s || v <= 0 || v >= (1LL << 62))
+		return;
+	if (*lim == 0 || (double)v < *lim)
+		*lim = (double)v;
+}
+
+double sid__memory_at(const char *root, double phys)
+{
+	struct hier *v2 = calloc(2, sizeof(*v2)), *v1 = v2 ? v2 + 1 : NULL;
+	double lim = 0;
+
+	if (v2) {
+		hiers_find(root, "memory", v2, v1);
+		walk_levels(v2, memory_level, &lim);
+		walk_levels(v1, memory_level, &lim);
+		free(v2);
+	}
+	return lim > 0 && (phys <= 0 || lim < phys) ? lim : phys;
+}
+
 double sid_memory_usable(void)
 {
 	long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
-	double lim = pages > 0 && psz > 0 ? (double)pages * (double)psz : 0;
-	FILE *f = fopen("/sys/fs/cgroup/memory.max", "re");
-	unsigned long long cg;
 
-	if (f) {
-		if (fscanf(f, "%llu", &cg) == 1 && (lim == 0 || (double)cg < lim))
-			lim = (double)cg;
-		fclose(f);
-	}
-	return lim;
+	return sid__memory_at("", pages > 0 && psz > 0 ? (double)pages * (double)psz : 0);
 }

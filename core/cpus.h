@@ -52,9 +52,13 @@ int sid_cpus_usable(struct sid_cpus *c);
 const char *sid_cpus_why(const struct sid_cpus *c, char *buf, size_t size);
 
 /* Bytes of memory this process may use, for refusing work that cannot fit
- * before it starts: physical memory, or the cgroup v2 limit at
- * /sys/fs/cgroup/memory.max (a container's own) when lower; 0 when unknown. */
+ * before it starts: physical memory, or the tightest memory limit of the
+ * process's cgroup and its ancestors when lower (v2's memory.max, v1's
+ * memory.limit_in_bytes, found as the CPU quota is); 0 when unknown. */
 double sid_memory_usable(void);
+/* Tests: the same with every file read under @root (as sid__cpus_at) and
+ * @phys bytes of physical memory. */
+double sid__memory_at(const char *root, double phys);
 
 /* Tests: sid_cpus_usable with every file read under @root ("" for the real
  * ones: @root "/tmp/x" reads /tmp/x/proc/self/cgroup, and the mount points

@@ -335,6 +335,41 @@ START_TEST(test_hybrid)
 }
 END_TEST
 
+/* The memory this process may use (sid__memory_at): a cgroup v2 limit at a
+ * parent of the leaf (systemd's MemoryMax on a slice: it read only the
+ * root's memory.max, which a host has not), v1's memory.limit_in_bytes
+ * (this kind of host: it read no v1 file at all) and its 'none', the
+ * physical memory when that is lower or nothing is set. */
+START_TEST(test_memory_limits)
+{
+	const double G = 1073741824.0, phys = 24 * G;
+
+	v2_tree();
+	ck_assert(sid__memory_at(root, phys) == phys); /* no memory.max anywhere */
+	put(CG "/kubepods/pod1/ctr/memory.max", "max\n");
+	put(CG "/kubepods/memory.max", "8589934592\n");
+	ck_assert(sid__memory_at(root, phys) == 8 * G);
+	put(CG "/kubepods/pod1/ctr/memory.max", "2147483648\n");
+	ck_assert(sid__memory_at(root, phys) == 2 * G);
+	ck_assert(sid__memory_at(root, 1 * G) == 1 * G); /* less memory than the limit */
+	ck_assert(sid__memory_at(root, 0) == 2 * G);	 /* physical unknown */
+
+	/* cgroup v1, the memory controller's own hierarchy, a service under a
+	 * slice; v1's "no limit" is a page-rounded 2^63 - 1 */
+	put("proc/self/cgroup",
+	    "4:memory:/semid.slice/train.service\n2:cpu,cpuacct:/semid.slice/train.service\n");
+	put("proc/self/mountinfo",
+	    "31 30 0:28 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory\n"
+	    "32 30 0:29 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpuacct,cpu\n");
+	put(CG "/memory/semid.slice/train.service/memory.limit_in_bytes", "9223372036854771712\n");
+	ck_assert(sid__memory_at(root, phys) == phys);
+	put(CG "/memory/semid.slice/memory.limit_in_bytes", "4294967296\n");
+	ck_assert(sid__memory_at(root, phys) == 4 * G);
+	put(CG "/memory/semid.slice/memory.limit_in_bytes", "garbage\n");
+	ck_assert(sid__memory_at(root, phys) == phys);
+}
+END_TEST
+
 /* Several lines, the v2 one not first, a path with spaces and colons; the
  * mount point and root with mountinfo's \040 escapes. */
 START_TEST(test_cgroup_lines_and_spaces)
@@ -673,6 +708,7 @@ int main(void)
 	tcase_add_test(tc, test_v1_quota);
 	tcase_add_test(tc, test_v1_no_quota);
 	tcase_add_test(tc, test_v1_parent);
+	tcase_add_test(tc, test_memory_limits);
 	tcase_add_test(tc, test_hybrid);
 	tcase_add_test(tc, test_cgroup_lines_and_spaces);
 	tcase_add_test(tc, test_mount_of_another_cgroup);
