@@ -384,12 +384,16 @@ static int pg_fail(struct pg *s, PGresult *res, struct sid_error *err, const cha
 			      s->base.label, what, buf, RETRY_MAX);
 		return RETRY;
 	}
-	s->cancelled = state && !strcmp(state, "57014");
+	/* statement_timeout, or a lock_timeout the operator set on the role or
+	 * database (55P03): a wait that ran its time either way (the second
+	 * was taken for an I/O error, waited again by every later call of the
+	 * group, and never counted) */
+	s->cancelled = state && (!strcmp(state, "57014") || !strcmp(state, "55P03"));
 	if (s->cancelled)
 		__atomic_add_fetch(&s->base.events.statement_timeouts, 1, __ATOMIC_RELAXED);
 	if (!s->conn || pq.PQstatus(s->conn) != CONNECTION_OK || !state ||
 	    !strncmp(state, "08", 2) || !strncmp(state, "57P", 3) || !strncmp(state, "53", 2) ||
-	    !strcmp(state, "57014") /* statement_timeout */) {
+	    s->cancelled) {
 		code = SID_EUNAVAIL;
 		if (s->conn && pq.PQstatus(s->conn) != CONNECTION_OK)
 			conn_drop(s);
