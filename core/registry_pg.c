@@ -226,6 +226,10 @@ struct pg {
 	uint64_t down_call;
 	struct sid_error down_err;
 	int cancelled; /* the last failure was a statement_timeout cancel */
+	/* the last failed connect (sid__reg_mono_ms) and why: another is not
+	 * tried within CONNECT_GAP_MS of it */
+	int64_t connect_failed_at;
+	char connect_why[300];
 	/* with_retries: a COMMIT of this run lost its connection before its
 	 * answer came, so the server may have carried it out */
 	int maybe_committed;
@@ -872,6 +876,17 @@ static int encoding_check(struct pg *s, struct sid_error *err)
 	return 0;
 }
 
+/*
+ * A server's handle (one with a timeout, sid_registry_open_timeout) whose
+ * connect failed tries again at most once a second (as proto/registry.md
+ * says): every call reconnected at once, so an outage, or a server at
+ * max_connections, met thousands of attempts a second from each handle (a
+ * backend forked for each "too many clients").  Within the gap the call
+ * fails at once with the last attempt's reason.  A command's handle, one
+ * call after another, tries each time.
+ */
+#define CONNECT_GAP_MS 1000
+
 static int conn_ensure(struct pg *s, struct sid_error *err)
 {
 	PGresult *res;
@@ -879,15 +894,22 @@ static int conn_ensure(struct pg *s, struct sid_error *err)
 	if (s->conn && pq.PQstatus(s->conn) == CONNECTION_OK)
 		return 0;
 	conn_drop(s);
+	if (s->timeout_ms && s->connect_failed_at &&
+	    sid__reg_mono_ms() - s->connect_failed_at < CONNECT_GAP_MS)
+		return sid_error_set(err, SID_EUNAVAIL,
+				     "registry %s: cannot connect: %s (tried again at most once a "
+				     "second)",
+				     s->base.label, s->connect_why);
 	s->conn = pg_connect(s->conninfo, s->timeout_ms);
 	if (pq.PQstatus(s->conn) != CONNECTION_OK) {
-		char buf[300];
-		snprintf(buf, sizeof(buf), "%s", pq.PQerrorMessage(s->conn));
-		buf[strcspn(buf, "\n")] = '\0';
+		snprintf(s->connect_why, sizeof(s->connect_why), "%s", pq.PQerrorMessage(s->conn));
+		s->connect_why[strcspn(s->connect_why, "\n")] = '\0';
+		s->connect_failed_at = sid__reg_mono_ms();
 		conn_drop(s);
 		return sid_error_set(err, SID_EUNAVAIL, "registry %s: cannot connect: %s",
-				     s->base.label, buf);
+				     s->base.label, s->connect_why);
 	}
+	s->connect_failed_at = 0;
 	{
 		int rc = encoding_check(s, err);
 		if (rc) {

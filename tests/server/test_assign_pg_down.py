@@ -24,6 +24,59 @@ import semid_testlib as T  # noqa: E402
 from assign_testlib import assign, Base  # noqa: E402
 
 
+class TestReconnectsPaced(Base):
+    """A PostgreSQL address that accepts each connection and closes it at
+    once (a store going down, a pooler turning clients away): every call
+    connected again at once, thousands of attempts a second from each handle
+    (against a real server at max_connections, a backend forked for each
+    'too many clients').  A handle now tries at most once a second, and the
+    calls between answer 503 at once with the last attempt's reason."""
+
+    def test_at_most_one_connect_a_second(self):
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(64)
+        listener.settimeout(0.2)
+        accepted = [0]
+        stop = threading.Event()
+
+        def accept_and_close():
+            while not stop.is_set():
+                try:
+                    c, _ = listener.accept()
+                except OSError:
+                    continue
+                accepted[0] += 1
+                c.close()
+
+        t = threading.Thread(target=accept_and_close)
+        t.start()
+        port = listener.getsockname()[1]
+        srv = None
+        try:
+            srv, _ = self.start(self.fresh_dir(), {"item": self.ta}, "S",
+                                ["--registry", "host=127.0.0.1 port=%d dbname=x user=x" % port,
+                                 "--registry-connections", "2"])
+            X, _ = T.tie_free_inputs(self.rng, self.ta, 1)
+            n0, t0, answered = accepted[0], time.monotonic(), 0
+            while time.monotonic() - t0 < 3.0:
+                st, _, r = assign(srv, ["s1"], X)
+                self.assertEqual((st, r["error"]["code"]), (503, "unavailable"), r)
+                answered += 1
+            made = accepted[0] - n0
+            # two writer handles (and the probe's) over 3 s: a dozen at most;
+            # unpaced, one per call (hundreds here)
+            self.assertGreater(answered, 50)
+            self.assertLessEqual(made, 15, "%d connections for %d calls" % (made, answered))
+            self.assertIn("tried again at most once a second", r["error"]["message"])
+        finally:
+            if srv:
+                self.assertEqual(srv.stop(), 0)
+            stop.set()
+            t.join(5)
+            listener.close()
+
+
 class TestAssignPostgresSilent(Base):
     """A PostgreSQL address where something accepts connections and never
     answers (a hung host, a proxy with nothing behind it).  libpq's defaults
