@@ -2244,6 +2244,35 @@ static const struct sid__reg_ops pg_ops = {
 };
 
 /* Create or migrate the schema, one process at a time (advisory lock). */
+/*
+ * No registry on the session's search_path: refused when another schema of
+ * the database holds one.  Creating a second one there (a role or database
+ * given another search_path, one server of a fleet configured apart) gave
+ * out IDs the first already held, and known ids new ones.
+ */
+static int registry_elsewhere(struct pg *s, struct sid_error *err)
+{
+	PGresult *res = pq_query(s, "SELECT string_agg(quote_ident(n.nspname), ', ' ORDER BY "
+				    "n.nspname), current_setting('search_path')"
+				    " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+				    " WHERE c.relname = 'semid_meta' AND c.relkind = 'r'");
+	int rc = 0;
+
+	if (pq.PQresultStatus(res) != PGRES_TUPLES_OK || pq.PQntuples(res) != 1)
+		rc = pg_fail(s, res, err, "look for a registry in other schemas");
+	else if (!pq.PQgetisnull(res, 0, 0))
+		rc = sid_error_set(err, SID_EFORMAT,
+				   "registry %s: no semid registry on this session's search_path "
+				   "(%s), but schema %s of the database holds one; put it on the "
+				   "search_path (ALTER ROLE ... SET search_path, or "
+				   "options=-csearch_path=... in the connection string): a second "
+				   "registry here would give out IDs the first already holds",
+				   s->base.label, pq.PQgetvalue(res, 0, 1),
+				   pq.PQgetvalue(res, 0, 0));
+	pq.PQclear(res);
+	return rc;
+}
+
 static int migrate_body(struct pg *s, struct sid_error *err)
 {
 	PGresult *res;
@@ -2260,6 +2289,8 @@ static int migrate_body(struct pg *s, struct sid_error *err)
 	}
 	rc = pq.PQgetvalue(res, 0, 0)[0] == 't';
 	pq.PQclear(res);
+	if (!rc && (rc = registry_elsewhere(s, err)))
+		return rc;
 	if (rc) {
 		res = pq_query(s, "SELECT value FROM semid_meta WHERE key = 'schema_version'");
 		if (pq.PQresultStatus(res) != PGRES_TUPLES_OK || pq.PQntuples(res) != 1) {

@@ -3633,6 +3633,44 @@ static void pg_sql(const char *conninfo, const char *sql)
 	PQfinish(c);
 }
 
+/* A session whose search_path misses the registry's schema (a role or a
+ * server of the fleet configured apart) created a second, empty registry
+ * in its own schema and gave out IDs the first held.  Refused, naming the
+ * schema that holds it; nothing is created. */
+START_TEST(t_pg_registry_in_another_schema)
+{
+	struct sid_registry *r = NULL;
+	struct sid_reg_entry e;
+	struct sid_error err;
+	char other[700];
+	PGconn *c;
+	PGresult *res;
+
+	NEED_STORE();
+	r = reg_open();
+	assign1(r, "a", 1, 2, 3, 0, &e);
+	sid_registry_close(r);
+	pg_sql(target, "CREATE SCHEMA elsewhere");
+	snprintf(other, sizeof(other), "%s options=-csearch_path=elsewhere", target);
+	r = NULL;
+	ck_assert_int_eq(sid_registry_open(other, 0, &r, &err), SID_EFORMAT);
+	ck_assert_ptr_null(r);
+	ck_assert_msg(strstr(err.msg, "no semid registry on this session's search_path "
+				      "(elsewhere), but schema public of the database holds one"),
+		      "%s", err.msg);
+	c = PQconnectdb(target);
+	res = PQexec(c, "SELECT count(*) FROM pg_tables WHERE schemaname = 'elsewhere'");
+	ck_assert_str_eq(PQgetvalue(res, 0, 0), "0");
+	PQclear(res);
+	PQfinish(c);
+	/* with it on the path, the same store */
+	snprintf(other, sizeof(other), "%s options=-csearch_path=elsewhere,public", target);
+	ck_assert_int_eq(sid_registry_open(other, 0, &r, &err), 0);
+	ck_assert_int_eq(sid_registry_get(r, SID_TOWER_ITEM, "a", &e, &err), 0);
+	sid_registry_close(r);
+}
+END_TEST
+
 /* A schema written by a newer semid is refused on every connection: met
  * when a lazy handle first connects (the server started before the
  * database was there) and when a handle reconnects after the schema moved
@@ -5263,6 +5301,7 @@ static Suite *registry_suite(void)
 	add_behaviour(tc);
 	tcase_add_test(tc, t_pg_unavailable);
 	tcase_add_test(tc, t_pg_schema_ahead);
+	tcase_add_test(tc, t_pg_registry_in_another_schema);
 	tcase_add_test(tc, t_pg_schema_race);
 	tcase_add_test(tc, t_pg_schema_damaged);
 	tcase_add_test(tc, t_pg_readonly_flag);
