@@ -2200,6 +2200,15 @@ static int delete_body(struct pg *s, void *p, struct sid_error *err)
 		}
 		if (rc < 0)
 			break;
+		if (rc == 0 && s->maybe_committed && c->out[i].deleted) {
+			/* Run again after a COMMIT whose answer was lost: the
+			 * earlier run found it, so that commit erased it.  Answered
+			 * as the lost answer would have been, its sid kept: it was
+			 * answered "not found", and the delete's log, the only
+			 * record of the sids erased, lost them. */
+			rc = 0;
+			continue;
+		}
 		if (rc == 0) /* (a run before may have filled it) */
 			sid__reg_absent(&c->out[i], c->kind, c->ids[i]);
 		c->out[i].deleted = rc;

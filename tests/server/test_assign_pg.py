@@ -24,6 +24,8 @@ import os
 import re
 import shutil
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -772,6 +774,124 @@ class TestCheckPostgres(PgBase):
         self.assertRegex(f[0]["message"], r"^registry postgresql://\S+: amcheck: index "
                          r"\"semid_assignment_id\" contains unexpected zero page at block 1 "
                          r"\(hint: Please REINDEX it\.\)$")
+
+
+class CommitCutter:
+    """A TCP proxy to PostgreSQL that, armed, passes the next COMMIT (a
+    simple Query message) on, lets the server carry it out, and closes the
+    connection before its answer comes back: a COMMIT whose answer is lost."""
+
+    def __init__(self, up_port):
+        self.up = up_port
+        self.ls = socket.socket()
+        self.ls.bind(("127.0.0.1", 0))
+        self.ls.listen(16)
+        self.port = self.ls.getsockname()[1]
+        self.armed = self.fired = 0
+        threading.Thread(target=self.serve, daemon=True).start()
+
+    @staticmethod
+    def read(sock, n):
+        b = b""
+        while len(b) < n:
+            d = sock.recv(n - len(b))
+            if not d:
+                raise EOFError
+            b += d
+        return b
+
+    def serve(self):
+        while True:
+            try:
+                c, _ = self.ls.accept()
+            except OSError:
+                return
+            s = socket.create_connection(("127.0.0.1", self.up))
+            cut = threading.Event()
+            threading.Thread(target=self.up_stream, args=(c, s, cut), daemon=True).start()
+            threading.Thread(target=self.down_stream, args=(s, c, cut), daemon=True).start()
+
+    def up_stream(self, c, s, cut):
+        try:
+            n = struct.unpack("!I", self.read(c, 4))[0]  # the startup message
+            s.sendall(struct.pack("!I", n) + self.read(c, n - 4))
+            while True:
+                t = self.read(c, 1)
+                hdr = self.read(c, 4)
+                body = self.read(c, struct.unpack("!I", hdr)[0] - 4)
+                if self.armed and t == b"Q" and body.rstrip(b"\0").upper() == b"COMMIT":
+                    self.armed -= 1
+                    self.fired += 1
+                    cut.set()  # nothing more reaches the client
+                    s.sendall(t + hdr + body)
+                    time.sleep(0.5)  # the server commits
+                    break
+                s.sendall(t + hdr + body)
+        except (OSError, EOFError):
+            pass
+        for x in (c, s):
+            try:
+                x.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            x.close()
+
+    def down_stream(self, s, c, cut):
+        try:
+            while True:
+                d = s.recv(65536)
+                if not d or cut.is_set():
+                    return
+                c.sendall(d)
+        except OSError:
+            pass
+
+
+class TestLostCommitAnswer(PgBase):
+    """A delete whose COMMIT was carried out but whose answer was lost on
+    the way (the connection cut) runs again, as every call does: the ids are
+    gone by then, and it answered them 'not found' (404, deleted 0, the
+    CLI's log without their sids) though this call erased them.  Now it
+    answers as the lost answer would have, as assign does."""
+
+    def test_delete(self):
+        conninfo, db = self.fresh_db_named("lostc")
+        cutter = CommitCutter(self.pg.port)
+        # (no SSL or GSS request first: the proxy reads one startup message)
+        via = conninfo.replace("port=%d" % self.pg.port, "port=%d" % cutter.port) + \
+            " sslmode=disable gssencmode=disable"
+        self.assertNotEqual(via, conninfo)
+        admin = {"Authorization": "Bearer t"}
+        srv, _ = self.start(self.fresh_dir(), {"item": self.ta}, "L",
+                            ["--registry", via, "--registry-connections", "1",
+                             "--admin-token", "t"])
+        try:
+            X, _ = T.tie_free_inputs(self.rng, self.ta, 3)
+            st, _, r = assign(srv, ["d1", "d2", "d3"], X)
+            self.assertEqual(st, 200, r)
+            sids = {x["id"]: x["sid"] for x in r["results"]}
+            cutter.armed = 1
+            st, _, e = srv.json("DELETE", "/v1/items/d1", headers=admin)
+            self.assertEqual(cutter.fired, 1)
+            self.assertEqual((st, e.get("sid")), (200, sids["d1"]), e)
+            cutter.armed = 1
+            st, _, r = srv.json("POST", "/v1/items:delete", {"ids": ["d2", "d3"]},
+                                headers=admin)
+            self.assertEqual(cutter.fired, 2)
+            self.assertEqual(st, 200, r)
+            self.assertEqual(r["deleted"], 2, r)
+            for x in r["results"]:
+                self.assertEqual((x["deleted"], x["sid"]), (True, sids[x["id"]]), r)
+            self.assertEqual(self.psql_db(db, "SELECT count(*) FROM semid_assignment"), "0")
+        finally:
+            self.assertEqual(srv.stop(), 0)
+            cutter.ls.close()
+
+    def psql_db(self, db, sql):
+        return subprocess.run([pg_fixture.PGBIN + "/psql", "-h", "127.0.0.1", "-p",
+                               str(self.pg.port), "-U", "postgres", "-d", db, "-XAtq", "-c",
+                               sql], capture_output=True, text=True, timeout=60,
+                              check=True).stdout.strip()
 
 
 class TestAssignPostgresSecrets(PgBase):
