@@ -79,6 +79,7 @@ struct checker {
 	struct srv_metrics *metrics; /* (NULL in tests) */
 	struct stat seen, fired;     /* when the last load began; the last reported */
 	int seen_has, fired_has;     /* 0: the path named no file then */
+	int had;		     /* the last stat found a file */
 	char path[SRV_PATH_MAX];
 };
 
@@ -173,8 +174,21 @@ static void *checker_main(void *arg)
 		if (ck->metrics)
 			srv_metrics_watch_check(ck->metrics);
 		pthread_mutex_lock(&ck->mu);
+		/* A path that names no file now (the file removed before the next
+		 * is published, or its directory made anew) is no file to load:
+		 * trying one counted a failed reload, which the alert on those
+		 * took for a bad publish.  Said once; the model keeps serving. */
+		if (!has && ck->had) {
+			pthread_mutex_unlock(&ck->mu);
+			srv_log(SRV_LOG_WARN, "watch",
+				"%s names no file now; the loaded model keeps serving until one "
+				"is published there",
+				ck->path);
+			pthread_mutex_lock(&ck->mu);
+		}
+		ck->had = has;
 		/* once per new file: not again while its reload is pending */
-		if (!ck->stop && !same_file(has, &now, ck->seen_has, &ck->seen) &&
+		if (!ck->stop && has && !same_file(has, &now, ck->seen_has, &ck->seen) &&
 		    !same_file(has, &now, ck->fired_has, &ck->fired)) {
 			ck->fired = now;
 			ck->fired_has = has;
@@ -263,7 +277,7 @@ static struct checker *checker_start(const char *path, int poll_ms, uv_async_t *
 	ck->metrics = metrics;
 	if (getenv("SEMID_TEST_STAT_DELAY_MS"))
 		ck->test_delay_ms = atoi(getenv("SEMID_TEST_STAT_DELAY_MS"));
-	ck->seen_has = ck->fired_has = has;
+	ck->seen_has = ck->fired_has = ck->had = has;
 	if (has)
 		ck->seen = ck->fired = *seen;
 	ck->refs = 2;
@@ -665,10 +679,17 @@ int srv_reload_new(uv_loop_t *loop, const struct srv_config *cfg, struct srv_met
 	slash = strrchr(cfg->model, '/');
 	if (!slash)
 		snprintf(r->dir, sizeof(r->dir), ".");
-	else
+	else {
+		/* without the slashes before the name ("models//model.safetensors",
+		 * a "$DIR/" joined to "/model.safetensors"): the directory's own
+		 * events name its last component, which "models/" has none of, and
+		 * a replaced directory was never watched again */
+		while (slash > cfg->model && slash[-1] == '/')
+			slash--;
 		snprintf(r->dir, sizeof(r->dir), "%.*s",
 			 slash == cfg->model ? 1 : (int)(slash - cfg->model), cfg->model);
-	if (!cfg->model[0] || (slash && !slash[1])) {
+	}
+	if (!cfg->model[0] || cfg->model[strlen(cfg->model) - 1] == '/') {
 		free(r);
 		return sid_error_set(err, SID_EINVAL, "model path \"%s\" names a directory",
 				     cfg->model);

@@ -1112,10 +1112,19 @@ class TestOps(unittest.TestCase):
         recreates it), or another renamed over it: the watch was of the old
         directory, and with polling off no model published in the new one
         was ever loaded, without a word.  Now the watch says the directory
-        is gone, finds it back, and loads what is published there."""
+        is gone, finds it back, and loads what is published there - also
+        when the path has "//" before the file's name ("$DIR/" joined to
+        "/model.safetensors"), which it never found back.  A path naming no
+        file for a while is said once, not tried as a reload that fails
+        (which counted an error, and fired SemidModelReloadFailing)."""
+        for sep in ("/", "//"):
+            with self.subTest(sep=sep):
+                self.directory_made_anew(sep)
+
+    def directory_made_anew(self, sep):
         top = tempfile.mkdtemp(dir=WORK)
         d = os.path.join(top, "models")
-        path = os.path.join(d, "model.safetensors")
+        path = d + sep + "model.safetensors"
         os.makedirs(d)
         T.write_model(path, {"item": TIEFREE}, "dir-1")
         srv = T.Server(["--model", path, "--registry", "none", "--watch-poll-ms", "0",
@@ -1123,6 +1132,7 @@ class TestOps(unittest.TestCase):
         try:
             self.assertEqual(srv.json("GET", "/readyz")[2]["model_version"], "dir-1")
             shutil.rmtree(d)
+
             def logged(text, times=1):
                 deadline = time.monotonic() + 5 * T.SLOW
                 while (srv.log_text().count(text) < times and
@@ -1150,6 +1160,21 @@ class TestOps(unittest.TestCase):
             logged(": watching it anew", times=2)
             T.write_model(path, {"item": TIEFREE}, "dir-5")
             self.assertEqual(self._wait_version(srv, "dir-5"), "dir-5", srv.log_text()[-2000:])
+            # the file alone removed, then another published: said, not failed
+            # (said when the directory went too, and maybe between the renames)
+            said = ("names no file now; the loaded model keeps serving until one is "
+                    "published there")
+            n = srv.log_text().count(said)
+            self.assertGreaterEqual(n, 1)  # (the directory went, with its file)
+            os.unlink(path)
+            logged(said, times=n + 1)
+            self.assertEqual(srv.json("GET", "/readyz")[2]["model_version"], "dir-5")
+            T.write_model(path, {"item": TIEFREE}, "dir-6")
+            self.assertEqual(self._wait_version(srv, "dir-6"), "dir-6", srv.log_text()[-2000:])
+            m = srv.metrics()
+            self.assertEqual(m.get('semid_model_reloads_total{result="error"}', 0), 0,
+                             srv.log_text()[-2000:])
+            self.assertNotIn("result=error", srv.log_text())
         finally:
             self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
 
