@@ -183,6 +183,7 @@ struct req {
 	struct conn *c;		   /* its connection (NULL if MHD gave none) */
 	int close;		   /* answer with Connection: close (bad framing) */
 	int url_nul;		   /* its path or query had a %00 */
+	int content_types;	   /* its Content-Type headers (framing_bad counts them) */
 };
 
 static const char JSON_CT[] = "application/json";
@@ -1100,19 +1101,11 @@ static int routes_post(enum srv_route r)
 	       r == SRV_ROUTE_USERS_DELETE;
 }
 
-static enum MHD_Result count_content_type(void *cls, enum MHD_ValueKind kind, const char *key,
-					  const char *value)
-{
-	(void)kind;
-	(void)value;
-	*(int *)cls += !strcasecmp(key, MHD_HTTP_HEADER_CONTENT_TYPE);
-	return MHD_YES;
-}
-
 /* What framing_bad needs of the header names: how many Content-Length,
- * Transfer-Encoding and Host, and the first name with whitespace in it. */
+ * Transfer-Encoding, Host and Content-Type, and the first name with
+ * whitespace in it. */
 struct header_scan {
-	int cl, te, host;
+	int cl, te, host, ct;
 	const char *spaced;
 };
 
@@ -1129,6 +1122,8 @@ static enum MHD_Result scan_header(void *cls, enum MHD_ValueKind kind, const cha
 		hs->te++;
 	else if (!strcasecmp(key, MHD_HTTP_HEADER_HOST))
 		hs->host++;
+	else if (!strcasecmp(key, MHD_HTTP_HEADER_CONTENT_TYPE))
+		hs->ct++;
 	if (!hs->spaced && strpbrk(key, " \t"))
 		hs->spaced = key;
 	return MHD_YES;
@@ -1152,7 +1147,7 @@ static enum MHD_Result scan_header(void *cls, enum MHD_ValueKind kind, const cha
  */
 static int framing_bad(struct req *q, const char *version)
 {
-	struct header_scan hs = {0, 0, 0, NULL};
+	struct header_scan hs = {0, 0, 0, 0, NULL};
 	const char *te;
 
 	if (!version || (strcmp(version, "HTTP/1.1") != 0 && strcmp(version, "HTTP/1.0") != 0)) {
@@ -1161,6 +1156,7 @@ static int framing_bad(struct req *q, const char *version)
 		goto bad;
 	}
 	MHD_get_connection_values(q->conn, MHD_HEADER_KIND, scan_header, &hs);
+	q->content_types = hs.ct; /* (not framing: on_headers refuses two) */
 	if (hs.spaced) {
 		/* "Content-Length : 5" is no Content-Length here, but a proxy
 		 * in front may have taken it for one (RFC 9112 5.1) */
@@ -1369,11 +1365,14 @@ static int on_headers(struct req *q, const char *url, const char *method, const 
 	     q->route == SRV_ROUTE_USERS_DELETE) &&
 	    admin_refused(q))
 		return 1;
+	if (routes[i].post) {
+		/* their options are in the body (query_refused) */
+		struct query_check qc;
+		if (query_refused(q, &qc))
+			return 1;
+	}
 	if (routes[i].post && q->route != SRV_ROUTE_RELOAD) {
-		int n = 0;
-
-		MHD_get_connection_values(q->conn, MHD_HEADER_KIND, count_content_type, &n);
-		if (n > 1) {
+		if (q->content_types > 1) {
 			/* one value (RFC 9110): the first was taken, so "json, then
 			 * text/plain" passed and the other order was a 415 */
 			set_error(q, SRV_ERR_INVALID_ARGUMENT, "more than one Content-Type header");
@@ -1602,11 +1601,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		if (q->body.oom) {
 			set_error(q, SRV_ERR_UNAVAILABLE, "out of memory for the body");
 			return send_response(q);
-		}
-		{
-			struct query_check qc;
-			if (query_refused(q, &qc))
-				return send_response(q);
 		}
 		if (q->route == SRV_ROUTE_RELOAD) {
 			q->waiter.done = reload_done;
