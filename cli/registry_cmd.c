@@ -728,7 +728,8 @@ static int ids_read(const char *path, size_t n, char ***out, size_t *got, struct
 			goto fail;
 		}
 		if (!len) { /* blank lines at the end (an editor's) are no ids */
-			blank = blank ? blank : lineno;
+			if (!blank)
+				blank = lineno;
 			continue;
 		}
 		if (blank) {

@@ -1518,6 +1518,8 @@ static void time_format(int64_t ms, char out[80])
 		 tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms % 1000));
 }
 
+#define TIME_EXAMPLE "2026-01-31T12:00:00.000Z" /* the form export writes */
+
 static int time_parse(const char *s, int64_t *ms)
 {
 	struct tm tm;
@@ -1667,12 +1669,14 @@ static int line_parse_fields(const char *kind, const char *id, const char *sid, 
 	}
 	strcpy(e->id, id);
 	strcpy(e->model_version, version);
-	if (time_parse(ct, &e->created_ms) || time_parse(ut, &e->updated_ms)) {
-		const char *t = time_parse(ct, &e->created_ms) ? ct : ut;
+	if (time_parse(ct, &e->created_ms))
 		return sid_error_set(err, SID_EFORMAT,
-				     "%s \"%.*s\" is not a time (want 2026-01-31T12:00:00.000Z)",
-				     t == ct ? "created_at" : "updated_at", utf8_cut(t, 32), t);
-	}
+				     "created_at \"%.*s\" is not a time (want %s)",
+				     utf8_cut(ct, 32), ct, TIME_EXAMPLE);
+	if (time_parse(ut, &e->updated_ms))
+		return sid_error_set(err, SID_EFORMAT,
+				     "updated_at \"%.*s\" is not a time (want %s)",
+				     utf8_cut(ut, 32), ut, TIME_EXAMPLE);
 	if (b64 && *b64)
 		return b64_floats(b64, strlen(b64), emb, &e->D, err);
 	return 0;

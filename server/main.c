@@ -238,8 +238,8 @@ static void on_late_hup(uv_signal_t *h, int sig)
  * or log shipper: the pipe fills; log.c now drops such lines), and SIGTERM
  * then never ended the server; anything else that holds the loop would do
  * the same.  This thread, started with the drain, exits 1 a grace period
- * past the deadline unless the drain has ended; its line only if that
- * would not block.
+ * past the deadline unless the drain has ended, its line given
+ * SRV_LOG_EXIT_WAIT_MS to reach a slow reader.
  */
 static void *stall_watch(void *arg)
 {
