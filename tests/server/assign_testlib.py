@@ -349,6 +349,13 @@ class PgBase(Base):
                                "-c", sql], capture_output=True, text=True, timeout=60,
                               check=check)
 
+    def psql_db(self, db, sql):
+        """@sql in database @db of the test's cluster: its output, stripped."""
+        return subprocess.run([pg_fixture.PGBIN + "/psql", "-h", "127.0.0.1", "-p",
+                               str(self.pg.port), "-U", "postgres", "-d", db, "-XAtq", "-c",
+                               sql], capture_output=True, text=True, timeout=60,
+                              check=True).stdout.strip()
+
     def fresh_db_named(self, name):
         """A new database in the test's own cluster: (its connection string,
         its name)."""

@@ -172,12 +172,6 @@ class TestAssignPostgres(PgBase):
             self.assertEqual(s1.stop(), 0)
             self.assertEqual(s2.stop(), 0)
 
-    def psql_db(self, db, sql):
-        return subprocess.run([pg_fixture.PGBIN + "/psql", "-h", "127.0.0.1", "-p",
-                               str(self.pg.port), "-U", "postgres", "-d", db, "-XAtq", "-c",
-                               sql], capture_output=True, text=True, timeout=60,
-                              check=True).stdout.strip()
-
     def test_newer_schema_refused_at_start(self):
         conninfo, db = self.fresh_db_named("newer")
 
@@ -736,25 +730,20 @@ class TestCheckPostgres(PgBase):
         finally:
             self.assertEqual(srv.stop(), 0)
 
-        def sql(q):
-            return subprocess.run([pg_fixture.PGBIN + "/psql", "-h", "127.0.0.1", "-p",
-                                   str(self.pg.port), "-U", "postgres", "-d", db, "-XAtq",
-                                   "-c", q], capture_output=True, text=True, timeout=60,
-                                  check=True).stdout.strip()
-
         def check():
             p = subprocess.run([T.SEMID, "registry", "check", "--db", conninfo],
                                capture_output=True, text=True, timeout=120)
             return p.returncode, json.loads(p.stdout) if p.stdout else None, p.stderr
 
-        sql("CREATE EXTENSION amcheck")
+        self.psql_db(db, "CREATE EXTENSION amcheck")
         rc, rep, err = check()
         self.assertEqual((rc, rep["problems"], rep["store_checked"]), (0, 0, True), err)
         # 40 ids: the index's root is its one leaf, block 1 (block 0 is the
         # metapage); zeroed while the cluster is down
         path = os.path.join(self.pg.dir, "data",
-                            sql("SELECT pg_relation_filepath('semid_assignment_id')"))
-        sql("CHECKPOINT")
+                            self.psql_db(db, "SELECT pg_relation_filepath("
+                                                 "'semid_assignment_id')"))
+        self.psql_db(db, "CHECKPOINT")
         self.pg.stop_server("fast")
         try:
             with open(path, "r+b") as f:
@@ -886,12 +875,6 @@ class TestLostCommitAnswer(PgBase):
         finally:
             self.assertEqual(srv.stop(), 0)
             cutter.ls.close()
-
-    def psql_db(self, db, sql):
-        return subprocess.run([pg_fixture.PGBIN + "/psql", "-h", "127.0.0.1", "-p",
-                               str(self.pg.port), "-U", "postgres", "-d", db, "-XAtq", "-c",
-                               sql], capture_output=True, text=True, timeout=60,
-                              check=True).stdout.strip()
 
 
 class TestAssignPostgresSecrets(PgBase):
