@@ -281,6 +281,16 @@ static int gen_fits(const struct tr_gen_params *p, const char *out_dir, struct s
 	return 0;
 }
 
+/* Between tr_gen_run's phases (seconds each at hundreds of millions of
+ * items): a stop asked for ends the run there, nothing written. */
+#define STOP_POINT()                                                                               \
+	do {                                                                                       \
+		if (tr_stop_signal()) {                                                            \
+			rc = 1;                                                                    \
+			goto fail;                                                                 \
+		}                                                                                  \
+	} while (0)
+
 int tr_gen_run(const struct tr_gen_params *p, const char *out_dir, struct tr_gen_stats *st,
 	       struct sid_error *err)
 {
@@ -387,10 +397,7 @@ int tr_gen_run(const struct tr_gen_params *p, const char *out_dir, struct tr_gen
 		perm[j] = t;
 		cold[perm[k]] = 1;
 	}
-	if (tr_stop_signal()) { /* between the phases of a large run: seconds each */
-		rc = 1;
-		goto fail;
-	}
+	STOP_POINT();
 	warm_list = malloc(N * sizeof(int32_t));
 	if (!warm_list)
 		goto nomem;
@@ -408,10 +415,7 @@ int tr_gen_run(const struct tr_gen_params *p, const char *out_dir, struct tr_gen
 		goto fail;
 
 	/* alias tables per group, over all items (cold ones get clicks too) */
-	if (tr_stop_signal()) {
-		rc = 1;
-		goto fail;
-	}
+	STOP_POINT();
 
 	goff = calloc((size_t)G + 1, sizeof(int32_t));
 	gitem = malloc(N * sizeof(int32_t));
@@ -440,10 +444,7 @@ int tr_gen_run(const struct tr_gen_params *p, const char *out_dir, struct tr_gen
 	}
 
 	/* users: favourite groups, activity; users.npy streamed */
-	if (tr_stop_signal()) {
-		rc = 1;
-		goto fail;
-	}
+	STOP_POINT();
 
 	fav = malloc((size_t)M * MAX_FAV * sizeof(int32_t));
 	fav_w = malloc((size_t)M * MAX_FAV * sizeof(float));
@@ -468,10 +469,7 @@ int tr_gen_run(const struct tr_gen_params *p, const char *out_dir, struct tr_gen
 		act[u] = exp(p->act_sigma * rng_normal(&r_us));
 		sum_act += act[u];
 	}
-	if (tr_stop_signal()) {
-		rc = 1;
-		goto fail;
-	}
+	STOP_POINT();
 	uctx = (struct fill_ctx){
 	    .p = p, .rng = &r_us, .centre = ucentre, .fav = fav, .fav_w = fav_w, .d = DU};
 	rc = write_rows(&pub[OUT_USERS], M, DU, fill_user, &uctx, rows, err);
