@@ -982,6 +982,24 @@ static FILE *log_open(const struct opts *o, struct sid_registry *r, const char *
 		      const char *what, struct sid_error *err);
 static int log_close(FILE *f, const char *name, struct sid_error *err);
 
+/*
+ * A delete's output could not take the lines of a committed batch of @k
+ * @what: the caller writes them to stderr after the header said here, since
+ * they may be the only record of what was erased.
+ */
+static int log_lost(const struct opts *o, size_t k, const char *what, const char *fields,
+		    struct sid_error *err)
+{
+	int rc = sid_error_set(err, SID_EIO,
+			       "%s: write failed: %s; the %zu %s of the batch were deleted all the "
+			       "same: their lines were written to stderr above",
+			       output_name(o), strerror(errno), k, what);
+	fprintf(stderr,
+		"semid: %s cannot be written; the lines of a committed batch (%s) follow:\n",
+		output_name(o), fields);
+	return rc;
+}
+
 /* delete --rows: the SQLite rows of the operands, in one transaction. */
 static int delete_rows(const struct opts *o, int *not_found, struct sid_error *err)
 {
@@ -1013,6 +1031,11 @@ static int delete_rows(const struct opts *o, int *not_found, struct sid_error *e
 	for (size_t i = 0; i < o->nargs && !rc; i++) { /* committed */
 		fprintf(fp, "%lld\t%d\n", (long long)rows[i], deleted[i]);
 		gone += deleted[i] != 0;
+	}
+	if (!rc && (fflush(fp) != 0 || ferror(fp))) {
+		rc = log_lost(o, o->nargs, "rows", "row, deleted", err);
+		for (size_t i = 0; i < o->nargs; i++)
+			fprintf(stderr, "%lld\t%d\n", (long long)rows[i], deleted[i]);
 	}
 	if (fp) {
 		int crc = log_close(fp, output_name(o), rc ? NULL : err);
@@ -1090,15 +1113,7 @@ static int cmd_delete(const struct opts *o, int *not_found, struct sid_error *er
 		if (fflush(fp) != 0 || ferror(fp)) { /* line-buffered: a line's write failed */
 			/* the batch is committed, and the log was the only record
 			 * of the sids it erased: they go to stderr instead */
-			rc = sid_error_set(err, SID_EIO,
-					   "%s: write failed: %m; the %zu ids of the batch were "
-					   "deleted all the same: their lines were written to "
-					   "stderr above",
-					   output_name(o), k);
-			fprintf(stderr,
-				"semid: %s cannot be written; the lines of a committed batch "
-				"(id, sid, deleted) follow:\n",
-				output_name(o));
+			rc = log_lost(o, k, "ids", "id, sid, deleted", err);
 			delete_lines(stderr, res, k);
 			goto fail;
 		}

@@ -2728,6 +2728,39 @@ START_TEST(t_delete_lines_to_stderr_when_the_log_fails)
 }
 END_TEST
 
+/* The same for delete --rows: its log on a full device failed with "write
+ * failed" alone, as if nothing had been deleted. */
+START_TEST(t_delete_rows_lines_to_stderr_when_the_log_fails)
+{
+	char msg[4096], sid1[64], row[32], lines[200];
+	sqlite3 *h;
+	sqlite3_stmt *st;
+
+	assign_all_sid_of("item-1", sid1, sizeof(sid1));
+	ck_assert_int_eq(sqlite3_open(db, &h), SQLITE_OK);
+	ck_assert_int_eq(
+	    sqlite3_prepare_v2(h, "SELECT rowid FROM semid_assignment WHERE id = 'item-1'", -1, &st,
+			       NULL),
+	    SQLITE_OK);
+	ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
+	snprintf(row, sizeof(row), "%lld", (long long)sqlite3_column_int64(st, 0));
+	sqlite3_finalize(st);
+	sqlite3_close(h);
+	ck_assert_int_eq(run_stdout_full(msg, sizeof(msg), "registry", "delete", "--db", db,
+					 "--rows", row, "999999", NULL),
+			 CLI_EXIT_IO);
+	ck_assert_int_eq(run("registry", "get", "item-1", "--db", db, NULL), CLI_EXIT_INPUT);
+	snprintf(lines, sizeof(lines),
+		 "semid: stdout cannot be written; the lines of a committed batch (row, deleted) "
+		 "follow:\n%s\t1\n999999\t0\n",
+		 row);
+	ASSERT_HAS(msg, lines);
+	ASSERT_HAS(msg,
+		   "semid: stdout: write failed: No space left on device; the 2 rows of the "
+		   "batch were deleted all the same: their lines were written to stderr above");
+}
+END_TEST
+
 /*
  * A delete stopped by SIGINT ends after the batch in flight and logs every
  * id it deleted: its log is a pipe the test stops reading after five lines,
@@ -2821,6 +2854,7 @@ static Suite *registry_cmd_suite(void)
 	tcase_add_test(tc, t_delete);
 	tcase_add_test(tc, t_delete_log_kept_on_failure);
 	tcase_add_test(tc, t_delete_lines_to_stderr_when_the_log_fails);
+	tcase_add_test(tc, t_delete_rows_lines_to_stderr_when_the_log_fails);
 	tcase_add_test(tc, t_delete_damaged);
 	tcase_add_test(tc, t_check);
 	tcase_add_test(tc, t_delete_stopped);
