@@ -143,13 +143,27 @@ static float tanh_s(float x)
 	return copysignf(1.0f - 2.0f / (e + 1.0f), x);
 }
 
-/* relu that keeps a NaN (as torch does): a row whose layer overflowed
- * (inf - inf) must not come out as the next layer's bias, with codes that
- * look sound (sid_encode_overflow finds the NaN downstream).  Every other
- * value as v > 0 ? v : 0, to the bit, in the three paths. */
+/*
+ * A pre-activation that is not finite comes only from an overflow (inputs
+ * and weights are finite): a NaN from inf - inf, or +-inf itself.  Every
+ * activation but the identity turns both into a NaN, which
+ * sid_encode_overflow finds downstream: relu made -inf a 0 and tanh made
+ * +-inf a +-1, and the row came out with sound-looking but wrong codes (a
+ * layer of [-3e38, -3e38, 3e38, 3.4e38] summed to -inf on the way to 4e37).
+ * Subtracting v - v does it: +0 for a finite v, which leaves every y as it
+ * was to the bit (-0 - +0 is -0, where adding gave +0), and NaN otherwise;
+ * the same in the three paths.
+ */
+static inline float poison_s(float y, float v)
+{
+	return y - (v - v);
+}
+
+/* relu: v > 0 ? v : 0, to the bit, in the three paths; a NaN or an inf
+ * becomes a NaN (torch keeps a NaN too). */
 static inline float relu_s(float v)
 {
-	return v > 0.0f ? v : v != v ? v : 0.0f;
+	return poison_s(v > 0.0f ? v : 0.0f, v);
 }
 
 __attribute__((noinline)) float sid__act_apply(enum sid_act act, float v)
@@ -158,11 +172,11 @@ __attribute__((noinline)) float sid__act_apply(enum sid_act act, float v)
 	case SID_ACT_RELU:
 		return relu_s(v);
 	case SID_ACT_SILU: /* below -88, where exp_s clamps, -0 (torch: a subnormal at most) */
-		return v < -EXP_HI ? v * 0.0f : v * (1.0f / (1.0f + exp_s(-v)));
+		return poison_s(v < -EXP_HI ? v * 0.0f : v * (1.0f / (1.0f + exp_s(-v))), v);
 	case SID_ACT_GELU:
-		return (0.5f * v) * (1.0f + erf_s(v * (float)M_SQRT1_2));
+		return poison_s((0.5f * v) * (1.0f + erf_s(v * (float)M_SQRT1_2)), v);
 	case SID_ACT_TANH:
-		return tanh_s(v);
+		return poison_s(tanh_s(v), v);
 	case SID_ACT_IDENTITY:
 		break;
 	}
@@ -332,13 +346,12 @@ static inline __attribute__((always_inline)) AVX512 __m512 tanh_v(__m512 x)
 static inline __attribute__((always_inline)) AVX512 int act_v(enum sid_act act, __m512 *v)
 {
 	const __m512 one = _mm512_set1_ps(1.0f);
+	const __m512 poison = _mm512_sub_ps(*v, *v); /* poison_s */
 	switch (act) {
 	case SID_ACT_IDENTITY:
 		return 1;
-	case SID_ACT_RELU:
-		/* relu_s: v > 0 ? v : 0, and a NaN kept */
-		*v = _mm512_mask_mov_ps(_mm512_max_ps(*v, _mm512_setzero_ps()),
-					_mm512_cmp_ps_mask(*v, *v, _CMP_UNORD_Q), *v);
+	case SID_ACT_RELU: /* relu_s (max_ps gives the 0 for a NaN; poison its NaN) */
+		*v = _mm512_sub_ps(_mm512_max_ps(*v, _mm512_setzero_ps()), poison);
 		return 1;
 	case SID_ACT_SILU: {
 		__m512 e = exp_v(_mm512_sub_ps(_mm512_setzero_ps(), *v));
@@ -346,16 +359,17 @@ static inline __attribute__((always_inline)) AVX512 int act_v(enum sid_act act, 
 		*v =
 		    _mm512_mask_mov_ps(_mm512_mul_ps(*v, _mm512_div_ps(one, _mm512_add_ps(one, e))),
 				       tiny, _mm512_mul_ps(*v, _mm512_setzero_ps()));
+		*v = _mm512_sub_ps(*v, poison);
 		return 1;
 	}
 	case SID_ACT_GELU: {
 		__m512 h = _mm512_mul_ps(_mm512_set1_ps(0.5f), *v);
 		__m512 e = erf_v(_mm512_mul_ps(*v, _mm512_set1_ps((float)M_SQRT1_2)));
-		*v = _mm512_mul_ps(h, _mm512_add_ps(one, e));
+		*v = _mm512_sub_ps(_mm512_mul_ps(h, _mm512_add_ps(one, e)), poison);
 		return 1;
 	}
 	case SID_ACT_TANH:
-		*v = tanh_v(*v);
+		*v = _mm512_sub_ps(tanh_v(*v), poison);
 		return 1;
 	}
 	return 0;
@@ -714,24 +728,26 @@ static inline __attribute__((always_inline)) AVX2 __m256 tanh_v8(__m256 x)
 static inline __attribute__((always_inline)) AVX2 __m256 act_v8(enum sid_act act, __m256 v)
 {
 	const __m256 one = _mm256_set1_ps(1.0f);
+	const __m256 poison = _mm256_sub_ps(v, v); /* poison_s */
 	switch (act) {
-	case SID_ACT_RELU:
-		/* relu_s: v > 0 ? v : 0, and a NaN kept */
-		return _mm256_blendv_ps(_mm256_max_ps(v, _mm256_setzero_ps()), v,
-					_mm256_cmp_ps(v, v, _CMP_UNORD_Q));
-	case SID_ACT_SILU:
-		return _mm256_blendv_ps(
-		    _mm256_mul_ps(
-			v, _mm256_div_ps(one, _mm256_add_ps(one, exp_v8(_mm256_sub_ps(
-								     _mm256_setzero_ps(), v))))),
-		    _mm256_mul_ps(v, _mm256_setzero_ps()),
-		    _mm256_cmp_ps(v, _mm256_set1_ps(-EXP_HI), _CMP_LT_OQ));
-	case SID_ACT_GELU:
-		return _mm256_mul_ps(
-		    _mm256_mul_ps(_mm256_set1_ps(0.5f), v),
-		    _mm256_add_ps(one, erf_v8(_mm256_mul_ps(v, _mm256_set1_ps((float)M_SQRT1_2)))));
+	case SID_ACT_RELU: /* relu_s (max_ps gives the 0 for a NaN; poison its NaN) */
+		return _mm256_sub_ps(_mm256_max_ps(v, _mm256_setzero_ps()), poison);
+	case SID_ACT_SILU: {
+		__m256 e = exp_v8(_mm256_sub_ps(_mm256_setzero_ps(), v));
+		__m256 y =
+		    _mm256_blendv_ps(_mm256_mul_ps(v, _mm256_div_ps(one, _mm256_add_ps(one, e))),
+				     _mm256_mul_ps(v, _mm256_setzero_ps()),
+				     _mm256_cmp_ps(v, _mm256_set1_ps(-EXP_HI), _CMP_LT_OQ));
+		return _mm256_sub_ps(y, poison);
+	}
+	case SID_ACT_GELU: {
+		__m256 e = erf_v8(_mm256_mul_ps(v, _mm256_set1_ps((float)M_SQRT1_2)));
+		__m256 y =
+		    _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), v), _mm256_add_ps(one, e));
+		return _mm256_sub_ps(y, poison);
+	}
 	case SID_ACT_TANH:
-		return tanh_v8(v);
+		return _mm256_sub_ps(tanh_v8(v), poison);
 	case SID_ACT_IDENTITY:
 		break;
 	}

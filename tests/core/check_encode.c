@@ -987,6 +987,58 @@ START_TEST(nonfinite_rejected_with_row)
 }
 END_TEST
 
+/*
+ * A hidden layer that overflows on the way to a finite value: 4 -> 1 (sum
+ * of the inputs) -> 4, no normalisation.  [-3e38, -3e38, 3e38, 3.4e38]
+ * sums to 4e37 exactly, but summed in order float32 reaches -inf after
+ * the first two terms; relu made that a 0 and tanh a -1, and the row had a
+ * sound-looking wrong code (relu: 3, the zero codeword, at distance 0).
+ * Each row now gets the code exact arithmetic gives, or a distance that is
+ * not finite, which every caller refuses (sid_encode_overflow; a path that
+ * sums in another order may not overflow); where the exact distance itself
+ * overflows (relu, silu, gelu of 4e37), only the latter.
+ */
+START_TEST(hidden_overflow_rejected_with_row)
+{
+	static const float W0[] = {1, 1, 1, 1}, W1[] = {1, 0, -1, 0};
+	static const float C[] = {1, 0, -1, 0, -1, 0, 1, 0, 0, 1, 0, -1, 0, 0, 0, 0};
+	static const float rows[3][4] = {
+	    {1, 2, 3, 4}, {-3e38f, -3e38f, 3e38f, 3.4e38f}, {3e38f, 3e38f, -3e38f, -3.4e38f}};
+	static const enum sid_act acts[] = {SID_ACT_RELU, SID_ACT_TANH, SID_ACT_SILU, SID_ACT_GELU};
+	/* exact codes per activation and row; -1: the exact distance overflows */
+	static const int want[4][3] = {{0, -1, 3}, {0, 0, 1}, {0, -1, 3}, {0, -1, 3}};
+	struct sid_workspace *ws = sid_workspace_new();
+
+	for (size_t a = 0; a < sizeof(acts) / sizeof(acts[0]); a++) {
+		struct tt tw;
+		tt_init(&tw, 4, acts[a], SID_NORM_NONE);
+		tt_layer(&tw, 1, W0, NULL);
+		tt_layer(&tw, 4, W1, NULL);
+		tt_level(&tw, 4, C);
+		for (int mode = 0; mode < 3; mode++)
+			for (int r = 0; r < 3; r++) {
+				int32_t codes[1] = {-7};
+				float dist[1];
+				struct sid_encode_out o = {.codes = codes, .dist = dist};
+				struct sid_error err;
+				sid_error_clear(&err);
+				sid__gemm_force(mode);
+				int rc = sid_encode(&tw.t, rows[r], 1, &o, ws, &err);
+				sid__gemm_force(0);
+				ck_assert_msg(rc == 0, "%s", err.msg);
+				if (r > 0 && sid_encode_overflow(dist, NULL, NULL, 0, 1) == 0)
+					continue; /* refused by every caller */
+				ck_assert_msg(
+				    codes[0] == want[a][r],
+				    "act %d mode %d row %d: code %d (distance %g), want %d",
+				    (int)acts[a], mode, r, codes[0], dist[0], want[a][r]);
+			}
+		tt_free(&tw);
+	}
+	sid_workspace_free(ws);
+}
+END_TEST
+
 /* A row is refused when its distance or one of its alternatives' is not
  * finite; the padding past alt_count (INFINITY) is not an alternative. */
 START_TEST(overflow_rows)
@@ -1146,6 +1198,7 @@ int main(void)
 	tcase_add_test(tc, loaded_model_batch_invariance);
 	tcase_add_test(tc, nonfinite_rejected_with_row);
 	tcase_add_test(tc, overflow_rows);
+	tcase_add_test(tc, hidden_overflow_rejected_with_row);
 	tcase_add_test(tc, argument_errors);
 	tcase_add_test(tc, codes_format);
 	tcase_add_test(tc, flops_per_row);

@@ -154,11 +154,16 @@ START_TEST(activations_vector_equal_scalar)
 						ck_assert_msg(y[i] == 0.0f && signbit(y[i]),
 							      "mode %d silu(%g) = %g", mode, x[i],
 							      y[i]);
-					/* an overflowed layer (NaN) is not hidden as 0 */
-					if (isnan(x[i]))
+					/* an overflowed layer (NaN, +-inf) is not hidden
+					 * as 0 or +-1 */
+					if (!isfinite(x[i]))
 						ck_assert_msg(isnan(y[i]),
-							      "act %d mode %d: NaN -> %g",
-							      (int)acts[a], mode, y[i]);
+							      "act %d mode %d: %g -> %g",
+							      (int)acts[a], mode, x[i], y[i]);
+					else
+						ck_assert_msg(isfinite(y[i]),
+							      "act %d mode %d: %.9g -> %g",
+							      (int)acts[a], mode, x[i], y[i]);
 				}
 			}
 			sid__gemm_force(0);
