@@ -12,6 +12,7 @@
 #include "model.h"
 
 #include <errno.h>
+#include <float.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdlib.h>
@@ -525,12 +526,17 @@ static int build_block(struct sid_model *m, const struct gather g[SID_TOWER_COUN
 					s += (double)row[e] * row[e];
 				cn[j] = (float)s;
 				/* inf would make every distance to it inf: the search could
-				 * then never pick anything but code 0 */
-				if (!isfinite(cn[j]))
-					return sid_error_set(err, SID_EFORMAT,
-							     "tensor '%s': row %d's squared norm "
-							     "overflows float32 (%.3g)",
-							     g[k].cb[l]->name, j, s);
+				 * then never pick anything but code 0.  And above FLT_MAX/4
+				 * the search's cn - 2<r, c> overflows for inputs near the
+				 * codeword itself (2<r, c> = 2|c|^2), where a CPU without
+				 * FMA then refused what one with it answered. */
+				if (!(s <= FLT_MAX / 4))
+					return sid_error_set(
+					    err, SID_EFORMAT,
+					    "tensor '%s': row %d's squared norm %.3g is beyond "
+					    "what distances to it can be computed with in float32 "
+					    "(at most %.3g)",
+					    g[k].cb[l]->name, j, s, (double)(FLT_MAX / 4));
 			}
 			tw->codebook[l] = c;
 			tw->cnorm[l] = cn;

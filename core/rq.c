@@ -6,6 +6,7 @@
  */
 #include "rq.h"
 
+#include <float.h>
 #include <math.h>
 #include <string.h>
 
@@ -51,7 +52,9 @@ float sid__rq_sqnorm(const float *r, int E, size_t stride)
  * k0+K-1): fold cn[k] - 2 sp[k] into the running minimum @best / @idx,
  * keeping the lower k on equal scores (blocks come in ascending k).  2 * s
  * is exact, so this is the score of rq.h; comparisons are exact, so the
- * vector and the scalar version agree.
+ * vector and the scalar version agree.  Unless 2 * s overflows (an FMA
+ * may then not): sid__rq_greedy refuses a row whose best score is not
+ * finite, the only trace such an overflow leaves.
  */
 static void argmin_panel_generic(const float *sp, const float *cn, int K, int32_t k0,
 				 float best[SID__LANES], int32_t idx[SID__LANES])
@@ -159,8 +162,15 @@ void sid__rq_greedy(const struct sid_tower *t, float *r, size_t n, int32_t *code
 				codes[(p * SID__LANES + lane) * L + l] = ip[lane];
 			for (int lane = 0; lane < SID__LANES; lane++) {
 				const float *cw = C + (size_t)ip[lane] * E;
+				/* -inf: cn - 2<r, c> overflowed, and codewords tied
+				 * there (the code was the lowest of them, not the
+				 * nearest); +inf: every score did.  The row's residual,
+				 * and so its distance, becomes NaN: refused by
+				 * sid_encode_overflow, as a layer's overflow is. */
+				int sound = fabsf(best[p * SID__LANES + lane]) <= FLT_MAX;
 				for (int e = 0; e < E; e++)
-					rp[(size_t)e * SID__LANES + lane] -= cw[e];
+					rp[(size_t)e * SID__LANES + lane] =
+					    sound ? rp[(size_t)e * SID__LANES + lane] - cw[e] : NAN;
 			}
 		}
 	}

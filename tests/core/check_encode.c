@@ -1039,6 +1039,48 @@ START_TEST(hidden_overflow_rejected_with_row)
 }
 END_TEST
 
+/*
+ * Scores that overflow in the search: codewords of squared norm 2.3e38 and
+ * 2.9e38 (beyond what a model file may hold now, so the tower is built
+ * here) and an input equal to the second.  cn - 2<r, c> is -inf for both
+ * without an FMA; the lower code won the tie, at a finite distance of
+ * 2.9e36, where an FMA gave the exact code 1 at 0.  Every path now gives
+ * the exact code or a distance that is not finite (refused), never the
+ * tied one; a row near the small codewords keeps its code.
+ */
+START_TEST(codeword_score_overflow_refused)
+{
+	static const float C[] = {7.65e18f, 7.65e18f, 7.65e18f, 7.65e18f, 8.5e18f, 8.5e18f,
+				  8.5e18f,  8.5e18f,  -1,	-1,	  -1,	   -1,
+				  1,	    1,	      1,	1};
+	static const float rows[2][4] = {{8.5e18f, 8.5e18f, 8.5e18f, 8.5e18f}, {1, 1, 1, 0.5f}};
+	static const float I4[] = {1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1};
+	struct sid_workspace *ws = sid_workspace_new();
+	struct tt tw;
+
+	tt_init(&tw, 4, SID_ACT_IDENTITY, SID_NORM_NONE);
+	tt_layer(&tw, 4, I4, NULL);
+	tt_level(&tw, 4, C);
+	for (int mode = 0; mode < 3; mode++)
+		for (int r = 0; r < 2; r++) {
+			int32_t codes[1] = {-7};
+			float dist[1];
+			struct sid_encode_out o = {.codes = codes, .dist = dist};
+			sid__gemm_force(mode);
+			ck_assert_int_eq(sid_encode(&tw.t, rows[r], 1, &o, ws, NULL), 0);
+			sid__gemm_force(0);
+			if (r == 0 && !isfinite(dist[0]))
+				continue; /* refused */
+			ck_assert_msg(codes[0] == (r == 0 ? 1 : 3),
+				      "mode %d row %d: code %d at distance %g", mode, r, codes[0],
+				      dist[0]);
+			ck_assert_float_eq(dist[0], r == 0 ? 0.0f : 0.25f);
+		}
+	tt_free(&tw);
+	sid_workspace_free(ws);
+}
+END_TEST
+
 /* A row is refused when its distance or one of its alternatives' is not
  * finite; the padding past alt_count (INFINITY) is not an alternative. */
 START_TEST(overflow_rows)
@@ -1199,6 +1241,7 @@ int main(void)
 	tcase_add_test(tc, nonfinite_rejected_with_row);
 	tcase_add_test(tc, overflow_rows);
 	tcase_add_test(tc, hidden_overflow_rejected_with_row);
+	tcase_add_test(tc, codeword_score_overflow_refused);
 	tcase_add_test(tc, argument_errors);
 	tcase_add_test(tc, codes_format);
 	tcase_add_test(tc, flops_per_row);

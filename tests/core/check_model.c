@@ -504,7 +504,12 @@ START_TEST(test_non_finite)
 	 * inf, and the search would give code 0 whatever the input */
 	ed.e[0] =
 	    (struct edit){.op = ED_SET, .name = "item.codebook.0", .index = 0, .value = 1e20f};
-	REJECT(&s, "tensor 'item.codebook.0': row 0's squared norm overflows float32");
+	REJECT(&s, "tensor 'item.codebook.0': row 0's squared norm 1e+40 is beyond what "
+		   "distances to it can be computed with in float32 (at most 8.51e+37)");
+	/* finite, but 2<r, c> overflows for an input near it */
+	ed.e[0] =
+	    (struct edit){.op = ED_SET, .name = "item.codebook.2", .index = 8, .value = 1e19f};
+	REJECT(&s, "tensor 'item.codebook.2': row 2's squared norm 1e+38 is beyond what");
 	/* NaN in a tensor the encoder ignores is fine. */
 	ed.e[0] = (struct edit){.op = ED_SET, .name = "decoder.0.weight", .index = 1, .value = NAN};
 	sid_model_unref(load_ok(&s, NULL, NULL));
