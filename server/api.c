@@ -403,7 +403,7 @@ static int decode_embedding(const json_t *arr, size_t i, const char *tname, int 
 		row[j] = (float)d;
 		if (!isfinite(row[j]))
 			return fail(e, SRV_ERR_INVALID_ARGUMENT,
-				    "inputs[%zu].embedding[%zu] = %g is not finite as float32", i,
+				    "inputs[%zu].embedding[%zu] = %.9g is not finite as float32", i,
 				    j, d);
 	}
 	return 0;

@@ -358,8 +358,8 @@ static void work_cb(uv_work_t *w)
 		if (bad >= 0) { /* this job alone: the rows are encoded one by one */
 			char msg[200];
 			snprintf(msg, sizeof(msg),
-				 "inputs[%ld].embedding is too large for the model: its encoder "
-				 "overflows float32 on it (scale the embedding down)",
+				 "inputs[%ld] is too large for the model: its encoder overflows "
+				 "float32 on its embedding (scale it down)",
 				 bad);
 			job_error(j, SRV_ERR_INVALID_ARGUMENT, msg);
 			row += j->req.B; /* codes no one gets: not kept */

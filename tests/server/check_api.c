@@ -456,6 +456,9 @@ START_TEST(test_decode_errors)
 	     "inputs[0].embedding[2] is null, not a number"},
 	    {"{\"inputs\": [{\"embedding\": [1, 1e39, 3]}]}", SRV_ERR_INVALID_ARGUMENT,
 	     "inputs[0].embedding[1] = 1e+39 is not finite as float32"},
+	    /* just above FLT_MAX: %g showed 3.40282e+38, a value below it */
+	    {"{\"inputs\": [{\"embedding\": [1, 3.4028236e38, 3]}]}", SRV_ERR_INVALID_ARGUMENT,
+	     "inputs[0].embedding[1] = 3.4028236e+38 is not finite as float32"},
 	    {"{\"inputs\": [{\"embedding_b64\": \"AADAPwAAAMAAAIA\"}]}", SRV_ERR_INVALID_ARGUMENT,
 	     "inputs[0].embedding_b64 decodes to 11 bytes; the item tower expects 3 float32 "
 	     "values (12 bytes)"},

@@ -325,11 +325,16 @@ class TestErrors(unittest.TestCase):
         an assign stored those."""
         huge = [3e38 if k % 2 else -3e38 for k in range(24)]
         ok = {"id": "u-ok", "embedding": [0.5] * 24}
-        msg = ("inputs[1].embedding is too large for the model: its encoder overflows "
-               "float32 on it (scale the embedding down)")
+        msg = ("inputs[1] is too large for the model: its encoder overflows float32 on its "
+               "embedding (scale it down)")
         for route, opts in (("/v1/users:encode", {"top_k": 3}), ("/v1/users:assign", {})):
             body = dict(opts, inputs=[ok, {"id": "u-huge", "embedding": huge}])
             self.check_error(SRV.json("POST", route, body), 400, "invalid_argument", msg)
+        # the same sent as base64 (the message named "embedding", a field not sent)
+        body = {"inputs": [ok, {"id": "u-huge",
+                                "embedding_b64": T.b64_row(np.array(huge, np.float32))}]}
+        self.check_error(SRV.json("POST", "/v1/users:encode", body), 400, "invalid_argument",
+                         msg)
         for uid in ("u-huge", "u-ok"):  # the request failed as one
             self.assertEqual(SRV.json("GET", "/v1/users/" + uid)[0], 404)
         st, _, body = SRV.json("POST", "/v1/users:encode", {"inputs": [ok], "top_k": 3})
