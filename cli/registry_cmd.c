@@ -116,8 +116,9 @@ static const char usage[] =
     "\n"
     "exit status: 0 ok; 1 store unavailable, I/O or internal error; 2 bad usage, bad\n"
     "input, unknown id or sid; 3 import finished but some lines conflicted, delete\n"
-    "finished but some ids were not stored, or check found a problem; 141 the reader\n"
-    "of stdout went away (| head -1), a quiet stop\n";
+    "finished but some ids were not stored, diff could not compare some entries (no\n"
+    "embedding stored, another width), or check found a problem; 141 the reader of\n"
+    "stdout went away (| head -1), a quiet stop\n";
 
 struct opts {
 	const char *cmd, *db, *model, *input, *ids, *format, *prefix, *output, *arg;
@@ -1771,7 +1772,15 @@ static int cmd_check(const struct opts *o, struct sid_registry *r, int *found,
 			  o, r, err);
 }
 
-static int cmd_diff(const struct opts *o, struct sid_registry *r, struct sid_error *err)
+/*
+ * diff: exit 3 (@partial) when some entries could not be compared: a store
+ * imported from an export without embeddings gave "changed": 0 and
+ * "changed_fraction": 0.0 with exit 0, having compared nothing.  The
+ * fraction is then null when none was compared, and stderr says how many
+ * were left out and why.
+ */
+static int cmd_diff(const struct opts *o, struct sid_registry *r, int *partial,
+		    struct sid_error *err)
 {
 	struct walk_bar bar;
 	struct sid_model *m = NULL;
@@ -1786,7 +1795,7 @@ static int cmd_diff(const struct opts *o, struct sid_registry *r, struct sid_err
 	if (!rc) {
 		Lmin = d.L_old < d.L_new ? d.L_old : d.L_new;
 		rc = print_json(
-		    json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:i, s:i, s:o, s:o, s:I, s:f}",
+		    json_pack("{s:s, s:s, s:s, s:I, s:I, s:I, s:I, s:i, s:i, s:o, s:o, s:I, s:o}",
 			      "kind", sid_tower_name(o->kind), "store", sid_registry_label(r),
 			      "model_version", m->version, "items", (json_int_t)d.items, "compared",
 			      (json_int_t)d.compared, "no_embedding", (json_int_t)d.no_embedding,
@@ -1795,8 +1804,19 @@ static int cmd_diff(const struct opts *o, struct sid_registry *r, struct sid_err
 			      u64_array(d.level_changed, Lmin), "prefix_changed",
 			      u64_array(d.prefix_changed, Lmin), "changed", (json_int_t)d.changed,
 			      "changed_fraction",
-			      d.compared ? (double)d.changed / d.compared : 0.0),
+			      d.compared ? json_real((double)d.changed / d.compared) : json_null()),
 		    o, r, err);
+	}
+	if (!rc && d.compared < d.items) {
+		fprintf(stderr,
+			"semid: %llu of %llu %s entries were not compared (%llu without a stored "
+			"embedding, %llu of another width than the model's %d): \"changed\" counts "
+			"only the %llu compared\n",
+			(unsigned long long)(d.items - d.compared), (unsigned long long)d.items,
+			sid_tower_name(o->kind), (unsigned long long)d.no_embedding,
+			(unsigned long long)d.wrong_dim, sid_model_tower(m, o->kind)->D,
+			(unsigned long long)d.compared);
+		*partial = 1;
 	}
 	sid_model_unref(m);
 	return rc;
@@ -2098,7 +2118,7 @@ int cli_registry_main(int argc, char **argv)
 	else if (!strcmp(o.cmd, "stats"))
 		rc = cmd_stats(&o, r, &err);
 	else if (!strcmp(o.cmd, "diff"))
-		rc = cmd_diff(&o, r, &err);
+		rc = cmd_diff(&o, r, &conflicts, &err);
 	else if (!strcmp(o.cmd, "reassign"))
 		rc = cmd_reassign(&o, r, &err);
 	else if (!strcmp(o.cmd, "list"))

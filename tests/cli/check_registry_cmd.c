@@ -2520,6 +2520,45 @@ START_TEST(t_delete)
 }
 END_TEST
 
+/* diff over ids stored without their embeddings compared nothing, and
+ * said "changed": 0, "changed_fraction": 0.0 with exit 0: a retrain that
+ * moves 90% of the IDs read as one that moves none.  Now the fraction is
+ * null, stderr says what was left out, and it exits 3; once the
+ * embeddings are there, 0 again. */
+START_TEST(t_diff_without_embeddings)
+{
+	char msg[2048], want[300];
+	json_t *j;
+
+	ck_assert_int_eq(run("registry", "assign", "--model", model, "--input", npy, "--ids", ids,
+			     "--no-embeddings", "--output", out, NULL),
+			 CLI_EXIT_OK);
+	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "diff", "--model", model2, "--db",
+				 db, "-o", out, NULL),
+			 CLI_REGISTRY_EXIT_CONFLICTS);
+	snprintf(want, sizeof(want),
+		 "semid: %d of %d item entries were not compared (%d without a stored "
+		 "embedding, 0 of another width than the model's %d): \"changed\" counts only "
+		 "the 0 compared\n",
+		 N, N, N, 8);
+	ck_assert_str_eq(msg, want);
+	j = load_json(out);
+	ck_assert_int_eq(json_integer_value(json_object_get(j, "compared")), 0);
+	ck_assert_int_eq(json_integer_value(json_object_get(j, "no_embedding")), N);
+	ck_assert(json_is_null(json_object_get(j, "changed_fraction")));
+	json_decref(j);
+	ck_assert_int_eq(run("registry", "assign", "--model", model, "--input", npy, "--ids", ids,
+			     "--reassign", "--output", out, NULL),
+			 CLI_EXIT_OK);
+	ck_assert_int_eq(run("registry", "diff", "--model", model2, "--db", db, "-o", out, NULL),
+			 CLI_EXIT_OK);
+	j = load_json(out);
+	ck_assert_int_eq(json_integer_value(json_object_get(j, "compared")), N);
+	ck_assert(json_is_real(json_object_get(j, "changed_fraction")));
+	json_decref(j);
+}
+END_TEST
+
 /* An entry that cannot be read: get says so and exits 2; delete erases
  * it all the same, its line with an empty sid and 1 (it failed the run, so
  * the id stayed until a repair by hand). */
@@ -2855,6 +2894,7 @@ static Suite *registry_cmd_suite(void)
 	tcase_add_test(tc, t_delete_log_kept_on_failure);
 	tcase_add_test(tc, t_delete_lines_to_stderr_when_the_log_fails);
 	tcase_add_test(tc, t_delete_rows_lines_to_stderr_when_the_log_fails);
+	tcase_add_test(tc, t_diff_without_embeddings);
 	tcase_add_test(tc, t_delete_damaged);
 	tcase_add_test(tc, t_check);
 	tcase_add_test(tc, t_delete_stopped);
