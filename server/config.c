@@ -147,7 +147,9 @@ static const struct key keys[] = {
      "(0: never)"},
     {"max_inputs", K_INT, F(max_inputs), 1, 1000000,
      "inputs per request, and ids per POST /v1/{items,users}:delete (413 above)"},
-    {"admin_token", K_STR, F(admin_token), 0, 0, "bearer token for /v1/admin/* (empty: disabled)"},
+    {"admin_token", K_STR, F(admin_token), 0, 0,
+     "bearer token for /v1/admin/reload and the delete routes (empty: SEMID_ADMIN_TOKEN, else "
+     "disabled)"},
     {"shutdown_timeout_ms", K_INT, F(shutdown_timeout_ms), 0, 3600000, "drain time on SIGTERM"},
     {"connection_timeout_s", K_INT, F(connection_timeout_s), 0, 3600, "idle connection timeout"},
     {"connection_limit", K_INT, F(connection_limit), 1, 1000000, "open connections at most"},
