@@ -1525,6 +1525,25 @@ class TestLifecycle(unittest.TestCase):
         self.refused(["--model", MODEL, "--listen", "127.0.0.1:0", "--registry", WORK + "/"],
                      "semid-server: registry %s/ is a directory; give the SQLite file's path "
                      "(%s/semid-registry.db, say)\n" % (WORK, WORK))
+        # the model file given as the registry (a config slip): refused,
+        # where it served with every assign and lookup answered 503; the
+        # model file untouched, also when named through a symbolic link
+        with open(MODEL, "rb") as f:
+            before = f.read()
+        link = os.path.join(WORK, "model-link.db")
+        os.symlink(MODEL, link)
+        try:
+            for reg in (MODEL, link):
+                self.refused(["--model", MODEL, "--listen", "127.0.0.1:0", "--registry", reg],
+                             "semid-server: registry %s is the model file (--model %s); give "
+                             "the SQLite store a path of its own, or leave registry out for "
+                             "the default beside the model\n" % (reg, MODEL))
+        finally:
+            os.unlink(link)
+        with open(MODEL, "rb") as f:
+            self.assertEqual(f.read(), before)
+        for ext in ("-wal", "-shm", "-journal"):
+            self.assertFalse(os.path.exists(MODEL + ext))
         # a registry from a file that ends in a newline (a Kubernetes Secret
         # made with --from-file): refused, not a SQLite file named "r.db\n"
         reg = os.path.join(WORK, "r.db\n")
