@@ -99,8 +99,9 @@ static const char usage[] =
     "                        .jsonl/.json is JSON lines, anything else TSV)\n"
     "      --embeddings      export: include embedding_b64\n"
     "  -p, --prefix P        list: the code prefix (default: everything)\n"
-    "  -n, --limit N         list, check: at most N entries (list), or findings\n"
-    "                        listed (check: all are counted); default 100\n"
+    "  -n, --limit N         list, check: at most N entries (list: stderr says when\n"
+    "                        more follow), or findings listed (check: all are\n"
+    "                        counted); default 100\n"
     "      --progress        all but get, sid and list: a progress bar on stderr\n"
     "                        (default: when it is a terminal the rows do not go to);\n"
     "                        --no-progress: none\n"
@@ -2062,6 +2063,17 @@ static int cmd_list(const struct opts *o, struct sid_registry *r, struct sid_err
 		left -= (long)n;
 		memcpy(cursor, next, sizeof(cursor));
 	} while (cursor[0] && left > 0);
+	/* --limit reached: stopped at 100 without a word, read as all of them */
+	if (!rc && cursor[0] && left <= 0) {
+		size_t n = 0;
+		rc = sid_registry_list(r, o->kind, o->prefix ? o->prefix : "", cursor, 1, page, &n,
+				       next, err);
+		if (!rc && n)
+			fprintf(stderr,
+				"semid: the first %ld entries listed; more follow (raise --limit, "
+				"or export them all: semid registry export)\n",
+				o->limit);
+	}
 	free(page);
 	if (rc) {
 		json_decref(a);

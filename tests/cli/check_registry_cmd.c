@@ -2559,6 +2559,44 @@ START_TEST(t_diff_without_embeddings)
 }
 END_TEST
 
+/* list stopped at --limit (100 by default) without a word: 100 of 200
+ * entries read as the whole store.  Now stderr says more follow, and only
+ * when more do (not at a limit of exactly the count). */
+START_TEST(t_list_says_when_more_follow)
+{
+	char msg[1024], sid[64];
+	json_t *j;
+	static const char note[] = "semid: the first %d entries listed; more follow (raise "
+				   "--limit, or export them all: semid registry export)\n";
+	char want[300];
+
+	assign_all_sid_of("item-1", sid, sizeof(sid));
+	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "list", "--db", db, "-o", out, NULL),
+			 CLI_EXIT_OK);
+	snprintf(want, sizeof(want), note, 100);
+	ck_assert_str_eq(msg, want);
+	j = load_json(out);
+	ck_assert_int_eq(json_array_size(j), 100);
+	json_decref(j);
+	ck_assert_int_eq(
+	    run_err(msg, sizeof(msg), "registry", "list", "--db", db, "-n", "199", "-o", out, NULL),
+	    CLI_EXIT_OK);
+	snprintf(want, sizeof(want), note, 199);
+	ck_assert_str_eq(msg, want);
+	for (int n = N; n <= N + 1; n++) {
+		char lim[16];
+		snprintf(lim, sizeof(lim), "%d", n);
+		ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "list", "--db", db, "-n",
+					 lim, "-o", out, NULL),
+				 CLI_EXIT_OK);
+		ck_assert_str_eq(msg, "");
+		j = load_json(out);
+		ck_assert_int_eq(json_array_size(j), N);
+		json_decref(j);
+	}
+}
+END_TEST
+
 /* An entry that cannot be read: get says so and exits 2; delete erases
  * it all the same, its line with an empty sid and 1 (it failed the run, so
  * the id stayed until a repair by hand). */
@@ -2895,6 +2933,7 @@ static Suite *registry_cmd_suite(void)
 	tcase_add_test(tc, t_delete_lines_to_stderr_when_the_log_fails);
 	tcase_add_test(tc, t_delete_rows_lines_to_stderr_when_the_log_fails);
 	tcase_add_test(tc, t_diff_without_embeddings);
+	tcase_add_test(tc, t_list_says_when_more_follow);
 	tcase_add_test(tc, t_delete_damaged);
 	tcase_add_test(tc, t_check);
 	tcase_add_test(tc, t_delete_stopped);
