@@ -277,7 +277,13 @@ static int parse(int argc, char **argv, struct opts *o)
 			if (!strcmp(optarg, "all"))
 				o->kind = -1;
 			else if ((o->kind = sid_tower_parse(optarg)) < 0)
-				return fail_usage(o->cmd, "--kind must be item, user or all, not",
+				/* "all" only where it is taken: stats was told to
+				 * try it, then that it was for export and check */
+				return fail_usage(o->cmd,
+						  !strcmp(o->cmd, "export") ||
+							  !strcmp(o->cmd, "check")
+						      ? "--kind must be item, user or all, not"
+						      : "--kind must be item or user, not",
 						  optarg);
 			break;
 		case 'i':

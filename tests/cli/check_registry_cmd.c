@@ -2739,6 +2739,16 @@ START_TEST(t_check)
 	    run_err(msg, sizeof(msg), "registry", "stats", "--db", db, "--kind", "all", NULL),
 	    CLI_EXIT_INPUT);
 	ASSERT_HAS(msg, "--kind all is for export and check only");
+	/* a bad kind is told the values its command takes: stats was told
+	 * "item, user or all", then that all was not for it */
+	ck_assert_int_eq(
+	    run_err(msg, sizeof(msg), "registry", "stats", "--db", db, "--kind", "users", NULL),
+	    CLI_EXIT_INPUT);
+	ASSERT_HAS(msg, "--kind must be item or user, not users");
+	ck_assert_int_eq(
+	    run_err(msg, sizeof(msg), "registry", "check", "--db", db, "--kind", "users", NULL),
+	    CLI_EXIT_INPUT);
+	ASSERT_HAS(msg, "--kind must be item, user or all, not users");
 	ck_assert_int_eq(
 	    run_err(msg, sizeof(msg), "registry", "check", "--db", db, "--batch", "3", NULL),
 	    CLI_EXIT_INPUT);
