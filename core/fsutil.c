@@ -293,8 +293,15 @@ static int publish_begin(struct sid_publish *pub, const char *path, int named,
 			tmp_name(pub, 1);
 		}
 		if (pub->fd < 0) {
-			rc = sid_error_set(err, SID_EIO, "%s: create %s: %s", path, pub->tmp,
-					   strerror(errno));
+			int e = errno;
+			/* the directory missing: said of it, not of a temp name the
+			 * user never gave */
+			if ((e == ENOENT || e == ENOTDIR) && dir_of(path, dir) == 0)
+				rc = sid_error_set(err, SID_EIO, "%s: directory %s: %s", path, dir,
+						   strerror(e));
+			else
+				rc = sid_error_set(err, SID_EIO, "%s: create %s: %s", path,
+						   pub->tmp, strerror(e));
 			goto fail;
 		}
 		pub->named = 1;

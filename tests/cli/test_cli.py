@@ -813,20 +813,29 @@ class CliTest(unittest.TestCase):
         self.assertEqual(os.listdir(adir), [])
 
     def test_output_cannot_be_created(self):
-        # The message is the library's (sid_publish_begin): the output, the
-        # temp file it could not create beside it, and why; nothing is left.
+        # The message is the library's (sid_publish_begin): the output, its
+        # directory when that is missing or not one (it named the temp file
+        # it could not create beside the output, a name the user never
+        # gave), else that temp file, and why; nothing is left.
         afile = os.path.join(self.out.name, "afile")
         with open(afile, "wb") as f:
             f.write(b"x")
-        for out, cause in ((os.path.join(self.out.name, "no", "such", "o.npy"),
-                            "No such file or directory"),
-                           (os.path.join(self.out.name, "no", "such", "o.tsv"),
-                            "No such file or directory"),
-                           (os.path.join(afile, "o.tsv"), "Not a directory")):
+        nodir = os.path.join(self.out.name, "no", "such")
+        for out, d, cause in ((os.path.join(nodir, "o.npy"), nodir, "No such file or directory"),
+                              (os.path.join(nodir, "o.tsv"), nodir, "No such file or directory"),
+                              (os.path.join(afile, "o.tsv"), afile, "Not a directory")):
+            p = self.encode(output=out)
+            self.assertEqual(p.returncode, 1, p.stderr.decode())
+            self.assertEqual(p.stderr.decode(), "semid: %s: directory %s: %s\n" % (out, d, cause))
+        if os.geteuid() != 0:  # root writes anywhere
+            ro = os.path.join(self.out.name, "ro")
+            os.mkdir(ro, 0o500)
+            out = os.path.join(ro, "o.tsv")
             p = self.encode(output=out)
             self.assertEqual(p.returncode, 1, p.stderr.decode())
             self.assertRegex(p.stderr.decode(), r"\Asemid: %s: create %s\.tmp\.\d+\.\d+: %s\n\Z" %
-                             (re.escape(out), re.escape(out), cause))
+                             (re.escape(out), re.escape(out), "Permission denied"))
+            os.rmdir(ro)
         self.assertEqual(self.out_files(), ["afile"])
 
     # ---- usage ----
