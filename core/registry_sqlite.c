@@ -262,10 +262,13 @@ static int sq_fail(struct sq *s, int rc, struct sid_error *err, const char *what
 	case SQLITE_NOMEM:
 		code = SID_ENOMEM;
 		break;
-	case SQLITE_BUSY: /* the busy timeout ran out */
+	case SQLITE_BUSY: /* the busy timeout ran out: say whose lock, and how long */
 		__atomic_add_fetch(&s->base.events.busy_timeouts, 1, __ATOMIC_RELAXED);
-		code = SID_EUNAVAIL;
-		break;
+		return sid_error_set(err, SID_EUNAVAIL,
+				     "registry %s: %s: %s (another connection, another process's "
+				     "most likely, held the store's lock; waited up to %d ms: "
+				     "registry_timeout_ms)",
+				     s->base.label, what, msg, s->busy_ms);
 	case SQLITE_LOCKED:
 	case SQLITE_IOERR:
 	case SQLITE_FULL:

@@ -2610,12 +2610,17 @@ START_TEST(t_sqlite_locked)
 			 SID_EUNAVAIL);
 	ck_assert_msg(now_s() - t0 > 4.5, "gave up after %.2f s, not 5", now_s() - t0);
 	ck_assert_msg(strstr(err.msg, target) && strstr(err.msg, "locked"), "%s", err.msg);
+	/* whose lock, and how long it waited (it said "database is locked") */
+	ck_assert_msg(strstr(err.msg, "another connection, another process's most likely, held "
+				      "the store's lock; waited up to 5000 ms"),
+		      "%s", err.msg);
 	t0 = now_s();
 	ck_assert_int_eq(sid_registry_assign(quick, SID_TOWER_ITEM, &it, 1, 3, 0, "v", 0, &e, &err),
 			 SID_EUNAVAIL);
 	ck_assert_msg(now_s() - t0 > 0.25 && now_s() - t0 < 4, "gave up after %.2f s, not 0.3",
 		      now_s() - t0);
-	ck_assert_msg(strstr(err.msg, "locked"), "%s", err.msg);
+	ck_assert_msg(strstr(err.msg, "locked") && strstr(err.msg, "waited up to 300 ms"), "%s",
+		      err.msg);
 	{ /* each wait that ran out is counted, once */
 		struct sid_reg_events ev;
 		sid_registry_events_take(r, &ev);
