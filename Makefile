@@ -345,6 +345,7 @@ Test:
   test-sanitize   the whole suite under ASan+UBSan
   test-valgrind   the server's integration tests under memcheck
   test-tsan       the server's, CLI's and core's suites under ThreadSanitizer
+  test-seed       after test and test-sanitize: refresh tests/suite-times.json
   fuzz-build, fuzz-smoke, fuzz
                   the libFuzzer harnesses: build, a short run (CI), a long run
   eval-smoke      a short real-data evaluation (needs ../shared/data; CI)

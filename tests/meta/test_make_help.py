@@ -16,7 +16,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 
 # Steps other targets run, not meant to be asked for by name.
-INTERNAL = {"FORCE", "check-bins", "test-seed", "eval-train", "fuzz-deps", "fuzz-link",
+INTERNAL = {"FORCE", "check-bins", "eval-train", "fuzz-deps", "fuzz-link",
             "valgrind-deps", "pkgs", "pkgs-test"}
 
 
