@@ -2070,22 +2070,23 @@ static int cmd_list(const struct opts *o, struct sid_registry *r, struct sid_err
 		memcpy(cursor, next, sizeof(cursor));
 	} while (cursor[0] && left > 0);
 	/* --limit reached: stopped at 100 without a word, read as all of them */
-	if (!rc && cursor[0] && left <= 0) {
-		size_t n = 0;
-		rc = sid_registry_list(r, o->kind, o->prefix ? o->prefix : "", cursor, 1, page, &n,
-				       next, err);
-		if (!rc && n)
-			fprintf(stderr,
-				"semid: the first %ld entries listed; more follow (raise --limit, "
-				"or export them all: semid registry export)\n",
-				o->limit);
-	}
+	size_t more = 0;
+	if (!rc && cursor[0] && left <= 0)
+		rc = sid_registry_list(r, o->kind, o->prefix ? o->prefix : "", cursor, 1, page,
+				       &more, next, err);
 	free(page);
 	if (rc) {
 		json_decref(a);
 		return rc;
 	}
-	return print_json(a, o, r, err);
+	rc = print_json(a, o, r, err);
+	if (!rc && more) /* once the entries are out: not after a failed write */
+		fprintf(
+		    stderr,
+		    "semid: the first %ld entries listed; more follow (raise --limit, or export "
+		    "them all: semid registry export)\n",
+		    o->limit);
+	return rc;
 }
 
 int cli_registry_main(int argc, char **argv)
