@@ -13,6 +13,7 @@
  */
 #include "encode.h"
 
+#include <float.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -260,6 +261,37 @@ int sid_encode(const struct sid_tower *t, const float *x, size_t B, struct sid_e
 	return 0;
 }
 
+/*
+ * Which part of @t overflows float32 on the row @x: the index of the first
+ * layer whose output (summed in double) does, or -1 when none does and the
+ * codebook search is where it overflows; -2 out of memory.  Only for the
+ * smoke encode's message, which named the tower alone.
+ */
+static int overflow_layer(const struct sid_tower *t, const float *x)
+{
+	int w = t->D > t->H_max ? t->D : t->H_max, at = -1;
+	float *h = malloc(2 * (size_t)w * sizeof(float)), *y;
+
+	if (!h)
+		return -2;
+	y = h + w;
+	memcpy(h, x, (size_t)t->D * sizeof(float));
+	for (int li = 0; li < t->n_layers && at < 0; li++) {
+		const struct sid_layer *ly = &t->layer[li];
+		for (int j = 0; j < ly->out && at < 0; j++) {
+			double s = ly->b[j];
+			for (int i = 0; i < ly->in; i++)
+				s += (double)ly->w[(size_t)j * ly->in + i] * h[i];
+			if (!(fabs(s) <= FLT_MAX))
+				at = li;
+			y[j] = li == t->n_layers - 1 ? (float)s : sid__act_apply(t->act, (float)s);
+		}
+		memcpy(h, y, (size_t)ly->out * sizeof(float));
+	}
+	free(h);
+	return at;
+}
+
 int sid_model_smoke(const struct sid_model *m, struct sid_error *err)
 {
 	static const char *const row_name[3] = {"a zero row",
@@ -306,14 +338,27 @@ int sid_model_smoke(const struct sid_model *m, struct sid_error *err)
 							   "code %d at level %d (K = %d)",
 							   tn, row_name[i],
 							   (int)codes[i * t->L + l], l, t->K[l]);
-			if (!rc && !isfinite(dist[i]))
+			if (!rc && !isfinite(dist[i])) {
+				int at = overflow_layer(t, x + (size_t)i * t->D);
+				char where[160];
+				if (at >= 0)
+					snprintf(where, sizeof(where),
+						 "at its layer %d (%s.encoder.%d.weight and .bias: "
+						 "too large)",
+						 at, tn, at);
+				else
+					snprintf(where, sizeof(where), "%s",
+						 at == -1
+						     ? "in the distances of the codebook search "
+						       "(its latent or codebooks too large)"
+						     : "in a layer or the codebook search");
 				rc = sid_error_set(
 				    err, SID_EFORMAT,
 				    "smoke encode of the %s tower: %s overflows "
-				    "float32 in the encoder (the weights or codebooks "
-				    "are too large: every ordinary input would be "
-				    "refused)",
-				    tn, row_name[i]);
+				    "float32 in the encoder, %s: every ordinary input "
+				    "would be refused",
+				    tn, row_name[i], where);
+			}
 		}
 	}
 	free(x);

@@ -240,7 +240,8 @@ class CliTest(unittest.TestCase):
                 ("item.encoder.1.weight", np.hstack([eye * scale[0], -eye * scale[1]])),
                 ("item.codebook.0", cbs[0])], meta)
             want = (f"semid: {bad}: smoke encode of the item tower: the unit-norm row with "
-                    f"{row} overflows float32 in the encoder")
+                    f"{row} overflows float32 in the encoder, at its layer 1 "
+                    "(item.encoder.1.weight and .bias: too large)")
             p = run("inspect", bad)
             self.assert_bad(p, want)
             self.assertEqual(p.stdout, b"")
@@ -256,6 +257,14 @@ class CliTest(unittest.TestCase):
             self.assert_bad(run("registry", "assign", "-d", db, "-m", bad, "-i", self.input,
                                 "--ids", ids), want)
             self.assertFalse(os.path.exists(db))
+        # every layer finite (z = 2e19 in each of D places), its squared
+        # norm not: the distances of the search are named, not a layer
+        write_safetensors(bad, [("item.encoder.0.weight", eye * np.float32(2e19 * D ** 0.5)),
+                                ("item.codebook.0", cbs[0])], meta)
+        self.assert_bad(run("inspect", bad),
+                        f"semid: {bad}: smoke encode of the item tower: the unit-norm row with "
+                        "every value +1/sqrt(D) overflows float32 in the encoder, in the "
+                        "distances of the codebook search (its latent or codebooks too large)")
         # the same shapes with ordinary weights are fine
         write_safetensors(bad, [("item.encoder.0.weight", np.vstack([eye, -eye])),
                                 ("item.encoder.1.weight", np.hstack([eye, -eye])),
