@@ -473,7 +473,8 @@ static json_t *parse_object(const char *body, size_t len, struct srv_api_error *
 		/* valid JSON, past jansson's json_int_t: an unsigned 64-bit id
 		 * hash is the usual one, and a string carries it */
 		fail(e, SRV_ERR_INVALID_ARGUMENT,
-		     "an integer beyond 64 bits at line %d, column %d (%s): integers are "
+		     "an integer beyond a signed 64-bit one at line %d, column %d (%s): integers "
+		     "are "
 		     "-2^63 to 2^63 - 1; send a larger id as a string, a larger number "
 		     "with an exponent",
 		     jerr.line, jerr.column, jerr.text);

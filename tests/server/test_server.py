@@ -284,12 +284,12 @@ class TestErrors(unittest.TestCase):
             # hash, as Go writes a uint64) was called "malformed JSON"
             (b'{"inputs": [{"id": 18446744073709551615, "embedding": [%s]}]}'
              % b", ".join([b"0"] * 48),
-             "an integer beyond 64 bits at line 1, column 39 (too big integer near "
+             "an integer beyond a signed 64-bit one at line 1, column 39 (too big integer near "
              "'18446744073709551615'): integers are -2^63 to 2^63 - 1; send a larger id "
              "as a string, a larger number with an exponent"),
             (b'{"inputs": [{"id": -9223372036854775809, "embedding": [%s]}]}'
              % b", ".join([b"0"] * 48),
-             "an integer beyond 64 bits at line 1, column 39 (too big negative integer near "
+             "an integer beyond a signed 64-bit one at line 1, column 39 (too big negative integer near "
              "'-9223372036854775809'): integers are -2^63 to 2^63 - 1; send a larger id "
              "as a string, a larger number with an exponent"),
             # valid JSON past a double was "malformed JSON"
