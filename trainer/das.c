@@ -363,12 +363,27 @@ int das_config_set(struct das_config *c, const char *key_in, const char *value,
 		while (*p) {
 			char *end;
 			long v = strtol(p, &end, 10);
-			if (end == p || v < 1 || v > SID_MAX_DIM || n == DAS_MAX_HIDDEN)
+			if (end == p)
 				return sid_error_set(
 				    err, SID_EINVAL,
 				    "config key hidden: \"%s\" is not a list of up "
 				    "to %d widths like 256,128",
 				    value, DAS_MAX_HIDDEN);
+			/* the fault itself, not the list's shape: "100000,100000"
+			 * is a list, of widths too wide */
+			if (n == DAS_MAX_HIDDEN)
+				return sid_error_set(
+				    err, SID_EINVAL,
+				    "config key hidden: \"%s\": more than %d widths", value,
+				    DAS_MAX_HIDDEN);
+			if (v < 1 || v > SID_MAX_DIM) {
+				while (*p == ' ')
+					p++;
+				return sid_error_set(
+				    err, SID_EINVAL,
+				    "config key hidden: \"%s\": width %.*s is not in [1, %d]",
+				    value, (int)(end - p), p, SID_MAX_DIM);
+			}
 			h[n++] = (int)v;
 			p = end;
 			while (*p == ' ')

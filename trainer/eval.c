@@ -371,9 +371,10 @@ bad:
 			     D);
 }
 
-/* Encode every row of @emb with tower @t: codes (N, L), quant (N, E);
- * with a decoder, also the reconstruction error sums. */
-static int encode_all(const struct sid_tower *t, const struct tr_emb *emb,
+/* Encode every row of @emb with tower @t (named @tower in messages):
+ * codes (N, L), quant (N, E); with a decoder, also the reconstruction error
+ * sums. */
+static int encode_all(const struct sid_tower *t, const char *tower, const struct tr_emb *emb,
 		      const struct decoder *dec, int32_t *codes, float *quant, double *sse,
 		      struct sid_error *err)
 {
@@ -394,8 +395,8 @@ static int encode_all(const struct sid_tower *t, const struct tr_emb *emb,
 		goto fail;
 	}
 	if (emb->d != t->D) {
-		rc = sid_error_set(err, SID_EINVAL, "%s: %d columns, the model's tower takes %d",
-				   emb->path, emb->d, t->D);
+		rc = sid_error_set(err, SID_EINVAL, "%s: %d columns, the model's %s tower takes %d",
+				   emb->path, emb->d, tower, t->D);
 		goto fail;
 	}
 	for (size_t r0 = 0; r0 < emb->n; r0 += ENC_BATCH) {
@@ -664,7 +665,8 @@ int tr_eval_run(const struct tr_eval_input *in, json_t **out, struct sid_error *
 		}
 		rc = decoder_load(&dec, in->st, names[t], tw[t]->E, tw[t]->D, err);
 		if (rc == 0)
-			rc = encode_all(tw[t], emb[t], &dec, codes[t], quant[t], &sse, err);
+			rc = encode_all(tw[t], names[t], emb[t], &dec, codes[t], quant[t], &sse,
+					err);
 		if (rc == 0)
 			rc = tr_code_stats(codes[t], emb[t]->n, tw[t]->L, tw[t]->K, &cs, err);
 		if (rc < 0)

@@ -269,15 +269,15 @@ static int gen_fits(const struct tr_gen_params *p, const char *out_dir, struct s
 
 	if (have > 0 && mem > have)
 		return sid_error_set(err, SID_EINVAL,
-				     "gen: %ld items and %ld users need about %s of memory, more "
+				     "%ld items and %ld users need about %s of memory, more "
 				     "than the %s here",
 				     p->items, p->users, size_str(mem, a, sizeof(a)),
 				     size_str(have, b, sizeof(b)));
 	if (statvfs(out_dir, &fs) == 0 &&
 	    disk > (free_b = (double)fs.f_bavail * (double)fs.f_frsize))
-		return sid_error_set(
-		    err, SID_EINVAL, "gen: the files need up to %s; %s has %s free",
-		    size_str(disk, a, sizeof(a)), out_dir, size_str(free_b, b, sizeof(b)));
+		return sid_error_set(err, SID_EINVAL, "the files need up to %s; %s has %s free",
+				     size_str(disk, a, sizeof(a)), out_dir,
+				     size_str(free_b, b, sizeof(b)));
 	return 0;
 }
 
@@ -315,16 +315,25 @@ int tr_gen_run(const struct tr_gen_params *p, const char *out_dir, struct tr_gen
 	struct stat sb;
 
 	memset(st, 0, sizeof(*st));
-	if (N < 2 || M < 1 || p->interactions < M || D < 1 || DU < 1 || N > INT32_MAX ||
-	    M > INT32_MAX || D > 65536 || DU > 65536)
-		return sid_error_set(
-		    err, SID_EINVAL,
-		    "gen: need 2 <= items, 1 <= users (both <= 2^31-1), interactions "
-		    ">= users, 1 <= dim, user_dim <= 65536 (got items %ld, users "
-		    "%ld, interactions %ld, dim %d, user_dim %d)",
-		    N, M, p->interactions, D, DU);
+	/* the caller names the command ("semid-train gen: "): none of these
+	 * messages repeats it */
+	if (N < 2 || N > INT32_MAX)
+		return sid_error_set(err, SID_EINVAL, "items %ld is not in [2, 2^31-1]", N);
+	if (M < 1 || M > INT32_MAX)
+		return sid_error_set(err, SID_EINVAL, "users %ld is not in [1, 2^31-1]", M);
+	if (p->interactions < M)
+		return sid_error_set(err, SID_EINVAL,
+				     "interactions %ld is fewer than the %ld users (each user "
+				     "gets a click at least)",
+				     p->interactions, M);
+	if (D < 1 || D > 65536)
+		return sid_error_set(err, SID_EINVAL, "dim %d is not in [1, 65536]", D);
+	if (DU < 1 || DU > 65536)
+		return sid_error_set(err, SID_EINVAL, "user_dim %d is not in [1, 65536]", DU);
 	if (!(p->cold_frac >= 0 && p->cold_frac < 1 && p->test_frac >= 0 && p->test_frac < 1))
-		return sid_error_set(err, SID_EINVAL, "gen: cold_frac and test_frac in [0, 1)");
+		return sid_error_set(err, SID_EINVAL,
+				     "cold_frac %g and test_frac %g must both be in [0, 1)",
+				     p->cold_frac, p->test_frac);
 	if (G <= 0) {
 		G = (int)sqrt((double)N);
 		G = G < 8 ? 8 : G > 1024 ? 1024 : G;
@@ -343,7 +352,7 @@ int tr_gen_run(const struct tr_gen_params *p, const char *out_dir, struct tr_gen
 	for (int k = 0; k < OUT_COUNT; k++) {
 		char path[PATH_LEN];
 		if (snprintf(path, sizeof(path), "%s/%s", out_dir, out_names[k]) >= PATH_LEN) {
-			rc = sid_error_set(err, SID_EINVAL, "gen: --out path too long");
+			rc = sid_error_set(err, SID_EINVAL, "--out %s: path too long", out_dir);
 			goto fail;
 		}
 		/* its rename would fail after others were made: none is, then */
@@ -644,7 +653,7 @@ int tr_gen_run(const struct tr_gen_params *p, const char *out_dir, struct tr_gen
 	}
 	if (0) {
 	nomem: /* every allocation failure lands here, then in the one cleanup */
-		rc = sid_error_set(err, SID_ENOMEM, "gen: out of memory");
+		rc = sid_error_set(err, SID_ENOMEM, "out of memory");
 	}
 fail:
 	if (ftrain)

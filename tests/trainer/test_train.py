@@ -169,6 +169,43 @@ class HelpTest(unittest.TestCase):
             self.assertIn("%s needs a value" % flag, p.stderr, flag)
 
 
+class MessageTest(unittest.TestCase):
+    """Messages of arguments refused before any data is read: each names
+    its fault once, and the program once."""
+
+    def test_gen_names_the_count_at_fault(self):
+        """gen's range checks said "semid-train gen: gen: need 2 <= items, 1 <=
+        users ..." for every count: the prefix twice and the fault among five."""
+        with tempfile.TemporaryDirectory(prefix="test_train.") as tmp:
+            g = [TRAIN, "gen", "--out", os.path.join(tmp, "g"), "--items", 20, "--users", 10,
+                 "--interactions", 50, "--dim", 4]
+            for flag, value, msg in (
+                    ("--items", 0, "items 0 is not in [2, 2^31-1]"),
+                    ("--users", 0, "users 0 is not in [1, 2^31-1]"),
+                    ("--interactions", 9, "interactions 9 is fewer than the 10 users (each "
+                     "user gets a click at least)"),
+                    ("--dim", 0, "dim 0 is not in [1, 65536]"),
+                    ("--user-dim", 70000, "user_dim 70000 is not in [1, 65536]"),
+                    ("--cold-frac", 1, "cold_frac 1 and test_frac 0.15 must both be in "
+                     "[0, 1)")):
+                p = run(*g + [flag, value])
+                self.assertEqual((p.returncode, p.stderr), (2, "semid-train gen: %s\n" % msg))
+            self.assertFalse(os.path.exists(os.path.join(tmp, "g")))
+
+    def test_hidden_names_the_width_at_fault(self):
+        """--hidden 100000,100000 said it "is not a list of up to 8 widths like
+        256,128": it is one, of widths above 65536."""
+        for value, msg in (("100000,100000", ': width 100000 is not in [1, 65536]'),
+                           ("64, 0", ": width 0 is not in [1, 65536]"),
+                           ("64,-3", ": width -3 is not in [1, 65536]"),
+                           ("1,2,3,4,5,6,7,8,9", ": more than 8 widths"),
+                           ("64,x", " is not a list of up to 8 widths like 256,128")):
+            p = run(TRAIN, "--hidden", value)
+            self.assertEqual((p.returncode, p.stderr),
+                             (2, 'semid-train: --hidden: config key hidden: "%s"%s\n'
+                              % (value, msg)))
+
+
 class TrainerTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -1298,6 +1335,26 @@ class TrainerTest(unittest.TestCase):
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertIn("user", json.loads(p.stdout))
 
+    def test_eval_names_the_tower_of_a_width_mismatch(self):
+        """Rows of the wrong width for a tower: the message said "the model's
+        tower takes 4" with two towers to choose from."""
+        sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
+                                        "server"))
+        import semid_testlib as ST
+        D = np.load(self.d("items.npy")).shape[1]
+        rng = np.random.default_rng(4)
+        fits, narrow = (ST.random_tower(rng, d, [16], 8, [8, 8]) for d in (D, 4))
+        model = os.path.join(self.tmp, "narrow.safetensors")
+        ev = [TRAIN, "eval", "--model", model, "--items", self.d("items.npy"), "--users",
+              self.d("users.npy"), "--train", self.d("train.tsv")]
+        for towers, path, tower in (({"item": narrow, "user": fits}, "items.npy", "item"),
+                                    ({"item": fits, "user": narrow}, "users.npy", "user")):
+            ST.write_model(model, towers, "narrow-1")
+            p = run(*ev)
+            self.assertEqual((p.returncode, p.stdout), (2, ""), p.stderr)
+            self.assertEqual(p.stderr, "semid-train eval: %s: %d columns, the model's %s "
+                             "tower takes 4\n" % (self.d(path), D, tower))
+
     def _stdout_cases(self, name):
         """A command of each kind that writes stdout (version, gen, eval,
         train into tmp/NAME.st), as semid-train's arguments."""
@@ -1437,7 +1494,7 @@ class TrainerTest(unittest.TestCase):
         p = run(TRAIN, "gen", "--out", gdir, "--items", 2147483647, "--users", 1,
                 "--interactions", 1, timeout=60)
         self.assertEqual(p.returncode, 2, p.stderr)
-        self.assertRegex(p.stderr, r"^semid-train gen: gen: 2147483647 items and 1 users need "
+        self.assertRegex(p.stderr, r"^semid-train gen: 2147483647 items and 1 users need "
                          r"about 106\.\d GiB of memory, more than the \d+\.\d GiB here\n$")
         self.assertEqual(os.listdir(gdir), [])
         if os.geteuid() != 0:
@@ -1452,7 +1509,7 @@ class TrainerTest(unittest.TestCase):
             p = run(TRAIN, "gen", "--out", small, "--items", 10000, "--users", 100,
                     "--interactions", 1000, "--dim", 64, timeout=60)
             self.assertEqual(p.returncode, 2, p.stderr)
-            self.assertRegex(p.stderr, r"^semid-train gen: gen: the files need up to 2\.\d MiB; "
+            self.assertRegex(p.stderr, r"^semid-train gen: the files need up to 2\.\d MiB; "
                              r"%s has 1\.0 MiB free\n$" % re.escape(small))
             self.assertEqual(os.listdir(small), [])
         finally:
