@@ -57,9 +57,9 @@ static const struct key keys[] = {
 static const char *das_help[][2] = {
     {"mode", "das | rqvae | two-stage"},
     {"seed", "random seed"},
-    {"levels", "codebook levels L"},
-    {"codebook_size", "codewords per level K"},
-    {"latent_dim", "latent width E (= each collaborative half)"},
+    {"levels", "codebook levels L (alias L)"},
+    {"codebook_size", "codewords per level K (alias K)"},
+    {"latent_dim", "latent width E (= each collaborative half; alias E)"},
     {"hidden", "encoder hidden widths, e.g. 256,128 (decoder mirrors)"},
     {"activation", "relu | silu | gelu | tanh | identity"},
     {"input_norm", "none | l2"},
@@ -79,6 +79,7 @@ static const char *das_help[][2] = {
     {"tau", "InfoNCE temperature"},
     {"w_click / w_bias / w_orth", "weights inside ICDM"},
     {"view1 .. view6", "alignment view weights, 0 = off"},
+    {"views", "all six view weights at once, e.g. 1,1,1,1,0.25,0.25"},
     {"pop_correction", "log-popularity correction of click logits (0/1)"},
     {"mask_duplicates", "mask in-batch negatives sharing user/item (0/1)"},
     {"init_std_table", "ICDM table init std"},
@@ -418,8 +419,13 @@ void tr_config_print_help(FILE *f)
 	for (size_t i = 0; i < sizeof(das_help) / sizeof(das_help[0]); i++)
 		print_flag(f, das_help[i][0], das_help[i][1]);
 	das_config_defaults(&d);
-	dj = das_config_json(&d);
+	dj = das_config_settings_json(&d);
 	if (dj)
-		fprintf(f, "Model defaults: %s\n", dj);
+		fprintf(f,
+			"The defaults below are a --config file as they stand.  The towers' input\n"
+			"widths (D_user, D_item) are no setting: they are the columns of --users\n"
+			"and --items.\n"
+			"Model defaults: %s\n",
+			dj);
 	free(dj);
 }

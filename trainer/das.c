@@ -214,8 +214,6 @@ struct ikey {
 		n, offsetof(struct das_config, f), lo, hi                                          \
 	}
 static const struct ikey int_keys[] = {
-    IK("D_user", D_user, 1, SID_MAX_DIM),
-    IK("D_item", D_item, 1, SID_MAX_DIM),
     IK("latent_dim", E, 1, 4096),
     IK("E", E, 1, 4096),
     IK("levels", L, 1, DAS_MAX_LEVELS),
@@ -246,8 +244,9 @@ const char *das_config_canonical(const char *key)
 
 int das_config_known(const char *key)
 {
-	static const char *const other[] = {"seed",	  "mode",   "table_update", "activation",
-					    "input_norm", "hidden", "views"};
+	static const char *const other[] = {"seed",	  "mode",	"table_update",
+					    "activation", "input_norm", "hidden",
+					    "views",	  "D_user",	"D_item"};
 	size_t i;
 	for (i = 0; i < sizeof(float_keys) / sizeof(float_keys[0]); i++)
 		if (!strcmp(key, float_keys[i].name))
@@ -277,6 +276,13 @@ int das_config_set(struct das_config *c, const char *key_in, const char *value,
 	key[i] = 0;
 	if (!value)
 		return sid_error_set(err, SID_EINVAL, "config key %s: needs a value", key);
+	/* taken once and then overwritten from the data without a word */
+	if (!strcmp(key, "D_user") || !strcmp(key, "D_item"))
+		return sid_error_set(err, SID_EINVAL,
+				     "config key %s: not a setting: the %s tower's input width is "
+				     "the number of columns of --%s",
+				     key, key[2] == 'u' ? "user" : "item",
+				     key[2] == 'u' ? "users" : "items");
 
 	for (i = 0; i < sizeof(float_keys) / sizeof(float_keys[0]); i++) {
 		if (strcmp(key, float_keys[i].name))
@@ -504,10 +510,28 @@ int das_config_check(const struct das_config *c, struct sid_error *err)
 	return 0;
 }
 
-char *das_config_json(const struct das_config *c)
+const char *das_float_str(float v, char buf[DAS_FLOAT_STR])
+{
+	/* %.9g always reads back; fewer digits often do (0.001f is
+	 * 0.00100000005 at 9).  The shortest string of those that do: fewer
+	 * digits can be more characters (8.4433664e+08 against 844336640). */
+	char try[DAS_FLOAT_STR];
+	buf[0] = 0;
+	for (int p = 6; p <= 9; p++) {
+		snprintf(try, sizeof(try), "%.*g", p, (double)v);
+		if (strtof(try, NULL) == v && (!buf[0] || strlen(try) < strlen(buf)))
+			strcpy(buf, try);
+	}
+	return buf;
+}
+
+/* das_config_json, with the data's widths (@dims) or without them (the
+ * settings). */
+static char *config_json(const struct das_config *c, int dims)
 {
 	char hid[DAS_MAX_HIDDEN * 12 + 4] = "[";
-	char views[DAS_N_VIEWS * 24 + 4] = "[";
+	char views[DAS_N_VIEWS * (DAS_FLOAT_STR + 2) + 4] = "[";
+	char dim[64] = "", f[16][DAS_FLOAT_STR], vf[DAS_FLOAT_STR];
 	size_t n;
 	for (int i = 0; i < c->n_hidden; i++) {
 		n = strlen(hid);
@@ -516,32 +540,36 @@ char *das_config_json(const struct das_config *c)
 	strcat(hid, "]");
 	for (int v = 0; v < DAS_N_VIEWS; v++) {
 		n = strlen(views);
-		snprintf(views + n, sizeof(views) - n, "%s%.9g", v ? ", " : "",
-			 c->view_on[v] ? (double)c->view_w[v] : 0.0);
+		snprintf(views + n, sizeof(views) - n, "%s%s", v ? ", " : "",
+			 das_float_str(c->view_on[v] ? c->view_w[v] : 0.0f, vf));
 	}
 	strcat(views, "]");
+	if (dims)
+		snprintf(dim, sizeof(dim), "\"D_user\": %d, \"D_item\": %d, ", c->D_user,
+			 c->D_item);
 	const char *fmt =
-	    "{\"mode\": \"%s\", \"D_user\": %d, \"D_item\": %d, \"hidden\": %s, "
+	    "{\"mode\": \"%s\", %s\"hidden\": %s, "
 	    "\"latent_dim\": %d, \"levels\": %d, \"codebook_size\": %d, \"activation\": \"%s\", "
-	    "\"input_norm\": \"%s\", \"beta\": %.9g, \"alpha\": %.9g, \"beta_align\": %.9g, "
-	    "\"tau\": %.9g, \"w_click\": %.9g, \"w_bias\": %.9g, \"w_orth\": %.9g, "
-	    "\"views\": %s, \"pop_correction\": %d, \"mask_duplicates\": %d, \"lr\": %.9g, "
-	    "\"lr_min_ratio\": %.9g, \"lr_icdm_mult\": %.9g, \"warmup_steps\": %d, "
-	    "\"weight_decay\": %.9g, "
-	    "\"adam_b1\": %.9g, \"adam_b2\": %.9g, \"adam_eps\": %.9g, \"clip_norm\": %.9g, "
-	    "\"init_std_table\": %.9g, \"table_update\": \"%s\", \"epochs\": %d, "
+	    "\"input_norm\": \"%s\", \"beta\": %s, \"alpha\": %s, \"beta_align\": %s, "
+	    "\"tau\": %s, \"w_click\": %s, \"w_bias\": %s, \"w_orth\": %s, "
+	    "\"views\": %s, \"pop_correction\": %d, \"mask_duplicates\": %d, \"lr\": %s, "
+	    "\"lr_min_ratio\": %s, \"lr_icdm_mult\": %s, \"warmup_steps\": %d, "
+	    "\"weight_decay\": %s, "
+	    "\"adam_b1\": %s, \"adam_b2\": %s, \"adam_eps\": %s, \"clip_norm\": %s, "
+	    "\"init_std_table\": %s, \"table_update\": \"%s\", \"epochs\": %d, "
 	    "\"icdm_epochs\": %d, \"batch_size\": %d, \"kmeans_iters\": %d, "
 	    "\"kmeans_sample\": %d, \"dead_steps\": %d, \"seed\": %llu}";
+	/* each float its own buffer: all of them are arguments of one call */
+#define F(field, i) das_float_str(c->field, f[i])
 #define CONFIG_ARGS                                                                                \
-	mode_names[c->mode], c->D_user, c->D_item, hid, c->E, c->L, c->K, sid_act_name(c->act),    \
-	    sid_norm_name(c->input_norm), (double)c->beta, (double)c->alpha,                       \
-	    (double)c->beta_align, (double)c->tau, (double)c->w_click, (double)c->w_bias,          \
-	    (double)c->w_orth, views, c->pop_correction, c->mask_duplicates, (double)c->lr,        \
-	    (double)c->lr_min_ratio, (double)c->lr_icdm_mult, c->warmup_steps,                     \
-	    (double)c->weight_decay, (double)c->adam_b1, (double)c->adam_b2, (double)c->adam_eps,  \
-	    (double)c->clip_norm, (double)c->init_std_table, table_names[c->table_update],         \
-	    c->epochs, c->icdm_epochs, c->batch_size, c->kmeans_iters, c->kmeans_sample,           \
-	    c->dead_steps, (unsigned long long)c->seed
+	mode_names[c->mode], dim, hid, c->E, c->L, c->K, sid_act_name(c->act),                     \
+	    sid_norm_name(c->input_norm), F(beta, 0), F(alpha, 1), F(beta_align, 2), F(tau, 3),    \
+	    F(w_click, 4), F(w_bias, 5), F(w_orth, 6), views, c->pop_correction,                   \
+	    c->mask_duplicates, F(lr, 7), F(lr_min_ratio, 8), F(lr_icdm_mult, 9), c->warmup_steps, \
+	    F(weight_decay, 10), F(adam_b1, 11), F(adam_b2, 12), F(adam_eps, 13),                  \
+	    F(clip_norm, 14), F(init_std_table, 15), table_names[c->table_update], c->epochs,      \
+	    c->icdm_epochs, c->batch_size, c->kmeans_iters, c->kmeans_sample, c->dead_steps,       \
+	    (unsigned long long)c->seed
 	int len = snprintf(NULL, 0, fmt, CONFIG_ARGS);
 	if (len < 0)
 		return NULL;
@@ -549,7 +577,18 @@ char *das_config_json(const struct das_config *c)
 	if (s)
 		snprintf(s, (size_t)len + 1, fmt, CONFIG_ARGS);
 #undef CONFIG_ARGS
+#undef F
 	return s;
+}
+
+char *das_config_json(const struct das_config *c)
+{
+	return config_json(c, 1);
+}
+
+char *das_config_settings_json(const struct das_config *c)
+{
+	return config_json(c, 0);
 }
 
 /* ------------------------------------------------------------------ layout */

@@ -121,11 +121,13 @@ void das_config_defaults(struct das_config *c);
  * "latent_dim" (= E), "levels" (= L), "codebook_size" (= K),
  * "view1".."view6" (weight; 0 switches the view off), "views" (all six,
  * "1,1,0,1,1,1", as das_config_json writes them),
- * "table_update" (auto|dense|lazy).  Unknown keys and bad values fail with
- * SID_EINVAL naming the key.
+ * "table_update" (auto|dense|lazy).  D_user and D_item are no settings (the
+ * loop takes them from its data): they are refused, saying so.  Unknown
+ * keys and bad values fail with SID_EINVAL naming the key.
  */
 int das_config_set(struct das_config *c, const char *key, const char *value, struct sid_error *err);
-/* 1 when das_config_set takes @key (spelt with '_'). */
+/* 1 when @key (spelt with '_') is one of das_config_set's keys (D_user and
+ * D_item too, which it refuses with their reason). */
 int das_config_known(const char *key);
 /* The name of the setting @key (spelt with '_') sets: "latent_dim" for
  * "E", "levels" for "L", "codebook_size" for "K"; @key itself otherwise. */
@@ -135,8 +137,18 @@ const char *das_config_canonical(const char *key);
 int das_config_check(const struct das_config *c, struct sid_error *err);
 
 /* The config as a JSON object (malloc'ed NUL-terminated; NULL on ENOMEM),
- * for the model metadata and checkpoints. */
+ * for the model metadata and checkpoints.  Floats are written as the
+ * shortest decimal that reads back as the same float (das_float_str). */
 char *das_config_json(const struct das_config *c);
+/* The same without D_user and D_item: the settings, every key of it one
+ * das_config_set takes (`semid-train --help`'s "Model defaults", a valid
+ * --config file). */
+char *das_config_settings_json(const struct das_config *c);
+
+/* @v as the shortest string of %.6g to %.9g that strtof reads back as @v:
+ * "0.001" for 0.001f, not %.9g's "0.00100000005".  Returns @buf. */
+#define DAS_FLOAT_STR 24
+const char *das_float_str(float v, char buf[DAS_FLOAT_STR]);
 
 /* Per-data facts the model needs. */
 struct das_data {

@@ -246,6 +246,25 @@ static int check_magnitudes(const struct run *r, struct sid_error *err)
 	return 0;
 }
 
+/* Two values of a config alike: numbers of which either is a real compare
+ * as float32 (the config's floats, which das_config_json wrote with %.9g
+ * before it wrote the shortest decimal that reads back: 0.00100000005 and
+ * 0.001 are one lr), lists element by element, the rest by json_equal. */
+static int value_same(const json_t *a, const json_t *b)
+{
+	if (json_is_number(a) && json_is_number(b) && (json_is_real(a) || json_is_real(b)))
+		return (float)json_number_value(a) == (float)json_number_value(b);
+	if (json_is_array(a) && json_is_array(b)) {
+		if (json_array_size(a) != json_array_size(b))
+			return 0;
+		for (size_t i = 0; i < json_array_size(a); i++)
+			if (!value_same(json_array_get(a, i), json_array_get(b, i)))
+				return 0;
+		return 1;
+	}
+	return json_equal(a, b);
+}
+
 /* Compare two JSON configs; name the first key whose value differs.  With
  * @new_ok a key of @b only is no difference (@a, from a checkpoint of an
  * older version, did not record it). */
@@ -261,7 +280,7 @@ static int config_diff(const char *a, const char *b, int new_ok, char *key, size
 	}
 	json_object_foreach(ja, k, v)
 	{
-		if (!json_equal(v, json_object_get(jb, k))) {
+		if (!value_same(v, json_object_get(jb, k))) {
 			snprintf(key, len, "%s", k);
 			diff = 1;
 			goto done;

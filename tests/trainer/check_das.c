@@ -925,6 +925,46 @@ START_TEST(test_config_bad_values)
 }
 END_TEST
 
+/* Floats in the config JSON: the shortest decimal that reads back (the
+ * defaults printed as "lr": 0.00100000005), and always one that reads back. */
+START_TEST(test_float_str)
+{
+	static const struct {
+		float v;
+		const char *s;
+	} cases[] = {{0.001f, "0.001"},
+		     {0.1f, "0.1"},
+		     {1e-8f, "1e-08"},
+		     {30.0f, "30"},
+		     {0.25f, "0.25"},
+		     {0.999f, "0.999"},
+		     {0.0f, "0"},
+		     {-2.5f, "-2.5"},
+		     {1.0f / 3, "0.33333334"},
+		     {16777217.0f, "16777216"}};
+	char buf[DAS_FLOAT_STR];
+	struct rng r;
+
+	for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++)
+		ck_assert_str_eq(das_float_str(cases[k].v, buf), cases[k].s);
+	rng_seed(&r, 11);
+	for (int k = 0; k < 200000; k++) {
+		uint32_t bits = (uint32_t)rng_u64(&r);
+		float v, back;
+		char nine[DAS_FLOAT_STR];
+		memcpy(&v, &bits, sizeof(v));
+		if (!isfinite(v))
+			continue;
+		das_float_str(v, buf);
+		back = strtof(buf, NULL);
+		ck_assert_msg(memcmp(&back, &v, sizeof(v)) == 0, "%s does not read back as %.9g",
+			      buf, (double)v);
+		snprintf(nine, sizeof(nine), "%.9g", (double)v);
+		ck_assert_msg(strlen(buf) <= strlen(nine), "%s longer than %s", buf, nine);
+	}
+}
+END_TEST
+
 /* A model too big for this machine is refused before anything is allocated,
  * with the size named (it used to calloc, and on a large enough machine be
  * OOM-killed later); a batch size above the data's size reserves a
@@ -1025,6 +1065,7 @@ static Suite *das_suite(void)
 	tcase_set_timeout(tc, 120);
 	tcase_add_test(tc, test_config_keys);
 	tcase_add_test(tc, test_config_bad_values);
+	tcase_add_test(tc, test_float_str);
 	tcase_add_test(tc, test_l2_tiny_rows);
 	tcase_add_test(tc, test_memory_limits);
 	tcase_add_test(tc, test_bad_batches);

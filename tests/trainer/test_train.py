@@ -80,6 +80,20 @@ def parse_safetensors(buf):
 DT = {"F32": np.float32, "I64": np.int64, "I32": np.int32, "F64": np.float64}
 
 
+def rewrite_metadata(path, key, change):
+    """Replace the text of metadata entry KEY of safetensors file PATH by
+    change(text); the tensors stay as they are."""
+    with open(path, "rb") as f:
+        buf = f.read()
+    n = struct.unpack("<Q", buf[:8])[0]
+    header = json.loads(buf[8:8 + n])
+    header["__metadata__"][key] = change(header["__metadata__"][key])
+    h = json.dumps(header).encode()
+    h += b" " * (-len(h) % 8)
+    with open(path, "wb") as f:
+        f.write(struct.pack("<Q", len(h)) + h + buf[8 + n:])
+
+
 def load_tensors(path):
     with open(path, "rb") as f:
         header, data = parse_safetensors(f.read())
@@ -147,6 +161,43 @@ class HelpTest(unittest.TestCase):
                 continue
             name = "view1" if key == "views" else key.replace("_", "-")
             self.assertRegex(flags, r"(--|/ )%s\b" % re.escape(name), key)
+
+    def test_help_defaults_are_a_config_file(self):
+        """The "Model defaults" --help prints are a --config file as they
+        stand (D_user and D_item printed as 0 were refused: "config key
+        D_user: "0" is not an integer"), in short floats ("lr": 0.001, not
+        0.00100000005); the input widths are refused as settings, saying
+        where they come from; the aliases and "views" are listed."""
+        text = run(TRAIN, "--help").stdout
+        line = text.split("Model defaults: ", 1)[1].splitlines()[0]
+        defaults = json.loads(line)
+        self.assertNotIn("D_user", defaults)
+        self.assertNotIn("D_item", defaults)
+        self.assertIn('"lr": 0.001,', line)
+        self.assertNotRegex(line, r"\d{8}")
+        for alias, key in (("E", "--latent-dim"), ("L", "--levels"), ("K", "--codebook-size")):
+            self.assertRegex(text, r"\n  %s .*\balias %s\)" % (key, alias))
+        self.assertRegex(text, r"\n  --views ")
+        with tempfile.TemporaryDirectory(prefix="test_train.") as tmp:
+            cfg = os.path.join(tmp, "defaults.json")
+            with open(cfg, "w") as f:
+                f.write(line)
+            p = run(TRAIN, "--config", cfg)  # read, then the data is missing
+            self.assertEqual((p.returncode, p.stderr), (2, "semid-train: --items, --users, "
+                                                           "--train and --out are required\n"))
+            for doc, flag, tower in (({"D_user": 24}, "--D-user", "user"),
+                                     ({"D_item": 24}, "--D_item", "item")):
+                with open(cfg, "w") as f:
+                    json.dump(doc, f)
+                key = list(doc)[0]
+                why = ("config key %s: not a setting: the %s tower's input width is the "
+                       "number of columns of --%ss\n" % (key, tower, tower))
+                p = run(TRAIN, "--config", cfg)
+                self.assertEqual((p.returncode, p.stderr), (2, "semid-train: %s: %s"
+                                                            % (cfg, why)))
+                p = run(TRAIN, flag, "24")
+                self.assertEqual((p.returncode, p.stderr), (2, "semid-train: %s: %s"
+                                                            % (flag, why)))
 
     def test_version_and_flags_without_value(self):
         """--version answers as the other two programs do; a flag given no
@@ -600,24 +651,64 @@ class TrainerTest(unittest.TestCase):
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertIn("%s.ckpt exists and is replaced" % out, p.stderr)
         # a checkpoint of a version that did not record "embeddings" resumes
-        with open(out + ".ckpt", "rb") as f:
-            buf = f.read()
-        n = struct.unpack("<Q", buf[:8])[0]
-        header = json.loads(buf[8:8 + n])
-        td = json.loads(header["__metadata__"]["train_data"])
-        self.assertIn("embeddings", td)
-        del td["embeddings"]
-        header["__metadata__"]["train_data"] = json.dumps(td)
-        h = json.dumps(header).encode()
-        h += b" " * (-len(h) % 8)
-        with open(out + ".ckpt", "wb") as f:
-            f.write(struct.pack("<Q", len(h)) + h + buf[8 + n:])
+        def without_embeddings(text):
+            td = json.loads(text)
+            self.assertIn("embeddings", td)
+            del td["embeddings"]
+            return json.dumps(td)
+        rewrite_metadata(out + ".ckpt", "train_data", without_embeddings)
         p = run(*args + ["--resume", "--stop-after", "2"])
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertIn("resumed from %s.ckpt after epoch 1/3" % out, p.stderr)
         p = run(*args + ["--resume"])  # the same data still resumes
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertIn("resumed from %s.ckpt after epoch 2/3" % out, p.stderr)
+
+    def test_defaults_file_trains_as_the_defaults(self):
+        """A training given --help's model defaults as its --config file is
+        the training without it, tensor for tensor."""
+        ddir = os.path.join(self.tmp, "defaults")
+        os.makedirs(ddir, exist_ok=True)
+        cfg = os.path.join(ddir, "defaults.json")
+        with open(cfg, "w") as f:
+            f.write(run(TRAIN, "--help").stdout.split("Model defaults: ", 1)[1].splitlines()[0])
+        plain, with_file = os.path.join(ddir, "plain.st"), os.path.join(ddir, "file.st")
+        p = run(*self.base_args(plain) + ["--epochs", "1"])
+        self.assertEqual(p.returncode, 0, p.stderr)
+        p = run(*self.base_args(with_file) + ["--epochs", "1", "--config", cfg])
+        self.assertEqual(p.returncode, 0, p.stderr)
+        a, _ = load_tensors(plain)
+        b, _ = load_tensors(with_file)
+        self.assertEqual(sorted(a), sorted(b))
+        for name in a:
+            self.assertEqual(a[name].tobytes(), b[name].tobytes(), name)
+
+    def test_resume_reads_older_checkpoints_floats(self):
+        """Checkpoints of earlier versions hold the config's floats with
+        %.9g ("lr": 0.00100000005); this one writes the shortest decimal
+        ("lr": 0.001).  Both are one float: --resume takes the older one."""
+        rdir = os.path.join(self.tmp, "resume-floats")
+        os.makedirs(rdir, exist_ok=True)
+        out = os.path.join(rdir, "m.st")
+        args = self.base_args(out) + ["--epochs", "2"]
+        p = run(*args + ["--stop-after", "1"])
+        self.assertEqual(p.returncode, 0, p.stderr)
+        def nine(v):
+            if isinstance(v, float):
+                return "%.9g" % np.float32(v)
+            if isinstance(v, list):
+                return "[%s]" % ", ".join(nine(x) for x in v)
+            return json.dumps(v)
+
+        def as_before(text):
+            old = "{%s}" % ", ".join("%s: %s" % (json.dumps(k), nine(v))
+                                     for k, v in json.loads(text).items())
+            self.assertIn('"lr": 0.00100000005', old)
+            return old
+        rewrite_metadata(out + ".ckpt", "das_config", as_before)
+        p = run(*args + ["--resume"])
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("resumed from %s.ckpt after epoch 1/2" % out, p.stderr)
 
     def test_resume_refuses_non_finite_moments(self):
         """A checkpoint whose Adam moments hold a NaN (its data checksum

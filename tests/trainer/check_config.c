@@ -1,0 +1,95 @@
+/*
+ * check_config.c - tests for trainer/config.c: the model defaults
+ * `semid-train --help` prints are a config file as they stand, and read back
+ * as the defaults; the towers' input widths are no setting.
+ */
+#include <check.h>
+#include "check_main.h"
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+
+/* The "Model defaults: {...}" line of the help text (malloc'ed). */
+static char *help_defaults(void)
+{
+	char *text = NULL, *line, *end;
+	size_t len = 0;
+	FILE *f = open_memstream(&text, &len);
+
+	ck_assert_ptr_nonnull(f);
+	tr_config_print_help(f);
+	fclose(f);
+	line = strstr(text, "Model defaults: ");
+	ck_assert_ptr_nonnull(line);
+	line += strlen("Model defaults: ");
+	end = strchr(line, '\n');
+	ck_assert_ptr_nonnull(end);
+	*end = 0;
+	line = strdup(line);
+	free(text);
+	return line;
+}
+
+/* The printed defaults were no config file: D_user and D_item printed as 0,
+ * which a config refuses ("0" is not an integer in [1, 65536]), and the
+ * floats with float32 noise ("lr": 0.00100000005). */
+START_TEST(test_help_defaults_are_a_config)
+{
+	struct tr_config a, b;
+	struct sid_error err;
+	char *defaults = help_defaults(), *ja, *jb;
+
+	ck_assert_ptr_null(strstr(defaults, "D_user"));
+	ck_assert_ptr_null(strstr(defaults, "D_item"));
+	ck_assert_ptr_nonnull(strstr(defaults, "\"lr\": 0.001,"));
+	ck_assert_ptr_nonnull(strstr(defaults, "\"tau\": 0.1,"));
+	ck_assert_ptr_nonnull(strstr(defaults, "\"adam_eps\": 1e-08,"));
+	tr_config_defaults(&a);
+	tr_config_defaults(&b);
+	ck_assert_msg(tr_config_load_json(&b, defaults, "defaults", &err) == 0, "%s", err.msg);
+	/* the data's widths, as the loop sets them, then the whole config */
+	a.das.D_user = b.das.D_user = 24;
+	a.das.D_item = b.das.D_item = 16;
+	ja = das_config_json(&a.das);
+	jb = das_config_json(&b.das);
+	ck_assert_str_eq(jb, ja);
+	free(ja);
+	free(jb);
+	free(defaults);
+}
+END_TEST
+
+/* D_user and D_item were taken as keys and flags, then overwritten from the
+ * data without a word. */
+START_TEST(test_input_widths_are_no_setting)
+{
+	struct tr_config c;
+	struct sid_error err;
+
+	tr_config_defaults(&c);
+	ck_assert_int_eq(tr_config_load_json(&c, "{\"D_user\": 24}", "c.json", &err), SID_EFORMAT);
+	ck_assert_str_eq(err.msg, "c.json: config key D_user: not a setting: the user tower's "
+				  "input width is the number of columns of --users");
+	ck_assert_int_eq(tr_config_flag(&c, "D-item", "16", &err), SID_EINVAL);
+	ck_assert_str_eq(err.msg, "--D-item: config key D_item: not a setting: the item tower's "
+				  "input width is the number of columns of --items");
+	ck_assert_int_eq(c.das.D_user, 0);
+	ck_assert_int_eq(c.das.D_item, 0);
+}
+END_TEST
+
+static Suite *config_suite(void)
+{
+	Suite *s = suite_create("config");
+	TCase *tc = tcase_create("config");
+	tcase_add_test(tc, test_help_defaults_are_a_config);
+	tcase_add_test(tc, test_input_widths_are_no_setting);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	return check_run(config_suite());
+}
