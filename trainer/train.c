@@ -265,15 +265,47 @@ static int value_same(const json_t *a, const json_t *b)
 	return json_equal(a, b);
 }
 
-/* Compare two JSON configs; name the first key whose value differs.  With
+/* @v as a message shows it (a config's reals as the float32 they are),
+ * into @buf; NULL is "no value". */
+static const char *value_show(const json_t *v, char *buf, size_t len)
+{
+	char f[DAS_FLOAT_STR], *s;
+	size_t used = 0;
+
+	if (!v)
+		snprintf(buf, len, "no value");
+	else if (json_is_real(v))
+		snprintf(buf, len, "%s", das_float_str((float)json_real_value(v), f));
+	else if (json_is_array(v)) {
+		used = (size_t)snprintf(buf, len, "[");
+		for (size_t i = 0; i < json_array_size(v) && used < len; i++) {
+			value_show(json_array_get(v, i), f, sizeof(f));
+			used += (size_t)snprintf(buf + used, len - used, "%s%s", i ? ", " : "", f);
+		}
+		if (used < len)
+			snprintf(buf + used, len - used, "]");
+	} else if ((s = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT))) {
+		snprintf(buf, len, "%s", s);
+		free(s);
+	} else {
+		snprintf(buf, len, "?");
+	}
+	return buf;
+}
+
+/* Compare two JSON configs; name the first key whose value differs, and
+ * its value in each (@va in @a, @vb in @b, each @vlen bytes).  With
  * @new_ok a key of @b only is no difference (@a, from a checkpoint of an
  * older version, did not record it). */
-static int config_diff(const char *a, const char *b, int new_ok, char *key, size_t len)
+static int config_diff(const char *a, const char *b, int new_ok, char *key, size_t len, char *va,
+		       char *vb, size_t vlen)
 {
 	json_t *ja = json_loads(a, 0, NULL), *jb = json_loads(b, 0, NULL), *v;
 	const char *k;
 	int diff = 0;
 	snprintf(key, len, "(unreadable)");
+	snprintf(va, vlen, "?");
+	snprintf(vb, vlen, "?");
 	if (!ja || !jb) {
 		diff = 1;
 		goto done;
@@ -281,19 +313,22 @@ static int config_diff(const char *a, const char *b, int new_ok, char *key, size
 	json_object_foreach(ja, k, v)
 	{
 		if (!value_same(v, json_object_get(jb, k))) {
-			snprintf(key, len, "%s", k);
 			diff = 1;
-			goto done;
+			goto found;
 		}
 	}
 	json_object_foreach(jb, k, v)
 	{
 		if (!new_ok && !json_object_get(ja, k)) {
-			snprintf(key, len, "%s", k);
 			diff = 1;
-			goto done;
+			goto found;
 		}
 	}
+	goto done;
+found:
+	snprintf(key, len, "%s", k);
+	value_show(json_object_get(ja, k), va, vlen);
+	value_show(json_object_get(jb, k), vb, vlen);
 done:
 	json_decref(ja);
 	json_decref(jb);
@@ -347,7 +382,7 @@ static int ckpt_restore(struct run *r, const char *path, struct sid_error *err)
 	struct sid_st_file f = {0};
 	const struct sid_st_tensor *t;
 	const char *saved;
-	char *mine = NULL, key[128];
+	char *mine = NULL, key[128], was[128], now[128];
 	int rc;
 
 	rc = sid_file_read_checked(path, MAX_CKPT, ckpt_head_check, &buf, &len, err);
@@ -361,17 +396,18 @@ static int ckpt_restore(struct run *r, const char *path, struct sid_error *err)
 		rc = sid_error_set(err, SID_EFORMAT, "metadata das_config missing");
 		goto fail;
 	}
-	if (config_diff(saved, mine, 0, key, sizeof(key))) {
-		rc = sid_error_set(err, SID_EINVAL,
-				   "config key \"%s\" differs from this run's; resume with the "
-				   "same settings",
-				   key);
+	if (config_diff(saved, mine, 0, key, sizeof(key), was, now, sizeof(was))) {
+		rc = sid_error_set(
+		    err, SID_EINVAL,
+		    "config key \"%s\" differs from this run's (%s in the checkpoint, "
+		    "%s here); resume with the same settings",
+		    key, was, now);
 		goto fail;
 	}
 	/* absent in checkpoints of older versions: nothing to compare then (nor
 	 * the "embeddings" key, when an older one did not record it) */
 	saved = sid_st_meta_get(&f, "train_data");
-	if (saved && config_diff(saved, r->data_json, 1, key, sizeof(key))) {
+	if (saved && config_diff(saved, r->data_json, 1, key, sizeof(key), was, now, sizeof(was))) {
 		rc = sid_error_set(err, SID_EINVAL,
 				   "made on other data (train_data \"%s\" differs: %s there, "
 				   "%s here); resume with the same --items, --users, --train "

@@ -710,6 +710,31 @@ class TrainerTest(unittest.TestCase):
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertIn("resumed from %s.ckpt after epoch 1/2" % out, p.stderr)
 
+    def test_resume_names_both_values(self):
+        """A checkpoint of other settings is refused naming the key and its
+        two values (it said 'config key "epochs" differs from this run's',
+        leaving the user to find what the checkpoint held); untouched."""
+        rdir = os.path.join(self.tmp, "resume-values")
+        os.makedirs(rdir, exist_ok=True)
+        out = os.path.join(rdir, "m.st")
+        p = run(*self.base_args(out) + ["--epochs", "3", "--stop-after", "1"])
+        self.assertEqual(p.returncode, 0, p.stderr)
+        with open(out + ".ckpt", "rb") as f:
+            ckpt = f.read()
+        for flags, key, was, now in ((["--epochs", "5"], "epochs", "3", "5"),
+                                     (["--lr", "0.002"], "lr", "0.001", "0.002"),
+                                     (["--mode", "rqvae"], "mode", '"das"', '"rqvae"'),
+                                     (["--hidden", "16,8"], "hidden", "[32]", "[16, 8]"),
+                                     (["--view5", "0.5"], "views",
+                                      "[1, 1, 1, 1, 0.25, 0.25]", "[1, 1, 1, 1, 0.5, 0.25]")):
+            p = run(*self.base_args(out) + ["--epochs", "3", "--resume"] + flags)
+            self.assertEqual(p.returncode, 2, p.stderr)
+            self.assertEqual(p.stderr, "semid-train: %s.ckpt: config key \"%s\" differs from "
+                             "this run's (%s in the checkpoint, %s here); resume with the same "
+                             "settings\n" % (out, key, was, now))
+        with open(out + ".ckpt", "rb") as f:
+            self.assertEqual(f.read(), ckpt)
+
     def test_resume_refuses_non_finite_moments(self):
         """A checkpoint whose Adam moments hold a NaN (its data checksum
         right: written so, not damaged since) resumed, and the run failed
