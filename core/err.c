@@ -120,6 +120,90 @@ int sid_error_name_file(struct sid_error *err, const char *path)
 	return err->code;
 }
 
+/* Edit distance of @name (@len bytes, '-' read as '_') and @key; 3 stands
+ * for "3 or more". */
+static int key_distance(const char *name, size_t len, const char *key)
+{
+	size_t kl = strlen(key);
+	int row[64], diag, up;
+
+	if (len > kl + 2 || kl > len + 2 || kl >= sizeof(row) / sizeof(row[0]))
+		return 3;
+	for (size_t j = 0; j <= kl; j++)
+		row[j] = (int)j;
+	for (size_t i = 1; i <= len; i++) {
+		char ch = name[i - 1] == '-' ? '_' : name[i - 1];
+		diag = row[0];
+		row[0] = (int)i;
+		for (size_t j = 1; j <= kl; j++) {
+			int best = diag + (ch != key[j - 1]);
+			up = row[j];
+			if (up + 1 < best)
+				best = up + 1;
+			if (row[j - 1] + 1 < best)
+				best = row[j - 1] + 1;
+			diag = up;
+			row[j] = best;
+		}
+	}
+	return row[kl] < 3 ? row[kl] : 3;
+}
+
+/* Whether @name (@len bytes, '-' read as '_') begins @key. */
+static int key_prefix(const char *name, size_t len, const char *key)
+{
+	if (strlen(key) <= len)
+		return 0;
+	for (size_t i = 0; i < len; i++)
+		if ((name[i] == '-' ? '_' : name[i]) != key[i])
+			return 0;
+	return 1;
+}
+
+void sid_nearest_init(struct sid_nearest *n, const char *name, size_t len)
+{
+	memset(n, 0, sizeof(*n));
+	n->name = name;
+	n->len = len;
+	n->best_d = len > 4 ? 3 : 2; /* nearer than this, or no hint */
+}
+
+void sid_nearest_add(struct sid_nearest *n, const char *key)
+{
+	int d = key_distance(n->name, n->len, key);
+
+	if (d < n->best_d) {
+		n->best_d = d;
+		n->best = key;
+		n->ties = 0;
+	} else if (d == n->best_d && n->best) {
+		n->ties++;
+	}
+	if (n->len >= 4 && key_prefix(n->name, n->len, key)) {
+		n->prefix = key;
+		n->n_prefix++;
+	}
+}
+
+const char *sid_nearest_hint(const struct sid_nearest *n, int as_flag, char *buf, size_t len)
+{
+	const char *key = n->best	     ? (n->ties ? NULL : n->best)
+			  : n->n_prefix == 1 ? n->prefix
+					     : NULL;
+
+	if (!key || !len)
+		return "";
+	if (as_flag) {
+		snprintf(buf, len, " (did you mean --%s?)", key);
+		for (char *p = buf; *p; p++)
+			if (*p == '_')
+				*p = '-';
+	} else {
+		snprintf(buf, len, " (did you mean \"%s\"?)", key);
+	}
+	return buf;
+}
+
 const char *sid_strerror(int code)
 {
 	switch (code) {

@@ -72,6 +72,31 @@ int sid_error_name_file(struct sid_error *err, const char *path);
  */
 void sid_error_print(FILE *f, const char *prog, const char *msg);
 
+/*
+ * "Did you mean": for a name that is none of a program's keys or flags, the
+ * one key nearest to it.  sid_nearest_init with the name (@len bytes, '-'
+ * read as '_'), sid_nearest_add with every key, then sid_nearest_hint for
+ *   " (did you mean --KEY?)"     (@as_flag: the key as a flag, '_' as '-')
+ *   " (did you mean \"KEY\"?)"   (a file's key)
+ * naming the one key at the smallest edit distance, 1 or 2 (1 for names of
+ * 4 bytes or fewer), or else the one key the name begins (4 bytes or more:
+ * a unit left off, --registry-timeout); "" when no one key is that close.
+ * The name and the keys are borrowed: they must outlive the record.  Plain
+ * data, no globals.
+ */
+struct sid_nearest {
+	const char *name;
+	size_t len;
+	const char *best; /* at distance best_d; ties: others as near */
+	int best_d, ties;
+	const char *prefix; /* a key the name begins, and how many do */
+	int n_prefix;
+};
+void sid_nearest_init(struct sid_nearest *n, const char *name, size_t len);
+void sid_nearest_add(struct sid_nearest *n, const char *key);
+/* Written to @buf (@len bytes) and returned; "" (not @buf) for no hint. */
+const char *sid_nearest_hint(const struct sid_nearest *n, int as_flag, char *buf, size_t len);
+
 /* A short constant name for a code: "invalid argument", "bad format", ... */
 const char *sid_strerror(int code);
 

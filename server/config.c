@@ -228,84 +228,16 @@ static const struct key *key_find(const char *name, size_t len)
 	return NULL;
 }
 
-/* Edit distance of @name (@len bytes, '-' read as '_') and @key; 3 stands
- * for "3 or more". */
-static int key_distance(const char *name, size_t len, const char *key)
-{
-	size_t kl = strlen(key);
-	int row[64], diag, up;
-
-	if (len > kl + 2 || kl > len + 2 || kl >= sizeof(row) / sizeof(row[0]))
-		return 3;
-	for (size_t j = 0; j <= kl; j++)
-		row[j] = (int)j;
-	for (size_t i = 1; i <= len; i++) {
-		char ch = name[i - 1] == '-' ? '_' : name[i - 1];
-		diag = row[0];
-		row[0] = (int)i;
-		for (size_t j = 1; j <= kl; j++) {
-			int best = diag + (ch != key[j - 1]);
-			up = row[j];
-			if (up + 1 < best)
-				best = up + 1;
-			if (row[j - 1] + 1 < best)
-				best = row[j - 1] + 1;
-			diag = up;
-			row[j] = best;
-		}
-	}
-	return row[kl] < 3 ? row[kl] : 3;
-}
-
-/* Whether @name (@len bytes, '-' read as '_') begins @key. */
-static int key_prefix(const char *name, size_t len, const char *key)
-{
-	if (strlen(key) <= len)
-		return 0;
-	for (size_t i = 0; i < len; i++)
-		if ((name[i] == '-' ? '_' : name[i]) != key[i])
-			return 0;
-	return 1;
-}
-
-/*
- * For a name that is no key: " (did you mean ...?)" naming the one key at
- * the smallest edit distance, 1 or 2 (1 for short names), or else the one key
- * the name begins (a unit left off: --registry-timeout), written as a flag
- * or as a file key; "" when no one key is that close.
- */
+/* For a name that is no key: " (did you mean ...?)" (sid_nearest_hint),
+ * written as a flag or as a file key; "" when no one key is that close. */
 static const char *key_hint(const char *name, size_t len, int as_flag, char *buf, size_t n)
 {
-	const struct key *best = NULL;
-	int bd = len > 4 ? 3 : 2, ties = 0;
+	struct sid_nearest near;
 
-	for (size_t i = 0; i < N_KEYS; i++) {
-		int d = key_distance(name, len, keys[i].name);
-		if (d < bd) {
-			bd = d;
-			best = &keys[i];
-			ties = 0;
-		} else if (d == bd && best) {
-			ties++;
-		}
-	}
-	if (!best && len >= 4)
-		for (size_t i = 0; i < N_KEYS; i++)
-			if (key_prefix(name, len, keys[i].name)) {
-				ties += best != NULL;
-				best = &keys[i];
-			}
-	if (!best || ties)
-		return "";
-	if (as_flag) {
-		snprintf(buf, n, " (did you mean --%s?)", best->name);
-		for (char *p = buf; *p; p++)
-			if (*p == '_')
-				*p = '-';
-	} else {
-		snprintf(buf, n, " (did you mean \"%s\"?)", best->name);
-	}
-	return buf;
+	sid_nearest_init(&near, name, len);
+	for (size_t i = 0; i < N_KEYS; i++)
+		sid_nearest_add(&near, keys[i].name);
+	return sid_nearest_hint(&near, as_flag, buf, n);
 }
 
 static int parse_bool(const char *v)

@@ -113,6 +113,39 @@ static const struct key *key_find(const char *name)
 	return NULL;
 }
 
+/* @name with '-' written '_' (as das_config_set spells keys), into @buf. */
+static const char *underscored(const char *name, char *buf, size_t len)
+{
+	size_t i = 0;
+	for (; name[i] && i + 1 < len; i++)
+		buf[i] = name[i] == '-' ? '_' : name[i];
+	buf[i] = 0;
+	return buf;
+}
+
+/* For a name that is no key: " (did you mean ...?)" naming the one key
+ * near it (err.h's sid_nearest_hint), or ""; as a flag (@as_flag) the
+ * --no- switches and the flags main.c takes itself are candidates too. */
+static const char *key_hint(const char *name, int as_flag, char *buf, size_t len)
+{
+	static const char *const cmdline[] = {"config", "resume", "help"};
+	char no[N_KEYS][32];
+	struct sid_nearest near;
+
+	sid_nearest_init(&near, name, strlen(name));
+	for (size_t i = 0; i < N_KEYS; i++) {
+		sid_nearest_add(&near, keys[i].name);
+		if (as_flag && keys[i].type == K_BOOL) {
+			snprintf(no[i], sizeof(no[i]), "no_%s", keys[i].name);
+			sid_nearest_add(&near, no[i]);
+		}
+	}
+	das_config_names(&near);
+	for (size_t i = 0; as_flag && i < sizeof(cmdline) / sizeof(cmdline[0]); i++)
+		sid_nearest_add(&near, cmdline[i]);
+	return sid_nearest_hint(&near, as_flag, buf, len);
+}
+
 /* Set a run key from a string. */
 static int key_set(struct tr_config *c, const struct key *k, const char *value, const char *what,
 		   struct sid_error *err)
@@ -168,9 +201,14 @@ static int set_any(struct tr_config *c, const char *name, const char *value, con
 		   struct sid_error *err)
 {
 	const struct key *k = key_find(name);
+	char key[64], hint[96];
 	int rc;
 	if (k)
 		return key_set(c, k, value, what, err);
+	/* before das_config_set, whose hint knows its own keys only */
+	if (!das_config_known(underscored(name, key, sizeof(key))))
+		return sid_error_set(err, SID_EINVAL, "%s: config key \"%s\": unknown%s", what,
+				     name, key_hint(name, 0, hint, sizeof(hint)));
 	rc = das_config_set(&c->das, name, value, err);
 	if (rc < 0)
 		sid_error_prefix(err, "%s", what);
@@ -216,11 +254,7 @@ static int json_to_string(const json_t *v, char *buf, size_t len)
 /* The setting key @name (any spelling) sets, into @buf. */
 static const char *setting_of(const char *name, char *buf, size_t len)
 {
-	size_t i = 0;
-	for (; name[i] && i + 1 < len; i++)
-		buf[i] = name[i] == '-' ? '_' : name[i];
-	buf[i] = 0;
-	return das_config_canonical(buf);
+	return das_config_canonical(underscored(name, buf, len));
 }
 
 /* A key of the file naming a setting an earlier key set ("batch-size" after
@@ -348,16 +382,13 @@ int tr_config_load_file(struct tr_config *c, const char *path, struct sid_error 
 
 int tr_config_flag(struct tr_config *c, const char *name, const char *value, struct sid_error *err)
 {
-	char key[64], what[80];
+	char key[64], what[80], hint[96];
 	const struct key *k;
 	int rc;
 
 	if (strlen(name) >= sizeof(key))
 		return sid_error_set(err, SID_EINVAL, "unknown option --%.40s...", name);
-	snprintf(key, sizeof(key), "%s", name);
-	for (char *p = key; *p; p++)
-		if (*p == '-')
-			*p = '_';
+	underscored(name, key, sizeof(key));
 	snprintf(what, sizeof(what), "--%s", name);
 	k = key_find(key);
 	if (!k && !strncmp(key, "no_", 3) && (k = key_find(key + 3)) && k->type == K_BOOL) {
@@ -374,7 +405,8 @@ int tr_config_flag(struct tr_config *c, const char *name, const char *value, str
 		return 0;
 	}
 	if (!k && !das_config_known(key))
-		return sid_error_set(err, SID_EINVAL, "unknown option %s", what);
+		return sid_error_set(err, SID_EINVAL, "unknown option %s%s", what,
+				     key_hint(name, 1, hint, sizeof(hint)));
 	if (!value)
 		return sid_error_set(err, SID_EINVAL, "%s needs a value", what);
 	rc = set_any(c, key, value, what, err);

@@ -14,7 +14,9 @@
  *
  * An unknown key, a bad value, or two keys of the file for one setting
  * ("batch_size" and "batch-size", "K" and "codebook_size") is an error
- * naming the key and the file (or flag).  Thread-safety: plain data, no globals.
+ * naming the key and the file (or flag); an unknown one, also the one key
+ * near it, if one is ("did you mean").  Thread-safety: plain data, no
+ * globals.
  */
 #ifndef TR_CONFIG_H
 #define TR_CONFIG_H

@@ -242,11 +242,30 @@ const char *das_config_canonical(const char *key)
 	return key;
 }
 
+/* The keys das_config_set takes besides the float, int and view ones (the
+ * input widths, which it refuses, last). */
+static const char *const other_keys[] = {"seed",       "mode",	     "table_update",
+					 "activation", "input_norm", "hidden",
+					 "views",      "D_user",     "D_item"};
+#define N_OTHER_SETTINGS (sizeof(other_keys) / sizeof(other_keys[0]) - 2)
+
+void das_config_names(struct sid_nearest *n)
+{
+	static const char *const views[] = {"view1", "view2", "view3", "view4", "view5", "view6"};
+	size_t i;
+	for (i = 0; i < sizeof(float_keys) / sizeof(float_keys[0]); i++)
+		sid_nearest_add(n, float_keys[i].name);
+	for (i = 0; i < sizeof(int_keys) / sizeof(int_keys[0]); i++)
+		if (das_config_canonical(int_keys[i].name) == int_keys[i].name) /* no alias */
+			sid_nearest_add(n, int_keys[i].name);
+	for (i = 0; i < N_OTHER_SETTINGS; i++)
+		sid_nearest_add(n, other_keys[i]);
+	for (i = 0; i < DAS_N_VIEWS; i++)
+		sid_nearest_add(n, views[i]);
+}
+
 int das_config_known(const char *key)
 {
-	static const char *const other[] = {"seed",	  "mode",	"table_update",
-					    "activation", "input_norm", "hidden",
-					    "views",	  "D_user",	"D_item"};
 	size_t i;
 	for (i = 0; i < sizeof(float_keys) / sizeof(float_keys[0]); i++)
 		if (!strcmp(key, float_keys[i].name))
@@ -254,8 +273,8 @@ int das_config_known(const char *key)
 	for (i = 0; i < sizeof(int_keys) / sizeof(int_keys[0]); i++)
 		if (!strcmp(key, int_keys[i].name))
 			return 1;
-	for (i = 0; i < sizeof(other) / sizeof(other[0]); i++)
-		if (!strcmp(key, other[i]))
+	for (i = 0; i < sizeof(other_keys) / sizeof(other_keys[0]); i++)
+		if (!strcmp(key, other_keys[i]))
 			return 1;
 	return !strncmp(key, "view", 4) && key[4] >= '1' && key[4] <= '6' && !key[5];
 }
@@ -446,7 +465,12 @@ int das_config_set(struct das_config *c, const char *key_in, const char *value,
 		c->view_on[v] = fv > 0;
 		return 0;
 	}
-	return sid_error_set(err, SID_EINVAL, "config key \"%s\": unknown", key);
+	struct sid_nearest near;
+	char hint[96];
+	sid_nearest_init(&near, key, strlen(key));
+	das_config_names(&near);
+	return sid_error_set(err, SID_EINVAL, "config key \"%s\": unknown%s", key,
+			     sid_nearest_hint(&near, 0, hint, sizeof(hint)));
 }
 
 int das_config_check(const struct das_config *c, struct sid_error *err)

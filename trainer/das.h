@@ -129,6 +129,9 @@ int das_config_set(struct das_config *c, const char *key, const char *value, str
 /* 1 when @key (spelt with '_') is one of das_config_set's keys (D_user and
  * D_item too, which it refuses with their reason). */
 int das_config_known(const char *key);
+/* Offer every key of das_config_set to @n (err.h's "did you mean"), each
+ * setting by its first name (latent_dim, not E); not D_user and D_item. */
+void das_config_names(struct sid_nearest *n);
 /* The name of the setting @key (spelt with '_') sets: "latent_dim" for
  * "E", "levels" for "L", "codebook_size" for "K"; @key itself otherwise. */
 const char *das_config_canonical(const char *key);

@@ -106,6 +106,34 @@ static const char *flag_value(char *arg, int i, int argc, char **argv, int *from
 	return NULL;
 }
 
+/*
+ * NULL when @f is one of the NULL-terminated @flags ("--test-cold"); else a
+ * hint for the message that refuses it: " (did you mean --X?)" naming the
+ * one flag near it (err.h's sid_nearest_hint), or " (try --help)".
+ */
+static const char *flag_unknown(const char *f, const char *const *flags, char *buf, size_t len)
+{
+	char names[16][32];
+	struct sid_nearest near;
+	const char *name = strncmp(f, "--", 2) ? f : f + 2, *hint;
+	size_t n;
+
+	for (n = 0; flags[n]; n++)
+		if (!strcmp(f, flags[n]))
+			return NULL;
+	sid_nearest_init(&near, name, strlen(name));
+	for (size_t i = 0; i < n && i < sizeof(names) / sizeof(names[0]); i++) {
+		snprintf(names[i], sizeof(names[i]), "%s", flags[i] + 2);
+		for (char *p = names[i]; *p; p++)
+			if (*p == '-')
+				*p = '_';
+		sid_nearest_add(&near, names[i]);
+	}
+	sid_nearest_add(&near, "help");
+	hint = sid_nearest_hint(&near, 1, buf, len);
+	return *hint ? hint : " (try --help)";
+}
+
 static int cmd_train(int argc, char **argv)
 {
 	struct tr_config cfg;
@@ -173,20 +201,18 @@ static int cmd_eval(int argc, char **argv)
 {
 	const char *model = NULL, *items = NULL, *users = NULL, *train = NULL, *test = NULL;
 	const char *test_cold = NULL, *cold = NULL;
-	struct {
-		const char *flag;
-		const char **dst;
-	} opts[] = {{"--model", &model},    {"--items", &items}, {"--users", &users},
-		    {"--train", &train},    {"--test", &test},	 {"--test-cold", &test_cold},
-		    {"--cold-items", &cold}};
+	static const char *const flags[] = {"--model", "--items",     "--users",      "--train",
+					    "--test",  "--test-cold", "--cold-items", NULL};
+	const char **dst[] = {&model, &items, &users, &train, &test, &test_cold, &cold};
 	struct tr_stop_saved saved;
 	struct sid_error err;
 	int rc;
 
 	sid_error_clear(&err);
 	for (int i = 0; i < argc; i++) {
-		size_t k, n = sizeof(opts) / sizeof(opts[0]);
-		const char *v;
+		size_t k;
+		const char *v, *hint;
+		char buf[64];
 		int from_next;
 		if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
 			usage(stdout);
@@ -194,15 +220,19 @@ static int cmd_eval(int argc, char **argv)
 		}
 		/* --model=M as training takes it; "--test --model M" is no test file */
 		v = flag_value(argv[i], i, argc, argv, &from_next);
-		for (k = 0; k < n; k++)
-			if (!strcmp(argv[i], opts[k].flag))
-				break;
-		if (k == n || !v) {
-			fprintf(stderr, "semid-train eval: %s \"%s\" (try --help)\n",
-				k == n ? "unknown option" : "missing value for", argv[i]);
+		if ((hint = flag_unknown(argv[i], flags, buf, sizeof(buf)))) {
+			fprintf(stderr, "semid-train eval: unknown option \"%s\"%s\n", argv[i],
+				hint);
 			return 2;
 		}
-		*opts[k].dst = v;
+		if (!v) {
+			fprintf(stderr, "semid-train eval: missing value for \"%s\" (try --help)\n",
+				argv[i]);
+			return 2;
+		}
+		for (k = 0; strcmp(argv[i], flags[k]); k++)
+			;
+		*dst[k] = v;
 		i += from_next;
 	}
 	if (!model || !items || !users || !train) {
@@ -279,6 +309,9 @@ static int cmd_gen(int argc, char **argv)
 	struct sid_error err;
 	const char *out = NULL;
 	int rc;
+	static const char *const flags[] = {
+	    "--out",	  "--items", "--users",	    "--interactions", "--dim", "--user-dim",
+	    "--clusters", "--seed",  "--cold-frac", "--test-frac",    NULL};
 	struct gen_count counts[] = {{"--items", &p.items, NULL},
 				     {"--users", &p.users, NULL},
 				     {"--interactions", &p.interactions, NULL},
@@ -291,7 +324,8 @@ static int cmd_gen(int argc, char **argv)
 	tr_gen_defaults(&p);
 	p.progress = isatty(2);
 	for (int i = 0; i < argc; i++) {
-		const char *f = argv[i], *v;
+		const char *f = argv[i], *v, *hint;
+		char buf[64];
 		long n;
 		int k, from_next;
 		if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
@@ -301,9 +335,8 @@ static int cmd_gen(int argc, char **argv)
 		/* --out=DIR as training takes it (it was "unknown option
 		 * --out=DIR", and took the next flag for its value) */
 		v = flag_value(argv[i], i, argc, argv, &from_next);
-		if (strcmp(f, "--out") && gen_count_find(counts, f) < 0 && strcmp(f, "--seed") &&
-		    strcmp(f, "--cold-frac") && strcmp(f, "--test-frac")) {
-			fprintf(stderr, "semid-train gen: unknown option %s\n", f);
+		if ((hint = flag_unknown(f, flags, buf, sizeof(buf)))) {
+			fprintf(stderr, "semid-train gen: unknown option %s%s\n", f, hint);
 			return 2;
 		}
 		if (!v) {
@@ -357,6 +390,7 @@ static int cmd_gen(int argc, char **argv)
 
 static int cmd_profile(int argc, char **argv)
 {
+	static const char *const flags[] = {"--items", "--train", "--out", "--n-users", NULL};
 	struct tr_profile_params p = {0};
 	struct tr_profile_stats st;
 	struct sid_error err;
@@ -366,21 +400,22 @@ static int cmd_profile(int argc, char **argv)
 	sid_error_clear(&err);
 	p.progress = isatty(2);
 	for (int i = 0; i < argc; i++) {
-		const char *f = argv[i], *v;
+		const char *f = argv[i], *v, *hint;
+		char buf[64];
 		int from_next;
 		if (!strcmp(f, "--help") || !strcmp(f, "-h")) {
 			usage(stdout);
 			return 0;
 		}
 		v = flag_value(argv[i], i, argc, argv, &from_next);
+		if ((hint = flag_unknown(f, flags, buf, sizeof(buf)))) {
+			fprintf(stderr, "semid-train profile: unknown option %s%s\n", f, hint);
+			return 2;
+		}
 		path = !strcmp(f, "--items")   ? &p.items
 		       : !strcmp(f, "--train") ? &p.train
 		       : !strcmp(f, "--out")   ? &p.out
 					       : NULL;
-		if (!path && strcmp(f, "--n-users")) {
-			fprintf(stderr, "semid-train profile: unknown option %s (try --help)\n", f);
-			return 2;
-		}
 		if (!v) {
 			fprintf(stderr, "semid-train profile: %s needs a value\n", f);
 			return 2;

@@ -234,6 +234,46 @@ START_TEST(test_strerror_names_every_code)
 }
 END_TEST
 
+/* "Did you mean": the one key at edit distance 1 or 2 (1 for short names),
+ * '-' read as '_'; else the one key the name begins; else nothing.  The
+ * server's flags and config keys and the trainer's share it. */
+START_TEST(test_nearest_hint)
+{
+	static const char *const keys[] = {"max_batch", "max_wait_us", "max_body",
+					   "workers",	"listen",      "shutdown_timeout_ms",
+					   "lr",	"tau"};
+	static const struct {
+		const char *name;
+		int as_flag;
+		const char *hint;
+	} cases[] = {
+	    {"max-bach", 1, " (did you mean --max-batch?)"},
+	    {"workres", 0, " (did you mean \"workers\"?)"}, /* a swap: distance 2 */
+	    {"lsten", 1, " (did you mean --listen?)"},
+	    {"shutdown_timeout", 0, " (did you mean \"shutdown_timeout_ms\"?)"}, /* a prefix */
+	    {"max", 1, ""},   /* begins three keys */
+	    {"max_b", 1, ""}, /* begins two */
+	    {"ta", 1, " (did you mean --tau?)"},
+	    {"tu", 1, " (did you mean --tau?)"},
+	    {"lx", 1, " (did you mean --lr?)"},
+	    {"ab", 1, ""}, /* short: distance 2 is too far */
+	    {"x", 1, ""},
+	};
+	char buf[64];
+
+	for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+		struct sid_nearest n;
+		sid_nearest_init(&n, cases[c].name, strlen(cases[c].name));
+		for (size_t k = 0; k < sizeof(keys) / sizeof(keys[0]); k++)
+			sid_nearest_add(&n, keys[k]);
+		ck_assert_msg(!strcmp(sid_nearest_hint(&n, cases[c].as_flag, buf, sizeof(buf)),
+				      cases[c].hint),
+			      "%s: \"%s\"", cases[c].name,
+			      sid_nearest_hint(&n, cases[c].as_flag, buf, sizeof(buf)));
+	}
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("err");
@@ -248,6 +288,7 @@ int main(void)
 	tcase_add_test(tc, test_error_print_shows_control_characters);
 	tcase_add_test(tc, test_utf8_len);
 	tcase_add_test(tc, test_cut_messages_stay_utf8);
+	tcase_add_test(tc, test_nearest_hint);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }

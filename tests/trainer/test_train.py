@@ -257,6 +257,51 @@ class MessageTest(unittest.TestCase):
                               % (value, msg)))
 
 
+    def test_unknown_flags_and_keys_get_a_hint(self):
+        """A misspelt flag or config key was "unknown" and no more, where the
+        server names the one key near it: so do training (its run keys, model
+        keys, --no- switches, --config and --resume), a config file, eval,
+        gen and profile; nothing is guessed when no one key is near."""
+        for argv, msg in (
+                (["--hiden", "32"], "unknown option --hiden (did you mean --hidden?)"),
+                (["--latent_dimm", "8"], "unknown option --latent_dimm (did you mean "
+                 "--latent-dim?)"),
+                (["--progres-every", "1"], "unknown option --progres-every (did you mean "
+                 "--progress-every?)"),
+                (["--no-evl"], "unknown option --no-evl (did you mean --no-eval?)"),
+                (["--resum"], "unknown option --resum (did you mean --resume?)"),
+                (["--viewss", "1"], "unknown option --viewss (did you mean --views?)"),
+                (["--codebook", "8"], "unknown option --codebook (did you mean "
+                 "--codebook-size?)"),
+                (["--view7", "1"], "unknown option --view7"),  # six views as near
+                (["--foo"], "unknown option --foo"),
+                (["eval", "--modle", "m"], 'eval: unknown option "--modle" (did you mean '
+                 '--model?)'),
+                (["eval", "--foo", "m"], 'eval: unknown option "--foo" (try --help)'),
+                (["gen", "--itemz", "3"], "gen: unknown option --itemz (did you mean "
+                 "--items?)"),
+                (["gen", "--cold-frc", "0"], "gen: unknown option --cold-frc "
+                 "(did you mean --cold-frac?)"),
+                (["profile", "--n-user", "3"], "profile: unknown option --n-user (did you "
+                 "mean --n-users?)")):
+            p = run(TRAIN, *argv)
+            self.assertEqual((p.returncode, p.stderr), (2, "semid-train%s %s\n"
+                                                        % ("" if argv[0] in ("eval", "gen",
+                                                                             "profile")
+                                                           else ":", msg)), argv)
+        with tempfile.TemporaryDirectory(prefix="test_train.") as tmp:
+            cfg = os.path.join(tmp, "c.json")
+            for key, near in (("codebook_sise", "codebook_size"),
+                              ("progres_every", "progress_every"),
+                              ("batch-sise", "batch_size"), ("levls", "levels")):
+                with open(cfg, "w") as f:
+                    json.dump({key: 1}, f)
+                p = run(TRAIN, "--config", cfg)
+                self.assertEqual((p.returncode, p.stderr),
+                                 (2, 'semid-train: %s: config key "%s": unknown (did you mean '
+                                  '"%s"?)\n' % (cfg, key, near)))
+
+
 class TrainerTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
