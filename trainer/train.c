@@ -23,6 +23,7 @@
 #include "eval.h"
 #include "fsutil.h"
 #include "model.h"
+#include "progress.h"
 #include "rng.h"
 #include "safetensors.h"
 #include "stop.h"
@@ -33,13 +34,6 @@ int tr_ckpt_path(const char *out, char *buf, size_t len)
 {
 	int n = snprintf(buf, len, "%s.ckpt", out);
 	return n < 0 || (size_t)n >= len ? -1 : 0;
-}
-
-static double now_s(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
 /* Everything one run holds; released in one place. */
@@ -574,35 +568,19 @@ static json_t *losses_json(const struct das_losses *l)
 			 "views", v, "align", l->align, "grad_norm", l->grad_norm);
 }
 
-static void progress_bar(int epoch, int total, size_t b, size_t nb, double t0)
-{
-	int width = 30, fill = (int)((double)(b + 1) * width / (double)nb);
-	char bar[64];
-	for (int k = 0; k < width; k++)
-		bar[k] = k < fill ? '#' : '.';
-	bar[width] = 0;
-	fprintf(stderr, "\repoch %d/%d [%s] %3d%% %6.1fs", epoch, total, bar,
-		(int)((b + 1) * 100 / nb), now_s() - t0);
-	fflush(stderr);
-}
-
-/* Erase the progress bar (on a terminal) before a line of text. */
-static void bar_clear(int tty)
-{
-	if (tty)
-		fprintf(stderr, "\r\033[K");
-}
-
 /* One epoch; 0, 1 when --max-steps ended it early, or a negative code. */
 static int run_epoch(struct run *r, int e, int tty, struct sid_error *err)
 {
 	size_t nb = tr_batcher_count(&r->bt);
 	int need_u2 = das_needs_user_partner(r->model), need_i2 = das_needs_item_partner(r->model);
 	struct das_losses acc;
-	double t0 = now_s(), t_line = t0;
+	struct tr_progress pg;
+	char label[48];
 	int L = r->dc.L, phase = das_phase_get(r->model), rc;
 
 	memset(&acc, 0, sizeof(acc));
+	tr_progress_start(&pg, r->cfg->progress, tty, r->cfg->progress_every);
+	snprintf(label, sizeof(label), "epoch %d/%d", e + 1, r->total_epochs);
 	tr_batcher_epoch(&r->bt, e);
 	for (size_t b = 0; b < nb; b++) {
 		const struct tr_batch *tb = tr_batcher_get(&r->bt, b);
@@ -626,7 +604,7 @@ static int run_epoch(struct run *r, int e, int tty, struct sid_error *err)
 		if (rc == 0)
 			rc = das_step(r->model, &db, &l, err);
 		if (rc < 0) { /* its message starts a line, not the bar's end */
-			bar_clear(tty);
+			tr_progress_clear(&pg);
 			sid_error_prefix(err, "epoch %d batch %zu", e + 1, b);
 			return rc;
 		}
@@ -634,14 +612,14 @@ static int run_epoch(struct run *r, int e, int tty, struct sid_error *err)
 		/* the epoch is not finished: nothing of it is kept (after its last
 		 * step it is: it is checkpointed, and the epoch loop stops then) */
 		if (tr_stop_signal() && b + 1 < nb) {
-			bar_clear(tty);
+			tr_progress_clear(&pg);
 			r->stopped_at = b + 1;
 			return 2;
 		}
 		/* a benchmark ends within its one epoch, however many steps it asked */
 		if (r->cfg->max_steps > 0 && (b + 1 >= (size_t)r->cfg->max_steps || b + 1 == nb)) {
-			double dt = now_s() - t0;
-			bar_clear(tty);
+			double dt = tr_progress_elapsed(&pg);
+			tr_progress_clear(&pg);
 			fprintf(stderr,
 				"benchmark: %zu steps in %.2fs (%.4f s/step, loss %.4f); a full "
 				"epoch of %zu steps: about %.1fs\n",
@@ -649,27 +627,25 @@ static int run_epoch(struct run *r, int e, int tty, struct sid_error *err)
 				dt / (double)(b + 1) * (double)nb);
 			return 1;
 		}
-		if (tty && (b % (nb / 100 + 1) == 0 || b + 1 == nb))
-			progress_bar(e + 1, r->total_epochs, b, nb, t0);
-		else if (!tty && r->cfg->progress && b + 1 < nb &&
-			 now_s() - t_line >= r->cfg->progress_every) {
+		if (b % (nb / 100 + 1) == 0 || b + 1 == nb)
+			tr_progress_bar(&pg, label, (double)(b + 1), (double)nb);
+		if (b + 1 < nb && tr_progress_line_due(&pg)) {
 			/* a log line, for a trainer run by cron or a job */
-			double dt = now_s() - t0;
+			double dt = tr_progress_elapsed(&pg);
 			fprintf(stderr,
 				"epoch %d/%d: batch %zu/%zu (%d%%), loss %.4f, %.1fs, about %.0fs "
 				"left in the epoch\n",
 				e + 1, r->total_epochs, b + 1, nb, (int)((b + 1) * 100 / nb),
 				acc.total / (double)(b + 1), dt,
 				dt / (double)(b + 1) * (double)(nb - b - 1));
-			t_line = now_s();
 		}
 	}
 	losses_scale(&acc, 1.0 / (double)nb, L);
-	double dt = now_s() - t0;
+	double dt = tr_progress_elapsed(&pg);
 	r->epoch_seconds += dt;
 	r->epochs_timed++;
 	r->last = acc;
-	bar_clear(tty);
+	tr_progress_clear(&pg);
 	fprintf(stderr,
 		"epoch %d/%d %-5s loss %.4f recon u/i %.4f/%.4f quant u/i %.4f/%.4f icdm %.4f "
 		"align %.4f lr %.2e codes/batch l0 u/i %d/%d resets %d %.2fs\n",
@@ -833,7 +809,7 @@ int tr_train_run(const struct tr_config *cfg, int resume, struct sid_error *err)
 	char ckpt[TR_PATH_MAX + 8], version[300];
 	const char *threads_from = "the threads setting";
 	const char *mode;
-	int tty = cfg->progress && isatty(2), rc, two = 0, e = 0;
+	int tty = isatty(2), rc, two = 0, e = 0;
 	struct stat sb;
 	struct tr_stop_saved saved;
 
@@ -988,7 +964,7 @@ int tr_train_run(const struct tr_config *cfg, int resume, struct sid_error *err)
 			goto fail;
 	}
 	if (cfg->eval && (r.test.n || r.test_cold.n)) {
-		double t0 = now_s();
+		double t0 = tr_now();
 		/* said before, not only after: it ranks every test user against
 		 * every item, hours at the 1M scale, where a log showed nothing
 		 * after the last epoch's line */
@@ -1001,7 +977,7 @@ int tr_train_run(const struct tr_config *cfg, int resume, struct sid_error *err)
 			goto stopped;
 		if (rc < 0)
 			goto fail;
-		fprintf(stderr, "evaluation: %.2fs\n", now_s() - t0);
+		fprintf(stderr, "evaluation: %.2fs\n", tr_now() - t0);
 	}
 	if (tr_stop_signal())
 		goto stopped;
