@@ -17,6 +17,7 @@
 
 #include "encode.h"
 #include "fsutil.h"
+#include "progress.h"
 #include "stop.h"
 
 #define ENC_BATCH   4096
@@ -87,6 +88,33 @@ int tr_code_stats(const int32_t *codes, size_t N, int L, const int *K, struct tr
 	free(copy);
 	free(cnt);
 	return 0;
+}
+
+/* ---- progress ---- */
+
+/* The work of one evaluation, in rough multiply-adds, done and to do: an
+ * hour at 1M users and items, where it said nothing between its first line
+ * and its last. */
+struct work {
+	struct tr_progress pg;
+	double done, total;
+	char stage[64]; /* what it does now, for the lines */
+};
+
+static void work_done(struct work *w, double units)
+{
+	double f, dt;
+
+	if (!w)
+		return;
+	w->done += units;
+	tr_progress_bar(&w->pg, "evaluating", w->done, w->total);
+	if (w->done < w->total && tr_progress_line_due(&w->pg)) {
+		f = w->total > 0 ? w->done / w->total : 0;
+		dt = tr_progress_elapsed(&w->pg);
+		fprintf(stderr, "evaluating: %s, %d%% done, %.1fs, about %.0fs left\n", w->stage,
+			(int)(w->done * 100 / w->total), dt, f > 0 ? dt / f * (1 - f) : 0);
+	}
 }
 
 /* ---- ranking ---- */
@@ -167,9 +195,11 @@ static float *distinct_rows(const float *v, size_t n, int E, int32_t *map, size_
 	return u;
 }
 
-int tr_rank_eval(const float *user_vec, size_t n_users, const float *item_vec, const int32_t *cand,
-		 size_t n_cand, int E, const struct tr_csr *exclude, const struct tr_csr *truth,
-		 struct tr_rank_metrics *out, struct sid_error *err)
+/* tr_rank_eval, counting @units of work done in @w (NULL: none) as it goes. */
+static int rank_eval(const float *user_vec, size_t n_users, const float *item_vec,
+		     const int32_t *cand, size_t n_cand, int E, const struct tr_csr *exclude,
+		     const struct tr_csr *truth, struct tr_rank_metrics *out, struct work *w,
+		     double units, struct sid_error *err)
 {
 	size_t block, *users = NULL, n_eval = 0, n_u = 0;
 	float *scores = NULL, *su = NULL, *uniq = NULL, ts[TOPK];
@@ -179,8 +209,10 @@ int tr_rank_eval(const float *user_vec, size_t n_users, const float *item_vec, c
 	int rc = 0;
 
 	memset(out, 0, sizeof(*out));
-	if (n_cand == 0)
+	if (n_cand == 0) {
+		work_done(w, units);
 		return 0;
+	}
 	for (size_t c = 0; c < n_cand; c++)
 		max_id = cand[c] > max_id ? cand[c] : max_id;
 	if (exclude)
@@ -261,7 +293,10 @@ int tr_rank_eval(const float *user_vec, size_t n_users, const float *item_vec, c
 			r50 += (double)hits50 / n_truth;
 			nd += dcg / idcg;
 		}
+		work_done(w, units * (double)nb / (double)n_eval);
 	}
+	if (!n_eval)
+		work_done(w, units);
 	free(ub);
 	if (rc < 0)
 		goto fail;
@@ -279,6 +314,14 @@ fail:
 	free(uniq);
 	free(su);
 	return rc;
+}
+
+int tr_rank_eval(const float *user_vec, size_t n_users, const float *item_vec, const int32_t *cand,
+		 size_t n_cand, int E, const struct tr_csr *exclude, const struct tr_csr *truth,
+		 struct tr_rank_metrics *out, struct sid_error *err)
+{
+	return rank_eval(user_vec, n_users, item_vec, cand, n_cand, E, exclude, truth, out, NULL, 0,
+			 err);
 }
 
 /* ---- towers ---- */
@@ -371,12 +414,24 @@ bad:
 			     D);
 }
 
+/* The work of encoding one row with @t (its decoder, if any, about as much
+ * again, is left out). */
+static double encode_units(const struct sid_tower *t)
+{
+	double u = 0;
+	for (int i = 0; i < t->n_layers; i++)
+		u += (double)t->layer[i].in * t->layer[i].out;
+	for (int l = 0; l < t->L; l++)
+		u += (double)t->K[l] * t->E;
+	return u;
+}
+
 /* Encode every row of @emb with tower @t (named @tower in messages):
  * codes (N, L), quant (N, E); with a decoder, also the reconstruction error
- * sums. */
+ * sums.  The work goes into @w. */
 static int encode_all(const struct sid_tower *t, const char *tower, const struct tr_emb *emb,
 		      const struct decoder *dec, int32_t *codes, float *quant, double *sse,
-		      struct sid_error *err)
+		      struct work *w, struct sid_error *err)
 {
 	struct sid_workspace *ws = sid_workspace_new();
 	float *x = malloc((size_t)ENC_BATCH * emb->d * sizeof(float));
@@ -424,6 +479,7 @@ static int encode_all(const struct sid_tower *t, const char *tower, const struct
 					   emb->path, r0 + (size_t)bad);
 			goto fail;
 		}
+		work_done(w, (double)B * encode_units(t));
 		if (!dec->n)
 			continue;
 		const float *in = quant + r0 * t->E;
@@ -531,23 +587,42 @@ struct split {
 	size_t n_all, n_cold;
 };
 
-static int rank_both(const struct split *sp, const float *uvec, size_t n_users,
+/* The work of ranking @n_cand candidates for @n_users users: their scores
+ * (sgemm), then a pass over the scores of each. */
+static double rank_units(size_t n_users, size_t n_cand, int E)
+{
+	return (double)n_users * (double)n_cand * (E + 4);
+}
+
+/* The work of rank_family: item-side, and cross-tower too with @cross. */
+static double family_units(const struct split *sp, size_t n_users, int E, int cross)
+{
+	double u = (sp->warm_truth ? rank_units(n_users, sp->n_all, E) : 0) +
+		   (sp->cold_truth && sp->n_cold ? rank_units(n_users, sp->n_cold, E) : 0);
+	return cross ? 2 * u : u;
+}
+
+/* The rankings of @name ("item_side", ...), their work counted in @w. */
+static int rank_both(const struct split *sp, const char *name, const float *uvec, size_t n_users,
 		     const float *ivec_warm, const float *ivec_cold, int E,
-		     const struct tr_csr *exclude, json_t **out, struct sid_error *err)
+		     const struct tr_csr *exclude, json_t **out, struct work *w,
+		     struct sid_error *err)
 {
 	struct tr_rank_metrics m;
 	json_t *o = json_object();
 	int rc;
 	if (sp->warm_truth) {
-		rc = tr_rank_eval(uvec, n_users, ivec_warm, sp->all, sp->n_all, E, exclude,
-				  sp->warm_truth, &m, err);
+		snprintf(w->stage, sizeof(w->stage), "ranking %s warm", name);
+		rc = rank_eval(uvec, n_users, ivec_warm, sp->all, sp->n_all, E, exclude,
+			       sp->warm_truth, &m, w, rank_units(n_users, sp->n_all, E), err);
 		if (rc < 0)
 			goto fail;
 		json_object_set_new(o, "warm", metrics_json(&m));
 	}
 	if (sp->cold_truth && sp->n_cold) {
-		rc = tr_rank_eval(uvec, n_users, ivec_cold, sp->cold_ids, sp->n_cold, E, NULL,
-				  sp->cold_truth, &m, err);
+		snprintf(w->stage, sizeof(w->stage), "ranking %s cold", name);
+		rc = rank_eval(uvec, n_users, ivec_cold, sp->cold_ids, sp->n_cold, E, NULL,
+			       sp->cold_truth, &m, w, rank_units(n_users, sp->n_cold, E), err);
 		if (rc < 0)
 			goto fail;
 		json_object_set_new(o, "cold", metrics_json(&m));
@@ -569,10 +644,11 @@ static float *pack_rows(const float *v, const int32_t *ids, size_t n, int E)
 	return o;
 }
 
-/* One family of rankings (quantized or raw) into @res under @prefix. */
+/* One family of rankings (quantized or raw) into @res under @prefix:
+ * item-side, and cross-tower when @user_unit (of width @E too) is given. */
 static int rank_family(const struct split *sp, const struct tr_eval_input *in, float *item_unit,
-		       int E_item, float *user_unit, int E_user, const char *prefix, json_t *res,
-		       struct sid_error *err)
+		       int E_item, float *user_unit, const char *prefix, json_t *res,
+		       struct work *w, struct sid_error *err)
 {
 	size_t NU = in->users->n;
 	float *prof = malloc(NU * (size_t)E_item * sizeof(float));
@@ -587,17 +663,18 @@ static int rank_family(const struct split *sp, const struct tr_eval_input *in, f
 		goto fail;
 	}
 	profiles(in->train_by_user, item_unit, E_item, prof);
-	rc = rank_both(sp, prof, NU, warm_vec, cold_vec, E_item, in->train_by_user, &j, err);
+	snprintf(key, sizeof(key), "%sitem_side", prefix);
+	rc =
+	    rank_both(sp, key, prof, NU, warm_vec, cold_vec, E_item, in->train_by_user, &j, w, err);
 	if (rc < 0)
 		goto fail;
-	snprintf(key, sizeof(key), "%sitem_side", prefix);
 	json_object_set_new(res, key, j);
-	if (user_unit && E_user == E_item) {
-		rc = rank_both(sp, user_unit, NU, warm_vec, cold_vec, E_item, in->train_by_user, &j,
-			       err);
+	if (user_unit) {
+		snprintf(key, sizeof(key), "%scross_tower", prefix);
+		rc = rank_both(sp, key, user_unit, NU, warm_vec, cold_vec, E_item,
+			       in->train_by_user, &j, w, err);
 		if (rc < 0)
 			goto fail;
-		snprintf(key, sizeof(key), "%scross_tower", prefix);
 		json_object_set_new(res, key, j);
 	}
 fail:
@@ -633,30 +710,85 @@ int tr_eval_run(const struct tr_eval_input *in, json_t **out, struct sid_error *
 	struct tr_csr warm_truth = {0}, cold_truth = {0};
 	struct decoder dec = {0};
 	struct split sp = {0};
+	struct work w = {0};
 	uint8_t *cold_flags = NULL;
 	json_t *res = json_object();
 	size_t NI = in->items->n, NU = in->users->n;
-	int rc = 0;
+	int rc = 0, ranks = in->test || in->test_cold, cross_q = 0, cross_raw = 0;
 
 	*out = NULL;
+	tr_progress_start(&w.pg, in->progress.on, in->progress.tty, in->progress.every);
 	if (!res) {
 		rc = sid_error_set(err, SID_ENOMEM, "eval: out of memory");
 		goto fail;
 	}
 	/* before any encoding: at scale that takes minutes */
-	if ((in->test || in->test_cold) && !tw[0]) {
+	if (ranks && !tw[0]) {
 		rc = sid_error_set(err, SID_EINVAL,
 				   "retrieval figures (--test, --test-cold) need an item tower, "
 				   "and the model has none");
 		goto fail;
 	}
+	/* said before, not only after: it ranks every test user against every
+	 * item, hours at the 1M scale, where a log showed nothing */
+	fprintf(stderr,
+		"evaluating: %zu test and %zu cold-test interactions, %zu users against %zu "
+		"items\n",
+		in->test ? in->test->n : 0, in->test_cold ? in->test_cold->n : 0, NU, NI);
 	json_object_set_new(res, "model_version", json_string(in->model->version));
+	/* candidates: the warm items (every item not cold) and the cold items;
+	 * before the towers, so that the work ahead is known from the start */
+	if (ranks) {
+		cold_flags = calloc(NI, 1);
+		all = malloc(NI * sizeof(int32_t));
+		cold_ids = malloc(NI * sizeof(int32_t));
+		if (!cold_flags || !all || !cold_ids) {
+			rc = sid_error_set(err, SID_ENOMEM, "eval: out of memory");
+			goto fail;
+		}
+		if (in->cold)
+			memcpy(cold_flags, in->cold, NI);
+		else if (in->test_cold)
+			for (size_t k = 0; k < in->test_cold->n; k++)
+				cold_flags[in->test_cold->item[k]] = 1;
+		for (size_t i = 0; i < NI; i++) {
+			if (cold_flags[i])
+				cold_ids[sp.n_cold++] = (int32_t)i;
+			else
+				all[sp.n_all++] = (int32_t)i;
+		}
+		sp.all = all;
+		sp.cold_ids = cold_ids;
+		if (in->test) {
+			rc = tr_csr_build(&warm_truth, NU, in->test->user, in->test->item,
+					  in->test->n, err);
+			if (rc < 0)
+				goto fail;
+			sp.warm_truth = &warm_truth;
+		}
+		if (in->test_cold) {
+			rc = tr_csr_build(&cold_truth, NU, in->test_cold->user, in->test_cold->item,
+					  in->test_cold->n, err);
+			if (rc < 0)
+				goto fail;
+			sp.cold_truth = &cold_truth;
+		}
+		/* cross-tower: users' and items' vectors compared, of one width */
+		cross_q = tw[1] && tw[1]->E == tw[0]->E;
+		cross_raw = in->users->d == in->items->d;
+		w.total += family_units(&sp, NU, tw[0]->E, cross_q) +
+			   family_units(&sp, NU, in->items->d, cross_raw);
+	}
+	for (int t = 0; t < 2; t++)
+		if (tw[t])
+			w.total += (double)emb[t]->n * encode_units(tw[t]);
 	/* towers: codes, quantized latents, statistics, reconstruction */
 	for (int t = 0; t < 2; t++) {
 		struct tr_code_stats cs;
 		double sse = 0;
 		if (!tw[t])
 			continue;
+		snprintf(w.stage, sizeof(w.stage), "encoding the %s tower", names[t]);
 		codes[t] = malloc(emb[t]->n * (size_t)tw[t]->L * sizeof(int32_t));
 		quant[t] = malloc(emb[t]->n * (size_t)tw[t]->E * sizeof(float));
 		if (!codes[t] || !quant[t]) {
@@ -665,7 +797,7 @@ int tr_eval_run(const struct tr_eval_input *in, json_t **out, struct sid_error *
 		}
 		rc = decoder_load(&dec, in->st, names[t], tw[t]->E, tw[t]->D, err);
 		if (rc == 0)
-			rc = encode_all(tw[t], names[t], emb[t], &dec, codes[t], quant[t], &sse,
+			rc = encode_all(tw[t], names[t], emb[t], &dec, codes[t], quant[t], &sse, &w,
 					err);
 		if (rc == 0)
 			rc = tr_code_stats(codes[t], emb[t]->n, tw[t]->L, tw[t]->K, &cs, err);
@@ -676,44 +808,9 @@ int tr_eval_run(const struct tr_eval_input *in, json_t **out, struct sid_error *
 		decoder_release(&dec);
 		normalise_rows(quant[t], emb[t]->n, tw[t]->E);
 	}
-	if (!in->test && !in->test_cold)
+	if (!ranks)
 		goto done;
-	/* candidates: the warm items (every item not cold) and the cold items */
-	cold_flags = calloc(NI, 1);
-	all = malloc(NI * sizeof(int32_t));
-	cold_ids = malloc(NI * sizeof(int32_t));
-	if (!cold_flags || !all || !cold_ids) {
-		rc = sid_error_set(err, SID_ENOMEM, "eval: out of memory");
-		goto fail;
-	}
-	if (in->cold)
-		memcpy(cold_flags, in->cold, NI);
-	else if (in->test_cold)
-		for (size_t k = 0; k < in->test_cold->n; k++)
-			cold_flags[in->test_cold->item[k]] = 1;
-	for (size_t i = 0; i < NI; i++) {
-		if (cold_flags[i])
-			cold_ids[sp.n_cold++] = (int32_t)i;
-		else
-			all[sp.n_all++] = (int32_t)i;
-	}
-	sp.all = all;
-	sp.cold_ids = cold_ids;
-	if (in->test) {
-		rc =
-		    tr_csr_build(&warm_truth, NU, in->test->user, in->test->item, in->test->n, err);
-		if (rc < 0)
-			goto fail;
-		sp.warm_truth = &warm_truth;
-	}
-	if (in->test_cold) {
-		rc = tr_csr_build(&cold_truth, NU, in->test_cold->user, in->test_cold->item,
-				  in->test_cold->n, err);
-		if (rc < 0)
-			goto fail;
-		sp.cold_truth = &cold_truth;
-	}
-	rc = rank_family(&sp, in, quant[0], tw[0]->E, quant[1], tw[1] ? tw[1]->E : 0, "", res, err);
+	rc = rank_family(&sp, in, quant[0], tw[0]->E, cross_q ? quant[1] : NULL, "", res, &w, err);
 	if (rc < 0)
 		goto fail;
 	raw[0] = emb_all(in->items, err);
@@ -724,13 +821,18 @@ int tr_eval_run(const struct tr_eval_input *in, json_t **out, struct sid_error *
 	}
 	normalise_rows(raw[0], NI, in->items->d);
 	normalise_rows(raw[1], NU, in->users->d);
-	rc = rank_family(&sp, in, raw[0], in->items->d, raw[1], in->users->d, "raw_", res, err);
+	rc = rank_family(&sp, in, raw[0], in->items->d, cross_raw ? raw[1] : NULL, "raw_", res, &w,
+			 err);
 	if (rc < 0)
 		goto fail;
 done:
+	tr_progress_clear(&w.pg);
+	fprintf(stderr, "evaluation: %.2fs\n", tr_progress_elapsed(&w.pg));
 	*out = res;
 	res = NULL;
 fail:
+	if (rc < 0) /* its message starts a line, not the bar's end */
+		tr_progress_clear(&w.pg);
 	json_decref(res);
 	decoder_release(&dec);
 	for (int t = 0; t < 2; t++) {
@@ -748,7 +850,7 @@ fail:
 
 int tr_eval_files(const char *model_path, const char *items, const char *users, const char *train,
 		  const char *test, const char *test_cold, const char *cold_items,
-		  struct sid_error *err)
+		  const struct tr_eval_progress *progress, struct sid_error *err)
 {
 	struct sid_model *model = NULL;
 	struct sid_st_file st = {0};
@@ -798,6 +900,7 @@ int tr_eval_files(const char *model_path, const char *items, const char *users, 
 	    .test = test ? &t_warm : NULL,
 	    .test_cold = test_cold ? &t_cold : NULL,
 	    .cold = d.cold,
+	    .progress = *progress,
 	};
 	rc = tr_eval_run(&in, &res, err);
 	if (rc < 0)

@@ -4,7 +4,8 @@
  *   semid-train [train] --items X --users U --train T --out MODEL [--config F]
  *               [--resume] [--KEY VALUE ...]      train (train.h)
  *   semid-train eval --model M --items X --users U --train T --test S
- *               [--test-cold C] [--cold-items F]  evaluate (eval.h)
+ *               [--test-cold C] [--cold-items F] [--progress-every S]
+ *                                                 evaluate (eval.h)
  *   semid-train gen --out DIR --items N --users M --interactions I --dim D
  *               [--seed S] ...                    synthetic data (gen.h)
  *   semid-train profile --items X --train T --out USERS.npy [--n-users N]
@@ -53,7 +54,7 @@ static void usage(FILE *f)
 		"                   --out MODEL [--config FILE.json] [--resume] [--KEY VALUE ...]\n"
 		"       semid-train eval --model MODEL --items ITEMS.npy --users USERS.npy\n"
 		"                   --train TRAIN.tsv --test TEST.tsv [--test-cold COLD.tsv]\n"
-		"                   [--cold-items COLD.txt]\n"
+		"                   [--cold-items COLD.txt] [--progress-every S]\n"
 		"       semid-train gen --out DIR [--items N] [--users M] [--interactions I]\n"
 		"                   [--dim D] [--user-dim D] [--clusters G] [--seed S]\n"
 		"                   [--cold-frac F] [--test-frac F]\n"
@@ -67,6 +68,8 @@ static void usage(FILE *f)
 		"SIGINT, SIGTERM or SIGHUP stop it at the next step, publishing nothing (exit\n"
 		"status 128 + the signal); the checkpoint keeps the finished epochs.  They\n"
 		"stop eval and gen so too.\n"
+		"eval shows its progress as training does: a bar on a terminal, else a line\n"
+		"every --progress-every seconds (30).\n"
 		"gen writes synthetic data into DIR; gen's defaults: 2000 items, 1000 users,\n"
 		"40000 interactions, dim 64 (user-dim: dim), sqrt(items) clusters within\n"
 		"8..1024, seed 1, cold-frac 0.1, test-frac 0.15.\n"
@@ -201,14 +204,18 @@ static int cmd_eval(int argc, char **argv)
 {
 	const char *model = NULL, *items = NULL, *users = NULL, *train = NULL, *test = NULL;
 	const char *test_cold = NULL, *cold = NULL;
-	static const char *const flags[] = {"--model", "--items",     "--users",      "--train",
-					    "--test",  "--test-cold", "--cold-items", NULL};
+	static const char *const flags[] = {"--model",	    "--items",		"--users",
+					    "--train",	    "--test",		"--test-cold",
+					    "--cold-items", "--progress-every", NULL};
 	const char **dst[] = {&model, &items, &users, &train, &test, &test_cold, &cold};
+	struct tr_eval_progress progress;
 	struct tr_stop_saved saved;
+	struct tr_config cfg; /* progress_every: training's default and rules */
 	struct sid_error err;
 	int rc;
 
 	sid_error_clear(&err);
+	tr_config_defaults(&cfg);
 	for (int i = 0; i < argc; i++) {
 		size_t k;
 		const char *v, *hint;
@@ -230,9 +237,14 @@ static int cmd_eval(int argc, char **argv)
 				argv[i]);
 			return 2;
 		}
-		for (k = 0; strcmp(argv[i], flags[k]); k++)
-			;
-		*dst[k] = v;
+		if (!strcmp(argv[i], "--progress-every")) {
+			if (tr_config_flag(&cfg, "progress-every", v, &err) < 0)
+				return fail("eval", &err);
+		} else {
+			for (k = 0; strcmp(argv[i], flags[k]); k++)
+				;
+			*dst[k] = v;
+		}
 		i += from_next;
 	}
 	if (!model || !items || !users || !train) {
@@ -242,8 +254,9 @@ static int cmd_eval(int argc, char **argv)
 	}
 	/* an hour at 1M users and items: a signal ends it as it ends training
 	 * and gen, saying so, rather than by the signal's default action */
+	progress = (struct tr_eval_progress){1, isatty(2), cfg.progress_every};
 	tr_stop_install(&saved);
-	rc = tr_eval_files(model, items, users, train, test, test_cold, cold, &err);
+	rc = tr_eval_files(model, items, users, train, test, test_cold, cold, &progress, &err);
 	tr_stop_restore(&saved);
 	if (rc < 0 && tr_stop_signal()) {
 		fprintf(stderr, "semid-train eval: stopped by %s; nothing printed\n",

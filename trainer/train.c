@@ -780,6 +780,7 @@ static int final_eval(struct run *r, const char *version, json_t **out, struct s
 	    .test = r->test.n ? &r->test : NULL,
 	    .test_cold = r->test_cold.n ? &r->test_cold : NULL,
 	    .cold = r->data.cold,
+	    .progress = {r->cfg->progress, isatty(2), r->cfg->progress_every},
 	};
 	rc = tr_eval_run(&in, out, err);
 fail:
@@ -964,20 +965,12 @@ int tr_train_run(const struct tr_config *cfg, int resume, struct sid_error *err)
 			goto fail;
 	}
 	if (cfg->eval && (r.test.n || r.test_cold.n)) {
-		double t0 = tr_now();
-		/* said before, not only after: it ranks every test user against
-		 * every item, hours at the 1M scale, where a log showed nothing
-		 * after the last epoch's line */
-		fprintf(stderr,
-			"evaluating: %zu test and %zu cold-test interactions, %zu users against "
-			"%zu items\n",
-			r.test.n, r.test_cold.n, r.data.users.n, r.data.items.n);
+		/* it says what it does, from its first line to its last */
 		rc = final_eval(&r, version, &ev, err);
 		if (rc < 0 && tr_stop_signal()) /* it stopped at its next block */
 			goto stopped;
 		if (rc < 0)
 			goto fail;
-		fprintf(stderr, "evaluation: %.2fs\n", tr_now() - t0);
 	}
 	if (tr_stop_signal())
 		goto stopped;

@@ -1513,8 +1513,70 @@ class TrainerTest(unittest.TestCase):
             ST.write_model(model, towers, "narrow-1")
             p = run(*ev)
             self.assertEqual((p.returncode, p.stdout), (2, ""), p.stderr)
-            self.assertEqual(p.stderr, "semid-train eval: %s: %d columns, the model's %s "
-                             "tower takes 4\n" % (self.d(path), D, tower))
+            self.assertEqual(p.stderr.splitlines()[1:], ["semid-train eval: %s: %d columns, the "
+                                                        "model's %s tower takes 4"
+                                                        % (self.d(path), D, tower)])
+
+    def test_eval_progress(self):
+        """eval said nothing while it ran (6.4 s at 30k users x 30k items,
+        growing with users x items), and the final evaluation of a training
+        one line and then nothing.  Both say when they start and end, and
+        between, without a terminal, a line every --progress-every seconds,
+        its percent of the work rising; on a terminal a bar, erased before
+        the last line."""
+        model = os.path.join(self.tmp, "e2e.st")
+        self._ensure_e2e_model(model)
+        ev = [TRAIN, "eval", "--model", model, "--items", self.d("items.npy"), "--users",
+              self.d("users.npy"), "--train", self.d("train.tsv"), "--test", self.d("test.tsv"),
+              "--test-cold", self.d("cold_test.tsv"), "--cold-items", self.d("cold_items.txt")]
+        first = ("evaluating: %d test and %d cold-test interactions, 300 users against 600 items"
+                 % (self.gen_summary["test"], self.gen_summary["cold_test"]))
+        line = (r"^evaluating: (encoding the (item|user) tower|ranking (raw_)?(item_side|"
+                r"cross_tower) (warm|cold)), (\d+)% done, [0-9.]+s, about \d+s left$")
+        quiet = run(*ev)  # the default, 30 s: no line in a run this short
+        self.assertEqual(quiet.returncode, 0, quiet.stderr)
+        self.assertEqual(quiet.stderr.splitlines()[0], first)
+        self.assertRegex(quiet.stderr, r"\nevaluation: [0-9.]+s\n$")
+        self.assertNotIn("% done", quiet.stderr)
+        p = run(*ev, "--progress-every", "0")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(p.stdout, quiet.stdout)
+        lines = p.stderr.splitlines()
+        self.assertEqual(lines[0], first)
+        self.assertRegex(lines[-1], r"^evaluation: [0-9.]+s$")
+        got = [re.match(line, x) for x in lines[1:-1]]
+        self.assertTrue(got and all(got), p.stderr)
+        stages = [m.group(1) for m in got]
+        for stage in ("encoding the item tower", "encoding the user tower",
+                      "ranking item_side warm", "ranking item_side cold",
+                      "ranking cross_tower warm", "ranking raw_item_side warm"):
+            self.assertIn(stage, stages)
+        pct = [int(m.group(6)) for m in got]
+        self.assertEqual(pct, sorted(pct))
+        self.assertLess(pct[-1], 100)
+        p = run(*ev, "--progress-every", "soon")
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("semid-train eval: --progress-every: progress_every: \"soon\" is not a "
+                      "number of seconds", p.stderr)
+        # the final evaluation of a training, as training's own lines
+        out = os.path.join(self.tmp, "eval-progress.st")
+        args = [a for a in self.base_args(out) if a != "--no-progress"]
+        p = run(*args, "--epochs", "1", "--test", self.d("test.tsv"), "--progress-every", "0")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertRegex(p.stderr, r"\nevaluating: ranking item_side warm, \d+% done, ")
+        # on a terminal, a bar
+        master, slave = pty.openpty()
+        proc = subprocess.Popen([str(a) for a in ev], stdout=subprocess.DEVNULL, stderr=slave)
+        os.close(slave)
+        chunks = []
+        reader = threading.Thread(target=self._drain, args=(master, chunks))
+        reader.start()
+        self.assertEqual(proc.wait(timeout=60), 0)
+        reader.join(timeout=60)
+        os.close(master)
+        err = b"".join(chunks).decode(errors="replace")
+        self.assertRegex(err, r"\revaluating \[[#.]{30}\] +\d+% +[0-9.]+s")
+        self.assertRegex(err, r"\r\033\[Kevaluation: [0-9.]+s\r?\n$")
 
     def _stdout_cases(self, name):
         """A command of each kind that writes stdout (version, gen, eval,
