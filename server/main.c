@@ -425,27 +425,51 @@ static int bench_encode(int argc, char **argv)
  * registry and the watcher.  With the usual soft limit of 1024 and the
  * default connection_limit of 1024, a flood of connections would leave no
  * descriptor for a reload or the registry; raise the soft limit to the hard
- * one (as nginx's worker_rlimit_nofile or Go's runtime do) and say so when
- * even that is short.
+ * one (as nginx's worker_rlimit_nofile or Go's runtime do).  When even that
+ * is short, connection_limit comes down to what it leaves: it used to stay,
+ * and a flood ran the process out of descriptors before the limit was
+ * reached, so no client got the 503 and both ports stopped answering until
+ * the connections timed out.  Returns 0, or -1 (a message said) when too
+ * few connections would be left.
  */
-static void raise_fd_limit(const struct srv_config *cfg)
+#define FD_RESERVE	   256 /* the ops port, the registry, reloads, libuv, stdio */
+#define FD_MIN_CONNECTIONS 16
+
+static int fit_fd_limit(struct srv_config *cfg)
 {
 	struct rlimit rl;
-	rlim_t need = (rlim_t)cfg->connection_limit + (rlim_t)cfg->connection_limit / 8 + 64 + 256;
+	/* main port: connection_limit + its refusal headroom (srv_http) */
+	rlim_t need =
+	    (rlim_t)cfg->connection_limit + (rlim_t)cfg->connection_limit / 8 + 64 + FD_RESERVE;
+	long fit;
 
 	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
-		return;
+		return 0;
 	if (rl.rlim_cur < rl.rlim_max && rl.rlim_cur < need) {
 		rl.rlim_cur = rl.rlim_max;
 		if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
 			getrlimit(RLIMIT_NOFILE, &rl);
 	}
-	if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < need)
-		srv_log(SRV_LOG_WARN, "startup",
-			"open files limit %llu is low for connection_limit %d (want %llu); raise "
-			"LimitNOFILE / ulimit -n",
-			(unsigned long long)rl.rlim_cur, cfg->connection_limit,
-			(unsigned long long)need);
+	if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= need)
+		return 0;
+	fit = ((long)rl.rlim_cur - 64 - FD_RESERVE) * 8 / 9;
+	if (fit < FD_MIN_CONNECTIONS) {
+		fprintf(stderr,
+			"semid-server: open files limit %llu leaves room for fewer than %d "
+			"connections (%d descriptors are kept for the rest); raise LimitNOFILE / "
+			"ulimit -n to %d at least\n",
+			(unsigned long long)rl.rlim_cur, FD_MIN_CONNECTIONS, 64 + FD_RESERVE,
+			64 + FD_RESERVE + FD_MIN_CONNECTIONS * 9 / 8);
+		return -1;
+	}
+	srv_log(SRV_LOG_WARN, "startup",
+		"open files limit %llu is low for connection_limit %d (want %llu): "
+		"connection_limit lowered to %ld, so that connections over it are answered 503; "
+		"raise LimitNOFILE / ulimit -n",
+		(unsigned long long)rl.rlim_cur, cfg->connection_limit, (unsigned long long)need,
+		fit);
+	cfg->connection_limit = (int)fit;
+	return 0;
 }
 
 /*
@@ -540,7 +564,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "semid-server: %s\n", err.msg);
 		return 2;
 	}
-	raise_fd_limit(&s.cfg);
+	if (fit_fd_limit(&s.cfg))
+		return 2;
 	openblas_set_num_threads(1); /* parallelism comes from the workers */
 
 	s.loop = uv_default_loop();

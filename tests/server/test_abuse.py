@@ -712,6 +712,50 @@ class TestConnectionFlood(unittest.TestCase):
                 s.close()
             self.assertEqual(srv.stop(), 0)
 
+    def test_flood_within_a_low_open_files_limit(self):
+        """Under an open-files limit below what connection_limit needs
+        (ulimit -n 600 against the default 1024), a flood of connections
+        used to run the process out of descriptors before the limit was
+        reached: no client got the 503, neither port answered, and the main
+        one stayed dead until connection_timeout_s.  connection_limit now
+        comes down to what the limit leaves, (600 - 320) * 8 / 9 = 248, said
+        at start, and the flood is answered 503 while both ports stay up;
+        a limit that leaves fewer than 16 refuses to start."""
+        def nofile(n):
+            return lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+        p = subprocess.run([T.SERVER, "--model", MODEL, "--listen", "127.0.0.1:0",
+                            "--registry", "none"], preexec_fn=nofile(330),
+                           capture_output=True, text=True, timeout=30)
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn("semid-server: open files limit 330 leaves room for fewer than 16 "
+                      "connections (320 descriptors are kept for the rest); raise LimitNOFILE / "
+                      "ulimit -n to 338 at least\n", p.stderr)
+        srv = T.Server(["--model", MODEL, "--registry", "none", "--connection-timeout-s",
+                        str(TIMEOUT), "--ops-listen", "127.0.0.1:0"], WORK,
+                       preexec_fn=nofile(600))
+        socks = []
+        try:
+            ops = int(re.search(r"event=listening .* ops_port=(\d+) ", srv.log_text()).group(1))
+            self.assertIn("open files limit 600 is low for connection_limit 1024 (want 1472): "
+                          "connection_limit lowered to 248, so that connections over it are "
+                          "answered 503", srv.log_text())
+            for _ in range(248 + 150):
+                socks.append(socket.create_connection(("127.0.0.1", srv.port), timeout=5))
+            resp, how, secs = raw(srv.port, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            self.assertEqual(status_of(resp), 503, how)
+            self.assertLess(secs, 1.0 * S)
+            resp, how, secs = raw(ops, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            self.assertEqual(status_of(resp), 200, how)
+            for s in socks:
+                s.close()
+            socks = []
+            self.assertEqual(healthz_soon(srv), 200)
+            no_server_errors(self, srv)
+        finally:
+            for s in socks:
+                s.close()
+            self.assertEqual(srv.stop(), 0)
+
     @unittest.skipIf(os.environ.get("SEMID_SANITIZE") == "thread",
                      "ThreadSanitizer's shadow memory counts in the resident size")
     def test_memory_bounded_under_a_big_flood(self):
