@@ -5,7 +5,13 @@
  */
 #include "cli.h"
 
+#include <signal.h>
+
 int main(int argc, char **argv)
 {
+	/* A file size limit (ulimit -f) reached ended the process by SIGXFSZ,
+	 * without a word and leaving a backup's temp file: ignored, the write
+	 * fails with EFBIG ("File too large"), told as any failed write. */
+	signal(SIGXFSZ, SIG_IGN);
 	return cli_main(argc, argv);
 }

@@ -28,6 +28,7 @@
  */
 #include <cblas.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
@@ -515,9 +516,20 @@ int main(int argc, char **argv)
 	struct sigaction hup, stop;
 	int help = 0, version = 0;
 
+	/* Descriptors 0-2 closed (>&- 2>&-): the next ones opened took their
+	 * numbers, so log lines went into libuv's signal pipe and libuv
+	 * asserted at exit (134).  They are /dev/null then, as SQLite does. */
+	for (int fd = 0; fd <= 2; fd++)
+		if (fcntl(fd, F_GETFD) < 0 && errno == EBADF &&
+		    open("/dev/null", fd ? O_WRONLY : O_RDONLY) != fd)
+			return 2;
 	/* Before anything is written: a stderr whose reader is gone (a dead log
 	 * pipe) must cost the messages, not the process or its exit status. */
 	signal(SIGPIPE, SIG_IGN);
+	/* ulimit -f reached (the log file, the registry's -wal) ended the
+	 * process by SIGXFSZ, in silence: a write fails with EFBIG instead, as
+	 * on a full disk (an assign answers 503, a log line is dropped) */
+	signal(SIGXFSZ, SIG_IGN);
 	signal(SIGUSR1, SIG_IGN); /* until on_usr_signal is there to say so */
 	signal(SIGUSR2, SIG_IGN);
 	memset(&hup, 0, sizeof(hup));
@@ -569,6 +581,11 @@ int main(int argc, char **argv)
 	openblas_set_num_threads(1); /* parallelism comes from the workers */
 
 	s.loop = uv_default_loop();
+	if (!s.loop) { /* its epoll descriptor, or memory */
+		fprintf(stderr, "semid-server: cannot create the event loop: %s\n",
+			strerror(errno));
+		return 2;
+	}
 	if (srv_metrics_init(&s.metrics, (size_t)s.cfg.entropy_window)) {
 		fprintf(stderr, "semid-server: cannot initialise metrics\n");
 		return 2;

@@ -19,6 +19,7 @@
  */
 #include <errno.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -519,6 +520,9 @@ int main(int argc, char **argv)
 	 * parsed later, wins */
 	sid_blas_default_threads(NULL, 0);
 	sid_sigpipe_quiet_stdout(); /* after: an exec resets a handler, not SIG_IGN */
+	/* ulimit -f reached: EFBIG ("File too large") naming the file, not a
+	 * silent SIGXFSZ */
+	signal(SIGXFSZ, SIG_IGN);
 	status = dispatch(argc, argv);
 	/* What went to stdout (the evaluation JSON, gen's summary) must have
 	 * arrived: `> eval.json` on a full disk used to exit 0 with the file

@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import re
+import resource
 import signal
 import socket
 import stat
@@ -820,6 +821,29 @@ class CliTest(unittest.TestCase):
         self.assertEqual(p.stderr.decode(),
                          f"semid: {adir}: cannot create the output: it is a directory\n")
         self.assertEqual(os.listdir(adir), [])
+
+    def test_file_size_limit(self):
+        """A file size limit (ulimit -f) reached ended semid by SIGXFSZ
+        (153) without a word, a backup leaving its temp file; the write now
+        fails with EFBIG, told naming the output, exit 1, nothing left."""
+        db, _ = self.assigned_store("r.db")
+        # the store opens (its -shm is 32 KiB), its copy does not fit
+        for args, out, limit in (
+                (["encode", "--model", self.model, "--input", self.input], "o.tsv", 2048),
+                (["registry", "backup", "--db", db], "b.db", 48 * 1024)):
+            with self.subTest(cmd=args[:2]):
+                path = os.path.join(self.out.name, out)
+                p = run(*args, "-o", path, preexec_fn=lambda: resource.setrlimit(
+                    resource.RLIMIT_FSIZE, (limit, limit)))
+                self.assertEqual(p.returncode, 1, p.stderr.decode())
+                err = p.stderr.decode()
+                self.assertTrue(err.startswith("semid: "), err)
+                self.assertIn(path, err)
+                if args[0] == "encode":  # (SQLite's own message: "disk I/O error")
+                    self.assertIn("File too large", err)
+                # no output, no temp file (the store may keep its -wal: the
+                # checkpoint at its close cannot write past the limit either)
+                self.assertEqual([f for f in self.out_files() if f.startswith(out)], [])
 
     def test_output_cannot_be_created(self):
         # The message is the library's (sid_publish_begin): the output, its

@@ -11,6 +11,7 @@ import http.client
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -1679,6 +1680,57 @@ class TestLifecycle(unittest.TestCase):
         with self.assertRaises(OSError):
             socket.create_connection(("127.0.0.1", srv.port), timeout=2).close()
         idle.close()
+
+    def test_closed_stdio_and_a_file_size_limit(self):
+        """Started with descriptors 0-2 closed (>&- 2>&-), the server
+        aborted at exit (a libuv assertion, 134), its log lines going into
+        libuv's signal pipe; with a file size limit (ulimit -f) its log file
+        reaching it ended it by SIGXFSZ (153) in silence.  Now the first
+        serves and drains (exit 0), and the second keeps serving with its
+        log cut at the limit."""
+        with socket.socket() as so:
+            so.bind(("127.0.0.1", 0))
+            port = so.getsockname()[1]
+
+        def closed():
+            for fd in (0, 1, 2):
+                os.close(fd)
+        proc = subprocess.Popen([T.SERVER, "--model", TF_MODEL, "--listen",
+                                 "127.0.0.1:%d" % port, "--registry", "none"],
+                                preexec_fn=closed, close_fds=True)
+        try:
+            deadline = time.monotonic() + 10 * T.SLOW
+            while True:
+                try:
+                    c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                    c.request("GET", "/healthz")
+                    self.assertEqual(c.getresponse().status, 200)
+                    c.close()
+                    break
+                except OSError:
+                    self.assertIsNone(proc.poll())
+                    self.assertLess(time.monotonic(), deadline)
+                    time.sleep(0.02)
+            proc.send_signal(signal.SIGTERM)
+            self.assertEqual(proc.wait(10), 0)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        limit = 16 * 1024
+        srv = T.Server(["--model", TF_MODEL, "--registry", "none"], WORK,
+                       preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE,
+                                                             (limit, limit)))
+        try:
+            conn = srv.conn()
+            for _ in range(200):  # about 150 bytes of log each
+                self.assertEqual(srv.request("GET", "/nope", conn=conn)[0], 404)
+            self.assertIsNone(srv.proc.poll())
+            self.assertEqual(srv.request("GET", "/healthz")[0], 200)
+            conn.close()
+        finally:
+            self.assertEqual(srv.stop(), 0, srv.log_text()[-500:])
+        self.assertEqual(os.path.getsize(srv.log_path), limit)
 
     def test_drain_turns_new_connections_away(self):
         """During the drain a new connection is answered at once with a 503

@@ -28,6 +28,7 @@ import os
 import pty
 import random
 import re
+import resource
 import shutil
 import signal
 import struct
@@ -1707,6 +1708,21 @@ class TrainerTest(unittest.TestCase):
                               "the files it had)" % (sig.name, gdir), err)
             self.assertEqual(out, "")
             self.assertEqual(files(), before)  # no temp file left, no file changed
+
+    def test_gen_under_a_file_size_limit(self):
+        """ulimit -f reached ended gen by SIGXFSZ (153) without a word; the
+        write now fails with EFBIG, said naming the file, exit 1, nothing
+        left in the directory."""
+        gdir = os.path.join(self.tmp, "gen-fsize")
+        os.makedirs(gdir)
+        p = subprocess.run([TRAIN, "gen", "--out", gdir, "--items", "2000", "--users", "500",
+                            "--interactions", "5000", "--dim", "64"], capture_output=True,
+                           text=True, timeout=120,
+                           preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE,
+                                                                 (65536, 65536)))
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertEqual(p.stderr, "semid-train gen: %s/items.npy: write: File too large\n" % gdir)
+        self.assertEqual(os.listdir(gdir), [])
 
     def test_gen_refuses_what_cannot_fit(self):
         """gen with 2^31-1 items took the machine's memory (24 GB in use,
