@@ -462,12 +462,38 @@ static int decode_b64(const char *s, size_t n, size_t i, const char *tname, int 
 	return 0;
 }
 
+/*
+ * jansson's allocations go through json_malloc, which notes a failure for
+ * the thread: jansson itself tells an allocation that failed by no error
+ * (line -1) or by a syntax error where a string's buffer could not grow.
+ */
+void *(*srv__json_malloc)(size_t) = malloc;
+static __thread int json_alloc_failed;
+static pthread_once_t json_alloc_once = PTHREAD_ONCE_INIT;
+
+static void *json_malloc(size_t n)
+{
+	void *p = srv__json_malloc(n);
+	if (!p)
+		json_alloc_failed = 1;
+	return p;
+}
+
+static void json_alloc_install(void)
+{
+	json_set_alloc_funcs(json_malloc, free);
+}
+
 /* @body as a JSON object (jansson), or NULL with @e a 400 naming what is
- * wrong and where. */
+ * wrong and where (a 503 when memory ran out). */
 static json_t *parse_object(const char *body, size_t len, struct srv_api_error *e)
 {
 	json_error_t jerr;
-	json_t *root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+	json_t *root;
+
+	pthread_once(&json_alloc_once, json_alloc_install);
+	json_alloc_failed = 0;
+	root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
 
 	if (!root && !strncmp(jerr.text, "too big ", 8)) { /* "too big [negative ]integer" */
 		/* valid JSON, past jansson's json_int_t: an unsigned 64-bit id
@@ -493,6 +519,13 @@ static json_t *parse_object(const char *body, size_t len, struct srv_api_error *
 		     "a number beyond the range of a double at line %d, column %d (%s): an "
 		     "embedding value must be finite as float32",
 		     jerr.line, jerr.column, jerr.text);
+		return NULL;
+	}
+	if (!root && json_alloc_failed) {
+		/* the body may be fine: it was answered 400 "malformed JSON at
+		 * line -1" (or a syntax error where a string's allocation
+		 * failed), which no client retries */
+		fail(e, SRV_ERR_UNAVAILABLE, "out of memory parsing the body; retry later");
 		return NULL;
 	}
 	if (!root) {

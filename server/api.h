@@ -75,6 +75,9 @@ long srv__base64_decode_avx2(const char *s, size_t n, uint8_t *out, size_t cap, 
 /* 1 when the CPU has AVX2 (srv_base64_decode and the fast scanner's check
  * that a base64 row is finite use it then). */
 int srv__api_have_avx2(void);
+
+/* The allocator jansson's request parsing uses (malloc; tests make it fail). */
+extern void *(*srv__json_malloc)(size_t);
 /* Tests: 1 makes srv_base64_decode and the fast scanner take their portable
  * paths (process-wide; 0 restores the dispatch). */
 void srv__api_force_portable(int on);
