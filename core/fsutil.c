@@ -407,8 +407,14 @@ static int open_regular(const char *path, struct stat *st, struct sid_error *err
 	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 
 	if (fd < 0)
-		return sid_error_set(err, errno == ENOENT ? SID_ENOTFOUND : SID_EIO, "%s: %s", path,
-				     strerror(errno));
+		/* no descriptor or memory free: a shortage, as an allocation's,
+		 * that a later try may not meet (the server retries a reload) */
+		return sid_error_set(err,
+				     errno == ENOENT ? SID_ENOTFOUND
+				     : errno == EMFILE || errno == ENFILE || errno == ENOMEM
+					 ? SID_ENOMEM
+					 : SID_EIO,
+				     "%s: %s", path, strerror(errno));
 	if (fstat(fd, st) != 0) {
 		int rc = sid_error_set(err, SID_EIO, "%s: stat: %s", path, strerror(errno));
 		close(fd);

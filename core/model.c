@@ -543,8 +543,8 @@ static int build_block(struct sid_model *m, const struct gather g[SID_TOWER_COUN
 		}
 	}
 	return 0;
-toobig:
-	return sid_error_set(err, SID_ENOMEM, "tensor storage size overflows");
+toobig: /* no file holds it: malformed, not a memory shortage to retry */
+	return sid_error_set(err, SID_EFORMAT, "tensor storage size overflows");
 }
 
 /* A header longer than a semid model's can be (SID_MODEL_HEADER_MAX) is

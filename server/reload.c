@@ -48,6 +48,8 @@ struct srv_reload {
 	uv_fs_event_t watch;
 	uv_timer_t rewatch; /* while the watched directory is gone: looks for it */
 	uv_timer_t debounce;
+	uv_timer_t retry;   /* after a load that failed for want of memory or fds */
+	uint64_t retry_ms;  /* its last delay; 0: none pending */
 	struct checker *ck; /* with watch: stats the model path (below) */
 	uv_async_t moved;   /* the checker found the path names another file */
 	uv_signal_t sighup;
@@ -447,6 +449,35 @@ static void waiters_fail(struct srv_reload_waiter **list, const char *why)
 	*list = NULL;
 }
 
+/*
+ * A load that failed for want of memory or descriptors (SID_ENOMEM: the
+ * file may be fine) is tried again after 1, 2, 4 ... 60 s, until a load
+ * succeeds or fails on the file itself.  A published model failing so was
+ * never tried again (the watcher reports a file once), and the old model
+ * served on for good.
+ */
+#define RETRY_FIRST_MS 1000
+#define RETRY_MAX_MS   60000
+
+static void on_retry(uv_timer_t *t);
+
+static void retry_after(struct srv_reload *r, int short_of_resources, const char *why)
+{
+	if (!short_of_resources || r->closing) {
+		r->retry_ms = 0;
+		uv_timer_stop(&r->retry);
+		return;
+	}
+	r->retry_ms = !r->retry_ms		       ? RETRY_FIRST_MS
+		      : r->retry_ms * 2 > RETRY_MAX_MS ? RETRY_MAX_MS
+						       : r->retry_ms * 2;
+	uv_timer_start(&r->retry, on_retry, r->retry_ms, 0);
+	srv_log(SRV_LOG_WARN, "watch",
+		"the reload failed for want of memory or descriptors (%s): trying again in "
+		"%.0f s",
+		why, r->retry_ms / 1000.0);
+}
+
 static void start(struct srv_reload *r, const char *trigger)
 {
 	if (r->closing)
@@ -465,7 +496,13 @@ static void start(struct srv_reload *r, const char *trigger)
 		r->running = 0;
 		finish(r, trigger, NULL, "could not start the reload thread", 0);
 		waiters_fail(&r->cur_waiters, "could not start the reload thread");
+		retry_after(r, 1, "could not start the reload thread");
 	}
+}
+
+static void on_retry(uv_timer_t *t)
+{
+	start(t->data, "retry");
 }
 
 void srv_reload_trigger(struct srv_reload *r, const char *trigger)
@@ -501,6 +538,7 @@ static void on_done(uv_async_t *h)
 			snprintf(w->error, sizeof(w->error), "%s", err.msg);
 	}
 	finish(r, r->cur_trigger, m, err.msg, unix_now() - r->started);
+	retry_after(r, !m && err.code == SID_ENOMEM, err.msg);
 	for (w = r->cur_waiters; w; w = next) {
 		next = w->next;
 		w->done(w);
@@ -716,6 +754,8 @@ int srv_reload_new(uv_loop_t *loop, const struct srv_config *cfg, struct srv_met
 	r->debounce.data = r;
 	uv_timer_init(loop, &r->rewatch);
 	r->rewatch.data = r;
+	uv_timer_init(loop, &r->retry);
+	r->retry.data = r;
 	uv_async_init(loop, &r->moved, on_moved);
 	r->moved.data = r;
 	uv_signal_init(loop, &r->sighup);
@@ -774,6 +814,7 @@ void srv_reload_quiesce(struct srv_reload *r)
 	r->again = 0;
 	uv_timer_stop(&r->debounce);
 	uv_timer_stop(&r->rewatch);
+	uv_timer_stop(&r->retry);
 	waiters_fail(&r->next_waiters, SRV_MSG_SHUTTING_DOWN);
 }
 
@@ -809,6 +850,7 @@ void srv_reload_close(struct srv_reload *r)
 	uv_close((uv_handle_t *)&r->watch, NULL);
 	uv_close((uv_handle_t *)&r->debounce, NULL);
 	uv_close((uv_handle_t *)&r->rewatch, NULL);
+	uv_close((uv_handle_t *)&r->retry, NULL);
 	checker_stop(r->ck); /* before its uv_async is closed: it sends no more */
 	r->ck = NULL;
 	uv_close((uv_handle_t *)&r->moved, NULL);

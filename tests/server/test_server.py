@@ -939,6 +939,42 @@ class TestOps(unittest.TestCase):
         self.assertEqual(p.returncode, 2, p.stderr.decode())
         self.assertIn("smoke encode of the item tower", p.stderr.decode())
 
+    def test_reload_short_of_descriptors_is_tried_again(self):
+        """A published model whose load failed for want of descriptors (or
+        memory: the file may be fine) was never tried again, the watcher
+        reporting each file once, and the old model served for good.  Now
+        the reload is tried again after 1, 2, 4 ... s until it succeeds."""
+        _, path = model_copy("m.safetensors")
+        srv = T.Server(["--model", path, "--registry", "none"], WORK)
+        pid = srv.proc.pid
+        soft, hard = resource.prlimit(pid, resource.RLIMIT_NOFILE)
+        try:
+            def wait_log(pattern, secs):
+                deadline = time.monotonic() + secs * T.SLOW
+                while not re.search(pattern, srv.log_text()):
+                    self.assertLess(time.monotonic(), deadline, srv.log_text()[-2000:])
+                    time.sleep(0.02)
+            # no descriptor free: the reload thread cannot open the file (a
+            # limit at the lowest free number: open() takes that one)
+            used = {int(fd) for fd in os.listdir("/proc/%d/fd" % pid)}
+            resource.prlimit(pid, resource.RLIMIT_NOFILE,
+                             (min(set(range(len(used) + 1)) - used), hard))
+            T.write_model(path, {"item": TIEFREE}, "after-1")
+            wait_log(r"event=reload trigger=watch result=error error=\"[^\"]*Too many open "
+                     r"files\"", 10)
+            wait_log(r"the reload failed for want of memory or descriptors \([^)]*Too many open "
+                     r"files\): trying again in 1 s", 2)
+            wait_log(r"trying again in 2 s", 4)  # the next try failed too, and waits longer
+            resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, hard))
+            wait_log(r"event=reload trigger=retry result=success model_version=after-1", 10)
+            st, _, body = srv.json("GET", "/readyz")
+            self.assertEqual((st, body["model_version"]), (200, "after-1"))
+            time.sleep(0.3)
+            self.assertNotIn("trying again in 4 s", srv.log_text())
+        finally:
+            resource.prlimit(pid, resource.RLIMIT_NOFILE, (soft, hard))
+            self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
+
     def test_model_status_with_a_path_that_is_not_utf8(self):
         """A reload error names the model's path, and the registry's store sits
         beside it: in a directory whose name is not UTF-8 (Latin-1 "é"), GET
