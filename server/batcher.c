@@ -9,6 +9,7 @@
 #include "batcher.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -595,6 +596,61 @@ static void warm_after_cb(uv_work_t *w, int status)
 	(void)status;
 }
 
+/*
+ * libuv starts its pool's threads (8 MiB stacks) at the first
+ * uv_queue_work and abort()s when one cannot start (RLIMIT_NPROC, a memory
+ * limit): the server died by SIGABRT (134) without a word.  @n threads of
+ * that stack size are started here first, all at once, then ended: one that
+ * cannot start is said, and the start refused.
+ */
+struct pool_probe {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int go;
+};
+
+static void *pool_probe_thread(void *arg)
+{
+	struct pool_probe *p = arg;
+
+	pthread_mutex_lock(&p->mu);
+	while (!p->go)
+		pthread_cond_wait(&p->cv, &p->mu);
+	pthread_mutex_unlock(&p->mu);
+	return NULL;
+}
+
+static int pool_probe(int n, struct sid_error *err)
+{
+	struct pool_probe p = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
+	pthread_t *t = calloc((size_t)n, sizeof(*t));
+	pthread_attr_t attr;
+	int started = 0, e = 0;
+
+	if (!t)
+		return sid_error_set(err, SID_ENOMEM, "batcher: out of memory");
+	pthread_attr_init(&attr);
+	pthread_attr_setstacksize(&attr, (size_t)8 << 20); /* libuv's */
+	while (started < n && !(e = pthread_create(&t[started], &attr, pool_probe_thread, &p)))
+		started++;
+	pthread_attr_destroy(&attr);
+	pthread_mutex_lock(&p.mu);
+	p.go = 1;
+	pthread_cond_broadcast(&p.cv);
+	pthread_mutex_unlock(&p.mu);
+	for (int i = 0; i < started; i++)
+		pthread_join(t[i], NULL);
+	free(t);
+	if (e)
+		return sid_error_set(
+		    err, SID_ENOMEM,
+		    "cannot start the %d threads of the worker pool (%d did): %s "
+		    "(the process or thread limit, RLIMIT_NPROC / LimitNPROC, or a "
+		    "memory limit for their 8 MiB stacks)",
+		    n, started, strerror(e));
+	return 0;
+}
+
 int srv_batcher_new(uv_loop_t *loop, const struct srv_batcher_opts *opts, struct srv_batcher **out,
 		    struct sid_error *err)
 {
@@ -606,6 +662,8 @@ int srv_batcher_new(uv_loop_t *loop, const struct srv_batcher_opts *opts, struct
 		return sid_error_set(err, SID_EINVAL,
 				     "batcher: workers, max_batch and queue_rows "
 				     "must be positive");
+	if (pool_probe(opts->workers + (opts->extra_threads > 0 ? opts->extra_threads : 0), err))
+		return err->code;
 	b = calloc(1, sizeof(*b));
 	if (!b)
 		return sid_error_set(err, SID_ENOMEM, "batcher: out of memory");

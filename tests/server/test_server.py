@@ -1593,6 +1593,30 @@ class TestLifecycle(unittest.TestCase):
         ex = os.path.join(os.path.dirname(__file__), "..", "..", "config", "semid-server.json")
         self.refused(["--config", ex, "--listen", "127.0.0.1:0"], "/var/lib/semid/model")
 
+    def test_worker_threads_that_cannot_start(self):
+        """A thread limit (RLIMIT_NPROC) that left libuv unable to start its
+        pool's threads killed the server by SIGABRT inside libuv (134),
+        without a word.  The pool's threads are tried first: exit 2, saying
+        why.  (RLIMIT_NPROC binds only a user other than root.)"""
+        if os.geteuid() != 0:
+            self.skipTest("needs root to run the server as nobody")
+        d = tempfile.mkdtemp(prefix="semid-nproc-")  # WORK is 0700: out of nobody's reach
+        self.addCleanup(shutil.rmtree, d, True)
+        os.chmod(d, 0o755)
+        model = os.path.join(d, "m.safetensors")
+        shutil.copy(TF_MODEL, model)
+        os.chmod(model, 0o644)
+        kw = T.as_nobody(T.SERVER)
+        p = subprocess.run([kw["program"], "--model", model, "--listen", "127.0.0.1:0",
+                            "--registry", "none", "--workers", "4"], user=kw["user"],
+                           preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NPROC, (4, 4)),
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertRegex(p.stderr, r"semid-server: cannot start the [45] threads of the worker "
+                         r"pool \(\d did\): Resource temporarily unavailable \(the process or "
+                         r"thread limit, RLIMIT_NPROC / LimitNPROC, or a memory limit for their "
+                         r"8 MiB stacks\)\n")
+
     def test_refused_start_leaves_no_registry(self):
         """A server that cannot load its model leaves nothing beside it: the
         registry used to be opened first, creating semid-registry.db (and its
