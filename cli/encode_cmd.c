@@ -512,8 +512,11 @@ static int run_pipeline(const struct cli_encode_opts *o, const struct sid_npy *i
 	/* One BLAS thread per worker: the parallelism is across batches. */
 	openblas_set_num_threads(1);
 	for (i = 0; i < (size_t)T; i++) {
-		if (pthread_create(&w[i].tid, NULL, worker_main, &w[i]) != 0) {
-			sid_error_set(err, SID_EIO, "cannot start worker thread %zu", i);
+		int e = pthread_create(&w[i].tid, NULL, worker_main, &w[i]);
+		if (e) {
+			sid_error_set(err, SID_EIO,
+				      "cannot start worker thread %zu of %d: %s (fewer --threads?)",
+				      i, T, strerror(e));
 			goto fail;
 		}
 		w[i].started = 1;

@@ -480,6 +480,8 @@ static void retry_after(struct srv_reload *r, int short_of_resources, const char
 
 static void start(struct srv_reload *r, const char *trigger)
 {
+	int e;
+
 	if (r->closing)
 		return;
 	if (r->running) {
@@ -492,11 +494,13 @@ static void start(struct srv_reload *r, const char *trigger)
 	snprintf(r->cur_trigger, sizeof(r->cur_trigger), "%s", trigger);
 	r->started = unix_now();
 	r->running = 1;
-	if (pthread_create(&r->thread, NULL, reload_thread, r) != 0) {
+	if ((e = pthread_create(&r->thread, NULL, reload_thread, r)) != 0) {
+		char why[128];
+		snprintf(why, sizeof(why), "could not start the reload thread: %s", strerror(e));
 		r->running = 0;
-		finish(r, trigger, NULL, "could not start the reload thread", 0);
-		waiters_fail(&r->cur_waiters, "could not start the reload thread");
-		retry_after(r, 1, "could not start the reload thread");
+		finish(r, trigger, NULL, why, 0);
+		waiters_fail(&r->cur_waiters, why);
+		retry_after(r, 1, why);
 	}
 }
 
