@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "cpus.h"
@@ -58,6 +59,19 @@ void sid_blas_tune(char **argv)
 		return;
 	execv("/proc/self/exe", argv);
 	unsetenv("OPENBLAS_CORETYPE"); /* exec failed: carry on as we were */
+}
+
+void sid_blas_one_thread_under_as_limit(char **argv)
+{
+	struct rlimit rl;
+
+	if (!argv || !argv[0] || getenv("OPENBLAS_NUM_THREADS") || getrlimit(RLIMIT_AS, &rl) != 0 ||
+	    rl.rlim_cur == RLIM_INFINITY)
+		return;
+	if (setenv("OPENBLAS_NUM_THREADS", "1", 1))
+		return;
+	execv("/proc/self/exe", argv);
+	unsetenv("OPENBLAS_NUM_THREADS"); /* exec failed: carry on as we were */
 }
 
 /* The last sid_blas_default_threads's reason (sid_blas_default_threads_why). */

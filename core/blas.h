@@ -36,6 +36,17 @@ const char *sid_blas_better_core(const char *corename, int has_avx2, int has_avx
 void sid_blas_tune(char **argv);
 
 /*
+ * For a program that does no multi-threaded BLAS work (semid, semid-server):
+ * under an address-space limit (ulimit -v, systemd's LimitAS) the thread
+ * OpenBLAS starts when it is loaded spins for ever on a buffer it cannot
+ * map, and the process never exits (seen at 100-150 MiB).  When RLIMIT_AS
+ * is finite and OPENBLAS_NUM_THREADS is unset, this sets it to 1 and
+ * executes the program again, so that OpenBLAS starts no thread.  Call it
+ * first in main(); returns only when it did not re-execute.
+ */
+void sid_blas_one_thread_under_as_limit(char **argv);
+
+/*
  * OpenBLAS's thread count when the user did not choose it.  At load,
  * OpenBLAS takes OPENBLAS_NUM_THREADS, GOTO_NUM_THREADS or OMP_NUM_THREADS,
  * else one thread per CPU of the affinity mask (at most the number it was

@@ -41,6 +41,7 @@
 #include <uv.h>
 
 #include "assign.h"
+#include "blas.h"
 #include "batcher.h"
 #include "config.h"
 #include "http.h"
@@ -516,6 +517,7 @@ int main(int argc, char **argv)
 	struct sigaction hup, stop;
 	int help = 0, version = 0;
 
+	sid_blas_one_thread_under_as_limit(argv); /* may re-execute */
 	/* Descriptors 0-2 closed (>&- 2>&-): the next ones opened took their
 	 * numbers, so log lines went into libuv's signal pipe and libuv
 	 * asserted at exit (134).  They are /dev/null then, as SQLite does. */

@@ -822,6 +822,28 @@ class CliTest(unittest.TestCase):
                          f"semid: {adir}: cannot create the output: it is a directory\n")
         self.assertEqual(os.listdir(adir), [])
 
+    @unittest.skipIf(os.environ.get("SEMID_SANITIZE"),
+                     "a sanitizer's shadow memory does not fit an address-space limit")
+    def test_address_space_limit(self):
+        """Under ulimit -v (100-150 MiB) the thread OpenBLAS starts at load
+        spun for ever on a buffer it could not map, and inspect, its output
+        written, never exited.  semid now runs OpenBLAS without a thread
+        there (OPENBLAS_NUM_THREADS=1 unless the user set it)."""
+        limit = 128 << 20
+
+        def small():
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        p = subprocess.run([SEMID, "inspect", self.model], capture_output=True, timeout=60,
+                           preexec_fn=small)
+        self.assertEqual(p.returncode, 0, p.stderr.decode())
+        got, want = json.loads(p.stdout), json.loads(run("inspect", self.model).stdout)
+        del got["loaded_at"], want["loaded_at"]
+        self.assertEqual(got, want)
+        p = self.encode()  # and the same codes as without the limit
+        q = subprocess.run([SEMID, "encode", "--model", self.model, "--input", self.input,
+                            "--output", "-"], capture_output=True, timeout=60, preexec_fn=small)
+        self.assertEqual((q.returncode, q.stdout), (0, p.stdout), q.stderr.decode())
+
     def test_file_size_limit(self):
         """A file size limit (ulimit -f) reached ended semid by SIGXFSZ
         (153) without a word, a backup leaving its temp file; the write now

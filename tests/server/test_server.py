@@ -1792,6 +1792,21 @@ class TestLifecycle(unittest.TestCase):
             self.assertEqual(srv.stop(), 0, srv.log_text()[-500:])
         self.assertEqual(os.path.getsize(srv.log_path), limit)
 
+    @unittest.skipIf(os.environ.get("SEMID_SANITIZE") or T.WRAPPER,
+                     "a sanitizer's or valgrind's memory does not fit an address-space limit")
+    def test_address_space_limit(self):
+        """Under ulimit -v the thread OpenBLAS starts at load spun for ever
+        on a buffer it could not map, and the server, drained, never
+        exited (at 120-160 MiB; at 200 its pool's threads could not start);
+        it now runs OpenBLAS without a thread there."""
+        limit = 160 << 20
+        srv = T.Server(["--model", TF_MODEL, "--registry", "none"], WORK,
+                       preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit)))
+        try:
+            self.assertEqual(encode(srv, [{"embedding": [0.25] * 16}])[0], 200)
+        finally:
+            self.assertEqual(srv.stop(), 0, srv.log_text()[-500:])
+
     def test_drain_turns_new_connections_away(self):
         """During the drain a new connection is answered at once with a 503
         saying why, and closed, while the request in flight is answered.
