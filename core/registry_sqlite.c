@@ -15,6 +15,7 @@
 #include "registry.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
 #include <sqlite3.h>
@@ -246,12 +247,71 @@ static void ckpt_stop(struct sq *s)
 	pthread_cond_destroy(&s->ck_cond);
 }
 
-/* Map a SQLite result code to a SID_E* code and a message naming the file. */
+/* The OS's error behind @rc on @db (errno of the system call that failed),
+ * or 0.  SQLite records one only with SQLITE_CANTOPEN and SQLITE_IOERR (and
+ * keeps it past later errors of other kinds, which it does not explain). */
+static int sys_errno(sqlite3 *db, int rc)
+{
+	if (!db || ((rc & 0xff) != SQLITE_CANTOPEN && (rc & 0xff) != SQLITE_IOERR))
+		return 0;
+	return sqlite3_system_errno(db);
+}
+
+/* ": <the OS's reason>" for sys_errno(@db, @rc), or "" without one: "unable
+ * to open database file" alone does not tell a full descriptor table
+ * (EMFILE) from a denied directory.  Returns @buf. */
+static const char *sys_cause(sqlite3 *db, int rc, char *buf, size_t len)
+{
+	int e = sys_errno(db, rc);
+
+	if (e)
+		snprintf(buf, len, ": %s", strerror(e));
+	else
+		buf[0] = '\0';
+	return buf;
+}
+
+/* 0 when this process may create files in @path's directory, else why not
+ * (EACCES, EROFS, ...): the -wal and -shm must be made there. */
+static int dir_denied(const char *path)
+{
+	char dir[PATH_MAX];
+	const char *slash = strrchr(path, '/');
+	size_t n = slash ? (size_t)(slash - path) : 0;
+
+	if (!slash)
+		snprintf(dir, sizeof(dir), ".");
+	else if (n == 0)
+		snprintf(dir, sizeof(dir), "/");
+	else if (n < sizeof(dir))
+		snprintf(dir, sizeof(dir), "%.*s", (int)n, path);
+	else
+		return 0; /* cannot tell */
+	return faccessat(AT_FDCWD, dir, W_OK | X_OK, AT_EACCESS) ? errno : 0;
+}
+
+/* Whether the store's directory is to blame for a failed open, from the
+ * OS's error @e and, without one that says so, a check of the directory:
+ * EROFS (a read-only file system), EACCES (no write access; EPERM too), or
+ * 0 (not the directory: the descriptors ran out, say, where advice on side
+ * files would send the operator to the wrong place). */
+static int dir_trouble(const char *path, int e)
+{
+	if (e != EROFS && e != EACCES && e != EPERM)
+		e = dir_denied(path);
+	return e == EROFS ? EROFS : e == EACCES || e == EPERM ? EACCES : 0;
+}
+
+/* Map a SQLite result code to a SID_E* code and a message naming the file
+ * and, where the OS gave one, its reason. */
 static int sq_fail(struct sq *s, int rc, struct sid_error *err, const char *what)
 {
 	const char *msg = s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc);
+	const char *l = s->base.label;
+	char cause[128], hint[SID_ERROR_MSG_MAX] = "";
 	int code;
 
+	sys_cause(s->db, rc, cause, sizeof(cause));
 	switch (rc & 0xff) {
 	case SQLITE_NOTADB:
 	case SQLITE_CORRUPT:
@@ -278,14 +338,26 @@ static int sq_fail(struct sq *s, int rc, struct sid_error *err, const char *what
 		break;
 	case SQLITE_CANTOPEN:
 	case SQLITE_PERM:
-		return sid_error_set(err, SID_EIO,
-				     "registry %s: %s: %s (the file and its directory must be "
-				     "writable: WAL mode keeps %s-wal and %s-shm beside it)",
-				     s->base.label, what, msg, s->base.label, s->base.label);
+		code = SID_EIO;
+		switch (dir_trouble(l, sys_errno(s->db, rc))) {
+		case EROFS:
+			snprintf(hint, sizeof(hint),
+				 " (on a read-only file system: WAL mode writes the file and "
+				 "%s-wal and %s-shm beside it; mount it read-write)",
+				 l, l);
+			break;
+		case EACCES:
+			snprintf(hint, sizeof(hint),
+				 " (the file and its directory must be writable: WAL mode keeps "
+				 "%s-wal and %s-shm beside it)",
+				 l, l);
+			break;
+		}
+		break;
 	default:
 		code = SID_EIO;
 	}
-	return sid_error_set(err, code, "registry %s: %s: %s", s->base.label, what, msg);
+	return sid_error_set(err, code, "registry %s: %s: %s%s%s", l, what, msg, cause, hint);
 }
 
 static sqlite3_stmt *stmt(struct sq *s, int i)
@@ -1559,9 +1631,11 @@ static int sq_backup(struct sid_registry *r, const char *dest, sid_reg_progress_
 	    (rc = sqlite3_exec(d, "PRAGMA journal_mode=DELETE", NULL, NULL, NULL)) == SQLITE_OK)
 		rc = SQLITE_DONE;
 	if (rc != SQLITE_DONE) {
+		char cause[128];
 		rc = sid_error_set(err, rc == SQLITE_NOMEM ? SID_ENOMEM : SID_EIO,
-				   "registry %s: backup to %s: %s", s->base.label, dest,
-				   d ? sqlite3_errmsg(d) : sqlite3_errstr(rc));
+				   "registry %s: backup to %s: %s%s", s->base.label, dest,
+				   d ? sqlite3_errmsg(d) : sqlite3_errstr(rc),
+				   sys_cause(d, rc, cause, sizeof(cause)));
 		goto out;
 	}
 	rc = sqlite3_prepare_v2(d, "PRAGMA quick_check", -1, &st, NULL);
@@ -1588,6 +1662,7 @@ int sid_registry_sqlite_fold_wal(const char *path, struct sid_error *err)
 {
 	sqlite3 *db = NULL;
 	sqlite3_stmt *st = NULL;
+	char cause[128];
 	int rc;
 
 	/* Read it first without the right to write: a read-write connection
@@ -1601,8 +1676,9 @@ int sid_registry_sqlite_fold_wal(const char *path, struct sid_error *err)
 		rc = sqlite3_step(st);
 	if (rc != SQLITE_ROW) {
 		rc = sid_error_set(err, (rc & 0xff) == SQLITE_BUSY ? SID_EUNAVAIL : SID_EFORMAT,
-				   "registry %s: cannot read it: %s", path,
-				   db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+				   "registry %s: cannot read it: %s%s", path,
+				   db ? sqlite3_errmsg(db) : sqlite3_errstr(rc),
+				   sys_cause(db, rc, cause, sizeof(cause)));
 		sqlite3_finalize(st);
 		sqlite3_close(db);
 		return rc;
@@ -1627,8 +1703,9 @@ int sid_registry_sqlite_fold_wal(const char *path, struct sid_error *err)
 		rc = 0;
 	else
 		rc = sid_error_set(err, (rc & 0xff) == SQLITE_BUSY ? SID_EUNAVAIL : SID_EIO,
-				   "registry %s: cannot copy its -wal into it: %s", path,
-				   db ? sqlite3_errmsg(db) : sqlite3_errstr(rc));
+				   "registry %s: cannot copy its -wal into it: %s%s", path,
+				   db ? sqlite3_errmsg(db) : sqlite3_errstr(rc),
+				   sys_cause(db, rc, cause, sizeof(cause)));
 	sqlite3_finalize(st);
 	sqlite3_close(db);
 	return rc;
@@ -1886,26 +1963,32 @@ fail:
  * lies beside the file (a clean close checkpoints and removes it), the file
  * alone holds every commit and can be opened "immutable" (no locks, no side
  * files).  With frames in a WAL that fallback would miss them, so the open
- * fails, naming the WAL.  Returns 0 when reopened, 1 when the fallback does
+ * fails, naming the WAL.  An open that failed for another reason (no file
+ * descriptor left, EMFILE) in a directory it may write is not this case:
+ * its own error stands.  Returns 0 when reopened, 1 when the fallback does
  * not apply, or a SID_E* code with @err set.
  */
 static int reopen_immutable(struct sq *s, struct sid_error *err)
 {
 	char wal[PATH_MAX + 8], uri[3 * PATH_MAX + 32];
 	const char *p = s->base.label;
-	int why = sqlite3_extended_errcode(s->db) & 0xff;
+	int rc = sqlite3_extended_errcode(s->db), why = rc & 0xff, dir;
 	struct stat st;
 	size_t o;
 
-	if ((why != SQLITE_CANTOPEN && why != SQLITE_READONLY) || strlen(p) >= PATH_MAX)
+	if ((why != SQLITE_CANTOPEN && why != SQLITE_READONLY) || strlen(p) >= PATH_MAX ||
+	    !(dir = dir_trouble(p, sys_errno(s->db, rc))))
 		return 1;
 	snprintf(wal, sizeof(wal), "%s-wal", p);
 	if (stat(wal, &st) == 0 && st.st_size > 0)
 		return sid_error_set(err, SID_EIO,
-				     "registry %s: cannot read it from a directory this process "
-				     "cannot write while %s holds commits not yet in the file "
-				     "(open it once with write access to checkpoint them)",
-				     p, wal);
+				     "registry %s: cannot read it from %s while %s holds commits "
+				     "not yet in the file (open it once with write access to "
+				     "checkpoint them)",
+				     p,
+				     dir == EROFS ? "a read-only file system"
+						  : "a directory this process cannot write",
+				     wal);
 	o = (size_t)snprintf(uri, sizeof(uri), "file:");
 	for (; *p; p++) /* percent-encode all but unreserved characters and '/' */
 		if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
@@ -1916,10 +1999,10 @@ static int reopen_immutable(struct sq *s, struct sid_error *err)
 	snprintf(uri + o, sizeof(uri) - o, "?immutable=1");
 	sqlite3_close(s->db);
 	s->db = NULL;
-	if (sqlite3_open_v2(uri, &s->db,
-			    SQLITE_OPEN_READONLY | SQLITE_OPEN_URI | SQLITE_OPEN_NOMUTEX,
-			    NULL) != SQLITE_OK)
-		return sq_fail(s, SQLITE_CANTOPEN, err, "open (immutable, read-only directory)");
+	if ((rc = sqlite3_open_v2(uri, &s->db,
+				  SQLITE_OPEN_READONLY | SQLITE_OPEN_URI | SQLITE_OPEN_NOMUTEX,
+				  NULL)) != SQLITE_OK)
+		return sq_fail(s, rc, err, "open (immutable, read-only directory)");
 	sqlite3_extended_result_codes(s->db, 1);
 	s->immutable = 1;
 	s->reopen_ms = sid__reg_mono_ms() + 1000;
@@ -1930,6 +2013,14 @@ static int reopen_immutable(struct sq *s, struct sid_error *err)
  * `semid registry delete` was told that assigning needs write access). */
 static int read_only_file(const char *path, struct sid_error *err)
 {
+	int e = faccessat(AT_FDCWD, path, W_OK, AT_EACCESS) ? errno : 0;
+
+	if (e == EROFS || (!e && dir_denied(path) == EROFS))
+		return sid_error_set(err, SID_EIO,
+				     "registry %s: the file is on a read-only file system (a "
+				     "writer, to assign, import, reassign or delete, needs write "
+				     "access: mount it read-write)",
+				     path);
 	return sid_error_set(err, SID_EIO,
 			     "registry %s: the file is read-only (a writer, to assign, import, "
 			     "reassign or delete, needs write access)",

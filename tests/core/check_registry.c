@@ -13,7 +13,9 @@
  * export/import round trips and conflicts, bad input, several threads and
  * several processes assigning colliding codes at once, a child killed with
  * SIGKILL mid-stream, and on SQLite a corrupt file, a foreign database, a
- * newer schema, a read-only file and directory, a held write lock and a
+ * newer schema, a read-only file and directory, a read-only file system,
+ * file descriptors running out (the OS's reason said, not taken for a
+ * directory that cannot be written), a held write lock and a
  * held read transaction (commits do not wait for it), the file deleted,
  * moved or replaced under open handles, its -wal deleted (with another
  * process writing on, or a reader holding an older state), its -shm
@@ -47,6 +49,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -2415,6 +2419,27 @@ static int open_as_nobody(const char *path, unsigned flags, char *msg, size_t le
 	return code;
 }
 
+/* Leave a commit of @id in @path's -wal, as a writer killed would: a child
+ * assigns it and exits without closing.  Returns its exit status (0: done). */
+static int commit_in_wal(const char *path, const char *id)
+{
+	struct sid_reg_entry e;
+	int status = -1;
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		struct sid_registry *w;
+		struct sid_error err;
+		if (sid_registry_open(path, 0, &w, &err))
+			_exit(1);
+		assign1(w, id, 4, 5, 6, 0, &e);
+		_exit(0); /* no close: the commit stays in the WAL */
+	}
+	if (pid < 0 || waitpid(pid, &status, 0) != pid)
+		return -1;
+	return status;
+}
+
 START_TEST(t_sqlite_readonly)
 {
 	char msg[SID_ERROR_MSG_MAX + 16];
@@ -2422,7 +2447,6 @@ START_TEST(t_sqlite_readonly)
 
 	struct sid_reg_entry e;
 	struct sid_registry *r;
-	pid_t pid;
 
 	chmod(tmpdir, 0755);
 	r = reg_open();
@@ -2449,18 +2473,7 @@ START_TEST(t_sqlite_readonly)
 	/* unless a WAL with commits lies beside it (a writer killed, its -shm
 	 * gone): reading the file alone would miss them */
 	chmod(tmpdir, 0755);
-	pid = fork();
-	ck_assert_int_ge(pid, 0);
-	if (pid == 0) {
-		struct sid_registry *w;
-		struct sid_error err;
-		if (sid_registry_open(target, 0, &w, &err))
-			_exit(1);
-		assign1(w, "late", 4, 5, 6, 0, &e);
-		_exit(0); /* no close: the commit stays in the WAL */
-	}
-	ck_assert_int_eq(waitpid(pid, &code, 0), pid);
-	ck_assert_int_eq(code, 0);
+	ck_assert_int_eq(commit_in_wal(target, "late"), 0);
 	{
 		char shm[sizeof(target) + 8];
 		snprintf(shm, sizeof(shm), "%s-shm", target);
@@ -2535,6 +2548,201 @@ START_TEST(t_sqlite_immutable_recovers)
 	chmod(tmpdir, 0755);
 	ck_assert_msg(!strcmp(buf, "0 4-5-6-0"), "after the directory became writable: %s", buf);
 	ck_assert_int_eq(status, 0);
+}
+END_TEST
+
+/* Run @fn in a child process (the limits it sets stay there) and return in
+ * @out what it wrote to the fd it is given, NUL-terminated. */
+static void run_child(void (*fn)(int fd), char *out, size_t len)
+{
+	size_t n = 0;
+	ssize_t got;
+	int fd[2], status;
+	pid_t pid;
+
+	ck_assert_int_eq(pipe(fd), 0);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		close(fd[0]);
+		fn(fd[1]);
+		_exit(0);
+	}
+	close(fd[1]);
+	while (n + 1 < len && (got = read(fd[0], out + n, len - 1 - n)) > 0)
+		n += (size_t)got;
+	out[n] = '\0';
+	close(fd[0]);
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child: status %d; wrote: %s",
+		      status, out);
+}
+
+/* The lowest file descriptor free: with RLIMIT_NOFILE there, no file opens. */
+static rlim_t fd_free(void)
+{
+	int fd = dup(0);
+	close(fd);
+	return fd < 0 ? 0 : (rlim_t)fd;
+}
+
+/* Opens the store, read-only then for writing, under ever higher limits on
+ * file descriptors, from none left up: one line a failure, "<flags>
+ * <code> <message>"; then a backup with no descriptor left, "backup <code>
+ * <message>". */
+static void open_under_fd_limits(int out)
+{
+	static const unsigned modes[] = {SID_REG_READONLY, 0};
+	struct rlimit old, rl;
+	struct sid_error err;
+	struct sid_registry *r;
+	char dest[sizeof(target) + 16];
+	rlim_t base = fd_free();
+	int rc;
+
+	if (getrlimit(RLIMIT_NOFILE, &old))
+		_exit(2);
+	for (size_t m = 0; m < 2; m++)
+		for (rlim_t k = 0; k < 12; k++) {
+			rl = old;
+			rl.rlim_cur = base + k;
+			if (setrlimit(RLIMIT_NOFILE, &rl))
+				_exit(3);
+			sid_error_clear(&err);
+			r = NULL;
+			rc = sid_registry_open(target, modes[m], &r, &err);
+			if (!rc && modes[m]) {
+				struct sid_reg_entry e;
+				rc = sid_registry_get(r, SID_TOWER_ITEM, "old", &e, &err);
+			} else if (!rc) {
+				int32_t c[3] = {1, 1, 1};
+				struct sid_reg_item it = {"x", c, NULL};
+				struct sid_reg_entry e;
+				rc = sid_registry_assign(r, SID_TOWER_ITEM, &it, 1, 3, 0, "v", 0,
+							 &e, &err);
+			}
+			sid_registry_close(r);
+			setrlimit(RLIMIT_NOFILE, &old);
+			if (rc)
+				dprintf(out, "%u %d %s\n", modes[m], rc, err.msg);
+		}
+	snprintf(dest, sizeof(dest), "%s.backup", target);
+	if (sid_registry_open(target, SID_REG_READONLY, &r, &err))
+		_exit(4);
+	rl = old;
+	rl.rlim_cur = fd_free();
+	if (setrlimit(RLIMIT_NOFILE, &rl))
+		_exit(5);
+	rc = sid_registry_backup(r, dest, NULL, NULL, &err);
+	setrlimit(RLIMIT_NOFILE, &old);
+	dprintf(out, "backup %d %s\n", rc, rc ? err.msg : "");
+	sid_registry_close(r);
+}
+
+/* Out of file descriptors (EMFILE, a low `ulimit -n`), an open says so: it
+ * was taken for a directory that must be writable, and a reader with a -wal
+ * beside the file for a read-only directory, and a backup said "unable to
+ * open database file" with no cause.  The store's directory is writable
+ * here and a -wal holds commits (a writer that is still running). */
+START_TEST(t_sqlite_fd_limit)
+{
+	char out[16384], *line, *save = NULL;
+	int ro = 0, rw = 0, backup = 0;
+
+	ck_assert_int_eq(commit_in_wal(target, "old"), 0);
+	run_child(open_under_fd_limits, out, sizeof(out));
+	for (line = strtok_r(out, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		ck_assert_msg(strstr(line, target), "does not name the store: %s", line);
+		ck_assert_msg(strstr(line, "Too many open files"), "no cause: %s", line);
+		ck_assert_msg(!strstr(line, "writable") && !strstr(line, "cannot write") &&
+				  !strstr(line, "read-only"),
+			      "blames the directory: %s", line);
+		if (!strncmp(line, "backup ", 7)) {
+			ck_assert_msg(strstr(line, ".backup"), "does not name the copy: %s", line);
+			backup++;
+		} else {
+			*(line[0] == '0' ? &rw : &ro) += 1;
+		}
+	}
+	/* some limits are too low, and higher ones are enough */
+	ck_assert_msg(ro >= 1 && ro < 12, "%d read-only opens failed", ro);
+	ck_assert_msg(rw >= 1 && rw < 12, "%d opens for writing failed", rw);
+	ck_assert_int_eq(backup, 1);
+}
+END_TEST
+
+/* What opening @path gives: the code and the message, or with
+ * SID_REG_READONLY and success the result of a lookup of "old". */
+static int open_msg(const char *path, unsigned flags, char *msg, size_t len)
+{
+	struct sid_registry *r = NULL;
+	struct sid_reg_entry e;
+	struct sid_error err;
+	int rc;
+
+	sid_error_clear(&err);
+	rc = sid_registry_open(path, flags, &r, &err);
+	if (!rc && (flags & SID_REG_READONLY))
+		rc = sid_registry_get(r, SID_TOWER_ITEM, "old", &e, &err);
+	sid_registry_close(r);
+	snprintf(msg, len, "%s", rc ? err.msg : "");
+	return rc;
+}
+
+/* A store on a read-only file system (the file's mode lets it be written):
+ * a writer is told the file system is read-only, not that the file is;
+ * a reader reads a file closed cleanly, and one whose -wal holds commits is
+ * refused, also naming the read-only file system (not a directory this
+ * process cannot write); a file to be created there too.  A tmpfs of its
+ * own, remounted read-only: root only. */
+START_TEST(t_sqlite_read_only_fs)
+{
+	char dir[sizeof(tmpdir) + 8], a[sizeof(dir) + 8], b[sizeof(dir) + 8], c[sizeof(dir) + 8];
+	char m_w[SID_ERROR_MSG_MAX], m_r[SID_ERROR_MSG_MAX], m_wal[SID_ERROR_MSG_MAX],
+	    m_new[SID_ERROR_MSG_MAX];
+	int rc_w, rc_r, rc_wal, rc_new, status;
+	struct sid_reg_entry e;
+	struct sid_registry *r;
+	struct sid_error err;
+
+	if (geteuid() != 0)
+		CHECK_SKIP("not root (mounts a tmpfs)");
+	snprintf(dir, sizeof(dir), "%s/ro", tmpdir);
+	ck_assert_int_eq(mkdir(dir, 0755), 0);
+	if (mount("tmpfs", dir, "tmpfs", 0, "size=1m,mode=0755"))
+		CHECK_SKIP("cannot mount a tmpfs: %s", strerror(errno));
+	snprintf(a, sizeof(a), "%s/a.db", dir);
+	snprintf(b, sizeof(b), "%s/b.db", dir);
+	snprintf(c, sizeof(c), "%s/c.db", dir);
+	rc_w = sid_registry_open(a, 0, &r, &err);
+	if (!rc_w) {
+		assign1(r, "old", 1, 2, 3, 0, &e);
+		sid_registry_close(r);
+	}
+	status = commit_in_wal(b, "old");
+	strcat(strcpy(m_wal, b), "-shm");
+	if (rc_w || status || unlink(m_wal) ||
+	    mount("tmpfs", dir, "tmpfs", MS_REMOUNT | MS_RDONLY, "size=1m,mode=0755")) {
+		umount2(dir, MNT_DETACH);
+		ck_abort_msg("setting up the read-only file system failed: %s",
+			     rc_w ? err.msg : strerror(errno));
+	}
+	rc_w = open_msg(a, 0, m_w, sizeof(m_w));
+	rc_r = open_msg(a, SID_REG_READONLY, m_r, sizeof(m_r));
+	rc_wal = open_msg(b, SID_REG_READONLY, m_wal, sizeof(m_wal));
+	rc_new = open_msg(c, 0, m_new, sizeof(m_new));
+	ck_assert_int_eq(umount2(dir, MNT_DETACH), 0);
+
+	ck_assert_msg(rc_w == SID_EIO, "writer: %d %s", rc_w, m_w);
+	ck_assert_msg(strstr(m_w, a) && strstr(m_w, "read-only file system"), "writer: %s", m_w);
+	ck_assert_msg(rc_r == 0, "reader: %d %s", rc_r, m_r);
+	ck_assert_msg(rc_wal == SID_EIO, "reader, -wal: %d %s", rc_wal, m_wal);
+	ck_assert_msg(strstr(m_wal, b) && strstr(m_wal, "-wal") &&
+			  strstr(m_wal, "read-only file system") && !strstr(m_wal, "directory"),
+		      "reader, -wal: %s", m_wal);
+	ck_assert_msg(rc_new == SID_EIO, "new file: %d %s", rc_new, m_new);
+	ck_assert_msg(strstr(m_new, c) && strstr(m_new, "read-only file system"), "new file: %s",
+		      m_new);
 }
 END_TEST
 
@@ -5282,6 +5490,8 @@ static Suite *registry_suite(void)
 	tcase_add_test(tc, t_sqlite_readonly);
 	tcase_add_test(tc, t_sqlite_readonly_flag);
 	tcase_add_test(tc, t_sqlite_immutable_recovers);
+	tcase_add_test(tc, t_sqlite_fd_limit);
+	tcase_add_test(tc, t_sqlite_read_only_fs);
 	tcase_add_test(tc, t_sqlite_locked);
 	tcase_add_test(tc, t_sqlite_file_replaced);
 	tcase_add_test(tc, t_sqlite_wal_deleted);

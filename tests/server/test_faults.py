@@ -388,7 +388,7 @@ class TestRegistryFaults(unittest.TestCase):
             self.assertEqual(self.srv.stop(), 0)
             self.fs.remount("ro")
             self.srv = self.start()
-            reasons = ("the file is read-only",)
+            reasons = ("the file is on a read-only file system",)
         else:
             resource.prlimit(self.srv.proc.pid, resource.RLIMIT_FSIZE,
                              (1, resource.RLIM_INFINITY))
