@@ -2010,7 +2010,9 @@ static int reopen_immutable(struct sq *s, struct sid_error *err)
 }
 
 /* Opening for writing a file this process may only read (any writer:
- * `semid registry delete` was told that assigning needs write access). */
+ * `semid registry delete` was told that assigning needs write access), or
+ * that SQLite opened for reading because of where it is: a read-only file
+ * system, a directory this process cannot write. */
 static int read_only_file(const char *path, struct sid_error *err)
 {
 	int e = faccessat(AT_FDCWD, path, W_OK, AT_EACCESS) ? errno : 0;
@@ -2021,6 +2023,13 @@ static int read_only_file(const char *path, struct sid_error *err)
 				     "writer, to assign, import, reassign or delete, needs write "
 				     "access: mount it read-write)",
 				     path);
+	if (!e && dir_denied(path))
+		return sid_error_set(err, SID_EIO,
+				     "registry %s: this process cannot write its directory (the "
+				     "file and its directory must be writable: WAL mode keeps "
+				     "%s-wal and %s-shm beside it; a writer, to assign, import, "
+				     "reassign or delete, needs write access)",
+				     path, path, path);
 	return sid_error_set(err, SID_EIO,
 			     "registry %s: the file is read-only (a writer, to assign, import, "
 			     "reassign or delete, needs write access)",

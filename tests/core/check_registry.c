@@ -2465,6 +2465,10 @@ START_TEST(t_sqlite_readonly)
 	code = open_as_nobody(target, 0, msg, sizeof(msg));
 	ck_assert_msg(code == SID_EIO, "code %d: %s", code, msg);
 	ck_assert_msg(strstr(msg, target), "%s", msg);
+	/* which is the directory's fault, not the file's */
+	ck_assert_msg(strstr(msg, "directory") && strstr(msg, "must be writable") &&
+			  !strstr(msg, "file is read-only"),
+		      "%s", msg);
 	/* ... where lookups still work: no -shm can be made there, so the file
 	 * is read as immutable */
 	code = open_as_nobody(target, SID_REG_READONLY, msg, sizeof(msg));
