@@ -1,7 +1,8 @@
 /*
  * log.c - logfmt lines to stderr for semid-server (see log.h for the format).
  * Each line is assembled in a caller-owned buffer and written with a single
- * write(2), so concurrent threads never interleave partial lines.
+ * writev(2) (with a '\n' before it when the disk cut the last line short),
+ * so concurrent threads never interleave partial lines.
  */
 #include "log.h"
 
@@ -11,6 +12,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -20,6 +22,7 @@
 static int log_level = SRV_LOG_INFO; /* read with relaxed atomics */
 static int log_fd = 2;
 static int block_fd = -1;	   /* (may_block, below) */
+static int torn;		   /* the last write stopped mid-line (emit, below) */
 static long long exit_deadline_ms; /* srv_log_exiting: 0, or until when lines wait */
 
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
@@ -53,6 +56,7 @@ void srv_log_set_fd(int fd)
 {
 	__atomic_store_n(&log_fd, fd, __ATOMIC_RELAXED);
 	__atomic_store_n(&block_fd, -1, __ATOMIC_RELAXED); /* another file, maybe by that number */
+	__atomic_store_n(&torn, 0, __ATOMIC_RELAXED);	   /* ... not the one a line was cut in */
 	__atomic_store_n(&exit_deadline_ms, 0, __ATOMIC_RELAXED);
 }
 
@@ -247,10 +251,18 @@ void srv_logline_num(struct srv_logline *l, const char *key, double value)
  * can wait (not a regular file), a line that cannot be written now is
  * dropped and counted, and the next line that can be is preceded by the
  * count: serving never waits for its log.  A file is written as ever.
+ *
+ * A write that fails or stops short (a regular file on a full disk:
+ * ENOSPC, or past RLIMIT_FSIZE) loses its line too: it is counted the same
+ * way, the count is said with the write's error once a line can be written
+ * again, and a line cut short is ended by a '\n' at the start of the next
+ * write, so that no two lines join.  (Two threads writing at the very
+ * moment a line is cut may still join; the file system was full.)
  */
 static int block_may;		    /* whether block_fd (log_fd, once asked) can block */
 static unsigned long dropped;	    /* lines dropped since the last count written */
 static unsigned long dropped_total; /* and since the start */
+static int drop_errno;		    /* a failed write's errno since then; 0: none failed */
 
 unsigned long srv_log_dropped_total(void)
 {
@@ -297,49 +309,102 @@ static int may_block(int fd)
 	return __atomic_load_n(&block_may, __ATOMIC_RELAXED);
 }
 
-static void emit(int fd, const char *p, size_t n)
+/* Count a line lost: @err, the failed write's errno, or 0 when it was
+ * never tried (the reader was not reading). */
+static void count_dropped(int err)
 {
-	while (n > 0) {
-		ssize_t w = write(fd, p, n);
+	if (err)
+		__atomic_store_n(&drop_errno, err, __ATOMIC_RELAXED);
+	__atomic_add_fetch(&dropped, 1, __ATOMIC_RELAXED);
+	__atomic_add_fetch(&dropped_total, 1, __ATOMIC_RELAXED);
+}
+
+/* Write @n bytes of a line, after a '\n' that ends the line the last write
+ * cut short.  Returns 0 when all were written, else the errno of the write
+ * that failed (EIO for one that wrote nothing and said nothing); a line cut
+ * short leaves the '\n' to the next write. */
+static int emit(int fd, const char *p, size_t n)
+{
+	static char newline = '\n';
+	struct iovec iov[2] = {{.iov_base = &newline, .iov_len = 1},
+			       {.iov_base = (void *)p, .iov_len = n}};
+	int nl = __atomic_exchange_n(&torn, 0, __ATOMIC_RELAXED), cnt = 1 + nl, err = 0;
+	struct iovec *v = iov + !nl;
+	size_t done = 0, want = n + (size_t)nl;
+
+	while (done < want) {
+		ssize_t w = writev(fd, v, cnt);
 		if (w < 0 && errno == EINTR)
 			continue;
-		if (w <= 0)
-			break; /* nowhere to report a failing stderr */
-		p += w;
-		n -= (size_t)w;
+		if (w <= 0) {
+			err = w < 0 ? errno : EIO;
+			break;
+		}
+		done += (size_t)w;
+		for (; cnt > 0 && (size_t)w >= v->iov_len; v++, cnt--)
+			w -= (ssize_t)v->iov_len;
+		if (cnt > 0) {
+			v->iov_base = (char *)v->iov_base + w;
+			v->iov_len -= (size_t)w;
+		}
 	}
+	/* unended: part of the line written, or not even the '\n' owed */
+	if (done < want && done != (size_t)nl)
+		__atomic_store_n(&torn, 1, __ATOMIC_RELAXED);
+	return err;
+}
+
+/* The note before the first line written after @n were dropped: why they
+ * were (the reader, or a write's error).  Returns as emit does. */
+static int emit_dropped(int fd, unsigned long n)
+{
+	int err = __atomic_exchange_n(&drop_errno, 0, __ATOMIC_RELAXED), rc;
+	struct srv_logline d;
+
+	srv_logline_begin(&d, SRV_LOG_WARN, "log");
+	if (!d.enabled)
+		return 0; /* (log_level error) */
+	srv_logline_int(&d, "dropped", (long long)n);
+	if (err) {
+		/* strerrordesc_np, not strerror: no locale, async-signal-safe */
+		const char *why = strerrordesc_np(err);
+		srv_logline_str(&d, "msg", "lines dropped: writing the log failed");
+		if (why)
+			srv_logline_str(&d, "error", why);
+		else
+			srv_logline_int(&d, "errno", err);
+	} else {
+		srv_logline_str(&d, "msg",
+				"lines dropped: the log's reader was not reading (serving "
+				"does not wait for it)");
+	}
+	d.buf[d.len++] = '\n';
+	if ((rc = emit(fd, d.buf, d.len)) && err)
+		__atomic_store_n(&drop_errno, err, __ATOMIC_RELAXED); /* said next time */
+	return rc;
 }
 
 void srv_logline_end(struct srv_logline *l)
 {
-	int fd = __atomic_load_n(&log_fd, __ATOMIC_RELAXED);
+	int fd = __atomic_load_n(&log_fd, __ATOMIC_RELAXED), err;
 	unsigned long n;
 
 	if (!l->enabled)
 		return;
 	l->buf[l->len++] = '\n';
 	l->enabled = 0;
-	if (may_block(fd)) {
-		if (!fd_writable(fd)) {
-			__atomic_add_fetch(&dropped, 1, __ATOMIC_RELAXED);
-			__atomic_add_fetch(&dropped_total, 1, __ATOMIC_RELAXED);
-			return;
-		}
-		if ((n = __atomic_exchange_n(&dropped, 0, __ATOMIC_RELAXED))) {
-			struct srv_logline d;
-
-			srv_logline_begin(&d, SRV_LOG_WARN, "log");
-			srv_logline_int(&d, "dropped", (long long)n);
-			srv_logline_str(&d, "msg",
-					"lines dropped: the log's reader was not reading (serving "
-					"does not wait for it)");
-			if (d.enabled) {
-				d.buf[d.len++] = '\n';
-				emit(fd, d.buf, d.len);
-			}
-		}
+	if (may_block(fd) && !fd_writable(fd)) {
+		count_dropped(0);
+		return;
 	}
-	emit(fd, l->buf, l->len);
+	if ((n = __atomic_exchange_n(&dropped, 0, __ATOMIC_RELAXED)) &&
+	    (err = emit_dropped(fd, n))) {
+		__atomic_add_fetch(&dropped, n, __ATOMIC_RELAXED); /* said with the next */
+		count_dropped(err);
+		return;
+	}
+	if ((err = emit(fd, l->buf, l->len)))
+		count_dropped(err);
 }
 
 void srv_log(enum srv_log_level level, const char *event, const char *fmt, ...)

@@ -10,7 +10,7 @@
  * any logfmt reader.  Every line starts with ts, level and event.
  *
  * Build a line with srv_logline_begin, add fields, and srv_logline_end writes
- * it with one write(2) (lines from different threads never interleave).  A
+ * it with one write (lines from different threads never interleave).  A
  * line longer than SRV_LOG_LINE_MAX is cut and ends in "..." (inside a
  * quoted value, in ..." with the quote closed, and never in half an escape
  * or a UTF-8 sequence), so that even a cut line parses.
@@ -59,8 +59,11 @@ void srv_log_set_fd(int fd);
 void srv_log_exiting(int ms);
 #define SRV_LOG_EXIT_WAIT_MS 2000 /* what the server's exits give it */
 
-/* Lines dropped since the start because the log's reader was not reading
- * (semid_log_lines_dropped_total). */
+/* Lines dropped since the start because the log's reader was not reading,
+ * or because their write failed or stopped short (a file on a full disk)
+ * (semid_log_lines_dropped_total).  The next line written is preceded by
+ * an event=log line with the count (and the write's error), and a line cut
+ * short is ended by a '\n' first: lines never join. */
 unsigned long srv_log_dropped_total(void);
 
 /* "2026-11-28T17:30:00.123Z" for @sec seconds since the epoch and @ms

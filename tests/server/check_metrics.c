@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <math.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -363,6 +364,68 @@ START_TEST(test_log_full_pipe_drops)
 	ck_assert_ptr_null(strstr(buf, "lost"));
 	close(fds[0]);
 	close(fds[1]);
+}
+END_TEST
+
+/*
+ * A log that is a regular file on a full disk (here: past RLIMIT_FSIZE, a
+ * write cut short and then EFBIG, as ENOSPC does on a full file system):
+ * the lines lost were not counted, the one cut short was left unended and
+ * the next line written joined it.  Now each is counted, the count is said
+ * with the error once the file takes lines again, and the cut line is ended
+ * before it.
+ */
+START_TEST(test_log_full_file_drops)
+{
+	unsigned long before = srv_log_dropped_total(), lost;
+	struct rlimit old, rl;
+	char buf[8192], *p, *nl;
+	int fd = open("/tmp", O_TMPFILE | O_RDWR, 0600), lines = 0, limited;
+	ssize_t n;
+	off_t end;
+
+	ck_assert_int_ge(fd, 0);
+	signal(SIGXFSZ, SIG_IGN); /* a write past the limit fails with EFBIG */
+	ck_assert_int_eq(getrlimit(RLIMIT_FSIZE, &old), 0);
+	srv_log_set_fd(fd);
+	srv_log(SRV_LOG_INFO, "t", "first");
+	end = lseek(fd, 0, SEEK_END);
+	ck_assert_int_gt(end, 0);
+	rl = old;
+	rl.rlim_cur = (rlim_t)end + 50; /* the next line is cut after 50 bytes */
+	/* no ck_assert until the limit is lifted: Check's own files obey it */
+	limited = setrlimit(RLIMIT_FSIZE, &rl);
+	for (int i = 0; i < 3 && !limited; i++)
+		srv_log(SRV_LOG_INFO, "t", "lost %d", i);
+	lost = srv_log_dropped_total() - before;
+	ck_assert_int_eq(setrlimit(RLIMIT_FSIZE, &old), 0); /* room again */
+	ck_assert_int_eq(limited, 0);
+	ck_assert_uint_eq(lost, 3); /* semid_log_lines_dropped_total */
+	srv_log(SRV_LOG_INFO, "t", "after");
+	srv_log_set_fd(2);
+	signal(SIGXFSZ, SIG_DFL);
+	n = pread(fd, buf, sizeof(buf) - 1, 0);
+	close(fd);
+	ck_assert_int_gt(n, 0);
+	buf[n] = '\0';
+	/* whole lines, each one event; the cut one ended before the next */
+	for (p = buf; (nl = strchr(p, '\n')); p = nl + 1, lines++) {
+		*nl = '\0';
+		ck_assert_msg(!strncmp(p, "ts=", 3) && !strstr(p + 3, "ts="), "line %d: %s", lines,
+			      p);
+		if (lines == 1)
+			ck_assert_msg(strstr(p, "event=t") && strlen(p) == 50, "the cut line: %s",
+				      p);
+		*nl = '\n';
+	}
+	ck_assert_msg(*p == '\0', "unended: %s", p);
+	ck_assert_int_eq(lines, 4);
+	ck_assert_ptr_nonnull(strstr(buf, " level=info event=t msg=first\n"));
+	ck_assert_ptr_nonnull(strstr(buf, " level=warn event=log dropped=3 msg=\"lines dropped: "
+					  "writing the log failed\" error=\"File too large\"\n"));
+	ck_assert_ptr_nonnull(
+	    strstr(strstr(buf, "event=log dropped=3"), " level=info event=t msg=after\n"));
+	ck_assert_ptr_null(strstr(buf, "lost 1"));
 }
 END_TEST
 
@@ -1099,6 +1162,7 @@ static void add_tests(TCase *tc)
 	tcase_add_test(tc, test_logfmt);
 	tcase_add_test(tc, test_log_always);
 	tcase_add_test(tc, test_log_full_pipe_drops);
+	tcase_add_test(tc, test_log_full_file_drops);
 	tcase_add_test(tc, test_log_exiting_waits);
 	tcase_add_test(tc, test_log_truncation);
 	tcase_add_test(tc, test_log_truncation_utf8);

@@ -2194,6 +2194,63 @@ class TestLifecycle(unittest.TestCase):
                 self.assertTrue(own and own[-1].endswith(last), text[-1000:])
                 self.assertRegex(text, r"level=warn event=log dropped=\d+ ")
 
+    def test_a_log_file_on_a_full_disk(self):
+        """stderr a regular file on a full file system (a 1 MiB tmpfs,
+        filled): the lines that did not fit were lost without a count
+        (semid_log_lines_dropped_total stayed 0), the last one that half fit
+        was cut mid-line and the first line written once there was room
+        again was glued to it.  Now each lost line is counted, the count is
+        said with the write's error once lines fit again, and every line of
+        the file is one whole event or one cut short, never two joined."""
+        if os.geteuid() != 0:
+            self.skipTest("not root (mounts a tmpfs)")
+        d = tempfile.mkdtemp(dir=WORK)
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0755", "tmpfs", d],
+                           capture_output=True, text=True)
+        if r.returncode:
+            self.skipTest("cannot mount a tmpfs: " + r.stderr.strip())
+        srv = None
+        try:
+            srv = T.Server(["--model", TF_MODEL, "--registry", "none"], d)  # its log in d
+            filler = os.path.join(d, "filler")
+            fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o644)
+            try:
+                while True:
+                    os.write(fd, b"\0" * 4096)
+            except OSError as e:
+                self.assertEqual(e.errno, 28, e)  # ENOSPC: full to the last page
+            finally:
+                os.close(fd)
+            c = srv.conn()
+            for _ in range(200):
+                st, _, _ = srv.request("GET", "/healthz", conn=c)
+                self.assertEqual(st, 200)
+            os.unlink(filler)
+            metrics = srv.metrics()
+            c.close()
+            self.assertEqual(srv.stop(), 0)
+            text = srv.log_text()
+        finally:
+            if srv is not None and srv.proc.poll() is None:
+                srv.kill()
+            if subprocess.run(["umount", d], capture_output=True).returncode:
+                subprocess.run(["umount", "-l", d], capture_output=True)
+            shutil.rmtree(d, ignore_errors=True)
+        m = re.search(r'level=warn event=log dropped=(\d+) msg="lines dropped: writing the log '
+                      r'failed" error="No space left on device"\n', text)
+        self.assertTrue(m, text[-2000:])
+        dropped = int(m.group(1))
+        self.assertGreater(dropped, 0)
+        self.assertEqual(metrics.get("semid_log_lines_dropped_total"), dropped)
+        self.assertTrue(text.endswith("\n"), text[-300:])
+        lines = text.splitlines()
+        for ln in lines:
+            self.assertTrue(ln.startswith("ts=") and len(re.findall(r"ts=\d{4}-", ln)) == 1, ln)
+        kept = sum("route=/healthz status=200" in ln for ln in lines)
+        # the 200 requests, the ones before (Server's wait for /healthz) and
+        # the /metrics one: each line is kept or counted (a cut one maybe both)
+        self.assertGreaterEqual(kept + dropped, 201, (kept, dropped))
+
     def test_sigterm_while_the_event_loop_is_held(self):
         """The drain's deadline lived on the event loop: held (a call that
         blocks; here the test hook SEMID_TEST_DRAIN_STALL_MS), SIGTERM never
