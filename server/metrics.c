@@ -432,7 +432,7 @@ char *srv_metrics_render(struct srv_metrics *m, const struct sid_model *model)
 		       (unsigned long long)__atomic_load_n(&m->watch_checks, __ATOMIC_RELAXED));
 	srv_buf_printf(&b,
 		       "# HELP semid_log_lines_dropped_total Log lines dropped because the log's "
-		       "reader was not reading.\n"
+		       "reader was not reading or the write failed (a full disk).\n"
 		       "# TYPE semid_log_lines_dropped_total counter\n"
 		       "semid_log_lines_dropped_total %lu\n",
 		       srv_log_dropped_total());
