@@ -21,6 +21,7 @@
 #include "cpus.h"
 #include "fsutil.h"
 #include "npy.h"
+#include "progress.h"
 #include "rng.h"
 #include "stop.h"
 
@@ -43,6 +44,7 @@ void tr_gen_defaults(struct tr_gen_params *p)
 	p->pop_sigma = 1.0;
 	p->act_sigma = 0.7;
 	p->noise = 0.6;
+	p->progress_every = 30;
 }
 
 /* Walker alias table over @n weights (Vose's method); prob/alias are (n). */
@@ -131,11 +133,28 @@ static void fill_user(struct fill_ctx *c, long u, float *v)
 	add_noise_normalise(c->rng, v, c->d, c->p->noise);
 }
 
+/*
+ * Progress of a phase: @done of @total @what.  A bar on a terminal; without
+ * one (a job, a pipe), a line every progress_every seconds: at 10 million
+ * items a run takes minutes, and said nothing until it ended.
+ */
+static void gen_progress(struct tr_progress *pg, const char *what, long done, long total)
+{
+	char label[32];
+
+	snprintf(label, sizeof(label), "gen: %s", what);
+	tr_progress_bar(pg, label, (double)done, (double)total);
+	if (done < total && tr_progress_line_due(pg))
+		fprintf(stderr, "gen: %s %ld/%ld (%d%%), %.1fs\n", what, done, total,
+			(int)(done * 100 / total), tr_progress_elapsed(pg));
+}
+
 /* Stream @n rows of width @d made by @fill into @pub (.npy float32),
- * CHUNK rows at a time through @buf.  1 when a signal asked to stop. */
+ * CHUNK rows at a time through @buf, their progress as @what on @pg.  1
+ * when a signal asked to stop. */
 static int write_rows(const struct sid_publish *pub, long n, int d,
 		      void (*fill)(struct fill_ctx *, long, float *), struct fill_ctx *ctx,
-		      float *buf, struct sid_error *err)
+		      float *buf, struct tr_progress *pg, const char *what, struct sid_error *err)
 {
 	struct sid_npy_writer *w = NULL;
 	int rc;
@@ -149,6 +168,7 @@ static int write_rows(const struct sid_publish *pub, long n, int d,
 		for (long k = 0; k < m; k++)
 			fill(ctx, r0 + k, buf + k * d);
 		rc = sid_npy_writer_rows(w, buf, (size_t)m, err);
+		gen_progress(pg, what, r0 + m, n);
 	}
 	if (w) {
 		int rc2 = sid_npy_writer_close(w, rc == 0 ? err : NULL);
@@ -313,8 +333,10 @@ int tr_gen_run(const struct tr_gen_params *p, const char *out_dir, struct tr_gen
 	double sum_act = 0;
 	int rc = SID_ENOMEM;
 	struct stat sb;
+	struct tr_progress pg;
 
 	memset(st, 0, sizeof(*st));
+	tr_progress_start(&pg, 1, p->progress, p->progress_every);
 	/* the caller names the command ("semid-train gen: "): none of these
 	 * messages repeats it */
 	if (N < 2 || N > INT32_MAX)
@@ -419,7 +441,7 @@ int tr_gen_run(const struct tr_gen_params *p, const char *out_dir, struct tr_gen
 	if (!rows)
 		goto nomem;
 	ictx = (struct fill_ctx){.p = p, .rng = &r_it, .centre = centre, .cl = ccl, .d = D};
-	rc = write_rows(&pub[OUT_ITEMS], N, D, fill_item, &ictx, rows, err);
+	rc = write_rows(&pub[OUT_ITEMS], N, D, fill_item, &ictx, rows, &pg, "items", err);
 	if (rc)
 		goto fail;
 
@@ -481,7 +503,7 @@ int tr_gen_run(const struct tr_gen_params *p, const char *out_dir, struct tr_gen
 	STOP_POINT();
 	uctx = (struct fill_ctx){
 	    .p = p, .rng = &r_us, .centre = ucentre, .fav = fav, .fav_w = fav_w, .d = DU};
-	rc = write_rows(&pub[OUT_USERS], M, DU, fill_user, &uctx, rows, err);
+	rc = write_rows(&pub[OUT_USERS], M, DU, fill_user, &uctx, rows, &pg, "users", err);
 	if (rc)
 		goto fail;
 
@@ -603,12 +625,10 @@ int tr_gen_run(const struct tr_gen_params *p, const char *out_dir, struct tr_gen
 		st->train += nw_u - n_test;
 		st->test += n_test;
 		st->cold_test += nc_u;
-		if (p->progress && (u + 1) % (M / 20 > 0 ? M / 20 : 1) == 0)
-			fprintf(stderr, "\rgen: users %ld/%ld, train clicks %ld", u + 1, M,
-				st->train);
+		if ((u + 1) % 1024 == 0 || u + 1 == M)
+			gen_progress(&pg, "clicks of users", u + 1, M);
 	}
-	if (p->progress)
-		fprintf(stderr, "\n");
+	tr_progress_clear(&pg);
 	rc = close_out(ftrain, pub[OUT_TRAIN].path, err);
 	ftrain = NULL;
 	if (rc == 0)
@@ -666,12 +686,13 @@ fail:
 		fclose(fcold);
 	for (int k = 0; k < OUT_COUNT; k++) /* what is left of this run (committed: no-op) */
 		sid_publish_abort(&pub[k]);
+	tr_progress_clear(&pg);
 	if (rc == 1) {
 		rc = tr_stop_signal();
 		fprintf(stderr,
-			"%ssemid-train gen: stopped by %s; nothing written (%s keeps the files it "
+			"semid-train gen: stopped by %s; nothing written (%s keeps the files it "
 			"had)\n",
-			p->progress ? "\n" : "", tr_stop_name(rc), out_dir);
+			tr_stop_name(rc), out_dir);
 	}
 	tr_stop_restore(&saved);
 	if (ucentre != centre)

@@ -38,14 +38,15 @@ struct tr_gen_params {
 	int dim, user_dim;		 /* D (items), D_user (0: = dim) */
 	int clusters;			 /* G (0: about sqrt(N), 8..1024) */
 	uint64_t seed;
-	double cold_frac; /* 0.1 */
-	double test_frac; /* 0.15 */
-	double align;	  /* 0.7 */
-	double explore;	  /* 0.1 */
-	double pop_sigma; /* log-normal popularity spread, 1.0 */
-	double act_sigma; /* log-normal activity spread, 0.7 */
-	double noise;	  /* content noise norm, 0.6 */
-	int progress;	  /* progress on stderr */
+	double cold_frac;      /* 0.1 */
+	double test_frac;      /* 0.15 */
+	double align;	       /* 0.7 */
+	double explore;	       /* 0.1 */
+	double pop_sigma;      /* log-normal popularity spread, 1.0 */
+	double act_sigma;      /* log-normal activity spread, 0.7 */
+	double noise;	       /* content noise norm, 0.6 */
+	int progress;	       /* stderr is a terminal: a bar; else a line every progress_every s */
+	double progress_every; /* 30 */
 };
 
 void tr_gen_defaults(struct tr_gen_params *p);

@@ -58,7 +58,7 @@ static void usage(FILE *f)
 		"                   [--cold-items COLD.txt] [--progress-every S]\n"
 		"       semid-train gen --out DIR [--items N] [--users M] [--interactions I]\n"
 		"                   [--dim D] [--user-dim D] [--clusters G] [--seed S]\n"
-		"                   [--cold-frac F] [--test-frac F]\n"
+		"                   [--cold-frac F] [--test-frac F] [--progress-every S]\n"
 		"       semid-train profile --items ITEMS.npy --train TRAIN.tsv --out USERS.npy\n"
 		"                   [--n-users N]\n"
 		"       semid-train --version\n"
@@ -69,8 +69,8 @@ static void usage(FILE *f)
 		"SIGINT, SIGTERM or SIGHUP stop it at the next step, publishing nothing (exit\n"
 		"status 128 + the signal); the checkpoint keeps the finished epochs.  They\n"
 		"stop eval and gen so too.\n"
-		"eval shows its progress as training does: a bar on a terminal, else a line\n"
-		"every --progress-every seconds (30).\n"
+		"eval and gen show their progress as training does: a bar on a terminal, else\n"
+		"a line every --progress-every seconds (30).\n"
 		"gen writes synthetic data into DIR; gen's defaults: 2000 items, 1000 users,\n"
 		"40000 interactions, dim 64 (user-dim: dim), sqrt(items) clusters within\n"
 		"8..1024, seed 1, cold-frac 0.1, test-frac 0.15.\n"
@@ -324,8 +324,9 @@ static int cmd_gen(int argc, char **argv)
 	const char *out = NULL;
 	int rc;
 	static const char *const flags[] = {
-	    "--out",	  "--items", "--users",	    "--interactions", "--dim", "--user-dim",
-	    "--clusters", "--seed",  "--cold-frac", "--test-frac",    NULL};
+	    "--out",	   "--items",	  "--users",	      "--interactions",
+	    "--dim",	   "--user-dim",  "--clusters",	      "--seed",
+	    "--cold-frac", "--test-frac", "--progress-every", NULL};
 	struct gen_count counts[] = {{"--items", &p.items, NULL},
 				     {"--users", &p.users, NULL},
 				     {"--interactions", &p.interactions, NULL},
@@ -383,6 +384,12 @@ static int cmd_gen(int argc, char **argv)
 				return 2;
 			}
 			*(f[2] == 'c' ? &p.cold_frac : &p.test_frac) = d;
+		} else if (!strcmp(f, "--progress-every")) {
+			struct tr_config cfg; /* training's default and rules */
+			tr_config_defaults(&cfg);
+			if (tr_config_flag(&cfg, "progress-every", v, &err) < 0)
+				return fail("gen", &err);
+			p.progress_every = cfg.progress_every;
 		}
 	}
 	if (!out) {

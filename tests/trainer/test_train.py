@@ -1566,8 +1566,56 @@ class TrainerTest(unittest.TestCase):
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertRegex(p.stderr, r"\nevaluating: ranking item_side warm, \d+% done, ")
         # on a terminal, a bar
+        err = self._stderr_on_a_terminal(ev)
+        self.assertRegex(err, r"\revaluating \[[#.]{30}\] +\d+% +[0-9.]+s")
+        self.assertRegex(err, r"\r\033\[Kevaluation: [0-9.]+s\r?\n$")
+
+    def test_gen_progress(self):
+        """gen showed progress only on a terminal (a line of users every
+        twentieth), so a job at 10 million items said nothing for minutes.
+        Now it shows it as training does: a line every --progress-every
+        seconds without a terminal, for each phase (items, users, clicks),
+        the percent rising; none in a short run at the default 30 s; a bar
+        on a terminal, erased at the end; the data the same either way."""
+        args = [TRAIN, "gen", "--items", "20000", "--users", "9000", "--interactions",
+                "90000", "--dim", "8", "--seed", "4"]
+        outs = []
+        for k, extra in enumerate(([], ["--progress-every", "0"])):
+            d = os.path.join(self.tmp, "gen-progress-%d" % k)
+            p = subprocess.run(args + ["--out", d] + extra, capture_output=True, text=True,
+                               timeout=120)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            files = {}
+            for f in sorted(os.listdir(d)):
+                with open(os.path.join(d, f), "rb") as fh:
+                    files[f] = fh.read()
+            outs.append((p.stdout.replace(d, "DIR"), files))
+            if not extra:
+                self.assertEqual(p.stderr, "")
+                continue
+            for what, total in (("items", 20000), ("users", 9000), ("clicks of users", 9000)):
+                pcts = [int(m) for m in re.findall(r"^gen: %s \d+/%d \((\d+)%%\), [0-9.]+s$"
+                                                   % (what, total), p.stderr, re.M)]
+                self.assertGreater(len(pcts), 1, (what, p.stderr[-500:]))
+                self.assertEqual(pcts, sorted(pcts))
+                self.assertLess(pcts[-1], 100)
+            self.assertEqual(len(p.stderr.splitlines()),
+                             len(re.findall(r"^gen: .*s$", p.stderr, re.M)), p.stderr[-500:])
+        self.assertEqual(outs[0], outs[1])
+        self.assertRaises(subprocess.CalledProcessError, subprocess.run,
+                          args + ["--out", os.path.join(self.tmp, "gp-bad"), "--progress-every",
+                                  "-1"], capture_output=True, check=True, timeout=60)
+        # on a terminal, a bar
+        err = self._stderr_on_a_terminal(args + ["--out", os.path.join(self.tmp, "gen-tty")])
+        self.assertRegex(err, r"\rgen: items \[[#.]{30}\] +\d+% +[0-9.]+s")
+        self.assertRegex(err, r"\rgen: clicks of users \[[#.]{30}\] +100% +[0-9.]+s")
+        self.assertTrue(err.endswith("\r\033[K"), repr(err[-80:]))
+
+    def _stderr_on_a_terminal(self, cmd):
+        """Run @cmd (exit 0 asserted) with stderr on a pseudo-terminal: what
+        it wrote there."""
         master, slave = pty.openpty()
-        proc = subprocess.Popen([str(a) for a in ev], stdout=subprocess.DEVNULL, stderr=slave)
+        proc = subprocess.Popen([str(a) for a in cmd], stdout=subprocess.DEVNULL, stderr=slave)
         os.close(slave)
         chunks = []
         reader = threading.Thread(target=self._drain, args=(master, chunks))
@@ -1575,9 +1623,7 @@ class TrainerTest(unittest.TestCase):
         self.assertEqual(proc.wait(timeout=60), 0)
         reader.join(timeout=60)
         os.close(master)
-        err = b"".join(chunks).decode(errors="replace")
-        self.assertRegex(err, r"\revaluating \[[#.]{30}\] +\d+% +[0-9.]+s")
-        self.assertRegex(err, r"\r\033\[Kevaluation: [0-9.]+s\r?\n$")
+        return b"".join(chunks).decode(errors="replace")
 
     def _stdout_cases(self, name):
         """A command of each kind that writes stdout (version, gen, eval,
