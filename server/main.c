@@ -41,8 +41,8 @@
 #include <uv.h>
 
 #include "assign.h"
-#include "blas.h"
 #include "batcher.h"
+#include "blas.h"
 #include "config.h"
 #include "http.h"
 #include "log.h"
