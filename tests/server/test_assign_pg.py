@@ -255,6 +255,11 @@ class TestAssignPostgres(PgBase):
             for t in threads:
                 t.join(120)
             self.assertEqual(phase["n"], 400)
+            # the lookups' handle failed to connect while PostgreSQL was down,
+            # and tries again at most once a second (83c0ef6): the assigns
+            # after the restart can all be done within that second
+            self.until(lambda: srv.json("GET", "/v1/items/r000")[0] == 200,
+                       "a lookup once its handle has reconnected", 5)
             st, _, g = srv.json("GET", "/v1/items/r000")
             self.assertEqual((st, g.get("sid")), (200, acked["r000"]), g)
             self.assertEqual(srv.metrics()["semid_registry_up"], 1)
