@@ -38,6 +38,16 @@ const char *sid__blas_tune_choice(const char *corename, int has_avx2, int has_av
 	return sid_blas_better_core(corename, has_avx2, has_avx512f);
 }
 
+/* Execute this program again with @var=@val in its environment (OpenBLAS
+ * reads it only when it is loaded); when that fails, carry on as we were. */
+static void reexec_with(char **argv, const char *var, const char *val)
+{
+	if (setenv(var, val, 1))
+		return;
+	execv("/proc/self/exe", argv);
+	unsetenv(var);
+}
+
 void sid_blas_tune(char **argv)
 {
 	const char *want;
@@ -55,10 +65,9 @@ void sid_blas_tune(char **argv)
 		return;
 	/* SEMID_BLAS_TUNE=0 in the new image guards against a loop should
 	 * OpenBLAS ignore the variable. */
-	if (setenv("OPENBLAS_CORETYPE", want, 1) || setenv("SEMID_BLAS_TUNE", "0", 1))
+	if (setenv("SEMID_BLAS_TUNE", "0", 1))
 		return;
-	execv("/proc/self/exe", argv);
-	unsetenv("OPENBLAS_CORETYPE"); /* exec failed: carry on as we were */
+	reexec_with(argv, "OPENBLAS_CORETYPE", want);
 }
 
 void sid_blas_one_thread_under_as_limit(char **argv)
@@ -68,10 +77,7 @@ void sid_blas_one_thread_under_as_limit(char **argv)
 	if (!argv || !argv[0] || getenv("OPENBLAS_NUM_THREADS") || getrlimit(RLIMIT_AS, &rl) != 0 ||
 	    rl.rlim_cur == RLIM_INFINITY)
 		return;
-	if (setenv("OPENBLAS_NUM_THREADS", "1", 1))
-		return;
-	execv("/proc/self/exe", argv);
-	unsetenv("OPENBLAS_NUM_THREADS"); /* exec failed: carry on as we were */
+	reexec_with(argv, "OPENBLAS_NUM_THREADS", "1");
 }
 
 /* The last sid_blas_default_threads's reason (sid_blas_default_threads_why). */
