@@ -106,7 +106,8 @@ int srv_store_init(struct srv_store *s, const struct srv_config *cfg, struct sid
 		/* a directory never opens as a SQLite file: a bad config value
 		 * (--registry /var/lib/semid/), not an outage to retry */
 		struct stat st, ms;
-		if (stat(s->target, &st) == 0 && S_ISDIR(st.st_mode))
+		int has = stat(s->target, &st) == 0;
+		if (has && S_ISDIR(st.st_mode))
 			return sid_error_set(err, SID_EINVAL,
 					     "registry %s is a directory; give the SQLite file's "
 					     "path (%s%ssemid-registry.db, say)",
@@ -114,8 +115,8 @@ int srv_store_init(struct srv_store *s, const struct srv_config *cfg, struct sid
 					     s->target[strlen(s->target) - 1] == '/' ? "" : "/");
 		/* the model file given for the store (a slip in a config):
 		 * served on with every assign and lookup answered 503 */
-		if (stat(s->target, &st) == 0 && stat(cfg->model, &ms) == 0 &&
-		    st.st_dev == ms.st_dev && st.st_ino == ms.st_ino)
+		if (has && stat(cfg->model, &ms) == 0 && st.st_dev == ms.st_dev &&
+		    st.st_ino == ms.st_ino)
 			return sid_error_set(
 			    err, SID_EINVAL,
 			    "registry %s is the model file (--model %s); give the "
