@@ -2393,9 +2393,7 @@ int srv_http_start(const struct srv_http_deps *deps, struct srv_http **out, stru
 		http_free(h);
 		return sid_error_set(err, SID_ENOMEM, "http: out of memory");
 	}
-	/* Headroom above connection_limit for connections that arrive in one
-	 * burst and are refused by on_connection (they close within a poll). */
-	h->mhd_limit = h->limit + 64 + h->limit / 8;
+	h->mhd_limit = srv_http_mhd_limit(h->limit);
 	flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME |
 		MHD_USE_ERROR_LOG;
 	/* an inherited socket is the acceptor's, never MHD's (srv_http.lfd);

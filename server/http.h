@@ -82,6 +82,15 @@ struct srv_http_deps {
  * a probe or a scrape needs one each). */
 #define SRV_HTTP_OPS_CONNECTIONS 16
 
+/* libmicrohttpd's own connection limit for a listener of @limit: the room
+ * above it takes a burst of connections refused with 503 (they close within
+ * a poll).  Each is a descriptor: main.c fits connection_limit to the
+ * open-files limit with it. */
+static inline int srv_http_mhd_limit(int limit)
+{
+	return limit + 64 + limit / 8;
+}
+
 /* Before the slow parts of a start (loading the model, opening the
  * registry): resolve cfg->listen, and cfg->ops_listen when set (each
  * unless @sa passed a socket for it), and bind a

@@ -440,9 +440,7 @@ static int bench_encode(int argc, char **argv)
 static int fit_fd_limit(struct srv_config *cfg)
 {
 	struct rlimit rl;
-	/* main port: connection_limit + its refusal headroom (srv_http) */
-	rlim_t need =
-	    (rlim_t)cfg->connection_limit + (rlim_t)cfg->connection_limit / 8 + 64 + FD_RESERVE;
+	rlim_t need = (rlim_t)srv_http_mhd_limit(cfg->connection_limit) + FD_RESERVE;
 	long fit;
 
 	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
@@ -454,14 +452,18 @@ static int fit_fd_limit(struct srv_config *cfg)
 	}
 	if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur >= need)
 		return 0;
-	fit = ((long)rl.rlim_cur - 64 - FD_RESERVE) * 8 / 9;
+	/* the largest limit whose srv_http_mhd_limit fits beside the reserve */
+	fit = ((long)rl.rlim_cur - srv_http_mhd_limit(0) - FD_RESERVE) * 8 / 9;
+	while (fit > 0 && (rlim_t)srv_http_mhd_limit((int)fit) + FD_RESERVE > rl.rlim_cur)
+		fit--;
 	if (fit < FD_MIN_CONNECTIONS) {
 		fprintf(stderr,
 			"semid-server: open files limit %llu leaves room for fewer than %d "
 			"connections (%d descriptors are kept for the rest); raise LimitNOFILE / "
 			"ulimit -n to %d at least\n",
-			(unsigned long long)rl.rlim_cur, FD_MIN_CONNECTIONS, 64 + FD_RESERVE,
-			64 + FD_RESERVE + FD_MIN_CONNECTIONS * 9 / 8);
+			(unsigned long long)rl.rlim_cur, FD_MIN_CONNECTIONS,
+			srv_http_mhd_limit(0) + FD_RESERVE,
+			srv_http_mhd_limit(FD_MIN_CONNECTIONS) + FD_RESERVE);
 		return -1;
 	}
 	srv_log(SRV_LOG_WARN, "startup",
