@@ -46,6 +46,10 @@ FINAL_CFLAGS = $(CFLAGS) -std=gnu11 -pthread -D_GNU_SOURCE $(WARN) -MMD -MP -Ico
 	$(shell pkg-config --cflags $(PKGS) $(PKGS_HEADERS))
 FINAL_LDFLAGS = $(LDFLAGS) -pthread
 LIBS = $(shell pkg-config --libs $(PKGS)) -lm
+# OpenBLAS does the trainer's matrix products only (the encoder is a kernel
+# of its own, core/encode.c): semid and semid-server do not load it, nor the
+# thread it starts at load, which under a memory limit hung them at exit.
+LIBS_NO_BLAS = $(shell pkg-config --libs $(filter-out openblas,$(PKGS))) -lm
 CHECK_CFLAGS = $(shell pkg-config --cflags $(PKGS_TEST))
 CHECK_LIBS = $(shell pkg-config --libs $(PKGS_TEST))
 ifeq ($(WERROR),1)
@@ -149,11 +153,11 @@ $(LIBSEMID): $(call obj,$(CORE_SRC))
 
 $(BIN)/semid: $(call obj,$(CLI_SRC)) $(LIBSEMID)
 	@mkdir -p $(BIN)
-	$(CC) $(FINAL_LDFLAGS) -o $@ $^ $(LIBS)
+	$(CC) $(FINAL_LDFLAGS) -o $@ $^ $(LIBS_NO_BLAS)
 
 $(BIN)/semid-server: $(O)/server/main.o $(SERVER_LIBOBJ) $(LIBSEMID)
 	@mkdir -p $(BIN)
-	$(CC) $(FINAL_LDFLAGS) -o $@ $^ $(LIBS)
+	$(CC) $(FINAL_LDFLAGS) -o $@ $^ $(LIBS_NO_BLAS)
 
 $(BIN)/semid-train: $(O)/trainer/main.o $(TRAINER_LIBOBJ) $(LIBSEMID)
 	@mkdir -p $(BIN)

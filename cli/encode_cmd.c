@@ -20,7 +20,6 @@
  */
 #include "cli.h"
 
-#include <cblas.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -509,8 +508,6 @@ static int run_pipeline(const struct cli_encode_opts *o, const struct sid_npy *i
 		goto fail;
 	}
 
-	/* One BLAS thread per worker: the parallelism is across batches. */
-	openblas_set_num_threads(1);
 	for (i = 0; i < (size_t)T; i++) {
 		int e = pthread_create(&w[i].tid, NULL, worker_main, &w[i]);
 		if (e) {

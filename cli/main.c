@@ -7,11 +7,8 @@
 
 #include <signal.h>
 
-#include "blas.h"
-
 int main(int argc, char **argv)
 {
-	sid_blas_one_thread_under_as_limit(argv); /* may re-execute */
 	/* A file size limit (ulimit -f) reached ended the process by SIGXFSZ,
 	 * without a word and leaving a backup's temp file: ignored, the write
 	 * fails with EFBIG ("File too large"), told as any failed write. */

@@ -3,6 +3,7 @@
 #include "blas.h"
 
 #include <cblas.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +12,7 @@
 #include <unistd.h>
 
 #include "cpus.h"
+#include "err.h"
 
 const char *sid_blas_corename(void)
 {
@@ -70,42 +72,194 @@ void sid_blas_tune(char **argv)
 	reexec_with(argv, "OPENBLAS_CORETYPE", want);
 }
 
-void sid_blas_one_thread_under_as_limit(char **argv)
-{
-	struct rlimit rl;
+/* Where sid_blas_no_threads_at_load keeps the user's OPENBLAS_NUM_THREADS
+ * across its re-execution: "=VALUE", or "" when it was unset. */
+#define DEFERRED "SEMID_BLAS_DEFERRED"
+/* OpenBLAS 0.3.21's work buffer (BUFFER_SIZE, 32 << 22 on x86-64 and
+ * arm64): one for the calling thread, one for each thread it starts. */
+#define BLAS_BUFFER ((size_t)128 << 20)
 
-	if (!argv || !argv[0] || getenv("OPENBLAS_NUM_THREADS") || getrlimit(RLIMIT_AS, &rl) != 0 ||
-	    rl.rlim_cur == RLIM_INFINITY)
-		return;
-	reexec_with(argv, "OPENBLAS_NUM_THREADS", "1");
+/* What OpenBLAS itself reads at load, first to last; a value that is not a
+ * positive number is ignored there too. */
+static const char *const thread_vars[] = {"OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS",
+					  "OMP_NUM_THREADS", "OPENBLAS_DEFAULT_NUM_THREADS"};
+
+/* The first of thread_vars set to a positive number, or NULL. */
+static const char *thread_var(void)
+{
+	for (size_t i = 0; i < sizeof(thread_vars) / sizeof(thread_vars[0]); i++)
+		if (getenv(thread_vars[i]) && atoi(getenv(thread_vars[i])) > 0)
+			return thread_vars[i];
+	return NULL;
 }
 
-/* The last sid_blas_default_threads's reason (sid_blas_default_threads_why). */
+/* The tighter of the finite soft limits on the address space and on the
+ * data segment, in bytes (0: neither), with its name (may be NULL) and
+ * what the process maps against it now (@used, may be NULL). */
+static unsigned long long memory_limit(const char **name, unsigned long long *used)
+{
+	struct rlimit as, data;
+	unsigned long long lim = 0, pages[6] = {0};
+	int data_wins;
+	FILE *f;
+
+	if (getrlimit(RLIMIT_AS, &as) != 0)
+		as.rlim_cur = RLIM_INFINITY;
+	if (getrlimit(RLIMIT_DATA, &data) != 0)
+		data.rlim_cur = RLIM_INFINITY;
+	data_wins = data.rlim_cur != RLIM_INFINITY &&
+		    (as.rlim_cur == RLIM_INFINITY || data.rlim_cur < as.rlim_cur);
+	if (data_wins)
+		lim = data.rlim_cur;
+	else if (as.rlim_cur != RLIM_INFINITY)
+		lim = as.rlim_cur;
+	if (name)
+		*name = data_wins ? "the data-segment limit (ulimit -d, LimitDATA=)"
+				  : "the address-space limit (ulimit -v, LimitAS=)";
+	if (used) { /* statm: size resident shared text lib data(+stack) dirty */
+		f = fopen("/proc/self/statm", "re");
+		if (f && fscanf(f, "%llu %llu %llu %llu %llu %llu", &pages[0], &pages[1], &pages[2],
+				&pages[3], &pages[4], &pages[5]) != 6)
+			pages[0] = pages[5] = 0;
+		if (f)
+			fclose(f);
+		*used = pages[data_wins ? 5 : 0] * (unsigned long long)sysconf(_SC_PAGESIZE);
+	}
+	return lim;
+}
+
+void sid_blas_no_threads_at_load(char **argv)
+{
+	const char *user = getenv("OPENBLAS_NUM_THREADS");
+	char kept[80];
+
+	if (!argv || !argv[0] || getenv(DEFERRED) || !memory_limit(NULL, NULL))
+		return;
+	if (snprintf(kept, sizeof(kept), "%s%s", user ? "=" : "", user ? user : "") >=
+		(int)sizeof(kept) ||
+	    setenv(DEFERRED, kept, 1))
+		return;
+	reexec_with(argv, "OPENBLAS_NUM_THREADS", "1");
+	unsetenv(DEFERRED); /* the exec failed: OpenBLAS is as it was loaded */
+	if (user)
+		setenv("OPENBLAS_NUM_THREADS", kept + 1, 1);
+}
+
+/* The last sid_blas_default_threads's reason (sid_blas_default_threads_why),
+ * and the count it chose but left to sid_blas_ready to start (0: none). */
 static char last_why[700];
+static int pending;
 
 int sid_blas_default_threads(char *why, size_t size)
 {
-	/* what OpenBLAS itself reads at load, first to last; a value that is
-	 * not a positive number is ignored there too */
-	static const char *const vars[] = {"OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS",
-					   "OMP_NUM_THREADS", "OPENBLAS_DEFAULT_NUM_THREADS"};
+	const char *var;
+	char kept[80] = "";
+	int deferred = getenv(DEFERRED) != NULL;
 	struct sid_cpus c;
-	size_t i;
+	int n;
 
-	for (i = 0; i < sizeof(vars) / sizeof(vars[0]); i++)
-		if (getenv(vars[i]) && atoi(getenv(vars[i])) > 0)
-			break;
-	if (i < sizeof(vars) / sizeof(vars[0])) {
-		snprintf(last_why, sizeof(last_why), "%s=%s", vars[i], getenv(vars[i]));
+	if (deferred) { /* the user's environment back, for the reason and children */
+		snprintf(kept, sizeof(kept), "%s", getenv(DEFERRED));
+		unsetenv(DEFERRED);
+		if (kept[0] == '=')
+			setenv("OPENBLAS_NUM_THREADS", kept + 1, 1);
+		else
+			unsetenv("OPENBLAS_NUM_THREADS");
+	}
+	var = thread_var();
+	if (var) {
+		snprintf(last_why, sizeof(last_why), "%s=%s", var, getenv(var));
+		n = deferred ? atoi(getenv(var)) : openblas_get_num_threads();
 	} else {
 		sid_cpus_usable(&c);
-		if (c.n < openblas_get_num_threads())
+		if (!deferred && c.n < openblas_get_num_threads())
 			openblas_set_num_threads(c.n);
 		sid_cpus_why(&c, last_why, sizeof(last_why));
+		n = deferred ? c.n : openblas_get_num_threads();
 	}
+	if (deferred)
+		pending = n;
 	if (why && size)
 		snprintf(why, size, "%s", last_why);
-	return openblas_get_num_threads();
+	return n;
+}
+
+/* One product of n x n matrices, large enough for OpenBLAS's level-3 path
+ * (not its small-matrix kernels, which map nothing) and for every thread. */
+static int product(int n)
+{
+	float *a = calloc((size_t)3 * n * n, sizeof(float));
+	if (!a)
+		return -1;
+	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a, n, a + n * n, n,
+		    0.0f, a + 2 * n * n, n);
+	free(a);
+	return 0;
+}
+
+int sid_blas_ready(int n, char *note, size_t size, struct sid_error *err)
+{
+	static int started, caller_mapped; /* threads OpenBLAS started, the caller included */
+	int want = n > 0 ? n : pending > 0 ? pending : openblas_get_num_threads(), fit;
+	unsigned long long used, lim, before, spare;
+	const char *name;
+	pthread_attr_t attr;
+	size_t stack = (size_t)8 << 20, per;
+
+	if (note && size)
+		note[0] = '\0';
+	if (!started)
+		started = openblas_get_num_threads();
+	pending = 0;
+	lim = memory_limit(&name, &used);
+	if (!lim) {
+		openblas_set_num_threads(want);
+		return openblas_get_num_threads();
+	}
+	/* Counted, not tried: a trial mapping of a large limit's size can
+	 * fail for the kernel's overcommit heuristic alone. */
+	if (!caller_mapped) {
+		if (used + BLAS_BUFFER > lim || product(160) < 0)
+			return sid_error_set(err, SID_ENOMEM,
+					     "%s of %llu MiB leaves no room for OpenBLAS's %zu MiB "
+					     "work buffer beside "
+					     "the %llu MiB mapped already (OpenBLAS would wait for "
+					     "it for ever): raise it",
+					     name, lim >> 20, BLAS_BUFFER >> 20, used >> 20);
+		caller_mapped = 1;
+		memory_limit(NULL, &used);
+	}
+	if (pthread_attr_init(&attr) == 0) { /* the stack a new thread maps */
+		pthread_attr_getstacksize(&attr, &stack);
+		pthread_attr_destroy(&attr);
+	}
+	per = BLAS_BUFFER + stack + (size_t)sysconf(_SC_PAGESIZE);
+	/* a quarter of the limit kept for the program's own data: fewer
+	 * threads that train beat more that leave no room to */
+	spare = used + lim / 4 < lim ? lim - lim / 4 - used : 0;
+	fit = want;
+	if (fit > started && (unsigned long long)(fit - started) * per > spare)
+		fit = started + (int)(spare / per);
+	before = used;
+	openblas_set_num_threads(fit);
+	if (fit > started) {
+		/* Each new thread maps its buffer as it starts, beside this one:
+		 * a product for them all, then until they have (1 s at most). */
+		product(512);
+		for (int ms = 0; ms < 1000; ms++) {
+			memory_limit(NULL, &used);
+			if (used >= before + (unsigned long long)(fit - started) * BLAS_BUFFER)
+				break;
+			usleep(1000);
+		}
+		started = fit;
+	}
+	if (fit < want && note && size)
+		snprintf(note, size,
+			 "%d asked: %s of %llu MiB leaves no room for more, each %zu MiB of "
+			 "OpenBLAS buffer and stack, with a quarter of it kept for the data",
+			 want, name, lim >> 20, per >> 20);
+	return fit;
 }
 
 const char *sid_blas_default_threads_why(void)

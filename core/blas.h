@@ -36,15 +36,34 @@ const char *sid_blas_better_core(const char *corename, int has_avx2, int has_avx
 void sid_blas_tune(char **argv);
 
 /*
- * For a program that does no multi-threaded BLAS work (semid, semid-server):
- * under an address-space limit (ulimit -v, systemd's LimitAS) the thread
- * OpenBLAS starts when it is loaded spins for ever on a buffer it cannot
- * map, and the process never exits (seen at 100-150 MiB).  When RLIMIT_AS
- * is finite and OPENBLAS_NUM_THREADS is unset, this sets it to 1 and
- * executes the program again, so that OpenBLAS starts no thread.  Call it
- * first in main(); returns only when it did not re-execute.
+ * Under a memory limit (ulimit -v or -d; systemd's LimitAS= or LimitDATA=)
+ * OpenBLAS 0.3.21 retries for ever when it cannot map a work buffer (128
+ * MiB here): each thread it starts maps one as it starts, the calling
+ * thread at its first matrix product, and a process near its limit then
+ * spins, deaf to SIGTERM, instead of failing.  When RLIMIT_AS or
+ * RLIMIT_DATA is finite, this executes the program again with
+ * OPENBLAS_NUM_THREADS=1 (the user's value kept in SEMID_BLAS_DEFERRED), so
+ * that OpenBLAS starts no thread at load; sid_blas_default_threads then
+ * restores the user's environment and sid_blas_ready starts the threads
+ * where their buffers fit.  Call it first in main(), after sid_blas_tune;
+ * returns only when it did not re-execute.
  */
-void sid_blas_one_thread_under_as_limit(char **argv);
+void sid_blas_no_threads_at_load(char **argv);
+
+/*
+ * Make OpenBLAS ready for matrix products on @n threads (0: the count
+ * sid_blas_default_threads chose).  With no memory limit in force it only
+ * sets the count.  Under one, it first maps the calling thread's work
+ * buffer (a small product), or fails with SID_ENOMEM naming the limit when
+ * there is no room for it, then starts only as many more threads as a
+ * trial mapping of their buffers and stacks shows room for with a quarter
+ * of the limit to spare; @note (may be NULL) then says why fewer than @n
+ * ("" otherwise).  Returns the threads, or a negative value with @err set.
+ * Call it before the program's own large allocations: what it maps is
+ * kept, and what the program maps after fails cleanly rather than hangs.
+ */
+struct sid_error;
+int sid_blas_ready(int n, char *note, size_t size, struct sid_error *err);
 
 /*
  * OpenBLAS's thread count when the user did not choose it.  At load,
@@ -58,6 +77,8 @@ void sid_blas_one_thread_under_as_limit(char **argv);
  * OpenBLAS now uses; @why (may be NULL) says how they were chosen
  * ("OPENBLAS_NUM_THREADS=4", or sid_cpus_why's text).  Call it after
  * sid_blas_tune (a re-execution would start over) and before BLAS work.
+ * After sid_blas_no_threads_at_load deferred the threads, it starts none
+ * and returns the count it chose: sid_blas_ready starts them.
  */
 int sid_blas_default_threads(char *why, size_t size);
 /* The @why of the last sid_blas_default_threads call ("" before any). */

@@ -15,10 +15,9 @@
  * load rows keep gathering while every worker is busy (bigger batches, as
  * Triton's dynamic batcher does).  A job is never split across batches.
  *
- * Workers (UV_THREADPOOL_SIZE = workers, OpenBLAS pinned to one thread by
- * the caller) run sid_encode on the batch and write each job's response
- * body.  The after-work callback, back on the loop thread, records metrics
- * and calls each job's done() (which resumes its HTTP connection).
+ * Workers (UV_THREADPOOL_SIZE = workers, each single-threaded) run sid_encode on the batch and
+ * write each job's response body.  The after-work callback, back on the loop thread, records
+ * metrics and calls each job's done() (which resumes its HTTP connection).
  *
  * Back-pressure: at most queue_rows rows may be admitted (queued or
  * encoding); srv_batcher_submit refuses a job beyond that at once, and the

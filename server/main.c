@@ -6,7 +6,7 @@
  *              (api.c), suspend the connection, hand the job on
  *   batcher.c  the libuv loop thread (this one, after start-up): gathers jobs
  *              per tower into batches (max_batch rows or max_delay_us), runs
- *              them on the libuv pool (one OpenBLAS thread per worker), and
+ *              them on the libuv pool (one batch per worker at a time), and
  *              resumes each connection with its response
  *   reload.c   the served model: watch / SIGHUP / admin reload, load aside,
  *              smoke encode, swap one reference-counted pointer
@@ -26,7 +26,6 @@
  * all and served instead of binding listen / ops_listen, which are then
  * ignored (an info line says so); a bad one refuses the start (exit 2).
  */
-#include <cblas.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <malloc.h>
@@ -42,7 +41,6 @@
 
 #include "assign.h"
 #include "batcher.h"
-#include "blas.h"
 #include "config.h"
 #include "http.h"
 #include "log.h"
@@ -411,7 +409,6 @@ static int bench_encode(int argc, char **argv)
 	    bench_arg("THREADS", argv[5], 1, 256, 1, &threads) ||
 	    bench_arg("SECONDS", argv[6], 0.001, 3600, 0, &secs))
 		return 2;
-	openblas_set_num_threads(1);
 	if (srv_selfbench_run(argv[2], argv[3], (int)batch, (int)threads, secs, &r, &err)) {
 		fprintf(stderr, "semid-server: %s\n", err.msg);
 		return 2;
@@ -519,7 +516,6 @@ int main(int argc, char **argv)
 	struct sigaction hup, stop;
 	int help = 0, version = 0;
 
-	sid_blas_one_thread_under_as_limit(argv); /* may re-execute */
 	/* Descriptors 0-2 closed (>&- 2>&-): the next ones opened took their
 	 * numbers, so log lines went into libuv's signal pipe and libuv
 	 * asserted at exit (134).  They are /dev/null then, as SQLite does. */
@@ -582,7 +578,6 @@ int main(int argc, char **argv)
 	}
 	if (fit_fd_limit(&s.cfg))
 		return 2;
-	openblas_set_num_threads(1); /* parallelism comes from the workers */
 
 	s.loop = uv_default_loop();
 	if (!s.loop) { /* its epoll descriptor, or memory */

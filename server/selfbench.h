@@ -1,10 +1,9 @@
 /*
  * selfbench.h - in-process encode throughput of a model, the baseline the
  * HTTP benchmark (make bench-http) is compared against: @threads threads,
- * each with its own workspace and OpenBLAS pinned to one thread (as the
- * server's workers), encode batches of @batch random rows through sid_encode
- * for @secs seconds.  `semid-server --bench-encode` runs it and prints one
- * JSON line.  Not used while serving.
+ * each with its own workspace (as the server's workers), encode batches of @batch random rows
+ * through sid_encode for @secs seconds.  `semid-server --bench-encode` runs it and prints one JSON
+ * line.  Not used while serving.
  */
 #ifndef SRV_SELFBENCH_H
 #define SRV_SELFBENCH_H

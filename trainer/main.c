@@ -255,6 +255,9 @@ static int cmd_eval(int argc, char **argv)
 	}
 	/* an hour at 1M users and items: a signal ends it as it ends training
 	 * and gen, saying so, rather than by the signal's default action */
+	/* before the data: under a memory limit, OpenBLAS's buffers first */
+	if (sid_blas_ready(0, NULL, 0, &err) < 0)
+		return fail("eval", &err);
 	progress = (struct tr_eval_progress){1, isatty(2), cfg.progress_every};
 	tr_stop_install(&saved);
 	rc = tr_eval_files(model, items, users, train, test, test_cold, cold, &progress, &err);
@@ -522,7 +525,8 @@ int main(int argc, char **argv)
 {
 	int status, e;
 
-	sid_blas_tune(argv); /* may re-execute with OpenBLAS's faster kernels */
+	sid_blas_tune(argv);		   /* may re-execute with OpenBLAS's faster kernels */
+	sid_blas_no_threads_at_load(argv); /* under ulimit -v or -d: may re-execute */
 	/* after: the re-executed process is the one that runs; --threads,
 	 * parsed later, wins */
 	sid_blas_default_threads(NULL, 0);

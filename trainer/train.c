@@ -807,7 +807,7 @@ int tr_train_run(const struct tr_config *cfg, int resume, struct sid_error *err)
 	struct das_data dd;
 	struct sid_st_writer *w = NULL;
 	json_t *ev = NULL;
-	char ckpt[TR_PATH_MAX + 8], version[300];
+	char ckpt[TR_PATH_MAX + 8], version[300], threads_note[300];
 	const char *threads_from = "the threads setting";
 	const char *mode;
 	int tty = isatty(2), rc, two = 0, e = 0;
@@ -818,10 +818,12 @@ int tr_train_run(const struct tr_config *cfg, int resume, struct sid_error *err)
 	r.cfg = cfg;
 	r.dc = cfg->das;
 	tr_stop_install(&saved);
-	if (cfg->threads > 0)
-		openblas_set_num_threads(cfg->threads);
-	else /* chosen in main(), before any BLAS work */
+	if (cfg->threads <= 0) /* chosen in main(), before any BLAS work */
 		threads_from = sid_blas_default_threads_why();
+	/* before the data: under a memory limit, OpenBLAS's buffers first */
+	rc = sid_blas_ready(cfg->threads, threads_note, sizeof(threads_note), err);
+	if (rc < 0)
+		goto fail;
 	if (tr_ckpt_path(cfg->out, ckpt, sizeof(ckpt)) < 0) {
 		rc = sid_error_set(err, SID_EINVAL, "--out: path too long");
 		goto fail;
@@ -909,8 +911,10 @@ int tr_train_run(const struct tr_config *cfg, int resume, struct sid_error *err)
 		snprintf(version, sizeof(version), "%s-%s-%llu", mode, ts,
 			 (unsigned long long)r.dc.seed);
 	}
-	fprintf(stderr, "semid-train: %d OpenBLAS thread%s from %s\n", openblas_get_num_threads(),
-		openblas_get_num_threads() == 1 ? "" : "s", threads_from);
+	fprintf(stderr, "semid-train: %d OpenBLAS thread%s from %s%s%s%s\n",
+		openblas_get_num_threads(), openblas_get_num_threads() == 1 ? "" : "s",
+		threads_from, threads_note[0] ? " (" : "", threads_note,
+		threads_note[0] ? ")" : "");
 	fprintf(stderr,
 		"semid-train: mode %s, %zu items (D %d), %zu users (D %d), %zu train clicks, %zu "
 		"batches of %zu per epoch, %d epoch%s\n",

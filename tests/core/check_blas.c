@@ -4,11 +4,15 @@
 #include "check_main.h"
 #include <cblas.h>
 #include <sched.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <unistd.h>
 
 #include "blas.h"
 #include "cpus.h"
+#include "err.h"
 #include "one_cpu.h"
 
 START_TEST(test_better_core_only_replaces_prescott)
@@ -101,6 +105,68 @@ START_TEST(test_default_threads_leave_the_environment_alone)
 }
 END_TEST
 
+/* What this process maps now (VmSize), in bytes. */
+static unsigned long long mapped(void)
+{
+	unsigned long long pages = 0;
+	FILE *f = fopen("/proc/self/statm", "r");
+	ck_assert_ptr_nonnull(f);
+	ck_assert_int_eq(fscanf(f, "%llu", &pages), 1);
+	fclose(f);
+	return pages * (unsigned long long)sysconf(_SC_PAGESIZE);
+}
+
+/* Under ulimit -v OpenBLAS 0.3.21 retried a 128 MiB buffer it could not
+ * map for ever (semid-train spun, deaf to SIGTERM).  sid_blas_ready maps
+ * the calling thread's first or refuses naming the limit, and starts only
+ * the threads whose buffers and stacks fit with a quarter of the limit to
+ * spare; a product on all of them then completes (Check's timeout fails a
+ * hang). */
+START_TEST(test_ready_under_a_memory_limit)
+{
+	const unsigned long long mib = 1 << 20, per = 137 * mib; /* buffer, stack, guard */
+	struct rlimit old, rl;
+	struct sid_error err;
+	char note[300];
+	int started = openblas_get_num_threads(), n;
+	float *a;
+
+	if (getenv("SEMID_SANITIZE") && *getenv("SEMID_SANITIZE"))
+		CHECK_SKIP("a sanitizer's shadow memory does not fit an address-space limit");
+	ck_assert_int_eq(getrlimit(RLIMIT_AS, &old), 0);
+	rl = old;
+	rl.rlim_cur = mapped() + 64 * mib;
+	ck_assert_int_eq(setrlimit(RLIMIT_AS, &rl), 0);
+	sid_error_clear(&err);
+	ck_assert_int_lt(sid_blas_ready(1, note, sizeof(note), &err), 0);
+	ck_assert_int_eq(err.code, SID_ENOMEM);
+	ck_assert_msg(strstr(err.msg, "the address-space limit (ulimit -v, LimitAS=) of ") ==
+			  err.msg,
+		      "%s", err.msg);
+	ck_assert_msg(strstr(err.msg, "leaves no room for OpenBLAS's 128 MiB work buffer"), "%s",
+		      err.msg);
+	ck_assert_ptr_nonnull(strstr(err.msg, ": raise it"));
+	/* room for the caller's buffer and one more thread, not for 8 */
+	rl.rlim_cur = (mapped() + 128 * mib + per + 8 * mib) * 4 / 3;
+	ck_assert_int_eq(setrlimit(RLIMIT_AS, &rl), 0);
+	n = sid_blas_ready(8, note, sizeof(note), &err);
+	ck_assert_int_eq(n, started + 1);
+	ck_assert_int_eq(openblas_get_num_threads(), n);
+	ck_assert_msg(strstr(note, "8 asked: the address-space limit (ulimit -v, LimitAS=) of ") ==
+			  note,
+		      "%s", note);
+	a = calloc((size_t)3 << 20, sizeof(float));
+	ck_assert_ptr_nonnull(a);
+	cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, 1024, 1024, 1024, 1.0f, a, 1024,
+		    a + (1 << 20), 1024, 0.0f, a + (2 << 20), 1024);
+	free(a);
+	/* no limit: the count asked, no note */
+	ck_assert_int_eq(setrlimit(RLIMIT_AS, &old), 0);
+	ck_assert_int_eq(sid_blas_ready(2, note, sizeof(note), &err), 2);
+	ck_assert_str_eq(note, "");
+}
+END_TEST
+
 static Suite *blas_suite(void)
 {
 	Suite *s = suite_create("blas");
@@ -108,6 +174,7 @@ static Suite *blas_suite(void)
 	tcase_add_test(tc, test_better_core_only_replaces_prescott);
 	tcase_add_test(tc, test_tune_respects_user_choice);
 	tcase_add_test(tc, test_default_threads_follow_usable_cpus);
+	tcase_add_test(tc, test_ready_under_a_memory_limit);
 	tcase_add_test(tc, test_default_threads_leave_the_environment_alone);
 	suite_add_tcase(s, tc);
 	return s;

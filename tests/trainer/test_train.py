@@ -1770,6 +1770,57 @@ class TrainerTest(unittest.TestCase):
         self.assertEqual(p.stderr, "semid-train gen: %s/items.npy: write: File too large\n" % gdir)
         self.assertEqual(os.listdir(gdir), [])
 
+    @unittest.skipIf(os.environ.get("SEMID_SANITIZE"),
+                     "a sanitizer's shadow memory does not fit a memory limit")
+    def test_under_a_memory_limit(self):
+        """Under ulimit -v or -d OpenBLAS retries a buffer it cannot map for
+        ever: semid-train spun, deaf to SIGTERM (at 150-300 MiB here, with
+        OPENBLAS_NUM_THREADS=1 too), or said "out of memory" and never
+        exited (100 MiB).  Too little room for OpenBLAS's 128 MiB work
+        buffer is now refused up front, naming the limit (exit 1, nothing
+        published), for training and eval; room for fewer threads than
+        asked trains on fewer, saying so."""
+        mib = 1 << 20
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS",
+                            "OPENBLAS_DEFAULT_NUM_THREADS")}
+
+        def limited(which, n):
+            return lambda: resource.setrlimit(which, (n, n))
+        model = os.path.join(self.tmp, "memlimit-model.safetensors")
+        p = run(*self.base_args(model))
+        self.assertEqual(p.returncode, 0, p.stderr)
+        out = os.path.join(self.tmp, "memlimit.safetensors")
+        for which, name in ((resource.RLIMIT_AS, "address-space limit (ulimit -v, LimitAS=)"),
+                            (resource.RLIMIT_DATA, "data-segment limit (ulimit -d, LimitDATA=)")):
+            for what, args in (("semid-train", self.base_args(out)),
+                               ("semid-train eval", [TRAIN, "eval", "--model", model, "--items",
+                                                     self.d("items.npy"), "--users",
+                                                     self.d("users.npy"), "--train",
+                                                     self.d("train.tsv"), "--test",
+                                                     self.d("test.tsv")])):
+                p = subprocess.run(args, capture_output=True, text=True, timeout=120, env=env,
+                                   preexec_fn=limited(which, 100 * mib))
+                self.assertEqual(p.returncode, 1, p.stderr)
+                self.assertRegex(p.stderr, r"^%s: the %s of 100 MiB leaves no room for "
+                                 r"OpenBLAS's 128 MiB work buffer beside the \d+ MiB mapped "
+                                 r"already \(OpenBLAS would wait for it for ever\): raise it\n$"
+                                 % (what, re.escape(name)))
+                self.assertEqual(p.stdout, "")
+                self.assertFalse(os.path.exists(out))
+        # room for the caller's buffer and a thread or two, not for 8
+        p = subprocess.run(self.base_args(out) + ["--threads", "8"], capture_output=True,
+                           text=True, timeout=120, env=env,
+                           preexec_fn=limited(resource.RLIMIT_AS, 600 * mib))
+        self.assertEqual(p.returncode, 0, p.stderr)
+        m = re.search(r"^semid-train: (\d+) OpenBLAS threads? from the threads setting \(8 "
+                      r"asked: the address-space limit \(ulimit -v, LimitAS=\) of 600 MiB "
+                      r"leaves no room for more, each \d+ MiB of OpenBLAS buffer and stack, "
+                      r"with a quarter of it kept for the data\)$", p.stderr, re.M)
+        self.assertTrue(m, p.stderr)
+        self.assertTrue(1 <= int(m.group(1)) < 8, m.group(0))
+        self.assertEqual(run(SEMID, "inspect", out).returncode, 0)
+
     def test_gen_refuses_what_cannot_fit(self):
         """gen with 2^31-1 items took the machine's memory (24 GB in use,
         SIGTERM not heeded, then the kernel's OOM killer after 13 minutes);
