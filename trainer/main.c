@@ -253,11 +253,11 @@ static int cmd_eval(int argc, char **argv)
 				"required\n");
 		return 2;
 	}
-	/* an hour at 1M users and items: a signal ends it as it ends training
-	 * and gen, saying so, rather than by the signal's default action */
 	/* before the data: under a memory limit, OpenBLAS's buffers first */
 	if (sid_blas_ready(0, NULL, 0, &err) < 0)
 		return fail("eval", &err);
+	/* an hour at 1M users and items: a signal ends it as it ends training
+	 * and gen, saying so, rather than by the signal's default action */
 	progress = (struct tr_eval_progress){1, isatty(2), cfg.progress_every};
 	tr_stop_install(&saved);
 	rc = tr_eval_files(model, items, users, train, test, test_cold, cold, &progress, &err);
