@@ -169,7 +169,11 @@ int sid_blas_default_threads(char *why, size_t size)
 	var = thread_var();
 	if (var) {
 		snprintf(last_why, sizeof(last_why), "%s=%s", var, getenv(var));
-		n = deferred ? atoi(getenv(var)) : openblas_get_num_threads();
+		n = openblas_get_num_threads();
+		if (deferred) { /* what OpenBLAS would have taken at load */
+			sid_cpus_usable(&c);
+			n = atoi(getenv(var)) < c.affinity ? atoi(getenv(var)) : c.affinity;
+		}
 	} else {
 		sid_cpus_usable(&c);
 		if (!deferred && c.n < openblas_get_num_threads())

@@ -1820,6 +1820,22 @@ class TrainerTest(unittest.TestCase):
         self.assertTrue(m, p.stderr)
         self.assertTrue(1 <= int(m.group(1)) < 8, m.group(0))
         self.assertEqual(run(SEMID, "inspect", out).returncode, 0)
+        # with room for all, the threads OpenBLAS takes without a limit: its
+        # own variables capped at the CPUs (the limit used to give 3 of 2)
+        threads = {}
+        over = str(len(os.sched_getaffinity(0)) + 1)
+        args = self.base_args(out)
+        del args[args.index("--threads"):args.index("--threads") + 2]
+        for lim in (None, 2048 * mib):
+            p = subprocess.run(args, capture_output=True, text=True, timeout=120,
+                               env=dict(env, OMP_NUM_THREADS=over),
+                               preexec_fn=limited(resource.RLIMIT_AS, lim) if lim else None)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            threads[lim] = re.findall(r"^semid-train: \d+ OpenBLAS threads? from .*$", p.stderr,
+                                      re.M)
+        self.assertEqual(threads[None], ["semid-train: %d OpenBLAS thread%s from OMP_NUM_THREADS=%s"
+                                         % (int(over) - 1, "" if over == "2" else "s", over)])
+        self.assertEqual(threads[2048 * mib], threads[None])
 
     def test_gen_refuses_what_cannot_fit(self):
         """gen with 2^31-1 items took the machine's memory (24 GB in use,
