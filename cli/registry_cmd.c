@@ -1310,10 +1310,8 @@ static int copy_into(struct sid_registry *src, struct cli_output *w, int bar, do
 	cli_progress_end(&c.bar, c.bar.total);
 	if (!rc && stat(w->pub.tmp, &st) != 0)
 		rc = sid_error_set(err, SID_EIO, "%s: %m", w->pub.tmp);
-	if (!rc && st.st_size < (1 << 20))
-		snprintf(size, len, "%.1f KiB", (double)st.st_size / 1024.0);
-	else if (!rc)
-		snprintf(size, len, "%.1f MiB", (double)st.st_size / (1024.0 * 1024.0));
+	if (!rc)
+		sid_size_str((double)st.st_size, size, len);
 	return rc;
 }
 

@@ -754,3 +754,17 @@ ssize_t sid_line_drop_bom(char *line, ssize_t len)
 	memmove(line, line + 3, (size_t)len - 2); /* with its NUL */
 	return len - 3;
 }
+
+const char *sid_size_str(double bytes, char *buf, size_t len)
+{
+	static const char *const unit[] = {"KiB", "MiB", "GiB", "TiB"};
+	int u = 0;
+
+	bytes /= 1024;
+	while (u < 3 && bytes >= 1024) {
+		bytes /= 1024;
+		u++;
+	}
+	snprintf(buf, len, "%.1f %s", bytes, unit[u]);
+	return buf;
+}

@@ -258,21 +258,6 @@ static int mkdir_parents(const char *dir)
 	return 0;
 }
 
-/* @bytes as "1.5 GiB", "2.4 MiB" or "12.0 KiB", into @buf. */
-static const char *size_str(double bytes, char *buf, size_t len)
-{
-	static const char *const unit[] = {"KiB", "MiB", "GiB", "TiB"};
-	int u = 0;
-
-	bytes /= 1024;
-	while (u < 3 && bytes >= 1024) {
-		bytes /= 1024;
-		u++;
-	}
-	snprintf(buf, len, "%.1f %s", bytes, unit[u]);
-	return buf;
-}
-
 /* Memory and disk for the run, checked before anything is made: 53 bytes
  * of tables per item and 32 per user held at once, and the files' bytes
  * (float32 rows; a click line is at most 24 bytes); the run used to take
@@ -291,13 +276,13 @@ static int gen_fits(const struct tr_gen_params *p, const char *out_dir, struct s
 		return sid_error_set(err, SID_EINVAL,
 				     "%ld items and %ld users need about %s of memory, more "
 				     "than the %s here",
-				     p->items, p->users, size_str(mem, a, sizeof(a)),
-				     size_str(have, b, sizeof(b)));
+				     p->items, p->users, sid_size_str(mem, a, sizeof(a)),
+				     sid_size_str(have, b, sizeof(b)));
 	if (statvfs(out_dir, &fs) == 0 &&
 	    disk > (free_b = (double)fs.f_bavail * (double)fs.f_frsize))
 		return sid_error_set(err, SID_EINVAL, "the files need up to %s; %s has %s free",
-				     size_str(disk, a, sizeof(a)), out_dir,
-				     size_str(free_b, b, sizeof(b)));
+				     sid_size_str(disk, a, sizeof(a)), out_dir,
+				     sid_size_str(free_b, b, sizeof(b)));
 	return 0;
 }
 

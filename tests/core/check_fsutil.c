@@ -634,6 +634,22 @@ START_TEST(test_publish_killed_leaves_nothing)
 }
 END_TEST
 
+/* Sizes as people read them: the largest unit with at least 1 of it. */
+START_TEST(test_size_str)
+{
+	char b[32];
+	ck_assert_str_eq(sid_size_str(0, b, sizeof(b)), "0.0 KiB");
+	ck_assert_str_eq(sid_size_str(36864, b, sizeof(b)), "36.0 KiB");
+	ck_assert_str_eq(sid_size_str(1048575, b, sizeof(b)), "1024.0 KiB");
+	ck_assert_str_eq(sid_size_str(1048576, b, sizeof(b)), "1.0 MiB");
+	ck_assert_str_eq(sid_size_str(1.5 * 1073741824.0, b, sizeof(b)), "1.5 GiB");
+	ck_assert_str_eq(sid_size_str(3.0 * 1099511627776.0, b, sizeof(b)), "3.0 TiB");
+	ck_assert_str_eq(sid_size_str(2048.0 * 1099511627776.0, b, sizeof(b)), "2048.0 TiB");
+	sid_size_str(1048576, b, 5); /* cut, NUL-terminated */
+	ck_assert_str_eq(b, "1.0 ");
+}
+END_TEST
+
 static Suite *fsutil_suite(void)
 {
 	Suite *s = suite_create("fsutil");
@@ -660,6 +676,7 @@ static Suite *fsutil_suite(void)
 	tcase_add_test(tc, test_line_read_cap);
 	tcase_add_test(tc, test_map);
 	tcase_add_test(tc, test_network_fs);
+	tcase_add_test(tc, test_size_str);
 	suite_add_tcase(s, tc);
 	return s;
 }
