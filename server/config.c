@@ -367,6 +367,21 @@ const char *srv_config_source(const struct srv_config *c, const char *key)
 	return k ? c->from[k - keys] : NULL;
 }
 
+int srv_config_exposed(const struct srv_config *c, const char *key, unsigned *mode)
+{
+	const char *from = srv_config_source(c, key);
+	struct stat st;
+
+	if (!from)
+		return 0;
+	if (from[0] == '-')
+		return 1;
+	if (stat(from, &st) != 0 || !(st.st_mode & 077))
+		return 0;
+	*mode = (unsigned)(st.st_mode & 07777);
+	return 2;
+}
+
 const char *srv_config_workers_from(const struct srv_config *c)
 {
 	const char *from = srv_config_source(c, "workers");
@@ -616,6 +631,8 @@ int srv_config_from_args(struct srv_config *c, int argc, char **argv, int *help,
 		if (token_check(t, err))
 			return sid_error_prefix(err, "SEMID_ADMIN_TOKEN");
 		snprintf(c->admin_token, sizeof(c->admin_token), "%s", t);
+		/* not the config file that left it "" (srv_config_exposed) */
+		c->from[key_find("admin_token", strlen("admin_token")) - keys] = NULL;
 	}
 	return srv_config_validate(c, err);
 }

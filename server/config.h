@@ -82,8 +82,15 @@ int srv_config_set(struct srv_config *c, const char *key, const char *value, con
 
 /* Where key @key was last set: the config file's path, the flag's argument
  * as given ("--registry=...", or "--registry" when the value followed it),
- * or NULL (the default, or an unknown key). */
+ * or NULL (the default, SEMID_ADMIN_TOKEN's value, or an unknown key). */
 const char *srv_config_source(const struct srv_config *c, const char *key);
+
+/* Where key @key's value can be read by other users of the host: 1 when a
+ * flag set it (the process list, /proc/PID/cmdline, shows it to all), 2
+ * when a config file that group or others may read did (its mode in
+ * *@mode), else 0 (a default, the environment, a private file).  For the
+ * start's warnings about secrets (admin_token, a registry password). */
+int srv_config_exposed(const struct srv_config *c, const char *key, unsigned *mode);
 
 /* Where workers came from, for the listening line: the flag or config file
  * that set it (srv_config_source), else how the default was chosen ("cpu

@@ -640,6 +640,28 @@ int main(int argc, char **argv)
 			"admin_token is %zu bytes: the admin routes have no lockout, so a short "
 			"token can be guessed; use %d or more random ones (openssl rand -hex 16)",
 			strlen(s.cfg.admin_token), ADMIN_TOKEN_MIN);
+	/* whoever reads the token has the admin routes: a flag is in the
+	 * process list for every user of the host, as long as the server runs,
+	 * and a config file often is readable by all (deploy/systemd installs
+	 * it 0644) */
+	if (s.cfg.admin_token[0]) {
+		unsigned mode = 0;
+		int seen = srv_config_exposed(&s.cfg, "admin_token", &mode);
+		if (seen == 1)
+			srv_log(
+			    SRV_LOG_WARN, "startup",
+			    "the admin token is given by --admin-token, which any user of this "
+			    "host can read in the process list (ps, /proc/PID/cmdline) and "
+			    "then call the admin routes with: give it in SEMID_ADMIN_TOKEN, or "
+			    "set admin_token in a --config file only the server's user can read");
+		else if (seen == 2)
+			srv_log(
+			    SRV_LOG_WARN, "startup",
+			    "the config file %s gives admin_token, and other users may read the "
+			    "file (mode %04o): chmod 600 it, or give the token in "
+			    "SEMID_ADMIN_TOKEN",
+			    srv_config_source(&s.cfg, "admin_token"), mode);
+	}
 	if (srv_batcher_new(s.loop, &bo, &s.batcher, &err)) {
 		fprintf(stderr, "semid-server: %s\n", err.msg);
 		srv_log(SRV_LOG_ERROR, "startup", "%s", err.msg);

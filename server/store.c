@@ -128,10 +128,10 @@ int srv_store_init(struct srv_store *s, const struct srv_config *cfg, struct sid
 	 * for as long as the server runs; a config file often is readable by
 	 * all (deploy/systemd installs it 0644) */
 	{
-		const char *from = srv_config_source(cfg, "registry");
-		struct stat st;
-		int secret = pg && from && sid_registry_target_has_password(s->target);
-		if (secret && from[0] == '-')
+		unsigned mode = 0;
+		int seen = srv_config_exposed(cfg, "registry", &mode);
+		int secret = pg && seen && sid_registry_target_has_password(s->target);
+		if (secret && seen == 1)
 			srv_log(SRV_LOG_WARN, "registry",
 				"the --registry connection string holds a password, which any "
 				"user of this host can read in the process list (ps, "
@@ -139,14 +139,14 @@ int srv_store_init(struct srv_store *s, const struct srv_config *cfg, struct sid
 				"(PGPASSFILE, ~/.pgpass) or a service file (service=NAME, "
 				"PGSERVICEFILE), or set registry in a --config file only the "
 				"server's user can read");
-		else if (secret && stat(from, &st) == 0 && (st.st_mode & 077))
+		else if (secret)
 			srv_log(SRV_LOG_WARN, "registry",
 				"the config file %s gives registry a connection string that "
 				"holds a password, and other users may read the file (mode "
 				"%04o): chmod 600 it, or give the password in PGPASSWORD, a "
 				"password file (PGPASSFILE, ~/.pgpass) or a service file "
 				"(service=NAME, PGSERVICEFILE)",
-				from, (unsigned)(st.st_mode & 07777));
+				srv_config_source(cfg, "registry"), mode);
 	}
 	/* SQLite's WAL keeps its index in memory shared by the processes of
 	 * one host: a second server on another host would corrupt the store */

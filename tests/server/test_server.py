@@ -1691,6 +1691,52 @@ class TestLifecycle(unittest.TestCase):
             finally:
                 self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
 
+    def test_exposed_admin_token_is_warned_of(self):
+        """Whoever reads the admin token can call the admin routes: one given
+        by --admin-token is in the process list of every user of the host,
+        and one in a config file others may read is theirs too (as a
+        registry password there is), so the start says so; from
+        SEMID_ADMIN_TOKEN, or a file only its owner reads, it says nothing,
+        nor when the token comes from the environment beside a file that
+        leaves admin_token "" (deploy/systemd's)."""
+        token = "t" * 32
+        d = tempfile.mkdtemp(dir=WORK)
+        conf = os.path.join(d, "semid-server.json")
+
+        def warned(args, env=None):
+            srv = T.Server(["--model", TF_MODEL, "--registry", "none"] + args, WORK, env=env)
+            try:
+                st, _, body = srv.request("POST", "/v1/admin/reload", b"",
+                                          headers={"Authorization": "Bearer " + token})
+                self.assertEqual(st, 200, body)
+                text = srv.log_text()
+            finally:
+                self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
+            self.assertNotIn(token, text)
+            lines = [ln for ln in text.splitlines()
+                     if "level=warn" in ln and "admin" in ln]
+            return lines[0] if lines else None
+
+        line = warned(["--admin-token", token])
+        self.assertIsNotNone(line)
+        self.assertIn("given by --admin-token, which any user of this host can read in the "
+                      "process list", line)
+        self.assertIsNotNone(warned(["--admin-token=" + token]))
+        self.assertIsNone(warned([], env={"SEMID_ADMIN_TOKEN": token}))
+        with open(conf, "w") as f:
+            json.dump({"admin_token": token}, f)
+        for mode, expect in ((0o644, True), (0o640, True), (0o600, False)):
+            os.chmod(conf, mode)
+            line = warned(["--config", conf])
+            self.assertEqual(line is not None, expect, (oct(mode), line))
+            if expect:
+                self.assertIn('the config file %s gives admin_token, and other users may read '
+                              'the file (mode %04o)' % (conf, mode), line)
+        with open(conf, "w") as f:
+            json.dump({"admin_token": ""}, f)
+        os.chmod(conf, 0o644)
+        self.assertIsNone(warned(["--config", conf], env={"SEMID_ADMIN_TOKEN": token}))
+
     def test_stderr_pipe_without_reader(self):
         """Refusing to start with nobody reading stderr (a dead log pipe)
         still exits 2, not by SIGPIPE."""
