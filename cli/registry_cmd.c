@@ -1331,6 +1331,15 @@ static int stale_side_file(const char *file, char *side, size_t len)
 	return 0;
 }
 
+/* The process's umask (it is read by setting it, so set back at once). */
+static mode_t umask_now(void)
+{
+	mode_t m = umask(077);
+
+	umask(m);
+	return m;
+}
+
 /* (below, with restore) */
 static int refuse_if_open(const char *store, const char *then, struct sid_error *err);
 #define RESTORE_THEN "stop it before restoring"
@@ -1369,8 +1378,10 @@ static int cmd_backup(const struct opts *o, struct sid_registry *r, struct sid_e
 		    o->output, owal);
 	}
 	rc = copy_into(r, &w, progress_on(o, 0), o->max_rate * 1048576.0, size, sizeof(size), err);
-	/* no more readable than the store: a copy of every ID and embedding */
-	if (!rc && stat(store, &st) == 0 && chmod(w.pub.tmp, st.st_mode & 0777) != 0)
+	/* no more readable than the store (a copy of every ID and embedding),
+	 * nor than the umask lets a new file be (umask 077 before a backup into
+	 * a shared directory) */
+	if (!rc && stat(store, &st) == 0 && chmod(w.pub.tmp, st.st_mode & 0777 & ~umask_now()) != 0)
 		rc = sid_error_set(err, SID_EIO, "%s: %m", w.pub.tmp);
 	if (rc) {
 		out_close(&w, 0, NULL);
@@ -1593,9 +1604,9 @@ static int cmd_restore(const struct opts *o, struct sid_error *err)
 	rc = copy_into(b, &w, progress_on(o, 0), o->max_rate * 1048576.0, size, sizeof(size), err);
 	/* the mode and owner of the file it replaces (a restore run as root
 	 * must not leave the server's user a store it cannot write), or the
-	 * backup's mode */
+	 * backup's mode as the umask lets a new file have it */
 	if (!rc && (have || stat(backup, &st) == 0) &&
-	    (chmod(w.pub.tmp, (have ? old : st).st_mode & 07777) != 0 ||
+	    (chmod(w.pub.tmp, have ? old.st_mode & 07777 : st.st_mode & 0777 & ~umask_now()) != 0 ||
 	     (have && chown(w.pub.tmp, old.st_uid, old.st_gid) != 0 && errno != EPERM)))
 		rc = sid_error_set(err, SID_EIO, "%s: %m", w.pub.tmp);
 	/* again: the copy may have taken minutes, and a process that opened

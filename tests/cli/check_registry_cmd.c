@@ -1244,6 +1244,44 @@ static int files_holding(const char *d, const char *part)
 }
 
 /*
+ * `registry backup` and `restore` into a new name honour the umask: a
+ * backup run under umask 077 (into a shared directory, a mounted backup
+ * volume) of a 0644 store was 0644, a copy of every ID and embedding for
+ * every user to read, while an export under the same umask was 0600.  The
+ * store's (or the backup's) mode still bounds it: no more readable than
+ * that.
+ */
+START_TEST(t_backup_umask)
+{
+	char bk[320], name[320];
+	struct stat st;
+	mode_t saved;
+
+	ck_assert_int_eq(run("registry", "assign", "--model", model, "--input", npy, "--ids", ids,
+			     "--output", out, NULL),
+			 CLI_EXIT_OK);
+	ck_assert_int_eq(chmod(db, 0644), 0);
+	snprintf(bk, sizeof(bk), "%s/bk.db", dir);
+	snprintf(name, sizeof(name), "%s/new.db", dir);
+	saved = umask(077);
+	ck_assert_int_eq(run("registry", "backup", "--db", db, "-o", bk, NULL), CLI_EXIT_OK);
+	ck_assert_int_eq(stat(bk, &st), 0);
+	ck_assert_int_eq(st.st_mode & 0777, 0600);
+	ck_assert_int_eq(chmod(bk, 0644), 0);
+	ck_assert_int_eq(run("registry", "restore", bk, "--db", name, NULL), CLI_EXIT_OK);
+	ck_assert_int_eq(stat(name, &st), 0);
+	ck_assert_int_eq(st.st_mode & 0777, 0600);
+	/* a looser umask gives no more than the store's mode */
+	umask(022);
+	ck_assert_int_eq(chmod(db, 0640), 0);
+	ck_assert_int_eq(run("registry", "backup", "--db", db, "-o", bk, NULL), CLI_EXIT_OK);
+	ck_assert_int_eq(stat(bk, &st), 0);
+	ck_assert_int_eq(st.st_mode & 0777, 0640);
+	umask(saved);
+}
+END_TEST
+
+/*
  * `registry restore`: refused while another process has the store open and
  * for a file that is not a store, the store untouched, and for a model named
  * as the store, the model untouched; then the backup takes
@@ -2960,6 +2998,7 @@ static Suite *registry_cmd_suite(void)
 	tcase_add_test(tc, t_output_not_a_store_file);
 	tcase_add_test(tc, t_stdout_write_failure_named);
 	tcase_add_test(tc, t_restore);
+	tcase_add_test(tc, t_backup_umask);
 	tcase_add_test(tc, t_backup_restore_pg);
 	tcase_add_test(tc, t_restore_other_user);
 	tcase_add_test(tc, t_restore_side_files);
