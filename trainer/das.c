@@ -66,6 +66,8 @@ struct tower {
 	struct nn_rq rq;	    /* capacity 2B */
 	int64_t *last_used;	    /* (L, K) step a code was last chosen */
 	int n_rows;		    /* rows through the encoder in the last forward */
+	int32_t *real;		    /* (2B) of those, the batch's rows: not a missing partner's */
+	int n_real;
 };
 
 struct das_model {
@@ -705,6 +707,8 @@ static void tower_ws_free(struct tower *tw)
 	free(tw->dxh);
 	free(tw->g1);
 	free(tw->g2);
+	free(tw->real);
+	tw->real = NULL;
 	tw->x = tw->z_dec = tw->z_al = tw->dz_al = tw->dz = tw->dz_dec = tw->dxh = NULL;
 	tw->g1 = tw->g2 = NULL;
 	nn_rq_release(&tw->rq);
@@ -739,8 +743,9 @@ static int tower_ws_alloc(struct das_model *m, struct tower *tw, int B)
 	tw->dxh = falloc((size_t)B * tw->D);
 	tw->g1 = falloc(B2 * hmax);
 	tw->g2 = falloc(B2 * hmax);
+	tw->real = malloc(sizeof(int32_t) * B2);
 	if (!tw->x || !tw->z_dec || !tw->z_al || !tw->dz_al || !tw->dz || !tw->dz_dec || !tw->dxh ||
-	    !tw->g1 || !tw->g2)
+	    !tw->g1 || !tw->g2 || !tw->real)
 		return SID_ENOMEM;
 	return nn_rq_init(&tw->rq, (int)B2, E, m->c.L, m->c.K);
 }
@@ -1285,9 +1290,11 @@ static int distinct_rows(struct das_model *m, const int32_t *idx, int B, int32_t
 }
 
 /* One tower's forward (input rows, encoder, quantizer, decoder) on B primary
- * rows plus @n2 partner rows. Returns the losses through *recon / *quant. */
-static void tower_forward(struct das_model *m, int which, const float *x, const float *x2, int B,
-			  int n2, double *recon, double *quant)
+ * rows plus @n2 partner rows (@partner[i] < 0: row B + i is no partner's, only
+ * what the batch holds in its place). Returns the losses through *recon /
+ * *quant. */
+static void tower_forward(struct das_model *m, int which, const float *x, const float *x2,
+			  const int32_t *partner, int B, int n2, double *recon, double *quant)
 {
 	struct tower *tw = &m->tw[which];
 	const float *C[DAS_MAX_LEVELS];
@@ -1297,6 +1304,13 @@ static void tower_forward(struct das_model *m, int which, const float *x, const 
 	if (n2)
 		prep_input(m, tw->x + (size_t)B * tw->D, x2, n2, tw->D);
 	tw->n_rows = n;
+	/* the rows whose codes count as used and may seed a dead code: a
+	 * missing partner's row is encoded (its place in the block) but is
+	 * none of the batch's */
+	tw->n_real = 0;
+	for (int r = 0; r < n; r++)
+		if (r < B || partner[r - B] >= 0)
+			tw->real[tw->n_real++] = r;
 	encoder_forward(m, tw, n);
 	codebook_ptrs(m, tw, C, dC);
 	tw->rq.frozen = m->frozen;
@@ -1398,10 +1412,10 @@ static int run(struct das_model *m, const struct das_batch *b, struct das_losses
 
 	/* semantic side */
 	if (towers_train(m)) {
-		tower_forward(m, TW_USER, b->user_x, nu2 ? b->user2_x : NULL, B, nu2 ? B : 0,
-			      &out->recon_user, &out->quant_user);
-		tower_forward(m, TW_ITEM, b->item_x, ni2 ? b->item2_x : NULL, B, ni2 ? B : 0,
-			      &out->recon_item, &out->quant_item);
+		tower_forward(m, TW_USER, b->user_x, nu2 ? b->user2_x : NULL, nu2 ? b->user2 : NULL,
+			      B, nu2 ? B : 0, &out->recon_user, &out->quant_user);
+		tower_forward(m, TW_ITEM, b->item_x, ni2 ? b->item2_x : NULL, ni2 ? b->item2 : NULL,
+			      B, ni2 ? B : 0, &out->recon_item, &out->quant_item);
 		for (int t = 0; t < 2; t++)
 			memset(m->tw[t].dz_al, 0, sizeof(float) * (size_t)m->tw[t].n_rows * E);
 	}
@@ -1486,8 +1500,8 @@ static int run(struct das_model *m, const struct das_batch *b, struct das_losses
 			for (int l = 0; l < c->L; l++) {
 				int nu = 0;
 				m->run_id++;
-				for (int r = 0; r < tw->n_rows; r++) {
-					int k = tw->rq.codes[(size_t)r * c->L + l];
+				for (int j = 0; j < tw->n_real; j++) {
+					int k = tw->rq.codes[(size_t)tw->real[j] * c->L + l];
 					if (m->code_stamp[k] != m->run_id) {
 						m->code_stamp[k] = m->run_id;
 						nu++;
@@ -1592,17 +1606,18 @@ static void optimizer_step(struct das_model *m, float clip, float lr)
 	}
 }
 
-/* Codes unused for dead_steps steps take the residual of a random batch row. */
+/* Codes unused for dead_steps steps take the residual of a random batch row
+ * (primary or partner: a missing partner's row is neither). */
 static int dead_code_reset(struct das_model *m)
 {
 	const int E = m->c.E, L = m->c.L, K = m->c.K;
 	int resets = 0;
 	for (int t = 0; t < 2; t++) {
 		struct tower *tw = &m->tw[t];
-		for (int r = 0; r < tw->n_rows; r++)
+		for (int j = 0; j < tw->n_real; j++)
 			for (int l = 0; l < L; l++)
-				tw->last_used[(size_t)l * K + tw->rq.codes[(size_t)r * L + l]] =
-				    m->step;
+				tw->last_used[(size_t)l * K +
+					      tw->rq.codes[(size_t)tw->real[j] * L + l]] = m->step;
 		if (m->c.dead_steps <= 0)
 			continue;
 		for (int l = 0; l < L; l++)
@@ -1610,7 +1625,7 @@ static int dead_code_reset(struct das_model *m)
 				int64_t *lu = &tw->last_used[(size_t)l * K + k];
 				if (m->step - *lu < m->c.dead_steps)
 					continue;
-				int r = (int)rng_below(&m->rng, (uint64_t)tw->n_rows);
+				int r = tw->real[rng_below(&m->rng, (uint64_t)tw->n_real)];
 				size_t off = tw->cb[l] + (size_t)k * E;
 				memcpy(m->params + off, tw->rq.r + ((size_t)r * L + l) * E,
 				       sizeof(float) * E);

@@ -1064,6 +1064,101 @@ START_TEST(test_bad_batches)
 }
 END_TEST
 
+/* Dead-code reset (proto/das.md, "Codebook initialisation and dead codes")
+ * against a hand-made case: an identity encoder (z = x), one level of 16
+ * codewords on a circle of radius 10, the users' rows at codes 0 and 4 and
+ * every other code dead at dead_steps 1.  A missing partner (user2 -1) is
+ * no row of the batch: the content the batch holds for it (here at code 12)
+ * must neither keep its code alive nor be a reset's residual.  So every code
+ * but 0 and 4 is reset, each to the residual (z, = x to 1e-3) of a real row,
+ * with its Adam moments zeroed. */
+START_TEST(test_dead_codes_ignore_missing_partners)
+{
+	enum { B = 8, KC = 16 };
+	struct das_config c;
+	struct sid_error err;
+	struct das_losses l;
+	float pop[B], act[B], ux[B * 2], ix[B * 2], u2x[B * 2], i2x[B * 2];
+	int32_t user[B], item[B], user2[B], item2[B];
+	das_config_defaults(&c);
+	c.D_user = c.D_item = 2;
+	c.n_hidden = 0;
+	c.E = 2;
+	c.L = 1;
+	c.K = KC;
+	c.batch_size = B;
+	c.dead_steps = 1;
+	c.kmeans_iters = 0;
+	c.lr = 1e-6f; /* the encoder stays the identity to 1e-3 over the two steps */
+	c.view_w[DAS_VIEW_IZ_IZ] = 0; /* the item tower encodes its B rows only */
+	c.view_on[DAS_VIEW_IZ_IZ] = 0;
+	for (int b = 0; b < B; b++) {
+		pop[b] = act[b] = logf(2.0f);
+		user[b] = item[b] = b;
+		item2[b] = -1;
+		/* users at code 0, their partners (rows 0, 2, ...) at code 4,
+		 * the missing partners' content at code 12 */
+		ux[2 * b] = 10.0f;
+		ux[2 * b + 1] = 0.1f * (float)b;
+		user2[b] = b % 2 ? -1 : (b + 1) % B;
+		u2x[2 * b] = b % 2 ? 0.1f * (float)b : -0.1f * (float)b;
+		u2x[2 * b + 1] = b % 2 ? -10.0f : 10.0f;
+		ix[2 * b] = 10.0f;
+		ix[2 * b + 1] = -0.1f * (float)b;
+		i2x[2 * b] = i2x[2 * b + 1] = 0;
+	}
+	struct das_data d = {B, B, B, pop, act};
+	struct das_model *m = NULL;
+	ck_assert_msg(das_new(&c, &d, &m, &err) == 0, "das_new: %s", err.msg);
+	ck_assert_msg(das_init_codebooks(m, ux, B, ix, B, &err) == 0, "init: %s", err.msg);
+	float *p = das_params(m);
+	for (int t = 0; t < 2; t++) {
+		const char *tw = t ? "item" : "user";
+		char name[64];
+		snprintf(name, sizeof(name), "%s.encoder.0.weight", tw);
+		long w = das_tensor_find(m, name, NULL);
+		snprintf(name, sizeof(name), "%s.encoder.0.bias", tw);
+		long bias = das_tensor_find(m, name, NULL);
+		snprintf(name, sizeof(name), "%s.codebook.0", tw);
+		long cb = das_tensor_find(m, name, NULL);
+		ck_assert(w >= 0 && bias >= 0 && cb >= 0);
+		p[w] = p[w + 3] = 1;
+		p[w + 1] = p[w + 2] = p[bias] = p[bias + 1] = 0;
+		for (int k = 0; k < KC; k++) {
+			p[cb + 2 * k] = 10.0f * cosf(6.2831853f * (float)k / KC);
+			p[cb + 2 * k + 1] = 10.0f * sinf(6.2831853f * (float)k / KC);
+		}
+	}
+	struct das_batch bt = {B, user, item, ux, ix, user2, u2x, item2, i2x};
+	ck_assert(das_needs_user_partner(m) && !das_needs_item_partner(m));
+	/* the first step stamps the codes it uses at step 0, as the init did:
+	 * nothing is dead yet; the second resets every code unused in it */
+	ck_assert_msg(das_step(m, &bt, &l, &err) == 0, "step: %s", err.msg);
+	ck_assert_int_eq(l.resets, 0);
+	ck_assert_int_eq(l.used_user[0], 2); /* codes 0 and 4, not 12 */
+	ck_assert_int_eq(l.used_item[0], 1);
+	ck_assert_msg(das_step(m, &bt, &l, &err) == 0, "step: %s", err.msg);
+	ck_assert_int_eq(l.used_user[0], 2);
+	ck_assert_int_eq(l.resets, (KC - 2) + (KC - 1));
+	long cb = das_tensor_find(m, "user.codebook.0", NULL);
+	for (int k = 0; k < KC; k++) {
+		if (k == 0 || k == 4)
+			continue;
+		const float *e = p + cb + 2 * k;
+		int real = 0;
+		for (int b = 0; b < B && !real; b++)
+			real = (fabsf(e[0] - ux[2 * b]) < 1e-3f &&
+				fabsf(e[1] - ux[2 * b + 1]) < 1e-3f) ||
+			       (user2[b] >= 0 && fabsf(e[0] - u2x[2 * b]) < 1e-3f &&
+				fabsf(e[1] - u2x[2 * b + 1]) < 1e-3f);
+		ck_assert_msg(real, "user code %d = (%g, %g): not the residual of a batch row", k,
+			      (double)e[0], (double)e[1]);
+		ck_assert(das_adam_m(m)[cb + 2 * k] == 0 && das_adam_v(m)[cb + 2 * k + 1] == 0);
+	}
+	das_free(m);
+}
+END_TEST
+
 static Suite *das_suite(void)
 {
 	Suite *s = suite_create("das");
@@ -1079,6 +1174,7 @@ static Suite *das_suite(void)
 	tcase_add_test(tc, test_full_gradient_variants);
 	tcase_add_test(tc, test_lazy_tables);
 	tcase_add_test(tc, test_training_run);
+	tcase_add_test(tc, test_dead_codes_ignore_missing_partners);
 	tcase_add_test(tc, test_resume_bit_exact);
 	tcase_add_loop_test(tc, test_checkpoint_values_checked, 0, 3);
 	tcase_add_test(tc, test_export_loads_and_encodes);
