@@ -84,7 +84,7 @@ struct das_config {
 	float beta_align;	       /* alignment, 0.5 */
 	float tau;		       /* InfoNCE temperature, 0.1 */
 	float w_click, w_bias, w_orth; /* inside ICDM: 1, 1, 1 */
-	float view_w[DAS_N_VIEWS];     /* 1 each */
+	float view_w[DAS_N_VIEWS];     /* 1, 1, 1, 1, 0.25, 0.25 (proto/das.md) */
 	int view_on[DAS_N_VIEWS];      /* 1 each */
 	int pop_correction;	       /* subtract log-popularity from click logits: 1 */
 	int mask_duplicates;	       /* mask in-batch negatives sharing the user or item: 1 */
