@@ -183,6 +183,7 @@ int srv_metrics_init(struct srv_metrics *m, size_t entropy_window)
 			      (int)(sizeof(duration_le) / sizeof(double)));
 	m->reg_up[SRV_REG_OP_ASSIGN] = m->reg_up[SRV_REG_OP_LOOKUP] = -1;
 	m->reg_hold_s = 60;
+	m->last_reload_ok = -1;
 	srv_proc_init(&m->proc, NULL);
 	return 0;
 }
@@ -242,6 +243,7 @@ void srv_metrics_reload(struct srv_metrics *m, const char *model)
 	} else {
 		m->reloads_err++;
 	}
+	m->last_reload_ok = model != NULL;
 	pthread_mutex_unlock(&m->mu);
 }
 
@@ -424,6 +426,16 @@ char *srv_metrics_render(struct srv_metrics *m, const struct sid_model *model)
 		       "semid_model_reloads_total{result=\"success\"} %llu\n"
 		       "semid_model_reloads_total{result=\"error\"} %llu\n",
 		       (unsigned long long)m->reloads_ok, (unsigned long long)m->reloads_err);
+	/* The counter's rise ends once the refused file is not tried again (the
+	 * watcher tries a file once), so an alert on it ends while that file
+	 * still waits at the model path, unserved: this says so until a reload
+	 * succeeds. */
+	srv_buf_puts(&b, "# HELP semid_model_last_reload_successful 1 when the last model reload "
+			 "attempt loaded its file, 0 when it failed (the previous model, if any, "
+			 "still serves).\n"
+			 "# TYPE semid_model_last_reload_successful gauge\n");
+	if (m->last_reload_ok >= 0)
+		srv_buf_printf(&b, "semid_model_last_reload_successful %d\n", m->last_reload_ok);
 	srv_buf_printf(&b,
 		       "# HELP semid_model_watch_checks_total Looks at the model path by the "
 		       "watcher (a stat each).\n"

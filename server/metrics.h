@@ -9,6 +9,9 @@
  *   semid_batch_size                          histogram (rows per encode batch)
  *   semid_encoded_total{tower}                counter (rows answered with codes)
  *   semid_model_reloads_total{result}         counter (success|error)
+ *   semid_model_last_reload_successful        gauge: 1 when the last reload
+ *       attempt (the start-up load included) loaded its file, 0 when it
+ *       failed (absent before the first attempt)
  *   semid_model_info{version,sha256} 1        gauge (absent with no model)
  *   semid_model_loaded_timestamp_seconds      gauge
  *   semid_queue_rows                          gauge (rows admitted, not answered)
@@ -151,6 +154,7 @@ struct srv_metrics {
 	struct srv_hist batch_size;
 	uint64_t encoded[SID_TOWER_COUNT];
 	uint64_t reloads_ok, reloads_err;
+	int last_reload_ok;    /* -1 before the first attempt, else 0 or 1 */
 	uint64_t watch_checks; /* atomic: the model watcher's stats of its path */
 	char served[65];       /* sha256 of the model served ("": none yet) */
 	long queue_rows;

@@ -1421,16 +1421,25 @@ class Deploy(unittest.TestCase):
         healthy = 'job="semid",instance="b:8080"'
         low = 'job="semid",instance="d:8080"'
         probe = 'job="semid",instance="e:8080"'
+        refused = 'job="semid",instance="f:8080"'
         series = [
             {"series": "up{%s}" % inst, "values": "1x60"},
             {"series": "up{%s}" % healthy, "values": "1x60"},
             {"series": 'up{job="semid",instance="c:8080"}', "values": "0x60"},
             {"series": 'semid_model_info{%s,version="v1",sha256="x"}' % healthy,
              "values": "1x60"},
-            {"series": 'semid_model_reloads_total{%s,result="error"}' % inst,
+            # 'f': serving, a publish refused at minute 10 (the counter rose
+            # once, then stood still), a good one served at minute 40; 'a':
+            # no model at all (SemidNoModelLoaded's, not this one's)
+            {"series": "up{%s}" % refused, "values": "1x60"},
+            {"series": 'semid_model_info{%s,version="v1",sha256="x"}' % refused,
+             "values": "1x60"},
+            {"series": "semid_model_last_reload_successful{%s}" % refused,
+             "values": "1x10 0x30 1x20"},
+            {"series": 'semid_model_reloads_total{%s,result="error"}' % refused,
              "values": "0x10 1x50"},
-            {"series": 'semid_model_reloads_total{%s,result="error"}' % healthy,
-             "values": "0x60"},
+            {"series": "semid_model_last_reload_successful{%s}" % inst, "values": "0x60"},
+            {"series": "semid_model_last_reload_successful{%s}" % healthy, "values": "1x60"},
             # 'a': every request 5xx and slow (all in the 10 s bucket)
             {"series": 'semid_requests_total{%s,route="/v1/items:encode",code="503"}' % inst,
              "values": "0+60x60"},
@@ -1483,6 +1492,7 @@ class Deploy(unittest.TestCase):
             {"series": "semid_log_lines_dropped_total{%s}" % healthy, "values": "0x60"},
         ]
         a = {"job": "semid", "instance": "a:8080"}
+        f = {"job": "semid", "instance": "f:8080"}
         return {
             "rule_files": [rule_file],
             "evaluation_interval": "1m",
@@ -1497,8 +1507,11 @@ class Deploy(unittest.TestCase):
                      "exp_alerts": [{"exp_labels": dict(a, severity="critical")}]},
                     {"eval_time": "5m", "alertname": "SemidModelReloadFailing", "exp_alerts": []},
                     {"eval_time": "15m", "alertname": "SemidModelReloadFailing",
-                     "exp_alerts": [{"exp_labels": dict(a, severity="warning",
-                                                        result="error")}]},
+                     "exp_alerts": [{"exp_labels": dict(f, severity="warning")}]},
+                    # 25 minutes after the refusal, the file still not served
+                    {"eval_time": "35m", "alertname": "SemidModelReloadFailing",
+                     "exp_alerts": [{"exp_labels": dict(f, severity="warning")}]},
+                    {"eval_time": "45m", "alertname": "SemidModelReloadFailing", "exp_alerts": []},
                     {"eval_time": "30m", "alertname": "SemidHighP99Latency",
                      "exp_alerts": [{"exp_labels": {"severity": "warning", "job": "semid",
                                                     "route": "/v1/items:encode"}}]},

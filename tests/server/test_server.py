@@ -1239,7 +1239,12 @@ class TestOps(unittest.TestCase):
         srv = T.Server(["--model", os.path.join(d, "current", "model.safetensors"),
                         "--watch-poll-ms", "20", "--reload-debounce-ms", "10"], WORK)
         errors = 'semid_model_reloads_total{result="error"}'
+        # the counter stops rising once the bad file is tried, so an alert
+        # on its rise ends while that file waits unserved; the gauge stays 0
+        # until a reload succeeds
+        last_ok = "semid_model_last_reload_successful"
         try:
+            self.assertEqual(srv.metrics().get(last_ok), 1)
             swap_symlink(os.path.join(d, "current"), "bad")
             deadline = time.monotonic() + 5 * T.SLOW
             while time.monotonic() < deadline and srv.metrics().get(errors, 0) < 1:
@@ -1247,10 +1252,12 @@ class TestOps(unittest.TestCase):
             self.assertEqual(srv.metrics().get(errors), 1, srv.log_text()[-2000:])
             time.sleep(0.5)  # 25 polls
             self.assertEqual(srv.metrics().get(errors), 1, srv.log_text()[-2000:])
+            self.assertEqual(srv.metrics().get(last_ok), 0)
             self.assertEqual(srv.json("GET", "/readyz")[2]["model_version"], "p-1")
             swap_symlink(os.path.join(d, "current"), "good2")
             self.assertEqual(self._wait_version(srv, "p-2"), "p-2", srv.log_text()[-2000:])
             self.assertEqual(srv.metrics().get(errors), 1)
+            self.assertEqual(srv.metrics().get(last_ok), 1)
         finally:
             self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
 
