@@ -742,6 +742,27 @@ class Deploy(unittest.TestCase):
             self.assertEqual(export(os.path.join(root, "backups", new[0])), export(store))
             self.assertEqual(len(export(store).splitlines()), 51)
 
+    def test_readme_restore_stops_the_sockets(self):
+        """deploy/README.md's restore stops the socket units with the server:
+        while a socket listens, a connection (a probe, the scrape) starts the
+        server again, which opens the store the restore is to replace.  The
+        units it names are the ones in systemd/, and it starts them again."""
+        text = read(os.path.join(DEPLOY, "README.md"))
+        part = text[text.index("## Back up and restore the registry"):]
+        block = re.search(r"```sh\n(.*?)```", part, re.S).group(1)
+        sockets = sorted(os.path.basename(p) for p in
+                         glob.glob(os.path.join(DEPLOY, "systemd", "semid-server*.socket")))
+        self.assertEqual(len(sockets), 2, sockets)
+        lines = block.splitlines()
+        restore = [i for i, ln in enumerate(lines) if "semid registry restore" in ln]
+        self.assertEqual(len(restore), 1, block)
+        stop = [ln.split() for ln in lines[:restore[0]] if ln.startswith("systemctl stop")]
+        start = [ln.split() for ln in lines[restore[0]:] if ln.startswith("systemctl start")]
+        self.assertEqual(len(stop), 1, block)
+        self.assertEqual(len(start), 1, block)
+        for cmd in stop + start:
+            self.assertEqual(sorted(cmd[2:]), sorted(sockets + ["semid-server"]), cmd)
+
     def test_readme_commands(self):
         """deploy/README.md's publish-by-hand and roll-back commands, run in
         a temp models dir, leave model.safetensors a hard link of the right
