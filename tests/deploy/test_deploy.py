@@ -787,6 +787,16 @@ class Deploy(unittest.TestCase):
             rels = glob.glob(os.path.join(models, "releases", "model-*.safetensors"))
             self.assertEqual(len(rels), 1)
             self.assertTrue(os.path.samefile(rels[0], os.path.join(models, "model.safetensors")))
+            # a file semid inspect refuses is not published, also when the
+            # block is pasted into a shell that goes on after a failure
+            served = os.stat(os.path.join(models, "model.safetensors"))
+            with open(new, "wb") as f:
+                f.write(b"not a model")
+            p = subprocess.run(["/bin/bash", "-c", cmd], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, timeout=30)
+            self.assertNotEqual(p.returncode, 0, p.stdout.decode())
+            self.assertEqual(os.stat(os.path.join(models, "model.safetensors")).st_ino,
+                             served.st_ino, p.stdout.decode())
             cmd = blocks["## Roll back"].replace("/var/lib/semid/models", models)
             old = re.search(r"releases/(model-\w+\.safetensors)", cmd).group(1)
             with open(os.path.join(models, "releases", old), "wb") as f:
