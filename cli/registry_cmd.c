@@ -1267,9 +1267,17 @@ static int cmd_import(const struct opts *o, struct sid_registry *r, FILE *f, int
 	}
 	if (rc)
 		return sid_error_prefix(err, "%s", name);
-	fprintf(stderr, "semid: imported %s: %llu added, %llu already present, %llu conflicts\n",
+	fprintf(stderr, "semid: imported %s: %llu added, %llu already present, %llu conflicts",
 		name, (unsigned long long)res.added, (unsigned long long)res.same,
 		(unsigned long long)res.conflicts);
+	/* an export without --embeddings, the obvious way to move a store,
+	 * drops them all, and only the next diff or reassign said so */
+	if (res.added_bare)
+		fprintf(stderr,
+			"; %llu of the added have no embedding (the file has none: export with "
+			"--embeddings to keep them), so diff and reassign cannot compare them",
+			(unsigned long long)res.added_bare);
+	fputc('\n', stderr);
 	*conflicts = res.conflicts > 0;
 	return 0;
 }

@@ -1776,6 +1776,7 @@ static int import_flush(struct sid_registry *r, struct import_batch *b, sid_reg_
 		switch (b->status[i]) {
 		case SID__REG_IMPORT_ADDED:
 			res->added++;
+			res->added_bare += !b->emb[i];
 			continue;
 		case SID__REG_IMPORT_SAME:
 			res->same++;

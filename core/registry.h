@@ -496,9 +496,10 @@ int sid_registry_export(struct sid_registry *r, int kind, enum sid_reg_format fm
 			FILE *f, struct sid_error *err);
 
 struct sid_reg_import_result {
-	uint64_t added;	    /* new ids stored */
-	uint64_t same;	    /* already stored with the same ID: nothing to do */
-	uint64_t conflicts; /* id stored with another ID, or its ID held by another id */
+	uint64_t added;	     /* new ids stored */
+	uint64_t same;	     /* already stored with the same ID: nothing to do */
+	uint64_t conflicts;  /* id stored with another ID, or its ID held by another id */
+	uint64_t added_bare; /* of the added, those whose line had no embedding */
 };
 
 /* Called for each conflict with the 1-based line number and a message. */

@@ -727,6 +727,32 @@ class CliTest(unittest.TestCase):
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertEqual(p.stdout.splitlines()[0].split(b"\t")[0], b"sku-0")
 
+    def test_import_says_when_it_adds_ids_without_embeddings(self):
+        """Moving a store (SQLite to PostgreSQL, say) by export and import
+        without --embeddings dropped every stored embedding, and import said
+        only "N added": the loss showed at the next diff, whose figures
+        then covered no id.  Import now says how many it added bare."""
+        db, _ = self.assigned_store("src.db")
+        for flags, bare in (((), N), (("--embeddings",), 0)):
+            with self.subTest(flags=flags):
+                exported = os.path.join(self.out.name, "m%d.tsv" % len(flags))
+                p = run("registry", "export", "--db", db, "-o", exported, *flags)
+                self.assertEqual(p.returncode, 0, p.stderr)
+                other = os.path.join(self.out.name, "m%d.db" % len(flags))
+                p = run("registry", "import", exported, "--db", other)
+                self.assertEqual(p.returncode, 0, p.stderr)
+                err = p.stderr.decode()
+                self.assertIn("%d added, 0 already present, 0 conflicts" % N, err)
+                if bare:
+                    self.assertIn("; %d of the added have no embedding (the file has none: "
+                                  "export with --embeddings to keep them)" % bare, err)
+                else:
+                    self.assertNotIn("embedding", err)
+                # a second import adds nothing, bare or not
+                p = run("registry", "import", exported, "--db", other)
+                self.assertEqual(p.returncode, 0, p.stderr)
+                self.assertNotIn("embedding", p.stderr.decode())
+
     def test_import_names_the_bad_time(self):
         """An import line with a malformed time said 'bad time A / B',
         quoting both, not which one was wrong."""
