@@ -361,6 +361,20 @@ int srv_config_set(struct srv_config *c, const char *key, const char *value, con
 	return key_set(c, k, value, source, source, err);
 }
 
+const char *srv_config_file_changed(const struct srv_config *c)
+{
+	struct stat st;
+
+	for (int i = 0; i < c->n_files; i++) {
+		const struct srv_config_file *f = &c->files[i];
+		if (stat(f->path, &st) != 0 || st.st_dev != f->dev || st.st_ino != f->ino ||
+		    st.st_size != f->size || st.st_mtim.tv_sec != f->mtime.tv_sec ||
+		    st.st_mtim.tv_nsec != f->mtime.tv_nsec)
+			return f->path;
+	}
+	return NULL;
+}
+
 const char *srv_config_source(const struct srv_config *c, const char *key)
 {
 	const struct key *k = key_find(key, strlen(key));
@@ -418,6 +432,9 @@ int srv_config_load_file(struct srv_config *c, const char *path, struct sid_erro
 				     "config file: %s is a directory; give the JSON file in it",
 				     path);
 	}
+	if (c->n_files < (int)(sizeof(c->files) / sizeof(c->files[0])))
+		c->files[c->n_files++] =
+		    (struct srv_config_file){path, st.st_dev, st.st_ino, st.st_size, st.st_mtim};
 	/* grown as the file is read (most are a few hundred bytes), to one
 	 * byte over the cap at most */
 	len = cap = 0;

@@ -17,6 +17,7 @@
 
 #include <limits.h>
 #include <stddef.h>
+#include <sys/stat.h>
 
 #include "err.h"
 
@@ -67,6 +68,16 @@ struct srv_config {
 	char workers_default[640];
 	int workers_auto; /* that count, for a workers of 0 */
 	int workers_zero; /* workers was set to 0, so it is workers_auto */
+	/* The --config files read (the first 4), as they were then, for
+	 * srv_config_file_changed; paths borrowed as from[] is. */
+	struct srv_config_file {
+		const char *path;
+		dev_t dev;
+		ino_t ino;
+		off_t size;
+		struct timespec mtime;
+	} files[4];
+	int n_files;
 };
 
 /* Fill @c with the defaults (listen 127.0.0.1:8080, workers = the CPUs this
@@ -84,6 +95,10 @@ int srv_config_set(struct srv_config *c, const char *key, const char *value, con
  * as given ("--registry=...", or "--registry" when the value followed it),
  * or NULL (the default, SEMID_ADMIN_TOKEN's value, or an unknown key). */
 const char *srv_config_source(const struct srv_config *c, const char *key);
+/* The path of the first --config file that now names another file, or has
+ * another size or mtime, than when it was read (or cannot be looked at),
+ * else NULL: the server reads it once, and a SIGHUP reloads the model only. */
+const char *srv_config_file_changed(const struct srv_config *c);
 
 /* Where key @key's value can be read by other users of the host: 1 when a
  * flag set it (the process list, /proc/PID/cmdline, shows it to all), 2

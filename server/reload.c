@@ -696,8 +696,18 @@ static void on_moved(uv_async_t *h)
 
 static void on_sighup(uv_signal_t *h, int sig)
 {
+	struct srv_reload *r = h->data;
+	const char *changed = srv_config_file_changed(r->cfg);
+
 	(void)sig;
-	start(h->data, "signal");
+	/* systemctl reload after editing the config looked like it worked */
+	if (changed)
+		srv_log(SRV_LOG_WARN, "signal",
+			"SIGHUP reloads the model only: the config file %s changed since the "
+			"server read it at start and is not read again; restart the server to "
+			"apply it",
+			changed);
+	start(r, "signal");
 }
 
 int srv_reload_new(uv_loop_t *loop, const struct srv_config *cfg, struct srv_metrics *metrics,

@@ -1222,6 +1222,39 @@ class TestOps(unittest.TestCase):
         finally:
             self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
 
+    def test_sighup_says_a_changed_config_file_is_not_read(self):
+        """SIGHUP reloads the model, not the config file.  After an edit of
+        the file, `systemctl reload` (SIGHUP) logged a successful reload and
+        nothing else, as if the edit were in force; now a warn line names
+        the file and says to restart.  No such line while the file is as
+        it was read."""
+        d, path = model_copy()
+        conf = os.path.join(d, "semid-server.json")
+        with open(conf, "w") as f:
+            json.dump({"log_level": "info", "max_batch": 256}, f)
+        srv = T.Server(["--config", conf, "--model", path, "--watch=false"], WORK)
+        said = "the config file %s changed since the server read it" % conf
+
+        def hup(n):
+            srv.signal(signal.SIGHUP)
+            deadline = time.monotonic() + 5 * T.SLOW
+            while (time.monotonic() < deadline and
+                   srv.log_text().count("event=reload trigger=signal") < n):
+                time.sleep(0.02)
+            self.assertEqual(srv.log_text().count("event=reload trigger=signal"), n)
+        try:
+            hup(1)
+            self.assertNotIn(said, srv.log_text())
+            with open(conf + ".new", "w") as f:
+                json.dump({"log_level": "debug", "max_batch": 64}, f)
+            os.rename(conf + ".new", conf)  # as an editor or a ConfigMap replaces it
+            hup(2)
+            self.assertIn("level=warn event=signal msg=\"SIGHUP reloads the model only: %s"
+                          % said, srv.log_text())
+            self.assertIn("restart the server to apply it", srv.log_text())
+        finally:
+            self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
+
     def test_watch_poll_tries_a_bad_file_once(self):
         """A bad file found by the poll is tried once and reported, not again
         at every poll; the next good file is swapped in."""
