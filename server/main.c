@@ -589,6 +589,9 @@ int main(int argc, char **argv)
 		fprintf(stderr, "semid-server: cannot initialise metrics\n");
 		return 2;
 	}
+	/* connection_limit as fit_fd_limit left it: the one http.c enforces */
+	srv_metrics_limits(&s.metrics, s.cfg.queue_rows, s.cfg.connection_limit,
+			   (size_t)s.cfg.body_memory_bytes);
 	memset(&bo, 0, sizeof(bo));
 	bo.workers = s.cfg.workers;
 	bo.max_batch = s.cfg.max_batch;

@@ -369,6 +369,15 @@ void srv_metrics_connections_open(struct srv_metrics *m, long n, size_t body_byt
 	pthread_mutex_unlock(&m->mu);
 }
 
+void srv_metrics_limits(struct srv_metrics *m, long queue_rows, long connections, size_t body_bytes)
+{
+	pthread_mutex_lock(&m->mu);
+	m->queue_rows_limit = queue_rows;
+	m->conns_limit = connections;
+	m->body_limit = body_bytes;
+	pthread_mutex_unlock(&m->mu);
+}
+
 /* Prometheus label values escape \ " and newline. */
 static void label_value(struct srv_buf *b, const char *s)
 {
@@ -453,6 +462,12 @@ char *srv_metrics_render(struct srv_metrics *m, const struct sid_model *model)
 		       "bounds it).\n"
 		       "# TYPE semid_queue_rows gauge\nsemid_queue_rows %ld\n",
 		       m->queue_rows);
+	if (m->queue_rows_limit > 0)
+		srv_buf_printf(&b,
+			       "# HELP semid_queue_rows_limit Rows that may be admitted at once "
+			       "(queue_rows); over it requests get 503.\n"
+			       "# TYPE semid_queue_rows_limit gauge\nsemid_queue_rows_limit %ld\n",
+			       m->queue_rows_limit);
 	/* bits of information, not of data: promtool's lint asking for bytes
 	 * is wrong here (proto/api.md, Metrics) */
 	srv_buf_puts(&b, "# HELP semid_code_entropy_bits Shannon entropy in bits (base-2 "
@@ -503,14 +518,35 @@ char *srv_metrics_render(struct srv_metrics *m, const struct sid_model *model)
 			"op=\"assign\"", &b);
 	srv_hist_render(&m->reg_duration[SRV_REG_OP_LOOKUP], "semid_registry_duration_seconds",
 			"op=\"lookup\"", &b);
+	srv_buf_printf(&b,
+		       "# HELP semid_connections_open TCP connections the server holds.\n"
+		       "# TYPE semid_connections_open gauge\nsemid_connections_open %ld\n",
+		       m->conns_open);
+	if (m->conns_limit > 0)
+		srv_buf_printf(
+		    &b,
+		    "# HELP semid_connections_limit Connections served at once "
+		    "(connection_limit, as lowered at start to fit the open-files "
+		    "limit); over it a connection gets 503.\n"
+		    "# TYPE semid_connections_limit gauge\nsemid_connections_limit %ld\n",
+		    m->conns_limit);
 	srv_buf_printf(
 	    &b,
-	    "# HELP semid_connections_open TCP connections the server holds.\n"
-	    "# TYPE semid_connections_open gauge\nsemid_connections_open %ld\n"
 	    "# HELP semid_request_body_bytes Bytes of request bodies held while they are "
 	    "read or decoded, of decoded requests until they are answered, and of encode, "
 	    "assign and lookup answers until they are sent (body_memory_bytes bounds it).\n"
-	    "# TYPE semid_request_body_bytes gauge\nsemid_request_body_bytes %zu\n"
+	    "# TYPE semid_request_body_bytes gauge\nsemid_request_body_bytes %zu\n",
+	    m->body_bytes);
+	if (m->body_limit > 0)
+		srv_buf_printf(&b,
+			       "# HELP semid_request_body_limit_bytes The bound on "
+			       "semid_request_body_bytes (body_memory_bytes): a body, decoded "
+			       "request or answer that would pass it is answered 503.\n"
+			       "# TYPE semid_request_body_limit_bytes gauge\n"
+			       "semid_request_body_limit_bytes %zu\n",
+			       m->body_limit);
+	srv_buf_printf(
+	    &b,
 	    "# HELP semid_connections_closed_total Connections the server closed itself: "
 	    "the request took longer than connection_timeout_s to arrive (deadline), "
 	    "503 over connection_limit (limit), or the answer was not taken in full "
@@ -519,7 +555,7 @@ char *srv_metrics_render(struct srv_metrics *m, const struct sid_model *model)
 	    "semid_connections_closed_total{reason=\"deadline\"} %llu\n"
 	    "semid_connections_closed_total{reason=\"limit\"} %llu\n"
 	    "semid_connections_closed_total{reason=\"send_deadline\"} %llu\n",
-	    m->conns_open, m->body_bytes, (unsigned long long)m->conn_closed[SRV_CONN_DEADLINE],
+	    (unsigned long long)m->conn_closed[SRV_CONN_DEADLINE],
 	    (unsigned long long)m->conn_closed[SRV_CONN_LIMIT],
 	    (unsigned long long)m->conn_closed[SRV_CONN_SEND_DEADLINE]);
 	if (m->reg_up[SRV_REG_OP_ASSIGN] >= 0)

@@ -15,6 +15,7 @@
  *   semid_model_info{version,sha256} 1        gauge (absent with no model)
  *   semid_model_loaded_timestamp_seconds      gauge
  *   semid_queue_rows                          gauge (rows admitted, not answered)
+ *   semid_queue_rows_limit                    gauge (queue_rows: srv_metrics_limits)
  *   semid_build_info{version} 1               gauge
  *   semid_code_entropy_bits{tower,level}      gauge: Shannon entropy (bits) of
  *       level's codes over the last entropy_window encoded rows of the tower
@@ -30,9 +31,12 @@
  *   semid_registry_duration_seconds{op}       histogram (one store call: an
  *       assign group's commit or one lookup)
  *   semid_connections_open                    gauge (TCP connections held)
+ *   semid_connections_limit                   gauge (connection_limit as served:
+ *       after the start lowered it to fit RLIMIT_NOFILE, main.c fit_fd_limit)
  *   semid_request_body_bytes                  gauge (bytes of request bodies held
  *       while read or decoded, of decoded requests until answered, and of answers
  *       until sent; body_memory_bytes bounds it)
+ *   semid_request_body_limit_bytes            gauge (body_memory_bytes)
  *   semid_connections_closed_total{reason}    counter: connections the server
  *       closed itself, reason "deadline" (the request took longer than
  *       connection_timeout_s to arrive), "limit" (503 over connection_limit)
@@ -172,6 +176,10 @@ struct srv_metrics {
 	uint64_t conn_closed[SRV_CONN_CLOSES];
 	long conns_open;
 	size_t body_bytes;
+	/* the bounds of queue_rows, conns_open and body_bytes (0: not set, no
+	 * sample: a 0 would make every ratio against it infinite) */
+	long queue_rows_limit, conns_limit;
+	size_t body_limit;
 	struct srv_proc proc; /* read outside mu: a scrape's /proc reads hold no request up */
 };
 
@@ -225,6 +233,14 @@ void srv_metrics_connections_closed(struct srv_metrics *m, enum srv_conn_close w
 /* The number of connections held now and the bytes of request bodies held
  * (set before each render). */
 void srv_metrics_connections_open(struct srv_metrics *m, long n, size_t body_bytes);
+
+/* The limits the server enforces, exported beside the gauges they bound so
+ * that alerts and dashboards compare the two without copying the
+ * configuration: queue_rows, connection_limit as served (after the start
+ * lowered it to fit the open-files limit) and body_memory_bytes.  Set once
+ * at start, before the first scrape. */
+void srv_metrics_limits(struct srv_metrics *m, long queue_rows, long connections,
+			size_t body_bytes);
 
 /* Render everything; @model (may be NULL) gives model_info and the loaded
  * timestamp.  Returns a malloc'ed NUL-terminated string or NULL (no memory). */

@@ -1351,6 +1351,14 @@ class Deploy(unittest.TestCase):
             ("process_start_time_seconds{%s}" % a, "100x10 700x30"),
             ("semid_model_loaded_timestamp_seconds{%s}" % a, "60x40"),
             ('semid_model_info{%s,version="v1",sha256="x"}' % a, "1x40"),
+            # 'a': 950 of 1000 rows admitted, 124 of 248 connections (a
+            # connection_limit lowered at start), 256 MiB of 1 GiB held
+            ("semid_queue_rows{%s}" % a, "950x40"),
+            ("semid_queue_rows_limit{%s}" % a, "1000x40"),
+            ("semid_connections_open{%s}" % a, "124x40"),
+            ("semid_connections_limit{%s}" % a, "248x40"),
+            ("semid_request_body_bytes{%s}" % a, "268435456x40"),
+            ("semid_request_body_limit_bytes{%s}" % a, "1073741824x40"),
         ]
         inst_a = '{instance="a:8080"}'
         expect = [
@@ -1369,6 +1377,9 @@ class Deploy(unittest.TestCase):
              [('{job="semid",instance="a:8080"}', 1)]),
             (("Model served", "B"), "10m", [(inst_a, 540)]),
             (("Model served", "A"), "10m", [('{instance="a:8080",sha256="x",version="v1"}', 1)]),
+            (("Saturation: queue, connections, request bodies", "A"), "20m", [(inst_a, 0.95)]),
+            (("Saturation: queue, connections, request bodies", "B"), "20m", [(inst_a, 0.5)]),
+            (("Saturation: queue, connections, request bodies", "C"), "20m", [(inst_a, 0.25)]),
         ]
         with tempfile.TemporaryDirectory(prefix="semid-prom-") as d:
             rules = os.path.join(d, "dashboard.yml")

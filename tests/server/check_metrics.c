@@ -187,6 +187,37 @@ START_TEST(test_render)
 }
 END_TEST
 
+/* The limits are exported beside the gauges they bound, once they are set
+ * (a 0 would make every ratio against them infinite). */
+START_TEST(test_render_limits)
+{
+	struct srv_metrics m;
+	char *t;
+
+	ck_assert_int_eq(srv_metrics_init(&m, 10), 0);
+	t = srv_metrics_render(&m, NULL);
+	ck_assert_ptr_null(strstr(t, "semid_queue_rows_limit"));
+	ck_assert_ptr_null(strstr(t, "semid_connections_limit"));
+	ck_assert_ptr_null(strstr(t, "semid_request_body_limit_bytes"));
+	free(t);
+	srv_metrics_limits(&m, 65536, 248, (size_t)1 << 30);
+	srv_metrics_queue_rows(&m, 7);
+	srv_metrics_connections_open(&m, 3, 4096);
+	t = srv_metrics_render(&m, NULL);
+	ck_assert_ptr_nonnull(strstr(t, "# TYPE semid_queue_rows_limit gauge\n"
+					"semid_queue_rows_limit 65536\n"));
+	ck_assert_ptr_nonnull(strstr(t, "# TYPE semid_connections_limit gauge\n"
+					"semid_connections_limit 248\n"));
+	ck_assert_ptr_nonnull(strstr(t, "# TYPE semid_request_body_limit_bytes gauge\n"
+					"semid_request_body_limit_bytes 1073741824\n"));
+	ck_assert_ptr_nonnull(strstr(t, "\nsemid_queue_rows 7\n"));
+	ck_assert_ptr_nonnull(strstr(t, "\nsemid_connections_open 3\n"));
+	ck_assert_ptr_nonnull(strstr(t, "\nsemid_request_body_bytes 4096\n"));
+	free(t);
+	srv_metrics_release(&m);
+}
+END_TEST
+
 /* The entropy window holds the codes of the model served: a swap to another
  * file hides the old codes, a batch the replaced model finishes late is
  * counted but leaves the window alone, and the new model's codes start it
@@ -1156,6 +1187,7 @@ static void add_tests(TCase *tc)
 	tcase_add_test(tc, test_entropy);
 	tcase_add_test(tc, test_entropy_counts_follow_the_window);
 	tcase_add_test(tc, test_render);
+	tcase_add_test(tc, test_render_limits);
 	tcase_add_test(tc, test_batch_size_buckets);
 	tcase_add_test(tc, test_registry_up);
 	tcase_add_test(tc, test_entropy_follows_the_served_model);

@@ -9,6 +9,7 @@ numpy).
 
 Run: SEMID_BIN=/path/to/bin /usr/bin/python3 tests/server/test_metrics.py
 """
+import copy
 import os
 import re
 import resource
@@ -267,6 +268,56 @@ class Metrics(unittest.TestCase):
             self.assertEqual(srv.metrics()[up], 1)
             # and the store's counters went on across the outage
             self.assert_counters_not_lower(before, scrape())
+        finally:
+            self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
+
+    def test_limits_are_exported(self):
+        """queue_rows, connection_limit and body_memory_bytes are exported
+        beside the gauges they bound (semid_queue_rows_limit,
+        semid_connections_limit, semid_request_body_limit_bytes), so that an
+        alert compares the two without copying the configuration: they were
+        not, and deploy/README.md's "semid_connections_open against
+        connection_limit" could not be written in PromQL.  The connection
+        limit is the one served: under an open-files limit too low for the
+        configured one (ulimit -n 600 against 1024) the start lowers it to
+        (600 - 320) * 8 / 9 = 248 and says so, and the gauge shows 248, on
+        the operations port (where deploy/ scrapes) as on the main one."""
+        srv = T.Server(["--model", self.model, "--registry", "none", "--queue-rows", "5000",
+                        "--max-inputs", "100", "--connection-limit", "77",
+                        "--max-body-bytes", "100000", "--body-memory-bytes", "3000000"],
+                       self.work)
+        try:
+            m = srv.metrics()
+        finally:
+            self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
+        for name, want in (("semid_queue_rows_limit", 5000), ("semid_connections_limit", 77),
+                           ("semid_request_body_limit_bytes", 3000000)):
+            self.assertTrue(name in m, "no %s in /metrics" % name)
+            self.assertEqual(m[name], want, name)
+        self.assertLessEqual(m["semid_queue_rows"], m["semid_queue_rows_limit"])
+
+        def nofile():
+            resource.setrlimit(resource.RLIMIT_NOFILE, (600, 600))
+        srv = T.Server(["--model", self.model, "--registry", "none",
+                        "--ops-listen", "127.0.0.1:0"], self.work, preexec_fn=nofile)
+        try:
+            log = srv.log_text()
+            # 600, or less the descriptors a SEMID_SERVER_WRAPPER keeps
+            lowered = re.search(r"open files limit (\d+) is low for connection_limit 1024 "
+                                r"\(want 1472\): connection_limit lowered to (\d+),", log)
+            self.assertTrue(lowered, log)
+            limit, fit = int(lowered.group(1)), int(lowered.group(2))
+            self.assertEqual(fit, (limit - 320) * 8 // 9)
+            if not T.WRAPPER:
+                self.assertEqual(fit, 248)
+            ops = copy.copy(srv)
+            ops.port = int(re.search(r"event=listening .* ops_port=(\d+)", log).group(1))
+            for where in (srv, ops):
+                m = where.metrics()
+                self.assertTrue("semid_connections_limit" in m, "no semid_connections_limit")
+                self.assertEqual(m["semid_connections_limit"], fit)
+                self.assertEqual(m["semid_queue_rows_limit"], 65536)
+                self.assertEqual(m["semid_request_body_limit_bytes"], 1 << 30)
         finally:
             self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
 
