@@ -1532,6 +1532,24 @@ class Deploy(unittest.TestCase):
             # 'b': none
             {"series": "semid_log_lines_dropped_total{%s}" % inst, "values": "0x30 40x30"},
             {"series": "semid_log_lines_dropped_total{%s}" % healthy, "values": "0x60"},
+            # saturation against the limits each server exports: 'a' full
+            # from minute 10 (950 of 1000 rows, 240 of a connection_limit
+            # lowered to 248, 1000 of 1024 MiB); 'b' the same 240
+            # connections against 1024 (a fixed threshold could not tell
+            # the two apart) and half its queue and bodies; 'd' full for 2
+            # minutes at minute 20 (a burst, not saturation)
+        ] + [
+            {"series": "%s{%s}" % (name, who), "values": values}
+            for who, rows, conns, conn_limit, body in (
+                (inst, "100x10 950x50", "20x10 240x50", "248x60", "0x10 1048576000x50"),
+                (healthy, "500x60", "240x60", "1024x60", "536870912x60"),
+                (low, "100x20 1000x2 100x38", "20x20 248x2 20x38", "248x60",
+                 "0x20 1073741824x2 0x38"))
+            for name, values in (("semid_queue_rows", rows), ("semid_queue_rows_limit", "1000x60"),
+                                 ("semid_connections_open", conns),
+                                 ("semid_connections_limit", conn_limit),
+                                 ("semid_request_body_bytes", body),
+                                 ("semid_request_body_limit_bytes", "1073741824x60"))
         ]
         a = {"job": "semid", "instance": "a:8080"}
         f = {"job": "semid", "instance": "f:8080"}
@@ -1585,6 +1603,19 @@ class Deploy(unittest.TestCase):
                     {"eval_time": "31m", "alertname": "SemidLogLinesDropped",
                      "exp_alerts": [{"exp_labels": dict(a, severity="warning")}]},
                     {"eval_time": "50m", "alertname": "SemidLogLinesDropped", "exp_alerts": []},
+                ] + [
+                    check
+                    for name in ("SemidQueueNearFull", "SemidConnectionsNearLimit",
+                                 "SemidRequestBodyMemoryNearLimit")
+                    for check in (
+                        {"eval_time": "13m", "alertname": name, "exp_alerts": []},
+                        {"eval_time": "16m", "alertname": name,
+                         "exp_alerts": [{"exp_labels": dict(a, severity="warning")}]},
+                        # 'd''s two full minutes fire nothing
+                        {"eval_time": "22m", "alertname": name,
+                         "exp_alerts": [{"exp_labels": dict(a, severity="warning")}]},
+                        {"eval_time": "26m", "alertname": name,
+                         "exp_alerts": [{"exp_labels": dict(a, severity="warning")}]})
                 ],
             }, {
                 # a day at 5 bits, then 2 (under two thirds) for 2 h: 'a'
