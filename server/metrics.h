@@ -48,6 +48,9 @@
  *       that ran alone under the store's global lock: reason "size" (too many
  *       keys to lock one by one) or "lock_table_full" (PostgreSQL's lock
  *       table was full: raise max_locks_per_transaction))
+ *   semid_registry_timeouts_total{reason}     counter (store calls whose wait
+ *       ran out, registry_timeout_ms: "busy" (SQLite's lock held by another
+ *       writer), "statement_timeout" or "no_answer" (PostgreSQL))
  *   semid_registry_up                         gauge: 0 from a store call that
  *       found the store unavailable until a call of the same kind (assign or
  *       lookup) goes through, or one of the other kind does when the failed
