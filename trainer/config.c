@@ -36,7 +36,7 @@ static const struct key keys[] = {
      "cold item list, one --items row per line: kept out of training, ranked apart"},
     {"out", K_STR, OFF(out), SZ(out), "model file to publish (checkpoint: OUT.ckpt)"},
     {"model_version", K_STR, OFF(model_version), SZ(model_version),
-     "model_version in the metadata [<mode>-<utc>-<seed>]"},
+     "model_version in the metadata [<mode>-<utc>-<seed>-<8 random hex digits>]"},
     {"threads", K_INT, OFF(threads), 0,
      "OpenBLAS threads [the CPUs it may use: affinity, or fewer under a cgroup CPU quota; "
      "OPENBLAS_NUM_THREADS if set]"},

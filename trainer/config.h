@@ -34,7 +34,7 @@ struct tr_config {
 	char items[TR_PATH_MAX], users[TR_PATH_MAX], train[TR_PATH_MAX];
 	char test[TR_PATH_MAX], test_cold[TR_PATH_MAX], cold_items[TR_PATH_MAX];
 	char out[TR_PATH_MAX];
-	char model_version[256]; /* empty: "das-<utc>-<seed>" */
+	char model_version[256]; /* empty: "<mode>-<utc>-<seed>-<random>" */
 	int threads;		 /* OpenBLAS threads, 0 = sid_blas_default_threads */
 	int eval;		 /* evaluate at the end when test is set (1) */
 	int publish_tables;	 /* the ICDM ID tables go into the model file too (0) */

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -906,10 +907,20 @@ int tr_train_run(const struct tr_config *cfg, int resume, struct sid_error *err)
 	if (cfg->model_version[0]) {
 		snprintf(version, sizeof(version), "%s", cfg->model_version);
 	} else {
+		/* a random part: two runs of one mode and seed started in the
+		 * same second (a cron overlap, a sweep) named two different
+		 * models alike, and the server, its metrics and the ID
+		 * registry know a model by this name only */
 		char ts[32];
+		uint32_t nonce;
+		if (getrandom(&nonce, sizeof(nonce), 0) != (ssize_t)sizeof(nonce)) {
+			struct timespec now;
+			clock_gettime(CLOCK_REALTIME, &now);
+			nonce = (uint32_t)now.tv_nsec ^ (uint32_t)getpid() * 2654435761u;
+		}
 		utc_now(ts, sizeof(ts), 1);
-		snprintf(version, sizeof(version), "%s-%s-%llu", mode, ts,
-			 (unsigned long long)r.dc.seed);
+		snprintf(version, sizeof(version), "%s-%s-%llu-%08x", mode, ts,
+			 (unsigned long long)r.dc.seed, (unsigned)nonce);
 	}
 	fprintf(stderr, "semid-train: %d OpenBLAS thread%s from %s%s%s%s\n",
 		openblas_get_num_threads(), openblas_get_num_threads() == 1 ? "" : "s",

@@ -1047,6 +1047,30 @@ class TrainerTest(unittest.TestCase):
         t, _ = load_tensors(path)
         return {k: v.tobytes() for k, v in t.items()}
 
+    def test_default_model_versions_differ(self):
+        """Two runs of one mode and seed started in the same second (a cron
+        overlap, a sweep over another setting) named their different models
+        alike, "das-<utc>-42": the server's /readyz, logs and metrics and
+        the ID registry know a model by that name only.  The default has a
+        random part, so they differ, whatever the clock says."""
+        vdir = os.path.join(self.tmp, "versions")
+        os.makedirs(vdir, exist_ok=True)
+        procs = [subprocess.Popen([str(a) for a in self.base_args(os.path.join(vdir, n)) +
+                                   ["--epochs", "0", "--lr", lr]],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for n, lr in (("a.st", "0.001"), ("b.st", "0.002"))]
+        versions = []
+        for p in procs:
+            _, err = p.communicate()
+            self.assertEqual(p.returncode, 0, err)
+            m = re.search(r"model_version (das-\d{8}T\d{6}Z-42-[0-9a-f]{8})\)", err)
+            self.assertTrue(m, err)
+            versions.append(m.group(1))
+        self.assertNotEqual(versions[0], versions[1])
+        for n, v in zip(("a.st", "b.st"), versions):
+            _, meta = load_tensors(os.path.join(vdir, n))
+            self.assertEqual(json.loads(meta["semid"])["model_version"], v)
+
     def test_resume_equals_uninterrupted(self):
         rdir = os.path.join(self.tmp, "resume")
         os.makedirs(rdir, exist_ok=True)
@@ -1057,7 +1081,7 @@ class TrainerTest(unittest.TestCase):
             p = run(*self.base_args(ref) + extra)
             self.assertEqual(p.returncode, 0, p.stderr)
             # the default model_version names the mode that trained it
-            self.assertRegex(p.stderr, r"model_version %s-\d{8}T\d{6}Z-11\)" % mode)
+            self.assertRegex(p.stderr, r"model_version %s-\d{8}T\d{6}Z-11-[0-9a-f]{8}\)" % mode)
             want = self._model_tensors(ref)
             # a clean stop after 1 and after 3 epochs (for two-stage: inside the
             # ICDM phase and inside the joint phase), then resume
