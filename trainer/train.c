@@ -8,6 +8,7 @@
 
 #include <cblas.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -92,6 +93,25 @@ static int gather(const struct tr_emb *e, const int32_t *idx, size_t n, float *d
 	return 0;
 }
 
+/* 0 when the regular file @path (@st) is empty or begins as a safetensors
+ * file (a model or a checkpoint) does, or cannot be read to tell; else
+ * SID_EFORMAT, @err naming the file and what it looks like instead. */
+static int replaceable(const char *path, const struct stat *st, struct sid_error *err)
+{
+	unsigned char head[SID_FILE_HEAD_BYTES];
+	ssize_t got;
+	int fd, rc;
+
+	if (st->st_size == 0 || (fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)) < 0)
+		return 0;
+	got = pread(fd, head, sizeof(head), 0);
+	close(fd);
+	if (got < 0 || (rc = sid_st_check_head(head, (size_t)got, (uint64_t)st->st_size, err)) == 0)
+		return 0;
+	sid_error_name_file(err, path);
+	return rc;
+}
+
 /*
  * Refuse, before any work, outputs that could only fail after training or
  * that would overwrite an input: --out in a missing directory or in one
@@ -99,7 +119,9 @@ static int gather(const struct tr_emb *e, const int32_t *idx, size_t n, float *d
  * or its checkpoint's, 5 bytes longer) the directory cannot hold, --out or
  * its checkpoint an existing non-regular file (a directory) or a symbolic
  * link, or either of them the same file as an input, every --config file
- * included (publishing over items.npy destroys it).
+ * included (publishing over items.npy destroys it), or a file of another
+ * kind than a model or checkpoint (a typo's notes.txt or eval.json was
+ * replaced without a word).
  */
 static int check_outputs(const struct tr_config *c, const char *ckpt, struct sid_error *err)
 {
@@ -107,6 +129,7 @@ static int check_outputs(const struct tr_config *c, const char *ckpt, struct sid
 	const char *flag[] = {"items", "users", "train", "test", "test-cold", "cold-items"};
 	const char *outs[2] = {c->out, ckpt}, *cbase;
 	char dir[TR_PATH_MAX];
+	struct sid_error why;
 	struct stat so;
 	long name_max;
 	int rc;
@@ -150,6 +173,12 @@ static int check_outputs(const struct tr_config *c, const char *ckpt, struct sid
 						     "--out %s: %s is the --config input %s; "
 						     "publishing would overwrite it",
 						     c->out, outs[k], c->config[i]);
+		if (replaceable(outs[k], &so, &why) < 0)
+			return sid_error_set(err, SID_EINVAL,
+					     "--out %s: %s (an existing file, not a safetensors "
+					     "one: publishing would replace it; remove it or name "
+					     "another file)",
+					     c->out, why.msg);
 	}
 	return 0;
 }

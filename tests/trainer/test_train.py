@@ -583,6 +583,34 @@ class TrainerTest(unittest.TestCase):
         self.assertIn("--out needs a value", p.stderr)
         self.assertEqual(sorted(os.listdir(odir)), ["items.npy", "t.tsv.ckpt"])
 
+    def test_existing_file_of_another_kind_refused(self):
+        """--out (or its OUT.ckpt) naming an existing file that is no
+        safetensors file (notes, an eval.json, a TSV not given as an input)
+        was replaced by the model without a word; it is refused at once,
+        exit 2, the file as it was.  An empty file, and a model, are
+        replaced as before."""
+        odir = os.path.join(self.tmp, "other_kind")
+        os.makedirs(odir, exist_ok=True)
+        notes, model = os.path.join(odir, "notes.txt"), os.path.join(odir, "m.st")
+        for path, body, out in ((notes, b"hello\n", notes),
+                                (notes, b'{"recall@10": 0.1}\n' * 40, notes),
+                                (model + ".ckpt", b"{}", model)):
+            with open(path, "wb") as f:
+                f.write(body)
+            p = run(*self.base_args(out))
+            self.assertEqual(p.returncode, 2, p.stderr)
+            self.assertIn("--out %s: %s: " % (out, path), p.stderr)
+            self.assertIn("an existing file, not a safetensors one", p.stderr)
+            self.assertNotIn("epoch 1/", p.stderr)
+            with open(path, "rb") as f:
+                self.assertEqual(f.read(), body)
+            os.unlink(path)
+        open(model, "wb").close()
+        for _ in range(2):  # empty, then the model the first run published
+            p = run(*self.base_args(model) + ["--epochs", "0"])
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertIn("published " + model, p.stderr)
+
     def test_every_config_file_is_an_input(self):
         """Every --config file is an input --out may not overwrite: only the
         last one given was compared (an earlier one was trained over), and
