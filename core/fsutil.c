@@ -120,6 +120,32 @@ const char *sid_fs_network(const char *path)
 	return sid__fs_network_name((unsigned long)st.f_type);
 }
 
+const char *sid_file_kind(const void *head, size_t n)
+{
+	static const struct {
+		const char *magic;
+		size_t n;
+		const char *kind;
+	} kinds[] = {
+	    {"\x93NUMPY", 6, "a .npy array"},
+	    {"PK\x03\x04", 4, "a zip archive (a PyTorch torch.save file?)"},
+	    {"SQLite format 3", 16, "an SQLite database (the ID registry?)"},
+	    {"\x1f\x8b", 2, "gzip-compressed data (decompress it first)"},
+	    {"\x28\xb5\x2f\xfd", 4, "zstd-compressed data (decompress it first)"},
+	    {"GGUF", 4, "a GGUF file"},
+	    {"\x89HDF\r\n\x1a\n", 8, "an HDF5 file"},
+	};
+	const uint8_t *p = head;
+
+	for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++)
+		if (n >= kinds[i].n && memcmp(p, kinds[i].magic, kinds[i].n) == 0)
+			return kinds[i].kind;
+	/* pickle protocols 2..5 open with PROTO n (the older torch.save format) */
+	if (n >= 2 && p[0] == 0x80 && p[1] >= 2 && p[1] <= 5)
+		return "a Python pickle (a PyTorch torch.save file?)";
+	return NULL;
+}
+
 int sid_publish_atomic(const char *path, const void *buf, size_t len, struct sid_error *err)
 {
 	struct sid_piece one = {buf, len};

@@ -135,6 +135,15 @@ int sid_file_read(const char *path, size_t max_len, uint8_t **out, size_t *out_l
  * after gigabytes were read into memory.
  */
 #define SID_FILE_HEAD_BYTES 16
+
+/*
+ * What a file most likely is, from its first @n bytes (SID_FILE_HEAD_BYTES
+ * are enough): the files an operator gives in the place of another (the
+ * embeddings, a PyTorch checkpoint, the ID registry, a compressed copy), as
+ * "a .npy array", "gzip-compressed data (decompress it first)"...; NULL for
+ * none of those.
+ */
+const char *sid_file_kind(const void *head, size_t n);
 typedef int (*sid_file_head_check)(int fd, const uint8_t *head, size_t n, uint64_t size,
 				   struct sid_error *err);
 int sid_file_read_checked(const char *path, size_t max_len, sid_file_head_check check,

@@ -332,7 +332,14 @@ int sid_npy_open(const char *path, struct sid_npy *out, struct sid_error *err)
 		return rc;
 	b = m.addr;
 	if (m.len < NPY_MAGIC_LEN + 2 || memcmp(b, NPY_MAGIC, NPY_MAGIC_LEN) != 0) {
-		rc = sid_error_set(err, SID_EFORMAT, "%s: not a .npy file (bad magic)", path);
+		const char *kind = sid_file_kind(b, m.len);
+		if (kind)
+			rc = sid_error_set(err, SID_EFORMAT,
+					   "%s: not a .npy file (bad magic): it looks like %s",
+					   path, kind);
+		else
+			rc = sid_error_set(err, SID_EFORMAT, "%s: not a .npy file (bad magic)",
+					   path);
 		goto fail;
 	}
 	major = b[6];

@@ -288,35 +288,13 @@ static int check_data_sha256(const struct sid_st_file *f, struct sid_error *err)
 	return 0;
 }
 
-/*
- * What a file that fails the first structural rules most likely is, from its
- * first bytes: the files an operator mistakes for a model (the embeddings, a
- * PyTorch checkpoint, the ID registry, a compressed copy).  Fills @hint with
- * "; it looks like ..., not a safetensors model" for the message, or "".
- */
+/* "; it looks like ..., not a safetensors model" (sid_file_kind) into
+ * @hint for the message of a file that fails the first structural rules,
+ * or "". */
 static const char *foreign_hint(const uint8_t *p, size_t len, char *hint, size_t size)
 {
-	static const struct {
-		const char *magic;
-		size_t n;
-		const char *kind;
-	} kinds[] = {
-	    {"\x93NUMPY", 6, "a .npy array"},
-	    {"PK\x03\x04", 4, "a zip archive (a PyTorch torch.save file?)"},
-	    {"SQLite format 3", 16, "an SQLite database (the ID registry?)"},
-	    {"\x1f\x8b", 2, "gzip-compressed data (decompress it first)"},
-	    {"\x28\xb5\x2f\xfd", 4, "zstd-compressed data (decompress it first)"},
-	    {"GGUF", 4, "a GGUF file"},
-	    {"\x89HDF\r\n\x1a\n", 8, "an HDF5 file"},
-	};
-	const char *kind = NULL;
+	const char *kind = sid_file_kind(p, len);
 
-	for (size_t i = 0; !kind && i < sizeof(kinds) / sizeof(kinds[0]); i++)
-		if (len >= kinds[i].n && memcmp(p, kinds[i].magic, kinds[i].n) == 0)
-			kind = kinds[i].kind;
-	/* pickle protocols 2..5 open with PROTO n (the older torch.save format) */
-	if (!kind && len >= 2 && p[0] == 0x80 && p[1] >= 2 && p[1] <= 5)
-		kind = "a Python pickle (a PyTorch torch.save file?)";
 	if (kind)
 		snprintf(hint, size, "; it looks like %s, not a safetensors model", kind);
 	else

@@ -286,6 +286,14 @@ static int open_text(const char *path, struct sid_map *m, struct lines *ln, stru
 		sid_map_close(m);
 		return sid_error_set_at(err, SID_EFORMAT, 0, "%s: empty file", path);
 	}
+	/* a gzip'd TSV given by mistake was quoted as binary garbage, "not a
+	 * non-negative integer"; the embeddings as "a ragged line" */
+	if (sid_file_kind(m->addr, m->len)) {
+		rc = sid_error_set_at(err, SID_EFORMAT, 0, "%s: not a text file: it looks like %s",
+				      path, sid_file_kind(m->addr, m->len));
+		sid_map_close(m);
+		return rc;
+	}
 	ln->p = m->addr;
 	ln->end = ln->p + m->len;
 	ln->lineno = 0;

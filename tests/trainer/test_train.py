@@ -22,6 +22,7 @@ python3 + numpy.  Programs come from $SEMID_BIN (default "bin").
 
 Run: SEMID_BIN=/path/to/bin /usr/bin/python3 tests/trainer/test_train.py
 """
+import gzip
 import hashlib
 import json
 import os
@@ -401,6 +402,29 @@ class TrainerTest(unittest.TestCase):
         self.assertEqual(p.returncode, 2)
         self.assertIn(empty, p.stderr)
         self.assertIn("empty file", p.stderr)
+        # a compressed copy given by mistake: quoted as binary garbage ("not
+        # a non-negative integer", "bad magic"); an embedding file as the
+        # interactions: "a ragged line"
+        with open(self.d("train.tsv"), "rb") as f:
+            tsv = f.read()
+        with open(self.d("items.npy"), "rb") as f:
+            npy = f.read()
+        for name, body, flag, what in (
+                ("train.tsv.gz", tsv, "train", "not a text file: it looks like "
+                 "gzip-compressed data (decompress it first)"),
+                ("cold.txt.gz", b"61\n62\n", "cold-items", "not a text file: it looks "
+                 "like gzip-compressed data"),
+                ("items.npy.gz", npy, "items", "not a .npy file (bad magic): it looks "
+                 "like gzip-compressed data (decompress it first)"),
+                ("items.npy", npy, "train", "not a text file: it looks like a .npy array")):
+            path = os.path.join(bad, name)
+            with open(path, "wb") as f:
+                f.write(gzip.compress(body) if name.endswith(".gz") else body)
+            args = self.base_args(os.path.join(bad, "m.st"))
+            args[args.index("--" + flag) + 1] = path
+            p = run(*args)
+            self.assertEqual(p.returncode, 2, p.stderr)
+            self.assertIn("%s: %s" % (path, what), p.stderr)
         # a non-finite value in an embedding file: file and row named
         x = np.load(self.d("items.npy"))
         x[123, 4] = np.inf
