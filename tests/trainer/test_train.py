@@ -635,6 +635,50 @@ class TrainerTest(unittest.TestCase):
             self.assertEqual(p.returncode, 0, p.stderr)
             self.assertIn("published " + model, p.stderr)
 
+    def test_eval_json_shape_is_documented(self):
+        """Scripts read the evaluation JSON, and its shape was written down
+        nowhere: README's example of it (every key) has the keys and value
+        types of what training prints, what it stores in the metadata and
+        what `eval` prints (with "model" more); without a test file training
+        prints nothing."""
+        readme = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
+                              "README.md")
+        with open(readme) as f:
+            text = f.read()
+        k = text.find("The evaluation JSON's shape")
+        self.assertGreaterEqual(k, 0, "README has no section on the evaluation JSON")
+        block = re.search(r"\n\n((?:    .*\n)+)", text[k:]).group(1)
+        doc = json.loads(block)
+
+        def shape(v):
+            if isinstance(v, dict):
+                return {key: shape(x) for key, x in v.items()}
+            if isinstance(v, list):
+                return [shape(v[0])] if v else []
+            return "number" if isinstance(v, (int, float)) and not isinstance(v, bool) \
+                else type(v).__name__
+
+        edir = os.path.join(self.tmp, "eval_shape")
+        os.makedirs(edir, exist_ok=True)
+        out = os.path.join(edir, "m.st")
+        tests = ["--test", self.d("test.tsv"), "--test-cold", self.d("cold_test.tsv")]
+        p = run(*self.base_args(out) + tests)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        printed = json.loads(p.stdout)
+        self.assertEqual(shape(printed), shape(doc))
+        _, meta = load_tensors(out)
+        self.assertEqual(shape(json.loads(meta["semid"])["eval"]), shape(doc))
+        p = run(TRAIN, "eval", "--model", out, "--items", self.d("items.npy"), "--users",
+                self.d("users.npy"), "--train", self.d("train.tsv"), "--cold-items",
+                self.d("cold_items.txt"), *tests)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        evald = json.loads(p.stdout)
+        self.assertEqual(evald.pop("model"), out)
+        self.assertEqual(shape(evald), shape(doc))
+        p = run(*self.base_args(out) + ["--epochs", "0"])
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(p.stdout, "")
+
     def test_every_config_file_is_an_input(self):
         """Every --config file is an input --out may not overwrite: only the
         last one given was compared (an earlier one was trained over), and
