@@ -840,7 +840,7 @@ int tr_train_run(const struct tr_config *cfg, int resume, struct sid_error *err)
 	char ckpt[TR_PATH_MAX + 8], version[300], threads_note[300];
 	const char *threads_from = "the threads setting";
 	const char *mode;
-	int tty = isatty(2), rc, two = 0, e = 0;
+	int tty = isatty(2), rc, two = 0, e = 0, trained = 0;
 	struct stat sb;
 	struct tr_stop_saved saved;
 
@@ -999,7 +999,8 @@ int tr_train_run(const struct tr_config *cfg, int resume, struct sid_error *err)
 		if (rc < 0)
 			goto fail;
 	}
-	if (tr_stop_signal()) /* the last checkpoint is written: stop before the rest */
+	trained = r.epochs_done > 0; /* and the checkpoint holds them all */
+	if (tr_stop_signal())	     /* the last checkpoint is written: stop before the rest */
 		goto stopped;
 	if (!das_codebooks_ready(r.model)) { /* zero epochs: still a usable file */
 		rc = init_codebooks(&r, err);
@@ -1056,6 +1057,16 @@ stopped:
 	else
 		fprintf(stderr, "; nothing published, and no epoch finished to checkpoint\n");
 fail:
+	/* the model could not be evaluated or published (a full disk, memory):
+	 * the training is not lost, and the message said nothing of it */
+	if (rc < 0 && trained && err) {
+		char msg[SID_ERROR_MSG_MAX];
+		snprintf(msg, sizeof(msg), "%s", err->msg);
+		sid_error_set(err, rc,
+			      "%s; nothing published; %s holds every epoch (%d/%d): --resume "
+			      "publishes it without training again",
+			      msg, ckpt, r.epochs_done, r.total_epochs);
+	}
 	tr_stop_restore(&saved);
 	json_decref(ev);
 	sid_st_writer_free(w);

@@ -1987,6 +1987,46 @@ class TrainerTest(unittest.TestCase):
         finally:
             subprocess.run(["umount", small], check=True)
 
+    def test_publish_failure_says_the_checkpoint_holds_the_training(self):
+        """A model that could not be published after the last epoch (a
+        disk with room for the checkpoint but not for the model as well)
+        was told as the write's error alone, exit 1: nothing said that the
+        checkpoint holds every epoch and that --resume publishes it without
+        training again, and a nightly job trained afresh."""
+        if os.geteuid() != 0:
+            self.skipTest("a small file system to fill: mounting one needs root")
+        sdir = os.path.join(self.tmp, "publish-full")
+        ref = os.path.join(sdir, "ref")
+        small = os.path.join(sdir, "small")
+        os.makedirs(ref)
+        os.makedirs(small)
+        one = ["--epochs", "1"]
+        p = run(*self.base_args(os.path.join(ref, "m.st")) + one)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        page = 4096
+        ckpt_pages = -(-os.path.getsize(os.path.join(ref, "m.st.ckpt")) // page)
+        self.assertGreater(os.path.getsize(os.path.join(ref, "m.st")), page)
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%d" % ((ckpt_pages + 1) * page),
+                           "tmpfs", small], capture_output=True).returncode != 0:
+            self.skipTest("cannot mount a tmpfs here")
+        try:
+            out = os.path.join(small, "m.st")
+            p = run(*self.base_args(out) + one)
+            self.assertEqual(p.returncode, 1, p.stderr)
+            self.assertIn("No space left on device; nothing published; %s.ckpt holds every "
+                          "epoch (1/1): --resume publishes it without training again" % out,
+                          p.stderr)
+            self.assertEqual(os.listdir(small), ["m.st.ckpt"])
+            # room made: the resumed run publishes, training nothing
+            subprocess.run(["mount", "-o", "remount,size=%d" % ((ckpt_pages + 1) * 2 * page),
+                            small], check=True)
+            p = run(*self.base_args(out) + one + ["--resume"])
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertIn("resumed from", p.stderr)
+            self.assertNotIn("epoch 1/1 ", p.stderr)
+        finally:
+            subprocess.run(["umount", small], check=True)
+
     def test_gen_renames_its_files_as_one_step(self):
         """gen renames its six files into place one after the other; two
         signals between two renames (the first only asks for a stop, the
