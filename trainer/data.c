@@ -117,8 +117,10 @@ int tr_emb_open(struct tr_emb *e, const char *path, struct sid_error *err)
 		goto fail;
 	}
 	if (e->npy.rows > INT32_MAX || e->npy.cols > 65536) {
-		rc = sid_error_set(err, SID_EFORMAT, "%s: shape (%zu, %zu) too large", path,
-				   e->npy.rows, e->npy.cols);
+		rc = sid_error_set(err, SID_EFORMAT,
+				   "%s: shape (%zu, %zu) too large (at most 2147483647 rows of "
+				   "65536 columns)",
+				   path, e->npy.rows, e->npy.cols);
 		goto fail;
 	}
 	e->n = e->npy.rows;

@@ -434,6 +434,14 @@ class TrainerTest(unittest.TestCase):
         self.assertEqual(p.returncode, 2, p.stderr)
         self.assertIn(nan_path, p.stderr)
         self.assertIn("row 123", p.stderr)
+        # a width past the trainer's bound: "too large" named neither the
+        # bound nor which of the two it was
+        wide = os.path.join(bad, "wide.npy")
+        np.save(wide, np.zeros((2, 65537), np.float32))
+        p = run(*self.base_args(os.path.join(bad, "m.st"), items=wide))
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn("%s: shape (2, 65537) too large (at most 2147483647 rows of 65536 "
+                      "columns)" % wide, p.stderr)
         # a 1-D array and a missing file
         one_d = os.path.join(bad, "one_d.npy")
         np.save(one_d, np.zeros(10, np.float32))
