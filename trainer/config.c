@@ -43,7 +43,9 @@ static const struct key keys[] = {
     {"eval", K_BOOL, OFF(eval), 0, "evaluate at the end when --test is given [true]"},
     {"publish_tables", K_BOOL, OFF(publish_tables), 0,
      "also write the ICDM ID tables (n x 2E each) into the model file [false]"},
-    {"progress", K_BOOL, OFF(progress), 0, "progress bar on a terminal [true]"},
+    {"progress", K_BOOL, OFF(progress), 0,
+     "progress: a bar on a terminal, else a line every progress_every seconds (false: neither) "
+     "[true]"},
     {"progress_every", K_SECS, OFF(progress_every), 0,
      "without a terminal, a progress line every S seconds of an epoch [30]; 0 = every batch"},
     {"stop_after", K_INT, OFF(stop_after), 0,

@@ -1088,6 +1088,16 @@ class TrainerTest(unittest.TestCase):
         p = run(*args, "--progress-every", "-1")
         self.assertEqual(p.returncode, 2)
         self.assertIn("progress_every", p.stderr)
+        # --no-progress turns the lines off too, as --help says (it spoke of
+        # the bar on a terminal only, and a cron job's lines were gone)
+        p = run(*args, "--progress-every", "0", "--no-progress", "--eval", "false")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertNotIn(": batch ", p.stderr)
+        help_line = [ln for ln in run(TRAIN, "--help").stdout.splitlines()
+                     if ln.split()[:1] == ["--progress"]]
+        self.assertEqual(len(help_line), 1)
+        self.assertIn("else a line every progress_every seconds (false: neither)",
+                      help_line[0])
 
     # ---- atomic publish ----
 
