@@ -161,13 +161,14 @@ int cli_encode_parse(int argc, char **argv, struct cli_encode_opts *o, struct si
 		}
 		if (a[0] != '-' || strcmp(a, "-") == 0)
 			return sid_error_set(err, SID_EINVAL, "unexpected argument '%s'", a);
-		/* "--opt=value", "--opt value" or "-o value" */
+		/* "--opt=value", "--opt value", "-o value" or "-ovalue" (-j4, as
+		 * getopt and the registry commands take it) */
 		eq = strncmp(a, "--", 2) == 0 ? strchr(a, '=') : NULL;
 		nlen = eq ? (size_t)(eq - a) : strlen(a);
 		for (j = 0; j < sizeof(valued_opts) / sizeof(valued_opts[0]); j++) {
 			if ((strlen(valued_opts[j].lng) == nlen &&
 			     strncmp(a, valued_opts[j].lng, nlen) == 0) ||
-			    (!eq && strcmp(a, valued_opts[j].shrt) == 0))
+			    (!eq && strncmp(a, valued_opts[j].shrt, 2) == 0 && a[1] != '-'))
 				break;
 		}
 		if (j == sizeof(valued_opts) / sizeof(valued_opts[0])) {
@@ -184,6 +185,8 @@ int cli_encode_parse(int argc, char **argv, struct cli_encode_opts *o, struct si
 		id = valued_opts[j].id;
 		if (eq) {
 			val = eq + 1;
+		} else if (a[1] != '-' && a[2]) {
+			val = a + 2;
 		} else {
 			if (i + 1 >= argc)
 				return sid_error_set(err, SID_EINVAL, "%s needs a value", a);

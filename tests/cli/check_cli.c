@@ -58,6 +58,18 @@ START_TEST(test_parse_defaults_and_forms)
 	ck_assert_int_eq(parse(&o, &err, 8, "-m", "a", "-i", "b", "-o", "-", "--format", "tokens"),
 			 0);
 	ck_assert_int_eq(o.format, SID_FORMAT_TOKENS);
+	/* a short option's value attached, as getopt (and semid registry) take it */
+	ck_assert_int_eq(parse(&o, &err, 8, "-ma.st", "-ib.npy", "-oc.tsv", "-j4", "-b64", "-k3",
+			       "-ftokens", "-tuser"),
+			 0);
+	ck_assert_str_eq(o.model, "a.st");
+	ck_assert_str_eq(o.input, "b.npy");
+	ck_assert_str_eq(o.output, "c.tsv");
+	ck_assert_int_eq(o.threads, 4);
+	ck_assert_uint_eq(o.batch, 64);
+	ck_assert_int_eq(o.top_k, 3);
+	ck_assert_int_eq(o.format, SID_FORMAT_TOKENS);
+	ck_assert_str_eq(o.tower, "user");
 	/* a later option wins */
 	ck_assert_int_eq(parse(&o, &err, 9, "-m", "a", "-i", "b", "-o", "-", "--no-progress",
 			       "--progress", "--batch=1048576"),
@@ -110,6 +122,8 @@ START_TEST(test_parse_errors)
 		   "-i", "b", "-o", "c.npy", "--format", "tokens");
 	EXPECT_ERR("unknown option '--bogus'", "--bogus=1");
 	EXPECT_ERR("unknown option '-x'", "-x");
+	EXPECT_ERR("unknown option '-xj4'", "-xj4");
+	EXPECT_ERR("--threads wants an integer from 0 to 256, got 'x'", "-jx");
 	EXPECT_ERR("unknown option '--mod'", "--mod", "a"); /* no prefix matching */
 	/* an option without a value given one is named as such, not unknown */
 	EXPECT_ERR("--progress takes no value, got '--progress=1'", "--progress=1");
