@@ -204,14 +204,17 @@ static int parse_descr(const char *path, const char *d, enum sid_npy_dtype *dt,
 			return 0;
 		}
 	}
+	/* Every reader of these files wants embeddings (each refuses '<i4'
+	 * itself), so the message says what to save them as, not '<i4'. */
 	if (d[0] == '>')
 		return sid_error_set(err, SID_EFORMAT,
-				     "%s: dtype '%s' is big-endian; only little-endian "
-				     "'<f4', '<f8' and '<i4' are supported",
+				     "%s: dtype '%s' is big-endian; embeddings must be "
+				     "little-endian float32 ('<f4') or float64 ('<f8'): save "
+				     "x.astype('<f4')",
 				     path, d);
 	return sid_error_set(err, SID_EFORMAT,
-			     "%s: unsupported dtype '%s' (supported: '<f4' float32, "
-			     "'<f8' float64, '<i4' int32)",
+			     "%s: unsupported dtype '%s'; embeddings must be float32 ('<f4') or "
+			     "float64 ('<f8'): save x.astype('<f4')",
 			     path, d);
 }
 

@@ -316,6 +316,14 @@ START_TEST(test_bad_dtype)
 			  "unsupported dtype '|f4'");
 	expect_bad_header("{'descr': '<f2', 'fortran_order': False, 'shape': (2, 3)}",
 			  "unsupported dtype '<f2'");
+	/* what to save instead: an embedding type, not '<i4' (which every
+	 * reader refuses for embeddings) */
+	expect_bad_header("{'descr': '<f2', 'fortran_order': False, 'shape': (2, 3)}",
+			  "unsupported dtype '<f2'; embeddings must be float32 ('<f4') or float64 "
+			  "('<f8'): save x.astype('<f4')");
+	expect_bad_header("{'descr': '>f4', 'fortran_order': False, 'shape': (2, 3)}",
+			  "is big-endian; embeddings must be little-endian float32 ('<f4') or "
+			  "float64 ('<f8'): save x.astype('<f4')");
 	expect_bad_header("{'descr': '<i8', 'fortran_order': False, 'shape': (2, 3)}",
 			  "unsupported dtype '<i8'");
 	expect_bad_header("{'descr': '|u1', 'fortran_order': False, 'shape': (2, 3)}",
