@@ -665,6 +665,14 @@ int cli_encode_run(const struct cli_encode_opts *o, FILE *tsv_out, struct sid_er
 		goto fail;
 	}
 	if ((rc = sid_npy_open(o->input, &in, err)) < 0) {
+		struct stat st;
+		/* -i <(zcat x.npy.gz), -i /dev/stdin: what to do, as for -i - */
+		if (stat(o->input, &st) == 0 &&
+		    (S_ISFIFO(st.st_mode) || S_ISCHR(st.st_mode) || S_ISSOCK(st.st_mode)))
+			sid_error_set(err, SID_EINVAL,
+				      "%s: not a regular file: the .npy is memory-mapped, so a "
+				      "pipe or stdin cannot be read; write it to a file first",
+				      o->input);
 		sid_error_name_file(err, o->input);
 		status = input_status(rc);
 		goto fail;

@@ -484,6 +484,19 @@ class CliTest(unittest.TestCase):
             f.write(b"hello")
         self.assert_bad(self.encode(inp=trunc), "not a .npy file")
 
+    def test_input_not_a_file(self):
+        # a pipe (-i <(zcat x.npy.gz)), a FIFO or a device cannot be
+        # memory-mapped: said so, with what to do, as for -i - (it was
+        # only "not a regular file"); a FIFO without a writer does not hang
+        fifo = os.path.join(self.out.name, "in.fifo")
+        os.mkfifo(fifo)
+        for inp in (fifo, "/dev/null"):
+            with self.subTest(inp=inp):
+                self.assert_bad(self.encode(inp=inp), f"semid: {inp}: not a regular file: "
+                                "the .npy is memory-mapped", "write it to a file first")
+        self.assert_bad(self.encode(inp=self.out.name), f"semid: {self.out.name}: "
+                        "not a regular file")
+
     def test_nan_row_57(self):
         for dtype, bad, word in [(np.float32, np.nan, "nan"), (np.float64, -np.inf, "-inf")]:
             x = self.x.astype(dtype)
