@@ -12,6 +12,10 @@
  *   semid_model_last_reload_successful        gauge: 1 when the last reload
  *       attempt (the start-up load included) loaded its file, 0 when it
  *       failed (absent before the first attempt)
+ *   semid_model_watch_checks_total            counter (looks at the model path by
+ *       the watcher, a stat each: watch_poll_ms and each directory event)
+ *   semid_log_lines_dropped_total             counter (log lines dropped: the
+ *       log's reader was not reading, or the write failed)
  *   semid_model_info{version,sha256} 1        gauge (absent with no model)
  *   semid_model_loaded_timestamp_seconds      gauge
  *   semid_queue_rows                          gauge (rows admitted, not answered)
