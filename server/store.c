@@ -81,8 +81,9 @@ int srv_store_init(struct srv_store *s, const struct srv_config *cfg, struct sid
 	int pg, rc;
 
 	memset(s, 0, sizeof(*s));
-	if (pthread_mutex_init(&s->open_mu, NULL))
-		return sid_error_set(err, SID_ENOMEM, "registry: mutex");
+	for (int r = 0; r < SRV_STORE_SLOTS; r++)
+		if (pthread_mutex_init(&s->open_mu[r], NULL))
+			return sid_error_set(err, SID_ENOMEM, "registry: mutex");
 	if (pthread_mutex_init(&s->mu, NULL))
 		return sid_error_set(err, SID_ENOMEM, "registry: mutex");
 	if (!strcasecmp(cfg->registry, "none")) { /* "None" is no file name anyone means */
@@ -204,7 +205,8 @@ void srv_store_release(struct srv_store *s)
 	for (int r = 0; r < SRV_STORE_SLOTS; r++)
 		sid_registry_close(s->h[r]);
 	pthread_mutex_destroy(&s->mu);
-	pthread_mutex_destroy(&s->open_mu);
+	for (int r = 0; r < SRV_STORE_SLOTS; r++)
+		pthread_mutex_destroy(&s->open_mu[r]);
 	memset(s, 0, sizeof(*s));
 }
 
@@ -216,18 +218,27 @@ int srv_store_get(struct srv_store *s, int role, struct sid_registry **out, stru
 	if (s->disabled)
 		return sid_error_set(err, SID_EUNAVAIL,
 				     "the ID registry is disabled (semid-server --registry none)");
-	pthread_mutex_lock(&s->open_mu);
+	/* each slot opens under its own mutex: with one for all, a silent
+	 * PostgreSQL (a stopped host, a black-holed network) made every request
+	 * wait out one connect timeout per handle opened before its own (8 s
+	 * for a lookup at registry_timeout_ms 2000 with four writers) */
+	pthread_mutex_lock(&s->open_mu[role]);
 	if (!s->h[role]) {
 		if (mono_now() < s->retry_at[role]) {
 			rc = sid_error_set(err, SID_EUNAVAIL, "%s (retried at most once a second)",
 					   s->open_err[role].msg);
-		} else if (role == SRV_STORE_READER && !s->h[SRV_STORE_WRITER(0)] &&
-			   strcmp(s->backend, "sqlite") == 0) {
+		} else if (role == SRV_STORE_READER && strcmp(s->backend, "sqlite") == 0) {
 			/* A read-only connection cannot create the file: lookups on a
-			 * store that was never opened for writing find it missing. */
+			 * store that was never opened for writing find it missing.
+			 * (The reader's mutex, then the writer's: nothing takes them
+			 * the other way round.) */
 			struct sid_error e;
-			if (open_role(s, SRV_STORE_WRITER(0), 0, &e) == 0 ||
-			    access(s->target, F_OK) == 0)
+			int w = SRV_STORE_WRITER(0), writable;
+			sid_error_clear(&e);
+			pthread_mutex_lock(&s->open_mu[w]);
+			writable = s->h[w] || open_role(s, w, 0, &e) == 0;
+			pthread_mutex_unlock(&s->open_mu[w]);
+			if (writable || access(s->target, F_OK) == 0)
 				rc = open_role(s, role, 0, err);
 			else
 				rc = sid_error_set(err, SID_EUNAVAIL, "%s", e.msg);
@@ -238,7 +249,7 @@ int srv_store_get(struct srv_store *s, int role, struct sid_registry **out, stru
 			rc = SID_EUNAVAIL;
 	}
 	*out = s->h[role];
-	pthread_mutex_unlock(&s->open_mu);
+	pthread_mutex_unlock(&s->open_mu[role]);
 	return rc;
 }
 

@@ -44,15 +44,18 @@
 #define SRV_STORE_SLOTS	    (1 + SRV_STORE_MAX_WRITERS)
 
 struct srv_store {
-	pthread_mutex_t mu;	 /* guards healthy, error, label (never held across an open) */
-	pthread_mutex_t open_mu; /* guards h, retry_at, open_err: one open at a time */
-	int disabled;		 /* --registry none */
-	char target[1024];	 /* path or connection string (may hold a password) */
-	char label[1024];	 /* path, or the PostgreSQL handle's label ("" until open) */
-	const char *backend;	 /* "sqlite" or "postgresql" */
-	int writers;		 /* writer slots in use */
-	int timeout_ms;		 /* cfg->registry_timeout_ms */
-	size_t group_rows;	 /* rows per assign call at most (one job may exceed it) */
+	pthread_mutex_t mu; /* guards healthy, error, label (never held across an open) */
+	/* one per slot: guards its h, retry_at and open_err, and is held across
+	 * its open, so that a slot whose open waits out a silent store's connect
+	 * timeout holds up no other slot's calls */
+	pthread_mutex_t open_mu[SRV_STORE_SLOTS];
+	int disabled;	     /* --registry none */
+	char target[1024];   /* path or connection string (may hold a password) */
+	char label[1024];    /* path, or the PostgreSQL handle's label ("" until open) */
+	const char *backend; /* "sqlite" or "postgresql" */
+	int writers;	     /* writer slots in use */
+	int timeout_ms;	     /* cfg->registry_timeout_ms */
+	size_t group_rows;   /* rows per assign call at most (one job may exceed it) */
 	struct sid_registry *h[SRV_STORE_SLOTS]; /* NULL until opened */
 	double retry_at[SRV_STORE_SLOTS];	 /* monotonic seconds: next open attempt */
 	struct sid_error open_err[SRV_STORE_SLOTS];

@@ -3,8 +3,8 @@
 reached, against a real server on 127.0.0.1 and no PostgreSQL at all: an
 address that accepts connections and never answers (the server starts,
 encodes, and answers assign 503 at the connection timeout: libpq's 5 s
-default, the connection string's own, or registry_timeout_ms), health
-answering while a handle connects, and GET /v1/model naming the store
+default, the connection string's own, or registry_timeout_ms), health and
+the other handles answering while a handle connects, and GET /v1/model naming the store
 without its password.  (A suite of its own because it spends its time in
 those timeouts; test_assign_pg.py runs a live PostgreSQL.)
 
@@ -116,6 +116,11 @@ class TestAssignPostgresSilent(Base):
             st, _, r = srv.json("POST", "/v1/items:encode",
                                 {"inputs": [{"embedding": X[0].tolist()}]})
             self.assertEqual(st, 200, r)
+            # past the writer's second since the start's attempt, so that
+            # this call connects rather than answer that attempt's reason
+            # at once (it used to connect all the same, after waiting out
+            # the reader's connect at start: one mutex for every open)
+            time.sleep(1.2)
             t1 = time.monotonic()
             st, h, r = assign(srv, ["s1"], X)
             took = time.monotonic() - t1
@@ -176,6 +181,83 @@ class TestAssignPostgresSilent(Base):
             self.assertEqual(got["r"][0], 503, got)
         finally:
             self.assertEqual(srv.stop(), 0)
+
+
+class TestHandlesOpenApart(Base):
+    """The server's handles (the reader, each writer) were opened under one
+    mutex, held across the open: against a store that accepts and never
+    answers, a request waited out the connect timeout of every handle
+    opened before its own (a lookup 8 s at registry_timeout_ms 2000 with
+    four writers, each behind the others), far past the timeout.  Each
+    handle now opens under its own.  Here the second writer's open is held
+    (its connection accepted, never answered) while a lookup comes: the
+    lookup is answered (503, its own connection refused at once) while
+    that open still waits."""
+
+    def test_lookup_not_held_by_a_writer_opening(self):
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(64)
+        listener.settimeout(0.2)
+        hold, held, stop = threading.Event(), [], threading.Event()
+
+        def serve():
+            while not stop.is_set():
+                try:
+                    c, _ = listener.accept()
+                except OSError:
+                    continue
+                if hold.is_set():
+                    held.append(c)  # accepted, never answered
+                else:
+                    c.close()  # "server closed the connection unexpectedly"
+
+        t = threading.Thread(target=serve)
+        t.start()
+        port = listener.getsockname()[1]
+        srv, calls, threads = None, [], []
+        try:
+            srv, _ = self.start(self.fresh_dir(), {"item": self.ta}, "S",
+                                ["--registry", "host=127.0.0.1 port=%d dbname=x user=x "
+                                 "connect_timeout=600" % port,
+                                 "--registry-connections", "2", "--registry-probe-s", "0"])
+            X, _ = T.tie_free_inputs(self.rng, self.ta, 2)
+            # the reader's handle is made (its connection refused)
+            self.assertEqual(srv.json("GET", "/v1/items/nobody")[0], 503)
+            hold.set()
+
+            def call(ids, x):
+                calls.append(assign(srv, ids, x, conn=srv.conn(timeout=900)))
+
+            # writer 0 connects (once its second since the start's failed
+            # attempt is over), and is held; then writer 1, opened while
+            # writer 0 is busy, is held in its open
+            deadline = time.monotonic() + 60 * T.SLOW
+            for want, ids in ((1, ["a"]), (2, ["b"])):
+                while len(held) < want:
+                    c = threading.Thread(target=call, args=(ids, X[:1]))
+                    c.start()
+                    threads.append(c)
+                    while c.is_alive() and len(held) < want:
+                        self.assertLess(time.monotonic(), deadline, "no connection held")
+                        time.sleep(0.05)
+                    if len(held) < want:  # answered at once, within its second
+                        c.join()
+                        calls.pop()
+            hold.clear()
+            st, _, r = srv.json("GET", "/v1/items/nobody", conn=srv.conn(timeout=60))
+            self.assertEqual((st, r["error"]["code"]), (503, "unavailable"), r)
+            self.assertEqual(calls, [], "a held assign was answered")
+        finally:
+            for c in held:
+                c.close()  # the held connects fail now, and their calls answer
+            for c in threads:
+                c.join(60)
+            if srv:
+                self.assertEqual(srv.stop(), 0)
+            stop.set()
+            t.join(5)
+            listener.close()
 
 
 class TestAssignPostgresPassword(Base):
