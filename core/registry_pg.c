@@ -2352,16 +2352,26 @@ static int migrate_body(struct pg *s, struct sid_error *err)
 			return rc;
 	}
 	/* the registry's uniqueness rests on these two constraints: a store
-	 * that lost one would hand out one full ID twice without a word */
+	 * that lost one would hand out one full ID twice without a word; a
+	 * store that lost the whole table (a DROP TABLE) is named so, not by
+	 * its first constraint */
 	res = pq_query(
 	    s, "SELECT c.name, EXISTS (SELECT 1 FROM pg_constraint"
 	       " WHERE conrelid = to_regclass('semid_assignment') AND conname = c.name"
-	       " AND contype IN ('p', 'u'))"
+	       " AND contype IN ('p', 'u')), to_regclass('semid_assignment') IS NOT NULL"
 	       " FROM (VALUES ('semid_assignment_id'), ('semid_assignment_sid')) AS c(name)");
 	if (pq.PQresultStatus(res) != PGRES_TUPLES_OK || pq.PQntuples(res) != 2) {
 		rc = pg_fail(s, res, err, "check the schema");
 		pq.PQclear(res);
 		return rc;
+	}
+	if (pq.PQgetvalue(res, 0, 2)[0] != 't') {
+		pq.PQclear(res);
+		return sid_error_set(err, SID_EFORMAT,
+				     "registry %s: damaged schema: the table semid_assignment is "
+				     "missing, though semid_meta is there (restore a backup, or "
+				     "import an export into a new store)",
+				     s->base.label);
 	}
 	for (int k = 0; k < 2; k++)
 		if (pq.PQgetvalue(res, k, 1)[0] != 't') {

@@ -3981,6 +3981,25 @@ START_TEST(t_pg_schema_damaged)
 }
 END_TEST
 
+/* A store whose assignment table was dropped (semid_meta still there) is
+ * refused at open, naming the table: it was said to have lost its first
+ * unique constraint. */
+START_TEST(t_pg_schema_table_dropped)
+{
+	struct sid_registry *r;
+	struct sid_error err;
+
+	NEED_STORE();
+	sid_registry_close(reg_open());
+	pg_sql(target, "DROP TABLE semid_assignment");
+	ck_assert_int_eq(sid_registry_open(target, 0, &r, &err), SID_EFORMAT);
+	ck_assert_msg(strstr(err.msg, "damaged schema: the table semid_assignment is missing"),
+		      "%s", err.msg);
+	ck_assert_ptr_null(strstr(err.msg, "constraint"));
+	pg_sql(target, "DROP TABLE semid_meta");
+}
+END_TEST
+
 /* "t" or "f": does the store's database have the registry's meta table? */
 static char pg_has_schema(void)
 {
@@ -5523,6 +5542,7 @@ static Suite *registry_suite(void)
 	tcase_add_test(tc, t_pg_registry_in_another_schema);
 	tcase_add_test(tc, t_pg_schema_race);
 	tcase_add_test(tc, t_pg_schema_damaged);
+	tcase_add_test(tc, t_pg_schema_table_dropped);
 	tcase_add_test(tc, t_pg_readonly_flag);
 	tcase_add_test(tc, t_pg_no_privilege);
 	tcase_add_test(tc, t_pg_check_amcheck);
