@@ -402,7 +402,11 @@ static int pg_fail(struct pg *s, PGresult *res, struct sid_error *err, const cha
 		if (s->conn && pq.PQstatus(s->conn) != CONNECTION_OK)
 			conn_drop(s);
 	}
-	return sid_error_set(err, code, "registry %s: %s: %s", s->base.label, what, buf);
+	/* PostgreSQL's own words for a full disk may not say so ("could not
+	 * extend file ...: wrote only 4096 of 8192 bytes at block 2034") */
+	return sid_error_set(
+	    err, code, "registry %s: %s: %s%s", s->base.label, what, buf,
+	    state && !strcmp(state, "53100") ? " (the PostgreSQL server's disk is full)" : "");
 }
 
 static int migrate_body(struct pg *s, struct sid_error *err);

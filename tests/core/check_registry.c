@@ -3981,6 +3981,36 @@ START_TEST(t_pg_schema_damaged)
 }
 END_TEST
 
+/* A full disk on the PostgreSQL server (SQLSTATE 53100, raised here by a
+ * trigger with the words PostgreSQL uses for a short write, which do not
+ * say why): SID_EUNAVAIL, and the message says the disk is full. */
+START_TEST(t_pg_disk_full_named)
+{
+	struct sid_registry *r;
+	struct sid_reg_entry e;
+	struct sid_error err;
+	int32_t c[3] = {1, 1, 1};
+	struct sid_reg_item it = {"a", c, NULL};
+
+	NEED_STORE();
+	r = reg_open();
+	pg_sql(target, "CREATE FUNCTION full_disk() RETURNS trigger LANGUAGE plpgsql AS"
+		       " $$BEGIN RAISE EXCEPTION 'could not extend file \"base/5/16391\": wrote"
+		       " only 4096 of 8192 bytes at block 2034' USING ERRCODE = 'disk_full';"
+		       " END$$");
+	pg_sql(target, "CREATE TRIGGER full_disk BEFORE INSERT ON semid_assignment"
+		       " FOR EACH ROW EXECUTE FUNCTION full_disk()");
+	ck_assert_int_eq(sid_registry_assign(r, SID_TOWER_ITEM, &it, 1, 3, 0, "v", 0, &e, &err),
+			 SID_EUNAVAIL);
+	ck_assert_msg(strstr(err.msg, "wrote only 4096 of 8192 bytes") &&
+			  strstr(err.msg, "(the PostgreSQL server's disk is full)"),
+		      "%s", err.msg);
+	pg_sql(target, "DROP TRIGGER full_disk ON semid_assignment");
+	assign1(r, "a", 1, 1, 1, 0, &e); /* space again: the same handle writes */
+	sid_registry_close(r);
+}
+END_TEST
+
 /* A store whose assignment table was dropped (semid_meta still there) is
  * refused at open, naming the table: it was said to have lost its first
  * unique constraint. */
@@ -5543,6 +5573,7 @@ static Suite *registry_suite(void)
 	tcase_add_test(tc, t_pg_schema_race);
 	tcase_add_test(tc, t_pg_schema_damaged);
 	tcase_add_test(tc, t_pg_schema_table_dropped);
+	tcase_add_test(tc, t_pg_disk_full_named);
 	tcase_add_test(tc, t_pg_readonly_flag);
 	tcase_add_test(tc, t_pg_no_privilege);
 	tcase_add_test(tc, t_pg_check_amcheck);
