@@ -374,7 +374,7 @@ static PGresult *pq_params(struct pg *s, const char *sql, int n, const char *con
 static int pg_fail(struct pg *s, PGresult *res, struct sid_error *err, const char *what)
 {
 	const char *state = res ? pq.PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
-	const char *msg = res ? pq.PQresultErrorMessage(res) : "";
+	const char *msg = res ? pq.PQresultErrorMessage(res) : "", *hint = "";
 	char buf[300];
 	int code = SID_EIO;
 
@@ -403,10 +403,14 @@ static int pg_fail(struct pg *s, PGresult *res, struct sid_error *err, const cha
 			conn_drop(s);
 	}
 	/* PostgreSQL's own words for a full disk may not say so ("could not
-	 * extend file ...: wrote only 4096 of 8192 bytes at block 2034") */
-	return sid_error_set(
-	    err, code, "registry %s: %s: %s%s", s->base.label, what, buf,
-	    state && !strcmp(state, "53100") ? " (the PostgreSQL server's disk is full)" : "");
+	 * extend file ...: wrote only 4096 of 8192 bytes at block 2034"), nor
+	 * say why a transaction is read-only */
+	if (state && !strcmp(state, "53100"))
+		hint = " (the PostgreSQL server's disk is full)";
+	else if (state && !strcmp(state, "25006"))
+		hint = " (the database takes no writes: a standby in recovery, or "
+		       "default_transaction_read_only set on the role or database)";
+	return sid_error_set(err, code, "registry %s: %s: %s%s", s->base.label, what, buf, hint);
 }
 
 static int migrate_body(struct pg *s, struct sid_error *err);

@@ -3981,10 +3981,12 @@ START_TEST(t_pg_schema_damaged)
 }
 END_TEST
 
-/* A full disk on the PostgreSQL server (SQLSTATE 53100, raised here by a
- * trigger with the words PostgreSQL uses for a short write, which do not
- * say why): SID_EUNAVAIL, and the message says the disk is full. */
-START_TEST(t_pg_disk_full_named)
+/* Causes PostgreSQL's own words do not give, named: a full disk on its
+ * server (SQLSTATE 53100, raised here by a trigger with the words
+ * PostgreSQL uses for a short write); a database that takes no writes (a
+ * standby; here the database's default_transaction_read_only), of which it
+ * says only "cannot execute INSERT in a read-only transaction". */
+START_TEST(t_pg_cause_named)
 {
 	struct sid_registry *r;
 	struct sid_reg_entry e;
@@ -4007,6 +4009,17 @@ START_TEST(t_pg_disk_full_named)
 		      "%s", err.msg);
 	pg_sql(target, "DROP TRIGGER full_disk ON semid_assignment");
 	assign1(r, "a", 1, 1, 1, 0, &e); /* space again: the same handle writes */
+	sid_registry_close(r);
+
+	pg_sql(target, "DO $$BEGIN EXECUTE format('ALTER DATABASE %I SET"
+		       " default_transaction_read_only = on', current_database()); END$$");
+	r = reg_open();
+	it.id = "b";
+	ck_assert_int_ne(sid_registry_assign(r, SID_TOWER_ITEM, &it, 1, 3, 0, "v", 0, &e, &err), 0);
+	ck_assert_msg(strstr(err.msg, "read-only transaction") &&
+			  strstr(err.msg, "(the database takes no writes: a standby in recovery, "
+					  "or default_transaction_read_only"),
+		      "%s", err.msg);
 	sid_registry_close(r);
 }
 END_TEST
@@ -5573,7 +5586,7 @@ static Suite *registry_suite(void)
 	tcase_add_test(tc, t_pg_schema_race);
 	tcase_add_test(tc, t_pg_schema_damaged);
 	tcase_add_test(tc, t_pg_schema_table_dropped);
-	tcase_add_test(tc, t_pg_disk_full_named);
+	tcase_add_test(tc, t_pg_cause_named);
 	tcase_add_test(tc, t_pg_readonly_flag);
 	tcase_add_test(tc, t_pg_no_privilege);
 	tcase_add_test(tc, t_pg_check_amcheck);
