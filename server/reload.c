@@ -380,6 +380,31 @@ static void log_result(const char *trigger, int ok, const struct sid_model *m, c
 	srv_logline_end(&l);
 }
 
+/* A swap that changes what callers must send: a tower's input width, or a
+ * tower gone.  Every request of the old shape is refused from now on (400
+ * or 404), which the success line at info did not make plain. */
+static void warn_contract_change(const struct sid_model *old, const struct sid_model *m)
+{
+	for (int t = 0; old && t < SID_TOWER_COUNT; t++) {
+		const struct sid_tower *a = sid_model_tower(old, (enum sid_tower_kind)t);
+		const struct sid_tower *b = sid_model_tower(m, (enum sid_tower_kind)t);
+		if (!a)
+			continue;
+		if (!b)
+			srv_log(SRV_LOG_WARN, "reload",
+				"model %s has no %s tower, which %s had: requests for it get 404 "
+				"from now on",
+				m->version, sid_tower_name((enum sid_tower_kind)t), old->version);
+		else if (a->D != b->D)
+			srv_log(
+			    SRV_LOG_WARN, "reload",
+			    "model %s takes %s embeddings of %d values, %s took %d: requests of "
+			    "the old width get 400 from now on",
+			    m->version, sid_tower_name((enum sid_tower_kind)t), b->D, old->version,
+			    a->D);
+	}
+}
+
 /* Record an attempt's result; on success swap in @m (consumes the ref). */
 static void finish(struct srv_reload *r, const char *trigger, struct sid_model *m,
 		   const char *error, double secs)
@@ -406,6 +431,8 @@ static void finish(struct srv_reload *r, const char *trigger, struct sid_model *
 	}
 	pthread_mutex_unlock(&r->mu);
 	log_result(trigger, m != NULL, m, error, secs);
+	if (m)
+		warn_contract_change(old, m);
 	if (m && r->on_swap)
 		r->on_swap(r->on_swap_ctx, m);
 	sid_model_unref(old); /* freed here or when its last job finishes */

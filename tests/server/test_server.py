@@ -1731,6 +1731,37 @@ class TestLifecycle(unittest.TestCase):
             finally:
                 self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
 
+    def test_swap_that_changes_the_request_shape_is_warned_of(self):
+        """A model whose tower takes another embedding width, or that lacks
+        a tower the old one had, makes every request of the old shape 400
+        or 404 from the swap on; the swap's line was an info success like
+        any other.  It is now followed by a warning naming the change, and
+        a swap of the same shape adds none."""
+        d = tempfile.mkdtemp(dir=WORK)
+        path = os.path.join(d, "model.safetensors")
+        T.write_model(path, {"item": ITEM, "user": USER}, "shape-1")
+        srv = T.Server(["--model", path, "--registry", "none", "--admin-token",
+                        "s3cret-token-0123456789abcdef", "--watch=false"], WORK)
+        auth = {"Authorization": "Bearer s3cret-token-0123456789abcdef"}
+
+        def reload(version, towers):
+            T.write_model(path, towers, version)
+            st, _, body = srv.request("POST", "/v1/admin/reload", b"", headers=auth)
+            self.assertEqual(st, 200, body)
+            return [ln for ln in srv.own_log_text().splitlines()
+                    if "level=warn" in ln and "event=reload" in ln]
+        try:
+            self.assertEqual(reload("shape-2", {"item": ITEM, "user": USER}), [])
+            warns = reload("shape-3", {"item": TIEFREE})
+            self.assertEqual(len(warns), 2, warns)
+            self.assertIn('msg="model shape-3 takes item embeddings of 16 values, shape-2 took '
+                          '48: requests of the old width get 400 from now on"', warns[0])
+            self.assertIn('msg="model shape-3 has no user tower, which shape-2 had: requests '
+                          'for it get 404 from now on"', warns[1])
+            self.assertEqual(len(reload("shape-4", {"item": TIEFREE})), 2)  # none more
+        finally:
+            self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
+
     def test_exposed_admin_token_is_warned_of(self):
         """Whoever reads the admin token can call the admin routes: one given
         by --admin-token is in the process list of every user of the host,
