@@ -9,6 +9,7 @@
 #include "profile.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <math.h>
 #include <stdint.h>
@@ -16,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "data.h"
 #include "fsutil.h"
@@ -91,6 +93,23 @@ static int out_check(const struct tr_profile_params *p, struct sid_error *err)
 			return sid_error_set(err, SID_EINVAL,
 					     "--out %s is the input %s: it would be replaced",
 					     p->out, in[k]);
+	/* an existing file that is not a .npy (a typo's train.tsv.bak, notes)
+	 * was replaced without a word; an empty one, or a .npy, is replaced */
+	if (so.st_size > 0) {
+		unsigned char head[SID_FILE_HEAD_BYTES];
+		ssize_t got = 0;
+		int fd = open(p->out, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+		if (fd >= 0) {
+			got = pread(fd, head, sizeof(head), 0);
+			close(fd);
+		}
+		if (got > 0 && (got < 6 || memcmp(head, "\x93NUMPY", 6) != 0))
+			return sid_error_set(
+			    err, SID_EINVAL,
+			    "--out %s: an existing file that is not a .npy array: "
+			    "profile would replace it; remove it or name another file",
+			    p->out);
+	}
 	return 0;
 }
 

@@ -213,6 +213,35 @@ class TestProfile(unittest.TestCase):
         self.assertIn("--out %s: directory %s: No such file or directory" % (out, missing),
                       p.stderr)
 
+    def test_existing_file_of_another_kind_refused(self):
+        """--out naming an existing file that is not a .npy (a typo's
+        notes.txt, the TSV) replaced it without a word; it is refused, exit
+        2, the file untouched.  An earlier profile or an empty file is
+        replaced."""
+        train = self.write_train(["0\t1", "1\t2"])
+        notes = self.path("notes.txt")
+        with open(notes, "w") as f:
+            f.write("keep me\n")
+        for out in (notes, self.write_train(["5\t6"], "other.tsv")):
+            with open(out, "rb") as f:
+                before = f.read()
+            p = self.profile(train, out)
+            self.assertEqual(p.returncode, 2, p.stderr)
+            self.assertEqual(p.stderr, "semid-train profile: --out %s: an existing file that "
+                             "is not a .npy array: profile would replace it; remove it or "
+                             "name another file\n" % out)
+            with open(out, "rb") as f:
+                self.assertEqual(f.read(), before)
+        for name in ("users.npy", "empty.npy"):
+            out = self.path(name)
+            if name == "users.npy":
+                np.save(out, np.zeros((3, 2), np.float32))
+            else:
+                open(out, "w").close()
+            p = self.profile(train, out)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertEqual(np.load(out).shape, (2, 12))
+
     def test_float64_items(self):
         lines = ["0\t1", "1\t2", "1\t39"]
         np.save(self.items_path, self.items.astype(np.float64))
