@@ -171,7 +171,8 @@ struct req {
 	size_t resp_charged; /* of hold: an encode, assign or lookup answer */
 	const char *ctype;
 	const char *allow;
-	int del; /* DELETE /v1/{items,users}/{id} (not POST .../{items,users}:delete) */
+	int no_coding; /* a 415 for its Content-Encoding: say Accept-Encoding: identity */
+	int del;       /* DELETE /v1/{items,users}/{id} (not POST .../{items,users}:delete) */
 	int retry_after;
 	/* for the log line */
 	size_t items;
@@ -482,6 +483,8 @@ static enum MHD_Result send_response(struct req *q)
 	MHD_add_response_header(r, "Server-Timing", st);
 	if (q->allow)
 		MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, q->allow);
+	if (q->no_coding)
+		MHD_add_response_header(r, MHD_HTTP_HEADER_ACCEPT_ENCODING, "identity");
 	if (q->retry_after) {
 		snprintf(ra, sizeof(ra), "%d", q->h->d.cfg->retry_after_s);
 		MHD_add_response_header(r, MHD_HTTP_HEADER_RETRY_AFTER, ra);
@@ -1129,6 +1132,25 @@ static enum MHD_Result scan_header(void *cls, enum MHD_ValueKind kind, const cha
 	return MHD_YES;
 }
 
+/* A Content-Encoding header whose value is not "identity" (or empty): the
+ * first such value, in @cls. */
+static enum MHD_Result scan_coding(void *cls, enum MHD_ValueKind kind, const char *key,
+				   const char *value)
+{
+	const char **coded = cls;
+	size_t n;
+
+	(void)kind;
+	if (*coded || strcasecmp(key, MHD_HTTP_HEADER_CONTENT_ENCODING) != 0)
+		return MHD_YES;
+	while (*value == ' ' || *value == '\t')
+		value++;
+	n = value_len(value);
+	if (n && !(n == 8 && !strncasecmp(value, "identity", 8)))
+		*coded = value;
+	return MHD_YES;
+}
+
 /*
  * Message framing MHD 0.9.75 leaves to us (RFC 9112): a request line
  * without HTTP/1.0 or HTTP/1.1 at its end (MHD answers 505 itself for other
@@ -1384,6 +1406,19 @@ static int on_headers(struct req *q, const char *url, const char *method, const 
 			set_error(q, SRV_ERR_MEDIA_TYPE,
 				  "Content-Type must be application/json, not %.100s",
 				  v ? v : "(none)");
+			return 1;
+		}
+		/* the body is read as it comes: a gzip body would be malformed
+		 * JSON at its first byte, and a plain one labelled gzip passed
+		 * (RFC 9110 15.5.16) */
+		v = NULL;
+		MHD_get_connection_values(q->conn, MHD_HEADER_KIND, scan_coding, &v);
+		if (v) {
+			set_error(q, SRV_ERR_MEDIA_TYPE,
+				  "Content-Encoding %.100s is not supported: send the body "
+				  "uncompressed",
+				  v);
+			q->no_coding = 1;
 			return 1;
 		}
 	}

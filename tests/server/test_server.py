@@ -7,6 +7,7 @@ back-pressure, refusal to start, and SIGTERM draining.  Real server, real socket
 
 Run: SEMID_BIN=/path/to/bin /usr/bin/python3 tests/server/test_server.py
 """
+import gzip
 import http.client
 import json
 import os
@@ -579,6 +580,29 @@ class TestErrors(unittest.TestCase):
                          "Content-Type must be application/json, not text/plain")
         self.check_error(SRV.json("POST", "/v1/items:encode", b"{}"), 415,
                          "unsupported_media_type")
+
+    def test_415_content_encoding(self):
+        """The body is read as sent: a gzip body (curl -H 'Content-Encoding:
+        gzip', a client compressing its requests) was a 400 "malformed JSON
+        ... near '\\u001f'", and a plain body labelled gzip was served.
+        Both are a 415 saying so, with Accept-Encoding: identity (RFC 9110
+        15.5.16); identity is no coding and passes."""
+        good = json.dumps({"inputs": [{"embedding": [0.0] * ITEM.D}]}).encode()
+        ct = {"Content-Type": "application/json"}
+        msg = "Content-Encoding %s is not supported: send the body uncompressed"
+        for coding, body in (("gzip", gzip.compress(good)), ("gzip", good), ("br", good)):
+            h = self.check_error(SRV.json("POST", "/v1/items:encode", body,
+                                          dict(ct, **{"Content-Encoding": coding})),
+                                 415, "unsupported_media_type", msg % coding)
+            self.assertEqual(h["accept-encoding"], "identity")
+        for path in ("/v1/users:encode", "/v1/items:assign"):
+            self.check_error(SRV.json("POST", path, gzip.compress(good),
+                                      dict(ct, **{"Content-Encoding": "gzip"})),
+                             415, "unsupported_media_type", msg % "gzip")
+        st, h, _ = SRV.request("POST", "/v1/items:encode", good,
+                               dict(ct, **{"Content-Encoding": "identity"}))
+        self.assertEqual(st, 200)
+        self.assertNotIn("accept-encoding", h)
 
     def test_503_queue_full(self):
         # One request waits 1 s for its batch; the queue holds only its rows.
