@@ -479,6 +479,10 @@ static enum MHD_Result send_response(struct req *q)
 		return MHD_NO;
 	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, q->ctype ? q->ctype : JSON_CT);
 	MHD_add_response_header(r, REQUEST_ID_HEADER, q->request_id);
+	/* every answer is of the moment (health, the model, metrics, the
+	 * registry): without it a cache may keep a GET's 200 or 404 on its own
+	 * heuristic (RFC 9111 4.2.2) */
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
 	server_timing(q, st);
 	MHD_add_response_header(r, "Server-Timing", st);
 	if (q->allow)

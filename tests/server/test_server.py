@@ -749,6 +749,25 @@ class TestOps(unittest.TestCase):
         self.assertEqual(SRV.request("GET", "/healthz",
                                      headers={"X-Request-Id": full})[1]["x-request-id"], full)
 
+    def test_no_store(self):
+        """Every answer is of the moment: Cache-Control: no-store on each,
+        so that no proxy or browser cache between a caller and the server
+        keeps a /readyz, /v1/model, /metrics or lookup answer (a GET's 200
+        and 404 may otherwise be cached on a heuristic, RFC 9111 4.2.2).
+        Date, Content-Type and Content-Length are on each too."""
+        for method, path, body, want in (
+                ("GET", "/healthz", None, 200), ("HEAD", "/healthz", None, 200),
+                ("GET", "/readyz", None, 200), ("GET", "/v1/model", None, 200),
+                ("GET", "/metrics", None, 200), ("GET", "/v1/items/no-such-id", None, 404),
+                ("GET", "/nowhere", None, 404), ("DELETE", "/healthz", None, 405),
+                ("POST", "/v1/items:encode", {"inputs": [{"embedding": [0.5] * 48}]}, 200),
+                ("POST", "/v1/items:encode", {"inputs": []}, 400)):
+            st, h, _ = SRV.request(method, path, body)
+            self.assertEqual(st, want, (method, path))
+            self.assertEqual(h.get("cache-control"), "no-store", (method, path))
+            for name in ("date", "content-type", "content-length"):
+                self.assertIn(name, h, (method, path))
+
     def test_server_timing(self):
         """Server-Timing: total on every answer; queue and encode (their sum
         within total) on an encode; never more than the client waited."""
