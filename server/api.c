@@ -485,12 +485,20 @@ static void json_alloc_install(void)
 }
 
 /* @body as a JSON object (jansson), or NULL with @e a 400 naming what is
- * wrong and where (a 503 when memory ran out). */
+ * wrong and where (a 503 when memory ran out).  A UTF-8 byte order mark
+ * before it is passed over (RFC 8259 8.1 lets a parser ignore one): Windows
+ * tools write UTF-8 files with one (PowerShell 5.1's Out-File -Encoding
+ * utf8, Notepad before 2019), and a body sent from such a file was a 400
+ * "'[' or '{' expected near" an invisible character. */
 static json_t *parse_object(const char *body, size_t len, struct srv_api_error *e)
 {
 	json_error_t jerr;
 	json_t *root;
 
+	if (len >= 3 && !memcmp(body, "\xef\xbb\xbf", 3)) {
+		body += 3;
+		len -= 3;
+	}
 	pthread_once(&json_alloc_once, json_alloc_install);
 	json_alloc_failed = 0;
 	root = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);

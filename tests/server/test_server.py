@@ -581,6 +581,22 @@ class TestErrors(unittest.TestCase):
         self.check_error(SRV.json("POST", "/v1/items:encode", b"{}"), 415,
                          "unsupported_media_type")
 
+    def test_utf8_bom(self):
+        """A UTF-8 byte order mark before the JSON (a body sent from a file
+        a Windows tool wrote) is passed over, as RFC 8259 8.1 allows: it was
+        a 400 "'[' or '{' expected near" an invisible character.  Only one,
+        and only at the start."""
+        row = {"id": "a", "embedding": [0.25] * ITEM.D}
+        good = json.dumps({"inputs": [row]}).encode()
+        ct = {"Content-Type": "application/json; charset=utf-8"}
+        st, _, plain = SRV.json("POST", "/v1/items:encode", good, ct)
+        self.assertEqual(st, 200, plain)
+        st, _, body = SRV.json("POST", "/v1/items:encode", b"\xef\xbb\xbf" + good, ct)
+        self.assertEqual((st, body), (200, plain))
+        for bad in (b"\xef\xbb\xbf", b"\xef\xbb\xbf" * 2 + good, b" \xef\xbb\xbf" + good):
+            self.check_error(SRV.json("POST", "/v1/items:encode", bad, ct), 400,
+                             "invalid_argument")
+
     def test_415_content_encoding(self):
         """The body is read as sent: a gzip body (curl -H 'Content-Encoding:
         gzip', a client compressing its requests) was a 400 "malformed JSON
