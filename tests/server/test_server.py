@@ -784,6 +784,24 @@ class TestOps(unittest.TestCase):
             for name in ("date", "content-type", "content-length"):
                 self.assertIn(name, h, (method, path))
 
+    def test_no_negotiation_no_cors(self):
+        """As api.md says: Accept is ignored (no 406), no Access-Control-*
+        header on any answer, and a CORS preflight is a 405 with Allow."""
+        for accept in ("application/json", "*/*", "text/html", "application/xml;q=1"):
+            st, h, _ = SRV.request("GET", "/healthz", headers={"Accept": accept})
+            self.assertEqual((st, h["content-type"]), (200, "application/json"), accept)
+        origin = {"Origin": "https://app.example"}
+        st, h, _ = SRV.request("POST", "/v1/items:encode",
+                               {"inputs": [{"embedding": [0.5] * 48}]}, origin)
+        self.assertEqual(st, 200)
+        self.assertFalse([k for k in h if k.startswith("access-control-")], h)
+        st, h, body = SRV.json("OPTIONS", "/v1/items:encode", headers=dict(
+            origin, **{"Access-Control-Request-Method": "POST",
+                       "Access-Control-Request-Headers": "content-type"}))
+        self.assertEqual((st, h["allow"], body["error"]["code"]),
+                         (405, "POST", "method_not_allowed"))
+        self.assertFalse([k for k in h if k.startswith("access-control-")], h)
+
     def test_server_timing(self):
         """Server-Timing: total on every answer; queue and encode (their sum
         within total) on an encode; never more than the client waited."""
