@@ -1483,14 +1483,9 @@ static int lock_holder(const char *store, pid_t *pid)
 static int is_model_file(const char *path, const struct stat *st)
 {
 	unsigned char head[9];
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	ssize_t got;
 
-	if (fd < 0)
-		return 0;
-	got = pread(fd, head, sizeof(head), 0);
-	close(fd);
-	return got == (ssize_t)sizeof(head) && sid_st_sniff(head, (uint64_t)st->st_size);
+	return sid_file_head(path, head, sizeof(head)) == (ssize_t)sizeof(head) &&
+	       sid_st_sniff(head, (uint64_t)st->st_size);
 }
 
 /* SID_EUNAVAIL when another process has the store at @store or its -wal

@@ -120,6 +120,19 @@ const char *sid_fs_network(const char *path)
 	return sid__fs_network_name((unsigned long)st.f_type);
 }
 
+ssize_t sid_file_head(const char *path, void *buf, size_t n)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+	ssize_t got;
+
+	if (fd < 0)
+		return -1;
+	while ((got = pread(fd, buf, n, 0)) < 0 && errno == EINTR)
+		;
+	close(fd);
+	return got;
+}
+
 const char *sid_file_kind(const void *head, size_t n)
 {
 	static const struct {

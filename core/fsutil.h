@@ -135,6 +135,17 @@ int sid_file_read(const char *path, size_t max_len, uint8_t **out, size_t *out_l
  * after gigabytes were read into memory.
  */
 #define SID_FILE_HEAD_BYTES 16
+typedef int (*sid_file_head_check)(int fd, const uint8_t *head, size_t n, uint64_t size,
+				   struct sid_error *err);
+int sid_file_read_checked(const char *path, size_t max_len, sid_file_head_check check,
+			  uint8_t **out, size_t *out_len, struct sid_error *err);
+
+/*
+ * The first bytes of the file at @path, up to @n into @buf (fewer when it is
+ * shorter): the count, or -1 when it cannot be opened or read.  Opened
+ * non-blocking, so that a FIFO named by mistake does not hang the caller.
+ */
+ssize_t sid_file_head(const char *path, void *buf, size_t n);
 
 /*
  * What a file most likely is, from its first @n bytes (SID_FILE_HEAD_BYTES
@@ -144,10 +155,6 @@ int sid_file_read(const char *path, size_t max_len, uint8_t **out, size_t *out_l
  * none of those.
  */
 const char *sid_file_kind(const void *head, size_t n);
-typedef int (*sid_file_head_check)(int fd, const uint8_t *head, size_t n, uint64_t size,
-				   struct sid_error *err);
-int sid_file_read_checked(const char *path, size_t max_len, sid_file_head_check check,
-			  uint8_t **out, size_t *out_len, struct sid_error *err);
 
 /*
  * The next line of @f into *@buf (malloc'ed, grown as needed and kept for

@@ -2016,14 +2016,15 @@ static int reopen_immutable(struct sq *s, struct sid_error *err)
 static int read_only_file(const char *path, struct sid_error *err)
 {
 	int e = faccessat(AT_FDCWD, path, W_OK, AT_EACCESS) ? errno : 0;
+	int dir = e ? 0 : dir_denied(path);
 
-	if (e == EROFS || (!e && dir_denied(path) == EROFS))
+	if (e == EROFS || dir == EROFS)
 		return sid_error_set(err, SID_EIO,
 				     "registry %s: the file is on a read-only file system (a "
 				     "writer, to assign, import, reassign or delete, needs write "
 				     "access: mount it read-write)",
 				     path);
-	if (!e && dir_denied(path))
+	if (dir)
 		return sid_error_set(err, SID_EIO,
 				     "registry %s: this process cannot write its directory (the "
 				     "file and its directory must be writable: WAL mode keeps "

@@ -274,6 +274,7 @@ static void quote_line(const char *s, const char *e, char *buf, size_t len)
 
 static int open_text(const char *path, struct sid_map *m, struct lines *ln, struct sid_error *err)
 {
+	const char *kind;
 	int rc = tr_input_check(path, err);
 	if (rc < 0)
 		return rc;
@@ -290,9 +291,9 @@ static int open_text(const char *path, struct sid_map *m, struct lines *ln, stru
 	}
 	/* a gzip'd TSV given by mistake was quoted as binary garbage, "not a
 	 * non-negative integer"; the embeddings as "a ragged line" */
-	if (sid_file_kind(m->addr, m->len)) {
+	if ((kind = sid_file_kind(m->addr, m->len))) {
 		rc = sid_error_set_at(err, SID_EFORMAT, 0, "%s: not a text file: it looks like %s",
-				      path, sid_file_kind(m->addr, m->len));
+				      path, kind);
 		sid_map_close(m);
 		return rc;
 	}

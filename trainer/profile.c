@@ -9,7 +9,6 @@
 #include "profile.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <limits.h>
 #include <math.h>
 #include <stdint.h>
@@ -17,7 +16,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <unistd.h>
 
 #include "data.h"
 #include "fsutil.h"
@@ -97,12 +95,7 @@ static int out_check(const struct tr_profile_params *p, struct sid_error *err)
 	 * was replaced without a word; an empty one, or a .npy, is replaced */
 	if (so.st_size > 0) {
 		unsigned char head[SID_FILE_HEAD_BYTES];
-		ssize_t got = 0;
-		int fd = open(p->out, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-		if (fd >= 0) {
-			got = pread(fd, head, sizeof(head), 0);
-			close(fd);
-		}
+		ssize_t got = sid_file_head(p->out, head, sizeof(head));
 		if (got > 0 && (got < 6 || memcmp(head, "\x93NUMPY", 6) != 0))
 			return sid_error_set(
 			    err, SID_EINVAL,

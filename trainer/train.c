@@ -8,7 +8,6 @@
 
 #include <cblas.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -100,13 +99,10 @@ static int replaceable(const char *path, const struct stat *st, struct sid_error
 {
 	unsigned char head[SID_FILE_HEAD_BYTES];
 	ssize_t got;
-	int fd, rc;
+	int rc;
 
-	if (st->st_size == 0 || (fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)) < 0)
-		return 0;
-	got = pread(fd, head, sizeof(head), 0);
-	close(fd);
-	if (got < 0 || (rc = sid_st_check_head(head, (size_t)got, (uint64_t)st->st_size, err)) == 0)
+	if (st->st_size == 0 || (got = sid_file_head(path, head, sizeof(head))) < 0 ||
+	    (rc = sid_st_check_head(head, (size_t)got, (uint64_t)st->st_size, err)) == 0)
 		return 0;
 	sid_error_name_file(err, path);
 	return rc;
