@@ -59,7 +59,7 @@ enum cli_progress_mode { CLI_PROGRESS_AUTO, CLI_PROGRESS_ALWAYS, CLI_PROGRESS_NE
 struct cli_encode_opts {
 	const char *model;  /* --model, required */
 	const char *tower;  /* --tower, default "item" */
-	const char *input;  /* --input, required: a 2-D float32/float64 .npy */
+	const char *input;  /* --input, required: a 2-D float32/float64/float16 .npy */
 	const char *output; /* --output, required: *.npy, "-" (TSV on stdout), or a TSV path */
 	size_t batch;	    /* --batch, rows per batch, 1..CLI_BATCH_MAX */
 	int threads;	    /* --threads, 0 = cli_encode_default_threads() */

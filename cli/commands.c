@@ -56,8 +56,8 @@ static const char usage_inspect[] =
 static const char usage_encode[] =
     "usage: semid encode --model MODEL --input X.npy --output OUT [options]\n"
     "\n"
-    "Encode every row of X.npy, a 2-D C-order float32 or float64 array of shape\n"
-    "(N, D) with D the tower's input dimension, into semantic IDs.  The input is\n"
+    "Encode every row of X.npy, a 2-D C-order float32, float64 or float16 array of\n"
+    "shape (N, D) with D the tower's input dimension, into semantic IDs.  The input is\n"
     "memory-mapped and streamed in batches, so files larger than RAM are fine; rows\n"
     "are encoded on all cores and written in input order.\n"
     "\n"

@@ -677,13 +677,8 @@ int cli_encode_run(const struct cli_encode_opts *o, FILE *tsv_out, struct sid_er
 		status = input_status(rc);
 		goto fail;
 	}
-	if (in.dtype == SID_NPY_I32) {
-		sid_error_set(err, SID_EFORMAT,
-			      "%s: has dtype int32 ('<i4'); embeddings must be float32 ('<f4') or "
-			      "float64 ('<f8')",
-			      o->input);
+	if (sid_npy_check_float(&in, o->input, err))
 		goto fail;
-	}
 	if (in.cols != (size_t)t->D) {
 		sid_error_set(err, SID_EFORMAT, "%s: has %zu columns, tower '%s' expects %d",
 			      o->input, in.cols, sid_tower_name(kind), t->D);

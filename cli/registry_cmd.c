@@ -84,7 +84,7 @@ static const char usage[] =
     "  -m, --model MODEL     the model (assign: encodes; diff: the new model)\n"
     "  -t, --kind KIND       all but import, backup and restore: item (default) or\n"
     "                        user; export, check: all (default), item, user\n"
-    "  -i, --input X.npy     assign: the embeddings (float32 or float64, (N, D))\n"
+    "  -i, --input X.npy     assign: the embeddings (float32, float64 or float16, (N, D))\n"
     "      --ids FILE        assign, delete: ids, one per line (assign: N, the rows'\n"
     "                        ids; delete: the ids to delete, instead of operands)\n"
     "      --reassign        assign: move known ids to their new codes\n"
@@ -830,13 +830,9 @@ static int cmd_assign(const struct opts *o, struct sid_error *err)
 		sid_error_name_file(err, o->input);
 		goto fail;
 	}
-	if (x.dtype == SID_NPY_I32) { /* found before the store is opened, not at the read */
-		rc = sid_error_set(err, SID_EFORMAT,
-				   "%s: has dtype int32 ('<i4'); embeddings must be float32 "
-				   "('<f4') or float64 ('<f8')",
-				   o->input);
+	/* found before the store is opened, not at the read */
+	if ((rc = sid_npy_check_float(&x, o->input, err)))
 		goto fail;
-	}
 	if (x.cols != (size_t)t->D) {
 		rc = sid_error_set(err, SID_EINVAL, "%s: %zu columns, the %s tower takes %d",
 				   o->input, x.cols, sid_tower_name(o->kind), t->D);

@@ -37,7 +37,7 @@
 
 static size_t dtype_size(enum sid_npy_dtype dt)
 {
-	return dt == SID_NPY_F64 ? 8 : 4;
+	return dt == SID_NPY_F64 ? 8 : dt == SID_NPY_F16 ? 2 : 4;
 }
 
 static const char *dtype_descr(enum sid_npy_dtype dt)
@@ -49,6 +49,8 @@ static const char *dtype_descr(enum sid_npy_dtype dt)
 		return "<f8";
 	case SID_NPY_I32:
 		return "<i4";
+	case SID_NPY_F16:
+		return "<f2";
 	}
 	return "?";
 }
@@ -195,7 +197,8 @@ static int parse_descr(const char *path, const char *d, enum sid_npy_dtype *dt,
 	static const struct {
 		const char *name;
 		enum sid_npy_dtype dt;
-	} ok[] = {{"<f4", SID_NPY_F32}, {"<f8", SID_NPY_F64}, {"<i4", SID_NPY_I32}};
+	} ok[] = {
+	    {"<f4", SID_NPY_F32}, {"<f8", SID_NPY_F64}, {"<f2", SID_NPY_F16}, {"<i4", SID_NPY_I32}};
 	size_t i;
 
 	for (i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
@@ -209,12 +212,12 @@ static int parse_descr(const char *path, const char *d, enum sid_npy_dtype *dt,
 	if (d[0] == '>')
 		return sid_error_set(err, SID_EFORMAT,
 				     "%s: dtype '%s' is big-endian; embeddings must be "
-				     "little-endian float32 ('<f4') or float64 ('<f8'): save "
-				     "x.astype('<f4')",
+				     "little-endian float32 ('<f4'), float64 ('<f8') or float16 "
+				     "('<f2'): save x.astype('<f4')",
 				     path, d);
 	return sid_error_set(err, SID_EFORMAT,
-			     "%s: unsupported dtype '%s'; embeddings must be float32 ('<f4') or "
-			     "float64 ('<f8'): save x.astype('<f4')",
+			     "%s: unsupported dtype '%s'; embeddings must be float32 ('<f4'), "
+			     "float64 ('<f8') or float16 ('<f2'): save x.astype('<f4')",
 			     path, d);
 }
 
@@ -442,6 +445,32 @@ static int not_finite(size_t row, size_t col, double v, struct sid_error *err)
 				"row %zu, column %zu is not finite (%s)", row, col, what);
 }
 
+int sid_npy_check_float(const struct sid_npy *f, const char *path, struct sid_error *err)
+{
+	if (f->dtype != SID_NPY_I32)
+		return 0;
+	return sid_error_set(err, SID_EFORMAT,
+			     "%s: has dtype int32 ('<i4'); embeddings must be float32 ('<f4'), "
+			     "float64 ('<f8') or float16 ('<f2')",
+			     path);
+}
+
+/* IEEE 754 binary16 to binary32, exactly (every half is a float). */
+static float half_to_float(uint16_t h)
+{
+	uint32_t sign = (uint32_t)(h & 0x8000u) << 16, e = (h >> 10) & 0x1fu, m = h & 0x3ffu, bits;
+	float v;
+
+	if (e == 0x1f) /* inf, nan (payload kept) */
+		bits = sign | 0x7f800000u | m << 13;
+	else if (e) /* normal: rebias 15 -> 127 */
+		bits = sign | (e + 112) << 23 | m << 13;
+	else /* zero or subnormal: m x 2^-24 */
+		return sign ? -ldexpf((float)m, -24) : ldexpf((float)m, -24);
+	memcpy(&v, &bits, sizeof(v));
+	return v;
+}
+
 int sid_npy_read_f32(const struct sid_npy *f, size_t row0, size_t n, float *dst,
 		     struct sid_error *err)
 {
@@ -450,7 +479,7 @@ int sid_npy_read_f32(const struct sid_npy *f, size_t row0, size_t n, float *dst,
 	if (f->dtype == SID_NPY_I32)
 		return sid_error_set(err, SID_EINVAL,
 				     "dtype int32 ('<i4') cannot be read as float; expected "
-				     "float32 ('<f4') or float64 ('<f8')");
+				     "float32 ('<f4'), float64 ('<f8') or float16 ('<f2')");
 	if (row0 > f->rows || n > f->rows - row0)
 		return sid_error_set(err, SID_EINVAL, "rows [%zu, %zu) are out of range (%zu rows)",
 				     row0, row0 + n, f->rows);
@@ -458,6 +487,16 @@ int sid_npy_read_f32(const struct sid_npy *f, size_t row0, size_t n, float *dst,
 	if (f->dtype == SID_NPY_F32) {
 		memcpy(dst, f->data + row0 * cols * 4, total * 4);
 		for (i = 0; i < total; i++) {
+			if (!isfinite(dst[i]))
+				return not_finite(row0 + i / cols, i % cols, dst[i], err);
+		}
+		return 0;
+	}
+	if (f->dtype == SID_NPY_F16) {
+		const uint8_t *src = f->data + row0 * cols * 2;
+		for (i = 0; i < total; i++) {
+			uint16_t h = (uint16_t)(src[2 * i] | src[2 * i + 1] << 8);
+			dst[i] = half_to_float(h);
 			if (!isfinite(dst[i]))
 				return not_finite(row0 + i / cols, i % cols, dst[i], err);
 		}
@@ -548,7 +587,8 @@ static int writer_open(const char *path, int fd, enum sid_npy_dtype dtype, size_
 
 	*out = NULL;
 	if (dtype != SID_NPY_F32 && dtype != SID_NPY_F64 && dtype != SID_NPY_I32)
-		return sid_error_set(err, SID_EINVAL, "%s: unknown dtype %d", path, (int)dtype);
+		return sid_error_set(err, SID_EINVAL, "%s: cannot write dtype %s", path,
+				     dtype_descr(dtype));
 	if (cols && rows > SIZE_MAX / cols / dtype_size(dtype))
 		return sid_error_set(err, SID_ENOMEM, "%s: shape (%zu, %zu) overflows", path, rows,
 				     cols);

@@ -4,8 +4,8 @@
  *
  * The reader maps the file read-only and converts rows on request, so inputs
  * larger than RAM are fine.  It accepts format versions 1.0, 2.0 and 3.0,
- * little-endian float32 ('<f4'), float64 ('<f8') and int32 ('<i4'),
- * C order, 2-D shapes (a 1-D shape is rejected with a message that says so).
+ * little-endian float32 ('<f4'), float64 ('<f8'), float16 ('<f2') and int32
+ * ('<i4'), C order, 2-D shapes (a 1-D shape is rejected with a message that says so).
  * The header is hostile input: its size, dict syntax and the data length
  * against the shape are all checked.
  *
@@ -19,7 +19,8 @@
 
 #include "err.h"
 
-enum sid_npy_dtype { SID_NPY_F32, SID_NPY_F64, SID_NPY_I32 };
+/* SID_NPY_F16 is read only (sid_npy_read_f32); the writers refuse it. */
+enum sid_npy_dtype { SID_NPY_F32, SID_NPY_F64, SID_NPY_I32, SID_NPY_F16 };
 
 struct sid_npy {
 	enum sid_npy_dtype dtype;
@@ -35,12 +36,20 @@ void sid_npy_close(struct sid_npy *f); /* zeroed: no-op */
 
 /*
  * Copy rows [row0, row0+n) into @dst as float32 ((n, cols) row-major),
- * converting float64.  A non-finite value fails with SID_EINVAL and
+ * converting float64 (rounded to nearest) and float16 (exactly: every
+ * float16 value, subnormals too, is a float32).  A non-finite value fails with SID_EINVAL and
  * err->index = the absolute row (message names row and column).
  * int32 files are rejected here.
  */
 int sid_npy_read_f32(const struct sid_npy *f, size_t row0, size_t n, float *dst,
 		     struct sid_error *err);
+
+/*
+ * 0 when @f holds floats (what sid_npy_read_f32 reads); else SID_EFORMAT,
+ * "PATH: has dtype int32 ('<i4'); embeddings must be ...": for readers that
+ * want embeddings to refuse an int32 file before any other work.
+ */
+int sid_npy_check_float(const struct sid_npy *f, const char *path, struct sid_error *err);
 
 /*
  * Hint that rows [0, @row_end) will not be read again: the whole pages from

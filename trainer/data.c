@@ -106,11 +106,8 @@ int tr_emb_open(struct tr_emb *e, const char *path, struct sid_error *err)
 		rc = sid_error_set(err, SID_ENOMEM, "%s: out of memory", path);
 		goto fail;
 	}
-	if (e->npy.dtype == SID_NPY_I32) {
-		rc = sid_error_set(err, SID_EFORMAT, "%s: int32 array, expected float32 or float64",
-				   path);
+	if ((rc = sid_npy_check_float(&e->npy, path, err)))
 		goto fail;
-	}
 	if (e->npy.rows == 0 || e->npy.cols == 0) {
 		rc = sid_error_set(err, SID_EFORMAT, "%s: empty array (%zu, %zu)", path,
 				   e->npy.rows, e->npy.cols);

@@ -138,6 +138,80 @@ START_TEST(test_v2_f64_any_order)
 }
 END_TEST
 
+/*
+ * float16, converted exactly.  The expected values are the IEEE 754
+ * binary16 table's, written as decimals: 1, -2, the largest half (65504),
+ * the smallest normal (2^-14) and subnormal (2^-24), the largest subnormal
+ * (1023 x 2^-24), -0, and 0x3555 (1365/4096, the half nearest 1/3).
+ */
+START_TEST(test_f16_exact)
+{
+	static const uint16_t h[8] = {0x3c00, 0xc000, 0x7bff, 0x0400,
+				      0x0001, 0x03ff, 0x8000, 0x3555};
+	static const float want[8] = {1.0f,
+				      -2.0f,
+				      65504.0f,
+				      6.103515625e-05f,
+				      5.9604644775390625e-08f,
+				      6.0975551605224609375e-05f,
+				      -0.0f,
+				      0.333251953125f};
+	unsigned char le[16];
+	struct sid_npy f;
+	struct sid_error err;
+	float out[8];
+	int i;
+
+	for (i = 0; i < 8; i++) { /* little-endian whatever the host */
+		le[2 * i] = (unsigned char)(h[i] & 0xff);
+		le[2 * i + 1] = (unsigned char)(h[i] >> 8);
+	}
+	write_npy(1, "{'descr': '<f2', 'fortran_order': False, 'shape': (2, 4), }", le, sizeof(le));
+	ck_assert_int_eq(sid_npy_open(path, &f, &err), 0);
+	ck_assert_int_eq(f.dtype, SID_NPY_F16);
+	ck_assert_uint_eq(f.rows, 2);
+	ck_assert_uint_eq(f.cols, 4);
+	ck_assert_int_eq(sid_npy_check_float(&f, path, &err), 0);
+	ck_assert_int_eq(sid_npy_read_f32(&f, 0, 2, out, &err), 0);
+	for (i = 0; i < 8; i++)
+		ck_assert_msg(out[i] == want[i] && signbit(out[i]) == signbit(want[i]),
+			      "half 0x%04x read as %.17g, want %.17g", h[i], out[i], want[i]);
+	/* the second row alone */
+	ck_assert_int_eq(sid_npy_read_f32(&f, 1, 1, out, &err), 0);
+	ck_assert(out[0] == want[4] && out[3] == want[7]);
+	sid_npy_close(&f);
+
+	/* inf and nan name their row and column as float32's do */
+	le[2 * 6] = 0x00, le[2 * 6 + 1] = 0x7c; /* +inf at row 1, column 2 */
+	write_npy(1, "{'descr': '<f2', 'fortran_order': False, 'shape': (2, 4), }", le, sizeof(le));
+	ck_assert_int_eq(sid_npy_open(path, &f, &err), 0);
+	sid_error_clear(&err);
+	ck_assert_int_eq(sid_npy_read_f32(&f, 0, 2, out, &err), SID_EINVAL);
+	ck_assert_int_eq(err.index, 1);
+	ck_assert_str_eq(err.msg, "row 1, column 2 is not finite (inf)");
+	sid_npy_close(&f);
+	le[2 * 1] = 0x00, le[2 * 1 + 1] = 0xfe; /* a nan at row 0, column 1 */
+	write_npy(1, "{'descr': '<f2', 'fortran_order': False, 'shape': (2, 4), }", le, sizeof(le));
+	ck_assert_int_eq(sid_npy_open(path, &f, &err), 0);
+	sid_error_clear(&err);
+	ck_assert_int_eq(sid_npy_read_f32(&f, 0, 2, out, &err), SID_EINVAL);
+	ck_assert_str_eq(err.msg, "row 0, column 1 is not finite (nan)");
+	sid_npy_close(&f);
+
+	/* the data length is checked at 2 bytes an element */
+	write_npy(1, "{'descr': '<f2', 'fortran_order': False, 'shape': (2, 4), }", le, 15);
+	expect_bad("shape (2, 4) of <f2 needs 16 bytes, the file has 15");
+	/* a writer refuses it, naming it */
+	{
+		struct sid_npy_writer *w = NULL;
+		ck_assert_int_eq(sid_npy_writer_open(path, SID_NPY_F16, 1, 1, &w, &err),
+				 SID_EINVAL);
+		ck_assert_ptr_null(w);
+		ck_assert_ptr_nonnull(strstr(err.msg, "cannot write dtype <f2"));
+	}
+}
+END_TEST
+
 START_TEST(test_v3_i32)
 {
 	struct sid_npy f;
@@ -154,6 +228,10 @@ START_TEST(test_v3_i32)
 	/* int32 cannot be read as float input */
 	ck_assert_int_eq(sid_npy_read_f32(&f, 0, 4, out, &err), SID_EINVAL);
 	ck_assert_ptr_nonnull(strstr(err.msg, "int32"));
+	sid_error_clear(&err);
+	ck_assert_int_eq(sid_npy_check_float(&f, "in.npy", &err), SID_EFORMAT);
+	ck_assert_str_eq(err.msg, "in.npy: has dtype int32 ('<i4'); embeddings must be float32 "
+				  "('<f4'), float64 ('<f8') or float16 ('<f2')");
 	sid_npy_close(&f);
 }
 END_TEST
@@ -314,16 +392,16 @@ START_TEST(test_bad_dtype)
 			  "big-endian");
 	expect_bad_header("{'descr': '|f4', 'fortran_order': False, 'shape': (2, 3)}",
 			  "unsupported dtype '|f4'");
-	expect_bad_header("{'descr': '<f2', 'fortran_order': False, 'shape': (2, 3)}",
-			  "unsupported dtype '<f2'");
+	expect_bad_header("{'descr': '>f2', 'fortran_order': False, 'shape': (2, 3)}",
+			  "dtype '>f2' is big-endian");
 	/* what to save instead: an embedding type, not '<i4' (which every
 	 * reader refuses for embeddings) */
-	expect_bad_header("{'descr': '<f2', 'fortran_order': False, 'shape': (2, 3)}",
-			  "unsupported dtype '<f2'; embeddings must be float32 ('<f4') or float64 "
-			  "('<f8'): save x.astype('<f4')");
+	expect_bad_header("{'descr': '<c8', 'fortran_order': False, 'shape': (2, 3)}",
+			  "unsupported dtype '<c8'; embeddings must be float32 ('<f4'), float64 "
+			  "('<f8') or float16 ('<f2'): save x.astype('<f4')");
 	expect_bad_header("{'descr': '>f4', 'fortran_order': False, 'shape': (2, 3)}",
-			  "is big-endian; embeddings must be little-endian float32 ('<f4') or "
-			  "float64 ('<f8'): save x.astype('<f4')");
+			  "is big-endian; embeddings must be little-endian float32 ('<f4'), "
+			  "float64 ('<f8') or float16 ('<f2'): save x.astype('<f4')");
 	expect_bad_header("{'descr': '<i8', 'fortran_order': False, 'shape': (2, 3)}",
 			  "unsupported dtype '<i8'");
 	expect_bad_header("{'descr': '|u1', 'fortran_order': False, 'shape': (2, 3)}",
@@ -599,6 +677,7 @@ static Suite *npy_suite(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_test(tc, test_v1_f32);
 	tcase_add_test(tc, test_v2_f64_any_order);
+	tcase_add_test(tc, test_f16_exact);
 	tcase_add_test(tc, test_v3_i32);
 	tcase_add_test(tc, test_empty_rows_and_extra_data);
 	tcase_add_test(tc, test_bad_magic_version_length);

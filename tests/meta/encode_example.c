@@ -6,7 +6,7 @@
  *   cc encode_example.c $(pkg-config --cflags --libs semid) -o encode_example
  *   ./encode_example model.safetensors x.npy
  *
- * Encodes the rows of x.npy (float32 or float64, (N, D)) with the model's
+ * Encodes the rows of x.npy (float32, float64 or float16, (N, D)) with the model's
  * item tower and prints row<TAB>sid per line, as `semid encode -o -` does.
  */
 #include <semid/encode.h>

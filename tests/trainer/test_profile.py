@@ -250,6 +250,17 @@ class TestProfile(unittest.TestCase):
         self.assertEqual(p.returncode, 0, p.stderr)
         np.testing.assert_allclose(np.load(out), expected(self.items, lines), atol=1e-6)
 
+    def test_float16_items(self):
+        # the trainer's reader widens halves exactly, as numpy does
+        lines = ["0\t1", "1\t2", "1\t39"]
+        h = self.items.astype(np.float16)
+        np.save(self.items_path, h)
+        out = self.path("users.npy")
+        p = self.profile(self.write_train(lines), out)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        np.testing.assert_allclose(np.load(out), expected(h.astype(np.float32), lines),
+                                   atol=1e-6)
+
     def test_bad_input(self):
         good = self.write_train(["0\t1", "1\t2"])
         out = self.path("users.npy")

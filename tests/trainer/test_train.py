@@ -1029,11 +1029,11 @@ class TrainerTest(unittest.TestCase):
         self.assertIn(missing, p.stderr)
         self.assertNotIn(":-1:", p.stderr)
         # a file is named once, not "f: f: ..."
-        f16 = os.path.join(bdir, "f16.npy")
-        np.save(f16, np.zeros((4, 3), np.float16))
-        p = run(*self.base_args(out, items=f16))
+        i8 = os.path.join(bdir, "i8.npy")
+        np.save(i8, np.zeros((4, 3), np.int64))
+        p = run(*self.base_args(out, items=i8))
         self.assertEqual(p.returncode, 2, p.stderr)
-        self.assertEqual(p.stderr.count(f16), 1, p.stderr)
+        self.assertEqual(p.stderr.count(i8), 1, p.stderr)
         self.assertFalse(os.path.exists(out))
         # a value whose square overflows float: named with its row and
         # column (it was "epoch 1 batch 0: ... the loss is not finite"),
