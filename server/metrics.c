@@ -5,10 +5,13 @@
 #include "metrics.h"
 #include "log.h"
 
+#include <errno.h>
+#include <libgen.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statvfs.h>
 #include <time.h>
 
 static const char *const route_names[SRV_ROUTE_COUNT] = {
@@ -190,6 +193,8 @@ int srv_metrics_init(struct srv_metrics *m, size_t entropy_window)
 
 void srv_metrics_release(struct srv_metrics *m)
 {
+	free(m->reg_dir);
+	m->reg_dir = NULL;
 	for (int t = 0; t < SID_TOWER_COUNT; t++)
 		srv_entropy_release(&m->entropy[t]);
 	pthread_mutex_destroy(&m->mu);
@@ -388,6 +393,59 @@ static void label_value(struct srv_buf *b, const char *s)
 			srv_buf_puts(b, "\\n");
 		else
 			srv_buf_append(b, s, 1);
+	}
+}
+
+int srv_metrics_registry_fs(struct srv_metrics *m, const char *path)
+{
+	char *copy = strdup(path), *dir;
+
+	if (!copy)
+		return -1;
+	dir = strdup(dirname(copy)); /* dirname may return a static "." */
+	free(copy);
+	if (!dir)
+		return -1;
+	free(m->reg_dir);
+	m->reg_dir = dir;
+	return 0;
+}
+
+/* The registry's file system, read now: no sample when statvfs fails (a
+ * directory removed, a hung mount's error), logged once for the process's
+ * life rather than at every scrape. */
+static void render_registry_fs(struct srv_metrics *m, struct srv_buf *b)
+{
+	struct statvfs v;
+	int ok;
+
+	if (!m->reg_dir)
+		return;
+	ok = statvfs(m->reg_dir, &v) == 0;
+	if (!ok && !__atomic_exchange_n(&m->reg_dir_logged, 1, __ATOMIC_RELAXED)) {
+		int e = errno;
+		srv_log(SRV_LOG_WARN, "metrics",
+			"cannot read the free space of the registry's directory %s: %s (no "
+			"semid_registry_filesystem_* sample while this lasts; not logged again)",
+			m->reg_dir, strerror(e));
+	}
+	const struct {
+		const char *name, *help;
+		unsigned long long value;
+	} g[] = {{"avail",
+		  "Bytes free to the server on the file system of the SQLite registry's "
+		  "directory.",
+		  ok ? (unsigned long long)v.f_bavail * v.f_frsize : 0},
+		 {"size", "Size of that file system in bytes.",
+		  ok ? (unsigned long long)v.f_blocks * v.f_frsize : 0}};
+	for (size_t i = 0; i < sizeof(g) / sizeof(g[0]); i++) {
+		srv_buf_printf(b,
+			       "# HELP semid_registry_filesystem_%s_bytes %s\n"
+			       "# TYPE semid_registry_filesystem_%s_bytes gauge\n",
+			       g[i].name, g[i].help, g[i].name);
+		if (ok)
+			srv_buf_printf(b, "semid_registry_filesystem_%s_bytes %llu\n", g[i].name,
+				       g[i].value);
 	}
 }
 
@@ -613,6 +671,7 @@ char *srv_metrics_render(struct srv_metrics *m, const struct sid_model *model)
 		}
 	}
 	pthread_mutex_unlock(&m->mu);
+	render_registry_fs(m, &b);
 
 	srv_buf_puts(&b, "# HELP semid_model_info The model being served.\n"
 			 "# TYPE semid_model_info gauge\n");

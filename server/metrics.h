@@ -66,6 +66,12 @@
  *       gives another number of levels than the registry's IDs of its kind
  *       have (new ids of that kind answer 409), else 0; one per tower of the
  *       served model (absent when the registry is disabled)
+ *   semid_registry_filesystem_avail_bytes     gauge: bytes free to the server
+ *       on the file system of a SQLite registry's directory (statvfs f_bavail,
+ *       what an unprivileged writer may use), read at each render
+ *   semid_registry_filesystem_size_bytes      gauge: that file system's size;
+ *       both absent for PostgreSQL, with the registry disabled, and in a
+ *       scrape whose statvfs failed (logged once)
  *   process_*                                 the standard process metrics of
  *       Prometheus's client libraries (CPU, memory, descriptors, start time,
  *       threads), read from /proc/self at each render: proc.h
@@ -188,6 +194,8 @@ struct srv_metrics {
 	long queue_rows_limit, conns_limit;
 	size_t body_limit;
 	struct srv_proc proc; /* read outside mu: a scrape's /proc reads hold no request up */
+	char *reg_dir;	      /* a SQLite registry's directory (NULL: none); statvfs outside mu */
+	int reg_dir_logged;   /* its statvfs failure was logged (atomic) */
 };
 
 int srv_metrics_init(struct srv_metrics *m, size_t entropy_window);
@@ -248,6 +256,12 @@ void srv_metrics_connections_open(struct srv_metrics *m, long n, size_t body_byt
  * at start, before the first scrape. */
 void srv_metrics_limits(struct srv_metrics *m, long queue_rows, long connections,
 			size_t body_bytes);
+
+/* The registry is a SQLite file at @path: export the free space and size of
+ * its directory's file system (a full disk stops new ids, and each keeps
+ * 4·D bytes of embedding besides its entry).  Call once at start, before
+ * the first scrape.  0, or -1 out of memory. */
+int srv_metrics_registry_fs(struct srv_metrics *m, const char *path);
 
 /* Render everything; @model (may be NULL) gives model_info and the loaded
  * timestamp.  Returns a malloc'ed NUL-terminated string or NULL (no memory). */

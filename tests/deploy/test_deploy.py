@@ -1553,6 +1553,7 @@ class Deploy(unittest.TestCase):
         ]
         a = {"job": "semid", "instance": "a:8080"}
         f = {"job": "semid", "instance": "f:8080"}
+        low_l = {"job": "semid", "instance": "d:8080"}
         return {
             "rule_files": [rule_file],
             "evaluation_interval": "1m",
@@ -1637,6 +1638,32 @@ class Deploy(unittest.TestCase):
                     {"eval_time": "26h", "alertname": "SemidCodeEntropyDrop",
                      "exp_alerts": [{"exp_labels": dict(a, severity="info", tower="item",
                                                         level="0")}]},
+                ],
+            }, {
+                # the registry's disk (100 GB): 'a' fills at 20 MB a minute
+                # from 25 GB free (under 20% from minute 251, empty within a
+                # day at that rate), 'b' stays at half, 'd' at 4%, and 'e' at
+                # 15% without filling (low, but not going anywhere)
+                "interval": "1m",
+                "input_series": [
+                    {"series": "semid_registry_filesystem_%s_bytes{%s}" % (what, who),
+                     "values": values}
+                    for who, avail in ((inst, "25000000000-20000000x400"),
+                                       (healthy, "50000000000x400"),
+                                       (low, "4000000000x400"),
+                                       (probe, "15000000000x400"))
+                    for what, values in (("avail", avail), ("size", "100000000000x400"))
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "20m", "alertname": "SemidRegistryDiskFillingUp",
+                     "exp_alerts": []},
+                    {"eval_time": "40m", "alertname": "SemidRegistryDiskFillingUp",
+                     "exp_alerts": [{"exp_labels": dict(low_l, severity="warning")}]},
+                    {"eval_time": "270m", "alertname": "SemidRegistryDiskFillingUp",
+                     "exp_alerts": [{"exp_labels": dict(low_l, severity="warning")}]},
+                    {"eval_time": "290m", "alertname": "SemidRegistryDiskFillingUp",
+                     "exp_alerts": [{"exp_labels": dict(a, severity="warning")},
+                                    {"exp_labels": dict(low_l, severity="warning")}]},
                 ],
             }],
         }

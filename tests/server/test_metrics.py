@@ -321,6 +321,52 @@ class Metrics(unittest.TestCase):
         finally:
             self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
 
+    def test_registry_filesystem(self):
+        """A full disk stops new ids (and each keeps its embedding, 4·D
+        bytes, besides its entry), and nothing said how near it was:
+        semid_registry_filesystem_avail_bytes and _size_bytes give the
+        statvfs figures of the SQLite registry's directory, at each scrape
+        (compared here with Python's own statvfs of that directory); none
+        for --registry none; and when the directory cannot be read (it does
+        not exist) no sample, one warn line however many scrapes."""
+        regdir = os.path.join(self.work, "reg")
+        os.mkdir(regdir)
+        srv = T.Server(["--model", self.model, "--registry", os.path.join(regdir, "r.db")],
+                       self.work)
+        try:
+            m = srv.metrics()
+            v = os.statvfs(regdir)
+        finally:
+            self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
+        self.assertEqual(m["semid_registry_filesystem_size_bytes"], v.f_blocks * v.f_frsize)
+        # other writers share the file system: near, not equal
+        self.assertAlmostEqual(m["semid_registry_filesystem_avail_bytes"],
+                               v.f_bavail * v.f_frsize, delta=max(v.f_blocks * v.f_frsize // 100,
+                                                                  256 << 20))
+        self.assertGreater(m["semid_registry_filesystem_avail_bytes"], 0)
+
+        srv = T.Server(["--model", self.model, "--registry", "none"], self.work)
+        try:
+            text = srv.request("GET", "/metrics")[2].decode()
+        finally:
+            self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
+        self.assertNotIn("semid_registry_filesystem", text)
+
+        gone = os.path.join(self.work, "gone", "r.db")
+        srv = T.Server(["--model", self.model, "--registry", gone], self.work)
+        try:
+            for _ in range(3):
+                fams, _ = parse_exposition(srv.request("GET", "/metrics")[2].decode())
+                for name in ("semid_registry_filesystem_avail_bytes",
+                             "semid_registry_filesystem_size_bytes"):
+                    self.assertEqual(fams[name]["type"], "gauge")
+                    self.assertEqual(fams[name]["samples"], [])
+            log = srv.log_text()
+        finally:
+            self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
+        self.assertEqual(log.count("cannot read the free space of the registry's directory "
+                                   + os.path.dirname(gone)), 1, log)
+
     def test_exposition(self):
         """A scrape with every family in it (both towers encoded, an assign,
         a lookup, a good and a bad reload, unknown paths, a model version
