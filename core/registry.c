@@ -348,6 +348,8 @@ int sid_registry_open_timeout(const char *target, unsigned flags, int timeout_ms
 	if (timeout_ms < 0)
 		return sid_error_set(err, SID_EINVAL, "registry: timeout %d ms (want >= 0)",
 				     timeout_ms);
+	if (flags & SID_REG_PEEK)
+		flags |= SID_REG_READONLY;
 	if (sid_registry_target_is_pg(target))
 		rc = sid__reg_pg_open(target, flags, timeout_ms, out, err);
 	else

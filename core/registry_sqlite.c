@@ -1968,13 +1968,27 @@ fail:
  * its own error stands.  Returns 0 when reopened, 1 when the fallback does
  * not apply, or a SID_E* code with @err set.
  */
+/* "file:@p?immutable=1" into @uri (3 * PATH_MAX + 32 bytes; @p shorter
+ * than PATH_MAX): SQLite reads the file alone, without locks or side files. */
+static void immutable_uri(const char *p, char *uri, size_t len)
+{
+	size_t o = (size_t)snprintf(uri, len, "file:");
+
+	for (; *p; p++) /* percent-encode all but unreserved characters and '/' */
+		if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+		    (*p >= '0' && *p <= '9') || strchr("/-._~", *p))
+			uri[o++] = *p;
+		else
+			o += (size_t)snprintf(uri + o, 4, "%%%02X", (unsigned char)*p);
+	snprintf(uri + o, len - o, "?immutable=1");
+}
+
 static int reopen_immutable(struct sq *s, struct sid_error *err)
 {
 	char wal[PATH_MAX + 8], uri[3 * PATH_MAX + 32];
 	const char *p = s->base.label;
 	int rc = sqlite3_extended_errcode(s->db), why = rc & 0xff, dir;
 	struct stat st;
-	size_t o;
 
 	if ((why != SQLITE_CANTOPEN && why != SQLITE_READONLY) || strlen(p) >= PATH_MAX ||
 	    !(dir = dir_trouble(p, sys_errno(s->db, rc))))
@@ -1989,14 +2003,7 @@ static int reopen_immutable(struct sq *s, struct sid_error *err)
 				     dir == EROFS ? "a read-only file system"
 						  : "a directory this process cannot write",
 				     wal);
-	o = (size_t)snprintf(uri, sizeof(uri), "file:");
-	for (; *p; p++) /* percent-encode all but unreserved characters and '/' */
-		if ((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
-		    (*p >= '0' && *p <= '9') || strchr("/-._~", *p))
-			uri[o++] = *p;
-		else
-			o += (size_t)snprintf(uri + o, 4, "%%%02X", (unsigned char)*p);
-	snprintf(uri + o, sizeof(uri) - o, "?immutable=1");
+	immutable_uri(p, uri, sizeof(uri));
 	sqlite3_close(s->db);
 	s->db = NULL;
 	if ((rc = sqlite3_open_v2(uri, &s->db,
@@ -2006,6 +2013,54 @@ static int reopen_immutable(struct sq *s, struct sid_error *err)
 	sqlite3_extended_result_codes(s->db, 1);
 	s->immutable = 1;
 	s->reopen_ms = sid__reg_mono_ms() + 1000;
+	return 0;
+}
+
+/*
+ * SID_REG_PEEK: open @path for a read that leaves its directory as it was
+ * and takes no lock a writer could wait for.  Any SQLite connection to a WAL
+ * store, a read-only one too, makes "<path>-wal" and "<path>-shm" when they
+ * are missing, and leaves them.  With both there (a process has the store
+ * open, or one died), an ordinary read-only connection makes nothing and
+ * only shares the locks readers share; with no WAL or an empty one (a clean
+ * close checkpoints and removes it), the file alone holds every commit and
+ * is read as immutable (no lock, no side file).  A WAL with commits but no
+ * -shm cannot be read without making one: SID_EUNAVAIL.  Either way the
+ * connection does not checkpoint as it closes (that takes the file's
+ * exclusive lock).
+ */
+static int peek_open(struct sq *s, const char *path, struct sid_error *err)
+{
+	char wal[PATH_MAX + 8], shm[PATH_MAX + 8], uri[3 * PATH_MAX + 32];
+	struct stat wst;
+	int has_wal, has_shm, rc;
+
+	if (strlen(path) >= PATH_MAX)
+		return sid_error_set(err, SID_EINVAL, "registry %s: path too long", path);
+	snprintf(wal, sizeof(wal), "%s-wal", path);
+	snprintf(shm, sizeof(shm), "%s-shm", path);
+	has_wal = stat(wal, &wst) == 0;
+	has_shm = access(shm, F_OK) == 0;
+	if (has_wal && has_shm) {
+		rc =
+		    sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
+	} else if (has_wal && wst.st_size > 0) {
+		return sid_error_set(err, SID_EUNAVAIL,
+				     "registry %s: %s holds commits and no %s is beside it: "
+				     "reading them would make one (a writer that opens the store "
+				     "recovers them)",
+				     path, wal, shm);
+	} else {
+		immutable_uri(path, uri, sizeof(uri));
+		rc = sqlite3_open_v2(uri, &s->db,
+				     SQLITE_OPEN_READONLY | SQLITE_OPEN_URI | SQLITE_OPEN_NOMUTEX,
+				     NULL);
+		s->immutable = 1;
+		s->reopen_ms = INT64_MAX; /* never leave_immutable: that makes them */
+	}
+	if (rc)
+		return sq_fail(s, rc, err, "open");
+	sqlite3_db_config(s->db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, NULL);
 	return 0;
 }
 
@@ -2060,12 +2115,14 @@ int sid__reg_sqlite_open(const char *path, unsigned flags, int timeout_ms,
 				   "registry %s: no such file (nothing to read)", path);
 		goto fail;
 	}
-	rc = sqlite3_open_v2(
-	    path, &s->db,
-	    (readonly ? SQLITE_OPEN_READONLY : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE) |
-		SQLITE_OPEN_NOMUTEX,
-	    NULL);
-	if (rc) {
+	if (flags & SID_REG_PEEK) {
+		if ((rc = peek_open(s, path, err)))
+			goto fail;
+	} else if ((rc = sqlite3_open_v2(path, &s->db,
+					 (readonly ? SQLITE_OPEN_READONLY
+						   : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE) |
+					     SQLITE_OPEN_NOMUTEX,
+					 NULL))) {
 		rc = sq_fail(s, rc, err, "open");
 		goto fail;
 	}
@@ -2132,7 +2189,7 @@ int sid__reg_sqlite_open(const char *path, unsigned flags, int timeout_ms,
 		}
 		usleep(2000);
 	}
-	if (rc && readonly) {
+	if (rc && readonly && !(flags & SID_REG_PEEK)) {
 		struct sid_error e;
 		int r2 = reopen_immutable(s, &e);
 		if (r2 == 0)

@@ -2276,6 +2276,19 @@ static void expect_open_fails(const char *path, int code, const char *needle)
 	ck_assert_msg(strstr(err.msg, needle), "want \"%s\" in: %s", needle, err.msg);
 }
 
+/* Write @version as the SQLite store @path's schema_version. */
+static void sqlite_schema_set(const char *path, const char *version)
+{
+	char sql[120];
+	sqlite3 *db;
+
+	snprintf(sql, sizeof(sql),
+		 "UPDATE semid_meta SET value = '%s' WHERE key = 'schema_version'", version);
+	ck_assert_int_eq(sqlite3_open(path, &db), SQLITE_OK);
+	ck_assert_int_eq(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
+}
+
 START_TEST(t_sqlite_corrupt)
 {
 	char garbage[8192];
@@ -2300,13 +2313,7 @@ START_TEST(t_sqlite_corrupt)
 
 	/* a newer schema */
 	sid_registry_close(reg_open());
-	ck_assert_int_eq(sqlite3_open(target, &db), SQLITE_OK);
-	ck_assert_int_eq(sqlite3_exec(db,
-				      "UPDATE semid_meta SET value = '99' WHERE key = "
-				      "'schema_version'",
-				      NULL, NULL, NULL),
-			 SQLITE_OK);
-	sqlite3_close(db);
+	sqlite_schema_set(target, "99");
 	expect_open_fails(target, SID_EFORMAT, "schema version 99");
 	unlink(target);
 
@@ -2335,14 +2342,8 @@ START_TEST(t_sqlite_corrupt)
 
 	/* a schema_version that is no version number: never migrated from */
 	for (int k = 0; k < 2; k++) {
-		char sql[120];
 		sid_registry_close(reg_open());
-		snprintf(sql, sizeof(sql),
-			 "UPDATE semid_meta SET value = '%s' WHERE key = 'schema_version'",
-			 k ? "abc" : "-1");
-		ck_assert_int_eq(sqlite3_open(target, &db), SQLITE_OK);
-		ck_assert_int_eq(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
-		sqlite3_close(db);
+		sqlite_schema_set(target, k ? "abc" : "-1");
 		expect_open_fails(target, SID_EFORMAT, "schema_version is not a version number");
 		unlink(target);
 	}
@@ -2795,6 +2796,85 @@ START_TEST(t_sqlite_readonly_flag)
 	ck_assert_int_eq(sid_registry_open(target, SID_REG_READONLY, &r, &err), SID_ENOTFOUND);
 	ck_assert_msg(strstr(err.msg, target) && strstr(err.msg, "no such file"), "%s", err.msg);
 	ck_assert_ptr_null(r);
+}
+END_TEST
+
+/* The names in tmpdir, sorted, space-separated, into @buf. */
+static const char *dir_names(char *buf, size_t len)
+{
+	char cmd[700];
+	FILE *f;
+	size_t n;
+
+	snprintf(cmd, sizeof(cmd), "ls -A %s | tr '\\n' ' '", tmpdir);
+	f = popen(cmd, "r");
+	ck_assert_ptr_nonnull(f);
+	n = fread(buf, 1, len - 1, f);
+	buf[n] = '\0';
+	pclose(f);
+	return buf;
+}
+
+/* SID_REG_PEEK reads the store and leaves its directory as it found it: a
+ * read-only open made reg.db-wal and reg.db-shm beside a store closed
+ * cleanly, and left them. */
+START_TEST(t_sqlite_peek)
+{
+	struct sid_registry *w = reg_open(), *r = NULL;
+	struct sid_reg_entry e;
+	struct sid_error err;
+	char before[256], after[256], cmd[3000];
+
+	assign1(w, "old", 1, 2, 3, 0, &e);
+	sid_registry_close(w);
+	dir_names(before, sizeof(before));
+	ck_assert_str_eq(before, "reg.db ");
+	ck_assert_int_eq(sid_registry_open(target, SID_REG_PEEK, &r, &err), 0);
+	ck_assert_int_eq(sid_registry_get(r, SID_TOWER_ITEM, "old", &e, &err), 0);
+	ck_assert_int_eq(e.codes[2], 3);
+	sid_registry_close(r);
+	ck_assert_str_eq(dir_names(after, sizeof(after)), before);
+
+	/* beside a writer (a running server): read through its -wal and -shm,
+	 * its commits not yet in the file included, and they stay */
+	w = reg_open();
+	assign1(w, "new", 4, 5, 6, 0, &e);
+	dir_names(before, sizeof(before));
+	ck_assert_str_eq(before, "reg.db reg.db-shm reg.db-wal ");
+	ck_assert_int_eq(sid_registry_open(target, SID_REG_PEEK, &r, &err), 0);
+	ck_assert_int_eq(sid_registry_get(r, SID_TOWER_ITEM, "new", &e, &err), 0);
+	sid_registry_close(r);
+	ck_assert_str_eq(dir_names(after, sizeof(after)), before);
+	assign1(w, "newer", 4, 5, 6, 0, &e); /* the writer goes on */
+
+	/* a WAL of commits without its -shm (copied while the writer had it) */
+	snprintf(cmd, sizeof(cmd), "cp %s %s/copy.db && cp %s-wal %s/copy.db-wal", target, tmpdir,
+		 target, tmpdir);
+	ck_assert_int_eq(sh("%s", cmd), 0);
+	sid_registry_close(w);
+	snprintf(cmd, sizeof(cmd), "%s/copy.db", tmpdir);
+	dir_names(before, sizeof(before));
+	ck_assert_int_eq(sid_registry_open(cmd, SID_REG_PEEK, &r, &err), SID_EUNAVAIL);
+	ck_assert_msg(strstr(err.msg, "holds commits") && strstr(err.msg, "copy.db-shm"), "%s",
+		      err.msg);
+	ck_assert_ptr_null(r);
+	ck_assert_str_eq(dir_names(after, sizeof(after)), before);
+	unlink(cmd);
+	snprintf(cmd, sizeof(cmd), "%s/copy.db-wal", tmpdir);
+	unlink(cmd);
+
+	/* a newer schema: the open's refusal, in its words */
+	sqlite_schema_set(target, "99");
+	dir_names(before, sizeof(before));
+	ck_assert_str_eq(before, "reg.db ");
+	ck_assert_int_eq(sid_registry_open(target, SID_REG_PEEK, &r, &err), SID_EFORMAT);
+	ck_assert_msg(sid_registry_error_schema_ahead(&err), "%s", err.msg);
+	ck_assert_str_eq(dir_names(after, sizeof(after)), before);
+
+	/* none: nothing to read, and nothing made */
+	unlink(target);
+	ck_assert_int_eq(sid_registry_open(target, SID_REG_PEEK, &r, &err), SID_ENOTFOUND);
+	ck_assert_str_eq(dir_names(after, sizeof(after)), "");
 }
 END_TEST
 
@@ -5555,6 +5635,7 @@ static Suite *registry_suite(void)
 	tcase_add_test(tc, t_sqlite_corrupt);
 	tcase_add_test(tc, t_sqlite_readonly);
 	tcase_add_test(tc, t_sqlite_readonly_flag);
+	tcase_add_test(tc, t_sqlite_peek);
 	tcase_add_test(tc, t_sqlite_immutable_recovers);
 	tcase_add_test(tc, t_sqlite_fd_limit);
 	tcase_add_test(tc, t_sqlite_read_only_fs);
