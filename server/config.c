@@ -16,6 +16,7 @@
 
 #include "cpus.h"
 #include "log.h"
+#include "registry.h"
 
 enum key_type { K_STR, K_INT, K_LONG, K_BOOL, K_LEVEL };
 
@@ -561,7 +562,7 @@ static int bare_bool_flag(const char *arg)
 }
 
 int srv_config_from_args(struct srv_config *c, int argc, char **argv, int *help, int *version,
-			 struct sid_error *err)
+			 int *check, struct sid_error *err)
 {
 	int i, rc;
 
@@ -597,6 +598,10 @@ int srv_config_from_args(struct srv_config *c, int argc, char **argv, int *help,
 		}
 		if (!strcmp(a, "--version") && version) {
 			*version = 1;
+			continue;
+		}
+		if (!strcmp(a, "--check-config") && check) {
+			*check = 1;
 			continue;
 		}
 		if (strncmp(a, "--", 2) != 0 && i > 1 && parse_bool(a) >= 0 &&
@@ -705,6 +710,64 @@ int srv_config_validate(const struct srv_config *c, struct sid_error *err)
 				     c->queue_rows, c->max_inputs,
 				     from_note(c, "queue_rows", "max_inputs", note, sizeof(note)));
 	return 0;
+}
+
+/* @k's value in @c as text, into @buf. */
+static const char *key_text(const struct srv_config *c, const struct key *k, char *buf, size_t len)
+{
+	const char *p = (const char *)c + k->off;
+
+	switch (k->type) {
+	case K_STR:
+		snprintf(buf, len, "\"%s\"", p);
+		break;
+	case K_BOOL:
+		snprintf(buf, len, "%s", *(const int *)p ? "true" : "false");
+		break;
+	case K_LEVEL:
+		snprintf(buf, len, "%s", srv_log_level_name((enum srv_log_level) * (const int *)p));
+		break;
+	case K_INT:
+		snprintf(buf, len, "%d", *(const int *)p);
+		break;
+	case K_LONG:
+		snprintf(buf, len, "%ld", *(const long *)p);
+		break;
+	}
+	return buf;
+}
+
+void srv_config_print(const struct srv_config *c, FILE *f)
+{
+	static struct srv_config d; /* the defaults (large: not on the stack) */
+	char v[1100], dv[1100];
+
+	srv_config_defaults(&d);
+	for (size_t i = 0; i < N_KEYS; i++) {
+		const struct key *k = &keys[i];
+		const char *from = c->from[i];
+		const char *eq = from && from[0] == '-' ? strchr(from, '=') : NULL; /* its value */
+		int secret = k->off == offsetof(struct srv_config, admin_token) ||
+			     (k->off == offsetof(struct srv_config, registry) &&
+			      sid_registry_target_has_password(c->registry));
+
+		key_text(c, k, v, sizeof(v));
+		if (!from && !strcmp(v, key_text(&d, k, dv, sizeof(dv))) &&
+		    k->off != offsetof(struct srv_config, workers))
+			continue;
+		if (secret && k->type == K_STR)
+			snprintf(v, sizeof(v), "(%zu bytes, not shown)",
+				 strlen((const char *)c + k->off));
+		fprintf(f, "  %-22s %s", k->name, v);
+		if (k->off == offsetof(struct srv_config, workers))
+			fprintf(f, "  (%s)\n", srv_config_workers_from(c));
+		else if (from)
+			fprintf(f, "  (%.*s)\n", eq ? (int)(eq - from) : (int)strlen(from), from);
+		else if (k->off == offsetof(struct srv_config, admin_token))
+			fprintf(f, "  (SEMID_ADMIN_TOKEN)\n");
+		else
+			fprintf(f, "  (set at start: see the warn lines)\n");
+	}
 }
 
 void srv_config_usage(char *buf, size_t len)

@@ -17,6 +17,7 @@
 
 #include <limits.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <sys/stat.h>
 
 #include "err.h"
@@ -120,15 +121,22 @@ int srv_config_load_file(struct srv_config *c, const char *path, struct sid_erro
 
 /*
  * Parse argv: --config FILE is applied first, then every other flag in
- * order.  Non-config flags handled here are every key of the table; --help
- * and --version set *@help / *@version (either may be NULL to reject them).
- * Then validates (srv_config_validate).
+ * order.  Non-config flags handled here are every key of the table; --help,
+ * --version and --check-config set *@help / *@version / *@check (each may
+ * be NULL to reject it).  Then validates (srv_config_validate).
  */
 int srv_config_from_args(struct srv_config *c, int argc, char **argv, int *help, int *version,
-			 struct sid_error *err);
+			 int *check, struct sid_error *err);
 
 /* Cross-key checks (a model unless allow_empty, queue_rows >= max_inputs, ...). */
 int srv_config_validate(const struct srv_config *c, struct sid_error *err);
+
+/* The settings of @c given by a file, a flag or the environment, or that
+ * differ from the defaults, and workers always, to @f: a line each, "  key
+ * value  (where it came from)"; a secret (admin_token, a registry
+ * connection string that holds a password) as its length only.  For
+ * --check-config. */
+void srv_config_print(const struct srv_config *c, FILE *f);
 
 /* The flag list with one line of help per key, for --help. */
 void srv_config_usage(char *buf, size_t len);

@@ -2216,8 +2216,11 @@ static const char *listen_what(const char *key)
 	return strcmp(key, "listen") != 0 ? "ops_listen: " : "";
 }
 
-/* Bind a socket to @addr (config key @key) once and close it. */
-static int bind_check(const char *key, const char *addr, struct sid_error *err)
+/* Bind a socket to @addr (config key @key) once and close it; with
+ * @any_port to its host and port 0 (any free one): whether the host has the
+ * address, not whether the port is free (a running server holds it), and
+ * only a failure that is the address's is said. */
+static int bind_check(const char *key, const char *addr, int any_port, struct sid_error *err)
 {
 	char host[256], port[16];
 	struct addrinfo *ai;
@@ -2225,6 +2228,10 @@ static int bind_check(const char *key, const char *addr, struct sid_error *err)
 
 	if (listen_resolve(key, addr, host, sizeof(host), port, sizeof(port), &ai, err))
 		return SID_EINVAL;
+	if (any_port && ai->ai_family == AF_INET6)
+		((struct sockaddr_in6 *)ai->ai_addr)->sin6_port = 0;
+	else if (any_port)
+		((struct sockaddr_in *)ai->ai_addr)->sin_port = 0;
 	fd = socket(ai->ai_family, ai->ai_socktype | SOCK_CLOEXEC, ai->ai_protocol);
 	if (fd >= 0) {
 		/* as MHD sets up its own socket: an address in TIME_WAIT from
@@ -2233,7 +2240,8 @@ static int bind_check(const char *key, const char *addr, struct sid_error *err)
 		if (ai->ai_family == AF_INET6)
 			setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on));
 		/* in MHD's words, so both tries fail alike */
-		if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0)
+		if (bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 &&
+		    !(any_port && errno == EADDRINUSE))
 			rc = sid_error_set(err, SID_EIO,
 					   "%scannot listen on %s: Failed to bind to port %d: %s",
 					   listen_what(key), addr, atoi(port), strerror(errno));
@@ -2293,17 +2301,17 @@ fail:
 	return rc;
 }
 
-int srv_http_listen_check(const struct srv_config *cfg, const struct srv_sockact *sa,
+int srv_http_listen_check(const struct srv_config *cfg, const struct srv_sockact *sa, int any_port,
 			  struct sid_error *err)
 {
-	int rc = sa->main_fd >= 0 ? 0 : bind_check("listen", cfg->listen, err);
+	int rc = sa->main_fd >= 0 ? 0 : bind_check("listen", cfg->listen, any_port, err);
 
 	if (rc || !cfg->ops_listen[0] || sa->ops_fd >= 0)
 		return rc;
 	/* beside an inherited API socket, ops_listen's bind finds a port it
 	 * holds in use (it listens already) */
 	rc = sa->main_fd >= 0 ? 0 : ops_overlap_check(cfg, err);
-	return rc ? rc : bind_check("ops_listen", cfg->ops_listen, err);
+	return rc ? rc : bind_check("ops_listen", cfg->ops_listen, any_port, err);
 }
 
 /*

@@ -98,8 +98,10 @@ static inline int srv_http_mhd_limit(int limit)
  * resolve, an address this host does not have or a port in use refuses the
  * start at once, with srv_http_start's message, and nothing opened or
  * created on the way; so does an ops_listen on listen's port.  (Another
- * process may still take a port before srv_http_start binds it.) */
-int srv_http_listen_check(const struct srv_config *cfg, const struct srv_sockact *sa,
+ * process may still take a port before srv_http_start binds it.)  With
+ * @any_port (--check-config, beside the server that holds the ports) each
+ * host is bound with port 0 instead: the same checks but the port's. */
+int srv_http_listen_check(const struct srv_config *cfg, const struct srv_sockact *sa, int any_port,
 			  struct sid_error *err);
 
 /* Bind cfg->listen (deps->main_port NULL) or cfg->ops_listen, or take

@@ -94,6 +94,7 @@ static void usage(FILE *f)
 		"\n"
 		"  --config FILE                JSON config file\n"
 		"%s"
+		"  --check-config               check as a start would, start nothing (below)\n"
 		"  --help, --version\n"
 		"\n"
 		"exit status: 0 after SIGTERM or SIGINT once in-flight requests are answered\n"
@@ -101,6 +102,15 @@ static void usage(FILE *f)
 		"             shutdown_timeout_ms; 2 refused to start (a bad flag or config\n"
 		"             value, no valid model without --allow-empty, the address in use,\n"
 		"             a bad socket passed by systemd: LISTEN_FDS, LISTEN_FDNAMES)\n"
+		"\n"
+		"       semid-server --check-config [--config FILE] [flags]\n"
+		"checks what a start with the same flags would (every flag and the --config\n"
+		"file, the listen and ops_listen hosts but not their ports, which the running\n"
+		"server holds, the open files limit, the model loaded and smoke-encoded, the\n"
+		"registry read without creating, migrating or locking it; a PostgreSQL one is\n"
+		"connected to within registry_timeout_ms) and starts, binds and writes\n"
+		"nothing: a summary on stdout, a refusal on stderr in the start's words;\n"
+		"exit 0 when a start would succeed, 2 when it would be refused.\n"
 		"\n"
 		"       semid-server --bench-encode MODEL TOWER BATCH THREADS SECONDS\n"
 		"times the encoder in this process (no HTTP) and prints items/s as JSON: the\n"
@@ -507,6 +517,171 @@ static void on_early_stop(int sig)
 	_exit(0);
 }
 
+/* The start's warnings about the admin token: a short one, and one that
+ * other users of the host can read. */
+static void warn_admin_token(const struct srv_config *cfg)
+{
+	unsigned mode = 0;
+	int seen;
+
+	if (!cfg->admin_token[0])
+		return;
+	/* the admin routes have no lockout: a short token is a guessable one
+	 * (the k8s Secret template's CHANGE-ME is 9 bytes) */
+	if (strlen(cfg->admin_token) < ADMIN_TOKEN_MIN)
+		srv_log(SRV_LOG_WARN, "startup",
+			"admin_token is %zu bytes: the admin routes have no lockout, so a short "
+			"token can be guessed; use %d or more random ones (openssl rand -hex 16)",
+			strlen(cfg->admin_token), ADMIN_TOKEN_MIN);
+	/* whoever reads the token has the admin routes: a flag is in the
+	 * process list for every user of the host, as long as the server runs,
+	 * and a config file often is readable by all (deploy/systemd installs
+	 * it 0644) */
+	seen = srv_config_exposed(cfg, "admin_token", &mode);
+	if (seen == 1)
+		srv_log(SRV_LOG_WARN, "startup",
+			"the admin token is given by --admin-token, which any user of this "
+			"host can read in the process list (ps, /proc/PID/cmdline) and "
+			"then call the admin routes with: give it in SEMID_ADMIN_TOKEN, or "
+			"set admin_token in a --config file only the server's user can read");
+	else if (seen == 2)
+		srv_log(SRV_LOG_WARN, "startup",
+			"the config file %s gives admin_token, and other users may read the "
+			"file (mode %04o): chmod 600 it, or give the token in "
+			"SEMID_ADMIN_TOKEN",
+			srv_config_source(cfg, "admin_token"), mode);
+}
+
+/* A step of --check-config that a start would refuse: said on stderr in
+ * the start's words; returns 1. */
+static int check_refused(const struct sid_error *err)
+{
+	fprintf(stderr, "semid-server: %s\n", err->msg);
+	return 1;
+}
+
+/* --check-config's lines about listen (or ops_listen, @key) at @addr. */
+static void check_print_listen(const char *key, const char *addr, int inherited)
+{
+	if (inherited)
+		printf("%-11s not bound: the service manager passes its socket\n", key);
+	else if (addr[0])
+		printf("%-11s %s: resolves, and this host has the address; the port is not "
+		       "tested (the running server holds it)\n",
+		       key, addr);
+}
+
+/* --check-config's lines about the model @m loaded in @secs. */
+static void check_print_model(const struct sid_model *m, const char *path, double secs)
+{
+	printf("model       %s: model_version \"%s\", sha256 %.12s..., loaded and "
+	       "smoke-encoded in %.0f ms\n",
+	       path, m->version, m->sha256, secs * 1e3);
+	for (int k = 0; k < SID_TOWER_COUNT; k++) {
+		const struct sid_tower *t = sid_model_tower(m, (enum sid_tower_kind)k);
+		if (!t)
+			continue;
+		printf("  %s tower: D %d, %d layers, L %d levels, K", k ? "user" : "item", t->D,
+		       t->n_layers, t->L);
+		for (int l = 0; l < t->L; l++)
+			printf("%s%d", l ? "/" : " ", t->K[l]);
+		printf("\n");
+	}
+}
+
+/* --check-config's lines about the registry, beside the model @m (or NULL). */
+static void check_print_store(const struct srv_store_check *st, const struct sid_model *m)
+{
+	if (!st->target[0]) {
+		printf("registry    none: assign and lookup answer 503\n");
+		return;
+	}
+	if (st->found) {
+		printf("registry    %s %s: read (schema this build reads; nothing created, "
+		       "migrated or locked)%s\n",
+		       st->backend, st->label,
+		       st->pg ? ", connected within registry_timeout_ms" : "");
+		for (int k = 0; k < SID_TOWER_COUNT; k++) {
+			const struct sid_tower *t =
+			    m ? sid_model_tower(m, (enum sid_tower_kind)k) : NULL;
+			if (!st->levels[k])
+				continue;
+			printf("  %s ids: %d levels%s\n", k ? "user" : "item", st->levels[k],
+			       t && t->L != st->levels[k] ? ": NOT the model's; new ids of this "
+							    "kind would be refused (409)"
+							  : "");
+		}
+		return;
+	}
+	if (!st->rc) {
+		printf("registry    %s %s: none yet; a start creates it\n", st->backend,
+		       st->pg ? "(the database holds no semid registry)" : st->target);
+		return;
+	}
+	/* what a start logs and retries: not a refusal */
+	printf("registry    %s: %s: %s; a start serves without it (assign and lookup answer "
+	       "503) and retries\n",
+	       st->backend, st->pg && !st->connected ? "not reached" : "cannot be read", st->why);
+}
+
+/*
+ * semid-server --check-config: the checks a start makes, by the same code
+ * in the same order, and nothing started: the flags and --config files
+ * (parsed by now), the sockets passed (read by now), listen and ops_listen
+ * resolved and their hosts bound with port 0 (the running server holds the
+ * ports), the open files limit, the model loaded and smoke-encoded, the
+ * watched directory, the registry read without a write (srv_store_check).
+ * No pool, listener, watcher or signal handler; nothing written.  A summary
+ * on stdout, a refusal on stderr in the start's words.  Returns the exit
+ * status a start would have: 0, or 2 when it would be refused.
+ */
+static int check_config(struct server *s)
+{
+	struct srv_store_check st;
+	struct sid_model *m = NULL;
+	struct sid_error err, why;
+	int refused = 0, listen_bad = 0;
+	double t0;
+
+	printf("semid-server %s --check-config: nothing is started, bound, created or "
+	       "written\n",
+	       SRV_VERSION);
+	for (int i = 0; i < s->cfg.n_files; i++)
+		printf("config      %s\n", s->cfg.files[i].path);
+	if (srv_http_listen_check(&s->cfg, &s->sa, 1, &err))
+		listen_bad = check_refused(&err);
+	if (fit_fd_limit(&s->cfg)) /* (it may lower connection_limit) */
+		refused++;
+	warn_admin_token(&s->cfg);
+	printf("settings given, or not at their defaults:\n");
+	srv_config_print(&s->cfg, stdout);
+	if (!listen_bad) {
+		check_print_listen("listen", s->cfg.listen, s->sa.main_fd >= 0);
+		check_print_listen("ops_listen", s->cfg.ops_listen, s->sa.ops_fd >= 0);
+	}
+	refused += listen_bad;
+	t0 = srv_now();
+	if (srv_reload_check(&s->cfg, &m, &why, &err))
+		refused += check_refused(&err);
+	else if (!m)
+		printf("model       %s: not loaded (%s); allow_empty: a start serves no model "
+		       "(/readyz and encode answer 503) until a good file appears\n",
+		       s->cfg.model, why.msg);
+	else
+		check_print_model(m, s->cfg.model, srv_now() - t0);
+	if (srv_store_check(&s->cfg, &st, &err))
+		refused += check_refused(&err);
+	else
+		check_print_store(&st, m);
+	sid_model_unref(m);
+	if (refused)
+		printf("result      REFUSED: a start would exit 2 (%d problem%s, said on stderr)\n",
+		       refused, refused > 1 ? "s" : "");
+	else
+		printf("result      OK: a start would succeed\n");
+	return refused ? 2 : 0;
+}
+
 int main(int argc, char **argv)
 {
 	static struct server s;
@@ -514,7 +689,7 @@ int main(int argc, char **argv)
 	struct srv_http_deps hd;
 	struct sid_error err;
 	struct sigaction hup, stop;
-	int help = 0, version = 0;
+	int help = 0, version = 0, check = 0;
 
 	/* Descriptors 0-2 closed (>&- 2>&-): the next ones opened took their
 	 * numbers, so log lines went into libuv's signal pipe and libuv
@@ -550,7 +725,7 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
-	if (srv_config_from_args(&s.cfg, argc, argv, &help, &version, &err)) {
+	if (srv_config_from_args(&s.cfg, argc, argv, &help, &version, &check, &err)) {
 		fprintf(stderr, "semid-server: %s\n(try --help)\n", err.msg);
 		return 2;
 	}
@@ -571,8 +746,10 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	log_sockact(&s);
+	if (check)
+		return check_config(&s);
 	/* a listen address that cannot work refuses before the model loads */
-	if (srv_http_listen_check(&s.cfg, &s.sa, &err)) {
+	if (srv_http_listen_check(&s.cfg, &s.sa, 0, &err)) {
 		fprintf(stderr, "semid-server: %s\n", err.msg);
 		return 2;
 	}
@@ -641,35 +818,7 @@ int main(int argc, char **argv)
 			"UV_THREADPOOL_SIZE=%s in the environment is not used: the pool is "
 			"workers (%d) plus %d for the registry; set workers (--workers) instead",
 			getenv("UV_THREADPOOL_SIZE"), bo.workers, bo.extra_threads);
-	/* the admin routes have no lockout: a short token is a guessable one
-	 * (the k8s Secret template's CHANGE-ME is 9 bytes) */
-	if (s.cfg.admin_token[0] && strlen(s.cfg.admin_token) < ADMIN_TOKEN_MIN)
-		srv_log(SRV_LOG_WARN, "startup",
-			"admin_token is %zu bytes: the admin routes have no lockout, so a short "
-			"token can be guessed; use %d or more random ones (openssl rand -hex 16)",
-			strlen(s.cfg.admin_token), ADMIN_TOKEN_MIN);
-	/* whoever reads the token has the admin routes: a flag is in the
-	 * process list for every user of the host, as long as the server runs,
-	 * and a config file often is readable by all (deploy/systemd installs
-	 * it 0644) */
-	if (s.cfg.admin_token[0]) {
-		unsigned mode = 0;
-		int seen = srv_config_exposed(&s.cfg, "admin_token", &mode);
-		if (seen == 1)
-			srv_log(
-			    SRV_LOG_WARN, "startup",
-			    "the admin token is given by --admin-token, which any user of this "
-			    "host can read in the process list (ps, /proc/PID/cmdline) and "
-			    "then call the admin routes with: give it in SEMID_ADMIN_TOKEN, or "
-			    "set admin_token in a --config file only the server's user can read");
-		else if (seen == 2)
-			srv_log(
-			    SRV_LOG_WARN, "startup",
-			    "the config file %s gives admin_token, and other users may read the "
-			    "file (mode %04o): chmod 600 it, or give the token in "
-			    "SEMID_ADMIN_TOKEN",
-			    srv_config_source(&s.cfg, "admin_token"), mode);
-	}
+	warn_admin_token(&s.cfg);
 	if (srv_batcher_new(s.loop, &bo, &s.batcher, &err)) {
 		fprintf(stderr, "semid-server: %s\n", err.msg);
 		srv_log(SRV_LOG_ERROR, "startup", "%s", err.msg);

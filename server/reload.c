@@ -737,6 +737,81 @@ static void on_sighup(uv_signal_t *h, int sig)
 	start(r, "signal");
 }
 
+/* The directory of @model that the watcher watches, into @dir. */
+static void model_dir(const char *model, char *dir, size_t len)
+{
+	const char *slash = strrchr(model, '/');
+
+	if (!slash) {
+		snprintf(dir, len, ".");
+		return;
+	}
+	/* without the slashes before the name ("models//model.safetensors",
+	 * a "$DIR/" joined to "/model.safetensors"): the directory's own
+	 * events name its last component, which "models/" has none of, and
+	 * a replaced directory was never watched again */
+	while (slash > model && slash[-1] == '/')
+		slash--;
+	snprintf(dir, len, "%.*s", slash == model ? 1 : (int)(slash - model), model);
+}
+
+/* A watch of @dir that libuv refused with @rc: the start's refusal. */
+static int watch_error(struct sid_error *err, const char *dir, int rc)
+{
+	/* inotify's per-user limits (instances, watches) are the usual
+	 * cause; say what to do about them */
+	return sid_error_set(err, SID_EIO, "cannot watch %s: %s%s", dir, uv_strerror(rc),
+			     rc == UV_EMFILE || rc == UV_ENOSPC
+				 ? " (the inotify limits: raise "
+				   "fs.inotify.max_user_instances or max_user_watches, "
+				   "or start with --watch false and reload by SIGHUP or "
+				   "POST /v1/admin/reload)"
+				 : "");
+}
+
+/* The start's load of cfg->model: 0 with *@out holding a reference, or
+ * *@out NULL and the load's error in @why when cfg->allow_empty lets the
+ * start go on without one; else the start's refusal in @err. */
+static int startup_load(const struct srv_config *cfg, struct sid_model **out, struct sid_error *why,
+			struct sid_error *err)
+{
+	int rc;
+
+	*out = NULL;
+	sid_error_clear(why);
+	if (!cfg->model[0] || cfg->model[strlen(cfg->model) - 1] == '/')
+		return sid_error_set(err, SID_EINVAL, "model path \"%s\" names a directory",
+				     cfg->model);
+	rc = srv_model_load_checked(cfg->model, out, why);
+	if (rc && !cfg->allow_empty)
+		return sid_error_set(err, rc, "cannot load the model: %s", why->msg);
+	return 0;
+}
+
+int srv_reload_check(const struct srv_config *cfg, struct sid_model **out, struct sid_error *why,
+		     struct sid_error *err)
+{
+	char dir[SRV_PATH_MAX];
+	struct stat st;
+	int rc = startup_load(cfg, out, why, err);
+
+	if (rc || !cfg->watch)
+		return rc;
+	/* what uv_fs_event_start finds wrong with it; the inotify limits are
+	 * the start's own */
+	model_dir(cfg->model, dir, sizeof(dir));
+	rc = stat(dir, &st)	      ? -errno
+	     : !S_ISDIR(st.st_mode)   ? UV_ENOTDIR
+	     : access(dir, R_OK) != 0 ? -errno /* inotify_add_watch needs it */
+				      : 0;
+	if (rc) {
+		sid_model_unref(*out);
+		*out = NULL;
+		return watch_error(err, dir, rc);
+	}
+	return 0;
+}
+
 int srv_reload_new(uv_loop_t *loop, const struct srv_config *cfg, struct srv_metrics *metrics,
 		   struct srv_reload **out, struct sid_error *err)
 {
@@ -744,7 +819,6 @@ int srv_reload_new(uv_loop_t *loop, const struct srv_config *cfg, struct srv_met
 	struct sid_model *m = NULL;
 	struct sid_error lerr;
 	struct stat st0, now;
-	const char *slash;
 	double t0;
 	int rc, had;
 
@@ -755,36 +829,15 @@ int srv_reload_new(uv_loop_t *loop, const struct srv_config *cfg, struct srv_met
 	r->loop = loop;
 	r->cfg = cfg;
 	r->metrics = metrics;
-	slash = strrchr(cfg->model, '/');
-	if (!slash)
-		snprintf(r->dir, sizeof(r->dir), ".");
-	else {
-		/* without the slashes before the name ("models//model.safetensors",
-		 * a "$DIR/" joined to "/model.safetensors"): the directory's own
-		 * events name its last component, which "models/" has none of, and
-		 * a replaced directory was never watched again */
-		while (slash > cfg->model && slash[-1] == '/')
-			slash--;
-		snprintf(r->dir, sizeof(r->dir), "%.*s",
-			 slash == cfg->model ? 1 : (int)(slash - cfg->model), cfg->model);
-	}
-	if (!cfg->model[0] || cfg->model[strlen(cfg->model) - 1] == '/') {
-		free(r);
-		return sid_error_set(err, SID_EINVAL, "model path \"%s\" names a directory",
-				     cfg->model);
-	}
-	pthread_mutex_init(&r->mu, NULL);
-
-	sid_error_clear(&lerr);
+	model_dir(cfg->model, r->dir, sizeof(r->dir));
 	t0 = unix_now();
 	had = stat(cfg->model, &st0) == 0; /* startup: nothing is served yet */
-	rc = srv_model_load_checked(cfg->model, &m, &lerr);
-	if (rc && !cfg->allow_empty) {
-		sid_error_set(err, rc, "cannot load the model: %s", lerr.msg);
-		pthread_mutex_destroy(&r->mu);
+	rc = startup_load(cfg, &m, &lerr, err);
+	if (rc) {
 		free(r);
 		return rc;
 	}
+	pthread_mutex_init(&r->mu, NULL);
 	finish(r, "startup", m, lerr.msg, unix_now() - t0);
 
 	uv_async_init(loop, &r->request_async, on_request);
@@ -807,16 +860,7 @@ int srv_reload_new(uv_loop_t *loop, const struct srv_config *cfg, struct srv_met
 	if (cfg->watch) {
 		rc = uv_fs_event_start(&r->watch, on_fs_event, r->dir, 0);
 		if (rc) {
-			/* inotify's per-user limits (instances, watches) are the usual
-			 * cause; say what to do about them */
-			sid_error_set(err, SID_EIO, "cannot watch %s: %s%s", r->dir,
-				      uv_strerror(rc),
-				      rc == UV_EMFILE || rc == UV_ENOSPC
-					  ? " (the inotify limits: raise "
-					    "fs.inotify.max_user_instances or max_user_watches, "
-					    "or start with --watch false and reload by SIGHUP or "
-					    "POST /v1/admin/reload)"
-					  : "");
+			watch_error(err, r->dir, rc);
 			*out = r;
 			return SID_EIO; /* caller closes */
 		}

@@ -78,6 +78,17 @@ struct srv_reload;
 int srv_reload_new(uv_loop_t *loop, const struct srv_config *cfg, struct srv_metrics *metrics,
 		   struct srv_reload **out, struct sid_error *err);
 
+/*
+ * What srv_reload_new checks at a start, without starting anything (no
+ * watcher, no handler, no thread): the model loaded and smoke-encoded as a
+ * start loads it, and with cfg->watch that the directory to watch is one.
+ * 0 with *@out holding a reference, or *@out NULL and @why saying why
+ * not when cfg->allow_empty lets a start go on without a model; else the
+ * start's refusal in @err, in its words.  For --check-config.
+ */
+int srv_reload_check(const struct srv_config *cfg, struct sid_model **out, struct sid_error *why,
+		     struct sid_error *err);
+
 /* A new reference to the current model, or NULL when none is loaded. */
 struct sid_model *srv_reload_model(struct srv_reload *r);
 

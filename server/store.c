@@ -4,6 +4,8 @@
  */
 #include "store.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -74,46 +76,41 @@ static int open_role(struct srv_store *s, int role, int starting, struct sid_err
 	return 0;
 }
 
-int srv_store_init(struct srv_store *s, const struct srv_config *cfg, struct sid_error *err)
+/*
+ * cfg->registry as a start resolves it into @target (@len bytes; "" for
+ * "none"): the default beside the model, the refusal of a value that no
+ * open can take (a directory, the model file), and the warnings about where
+ * a password in it can be read and about a SQLite file on a network file
+ * system.
+ */
+static int store_target(const struct srv_config *cfg, char *target, size_t len,
+			struct sid_error *err)
 {
-	struct sid_error e;
 	const char *netfs;
-	int pg, rc;
+	int pg;
 
-	memset(s, 0, sizeof(*s));
-	for (int r = 0; r < SRV_STORE_SLOTS; r++)
-		if (pthread_mutex_init(&s->open_mu[r], NULL))
-			return sid_error_set(err, SID_ENOMEM, "registry: mutex");
-	if (pthread_mutex_init(&s->mu, NULL))
-		return sid_error_set(err, SID_ENOMEM, "registry: mutex");
-	if (!strcasecmp(cfg->registry, "none")) { /* "None" is no file name anyone means */
-		s->disabled = 1;
-		s->backend = "none";
-		srv_log(SRV_LOG_INFO, "registry",
-			"disabled (--registry none): assign and lookup "
-			"routes answer 503");
+	target[0] = '\0';
+	if (!strcasecmp(cfg->registry, "none")) /* "None" is no file name anyone means */
 		return 0;
-	}
 	if (cfg->registry[0])
-		snprintf(s->target, sizeof(s->target), "%s", cfg->registry);
-	else if (sid_registry_default_path(cfg->model, s->target, sizeof(s->target)) >=
-		 (int)sizeof(s->target))
+		snprintf(target, len, "%s", cfg->registry);
+	else if (sid_registry_default_path(cfg->model, target, len) >= (int)len)
 		return sid_error_set(err, SID_EINVAL,
 				     "registry: the default path beside %s is too "
 				     "long",
 				     cfg->model);
-	pg = sid_registry_target_is_pg(s->target);
+	pg = sid_registry_target_is_pg(target);
 	if (!pg) {
 		/* a directory never opens as a SQLite file: a bad config value
 		 * (--registry /var/lib/semid/), not an outage to retry */
 		struct stat st, ms;
-		int has = stat(s->target, &st) == 0;
+		int has = stat(target, &st) == 0;
 		if (has && S_ISDIR(st.st_mode))
 			return sid_error_set(err, SID_EINVAL,
 					     "registry %s is a directory; give the SQLite file's "
 					     "path (%s%ssemid-registry.db, say)",
-					     s->target, s->target,
-					     s->target[strlen(s->target) - 1] == '/' ? "" : "/");
+					     target, target,
+					     target[strlen(target) - 1] == '/' ? "" : "/");
 		/* the model file given for the store (a slip in a config):
 		 * served on with every assign and lookup answered 503 */
 		if (has && stat(cfg->model, &ms) == 0 && st.st_dev == ms.st_dev &&
@@ -123,7 +120,7 @@ int srv_store_init(struct srv_store *s, const struct srv_config *cfg, struct sid
 			    "registry %s is the model file (--model %s); give the "
 			    "SQLite store a path of its own, or leave registry out "
 			    "for the default beside the model",
-			    s->target, cfg->model);
+			    target, cfg->model);
 	}
 	/* a flag is in the process list for every user of the host to read,
 	 * for as long as the server runs; a config file often is readable by
@@ -131,7 +128,7 @@ int srv_store_init(struct srv_store *s, const struct srv_config *cfg, struct sid
 	{
 		unsigned mode = 0;
 		int seen = srv_config_exposed(cfg, "registry", &mode);
-		int secret = pg && seen && sid_registry_target_has_password(s->target);
+		int secret = pg && seen && sid_registry_target_has_password(target);
 		if (secret && seen == 1)
 			srv_log(SRV_LOG_WARN, "registry",
 				"the --registry connection string holds a password, which any "
@@ -151,14 +148,39 @@ int srv_store_init(struct srv_store *s, const struct srv_config *cfg, struct sid
 	}
 	/* SQLite's WAL keeps its index in memory shared by the processes of
 	 * one host: a second server on another host would corrupt the store */
-	if (!pg && (netfs = sid_fs_network(s->target)))
+	if (!pg && (netfs = sid_fs_network(target)))
 		srv_log(SRV_LOG_WARN, "registry",
 			"%s is on a network file system (%s): SQLite's write-ahead log needs "
 			"every process that opens the store on this host, so only one "
 			"server (and the semid commands) on this host may use it; servers on "
 			"several hosts need a PostgreSQL registry (registry = "
 			"postgresql://...)",
-			s->target, netfs);
+			target, netfs);
+	return 0;
+}
+
+int srv_store_init(struct srv_store *s, const struct srv_config *cfg, struct sid_error *err)
+{
+	struct sid_error e;
+	int pg, rc;
+
+	memset(s, 0, sizeof(*s));
+	for (int r = 0; r < SRV_STORE_SLOTS; r++)
+		if (pthread_mutex_init(&s->open_mu[r], NULL))
+			return sid_error_set(err, SID_ENOMEM, "registry: mutex");
+	if (pthread_mutex_init(&s->mu, NULL))
+		return sid_error_set(err, SID_ENOMEM, "registry: mutex");
+	if ((rc = store_target(cfg, s->target, sizeof(s->target), err)))
+		return rc;
+	if (!s->target[0]) {
+		s->disabled = 1;
+		s->backend = "none";
+		srv_log(SRV_LOG_INFO, "registry",
+			"disabled (--registry none): assign and lookup "
+			"routes answer 503");
+		return 0;
+	}
+	pg = sid_registry_target_is_pg(s->target);
 	s->backend = pg ? "postgresql" : "sqlite";
 	s->writers = pg ? cfg->registry_connections : 1;
 	s->timeout_ms = cfg->registry_timeout_ms;
@@ -196,6 +218,63 @@ int srv_store_init(struct srv_store *s, const struct srv_config *cfg, struct sid
 		srv_logline_int(&l, "writers", s->writers);
 		srv_logline_str(&l, "msg", "opened");
 		srv_logline_end(&l);
+	}
+	return 0;
+}
+
+/* The directory of the SQLite file @path, into @dir. */
+static void file_dir(const char *path, char *dir, size_t len)
+{
+	const char *slash = strrchr(path, '/');
+
+	if (!slash)
+		snprintf(dir, len, ".");
+	else
+		snprintf(dir, len, "%.*s", slash == path ? 1 : (int)(slash - path), path);
+}
+
+int srv_store_check(const struct srv_config *cfg, struct srv_store_check *out,
+		    struct sid_error *err)
+{
+	struct sid_registry *h = NULL;
+	struct sid_error e;
+	char dir[1024];
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	out->backend = "none";
+	if ((rc = store_target(cfg, out->target, sizeof(out->target), err)) || !out->target[0])
+		return rc;
+	out->pg = sid_registry_target_is_pg(out->target);
+	out->backend = out->pg ? "postgresql" : "sqlite";
+	sid_error_clear(&e);
+	rc = sid_registry_open_timeout(out->target, SID_REG_PEEK, cfg->registry_timeout_ms, &h, &e);
+	/* what srv_store_init refuses */
+	if (rc == SID_EINVAL || sid_registry_error_schema_ahead(&e))
+		return sid_error_set(err, rc, "%s", e.msg);
+	out->rc = rc;
+	out->connected = !out->pg || rc != SID_EUNAVAIL;
+	if (rc == 0) {
+		out->found = 1;
+		snprintf(out->label, sizeof(out->label), "%s", sid_registry_label(h));
+		for (int k = 0; k < SID_TOWER_COUNT; k++)
+			if (sid_registry_levels(h, (enum sid_tower_kind)k, &out->levels[k], &e))
+				out->levels[k] = 0;
+		sid_registry_close(h);
+		return 0;
+	}
+	snprintf(out->why, sizeof(out->why), "%s", e.msg);
+	/* none yet: a start creates it, if it can */
+	if (rc == SID_ENOTFOUND && !out->pg) {
+		file_dir(out->target, dir, sizeof(dir));
+		if (faccessat(AT_FDCWD, dir, W_OK | X_OK, AT_EACCESS))
+			snprintf(out->why, sizeof(out->why),
+				 "no such file, and this user cannot create one in %.300s: %s", dir,
+				 strerror(errno));
+		else
+			out->rc = 0;
+	} else if (rc == SID_ENOTFOUND) {
+		out->rc = 0;
 	}
 	return 0;
 }

@@ -75,6 +75,33 @@ struct srv_store {
 int srv_store_init(struct srv_store *s, const struct srv_config *cfg, struct sid_error *err);
 void srv_store_release(struct srv_store *s);
 
+/* What srv_store_check found. */
+struct srv_store_check {
+	char target[1024];   /* as srv_store_init resolves it ("" for none) */
+	const char *backend; /* "none", "sqlite" or "postgresql" */
+	int pg;
+	int connected;	  /* PostgreSQL: a connection was made */
+	int rc;		  /* 0: read, or none yet and a start can make it; else why says */
+	int found;	  /* a store of this build's schema was read (label, levels) */
+	char label[1024]; /* when found: sid_registry_label (no password) */
+	char why[SID_ERROR_MSG_MAX]; /* "none yet" (rc 0) or why it was not read */
+	int levels[SID_TOWER_COUNT]; /* when found: each kind's L; 0 none stored yet */
+};
+
+/*
+ * What srv_store_init checks at a start, and what a start would find: the
+ * same resolution of cfg->registry (the same refusals and warnings), then
+ * one open with SID_REG_PEEK (core/registry.h: creates, migrates and
+ * writes nothing and takes no lock a writer waits for) bounded by
+ * registry_timeout_ms; a PostgreSQL store is connected to.  Returns a start's
+ * refusal (SID_EINVAL: a value no open can take; SID_EFORMAT: a schema a
+ * newer semid wrote) in its words; anything a start would only log and
+ * retry (unreachable, unreadable, cannot be created) is 0 with out->rc and
+ * out->why set.  For --check-config.
+ */
+int srv_store_check(const struct srv_config *cfg, struct srv_store_check *out,
+		    struct sid_error *err);
+
 /*
  * The handle in @role: SRV_STORE_READER or SRV_STORE_WRITER(i), i < writers;
  * opened if needed (worker threads only: may block).

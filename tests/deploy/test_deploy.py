@@ -763,6 +763,61 @@ class Deploy(unittest.TestCase):
         for cmd in stop + start:
             self.assertEqual(sorted(cmd[2:]), sorted(sockets + ["semid-server"]), cmd)
 
+    def test_readme_checks_before_restart(self):
+        """deploy/README.md's restart runs the server unit's ExecStart with
+        --check-config first, as the unit runs it (its User, Group,
+        EnvironmentFile and LimitNOFILE), and restarts only if that passes;
+        that command, pointed at a temp dir, exits 0 for a good model, 0 and
+        says so for a corrupt one (the unit's --allow-empty starts without
+        it), 2 for a bad config value, and leaves the dir as it was."""
+        text = read(os.path.join(DEPLOY, "README.md"))
+        part = text[text.index("## Restart and upgrade"):]
+        block = re.search(r"```sh\n(.*?)```", part, re.S).group(1)
+        code = re.sub(r"\\\n\s*", " ", re.sub(r"#[^\n]*", "", block))
+        run_cmd = re.search(r"systemd-run (.*?)&&\s*systemctl restart semid-server\s*$", code,
+                            re.S)
+        self.assertIsNotNone(run_cmd, block)
+        words = run_cmd.group(1).split()
+        unit = systemd_unit("semid-server.service")["Service"]
+        exec_args = unit["ExecStart"][0].split()
+        at = words.index(exec_args[0])
+        self.assertEqual(words[at:], exec_args[:1] + ["--check-config"] + exec_args[1:])
+        props = {w for w in words[:at] if "=" in w}
+        self.assertIn("--uid=" + unit["User"][0], props)
+        self.assertIn("--gid=" + unit["Group"][0], props)
+        self.assertIn("EnvironmentFile=" + unit["EnvironmentFile"][0], props)
+        self.assertIn("LimitNOFILE=" + unit["LimitNOFILE"][0], props)
+        self.assertNotIn("ExecStartPre", unit)
+        with tempfile.TemporaryDirectory(prefix="semid-check-") as d:
+            model = os.path.join(d, "model.safetensors")
+            tl.doc_model(model)
+            cfg = os.path.join(d, "semid-server.json")
+            shutil.copy(os.path.join(ROOT, "config", "semid-server.json"), cfg)
+            args = [a.replace("/etc/semid/semid-server.json", cfg)
+                    .replace("/var/lib/semid/models/model.safetensors", model)
+                    .replace("0.0.0.0:", "127.0.0.1:") for a in words[at + 1:]]
+            before = sorted(os.listdir(d))
+            p = subprocess.run([os.path.join(BIN, "semid-server")] + args,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+            self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
+            self.assertIn(b'model_version "demo-1"', p.stdout)
+            with open(model, "r+b") as f:
+                f.write(b"\xff" * 8)
+            p = subprocess.run([os.path.join(BIN, "semid-server")] + args,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+            self.assertEqual(p.returncode, 0, p.stdout + p.stderr)  # --allow-empty: it serves
+            self.assertIn(b"not loaded", p.stdout)
+            with open(cfg) as f:
+                bad = json.load(f)
+            bad["max_batch"] = 0
+            with open(cfg, "w") as f:
+                json.dump(bad, f)
+            p = subprocess.run([os.path.join(BIN, "semid-server")] + args,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+            self.assertEqual(p.returncode, 2, p.stdout + p.stderr)
+            self.assertIn(b"max_batch = 0 is out of range", p.stderr)
+            self.assertEqual(sorted(os.listdir(d)), before)
+
     def test_readme_commands(self):
         """deploy/README.md's publish-by-hand and roll-back commands, run in
         a temp models dir, leave model.safetensors a hard link of the right

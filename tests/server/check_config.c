@@ -42,7 +42,7 @@ static int parse(struct srv_config *c, struct sid_error *err, int argc, const ch
 {
 	srv_config_defaults(c);
 	sid_error_clear(err);
-	return srv_config_from_args(c, argc, (char **)argv, NULL, NULL, err);
+	return srv_config_from_args(c, argc, (char **)argv, NULL, NULL, NULL, err);
 }
 
 START_TEST(test_defaults)

@@ -1,0 +1,266 @@
+#!/usr/bin/python3
+"""semid-server --check-config: the checks a start makes, and nothing started.
+
+- a good configuration exits 0 and says the model's version and towers, the
+  config file and the settings it gives;
+- each kind of input a start refuses (a bad flag, a bad config value, a model
+  that is missing or corrupt, a registry a newer semid wrote, a listen address
+  that does not resolve or that this host does not have, ops_listen on
+  listen's port) exits 2 with the message the start itself gives (the same
+  arguments run without --check-config, as a start);
+- with allow_empty a missing model is said and still 0, as a start serves;
+- beside a running server on the same ports and registry it exits 0 (the
+  ports are not bound), reads the registry through the server's -wal, and
+  leaves the registry's directory as it was (no -wal, -shm or file made
+  beside a registry closed cleanly, nor one created where there was none);
+- while it runs (held at the model load by SEMID_TEST_LOAD_GATE) it has one
+  thread and no socket.
+
+Run: SEMID_BIN=/path/to/bin /usr/bin/python3 tests/server/test_check_config.py
+"""
+import json
+import os
+import socket
+import sqlite3
+import subprocess
+import tempfile
+import threading
+import time
+import unittest
+
+import numpy as np
+
+import semid_testlib as T
+
+
+def run(args, env=None, timeout=30):
+    """semid-server @args -> (exit status, stdout, stderr)."""
+    e = dict(os.environ)
+    e.update(env or {})
+    p = subprocess.run([T.SERVER] + list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       env=e, timeout=timeout * T.SLOW)
+    return p.returncode, p.stdout.decode(), p.stderr.decode()
+
+
+def refusals(stderr):
+    """The lines a refused start says its reason on (not its log lines)."""
+    return [ln for ln in stderr.splitlines() if ln.startswith("semid-server: ")]
+
+
+def blocked_in_fifo_open(pid):
+    """Whether process @pid waits in open(2) of a FIFO for a writer."""
+    try:
+        with open("/proc/%d/wchan" % pid) as f:
+            if f.read().strip() == "wait_for_partner":
+                return True
+        with open("/proc/%d/syscall" % pid) as f:  # openat: x86-64, arm64
+            return f.read().split()[0] in ("257", "56")
+    except (OSError, IndexError):
+        return False
+
+
+def listing(d):
+    return sorted(os.listdir(d))
+
+
+class CheckConfig(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.mkdtemp(prefix="semid-check-")
+        self.model = os.path.join(self.dir, "model.safetensors")
+        T.doc_model(self.model)
+
+    def tearDown(self):
+        subprocess.run(["rm", "-rf", self.dir])
+
+    def config(self, **keys):
+        path = os.path.join(self.dir, "semid-server.json")
+        with open(path, "w") as f:
+            json.dump(keys, f)
+        return path
+
+    def same_refusal(self, args, needle):
+        """@args refused by a start (exit 2, @needle in its message) and by
+        --check-config with the start's own words; returns the check's stdout."""
+        rc, _, start_err = run(["--listen", "127.0.0.1:0"] + args)
+        self.assertEqual(rc, 2, start_err)
+        said = refusals(start_err)
+        self.assertTrue(said and needle in said[0], start_err)
+        before = listing(self.dir)
+        rc, out, err = run(["--check-config", "--listen", "127.0.0.1:0"] + args)
+        self.assertEqual(rc, 2, out + err)
+        self.assertIn(said[0], refusals(err))
+        self.assertEqual(listing(self.dir), before, "the check left a file behind")
+        return out
+
+    def test_good_config(self):
+        cfg = self.config(model=self.model, max_batch=64, log_level="warn")
+        before = listing(self.dir)
+        rc, out, err = run(["--check-config", "--config", cfg, "--workers", "2"])
+        self.assertEqual(rc, 0, out + err)
+        self.assertIn('model_version "demo-1"', out)
+        self.assertRegex(out, r"item tower: D 4, 2 layers, L 3 levels, K 8/8/8")
+        self.assertRegex(out, r"user tower: D 4, 2 layers, L 2 levels, K 8/8")
+        self.assertIn("config      " + cfg, out)
+        self.assertRegex(out, r"max_batch +64 +\(%s\)" % cfg)
+        self.assertRegex(out, r"workers +2 +\(--workers\)")
+        self.assertNotRegex(out, r"\n  max_inputs ")  # at its default, given nowhere
+        self.assertIn("the port is not tested", out)
+        self.assertIn("none yet; a start creates it", out)
+        self.assertIn("result      OK", out)
+        self.assertEqual(refusals(err), [])
+        # the registry a start would create beside the model: not created
+        self.assertEqual(listing(self.dir), before)
+
+    def test_secrets_not_shown(self):
+        token = "s3cret-token-of-32-bytes-or-more!!"
+        rc, out, err = run(["--check-config", "--model", self.model, "--admin-token=" + token,
+                            "--registry", "postgresql://u:pw-xyz@127.0.0.1:1/db"])
+        self.assertEqual(rc, 0, out + err)
+        self.assertIn("admin_token", out)
+        self.assertNotIn(token, out + err)
+        self.assertNotIn("pw-xyz", out + err)
+        # a connection was tried (bounded by registry_timeout_ms), and failed:
+        # a start serves without the store and retries
+        self.assertIn("registry    postgresql: not reached", out)
+        self.assertIn("result      OK", out)
+
+    def test_bad_flag(self):
+        self.same_refusal(["--model", self.model, "--max-batch", "0"], "max_batch = 0")
+        self.same_refusal(["--model", self.model, "--max-bach", "8"], "unknown flag")
+
+    def test_bad_config_value(self):
+        cfg = self.config(model=self.model, queue_rows=10, max_inputs=100)
+        self.same_refusal(["--config", cfg], "queue_rows (10) must be at least max_inputs")
+        cfg = self.config(model=self.model, watch="yes")
+        self.same_refusal(["--config", cfg], "watch must be true or false")
+
+    def test_bad_model(self):
+        missing = os.path.join(self.dir, "nope.safetensors")
+        self.same_refusal(["--model", missing], "cannot load the model")
+        corrupt = os.path.join(self.dir, "corrupt.safetensors")
+        with open(self.model, "rb") as f:
+            data = bytearray(f.read())
+        data[8:16] = b"{\"x\": [}"  # the header's JSON broken
+        with open(corrupt, "wb") as f:
+            f.write(data)
+        out = self.same_refusal(["--model", corrupt], "cannot load the model")
+        self.assertIn("REFUSED", out)
+
+    def test_allow_empty_without_model(self):
+        missing = os.path.join(self.dir, "later.safetensors")
+        rc, out, err = run(["--check-config", "--model", missing, "--allow-empty"])
+        self.assertEqual(rc, 0, out + err)
+        self.assertIn("not loaded", out)
+        self.assertIn("allow_empty", out)
+        self.assertIn("result      OK", out)
+        # but the directory the watcher would watch must be there
+        gone = os.path.join(self.dir, "no-such-dir", "model.safetensors")
+        self.same_refusal(["--model", gone, "--allow-empty"], "cannot watch")
+
+    def test_registry_schema_newer(self):
+        reg = os.path.join(self.dir, "reg.db")
+        db = sqlite3.connect(reg)
+        db.execute("CREATE TABLE semid_meta (key TEXT PRIMARY KEY, value TEXT)")
+        db.execute("INSERT INTO semid_meta VALUES ('schema_version', '7')")
+        db.commit()
+        db.close()
+        self.same_refusal(["--model", self.model, "--registry", reg],
+                          "schema version 7 is newer than this build's")
+
+    def test_registry_bad_connection_string(self):
+        self.same_refusal(["--model", self.model, "--registry", "host=h dbname=d nosuch=1"],
+                          "bad connection string")
+
+    def test_bad_listen(self):
+        self.same_refusal(["--model", self.model, "--listen", "no-such-host.invalid:8080"],
+                          "no-such-host.invalid:8080")
+        # TEST-NET-1: an address this host does not have (bound, never sent to)
+        self.same_refusal(["--model", self.model, "--listen", "192.0.2.1:8080"],
+                          "cannot listen on 192.0.2.1:8080")
+        self.same_refusal(["--model", self.model, "--listen", "127.0.0.1:18080",
+                           "--ops-listen", "127.0.0.1:18080"], "is on listen's port")
+
+    def test_port_held(self):
+        # the port in use is what a restart finds: the check does not bind it
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        addr = "127.0.0.1:%d" % s.getsockname()[1]
+        try:
+            rc, _, err = run(["--model", self.model, "--listen", addr])
+            self.assertEqual(rc, 2, err)
+            self.assertIn("Address already in use", err)
+            rc, out, err = run(["--check-config", "--model", self.model, "--listen", addr])
+            self.assertEqual(rc, 0, out + err)
+            self.assertIn(addr + ": resolves", out)
+        finally:
+            s.close()
+
+    def test_beside_running_server(self):
+        reg = os.path.join(self.dir, "reg.db")
+        srv = T.Server(["--model", self.model, "--registry", reg, "--watch=false"])
+        try:
+            rng = np.random.default_rng(1)
+            body = {"inputs": [{"id": "a", "embedding": rng.standard_normal(4).tolist()}]}
+            st, _, r = srv.json("POST", "/v1/items:assign", body)
+            self.assertEqual(st, 200, r)
+            before = listing(self.dir)
+            self.assertIn("reg.db-wal", before)
+            rc, out, err = run(["--check-config", "--model", self.model, "--registry", reg,
+                                "--listen", "127.0.0.1:%d" % srv.port])
+            self.assertEqual(rc, 0, out + err)
+            self.assertIn("registry    sqlite %s: read" % reg, out)
+            self.assertIn("item ids: 3 levels", out)
+            self.assertEqual(listing(self.dir), before)
+            body["inputs"][0]["id"] = "b"
+            st, _, r = srv.json("POST", "/v1/items:assign", body)
+            self.assertEqual(st, 200, r)
+        finally:
+            self.assertEqual(srv.stop(), 0)
+        # closed cleanly: the file alone, and a check makes no -wal or -shm
+        before = listing(self.dir)
+        self.assertNotIn("reg.db-wal", before)
+        rc, out, err = run(["--check-config", "--model", self.model, "--registry", reg])
+        self.assertEqual(rc, 0, out + err)
+        self.assertIn("registry    sqlite %s: read" % reg, out)
+        self.assertEqual(listing(self.dir), before)
+
+    def test_starts_nothing(self):
+        gate = os.path.join(self.dir, "gate")
+        os.mkfifo(gate)
+        before = listing(self.dir)
+        p = subprocess.Popen([T.SERVER, "--check-config", "--model", self.model,
+                              "--listen", "127.0.0.1:0", "--ops-listen", "127.0.0.1:0"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             env=dict(os.environ, SEMID_TEST_LOAD_GATE=gate))
+        opened = threading.Event()
+
+        def release():  # the FIFO's open returns once the check opens it too
+            with open(gate, "w"):
+                opened.set()
+
+        t = threading.Thread(target=release, daemon=True)
+        try:
+            # held at the model load (after the listen checks): what it has
+            deadline = time.monotonic() + 10 * T.SLOW
+            while not blocked_in_fifo_open(p.pid):
+                self.assertLess(time.monotonic(), deadline, "never reached the model load")
+                time.sleep(0.01)
+            links = []
+            for fd in os.listdir("/proc/%d/fd" % p.pid):
+                try:
+                    links.append(os.readlink("/proc/%d/fd/%s" % (p.pid, fd)))
+                except OSError:
+                    pass
+            self.assertEqual([ln for ln in links if ln.startswith("socket:")], [], links)
+            self.assertEqual(len(os.listdir("/proc/%d/task" % p.pid)), 1)
+        finally:
+            t.start()
+            out, err = p.communicate(timeout=30 * T.SLOW)
+        self.assertTrue(opened.is_set())
+        self.assertEqual(p.returncode, 0, out + err)
+        self.assertEqual(listing(self.dir), before)
+
+
+if __name__ == "__main__":
+    unittest.main()
