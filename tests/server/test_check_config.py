@@ -14,7 +14,10 @@
   leaves the registry's directory as it was (no -wal, -shm or file made
   beside a registry closed cleanly, nor one created where there was none);
 - while it runs (held at the model load by SEMID_TEST_LOAD_GATE) it has one
-  thread and no socket.
+  thread and no socket;
+- PostgreSQL (a throwaway cluster, pg_fixture; skipped without one): an empty
+  database is said and left without a schema, a store a server wrote is read
+  with its levels, a newer schema is refused as a start refuses it.
 
 Run: SEMID_BIN=/path/to/bin /usr/bin/python3 tests/server/test_check_config.py
 """
@@ -30,6 +33,7 @@ import unittest
 
 import numpy as np
 
+import pg_fixture
 import semid_testlib as T
 
 
@@ -63,7 +67,9 @@ def listing(d):
     return sorted(os.listdir(d))
 
 
-class CheckConfig(unittest.TestCase):
+class ModelDir(unittest.TestCase):
+    """A temp dir with proto/api.md's model in it, for each test."""
+
     def setUp(self):
         self.dir = tempfile.mkdtemp(prefix="semid-check-")
         self.model = os.path.join(self.dir, "model.safetensors")
@@ -71,6 +77,9 @@ class CheckConfig(unittest.TestCase):
 
     def tearDown(self):
         subprocess.run(["rm", "-rf", self.dir])
+
+
+class CheckConfig(ModelDir):
 
     def config(self, **keys):
         path = os.path.join(self.dir, "semid-server.json")
@@ -260,6 +269,52 @@ class CheckConfig(unittest.TestCase):
         self.assertTrue(opened.is_set())
         self.assertEqual(p.returncode, 0, out + err)
         self.assertEqual(listing(self.dir), before)
+
+
+class CheckConfigPostgres(ModelDir):
+    @classmethod
+    def setUpClass(cls):
+        cls.pg = pg_fixture.PgCluster.start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.pg.destroy()
+
+    def psql(self, db, sql):
+        return subprocess.run([pg_fixture.PGBIN + "/psql", "-h", "127.0.0.1", "-p",
+                               str(self.pg.port), "-U", "postgres", "-d", db, "-XAtq", "-c",
+                               sql], capture_output=True, text=True, timeout=60,
+                              check=True).stdout.strip()
+
+    def test_postgres(self):
+        db = "semid_check_%d" % os.getpid()
+        self.psql("postgres", "CREATE DATABASE " + db)
+        target = self.pg.conninfo.replace("dbname=postgres", "dbname=" + db)
+        args = ["--check-config", "--model", self.model, "--registry", target]
+        rc, out, err = run(args)
+        self.assertEqual(rc, 0, out + err)
+        self.assertIn("registry    postgresql (the database holds no semid registry): none yet",
+                      out)
+        self.assertEqual(self.psql(db, "SELECT to_regclass('semid_meta') IS NULL"), "t")
+        srv = T.Server(["--model", self.model, "--registry", target, "--watch=false"])
+        try:
+            body = {"inputs": [{"id": "a", "embedding": [0.5, 0.1, 0.2, 0.3]}]}
+            st, _, r = srv.json("POST", "/v1/items:assign", body)
+            self.assertEqual(st, 200, r)
+            rc, out, err = run(args + ["--listen", "127.0.0.1:%d" % srv.port])
+        finally:
+            self.assertEqual(srv.stop(), 0)
+        self.assertEqual(rc, 0, out + err)
+        self.assertRegex(out, r"registry    postgresql postgresql://\S+: read .*connected")
+        self.assertIn("item ids: 3 levels", out)
+        self.psql(db, "UPDATE semid_meta SET value = '7' WHERE key = 'schema_version'")
+        rc, _, start_err = run(["--listen", "127.0.0.1:0"] + args[1:])
+        self.assertEqual(rc, 2, start_err)
+        said = refusals(start_err)
+        self.assertTrue(said and "schema version 7 is newer" in said[0], start_err)
+        rc, out, err = run(args)
+        self.assertEqual(rc, 2, out + err)
+        self.assertIn(said[0], refusals(err))
 
 
 if __name__ == "__main__":
