@@ -746,8 +746,12 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	log_sockact(&s);
-	if (check)
+	if (check) {
+		/* a check cut short passed nothing: not on_early_stop's exit 0 */
+		signal(SIGTERM, SIG_DFL);
+		signal(SIGINT, SIG_DFL);
 		return check_config(&s);
+	}
 	/* a listen address that cannot work refuses before the model loads */
 	if (srv_http_listen_check(&s.cfg, &s.sa, 0, &err)) {
 		fprintf(stderr, "semid-server: %s\n", err.msg);

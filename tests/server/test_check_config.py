@@ -270,6 +270,28 @@ class CheckConfig(ModelDir):
         self.assertEqual(p.returncode, 0, out + err)
         self.assertEqual(listing(self.dir), before)
 
+    def test_interrupted_is_no_pass(self):
+        # a start stopped while it loads exits 0 (nothing was served); a
+        # check stopped there checked nothing, and must not say 0
+        gate = os.path.join(self.dir, "gate")
+        os.mkfifo(gate)
+        p = subprocess.Popen([T.SERVER, "--check-config", "--model", self.model],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             env=dict(os.environ, SEMID_TEST_LOAD_GATE=gate))
+        try:
+            deadline = time.monotonic() + 10 * T.SLOW
+            while not blocked_in_fifo_open(p.pid):
+                self.assertLess(time.monotonic(), deadline, "never reached the model load")
+                time.sleep(0.01)
+            p.terminate()
+            out, err = p.communicate(timeout=30 * T.SLOW)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        self.assertEqual(p.returncode, -15, out + err)
+        self.assertNotIn(b"result      OK", out)
+
 
 class CheckConfigPostgres(ModelDir):
     @classmethod
