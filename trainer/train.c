@@ -286,8 +286,9 @@ static int value_same(const json_t *a, const json_t *b)
 }
 
 /* @v as a message shows it (a config's reals as the float32 they are),
- * into @buf; NULL is "no value". */
-static const char *value_show(const json_t *v, char *buf, size_t len)
+ * into @buf; NULL is "no value".  @flag: as its flag takes it (a list
+ * "1,1,0.25", a string bare), else as JSON ("[1, 1, 0.25]", "\"das\""). */
+static const char *value_show(const json_t *v, int flag, char *buf, size_t len)
 {
 	char f[DAS_FLOAT_STR], *s;
 	size_t used = 0;
@@ -297,13 +298,16 @@ static const char *value_show(const json_t *v, char *buf, size_t len)
 	else if (json_is_real(v))
 		snprintf(buf, len, "%s", das_float_str((float)json_real_value(v), f));
 	else if (json_is_array(v)) {
-		used = (size_t)snprintf(buf, len, "[");
+		used = (size_t)snprintf(buf, len, "%s", flag ? "" : "[");
 		for (size_t i = 0; i < json_array_size(v) && used < len; i++) {
-			value_show(json_array_get(v, i), f, sizeof(f));
-			used += (size_t)snprintf(buf + used, len - used, "%s%s", i ? ", " : "", f);
+			const char *sep = flag ? "," : ", ";
+			value_show(json_array_get(v, i), flag, f, sizeof(f));
+			used += (size_t)snprintf(buf + used, len - used, "%s%s", i ? sep : "", f);
 		}
-		if (used < len)
+		if (used < len && !flag)
 			snprintf(buf + used, len - used, "]");
+	} else if (flag && json_is_string(v)) {
+		snprintf(buf, len, "%s", json_string_value(v));
 	} else if ((s = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT))) {
 		snprintf(buf, len, "%s", s);
 		free(s);
@@ -314,11 +318,12 @@ static const char *value_show(const json_t *v, char *buf, size_t len)
 }
 
 /* Compare two JSON configs; name the first key whose value differs, and
- * its value in each (@va in @a, @vb in @b, each @vlen bytes).  With
+ * its value in each (@va in @a, @vb in @b, each @vlen bytes; @fa, when
+ * not NULL, @a's as its flag takes it, "" when @a has none).  With
  * @new_ok a key of @b only is no difference (@a, from a checkpoint of an
  * older version, did not record it). */
 static int config_diff(const char *a, const char *b, int new_ok, char *key, size_t len, char *va,
-		       char *vb, size_t vlen)
+		       char *vb, char *fa, size_t vlen)
 {
 	json_t *ja = json_loads(a, 0, NULL), *jb = json_loads(b, 0, NULL), *v;
 	const char *k;
@@ -326,6 +331,8 @@ static int config_diff(const char *a, const char *b, int new_ok, char *key, size
 	snprintf(key, len, "(unreadable)");
 	snprintf(va, vlen, "?");
 	snprintf(vb, vlen, "?");
+	if (fa)
+		fa[0] = 0;
 	if (!ja || !jb) {
 		diff = 1;
 		goto done;
@@ -347,8 +354,10 @@ static int config_diff(const char *a, const char *b, int new_ok, char *key, size
 	goto done;
 found:
 	snprintf(key, len, "%s", k);
-	value_show(json_object_get(ja, k), va, vlen);
-	value_show(json_object_get(jb, k), vb, vlen);
+	value_show(json_object_get(ja, k), 0, va, vlen);
+	value_show(json_object_get(jb, k), 0, vb, vlen);
+	if (fa && json_object_get(ja, k))
+		value_show(json_object_get(ja, k), 1, fa, vlen);
 done:
 	json_decref(ja);
 	json_decref(jb);
@@ -402,7 +411,7 @@ static int ckpt_restore(struct run *r, const char *path, struct sid_error *err)
 	struct sid_st_file f = {0};
 	const struct sid_st_tensor *t;
 	const char *saved;
-	char *mine = NULL, key[128], was[128], now[128];
+	char *mine = NULL, key[128], was[128], now[128], flag[128];
 	int rc;
 
 	rc = sid_file_read_checked(path, MAX_CKPT, ckpt_head_check, &buf, &len, err);
@@ -416,18 +425,32 @@ static int ckpt_restore(struct run *r, const char *path, struct sid_error *err)
 		rc = sid_error_set(err, SID_EFORMAT, "metadata das_config missing");
 		goto fail;
 	}
-	if (config_diff(saved, mine, 0, key, sizeof(key), was, now, sizeof(was))) {
+	if (config_diff(saved, mine, 0, key, sizeof(key), was, now, flag, sizeof(was))) {
+		/* the flag that gives the checkpoint's value: a run given no
+		 * setting differs too, from the checkpoint of an earlier build
+		 * whose default was another (views before 0.25 for 5 and 6) */
+		char hint[sizeof(key) + sizeof(flag) + 80] = "";
+		if (flag[0] && das_config_known(key) && strcmp(key, "D_user") &&
+		    strcmp(key, "D_item")) {
+			snprintf(hint, sizeof(hint),
+				 " (--%s %s; an earlier build's checkpoint holds "
+				 "that build's defaults)",
+				 key, flag);
+			for (char *p = hint + 3; *p != ' '; p++)
+				*p = *p == '_' ? '-' : *p;
+		}
 		rc = sid_error_set(
 		    err, SID_EINVAL,
 		    "config key \"%s\" differs from this run's (%s in the checkpoint, "
-		    "%s here); resume with the same settings",
-		    key, was, now);
+		    "%s here); resume with the same settings%s",
+		    key, was, now, hint);
 		goto fail;
 	}
 	/* absent in checkpoints of older versions: nothing to compare then (nor
 	 * the "embeddings" key, when an older one did not record it) */
 	saved = sid_st_meta_get(&f, "train_data");
-	if (saved && config_diff(saved, r->data_json, 1, key, sizeof(key), was, now, sizeof(was))) {
+	if (saved &&
+	    config_diff(saved, r->data_json, 1, key, sizeof(key), was, now, NULL, sizeof(was))) {
 		rc = sid_error_set(err, SID_EINVAL,
 				   "made on other data (train_data \"%s\" differs: %s there, "
 				   "%s here); resume with the same --items, --users, --train "

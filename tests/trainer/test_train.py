@@ -871,19 +871,72 @@ class TrainerTest(unittest.TestCase):
         self.assertEqual(p.returncode, 0, p.stderr)
         with open(out + ".ckpt", "rb") as f:
             ckpt = f.read()
-        for flags, key, was, now in ((["--epochs", "5"], "epochs", "3", "5"),
-                                     (["--lr", "0.002"], "lr", "0.001", "0.002"),
-                                     (["--mode", "rqvae"], "mode", '"das"', '"rqvae"'),
-                                     (["--hidden", "16,8"], "hidden", "[32]", "[16, 8]"),
-                                     (["--view5", "0.5"], "views",
-                                      "[1, 1, 1, 1, 0.25, 0.25]", "[1, 1, 1, 1, 0.5, 0.25]")):
+        for flags, key, was, now, flag in (
+                (["--epochs", "5"], "epochs", "3", "5", "--epochs 3"),
+                (["--lr", "0.002"], "lr", "0.001", "0.002", "--lr 0.001"),
+                (["--mode", "rqvae"], "mode", '"das"', '"rqvae"', "--mode das"),
+                (["--hidden", "16,8"], "hidden", "[32]", "[16, 8]", "--hidden 32"),
+                (["--view5", "0.5"], "views", "[1, 1, 1, 1, 0.25, 0.25]",
+                 "[1, 1, 1, 1, 0.5, 0.25]", "--views 1,1,1,1,0.25,0.25")):
             p = run(*self.base_args(out) + ["--epochs", "3", "--resume"] + flags)
             self.assertEqual(p.returncode, 2, p.stderr)
             self.assertEqual(p.stderr, "semid-train: %s.ckpt: config key \"%s\" differs from "
                              "this run's (%s in the checkpoint, %s here); resume with the same "
-                             "settings\n" % (out, key, was, now))
+                             "settings (%s; an earlier build's checkpoint holds that build's "
+                             "defaults)\n" % (out, key, was, now, flag))
         with open(out + ".ckpt", "rb") as f:
             self.assertEqual(f.read(), ckpt)
+
+    def test_resume_takes_a_checkpoint_of_the_first_builds(self):
+        """An in-place upgrade meets the checkpoints of earlier builds.  The
+        first ones wrote no train_data (nothing to compare the data with)
+        and no data_sha256, the config's floats with %.9g, and views 5 and 6
+        weighed 1 by default, not 0.25 as now: resuming one with the same
+        flags was refused as "resume with the same settings", though the
+        operator had changed none; the message now gives the flag that
+        resumes it, and with it the run goes on exactly as from a checkpoint
+        of this build."""
+        rdir = os.path.join(self.tmp, "resume-first-builds")
+        os.makedirs(rdir, exist_ok=True)
+        now_out, old_out = os.path.join(rdir, "now.st"), os.path.join(rdir, "old.st")
+        views = ["--views", "1,1,1,1,1,1"]  # the default of the first builds
+        p = run(*self.base_args(now_out) + ["--epochs", "2", "--stop-after", "1"] + views)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        with open(now_out + ".ckpt", "rb") as f:
+            buf = f.read()
+        n = struct.unpack("<Q", buf[:8])[0]
+        header = json.loads(buf[8:8 + n])
+        meta = header["__metadata__"]
+        self.assertIn("train_data", meta)
+        self.assertIn("data_sha256", meta)
+        del meta["train_data"], meta["data_sha256"]
+        cfg = json.loads(meta["das_config"])
+        self.assertEqual(cfg["views"], [1, 1, 1, 1, 1, 1])
+        meta["das_config"] = "{%s}" % ", ".join(
+            "%s: %s" % (json.dumps(k), ("%.9g" % np.float32(v)) if isinstance(v, float)
+                        else json.dumps(v)) for k, v in cfg.items())
+        self.assertIn('"lr": 0.00100000005', meta["das_config"])
+        h = json.dumps(header).encode()
+        h += b" " * (-len(h) % 8)
+        with open(old_out + ".ckpt", "wb") as f:
+            f.write(struct.pack("<Q", len(h)) + h + buf[8 + n:])
+
+        p = run(*self.base_args(old_out) + ["--epochs", "2", "--resume"])
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertEqual(p.stderr, "semid-train: %s.ckpt: config key \"views\" differs from "
+                         "this run's ([1, 1, 1, 1, 1, 1] in the checkpoint, [1, 1, 1, 1, 0.25, "
+                         "0.25] here); resume with the same settings (--views 1,1,1,1,1,1; an "
+                         "earlier build's checkpoint holds that build's defaults)\n" % old_out)
+        self.assertFalse(os.path.exists(old_out))
+        for out in (old_out, now_out):
+            p = run(*self.base_args(out) + ["--epochs", "2", "--resume"] + views)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertIn("resumed from %s.ckpt after epoch 1/2" % out, p.stderr)
+        a, _ = load_tensors(old_out)
+        b, _ = load_tensors(now_out)
+        self.assertEqual(sorted(a), sorted(b))
+        for name in a:
+            self.assertEqual(a[name].tobytes(), b[name].tobytes(), name)
 
     def test_resume_refuses_non_finite_moments(self):
         """A checkpoint whose Adam moments hold a NaN (its data checksum
