@@ -13,6 +13,7 @@ reference of tests/rq_ref.py.
 
 Run: SEMID_BIN=/path/to/bin /usr/bin/python3 tests/cli/test_cli.py
 """
+import base64
 import ctypes
 import hashlib
 import json
@@ -789,6 +790,92 @@ class CliTest(unittest.TestCase):
                 p = run("registry", "import", exported, "--db", other)
                 self.assertEqual(p.returncode, 0, p.stderr)
                 self.assertNotIn("embedding", p.stderr.decode())
+
+    # The registry's SQLite schema, version 1, as the first build created it
+    # (core/registry_sqlite.c, migrations[0], 2026-11-28): kept here as it
+    # was, so that a change to it in place, rather than by a version 2 and a
+    # migration, fails this test instead of the stores operators have.
+    SCHEMA_V1 = (
+        "CREATE TABLE semid_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+        "CREATE TABLE semid_assignment ("
+        " rid INTEGER PRIMARY KEY, kind INTEGER NOT NULL, id TEXT NOT NULL,"
+        " codes BLOB NOT NULL, suffix INTEGER NOT NULL CHECK (suffix >= 0),"
+        " model_version TEXT NOT NULL, created_ms INTEGER NOT NULL,"
+        " updated_ms INTEGER NOT NULL, emb_dim INTEGER NOT NULL DEFAULT 0);"
+        "CREATE UNIQUE INDEX semid_assignment_id ON semid_assignment (kind, id);"
+        "CREATE UNIQUE INDEX semid_assignment_sid ON semid_assignment (kind, codes, suffix);"
+        "CREATE TABLE semid_embedding (rid INTEGER PRIMARY KEY, emb BLOB NOT NULL);"
+        "INSERT INTO semid_meta VALUES ('schema_version', '0');"
+        "UPDATE semid_meta SET value = '1' WHERE key = 'schema_version';")
+
+    def test_registry_reads_a_store_of_the_first_builds(self):
+        """An in-place upgrade opens the store an earlier build wrote:
+        written here by SQL as the first build wrote it (schema version 1,
+        its levels, no gaps flag yet), it is read, checked, exported and
+        assigned to by this build, every entry as it was stored."""
+        import sqlite3
+        db = os.path.join(self.out.name, "first.db")
+        c0, c1 = [int(v) for v in self.codes[0]], [int(v) for v in self.codes[1]]
+        self.assertNotEqual(c0, c1)
+        ms = 1767323045006  # 2026-01-02T03:04:05.006Z
+        # kind, id, codes, suffix, model_version, created, updated, embedding
+        rows = [(0, "sku-a", c0, 0, "v1", ms, ms + 1000, self.x[0]),
+                (0, "sku-b", c0, 1, "v1", ms + 1, ms + 1, None),
+                (0, "sku-\u00e9", c1, 0, "v0 old", ms + 2, ms + 2, None),
+                (1, "user-1", [0, 0, 0], 0, "v1", ms + 3, ms + 3, None)]
+        con = sqlite3.connect(db, isolation_level=None)
+        con.executescript(self.SCHEMA_V1)
+        con.execute("INSERT INTO semid_meta VALUES ('levels.item', '3'), ('levels.user', '3')")
+        for rid, (kind, id_, codes, suffix, ver, ct, ut, emb) in enumerate(rows, 1):
+            con.execute("INSERT INTO semid_assignment VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (rid, kind, id_, struct.pack(">3I", *codes), suffix, ver, ct, ut,
+                         0 if emb is None else D))
+            if emb is not None:
+                con.execute("INSERT INTO semid_embedding VALUES (?, ?)",
+                            (rid, emb.astype("<f4").tobytes()))
+        con.close()
+
+        def when(t):
+            return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t // 1000)) + ".%03dZ" % (
+                t % 1000)
+
+        def tsv(entries):
+            head = "kind\tid\tsid\tmodel_version\tcreated_at\tupdated_at\tembedding_b64\n"
+            return head + "".join(
+                "%s\t%s\t%s-%d\t%s\t%s\t%s\t%s\n" % (
+                    ("item", "user")[k], i, "-".join(map(str, c)), s, v, when(ct), when(ut),
+                    "" if e is None else base64.b64encode(e.astype("<f4").tobytes()).decode())
+                for k, i, c, s, v, ct, ut, e in sorted(entries, key=lambda r: (r[0], r[2], r[3])))
+
+        p = run("registry", "check", "--db", db)
+        self.assertEqual(p.returncode, 0, p.stderr.decode())
+        found = json.loads(p.stdout)
+        self.assertEqual((found["entries"], found["problems"]), (4, 0))
+        p = run("registry", "export", "--db", db, "--embeddings")
+        self.assertEqual(p.returncode, 0, p.stderr.decode())
+        self.assertEqual(p.stdout.decode(), tsv(rows))
+        p = run("registry", "get", "--db", db, "sku-a")
+        self.assertEqual(p.returncode, 0, p.stderr.decode())
+        self.assertEqual(json.loads(p.stdout)["embedding_dim"], D)
+
+        # a new id of sku-a's codes takes the smallest suffix free: 2
+        inp, ids = os.path.join(self.out.name, "one.npy"), os.path.join(self.out.name, "one")
+        np.save(inp, self.x[:1])
+        with open(ids, "w") as f:
+            f.write("sku-new\n")
+        p = run("registry", "assign", "--model", self.model, "--input", inp, "--ids", ids,
+                "--db", db)
+        self.assertEqual(p.returncode, 0, p.stderr.decode())
+        sid = "%s-2" % "-".join(map(str, c0))
+        self.assertEqual(p.stdout.decode(), "sku-new\t%s\t1\n" % sid)
+        p = run("registry", "export", "--db", db)
+        self.assertEqual(p.returncode, 0, p.stderr.decode())
+        lines = p.stdout.decode().splitlines(keepends=True)
+        new = [ln for ln in lines if ln.startswith("item\tsku-new\t")]
+        self.assertEqual(len(new), 1)
+        self.assertEqual(new[0].split("\t")[2:4], [sid, "test-1"])
+        lines.remove(new[0])
+        self.assertEqual("".join(lines), tsv([r[:7] + (None,) for r in rows]))
 
     def test_import_names_the_bad_time(self):
         """An import line with a malformed time said 'bad time A / B',

@@ -9,6 +9,7 @@ Covered (test_assign_pg_down.py has the store that cannot be reached): a
 password that never shows (in the URI, wrong, or from PGPASSWORD, a password
 file, a service file, the config file), two servers assigning at once, an
 outage, a store whose schema a newer semid wrote (refused at start, exit 2),
+a database as the first build wrote it (served as stored),
 a start behind the migration lock, deadlocks retried, a backend stopped
 under a call, bounded waits and statement timeouts, the plan of the read of
 a call's ids, groups that keep their locks shared, TLS, a full lock table,
@@ -33,6 +34,8 @@ import threading
 import time
 import unittest
 import urllib.parse
+
+import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import pg_fixture  # noqa: E402
@@ -171,6 +174,58 @@ class TestAssignPostgres(PgBase):
         finally:
             self.assertEqual(s1.stop(), 0)
             self.assertEqual(s2.stop(), 0)
+
+    # The PostgreSQL schema, version 1, as the first build created it
+    # (core/registry_pg.c, migrations[0], 2026-11-28), kept as it was: a
+    # change to it in place, rather than by a version 2 and a migration,
+    # fails this test instead of the databases operators have.
+    SCHEMA_V1 = (
+        "CREATE TABLE semid_meta (key text COLLATE \"C\" PRIMARY KEY, value text NOT NULL);"
+        "CREATE TABLE semid_assignment ("
+        " kind smallint NOT NULL, id text COLLATE \"C\" NOT NULL, codes bytea NOT NULL,"
+        " suffix bigint NOT NULL CHECK (suffix >= 0), model_version text NOT NULL,"
+        " created_ms bigint NOT NULL, updated_ms bigint NOT NULL,"
+        " emb_dim integer NOT NULL DEFAULT 0, embedding bytea,"
+        " CONSTRAINT semid_assignment_id PRIMARY KEY (kind, id),"
+        " CONSTRAINT semid_assignment_sid UNIQUE (kind, codes, suffix));"
+        "INSERT INTO semid_meta VALUES ('schema_version', '1');")
+
+    def test_store_of_the_first_builds(self):
+        """An in-place upgrade opens the database an earlier build wrote:
+        written here by SQL as the first build wrote it (schema version 1,
+        its levels, no gaps flag yet), the server serves its entries as
+        they were stored, and a new id of a stored code tuple takes the
+        smallest suffix free under it."""
+        conninfo, db = self.fresh_db_named("first")
+        X, codes = T.tie_free_inputs(self.rng, self.tc, 1)
+        c0, L, ms = [int(c) for c in codes[0]], codes.shape[1], 1767323045006
+
+        def row(kind, id_, codes, suffix, version, emb):
+            return "(%d, '%s', '\\x%s', %d, '%s', %d, %d, %d, %s)" % (
+                kind, id_, struct.pack(">%dI" % L, *codes).hex(), suffix, version, ms, ms,
+                0 if emb is None else len(emb),
+                "NULL" if emb is None else "'\\x%s'" % emb.astype("<f4").tobytes().hex())
+        self.psql_db(db, self.SCHEMA_V1 + (
+            "INSERT INTO semid_meta VALUES ('levels.item', '%d'), ('levels.user', '%d');"
+            "INSERT INTO semid_assignment VALUES %s, %s, %s;" % (
+                L, L, row(0, "a", c0, 0, "v1", X[0]), row(0, "b", c0, 1, "v0", None),
+                row(1, "u", [0] * L, 0, "v1", None))))
+        srv, _ = self.start(self.fresh_dir(), {"item": self.tc}, "N",
+                            ["--registry", conninfo])
+        try:
+            for id_, suffix, version, dim in (("a", 0, "v1", X.shape[1]), ("b", 1, "v0", 0)):
+                st, _, e = srv.json("GET", "/v1/items/" + id_)
+                self.assertEqual(st, 200, e)
+                self.assertEqual((e["codes"], e["suffix"], e["model_version"],
+                                  e["created_at"], e["embedding_dim"]),
+                                 (c0, suffix, version, "2026-01-02T03:04:05.006Z", dim))
+            st, _, r = assign(srv, ["a", "new"], np.vstack([X, X]))
+            self.assertEqual(st, 200, r)
+            self.assertEqual([(x["sid"], x["created"]) for x in r["results"]],
+                             [(sid_of(c0, 0), False), (sid_of(c0, 2), True)])
+            self.assertEqual(self.psql_db(db, "SELECT count(*) FROM semid_assignment"), "4")
+        finally:
+            self.assertEqual(srv.stop(), 0)
 
     def test_newer_schema_refused_at_start(self):
         conninfo, db = self.fresh_db_named("newer")
