@@ -580,6 +580,60 @@ START_TEST(test_example_config)
 }
 END_TEST
 
+/* An in-place upgrade keeps the config file: the example an early build
+ * shipped (config/semid-server.json of 2026-11-28, every key of the first
+ * build and the registry's), kept here as it was, loads and validates, each
+ * key with the meaning it had.  A key removed, renamed or narrowed fails
+ * here before it fails an operator's server at start. */
+START_TEST(test_config_of_the_first_builds)
+{
+	struct srv_config c;
+	struct sid_error err;
+	char *path = write_tmp("{\n"
+			       "  \"listen\": \"127.0.0.1:8080\",\n"
+			       "  \"model\": \"/var/lib/semid/models/model.safetensors\",\n"
+			       "  \"allow_empty\": false,\n"
+			       "  \"watch\": true,\n"
+			       "  \"reload_debounce_ms\": 200,\n"
+			       "  \"workers\": 2,\n"
+			       "  \"http_threads\": 1,\n"
+			       "  \"max_batch\": 256,\n"
+			       "  \"max_delay_us\": 500,\n"
+			       "  \"queue_rows\": 65536,\n"
+			       "  \"max_body_bytes\": 67108864,\n"
+			       "  \"max_inputs\": 4096,\n"
+			       "  \"admin_token\": \"\",\n"
+			       "  \"shutdown_timeout_ms\": 10000,\n"
+			       "  \"connection_timeout_s\": 30,\n"
+			       "  \"connection_limit\": 1024,\n"
+			       "  \"retry_after_s\": 1,\n"
+			       "  \"entropy_window\": 10000,\n"
+			       "  \"log_level\": \"info\",\n"
+			       "  \"registry\": \"\",\n"
+			       "  \"registry_embeddings\": true,\n"
+			       "  \"registry_connections\": 4\n"
+			       "}\n");
+
+	srv_config_defaults(&c);
+	ck_assert_msg(srv_config_load_file(&c, path, &err) == 0, "%s", err.msg);
+	ck_assert_msg(srv_config_validate(&c, &err) == 0, "%s", err.msg);
+	ck_assert_str_eq(c.listen, "127.0.0.1:8080");
+	ck_assert_str_eq(c.model, "/var/lib/semid/models/model.safetensors");
+	ck_assert_int_eq(c.watch, 1);
+	ck_assert_int_eq(c.workers, 2);
+	ck_assert_int_eq(c.workers_zero, 0);
+	ck_assert_int_eq(c.http_threads, 1);
+	ck_assert_int_eq(c.max_delay_us, 500);
+	ck_assert_int_eq(c.max_body_bytes, 67108864);
+	ck_assert_str_eq(c.admin_token, "");
+	ck_assert_int_eq(c.log_level, SRV_LOG_INFO);
+	ck_assert_str_eq(c.registry, ""); /* the store beside the model, as then */
+	ck_assert_int_eq(c.registry_embeddings, 1);
+	ck_assert_int_eq(c.registry_connections, 4);
+	unlink(path);
+}
+END_TEST
+
 START_TEST(test_usage_lists_every_flag)
 {
 	char buf[4096];
@@ -606,6 +660,7 @@ static void add_tests(TCase *tc)
 	tcase_add_test(tc, test_check_names_source);
 	tcase_add_test(tc, test_disagreeing_keys_name_their_sources);
 	tcase_add_test(tc, test_example_config);
+	tcase_add_test(tc, test_config_of_the_first_builds);
 	tcase_add_test(tc, test_usage_lists_every_flag);
 }
 
