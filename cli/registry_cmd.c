@@ -1270,9 +1270,15 @@ static int cmd_import(const struct opts *o, struct sid_registry *r, FILE *f, int
 	 * drops them all, and only the next diff or reassign said so */
 	if (res.added_bare)
 		fprintf(stderr,
-			"; %llu of the added have no embedding (the file has none: export with "
-			"--embeddings to keep them), so diff and reassign cannot compare them",
-			(unsigned long long)res.added_bare);
+			"; %llu of the added have no embedding (%s), so diff and reassign cannot "
+			"compare them",
+			(unsigned long long)res.added_bare,
+			/* some lines had one: the file was exported with them, and
+			 * these had none in the store it came from */
+			res.added_bare < res.added
+			    ? "their lines have none: the store it was exported from kept none "
+			      "for them"
+			    : "the file has none: export with --embeddings to keep them");
 	fputc('\n', stderr);
 	*conflicts = res.conflicts > 0;
 	return 0;

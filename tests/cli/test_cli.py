@@ -790,6 +790,24 @@ class CliTest(unittest.TestCase):
                 p = run("registry", "import", exported, "--db", other)
                 self.assertEqual(p.returncode, 0, p.stderr)
                 self.assertNotIn("embedding", p.stderr.decode())
+        # an export made with --embeddings of a store that kept none for some
+        # ids (assigned with registry_embeddings false, or imported bare): the
+        # advice to export with --embeddings was wrong for it
+        with open(os.path.join(self.out.name, "m1.tsv")) as f:
+            lines = f.read().splitlines()
+        for i in (1, 4, 9):  # after the header
+            cols = lines[i].split("\t")
+            self.assertTrue(cols[6])
+            lines[i] = "\t".join(cols[:6] + [""])
+        mixed = os.path.join(self.out.name, "mixed.tsv")
+        with open(mixed, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        p = run("registry", "import", mixed, "--db", os.path.join(self.out.name, "mixed.db"))
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("%d added, 0 already present, 0 conflicts; 3 of the added have no "
+                      "embedding (their lines have none: the store it was exported from kept "
+                      "none for them), so diff and reassign cannot compare them\n" % N,
+                      p.stderr.decode())
 
     # The registry's SQLite schema, version 1, as the first build created it
     # (core/registry_sqlite.c, migrations[0], 2026-11-28): kept here as it
