@@ -354,8 +354,8 @@ int cli_output_open(struct cli_output *w, const char *path, FILE *std, const cha
 		}
 	}
 	w->kind = CLI_OUT_FILE;
-	/* Its message as it is: it names the output, the temp file it could
-	 * not create beside it and why, and its code says out of memory apart
+	/* Its message as it is: it names the output, says the temporary file
+	 * for it could not be created beside it and why, and its code says out of memory apart
 	 * from a file system error (errno once it returns is no promise). */
 	if ((rc = sid_publish_begin(&w->pub, path, err)) < 0)
 		return rc;

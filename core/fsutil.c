@@ -186,8 +186,8 @@ int sid_publish_atomic_pieces_go(const char *path, const struct sid_piece *pc, s
 		return rc;
 	for (size_t i = 0; i < npc; i++)
 		if (write_all(pub.fd, pc[i].p, pc[i].len) != 0) {
-			rc = sid_error_set(err, SID_EIO, "%s: write %s: %s", path, pub.tmp,
-					   strerror(errno));
+			rc = sid_error_set(err, SID_EIO, "%s: write the temporary file for it: %s",
+					   path, strerror(errno));
 			sid_publish_abort(&pub);
 			return rc;
 		}
@@ -195,8 +195,8 @@ int sid_publish_atomic_pieces_go(const char *path, const struct sid_piece *pc, s
 		/* the long part of a large file's commit is its flush: done
 		 * before @go is asked, the commit's own has nothing left */
 		if (fsync(pub.fd) != 0) {
-			rc = sid_error_set(err, SID_EIO, "%s: fsync %s: %s", path, pub.tmp,
-					   strerror(errno));
+			rc = sid_error_set(err, SID_EIO, "%s: fsync the temporary file for it: %s",
+					   path, strerror(errno));
 			sid_publish_abort(&pub);
 			return rc;
 		}
@@ -339,8 +339,9 @@ static int publish_begin(struct sid_publish *pub, const char *path, int named,
 				rc = sid_error_set(err, SID_EIO, "%s: directory %s: %s", path, dir,
 						   strerror(e));
 			else
-				rc = sid_error_set(err, SID_EIO, "%s: create %s: %s", path,
-						   pub->tmp, strerror(e));
+				rc = sid_error_set(err, SID_EIO,
+						   "%s: create the temporary file for it: %s", path,
+						   strerror(e));
 			goto fail;
 		}
 		pub->named = 1;
@@ -373,7 +374,8 @@ int sid_publish_commit(struct sid_publish *pub, struct sid_error *err)
 	if (pub->fd < 0)
 		return sid_error_set(err, SID_EINVAL, "publish: not open");
 	if (fsync(pub->fd) != 0) {
-		rc = sid_error_set(err, SID_EIO, "%s: fsync %s: %s", path, tmp, strerror(errno));
+		rc = sid_error_set(err, SID_EIO, "%s: fsync the temporary file for it: %s", path,
+				   strerror(errno));
 		goto fail;
 	}
 	if (!pub->named) { /* complete: give it the temp name, then rename it over @path */
@@ -393,7 +395,8 @@ int sid_publish_commit(struct sid_publish *pub, struct sid_error *err)
 				break;
 		}
 		if (!ok) {
-			rc = sid_error_set(err, SID_EIO, "%s: link %s: %s", path, tmp, strerror(e));
+			rc = sid_error_set(err, SID_EIO, "%s: name the temporary file for it: %s",
+					   path, strerror(e));
 			goto fail;
 		}
 		pub->named = 1;
@@ -401,12 +404,14 @@ int sid_publish_commit(struct sid_publish *pub, struct sid_error *err)
 	}
 	if (close(pub->fd) != 0) {
 		pub->fd = -1;
-		rc = sid_error_set(err, SID_EIO, "%s: close %s: %s", path, tmp, strerror(errno));
+		rc = sid_error_set(err, SID_EIO, "%s: close the temporary file for it: %s", path,
+				   strerror(errno));
 		goto fail;
 	}
 	pub->fd = -1;
 	if (rename(tmp, path) != 0) {
-		rc = sid_error_set(err, SID_EIO, "%s: rename from %s: %s", path, tmp,
+		rc = sid_error_set(err, SID_EIO,
+				   "%s: rename the temporary file for it into place: %s", path,
 				   strerror(errno));
 		goto fail;
 	}

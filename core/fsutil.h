@@ -9,7 +9,10 @@
  * the directory.  On any
  * failure the temp file is removed and @path is untouched.  Where the file
  * system has O_TMPFILE the file has no name until it is complete, so a
- * process killed while writing leaves nothing behind.  Thread-safe.
+ * process killed while writing leaves nothing behind.  A failure's message
+ * names @path, and a step on the temp file as "the temporary file for it"
+ * (its name never existed with O_TMPFILE, and is gone once it failed).
+ * Thread-safe.
  */
 #ifndef SID_FSUTIL_H
 #define SID_FSUTIL_H

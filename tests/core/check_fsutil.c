@@ -2,16 +2,18 @@
  * check_fsutil.c - tests for core/fsutil.c: SHA-256 against the FIPS 180-4 /
  * NIST vectors and padding-boundary lengths (expected digests from coreutils
  * sha256sum), atomic publish (content, overwrite, no temp files left, failure
- * paths, concurrent publishers, each with O_TMPFILE and with a named temp
- * file; a publisher killed mid-write leaves the old file, and nothing
- * else with O_TMPFILE; the streaming begin/commit/abort), capped reads,
+ * paths and their messages, which name the destination, concurrent
+ * publishers, each with O_TMPFILE and with a named temp file; a publisher killed mid-write leaves
+ * the old file, and nothing else with O_TMPFILE; the streaming begin/commit/abort), capped reads,
  * capped line reads and read-only maps; the order of a publish's fsyncs and
- * rename (this file defines fsync and rename, which record and pass on).
+ * rename (this file defines fsync and rename, which record and pass on, and
+ * fsync and linkat fail when told to).
  */
 #include <check.h>
 #include "check_main.h"
 #include <dirent.h>
 #include <dlfcn.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <pthread.h>
@@ -19,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -206,6 +209,10 @@ static void trace_add(const char *what)
 	}
 }
 
+/* Nonzero: the fsync of a regular file fails with EIO (a disk that
+ * failed the flush), or linkat with ENOSPC (the name of an O_TMPFILE file). */
+static int fail_fsync_file, fail_linkat;
+
 int fsync(int fd)
 {
 	int (*next)(int) = (int (*)(int))dlsym(RTLD_NEXT, "fsync");
@@ -213,7 +220,23 @@ int fsync(int fd)
 
 	if (fstat(fd, &st) == 0)
 		trace_add(S_ISDIR(st.st_mode) ? "dir" : "file");
+	if (fail_fsync_file && fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) {
+		errno = EIO;
+		return -1;
+	}
 	return next(fd);
+}
+
+int linkat(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, int flags)
+{
+	int (*next)(int, const char *, int, const char *, int) =
+	    (int (*)(int, const char *, int, const char *, int))dlsym(RTLD_NEXT, "linkat");
+
+	if (fail_linkat) {
+		errno = ENOSPC;
+		return -1;
+	}
+	return next(olddirfd, oldpath, newdirfd, newpath, flags);
 }
 
 int rename(const char *from, const char *to)
@@ -312,6 +335,96 @@ START_TEST(test_publish_failures)
 	ck_assert_int_eq(count_temps(tmpdir), 0);
 	unlink(inner);
 	rmdir(path);
+}
+END_TEST
+
+/* A publish in a child process under a file-size limit of 100 bytes
+ * (SIGXFSZ ignored: the write fails with EFBIG): 0 when its message was
+ * exactly @want, else 1 (the message on stderr). */
+static int publish_limited(const char *path, const char *want)
+{
+	struct rlimit rl = {100, 100};
+	struct sid_error err;
+	char buf[4096];
+	int status;
+	pid_t pid = fork();
+
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		signal(SIGXFSZ, SIG_IGN);
+		setrlimit(RLIMIT_FSIZE, &rl);
+		memset(buf, 'x', sizeof(buf));
+		sid_error_clear(&err);
+		if (sid_publish_atomic(path, buf, sizeof(buf), &err) == SID_EIO &&
+		    !strcmp(err.msg, want))
+			_exit(0);
+		fprintf(stderr, "got \"%s\"\nwant \"%s\"\n", err.msg, want);
+		_exit(1);
+	}
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+}
+
+/*
+ * A failed publish names the file it was to publish and says "the
+ * temporary file for it" of the step that failed on the temp file: it
+ * named the temp file, "out.bin.tmp.123.0", a name that with O_TMPFILE
+ * never existed (and without it was gone with the failure), where the
+ * operator looks for the destination.  Each step: the write (a file-size
+ * limit), the flush, the name an unnamed file is given (O_TMPFILE only),
+ * the rename.  The file published before is intact, and no temp is left.
+ */
+START_TEST(test_publish_failure_names_the_destination)
+{
+	sid__fsutil_no_tmpfile = _i; /* loop 0: O_TMPFILE; 1: named temp */
+	char path[512], want[700], adir[600];
+	struct sid_error err;
+	uint8_t *got;
+	size_t len;
+
+	snprintf(path, sizeof(path), "%s/out.bin", tmpdir);
+	ck_assert_int_eq(sid_publish_atomic(path, "old", 3, NULL), 0);
+	snprintf(want, sizeof(want), "%s: write the temporary file for it: File too large", path);
+	ck_assert_int_eq(publish_limited(path, want), 0);
+
+	fail_fsync_file = 1;
+	sid_error_clear(&err);
+	ck_assert_int_eq(sid_publish_atomic(path, "new", 3, &err), SID_EIO);
+	fail_fsync_file = 0;
+	snprintf(want, sizeof(want), "%s: fsync the temporary file for it: %s", path,
+		 strerror(EIO));
+	ck_assert_str_eq(err.msg, want);
+
+	fail_linkat = 1;
+	sid_error_clear(&err);
+	ck_assert_int_eq(sid_publish_atomic(path, "new", 3, &err), _i ? 0 : SID_EIO);
+	fail_linkat = 0;
+	if (!_i) { /* a named temp file needs no link */
+		snprintf(want, sizeof(want), "%s: name the temporary file for it: %s", path,
+			 strerror(ENOSPC));
+		ck_assert_str_eq(err.msg, want);
+		ck_assert_int_eq(sid_publish_atomic(path, "new", 3, NULL), 0);
+	}
+
+	/* a non-empty directory in its place: the rename fails */
+	snprintf(adir, sizeof(adir), "%s/adir", tmpdir);
+	ck_assert_int_eq(mkdir(adir, 0755), 0);
+	snprintf(want, sizeof(want), "%s/keep", adir);
+	ck_assert_int_eq(sid_publish_atomic(want, "k", 1, NULL), 0);
+	sid_error_clear(&err);
+	ck_assert_int_eq(sid_publish_atomic(adir, "abc", 3, &err), SID_EIO);
+	snprintf(want, sizeof(want), "%s: rename the temporary file for it into place: %s", adir,
+		 strerror(EISDIR));
+	ck_assert_str_eq(err.msg, want);
+	snprintf(want, sizeof(want), "%s/keep", adir);
+	unlink(want);
+	rmdir(adir);
+
+	ck_assert_int_eq(count_temps(tmpdir), 0);
+	ck_assert_int_eq(sid_file_read(path, 100, &got, &len, NULL), 0);
+	ck_assert_uint_eq(len, 3);
+	ck_assert_mem_eq(got, "new", 3);
+	free(got);
 }
 END_TEST
 
@@ -667,6 +780,7 @@ static Suite *fsutil_suite(void)
 	tcase_add_loop_test(tc, test_publish_and_read, 0, 2);
 	tcase_add_loop_test(tc, test_publish_syncs_before_rename, 0, 2);
 	tcase_add_loop_test(tc, test_publish_failures, 0, 2);
+	tcase_add_loop_test(tc, test_publish_failure_names_the_destination, 0, 2);
 	tcase_add_loop_test(tc, test_publish_long_name, 0, 2);
 	tcase_add_loop_test(tc, test_publish_concurrent, 0, 2);
 	tcase_add_loop_test(tc, test_publish_killed_leaves_nothing, 0, 2);
