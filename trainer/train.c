@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,6 +58,10 @@ struct run {
 	double epoch_seconds;	/* sum over the epochs this process ran */
 	int epochs_timed;
 	struct das_losses last; /* mean losses of the last epoch */
+	/* the checkpoint file as this run last saw it: found at the start
+	 * (ckpt_epochs -1 unless resumed from) or written after an epoch */
+	int ckpt_have, ckpt_epochs;
+	struct stat ckpt_st;
 };
 
 static void run_release(struct run *r)
@@ -393,6 +398,63 @@ fail:
 	free(run_json);
 	sid_st_writer_free(w);
 	return rc;
+}
+
+/* "@err's message; @fmt...", its code kept. */
+static void error_append(struct sid_error *err, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void error_append(struct sid_error *err, const char *fmt, ...)
+{
+	char msg[SID_ERROR_MSG_MAX], more[SID_ERROR_MSG_MAX];
+	va_list ap;
+
+	if (!err)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(more, sizeof(more), fmt, ap);
+	va_end(ap);
+	snprintf(msg, sizeof(msg), "%s", err->msg);
+	sid_error_set(err, err->code, "%s%s", msg, more);
+}
+
+/* Note the checkpoint file at @path as it is now (or that there is none),
+ * holding @epochs of this run (-1: an earlier run's). */
+static void ckpt_seen(struct run *r, const char *path, int epochs)
+{
+	r->ckpt_have = stat(path, &r->ckpt_st) == 0;
+	r->ckpt_epochs = epochs;
+}
+
+/*
+ * A checkpoint could not be written (a full disk, EIO, a directory made
+ * read-only): say after @err's message what @path holds now, as the file
+ * system has it, for --resume.  A failed publish leaves the file it was to
+ * replace as it was; only a failed sync of the directory after the rename
+ * leaves the new one.
+ */
+static void ckpt_write_failed(const struct run *r, const char *path, struct sid_error *err)
+{
+	struct stat now;
+
+	if (stat(path, &now) != 0)
+		error_append(err, "; there is no checkpoint to --resume from");
+	else if (!r->ckpt_have || now.st_dev != r->ckpt_st.st_dev ||
+		 now.st_ino != r->ckpt_st.st_ino)
+		error_append(err,
+			     "; %s holds epoch %d/%d all the same (renamed into place, but its "
+			     "directory was not synced: a crash may lose it): --resume continues "
+			     "from there",
+			     path, r->epochs_done, r->total_epochs);
+	else if (r->ckpt_epochs >= 0)
+		error_append(
+		    err, "; %s is as it was, holding epoch %d/%d: --resume continues from there",
+		    path, r->ckpt_epochs, r->total_epochs);
+	else
+		error_append(err,
+			     "; %s is as it was, an earlier run's: it holds none of this run's "
+			     "epochs",
+			     path);
 }
 
 /* A checkpoint's first bytes, before it is read whole (up to MAX_CKPT): a
@@ -929,6 +991,7 @@ int tr_train_run(const struct tr_config *cfg, int resume, struct sid_error *err)
 				goto fail;
 			fprintf(stderr, "resumed from %s after epoch %d/%d\n", ckpt, r.epochs_done,
 				r.total_epochs);
+			ckpt_seen(&r, ckpt, r.epochs_done);
 		} else {
 			fprintf(stderr, "no checkpoint %s: starting from scratch\n", ckpt);
 		}
@@ -939,6 +1002,7 @@ int tr_train_run(const struct tr_config *cfg, int resume, struct sid_error *err)
 			"semid-train: %s exists and is replaced after this run's first epoch "
 			"(--resume continues it instead)\n",
 			ckpt);
+		ckpt_seen(&r, ckpt, -1);
 	}
 	/* a benchmark writes nothing: without an epoch to time it went on to
 	 * evaluate and publish the model (--epochs 0, or --resume of a
@@ -1015,8 +1079,11 @@ int tr_train_run(const struct tr_config *cfg, int resume, struct sid_error *err)
 		}
 		r.epochs_done = e + 1;
 		rc = ckpt_write(&r, ckpt, err);
-		if (rc < 0)
+		if (rc < 0) {
+			ckpt_write_failed(&r, ckpt, err);
 			goto fail;
+		}
+		ckpt_seen(&r, ckpt, r.epochs_done);
 	}
 	trained = r.epochs_done > 0; /* and the checkpoint holds them all */
 	if (tr_stop_signal())	     /* the last checkpoint is written: stop before the rest */
@@ -1078,14 +1145,11 @@ stopped:
 fail:
 	/* the model could not be evaluated or published (a full disk, memory):
 	 * the training is not lost, and the message said nothing of it */
-	if (rc < 0 && trained && err) {
-		char msg[SID_ERROR_MSG_MAX];
-		snprintf(msg, sizeof(msg), "%s", err->msg);
-		sid_error_set(err, rc,
-			      "%s; nothing published; %s holds every epoch (%d/%d): --resume "
-			      "publishes it without training again",
-			      msg, ckpt, r.epochs_done, r.total_epochs);
-	}
+	if (rc < 0 && trained)
+		error_append(err,
+			     "; nothing published; %s holds every epoch (%d/%d): --resume "
+			     "publishes it without training again",
+			     ckpt, r.epochs_done, r.total_epochs);
 	tr_stop_restore(&saved);
 	json_decref(ev);
 	sid_st_writer_free(w);

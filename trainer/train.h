@@ -15,6 +15,11 @@
  * bit for bit the uninterrupted run's (same thread count).  A checkpoint
  * whose model configuration or train_data differs from this run's is refused
  * (SID_EINVAL, exit 2) and left as it is, naming the first differing key.
+ * A checkpoint that cannot be written (a full disk, EIO) fails the run and
+ * leaves the file it was to replace as it was; the error then says what
+ * "<out>.ckpt" holds, as the file system has it: this run's last epoch
+ * (which --resume continues from), an earlier run's checkpoint, none, or
+ * (only the sync of its directory failed, after the rename) the new one.
  *
  * Before loading anything heavy it refuses (SID_EINVAL) an --out in a
  * missing directory, an --out or OUT.ckpt that exists but is not a regular

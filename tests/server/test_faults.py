@@ -206,10 +206,13 @@ class TestPublishFaults(unittest.TestCase):
         else:
             # the last line: "semid-train: [checkpoint: ]PATH: create|write the
             # temporary file for it: REASON", the path named once (it used to be
-            # repeated as a prefix), the temp file not by the name it never had
+            # repeated as a prefix), the temp file not by the name it never had;
+            # for the first checkpoint, what is left to resume from
             self.assertRegex(msg, r"^semid-train: (checkpoint: )?%s: (create|write) the "
                                   r"temporary file for it: " % re.escape(path) +
-                             re.escape(reason) + "$")
+                             re.escape(reason) +
+                             ("; there is no checkpoint to --resume from" if what == "ckpt"
+                              else "") + "$")
         self.assertEqual(sha256(self.model), self.sha_a)
         self.assertEqual([n for n in os.listdir(self.fs.dir) if ".tmp" in n], [])
         self.assertNotIn("published", r.stderr)

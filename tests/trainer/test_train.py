@@ -2058,45 +2058,91 @@ class TrainerTest(unittest.TestCase):
         finally:
             subprocess.run(["umount", small], check=True)
 
+    def _ref_and_small(self, name):
+        """tmp/NAME/ref and tmp/NAME/small, made, for a reference run and a
+        small file system to fill (the test skipped unless root, which
+        mounting one needs)."""
+        if os.geteuid() != 0:
+            self.skipTest("a small file system to fill: mounting one needs root")
+        dirs = [os.path.join(self.tmp, name, d) for d in ("ref", "small")]
+        for d in dirs:
+            os.makedirs(d)
+        return dirs
+
+    def _tmpfs(self, path, pages):
+        """A tmpfs of PAGES pages of 4 KiB mounted on PATH until the test
+        ends (the test skipped where it cannot be); its remount(pages)
+        resizes it."""
+        if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%d" % (pages * 4096), "tmpfs",
+                           path], capture_output=True).returncode != 0:
+            self.skipTest("cannot mount a tmpfs here")
+        self.addCleanup(subprocess.run, ["umount", path], check=True)
+        return lambda n: subprocess.run(["mount", "-o", "remount,size=%d" % (n * 4096), path],
+                                        check=True)
+
     def test_publish_failure_says_the_checkpoint_holds_the_training(self):
         """A model that could not be published after the last epoch (a
         disk with room for the checkpoint but not for the model as well)
         was told as the write's error alone, exit 1: nothing said that the
         checkpoint holds every epoch and that --resume publishes it without
         training again, and a nightly job trained afresh."""
-        if os.geteuid() != 0:
-            self.skipTest("a small file system to fill: mounting one needs root")
-        sdir = os.path.join(self.tmp, "publish-full")
-        ref = os.path.join(sdir, "ref")
-        small = os.path.join(sdir, "small")
-        os.makedirs(ref)
-        os.makedirs(small)
+        ref, small = self._ref_and_small("publish-full")
         one = ["--epochs", "1"]
         p = run(*self.base_args(os.path.join(ref, "m.st")) + one)
         self.assertEqual(p.returncode, 0, p.stderr)
         page = 4096
         ckpt_pages = -(-os.path.getsize(os.path.join(ref, "m.st.ckpt")) // page)
         self.assertGreater(os.path.getsize(os.path.join(ref, "m.st")), page)
-        if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%d" % ((ckpt_pages + 1) * page),
-                           "tmpfs", small], capture_output=True).returncode != 0:
-            self.skipTest("cannot mount a tmpfs here")
-        try:
-            out = os.path.join(small, "m.st")
-            p = run(*self.base_args(out) + one)
-            self.assertEqual(p.returncode, 1, p.stderr)
-            self.assertIn("No space left on device; nothing published; %s.ckpt holds every "
-                          "epoch (1/1): --resume publishes it without training again" % out,
-                          p.stderr)
-            self.assertEqual(os.listdir(small), ["m.st.ckpt"])
-            # room made: the resumed run publishes, training nothing
-            subprocess.run(["mount", "-o", "remount,size=%d" % ((ckpt_pages + 1) * 2 * page),
-                            small], check=True)
-            p = run(*self.base_args(out) + one + ["--resume"])
-            self.assertEqual(p.returncode, 0, p.stderr)
-            self.assertIn("resumed from", p.stderr)
-            self.assertNotIn("epoch 1/1 ", p.stderr)
-        finally:
-            subprocess.run(["umount", small], check=True)
+        resize = self._tmpfs(small, ckpt_pages + 1)
+        out = os.path.join(small, "m.st")
+        p = run(*self.base_args(out) + one)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn("No space left on device; nothing published; %s.ckpt holds every "
+                      "epoch (1/1): --resume publishes it without training again" % out,
+                      p.stderr)
+        self.assertEqual(os.listdir(small), ["m.st.ckpt"])
+        # room made: the resumed run publishes, training nothing
+        resize((ckpt_pages + 1) * 2)
+        p = run(*self.base_args(out) + one + ["--resume"])
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("resumed from", p.stderr)
+        self.assertNotIn("epoch 1/1 ", p.stderr)
+
+    def test_checkpoint_on_a_full_disk_keeps_the_last_one(self):
+        """A disk that fills between two epochs failed the run with the
+        write's error alone (naming a temp file that never existed): nothing
+        said whether OUT.ckpt was still there for --resume.  On a tmpfs with
+        room for one checkpoint, epoch 2's fails; the message says that
+        OUT.ckpt is as it was, holding epoch 1/3, and it is: the tensors of a
+        run stopped after epoch 1.  Given room, --resume from it ends as an
+        uninterrupted run does."""
+        ref, small = self._ref_and_small("ckpt-full")
+        three = ["--epochs", "3"]
+        p = run(*self.base_args(os.path.join(ref, "one.st")) + three + ["--stop-after", "1"])
+        self.assertEqual(p.returncode, 0, p.stderr)
+        want_ckpt = self._model_tensors(os.path.join(ref, "one.st.ckpt"))
+        p = run(*self.base_args(os.path.join(ref, "all.st")) + three)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        want_model = self._model_tensors(os.path.join(ref, "all.st"))
+        page = 4096
+        ckpt_pages = -(-os.path.getsize(os.path.join(ref, "one.st.ckpt")) // page)
+        resize = self._tmpfs(small, ckpt_pages + 1)
+        out = os.path.join(small, "m.st")
+        ckpt = out + ".ckpt"
+        p = run(*self.base_args(out) + three)
+        self.assertEqual(p.returncode, 1, p.stderr)
+        self.assertIn("\nepoch 2/3 joint", p.stderr)
+        self.assertEqual(p.stderr.splitlines()[-1],
+                         "semid-train: checkpoint: %s: write the temporary file for it: No "
+                         "space left on device; %s is as it was, holding epoch 1/3: "
+                         "--resume continues from there" % (ckpt, ckpt))
+        self.assertEqual(os.listdir(small), ["m.st.ckpt"])
+        self.assertEqual(self._model_tensors(ckpt), want_ckpt)
+        resize((ckpt_pages + 1) * 3)
+        p = run(*self.base_args(out) + three + ["--resume"])
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("resumed from %s after epoch 1/3" % ckpt, p.stderr)
+        self.assertEqual(self._model_tensors(out), want_model)
 
     def test_gen_renames_its_files_as_one_step(self):
         """gen renames its six files into place one after the other; two
