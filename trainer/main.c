@@ -11,7 +11,8 @@
  *   semid-train profile --items X --train T --out USERS.npy [--n-users N]
  *                                                 user content profiles (profile.h)
  *
- * Exit status: 0 success, 2 bad input (files, flags, config), 128 + N when
+ * Exit status: 0 success, 2 bad input (files, flags, config), 75 when
+ * another run holds --out's lock (SID_EUNAVAIL: try later), 128 + N when
  * signal N (SIGINT, SIGTERM, SIGHUP) stopped training, eval, gen or profile
  * cleanly, 141 when the reader of a stdout pipe went away (SIGPIPE, or where it is
  * ignored, sid_sigpipe_quiet_stdout), 1 otherwise (a failed write to stdout
@@ -34,8 +35,12 @@
 #include "stop.h"
 #include "train.h"
 
+/* 75: sysexits.h's EX_TEMPFAIL, "try again later", as cron wrappers and
+ * supervisors know it */
 static int exit_code(int rc)
 {
+	if (rc == SID_EUNAVAIL)
+		return 75;
 	return rc == SID_EFORMAT || rc == SID_EINVAL || rc == SID_ENOTFOUND ? 2 : 1;
 }
 
@@ -66,6 +71,9 @@ static void usage(FILE *f)
 		"Trains dual-aligned user and item semantic IDs (DAS) from content embeddings\n"
 		"and clicks, writes a semid model file atomically (checkpoint MODEL.ckpt after\n"
 		"every epoch; --resume continues from it), and evaluates it on --test.\n"
+		"A run holds MODEL.lock (an flock; the file removed at its end, harmless\n"
+		"when a killed run leaves it) from before it reads the data: another\n"
+		"training or --resume with the same --out is refused at once (exit 75).\n"
 		"SIGINT, SIGTERM or SIGHUP stop it at the next step, publishing nothing (exit\n"
 		"status 128 + the signal); the checkpoint keeps the finished epochs.  They\n"
 		"stop eval and gen so too.\n"
@@ -82,6 +90,7 @@ static void usage(FILE *f)
 		"exit status: 0 ok; 1 I/O or internal error (e.g. the model cannot be\n"
 		"             published); 2 bad usage or bad input (an unknown flag or value, a\n"
 		"             missing or malformed file, a checkpoint --resume refuses);\n"
+		"             75 another run with the same --out holds its lock (try later);\n"
 		"             128 + the signal when stopped by one (train, eval, gen,\n"
 		"             profile); 141\n"
 		"             quietly when the reader of a stdout pipe went away (| head).\n"

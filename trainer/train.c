@@ -24,6 +24,7 @@
 #include "data.h"
 #include "eval.h"
 #include "fsutil.h"
+#include "lock.h"
 #include "model.h"
 #include "progress.h"
 #include "rng.h"
@@ -62,6 +63,7 @@ struct run {
 	 * (ckpt_epochs -1 unless resumed from) or written after an epoch */
 	int ckpt_have, ckpt_epochs;
 	struct stat ckpt_st;
+	struct tr_lock lock; /* --out's, held from before the data is read */
 };
 
 static void run_release(struct run *r)
@@ -78,6 +80,7 @@ static void run_release(struct run *r)
 	free(r->ix);
 	free(r->u2x);
 	free(r->i2x);
+	tr_lock_release(&r->lock); /* last: nothing more is written */
 }
 
 /* Gather rows @idx of @e into @dst; entries < 0 become zero rows. */
@@ -113,21 +116,41 @@ static int replaceable(const char *path, const struct stat *st, struct sid_error
 	return rc;
 }
 
+/* SID_EINVAL when the file @so of @what (--out or a file beside it) is one
+ * of the inputs, every --config file included: @how it would be lost. */
+static int check_not_input(const struct tr_config *c, const char *what, const struct stat *so,
+			   const char *how, struct sid_error *err)
+{
+	const char *in[] = {c->items, c->users, c->train, c->test, c->test_cold, c->cold_items};
+	const char *flag[] = {"items", "users", "train", "test", "test-cold", "cold-items"};
+
+	for (size_t i = 0; i < sizeof(in) / sizeof(in[0]); i++)
+		if (in[i][0] && sid_same_file(in[i], so))
+			return sid_error_set(err, SID_EINVAL,
+					     "--out %s: %s is the --%s input %s; %s", c->out, what,
+					     flag[i], in[i], how);
+	for (int i = 0; i < c->n_config; i++)
+		if (sid_same_file(c->config[i], so))
+			return sid_error_set(err, SID_EINVAL,
+					     "--out %s: %s is the --config input %s; %s", c->out,
+					     what, c->config[i], how);
+	return 0;
+}
+
 /*
  * Refuse, before any work, outputs that could only fail after training or
  * that would overwrite an input: --out in a missing directory or in one
  * this process cannot write (a read-only file system), a name (the model's
- * or its checkpoint's, 5 bytes longer) the directory cannot hold, --out or
- * its checkpoint an existing non-regular file (a directory) or a symbolic
- * link, or either of them the same file as an input, every --config file
- * included (publishing over items.npy destroys it), or a file of another
- * kind than a model or checkpoint (a typo's notes.txt or eval.json was
- * replaced without a word).
+ * or its checkpoint's or lock file's, 5 bytes longer) the directory cannot
+ * hold, --out or its checkpoint an existing non-regular file (a directory)
+ * or a symbolic link, or any of the three the same file as an input
+ * (publishing over items.npy destroys it), or a file of another kind than
+ * a model or checkpoint (a typo's notes.txt or eval.json was replaced
+ * without a word).  The lock file's other checks are tr_lock_take's.
  */
-static int check_outputs(const struct tr_config *c, const char *ckpt, struct sid_error *err)
+static int check_outputs(const struct tr_config *c, const char *ckpt, const char *lock,
+			 struct sid_error *err)
 {
-	const char *in[] = {c->items, c->users, c->train, c->test, c->test_cold, c->cold_items};
-	const char *flag[] = {"items", "users", "train", "test", "test-cold", "cold-items"};
 	const char *outs[2] = {c->out, ckpt}, *cbase;
 	char dir[TR_PATH_MAX];
 	struct sid_error why;
@@ -162,18 +185,9 @@ static int check_outputs(const struct tr_config *c, const char *ckpt, struct sid
 					     "--out %s: %s exists and is not a "
 					     "regular file",
 					     c->out, outs[k]);
-		for (size_t i = 0; i < sizeof(in) / sizeof(in[0]); i++)
-			if (in[i][0] && sid_same_file(in[i], &so))
-				return sid_error_set(err, SID_EINVAL,
-						     "--out %s: %s is the --%s input %s; "
-						     "publishing would overwrite it",
-						     c->out, outs[k], flag[i], in[i]);
-		for (int i = 0; i < c->n_config; i++)
-			if (sid_same_file(c->config[i], &so))
-				return sid_error_set(err, SID_EINVAL,
-						     "--out %s: %s is the --config input %s; "
-						     "publishing would overwrite it",
-						     c->out, outs[k], c->config[i]);
+		if ((rc = check_not_input(c, outs[k], &so, "publishing would overwrite it", err)) <
+		    0)
+			return rc;
 		if (replaceable(outs[k], &so, &why) < 0)
 			return sid_error_set(err, SID_EINVAL,
 					     "--out %s: %s (an existing file, not a safetensors "
@@ -181,6 +195,9 @@ static int check_outputs(const struct tr_config *c, const char *ckpt, struct sid
 					     "another file)",
 					     c->out, why.msg);
 	}
+	if (lstat(lock, &so) == 0 &&
+	    (rc = check_not_input(c, lock, &so, "the run's lock would overwrite it", err)) < 0)
+		return rc;
 	return 0;
 }
 
@@ -214,7 +231,7 @@ static void data_describe(const struct tr_data *d, char *buf, size_t len)
 		 (unsigned long long)emb);
 }
 
-static int load_inputs(struct run *r, const char *ckpt, struct sid_error *err)
+static int load_inputs(struct run *r, const char *ckpt, const char *lock, struct sid_error *err)
 {
 	const struct tr_config *c = r->cfg;
 	int rc;
@@ -222,7 +239,20 @@ static int load_inputs(struct run *r, const char *ckpt, struct sid_error *err)
 	if (!c->items[0] || !c->users[0] || !c->train[0] || !c->out[0])
 		return sid_error_set(err, SID_EINVAL,
 				     "--items, --users, --train and --out are required");
-	rc = check_outputs(c, ckpt, err);
+	rc = check_outputs(c, ckpt, lock, err);
+	if (rc < 0)
+		return rc;
+	/* before the data, which takes minutes at 1M users and items: a second
+	 * run with this --out would share its checkpoint and race its publish */
+	rc = tr_lock_take(&r->lock, lock, c->out, err);
+	if (rc == 1) { /* no locks on this file system: said, not fatal */
+		fprintf(stderr,
+			"semid-train: %s; training without it: nothing keeps another run with "
+			"this --out away\n",
+			err ? err->msg : "no lock");
+		sid_error_clear(err);
+		rc = 0;
+	}
 	if (rc < 0)
 		return rc;
 	rc = tr_data_load(&r->data, c->items, c->users, c->train,
@@ -918,7 +948,7 @@ int tr_train_run(const struct tr_config *cfg, int resume, struct sid_error *err)
 	struct das_data dd;
 	struct sid_st_writer *w = NULL;
 	json_t *ev = NULL;
-	char ckpt[TR_PATH_MAX + 8], version[300], threads_note[300];
+	char ckpt[TR_PATH_MAX + 8], lock[TR_PATH_MAX + 8], version[300], threads_note[300];
 	const char *threads_from = "the threads setting";
 	const char *mode;
 	int tty = isatty(2), rc, two = 0, e = 0, trained = 0;
@@ -935,14 +965,15 @@ int tr_train_run(const struct tr_config *cfg, int resume, struct sid_error *err)
 	rc = sid_blas_ready(cfg->threads, threads_note, sizeof(threads_note), err);
 	if (rc < 0)
 		goto fail;
-	if (tr_ckpt_path(cfg->out, ckpt, sizeof(ckpt)) < 0) {
+	if (tr_ckpt_path(cfg->out, ckpt, sizeof(ckpt)) < 0 ||
+	    tr_lock_path(cfg->out, lock, sizeof(lock)) < 0) {
 		rc = sid_error_set(err, SID_EINVAL, "--out: path too long");
 		goto fail;
 	}
 	/* Each step below takes seconds at 1M items and users (tens at a
 	 * larger D), and a stop heeded only at the first epoch came after all
 	 * of them: past a Kubernetes grace period, as a SIGKILL. */
-	rc = load_inputs(&r, ckpt, err);
+	rc = load_inputs(&r, ckpt, lock, err);
 	if ((rc < 0 || tr_stop_signal()) && stopped_before(&r, "while loading the data"))
 		goto stopped;
 	if (rc < 0)

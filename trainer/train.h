@@ -23,7 +23,9 @@
  *
  * Before loading anything heavy it refuses (SID_EINVAL) an --out in a
  * missing directory, an --out or OUT.ckpt that exists but is not a regular
- * file, and an --out or OUT.ckpt that is one of the input files.
+ * file, and an --out, OUT.ckpt or OUT.lock that is one of the input files;
+ * then it takes --out's lock (lock.h) for the rest of the run: held by
+ * another run, SID_EUNAVAIL.
  *
  * Published model metadata "semid": {"format_version": 1, "model_version",
  * "towers": {"item"/"user": {"activation", "input_norm"}}, "created_at",

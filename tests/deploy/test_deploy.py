@@ -1075,8 +1075,8 @@ class Deploy(unittest.TestCase):
         died and left the trainer running on, orphaned, to publish later.
         The script passes the signal on and waits for the trainer's clean
         stop: exit 143, nothing published, the trainer's own line, and no
-        checkpoint left in releases/, its own or an earlier run's (the job
-        never resumes one).  Run here
+        checkpoint or lock file left in releases/, its own or an earlier
+        run's (the job never resumes one).  Run here
         as PID 1 of a new PID namespace (as root), and as a plain process."""
         def child(pid):  # the first child of @pid (host pids)
             try:
@@ -1095,11 +1095,14 @@ class Deploy(unittest.TestCase):
                 conf["epochs"] = 100000  # hours: it must be stopped
                 with open(env["SEMID_TRAIN_CONFIG"], "w") as f:
                     json.dump(conf, f)
-                # the checkpoint of a run killed on an earlier night (OOM)
+                # the checkpoint and lock file of a run killed on an earlier
+                # night (OOM)
                 stale = os.path.join(models, "releases", "model-20261101T030000Z.safetensors.ckpt")
                 os.makedirs(os.path.dirname(stale))
                 with open(stale, "wb") as f:
                     f.write(b"stale")
+                with open(stale[:-len(".ckpt")] + ".lock", "w") as f:
+                    f.write("4242 node-a\n")
                 argv = ["/bin/bash", "-c", self.script]
                 if as_pid1:
                     argv = ["unshare", "--pid", "--fork", "--mount-proc"] + argv
@@ -1131,7 +1134,8 @@ class Deploy(unittest.TestCase):
                 self.assertIn("semid-train: stopped by SIGTERM", out)
                 self.assertNotIn("published", out.replace("nothing published", ""))
                 self.assertFalse(os.path.exists(os.path.join(models, "model.safetensors")))
-                # nor a checkpoint this job never resumes (a GB a night at 1M)
+                # nor a checkpoint this job never resumes (a GB a night at 1M),
+                # nor a lock file, its own or the killed run's
                 self.assertEqual(os.listdir(os.path.join(models, "releases")), [])
 
     def test_cronjob_fails_when_a_pod_refuses(self):

@@ -11,6 +11,8 @@ python3 + numpy.  Programs come from $SEMID_BIN (default "bin").
   and a reader polling those paths never sees a partial file;
 - resume: a run stopped (cleanly, and by SIGKILL) and resumed gives the same
   tensor bytes as an uninterrupted one;
+- one run per --out: a second one (--resume too) is refused at once, exit 75,
+  while the first holds OUT.lock;
 - SIGTERM and SIGINT: the trainer stops at the next step (while loading the
   data and in the codebooks' k-means too), exits 128 + the signal, publishes nothing, leaves no temp
   file, and names the epoch its checkpoint holds, which --resume then continues from; gen stopped so, or
@@ -22,6 +24,7 @@ python3 + numpy.  Programs come from $SEMID_BIN (default "bin").
 
 Run: SEMID_BIN=/path/to/bin /usr/bin/python3 tests/trainer/test_train.py
 """
+import filecmp
 import gzip
 import hashlib
 import json
@@ -1314,6 +1317,97 @@ class TrainerTest(unittest.TestCase):
             self.assertEqual(p.returncode, 0, p.stderr)
             self.assertIn("resumed from %s after epoch %d/500" % (ckpt, k), p.stderr)
 
+    def test_second_run_with_the_same_out_is_refused(self):
+        """Nothing stopped two runs with one --out (a cron job overlapping
+        a slow run, two operators): they shared OUT.ckpt and raced to the
+        publish.  While one trains, another with that --out, --resume or
+        not, is refused at once, before it reads the data: exit 75, naming
+        the lock file and the pid that holds it; another --out in the same
+        directory trains.  The lock file goes with the run; one left by a
+        run killed with SIGKILL is taken over by the next; one of another
+        kind is refused, exit 2, and left as it is."""
+        ldir = os.path.join(self.tmp, "lock")
+        os.makedirs(ldir)
+        out = os.path.join(ldir, "m.st")
+        lock = out + ".lock"
+        refused = ("semid-train: --out %s: another semid-train (pid %%d) is running with this "
+                   "--out (it holds %s): let it finish, or stop it, or give another --out\n"
+                   % (out, lock))
+
+        def signed(pid):  # the lock file names @pid
+            try:
+                with open(lock) as f:
+                    return re.match(r"%d \S+\n\Z" % pid, f.read()) is not None
+            except FileNotFoundError:
+                return False
+
+        def start():  # a run of minutes, once it holds the lock and a checkpoint is there
+            proc = subprocess.Popen([str(a) for a in self.base_args(out) + ["--epochs", "500"]],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            deadline = time.time() + 60
+            try:
+                while proc.poll() is None and not (signed(proc.pid) and
+                                                   os.path.exists(out + ".ckpt")):
+                    self.assertLess(time.time(), deadline, "no lock taken, or no checkpoint")
+                    time.sleep(0.005)
+                self.assertIsNone(proc.poll(), "ended before it was seen holding the lock")
+            except AssertionError:
+                proc.kill()
+                proc.communicate()
+                raise
+            return proc
+
+        first = start()
+        try:
+            # refused before the data is read: a --train it would refuse is not
+            bad = os.path.join(ldir, "bad.tsv")
+            with open(bad, "w") as f:
+                f.write("not\ta click\n")
+            for args in (self.base_args(out), self.base_args(out) + ["--resume"],
+                         self.base_args(out, train=bad)):
+                p = run(*args)
+                self.assertEqual((p.returncode, p.stderr), (75, refused % first.pid))
+            # a run with another --out beside it is not in its way
+            other = os.path.join(ldir, "other.st")
+            p = run(*self.base_args(other) + ["--epochs", "1"])
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertTrue(os.path.exists(other))
+            self.assertFalse(os.path.exists(other + ".lock"))
+        finally:
+            first.send_signal(signal.SIGTERM)
+            _, err = first.communicate(timeout=60)
+        self.assertEqual(first.returncode, 128 + signal.SIGTERM, err)
+        self.assertFalse(os.path.exists(lock))
+        # killed with SIGKILL: the file stays, unlocked; the next run takes it
+        first = start()
+        first.kill()
+        first.communicate(timeout=60)
+        self.assertTrue(signed(first.pid))
+        p = run(*self.base_args(out) + ["--epochs", "500", "--resume", "--max-steps", "1"])
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("resumed from %s.ckpt" % out, p.stderr)
+        self.assertFalse(os.path.exists(lock))
+        # a file of another kind at its place
+        with open(lock, "w") as f:
+            f.write("notes\n")
+        p = run(*self.base_args(out) + ["--epochs", "1"])
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertEqual(p.stderr, "semid-train: --out %s: %s exists and is not a semid-train lock "
+                         "file (it holds other text): remove it or name another --out\n"
+                         % (out, lock))
+        with open(lock) as f:
+            self.assertEqual(f.read(), "notes\n")
+        # an input at its place: refused as publishing over one is
+        os.unlink(lock)
+        shutil.copy(self.d("cold_items.txt"), lock)
+        args = self.base_args(out) + ["--epochs", "1"]
+        args[args.index("--cold-items") + 1] = lock
+        p = run(*args)
+        self.assertEqual((p.returncode, p.stderr),
+                         (2, "semid-train: --out %s: %s is the --cold-items input %s; the run's "
+                          "lock would overwrite it\n" % (out, lock, lock)))
+        self.assertTrue(filecmp.cmp(self.d("cold_items.txt"), lock, shallow=False))
+
     def _own_data(self, name, items, users, interactions, dim):
         """A data set generated into tmp/NAME/data: (tmp/NAME, tmp/NAME/m.st,
         the training arguments on it with SMALL)."""
@@ -1492,9 +1586,11 @@ class TrainerTest(unittest.TestCase):
                                 text=True, env=env)
         deadline = time.time() + 60
         # the checkpoint is in place (its file, renamed, is named by its own
-        # path); the file written after it is the model's
+        # path); the file written after it is the model's (the lock file is
+        # open all along)
         while proc.poll() is None and time.time() < deadline and not (
-                os.path.exists(ckpt) and writing_into(proc.pid, wdir, ckpt, written=True)):
+                os.path.exists(ckpt) and writing_into(proc.pid, wdir, ckpt, out + ".lock",
+                                                      written=True)):
             time.sleep(0.005)
         self.assertIsNone(proc.poll(), "finished before it was seen writing the model")
         proc.send_signal(signal.SIGTERM)

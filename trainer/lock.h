@@ -1,0 +1,50 @@
+/*
+ * lock.h - the lock one training holds on its --out: "<out>.lock" beside
+ * the model, locked (flock, exclusive) from before the data is read until
+ * the run ends, so that a second semid-train with the same --out (a cron
+ * job overlapping a slow run, two operators, a --resume beside a running
+ * one) is refused at once instead of sharing "<out>.ckpt" with it and
+ * racing it to the publish.  Not the model file itself, which a server may
+ * watch and which the publish replaces (a lock on the old inode would not
+ * hold), nor the directory, which other outputs share.
+ *
+ * The file holds "PID HOST\n" of the run that holds it, for the message
+ * that refuses another.  It is removed when the run ends.  A run killed
+ * with SIGKILL (the OOM killer) leaves it, unlocked (a flock ends with its
+ * process): harmless, and the next run with that --out takes it over.
+ *
+ * Not thread-safe: a struct tr_lock is one thread's.
+ */
+#ifndef TR_LOCK_H
+#define TR_LOCK_H
+
+#include <stddef.h>
+
+#include "config.h"
+#include "err.h"
+
+struct tr_lock {
+	int held; /* zeroed: not held */
+	int fd;
+	char path[TR_PATH_MAX + 8];
+};
+
+/* "<out>.lock" for @out, into @buf (@len bytes); -1 when it does not fit. */
+int tr_lock_path(const char *out, char *buf, size_t len);
+
+/*
+ * Lock @path (tr_lock_path of @out, which messages name), made if missing.
+ * 0: held.  1: the file system has no locks (ENOLCK: an NFS mount without
+ * its lock daemon), @err saying so, not held: the caller may go on
+ * unprotected.  Or a negative code, not held: SID_EUNAVAIL when another
+ * process holds it, @err naming the file and that process's PID (and its
+ * host when another); SID_EINVAL when @path exists as something else than
+ * a lock file (a directory, a link, a file with other contents: it is
+ * left as it is); SID_EIO when it cannot be made or locked.
+ */
+int tr_lock_take(struct tr_lock *l, const char *path, const char *out, struct sid_error *err);
+
+/* Remove the file and unlock it, if @l holds it; else nothing. */
+void tr_lock_release(struct tr_lock *l);
+
+#endif
