@@ -748,7 +748,12 @@ static enum MHD_Result query_arg(void *cls, enum MHD_ValueKind kind, const char 
 	size_t i, off = 0;
 
 	(void)kind;
-	(void)value;
+	/* an empty segment ("?&limit=5", "a=1&&b=2") names nothing: URL
+	 * parsers (WHATWG's, Python's parse_qsl) skip it, as libmicrohttpd
+	 * already skips a trailing "&"; it was refused as the unknown
+	 * parameter "" */
+	if (!*key && !value)
+		return MHD_YES;
 	for (i = 0; qc->names[i]; i++) {
 		if (!strcmp(key, qc->names[i]))
 			break;

@@ -378,6 +378,10 @@ class TestErrors(unittest.TestCase):
             ("/v1/sids?tower", 'tower must be "item" or "user", not ""'),
             ("/v1/sids/1-2-3-0?tower", 'tower must be "item" or "user", not ""'),
             ("/v1/sids?prefix=1&limit", 'limit must be an integer from 1 to 1000, not ""'),
+            # a name that is empty is no empty segment
+            ("/v1/sids?=5", 'unknown query parameter "" (expected prefix, limit, cursor, tower)'),
+            ("/v1/sids?prefix=1&=", 'unknown query parameter "" (expected prefix, limit, cursor, '
+                                    'tower)'),
         ]
         for path, msg in bad:
             self.check_error(SRV.json("GET", path), 400, "invalid_argument", msg)
@@ -386,6 +390,23 @@ class TestErrors(unittest.TestCase):
         self.assertEqual(SRV.json("GET", "/v1/sids?prefix&cursor")[0], 200)  # empty: all
         self.assertEqual(SRV.json("GET", "/v1/sids/1-2-3-0?tower=item")[0], 404)
         self.assertEqual(SRV.json("GET", "/healthz?nocache=1")[0], 200)
+
+    def test_lookup_query_empty_segments(self):
+        """An empty segment of the query ("?&limit=1", "a=1&&b=2") names no
+        parameter, as URL parsers read it (WHATWG's urlencoded parser,
+        Python's parse_qsl skip it): a client that joins its parameters
+        onto "?" with "&" gets the page it asked for, as with a trailing
+        "&", not 400 'unknown query parameter ""'."""
+        want = SRV.json("GET", "/v1/sids?limit=1&tower=user")
+        self.assertEqual(want[0], 200, want)
+        for path in ("/v1/sids?&limit=1&tower=user", "/v1/sids?limit=1&&tower=user",
+                     "/v1/sids?limit=1&tower=user&", "/v1/sids?&&limit=1&tower=user&&"):
+            got = SRV.json("GET", path)
+            self.assertEqual((got[0], got[2]), (want[0], want[2]), path)
+        self.assertEqual(SRV.json("GET", "/v1/sids/1-2-3-0?&tower=item&")[0], 404)
+        st, _, body = SRV.json("POST", "/v1/items:encode?&",
+                               {"inputs": [{"embedding": [0.0] * 48}]})
+        self.assertEqual(st, 200, body)
 
     def test_nul_in_lookup_url(self):
         """%00 in a lookup's path or query is named as such (it is decoded to
