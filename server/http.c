@@ -709,8 +709,13 @@ static void reload_done(struct srv_reload_waiter *w)
 	} else if (w->not_tried) { /* shutting down: another server may take it */
 		set_error(q, SRV_ERR_UNAVAILABLE, "no reload was tried: %s", w->error);
 	} else {
-		set_error(q, SRV_ERR_RELOAD_FAILED, "%s (the previous model keeps serving)",
-			  w->error);
+		/* with --allow-empty and nothing loaded yet there is no previous
+		 * model: saying one keeps serving sent the caller to a /readyz
+		 * that still answers 503 */
+		struct sid_model *m = srv_reload_model(q->h->d.reload);
+		set_error(q, SRV_ERR_RELOAD_FAILED, "%s (%s)", w->error,
+			  m ? "the previous model keeps serving" : "no model is loaded");
+		sid_model_unref(m);
 		q->retry_after = 0;
 	}
 	MHD_resume_connection(q->conn);

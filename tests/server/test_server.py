@@ -1136,6 +1136,25 @@ class TestOps(unittest.TestCase):
         finally:
             self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
 
+    def test_admin_reload_fails_with_no_model(self):
+        """A reload that fails while no model was ever loaded (--allow-empty)
+        says so: its 422 told the caller "the previous model keeps serving",
+        while every encode and /readyz still answered 503."""
+        d = tempfile.mkdtemp(dir=WORK)
+        path = os.path.join(d, "none.safetensors")
+        srv = T.Server(["--model", path, "--allow-empty", "--admin-token", "t",
+                        "--registry", "none"], WORK)
+        try:
+            st, h, body = srv.json("POST", "/v1/admin/reload",
+                                   headers={"Authorization": "Bearer t"})
+            self.assertEqual((st, body["error"]["code"]), (422, "reload_failed"), body)
+            self.assertEqual(body["error"]["message"],
+                             path + ": No such file or directory (no model is loaded)")
+            self.assertNotIn("retry-after", h)
+            self.assertEqual(srv.json("GET", "/readyz")[0], 503)
+        finally:
+            self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
+
     def _wait_version(self, srv, version, secs=5.0):
         deadline = time.monotonic() + secs * T.SLOW
         while time.monotonic() < deadline:
