@@ -130,6 +130,59 @@ class TestAssignSqlite(Base):
         finally:
             self.assertEqual(srv.stop(), 0)
 
+    def test_ids_in_the_path(self):
+        """proto/api.md's rules for {id} in the path, as a client reads them:
+        an id percent-encoded as a path segment (quote(id, safe=""),
+        encodeURIComponent) comes back as the id assigned in JSON, for GET
+        and DELETE; decoded once; '+' a plus (so a form encoder's "a+b" for
+        "a b" names the id "a+b", another one); '/' raw or as %2F; a '%'
+        without two hex digits itself; bytes that are not UTF-8 400; HEAD
+        is GET without the body."""
+        d = self.fresh_dir()
+        srv, _ = self.start(d, {"item": self.ta}, "A", ["--admin-token", "t"])
+        try:
+            ids = ["a b", "a+b", "sku/1", "a%2Fb", "100%", "q?x=1#f", "\u00e9\u20ac\U0001d11e",
+                   " lead", "trail ", "..", "e" * 256, "\u00e9" * 128]
+            X, _ = T.tie_free_inputs(self.rng, self.ta, len(ids))
+            st, _, res = assign(srv, ids, X)
+            self.assertEqual(st, 200, res)
+            sid = {r["id"]: r["sid"] for r in res["results"]}
+            self.assertEqual(sorted(sid), sorted(ids))
+            for i in ids:
+                st, _, e = srv.json("GET", "/v1/items/" + urllib.parse.quote(i, safe=""))
+                self.assertEqual((st, e.get("id"), e.get("sid")), (200, i, sid[i]), i)
+            # HEAD: GET's status and headers, no body
+            st, h, e = srv.request("GET", "/v1/items/sku%2F1")
+            self.assertEqual(st, 200)
+            st, hh, data = srv.request("HEAD", "/v1/items/sku%2F1")
+            self.assertEqual((st, data, hh["content-length"]), (200, b"", str(len(e))))
+            self.assertEqual(hh["content-type"], h["content-type"])
+            self.assertEqual(srv.request("HEAD", "/v1/items/sku%2F2")[0], 404)
+            for path, want in (("a+b", "a+b"), ("a%20b", "a b"), ("sku/1", "sku/1"),
+                               ("sku%2f1", "sku/1"), ("a%252Fb", "a%2Fb"), ("100%", "100%"),
+                               ("%2e%2E", "..")):
+                st, _, e = srv.json("GET", "/v1/items/" + path)
+                self.assertEqual((st, e.get("id")), (200, want), path)
+            for path, msg in (("%FF", "id: invalid UTF-8 at byte offset 0"),
+                              ("%C3", "id: invalid UTF-8 at byte offset 0"),
+                              ("e" * 257, 'id "%s..." is 257 bytes, the limit is 256' % ("e" * 40))):
+                st, _, e = srv.json("GET", "/v1/items/" + path)
+                self.assertEqual((st, e["error"]["message"]), (400, msg), path)
+            # a form encoder's "a+b" for "a b" deletes the id "a+b"
+            st, _, e = srv.json("DELETE", "/v1/items/" + urllib.parse.quote_plus("a b"),
+                                headers=ADMIN)
+            self.assertEqual((st, e["id"], e["sid"]), (200, "a+b", sid["a+b"]))
+            for i in ids:
+                if i == "a+b":
+                    continue
+                st, _, e = srv.json("DELETE", "/v1/items/" + urllib.parse.quote(i, safe=""),
+                                    headers=ADMIN)
+                self.assertEqual((st, e.get("id"), e.get("deleted")), (200, i, True), i)
+            st, _, page = srv.json("GET", "/v1/sids")
+            self.assertEqual((st, page["entries"]), (200, []))
+        finally:
+            self.assertEqual(srv.stop(), 0)
+
     def test_collisions_swap_reassign(self):
         d = self.fresh_dir()
         srv, model = self.start(d, {"item": self.tc}, "C1")
