@@ -1077,6 +1077,18 @@ static const struct {
     {"/v1/sids/", SRV_ROUTE_SID_GET},
 };
 
+/* The param_routes entry @url is a path of (a non-empty parameter after
+ * its prefix), or -1. */
+static int param_route(const char *url)
+{
+	for (size_t k = 0; k < sizeof(param_routes) / sizeof(param_routes[0]); k++) {
+		size_t n = strlen(param_routes[k].prefix);
+		if (!strncmp(url, param_routes[k].prefix, n) && url[n])
+			return (int)k;
+	}
+	return -1;
+}
+
 /* @v's length without its trailing whitespace, which RFC 9110 5.5 says is
  * no part of a field value (MHD 0.9.75 strips only the leading). */
 static size_t value_len(const char *v)
@@ -1350,22 +1362,22 @@ static int on_headers(struct req *q, const char *url, const char *method, const 
 	if (h->ops && (i == sizeof(routes) / sizeof(routes[0]) || !routes[i].ops)) {
 		/* the operations port has the read-only routes alone: an
 		 * encode or a reload sent there is a client pointed at the
-		 * wrong port */
+		 * wrong port.  A path with an id or sid is named by its route
+		 * (the answer and the log line), as on the main port: an
+		 * erasure pipeline sent to this port must not log its ids. */
+		int k = i == sizeof(routes) / sizeof(routes[0]) ? param_route(url) : -1;
+		if (k >= 0)
+			copy_str(q->path, sizeof(q->path), srv_route_name(param_routes[k].route));
 		q->route = SRV_ROUTE_OTHER;
 		set_error(q, SRV_ERR_NOT_FOUND,
 			  "no route %.100s %.200s on the operations port (%s): it serves GET "
 			  "/healthz, /readyz, /metrics and /v1/model",
-			  method, url, h->key);
+			  method, k >= 0 ? q->path : url, h->key);
 		return 1;
 	}
 	if (i == sizeof(routes) / sizeof(routes[0])) {
-		size_t k;
-		for (k = 0; k < sizeof(param_routes) / sizeof(param_routes[0]); k++) {
-			size_t n = strlen(param_routes[k].prefix);
-			if (!strncmp(url, param_routes[k].prefix, n) && url[n])
-				break;
-		}
-		if (k == sizeof(param_routes) / sizeof(param_routes[0])) {
+		int k = param_route(url);
+		if (k < 0) {
 			q->route = SRV_ROUTE_OTHER;
 			set_error(q, SRV_ERR_NOT_FOUND, "no route %.100s %.200s", method, url);
 			return 1;

@@ -143,9 +143,17 @@ class TestOpsListen(unittest.TestCase):
             self.assertGreaterEqual(metric(text, 'semid_requests_total{route="/healthz",'
                                                  'code="200"}'), 2)
             self.assertEqual(metric(text, 'semid_requests_total{route="/readyz",code="200"}'), 1)
-            # the rest of the API is not served there
-            for method, path in (("POST", "/v1/items:encode"), ("POST", "/v1/admin/reload"),
-                                 ("GET", "/v1/sids"), ("GET", "/v1/items/a"), ("GET", "/")):
+            # the rest of the API is not served there; a path with an id or
+            # sid is named by its route, in the answer and the log line (an
+            # erasure pipeline pointed at this port wrote every id it erased
+            # into the log, which the main port never does)
+            secret = "erased-user-7f3a"
+            for method, path, shown in (
+                    ("POST", "/v1/items:encode", None), ("POST", "/v1/admin/reload", None),
+                    ("GET", "/v1/sids", None), ("GET", "/v1/items/a", "/v1/items/{id}"),
+                    ("DELETE", "/v1/users/" + secret, "/v1/users/{id}"),
+                    ("GET", "/v1/users/%s%%2Fx" % secret, "/v1/users/{id}"),
+                    ("GET", "/v1/sids/1-2-3-0", "/v1/sids/{sid}"), ("GET", "/", None)):
                 st, _, body = get(port, path, method, b"{}" if method == "POST" else None,
                                   {"Content-Type": "application/json"})
                 self.assertEqual(st, 404, (method, path))
@@ -153,7 +161,10 @@ class TestOpsListen(unittest.TestCase):
                 self.assertEqual(err["code"], "not_found")
                 self.assertEqual(err["message"],
                                  "no route %s %s on the operations port (ops_listen): it serves "
-                                 "GET /healthz, /readyz, /metrics and /v1/model" % (method, path))
+                                 "GET /healthz, /readyz, /metrics and /v1/model" % (
+                                     method, shown or path))
+            self.assertIn("route=/v1/users/{id} status=404", srv.log_text())
+            self.assertNotIn(secret, srv.log_text())
             st, h, _ = get(port, "/healthz", "POST")
             self.assertEqual((st, h["allow"]), (405, "GET, HEAD"))
             self.assertIn("listener=ops", srv.log_text())
