@@ -1089,6 +1089,17 @@ static int param_route(const char *url)
 	return -1;
 }
 
+/* @q's path for its log line until it is routed (and for a route it does
+ * not have): @url, but the route, "/v1/users/{id}", for a path with an id
+ * or sid, so that no id reaches the log from a request refused before it
+ * is routed (its framing, libmicrohttpd's own 400 or 431, the operations
+ * port). */
+static void req_path_set(struct req *q, const char *url)
+{
+	int k = param_route(url);
+	copy_str(q->path, sizeof(q->path), k >= 0 ? srv_route_name(param_routes[k].route) : url);
+}
+
 /* @v's length without its trailing whitespace, which RFC 9110 5.5 says is
  * no part of a field value (MHD 0.9.75 strips only the leading). */
 static size_t value_len(const char *v)
@@ -1353,7 +1364,7 @@ static int on_headers(struct req *q, const char *url, const char *method, const 
 	int ids;
 
 	url = url_path(url);
-	snprintf(q->path, sizeof(q->path), "%s", url);
+	req_path_set(q, url);
 	if (framing_bad(q, version))
 		return 1;
 	for (i = 0; i < sizeof(routes) / sizeof(routes[0]); i++)
@@ -1363,16 +1374,13 @@ static int on_headers(struct req *q, const char *url, const char *method, const 
 		/* the operations port has the read-only routes alone: an
 		 * encode or a reload sent there is a client pointed at the
 		 * wrong port.  A path with an id or sid is named by its route
-		 * (the answer and the log line), as on the main port: an
-		 * erasure pipeline sent to this port must not log its ids. */
-		int k = i == sizeof(routes) / sizeof(routes[0]) ? param_route(url) : -1;
-		if (k >= 0)
-			copy_str(q->path, sizeof(q->path), srv_route_name(param_routes[k].route));
+		 * (req_path_set), in the answer too: an erasure pipeline sent
+		 * to this port must not have its ids logged. */
 		q->route = SRV_ROUTE_OTHER;
 		set_error(q, SRV_ERR_NOT_FOUND,
 			  "no route %.100s %.200s on the operations port (%s): it serves GET "
 			  "/healthz, /readyz, /metrics and /v1/model",
-			  method, k >= 0 ? q->path : url, h->key);
+			  method, param_route(url) >= 0 ? q->path : url, h->key);
 		return 1;
 	}
 	if (i == sizeof(routes) / sizeof(routes[0])) {
@@ -1520,7 +1528,7 @@ static struct req *req_new(struct srv_http *h, struct MHD_Connection *conn, cons
 	q->route = SRV_ROUTE_OTHER;
 	q->t0 = srv_now();
 	q->queued = -1;
-	snprintf(q->path, sizeof(q->path), "%s", url_path(url));
+	req_path_set(q, url_path(url));
 	return q;
 }
 

@@ -27,6 +27,7 @@ Run: SEMID_BIN=/path/to/bin /usr/bin/python3 tests/server/test_assign.py
 
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -180,6 +181,44 @@ class TestAssignSqlite(Base):
                 self.assertEqual((st, e.get("id"), e.get("deleted")), (200, i, True), i)
             st, _, page = srv.json("GET", "/v1/sids")
             self.assertEqual((st, page["entries"]), (200, []))
+        finally:
+            self.assertEqual(srv.stop(), 0)
+
+    def test_requests_refused_before_routing_log_no_id(self):
+        """An erasure (DELETE /v1/users/ID) refused before it was routed, by
+        libmicrohttpd itself (a malformed header line, a bad Content-Length,
+        headers too long) or for its framing (no Host, two), was logged with
+        route=/v1/users/ID: the request log, which never names an id, held
+        the one being erased.  Such a line names the route,
+        /v1/users/{id}."""
+        import socket
+        d = self.fresh_dir()
+        srv, _ = self.start(d, {"item": self.ta}, "A", ["--admin-token", "t"])
+        try:
+            for target, head in (
+                    (b"/v1/users/erase-me-0", b"Host: x\r\nbad header line\r\n"),
+                    (b"/v1/items/erase-me-1", b"Host: x\r\nContent-Length: -5\r\n"),
+                    (b"/v1/users/erase-me-2?x=1", b"Host: x\r\nX: " + b"a" * 40000 + b"\r\n"),
+                    (b"/v1/users/erase-me-3", b""), (b"/v1/sids/1-2-3-4", b"Host: x\r\nHost: y\r\n")):
+                s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+                try:
+                    s.sendall(b"DELETE %s HTTP/1.1\r\nAuthorization: Bearer t\r\n%s\r\n" % (
+                        target, head))
+                    answer = T.read_to_eof(s)
+                except ConnectionError:  # closed with the long header unread
+                    answer = b"HTTP/1.1 431 "
+                finally:
+                    s.close()
+                self.assertRegex(answer, rb"^HTTP/1.1 4(00|31) ")
+            self.until(lambda: len(re.findall(r"event=request method=\S* route=/v1/(users|items|"
+                                              r"sids)/", srv.log_text())) >= 5,
+                       "the five request lines")
+            log = srv.log_text()
+            self.assertNotIn("erase-me", log)
+            self.assertNotIn("1-2-3-4", log)
+            self.assertEqual(log.count("route=/v1/users/{id} status=4"), 3, log)
+            self.assertEqual(log.count("route=/v1/items/{id} status=400"), 1, log)
+            self.assertEqual(log.count("route=/v1/sids/{sid} status=400"), 1, log)
         finally:
             self.assertEqual(srv.stop(), 0)
 
