@@ -467,6 +467,7 @@ static enum MHD_Result send_response(struct req *q)
 		static const char oom[] =
 		    "{\"error\": {\"code\": \"unavailable\", \"message\": \"out of memory\"}}\n";
 		q->status = srv_err_status(SRV_ERR_UNAVAILABLE, NULL);
+		q->retry_after = 1; /* as every 503 */
 		q->ctype = JSON_CT;
 		r = MHD_create_response_from_buffer(sizeof(oom) - 1, (void *)oom,
 						    MHD_RESPMEM_PERSISTENT);

@@ -455,6 +455,57 @@ class TestErrors(unittest.TestCase):
         st, h, data = SRV.request("HEAD", "/healthz")
         self.assertEqual((st, data), (200, b""))
 
+    # realloc() fails for one size while a flag file exists (LD_PRELOAD)
+    FAIL_REALLOC = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <stdlib.h>
+#include <unistd.h>
+void *realloc(void *p, size_t n)
+{
+	static void *(*next)(void *, size_t);
+	const char *size = getenv("FAIL_REALLOC_SIZE"), *flag = getenv("FAIL_REALLOC_FLAG");
+	if (!next)
+		next = (void *(*)(void *, size_t))dlsym(RTLD_NEXT, "realloc");
+	if (size && flag && n == (size_t)atol(size) && access(flag, F_OK) == 0) {
+		errno = ENOMEM;
+		return NULL;
+	}
+	return next(p, n);
+}
+"""
+
+    @unittest.skipIf(os.environ.get("SEMID_SANITIZE") or T.WRAPPER or not shutil.which("cc"),
+                     "LD_PRELOAD beside a sanitizer or valgrind; or no C compiler")
+    def test_out_of_memory_answer_carries_retry_after(self):
+        """The 503 sent when the answer's body cannot be built (out of
+        memory: a static body instead) carries Retry-After, as every 503
+        does (api.md, openapi.json's 503s): it had none, so a client that
+        backs off by it retried at once, or not at all.  Driven by failing
+        the one realloc() of the size /healthz's answer takes."""
+        d = tempfile.mkdtemp(dir=WORK)
+        src, lib, flag = (os.path.join(d, n) for n in ("fail.c", "fail.so", "flag"))
+        with open(src, "w") as f:
+            f.write(self.FAIL_REALLOC)
+        subprocess.run(["cc", "-shared", "-fPIC", "-o", lib, src, "-ldl"], check=True)
+        # json_text: realloc(body, its length + 2); '{\n  "status": "ok"\n}' is 20
+        env = {"LD_PRELOAD": lib, "FAIL_REALLOC_SIZE": "22", "FAIL_REALLOC_FLAG": flag}
+        srv = T.Server(["--model", TF_MODEL, "--registry", "none", "--retry-after-s", "9"],
+                       WORK, env=env)
+        try:
+            st, h, body = srv.json("GET", "/healthz")
+            self.assertEqual((st, body), (200, {"status": "ok"}))
+            open(flag, "w").close()
+            st, h, body = srv.json("GET", "/healthz")
+            self.assertEqual((st, body), (503, {"error": {"code": "unavailable",
+                                                          "message": "out of memory"}}))
+            self.assertEqual(h.get("retry-after"), "9")
+            os.unlink(flag)
+            self.assertEqual(srv.json("GET", "/healthz")[0], 200)
+        finally:
+            self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
+
     def test_413_content_length(self):
         body = b"{\"inputs\": [" + b" " * 300000 + b"]}"
         self.check_error(SRV.json("POST", "/v1/items:encode", body, CT), 413,
