@@ -166,6 +166,30 @@ def response(spec, op, status):
     return r
 
 
+def headers_of(spec, resp):
+    """{name: header object} that @resp declares, $refs resolved."""
+    v = Validator(spec)
+    return {name: v.resolve(h["$ref"]) if "$ref" in h else h
+            for name, h in resp.get("headers", {}).items()}
+
+
+def check_headers(v, spec, resp, got_h, where):
+    """The headers @resp declares are in @got_h (lower-case names) when
+    required, and valid for their schema where present (an integer schema
+    reads the value as a decimal integer).  Raises Invalid."""
+    for name, h in headers_of(spec, resp).items():
+        value = got_h.get(name.lower())
+        if value is None:
+            if h.get("required"):
+                raise Invalid("%s: no %s header, which the document requires" % (where, name))
+            continue
+        if h["schema"].get("type") == "integer":
+            if not re.fullmatch(r"[0-9]+", value):
+                raise Invalid("%s: %s %r is not an integer" % (where, name, value))
+            value = int(value)
+        v.validate(value, h["schema"], "%s: header %s" % (where, name))
+
+
 class TestOpenApi(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -199,6 +223,11 @@ class TestOpenApi(unittest.TestCase):
         content = response(self.spec, op, st).get("content", {})
         ctype = got_h.get("content-type", "").partition(";")[0]
         self.assertIn(ctype, content, (method, path, st))
+        try:
+            check_headers(self.v, self.spec, response(self.spec, op, st), got_h,
+                          "%s %s -> %d" % (method, path, st))
+        except Invalid as e:
+            self.fail(str(e))
         schema = content[ctype]["schema"]
         value = json.loads(got) if ctype == "application/json" else got.decode()
         try:
@@ -229,6 +258,14 @@ class TestOpenApi(unittest.TestCase):
                 self.assertTrue(code == "default" or re.fullmatch(r"[1-5]\d\d", code), code)
                 for ctype, c in resp.get("content", {}).items():
                     self.v.check_schema(c["schema"], "%s %s %s" % (method, template, code))
+                for name, h in headers_of(self.spec, resp).items():
+                    self.assertLessEqual(set(h), {"description", "required", "schema"}, name)
+                    self.v.check_schema(h["schema"], "%s %s %s %s" % (method, template, code,
+                                                                       name))
+                # every 503 tells when to retry (api.md: "carries Retry-After")
+                if code == "503":
+                    self.assertTrue(headers_of(self.spec, resp).get("Retry-After", {})
+                                    .get("required"), (method, template))
             if "requestBody" in op:
                 self.v.check_schema(op["requestBody"]["content"]["application/json"]["schema"],
                                     template)
@@ -249,6 +286,17 @@ class TestOpenApi(unittest.TestCase):
                 self.v.validate(value, {"$ref": "#/components/schemas/" + name})
         with self.assertRaises(Invalid):
             self.v.check_schema({"type": "string", "format": "uuid"}, "x")
+        # and the header check: a 503 without Retry-After, or with a date
+        op = self.spec["paths"]["/v1/sids"]["get"]
+        for got in ({}, {"retry-after": "Wed, 21 Oct 2026 07:28:00 GMT"},
+                    {"retry-after": "-1"}, {"retry-after": "3601"}):
+            with self.subTest(got=got), self.assertRaises(Invalid):
+                check_headers(self.v, self.spec, response(self.spec, op, 503), got, "503")
+        check_headers(self.v, self.spec, response(self.spec, op, 503), {"retry-after": "1"},
+                      "503")
+        with self.assertRaises(Invalid):  # an X-Request-Id of 129 characters
+            check_headers(self.v, self.spec, response(self.spec, op, 200),
+                          {"x-request-id": "x" * 129}, "200")
 
     def test_2_live(self):
         with open(D.DOC) as f:

@@ -107,6 +107,10 @@ class TestStatuses(unittest.TestCase):
         if not ctype and body.startswith(b"<html>"):
             ctype = "text/html"  # libmicrohttpd's own pages carry none
         self.assertIn(ctype, content, where)
+        try:
+            O.check_headers(self.v, self.spec, resp, h, where)
+        except O.Invalid as e:
+            self.fail(str(e))
         value = json.loads(body) if ctype == "application/json" else body.decode()
         try:
             self.v.validate(value, content[ctype]["schema"])
