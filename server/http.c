@@ -826,22 +826,6 @@ static const char *query_value(const struct query_check *qc, const char *name)
 	return NULL;
 }
 
-/* DELETE /v1/users/{id} is served, as assign is, only with a user tower:
- * 404 (or 503 with no model) otherwise.  Returns 1 when refused. */
-static int user_tower_missing(struct req *q)
-{
-	struct sid_model *m = srv_reload_model(q->h->d.reload);
-	int missing = !m || !sid_model_tower(m, SID_TOWER_USER);
-
-	if (!m)
-		set_error(q, SRV_ERR_UNAVAILABLE, "no model is loaded");
-	else if (missing)
-		set_error(q, SRV_ERR_NOT_FOUND, "model %s has no user tower",
-			  m->version ? m->version : "");
-	sid_model_unref(m);
-	return missing;
-}
-
 /* Hand @lk to the registry lane, which answers it (lookup_done). */
 static void lookup_submit(struct req *q, struct srv_lookup *lk)
 {
@@ -877,12 +861,11 @@ static void start_lookup(struct req *q)
 		set_error(q, SRV_ERR_UNAVAILABLE, "out of memory");
 		return;
 	}
+	/* a delete, as a lookup, is the store's alone: it needs no model nor
+	 * the tower of its kind (a user's erasure after a retrain without a
+	 * user tower; its 404 had to mean "not stored") */
 	if (q->route == SRV_ROUTE_USER_GET)
 		kind = SID_TOWER_USER;
-	if (q->del && kind == SID_TOWER_USER && user_tower_missing(q)) {
-		free(lk);
-		return;
-	}
 	if (q->route == SRV_ROUTE_SID_GET || q->route == SRV_ROUTE_SID_LIST) {
 		v = query_value(&qc, "tower");
 		if (v && strcmp(v, "item") != 0 && strcmp(v, "user") != 0) {
@@ -942,8 +925,6 @@ static void start_delete(struct req *q)
 	struct srv_api_error e;
 	struct srv_lookup *lk;
 
-	if (kind == SID_TOWER_USER && user_tower_missing(q))
-		return;
 	if (!h->d.assigner) {
 		set_error(q, SRV_ERR_UNAVAILABLE, "the ID registry is not running");
 		return;

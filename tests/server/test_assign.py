@@ -342,12 +342,13 @@ class TestAssignSqlite(Base):
             self.assertEqual((st, h.get("allow")), (405, "GET, HEAD, DELETE"))
             st, h, e = srv.json("DELETE", "/v1/sids/1-2-3-0", headers=ADMIN)
             self.assertEqual((st, h.get("allow")), (405, "GET, HEAD"))
-            # delete is an admin route; a user id needs a user tower, as assign
+            # delete is an admin route; a user id needs no user tower
+            # (test_delete_needs_no_tower): its 404 is the id's
             st, _, e = srv.json("DELETE", "/v1/items/x")
             self.assertEqual((st, e["error"]["code"]), (403, "permission_denied"), e)
             st, _, e = srv.json("DELETE", "/v1/users/x", headers=ADMIN)
-            self.assertEqual(st, 404, e)
-            self.assertIn("no user tower", e["error"]["message"])
+            self.assertEqual((st, e["error"]["message"]),
+                             (404, "no such user id: nothing deleted"), e)
             st, _, e = srv.json("DELETE", "/v1/items/x?tower=user", headers=ADMIN)
             self.assertEqual(st, 400, e)
             # integer ids are stored as their decimal text
@@ -868,6 +869,53 @@ class TestDeleteSqlite(Base):
         self.assertEqual([x["suffix"] for x in r["results"]], [0, 1, 2, 3], r)
         return X, codes
 
+    def test_delete_needs_no_tower(self):
+        """A delete is a store operation, as a lookup is: a user's erasure
+        goes through whatever model is served.  With a model without a user
+        tower (a retrain that dropped it) DELETE /v1/users/ID answered 404
+        not_found "model ... has no user tower" while GET /v1/users/ID
+        answered 200: an erasure pipeline, which reads a 404 as "not stored"
+        (a retried delete's answer), counted the user erased and the store
+        kept it.  POST /v1/users:delete the same; with no model at all both
+        answered 503, while the item routes deleted."""
+        d = self.fresh_dir()
+        extra = ["--admin-token", "t", "--watch=false"]
+        srv, model = self.start(d, {"item": self.ta, "user": self.tb}, "A", extra)
+        try:
+            Xu, _ = T.tie_free_inputs(self.rng, self.tb, 3)
+            st, _, r = assign(srv, ["u1", "u2", "u3"], Xu, tower="users")
+            self.assertEqual(st, 200, r)
+            sids = {x["id"]: x["sid"] for x in r["results"]}
+            T.write_model(model, {"item": self.ta}, "items-only")
+            st, _, body = srv.json("POST", "/v1/admin/reload", headers=ADMIN)
+            self.assertEqual((st, body["model_version"]), (200, "items-only"), body)
+            st, _, e = srv.json("GET", "/v1/users/u1")
+            self.assertEqual((st, e["sid"]), (200, sids["u1"]), e)
+            st, _, e = srv.json("DELETE", "/v1/users/u1", headers=ADMIN)
+            self.assertEqual((st, e["id"], e["sid"], e["deleted"]), (200, "u1", sids["u1"], True))
+            st, _, e = srv.json("DELETE", "/v1/users/u1", headers=ADMIN)
+            self.assertEqual((st, e["error"]["message"]),
+                             (404, "no such user id: nothing deleted"))
+            st, _, e = srv.json("POST", "/v1/users:delete", {"ids": ["u2", "nope"]},
+                                headers=ADMIN)
+            self.assertEqual(st, 200, e)
+            self.assertEqual([(x["id"], x["deleted"], x.get("sid")) for x in e["results"]],
+                             [("u2", True, sids["u2"]), ("nope", False, None)])
+        finally:
+            self.assertEqual(srv.stop(), 0)
+        # no model at all (--allow-empty, the file gone): the same
+        os.unlink(model)
+        srv = T.Server(["--model", model, "--allow-empty"] + FAST + extra, d)
+        try:
+            st, _, e = srv.json("DELETE", "/v1/users/u3", headers=ADMIN)
+            self.assertEqual((st, e["id"], e["sid"]), (200, "u3", sids["u3"]), e)
+            st, _, e = srv.json("POST", "/v1/users:delete", {"ids": ["u3"]}, headers=ADMIN)
+            self.assertEqual((st, e["deleted"]), (200, 0), e)
+            st, _, page = srv.json("GET", "/v1/sids?tower=user")
+            self.assertEqual((st, page["entries"]), (200, []))
+        finally:
+            self.assertEqual(srv.stop(), 0)
+
     def test_delete(self):
         """DELETE /v1/{items,users}/{id}: the entry it removed, then 404 for
         the id, its sid and in prefix pages; the freed slot goes to the next
@@ -1019,9 +1067,11 @@ class TestDeleteSqlite(Base):
                     st, msg = refused(bad)
                     self.assertEqual(st, 400, msg)
                     self.assertIn("a request of at most 4 ids has no more than 68", msg)
-            st, msg = refused({"ids": ["a"]}, path="/v1/users:delete")
-            self.assertEqual(st, 404, msg)
-            self.assertIn("has no user tower", msg)
+            # no user tower: a store operation all the same
+            # (test_delete_needs_no_tower), nothing of it stored
+            st, _, e = srv.json("POST", "/v1/users:delete", {"ids": ["a"]}, headers=ADMIN)
+            self.assertEqual((st, e["deleted"], e["results"]),
+                             (200, 0, [{"kind": "user", "id": "a", "deleted": False}]))
             st, _, e = srv.json("GET", "/v1/items/a")
             self.assertEqual(st, 200, e)  # nothing refused deleted anything
         finally:
