@@ -1379,9 +1379,10 @@ static int on_headers(struct req *q, const char *url, const char *method, const 
 		if (q->del && admin_refused(q))
 			return 1;
 		if (!q->del && strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
-			set_error(q, SRV_ERR_METHOD, "%s takes GET%s, not %.100s",
-				  srv_route_name(q->route), ids ? " or DELETE" : "", method);
 			q->allow = ids ? "GET, HEAD, DELETE" : "GET, HEAD";
+			/* the message names what Allow does */
+			set_error(q, SRV_ERR_METHOD, "%s takes %s, not %.100s",
+				  srv_route_name(q->route), q->allow, method);
 			return 1;
 		}
 		q->arg = strdup(url + strlen(param_routes[k].prefix));
@@ -1394,9 +1395,8 @@ static int on_headers(struct req *q, const char *url, const char *method, const 
 	q->route = routes[i].route;
 	if (routes[i].post ? strcmp(method, "POST") != 0
 			   : (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)) {
-		set_error(q, SRV_ERR_METHOD, "%s takes %s, not %.100s", url,
-			  routes[i].post ? "POST" : "GET", method);
 		q->allow = routes[i].post ? "POST" : "GET, HEAD";
+		set_error(q, SRV_ERR_METHOD, "%s takes %s, not %.100s", url, q->allow, method);
 		return 1;
 	}
 	if ((q->route == SRV_ROUTE_RELOAD || q->route == SRV_ROUTE_ITEMS_DELETE ||

@@ -446,12 +446,24 @@ class TestErrors(unittest.TestCase):
             self.assertTrue(data.startswith(b"HTTP/1.1 %d " % want), (target, data[:300]))
 
     def test_405(self):
-        h = self.check_error(SRV.json("GET", "/v1/items:encode"), 405, "method_not_allowed")
+        # the message names the methods Allow lists (it said "takes GET"
+        # beside "Allow: GET, HEAD", and "takes GET or DELETE" beside
+        # "Allow: GET, HEAD, DELETE")
+        h = self.check_error(SRV.json("GET", "/v1/items:encode"), 405, "method_not_allowed",
+                             "/v1/items:encode takes POST, not GET")
         self.assertEqual(h["allow"], "POST")
-        h = self.check_error(SRV.json("POST", "/healthz", {}), 405, "method_not_allowed")
+        h = self.check_error(SRV.json("POST", "/healthz", {}), 405, "method_not_allowed",
+                             "/healthz takes GET, HEAD, not POST")
         self.assertEqual(h["allow"], "GET, HEAD")
-        h = self.check_error(SRV.json("DELETE", "/v1/model"), 405, "method_not_allowed")
+        h = self.check_error(SRV.json("DELETE", "/v1/model"), 405, "method_not_allowed",
+                             "/v1/model takes GET, HEAD, not DELETE")
         self.assertEqual(h["allow"], "GET, HEAD")
+        for path, allow in (("/v1/items/sku-1", "GET, HEAD, DELETE"),
+                            ("/v1/sids/1-2-3-0", "GET, HEAD")):
+            route = "/v1/items/{id}" if "items" in path else "/v1/sids/{sid}"
+            h = self.check_error(SRV.json("PUT", path, {}), 405, "method_not_allowed",
+                                 "%s takes %s, not PUT" % (route, allow))
+            self.assertEqual(h["allow"], allow)
         st, h, data = SRV.request("HEAD", "/healthz")
         self.assertEqual((st, data), (200, b""))
 
