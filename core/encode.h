@@ -45,7 +45,8 @@ struct sid_encode_out {
 	int *alt_count;	    /* (B) alternatives found (< n_alt when the code space is small) */
 };
 
-/* Per-thread scratch, grown on demand; free(NULL) is a no-op. */
+/* Per-thread scratch, grown on demand; new gives NULL when out of memory,
+ * and sid_workspace_free(NULL) is a no-op. */
 struct sid_workspace;
 struct sid_workspace *sid_workspace_new(void);
 void sid_workspace_free(struct sid_workspace *ws);
@@ -90,7 +91,9 @@ float sid_l2_scale(double sqnorm);
 double sid_encode_flops_per_row(const struct sid_tower *t);
 
 /* Format codes as "12-7-200" (dash) or "<a_12><b_7><c_200>" (tokens; level
- * letters a..p).  Returns the length written (snprintf semantics). */
+ * letters a..p).  Returns the length written (snprintf semantics: the full
+ * length even when cut short to fit @len), or -1 when @codes is NULL, @L is
+ * not 0..SID_MAX_LEVELS, or @buf is NULL with a nonzero @len. */
 enum sid_sid_format { SID_FORMAT_DASH, SID_FORMAT_TOKENS };
 int sid_codes_format(const int32_t *codes, int L, enum sid_sid_format fmt, char *buf, size_t len);
 

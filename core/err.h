@@ -66,9 +66,10 @@ int sid_error_name_file(struct sid_error *err, const char *path);
 
 /*
  * Write "@prog: @msg\n" to @f with the message's control characters shown
- * as \xNN (C0 but tab, DEL, and C1 as UTF-8's U+0080..U+009F): messages
- * quote ids, sids and file names as they came, and an escape sequence in
- * one (ESC ] 0 ; ... BEL) rewrote the terminal of whoever read the error.
+ * as escapes: C0 but tab, and DEL, as \xNN; C1 (UTF-8's U+0080..U+009F) as
+ * \u00NN.  Messages quote ids, sids and file names as they came, and an
+ * escape sequence in one (ESC ] 0 ; ... BEL) rewrote the terminal of
+ * whoever read the error.
  */
 void sid_error_print(FILE *f, const char *prog, const char *msg);
 

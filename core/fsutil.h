@@ -1,7 +1,8 @@
 /*
  * fsutil.h - file helpers shared by the programs: atomic publish, whole-file
  * reads with a size cap, line reads with a length cap, read-only memory
- * maps, and sha256 of a buffer.
+ * maps, and sha256 of a buffer; and the signal set-up of programs that
+ * publish (catching a signal unless ignored, SIGPIPE on stdout).
  *
  * Atomic publish follows redis rdbSave: write "<path>.tmp.<pid>.<n>" in the
  * same directory (the name part cut short when both would exceed NAME_MAX;
@@ -84,6 +85,22 @@ struct sid_publish {
 };
 int sid_publish_begin(struct sid_publish *pub, const char *path, struct sid_error *err);
 
+/* The same with a temp file named from the start, for a writer that opens
+ * the file by its name @pub->tmp (SQLite); a process killed by SIGKILL then
+ * leaves it behind.  Since other processes can open it by that name while it
+ * is written, it is made readable by its owner only (0600): the caller gives
+ * it the file's mode before the commit. */
+int sid_publish_begin_named(struct sid_publish *pub, const char *path, struct sid_error *err);
+int sid_publish_commit(struct sid_publish *pub, struct sid_error *err);
+void sid_publish_abort(struct sid_publish *pub);
+
+/* Remove the temp file of every publish under way whose file has a name (a
+ * file system without O_TMPFILE, sid_publish_begin_named, or the instant of
+ * a commit), for a signal handler about to end the process: a second Ctrl-C
+ * left a temp file as large as a checkpoint.  Async-signal-safe.  Up to 16
+ * publishes at once are covered. */
+void sid_publish_unlink_temps(void);
+
 /* sigaction(@sig, @sa, @saved), unless the caller's process ignores @sig
  * (nohup): an ignored signal stays ignored.  *@saved is the action before
  * in either case, for restoring. */
@@ -105,21 +122,6 @@ void sid_sigpipe_quiet_stdout(void);
  * Async-signal-safe: for a SIGPIPE handler that tells stdout's broken pipe
  * from another. */
 int sid_stdout_pipe_gone(void);
-/* The same with a temp file named from the start, for a writer that opens
- * the file by its name @pub->tmp (SQLite); a process killed by SIGKILL then
- * leaves it behind.  Since other processes can open it by that name while it
- * is written, it is made readable by its owner only (0600): the caller gives
- * it the file's mode before the commit. */
-int sid_publish_begin_named(struct sid_publish *pub, const char *path, struct sid_error *err);
-int sid_publish_commit(struct sid_publish *pub, struct sid_error *err);
-void sid_publish_abort(struct sid_publish *pub);
-
-/* Remove the temp file of every publish under way whose file has a name (a
- * file system without O_TMPFILE, sid_publish_begin_named, or the instant of
- * a commit), for a signal handler about to end the process: a second Ctrl-C
- * left a temp file as large as a checkpoint.  Async-signal-safe.  Up to 16
- * publishes at once are covered. */
-void sid_publish_unlink_temps(void);
 
 /*
  * Read a whole regular file into a malloc'ed, NUL-terminated buffer.  Fails

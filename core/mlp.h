@@ -32,6 +32,7 @@
 #define SID__LANES 16 /* rows per panel */
 #define SID__NR	   12 /* output features per micro-kernel block */
 
+/* Panels that hold @B rows: ceil(B / SID__LANES). */
 static inline size_t sid__panels(size_t B)
 {
 	return (B + SID__LANES - 1) / SID__LANES;

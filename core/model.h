@@ -77,8 +77,10 @@ struct sid_model {
 
 /*
  * Load and validate a model file.  On success *out holds one reference.
- * On failure *out is NULL, SID_EFORMAT (or SID_EIO / SID_ENOMEM) is returned,
- * and @err names the tensor or field at fault.  Never aborts on bad input.
+ * On failure *out is NULL, SID_EFORMAT (or SID_ENOTFOUND when there is no
+ * such file, SID_EIO / SID_ENOMEM, SID_EINVAL for a NULL argument) is
+ * returned, and @err names the tensor or field at fault, after the path.
+ * Never aborts on bad input.
  */
 int sid_model_load(const char *path, struct sid_model **out, struct sid_error *err);
 

@@ -464,12 +464,12 @@ int sid_registry_sqlite_fold_wal(const char *path, struct sid_error *err);
  * would do to each, for a whole store after a retrain (sid_registry_diff
  * first says how many).  Two passes: a walk encodes every embedding and
  * writes the entries that change to an unnamed spool file in $TMPDIR (else
- * /tmp; about 300 bytes each), then they are reassigned @batch at a time,
- * in the walk's (codes, suffix) order, one transaction each, so the new
- * suffixes do not depend on timing; the stored embeddings stay as they
- * are.  Ids whose codes stay keep their ID (and their model_version); ids
- * without an embedding, or with one of another width, are counted in @d
- * and left alone.  @fn (may be NULL) is called for each id moved, with the
+ * /tmp; about 300 bytes each), then they are reassigned @batch at a time
+ * (1..10000, else SID_EINVAL), in the walk's (codes, suffix) order, one
+ * transaction each, so the new suffixes do not depend on timing; the stored
+ * embeddings stay as they are.  Ids whose codes stay keep their ID (and
+ * their model_version); ids without an embedding, or with one of another
+ * width, are counted in @d and left alone.  @fn (may be NULL) is called for each id moved, with the
  * entry before (id, codes, suffix) and after, as soon as its batch is
  * committed; a non-zero return stops the work after that batch (@fn still
  * hears of all its moves) and is returned.  @stop (may be NULL) is asked
@@ -672,6 +672,9 @@ struct sid_registry {
 	void *progress_ctx;
 };
 
+/* The backends' opens, which sid_registry_open_timeout picks between
+ * (@timeout_ms as it has it, 0 for the defaults): *out a handle whose head
+ * is a struct sid_registry, or an error (registry_sqlite.c, registry_pg.c). */
 int sid__reg_sqlite_open(const char *path, unsigned flags, int timeout_ms,
 			 struct sid_registry **out, struct sid_error *err);
 int sid__reg_pg_open(const char *conninfo, unsigned flags, int timeout_ms,
@@ -691,6 +694,7 @@ int sid__reg_schema_ahead(struct sid_error *err, const char *label, int version,
 
 /* codes (L) <-> big-endian bytes (4L); decode checks the length and range. */
 void sid__reg_codes_pack(const int32_t *codes, int L, uint8_t *buf);
+int sid__reg_codes_unpack(const void *buf, size_t len, int32_t *codes, int *L);
 /* Reassign with an expectation (sid_reg_call's expect): 1 when the entry
  * @e found for @id (@found: it is stored) is not the ID @want expects (same
  * L, codes and suffix) or was written since (another model_version or
@@ -699,7 +703,6 @@ void sid__reg_codes_pack(const int32_t *codes, int L, uint8_t *buf);
  * expects anything. */
 int sid__reg_stale(struct sid_reg_entry *e, int found, int kind, const char *id,
 		   const struct sid_reg_entry *want);
-int sid__reg_codes_unpack(const void *buf, size_t len, int32_t *codes, int *L);
 /* @e for an id not stored: its kind and id, the rest zero. */
 void sid__reg_absent(struct sid_reg_entry *e, int kind, const char *id);
 /* Reassign: @e, as stored, is about to move; keep its ID as from_*. */

@@ -2260,7 +2260,6 @@ static const struct sid__reg_ops pg_ops = {
     .check_store = pg_check_store,
 };
 
-/* Create or migrate the schema, one process at a time (advisory lock). */
 /*
  * No registry on the session's search_path: refused when another schema of
  * the database holds one.  Creating a second one there (a role or database
@@ -2290,6 +2289,7 @@ static int registry_elsewhere(struct pg *s, struct sid_error *err)
 	return rc;
 }
 
+/* Create or migrate the schema, one process at a time (advisory lock). */
 static int migrate_body(struct pg *s, struct sid_error *err)
 {
 	PGresult *res;

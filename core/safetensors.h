@@ -101,6 +101,8 @@ uint64_t sid_st_header_len(const uint8_t head[8]);
  * store, even one with a damaged header) does not.
  */
 int sid_st_sniff(const unsigned char head[9], uint64_t size);
+/* Free what sid_st_parse allocated (not the buffer) and empty @f; NULL and
+ * an empty file are no-ops. */
 void sid_st_file_release(struct sid_st_file *f);
 
 /* Look-ups; NULL when absent. */
@@ -120,8 +122,11 @@ const char *sid_st_meta_get(const struct sid_st_file *f, const char *key);
  */
 struct sid_st_writer;
 
+/* A new, empty writer (NULL when out of memory); free(NULL) is a no-op. */
 struct sid_st_writer *sid_st_writer_new(void);
 void sid_st_writer_free(struct sid_st_writer *w);
+/* A tensor of @ndim dimensions @shape and @dtype, its bytes copied from
+ * @data (the product of the shape times the dtype's size). */
 int sid_st_writer_add(struct sid_st_writer *w, const char *name, enum sid_st_dtype dtype, int ndim,
 		      const int64_t *shape, const void *data, struct sid_error *err);
 /*
