@@ -589,14 +589,17 @@ int sid_st_writer_meta(struct sid_st_writer *w, const char *key, const char *val
 	return 0;
 }
 
-/* The header JSON: "__metadata__" first, then tensors in the order added. */
-static json_t *writer_header(const struct sid_st_writer *w, struct sid_error *err)
+/* The header JSON into *@out: "__metadata__" first, then tensors in the
+ * order added.  0, or the error's code (also when @err is NULL). */
+static int writer_header(const struct sid_st_writer *w, json_t **out, struct sid_error *err)
 {
 	json_t *root = json_object(), *meta = json_object();
 	struct sid_sha256 c;
 	char hex[65];
 	uint64_t at = 0;
+	int rc;
 
+	*out = NULL;
 	if (!root || !meta || json_object_set_new(root, "__metadata__", meta)) {
 		if (!root)
 			json_decref(meta);
@@ -608,15 +611,15 @@ static json_t *writer_header(const struct sid_st_writer *w, struct sid_error *er
 			continue; /* the writer's own, below */
 		s = json_string(w->meta[i].value);
 		if (!s) {
-			sid_error_set(err, SID_EINVAL,
-				      "writer: metadata '%s': value is not valid UTF-8",
-				      w->meta[i].key);
+			rc = sid_error_set(err, SID_EINVAL,
+					   "writer: metadata '%s': value is not valid UTF-8",
+					   w->meta[i].key);
 			goto fail;
 		}
 		if (json_object_set_new(meta, w->meta[i].key, s)) {
-			sid_error_set(err, SID_EINVAL,
-				      "writer: metadata key '%s' is not valid UTF-8",
-				      w->meta[i].key);
+			rc = sid_error_set(err, SID_EINVAL,
+					   "writer: metadata key '%s' is not valid UTF-8",
+					   w->meta[i].key);
 			goto fail;
 		}
 	}
@@ -653,17 +656,18 @@ static json_t *writer_header(const struct sid_st_writer *w, struct sid_error *er
 		}
 		at += e->nbytes;
 		if (json_object_set_new(root, e->name, t)) {
-			sid_error_set(err, SID_EINVAL,
-				      "writer: tensor name '%s' is not valid UTF-8", e->name);
+			rc = sid_error_set(err, SID_EINVAL,
+					   "writer: tensor name '%s' is not valid UTF-8", e->name);
 			goto fail;
 		}
 	}
-	return root;
+	*out = root;
+	return 0;
 nomem:
-	sid_error_set(err, SID_ENOMEM, "writer: out of memory building the header");
+	rc = sid_error_set(err, SID_ENOMEM, "writer: out of memory building the header");
 fail:
 	json_decref(root);
-	return NULL;
+	return rc;
 }
 
 /*
@@ -677,13 +681,13 @@ static int writer_prefix(const struct sid_st_writer *w, uint8_t **prefix, size_t
 	char *hdr;
 	uint8_t *buf;
 	size_t hlen, padded;
+	int rc;
 
 	*prefix = NULL;
 	if (!w)
 		return sid_error_set(err, SID_EINVAL, "writer: NULL");
-	root = writer_header(w, err);
-	if (!root)
-		return err ? err->code : SID_ENOMEM;
+	if ((rc = writer_header(w, &root, err)))
+		return rc;
 	hdr = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
 	json_decref(root);
 	if (!hdr)

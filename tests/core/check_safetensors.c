@@ -488,6 +488,9 @@ START_TEST(test_writer_errors)
 	ck_assert_int_eq(sid_st_writer_serialize(w, &out, &len, &err), SID_EINVAL);
 	ck_assert_ptr_null(out);
 	ck_assert_ptr_nonnull(strstr(err.msg, "not valid UTF-8"));
+	/* the same code without an error record (it said out of memory) */
+	ck_assert_int_eq(sid_st_writer_serialize(w, &out, &len, NULL), SID_EINVAL);
+	ck_assert_ptr_null(out);
 	/* publish names the file in every message, the header's faults too */
 	ck_assert_int_eq(sid_st_writer_publish(w, "/nonexistent-dir/m.st", &err), SID_EINVAL);
 	ck_assert_msg(!strncmp(err.msg, "/nonexistent-dir/m.st: ", 23) &&
