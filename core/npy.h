@@ -84,8 +84,14 @@ int sid_npy_writer_open(const char *path, enum sid_npy_dtype dtype, size_t rows,
  */
 int sid_npy_writer_fdopen(int fd, const char *name, enum sid_npy_dtype dtype, size_t rows,
 			  size_t cols, struct sid_npy_writer **out, struct sid_error *err);
+/* Append @n rows (@data: (n, cols) of the dtype); rows beyond the declared
+ * count fail with SID_EINVAL and write nothing. */
 int sid_npy_writer_rows(struct sid_npy_writer *w, const void *data, size_t n,
 			struct sid_error *err);
+/* Flush, fsync (a writer opened on a path) and close, freeing @w whatever
+ * happens: SID_EINVAL when fewer rows than declared were written (the file
+ * is left as written: abort is what removes one), SID_EIO when a write,
+ * sync or close failed.  NULL is a no-op. */
 int sid_npy_writer_close(struct sid_npy_writer *w, struct sid_error *err);
 
 /* Give up on a writer: close it and remove its file (for failed outputs;

@@ -138,6 +138,8 @@ int sid_st_writer_add(struct sid_st_writer *w, const char *name, enum sid_st_dty
 int sid_st_writer_add_borrowed(struct sid_st_writer *w, const char *name, enum sid_st_dtype dtype,
 			       int ndim, const int64_t *shape, const void *data,
 			       struct sid_error *err);
+/* A "__metadata__" entry @key = @value, both copied (a key given twice
+ * keeps the later value; SID_ST_DATA_SHA256 is the writer's own). */
 int sid_st_writer_meta(struct sid_st_writer *w, const char *key, const char *value,
 		       struct sid_error *err);
 
