@@ -1485,8 +1485,6 @@ static int assign_body(struct pg *s, void *p, struct sid_error *err)
 			e->created = e->moved = e->stale = e->from_L = 0;
 			found = 1;
 		}
-		if (found && !reassign)
-			continue;
 		if (sid__reg_stale(e, found, c->kind, it->id, c->expect ? &c->expect[i] : NULL)) {
 			if (found && s->maybe_committed && moved_here(c, i)) {
 				/* from where the caller expected it: this call's own
