@@ -444,17 +444,14 @@ static int row_entry(struct sq *s, sqlite3_stmt *st, enum sid__reg_row how, stru
 	return 0;
 }
 
-/* Look @id up: 1 found, 0 absent, < 0 error (SID_EDATA: a row that
- * cannot be read); *rid is set when a row was found, read or not. */
-static int get_row(struct sq *s, int kind, const char *id, struct sid_reg_entry *e,
-		   sqlite3_int64 *rid, struct sid_error *err)
+/* Step @st, bound and selecting COLS (@how: the row's, as row_entry takes
+ * it), then reset it: 1 found (*e filled, and *rid when not NULL, read or
+ * not), 0 absent, < 0 error (SID_EDATA: a row that cannot be read). */
+static int fetch_one(struct sq *s, sqlite3_stmt *st, enum sid__reg_row how, struct sid_reg_entry *e,
+		     sqlite3_int64 *rid, struct sid_error *err)
 {
-	sqlite3_stmt *st = stmt(s, S_GET);
-	int rc;
+	int rc = sqlite3_step(st);
 
-	sqlite3_bind_int(st, 1, kind);
-	sqlite3_bind_text(st, 2, id, -1, SQLITE_STATIC);
-	rc = sqlite3_step(st);
 	if (rc == SQLITE_DONE)
 		rc = 0;
 	else if (rc != SQLITE_ROW)
@@ -462,31 +459,34 @@ static int get_row(struct sq *s, int kind, const char *id, struct sid_reg_entry 
 	else {
 		if (rid)
 			*rid = sqlite3_column_int64(st, 8);
-		if ((rc = row_entry(s, st, SID__REG_ROW_BY_ID, e, err)) == 0)
+		if ((rc = row_entry(s, st, how, e, err)) == 0)
 			rc = 1;
 	}
 	sqlite3_reset(st);
 	return rc;
 }
 
+/* Look @id up: 1 found, 0 absent, < 0 error (SID_EDATA: a row that
+ * cannot be read); *rid is set when a row was found, read or not. */
+static int get_row(struct sq *s, int kind, const char *id, struct sid_reg_entry *e,
+		   sqlite3_int64 *rid, struct sid_error *err)
+{
+	sqlite3_stmt *st = stmt(s, S_GET);
+
+	sqlite3_bind_int(st, 1, kind);
+	sqlite3_bind_text(st, 2, id, -1, SQLITE_STATIC);
+	return fetch_one(s, st, SID__REG_ROW_BY_ID, e, rid, err);
+}
+
 static int get_sid_row(struct sq *s, int kind, const uint8_t *codes, int L, int64_t suffix,
 		       struct sid_reg_entry *e, struct sid_error *err)
 {
 	sqlite3_stmt *st = stmt(s, S_GET_SID);
-	int rc;
 
 	sqlite3_bind_int(st, 1, kind);
 	sqlite3_bind_blob(st, 2, codes, 4 * L, SQLITE_STATIC);
 	sqlite3_bind_int64(st, 3, suffix);
-	rc = sqlite3_step(st);
-	if (rc == SQLITE_DONE)
-		rc = 0;
-	else if (rc != SQLITE_ROW)
-		rc = sq_fail(s, rc, err, "read");
-	else if ((rc = row_entry(s, st, SID__REG_ROW_ANY, e, err)) == 0)
-		rc = 1;
-	sqlite3_reset(st);
-	return rc;
+	return fetch_one(s, st, SID__REG_ROW_ANY, e, NULL, err);
 }
 
 /* @kind's levels read from the store (0: none yet), and cached when set. */
