@@ -685,18 +685,22 @@ fail:
 }
 
 /* Load a whole (N, D) embedding file as float32. */
-static float *emb_all(const struct tr_emb *e, struct sid_error *err)
+/* Every row of @e into a new *@out: 0, or the code of what failed (@err
+ * says it, when given). */
+static int emb_all(const struct tr_emb *e, float **out, struct sid_error *err)
 {
 	float *v = malloc(e->n * (size_t)e->d * sizeof(float));
-	if (!v) {
-		sid_error_set(err, SID_ENOMEM, "%s: out of memory", e->path);
-		return NULL;
-	}
-	if (tr_emb_rows(e, 0, e->n, v, err) < 0) {
+	int rc;
+
+	*out = NULL;
+	if (!v)
+		return sid_error_set(err, SID_ENOMEM, "%s: out of memory", e->path);
+	if ((rc = tr_emb_rows(e, 0, e->n, v, err)) < 0) {
 		free(v);
-		return NULL;
+		return rc;
 	}
-	return v;
+	*out = v;
+	return 0;
 }
 
 int tr_eval_run(const struct tr_eval_input *in, json_t **out, struct sid_error *err)
@@ -813,12 +817,9 @@ int tr_eval_run(const struct tr_eval_input *in, json_t **out, struct sid_error *
 	rc = rank_family(&sp, in, quant[0], tw[0]->E, cross_q ? quant[1] : NULL, "", res, &w, err);
 	if (rc < 0)
 		goto fail;
-	raw[0] = emb_all(in->items, err);
-	raw[1] = raw[0] ? emb_all(in->users, err) : NULL;
-	if (!raw[1]) {
-		rc = err ? err->code : SID_ENOMEM;
+	if ((rc = emb_all(in->items, &raw[0], err)) < 0 ||
+	    (rc = emb_all(in->users, &raw[1], err)) < 0)
 		goto fail;
-	}
 	normalise_rows(raw[0], NI, in->items->d);
 	normalise_rows(raw[1], NU, in->users->d);
 	rc = rank_family(&sp, in, raw[0], in->items->d, cross_raw ? raw[1] : NULL, "raw_", res, &w,
