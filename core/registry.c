@@ -239,6 +239,21 @@ int sid__reg_schema_parse(const char *text)
 	return v;
 }
 
+int sid__reg_levels_parse(const char *label, int kind, const char *text, int *L,
+			  struct sid_error *err)
+{
+	int v = sid__reg_schema_parse(text);
+
+	*L = 0;
+	if (v < 1 || v > SID_MAX_LEVELS)
+		return sid_error_set(err, SID_EFORMAT,
+				     "registry %s: damaged metadata: levels.%s in semid_meta is "
+				     "\"%.40s\", not a level count 1..%d (restore a backup)",
+				     label, sid_tower_name(kind), text ? text : "", SID_MAX_LEVELS);
+	*L = v;
+	return 0;
+}
+
 int sid__reg_stale(struct sid_reg_entry *e, int found, int kind, const char *id,
 		   const struct sid_reg_entry *want)
 {

@@ -685,6 +685,12 @@ int sid__reg_pg_open(const char *conninfo, unsigned flags, int timeout_ms,
  * migrated, nor read as empty). */
 int sid__reg_schema_parse(const char *text);
 
+/* The levels.<kind> text of semid_meta (@kind a tower kind) as *@L: 0, or
+ * SID_EFORMAT naming the store @label when it is not a level count 1..
+ * SID_MAX_LEVELS (a damaged store: its IDs' length cannot be known). */
+int sid__reg_levels_parse(const char *label, int kind, const char *text, int *L,
+			  struct sid_error *err);
+
 /* 1 when libpq parses @t as a connection string. */
 int sid__reg_pg_conninfo_parses(const char *t);
 

@@ -604,10 +604,12 @@ static int levels_read(struct pg *s, int kind, int *L, struct sid_error *err)
 	rc = pq_run(s, P_LEVELS_GET, &p, &res, err);
 	if (rc)
 		return rc;
-	if (pq.PQntuples(res))
-		*L = s->levels[kind] = atoi(pq.PQgetvalue(res, 0, 0));
+	if (pq.PQntuples(res)) {
+		rc = sid__reg_levels_parse(s->base.label, kind, pq.PQgetvalue(res, 0, 0), L, err);
+		s->levels[kind] = *L;
+	}
 	pq.PQclear(res);
-	return 0;
+	return rc;
 }
 
 static int levels_get(struct pg *s, int kind, int *L, struct sid_error *err)

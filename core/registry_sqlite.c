@@ -498,12 +498,17 @@ static int levels_read(struct sq *s, int kind, int *L, struct sid_error *err)
 	sqlite3_bind_text(st, 1, sid_tower_name(kind), -1, SQLITE_STATIC);
 	rc = sqlite3_step(st);
 	*L = 0;
-	if (rc == SQLITE_ROW)
-		*L = s->levels[kind] = sqlite3_column_int(st, 0);
-	else if (rc != SQLITE_DONE)
+	if (rc == SQLITE_ROW) {
+		rc = sid__reg_levels_parse(s->base.label, kind,
+					   (const char *)sqlite3_column_text(st, 0), L, err);
+		s->levels[kind] = *L;
+		sqlite3_reset(st);
+		return rc;
+	}
+	if (rc != SQLITE_DONE)
 		rc = sq_fail(s, rc, err, "read levels");
 	sqlite3_reset(st);
-	return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : rc;
+	return rc == SQLITE_DONE ? 0 : rc;
 }
 
 static int levels_get(struct sq *s, int kind, int *L, struct sid_error *err)

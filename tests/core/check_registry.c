@@ -5408,6 +5408,63 @@ START_TEST(t_check)
 }
 END_TEST
 
+/* A damaged levels.<kind> (a hand edit, a bug of an older version) is
+ * refused by name wherever the IDs' length is needed: it was read as
+ * atoi's number, so "abc" or "0" meant "no IDs yet" and new ids were given
+ * the model's length beside the stored ones, "17" a length no ID has. */
+START_TEST(t_levels_damaged)
+{
+	static const char *const bad[] = {"abc", "0", "17", "", "3x", "-3"};
+	int32_t codes[3] = {4, 5, 6};
+	struct sid_reg_item it = {"new", codes, NULL};
+	struct sid_reg_entry e;
+	struct sid_registry *r;
+	struct sid_error err;
+	char q_lite[200], q_pg[240], want[200];
+	int L;
+
+	NEED_STORE();
+	r = reg_open();
+	assign1(r, "a", 1, 2, 3, 0, &e);
+	sid_registry_close(r);
+	for (size_t k = 0; k <= sizeof(bad) / sizeof(bad[0]); k++) {
+		const char *v = k < sizeof(bad) / sizeof(bad[0]) ? bad[k] : "3";
+		snprintf(q_lite, sizeof(q_lite),
+			 "UPDATE semid_meta SET value = '%s' WHERE key = 'levels.item' RETURNING 1",
+			 v);
+		snprintf(q_pg, sizeof(q_pg),
+			 "WITH u AS (UPDATE semid_meta SET value = '%s' WHERE key = 'levels.item' "
+			 "RETURNING 1) SELECT count(*) FROM u",
+			 v);
+		ck_assert_int_eq(store_value(q_lite, q_pg), 1);
+		r = reg_open();
+		sid_error_clear(&err);
+		if (!strcmp(v, "3")) { /* mended: as before */
+			ck_assert_int_eq(sid_registry_levels(r, SID_TOWER_ITEM, &L, &err), 0);
+			ck_assert_int_eq(L, 3);
+			assign1(r, "new", 4, 5, 6, 0, &e);
+			sid_registry_close(r);
+			break;
+		}
+		snprintf(want, sizeof(want),
+			 "damaged metadata: levels.item in semid_meta is \"%s\", not a level "
+			 "count 1..16",
+			 v);
+		ck_assert_int_eq(sid_registry_levels(r, SID_TOWER_ITEM, &L, &err), SID_EFORMAT);
+		ck_assert_msg(strstr(err.msg, want), "%s", err.msg);
+		sid_error_clear(&err);
+		ck_assert_int_eq(
+		    sid_registry_assign(r, SID_TOWER_ITEM, &it, 1, 3, 0, "v1", 0, &e, &err),
+		    SID_EFORMAT);
+		ck_assert_msg(strstr(err.msg, want), "%s", err.msg);
+		/* the user kind, whose levels are not set, is untouched */
+		ck_assert_int_eq(sid_registry_levels(r, SID_TOWER_USER, &L, &err), 0);
+		ck_assert_int_eq(L, 0);
+		sid_registry_close(r);
+	}
+}
+END_TEST
+
 /* Run @sql on the SQLite store as another client would. */
 static void sqlite_run(const char *sql)
 {
@@ -5585,6 +5642,7 @@ END_TEST
 static void add_behaviour(TCase *tc)
 {
 	tcase_add_test(tc, t_check);
+	tcase_add_test(tc, t_levels_damaged);
 	tcase_add_test(tc, t_assign_suffixes);
 	tcase_add_test(tc, t_reassign);
 	tcase_add_test(tc, t_lookups);
