@@ -4,7 +4,7 @@
 Writes a random TIGER-sized model (768 -> 512 -> 256 -> 128 -> 32, relu,
 3 levels x 256 codewords) and an (N, 768) float32 .npy (default N = 1,000,000,
 about 3 GB) into a temp dir, then times `semid encode` to a .npy output with
-1 thread and with all cores, reading peak RSS from /usr/bin/time.  The
+1 thread and with all cores, with peak RSS and CPU time from wait4.  The
 baseline, measured in the same run on the same file, is numpy (OpenBLAS, all
 cores) computing the same MLP and greedy codes in 4096-row chunks from a
 memory map.  Prints a markdown table.
@@ -16,7 +16,6 @@ Needs disk for the input (ROWS * 3 KiB) under $TMPDIR.
 import ctypes
 import json
 import os
-import re
 import struct
 import subprocess
 import sys
@@ -121,17 +120,19 @@ def numpy_encode(model, path):
 
 
 def timed(cmd):
+    """-> wall seconds, peak RSS MiB, CPU seconds (user + system) of @cmd,
+    the last two the kernel's account of the child (wait4; Debian's
+    /usr/bin/time, used before, is not installed by default)."""
     t0 = time.time()
-    p = subprocess.run(["/usr/bin/time", "-v", *cmd], stdout=subprocess.DEVNULL,
-                       stderr=subprocess.PIPE)
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    err = p.stderr.read().decode()
+    p.stderr.close()
+    _, status, ru = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
     dt = time.time() - t0
-    err = p.stderr.decode()
     if p.returncode != 0:
         sys.exit(f"bench: {' '.join(cmd)} failed:\n{err}")
-    rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", err).group(1))
-    cpu = sum(float(re.search(rf"{k} time \(seconds\): ([\d.]+)", err).group(1))
-              for k in ("User", "System"))
-    return dt, rss / 1024.0, cpu
+    return dt, ru.ru_maxrss / 1024.0, ru.ru_utime + ru.ru_stime
 
 
 def main():

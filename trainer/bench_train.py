@@ -12,8 +12,9 @@
    time and peak memory; then das training on it for 2 and --scale-steps
    steps of the first epoch (`--max-steps`), CPU per step from the
    difference, the full epoch extrapolated, with the peak memory of the
-   whole process (data, model, Adam state) from /usr/bin/time.
+   whole process (data, model, Adam state).
 
+CPU times and peak memory are the kernel's account of each child (wait4).
 The markdown goes between <!-- bench-train:begin/end --> in --out.
 
 usage: bench_train.py --bin BIN --data LASTFM_DIR --work DIR [--out FILE]
@@ -25,7 +26,9 @@ import re
 import shutil
 import statistics
 import subprocess
+import tempfile
 import time
+import types
 
 from eval_table import require_data
 
@@ -34,21 +37,32 @@ REF = ["--levels", "3", "--codebook-size", "64", "--latent-dim", "32", "--hidden
 
 
 def sh(cmd, env=None):
-    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                       env=dict(os.environ, **(env or {})))
+    """Run @cmd; -> .stdout, .stderr, .cpu (its CPU seconds, user + system)
+    and .rss_mb (its peak RSS), the kernel's account of the child (wait4:
+    Debian's /usr/bin/time, used before, is not installed by default)."""
+    with tempfile.TemporaryFile() as o, tempfile.TemporaryFile() as e:
+        p = subprocess.Popen(cmd, stdout=o, stderr=e, env=dict(os.environ, **(env or {})))
+        _, status, ru = os.wait4(p.pid, 0)
+        p.returncode = os.waitstatus_to_exitcode(status)
+        o.seek(0)
+        e.seek(0)
+        r = types.SimpleNamespace(stdout=o.read().decode(errors="replace"),
+                                  stderr=e.read().decode(errors="replace"),
+                                  cpu=ru.ru_utime + ru.ru_stime, rss_mb=ru.ru_maxrss / 1024)
     if p.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)}: exit {p.returncode}\n{p.stderr[-2000:]}")
-    return p
+        raise SystemExit(f"{' '.join(cmd)}: exit {p.returncode}\n{r.stderr[-2000:]}")
+    return r
+
+
+def gen(bin_dir, out, items, users, interactions, dim):
+    return sh([os.path.join(bin_dir, "semid-train"), "gen", "--out", out, "--items", str(items),
+               "--users", str(users), "--interactions", str(interactions), "--dim", str(dim),
+               "--seed", "1"])
 
 
 def epoch_secs(stderr):
     return [float(m.group(1)) for m in
             re.finditer(r"^epoch \d+/\d+ joint .* ([0-9.]+)s$", stderr, re.M)]
-
-
-def max_rss_mb(stderr):
-    m = re.search(r"Maximum resident set size \(kbytes\): (\d+)", stderr)
-    return int(m.group(1)) / 1024 if m else float("nan")
 
 
 def lastfm_args(args, out):
@@ -82,12 +96,10 @@ def main():
     for mode in ("das", "rqvae", "two-stage"):
         cpu, wall = {}, []
         for ep in (1, 3):
-            a = ["/usr/bin/time", "-f", "CPU %U %S"] + lastfm_args(args, out) + [
+            p = sh(lastfm_args(args, out) + [
                 "--mode", mode, "--epochs", str(ep), "--icdm-epochs", "1", "--seed", "1",
-                "--threads", "1"]
-            p = sh(a)
-            u, s_ = re.search(r"CPU ([0-9.]+) ([0-9.]+)", p.stderr).groups()
-            cpu[ep] = float(u) + float(s_)
+                "--threads", "1"])
+            cpu[ep] = p.cpu
             wall += epoch_secs(p.stderr)
         rows.append((mode, (cpu[3] - cpu[1]) / 2, statistics.mean(wall)))
         print(f"{mode}: cpu {cpu}, wall {wall}", flush=True)
@@ -132,16 +144,14 @@ def main():
         sdir = os.path.join(args.work, "scale")
         t0 = time.time()
         if not os.path.exists(os.path.join(sdir, "cold_test.tsv")):
-            p = sh(["/usr/bin/time", "-v", os.path.join(args.bin, "semid-train"), "gen",
-                    "--out", sdir, "--items", "1000000", "--users", "1000000",
-                    "--interactions", "20000000", "--dim", "64", "--seed", "1"])
-            gen_s, gen_mb = time.time() - t0, max_rss_mb(p.stderr)
+            p = gen(args.bin, sdir, 1000000, 1000000, 20000000, 64)
+            gen_s, gen_mb = time.time() - t0, p.rss_mb
             gen_note = p.stdout.strip()
         else:
             gen_s, gen_mb, gen_note = float("nan"), float("nan"), "(existing data reused)"
         runs = {}
         for steps in (2, args.scale_steps):
-            a = ["/usr/bin/time", "-v", os.path.join(args.bin, "semid-train"), "--items",
+            a = [os.path.join(args.bin, "semid-train"), "--items",
                  f"{sdir}/items.npy", "--users", f"{sdir}/users.npy", "--train",
                  f"{sdir}/train.tsv", "--cold-items", f"{sdir}/cold_items.txt", "--out",
                  os.path.join(sdir, "scale.st"), "--mode", "das", "--epochs", "1",
@@ -149,12 +159,10 @@ def main():
             t0 = time.time()
             p = sh(a)
             wall = time.time() - t0
-            u = float(re.search(r"User time \(seconds\): ([0-9.]+)", p.stderr).group(1))
-            sy = float(re.search(r"System time \(seconds\): ([0-9.]+)", p.stderr).group(1))
             m = re.search(r"benchmark: (\d+) steps in ([0-9.]+)s .*epoch of (\d+) steps",
                           p.stderr)
-            runs[steps] = dict(cpu=u + sy, wall=wall, steps_wall=float(m.group(2)),
-                               n_ep=int(m.group(3)), rss=max_rss_mb(p.stderr))
+            runs[steps] = dict(cpu=p.cpu, wall=wall, steps_wall=float(m.group(2)),
+                               n_ep=int(m.group(3)), rss=p.rss_mb)
             print(f"scale {steps} steps: {runs[steps]}", flush=True)
         lo, hi = runs[2], runs[args.scale_steps]
         cpu_step = (hi["cpu"] - lo["cpu"]) / (args.scale_steps - 2)
