@@ -379,6 +379,7 @@ int main(int argc, char **argv)
 	srv_buf_release(&body);
 	srv_buf_release(&body17);
 	srv_buf_release(&b64body);
+	srv_buf_release(&b64nan);
 	srv_buf_release(&one);
 	return 0;
 }
