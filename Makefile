@@ -4,7 +4,8 @@
 #   make            build bin/semid, bin/semid-server, bin/semid-train
 #   make run        install missing Debian packages, build, train a demo model, serve it
 #   make test       install missing packages, build, run every test CI runs
-#   make bench      benchmarks (figures go to bench/RESULTS.md by hand)
+#   make bench      benchmarks (figures go to bench/RESULTS.md by hand; BENCH_OUT=bench/out)
+#   make bench-smoke  each benchmark at a tiny size, its report checked (make test too)
 #   make eval       real-data evaluation on ../shared/data (not needed by users)
 #   make help       every target a user runs, and the variables
 #   make install    programs, libsemid.a with its headers and semid.pc, and the
@@ -73,6 +74,9 @@ endif
 # Output directories; helpers working side by side use their own (make O=/tmp/x BIN=/tmp/x/bin).
 O ?= build
 BIN ?= bin
+# Where the benchmarks write their reports (not committed; make bench-smoke's
+# test names a temporary directory).
+BENCH_OUT ?= bench/out
 export SEMID_BIN := $(abspath $(BIN))
 export SEMID_O := $(abspath $(O))
 export SEMID_SANITIZE := $(SANITIZE)
@@ -323,6 +327,15 @@ $(DEMO)/model.safetensors: $(DEMO_DATA)/train.tsv $(DEMO)/.epochs
 # Per-directory fragments (bench/*.mk, server/module.mk, ...) add targets.
 -include $(wildcard */*.mk)
 
+# make bench-smoke: every benchmark of `make bench` through its own make target at a
+# tiny size (SEMID_BENCH_SMOKE=1, which each program and script honours), each report
+# checked for its rows and columns, never for its figures (tests/bench/test_bench_smoke.py,
+# which `make test` runs too; so test-build builds the C benchmarks, BENCH_PROGS).
+.PHONY: bench-smoke
+bench-smoke: all $(BENCH_PROGS)
+	$(PYTHON) tests/bench/test_bench_smoke.py
+test-build: $(BENCH_PROGS)
+
 clean:
 	rm -rf $(O) $(BIN)
 
@@ -358,11 +371,13 @@ Measure:
   bench           every benchmark below (figures go to bench/RESULTS.md by hand)
   bench-encode bench-hotpath bench-cli bench-http bench-assign bench-delete
   bench-backup bench-reassign bench-burst bench-registry bench-train
+  bench-smoke     every benchmark above at a tiny size, its report checked (never its
+                  figures; `make test` runs it too)
   eval            the real-data evaluation on ../shared/data/lastfm-2k
   soak            mixed encode and assign load with model swaps (SOAK_SECS=600)
 
-Variables: O=build BIN=bin (output directories), WERROR=1, SANITIZE=address,undefined,
-CFLAGS, LDFLAGS.  README.md says more.
+Variables: O=build BIN=bin (output directories), BENCH_OUT=bench/out (the benchmarks'
+reports), WERROR=1, SANITIZE=address,undefined, CFLAGS, LDFLAGS.  README.md says more.
 endef
 export HELP_TEXT
 help:

@@ -17,6 +17,10 @@
  * wall time, and the load average is printed so a busy machine shows.
  *
  *   bench_encode [seconds-per-measurement]   (default 0.25)
+ *
+ * SEMID_BENCH_SMOKE=1 (make bench-smoke): batches 1, 16 and 256 only, 1 ms
+ * per run, 100 latency calls, and a first line saying the figures are
+ * meaningless: it checks that the benchmark still runs and reports.
  */
 #include <cblas.h>
 #include <math.h>
@@ -30,6 +34,7 @@
 
 #include "encode.h"
 #include "mlp.h"
+#include "smoke.h"
 
 extern char *openblas_get_corename(void);
 
@@ -295,6 +300,9 @@ int main(int argc, char **argv)
 	int cores = (int)sysconf(_SC_NPROCESSORS_ONLN);
 	static const int tiger[] = {768, 512, 256, 128, 32}, das[] = {1024, 512, 256, 32};
 	static const size_t batches[] = {1, 16, 256, 4096};
+	int smoke = bench_smoke();
+	size_t n_batches = smoke ? 3 : sizeof(batches) / sizeof(batches[0]);
+	int n_lat = smoke ? 100 : 2000;
 	struct {
 		const char *name;
 		struct sid_tower t;
@@ -302,6 +310,8 @@ int main(int argc, char **argv)
 
 	if (secs <= 0)
 		secs = 0.25;
+	if (smoke)
+		secs = 0.001;
 	if (cores < 1)
 		cores = 1;
 	towers[0].name = "TIGER";
@@ -327,7 +337,7 @@ int main(int argc, char **argv)
 	for (int ti = 0; ti < 2; ti++) {
 		const struct sid_tower *t = &towers[ti].t;
 		double fpr = sid_encode_flops_per_row(t);
-		for (size_t bi = 0; bi < sizeof(batches) / sizeof(batches[0]); bi++) {
+		for (size_t bi = 0; bi < n_batches; bi++) {
 			for (int thr = 1; thr <= cores; thr = thr == cores ? cores + 1 : cores) {
 				size_t B = batches[bi];
 				/* Short batches: enough repetitions in the time budget anyway. */
@@ -341,9 +351,9 @@ int main(int argc, char **argv)
 		}
 		double med, p99, wmed, wp99;
 		bench_clock = CLOCK_THREAD_CPUTIME_ID;
-		latency(t, 2000, 1, &med, &p99);
+		latency(t, n_lat, 1, &med, &p99);
 		bench_clock = CLOCK_MONOTONIC;
-		latency(t, 2000, 0, &wmed, &wp99);
+		latency(t, n_lat, 0, &wmed, &wp99);
 		printf("%-6s batch-1 latency (1 thread): CPU time median %.1f us, p99 %.1f us; "
 		       "wall median %.1f us, p99 %.1f us\n",
 		       towers[ti].name, med, p99, wmed, wp99);

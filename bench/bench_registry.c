@@ -26,6 +26,9 @@
  * BENCH_REGISTRY_TIMEOUT_MS=N opens the store as semid-server does with
  * registry_timeout_ms N (sid_registry_open_timeout; PostgreSQL then waits in
  * poll on a non-blocking connection); unset, as the CLI does.
+ * SEMID_BENCH_SMOKE=1 (make bench-smoke): at most 0.02 s per case, at most
+ * 3000 items filled and 300 lookups of each kind, and a first line saying
+ * the figures are meaningless.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -39,6 +42,7 @@
 #include "model.h"
 #include "model_builder.h"
 #include "registry.h"
+#include "smoke.h"
 
 void openblas_set_num_threads(int n);
 
@@ -371,9 +375,11 @@ static long long file_size(const char *path)
  * uniform over 256 x 256 x 256). */
 static void lookups(struct sid_registry *r)
 {
-	enum { Q = 20000 };
-	static double lat[Q];
-	static char sids[Q][SID_REG_SID_MAX], prefixes[Q][32], qids[Q][SID_REG_ID_MAX + 1];
+	enum { Q_MAX = 20000 };
+	static double lat[Q_MAX];
+	static char sids[Q_MAX][SID_REG_SID_MAX], prefixes[Q_MAX][32],
+	    qids[Q_MAX][SID_REG_ID_MAX + 1];
+	const size_t Q = bench_smoke() ? 300 : Q_MAX;
 	struct sid_reg_entry e, *page = malloc(100 * sizeof(*page));
 	struct sid_error err;
 	char nextc[SID_REG_SID_MAX];
@@ -515,15 +521,23 @@ static int cmd_fill(const char *target, uint64_t N)
 
 int main(int argc, char **argv)
 {
+	int smoke = bench_smoke();
+	double secs = argc == 4 ? atof(argv[3]) : 0;
+	uint64_t n = argc == 4 ? strtoull(argv[3], NULL, 10) : 0;
+
 	run_tag = (unsigned)time(NULL) ^ ((unsigned)getpid() << 16);
+	if (smoke && secs > 0.02)
+		secs = 0.02;
+	if (smoke && n > 3000)
+		n = 3000;
 	if (argc == 4 && !strcmp(argv[1], "encode"))
-		return cmd_encode(argv[2], atof(argv[3]));
+		return cmd_encode(argv[2], secs);
 	if (argc == 4 && !strcmp(argv[1], "assign"))
-		return cmd_assign(argv[2], atof(argv[3]));
+		return cmd_assign(argv[2], secs);
 	if (argc == 3 && !strcmp(argv[1], "lookup"))
 		return cmd_lookup(argv[2]);
 	if (argc == 4 && !strcmp(argv[1], "fill"))
-		return cmd_fill(argv[2], strtoull(argv[3], NULL, 10));
+		return cmd_fill(argv[2], n);
 	fprintf(stderr,
 		"usage: bench_registry encode STORE SECS | assign STORE SECS | fill STORE N | "
 		"lookup STORE\n");

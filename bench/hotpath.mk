@@ -17,4 +17,5 @@ $(BENCH_HOTPATH): $(O)/bench/bench_hotpath.o $(SERVER_LIBOBJ) $(LIBSEMID)
 bench-hotpath: $(BENCH_HOTPATH)
 	$(BENCH_HOTPATH) $(BENCH_HOTPATH_SECS)
 
+BENCH_PROGS += $(BENCH_HOTPATH)
 bench: bench-hotpath

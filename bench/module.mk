@@ -22,4 +22,5 @@ bench-encode: $(BENCH_ENCODE)
 		OPENBLAS_CORETYPE=SkylakeX $(BENCH_ENCODE) $(BENCH_ENCODE_SECS); \
 	fi
 
+BENCH_PROGS += $(BENCH_ENCODE)
 bench: bench-encode

@@ -35,4 +35,5 @@ bench-registry: $(BENCH_REGISTRY)
 	else echo "# PostgreSQL skipped (needs root and $(PG_BIN))"; fi; \
 	$(BENCH_REGISTRY) fill $$d/fill.db $(BENCH_REGISTRY_ITEMS)
 
+BENCH_PROGS += $(BENCH_REGISTRY)
 bench: bench-registry

@@ -13,5 +13,5 @@ SOAK_SECS ?= 600
 
 .PHONY: soak
 soak: $(BIN)/semid-server
-	@mkdir -p bench/out
-	SEMID_BIN=$(BIN) $(PYTHON) bench/soak.py --secs $(SOAK_SECS) --out bench/out/RESULTS-soak.md
+	@mkdir -p $(BENCH_OUT)
+	SEMID_BIN=$(BIN) $(PYTHON) bench/soak.py --secs $(SOAK_SECS) --out $(BENCH_OUT)/RESULTS-soak.md

@@ -11,7 +11,9 @@ memory map.  Prints a markdown table.
 
   SEMID_BIN=bin /usr/bin/python3 cli/bench_encode.py [ROWS]
 
-Needs disk for the input (ROWS * 3 KiB) under $TMPDIR.
+Needs disk for the input (ROWS * 3 KiB) under $TMPDIR.  SEMID_BENCH_SMOKE=1
+(make bench-smoke): 2000 rows whatever ROWS says, and the report says its
+figures mean nothing.
 """
 import ctypes
 import json
@@ -137,6 +139,11 @@ def timed(cmd):
 
 def main():
     rows = int(sys.argv[1]) if len(sys.argv) > 1 else 1_000_000
+    smoke = os.environ.get("SEMID_BENCH_SMOKE", "") not in ("", "0")
+    if smoke:
+        rows = 2000
+        print("**SMOKE RUN** (SEMID_BENCH_SMOKE): tiny sizes, to check that the benchmark "
+              "runs; its figures mean nothing, do not copy them\n")
     semid = os.path.join(os.environ.get("SEMID_BIN", "bin"), "semid")
     ncpu = os.cpu_count()
     rng = np.random.default_rng(1)

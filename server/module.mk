@@ -26,29 +26,29 @@ BENCH_HTTP_SECS ?= 3
 
 .PHONY: bench-http bench-assign bench-backup bench-reassign bench-burst bench-delete
 bench-http: $(BIN)/semid-server
-	@mkdir -p bench/out
+	@mkdir -p $(BENCH_OUT)
 	SEMID_BIN=$(BIN) $(PYTHON) tests/server/bench_http.py --secs $(BENCH_HTTP_SECS) \
-		--out bench/out/RESULTS-server.md
+		--out $(BENCH_OUT)/RESULTS-server.md
 
 bench-assign: $(BIN)/semid-server
-	@mkdir -p bench/out
+	@mkdir -p $(BENCH_OUT)
 	SEMID_BIN=$(BIN) $(PYTHON) tests/server/bench_assign.py --secs $(BENCH_HTTP_SECS) \
-		--out bench/out/RESULTS-assign.md
+		--out $(BENCH_OUT)/RESULTS-assign.md
 
 bench-delete: $(BIN)/semid-server
-	@mkdir -p bench/out
-	SEMID_BIN=$(BIN) $(PYTHON) tests/server/bench_delete.py --out bench/out/RESULTS-delete.md
+	@mkdir -p $(BENCH_OUT)
+	SEMID_BIN=$(BIN) $(PYTHON) tests/server/bench_delete.py --out $(BENCH_OUT)/RESULTS-delete.md
 
 bench-backup: $(BIN)/semid-server $(BIN)/semid
-	@mkdir -p bench/out
-	SEMID_BIN=$(BIN) $(PYTHON) tests/server/bench_backup.py --out bench/out/RESULTS-backup.md
+	@mkdir -p $(BENCH_OUT)
+	SEMID_BIN=$(BIN) $(PYTHON) tests/server/bench_backup.py --out $(BENCH_OUT)/RESULTS-backup.md
 
 bench-reassign: $(BIN)/semid
-	@mkdir -p bench/out
-	SEMID_BIN=$(BIN) $(PYTHON) tests/server/bench_reassign.py --out bench/out/RESULTS-reassign.md
+	@mkdir -p $(BENCH_OUT)
+	SEMID_BIN=$(BIN) $(PYTHON) tests/server/bench_reassign.py --out $(BENCH_OUT)/RESULTS-reassign.md
 
 bench-burst: $(BIN)/semid-server
-	@mkdir -p bench/out
-	SEMID_BIN=$(BIN) $(PYTHON) tests/server/bench_burst.py --out bench/out/RESULTS-burst.md
+	@mkdir -p $(BENCH_OUT)
+	SEMID_BIN=$(BIN) $(PYTHON) tests/server/bench_burst.py --out $(BENCH_OUT)/RESULTS-burst.md
 
 bench: bench-http bench-assign bench-backup bench-reassign bench-burst bench-delete

@@ -17,6 +17,10 @@
 CPU times and peak memory are the kernel's account of each child (wait4).
 The markdown goes between <!-- bench-train:begin/end --> in --out.
 
+SEMID_BENCH_SMOKE=1 (make bench-smoke): no Last.fm data needed (--data is not
+read): `semid-train gen` makes a tiny stand-in for it and for the scale data,
+the scale run times 3 steps, and the report says its figures mean nothing.
+
 usage: bench_train.py --bin BIN --data LASTFM_DIR --work DIR [--out FILE]
                       [--scale-steps N] [--skip-scale]
 """
@@ -34,6 +38,9 @@ from eval_table import require_data
 
 REF = ["--levels", "3", "--codebook-size", "64", "--latent-dim", "32", "--hidden", "256,128",
        "--batch-size", "1024", "--no-progress", "--no-eval"]
+
+
+SMOKE = os.environ.get("SEMID_BENCH_SMOKE", "") not in ("", "0")
 
 
 def sh(cmd, env=None):
@@ -81,8 +88,13 @@ def main():
     ap.add_argument("--scale-steps", type=int, default=20)
     ap.add_argument("--skip-scale", action="store_true")
     args = ap.parse_args()
-    require_data(args.data, "bench-train")
+    if not SMOKE:
+        require_data(args.data, "bench-train")
     os.makedirs(args.work, exist_ok=True)
+    if SMOKE:
+        args.data = os.path.join(args.work, "smoke-data")
+        args.scale_steps = 3
+        gen(args.bin, args.data, 400, 300, 6000, 16)
     out = os.path.join(args.work, "bench.st")
     lines = []
     cpu_name = sh(["bash", "-c", "lscpu | grep 'Model name'"]).stdout.split(":")[-1].strip()
@@ -144,7 +156,8 @@ def main():
         sdir = os.path.join(args.work, "scale")
         t0 = time.time()
         if not os.path.exists(os.path.join(sdir, "cold_test.tsv")):
-            p = gen(args.bin, sdir, 1000000, 1000000, 20000000, 64)
+            p = (gen(args.bin, sdir, 3000, 3000, 30000, 64) if SMOKE else
+                 gen(args.bin, sdir, 1000000, 1000000, 20000000, 64))
             gen_s, gen_mb = time.time() - t0, p.rss_mb
             gen_note = p.stdout.strip()
         else:
@@ -184,6 +197,9 @@ def main():
         lines.append(f"| load + indexes + table init + k-means (CPU of the 2-step run) | "
                      f"{lo['cpu']:.1f} s |")
         lines.append(f"| peak RSS of the training process | {hi['rss']:.0f} MB |")
+    if SMOKE:
+        lines.insert(0, "**SMOKE RUN** (SEMID_BENCH_SMOKE): tiny sizes, to check that the "
+                     "benchmark runs; its figures mean nothing, do not copy them\n")
     body = (f"<!-- bench-train:begin -->\n## Training benchmarks\n\n"
             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {cpu_name}, {os.cpu_count()} "
             f"cores shared with other jobs (load average {load:.1f} at the start), "

@@ -22,12 +22,13 @@ EVAL_JOBS ?= 1
 .PHONY: eval-train bench-train
 eval: eval-train
 eval-train: $(BIN)/semid-train
-	@mkdir -p bench/out
+	@mkdir -p $(BENCH_OUT)
 	$(PYTHON) trainer/eval_table.py --bin $(BIN) --data $(LASTFM) --work $(EVAL_DIR) \
-		--seeds "$(EVAL_SEEDS)" --epochs $(EVAL_EPOCHS) --jobs $(EVAL_JOBS) --out bench/out/RESULTS-train.md
+		--seeds "$(EVAL_SEEDS)" --epochs $(EVAL_EPOCHS) --jobs $(EVAL_JOBS) --out $(BENCH_OUT)/RESULTS-train.md
 
 bench-train: $(BIN)/semid-train
-	@mkdir -p bench/out
-	$(PYTHON) trainer/bench_train.py --bin $(BIN) --data $(LASTFM) --work $(EVAL_DIR)/bench
+	@mkdir -p $(BENCH_OUT)
+	$(PYTHON) trainer/bench_train.py --bin $(BIN) --data $(LASTFM) --work $(EVAL_DIR)/bench \
+		--out $(BENCH_OUT)/RESULTS-train.md
 
 bench: bench-train

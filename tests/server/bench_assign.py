@@ -18,6 +18,11 @@ encode baseline's client used 0.8 cores or more).  Writes
 bench/out/RESULTS-assign.md.
 
 Usage: SEMID_BIN=bin /usr/bin/python3 tests/server/bench_assign.py [--secs 3] [--out FILE]
+
+SEMID_BENCH_SMOKE=1 (make bench-smoke): 64-item requests only, 1 s per run
+with each connection paced (100 ms between requests), each route once, no
+`sync` before a run, PostgreSQL with embeddings kept only; the report says its
+figures mean nothing.
 """
 import argparse
 import datetime
@@ -117,7 +122,7 @@ def workload(work):
     path, rows path, Lua path, distinct code tuples of the rows)."""
     lua = os.path.join(work, "assign.lua")
     with open(lua, "w") as f:
-        f.write(LUA)
+        f.write(LUA + (T.WRK_SMOKE_LUA if T.SMOKE else ""))
     rng = np.random.default_rng(9)
     D = 384
     tower = spread_tower(rng, D)
@@ -146,6 +151,8 @@ def main():
     args = ap.parse_args()
     if not shutil.which("wrk"):
         sys.exit("bench-assign needs wrk (apt-get install wrk)")
+    if T.SMOKE:
+        args.secs, args.items = 1, "64"
     work = tempfile.mkdtemp(prefix="semid-bench-assign-")
     model, rows, lua, spread = workload(work)
     cpu = T.cpu_model()
@@ -159,7 +166,8 @@ def main():
             raise unittest.SkipTest("--only sqlite")
         pg = pg_fixture.PgCluster.start(fsync=True)
         stores.append(("PostgreSQL", pg.conninfo, pg))
-        stores.append(("PostgreSQL, no embeddings kept", pg.conninfo, pg))
+        if not T.SMOKE:
+            stores.append(("PostgreSQL, no embeddings kept", pg.conninfo, pg))
     except (unittest.SkipTest, subprocess.CalledProcessError) as e:
         pg_note = "PostgreSQL skipped: %s" % e
         print(pg_note)
@@ -184,7 +192,7 @@ def main():
                              ("assign new", "/v1/items:assign", 0)]
                     if not noemb:
                         modes.append(("assign known", "/v1/items:assign", 1))
-                    for mode, route, known in modes * 2:
+                    for mode, route, known in modes * (1 if T.SMOKE else 2):
                         run += 1
                         env = {"ROWS_FILE": rows, "ITEMS": str(items), "RUN": "r%d" % run,
                                "KNOWN": str(known)}
@@ -193,7 +201,7 @@ def main():
                         # every run starts on a clean page cache: writeback
                         # of an earlier run's data (a SQLite checkpoint, the
                         # other store) doubles this disk's fsync time
-                        os.sync()
+                        T.bench_sync()
                         m0, w0, t0 = srv.metrics(), children_cpu_s(), time.monotonic()
                         r = wrk(srv.port, route, lua, env, args.conns, args.secs)
                         m1, w1, t1 = srv.metrics(), children_cpu_s(), time.monotonic()

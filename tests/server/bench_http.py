@@ -10,6 +10,11 @@ under load (the model file replaced every 0.5 s) against the same run
 without swaps.  Writes a markdown report (default bench/out/RESULTS-server.md).
 
 Usage: SEMID_BIN=bin /usr/bin/python3 tests/server/bench_http.py [--secs 3] [--out FILE]
+
+SEMID_BENCH_SMOKE=1 (make bench-smoke): the 384-d model only, concurrency 16
+only, 1 s per wrk run with each connection paced (100 ms between requests), one
+swap run each way, 0.05 s in-process runs; the report says its figures mean
+nothing.
 """
 import argparse
 import datetime
@@ -116,12 +121,18 @@ def main():
     args = ap.parse_args()
     if not shutil.which("wrk"):
         sys.exit("bench-http needs wrk (apt-get install wrk)")
+    if T.SMOKE:
+        args.secs = 1
+    # the swap runs: the better of two, 2 s longer than the others
+    swap_runs, swap_secs = (1, args.secs) if T.SMOKE else (2, args.secs + 2)
     work = tempfile.mkdtemp(prefix="semid-bench-http-")
     lua = os.path.join(work, "post.lua")
     with open(lua, "w") as f:
-        f.write(LUA)
+        f.write(LUA + (T.WRK_SMOKE_LUA if T.SMOKE else ""))
     rng = np.random.default_rng(5)
     shapes = {384: ([256, 128], 32), 1024: ([512, 256], 32)}
+    if T.SMOKE:
+        del shapes[1024]
     lines, swap_lines = [], []
     cpu = T.cpu_model()
     try:
@@ -137,10 +148,10 @@ def main():
             inproc = {}
             for bsz in (1, 64):
                 runs = []
-                for _ in range(3):
+                for _ in range(1 if T.SMOKE else 3):
                     p = subprocess.run([T.SERVER, "--bench-encode", path, "item", str(bsz),
-                                        str(args.workers), "1.5"], stdout=subprocess.PIPE,
-                                       check=True)
+                                        str(args.workers), "0.05" if T.SMOKE else "1.5"],
+                                       stdout=subprocess.PIPE, check=True)
                     runs.append(json.loads(p.stdout)["items_per_s"])
                 inproc[bsz] = max(runs)
             print("D=%d in-process items/s: batch 1 %.0f, batch 64 %.0f" % (D, inproc[1],
@@ -155,7 +166,7 @@ def main():
                         bf = os.path.join(work, "body-%d-%d-%d.json" % (D, items, b64))
                         with open(bf, "wb") as f:
                             f.write(body(x, b64))
-                        for conns in (1, 16, 64):
+                        for conns in (16,) if T.SMOKE else (1, 16, 64):
                             s0, c0 = batch_stats(srv)
                             r = measured_wrk(srv, bf, lua, conns, args.secs)
                             s1, c1 = batch_stats(srv)
@@ -183,7 +194,7 @@ def main():
                 # Swap under load: 1-item base64 at c=64, with and without a new
                 # model file every 0.5 s.
                 bf = os.path.join(work, "body-%d-1-1.json" % D)
-                runs = [wrk(srv.port, bf, lua, 64, args.secs + 2) for _ in range(2)]
+                runs = [wrk(srv.port, bf, lua, 64, swap_secs) for _ in range(swap_runs)]
                 base = min(runs, key=lambda r: r["p99"])
                 stop = threading.Event()
                 swaps = [0]
@@ -199,7 +210,7 @@ def main():
                 th.start()
                 m0 = srv.metrics()['semid_model_reloads_total{result="success"}']
                 try:
-                    runs = [wrk(srv.port, bf, lua, 64, args.secs + 2) for _ in range(2)]
+                    runs = [wrk(srv.port, bf, lua, 64, swap_secs) for _ in range(swap_runs)]
                     sw = min(runs, key=lambda r: r["p99"])
                 finally:
                     stop.set()
@@ -270,7 +281,8 @@ def main():
     out.append("## Swap under load\n")
     out.append("1-item base64 requests at concurrency 64, %d s, while a new model file is "
                "published (temp + rename) every 0.5 s, against the same run without swaps; "
-               "each the better (lower p99) of two runs.\n" % (args.secs + 2))
+               "each the better (lower p99) of %s.\n" % (
+                   swap_secs, "two runs" if swap_runs == 2 else "one run (a smoke run)"))
     out.append("| model | p99 ms without | p99 ms with swaps | ratio | files published | "
                "reloads | req/s without | req/s with | non-2xx |")
     out.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
@@ -278,10 +290,7 @@ def main():
         out.append("| %d-d | %.2f | %.2f | %.2fx | %d | %d | %.0f | %.0f | %d |" % (
             D, base["p99"], sw["p99"], sw["p99"] / base["p99"], n, rel, base["rps"], sw["rps"],
             sw["non2xx"]))
-    out.append("")
-    with open(args.out, "w") as f:
-        f.write("\n".join(out))
-    print("\n".join(out))
+    T.report(out, args.out)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,9 @@ reassign` with a tower of another seed, which changes nearly every code tuple.
 Twice, each on a fresh store.  Writes bench/out/RESULTS-reassign.md.
 
 Usage: SEMID_BIN=bin /usr/bin/python3 tests/server/bench_reassign.py [--items N] [--out FILE]
+
+SEMID_BENCH_SMOKE=1 (make bench-smoke): 2000 ids, no `sync` before a run; the
+report says its figures mean nothing.
 """
 import argparse
 import datetime
@@ -47,6 +50,8 @@ def main():
     ap.add_argument("--items", type=int, default=200000)
     ap.add_argument("--out", default="bench/out/RESULTS-reassign.md")
     args = ap.parse_args()
+    if T.SMOKE:
+        args.items = 2000
     semid = os.path.join(T.BIN, "semid")
     work = tempfile.mkdtemp(prefix="semid-bench-reassign-")
     a, b = os.path.join(work, "a.safetensors"), os.path.join(work, "b.safetensors")
@@ -61,10 +66,10 @@ def main():
     try:
         for run in (1, 2):
             db = os.path.join(work, "reg%d.db" % run)
-            os.sync()
+            T.bench_sync()
             ta, _ = timed([semid, "registry", "assign", "--model", a, "--input", x, "--ids", ids,
                            "--db", db, "--batch", "1000", "-o", "/dev/null", "--no-progress"])
-            os.sync()
+            T.bench_sync()
             td, _ = timed([semid, "registry", "diff", "--model", b, "--db", db, "-o",
                            os.path.join(work, "diff.json"), "--no-progress"])
             tr, msg = timed([semid, "registry", "reassign", "--model", b, "--db", db, "-o",

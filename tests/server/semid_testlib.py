@@ -45,6 +45,22 @@ SEMID = os.path.join(BIN, "semid")
 # the model's open() after 0.5 s).
 WRAPPER = os.environ.get("SEMID_SERVER_WRAPPER", "").split()
 SLOW = 10 if WRAPPER else 3 if os.environ.get("SEMID_SANITIZE") == "thread" else 1
+# SEMID_BENCH_SMOKE (make bench-smoke, tests/bench/test_bench_smoke.py): the
+# benchmarks run every case at a tiny size, and report() says so.
+SMOKE = os.environ.get("SEMID_BENCH_SMOKE", "") not in ("", "0")
+SMOKE_BANNER = ("**SMOKE RUN** (SEMID_BENCH_SMOKE): tiny sizes, to check that the benchmark "
+                "runs; its figures mean nothing, do not copy them")
+# ... and wrk paces each connection (its Lua delay(): ms between requests), so that a
+# smoke run, which checks the script and its report, does not load the machine.
+WRK_SMOKE_LUA = "\nfunction delay()\n  return 100\nend\n"
+
+
+def bench_sync():
+    """Before a measured run: os.sync(), so that no earlier run's writeback
+    shares the disk with it; not in a smoke run, which measures nothing and
+    would wait there on every other writer of a busy machine."""
+    if not SMOKE:
+        os.sync()
 
 
 _AS_NOBODY = {}
@@ -229,7 +245,10 @@ def cpu_model():
 
 
 def report(lines, path):
-    """Print a benchmark's markdown @lines, and write them to @path if any."""
+    """Print a benchmark's markdown @lines (after their title, the smoke
+    banner in a smoke run), and write them to @path if any."""
+    if SMOKE:
+        lines = [lines[0].rstrip("\n"), "", SMOKE_BANNER, ""] + lines[1:]
     text = "\n".join(lines) + "\n"
     print(text)
     if path:
