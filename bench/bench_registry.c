@@ -372,19 +372,26 @@ static long long file_size(const char *path)
 
 /* Time Q random lookups of each kind; the entries are sampled first through
  * one-entry pages under random 2-level prefixes (the fill's codes are
- * uniform over 256 x 256 x 256). */
-static void lookups(struct sid_registry *r)
+ * uniform over 256 x 256 x 256).  A store of no @items has nothing to look
+ * up (the sampling would never end). */
+static void lookups(struct sid_registry *r, uint64_t items)
 {
 	enum { Q_MAX = 20000 };
 	static double lat[Q_MAX];
 	static char sids[Q_MAX][SID_REG_SID_MAX], prefixes[Q_MAX][32],
 	    qids[Q_MAX][SID_REG_ID_MAX + 1];
 	const size_t Q = bench_smoke() ? 300 : Q_MAX;
-	struct sid_reg_entry e, *page = malloc(100 * sizeof(*page));
+	struct sid_reg_entry e, *page;
 	struct sid_error err;
 	char nextc[SID_REG_SID_MAX];
 	uint64_t rng = 77;
 	size_t n, q = 0;
+
+	if (!items) {
+		printf("no items: no lookups\n");
+		return;
+	}
+	page = malloc(100 * sizeof(*page));
 
 	while (q < Q) {
 		uint64_t x = mb_rand_u64(&rng);
@@ -476,7 +483,7 @@ static int cmd_lookup(const char *target)
 		die("stats", &err);
 	printf("# store: %s, %llu items; stats (one ordered pass) took %.1f s\n",
 	       sid_registry_label(r), (unsigned long long)st.items, now() - t0);
-	lookups(r);
+	lookups(r, st.items);
 	sid_registry_close(r);
 	check_report(target);
 	return 0;
@@ -508,12 +515,12 @@ static int cmd_fill(const char *target, uint64_t N)
 		}
 	}
 	batch_free(&b);
-	lookups(r);
+	lookups(r, N);
 	sid_registry_close(r); /* SQLite: checkpoints the WAL into the file */
 	if (strncmp(target, "postgres", 8) && !strstr(target, "host=")) {
 		long long sz = file_size(target);
 		printf("file size after checkpoint: %lld bytes (%.1f MiB), %.1f bytes/item\n", sz,
-		       sz / 1048576.0, (double)sz / N);
+		       sz / 1048576.0, N ? (double)sz / N : 0.0);
 	}
 	check_report(target);
 	return 0;

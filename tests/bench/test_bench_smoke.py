@@ -285,6 +285,19 @@ class BenchSmoke(unittest.TestCase):
         self.figure(" ".join(check[1:5] + check[5:6]), "nonneg", "check times")
         self.figure(check[4], "pos", "check vs stats")
 
+    def test_registry_fill_nothing(self):
+        """`make bench-registry BENCH_REGISTRY_ITEMS=0` (assign figures only)
+        sampled lookups from an empty store for ever; now it says there are
+        none and goes on to the file size and the check."""
+        o = os.environ.get("SEMID_O", os.path.join(ROOT, "build"))
+        db = os.path.join(self.tmp, "empty.db")
+        p = subprocess.run([os.path.join(o, "bench", "bench_registry"), "fill", db, "0"],
+                           env=make_env(self.tmp), stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stdout)
+        self.assertIn("\nno items: no lookups\n", p.stdout)
+        self.line(p.stdout, r"check of 0 entries: .*; 0 problems")
+
     # ---- the scripts ----------------------------------------------------
 
     def test_cli(self):
