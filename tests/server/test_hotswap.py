@@ -8,7 +8,6 @@ exactly what `semid encode` gives with the version the response names.
 Run: SEMID_BIN=/path/to/bin /usr/bin/python3 tests/server/test_hotswap.py
 """
 import hashlib
-import json
 import os
 import random
 import shutil
