@@ -1305,7 +1305,9 @@ static void backup_progress(void *ctx, uint64_t done, uint64_t total)
 }
 
 /* Copy @src into @w's temp file (with a bar if @bar) at most @rate bytes a
- * second (0: no limit), its size for a message in @size. */
+ * second (0: no limit), its size for a message in @size.  Messages call the
+ * temp file "the temporary file for FILE", as the publish's do: its own
+ * name is gone once the command fails. */
 static int copy_into(struct sid_registry *src, struct cli_output *w, int bar, double rate,
 		     char *size, size_t len, struct sid_error *err)
 {
@@ -1316,10 +1318,11 @@ static int copy_into(struct sid_registry *src, struct cli_output *w, int bar, do
 	cli_progress_begin(&c.bar, bar, 0, stderr);
 	c.bar.unit = "MiB";
 	c.rate = rate;
-	rc = sid_registry_backup(src, w->pub.tmp, backup_progress, &c, err);
+	rc = sid_registry_backup(src, w->pub.tmp, cli_output_file(w), backup_progress, &c, err);
 	cli_progress_end(&c.bar, c.bar.total);
 	if (!rc && stat(w->pub.tmp, &st) != 0)
-		rc = sid_error_set(err, SID_EIO, "%s: %m", w->pub.tmp);
+		rc = sid_error_set(err, SID_EIO, "%s: stat the temporary file for it: %m",
+				   cli_output_file(w));
 	if (!rc)
 		sid_size_str((double)st.st_size, size, len);
 	return rc;
@@ -1392,7 +1395,8 @@ static int cmd_backup(const struct opts *o, struct sid_registry *r, struct sid_e
 	 * nor than the umask lets a new file be (umask 077 before a backup into
 	 * a shared directory) */
 	if (!rc && stat(store, &st) == 0 && chmod(w.pub.tmp, st.st_mode & 0777 & ~umask_now()) != 0)
-		rc = sid_error_set(err, SID_EIO, "%s: %m", w.pub.tmp);
+		rc = sid_error_set(err, SID_EIO, "%s: chmod the temporary file for it: %m",
+				   cli_output_file(&w));
 	if (rc) {
 		out_close(&w, 0, NULL);
 		return rc;
@@ -1611,9 +1615,12 @@ static int cmd_restore(const struct opts *o, struct sid_error *err)
 	 * must not leave the server's user a store it cannot write), or the
 	 * backup's mode as the umask lets a new file have it */
 	if (!rc && (have || stat(backup, &st) == 0) &&
-	    (chmod(w.pub.tmp, have ? old.st_mode & 07777 : st.st_mode & 0777 & ~umask_now()) != 0 ||
-	     (have && chown(w.pub.tmp, old.st_uid, old.st_gid) != 0 && errno != EPERM)))
-		rc = sid_error_set(err, SID_EIO, "%s: %m", w.pub.tmp);
+	    chmod(w.pub.tmp, have ? old.st_mode & 07777 : st.st_mode & 0777 & ~umask_now()) != 0)
+		rc = sid_error_set(err, SID_EIO, "%s: chmod the temporary file for it: %m",
+				   cli_output_file(&w));
+	if (!rc && have && chown(w.pub.tmp, old.st_uid, old.st_gid) != 0 && errno != EPERM)
+		rc = sid_error_set(err, SID_EIO, "%s: chown the temporary file for it: %m",
+				   cli_output_file(&w));
 	/* again: the copy may have taken minutes, and a process that opened
 	 * the store meanwhile would go on writing into whatever has its name */
 	if (!rc && have)

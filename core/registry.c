@@ -1098,8 +1098,8 @@ int sid_registry_check(struct sid_registry *r, int kind, sid_reg_finding_fn fn, 
 
 /* ---- backup ---- */
 
-int sid_registry_backup(struct sid_registry *r, const char *dest, sid_reg_progress_fn fn, void *ctx,
-			struct sid_error *err)
+int sid_registry_backup(struct sid_registry *r, const char *dest, const char *final,
+			sid_reg_progress_fn fn, void *ctx, struct sid_error *err)
 {
 	int rc;
 
@@ -1109,7 +1109,7 @@ int sid_registry_backup(struct sid_registry *r, const char *dest, sid_reg_progre
 				     "tools (pg_dump); semid registry backup copies SQLite stores",
 				     r->label, r->ops->name);
 	call_begin(r);
-	rc = r->ops->backup(r, dest, fn, ctx, err);
+	rc = r->ops->backup(r, dest, final, fn, ctx, err);
 	call_end(r);
 	return rc;
 }

@@ -438,13 +438,16 @@ int sid_registry_check(struct sid_registry *r, int kind, sid_reg_finding_fn fn, 
  * as one moment left it, taken while other processes (a running
  * semid-server) go on writing.  The copy is checked (PRAGMA quick_check)
  * and is itself a store sid_registry_open takes, but it is not synced:
- * publish it with fsutil.h.  @fn (may be NULL) hears of the bytes copied so
- * far out of the total after every step of 1024 pages, and may sleep there
- * to pace the copy.  SQLite only: a PostgreSQL store fails with SID_EINVAL
- * (pg_dump backs it up).
+ * publish it with fsutil.h.  @final (may be NULL) is the file a temp @dest
+ * is to become: messages then name "the temporary file for @final", not
+ * @dest, a name gone once the caller drops it (fsutil.h's publish says so
+ * too).  @fn (may be NULL) hears of the bytes copied so far out of the
+ * total after every step of 1024 pages, and may sleep there to pace the
+ * copy.  SQLite only: a PostgreSQL store fails with SID_EINVAL (pg_dump
+ * backs it up).
  */
-int sid_registry_backup(struct sid_registry *r, const char *dest, sid_reg_progress_fn fn, void *ctx,
-			struct sid_error *err);
+int sid_registry_backup(struct sid_registry *r, const char *dest, const char *final,
+			sid_reg_progress_fn fn, void *ctx, struct sid_error *err);
 
 /*
  * Copy the commits the WAL beside the SQLite store @path holds into the file
@@ -646,8 +649,8 @@ struct sid__reg_ops {
 	int (*check_store)(struct sid_registry *r, sid_reg_finding_fn fn, void *ctx, int *checked,
 			   char *how, size_t how_len, struct sid_error *err);
 	/* sid_registry_backup; NULL: the backend has none */
-	int (*backup)(struct sid_registry *r, const char *dest, sid_reg_progress_fn fn, void *ctx,
-		      struct sid_error *err);
+	int (*backup)(struct sid_registry *r, const char *dest, const char *final,
+		      sid_reg_progress_fn fn, void *ctx, struct sid_error *err);
 };
 
 /* The common head of every backend's handle. */

@@ -1587,10 +1587,12 @@ static void sq_close(struct sid_registry *r)
  */
 #define BACKUP_STEP 1024
 
-static int sq_backup(struct sid_registry *r, const char *dest, sid_reg_progress_fn fn, void *ctx,
-		     struct sid_error *err)
+static int sq_backup(struct sid_registry *r, const char *dest, const char *final,
+		     sid_reg_progress_fn fn, void *ctx, struct sid_error *err)
 {
 	struct sq *s = (struct sq *)r;
+	/* what messages call @dest: "the temporary file for FINAL" */
+	const char *tmp_for = final ? "the temporary file for " : "", *name = final ? final : dest;
 	sqlite3 *d = NULL;
 	sqlite3_backup *b = NULL;
 	sqlite3_stmt *st = NULL;
@@ -1638,8 +1640,8 @@ static int sq_backup(struct sid_registry *r, const char *dest, sid_reg_progress_
 	if (rc != SQLITE_DONE) {
 		char cause[128];
 		rc = sid_error_set(err, rc == SQLITE_NOMEM ? SID_ENOMEM : SID_EIO,
-				   "registry %s: backup to %s: %s%s", s->base.label, dest,
-				   d ? sqlite3_errmsg(d) : sqlite3_errstr(rc),
+				   "registry %s: backup to %s%s: %s%s", s->base.label, tmp_for,
+				   name, d ? sqlite3_errmsg(d) : sqlite3_errstr(rc),
 				   sys_cause(d, rc, cause, sizeof(cause)));
 		goto out;
 	}
@@ -1648,17 +1650,17 @@ static int sq_backup(struct sid_registry *r, const char *dest, sid_reg_progress_
 		rc = sqlite3_step(st);
 	ok = rc == SQLITE_ROW ? (const char *)sqlite3_column_text(st, 0) : NULL;
 	if (!ok || strcmp(ok, "ok") != 0) {
-		rc =
-		    sid_error_set(err, SID_EIO, "registry %s: the backup in %s fails its check: %s",
-				  s->base.label, dest, ok ? ok : sqlite3_errmsg(d));
+		rc = sid_error_set(err, SID_EIO,
+				   "registry %s: the backup in %s%s fails its check: %s",
+				   s->base.label, tmp_for, name, ok ? ok : sqlite3_errmsg(d));
 		goto out;
 	}
 	rc = 0;
 out:
 	sqlite3_finalize(st);
 	if (d && sqlite3_close(d) != SQLITE_OK && !rc)
-		rc = sid_error_set(err, SID_EIO, "registry %s: backup to %s: %s", s->base.label,
-				   dest, sqlite3_errmsg(d));
+		rc = sid_error_set(err, SID_EIO, "registry %s: backup to %s%s: %s", s->base.label,
+				   tmp_for, name, sqlite3_errmsg(d));
 	run(s, stmt(s, S_ROLLBACK), NULL, "backup"); /* the read transaction */
 	return rc;
 }

@@ -1038,6 +1038,33 @@ class CliTest(unittest.TestCase):
                 # checkpoint at its close cannot write past the limit either)
                 self.assertEqual([f for f in self.out_files() if f.startswith(out)], [])
 
+    def test_backup_and_restore_failures_name_the_destination(self):
+        """A backup or restore whose copy fails (here past a file size
+        limit, as on a full disk) named the temp file it copied into
+        (FILE.tmp.PID.N), which it removes as it fails: the operator was
+        sent to a file that is gone.  It now names the file the copy was
+        to become, as a failed publish does ("the temporary file for
+        it"), and leaves nothing beside it."""
+        db, _ = self.assigned_store("r.db")
+        bk = os.path.join(self.out.name, "b.db")
+        self.assertEqual(run("registry", "backup", "--db", db, "-o", bk).returncode, 0)
+        store = os.path.join(self.out.name, "new.db")  # restored into a new name
+        for args, dest in ((["registry", "backup", "--db", db, "-o",
+                             os.path.join(self.out.name, "c.db")], "c.db"),
+                           (["registry", "restore", bk, "--db", store], "new.db")):
+            with self.subTest(cmd=args[1]):
+                path = os.path.join(self.out.name, dest)
+                p = run(*args, preexec_fn=lambda: resource.setrlimit(
+                    resource.RLIMIT_FSIZE, (48 * 1024, 48 * 1024)))
+                err = p.stderr.decode()
+                self.assertEqual(p.returncode, 1, err)
+                # SQLite's "disk I/O error" and the system's cause
+                self.assertRegex(err, r"\Asemid: registry %s: backup to the temporary file for "
+                                 r"%s: [^\n]*File too large[^\n]*\n\Z" %
+                                 (re.escape(db if dest == "c.db" else bk), re.escape(path)))
+                self.assertNotIn(".tmp.", err)
+                self.assertEqual([f for f in self.out_files() if f.startswith(dest)], [])
+
     def test_output_cannot_be_created(self):
         # The message is the library's (sid_publish_begin): the output, its
         # directory when that is missing or not one (it named the temp file

@@ -2638,7 +2638,7 @@ static void open_under_fd_limits(int out)
 	rl.rlim_cur = fd_free();
 	if (setrlimit(RLIMIT_NOFILE, &rl))
 		_exit(5);
-	rc = sid_registry_backup(r, dest, NULL, NULL, &err);
+	rc = sid_registry_backup(r, dest, NULL, NULL, NULL, &err);
 	setrlimit(RLIMIT_NOFILE, &old);
 	dprintf(out, "backup %d %s\n", rc, rc ? err.msg : "");
 	sid_registry_close(r);
@@ -3819,7 +3819,8 @@ START_TEST(t_sqlite_backup_while_writing)
 	while (__atomic_load_n(&bk_commits, __ATOMIC_RELAXED) < 2)
 		usleep(1000);
 	snprintf(dest, sizeof(dest), "%s/backup.db", tmpdir);
-	ck_assert_msg(sid_registry_backup(r, dest, bk_progress, &seen, &err) == 0, "%s", err.msg);
+	ck_assert_msg(sid_registry_backup(r, dest, NULL, bk_progress, &seen, &err) == 0, "%s",
+		      err.msg);
 	__atomic_store_n(&bk_stop, 1, __ATOMIC_RELAXED);
 	pthread_join(th, NULL);
 
@@ -3861,7 +3862,7 @@ START_TEST(t_pg_backup_refused)
 	NEED_STORE();
 	r = reg_open();
 	snprintf(dest, sizeof(dest), "/tmp/check_registry_pg_backup.%d.db", (int)getpid());
-	ck_assert_int_eq(sid_registry_backup(r, dest, NULL, NULL, &err), SID_EINVAL);
+	ck_assert_int_eq(sid_registry_backup(r, dest, NULL, NULL, NULL, &err), SID_EINVAL);
 	ck_assert_ptr_nonnull(strstr(err.msg, "pg_dump"));
 	ck_assert_int_ne(access(dest, F_OK), 0);
 	sid_registry_close(r);
