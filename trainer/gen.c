@@ -20,6 +20,7 @@
 
 #include "cpus.h"
 #include "fsutil.h"
+#include "lock.h"
 #include "npy.h"
 #include "progress.h"
 #include "rng.h"
@@ -319,6 +320,8 @@ int tr_gen_run(const struct tr_gen_params *p, const char *out_dir, struct tr_gen
 	int rc = SID_ENOMEM;
 	struct stat sb;
 	struct tr_progress pg;
+	struct tr_lock lock = {0};
+	char lock_path[PATH_LEN];
 
 	memset(st, 0, sizeof(*st));
 	tr_progress_start(&pg, 1, p->progress, p->progress_every);
@@ -353,6 +356,14 @@ int tr_gen_run(const struct tr_gen_params *p, const char *out_dir, struct tr_gen
 	if (stat(out_dir, &sb) < 0 || !S_ISDIR(sb.st_mode))
 		return sid_error_set(err, SID_EINVAL, "--out %s: not a directory", out_dir);
 	if ((rc = gen_fits(p, out_dir, err)))
+		return rc;
+	/* a second gen into @out_dir would rename its files among this one's
+	 * and leave a mix of two data sets */
+	if (snprintf(lock_path, sizeof(lock_path), "%s/%s", out_dir, TR_GEN_LOCK) >=
+	    (int)sizeof(lock_path))
+		return sid_error_set(err, SID_EINVAL, "--out %s: path too long", out_dir);
+	rc = tr_lock_take_or_say(&lock, lock_path, out_dir, "semid-train gen", "writing", err);
+	if (rc < 0)
 		return rc;
 	memset(pub, 0, sizeof(pub)); /* a zeroed publish aborts as a no-op */
 	tr_stop_install(&saved);
@@ -654,6 +665,9 @@ int tr_gen_run(const struct tr_gen_params *p, const char *out_dir, struct tr_gen
 				tr__test_hook_sleep("SEMID_TEST_GEN_COMMIT_DELAY_MS");
 			rc = sid_publish_commit(&pub[k], err);
 		}
+		/* before a signal held meanwhile ends the process: nothing more
+		 * is written, and a lock file left would be a seventh file */
+		tr_lock_release(&lock);
 		tr_stop_release();
 	}
 	if (0) {
@@ -671,6 +685,7 @@ fail:
 		fclose(fcold);
 	for (int k = 0; k < OUT_COUNT; k++) /* what is left of this run (committed: no-op) */
 		sid_publish_abort(&pub[k]);
+	tr_lock_release(&lock); /* (held still if it stopped before the renames) */
 	tr_progress_clear(&pg);
 	if (rc == 1) {
 		rc = tr_stop_signal();

@@ -23,8 +23,12 @@
  * least one train click.  Output is streamed: memory is O(N + M) plus one
  * user's clicks, never O(interactions) or O(N * D).
  *
- * The result is a pure function of the parameters.  Not thread-safe (one
- * call at a time per output directory).
+ * The result is a pure function of the parameters.  A run holds the lock
+ * @out_dir/gen.lock (lock.h: an flock, the file removed at its end) from
+ * before it writes anything: a second run into the same directory, which
+ * would rename its files among the first's and leave a mix of two data
+ * sets, is refused (SID_EUNAVAIL, naming the holder's pid).  Not
+ * thread-safe (one call at a time per output directory).
  */
 #ifndef TR_GEN_H
 #define TR_GEN_H
@@ -51,18 +55,22 @@ struct tr_gen_params {
 
 void tr_gen_defaults(struct tr_gen_params *p);
 
+/* The lock file's name in the output directory. */
+#define TR_GEN_LOCK "gen.lock"
+
 /* Counts written (after dedup), for the caller to print. */
 struct tr_gen_stats {
 	long train, test, cold_test, cold_items;
 };
 
 /* Write the data set into @out_dir (made if missing): 0; a negative SID_E*
- * code with @err; or, stopped by SIGINT / SIGTERM / SIGHUP (stop.h), that
- * signal's number.  The files are renamed into place only once all are
- * complete and synced (fsutil.h's publish, the directory synced too), so a
- * run failed, stopped or killed while writing leaves the directory as it
- * was.  The renames themselves are one file after another: a failure or a
- * kill among them leaves the files renamed so far new and the rest old. */
+ * code with @err (SID_EUNAVAIL: another run holds the directory's lock);
+ * or, stopped by SIGINT / SIGTERM / SIGHUP (stop.h), that signal's number.
+ * The files are renamed into place only once all are complete and synced
+ * (fsutil.h's publish, the directory synced too), so a run failed, stopped
+ * or killed while writing leaves the directory as it was.  The renames
+ * themselves are one file after another: a failure or a kill among them
+ * leaves the files renamed so far new and the rest old. */
 int tr_gen_run(const struct tr_gen_params *p, const char *out_dir, struct tr_gen_stats *st,
 	       struct sid_error *err);
 

@@ -186,6 +186,21 @@ int tr_lock_take(struct tr_lock *l, const char *path, const char *out, struct si
 	return 0;
 }
 
+int tr_lock_take_or_say(struct tr_lock *l, const char *path, const char *out, const char *prog,
+			const char *doing, struct sid_error *err)
+{
+	int rc = tr_lock_take(l, path, out, err);
+
+	if (rc == 1) { /* said, not fatal */
+		fprintf(stderr,
+			"%s: %s; %s without it: nothing keeps another run with this --out away\n",
+			prog, err ? err->msg : "no lock", doing);
+		sid_error_clear(err);
+		rc = 0;
+	}
+	return rc;
+}
+
 void tr_lock_release(struct tr_lock *l)
 {
 	struct stat st, now;

@@ -6,7 +6,9 @@
  * one) is refused at once instead of sharing "<out>.ckpt" with it and
  * racing it to the publish.  Not the model file itself, which a server may
  * watch and which the publish replaces (a lock on the old inode would not
- * hold), nor the directory, which other outputs share.
+ * hold), nor the directory, which other outputs share.  `semid-train gen`
+ * holds one the same way on DIR/gen.lock (gen.h) for its whole run: two gens
+ * into one directory renamed their files among each other's.
  *
  * The file holds "PID HOST\n" of the run that holds it, for the message
  * that refuses another.  It is removed when the run ends.  A run killed
@@ -18,15 +20,15 @@
 #ifndef TR_LOCK_H
 #define TR_LOCK_H
 
+#include <limits.h>
 #include <stddef.h>
 
-#include "config.h"
 #include "err.h"
 
 struct tr_lock {
 	int held; /* zeroed: not held */
 	int fd;
-	char path[TR_PATH_MAX + 8];
+	char path[PATH_MAX]; /* gen's DIR/gen.lock may be longer than an --out */
 };
 
 /* "<out>.lock" for @out, into @buf (@len bytes); -1 when it does not fit. */
@@ -43,6 +45,14 @@ int tr_lock_path(const char *out, char *buf, size_t len);
  * left as it is); SID_EIO when it cannot be made or locked.
  */
 int tr_lock_take(struct tr_lock *l, const char *path, const char *out, struct sid_error *err);
+
+/*
+ * tr_lock_take, but where the file system has no locks (its 1) it says so
+ * on stderr ("@prog: ...; @doing without it: ...") and returns 0, not held:
+ * the run goes on unprotected.  Other returns as tr_lock_take's.
+ */
+int tr_lock_take_or_say(struct tr_lock *l, const char *path, const char *out, const char *prog,
+			const char *doing, struct sid_error *err);
 
 /* Remove the file and unlock it, if @l holds it; else nothing. */
 void tr_lock_release(struct tr_lock *l);

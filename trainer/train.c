@@ -244,15 +244,7 @@ static int load_inputs(struct run *r, const char *ckpt, const char *lock, struct
 		return rc;
 	/* before the data, which takes minutes at 1M users and items: a second
 	 * run with this --out would share its checkpoint and race its publish */
-	rc = tr_lock_take(&r->lock, lock, c->out, err);
-	if (rc == 1) { /* no locks on this file system: said, not fatal */
-		fprintf(stderr,
-			"semid-train: %s; training without it: nothing keeps another run with "
-			"this --out away\n",
-			err ? err->msg : "no lock");
-		sid_error_clear(err);
-		rc = 0;
-	}
+	rc = tr_lock_take_or_say(&r->lock, lock, c->out, "semid-train", "training", err);
 	if (rc < 0)
 		return rc;
 	rc = tr_data_load(&r->data, c->items, c->users, c->train,

@@ -62,6 +62,24 @@ def run(*args, **kw):
                           stderr=subprocess.PIPE, text=True, **kw)
 
 
+def dir_files(d):
+    """{name: bytes} of every file in @d."""
+    out = {}
+    for f in sorted(os.listdir(d)):
+        with open(os.path.join(d, f), "rb") as fh:
+            out[f] = fh.read()
+    return out
+
+
+def lock_signed(lock, pid):
+    """The lock file @lock names process @pid ("PID HOST\\n")."""
+    try:
+        with open(lock) as f:
+            return re.match(r"%d \S+\n\Z" % pid, f.read()) is not None
+    except FileNotFoundError:
+        return False
+
+
 def parse_safetensors(buf):
     """Full structural check of a safetensors file; returns (header, data)."""
     if len(buf) < 8:
@@ -1335,11 +1353,7 @@ class TrainerTest(unittest.TestCase):
                    % (out, lock))
 
         def signed(pid):  # the lock file names @pid
-            try:
-                with open(lock) as f:
-                    return re.match(r"%d \S+\n\Z" % pid, f.read()) is not None
-            except FileNotFoundError:
-                return False
+            return lock_signed(lock, pid)
 
         def start():  # a run of minutes, once it holds the lock and a checkpoint is there
             proc = subprocess.Popen([str(a) for a in self.base_args(out) + ["--epochs", "500"]],
@@ -2010,13 +2024,7 @@ class TrainerTest(unittest.TestCase):
                 6000, "--dim", 24, "--seed", 5)
         self.assertEqual(p.returncode, 0, p.stderr)
 
-        def files():
-            out = {}
-            for f in sorted(os.listdir(gdir)):
-                with open(os.path.join(gdir, f), "rb") as fh:
-                    out[f] = fh.read()
-            return out
-        before = files()
+        before = dir_files(gdir)
         self.assertEqual(sorted(before), ["cold_items.txt", "cold_test.tsv", "items.npy",
                                           "test.tsv", "train.tsv", "users.npy"])
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGKILL):
@@ -2040,7 +2048,15 @@ class TrainerTest(unittest.TestCase):
                 self.assertIn("semid-train gen: stopped by %s; nothing written (%s keeps "
                               "the files it had)" % (sig.name, gdir), err)
             self.assertEqual(out, "")
-            self.assertEqual(files(), before)  # no temp file left, no file changed
+            after = dir_files(gdir)
+            if sig == signal.SIGKILL:  # its lock file stays, locking nothing
+                self.assertRegex(after.pop("gen.lock").decode(), r"\A%d \S+\n\Z" % proc.pid)
+            self.assertEqual(after, before)  # no temp file left, no file changed
+        # the next run takes a left lock file over, and removes it
+        p = run(TRAIN, "gen", "--out", gdir, "--items", 600, "--users", 300, "--interactions",
+                6000, "--dim", 24, "--seed", 5)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(dir_files(gdir), before)
 
     def test_gen_under_a_file_size_limit(self):
         """ulimit -f reached ended gen by SIGXFSZ (153) without a word; the
@@ -2257,14 +2273,7 @@ class TrainerTest(unittest.TestCase):
         p = run(*gen, "--out", ref, "--seed", 6)
         self.assertEqual(p.returncode, 0, p.stderr)
 
-        def files(d):
-            out = {}
-            for f in sorted(os.listdir(d)):
-                with open(os.path.join(d, f), "rb") as fh:
-                    out[f] = fh.read()
-            return out
-
-        want = files(ref)
+        want = dir_files(ref)
         first = os.path.join(gdir, "items.npy")  # renamed first
         ino = os.stat(first).st_ino
         env = dict(os.environ, SEMID_TEST_GEN_COMMIT_DELAY_MS="300")
@@ -2281,7 +2290,54 @@ class TrainerTest(unittest.TestCase):
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
         self.assertIn(proc.returncode, (0, -signal.SIGTERM), err)
-        self.assertEqual(files(gdir), want)
+        self.assertEqual(dir_files(gdir), want)
+
+    def test_second_gen_into_a_directory_is_refused(self):
+        """Nothing stopped two gens into one directory: each renamed its
+        six files into place, among the other's, and left a mix of two
+        data sets.  While one runs (here held stopped, SIGSTOP, once it
+        has signed DIR/gen.lock), another into that directory is refused
+        at once, exit 75, naming the lock and the pid, as a second
+        training with one --out is; a gen into another directory is not;
+        the first then writes its whole data set and the lock file goes
+        with it."""
+        gdir = os.path.join(self.tmp, "gen-lock")
+        ref = os.path.join(self.tmp, "gen-lock-ref")
+        lock = os.path.join(gdir, "gen.lock")
+        gen = [TRAIN, "gen", "--items", 600, "--users", 300, "--interactions", 6000,
+               "--dim", 24]
+        p = run(*gen, "--out", ref, "--seed", 6)
+        self.assertEqual(p.returncode, 0, p.stderr)
+
+        def signed(pid):  # the lock file names @pid
+            return lock_signed(lock, pid)
+
+        # its renames 300 ms apart: time enough to see it hold the lock
+        env = dict(os.environ, SEMID_TEST_GEN_COMMIT_DELAY_MS="300")
+        first = subprocess.Popen([str(a) for a in gen + ["--out", gdir, "--seed", 6]],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 env=env)
+        try:
+            deadline = time.time() + 60
+            while not signed(first.pid):
+                self.assertIsNone(first.poll(), "finished before it was seen holding the lock")
+                self.assertLess(time.time(), deadline, "no lock taken")
+                time.sleep(0.002)
+            first.send_signal(signal.SIGSTOP)  # it keeps its lock
+            p = run(*gen, "--out", gdir, "--seed", 7)
+            self.assertEqual((p.returncode, p.stderr),
+                             (75, "semid-train gen: --out %s: another semid-train (pid %d) is "
+                              "running with this --out (it holds %s): let it finish, or stop "
+                              "it, or give another --out\n" % (gdir, first.pid, lock)))
+            other = os.path.join(self.tmp, "gen-lock-other")
+            p = run(*gen, "--out", other, "--seed", 6)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertEqual(dir_files(other), dir_files(ref))
+        finally:
+            first.send_signal(signal.SIGCONT)
+            _, err = first.communicate(timeout=60)
+        self.assertEqual(first.returncode, 0, err)
+        self.assertEqual(dir_files(gdir), dir_files(ref))  # the lock file gone too
 
     # ---- end to end ----
 
