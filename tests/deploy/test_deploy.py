@@ -195,6 +195,16 @@ DASHBOARD_LEFT_OUT = {
 }
 
 
+def child(pid):
+    """The first child of process @pid (host pids), or None."""
+    try:
+        with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
+            kids = f.read().split()
+        return int(kids[0]) if kids else None
+    except OSError:
+        return None
+
+
 def dashboard():
     with open(GRAFANA) as f:
         return json.load(f)
@@ -669,24 +679,37 @@ class Deploy(unittest.TestCase):
         self.assertEqual(needed & denied, set())
         self.assertEqual(srv.get("SystemCallErrorNumber"), ["EPERM"])
 
+    def _train_unit_dirs(self, d):
+        """/var/lib/semid (data generated) and /etc/semid (a tiny trainer
+        config) made under @d, and the train unit's ExecStart lines pointed
+        at them: (var dir, the lines)."""
+        unit = systemd_unit("semid-train.service")["Service"]
+        root = os.path.join(d, "var")
+        etc = os.path.join(d, "etc")
+        os.makedirs(os.path.join(root, "models", "releases"))
+        os.makedirs(etc)
+        self._gen_data(os.path.join(root, "data"))
+        with open(os.path.join(etc, "semid-train.json"), "w") as f:
+            json.dump(self._tiny_train_config(), f)
+        cmds = []
+        for cmd in unit["ExecStart"]:
+            cmd = systemd_unescape(cmd).replace("/usr/local/bin/", BIN + "/")
+            cmds.append(cmd.replace("/var/lib/semid", root).replace("/etc/semid", etc))
+        return root, cmds
+
+    def _run_unit_line(self, cmd):
+        p = subprocess.run(["/bin/sh", "-c", cmd], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, timeout=60)
+        self.assertEqual(p.returncode, 0, cmd + "\n" + p.stdout.decode())
+        return p.stdout.decode()
+
     def test_systemd_train_unit_publishes(self):
         """Run the train unit's ExecStart lines in order, as systemd would,
         with /var/lib/semid and /etc/semid moved into a temp dir."""
-        unit = systemd_unit("semid-train.service")["Service"]
         with tempfile.TemporaryDirectory(prefix="semid-unit-run-") as d:
-            root = os.path.join(d, "var")
-            etc = os.path.join(d, "etc")
-            os.makedirs(os.path.join(root, "models", "releases"))
-            os.makedirs(etc)
-            self._gen_data(os.path.join(root, "data"))
-            with open(os.path.join(etc, "semid-train.json"), "w") as f:
-                json.dump(self._tiny_train_config(), f)
-            for cmd in unit["ExecStart"]:
-                cmd = systemd_unescape(cmd).replace("/usr/local/bin/", BIN + "/")
-                cmd = cmd.replace("/var/lib/semid", root).replace("/etc/semid", etc)
-                p = subprocess.run(["/bin/sh", "-c", cmd], stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, timeout=60)
-                self.assertEqual(p.returncode, 0, cmd + "\n" + p.stdout.decode())
+            root, cmds = self._train_unit_dirs(d)
+            for cmd in cmds:
+                self._run_unit_line(cmd)
             models = os.path.join(root, "models")
             rels = glob.glob(os.path.join(models, "releases", "model-*.safetensors"))
             self.assertEqual(len(rels), 1)
@@ -694,6 +717,148 @@ class Deploy(unittest.TestCase):
             self.assertEqual(sorted(os.listdir(models)), ["model.safetensors", "releases"])
             self.assertEqual(os.listdir(os.path.join(models, "releases")),
                              [os.path.basename(rels[0])])
+
+    def _stopped_holding_a_checkpoint(self, argv, env, written, pid_of):
+        """Start @argv (a training of hours), wait until written(the
+        trainer's pid) names the checkpoint it wrote, then stop (SIGSTOP)
+        the trainer, pid_of(the started process's pid), so that it holds its
+        lock but cannot write its checkpoint again: (the process, the
+        trainer's pid, the checkpoint)."""
+        proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT)
+        try:
+            deadline = time.time() + 60
+            while True:
+                trainer = pid_of(proc.pid)
+                ckpt = trainer and written(trainer)
+                if ckpt:
+                    break
+                self.assertIsNone(proc.poll(), "ended before it wrote a checkpoint")
+                self.assertLess(time.time(), deadline, "no checkpoint written")
+                time.sleep(0.01)
+            os.kill(trainer, signal.SIGSTOP)
+        except BaseException:
+            proc.kill()
+            proc.communicate()
+            raise
+        return proc, trainer, ckpt
+
+    def _end_stopped(self, proc, trainer):
+        """Go on with the stopped @trainer, then SIGTERM @proc (it passes the
+        signal on): its output, once it has ended."""
+        try:
+            os.kill(trainer, signal.SIGCONT)
+            os.kill(proc.pid, signal.SIGTERM)
+            return proc.communicate(timeout=60)[0].decode()
+        finally:
+            if proc.poll() is None:  # by their ids
+                for pid in (trainer, proc.pid):
+                    os.kill(pid, signal.SIGKILL)
+                proc.wait()
+
+    def test_systemd_train_unit_keeps_a_running_checkpoint(self):
+        """The unit's publish step removed releases/candidate.safetensors.ckpt
+        whoever had it: a run started by hand with the unit's --out once the
+        unit's trainer had ended (its lock free again) lost its live
+        checkpoint.  The step now removes it only under that run's lock:
+        held (the run stopped here, so that it cannot write it again), the
+        checkpoint and lock file stay, and the unit publishes its own model
+        all the same."""
+        with tempfile.TemporaryDirectory(prefix="semid-unit-run-") as d:
+            root, cmds = self._train_unit_dirs(d)
+            for cmd in cmds[:2]:  # train, inspect
+                self._run_unit_line(cmd)
+            train = cmds[0].split()
+            self.assertEqual(train[0], TRAIN)
+            out = train[train.index("--out") + 1]
+            with open(train[train.index("--config") + 1]) as f:
+                conf = json.load(f)
+            slow = os.path.join(d, "slow.json")
+            conf["epochs"] = 100000  # hours
+            with open(slow, "w") as f:
+                json.dump(conf, f)
+            train[train.index("--config") + 1] = slow
+            unit_ckpt = os.stat(out + ".ckpt").st_ino  # the unit's run's, until step 3
+
+            def written(pid):  # its lock taken, the unit's checkpoint replaced
+                try:
+                    with open(out + ".lock") as f:
+                        mine = f.read().startswith("%d " % pid)
+                    return mine and os.stat(out + ".ckpt").st_ino != unit_ckpt and out + ".ckpt"
+                except FileNotFoundError:
+                    return None
+
+            # the trainer's own signal handling: TERM to it ends it cleanly
+            proc, trainer, ckpt = self._stopped_holding_a_checkpoint(
+                train + ["--progress", "false"], None, written, lambda pid: pid)
+            try:
+                published = self._run_unit_line(cmds[2])
+                self.assertTrue(os.path.exists(ckpt), published)
+                self.assertTrue(os.path.exists(out + ".lock"))
+            finally:
+                log = self._end_stopped(proc, trainer)
+            self.assertEqual(proc.returncode, 143, log)
+            models = os.path.join(root, "models")
+            rels = glob.glob(os.path.join(models, "releases", "model-*.safetensors"))
+            self.assertEqual(len(rels), 1, published)
+            self.assertTrue(os.path.samefile(rels[0], os.path.join(models, "model.safetensors")))
+
+    def test_cronjob_start_keeps_a_running_jobs_checkpoint(self):
+        """Each Job's start removed every releases/model-*.safetensors.ckpt:
+        the checkpoints of runs killed before, but with them the live one
+        of another Job still training (one made by hand beside the
+        scheduled one: each has its own --out, so the trainer's lock does
+        not keep them apart).  A start now removes a checkpoint, and a lock
+        file, only when no trainer holds that model's lock: the running
+        Job's (its trainer stopped here, so that it cannot write its
+        checkpoint again) stays with its lock file; a killed run's goes, and
+        so does a lock file a run killed long ago left alone; one made a
+        moment ago, which a trainer starting may not have locked yet,
+        stays."""
+        with tempfile.TemporaryDirectory(prefix="semid-deploy-") as d:
+            models, env = self._cronjob_dirs(d, 1)
+            rel = os.path.join(models, "releases")
+            os.makedirs(rel)
+            with open(env["SEMID_TRAIN_CONFIG"]) as f:
+                conf = json.load(f)
+            conf["epochs"] = 100000  # hours: it must be stopped
+            slow = os.path.join(d, "slow.json")
+            with open(slow, "w") as f:
+                json.dump(conf, f)
+            killed = os.path.join(rel, "model-20261101T030000Z.safetensors")
+            lone = os.path.join(rel, "model-20261102T030000Z.safetensors.lock")
+            young = os.path.join(rel, "model-20261103T030000Z.safetensors.lock")
+            night = time.time() - 86400  # left by runs killed on earlier nights
+            for path, text in ((killed + ".ckpt", "stale"), (killed + ".lock", "4242 node-a\n"),
+                               (lone, "4343 node-b\n"), (young, "")):
+                with open(path, "w") as f:
+                    f.write(text)
+                if path != young:
+                    os.utime(path, (night, night))
+
+            def written(pid):  # a checkpoint not the killed run's
+                mine = set(glob.glob(os.path.join(rel, "*.ckpt"))) - {killed + ".ckpt"}
+                return mine.pop() if mine else None
+
+            proc, trainer, ckpt = self._stopped_holding_a_checkpoint(
+                ["/bin/bash", "-c", self.script], dict(env, SEMID_TRAIN_CONFIG=slow), written,
+                child)
+            try:
+                free_second()  # the second Job's --out is its own
+                # no pod to reload (a blank list: none asked)
+                rc, out = self._run_cronjob(dict(env, SEMID_RELOAD_HOSTS=" "))
+                self.assertEqual(rc, 0, out)
+                self.assertIn("published", out)
+                self.assertTrue(os.path.exists(ckpt), out)
+                self.assertTrue(os.path.exists(ckpt[:-len(".ckpt")] + ".lock"), out)
+            finally:
+                log = self._end_stopped(proc, trainer)
+            self.assertEqual(proc.returncode, 143, log)
+            second = glob.glob(os.path.join(rel, "model-*.safetensors"))
+            self.assertEqual(len(second), 1, out)
+            # the killed runs' files gone, the first Job's own with its end
+            self.assertEqual(sorted(os.listdir(rel)),
+                             sorted(os.path.basename(f) for f in second + [young]))
 
     def test_systemd_registry_backup_unit(self):
         """Run the backup unit's ExecStart as systemd would, /var/lib/semid
@@ -1078,14 +1243,6 @@ class Deploy(unittest.TestCase):
         checkpoint or lock file left in releases/, its own or an earlier
         run's (the job never resumes one).  Run here
         as PID 1 of a new PID namespace (as root), and as a plain process."""
-        def child(pid):  # the first child of @pid (host pids)
-            try:
-                with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
-                    kids = f.read().split()
-                return int(kids[0]) if kids else None
-            except OSError:
-                return None
-
         for as_pid1 in (True, False):
             with self.subTest(pid1=as_pid1), \
                     tempfile.TemporaryDirectory(prefix="semid-deploy-") as d:
