@@ -84,12 +84,17 @@ void sid_blas_tune(char **argv)
 static const char *const thread_vars[] = {"OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS",
 					  "OMP_NUM_THREADS", "OPENBLAS_DEFAULT_NUM_THREADS"};
 
-/* The first of thread_vars set to a positive number, or NULL. */
-static const char *thread_var(void)
+/* The first of thread_vars set to a positive number, its value in *@value;
+ * or NULL. */
+static const char *thread_var(const char **value)
 {
-	for (size_t i = 0; i < sizeof(thread_vars) / sizeof(thread_vars[0]); i++)
-		if (getenv(thread_vars[i]) && atoi(getenv(thread_vars[i])) > 0)
+	for (size_t i = 0; i < sizeof(thread_vars) / sizeof(thread_vars[0]); i++) {
+		const char *v = getenv(thread_vars[i]);
+		if (v && atoi(v) > 0) {
+			*value = v;
 			return thread_vars[i];
+		}
+	}
 	return NULL;
 }
 
@@ -152,7 +157,7 @@ static int pending;
 
 int sid_blas_default_threads(char *why, size_t size)
 {
-	const char *var;
+	const char *var, *val = NULL;
 	char kept[80] = "";
 	int deferred = getenv(DEFERRED) != NULL;
 	struct sid_cpus c;
@@ -166,13 +171,13 @@ int sid_blas_default_threads(char *why, size_t size)
 		else
 			unsetenv("OPENBLAS_NUM_THREADS");
 	}
-	var = thread_var();
+	var = thread_var(&val);
 	if (var) {
-		snprintf(last_why, sizeof(last_why), "%s=%s", var, getenv(var));
+		snprintf(last_why, sizeof(last_why), "%s=%s", var, val);
 		n = openblas_get_num_threads();
 		if (deferred) { /* what OpenBLAS would have taken at load */
 			sid_cpus_usable(&c);
-			n = atoi(getenv(var)) < c.affinity ? atoi(getenv(var)) : c.affinity;
+			n = atoi(val) < c.affinity ? atoi(val) : c.affinity;
 		}
 	} else {
 		sid_cpus_usable(&c);

@@ -44,11 +44,11 @@ void sid__gemm_force(int mode)
  * clamped to [-87, 88] (results stay normal).  erf: N. Juffa's float erf
  * (two branches split at |x| = 0.927734375, max error ~1 ulp).
  */
-#define EXP_LO	  -87.0f
+#define EXP_LO	  (-87.0f)
 #define EXP_HI	  88.0f
 #define LOG2E	  1.44269504088896341f
 #define LN2_HI	  0.693359375f
-#define LN2_LO	  -2.12194440e-4f
+#define LN2_LO	  (-2.12194440e-4f)
 #define ERF_SPLIT 0.927734375f
 /* polynomial coefficients, highest power first, shared by the three versions */
 #define EXP_P0	   1.9875691500e-4f

@@ -1480,7 +1480,7 @@ static int b64_floats(const char *s, size_t slen, float **out, int *D, struct si
 	*out = NULL;
 	for (i = 0; i < slen; i++) /* the first stray character, before the length */
 		if (s[i] == '=' ? i + 2 < slen || (i + 2 == slen && s[slen - 1] != '=')
-				: !s[i] || !memchr(b64chars, s[i], 64))
+				: !s[i] || !strchr(b64chars, s[i]))
 			return sid_error_set(
 			    err, SID_EFORMAT,
 			    "embedding_b64 is not valid base64 (character %zu, %s)", i + 1,
@@ -1494,7 +1494,7 @@ static int b64_floats(const char *s, size_t slen, float **out, int *D, struct si
 	if (!buf)
 		return sid_error_set(err, SID_ENOMEM, "embedding_b64: out of memory");
 	for (i = 0; i < slen && s[i] != '='; i++) {
-		acc = acc << 6 | (uint32_t)((const char *)memchr(b64chars, s[i], 64) - b64chars);
+		acc = acc << 6 | (uint32_t)(strchr(b64chars, s[i]) - b64chars);
 		bits += 6;
 		if (bits >= 8) {
 			bits -= 8;

@@ -648,9 +648,9 @@ static int writer_header(const struct sid_st_writer *w, json_t **out, struct sid
 				json_decref(t);
 				goto nomem;
 			}
-		if (json_object_set_new(
-			t, "data_offsets",
-			json_pack("[II]", (json_int_t)at, (json_int_t)(at + e->nbytes)))) {
+		if (json_object_set_new(t, "data_offsets",
+					json_pack("[II]", (json_int_t)at,
+						  (json_int_t)at + (json_int_t)e->nbytes))) {
 			json_decref(t);
 			goto nomem;
 		}

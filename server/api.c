@@ -1464,7 +1464,7 @@ static int key_reads(const char *s, size_t n, const char *want)
 			if (i >= n || s[i] != 'u' || n - i < 5)
 				return 0; /* the other escapes make no letter */
 			for (int d = 1; d <= 4; d++) {
-				int x = s[i + d];
+				int x = (unsigned char)s[i + d];
 				x = x >= '0' && x <= '9'   ? x - '0'
 				    : x >= 'a' && x <= 'f' ? x - 'a' + 10
 				    : x >= 'A' && x <= 'F' ? x - 'A' + 10

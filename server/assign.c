@@ -546,7 +546,7 @@ static void lookup_work(uv_work_t *w)
 	struct sid_reg_entry *e = NULL;
 	struct sid_error err;
 	size_t n = 0;
-	char next[SID_REG_SID_MAX];
+	char next[SID_REG_SID_MAX] = ""; /* a list fills it when it answers 0 */
 	double t0 = srv_now();
 	int del = lk->op == SRV_LOOKUP_DELETE, rc;
 	enum srv_reg_op op = lookup_metric_op(lk->op);

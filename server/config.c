@@ -642,8 +642,8 @@ int srv_config_from_args(struct srv_config *c, int argc, char **argv, int *help,
 	/* the token from the environment when the file and flags left it
 	 * empty ("" in a file is no token, as the default): a command line is readable by every
 	 * user of the host, an environment (a Kubernetes Secret's) only by the process's own */
-	if (!c->admin_token[0] && getenv("SEMID_ADMIN_TOKEN")) {
-		const char *t = getenv("SEMID_ADMIN_TOKEN");
+	const char *t = getenv("SEMID_ADMIN_TOKEN");
+	if (!c->admin_token[0] && t) {
 		if (strlen(t) >= sizeof(c->admin_token))
 			return sid_error_set(err, SID_EINVAL,
 					     "SEMID_ADMIN_TOKEN is longer than %zu bytes",

@@ -686,6 +686,7 @@ int main(int argc, char **argv)
 {
 	static struct server s;
 	struct srv_batcher_opts bo;
+	const char *pool;
 	struct srv_http_deps hd;
 	struct sid_error err;
 	struct sigaction hup, stop;
@@ -816,12 +817,12 @@ int main(int argc, char **argv)
 	/* srv_batcher_new sizes libuv's pool itself: an operator's
 	 * UV_THREADPOOL_SIZE (meant as the number of encode threads) would
 	 * otherwise be replaced without a word */
-	if (getenv("UV_THREADPOOL_SIZE") && getenv("UV_THREADPOOL_SIZE")[0] &&
-	    atoi(getenv("UV_THREADPOOL_SIZE")) != bo.workers + bo.extra_threads)
+	pool = getenv("UV_THREADPOOL_SIZE");
+	if (pool && pool[0] && atoi(pool) != bo.workers + bo.extra_threads)
 		srv_log(SRV_LOG_WARN, "startup",
 			"UV_THREADPOOL_SIZE=%s in the environment is not used: the pool is "
 			"workers (%d) plus %d for the registry; set workers (--workers) instead",
-			getenv("UV_THREADPOOL_SIZE"), bo.workers, bo.extra_threads);
+			pool, bo.workers, bo.extra_threads);
 	warn_admin_token(&s.cfg);
 	if (srv_batcher_new(s.loop, &bo, &s.batcher, &err)) {
 		fprintf(stderr, "semid-server: %s\n", err.msg);

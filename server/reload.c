@@ -263,6 +263,7 @@ static struct checker *checker_start(const char *path, int poll_ms, uv_async_t *
 				     struct srv_metrics *metrics, int has, const struct stat *seen)
 {
 	struct checker *ck = calloc(1, sizeof(*ck));
+	const char *delay;
 	pthread_condattr_t ca;
 	pthread_t t;
 
@@ -277,8 +278,8 @@ static struct checker *checker_start(const char *path, int poll_ms, uv_async_t *
 	ck->poll_ms = poll_ms;
 	ck->moved = moved;
 	ck->metrics = metrics;
-	if (getenv("SEMID_TEST_STAT_DELAY_MS"))
-		ck->test_delay_ms = atoi(getenv("SEMID_TEST_STAT_DELAY_MS"));
+	if ((delay = getenv("SEMID_TEST_STAT_DELAY_MS")))
+		ck->test_delay_ms = atoi(delay);
 	ck->seen_has = ck->fired_has = ck->had = has;
 	if (has)
 		ck->seen = ck->fired = *seen;

@@ -288,6 +288,7 @@ int das_config_set(struct das_config *c, const char *key_in, const char *value,
 	size_t i;
 	long lv;
 	float fv;
+	int user;
 
 	if (!key_in || strlen(key_in) >= sizeof(key))
 		return sid_error_set(err, SID_EINVAL, "config key \"%.60s\": unknown",
@@ -298,12 +299,12 @@ int das_config_set(struct das_config *c, const char *key_in, const char *value,
 	if (!value)
 		return sid_error_set(err, SID_EINVAL, "config key %s: needs a value", key);
 	/* taken once and then overwritten from the data without a word */
-	if (!strcmp(key, "D_user") || !strcmp(key, "D_item"))
+	user = !strcmp(key, "D_user");
+	if (user || !strcmp(key, "D_item"))
 		return sid_error_set(err, SID_EINVAL,
 				     "config key %s: not a setting: the %s tower's input width is "
 				     "the number of columns of --%s",
-				     key, key[2] == 'u' ? "user" : "item",
-				     key[2] == 'u' ? "users" : "items");
+				     key, user ? "user" : "item", user ? "users" : "items");
 
 	for (i = 0; i < sizeof(float_keys) / sizeof(float_keys[0]); i++) {
 		if (strcmp(key, float_keys[i].name))

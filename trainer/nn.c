@@ -566,8 +566,8 @@ double nn_infonce_forward(struct nn_sim *s, const float *a, int lda, const float
 	row_col_sums(s->S, B, s->rs, s->cs);
 	double lr = 0, lc = 0;
 	for (int b = 0; b < B; b++) {
-		lr += log(s->rs[b]);
-		lc += log(s->cs[b]);
+		lr += log((double)s->rs[b]);
+		lc += log((double)s->cs[b]);
 	}
 	return 0.5 * ((lr - diag) / B + (lc - diag) / B);
 }
@@ -637,7 +637,7 @@ double nn_click_forward(struct nn_sim *s, const float *u, int ldu, const float *
 	row_col_sums(s->S, B, s->rs, s->cs);
 	double tot = 0;
 	for (int b = 0; b < B; b++)
-		tot += log(s->rs[b]);
+		tot += log((double)s->rs[b]);
 	return (tot - diag) / B;
 }
 
