@@ -542,6 +542,8 @@ static int output_not_side_file(const char *output, const struct inputs *in, con
 	const char *file = strcmp(output, "-") ? output_resolved(output, real) : NULL;
 
 	for (int i = 1; i <= in->n_side; i++)
+		/* in->v[1..n_side] are all set (struct inputs) */
+		/* NOLINTNEXTLINE(clang-analyzer-core.NonNullParamChecker) */
 		if (!strcmp(file ? file : output, in->v[i]))
 			return sid_error_set(err, SID_EINVAL,
 					     "--output %s is the store or one of its files; write "

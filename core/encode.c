@@ -422,6 +422,8 @@ int sid_codes_format(const int32_t *codes, int L, enum sid_sid_format fmt, char 
 		if (total < len) {
 			size_t room = len - total;
 			size_t copy = (size_t)k < room - 1 ? (size_t)k : room - 1;
+			/* total < len only when len > 0, and then buf holds len bytes */
+			/* NOLINTNEXTLINE(clang-analyzer-core.NonNullParamChecker) */
 			memcpy(buf + total, piece, copy);
 			buf[total + copy] = '\0';
 		}

@@ -75,6 +75,8 @@ static void elide_middle(char *s, size_t max)
 	while (((unsigned char)*tail & 0xc0) == 0x80) /* a continuation byte */
 		tail++;
 	b = strlen(tail);
+	/* the memmove below brings the tail's NUL */
+	/* NOLINTNEXTLINE(bugprone-not-null-terminated-result) */
 	memcpy(s + a, "...", 3);
 	memmove(s + a + 3, tail, b + 1);
 }

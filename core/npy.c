@@ -539,6 +539,8 @@ void sid_npy_release_rows(const struct sid_npy *f, size_t row0, size_t row_end)
 	from -= (from - base) % page;
 	upto -= (upto - base) % page;
 	if (upto > from)
+		/* the mapping's addresses, rounded to pages as integers */
+		/* NOLINTNEXTLINE(performance-no-int-to-ptr) */
 		madvise((void *)from, upto - from, MADV_DONTNEED);
 }
 

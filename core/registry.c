@@ -583,8 +583,10 @@ static int assign_known_only(struct sid_registry *r, struct sid_reg_call *c)
 
 int sid_registry_assign_calls(struct sid_registry *r, struct sid_reg_call *calls, size_t n)
 {
-	struct sid__reg_req *q = calloc(n ? n : 1, sizeof(*q)),
-			    **qs = calloc(n ? n : 1, sizeof(*qs));
+	struct sid__reg_req *q = calloc(n ? n : 1, sizeof(*q));
+	/* sizeof(*p) of an array of pointers: the pointer's size is meant */
+	/* NOLINTNEXTLINE(bugprone-sizeof-expression) */
+	struct sid__reg_req **qs = calloc(n ? n : 1, sizeof(*qs));
 	size_t nq = 0;
 	int rc = 0;
 

@@ -309,6 +309,8 @@ void sid__rq_beam(const struct sid_tower *t, const float *z, size_t n, int n_alt
 		float *dst = panel_at(bb.r[0], i, E);
 		for (int e = 0; e < E; e++)
 			dst[(size_t)e * SID__LANES] = z[i * E + e];
+		/* beam_layout leaves NULLs only when sizing, without scratch */
+		/* NOLINTNEXTLINE(clang-analyzer-core.NullDereference) */
 		bb.nrm[0][i] = sid__rq_sqnorm(z + i * E, E, 1);
 	}
 	zero_padding(bb.r[0], n, E);

@@ -228,7 +228,11 @@ static void group_work(uv_work_t *w)
 		h = ro;
 	}
 	calls = calloc(n, sizeof(*calls));
+	/* sizeof(*p) of an array of pointers: the pointer's size is meant */
+	/* NOLINTNEXTLINE(bugprone-sizeof-expression) */
 	items = calloc(n, sizeof(*items));
+	/* sizeof(*p) of an array of pointers: the pointer's size is meant */
+	/* NOLINTNEXTLINE(bugprone-sizeof-expression) */
 	outs = calloc(n, sizeof(*outs));
 	if (!calls || !items || !outs)
 		goto oom;
@@ -310,6 +314,8 @@ static void group_work(uv_work_t *w)
 		{
 			uint64_t created = 0;
 			for (size_t r = 0; r < j->req.B; r++)
+				/* outs[i] of every job was allocated above (or oom) */
+				/* NOLINTNEXTLINE(clang-analyzer-core.NullDereference) */
 				created += outs[i][r].created != 0;
 			srv_metrics_registry_assigned(a->metrics, j->req.tower, created,
 						      j->req.B - created);

@@ -373,6 +373,8 @@ char *srv_buf_detach(struct srv_buf *b, size_t *len)
 	if (!b->p && grow(b, 0, 0))
 		return NULL;
 	if (b->len == 0)
+		/* grow answered 0, so cap >= len + 1 > 0 and p is allocated */
+		/* NOLINTNEXTLINE(clang-analyzer-core.NullDereference) */
 		b->p[0] = '\0';
 	p = b->p;
 	if (len)

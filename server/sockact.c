@@ -185,6 +185,8 @@ int srv_sockact_check_fd(int fd, const char *name, const char *role, struct sid_
 	if (getsockname(fd, (struct sockaddr *)&ss, &slen) != 0)
 		return sid_error_set(err, SID_EINVAL, "socket activation: %s: getsockname: %s",
 				     label, strerror(errno));
+	/* getsockname filled ss: it answered 0 */
+	/* NOLINTNEXTLINE(clang-analyzer-core.UndefinedBinaryOperatorResult) */
 	if (ss.ss_family == AF_UNIX)
 		return sid_error_set(err, SID_EINVAL,
 				     "socket activation: %s is a unix socket (AF_UNIX): "
@@ -249,6 +251,8 @@ int srv_sockact_addr(int fd, char *buf, size_t n, int *port)
 
 	if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0)
 		return -1;
+	/* getsockname filled ss: it answered 0 */
+	/* NOLINTNEXTLINE(clang-analyzer-core.UndefinedBinaryOperatorResult) */
 	if (ss.ss_family == AF_INET) {
 		const struct sockaddr_in *s4 = (const struct sockaddr_in *)&ss;
 		inet_ntop(AF_INET, &s4->sin_addr, host, sizeof(host));

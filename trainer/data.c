@@ -572,6 +572,8 @@ int tr_data_load(struct tr_data *d, const char *items_path, const char *users_pa
 	rc = tr_inter_read(train_path, d->users.n, d->items.n, d->cold, &d->train, err);
 	if (rc < 0)
 		goto fail;
+	/* tr_inter_read frees d->train only when it fails, < 0 */
+	/* NOLINTNEXTLINE(clang-analyzer-unix.Malloc) */
 	rc = tr_csr_build(&d->by_user, d->users.n, d->train.user, d->train.item, d->train.n, err);
 	if (rc < 0)
 		goto fail;

@@ -17,7 +17,7 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 
 # Steps other targets run, not meant to be asked for by name.
 INTERNAL = {"FORCE", "check-bins", "eval-train", "fuzz-deps", "fuzz-link",
-            "valgrind-deps", "pkgs", "pkgs-test"}
+            "valgrind-deps", "pkgs", "pkgs-test", "lint-deps", "lint-db"}
 
 
 def make(*args):

@@ -1,0 +1,53 @@
+# tests/lint.mk - static analysis (included by the top-level Makefile).
+#
+#   make lint    cppcheck and clang-tidy over the library and the three programs
+#                (core/ cli/ server/ trainer/; not tests/, tests/fuzz/ or bench/), with
+#                the committed configuration: .clang-tidy (the checks; a false
+#                positive is silenced at its line, with its reason),
+#                tests/lint/cppcheck.supp (each false positive cppcheck reports,
+#                with its reason, matched on the text of its line, by
+#                tests/lint/cppcheck_gate.py) and tests/lint/analyzer_model.h
+#                (force-included for clang-tidy: what sid_error_set returns).
+#                Any finding not suppressed fails it, and so does a cppcheck
+#                suppression that no longer matches a finding.
+#
+# The compilation database ($(LINT_O)/compile_commands.json) is written from the
+# build's own flags (FINAL_CFLAGS, less -MMD -MP -Werror), so nothing records a
+# build to get it.  cppcheck reads it too but not its -include: it reports the
+# same here with the model or without.  cppcheck and clang-tidy are Debian
+# packages installed (as root) by the deps rule when missing, as fuzz-deps
+# does for clang; LINT_JOBS files are analysed at once (default: the cores).
+
+LINT_O ?= $(O)/lint
+LINT_DEB_PACKAGES := cppcheck clang-tidy
+LINT_SRC := $(sort $(CORE_SRC) $(CLI_SRC) $(SERVER_SRC) $(TRAINER_SRC))
+LINT_MODEL := tests/lint/analyzer_model.h
+LINT_CFLAGS = $(filter-out -MMD -MP -Werror,$(FINAL_CFLAGS))
+LINT_JOBS ?= $(NPROC)
+
+.PHONY: lint lint-deps lint-db
+lint-deps:
+	@$(MAKE) --no-print-directory deps PKG_LIST="$(LINT_DEB_PACKAGES)"
+
+# One entry per file; core/err.c defines the functions the model's macros
+# rewrite, so it is analysed without the model.
+lint-db: | pkgs
+	@mkdir -p $(LINT_O)
+	@{ echo '['; sep=' '; for f in $(LINT_SRC); do \
+		model="-include $(LINT_MODEL)"; [ "$$f" = core/err.c ] && model=; \
+		printf '%s{"directory": "%s", "file": "%s",\n  "command": "%s %s %s -c %s"}\n' \
+			"$$sep" "$(CURDIR)" "$$f" "$(CC)" "$(LINT_CFLAGS)" "$$model" "$$f"; \
+		sep=','; \
+	done; echo ']'; } > $(LINT_O)/compile_commands.json
+
+CPPCHECK_FLAGS := --enable=warning,performance,portability --inconclusive --quiet
+lint: lint-deps lint-db
+	@echo "semid: lint: cppcheck"
+	@$(PYTHON) tests/lint/cppcheck_gate.py tests/lint/cppcheck.supp -- cppcheck \
+		--project=$(LINT_O)/compile_commands.json --relative-paths=$(CURDIR) \
+		$(CPPCHECK_FLAGS) -j$(LINT_JOBS)
+	@echo "semid: lint: clang-tidy"
+	@printf '%s\n' $(LINT_SRC) | xargs -P $(LINT_JOBS) -n 1 clang-tidy -p $(LINT_O) --quiet \
+		2>&1 | grep -v -E '^[0-9]+ warnings? (and [0-9]+ errors? )?generated\.$$'; \
+		exit $${PIPESTATUS[1]}
+	@echo "semid: lint: clean"

@@ -1,0 +1,156 @@
+#!/usr/bin/python3
+"""make lint's suppressions, without running the analysers (`make lint` runs
+them; a minute and more of CPU).
+
+tests/lint/cppcheck_gate.py, the step that holds cppcheck's findings to
+tests/lint/cppcheck.supp, runs here against a stand-in cppcheck that prints
+the findings a test gives it: a finding no entry covers fails, an entry that
+covers no finding fails, and an entry follows its line when code above it
+moves.  Then the committed suppressions themselves: each cppcheck entry's
+text is still in its file (an edit that changed or removed the line is
+noticed here, not only by the next make lint), and each NOLINTNEXTLINE in
+the C sources has its reason in a comment on the line above.
+
+Run by `make test`; standalone: /usr/bin/python3 tests/meta/test_lint_gate.py
+"""
+import glob
+import os
+import shutil
+import subprocess
+import tempfile
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+GATE = os.path.join(ROOT, "tests", "lint", "cppcheck_gate.py")
+SUPP = os.path.join(ROOT, "tests", "lint", "cppcheck.supp")
+
+# prints the file the test wrote (findings in the gate's template), exits as told
+FAKE_CPPCHECK = """#!/bin/sh
+cat "%(out)s"
+exit $(cat "%(rc)s")
+"""
+
+
+def entries(path):
+    with open(path) as f:
+        return [l.strip().split(None, 2) for l in f
+                if l.strip() and not l.lstrip().startswith("#")]
+
+
+class GateTest(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="test_lint_gate.")
+        self.out = os.path.join(self.tmp, "findings")
+        self.rc = os.path.join(self.tmp, "rc")
+        self.fake = os.path.join(self.tmp, "cppcheck")
+        with open(self.fake, "w") as f:
+            f.write(FAKE_CPPCHECK % {"out": self.out, "rc": self.rc})
+        os.chmod(self.fake, 0o755)
+        os.mkdir(os.path.join(self.tmp, "core"))
+        self.write("core/a.c", "int f(void)\n{\n\tfloat *w = (float *)at;\n\treturn 0;\n}\n")
+
+    def tearDown(self):
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def write(self, name, text):
+        with open(os.path.join(self.tmp, name), "w") as f:
+            f.write(text)
+
+    def gate(self, supp, findings, rc=0):
+        self.write("supp", supp)
+        self.write("findings", "".join(
+            "%s:%s:%d: portability: a message\n" % f for f in findings))
+        self.write("rc", "%d\n" % rc)
+        return subprocess.run(["/usr/bin/python3", GATE, "supp", "--", self.fake],
+                              cwd=self.tmp, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, timeout=60)
+
+    CAST = "# why\ninvalidPointerCast core/a.c float *w = (float *)at;\n"
+
+    def test_covered_findings_pass(self):
+        p = self.gate(self.CAST, [("invalidPointerCast", "core/a.c", 3),
+                                  ("missingIncludeSystem", "nofile", 0)])
+        self.assertEqual(p.returncode, 0, p.stdout)
+        self.assertEqual(p.stdout, "")
+
+    def test_a_finding_no_entry_covers_fails(self):
+        p = self.gate(self.CAST, [("invalidPointerCast", "core/a.c", 3),
+                                  ("nullPointer", "core/a.c", 4)])
+        self.assertNotEqual(p.returncode, 0, p.stdout)
+        self.assertIn("core/a.c:4: portability: a message [nullPointer]", p.stdout)
+        self.assertNotIn("core/a.c:3", p.stdout)
+
+    def test_another_check_on_the_line_is_not_covered(self):
+        p = self.gate(self.CAST, [("uninitvar", "core/a.c", 3)])
+        self.assertNotEqual(p.returncode, 0, p.stdout)
+        self.assertIn("core/a.c:3: portability: a message [uninitvar]", p.stdout)
+
+    def test_an_entry_that_covers_nothing_fails(self):
+        p = self.gate(self.CAST, [])
+        self.assertNotEqual(p.returncode, 0, p.stdout)
+        self.assertIn('"invalidPointerCast core/a.c float *w = (float *)at;" covers no finding',
+                      p.stdout)
+
+    def test_the_entry_follows_its_line(self):
+        self.write("core/a.c", "/* two\n * lines more */\nint f(void)\n{\n"
+                   "\tfloat *w = (float *)at;\n\treturn 0;\n}\n")
+        p = self.gate(self.CAST, [("invalidPointerCast", "core/a.c", 5)])
+        self.assertEqual(p.returncode, 0, p.stdout)
+        # and a finding of that check on another line is not its
+        p = self.gate(self.CAST, [("invalidPointerCast", "core/a.c", 5),
+                                  ("invalidPointerCast", "core/a.c", 6)])
+        self.assertNotEqual(p.returncode, 0, p.stdout)
+        self.assertIn("core/a.c:6:", p.stdout)
+
+    def test_cppcheck_failing_fails(self):
+        p = self.gate(self.CAST, [("invalidPointerCast", "core/a.c", 3)], rc=1)
+        self.assertNotEqual(p.returncode, 0, p.stdout)
+        self.assertIn("cppcheck failed (exit 1)", p.stdout)
+
+    def test_a_malformed_entry_is_named(self):
+        p = self.gate("invalidPointerCast core/a.c\n", [])
+        self.assertNotEqual(p.returncode, 0, p.stdout)
+        self.assertIn('supp:1: not "ID FILE TEXT"', p.stdout)
+
+
+class CommittedSuppressions(unittest.TestCase):
+    def test_each_cppcheck_entry_is_still_in_its_file(self):
+        es = entries(SUPP)
+        self.assertGreater(len(es), 0)
+        for cid, path, text in es:
+            with open(os.path.join(ROOT, path)) as f:
+                lines = [l for l in f if text in l]
+            self.assertEqual(len(lines), 1, "%s: %s %s %s: in %d lines of %s, not 1"
+                             % (SUPP, cid, path, text, len(lines), path))
+
+    def test_each_cppcheck_entry_has_its_reason(self):
+        # a run of entries sits right under the comment that gives its reason
+        with open(SUPP) as f:
+            lines = [l.strip() for l in f]
+        for i, line in enumerate(lines):
+            if line and not line.startswith("#"):
+                self.assertTrue(i > 0 and lines[i - 1], "no reason above: %s" % line)
+
+    def test_each_nolint_has_its_reason_above(self):
+        srcs = []
+        for d in ("core", "cli", "server", "trainer"):
+            srcs += glob.glob(os.path.join(ROOT, d, "*.[ch]"))
+        seen = 0
+        for path in sorted(srcs):
+            with open(path) as f:
+                lines = f.read().split("\n")
+            for i, line in enumerate(lines):
+                if "NOLINT" not in line:
+                    continue
+                seen += 1
+                where = "%s:%d" % (os.path.relpath(path, ROOT), i + 1)
+                self.assertRegex(line.strip(), r"^/\* NOLINTNEXTLINE\([A-Za-z0-9.,-]+\) \*/$",
+                                 where)
+                self.assertTrue(i > 0 and lines[i - 1].rstrip().endswith("*/")
+                                and "NOLINT" not in lines[i - 1], "%s: no reason above" % where)
+        self.assertGreater(seen, 0)
+
+
+if __name__ == "__main__":
+    unittest.main()
