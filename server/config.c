@@ -160,7 +160,7 @@ static const struct key keys[] = {
     {"registry", K_STR, F(registry), 0, 0,
      "ID registry: SQLite path, postgresql:// string, none (default: beside the model)"},
     {"registry_embeddings", K_BOOL, F(registry_embeddings), 0, 1,
-     "keep assigned items' embeddings (for semid registry diff)"},
+     "keep each newly assigned id's embedding (for semid registry diff)"},
     {"registry_connections", K_INT, F(registry_connections), 1, 64,
      "PostgreSQL connections committing assigns at once"},
     {"registry_probe_s", K_INT, F(registry_probe_s), 0, 3600,

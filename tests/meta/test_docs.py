@@ -440,6 +440,19 @@ class DocsTest(unittest.TestCase):
         self.assertEqual((got["items"], got["users"], got["dim"]),
                          (int(m.group(1)), int(m.group(2)), int(m.group(4))))
 
+    def test_quoted_model_versions_have_the_trainers_form(self):
+        """Output quoted from a run shows the default model_version in the
+        form semid-train writes now: `<mode>-<utc>-<seed>-<8 hex digits>`.
+        README.md's reassign line kept `das-20261130T001149Z-42`, from a
+        build before the random part, for a day after it came."""
+        src = read("trainer/train.c")
+        self.assertRegex(src, r'"%s-%s-%llu-%08x", mode')  # the form checked below
+        pat = re.compile(r"\b(?:das|rqvae|two-stage)-\d{8}T\d{6}Z-\d+(?:-[0-9a-zA-Z]*)?")
+        for doc in DOCS:
+            for version in pat.findall(read(doc)):
+                with self.subTest(doc=doc, version=version):
+                    self.assertRegex(version, r"-\d+-[0-9a-f]{8}$")
+
     def test_alert_table_lists_every_alert(self):
         rules = set(re.findall(r"^\s*- alert: (\w+)", read("deploy/prometheus/alerts.yml"), re.M))
         table = set(re.findall(r"^\| `(Semid\w+)`", read("deploy/README.md"), re.M))
