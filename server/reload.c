@@ -393,8 +393,9 @@ static void warn_contract_change(const struct sid_model *old, const struct sid_m
 			continue;
 		if (!b)
 			srv_log(SRV_LOG_WARN, "reload",
-				"model %s has no %s tower, which %s had: requests for it get 404 "
-				"from now on",
+				"model %s has no %s tower, which %s had: its encodes and assigns "
+				"get 404 from now on (lookups and deletes, which read the store "
+				"alone, go on)",
 				m->version, sid_tower_name((enum sid_tower_kind)t), old->version);
 		else if (a->D != b->D)
 			srv_log(

@@ -1916,7 +1916,9 @@ class TestLifecycle(unittest.TestCase):
         a tower the old one had, makes every request of the old shape 400
         or 404 from the swap on; the swap's line was an info success like
         any other.  It is now followed by a warning naming the change, and
-        a swap of the same shape adds none."""
+        a swap of the same shape adds none.  A tower's lookups and deletes
+        read the store alone and go on without it, which the warning says
+        (it used to say every request for the tower got 404)."""
         d = tempfile.mkdtemp(dir=WORK)
         path = os.path.join(d, "model.safetensors")
         T.write_model(path, {"item": ITEM, "user": USER}, "shape-1")
@@ -1936,8 +1938,16 @@ class TestLifecycle(unittest.TestCase):
             self.assertEqual(len(warns), 2, warns)
             self.assertIn('msg="model shape-3 takes item embeddings of 16 values, shape-2 took '
                           '48: requests of the old width get 400 from now on"', warns[0])
-            self.assertIn('msg="model shape-3 has no user tower, which shape-2 had: requests '
-                          'for it get 404 from now on"', warns[1])
+            self.assertIn('msg="model shape-3 has no user tower, which shape-2 had: its '
+                          'encodes and assigns get 404 from now on (lookups and deletes, '
+                          'which read the store alone, go on)"', warns[1])
+            for method, route, want in (("POST", "/v1/users:encode", 404),
+                                        ("GET", "/v1/users/u-1", 503),
+                                        ("DELETE", "/v1/users/u-1", 503)):
+                st, _, body = srv.request(method, route, b'{"inputs": [{"embedding": [0]}]}'
+                                          if method == "POST" else None,
+                                          headers=dict(auth, **{"Content-Type": "application/json"}))
+                self.assertEqual(st, want, (method, route, body))  # 503: --registry none
             self.assertEqual(len(reload("shape-4", {"item": TIEFREE})), 2)  # none more
         finally:
             self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
