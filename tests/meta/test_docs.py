@@ -440,6 +440,49 @@ class DocsTest(unittest.TestCase):
         self.assertEqual((got["items"], got["users"], got["dim"]),
                          (int(m.group(1)), int(m.group(2)), int(m.group(4))))
 
+    def test_named_sections_exist(self):
+        """A section named in words rather than linked, `proto/api.md "Life
+        cycle"` or `(proto/api.md, Metrics)`, in a document, a help text, a
+        deploy file or a comment, is a heading of that document (or a
+        paragraph's bold or bulleted name in it): the CronJob pointed at
+        deploy/README.md's "Publishing a model", a section called "Publish
+        a model", and a test at api.md's "Connections", which it never had."""
+        pat = re.compile(r"([\w./-]+\.md)`?,? "
+                         r"(?:\"([^\"\n]{2,60})\"|([A-Z][a-z]+(?: [a-z]+){0,4})(?=[);]))")
+        exts = (".md", ".c", ".h", ".py", ".yml", ".yaml", ".json", ".service", ".socket",
+                ".timer", ".mk", ".sh")
+        files = [f for f in os.listdir(ROOT)
+                 if f.endswith(exts) or f in ("Makefile", "Dockerfile")]
+        for top in TOP:
+            for d, dirs, names in os.walk(os.path.join(ROOT, top)):
+                dirs[:] = [x for x in dirs if x not in ("corpus", "regress", "out")]
+                files += [os.path.relpath(os.path.join(d, n), ROOT) for n in names
+                          if n.endswith(exts)]
+        seen = 0
+        for rel in files:
+            try:
+                text = read(rel)
+            except UnicodeDecodeError:
+                continue
+            refs = [(m.group(0), m.group(1), m.group(2) or m.group(3)) for m in pat.finditer(text)]
+            refs += [(m.group(0), m.group(2), m.group(1)) for m in re.finditer(
+                r"\"([A-Z][^\"\n]{2,60})\" (?:in|of) `?([\w./-]+\.md)", text)]
+            for ref, doc, name in refs:
+                path = doc if "/" in doc else os.path.join(os.path.dirname(rel), doc)
+                if not os.path.exists(os.path.join(ROOT, path)):
+                    path = doc
+                if not os.path.exists(os.path.join(ROOT, path)):
+                    continue  # a document not in the repository (../shared/...)
+                seen += 1
+                target = read(path)
+                heads = re.findall(r"^#+\s+(?:\d+\.\s+)?(.*?)\s*$", split_code(target)[0], re.M)
+                found = (any(re.match(re.escape(name) + r"\b", h) for h in heads)
+                         or re.search(r"\*\*%s\.?\*\*|^\s*- %s:" % ((re.escape(name),) * 2),
+                                      target, re.M | re.I))
+                with self.subTest(file=rel, ref=ref):
+                    self.assertTrue(found, "%s names a section %s has not" % (rel, path))
+        self.assertGreater(seen, 10)  # the scan finds them
+
     def test_quoted_model_versions_have_the_trainers_form(self):
         """Output quoted from a run shows the default model_version in the
         form semid-train writes now: `<mode>-<utc>-<seed>-<8 hex digits>`.

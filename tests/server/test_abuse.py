@@ -6,7 +6,7 @@ oversized headers, malformed HTTP.  Each case asserts what the client sees
 still answered correctly meanwhile, and what the server logs (no crash, no
 500).  Real server, real sockets, 127.0.0.1 only; every wait is bounded.
 
-What the server does (proto/api.md "Connections"):
+What the server does (proto/api.md "Life cycle"):
 - connection_timeout_s bounds both silence (libmicrohttpd's idle timeout)
   and the time a request may take to arrive in full, headers and body,
   counted from the connection's start or its previous response: a client
