@@ -483,6 +483,22 @@ class DocsTest(unittest.TestCase):
                     self.assertTrue(found, "%s names a section %s has not" % (rel, path))
         self.assertGreater(seen, 10)  # the scan finds them
 
+    def test_readme_lists_the_registry_commands_with_a_progress_bar(self):
+        """README.md's list of the registry commands that draw a progress
+        bar is those `semid help registry` gives --progress to (every
+        command but the ones it names): delete had one, the list not."""
+        top = run_help(os.path.join(BIN, "semid"), "--help")
+        m = re.search(r"registry <command>\s+the durable ID registry: (.*?)\n\s+\(", top, re.S)
+        commands = set(re.split(r",\s*", " ".join(m.group(1).split())))
+        reg = run_help(os.path.join(BIN, "semid"), "help", "registry")
+        m = re.search(r"--progress\s+all but ([a-z, ]+?) and (\w+):", reg)
+        without = set(re.split(r",\s*", m.group(1))) | {m.group(2)}
+        self.assertLess(without, commands)
+        m = re.search(r"The long ones \(([a-z,\s]+)\) draw a progress bar",
+                      " ".join(read("README.md").split()))
+        self.assertIsNotNone(m, "README.md names the commands with a progress bar")
+        self.assertEqual(set(re.split(r",\s*", m.group(1))), commands - without)
+
     def test_quoted_model_versions_have_the_trainers_form(self):
         """Output quoted from a run shows the default model_version in the
         form semid-train writes now: `<mode>-<utc>-<seed>-<8 hex digits>`.
