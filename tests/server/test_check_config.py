@@ -166,6 +166,28 @@ class CheckConfig(ModelDir):
         gone = os.path.join(self.dir, "no-such-dir", "model.safetensors")
         self.same_refusal(["--model", gone, "--allow-empty"], "cannot watch")
 
+    def test_registry_none(self):
+        """With --registry none the summary says which routes answer 503, as
+        a server started so answers them: deletes too, which it left out."""
+        rc, out, err = run(["--check-config", "--model", self.model, "--registry", "none"])
+        self.assertEqual(rc, 0, out + err)
+        line = [ln for ln in out.splitlines() if ln.startswith("registry ")]
+        self.assertEqual(line, ["registry    none: assign, lookups and deletes answer 503"])
+        srv = T.Server(["--model", self.model, "--registry", "none", "--admin-token",
+                        "t" * 32], self.dir)
+        try:
+            auth = {"Authorization": "Bearer " + "t" * 32, "Content-Type": "application/json"}
+            for method, path, body in (
+                    ("POST", "/v1/items:assign",
+                     b'{"inputs": [{"id": "a", "embedding": [0, 0, 0, 1]}]}'),
+                    ("GET", "/v1/items/a", None), ("GET", "/v1/sids/1-2-3-0", None),
+                    ("DELETE", "/v1/items/a", None),
+                    ("POST", "/v1/items:delete", b'{"ids": ["a"]}')):
+                st, _, answer = srv.request(method, path, body, headers=auth)
+                self.assertEqual(st, 503, (method, path, answer))
+        finally:
+            self.assertEqual(srv.stop(), 0)
+
     def test_registry_schema_newer(self):
         reg = os.path.join(self.dir, "reg.db")
         db = sqlite3.connect(reg)
