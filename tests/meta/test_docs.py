@@ -499,6 +499,23 @@ class DocsTest(unittest.TestCase):
         self.assertIsNotNone(m, "README.md names the commands with a progress bar")
         self.assertEqual(set(re.split(r",\s*", m.group(1))), commands - without)
 
+    def test_named_tests_exist(self):
+        """A test the documents cite as proof (`test_config_of_the_first_builds`,
+        `tests/server/test_faults.py`) is one the repository has: a renamed
+        or dropped test would leave a claim that nothing checks."""
+        names = set()
+        for d, _, files in os.walk(os.path.join(ROOT, "tests")):
+            for n in files:
+                names.add(os.path.splitext(n)[0])
+                if n.endswith((".py", ".c")):
+                    with open(os.path.join(d, n), encoding="utf-8", errors="replace") as f:
+                        names |= set(re.findall(r"(?:def |START_TEST\()(test_\w+)", f.read()))
+        self.assertGreater(len(names), 500)  # the scan finds them
+        for doc in DOCS:
+            for name in set(re.findall(r"\btest_[a-z0-9_]+\b", read(doc))):
+                with self.subTest(doc=doc, test=name):
+                    self.assertTrue(name in names, "%s cites a test that does not exist" % doc)
+
     def test_quoted_model_versions_have_the_trainers_form(self):
         """Output quoted from a run shows the default model_version in the
         form semid-train writes now: `<mode>-<utc>-<seed>-<8 hex digits>`.
