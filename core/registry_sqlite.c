@@ -539,7 +539,8 @@ static int levels_ensure(struct sq *s, int kind, int L, struct sid_error *err)
 /* The smallest suffix free under @codes. */
 /*
  * Free slots below the largest suffix of a code tuple ("gaps") appear only
- * when a reassign moves an id out of the middle of its tuple or an import
+ * when a reassign or a delete takes an id out of the middle of its tuple
+ * (or a delete takes a damaged row, whose slot is not known) or an import
  * brings a suffix past the end.  Until then every tuple's suffixes are
  * 0..max, the smallest free one is max + 1, and one index probe finds it; so
  * each kind keeps a flag (semid_meta "gaps.<kind>"), set for good the first
