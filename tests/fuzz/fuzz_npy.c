@@ -32,7 +32,7 @@ static void read_all(const struct sid_npy *f)
 {
 	struct sid_error err;
 	float *buf;
-	size_t esz = f->dtype == SID_NPY_F64 ? 8 : 4;
+	size_t esz = f->dtype == SID_NPY_F64 ? 8 : f->dtype == SID_NPY_F16 ? 2 : 4;
 
 	if (f->cols && f->rows > (size_t)-1 / f->cols / esz)
 		fail("accepted a shape whose size overflows");
