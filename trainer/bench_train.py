@@ -84,7 +84,7 @@ def main():
     ap.add_argument("--bin", required=True)
     ap.add_argument("--data", required=True)
     ap.add_argument("--work", required=True)
-    ap.add_argument("--out", default="bench/out/RESULTS-train.md")
+    ap.add_argument("--out", default="bench/out/RESULTS-bench-train.md")
     ap.add_argument("--scale-steps", type=int, default=20)
     ap.add_argument("--skip-scale", action="store_true")
     args = ap.parse_args()

@@ -6,7 +6,9 @@
 #                     bench/out/RESULTS-train.md (trainer/eval_table.py).
 #   make bench-train  time per epoch and sgemm share (perf) on lastfm, and the synthetic
 #                     1M items / 1M users / 20M clicks scale run (20 timed steps of the first
-#                     epoch, the epoch extrapolated); figures into bench/out/RESULTS-train.md.
+#                     epoch, the epoch extrapolated); figures into
+#                     bench/out/RESULTS-bench-train.md (not make eval's RESULTS-train.md,
+#                     which `make bench` after `make eval` used to overwrite).
 #   EVAL_SEEDS, EVAL_EPOCHS, EVAL_JOBS (runs at a time), EVAL_DIR (work dir; an interrupted
 #   `make eval` continues where it stopped).
 
@@ -29,6 +31,6 @@ eval-train: $(BIN)/semid-train
 bench-train: $(BIN)/semid-train
 	@mkdir -p $(BENCH_OUT)
 	$(PYTHON) trainer/bench_train.py --bin $(BIN) --data $(LASTFM) --work $(EVAL_DIR)/bench \
-		--out $(BENCH_OUT)/RESULTS-train.md
+		--out $(BENCH_OUT)/RESULTS-bench-train.md
 
 bench: bench-train

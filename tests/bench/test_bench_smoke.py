@@ -68,7 +68,7 @@ BENCHES = ("bench-assign", "bench-registry", "bench-backup", "bench-http", "benc
 REPORTS = {"bench-http": "RESULTS-server.md", "bench-assign": "RESULTS-assign.md",
            "bench-backup": "RESULTS-backup.md", "bench-reassign": "RESULTS-reassign.md",
            "bench-burst": "RESULTS-burst.md", "bench-delete": "RESULTS-delete.md",
-           "bench-train": "RESULTS-train.md"}
+           "bench-train": "RESULTS-bench-train.md"}
 
 NUM_RE = re.compile(r"[-+]?(?:\d[\d,]*(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?|[-+]?inf|nan")
 
