@@ -418,7 +418,7 @@ static int store_open(const struct opts *o, struct sid_registry **r, struct sid_
 	char path[4096];
 	const char *target;
 	struct stat st;
-	int rc;
+	int rc, readonly;
 
 	if ((rc = store_target(o, path, &target, err)))
 		return rc;
@@ -449,12 +449,18 @@ static int store_open(const struct opts *o, struct sid_registry **r, struct sid_
 				     target, o->cmd, o->db ? "" : "; give it with --db");
 	/* commands that only read open read-only: they work on a read-only
 	 * mount and never create a store that is not there */
-	return sid_registry_open(target,
-				 strcmp(o->cmd, "assign") && strcmp(o->cmd, "import") &&
-					 strcmp(o->cmd, "reassign") && strcmp(o->cmd, "delete")
-				     ? SID_REG_READONLY
-				     : 0,
-				 r, err);
+	readonly = strcmp(o->cmd, "assign") && strcmp(o->cmd, "import") &&
+		   strcmp(o->cmd, "reassign") && strcmp(o->cmd, "delete");
+	/* the default store of a --model NEW in releases/ is not the served
+	 * one: say where the missing file was looked for, and how to name it */
+	if (readonly && !o->db && !sid_registry_target_is_pg(target) && stat(target, &st) != 0 &&
+	    errno == ENOENT)
+		return sid_error_set(err, SID_ENOTFOUND,
+				     "registry %s: no such file (nothing to read): without --db "
+				     "the store is the semid-registry.db next to --model; give "
+				     "the store to read with --db",
+				     target);
+	return sid_registry_open(target, readonly ? SID_REG_READONLY : 0, r, err);
 }
 
 /*

@@ -1809,6 +1809,18 @@ START_TEST(t_reassign)
 		    run_err(msg, sizeof(msg), "registry", "reassign", "--model", store, NULL),
 		    CLI_EXIT_INPUT);
 		ASSERT_HAS(msg, "no such store");
+		/* diff, the step before a reassign (deploy/README.md), and the
+		 * other readers: told where the store was looked for and how to
+		 * name the served one */
+		static const char *const readers[] = {"diff", "export", "stats"};
+		for (int i = 0; i < 3; i++) {
+			ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", readers[i],
+						 "--model", store, NULL),
+					 CLI_EXIT_INPUT);
+			ASSERT_HAS(msg, "releases/semid-registry.db: no such file");
+			ASSERT_HAS(msg, "without --db the store is the semid-registry.db next "
+					"to --model; give the store to read with --db");
+		}
 		snprintf(store, sizeof(store), "%s/semid-registry.db", rel);
 		ck_assert_int_ne(access(store, F_OK), 0);
 	}
