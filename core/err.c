@@ -206,6 +206,24 @@ const char *sid_nearest_hint(const struct sid_nearest *n, int as_flag, char *buf
 	return buf;
 }
 
+const char *sid_json_error_hint(const char *text)
+{
+	/* jansson 2.14's wording (src/load.c); another one gives no hint */
+	static const struct {
+		const char *text, *hint;
+	} hints[] = {
+	    {"string or '}' expected near '}'", " (JSON allows no comma after the last member)"},
+	    {"unexpected token near ']'", " (JSON allows no comma after the last element)"},
+	    {"'}' expected near '\"", " (a comma missing before this member?)"},
+	    {"string or '}' expected near", " (a key is a string in double quotes)"},
+	};
+
+	for (size_t i = 0; text && i < sizeof(hints) / sizeof(hints[0]); i++)
+		if (!strncmp(text, hints[i].text, strlen(hints[i].text)))
+			return hints[i].hint;
+	return "";
+}
+
 const char *sid_strerror(int code)
 {
 	switch (code) {

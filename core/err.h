@@ -98,6 +98,16 @@ void sid_nearest_add(struct sid_nearest *n, const char *key);
 /* Written to @buf (@len bytes) and returned; "" (not @buf) for no hint. */
 const char *sid_nearest_hint(const struct sid_nearest *n, int as_flag, char *buf, size_t len);
 
+/*
+ * What a hand-edited JSON file most often got wrong, for jansson's error
+ * @text (json_error_t.text): " (JSON allows no comma after the last member)"
+ * and the like for a trailing comma, a missing comma or a key without
+ * double quotes, whose own messages point past the mistake ("string or '}'
+ * expected near '}'" on the line after a trailing comma); "" otherwise.
+ * A constant string.
+ */
+const char *sid_json_error_hint(const char *text);
+
 /* A short constant name for a code: "invalid argument", "bad format", ... */
 const char *sid_strerror(int code);
 

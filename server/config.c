@@ -485,10 +485,11 @@ int srv_config_load_file(struct srv_config *c, const char *path, struct sid_erro
 	root = json_loadb(buf + skip, len - skip, JSON_REJECT_DUPLICATES, &jerr);
 	free(buf);
 	if (!root && jerr.line < 1)
-		return sid_error_set(err, SID_EINVAL, "%s: %s", path, jerr.text);
+		return sid_error_set(err, SID_EINVAL, "%s: %s%s", path, jerr.text,
+				     sid_json_error_hint(jerr.text));
 	if (!root)
-		return sid_error_set(err, SID_EINVAL, "%s:%d:%d: %s", path, jerr.line, jerr.column,
-				     jerr.text);
+		return sid_error_set(err, SID_EINVAL, "%s:%d:%d: %s%s", path, jerr.line,
+				     jerr.column, jerr.text, sid_json_error_hint(jerr.text));
 	if (!json_is_object(root)) {
 		rc = sid_error_set(err, SID_EINVAL, "%s: the config must be a JSON object", path);
 		goto fail;

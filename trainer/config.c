@@ -298,8 +298,8 @@ int tr_config_load_json(struct tr_config *c, const char *json, const char *what,
 	int rc = 0;
 
 	if (!root)
-		return sid_error_set_at(err, SID_EFORMAT, je.line, "%s:%d: %s", what, je.line,
-					je.text);
+		return sid_error_set_at(err, SID_EFORMAT, je.line, "%s:%d: %s%s", what, je.line,
+					je.text, sid_json_error_hint(je.text));
 	if (!json_is_object(root)) {
 		json_decref(root);
 		return sid_error_set(err, SID_EFORMAT, "%s: top level must be a JSON object", what);

@@ -274,6 +274,25 @@ START_TEST(test_nearest_hint)
 }
 END_TEST
 
+/* jansson's own words for the slips of a hand-edited JSON file; any other
+ * message (or none) gets no hint */
+START_TEST(test_json_error_hint)
+{
+	ck_assert_str_eq(sid_json_error_hint("string or '}' expected near '}'"),
+			 " (JSON allows no comma after the last member)");
+	ck_assert_str_eq(sid_json_error_hint("unexpected token near ']'"),
+			 " (JSON allows no comma after the last element)");
+	ck_assert_str_eq(sid_json_error_hint("'}' expected near '\"b\"'"),
+			 " (a comma missing before this member?)");
+	ck_assert_str_eq(sid_json_error_hint("string or '}' expected near 'a'"),
+			 " (a key is a string in double quotes)");
+	ck_assert_str_eq(sid_json_error_hint("'}' expected near '3'"), "");
+	ck_assert_str_eq(sid_json_error_hint("end of file expected near 'x'"), "");
+	ck_assert_str_eq(sid_json_error_hint(""), "");
+	ck_assert_str_eq(sid_json_error_hint(NULL), "");
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("err");
@@ -289,6 +308,7 @@ int main(void)
 	tcase_add_test(tc, test_utf8_len);
 	tcase_add_test(tc, test_cut_messages_stay_utf8);
 	tcase_add_test(tc, test_nearest_hint);
+	tcase_add_test(tc, test_json_error_hint);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }

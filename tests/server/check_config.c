@@ -321,6 +321,31 @@ START_TEST(test_file_errors)
 	ck_assert_ptr_nonnull(strstr(err.msg, path)); /* jansson's line:column follows */
 	unlink(path);
 
+	/* the usual slips of a hand-edited copy of semid-server.json, whose
+	 * jansson message points past them (the line after a trailing comma),
+	 * are said */
+	{
+		static const char *const slips[][2] = {
+		    {"{\n  \"max_batch\": 3,\n  \"workers\": 2,\n}\n",
+		     ":4:1: string or '}' expected near '}' (JSON allows no comma after the last "
+		     "member)"},
+		    {"{\"listen\": \"127.0.0.1:9\"\n \"workers\": 2}",
+		     ":2:10: '}' expected near '\"workers\"' (a comma missing before this "
+		     "member?)"},
+		    {"{workers: 2}",
+		     ":1:8: string or '}' expected near 'workers' (a key is a string in double "
+		     "quotes)"},
+		    {"{\"workers\": 2} x", ":1:16: end of file expected near 'x'"},
+		};
+		for (size_t i = 0; i < sizeof(slips) / sizeof(slips[0]); i++) {
+			path = write_tmp(slips[i][0]);
+			ck_assert_int_ne(srv_config_load_file(&c, path, &err), 0);
+			snprintf(want, sizeof(want), "%s%s", path, slips[i][1]);
+			ck_assert_str_eq(err.msg, want);
+			unlink(path);
+		}
+	}
+
 	path = write_tmp("[1]");
 	ck_assert_int_ne(srv_config_load_file(&c, path, &err), 0);
 	ck_assert_ptr_nonnull(strstr(err.msg, "must be a JSON object"));

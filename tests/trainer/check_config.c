@@ -79,12 +79,33 @@ START_TEST(test_input_widths_are_no_setting)
 }
 END_TEST
 
+/* A --config file with a trailing comma was refused as "string or '}'
+ * expected near '}'" on the line after it, with nothing on the comma. */
+START_TEST(test_json_slip_is_said)
+{
+	struct tr_config c;
+	struct sid_error err;
+
+	tr_config_defaults(&c);
+	ck_assert_int_eq(
+	    tr_config_load_json(&c, "{\"epochs\": 5,\n \"seed\": 7,\n}", "c.json", &err),
+	    SID_EFORMAT);
+	ck_assert_str_eq(err.msg, "c.json:3: string or '}' expected near '}' (JSON allows no "
+				  "comma after the last member)");
+	ck_assert_int_eq(tr_config_load_json(&c, "{\"hidden\": [256, 128,]}", "c.json", &err),
+			 SID_EFORMAT);
+	ck_assert_str_eq(err.msg, "c.json:1: unexpected token near ']' (JSON allows no comma "
+				  "after the last element)");
+}
+END_TEST
+
 static Suite *config_suite(void)
 {
 	Suite *s = suite_create("config");
 	TCase *tc = tcase_create("config");
 	tcase_add_test(tc, test_help_defaults_are_a_config);
 	tcase_add_test(tc, test_input_widths_are_no_setting);
+	tcase_add_test(tc, test_json_slip_is_said);
 	suite_add_tcase(s, tc);
 	return s;
 }
