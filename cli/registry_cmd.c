@@ -819,7 +819,7 @@ static int cmd_assign(const struct opts *o, struct sid_error *err)
 	struct sid_reg_item *in = NULL;
 	struct sid_reg_entry *res = NULL;
 	struct cli_progress bar = {0};
-	size_t B = (size_t)o->batch, done = 0;
+	size_t B = (size_t)o->batch, done = 0, committed = 0;
 	uint64_t created = 0, moved = 0;
 	long bad;
 	int rc;
@@ -892,6 +892,7 @@ static int cmd_assign(const struct opts *o, struct sid_error *err)
 				err->index += (long)row;
 			goto fail;
 		}
+		committed = row + n;
 		/* committed: acknowledge the batch (with --reassign, whether each
 		 * moved, and from which ID) */
 		for (size_t i = 0; i < n; i++) {
@@ -927,6 +928,14 @@ fail:
 	cli_progress_end(&bar, done); /* before a message; no-op when not drawn */
 	if (rc)
 		out_close(&w, 0, NULL);
+	if (rc && committed) { /* a full disk, a bad row: what is in the store */
+		char why[SID_ERROR_MSG_MAX];
+		snprintf(why, sizeof(why), "%s", err->msg);
+		sid_error_set(err, rc,
+			      "%s; rows 0..%zu were committed before it, their ids keep the IDs "
+			      "given: once that is fixed, the same command assigns the rest",
+			      why, committed - 1);
+	}
 	for (size_t i = 0; ids && i < x.rows; i++)
 		free(ids[i]);
 	free(ids);

@@ -1016,6 +1016,51 @@ class CliTest(unittest.TestCase):
                                preexec_fn=small)
             self.assertEqual((q.returncode, q.stdout), (0, p.stdout), q.stderr.decode())
 
+    def test_assign_stopped_part_way_says_what_is_stored(self):
+        """registry assign commits --batch ids at a time; one stopped by a
+        bad row or a full store said only why ("row 150 ... not finite",
+        "database or disk is full"), and a team took the store for
+        untouched.  It now says which rows were committed, and the same
+        command run again assigns the rest, the committed ids keeping
+        their IDs."""
+        ids = os.path.join(self.out.name, "ids.txt")
+        with open(ids, "w") as f:
+            f.write("".join("sku-%d\n" % i for i in range(N)))
+        bad = self.x.copy()
+        bad[150, 3] = np.nan
+        nan_input = os.path.join(self.out.name, "nan.npy")
+        np.save(nan_input, bad)
+        db = os.path.join(self.out.name, "r.db")
+        assign = ("registry", "assign", "--model", self.model, "--ids", ids, "--db", db)
+        p = run(*assign, "--input", nan_input, "--batch", "64")
+        self.assertEqual(p.returncode, 2, p.stderr.decode())
+        self.assertEqual(p.stderr.decode(),
+                         "semid: %s: row 150, column 3 is not finite (nan); rows 0..127 were "
+                         "committed before it, their ids keep the IDs given: once that is "
+                         "fixed, the same command assigns the rest\n" % nan_input)
+        first = p.stdout.decode().splitlines()
+        self.assertEqual(len(first), 128)
+        p = run(*assign, "--input", self.input)
+        self.assertEqual(p.returncode, 0, p.stderr.decode())
+        lines = [ln.split("\t") for ln in p.stdout.decode().splitlines()]
+        self.assertEqual(len(lines), N)
+        for i, (line, was) in enumerate(zip(lines, first)):
+            self.assertEqual(line, was.split("\t")[:2] + ["0"], i)  # known, as given
+        self.assertEqual({ln[2] for ln in lines[128:]}, {"1"})
+        # a store that cannot take a commit (a file size limit, as a full
+        # disk): the rows of the batches printed before it are named
+        db2 = os.path.join(self.out.name, "full.db")
+        p = run("registry", "assign", "--model", self.model, "--ids", ids, "--db", db2,
+                "--input", self.input, "--batch", "10",
+                preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE,
+                                                      (96 * 1024, 96 * 1024)))
+        self.assertEqual(p.returncode, 1, p.stderr.decode())
+        k = len(p.stdout.decode().splitlines())
+        self.assertTrue(0 < k < N, k)
+        self.assertRegex(p.stderr.decode(),
+                         r"\Asemid: registry %s: [^\n]*; rows 0\.\.%d were committed before "
+                         r"it, [^\n]*\n\Z" % (re.escape(db2), k - 1))
+
     def test_file_size_limit(self):
         """A file size limit (ulimit -f) reached ended semid by SIGXFSZ
         (153) without a word, a backup leaving its temp file; the write now
