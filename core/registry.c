@@ -743,8 +743,15 @@ int sid_registry_get_sid(struct sid_registry *r, enum sid_tower_kind kind, const
 		goto out;
 	}
 	if (L != Ls) {
-		rc = sid_error_set(err, SID_EINVAL, "sid \"%.64s\" has %d levels; %s IDs have %d",
-				   sid, L, sid_tower_name(kind), Ls);
+		/* one number short: most often the codes alone, which
+		 * /v1/items:encode answers as its "sid" */
+		rc =
+		    sid_error_set(err, SID_EINVAL,
+				  "sid \"%.64s\" has %d levels and a suffix; %s IDs have %d levels "
+				  "and a suffix%s%.64s%s",
+				  sid, L, sid_tower_name(kind), Ls,
+				  L == Ls - 1 ? " (codes alone? the first ID under them is " : "",
+				  L == Ls - 1 ? sid : "", L == Ls - 1 ? "-0)" : "");
 		goto out;
 	}
 	rc = r->ops->get_sid(r, kind, codes, L, suffix, out, err);
@@ -799,9 +806,10 @@ int sid_registry_list(struct sid_registry *r, enum sid_tower_kind kind, const ch
 	if (rc || Ls == 0)
 		goto out;
 	if (p > Ls) {
-		rc =
-		    sid_error_set(err, SID_EINVAL, "prefix \"%.64s\" has %d levels; %s IDs have %d",
-				  prefix, p, sid_tower_name(kind), Ls);
+		rc = sid_error_set(
+		    err, SID_EINVAL, "prefix \"%.64s\" has %d levels; %s IDs have %d%s", prefix, p,
+		    sid_tower_name(kind), Ls,
+		    p == Ls + 1 ? " (a prefix is codes only, without the suffix)" : "");
 		goto out;
 	}
 	if (cl && cl != Ls) {

@@ -654,8 +654,15 @@ START_TEST(t_lookups)
 			 SID_ENOTFOUND);
 	ck_assert_int_eq(sid_registry_get_sid(r, SID_TOWER_ITEM, "12-7-0", &e, &err), SID_EINVAL);
 	ck_assert_ptr_nonnull(strstr(err.msg, "has 2 levels"));
+	/* the codes alone, as an encode answers them, are said to be so */
+	ck_assert_int_eq(sid_registry_get_sid(r, SID_TOWER_ITEM, "12-7-200", &e, &err), SID_EINVAL);
+	ck_assert_str_eq(err.msg, "sid \"12-7-200\" has 2 levels and a suffix; item IDs have 3 "
+				  "levels and a suffix (codes alone? the first ID under them is "
+				  "12-7-200-0)");
 	ck_assert_int_eq(sid_registry_get_sid(r, SID_TOWER_ITEM, "12-7-200-0-0", &e, &err),
 			 SID_EINVAL);
+	ck_assert_str_eq(err.msg, "sid \"12-7-200-0-0\" has 4 levels and a suffix; item IDs "
+				  "have 3 levels and a suffix");
 	ck_assert_int_eq(sid_registry_get_sid(r, SID_TOWER_ITEM, "12--7", &e, &err), SID_EINVAL);
 	ck_assert_int_eq(sid_registry_get(r, SID_TOWER_ITEM, "nope", &e, &err), SID_ENOTFOUND);
 	ck_assert_ptr_nonnull(strstr(err.msg, "\"nope\""));
@@ -969,6 +976,13 @@ START_TEST(t_list_paging)
 	    sid_registry_list(r, SID_TOWER_ITEM, "1-2-3-4", "", 7, page, &n, next, &err),
 	    SID_EINVAL);
 	ck_assert_ptr_nonnull(strstr(err.msg, "4 levels"));
+	/* a full ID given as a prefix: the suffix is said to be no part of one */
+	ck_assert_str_eq(err.msg, "prefix \"1-2-3-4\" has 4 levels; item IDs have 3 (a prefix is "
+				  "codes only, without the suffix)");
+	ck_assert_int_eq(
+	    sid_registry_list(r, SID_TOWER_ITEM, "1-2-3-4-5", "", 7, page, &n, next, &err),
+	    SID_EINVAL);
+	ck_assert_str_eq(err.msg, "prefix \"1-2-3-4-5\" has 5 levels; item IDs have 3");
 	ck_assert_int_eq(sid_registry_list(r, SID_TOWER_ITEM, "1--2", "", 7, page, &n, next, &err),
 			 SID_EINVAL);
 	ck_assert_int_eq(sid_registry_list(r, SID_TOWER_ITEM, "1", "1-2", 7, page, &n, next, &err),
