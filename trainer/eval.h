@@ -33,7 +33,9 @@
  *
  * It says on stderr what it does, as the epochs do (progress.h): a line
  * before ("evaluating: 12 test and 3 cold-test interactions, 300 users
- * against 600 items") and one after ("evaluation: 1.23s"), and between
+ * against 600 items"; with --test but no cold set, one more counting the
+ * items without a train click, ranked as warm) and one after ("evaluation:
+ * 1.23s"), and between
  * them, as struct tr_eval_progress asks, a bar on a terminal or else a line
  * every so many seconds ("evaluating: ranking item_side warm, 40% done,
  * 12.3s, about 18s left"), its percent of the work in multiply-adds (the

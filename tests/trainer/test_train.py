@@ -513,6 +513,32 @@ class TrainerTest(unittest.TestCase):
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertIn("cold", json.loads(p.stdout)["item_side"])
 
+    def test_eval_without_a_cold_set_says_what_it_ranks(self):
+        """`semid-train eval --test` alone (a team checking its validation
+        split) ranked the held-out cold items among the warm candidates and
+        printed lower warm figures than its training run had, with nothing
+        saying why.  A line on stderr now counts the items without a train
+        click that it ranks so; with --cold-items (or --test-cold) there
+        is none."""
+        model = os.path.join(self.tmp, "e2e.st")
+        self._ensure_e2e_model(model)
+        tr = np.loadtxt(self.d("train.tsv"), dtype=np.int64, ndmin=2)
+        unclicked = 600 - len(set(tr[:, 1].tolist()))
+        self.assertGreater(unclicked, 0)
+        ev = [TRAIN, "eval", "--model", model, "--items", self.d("items.npy"), "--users",
+              self.d("users.npy"), "--train", self.d("train.tsv"), "--test", self.d("test.tsv")]
+        p = run(*ev)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("evaluating: no cold set (--cold-items, --test-cold): the %d items with "
+                      "no --train click are ranked as warm candidates too; give the "
+                      "--cold-items of the training run to compare with its figures\n"
+                      % unclicked, p.stderr)
+        for more in (["--cold-items", self.d("cold_items.txt")],
+                     ["--test-cold", self.d("cold_test.tsv")]):
+            p = run(*ev + more)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertNotIn("no cold set", p.stderr)
+
     def test_config_file_and_flags(self):
         cfgdir = os.path.join(self.tmp, "cfg")
         os.makedirs(cfgdir, exist_ok=True)
