@@ -29,7 +29,8 @@ static const struct key keys[] = {
     {"items", K_STR, OFF(items), SZ(items), "item content embeddings, float (N_items, D) .npy"},
     {"users", K_STR, OFF(users), SZ(users), "user content embeddings, float (N_users, D) .npy"},
     {"train", K_STR, OFF(train), SZ(train),
-     "training interactions, user<TAB>item per line: 0-based rows of --users, --items"},
+     "training interactions, user<TAB>item per line: 0-based rows of --users, --items; no "
+     "header; further columns are ignored (a rating or a split label too: filter first)"},
     {"test", K_STR, OFF(test), SZ(test), "warm test interactions, as --train (final evaluation)"},
     {"test_cold", K_STR, OFF(test_cold), SZ(test_cold), "cold-item test interactions, as --train"},
     {"cold_items", K_STR, OFF(cold_items), SZ(cold_items),

@@ -355,10 +355,17 @@ int tr_inter_read(const char *path, size_t n_users, size_t n_items, const uint8_
 		for (int f = 0; f < 2; f++) {
 			int prc = parse_index(&p, e, f ? &it : &u);
 			if (prc < 0) {
+				/* column names, as most exports write them first */
+				int header = prc == -1 && ln.lineno == 1 && (*s | 0x20) >= 'a' &&
+					     (*s | 0x20) <= 'z';
 				rc = sid_error_set_at(
-				    err, SID_EFORMAT, ln.lineno, "%s:%ld: %s field of \"%s\" is %s",
-				    path, ln.lineno, f ? "item" : "user", q,
-				    prc == -2 ? "above 2147483647" : "not a non-negative integer");
+				    err, SID_EFORMAT, ln.lineno,
+				    "%s:%ld: %s field of \"%s\" is %s%s", path, ln.lineno,
+				    f ? "item" : "user", q,
+				    prc == -2 ? "above 2147483647" : "not a non-negative integer",
+				    header
+					? " (a header line? the file has none: drop it, tail -n +2)"
+					: "");
 				goto fail;
 			}
 			p += !f; /* the tab between the fields */

@@ -73,6 +73,32 @@ START_TEST(test_inter_good)
 }
 END_TEST
 
+/* A header line, as most exports write one, was "not a non-negative
+ * integer" and nothing more; said to be one on line 1 only. */
+START_TEST(test_inter_header_line)
+{
+	struct tr_inter t;
+	struct sid_error err;
+	char want[400];
+	const char *p = WRITE("hdr.tsv", "userID\titemID\trating\n0\t1\t1\n");
+
+	ck_assert_int_eq(tr_inter_read(p, 3, 4, NULL, &t, &err), SID_EFORMAT);
+	snprintf(want, sizeof(want),
+		 "%s:1: user field of \"userID\\titemID\\trating\" is not a non-negative "
+		 "integer (a header line? the file has none: drop it, tail -n +2)",
+		 p);
+	ck_assert_str_eq(err.msg, want);
+	p = WRITE("mid.tsv", "0\t1\nuser\titem\n");
+	ck_assert_int_eq(tr_inter_read(p, 3, 4, NULL, &t, &err), SID_EFORMAT);
+	snprintf(want, sizeof(want),
+		 "%s:2: user field of \"user\\titem\" is not a non-negative integer", p);
+	ck_assert_str_eq(err.msg, want);
+	p = WRITE("neg.tsv", "-1\t1\n");
+	ck_assert_int_eq(tr_inter_read(p, 3, 4, NULL, &t, &err), SID_EFORMAT);
+	ck_assert_ptr_null(strstr(err.msg, "header"));
+}
+END_TEST
+
 struct bad_case {
 	const char *text;
 	long line;
@@ -340,6 +366,7 @@ static Suite *data_suite(void)
 	tcase_set_timeout(tc, 60);
 	tcase_add_checked_fixture(tc, setup, teardown);
 	tcase_add_test(tc, test_inter_good);
+	tcase_add_test(tc, test_inter_header_line);
 	tcase_add_test(tc, test_inter_malformed);
 	tcase_add_test(tc, test_inter_cold_in_train);
 	tcase_add_test(tc, test_cold_list);
