@@ -699,7 +699,9 @@ static int model_head_check(int fd, const uint8_t *head, size_t n, uint64_t size
 		rc = sid_error_set(err, SID_EFORMAT,
 				   "__metadata__ has no 'semid' entry (not a semid model file%s)",
 				   json_object_get(meta, "das_config")
-				       ? "; it looks like a semid-train checkpoint, MODEL.ckpt"
+				       ? "; it looks like a semid-train checkpoint, MODEL.ckpt: "
+					 "serve the MODEL beside it, which the run publishes as it "
+					 "ends, a stopped run once resumed with --resume"
 				       : "");
 	json_decref(root);
 	return rc;

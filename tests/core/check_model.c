@@ -867,9 +867,12 @@ START_TEST(test_load_refuses_from_the_start)
 		ck_assert_int_eq(sid_model_load(path, &m, &err), SID_EFORMAT);
 		ck_assert_ptr_null(m);
 		ck_assert_int_eq(strncmp(err.msg, path, strlen(path)), 0);
-		ck_assert_str_eq(err.msg + strlen(path),
-				 ": __metadata__ has no 'semid' entry (not a semid model file; it "
-				 "looks like a semid-train checkpoint, MODEL.ckpt)");
+		ck_assert_str_eq(
+		    err.msg + strlen(path),
+		    ": __metadata__ has no 'semid' entry (not a semid model file; it "
+		    "looks like a semid-train checkpoint, MODEL.ckpt: serve the MODEL "
+		    "beside it, which the run publishes as it ends, a stopped run once "
+		    "resumed with --resume)");
 		unlink(path);
 	}
 
