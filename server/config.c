@@ -751,10 +751,11 @@ void srv_config_print(const struct srv_config *c, FILE *f)
 		int secret = k->off == offsetof(struct srv_config, admin_token) ||
 			     (k->off == offsetof(struct srv_config, registry) &&
 			      sid_registry_target_has_password(c->registry));
+		int dflt;
 
 		key_text(c, k, v, sizeof(v));
-		if (!from && !strcmp(v, key_text(&d, k, dv, sizeof(dv))) &&
-		    k->off != offsetof(struct srv_config, workers))
+		dflt = !strcmp(v, key_text(&d, k, dv, sizeof(dv)));
+		if (!from && dflt && k->off != offsetof(struct srv_config, workers))
 			continue;
 		if (secret && k->type == K_STR)
 			snprintf(v, sizeof(v), "(%zu bytes, not shown)",
@@ -762,8 +763,9 @@ void srv_config_print(const struct srv_config *c, FILE *f)
 		fprintf(f, "  %-22s %s", k->name, v);
 		if (k->off == offsetof(struct srv_config, workers))
 			fprintf(f, "  (%s)\n", srv_config_workers_from(c));
-		else if (from)
-			fprintf(f, "  (%.*s)\n", eq ? (int)(eq - from) : (int)strlen(from), from);
+		else if (from) /* a copy of semid-server.json gives every key: which changed */
+			fprintf(f, "  (%.*s%s)\n", eq ? (int)(eq - from) : (int)strlen(from), from,
+				dflt ? ", the default" : "");
 		else if (k->off == offsetof(struct srv_config, admin_token))
 			fprintf(f, "  (SEMID_ADMIN_TOKEN)\n");
 		else

@@ -102,7 +102,10 @@ class CheckConfig(ModelDir):
         return out
 
     def test_good_config(self):
-        cfg = self.config(model=self.model, max_batch=64, log_level="warn")
+        # retry_after_s at its default, as in a copy of semid-server.json,
+        # which gives every key: said to be the default, so that what was
+        # changed stands out (it read as one of them)
+        cfg = self.config(model=self.model, max_batch=64, log_level="warn", retry_after_s=1)
         before = listing(self.dir)
         rc, out, err = run(["--check-config", "--config", cfg, "--workers", "2"])
         self.assertEqual(rc, 0, out + err)
@@ -110,7 +113,8 @@ class CheckConfig(ModelDir):
         self.assertRegex(out, r"item tower: D 4, 2 layers, L 3 levels, K 8/8/8")
         self.assertRegex(out, r"user tower: D 4, 2 layers, L 2 levels, K 8/8")
         self.assertIn("config      " + cfg, out)
-        self.assertRegex(out, r"max_batch +64 +\(%s\)" % cfg)
+        self.assertRegex(out, r"max_batch +64 +\(%s\)\n" % cfg)
+        self.assertRegex(out, r"retry_after_s +1 +\(%s, the default\)\n" % cfg)
         self.assertRegex(out, r"workers +2 +\(--workers\)")
         self.assertNotRegex(out, r"\n  max_inputs ")  # at its default, given nowhere
         self.assertIn("the port is not tested", out)
