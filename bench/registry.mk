@@ -20,17 +20,20 @@ $(BENCH_REGISTRY): $(O)/bench/bench_registry.o $(LIBSEMID)
 	$(CC) $(FINAL_LDFLAGS) -o $@ $^ $(LIBS)
 
 .PHONY: bench-registry
+# PostgreSQL's tools run as postgres from the temp dir: from a checkout that user cannot
+# enter (/root/semid) they warned "could not change directory" into the report.
 bench-registry: $(BENCH_REGISTRY)
 	@set -e; d=$$(mktemp -d /tmp/bench-registry.XXXXXX); chmod 755 $$d; \
-	trap 'if [ -f $$d/pg/postmaster.pid ]; then runuser -u postgres -- $(PG_BIN)/pg_ctl -D $$d/pg -m fast -w stop >/dev/null; fi; rm -rf $$d' EXIT; \
+	trap 'if [ -f $$d/pg/postmaster.pid ]; then (cd $$d && runuser -u postgres -- $(PG_BIN)/pg_ctl -D $$d/pg -m fast -w stop >/dev/null); fi; rm -rf $$d' EXIT; \
 	$(BENCH_REGISTRY) encode $$d/encode.db $(BENCH_REGISTRY_SECS); \
 	$(BENCH_REGISTRY) assign $$d/assign.db $(BENCH_REGISTRY_SECS); \
 	if [ "$$(id -u)" = 0 ] && [ -x $(PG_BIN)/initdb ] && id postgres >/dev/null 2>&1; then \
 		port=$$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'); \
 		chown postgres $$d; \
-		runuser -u postgres -- $(PG_BIN)/initdb -D $$d/pg -A trust -U postgres -E UTF8 >/dev/null; \
-		runuser -u postgres -- $(PG_BIN)/pg_ctl -D $$d/pg -l $$d/pg.log -w \
-			-o "-p $$port -k $$d -c listen_addresses=127.0.0.1" start >/dev/null; \
+		(cd $$d && runuser -u postgres -- $(PG_BIN)/initdb -D $$d/pg -A trust -U postgres \
+			-E UTF8 >/dev/null); \
+		(cd $$d && runuser -u postgres -- $(PG_BIN)/pg_ctl -D $$d/pg -l $$d/pg.log -w \
+			-o "-p $$port -k $$d -c listen_addresses=127.0.0.1" start >/dev/null); \
 		$(BENCH_REGISTRY) assign "host=127.0.0.1 port=$$port dbname=postgres user=postgres" $(BENCH_REGISTRY_SECS); \
 	else echo "# PostgreSQL skipped (needs root and $(PG_BIN))"; fi; \
 	$(BENCH_REGISTRY) fill $$d/fill.db $(BENCH_REGISTRY_ITEMS)

@@ -300,8 +300,14 @@ def read_to_eof(sock):
 def refused_start(test, args, needle, timeout=10):
     """Run semid-server with @args, which it must refuse: exit 2 with
     @needle in its stderr (checked with unittest.TestCase @test); returns
-    that stderr."""
-    p = subprocess.run([SERVER] + list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    that stderr.  Without a --listen in @args it listens on port 0, not on
+    the default 8080: a `make run` in another terminal (as the README has
+    it) holds 8080, and every refusal checked after the listen check then
+    read "Address already in use"."""
+    args = list(args)
+    if not any(a == "--listen" or a.startswith("--listen=") for a in args):
+        args = ["--listen", "127.0.0.1:0"] + args  # (a flag: over a --config's)
+    p = subprocess.run([SERVER] + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                        timeout=timeout * SLOW)
     test.assertEqual(p.returncode, 2, p.stderr)
     test.assertIn(needle, p.stderr.decode())

@@ -1042,6 +1042,7 @@ class TestAssignPostgresSecrets(PgBase):
             self.assert_secret(seen, what)
         # a URI libpq cannot parse: refused at start, its password unquoted
         p = subprocess.run([T.SERVER, "--model", os.path.join(d, "model.safetensors"),
+                            "--listen", "127.0.0.1:0",
                             "--registry", "postgresql://semid_app:%s%%zz@%s/db"
                             % (self.PASSWORD, hostport)], capture_output=True, text=True,
                            timeout=30)

@@ -1759,6 +1759,18 @@ class TestLifecycle(unittest.TestCase):
         self.assertEqual(r["rows"] % 4, 0)
 
     def test_refuses_to_start(self):
+        # with 8080, the default port, held, as a `make run` in another
+        # terminal holds it (the README's order): the refusals checked after
+        # the listen check read "Address already in use" there (seen in a
+        # fresh container), so refused_start listens on port 0 unless told
+        held = socket.socket()
+        try:
+            held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            held.bind(("127.0.0.1", 8080))
+            held.listen(1)
+        except OSError:  # someone else holds it: the same case
+            held.close()
+        self.addCleanup(held.close)
         self.refused(["--model", MODEL, "--max-batch", "0"],
                      "--max-batch: max_batch = 0 is out of range")
         self.refused(["--model", MODEL, "--bogus"], "unknown flag \"--bogus\"")
