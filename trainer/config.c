@@ -408,9 +408,12 @@ int tr_config_flag(struct tr_config *c, const char *name, const char *value, str
 		*(int *)((char *)c + k->off) = 1;
 		return 0;
 	}
-	if (!k && !das_config_known(key))
+	if (!k && !das_config_known(key)) {
+		/* no flag near it: where to look, as eval, gen and the server say */
+		const char *h = key_hint(name, 1, hint, sizeof(hint));
 		return sid_error_set(err, SID_EINVAL, "unknown option %s%s", what,
-				     key_hint(name, 1, hint, sizeof(hint)));
+				     *h ? h : " (try --help)");
+	}
 	if (!value)
 		return sid_error_set(err, SID_EINVAL, "%s needs a value", what);
 	rc = set_any(c, key, value, what, err);

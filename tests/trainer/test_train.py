@@ -296,8 +296,11 @@ class MessageTest(unittest.TestCase):
                 (["--viewss", "1"], "unknown option --viewss (did you mean --views?)"),
                 (["--codebook", "8"], "unknown option --codebook (did you mean "
                  "--codebook-size?)"),
-                (["--view7", "1"], "unknown option --view7"),  # six views as near
-                (["--foo"], "unknown option --foo"),
+                # nothing near: where to look (it said "unknown option --foo"
+                # and no more, where eval, gen and the server say it)
+                (["--view7", "1"], "unknown option --view7 (try --help)"),  # six views
+                (["--foo"], "unknown option --foo (try --help)"),
+                (["--valid", "v.tsv"], "unknown option --valid (try --help)"),
                 (["eval", "--modle", "m"], 'eval: unknown option "--modle" (did you mean '
                  '--model?)'),
                 (["eval", "--foo", "m"], 'eval: unknown option "--foo" (try --help)'),
