@@ -924,6 +924,12 @@ static int cmd_assign(const struct opts *o, struct sid_error *err)
 			x.rows, sid_tower_name(o->kind), m->version, (unsigned long long)moved,
 			(unsigned long long)created,
 			(unsigned long long)(x.rows - moved - created));
+	else if (!rc) /* what only the third column said, row by row */
+		fprintf(
+		    stderr,
+		    "semid: %zu %s inputs to model %s: %llu created, %llu known (kept their ID)\n",
+		    x.rows, sid_tower_name(o->kind), m->version, (unsigned long long)created,
+		    (unsigned long long)(x.rows - created));
 fail:
 	cli_progress_end(&bar, done); /* before a message; no-op when not drawn */
 	if (rc)

@@ -1016,6 +1016,24 @@ class CliTest(unittest.TestCase):
                                preexec_fn=small)
             self.assertEqual((q.returncode, q.stdout), (0, p.stdout), q.stderr.decode())
 
+    def test_assign_says_how_many_were_created(self):
+        """registry assign (without --reassign) said nothing on stderr: how
+        many of a catalogue's ids were new showed only by counting the third
+        column.  It now ends with the counts, as --reassign does."""
+        ids = os.path.join(self.out.name, "ids.txt")
+        with open(ids, "w") as f:
+            f.write("".join("sku-%d\n" % i for i in range(N)))
+        db = os.path.join(self.out.name, "c.db")
+        for created in (N, 0):
+            p = run("registry", "assign", "--model", self.model, "--input", self.input,
+                    "--ids", ids, "--db", db)
+            self.assertEqual(p.returncode, 0, p.stderr.decode())
+            col = [ln.split(b"\t")[2] for ln in p.stdout.splitlines()]
+            self.assertEqual(col.count(b"1"), created)
+            self.assertEqual(p.stderr.decode(),
+                             "semid: %d item inputs to model test-1: %d created, %d known "
+                             "(kept their ID)\n" % (N, created, N - created))
+
     def test_assign_stopped_part_way_says_what_is_stored(self):
         """registry assign commits --batch ids at a time; one stopped by a
         bad row or a full store said only why ("row 150 ... not finite",
