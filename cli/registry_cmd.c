@@ -934,14 +934,11 @@ fail:
 	cli_progress_end(&bar, done); /* before a message; no-op when not drawn */
 	if (rc)
 		out_close(&w, 0, NULL);
-	if (rc && committed) { /* a full disk, a bad row: what is in the store */
-		char why[SID_ERROR_MSG_MAX];
-		snprintf(why, sizeof(why), "%s", err->msg);
-		sid_error_set(err, rc,
-			      "%s; rows 0..%zu were committed before it, their ids keep the IDs "
-			      "given: once that is fixed, the same command assigns the rest",
-			      why, committed - 1);
-	}
+	if (rc && committed) /* a full disk, a bad row: what is in the store */
+		sid_error_append(err,
+				 "; rows 0..%zu were committed before it, their ids keep the IDs "
+				 "given: once that is fixed, the same command assigns the rest",
+				 committed - 1);
 	for (size_t i = 0; ids && i < x.rows; i++)
 		free(ids[i]);
 	free(ids);

@@ -81,6 +81,20 @@ static void elide_middle(char *s, size_t max)
 	memmove(s + a + 3, tail, b + 1);
 }
 
+int sid_error_append(struct sid_error *err, const char *fmt, ...)
+{
+	char old[SID_ERROR_MSG_MAX], more[SID_ERROR_MSG_MAX];
+	va_list ap;
+
+	if (!err)
+		return SID_EINVAL;
+	va_start(ap, fmt);
+	vsnprintf(more, sizeof(more), fmt, ap);
+	va_end(ap);
+	memcpy(old, err->msg, sizeof(old));
+	return sid_error_set(err, err->code, "%s%s", old, more);
+}
+
 int sid_error_prefix(struct sid_error *err, const char *fmt, ...)
 {
 	char head[SID_ERROR_MSG_MAX], old[SID_ERROR_MSG_MAX];

@@ -58,6 +58,14 @@ int sid_error_prefix(struct sid_error *err, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
 /*
+ * Put "@fmt..." after the existing message (what the failure left behind,
+ * what to do next), code and index kept.  Returns err->code (or SID_EINVAL
+ * when @err is NULL).
+ */
+int sid_error_append(struct sid_error *err, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/*
  * Make the message start with "@path: " unless it does already (core calls
  * that open a file name it themselves).  Returns err->code (or SID_EINVAL
  * when @err is NULL).

@@ -10,7 +10,6 @@
 #include <errno.h>
 #include <jansson.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -422,24 +421,6 @@ fail:
 	return rc;
 }
 
-/* "@err's message; @fmt...", its code kept. */
-static void error_append(struct sid_error *err, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static void error_append(struct sid_error *err, const char *fmt, ...)
-{
-	char msg[SID_ERROR_MSG_MAX], more[SID_ERROR_MSG_MAX];
-	va_list ap;
-
-	if (!err)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(more, sizeof(more), fmt, ap);
-	va_end(ap);
-	snprintf(msg, sizeof(msg), "%s", err->msg);
-	sid_error_set(err, err->code, "%s%s", msg, more);
-}
-
 /* Note the checkpoint file at @path as it is now (or that there is none),
  * holding @epochs of this run (-1: an earlier run's). */
 static void ckpt_seen(struct run *r, const char *path, int epochs)
@@ -460,23 +441,24 @@ static void ckpt_write_failed(const struct run *r, const char *path, struct sid_
 	struct stat now;
 
 	if (stat(path, &now) != 0)
-		error_append(err, "; there is no checkpoint to --resume from");
+		sid_error_append(err, "; there is no checkpoint to --resume from");
 	else if (!r->ckpt_have || now.st_dev != r->ckpt_st.st_dev ||
 		 now.st_ino != r->ckpt_st.st_ino)
-		error_append(err,
-			     "; %s holds epoch %d/%d all the same (renamed into place, but its "
-			     "directory was not synced: a crash may lose it): --resume continues "
-			     "from there",
-			     path, r->epochs_done, r->total_epochs);
+		sid_error_append(
+		    err,
+		    "; %s holds epoch %d/%d all the same (renamed into place, but its "
+		    "directory was not synced: a crash may lose it): --resume continues "
+		    "from there",
+		    path, r->epochs_done, r->total_epochs);
 	else if (r->ckpt_epochs >= 0)
-		error_append(
+		sid_error_append(
 		    err, "; %s is as it was, holding epoch %d/%d: --resume continues from there",
 		    path, r->ckpt_epochs, r->total_epochs);
 	else
-		error_append(err,
-			     "; %s is as it was, an earlier run's: it holds none of this run's "
-			     "epochs",
-			     path);
+		sid_error_append(err,
+				 "; %s is as it was, an earlier run's: it holds none of this run's "
+				 "epochs",
+				 path);
 }
 
 /* A checkpoint's first bytes, before it is read whole (up to MAX_CKPT): a
@@ -1169,10 +1151,10 @@ fail:
 	/* the model could not be evaluated or published (a full disk, memory):
 	 * the training is not lost, and the message said nothing of it */
 	if (rc < 0 && trained)
-		error_append(err,
-			     "; nothing published; %s holds every epoch (%d/%d): --resume "
-			     "publishes it without training again",
-			     ckpt, r.epochs_done, r.total_epochs);
+		sid_error_append(err,
+				 "; nothing published; %s holds every epoch (%d/%d): --resume "
+				 "publishes it without training again",
+				 ckpt, r.epochs_done, r.total_epochs);
 	tr_stop_restore(&saved);
 	json_decref(ev);
 	sid_st_writer_free(w);

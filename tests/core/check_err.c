@@ -43,6 +43,20 @@ START_TEST(test_prefix)
 }
 END_TEST
 
+START_TEST(test_append)
+{
+	struct sid_error e;
+
+	sid_error_clear(&e);
+	sid_error_set_at(&e, SID_EIO, 7, "write failed");
+	ck_assert_int_eq(sid_error_append(&e, "; rows 0..%d were committed", 41), SID_EIO);
+	ck_assert_str_eq(e.msg, "write failed; rows 0..41 were committed");
+	ck_assert_int_eq(e.code, SID_EIO);
+	ck_assert_int_eq(e.index, 7);
+	ck_assert_int_eq(sid_error_append(NULL, "x"), SID_EINVAL);
+}
+END_TEST
+
 /* The file's name goes in front once: not again when the message already
  * starts with "path:", but when it only starts with the same characters. */
 START_TEST(test_name_file)
@@ -300,6 +314,7 @@ int main(void)
 
 	tcase_add_test(tc, test_set_and_clear);
 	tcase_add_test(tc, test_prefix);
+	tcase_add_test(tc, test_append);
 	tcase_add_test(tc, test_name_file);
 	tcase_add_test(tc, test_prefix_truncates_long_messages);
 	tcase_add_test(tc, test_prefix_keeps_the_reason);
