@@ -42,8 +42,7 @@ static int write_all(int fd, const uint8_t *p, size_t len)
 	return 0;
 }
 
-/* The directory holding @path into @dir (PATH_MAX bytes); -1 if too long. */
-static int dir_of(const char *path, char *dir)
+int sid_path_dir(const char *path, char *dir)
 {
 	const char *slash = strrchr(path, '/');
 	if (!slash) {
@@ -67,7 +66,7 @@ static int fsync_parent(const char *path, struct sid_error *err)
 	char dir[PATH_MAX];
 	int fd, rc = 0;
 
-	if (dir_of(path, dir) < 0)
+	if (sid_path_dir(path, dir) < 0)
 		return sid_error_set(err, SID_EIO, "%s: directory name too long", path);
 	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
@@ -114,7 +113,7 @@ const char *sid_fs_network(const char *path)
 	char dir[PATH_MAX];
 
 	if (statfs(path, &st) != 0) {
-		if (dir_of(path, dir) < 0 || statfs(dir, &st) != 0)
+		if (sid_path_dir(path, dir) < 0 || statfs(dir, &st) != 0)
 			return NULL;
 	}
 	return sid__fs_network_name((unsigned long)st.f_type);
@@ -303,7 +302,7 @@ static int publish_begin(struct sid_publish *pub, const char *path, int named,
 	base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
 	if (!*base)
 		return sid_error_set(err, SID_EINVAL, "%s: names a directory, not a file", path);
-	if (dir_of(path, dir) == 0 && (pc = pathconf(dir, _PC_NAME_MAX)) > 0 &&
+	if (sid_path_dir(path, dir) == 0 && (pc = pathconf(dir, _PC_NAME_MAX)) > 0 &&
 	    (size_t)pc < name_max)
 		name_max = (size_t)pc; /* eCryptfs: 143 */
 	if (strlen(base) > name_max)
@@ -321,7 +320,7 @@ static int publish_begin(struct sid_publish *pub, const char *path, int named,
 	/* Unnamed until it is complete, where the file system can: a process
 	 * killed while writing (SIGKILL, the OOM killer) then leaves nothing
 	 * behind, not a temp file as large as a checkpoint. */
-	if (!named && !sid__fsutil_no_tmpfile && dir_of(path, dir) == 0)
+	if (!named && !sid__fsutil_no_tmpfile && sid_path_dir(path, dir) == 0)
 		pub->fd = open(dir, O_TMPFILE | O_WRONLY | O_CLOEXEC, 0644);
 	if (pub->fd < 0) { /* asked for, or no O_TMPFILE here (or the tests' switch) */
 		for (int tries = 0;; tries++) {
@@ -335,7 +334,7 @@ static int publish_begin(struct sid_publish *pub, const char *path, int named,
 			int e = errno;
 			/* the directory missing: said of it, not of a temp name the
 			 * user never gave */
-			if ((e == ENOENT || e == ENOTDIR) && dir_of(path, dir) == 0)
+			if ((e == ENOENT || e == ENOTDIR) && sid_path_dir(path, dir) == 0)
 				rc = sid_error_set(err, SID_EIO, "%s: directory %s: %s", path, dir,
 						   strerror(e));
 			else

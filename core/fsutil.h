@@ -145,6 +145,10 @@ typedef int (*sid_file_head_check)(int fd, const uint8_t *head, size_t n, uint64
 int sid_file_read_checked(const char *path, size_t max_len, sid_file_head_check check,
 			  uint8_t **out, size_t *out_len, struct sid_error *err);
 
+/* The directory holding @path into @dir (PATH_MAX bytes): "." for a bare
+ * name, "/" for a file at the root; -1 when it does not fit. */
+int sid_path_dir(const char *path, char *dir);
+
 /*
  * The first bytes of the file at @path, up to @n into @buf (fewer when it is
  * shorter): the count, or -1 when it cannot be opened or read.  Opened

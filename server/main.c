@@ -800,11 +800,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "semid-server: %s\n", err.msg);
 		return 2;
 	}
-	if (!s.store.disabled && !strcmp(s.store.backend, "sqlite") &&
-	    srv_metrics_registry_fs(&s.metrics, s.store.target)) {
-		fprintf(stderr, "semid-server: out of memory\n");
-		return 2;
-	}
+	if (!s.store.disabled && !strcmp(s.store.backend, "sqlite"))
+		srv_metrics_registry_fs(&s.metrics, s.store.target);
 	if (!s.store.disabled) {
 		struct sid_model *m = srv_reload_model(s.reload);
 		srv_metrics_registry_up(&s.metrics, srv_store_healthy(&s.store));

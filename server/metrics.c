@@ -3,10 +3,10 @@
  * GET /metrics, and their Prometheus text rendering.  See metrics.h.
  */
 #include "metrics.h"
+#include "fsutil.h"
 #include "log.h"
 
 #include <errno.h>
-#include <libgen.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -193,8 +193,6 @@ int srv_metrics_init(struct srv_metrics *m, size_t entropy_window)
 
 void srv_metrics_release(struct srv_metrics *m)
 {
-	free(m->reg_dir);
-	m->reg_dir = NULL;
 	for (int t = 0; t < SID_TOWER_COUNT; t++)
 		srv_entropy_release(&m->entropy[t]);
 	pthread_mutex_destroy(&m->mu);
@@ -396,19 +394,10 @@ static void label_value(struct srv_buf *b, const char *s)
 	}
 }
 
-int srv_metrics_registry_fs(struct srv_metrics *m, const char *path)
+void srv_metrics_registry_fs(struct srv_metrics *m, const char *path)
 {
-	char *copy = strdup(path), *dir;
-
-	if (!copy)
-		return -1;
-	dir = strdup(dirname(copy)); /* dirname may return a static "." */
-	free(copy);
-	if (!dir)
-		return -1;
-	free(m->reg_dir);
-	m->reg_dir = dir;
-	return 0;
+	if (sid_path_dir(path, m->reg_dir) < 0)
+		m->reg_dir[0] = '\0'; /* (no path that long opens) */
 }
 
 /* The registry's file system, read now: no sample when statvfs fails (a
@@ -419,7 +408,7 @@ static void render_registry_fs(struct srv_metrics *m, struct srv_buf *b)
 	struct statvfs v;
 	int ok;
 
-	if (!m->reg_dir)
+	if (!m->reg_dir[0])
 		return;
 	ok = statvfs(m->reg_dir, &v) == 0;
 	if (!ok && !__atomic_exchange_n(&m->reg_dir_logged, 1, __ATOMIC_RELAXED)) {

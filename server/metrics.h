@@ -82,6 +82,7 @@
 #ifndef SRV_METRICS_H
 #define SRV_METRICS_H
 
+#include <limits.h>
 #include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -193,9 +194,9 @@ struct srv_metrics {
 	 * sample: a 0 would make every ratio against it infinite) */
 	long queue_rows_limit, conns_limit;
 	size_t body_limit;
-	struct srv_proc proc; /* read outside mu: a scrape's /proc reads hold no request up */
-	char *reg_dir;	      /* a SQLite registry's directory (NULL: none); statvfs outside mu */
-	int reg_dir_logged;   /* its statvfs failure was logged (atomic) */
+	struct srv_proc proc;	/* read outside mu: a scrape's /proc reads hold no request up */
+	char reg_dir[PATH_MAX]; /* a SQLite registry's directory ("": none); statvfs outside mu */
+	int reg_dir_logged;	/* its statvfs failure was logged (atomic) */
 };
 
 int srv_metrics_init(struct srv_metrics *m, size_t entropy_window);
@@ -260,8 +261,8 @@ void srv_metrics_limits(struct srv_metrics *m, long queue_rows, long connections
 /* The registry is a SQLite file at @path: export the free space and size of
  * its directory's file system (a full disk stops new ids, and each keeps
  * 4·D bytes of embedding besides its entry).  Call once at start, before
- * the first scrape.  0, or -1 out of memory. */
-int srv_metrics_registry_fs(struct srv_metrics *m, const char *path);
+ * the first scrape. */
+void srv_metrics_registry_fs(struct srv_metrics *m, const char *path);
 
 /* Render everything; @model (may be NULL) gives model_info and the loaded
  * timestamp.  Returns a malloc'ed NUL-terminated string or NULL (no memory). */

@@ -222,23 +222,12 @@ int srv_store_init(struct srv_store *s, const struct srv_config *cfg, struct sid
 	return 0;
 }
 
-/* The directory of the SQLite file @path, into @dir. */
-static void file_dir(const char *path, char *dir, size_t len)
-{
-	const char *slash = strrchr(path, '/');
-
-	if (!slash)
-		snprintf(dir, len, ".");
-	else
-		snprintf(dir, len, "%.*s", slash == path ? 1 : (int)(slash - path), path);
-}
-
 int srv_store_check(const struct srv_config *cfg, struct srv_store_check *out,
 		    struct sid_error *err)
 {
 	struct sid_registry *h = NULL;
 	struct sid_error e;
-	char dir[1024];
+	char dir[PATH_MAX];
 	int rc;
 
 	memset(out, 0, sizeof(*out));
@@ -266,8 +255,8 @@ int srv_store_check(const struct srv_config *cfg, struct srv_store_check *out,
 	snprintf(out->why, sizeof(out->why), "%s", e.msg);
 	/* none yet: a start creates it, if it can */
 	if (rc == SID_ENOTFOUND && !out->pg) {
-		file_dir(out->target, dir, sizeof(dir));
-		if (faccessat(AT_FDCWD, dir, W_OK | X_OK, AT_EACCESS))
+		if (sid_path_dir(out->target, dir) == 0 &&
+		    faccessat(AT_FDCWD, dir, W_OK | X_OK, AT_EACCESS))
 			snprintf(out->why, sizeof(out->why),
 				 "no such file, and this user cannot create one in %.300s: %s", dir,
 				 strerror(errno));

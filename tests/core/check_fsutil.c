@@ -117,6 +117,27 @@ START_TEST(test_network_fs)
 }
 END_TEST
 
+START_TEST(test_path_dir)
+{
+	static const char *const cases[][2] = {{"models/m.st", "models"},
+					       {"m.st", "."},
+					       {"/m.st", "/"},
+					       {"/var/lib/semid/r.db", "/var/lib/semid"}};
+	char dir[PATH_MAX], *huge = malloc(PATH_MAX + 8);
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		ck_assert_int_eq(sid_path_dir(cases[i][0], dir), 0);
+		ck_assert_str_eq(dir, cases[i][1]);
+	}
+	ck_assert_ptr_nonnull(huge);
+	memset(huge, 'a', PATH_MAX + 4);
+	huge[PATH_MAX + 2] = '/';
+	huge[PATH_MAX + 4] = '\0';
+	ck_assert_int_eq(sid_path_dir(huge, dir), -1); /* its directory does not fit */
+	free(huge);
+}
+END_TEST
+
 START_TEST(test_sha256_vectors)
 {
 	char h[65];
@@ -768,6 +789,7 @@ static Suite *fsutil_suite(void)
 	Suite *s = suite_create("fsutil");
 	TCase *tc = tcase_create("sha256");
 	tcase_set_timeout(tc, 60);
+	tcase_add_test(tc, test_path_dir);
 	tcase_add_test(tc, test_sha256_vectors);
 	tcase_add_test(tc, test_sha256_million_a);
 	tcase_add_test(tc, test_sha256_streaming);
