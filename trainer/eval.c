@@ -688,9 +688,8 @@ fail:
 	return rc;
 }
 
-/* Load a whole (N, D) embedding file as float32. */
-/* Every row of @e into a new *@out: 0, or the code of what failed (@err
- * says it, when given). */
+/* Every row of the (N, D) embedding file @e, as float32, into a new *@out:
+ * 0, or the code of what failed (@err says it, when given). */
 static int emb_all(const struct tr_emb *e, float **out, struct sid_error *err)
 {
 	float *v = malloc(e->n * (size_t)e->d * sizeof(float));
