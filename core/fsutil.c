@@ -801,10 +801,16 @@ ssize_t sid_line_drop_bom(char *line, ssize_t len)
 const char *sid_size_str(double bytes, char *buf, size_t len)
 {
 	static const char *const unit[] = {"KiB", "MiB", "GiB", "TiB"};
+	char shown[32];
 	int u = 0;
 
+	/* the next unit once the figure shown reaches 1024: 1023.96 MiB was
+	 * "1024.0 MiB" (rounded after the unit was chosen) */
 	bytes /= 1024;
-	while (u < 3 && bytes >= 1024) {
+	for (;;) {
+		snprintf(shown, sizeof(shown), "%.1f", bytes);
+		if (u == 3 || strtod(shown, NULL) < 1024)
+			break;
 		bytes /= 1024;
 		u++;
 	}

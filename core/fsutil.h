@@ -182,7 +182,8 @@ ssize_t sid_line_read(FILE *f, char **buf, size_t *cap, size_t max);
 ssize_t sid_line_drop_bom(char *line, ssize_t len);
 
 /* @bytes as "12.0 KiB", "2.4 MiB", "1.5 GiB" or "3.0 TiB" (the largest unit
- * under which it is at least 1, KiB at least, TiB at most), into @buf. */
+ * in which the figure shown, one decimal, is at least 1.0: 1023.96 MiB is
+ * "1.0 GiB"; KiB at least, TiB at most), into @buf. */
 const char *sid_size_str(double bytes, char *buf, size_t len);
 
 /* A read-only private map of a whole file (len 0 gives addr NULL). */

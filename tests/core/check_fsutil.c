@@ -774,13 +774,37 @@ START_TEST(test_size_str)
 	char b[32];
 	ck_assert_str_eq(sid_size_str(0, b, sizeof(b)), "0.0 KiB");
 	ck_assert_str_eq(sid_size_str(36864, b, sizeof(b)), "36.0 KiB");
-	ck_assert_str_eq(sid_size_str(1048575, b, sizeof(b)), "1024.0 KiB");
 	ck_assert_str_eq(sid_size_str(1048576, b, sizeof(b)), "1.0 MiB");
 	ck_assert_str_eq(sid_size_str(1.5 * 1073741824.0, b, sizeof(b)), "1.5 GiB");
 	ck_assert_str_eq(sid_size_str(3.0 * 1099511627776.0, b, sizeof(b)), "3.0 TiB");
 	ck_assert_str_eq(sid_size_str(2048.0 * 1099511627776.0, b, sizeof(b)), "2048.0 TiB");
 	sid_size_str(1048576, b, 5); /* cut, NUL-terminated */
 	ck_assert_str_eq(b, "1.0 ");
+}
+END_TEST
+
+/* At each unit's top the figure shown, not the exact one, picks the unit:
+ * 1023.96 MiB rounds to 1024.0, which is 1.0 GiB (it printed "1024.0
+ * MiB").  TiB is the last unit: it goes on counting. */
+START_TEST(test_size_str_rolls_over)
+{
+	static const char *const unit[] = {"KiB", "MiB", "GiB", "TiB"};
+	char b[32], want[32];
+	double one = 1024; /* 1 KiB, then 1 MiB, ... */
+
+	/* the figures either side of 1023.95, a byte short of 1024, 1024 */
+	for (int u = 0; u < 4; u++, one *= 1024) {
+		snprintf(want, sizeof(want), "1023.9 %s", unit[u]);
+		ck_assert_str_eq(sid_size_str(1023.94 * one, b, sizeof(b)), want);
+		ck_assert_str_eq(sid_size_str(1023.9 * one, b, sizeof(b)), want);
+		if (u < 3)
+			snprintf(want, sizeof(want), "1.0 %s", unit[u + 1]);
+		else
+			snprintf(want, sizeof(want), "1024.0 TiB");
+		ck_assert_str_eq(sid_size_str(1023.96 * one, b, sizeof(b)), want);
+		ck_assert_str_eq(sid_size_str(1024 * one - 1, b, sizeof(b)), want);
+		ck_assert_str_eq(sid_size_str(1024 * one, b, sizeof(b)), want);
+	}
 }
 END_TEST
 
@@ -813,6 +837,7 @@ static Suite *fsutil_suite(void)
 	tcase_add_test(tc, test_map);
 	tcase_add_test(tc, test_network_fs);
 	tcase_add_test(tc, test_size_str);
+	tcase_add_test(tc, test_size_str_rolls_over);
 	suite_add_tcase(s, tc);
 	return s;
 }
