@@ -154,7 +154,8 @@ static int cmd_inspect(int argc, char **argv)
 		goto fail;
 	}
 	j = json_loads(desc, 0, &jerr);
-	pretty = j ? json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER) : NULL;
+	/* reals as typed (0.1), not as %.17g (0.10000000000000001) */
+	pretty = j ? cli_json_dumps(j) : NULL;
 	if (!pretty) {
 		fprintf(stderr, "semid: internal error: the model summary is not valid JSON (%s)\n",
 			j ? "dump failed" : jerr.text);

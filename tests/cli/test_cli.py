@@ -51,8 +51,9 @@ def write_safetensors(path, tensors, metadata):
         f.write(safetensors_bytes(tensors, metadata))
 
 
-def make_model(path, rng, towers=("item",), model_version="test-1"):
-    """A model whose towers map x -> z = x exactly (relu, two layers)."""
+def make_model(path, rng, towers=("item",), model_version="test-1", train=None):
+    """A model whose towers map x -> z = x exactly (relu, two layers);
+    @train: the metadata's "train" object."""
     eye = np.eye(D, dtype=np.float32)
     tensors, meta_towers, books = [], {}, {}
     for t in towers:
@@ -66,7 +67,7 @@ def make_model(path, rng, towers=("item",), model_version="test-1"):
         meta_towers[t] = {"activation": "relu", "input_norm": "none"}
     tensors.append(("decoder.0.weight", np.ones((3, 4), np.float32)))  # ignored
     semid = {"format_version": 1, "model_version": model_version, "towers": meta_towers,
-             "train": {"epochs": 3, "note": "cli test"}}
+             "train": train or {"epochs": 3, "note": "cli test"}}
     write_safetensors(path, tensors, {"semid": json.dumps(semid)})
     return books
 
@@ -202,6 +203,25 @@ class CliTest(unittest.TestCase):
         self.assertEqual(item["input_norm"], "none")
         self.assertNotIn("user", j["towers"])
         self.assertEqual(j["metadata"]["train"], {"epochs": 3, "note": "cli test"})
+
+    def test_inspect_prints_reals_as_written(self):
+        """A float of the training config printed as %.17g writes it:
+        "lr": 0.10000000000000001.  Each is now the shortest text that reads
+        back as the same double."""
+        model = os.path.join(self.out.name, "reals.safetensors")
+        train = {"lr": 0.1, "weight_decay": 1e-4, "dropout": 5e-3, "beta2": 0.999,
+                 "eps": 1e-8, "third": 1 / 3, "sum": 0.1 + 0.2, "scale": 100.0}
+        make_model(model, np.random.default_rng(3), train=train)
+        p = run("inspect", model)
+        self.assertEqual(p.returncode, 0, p.stderr.decode())
+        text = p.stdout.decode()
+        for line in ('"lr": 0.1,', '"weight_decay": 0.0001,', '"dropout": 0.005,',
+                     '"beta2": 0.999,', '"eps": 1e-8,', '"third": 0.3333333333333333,',
+                     '"sum": 0.30000000000000004,', '"scale": 100.0\n'):
+            self.assertIn("      " + line, text)
+        self.assertEqual(json.loads(text)["metadata"]["train"], train)
+        loaded_at = re.search(r'^  "loaded_at": (\S+),$', text, re.M).group(1)
+        self.assertEqual(loaded_at, repr(float(loaded_at)))
 
     def test_inspect_bad_files(self):
         bad = os.path.join(self.out.name, "bad.safetensors")
