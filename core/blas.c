@@ -3,6 +3,7 @@
 #include "blas.h"
 
 #include <cblas.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -12,6 +13,7 @@
 #include <unistd.h>
 
 #include "cpus.h"
+#include "env.h"
 #include "err.h"
 
 const char *sid_blas_corename(void)
@@ -79,21 +81,36 @@ void sid_blas_tune(char **argv)
  * arm64): one for the calling thread, one for each thread it starts. */
 #define BLAS_BUFFER ((size_t)128 << 20)
 
-/* What OpenBLAS itself reads at load, first to last; a value that is not a
- * positive number is ignored there too. */
+/* What OpenBLAS itself reads at load, first to last. */
 static const char *const thread_vars[] = {"OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS",
 					  "OMP_NUM_THREADS", "OPENBLAS_DEFAULT_NUM_THREADS"};
 
-/* The first of thread_vars set to a positive number, its value in *@value;
- * or NULL. */
-static const char *thread_var(const char **value)
+/*
+ * The first of thread_vars set to a whole number of threads, its value in
+ * *@value and *@n; or NULL.  One set to anything else but "" is ignored,
+ * as if unset, and named in @ignored ("" when none): OpenBLAS skips a value
+ * that atoi makes 0 or less ("0", "-1", "many"), but takes "8x" for 8 and
+ * "99999999999" for what atoi's overflow makes of it, so its count is set
+ * again after (sid_blas_default_threads).
+ */
+static const char *thread_var(const char **value, long *n, char *ignored, size_t size)
 {
+	char shown[SID_ENV_SHOWN_MAX];
+	size_t len = 0;
+
+	ignored[0] = '\0';
 	for (size_t i = 0; i < sizeof(thread_vars) / sizeof(thread_vars[0]); i++) {
 		const char *v = getenv(thread_vars[i]);
-		if (v && atoi(v) > 0) {
+		if (!v || !v[0]) /* unset, or as unset */
+			continue;
+		if (!sid_whole_parse(v, 1, INT_MAX, n)) {
 			*value = v;
 			return thread_vars[i];
 		}
+		if (len < size)
+			len +=
+			    (size_t)snprintf(ignored + len, size - len, "%s%s=%s", len ? ", " : "",
+					     thread_vars[i], sid_env_shown(v, shown));
 	}
 	return NULL;
 }
@@ -158,9 +175,10 @@ static int pending;
 int sid_blas_default_threads(char *why, size_t size)
 {
 	const char *var, *val = NULL;
-	char kept[80] = "";
+	char kept[80] = "", ignored[300];
 	int deferred = getenv(DEFERRED) != NULL;
 	struct sid_cpus c;
+	long k = 0;
 	int n;
 
 	if (deferred) { /* the user's environment back, for the reason and children */
@@ -171,20 +189,31 @@ int sid_blas_default_threads(char *why, size_t size)
 		else
 			unsetenv("OPENBLAS_NUM_THREADS");
 	}
-	var = thread_var(&val);
+	var = thread_var(&val, &k, ignored, sizeof(ignored));
 	if (var) {
 		snprintf(last_why, sizeof(last_why), "%s=%s", var, val);
 		n = openblas_get_num_threads();
-		if (deferred) { /* what OpenBLAS would have taken at load */
+		/* what OpenBLAS would have taken at load, had it not been
+		 * deferred or misread an ignored value */
+		if (deferred || ignored[0]) {
 			sid_cpus_usable(&c);
-			n = atoi(val) < c.affinity ? atoi(val) : c.affinity;
+			n = k < c.affinity ? (int)k : c.affinity;
+		}
+		if (!deferred && ignored[0]) {
+			openblas_set_num_threads(n);
+			n = openblas_get_num_threads();
 		}
 	} else {
 		sid_cpus_usable(&c);
-		if (!deferred && c.n < openblas_get_num_threads())
+		if (!deferred && (ignored[0] || c.n < openblas_get_num_threads()))
 			openblas_set_num_threads(c.n);
 		sid_cpus_why(&c, last_why, sizeof(last_why));
 		n = deferred ? c.n : openblas_get_num_threads();
+	}
+	if (ignored[0]) {
+		size_t len = strlen(last_why);
+		snprintf(last_why + len, sizeof(last_why) - len,
+			 "; %s ignored: not a whole number of threads", ignored);
 	}
 	if (deferred)
 		pending = n;

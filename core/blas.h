@@ -73,9 +73,15 @@ int sid_blas_ready(int n, char *note, size_t size, struct sid_error *err);
  * 64-core node it runs 64 threads, throttled most of each period.  When
  * none of those variables (nor OPENBLAS_DEFAULT_NUM_THREADS) is set, this
  * lowers the count to sid_cpus_usable() (cpus.h); it never raises it.  A
- * program's own --threads, applied after, wins.  Returns the threads
- * OpenBLAS now uses; @why (may be NULL) says how they were chosen
- * ("OPENBLAS_NUM_THREADS=4", or sid_cpus_why's text).  Call it after
+ * variable set to anything but a whole number of threads ("8x", "-1",
+ * "99999999999"; "" is as unset) is ignored, as if unset: OpenBLAS, which
+ * reads them with atoi, took "8x" for 8, so its count is then set to what
+ * the next variable or sid_cpus_usable() gives, either way.  A program's
+ * own --threads, applied after, wins.  Returns the threads OpenBLAS now
+ * uses; @why (may be NULL) says how they were chosen
+ * ("OPENBLAS_NUM_THREADS=4", or sid_cpus_why's text), followed by
+ * '; OPENBLAS_NUM_THREADS="8x" ignored: not a whole number of threads'
+ * for those ignored.  Call it after
  * sid_blas_tune (a re-execution would start over) and before BLAS work.
  * After sid_blas_no_threads_at_load deferred the threads, it starts none
  * and returns the count it chose: sid_blas_ready starts them.

@@ -30,6 +30,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
@@ -44,6 +45,7 @@
 #include "batcher.h"
 #include "check.h"
 #include "config.h"
+#include "env.h"
 #include "http.h"
 #include "log.h"
 #include "metrics.h"
@@ -122,12 +124,13 @@ static void usage(FILE *f)
 }
 
 /* Test hook: sleep the milliseconds environment variable @var names, to hold
- * a shutdown window open (tests/server/test_server.py, late_request). */
+ * a shutdown window open (tests/server/test_server.py, late_request).  Read
+ * by sid_env_test_ms: atoi took "99999999999" for 276 s. */
 static void test_hook_sleep(const char *var)
 {
-	const char *d = getenv(var);
-	if (d && atoi(d) > 0)
-		usleep((useconds_t)atoi(d) * 1000);
+	long ms = sid_env_test_ms(getenv(var));
+	if (ms > 0)
+		usleep((useconds_t)ms * 1000);
 }
 
 /* Requests in flight on both ports. */
@@ -471,6 +474,7 @@ int main(int argc, char **argv)
 	static struct server s;
 	struct srv_batcher_opts bo;
 	const char *pool;
+	long pool_size;
 	struct srv_http_deps hd;
 	struct sid_error err;
 	struct sigaction hup, stop;
@@ -597,9 +601,12 @@ int main(int argc, char **argv)
 	bo.extra_threads = s.store.writers + 1;
 	/* srv_batcher_new sizes libuv's pool itself: an operator's
 	 * UV_THREADPOOL_SIZE (meant as the number of encode threads) would
-	 * otherwise be replaced without a word */
+	 * otherwise be replaced without a word; and so would "8x", which atoi
+	 * took for 8 */
 	pool = getenv("UV_THREADPOOL_SIZE");
-	if (pool && pool[0] && atoi(pool) != bo.workers + bo.extra_threads)
+	if (pool && pool[0] &&
+	    (sid_whole_parse(pool, 0, INT_MAX, &pool_size) ||
+	     pool_size != bo.workers + bo.extra_threads))
 		srv_log(SRV_LOG_WARN, "startup",
 			"UV_THREADPOOL_SIZE=%s in the environment is not used: the pool is "
 			"workers (%d) plus %d for the registry; set workers (--workers) instead",

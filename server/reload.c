@@ -16,6 +16,7 @@
 
 #include "api.h"
 #include "encode.h"
+#include "env.h"
 #include "log.h"
 
 struct srv_reload {
@@ -263,7 +264,6 @@ static struct checker *checker_start(const char *path, int poll_ms, uv_async_t *
 				     struct srv_metrics *metrics, int has, const struct stat *seen)
 {
 	struct checker *ck = calloc(1, sizeof(*ck));
-	const char *delay;
 	pthread_condattr_t ca;
 	pthread_t t;
 
@@ -278,8 +278,7 @@ static struct checker *checker_start(const char *path, int poll_ms, uv_async_t *
 	ck->poll_ms = poll_ms;
 	ck->moved = moved;
 	ck->metrics = metrics;
-	if ((delay = getenv("SEMID_TEST_STAT_DELAY_MS")))
-		ck->test_delay_ms = atoi(delay);
+	ck->test_delay_ms = (int)sid_env_test_ms(getenv("SEMID_TEST_STAT_DELAY_MS"));
 	ck->seen_has = ck->fired_has = ck->had = has;
 	if (has)
 		ck->seen = ck->fired = *seen;

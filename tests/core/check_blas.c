@@ -105,6 +105,56 @@ START_TEST(test_default_threads_leave_the_environment_alone)
 }
 END_TEST
 
+/* A variable set to what is not a whole number of threads is ignored, as
+ * unset, and the reason says so: the old code took "8x" as the user's
+ * choice ("OPENBLAS_NUM_THREADS=8x") and left OpenBLAS at what atoi had
+ * made of it at load; "99999999999" was whatever atoi's overflow gave. */
+START_TEST(test_default_threads_ignore_what_is_not_a_number)
+{
+	static const char *const bad[] = {"8x", "-1",  "99999999999", "+2", " 2",
+					  "2 ", "0x2", "0",	      "2.0"};
+	cpu_set_t all;
+	char why[700], want[200];
+	const char *end;
+
+	for (size_t i = 0; i < sizeof(thread_vars) / sizeof(thread_vars[0]); i++)
+		unsetenv(thread_vars[i]);
+	/* OpenBLAS took "1x" for 1 at load: the CPUs decide instead */
+	openblas_set_num_threads(1);
+	setenv("OPENBLAS_NUM_THREADS", "1x", 1);
+	ck_assert_int_eq(sid_blas_default_threads(why, sizeof(why)), sid_cpus_usable(NULL));
+	ck_assert_int_eq(openblas_get_num_threads(), sid_cpus_usable(NULL));
+	end = "; OPENBLAS_NUM_THREADS=\"1x\" ignored: not a whole number of threads";
+	ck_assert_str_eq(why + strlen(why) - strlen(end), end);
+	ck_assert_ptr_nonnull(strstr(why, "affinity"));
+	/* the next variable is then the one that counts */
+	setenv("OPENBLAS_NUM_THREADS", "8x", 1);
+	setenv("GOTO_NUM_THREADS", "1", 1);
+	ck_assert_int_eq(sid_blas_default_threads(why, sizeof(why)), 1);
+	ck_assert_int_eq(openblas_get_num_threads(), 1);
+	ck_assert_str_eq(why, "GOTO_NUM_THREADS=1; OPENBLAS_NUM_THREADS=\"8x\" ignored: not a "
+			      "whole number of threads");
+	unsetenv("GOTO_NUM_THREADS");
+	one_cpu_pin(&all);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		setenv("OMP_NUM_THREADS", bad[i], 1);
+		ck_assert_int_eq(sid_blas_default_threads(why, sizeof(why)), 1);
+		snprintf(want, sizeof(want),
+			 "; OPENBLAS_NUM_THREADS=\"8x\", OMP_NUM_THREADS=\"%s\" ignored: not a "
+			 "whole number of threads",
+			 bad[i]);
+		ck_assert_str_eq(why + strlen(why) - strlen(want), want);
+		ck_assert_ptr_nonnull(strstr(why, "affinity 1"));
+	}
+	/* "" is as unset, as OpenBLAS takes it: nothing to say */
+	setenv("OPENBLAS_NUM_THREADS", "", 1);
+	unsetenv("OMP_NUM_THREADS");
+	ck_assert_int_eq(sid_blas_default_threads(why, sizeof(why)), 1);
+	ck_assert_ptr_null(strstr(why, "ignored"));
+	one_cpu_unpin(&all);
+}
+END_TEST
+
 /* What this process maps now (VmSize), in bytes. */
 static unsigned long long mapped(void)
 {
@@ -176,6 +226,7 @@ static Suite *blas_suite(void)
 	tcase_add_test(tc, test_default_threads_follow_usable_cpus);
 	tcase_add_test(tc, test_ready_under_a_memory_limit);
 	tcase_add_test(tc, test_default_threads_leave_the_environment_alone);
+	tcase_add_test(tc, test_default_threads_ignore_what_is_not_a_number);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -1905,6 +1905,33 @@ class TestLifecycle(unittest.TestCase):
             self.assertNotIn("UV_THREADPOOL_SIZE", srv.log_text())
         finally:
             self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
+        # what is not a number is not used either: atoi read "3x" as 3, the
+        # pool's size here, and said nothing
+        for value, said in (("3", None), ("3x", "3x"), (" 3", " 3"), ("3.0", "3.0"),
+                            ("-1", "-1"), ("99999999999", "99999999999")):
+            srv = T.Server(["--model", TF_MODEL, "--registry", "none", "--workers", "2"], WORK,
+                           env={"UV_THREADPOOL_SIZE": value})
+            try:
+                if said is None:
+                    self.assertNotIn("UV_THREADPOOL_SIZE", srv.log_text())
+                else:
+                    self.assertIn('level=warn event=startup msg="UV_THREADPOOL_SIZE=%s in the '
+                                  'environment is not used: the pool is workers (2) plus 1 for '
+                                  'the registry; set workers (--workers) instead"' % said,
+                                  srv.log_text())
+            finally:
+                self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
+
+    def test_test_hook_garbage_is_no_delay(self):
+        """A test hook's milliseconds that are not a whole number up to 10
+        minutes are none: atoi took SEMID_TEST_STOP_DELAY_MS=99999999999 for
+        a sleep of 276 s (its overflow, then useconds_t's) before the exit."""
+        for value in ("99999999999", "-5", "5x", "600001"):
+            srv = T.Server(["--model", TF_MODEL, "--registry", "none"], WORK,
+                           env={"SEMID_TEST_STOP_DELAY_MS": value,
+                                "SEMID_TEST_DRAIN_STALL_MS": value,
+                                "SEMID_TEST_DRAIN_CLOSE_DELAY_MS": value})
+            self.assertEqual(srv.stop(timeout=30), 0, srv.log_text()[-2000:])
 
     def test_short_admin_token_is_warned_of(self):
         """The admin routes have no lockout, so a short token is one a
