@@ -244,7 +244,9 @@ static int encode_at(const struct sid_tower *t, const float *x, size_t n, size_t
  * requests) are copied together first, so that they share panels.  Copying a
  * 64-item request into one large matrix cost as much as the copy into panels
  * that the encoder makes anyway, and per-row results do not depend on what
- * else is in the call.
+ * else is in the call.  A job with no rows has nothing encoded (api.c
+ * refuses empty requests, but nothing here needs that: one beside a 1-row
+ * job had that row copied into a buffer never allocated).
  */
 static int encode_jobs(const struct sid_tower *t, struct srv_job *jobs,
 		       const struct sid_encode_out *out, struct sid_workspace *ws,
@@ -262,15 +264,24 @@ static int encode_jobs(const struct sid_tower *t, struct srv_job *jobs,
 	if (small > 1 && !(xbuf = malloc(small * D * sizeof(float))))
 		return sid_error_set(err, SID_ENOMEM, "out of memory for the batch");
 	while (j && !rc) {
-		size_t n = 0;
-		if (j->req.B >= IN_PLACE_ROWS || !j->next || j->next->req.B >= IN_PLACE_ROWS) {
-			rc = encode_at(t, j->req.x, j->req.B, row, out, ws, err);
-			row += j->req.B;
-			j = j->next;
+		size_t n = 0, with_rows = 0;
+		/* the run of small jobs from j (up to k), and how many have rows */
+		for (k = j; k && k->req.B < IN_PLACE_ROWS; k = k->next)
+			with_rows += k->req.B > 0;
+		if (with_rows < 2) { /* a large job, or a run of one with rows: in place */
+			if (k == j)
+				k = j->next;
+			for (; j != k && !rc; j = j->next)
+				if (j->req.B > 0) {
+					rc = encode_at(t, j->req.x, j->req.B, row, out, ws, err);
+					row += j->req.B;
+				}
 			continue;
 		}
-		for (; j && j->req.B < IN_PLACE_ROWS; j = j->next) {
-			/* two small jobs are 2+ rows (api.c refuses empty requests): xbuf is set */
+		for (; j != k; j = j->next) {
+			if (!j->req.B)
+				continue;
+			/* two small jobs with rows are 2+ rows: xbuf is set */
 			/* NOLINTNEXTLINE(clang-analyzer-core.NonNullParamChecker) */
 			memcpy(xbuf + n * D, j->req.x, j->req.B * D * sizeof(float));
 			n += j->req.B;
