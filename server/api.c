@@ -43,6 +43,7 @@ int srv_err_status(enum srv_err kind, const char **code)
 	    [SRV_ERR_LEVELS_MISMATCH] = {409, "levels_mismatch"},
 	    [SRV_ERR_RELOAD_FAILED] = {422, "reload_failed"},
 	    [SRV_ERR_INTERNAL] = {500, "internal"},
+	    [SRV_ERR_UNIMPLEMENTED] = {501, "unimplemented"},
 	    [SRV_ERR_UNAVAILABLE] = {503, "unavailable"},
 	};
 	if ((unsigned)kind >= SRV_ERR_COUNT)

@@ -33,6 +33,9 @@ enum srv_err {
 				   * registry's IDs have other level counts */
 	SRV_ERR_RELOAD_FAILED,	  /* 422 reload_failed */
 	SRV_ERR_INTERNAL,	  /* 500 internal */
+	SRV_ERR_UNIMPLEMENTED,	  /* 501 unimplemented: a feature this server was
+				   * started without (--registry none); no retry
+				   * mends it, so no Retry-After */
 	SRV_ERR_UNAVAILABLE,	  /* 503 unavailable */
 	SRV_ERR_COUNT
 };

@@ -138,7 +138,7 @@ static void check_print_model(const struct sid_model *m, const char *path, doubl
 static void check_print_store(const struct srv_store_check *st, const struct sid_model *m)
 {
 	if (!st->target[0]) {
-		printf("registry    none: assign, lookups and deletes answer 503\n");
+		printf("registry    none: assign, lookups and deletes answer 501\n");
 		return;
 	}
 	if (st->found) {

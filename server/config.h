@@ -53,8 +53,8 @@ struct srv_config {
 	int log_level;	    /* enum srv_log_level */
 	/* The ID registry store (proto/registry.md): a SQLite file path, a
 	 * PostgreSQL connection string, "" for the default SQLite file beside
-	 * the model (sid_registry_default_path), or "none" (assign and lookup
-	 * routes answer 503). */
+	 * the model (sid_registry_default_path), or "none" (assign, lookup and
+	 * delete routes answer 501). */
 	char registry[1024];
 	int registry_embeddings;  /* keep each new assignment's input embedding */
 	int registry_connections; /* PostgreSQL: writer connections (groups committed at once) */

@@ -1320,6 +1320,36 @@ static const char *url_path(const char *url)
 	return p ? p : "/";
 }
 
+/* The routes of the ID registry: assign, the lookups and the deletes. */
+static int routes_registry(enum srv_route r)
+{
+	return r == SRV_ROUTE_ITEMS_ASSIGN || r == SRV_ROUTE_USERS_ASSIGN ||
+	       r == SRV_ROUTE_ITEM_GET || r == SRV_ROUTE_USER_GET || r == SRV_ROUTE_SID_GET ||
+	       r == SRV_ROUTE_SID_LIST || r == SRV_ROUTE_ITEMS_DELETE ||
+	       r == SRV_ROUTE_USERS_DELETE;
+}
+
+/*
+ * A registry route on a server started with --registry none: 501
+ * unimplemented, without Retry-After.  It was a 503 with Retry-After, which
+ * a client takes for an outage and retries for ever; a feature left out on
+ * purpose is not back in a second.  Returns 1 when the request is refused.
+ */
+static int registry_disabled(struct req *q)
+{
+	const struct srv_store *st = q->h->d.store;
+
+	if (!st || !st->disabled || !routes_registry(q->route))
+		return 0;
+	if (cl_too_large(q)) /* (413 is answered before the body, as on any route) */
+		return 1;
+	set_error(q, SRV_ERR_UNIMPLEMENTED,
+		  "the ID registry is disabled on this server (semid-server --registry none): "
+		  "it encodes, but assigns, looks up and deletes no ids; send this request to "
+		  "a server started with a registry");
+	return 1;
+}
+
 /* An admin route (reload, delete) without the admin token: 403.  Returns 1
  * when the request is refused. */
 static int admin_refused(struct req *q)
@@ -1389,6 +1419,8 @@ static int on_headers(struct req *q, const char *url, const char *method, const 
 				  srv_route_name(q->route), q->allow, method);
 			return 1;
 		}
+		if (registry_disabled(q))
+			return 1;
 		q->arg = strdup(url + strlen(param_routes[k].prefix));
 		if (!q->arg) {
 			set_error(q, SRV_ERR_UNAVAILABLE, "out of memory");
@@ -1406,6 +1438,8 @@ static int on_headers(struct req *q, const char *url, const char *method, const 
 	if ((q->route == SRV_ROUTE_RELOAD || q->route == SRV_ROUTE_ITEMS_DELETE ||
 	     q->route == SRV_ROUTE_USERS_DELETE) &&
 	    admin_refused(q))
+		return 1;
+	if (registry_disabled(q))
 		return 1;
 	if (routes[i].post) {
 		/* their options are in the body (query_refused) */

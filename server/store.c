@@ -176,8 +176,8 @@ int srv_store_init(struct srv_store *s, const struct srv_config *cfg, struct sid
 		s->disabled = 1;
 		s->backend = "none";
 		srv_log(SRV_LOG_INFO, "registry",
-			"disabled (--registry none): assign and lookup "
-			"routes answer 503");
+			"disabled (--registry none): assign, lookup and delete "
+			"routes answer 501");
 		return 0;
 	}
 	pg = sid_registry_target_is_pg(s->target);

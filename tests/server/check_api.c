@@ -31,6 +31,7 @@ START_TEST(test_error_mapping)
 	    {SRV_ERR_LEVELS_MISMATCH, 409, "levels_mismatch"},
 	    {SRV_ERR_RELOAD_FAILED, 422, "reload_failed"},
 	    {SRV_ERR_INTERNAL, 500, "internal"},
+	    {SRV_ERR_UNIMPLEMENTED, 501, "unimplemented"},
 	    {SRV_ERR_UNAVAILABLE, 503, "unavailable"},
 	};
 	const char *code;

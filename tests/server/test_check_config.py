@@ -171,12 +171,12 @@ class CheckConfig(ModelDir):
         self.same_refusal(["--model", gone, "--allow-empty"], "cannot watch")
 
     def test_registry_none(self):
-        """With --registry none the summary says which routes answer 503, as
+        """With --registry none the summary says which routes answer 501, as
         a server started so answers them: deletes too, which it left out."""
         rc, out, err = run(["--check-config", "--model", self.model, "--registry", "none"])
         self.assertEqual(rc, 0, out + err)
         line = [ln for ln in out.splitlines() if ln.startswith("registry ")]
-        self.assertEqual(line, ["registry    none: assign, lookups and deletes answer 503"])
+        self.assertEqual(line, ["registry    none: assign, lookups and deletes answer 501"])
         srv = T.Server(["--model", self.model, "--registry", "none", "--admin-token",
                         "t" * 32], self.dir)
         try:
@@ -188,7 +188,7 @@ class CheckConfig(ModelDir):
                     ("DELETE", "/v1/items/a", None),
                     ("POST", "/v1/items:delete", b'{"ids": ["a"]}')):
                 st, _, answer = srv.request(method, path, body, headers=auth)
-                self.assertEqual(st, 503, (method, path, answer))
+                self.assertEqual(st, 501, (method, path, answer))
         finally:
             self.assertEqual(srv.stop(), 0)
 

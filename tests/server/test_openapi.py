@@ -355,7 +355,7 @@ class TestOpenApi(unittest.TestCase):
         finally:
             self.assertEqual(srv.stop(), 0)
 
-        # no model, no registry: the 503s
+        # no model: the 503s; no registry (--registry none): the 501s
         srv = T.Server(["--model", os.path.join(work, "none.safetensors"), "--allow-empty",
                         "--registry", "none", "--admin-token", "t"], work)
         try:
@@ -363,15 +363,15 @@ class TestOpenApi(unittest.TestCase):
             self.assertEqual(self.check(srv, "GET", "/v1/model"), 503)
             self.assertEqual(self.check(srv, "POST", "/v1/items:encode",
                                         {"inputs": [{"embedding": [1, 2, 3, 4]}]}), 503)
-            self.assertEqual(self.check(srv, "GET", "/v1/items/sku-1"), 503)
-            self.assertEqual(self.check(srv, "GET", "/v1/sids/1-2-3-0"), 503)
-            self.assertEqual(self.check(srv, "GET", "/v1/sids"), 503)
+            self.assertEqual(self.check(srv, "GET", "/v1/items/sku-1"), 501)
+            self.assertEqual(self.check(srv, "GET", "/v1/sids/1-2-3-0"), 501)
+            self.assertEqual(self.check(srv, "GET", "/v1/sids"), 501)
             for path in ("/v1/items/sku-1", "/v1/users/u-1"):
                 self.assertEqual(self.check(srv, "DELETE", path, None,
-                                            {"Authorization": "Bearer t"}), 503)
+                                            {"Authorization": "Bearer t"}), 501)
             for path in ("/v1/items:delete", "/v1/users:delete"):
                 self.assertEqual(self.check(srv, "POST", path, {"ids": ["a"]},
-                                            {"Authorization": "Bearer t"}), 503)
+                                            {"Authorization": "Bearer t"}), 501)
         finally:
             self.assertEqual(srv.stop(), 0)
             shutil.rmtree(work, ignore_errors=True)

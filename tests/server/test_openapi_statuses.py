@@ -11,7 +11,8 @@ which its description tells with the Allow header, checked here too.
 Servers: the demo model with an SQLite registry, an admin token and small
 limits (max_inputs 2, max_body_bytes 4096), reloaded into a model with
 other towers for the 404s and the 409; a server with connection_limit 1 for
-the 503 of every operation.  libmicrohttpd's own answers (414, 431, 505 and
+the 503 of every operation; one with --registry none for the 501 of the
+registry's.  libmicrohttpd's own answers (414, 431, 505 and
 a 400 for a malformed header line) are HTML without a Content-Type header:
 they count as the text/html the document declares for them.
 
@@ -169,6 +170,17 @@ class TestStatuses(unittest.TestCase):
             for method, path in self.every_op():
                 self.raw(srv, method, path, 503)
             held.close()
+        finally:
+            self.assertEqual(srv.stop(), 0)
+
+        # --registry none: every registry operation 501, without Retry-After
+        srv = T.Server(["--model", demo, "--admin-token", "t", "--registry", "none",
+                        "--watch=false"], self.work)
+        try:
+            for method, path in self.every_op():
+                if "501" in self.find(method, path)[1]["responses"]:
+                    self.call(srv, method, path, 501,
+                              {"inputs": []} if method == "POST" else None, ADMIN)
         finally:
             self.assertEqual(srv.stop(), 0)
 

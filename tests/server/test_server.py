@@ -1981,12 +1981,12 @@ class TestLifecycle(unittest.TestCase):
                           'encodes and assigns get 404 from now on (lookups and deletes, '
                           'which read the store alone, go on)"', warns[1])
             for method, route, want in (("POST", "/v1/users:encode", 404),
-                                        ("GET", "/v1/users/u-1", 503),
-                                        ("DELETE", "/v1/users/u-1", 503)):
+                                        ("GET", "/v1/users/u-1", 501),
+                                        ("DELETE", "/v1/users/u-1", 501)):
                 st, _, body = srv.request(method, route, b'{"inputs": [{"embedding": [0]}]}'
                                           if method == "POST" else None,
                                           headers=dict(auth, **{"Content-Type": "application/json"}))
-                self.assertEqual(st, want, (method, route, body))  # 503: --registry none
+                self.assertEqual(st, want, (method, route, body))  # 501: --registry none
             self.assertEqual(len(reload("shape-4", {"item": TIEFREE})), 2)  # none more
         finally:
             self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
