@@ -307,7 +307,9 @@ static void group_work(uv_work_t *w)
 	for (j = g->jobs, i = 0; j; j = j->next, i++) {
 		if (calls[i].rc) {
 			fail_job(j, calls[i].rc, &calls[i].err);
-			if (!srv_store_is_outage(calls[i].rc))
+			/* (an outage is counted with the call above; 409
+			 * levels_mismatch has a gauge of its own) */
+			if (calls[i].rc == SID_EDATA)
 				srv_metrics_registry_error(a->metrics, SRV_REG_OP_ASSIGN);
 			continue;
 		}
@@ -465,14 +467,14 @@ static void probe_work(struct srv_assigner *a)
 }
 
 /* A lookup's store call failed with @rc: its error answer, and the
- * registry's error count when the request was at fault or met a damaged
- * entry. */
+ * registry's error count when it met a damaged entry (an outage is counted
+ * with its call; a miss or a bad request is no error of the store's). */
 static void lookup_fail(struct srv_assigner *a, struct srv_lookup *lk, enum srv_reg_op op, int rc,
 			const struct sid_error *err)
 {
 	int status;
 
-	if (rc == SID_ENOTFOUND || rc == SID_EINVAL || rc == SID_EDATA)
+	if (rc == SID_EDATA)
 		srv_metrics_registry_error(a->metrics, op);
 	lk->body = reg_err_body(rc, err, &status, &lk->body_len, lk->errmsg, sizeof(lk->errmsg));
 	lk->status = status;

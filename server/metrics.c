@@ -551,8 +551,9 @@ char *srv_metrics_render(struct srv_metrics *m, const struct sid_model *model)
 			       sid_tower_name((enum sid_tower_kind)t),
 			       (unsigned long long)m->reg_deleted[t]);
 	srv_buf_printf(&b,
-		       "# HELP semid_registry_errors_total Registry calls that failed (store "
-		       "unavailable, bad input, not found).\n"
+		       "# HELP semid_registry_errors_total Registry store calls that failed: the "
+		       "store unavailable, or a stored entry that cannot be read.  Misses (404) "
+		       "and refused requests (400, 409) are not counted.\n"
 		       "# TYPE semid_registry_errors_total counter\n"
 		       "semid_registry_errors_total{op=\"assign\"} %llu\n"
 		       "semid_registry_errors_total{op=\"lookup\"} %llu\n",

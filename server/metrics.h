@@ -30,8 +30,10 @@
  *   semid_registry_assignments_total{tower,created}  counter (ids answered by
  *       assign; created="true" for ids stored by that call)
  *   semid_registry_deletions_total{tower}     counter (ids a DELETE removed)
- *   semid_registry_errors_total{op}           counter (store calls that failed,
- *       op "assign" or "lookup"; a 404 lookup or a 400 counts too)
+ *   semid_registry_errors_total{op}           counter (store calls that failed
+ *       for the store's sake, op "assign" or "lookup": it was unavailable, or
+ *       an entry could not be read; a miss (404) or a refused request (400,
+ *       409) is none: semid_requests_total counts those by route and code)
  *   semid_registry_duration_seconds{op}       histogram (one store call: an
  *       assign group's commit or one lookup)
  *   semid_connections_open                    gauge (TCP connections held)
@@ -231,7 +233,9 @@ void srv_metrics_registry_call(struct srv_metrics *m, enum srv_reg_op op, double
  * semid_registry_up as a lookup does (it cannot say that an assign could
  * write), without counting as a lookup call or error. */
 void srv_metrics_registry_probe(struct srv_metrics *m, int ok);
-/* A failed call that was not an outage (bad input, not found). */
+/* A call that met a stored entry it cannot read (SID_EDATA: a 500), which
+ * is no outage (semid_registry_up stays 1).  Misses (404) and refused
+ * requests (400, 409) are not store errors and are not counted here. */
 void srv_metrics_registry_error(struct srv_metrics *m, enum srv_reg_op op);
 void srv_metrics_registry_assigned(struct srv_metrics *m, enum sid_tower_kind t, uint64_t created,
 				   uint64_t known);

@@ -439,6 +439,43 @@ class TestAssignSqlite(Base):
         with open(bad, "rb") as f:
             self.assertTrue(f.read().startswith(b"this is not"))  # left alone
 
+    def test_registry_errors_count_store_failures_only(self):
+        """semid_registry_errors_total counts the store's failures: an entry
+        it cannot read (500; an outage is counted too, test_assign_pg).  A
+        miss (an unknown id or sid, a delete of one) or a bad request was
+        counted as an error, so a dashboard showed the clients' misses as
+        the store failing; they are in semid_requests_total by code."""
+        import sqlite3
+        d = self.fresh_dir()
+        srv, _ = self.start(d, {"item": self.ta}, "A", ["--admin-token", "t"])
+        try:
+            X, _ = T.tie_free_inputs(self.rng, self.ta, 1)
+            self.assertEqual(assign(srv, ["a"], X)[0], 200)
+            for method, path, req, want in (
+                    ("GET", "/v1/items/nope", None, 404), ("GET", "/v1/users/nope", None, 404),
+                    ("HEAD", "/v1/items/nope", None, 404),
+                    ("GET", "/v1/sids/0-0-0-9", None, 404), ("GET", "/v1/sids/x-1", None, 400),
+                    ("GET", "/v1/sids?prefix=x", None, 400),
+                    ("DELETE", "/v1/items/nope", None, 404),
+                    ("POST", "/v1/items:delete", {"ids": ["nope"]}, 200),
+                    ("GET", "/v1/items/a", None, 200)):
+                st, _, r = srv.request(method, path, req, ADMIN)
+                self.assertEqual(st, want, (method, path, r))
+            m = srv.metrics()
+            self.assertEqual((m['semid_registry_errors_total{op="lookup"}'],
+                              m['semid_registry_errors_total{op="assign"}']), (0, 0))
+            self.assertEqual(m['semid_requests_total{route="/v1/items/{id}",code="404"}'], 3)
+            with sqlite3.connect(os.path.join(d, "semid-registry.db")) as c:
+                c.execute("UPDATE semid_assignment SET codes = X'01' WHERE id = 'a'")
+            self.assertEqual(srv.json("GET", "/v1/items/a")[0], 500)
+            self.assertEqual(assign(srv, ["a"], X)[0], 500)
+            m = srv.metrics()
+            self.assertEqual((m['semid_registry_errors_total{op="lookup"}'],
+                              m['semid_registry_errors_total{op="assign"}']), (1, 1))
+            self.assertEqual(m["semid_registry_up"], 1)
+        finally:
+            self.assertEqual(srv.stop(), 0)
+
     def test_post_routes_take_no_query(self):
         """The POST routes' options are in the body: a query was taken and
         quietly ignored, so ?reassign=true answered the stored ID unmoved,
