@@ -193,6 +193,19 @@ static uint64_t take_events(struct srv_assigner *a, struct sid_registry *h)
 	return ev.busy_timeouts + ev.statement_timeouts + ev.answer_timeouts;
 }
 
+/* A store call of @op's kind ended with @rc after @secs, into the metrics;
+ * @read_only: it went through without writing (an assign group whose ids
+ * were all known, a delete of ids none of which were stored), which says
+ * only that the store reads. */
+static void registry_call_noted(struct srv_assigner *a, enum srv_reg_op op, double secs, int rc,
+				int read_only)
+{
+	if (read_only)
+		srv_metrics_registry_call_read(a->metrics, op, secs);
+	else
+		srv_metrics_registry_call(a->metrics, op, secs, !srv_store_is_outage(rc));
+}
+
 static void group_work(uv_work_t *w)
 {
 	struct group *g = w->data;
@@ -289,8 +302,10 @@ static void group_work(uv_work_t *w)
 		srv_metrics_registry_call(a->metrics, SRV_REG_OP_ASSIGN, srv_now() - t0, 0);
 	} else {
 		double secs = srv_now() - t0;
-		int outage = 0;
-		for (i = 0; i < n; i++)
+		int outage = 0, wrote = 0;
+		for (i = 0; i < n; i++) {
+			for (size_t r = 0; !calls[i].rc && r < calls[i].n && !wrote; r++)
+				wrote = outs[i][r].created || outs[i][r].moved;
 			if (srv_store_is_outage(calls[i].rc) && !outage) {
 				outage = 1;
 				srv_store_note(a->store, calls[i].rc, &calls[i].err);
@@ -300,9 +315,11 @@ static void group_work(uv_work_t *w)
 					g->err = calls[i].err;
 				}
 			}
+		}
 		if (!outage)
 			srv_store_note(a->store, 0, NULL);
-		srv_metrics_registry_call(a->metrics, SRV_REG_OP_ASSIGN, secs, !outage);
+		registry_call_noted(a, SRV_REG_OP_ASSIGN, secs, outage ? SID_EUNAVAIL : 0,
+				    !outage && !wrote);
 	}
 	for (j = g->jobs, i = 0; j; j = j->next, i++) {
 		if (calls[i].rc) {
@@ -506,16 +523,15 @@ static void delete_many(struct lookup_work *lw, struct sid_registry *h, double t
 	rc = sid_registry_delete(h, lk->kind, (const char *const *)lk->keys, lk->n_keys, e, &err);
 	srv_store_note(a->store, rc, &err);
 	lw->waited_out = take_events(a, h) != 0 && srv_store_is_outage(rc);
-	srv_metrics_registry_call(a->metrics, SRV_REG_OP_ASSIGN, srv_now() - t0,
-				  !srv_store_is_outage(rc));
+	for (size_t i = 0; !rc && i < lk->n_keys; i++)
+		deleted += e[i].deleted != 0;
+	registry_call_noted(a, SRV_REG_OP_ASSIGN, srv_now() - t0, rc, !rc && !deleted);
 	if (rc) {
 		free(e);
 		json_decref(results);
 		lookup_fail(a, lk, SRV_REG_OP_ASSIGN, rc, &err);
 		return;
 	}
-	for (size_t i = 0; i < lk->n_keys; i++)
-		deleted += e[i].deleted != 0;
 	srv_metrics_registry_deleted(a->metrics, lk->kind, deleted);
 	for (size_t i = 0; i < lk->n_keys && results; i++) {
 		/* committed: each id is answered with what can be said of it */
@@ -594,7 +610,7 @@ static void lookup_work(uv_work_t *w)
 				       lk->limit, e, &n, next, &err);
 	srv_store_note(a->store, rc, &err);
 	lw->waited_out = take_events(a, h) != 0 && srv_store_is_outage(rc);
-	srv_metrics_registry_call(a->metrics, op, srv_now() - t0, !srv_store_is_outage(rc));
+	registry_call_noted(a, op, srv_now() - t0, rc, del && !rc && !e->deleted);
 	if (!rc && del && !e->deleted)
 		/* the id left out: the message goes to the request log, and an
 		 * erasure retried after a lost answer would put it there */

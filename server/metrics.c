@@ -295,6 +295,15 @@ void srv_metrics_registry_call(struct srv_metrics *m, enum srv_reg_op op, double
 	pthread_mutex_unlock(&m->mu);
 }
 
+void srv_metrics_registry_call_read(struct srv_metrics *m, enum srv_reg_op op, double seconds)
+{
+	pthread_mutex_lock(&m->mu);
+	if (seconds > 0)
+		srv_hist_observe(&m->reg_duration[op], seconds);
+	reg_note(m, SRV_REG_OP_LOOKUP, 1);
+	pthread_mutex_unlock(&m->mu);
+}
+
 void srv_metrics_registry_probe(struct srv_metrics *m, int ok)
 {
 	pthread_mutex_lock(&m->mu);

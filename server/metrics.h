@@ -59,7 +59,8 @@
  *       writer), "statement_timeout" or "no_answer" (PostgreSQL))
  *   semid_registry_up                         gauge: 0 from a store call that
  *       found the store unavailable until a call of the same kind (assign or
- *       lookup) goes through, or one of the other kind does when the failed
+ *       lookup; an assign or delete that wrote nothing is a lookup:
+ *       srv_metrics_registry_call_read) goes through, or one of the other kind does when the failed
  *       kind has not failed for reg_hold_s; else 1 (absent when the
  *       registry is disabled)
  *   semid_registry_probes_total{result}       counter (reads of an idle store,
@@ -229,6 +230,13 @@ void srv_metrics_queue_rows(struct srv_metrics *m, long rows);
  * could write, unless no assign has failed for reg_hold_s, as after a blip
  * when assigns are rare). */
 void srv_metrics_registry_call(struct srv_metrics *m, enum srv_reg_op op, double seconds, int ok);
+/* A call of @op's kind that went through without writing (an assign whose
+ * ids were all known, a delete of ids none of which were stored): its
+ * @seconds count as @op's, but it says only that the store reads, so it
+ * moves semid_registry_up as a lookup does.  On a full disk such assigns
+ * go through while every new id fails: counted as assigns that went
+ * through, they set the gauge back to 1 between the failures. */
+void srv_metrics_registry_call_read(struct srv_metrics *m, enum srv_reg_op op, double seconds);
 /* A probe of an idle store (registry_probe_s): a read, so it moves
  * semid_registry_up as a lookup does (it cannot say that an assign could
  * write), without counting as a lookup call or error. */

@@ -278,6 +278,18 @@ START_TEST(test_registry_up)
 	ck_assert(registry_up(&m) == 0);
 	srv_metrics_registry_call(&m, SRV_REG_OP_LOOKUP, 0.01, 1);
 	ck_assert(registry_up(&m) == 0); /* a read says nothing of writes */
+	/* nor does an assign whose ids were all known (a full disk takes
+	 * those), though its time is an assign's */
+	srv_metrics_registry_call_read(&m, SRV_REG_OP_ASSIGN, 0.01);
+	ck_assert(registry_up(&m) == 0);
+	{
+		char *t = srv_metrics_render(&m, NULL);
+		ck_assert_ptr_nonnull(
+		    strstr(t, "\nsemid_registry_duration_seconds_count{op=\"assign\"} 2\n"));
+		ck_assert_ptr_nonnull(
+		    strstr(t, "\nsemid_registry_errors_total{op=\"assign\"} 1\n"));
+		free(t);
+	}
 	srv_metrics_registry_call(&m, SRV_REG_OP_ASSIGN, 0.01, 1);
 	ck_assert(registry_up(&m) == 1);
 	srv_metrics_registry_call(&m, SRV_REG_OP_ASSIGN, 0.01, 0);

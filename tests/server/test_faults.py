@@ -285,7 +285,7 @@ class TestRegistryFaults(unittest.TestCase):
 
     def start(self):
         return T.Server(["--model", self.model, "--registry", self.db, "--reload-debounce-ms",
-                         "20"], WORK, preexec_fn=ignore_xfsz())
+                         "20", "--admin-token", "t"], WORK, preexec_fn=ignore_xfsz())
 
     def new_batch(self, k):
         X, codes = T.tie_free_inputs(self.rng, self.tower, k)
@@ -375,6 +375,17 @@ class TestRegistryFaults(unittest.TestCase):
         self.assertEqual(st, 503, r)
         failed_ids, failed_X = self.check_degraded(reasons)
         failed_ids, failed_X = ids + failed_ids, np.vstack([X, failed_X])
+        # What an operator's alert reads (SemidRegistryDown): the store is
+        # down for writes.  The assigns of known ids check_degraded made go
+        # through without writing: they set semid_registry_up back to 1,
+        # so between two failed new ids the gauge said the store was up.
+        m = self.srv.metrics()
+        self.assertEqual(m["semid_registry_up"], 0)
+        self.assertGreaterEqual(m['semid_registry_errors_total{op="assign"}'], 2)
+        # a delete of an id not stored writes nothing either
+        st, _, _ = self.srv.json("POST", "/v1/items:delete", {"ids": ["never-stored"]},
+                                 headers={"Authorization": "Bearer t"})
+        self.assertEqual((st, self.srv.metrics()["semid_registry_up"]), (200, 0))
         if self.fs.mounted:
             self.fs.unfill()
         else:
