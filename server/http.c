@@ -55,6 +55,10 @@ struct conn {
 	int phase;	    /* atomic: enum conn_phase, stored after since_us */
 	int cut;	    /* atomic: the sweeper closed it */
 	int url_nul;	    /* the URL being parsed had a %00 (its MHD thread only) */
+	/* the URL being parsed has a '%' without two hex digits: it and what
+	 * follows it, shown (bad_escape), "" for none (its MHD thread only) */
+	char bad_esc[12];
+	int bad_esc_query; /* ... in its query */
 	/* taken by the acceptor (inherited socket) and no request begun on
 	 * it yet: counted in srv_http.fresh (its MHD thread only) */
 	int fresh;
@@ -184,7 +188,9 @@ struct req {
 	struct conn *c;		   /* its connection (NULL if MHD gave none) */
 	int close;		   /* answer with Connection: close (bad framing) */
 	int url_nul;		   /* its path or query had a %00 */
-	int content_types;	   /* its Content-Type headers (framing_bad counts them) */
+	char bad_esc[12];	   /* its URL's first malformed percent escape (conn.bad_esc) */
+	int bad_esc_query;
+	int content_types; /* its Content-Type headers (framing_bad counts them) */
 };
 
 static const char JSON_CT[] = "application/json";
@@ -1383,6 +1389,17 @@ static int on_headers(struct req *q, const char *url, const char *method, const 
 	req_path_set(q, url);
 	if (framing_bad(q, version))
 		return 1;
+	if (q->bad_esc[0]) {
+		/* a syntax error in the target, on any route (a %00 is valid
+		 * syntax, refused where an id or parameter is read:
+		 * query_refused) */
+		q->route = SRV_ROUTE_OTHER;
+		set_error(q, SRV_ERR_INVALID_ARGUMENT,
+			  "the %s has \"%s\", a \"%%\" not followed by two hex digits (RFC 3986 "
+			  "2.1); send a \"%%\" of an id or parameter as %%25",
+			  q->bad_esc_query ? "query" : "path", q->bad_esc);
+		return 1;
+	}
 	for (i = 0; i < sizeof(routes) / sizeof(routes[0]); i++)
 		if (!strcmp(url, routes[i].path))
 			break;
@@ -1552,6 +1569,40 @@ static struct req *req_new(struct srv_http *h, struct MHD_Connection *conn, cons
 	return q;
 }
 
+static int hexval(char c);
+
+/*
+ * A '%' in @uri (a request target as sent) not followed by two hex digits
+ * (RFC 3986 2.1): into @out (12 bytes), the '%' and the two bytes after it
+ * that are there, a byte outside visible ASCII as \xNN ("%zz", "%4",
+ * "%\x01"), and returns 1 when it is in the query (after '?'), else 0; @out
+ * is "" when every '%' begins an escape.  libmicrohttpd decodes such a '%'
+ * as itself, so "a%zz" was looked up as the id "a%zz", and "50%25off" sent
+ * as "50%off" as an id its client never meant.
+ */
+static int bad_escape(const char *uri, char *out)
+{
+	const char *query = strchr(uri, '?');
+
+	out[0] = '\0';
+	for (const char *p = strchr(uri, '%'); p; p = strchr(p + 1, '%')) {
+		size_t n = 1;
+		if (hexval(p[1]) >= 0 && hexval(p[2]) >= 0)
+			continue;
+		out[0] = '%';
+		for (int k = 1; k <= 2 && p[k]; k++) {
+			unsigned char b = (unsigned char)p[k];
+			if (b > 0x20 && b < 0x7f)
+				out[n++] = (char)b;
+			else
+				n += (size_t)snprintf(out + n, 12 - n, "\\x%02x", b);
+		}
+		out[n] = '\0';
+		return query && p > query;
+	}
+	return 0;
+}
+
 /*
  * MHD_OPTION_URI_LOG_CALLBACK: a request line is in.  Its record starts
  * here, before its headers, so that a request libmicrohttpd refuses itself
@@ -1569,6 +1620,8 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 
 	if (c == &h->over || (c && c->refused))
 		return NULL;
+	if (c)
+		c->bad_esc_query = bad_escape(uri, c->bad_esc);
 	return req_new(h, conn, uri); /* NULL: on_request tries again */
 }
 
@@ -1595,6 +1648,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		if (c) {
 			q->url_nul = c->url_nul;
 			c->url_nul = 0;
+			memcpy(q->bad_esc, c->bad_esc, sizeof(q->bad_esc));
+			q->bad_esc_query = c->bad_esc_query;
+			c->bad_esc[0] = '\0';
 		}
 		copy_str(q->method, sizeof(q->method), method);
 		request_id(h, conn, q->request_id);

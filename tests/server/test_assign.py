@@ -137,8 +137,9 @@ class TestAssignSqlite(Base):
         encodeURIComponent) comes back as the id assigned in JSON, for GET
         and DELETE; decoded once; '+' a plus (so a form encoder's "a+b" for
         "a b" names the id "a+b", another one); '/' raw or as %2F; a '%'
-        without two hex digits itself; bytes that are not UTF-8 400; HEAD
-        is GET without the body."""
+        without two hex digits 400 (it was taken as itself), so a '%' of an
+        id is sent as %25; bytes that are not UTF-8 400; HEAD is GET
+        without the body."""
         d = self.fresh_dir()
         srv, _ = self.start(d, {"item": self.ta}, "A", ["--admin-token", "t"])
         try:
@@ -160,13 +161,15 @@ class TestAssignSqlite(Base):
             self.assertEqual(hh["content-type"], h["content-type"])
             self.assertEqual(srv.request("HEAD", "/v1/items/sku%2F2")[0], 404)
             for path, want in (("a+b", "a+b"), ("a%20b", "a b"), ("sku/1", "sku/1"),
-                               ("sku%2f1", "sku/1"), ("a%252Fb", "a%2Fb"), ("100%", "100%"),
+                               ("sku%2f1", "sku/1"), ("a%252Fb", "a%2Fb"), ("100%25", "100%"),
                                ("%2e%2E", "..")):
                 st, _, e = srv.json("GET", "/v1/items/" + path)
                 self.assertEqual((st, e.get("id")), (200, want), path)
             for path, msg in (("%FF", "id: invalid UTF-8 at byte offset 0"),
                               ("%C3", "id: invalid UTF-8 at byte offset 0"),
-                              ("e" * 257, 'id "%s..." is 257 bytes, the limit is 256' % ("e" * 40))):
+                              ("e" * 257, 'id "%s..." is 257 bytes, the limit is 256' % ("e" * 40)),
+                              ("100%", 'the path has "%", a "%" not followed by two hex digits '
+                                       '(RFC 3986 2.1); send a "%" of an id or parameter as %25')):
                 st, _, e = srv.json("GET", "/v1/items/" + path)
                 self.assertEqual((st, e["error"]["message"]), (400, msg), path)
             # a form encoder's "a+b" for "a b" deletes the id "a+b"

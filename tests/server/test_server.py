@@ -425,6 +425,49 @@ class TestErrors(unittest.TestCase):
         finally:
             c.close()
 
+    def test_bad_percent_escape(self):
+        """A '%' not followed by two hex digits is malformed (RFC 3986 2.1):
+        400 naming it, on any route, where it was taken as itself (a%zz
+        looked up the id "a%zz", 404).  The next request on the connection
+        is not taken for one with it; a %25 is a '%'."""
+        def msg(where, esc):
+            return ('the %s has "%s", a "%%" not followed by two hex digits (RFC 3986 2.1); '
+                    'send a "%%" of an id or parameter as %%25' % (where, esc))
+        c = SRV.conn()
+        try:
+            for method, path, where, esc in (
+                    ("GET", "/v1/items/a%zz", "path", "%zz"),
+                    ("GET", "/v1/items/a%4", "path", "%4"),
+                    ("GET", "/v1/items/a%4g", "path", "%4g"),
+                    ("HEAD", "/v1/users/50%off", "path", "%of"),
+                    ("GET", "/v1/items/a%00%", "path", "%"),
+                    ("GET", "/v1/sids?prefix=1-%2", "query", "%2"),
+                    ("GET", "/v1/sids/1-2-3-0?tower=%zzuser", "query", "%zz"),
+                    ("POST", "/v1/items:encode?%", "query", "%"),
+                    ("GET", "/healthz?x=%g0", "query", "%g0"),
+                    ("GET", "/nowhere%", "path", "%"),
+                    ("DELETE", "/v1/items/a%zz", "path", "%zz")):
+                st, h, body = SRV.request(method, path, conn=c)
+                self.assertEqual(st, 400, (method, path, body))
+                if method != "HEAD":
+                    self.check_error((st, h, json.loads(body)), 400, "invalid_argument",
+                                     msg(where, esc))
+            st, _, e = SRV.json("GET", "/v1/items/a%25zz", conn=c)  # the id "a%zz"
+            self.assertEqual((st, e["error"]["message"]), (404, "no such item id"))
+            self.assertEqual(SRV.json("GET", "/healthz?x=%41", conn=c)[0], 200)
+        finally:
+            c.close()
+        # a byte outside visible ASCII after the '%' is shown as \xNN
+        s = socket.create_connection(("127.0.0.1", SRV.port), timeout=10)
+        try:
+            s.sendall(b"GET /v1/items/a%\x01b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            data = T.read_to_eof(s)
+        finally:
+            s.close()
+        self.assertTrue(data.startswith(b"HTTP/1.1 400 "), data[:300])
+        self.assertEqual(json.loads(data.partition(b"\r\n\r\n")[2])["error"]["message"],
+                         msg("path", "%\\x01b"))
+
     def test_absolute_form_request_target(self):
         """RFC 9112 3.2.2: the absolute-form (what a client sends through a
         proxy) names the same resource as the path alone."""
