@@ -561,6 +561,19 @@ static enum srv_reg_op lookup_metric_op(enum srv_lookup_op op)
 	return op == SRV_LOOKUP_DELETE ? SRV_REG_OP_ASSIGN : SRV_REG_OP_LOOKUP;
 }
 
+/* What a miss of id @key adds to its message: the id of /v1/items/x/ is
+ * "x/" (an id may hold a '/'), and a bare "no such item id" hid that the
+ * path's trailing slash was taken as part of it.  Names no id. */
+static const char *miss_hint(const char *key)
+{
+	size_t n = key ? strlen(key) : 0;
+
+	return n && key[n - 1] == '/'
+		   ? " (the id is the rest of the path, so its trailing \"/\" is part of it: "
+		     "ids may hold a \"/\")"
+		   : "";
+}
+
 static void lookup_work(uv_work_t *w)
 {
 	struct lookup_work *lw = w->data;
@@ -614,12 +627,13 @@ static void lookup_work(uv_work_t *w)
 	if (!rc && del && !e->deleted)
 		/* the id left out: the message goes to the request log, and an
 		 * erasure retried after a lost answer would put it there */
-		rc = sid_error_set(&err, SID_ENOTFOUND, "no such %s id: nothing deleted",
-				   sid_tower_name(lk->kind));
+		rc = sid_error_set(&err, SID_ENOTFOUND, "no such %s id: nothing deleted%s",
+				   sid_tower_name(lk->kind), miss_hint(lk->key));
 	else if (rc == SID_ENOTFOUND && lk->op == SRV_LOOKUP_ID)
 		/* nor a GET's: a client still asking for an erased id would
 		 * write it into the request log at each miss */
-		rc = sid_error_set(&err, SID_ENOTFOUND, "no such %s id", sid_tower_name(lk->kind));
+		rc = sid_error_set(&err, SID_ENOTFOUND, "no such %s id%s", sid_tower_name(lk->kind),
+				   miss_hint(lk->key));
 	if (rc)
 		goto fail;
 	if (del)

@@ -1081,6 +1081,54 @@ static int param_route(const char *url)
 	return -1;
 }
 
+/*
+ * For a path no route has, the route its client most likely meant, into
+ * @out (@n bytes) as " (did you mean /v1/model?)": a route's path but for
+ * the case of its letters, repeated or trailing slashes, or "/v1" left out
+ * ("/V1/Model", "/healthz/", "//v1//model", "/items:encode").  A parameter
+ * route's prefix alone ("/v1/items/", "/v1/items") names the route with its
+ * parameter.  "" when none is near.  A bare 404 "no route GET /healthz/"
+ * left the client to find the slash.
+ */
+static void route_hint(const char *url, char *out, size_t n)
+{
+	char norm[128];
+	size_t len = 0;
+	const char *meant = NULL, *also = "";
+
+	out[0] = '\0';
+	for (const char *p = url; *p; p++) {
+		if (*p == '/' && len && norm[len - 1] == '/')
+			continue;
+		if (len + 1 >= sizeof(norm))
+			return; /* longer than any route */
+		norm[len++] = *p;
+	}
+	while (len > 1 && norm[len - 1] == '/')
+		len--;
+	norm[len] = '\0';
+	for (int v1 = 0; v1 < 2 && !meant; v1++) {
+		char want[160];
+		/* "/items:encode" for "/v1/items:encode" */
+		snprintf(want, sizeof(want), "%s%s", v1 ? "/v1" : "", norm);
+		for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]) && !meant; i++)
+			if (!strcasecmp(want, routes[i].path))
+				meant = routes[i].path;
+		for (size_t k = 0; k < sizeof(param_routes) / sizeof(param_routes[0]); k++) {
+			const char *pre = param_routes[k].prefix;
+			size_t pn = strlen(pre) - 1; /* without its '/' */
+			if (strlen(want) != pn || strncasecmp(want, pre, pn) != 0)
+				continue;
+			if (meant) /* /v1/sids lists; /v1/sids/{sid} reads one */
+				also = srv_route_name(param_routes[k].route);
+			else
+				meant = srv_route_name(param_routes[k].route);
+		}
+	}
+	if (meant)
+		snprintf(out, n, " (did you mean %s%s%s?)", meant, also[0] ? ", or " : "", also);
+}
+
 /* @q's path for its log line until it is routed (and for a route it does
  * not have): @url, but the route, "/v1/users/{id}", for a path with an id
  * or sid, so that no id reaches the log from a request refused before it
@@ -1419,8 +1467,11 @@ static int on_headers(struct req *q, const char *url, const char *method, const 
 	if (i == sizeof(routes) / sizeof(routes[0])) {
 		int k = param_route(url);
 		if (k < 0) {
+			char hint[160];
+			route_hint(url, hint, sizeof(hint));
 			q->route = SRV_ROUTE_OTHER;
-			set_error(q, SRV_ERR_NOT_FOUND, "no route %.100s %.200s", method, url);
+			set_error(q, SRV_ERR_NOT_FOUND, "no route %.100s %.200s%s", method, url,
+				  hint);
 			return 1;
 		}
 		q->route = param_routes[k].route;

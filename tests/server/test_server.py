@@ -344,6 +344,40 @@ class TestErrors(unittest.TestCase):
         self.assertTrue(all(isinstance(a["distance"], float)
                             for a in body["results"][0]["alternatives"]))
 
+    def test_404_names_the_route_meant(self):
+        """A path that is a route but for a trailing or repeated slash, the
+        case of its letters or a "/v1" left out got a bare "no route GET
+        /healthz/"; the 404 (the same JSON error as any) now names the
+        route meant.  /v1/items/x/ is a lookup of the id "x/" (ids may hold
+        a '/'): its miss says the slash was taken as part of the id,
+        without naming the id (the request log keeps no ids)."""
+        for path, meant in (("/healthz/", "/healthz"), ("/v1/model//", "/v1/model"),
+                            ("//v1//model", "/v1/model"), ("/V1/Items:Encode", "/v1/items:encode"),
+                            ("/items:assign", "/v1/items:assign"),
+                            ("/v1/items/", "/v1/items/{id}"), ("/v1/users", "/v1/users/{id}"),
+                            ("/v1/sids/", "/v1/sids, or /v1/sids/{sid}")):
+            self.check_error(SRV.json("GET", path), 404, "not_found",
+                             "no route GET %s (did you mean %s?)" % (path, meant))
+        for path in ("/v2/nothing", "/", "/v1", "/metrics/x", "/healthzz"):
+            self.check_error(SRV.json("GET", path), 404, "not_found", "no route GET " + path)
+        self.assertEqual(SRV.request("HEAD", "/healthz/")[0], 404)
+        slash = ' (the id is the rest of the path, so its trailing "/" is part of it: ids may ' \
+                'hold a "/")'
+        self.check_error(SRV.json("GET", "/v1/items/sku-404/"), 404, "not_found",
+                         "no such item id" + slash)
+        self.check_error(SRV.json("DELETE", "/v1/users/u-404/", headers={
+            "Authorization": "Bearer s3cret-token"}), 404,
+                         "not_found", "no such user id: nothing deleted" + slash)
+        self.check_error(SRV.json("GET", "/v1/items/sku-404"), 404, "not_found",
+                         "no such item id")
+        # an id that ends in "/" is found by the same path
+        st, _, r = SRV.json("POST", "/v1/items:assign",
+                            {"inputs": [{"id": "dir/", "embedding": [0.25] * 48}]})
+        self.assertEqual(st, 200, r)
+        st, _, e = SRV.json("GET", "/v1/items/dir/")
+        self.assertEqual((st, e.get("id")), (200, "dir/"), e)
+        self.assertNotIn("sku-404", SRV.log_text())
+
     def test_404(self):
         self.check_error(SRV.json("GET", "/v2/nothing"), 404, "not_found",
                          "no route GET /v2/nothing")
