@@ -194,6 +194,11 @@ struct req {
 };
 
 static const char JSON_CT[] = "application/json";
+/* Allow: the methods of each kind of route, OPTIONS included (RFC 9110
+ * 10.2.1), on its 405s and its OPTIONS answer alike */
+static const char ALLOW_POST[] = "POST, OPTIONS";
+static const char ALLOW_GET[] = "GET, HEAD, OPTIONS";
+static const char ALLOW_GET_DELETE[] = "GET, HEAD, DELETE, OPTIONS";
 static const char REQUEST_ID_HEADER[] = "X-Request-Id";
 
 /* The most a body's Content-Length reserves before its bytes arrive (a larger
@@ -488,7 +493,9 @@ static enum MHD_Result send_response(struct req *q)
 	}
 	if (!r)
 		return MHD_NO;
-	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, q->ctype ? q->ctype : JSON_CT);
+	if (q->status != 204) /* (no content to type) */
+		MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
+					q->ctype ? q->ctype : JSON_CT);
 	MHD_add_response_header(r, REQUEST_ID_HEADER, q->request_id);
 	/* every answer is of the moment (health, the model, metrics, the
 	 * registry): without it a cache may keep a GET's 200 or 404 on its own
@@ -527,6 +534,15 @@ static char *json_text(json_t *v, size_t *len)
 	t[(*len)++] = '\n';
 	t[*len] = '\0';
 	return t;
+}
+
+/* The answer to OPTIONS on a route, or on "*" (the server): 204, no
+ * content, Allow @allow (RFC 9110 9.3.7).  No CORS headers: a browser's
+ * preflight still fails, as a page must call through its own origin. */
+static void set_options(struct req *q, const char *allow)
+{
+	set_response(q, 204, strdup(""), 0, JSON_CT);
+	q->allow = allow;
 }
 
 static void set_json(struct req *q, int status, json_t *v)
@@ -1448,6 +1464,20 @@ static int on_headers(struct req *q, const char *url, const char *method, const 
 			  q->bad_esc_query ? "query" : "path", q->bad_esc);
 		return 1;
 	}
+	if (!strcmp(url, "*")) {
+		/* the asterisk-form: the server as a whole, for OPTIONS alone
+		 * (RFC 9112 3.2.4); it was a 404 "no route" */
+		q->route = SRV_ROUTE_OTHER;
+		if (!strcmp(method, "OPTIONS")) {
+			set_options(q, h->ops ? ALLOW_GET : "GET, HEAD, POST, DELETE, OPTIONS");
+			return 1;
+		}
+		set_error(q, SRV_ERR_INVALID_ARGUMENT,
+			  "the request target \"*\" is for OPTIONS alone (RFC 9112 3.2.4), not "
+			  "%.100s",
+			  method);
+		return 1;
+	}
 	for (i = 0; i < sizeof(routes) / sizeof(routes[0]); i++)
 		if (!strcmp(url, routes[i].path))
 			break;
@@ -1477,11 +1507,15 @@ static int on_headers(struct req *q, const char *url, const char *method, const 
 		q->route = param_routes[k].route;
 		/* /v1/{items,users}/{id} take DELETE too (an admin route) */
 		ids = q->route == SRV_ROUTE_ITEM_GET || q->route == SRV_ROUTE_USER_GET;
+		if (!strcmp(method, "OPTIONS")) {
+			set_options(q, ids ? ALLOW_GET_DELETE : ALLOW_GET);
+			return 1;
+		}
 		q->del = ids && !strcmp(method, "DELETE");
 		if (q->del && admin_refused(q))
 			return 1;
 		if (!q->del && strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
-			q->allow = ids ? "GET, HEAD, DELETE" : "GET, HEAD";
+			q->allow = ids ? ALLOW_GET_DELETE : ALLOW_GET;
 			/* the message names what Allow does */
 			set_error(q, SRV_ERR_METHOD, "%s takes %s, not %.100s",
 				  srv_route_name(q->route), q->allow, method);
@@ -1497,9 +1531,13 @@ static int on_headers(struct req *q, const char *url, const char *method, const 
 		return cl_too_large(q);
 	}
 	q->route = routes[i].route;
+	if (!strcmp(method, "OPTIONS")) {
+		set_options(q, routes[i].post ? ALLOW_POST : ALLOW_GET);
+		return 1;
+	}
 	if (routes[i].post ? strcmp(method, "POST") != 0
 			   : (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)) {
-		q->allow = routes[i].post ? "POST" : "GET, HEAD";
+		q->allow = routes[i].post ? ALLOW_POST : ALLOW_GET;
 		set_error(q, SRV_ERR_METHOD, "%s takes %s, not %.100s", url, q->allow, method);
 		return 1;
 	}

@@ -342,9 +342,9 @@ class TestAssignSqlite(Base):
             st, _, e = srv.json("POST", "/v1/users:assign", {"inputs": [good]})
             self.assertEqual(st, 404, e)  # the model has no user tower
             st, h, e = srv.json("PUT", "/v1/items/x")
-            self.assertEqual((st, h.get("allow")), (405, "GET, HEAD, DELETE"))
+            self.assertEqual((st, h.get("allow")), (405, "GET, HEAD, DELETE, OPTIONS"))
             st, h, e = srv.json("DELETE", "/v1/sids/1-2-3-0", headers=ADMIN)
-            self.assertEqual((st, h.get("allow")), (405, "GET, HEAD"))
+            self.assertEqual((st, h.get("allow")), (405, "GET, HEAD, OPTIONS"))
             # delete is an admin route; a user id needs no user tower
             # (test_delete_needs_no_tower): its 404 is the id's
             st, _, e = srv.json("DELETE", "/v1/items/x")
@@ -422,7 +422,7 @@ class TestAssignSqlite(Base):
                             self.assertEqual(json.loads(raw)["error"]["message"], disabled)
                     # the method, and the admin token, first
                     st, h, _ = srv.request("GET", "/v1/items:assign")
-                    self.assertEqual((st, h.get("allow")), (405, "POST"))
+                    self.assertEqual((st, h.get("allow")), (405, "POST, OPTIONS"))
                     self.assertEqual(srv.request("DELETE", "/v1/items/a")[0], 403)
                     # a 501 counts as a server error in the request metrics,
                     # not as a registry call

@@ -6,7 +6,8 @@ semid-server, and the answer must validate against the documented schema;
 a declared one no request here produced fails the test, unless it is on
 IMPRACTICAL below (real, with the code that sends it, but not to be caused
 from outside).  No operation declares 405: a path's other methods get it,
-which its description tells with the Allow header, checked here too.
+which its description tells with the Allow header, checked here too, as is
+the 204 OPTIONS gets with the same Allow.
 
 Servers: the demo model with an SQLite registry, an admin token and small
 limits (max_inputs 2, max_body_bytes 4096), reloaded into a model with
@@ -217,6 +218,11 @@ class TestStatuses(unittest.TestCase):
                                      {"Content-Type": "application/json"})
             self.assertEqual((st, h.get("allow")), (405, m.group(1)), template)
             self.v.validate(json.loads(got), {"$ref": "#/components/schemas/Error"})
+            # and OPTIONS, as the description says: 204, the same Allow, no body
+            self.assertIn("OPTIONS is answered 204 with the same Allow and no body",
+                          item["description"], template)
+            st, h, got = srv.request("OPTIONS", CONCRETE.get(template, template))
+            self.assertEqual((st, h.get("allow"), got), (204, m.group(1), b""), template)
 
         inp = [{"id": "sku-1", "embedding": EMB}]
         for tower in ("items", "users"):

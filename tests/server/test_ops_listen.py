@@ -166,7 +166,7 @@ class TestOpsListen(unittest.TestCase):
             self.assertIn("route=/v1/users/{id} status=404", srv.log_text())
             self.assertNotIn(secret, srv.log_text())
             st, h, _ = get(port, "/healthz", "POST")
-            self.assertEqual((st, h["allow"]), (405, "GET, HEAD"))
+            self.assertEqual((st, h["allow"]), (405, "GET, HEAD, OPTIONS"))
             self.assertIn("listener=ops", srv.log_text())
             # and the main port serves again once its clients let go
             for s in held:

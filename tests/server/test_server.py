@@ -527,16 +527,16 @@ class TestErrors(unittest.TestCase):
         # beside "Allow: GET, HEAD", and "takes GET or DELETE" beside
         # "Allow: GET, HEAD, DELETE")
         h = self.check_error(SRV.json("GET", "/v1/items:encode"), 405, "method_not_allowed",
-                             "/v1/items:encode takes POST, not GET")
-        self.assertEqual(h["allow"], "POST")
+                             "/v1/items:encode takes POST, OPTIONS, not GET")
+        self.assertEqual(h["allow"], "POST, OPTIONS")
         h = self.check_error(SRV.json("POST", "/healthz", {}), 405, "method_not_allowed",
-                             "/healthz takes GET, HEAD, not POST")
-        self.assertEqual(h["allow"], "GET, HEAD")
+                             "/healthz takes GET, HEAD, OPTIONS, not POST")
+        self.assertEqual(h["allow"], "GET, HEAD, OPTIONS")
         h = self.check_error(SRV.json("DELETE", "/v1/model"), 405, "method_not_allowed",
-                             "/v1/model takes GET, HEAD, not DELETE")
-        self.assertEqual(h["allow"], "GET, HEAD")
-        for path, allow in (("/v1/items/sku-1", "GET, HEAD, DELETE"),
-                            ("/v1/sids/1-2-3-0", "GET, HEAD")):
+                             "/v1/model takes GET, HEAD, OPTIONS, not DELETE")
+        self.assertEqual(h["allow"], "GET, HEAD, OPTIONS")
+        for path, allow in (("/v1/items/sku-1", "GET, HEAD, DELETE, OPTIONS"),
+                            ("/v1/sids/1-2-3-0", "GET, HEAD, OPTIONS")):
             route = "/v1/items/{id}" if "items" in path else "/v1/sids/{sid}"
             h = self.check_error(SRV.json("PUT", path, {}), 405, "method_not_allowed",
                                  "%s takes %s, not PUT" % (route, allow))
@@ -947,7 +947,9 @@ class TestOps(unittest.TestCase):
 
     def test_no_negotiation_no_cors(self):
         """As api.md says: Accept is ignored (no 406), no Access-Control-*
-        header on any answer, and a CORS preflight is a 405 with Allow."""
+        header on any answer, and a CORS preflight is answered as any
+        OPTIONS (204 with Allow), which without those headers a browser
+        refuses."""
         for accept in ("application/json", "*/*", "text/html", "application/xml;q=1"):
             st, h, _ = SRV.request("GET", "/healthz", headers={"Accept": accept})
             self.assertEqual((st, h["content-type"]), (200, "application/json"), accept)
@@ -959,9 +961,55 @@ class TestOps(unittest.TestCase):
         st, h, body = SRV.json("OPTIONS", "/v1/items:encode", headers=dict(
             origin, **{"Access-Control-Request-Method": "POST",
                        "Access-Control-Request-Headers": "content-type"}))
-        self.assertEqual((st, h["allow"], body["error"]["code"]),
-                         (405, "POST", "method_not_allowed"))
+        self.assertEqual((st, h["allow"], body), (204, "POST, OPTIONS", None))
         self.assertFalse([k for k in h if k.startswith("access-control-")], h)
+
+    def test_options(self):
+        """RFC 9110 9.3.7: OPTIONS on a route answers 204 with the methods
+        it takes in Allow (what a 405 there lists, OPTIONS among them), and
+        OPTIONS * (the server as a whole) 204 with every method it serves;
+        no body, no Content-Type.  OPTIONS * was 404 "no route OPTIONS *"
+        and OPTIONS on a route 405.  The asterisk-form is for OPTIONS
+        alone (RFC 9112 3.2.4): GET * is 400.  Keep-alive holds throughout."""
+        def raw(data):
+            s = socket.create_connection(("127.0.0.1", SRV.port), timeout=10)
+            try:
+                s.sendall(data)
+                return T.read_to_eof(s)
+            finally:
+                s.close()
+        c = SRV.conn()
+        try:
+            for path, allow in (("/v1/items:encode", "POST, OPTIONS"),
+                                ("/v1/admin/reload", "POST, OPTIONS"),  # no token needed
+                                ("/v1/items:delete", "POST, OPTIONS"),
+                                ("/healthz", "GET, HEAD, OPTIONS"), ("/metrics", "GET, HEAD, OPTIONS"),
+                                ("/v1/items/sku-1", "GET, HEAD, DELETE, OPTIONS"),
+                                ("/v1/sids/1-2-3-0", "GET, HEAD, OPTIONS"),
+                                ("/v1/sids", "GET, HEAD, OPTIONS")):
+                st, h, body = SRV.request("OPTIONS", path, conn=c)
+                self.assertEqual((st, h.get("allow"), body), (204, allow, b""), path)
+                self.assertNotIn("content-type", h, path)
+                self.assertIn("x-request-id", h)
+                # the same Allow as the route's 405
+                st, h405, _ = SRV.request("PUT", path, b"{}", {"Content-Type": "application/json"},
+                                          conn=c)
+                self.assertEqual((st, h405.get("allow")), (405, allow), path)
+            self.assertEqual(SRV.request("GET", "/healthz", conn=c)[0], 200)
+            st, _, e = SRV.json("OPTIONS", "/nowhere", conn=c)
+            self.assertEqual((st, e["error"]["message"]), (404, "no route OPTIONS /nowhere"))
+        finally:
+            c.close()
+        data = raw(b"OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        head = data.decode("latin-1").lower()
+        self.assertTrue(head.startswith("http/1.1 204 "), data)
+        self.assertIn("\r\nallow: get, head, post, delete, options\r\n", head)
+        self.assertNotIn("content-type", head)
+        self.assertTrue(data.endswith(b"\r\n\r\n"), data)  # no body
+        data = raw(b"GET * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        self.assertTrue(data.startswith(b"HTTP/1.1 400 "), data)
+        self.assertEqual(json.loads(data.partition(b"\r\n\r\n")[2])["error"]["message"],
+                         'the request target "*" is for OPTIONS alone (RFC 9112 3.2.4), not GET')
 
     def test_server_timing(self):
         """Server-Timing: total on every answer; queue and encode (their sum
