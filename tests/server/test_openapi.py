@@ -280,10 +280,21 @@ class TestOpenApi(unittest.TestCase):
             ({"inputs": [{"embedding": [1]}]}, "AssignRequest"),
             ({"error": {"code": "teapot", "message": "x"}}, "Error"),
             ({"status": "ok", "model_version": "m"}, "Ready"),
+        ] + [
+            # EncodeResult.sid: the dash or the tokens form, as the server writes them
+            ({"model_version": "m", "results": [{"codes": [7, 1], "sid": sid, "distance": 0}]},
+             "EncodeResponse")
+            for sid in ("", "7-1-", "-7-1", "7--1", "07-1", "7_1", "7 1", "<a_7><b_1",
+                        "<a_7>-1", "<A_7>", "<a_07>", "<q_7>", "<a_>", "a_7")
         ]
         for value, name in bad:
-            with self.subTest(name=name), self.assertRaises(Invalid):
+            with self.subTest(name=name, value=value), self.assertRaises(Invalid):
                 self.v.validate(value, {"$ref": "#/components/schemas/" + name})
+        for sid in ("7", "0", "7-1-200", "1048575-0", "<a_7>", "<a_7><b_1><c_200>",
+                    "".join("<%s_1>" % chr(97 + i) for i in range(16))):
+            self.v.validate({"model_version": "m", "results": [{"codes": [7], "sid": sid,
+                                                                 "distance": 0}]},
+                            {"$ref": "#/components/schemas/EncodeResponse"})
         with self.assertRaises(Invalid):
             self.v.check_schema({"type": "string", "format": "uuid"}, "x")
         # and the header check: a 503 without Retry-After, or with a date
@@ -344,6 +355,11 @@ class TestOpenApi(unittest.TestCase):
             self.assertEqual(self.check(srv, "POST", "/v1/users:encode",
                                         {"inputs": [{"embedding": [1, 2, 3, 4]}], "top_k": 2,
                                          "return_quantized": True}), 200)
+            # both forms of sid, against EncodeResult.sid's pattern
+            for fmt in ("dash", "tokens"):
+                self.assertEqual(self.check(srv, "POST", "/v1/users:encode",
+                                            {"inputs": [{"embedding": [1, 2, 3, 4]}] * 2,
+                                             "format": fmt}), 200)
             for path in ("/healthz", "/readyz", "/v1/model", "/metrics", "/v1/sids"):
                 self.assertEqual(self.check(srv, "POST", path, b"{}"), 405)
             self.assertEqual(self.check(srv, "POST", "/v1/admin/reload", None,
