@@ -362,11 +362,11 @@ int tr_gen_run(const struct tr_gen_params *p, const char *out_dir, struct tr_gen
 	if (snprintf(lock_path, sizeof(lock_path), "%s/%s", out_dir, TR_GEN_LOCK) >=
 	    (int)sizeof(lock_path))
 		return sid_error_set(err, SID_EINVAL, "--out %s: path too long", out_dir);
+	memset(pub, 0, sizeof(pub)); /* a zeroed publish aborts as a no-op */
+	tr_stop_install(&saved);     /* before the lock: a signal then does not leave it */
 	rc = tr_lock_take_or_say(&lock, lock_path, out_dir, "semid-train gen", "writing", err);
 	if (rc < 0)
-		return rc;
-	memset(pub, 0, sizeof(pub)); /* a zeroed publish aborts as a no-op */
-	tr_stop_install(&saved);
+		goto fail;
 	for (int k = 0; k < OUT_COUNT; k++) {
 		char path[PATH_LEN];
 		if (snprintf(path, sizeof(path), "%s/%s", out_dir, out_names[k]) >= PATH_LEN) {

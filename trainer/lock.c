@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
@@ -16,6 +17,54 @@
 #include <unistd.h>
 
 #define LOCK_TEXT_MAX 320 /* "PID HOST\n" (a host name is 64 bytes at most) */
+
+/* The locks tr_lock_unlink_held removes: a slot is claimed, filled, then
+ * made live; a handler reads only live ones.  A process holds one (a
+ * training's, or gen's); a few more are room for tests. */
+#define HELD_MAX 4
+static struct {
+	int claimed;
+	volatile sig_atomic_t live;
+	int fd;
+	char path[PATH_MAX];
+} held_locks[HELD_MAX];
+
+/* @l, just taken, into a slot (none free: not covered, as a SIGKILL) */
+static void held_add(struct tr_lock *l)
+{
+	for (int k = 0; k < HELD_MAX; k++) {
+		int free_slot = 0;
+		if (!__atomic_compare_exchange_n(&held_locks[k].claimed, &free_slot, 1, 0,
+						 __ATOMIC_ACQ_REL, __ATOMIC_RELAXED))
+			continue;
+		held_locks[k].fd = l->fd;
+		memcpy(held_locks[k].path, l->path, strlen(l->path) + 1);
+		__atomic_store_n(&held_locks[k].live, 1, __ATOMIC_SEQ_CST);
+		l->slot = k + 1;
+		return;
+	}
+}
+
+static void held_drop(struct tr_lock *l)
+{
+	int k = l->slot - 1;
+
+	if (k < 0)
+		return;
+	__atomic_store_n(&held_locks[k].live, 0, __ATOMIC_SEQ_CST);
+	__atomic_store_n(&held_locks[k].claimed, 0, __ATOMIC_RELEASE);
+	l->slot = 0;
+}
+
+/* Remove @path if it still names the file open as @fd (async-signal-safe). */
+static void unlink_if_same(int fd, const char *path)
+{
+	struct stat st, now;
+
+	if (fstat(fd, &st) == 0 && stat(path, &now) == 0 && now.st_dev == st.st_dev &&
+	    now.st_ino == st.st_ino)
+		unlink(path);
+}
 
 int tr_lock_path(const char *out, char *buf, size_t len)
 {
@@ -135,6 +184,7 @@ int tr_lock_take(struct tr_lock *l, const char *path, const char *out, struct si
 
 	l->held = 0;
 	l->fd = -1;
+	l->slot = 0;
 	if ((size_t)snprintf(l->path, sizeof(l->path), "%s", path) >= sizeof(l->path))
 		return sid_error_set(err, SID_EINVAL, "--out %s: path too long", out);
 	for (int tries = 0;; tries++) {
@@ -183,6 +233,7 @@ int tr_lock_take(struct tr_lock *l, const char *path, const char *out, struct si
 	lock_sign(fd);
 	l->fd = fd;
 	l->held = 1;
+	held_add(l);
 	return 0;
 }
 
@@ -203,14 +254,18 @@ int tr_lock_take_or_say(struct tr_lock *l, const char *path, const char *out, co
 
 void tr_lock_release(struct tr_lock *l)
 {
-	struct stat st, now;
-
 	if (!l || !l->held)
 		return;
-	if (fstat(l->fd, &st) == 0 && stat(l->path, &now) == 0 && now.st_dev == st.st_dev &&
-	    now.st_ino == st.st_ino)
-		unlink(l->path);
-	close(l->fd);
+	unlink_if_same(l->fd, l->path);
+	held_drop(l); /* after the unlink (a signal between: the file is gone, or another's) */
+	close(l->fd); /* after the drop: a handler no longer looks at this fd */
 	l->fd = -1;
 	l->held = 0;
+}
+
+void tr_lock_unlink_held(void)
+{
+	for (int k = 0; k < HELD_MAX; k++)
+		if (__atomic_load_n(&held_locks[k].live, __ATOMIC_SEQ_CST))
+			unlink_if_same(held_locks[k].fd, held_locks[k].path);
 }

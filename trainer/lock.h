@@ -11,9 +11,11 @@
  * into one directory renamed their files among each other's.
  *
  * The file holds "PID HOST\n" of the run that holds it, for the message
- * that refuses another.  It is removed when the run ends.  A run killed
- * with SIGKILL (the OOM killer) leaves it, unlocked (a flock ends with its
- * process): harmless, and the next run with that --out takes it over.
+ * that refuses another.  It is removed when the run ends, and when a signal
+ * ends it at once (stop.h's second signal, SIGBUS: tr_lock_unlink_held).
+ * A run killed with SIGKILL (the OOM killer) leaves it, unlocked (a flock
+ * ends with its process): harmless, and the next run with that --out takes
+ * it over.
  *
  * Not thread-safe: a struct tr_lock is one thread's.
  */
@@ -28,6 +30,7 @@
 struct tr_lock {
 	int held; /* zeroed: not held */
 	int fd;
+	int slot;	     /* 1 + its place among tr_lock_unlink_held's, or 0 */
 	char path[PATH_MAX]; /* gen's DIR/gen.lock may be longer than an --out */
 };
 
@@ -56,5 +59,11 @@ int tr_lock_take_or_say(struct tr_lock *l, const char *path, const char *out, co
 
 /* Remove the file and unlock it, if @l holds it; else nothing. */
 void tr_lock_release(struct tr_lock *l);
+
+/* Remove the file of every lock held (taken and not released), for a
+ * signal handler about to end the process: async-signal-safe, and the
+ * flocks end with the process.  A file that is no longer the one locked
+ * (removed, and another run's made in its place) is left. */
+void tr_lock_unlink_held(void);
 
 #endif

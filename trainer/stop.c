@@ -9,10 +9,21 @@
 
 #include "err.h"
 #include "fsutil.h"
+#include "lock.h"
 
 static volatile sig_atomic_t stop_signal;    /* the signal that asked, or 0 */
 static volatile sig_atomic_t held, held_sig; /* tr_stop_hold; a second signal then */
 static const int stop_signals[TR_STOP_NSIG] = {SIGINT, SIGTERM, SIGHUP};
+
+/* End the process by @sig now, leaving no named temp file and no lock
+ * file (a second signal, in a handler or at tr_stop_release). */
+static void end_now(int sig)
+{
+	sid_publish_unlink_temps();
+	tr_lock_unlink_held();
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
 
 static void on_stop_signal(int sig)
 {
@@ -20,10 +31,8 @@ static void on_stop_signal(int sig)
 		held_sig = sig;
 		return;
 	}
-	if (stop_signal) { /* asked twice: stop now, a named temp file removed */
-		sid_publish_unlink_temps();
-		signal(sig, SIG_DFL);
-		raise(sig);
+	if (stop_signal) { /* asked twice: stop now */
+		end_now(sig);
 		return;
 	}
 	stop_signal = sig;
@@ -39,6 +48,7 @@ static void on_bus(int sig)
 	(void)n;
 	(void)sig;
 	sid_publish_unlink_temps();
+	tr_lock_unlink_held();
 	_exit(1);
 }
 
@@ -72,11 +82,8 @@ void tr_stop_hold(void)
 void tr_stop_release(void)
 {
 	held = 0;
-	if (held_sig) { /* asked twice meanwhile */
-		sid_publish_unlink_temps();
-		signal(held_sig, SIG_DFL);
-		raise(held_sig);
-	}
+	if (held_sig) /* asked twice meanwhile */
+		end_now(held_sig);
 }
 
 int tr_stop_signal(void)

@@ -7,9 +7,13 @@
  * half-written, cleans up, and returns the signal number (the program then
  * exits with 128 + it, as a shell reports a signal).  A second signal ends
  * the process at once (the default action), or, within tr_stop_hold, at
- * tr_stop_release.  A signal the caller ignores (nohup) stays ignored.
- * SIGBUS, from a mapped input (items.npy, users.npy) truncated while in
- * use, ends it with a message and exit status 1 instead of a bare crash.
+ * tr_stop_release, removing first the named temp files being published
+ * and the lock files held (lock.h).  A signal the caller ignores (nohup)
+ * stays ignored.  SIGBUS, from a mapped input (items.npy, users.npy)
+ * truncated while in use, ends it with a message and exit status 1 instead
+ * of a bare crash, those files removed too.  A job takes its lock after
+ * tr_stop_install and releases it before tr_stop_restore, so that no
+ * signal in between ends it by the default action with the lock file left.
  * Not thread-safe: install and restore from the main thread.
  */
 #ifndef TR_STOP_H

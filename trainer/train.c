@@ -1155,9 +1155,9 @@ fail:
 				 "; nothing published; %s holds every epoch (%d/%d): --resume "
 				 "publishes it without training again",
 				 ckpt, r.epochs_done, r.total_epochs);
-	tr_stop_restore(&saved);
 	json_decref(ev);
 	sid_st_writer_free(w);
-	run_release(&r);
+	run_release(&r); /* the lock released while a signal is still heeded (stop.h) */
+	tr_stop_restore(&saved);
 	return rc;
 }

@@ -4,9 +4,10 @@
  * process's does), the holder named in the refusal, the file removed on
  * release, a file left by a killed run taken over, anything else at the
  * lock's path refused and left as it is, a lock file removed between the
- * open and the flock (its holder ending) not taken for the lock, and a file
- * system without locks.  This file defines flock, which can fail with
- * ENOLCK or run a hook first, when told to.
+ * open and the flock (its holder ending) not taken for the lock, a file
+ * system without locks, and the files of the locks held removed for a
+ * signal handler (tr_lock_unlink_held) but not another's in their place.  This file defines flock,
+ * which can fail with ENOLCK or run a hook first, when told to.
  */
 #include <check.h>
 #include "check_main.h"
@@ -233,6 +234,44 @@ START_TEST(test_no_locks_here)
 }
 END_TEST
 
+/* What a signal that ends the process at once calls: the files of the
+ * locks held go, those released or no longer the one locked stay. */
+START_TEST(test_unlink_held)
+{
+	struct tr_lock a = {0}, b = {0};
+	struct sid_error err;
+	char out2[80], path2[96], text[512];
+
+	snprintf(out2, sizeof(out2), "%s/n.st", dir);
+	ck_assert_int_eq(tr_lock_path(out2, path2, sizeof(path2)), 0);
+	ck_assert_int_eq(tr_lock_take(&a, path, out, &err), 0);
+	ck_assert_int_eq(tr_lock_take(&b, path2, out2, &err), 0);
+	tr_lock_unlink_held();
+	ck_assert_int_ne(access(path, F_OK), 0);
+	ck_assert_int_ne(access(path2, F_OK), 0);
+	tr_lock_release(&a);
+	tr_lock_release(&b);
+
+	/* removed by hand and another run's made in its place: left */
+	ck_assert_int_eq(tr_lock_take(&a, path, out, &err), 0);
+	holder_ends();
+	tr_lock_unlink_held();
+	get(text, sizeof(text));
+	ck_assert_str_eq(text, "77777 node-d\n");
+	tr_lock_release(&a);
+	get(text, sizeof(text));
+	ck_assert_str_eq(text, "77777 node-d\n");
+
+	/* released: no longer its to remove */
+	ck_assert_int_eq(unlink(path), 0);
+	ck_assert_int_eq(tr_lock_take(&a, path, out, &err), 0);
+	tr_lock_release(&a);
+	put("");
+	tr_lock_unlink_held();
+	ck_assert_int_eq(access(path, F_OK), 0);
+}
+END_TEST
+
 static Suite *lock_suite(void)
 {
 	Suite *s = suite_create("lock");
@@ -244,6 +283,7 @@ static Suite *lock_suite(void)
 	tcase_add_test(tc, test_other_files_refused);
 	tcase_add_test(tc, test_file_replaced_before_the_flock);
 	tcase_add_test(tc, test_no_locks_here);
+	tcase_add_test(tc, test_unlink_held);
 	suite_add_tcase(s, tc);
 	return s;
 }

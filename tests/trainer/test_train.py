@@ -1651,10 +1651,57 @@ class TrainerTest(unittest.TestCase):
         with open(out, "rb") as f:
             parse_safetensors(f.read())
 
+    def test_second_signal_leaves_no_lock_file(self):
+        """A second signal while the first one's stop was under way ended
+        the process at once (as it should) but left MODEL.lock, or gen's
+        DIR/gen.lock, behind.  Both signals here arrive together (sent
+        while the process is held stopped, SIGSTOP, then let go): the first
+        asks for the stop, the second ends the process by its default
+        action, and the lock file goes with it, as the temp files do."""
+        sdir = os.path.join(self.tmp, "second-signal")
+        os.makedirs(sdir)
+        out = os.path.join(sdir, "m.st")
+
+        def two_signals(proc):
+            proc.send_signal(signal.SIGSTOP)
+            proc.send_signal(signal.SIGTERM)
+            proc.send_signal(signal.SIGINT)
+            proc.send_signal(signal.SIGCONT)
+            _, err = proc.communicate(timeout=60)
+            # ended by the second signal, not stopped cleanly by the first
+            self.assertIn(proc.returncode, (-signal.SIGTERM, -signal.SIGINT), err)
+
+        proc = subprocess.Popen([str(a) for a in self.base_args(out) + ["--epochs", "500"]],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 60
+        while proc.poll() is None and not (lock_signed(out + ".lock", proc.pid) and
+                                           os.path.exists(out + ".ckpt")):
+            self.assertLess(time.time(), deadline, "no lock taken, or no checkpoint")
+            time.sleep(0.005)
+        self.assertIsNone(proc.poll(), "ended before it was seen holding the lock")
+        two_signals(proc)
+        self.assertEqual(os.listdir(sdir), ["m.st.ckpt"])
+
+        # gen: stopped while it generates (its renames, held, are
+        # test_gen_renames_its_files_as_one_step's)
+        gdir = os.path.join(sdir, "gen")
+        proc = subprocess.Popen([str(a) for a in [
+            TRAIN, "gen", "--out", gdir, "--items", 200000, "--users", 200000,
+            "--interactions", 4000000, "--dim", 32]], stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 60
+        while not lock_signed(os.path.join(gdir, "gen.lock"), proc.pid):
+            self.assertIsNone(proc.poll(), "ended before it was seen holding the lock")
+            self.assertLess(time.time(), deadline, "no lock taken")
+            time.sleep(0.002)
+        two_signals(proc)
+        self.assertEqual(os.listdir(gdir), [])
+
     def test_input_changed_while_training(self):
         """items.npy is mapped while training runs: rewritten under it with a
         NaN, the error names the file; truncated under it, the run ends with
-        a message and exit 1 (it died of a bare SIGBUS)."""
+        a message and exit 1 (it died of a bare SIGBUS), removing its lock
+        file (it was left)."""
         cdir = os.path.join(self.tmp, "changed")
         os.makedirs(cdir, exist_ok=True)
         for how in ("nan", "truncate"):
@@ -1684,6 +1731,7 @@ class TrainerTest(unittest.TestCase):
             else:
                 self.assertEqual(proc.returncode, 1, err)
                 self.assertIn("shrank or failed while being read (SIGBUS)", err)
+            self.assertFalse(os.path.exists(out + ".lock"))
 
     def test_error_on_a_terminal_starts_its_line(self):
         """On a terminal, an error in the middle of an epoch (here items.npy
