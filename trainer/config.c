@@ -91,6 +91,8 @@ static const char *das_help[][2] = {
     {"kmeans_iters", "Lloyd iterations for codebook init"},
     {"kmeans_sample", "rows per tower for codebook init"},
     {"dead_steps", "steps unused before a code is re-seeded, 0 = never"},
+    {"D_user / D_item",
+     "checked: the columns of --users / --items (a model's config names them) [the data's]"},
 };
 
 void tr_config_defaults(struct tr_config *c)
@@ -288,6 +290,27 @@ static const char *same_setting(json_t *root, const char *name)
 	return NULL;
 }
 
+/*
+ * A model's whole "semid" metadata, or `semid inspect`'s output holding it,
+ * given for a config: its "config" object is the model's settings, the
+ * rest is the run that made it (its paths and --out, its model_version,
+ * which a new model must not take) and what it measured (data sizes,
+ * losses, evaluation).  Refused, saying which object to give, rather than
+ * as its first key unknown; 0 for any other object.
+ */
+static int model_metadata(json_t *root, const char *what, struct sid_error *err)
+{
+	json_t *meta = json_object_get(root, "metadata");
+	int inspect = json_is_object(meta) && json_is_object(json_object_get(meta, "config"));
+
+	if (!inspect && !json_is_object(json_object_get(root, "config")))
+		return 0;
+	return sid_error_set(err, SID_EFORMAT,
+			     "%s: %s, not a config: give its \"config\" object alone (semid "
+			     "inspect MODEL | jq .metadata.config)",
+			     what, inspect ? "the output of semid inspect" : "a model's metadata");
+}
+
 int tr_config_load_json(struct tr_config *c, const char *json, const char *what,
 			struct sid_error *err)
 {
@@ -304,6 +327,10 @@ int tr_config_load_json(struct tr_config *c, const char *json, const char *what,
 	if (!json_is_object(root)) {
 		json_decref(root);
 		return sid_error_set(err, SID_EFORMAT, "%s: top level must be a JSON object", what);
+	}
+	if ((rc = model_metadata(root, what, err)) < 0) {
+		json_decref(root);
+		return rc;
 	}
 	json_object_foreach(root, name, v)
 	{
@@ -460,11 +487,13 @@ void tr_config_print_help(FILE *f)
 	das_config_defaults(&d);
 	dj = das_config_settings_json(&d);
 	if (dj)
-		fprintf(f,
-			"The defaults below are a --config file as they stand.  The towers' input\n"
-			"widths (D_user, D_item) are no setting: they are the columns of --users\n"
-			"and --items.\n"
-			"Model defaults: %s\n",
-			dj);
+		fprintf(
+		    f,
+		    "The defaults below are a --config file as they stand, and so is a model's\n"
+		    "config (`semid inspect MODEL | jq .metadata.config`).  The towers' input\n"
+		    "widths (D_user, D_item) are the columns of --users and --items: a config\n"
+		    "naming other ones is refused.\n"
+		    "Model defaults: %s\n",
+		    dj);
 	free(dj);
 }

@@ -216,6 +216,9 @@ struct ikey {
 		n, offsetof(struct das_config, f), lo, hi                                          \
 	}
 static const struct ikey int_keys[] = {
+    /* the data's widths: a model's config names them (das_config_set) */
+    IK("D_user", D_user, 1, SID_MAX_DIM),
+    IK("D_item", D_item, 1, SID_MAX_DIM),
     IK("latent_dim", E, 1, 4096),
     IK("E", E, 1, 4096),
     IK("levels", L, 1, DAS_MAX_LEVELS),
@@ -244,12 +247,10 @@ const char *das_config_canonical(const char *key)
 	return key;
 }
 
-/* The keys das_config_set takes besides the float, int and view ones (the
- * input widths, which it refuses, last). */
-static const char *const other_keys[] = {"seed",       "mode",	     "table_update",
-					 "activation", "input_norm", "hidden",
-					 "views",      "D_user",     "D_item"};
-#define N_OTHER_SETTINGS (sizeof(other_keys) / sizeof(other_keys[0]) - 2)
+/* The keys das_config_set takes besides the float, int and view ones. */
+static const char *const other_keys[] = {"seed",       "mode",	 "table_update", "activation",
+					 "input_norm", "hidden", "views"};
+#define N_OTHER_SETTINGS (sizeof(other_keys) / sizeof(other_keys[0]))
 
 void das_config_names(struct sid_nearest *n)
 {
@@ -288,7 +289,6 @@ int das_config_set(struct das_config *c, const char *key_in, const char *value,
 	size_t i;
 	long lv;
 	float fv;
-	int user;
 
 	if (!key_in || strlen(key_in) >= sizeof(key))
 		return sid_error_set(err, SID_EINVAL, "config key \"%.60s\": unknown",
@@ -298,14 +298,6 @@ int das_config_set(struct das_config *c, const char *key_in, const char *value,
 	key[i] = 0;
 	if (!value)
 		return sid_error_set(err, SID_EINVAL, "config key %s: needs a value", key);
-	/* taken once and then overwritten from the data without a word */
-	user = !strcmp(key, "D_user");
-	if (user || !strcmp(key, "D_item"))
-		return sid_error_set(err, SID_EINVAL,
-				     "config key %s: not a setting: the %s tower's input width is "
-				     "the number of columns of --%s",
-				     key, user ? "user" : "item", user ? "users" : "items");
-
 	for (i = 0; i < sizeof(float_keys) / sizeof(float_keys[0]); i++) {
 		if (strcmp(key, float_keys[i].name))
 			continue;

@@ -121,16 +121,17 @@ void das_config_defaults(struct das_config *c);
  * "latent_dim" (= E), "levels" (= L), "codebook_size" (= K),
  * "view1".."view6" (weight; 0 switches the view off), "views" (all six,
  * "1,1,0,1,1,1", as das_config_json writes them),
- * "table_update" (auto|dense|lazy).  D_user and D_item are no settings (the
- * loop takes them from its data): they are refused, saying so.  Unknown
- * keys and bad values fail with SID_EINVAL naming the key.
+ * "table_update" (auto|dense|lazy).  D_user and D_item, which a model's
+ * config names, are the widths of the data's embeddings: set, the loop
+ * checks them against its data (0, as das_config_defaults leaves them: it
+ * takes the data's).  Unknown keys and bad values fail with SID_EINVAL
+ * naming the key.
  */
 int das_config_set(struct das_config *c, const char *key, const char *value, struct sid_error *err);
-/* 1 when @key (spelt with '_') is one of das_config_set's keys (D_user and
- * D_item too, which it refuses with their reason). */
+/* 1 when @key (spelt with '_') is one of das_config_set's keys. */
 int das_config_known(const char *key);
 /* Offer every key of das_config_set to @n (err.h's "did you mean"), each
- * setting by its first name (latent_dim, not E); not D_user and D_item. */
+ * setting by its first name (latent_dim, not E). */
 void das_config_names(struct sid_nearest *n);
 /* The name of the setting @key (spelt with '_') sets: "latent_dim" for
  * "E", "levels" for "L", "codebook_size" for "K"; @key itself otherwise. */

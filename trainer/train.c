@@ -230,6 +230,29 @@ static void data_describe(const struct tr_data *d, char *buf, size_t len)
 		 (unsigned long long)emb);
 }
 
+/* The input widths a config names (a model's config does: its D_user and
+ * D_item) against the data's: a config copied from a model trained on
+ * other embeddings would build towers of other widths. */
+static int check_widths(const struct tr_config *c, const struct tr_data *d, struct sid_error *err)
+{
+	const struct {
+		int want;
+		const struct tr_emb *e;
+		const char *key, *flag, *tower;
+	} w[2] = {{c->das.D_user, &d->users, "D_user", "--users", "user"},
+		  {c->das.D_item, &d->items, "D_item", "--items", "item"}};
+
+	for (int k = 0; k < 2; k++)
+		if (w[k].want && w[k].want != w[k].e->d)
+			return sid_error_set(
+			    err, SID_EINVAL,
+			    "config key %s is %d, but %s %s has %d columns (the %s tower's input "
+			    "width): that config is of a model trained on other embeddings; give "
+			    "those, or delete the key",
+			    w[k].key, w[k].want, w[k].flag, w[k].e->path, w[k].e->d, w[k].tower);
+	return 0;
+}
+
 static int load_inputs(struct run *r, const char *ckpt, const char *lock, struct sid_error *err)
 {
 	const struct tr_config *c = r->cfg;
@@ -251,6 +274,9 @@ static int load_inputs(struct run *r, const char *ckpt, const char *lock, struct
 	if (rc < 0)
 		return rc;
 	r->have_data = 1;
+	rc = check_widths(c, &r->data, err);
+	if (rc < 0)
+		return rc;
 	data_describe(&r->data, r->data_json, sizeof(r->data_json));
 	if (c->test[0]) {
 		rc = tr_test_read(c->test, &r->data, 0, &r->test, err);

@@ -1,7 +1,8 @@
 /*
  * check_config.c - tests for trainer/config.c: the model defaults
  * `semid-train --help` prints are a config file as they stand, and read back
- * as the defaults; the towers' input widths are no setting.
+ * as the defaults; the towers' input widths, which a model's config names,
+ * are taken; a model's whole metadata is no config.
  */
 #include <check.h>
 #include "check_main.h"
@@ -60,22 +61,47 @@ START_TEST(test_help_defaults_are_a_config)
 }
 END_TEST
 
-/* D_user and D_item were taken as keys and flags, then overwritten from the
- * data without a word. */
-START_TEST(test_input_widths_are_no_setting)
+/* A model's config names D_user and D_item, and was refused as a --config
+ * for them: they are taken (train.c checks them against the data), in
+ * their range; a model's whole metadata, or semid inspect's output, is
+ * refused saying which object of it to give. */
+START_TEST(test_input_widths_are_taken)
 {
 	struct tr_config c;
 	struct sid_error err;
 
 	tr_config_defaults(&c);
-	ck_assert_int_eq(tr_config_load_json(&c, "{\"D_user\": 24}", "c.json", &err), SID_EFORMAT);
-	ck_assert_str_eq(err.msg, "c.json: config key D_user: not a setting: the user tower's "
-				  "input width is the number of columns of --users");
-	ck_assert_int_eq(tr_config_flag(&c, "D-item", "16", &err), SID_EINVAL);
-	ck_assert_str_eq(err.msg, "--D-item: config key D_item: not a setting: the item tower's "
-				  "input width is the number of columns of --items");
-	ck_assert_int_eq(c.das.D_user, 0);
+	ck_assert_int_eq(c.das.D_user, 0); /* not given: the data's */
 	ck_assert_int_eq(c.das.D_item, 0);
+	ck_assert_msg(tr_config_load_json(&c, "{\"D_user\": 24}", "c.json", &err) == 0, "%s",
+		      err.msg);
+	ck_assert_int_eq(tr_config_flag(&c, "D-item", "16", &err), 1);
+	ck_assert_int_eq(c.das.D_user, 24);
+	ck_assert_int_eq(c.das.D_item, 16);
+	ck_assert_int_eq(tr_config_flag(&c, "D_user", "0", &err), SID_EINVAL);
+	ck_assert_str_eq(err.msg, "--D_user: config key D_user: \"0\" is not an integer in [1, "
+				  "65536]");
+	ck_assert_int_eq(
+	    tr_config_load_json(&c, "{\"D_user\": 24, \"D-user\": 24}", "c.json", &err),
+	    SID_EFORMAT);
+	ck_assert_str_eq(err.msg, "c.json: keys \"D_user\" and \"D-user\" set the same setting; "
+				  "keep one");
+	ck_assert_int_eq(tr_config_load_json(&c,
+					     "{\"format_version\": 1, \"model_version\": \"m-1\", "
+					     "\"config\": {\"seed\": 3}, \"run\": {}}",
+					     "meta.json", &err),
+			 SID_EFORMAT);
+	ck_assert_str_eq(err.msg, "meta.json: a model's metadata, not a config: give its "
+				  "\"config\" object alone (semid inspect MODEL | jq "
+				  ".metadata.config)");
+	ck_assert_str_eq(c.model_version, ""); /* nothing of it taken */
+	ck_assert_int_eq(
+	    tr_config_load_json(&c, "{\"version\": \"m-1\", \"metadata\": {\"config\": {}}}",
+				"inspect.json", &err),
+	    SID_EFORMAT);
+	ck_assert_str_eq(err.msg, "inspect.json: the output of semid inspect, not a config: give "
+				  "its \"config\" object alone (semid inspect MODEL | jq "
+				  ".metadata.config)");
 }
 END_TEST
 
@@ -104,7 +130,7 @@ static Suite *config_suite(void)
 	Suite *s = suite_create("config");
 	TCase *tc = tcase_create("config");
 	tcase_add_test(tc, test_help_defaults_are_a_config);
-	tcase_add_test(tc, test_input_widths_are_no_setting);
+	tcase_add_test(tc, test_input_widths_are_taken);
 	tcase_add_test(tc, test_json_slip_is_said);
 	suite_add_tcase(s, tc);
 	return s;

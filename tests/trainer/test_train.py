@@ -189,8 +189,9 @@ class HelpTest(unittest.TestCase):
         """The "Model defaults" --help prints are a --config file as they
         stand (D_user and D_item printed as 0 were refused: "config key
         D_user: "0" is not an integer"), in short floats ("lr": 0.001, not
-        0.00100000005); the input widths are refused as settings, saying
-        where they come from; the aliases and "views" are listed."""
+        0.00100000005); the input widths, which a model's config names, are
+        taken as a key and a flag (TrainerTest checks them against the
+        data), in their range; the aliases and "views" are listed."""
         text = run(TRAIN, "--help").stdout
         line = text.split("Model defaults: ", 1)[1].splitlines()[0]
         defaults = json.loads(line)
@@ -208,19 +209,18 @@ class HelpTest(unittest.TestCase):
             p = run(TRAIN, "--config", cfg)  # read, then the data is missing
             self.assertEqual((p.returncode, p.stderr), (2, "semid-train: --items, --users, "
                                                            "--train and --out are required\n"))
-            for doc, flag, tower in (({"D_user": 24}, "--D-user", "user"),
-                                     ({"D_item": 24}, "--D_item", "item")):
+            required = "semid-train: --items, --users, --train and --out are required\n"
+            for key, flag in (("D_user", "--D-user"), ("D_item", "--D_item")):
                 with open(cfg, "w") as f:
-                    json.dump(doc, f)
-                key = list(doc)[0]
-                why = ("config key %s: not a setting: the %s tower's input width is the "
-                       "number of columns of --%ss\n" % (key, tower, tower))
+                    json.dump({key: 24}, f)
                 p = run(TRAIN, "--config", cfg)
-                self.assertEqual((p.returncode, p.stderr), (2, "semid-train: %s: %s"
-                                                            % (cfg, why)))
+                self.assertEqual((p.returncode, p.stderr), (2, required))
                 p = run(TRAIN, flag, "24")
-                self.assertEqual((p.returncode, p.stderr), (2, "semid-train: %s: %s"
-                                                            % (flag, why)))
+                self.assertEqual((p.returncode, p.stderr), (2, required))
+                p = run(TRAIN, flag, "65537")
+                self.assertEqual((p.returncode, p.stderr), (
+                    2, "semid-train: %s: config key %s: \"65537\" is not an integer in [1, "
+                    "65536]\n" % (flag, key)))
 
     def test_version_and_flags_without_value(self):
         """--version answers as the other two programs do; a flag given no
@@ -1287,6 +1287,67 @@ class TrainerTest(unittest.TestCase):
         for n, v in zip(("a.st", "b.st"), versions):
             _, meta = load_tensors(os.path.join(vdir, n))
             self.assertEqual(json.loads(meta["semid"])["model_version"], v)
+
+    def test_model_config_trains_the_model_again(self):
+        """A model's own config (`semid inspect M | jq .metadata.config`), the
+        obvious file to retrain from, was refused as a --config for its
+        D_user and D_item ("not a setting").  Taken now, it trains the same
+        model again (same seed and threads: tensor for tensor, and the same
+        config); input widths other than the data's are refused, naming
+        both; a model's whole metadata, or all of semid inspect's output, is
+        refused saying which object to give."""
+        cdir = os.path.join(self.tmp, "model-config")
+        os.makedirs(cdir)
+        first, again, cfg = (os.path.join(cdir, n) for n in ("a.st", "b.st", "c.json"))
+        p = run(*self.base_args(first) + ["--seed", 7, "--mode", "two-stage", "--icdm-epochs",
+                                          1, "--views", "1,0,1,1,0.5,0", "--lr", 0.002])
+        self.assertEqual(p.returncode, 0, p.stderr)
+        p = run(SEMID, "inspect", first)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        inspect = json.loads(p.stdout)
+        config = inspect["metadata"]["config"]
+        self.assertEqual((config["D_user"], config["D_item"], config["seed"]), (24, 24, 7))
+
+        def data_args(out):  # the data and run keys only: every setting from the file
+            return [TRAIN, "--config", cfg, "--items", self.d("items.npy"), "--users",
+                    self.d("users.npy"), "--train", self.d("train.tsv"), "--cold-items",
+                    self.d("cold_items.txt"), "--threads", 1, "--no-progress", "--out", out]
+
+        with open(cfg, "w") as f:
+            json.dump(config, f)
+        p = run(*data_args(again))
+        self.assertEqual(p.returncode, 0, p.stderr)
+        want, got = self._model_tensors(first), self._model_tensors(again)
+        self.assertEqual(sorted(got), sorted(want))
+        for k in want:
+            self.assertEqual(got[k], want[k], k)
+        _, meta = load_tensors(again)
+        self.assertEqual(json.loads(meta["semid"])["config"], config)
+        os.unlink(again)
+        os.unlink(again + ".ckpt")
+
+        # the data's widths differ from the config's: refused, nothing made
+        for key, flag, npy in (("D_user", "--users", "users.npy"),
+                               ("D_item", "--items", "items.npy")):
+            with open(cfg, "w") as f:
+                json.dump(dict(config, **{key: 32}), f)
+            p = run(*data_args(again))
+            self.assertEqual((p.returncode, p.stderr), (
+                2, "semid-train: config key %s is 32, but %s %s has 24 columns (the %s "
+                "tower's input width): that config is of a model trained on other "
+                "embeddings; give those, or delete the key\n"
+                % (key, flag, self.d(npy), "user" if key == "D_user" else "item")))
+        self.assertEqual(sorted(os.listdir(cdir)), ["a.st", "a.st.ckpt", "c.json"])
+
+        # what holds the config, given for it
+        for doc, what in ((inspect["metadata"], "a model's metadata"),
+                          (inspect, "the output of semid inspect")):
+            with open(cfg, "w") as f:
+                json.dump(doc, f)
+            p = run(*data_args(again))
+            self.assertEqual((p.returncode, p.stderr), (
+                2, "semid-train: %s: %s, not a config: give its \"config\" object alone "
+                "(semid inspect MODEL | jq .metadata.config)\n" % (cfg, what)))
 
     def test_resume_equals_uninterrupted(self):
         rdir = os.path.join(self.tmp, "resume")
