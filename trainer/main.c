@@ -31,6 +31,7 @@
 #include "eval.h"
 #include "fsutil.h"
 #include "gen.h"
+#include "overcommit.h"
 #include "profile.h"
 #include "stop.h"
 #include "train.h"
@@ -264,7 +265,7 @@ static int cmd_eval(int argc, char **argv)
 		return 2;
 	}
 	/* before the data: under a memory limit, OpenBLAS's buffers first */
-	if (sid_blas_ready(0, NULL, 0, &err) < 0)
+	if (tr_overcommit_ready(0, NULL, 0, &err) < 0)
 		return fail("eval", &err);
 	/* an hour at 1M users and items: a signal ends it as it ends training
 	 * and gen, saying so, rather than by the signal's default action */
@@ -539,8 +540,8 @@ int main(int argc, char **argv)
 	sid_blas_no_threads_at_load(argv); /* under ulimit -v or -d: may re-execute */
 	/* after: the re-executed process is the one that runs; --threads,
 	 * parsed later, wins */
-	sid_blas_default_threads(NULL, 0);
-	sid_sigpipe_quiet_stdout(); /* after: an exec resets a handler, not SIG_IGN */
+	tr_overcommit_default_threads(); /* sid_blas_default_threads, kept */
+	sid_sigpipe_quiet_stdout();	 /* after: an exec resets a handler, not SIG_IGN */
 	/* ulimit -f reached: EFBIG ("File too large") naming the file, not a
 	 * silent SIGXFSZ */
 	signal(SIGXFSZ, SIG_IGN);

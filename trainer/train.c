@@ -24,6 +24,7 @@
 #include "eval.h"
 #include "fsutil.h"
 #include "lock.h"
+#include "overcommit.h"
 #include "model.h"
 #include "progress.h"
 #include "rng.h"
@@ -962,7 +963,7 @@ int tr_train_run(const struct tr_config *cfg, int resume, struct sid_error *err)
 	if (cfg->threads <= 0) /* chosen in main(), before any BLAS work */
 		threads_from = sid_blas_default_threads_why();
 	/* before the data: under a memory limit, OpenBLAS's buffers first */
-	rc = sid_blas_ready(cfg->threads, threads_note, sizeof(threads_note), err);
+	rc = tr_overcommit_ready(cfg->threads, threads_note, sizeof(threads_note), err);
 	if (rc < 0)
 		goto fail;
 	if (tr_ckpt_path(cfg->out, ckpt, sizeof(ckpt)) < 0 ||

@@ -350,6 +350,12 @@ class TrainerTest(unittest.TestCase):
                 self.d("users.npy"), "--train", train or self.d("train.tsv"), "--cold-items",
                 self.d("cold_items.txt"), "--out", out] + SMALL
 
+    def eval_args(self, model):
+        """semid-train eval of @model on the shared data's warm test set."""
+        return [TRAIN, "eval", "--model", model, "--items", self.d("items.npy"), "--users",
+                self.d("users.npy"), "--train", self.d("train.tsv"), "--test",
+                self.d("test.tsv")]
+
     # ---- gen ----
 
     def test_gen_layout_and_determinism(self):
@@ -2235,11 +2241,7 @@ class TrainerTest(unittest.TestCase):
         for which, name in ((resource.RLIMIT_AS, "address-space limit (ulimit -v, LimitAS=)"),
                             (resource.RLIMIT_DATA, "data-segment limit (ulimit -d, LimitDATA=)")):
             for what, args in (("semid-train", self.base_args(out)),
-                               ("semid-train eval", [TRAIN, "eval", "--model", model, "--items",
-                                                     self.d("items.npy"), "--users",
-                                                     self.d("users.npy"), "--train",
-                                                     self.d("train.tsv"), "--test",
-                                                     self.d("test.tsv")])):
+                               ("semid-train eval", self.eval_args(model))):
                 p = subprocess.run(args, capture_output=True, text=True, timeout=120, env=env,
                                    preexec_fn=limited(which, 100 * mib))
                 self.assertEqual(p.returncode, 1, p.stderr)
@@ -2277,6 +2279,59 @@ class TrainerTest(unittest.TestCase):
         self.assertEqual(threads[None], ["semid-train: %d OpenBLAS thread%s from OMP_NUM_THREADS=%s"
                                          % (int(over) - 1, "" if over == "2" else "s", over)])
         self.assertEqual(threads[2048 * mib], threads[None])
+
+    def test_under_strict_commit_accounting(self):
+        """Under vm.overcommit_memory=2 a mapping past CommitLimit is refused
+        whatever this process's limits, and OpenBLAS retries its buffer for
+        ever, as under ulimit -v.  The sysctl is the machine's, so the
+        trainer reads a fake /proc here (SEMID_TEST_PROC): too little room
+        for OpenBLAS's 128 MiB buffer is refused up front, naming the
+        setting and the room (exit 1, nothing written), for training and
+        eval; room for fewer threads than asked trains on fewer, saying so;
+        the heuristic mode (0) changes nothing."""
+        fake = os.path.join(self.tmp, "fake-proc")
+        os.makedirs(os.path.join(fake, "sys", "vm"))
+
+        def machine(mode, limit_mib, committed_mib):
+            with open(os.path.join(fake, "sys", "vm", "overcommit_memory"), "w") as f:
+                f.write("%d\n" % mode)
+            with open(os.path.join(fake, "meminfo"), "w") as f:
+                f.write("MemTotal:       24684032 kB\nCommitLimit:    %d kB\n"
+                        "Committed_AS:   %d kB\n" % (limit_mib * 1024, committed_mib * 1024))
+        env = dict(os.environ, SEMID_TEST_PROC=fake, OPENBLAS_NUM_THREADS="1")
+        model = os.path.join(self.tmp, "commit-model.st")
+        p = run(*self.base_args(model))
+        self.assertEqual(p.returncode, 0, p.stderr)
+        odir = os.path.join(self.tmp, "commit")
+        os.makedirs(odir)
+        out = os.path.join(odir, "m.st")
+        machine(2, 12000, 11900)
+        for what, args in (("semid-train", self.base_args(out)),
+                           ("semid-train eval", self.eval_args(model))):
+            p = run(*args, env=env, timeout=120)
+            self.assertEqual((p.returncode, p.stdout, p.stderr), (
+                1, "", "%s: strict memory accounting (vm.overcommit_memory=2) leaves 100 MiB "
+                "to commit on this machine (CommitLimit 12000 MiB, Committed_AS 11900 MiB): "
+                "no room for OpenBLAS's 128 MiB work buffer (OpenBLAS would wait for it for "
+                "ever): let other programs end, or raise vm.overcommit_ratio (or "
+                "overcommit_kbytes)\n" % what))
+            self.assertEqual(os.listdir(odir), [])
+        # 1024 MiB: the caller's 128, a quarter kept, room for 4 threads more
+        machine(2, 12000, 10976)
+        p = run(*self.base_args(out) + ["--threads", "16"], env=env, timeout=120)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertRegex(p.stderr, r"(?m)^semid-train: 5 OpenBLAS threads from the threads "
+                         r"setting \(16 asked: strict memory accounting "
+                         r"\(vm.overcommit_memory=2\) leaves 1024 MiB to commit on this "
+                         r"machine, room for no more, each 1\d\d MiB of OpenBLAS buffer and "
+                         r"stack, with a quarter of it kept for the data\)$")
+        self.assertEqual(run(SEMID, "inspect", out).returncode, 0)
+        # the heuristic: as asked
+        machine(0, 12000, 11900)
+        p = run(*self.base_args(out) + ["--threads", "3"], env=env, timeout=120)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertRegex(p.stderr, r"(?m)^semid-train: 3 OpenBLAS threads from the threads "
+                         r"setting$")
 
     def test_gen_refuses_what_cannot_fit(self):
         """gen with 2^31-1 items took the machine's memory (24 GB in use,
