@@ -77,9 +77,6 @@ void sid_blas_tune(char **argv)
 /* Where sid_blas_no_threads_at_load keeps the user's OPENBLAS_NUM_THREADS
  * across its re-execution: "=VALUE", or "" when it was unset. */
 #define DEFERRED "SEMID_BLAS_DEFERRED"
-/* OpenBLAS 0.3.21's work buffer (BUFFER_SIZE, 32 << 22 on x86-64 and
- * arm64): one for the calling thread, one for each thread it starts. */
-#define BLAS_BUFFER ((size_t)128 << 20)
 
 /* What OpenBLAS itself reads at load, first to last. */
 static const char *const thread_vars[] = {"OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS",
@@ -150,12 +147,62 @@ static unsigned long long memory_limit(const char **name, unsigned long long *us
 	return lim;
 }
 
+int sid_commit_read(const char *proc, struct sid_commit *c)
+{
+	char path[PATH_MAX], line[256];
+	unsigned long long kb, *dst;
+	int mode = -1, got = 0;
+	FILE *f;
+
+	memset(c, 0, sizeof(*c));
+	if (!proc) {
+		proc = getenv("SEMID_TEST_PROC");
+		if (!proc || !proc[0])
+			proc = "/proc";
+	}
+	if (snprintf(path, sizeof(path), "%s/sys/vm/overcommit_memory", proc) >= (int)sizeof(path))
+		return -1;
+	if (!(f = fopen(path, "re")))
+		return -1;
+	if (fscanf(f, "%d", &mode) != 1)
+		mode = -1;
+	fclose(f);
+	if (mode < 0 || mode > 2)
+		return -1;
+	if (mode != 2) /* heuristic (0) or always (1): a mapping is not refused so */
+		return 0;
+	if (snprintf(path, sizeof(path), "%s/meminfo", proc) >= (int)sizeof(path))
+		return -1;
+	if (!(f = fopen(path, "re")))
+		return -1;
+	while (fgets(line, sizeof(line), f)) {
+		dst = !strncmp(line, "CommitLimit:", 12)    ? &c->limit
+		      : !strncmp(line, "Committed_AS:", 13) ? &c->committed
+							    : NULL;
+		if (!dst || sscanf(strchr(line, ':') + 1, " %llu kB", &kb) != 1 ||
+		    kb > ULLONG_MAX >> 10)
+			continue;
+		*dst = kb << 10;
+		got |= dst == &c->limit ? 1 : 2;
+	}
+	fclose(f);
+	if (got != 3) {
+		memset(c, 0, sizeof(*c));
+		return -1;
+	}
+	c->strict = 1;
+	return 0;
+}
+
 void sid_blas_no_threads_at_load(char **argv)
 {
 	const char *user = getenv("OPENBLAS_NUM_THREADS");
+	struct sid_commit c;
 	char kept[80];
 
-	if (!argv || !argv[0] || getenv(DEFERRED) || !memory_limit(NULL, NULL))
+	if (!argv || !argv[0] || getenv(DEFERRED))
+		return;
+	if (!memory_limit(NULL, NULL) && (sid_commit_read(NULL, &c) < 0 || !c.strict))
 		return;
 	if (snprintf(kept, sizeof(kept), "%s%s", user ? "=" : "", user ? user : "") >=
 		(int)sizeof(kept) ||
@@ -235,6 +282,11 @@ static int product(int n)
 	return 0;
 }
 
+int sid_blas_map_caller_buffer(void)
+{
+	return product(160);
+}
+
 int sid_blas_ready(int n, char *note, size_t size, struct sid_error *err)
 {
 	static int started, caller_mapped; /* threads OpenBLAS started, the caller included */
@@ -257,13 +309,13 @@ int sid_blas_ready(int n, char *note, size_t size, struct sid_error *err)
 	/* Counted, not tried: a trial mapping of a large limit's size can
 	 * fail for the kernel's overcommit heuristic alone. */
 	if (!caller_mapped) {
-		if (used + BLAS_BUFFER > lim || product(160) < 0)
+		if (used + SID_BLAS_BUFFER > lim || product(160) < 0)
 			return sid_error_set(err, SID_ENOMEM,
 					     "%s of %llu MiB leaves no room for OpenBLAS's %zu MiB "
 					     "work buffer beside "
 					     "the %llu MiB mapped already (OpenBLAS would wait for "
 					     "it for ever): raise it",
-					     name, lim >> 20, BLAS_BUFFER >> 20, used >> 20);
+					     name, lim >> 20, SID_BLAS_BUFFER >> 20, used >> 20);
 		caller_mapped = 1;
 		memory_limit(NULL, &used);
 	}
@@ -271,7 +323,7 @@ int sid_blas_ready(int n, char *note, size_t size, struct sid_error *err)
 		pthread_attr_getstacksize(&attr, &stack);
 		pthread_attr_destroy(&attr);
 	}
-	per = BLAS_BUFFER + stack + (size_t)sysconf(_SC_PAGESIZE);
+	per = SID_BLAS_BUFFER + stack + (size_t)sysconf(_SC_PAGESIZE);
 	/* a quarter of the limit kept for the program's own data: fewer
 	 * threads that train beat more that leave no room to */
 	spare = used + lim / 4 < lim ? lim - lim / 4 - used : 0;
@@ -286,7 +338,7 @@ int sid_blas_ready(int n, char *note, size_t size, struct sid_error *err)
 		product(512);
 		for (int ms = 0; ms < 1000; ms++) {
 			memory_limit(NULL, &used);
-			if (used >= before + (unsigned long long)(fit - started) * BLAS_BUFFER)
+			if (used >= before + (unsigned long long)(fit - started) * SID_BLAS_BUFFER)
 				break;
 			usleep(1000);
 		}

@@ -41,7 +41,8 @@ void sid_blas_tune(char **argv);
  * MiB here): each thread it starts maps one as it starts, the calling
  * thread at its first matrix product, and a process near its limit then
  * spins, deaf to SIGTERM, instead of failing.  When RLIMIT_AS or
- * RLIMIT_DATA is finite, this executes the program again with
+ * RLIMIT_DATA is finite, or under strict commit accounting (sid_commit_read
+ * below: OpenBLAS waits for ever there too), this executes the program again with
  * OPENBLAS_NUM_THREADS=1 (the user's value kept in SEMID_BLAS_DEFERRED), so
  * that OpenBLAS starts no thread at load; sid_blas_default_threads then
  * restores the user's environment and sid_blas_ready starts the threads
@@ -49,6 +50,40 @@ void sid_blas_tune(char **argv);
  * returns only when it did not re-execute.
  */
 void sid_blas_no_threads_at_load(char **argv);
+
+/* OpenBLAS 0.3.21's work buffer (BUFFER_SIZE, 32 << 22 on x86-64 and
+ * arm64): one for the calling thread, one for each thread it starts. */
+#define SID_BLAS_BUFFER ((size_t)128 << 20)
+
+/* Have OpenBLAS map the calling thread's work buffer now (a level-3
+ * product; its small-matrix kernels map nothing): 0, or -1 when the
+ * product's own matrices could not be allocated. */
+int sid_blas_map_caller_buffer(void);
+
+/*
+ * Strict commit accounting (vm.overcommit_memory=2): the kernel refuses a
+ * writable private mapping once the machine's committed memory
+ * (Committed_AS) would pass CommitLimit, whatever this process's limits,
+ * and OpenBLAS then waits for its buffer for ever, as under an rlimit.
+ * sid_blas_no_threads_at_load defers OpenBLAS's threads under it too; how
+ * many to start after is the program's decision (the room is the
+ * machine's, shared, and read at one moment).
+ */
+struct sid_commit {
+	int strict;		      /* vm.overcommit_memory is 2 */
+	unsigned long long limit;     /* CommitLimit, bytes */
+	unsigned long long committed; /* Committed_AS, bytes */
+};
+
+/*
+ * Read vm.overcommit_memory, CommitLimit and Committed_AS from the proc
+ * file system at @proc (NULL: "/proc", or the directory the environment
+ * variable SEMID_TEST_PROC names, for tests; a directory holding
+ * sys/vm/overcommit_memory and meminfo) into @c.  0; or -1, @c not strict,
+ * when a file is missing or says something else than expected (nothing
+ * known: nothing to do).
+ */
+int sid_commit_read(const char *proc, struct sid_commit *c);
 
 /*
  * Make OpenBLAS ready for matrix products on @n threads (0: the count

@@ -15,9 +15,10 @@
  * Handled here: the threads the trainer asks OpenBLAS for (its --threads,
  * or the count sid_blas_default_threads chose), fewer when their buffers
  * and stacks do not fit, and the calling thread's buffer, mapped before the
- * data or refused with a message when it does not fit.  Not handled here:
- * the threads OpenBLAS starts when it is loaded, before main() (core/blas.c
- * re-executes with one thread only under an rlimit).
+ * data or refused with a message when it does not fit.  The threads
+ * OpenBLAS would start when it is loaded, before main(), are deferred by
+ * sid_blas_no_threads_at_load (blas.h), which also reads the setting
+ * (sid_commit_read).
  *
  * Not thread-safe: call from main() and the start of a job.
  */
@@ -26,22 +27,8 @@
 
 #include <stddef.h>
 
+#include "blas.h"
 #include "err.h"
-
-struct tr_overcommit {
-	int strict;		      /* vm.overcommit_memory is 2 */
-	unsigned long long limit;     /* CommitLimit, bytes */
-	unsigned long long committed; /* Committed_AS, bytes */
-};
-
-/*
- * Read vm.overcommit_memory, CommitLimit and Committed_AS from the proc
- * file system mounted at @proc ("/proc"; a test's directory holding
- * sys/vm/overcommit_memory and meminfo) into @oc.  0; or -1, @oc not
- * strict, when a file is missing or says something else than expected
- * (nothing known: nothing to do).
- */
-int tr_overcommit_read(const char *proc, struct tr_overcommit *oc);
 
 /*
  * The OpenBLAS threads (the calling one included) that fit in what @oc
@@ -51,7 +38,7 @@ int tr_overcommit_read(const char *proc, struct tr_overcommit *oc);
  * quarter of the room is kept for the program's own data.  @want when @oc
  * is not strict; 0 when not even the calling thread's buffer fits.
  */
-int tr_overcommit_threads(const struct tr_overcommit *oc, int want, int started, int caller_mapped,
+int tr_overcommit_threads(const struct sid_commit *oc, int want, int started, int caller_mapped,
 			  unsigned long long buffer, unsigned long long per);
 
 /* In main(), instead of sid_blas_default_threads(NULL, 0): that, keeping

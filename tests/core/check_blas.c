@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "blas.h"
@@ -217,6 +218,97 @@ START_TEST(test_ready_under_a_memory_limit)
 }
 END_TEST
 
+static char dir[] = "/tmp/check_blas_commit.XXXXXX";
+
+static void commit_setup(void)
+{
+	char vm[96];
+
+	strcpy(dir, "/tmp/check_blas_commit.XXXXXX");
+	ck_assert_ptr_nonnull(mkdtemp(dir));
+	snprintf(vm, sizeof(vm), "%s/sys", dir);
+	ck_assert_int_eq(mkdir(vm, 0755), 0);
+	snprintf(vm, sizeof(vm), "%s/sys/vm", dir);
+	ck_assert_int_eq(mkdir(vm, 0755), 0);
+}
+
+static void commit_teardown(void)
+{
+	char cmd[96];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	ck_assert_int_eq(system(cmd), 0);
+}
+
+/* @text into DIR/@name, or DIR/@name removed when NULL. */
+static void put(const char *name, const char *text)
+{
+	char path[128];
+	FILE *f;
+
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	if (!text) {
+		unlink(path);
+		return;
+	}
+	f = fopen(path, "w");
+	ck_assert_ptr_nonnull(f);
+	fputs(text, f);
+	ck_assert_int_eq(fclose(f), 0);
+}
+
+/* A meminfo as Linux writes it, the two lines among others. */
+static const char meminfo[] = "MemTotal:       24684032 kB\n"
+			      "MemFree:        16688928 kB\n"
+			      "CommitLimit:    12342044 kB\n"
+			      "Committed_AS:    2178796 kB\n"
+			      "VmallocTotal:   34359738367 kB\n";
+
+/* vm.overcommit_memory, CommitLimit and Committed_AS from a fake proc
+ * directory: strict or not, a file missing or saying something else.  A test
+ * cannot set the sysctl: it is the whole machine's. */
+START_TEST(test_commit_read)
+{
+	struct sid_commit oc;
+
+	put("sys/vm/overcommit_memory", "2\n");
+	put("meminfo", meminfo);
+	ck_assert_int_eq(sid_commit_read(dir, &oc), 0);
+	ck_assert_int_eq(oc.strict, 1);
+	ck_assert_uint_eq(oc.limit, 12342044ULL * 1024);
+	ck_assert_uint_eq(oc.committed, 2178796ULL * 1024);
+
+	/* the heuristic (0) and always (1): nothing refused for commit */
+	for (int mode = 0; mode < 2; mode++) {
+		put("sys/vm/overcommit_memory", mode ? "1\n" : "0\n");
+		ck_assert_int_eq(sid_commit_read(dir, &oc), 0);
+		ck_assert_int_eq(oc.strict, 0);
+	}
+
+	/* nothing known: not strict */
+	put("sys/vm/overcommit_memory", "strict\n");
+	ck_assert_int_eq(sid_commit_read(dir, &oc), -1);
+	ck_assert_int_eq(oc.strict, 0);
+	put("sys/vm/overcommit_memory", "2\n");
+	put("meminfo", "MemTotal:       24684032 kB\nCommitLimit:    12342044 kB\n");
+	ck_assert_int_eq(sid_commit_read(dir, &oc), -1);
+	ck_assert_int_eq(oc.strict, 0);
+	put("meminfo", NULL);
+	ck_assert_int_eq(sid_commit_read(dir, &oc), -1);
+	put("sys/vm/overcommit_memory", NULL);
+	ck_assert_int_eq(sid_commit_read(dir, &oc), -1);
+	ck_assert_int_eq(oc.strict, 0);
+
+	/* NULL: the directory SEMID_TEST_PROC names (else /proc) */
+	put("sys/vm/overcommit_memory", "2\n");
+	put("meminfo", meminfo);
+	setenv("SEMID_TEST_PROC", dir, 1);
+	ck_assert_int_eq(sid_commit_read(NULL, &oc), 0);
+	unsetenv("SEMID_TEST_PROC");
+	ck_assert_int_eq(oc.strict, 1);
+	ck_assert_uint_eq(oc.committed, 2178796ULL * 1024);
+}
+END_TEST
+
 static Suite *blas_suite(void)
 {
 	Suite *s = suite_create("blas");
@@ -227,6 +319,10 @@ static Suite *blas_suite(void)
 	tcase_add_test(tc, test_ready_under_a_memory_limit);
 	tcase_add_test(tc, test_default_threads_leave_the_environment_alone);
 	tcase_add_test(tc, test_default_threads_ignore_what_is_not_a_number);
+	suite_add_tcase(s, tc);
+	tc = tcase_create("commit");
+	tcase_add_checked_fixture(tc, commit_setup, commit_teardown);
+	tcase_add_test(tc, test_commit_read);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -2326,6 +2326,22 @@ class TrainerTest(unittest.TestCase):
                          r"machine, room for no more, each 1\d\d MiB of OpenBLAS buffer and "
                          r"stack, with a quarter of it kept for the data\)$")
         self.assertEqual(run(SEMID, "inspect", out).returncode, 0)
+        # the threads OpenBLAS would start at load, before main(): deferred
+        # too (they had mapped their buffers, and counted as started, before
+        # the room was read), so 300 MiB (the caller's 128, a quarter kept)
+        # leaves the caller alone however many CPUs there are
+        if len(os.sched_getaffinity(0)) > 1:
+            machine(2, 12000, 11700)
+            unset = {k: v for k, v in env.items()
+                     if k not in ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS",
+                                  "OPENBLAS_DEFAULT_NUM_THREADS")}
+            args = self.base_args(out)
+            del args[args.index("--threads"):args.index("--threads") + 2]
+            p = run(*args, env=unset, timeout=120)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertRegex(p.stderr, r"(?m)^semid-train: 1 OpenBLAS thread from .* \(\d+ "
+                             r"asked: strict memory accounting \(vm.overcommit_memory=2\) "
+                             r"leaves 300 MiB to commit on this machine, room for no more")
         # the heuristic: as asked
         machine(0, 12000, 11900)
         p = run(*self.base_args(out) + ["--threads", "3"], env=env, timeout=120)
