@@ -7,6 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "env.h"
 #include "err.h"
 #include "fsutil.h"
 #include "lock.h"
@@ -104,7 +105,7 @@ int tr_stop_error(struct sid_error *err, const char *what)
 
 void tr__test_hook_sleep(const char *var)
 {
-	const char *d = getenv(var);
-	if (d && atoi(d) > 0)
-		usleep((useconds_t)atoi(d) * 1000);
+	long ms = sid_env_test_ms(getenv(var)); /* garbage is none, not atoi's guess */
+	if (ms > 0)
+		usleep((useconds_t)ms * 1000);
 }

@@ -1679,6 +1679,17 @@ class TrainerTest(unittest.TestCase):
         k = int(re.search(r"holds epoch (\d+)/500", err).group(1))
         self.assertEqual(len(re.findall(r"^epoch \d+/500 joint", err, re.M)), k, err)
 
+    def test_test_hook_garbage_is_no_delay(self):
+        """A test hook's milliseconds that are not a whole number up to 10
+        minutes are none: atoi took SEMID_TEST_PUBLISH_DELAY_MS=600001 for
+        ten minutes' wait before the publish, and "5x" for 5 ms."""
+        out = os.path.join(self.tmp, "hook-garbage.st")
+        for value in ("600001", "99999999999", "-5", "5x"):
+            p = run(*self.base_args(out) + ["--epochs", "1"], timeout=60,
+                    env=dict(os.environ, SEMID_TEST_PUBLISH_DELAY_MS=value))
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertTrue(os.path.exists(out), value)
+
     def test_signal_while_writing_the_model(self):
         """A SIGTERM while the final model was written was ignored: the
         model was published anyway, exit 0.  Caught while the model's temp
