@@ -327,10 +327,11 @@ $(DEMO)/model.safetensors: $(DEMO_DATA)/train.tsv $(DEMO)/.epochs
 # Per-directory fragments (bench/*.mk, server/module.mk, ...) add targets.
 -include $(wildcard */*.mk)
 
-# make bench-smoke: every benchmark of `make bench` through its own make target at a
-# tiny size (SEMID_BENCH_SMOKE=1, which each program and script honours), each report
-# checked for its rows and columns, never for its figures (tests/bench/test_bench_smoke.py,
-# which `make test` runs too; so test-build builds the C benchmarks, BENCH_PROGS).
+# make bench-smoke: every benchmark of `make bench`, and soak, through its own make
+# target at a tiny size (SEMID_BENCH_SMOKE=1, which each program and script honours),
+# each report checked for its rows and columns, never for its figures
+# (tests/bench/test_bench_smoke.py, which `make test` runs too; so test-build builds
+# the C benchmarks, BENCH_PROGS).
 .PHONY: bench-smoke
 bench-smoke: all $(BENCH_PROGS)
 	$(PYTHON) tests/bench/test_bench_smoke.py
@@ -373,8 +374,8 @@ Measure:
   bench           every benchmark below (figures go to bench/RESULTS.md by hand)
   bench-encode bench-hotpath bench-cli bench-http bench-assign bench-delete
   bench-backup bench-reassign bench-burst bench-registry bench-train
-  bench-smoke     every benchmark above at a tiny size, its report checked (never its
-                  figures; `make test` runs it too)
+  bench-smoke     every benchmark above and soak at a tiny size, its report checked
+                  (never its figures; `make test` runs it too)
   eval            the real-data evaluation on ../shared/data/lastfm-2k
   soak            mixed encode and assign load with model swaps (SOAK_SECS=600)
 

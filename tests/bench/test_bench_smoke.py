@@ -1,6 +1,6 @@
 #!/usr/bin/python3
-"""`make bench-smoke`: every benchmark of `make bench`, through its own make
-target, at a tiny size (SEMID_BENCH_SMOKE=1, which each program and script
+"""`make bench-smoke`: every benchmark of `make bench`, and `make soak`, through
+its own make target, at a tiny size (SEMID_BENCH_SMOKE=1, which each program and script
 honours), and a check that each still produces its whole report: every row
 and column it should have, every figure a number (positive where a tiny run
 still gives a positive one: rates, latencies, sizes; any sign where it is the
@@ -13,7 +13,7 @@ Nothing here is about speed: the figures of a smoke run mean nothing (the
 project's rule: speed is measured by benchmarks, never asserted by tests).
 What is asserted besides the report's shape are the benchmarks' own checks
 of what they ran: no non-2xx answers, a registry check with no problems, the
-same codes for 1 and N threads.
+same codes for 1 and N threads, a soak with no error.
 
 Each benchmark runs as `make bench-X` with O, BIN and SANITIZE of this build
 and its reports in a temporary BENCH_OUT (bench/out/ of the tree, with the
@@ -64,8 +64,10 @@ def make_env(tmp):
 BENCHES = ("bench-assign", "bench-registry", "bench-backup", "bench-http", "bench-train",
            "bench-encode", "bench-reassign", "bench-burst", "bench-delete", "bench-cli",
            "bench-hotpath")
+# the long runs outside `make bench` that have a smoke run too
+OTHERS = ("soak",)
 # bench/out report of each benchmark that writes one (the others print theirs)
-REPORTS = {"bench-http": "RESULTS-server.md", "bench-assign": "RESULTS-assign.md",
+REPORTS = {"soak": "RESULTS-soak.md", "bench-http": "RESULTS-server.md", "bench-assign": "RESULTS-assign.md",
            "bench-backup": "RESULTS-backup.md", "bench-reassign": "RESULTS-reassign.md",
            "bench-burst": "RESULTS-burst.md", "bench-delete": "RESULTS-delete.md",
            "bench-train": "RESULTS-bench-train.md"}
@@ -111,7 +113,7 @@ class BenchSmoke(unittest.TestCase):
         # three at a time: most of a smoke run is waiting (fsync, wrk's paced
         # connections, a server starting)
         cls.pool = concurrent.futures.ThreadPoolExecutor(3)
-        cls.runs = {t: cls.pool.submit(run, t) for t in BENCHES}
+        cls.runs = {t: cls.pool.submit(run, t) for t in BENCHES[:5] + OTHERS + BENCHES[5:]}
 
     @classmethod
     def tearDownClass(cls):
@@ -188,8 +190,8 @@ class BenchSmoke(unittest.TestCase):
         prereqs = re.findall(r"^bench:(.*)$", p.stdout, re.M)
         self.assertEqual(len(prereqs), 1, p.stdout[-2000:])
         self.assertEqual(sorted(prereqs[0].split()), sorted(BENCHES))
-        for target in BENCHES:
-            self.assertTrue(hasattr(self, "test_" + target.split("-", 1)[1]), target)
+        for target in BENCHES + OTHERS:
+            self.assertTrue(hasattr(self, "test_" + target.split("-")[-1]), target)
 
     # ---- the C benchmarks, which print their figures ---------------------
 
@@ -429,6 +431,34 @@ class BenchSmoke(unittest.TestCase):
                        "wall per step on the shared machine": "nonneg",
                        "load + indexes + table init + k-means (CPU of the 2-step run)": "nonneg",
                    }.get(key, "pos")})
+
+    # ---- outside `make bench` -------------------------------------------
+
+    def test_soak(self):
+        """`make soak` (10 minutes) was never run by a test: three 1-second
+        windows, every column of each, the totals and a verdict that passes
+        (no error, no crash, every client alive; VmRSS growth not judged)."""
+        _, rep = self.bench("soak")
+        self.assertTrue(rep.startswith("# semid-server soak (`make soak`)\n"), rep)
+        self.line(rep, r"- command: `make soak SOAK_SECS=3` \(bench/soak.py --secs 3 --clients 4 "
+                  r"--swap-every 0.25\)")
+        rows = self.table(
+            rep, ["window end (s)", "requests", "req/s", "errors", "p50 (ms)", "p99 (ms)",
+                  "max (ms)", "VmRSS (MiB)", "swaps good/bad", "reloads ok/failed"], 1,
+            ["1", "2", "3"], {"errors": "zero", "swaps good/bad": "nonneg",
+                              "reloads ok/failed": "nonneg"})
+        for r in rows.values():
+            self.assertRegex(r["swaps good/bad"], r"^\d+/\d+$")
+            self.assertRegex(r["reloads ok/failed"], r"^\d+/\d+$")
+        total = self.line(rep, r"Totals: (\d+) requests in 3 s, (\d+) errors; (\d+) good and "
+                          r"(\d+) bad swaps; server exit status (\d+); last model soak-[AB]; "
+                          r"registry files (\S+) MiB\.")
+        self.assertEqual(int(total[0]), sum(int(r["requests"]) for r in rows.values()), rep)
+        self.assertEqual((total[1], total[4]), ("0", "0"), rep)
+        self.figure(total[5], "pos", "registry files")
+        self.line(rep, r"\*\*Verdict: PASS\*\* - errors 0 \(goal 0\); VmRSS \S+ MiB at 2 s -> "
+                  r"\S+ MiB at the end \(\S+%, not judged: a smoke run\)\.")
+        self.assertNotIn("First errors", rep)
 
 
 if __name__ == "__main__":
