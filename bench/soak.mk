@@ -7,9 +7,9 @@
 #                    server VmRSS.  Writes bench/out/RESULTS-soak.md with a verdict
 #                    (errors == 0, VmRSS growth after the second minute < 10%) and
 #                    exits non-zero when it fails.
-#   SOAK_SECS        seconds to run (default 600; 60 for a quick check).  With
-#                    SEMID_BENCH_SMOKE=1 (make bench-smoke) it runs three 1-second
-#                    windows whatever SOAK_SECS says.
+#   SOAK_SECS        seconds to run (default 600; 60 for a quick check; at least 10,
+#                    one window).  With SEMID_BENCH_SMOKE=1 (make bench-smoke) it runs
+#                    three 1-second windows whatever SOAK_SECS says.
 
 SOAK_SECS ?= 600
 

@@ -216,6 +216,9 @@ def main():
     a = ap.parse_args()
     if T.SMOKE:
         a.secs, a.swap_every = 3 * WINDOW, 0.25
+    # the report and its verdict are per window: a shorter run has no row
+    if a.secs < WINDOW:
+        ap.error("--secs %g: at least one window, %g s" % (a.secs, WINDOW))
 
     work = tempfile.mkdtemp(prefix="semid-soak-")
     good, bad = model_files()

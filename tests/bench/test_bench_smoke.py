@@ -461,5 +461,23 @@ class BenchSmoke(unittest.TestCase):
         self.assertNotIn("First errors", rep)
 
 
+class SoakArgs(unittest.TestCase):
+    def test_shorter_than_a_window(self):
+        """`make soak SOAK_SECS=5` started a server and died on an IndexError,
+        with no report (no 10-second window to put in one); now it refuses
+        before it starts anything, saying why."""
+        env = {k: v for k, v in os.environ.items() if k != "SEMID_BENCH_SMOKE"}
+        env["SEMID_BIN"] = os.environ.get("SEMID_BIN", os.path.join(ROOT, "bin"))
+        with tempfile.TemporaryDirectory() as tmp:
+            out = os.path.join(tmp, "RESULTS-soak.md")
+            p = subprocess.run(["/usr/bin/python3", os.path.join(ROOT, "bench", "soak.py"),
+                                "--secs", "5", "--out", out], env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, timeout=60)
+            self.assertEqual(p.returncode, 2, p.stdout)
+            self.assertIn("--secs 5: at least one window, 10 s", p.stdout)
+            self.assertNotIn("Traceback", p.stdout)
+            self.assertFalse(os.path.exists(out))
+
+
 if __name__ == "__main__":
     unittest.main()
