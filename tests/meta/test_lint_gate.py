@@ -6,7 +6,10 @@ tests/lint/cppcheck_gate.py, the step that holds cppcheck's findings to
 tests/lint/cppcheck.supp, runs here against a stand-in cppcheck that prints
 the findings a test gives it: a finding no entry covers fails, an entry that
 covers no finding fails, and an entry follows its line when code above it
-moves.  Then the committed suppressions themselves: each cppcheck entry's
+moves.  tests/lint/tidy_gate.py, the clang-tidy step, the same way against a
+stand-in clang-tidy: a finding no NOLINT covers fails, a NOLINT that covers
+no finding fails, clang-tidy sees the sources with their NOLINTs defused.
+Then the committed suppressions themselves: each cppcheck entry's
 text is still in its file (an edit that changed or removed the line is
 noticed here, not only by the next make lint), and each NOLINTNEXTLINE in
 the C sources has its reason in a comment on the line above.
@@ -14,6 +17,7 @@ the C sources has its reason in a comment on the line above.
 Run by `make test`; standalone: /usr/bin/python3 tests/meta/test_lint_gate.py
 """
 import glob
+import json
 import os
 import shutil
 import subprocess
@@ -112,6 +116,121 @@ class GateTest(unittest.TestCase):
         p = self.gate("invalidPointerCast core/a.c\n", [])
         self.assertNotEqual(p.returncode, 0, p.stdout)
         self.assertIn('supp:1: not "ID FILE TEXT"', p.stdout)
+
+
+# prints the findings the test wrote ({cwd}: the directory it runs in, the
+# gate's copy), exits as told; and notes the file it was given and its text
+FAKE_TIDY = """#!/usr/bin/python3
+import os, sys
+d = os.path.dirname(os.path.abspath(sys.argv[0]))
+with open(os.path.join(d, "tidy-findings")) as f:
+    sys.stdout.write(f.read().replace("{cwd}", os.getcwd()))
+with open(sys.argv[-1]) as f, open(os.path.join(d, "tidy-seen"), "a") as g:
+    g.write(f.read())
+with open(os.path.join(d, "tidy-rc")) as f:
+    sys.exit(int(f.read()))
+"""
+
+
+class TidyGateTest(unittest.TestCase):
+    """tests/lint/tidy_gate.py, make lint's clang-tidy step, against a
+    stand-in clang-tidy.  Before it, clang-tidy applied the NOLINTs itself,
+    so a NOLINT whose finding had gone stayed unnoticed (five
+    bugprone-sizeof-expression ones, among others, were never checked)."""
+
+    SRC = ("int f(int *p)\n{\n\t/* why */\n\t/* NOLINTNEXTLINE(clang-analyzer-core.X) */\n"
+           "\treturn *p;\n}\n")
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="test_tidy_gate.")
+        self.tree = os.path.join(self.tmp, "tree")
+        self.bin = os.path.join(self.tmp, "bin")
+        for d in ("tree/core", "tree/tests/lint", "bin"):
+            os.makedirs(os.path.join(self.tmp, d))
+        self.fake = os.path.join(self.bin, "clang-tidy")
+        self.write("bin/clang-tidy", FAKE_TIDY)
+        os.chmod(self.fake, 0o755)
+        self.write("tree/.clang-tidy", "Checks: '-*'\n")
+        self.write("tree/tests/lint/analyzer_model.h", "/* NOLINT in a comment */\n")
+        self.write("tree/core/a.c", self.SRC)
+        self.write("db.json", json.dumps([{
+            "directory": self.tree, "file": "core/a.c",
+            "command": "cc -Icore -include tests/lint/analyzer_model.h -c core/a.c"}]))
+
+    def tearDown(self):
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def write(self, name, text):
+        with open(os.path.join(self.tmp, name), "w") as f:
+            f.write(text)
+
+    def gate(self, findings, rc=None):
+        """Run the gate with clang-tidy printing @findings (lines
+        "PATH:LINE:COL: warning: MESSAGE [CHECK]", PATH relative to its cwd
+        or {cwd}/...); it exits 1 when there are any, as with
+        WarningsAsErrors, unless @rc says otherwise."""
+        self.write("bin/tidy-findings", "".join(l + "\n" for l in findings))
+        self.write("bin/tidy-rc", "%d\n" % (rc if rc is not None else 1 if findings else 0))
+        return subprocess.run(["/usr/bin/python3", os.path.join(ROOT, "tests", "lint",
+                                                                "tidy_gate.py"), "-j2",
+                               os.path.join(self.tmp, "db.json"), "copy", "--", self.fake,
+                               "--quiet"], cwd=self.tree, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, timeout=60)
+
+    X = "{cwd}/core/a.c:5:10: warning: Dereference of null pointer [clang-analyzer-core.X]"
+
+    def test_a_covered_finding_passes(self):
+        p = self.gate([self.X, "{cwd}/core/a.c:2:1: note: Assuming 'p' is null",
+                       "1 warning generated."])
+        self.assertEqual(p.returncode, 0, p.stdout)
+        self.assertEqual(p.stdout, "")
+
+    def test_clang_tidy_sees_no_nolint(self):
+        self.gate([self.X])
+        with open(os.path.join(self.bin, "tidy-seen")) as f:
+            seen = f.read()
+        # the same lines and columns, the comment defused
+        self.assertEqual(seen, self.SRC.replace("NOLINT", "NOL1NT"))
+        with open(os.path.join(self.tree, "core", "a.c")) as f:
+            self.assertEqual(f.read(), self.SRC)  # the tree's file untouched
+
+    def test_a_nolint_that_covers_nothing_fails(self):
+        p = self.gate([])
+        self.assertNotEqual(p.returncode, 0, p.stdout)
+        self.assertIn("core/a.c:4: NOLINT(clang-analyzer-core.X) covers no finding of line 5: "
+                      "remove it", p.stdout)
+
+    def test_a_finding_no_nolint_covers_fails(self):
+        p = self.gate([self.X, "core/a.c:6:1: warning: something else [bugprone-y]",
+                       "\tcode", "\t^"])
+        self.assertNotEqual(p.returncode, 0, p.stdout)
+        self.assertEqual(p.stdout.splitlines()[:3],
+                         ["core/a.c:6:1: warning: something else [bugprone-y]", "\tcode", "\t^"])
+        self.assertNotIn("core/a.c:5:", p.stdout)
+        self.assertNotIn(self.tmp, p.stdout)  # the tree's paths, not the copy's
+
+    def test_another_check_on_the_line_is_not_covered(self):
+        p = self.gate(["{cwd}/core/a.c:5:10: warning: m [clang-analyzer-core.Y]"])
+        self.assertNotEqual(p.returncode, 0, p.stdout)
+        self.assertIn("core/a.c:5:10: warning: m [clang-analyzer-core.Y]", p.stdout)
+        self.assertIn("core/a.c:4: NOLINT(clang-analyzer-core.X) covers no finding", p.stdout)
+
+    def test_a_finding_through_a_macro_is_covered_at_its_expansion(self):
+        p = self.gate(["core/a.h:1:20: warning: m [clang-analyzer-core.X,-warnings-as-errors]",
+                       "core/a.c:5:9: note: expanded from macro 'DEREF'"])
+        self.assertEqual(p.returncode, 0, p.stdout)
+
+    def test_a_bare_nolint_is_named(self):
+        self.write("tree/core/a.c", self.SRC.replace("NOLINTNEXTLINE(clang-analyzer-core.X)",
+                                                     "NOLINT"))
+        p = self.gate([])
+        self.assertNotEqual(p.returncode, 0, p.stdout)
+        self.assertIn("core/a.c:4: NOLINT: name the check", p.stdout)
+
+    def test_clang_tidy_failing_without_a_finding_fails(self):
+        p = self.gate(["error: unable to handle compilation"], rc=1)
+        self.assertNotEqual(p.returncode, 0, p.stdout)
+        self.assertIn("clang-tidy failed on core/a.c (exit 1)", p.stdout)
 
 
 class CommittedSuppressions(unittest.TestCase):
