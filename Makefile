@@ -367,8 +367,9 @@ Test:
   fuzz-build, fuzz-smoke, fuzz
                   the libFuzzer harnesses: build, a short run (CI), a long run
   eval-smoke      a short real-data evaluation (needs ../shared/data; CI)
-  lint            cppcheck and clang-tidy over core/ cli/ server/ trainer/ (CI);
-                  any finding not suppressed fails (.clang-tidy, tests/lint/)
+  lint            cppcheck, gcc -fanalyzer and clang-tidy over core/ cli/ server/
+                  trainer/ (CI); any finding not suppressed fails (.clang-tidy,
+                  tests/lint/)
   format          clang-format every C file
 Measure:
   bench           every benchmark below (figures go to bench/RESULTS.md by hand)

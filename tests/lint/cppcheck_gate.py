@@ -56,19 +56,13 @@ def source_line(path, n, cache={}):
     return lines[n - 1] if 0 < n <= len(lines) else ""
 
 
-def main():
-    if len(sys.argv) < 4 or sys.argv[2] != "--":
-        sys.exit(__doc__)
-    supp_path, cmd = sys.argv[1], sys.argv[3:]
+def judge(found, supp_path):
+    """Hold @found ({(id, file, line number): message}) to the entries of
+    @supp_path both ways, printing what fails; -> how many did."""
     supp = suppressions(supp_path)
-    p = subprocess.run(cmd + ["--template=" + TEMPLATE], stdout=subprocess.PIPE,
-                       stderr=subprocess.STDOUT, text=True)
-    if p.returncode != 0:
-        sys.stdout.write(p.stdout)
-        sys.exit("semid: lint: cppcheck failed (exit %d)" % p.returncode)
     used = set()
     bad = 0
-    for (cid, path, n), text in sorted(findings(p.stdout).items()):
+    for (cid, path, n), text in sorted(found.items()):
         covered = [e for e in supp
                    if e[0] == cid and e[1] == path and e[2] in source_line(path, n)]
         if covered:
@@ -81,6 +75,20 @@ def main():
             print("%s: \"%s %s %s\" covers no finding: remove it (or fix its text)"
                   % (supp_path, *e))
             bad += 1
+    return bad
+
+
+def main():
+    if len(sys.argv) < 4 or sys.argv[2] != "--":
+        sys.exit(__doc__)
+    supp_path, cmd = sys.argv[1], sys.argv[3:]
+    suppressions(supp_path)  # a malformed file fails before cppcheck runs
+    p = subprocess.run(cmd + ["--template=" + TEMPLATE], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, text=True)
+    if p.returncode != 0:
+        sys.stdout.write(p.stdout)
+        sys.exit("semid: lint: cppcheck failed (exit %d)" % p.returncode)
+    bad = judge(findings(p.stdout), supp_path)
     if bad:
         sys.exit("semid: lint: cppcheck: %d finding(s) or unused suppression(s) above" % bad)
 

@@ -6,10 +6,11 @@ tests/lint/cppcheck_gate.py, the step that holds cppcheck's findings to
 tests/lint/cppcheck.supp, runs here against a stand-in cppcheck that prints
 the findings a test gives it: a finding no entry covers fails, an entry that
 covers no finding fails, and an entry follows its line when code above it
-moves.  tests/lint/tidy_gate.py, the clang-tidy step, the same way against a
+moves.  tests/lint/gcc_analyzer_gate.py, the gcc -fanalyzer step, with the
+real gcc on a file with a double free.  tests/lint/tidy_gate.py, the clang-tidy step, the same way against a
 stand-in clang-tidy: a finding no NOLINT covers fails, a NOLINT that covers
 no finding fails, clang-tidy sees the sources with their NOLINTs defused.
-Then the committed suppressions themselves: each cppcheck entry's
+Then the committed suppressions themselves: each cppcheck and gcc entry's
 text is still in its file (an edit that changed or removed the line is
 noticed here, not only by the next make lint), and each NOLINTNEXTLINE in
 the C sources has its reason in a comment on the line above.
@@ -28,6 +29,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 GATE = os.path.join(ROOT, "tests", "lint", "cppcheck_gate.py")
 SUPP = os.path.join(ROOT, "tests", "lint", "cppcheck.supp")
+GCC_SUPP = os.path.join(ROOT, "tests", "lint", "gcc_analyzer.supp")
 
 # prints the file the test wrote (findings in the gate's template), exits as told
 FAKE_CPPCHECK = """#!/bin/sh
@@ -42,9 +44,18 @@ def entries(path):
                 if l.strip() and not l.lstrip().startswith("#")]
 
 
-class GateTest(unittest.TestCase):
+class InTmp(unittest.TestCase):
+    """A case in its own temporary directory, self.tmp (its setUp makes it)."""
+
+    def write(self, name, text):
+        with open(os.path.join(self.tmp, name), "w") as f:
+            f.write(text)
+
+
+class GateTest(InTmp):
     def setUp(self):
         self.tmp = tempfile.mkdtemp(prefix="test_lint_gate.")
+        self.addCleanup(shutil.rmtree, self.tmp, True)
         self.out = os.path.join(self.tmp, "findings")
         self.rc = os.path.join(self.tmp, "rc")
         self.fake = os.path.join(self.tmp, "cppcheck")
@@ -53,13 +64,6 @@ class GateTest(unittest.TestCase):
         os.chmod(self.fake, 0o755)
         os.mkdir(os.path.join(self.tmp, "core"))
         self.write("core/a.c", "int f(void)\n{\n\tfloat *w = (float *)at;\n\treturn 0;\n}\n")
-
-    def tearDown(self):
-        shutil.rmtree(self.tmp, ignore_errors=True)
-
-    def write(self, name, text):
-        with open(os.path.join(self.tmp, name), "w") as f:
-            f.write(text)
 
     def gate(self, supp, findings, rc=0):
         self.write("supp", supp)
@@ -132,7 +136,7 @@ with open(os.path.join(d, "tidy-rc")) as f:
 """
 
 
-class TidyGateTest(unittest.TestCase):
+class TidyGateTest(InTmp):
     """tests/lint/tidy_gate.py, make lint's clang-tidy step, against a
     stand-in clang-tidy.  Before it, clang-tidy applied the NOLINTs itself,
     so a NOLINT whose finding had gone stayed unnoticed (five
@@ -143,6 +147,7 @@ class TidyGateTest(unittest.TestCase):
 
     def setUp(self):
         self.tmp = tempfile.mkdtemp(prefix="test_tidy_gate.")
+        self.addCleanup(shutil.rmtree, self.tmp, True)
         self.tree = os.path.join(self.tmp, "tree")
         self.bin = os.path.join(self.tmp, "bin")
         for d in ("tree/core", "tree/tests/lint", "bin"):
@@ -156,13 +161,6 @@ class TidyGateTest(unittest.TestCase):
         self.write("db.json", json.dumps([{
             "directory": self.tree, "file": "core/a.c",
             "command": "cc -Icore -include tests/lint/analyzer_model.h -c core/a.c"}]))
-
-    def tearDown(self):
-        shutil.rmtree(self.tmp, ignore_errors=True)
-
-    def write(self, name, text):
-        with open(os.path.join(self.tmp, name), "w") as f:
-            f.write(text)
 
     def gate(self, findings, rc=None):
         """Run the gate with clang-tidy printing @findings (lines
@@ -233,23 +231,76 @@ class TidyGateTest(unittest.TestCase):
         self.assertIn("clang-tidy failed on core/a.c (exit 1)", p.stdout)
 
 
-class CommittedSuppressions(unittest.TestCase):
-    def test_each_cppcheck_entry_is_still_in_its_file(self):
-        es = entries(SUPP)
-        self.assertGreater(len(es), 0)
-        for cid, path, text in es:
-            with open(os.path.join(ROOT, path)) as f:
-                lines = [l for l in f if text in l]
-            self.assertEqual(len(lines), 1, "%s: %s %s %s: in %d lines of %s, not 1"
-                             % (SUPP, cid, path, text, len(lines), path))
+class GccAnalyzerGateTest(InTmp):
+    """tests/lint/gcc_analyzer_gate.py, make lint's gcc -fanalyzer step, with
+    the real gcc on a file of two functions (a compile of a few tenths of a
+    second): before it, make lint did not run gcc's analyser at all."""
 
-    def test_each_cppcheck_entry_has_its_reason(self):
+    SRC = ("#include <stdlib.h>\n"
+           "void twice(char *p)\n{\n\tfree(p);\n\tfree(p);\n}\n"
+           # a warning of the build's (-Wunused-variable), not this step's
+           "int unused(void)\n{\n\tint x;\n\treturn 0;\n}\n")
+    ENTRY = "-Wanalyzer-double-free core/a.c \tfree(p);\n"
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="test_gcc_gate.")
+        self.addCleanup(shutil.rmtree, self.tmp, True)
+        os.mkdir(os.path.join(self.tmp, "core"))
+        self.write("core/a.c", self.SRC)
+        # cc: the build's CC, which the gate replaces by gcc
+        self.write("db.json", json.dumps([{"directory": self.tmp, "file": "core/a.c",
+                                           "command": "cc -O2 -Wall -Icore -c core/a.c"}]))
+
+    def gate(self, supp, *flags):
+        self.write("supp", supp)
+        return subprocess.run(["/usr/bin/python3", os.path.join(ROOT, "tests", "lint",
+                                                                "gcc_analyzer_gate.py"),
+                               "-j2", "db.json", "supp", *flags], cwd=self.tmp,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              timeout=120)
+
+    def test_a_finding_fails(self):
+        p = self.gate("")
+        self.assertNotEqual(p.returncode, 0, p.stdout)
+        self.assertRegex(p.stdout, r"(?m)^core/a\.c:5: .*\[-Wanalyzer-double-free\]$")
+
+    def test_a_suppressed_finding_passes(self):
+        p = self.gate("# why\n" + self.ENTRY)
+        self.assertEqual(p.returncode, 0, p.stdout)
+        self.assertEqual(p.stdout, "")
+
+    def test_a_flag_turns_a_warning_off_and_its_entry_then_fails(self):
+        p = self.gate("# why\n" + self.ENTRY, "-Wno-analyzer-double-free")
+        self.assertNotEqual(p.returncode, 0, p.stdout)
+        self.assertIn('"-Wanalyzer-double-free core/a.c free(p);" covers no finding', p.stdout)
+
+    def test_gcc_failing_fails(self):
+        self.write("core/a.c", self.SRC + "int broken(\n")
+        p = self.gate("# why\n" + self.ENTRY)
+        self.assertNotEqual(p.returncode, 0, p.stdout)
+        self.assertIn("gcc -fanalyzer failed on core/a.c (exit 1)", p.stdout)
+
+
+class CommittedSuppressions(unittest.TestCase):
+    def test_each_entry_is_still_in_its_file(self):
+        for supp in (SUPP, GCC_SUPP):
+            es = entries(supp)
+            self.assertGreater(len(es), 0)
+            for cid, path, text in es:
+                with open(os.path.join(ROOT, path)) as f:
+                    lines = [l for l in f if text in l]
+                self.assertEqual(len(lines), 1, "%s: %s %s %s: in %d lines of %s, not 1"
+                                 % (supp, cid, path, text, len(lines), path))
+
+    def test_each_entry_has_its_reason(self):
         # a run of entries sits right under the comment that gives its reason
-        with open(SUPP) as f:
-            lines = [l.strip() for l in f]
-        for i, line in enumerate(lines):
-            if line and not line.startswith("#"):
-                self.assertTrue(i > 0 and lines[i - 1], "no reason above: %s" % line)
+        for supp in (SUPP, GCC_SUPP):
+            with open(supp) as f:
+                lines = [l.strip() for l in f]
+            for i, line in enumerate(lines):
+                if line and not line.startswith("#"):
+                    self.assertTrue(i > 0 and lines[i - 1], "%s: no reason above: %s"
+                                    % (supp, line))
 
     def test_each_nolint_has_its_reason_above(self):
         srcs = []
