@@ -168,22 +168,6 @@ const char *cli_output_name(const struct cli_output *w);
  * the path as given. */
 const char *cli_output_file(const struct cli_output *w);
 
-/* ---- JSON ------------------------------------------------------------------ */
-
-/* The shortest decimal that reads back (strtod) as the finite @v: 0.1 is
- * "0.1", where jansson's %.17g wrote "0.10000000000000001".  Laid out as
- * Python's repr does (an exponent below 1e-4 and from 1e16 on, a '.' in
- * every other, so that it does not read back as an integer), the exponent
- * as jansson writes it ("1e-5", "1e16").  Into @buf, returned. */
-#define CLI_REAL_MAX 32
-const char *cli_real_str(double v, char buf[CLI_REAL_MAX]);
-
-/* @j as json_dumps(JSON_INDENT(2)) writes it, in the objects' order, but
- * each real as cli_real_str does: a malloc'ed string, or NULL when out of
- * memory. */
-struct json_t;
-char *cli_json_dumps(const struct json_t *j);
-
 /* ---- progress bar --------------------------------------------------------- */
 
 struct cli_progress {

@@ -6,9 +6,9 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <jansson.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "encode.h"
@@ -120,9 +120,7 @@ static int cmd_inspect(int argc, char **argv)
 {
 	struct sid_model *m = NULL;
 	struct sid_error err;
-	char *desc = NULL, *pretty = NULL;
-	json_t *j = NULL;
-	json_error_t jerr;
+	char *desc = NULL;
 	int rc, status = CLI_EXIT_IO;
 
 	for (int i = 0; i < argc; i++)
@@ -148,20 +146,12 @@ static int cmd_inspect(int argc, char **argv)
 		print_error(err.msg);
 		return rc == SID_ENOMEM ? CLI_EXIT_IO : CLI_EXIT_INPUT;
 	}
-	desc = sid_model_describe_json(m);
+	desc = sid_model_describe_json(m); /* reals as typed (0.1): json.h */
 	if (!desc) {
 		print_error("out of memory describing the model");
 		goto fail;
 	}
-	j = json_loads(desc, 0, &jerr);
-	/* reals as typed (0.1), not as %.17g (0.10000000000000001) */
-	pretty = j ? cli_json_dumps(j) : NULL;
-	if (!pretty) {
-		fprintf(stderr, "semid: internal error: the model summary is not valid JSON (%s)\n",
-			j ? "dump failed" : jerr.text);
-		goto fail;
-	}
-	fputs(pretty, stdout);
+	fputs(desc, stdout);
 	fputc('\n', stdout);
 	if (fflush(stdout) != 0) { /* errno says why */
 		fprintf(stderr, "semid: stdout: write failed: %s\n", strerror(errno));
@@ -173,8 +163,6 @@ static int cmd_inspect(int argc, char **argv)
 	}
 	status = CLI_EXIT_OK;
 fail: /* success comes through here too */
-	free(pretty);
-	json_decref(j);
 	free(desc);
 	sid_model_unref(m);
 	return status;

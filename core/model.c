@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "fsutil.h"
+#include "json.h"
 #include "safetensors.h"
 
 #define ALIGN 64
@@ -807,7 +808,7 @@ char *sid_model_describe_json(const struct sid_model *m)
 	towers = NULL;
 	json_object_set_new(root, "metadata", meta ? meta : json_object());
 	meta = NULL;
-	out = json_dumps(root, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+	out = sid_json_dumps(root); /* reals as typed: 0.1, not 0.10000000000000001 */
 done:
 	json_decref(meta);
 	json_decref(towers);

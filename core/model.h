@@ -114,8 +114,9 @@ int sid_norm_parse(const char *name);
 /*
  * Write a JSON summary of @m (version, sha256, towers with dims, layer
  * shapes, levels, codebook sizes, activation, input norm, and the metadata)
- * as a malloc'ed NUL-terminated string; NULL on allocation failure.  Shared by
- * `semid inspect` and the server's GET /v1/model.
+ * as a malloc'ed NUL-terminated string laid out as json.h's sid_json_dumps
+ * (shortest reals); NULL on allocation failure.  Shared by `semid inspect`
+ * and the server's GET /v1/model.
  */
 char *sid_model_describe_json(const struct sid_model *m);
 

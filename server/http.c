@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "api.h"
+#include "json.h"
 #include "log.h"
 #include "sockact.h"
 
@@ -518,9 +519,11 @@ static enum MHD_Result send_response(struct req *q)
 	return queue_answer(q, r);
 }
 
+/* @v (its reference taken) as the body of a JSON answer: reals as
+ * `semid inspect` writes them (json.h), and a newline. */
 static char *json_text(json_t *v, size_t *len)
 {
-	char *s = json_dumps(v, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+	char *s = sid_json_dumps(v);
 	char *t;
 	json_decref(v);
 	if (!s)

@@ -120,8 +120,9 @@ class Tower:
         return self.layers[-1][0].shape[0]
 
 
-def model_bytes(towers, version, checksum=False):
-    """towers: dict name -> Tower; checksum: record data_sha256."""
+def model_bytes(towers, version, checksum=False, train=None):
+    """towers: dict name -> Tower; checksum: record data_sha256; train: a
+    "train" entry of the semid metadata (the trainer's config)."""
     tensors, meta = [], {}
     for name, t in towers.items():
         for i, (w, b) in enumerate(t.layers):
@@ -132,11 +133,13 @@ def model_bytes(towers, version, checksum=False):
             tensors.append((f"{name}.codebook.{l}", cb))
         meta[name] = {"activation": t.act, "input_norm": t.norm}
     semid = {"format_version": 1, "model_version": version, "towers": meta}
+    if train is not None:
+        semid["train"] = train
     return safetensors_bytes(tensors, {"semid": json.dumps(semid)}, checksum)
 
 
-def write_model(path, towers, version):
-    publish(path, model_bytes(towers, version))
+def write_model(path, towers, version, train=None):
+    publish(path, model_bytes(towers, version, train=train))
 
 
 def tie_free_tower(rng, D=16, ks=(16, 8, 5), scales=(10.0, 1.0, 0.1)):

@@ -1062,6 +1062,38 @@ class TestOps(unittest.TestCase):
         self.assertIn(m["last_reload"]["result"], ("success",))
         self.assertIsNone(m["last_reload"]["error"])
 
+    def test_model_reals_as_semid_inspect_prints_them(self):
+        """GET /v1/model printed reals with jansson's %.17g: a training
+        config's "lr": 0.1 read 0.10000000000000001, where `semid inspect`
+        printed 0.1.  Both now print the shortest text that reads back, the
+        same text for the same model."""
+        d = tempfile.mkdtemp(dir=WORK)
+        path = os.path.join(d, "reals.safetensors")
+        train = {"lr": 0.1, "weight_decay": 1e-4, "eps": 1e-8, "sum": 0.1 + 0.2,
+                 "scale": 100.0}
+        T.write_model(path, {"item": TIEFREE}, "reals-1", train=train)
+        srv = T.Server(["--model", path, "--registry", "none"], WORK)
+        try:
+            st, _, data = srv.request("GET", "/v1/model")
+        finally:
+            self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
+        self.assertEqual(st, 200, data)
+        text = data.decode()
+        for line in ('"lr": 0.1,', '"weight_decay": 0.0001,', '"eps": 1e-8,',
+                     '"sum": 0.30000000000000004,', '"scale": 100.0\n'):
+            self.assertIn("      " + line, text)
+        m = json.loads(text)
+        self.assertEqual(m["metadata"]["train"], train)
+        for key in ("loaded_at", "time"):  # the model's, and its last reload's
+            shown = re.search(r'^ *"%s": (\S+),$' % key, text, re.M).group(1)
+            self.assertEqual(shown, repr(float(shown)))
+        p = subprocess.run([os.path.join(T.BIN, "semid"), "inspect", path],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        inspected = p.stdout.decode()
+        want = inspected[inspected.index('  "metadata"'):inspected.rindex("}")].rstrip()
+        self.assertIn(want, text)
+
     def test_metrics_move(self):
         before = SRV.metrics()
         key = 'semid_requests_total{route="/v1/items:encode",code="200"}'
