@@ -306,12 +306,12 @@ static const char *foreign_hint(const uint8_t *p, size_t len, char *hint, size_t
 	return hint;
 }
 
-uint64_t sid_st_header_len(const uint8_t p[8])
+uint64_t sid_st_header_len(const uint8_t head[8])
 {
 	uint64_t n = 0;
 
 	for (int b = 7; b >= 0; b--)
-		n = n << 8 | p[b];
+		n = n << 8 | head[b];
 	return n;
 }
 

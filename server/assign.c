@@ -800,9 +800,9 @@ static void schedule(struct srv_assigner *a)
 	}
 }
 
-void srv_assigner_handoff(void *ctx, struct srv_job *job)
+void srv_assigner_handoff(void *assigner, struct srv_job *job)
 {
-	struct srv_assigner *a = ctx;
+	struct srv_assigner *a = assigner;
 
 	job->next = NULL;
 	if (srv_assigner_full(a, job->req.B)) {

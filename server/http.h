@@ -84,8 +84,8 @@ struct srv_http_deps {
 
 /* libmicrohttpd's own connection limit for a listener of @limit: the room
  * above it takes a burst of connections refused with 503 (they close within
- * a poll).  Each is a descriptor: main.c fits connection_limit to the
- * open-files limit with it. */
+ * a poll).  Each is a descriptor: srv_check_fd_limit (check.h) fits
+ * connection_limit to the open-files limit with it. */
 static inline int srv_http_mhd_limit(int limit)
 {
 	return limit + 64 + limit / 8;

@@ -38,7 +38,7 @@
  *       assign group's commit or one lookup)
  *   semid_connections_open                    gauge (TCP connections held)
  *   semid_connections_limit                   gauge (connection_limit as served:
- *       after the start lowered it to fit RLIMIT_NOFILE, main.c fit_fd_limit)
+ *       after the start lowered it to fit RLIMIT_NOFILE, check.h srv_check_fd_limit)
  *   semid_request_body_bytes                  gauge (bytes of request bodies held
  *       while read or decoded, of decoded requests until answered, and of answers
  *       until sent; body_memory_bytes bounds it)
