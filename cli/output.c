@@ -28,6 +28,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "env.h"
+
 /* ---- signals -------------------------------------------------------------- */
 
 static void on_signal(int sig)
@@ -152,7 +154,6 @@ static int fd_of_name(const char *name)
 	static const char *const dirs[] = {"/dev/fd/", "/proc/self/fd/", "/proc/thread-self/fd/"};
 	char own[64];
 	const char *num = NULL;
-	char *end;
 	long n;
 
 	if (!strcmp(name, "/dev/stdout"))
@@ -165,11 +166,7 @@ static int fd_of_name(const char *name)
 			num = name + strlen(dirs[i]);
 	if (!num && !strncmp(name, own, strlen(own)))
 		num = name + strlen(own);
-	if (!num || *num < '0' || *num > '9')
-		return -1;
-	errno = 0;
-	n = strtol(num, &end, 10);
-	return *end || errno || n > INT_MAX ? -1 : (int)n;
+	return num && !sid_whole_parse(num, 0, INT_MAX, &n) ? (int)n : -1;
 }
 
 /* The descriptor N that @path names, itself or through symbolic links

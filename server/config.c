@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "cpus.h"
+#include "env.h"
 #include "log.h"
 #include "registry.h"
 
@@ -40,7 +41,6 @@ static int is_digit(char c)
 static int listen_check(const char *name, const char *v, struct sid_error *err)
 {
 	const char *colon = strrchr(v, ':');
-	char *end;
 	long port;
 
 	if (!strncmp(v, "unix:", 5) || v[0] == '/')
@@ -52,8 +52,7 @@ static int listen_check(const char *name, const char *v, struct sid_error *err)
 		return sid_error_set(err, SID_EINVAL,
 				     "%s \"%s\" must be HOST:PORT (127.0.0.1:8080, [::1]:8080)",
 				     name, v);
-	port = strtol(colon + 1, &end, 10);
-	if (!is_digit(colon[1]) || *end || port < 0 || port > 65535)
+	if (sid_whole_parse(colon + 1, 0, 65535, &port))
 		return sid_error_set(err, SID_EINVAL,
 				     "%s \"%s\": bad port (digits 0..65535 after the last ':')",
 				     name, v);

@@ -26,6 +26,7 @@
 #include <unistd.h>
 
 #include "api.h"
+#include "env.h"
 #include "json.h"
 #include "log.h"
 #include "sockact.h"
@@ -2373,20 +2374,28 @@ static void http_free(struct srv_http *h)
 }
 
 /* @addr ("host:port", "[v6]:port"), the value of config key @key, as its
- * first address; @host gets the host part without brackets, @port the
- * port as a number (the config took "0000000000000018080": copied into
- * @port it was cut to 15 digits, another port). */
-static int listen_resolve(const char *key, const char *addr, char *host, size_t hostlen, char *port,
-			  size_t portlen, struct addrinfo **ai, struct sid_error *err)
+ * first address; @host gets the host part without brackets, *@port the
+ * port (the config took "0000000000000018080": copied as text it was cut
+ * to 15 digits, another port).  The port is read as the config checked it
+ * (sid_whole_parse, 0..65535), and refused again here should it not be. */
+static int listen_resolve(const char *key, const char *addr, char *host, size_t hostlen, int *port,
+			  struct addrinfo **ai, struct sid_error *err)
 {
 	const char *colon = strrchr(addr, ':');
 	struct addrinfo hints;
+	char service[8];
 	size_t hl;
+	long pn;
 	int rc;
 
 	*ai = NULL;
 	if (!colon)
 		return sid_error_set(err, SID_EINVAL, "%s \"%s\" must be HOST:PORT", key, addr);
+	if (sid_whole_parse(colon + 1, 0, 65535, &pn))
+		return sid_error_set(err, SID_EINVAL,
+				     "%s \"%s\": bad port (digits 0..65535 after the last ':')",
+				     key, addr);
+	*port = (int)pn;
 	hl = (size_t)(colon - addr);
 	if (hl >= hostlen)
 		return sid_error_set(err, SID_EINVAL, "%s \"%s\": host too long", key, addr);
@@ -2396,12 +2405,12 @@ static int listen_resolve(const char *key, const char *addr, char *host, size_t 
 		memmove(host, host + 1, hl - 2);
 		host[hl - 2] = '\0';
 	}
-	snprintf(port, portlen, "%ld", strtol(colon + 1, NULL, 10)); /* srv_config checked it */
+	snprintf(service, sizeof(service), "%d", *port);
 	memset(&hints, 0, sizeof(hints));
 	hints.ai_family = AF_UNSPEC;
 	hints.ai_socktype = SOCK_STREAM;
 	hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-	rc = getaddrinfo(host[0] ? host : NULL, port, &hints, ai);
+	rc = getaddrinfo(host[0] ? host : NULL, service, &hints, ai);
 	if (rc)
 		return sid_error_set(err, SID_EINVAL, "%s \"%s\": %s", key, addr, gai_strerror(rc));
 	return 0;
@@ -2420,11 +2429,11 @@ static const char *listen_what(const char *key)
  * only a failure that is the address's is said. */
 static int bind_check(const char *key, const char *addr, int any_port, struct sid_error *err)
 {
-	char host[256], port[16];
+	char host[256];
 	struct addrinfo *ai;
-	int fd, on = 1, rc = 0;
+	int fd, on = 1, rc = 0, port;
 
-	if (listen_resolve(key, addr, host, sizeof(host), port, sizeof(port), &ai, err))
+	if (listen_resolve(key, addr, host, sizeof(host), &port, &ai, err))
 		return SID_EINVAL;
 	if (any_port && ai->ai_family == AF_INET6)
 		((struct sockaddr_in6 *)ai->ai_addr)->sin6_port = 0;
@@ -2442,7 +2451,7 @@ static int bind_check(const char *key, const char *addr, int any_port, struct si
 		    !(any_port && errno == EADDRINUSE))
 			rc = sid_error_set(err, SID_EIO,
 					   "%scannot listen on %s: Failed to bind to port %d: %s",
-					   listen_what(key), addr, atoi(port), strerror(errno));
+					   listen_what(key), addr, port, strerror(errno));
 		close(fd);
 	}
 	/* no socket at all (descriptors, memory): MHD will say so itself */
@@ -2471,14 +2480,12 @@ static int sock_port(const struct sockaddr *sa, int *any)
  */
 static int ops_overlap_check(const struct srv_config *cfg, struct sid_error *err)
 {
-	char host[256], port[16];
+	char host[256];
 	struct addrinfo *a = NULL, *b = NULL;
-	int rc = 0, pa, pb, any_a, any_b;
+	int rc = 0, pa, pb, any_a, any_b, port;
 
-	if (listen_resolve("listen", cfg->listen, host, sizeof(host), port, sizeof(port), &a,
-			   err) ||
-	    listen_resolve("ops_listen", cfg->ops_listen, host, sizeof(host), port, sizeof(port),
-			   &b, err)) {
+	if (listen_resolve("listen", cfg->listen, host, sizeof(host), &port, &a, err) ||
+	    listen_resolve("ops_listen", cfg->ops_listen, host, sizeof(host), &port, &b, err)) {
 		rc = SID_EINVAL;
 		goto fail;
 	}
@@ -2588,18 +2595,17 @@ int srv_http_start(const struct srv_http_deps *deps, struct srv_http **out, stru
 {
 	const struct srv_config *cfg = deps->cfg;
 	struct addrinfo *ai = NULL;
-	char host[256] = "", port[16] = "0";
+	char host[256] = "";
 	const union MHD_DaemonInfo *info;
 	unsigned int flags;
 	struct srv_http *h;
-	int ops = deps->main_port != NULL, inherited = deps->listen_fd >= 0;
+	int ops = deps->main_port != NULL, inherited = deps->listen_fd >= 0, port = 0;
 	int threads = ops ? 1 : cfg->http_threads; /* probes and scrapes are few */
 	const char *key = ops ? "ops_listen" : "listen";
 	const char *listen = ops ? cfg->ops_listen : cfg->listen;
 
 	*out = NULL;
-	if (!inherited &&
-	    listen_resolve(key, listen, host, sizeof(host), port, sizeof(port), &ai, err))
+	if (!inherited && listen_resolve(key, listen, host, sizeof(host), &port, &ai, err))
 		return SID_EINVAL;
 	h = calloc(1, sizeof(*h));
 	if (!h) {
@@ -2673,7 +2679,7 @@ int srv_http_start(const struct srv_http_deps *deps, struct srv_http **out, stru
 			    (struct MHD_OptionItem){MHD_OPTION_THREAD_POOL_SIZE, threads, NULL};
 		opts[k++] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
 		MHD_set_panic_func(srv_http_panic, NULL);
-		h->mhd = MHD_start_daemon(flags, (uint16_t)atoi(port), NULL, NULL, on_request, h,
+		h->mhd = MHD_start_daemon(flags, (uint16_t)port, NULL, NULL, on_request, h,
 					  MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
 	}
 	/* the listening line gives the address bound, not the name: a name
@@ -2718,7 +2724,7 @@ int srv_http_start(const struct srv_http_deps *deps, struct srv_http **out, stru
 		return 0;
 	}
 	info = MHD_get_daemon_info(h->mhd, MHD_DAEMON_INFO_BIND_PORT);
-	h->port = info ? info->port : atoi(port);
+	h->port = info ? info->port : port;
 	snprintf(h->addr, sizeof(h->addr), "%s%s%s:%d", strchr(host, ':') ? "[" : "", host,
 		 strchr(host, ':') ? "]" : "", h->port);
 	*out = h;

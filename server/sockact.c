@@ -8,6 +8,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,20 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* A decimal number of 1 to 9 digits, nothing else (no sign, no spaces, no
- * hex): into *@v.  Wider values are no pid and no count of sockets. */
-static int parse_count(const char *s, long *v)
-{
-	size_t i, n = strlen(s);
-
-	if (n == 0 || n > 9)
-		return -1;
-	for (i = 0; i < n; i++)
-		if (s[i] < '0' || s[i] > '9')
-			return -1;
-	*v = strtol(s, NULL, 10);
-	return 0;
-}
+#include "env.h"
 
 /* "fd 4 (name "ops")", or for an unnamed one "fd 4 (no name: taken as
  * ops)": how every message names an fd. */
@@ -45,6 +33,7 @@ int srv_sockact_parse(pid_t pid, const char *listen_pid, const char *listen_fds,
 		      const char *listen_fdnames, struct srv_sockact *out, struct sid_error *err)
 {
 	const char *p = listen_fdnames;
+	char shown[SID_ENV_SHOWN_MAX];
 	long lpid, n, names = 0;
 	int i;
 
@@ -53,21 +42,23 @@ int srv_sockact_parse(pid_t pid, const char *listen_pid, const char *listen_fds,
 	/* sd_listen_fds: both unset (or either) is no activation at all */
 	if (!listen_pid || !listen_fds)
 		return 0;
-	if (parse_count(listen_pid, &lpid) || lpid == 0)
+	/* decimal digits only, as sd_listen_fds(3) reads them (no sign, space
+	 * or hex), and within what a pid_t or a descriptor holds; the value
+	 * quoted as env.h shows one (a control character as '?') */
+	if (sid_whole_parse(listen_pid, 1, INT_MAX, &lpid))
 		return sid_error_set(err, SID_EINVAL,
-				     "socket activation: LISTEN_PID \"%s\" is not a process id",
-				     listen_pid);
+				     "socket activation: LISTEN_PID %s is not a process id",
+				     sid_env_shown(listen_pid, shown));
 	if (lpid != (long)pid) {
 		/* set for another process (a parent that was activated):
 		 * not ours; LISTEN_FDS is not even read */
 		out->foreign_pid = lpid;
 		return 0;
 	}
-	if (parse_count(listen_fds, &n))
+	if (sid_whole_parse(listen_fds, 0, INT_MAX - SRV_SOCKACT_FIRST_FD, &n))
 		return sid_error_set(err, SID_EINVAL,
-				     "socket activation: LISTEN_FDS \"%s\" is not a number of "
-				     "sockets",
-				     listen_fds);
+				     "socket activation: LISTEN_FDS %s is not a number of sockets",
+				     sid_env_shown(listen_fds, shown));
 	if (n == 0)
 		return 0;
 	if (p) {
@@ -76,9 +67,9 @@ int srv_sockact_parse(pid_t pid, const char *listen_pid, const char *listen_fds,
 			names += *c == ':';
 		if (names != n)
 			return sid_error_set(err, SID_EINVAL,
-					     "socket activation: LISTEN_FDNAMES \"%s\" names %ld "
+					     "socket activation: LISTEN_FDNAMES %s names %ld "
 					     "sockets but LISTEN_FDS is %ld",
-					     p, names, n);
+					     sid_env_shown(p, shown), names, n);
 	}
 	out->n = (int)n;
 	for (i = 0; i < n; i++) {

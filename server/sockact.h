@@ -51,7 +51,8 @@ struct srv_sockact {
  * The protocol's variables as found (NULL: unset) for process @pid, parsed
  * into @out; no system call.  Refuses (SID_EINVAL, @err says why, naming the
  * variable or the fd and its name) a LISTEN_PID or LISTEN_FDS that is not a
- * number, LISTEN_FDNAMES naming another count of fds, a name the server
+ * number (decimal digits only, within an int; the value quoted as
+ * env.h's sid_env_shown does, a control character as '?'), LISTEN_FDNAMES naming another count of fds, a name the server
  * does not know, a second socket for one port, more fds than it uses, or
  * sockets without the API's.  Exposed for tests.
  */

@@ -92,6 +92,24 @@ START_TEST(test_bad_variables)
 		"socket activation: LISTEN_FDS \"+1\" is not a number of sockets");
 	refused("100", "99999999999", NULL,
 		"socket activation: LISTEN_FDS \"99999999999\" is not a number of sockets");
+	/* past what a pid_t holds, or a descriptor 3 + n: 2^32 + 100 once
+	 * read as an int was pid 100 */
+	refused("4294967396", "1", NULL,
+		"socket activation: LISTEN_PID \"4294967396\" is not a process id");
+	refused("100", "2147483645", NULL,
+		"socket activation: LISTEN_FDS \"2147483645\" is not a number of sockets");
+	/* garbage is shown quoted, a control character as '?' (it went to the
+	 * terminal or the journal as it was), a long value cut short */
+	refused("12\x1b[2J", "1", NULL,
+		"socket activation: LISTEN_PID \"12?[2J\" is not a process id");
+	refused("100", "1\n2", NULL,
+		"socket activation: LISTEN_FDS \"1?2\" is not a number of sockets");
+	refused("100", "11111111112222222222333333333344444444445555", NULL,
+		"socket activation: LISTEN_FDS \"1111111111222222222233333333334444444444\"... "
+		"is not a number of sockets");
+	refused("100", "2", "main\tops",
+		"socket activation: LISTEN_FDNAMES \"main?ops\" names 1 sockets but LISTEN_FDS "
+		"is 2");
 	refused("100", "2", "main",
 		"socket activation: LISTEN_FDNAMES \"main\" names 1 sockets but LISTEN_FDS is 2");
 	refused(

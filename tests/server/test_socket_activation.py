@@ -133,10 +133,10 @@ def wait_accepted(client, timeout=10):
 
 
 class TestSocketActivation(unittest.TestCase):
-    def refused(self, fds, needle, names=None, listen_fds=None, args=()):
+    def refused(self, fds, needle, names=None, listen_fds=None, args=(), listen_pid=None):
         """semid-server started with @fds as by systemd must exit 2 with
         @needle in its stderr; nothing listens on --listen meanwhile."""
-        prefix, env, kw = T.activation(fds, names, listen_fds)
+        prefix, env, kw = T.activation(fds, names, listen_fds, listen_pid)
         e = dict(os.environ)
         e.update(env)
         p = subprocess.run(prefix + [T.SERVER, "--model", MODEL, "--registry", "none",
@@ -261,6 +261,13 @@ class TestSocketActivation(unittest.TestCase):
                      names=["ops"])
         self.refused([good], 'semid-server: socket activation: LISTEN_FDS "one" is not a '
                              "number of sockets\n", listen_fds="one")
+        # LISTEN_PID garbage, and a control character shown as '?' (it
+        # went to the terminal or the journal as it was)
+        for pid, shown in (("12x", "12x"), ("-1", "-1"), ("", ""), ("1\x1b[2J", "1?[2J")):
+            self.refused([good], 'semid-server: socket activation: LISTEN_PID "%s" is not a '
+                                 "process id\n" % shown, listen_pid=pid)
+        self.refused([good], 'semid-server: socket activation: LISTEN_FDS "1?[2J" is not a '
+                             "number of sockets\n", listen_fds="1\x1b[2J")
         self.refused([good, other], 'semid-server: socket activation: LISTEN_FDNAMES "main" '
                                     "names 1 sockets but LISTEN_FDS is 2\n", names=["main"])
         for s in (good, udp, idle, ux, other, third):
