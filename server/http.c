@@ -630,16 +630,27 @@ static void route_readyz(struct req *q)
 
 /* The registry's health for GET /v1/model: {"backend", "store", "status",
  * "error", "levels", "levels_mismatch"}; status "ok", "unavailable" or
- * "disabled"; levels the stored IDs' per kind (null: none known), and the
- * towers of @m (may be NULL) that give another number. */
-static json_t *registry_json(struct srv_store *st, const struct sid_model *m)
+ * "disabled", as semid_registry_up says it (@mx), with the last failure's
+ * message while unavailable; levels the stored IDs' per kind (null: none
+ * known), and the towers of @m (may be NULL) that give another number. */
+static json_t *registry_json(struct srv_store *st, struct srv_metrics *mx,
+			     const struct sid_model *m)
 {
 	const char *status = "disabled", *backend = NULL;
 	char label[1024] = "", error[SID_ERROR_MSG_MAX] = "";
 	json_t *levels = json_object(), *mismatch = json_array();
+	int up;
 
 	if (st)
 		srv_store_health(st, &status, &backend, label, sizeof(label), error);
+	/* the gauge's verdict: the store's own flag is the last call's, and a
+	 * lookup that went through set it back while no new id could be
+	 * written (a full disk) */
+	up = st && !st->disabled ? srv_metrics_registry_is_up(mx) : -1;
+	if (up >= 0)
+		status = up ? "ok" : "unavailable";
+	if (strcmp(status, "unavailable") != 0)
+		error[0] = '\0';
 	for (int k = 0; k < SID_TOWER_COUNT; k++) {
 		int L = st && !st->disabled ? srv_store_levels(st, k) : 0;
 		json_object_set_new(levels, sid_tower_name(k), L ? json_integer(L) : json_null());
@@ -665,7 +676,7 @@ static void route_model(struct req *q)
 		json_t *e =
 		    json_pack("{s:{s:s, s:s}, s:o, s:o}", "error", "code", code, "message",
 			      "no model is loaded", "last_reload", last_reload_json(q->h->d.reload),
-			      "registry", registry_json(q->h->d.store, NULL));
+			      "registry", registry_json(q->h->d.store, q->h->d.metrics, NULL));
 		snprintf(q->errmsg, sizeof(q->errmsg), "no model is loaded");
 		set_json(q, status, e);
 		q->retry_after = 1;
@@ -682,7 +693,7 @@ static void route_model(struct req *q)
 		return;
 	}
 	json_object_set_new(v, "last_reload", last_reload_json(q->h->d.reload));
-	json_object_set_new(v, "registry", registry_json(q->h->d.store, m));
+	json_object_set_new(v, "registry", registry_json(q->h->d.store, q->h->d.metrics, m));
 	sid_model_unref(m);
 	set_json(q, 200, v);
 }

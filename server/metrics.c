@@ -366,6 +366,24 @@ void srv_metrics_registry_up(struct srv_metrics *m, int up)
 	pthread_mutex_unlock(&m->mu);
 }
 
+/* semid_registry_up's value (m->mu held): both kinds up, or -1 disabled. */
+static int reg_up_now(const struct srv_metrics *m)
+{
+	if (m->reg_up[SRV_REG_OP_ASSIGN] < 0)
+		return -1;
+	return m->reg_up[SRV_REG_OP_ASSIGN] && m->reg_up[SRV_REG_OP_LOOKUP];
+}
+
+int srv_metrics_registry_is_up(struct srv_metrics *m)
+{
+	int up;
+
+	pthread_mutex_lock(&m->mu);
+	up = reg_up_now(m);
+	pthread_mutex_unlock(&m->mu);
+	return up;
+}
+
 void srv_metrics_connections_closed(struct srv_metrics *m, enum srv_conn_close why, uint64_t n)
 {
 	pthread_mutex_lock(&m->mu);
@@ -615,7 +633,7 @@ char *srv_metrics_render(struct srv_metrics *m, const struct sid_model *model)
 	    (unsigned long long)m->conn_closed[SRV_CONN_DEADLINE],
 	    (unsigned long long)m->conn_closed[SRV_CONN_LIMIT],
 	    (unsigned long long)m->conn_closed[SRV_CONN_SEND_DEADLINE]);
-	if (m->reg_up[SRV_REG_OP_ASSIGN] >= 0)
+	if (reg_up_now(m) >= 0)
 		srv_buf_printf(
 		    &b,
 		    "# HELP semid_registry_up 0 from a store call that found the ID "
@@ -647,8 +665,7 @@ char *srv_metrics_render(struct srv_metrics *m, const struct sid_model *model)
 		    "# TYPE semid_registry_probes_total counter\n"
 		    "semid_registry_probes_total{result=\"ok\"} %llu\n"
 		    "semid_registry_probes_total{result=\"unavailable\"} %llu\n",
-		    m->reg_up[SRV_REG_OP_ASSIGN] && m->reg_up[SRV_REG_OP_LOOKUP],
-		    (unsigned long long)m->reg_events.retries,
+		    reg_up_now(m), (unsigned long long)m->reg_events.retries,
 		    (unsigned long long)m->reg_events.global_locks,
 		    (unsigned long long)m->reg_events.lock_table_full,
 		    (unsigned long long)m->reg_events.busy_timeouts,

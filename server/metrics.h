@@ -255,6 +255,11 @@ void srv_metrics_registry_events(struct srv_metrics *m, const struct sid_reg_eve
 void srv_metrics_registry_levels(struct srv_metrics *m, enum sid_tower_kind kind, int L);
 /* -1: the registry is disabled (no semid_registry_up); 0 or 1. */
 void srv_metrics_registry_up(struct srv_metrics *m, int up);
+/* semid_registry_up as a render now gives it: 0 or 1, or -1 when the
+ * registry is disabled.  GET /v1/model's registry status is this verdict,
+ * so the two never disagree (a lookup that went through set the store's
+ * own flag back while no new id could be written). */
+int srv_metrics_registry_is_up(struct srv_metrics *m);
 
 /* @n connections closed by the server for @why. */
 void srv_metrics_connections_closed(struct srv_metrics *m, enum srv_conn_close why, uint64_t n);

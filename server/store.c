@@ -25,12 +25,14 @@ static double mono_now(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-/* The health /v1/model and the metrics report: up, or down with @msg. */
+/* The last attempt or call: up, or down with @msg (kept until the next
+ * failure: GET /v1/model shows it while semid_registry_up is 0). */
 static void set_health(struct srv_store *s, int up, const char *msg)
 {
 	pthread_mutex_lock(&s->mu);
 	s->healthy = up;
-	snprintf(s->error, sizeof(s->error), "%s", up ? "" : msg);
+	if (!up)
+		snprintf(s->error, sizeof(s->error), "%s", msg);
 	pthread_mutex_unlock(&s->mu);
 }
 
@@ -391,7 +393,6 @@ void srv_store_health(struct srv_store *s, const char **status, const char **bac
 	*status = s->healthy ? "ok" : "unavailable";
 	*backend = s->backend;
 	snprintf(label, label_len, "%s", s->label);
-	if (!s->healthy)
-		snprintf(error, SID_ERROR_MSG_MAX, "%s", s->error);
+	snprintf(error, SID_ERROR_MSG_MAX, "%s", s->error);
 	pthread_mutex_unlock(&s->mu);
 }

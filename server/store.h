@@ -16,8 +16,12 @@
  * threads: opening and every registry call may block on I/O.
  *
  * Health: the result of the last open attempt or store call ("ok" or
- * "unavailable" with its message), shown in GET /v1/model and as the
- * semid_registry_up gauge.  "disabled" with --registry none.
+ * "unavailable"), and the message of the last failure.  What GET /v1/model
+ * and the semid_registry_up gauge say is metrics.h's verdict, which weighs
+ * assigns and lookups apart (a lookup that reads does not say that an
+ * assign can write: a full disk); the store's flag sets the gauge at start
+ * and says when a probe finds the store back.  "disabled" with --registry
+ * none.
  *
  * Levels: the number of levels L of the IDs the store holds, per kind, as
  * last read (a kind's L is fixed by its first assignment and never changes
@@ -60,7 +64,7 @@ struct srv_store {
 	double retry_at[SRV_STORE_SLOTS];	 /* monotonic seconds: next open attempt */
 	struct sid_error open_err[SRV_STORE_SLOTS];
 	int healthy;		       /* last attempt or call went through */
-	char error[SID_ERROR_MSG_MAX]; /* when !healthy */
+	char error[SID_ERROR_MSG_MAX]; /* the last failure's message ("" none yet) */
 	int levels[SID_TOWER_COUNT];   /* the store's L per kind; 0: none known yet */
 };
 
@@ -133,8 +137,10 @@ int srv_store_levels(struct srv_store *s, int kind);
  * can be assigned.  0 without the tower, or with nothing known. */
 int srv_store_levels_mismatch(struct srv_store *s, const struct sid_model *m, int kind);
 
-/* A snapshot of the health: status is "ok", "unavailable" or "disabled";
- * @error (SID_ERROR_MSG_MAX bytes) gets the message when unavailable. */
+/* A snapshot of the health: status is "ok", "unavailable" or "disabled"
+ * (the last attempt or call); @error (SID_ERROR_MSG_MAX bytes) gets the
+ * last failure's message, also once a call went through after it ("" for
+ * none), for a caller that weighs the calls otherwise (metrics.h). */
 void srv_store_health(struct srv_store *s, const char **status, const char **backend, char *label,
 		      size_t label_len, char *error);
 

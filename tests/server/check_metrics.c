@@ -252,11 +252,14 @@ START_TEST(test_entropy_follows_the_served_model)
 }
 END_TEST
 
+/* semid_registry_up as rendered (-1: absent), which is what
+ * srv_metrics_registry_is_up (GET /v1/model's registry status) says. */
 static double registry_up(struct srv_metrics *m)
 {
 	char *t = srv_metrics_render(m, NULL), *p = strstr(t, "\nsemid_registry_up ");
 	double v = p ? strtod(p + 19, NULL) : -1;
 	free(t);
+	ck_assert_int_eq(srv_metrics_registry_is_up(m), (int)v);
 	return v;
 }
 

@@ -328,6 +328,18 @@ class TestRegistryFaults(unittest.TestCase):
                          [(i, self.acked[i], False) for i in known])
         return ids, X
 
+    def check_model_registry(self, status, reasons):
+        """GET /v1/model's registry: @status, and an error holding one of
+        @reasons (None: no error)."""
+        st, _, m = self.srv.json("GET", "/v1/model")
+        self.assertEqual(st, 200, m)
+        reg = m["registry"]
+        self.assertEqual(reg["status"], status, reg)
+        if reasons is None:
+            self.assertIsNone(reg["error"], reg)
+        else:
+            self.assertTrue(any(x in reg["error"] for x in reasons), reg)
+
     def check_recovered(self, failed_ids, failed_X, secs=5.0):
         """New assigns succeed again (the store is retried); the ids that
         failed are now created; every acknowledged assignment is unchanged,
@@ -382,16 +394,23 @@ class TestRegistryFaults(unittest.TestCase):
         m = self.srv.metrics()
         self.assertEqual(m["semid_registry_up"], 0)
         self.assertGreaterEqual(m['semid_registry_errors_total{op="assign"}'], 2)
+        # GET /v1/model says what the gauge says, with the failure's reason:
+        # it said "ok" after any lookup that went through (the store kept
+        # one flag, the last call's)
+        self.check_model_registry("unavailable", reasons)
         # a delete of an id not stored writes nothing either
         st, _, _ = self.srv.json("POST", "/v1/items:delete", {"ids": ["never-stored"]},
                                  headers={"Authorization": "Bearer t"})
         self.assertEqual((st, self.srv.metrics()["semid_registry_up"]), (200, 0))
+        self.check_model_registry("unavailable", reasons)
         if self.fs.mounted:
             self.fs.unfill()
         else:
             resource.prlimit(self.srv.proc.pid, resource.RLIMIT_FSIZE,
                              (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
         self.check_recovered(failed_ids, failed_X)
+        self.assertEqual(self.srv.metrics()["semid_registry_up"], 1)
+        self.check_model_registry("ok", None)
 
     def test_read_only(self):
         for _ in range(2):
