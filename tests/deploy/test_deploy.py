@@ -1770,6 +1770,7 @@ class Deploy(unittest.TestCase):
         a = {"job": "semid", "instance": "a:8080"}
         f = {"job": "semid", "instance": "f:8080"}
         low_l = {"job": "semid", "instance": "d:8080"}
+        tight = 'job="semid",instance="c:8080"'
         return {
             "rule_files": [rule_file],
             "evaluation_interval": "1m",
@@ -1859,16 +1860,23 @@ class Deploy(unittest.TestCase):
                 # the registry's disk (100 GB): 'a' fills at 20 MB a minute
                 # from 25 GB free (under 20% from minute 251, empty within a
                 # day at that rate), 'b' stays at half, 'd' at 4%, and 'e' at
-                # 15% without filling (low, but not going anywhere)
+                # 15% without filling (low, but not going anywhere); on a
+                # 30 MB volume 'f' is full (0, then 500 KB) from minute 10 to
+                # 19, and for one minute at 60 (a file written and moved at
+                # once); 'c', on 8 MiB, has 2 MiB: little, but not full
                 "interval": "1m",
                 "input_series": [
                     {"series": "semid_registry_filesystem_%s_bytes{%s}" % (what, who),
                      "values": values}
-                    for who, avail in ((inst, "25000000000-20000000x400"),
-                                       (healthy, "50000000000x400"),
-                                       (low, "4000000000x400"),
-                                       (probe, "15000000000x400"))
-                    for what, values in (("avail", avail), ("size", "100000000000x400"))
+                    for who, avail, size in (
+                        (inst, "25000000000-20000000x400", "100000000000x400"),
+                        (healthy, "50000000000x400", "100000000000x400"),
+                        (low, "4000000000x400", "100000000000x400"),
+                        (probe, "15000000000x400", "100000000000x400"),
+                        (refused, "9000000x9 0x4 500000x4 9000000x40 0 9000000x340",
+                         "30000000x400"),
+                        (tight, "2097152x400", "8388608x400"))
+                    for what, values in (("avail", avail), ("size", size))
                 ],
                 "alert_rule_test": [
                     {"eval_time": "20m", "alertname": "SemidRegistryDiskFillingUp",
@@ -1880,6 +1888,19 @@ class Deploy(unittest.TestCase):
                     {"eval_time": "290m", "alertname": "SemidRegistryDiskFillingUp",
                      "exp_alerts": [{"exp_labels": dict(a, severity="warning")},
                                     {"exp_labels": dict(low_l, severity="warning")}]},
+                    # a full disk pages within two minutes, not after 30 (nor
+                    # does SemidRegistryDiskFillingUp fire for it yet)
+                    {"eval_time": "9m", "alertname": "SemidRegistryDiskFull", "exp_alerts": []},
+                    {"eval_time": "10m", "alertname": "SemidRegistryDiskFull", "exp_alerts": []},
+                    {"eval_time": "11m", "alertname": "SemidRegistryDiskFull",
+                     "exp_alerts": [{"exp_labels": dict(f, severity="critical")}]},
+                    {"eval_time": "19m", "alertname": "SemidRegistryDiskFull",
+                     "exp_alerts": [{"exp_labels": dict(f, severity="critical")}]},
+                    {"eval_time": "19m", "alertname": "SemidRegistryDiskFillingUp",
+                     "exp_alerts": []},
+                    {"eval_time": "20m", "alertname": "SemidRegistryDiskFull", "exp_alerts": []},
+                    {"eval_time": "61m", "alertname": "SemidRegistryDiskFull", "exp_alerts": []},
+                    {"eval_time": "270m", "alertname": "SemidRegistryDiskFull", "exp_alerts": []},
                 ],
             }],
         }
