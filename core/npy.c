@@ -527,21 +527,21 @@ int sid_npy_read_f32(const struct sid_npy *f, size_t row0, size_t n, float *dst,
 
 void sid_npy_release_rows(const struct sid_npy *f, size_t row0, size_t row_end)
 {
-	uintptr_t base, from, upto, page;
+	size_t from, upto, page;
 	long ps = sysconf(_SC_PAGESIZE);
 
 	if (!f || !f->map || ps <= 0 || row_end > f->rows || row0 >= row_end)
 		return;
-	page = (uintptr_t)ps;
-	base = (uintptr_t)f->map;
-	from = (uintptr_t)(f->data + row0 * f->cols * dtype_size(f->dtype));
-	upto = (uintptr_t)(f->data + row_end * f->cols * dtype_size(f->dtype));
-	from -= (from - base) % page;
-	upto -= (upto - base) % page;
+	/* byte offsets into the mapping (page-aligned, as mmap returns it),
+	 * rounded down to pages */
+	page = (size_t)ps;
+	from = (size_t)(f->data - (const uint8_t *)f->map) + row0 * f->cols * dtype_size(f->dtype);
+	upto =
+	    (size_t)(f->data - (const uint8_t *)f->map) + row_end * f->cols * dtype_size(f->dtype);
+	from -= from % page;
+	upto -= upto % page;
 	if (upto > from)
-		/* the mapping's addresses, rounded to pages as integers */
-		/* NOLINTNEXTLINE(performance-no-int-to-ptr) */
-		madvise((void *)from, upto - from, MADV_DONTNEED);
+		madvise((uint8_t *)f->map + from, upto - from, MADV_DONTNEED);
 }
 
 /* ---- writer ------------------------------------------------------------- */

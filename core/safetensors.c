@@ -210,17 +210,13 @@ static int check_tiling(struct sid_st_file *f, struct sid_error *err)
 			    (unsigned long long)f->data_len);
 		return 0;
 	}
-	/* sizeof(*p) of an array of pointers: the pointer's size is meant */
-	/* NOLINTNEXTLINE(bugprone-sizeof-expression) */
-	order = malloc(f->n_tensors * sizeof(*order));
+	order = malloc(f->n_tensors * sizeof(struct sid_st_tensor *));
 	if (!order)
 		return sid_error_set(err, SID_ENOMEM, "out of memory sorting %zu tensors",
 				     f->n_tensors);
 	for (size_t i = 0; i < f->n_tensors; i++)
 		order[i] = &f->tensors[i];
-	/* sizeof(*p) of an array of pointers: the pointer's size is meant */
-	/* NOLINTNEXTLINE(bugprone-sizeof-expression) */
-	qsort(order, f->n_tensors, sizeof(*order), cmp_by_offset);
+	qsort(order, f->n_tensors, sizeof(struct sid_st_tensor *), cmp_by_offset);
 	for (size_t i = 0; i < f->n_tensors; i++) {
 		const struct sid_st_tensor *t = order[i];
 		if (t->begin < at) {

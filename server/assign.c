@@ -241,12 +241,8 @@ static void group_work(uv_work_t *w)
 		h = ro;
 	}
 	calls = calloc(n, sizeof(*calls));
-	/* sizeof(*p) of an array of pointers: the pointer's size is meant */
-	/* NOLINTNEXTLINE(bugprone-sizeof-expression) */
-	items = calloc(n, sizeof(*items));
-	/* sizeof(*p) of an array of pointers: the pointer's size is meant */
-	/* NOLINTNEXTLINE(bugprone-sizeof-expression) */
-	outs = calloc(n, sizeof(*outs));
+	items = calloc(n, sizeof(struct sid_reg_item *));
+	outs = calloc(n, sizeof(struct sid_reg_entry *));
 	if (!calls || !items || !outs)
 		goto oom;
 	for (j = g->jobs, i = 0; j; j = j->next, i++) {

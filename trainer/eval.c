@@ -745,11 +745,17 @@ int tr_eval_run(const struct tr_eval_input *in, json_t **out, struct sid_error *
 	struct split sp = {0};
 	struct work w = {0};
 	uint8_t *cold_flags = NULL;
-	json_t *res = json_object();
-	size_t NI = in->items->n, NU = in->users->n;
+	json_t *res;
+	size_t NI, NU;
 	int rc = 0, ranks = in->test || in->test_cold, cross_q = 0, cross_raw = 0;
 
 	*out = NULL;
+	if (!in->model || !in->items || !in->users)
+		return sid_error_set(err, SID_EINVAL,
+				     "eval: a model and both towers' embeddings are required");
+	res = json_object();
+	NI = in->items->n;
+	NU = in->users->n;
 	tr_progress_start(&w.pg, in->progress.on, in->progress.tty, in->progress.every);
 	if (!res) {
 		rc = sid_error_set(err, SID_ENOMEM, "eval: out of memory");
@@ -768,8 +774,6 @@ int tr_eval_run(const struct tr_eval_input *in, json_t **out, struct sid_error *
 		"evaluating: %zu test and %zu cold-test interactions, %zu users against %zu "
 		"items\n",
 		in->test ? in->test->n : 0, in->test_cold ? in->test_cold->n : 0, NU, NI);
-	/* in->model is required (eval.h; used above already) */
-	/* NOLINTNEXTLINE(clang-analyzer-core.NullDereference) */
 	json_object_set_new(res, "model_version", json_string(in->model->version));
 	/* candidates: the warm items (every item not cold) and the cold items;
 	 * before the towers, so that the work ahead is known from the start */
