@@ -88,7 +88,9 @@
 #define SID_REG_READONLY                                                                           \
 	1u /* open read-only, never create or migrate (SQLite: the                                 \
 	    * file; PostgreSQL: the schema, and its sessions are                                   \
-	    * default_transaction_read_only);                                                      \
+	    * default_transaction_read_only); SQLite: leaves no -wal                               \
+	    * or -shm it made                                                                      \
+	    * (proto/registry.md, "Read-only stores");                                             \
 	    * import fails with SID_EINVAL; an assign call whose ids                               \
 	    * are all known (no reassign) is answered from reads,                                  \
 	    * any other with SID_EUNAVAIL (it needs a write) */

@@ -137,6 +137,14 @@ struct sq {
 	struct sid_error lost_err;
 	int no_ckpt;	       /* stale_files: its connections may checkpoint no more */
 	uint64_t checked_call; /* base.calls when the file was last found in place */
+	/* SID_REG_READONLY opened through a read-write connection (read_open),
+	 * so that its close, the last, removes the -wal and -shm it made */
+	int tidy;
+	/* read_open of a file this process cannot write, read as immutable:
+	 * the file as opened, which a writer's checkpoint would change under it */
+	int guarded;
+	off_t g_size;
+	struct timespec g_mtime;
 };
 
 static int file_check(struct sq *s, struct sid_error *err);
@@ -995,25 +1003,14 @@ static int prepare_all(sqlite3 *db, sqlite3_stmt **st)
 	return 0;
 }
 
-/*
- * A handle reading the file as immutable (reopen_immutable) goes back to a
- * normal read-only connection as soon as one can be had (the directory was
- * remounted read-write): from then on a writer may change the file, which
- * an immutable connection would never notice.  Tried at most once a second,
- * before a read; a writer only reaches the file itself at a checkpoint
- * (1000 pages of WAL), so the second in between reads a consistent file.
- */
-static void leave_immutable(struct sq *s)
+/* Replace the handle's connection by a new one to @name (a path, or a
+ * "file:" URI with @uri) with @flags; 0 when done, else the old one stays. */
+static int reconnect(struct sq *s, const char *name, int flags)
 {
 	sqlite3 *db = NULL;
 	sqlite3_stmt *st[S_COUNT] = {0};
-	int64_t now;
 
-	if (!s->immutable || (now = sid__reg_mono_ms()) < s->reopen_ms)
-		return;
-	s->reopen_ms = now + 1000;
-	if (sqlite3_open_v2(s->base.label, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL) ==
-		SQLITE_OK &&
+	if (sqlite3_open_v2(name, &db, flags | SQLITE_OPEN_NOMUTEX, NULL) == SQLITE_OK &&
 	    sqlite3_exec(db, "SELECT count(*) FROM sqlite_master", NULL, NULL, NULL) == SQLITE_OK &&
 	    prepare_all(db, st) == SQLITE_OK) {
 		for (int i = 0; i < S_COUNT; i++)
@@ -1021,14 +1018,63 @@ static void leave_immutable(struct sq *s)
 		sqlite3_close(s->db);
 		memcpy(s->st, st, sizeof(st));
 		s->db = db;
-		s->immutable = 0;
 		sqlite3_extended_result_codes(db, 1);
 		sqlite3_busy_timeout(db, s->busy_ms);
-		return;
+		return 0;
 	}
 	for (int i = 0; i < S_COUNT; i++)
 		sqlite3_finalize(st[i]);
 	sqlite3_close(db);
+	return -1;
+}
+
+static void immutable_uri(const char *p, char *uri, size_t len);
+
+/*
+ * A handle reading the file as immutable (reopen_immutable) goes back to a
+ * normal read-only connection as soon as one can be had (the directory was
+ * remounted read-write): from then on a writer may change the file, which
+ * an immutable connection would never notice.  Tried at most once a second,
+ * before a read; a writer only reaches the file itself at a checkpoint
+ * (1000 pages of WAL), so the second in between reads a consistent file.
+ * One that read_open guards (another user's store, read without making its
+ * side files) is checked before every call: once a writer has the store
+ * open (both side files there) it reads through them as an ordinary
+ * read-only connection, which makes nothing then; a file a writer changed
+ * and left is read anew as it now is.
+ */
+static void leave_immutable(struct sq *s)
+{
+	char wal[PATH_MAX + 8], shm[PATH_MAX + 8], uri[3 * PATH_MAX + 32];
+	struct stat st;
+	int64_t now;
+
+	if (s->guarded) {
+		/* (its path is shorter than PATH_MAX: read_open) */
+		snprintf(wal, sizeof(wal), "%s-wal", s->base.label);
+		snprintf(shm, sizeof(shm), "%s-shm", s->base.label);
+		if (!access(wal, F_OK) && !access(shm, F_OK)) {
+			/* a writer has the store open: read through its files */
+			if (!reconnect(s, s->base.label, SQLITE_OPEN_READONLY))
+				s->immutable = s->guarded = 0;
+		} else if (!stat(s->base.label, &st) && st.st_dev == s->dev &&
+			   st.st_ino == s->ino &&
+			   (st.st_size != s->g_size || st.st_mtim.tv_sec != s->g_mtime.tv_sec ||
+			    st.st_mtim.tv_nsec != s->g_mtime.tv_nsec)) {
+			/* a writer came and went: the file as it left it */
+			immutable_uri(s->base.label, uri, sizeof(uri));
+			if (!reconnect(s, uri, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI)) {
+				s->g_size = st.st_size;
+				s->g_mtime = st.st_mtim;
+			}
+		}
+		return;
+	}
+	if (!s->immutable || (now = sid__reg_mono_ms()) < s->reopen_ms)
+		return;
+	s->reopen_ms = now + 1000;
+	if (!reconnect(s, s->base.label, SQLITE_OPEN_READONLY))
+		s->immutable = 0;
 }
 
 /*
@@ -1175,6 +1221,25 @@ static int side_check(struct sq *s, struct sid_error *err)
 	return SID_EUNAVAIL;
 }
 
+/* A guarded handle (read_open): SID_EUNAVAIL when the file is not as its
+ * connection found it, which reads it without locks (a writer's checkpoint
+ * changed pages under the read). */
+static int guard_check(struct sq *s, struct sid_error *err)
+{
+	struct stat st;
+
+	if (!s->guarded || stat(s->base.label, &st) ||
+	    (st.st_size == s->g_size && st.st_mtim.tv_sec == s->g_mtime.tv_sec &&
+	     st.st_mtim.tv_nsec == s->g_mtime.tv_nsec))
+		return 0; /* (a file gone or replaced: file_check_now says so) */
+	return sid_error_set(err, SID_EUNAVAIL,
+			     "registry %s: a writer changed the file while it was read without "
+			     "locks (this process may not write it, so it reads the file alone "
+			     "while no -wal and -shm are beside it, which would be its to make "
+			     "and leave): what was read may mix two states; run it again",
+			     s->base.label);
+}
+
 /*
  * The path must still name the file this handle opened.  A connection keeps
  * its file open by descriptor, so after the file is deleted, moved away or
@@ -1206,8 +1271,11 @@ static int side_check(struct sq *s, struct sid_error *err)
 static int file_check_now(struct sq *s, struct sid_error *err)
 {
 	struct stat st;
+	int rc;
 
 	leave_immutable(s);
+	if ((rc = guard_check(s, err)))
+		return rc;
 	if (stat(s->base.label, &st) == 0) {
 		if (st.st_dev == s->dev && st.st_ino == s->ino)
 			return side_check(s, err);
@@ -1385,7 +1453,7 @@ static int sq_foreach(struct sid_registry *r, int kind, int want_emb, sid_reg_fo
 	sqlite3_stmt *st = NULL;
 	struct sid_reg_entry e;
 	float *buf = NULL;
-	int rc, cap = 0, codes_only, cache = 0;
+	int rc, cap = 0, codes_only, cache = 0, stopped = 0;
 
 	if ((rc = file_check(s, err)))
 		return rc;
@@ -1447,12 +1515,17 @@ static int sq_foreach(struct sid_registry *r, int kind, int want_emb, sid_reg_fo
 			memcpy(buf, sqlite3_column_blob(st, 9), bytes);
 			emb = buf;
 		}
-		rc = fn(&e, emb, ctx);
-		if (rc)
+		if ((rc = fn(&e, emb, ctx))) {
+			stopped = 1;
 			goto out;
+		}
 	}
 	rc = rc == SQLITE_DONE ? 0 : sq_fail(s, rc, err, "walk");
 out:
+	/* read without locks: if the file changed meanwhile, that is the
+	 * answer, whatever the pages read said (a "damaged" entry too) */
+	if (!stopped && rc != SID_ENOMEM && guard_check(s, err))
+		rc = SID_EUNAVAIL;
 	sqlite3_finalize(st);
 	if (!codes_only)
 		cache_restore(s, cache);
@@ -1566,6 +1639,11 @@ static void sq_close(struct sid_registry *r)
 	 * other connection gone) */
 	if (s->ino && !s->readonly)
 		side_check(s, NULL);
+	/* a reader whose close may remove the -wal and -shm (the last
+	 * connection's does, by name): only the ones it used, beside the file
+	 * it opened */
+	if (s->tidy && s->db && (!s->ino || file_check_now(s, NULL)))
+		sqlite3_db_config(s->db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, NULL);
 	if (s->wal_pending)
 		wal_rescue(s, SQLITE_CHECKPOINT_FULL);
 	ckpt_stop(s);
@@ -2072,6 +2150,64 @@ static int peek_open(struct sq *s, const char *path, struct sid_error *err)
 	return 0;
 }
 
+/*
+ * SID_REG_READONLY: open @path for reading, leaving its directory as it was
+ * found.  A read-only connection to a WAL store makes "<path>-wal" and
+ * "<path>-shm" when they are missing and leaves them as it closes (only a
+ * connection that may write removes them, the last to close), owned by
+ * whoever read: another user's then kept the store's own writer from opening
+ * it.  SID_REG_PEEK's immutable read of a file without them is no answer for
+ * every reader: it takes no lock, so a writer that opens the store meanwhile
+ * (a server started during a long export) checkpoints into the file under
+ * it, and it reads a mix of pages.  So:
+ *   - both there (a writer has the store open, or died): an ordinary
+ *     read-only connection, which makes nothing and reads the writer's
+ *     commits through them;
+ *   - else, a file this process may write (its owner, root): a read-write
+ *     connection that writes nothing (query_only), whose close, when it is
+ *     the last, removes what it made, as a writer's clean close does (root's
+ *     are given the file's owner by SQLite meanwhile);
+ *   - else, in a directory it may write (another user's store): read as
+ *     SID_REG_PEEK reads, immutable, the file guarded: a call that finds it
+ *     changed since the open (a writer's checkpoint) fails SID_EUNAVAIL;
+ *   - else (a read-only directory) an ordinary read-only connection, which
+ *     cannot make them either (reopen_immutable then).
+ */
+static int read_open(struct sq *s, const char *path, struct sid_error *err)
+{
+	char wal[PATH_MAX + 8], shm[PATH_MAX + 8];
+	struct stat st;
+	int rc;
+
+	snprintf(wal, sizeof(wal), "%s-wal", path);
+	snprintf(shm, sizeof(shm), "%s-shm", path);
+	if (strlen(path) < PATH_MAX && (access(wal, F_OK) || access(shm, F_OK)) &&
+	    !dir_denied(path)) {
+		if (faccessat(AT_FDCWD, path, W_OK, AT_EACCESS) == 0) {
+			rc = sqlite3_open_v2(path, &s->db,
+					     SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
+			if (rc)
+				return sq_fail(s, rc, err, "open");
+			s->tidy = 1;
+			return exec(s, "PRAGMA query_only = ON", err, "open");
+		}
+		if (stat(path, &st))
+			return sid_error_set(err, SID_EIO, "registry %s: %s", path,
+					     strerror(errno));
+		if ((rc = peek_open(s, path, err)))
+			return rc;
+		if (s->immutable) {
+			s->guarded = 1;
+			s->g_size = st.st_size;
+			s->g_mtime = st.st_mtim;
+		}
+		return 0;
+	}
+	if ((rc = sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL)))
+		return sq_fail(s, rc, err, "open");
+	return 0;
+}
+
 /* Opening for writing a file this process may only read (any writer:
  * `semid registry delete` was told that assigning needs write access), or
  * that SQLite opened for reading because of where it is: a read-only file
@@ -2126,11 +2262,12 @@ int sid__reg_sqlite_open(const char *path, unsigned flags, int timeout_ms,
 	if (flags & SID_REG_PEEK) {
 		if ((rc = peek_open(s, path, err)))
 			goto fail;
-	} else if ((rc = sqlite3_open_v2(path, &s->db,
-					 (readonly ? SQLITE_OPEN_READONLY
-						   : SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE) |
-					     SQLITE_OPEN_NOMUTEX,
-					 NULL))) {
+	} else if (readonly) {
+		if ((rc = read_open(s, path, err)))
+			goto fail;
+	} else if ((rc = sqlite3_open_v2(
+			path, &s->db,
+			SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL))) {
 		rc = sq_fail(s, rc, err, "open");
 		goto fail;
 	}

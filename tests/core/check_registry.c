@@ -2892,6 +2892,162 @@ START_TEST(t_sqlite_peek)
 }
 END_TEST
 
+/* A read-only open (the `semid registry` read commands) leaves the directory
+ * as it found it, and still reads what a writer commits meanwhile.  It made
+ * reg.db-wal and reg.db-shm beside a store closed cleanly and left them,
+ * owned by the reader: another user's then kept the store's owner from
+ * opening it. */
+START_TEST(t_sqlite_read_leaves_none)
+{
+	struct sid_registry *w = reg_open(), *r = NULL;
+	struct sid_reg_entry e;
+	struct sid_error err;
+	char before[256], after[256], msg[SID_ERROR_MSG_MAX + 16];
+	int code;
+
+	assign1(w, "old", 1, 2, 3, 0, &e);
+	sid_registry_close(w);
+	ck_assert_str_eq(dir_names(before, sizeof(before)), "reg.db ");
+	ck_assert_int_eq(sid_registry_open(target, SID_REG_READONLY, &r, &err), 0);
+	ck_assert_int_eq(sid_registry_get(r, SID_TOWER_ITEM, "old", &e, &err), 0);
+	sid_registry_close(r);
+	ck_assert_str_eq(dir_names(after, sizeof(after)), "reg.db ");
+	ck_assert_int_eq(sid_registry_open(target, SID_REG_READONLY, &r, &err), 0);
+	ck_assert_int_eq(sid_registry_get(r, SID_TOWER_ITEM, "old", &e, &err), 0);
+	/* a writer opens the store while it is read: the reader sees its
+	 * commits, and closing first leaves the writer's files to it */
+	w = reg_open();
+	assign1(w, "new", 4, 5, 6, 0, &e);
+	ck_assert_int_eq(sid_registry_get(r, SID_TOWER_ITEM, "new", &e, &err), 0);
+	sid_registry_close(r);
+	ck_assert_str_eq(dir_names(after, sizeof(after)), "reg.db reg.db-shm reg.db-wal ");
+	assign1(w, "newer", 4, 5, 6, 0, &e);
+	ck_assert_int_eq(e.suffix, 1);
+	/* beside a running writer: read through its -wal and -shm, which stay */
+	ck_assert_int_eq(sid_registry_open(target, SID_REG_READONLY, &r, &err), 0);
+	ck_assert_int_eq(sid_registry_get(r, SID_TOWER_ITEM, "newer", &e, &err), 0);
+	assign1(w, "newest", 4, 5, 6, 0, &e);
+	ck_assert_int_eq(sid_registry_get(r, SID_TOWER_ITEM, "newest", &e, &err), 0);
+	sid_registry_close(r);
+	ck_assert_str_eq(dir_names(after, sizeof(after)), "reg.db reg.db-shm reg.db-wal ");
+	sid_registry_close(w);
+	ck_assert_str_eq(dir_names(after, sizeof(after)), "reg.db ");
+
+	/* another user, who may read the file but not write it, in a
+	 * directory it may write: nothing of its own is left there */
+	ck_assert_int_eq(chmod(target, 0644), 0);
+	ck_assert_int_eq(chmod(tmpdir, 0777), 0);
+	code = open_as_nobody(target, SID_REG_READONLY, msg, sizeof(msg));
+	chmod(tmpdir, 0700);
+	ck_assert_msg(code == 0, "code %d: %s", code, msg);
+	ck_assert_str_eq(msg, "1-2-3-0");
+	ck_assert_str_eq(dir_names(after, sizeof(after)), "reg.db ");
+}
+END_TEST
+
+/* The pipes between t_sqlite_read_guarded and its reader. */
+static int guard_go[2], guard_done[2];
+
+/* Tell the parent a step is done (@what), and wait for its go. */
+static int guard_step(const char *what)
+{
+	char c;
+	if (write(guard_done[1], what, strlen(what)) < 0 || read(guard_go[0], &c, 1) != 1)
+		_exit(5);
+	return 0;
+}
+
+static int guard_walk(const struct sid_reg_entry *e, const float *emb, void *ctx)
+{
+	(void)e;
+	(void)emb;
+	if (!*(int *)ctx) {
+		*(int *)ctx = 1;
+		guard_step("0 walking");
+	}
+	return 0;
+}
+
+/* Read the next answer of the reader into @buf. */
+static void guard_read(char *buf, size_t len)
+{
+	ssize_t n = read(guard_done[0], buf, len - 1);
+	ck_assert_int_gt(n, 0);
+	buf[n] = '\0';
+}
+
+/* Another user's read makes no file beside the store, so it reads the file
+ * alone, without a lock: a writer that opens the store meanwhile, and
+ * copies its commits into the file as it closes, changes pages under it.
+ * A later call reads the file anew (the writer's commits included); a walk
+ * during which it changed fails, rather than answer from a mix of pages. */
+START_TEST(t_sqlite_read_guarded)
+{
+	struct sid_registry *w = reg_open();
+	struct sid_reg_entry e;
+	int status;
+	char buf[SID_ERROR_MSG_MAX + 16] = "", names[256];
+	pid_t pid;
+
+	if (geteuid() != 0)
+		CHECK_SKIP("needs root (reads as user nobody)");
+	assign1(w, "old", 1, 2, 3, 0, &e);
+	sid_registry_close(w);
+	ck_assert_int_eq(chmod(target, 0644), 0);
+	ck_assert_int_eq(chmod(tmpdir, 0777), 0);
+	ck_assert_int_eq(pipe(guard_go), 0);
+	ck_assert_int_eq(pipe(guard_done), 0);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		struct sid_registry *ro;
+		struct sid_error err;
+		char out[sizeof(buf)];
+		int rc, walking = 0;
+		if (setgid(65534) || setuid(65534))
+			_exit(3);
+		rc = sid_registry_open(target, SID_REG_READONLY, &ro, &err);
+		if (!rc)
+			rc = sid_registry_get(ro, SID_TOWER_ITEM, "old", &e, &err);
+		snprintf(out, sizeof(out), "%d %s", rc, rc ? err.msg : "");
+		guard_step(out);
+		rc = sid_registry_get(ro, SID_TOWER_ITEM, "fresh", &e, &err);
+		snprintf(out, sizeof(out), "%d %s", rc, rc ? err.msg : "");
+		guard_step(out);
+		rc = sid_registry_foreach(ro, SID_TOWER_ITEM, 0, guard_walk, &walking, &err);
+		snprintf(out, sizeof(out), "%d %s", rc, rc ? err.msg : "");
+		guard_step(out);
+		sid_registry_close(ro);
+		_exit(0);
+	}
+	guard_read(buf, sizeof(buf));
+	ck_assert_msg(!strcmp(buf, "0 "), "read as nobody: %s", buf);
+	ck_assert_str_eq(dir_names(names, sizeof(names)), "reg.db ");
+	w = reg_open();
+	assign1(w, "fresh", 4, 5, 6, 0, &e);
+	sid_registry_close(w); /* its checkpoint writes the file */
+	ck_assert_int_eq(write(guard_go[1], "x", 1), 1);
+	guard_read(buf, sizeof(buf));
+	ck_assert_msg(!strcmp(buf, "0 "), "the writer's commit: %s", buf);
+	ck_assert_int_eq(write(guard_go[1], "x", 1), 1);
+	guard_read(buf, sizeof(buf));
+	ck_assert_str_eq(buf, "0 walking");
+	w = reg_open();
+	assign1(w, "fresher", 4, 5, 6, 0, &e);
+	sid_registry_close(w);
+	ck_assert_int_eq(write(guard_go[1], "x", 1), 1);
+	guard_read(buf, sizeof(buf));
+	ck_assert_int_eq(write(guard_go[1], "x", 1), 1);
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	chmod(tmpdir, 0700);
+	ck_assert_msg(atoi(buf) == SID_EUNAVAIL &&
+			  strstr(buf, "changed the file while it was read"),
+		      "%s", buf);
+	ck_assert_int_eq(status, 0);
+	ck_assert_str_eq(dir_names(names, sizeof(names)), "reg.db ");
+}
+END_TEST
+
 START_TEST(t_sqlite_locked)
 {
 	struct sid_registry *r = reg_open();
@@ -5709,6 +5865,8 @@ static Suite *registry_suite(void)
 	tcase_add_test(tc, t_sqlite_readonly);
 	tcase_add_test(tc, t_sqlite_readonly_flag);
 	tcase_add_test(tc, t_sqlite_peek);
+	tcase_add_test(tc, t_sqlite_read_leaves_none);
+	tcase_add_test(tc, t_sqlite_read_guarded);
 	tcase_add_test(tc, t_sqlite_immutable_recovers);
 	tcase_add_test(tc, t_sqlite_fd_limit);
 	tcase_add_test(tc, t_sqlite_read_only_fs);
