@@ -88,8 +88,8 @@
 #define SID_REG_READONLY                                                                           \
 	1u /* open read-only, never create or migrate (SQLite: the                                 \
 	    * file; PostgreSQL: the schema, and its sessions are                                   \
-	    * default_transaction_read_only); SQLite: leaves no -wal                               \
-	    * or -shm it made                                                                      \
+	    * default_transaction_read_only, and it takes no                                       \
+	    * schema lock); SQLite: leaves no -wal or -shm it made                                 \
 	    * (proto/registry.md, "Read-only stores");                                             \
 	    * import fails with SID_EINVAL; an assign call whose ids                               \
 	    * are all known (no reassign) is answered from reads,                                  \

@@ -2295,14 +2295,17 @@ static int registry_elsewhere(struct pg *s, struct sid_error *err)
 	return rc;
 }
 
-/* Create or migrate the schema, one process at a time (advisory lock). */
+/* Create or migrate the schema, one process at a time (advisory lock).  A
+ * read-only open does neither and takes no lock: it reads the committed
+ * version and refuses one it cannot read, so that a `semid registry stats`
+ * neither waits for a server migrating the schema nor holds one up. */
 static int migrate_body(struct pg *s, struct sid_error *err)
 {
 	PGresult *res;
 	int version = 0, rc;
 
-	rc = pq_exec(s, "SELECT pg_advisory_xact_lock(" LOCK_KEY ")", err);
-	if (rc)
+	if (!(s->base.open_flags & SID_REG_READONLY) &&
+	    (rc = pq_exec(s, "SELECT pg_advisory_xact_lock(" LOCK_KEY ")", err)))
 		return rc;
 	res = pq_query(s, "SELECT to_regclass('semid_meta') IS NOT NULL");
 	if (pq.PQresultStatus(res) != PGRES_TUPLES_OK || pq.PQntuples(res) != 1) {

@@ -4338,6 +4338,49 @@ START_TEST(t_pg_readonly_flag)
 }
 END_TEST
 
+/* A read-only open (`semid registry stats`) takes no schema lock: while a
+ * writer holds it (a server creating or migrating the schema) the open
+ * still reads, where it used to wait for the lock (here until its
+ * statement timeout cancelled the wait); and a newer schema committed
+ * meanwhile is refused, as with the lock. */
+START_TEST(t_pg_readonly_no_lock)
+{
+	struct sid_registry *r = NULL, *w;
+	struct sid_reg_entry e = {0};
+	struct sid_error err, err2;
+	PGconn *raw;
+	PGresult *res;
+	int rc, rc2;
+
+	NEED_STORE();
+	w = reg_open();
+	assign1(w, "a", 1, 2, 3, 0, &e);
+	sid_registry_close(w);
+	memset(&e, 0, sizeof(e));
+	raw = PQconnectdb(target);
+	ck_assert_int_eq(PQstatus(raw), CONNECTION_OK);
+	res = PQexec(raw, "BEGIN; SELECT pg_advisory_xact_lock(7305853201)"); /* LOCK_KEY */
+	ck_assert_msg(PQresultStatus(res) == PGRES_TUPLES_OK, "%s", PQerrorMessage(raw));
+	PQclear(res);
+	sid_error_clear(&err);
+	rc = sid_registry_open_timeout(target, SID_REG_READONLY, 1000, &r, &err);
+	if (!rc)
+		rc = sid_registry_get(r, SID_TOWER_ITEM, "a", &e, &err);
+	sid_registry_close(r);
+	r = NULL;
+	pg_sql(target, "UPDATE semid_meta SET value = '2' WHERE key = 'schema_version'");
+	rc2 = sid_registry_open_timeout(target, SID_REG_READONLY, 1000, &r, &err2);
+	sid_registry_close(r);
+	res = PQexec(raw, "ROLLBACK");
+	PQclear(res);
+	PQfinish(raw);
+	ck_assert_msg(rc == 0, "%s", err.msg);
+	ck_assert_int_eq(e.codes[2], 3);
+	ck_assert_msg(rc2 == SID_EFORMAT && sid_registry_error_schema_ahead(&err2), "%d %s", rc2,
+		      err2.msg);
+}
+END_TEST
+
 /* A role that may not create the schema: the message gives PostgreSQL's
  * reason (it used to quote the whole CREATE statement, cut off before it). */
 START_TEST(t_pg_no_privilege)
@@ -5900,6 +5943,7 @@ static Suite *registry_suite(void)
 	tcase_add_test(tc, t_pg_schema_table_dropped);
 	tcase_add_test(tc, t_pg_cause_named);
 	tcase_add_test(tc, t_pg_readonly_flag);
+	tcase_add_test(tc, t_pg_readonly_no_lock);
 	tcase_add_test(tc, t_pg_no_privilege);
 	tcase_add_test(tc, t_pg_check_amcheck);
 	tcase_add_test(tc, t_pg_retry_forgets_levels);
