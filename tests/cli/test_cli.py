@@ -846,6 +846,24 @@ class CliTest(unittest.TestCase):
         "INSERT INTO semid_meta VALUES ('schema_version', '0');"
         "UPDATE semid_meta SET value = '1' WHERE key = 'schema_version';")
 
+    def test_registry_reads_leave_the_directory_as_found(self):
+        """The read commands of a store a clean close left alone made its
+        -wal and -shm and left them (owned by whoever read: another user's
+        kept the store's owner from opening it); now each leaves the
+        directory as it found it, and reads what the store holds."""
+        db, _ = self.assigned_store("r.db")
+        os.unlink(os.path.join(self.out.name, "ids.txt"))
+        self.assertEqual(self.out_files(), ["r.db"])
+        sid = "%s-0" % "-".join(map(str, self.codes[0]))
+        for cmd in (["stats"], ["export"], ["get", "sku-0"], ["sid", sid],
+                    ["list", "--prefix", str(self.codes[0][0])], ["check"],
+                    ["diff", "--model", self.model]):
+            p = run("registry", *cmd, "--db", db)
+            self.assertEqual(p.returncode, 0, (cmd, p.stderr.decode()))
+            self.assertIn(b"sku-0" if cmd[0] in ("export", "get", "sid", "list") else b"{",
+                          p.stdout)
+            self.assertEqual(self.out_files(), ["r.db"], cmd)
+
     def test_registry_reads_a_store_of_the_first_builds(self):
         """An in-place upgrade opens the store an earlier build wrote:
         written here by SQL as the first build wrote it (schema version 1,
