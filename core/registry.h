@@ -274,8 +274,9 @@ int sid_registry_delete(struct sid_registry *r, enum sid_tower_kind kind, const 
  * entry whose id no request can name) with their embeddings, whatever they
  * hold, in one transaction; deleted[i] is 1 for each row that was there, 0
  * for one that was not (or came twice).  Their slots are not known: their
- * kinds' gaps flags are set.  PostgreSQL: SID_EINVAL (its entries have no
- * row number).
+ * kinds' gaps flags are set.  A row that holds only an embedding (of no
+ * entry, as sid_registry_check names one) has it removed, deleted[i] 1.
+ * PostgreSQL: SID_EINVAL (its entries have no row number).
  */
 int sid_registry_delete_rows(struct sid_registry *r, const int64_t *rows, size_t n, int *deleted,
 			     struct sid_error *err);

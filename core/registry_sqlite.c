@@ -672,6 +672,14 @@ static int insert_row(struct sq *s, const struct sid_reg_entry *e, const uint8_t
 	rc = run(s, st, err, "insert");
 	if (!rc && emb)
 		rc = emb_put(s, sqlite3_last_insert_rowid(s->db), emb, e->D, err);
+	else if (!rc) {
+		/* an embedding row of no entry (semid_assignment's rows deleted by
+		 * hand) may hold this reused rowid: it is not this entry's, and
+		 * read as its own it made every walk with embeddings stop here */
+		st = stmt(s, S_EMB_DEL);
+		sqlite3_bind_int64(st, 1, sqlite3_last_insert_rowid(s->db));
+		rc = run(s, st, err, "insert");
+	}
 	return rc;
 }
 
@@ -971,8 +979,14 @@ static int sq_delete_rows(struct sid_registry *r, const int64_t *rows, size_t n,
 			rc = sq_fail(s, rc, err, "delete");
 			goto fail;
 		}
-		if (!deleted[i])
+		if (!deleted[i]) { /* an embedding row of no entry (check names it) */
+			sqlite3_stmt *ed = stmt(s, S_EMB_DEL);
+			sqlite3_bind_int64(ed, 1, rows[i]);
+			if ((rc = run(s, ed, err, "delete embedding")))
+				goto fail;
+			deleted[i] = sqlite3_changes(s->db) > 0;
 			continue;
+		}
 		/* its slot is not known (its codes may be what is damaged): a
 		 * gap, unless its kind is no one's */
 		if ((kind == SID_TOWER_ITEM || kind == SID_TOWER_USER) &&
@@ -1827,14 +1841,16 @@ static int check_tell(void *p)
 /*
  * The file's own structure: PRAGMA integrity_check (every page, every
  * index against its table; its first 100 problems, one finding each), then
- * the embedding rows that belong to no entry (one finding, their count).
+ * the embedding rows that belong to no entry, one finding each with its
+ * row (sid_registry_delete_rows removes them).
  */
 static int sq_check_store(struct sid_registry *r, sid_reg_finding_fn fn, void *ctx, int *checked,
 			  char *how, size_t how_len, struct sid_error *err)
 {
 	static const char orphans[] =
-	    "SELECT count(*), min(rid) FROM semid_embedding e"
-	    " WHERE NOT EXISTS (SELECT 1 FROM semid_assignment a WHERE a.rid = e.rid)";
+	    "SELECT rid FROM semid_embedding e"
+	    " WHERE NOT EXISTS (SELECT 1 FROM semid_assignment a WHERE a.rid = e.rid)"
+	    " ORDER BY rid";
 	struct sq *s = (struct sq *)r;
 	struct sid_reg_finding f = {SID_REG_P_STORE, -1, -1, NULL, NULL};
 	struct check_told told = {s, 0, 0, 0};
@@ -1869,19 +1885,22 @@ static int sq_check_store(struct sid_registry *r, sid_reg_finding_fn fn, void *c
 		goto failed;
 	sqlite3_finalize(st);
 	st = NULL;
-	rc = sqlite3_prepare_v2(s->db, orphans, -1, &st, NULL);
-	if (rc || (rc = sqlite3_step(st)) != SQLITE_ROW)
+	if ((rc = sqlite3_prepare_v2(s->db, orphans, -1, &st, NULL)))
+		goto failed;
+	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+		f.row = sqlite3_column_int64(st, 0);
+		snprintf(msg, sizeof(msg),
+			 "registry %s: row %lld of semid_embedding belongs to no entry (its "
+			 "entry was deleted by hand): nothing reads it; semid registry "
+			 "delete --rows %lld removes it",
+			 s->base.label, (long long)f.row, (long long)f.row);
+		f.message = msg;
+		if ((rc = fn(&f, ctx)))
+			goto out;
+	}
+	if (rc != SQLITE_DONE)
 		goto failed;
 	rc = 0;
-	if (sqlite3_column_int64(st, 0)) {
-		snprintf(msg, sizeof(msg),
-			 "registry %s: %lld stored embeddings belong to no entry (the first "
-			 "of row %lld); they take space and nothing reads them",
-			 s->base.label, (long long)sqlite3_column_int64(st, 0),
-			 (long long)sqlite3_column_int64(st, 1));
-		f.message = msg;
-		rc = fn(&f, ctx);
-	}
 	goto out;
 failed:
 	rc = sq_fail(s, rc, err, "check");

@@ -864,6 +864,30 @@ class CliTest(unittest.TestCase):
                           p.stdout)
             self.assertEqual(self.out_files(), ["r.db"], cmd)
 
+    def test_registry_check_names_an_embedding_of_no_entry(self):
+        """An embedding row whose entry was deleted by hand was one count
+        in check's report; now it is a finding with its row, which
+        delete --rows removes."""
+        import sqlite3
+        db, _ = self.assigned_store("o.db")
+        con = sqlite3.connect(db, isolation_level=None)
+        con.execute("INSERT INTO semid_embedding VALUES (999, x'0000803f')")
+        con.close()
+        p = run("registry", "check", "--db", db)
+        self.assertEqual(p.returncode, 3, p.stderr.decode())
+        found = json.loads(p.stdout)
+        self.assertEqual(found["problems"], 1)
+        f = found["findings"][0]
+        self.assertEqual((f["problem"], f["kind"], f["row"], f["id"]),
+                         ("store", None, 999, None))
+        self.assertIn("delete --rows 999", f["message"])
+        p = run("registry", "delete", "--db", db, "--rows", "999")
+        self.assertEqual(p.returncode, 0, p.stderr.decode())
+        self.assertEqual(p.stdout.decode(), "999\t1\n")
+        p = run("registry", "check", "--db", db)
+        self.assertEqual(p.returncode, 0, p.stdout.decode() + p.stderr.decode())
+        self.assertEqual(json.loads(p.stdout)["entries"], N)
+
     def test_registry_reads_a_store_of_the_first_builds(self):
         """An in-place upgrade opens the store an earlier build wrote:
         written here by SQL as the first build wrote it (schema version 1,

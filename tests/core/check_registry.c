@@ -5689,6 +5689,54 @@ static void sqlite_run(const char *sql)
 	sqlite3_close(db);
 }
 
+/* An embedding row of no entry (its entry deleted by hand with SQL) at
+ * the rowid the next new entry takes: that entry, given no embedding, was
+ * read as holding it (embedding_dim 0 and 4 bytes: every walk with
+ * embeddings, export --embeddings, diff, check, stopped at it), and check
+ * said only how many such rows there were.  Now a new entry leaves none at
+ * its row, and check names each, by row, for delete --rows. */
+static int count_emb(const struct sid_reg_entry *e, const float *emb, void *ctx)
+{
+	(void)e;
+	*(int *)ctx += emb != NULL;
+	return 0;
+}
+
+START_TEST(t_sqlite_orphan_embedding)
+{
+	struct sid_registry *r = reg_open();
+	struct sid_reg_check res;
+	struct sid_reg_entry e;
+	struct findings c = {0};
+	struct sid_error err;
+	int with_emb = 0;
+
+	assign1(r, "a", 1, 2, 3, 0, &e);
+	assign1(r, "b", 1, 2, 4, 0, &e);
+	sid_registry_close(r);
+	sqlite_run("INSERT INTO semid_embedding VALUES (3, x'0000803f');"
+		   "INSERT INTO semid_embedding VALUES (9, x'0000803f')");
+	r = reg_open();
+	check_ok(r, -1, &c, &res);
+	ck_assert_int_eq(c.n, 2);
+	ck_assert_int_eq(c.f[0].row, 3);
+	ck_assert_int_eq(c.f[1].row, 9);
+	assign1(r, "c", 1, 2, 5, 0, &e); /* row 3, no embedding given */
+	ck_assert_int_eq(store_value("SELECT rid FROM semid_assignment WHERE id = 'c'", NULL), 3);
+	ck_assert_int_eq(sid_registry_get(r, SID_TOWER_ITEM, "c", &e, &err), 0);
+	ck_assert_int_eq(e.D, 0);
+	ck_assert_msg(sid_registry_foreach(r, SID_TOWER_ITEM, 1, count_emb, &with_emb, &err) == 0,
+		      "%s", err.msg);
+	ck_assert_int_eq(with_emb, 0);
+	check_ok(r, -1, &c, &res);
+	ck_assert_int_eq(res.entries, 3);
+	ck_assert_int_eq(c.n, 1); /* row 9 is still no one's */
+	ck_assert_int_eq(c.f[0].problem, SID_REG_P_STORE);
+	ck_assert_int_eq(c.f[0].row, 9);
+	sid_registry_close(r);
+}
+END_TEST
+
 /* The problems only SQLite can have: an id no request can name (found by
  * its rowid, and deleted by it), an embedding of no entry, an index that
  * disagrees with its table (PRAGMA integrity_check), and a page so damaged
@@ -5721,18 +5769,21 @@ START_TEST(t_sqlite_check_file)
 		      c.f[0].message);
 	ck_assert_int_eq(c.f[1].problem, SID_REG_P_STORE);
 	ck_assert_int_eq(c.f[1].kind, -1);
-	ck_assert_msg(strstr(c.f[1].message, "1 stored embeddings belong to no entry (the first "
-					     "of row 77)"),
+	ck_assert_int_eq(c.f[1].row, 77);
+	ck_assert_msg(strstr(c.f[1].message, "row 77 of semid_embedding belongs to no entry") &&
+			  strstr(c.f[1].message, "delete --rows 77 removes it"),
 		      "%s", c.f[1].message);
-	/* the entry no id names goes by its row (again: not there; 77 holds
-	 * an embedding only): its slot, not known, is found as a gap */
+	/* the entry no id names goes by its row (again: not there), and so
+	 * does the embedding of no entry: its slot, not known, is found as a
+	 * gap */
 	{
-		int64_t rows[3] = {2, 2, 77};
-		int gone[3] = {-1, -1, -1};
+		int64_t rows[4] = {2, 2, 77, 77};
+		int gone[4] = {-1, -1, -1, -1};
 		struct sid_error derr;
-		ck_assert_int_eq(sid_registry_delete_rows(r, rows, 3, gone, &derr), 0);
-		ck_assert(gone[0] == 1 && gone[1] == 0 && gone[2] == 0);
+		ck_assert_int_eq(sid_registry_delete_rows(r, rows, 4, gone, &derr), 0);
+		ck_assert(gone[0] == 1 && gone[1] == 0 && gone[2] == 1 && gone[3] == 0);
 	}
+	ck_assert_int_eq(store_value("SELECT count(*) FROM semid_embedding", NULL), 0);
 	ck_assert_int_eq(
 	    store_value("SELECT count(*) FROM semid_meta WHERE key = 'gaps.item'", NULL), 1);
 	check_ok(r, -1, &c, &res);
@@ -5928,6 +5979,7 @@ static Suite *registry_suite(void)
 	tcase_add_test(tc, t_sqlite_backup_while_writing);
 	tcase_add_test(tc, t_sqlite_delete_erases);
 	tcase_add_test(tc, t_sqlite_check_file);
+	tcase_add_test(tc, t_sqlite_orphan_embedding);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("postgresql");
