@@ -1330,6 +1330,21 @@ class CliTest(unittest.TestCase):
                 self.assertEqual(p.stdout, b"")
                 self.assertIn("usage: semid " + " ".join(args), p.stderr.decode())
 
+    def test_registry_help_names_the_old_sid_as_the_outputs_do(self):
+        # The help called the column of assign --reassign and of reassign's
+        # log "old sid" (and "new sid"), where the log's header, which a
+        # script reads, says old_sid and new_sid (proto/registry.md, "The
+        # old sid": the canonical name).
+        text = " ".join(run("registry", "--help").stdout.decode().split())
+        self.assertIn("<TAB>moved<TAB>old_sid,", text)
+        self.assertIn("id<TAB>old_sid<TAB>new_sid (TSV, with that header)", text)
+        self.assertNotRegex(text, r"(old|new) sid")
+        with open(os.path.join(os.path.dirname(__file__), "..", "..", "proto",
+                               "registry.md")) as f:
+            doc = " ".join(f.read().split())
+        self.assertIn("`old_sid` is its canonical name", doc)
+        self.assertIn("logs one line per id moved, `id`, `old_sid`, `new_sid`", doc)
+
     def test_registry_help_names_the_commands_of_each_option(self):
         # Each option of `semid registry --help` is taken by exactly the
         # commands its line names ("CMD, CMD:", or "all but CMD and CMD:";
