@@ -5261,6 +5261,124 @@ START_TEST(t_delete_first_gap)
 }
 END_TEST
 
+#define FREE_M 24 /* ids first in the tuple 8-8-8 */
+#define FREE_K 12 /* new ids each adder brings while slots are freed */
+
+struct free_racer {
+	int me; /* 0: the freer; 1, 2: adders */
+	int64_t suffix[FREE_K];
+	int rc;
+	struct sid_error err;
+};
+
+/* The freer frees the odd slots of 8-8-8 in turn, deleting one id and
+ * reassigning the next away to 9-9-9; each adder assigns its new ids there
+ * meanwhile, one call each. */
+static void *free_race(void *p)
+{
+	struct free_racer *d = p;
+	struct sid_registry *r = NULL;
+
+	if ((d->rc = sid_registry_open(target, 0, &r, &d->err)))
+		return NULL;
+	for (int k = 0; k < (d->me ? FREE_K : FREE_M / 2) && !d->rc; k++) {
+		char id[16];
+		int32_t here[3] = {8, 8, 8}, away[3] = {9, 9, 9};
+		struct sid_reg_entry e;
+		if (d->me) {
+			struct sid_reg_item it = {id, here, NULL};
+			snprintf(id, sizeof(id), "a%d-%d", d->me, k);
+			d->rc = sid_registry_assign(r, SID_TOWER_ITEM, &it, 1, 3, 0, "v1", 0, &e,
+						    &d->err);
+			d->suffix[k] = e.suffix;
+		} else if (k % 2) {
+			struct sid_reg_item it = {id, away, NULL};
+			snprintf(id, sizeof(id), "s%d", 2 * k + 1);
+			d->rc = sid_registry_assign(r, SID_TOWER_ITEM, &it, 1, 3, 0, "v2",
+						    SID_REG_REASSIGN, &e, &d->err);
+		} else {
+			const char *ids[1] = {id};
+			snprintf(id, sizeof(id), "s%d", 2 * k + 1);
+			d->rc = sid_registry_delete(r, SID_TOWER_ITEM, ids, 1, &e, &d->err);
+		}
+	}
+	sid_registry_close(r);
+	return NULL;
+}
+
+/* Issue 5's rule, that a new id takes the smallest suffix free under its
+ * codes, after deletes and reassigns freed slots while other handles added
+ * ids to the same codes: every id is where its answer put it, no slot is
+ * held twice, and then new ids fill every free slot below the largest, in
+ * order, before the next past it (the gaps flag was left set however the
+ * writers interleaved).  The same expectation on both backends. */
+START_TEST(t_free_slots_concurrent)
+{
+	struct free_racer d[3] = {{.me = 0}, {.me = 1}, {.me = 2}};
+	pthread_t th[3];
+	struct sid_registry *r;
+	struct sid_reg_entry e;
+	struct sid_error err;
+	char used[FREE_M + 2 * FREE_K + 1] = {0};
+	int64_t max = -1;
+
+	NEED_STORE();
+	r = reg_open();
+	for (int i = 0; i < FREE_M; i++) {
+		char id[16];
+		snprintf(id, sizeof(id), "s%d", i);
+		assign1(r, id, 8, 8, 8, 0, &e);
+		ck_assert_int_eq(e.suffix, i);
+	}
+	for (int i = 0; i < 3; i++)
+		ck_assert_int_eq(pthread_create(&th[i], NULL, free_race, &d[i]), 0);
+	for (int i = 0; i < 3; i++)
+		pthread_join(th[i], NULL);
+	for (int i = 0; i < 3; i++)
+		ck_assert_msg(d[i].rc == 0, "racer %d: %s", i, d[i].err.msg);
+	for (int i = 0; i < FREE_M; i++) { /* the even ones stay */
+		char id[16];
+		int rc;
+		snprintf(id, sizeof(id), "s%d", i);
+		rc = sid_registry_get(r, SID_TOWER_ITEM, id, &e, &err);
+		if (i % 2 == 0 || (i / 2) % 2 == 0) {
+			ck_assert_int_eq(rc, i % 2 ? SID_ENOTFOUND : 0);
+			if (rc)
+				continue;
+			ck_assert_int_eq(e.suffix, i);
+		} else { /* moved away */
+			ck_assert_int_eq(rc, 0);
+			ck_assert_int_eq(e.codes[0], 9);
+			continue;
+		}
+		used[e.suffix] = 1;
+		max = e.suffix > max ? e.suffix : max;
+	}
+	for (int m = 1; m < 3; m++)
+		for (int k = 0; k < FREE_K; k++) {
+			char id[16];
+			snprintf(id, sizeof(id), "a%d-%d", m, k);
+			ck_assert_int_eq(sid_registry_get(r, SID_TOWER_ITEM, id, &e, &err), 0);
+			ck_assert_int_eq(e.suffix, d[m].suffix[k]);
+			ck_assert_int_lt(e.suffix, (int64_t)sizeof(used));
+			ck_assert_msg(!used[e.suffix], "suffix %lld twice", (long long)e.suffix);
+			used[e.suffix] = 1;
+			max = e.suffix > max ? e.suffix : max;
+		}
+	sid_registry_close(r);
+	r = reg_open(); /* from the store, not a handle's cache */
+	for (int64_t want = 0; want <= max + 1; want++) {
+		char id[32];
+		if (want <= max && used[want])
+			continue;
+		snprintf(id, sizeof(id), "f%lld", (long long)want);
+		assign1(r, id, 8, 8, 8, 0, &e);
+		ck_assert_int_eq(e.suffix, want);
+	}
+	sid_registry_close(r);
+}
+END_TEST
+
 #define RACE_N 60
 
 struct delete_racer {
@@ -5936,6 +6054,7 @@ static void add_behaviour(TCase *tc)
 	tcase_add_test(tc, t_sigkill);
 	tcase_add_test(tc, t_delete);
 	tcase_add_test(tc, t_delete_first_gap);
+	tcase_add_test(tc, t_free_slots_concurrent);
 	tcase_add_test(tc, t_unreadable_entry);
 	tcase_add_test(tc, t_savepoint_forgets_gaps);
 }
