@@ -1335,6 +1335,8 @@ static int sq_get(struct sid_registry *r, int kind, const char *id, struct sid_r
 	if (rc)
 		return rc;
 	rc = get_row((struct sq *)r, kind, id, out, NULL, err);
+	if (guard_check((struct sq *)r, err))
+		return SID_EUNAVAIL;
 	if (rc == 0)
 		return sid_error_set(err, SID_ENOTFOUND, "%s id \"%s\": not found",
 				     sid_tower_name(kind), id);
@@ -1352,6 +1354,8 @@ static int sq_get_sid(struct sid_registry *r, int kind, const int32_t *codes, in
 		return rc;
 	sid__reg_codes_pack(codes, L, packed);
 	rc = get_sid_row((struct sq *)r, kind, packed, L, suffix, out, err);
+	if (guard_check((struct sq *)r, err))
+		return SID_EUNAVAIL;
 	if (rc == 0) {
 		sid_reg_sid_format(codes, L, suffix, sid, sizeof(sid));
 		return sid_error_set(err, SID_ENOTFOUND, "%s sid %s: not found",
@@ -1391,6 +1395,10 @@ static int sq_list(struct sid_registry *r, int kind, const uint8_t *lo, size_t l
 	}
 	sqlite3_reset(st);
 	*n_out = n;
+	if (guard_check(s, err)) {
+		*n_out = 0;
+		return SID_EUNAVAIL;
+	}
 	if (rc == SID_EDATA)
 		return rc;
 	return rc == SQLITE_DONE ? 0 : sq_fail(s, rc, err, "list");
@@ -1748,7 +1756,9 @@ static int sq_backup(struct sid_registry *r, const char *dest, const char *final
 				   s->base.label, tmp_for, name, ok ? ok : sqlite3_errmsg(d));
 		goto out;
 	}
-	rc = 0;
+	/* read without locks (another user's store): the copy is of one
+	 * state only if no writer changed the file meanwhile */
+	rc = guard_check(s, err);
 out:
 	sqlite3_finalize(st);
 	if (d && sqlite3_close(d) != SQLITE_OK && !rc)

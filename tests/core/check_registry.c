@@ -2968,12 +2968,35 @@ static int guard_walk(const struct sid_reg_entry *e, const float *emb, void *ctx
 	return 0;
 }
 
+static void guard_progress(void *ctx, uint64_t done, uint64_t total)
+{
+	(void)done;
+	(void)total;
+	if (!*(int *)ctx) {
+		*(int *)ctx = 1;
+		guard_step("0 copying");
+	}
+}
+
 /* Read the next answer of the reader into @buf. */
 static void guard_read(char *buf, size_t len)
 {
 	ssize_t n = read(guard_done[0], buf, len - 1);
 	ck_assert_int_gt(n, 0);
 	buf[n] = '\0';
+}
+
+/* A writer commits @id and closes (its checkpoint writes the file); then
+ * the reader goes on, and its next answer is read into @buf. */
+static void guard_commit(const char *id, char *buf, size_t len)
+{
+	struct sid_registry *w = reg_open();
+	struct sid_reg_entry e;
+
+	assign1(w, id, 4, 5, 6, 0, &e);
+	sid_registry_close(w);
+	ck_assert_int_eq(write(guard_go[1], "x", 1), 1);
+	guard_read(buf, len);
 }
 
 /* Another user's read makes no file beside the store, so it reads the file
@@ -2986,7 +3009,7 @@ START_TEST(t_sqlite_read_guarded)
 	struct sid_registry *w = reg_open();
 	struct sid_reg_entry e;
 	int status;
-	char buf[SID_ERROR_MSG_MAX + 16] = "", names[256];
+	char buf[SID_ERROR_MSG_MAX + 16] = "", names[300];
 	pid_t pid;
 
 	if (geteuid() != 0)
@@ -3017,33 +3040,40 @@ START_TEST(t_sqlite_read_guarded)
 		rc = sid_registry_foreach(ro, SID_TOWER_ITEM, 0, guard_walk, &walking, &err);
 		snprintf(out, sizeof(out), "%d %s", rc, rc ? err.msg : "");
 		guard_step(out);
+		walking = 0;
+		snprintf(out, sizeof(out), "%s/copy.db", tmpdir);
+		rc = sid_registry_backup(ro, out, NULL, guard_progress, &walking, &err);
+		snprintf(out, sizeof(out), "%d %s", rc, rc ? err.msg : "");
+		guard_step(out);
 		sid_registry_close(ro);
 		_exit(0);
 	}
 	guard_read(buf, sizeof(buf));
 	ck_assert_msg(!strcmp(buf, "0 "), "read as nobody: %s", buf);
 	ck_assert_str_eq(dir_names(names, sizeof(names)), "reg.db ");
-	w = reg_open();
-	assign1(w, "fresh", 4, 5, 6, 0, &e);
-	sid_registry_close(w); /* its checkpoint writes the file */
-	ck_assert_int_eq(write(guard_go[1], "x", 1), 1);
-	guard_read(buf, sizeof(buf));
+	guard_commit("fresh", buf, sizeof(buf));
 	ck_assert_msg(!strcmp(buf, "0 "), "the writer's commit: %s", buf);
 	ck_assert_int_eq(write(guard_go[1], "x", 1), 1);
 	guard_read(buf, sizeof(buf));
 	ck_assert_str_eq(buf, "0 walking");
-	w = reg_open();
-	assign1(w, "fresher", 4, 5, 6, 0, &e);
-	sid_registry_close(w);
+	guard_commit("fresher", buf, sizeof(buf));
+	ck_assert_msg(atoi(buf) == SID_EUNAVAIL &&
+			  strstr(buf, "changed the file while it was read"),
+		      "%s", buf);
+	/* and a backup: the copy would not be of one state */
 	ck_assert_int_eq(write(guard_go[1], "x", 1), 1);
 	guard_read(buf, sizeof(buf));
+	ck_assert_str_eq(buf, "0 copying");
+	guard_commit("freshest", buf, sizeof(buf));
 	ck_assert_int_eq(write(guard_go[1], "x", 1), 1);
 	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
 	chmod(tmpdir, 0700);
 	ck_assert_msg(atoi(buf) == SID_EUNAVAIL &&
 			  strstr(buf, "changed the file while it was read"),
-		      "%s", buf);
+		      "backup: %s", buf);
 	ck_assert_int_eq(status, 0);
+	snprintf(names, sizeof(names), "%s/copy.db", tmpdir);
+	unlink(names);
 	ck_assert_str_eq(dir_names(names, sizeof(names)), "reg.db ");
 }
 END_TEST
