@@ -99,13 +99,14 @@
 	    * down (*err then holds SID_EUNAVAIL and why); calls answer                            \
 	    * SID_EUNAVAIL until it is back */
 #define SID_REG_PEEK                                                                               \
-	4u /* SID_REG_READONLY, and leave no trace: no file made                                   \
-	    * beside a SQLite store (SQLite makes the -wal and -shm for                            \
-	    * a read-only connection too, and leaves them) and no lock                             \
-	    * a writer could wait for (not even the checkpoint on                                  \
-	    * close); SID_EUNAVAIL for a SQLite WAL that holds commits                             \
-	    * with no -shm beside it, which no read can use without                                \
-	    * making one.  For a check of the store (semid-server                                  \
+	4u /* SID_REG_READONLY, and leave no trace even while open:                                \
+	    * no file made beside a SQLite store, not for a moment (a                              \
+	    * store without its -wal and -shm is read as immutable,                                \
+	    * fit for a quick check, not a long walk a writer may                                  \
+	    * start beside) and no lock a writer could wait for (not                               \
+	    * even the checkpoint on close); SID_EUNAVAIL for a SQLite                             \
+	    * WAL that holds commits with no -shm beside it, which no                              \
+	    * read can use without making one.  For a check of the store (semid-server             \
 	    * --check-config); PostgreSQL: as SID_REG_READONLY */
 
 /* sid_registry_assign flags.  SID_REG_REASSIGN: move known ids to the codes
