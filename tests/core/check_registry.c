@@ -3475,6 +3475,37 @@ static int wal_deleted_reader_child(void)
  * while that reader still had the store open) the file was left partly
  * checkpointed, "malformed" without the rest of its WAL.  The copy is
  * completed as soon as the reader lets go, at the next call. */
+/* A read-only handle that may remove the side files as it closes (the
+ * store's owner reading: SQLite's last connection copies the WAL into the
+ * file and removes both, by name) does not when they were deleted under it
+ * (a cleanup of side files) and a writer made new ones: it copied its own
+ * stale WAL and removed the new -wal, with the writer's commits in it. */
+START_TEST(t_sqlite_read_close_stale)
+{
+	struct sid_registry *w = reg_open(), *r = NULL;
+	struct sid_reg_entry e;
+	struct sid_error err;
+	char side[700], names[300];
+	struct peer p;
+
+	assign1(w, "old", 1, 1, 1, 0, &e);
+	sid_registry_close(w);
+	peer_start(&p, "b", 3);
+	ck_assert_int_eq(sid_registry_open(target, SID_REG_READONLY, &r, &err), 0);
+	ck_assert_int_eq(sid_registry_get(r, SID_TOWER_ITEM, "old", &e, &err), 0);
+	snprintf(side, sizeof(side), "%s-wal", target);
+	ck_assert_int_eq(unlink(side), 0);
+	snprintf(side, sizeof(side), "%s-shm", target);
+	ck_assert_int_eq(unlink(side), 0);
+	peer_run(&p, 1); /* new ones, its commits in the -wal (the reader is open) */
+	sid_registry_close(r);
+	ck_assert_str_eq(dir_names(names, sizeof(names)), "reg.db reg.db-shm reg.db-wal ");
+	w = reg_open();
+	expect_run(w, "b", 3, 1);
+	sid_registry_close(w);
+}
+END_TEST
+
 START_TEST(t_sqlite_wal_deleted_reader)
 {
 	struct sid_reg_entry e;
@@ -6118,6 +6149,7 @@ static Suite *registry_suite(void)
 	tcase_add_test(tc, t_sqlite_wal_deleted);
 	tcase_add_test(tc, t_sqlite_wal_deleted_peer);
 	tcase_add_test(tc, t_sqlite_wal_deleted_reader);
+	tcase_add_test(tc, t_sqlite_read_close_stale);
 	tcase_add_test(tc, t_sqlite_shm_deleted);
 	tcase_add_test(tc, t_sqlite_shm_truncated);
 	tcase_add_test(tc, t_sqlite_checked_once);
