@@ -371,6 +371,35 @@ START_TEST(each_activation_vs_double_reference)
 }
 END_TEST
 
+/*
+ * One level of @K 2-d codewords @C0 behind an identity layer: the codes of
+ * the @B rows @x are @want (and the distances @want_dist, unless NULL) with
+ * every kernel; the generic argmin serves where AVX-512 is missing.
+ */
+static void check_codes_every_kernel(const float *C0, int K, const float *x, int B,
+				     const int32_t *want, const float *want_dist)
+{
+	struct tt x2;
+	struct res r;
+
+	tt_init(&x2, 2, SID_ACT_IDENTITY, SID_NORM_NONE);
+	tt_layer(&x2, 2, I2, NULL);
+	tt_level(&x2, K, C0);
+	for (int mode = 0; mode <= 2; mode++) {
+		sid__gemm_force(mode);
+		encode_all(&x2.t, x, (size_t)B, 0, &r);
+		sid__gemm_force(0);
+		for (int i = 0; i < B; i++) {
+			ck_assert_msg(r.codes[i] == want[i], "mode %d row %d: code %d, want %d",
+				      mode, i, (int)r.codes[i], (int)want[i]);
+			if (want_dist)
+				ck_assert_float_eq(r.dist[i], want_dist[i]);
+		}
+		res_free(&r);
+	}
+	tt_free(&x2);
+}
+
 /* Exact duplicates and exactly equidistant codewords: the lowest k wins. */
 START_TEST(ties_lowest_k)
 {
@@ -378,24 +407,11 @@ START_TEST(ties_lowest_k)
 	 * as are 4 and 5 from (3,0) (both at distance 1). */
 	static const float C0[] = {1, 0, 0.5f, 0.5f, 0, 1, 0.5f, 0.5f, 3, 1, 3, -1};
 	static const float x[] = {0.5f, 0.5f, 0, 0, 3, 0, 0.6f, 0.4f};
-	struct tt x2;
-	struct res r;
+	/* exact hit on 1 and 3; (0,0): 0, 2 at 1, 1, 3 at .5 -> 1; (3,0): 4
+	 * and 5 tie; (.6,.4): nearest 1 (and its twin 3) */
+	static const int32_t want[] = {1, 1, 4, 1};
 
-	tt_init(&x2, 2, SID_ACT_IDENTITY, SID_NORM_NONE);
-	tt_layer(&x2, 2, I2, NULL);
-	tt_level(&x2, 6, C0);
-	/* every kernel: the generic argmin serves where AVX-512 is missing */
-	for (int mode = 0; mode <= 2; mode++) {
-		sid__gemm_force(mode);
-		encode_all(&x2.t, x, 4, 0, &r);
-		sid__gemm_force(0);
-		ck_assert_int_eq(r.codes[0], 1); /* exact hit on 1 and 3 */
-		ck_assert_int_eq(r.codes[1], 1); /* (0,0): 0, 2 at 1; 1, 3 at .5 -> 1 */
-		ck_assert_int_eq(r.codes[2], 4); /* (3,0): 4 and 5 tie */
-		ck_assert_int_eq(r.codes[3], 1); /* (.6,.4): nearest 1 (and its twin 3) */
-		res_free(&r);
-	}
-	tt_free(&x2);
+	check_codes_every_kernel(C0, 6, x, 4, want, NULL);
 }
 END_TEST
 
@@ -404,22 +420,25 @@ START_TEST(ties_equidistant_pair)
 {
 	static const float C0[] = {1, 0, 0, 1, -1, 0, 0, -1};
 	static const float x[] = {0, 0, 0.25f, 0.25f};
-	struct tt x2;
-	struct res r;
+	/* all four at distance 1; 0 and 1 tie at .75^2 + .25^2 = .625 */
+	static const int32_t want[] = {0, 0};
+	static const float want_dist[] = {1.0f, 0.625f};
 
-	tt_init(&x2, 2, SID_ACT_IDENTITY, SID_NORM_NONE);
-	tt_layer(&x2, 2, I2, NULL);
-	tt_level(&x2, 4, C0);
-	for (int mode = 0; mode <= 2; mode++) {
-		sid__gemm_force(mode);
-		encode_all(&x2.t, x, 2, 0, &r);
-		sid__gemm_force(0);
-		ck_assert_int_eq(r.codes[0], 0); /* all four at distance 1 */
-		ck_assert_int_eq(r.codes[1], 0); /* 0 and 1 tie at .625 */
-		ck_assert_float_eq(r.dist[0], 1.0f);
-		res_free(&r);
-	}
-	tt_free(&x2);
+	check_codes_every_kernel(C0, 4, x, 2, want, want_dist);
+}
+END_TEST
+
+/* Equal scores where the lower k is odd and the higher even: the AVX-512
+ * argmin keeps even and odd k apart and merges them, and had it taken the
+ * even stream on every tie, (1, 0) would have been code 2. */
+START_TEST(ties_odd_k_before_even_k)
+{
+	/* Codewords 1 and 2 are the same point, as are 3 and 4; 0 and 5 far. */
+	static const float C0[] = {9, 9, 1, 0, 1, 0, -2, 1, -2, 1, 9, -9};
+	static const float x[] = {1, 0, 0.75f, 0.25f, -2, 1, -1.5f, 0.5f};
+	static const int32_t want[] = {1, 1, 3, 3};
+
+	check_codes_every_kernel(C0, 6, x, 4, want, NULL);
 }
 END_TEST
 
@@ -1120,9 +1139,15 @@ START_TEST(argument_errors)
 	o.n_alt = 1;
 	ck_assert_int_eq(sid_encode(&x2.t, x, 1, &o, ws, &err), SID_EINVAL);
 	ck_assert_msg(strstr(err.msg, "needs alt_codes") != NULL, "%s", err.msg);
+	/* each of the three missing alone is refused, not written through */
 	o.alt_codes = ac;
 	o.alt_dist = ad;
+	ck_assert_int_eq(sid_encode(&x2.t, x, 1, &o, ws, &err), SID_EINVAL);
+	ck_assert_msg(strstr(err.msg, "needs alt_codes") != NULL, "%s", err.msg);
 	o.alt_count = cnt;
+	o.alt_dist = NULL;
+	ck_assert_int_eq(sid_encode(&x2.t, x, 1, &o, ws, &err), SID_EINVAL);
+	o.alt_dist = ad;
 	/* top_k SID_TOPK_MAX + 1, with room for its alternatives: still refused */
 	o.n_alt = SID_TOPK_MAX;
 	ck_assert_int_eq(sid_encode(&x2.t, x, 1, &o, ws, &err), SID_EINVAL);
@@ -1143,6 +1168,95 @@ START_TEST(argument_errors)
 	sid_workspace_free(ws);
 	sid_workspace_free(NULL);
 	tt_free(&x2);
+}
+END_TEST
+
+/* The largest tower the limits of model.h allow encodes (a bound of "<"
+ * where "<=" is meant refused it): SID_MAX_LEVELS levels, layers
+ * SID_MAX_DIM wide, a codebook of SID_MAX_CODEBOOK codewords; one past
+ * each is refused. */
+START_TEST(tower_at_the_limits)
+{
+	const int W = SID_MAX_DIM, K = SID_MAX_CODEBOOK;
+	struct sid_workspace *ws = sid_workspace_new();
+	struct sid_error err;
+	struct tt tw;
+	int32_t codes[SID_MAX_LEVELS];
+	float dist[1], *w, *c;
+	struct sid_encode_out o = {.codes = codes, .dist = dist};
+
+	/* SID_MAX_LEVELS levels of {0, 2^-l} on a 1-d latent: the codes are
+	 * the binary digits of x; 1.5 is 1.1 in binary. */
+	{
+		const float x[] = {1.5f};
+		tt_init(&tw, 1, SID_ACT_IDENTITY, SID_NORM_NONE);
+		tt_layer(&tw, 1, I2, NULL);
+		for (int l = 0; l < SID_MAX_LEVELS; l++) {
+			const float cb[2] = {0.0f, ldexpf(1.0f, -l)};
+			tt_level(&tw, 2, cb);
+		}
+		ck_assert_int_eq(sid_encode(&tw.t, x, 1, &o, ws, &err), 0);
+		for (int l = 0; l < SID_MAX_LEVELS; l++)
+			ck_assert_int_eq(codes[l], l < 2);
+		ck_assert_float_eq(dist[0], 0.0f);
+		tw.t.L = SID_MAX_LEVELS + 1;
+		ck_assert_int_eq(sid_encode(&tw.t, x, 1, &o, ws, &err), SID_EINVAL);
+		tt_free(&tw);
+	}
+	/* An input SID_MAX_DIM wide, averaged: all ones give 1. */
+	{
+		float *x = malloc(sizeof(float) * (size_t)W);
+		const float cb[2] = {0, 1};
+		ck_assert_ptr_nonnull(x);
+		w = malloc(sizeof(float) * (size_t)W);
+		ck_assert_ptr_nonnull(w);
+		for (int i = 0; i < W; i++) {
+			x[i] = 1.0f;
+			w[i] = 1.0f / (float)W;
+		}
+		tt_init(&tw, W, SID_ACT_IDENTITY, SID_NORM_NONE);
+		tt_layer(&tw, 1, w, NULL);
+		tt_level(&tw, 2, cb);
+		ck_assert_msg(sid_encode(&tw.t, x, 1, &o, ws, &err) == 0, "%s", err.msg);
+		ck_assert_int_eq(codes[0], 1);
+		ck_assert_float_eq(dist[0], 0.0f);
+		tt_free(&tw);
+		/* a hidden layer SID_MAX_DIM wide: 1 -> W (ones) -> 1 (1/W) */
+		tt_init(&tw, 1, SID_ACT_RELU, SID_NORM_NONE);
+		tt_layer(&tw, W, x, NULL);
+		tt_layer(&tw, 1, w, NULL);
+		tt_level(&tw, 2, cb);
+		ck_assert_msg(sid_encode(&tw.t, x, 1, &o, ws, &err) == 0, "%s", err.msg);
+		ck_assert_int_eq(codes[0], 1);
+		ck_assert_float_eq(dist[0], 0.0f);
+		tw.t.layer[0].out = W + 1;
+		tw.t.layer[1].in = W + 1;
+		ck_assert_int_eq(sid_encode(&tw.t, x, 1, &o, ws, &err), SID_EINVAL);
+		tt_free(&tw);
+		free(w);
+		free(x);
+	}
+	/* SID_MAX_CODEBOOK codewords, the nearest the last. */
+	{
+		const float x[] = {0.5f};
+		c = malloc(sizeof(float) * (size_t)K);
+		ck_assert_ptr_nonnull(c);
+		for (int k = 0; k < K - 1; k++)
+			c[k] = 1000.0f + (float)k;
+		c[K - 1] = 0.5f;
+		tt_init(&tw, 1, SID_ACT_IDENTITY, SID_NORM_NONE);
+		tt_layer(&tw, 1, I2, NULL);
+		tt_level(&tw, K, c);
+		ck_assert_msg(sid_encode(&tw.t, x, 1, &o, ws, &err) == 0, "%s", err.msg);
+		ck_assert_int_eq(codes[0], K - 1);
+		ck_assert_float_eq(dist[0], 0.0f);
+		tw.t.K[0] = K + 1;
+		ck_assert_int_eq(sid_encode(&tw.t, x, 1, &o, ws, &err), SID_EINVAL);
+		ck_assert_msg(strstr(err.msg, "codebook 0") != NULL, "%s", err.msg);
+		tt_free(&tw);
+		free(c);
+	}
+	sid_workspace_free(ws);
 }
 END_TEST
 
@@ -1229,6 +1343,7 @@ int main(void)
 	tcase_add_test(tc, each_activation_vs_double_reference);
 	tcase_add_test(tc, ties_lowest_k);
 	tcase_add_test(tc, ties_equidistant_pair);
+	tcase_add_test(tc, ties_odd_k_before_even_k);
 	tcase_add_test(tc, l2_input_norm);
 	tcase_add_test(tc, dist_and_quant);
 	tcase_add_test(tc, alternatives_exhaustive_beam);
@@ -1243,6 +1358,7 @@ int main(void)
 	tcase_add_test(tc, hidden_overflow_rejected_with_row);
 	tcase_add_test(tc, codeword_score_overflow_refused);
 	tcase_add_test(tc, argument_errors);
+	tcase_add_test(tc, tower_at_the_limits);
 	tcase_add_test(tc, codes_format);
 	tcase_add_test(tc, flops_per_row);
 	suite_add_tcase(s, tc);
