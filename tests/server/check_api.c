@@ -89,6 +89,14 @@ START_TEST(test_base64)
 	ck_assert_int_eq(b64("Zm9vY", out, &bad), -1); /* 5 chars: impossible length */
 	ck_assert_int_eq(b64("Zg=", out, &bad), -1);   /* padding that does not fill a quad */
 	ck_assert_int_eq(b64("Zh==", out, &bad), -1);  /* non-zero leftover bits */
+	ck_assert_int_eq((int)bad, 1);		       /* the character that holds them */
+	/* three characters: 16 bits and 2 left over, which must be zero too */
+	ck_assert_int_eq(b64("AAE", out, &bad), 2);
+	ck_assert(out[0] == 0 && out[1] == 1);
+	ck_assert_int_eq(b64("AAF", out, &bad), -1);
+	ck_assert_int_eq((int)bad, 2);
+	ck_assert_int_eq(b64("Zm9vAAH=", out, &bad), -1);
+	ck_assert_int_eq((int)bad, 6);
 	ck_assert_int_eq(b64("Zm9v Zm9v", out, &bad), -1);
 	ck_assert_int_eq(srv_base64_decode("Zm9vYmFy", 8, out, 5, &bad), -2);
 }
@@ -925,6 +933,38 @@ START_TEST(test_long_input_small_max_inputs)
 }
 END_TEST
 
+/* max_inputs inputs decode and one more is 413, for every max_inputs at or
+ * beside a size the fast scanner grows its arrays to (16, 32, ...): it
+ * capped them at max_inputs, and a cap one higher took max_inputs + 1. */
+START_TEST(test_max_inputs_exactly)
+{
+	static const int maxes[] = {1, 2, 15, 16, 17, 31, 32, 33, 64};
+
+	for (size_t i = 0; i < sizeof(maxes) / sizeof(maxes[0]); i++) {
+		const int max = maxes[i];
+		struct srv_encode_req req;
+		struct srv_api_error e;
+		char want[80];
+		size_t len;
+		char *body = inputs_body((size_t)max, 2, "", &len);
+
+		ck_assert_int_eq(
+		    srv_encode_req_decode(body, len, SID_TOWER_ITEM, 2, max, NULL, &req, &e), 0);
+		ck_assert_int_eq((int)req.B, max);
+		srv_encode_req_release(&req);
+		free(body);
+		body = inputs_body((size_t)max + 1, 2, "", &len);
+		ck_assert_int_eq(
+		    srv_encode_req_decode(body, len, SID_TOWER_ITEM, 2, max, NULL, &req, &e), -1);
+		ck_assert_int_eq(e.kind, SRV_ERR_TOO_LARGE);
+		snprintf(want, sizeof(want), "%d inputs; at most %d are allowed per request",
+			 max + 1, max);
+		ck_assert_str_eq(e.msg, want);
+		free(body);
+	}
+}
+END_TEST
+
 /*
  * Before jansson builds a json_t per value (a few MB of "[]," took
  * gigabytes): a body of more inputs than max_inputs is 413 with their
@@ -1128,7 +1168,8 @@ static void fast_vs_jansson(const char *body, size_t cut, int D, int strict)
 
 /* Number spellings at the edges of the one-pass conversion (eight-digit
  * blocks, 19 significant digits, |e10| <= 22, 2^53, float midpoints, signed
- * zeros, subnormals, overflow, bad grammar): the scanner accepts exactly
+ * zeros, subnormals, overflow, bad grammar, exponents of three digits and
+ * more): the scanner accepts exactly
  * when jansson does and gives the same bits, "-0" as +0 included. */
 START_TEST(test_fast_number_edges)
 {
@@ -1192,7 +1233,12 @@ START_TEST(test_fast_number_edges)
 				    "1.2.3",
 				    "0x10",
 				    "+1",
-				    "1e99999999999"};
+				    "1e99999999999",
+				    "1e-100",
+				    "7e-0100",
+				    "2.5e-123",
+				    "1e100",
+				    "1e+0105"};
 	char body[256];
 
 	for (size_t i = 0; i < sizeof(tok) / sizeof(tok[0]); i++) {
@@ -1955,6 +2001,7 @@ static void add_tests(TCase *tc)
 	tcase_add_test(tc, test_decode_out_of_memory_is_503);
 	tcase_add_test(tc, test_decode_value_flood);
 	tcase_add_test(tc, test_long_input_small_max_inputs);
+	tcase_add_test(tc, test_max_inputs_exactly);
 	tcase_add_test(tc, test_json_inputs);
 	tcase_add_test(tc, test_row_error_without_jansson);
 	tcase_add_test(tc, test_json_separators);
