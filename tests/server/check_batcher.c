@@ -46,11 +46,97 @@ static float *rows_of(int i, size_t B, int D)
 	return x;
 }
 
-/* Submit jobs of @B[0..n) rows together on @m's item tower and check each
- * answer against sid_encode of its rows alone. */
-static void check_batch(struct sid_model *m, const size_t *B, int n)
+/* One job of a batch: its rows, the model it came with (an index into
+ * the models given), its top_k and return_quantized. */
+struct jspec {
+	size_t B;
+	int model, top_k, quantized;
+};
+
+/* The float of a JSON number of a response. */
+static float jfloat(const json_t *v)
 {
-	const struct sid_tower *t = sid_model_tower(m, SID_TOWER_ITEM);
+	ck_assert_msg(json_is_number(v), "not a number");
+	return (float)json_number_value(v);
+}
+
+/* Check @res, job @i's "results", against sid_encode of its rows @x alone
+ * with its own model's tower @t and options @js. */
+static void check_answer(const struct sid_tower *t, const struct jspec *js, int i, const float *x,
+			 json_t *results, struct sid_workspace *ws)
+{
+	const size_t B = js->B, L = (size_t)t->L, E = (size_t)t->E;
+	const int n_alt = js->top_k - 1;
+	int32_t *codes = malloc((B + 1) * L * sizeof(int32_t));
+	int32_t *alt_codes = malloc((B * (size_t)n_alt + 1) * L * sizeof(int32_t));
+	float *dist = malloc((B + 1) * sizeof(float)), *quant = malloc((B + 1) * E * sizeof(float));
+	float *alt_dist = malloc((B * (size_t)n_alt + 1) * sizeof(float));
+	int *alt_count = malloc((B + 1) * sizeof(int));
+	struct sid_encode_out out = {.codes = codes,
+				     .dist = dist,
+				     .quant = quant,
+				     .n_alt = n_alt,
+				     .alt_codes = alt_codes,
+				     .alt_dist = alt_dist,
+				     .alt_count = alt_count};
+	struct sid_error err;
+
+	ck_assert(codes && alt_codes && dist && quant && alt_dist && alt_count);
+	if (B)
+		ck_assert_int_eq(sid_encode(t, x, B, &out, ws, &err), 0);
+	ck_assert_uint_eq(json_array_size(results), B);
+	for (size_t r = 0; r < B; r++) {
+		json_t *res = json_array_get(results, r);
+		json_t *c = json_object_get(res, "codes"), *q = json_object_get(res, "quantized");
+		json_t *alts = json_object_get(res, "alternatives");
+
+		ck_assert_uint_eq(json_array_size(c), L);
+		for (size_t l = 0; l < L; l++)
+			ck_assert_msg(json_integer_value(json_array_get(c, l)) == codes[r * L + l],
+				      "job %d row %zu level %zu", i, r, l);
+		ck_assert_msg(jfloat(json_object_get(res, "distance")) == dist[r],
+			      "job %d row %zu: distance", i, r);
+		if (!js->quantized) {
+			ck_assert_msg(q == NULL, "job %d row %zu: quantized not asked for", i, r);
+		} else {
+			ck_assert_msg(json_array_size(q) == E, "job %d row %zu: quantized", i, r);
+			for (size_t e = 0; e < E; e++)
+				ck_assert_msg(jfloat(json_array_get(q, e)) == quant[r * E + e],
+					      "job %d row %zu: quantized[%zu]", i, r, e);
+		}
+		if (!n_alt) {
+			ck_assert_msg(alts == NULL, "job %d row %zu: alternatives", i, r);
+			continue;
+		}
+		ck_assert_msg(json_array_size(alts) == (size_t)alt_count[r],
+			      "job %d row %zu: %zu alternatives, want %d", i, r,
+			      json_array_size(alts), alt_count[r]);
+		for (int a = 0; a < alt_count[r]; a++) {
+			json_t *alt = json_array_get(alts, (size_t)a);
+			json_t *ac = json_object_get(alt, "codes");
+			size_t at = (r * (size_t)n_alt + (size_t)a);
+			for (size_t l = 0; l < L; l++)
+				ck_assert_msg(json_integer_value(json_array_get(ac, l)) ==
+						  alt_codes[at * L + l],
+					      "job %d row %zu alternative %d level %zu", i, r, a,
+					      l);
+			ck_assert_msg(jfloat(json_object_get(alt, "distance")) == alt_dist[at],
+				      "job %d row %zu alternative %d: distance", i, r, a);
+		}
+	}
+	free(codes);
+	free(alt_codes);
+	free(dist);
+	free(quant);
+	free(alt_dist);
+	free(alt_count);
+}
+
+/* Submit the @n jobs @js together on the item towers of @models and check
+ * each answer against sid_encode of its rows alone, with its own model and
+ * options (codes, distances, quantized vectors and alternatives). */
+static void check_jobs(struct sid_model *const *models, const struct jspec *js, int n)
+{
 	struct srv_batcher_opts o = {
 	    .workers = 1, .max_batch = 4096, .max_delay_us = 10000000, .queue_rows = 100000};
 	struct answer ans[MAX_JOBS] = {{0}};
@@ -66,14 +152,17 @@ static void check_batch(struct sid_model *m, const size_t *B, int n)
 	ck_assert_msg(srv_batcher_new(&loop, &o, &b, &err) == 0, "%s", err.msg);
 	srv_batcher_flush(b); /* each intake is dispatched at once, as one batch */
 	for (int i = 0; i < n; i++) {
+		struct sid_model *m = models[js[i].model];
+		const struct sid_tower *t = sid_model_tower(m, SID_TOWER_ITEM);
 		struct srv_encode_req req;
 		struct srv_job *j;
 		memset(&req, 0, sizeof(req));
 		req.tower = SID_TOWER_ITEM;
-		req.B = B[i];
+		req.B = js[i].B;
 		req.D = t->D;
-		req.x = rows_of(i, B[i], t->D);
-		req.top_k = 1;
+		req.x = rows_of(i, js[i].B, t->D);
+		req.top_k = js[i].top_k;
+		req.quantized = js[i].quantized;
 		j = srv_job_new(&req, m);
 		ck_assert_ptr_nonnull(j);
 		j->done = on_done;
@@ -87,31 +176,17 @@ static void check_batch(struct sid_model *m, const size_t *B, int n)
 			left += !ans[i].done;
 	}
 	for (int i = 0; i < n; i++) {
-		float *x = rows_of(i, B[i], t->D);
-		int32_t *want = malloc((B[i] + 1) * (size_t)t->L * sizeof(int32_t));
-		struct sid_encode_out out = {.codes = want};
-		json_t *doc, *results;
+		const struct sid_tower *t = sid_model_tower(models[js[i].model], SID_TOWER_ITEM);
+		float *x = rows_of(i, js[i].B, t->D);
+		json_t *doc;
 		json_error_t jerr;
 
-		ck_assert_msg(ans[i].status == 200, "job %d (%zu rows): %d %s", i, B[i],
+		ck_assert_msg(ans[i].status == 200, "job %d (%zu rows): %d %s", i, js[i].B,
 			      ans[i].status, ans[i].body ? ans[i].body : "");
-		if (B[i])
-			ck_assert_int_eq(sid_encode(t, x, B[i], &out, ws, &err), 0);
 		doc = json_loads(ans[i].body, 0, &jerr);
 		ck_assert_msg(doc != NULL, "%s", jerr.text);
-		results = json_object_get(doc, "results");
-		ck_assert_uint_eq(json_array_size(results), B[i]);
-		for (size_t r = 0; r < B[i]; r++) {
-			json_t *codes = json_object_get(json_array_get(results, r), "codes");
-			ck_assert_uint_eq(json_array_size(codes), (size_t)t->L);
-			for (int l = 0; l < t->L; l++)
-				ck_assert_msg(
-				    json_integer_value(json_array_get(codes, (size_t)l)) ==
-					want[r * (size_t)t->L + (size_t)l],
-				    "job %d row %zu level %d", i, r, l);
-		}
+		check_answer(t, &js[i], i, x, json_object_get(doc, "results"), ws);
 		json_decref(doc);
-		free(want);
 		free(x);
 		free(ans[i].body);
 	}
@@ -122,7 +197,18 @@ static void check_batch(struct sid_model *m, const size_t *B, int n)
 	sid_workspace_free(ws);
 }
 
-static struct sid_model *model(void)
+/* Jobs of @B[0..n) rows, top_k 1, on @m alone: check_jobs. */
+static void check_batch(struct sid_model *m, const size_t *B, int n)
+{
+	struct jspec js[MAX_JOBS];
+
+	ck_assert_int_le(n, MAX_JOBS);
+	for (int i = 0; i < n; i++)
+		js[i] = (struct jspec){.B = B[i], .model = 0, .top_k = 1};
+	check_jobs(&m, js, n);
+}
+
+static struct sid_model *model_seeded(uint64_t seed)
 {
 	struct mb_spec s;
 	struct sid_model *m = NULL;
@@ -131,10 +217,16 @@ static struct sid_model *model(void)
 	size_t len;
 
 	mb_spec_init(&s);
+	s.seed = seed;
 	ck_assert_msg(mb_build_buffer(&s, &buf, &len, &err) == 0, "%s", err.msg);
 	ck_assert_msg(sid_model_load_buffer(buf, len, &m, &err) == 0, "%s", err.msg);
 	free(buf);
 	return m;
+}
+
+static struct sid_model *model(void)
+{
+	return model_seeded(1);
 }
 
 /* Small jobs gathered, large ones in place, in every order. */
@@ -171,10 +263,50 @@ START_TEST(test_empty_jobs_among_others)
 }
 END_TEST
 
+/* One batch holds one model: jobs of two models (a reload between their
+ * requests) queued together are each encoded with their own.  A batch key
+ * without the model gave the second model's jobs the first one's codes. */
+START_TEST(test_jobs_keep_their_model)
+{
+	static const struct jspec js[] = {
+	    {1, 0, 1, 0}, {2, 1, 1, 0}, {1, 0, 1, 0}, {20, 1, 1, 0}, {1, 1, 1, 0}};
+	struct sid_model *m[2] = {model(), model_seeded(99)};
+
+	check_jobs(m, js, 5);
+	sid_model_unref(m[0]);
+	sid_model_unref(m[1]);
+}
+END_TEST
+
+/* Everything a batch of several jobs answers is each job's own: the
+ * distances, the quantized vectors of the jobs that asked for them (a
+ * batch where only the first did, or only the last), and the
+ * alternatives with their distances, for small jobs gathered and large
+ * ones in place. */
+START_TEST(test_jobs_answer_their_own_outputs)
+{
+	static const struct jspec js[][5] = {
+	    {{1, 0, 1, 1}, {2, 0, 1, 0}, {1, 0, 1, 0}},
+	    {{1, 0, 1, 0}, {2, 0, 1, 0}, {17, 0, 1, 1}},
+	    {{3, 0, 1, 0}, {17, 0, 1, 1}, {0, 0, 1, 0}, {1, 0, 1, 1}},
+	    {{1, 0, 3, 0}, {2, 0, 3, 1}, {20, 0, 3, 0}, {1, 0, 3, 0}},
+	    {{16, 0, 16, 0}, {1, 0, 16, 1}, {1, 0, 16, 0}},
+	};
+	static const int n[] = {3, 3, 4, 4, 3};
+	struct sid_model *m = model();
+
+	for (size_t p = 0; p < sizeof(n) / sizeof(n[0]); p++)
+		check_jobs(&m, js[p], n[p]);
+	sid_model_unref(m);
+}
+END_TEST
+
 static void add(TCase *tc)
 {
 	tcase_add_test(tc, test_jobs_answer_their_own_rows);
 	tcase_add_test(tc, test_empty_jobs_among_others);
+	tcase_add_test(tc, test_jobs_keep_their_model);
+	tcase_add_test(tc, test_jobs_answer_their_own_outputs);
 }
 
 int main(void)
