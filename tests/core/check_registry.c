@@ -628,6 +628,43 @@ START_TEST(t_reassign)
 }
 END_TEST
 
+/* A reassign takes the smallest free suffix under its codes when a move
+ * has left a gap below the largest: an id it creates, and an id it moves
+ * back (PostgreSQL took one past the largest on both of those paths
+ * without a test noticing; a plain assign's path had one). */
+START_TEST(t_reassign_fills_gaps)
+{
+	struct sid_registry *r;
+	struct sid_reg_entry e;
+	char s[SID_REG_SID_MAX];
+
+	NEED_STORE();
+	r = reg_open();
+	assign1(r, "a", 1, 1, 1, 0, &e);
+	assign1(r, "b", 1, 1, 1, 0, &e);
+	assign1(r, "c", 1, 1, 1, 0, &e);
+	ck_assert_int_eq(e.suffix, 2);
+	assign1(r, "a", 2, 2, 2, SID_REG_REASSIGN, &e); /* 1-1-1-0 is free now */
+	sidstr(&e, s);
+	ck_assert_str_eq(s, "2-2-2-0");
+	assign1(r, "d", 1, 1, 1, SID_REG_REASSIGN, &e); /* created there */
+	ck_assert_int_eq(e.created, 1);
+	sidstr(&e, s);
+	ck_assert_str_eq(s, "1-1-1-0");
+	assign1(r, "b", 2, 2, 2, SID_REG_REASSIGN, &e); /* 1-1-1-1 is free now */
+	sidstr(&e, s);
+	ck_assert_str_eq(s, "2-2-2-1");
+	assign1(r, "a", 1, 1, 1, SID_REG_REASSIGN, &e); /* moved back, into the gap */
+	ck_assert_int_eq(e.moved, 1);
+	sidstr(&e, s);
+	ck_assert_str_eq(s, "1-1-1-1");
+	assign1(r, "e", 2, 2, 2, 0, &e); /* 2-2-2-0, which a left */
+	sidstr(&e, s);
+	ck_assert_str_eq(s, "2-2-2-0");
+	sid_registry_close(r);
+}
+END_TEST
+
 START_TEST(t_lookups)
 {
 	struct sid_registry *r;
@@ -6089,6 +6126,7 @@ static void add_behaviour(TCase *tc)
 	tcase_add_test(tc, t_levels_damaged);
 	tcase_add_test(tc, t_assign_suffixes);
 	tcase_add_test(tc, t_reassign);
+	tcase_add_test(tc, t_reassign_fills_gaps);
 	tcase_add_test(tc, t_lookups);
 	tcase_add_test(tc, t_bad_input);
 	tcase_add_test(tc, t_group);
