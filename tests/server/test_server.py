@@ -88,6 +88,23 @@ def swap_symlink(link, target):
     os.rename(link + ".tmp", link)
 
 
+def post_chunked(parts):
+    """POST the byte strings @parts to SRV's /v1/items:encode as the chunks of
+    a chunked body (no Content-Length): the status and the JSON answer."""
+    c = SRV.conn()
+    c.putrequest("POST", "/v1/items:encode")
+    c.putheader("Content-Type", "application/json")
+    c.putheader("Transfer-Encoding", "chunked")
+    c.endheaders()
+    for part in parts:
+        c.send(b"%x\r\n%s\r\n" % (len(part), part))
+    c.send(b"0\r\n\r\n")
+    r = c.getresponse()
+    got = (r.status, json.loads(r.read()))
+    c.close()
+    return got
+
+
 def encode(srv, inputs, tower="items", **opts):
     body = dict(opts)
     body["inputs"] = inputs
@@ -601,6 +618,30 @@ void *realloc(void *p, size_t n)
                          "payload_too_large",
                          "the body is %d bytes; at most 200000 are accepted" % len(body))
 
+    def test_max_body_bytes_is_a_size_a_body_may_have(self):
+        """A body of exactly max_body_bytes (200000) is read and encoded, sent
+        with a Content-Length or chunked; one byte more is 413 either way."""
+        base = json.dumps({"inputs": [{"embedding": [0.0] * ITEM.D}]}).encode()
+
+        def body(size):  # base padded with JSON whitespace to @size bytes
+            return base[:-1] + b" " * (size - len(base)) + b"}"
+
+        def chunked(data):
+            return post_chunked([data[i:i + 65536] for i in range(0, len(data), 65536)])
+
+        st, _, got = SRV.json("POST", "/v1/items:encode", body(200000), CT)
+        self.assertEqual(st, 200, got)
+        self.assertEqual(len(got["results"]), 1)
+        self.check_error(SRV.json("POST", "/v1/items:encode", body(200001), CT), 413,
+                         "payload_too_large",
+                         "the body is 200001 bytes; at most 200000 are accepted")
+        st, got = chunked(body(200000))
+        self.assertEqual(st, 200, got)
+        self.assertEqual(len(got["results"]), 1)
+        self.assertEqual(chunked(body(200001)),
+                         (413, {"error": {"code": "payload_too_large",
+                                          "message": "the body is over 200000 bytes"}}))
+
     def test_413_answered_before_the_body(self):
         # Send only the headers of a huge request: the 413 must come back
         # without the server waiting for (or buffering) the 50 MB body.
@@ -620,19 +661,9 @@ void *realloc(void *p, size_t n)
 
     def test_413_streamed(self):
         # Chunked body without Content-Length: counted while streaming.
-        c = SRV.conn()
-        c.putrequest("POST", "/v1/items:encode")
-        c.putheader("Content-Type", "application/json")
-        c.putheader("Transfer-Encoding", "chunked")
-        c.endheaders()
         chunk = b"[" + b"0," * 20000
-        for _ in range(6):  # 240 KB > 200000
-            c.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-        c.send(b"0\r\n\r\n")
-        r = c.getresponse()
-        body = json.loads(r.read())
-        c.close()
-        self.assertEqual(r.status, 413)
+        status, body = post_chunked([chunk] * 6)  # 240 KB > 200000
+        self.assertEqual(status, 413)
         self.assertEqual(body["error"], {"code": "payload_too_large",
                                          "message": "the body is over 200000 bytes"})
 
@@ -1436,6 +1467,37 @@ class TestOps(unittest.TestCase):
             m = srv.metrics()
             self.assertEqual((m['semid_model_reloads_total{result="success"}'],
                               m['semid_model_reloads_total{result="error"}']), (3, 0))
+        finally:
+            self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
+
+    def test_watch_publish_during_a_reload_reloads_again(self):
+        """A model the watcher sees published while a reload runs is
+        loaded by another reload once that one ends: the running one may
+        have read the file before it changed.  Without it the watcher's
+        news was dropped, and the new file served only by luck of timing."""
+        d, path = model_copy()
+        gate = os.path.join(d, "gate")
+        srv = T.Server(["--model", path, "--registry", "none", "--watch-poll-ms", "10",
+                        "--reload-debounce-ms", "20"], WORK,
+                       env=dict(os.environ, SEMID_TEST_LOAD_GATE=gate))
+        try:
+            os.mkfifo(gate)
+            os.link(gate, gate + ".keep")  # to open it once its name is gone
+            srv.signal(signal.SIGHUP)  # its reload waits in open() of the gate
+            time.sleep(0.3 * T.SLOW)
+            T.write_model(path + ".new", {"item": TIEFREE}, "during-2")
+            os.rename(path + ".new", path)
+            time.sleep(0.3 * T.SLOW)  # seen and debounced while the reload runs
+            os.unlink(gate)  # the next load passes
+            os.close(os.open(gate + ".keep", os.O_WRONLY))  # this one goes on
+            self.assertEqual(self._wait_version(srv, "during-2"), "during-2",
+                             srv.log_text()[-2000:])
+            deadline = time.monotonic() + 5 * T.SLOW
+            while ("trigger=watch result=success" not in srv.log_text() and
+                   time.monotonic() < deadline):
+                time.sleep(0.02)
+            self.assertIn("trigger=watch result=success", srv.log_text())
+            self.assertEqual(srv.log_text().count("trigger=signal result=success"), 1)
         finally:
             self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
 
