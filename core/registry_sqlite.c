@@ -1578,6 +1578,9 @@ static int sq_count(struct sid_registry *r, int kind, int with_emb, uint64_t *n,
 		rc = sq_fail(s, rc, err, "count");
 	}
 	sqlite3_finalize(st);
+	/* (read without locks: a count of two states is none) */
+	if (rc != SID_ENOMEM && guard_check(s, err))
+		rc = SID_EUNAVAIL;
 	return rc;
 }
 
@@ -1915,6 +1918,11 @@ static int sq_check_store(struct sid_registry *r, sid_reg_finding_fn fn, void *c
 failed:
 	rc = sq_fail(s, rc, err, "check");
 out:
+	/* read without locks: "damage" in a file a writer changed meanwhile
+	 * is the mix of two states, and so may an embedding "of no entry"
+	 * be, whose entry's page was read before the writer's */
+	if (rc != SID_ENOMEM && guard_check(s, err))
+		rc = SID_EUNAVAIL;
 	sqlite3_finalize(st);
 	cache_restore(s, cache);
 	if (told.rows) {

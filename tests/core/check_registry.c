@@ -3036,6 +3036,53 @@ static void guard_commit(const char *id, char *buf, size_t len)
 	guard_read(buf, len);
 }
 
+/* The reader goes on to its next step, which waits with @mark; a writer
+ * commits @id meanwhile (guard_commit), and the step's answer is read into
+ * @buf. */
+static void guard_during(const char *mark, const char *id, char *buf, size_t len)
+{
+	ck_assert_int_eq(write(guard_go[1], "x", 1), 1);
+	guard_read(buf, len);
+	ck_assert_str_eq(buf, mark);
+	guard_commit(id, buf, len);
+}
+
+/* @buf, the answer of a step of @what: the file changed under it. */
+static void guard_changed(const char *buf, const char *what)
+{
+	ck_assert_msg(atoi(buf) == SID_EUNAVAIL &&
+			  strstr(buf, "changed the file while it was read"),
+		      "%s: %s", what, buf);
+}
+
+/* The store, made another user's (0644, its directory 0777), and a reader
+ * forked to read it as the user nobody: 0 in the reader, else its pid. */
+static pid_t guard_fork(void)
+{
+	pid_t pid;
+
+	ck_assert_int_eq(chmod(target, 0644), 0);
+	ck_assert_int_eq(chmod(tmpdir, 0777), 0);
+	ck_assert_int_eq(pipe(guard_go), 0);
+	ck_assert_int_eq(pipe(guard_done), 0);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0 && (setgid(65534) || setuid(65534)))
+		_exit(3);
+	return pid;
+}
+
+/* Let the reader end; its exit status. */
+static int guard_wait(pid_t pid)
+{
+	int status;
+
+	ck_assert_int_eq(write(guard_go[1], "x", 1), 1);
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	chmod(tmpdir, 0700);
+	return status;
+}
+
 /* Another user's read makes no file beside the store, so it reads the file
  * alone, without a lock: a writer that opens the store meanwhile, and
  * copies its commits into the file as it closes, changes pages under it.
@@ -3045,7 +3092,6 @@ START_TEST(t_sqlite_read_guarded)
 {
 	struct sid_registry *w = reg_open();
 	struct sid_reg_entry e;
-	int status;
 	char buf[SID_ERROR_MSG_MAX + 16] = "", names[300];
 	pid_t pid;
 
@@ -3053,19 +3099,11 @@ START_TEST(t_sqlite_read_guarded)
 		CHECK_SKIP("needs root (reads as user nobody)");
 	assign1(w, "old", 1, 2, 3, 0, &e);
 	sid_registry_close(w);
-	ck_assert_int_eq(chmod(target, 0644), 0);
-	ck_assert_int_eq(chmod(tmpdir, 0777), 0);
-	ck_assert_int_eq(pipe(guard_go), 0);
-	ck_assert_int_eq(pipe(guard_done), 0);
-	pid = fork();
-	ck_assert_int_ge(pid, 0);
-	if (pid == 0) {
+	if ((pid = guard_fork()) == 0) {
 		struct sid_registry *ro;
 		struct sid_error err;
 		char out[sizeof(buf)];
 		int rc, walking = 0;
-		if (setgid(65534) || setuid(65534))
-			_exit(3);
 		rc = sid_registry_open(target, SID_REG_READONLY, &ro, &err);
 		if (!rc)
 			rc = sid_registry_get(ro, SID_TOWER_ITEM, "old", &e, &err);
@@ -3090,27 +3128,100 @@ START_TEST(t_sqlite_read_guarded)
 	ck_assert_str_eq(dir_names(names, sizeof(names)), "reg.db ");
 	guard_commit("fresh", buf, sizeof(buf));
 	ck_assert_msg(!strcmp(buf, "0 "), "the writer's commit: %s", buf);
-	ck_assert_int_eq(write(guard_go[1], "x", 1), 1);
-	guard_read(buf, sizeof(buf));
-	ck_assert_str_eq(buf, "0 walking");
-	guard_commit("fresher", buf, sizeof(buf));
-	ck_assert_msg(atoi(buf) == SID_EUNAVAIL &&
-			  strstr(buf, "changed the file while it was read"),
-		      "%s", buf);
+	guard_during("0 walking", "fresher", buf, sizeof(buf));
+	guard_changed(buf, "walk");
 	/* and a backup: the copy would not be of one state */
-	ck_assert_int_eq(write(guard_go[1], "x", 1), 1);
-	guard_read(buf, sizeof(buf));
-	ck_assert_str_eq(buf, "0 copying");
-	guard_commit("freshest", buf, sizeof(buf));
-	ck_assert_int_eq(write(guard_go[1], "x", 1), 1);
-	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
-	chmod(tmpdir, 0700);
-	ck_assert_msg(atoi(buf) == SID_EUNAVAIL &&
-			  strstr(buf, "changed the file while it was read"),
-		      "backup: %s", buf);
-	ck_assert_int_eq(status, 0);
+	guard_during("0 copying", "freshest", buf, sizeof(buf));
+	guard_changed(buf, "backup");
+	ck_assert_int_eq(guard_wait(pid), 0);
 	snprintf(names, sizeof(names), "%s/copy.db", tmpdir);
 	unlink(names);
+	ck_assert_str_eq(dir_names(names, sizeof(names)), "reg.db ");
+}
+END_TEST
+
+#define GUARD_N 6000 /* entries: PRAGMA integrity_check tells its progress */
+
+/* The progress of the reader of t_sqlite_read_guarded_more: it waits for
+ * the parent once, at the point *ctx names (1: the end of stats' walk, which
+ * counts the embeddings next; 2: the first report of the file's check). */
+static void guard_pause(void *ctx, uint64_t done, uint64_t total)
+{
+	int *when = ctx;
+
+	if ((*when == 1 && done == GUARD_N && !total) || (*when == 2 && total)) {
+		*when = 0;
+		guard_step("0 paused");
+	}
+}
+
+/* The rest of a guarded read (t_sqlite_read_guarded): stats' count of
+ * embeddings and check's own look at the file (PRAGMA integrity_check, the
+ * embeddings of no entry) read it without locks as a walk does, and a
+ * writer that changed it meanwhile is SID_EUNAVAIL there too.  They
+ * answered from the mixed pages: a check could name an embedding whose
+ * entry it had not seen "of no entry", to be deleted. */
+START_TEST(t_sqlite_read_guarded_more)
+{
+	struct sid_registry *w = reg_open();
+	struct sid_reg_item *it = calloc(GUARD_N, sizeof(*it));
+	struct sid_reg_entry *out = calloc(GUARD_N, sizeof(*out));
+	static char ids[GUARD_N][8];
+	static int32_t codes[GUARD_N][3];
+	float emb[2] = {1, 2};
+	struct sid_error err;
+	char buf[SID_ERROR_MSG_MAX + 16] = "", names[300];
+	pid_t pid;
+
+	if (geteuid() != 0)
+		CHECK_SKIP("needs root (reads as user nobody)");
+	ck_assert_ptr_nonnull(it);
+	ck_assert_ptr_nonnull(out);
+	for (int k = 0; k < GUARD_N; k++) {
+		snprintf(ids[k], sizeof(ids[k]), "g%d", k);
+		codes[k][0] = k % 16;
+		codes[k][1] = k / 16 % 16;
+		codes[k][2] = k / 256;
+		it[k] = (struct sid_reg_item){ids[k], codes[k], emb};
+	}
+	ck_assert_msg(
+	    sid_registry_assign(w, SID_TOWER_ITEM, it, GUARD_N, 3, 2, "v1", 0, out, &err) == 0,
+	    "%s", err.msg);
+	sid_registry_close(w);
+	free(it);
+	free(out);
+	if ((pid = guard_fork()) == 0) {
+		struct sid_registry *ro;
+		struct sid_reg_stats st;
+		struct sid_reg_check res;
+		char msg[sizeof(buf)];
+		int rc, when = 1;
+		rc = sid_registry_open(target, SID_REG_READONLY, &ro, &err);
+		if (rc) {
+			snprintf(msg, sizeof(msg), "%d %s", rc, err.msg);
+			guard_step(msg);
+			_exit(4);
+		}
+		sid_registry_set_progress(ro, guard_pause, &when);
+		rc = sid_registry_stats(ro, SID_TOWER_ITEM, &st, &err);
+		snprintf(msg, sizeof(msg), "%d %s", rc, rc ? err.msg : "");
+		guard_step(msg);
+		when = 2;
+		rc = sid_registry_check(ro, -1, NULL, NULL, &res, &err);
+		snprintf(msg, sizeof(msg), "%d %s", rc, rc ? err.msg : "");
+		guard_step(msg);
+		sid_registry_close(ro);
+		_exit(0);
+	}
+	/* stats: the writer commits between its walk and its count */
+	guard_read(buf, sizeof(buf));
+	ck_assert_str_eq(buf, "0 paused");
+	guard_commit("fresh", buf, sizeof(buf));
+	guard_changed(buf, "stats");
+	/* check: the writer commits while PRAGMA integrity_check reads */
+	guard_during("0 paused", "fresher", buf, sizeof(buf));
+	guard_changed(buf, "check");
+	ck_assert_int_eq(guard_wait(pid), 0);
 	ck_assert_str_eq(dir_names(names, sizeof(names)), "reg.db ");
 }
 END_TEST
@@ -6179,6 +6290,7 @@ static Suite *registry_suite(void)
 	tcase_add_test(tc, t_sqlite_peek);
 	tcase_add_test(tc, t_sqlite_read_leaves_none);
 	tcase_add_test(tc, t_sqlite_read_guarded);
+	tcase_add_test(tc, t_sqlite_read_guarded_more);
 	tcase_add_test(tc, t_sqlite_immutable_recovers);
 	tcase_add_test(tc, t_sqlite_fd_limit);
 	tcase_add_test(tc, t_sqlite_read_only_fs);
