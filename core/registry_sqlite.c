@@ -1018,13 +1018,19 @@ static int prepare_all(sqlite3 *db, sqlite3_stmt **st)
 }
 
 /* Replace the handle's connection by a new one to @name (a path, or a
- * "file:" URI with @uri) with @flags; 0 when done, else the old one stays. */
+ * "file:" URI with SQLITE_OPEN_URI) with @flags, or (@flags 0) by
+ * reader_open's to the path @name for a process that may not write it; 0
+ * when done, else the old one stays. */
+static int reader_open(const char *path, int ro_shm, sqlite3 **db);
+
 static int reconnect(struct sq *s, const char *name, int flags)
 {
 	sqlite3 *db = NULL;
 	sqlite3_stmt *st[S_COUNT] = {0};
 
-	if (sqlite3_open_v2(name, &db, flags | SQLITE_OPEN_NOMUTEX, NULL) == SQLITE_OK &&
+	if ((flags ? sqlite3_open_v2(name, &db, flags | SQLITE_OPEN_NOMUTEX, NULL)
+		   : reader_open(name, 1, &db)) == SQLITE_OK &&
+	    sqlite3_busy_timeout(db, s->busy_ms) == SQLITE_OK &&
 	    sqlite3_exec(db, "SELECT count(*) FROM sqlite_master", NULL, NULL, NULL) == SQLITE_OK &&
 	    prepare_all(db, st) == SQLITE_OK) {
 		for (int i = 0; i < S_COUNT; i++)
@@ -1069,7 +1075,7 @@ static void leave_immutable(struct sq *s)
 		snprintf(shm, sizeof(shm), "%s-shm", s->base.label);
 		if (!access(wal, F_OK) && !access(shm, F_OK)) {
 			/* a writer has the store open: read through its files */
-			if (!reconnect(s, s->base.label, SQLITE_OPEN_READONLY))
+			if (!reconnect(s, s->base.label, 0))
 				s->immutable = s->guarded = 0;
 		} else if (!stat(s->base.label, &st) && st.st_dev == s->dev &&
 			   st.st_ino == s->ino &&
@@ -2091,9 +2097,9 @@ fail:
  * its own error stands.  Returns 0 when reopened, 1 when the fallback does
  * not apply, or a SID_E* code with @err set.
  */
-/* "file:@p?immutable=1" into @uri (3 * PATH_MAX + 32 bytes; @p shorter
- * than PATH_MAX): SQLite reads the file alone, without locks or side files. */
-static void immutable_uri(const char *p, char *uri, size_t len)
+/* "file:@p?@query" into @uri (3 * PATH_MAX + 32 bytes; @p shorter than
+ * PATH_MAX, @query at most 16 bytes). */
+static void file_uri(const char *p, const char *query, char *uri, size_t len)
 {
 	size_t o = (size_t)snprintf(uri, len, "file:");
 
@@ -2103,7 +2109,14 @@ static void immutable_uri(const char *p, char *uri, size_t len)
 			uri[o++] = *p;
 		else
 			o += (size_t)snprintf(uri + o, 4, "%%%02X", (unsigned char)*p);
-	snprintf(uri + o, len - o, "?immutable=1");
+	snprintf(uri + o, len - o, "?%s", query);
+}
+
+/* "file:@p?immutable=1": SQLite reads the file alone, without locks or
+ * side files. */
+static void immutable_uri(const char *p, char *uri, size_t len)
+{
+	file_uri(p, "immutable=1", uri, len);
 }
 
 static int reopen_immutable(struct sq *s, struct sid_error *err)
@@ -2140,6 +2153,97 @@ static int reopen_immutable(struct sq *s, struct sid_error *err)
 }
 
 /*
+ * A read-only connection through a writer's -wal and -shm must make neither:
+ * made by a reader that may not write the store, they are its files, which
+ * the store's owner cannot write, and its writer then fails ("the file is
+ * read-only") until someone deletes them.  Both were seen there just before
+ * the open, but a writer's clean close may remove them before the
+ * connection's first read (it holds the file's exclusive lock as it does,
+ * and the read waits for it), and SQLite then makes them anew for the
+ * reader.  Once the read holds its shared lock no close can remove them, so
+ * the connection is made never to create them: the -wal through
+ * "semid-noside", the "unix" VFS whose opens of a -wal never create one,
+ * the -shm, for a process that may not write the store, by readonly_shm=1
+ * (opened for reading only, never made: such a reader could not write the
+ * owner's -shm anyway; one that may write the store makes its own, as the
+ * owner's or, for root, given to the owner by SQLite).  Files gone, the
+ * first read fails SQLITE_CANTOPEN, and the caller decides again.
+ */
+static sqlite3_vfs noside_vfs;
+static pthread_once_t noside_once = PTHREAD_ONCE_INIT;
+
+static int noside_open(sqlite3_vfs *vfs, sqlite3_filename name, sqlite3_file *f, int flags,
+		       int *out)
+{
+	sqlite3_vfs *unix_vfs = vfs->pAppData;
+
+	if (flags & SQLITE_OPEN_WAL)
+		flags &= ~SQLITE_OPEN_CREATE;
+	return unix_vfs->xOpen(unix_vfs, name, f, flags, out);
+}
+
+static void noside_register(void)
+{
+	sqlite3_vfs *unix_vfs = sqlite3_vfs_find(NULL);
+
+	if (!unix_vfs)
+		return;
+	noside_vfs = *unix_vfs;
+	noside_vfs.pNext = NULL;
+	noside_vfs.zName = "semid-noside";
+	noside_vfs.pAppData = unix_vfs;
+	noside_vfs.xOpen = noside_open;
+	if (sqlite3_vfs_register(&noside_vfs, 0) != SQLITE_OK)
+		noside_vfs.zName = NULL;
+}
+
+/* Open @path (shorter than PATH_MAX) read-only through the -wal and -shm
+ * beside it, making no -wal, nor (@ro_shm) a -shm (above); SQLite's result
+ * code. */
+static int reader_open(const char *path, int ro_shm, sqlite3 **db)
+{
+	char uri[3 * PATH_MAX + 32];
+
+	pthread_once(&noside_once, noside_register);
+	if (!noside_vfs.zName)
+		return SQLITE_ERROR;
+	file_uri(path, ro_shm ? "readonly_shm=1" : "mode=ro", uri, sizeof(uri));
+	return sqlite3_open_v2(
+	    uri, db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI | SQLITE_OPEN_NOMUTEX, "semid-noside");
+}
+
+/* reader_open of @path for this process into s->db, and a first read: 1
+ * when the -wal or -shm was gone by then (s->db closed: the caller decides
+ * again; not on its @last try), else 0, or what the open failed with.  (A
+ * first read that failed otherwise is the schema check's to tell.) */
+static int reader_first(struct sq *s, const char *path, int last)
+{
+	int64_t deadline;
+	int rc = reader_open(path, faccessat(AT_FDCWD, path, W_OK, AT_EACCESS) != 0, &s->db);
+
+	if (rc)
+		return rc;
+	/* (a writer's close holds the lock as it removes them: waited for;
+	 * and a -shm a writer just made, which only it may initialise, is
+	 * SQLITE_READONLY_RECOVERY to a reader that may not write it until
+	 * it has: waited for as long) */
+	sqlite3_extended_result_codes(s->db, 1);
+	sqlite3_busy_timeout(s->db, s->busy_ms);
+	deadline = sid__reg_mono_ms() + s->busy_ms;
+	while ((rc = sqlite3_exec(s->db, "SELECT count(*) FROM sqlite_master", NULL, NULL, NULL)) ==
+		   SQLITE_READONLY_RECOVERY &&
+	       sid__reg_mono_ms() < deadline)
+		usleep(2000);
+	if (last || (rc & 0xff) != SQLITE_CANTOPEN)
+		return 0;
+	sqlite3_close(s->db);
+	s->db = NULL;
+	return 1;
+}
+
+#define READ_TRIES 5 /* decisions of the way to read, in a row (reader_first) */
+
+/*
  * SID_REG_PEEK: open @path for a read that leaves its directory as it was
  * and takes no lock a writer could wait for.  Any SQLite connection to a WAL
  * store, a read-only one too, makes "<path>-wal" and "<path>-shm" when they
@@ -2156,17 +2260,19 @@ static int peek_open(struct sq *s, const char *path, struct sid_error *err)
 {
 	char wal[PATH_MAX + 8], shm[PATH_MAX + 8], uri[3 * PATH_MAX + 32];
 	struct stat wst;
-	int has_wal, has_shm, rc;
+	int has_wal, has_shm, rc, tries = 0;
 
 	if (strlen(path) >= PATH_MAX)
 		return sid_error_set(err, SID_EINVAL, "registry %s: path too long", path);
 	snprintf(wal, sizeof(wal), "%s-wal", path);
 	snprintf(shm, sizeof(shm), "%s-shm", path);
+again:
 	has_wal = stat(wal, &wst) == 0;
 	has_shm = access(shm, F_OK) == 0;
 	if (has_wal && has_shm) {
-		rc =
-		    sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL);
+		/* (gone before the first read: decide again) */
+		if ((rc = reader_first(s, path, ++tries == READ_TRIES)) == 1)
+			goto again;
 	} else if (has_wal && wst.st_size > 0) {
 		return sid_error_set(err, SID_EUNAVAIL,
 				     "registry %s: %s holds commits and no %s is beside it: "
@@ -2197,9 +2303,9 @@ static int peek_open(struct sq *s, const char *path, struct sid_error *err)
  * every reader: it takes no lock, so a writer that opens the store meanwhile
  * (a server started during a long export) checkpoints into the file under
  * it, and it reads a mix of pages.  So:
- *   - both there (a writer has the store open, or died): an ordinary
- *     read-only connection, which makes nothing and reads the writer's
- *     commits through them;
+ *   - both there (a writer has the store open, or died): a read-only
+ *     connection that makes neither (reader_open), which reads the
+ *     writer's commits through them (gone by its first read: decide again);
  *   - else, a file this process may write (its owner, root): a read-write
  *     connection that writes nothing (query_only), whose close, when it is
  *     the last, removes what it made, as a writer's clean close does (root's
@@ -2214,34 +2320,40 @@ static int read_open(struct sq *s, const char *path, struct sid_error *err)
 {
 	char wal[PATH_MAX + 8], shm[PATH_MAX + 8];
 	struct stat st;
-	int rc;
+	int rc, tries = 0;
 
 	snprintf(wal, sizeof(wal), "%s-wal", path);
 	snprintf(shm, sizeof(shm), "%s-shm", path);
-	if (strlen(path) < PATH_MAX && (access(wal, F_OK) || access(shm, F_OK)) &&
-	    !dir_denied(path)) {
-		if (faccessat(AT_FDCWD, path, W_OK, AT_EACCESS) == 0) {
-			rc = sqlite3_open_v2(path, &s->db,
-					     SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX, NULL);
-			if (rc)
-				return sq_fail(s, rc, err, "open");
-			s->tidy = 1;
-			return exec(s, "PRAGMA query_only = ON", err, "open");
-		}
-		if (stat(path, &st))
-			return sid_error_set(err, SID_EIO, "registry %s: %s", path,
-					     strerror(errno));
-		if ((rc = peek_open(s, path, err)))
-			return rc;
-		if (s->immutable) {
-			s->guarded = 1;
-			s->g_size = st.st_size;
-			s->g_mtime = st.st_mtim;
-		}
+	if (strlen(path) >= PATH_MAX || dir_denied(path)) {
+		if ((rc = sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX,
+					  NULL)))
+			return sq_fail(s, rc, err, "open");
 		return 0;
 	}
-	if ((rc = sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, NULL)))
-		return sq_fail(s, rc, err, "open");
+again:
+	if (!access(wal, F_OK) && !access(shm, F_OK)) {
+		/* (gone before the first read: decide again) */
+		if ((rc = reader_first(s, path, ++tries == READ_TRIES)) == 1)
+			goto again;
+		return rc ? sq_fail(s, rc, err, "open") : 0;
+	}
+	if (faccessat(AT_FDCWD, path, W_OK, AT_EACCESS) == 0) {
+		rc = sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
+				     NULL);
+		if (rc)
+			return sq_fail(s, rc, err, "open");
+		s->tidy = 1;
+		return exec(s, "PRAGMA query_only = ON", err, "open");
+	}
+	if (stat(path, &st))
+		return sid_error_set(err, SID_EIO, "registry %s: %s", path, strerror(errno));
+	if ((rc = peek_open(s, path, err)))
+		return rc;
+	if (s->immutable) {
+		s->guarded = 1;
+		s->g_size = st.st_size;
+		s->g_mtime = st.st_mtim;
+	}
 	return 0;
 }
 
