@@ -43,7 +43,8 @@ static const char usage[] =
     "                        the rows of X.npy in order) and print id<TAB>sid<TAB>created\n"
     "                        per line once each batch is committed (--reassign adds\n"
     "                        <TAB>moved<TAB>old_sid, the ID it left when moved,\n"
-    "                        and counts on stderr)\n"
+    "                        and counts on stderr); SIGINT, SIGTERM or SIGHUP\n"
+    "                        stop it after the batch in flight\n"
     "  export                every assignment, TSV (default) or JSON lines\n"
     "  import FILE|-         read an export back; idempotent, conflicts are reported\n"
     "  stats                 items, unique prefixes per level, largest suffix, suffix\n"
@@ -806,6 +807,65 @@ fail:
 	return rc;
 }
 
+/*
+ * assign, import, reassign and delete commit as they go (and all but import
+ * print or log what they commit); SIGINT, SIGTERM and SIGHUP set stop_sig
+ * (the work stops before its next batch, the lines of the one in flight
+ * written) from stop_catch to stop_release, which ends the process as the
+ * signal would have once the output is closed.
+ */
+static volatile sig_atomic_t stop_sig;
+static const int stop_sigs[3] = {SIGINT, SIGTERM, SIGHUP};
+
+static void on_stop(int sig)
+{
+	stop_sig = sig;
+}
+
+static void stop_catch(struct sigaction saved[3])
+{
+	struct sigaction sa;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_stop;
+	sa.sa_flags = SA_RESTART; /* a line blocked on a full pipe still goes out */
+	sigemptyset(&sa.sa_mask);
+	stop_sig = 0;
+	for (int i = 0; i < 3; i++)
+		sid_catch_unless_ignored(stop_sigs[i], &sa, &saved[i]);
+}
+
+static const char *stop_name(void)
+{
+	return stop_sig == SIGINT ? "SIGINT" : stop_sig == SIGTERM ? "SIGTERM" : "SIGHUP";
+}
+
+/* The handlers of before stop_catch back (an output opened before it puts
+ * its own back after this, as it closes). */
+static void stop_restore(const struct sigaction saved[3])
+{
+	for (int i = 0; i < 3; i++)
+		sigaction(stop_sigs[i], &saved[i], NULL);
+}
+
+/* A signal caught ends the process (after @r, if not NULL, is closed) as it
+ * would have ended it. */
+static void stop_end(struct sid_registry *r)
+{
+	if (stop_sig) {
+		if (r)
+			sid_registry_close(r);
+		signal(stop_sig, SIG_DFL);
+		raise(stop_sig);
+	}
+}
+
+static void stop_release(const struct sigaction saved[3], struct sid_registry *r)
+{
+	stop_restore(saved);
+	stop_end(r);
+}
+
 static int cmd_assign(const struct opts *o, struct sid_error *err)
 {
 	struct sid_model *m = NULL;
@@ -820,10 +880,11 @@ static int cmd_assign(const struct opts *o, struct sid_error *err)
 	struct sid_reg_item *in = NULL;
 	struct sid_reg_entry *res = NULL;
 	struct cli_progress bar = {0};
+	struct sigaction saved[3];
 	size_t B = (size_t)o->batch, done = 0, committed = 0;
 	uint64_t created = 0, moved = 0;
 	long bad;
-	int rc;
+	int rc, caught = 0;
 
 	if ((rc = sid_model_load(o->model, &m, err)) || (rc = sid_model_smoke(m, err))) {
 		sid_error_name_file(err, o->model);
@@ -861,8 +922,11 @@ static int cmd_assign(const struct opts *o, struct sid_error *err)
 	}
 	if ((rc = out_open(&w, o, r, err)))
 		goto fail;
+	/* a stop between batches: each one committed has its lines printed */
+	stop_catch(saved);
+	caught = 1;
 	cli_progress_begin(&bar, progress_on(o, 1), x.rows, stderr);
-	for (size_t row = 0; row < x.rows; row += B) {
+	for (size_t row = 0; row < x.rows && !stop_sig; row += B) {
 		size_t n = x.rows - row < B ? x.rows - row : B;
 		struct sid_encode_out eo = {.codes = codes, .dist = dist};
 		if ((rc = sid_npy_read_f32(&x, row, n, buf, err))) {
@@ -917,6 +981,30 @@ static int cmd_assign(const struct opts *o, struct sid_error *err)
 		}
 		cli_progress_update(&bar, done = row + n);
 	}
+	if (stop_sig) {
+		int file = w.kind == CLI_OUT_FILE;
+
+		cli_progress_end(&bar, done);
+		stop_restore(saved); /* before the output puts back its own */
+		caught = 0;
+		/* a file is written only when complete, as after an error */
+		if ((rc = out_close(&w, !file, err)))
+			goto fail;
+		if (committed)
+			fprintf(stderr,
+				"semid: stopped by %s after rows 0..%zu of %zu were committed "
+				"(%llu created); %s %s%s; their ids keep the IDs given: the "
+				"same command assigns the rest\n",
+				stop_name(), committed - 1, x.rows, (unsigned long long)created,
+				file ? "their lines are not in" : "their lines are in",
+				output_name(o), file ? ", written only when complete" : "");
+		else
+			fprintf(stderr,
+				"semid: stopped by %s before a row was committed: nothing "
+				"assigned\n",
+				stop_name());
+		goto fail;
+	}
 	rc = out_close(&w, 1, err);
 	if (!rc && o->reassign)
 		fprintf(stderr,
@@ -933,6 +1021,8 @@ static int cmd_assign(const struct opts *o, struct sid_error *err)
 		    (unsigned long long)(x.rows - created));
 fail:
 	cli_progress_end(&bar, done); /* before a message; no-op when not drawn */
+	if (caught)
+		stop_restore(saved);
 	if (rc)
 		out_close(&w, 0, NULL);
 	if (rc && committed) /* a full disk, a bad row: what is in the store */
@@ -952,56 +1042,12 @@ fail:
 	sid_npy_close(&x);
 	sid_registry_close(r);
 	sid_model_unref(m);
+	if (!rc) /* stopped (an error is told first, by its status) */
+		stop_end(NULL);
 	return rc;
 }
 
 /* ---- delete ---- */
-
-/*
- * reassign and delete log what they commit as they go; SIGINT, SIGTERM and
- * SIGHUP set stop_sig (the work stops before its next batch, the lines of
- * the one in flight written) from stop_catch to stop_release, which ends
- * the process as the signal would have once the log is closed.
- */
-static volatile sig_atomic_t stop_sig;
-static const int stop_sigs[3] = {SIGINT, SIGTERM, SIGHUP};
-
-static void on_stop(int sig)
-{
-	stop_sig = sig;
-}
-
-static void stop_catch(struct sigaction saved[3])
-{
-	struct sigaction sa;
-
-	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_stop;
-	sa.sa_flags = SA_RESTART; /* a line blocked on a full pipe still goes out */
-	sigemptyset(&sa.sa_mask);
-	stop_sig = 0;
-	for (int i = 0; i < 3; i++)
-		sid_catch_unless_ignored(stop_sigs[i], &sa, &saved[i]);
-}
-
-static const char *stop_name(void)
-{
-	return stop_sig == SIGINT ? "SIGINT" : stop_sig == SIGTERM ? "SIGTERM" : "SIGHUP";
-}
-
-/* The handlers of before stop_catch back; a signal caught ends the process
- * (after @r, if not NULL, is closed) as it would have ended it. */
-static void stop_release(const struct sigaction saved[3], struct sid_registry *r)
-{
-	for (int i = 0; i < 3; i++)
-		sigaction(stop_sigs[i], &saved[i], NULL);
-	if (stop_sig) {
-		if (r)
-			sid_registry_close(r);
-		signal(stop_sig, SIG_DFL);
-		raise(stop_sig);
-	}
-}
 
 static FILE *log_open(const struct opts *o, struct sid_registry *r, const char *header,
 		      const char *what, struct sid_error *err);

@@ -2980,6 +2980,93 @@ START_TEST(t_delete_stopped)
 }
 END_TEST
 
+/*
+ * An assign stopped by SIGTERM ends after the batch in flight: its stdout is
+ * a pipe the test stops reading after five lines, and the signal comes while
+ * it blocks writing there, after a commit.  It died there by the signal,
+ * without a word, at times with a batch committed but its lines never
+ * printed.  Now every row committed has its line, the store holds those ids
+ * and no other, and it says which rows were committed.  The same command
+ * then assigns the rest, the first ids keeping their IDs.
+ */
+START_TEST(t_assign_stopped)
+{
+	enum { M = 2000 };
+	static float xm[M * 8];
+	static char buf[1 << 20];
+	char x2[320], ids2[320], db3[320], said[1024], want[256];
+	struct sid_registry *r;
+	struct sid_reg_entry e;
+	struct sid_error err;
+	int status, lines = 0, stored = 0;
+	size_t len = 0;
+
+	snprintf(x2, sizeof(x2), "%s/x2.npy", dir);
+	snprintf(ids2, sizeof(ids2), "%s/ids2.txt", dir);
+	snprintf(db3, sizeof(db3), "%s/stopped.db", dir);
+	write_inputs(x2, ids2, M, 23, xm);
+	status = run_signalled(SIGTERM, 0, 5, "assign.err", buf, sizeof(buf), &len, "registry",
+			       "assign", "--model", model, "--input", x2, "--ids", ids2, "--db",
+			       db3, "--batch", "1", NULL);
+	ck_assert_msg(WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM,
+		      "the assign was not stopped by the signal (status 0x%x)", status);
+	ck_assert_int_eq(sid_registry_open(db3, SID_REG_READONLY, &r, &err), 0);
+	for (char *p = buf; *p; lines++) { /* line N: row N, committed with that sid */
+		char id[64], sid[64], got[SID_REG_SID_MAX];
+		int created;
+		char *nl = strchr(p, '\n');
+		ck_assert_ptr_nonnull(nl);
+		*nl = '\0';
+		ck_assert_int_eq(sscanf(p, "%63s\t%63s\t%d", id, sid, &created), 3);
+		snprintf(want, sizeof(want), "item-%d", lines);
+		ck_assert_str_eq(id, want);
+		ck_assert_int_eq(created, 1);
+		ck_assert_int_eq(sid_registry_get(r, SID_TOWER_ITEM, id, &e, &err), 0);
+		sid_reg_sid_format(e.codes, e.L, e.suffix, got, sizeof(got));
+		ck_assert_str_eq(got, sid);
+		p = nl + 1;
+	}
+	for (int i = 0; i < M; i++) { /* and nothing else is stored */
+		char id[32];
+		snprintf(id, sizeof(id), "item-%d", i);
+		stored += sid_registry_get(r, SID_TOWER_ITEM, id, &e, &err) == 0;
+	}
+	sid_registry_close(r);
+	ck_assert_int_ge(lines, 5);
+	ck_assert_int_lt(lines, M);
+	ck_assert_int_eq(stored, lines);
+	dir_file_read("assign.err", said, sizeof(said));
+	snprintf(want, sizeof(want),
+		 "semid: stopped by SIGTERM after rows 0..%d of %d were committed (%d created); "
+		 "their lines are in stdout; their ids keep the IDs given: the same command "
+		 "assigns the rest\n",
+		 lines - 1, M, lines);
+	ck_assert_str_eq(said, want);
+	/* the rest: the first ids known, with the IDs printed */
+	ck_assert_int_eq(run("registry", "assign", "--model", model, "--input", x2, "--ids", ids2,
+			     "--db", db3, "--output", out, NULL),
+			 CLI_EXIT_OK);
+	{
+		char line[256], *p = buf;
+		FILE *f = fopen(out, "r");
+		int n = 0;
+		ck_assert_ptr_nonnull(f);
+		while (fgets(line, sizeof(line), f)) {
+			char *tab = strrchr(line, '\t');
+			ck_assert_ptr_nonnull(tab);
+			ck_assert_int_eq(tab[1], n < lines ? '0' : '1');
+			if (n < lines) { /* same id and sid as the stopped run printed */
+				ck_assert_int_eq(strncmp(line, p, (size_t)(tab - line)), 0);
+				p += strlen(p) + 1;
+			}
+			n++;
+		}
+		fclose(f);
+		ck_assert_int_eq(n, M);
+	}
+}
+END_TEST
+
 static Suite *registry_cmd_suite(void)
 {
 	Suite *s = suite_create("registry_cmd");
@@ -2997,6 +3084,7 @@ static Suite *registry_cmd_suite(void)
 	tcase_add_test(tc, t_delete_damaged);
 	tcase_add_test(tc, t_check);
 	tcase_add_test(tc, t_delete_stopped);
+	tcase_add_test(tc, t_assign_stopped);
 	tcase_add_test(tc, t_assign_export_import);
 	tcase_add_test(tc, t_diff_and_lookups);
 	tcase_add_test(tc, t_bad_stores);
