@@ -46,7 +46,9 @@ static const char usage[] =
     "                        and counts on stderr); SIGINT, SIGTERM or SIGHUP\n"
     "                        stop it after the batch in flight\n"
     "  export                every assignment, TSV (default) or JSON lines\n"
-    "  import FILE|-         read an export back; idempotent, conflicts are reported\n"
+    "  import FILE|-         read an export back; idempotent, conflicts are reported;\n"
+    "                        SIGINT, SIGTERM or SIGHUP stop it, the lines read\n"
+    "                        committed\n"
     "  stats                 items, unique prefixes per level, largest suffix, suffix\n"
     "                        histogram (JSON)\n"
     "  diff --model NEW      how many stored IDs NEW would change, per level (JSON);\n"
@@ -822,13 +824,15 @@ static void on_stop(int sig)
 	stop_sig = sig;
 }
 
-static void stop_catch(struct sigaction saved[3])
+/* @flags: SA_RESTART, so that a line blocked on a full pipe still goes out;
+ * 0 for import, whose read waiting on a pipe or a terminal must end. */
+static void stop_catch(struct sigaction saved[3], int flags)
 {
 	struct sigaction sa;
 
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_stop;
-	sa.sa_flags = SA_RESTART; /* a line blocked on a full pipe still goes out */
+	sa.sa_flags = flags;
 	sigemptyset(&sa.sa_mask);
 	stop_sig = 0;
 	for (int i = 0; i < 3; i++)
@@ -864,6 +868,14 @@ static void stop_release(const struct sigaction saved[3], struct sid_registry *r
 {
 	stop_restore(saved);
 	stop_end(r);
+}
+
+/* Asked by sid_registry_reassign_all during the walk and before each batch,
+ * and by sid_registry_import_until after each line. */
+static int stop_asked(void *ctx)
+{
+	(void)ctx;
+	return stop_sig ? SID_EUNAVAIL : 0;
 }
 
 static int cmd_assign(const struct opts *o, struct sid_error *err)
@@ -923,7 +935,7 @@ static int cmd_assign(const struct opts *o, struct sid_error *err)
 	if ((rc = out_open(&w, o, r, err)))
 		goto fail;
 	/* a stop between batches: each one committed has its lines printed */
-	stop_catch(saved);
+	stop_catch(saved, SA_RESTART);
 	caught = 1;
 	cli_progress_begin(&bar, progress_on(o, 1), x.rows, stderr);
 	for (size_t row = 0; row < x.rows && !stop_sig; row += B) {
@@ -1153,7 +1165,7 @@ static int cmd_delete(const struct opts *o, int *not_found, struct sid_error *er
 	struct sigaction saved[3];
 	int rc = 0;
 
-	stop_catch(saved);
+	stop_catch(saved, SA_RESTART);
 	if (o->ids)
 		rc = ids_read(o->ids, IDS_ANY, &file_ids, &n, err);
 	else
@@ -1313,6 +1325,7 @@ static int cmd_import(const struct opts *o, struct sid_registry *r, FILE *f, int
 	struct sid_reg_import_result res;
 	enum sid_reg_format fmt = format_of(o, o->arg);
 	const char *name = o->arg;
+	struct sigaction saved[3];
 	int rc;
 
 	if (progress_on(o, 0) && fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode)) {
@@ -1323,11 +1336,25 @@ static int cmd_import(const struct opts *o, struct sid_registry *r, FILE *f, int
 		if (!(g = fopencookie(&k, "r", io)))
 			return sid_error_set(err, SID_ENOMEM, "out of memory");
 	}
-	rc = sid_registry_import(r, fmt, g ? g : f, print_conflict, (void *)name, &res, err);
+	/* each transaction of lines stands on its own: a stop commits those
+	 * read, and a second import of the file adds the rest */
+	stop_catch(saved, 0);
+	rc = sid_registry_import_until(r, fmt, g ? g : f, print_conflict, (void *)name, stop_asked,
+				       NULL, &res, err);
 	if (g) {
 		cli_progress_end(&k.bar, (size_t)(k.n >> 20));
 		fclose(g); /* not f: the cookie has no close */
 	}
+	if (rc == SID_EUNAVAIL && stop_sig) {
+		fprintf(stderr,
+			"semid: stopped by %s after line %ld of %s, committed: %llu added, %llu "
+			"already present, %llu conflicts; importing it again adds the rest\n",
+			stop_name(), res.lines, strcmp(name, "-") ? name : "stdin",
+			(unsigned long long)res.added, (unsigned long long)res.same,
+			(unsigned long long)res.conflicts);
+		stop_release(saved, r);
+	}
+	stop_restore(saved);
 	if (rc)
 		return sid_error_prefix(err, "%s", name);
 	fprintf(stderr, "semid: imported %s: %llu added, %llu already present, %llu conflicts",
@@ -1957,12 +1984,6 @@ static int print_move(const struct sid_reg_entry *before, const struct sid_reg_e
 	return 0;
 }
 
-/* Asked by sid_registry_reassign_all during the walk and before each batch. */
-static int stop_asked(void *ctx)
-{
-	return stop_sig ? SID_EUNAVAIL : 0;
-}
-
 /* A log of what was committed (reassign's moves, delete's ids): stdout, or
  * the file appended to, with @header (may be NULL) first on stdout or in a
  * new file; refused when it is the store or the model.  @what names it.  A
@@ -2072,7 +2093,7 @@ static int cmd_reassign(const struct opts *o, struct sid_registry *r, struct sid
 	}
 	mv.d = &d;
 	mv.r = r;
-	stop_catch(saved);
+	stop_catch(saved, SA_RESTART);
 	walk_bar_begin(&mv.walk, o, r, o->kind, 1);
 	cli_progress_begin(&mv.bar, mv.walk.bar.on, 0, stderr);
 	mv.bar.unit = "ids moved";

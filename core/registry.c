@@ -1835,6 +1835,14 @@ int sid_registry_import(struct sid_registry *r, enum sid_reg_format fmt, FILE *f
 			sid_reg_conflict_fn on_conflict, void *ctx,
 			struct sid_reg_import_result *res, struct sid_error *err)
 {
+	return sid_registry_import_until(r, fmt, f, on_conflict, ctx, NULL, NULL, res, err);
+}
+
+int sid_registry_import_until(struct sid_registry *r, enum sid_reg_format fmt, FILE *f,
+			      sid_reg_conflict_fn on_conflict, void *ctx, sid_reg_stop_fn stop,
+			      void *stop_ctx, struct sid_reg_import_result *res,
+			      struct sid_error *err)
+{
 	struct import_batch b;
 	char *line = NULL;
 	size_t cap = 0;
@@ -1855,7 +1863,16 @@ int sid_registry_import(struct sid_registry *r, enum sid_reg_format fmt, FILE *f
 		rc = sid_error_set(err, SID_ENOMEM, "import: out of memory");
 		goto fail;
 	}
-	while ((len = sid_line_read(f, &line, &cap, LINE_MAX_BYTES)) != -1) {
+	for (;;) {
+		len = sid_line_read(f, &line, &cap, LINE_MAX_BYTES);
+		if (stop && (rc = stop(stop_ctx))) { /* that line not taken */
+			int frc = import_flush(r, &b, on_conflict, ctx, res, err);
+			res->lines = lineno;
+			rc = frc ? frc : rc;
+			goto fail;
+		}
+		if (len == -1)
+			break;
 		if (++lineno == 1 && len > 0)
 			len = sid_line_drop_bom(line, len);
 		if (len == -3) {
@@ -1897,6 +1914,7 @@ int sid_registry_import(struct sid_registry *r, enum sid_reg_format fmt, FILE *f
 		goto fail;
 	}
 	rc = import_flush(r, &b, on_conflict, ctx, res, err);
+	res->lines = lineno;
 fail:
 	for (size_t i = 0; b.emb && i < b.n; i++)
 		free(b.emb[i]);

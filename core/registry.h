@@ -516,6 +516,7 @@ struct sid_reg_import_result {
 	uint64_t same;	     /* already stored with the same ID: nothing to do */
 	uint64_t conflicts;  /* id stored with another ID, or its ID held by another id */
 	uint64_t added_bare; /* of the added, those whose line had no embedding */
+	long lines;	     /* lines taken (counted above), header and blank ones too */
 };
 
 /* Called for each conflict with the 1-based line number and a message. */
@@ -534,6 +535,17 @@ typedef void (*sid_reg_conflict_fn)(long line, const char *msg, void *ctx);
 int sid_registry_import(struct sid_registry *r, enum sid_reg_format fmt, FILE *f,
 			sid_reg_conflict_fn on_conflict, void *ctx,
 			struct sid_reg_import_result *res, struct sid_error *err);
+
+/*
+ * sid_registry_import, and @stop (may be NULL) asked with @stop_ctx after
+ * each line is read: a non-zero answer commits the lines before that one
+ * (res->lines of them; the one just read is not taken: a signal that
+ * interrupted its read may have cut it short) and is returned.
+ */
+int sid_registry_import_until(struct sid_registry *r, enum sid_reg_format fmt, FILE *f,
+			      sid_reg_conflict_fn on_conflict, void *ctx, sid_reg_stop_fn stop,
+			      void *stop_ctx, struct sid_reg_import_result *res,
+			      struct sid_error *err);
 
 /*
  * An entry as JSON, the shape the CLI prints and the HTTP API returns:

@@ -1827,6 +1827,25 @@ START_TEST(t_reassign)
 }
 END_TEST
 
+/* Until child @pid is in the system call whose /proc/PID/syscall line
+ * starts with @nr ("1 ": write), for up to 5 s. */
+static void wait_in_syscall(pid_t pid, const char *nr)
+{
+	for (int i = 0; i < 5000; i++) {
+		char path[64], sc[16] = "";
+		FILE *p;
+		snprintf(path, sizeof(path), "/proc/%d/syscall", (int)pid);
+		if ((p = fopen(path, "r"))) {
+			if (!fgets(sc, sizeof(sc), p))
+				sc[0] = '\0';
+			fclose(p);
+		}
+		if (!strncmp(sc, nr, strlen(nr)))
+			return;
+		usleep(1000);
+	}
+}
+
 /*
  * The registry command of the NULL-terminated arguments from @first in a
  * child (SIGHUP ignored there when @ignore_hup, its stderr in @errname of
@@ -1867,19 +1886,7 @@ static int run_signalled(int sig, int ignore_hup, int lines, const char *errname
 	close(fd[1]);
 	while (got < lines && (n = read(fd[0], buf + len, 1)) == 1)
 		got += buf[len++] == '\n';
-	for (int i = 0; i < 5000; i++) { /* until it blocks writing (syscall 1, write) */
-		char path[64], sc[16] = "";
-		FILE *p;
-		snprintf(path, sizeof(path), "/proc/%d/syscall", (int)pid);
-		if ((p = fopen(path, "r"))) {
-			if (!fgets(sc, sizeof(sc), p))
-				sc[0] = '\0';
-			fclose(p);
-		}
-		if (!strncmp(sc, "1 ", 2))
-			break;
-		usleep(1000);
-	}
+	wait_in_syscall(pid, "1 "); /* until it blocks writing (syscall 1, write) */
 	kill(pid, sig);
 	while ((n = read(fd[0], buf + len, cap - 1 - len)) > 0)
 		len += (size_t)n;
@@ -3067,6 +3074,94 @@ START_TEST(t_assign_stopped)
 }
 END_TEST
 
+/*
+ * An import stopped by SIGTERM while it waits for more lines on stdin (a
+ * pipe the test wrote the header and 1499 entries into: a transaction of
+ * 1000 committed, 499 read): it died by the signal with the 499 dropped and
+ * said nothing, so that no one knew what the store held.  Now it commits
+ * the lines read, says how far it got, and ends by the signal; the store
+ * holds exactly those entries, and importing the whole file again adds the
+ * rest.
+ */
+START_TEST(t_import_stopped)
+{
+	enum { M = 2000, SENT = 1500 };
+	static float xm[M * 8];
+	static char text[1 << 20];
+	char exp[320], db3[320], errf[320], said[1024], msg[1024], want[512];
+	struct sid_registry *r;
+	struct sid_reg_entry e;
+	struct sid_error err;
+	int fd[2], status, stored = 0, nl = 0;
+	size_t len, at = 0;
+	pid_t pid;
+	FILE *f;
+
+	assign_rows(M, 29, xm);
+	snprintf(exp, sizeof(exp), "%s/all.tsv", dir);
+	snprintf(db3, sizeof(db3), "%s/imported-stopped.db", dir);
+	snprintf(errf, sizeof(errf), "%s/import.err", dir);
+	ck_assert_int_eq(run("registry", "export", "--db", db, "-o", exp, NULL), CLI_EXIT_OK);
+	f = fopen(exp, "r");
+	ck_assert_ptr_nonnull(f);
+	len = fread(text, 1, sizeof(text) - 1, f);
+	fclose(f);
+	while (at < len && nl < SENT) /* the header and SENT - 1 entries */
+		nl += text[at++] == '\n';
+	ck_assert_int_eq(nl, SENT);
+	ck_assert_int_eq(pipe(fd), 0);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		int e2 = open(errf, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+		close(fd[1]);
+		dup2(fd[0], 0);
+		dup2(e2, 2);
+		signal(SIGTERM, SIG_DFL); /* as a shell starts it */
+		_exit(run("registry", "import", "-", "--db", db3, NULL));
+	}
+	close(fd[0]);
+	for (size_t w = 0; w < at;) {
+		ssize_t n = write(fd[1], text + w, at - w);
+		ck_assert_int_gt(n, 0);
+		w += (size_t)n;
+	}
+	wait_in_syscall(pid, "0 "); /* until it waits for more (syscall 0, read) */
+	kill(pid, SIGTERM);
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	close(fd[1]);
+	ck_assert_msg(WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM,
+		      "the import was not stopped by the signal (status 0x%x)", status);
+	dir_file_read("import.err", said, sizeof(said));
+	snprintf(want, sizeof(want),
+		 "semid: stopped by SIGTERM after line %d of stdin, committed: %d added, 0 "
+		 "already present, 0 conflicts; importing it again adds the rest\n",
+		 SENT, SENT - 1);
+	ck_assert_str_eq(said, want);
+	ck_assert_int_eq(sid_registry_open(db3, SID_REG_READONLY, &r, &err), 0);
+	for (char *p = strchr(text, '\n') + 1; p < text + at; p = strchr(p, '\n') + 1) {
+		char id[64];
+		ck_assert_int_eq(sscanf(p, "item\t%63s", id), 1);
+		ck_assert_int_eq(sid_registry_get(r, SID_TOWER_ITEM, id, &e, &err), 0);
+		stored++;
+	}
+	{ /* and nothing else */
+		uint64_t n = 0;
+		ck_assert_int_eq(sid_registry_count(r, -1, &n, &err), 0);
+		ck_assert_int_eq(n, SENT - 1);
+	}
+	sid_registry_close(r);
+	ck_assert_int_eq(stored, SENT - 1);
+	/* the whole file again: the rest added, the first ones known */
+	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "import", exp, "--db", db3, NULL),
+			 CLI_EXIT_OK);
+	snprintf(want, sizeof(want),
+		 "semid: imported %s: %d added, %d already present, 0 conflicts", exp,
+		 M - (SENT - 1), SENT - 1);
+	ASSERT_HAS(msg, want);
+}
+END_TEST
+
 static Suite *registry_cmd_suite(void)
 {
 	Suite *s = suite_create("registry_cmd");
@@ -3085,6 +3180,7 @@ static Suite *registry_cmd_suite(void)
 	tcase_add_test(tc, t_check);
 	tcase_add_test(tc, t_delete_stopped);
 	tcase_add_test(tc, t_assign_stopped);
+	tcase_add_test(tc, t_import_stopped);
 	tcase_add_test(tc, t_assign_export_import);
 	tcase_add_test(tc, t_diff_and_lookups);
 	tcase_add_test(tc, t_bad_stores);
