@@ -103,7 +103,9 @@ struct cli_output {
 	const char *path;  /* as given */
 	char target[4096]; /* a symbolic link's file, which is replaced (not the link) */
 	enum cli_output_kind kind;
-	FILE *fp; /* write here */
+	FILE *fp;     /* write here */
+	int fd;	      /* the descriptor it writes to (-1: none) */
+	int borrowed; /* fp is the caller's stream of no descriptor: not closed */
 	struct sid_publish pub;
 	struct sigaction saved[CLI_OUTPUT_SIGNALS];
 	int signals_on;
@@ -123,7 +125,10 @@ struct cli_output {
  * that is the same file as one of the NULL-terminated @inputs (may be NULL), and (SID_EIO) a
  * directory or a file that cannot be created, with a message naming @path.  Until commit or abort,
  * SIGINT/SIGTERM/SIGHUP/SIGBUS handlers remove a named temp file (file systems without O_TMPFILE)
- * before the process dies.  One output open at a time per process.
+ * before the process dies.  Written in place (stdout, a device, a FIFO), @w->fp writes whole
+ * lines only, each in one write(2) of at most PIPE_BUF bytes (output.c): a process ended at any
+ * moment, even by SIGKILL, leaves its reader no line cut short.  One output open at a time per
+ * process.
  */
 int cli_output_open(struct cli_output *w, const char *path, FILE *std, const char *const *inputs,
 		    struct sid_error *err);
@@ -152,8 +157,9 @@ int cli_output_fd_check(const char *path, struct sid_error *err);
 /* Flush, and publish a file output.  Ends the output either way; on failure
  * the old file is untouched. */
 int cli_output_commit(struct cli_output *w, struct sid_error *err);
-/* Give up: a file output is dropped (the old file untouched), stdout is
- * flushed.  No-op on an output zeroed or already ended. */
+/* Give up: a file output is dropped (the old file untouched), what stdout
+ * or a device was given is written.  No-op on an output zeroed or already
+ * ended. */
 void cli_output_abort(struct cli_output *w);
 /* For a file written otherwise, in place (reassign's append-only log), that
  * may be a FIFO: until _release, a reader of it that goes away fails the

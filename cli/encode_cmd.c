@@ -418,7 +418,7 @@ static int progress_wanted(const struct cli_encode_opts *o, const struct sink *k
 		return o->progress == CLI_PROGRESS_ALWAYS;
 	if (!isatty(STDERR_FILENO))
 		return 0;
-	return !(k->out.kind != CLI_OUT_FILE && !k->npy && isatty(fileno(k->out.fp)));
+	return !(k->out.kind != CLI_OUT_FILE && !k->npy && isatty(k->out.fd));
 }
 
 /* Stops the workers (if any started) and waits for them. */
@@ -591,7 +591,7 @@ static int open_sink(struct sink *k, const struct cli_encode_opts *o, FILE *tsv_
 	if ((rc = cli_output_open(&k->out, o->output, tsv_out, inputs, err)) < 0)
 		return rc;
 	if (k->out.kind != CLI_OUT_STDOUT && ends_with(o->output, ".npy")) {
-		rc = sid_npy_writer_fdopen(fileno(k->out.fp), o->output, SID_NPY_I32, rows,
+		rc = sid_npy_writer_fdopen(k->out.fd, o->output, SID_NPY_I32, rows,
 					   (size_t)o->top_k * (size_t)L, &k->npy, err);
 		if (rc < 0) {
 			cli_output_abort(&k->out);

@@ -16,6 +16,8 @@
  * same after saying so, and exits 1.  While a device output is open, SIGPIPE
  * leaves its write failing (EPIPE, reported with the path) unless stdout's
  * own reader is the one gone (on_sigpipe).
+ *
+ * What is written in place goes out in whole lines (lines_open).
  */
 #include "cli.h"
 
@@ -118,6 +120,94 @@ static void signals_restore(struct cli_output *w)
 	if (w->pipe_on)
 		cli_output_pipe_release();
 	w->signals_on = w->pipe_on = 0;
+}
+
+/* ---- whole lines ---------------------------------------------------------- */
+
+/*
+ * A stream over a descriptor that is written in place (stdout, a FIFO, a
+ * device).  stdio wrote its buffer wherever it was full, so a process ended
+ * by a signal (a Ctrl-C, a timeout's SIGTERM) left its reader a last line
+ * cut short, "4359\t200-9" of "4359\t200-9-136", read as a complete, shorter
+ * ID.  Here each write(2) ends at a line's end and is at most PIPE_BUF
+ * bytes, which a pipe takes whole or not at all; only a line longer than
+ * that goes out in pieces.  The bytes after the last newline wait for the
+ * rest of their line, or for the close.
+ */
+struct lines {
+	int fd, own; /* own: closed with the stream */
+	size_t n;    /* bytes held: a line begun */
+	char held[PIPE_BUF];
+};
+
+static int lines_put(int fd, const char *p, size_t len)
+{
+	while (len) {
+		ssize_t k = write(fd, p, len);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k <= 0)
+			return -1;
+		p += k;
+		len -= (size_t)k;
+	}
+	return 0;
+}
+
+static ssize_t lines_write(void *cookie, const char *buf, size_t len)
+{
+	struct lines *l = cookie;
+	size_t at = 0;
+
+	while (at < len) {
+		size_t take = len - at, out;
+		const char *nl;
+
+		if (take > sizeof(l->held) - l->n)
+			take = sizeof(l->held) - l->n;
+		memcpy(l->held + l->n, buf + at, take);
+		l->n += take;
+		at += take;
+		nl = memrchr(l->held, '\n', l->n);
+		if (!nl && l->n < sizeof(l->held))
+			break; /* a line begun: the rest comes later */
+		out = nl ? (size_t)(nl - l->held) + 1 : l->n; /* longer than PIPE_BUF: a piece */
+		if (lines_put(l->fd, l->held, out))
+			return -1; /* errno says why */
+		memmove(l->held, l->held + out, l->n - out);
+		l->n -= out;
+	}
+	return (ssize_t)len;
+}
+
+static int lines_close(void *cookie)
+{
+	struct lines *l = cookie;
+	int rc = l->n ? lines_put(l->fd, l->held, l->n) : 0, e = errno;
+
+	if (l->own && close(l->fd) != 0 && rc == 0)
+		rc = -1;
+	else
+		errno = e;
+	free(l);
+	return rc;
+}
+
+/* A stream of whole lines on @fd (closed with it when @own), or NULL (errno
+ * set, @fd left open). */
+static FILE *lines_open(int fd, int own)
+{
+	cookie_io_functions_t io = {NULL, lines_write, NULL, lines_close};
+	struct lines *l = calloc(1, sizeof(*l));
+	FILE *f;
+
+	if (!l)
+		return NULL;
+	l->fd = fd;
+	l->own = own;
+	if (!(f = fopencookie(l, "w", io)))
+		free(l);
+	return f;
 }
 
 /* ---- the output ----------------------------------------------------------- */
@@ -278,7 +368,7 @@ int cli_output_open_named(struct cli_output *w, const char *path, const char *co
 
 	memset(w, 0, sizeof(*w));
 	w->path = path;
-	w->pub.fd = -1;
+	w->pub.fd = w->fd = -1;
 	if (!path || !*path) /* as cli_output_open says it */
 		return sid_error_set(err, SID_EINVAL, "--output is empty");
 	if (!strcmp(path, "-"))
@@ -311,13 +401,16 @@ int cli_output_open(struct cli_output *w, const char *path, FILE *std, const cha
 
 	memset(w, 0, sizeof(*w));
 	w->path = path;
-	w->pub.fd = -1;
+	w->pub.fd = w->fd = -1;
 	if (!path || !*path)
 		return sid_error_set(err, SID_EINVAL, "--output is empty");
 	if (strcmp(path, "-") == 0) {
 		if ((rc = cli_output_std_not_input(std, inputs, err)) < 0)
 			return rc;
-		w->fp = std;
+		w->fd = fileno(std);
+		w->borrowed = w->fd < 0; /* a memory stream (tests) */
+		if (fflush(std) != 0 || !(w->fp = w->borrowed ? std : lines_open(w->fd, 0)))
+			return sid_error_set(err, SID_EIO, "stdout: write: %s", strerror(errno));
 		w->kind = CLI_OUT_STDOUT;
 		signals_install(w);
 		return 0;
@@ -338,13 +431,14 @@ int cli_output_open(struct cli_output *w, const char *path, FILE *std, const cha
 
 			fd = own >= 0 ? fcntl(own, F_DUPFD_CLOEXEC, 0)
 				      : open(path, O_WRONLY | O_CLOEXEC | O_NOCTTY);
-			if (fd < 0 || !(w->fp = fdopen(fd, "w"))) {
+			if (fd < 0 || !(w->fp = lines_open(fd, 1))) {
 				e = errno;
 				if (fd >= 0)
 					close(fd);
 				return sid_error_set(err, SID_EIO, "%s: cannot open the output: %s",
 						     path, strerror(e));
 			}
+			w->fd = fd;
 			w->kind = CLI_OUT_DEVICE;
 			signals_install(w);
 			return 0;
@@ -377,6 +471,7 @@ int cli_output_open(struct cli_output *w, const char *path, FILE *std, const cha
 		return sid_error_set(err, SID_EIO, "%s: cannot create the output: %s", path,
 				     strerror(e));
 	}
+	w->fd = fd;
 	return 0;
 }
 
@@ -400,9 +495,12 @@ int cli_output_commit(struct cli_output *w, struct sid_error *err)
 		if (fflush(w->fp) != 0 || ferror(w->fp))
 			rc = sid_error_set(err, SID_EIO, "%s: write: %s", cli_output_name(w),
 					   strerror(errno));
-		if (w->kind != CLI_OUT_STDOUT && fclose(w->fp) != 0 && rc == 0)
-			rc = sid_error_set(err, SID_EIO, "%s: write: %s", w->path, strerror(errno));
+		/* stdout's stream: the end of a last line without one */
+		if (!w->borrowed && fclose(w->fp) != 0 && rc == 0)
+			rc = sid_error_set(err, SID_EIO, "%s: write: %s", cli_output_name(w),
+					   strerror(errno));
 		w->fp = NULL;
+		w->fd = -1;
 	}
 	if (w->kind == CLI_OUT_FILE) {
 		if (rc == 0)
@@ -417,11 +515,13 @@ int cli_output_commit(struct cli_output *w, struct sid_error *err)
 void cli_output_abort(struct cli_output *w)
 {
 	if (w->fp) {
-		if (w->kind == CLI_OUT_STDOUT)
-			fflush(w->fp); /* the rows before the failure are worth having */
+		/* stdout's: the rows before the failure are worth having */
+		if (w->borrowed)
+			fflush(w->fp);
 		else
 			fclose(w->fp);
 		w->fp = NULL;
+		w->fd = -1;
 	}
 	if (w->kind == CLI_OUT_FILE)
 		sid_publish_abort(&w->pub);

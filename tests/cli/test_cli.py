@@ -15,6 +15,7 @@ Run: SEMID_BIN=/path/to/bin /usr/bin/python3 tests/cli/test_cli.py
 """
 import base64
 import ctypes
+import fcntl
 import hashlib
 import json
 import os
@@ -591,6 +592,52 @@ class CliTest(unittest.TestCase):
             self.assertEqual(self.out_files(), ["big.npy", "o.npy"])
             with open(out, "rb") as f:
                 self.assertEqual(f.read(), b"old")
+
+    def test_killed_writer_leaves_whole_lines(self):
+        # TSV written in place (stdout here, a FIFO alike) went out as stdio's
+        # buffer filled, wherever a line was: a run killed by a signal (a
+        # Ctrl-C, a timeout's SIGTERM, the OOM killer's SIGKILL) left its
+        # reader a last line cut short, "4359\t20-3" of "4359\t20-3-1", which
+        # reads as a complete, shorter ID.  Every write now ends a line, and a
+        # pipe takes it whole or not at all.  The stdout here is a 4 KiB pipe,
+        # read after the child blocks writing to it, then killed.
+        rng = np.random.default_rng(5)
+        inp = os.path.join(self.out.name, "many.npy")
+        x, codes = make_inputs(rng, self.books["item"], 50_000)
+        np.save(inp, x)
+        for sig, skip in ((signal.SIGKILL, 1000), (signal.SIGTERM, 3001),
+                          (signal.SIGINT, 7777)):
+            with self.subTest(signal=sig.name):
+                r, w = os.pipe()
+                fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, 4096)
+                proc = subprocess.Popen([SEMID, "encode", "--model", self.model, "--input",
+                                         inp, "-o", "-", "--threads", "1", "--batch", "7"],
+                                        stdout=w, stderr=subprocess.DEVNULL,
+                                        preexec_fn=lambda: signal.signal(signal.SIGINT,
+                                                                         signal.SIG_DFL))
+                os.close(w)
+                data = b""
+                while len(data) < skip:  # a cut somewhere in the stream
+                    data += os.read(r, skip - len(data))
+                deadline = time.time() + 30
+                while time.time() < deadline:  # until it blocks writing (syscall 1)
+                    with open("/proc/%d/syscall" % proc.pid) as f:
+                        if f.read().startswith("1 "):
+                            break
+                    time.sleep(0.001)
+                proc.send_signal(sig)
+                self.assertEqual(proc.wait(timeout=60), -sig)
+                while True:
+                    more = os.read(r, 65536)
+                    if not more:
+                        break
+                    data += more
+                os.close(r)
+                self.assertTrue(data.endswith(b"\n"), data[-40:])
+                lines = data.decode().splitlines()
+                self.assertLess(len(lines), 50_000)
+                for i, line in enumerate(lines):  # row i, whole
+                    self.assertEqual(line, "%d\t%s" % (i, "-".join(map(str, codes[i]))))
 
     def test_output_fifo_written_in_place(self):
         # An existing non-regular output (a FIFO here; /dev/null alike) is written,
