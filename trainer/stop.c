@@ -3,6 +3,7 @@
  */
 #include "stop.h"
 
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -53,6 +54,21 @@ static void on_bus(int sig)
 	_exit(1);
 }
 
+/* SIGUSR1, SIGUSR2: a line, and the run goes on. */
+static void on_usr(int sig)
+{
+	static const char usr1[] = "semid-train: SIGUSR1 ignored: the run goes on (SIGINT, "
+				   "SIGTERM or SIGHUP stop it cleanly)\n";
+	static const char usr2[] = "semid-train: SIGUSR2 ignored: the run goes on (SIGINT, "
+				   "SIGTERM or SIGHUP stop it cleanly)\n";
+	int saved = errno;
+	ssize_t n = sig == SIGUSR1 ? write(STDERR_FILENO, usr1, sizeof(usr1) - 1)
+				   : write(STDERR_FILENO, usr2, sizeof(usr2) - 1);
+
+	(void)n;
+	errno = saved;
+}
+
 void tr_stop_install(struct tr_stop_saved *saved)
 {
 	struct sigaction sa;
@@ -63,6 +79,9 @@ void tr_stop_install(struct tr_stop_saved *saved)
 	stop_signal = held = held_sig = 0;
 	for (int i = 0; i < TR_STOP_NSIG; i++)
 		sid_catch_unless_ignored(stop_signals[i], &sa, &saved->sa[i]);
+	sa.sa_handler = on_usr; /* SA_RESTART still */
+	sid_catch_unless_ignored(SIGUSR1, &sa, &saved->usr[0]);
+	sid_catch_unless_ignored(SIGUSR2, &sa, &saved->usr[1]);
 	sa.sa_handler = on_bus;
 	sa.sa_flags = 0;
 	sigaction(SIGBUS, &sa, &saved->bus);
@@ -73,6 +92,8 @@ void tr_stop_restore(const struct tr_stop_saved *saved)
 	for (int i = 0; i < TR_STOP_NSIG; i++)
 		sigaction(stop_signals[i], &saved->sa[i], NULL);
 	sigaction(SIGBUS, &saved->bus, NULL);
+	sigaction(SIGUSR1, &saved->usr[0], NULL);
+	sigaction(SIGUSR2, &saved->usr[1], NULL);
 }
 
 void tr_stop_hold(void)

@@ -11,7 +11,10 @@
  * and the lock files held (lock.h).  A signal the caller ignores (nohup)
  * stays ignored.  SIGBUS, from a mapped input (items.npy, users.npy)
  * truncated while in use, ends it with a message and exit status 1 instead
- * of a bare crash, those files removed too.  A job takes its lock after
+ * of a bare crash, those files removed too.  SIGUSR1 and SIGUSR2, whose
+ * default action ended a run at once without a word (its epoch lost, its
+ * lock file left), are ignored with a line saying so, as semid-server
+ * ignores them.  A job takes its lock after
  * tr_stop_install and releases it before tr_stop_restore, so that no
  * signal in between ends it by the default action with the lock file left.
  * Not thread-safe: install and restore from the main thread.
@@ -26,6 +29,7 @@
 struct tr_stop_saved {
 	struct sigaction sa[TR_STOP_NSIG];
 	struct sigaction bus;
+	struct sigaction usr[2]; /* SIGUSR1, SIGUSR2 */
 };
 
 void tr_stop_install(struct tr_stop_saved *saved);

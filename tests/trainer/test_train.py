@@ -1729,6 +1729,35 @@ class TrainerTest(unittest.TestCase):
         with open(out, "rb") as f:
             parse_safetensors(f.read())
 
+    def test_sigusr_is_ignored(self):
+        """SIGUSR1 or SIGUSR2 (an operator's habit, a batch system's warning
+        of the time limit) ended a run at once by their default action: the
+        epoch under way lost, MODEL.lock left, not a word.  They are ignored
+        with a line saying so, and the run goes on until a SIGTERM stops it
+        cleanly."""
+        sdir = os.path.join(self.tmp, "sigusr")
+        os.makedirs(sdir)
+        out = os.path.join(sdir, "m.st")
+        proc = subprocess.Popen([str(a) for a in self.base_args(out) + ["--epochs", "500"]],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 60
+        while proc.poll() is None and not os.path.exists(out + ".ckpt"):
+            self.assertLess(time.time(), deadline, "no checkpoint")
+            time.sleep(0.005)
+        self.assertIsNone(proc.poll(), "ended before its first checkpoint")
+        proc.send_signal(signal.SIGUSR1)
+        proc.send_signal(signal.SIGUSR2)
+        time.sleep(0.2)
+        self.assertIsNone(proc.poll(), "ended by SIGUSR1 or SIGUSR2")
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        self.assertEqual(proc.returncode, 128 + signal.SIGTERM, err)
+        for name in ("SIGUSR1", "SIGUSR2"):
+            self.assertIn("semid-train: %s ignored: the run goes on (SIGINT, SIGTERM or SIGHUP "
+                          "stop it cleanly)\n" % name, err)
+        self.assertRegex(err, r"semid-train: stopped by SIGTERM\b.*; nothing published; ")
+        self.assertEqual(os.listdir(sdir), ["m.st.ckpt"])  # no lock file left
+
     def test_second_signal_leaves_no_lock_file(self):
         """A second signal while the first one's stop was under way ended
         the process at once (as it should) but left MODEL.lock, or gen's
