@@ -124,7 +124,8 @@ struct cli_output {
  * symbolic link is followed, and the file it names is replaced.  Refuses (SID_EINVAL) a path
  * that is the same file as one of the NULL-terminated @inputs (may be NULL), and (SID_EIO) a
  * directory or a file that cannot be created, with a message naming @path.  Until commit or abort,
- * SIGINT/SIGTERM/SIGHUP/SIGBUS handlers remove a named temp file (file systems without O_TMPFILE)
+ * SIGINT/SIGTERM/SIGHUP/SIGBUS handlers remove a named temp file (file systems without O_TMPFILE),
+ * say on stderr what the stop leaves of the output,
  * before the process dies.  Written in place (stdout, a device, a FIFO), @w->fp writes whole
  * lines only, each in one write(2) of at most PIPE_BUF bytes (output.c): a process ended at any
  * moment, even by SIGKILL, leaves its reader no line cut short.  One output open at a time per

@@ -11,11 +11,11 @@
  * names (link_target).
  *
  * While an output is open, SIGINT, SIGTERM and SIGHUP remove a named temp
- * file (a file system without O_TMPFILE) and end the process with that
- * signal; SIGBUS, from an input file truncated while it is mapped, does the
- * same after saying so, and exits 1.  While a device output is open, SIGPIPE
- * leaves its write failing (EPIPE, reported with the path) unless stdout's
- * own reader is the one gone (on_sigpipe).
+ * file (a file system without O_TMPFILE), say what that leaves of the output,
+ * and end the process with that signal; SIGBUS, from an input file truncated while it is mapped,
+ * does the same after saying so, and exits 1.  While a device output is open, SIGPIPE leaves its
+ * write failing (EPIPE, reported with the path) unless stdout's own reader is the one gone
+ * (on_sigpipe).
  *
  * What is written in place goes out in whole lines (lines_open).
  */
@@ -34,19 +34,32 @@
 
 /* ---- signals -------------------------------------------------------------- */
 
+/* What a stop leaves of the open output, after "semid: stopped by SIGINT"
+ * (signals_install): the process said nothing, and a Ctrl-C's
+ * output might have been taken for complete. */
+static char said[4096 + 128];
+static size_t said_len;
+
 static void on_signal(int sig)
 {
 	static const char bus[] = "semid: an input file shrank or failed while being read "
 				  "(SIGBUS); stopped\n";
+	static const char by[] = "semid: stopped by ";
+	const char *name = sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "SIGHUP";
 	int saved = errno; /* the signal, blocked in here, is taken as the handler returns */
+	ssize_t n;
 
 	sid_publish_unlink_temps(); /* a named temp file (fsutil.h) */
 	if (sig == SIGBUS) {
 		/* a mapped page past the end of a file truncated under us */
-		ssize_t n = write(STDERR_FILENO, bus, sizeof(bus) - 1);
+		n = write(STDERR_FILENO, bus, sizeof(bus) - 1);
 		(void)n;
 		_exit(CLI_EXIT_IO);
 	}
+	n = write(STDERR_FILENO, by, sizeof(by) - 1);
+	n = write(STDERR_FILENO, name, strlen(name));
+	n = write(STDERR_FILENO, said, said_len);
+	(void)n;
 	signal(sig, SIG_DFL);
 	raise(sig);
 	errno = saved;
@@ -75,6 +88,16 @@ static void signals_install(struct cli_output *w)
 {
 	struct sigaction sa;
 	size_t i;
+	int k;
+
+	if (w->kind == CLI_OUT_FILE)
+		k = snprintf(said, sizeof(said),
+			     "; nothing written to %s (it gets its name only when complete)\n",
+			     w->path);
+	else
+		k = snprintf(said, sizeof(said), "; %s got whole lines, not all of them\n",
+			     cli_output_name(w));
+	said_len = k < 0 ? 0 : (size_t)k < sizeof(said) ? (size_t)k : sizeof(said) - 1;
 
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_signal;

@@ -585,9 +585,13 @@ class CliTest(unittest.TestCase):
             proc.send_signal(sig)
             self.assertEqual(proc.wait(timeout=60), -sig)
             err.seek(0)
+            said = err.read()
             # a sanitizer build (make test-tsan) reports a handler that spoils errno
-            self.assertNotIn(b"Sanitizer", err.read())
+            self.assertNotIn(b"Sanitizer", said)
             err.close()
+            if sig != signal.SIGKILL:  # it said nothing: was the output complete?
+                self.assertEqual(said.decode(), "semid: stopped by %s; nothing written to %s "
+                                 "(it gets its name only when complete)\n" % (sig.name, out))
             # the directory holds what it held before: no temp file, the old output
             self.assertEqual(self.out_files(), ["big.npy", "o.npy"])
             with open(out, "rb") as f:
@@ -610,9 +614,10 @@ class CliTest(unittest.TestCase):
             with self.subTest(signal=sig.name):
                 r, w = os.pipe()
                 fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, 4096)
+                err = tempfile.TemporaryFile()
                 proc = subprocess.Popen([SEMID, "encode", "--model", self.model, "--input",
                                          inp, "-o", "-", "--threads", "1", "--batch", "7"],
-                                        stdout=w, stderr=subprocess.DEVNULL,
+                                        stdout=w, stderr=err,
                                         preexec_fn=lambda: signal.signal(signal.SIGINT,
                                                                          signal.SIG_DFL))
                 os.close(w)
@@ -633,6 +638,13 @@ class CliTest(unittest.TestCase):
                         break
                     data += more
                 os.close(r)
+                err.seek(0)
+                said = err.read().decode()
+                err.close()
+                # and it says the rows are not all there (nothing after SIGKILL)
+                self.assertEqual(said, "" if sig == signal.SIGKILL else
+                                 "semid: stopped by %s; stdout got whole lines, not all of "
+                                 "them\n" % sig.name)
                 self.assertTrue(data.endswith(b"\n"), data[-40:])
                 lines = data.decode().splitlines()
                 self.assertLess(len(lines), 50_000)
