@@ -814,14 +814,29 @@ fail:
  * print or log what they commit); SIGINT, SIGTERM and SIGHUP set stop_sig
  * (the work stops before its next batch, the lines of the one in flight
  * written) from stop_catch to stop_release, which ends the process as the
- * signal would have once the output is closed.
+ * signal would have once the output is closed.  A second one ends it at
+ * once: the lines of a batch blocked on a reader that stopped reading
+ * held it until a SIGKILL.
  */
 static volatile sig_atomic_t stop_sig;
 static const int stop_sigs[3] = {SIGINT, SIGTERM, SIGHUP};
 
 static void on_stop(int sig)
 {
-	stop_sig = sig;
+	static const char again[] = "semid: stopped at once by a second signal; what was "
+				    "committed stays committed, the lines of the last batch may "
+				    "be missing\n";
+	ssize_t n;
+
+	if (!stop_sig) {
+		stop_sig = sig;
+		return;
+	}
+	sid_publish_unlink_temps(); /* an output's named temp file (fsutil.h) */
+	n = write(STDERR_FILENO, again, sizeof(again) - 1);
+	(void)n;
+	signal(sig, SIG_DFL);
+	raise(sig); /* taken as this handler returns */
 }
 
 /* @flags: SA_RESTART, so that a line blocked on a full pipe still goes out;

@@ -3162,6 +3162,70 @@ START_TEST(t_import_stopped)
 }
 END_TEST
 
+/*
+ * A second signal ends an assign at once.  The first asks it to stop after
+ * the batch in flight, whose lines wait here on a stdout pipe that no one
+ * reads: it went on waiting, however many signals came, until a SIGKILL.
+ * The store keeps what was committed.
+ */
+START_TEST(t_assign_stopped_twice)
+{
+	enum { M = 2000 };
+	static float xm[M * 8];
+	char x2[320], ids2[320], db3[320], errf[320], said[1024];
+	struct sid_registry *r;
+	struct sid_error err;
+	uint64_t stored = 0;
+	int fd[2], status = 0;
+	pid_t pid, done = 0;
+
+	snprintf(x2, sizeof(x2), "%s/x2.npy", dir);
+	snprintf(ids2, sizeof(ids2), "%s/ids2.txt", dir);
+	snprintf(db3, sizeof(db3), "%s/twice.db", dir);
+	snprintf(errf, sizeof(errf), "%s/twice.err", dir);
+	write_inputs(x2, ids2, M, 31, xm);
+	ck_assert_int_eq(pipe(fd), 0);
+	ck_assert_int_ge(fcntl(fd[1], F_SETPIPE_SZ, 4096), 4096);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		int e = open(errf, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+		close(fd[0]);
+		dup2(fd[1], 1);
+		dup2(e, 2);
+		signal(SIGTERM, SIG_DFL); /* as a shell starts it */
+		_exit(run("registry", "assign", "--model", model, "--input", x2, "--ids", ids2,
+			  "--db", db3, "--batch", "1", NULL));
+	}
+	close(fd[1]);
+	wait_in_syscall(pid, "1 "); /* blocked on the full pipe */
+	kill(pid, SIGTERM);
+	usleep(100 * 1000);
+	ck_assert_int_eq(waitpid(pid, &status, WNOHANG), 0); /* the first: it waits */
+	kill(pid, SIGTERM);
+	for (int i = 0; i < 1000 && !done; i++) {
+		done = waitpid(pid, &status, WNOHANG);
+		if (!done)
+			usleep(10 * 1000);
+	}
+	if (!done) {
+		kill(pid, SIGKILL);
+		waitpid(pid, &status, 0);
+	}
+	close(fd[0]);
+	ck_assert_msg(done == pid, "a second SIGTERM did not end the assign within 10 s");
+	ck_assert_msg(WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM, "status 0x%x", status);
+	dir_file_read("twice.err", said, sizeof(said));
+	ck_assert_str_eq(said, "semid: stopped at once by a second signal; what was committed "
+			       "stays committed, the lines of the last batch may be missing\n");
+	ck_assert_int_eq(sid_registry_open(db3, SID_REG_READONLY, &r, &err), 0);
+	ck_assert_int_eq(sid_registry_count(r, -1, &stored, &err), 0);
+	sid_registry_close(r);
+	ck_assert_int_gt(stored, 0);
+	ck_assert_int_lt(stored, M);
+}
+END_TEST
+
 static Suite *registry_cmd_suite(void)
 {
 	Suite *s = suite_create("registry_cmd");
@@ -3181,6 +3245,7 @@ static Suite *registry_cmd_suite(void)
 	tcase_add_test(tc, t_delete_stopped);
 	tcase_add_test(tc, t_assign_stopped);
 	tcase_add_test(tc, t_import_stopped);
+	tcase_add_test(tc, t_assign_stopped_twice);
 	tcase_add_test(tc, t_assign_export_import);
 	tcase_add_test(tc, t_diff_and_lookups);
 	tcase_add_test(tc, t_bad_stores);
