@@ -56,6 +56,8 @@ static void on_signal(int sig)
 		(void)n;
 		_exit(CLI_EXIT_IO);
 	}
+	/* a stderr whose reader is gone must not end it by SIGPIPE instead */
+	signal(SIGPIPE, SIG_IGN);
 	n = write(STDERR_FILENO, by, sizeof(by) - 1);
 	n = write(STDERR_FILENO, name, strlen(name));
 	n = write(STDERR_FILENO, said, said_len);

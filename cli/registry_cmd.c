@@ -833,6 +833,7 @@ static void on_stop(int sig)
 		return;
 	}
 	sid_publish_unlink_temps(); /* an output's named temp file (fsutil.h) */
+	signal(SIGPIPE, SIG_IGN);   /* a dead stderr: by @sig all the same */
 	n = write(STDERR_FILENO, again, sizeof(again) - 1);
 	(void)n;
 	signal(sig, SIG_DFL);

@@ -61,10 +61,18 @@ static void on_usr(int sig)
 				   "SIGTERM or SIGHUP stop it cleanly)\n";
 	static const char usr2[] = "semid-train: SIGUSR2 ignored: the run goes on (SIGINT, "
 				   "SIGTERM or SIGHUP stop it cleanly)\n";
+	struct sigaction ign, pipe;
 	int saved = errno;
-	ssize_t n = sig == SIGUSR1 ? write(STDERR_FILENO, usr1, sizeof(usr1) - 1)
-				   : write(STDERR_FILENO, usr2, sizeof(usr2) - 1);
+	ssize_t n;
 
+	/* a stderr whose reader is gone: the line is lost, not the run */
+	memset(&ign, 0, sizeof(ign));
+	ign.sa_handler = SIG_IGN;
+	sigemptyset(&ign.sa_mask);
+	sigaction(SIGPIPE, &ign, &pipe);
+	n = sig == SIGUSR1 ? write(STDERR_FILENO, usr1, sizeof(usr1) - 1)
+			   : write(STDERR_FILENO, usr2, sizeof(usr2) - 1);
+	sigaction(SIGPIPE, &pipe, NULL);
 	(void)n;
 	errno = saved;
 }

@@ -651,6 +651,28 @@ class CliTest(unittest.TestCase):
                 for i, line in enumerate(lines):  # row i, whole
                     self.assertEqual(line, "%d\t%s" % (i, "-".join(map(str, codes[i]))))
 
+    def test_stop_with_stderr_gone_ends_by_the_signal(self):
+        # The line a stop says went to a stderr whose reader had gone (a log
+        # pipe that died), and its SIGPIPE ended the process instead: status
+        # 141, not the 143 of the SIGTERM that stopped it.
+        rng = np.random.default_rng(4)
+        inp = os.path.join(self.out.name, "big.npy")
+        np.save(inp, make_inputs(rng, self.books["item"], 200_000)[0])
+        out = os.path.join(self.out.name, "o.npy")
+        r, w = os.pipe()
+        os.close(r)
+        proc = subprocess.Popen([SEMID, "encode", "--model", self.model, "--input", inp,
+                                 "--output", out, "--threads", "1", "--batch", "1"],
+                                stdout=subprocess.DEVNULL, stderr=w)
+        os.close(w)
+        deadline = time.time() + 30
+        while time.time() < deadline and not writing_into(proc.pid, self.out.name, inp):
+            self.assertIsNone(proc.poll(), "finished before it could be interrupted")
+            time.sleep(0.002)
+        proc.send_signal(signal.SIGTERM)
+        self.assertEqual(proc.wait(timeout=60), -signal.SIGTERM)
+        self.assertEqual(self.out_files(), ["big.npy"])
+
     def test_output_fifo_written_in_place(self):
         # An existing non-regular output (a FIFO here; /dev/null alike) is written,
         # not replaced by a regular file (as root, a rename would replace /dev/null).
