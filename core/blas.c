@@ -202,7 +202,8 @@ void sid_blas_no_threads_at_load(char **argv)
 
 	if (!argv || !argv[0] || getenv(DEFERRED))
 		return;
-	if (!memory_limit(NULL, NULL) && (sid_commit_read(NULL, &c) < 0 || !c.strict))
+	if (!memory_limit(NULL, NULL) && (sid_commit_read(NULL, &c) < 0 || !c.strict) &&
+	    !sid_threads_limited())
 		return;
 	if (snprintf(kept, sizeof(kept), "%s%s", user ? "=" : "", user ? user : "") >=
 		(int)sizeof(kept) ||
@@ -287,6 +288,32 @@ int sid_blas_map_caller_buffer(void)
 	return product(160);
 }
 
+/*
+ * Of @want threads, @started of them running, how many OpenBLAS can have:
+ * OpenBLAS 0.3.21 does not look whether the threads openblas_set_num_threads
+ * starts did start, and its next product waits for ever on one that did not
+ * (RLIMIT_NPROC, pids.max).  They are tried first (sid_threads_try, with
+ * the default stack, as OpenBLAS starts them); @note says so when fewer
+ * than @asked (what the caller asked, @want what else let it have).
+ */
+static int threads_that_start(int asked, int want, int started, char *note, size_t size)
+{
+	int e, got;
+
+	if (want <= started)
+		return want;
+	got = sid_threads_try(want - started, 0, &e);
+	if (got == want - started)
+		return want;
+	if (note && size)
+		snprintf(note, size,
+			 "%d asked: %d more could start beside the %d running, the rest refused "
+			 "(%s) by the limit on the user's processes and threads, ulimit -u or "
+			 "LimitNPROC=, or by a cgroup's pids.max",
+			 asked, got, started, strerror(e));
+	return started + got;
+}
+
 int sid_blas_ready(int n, char *note, size_t size, struct sid_error *err)
 {
 	static int started, caller_mapped; /* threads OpenBLAS started, the caller included */
@@ -303,7 +330,10 @@ int sid_blas_ready(int n, char *note, size_t size, struct sid_error *err)
 	pending = 0;
 	lim = memory_limit(&name, &used);
 	if (!lim) {
-		openblas_set_num_threads(want);
+		fit = threads_that_start(want, want, started, note, size);
+		openblas_set_num_threads(fit);
+		if (fit > started)
+			started = fit;
 		return openblas_get_num_threads();
 	}
 	/* Counted, not tried: a trial mapping of a large limit's size can
@@ -330,6 +360,12 @@ int sid_blas_ready(int n, char *note, size_t size, struct sid_error *err)
 	fit = want;
 	if (fit > started && (unsigned long long)(fit - started) * per > spare)
 		fit = started + (int)(spare / per);
+	if (fit < want && note && size)
+		snprintf(note, size,
+			 "%d asked: %s of %llu MiB leaves no room for more, each %zu MiB of "
+			 "OpenBLAS buffer and stack, with a quarter of it kept for the data",
+			 want, name, lim >> 20, per >> 20);
+	fit = threads_that_start(want, fit, started, note, size);
 	before = used;
 	openblas_set_num_threads(fit);
 	if (fit > started) {
@@ -344,11 +380,6 @@ int sid_blas_ready(int n, char *note, size_t size, struct sid_error *err)
 		}
 		started = fit;
 	}
-	if (fit < want && note && size)
-		snprintf(note, size,
-			 "%d asked: %s of %llu MiB leaves no room for more, each %zu MiB of "
-			 "OpenBLAS buffer and stack, with a quarter of it kept for the data",
-			 want, name, lim >> 20, per >> 20);
 	return fit;
 }
 

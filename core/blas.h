@@ -46,7 +46,11 @@ void sid_blas_tune(char **argv);
  * OPENBLAS_NUM_THREADS=1 (the user's value kept in SEMID_BLAS_DEFERRED), so
  * that OpenBLAS starts no thread at load; sid_blas_default_threads then
  * restores the user's environment and sid_blas_ready starts the threads
- * where their buffers fit.  Call it first in main(), after sid_blas_tune;
+ * where their buffers fit.  It does so under a limit on threads too
+ * (sid_threads_limited, cpus.h: RLIMIT_NPROC for a user other than root,
+ * a cgroup's pids.max): OpenBLAS 0.3.21 raises SIGINT when a thread it
+ * starts at load cannot start, and the program died as if interrupted
+ * (exit 130) before main().  Call it first in main(), after sid_blas_tune;
  * returns only when it did not re-execute.
  */
 void sid_blas_no_threads_at_load(char **argv);
@@ -92,8 +96,13 @@ int sid_commit_read(const char *proc, struct sid_commit *c);
  * buffer (a small product), or fails with SID_ENOMEM naming the limit when
  * there is no room for it, then starts only as many more threads as a
  * trial mapping of their buffers and stacks shows room for with a quarter
- * of the limit to spare; @note (may be NULL) then says why fewer than @n
- * ("" otherwise).  Returns the threads, or a negative value with @err set.
+ * of the limit to spare.  Either way, the threads it would add are tried
+ * first (sid_threads_try, cpus.h), and only those that started are asked
+ * of OpenBLAS: 0.3.21 ignores a thread it fails to start, and its next
+ * product waits for that thread for ever (a limit on threads: RLIMIT_NPROC,
+ * pids.max; another process of the user may still take the place between
+ * the try and OpenBLAS's start).  @note (may be NULL) then says why fewer
+ * than @n ("" otherwise).  Returns the threads, or a negative value with @err set.
  * Call it before the program's own large allocations: what it maps is
  * kept, and what the program maps after fails cleanly rather than hangs.
  */

@@ -1,13 +1,15 @@
-/* cpus.c - the CPUs this process may use (affinity and cgroup CPU quota) and its memory (cgroup
- * memory limits); see cpus.h. */
+/* cpus.c - the CPUs this process may use (affinity and cgroup CPU quota), its memory (cgroup
+ * memory limits) and its threads (RLIMIT_NPROC, pids cgroup limits); see cpus.h. */
 #include "cpus.h"
 
 #include <errno.h>
 #include <limits.h>
+#include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "fsutil.h"
@@ -391,4 +393,88 @@ double sid_memory_usable(void)
 	long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
 
 	return sid__memory_at("", pages > 0 && psz > 0 ? (double)pages * (double)psz : 0);
+}
+
+/* A finite pids.max at a level sets @ctx (int). */
+static void pids_level(struct hier *h, const char *dir, size_t len, void *ctx)
+{
+	char buf[64];
+	const char *s = buf;
+	long long v;
+
+	(void)h;
+	(void)len;
+	if (read_line(dir, "pids.max", buf, sizeof(buf)) == 0 && parse_ll(&s, &v) == 0 && !*s)
+		*(int *)ctx = 1; /* "max" for none */
+}
+
+int sid__threads_limited_at(const char *root, int nproc_binds)
+{
+	struct hier *v2;
+	struct rlimit r;
+	int limited = 0;
+
+	if (nproc_binds && getrlimit(RLIMIT_NPROC, &r) == 0 && r.rlim_cur != RLIM_INFINITY)
+		return 1;
+	if (!(v2 = calloc(2, sizeof(*v2))))
+		return 0;
+	hiers_find(root, "pids", v2, v2 + 1);
+	walk_levels(v2, pids_level, &limited);
+	walk_levels(v2 + 1, pids_level, &limited);
+	free(v2);
+	return limited;
+}
+
+int sid_threads_limited(void)
+{
+	return sid__threads_limited_at("", getuid() != 0);
+}
+
+/* sid_threads_try's threads wait for the word to end, so that all hold
+ * their place at once. */
+struct try_gate {
+	pthread_mutex_t mu;
+	pthread_cond_t cv;
+	int go;
+};
+
+static void *try_thread(void *arg)
+{
+	struct try_gate *g = arg;
+
+	pthread_mutex_lock(&g->mu);
+	while (!g->go)
+		pthread_cond_wait(&g->cv, &g->mu);
+	pthread_mutex_unlock(&g->mu);
+	return NULL;
+}
+
+int sid_threads_try(int n, size_t stack, int *e)
+{
+	struct try_gate g = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
+	pthread_t *t = n > 0 ? calloc((size_t)n, sizeof(*t)) : NULL;
+	pthread_attr_t attr;
+	int started = 0, err = 0;
+
+	if (n > 0 && !t)
+		err = ENOMEM;
+	else if (n > 0 && pthread_attr_init(&attr) != 0)
+		err = ENOMEM;
+	else if (n > 0) {
+		if (stack)
+			pthread_attr_setstacksize(&attr, stack);
+		while (started < n && !(err = pthread_create(&t[started], &attr, try_thread, &g)))
+			started++;
+		pthread_attr_destroy(&attr);
+	}
+	pthread_mutex_lock(&g.mu);
+	g.go = 1;
+	pthread_cond_broadcast(&g.cv);
+	pthread_mutex_unlock(&g.mu);
+	for (int i = 0; i < started; i++)
+		pthread_join(t[i], NULL);
+	free(t);
+	if (e)
+		*e = err;
+	return started;
 }

@@ -66,4 +66,27 @@ double sid__memory_at(const char *root, double phys);
  * CPUs in the mask (<= 0: read the real mask). */
 int sid__cpus_at(const char *root, int affinity, struct sid_cpus *c);
 
+/*
+ * Whether a limit on this process's threads is in force: RLIMIT_NPROC
+ * finite for a user other than root (ulimit -u, systemd's LimitNPROC=; the
+ * kernel exempts root), or a pids cgroup limit (pids.max, v2's or v1's, a
+ * container's --pids-limit) at the process's cgroup or an ancestor.  How
+ * many threads fit is sid_threads_try's to tell: the limits count every
+ * process of the user, or of the cgroup, as they come and go.
+ */
+int sid_threads_limited(void);
+/* Tests: the same with every cgroup file read under @root (as sid__cpus_at)
+ * and @nproc_binds for whether RLIMIT_NPROC counts. */
+int sid__threads_limited_at(const char *root, int nproc_binds);
+
+/*
+ * Start @n threads of @stack bytes of stack (0: the default, as libraries
+ * that pass no attributes get), all at once, then end them: how many
+ * started, and in *@e (may be NULL) the error of the first that could not
+ * (0 when all did; EAGAIN under a thread limit).  For a program whose
+ * libraries start threads it cannot stop from failing (libuv abort()s,
+ * OpenBLAS hangs or raises SIGINT): tried first, the shortfall is said.
+ */
+int sid_threads_try(int n, size_t stack, int *e);
+
 #endif

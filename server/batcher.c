@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cpus.h"
 #include "log.h"
 
 /* A job of this many rows (the encoder's panel height) or more is encoded in
@@ -613,48 +614,14 @@ static void warm_after_cb(uv_work_t *w, int status)
  * libuv starts its pool's threads (8 MiB stacks) at the first
  * uv_queue_work and abort()s when one cannot start (RLIMIT_NPROC, a memory
  * limit): the server died by SIGABRT (134) without a word.  @n threads of
- * that stack size are started here first, all at once, then ended: one that
- * cannot start is said, and the start refused.
+ * that stack size are tried here first (sid_threads_try): one that cannot
+ * start is said, and the start refused.
  */
-struct pool_probe {
-	pthread_mutex_t mu;
-	pthread_cond_t cv;
-	int go;
-};
-
-static void *pool_probe_thread(void *arg)
-{
-	struct pool_probe *p = arg;
-
-	pthread_mutex_lock(&p->mu);
-	while (!p->go)
-		pthread_cond_wait(&p->cv, &p->mu);
-	pthread_mutex_unlock(&p->mu);
-	return NULL;
-}
-
 static int pool_probe(int n, struct sid_error *err)
 {
-	struct pool_probe p = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
-	pthread_t *t = calloc((size_t)n, sizeof(*t));
-	pthread_attr_t attr;
-	int started = 0, e = 0;
+	int e, started = sid_threads_try(n, (size_t)8 << 20, &e); /* libuv's stacks */
 
-	if (!t)
-		return sid_error_set(err, SID_ENOMEM, "batcher: out of memory");
-	pthread_attr_init(&attr);
-	pthread_attr_setstacksize(&attr, (size_t)8 << 20); /* libuv's */
-	while (started < n && !(e = pthread_create(&t[started], &attr, pool_probe_thread, &p)))
-		started++;
-	pthread_attr_destroy(&attr);
-	pthread_mutex_lock(&p.mu);
-	p.go = 1;
-	pthread_cond_broadcast(&p.cv);
-	pthread_mutex_unlock(&p.mu);
-	for (int i = 0; i < started; i++)
-		pthread_join(t[i], NULL);
-	free(t);
-	if (e)
+	if (started < n)
 		return sid_error_set(
 		    err, SID_ENOMEM,
 		    "cannot start the %d threads of the worker pool (%d did): %s "

@@ -532,12 +532,34 @@ static int dispatch(int argc, char **argv)
 	return cmd_train(argc - 1, argv + 1);
 }
 
+/*
+ * Before OpenBLAS is initialised: a function in the executable's
+ * .preinit_array runs before any shared library's constructor, and
+ * OpenBLAS's starts its threads.  Under a limit on threads (ulimit -u) one
+ * that could not start made OpenBLAS raise SIGINT there, and the trainer
+ * died as if interrupted (exit 130) before main().  The re-execution
+ * sid_blas_no_threads_at_load makes under a limit happens here, before
+ * that; main() calls it again for a loader that runs no .preinit_array (a
+ * no-op after a re-execution).
+ */
+static void blas_preinit(int argc, char **argv, char **envp)
+{
+	(void)argc;
+	/* libc sets environ only after: getenv saw nothing, and a setenv
+	 * made an environment of one variable */
+	if (!environ)
+		environ = envp;
+	sid_blas_no_threads_at_load(argv);
+}
+__attribute__((section(".preinit_array"),
+	       used)) static void (*const preinit)(int, char **, char **) = blas_preinit;
+
 int main(int argc, char **argv)
 {
 	int status, e;
 
 	sid_blas_tune(argv);		   /* may re-execute with OpenBLAS's faster kernels */
-	sid_blas_no_threads_at_load(argv); /* under ulimit -v or -d: may re-execute */
+	sid_blas_no_threads_at_load(argv); /* under ulimit -v, -d or -u: may re-execute */
 	/* after: the re-executed process is the one that runs; --threads,
 	 * parsed later, wins */
 	tr_overcommit_default_threads(); /* sid_blas_default_threads, kept */

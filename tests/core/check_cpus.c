@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sched.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -370,6 +371,65 @@ START_TEST(test_memory_limits)
 }
 END_TEST
 
+/* A limit on threads (sid__threads_limited_at): a finite pids.max at the
+ * leaf or an ancestor, v2's and v1's pids controller, "max" and garbage as
+ * none; a finite RLIMIT_NPROC when it binds, ignored when it does not
+ * (root). */
+START_TEST(test_thread_limits)
+{
+	struct rlimit r;
+
+	v2_tree();
+	ck_assert_int_eq(sid__threads_limited_at(root, 0), 0); /* no pids.max anywhere */
+	put(CG "/kubepods/pod1/ctr/pids.max", "max\n");
+	put(CG "/kubepods/pids.max", "max\n");
+	ck_assert_int_eq(sid__threads_limited_at(root, 0), 0);
+	put(CG "/kubepods/pids.max", "4096\n");
+	ck_assert_int_eq(sid__threads_limited_at(root, 0), 1);
+	put(CG "/kubepods/pids.max", "40x\n");
+	ck_assert_int_eq(sid__threads_limited_at(root, 0), 0);
+	put(CG "/kubepods/pod1/ctr/pids.max", "64\n");
+	ck_assert_int_eq(sid__threads_limited_at(root, 0), 1);
+
+	/* cgroup v1: the pids controller's own hierarchy, a container's root */
+	put("proc/self/cgroup", "12:pids:/docker/abc\n3:cpu,cpuacct:/docker/abc\n");
+	put("proc/self/mountinfo",
+	    "35 30 0:31 /docker/abc /sys/fs/cgroup/pids rw - cgroup cgroup rw,pids\n");
+	put(CG "/pids/pids.max", "max\n");
+	ck_assert_int_eq(sid__threads_limited_at(root, 0), 0);
+	put(CG "/pids/pids.max", "100\n");
+	ck_assert_int_eq(sid__threads_limited_at(root, 0), 1);
+	rm(CG "/pids/pids.max");
+
+	/* RLIMIT_NPROC: finite binds, unless it does not count (root); the
+	 * test is forked, its limits its own */
+	ck_assert_int_eq(getrlimit(RLIMIT_NPROC, &r), 0);
+	if (r.rlim_max == RLIM_INFINITY) {
+		r.rlim_cur = RLIM_INFINITY;
+		ck_assert_int_eq(setrlimit(RLIMIT_NPROC, &r), 0);
+		ck_assert_int_eq(sid__threads_limited_at(root, 1), 0);
+	}
+	r.rlim_cur = r.rlim_max == RLIM_INFINITY || r.rlim_max > 100000 ? 100000 : r.rlim_max;
+	ck_assert_int_eq(setrlimit(RLIMIT_NPROC, &r), 0);
+	ck_assert_int_eq(sid__threads_limited_at(root, 1), 1);
+	ck_assert_int_eq(sid__threads_limited_at(root, 0), 0);
+}
+END_TEST
+
+/* sid_threads_try starts them all at once and ends them; none asked, none. */
+START_TEST(test_threads_try)
+{
+	int e = -1;
+
+	ck_assert_int_eq(sid_threads_try(5, 0, &e), 5);
+	ck_assert_int_eq(e, 0);
+	ck_assert_int_eq(sid_threads_try(3, (size_t)1 << 20, NULL), 3);
+	e = -1;
+	ck_assert_int_eq(sid_threads_try(0, 0, &e), 0);
+	ck_assert_int_eq(e, 0);
+}
+END_TEST
+
 /* Several lines, the v2 one not first, a path with spaces and colons; the
  * mount point and root with mountinfo's \040 escapes. */
 START_TEST(test_cgroup_lines_and_spaces)
@@ -710,6 +770,8 @@ int main(void)
 	tcase_add_test(tc, test_v1_parent);
 	tcase_add_test(tc, test_memory_limits);
 	tcase_add_test(tc, test_hybrid);
+	tcase_add_test(tc, test_thread_limits);
+	tcase_add_test(tc, test_threads_try);
 	tcase_add_test(tc, test_cgroup_lines_and_spaces);
 	tcase_add_test(tc, test_mount_of_another_cgroup);
 	tcase_add_test(tc, test_quota_at_namespace_root);

@@ -48,6 +48,9 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 from semid_files import writing_into  # noqa: E402
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "server"))
+import semid_testlib as T  # noqa: E402  (as_nobody)
+
 BIN = os.environ.get("SEMID_BIN", "bin")
 TRAIN = os.path.join(BIN, "semid-train")
 SEMID = os.path.join(BIN, "semid")
@@ -2319,6 +2322,67 @@ class TrainerTest(unittest.TestCase):
         self.assertEqual(threads[None], ["semid-train: %d OpenBLAS thread%s from OMP_NUM_THREADS=%s"
                                          % (int(over) - 1, "" if over == "2" else "s", over)])
         self.assertEqual(threads[2048 * mib], threads[None])
+
+    def test_under_a_thread_limit(self):
+        """Under a limit on the user's processes and threads (ulimit -u,
+        LimitNPROC=) OpenBLAS 0.3.21 raised SIGINT when a thread it starts
+        at load could not start: the trainer died as if interrupted (exit
+        130) before main(), and --threads above what could start hung in
+        the first product, waiting for a thread that never ran.  Now the
+        threads are tried first: it trains, evaluates and generates on the
+        ones that started, saying so.  (RLIMIT_NPROC binds only a user other
+        than root.)"""
+        if os.geteuid() != 0:
+            self.skipTest("needs root to run the trainer as another user")
+        if len(os.sched_getaffinity(0)) < 2:
+            self.skipTest("OpenBLAS takes one thread per CPU at most: needs 2 CPUs")
+        d = tempfile.mkdtemp(prefix="semid-nproc-")  # self.tmp is 0700
+        self.addCleanup(shutil.rmtree, d, True)
+        os.chmod(d, 0o777)
+        for f in ("items.npy", "users.npy", "train.tsv", "test.tsv"):
+            shutil.copy(self.d(f), d)
+        prog = T.as_nobody(TRAIN)["program"]
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("GOTO_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_DEFAULT_NUM_THREADS")}
+        args = [prog, "--items", os.path.join(d, "items.npy"), "--users",
+                os.path.join(d, "users.npy"), "--train", os.path.join(d, "train.tsv")] + SMALL
+        del args[args.index("--threads"):args.index("--threads") + 2]
+        limit = ("the rest refused \\(Resource temporarily unavailable\\) by the limit on "
+                 "the user's processes and threads, ulimit -u or LimitNPROC=, or by a cgroup's "
+                 "pids.max\\)$")
+
+        def limited(extra, threads, timeout=120):
+            # a uid of its own: RLIMIT_NPROC counts every process of the
+            # user, and other suites run programs as nobody meanwhile; one
+            # process, no thread more
+            return subprocess.run(args[:1] + extra, capture_output=True, text=True,
+                                  env=dict(env, OPENBLAS_NUM_THREADS=threads), user=64998,
+                                  group=64998, timeout=timeout,
+                                  preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NPROC,
+                                                                        (1, 1)))
+        for threads, flags, shown in (("2", [], "OPENBLAS_NUM_THREADS=2"),
+                                      ("1", ["--threads", "2"], "the threads setting")):
+            out = os.path.join(d, "m%s.safetensors" % threads)
+            p = limited(args[1:] + flags + ["--out", out], threads)
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertRegex(p.stderr, "(?m)^semid-train: 1 OpenBLAS thread from %s \\(2 "
+                             "asked: 0 more could start beside the 1 running, %s" % (
+                                 re.escape(shown), limit))
+            self.assertNotIn("OpenBLAS blas_thread_init", p.stderr)
+            self.assertEqual(run(SEMID, "inspect", out).returncode, 0)
+        p = limited(["eval", "--model", out, "--items", os.path.join(d, "items.npy"),
+                     "--users", os.path.join(d, "users.npy"), "--train",
+                     os.path.join(d, "train.tsv"), "--test", os.path.join(d, "test.tsv")], "2")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("item_side", json.loads(p.stdout))
+        # as root the limit does not bind: the threads asked, no word
+        p = subprocess.run(args + ["--out", os.path.join(d, "root.safetensors")],
+                           capture_output=True, text=True, timeout=120,
+                           env=dict(env, OPENBLAS_NUM_THREADS="2"),
+                           preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NPROC, (1, 1)))
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertRegex(p.stderr, "(?m)^semid-train: 2 OpenBLAS threads from "
+                         "OPENBLAS_NUM_THREADS=2$")
 
     def test_under_strict_commit_accounting(self):
         """Under vm.overcommit_memory=2 a mapping past CommitLimit is refused
