@@ -1,7 +1,8 @@
 /*
  * check.c - the checks a start makes that semid-server --check-config
  * repeats without starting anything (the open files limit, the admin
- * token's warnings), and --check-config itself; see check.h.
+ * token's warnings), the threads a start needs beside its pool, and
+ * --check-config itself; see check.h.
  */
 #include "check.h"
 
@@ -11,6 +12,7 @@
 
 #include "batcher.h"
 #include "config.h"
+#include "cpus.h"
 #include "http.h"
 #include "log.h"
 #include "metrics.h"
@@ -62,6 +64,28 @@ int srv_check_fd_limit(struct srv_config *cfg)
 		fit);
 	cfg->connection_limit = (int)fit;
 	return 0;
+}
+
+int srv_check_threads(const struct srv_config *cfg, const struct srv_sockact *sa, int pool)
+{
+	int ops = cfg->ops_listen[0] || sa->ops_fd >= 0, e, got;
+	/* the ports': libmicrohttpd's, a sweeper, a passed socket's acceptor */
+	int http = cfg->http_threads + 1 + (sa->main_fd >= 0) + (ops ? 2 + (sa->ops_fd >= 0) : 0);
+	int need = http + 2; /* a reload's, the drain's watch */
+
+	got = sid_threads_try(need, 0, &e);
+	if (got == need)
+		return 0;
+	fprintf(stderr,
+		"semid-server: cannot start the %d threads it needs beside the worker pool's "
+		"%d (%d did): %s; they are the HTTP ports' %d (http_threads %d%s, a connection "
+		"sweeper each%s), a model reload's and the drain's watch: the limit on the "
+		"user's processes and threads (ulimit -u, LimitNPROC=) or a cgroup's pids.max "
+		"leaves no room for them; raise it, or lower workers or http_threads\n",
+		need, pool, got, strerror(e), http, cfg->http_threads,
+		ops ? ", 1 for the operations port" : "",
+		sa->main_fd >= 0 || sa->ops_fd >= 0 ? ", an acceptor for each socket passed" : "");
+	return -1;
 }
 
 void srv_check_admin_token(const struct srv_config *cfg)

@@ -23,6 +23,22 @@ struct srv_sockact;
  */
 int srv_check_fd_limit(struct srv_config *cfg);
 
+/*
+ * The threads a running server starts beside its worker pool (which
+ * srv_batcher_new tries before libuv, which abort()s, starts it): the HTTP
+ * ports' (http_threads for the API, one for the operations port, a
+ * connection sweeper each, an acceptor each for a passed socket), a model
+ * reload's and the drain's watch.  Under a limit on threads (ulimit -u,
+ * LimitNPROC=, a cgroup's pids.max) with room for the pool but not for
+ * them, the start was refused as "cannot listen on ...: Failed to create a
+ * new pool thread", or, with room for libmicrohttpd's alone, the server
+ * served with no request deadline, then could neither reload nor bound its
+ * drain.  They are tried here all at once (sid_threads_try, cpus.h) after
+ * the pool started (@pool threads): returns 0, or -1, the refusal said on
+ * stderr, when they could not all start.
+ */
+int srv_check_threads(const struct srv_config *cfg, const struct srv_sockact *sa, int pool);
+
 /* The start's warnings about the admin token: a short one, and one that
  * other users of the host can read (logged, level warn, event=startup). */
 void srv_check_admin_token(const struct srv_config *cfg);

@@ -16,7 +16,8 @@
  *              (one per store writer); registry lookups run there too
  *   metrics.c  Prometheus text; log.c logfmt lines; config.c settings
  *   check.c    what a start checks first (the open files limit, the admin
- *              token), and --check-config, which checks and starts nothing
+ *              token, the threads beside the pool), and --check-config,
+ *              which checks and starts nothing
  *
  * SIGTERM / SIGINT: stop accepting, let in-flight requests finish (up to
  * shutdown_timeout_ms), exit 0; exit 1 if the deadline passes first.
@@ -104,8 +105,9 @@ static void usage(FILE *f)
 		"             value, no valid model without --allow-empty, the address in use,\n"
 		"             a bad socket passed by systemd: LISTEN_FDS, LISTEN_FDNAMES, a\n"
 		"             registry a newer semid wrote or that is the model file, a model\n"
-		"             directory that cannot be watched, encode threads that cannot\n"
-		"             start: proto/api.md, Life cycle)\n"
+		"             directory that cannot be watched, encode threads, or the\n"
+		"             threads beside them, that cannot start: proto/api.md, Life\n"
+		"             cycle)\n"
 		"\n"
 		"       semid-server --check-config [--config FILE] [flags]\n"
 		"checks what a start with the same flags would (every flag and the --config\n"
@@ -617,6 +619,8 @@ int main(int argc, char **argv)
 		srv_log(SRV_LOG_ERROR, "startup", "%s", err.msg);
 		return 2;
 	}
+	if (srv_check_threads(&s.cfg, &s.sa, bo.workers + bo.extra_threads))
+		return 2;
 	/* Catch the stop signals before the listening line tells anyone we are
 	 * up; they are handled once the loop runs. */
 	uv_signal_init(s.loop, &s.sigterm);

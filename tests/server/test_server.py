@@ -2046,19 +2046,26 @@ class TestLifecycle(unittest.TestCase):
         ex = os.path.join(os.path.dirname(__file__), "..", "..", "config", "semid-server.json")
         self.refused(["--config", ex, "--listen", "127.0.0.1:0"], "/var/lib/semid/model")
 
-    def test_worker_threads_that_cannot_start(self):
-        """A thread limit (RLIMIT_NPROC) that left libuv unable to start its
-        pool's threads killed the server by SIGABRT inside libuv (134),
-        without a word.  The pool's threads are tried first: exit 2, saying
-        why.  (RLIMIT_NPROC binds only a user other than root.)"""
+    def model_for_another_user(self):
+        """A copy of TF_MODEL that a user other than root can read (WORK is
+        0700), for the thread limit tests (RLIMIT_NPROC binds only a user
+        other than root); skips the test when not run as root."""
         if os.geteuid() != 0:
-            self.skipTest("needs root to run the server as nobody")
-        d = tempfile.mkdtemp(prefix="semid-nproc-")  # WORK is 0700: out of nobody's reach
+            self.skipTest("needs root to run the server as another user")
+        d = tempfile.mkdtemp(prefix="semid-nproc-")
         self.addCleanup(shutil.rmtree, d, True)
         os.chmod(d, 0o755)
         model = os.path.join(d, "m.safetensors")
         shutil.copy(TF_MODEL, model)
         os.chmod(model, 0o644)
+        return model
+
+    def test_worker_threads_that_cannot_start(self):
+        """A thread limit (RLIMIT_NPROC) that left libuv unable to start its
+        pool's threads killed the server by SIGABRT inside libuv (134),
+        without a word.  The pool's threads are tried first: exit 2, saying
+        why.  (RLIMIT_NPROC binds only a user other than root.)"""
+        model = self.model_for_another_user()
         # a uid of its own: RLIMIT_NPROC counts every process of the user,
         # and other suites run programs as nobody meanwhile
         kw = T.as_nobody(T.SERVER)
@@ -2071,6 +2078,50 @@ class TestLifecycle(unittest.TestCase):
                          r"pool \(\d did\): Resource temporarily unavailable \(the process or "
                          r"thread limit, RLIMIT_NPROC / LimitNPROC, or a memory limit for their "
                          r"8 MiB stacks\)\n")
+
+    def test_threads_beside_the_pool_that_cannot_start(self):
+        """A thread limit with room for the worker pool but not for the rest
+        refused the start as "cannot listen on ...: Failed to create a new
+        pool thread", or, with room for libmicrohttpd's threads alone,
+        served with no request deadline (no connection sweeper) and then
+        could neither reload nor bound its drain.  The threads a server
+        starts beside its pool are tried after it: exit 2 naming them; with
+        room for all (11 here: this one, the model watch's, the pool's 2,
+        the ports' 5, a reload's and the drain's watch) it serves."""
+        model = self.model_for_another_user()
+        args = [T.as_nobody(T.SERVER)["program"], "--model", model, "--listen", "127.0.0.1:0",
+                "--ops-listen", "127.0.0.1:0", "--registry", "none", "--workers", "1"]
+
+        def limit(n):
+            # a uid of its own: RLIMIT_NPROC counts every process of the user
+            return lambda: resource.setrlimit(resource.RLIMIT_NPROC, (n, n))
+        p = subprocess.run(args, user=64997, group=64997, preexec_fn=limit(6),
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertRegex(p.stderr, r"(?m)^semid-server: cannot start the 7 threads it needs "
+                         r"beside the worker pool's 2 \(\d did\): Resource temporarily "
+                         r"unavailable; they are the HTTP ports' 5 \(http_threads 2, 1 for the "
+                         r"operations port, a connection sweeper each\), a model reload's and "
+                         r"the drain's watch: the limit on the user's processes and threads "
+                         r"\(ulimit -u, LimitNPROC=\) or a cgroup's pids.max leaves no room for "
+                         r"them; raise it, or lower workers or http_threads\n\Z")
+        self.assertNotIn("event=listening", p.stderr)
+        p = subprocess.Popen(args, user=64997, group=64997, preexec_fn=limit(11),
+                             stderr=subprocess.PIPE, text=True)
+        try:
+            line = p.stderr.readline()
+            while line and "event=listening" not in line:
+                line = p.stderr.readline()
+            self.assertIn("event=listening", line)
+            p.send_signal(signal.SIGTERM)
+            rest = p.stderr.read()
+            self.assertEqual(p.wait(timeout=60), 0, rest)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+            p.stderr.close()
+        self.assertNotIn("cannot start", rest)
 
     def test_refused_start_leaves_no_registry(self):
         """A server that cannot load its model leaves nothing beside it: the
