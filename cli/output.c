@@ -58,10 +58,12 @@ static void on_signal(int sig)
 	}
 	/* a stderr whose reader is gone must not end it by SIGPIPE instead */
 	signal(SIGPIPE, SIG_IGN);
-	n = write(STDERR_FILENO, by, sizeof(by) - 1);
-	n = write(STDERR_FILENO, name, strlen(name));
-	n = write(STDERR_FILENO, said, said_len);
-	(void)n;
+	/* a part that cannot be written (stderr gone): the rest is not tried */
+	if (write(STDERR_FILENO, by, sizeof(by) - 1) > 0 &&
+	    write(STDERR_FILENO, name, strlen(name)) > 0) {
+		n = write(STDERR_FILENO, said, said_len);
+		(void)n;
+	}
 	signal(sig, SIG_DFL);
 	raise(sig);
 	errno = saved;

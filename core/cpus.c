@@ -456,9 +456,7 @@ int sid_threads_try(int n, size_t stack, int *e)
 	pthread_attr_t attr;
 	int started = 0, err = 0;
 
-	if (n > 0 && !t)
-		err = ENOMEM;
-	else if (n > 0 && pthread_attr_init(&attr) != 0)
+	if (n > 0 && (!t || pthread_attr_init(&attr) != 0))
 		err = ENOMEM;
 	else if (n > 0) {
 		if (stack)
