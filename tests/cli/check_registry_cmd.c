@@ -3178,6 +3178,14 @@ START_TEST(t_assign_stopped_twice)
 	uint64_t stored = 0;
 	int fd[2], status = 0;
 	pid_t pid, done = 0;
+	const char *san = getenv("SEMID_SANITIZE");
+
+	/* ThreadSanitizer holds a signal that comes during a write() it
+	 * intercepts until the write returns, and this one never does (a pipe
+	 * no one reads): the second signal is never taken under it, whatever
+	 * the program does. */
+	if (san && !strcmp(san, "thread"))
+		CHECK_SKIP("ThreadSanitizer defers a signal taken in a blocked write()");
 
 	snprintf(x2, sizeof(x2), "%s/x2.npy", dir);
 	snprintf(ids2, sizeof(ids2), "%s/ids2.txt", dir);
