@@ -283,6 +283,18 @@ static int product(int n)
 	return 0;
 }
 
+size_t sid_blas_thread_bytes(void)
+{
+	pthread_attr_t attr;
+	size_t stack = (size_t)8 << 20;
+
+	if (pthread_attr_init(&attr) == 0) { /* the stack a new thread maps */
+		pthread_attr_getstacksize(&attr, &stack);
+		pthread_attr_destroy(&attr);
+	}
+	return SID_BLAS_BUFFER + stack + (size_t)sysconf(_SC_PAGESIZE);
+}
+
 int sid_blas_map_caller_buffer(void)
 {
 	return product(160);
@@ -320,8 +332,7 @@ int sid_blas_ready(int n, char *note, size_t size, struct sid_error *err)
 	int want = n > 0 ? n : pending > 0 ? pending : openblas_get_num_threads(), fit;
 	unsigned long long used, lim, before, spare;
 	const char *name;
-	pthread_attr_t attr;
-	size_t stack = (size_t)8 << 20, per;
+	size_t per;
 
 	if (note && size)
 		note[0] = '\0';
@@ -349,11 +360,7 @@ int sid_blas_ready(int n, char *note, size_t size, struct sid_error *err)
 		caller_mapped = 1;
 		memory_limit(NULL, &used);
 	}
-	if (pthread_attr_init(&attr) == 0) { /* the stack a new thread maps */
-		pthread_attr_getstacksize(&attr, &stack);
-		pthread_attr_destroy(&attr);
-	}
-	per = SID_BLAS_BUFFER + stack + (size_t)sysconf(_SC_PAGESIZE);
+	per = sid_blas_thread_bytes();
 	/* a quarter of the limit kept for the program's own data: fewer
 	 * threads that train beat more that leave no room to */
 	spare = used + lim / 4 < lim ? lim - lim / 4 - used : 0;

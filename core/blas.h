@@ -64,6 +64,11 @@ void sid_blas_no_threads_at_load(char **argv);
  * product's own matrices could not be allocated. */
 int sid_blas_map_caller_buffer(void);
 
+/* What each further OpenBLAS thread maps (and, under strict commit
+ * accounting, commits): its work buffer, the default thread stack, and a
+ * guard page. */
+size_t sid_blas_thread_bytes(void);
+
 /*
  * Strict commit accounting (vm.overcommit_memory=2): the kernel refuses a
  * writable private mapping once the machine's committed memory

@@ -6,12 +6,7 @@
 #include "overcommit.h"
 
 #include <cblas.h>
-#include <limits.h>
-#include <pthread.h>
 #include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <unistd.h>
 
 #include "blas.h"
 
@@ -55,19 +50,6 @@ void tr_overcommit_default_threads(void)
 	chosen = sid_blas_default_threads(NULL, 0);
 }
 
-/* The stack a new thread maps (and, under strict accounting, commits). */
-static unsigned long long thread_stack(void)
-{
-	pthread_attr_t attr;
-	size_t stack = (size_t)8 << 20;
-
-	if (pthread_attr_init(&attr) == 0) {
-		pthread_attr_getstacksize(&attr, &stack);
-		pthread_attr_destroy(&attr);
-	}
-	return stack;
-}
-
 int tr_overcommit_ready(int n, char *note, size_t size, struct sid_error *err)
 {
 	int want = n > 0 ? n : chosen > 0 ? chosen : openblas_get_num_threads(), fit, rc;
@@ -76,7 +58,7 @@ int tr_overcommit_ready(int n, char *note, size_t size, struct sid_error *err)
 
 	if (sid_commit_read(NULL, &oc) < 0 || !oc.strict)
 		return sid_blas_ready(n, note, size, err);
-	per = SID_BLAS_BUFFER + thread_stack() + (unsigned long long)sysconf(_SC_PAGESIZE);
+	per = sid_blas_thread_bytes();
 	room = room_of(&oc);
 	fit = tr_overcommit_threads(&oc, want, loaded, buffer_mapped, SID_BLAS_BUFFER, per);
 	if (fit == 0)
