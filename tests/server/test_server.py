@@ -82,6 +82,21 @@ def model_copy(name="model.safetensors"):
     return d, path
 
 
+def hold_a_reload(srv, gate):
+    """A SIGHUP to @srv (started with SEMID_TEST_LOAD_GATE=@gate) whose
+    reload then waits in open() of the FIFO @gate until let_reloads_go."""
+    os.mkfifo(gate)
+    os.link(gate, gate + ".keep")  # to open it once its name is gone
+    srv.signal(signal.SIGHUP)
+    time.sleep(0.3 * T.SLOW)
+
+
+def let_reloads_go(gate):
+    """The reload held by hold_a_reload goes on; the next loads pass."""
+    os.unlink(gate)
+    os.close(os.open(gate + ".keep", os.O_WRONLY))
+
+
 def swap_symlink(link, target):
     """Point the symlink @link at @target atomically (a new link renamed over it)."""
     os.symlink(target, link + ".tmp")
@@ -1444,16 +1459,12 @@ class TestOps(unittest.TestCase):
         srv = T.Server(["--model", path, "--watch=false", "--registry", "none"], WORK,
                        env=dict(os.environ, SEMID_TEST_LOAD_GATE=gate))
         try:
-            os.mkfifo(gate)
-            os.link(gate, gate + ".keep")  # to open it once its name is gone
-            srv.signal(signal.SIGHUP)  # its reload waits in open() of the gate
-            time.sleep(0.3 * T.SLOW)
+            hold_a_reload(srv, gate)
             srv.signal(signal.SIGHUP)  # while that reload runs
             time.sleep(0.3 * T.SLOW)
             T.write_model(path + ".new", {"item": TIEFREE}, "again-2")
             os.rename(path + ".new", path)
-            os.unlink(gate)  # the next load passes
-            os.close(os.open(gate + ".keep", os.O_WRONLY))  # this one goes on
+            let_reloads_go(gate)
             self.assertEqual(self._wait_version(srv, "again-2"), "again-2",
                              srv.log_text()[-2000:])
             # the start's load, then two reloads that read the new file: the
@@ -1481,15 +1492,11 @@ class TestOps(unittest.TestCase):
                         "--reload-debounce-ms", "20"], WORK,
                        env=dict(os.environ, SEMID_TEST_LOAD_GATE=gate))
         try:
-            os.mkfifo(gate)
-            os.link(gate, gate + ".keep")  # to open it once its name is gone
-            srv.signal(signal.SIGHUP)  # its reload waits in open() of the gate
-            time.sleep(0.3 * T.SLOW)
+            hold_a_reload(srv, gate)
             T.write_model(path + ".new", {"item": TIEFREE}, "during-2")
             os.rename(path + ".new", path)
             time.sleep(0.3 * T.SLOW)  # seen and debounced while the reload runs
-            os.unlink(gate)  # the next load passes
-            os.close(os.open(gate + ".keep", os.O_WRONLY))  # this one goes on
+            let_reloads_go(gate)
             self.assertEqual(self._wait_version(srv, "during-2"), "during-2",
                              srv.log_text()[-2000:])
             deadline = time.monotonic() + 5 * T.SLOW
