@@ -99,6 +99,14 @@ double srv_now(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+double (*srv__batcher_clock)(void);
+
+/* The batcher's time: srv_now, or the test's clock. */
+static double clock_now(void)
+{
+	return srv__batcher_clock ? srv__batcher_clock() : srv_now();
+}
+
 struct srv_job *srv_job_new(struct srv_encode_req *req, struct sid_model *model)
 {
 	struct srv_job *job = calloc(1, sizeof(*job));
@@ -153,7 +161,7 @@ int srv_batcher_submit(struct srv_batcher *b, struct srv_job *job)
 	int rc = 0;
 
 	job->next = NULL;
-	job->t_admit = srv_now();
+	job->t_admit = clock_now();
 	pthread_mutex_lock(&b->mu);
 	/* admitted only grows under the mutex; it may shrink concurrently
 	 * (answers), which can only make room. */
@@ -316,7 +324,7 @@ static void work_cb(uv_work_t *w)
 	int *alt_count = NULL;
 	int want_q = 0, n_alt = j0->req.top_k - 1, encoded = 0;
 	size_t B = bt->B, row, i;
-	double start = srv_now();
+	double start = clock_now();
 
 	sid_error_clear(&err);
 	for (j = bt->jobs, i = 0; j; j = j->next, i++) {
@@ -354,7 +362,7 @@ static void work_cb(uv_work_t *w)
 	out.alt_count = alt_count;
 	bt->encode_rc = encode_jobs(t, bt->jobs, &out, ws, &err);
 	{
-		double took = srv_now() - start;
+		double took = clock_now() - start;
 		for (j = bt->jobs; j; j = j->next)
 			j->encode_time = took;
 	}
@@ -507,6 +515,14 @@ static void dispatch(struct srv_batcher *b, enum sid_tower_kind t)
 	}
 }
 
+/* When the head job of @p (not empty) has waited max_delay_us: the one
+ * expression the timer is armed for and due() compares with, so that the
+ * timer firing at it finds the group due. */
+static double deadline_of(const struct srv_batcher *b, const struct pending *p)
+{
+	return p->head->t_admit + (double)b->o.max_delay_us * 1e-6;
+}
+
 /* Is the head group of @p ready to go at @now? */
 static int due(struct srv_batcher *b, const struct pending *p, double now)
 {
@@ -517,7 +533,7 @@ static int due(struct srv_batcher *b, const struct pending *p, double now)
 		return 0;
 	if (b->draining || p->rows >= (size_t)b->o.max_batch)
 		return 1;
-	if (now - p->head->t_admit >= (double)b->o.max_delay_us * 1e-6)
+	if (now >= deadline_of(b, p))
 		return 1;
 	/* A different model or top_k behind the head group closes the group. */
 	for (j = p->head; j; j = j->next) {
@@ -538,7 +554,7 @@ static void arm_timer(struct srv_batcher *b, double deadline)
 	b->armed = deadline;
 	memset(&its, 0, sizeof(its));
 	if (deadline > 0) {
-		double now = srv_now(), d = deadline - now;
+		double now = clock_now(), d = deadline - now;
 		if (d < 1e-6)
 			d = 1e-6; /* zero would disarm */
 		its.it_value.tv_sec = (time_t)d;
@@ -551,7 +567,7 @@ static void arm_timer(struct srv_batcher *b, double deadline)
 
 static void schedule(struct srv_batcher *b)
 {
-	double now = srv_now(), deadline = 0;
+	double now = clock_now(), deadline = 0;
 	int progress = 1;
 
 	while (progress && b->busy < b->o.workers) {
@@ -573,7 +589,7 @@ static void schedule(struct srv_batcher *b)
 			double d;
 			if (!p->head)
 				continue;
-			d = p->head->t_admit + (double)b->o.max_delay_us * 1e-6;
+			d = deadline_of(b, p);
 			if (!deadline || d < deadline)
 				deadline = d;
 		}

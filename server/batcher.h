@@ -75,6 +75,12 @@ struct srv_job {
 /* Monotonic seconds. */
 double srv_now(void);
 
+/* Tests: when set, the batcher's clock instead of srv_now (the time a job
+ * is admitted at, the time a batch falls due by and a worker starts it at),
+ * so that a test can put a job's wait exactly at max_delay_us.  Called from
+ * any thread.  Production code leaves it NULL. */
+extern double (*srv__batcher_clock)(void);
+
 /* A job for @req (moved in: @req is left empty) on @model (a reference is
  * taken).  NULL when out of memory. */
 struct srv_job *srv_job_new(struct srv_encode_req *req, struct sid_model *model);

@@ -4,10 +4,12 @@
  * holds the codes sid_encode gives its own rows alone.  encode_jobs
  * gathers runs of small jobs into one matrix; it took every job for one
  * with rows, and an empty one beside a 1-row job wrote into a buffer it
- * had not allocated (a crash).
+ * had not allocated (a crash).  With a clock of the tests' own
+ * (srv__batcher_clock), when a batch falls due and how many are in flight.
  */
 #include <check.h>
 #include <jansson.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <uv.h>
@@ -132,6 +134,29 @@ static void check_answer(const struct sid_tower *t, const struct jspec *js, int 
 	free(alt_count);
 }
 
+/* Submit to @b job @i of @js on tower @tower of @m, answered into @a. */
+static void submit(struct srv_batcher *b, struct sid_model *m, enum sid_tower_kind tower,
+		   const struct jspec *js, int i, struct answer *a)
+{
+	const struct sid_tower *t = sid_model_tower(m, tower);
+	struct srv_encode_req req;
+	struct srv_job *j;
+
+	ck_assert_ptr_nonnull(t);
+	memset(&req, 0, sizeof(req));
+	req.tower = tower;
+	req.B = js->B;
+	req.D = t->D;
+	req.x = rows_of(i, js->B, t->D);
+	req.top_k = js->top_k;
+	req.quantized = js->quantized;
+	j = srv_job_new(&req, m);
+	ck_assert_ptr_nonnull(j);
+	j->done = on_done;
+	j->ctx = a;
+	ck_assert_int_eq(srv_batcher_submit(b, j), 0);
+}
+
 /* Submit the @n jobs @js together on the item towers of @models and check
  * each answer against sid_encode of its rows alone, with its own model and
  * options (codes, distances, quantized vectors and alternatives). */
@@ -151,24 +176,8 @@ static void check_jobs(struct sid_model *const *models, const struct jspec *js, 
 	ck_assert_int_eq(uv_loop_init(&loop), 0);
 	ck_assert_msg(srv_batcher_new(&loop, &o, &b, &err) == 0, "%s", err.msg);
 	srv_batcher_flush(b); /* each intake is dispatched at once, as one batch */
-	for (int i = 0; i < n; i++) {
-		struct sid_model *m = models[js[i].model];
-		const struct sid_tower *t = sid_model_tower(m, SID_TOWER_ITEM);
-		struct srv_encode_req req;
-		struct srv_job *j;
-		memset(&req, 0, sizeof(req));
-		req.tower = SID_TOWER_ITEM;
-		req.B = js[i].B;
-		req.D = t->D;
-		req.x = rows_of(i, js[i].B, t->D);
-		req.top_k = js[i].top_k;
-		req.quantized = js[i].quantized;
-		j = srv_job_new(&req, m);
-		ck_assert_ptr_nonnull(j);
-		j->done = on_done;
-		j->ctx = &ans[i];
-		ck_assert_int_eq(srv_batcher_submit(b, j), 0);
-	}
+	for (int i = 0; i < n; i++)
+		submit(b, models[js[i].model], SID_TOWER_ITEM, &js[i], i, &ans[i]);
 	while (left > 0) {
 		uv_run(&loop, UV_RUN_ONCE);
 		left = 0;
@@ -301,12 +310,141 @@ START_TEST(test_jobs_answer_their_own_outputs)
 }
 END_TEST
 
+/* ---- the batcher's clock, set by the tests (srv__batcher_clock) ---- */
+
+static pthread_mutex_t clk_mu = PTHREAD_MUTEX_INITIALIZER;
+static double clk_now;	    /* the time the batcher reads */
+static pthread_t clk_loop;  /* the test's thread, which runs the loop */
+static long clk_loop_reads; /* reads on it: each schedule reads first */
+static int sentinel_done;
+
+static double test_clock(void)
+{
+	double t;
+
+	pthread_mutex_lock(&clk_mu);
+	if (pthread_equal(pthread_self(), clk_loop))
+		clk_loop_reads++;
+	t = clk_now;
+	pthread_mutex_unlock(&clk_mu);
+	return t;
+}
+
+static void clock_start(double now)
+{
+	clk_now = now;
+	clk_loop = pthread_self();
+	clk_loop_reads = 0;
+	sentinel_done = 0;
+	srv__batcher_clock = test_clock;
+}
+
+static void clock_set(double now)
+{
+	pthread_mutex_lock(&clk_mu);
+	clk_now = now;
+	pthread_mutex_unlock(&clk_mu);
+}
+
+static long loop_reads(void)
+{
+	long n;
+
+	pthread_mutex_lock(&clk_mu);
+	n = clk_loop_reads;
+	pthread_mutex_unlock(&clk_mu);
+	return n;
+}
+
+/* Run @loop until the batcher has read the clock on it again: a schedule
+ * ran, at the time the clock says now. */
+static void run_until_scheduled(uv_loop_t *loop)
+{
+	long before = loop_reads();
+
+	while (loop_reads() == before)
+		uv_run(loop, UV_RUN_ONCE);
+}
+
+/* Work queued on the pool behind the batches dispatched so far. */
+static void sentinel_cb(uv_work_t *w)
+{
+	(void)w;
+}
+
+static void sentinel_after(uv_work_t *w, int status)
+{
+	(void)w;
+	(void)status;
+	sentinel_done = 1;
+}
+
+static void batcher_end(uv_loop_t *loop, struct srv_batcher *b)
+{
+	srv_batcher_close(b);
+	uv_run(loop, UV_RUN_DEFAULT); /* the handles close */
+	srv_batcher_free(b);
+	ck_assert_int_eq(uv_loop_close(loop), 0);
+	srv__batcher_clock = NULL;
+}
+
+/* A batch falls due when its oldest job has waited max_delay_us: not one
+ * microsecond before, and exactly then.  The clock is the test's, so both
+ * moments are exact; a batch dispatched early is caught behind work queued
+ * on the pool's one thread after it (a sentinel: when its callback has run,
+ * so has the batch's, which answers the job).  No test controlled the time
+ * before, and a delay compared with > instead of >= went unnoticed. */
+START_TEST(test_batch_due_at_the_delay)
+{
+	const int delay_us = 1000;
+	const double t0 = 1000.0;
+	struct srv_batcher_opts o = {
+	    .workers = 1, .max_batch = 4096, .max_delay_us = delay_us, .queue_rows = 100000};
+	const struct jspec js = {1, 0, 1, 0};
+	struct sid_model *m = model();
+	struct answer ans = {0};
+	struct srv_batcher *b;
+	struct sid_error err;
+	uv_work_t sentinel;
+	uv_loop_t loop;
+	long reads;
+
+	ck_assert_int_eq(uv_loop_init(&loop), 0);
+	ck_assert_msg(srv_batcher_new(&loop, &o, &b, &err) == 0, "%s", err.msg);
+	clock_start(t0);
+	submit(b, m, SID_TOWER_ITEM, &js, 0, &ans);
+	run_until_scheduled(&loop); /* the intake: not due */
+
+	/* one microsecond before: the timer fires, the batch is not due */
+	clock_set(t0 + (double)(delay_us - 1) * 1e-6);
+	run_until_scheduled(&loop);
+	ck_assert_int_eq(uv_queue_work(&loop, &sentinel, sentinel_cb, sentinel_after), 0);
+	while (!sentinel_done)
+		uv_run(&loop, UV_RUN_ONCE);
+	ck_assert_msg(!ans.done, "dispatched 1 us before its delay");
+
+	/* at the delay: the next schedule dispatches it, and nothing else
+	 * reads the clock on the loop until the batch is answered */
+	clock_set(t0 + (double)delay_us * 1e-6);
+	reads = loop_reads();
+	while (!ans.done && loop_reads() - reads < 50)
+		uv_run(&loop, UV_RUN_ONCE);
+	ck_assert_msg(ans.done, "not dispatched at its delay (%ld clock reads)",
+		      loop_reads() - reads);
+	ck_assert_int_eq(ans.status, 200);
+	free(ans.body);
+	batcher_end(&loop, b);
+	sid_model_unref(m);
+}
+END_TEST
+
 static void add(TCase *tc)
 {
 	tcase_add_test(tc, test_jobs_answer_their_own_rows);
 	tcase_add_test(tc, test_empty_jobs_among_others);
 	tcase_add_test(tc, test_jobs_keep_their_model);
 	tcase_add_test(tc, test_jobs_answer_their_own_outputs);
+	tcase_add_test(tc, test_batch_due_at_the_delay);
 }
 
 int main(void)
