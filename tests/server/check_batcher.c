@@ -313,29 +313,42 @@ END_TEST
 /* ---- the batcher's clock, set by the tests (srv__batcher_clock) ---- */
 
 static pthread_mutex_t clk_mu = PTHREAD_MUTEX_INITIALIZER;
-static double clk_now;	    /* the time the batcher reads */
-static pthread_t clk_loop;  /* the test's thread, which runs the loop */
-static long clk_loop_reads; /* reads on it: each schedule reads first */
-static int sentinel_done;
+static pthread_cond_t clk_cv = PTHREAD_COND_INITIALIZER;
+static double clk_now;		   /* the time the batcher reads */
+static pthread_t clk_loop;	   /* the test's thread, which runs the loop */
+static long clk_loop_reads;	   /* reads on it: each schedule reads first */
+static int clk_hold;		   /* while set, a worker's read waits (a batch held) */
+static int clk_held, clk_held_max; /* batches held now, and at most at once */
+static int sentinel_ran, sentinel_done;
 
 static double test_clock(void)
 {
 	double t;
 
 	pthread_mutex_lock(&clk_mu);
-	if (pthread_equal(pthread_self(), clk_loop))
+	if (pthread_equal(pthread_self(), clk_loop)) {
 		clk_loop_reads++;
+	} else if (clk_hold) { /* a worker starting a batch */
+		if (++clk_held > clk_held_max)
+			clk_held_max = clk_held;
+		pthread_cond_broadcast(&clk_cv);
+		while (clk_hold)
+			pthread_cond_wait(&clk_cv, &clk_mu);
+		clk_held--;
+	}
 	t = clk_now;
 	pthread_mutex_unlock(&clk_mu);
 	return t;
 }
 
-static void clock_start(double now)
+static void clock_start(double now, int hold)
 {
 	clk_now = now;
 	clk_loop = pthread_self();
 	clk_loop_reads = 0;
-	sentinel_done = 0;
+	clk_hold = hold;
+	clk_held = clk_held_max = 0;
+	sentinel_ran = sentinel_done = 0;
 	srv__batcher_clock = test_clock;
 }
 
@@ -370,6 +383,10 @@ static void run_until_scheduled(uv_loop_t *loop)
 static void sentinel_cb(uv_work_t *w)
 {
 	(void)w;
+	pthread_mutex_lock(&clk_mu);
+	sentinel_ran = 1;
+	pthread_cond_broadcast(&clk_cv);
+	pthread_mutex_unlock(&clk_mu);
 }
 
 static void sentinel_after(uv_work_t *w, int status)
@@ -411,7 +428,7 @@ START_TEST(test_batch_due_at_the_delay)
 
 	ck_assert_int_eq(uv_loop_init(&loop), 0);
 	ck_assert_msg(srv_batcher_new(&loop, &o, &b, &err) == 0, "%s", err.msg);
-	clock_start(t0);
+	clock_start(t0, 0);
 	submit(b, m, SID_TOWER_ITEM, &js, 0, &ans);
 	run_until_scheduled(&loop); /* the intake: not due */
 
@@ -438,6 +455,66 @@ START_TEST(test_batch_due_at_the_delay)
 }
 END_TEST
 
+/* At most `workers` batches are in flight, even when several groups are due
+ * at once: with 1 worker and 2 pool threads (one extra, as assign's registry
+ * calls have), two item groups (top_k 1 and 2: a batch is one top_k) and a
+ * user group queued together encode one after the other.  Workers are held
+ * as they start a batch (the clock they read), and work queued behind the
+ * batches finds the other thread free.  A schedule that let busy pass
+ * workers (its round robin comes back to the item tower, whose second group
+ * is due) held two batches at once. */
+START_TEST(test_batches_in_flight_within_workers)
+{
+	static const int K[] = {5, 7, 3};
+	struct srv_batcher_opts o = {.workers = 1,
+				     .max_batch = 4096,
+				     .max_delay_us = 10000000,
+				     .queue_rows = 100000,
+				     .extra_threads = 1};
+	static const struct jspec js[] = {{2, 0, 1, 0}, {1, 0, 2, 0}, {2, 0, 1, 0}};
+	static const enum sid_tower_kind tower[] = {SID_TOWER_ITEM, SID_TOWER_ITEM, SID_TOWER_USER};
+	struct answer ans[3] = {{0}};
+	struct sid_model *m = NULL;
+	struct srv_batcher *b;
+	struct sid_error err;
+	struct mb_spec s;
+	uv_work_t sentinel;
+	uv_loop_t loop;
+	uint8_t *buf;
+	size_t len;
+
+	mb_spec_init(&s);
+	mb_tower(&s, SID_TOWER_USER, 6, NULL, 0, 4, 3, K, "relu", "none", 1);
+	ck_assert_msg(mb_build_buffer(&s, &buf, &len, &err) == 0, "%s", err.msg);
+	ck_assert_msg(sid_model_load_buffer(buf, len, &m, &err) == 0, "%s", err.msg);
+	free(buf);
+	ck_assert_int_eq(uv_loop_init(&loop), 0);
+	ck_assert_msg(srv_batcher_new(&loop, &o, &b, &err) == 0, "%s", err.msg);
+	clock_start(1000.0, 1);
+	srv_batcher_flush(b); /* every group due at once */
+	for (int i = 0; i < 3; i++)
+		submit(b, m, tower[i], &js[i], i, &ans[i]);
+	run_until_scheduled(&loop); /* one intake, one schedule */
+	ck_assert_int_eq(uv_queue_work(&loop, &sentinel, sentinel_cb, sentinel_after), 0);
+	pthread_mutex_lock(&clk_mu);
+	while (clk_held_max < 2 && !(sentinel_ran && clk_held == 1))
+		pthread_cond_wait(&clk_cv, &clk_mu);
+	ck_assert_msg(clk_held_max == 1, "%d batches in flight with 1 worker", clk_held_max);
+	clk_hold = 0;
+	pthread_cond_broadcast(&clk_cv);
+	pthread_mutex_unlock(&clk_mu);
+	while (!ans[0].done || !ans[1].done || !ans[2].done || !sentinel_done)
+		uv_run(&loop, UV_RUN_ONCE);
+	for (int i = 0; i < 3; i++) {
+		ck_assert_msg(ans[i].status == 200, "job %d: %d %s", i, ans[i].status,
+			      ans[i].body ? ans[i].body : "");
+		free(ans[i].body);
+	}
+	batcher_end(&loop, b);
+	sid_model_unref(m);
+}
+END_TEST
+
 static void add(TCase *tc)
 {
 	tcase_add_test(tc, test_jobs_answer_their_own_rows);
@@ -445,6 +522,7 @@ static void add(TCase *tc)
 	tcase_add_test(tc, test_jobs_keep_their_model);
 	tcase_add_test(tc, test_jobs_answer_their_own_outputs);
 	tcase_add_test(tc, test_batch_due_at_the_delay);
+	tcase_add_test(tc, test_batches_in_flight_within_workers);
 }
 
 int main(void)
