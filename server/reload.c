@@ -97,9 +97,16 @@ static int same_file(int a_has, const struct stat *a, int b_has, const struct st
 {
 	if (a_has != b_has)
 		return 0;
+	/* no file either time: what a failed stat left in @a and @b (a
+	 * previous file's, or nothing written) says nothing */
 	return !a_has ||
 	       (a->st_dev == b->st_dev && a->st_ino == b->st_ino && a->st_size == b->st_size &&
 		a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec);
+}
+
+int srv__reload_same_file(int a_has, const struct stat *a, int b_has, const struct stat *b)
+{
+	return same_file(a_has, a, b_has, b);
 }
 
 static void checker_unref(struct checker *ck)

@@ -129,4 +129,11 @@ int srv_reload_busy(const struct srv_reload *r);
 void srv_reload_close(struct srv_reload *r);
 void srv_reload_free(struct srv_reload *r);
 
+/* Tests: whether two stats of the model path (@a_has / @b_has: it named a
+ * file then, and @a / @b is what stat gave) found the same file, as the
+ * watcher compares them: device, inode, size and mtime; no file both times
+ * is the same, whatever the structs hold. */
+struct stat;
+int srv__reload_same_file(int a_has, const struct stat *a, int b_has, const struct stat *b);
+
 #endif
