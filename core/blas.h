@@ -46,12 +46,13 @@ void sid_blas_tune(char **argv);
  * OPENBLAS_NUM_THREADS=1 (the user's value kept in SEMID_BLAS_DEFERRED), so
  * that OpenBLAS starts no thread at load; sid_blas_default_threads then
  * restores the user's environment and sid_blas_ready starts the threads
- * where their buffers fit.  It does so under a limit on threads too
- * (sid_threads_limited, cpus.h: RLIMIT_NPROC for a user other than root,
- * a cgroup's pids.max): OpenBLAS 0.3.21 raises SIGINT when a thread it
- * starts at load cannot start, and the program died as if interrupted
- * (exit 130) before main().  Call it first in main(), after sid_blas_tune;
- * returns only when it did not re-execute.
+ * where their buffers fit.  It does so under a limit on threads too, one
+ * that leaves little room (sid_threads_limited, cpus.h: RLIMIT_NPROC for a
+ * user other than root, a cgroup's pids.max): OpenBLAS 0.3.21 raises
+ * SIGINT when a thread it starts at load cannot start, and the program died
+ * as if interrupted (exit 130) before main().  A limit far above the
+ * threads running re-executes nothing.  Call it first in main(), after
+ * sid_blas_tune; returns only when it did not re-execute.
  */
 void sid_blas_no_threads_at_load(char **argv);
 

@@ -2,6 +2,7 @@
  * memory limits) and its threads (RLIMIT_NPROC, pids cgroup limits); see cpus.h. */
 #include "cpus.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <limits.h>
 #include <pthread.h>
@@ -395,39 +396,125 @@ double sid_memory_usable(void)
 	return sid__memory_at("", pages > 0 && psz > 0 ? (double)pages * (double)psz : 0);
 }
 
-/* A finite pids.max at a level sets @ctx (int). */
+/* What a level's pids limit is compared with (@ctx of pids_level). */
+struct pids_room {
+	long long want; /* threads the caller may start */
+	int tight;	/* set: a level leaves fewer */
+};
+
+/* A finite pids.max at a level with fewer than room->want pids to spare
+ * beside its pids.current (or no pids.current to tell) sets room->tight. */
 static void pids_level(struct hier *h, const char *dir, size_t len, void *ctx)
 {
-	char buf[64];
-	const char *s = buf;
-	long long v;
+	struct pids_room *room = ctx;
+	char buf[64], cur[64];
+	const char *s = buf, *c = cur;
+	long long max, now;
 
 	(void)h;
 	(void)len;
-	if (read_line(dir, "pids.max", buf, sizeof(buf)) == 0 && parse_ll(&s, &v) == 0 && !*s)
-		*(int *)ctx = 1; /* "max" for none */
+	if (read_line(dir, "pids.max", buf, sizeof(buf)) < 0 || parse_ll(&s, &max) < 0 || *s)
+		return; /* "max" for none */
+	if (read_line(dir, "pids.current", cur, sizeof(cur)) < 0 || parse_ll(&c, &now) < 0 || *c ||
+	    max - now < room->want)
+		room->tight = 1;
 }
 
-int sid__threads_limited_at(const char *root, int nproc_binds)
+/* Every task (thread) on the machine, from @root/proc/loadavg's
+ * "running/total" field; -1 when unknown.  Any user's are among them. */
+static long long tasks_all(const char *root)
 {
-	struct hier *v2;
-	struct rlimit r;
-	int limited = 0;
+	char dir[CG_MAX], buf[256];
+	const char *s;
+	long long n;
 
-	if (nproc_binds && getrlimit(RLIMIT_NPROC, &r) == 0 && r.rlim_cur != RLIM_INFINITY)
+	snprintf(dir, sizeof(dir), "%s/proc", root);
+	if (read_line(dir, "loadavg", buf, sizeof(buf)) < 0 || !(s = strchr(buf, '/')))
+		return -1;
+	s++;
+	return parse_ll(&s, &n) == 0 && n > 0 ? n : -1;
+}
+
+/* The tasks (threads) of real user @uid, as RLIMIT_NPROC counts them: the
+ * Threads: of each @root/proc/PID/status whose Uid: is @uid; -1 when none
+ * is found (no /proc to read: the caller itself is one).  A read of every
+ * process: only when the limit is near. */
+static long long tasks_of_user(const char *root, uid_t uid)
+{
+	char dir[CG_MAX], file[CG_MAX + 300], line[256];
+	struct dirent *d;
+	long long n = 0;
+	DIR *proc;
+
+	snprintf(dir, sizeof(dir), "%s/proc", root);
+	if (!(proc = opendir(dir)))
+		return -1;
+	while ((d = readdir(proc))) {
+		long long real = -1, threads = 0;
+		const char *s;
+		FILE *f;
+
+		if (d->d_name[0] < '1' || d->d_name[0] > '9' ||
+		    (size_t)snprintf(file, sizeof(file), "%s/%s/status", dir, d->d_name) >=
+			sizeof(file) ||
+		    !(f = fopen(file, "re")))
+			continue; /* not a process, or one that ended meanwhile */
+		while (fgets(line, sizeof(line), f)) {
+			s = line + strcspn(line, "\t ");
+			s += strspn(s, "\t ");
+			if (!strncmp(line, "Uid:", 4) && parse_ll(&s, &real) < 0)
+				real = -1;
+			else if (!strncmp(line, "Threads:", 8) && parse_ll(&s, &threads) < 0)
+				threads = 0;
+		}
+		fclose(f);
+		if (real == (long long)uid && threads > 0)
+			n += threads;
+	}
+	closedir(proc);
+	return n > 0 ? n : -1;
+}
+
+/* Does RLIMIT_NPROC leave fewer than @want threads to start?  The machine's
+ * task count (one small read) settles it when the limit is above it by
+ * @want; only nearer is every process of the user counted. */
+static int nproc_tight(const char *root, long long want)
+{
+	struct rlimit r;
+	long long lim, n;
+
+	if (getrlimit(RLIMIT_NPROC, &r) != 0 || r.rlim_cur == RLIM_INFINITY)
+		return 0;
+	lim = r.rlim_cur > (rlim_t)LLONG_MAX ? LLONG_MAX : (long long)r.rlim_cur;
+	n = tasks_all(root);
+	if (n > 0 && lim - n >= want)
+		return 0;
+	n = tasks_of_user(root, getuid());
+	return n < 0 || lim - n < want;
+}
+
+int sid__threads_limited_at(const char *root, int nproc_binds, long long want)
+{
+	struct pids_room room = {want, 0};
+	struct hier *v2;
+
+	if (nproc_binds && nproc_tight(root, want))
 		return 1;
 	if (!(v2 = calloc(2, sizeof(*v2))))
-		return 0;
+		return 1; /* cannot tell: as limited */
 	hiers_find(root, "pids", v2, v2 + 1);
-	walk_levels(v2, pids_level, &limited);
-	walk_levels(v2 + 1, pids_level, &limited);
+	walk_levels(v2, pids_level, &room);
+	walk_levels(v2 + 1, pids_level, &room);
 	free(v2);
-	return limited;
+	return room.tight;
 }
 
 int sid_threads_limited(void)
 {
-	return sid__threads_limited_at("", getuid() != 0);
+	long cpus = sysconf(_SC_NPROCESSORS_CONF);
+
+	return sid__threads_limited_at("", getuid() != 0,
+				       (cpus > 0 ? cpus : 1) + SID_THREADS_SPARE);
 }
 
 /* sid_threads_try's threads wait for the word to end, so that all hold

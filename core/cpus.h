@@ -67,17 +67,25 @@ double sid__memory_at(const char *root, double phys);
 int sid__cpus_at(const char *root, int affinity, struct sid_cpus *c);
 
 /*
- * Whether a limit on this process's threads is in force: RLIMIT_NPROC
- * finite for a user other than root (ulimit -u, systemd's LimitNPROC=; the
- * kernel exempts root), or a pids cgroup limit (pids.max, v2's or v1's, a
- * container's --pids-limit) at the process's cgroup or an ancestor.  How
- * many threads fit is sid_threads_try's to tell: the limits count every
- * process of the user, or of the cgroup, as they come and go.
+ * Whether a limit on this process's threads leaves it little room: fewer
+ * than one thread per CPU (what OpenBLAS starts as it loads) and
+ * SID_THREADS_SPARE more to start beside those running.  The limits are
+ * RLIMIT_NPROC, finite for a user other than root (ulimit -u, systemd's
+ * LimitNPROC=; the kernel exempts root), which counts every thread of the
+ * user, and a pids cgroup limit (pids.max, v2's or v1's, a container's
+ * --pids-limit) at the process's cgroup or an ancestor, which counts its
+ * pids.current.  For RLIMIT_NPROC the machine's task count
+ * (/proc/loadavg) settles it when the limit is far above; only a limit
+ * within reach of it has every process of the user counted (/proc/PID/
+ * status).  A count that cannot be read counts as little room.  How many
+ * threads do fit is sid_threads_try's to tell: the others come and go.
  */
+#define SID_THREADS_SPARE 256
 int sid_threads_limited(void);
-/* Tests: the same with every cgroup file read under @root (as sid__cpus_at)
- * and @nproc_binds for whether RLIMIT_NPROC counts. */
-int sid__threads_limited_at(const char *root, int nproc_binds);
+/* Tests: the same with every file read under @root (as sid__cpus_at: the
+ * cgroup files, proc/loadavg, proc/PID/status), @nproc_binds for whether
+ * RLIMIT_NPROC counts, and room wanted for @want threads. */
+int sid__threads_limited_at(const char *root, int nproc_binds, long long want);
 
 /*
  * Start @n threads of @stack bytes of stack (0: the default, as libraries

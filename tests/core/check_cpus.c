@@ -371,48 +371,130 @@ START_TEST(test_memory_limits)
 }
 END_TEST
 
-/* A limit on threads (sid__threads_limited_at): a finite pids.max at the
- * leaf or an ancestor, v2's and v1's pids controller, "max" and garbage as
- * none; a finite RLIMIT_NPROC when it binds, ignored when it does not
- * (root). */
+/* A limit on threads (sid__threads_limited_at) in force and within reach
+ * of the room wanted (W threads): a finite pids.max at the leaf or an
+ * ancestor, v2's and v1's pids controller, "max" and garbage as none, with
+ * fewer than W pids to spare beside its pids.current (or no pids.current
+ * to tell); a finite RLIMIT_NPROC when it binds, ignored when it does not
+ * (root).  The trainer re-executed itself at every start under any finite
+ * limit, 96365 as much as 1. */
+#define W 10
+
+/* One step of test_thread_limits: @dir's pids.max and pids.current set
+ * (NULL: none), and what sid__threads_limited_at says then. */
+struct pids_step {
+	const char *dir, *max, *current;
+	int limited;
+};
+
+static void pids_steps(const struct pids_step *st, size_t n)
+{
+	char path[1024];
+
+	for (size_t i = 0; i < n; i++) {
+		snprintf(path, sizeof(path), "%s/pids.max", st[i].dir);
+		if (st[i].max)
+			put(path, st[i].max);
+		snprintf(path, sizeof(path), "%s/%s/pids.current", root, st[i].dir);
+		if (st[i].current)
+			put(path + strlen(root) + 1, st[i].current);
+		else
+			remove(path); /* may not be there */
+		ck_assert_msg(sid__threads_limited_at(root, 0, W) == st[i].limited, "step %zu (%s)",
+			      i, st[i].dir);
+	}
+}
+
 START_TEST(test_thread_limits)
 {
-	struct rlimit r;
+	static const struct pids_step v2[] = {
+	    {CG "/kubepods/pod1/ctr", "max\n", NULL, 0},  {CG "/kubepods", "max\n", NULL, 0},
+	    {CG "/kubepods", "4096\n", NULL, 1},     /* no pids.current */
+	    {CG "/kubepods", "4096\n", "4086\n", 0}, /* W to spare */
+	    {CG "/kubepods", "4096\n", "4087\n", 1},	  {CG "/kubepods", "4096\n", "12\n", 0},
+	    {CG "/kubepods", "4096\n", "12x\n", 1},	  {CG "/kubepods", "40x\n", "12\n", 0},
+	    {CG "/kubepods/pod1/ctr", "64\n", "60\n", 1}, /* the leaf, nearer */
+	    {CG "/kubepods/pod1/ctr", "64\n", "3\n", 0},
+	};
+	/* cgroup v1: the pids controller's own hierarchy, a container's root */
+	static const struct pids_step v1[] = {
+	    {CG "/pids", "max\n", NULL, 0},
+	    {CG "/pids", "100\n", NULL, 1},
+	    {CG "/pids", "100\n", "90\n", 0},
+	    {CG "/pids", "100\n", "91\n", 1},
+	};
 
 	v2_tree();
-	ck_assert_int_eq(sid__threads_limited_at(root, 0), 0); /* no pids.max anywhere */
-	put(CG "/kubepods/pod1/ctr/pids.max", "max\n");
-	put(CG "/kubepods/pids.max", "max\n");
-	ck_assert_int_eq(sid__threads_limited_at(root, 0), 0);
-	put(CG "/kubepods/pids.max", "4096\n");
-	ck_assert_int_eq(sid__threads_limited_at(root, 0), 1);
-	put(CG "/kubepods/pids.max", "40x\n");
-	ck_assert_int_eq(sid__threads_limited_at(root, 0), 0);
-	put(CG "/kubepods/pod1/ctr/pids.max", "64\n");
-	ck_assert_int_eq(sid__threads_limited_at(root, 0), 1);
-
-	/* cgroup v1: the pids controller's own hierarchy, a container's root */
+	ck_assert_int_eq(sid__threads_limited_at(root, 0, W), 0); /* no pids.max anywhere */
+	pids_steps(v2, sizeof(v2) / sizeof(v2[0]));
 	put("proc/self/cgroup", "12:pids:/docker/abc\n3:cpu,cpuacct:/docker/abc\n");
 	put("proc/self/mountinfo",
 	    "35 30 0:31 /docker/abc /sys/fs/cgroup/pids rw - cgroup cgroup rw,pids\n");
-	put(CG "/pids/pids.max", "max\n");
-	ck_assert_int_eq(sid__threads_limited_at(root, 0), 0);
-	put(CG "/pids/pids.max", "100\n");
-	ck_assert_int_eq(sid__threads_limited_at(root, 0), 1);
-	rm(CG "/pids/pids.max");
+	pids_steps(v1, sizeof(v1) / sizeof(v1[0]));
+}
+END_TEST
 
-	/* RLIMIT_NPROC: finite binds, unless it does not count (root); the
-	 * test is forked, its limits its own */
+/* /proc/PID/status of a process of real user @uid with @threads threads. */
+static void task(int pid, long uid, long threads)
+{
+	char path[64], text[256];
+
+	snprintf(path, sizeof(path), "proc/%d/status", pid);
+	snprintf(text, sizeof(text),
+		 "Name:\tx\nUmask:\t0022\nState:\tS (sleeping)\nUid:\t%ld\t%ld\t%ld\t%ld\n"
+		 "Gid:\t0\t0\t0\t0\nThreads:\t%ld\nVmRSS:\t1 kB\n",
+		 uid, uid + 7, uid + 7, uid + 7, threads);
+	put(path, text);
+}
+
+/* RLIMIT_NPROC (the test is forked, its limits its own): a limit the
+ * machine's task count (proc/loadavg) stays W below is never in reach, and
+ * the processes are not read; nearer, the threads of the user's processes
+ * (their real uid) are counted against it, and a count that cannot be
+ * made counts as tight. */
+START_TEST(test_nproc_within_reach)
+{
+	const long me = (long)getuid();
+	char load[128];
+	struct rlimit r;
+	long lim;
+
+	v2_tree(); /* no pids.max */
 	ck_assert_int_eq(getrlimit(RLIMIT_NPROC, &r), 0);
 	if (r.rlim_max == RLIM_INFINITY) {
 		r.rlim_cur = RLIM_INFINITY;
 		ck_assert_int_eq(setrlimit(RLIMIT_NPROC, &r), 0);
-		ck_assert_int_eq(sid__threads_limited_at(root, 1), 0);
+		ck_assert_int_eq(sid__threads_limited_at(root, 1, W), 0);
 	}
-	r.rlim_cur = r.rlim_max == RLIM_INFINITY || r.rlim_max > 100000 ? 100000 : r.rlim_max;
+	r.rlim_cur = r.rlim_max == RLIM_INFINITY || r.rlim_max > 1000 ? 1000 : r.rlim_max;
 	ck_assert_int_eq(setrlimit(RLIMIT_NPROC, &r), 0);
-	ck_assert_int_eq(sid__threads_limited_at(root, 1), 1);
-	ck_assert_int_eq(sid__threads_limited_at(root, 0), 0);
+	lim = (long)r.rlim_cur;
+	ck_assert_int_gt(lim, 2 * W);
+	/* processes that would fill the limit, were they counted */
+	task(1, me, lim);
+	snprintf(load, sizeof(load), "0.00 0.01 0.05 1/%ld 18256\n", lim - W);
+	put("proc/loadavg", load);
+	ck_assert_int_eq(sid__threads_limited_at(root, 1, W), 0);
+	ck_assert_int_eq(sid__threads_limited_at(root, 0, W), 0);
+	/* nearer: counted */
+	snprintf(load, sizeof(load), "0.00 0.01 0.05 1/%ld 18256\n", lim - W + 1);
+	put("proc/loadavg", load);
+	ck_assert_int_eq(sid__threads_limited_at(root, 1, W), 1);
+	ck_assert_int_eq(sid__threads_limited_at(root, 0, W), 0);
+	task(1, me, lim - 2 * W);
+	task(22, me, W);
+	task(333, me + 1, lim); /* another user's: not counted */
+	ck_assert_int_eq(sid__threads_limited_at(root, 1, W), 0);
+	task(22, me, W + 1);
+	ck_assert_int_eq(sid__threads_limited_at(root, 1, W), 1);
+	rm("proc/loadavg"); /* no machine count: the user's */
+	ck_assert_int_eq(sid__threads_limited_at(root, 1, W), 1);
+	task(22, me, W);
+	ck_assert_int_eq(sid__threads_limited_at(root, 1, W), 0);
+	/* none of the user's found: cannot tell */
+	task(1, me + 1, 1);
+	task(22, me + 1, 1);
+	ck_assert_int_eq(sid__threads_limited_at(root, 1, W), 1);
 }
 END_TEST
 
@@ -771,6 +853,7 @@ int main(void)
 	tcase_add_test(tc, test_memory_limits);
 	tcase_add_test(tc, test_hybrid);
 	tcase_add_test(tc, test_thread_limits);
+	tcase_add_test(tc, test_nproc_within_reach);
 	tcase_add_test(tc, test_threads_try);
 	tcase_add_test(tc, test_cgroup_lines_and_spaces);
 	tcase_add_test(tc, test_mount_of_another_cgroup);

@@ -2388,6 +2388,58 @@ class TrainerTest(unittest.TestCase):
         self.assertRegex(p.stderr, "(?m)^semid-train: 2 OpenBLAS threads from "
                          "OPENBLAS_NUM_THREADS=2$")
 
+    @unittest.skipUnless(shutil.which("strace"), "needs strace to see the trainer's execs")
+    def test_generous_thread_limit_no_reexec(self):
+        """Under any finite limit on the user's threads (ulimit -u,
+        LimitNPROC=; 96365 is a common default) the trainer executed itself
+        again at every start, to defer OpenBLAS's threads, though the limit
+        was far above what it could start: a cost at each start, and two
+        execs in strace and ps.  Now a limit that the machine's task count
+        stays well below changes nothing; one within reach still
+        re-executes, the exec carrying SEMID_BLAS_DEFERRED (strace -v shows
+        each exec's environment)."""
+        for res in (resource.RLIMIT_AS, resource.RLIMIT_DATA):
+            if resource.getrlimit(res)[0] != resource.RLIM_INFINITY:
+                self.skipTest("a memory limit defers OpenBLAS's threads anyway")
+        with open("/proc/sys/vm/overcommit_memory") as f:
+            if f.read().strip() == "2":
+                self.skipTest("strict commit accounting defers OpenBLAS's threads anyway")
+        hard = resource.getrlimit(resource.RLIMIT_NPROC)[1]
+        generous = 1 << 22 if hard == resource.RLIM_INFINITY else hard
+        with open("/proc/loadavg") as f:
+            tasks = int(f.read().split()[3].split("/")[1])
+        if generous < tasks + os.cpu_count() + 256 + 10000:
+            self.skipTest("the hard RLIMIT_NPROC (%d) is near the machine's %d tasks"
+                          % (generous, tasks))
+        prog, kw = TRAIN, {}
+        if os.geteuid() == 0:  # RLIMIT_NPROC binds a user other than root only
+            prog = T.as_nobody(TRAIN)["program"]
+            kw = {"user": 64996, "group": 64996}  # a uid of its own: no other task
+        env = dict(os.environ, SEMID_BLAS_TUNE="0")  # its own re-exec, for a CPU
+        env.pop("SEMID_BLAS_DEFERRED", None)
+        d = tempfile.mkdtemp(prefix="semid-nproc-")  # self.tmp is 0700: strace's log
+        self.addCleanup(shutil.rmtree, d, True)
+        os.chmod(d, 0o777)
+
+        def deferred_execs(limit):
+            log = os.path.join(d, "strace-%d.log" % limit)
+            p = subprocess.run(["strace", "-f", "-qq", "-v", "-s", "64", "-e", "trace=execve",
+                                "-o", log, prog, "--version"], capture_output=True, text=True,
+                               env=env, timeout=60, **kw,
+                               preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NPROC,
+                                                                     (limit, hard)))
+            if p.returncode != 0 and "ptrace" in p.stderr:
+                self.skipTest("strace cannot trace here: " + p.stderr.strip())
+            self.assertEqual(p.returncode, 0, p.stderr)
+            self.assertRegex(p.stdout, r"^semid-train \S+ \(model format \d+\)\n$")
+            with open(log) as f:
+                execs = [line for line in f if " execve(" in line and "= 0" in line]
+            self.assertTrue(execs, "strace saw no exec")
+            return [e for e in execs if '"SEMID_BLAS_DEFERRED=' in e]
+        self.assertEqual(deferred_execs(generous), [])
+        if os.geteuid() == 0:  # within reach: the uid's own 2 tasks, 20 allowed
+            self.assertEqual(len(deferred_execs(20)), 1)
+
     def test_under_strict_commit_accounting(self):
         """Under vm.overcommit_memory=2 a mapping past CommitLimit is refused
         whatever this process's limits, and OpenBLAS retries its buffer for
