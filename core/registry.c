@@ -1034,14 +1034,47 @@ static int check_report(struct check_ctx *c, enum sid_reg_problem problem,
 	return check_found(&f, c);
 }
 
+int sid__reg_kind_bad(struct sid_registry *r, const struct sid_reg_entry *e, int64_t row,
+		      sid_reg_finding_fn bad, void *ctx, int *rc)
+{
+	struct sid_reg_finding f = {SID_REG_P_KIND, e->kind, row, e->id, NULL};
+	char where[32] = "", how[2 * SID_REG_ID_MAX + 128], msg[sizeof(how) + 256];
+	size_t n;
+
+	if (e->kind == SID_TOWER_ITEM || e->kind == SID_TOWER_USER)
+		return 0;
+	if (row >= 0) {
+		snprintf(where, sizeof(where), " (row %lld)", (long long)row);
+		snprintf(how, sizeof(how), "semid registry delete --rows %lld erases it",
+			 (long long)row);
+	} else { /* the id as an SQL literal: its quotes doubled */
+		n = (size_t)snprintf(how, sizeof(how),
+				     "DELETE FROM semid_assignment WHERE kind = %d AND id = '",
+				     e->kind);
+		for (const char *s = e->id; *s && n + 2 < sizeof(how); s++) {
+			if (*s == '\'')
+				how[n++] = '\'';
+			how[n++] = *s;
+		}
+		snprintf(how + n, sizeof(how) - n, "' erases it");
+	}
+	snprintf(msg, sizeof(msg),
+		 "registry %s: the stored entry of id \"%.*s\"%s: kind %d is neither item (0) nor "
+		 "user (1), so no request reaches it (%s)",
+		 r->label, utf8_cut(e->id, 64), e->id, where, e->kind, how);
+	f.message = msg;
+	*rc = bad(&f, ctx);
+	return 1;
+}
+
 static int check_entry(const struct sid_reg_entry *e, const float *emb, void *p)
 {
 	struct check_ctx *c = p;
+	int rc;
 
 	check_counted(c);
-	if (e->kind != SID_TOWER_ITEM && e->kind != SID_TOWER_USER)
-		return check_report(c, SID_REG_P_KIND, e,
-				    "kind %d is neither item (0) nor user (1)", e->kind);
+	if (sid__reg_kind_bad(c->r, e, -1, check_found, c, &rc))
+		return rc;
 	if (c->L[e->kind] && e->L != c->L[e->kind])
 		return check_report(c, SID_REG_P_LEVELS, e,
 				    "%d levels of codes, where the %s IDs have %d", e->L,

@@ -419,7 +419,8 @@ const char *sid_reg_problem_name(enum sid_reg_problem p); /* "unreadable", ... *
 struct sid_reg_finding {
 	enum sid_reg_problem problem;
 	int kind;	     /* as stored; -1 for a problem of the store itself */
-	int64_t row;	     /* SQLite: the entry's rowid; else -1 */
+	int64_t row;	     /* SQLite: the rowid of an entry unreadable or of another kind
+			      * (or of an embedding of no entry); else -1 */
 	const char *id;	     /* the id as stored, when it is a valid id; else NULL */
 	const char *message; /* what is wrong, naming the entry */
 };
@@ -709,6 +710,14 @@ int sid__reg_schema_parse(const char *text);
  * SID_MAX_LEVELS (a damaged store: its IDs' length cannot be known). */
 int sid__reg_levels_parse(const char *label, int kind, const char *text, int *L,
 			  struct sid_error *err);
+
+/* A walked entry @e of a kind other than item or user (no request reaches
+ * it) told to @bad (a tolerant walk's, or sid_registry_check's own) as a
+ * SID_REG_P_KIND finding whose message says how to erase it: by its SQLite
+ * @row (semid registry delete --rows), or with @row -1 by SQL naming its kind
+ * and id; 1 then, with @bad's answer in *@rc.  0 for an item or a user. */
+int sid__reg_kind_bad(struct sid_registry *r, const struct sid_reg_entry *e, int64_t row,
+		      sid_reg_finding_fn bad, void *ctx, int *rc);
 
 /* 1 when libpq parses @t as a connection string. */
 int sid__reg_pg_conninfo_parses(const char *t);

@@ -1515,6 +1515,11 @@ static int sq_foreach(struct sid_registry *r, int kind, int want_emb, sid_reg_fo
 				continue;
 			goto out;
 		}
+		if (bad && sid__reg_kind_bad(r, &e, sqlite3_column_int64(st, 8), bad, ctx, &rc)) {
+			if (!rc)
+				continue;
+			goto out;
+		}
 		if (want_emb && sqlite3_column_type(st, 9) != SQLITE_NULL) {
 			int bytes = sqlite3_column_bytes(st, 9);
 			if (bytes != (int)sizeof(float) * e.D || e.D < 1 ||

@@ -5821,7 +5821,7 @@ START_TEST(t_check)
 {
 	static const char *const lite[] = {
 	    "UPDATE semid_assignment SET codes = x'0000000100000002' WHERE id = 'lv'",
-	    "UPDATE semid_assignment SET kind = 7 WHERE id = 'kd'",
+	    "UPDATE semid_assignment SET kind = 7, id = 'k''d' WHERE id = 'kd'",
 	    "UPDATE semid_embedding SET emb = x'0000' WHERE rid = "
 	    "(SELECT rid FROM semid_assignment WHERE id = 'sz')",
 	    "DELETE FROM semid_embedding WHERE rid = (SELECT rid FROM semid_assignment WHERE id = "
@@ -5829,7 +5829,7 @@ START_TEST(t_check)
 	    "UPDATE semid_assignment SET id = 'z' || char(1) WHERE id = 'z'"};
 	static const char *const postgres[] = {
 	    "UPDATE semid_assignment SET codes = '\\x0000000100000002'::bytea WHERE id = 'lv'",
-	    "UPDATE semid_assignment SET kind = 7 WHERE id = 'kd'",
+	    "UPDATE semid_assignment SET kind = 7, id = 'k''d' WHERE id = 'kd'",
 	    "UPDATE semid_assignment SET embedding = '\\x0000'::bytea WHERE id = 'sz'",
 	    "UPDATE semid_assignment SET embedding = NULL WHERE id = 'gone'",
 	    "UPDATE semid_assignment SET id = 'z' || chr(1) WHERE id = 'z'"};
@@ -5845,6 +5845,8 @@ START_TEST(t_check)
 	float emb[8][4];
 	char q_lite[300], q_pg[300];
 	FILE *devnull;
+	char kind_fix[SID_ERROR_MSG_MAX]; /* the kind finding's message */
+	int64_t kind_row;
 	int i;
 
 	NEED_STORE();
@@ -5917,9 +5919,22 @@ START_TEST(t_check)
 	ck_assert_int_eq(c.f[i].problem, SID_REG_P_LEVELS);
 	ck_assert_msg(strstr(c.f[i].message, "2 levels of codes, where the item IDs have 3"), "%s",
 		      c.f[i].message);
-	i = finding_of(&c, "kd");
+	/* of kind 7, so no delete of an item or a user reaches it: the finding
+	 * says what erases it (its row, or SQL naming it), and that does */
+	i = finding_of(&c, "k'd");
 	ck_assert_int_eq(c.f[i].problem, SID_REG_P_KIND);
 	ck_assert_int_eq(c.f[i].kind, 7);
+	ck_assert(g_pg ? c.f[i].row == -1 : c.f[i].row == 4); /* rowid: fourth stored */
+	ck_assert_msg(strstr(c.f[i].message,
+			     g_pg ? "\"k'd\": kind 7 is neither item (0) nor user (1), so no "
+				    "request reaches it (DELETE FROM semid_assignment WHERE kind = "
+				    "7 AND id = 'k''d' erases it)"
+				  : "\"k'd\" (row 4): kind 7 is neither item (0) nor user (1), so "
+				    "no request reaches it (semid registry delete --rows 4 erases "
+				    "it)"),
+		      "%s", c.f[i].message);
+	snprintf(kind_fix, sizeof(kind_fix), "%s", c.f[i].message);
+	kind_row = c.f[i].row;
 	i = finding_of(&c, "sz");
 	ck_assert_int_eq(c.f[i].problem, SID_REG_P_EMBEDDING);
 	ck_assert_msg(strstr(c.f[i].message, "embedding of 2 bytes"), "%s", c.f[i].message);
@@ -5945,6 +5960,24 @@ START_TEST(t_check)
 		ck_assert_int_eq(sid_registry_delete_rows(r, &row, 1, &gone, &err), SID_EINVAL);
 		ck_assert_msg(strstr(err.msg, "entries have no row numbers"), "%s", err.msg);
 	}
+	if (g_pg) { /* the SQL the finding gives, as it gives it */
+		char sql[SID_ERROR_MSG_MAX + 64], *q = strstr(kind_fix, "(DELETE");
+		ck_assert_ptr_nonnull(q);
+		*strstr(q, " erases it)") = '\0';
+		snprintf(sql, sizeof(sql), "WITH u AS (%s RETURNING 1) SELECT count(*) FROM u",
+			 q + 1);
+		ck_assert_int_eq(store_value(NULL, sql), 1);
+	} else {
+		int gone = -1;
+		ck_assert_int_eq(sid_registry_delete_rows(r, &kind_row, 1, &gone, &err), 0);
+		ck_assert_int_eq(gone, 1);
+	}
+	c.stop_at = 0;
+	check_ok(r, -1, &c, &res); /* gone, and on SQLite its embedding with it */
+	ck_assert_int_eq(res.entries, 7);
+	ck_assert_int_eq(res.found[SID_REG_P_KIND], 0);
+	ck_assert_int_eq(res.found[SID_REG_P_STORE], 0);
+	ck_assert_int_eq(res.found[SID_REG_P_UNREADABLE], 2);
 	sid_registry_close(r);
 }
 END_TEST
