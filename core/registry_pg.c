@@ -38,6 +38,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -2536,6 +2537,137 @@ static int parse_error_redact(const char *conninfo, const char *msg, char *out, 
 	return cut;
 }
 
+/* Entries of a comma-separated list, as libpq counts them (0 for none). */
+static int list_count(const char *v)
+{
+	int n = 1;
+
+	if (!v || !*v)
+		return 0;
+	for (; *v; v++)
+		n += *v == ',';
+	return n;
+}
+
+/* libpq's parse_int_param: an int, blanks around it, nothing else. */
+static int int_param_ok(const char *v, size_t len, int lo, int hi)
+{
+	char one[32], *end;
+	long n;
+
+	if (len >= sizeof(one))
+		return 0;
+	memcpy(one, v, len);
+	one[len] = '\0';
+	errno = 0;
+	n = strtol(one, &end, 10);
+	while (isspace((unsigned char)*end))
+		end++;
+	return end != one && !*end && !errno && n >= lo && n <= hi;
+}
+
+/*
+ * The values libpq checks only as it connects (connectOptions2 and
+ * PQconnectPoll): a typo there ("sslmode=requir", "port=abc") passed
+ * PQconninfoParse, so a server started, said its store was not reached and
+ * went on retrying a connection that could never be made.  Checked here by
+ * libpq's rules (15's, with those of later versions' options, which an
+ * older libpq refuses by name before this) for the options @o
+ * (PQconninfoParse's) sets: a word of a list (case-sensitive; the TLS
+ * versions without case, or empty), an integer, or port's numbers (one, or
+ * one per host; an empty one means the default).  The message names the
+ * option and what it takes, never the value (a misplaced password).
+ */
+static int conninfo_values_check(const PQconninfoOption *o, struct sid_error *err)
+{
+	enum { V_WORDS, V_TLS, V_INT };
+	static const struct {
+		const char *key;
+		int how;
+		const char *words; /* "|a|b|" */
+	} rules[] = {
+	    {"sslmode", V_WORDS, "|disable|allow|prefer|require|verify-ca|verify-full|"},
+	    {"gssencmode", V_WORDS, "|disable|prefer|require|"},
+	    {"channel_binding", V_WORDS, "|disable|prefer|require|"},
+	    {"target_session_attrs", V_WORDS,
+	     "|any|read-write|read-only|primary|standby|prefer-standby|"},
+	    {"load_balance_hosts", V_WORDS, "|disable|random|"},
+	    {"sslnegotiation", V_WORDS, "|postgres|direct|"},
+	    {"ssl_min_protocol_version", V_TLS, "|TLSv1|TLSv1.1|TLSv1.2|TLSv1.3|"},
+	    {"ssl_max_protocol_version", V_TLS, "|TLSv1|TLSv1.1|TLSv1.2|TLSv1.3|"},
+	    {"connect_timeout", V_INT, NULL},
+	    {"keepalives", V_INT, NULL},
+	    {"keepalives_idle", V_INT, NULL},
+	    {"keepalives_interval", V_INT, NULL},
+	    {"keepalives_count", V_INT, NULL},
+	    {"tcp_user_timeout", V_INT, NULL},
+	};
+	const char *host = NULL, *hostaddr = NULL, *port = NULL;
+	int hosts;
+
+	for (const PQconninfoOption *x = o; x->keyword; x++) {
+		const char *v = x->val;
+		size_t k = 0, n;
+		int ok = 0;
+
+		if (!strcmp(x->keyword, "host"))
+			host = v;
+		else if (!strcmp(x->keyword, "hostaddr"))
+			hostaddr = v;
+		else if (!strcmp(x->keyword, "port"))
+			port = v;
+		while (k < sizeof(rules) / sizeof(rules[0]) && strcmp(rules[k].key, x->keyword))
+			k++;
+		if (!v || k == sizeof(rules) / sizeof(rules[0]))
+			continue; /* unset, or not checked here */
+		n = strlen(v);
+		if (rules[k].how == V_INT) {
+			if (!int_param_ok(v, n, INT_MIN, INT_MAX))
+				return sid_error_set(
+				    err, SID_EINVAL,
+				    "registry: bad connection string: %s is not an "
+				    "integer",
+				    x->keyword);
+			continue;
+		}
+		ok = rules[k].how == V_TLS && !n;
+		for (const char *w = rules[k].words + 1; *w && !ok; w += strcspn(w, "|") + 1)
+			ok = strcspn(w, "|") == n &&
+			     !(rules[k].how == V_TLS ? strncasecmp(w, v, n) : strncmp(w, v, n));
+		if (!ok) {
+			char list[96];
+			snprintf(list, sizeof(list), "%.*s", (int)strlen(rules[k].words) - 2,
+				 rules[k].words + 1);
+			for (char *c = list; (c = strchr(c, '|'));)
+				*c = ',';
+			return sid_error_set(err, SID_EINVAL,
+					     "registry: bad connection string: %s is none of %s",
+					     x->keyword, list);
+		}
+	}
+	for (const char *p = port; p && *p;) { /* each 1..65535, or empty */
+		size_t len = strcspn(p, ",");
+		if (len && !int_param_ok(p, len, 1, 65535))
+			return sid_error_set(err, SID_EINVAL,
+					     "registry: bad connection string: port is not a port "
+					     "number 1..65535 (or a comma-separated list of them, "
+					     "one per host)");
+		p += len + (p[len] == ',');
+	}
+	hosts = list_count(hostaddr) ? list_count(hostaddr) : list_count(host);
+	if (list_count(host) && list_count(hostaddr) && list_count(host) != list_count(hostaddr))
+		return sid_error_set(err, SID_EINVAL,
+				     "registry: bad connection string: %d hosts and %d hostaddr "
+				     "values (one each per server)",
+				     list_count(host), list_count(hostaddr));
+	if (list_count(port) > 1 && list_count(port) != (hosts ? hosts : 1))
+		return sid_error_set(err, SID_EINVAL,
+				     "registry: bad connection string: %d port numbers for %d "
+				     "hosts (one, or one per host)",
+				     list_count(port), hosts ? hosts : 1);
+	return 0;
+}
+
 int sid__reg_pg_open(const char *conninfo, unsigned flags, int timeout_ms,
 		     struct sid_registry **out, struct sid_error *err)
 {
@@ -2569,7 +2701,10 @@ int sid__reg_pg_open(const char *conninfo, unsigned flags, int timeout_ms,
 		pq.PQfreemem(perr);
 		goto fail;
 	}
+	rc = conninfo_values_check(o, err);
 	pq.PQconninfoFree(o);
+	if (rc)
+		goto fail;
 	rc = conn_ensure(s, err); /* connects and creates or migrates the schema */
 	if (rc == SID_EUNAVAIL && (flags & SID_REG_LAZY))
 		rc = 0; /* the first call that connects will do it */

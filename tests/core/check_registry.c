@@ -430,6 +430,99 @@ START_TEST(t_pg_bad_conninfo_hides_password)
 }
 END_TEST
 
+/* Option values libpq checks only as it connects ("sslmode=requir",
+ * "port=abc") passed the parse, so a server started with one and retried a
+ * connection that could never be made.  Now the open refuses each value
+ * libpq itself refuses, naming the option and never the value, and takes
+ * each it takes: libpq is asked about each string (connecting to a closed
+ * loopback port, so it gets as far as its checks of TCP options), which is
+ * the expectation. */
+START_TEST(t_pg_conninfo_values)
+{
+	/* the option string, and what a refusal names */
+	static const char *const opts[][2] = {
+	    {"sslmode=requir", "sslmode"},
+	    {"sslmode=REQUIRE", "sslmode"},
+	    {"sslmode=", "sslmode"},
+	    {"sslmode=require", NULL},
+	    {"sslmode=verify-full", NULL},
+	    {"port=abc", "port"},
+	    {"port=0", "port"},
+	    {"port=65536", "port"},
+	    {"port=99999999999", "port"},
+	    {"port=' 1 '", NULL},
+	    {"port=+1", NULL},
+	    {"port=1x", "port"},
+	    {"port=", NULL},
+	    {"port=1,2", "port"},
+	    {"host=127.0.0.1,127.0.0.1 port=1,2", NULL},
+	    {"host=127.0.0.1,127.0.0.1 port=1,", NULL},
+	    {"host=127.0.0.1,127.0.0.1 port=1,abc", "port"},
+	    {"host=127.0.0.1,127.0.0.1 port=1,2,3", "port"},
+	    {"host=127.0.0.1,127.0.0.1 hostaddr=127.0.0.1 port=1", "hostaddr"},
+	    {"hostaddr=127.0.0.1,127.0.0.1 host=127.0.0.1,127.0.0.1 port=1,1", NULL},
+	    {"gssencmode=Prefer", "gssencmode"},
+	    {"gssencmode=disable", NULL},
+	    {"channel_binding=x", "channel_binding"},
+	    {"channel_binding=prefer", NULL},
+	    {"target_session_attrs=READ-WRITE", "target_session_attrs"},
+	    {"target_session_attrs=read-only", NULL},
+	    {"target_session_attrs=", "target_session_attrs"},
+	    {"ssl_min_protocol_version=tlsv1.2", NULL},
+	    {"ssl_min_protocol_version=TLSv9", "ssl_min_protocol_version"},
+	    {"ssl_max_protocol_version=", NULL},
+	    {"connect_timeout=abc", "connect_timeout"},
+	    {"connect_timeout=-5", NULL},
+	    {"connect_timeout=' 3 '", NULL},
+	    {"connect_timeout=", "connect_timeout"},
+	    {"keepalives=x", "keepalives"},
+	    {"keepalives=1", NULL},
+	    {"keepalives_idle=2x", "keepalives_idle"},
+	    {"keepalives_interval=hunter2", "keepalives_interval"},
+	    {"keepalives_count=3", NULL},
+	    {"tcp_user_timeout=99999999999", "tcp_user_timeout"},
+	    {"postgresql://u:hunter2@127.0.0.1:abc/db", "port"},
+	    {"postgresql://u:hunter2@127.0.0.1:1/db?sslmode=hunter2", "sslmode"},
+	    {"postgresql://u:hunter2@127.0.0.1:1/db?connect_timeout=1", NULL}};
+
+	for (size_t i = 0; i < sizeof(opts) / sizeof(opts[0]); i++) {
+		char conninfo[256], said[512];
+		struct sid_registry *r = NULL;
+		struct sid_error err;
+		PGconn *c;
+		int libpq_no, rc;
+
+		if (!strncmp(opts[i][0], "postgresql://", 13))
+			snprintf(conninfo, sizeof(conninfo), "%s", opts[i][0]);
+		else
+			snprintf(conninfo, sizeof(conninfo),
+				 "host=127.0.0.1 port=1 dbname=x connect_timeout=2 %s", opts[i][0]);
+		c = PQconnectdb(conninfo);
+		ck_assert_int_ne(PQstatus(c), CONNECTION_OK);
+		snprintf(said, sizeof(said), "%s", PQerrorMessage(c));
+		PQfinish(c);
+		libpq_no = strstr(said, "invalid ") || strstr(said, "could not match");
+		/* the table says what libpq answers: it is asked, not assumed */
+		ck_assert_msg(libpq_no == (opts[i][1] != NULL), "%s: libpq said %s", conninfo,
+			      said);
+		sid_error_clear(&err);
+		rc = sid_registry_open(conninfo, SID_REG_LAZY, &r, &err);
+		if (!opts[i][1]) {
+			ck_assert_msg(rc == 0, "%s: libpq takes it, refused: %s", conninfo,
+				      err.msg);
+			sid_registry_close(r);
+			continue;
+		}
+		ck_assert_msg(rc == SID_EINVAL, "%s: libpq refuses it (%s), open gave %d", conninfo,
+			      said, rc);
+		ck_assert_msg(strstr(err.msg, "registry: bad connection string: ") &&
+				  strstr(err.msg, opts[i][1]) && !strstr(err.msg, "hunter2") &&
+				  !strstr(err.msg, "requir\"") && !strstr(err.msg, "abc"),
+			      "%s: %s", conninfo, err.msg);
+	}
+}
+END_TEST
+
 START_TEST(t_gap_and_paths)
 {
 	struct sid__reg_gap g;
@@ -6310,6 +6403,7 @@ static Suite *registry_suite(void)
 	tcase_add_test(tc, t_id_check);
 	tcase_add_test(tc, t_gap_and_paths);
 	tcase_add_test(tc, t_pg_bad_conninfo_hides_password);
+	tcase_add_test(tc, t_pg_conninfo_values);
 	tcase_add_test(tc, t_entry_json);
 	suite_add_tcase(s, tc);
 

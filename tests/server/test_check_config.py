@@ -206,6 +206,25 @@ class CheckConfig(ModelDir):
         self.same_refusal(["--model", self.model, "--registry", "host=h dbname=d nosuch=1"],
                           "bad connection string")
 
+    def test_registry_bad_connection_value(self):
+        """Values libpq checks only as it connects were taken at start: the
+        server said its store was not reached and retried for ever.  Now a
+        start and --check-config refuse them, naming the option (never the
+        password, nor the value)."""
+        for conninfo, option in (
+                ("postgresql://u:pw-xyz@127.0.0.1:1/db?sslmode=requir", "sslmode"),
+                ("host=127.0.0.1 port=abc dbname=d password=pw-xyz", "port"),
+                ("postgresql://u:pw-xyz@127.0.0.1:abc/db", "port")):
+            out = self.same_refusal(["--model", self.model, "--registry", conninfo],
+                                    "bad connection string: " + option)
+            self.assertNotIn("pw-xyz", out)
+            rc, _, err = run(["--listen", "127.0.0.1:0", "--model", self.model,
+                              "--registry", conninfo])
+            self.assertEqual(rc, 2, err)
+            self.assertNotIn("pw-xyz", err)
+            self.assertNotIn("requir\"", err)
+            self.assertNotIn("abc", err)
+
     def test_bad_listen(self):
         self.same_refusal(["--model", self.model, "--listen", "no-such-host.invalid:8080"],
                           "no-such-host.invalid:8080")
