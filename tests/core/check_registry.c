@@ -4914,6 +4914,7 @@ END_TEST
 
 struct retry_arg {
 	struct sid_registry *r;
+	const char *id; /* reassign_to_222's */
 	int rc;
 	struct sid_reg_entry e;
 	struct sid_error err;
@@ -4995,14 +4996,37 @@ START_TEST(t_pg_retry_forgets_levels)
 }
 END_TEST
 
-static void *reassign_y(void *p)
+/* Move a->id to tuple 2-2-2. */
+static void *reassign_to_222(void *p)
 {
 	struct retry_arg *a = p;
 	int32_t c[3] = {2, 2, 2};
-	struct sid_reg_item it = {"y", c, NULL};
+	struct sid_reg_item it = {a->id, c, NULL};
 	a->rc = sid_registry_assign(a->r, SID_TOWER_ITEM, &it, 1, 3, 0, "v", SID_REG_REASSIGN,
 				    &a->e, &a->err);
 	return NULL;
+}
+
+/* A raw connection holding a row lock on @id's entry until its COMMIT. */
+static PGconn *row_lock_hold(const char *id)
+{
+	char sql[128];
+	PGconn *raw = PQconnectdb(target);
+	PGresult *res;
+
+	ck_assert_int_eq(PQstatus(raw), CONNECTION_OK);
+	snprintf(sql, sizeof(sql),
+		 "BEGIN; SELECT 1 FROM semid_assignment WHERE id = '%s' FOR UPDATE", id);
+	res = PQexec(raw, sql);
+	ck_assert_msg(PQresultStatus(res) == PGRES_TUPLES_OK, "%s", PQerrorMessage(raw));
+	PQclear(res);
+	return raw;
+}
+
+static void row_lock_release(PGconn *raw)
+{
+	PQclear(PQexec(raw, "COMMIT"));
+	PQfinish(raw);
 }
 
 /* A reassign moves the last id of tuple 1-1-1 (suffix 1) out while another
@@ -5018,7 +5042,6 @@ START_TEST(t_pg_move_out_gap)
 	struct retry_arg a = {0};
 	struct sid_reg_entry e;
 	PGconn *raw;
-	PGresult *res;
 	pthread_t th;
 	int waiting;
 
@@ -5028,19 +5051,14 @@ START_TEST(t_pg_move_out_gap)
 	assign1(r, "x", 1, 1, 1, 0, &e);
 	assign1(r, "y", 1, 1, 1, 0, &e);
 	ck_assert_int_eq(e.suffix, 1);
-	raw = PQconnectdb(target);
-	ck_assert_int_eq(PQstatus(raw), CONNECTION_OK);
-	res = PQexec(raw, "BEGIN; SELECT 1 FROM semid_assignment WHERE id = 'y' FOR UPDATE");
-	ck_assert_msg(PQresultStatus(res) == PGRES_TUPLES_OK, "%s", PQerrorMessage(raw));
-	PQclear(res);
+	raw = row_lock_hold("y");
 	a.r = r;
-	ck_assert_int_eq(pthread_create(&th, NULL, reassign_y, &a), 0);
+	a.id = "y";
+	ck_assert_int_eq(pthread_create(&th, NULL, reassign_to_222, &a), 0);
 	/* until the reassign waits for the row lock, its look at 1-1-1 done */
 	waiting = lock_waiter_seen();
 	assign1(r2, "z", 1, 1, 1, 0, &e); /* beside the move in flight */
-	res = PQexec(raw, "COMMIT");
-	PQclear(res);
-	PQfinish(raw);
+	row_lock_release(raw);
 	pthread_join(th, NULL);
 	ck_assert_msg(waiting, "the reassign never waited for the row lock");
 	ck_assert_int_eq(e.suffix, 2);
@@ -5048,6 +5066,92 @@ START_TEST(t_pg_move_out_gap)
 	ck_assert_int_eq(a.e.moved, 1);
 	assign1(r2, "w", 1, 1, 1, 0, &e);
 	ck_assert_int_eq(e.suffix, 1); /* the free slot */
+	sid_registry_close(r);
+	sid_registry_close(r2);
+}
+END_TEST
+
+/* The smallest suffix of tuple (c, c, c) no stored id of @ids holds. */
+static int64_t smallest_free(struct sid_registry *r, const char *const *ids, int n, int c)
+{
+	int64_t s = 0;
+	for (int again = 1; again;) {
+		again = 0;
+		for (int i = 0; i < n; i++) {
+			struct sid_reg_entry e;
+			struct sid_error err;
+			ck_assert_int_eq(sid_registry_get(r, SID_TOWER_ITEM, ids[i], &e, &err), 0);
+			if (e.codes[0] == c && e.suffix == s) {
+				s++;
+				again = 1;
+			}
+		}
+	}
+	return s;
+}
+
+/* A reassign locks its id and the tuple it moves to, not the one it leaves
+ * (the review asked whether that races).  Here two moves cross while both
+ * are in flight: x leaves A (1-1-1) for B (2-2-2), held after its locks and
+ * its look at B by a row lock on x from a raw connection, while another
+ * handle moves z from B to A and commits, seeing x still in A.  Neither waits
+ * for the other, both succeed with distinct IDs, and the slots each left are
+ * found again: a new id in either tuple takes its smallest free suffix,
+ * computed here from what is stored (the gaps flag each move set). */
+START_TEST(t_pg_moves_cross)
+{
+	static const char *const ids[] = {"x", "z", "q", "w1", "w2"};
+	struct sid_registry *r, *r2;
+	struct retry_arg a = {0};
+	struct sid_reg_entry e, ex, ez, eq;
+	struct sid_error err;
+	int64_t want;
+	PGconn *raw;
+	pthread_t th;
+	int waiting;
+
+	NEED_STORE();
+	r = reg_open();
+	ck_assert_int_eq(sid_registry_open_timeout(target, 0, 5000, &r2, &err), 0);
+	/* a first move sets the kind's gaps flag (its first writer is the one
+	 * point where movers queue: the flag's row, until that commits) */
+	assign1(r, "p", 3, 3, 3, 0, &e);
+	assign1(r, "p", 4, 4, 4, SID_REG_REASSIGN, &e);
+	assign1(r, "x", 1, 1, 1, 0, &e); /* */
+	assign1(r, "q", 1, 1, 1, 0, &e); /* */
+	assign1(r, "z", 2, 2, 2, 0, &e); /* B-0 */
+	raw = row_lock_hold("x");
+	a.r = r;
+	a.id = "x";
+	ck_assert_int_eq(pthread_create(&th, NULL, reassign_to_222, &a), 0);
+	waiting = lock_waiter_seen(); /* x's move waits, its suffix in B chosen */
+	assign1(r2, "z", 1, 1, 1, SID_REG_REASSIGN, &ez); /* committed meanwhile */
+	ck_assert_int_eq(ez.moved, 1);
+	row_lock_release(raw);
+	pthread_join(th, NULL);
+	ck_assert_msg(waiting, "the reassign never waited for the row lock");
+	ck_assert_msg(a.rc == 0, "%s", a.err.msg);
+	ck_assert_int_eq(a.e.moved, 1);
+	ck_assert_int_eq(sid_registry_get(r, SID_TOWER_ITEM, "x", &ex, &err), 0);
+	ck_assert_int_eq(sid_registry_get(r, SID_TOWER_ITEM, "z", &ez, &err), 0);
+	ck_assert_int_eq(sid_registry_get(r, SID_TOWER_ITEM, "q", &eq, &err), 0);
+	ck_assert_int_eq(ex.codes[0], 2);
+	ck_assert_int_eq(ez.codes[0], 1);
+	ck_assert_int_eq(eq.codes[0], 1);
+	ck_assert_int_ne(ez.suffix, eq.suffix);
+	want = smallest_free(r, ids, 3, 1);
+	assign1(r2, "w1", 1, 1, 1, 0, &e);
+	ck_assert_int_eq(e.suffix, want);
+	want = smallest_free(r, ids, 4, 2);
+	assign1(r, "w2", 2, 2, 2, 0, &e);
+	ck_assert_int_eq(e.suffix, want);
+	for (int i = 0; i < 5; i++) /* every ID once */
+		for (int j = 0; j < i; j++) {
+			struct sid_reg_entry ei, ej;
+			ck_assert_int_eq(sid_registry_get(r, SID_TOWER_ITEM, ids[i], &ei, &err), 0);
+			ck_assert_int_eq(sid_registry_get(r, SID_TOWER_ITEM, ids[j], &ej, &err), 0);
+			ck_assert(ei.codes[0] != ej.codes[0] || ei.suffix != ej.suffix);
+		}
 	sid_registry_close(r);
 	sid_registry_close(r2);
 }
@@ -6458,6 +6562,7 @@ static Suite *registry_suite(void)
 	tcase_add_test(tc, t_pg_check_amcheck);
 	tcase_add_test(tc, t_pg_retry_forgets_levels);
 	tcase_add_test(tc, t_pg_move_out_gap);
+	tcase_add_test(tc, t_pg_moves_cross);
 	tcase_add_test(tc, t_pg_lost_race_fails);
 	tcase_add_test(tc, t_pg_reassign_answer_lost);
 	tcase_add_test(tc, t_pg_create_answer_lost);
