@@ -888,11 +888,16 @@ static void stop_release(const struct sigaction saved[3], struct sid_registry *r
 }
 
 /* Asked by sid_registry_reassign_all during the walk and before each batch,
- * and by sid_registry_import_until after each line. */
-static int stop_asked(void *ctx)
+ * and by sid_registry_import_until after each line: when a signal asks to
+ * stop, *@fired (an int, may be NULL) is set, so that the caller tells the
+ * work it stopped from a store error of the same code (SID_EUNAVAIL). */
+static int stop_asked(void *fired)
 {
-	(void)ctx;
-	return stop_sig ? SID_EUNAVAIL : 0;
+	if (!stop_sig)
+		return 0;
+	if (fired)
+		*(int *)fired = 1;
+	return SID_EUNAVAIL;
 }
 
 static int cmd_assign(const struct opts *o, struct sid_error *err)
@@ -1180,7 +1185,7 @@ static int cmd_delete(const struct opts *o, int *not_found, struct sid_error *er
 	size_t n = o->nargs, B = (size_t)o->batch, done = 0;
 	uint64_t deleted = 0;
 	struct sigaction saved[3];
-	int rc = 0;
+	int rc = 0, stopped = 0; /* stopped: by a signal, with ids left */
 
 	stop_catch(saved, SA_RESTART);
 	if (o->ids)
@@ -1202,8 +1207,12 @@ static int cmd_delete(const struct opts *o, int *not_found, struct sid_error *er
 		goto fail;
 	}
 	cli_progress_begin(&bar, progress_on(o, 1), n, stderr);
-	for (size_t at = 0; at < n && !stop_sig; at += B) {
+	for (size_t at = 0; at < n; at += B) {
 		size_t k = n - at < B ? n - at : B;
+		if (stop_sig) {
+			stopped = 1;
+			break;
+		}
 		rc = sid_registry_delete(r, o->kind, (const char *const *)ids + at, k, res, err);
 		if (rc)
 			goto fail;
@@ -1226,7 +1235,7 @@ fail:
 		int crc = log_close(fp, output_name(o), rc ? NULL : err);
 		rc = rc ? rc : crc;
 	}
-	if (!rc && stop_sig)
+	if (!rc && stopped)
 		fprintf(stderr,
 			"semid: stopped by %s after %zu of %zu %s ids (%llu deleted); their lines "
 			"are in %s; run it again for the rest\n",
@@ -1241,7 +1250,9 @@ fail:
 	free(file_ids);
 	free(res);
 	sid_registry_close(r);
-	stop_release(saved, NULL);
+	stop_restore(saved);
+	if (!rc) /* a signal caught ends it now; an error is told first, by its status */
+		stop_end(NULL);
 	return rc;
 }
 
@@ -1980,6 +1991,7 @@ struct moves {
 	struct cli_progress bar;      /* the second: ids moved */
 	const struct sid_reg_diff *d; /* its changed count is the bar's total */
 	uint64_t n;
+	int stopped; /* the work ended at a stop a signal asked for */
 };
 
 static int print_move(const struct sid_reg_entry *before, const struct sid_reg_entry *after,
@@ -2063,6 +2075,12 @@ static FILE *log_open(const struct opts *o, struct sid_registry *r, const char *
 	return f;
 }
 
+/* reassign's stop_asked, which notes in the moves that it fired. */
+static int moves_stop(void *ctx)
+{
+	return stop_asked(&((struct moves *)ctx)->stopped);
+}
+
 /* The move log: see log_open. */
 static FILE *moves_open(const struct opts *o, struct sid_registry *r, struct sid_error *err)
 {
@@ -2119,8 +2137,12 @@ static int cmd_reassign(const struct opts *o, struct sid_registry *r, struct sid
 	batch = o->batch_set					? (size_t)o->batch
 		: strcmp(sid_registry_backend(r), "postgresql") ? 1000
 								: SID_REG_PG_GROUP_IDS;
-	rc = sid_registry_reassign_all(r, o->kind, m, batch, print_move, stop_asked, &mv, &d,
+	rc = sid_registry_reassign_all(r, o->kind, m, batch, print_move, moves_stop, &mv, &d,
 				       &moved, &stale, err);
+	if (mv.stopped) { /* its SID_EUNAVAIL, no store's: what it did is said below */
+		rc = 0;
+		sid_error_clear(err);
+	}
 	if (rc == SID_EIO && !err->msg[0])
 		sid_error_set(err, SID_EIO, "%s: write failed: %m", output_name(o));
 	if (mv.r)
@@ -2131,7 +2153,7 @@ static int cmd_reassign(const struct opts *o, struct sid_registry *r, struct sid
 		*err = e2;
 		rc = crc;
 	}
-	if (stop_sig)
+	if (!rc && mv.stopped)
 		fprintf(stderr,
 			"semid: stopped by %s after reassigning %llu %s ids to model %s; "
 			"their moves are in %s; run it again to move the rest\n",
@@ -2151,7 +2173,9 @@ static int cmd_reassign(const struct opts *o, struct sid_registry *r, struct sid
 			"as it left them; run it again to see whether they still differ\n",
 			(unsigned long long)stale);
 	sid_model_unref(m);
-	stop_release(saved, r);
+	stop_restore(saved);
+	if (!rc) /* a signal caught ends it now; an error is told first, by its status */
+		stop_end(r);
 	return rc;
 }
 

@@ -1846,16 +1846,22 @@ static void wait_in_syscall(pid_t pid, const char *nr)
 	}
 }
 
+/* run_signalled's @how: SIGHUP ignored in the child (nohup); the pipe is
+ * the child's descriptor 3 (-o /dev/fd/3: its stdout left as it is, so
+ * that its reader is not the one gone) and its reader goes away as the
+ * signal is sent, nothing more read from it. */
+enum { SIGNALLED_IGNORE_HUP = 1, SIGNALLED_READER_GONE = 2 };
+
 /*
  * The registry command of the NULL-terminated arguments from @first in a
- * child (SIGHUP ignored there when @ignore_hup, its stderr in @errname of
- * dir) whose log, its stdout, is a 4 KiB pipe: @lines lines are read, then,
- * once the child blocks writing to the full pipe (so that no line may be
- * lost to EINTR), it is sent @sig and the rest is read into @buf
- * (NUL-terminated, its length in *@lenp).  Returns the child's wait status.
+ * child (as @how says, its stderr in @errname of dir) whose log, its
+ * stdout, is a 4 KiB pipe: @lines lines are read, then, once the child
+ * blocks writing to the full pipe (so that no line may be lost to EINTR),
+ * it is sent @sig and the rest is read into @buf (NUL-terminated, its
+ * length in *@lenp).  Returns the child's wait status.
  */
-static int run_signalled(int sig, int ignore_hup, int lines, const char *errname, char *buf,
-			 size_t cap, size_t *lenp, const char *first, ...)
+static int run_signalled(int sig, int how, int lines, const char *errname, char *buf, size_t cap,
+			 size_t *lenp, const char *first, ...)
 {
 	int fd[2], status, got = 0;
 	size_t len = 0;
@@ -1873,13 +1879,13 @@ static int run_signalled(int sig, int ignore_hup, int lines, const char *errname
 		snprintf(errf, sizeof(errf), "%s/%s", dir, errname);
 		e = open(errf, O_WRONLY | O_CREAT | O_TRUNC, 0600);
 		close(fd[0]);
-		dup2(fd[1], 1);
+		dup2(fd[1], how & SIGNALLED_READER_GONE ? 3 : 1);
 		dup2(e, 2); /* what it says, for the test */
 		/* as a shell starts it (Check's runner catches SIGINT and SIGTERM
 		 * to kill the test's process group) */
 		signal(SIGINT, SIG_DFL);
 		signal(SIGTERM, SIG_DFL);
-		signal(SIGHUP, ignore_hup ? SIG_IGN : SIG_DFL);
+		signal(SIGHUP, how & SIGNALLED_IGNORE_HUP ? SIG_IGN : SIG_DFL);
 		va_start(ap, first);
 		_exit(vrun(first, ap));
 	}
@@ -1888,7 +1894,7 @@ static int run_signalled(int sig, int ignore_hup, int lines, const char *errname
 		got += buf[len++] == '\n';
 	wait_in_syscall(pid, "1 "); /* until it blocks writing (syscall 1, write) */
 	kill(pid, sig);
-	while ((n = read(fd[0], buf + len, cap - 1 - len)) > 0)
+	while (!(how & SIGNALLED_READER_GONE) && (n = read(fd[0], buf + len, cap - 1 - len)) > 0)
 		len += (size_t)n;
 	close(fd[0]);
 	buf[len] = '\0';
@@ -1914,8 +1920,9 @@ static void dir_file_read(const char *name, char *buf, size_t cap)
  * after its header and five moves, its stderr in reassign.err. */
 static int reassign_signalled(int sig, int ignore_hup, char *buf, size_t cap, size_t *lenp)
 {
-	return run_signalled(sig, ignore_hup, 6, "reassign.err", buf, cap, lenp, "registry",
-			     "reassign", "--model", model2, "--db", db, "--batch", "1", NULL);
+	return run_signalled(sig, ignore_hup ? SIGNALLED_IGNORE_HUP : 0, 6, "reassign.err", buf,
+			     cap, lenp, "registry", "reassign", "--model", model2, "--db", db,
+			     "--batch", "1", NULL);
 }
 
 /*
@@ -2437,6 +2444,88 @@ START_TEST(t_reassign_stopped)
 		json_decref(j);
 	}
 	ck_assert_int_gt(lines, 200);
+}
+END_TEST
+
+/* A run_signalled @status of a command that failed with exit 1, its stderr
+ * (@errname of dir) holding @want and no "stopped by". */
+static void assert_error_kept(int status, const char *errname, const char *want)
+{
+	char said[4096];
+
+	dir_file_read(errname, said, sizeof(said));
+	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == CLI_EXIT_IO,
+		      "status 0x%x, not exit 1: %s", status, said);
+	ASSERT_HAS(said, want);
+	ck_assert_msg(!strstr(said, "stopped by"), "%s", said);
+}
+
+/*
+ * A reassign or a delete whose log fails (-o /dev/fd/3, a pipe whose reader
+ * goes away) as a signal asks it to stop keeps its error, exit 1.  The
+ * reassign said "stopped by SIGTERM ... their moves are in /dev/fd/3", the
+ * delete only that the lines of its committed batch follow, and both ended
+ * by the signal, the write error never told.
+ */
+START_TEST(t_error_with_a_stop)
+{
+	enum { M = 2000 };
+	static float xm[M * 8];
+	static char buf[1 << 20];
+	char ids2[320];
+	size_t len = 0;
+	int status;
+
+	assign_rows(M, 21, xm);
+	status = run_signalled(SIGTERM, SIGNALLED_READER_GONE, 6, "reassign.err", buf, sizeof(buf),
+			       &len, "registry", "reassign", "--model", model2, "--db", db,
+			       "--batch", "1", "-o", "/dev/fd/3", NULL);
+	assert_error_kept(status, "reassign.err", "semid: /dev/fd/3: write failed");
+	snprintf(ids2, sizeof(ids2), "%s/ids2.txt", dir);
+	status = run_signalled(SIGINT, SIGNALLED_READER_GONE, 5, "delete.err", buf, sizeof(buf),
+			       &len, "registry", "delete", "--db", db, "--ids", ids2, "--batch",
+			       "1", "-o", "/dev/fd/3", NULL);
+	assert_error_kept(status, "delete.err",
+			  "semid: /dev/fd/3: write failed: Broken pipe; the 1 ids of the batch "
+			  "were deleted all the same");
+}
+END_TEST
+
+/*
+ * A SIGTERM that comes after the last batch has committed (one batch here,
+ * its moves blocked on the log's full pipe) stops nothing: it said
+ * "stopped by SIGTERM after reassigning N ...; run it again to move the
+ * rest" with nothing left to move.  It now says it reassigned them, then
+ * ends by the signal.
+ */
+START_TEST(t_reassign_signal_after_the_work)
+{
+	enum { M = 2000 };
+	static float xm[M * 8];
+	static char buf[1 << 20];
+	char said[4096], want[128];
+	size_t len = 0;
+	int status, lines = 0;
+
+	assign_rows(M, 21, xm);
+	status = run_signalled(SIGTERM, 0, 6, "reassign.err", buf, sizeof(buf), &len, "registry",
+			       "reassign", "--model", model2, "--db", db, "--batch", "10000", NULL);
+	dir_file_read("reassign.err", said, sizeof(said));
+	ck_assert_msg(WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM, "status 0x%x: %s", status,
+		      said);
+	for (size_t i = 0; i < len; i++)
+		lines += buf[i] == '\n';
+	ck_assert_int_gt(lines, 200);
+	snprintf(want, sizeof(want), "semid: reassigned %d of %d item ids to model m-two (",
+		 lines - 1, M);
+	ck_assert_msg(!strncmp(said, want, strlen(want)), "'%s' does not begin '%s'", said, want);
+	ck_assert_int_eq(run("registry", "diff", "--model", model2, "--db", db, "-o", out, NULL),
+			 CLI_EXIT_OK);
+	{
+		json_t *j = load_json(out);
+		ck_assert_int_eq(json_integer_value(json_object_get(j, "changed")), 0);
+		json_decref(j);
+	}
 }
 END_TEST
 
@@ -3280,6 +3369,8 @@ static Suite *registry_cmd_suite(void)
 	tcase_add_test(tc, t_assign_ids_nul);
 	tcase_add_test(tc, t_reassign);
 	tcase_add_test(tc, t_reassign_stopped);
+	tcase_add_test(tc, t_error_with_a_stop);
+	tcase_add_test(tc, t_reassign_signal_after_the_work);
 	tcase_add_test(tc, t_reassign_hup_ignored);
 	tcase_add_test(tc, t_progress);
 	suite_add_tcase(s, tc);
