@@ -116,6 +116,27 @@ def run(*args, **kw):
                           timeout=120, **kw)
 
 
+def blocked_writing(pid):
+    """Until process @pid is in a write(2) (a full pipe), for up to 30 s."""
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        with open("/proc/%d/syscall" % pid) as f:
+            if f.read().startswith("1 "):  # syscall 1: write
+                return
+        time.sleep(0.001)
+
+
+def read_to_end(fd):
+    """What descriptor @fd gives until its end; it is closed."""
+    data = b""
+    while True:
+        more = os.read(fd, 65536)
+        if not more:
+            os.close(fd)
+            return data
+        data += more
+
+
 def parse_tsv(text):
     rows, codes = [], []
     for line in text.splitlines():
@@ -624,20 +645,10 @@ class CliTest(unittest.TestCase):
                 data = b""
                 while len(data) < skip:  # a cut somewhere in the stream
                     data += os.read(r, skip - len(data))
-                deadline = time.time() + 30
-                while time.time() < deadline:  # until it blocks writing (syscall 1)
-                    with open("/proc/%d/syscall" % proc.pid) as f:
-                        if f.read().startswith("1 "):
-                            break
-                    time.sleep(0.001)
+                blocked_writing(proc.pid)
                 proc.send_signal(sig)
                 self.assertEqual(proc.wait(timeout=60), -sig)
-                while True:
-                    more = os.read(r, 65536)
-                    if not more:
-                        break
-                    data += more
-                os.close(r)
+                data += read_to_end(r)
                 err.seek(0)
                 said = err.read().decode()
                 err.close()
@@ -650,6 +661,36 @@ class CliTest(unittest.TestCase):
                 self.assertLess(len(lines), 50_000)
                 for i, line in enumerate(lines):  # row i, whole
                     self.assertEqual(line, "%d\t%s" % (i, "-".join(map(str, codes[i]))))
+
+    def test_usr1_usr2_ignored(self):
+        # SIGUSR1 and SIGUSR2 kept their default action, which ends the
+        # process: a log-rotation tool sending SIGUSR1 to every process
+        # killed a bulk encode (status -10) half way.  They are ignored now,
+        # as semid-train and semid-server ignore them: the run goes on to
+        # its end, every row written.  The signals come while the encode is
+        # blocked writing to a full pipe, so it cannot have finished first.
+        rng = np.random.default_rng(6)
+        inp = os.path.join(self.out.name, "many.npy")
+        x, codes = make_inputs(rng, self.books["item"], 20_000)
+        np.save(inp, x)
+        r, w = os.pipe()
+        fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, 4096)
+        proc = subprocess.Popen([SEMID, "encode", "--model", self.model, "--input", inp,
+                                 "-o", "-", "--threads", "1", "--batch", "7"],
+                                stdout=w, stderr=subprocess.PIPE)
+        os.close(w)
+        data = os.read(r, 1000)
+        blocked_writing(proc.pid)
+        proc.send_signal(signal.SIGUSR1)
+        proc.send_signal(signal.SIGUSR2)
+        data += read_to_end(r)
+        status = proc.wait(timeout=60)
+        said = proc.stderr.read()
+        proc.stderr.close()
+        self.assertEqual((status, said), (0, b""))
+        rows, got = parse_tsv(data.decode())
+        np.testing.assert_array_equal(rows, np.arange(20_000))
+        np.testing.assert_array_equal(got, codes)
 
     def test_stop_with_stderr_gone_ends_by_the_signal(self):
         # The line a stop says went to a stderr whose reader had gone (a log
