@@ -11,9 +11,12 @@
  *
  * Workers take the next batch index from a shared counter, but only while
  * its slot is free (batch b may start once batch b - S has been written), so
- * at most S = 2T batches of codes are held at once.  Each row's codes depend
- * only on that row (encode.h), so the output is the same for any --threads
- * and --batch; the first failing batch in input order decides the error.
+ * at most S = 2T batches of codes are held at once.  With one job (T = 1)
+ * no worker is started: the main thread encodes each batch into one slot
+ * before it writes it, so that -j 1 costs no thread (RLIMIT_NPROC,
+ * pids.max).  Each row's codes depend only on that row (encode.h), so the
+ * output is the same for any --threads and --batch; the first failing
+ * batch in input order decides the error.
  * A .npy or TSV file output is published atomically (cli_output_open: an
  * unnamed temp file renamed into place only when complete), so a failure, a
  * signal, even SIGKILL, leaves the old file or none and no temp file.
@@ -269,6 +272,43 @@ struct worker {
 	struct sid_workspace *ws;
 };
 
+/* Batch @b into slot @s with @w's buffers: its codes, or in s->err the
+ * failure naming the row.  Touches nothing shared (any thread). */
+static int batch_encode(const struct pipeline *p, struct worker *w, struct slot *s, size_t b)
+{
+	struct sid_encode_out out;
+	size_t row0 = b * p->B, n = p->in->rows - row0 < p->B ? p->in->rows - row0 : p->B;
+	int rc;
+
+	sid_error_clear(&s->err);
+	rc = sid_npy_read_f32(p->in, row0, n, w->x, &s->err);
+	if (rc)
+		return rc;
+	memset(&out, 0, sizeof(out));
+	out.codes = s->codes;
+	out.dist = s->dist;
+	out.n_alt = p->n_alt;
+	out.alt_codes = s->alt_codes;
+	out.alt_dist = s->alt_dist;
+	out.alt_count = s->alt_count;
+	rc = sid_encode(p->t, w->x, n, &out, w->ws, &s->err);
+	if (rc == 0) {
+		long bad = sid_encode_overflow(s->dist, s->alt_dist, s->alt_count, p->n_alt, n);
+		if (bad >= 0)
+			rc = sid_error_set_at(&s->err, SID_EINVAL, bad,
+					      "values too large for the model: its encoder "
+					      "overflows float32 on them");
+	}
+	if (rc < 0) {
+		if (s->err.index >= 0)
+			sid_error_prefix(&s->err, "row %zu (row %ld of the batch from %zu)",
+					 row0 + (size_t)s->err.index, s->err.index, row0);
+		else
+			sid_error_prefix(&s->err, "rows %zu..%zu", row0, row0 + n - 1);
+	}
+	return rc;
+}
+
 static void *worker_main(void *arg)
 {
 	struct worker *w = arg;
@@ -276,9 +316,8 @@ static void *worker_main(void *arg)
 
 	pthread_mutex_lock(&p->mu);
 	for (;;) {
-		struct sid_encode_out out;
 		struct slot *s;
-		size_t b, row0, n;
+		size_t b;
 		int rc;
 
 		while (!p->stop && p->next_batch < p->n_batches &&
@@ -292,38 +331,7 @@ static void *worker_main(void *arg)
 		s->batch = b;
 		pthread_mutex_unlock(&p->mu);
 
-		row0 = b * p->B;
-		n = p->in->rows - row0 < p->B ? p->in->rows - row0 : p->B;
-		sid_error_clear(&s->err);
-		rc = sid_npy_read_f32(p->in, row0, n, w->x, &s->err);
-		if (rc == 0) {
-			memset(&out, 0, sizeof(out));
-			out.codes = s->codes;
-			out.dist = s->dist;
-			out.n_alt = p->n_alt;
-			out.alt_codes = s->alt_codes;
-			out.alt_dist = s->alt_dist;
-			out.alt_count = s->alt_count;
-			rc = sid_encode(p->t, w->x, n, &out, w->ws, &s->err);
-			if (rc == 0) {
-				long bad = sid_encode_overflow(s->dist, s->alt_dist, s->alt_count,
-							       p->n_alt, n);
-				if (bad >= 0)
-					rc = sid_error_set_at(
-					    &s->err, SID_EINVAL, bad,
-					    "values too large for the model: its encoder "
-					    "overflows float32 on them");
-			}
-			if (rc < 0) {
-				if (s->err.index >= 0)
-					sid_error_prefix(
-					    &s->err, "row %zu (row %ld of the batch from %zu)",
-					    row0 + (size_t)s->err.index, s->err.index, row0);
-				else
-					sid_error_prefix(&s->err, "rows %zu..%zu", row0,
-							 row0 + n - 1);
-			}
-		}
+		rc = batch_encode(p, w, s, b);
 
 		pthread_mutex_lock(&p->mu);
 		s->rc = rc;
@@ -495,7 +503,7 @@ static int run_pipeline(const struct cli_encode_opts *o, const struct sid_npy *i
 	p.n_batches = in->rows / B + (in->rows % B != 0);
 	if ((size_t)T > p.n_batches)
 		T = p.n_batches ? (int)p.n_batches : 1;
-	p.n_slots = 2 * (size_t)T;
+	p.n_slots = T > 1 ? 2 * (size_t)T : 1;
 
 	if (pthread_mutex_init(&p.mu, NULL) || pthread_cond_init(&p.cv_free, NULL) ||
 	    pthread_cond_init(&p.cv_done, NULL)) {
@@ -511,11 +519,14 @@ static int run_pipeline(const struct cli_encode_opts *o, const struct sid_npy *i
 		goto fail;
 	}
 
-	for (i = 0; i < (size_t)T; i++) {
+	/* one job: the batches are encoded here, between their writes, and no
+	 * thread is started (one fewer under RLIMIT_NPROC or pids.max) */
+	for (i = 0; T > 1 && i < (size_t)T; i++) {
 		int e = pthread_create(&w[i].tid, NULL, worker_main, &w[i]);
 		if (e) {
 			sid_error_set(err, SID_EIO,
-				      "cannot start worker thread %zu of %d: %s (fewer --threads?)",
+				      "cannot start worker thread %zu of %d: %s (fewer --threads? "
+				      "-j 1 starts none)",
 				      i, T, strerror(e));
 			goto fail;
 		}
@@ -528,10 +539,15 @@ static int run_pipeline(const struct cli_encode_opts *o, const struct sid_npy *i
 		size_t row0 = b * B, n = in->rows - row0 < B ? in->rows - row0 : B;
 		int rc;
 
-		pthread_mutex_lock(&p.mu);
-		while (!(s->state == SLOT_DONE && s->batch == b))
-			pthread_cond_wait(&p.cv_done, &p.mu);
-		pthread_mutex_unlock(&p.mu);
+		if (T == 1) {
+			s->batch = b;
+			s->rc = batch_encode(&p, &w[0], s, b);
+		} else {
+			pthread_mutex_lock(&p.mu);
+			while (!(s->state == SLOT_DONE && s->batch == b))
+				pthread_cond_wait(&p.cv_done, &p.mu);
+			pthread_mutex_unlock(&p.mu);
+		}
 		if (s->rc < 0) {
 			*err = s->err;
 			sid_error_prefix(err, "%s", o->input);

@@ -162,19 +162,12 @@ START_TEST(test_npy_any_threads_batch)
 }
 END_TEST
 
-START_TEST(test_tsv_matches)
+/* @text (taken, freed) is the TSV of WANT: row<TAB>c0-c1-c2, every row. */
+static void tsv_check(char *text)
 {
-	struct cli_encode_opts o;
-	struct sid_error err;
-	char *text = NULL, *line, *save = NULL, want[128];
-	size_t len = 0;
-	FILE *fp = open_memstream(&text, &len);
+	char *line, *save = NULL, want[128];
 	int row = 0;
 
-	ck_assert_ptr_nonnull(fp);
-	opts_init(&o, "-", 2, 100);
-	ck_assert_int_eq(cli_encode_run(&o, fp, &err), CLI_EXIT_OK);
-	fclose(fp);
 	for (line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save), row++) {
 		snprintf(want, sizeof(want), "%d\t%d-%d-%d", row, WANT[row * L], WANT[row * L + 1],
 			 WANT[row * L + 2]);
@@ -182,6 +175,93 @@ START_TEST(test_tsv_matches)
 	}
 	ck_assert_int_eq(row, N);
 	free(text);
+}
+
+START_TEST(test_tsv_matches)
+{
+	struct cli_encode_opts o;
+	struct sid_error err;
+	char *text = NULL;
+	size_t len = 0;
+	FILE *fp = open_memstream(&text, &len);
+
+	ck_assert_ptr_nonnull(fp);
+	opts_init(&o, "-", 2, 100);
+	ck_assert_int_eq(cli_encode_run(&o, fp, &err), CLI_EXIT_OK);
+	fclose(fp);
+	tsv_check(text);
+}
+END_TEST
+
+/* The threads of this process now (/proc/self/task). */
+static int threads_now(void)
+{
+	DIR *d = opendir("/proc/self/task");
+	struct dirent *e;
+	int n = 0;
+
+	ck_assert_ptr_nonnull(d);
+	while ((e = readdir(d)))
+		n += e->d_name[0] != '.';
+	closedir(d);
+	return n;
+}
+
+/* A TSV output that counts this process's threads at each write. */
+struct task_probe {
+	FILE *text; /* what was written */
+	int most;   /* the most threads seen at a write */
+};
+
+static ssize_t probe_write(void *c, const char *buf, size_t len)
+{
+	struct task_probe *p = c;
+	int n = threads_now();
+
+	if (n > p->most)
+		p->most = n;
+	return (ssize_t)fwrite(buf, 1, len, p->text);
+}
+
+/*
+ * One job is done on the calling thread: `semid encode -j 1` started a
+ * worker thread all the same, one more than it needs under RLIMIT_NPROC or
+ * a pids.max that leaves no room.  The threads of this process are counted
+ * at each write of the TSV (a line at a time): with -j 1 no more than
+ * before the run, with -j 2 two more at least (the probe sees workers),
+ * the rows the same.  And a bad row is named as the workers name it.
+ */
+START_TEST(test_one_job_starts_no_thread)
+{
+	cookie_io_functions_t io = {NULL, probe_write, NULL, NULL};
+	struct cli_encode_opts o;
+	struct sid_error err;
+	char *text = NULL;
+	size_t len = 0;
+
+	for (int threads = 1; threads <= 2; threads++) {
+		struct task_probe p = {open_memstream(&text, &len), 0};
+		FILE *fp = fopencookie(&p, "w", io);
+		int before = threads_now();
+
+		ck_assert_ptr_nonnull(p.text);
+		ck_assert_ptr_nonnull(fp);
+		setvbuf(fp, NULL, _IOLBF, 0);
+		opts_init(&o, "-", threads, 100);
+		ck_assert_int_eq(cli_encode_run(&o, fp, &err), CLI_EXIT_OK);
+		fclose(fp);
+		fclose(p.text);
+		if (threads == 1)
+			ck_assert_int_eq(p.most, before);
+		else /* (ThreadSanitizer starts a thread of its own at the first) */
+			ck_assert_int_ge(p.most, before + threads);
+		tsv_check(text);
+	}
+	X[777 * D + 3] = NAN;
+	ck_assert_int_eq(sid_npy_write(input_path, SID_NPY_F32, N, D, X, &err), 0);
+	opts_init(&o, "/dev/null", 1, 100);
+	ck_assert_int_eq(cli_encode_run(&o, stdout, &err), CLI_EXIT_INPUT);
+	ck_assert_str_eq(err.msg + strlen(input_path), ": row 777, column 3 is not finite (nan)");
 }
 END_TEST
 
@@ -410,6 +490,7 @@ int main(void)
 	tcase_add_test(tc, test_npy_any_threads_batch);
 	tcase_add_test(tc, test_default_threads_follow_usable_cpus);
 	tcase_add_test(tc, test_tsv_matches);
+	tcase_add_test(tc, test_one_job_starts_no_thread);
 	tcase_add_test(tc, test_top_k_columns);
 	tcase_add_test(tc, test_nonfinite_leaves_nothing);
 	tcase_add_test(tc, test_overflow_leaves_nothing);
