@@ -44,7 +44,8 @@ static const char usage[] =
     "                        per line once each batch is committed (--reassign adds\n"
     "                        <TAB>moved<TAB>old_sid, the ID it left when moved,\n"
     "                        and counts on stderr); SIGINT, SIGTERM or SIGHUP\n"
-    "                        stop it after the batch in flight\n"
+    "                        stop it after the batch in flight (-o FILE then\n"
+    "                        holds the lines of every batch committed)\n"
     "  export                every assignment, TSV (default) or JSON lines\n"
     "  import FILE|-         read an export back; idempotent, conflicts are reported;\n"
     "                        SIGINT, SIGTERM or SIGHUP stop it, the lines read\n"
@@ -114,11 +115,11 @@ static const char usage[] =
     "                        a server writing to the same disk its bandwidth\n"
     "  -o, --output FILE     all but import and restore: where output goes (default\n"
     "                        - : stdout); a file (but reassign's and delete's logs,\n"
-    "                        appended to) gets its name only when complete: a\n"
-    "                        failed or killed run leaves the old one and no\n"
-    "                        temporary file (backup, and a file system without\n"
-    "                        O_TMPFILE such as NFS: but for SIGKILL, which leaves\n"
-    "                        FILE.tmp.PID.N)\n"
+    "                        appended to, and a stopped assign's lines) gets its\n"
+    "                        name only when complete: a failed or killed run\n"
+    "                        leaves the old one and no temporary file (backup,\n"
+    "                        and a file system without O_TMPFILE such as NFS:\n"
+    "                        but for SIGKILL, which leaves FILE.tmp.PID.N)\n"
     "\n"
     "exit status: 0 ok; 1 store unavailable, I/O or internal error; 2 bad usage, bad\n"
     "input, unknown id or sid; 3 import finished but some lines conflicted, delete\n"
@@ -918,7 +919,7 @@ static int cmd_assign(const struct opts *o, struct sid_error *err)
 	size_t B = (size_t)o->batch, done = 0, committed = 0;
 	uint64_t created = 0, moved = 0;
 	long bad;
-	int rc, caught = 0;
+	int rc, caught = 0, stopped = 0; /* stopped: by a signal, with rows left */
 
 	if ((rc = sid_model_load(o->model, &m, err)) || (rc = sid_model_smoke(m, err))) {
 		sid_error_name_file(err, o->model);
@@ -960,9 +961,13 @@ static int cmd_assign(const struct opts *o, struct sid_error *err)
 	stop_catch(saved, SA_RESTART);
 	caught = 1;
 	cli_progress_begin(&bar, progress_on(o, 1), x.rows, stderr);
-	for (size_t row = 0; row < x.rows && !stop_sig; row += B) {
+	for (size_t row = 0; row < x.rows; row += B) {
 		size_t n = x.rows - row < B ? x.rows - row : B;
 		struct sid_encode_out eo = {.codes = codes, .dist = dist};
+		if (stop_sig) {
+			stopped = 1;
+			break;
+		}
 		if ((rc = sid_npy_read_f32(&x, row, n, buf, err))) {
 			sid_error_prefix(err, "%s", o->input); /* "row R, column C ..." */
 			goto fail;
@@ -1015,28 +1020,30 @@ static int cmd_assign(const struct opts *o, struct sid_error *err)
 		}
 		cli_progress_update(&bar, done = row + n);
 	}
-	if (stop_sig) {
+	if (stopped) {
 		int file = w.kind == CLI_OUT_FILE;
 
 		cli_progress_end(&bar, done);
 		stop_restore(saved); /* before the output puts back its own */
 		caught = 0;
-		/* a file is written only when complete, as after an error */
-		if ((rc = out_close(&w, !file, err)))
+		/* a file gets the lines of the rows committed, whole, renamed into
+		 * place as a complete one is: the record of what the store now
+		 * holds; none committed, it is left as it was */
+		if ((rc = out_close(&w, committed || !file, err)))
 			goto fail;
 		if (committed)
 			fprintf(stderr,
 				"semid: stopped by %s after rows 0..%zu of %zu were committed "
-				"(%llu created); %s %s%s; their ids keep the IDs given: the "
-				"same command assigns the rest\n",
+				"(%llu created); their lines are in %s; their ids keep the IDs "
+				"given: the same command assigns the rest\n",
 				stop_name(), committed - 1, x.rows, (unsigned long long)created,
-				file ? "their lines are not in" : "their lines are in",
-				output_name(o), file ? ", written only when complete" : "");
+				output_name(o));
 		else
 			fprintf(stderr,
 				"semid: stopped by %s before a row was committed: nothing "
-				"assigned\n",
-				stop_name());
+				"assigned%s%s%s\n",
+				stop_name(), file ? "; " : "", file ? output_name(o) : "",
+				file ? " not written" : "");
 		goto fail;
 	}
 	rc = out_close(&w, 1, err);

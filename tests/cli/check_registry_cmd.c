@@ -3163,6 +3163,125 @@ START_TEST(t_assign_stopped)
 }
 END_TEST
 
+/* The entries of the store open on @h, -1 while it cannot tell (no schema
+ * yet). */
+static int stored_items(sqlite3 *h)
+{
+	sqlite3_stmt *st = NULL;
+	int n = -1;
+
+	if (sqlite3_prepare_v2(h, "SELECT count(*) FROM semid_assignment", -1, &st, NULL) ==
+		SQLITE_OK &&
+	    sqlite3_step(st) == SQLITE_ROW)
+		n = sqlite3_column_int(st, 0);
+	sqlite3_finalize(st);
+	return n;
+}
+
+/*
+ * An assign to -o FILE stopped by a signal wrote no FILE, although the rows
+ * it had committed stay in the store: the record of the IDs it gave was
+ * lost.  FILE now holds the line of every row committed, whole, renamed
+ * into place as a complete file is (the old one replaced, no temp file
+ * left), and the message says which rows.  The test takes the store's write
+ * lock once five rows are in, so that the SIGTERM comes with a batch
+ * waiting on it: that batch commits once the lock goes, and no other.
+ */
+START_TEST(t_assign_stopped_file)
+{
+	enum { M = 100000 }; /* more than it commits before the test looks */
+	static float xm[M * 8];
+	char x2[320], ids2[320], db3[320], outf[320], errf[320], said[1024], want[512];
+	char line[256];
+	struct sid_registry *r;
+	struct sid_reg_entry e;
+	struct sid_error err;
+	int status, lines = 0, stored = -1;
+	sqlite3 *h = NULL;
+	pid_t pid;
+	FILE *f;
+
+	snprintf(x2, sizeof(x2), "%s/x2.npy", dir);
+	snprintf(ids2, sizeof(ids2), "%s/ids2.txt", dir);
+	snprintf(db3, sizeof(db3), "%s/stopped-file.db", dir);
+	snprintf(outf, sizeof(outf), "%s/assigned.tsv", dir);
+	snprintf(errf, sizeof(errf), "%s/assign-file.err", dir);
+	write_inputs(x2, ids2, M, 23, xm);
+	write_text(outf, "a previous run's lines\n");
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		int fd = open(errf, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+		dup2(fd, 2);
+		signal(SIGTERM, SIG_DFL); /* as a shell starts it */
+		_exit(run("registry", "assign", "--model", model, "--input", x2, "--ids", ids2,
+			  "--db", db3, "--batch", "1", "-o", outf, NULL));
+	}
+	for (int i = 0; i < 30000 && stored < 5; i++) { /* five rows in */
+		if (!h && sqlite3_open_v2(db3, &h, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK) {
+			sqlite3_close(h);
+			h = NULL;
+		}
+		if (h) {
+			sqlite3_busy_timeout(h, 10000);
+			stored = stored_items(h);
+		}
+		if (stored < 5)
+			usleep(1000);
+	}
+	ck_assert_int_ge(stored, 5);
+	ck_assert_int_eq(sqlite3_exec(h, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+	stored = stored_items(h);
+	kill(pid, SIGTERM);
+	ck_assert_int_eq(sqlite3_exec(h, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(h);
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	dir_file_read("assign-file.err", said, sizeof(said));
+	ck_assert_msg(WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM, "status 0x%x: %s", status,
+		      said);
+
+	ck_assert_int_eq(sid_registry_open(db3, SID_REG_READONLY, &r, &err), 0);
+	f = fopen(outf, "r");
+	ck_assert_ptr_nonnull(f);
+	while (fgets(line, sizeof(line), f)) { /* line N: row N, with the sid stored */
+		char id[64], sid[64], got[SID_REG_SID_MAX];
+		int created;
+		ck_assert_int_eq(sscanf(line, "%63s\t%63s\t%d", id, sid, &created), 3);
+		snprintf(want, sizeof(want), "item-%d", lines++);
+		ck_assert_str_eq(id, want);
+		ck_assert_int_eq(created, 1);
+		ck_assert_int_eq(sid_registry_get(r, SID_TOWER_ITEM, id, &e, &err), 0);
+		sid_reg_sid_format(e.codes, e.L, e.suffix, got, sizeof(got));
+		ck_assert_str_eq(got, sid);
+	}
+	fclose(f);
+	sid_registry_close(r);
+	/* every row stored has its line: the five or more in when the lock was
+	 * taken, and at most the one batch that waited on it */
+	ck_assert_int_ge(lines, stored);
+	ck_assert_int_le(lines, stored + 1);
+	h = NULL;
+	ck_assert_int_eq(sqlite3_open_v2(db3, &h, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+	ck_assert_int_eq(stored_items(h), lines);
+	sqlite3_close(h);
+	snprintf(want, sizeof(want),
+		 "semid: stopped by SIGTERM after rows 0..%d of %d were committed (%d created); "
+		 "their lines are in %s; their ids keep the IDs given: the same command assigns "
+		 "the rest\n",
+		 lines - 1, M, lines, outf);
+	ck_assert_str_eq(said, want);
+	{ /* no temp file beside it */
+		DIR *d = opendir(dir);
+		struct dirent *de;
+		ck_assert_ptr_nonnull(d);
+		while ((de = readdir(d)))
+			ck_assert_msg(strncmp(de->d_name, "assigned.tsv.", 13), "left: %s",
+				      de->d_name);
+		closedir(d);
+	}
+}
+END_TEST
+
 /*
  * An import stopped by SIGTERM while it waits for more lines on stdin (a
  * pipe the test wrote the header and 1499 entries into: a transaction of
@@ -3341,6 +3460,7 @@ static Suite *registry_cmd_suite(void)
 	tcase_add_test(tc, t_check);
 	tcase_add_test(tc, t_delete_stopped);
 	tcase_add_test(tc, t_assign_stopped);
+	tcase_add_test(tc, t_assign_stopped_file);
 	tcase_add_test(tc, t_import_stopped);
 	tcase_add_test(tc, t_assign_stopped_twice);
 	tcase_add_test(tc, t_assign_export_import);
