@@ -1070,34 +1070,41 @@ static void start_encode(struct req *q)
 
 /* ---- routing ---- */
 
+/* The routes, with what each takes and where it is served.  @registry: a
+ * route of the ID registry (assign, the lookups, the deletes), answered 501
+ * with --registry none (registry_disabled); tests/server/test_assign.py
+ * reads this flag from here and asks the server every route with it. */
 static const struct {
 	const char *path;
 	enum srv_route route;
-	int post; /* 1: POST only; 0: GET and HEAD */
-	int ops;  /* 1: served on the operations port too */
+	int post;     /* 1: POST only; 0: GET and HEAD */
+	int ops;      /* 1: served on the operations port too */
+	int registry; /* 1: a route of the ID registry */
 } routes[] = {
-    {"/v1/items:encode", SRV_ROUTE_ITEMS_ENCODE, 1, 0},
-    {"/v1/users:encode", SRV_ROUTE_USERS_ENCODE, 1, 0},
-    {"/healthz", SRV_ROUTE_HEALTHZ, 0, 1},
-    {"/readyz", SRV_ROUTE_READYZ, 0, 1},
-    {"/v1/model", SRV_ROUTE_MODEL, 0, 1},
-    {"/v1/admin/reload", SRV_ROUTE_RELOAD, 1, 0},
-    {"/metrics", SRV_ROUTE_METRICS, 0, 1},
-    {"/v1/items:assign", SRV_ROUTE_ITEMS_ASSIGN, 1, 0},
-    {"/v1/users:assign", SRV_ROUTE_USERS_ASSIGN, 1, 0},
-    {"/v1/sids", SRV_ROUTE_SID_LIST, 0, 0},
-    {"/v1/items:delete", SRV_ROUTE_ITEMS_DELETE, 1, 0},
-    {"/v1/users:delete", SRV_ROUTE_USERS_DELETE, 1, 0},
+    {"/v1/items:encode", SRV_ROUTE_ITEMS_ENCODE, 1, 0, 0},
+    {"/v1/users:encode", SRV_ROUTE_USERS_ENCODE, 1, 0, 0},
+    {"/healthz", SRV_ROUTE_HEALTHZ, 0, 1, 0},
+    {"/readyz", SRV_ROUTE_READYZ, 0, 1, 0},
+    {"/v1/model", SRV_ROUTE_MODEL, 0, 1, 0},
+    {"/v1/admin/reload", SRV_ROUTE_RELOAD, 1, 0, 0},
+    {"/metrics", SRV_ROUTE_METRICS, 0, 1, 0},
+    {"/v1/items:assign", SRV_ROUTE_ITEMS_ASSIGN, 1, 0, 1},
+    {"/v1/users:assign", SRV_ROUTE_USERS_ASSIGN, 1, 0, 1},
+    {"/v1/sids", SRV_ROUTE_SID_LIST, 0, 0, 1},
+    {"/v1/items:delete", SRV_ROUTE_ITEMS_DELETE, 1, 0, 1},
+    {"/v1/users:delete", SRV_ROUTE_USERS_DELETE, 1, 0, 1},
 };
 
-/* Routes with a trailing path parameter: "/v1/items/{id}" etc. */
+/* Routes with a trailing path parameter: "/v1/items/{id}" etc. (GET and
+ * HEAD; the ids' DELETE too), with the same @registry flag. */
 static const struct {
 	const char *prefix;
 	enum srv_route route;
+	int registry;
 } param_routes[] = {
-    {"/v1/items/", SRV_ROUTE_ITEM_GET},
-    {"/v1/users/", SRV_ROUTE_USER_GET},
-    {"/v1/sids/", SRV_ROUTE_SID_GET},
+    {"/v1/items/", SRV_ROUTE_ITEM_GET, 1},
+    {"/v1/users/", SRV_ROUTE_USER_GET, 1},
+    {"/v1/sids/", SRV_ROUTE_SID_GET, 1},
 };
 
 /* The param_routes entry @url is a path of (a non-empty parameter after
@@ -1405,26 +1412,18 @@ static const char *url_path(const char *url)
 	return p ? p : "/";
 }
 
-/* The routes of the ID registry: assign, the lookups and the deletes. */
-static int routes_registry(enum srv_route r)
-{
-	return r == SRV_ROUTE_ITEMS_ASSIGN || r == SRV_ROUTE_USERS_ASSIGN ||
-	       r == SRV_ROUTE_ITEM_GET || r == SRV_ROUTE_USER_GET || r == SRV_ROUTE_SID_GET ||
-	       r == SRV_ROUTE_SID_LIST || r == SRV_ROUTE_ITEMS_DELETE ||
-	       r == SRV_ROUTE_USERS_DELETE;
-}
-
 /*
- * A registry route on a server started with --registry none: 501
- * unimplemented, without Retry-After.  It was a 503 with Retry-After, which
- * a client takes for an outage and retries for ever; a feature left out on
- * purpose is not back in a second.  Returns 1 when the request is refused.
+ * A registry route (@registry: its flag in routes[] or param_routes[]) on a
+ * server started with --registry none: 501 unimplemented, without
+ * Retry-After.  It was a 503 with Retry-After, which a client takes for an
+ * outage and retries for ever; a feature left out on purpose is not back in
+ * a second.  Returns 1 when the request is refused.
  */
-static int registry_disabled(struct req *q)
+static int registry_disabled(struct req *q, int registry)
 {
 	const struct srv_store *st = q->h->d.store;
 
-	if (!st || !st->disabled || !routes_registry(q->route))
+	if (!registry || !st || !st->disabled)
 		return 0;
 	if (cl_too_large(q)) /* (413 is answered before the body, as on any route) */
 		return 1;
@@ -1536,7 +1535,7 @@ static int on_headers(struct req *q, const char *url, const char *method, const 
 				  srv_route_name(q->route), q->allow, method);
 			return 1;
 		}
-		if (registry_disabled(q))
+		if (registry_disabled(q, param_routes[k].registry))
 			return 1;
 		q->arg = strdup(url + strlen(param_routes[k].prefix));
 		if (!q->arg) {
@@ -1560,7 +1559,7 @@ static int on_headers(struct req *q, const char *url, const char *method, const 
 	     q->route == SRV_ROUTE_USERS_DELETE) &&
 	    admin_refused(q))
 		return 1;
-	if (registry_disabled(q))
+	if (registry_disabled(q, routes[i].registry))
 		return 1;
 	if (routes[i].post) {
 		/* their options are in the body (query_refused) */

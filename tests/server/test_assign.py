@@ -45,6 +45,7 @@ from assign_testlib import (  # noqa: E402
 
 
 ADMIN = {"Authorization": "Bearer t"}
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
 
 
 class TestAssignSqlite(Base):
@@ -441,6 +442,56 @@ class TestAssignSqlite(Base):
                 self.assertEqual(srv.stop(), 0)
         with open(bad, "rb") as f:
             self.assertTrue(f.read().startswith(b"this is not"))  # left alone
+
+    def test_every_route_flagged_registry_answers_501_without_one(self):
+        """Which routes --registry none answers 501 is the registry flag of
+        server/http.c's route tables (it was a hand list beside them, which
+        a new registry route could miss: served on a server with no store).
+        Read from the tables here: every route there is asked, with each of
+        its methods, and a flagged one answers 501 unimplemented, another
+        never does; the flags agree with proto/openapi.json's "registry"
+        tag and its 501s."""
+        with open(os.path.join(ROOT, "server", "http.c")) as f:
+            src = f.read()
+        table = re.search(r"\} routes\[\] = \{(.*?)\n\};", src, re.S).group(1)
+        params = re.search(r"\} param_routes\[\] = \{(.*?)\n\};", src, re.S).group(1)
+        # (template, methods, registry flag)
+        routes = [(p, ["POST"] if post == "1" else ["GET", "HEAD"], flag == "1")
+                  for p, post, flag in re.findall(
+                      r"\{\"([^\"]+)\", SRV_ROUTE_\w+, ([01]), [01], ([01])\}", table)]
+        routes += [(p + "{x}", ["GET", "HEAD"] + (["DELETE"] if p != "/v1/sids/" else []),
+                    flag == "1")
+                   for p, flag in re.findall(r"\{\"([^\"]+)\", SRV_ROUTE_\w+, ([01])\}", params)]
+        self.assertEqual(len(routes), table.count("SRV_ROUTE_") + params.count("SRV_ROUTE_"))
+        self.assertGreaterEqual(sum(r[2] for r in routes), 8)  # the scan found the flags
+        with open(os.path.join(ROOT, "proto", "openapi.json")) as f:
+            spec = json.load(f)
+        for template, methods, flag in routes:
+            doc = [(m.upper(), op) for t, item in spec["paths"].items()
+                   if re.sub(r"\{\w+\}$", "{x}", t) == template
+                   for m, op in item.items() if isinstance(op, dict) and "responses" in op]
+            self.assertTrue(doc, template)
+            for method, op in doc:
+                self.assertEqual(("registry" in op.get("tags", []), "501" in op["responses"]),
+                                 (flag, flag), (method, template))
+        d = self.fresh_dir()
+        srv, _ = self.start(d, {"item": self.ta}, "A", ["--registry", "none",
+                                                         "--admin-token", "t"])
+        try:
+            for template, methods, flag in routes:
+                path = template.replace("{x}", "a-1")
+                for method in methods:
+                    st, h, raw = srv.request(method, path, b"{}" if method == "POST" else None,
+                                             dict(ADMIN, **{"Content-Type": "application/json"}))
+                    if flag:
+                        self.assertEqual((st, "retry-after" in h), (501, False),
+                                         (method, path, raw))
+                        if method != "HEAD":
+                            self.assertEqual(json.loads(raw)["error"]["code"], "unimplemented")
+                    else:
+                        self.assertNotEqual(st, 501, (method, path, raw))
+        finally:
+            self.assertEqual(srv.stop(), 0)
 
     def test_registry_errors_count_store_failures_only(self):
         """semid_registry_errors_total counts the store's failures: an entry
