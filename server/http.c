@@ -1876,6 +1876,28 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 	}
 }
 
+/*
+ * A client that sends its request and then shuts its side (shutdown(SHUT_WR),
+ * `printf ... | nc`, a load balancer's health check) was answered, and then
+ * held until connection_timeout_s: with both in one burst, libmicrohttpd
+ * 0.9.75 reads the request from the edge-triggered epoll event that the end
+ * of the stream came with, and as its read was short it waits for the next
+ * event, which never comes.  Whether a request met it was a race, on every
+ * route and method (OPTIONS, GET, POST alike); a client whose end came
+ * later was closed at once.  Once an answer is sent in full, a connection
+ * whose client has shut its side (POLLRDHUP) has its reading half shut here
+ * too: that changes nothing of what can be read (the client's end is
+ * already in; requests pipelined before it are still read and answered),
+ * but wakes libmicrohttpd, which then reads the end and closes.
+ */
+static void peer_done_wake(int fd)
+{
+	struct pollfd p = {.fd = fd, .events = POLLRDHUP};
+
+	if (poll(&p, 1, 0) == 1 && (p.revents & POLLRDHUP))
+		shutdown(fd, SHUT_RD);
+}
+
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 			 enum MHD_RequestTerminationCode toe)
 {
@@ -1938,6 +1960,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	/* The answer is sent in full (or the connection is closing): the next
 	 * request on this connection starts its clock now. */
 	conn_phase_set(q->c, CONN_RECEIVING);
+	if (q->c && toe == MHD_REQUEST_TERMINATED_COMPLETED_OK)
+		peer_done_wake(q->c->fd);
 	body_release(q);
 	srv_encode_req_release(&q->ids);
 	srv_hold_give(&q->hold, q->resp_charged);

@@ -1225,6 +1225,74 @@ class TestRefusedWithBody(unittest.TestCase):
         no_server_errors(self, SRV)
 
 
+class TestHalfClosed(unittest.TestCase):
+    def test_answered_and_closed_when_the_client_shuts_its_side(self):
+        """A client that sends its request(s) and shuts its sending side at
+        once (shutdown(SHUT_WR): `printf ... | nc`) sees the end of the
+        stream at once after its answer, whatever the route, method or
+        status: libmicrohttpd read the request and the end in one go and
+        then waited for more until connection_timeout_s, on OPTIONS, GET
+        and POST alike, as a race (6 of 10 held here).  With the timeout at
+        60 s, each of these connections, several of each kind at once, must
+        be closed within 10 s, those answered on their headers or body
+        with their answers, pipelined ones included.  An encode, which waits
+        for its batch, may be taken as given up instead when libmicrohttpd
+        reads the client's end before the answer is ready (499, no answer,
+        closed at once; proto/api.md): never held either."""
+        x, codes = T.tie_free_inputs(np.random.default_rng(9), TOWER, 1)
+        enc = json.dumps({"inputs": [{"embedding": x[0].tolist()}]}).encode()
+
+        def post(path, body, ctype=b"application/json"):
+            return (b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: %s\r\nContent-Length: "
+                    b"%d\r\n\r\n%s" % (path.encode(), ctype, len(body), body))
+
+        def line(method, path):
+            return b"%s %s HTTP/1.1\r\nHost: x\r\n\r\n" % (method.encode(), path.encode())
+        cases = [  # (request bytes, the statuses answered; or, for an encode, the ones before it)
+            (line("OPTIONS", "/v1/items:encode"), [[204]]),
+            (line("OPTIONS", "*"), [[204]]),
+            (line("GET", "/healthz"), [[200]]),
+            (line("HEAD", "/healthz"), [[200]]),
+            (line("GET", "/v1/model"), [[200]]),
+            (line("GET", "/nope"), [[404]]),
+            (line("GET", "/v1/items:encode"), [[405]]),
+            (post("/v1/items:encode", b"{}"), [[400]]),
+            (post("/v1/items:encode", enc, b"text/plain"), [[415]]),
+            (post("/v1/items:encode", enc), [[200], []]),
+            (line("GET", "/healthz") + line("OPTIONS", "/v1/model") + post(
+                "/v1/items:encode", enc), [[200, 204, 200], [200, 204]]),
+        ]
+        srv = T.Server(["--model", MODEL, "--registry", "none", "--connection-timeout-s", "60"],
+                       WORK)
+        try:
+            socks = {}
+            for req, want in cases * 4:
+                s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+                s.sendall(req)
+                s.shutdown(socket.SHUT_WR)
+                socks[s] = (req, want, [b""])
+            deadline = time.monotonic() + 10 * S
+            open_ = set(socks)
+            while open_ and time.monotonic() < deadline:
+                for s in select.select(list(open_), [], [], 0.5)[0]:
+                    chunk, end = recv_or_end(s, 65536)
+                    socks[s][2][0] += chunk
+                    if end:
+                        self.assertEqual(end, "eof", socks[s][0])
+                        open_.discard(s)
+            for s, (req, want, got) in socks.items():
+                s.close()
+                statuses = [int(c) for c in re.findall(rb"HTTP/1\.1 (\d{3}) ", got[0])]
+                self.assertIn(statuses, want, "%r: %r" % (req[:60], got[0][-200:]))
+                self.assertFalse(s in open_, "%r: held open after %r" % (req[:60], statuses))
+                if req.startswith(b"POST") and statuses == [200]:
+                    self.assertEqual(json.loads(head_and_body(got[0])[1])["results"][0]["codes"],
+                                     codes[0].tolist())
+            no_server_errors(self, srv)
+        finally:
+            self.assertEqual(srv.stop(), 0)
+
+
 class TestExpectWithoutBody(unittest.TestCase):
     """`Expect: 100-continue` on a request without a body (which RFC 9110
     10.1.1 says a client must not send, and some do) with another request
