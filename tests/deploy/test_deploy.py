@@ -1531,7 +1531,8 @@ class Deploy(unittest.TestCase):
     def test_promtool_dashboard(self):
         """promtool accepts every dashboard query (as Grafana sends it) and
         gives the figures a panel promises on made-up series of two instances:
-        'a' answers 2 requests/s with 200 and 1 with 503, 'b' 1 with 200."""
+        'a' answers 2 requests/s with 200 and 1 with 503, 'b' 1 with 200 and
+        1 lookup with 501 (--registry none)."""
         promtool = tl.find_promtool()
         if not promtool:
             self.skipTest("no promtool (see test_promtool)")
@@ -1549,6 +1550,9 @@ class Deploy(unittest.TestCase):
             ('semid_requests_total{%s,%s,code="200"}' % (a, enc), "0+120x40"),
             ('semid_requests_total{%s,%s,code="503"}' % (a, enc), "0+60x40"),
             ('semid_requests_total{%s,%s,code="200"}' % (b, enc), "0+60x40"),
+            # 'b' runs with --registry none: the lookups sent to it are 501,
+            # no failure, and no part of the 5xx share either
+            ('semid_requests_total{%s,route="/v1/items/{id}",code="501"}' % b, "0+60x40"),
             # the probes' and scrapes' own requests, 503s among them (no
             # model): not the callers', so no part of the 5xx share
             ('semid_requests_total{%s,route="/readyz",code="503"}' % a, "0+240x40"),
@@ -1582,6 +1586,7 @@ class Deploy(unittest.TestCase):
             (("Requests by route and status", "A"), "20m",
              [('{code="200",route="/metrics"}', 8),
               ('{code="200",route="/v1/items:encode"}', 3),
+              ('{code="501",route="/v1/items/{id}"}', 1),
               ('{code="503",route="/readyz"}', 4),
               ('{code="503",route="/v1/items:encode"}', 1)]),
             (("Latency by route, p50 and p99", "B"), "20m",
@@ -1769,6 +1774,17 @@ class Deploy(unittest.TestCase):
         ]
         a = {"job": "semid", "instance": "a:8080"}
         f = {"job": "semid", "instance": "f:8080"}
+
+        def registryless(failed):
+            """'a' on --registry none: 1000 encodes a minute (@failed of
+            them 503), 300 400s, 900 registry calls answered 501."""
+            return [{"series": 'semid_requests_total{%s,route="%s",code="%s"}'
+                               % (inst, route, code), "values": "0+%dx60" % n}
+                    for route, code, n in (("/v1/items:encode", "200", 1000 - failed),
+                                           ("/v1/items:encode", "503", failed),
+                                           ("/v1/items:encode", "400", 300),
+                                           ("/v1/items/{id}", "501", 600),
+                                           ("/v1/items:assign", "501", 300)) if n]
         low_l = {"job": "semid", "instance": "d:8080"}
         tight = 'job="semid",instance="c:8080"'
         return {
@@ -1834,6 +1850,27 @@ class Deploy(unittest.TestCase):
                          "exp_alerts": [{"exp_labels": dict(a, severity="warning")}]},
                         {"eval_time": "26m", "alertname": name,
                          "exp_alerts": [{"exp_labels": dict(a, severity="warning")}]})
+                ],
+            }, {
+                # a fleet run with --registry none whose clients also send
+                # it registry calls, answered 501 (a choice, not a failure):
+                # 1000 encodes a minute, 300 400s, and 900 lookups and
+                # assigns, all 501; in the first test none of the encodes
+                # fails (with the 501s counted it paged: 41 %), in the
+                # second 15 of them are 503s, 1.2 % of the 1300 requests it
+                # serves (with the 501s in the ratio's whole, 0.7 %: no
+                # page)
+                "interval": "1m",
+                "input_series": registryless(0),
+                "alert_rule_test": [
+                    {"eval_time": "30m", "alertname": "SemidHighErrorRate", "exp_alerts": []},
+                ],
+            }, {
+                "interval": "1m",
+                "input_series": registryless(15),
+                "alert_rule_test": [
+                    {"eval_time": "30m", "alertname": "SemidHighErrorRate",
+                     "exp_alerts": [{"exp_labels": {"severity": "critical", "job": "semid"}}]},
                 ],
             }, {
                 # a day at 5 bits, then 2 (under two thirds) for 2 h: 'a'
