@@ -1,7 +1,8 @@
 /*
  * check.c - the checks a start makes that semid-server --check-config
  * repeats without starting anything (the open files limit, the admin
- * token's warnings), the threads a start needs beside its pool, and
+ * token's warnings, the threads a start needs beside its pool, which
+ * --check-config tries with the pool's and the rest a start runs), and
  * --check-config itself; see check.h.
  */
 #include "check.h"
@@ -66,16 +67,25 @@ int srv_check_fd_limit(struct srv_config *cfg)
 	return 0;
 }
 
-int srv_check_threads(const struct srv_config *cfg, const struct srv_sockact *sa, int pool)
+/* The threads a running server starts beside its worker pool (check.h),
+ * and in *@http those of the HTTP ports among them. */
+static int threads_beside(const struct srv_config *cfg, const struct srv_sockact *sa, int *http)
 {
-	int ops = cfg->ops_listen[0] || sa->ops_fd >= 0, e, got;
-	/* the ports': libmicrohttpd's, a sweeper, a passed socket's acceptor */
-	int http = cfg->http_threads + 1 + (sa->main_fd >= 0) + (ops ? 2 + (sa->ops_fd >= 0) : 0);
-	int need = http + 2; /* a reload's, the drain's watch */
+	int ops = cfg->ops_listen[0] || sa->ops_fd >= 0;
 
-	got = sid_threads_try(need, 0, &e);
-	if (got == need)
-		return 0;
+	/* the ports': libmicrohttpd's, a sweeper, a passed socket's acceptor */
+	*http = cfg->http_threads + 1 + (sa->main_fd >= 0) + (ops ? 2 + (sa->ops_fd >= 0) : 0);
+	return *http + 2; /* a reload's, the drain's watch */
+}
+
+/* The refusal of a start whose threads beside the worker pool's @pool
+ * (threads_beside) could not all start (@got did, the next failing with
+ * @e), on stderr. */
+static void threads_refused(const struct srv_config *cfg, const struct srv_sockact *sa, int pool,
+			    int got, int e)
+{
+	int http, need = threads_beside(cfg, sa, &http);
+
 	fprintf(stderr,
 		"semid-server: cannot start the %d threads it needs beside the worker pool's "
 		"%d (%d did): %s; they are the HTTP ports' %d (http_threads %d%s, a connection "
@@ -83,8 +93,18 @@ int srv_check_threads(const struct srv_config *cfg, const struct srv_sockact *sa
 		"user's processes and threads (ulimit -u, LimitNPROC=) or a cgroup's pids.max "
 		"leaves no room for them; raise it, or lower workers or http_threads\n",
 		need, pool, got, strerror(e), http, cfg->http_threads,
-		ops ? ", 1 for the operations port" : "",
+		cfg->ops_listen[0] || sa->ops_fd >= 0 ? ", 1 for the operations port" : "",
 		sa->main_fd >= 0 || sa->ops_fd >= 0 ? ", an acceptor for each socket passed" : "");
+}
+
+int srv_check_threads(const struct srv_config *cfg, const struct srv_sockact *sa, int pool)
+{
+	int http, need = threads_beside(cfg, sa, &http), e, got;
+
+	got = sid_threads_try(need, 0, &e);
+	if (got == need)
+		return 0;
+	threads_refused(cfg, sa, pool, got, e);
 	return -1;
 }
 
@@ -193,6 +213,45 @@ static void check_print_store(const struct srv_store_check *st, const struct sid
 	       st->backend, st->pg && !st->connected ? "not reached" : "cannot be read", st->why);
 }
 
+/*
+ * --check-config's look at the thread limits: every thread a start has
+ * running when it checks them (srv_check_threads), beside this one, tried
+ * at once, in the order a start starts them: the model watch's (watch), a
+ * SQLite registry's checkpointer (when a start would open the store: @st),
+ * the worker pool's (workers, and one per store writer and one for lookups,
+ * as main.c sizes it), then those srv_check_threads tries.  All with the
+ * pool's 8 MiB stacks (the usual default too).  A shortfall is said in the
+ * words of the start's refusal it would meet first; returns 1 then, else 0.
+ */
+static int check_threads(const struct srv_config *cfg, const struct srv_sockact *sa,
+			 const struct srv_store_check *st)
+{
+	int watch = cfg->watch != 0, ckpt = st->target[0] && !st->pg && !st->rc;
+	int pool = cfg->workers + st->writers + 1, http, need = threads_beside(cfg, sa, &http);
+	int before = watch + ckpt + pool, e, got;
+
+	got = sid_threads_try(before + need, (size_t)8 << 20, &e);
+	if (got == before + need) {
+		printf("threads     the %d a start runs beside its main thread start under the "
+		       "limit on threads: the worker pool's %d, the %d beside it%s%s\n",
+		       before + need, pool, need, watch ? ", the model watch's" : "",
+		       ckpt ? ", the registry's checkpointer" : "");
+		return 0;
+	}
+	if (got < watch)
+		fprintf(stderr, "semid-server: cannot start the thread that checks %s\n",
+			cfg->model);
+	else if (got < before) /* (a checkpointer that cannot start is done without) */
+		fprintf(stderr,
+			"semid-server: cannot start the %d threads of the worker pool (%d did): "
+			"%s (the process or thread limit, RLIMIT_NPROC / LimitNPROC, or a memory "
+			"limit for their 8 MiB stacks)\n",
+			pool, got - watch - ckpt > 0 ? got - watch - ckpt : 0, strerror(e));
+	else
+		threads_refused(cfg, sa, pool, got - before, e);
+	return 1;
+}
+
 int srv_check_config(struct srv_config *cfg, const struct srv_sockact *sa)
 {
 	struct srv_store_check st;
@@ -232,6 +291,7 @@ int srv_check_config(struct srv_config *cfg, const struct srv_sockact *sa)
 	else
 		check_print_store(&st, m);
 	sid_model_unref(m);
+	refused += check_threads(cfg, sa, &st);
 	if (refused)
 		printf("result      REFUSED: a start would exit 2 (%d problem%s, said on stderr)\n",
 		       refused, refused > 1 ? "s" : "");

@@ -49,8 +49,11 @@ void srv_check_admin_token(const struct srv_config *cfg);
  * (parsed by now), the sockets passed (read by now), listen and ops_listen
  * resolved and their hosts bound with port 0 (the running server holds the
  * ports), the open files limit, the model loaded and smoke-encoded, the
- * watched directory, the registry read without a write (srv_store_check).
- * No pool, listener, watcher or signal handler; nothing written.  A summary
+ * watched directory, the registry read without a write (srv_store_check),
+ * and the threads a start runs (the pool's, the model watch's, a SQLite
+ * store's checkpointer and srv_check_threads's), tried at once under the
+ * limit on threads and ended.  No pool, listener, watcher or signal
+ * handler kept; nothing written.  A summary
  * on stdout, a refusal on stderr in the start's words.  Returns the exit
  * status a start would have: 0, or 2 when it would be refused.  It may
  * lower @cfg's connection_limit, as srv_check_fd_limit does for a start.

@@ -36,6 +36,15 @@ static void set_health(struct srv_store *s, int up, const char *msg)
 	pthread_mutex_unlock(&s->mu);
 }
 
+/* The writer handles of a store (SQLite: one; PostgreSQL:
+ * registry_connections). */
+static int store_writers(const struct srv_config *cfg, int pg)
+{
+	int n = pg ? cfg->registry_connections : 1;
+
+	return n < 1 || n > SRV_STORE_MAX_WRITERS ? 1 : n;
+}
+
 /* Open the handle in @role.  At start (@starting) a store that no retry
  * will open is not retried but returned, for srv_store_init to refuse. */
 static int open_role(struct srv_store *s, int role, int starting, struct sid_error *err)
@@ -184,10 +193,8 @@ int srv_store_init(struct srv_store *s, const struct srv_config *cfg, struct sid
 	}
 	pg = sid_registry_target_is_pg(s->target);
 	s->backend = pg ? "postgresql" : "sqlite";
-	s->writers = pg ? cfg->registry_connections : 1;
+	s->writers = store_writers(cfg, pg);
 	s->timeout_ms = cfg->registry_timeout_ms;
-	if (s->writers < 1 || s->writers > SRV_STORE_MAX_WRITERS)
-		s->writers = 1;
 	/* SQLite: as many as wait (one fsync for all); PostgreSQL: small enough
 	 * that the writers' transactions run side by side */
 	s->group_rows = pg ? SID_REG_PG_GROUP_IDS : 16384;
@@ -238,6 +245,7 @@ int srv_store_check(const struct srv_config *cfg, struct srv_store_check *out,
 		return rc;
 	out->pg = sid_registry_target_is_pg(out->target);
 	out->backend = out->pg ? "postgresql" : "sqlite";
+	out->writers = store_writers(cfg, out->pg);
 	sid_error_clear(&e);
 	rc = sid_registry_open_timeout(out->target, SID_REG_PEEK, cfg->registry_timeout_ms, &h, &e);
 	/* what srv_store_init refuses */

@@ -84,6 +84,7 @@ struct srv_store_check {
 	char target[1024];   /* as srv_store_init resolves it ("" for none) */
 	const char *backend; /* "none", "sqlite" or "postgresql" */
 	int pg;
+	int writers;	  /* the writer handles a start keeps (srv_store.writers); 0: none */
 	int connected;	  /* PostgreSQL: a connection was made */
 	int rc;		  /* 0: read, or none yet and a start can make it; else why says */
 	int found;	  /* a store of this build's schema was read (label, levels) */

@@ -2067,6 +2067,15 @@ class TestLifecycle(unittest.TestCase):
         os.chmod(model, 0o644)
         return model
 
+    @staticmethod
+    def until_listening(p):
+        """The stderr of server @p (text) read up to its event=listening
+        line: that line, or "" if it ended first."""
+        line = p.stderr.readline()
+        while line and "event=listening" not in line:
+            line = p.stderr.readline()
+        return line
+
     def test_worker_threads_that_cannot_start(self):
         """A thread limit (RLIMIT_NPROC) that left libuv unable to start its
         pool's threads killed the server by SIGABRT inside libuv (134),
@@ -2119,10 +2128,7 @@ class TestLifecycle(unittest.TestCase):
         p = subprocess.Popen(args, user=64997, group=64997, preexec_fn=limit(11),
                              stderr=subprocess.PIPE, text=True)
         try:
-            line = p.stderr.readline()
-            while line and "event=listening" not in line:
-                line = p.stderr.readline()
-            self.assertIn("event=listening", line)
+            self.assertIn("event=listening", self.until_listening(p))
             p.send_signal(signal.SIGTERM)
             rest = p.stderr.read()
             self.assertEqual(p.wait(timeout=60), 0, rest)
@@ -2132,6 +2138,58 @@ class TestLifecycle(unittest.TestCase):
                 p.wait()
             p.stderr.close()
         self.assertNotIn("cannot start", rest)
+
+    @unittest.skipIf(os.environ.get("SEMID_SANITIZE") == "thread",
+                     "ThreadSanitizer's own background thread takes one of the few the limit "
+                     "allows, so the counts below do not hold")
+    def test_check_config_finds_the_threads_a_start_cannot_start(self):
+        """--check-config did not look at the limit on threads, so it passed
+        a configuration whose start then exited 2 for want of them.  It
+        now tries every thread a start runs, at once: under each limit a
+        start and a check with the same flags exit alike, with the same
+        refusal on stderr (the worker pool's threads under 4, those beside
+        it under 6, none under 11: test_threads_beside_the_pool_that_cannot_start
+        counts them)."""
+        model = self.model_for_another_user()
+        program = T.as_nobody(T.SERVER)["program"]
+        for n, workers, rc in ((4, "4", 2), (6, "1", 2), (11, "1", 0)):
+            args = ["--model", model, "--listen", "127.0.0.1:0", "--ops-listen", "127.0.0.1:0",
+                    "--registry", "none", "--workers", workers]
+
+            def run(extra):
+                # a uid of its own: RLIMIT_NPROC counts every process of the user
+                return subprocess.Popen(
+                    [program] + extra + args, user=64996, group=64996,
+                    preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NPROC, (n, n)),
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            check = run(["--check-config"])
+            out, err = check.communicate(timeout=60)
+            start = run([])
+            try:
+                if rc:
+                    _, start_err = start.communicate(timeout=60)
+                else:
+                    start_err = self.until_listening(start)
+                    self.assertIn("event=listening", start_err)
+                    start.send_signal(signal.SIGTERM)
+                    start.communicate(timeout=60)
+            finally:
+                if start.poll() is None:
+                    start.kill()
+                    start.wait()
+            refusal = [ln for ln in err.splitlines() if ln.startswith("semid-server: ")]
+            self.assertEqual(check.returncode, rc, (n, out, err))
+            self.assertEqual(refusal, [ln for ln in start_err.splitlines()
+                                       if ln.startswith("semid-server: ")], n)
+            if rc:
+                self.assertEqual(len(refusal), 1, err)
+                self.assertIn("cannot start the", refusal[0])
+                self.assertIn("result      REFUSED: a start would exit 2 (1 problem", out)
+            else:
+                self.assertIn("\nthreads     the 10 a start runs beside its main thread start "
+                              "under the limit on threads: the worker pool's 2, the 7 beside "
+                              "it, the model watch's\n", out)
+                self.assertIn("result      OK", out)
 
     def test_refused_start_leaves_no_registry(self):
         """A server that cannot load its model leaves nothing beside it: the
