@@ -55,7 +55,11 @@ struct lookup_work {
 	uv_work_t work;
 	struct srv_assigner *a;
 	struct srv_lookup *lk;
-	int waited_out; /* the store did not answer it in time (a 503) */
+	/* the store did not answer it in time (a 503): its error, for the
+	 * lookups queued behind it (fail_queued_lookups) */
+	int waited_out;
+	int rc;
+	struct sid_error err;
 };
 
 void srv_lookup_free(struct srv_lookup *lk)
@@ -493,6 +497,18 @@ static void lookup_fail(struct srv_assigner *a, struct srv_lookup *lk, enum srv_
 	lk->status = status;
 }
 
+/* A lookup's store call ended with @rc (@err) after @waits waits that ran
+ * out: when that is an outage, its error is kept for those queued behind. */
+static void lookup_waited_out(struct lookup_work *lw, uint64_t waits, int rc,
+			      const struct sid_error *err)
+{
+	lw->waited_out = waits != 0 && srv_store_is_outage(rc);
+	if (lw->waited_out) {
+		lw->rc = rc;
+		lw->err = *err;
+	}
+}
+
 /*
  * POST /v1/{items,users}:delete: the ids in one transaction; 200 with a
  * result per id in their order, {"kind", "id", "deleted": false} for one
@@ -518,7 +534,7 @@ static void delete_many(struct lookup_work *lw, struct sid_registry *h, double t
 	}
 	rc = sid_registry_delete(h, lk->kind, (const char *const *)lk->keys, lk->n_keys, e, &err);
 	srv_store_note(a->store, rc, &err);
-	lw->waited_out = take_events(a, h) != 0 && srv_store_is_outage(rc);
+	lookup_waited_out(lw, take_events(a, h), rc, &err);
 	for (size_t i = 0; !rc && i < lk->n_keys; i++)
 		deleted += e[i].deleted != 0;
 	registry_call_noted(a, SRV_REG_OP_ASSIGN, srv_now() - t0, rc, !rc && !deleted);
@@ -618,7 +634,7 @@ static void lookup_work(uv_work_t *w)
 		rc = sid_registry_list(h, lk->kind, lk->key, lk->cursor ? lk->cursor : "",
 				       lk->limit, e, &n, next, &err);
 	srv_store_note(a->store, rc, &err);
-	lw->waited_out = take_events(a, h) != 0 && srv_store_is_outage(rc);
+	lookup_waited_out(lw, take_events(a, h), rc, &err);
 	registry_call_noted(a, op, srv_now() - t0, rc, del && !rc && !e->deleted);
 	if (!rc && del && !e->deleted)
 		/* the id left out: the message goes to the request log, and an
@@ -689,15 +705,25 @@ fail:
  * elsewhere, a stopped PostgreSQL backend) would make each queued lookup
  * wait registry_timeout_ms in turn, the last of a hundred for minutes, each
  * holding its connection (and with them connection_limit, which encode
- * clients need too).  When one has waited out the timeout, those queued
- * behind it get its 503 at once, as assigns do (fail_pending); lookups that
- * arrive later try the store again.
+ * clients need too).  When one (@lw) has waited out the timeout, those
+ * queued behind it get its 503 at once, as assigns do (fail_pending);
+ * lookups that arrive later try the store again.  Each is counted as its
+ * own call would have been, and the store's health is noted with the error
+ * they were answered (a call that went through on another handle meanwhile
+ * had set it back): the metrics alone were, so the next probe's log (which
+ * says when the store answers again) and the error of GET /v1/model went by
+ * that call instead.  A model's levels check (SRV_LOOKUP_LEVELS) is no
+ * lookup and was counted as a failed one; it is left, as when it cannot
+ * read the store itself (the first assign of a kind finds out).
  */
-static void fail_queued_lookups(struct srv_assigner *a, const struct srv_lookup *timed_out)
+static void fail_queued_lookups(struct srv_assigner *a, const struct lookup_work *lw)
 {
+	const struct srv_lookup *timed_out = lw->lk;
 	struct srv_lookup *lk = a->lk_head, *next;
 
 	a->lk_head = a->lk_tail = NULL;
+	if (lk)
+		srv_store_note(a->store, lw->rc, &lw->err);
 	for (; lk; lk = next) {
 		next = lk->next;
 		lk->next = NULL;
@@ -713,7 +739,7 @@ static void fail_queued_lookups(struct srv_assigner *a, const struct srv_lookup 
 		memcpy(lk->errmsg, timed_out->errmsg, sizeof(lk->errmsg));
 		if (lk->op == SRV_LOOKUP_PROBE)
 			srv_metrics_registry_probe(a->metrics, 0);
-		else
+		else if (lk->op != SRV_LOOKUP_LEVELS)
 			srv_metrics_registry_call(a->metrics, lookup_metric_op(lk->op), 0, 0);
 		lk->done(lk);
 	}
@@ -728,7 +754,7 @@ static void lookup_after(uv_work_t *w, int status)
 	a->lookup_busy = 0;
 	a->last_call = srv_now();
 	if (lw->waited_out)
-		fail_queued_lookups(a, lw->lk);
+		fail_queued_lookups(a, lw);
 	lw->lk->done(lw->lk);
 	free(lw);
 	schedule(a);

@@ -588,6 +588,46 @@ class TestAssignPostgres(PgBase):
         self.assertEqual((m['semid_registry_errors_total{op="lookup"}'],
                           m['semid_registry_errors_total{op="assign"}']), (5, 5))
 
+    def test_queued_levels_check_is_no_failed_lookup(self):
+        """A model swapped in queues a check of the store's levels in the
+        lookups' lane; behind a lookup that timed out it was answered with
+        the lookups' 503 and counted as a failed lookup, one more than the
+        clients were refused.  It counts as nothing now (as when it cannot
+        read the store itself), and the store's health is noted with the
+        error the queued calls got: GET /v1/model and semid_registry_up say
+        the store is down, with that error."""
+        conninfo, db = self.fresh_db_named("lvq")
+        X, _ = T.tie_free_inputs(self.rng, self.ta, 1)
+        d = self.fresh_dir()
+        srv, model = self.start(d, {"item": self.ta}, "Q",
+                                ["--registry", conninfo, "--registry-connections", "1",
+                                 "--registry-timeout-ms", "2000", "--admin-token", "t"])
+        holder = None
+        try:
+            self.assertEqual(assign(srv, ["warm"], X)[0], 200)
+            holder = self.lock_table(db)
+            out = []
+            t = threading.Thread(target=lambda: out.append(srv.json("GET", "/v1/items/warm")))
+            t.start()
+            time.sleep(0.3)  # the lookup waits on the lock; the check queues behind it
+            T.publish(model, T.model_bytes({"item": self.ta}, "Q2"))
+            st, _, r = srv.json("POST", "/v1/admin/reload", headers={"Authorization": "Bearer t"})
+            self.assertEqual((st, r.get("model_version")), (200, "Q2"), r)
+            t.join(60)
+            st, _, r = out[0]
+            self.assertEqual((st, r["error"]["code"]), (503, "unavailable"), r)
+            m = srv.metrics()
+            self.assertEqual((m['semid_registry_errors_total{op="lookup"}'],
+                              m["semid_registry_up"]), (1, 0))
+            st, _, info = srv.json("GET", "/v1/model")
+            self.assertEqual(info["registry"]["status"], "unavailable")
+            self.assertIn("canceling statement due to statement timeout",
+                          info["registry"]["error"])
+        finally:
+            if holder:
+                release(holder)
+            self.assertEqual(srv.stop(), 0)
+
     def test_queued_groups_wait_once(self):
         """Groups hold 128 ids at most on PostgreSQL, so requests of 100
         rows are a group each: with the table locked elsewhere, six queued
