@@ -414,10 +414,10 @@ int cli_output_open_named(struct cli_output *w, const char *path, const char *co
 					     w->path);
 	}
 	w->kind = CLI_OUT_FILE;
+	signals_install(w); /* before the temp file is, see cli_output_open */
 	if ((rc = sid_publish_begin_named(&w->pub, path, err)) < 0)
-		return rc;
-	signals_install(w); /* they remove its temp file */
-	return 0;
+		signals_restore(w);
+	return rc < 0 ? rc : 0;
 }
 
 int cli_output_open(struct cli_output *w, const char *path, FILE *std, const char *const *inputs,
@@ -475,9 +475,13 @@ int cli_output_open(struct cli_output *w, const char *path, FILE *std, const cha
 	/* Its message as it is: it names the output, says the temporary file
 	 * for it could not be created beside it and why, and its code says out of memory apart
 	 * from a file system error (errno once it returns is no promise). */
-	if ((rc = sid_publish_begin(&w->pub, path, err)) < 0)
+	/* Caught before the temp file is: a stop the moment it opened ended
+	 * the process without a word (what the output was left went unsaid). */
+	signals_install(w);
+	if ((rc = sid_publish_begin(&w->pub, path, err)) < 0) {
+		signals_restore(w);
 		return rc;
-	signals_install(w); /* they remove its temp file */
+	}
 	/* the mode of the file it replaces, from the start: a private file
 	 * stays private; an owner that cannot be given (not root) is not */
 	if (replaces && (fchmod(w->pub.fd, st.st_mode & 07777) != 0 ||

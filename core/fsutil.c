@@ -323,6 +323,18 @@ static int publish_begin(struct sid_publish *pub, const char *path, int named,
 	if (!named && !sid__fsutil_no_tmpfile && sid_path_dir(path, dir) == 0)
 		pub->fd = open(dir, O_TMPFILE | O_WRONLY | O_CLOEXEC, 0644);
 	if (pub->fd < 0) { /* asked for, or no O_TMPFILE here (or the tests' switch) */
+		sigset_t all, was;
+		int e;
+
+		/* A signal on this thread between the create and watch_name ran
+		 * a handler that could not yet see the name, and left the file
+		 * behind: held back until the name is watched. */
+		sigfillset(&all);
+		sigdelset(&all, SIGSEGV); /* the synchronous ones cannot wait */
+		sigdelset(&all, SIGBUS);
+		sigdelset(&all, SIGFPE);
+		sigdelset(&all, SIGILL);
+		pthread_sigmask(SIG_BLOCK, &all, &was);
 		for (int tries = 0;; tries++) {
 			pub->fd = open(pub->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
 				       named ? 0600 : 0644);
@@ -330,8 +342,13 @@ static int publish_begin(struct sid_publish *pub, const char *path, int named,
 				break;
 			tmp_name(pub, 1);
 		}
+		e = errno;
+		if (pub->fd >= 0) {
+			pub->named = 1;
+			watch_name(pub, 1);
+		}
+		pthread_sigmask(SIG_SETMASK, &was, NULL);
 		if (pub->fd < 0) {
-			int e = errno;
 			/* the directory missing: said of it, not of a temp name the
 			 * user never gave */
 			if ((e == ENOENT || e == ENOTDIR) && sid_path_dir(path, dir) == 0)
@@ -343,8 +360,6 @@ static int publish_begin(struct sid_publish *pub, const char *path, int named,
 						   strerror(e));
 			goto fail;
 		}
-		pub->named = 1;
-		watch_name(pub, 1);
 	}
 	return 0;
 

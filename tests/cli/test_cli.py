@@ -618,6 +618,54 @@ class CliTest(unittest.TestCase):
             with open(out, "rb") as f:
                 self.assertEqual(f.read(), b"old")
 
+    @unittest.skipUnless(shutil.which("strace"), "needs strace to stop it at a given syscall")
+    def test_stopped_as_the_output_opens(self):
+        """A stop the moment the output's temp file was created: encode's
+        handler was installed only after the open, so the process ended
+        without a word (CI saw it as test_killed_run_leaves_no_temp's empty
+        stderr under ASan); a backup's named temp file (FILE.tmp.PID.N),
+        created before the handler could see its name, was left behind.
+        strace delivers the signal right as that open returns."""
+        db, _ = self.assigned_store("r.db")
+        d = tempfile.mkdtemp(prefix="semid-open-")
+        self.addCleanup(shutil.rmtree, d, True)
+        log = os.path.join(self.out.name, "strace.log")
+
+        def opens(args, extra=()):
+            p = subprocess.run(["strace", "-qq", "-e", "trace=openat", "-o", log, *extra,
+                                SEMID, *args], capture_output=True, timeout=60)
+            if p.returncode not in (0, -signal.SIGTERM) and b"ptrace" in p.stderr:
+                self.skipTest("strace cannot trace here: " + p.stderr.decode().strip())
+            with open(log) as f:
+                return p, [line for line in f if "openat(" in line]
+
+        for args, name, temp in (
+                (["encode", "--model", self.model, "--input", self.input], "o.npy",
+                 "O_TMPFILE"),
+                (["registry", "backup", "--db", db], "b.db", "O_CREAT|O_EXCL")):
+            with self.subTest(cmd=args[:2]):
+                out = os.path.join(d, name)
+                with open(out, "wb") as f:
+                    f.write(b"old")
+                args = args + ["-o", out]
+                # where the temp file's open comes, among the run's opens
+                p, seen = opens(args)
+                self.assertEqual(p.returncode, 0, p.stderr.decode())
+                at = [i for i, line in enumerate(seen) if temp in line and d in line]
+                self.assertEqual(len(at), 1, seen)
+                with open(out, "wb") as f:
+                    f.write(b"old")
+                p, seen = opens(args, ["-e", "inject=openat:signal=SIGTERM:when=%d" %
+                                       (at[0] + 1)])
+                self.assertIn(temp, seen[at[0]])  # the same open, stopped there
+                self.assertEqual(p.returncode, -signal.SIGTERM, p.stderr.decode())
+                self.assertEqual(p.stderr.decode(), "semid: stopped by SIGTERM; nothing "
+                                 "written to %s (it gets its name only when complete)\n" % out)
+                self.assertEqual(os.listdir(d), [name])  # no temp file beside it
+                with open(out, "rb") as f:
+                    self.assertEqual(f.read(), b"old")
+                os.unlink(out)
+
     def test_killed_writer_leaves_whole_lines(self):
         # TSV written in place (stdout here, a FIFO alike) went out as stdio's
         # buffer filled, wherever a line was: a run killed by a signal (a
