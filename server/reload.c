@@ -826,7 +826,7 @@ int srv_reload_new(uv_loop_t *loop, const struct srv_config *cfg, struct srv_met
 	struct srv_reload *r;
 	struct sid_model *m = NULL;
 	struct sid_error lerr;
-	struct stat st0, now;
+	struct stat st0 = {0}, now = {0};
 	double t0;
 	int rc, had;
 
