@@ -194,13 +194,20 @@ static ssize_t lines_write(void *cookie, const char *buf, size_t len)
 			take = sizeof(l->held) - l->n;
 		memcpy(l->held + l->n, buf + at, take);
 		l->n += take;
-		at += take;
 		nl = memrchr(l->held, '\n', l->n);
 		if (!nl && l->n < sizeof(l->held))
-			break; /* a line begun: the rest comes later */
+			return (ssize_t)len; /* a line begun: the rest comes later */
 		out = nl ? (size_t)(nl - l->held) + 1 : l->n; /* longer than PIPE_BUF: a piece */
-		if (lines_put(l->fd, l->held, out))
-			return -1; /* errno says why */
+		if (lines_put(l->fd, l->held, out)) {
+			/* The bytes taken before (errno says why not these):
+			 * never -1, which glibc takes for a count of SIZE_MAX
+			 * and then copies one byte more than it was given from
+			 * past the caller's buffer (fopencookie(3): "must not
+			 * return a negative value"). */
+			l->n -= take;
+			return (ssize_t)at;
+		}
+		at += take;
 		memmove(l->held, l->held + out, l->n - out);
 		l->n -= out;
 	}

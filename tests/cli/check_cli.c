@@ -1,8 +1,8 @@
 /*
  * check_cli.c - unit tests for the pieces of bin/semid that do not need a
  * process: encode option parsing (cli_encode_parse), the progress line
- * (cli_progress_format), the pace of a capped copy, and the signals an
- * open output handles.  The end-to-end behaviour is in test_cli.py.
+ * (cli_progress_format), the pace of a capped copy, the signals an open
+ * output handles, and a device output's failed write.  The end-to-end behaviour is in test_cli.py.
  */
 #include <check.h>
 #include "check_main.h"
@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #include "../../cli/cli.h" /* tests build with -Icore -Itests only */
@@ -244,6 +245,32 @@ START_TEST(test_output_keeps_ignored_signals)
 }
 END_TEST
 
+/* A write that fails on a device output (/dev/full: ENOSPC) made the
+ * whole-lines stream's write hook return -1, which glibc takes for a count
+ * of SIZE_MAX: fwrite then copied one byte more than it was given from past
+ * the caller's buffer (`semid registry list -o /dev/full` died of SIGSEGV
+ * under TSan).  The buffer here ends at an inaccessible page. */
+START_TEST(test_device_write_failure_reads_no_further)
+{
+	long pg = sysconf(_SC_PAGESIZE);
+	size_t len = 4 * (size_t)pg;
+	char *map = mmap(NULL, len + (size_t)pg, PROT_READ | PROT_WRITE,
+			 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	struct cli_output w;
+	struct sid_error err;
+
+	ck_assert_ptr_ne(map, MAP_FAILED);
+	ck_assert_int_eq(mprotect(map + len, (size_t)pg, PROT_NONE), 0);
+	for (size_t i = 0; i < len; i++)
+		map[i] = i % 64 == 63 ? '\n' : 'x';
+	ck_assert_int_eq(cli_output_open(&w, "/dev/full", stdout, NULL, &err), 0);
+	ck_assert_uint_lt(fwrite(map, 1, len, w.fp), len);
+	ck_assert(ferror(w.fp));
+	cli_output_abort(&w);
+	munmap(map, len + (size_t)pg);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("cli");
@@ -256,6 +283,7 @@ int main(void)
 	tcase_add_test(tc, test_progress_quiet_when_off);
 	tcase_add_test(tc, test_pace_delay);
 	tcase_add_test(tc, test_output_keeps_ignored_signals);
+	tcase_add_test(tc, test_device_write_failure_reads_no_further);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }
