@@ -337,11 +337,23 @@ static int sq_fail(struct sq *s, int rc, struct sid_error *err, const char *what
 				     "most likely, held the store's lock; waited up to %d ms: "
 				     "registry_timeout_ms)",
 				     s->base.label, what, msg, s->busy_ms);
+	case SQLITE_READONLY:
+		/* a reader's recovery_wait ran out (SQLite's own message,
+		 * "attempt to write a readonly database", is false of a read) */
+		if (rc == SQLITE_READONLY_RECOVERY)
+			return sid_error_set(
+			    err, SID_EUNAVAIL,
+			    "registry %s: %s: the store's index (%s-shm) was being "
+			    "rebuilt by its writer (a process that may not write "
+			    "it reads once the writer is done); waited up to %d ms: "
+			    "registry_timeout_ms",
+			    l, what, l, s->busy_ms);
+		code = SID_EUNAVAIL;
+		break;
 	case SQLITE_LOCKED:
 	case SQLITE_IOERR:
 	case SQLITE_FULL:
 	case SQLITE_PROTOCOL:
-	case SQLITE_READONLY:
 		code = SID_EUNAVAIL;
 		break;
 	case SQLITE_CANTOPEN:
@@ -375,10 +387,73 @@ static sqlite3_stmt *stmt(struct sq *s, int i)
 	return s->st[i];
 }
 
+/*
+ * A connection that may not write the store's -shm (reader_open's, for a
+ * process that may not write the store) cannot rebuild the WAL's index
+ * there: while the index's header is not valid (a writer has just made the
+ * -shm, at its start or a restart, or is seen writing the header) every read
+ * that begins fails SQLITE_READONLY_RECOVERY, until a writer has rebuilt it
+ * (its next read or write does).  Not only a first read: a reader stays open
+ * while writers come and go.  So such a read is tried again every 2 ms, up
+ * to the busy timeout, as a lock held elsewhere is waited for; a writer's
+ * connection never fails so.  recovery_wait pauses and returns 1 while the
+ * read may be tried again, 0 once *deadline (0 before the first pause of a
+ * read: set then) has passed.  The wrappers below (extended result codes on,
+ * or SQLite answers SQLITE_READONLY alone) are for every read.
+ */
+static int recovery_wait(struct sq *s, int64_t *deadline)
+{
+	int64_t now = sid__reg_mono_ms();
+
+	if (!*deadline)
+		*deadline = now + s->busy_ms;
+	else if (now >= *deadline)
+		return 0;
+	usleep(2000);
+	return 1;
+}
+
+/* sqlite3_step, tried again (reset) at the start of the statement only: once
+ * it has begun, its read holds the index it began with. */
+static int step(struct sq *s, sqlite3_stmt *st)
+{
+	int64_t deadline = 0;
+	int first = !sqlite3_stmt_busy(st), rc;
+
+	while ((rc = sqlite3_step(st)) == SQLITE_READONLY_RECOVERY && first &&
+	       recovery_wait(s, &deadline))
+		sqlite3_reset(st);
+	return rc;
+}
+
+/* sqlite3_prepare_v2 on s->db (it may read the schema) */
+static int prepare(struct sq *s, const char *sql, sqlite3_stmt **st)
+{
+	int64_t deadline = 0;
+	int rc;
+
+	while ((rc = sqlite3_prepare_v2(s->db, sql, -1, st, NULL)) == SQLITE_READONLY_RECOVERY &&
+	       recovery_wait(s, &deadline))
+		;
+	return rc;
+}
+
+/* sqlite3_exec of @sql on @db, s->db or one about to replace it */
+static int db_exec(struct sq *s, sqlite3 *db, const char *sql)
+{
+	int64_t deadline = 0;
+	int rc;
+
+	while ((rc = sqlite3_exec(db, sql, NULL, NULL, NULL)) == SQLITE_READONLY_RECOVERY &&
+	       recovery_wait(s, &deadline))
+		;
+	return rc;
+}
+
 /* Run a statement that returns no rows. */
 static int run(struct sq *s, sqlite3_stmt *st, struct sid_error *err, const char *what)
 {
-	int rc = sqlite3_step(st);
+	int rc = step(s, st);
 	sqlite3_reset(st);
 	if (rc != SQLITE_DONE && rc != SQLITE_ROW)
 		return sq_fail(s, rc, err, what);
@@ -387,7 +462,7 @@ static int run(struct sq *s, sqlite3_stmt *st, struct sid_error *err, const char
 
 static int exec(struct sq *s, const char *sql, struct sid_error *err, const char *what)
 {
-	int rc = sqlite3_exec(s->db, sql, NULL, NULL, NULL);
+	int rc = db_exec(s, s->db, sql);
 	return rc == SQLITE_OK ? 0 : sq_fail(s, rc, err, what);
 }
 
@@ -458,7 +533,7 @@ static int row_entry(struct sq *s, sqlite3_stmt *st, enum sid__reg_row how, stru
 static int fetch_one(struct sq *s, sqlite3_stmt *st, enum sid__reg_row how, struct sid_reg_entry *e,
 		     sqlite3_int64 *rid, struct sid_error *err)
 {
-	int rc = sqlite3_step(st);
+	int rc = step(s, st);
 
 	if (rc == SQLITE_DONE)
 		rc = 0;
@@ -504,7 +579,7 @@ static int levels_read(struct sq *s, int kind, int *L, struct sid_error *err)
 	int rc;
 
 	sqlite3_bind_text(st, 1, sid_tower_name(kind), -1, SQLITE_STATIC);
-	rc = sqlite3_step(st);
+	rc = step(s, st);
 	*L = 0;
 	if (rc == SQLITE_ROW) {
 		rc = sid__reg_levels_parse(s->base.label, kind,
@@ -1030,16 +1105,15 @@ static int reconnect(struct sq *s, const char *name, int flags)
 
 	if ((flags ? sqlite3_open_v2(name, &db, flags | SQLITE_OPEN_NOMUTEX, NULL)
 		   : reader_open(name, 1, &db)) == SQLITE_OK &&
+	    sqlite3_extended_result_codes(db, 1) == SQLITE_OK &&
 	    sqlite3_busy_timeout(db, s->busy_ms) == SQLITE_OK &&
-	    sqlite3_exec(db, "SELECT count(*) FROM sqlite_master", NULL, NULL, NULL) == SQLITE_OK &&
+	    db_exec(s, db, "SELECT count(*) FROM sqlite_master") == SQLITE_OK &&
 	    prepare_all(db, st) == SQLITE_OK) {
 		for (int i = 0; i < S_COUNT; i++)
 			sqlite3_finalize(s->st[i]);
 		sqlite3_close(s->db);
 		memcpy(s->st, st, sizeof(st));
 		s->db = db;
-		sqlite3_extended_result_codes(db, 1);
-		sqlite3_busy_timeout(db, s->busy_ms);
 		return 0;
 	}
 	for (int i = 0; i < S_COUNT; i++)
@@ -1392,7 +1466,7 @@ static int sq_list(struct sid_registry *r, int kind, const uint8_t *lo, size_t l
 			  SQLITE_STATIC);
 	sqlite3_bind_int64(st, 5, after_suffix);
 	sqlite3_bind_int64(st, 6, (sqlite3_int64)limit);
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+	while ((rc = step(s, st)) == SQLITE_ROW) {
 		if (row_entry(s, st, SID__REG_ROW_ANY, &out[n], err)) {
 			rc = SID_EDATA;
 			break;
@@ -1429,8 +1503,7 @@ static int64_t select_int(struct sq *s, const char *sql)
 	sqlite3_stmt *st = NULL;
 	int64_t n = 0;
 
-	if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) == SQLITE_OK &&
-	    sqlite3_step(st) == SQLITE_ROW)
+	if (prepare(s, sql, &st) == SQLITE_OK && step(s, st) == SQLITE_ROW)
 		n = sqlite3_column_int64(st, 0);
 	sqlite3_finalize(st);
 	return n;
@@ -1500,14 +1573,14 @@ static int sq_foreach(struct sid_registry *r, int kind, int want_emb, sid_reg_fo
 			 kind >= 0 ? "WHERE a.kind = ?1" : "");
 	codes_only = want_emb == SID__REG_WALK_CODES;
 	want_emb = want_emb == 1;
-	rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
+	rc = prepare(s, sql, &st);
 	if (rc)
 		return sq_fail(s, rc, err, "walk");
 	if (kind >= 0)
 		sqlite3_bind_int(st, 1, kind);
 	if (!codes_only) /* (the codes alone come from the sid index, in order) */
 		cache = cache_raise(s);
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+	while ((rc = step(s, st)) == SQLITE_ROW) {
 		const float *emb = NULL;
 		if (row_entry(s, st, codes_only ? SID__REG_ROW_CODES : SID__REG_ROW_ANY, &e, err)) {
 			rc = SID_EDATA;
@@ -1577,11 +1650,11 @@ static int sq_count(struct sid_registry *r, int kind, int with_emb, uint64_t *n,
 	if ((rc = file_check(s, err)))
 		return rc;
 	sid__reg_count_sql(sql, sizeof(sql), kind, with_emb, "?1");
-	rc = sqlite3_prepare_v2(s->db, sql, -1, &st, NULL);
+	rc = prepare(s, sql, &st);
 	if (!rc && kind >= 0)
 		sqlite3_bind_int(st, 1, kind);
 	if (!rc)
-		rc = sqlite3_step(st);
+		rc = step(s, st);
 	if (rc == SQLITE_ROW) {
 		*n = (uint64_t)sqlite3_column_int64(st, 0);
 		rc = 0;
@@ -1894,9 +1967,9 @@ static int sq_check_store(struct sid_registry *r, sid_reg_finding_fn fn, void *c
 		told.ops = CHECK_OPS_ENTRY * entries + CHECK_OPS_EMBEDDING * embeddings + 1;
 		sqlite3_progress_handler(s->db, CHECK_TICK, check_tell, &told);
 	}
-	if ((rc = sqlite3_prepare_v2(s->db, "PRAGMA integrity_check", -1, &st, NULL)))
+	if ((rc = prepare(s, "PRAGMA integrity_check", &st)))
 		goto failed;
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+	while ((rc = step(s, st)) == SQLITE_ROW) {
 		const char *what = (const char *)sqlite3_column_text(st, 0);
 		if (!what || !strcmp(what, "ok"))
 			continue;
@@ -1909,9 +1982,9 @@ static int sq_check_store(struct sid_registry *r, sid_reg_finding_fn fn, void *c
 		goto failed;
 	sqlite3_finalize(st);
 	st = NULL;
-	if ((rc = sqlite3_prepare_v2(s->db, orphans, -1, &st, NULL)))
+	if ((rc = prepare(s, orphans, &st)))
 		goto failed;
-	while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+	while ((rc = step(s, st)) == SQLITE_ROW) {
 		f.row = sqlite3_column_int64(st, 0);
 		snprintf(msg, sizeof(msg),
 			 "registry %s: row %lld of semid_embedding belongs to no entry (its "
@@ -2223,7 +2296,6 @@ static int reader_open(const char *path, int ro_shm, sqlite3 **db)
  * first read that failed otherwise is the schema check's to tell.) */
 static int reader_first(struct sq *s, const char *path, int last)
 {
-	int64_t deadline;
 	int rc = reader_open(path, faccessat(AT_FDCWD, path, W_OK, AT_EACCESS) != 0, &s->db);
 
 	if (rc)
@@ -2231,14 +2303,10 @@ static int reader_first(struct sq *s, const char *path, int last)
 	/* (a writer's close holds the lock as it removes them: waited for;
 	 * and a -shm a writer just made, which only it may initialise, is
 	 * SQLITE_READONLY_RECOVERY to a reader that may not write it until
-	 * it has: waited for as long) */
+	 * it has: waited for as long, recovery_wait) */
 	sqlite3_extended_result_codes(s->db, 1);
 	sqlite3_busy_timeout(s->db, s->busy_ms);
-	deadline = sid__reg_mono_ms() + s->busy_ms;
-	while ((rc = sqlite3_exec(s->db, "SELECT count(*) FROM sqlite_master", NULL, NULL, NULL)) ==
-		   SQLITE_READONLY_RECOVERY &&
-	       sid__reg_mono_ms() < deadline)
-		usleep(2000);
+	rc = db_exec(s, s->db, "SELECT count(*) FROM sqlite_master");
 	if (last || (rc & 0xff) != SQLITE_CANTOPEN)
 		return 0;
 	sqlite3_close(s->db);

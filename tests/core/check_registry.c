@@ -19,7 +19,8 @@
  * held read transaction (commits do not wait for it), the file deleted,
  * moved or replaced under open handles, its -wal deleted (with another
  * process writing on, or a reader holding an older state), its -shm
- * deleted or truncated, the file
+ * deleted or truncated, or its header torn under a reader that may not
+ * write it (the read waits for the writer to rebuild it), the file
  * checked once per call, not per op or id, and a backup taken while another
  * connection commits; on PostgreSQL a server that
  * stops and comes back, eight processes creating the schema at once, a
@@ -3319,6 +3320,116 @@ START_TEST(t_sqlite_read_guarded_more)
 }
 END_TEST
 
+/* Zero both copies of the WAL index's header at the start of the -shm
+ * (open as @fd), as a reader finds it while a writer has just made the
+ * -shm anew, or is writing the header: only a writer rebuilds it, at its
+ * next read or write. */
+static void shm_header_zero(int fd)
+{
+	static const char zero[96]; /* two copies of 48 bytes */
+
+	ck_assert_int_eq(pwrite(fd, zero, sizeof(zero), 0), (ssize_t)sizeof(zero));
+}
+
+/* A reader that may not write the store's -shm cannot rebuild the WAL's
+ * index there, and a read it begins while the index's header is not valid
+ * fails SQLITE_READONLY_RECOVERY until a writer has.  Only a handle's first
+ * read waited for that; a later one, on a reader that stayed open while a
+ * writer made the -shm anew or was seen writing its header (a test of
+ * readers beside a writer under ThreadSanitizer), failed at once, saying
+ * "attempt to write a readonly database".  Now every read waits for the
+ * writer up to the handle's timeout, and one that waited in vain says so. */
+START_TEST(t_sqlite_read_shm_torn)
+{
+	struct sid_registry *w;
+	struct sid_reg_entry e;
+	struct sid_error err;
+	char buf[SID_ERROR_MSG_MAX + 16] = "", shm[700];
+	long waited = 0;
+	int code = 0, fd;
+	pid_t pid;
+
+	if (geteuid() != 0)
+		CHECK_SKIP("needs root (reads as user nobody)");
+	w = reg_open();
+	assign1(w, "old", 1, 2, 3, 0, &e);
+	sid_registry_close(w);
+	/* (forked before the writer opens: a child would have its -shm) */
+	if ((pid = guard_fork()) == 0) {
+		struct sid_registry *slow = NULL, *quick = NULL;
+		char out[sizeof(buf)];
+		double t0;
+		int rc;
+		guard_step("0 forked");
+		rc = sid_registry_open_timeout(target, SID_REG_READONLY, 10000, &slow, &err);
+		if (!rc)
+			rc = sid_registry_open_timeout(target, SID_REG_READONLY, 300, &quick, &err);
+		if (!rc)
+			rc = sid_registry_get(slow, SID_TOWER_ITEM, "old", &e, &err);
+		if (!rc)
+			rc = sid_registry_get(quick, SID_TOWER_ITEM, "old", &e, &err);
+		snprintf(out, sizeof(out), "%d %s", rc, rc ? err.msg : "");
+		guard_step(out);
+		/* the header torn, and rebuilt by the writer meanwhile */
+		if (write(guard_done[1], "0 reading", 9) != 9)
+			_exit(4);
+		rc = sid_registry_get(slow, SID_TOWER_ITEM, "old", &e, &err);
+		snprintf(out, sizeof(out), "%d %s", rc, rc ? err.msg : "");
+		guard_step(out);
+		/* torn, and no writer rebuilds it within the timeout */
+		t0 = now_s();
+		rc = sid_registry_get(quick, SID_TOWER_ITEM, "old", &e, &err);
+		snprintf(out, sizeof(out), "%d %ld %s", rc, (long)((now_s() - t0) * 1000),
+			 rc ? err.msg : "");
+		guard_step(out);
+		/* rebuilt since */
+		rc = sid_registry_get(quick, SID_TOWER_ITEM, "old", &e, &err);
+		snprintf(out, sizeof(out), "%d %s", rc, rc ? err.msg : "");
+		guard_step(out);
+		sid_registry_close(quick);
+		sid_registry_close(slow);
+		_exit(0);
+	}
+	guard_read(buf, sizeof(buf));
+	ck_assert_str_eq(buf, "0 forked");
+	w = reg_open();
+	ck_assert_int_eq(write(guard_go[1], "x", 1), 1);
+	guard_read(buf, sizeof(buf));
+	ck_assert_msg(!strcmp(buf, "0 "), "read as nobody beside the writer: %s", buf);
+	/* (open until the writer has closed: closing a descriptor of the
+	 * -shm drops every lock this process holds on it, SQLite's too) */
+	snprintf(shm, sizeof(shm), "%s-shm", target);
+	fd = open(shm, O_WRONLY);
+	ck_assert_int_ge(fd, 0);
+
+	shm_header_zero(fd);
+	ck_assert_int_eq(write(guard_go[1], "x", 1), 1);
+	guard_read(buf, sizeof(buf));
+	ck_assert_str_eq(buf, "0 reading");
+	usleep(200000);
+	ck_assert_int_eq(sid_registry_get(w, SID_TOWER_ITEM, "old", &e, &err), 0);
+	guard_read(buf, sizeof(buf));
+	ck_assert_msg(!strcmp(buf, "0 "), "read while the writer rebuilt the -shm: %s", buf);
+
+	shm_header_zero(fd);
+	ck_assert_int_eq(write(guard_go[1], "x", 1), 1);
+	guard_read(buf, sizeof(buf));
+	ck_assert_msg(sscanf(buf, "%d %ld", &code, &waited) == 2 && code == SID_EUNAVAIL &&
+			  waited >= 290 && strstr(buf, shm) &&
+			  strstr(buf, "was being rebuilt by its writer") &&
+			  strstr(buf, "waited up to 300 ms: registry_timeout_ms") &&
+			  !strstr(buf, "readonly database"),
+		      "read while no writer rebuilt the -shm: %s", buf);
+	ck_assert_int_eq(sid_registry_get(w, SID_TOWER_ITEM, "old", &e, &err), 0);
+	ck_assert_int_eq(write(guard_go[1], "x", 1), 1);
+	guard_read(buf, sizeof(buf));
+	ck_assert_msg(!strcmp(buf, "0 "), "read once the writer rebuilt it: %s", buf);
+	ck_assert_int_eq(guard_wait(pid), 0);
+	sid_registry_close(w);
+	close(fd);
+}
+END_TEST
+
 START_TEST(t_sqlite_locked)
 {
 	struct sid_registry *r = reg_open();
@@ -6522,6 +6633,7 @@ static Suite *registry_suite(void)
 	tcase_add_test(tc, t_sqlite_read_leaves_none);
 	tcase_add_test(tc, t_sqlite_read_guarded);
 	tcase_add_test(tc, t_sqlite_read_guarded_more);
+	tcase_add_test(tc, t_sqlite_read_shm_torn);
 	tcase_add_test(tc, t_sqlite_immutable_recovers);
 	tcase_add_test(tc, t_sqlite_fd_limit);
 	tcase_add_test(tc, t_sqlite_read_only_fs);
