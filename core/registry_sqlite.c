@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1122,6 +1123,74 @@ static int reconnect(struct sq *s, const char *name, int flags)
 	return -1;
 }
 
+/*
+ * The bytes of the file @st (named @path) this process maps: the end of the
+ * furthest mapping of it in /proc/self/maps, or 0 (none, or no /proc to
+ * tell).  A -shm is mapped by every connection of this process to its store
+ * (SQLite shares one mapping per file between them), from the start, as far
+ * as its index reached when last mapped.  A mapping is known by its device
+ * and inode, or, where those are another file system's (overlayfs shows
+ * the layer's), by its inode and name.
+ */
+static off_t mapped_bytes(const char *path, const struct stat *st)
+{
+	const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+	char line[PATH_MAX + 128];
+	off_t end = 0;
+	FILE *f = fopen("/proc/self/maps", "re");
+
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long long lo, hi, off, ino;
+		unsigned maj, mnr;
+		int name = 0;
+		const char *slash;
+
+		if (sscanf(line, "%llx-%llx %*s %llx %x:%x %llu %n", &lo, &hi, &off, &maj, &mnr,
+			   &ino, &name) < 6 ||
+		    ino != (unsigned long long)st->st_ino)
+			continue;
+		slash = name ? strrchr(line + name, '/') : NULL;
+		if ((maj != major(st->st_dev) || mnr != minor(st->st_dev)) &&
+		    (!slash || strncmp(slash + 1, base, strlen(base)) ||
+		     !strchr(" \n", slash[1 + strlen(base)])))
+			continue;
+		if ((off_t)(off + hi - lo) > end)
+			end = (off_t)(off + hi - lo);
+	}
+	fclose(f);
+	return end;
+}
+
+/*
+ * A -shm shorter than this process maps it: truncated while a connection of
+ * ours had it open (": > reg.db-shm", or a torn copy put in its place; SQLite
+ * never shortens the -shm while any connection has it open).  Every
+ * connection of this process to the store shares that mapping, a new one
+ * too, and the first touch of a page past the new end kills the process
+ * with SIGBUS: so a store is not opened while its -shm is so (SID_EUNAVAIL,
+ * @err set), and a handle that finds it so reads and writes no more
+ * (shm_check).  0 when the -shm is not, or not mapped here.
+ */
+static int shm_short(const char *path, struct sid_error *err)
+{
+	char shm[PATH_MAX + 8];
+	struct stat st;
+	off_t mapped;
+
+	snprintf(shm, sizeof(shm), "%s-shm", path);
+	if (stat(shm, &st) || (mapped = mapped_bytes(shm, &st)) <= st.st_size)
+		return 0;
+	return sid_error_set(err, SID_EUNAVAIL,
+			     "registry %s: %s is truncated: %lld bytes, shorter than the %lld of "
+			     "its index that another handle of this process to the store has "
+			     "mapped (reading it would kill the process with SIGBUS); close the "
+			     "store everywhere in this process (restart semid-server) and the "
+			     "next open rebuilds it",
+			     path, shm, (long long)st.st_size, (long long)mapped);
+}
+
 static void immutable_uri(const char *p, char *uri, size_t len);
 
 /*
@@ -1148,8 +1217,9 @@ static void leave_immutable(struct sq *s)
 		snprintf(wal, sizeof(wal), "%s-wal", s->base.label);
 		snprintf(shm, sizeof(shm), "%s-shm", s->base.label);
 		if (!access(wal, F_OK) && !access(shm, F_OK)) {
-			/* a writer has the store open: read through its files */
-			if (!reconnect(s, s->base.label, 0))
+			/* a writer has the store open: read through its files
+			 * (not a -shm that would kill the process: shm_short) */
+			if (!shm_short(s->base.label, NULL) && !reconnect(s, s->base.label, 0))
 				s->immutable = s->guarded = 0;
 		} else if (!stat(s->base.label, &st) && st.st_dev == s->dev &&
 			   st.st_ino == s->ino &&
@@ -1167,7 +1237,7 @@ static void leave_immutable(struct sq *s)
 	if (!s->immutable || (now = sid__reg_mono_ms()) < s->reopen_ms)
 		return;
 	s->reopen_ms = now + 1000;
-	if (!reconnect(s, s->base.label, SQLITE_OPEN_READONLY))
+	if (!shm_short(s->base.label, NULL) && !reconnect(s, s->base.label, SQLITE_OPEN_READONLY))
 		s->immutable = 0;
 }
 
@@ -2481,6 +2551,9 @@ int sid__reg_sqlite_open(const char *path, unsigned flags, int timeout_ms,
 				   "registry %s: no such file (nothing to read)", path);
 		goto fail;
 	}
+	/* (before the first read, which would map it) */
+	if (strlen(path) < PATH_MAX && (rc = shm_short(path, err)))
+		goto fail;
 	if (flags & SID_REG_PEEK) {
 		if ((rc = peek_open(s, path, err)))
 			goto fail;

@@ -3946,6 +3946,46 @@ START_TEST(t_sqlite_shm_truncated)
 }
 END_TEST
 
+/* A store opened while this process still maps its -shm (another handle
+ * has it open) and the -shm was truncated meanwhile (": > reg.db-shm", a
+ * torn copy put back): the new connection shares the mapping of the old
+ * size, and its first read touched a page past the new end: SIGBUS killed
+ * the process as it opened the store.  Every kind of open fails instead,
+ * naming the -shm, and the handle open already fails its calls. */
+START_TEST(t_sqlite_shm_truncated_open)
+{
+	static const unsigned flags[] = {SID_REG_READONLY, SID_REG_PEEK | SID_REG_READONLY, 0};
+	static const off_t sizes[] = {0, 100, 4096};
+	struct sid_registry *r, *rd;
+	struct sid_reg_entry e;
+	struct sid_error err;
+	char shm[700];
+
+	snprintf(shm, sizeof(shm), "%s-shm", target);
+	for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+		r = reg_open();
+		assign_run(r, "a", 0, 5);
+		ck_assert_int_eq(truncate(shm, sizes[k]), 0);
+		for (size_t f = 0; f < sizeof(flags) / sizeof(flags[0]); f++) {
+			rd = NULL;
+			sid_error_clear(&err);
+			ck_assert_int_eq(sid_registry_open(target, flags[f], &rd, &err),
+					 SID_EUNAVAIL);
+			ck_assert_ptr_null(rd);
+			ck_assert_msg(strstr(err.msg, shm) && strstr(err.msg, "truncated"), "%s",
+				      err.msg);
+		}
+		ck_assert_int_eq(sid_registry_get(r, SID_TOWER_ITEM, "a0", &e, &err), SID_EUNAVAIL);
+		sid_registry_close(r);
+		/* the last handle gone, the next open rebuilds the index */
+		r = reg_open();
+		expect_run(r, "a", 5, 0);
+		sid_registry_close(r);
+		unlink(target);
+	}
+}
+END_TEST
+
 /* This program's sqlite3_step, which the registry calls: with step_hook set,
  * the first row of a lookup by id calls it once (then the lookup goes on). */
 static void (*step_hook)(void);
@@ -6645,6 +6685,7 @@ static Suite *registry_suite(void)
 	tcase_add_test(tc, t_sqlite_read_close_stale);
 	tcase_add_test(tc, t_sqlite_shm_deleted);
 	tcase_add_test(tc, t_sqlite_shm_truncated);
+	tcase_add_test(tc, t_sqlite_shm_truncated_open);
 	tcase_add_test(tc, t_sqlite_checked_once);
 	tcase_add_test(tc, t_sqlite_commit_synced);
 	tcase_add_test(tc, t_sqlite_known_one_snapshot);
