@@ -2528,6 +2528,40 @@ static int read_only_file(const char *path, struct sid_error *err)
 			     path);
 }
 
+/* The journal mode of the writer's connection into @mode (SQLite's name),
+ * read or (@set) set to WAL first.  A read can answer SQLITE_BUSY without
+ * consulting the busy handler while another connection recovers or resets
+ * the WAL, so it is retried until @deadline. */
+static int journal_mode(struct sq *s, int64_t deadline, int set, char mode[16],
+			struct sid_error *err)
+{
+	sqlite3_stmt *st = NULL;
+	int rc = sqlite3_prepare_v2(
+	    s->db, set ? "PRAGMA journal_mode = WAL" : "PRAGMA journal_mode", -1, &st, NULL);
+
+	while (!rc && (rc = sqlite3_step(st)) != SQLITE_ROW) {
+		if (((rc & 0xff) != SQLITE_BUSY && (rc & 0xff) != SQLITE_LOCKED) ||
+		    sid__reg_mono_ms() > deadline)
+			break;
+		sqlite3_reset(st);
+		rc = 0;
+		usleep(2000);
+	}
+	if (rc == SQLITE_ROW) {
+		snprintf(mode, 16, "%s", (const char *)sqlite3_column_text(st, 0));
+		rc = set && strcmp(mode, "wal")
+			 ? sid_error_set(err, SID_EIO, "registry %s: cannot use WAL mode (got %s)",
+					 s->base.label, mode)
+			 : 0;
+	} else if ((rc & 0xff) == SQLITE_READONLY) {
+		rc = read_only_file(s->base.label, err);
+	} else {
+		rc = sq_fail(s, rc, err, set ? "open (set WAL mode)" : "open");
+	}
+	sqlite3_finalize(st);
+	return rc;
+}
+
 int sid__reg_sqlite_open(const char *path, unsigned flags, int timeout_ms,
 			 struct sid_registry **out, struct sid_error *err)
 {
@@ -2535,7 +2569,7 @@ int sid__reg_sqlite_open(const char *path, unsigned flags, int timeout_ms,
 	int64_t deadline = sid__reg_mono_ms() + busy_ms; /* for the retries below */
 	int readonly = flags & SID_REG_READONLY;
 	struct sq *s = calloc(1, sizeof(*s));
-	sqlite3_stmt *st = NULL;
+	char mode[16] = "";
 	int rc;
 
 	if (!s || !(s->base.label = strdup(path))) {
@@ -2573,34 +2607,13 @@ int sid__reg_sqlite_open(const char *path, unsigned flags, int timeout_ms,
 		goto fail;
 	}
 	if (!readonly) {
-		/* the first statement that reads the file: garbage fails here.
-		 * While another connection recovers or resets the WAL this can
-		 * answer SQLITE_BUSY without consulting the busy handler, so it
-		 * is retried until the busy timeout. */
-		rc = sqlite3_prepare_v2(s->db, "PRAGMA journal_mode = WAL", -1, &st, NULL);
-		while (!rc && (rc = sqlite3_step(st)) != SQLITE_ROW) {
-			if (((rc & 0xff) != SQLITE_BUSY && (rc & 0xff) != SQLITE_LOCKED) ||
-			    sid__reg_mono_ms() > deadline)
-				break;
-			sqlite3_reset(st);
-			rc = 0;
-			usleep(2000);
-		}
-		if (rc != SQLITE_ROW) {
-			if ((rc & 0xff) == SQLITE_READONLY)
-				rc = read_only_file(path, err);
-			else
-				rc = sq_fail(s, rc, err, "open (set WAL mode)");
+		/* the first statement that reads the file: garbage fails here */
+		if ((rc = journal_mode(s, deadline, 0, mode, err)))
 			goto fail;
-		}
-		if (strcmp((const char *)sqlite3_column_text(st, 0), "wal")) {
-			rc =
-			    sid_error_set(err, SID_EIO, "registry %s: cannot use WAL mode (got %s)",
-					  path, sqlite3_column_text(st, 0));
-			goto fail;
-		}
-		sqlite3_finalize(st);
-		st = NULL;
+		/* a file in another journal mode (another application's
+		 * database, a backup, a new file) is switched to WAL, which
+		 * is written in its header, only once migrate has found it
+		 * ours: refused, it is left as it was */
 		rc = exec(s, "PRAGMA synchronous = FULL", err, "open");
 		/* a deleted row's bytes (an erased id, its embedding) are
 		 * overwritten, not left in a free page: the default of Debian's
@@ -2639,6 +2652,8 @@ int sid__reg_sqlite_open(const char *path, unsigned flags, int timeout_ms,
 			rc = r2;
 		}
 	}
+	if (!rc && !readonly && strcmp(mode, "wal"))
+		rc = journal_mode(s, deadline, 1, mode, err);
 	if (rc)
 		goto fail;
 	{
@@ -2667,7 +2682,6 @@ int sid__reg_sqlite_open(const char *path, unsigned flags, int timeout_ms,
 	*out = &s->base;
 	return 0;
 fail:
-	sqlite3_finalize(st);
 	sq_close(&s->base);
 	return rc;
 }

@@ -2960,6 +2960,71 @@ static const char *dir_names(char *buf, size_t len)
 	return buf;
 }
 
+/* The bytes of @path, their count in *@n (the caller frees them). */
+static char *file_bytes(const char *path, size_t *n)
+{
+	struct stat st;
+	char *buf;
+	int fd = open(path, O_RDONLY);
+
+	ck_assert_int_ge(fd, 0);
+	ck_assert_int_eq(fstat(fd, &st), 0);
+	buf = malloc((size_t)st.st_size + 1);
+	ck_assert_ptr_nonnull(buf);
+	ck_assert_int_eq(pread(fd, buf, (size_t)st.st_size, 0), st.st_size);
+	close(fd);
+	*n = (size_t)st.st_size;
+	return buf;
+}
+
+/* A writer's open of a database it then refuses (another application's, a
+ * semid store of a newer or damaged schema, a backup: rollback-journal
+ * files) leaves it as it was: the switch to WAL mode is written in the
+ * file's header, and the open made it before looking at the schema, so
+ * another application's database was left in WAL mode (its own programs
+ * then met a -wal and -shm beside it, or failed where they may not make
+ * them).  Nor is a -wal or -shm left beside it, in either mode. */
+START_TEST(t_sqlite_refused_untouched)
+{
+	static const char *const cases[][3] = {
+	    /* how the file is made, its journal mode, what the open says */
+	    {"CREATE TABLE t (x); INSERT INTO t VALUES (1)", "delete", "not a semid registry"},
+	    {"CREATE TABLE t (x); INSERT INTO t VALUES (1)", "wal", "not a semid registry"},
+	    {"UPDATE semid_meta SET value = '99' WHERE key = 'schema_version'", "delete",
+	     "schema version 99"},
+	    {"DROP INDEX semid_assignment_sid", "delete", "semid_assignment_sid"},
+	    {"DROP INDEX semid_assignment_sid", "truncate", "semid_assignment_sid"},
+	};
+	char names[256], sql[700];
+	size_t n0, n1;
+	char *before, *after;
+	sqlite3 *db;
+
+	for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+		if (strstr(cases[k][0], "semid_"))
+			sid_registry_close(reg_open());
+		ck_assert_int_eq(sqlite3_open(target, &db), SQLITE_OK);
+		snprintf(sql, sizeof(sql), "PRAGMA journal_mode = %s; %s", cases[k][1],
+			 cases[k][0]);
+		ck_assert_int_eq(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK);
+		sqlite3_close(db);
+		snprintf(sql, sizeof(sql), "%s-journal", target);
+		unlink(sql); /* (the empty one truncate mode keeps) */
+		ck_assert_str_eq(dir_names(names, sizeof(names)), "reg.db ");
+		before = file_bytes(target, &n0);
+		expect_open_fails(target, SID_EFORMAT, cases[k][2]);
+		after = file_bytes(target, &n1);
+		ck_assert_msg(n0 == n1 && !memcmp(before, after, n0),
+			      "case %zu (%s): the file was changed (journal mode byte %d -> %d)", k,
+			      cases[k][1], n0 > 18 ? before[18] : -1, n1 > 18 ? after[18] : -1);
+		ck_assert_str_eq(dir_names(names, sizeof(names)), "reg.db ");
+		free(before);
+		free(after);
+		unlink(target);
+	}
+}
+END_TEST
+
 /* SID_REG_PEEK reads the store and leaves its directory as it found it: a
  * read-only open made reg.db-wal and reg.db-shm beside a store closed
  * cleanly, and left them. */
@@ -6667,6 +6732,7 @@ static Suite *registry_suite(void)
 	tcase_add_checked_fixture(tc, use_sqlite, done_sqlite);
 	add_behaviour(tc);
 	tcase_add_test(tc, t_sqlite_corrupt);
+	tcase_add_test(tc, t_sqlite_refused_untouched);
 	tcase_add_test(tc, t_sqlite_readonly);
 	tcase_add_test(tc, t_sqlite_readonly_flag);
 	tcase_add_test(tc, t_sqlite_peek);
