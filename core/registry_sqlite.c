@@ -1820,7 +1820,8 @@ static void sq_close(struct sid_registry *r)
 		side_check(s, NULL);
 	/* a reader whose close may remove the -wal and -shm (the last
 	 * connection's does, by name): only the ones it used, beside the file
-	 * it opened */
+	 * it opened (known before the open, read_open: one that failed after
+	 * SQLite made them removes them too) */
 	if (s->tidy && s->db && (!s->ino || file_check_now(s, NULL)))
 		sqlite3_db_config(s->db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, NULL);
 	if (s->wal_pending)
@@ -2481,6 +2482,15 @@ again:
 		return rc ? sq_fail(s, rc, err, "open") : 0;
 	}
 	if (faccessat(AT_FDCWD, path, W_OK, AT_EACCESS) == 0) {
+		/* the file as opened, known before the open can fail: the
+		 * close of a handle whose open failed after SQLite made the
+		 * -wal and -shm removes them too, once it found them beside
+		 * that file (sq_close) */
+		if (stat(path, &st))
+			return sid_error_set(err, SID_EIO, "registry %s: %s", path,
+					     strerror(errno));
+		s->dev = st.st_dev;
+		s->ino = st.st_ino;
 		rc = sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
 				     NULL);
 		if (rc)
@@ -2580,6 +2590,7 @@ int sid__reg_sqlite_open(const char *path, unsigned flags, int timeout_ms,
 	s->shm.grow_only = 1;
 	s->busy_ms = busy_ms;
 	s->checked_call = UINT64_MAX; /* none yet (registry.c counts calls from 1) */
+	s->readonly = readonly;
 	if (readonly && access(path, F_OK) != 0) {
 		rc = sid_error_set(err, SID_ENOTFOUND,
 				   "registry %s: no such file (nothing to read)", path);
@@ -2667,10 +2678,17 @@ int sid__reg_sqlite_open(const char *path, unsigned flags, int timeout_ms,
 					  path, strerror(errno));
 			goto fail;
 		}
+		if (s->ino && (fst.st_dev != s->dev || fst.st_ino != s->ino)) {
+			rc = sid_error_set(
+			    err, SID_EUNAVAIL,
+			    "registry %s: the file was replaced by another file while "
+			    "it was opened; open it again",
+			    path);
+			goto fail;
+		}
 		s->dev = fst.st_dev;
 		s->ino = fst.st_ino;
 	}
-	s->readonly = readonly;
 	side_check(s, NULL); /* the -wal and -shm this handle uses, known from now on */
 	rc = prepare_all(s->db, s->st);
 	if (rc) {

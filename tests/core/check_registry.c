@@ -3025,6 +3025,44 @@ START_TEST(t_sqlite_refused_untouched)
 }
 END_TEST
 
+/* An open that fails after SQLite made the -wal and -shm of a WAL store
+ * (the schema is newer or damaged) leaves none that were not there: the
+ * owner's read-only open (a connection that may write, whose close, the
+ * last, removes them) closed without looking, and left both. */
+START_TEST(t_sqlite_failed_open_tidy)
+{
+	static const char *const cases[][2] = {
+	    {"UPDATE semid_meta SET value = '99' WHERE key = 'schema_version'",
+	     "schema version 99"},
+	    {"DROP INDEX semid_assignment_id", "semid_assignment_id"},
+	};
+	static const unsigned flags[] = {SID_REG_READONLY, SID_REG_PEEK | SID_REG_READONLY, 0};
+	struct sid_registry *r;
+	struct sid_error err;
+	char names[256];
+	sqlite3 *db;
+
+	for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+		r = reg_open();
+		fill_store(r, 5);
+		sid_registry_close(r);
+		ck_assert_int_eq(sqlite3_open(target, &db), SQLITE_OK);
+		ck_assert_int_eq(sqlite3_exec(db, cases[k][0], NULL, NULL, NULL), SQLITE_OK);
+		sqlite3_close(db);
+		for (size_t f = 0; f < sizeof(flags) / sizeof(flags[0]); f++) {
+			ck_assert_str_eq(dir_names(names, sizeof(names)), "reg.db ");
+			r = NULL;
+			ck_assert_int_eq(sid_registry_open(target, flags[f], &r, &err),
+					 SID_EFORMAT);
+			ck_assert_msg(strstr(err.msg, cases[k][1]), "%s", err.msg);
+			ck_assert_msg(!strcmp(dir_names(names, sizeof(names)), "reg.db "),
+				      "case %zu, flags %u: left %s", k, flags[f], names);
+		}
+		unlink(target);
+	}
+}
+END_TEST
+
 /* SID_REG_PEEK reads the store and leaves its directory as it found it: a
  * read-only open made reg.db-wal and reg.db-shm beside a store closed
  * cleanly, and left them. */
@@ -6733,6 +6771,7 @@ static Suite *registry_suite(void)
 	add_behaviour(tc);
 	tcase_add_test(tc, t_sqlite_corrupt);
 	tcase_add_test(tc, t_sqlite_refused_untouched);
+	tcase_add_test(tc, t_sqlite_failed_open_tidy);
 	tcase_add_test(tc, t_sqlite_readonly);
 	tcase_add_test(tc, t_sqlite_readonly_flag);
 	tcase_add_test(tc, t_sqlite_peek);
