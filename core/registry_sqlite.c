@@ -1262,22 +1262,34 @@ static void stale_files(struct sq *s)
 
 /* 1 when "<path><suffix>" (into @path) is the file @f first saw there, or
  * when none was seen yet (the first one seen is learned); 0 when it is gone,
- * another, or (@f->grow_only) shorter than it was. */
+ * another, or (@f->grow_only) shorter than it was while this process maps
+ * it.  A -shm shorter than seen, the same file, while no connection of
+ * this process is attached to it (none maps it) was rebuilt: the first
+ * connection to attach after all had let it go truncates it and builds the
+ * index anew from the -wal, as SQLite does, and a reader that may not write
+ * it reads the -wal itself, unattached, meanwhile; it is learned again at
+ * its new size.  Attached, a connection keeps every other from doing so:
+ * shorter then, it was truncated under the mapping (shm_short). */
 static int side_same(struct sq *s, const char *suffix, struct side_file *f, char path[PATH_MAX + 8])
 {
 	struct stat st;
 
 	snprintf(path, PATH_MAX + 8, "%s%s", s->base.label, suffix);
-	if (stat(path, &st) == 0 && (!f->known || (st.st_dev == f->dev && st.st_ino == f->ino &&
-						   (!f->grow_only || st.st_size >= f->size)))) {
-		f->dev = st.st_dev;
-		f->ino = st.st_ino;
-		if (st.st_size > f->size)
-			f->size = st.st_size;
-		f->known = 1;
-		return 1;
+	if (stat(path, &st))
+		return !f->known;
+	if (f->known && (st.st_dev != f->dev || st.st_ino != f->ino))
+		return 0;
+	if (f->known && f->grow_only && st.st_size < f->size) {
+		if (mapped_bytes(path, &st) > 0)
+			return 0;
+		f->size = st.st_size;
 	}
-	return !f->known;
+	f->dev = st.st_dev;
+	f->ino = st.st_ino;
+	if (st.st_size > f->size)
+		f->size = st.st_size;
+	f->known = 1;
+	return 1;
 }
 
 /*
@@ -1351,7 +1363,8 @@ static int wal_check(struct sq *s)
  * written over.  Truncated in place, it is still mapped in every process
  * that has the store open, and the next touch of a page past its new end
  * kills the process with SIGBUS; SQLite itself never shortens it while a
- * connection has it open.  Found gone, replaced or shorter, the handle
+ * connection has it open (a -shm rebuilt while none of this process was
+ * attached is no loss: side_same).  Found gone, replaced or shorter, the handle
  * reads and writes no more, and never checkpoints (stale_files): its
  * commits are in the -wal, where the next connection to open the store
  * finds them.

@@ -3358,6 +3358,62 @@ static void guard_pause(void *ctx, uint64_t done, uint64_t total)
  * writer that changed it meanwhile is SID_EUNAVAIL there too.  They
  * answered from the mixed pages: a check could name an embedding whose
  * entry it had not seen "of no entry", to be deleted. */
+/* Another user's read through the -wal and -shm a killed writer left: it
+ * may not write the -shm, and with no connection attached to it reads the
+ * -wal itself, the -shm unmapped.  The next writer to open the store, the
+ * first to attach, truncates the -shm and rebuilds it, as SQLite does:
+ * the reader took the shorter -shm it saw for one truncated under it, and
+ * failed every call from then on ("deleted, replaced or truncated"), a
+ * false alarm.  It reads on, the writer's new commits too. */
+START_TEST(t_sqlite_shm_rebuilt_reader)
+{
+	struct sid_registry *w = reg_open();
+	struct sid_reg_entry e;
+	char buf[SID_ERROR_MSG_MAX + 16] = "", shm[700];
+	pid_t pid;
+
+	if (geteuid() != 0)
+		CHECK_SKIP("needs root (reads as user nobody)");
+	assign1(w, "old", 1, 2, 3, 0, &e);
+	sid_registry_close(w);
+	ck_assert_int_eq(commit_in_wal(target, "late"), 0);
+	snprintf(shm, sizeof(shm), "%s-shm", target);
+	ck_assert_int_eq(chmod(shm, 0644), 0);
+	if ((pid = guard_fork()) == 0) {
+		static const char *const ids[] = {"late", "late", "fresh"};
+		struct sid_registry *ro;
+		struct sid_error err;
+		char out[sizeof(buf)];
+		int rc = sid_registry_open(target, SID_REG_READONLY, &ro, &err);
+		for (size_t k = 0; k < 3; k++) {
+			if (!rc)
+				rc = sid_registry_get(ro, SID_TOWER_ITEM, ids[k], &e, &err);
+			snprintf(out, sizeof(out), "%d %s", rc, rc ? err.msg : "");
+			guard_step(out);
+		}
+		if (!rc)
+			sid_registry_close(ro);
+		_exit(0);
+	}
+	guard_read(buf, sizeof(buf));
+	ck_assert_msg(!strcmp(buf, "0 "), "read as nobody: %s", buf);
+	/* what the first writer to attach does first (SQLite's
+	 * unixLockSharedMemory), while no connection is attached */
+	ck_assert_int_eq(truncate(shm, 3), 0);
+	ck_assert_int_eq(write(guard_go[1], "x", 1), 1);
+	guard_read(buf, sizeof(buf));
+	ck_assert_msg(!strcmp(buf, "0 "), "read beside a -shm being rebuilt: %s", buf);
+	/* and the writer rebuilds it, and commits */
+	w = reg_open();
+	assign1(w, "fresh", 4, 5, 6, 0, &e);
+	ck_assert_int_eq(write(guard_go[1], "x", 1), 1);
+	guard_read(buf, sizeof(buf));
+	ck_assert_msg(!strcmp(buf, "0 "), "read beside the writer: %s", buf);
+	sid_registry_close(w);
+	ck_assert_int_eq(guard_wait(pid), 0);
+}
+END_TEST
+
 START_TEST(t_sqlite_read_guarded_more)
 {
 	struct sid_registry *w = reg_open();
@@ -6779,6 +6835,7 @@ static Suite *registry_suite(void)
 	tcase_add_test(tc, t_sqlite_read_guarded);
 	tcase_add_test(tc, t_sqlite_read_guarded_more);
 	tcase_add_test(tc, t_sqlite_read_shm_torn);
+	tcase_add_test(tc, t_sqlite_shm_rebuilt_reader);
 	tcase_add_test(tc, t_sqlite_immutable_recovers);
 	tcase_add_test(tc, t_sqlite_fd_limit);
 	tcase_add_test(tc, t_sqlite_read_only_fs);
