@@ -2359,6 +2359,32 @@ static void noside_register(void)
 		noside_vfs.zName = NULL;
 }
 
+/*
+ * Whether this process may write the store at @path (shorter than
+ * PATH_MAX) as its owner does: the file, and the -wal and -shm beside it
+ * that are there.  A connection that may write the file but not the -shm
+ * (a member of the store's group, beside the -shm its owner's writer made
+ * 0644) maps the -shm read-only, and can neither take part in its locks as
+ * a writer's connection nor checkpoint and remove the files as it closes:
+ * as the owner's read (read_open) it made the missing -wal, its own, which
+ * the owner's writer could then not write, and left it.  Such a process
+ * reads as one that may not write the store.
+ */
+static int may_write(const char *path)
+{
+	static const char *const sides[] = {"-wal", "-shm"};
+	char side[PATH_MAX + 8];
+
+	if (faccessat(AT_FDCWD, path, W_OK, AT_EACCESS))
+		return 0;
+	for (size_t k = 0; k < sizeof(sides) / sizeof(sides[0]); k++) {
+		snprintf(side, sizeof(side), "%s%s", path, sides[k]);
+		if (faccessat(AT_FDCWD, side, W_OK, AT_EACCESS) && errno != ENOENT)
+			return 0;
+	}
+	return 1;
+}
+
 /* Open @path (shorter than PATH_MAX) read-only through the -wal and -shm
  * beside it, making no -wal, nor (@ro_shm) a -shm (above); SQLite's result
  * code. */
@@ -2380,7 +2406,7 @@ static int reader_open(const char *path, int ro_shm, sqlite3 **db)
  * first read that failed otherwise is the schema check's to tell.) */
 static int reader_first(struct sq *s, const char *path, int last)
 {
-	int rc = reader_open(path, faccessat(AT_FDCWD, path, W_OK, AT_EACCESS) != 0, &s->db);
+	int rc = reader_open(path, !may_write(path), &s->db);
 
 	if (rc)
 		return rc;
@@ -2463,10 +2489,10 @@ again:
  *   - both there (a writer has the store open, or died): a read-only
  *     connection that makes neither (reader_open), which reads the
  *     writer's commits through them (gone by its first read: decide again);
- *   - else, a file this process may write (its owner, root): a read-write
- *     connection that writes nothing (query_only), whose close, when it is
- *     the last, removes what it made, as a writer's clean close does (root's
- *     are given the file's owner by SQLite meanwhile);
+ *   - else, a store this process may write (may_write: its owner, root):
+ *     a read-write connection that writes nothing (query_only), whose
+ *     close, when it is the last, removes what it made, as a writer's clean
+ *     close does (root's are given the file's owner by SQLite meanwhile);
  *   - else, in a directory it may write (another user's store): read as
  *     SID_REG_PEEK reads, immutable, the file guarded: a call that finds it
  *     changed since the open (a writer's checkpoint) fails SID_EUNAVAIL;
@@ -2494,7 +2520,7 @@ again:
 			goto again;
 		return rc ? sq_fail(s, rc, err, "open") : 0;
 	}
-	if (faccessat(AT_FDCWD, path, W_OK, AT_EACCESS) == 0) {
+	if (may_write(path)) {
 		/* the file as opened, known before the open can fail: the
 		 * close of a handle whose open failed after SQLite made the
 		 * -wal and -shm removes them too, once it found them beside

@@ -38,6 +38,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <jansson.h>
 #include <libpq-fe.h>
 #include <netinet/in.h>
@@ -3411,6 +3412,93 @@ START_TEST(t_sqlite_shm_rebuilt_reader)
 	ck_assert_msg(!strcmp(buf, "0 "), "read beside the writer: %s", buf);
 	sid_registry_close(w);
 	ck_assert_int_eq(guard_wait(pid), 0);
+}
+END_TEST
+
+/* A store of daemon's, group staff, that the group may write, read by
+ * nobody in the group: it may write the file, but not the -shm daemon's
+ * writer made (mode 0644, as a store made group-writable after its writer
+ * started leaves it).  Such a reader took itself for the owner, whose
+ * read-write connection makes the missing -wal, and cannot remove it (that
+ * takes the -shm): nobody's -wal was left, which daemon's writer cannot
+ * write, and it failed from then on ("the file is read-only").  It reads
+ * as another user does, making nothing; with both files there, through
+ * them, read-only. */
+START_TEST(t_sqlite_read_group_shm)
+{
+	struct sid_registry *w;
+	struct sid_reg_entry e;
+	char names[300], before[300], side[700];
+	int status;
+	pid_t pid;
+
+	if (geteuid() != 0)
+		CHECK_SKIP("needs root (reads as user nobody)");
+	w = reg_open();
+	assign1(w, "old", 1, 2, 3, 0, &e);
+	sid_registry_close(w);
+	ck_assert_int_eq(chmod(tmpdir, 0777), 0);
+	for (int both = 0; both < 2; both++) {
+		ck_assert_int_eq(commit_in_wal(target, "late"), 0); /* daemon's, killed */
+		snprintf(side, sizeof(side), "%s-wal", target);
+		if (!both)
+			ck_assert_int_eq(unlink(side), 0); /* a -shm alone */
+		else
+			ck_assert_int_eq(chown(side, 1, 50), 0);
+		ck_assert_int_eq(chown(target, 1, 50), 0);
+		ck_assert_int_eq(chmod(target, 0664), 0);
+		snprintf(side, sizeof(side), "%s-shm", target);
+		ck_assert_int_eq(chown(side, 1, 50), 0);
+		ck_assert_int_eq(chmod(side, 0644), 0);
+		dir_names(before, sizeof(before));
+		pid = fork();
+		ck_assert_int_ge(pid, 0);
+		if (pid == 0) {
+			gid_t staff = 50;
+			struct sid_registry *ro;
+			struct sid_error err;
+			int rc;
+			if (setgroups(1, &staff) || setgid(65534) || setuid(65534))
+				_exit(3);
+			rc = sid_registry_open(target, SID_REG_READONLY, &ro, &err);
+			if (!rc)
+				rc = sid_registry_get(ro, SID_TOWER_ITEM, both ? "late" : "old", &e,
+						      &err);
+			if (rc)
+				fprintf(stderr, "read as nobody of group staff: %s\n", err.msg);
+			else
+				sid_registry_close(ro);
+			_exit(rc ? 1 : 0);
+		}
+		ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+		ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %d", status);
+		ck_assert_str_eq(dir_names(names, sizeof(names)), before);
+		/* daemon's writer goes on */
+		pid = fork();
+		ck_assert_int_ge(pid, 0);
+		if (pid == 0) {
+			int32_t c[3] = {1, 2, 4};
+			struct sid_reg_item it = {both ? "w1" : "w0", c, NULL};
+			struct sid_registry *dw;
+			struct sid_error err;
+			int rc;
+			if (setgroups(0, NULL) || setgid(50) || setuid(1))
+				_exit(3);
+			rc = sid_registry_open(target, 0, &dw, &err);
+			if (!rc) {
+				rc = sid_registry_assign(dw, SID_TOWER_ITEM, &it, 1, 3, 0, "v", 0,
+							 &e, &err);
+				sid_registry_close(dw);
+			}
+			if (rc)
+				fprintf(stderr, "daemon's writer: %s\n", err.msg);
+			_exit(rc ? 1 : 0);
+		}
+		ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+		ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %d", status);
+		ck_assert_str_eq(dir_names(names, sizeof(names)), "reg.db ");
+	}
+	chmod(tmpdir, 0700);
 }
 END_TEST
 
@@ -6835,6 +6923,7 @@ static Suite *registry_suite(void)
 	tcase_add_test(tc, t_sqlite_read_guarded);
 	tcase_add_test(tc, t_sqlite_read_guarded_more);
 	tcase_add_test(tc, t_sqlite_read_shm_torn);
+	tcase_add_test(tc, t_sqlite_read_group_shm);
 	tcase_add_test(tc, t_sqlite_shm_rebuilt_reader);
 	tcase_add_test(tc, t_sqlite_immutable_recovers);
 	tcase_add_test(tc, t_sqlite_fd_limit);
