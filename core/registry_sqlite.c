@@ -141,6 +141,10 @@ struct sq {
 	/* SID_REG_READONLY opened through a read-write connection (read_open),
 	 * so that its close, the last, removes the -wal and -shm it made */
 	int tidy;
+	/* read_open through a writer's -wal and -shm by a process that may
+	 * write the store: its close, the last, does as a writer's would
+	 * (last_close) */
+	int owner_read;
 	/* read_open of a file this process cannot write, read as immutable:
 	 * the file as opened, which a writer's checkpoint would change under it */
 	int guarded;
@@ -1822,6 +1826,8 @@ fail:
 	return rc;
 }
 
+static void last_close(const char *path);
+
 static void sq_close(struct sid_registry *r)
 {
 	struct sq *s = (struct sq *)r;
@@ -1837,12 +1843,17 @@ static void sq_close(struct sid_registry *r)
 	 * SQLite made them removes them too) */
 	if (s->tidy && s->db && (!s->ino || file_check_now(s, NULL)))
 		sqlite3_db_config(s->db, SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1, NULL);
+	if (s->owner_read &&
+	    (!s->db || !s->ino || s->lost || s->immutable || file_check_now(s, NULL)))
+		s->owner_read = 0;
 	if (s->wal_pending)
 		wal_rescue(s, SQLITE_CHECKPOINT_FULL);
 	ckpt_stop(s);
 	for (int i = 0; i < S_COUNT; i++)
 		sqlite3_finalize(s->st[i]);
 	sqlite3_close(s->db);
+	if (s->owner_read)
+		last_close(s->base.label);
 	free(s->base.label);
 	free(s);
 }
@@ -2385,6 +2396,29 @@ static int may_write(const char *path)
 	return 1;
 }
 
+/*
+ * An owner's read through a writer's -wal and -shm (read_open) outlives
+ * the writer: the writer's close, not the last, left both, and a read-only
+ * connection's close cannot copy the -wal into the file nor remove them
+ * (that takes the file's exclusive lock, for writing).  So, its own
+ * connection closed, the handle of a process that may write the store
+ * opens a read-write one and closes it: the last connection to the store
+ * then, it copies the -wal into the file and removes both, as the writer's
+ * close would have; while another connection has the store open it only
+ * closes.  (It never makes a -wal: semid-noside.)
+ */
+static void last_close(const char *path)
+{
+	sqlite3 *db = NULL;
+
+	if (!noside_vfs.zName || !may_write(path))
+		return;
+	if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX,
+			    "semid-noside") == SQLITE_OK)
+		sqlite3_exec(db, "SELECT count(*) FROM sqlite_master", NULL, NULL, NULL);
+	sqlite3_close(db);
+}
+
 /* Open @path (shorter than PATH_MAX) read-only through the -wal and -shm
  * beside it, making no -wal, nor (@ro_shm) a -shm (above); SQLite's result
  * code. */
@@ -2518,7 +2552,10 @@ again:
 		/* (gone before the first read: decide again) */
 		if ((rc = reader_first(s, path, ++tries == READ_TRIES)) == 1)
 			goto again;
-		return rc ? sq_fail(s, rc, err, "open") : 0;
+		if (rc)
+			return sq_fail(s, rc, err, "open");
+		s->owner_read = may_write(path);
+		return 0;
 	}
 	if (may_write(path)) {
 		/* the file as opened, known before the open can fail: the

@@ -3064,6 +3064,42 @@ START_TEST(t_sqlite_failed_open_tidy)
 }
 END_TEST
 
+/* The owner's read through a writer's -wal and -shm, closed after the
+ * writer: the writer's close, not the last, left both (the read held
+ * them), and the read's, the last, being read-only, left them too: a
+ * -wal of commits beside a store no process has open, until the next
+ * writer.  A read that may write the store closes as the writer would
+ * have: the commits copied into the file, both files removed.  Not a
+ * peek (it takes no lock a writer could wait for), nor while a writer
+ * still has the store open. */
+START_TEST(t_sqlite_read_outlives_writer)
+{
+	struct sid_registry *w = reg_open(), *r, *pk;
+	struct sid_reg_entry e;
+	struct sid_error err;
+	char names[300];
+
+	assign1(w, "old", 1, 2, 3, 0, &e);
+	ck_assert_int_eq(sid_registry_open(target, SID_REG_READONLY, &r, &err), 0);
+	ck_assert_int_eq(sid_registry_open(target, SID_REG_PEEK | SID_REG_READONLY, &pk, &err), 0);
+	assign1(w, "new", 1, 2, 3, 0, &e);
+	sid_registry_close(w);
+	ck_assert_str_eq(dir_names(names, sizeof(names)), "reg.db reg.db-shm reg.db-wal ");
+	ck_assert_int_eq(sid_registry_get(r, SID_TOWER_ITEM, "new", &e, &err), 0);
+	sid_registry_close(r); /* the peek still has them open */
+	ck_assert_str_eq(dir_names(names, sizeof(names)), "reg.db reg.db-shm reg.db-wal ");
+	ck_assert_int_eq(sid_registry_open(target, SID_REG_READONLY, &r, &err), 0);
+	sid_registry_close(pk);
+	ck_assert_str_eq(dir_names(names, sizeof(names)), "reg.db reg.db-shm reg.db-wal ");
+	sid_registry_close(r);
+	ck_assert_str_eq(dir_names(names, sizeof(names)), "reg.db ");
+	r = reg_open();
+	ck_assert_int_eq(sid_registry_get(r, SID_TOWER_ITEM, "new", &e, &err), 0);
+	ck_assert_int_eq(e.suffix, 1);
+	sid_registry_close(r);
+}
+END_TEST
+
 /* SID_REG_PEEK reads the store and leaves its directory as it found it: a
  * read-only open made reg.db-wal and reg.db-shm beside a store closed
  * cleanly, and left them. */
@@ -6916,6 +6952,7 @@ static Suite *registry_suite(void)
 	tcase_add_test(tc, t_sqlite_corrupt);
 	tcase_add_test(tc, t_sqlite_refused_untouched);
 	tcase_add_test(tc, t_sqlite_failed_open_tidy);
+	tcase_add_test(tc, t_sqlite_read_outlives_writer);
 	tcase_add_test(tc, t_sqlite_readonly);
 	tcase_add_test(tc, t_sqlite_readonly_flag);
 	tcase_add_test(tc, t_sqlite_peek);
