@@ -33,11 +33,14 @@ static void *bench_main(void *arg)
 	memset(&o, 0, sizeof(o));
 	o.codes = codes;
 	o.dist = dist;
-	while (srv_now() < b->until) {
+	/* one batch at least, however late the thread starts: on a loaded
+	 * machine a short window (make bench-smoke's 0.05 s) could pass before
+	 * any thread ran, and bench-http divided by 0 items/s */
+	do {
 		if (sid_encode(b->t, b->x, (size_t)b->batch, &o, ws, NULL))
 			goto done;
 		b->rows += b->batch;
-	}
+	} while (srv_now() < b->until);
 	b->rc = 0;
 done:
 	sid_workspace_free(ws);

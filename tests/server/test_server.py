@@ -1983,6 +1983,12 @@ class TestLifecycle(unittest.TestCase):
         self.assertEqual((r["batch"], r["threads"]), (4, 1))
         self.assertGreater(r["items_per_s"], 0)
         self.assertEqual(r["rows"] % 4, 0)
+        # Every thread encodes a batch, however late it starts: under load
+        # a window could pass before any thread ran (0 items/s, which
+        # bench-http divided by).  The 256th thread starts well after 1 ms.
+        p = bench("1", "256", "0.001")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertGreaterEqual(json.loads(p.stdout)["rows"], 256)
 
     def test_refuses_to_start(self):
         # with 8080, the default port, held, as a `make run` in another
