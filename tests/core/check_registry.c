@@ -3228,6 +3228,15 @@ static int guard_step(const char *what)
 	return 0;
 }
 
+/* guard_step with a call's result: "RC" and its message when it failed. */
+static void guard_tell(int rc, const struct sid_error *err)
+{
+	char out[SID_ERROR_MSG_MAX + 16];
+
+	snprintf(out, sizeof(out), "%d %s", rc, rc ? err->msg : "");
+	guard_step(out);
+}
+
 static int guard_walk(const struct sid_reg_entry *e, const float *emb, void *ctx)
 {
 	(void)e;
@@ -3341,19 +3350,15 @@ START_TEST(t_sqlite_read_guarded)
 		rc = sid_registry_open(target, SID_REG_READONLY, &ro, &err);
 		if (!rc)
 			rc = sid_registry_get(ro, SID_TOWER_ITEM, "old", &e, &err);
-		snprintf(out, sizeof(out), "%d %s", rc, rc ? err.msg : "");
-		guard_step(out);
+		guard_tell(rc, &err);
 		rc = sid_registry_get(ro, SID_TOWER_ITEM, "fresh", &e, &err);
-		snprintf(out, sizeof(out), "%d %s", rc, rc ? err.msg : "");
-		guard_step(out);
+		guard_tell(rc, &err);
 		rc = sid_registry_foreach(ro, SID_TOWER_ITEM, 0, guard_walk, &walking, &err);
-		snprintf(out, sizeof(out), "%d %s", rc, rc ? err.msg : "");
-		guard_step(out);
+		guard_tell(rc, &err);
 		walking = 0;
 		snprintf(out, sizeof(out), "%s/copy.db", tmpdir);
 		rc = sid_registry_backup(ro, out, NULL, guard_progress, &walking, &err);
-		snprintf(out, sizeof(out), "%d %s", rc, rc ? err.msg : "");
-		guard_step(out);
+		guard_tell(rc, &err);
 		sid_registry_close(ro);
 		_exit(0);
 	}
@@ -3374,27 +3379,6 @@ START_TEST(t_sqlite_read_guarded)
 }
 END_TEST
 
-#define GUARD_N 6000 /* entries: PRAGMA integrity_check tells its progress */
-
-/* The progress of the reader of t_sqlite_read_guarded_more: it waits for
- * the parent once, at the point *ctx names (1: the end of stats' walk, which
- * counts the embeddings next; 2: the first report of the file's check). */
-static void guard_pause(void *ctx, uint64_t done, uint64_t total)
-{
-	int *when = ctx;
-
-	if ((*when == 1 && done == GUARD_N && !total) || (*when == 2 && total)) {
-		*when = 0;
-		guard_step("0 paused");
-	}
-}
-
-/* The rest of a guarded read (t_sqlite_read_guarded): stats' count of
- * embeddings and check's own look at the file (PRAGMA integrity_check, the
- * embeddings of no entry) read it without locks as a walk does, and a
- * writer that changed it meanwhile is SID_EUNAVAIL there too.  They
- * answered from the mixed pages: a check could name an embedding whose
- * entry it had not seen "of no entry", to be deleted. */
 /* Another user's read through the -wal and -shm a killed writer left: it
  * may not write the -shm, and with no connection attached to it reads the
  * -wal itself, the -shm unmapped.  The next writer to open the store, the
@@ -3420,13 +3404,11 @@ START_TEST(t_sqlite_shm_rebuilt_reader)
 		static const char *const ids[] = {"late", "late", "fresh"};
 		struct sid_registry *ro;
 		struct sid_error err;
-		char out[sizeof(buf)];
 		int rc = sid_registry_open(target, SID_REG_READONLY, &ro, &err);
 		for (size_t k = 0; k < 3; k++) {
 			if (!rc)
 				rc = sid_registry_get(ro, SID_TOWER_ITEM, ids[k], &e, &err);
-			snprintf(out, sizeof(out), "%d %s", rc, rc ? err.msg : "");
-			guard_step(out);
+			guard_tell(rc, &err);
 		}
 		if (!rc)
 			sid_registry_close(ro);
@@ -3538,6 +3520,27 @@ START_TEST(t_sqlite_read_group_shm)
 }
 END_TEST
 
+#define GUARD_N 6000 /* entries: PRAGMA integrity_check tells its progress */
+
+/* The progress of the reader of t_sqlite_read_guarded_more: it waits for
+ * the parent once, at the point *ctx names (1: the end of stats' walk, which
+ * counts the embeddings next; 2: the first report of the file's check). */
+static void guard_pause(void *ctx, uint64_t done, uint64_t total)
+{
+	int *when = ctx;
+
+	if ((*when == 1 && done == GUARD_N && !total) || (*when == 2 && total)) {
+		*when = 0;
+		guard_step("0 paused");
+	}
+}
+
+/* The rest of a guarded read (t_sqlite_read_guarded): stats' count of
+ * embeddings and check's own look at the file (PRAGMA integrity_check, the
+ * embeddings of no entry) read it without locks as a walk does, and a
+ * writer that changed it meanwhile is SID_EUNAVAIL there too.  They
+ * answered from the mixed pages: a check could name an embedding whose
+ * entry it had not seen "of no entry", to be deleted. */
 START_TEST(t_sqlite_read_guarded_more)
 {
 	struct sid_registry *w = reg_open();
@@ -3581,12 +3584,10 @@ START_TEST(t_sqlite_read_guarded_more)
 		}
 		sid_registry_set_progress(ro, guard_pause, &when);
 		rc = sid_registry_stats(ro, SID_TOWER_ITEM, &st, &err);
-		snprintf(msg, sizeof(msg), "%d %s", rc, rc ? err.msg : "");
-		guard_step(msg);
+		guard_tell(rc, &err);
 		when = 2;
 		rc = sid_registry_check(ro, -1, NULL, NULL, &res, &err);
-		snprintf(msg, sizeof(msg), "%d %s", rc, rc ? err.msg : "");
-		guard_step(msg);
+		guard_tell(rc, &err);
 		sid_registry_close(ro);
 		_exit(0);
 	}
@@ -3651,14 +3652,12 @@ START_TEST(t_sqlite_read_shm_torn)
 			rc = sid_registry_get(slow, SID_TOWER_ITEM, "old", &e, &err);
 		if (!rc)
 			rc = sid_registry_get(quick, SID_TOWER_ITEM, "old", &e, &err);
-		snprintf(out, sizeof(out), "%d %s", rc, rc ? err.msg : "");
-		guard_step(out);
+		guard_tell(rc, &err);
 		/* the header torn, and rebuilt by the writer meanwhile */
 		if (write(guard_done[1], "0 reading", 9) != 9)
 			_exit(4);
 		rc = sid_registry_get(slow, SID_TOWER_ITEM, "old", &e, &err);
-		snprintf(out, sizeof(out), "%d %s", rc, rc ? err.msg : "");
-		guard_step(out);
+		guard_tell(rc, &err);
 		/* torn, and no writer rebuilds it within the timeout */
 		t0 = now_s();
 		rc = sid_registry_get(quick, SID_TOWER_ITEM, "old", &e, &err);
@@ -3667,8 +3666,7 @@ START_TEST(t_sqlite_read_shm_torn)
 		guard_step(out);
 		/* rebuilt since */
 		rc = sid_registry_get(quick, SID_TOWER_ITEM, "old", &e, &err);
-		snprintf(out, sizeof(out), "%d %s", rc, rc ? err.msg : "");
-		guard_step(out);
+		guard_tell(rc, &err);
 		sid_registry_close(quick);
 		sid_registry_close(slow);
 		_exit(0);
