@@ -2153,11 +2153,11 @@ static int schema_check(struct sq *s, struct sid_error *err)
 	int rc;
 
 	for (size_t k = 0; k < sizeof(need) / sizeof(need[0]); k++) {
-		rc = sqlite3_prepare_v2(s->db, need[k].sql, -1, &st, NULL);
+		rc = prepare(s, need[k].sql, &st);
 		if (!rc)
 			rc = sqlite3_bind_text(st, 1, need[k].name, -1, SQLITE_STATIC);
 		if (!rc)
-			rc = sqlite3_step(st);
+			rc = step(s, st);
 		sqlite3_finalize(st);
 		st = NULL;
 		if (rc == SQLITE_DONE)
@@ -2172,7 +2172,9 @@ static int schema_check(struct sq *s, struct sid_error *err)
 	return 0;
 }
 
-/* Create or migrate the schema under the write lock. */
+/* Create or migrate the schema under the write lock.  Its reads (and the
+ * schema check's) are a reader's first: they wait out a -shm being rebuilt
+ * by its writer as every read does (recovery_wait). */
 static int migrate(struct sq *s, int readonly, struct sid_error *err)
 {
 	sqlite3_stmt *st = NULL;
@@ -2183,11 +2185,11 @@ static int migrate(struct sq *s, int readonly, struct sid_error *err)
 		if (rc)
 			return rc;
 	}
-	rc = sqlite3_prepare_v2(s->db,
-				"SELECT (SELECT count(*) FROM sqlite_master WHERE type = 'table'),"
-				" (SELECT count(*) FROM sqlite_master WHERE name = 'semid_meta')",
-				-1, &st, NULL);
-	if (rc || (rc = sqlite3_step(st)) != SQLITE_ROW) {
+	rc = prepare(s,
+		     "SELECT (SELECT count(*) FROM sqlite_master WHERE type = 'table'),"
+		     " (SELECT count(*) FROM sqlite_master WHERE name = 'semid_meta')",
+		     &st);
+	if (rc || (rc = step(s, st)) != SQLITE_ROW) {
 		rc = sq_fail(s, rc, err, "open");
 		goto fail;
 	}
@@ -2195,10 +2197,8 @@ static int migrate(struct sq *s, int readonly, struct sid_error *err)
 	if (sqlite3_column_int(st, 1)) {
 		sqlite3_finalize(st);
 		st = NULL;
-		rc = sqlite3_prepare_v2(s->db,
-					"SELECT value FROM semid_meta WHERE key = 'schema_version'",
-					-1, &st, NULL);
-		if (rc || (rc = sqlite3_step(st)) != SQLITE_ROW) {
+		rc = prepare(s, "SELECT value FROM semid_meta WHERE key = 'schema_version'", &st);
+		if (rc || (rc = step(s, st)) != SQLITE_ROW) {
 			rc = rc == SQLITE_DONE
 				 ? sid_error_set(err, SID_EFORMAT,
 						 "registry %s: semid_meta has no schema_version",
@@ -2299,8 +2299,10 @@ static int reopen_immutable(struct sq *s, struct sid_error *err)
 	int rc = sqlite3_extended_errcode(s->db), why = rc & 0xff, dir;
 	struct stat st;
 
-	if ((why != SQLITE_CANTOPEN && why != SQLITE_READONLY) || strlen(p) >= PATH_MAX ||
-	    !(dir = dir_trouble(p, sys_errno(s->db, rc))))
+	/* (not a -shm its writer was rebuilding: a writer has the store
+	 * open, whose commits the file alone would miss; waited for already) */
+	if ((why != SQLITE_CANTOPEN && why != SQLITE_READONLY) || rc == SQLITE_READONLY_RECOVERY ||
+	    strlen(p) >= PATH_MAX || !(dir = dir_trouble(p, sys_errno(s->db, rc))))
 		return 1;
 	snprintf(wal, sizeof(wal), "%s-wal", p);
 	if (stat(wal, &st) == 0 && st.st_size > 0)
@@ -2722,7 +2724,8 @@ int sid__reg_sqlite_open(const char *path, unsigned flags, int timeout_ms,
 			break;
 		if ((sqlite3_extended_errcode(s->db) & 0xff) == SQLITE_READONLY) {
 			/* a read-only file SQLite opened for reading, or (opening
-			 * read-only) no -shm to be had: no retry helps */
+			 * read-only) no -shm to be had: no retry helps; or a -shm
+			 * its writer did not rebuild while the read waited */
 			if (!readonly)
 				rc = read_only_file(path, err);
 			break;

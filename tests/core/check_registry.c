@@ -3615,6 +3615,34 @@ static void shm_header_zero(int fd)
 	ck_assert_int_eq(pwrite(fd, zero, sizeof(zero), 0), (ssize_t)sizeof(zero));
 }
 
+/* The store holding "old", and a reader forked to read it as the user
+ * nobody before a writer opens it (a child would have its -shm): 0 in the
+ * reader, which goes on at the parent's next go; else its pid, the writer
+ * opened into *w and its -shm (named into @shm) opened for writing into
+ * *fd, to be kept open until the writer has closed (closing a descriptor
+ * of the -shm drops every lock this process holds on it, SQLite's too). */
+static pid_t torn_fork(struct sid_registry **w, int *fd, char *shm, size_t len)
+{
+	struct sid_reg_entry e;
+	char buf[64];
+	pid_t pid;
+
+	*w = reg_open();
+	assign1(*w, "old", 1, 2, 3, 0, &e);
+	sid_registry_close(*w);
+	if ((pid = guard_fork()) == 0) {
+		guard_step("0 forked");
+		return 0;
+	}
+	guard_read(buf, sizeof(buf));
+	ck_assert_str_eq(buf, "0 forked");
+	*w = reg_open();
+	snprintf(shm, len, "%s-shm", target);
+	*fd = open(shm, O_WRONLY);
+	ck_assert_int_ge(*fd, 0);
+	return pid;
+}
+
 /* A reader that may not write the store's -shm cannot rebuild the WAL's
  * index there, and a read it begins while the index's header is not valid
  * fails SQLITE_READONLY_RECOVERY until a writer has.  Only a handle's first
@@ -3635,16 +3663,11 @@ START_TEST(t_sqlite_read_shm_torn)
 
 	if (geteuid() != 0)
 		CHECK_SKIP("needs root (reads as user nobody)");
-	w = reg_open();
-	assign1(w, "old", 1, 2, 3, 0, &e);
-	sid_registry_close(w);
-	/* (forked before the writer opens: a child would have its -shm) */
-	if ((pid = guard_fork()) == 0) {
+	if ((pid = torn_fork(&w, &fd, shm, sizeof(shm))) == 0) {
 		struct sid_registry *slow = NULL, *quick = NULL;
 		char out[sizeof(buf)];
 		double t0;
 		int rc;
-		guard_step("0 forked");
 		rc = sid_registry_open_timeout(target, SID_REG_READONLY, 10000, &slow, &err);
 		if (!rc)
 			rc = sid_registry_open_timeout(target, SID_REG_READONLY, 300, &quick, &err);
@@ -3671,17 +3694,9 @@ START_TEST(t_sqlite_read_shm_torn)
 		sid_registry_close(slow);
 		_exit(0);
 	}
-	guard_read(buf, sizeof(buf));
-	ck_assert_str_eq(buf, "0 forked");
-	w = reg_open();
 	ck_assert_int_eq(write(guard_go[1], "x", 1), 1);
 	guard_read(buf, sizeof(buf));
 	ck_assert_msg(!strcmp(buf, "0 "), "read as nobody beside the writer: %s", buf);
-	/* (open until the writer has closed: closing a descriptor of the
-	 * -shm drops every lock this process holds on it, SQLite's too) */
-	snprintf(shm, sizeof(shm), "%s-shm", target);
-	fd = open(shm, O_WRONLY);
-	ck_assert_int_ge(fd, 0);
 
 	shm_header_zero(fd);
 	ck_assert_int_eq(write(guard_go[1], "x", 1), 1);
@@ -3705,6 +3720,70 @@ START_TEST(t_sqlite_read_shm_torn)
 	ck_assert_int_eq(write(guard_go[1], "x", 1), 1);
 	guard_read(buf, sizeof(buf));
 	ck_assert_msg(!strcmp(buf, "0 "), "read once the writer rebuilt it: %s", buf);
+	ck_assert_int_eq(guard_wait(pid), 0);
+	sid_registry_close(w);
+	close(fd);
+}
+END_TEST
+
+/* The open-time analogue of t_sqlite_read_shm_torn: a reader that may not
+ * write the store's -shm meets the index's header torn at its open's first
+ * reads (migrate, the schema check; here in a directory it may not write,
+ * where those are its first reads at all).  The open failed at once, and
+ * with the directory's trouble: as if no writer had the store open, it
+ * fell back to reading the file alone, and, with commits in the WAL,
+ * failed "cannot read it from a directory this process cannot write".  Now
+ * it waits for the writer as any read does, and one that waited in vain
+ * says so. */
+START_TEST(t_sqlite_open_shm_torn)
+{
+	struct sid_registry *w;
+	struct sid_reg_entry e;
+	struct sid_error err;
+	char buf[SID_ERROR_MSG_MAX + 16] = "", shm[700];
+	int fd;
+	pid_t pid;
+
+	if (geteuid() != 0)
+		CHECK_SKIP("needs root (reads as user nobody)");
+	if ((pid = torn_fork(&w, &fd, shm, sizeof(shm))) == 0) {
+		struct sid_registry *ro = NULL;
+		int rc;
+		rc = sid_registry_open_timeout(target, SID_REG_READONLY, 300, &ro, &err);
+		if (!rc)
+			sid_registry_close(ro);
+		guard_tell(rc, &err);
+		if (write(guard_done[1], "0 opening", 9) != 9)
+			_exit(4);
+		rc = sid_registry_open_timeout(target, SID_REG_READONLY, 10000, &ro, &err);
+		if (!rc) {
+			rc = sid_registry_get(ro, SID_TOWER_ITEM, "new", &e, &err);
+			sid_registry_close(ro);
+		}
+		guard_tell(rc, &err);
+		_exit(0);
+	}
+	assign1(w, "new", 4, 5, 6, 0, &e); /* in the WAL: not to be missed */
+	ck_assert_int_eq(chmod(tmpdir, 0755), 0);
+
+	/* torn, and no writer rebuilds it within the timeout */
+	shm_header_zero(fd);
+	ck_assert_int_eq(write(guard_go[1], "x", 1), 1);
+	guard_read(buf, sizeof(buf));
+	ck_assert_msg(atoi(buf) == SID_EUNAVAIL && strstr(buf, shm) &&
+			  strstr(buf, "was being rebuilt by its writer") &&
+			  strstr(buf, "waited up to 300 ms: registry_timeout_ms") &&
+			  !strstr(buf, "not yet in the file"),
+		      "open while no writer rebuilt the -shm: %s", buf);
+
+	/* torn, and rebuilt by the writer meanwhile */
+	ck_assert_int_eq(write(guard_go[1], "x", 1), 1);
+	guard_read(buf, sizeof(buf));
+	ck_assert_str_eq(buf, "0 opening");
+	usleep(200000);
+	ck_assert_int_eq(sid_registry_get(w, SID_TOWER_ITEM, "old", &e, &err), 0);
+	guard_read(buf, sizeof(buf));
+	ck_assert_msg(!strcmp(buf, "0 "), "open while the writer rebuilt the -shm: %s", buf);
 	ck_assert_int_eq(guard_wait(pid), 0);
 	sid_registry_close(w);
 	close(fd);
@@ -6958,6 +7037,7 @@ static Suite *registry_suite(void)
 	tcase_add_test(tc, t_sqlite_read_guarded);
 	tcase_add_test(tc, t_sqlite_read_guarded_more);
 	tcase_add_test(tc, t_sqlite_read_shm_torn);
+	tcase_add_test(tc, t_sqlite_open_shm_torn);
 	tcase_add_test(tc, t_sqlite_read_group_shm);
 	tcase_add_test(tc, t_sqlite_shm_rebuilt_reader);
 	tcase_add_test(tc, t_sqlite_immutable_recovers);
