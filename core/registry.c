@@ -397,6 +397,8 @@ void sid_registry_events_take(struct sid_registry *r, struct sid_reg_events *out
 	out->statement_timeouts =
 	    __atomic_exchange_n(&r->events.statement_timeouts, 0, __ATOMIC_RELAXED);
 	out->answer_timeouts = __atomic_exchange_n(&r->events.answer_timeouts, 0, __ATOMIC_RELAXED);
+	out->rebuild_timeouts =
+	    __atomic_exchange_n(&r->events.rebuild_timeouts, 0, __ATOMIC_RELAXED);
 }
 
 const char *sid_registry_backend(const struct sid_registry *r)

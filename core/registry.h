@@ -362,6 +362,8 @@ struct sid_reg_events {
 				   * (raise max_locks_per_transaction) */
 	/* waits that ran out (sid_registry_open_timeout) */
 	uint64_t busy_timeouts;	     /* SQLite: another writer held the lock */
+	uint64_t rebuild_timeouts;   /* SQLite: to a reader that may not write the -shm,
+				      * its writer did not rebuild the index there */
 	uint64_t statement_timeouts; /* PostgreSQL: statement_timeout cancelled one */
 	uint64_t answer_timeouts;    /* PostgreSQL: no answer came; connection dropped */
 };

@@ -345,7 +345,8 @@ static int sq_fail(struct sq *s, int rc, struct sid_error *err, const char *what
 	case SQLITE_READONLY:
 		/* a reader's recovery_wait ran out (SQLite's own message,
 		 * "attempt to write a readonly database", is false of a read) */
-		if (rc == SQLITE_READONLY_RECOVERY)
+		if (rc == SQLITE_READONLY_RECOVERY) {
+			__atomic_add_fetch(&s->base.events.rebuild_timeouts, 1, __ATOMIC_RELAXED);
 			return sid_error_set(
 			    err, SID_EUNAVAIL,
 			    "registry %s: %s: the store's index (%s-shm) was being "
@@ -353,6 +354,7 @@ static int sq_fail(struct sq *s, int rc, struct sid_error *err, const char *what
 			    "it reads once the writer is done); waited up to %d ms: "
 			    "registry_timeout_ms",
 			    l, what, l, s->busy_ms);
+		}
 		code = SID_EUNAVAIL;
 		break;
 	case SQLITE_LOCKED:

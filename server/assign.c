@@ -194,7 +194,7 @@ static uint64_t take_events(struct srv_assigner *a, struct sid_registry *h)
 	struct sid_reg_events ev;
 	sid_registry_events_take(h, &ev);
 	srv_metrics_registry_events(a->metrics, &ev);
-	return ev.busy_timeouts + ev.statement_timeouts + ev.answer_timeouts;
+	return ev.busy_timeouts + ev.rebuild_timeouts + ev.statement_timeouts + ev.answer_timeouts;
 }
 
 /* A store call of @op's kind ended with @rc after @secs, into the metrics;

@@ -342,6 +342,7 @@ void srv_metrics_registry_events(struct srv_metrics *m, const struct sid_reg_eve
 	m->reg_events.global_locks += ev->global_locks;
 	m->reg_events.lock_table_full += ev->lock_table_full;
 	m->reg_events.busy_timeouts += ev->busy_timeouts;
+	m->reg_events.rebuild_timeouts += ev->rebuild_timeouts;
 	m->reg_events.statement_timeouts += ev->statement_timeouts;
 	m->reg_events.answer_timeouts += ev->answer_timeouts;
 	pthread_mutex_unlock(&m->mu);
@@ -653,10 +654,13 @@ char *srv_metrics_render(struct srv_metrics *m, const struct sid_model *model)
 		    "semid_registry_global_lock_total{reason=\"lock_table_full\"} %llu\n"
 		    "# HELP semid_registry_timeouts_total Store calls whose wait ran "
 		    "out (registry_timeout_ms): busy (SQLite: another writer held the "
-		    "lock), statement_timeout (PostgreSQL cancelled the statement), "
+		    "lock), index_rebuild (SQLite: to a reader that may not write the "
+		    "-shm, no writer rebuilt the WAL index there), statement_timeout "
+		    "(PostgreSQL cancelled the statement), "
 		    "no_answer (PostgreSQL did not answer; the connection was dropped).\n"
 		    "# TYPE semid_registry_timeouts_total counter\n"
 		    "semid_registry_timeouts_total{reason=\"busy\"} %llu\n"
+		    "semid_registry_timeouts_total{reason=\"index_rebuild\"} %llu\n"
 		    "semid_registry_timeouts_total{reason=\"statement_timeout\"} %llu\n"
 		    "semid_registry_timeouts_total{reason=\"no_answer\"} %llu\n"
 		    "# HELP semid_registry_probes_total Reads of the store after "
@@ -669,6 +673,7 @@ char *srv_metrics_render(struct srv_metrics *m, const struct sid_model *model)
 		    (unsigned long long)m->reg_events.global_locks,
 		    (unsigned long long)m->reg_events.lock_table_full,
 		    (unsigned long long)m->reg_events.busy_timeouts,
+		    (unsigned long long)m->reg_events.rebuild_timeouts,
 		    (unsigned long long)m->reg_events.statement_timeouts,
 		    (unsigned long long)m->reg_events.answer_timeouts,
 		    (unsigned long long)m->reg_probes[1], (unsigned long long)m->reg_probes[0]);

@@ -314,6 +314,36 @@ START_TEST(test_registry_up)
 }
 END_TEST
 
+/* semid_registry_timeouts_total: each kind of wait that ran out, taken from
+ * the store's events, under its own reason; a SQLite reader's wait for its
+ * writer to rebuild the -shm had none and was counted nowhere. */
+START_TEST(test_registry_timeouts)
+{
+	struct srv_metrics m;
+	struct sid_reg_events ev = {0};
+	char *t;
+
+	ck_assert_int_eq(srv_metrics_init(&m, 4), 0);
+	srv_metrics_registry_up(&m, 1);
+	ev.busy_timeouts = 1;
+	ev.rebuild_timeouts = 2;
+	ev.statement_timeouts = 3;
+	ev.answer_timeouts = 4;
+	srv_metrics_registry_events(&m, &ev);
+	srv_metrics_registry_events(&m, &ev);
+	t = srv_metrics_render(&m, NULL);
+	ck_assert_ptr_nonnull(strstr(t, "\nsemid_registry_timeouts_total{reason=\"busy\"} 2\n"));
+	ck_assert_ptr_nonnull(
+	    strstr(t, "\nsemid_registry_timeouts_total{reason=\"index_rebuild\"} 4\n"));
+	ck_assert_ptr_nonnull(
+	    strstr(t, "\nsemid_registry_timeouts_total{reason=\"statement_timeout\"} 6\n"));
+	ck_assert_ptr_nonnull(
+	    strstr(t, "\nsemid_registry_timeouts_total{reason=\"no_answer\"} 8\n"));
+	free(t);
+	srv_metrics_release(&m);
+}
+END_TEST
+
 /* semid_batch_size has a bucket at every power of two up to 65536, the
  * largest max_batch (config.c), so a batch of each size is told apart from
  * one of twice the size.  8192 was missing and the last bound was 16384, so
@@ -1205,6 +1235,7 @@ static void add_tests(TCase *tc)
 	tcase_add_test(tc, test_render_limits);
 	tcase_add_test(tc, test_batch_size_buckets);
 	tcase_add_test(tc, test_registry_up);
+	tcase_add_test(tc, test_registry_timeouts);
 	tcase_add_test(tc, test_entropy_follows_the_served_model);
 	tcase_add_test(tc, test_logfmt);
 	tcase_add_test(tc, test_log_always);
