@@ -436,6 +436,47 @@ int tr_test_read(const char *path, const struct tr_data *d, int cold_side, struc
 	return 0;
 }
 
+int tr_tests_read(const struct tr_data *d, const char *test, const char *test_cold,
+		  struct tr_inter *warm, struct tr_inter *cold, struct sid_error *err)
+{
+	int32_t *first = NULL; /* (N_items) 1-based line of an item's first cold test line */
+	int rc = 0;
+
+	memset(warm, 0, sizeof(*warm));
+	memset(cold, 0, sizeof(*cold));
+	if (test && (rc = tr_test_read(test, d, 0, warm, err)) < 0)
+		return rc;
+	if (test_cold && (rc = tr_test_read(test_cold, d, 1, cold, err)) < 0)
+		goto fail;
+	if (d->cold || !warm->n || !cold->n)
+		return 0;
+	first = calloc(d->items.n, sizeof(int32_t));
+	if (!first) {
+		rc = sid_error_set(err, SID_ENOMEM, "%s: out of memory", test_cold);
+		goto fail;
+	}
+	for (size_t k = cold->n; k-- > 0;) /* one interaction a line, no blank line */
+		first[cold->item[k]] = (int32_t)(k + 1 > INT32_MAX ? INT32_MAX : k + 1);
+	for (size_t k = 0; k < warm->n; k++) {
+		int32_t it = warm->item[k];
+		if (first[it]) {
+			rc = sid_error_set_at(err, SID_EFORMAT, (long)k + 1,
+					      "%s:%ld: item %d is in the cold test %s (line %d), "
+					      "so is no warm candidate (is it a cold item?); drop "
+					      "the line from one of the two",
+					      test, (long)k + 1, it, test_cold, first[it]);
+			goto fail;
+		}
+	}
+	free(first);
+	return 0;
+fail:
+	free(first);
+	tr_inter_release(warm);
+	tr_inter_release(cold);
+	return rc;
+}
+
 void tr_inter_release(struct tr_inter *t)
 {
 	if (!t)

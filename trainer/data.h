@@ -139,6 +139,18 @@ void tr_data_release(struct tr_data *d);
 int tr_test_read(const char *path, const struct tr_data *d, int cold_side, struct tr_inter *out,
 		 struct sid_error *err);
 
+/*
+ * Both test files of a run or an evaluation, each as tr_test_read (@test,
+ * @test_cold or both may be NULL: that list stays empty).  Without @d's
+ * cold list the cold set is the items of @test_cold, which are then no
+ * warm candidates: a @test line with one of them could never be a hit and
+ * lowered the warm figures unsaid, so it is refused as a cold-list item
+ * is (SID_EFORMAT naming the line of each file).  On failure both lists
+ * are empty.
+ */
+int tr_tests_read(const struct tr_data *d, const char *test, const char *test_cold,
+		  struct tr_inter *warm, struct tr_inter *cold, struct sid_error *err);
+
 /* One mini-batch of training interactions. */
 struct tr_batch {
 	size_t B;	/* rows in this batch */

@@ -919,16 +919,9 @@ int tr_eval_files(const char *model_path, const char *items, const char *users, 
 	if (rc < 0)
 		goto fail;
 	have_data = 1;
-	if (test) {
-		rc = tr_test_read(test, &d, 0, &t_warm, err);
-		if (rc < 0)
-			goto fail;
-	}
-	if (test_cold) {
-		rc = tr_test_read(test_cold, &d, 1, &t_cold, err);
-		if (rc < 0)
-			goto fail;
-	}
+	rc = tr_tests_read(&d, test, test_cold, &t_warm, &t_cold, err);
+	if (rc < 0)
+		goto fail;
 	struct tr_eval_input in = {
 	    .model = model,
 	    .st = &st,

@@ -279,16 +279,10 @@ static int load_inputs(struct run *r, const char *ckpt, const char *lock, struct
 	if (rc < 0)
 		return rc;
 	data_describe(&r->data, r->data_json, sizeof(r->data_json));
-	if (c->test[0]) {
-		rc = tr_test_read(c->test, &r->data, 0, &r->test, err);
-		if (rc < 0)
-			return rc;
-	}
-	if (c->test_cold[0]) {
-		rc = tr_test_read(c->test_cold, &r->data, 1, &r->test_cold, err);
-		if (rc < 0)
-			return rc;
-	}
+	rc = tr_tests_read(&r->data, c->test[0] ? c->test : NULL,
+			   c->test_cold[0] ? c->test_cold : NULL, &r->test, &r->test_cold, err);
+	if (rc < 0)
+		return rc;
 	r->pop_log = malloc(r->data.items.n * sizeof(float));
 	r->act_log = malloc(r->data.users.n * sizeof(float));
 	if (!r->pop_log || !r->act_log)

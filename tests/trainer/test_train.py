@@ -525,6 +525,48 @@ class TrainerTest(unittest.TestCase):
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertIn("cold", json.loads(p.stdout)["item_side"])
 
+    def test_warm_test_item_of_the_cold_test_refused(self):
+        """Without --cold-items the cold set is the items of --test-cold,
+        and those are no warm candidates: a --test line with one of them
+        (a split that leaked a cold item into the warm test) could never
+        be a hit, and lowered the warm figures without a word, where
+        --cold-items refuses that line.  Refused so too (exit 2), naming
+        both files' lines, by eval and by training before it trains."""
+        split = os.path.join(self.tmp, "split2")
+        os.makedirs(split, exist_ok=True)
+        with open(self.d("cold_test.tsv")) as f:
+            cold_lines = f.read().splitlines()
+        with open(self.d("test.tsv")) as f:
+            warm_lines = f.read().splitlines()
+        item = cold_lines[2].split("\t")[1]
+        first = next(k for k, ln in enumerate(cold_lines) if ln.split("\t")[1] == item) + 1
+        warm = os.path.join(split, "test.tsv")
+        with open(warm, "w") as f:
+            f.write("\n".join(warm_lines[:4] + ["0\t" + item] + warm_lines[4:]) + "\n")
+        want = "%s:5: item %s is in the cold test %s (line %d)" % (warm, item,
+                                                                   self.d("cold_test.tsv"), first)
+        model = os.path.join(self.tmp, "e2e.st")
+        self._ensure_e2e_model(model)
+        p = run(TRAIN, "eval", "--model", model, "--items", self.d("items.npy"), "--users",
+                self.d("users.npy"), "--train", self.d("train.tsv"), "--test", warm,
+                "--test-cold", self.d("cold_test.tsv"))
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn(want, p.stderr)
+        self.assertEqual(p.stdout, "")
+        out = os.path.join(split, "m.st")
+        args = self.base_args(out) + ["--test", warm, "--test-cold", self.d("cold_test.tsv")]
+        i = args.index("--cold-items")
+        del args[i:i + 2]
+        p = run(*args)
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn(want, p.stderr)
+        self.assertNotIn("epoch 1/", p.stderr)
+        self.assertFalse(os.path.exists(out))
+        # the files as they are: no line of one in the other
+        args[args.index(warm)] = self.d("test.tsv")
+        p = run(*args)
+        self.assertEqual(p.returncode, 0, p.stderr)
+
     def test_eval_without_a_cold_set_says_what_it_ranks(self):
         """`semid-train eval --test` alone (a team checking its validation
         split) ranked the held-out cold items among the warm candidates and
