@@ -400,6 +400,16 @@ fail:
 	return rc;
 }
 
+/* The 1-based line of (@u, @it) in @t, one interaction a line (no blank
+ * line); 0 when there is none. */
+static size_t train_line(const struct tr_inter *t, int32_t u, int32_t it)
+{
+	for (size_t k = 0; k < t->n; k++)
+		if (t->user[k] == u && t->item[k] == it)
+			return k + 1;
+	return 0;
+}
+
 int tr_test_read(const char *path, const struct tr_data *d, int cold_side, struct tr_inter *out,
 		 struct sid_error *err)
 {
@@ -428,6 +438,14 @@ int tr_test_read(const char *path, const struct tr_data *d, int cold_side, struc
 			    "%s:%ld: item %d is in the cold-item list; it belongs in "
 			    "the cold test (--test-cold)",
 			    path, line, it);
+		else if (!cold_side && tr_csr_has(&d->by_user, (size_t)out->user[k], it))
+			rc = sid_error_set_at(
+			    err, SID_EFORMAT, line,
+			    "%s:%ld: user %d clicked item %d in %s too (line %zu); the warm "
+			    "ranking leaves a user's train items out, so it could never be a "
+			    "hit: drop the test pairs that are in the train file",
+			    path, line, out->user[k], it, d->train_path,
+			    train_line(&d->train, out->user[k], it));
 		if (rc < 0) {
 			tr_inter_release(out);
 			return rc;
@@ -620,6 +638,11 @@ int tr_data_load(struct tr_data *d, const char *items_path, const char *users_pa
 	rc = tr_inter_read(train_path, d->users.n, d->items.n, d->cold, &d->train, err);
 	if (rc < 0)
 		goto fail;
+	d->train_path = strdup(train_path);
+	if (!d->train_path) {
+		rc = sid_error_set(err, SID_ENOMEM, "%s: out of memory", train_path);
+		goto fail;
+	}
 	/* tr_inter_read frees d->train only when it fails, < 0 */
 	/* NOLINTNEXTLINE(clang-analyzer-unix.Malloc) */
 	rc = tr_csr_build(&d->by_user, d->users.n, d->train.user, d->train.item, d->train.n, err);
@@ -653,6 +676,7 @@ void tr_data_release(struct tr_data *d)
 	tr_emb_close(&d->items);
 	tr_emb_close(&d->users);
 	tr_inter_release(&d->train);
+	free(d->train_path);
 	free(d->cold);
 	tr_csr_release(&d->by_user);
 	tr_csr_release(&d->by_item);

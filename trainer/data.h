@@ -109,7 +109,8 @@ struct tr_data {
 	struct tr_emb items; /* (N_items, D_item) */
 	struct tr_emb users; /* (N_users, D_user) */
 	struct tr_inter train;
-	uint8_t *cold; /* (N_items) 1 for a cold item, or NULL without a list */
+	char *train_path; /* owned copy, for messages */
+	uint8_t *cold;	  /* (N_items) 1 for a cold item, or NULL without a list */
 	size_t n_cold;
 	struct tr_csr by_user; /* items each user clicked in train */
 	struct tr_csr by_item; /* users who clicked each item in train */
@@ -134,7 +135,9 @@ void tr_data_release(struct tr_data *d);
  * without one, an item with no train click), otherwise no item may be in the
  * cold list.  A test file of the other side gave figures that looked real
  * (a warm test passed as the cold one, without a cold list, made its
- * trained items "cold").  SID_EFORMAT names the file and line.
+ * trained items "cold").  Nor may a warm test line repeat a train pair:
+ * the warm ranking leaves a user's train items out, so it could never be
+ * a hit.  SID_EFORMAT names the file and line.
  */
 int tr_test_read(const char *path, const struct tr_data *d, int cold_side, struct tr_inter *out,
 		 struct sid_error *err);

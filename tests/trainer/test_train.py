@@ -525,6 +525,18 @@ class TrainerTest(unittest.TestCase):
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertIn("cold", json.loads(p.stdout)["item_side"])
 
+    def _warm_test_with(self, name, line, at):
+        """A new directory @name, and in it a copy of the shared test.tsv
+        with @line as its line @at."""
+        split = os.path.join(self.tmp, name)
+        os.makedirs(split, exist_ok=True)
+        with open(self.d("test.tsv")) as f:
+            lines = f.read().splitlines()
+        warm = os.path.join(split, "test.tsv")
+        with open(warm, "w") as f:
+            f.write("\n".join(lines[:at - 1] + [line] + lines[at - 1:]) + "\n")
+        return split, warm
+
     def test_warm_test_item_of_the_cold_test_refused(self):
         """Without --cold-items the cold set is the items of --test-cold,
         and those are no warm candidates: a --test line with one of them
@@ -532,17 +544,11 @@ class TrainerTest(unittest.TestCase):
         be a hit, and lowered the warm figures without a word, where
         --cold-items refuses that line.  Refused so too (exit 2), naming
         both files' lines, by eval and by training before it trains."""
-        split = os.path.join(self.tmp, "split2")
-        os.makedirs(split, exist_ok=True)
         with open(self.d("cold_test.tsv")) as f:
             cold_lines = f.read().splitlines()
-        with open(self.d("test.tsv")) as f:
-            warm_lines = f.read().splitlines()
         item = cold_lines[2].split("\t")[1]
         first = next(k for k, ln in enumerate(cold_lines) if ln.split("\t")[1] == item) + 1
-        warm = os.path.join(split, "test.tsv")
-        with open(warm, "w") as f:
-            f.write("\n".join(warm_lines[:4] + ["0\t" + item] + warm_lines[4:]) + "\n")
+        split, warm = self._warm_test_with("split2", "0\t" + item, 5)
         want = "%s:5: item %s is in the cold test %s (line %d)" % (warm, item,
                                                                    self.d("cold_test.tsv"), first)
         model = os.path.join(self.tmp, "e2e.st")
@@ -566,6 +572,32 @@ class TrainerTest(unittest.TestCase):
         args[args.index(warm)] = self.d("test.tsv")
         p = run(*args)
         self.assertEqual(p.returncode, 0, p.stderr)
+
+    def test_warm_test_pair_of_the_train_file_refused(self):
+        """The warm ranking leaves each user's --train items out, so a
+        --test line repeating a --train pair (a split of a log with repeat
+        clicks) could never be a hit: it counted in the user's test items
+        and lowered Recall and NDCG without a word.  Refused (exit 2),
+        naming the test line and the train line, by eval and by training
+        before it trains."""
+        with open(self.d("train.tsv")) as f:
+            pair = f.read().splitlines()[6]  # line 7; the file has no repeated pair
+        split, warm = self._warm_test_with("split3", pair, 3)
+        u, i = pair.split("\t")
+        want = "%s:3: user %s clicked item %s in %s too (line 7)" % (warm, u, i,
+                                                                    self.d("train.tsv"))
+        model = os.path.join(self.tmp, "e2e.st")
+        self._ensure_e2e_model(model)
+        p = run(*self.eval_args(model)[:-1] + [warm])
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn(want, p.stderr)
+        self.assertEqual(p.stdout, "")
+        out = os.path.join(split, "m.st")
+        p = run(*self.base_args(out) + ["--test", warm])
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn(want, p.stderr)
+        self.assertNotIn("epoch 1/", p.stderr)
+        self.assertFalse(os.path.exists(out))
 
     def test_eval_without_a_cold_set_says_what_it_ranks(self):
         """`semid-train eval --test` alone (a team checking its validation
