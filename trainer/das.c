@@ -495,12 +495,18 @@ int das_config_check(const struct das_config *c, struct sid_error *err)
 	if (!(c->tau >= 0.05f && c->tau <= 100.0f))
 		return sid_error_set(err, SID_EINVAL, "config: tau %g not in [0.05, 100]",
 				     (double)c->tau);
-	if (!(c->beta >= 0 && c->alpha >= 0 && c->beta_align >= 0 && c->w_click >= 0 &&
-	      c->w_bias >= 0 && c->w_orth >= 0))
-		return sid_error_set(err, SID_EINVAL, "config: loss weights must be >= 0");
-	for (int v = 0; v < DAS_N_VIEWS; v++)
-		if (!(c->view_w[v] >= 0))
-			return sid_error_set(err, SID_EINVAL, "config: view%d weight < 0", v + 1);
+	const struct {
+		const char *name;
+		float v;
+	} w[] = {{"beta", c->beta},	  {"alpha", c->alpha},	   {"beta_align", c->beta_align},
+		 {"w_click", c->w_click}, {"w_bias", c->w_bias},   {"w_orth", c->w_orth},
+		 {"view1", c->view_w[0]}, {"view2", c->view_w[1]}, {"view3", c->view_w[2]},
+		 {"view4", c->view_w[3]}, {"view5", c->view_w[4]}, {"view6", c->view_w[5]}};
+	char f[DAS_FLOAT_STR];
+	for (size_t k = 0; k < sizeof(w) / sizeof(w[0]); k++)
+		if (!(w[k].v >= 0)) /* the key and its value, not "loss weights" */
+			return sid_error_set(err, SID_EINVAL, "config: %s %s is not >= 0",
+					     w[k].name, das_float_str(w[k].v, f));
 	if (!(c->lr > 0 && c->lr < 10))
 		return sid_error_set(err, SID_EINVAL, "config: lr %g not in (0, 10)",
 				     (double)c->lr);
@@ -514,9 +520,15 @@ int das_config_check(const struct das_config *c, struct sid_error *err)
 	if (!(c->weight_decay >= 0 && c->weight_decay * c->lr < 1))
 		return sid_error_set(err, SID_EINVAL, "config: weight_decay %g out of range",
 				     (double)c->weight_decay);
-	if (!(c->adam_b1 >= 0 && c->adam_b1 < 1 && c->adam_b2 >= 0 && c->adam_b2 < 1 &&
-	      c->adam_eps > 0))
-		return sid_error_set(err, SID_EINVAL, "config: adam_b1/b2 in [0,1), adam_eps > 0");
+	if (!(c->adam_b1 >= 0 && c->adam_b1 < 1))
+		return sid_error_set(err, SID_EINVAL, "config: adam_b1 %s is not in [0, 1)",
+				     das_float_str(c->adam_b1, f));
+	if (!(c->adam_b2 >= 0 && c->adam_b2 < 1))
+		return sid_error_set(err, SID_EINVAL, "config: adam_b2 %s is not in [0, 1)",
+				     das_float_str(c->adam_b2, f));
+	if (!(c->adam_eps > 0))
+		return sid_error_set(err, SID_EINVAL, "config: adam_eps %s is not > 0",
+				     das_float_str(c->adam_eps, f));
 	if (!(c->init_std_table > 0))
 		return sid_error_set(err, SID_EINVAL, "config: init_std_table must be > 0");
 	if (c->batch_size < 2)

@@ -965,6 +965,13 @@ int tr_train_run(const struct tr_config *cfg, int resume, struct sid_error *err)
 		rc = sid_error_set(err, SID_EINVAL, "--out: path too long");
 		goto fail;
 	}
+	/* the settings before the data, which takes tens of seconds at 1M
+	 * rows: only the towers' widths wait for it (0: the data's) */
+	r.dc.D_user += !r.dc.D_user;
+	r.dc.D_item += !r.dc.D_item;
+	rc = das_config_check(&r.dc, err);
+	if (rc < 0)
+		goto fail;
 	/* Each step below takes seconds at 1M items and users (tens at a
 	 * larger D), and a stop heeded only at the first epoch came after all
 	 * of them: past a Kubernetes grace period, as a SIGKILL. */

@@ -1250,6 +1250,36 @@ class TrainerTest(unittest.TestCase):
         self.assertEqual(p.returncode, 2, p.stderr)
         self.assertIn("not a directory", p.stderr)
 
+    def test_out_of_range_settings_named_before_the_data(self):
+        """A setting the model's check refuses (a negative weight, an Adam
+        moment of 1) was refused only once the data was read (tens of
+        seconds at 1M rows), and as "config: loss weights must be >= 0"
+        or "adam_b1/b2 in [0,1), adam_eps > 0": which key, and what value,
+        unsaid.  Now before the data (a missing --train is not what is
+        named), with the key and its value; exit 2."""
+        out = os.path.join(self.tmp, "ranges", "m.st")
+        os.makedirs(os.path.dirname(out), exist_ok=True)
+        missing = os.path.join(self.tmp, "ranges", "missing.tsv")
+        for flag, value, want in (("--beta", "-1", "beta -1 is not >= 0"),
+                                  ("--w-orth", "-0.5", "w_orth -0.5 is not >= 0"),
+                                  ("--adam-b1", "1", "adam_b1 1 is not in [0, 1)"),
+                                  ("--adam-b2", "1.5", "adam_b2 1.5 is not in [0, 1)"),
+                                  ("--adam-eps", "0", "adam_eps 0 is not > 0"),
+                                  ("--tau", "0.01", "tau 0.01 not in [0.05, 100]"),
+                                  ("--lr", "20", "lr 20 not in (0, 10)")):
+            p = run(*self.base_args(out, train=missing) + [flag, value])
+            self.assertEqual(p.returncode, 2, f"{flag} {value}: {p.stderr}")
+            self.assertIn(want, p.stderr)
+            self.assertNotIn(missing, p.stderr)
+            self.assertFalse(os.path.exists(out))
+        # a config file's value too
+        cfg = os.path.join(self.tmp, "ranges", "c.json")
+        with open(cfg, "w") as f:
+            json.dump({"alpha": -2}, f)
+        p = run(*self.base_args(out, train=missing) + ["--config", cfg])
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn("alpha -2 is not >= 0", p.stderr)
+
     def test_progress_lines_without_terminal(self):
         """With stderr not a terminal, progress comes as log lines every
         progress_every seconds; 0 gives one after every batch but the last
