@@ -294,6 +294,17 @@ static int open_text(const char *path, struct sid_map *m, struct lines *ln, stru
 		sid_map_close(m);
 		return rc;
 	}
+	/* "Unicode text" as Windows tools save it: every other byte a NUL, each
+	 * field quoted as "??0?" and "not a non-negative integer" */
+	const uint8_t *b = m->addr;
+	if (m->len >= 2 && ((b[0] == 0xff && b[1] == 0xfe) || (b[0] == 0xfe && b[1] == 0xff))) {
+		rc = sid_error_set_at(err, SID_EFORMAT, 0,
+				      "%s: UTF-16 text (byte-order mark %02X %02X); the trainer "
+				      "reads UTF-8: convert it (iconv -f UTF-16 -t UTF-8)",
+				      path, b[0], b[1]);
+		sid_map_close(m);
+		return rc;
+	}
 	ln->p = m->addr;
 	ln->end = ln->p + m->len;
 	ln->lineno = 0;

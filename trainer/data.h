@@ -13,7 +13,8 @@
  * row holding NaN or Inf, a training interaction with a cold item.  Further
  * tsv columns are ignored; a final line without a newline, CRLF line ends
  * and a leading UTF-8 byte-order mark are accepted; an empty line is an
- * error (it usually means a broken file).
+ * error (it usually means a broken file), and so is UTF-16 text (a
+ * byte-order mark FF FE or FE FF), named as such.
  *
  * Embeddings stay memory-mapped (so the 1M-row scale run does not need them
  * in RAM); rows are copied out as float32 on demand.  The whole file is

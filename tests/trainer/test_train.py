@@ -1159,6 +1159,32 @@ class TrainerTest(unittest.TestCase):
                            capture_output=True, text=True, timeout=120)
         self.assertEqual(p.returncode, 0, p.stderr)
 
+    def test_utf16_text_named(self):
+        """A TSV saved as "Unicode text" by a Windows tool is UTF-16 with
+        a byte-order mark: it was refused as 'user field of "??0?\\t?6?"
+        is not a non-negative integer', which does not say what is wrong.
+        Now named as UTF-16, with the conversion; exit 2, nothing written."""
+        bad = os.path.join(self.tmp, "utf16")
+        os.makedirs(bad, exist_ok=True)
+        with open(self.d("train.tsv")) as f:
+            tsv = f.read()
+        with open(self.d("cold_items.txt")) as f:
+            cold = f.read()
+        out = os.path.join(bad, "m.st")
+        for flag, name, body, bom in (("train", "train.tsv", tsv.encode("utf-16"), "FF FE"),
+                                      ("cold-items", "cold.txt",
+                                       b"\xfe\xff" + cold.encode("utf-16-be"), "FE FF")):
+            path = os.path.join(bad, name)
+            with open(path, "wb") as f:
+                f.write(body)
+            args = self.base_args(out)
+            args[args.index("--" + flag) + 1] = path
+            p = run(*args)
+            self.assertEqual(p.returncode, 2, p.stderr)
+            self.assertIn("%s: UTF-16 text (byte-order mark %s); the trainer reads UTF-8: "
+                          "convert it (iconv -f UTF-16 -t UTF-8)" % (path, bom), p.stderr)
+            self.assertFalse(os.path.exists(out))
+
     def test_special_files_refused(self):
         """A FIFO given as an input used to hang the trainer in open()
         (the stop handler restarts it, so SIGTERM did not end it either);
