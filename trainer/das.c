@@ -396,6 +396,17 @@ int das_config_set(struct das_config *c, const char *key_in, const char *value,
 				    err, SID_EINVAL,
 				    "config key hidden: \"%s\": more than %d widths", value,
 				    DAS_MAX_HIDDEN);
+			/* "32.5", "1e2": the width at fault, not a "bad separator" */
+			char *fend;
+			(void)strtod(p, &fend);
+			if (fend > end) {
+				while (*p == ' ')
+					p++;
+				return sid_error_set(
+				    err, SID_EINVAL,
+				    "config key hidden: \"%s\": width %.*s is not an integer",
+				    value, (int)(fend - p), p);
+			}
 			if (v < 1 || v > SID_MAX_DIM) {
 				while (*p == ' ')
 					p++;

@@ -282,6 +282,17 @@ class MessageTest(unittest.TestCase):
                              (2, 'semid-train: --hidden: config key hidden: "%s"%s\n'
                               % (value, msg)))
 
+    def test_hidden_fraction_is_no_separator(self):
+        """A fractional width ("hidden": [32.5] in a config file, or
+        --hidden 256,1e2) was refused as "bad separator": the width is at
+        fault, and named."""
+        for value, msg in (("32.5", ": width 32.5 is not an integer"),
+                           ("256,1e2", ": width 1e2 is not an integer")):
+            p = run(TRAIN, "--hidden", value)
+            self.assertEqual((p.returncode, p.stderr),
+                             (2, 'semid-train: --hidden: config key hidden: "%s"%s\n'
+                              % (value, msg)))
+
 
     def test_unknown_flags_and_keys_get_a_hint(self):
         """A misspelt flag or config key was "unknown" and no more, where the
