@@ -82,6 +82,7 @@ struct checker {
 	struct srv_metrics *metrics; /* (NULL in tests) */
 	struct stat seen, fired;     /* when the last load began; the last reported */
 	int seen_has, fired_has;     /* 0: the path named no file then */
+	int seen_failed;	     /* the load that began with @seen failed */
 	int had;		     /* the last stat found a file */
 	char path[SRV_PATH_MAX];
 };
@@ -107,6 +108,21 @@ static int same_file(int a_has, const struct stat *a, int b_has, const struct st
 int srv__reload_same_file(int a_has, const struct stat *a, int b_has, const struct stat *b)
 {
 	return same_file(a_has, a, b_has, b);
+}
+
+/*
+ * same_file, and with @ctime the same status change time too.  After a
+ * failed load the checker asks for it: a file published unreadable (mode
+ * 000, another user's 0600) and made readable by chmod or chown keeps its
+ * inode, size and mtime, and was never tried again.  Not after a good one:
+ * a hard link made to the served file is no reason to load it again.
+ */
+static int same_file_status(int a_has, const struct stat *a, int b_has, const struct stat *b,
+			    int ctime)
+{
+	return same_file(a_has, a, b_has, b) && (!ctime || !a_has ||
+						 (a->st_ctim.tv_sec == b->st_ctim.tv_sec &&
+						  a->st_ctim.tv_nsec == b->st_ctim.tv_nsec));
 }
 
 static void checker_unref(struct checker *ck)
@@ -198,8 +214,9 @@ static void *checker_main(void *arg)
 		}
 		ck->had = has;
 		/* once per new file: not again while its reload is pending */
-		if (!ck->stop && has && !same_file(has, &now, ck->seen_has, &ck->seen) &&
-		    !same_file(has, &now, ck->fired_has, &ck->fired)) {
+		if (!ck->stop && has &&
+		    !same_file_status(has, &now, ck->seen_has, &ck->seen, ck->seen_failed) &&
+		    !same_file_status(has, &now, ck->fired_has, &ck->fired, ck->seen_failed)) {
 			ck->fired = now;
 			ck->fired_has = has;
 			uv_async_send(ck->moved);
@@ -229,7 +246,24 @@ static void checker_note_load(struct checker *ck)
 	 * reported again when renamed back into place (a roll back) */
 	ck->fired = now;
 	ck->fired_has = has;
+	ck->seen_failed = 0;
 	pthread_mutex_unlock(&ck->mu);
+}
+
+/* The load that began at checker_note_load has ended (loop thread; does not
+ * wait): after a failure, look again at once, since a chmod's event may
+ * have come while the file's status was no news yet. */
+static void checker_kick(struct checker *ck);
+
+static void checker_note_result(struct checker *ck, int ok)
+{
+	if (!ck)
+		return;
+	pthread_mutex_lock(&ck->mu);
+	ck->seen_failed = !ok;
+	pthread_mutex_unlock(&ck->mu);
+	if (!ok)
+		checker_kick(ck);
 }
 
 /* Has a load begun with the file last reported since it was reported (loop
@@ -239,7 +273,8 @@ static int checker_reported_is_loading(struct checker *ck)
 	int same;
 
 	pthread_mutex_lock(&ck->mu);
-	same = same_file(ck->fired_has, &ck->fired, ck->seen_has, &ck->seen);
+	same =
+	    same_file_status(ck->fired_has, &ck->fired, ck->seen_has, &ck->seen, ck->seen_failed);
 	pthread_mutex_unlock(&ck->mu);
 	return same;
 }
@@ -268,7 +303,8 @@ static void checker_stop(struct checker *ck)
 
 /* A checker for @path, whose last load began when stat gave @seen (@has). */
 static struct checker *checker_start(const char *path, int poll_ms, uv_async_t *moved,
-				     struct srv_metrics *metrics, int has, const struct stat *seen)
+				     struct srv_metrics *metrics, int has, const struct stat *seen,
+				     int failed)
 {
 	struct checker *ck = calloc(1, sizeof(*ck));
 	pthread_condattr_t ca;
@@ -289,6 +325,7 @@ static struct checker *checker_start(const char *path, int poll_ms, uv_async_t *
 	ck->seen_has = ck->fired_has = ck->had = has;
 	if (has)
 		ck->seen = ck->fired = *seen;
+	ck->seen_failed = failed;
 	ck->refs = 2;
 	if (pthread_create(&t, NULL, checker_main, ck) != 0) {
 		pthread_mutex_destroy(&ck->mu);
@@ -576,6 +613,7 @@ static void on_done(uv_async_t *h)
 		else
 			snprintf(w->error, sizeof(w->error), "%s", err.msg);
 	}
+	checker_note_result(r->ck, m != NULL);
 	finish(r, r->cur_trigger, m, err.msg, unix_now() - r->started);
 	retry_after(r, !m && err.code == SID_ENOMEM, err.msg);
 	for (w = r->cur_waiters; w; w = next) {
@@ -873,8 +911,8 @@ int srv_reload_new(uv_loop_t *loop, const struct srv_config *cfg, struct srv_met
 			return SID_EIO; /* caller closes */
 		}
 		r->watching = 1;
-		r->ck =
-		    checker_start(cfg->model, cfg->watch_poll_ms, &r->moved, r->metrics, had, &st0);
+		r->ck = checker_start(cfg->model, cfg->watch_poll_ms, &r->moved, r->metrics, had,
+				      &st0, !m);
 		if (!r->ck) {
 			sid_error_set(err, SID_EIO, "cannot start the thread that checks %s",
 				      cfg->model);

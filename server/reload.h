@@ -28,8 +28,10 @@
  * never reports: a symlink swapped higher up the path (current ->
  * releases/42: the watch follows the old target) and renames made by
  * another host on a network filesystem.  A file once tried, good or bad, is
- * not tried again until the path names another, and a publish seen by both
- * the event and the poll is loaded once.  The stats run on the checker
+ * not tried again until the path names another (or, after a failed load,
+ * its status changes: ctime, as a chmod or chown that makes it readable
+ * changes it), and a publish seen by both the event and the poll is
+ * loaded once.  The stats run on the checker
  * thread (and the one before a load on the reload thread), never on the
  * loop thread, so a filesystem that hangs (an NFS server gone) cannot stop
  * it batching requests.

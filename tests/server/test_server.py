@@ -11,6 +11,7 @@ import gzip
 import http.client
 import json
 import os
+import pwd
 import re
 import resource
 import shutil
@@ -95,6 +96,18 @@ def let_reloads_go(gate):
     """The reload held by hold_a_reload goes on; the next loads pass."""
     os.unlink(gate)
     os.close(os.open(gate + ".keep", os.O_WRONLY))
+
+
+def dir_for_another_user(test, prefix):
+    """A directory that a user other than root can enter (WORK is 0700),
+    removed after @test; skips @test when not run as root, as only root can
+    run the server as another user."""
+    if os.geteuid() != 0:
+        test.skipTest("needs root to run the server as another user")
+    d = tempfile.mkdtemp(prefix=prefix)
+    test.addCleanup(shutil.rmtree, d, True)
+    os.chmod(d, 0o755)
+    return d
 
 
 def swap_symlink(link, target):
@@ -1700,6 +1713,48 @@ class TestOps(unittest.TestCase):
         finally:
             self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
 
+    def test_watch_reloads_a_file_made_readable(self):
+        """A model published unreadable (mode 000, or another user's 0600)
+        is refused "Permission denied"; the chmod or chown that then makes
+        it readable changes neither its inode, size nor mtime, so it was
+        never tried again and the old model served on for good.  After a
+        failed load a change of the file's status (ctime) is news too: the
+        file made readable is swapped in, from its directory event alone."""
+        path = os.path.join(dir_for_another_user(self, "semid-perm-"), "model.safetensors")
+
+        def publish(version, mode):
+            T.write_model(path + ".tmp", {"item": TIEFREE}, version)
+            os.chmod(path + ".tmp", mode)
+            os.rename(path + ".tmp", path)
+        publish("perm-1", 0o644)
+        nobody = T.as_nobody(T.SERVER)
+        srv = T.Server(["--model", path, "--registry", "none", "--watch-poll-ms", "0",
+                        "--reload-debounce-ms", "10"], WORK, **nobody)
+        errors = 'semid_model_reloads_total{result="error"}'
+
+        def wait_errors(n):
+            deadline = time.monotonic() + 5 * T.SLOW
+            while time.monotonic() < deadline and srv.metrics().get(errors, 0) < n:
+                time.sleep(0.02)
+            self.assertEqual(srv.metrics().get(errors), n, srv.log_text()[-2000:])
+            st, _, info = srv.json("GET", "/v1/model")
+            self.assertEqual(info["last_reload"]["error"], "%s: Permission denied" % path)
+            self.assertEqual(info["version"], "perm-%d" % n)
+        try:
+            publish("perm-2", 0o000)
+            wait_errors(1)
+            os.chmod(path, 0o644)
+            self.assertEqual(self._wait_version(srv, "perm-2"), "perm-2",
+                             srv.log_text()[-2000:])
+            publish("perm-3", 0o600)  # root's
+            wait_errors(2)
+            os.chown(path, pwd.getpwnam("nobody").pw_uid, -1)
+            self.assertEqual(self._wait_version(srv, "perm-3"), "perm-3",
+                             srv.log_text()[-2000:])
+            self.assertEqual(srv.metrics().get(errors), 2)
+        finally:
+            self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
+
     def test_watch_reloads_a_publish_once(self):
         """A rename into the watched directory is seen twice, by its event and
         by the poll; it is loaded once, not again when the poll's report
@@ -2063,12 +2118,7 @@ class TestLifecycle(unittest.TestCase):
         """A copy of TF_MODEL that a user other than root can read (WORK is
         0700), for the thread limit tests (RLIMIT_NPROC binds only a user
         other than root); skips the test when not run as root."""
-        if os.geteuid() != 0:
-            self.skipTest("needs root to run the server as another user")
-        d = tempfile.mkdtemp(prefix="semid-nproc-")
-        self.addCleanup(shutil.rmtree, d, True)
-        os.chmod(d, 0o755)
-        model = os.path.join(d, "m.safetensors")
+        model = os.path.join(dir_for_another_user(self, "semid-nproc-"), "m.safetensors")
         shutil.copy(TF_MODEL, model)
         os.chmod(model, 0o644)
         return model
