@@ -1755,6 +1755,24 @@ class TestOps(unittest.TestCase):
         finally:
             self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
 
+    def test_allow_empty_start_on_an_unreadable_model_made_readable(self):
+        """The same at a start: with --allow-empty a server whose model it
+        may not read serves none, and loads it once a chmod lets it."""
+        path = os.path.join(dir_for_another_user(self, "semid-perm-"), "model.safetensors")
+        T.write_model(path, {"item": TIEFREE}, "perm-start")
+        os.chmod(path, 0o000)
+        srv = T.Server(["--model", path, "--allow-empty", "--registry", "none",
+                        "--watch-poll-ms", "0", "--reload-debounce-ms", "10"], WORK,
+                       **T.as_nobody(T.SERVER))
+        try:
+            st, _, info = srv.json("GET", "/v1/model")
+            self.assertEqual(info["last_reload"]["error"], "%s: Permission denied" % path)
+            os.chmod(path, 0o644)
+            self.assertEqual(self._wait_version(srv, "perm-start"), "perm-start",
+                             srv.log_text()[-2000:])
+        finally:
+            self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
+
     def test_watch_reloads_a_publish_once(self):
         """A rename into the watched directory is seen twice, by its event and
         by the poll; it is loaded once, not again when the poll's report
