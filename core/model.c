@@ -120,8 +120,9 @@ static int tower_choice(const json_t *tv, const char *tname, const char *field,
 	v = name_parse(names, n, json_string_value(s));
 	if (v < 0)
 		return sid_error_set(err, SID_EFORMAT,
-				     "metadata 'semid': towers.%s.%s '%.32s' unknown (%s)", tname,
-				     field, json_string_value(s), allowed);
+				     "metadata 'semid': towers.%s.%s '" SID_NAME_FMT
+				     "' unknown (%s)",
+				     tname, field, SID_NAME_ARGS(json_string_value(s)), allowed);
 	return v;
 }
 
@@ -189,9 +190,9 @@ static int parse_semid_meta(const char *text, struct sid_model *m, struct sid_er
 		int k = sid_tower_parse(tname), v;
 		if (k < 0) {
 			rc = sid_error_set(err, SID_EFORMAT,
-					   "metadata 'semid': unknown tower '%.64s' (towers are "
-					   "'item' and 'user')",
-					   tname);
+					   "metadata 'semid': unknown tower '" SID_NAME_FMT
+					   "' (towers are 'item' and 'user')",
+					   SID_NAME_ARGS(tname));
 			goto fail;
 		}
 		if (!json_is_object(tv)) {

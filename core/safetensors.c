@@ -116,8 +116,8 @@ static int parse_tensor(const char *name, const json_t *obj, struct sid_st_tenso
 	code = dtype_parse(json_string_value(dt));
 	if (code < 0)
 		return sid_error_set(err, SID_EFORMAT,
-				     "tensor '" SID_NAME_FMT "': unknown dtype '%.32s'",
-				     SID_NAME_ARGS(name), json_string_value(dt));
+				     "tensor '" SID_NAME_FMT "': unknown dtype '" SID_NAME_FMT "'",
+				     SID_NAME_ARGS(name), SID_NAME_ARGS(json_string_value(dt)));
 	t->dtype = (enum sid_st_dtype)code;
 
 	if (!json_is_array(shape))

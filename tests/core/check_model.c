@@ -219,6 +219,20 @@ START_TEST(test_meta_rejects)
 	REJECT_META("{\"format_version\":1,\"model_version\":\"v\",\"towers\":{\"item\":{"
 		    "\"activation\":\"relu\",\"input_norm\":\"none\"},\"movie\":{}}}",
 		    "metadata 'semid': unknown tower 'movie'");
+	/* cut between characters, as names are: '%.64s' and '%.32s' split a
+	 * character, and the message was not UTF-8 */
+	REJECT_META(
+	    "{\"format_version\":1,\"model_version\":\"v\",\"towers\":{\"item\":{"
+	    "\"activation\":\"relu\",\"input_norm\":\"none\"},"
+	    "\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\xc3\xa9\":{}}}",
+	    "metadata 'semid': unknown tower "
+	    "'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\xc3\xa9' "
+	    "(towers are 'item' and 'user')");
+	REJECT_META(
+	    "{\"format_version\":1,\"model_version\":\"v\",\"towers\":{\"item\":{"
+	    "\"activation\":\"rrrrrrrrrrrrrrrrrrrrrrrrrrrrrrr\xc3\xa9\",\"input_norm\":\"none\"}}}",
+	    "metadata 'semid': towers.item.activation 'rrrrrrrrrrrrrrrrrrrrrrrrrrrrrrr\xc3\xa9' "
+	    "unknown");
 	REJECT_META("{\"format_version\":1,\"model_version\":\"v\",\"towers\":{\"item\":\"relu\"}}",
 		    "metadata 'semid': towers.item is not an object");
 	REJECT_META("{\"format_version\":1,\"model_version\":\"v\",\"towers\":{\"item\":{"

@@ -282,6 +282,16 @@ START_TEST(test_long_names_keep_the_reason)
 	expect_bad(header, 8, "...': unknown dtype 'F8'");
 	snprintf(header, sizeof(header), "{\"__metadata__\":{\"%s\":1}}", a);
 	expect_bad(header, 0, "...': value is not a string");
+	/* a dtype too is cut between characters: '%.32s' cut its 33rd byte's
+	 * character in two, and the message was not UTF-8 */
+	expect_bad("{\"w\":{\"dtype\":\"FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF\xc3\xa9\xc3\xa9\","
+		   "\"shape\":[1],\"data_offsets\":[0,4]}}",
+		   4,
+		   "tensor 'w': unknown dtype 'FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF\xc3\xa9\xc3\xa9'");
+	snprintf(header, sizeof(header),
+		 "{\"w\":{\"dtype\":\"%s\",\"shape\":[1],\"data_offsets\":[0,4]}}", b);
+	snprintf(want, sizeof(want), "tensor 'w': unknown dtype '%.119s...'", b);
+	expect_bad(header, 4, want);
 	/* a name of exactly SID_NAME_SHOWN bytes is shown whole */
 	a[SID_NAME_SHOWN] = '\0';
 	snprintf(header, sizeof(header),
