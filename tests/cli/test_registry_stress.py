@@ -252,7 +252,12 @@ class RegistryStressTest(unittest.TestCase):
             ("daemon", ["delete", "none"]), ("nobody", ["get", "b1"]))]
         for t in threads:
             t.start()
-        time.sleep(6)
+        # 6 s, or as long as a loaded machine (ASan) needs for enough
+        # runs of each to mean anything (the assertion at the end)
+        t0 = time.monotonic()
+        while (time.monotonic() - t0 < 6 or min(map(len, runs.values())) <= 20) \
+                and time.monotonic() - t0 < 180:
+            time.sleep(0.2)
         stop.set()
         for t in threads:
             t.join(120)
