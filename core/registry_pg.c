@@ -4,10 +4,11 @@
  *
  * Races between processes are decided by the database: the primary key
  * (kind, id) and the unique constraint (kind, codes, suffix).  An assign runs
- * at READ COMMITTED: it reads the id, finds the smallest free suffix, and
- * inserts with ON CONFLICT DO NOTHING; when the insert loses (another process
- * took the id or the slot first) it reads again and either returns the
- * winner's assignment or tries the next free suffix.  A unique violation on a
+ * at READ COMMITTED (every session's default, set in conn_ensure): it reads
+ * the id, finds the smallest free suffix, and inserts with ON CONFLICT DO
+ * NOTHING; when the insert loses (another process took the id or the slot
+ * first) it reads again and either returns the winner's assignment or tries
+ * the next free suffix.  A unique violation on a
  * reassign, a deadlock or a serialization failure rolls the transaction back
  * and runs it again (RETRY_MAX times, with a random back-off).  Commit waits
  * for the WAL flush (synchronous_commit as the server has it, "on" by
@@ -939,7 +940,14 @@ static int conn_ensure(struct pg *s, struct sid_error *err)
 		conn_drop(s);
 		return rc;
 	}
-	res = pq_query(s, "SET client_min_messages = warning");
+	/* Every transaction here is written for READ COMMITTED (each statement
+	 * sees what committed before it, the advisory locks' waits included),
+	 * whatever the role or database default: at REPEATABLE READ a
+	 * migration that had waited for the lock read semid_meta with the
+	 * snapshot its lock statement took, saw the table but not its row, and
+	 * refused a store another process had just created. */
+	res = pq_query(s, "SET client_min_messages = warning;"
+			  " SET default_transaction_isolation = 'read committed'");
 	pq.PQclear(res);
 	if (s->conn && s->timeout_ms) {
 		/* The server cancels what runs or waits too long, keeping the

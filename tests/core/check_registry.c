@@ -23,7 +23,9 @@
  * write it (the read waits for the writer to rebuild it), the file
  * checked once per call, not per op or id, and a backup taken while another
  * connection commits; on PostgreSQL a server that
- * stops and comes back, eight processes creating the schema at once, a
+ * stops and comes back, eight processes creating the schema at once (also
+ * in a database whose sessions default to REPEATABLE READ or SERIALIZABLE,
+ * where an assign that waited for another writer's locks runs once), a
  * newer schema met on a lazy first connection and
  * on a reconnect, a role that may not create the schema, a first
  * transaction run again after a lost race (its levels are not kept), a
@@ -5256,7 +5258,9 @@ static void pg_value(const char *conninfo, const char *sql, char *buf, size_t le
  * unique constraint "pg_type_typname_nsp_index""). */
 #define MIGRATE_KEY "7305853201" /* LOCK_KEY in core/registry_pg.c */
 
-START_TEST(t_pg_schema_race)
+/* @isolation: the database's default_transaction_isolation (NULL: as
+ * PostgreSQL has it, read committed) */
+static void schema_race(const char *isolation)
 {
 	enum { P = 8 };
 	pid_t pid[P];
@@ -5269,7 +5273,14 @@ START_TEST(t_pg_schema_race)
 	PGresult *res;
 	char n[16];
 
-	NEED_STORE();
+	if (isolation) {
+		char sql[300];
+		snprintf(sql, sizeof(sql),
+			 "DO $$BEGIN EXECUTE format('ALTER DATABASE %%I SET "
+			 "default_transaction_isolation = %%L', current_database(), '%s'); END$$",
+			 isolation);
+		pg_sql(target, sql);
+	}
 	holder = PQconnectdb(target);
 	ck_assert_msg(PQstatus(holder) == CONNECTION_OK, "%s", PQerrorMessage(holder));
 	res = PQexec(holder, "BEGIN; SELECT pg_advisory_xact_lock(" MIGRATE_KEY ")");
@@ -5328,6 +5339,32 @@ START_TEST(t_pg_schema_race)
 	ck_assert_int_eq(st.items, P);
 	ck_assert_int_eq(st.max_suffix, P - 1);
 	sid_registry_close(r);
+}
+
+START_TEST(t_pg_schema_race)
+{
+	NEED_STORE();
+	schema_race(NULL);
+}
+END_TEST
+
+/* The same race in a database whose sessions default to REPEATABLE READ
+ * (or SERIALIZABLE): semid's transactions still run at READ COMMITTED.
+ * They took the database's level, so a process that had waited for the
+ * migration lock read semid_meta with the snapshot of its first statement,
+ * taken before the lock was granted: it saw the table but not its row, and
+ * its open failed with "semid_meta has no schema_version". */
+START_TEST(t_pg_schema_race_repeatable_read)
+{
+	NEED_STORE();
+	schema_race("repeatable read");
+}
+END_TEST
+
+START_TEST(t_pg_schema_race_serializable)
+{
+	NEED_STORE();
+	schema_race("serializable");
 }
 END_TEST
 
@@ -5517,6 +5554,54 @@ START_TEST(t_pg_retry_forgets_levels)
 		ck_assert_int_eq(L, L2);
 		sid_registry_close(fresh);
 	}
+}
+END_TEST
+
+/* An assign in a database whose sessions default to REPEATABLE READ, behind
+ * a writer that holds the store's global lock (GLOBAL_KEY in
+ * core/registry_pg.c) and adds y to tuple 1-1-1: once that commits, x takes
+ * suffix 1 in one go, as at READ COMMITTED.  It used to run at the
+ * database's level: the snapshot its lock statement took before the wait
+ * did not see y, so it chose suffix 0, met y's row there, failed with a
+ * serialization error and ran again (a retry per wait: under load a hot
+ * tuple's assigns ran out of retries and answered 503). */
+START_TEST(t_pg_assign_repeatable_read)
+{
+	struct sid_registry *r;
+	struct retry_arg a = {0};
+	struct sid_reg_events ev;
+	PGconn *raw;
+	PGresult *res;
+	pthread_t th;
+	int waiting;
+
+	NEED_STORE();
+	pg_sql(target, "DO $$BEGIN EXECUTE format('ALTER DATABASE %I SET "
+		       "default_transaction_isolation = ''repeatable read''', "
+		       "current_database()); END$$");
+	r = reg_open();
+	raw = PQconnectdb(target);
+	ck_assert_int_eq(PQstatus(raw), CONNECTION_OK);
+	res = PQexec(raw, "BEGIN; SELECT pg_advisory_xact_lock(7305853202);" /* GLOBAL_KEY */
+			  " INSERT INTO semid_assignment (kind, id, codes, suffix, model_version,"
+			  " created_ms, updated_ms) VALUES (0, 'y',"
+			  " '\\x000000010000000100000001'::bytea, 0, 'raw', 0, 0)");
+	ck_assert_msg(PQresultStatus(res) == PGRES_COMMAND_OK, "%s", PQerrorMessage(raw));
+	PQclear(res);
+	sid_registry_events_take(r, &ev); /* from here on */
+	a.r = r;
+	ck_assert_int_eq(pthread_create(&th, NULL, assign_x, &a), 0);
+	waiting = lock_waiter_seen(); /* x waits for the global lock */
+	PQclear(PQexec(raw, "COMMIT"));
+	PQfinish(raw);
+	pthread_join(th, NULL);
+	ck_assert_msg(waiting, "the assign never waited for the global lock");
+	ck_assert_msg(a.rc == 0, "%s", a.err.msg);
+	ck_assert_int_eq(a.e.created, 1);
+	ck_assert_int_eq(a.e.suffix, 1);
+	sid_registry_events_take(r, &ev);
+	ck_assert_uint_eq(ev.retries, 0);
+	sid_registry_close(r);
 }
 END_TEST
 
@@ -7085,6 +7170,8 @@ static Suite *registry_suite(void)
 	tcase_add_test(tc, t_pg_schema_ahead);
 	tcase_add_test(tc, t_pg_registry_in_another_schema);
 	tcase_add_test(tc, t_pg_schema_race);
+	tcase_add_test(tc, t_pg_schema_race_repeatable_read);
+	tcase_add_test(tc, t_pg_schema_race_serializable);
 	tcase_add_test(tc, t_pg_schema_damaged);
 	tcase_add_test(tc, t_pg_schema_table_dropped);
 	tcase_add_test(tc, t_pg_cause_named);
@@ -7093,6 +7180,7 @@ static Suite *registry_suite(void)
 	tcase_add_test(tc, t_pg_no_privilege);
 	tcase_add_test(tc, t_pg_check_amcheck);
 	tcase_add_test(tc, t_pg_retry_forgets_levels);
+	tcase_add_test(tc, t_pg_assign_repeatable_read);
 	tcase_add_test(tc, t_pg_move_out_gap);
 	tcase_add_test(tc, t_pg_moves_cross);
 	tcase_add_test(tc, t_pg_lost_race_fails);
