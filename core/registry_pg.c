@@ -40,6 +40,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -54,7 +55,7 @@
 /* clang-format off */
 #define PQ_FUNCS(X) \
 	X(PQclear) X(PQcmdTuples) X(PQconndefaults) X(PQconnectdbParams) \
-	X(PQconninfoFree) X(PQconninfoParse) X(PQconsumeInput) X(PQenterPipelineMode) \
+	X(PQconninfo) X(PQconninfoFree) X(PQconninfoParse) X(PQconsumeInput) X(PQenterPipelineMode) \
 	X(PQerrorMessage) X(PQexec) X(PQexecParams) X(PQexecPrepared) \
 	X(PQexitPipelineMode) X(PQfinish) X(PQflush) X(PQfreemem) \
 	X(PQgetResult) X(PQgetisnull) X(PQgetlength) X(PQgetvalue) \
@@ -233,7 +234,7 @@ struct pg {
 	/* the last failed connect (sid__reg_mono_ms) and why: another is not
 	 * tried within CONNECT_GAP_MS of it */
 	int64_t connect_failed_at;
-	char connect_why[300];
+	char connect_why[SID_ERROR_MSG_MAX];
 	/* with_retries: a COMMIT of this run lost its connection before its
 	 * answer came, so the server may have carried it out */
 	int maybe_committed;
@@ -891,6 +892,37 @@ static int encoding_check(struct pg *s, struct sid_error *err)
 }
 
 /*
+ * libpq does not read a password file that others may read (or that is no
+ * plain file), and says so only in a line on stderr; the connection then
+ * fails with "fe_sendauth: no password supplied", which names neither the
+ * file nor its mode.  Added to s->connect_why, after that failure, when the
+ * password file libpq would have read (passfile=, PGPASSFILE or
+ * ~/.pgpass, as the failed connection reports it) is such a file.
+ */
+static void passfile_ignored(struct pg *s)
+{
+	PQconninfoOption *o, *x;
+	const char *file = NULL;
+	size_t n = strlen(s->connect_why);
+	struct stat st;
+
+	if (!strstr(s->connect_why, "no password supplied") || !(o = pq.PQconninfo(s->conn)))
+		return;
+	for (x = o; x->keyword && !file; x++)
+		if (!strcmp(x->keyword, "passfile") && x->val && x->val[0])
+			file = x->val;
+	if (file && !stat(file, &st) && !S_ISREG(st.st_mode))
+		snprintf(s->connect_why + n, sizeof(s->connect_why) - n,
+			 " (the password file %s was not read: it is not a plain file)", file);
+	else if (file && !stat(file, &st) && (st.st_mode & 077))
+		snprintf(s->connect_why + n, sizeof(s->connect_why) - n,
+			 " (the password file %s was not read: its mode %04o lets other users "
+			 "read it; chmod 600 it)",
+			 file, (unsigned)(st.st_mode & 07777));
+	pq.PQconninfoFree(o);
+}
+
+/*
  * A server's handle (one with a timeout, sid_registry_open_timeout) whose
  * connect failed tries again at most once a second (as proto/registry.md
  * says): every call reconnected at once, so an outage, or a server at
@@ -918,6 +950,7 @@ static int conn_ensure(struct pg *s, struct sid_error *err)
 	if (pq.PQstatus(s->conn) != CONNECTION_OK) {
 		snprintf(s->connect_why, sizeof(s->connect_why), "%s", pq.PQerrorMessage(s->conn));
 		s->connect_why[strcspn(s->connect_why, "\n")] = '\0';
+		passfile_ignored(s);
 		s->connect_failed_at = sid__reg_mono_ms();
 		conn_drop(s);
 		return sid_error_set(err, SID_EUNAVAIL, "registry %s: cannot connect: %s",

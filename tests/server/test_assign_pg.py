@@ -7,7 +7,8 @@ in assign_testlib.py), computed independently of the C code.
 
 Covered (test_assign_pg_down.py has the store that cannot be reached): a
 password that never shows (in the URI, wrong, or from PGPASSWORD, a password
-file, a service file, the config file), two servers assigning at once, an
+file, a service file, the config file), a password file libpq passes over (mode
+0644, a directory) named in the 503, two servers assigning at once, an
 outage, a store whose schema a newer semid wrote (refused at start, exit 2),
 a database as the first build wrote it (served as stored),
 a start behind the migration lock, deadlocks retried, a backend stopped
@@ -1090,6 +1091,37 @@ class TestAssignPostgresSecrets(PgBase):
         self.assertIn("bad connection string", p.stderr)
         self.assert_secret(p.stdout + p.stderr, "unparsable")
 
+
+    def test_password_file_others_may_read(self):
+        """A password file other users may read (0644), or that is no plain
+        file, is not read by libpq, which says so only in a line on stderr:
+        the assign answered 503 "fe_sendauth: no password supplied", naming
+        neither the file nor why it was passed over.  The answer now says
+        both; at 0600 the same file serves."""
+        if not self.pg.own:
+            self.skipTest("needs the test's own cluster (its pg_hba.conf)")
+        d = self.fresh_dir()
+        plain = ["--registry",
+                 "postgresql://semid_app@127.0.0.1:%d/semid_secrets" % self.pg.port]
+        passfile = os.path.join(d, "pgpass")
+        with open(passfile, "w") as f:
+            f.write("127.0.0.1:%d:semid_secrets:semid_app:%s\n" % (self.pg.port, self.PASSWORD))
+        os.chmod(passfile, 0o644)
+        st, r, reg, seen = self.run_server(d, plain, {"PGPASSFILE": passfile})
+        self.assertEqual((st, reg["status"]), (503, "unavailable"), r)
+        self.assertIn("no password supplied (the password file %s was not read: its mode 0644 "
+                      "lets other users read it; chmod 600 it)" % passfile,
+                      r["error"]["message"])
+        self.assert_secret(seen, "0644")
+        os.chmod(passfile, 0o600)
+        st, r, reg, seen = self.run_server(d, plain, {"PGPASSFILE": passfile})
+        self.assertEqual((st, reg["status"]), (200, "ok"), r)
+        home = os.path.join(d, "home")
+        os.makedirs(os.path.join(home, ".pgpass"))  # ~/.pgpass, a directory
+        st, r, reg, seen = self.run_server(d, plain, {"HOME": home})
+        self.assertEqual(st, 503, r)
+        self.assertIn("(the password file %s/.pgpass was not read: it is not a plain file)"
+                      % home, r["error"]["message"])
 
 class TestAssignPostgresTls(PgBase):
     """The registry over TLS (sslmode=require), where semid waits for answers
