@@ -2312,14 +2312,21 @@ static const struct sid__reg_ops pg_ops = {
  * No registry on the session's search_path: refused when another schema of
  * the database holds one.  Creating a second one there (a role or database
  * given another search_path, one server of a fleet configured apart) gave
- * out IDs the first already held, and known ids new ones.
+ * out IDs the first already held, and known ids new ones.  A schema the role
+ * may not use (no USAGE) is left out of the search path by PostgreSQL, so a
+ * registry there is refused by naming the missing privilege: "put it on the
+ * search_path" was no help when it was on it already.
  */
 static int registry_elsewhere(struct pg *s, struct sid_error *err)
 {
-	PGresult *res = pq_query(s, "SELECT string_agg(quote_ident(n.nspname), ', ' ORDER BY "
-				    "n.nspname), current_setting('search_path')"
-				    " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
-				    " WHERE c.relname = 'semid_meta' AND c.relkind = 'r'");
+	PGresult *res =
+	    pq_query(s, "SELECT string_agg(quote_ident(n.nspname), ', ' ORDER BY n.nspname)"
+			" FILTER (WHERE has_schema_privilege(n.oid, 'USAGE')),"
+			" string_agg(quote_ident(n.nspname), ', ' ORDER BY n.nspname)"
+			" FILTER (WHERE NOT has_schema_privilege(n.oid, 'USAGE')),"
+			" current_setting('search_path'), quote_ident(current_user)"
+			" FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+			" WHERE c.relname = 'semid_meta' AND c.relkind = 'r'");
 	int rc = 0;
 
 	if (pq.PQresultStatus(res) != PGRES_TUPLES_OK || pq.PQntuples(res) != 1)
@@ -2331,8 +2338,17 @@ static int registry_elsewhere(struct pg *s, struct sid_error *err)
 				   "search_path (ALTER ROLE ... SET search_path, or "
 				   "options=-csearch_path=... in the connection string): a second "
 				   "registry here would give out IDs the first already holds",
-				   s->base.label, pq.PQgetvalue(res, 0, 1),
+				   s->base.label, pq.PQgetvalue(res, 0, 2),
 				   pq.PQgetvalue(res, 0, 0));
+	else if (!pq.PQgetisnull(res, 0, 1))
+		rc =
+		    sid_error_set(err, SID_EIO,
+				  "registry %s: schema %s of the database holds a semid registry, "
+				  "but role %s may not use the schema (no USAGE privilege); GRANT "
+				  "USAGE ON SCHEMA %s TO %s, and SELECT, INSERT, UPDATE, DELETE on "
+				  "its tables",
+				  s->base.label, pq.PQgetvalue(res, 0, 1), pq.PQgetvalue(res, 0, 3),
+				  pq.PQgetvalue(res, 0, 1), pq.PQgetvalue(res, 0, 3));
 	pq.PQclear(res);
 	return rc;
 }

@@ -4967,6 +4967,50 @@ START_TEST(t_pg_registry_in_another_schema)
 }
 END_TEST
 
+/* A registry in a schema the role may not use (no USAGE: an admin made it,
+ * the GRANT was forgotten) is invisible to the session even with the schema
+ * on its search_path.  The refusal said "no semid registry on this session's
+ * search_path (reg), but schema reg of the database holds one; put it on the
+ * search_path", which it was; it now names the missing privilege. */
+START_TEST(t_pg_registry_schema_no_usage)
+{
+	struct sid_registry *r = NULL;
+	struct sid_reg_entry e;
+	struct sid_error err;
+	char admin[700], app[760], role[32], sql[300];
+
+	NEED_STORE();
+	pg_sql(target, "CREATE SCHEMA reg");
+	snprintf(admin, sizeof(admin), "%s options=-csearch_path=reg", target);
+	ck_assert_int_eq(sid_registry_open(admin, 0, &r, &err), 0);
+	assign1(r, "a", 1, 2, 3, 0, &e);
+	sid_registry_close(r);
+	snprintf(role, sizeof(role), "semid_nousage_%d", (int)getpid());
+	snprintf(sql, sizeof(sql), "CREATE ROLE %s LOGIN", role);
+	pg_sql(target, sql);
+	snprintf(app, sizeof(app), "%s user=%s", admin, role);
+	r = NULL;
+	ck_assert_int_eq(sid_registry_open(app, 0, &r, &err), SID_EIO);
+	ck_assert_ptr_null(r);
+	ck_assert_msg(strstr(err.msg, "schema reg of the database holds a semid registry, but "
+				      "role ") &&
+			  strstr(err.msg, role) && strstr(err.msg, "GRANT USAGE ON SCHEMA reg") &&
+			  !strstr(err.msg, "put it on the search_path"),
+		      "%s", err.msg);
+	/* granted, the same store */
+	snprintf(sql, sizeof(sql),
+		 "GRANT USAGE ON SCHEMA reg TO %s; GRANT SELECT, INSERT, UPDATE, DELETE ON ALL "
+		 "TABLES IN SCHEMA reg TO %s",
+		 role, role);
+	pg_sql(target, sql);
+	ck_assert_msg(sid_registry_open(app, 0, &r, &err) == 0, "%s", err.msg);
+	ck_assert_int_eq(sid_registry_get(r, SID_TOWER_ITEM, "a", &e, &err), 0);
+	sid_registry_close(r);
+	snprintf(sql, sizeof(sql), "DROP OWNED BY %s; DROP ROLE %s", role, role);
+	pg_sql(target, sql);
+}
+END_TEST
+
 /* A schema written by a newer semid is refused on every connection: met
  * when a lazy handle first connects (the server started before the
  * database was there) and when a handle reconnects after the schema moved
@@ -7169,6 +7213,7 @@ static Suite *registry_suite(void)
 	tcase_add_test(tc, t_pg_unavailable);
 	tcase_add_test(tc, t_pg_schema_ahead);
 	tcase_add_test(tc, t_pg_registry_in_another_schema);
+	tcase_add_test(tc, t_pg_registry_schema_no_usage);
 	tcase_add_test(tc, t_pg_schema_race);
 	tcase_add_test(tc, t_pg_schema_race_repeatable_read);
 	tcase_add_test(tc, t_pg_schema_race_serializable);
