@@ -61,8 +61,11 @@ int srv_selfbench_run(const char *model_path, const char *tower, int batch, int 
 	double t0;
 
 	memset(out, 0, sizeof(*out));
-	if (kind < 0 || batch < 1 || threads < 1)
-		return sid_error_set(err, SID_EINVAL, "bench: bad tower, batch or threads");
+	if (kind < 0) /* main checks the numbers, not the tower */
+		return sid_error_set(err, SID_EINVAL,
+				     "--bench-encode: TOWER \"%s\" is not item or user", tower);
+	if (batch < 1 || threads < 1)
+		return sid_error_set(err, SID_EINVAL, "bench: bad batch or threads");
 	rc = srv_model_load_checked(model_path, &m, err);
 	if (rc)
 		return rc;

@@ -2050,6 +2050,15 @@ class TestLifecycle(unittest.TestCase):
                 p = bench(*args)
                 self.assertEqual((p.returncode, p.stdout, p.stderr),
                                  (2, "", "semid-server: --bench-encode: %s\n" % said))
+        # A TOWER that is none was "bench: bad tower, batch or threads",
+        # which named neither the argument nor what it takes.
+        for tower in ("bogus", "items", ""):
+            with self.subTest(tower=tower):
+                p = subprocess.run([T.SERVER, "--bench-encode", TF_MODEL, tower, "4", "1", "0.05"],
+                                   capture_output=True, text=True, timeout=60)
+                said = 'TOWER "%s" is not item or user' % tower
+                self.assertEqual((p.returncode, p.stdout, p.stderr),
+                                 (2, "", "semid-server: --bench-encode: %s\n" % said))
         p = bench("4", "1", "0.05")
         self.assertEqual(p.returncode, 0, p.stderr)
         r = json.loads(p.stdout)
