@@ -288,13 +288,29 @@ static int check_data_sha256(const struct sid_st_file *f, struct sid_error *err)
 	return 0;
 }
 
-/* "; it looks like ..., not a safetensors model" (sid_file_kind) into
- * @hint for the message of a file that fails the first structural rules,
- * or "". */
+/* Whether the 8 bytes of the header length are text (printable ASCII, tab,
+ * CR, LF): an eval.json, a config or a TSV given for the model.  A real
+ * length, at most SID_ST_HEADER_MAX, has zero high bytes, so is never text. */
+static int head_is_text(const uint8_t *p, size_t len)
+{
+	if (len < 8)
+		return 0;
+	for (size_t i = 0; i < 8; i++)
+		if (!((p[i] >= 0x20 && p[i] < 0x7f) || p[i] == '\t' || p[i] == '\n' ||
+		      p[i] == '\r'))
+			return 0;
+	return 1;
+}
+
+/* "; it looks like ..., not a safetensors model" (sid_file_kind, or text)
+ * into @hint for the message of a file that fails the first structural
+ * rules, or "".  (Text is no sid_file_kind: the trainer takes text.) */
 static const char *foreign_hint(const uint8_t *p, size_t len, char *hint, size_t size)
 {
 	const char *kind = sid_file_kind(p, len);
 
+	if (!kind && head_is_text(p, len))
+		kind = "a text file (JSON, TSV?)";
 	if (kind)
 		snprintf(hint, size, "; it looks like %s, not a safetensors model", kind);
 	else

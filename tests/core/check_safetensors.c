@@ -91,6 +91,12 @@ START_TEST(test_foreign_files_named)
 	     "it looks like gzip-compressed data (decompress it first), not a safetensors model"},
 	    {"(\xb5/\xfd\x04\x00\x00\x00\x00\x00\x00\x00", 12, "exceeds the cap",
 	     "it looks like zstd-compressed data (decompress it first), not a safetensors model"},
+	    /* text: an eval.json, a config, a TSV given for the model was
+	     * "header length 8316006042217816699 exceeds the cap" alone */
+	    {"{\n  \"epochs\": 1", 16, "exceeds the cap",
+	     "it looks like a text file (JSON, TSV?), not a safetensors model"},
+	    {"0\t0\n0\t49\n", 9, "exceeds the cap",
+	     "it looks like a text file (JSON, TSV?), not a safetensors model"},
 	};
 	uint8_t buf[64];
 	for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
