@@ -6,7 +6,8 @@
  * Every key can be set in the file as "key": value and on the command line
  * as --key VALUE or --key=VALUE, with '_' written as '-' (--max-batch 64).
  * Boolean keys also accept a bare flag (--allow-empty) meaning true.  Flags
- * override the file regardless of their order relative to --config.
+ * override the file regardless of their order relative to --config.  Several
+ * --config files are read in the order given, a later one's keys winning.
  *
  * Errors name the key and the source (file path or flag).  Nothing here
  * exits; the caller prints the message and refuses to start.

@@ -258,7 +258,24 @@ START_TEST(test_file_and_override)
 	ck_assert_int_eq(c.workers, 3);
 	ck_assert_int_eq(c.allow_empty, 1);
 	ck_assert_int_eq(c.log_level, SRV_LOG_WARN);
-	unlink(path);
+	/* --config twice (config/README.md): the files in the order given, a
+	 * key of the later one replacing the earlier one's, flags over both */
+	char cfg2[80]; /* write_tmp's buffer is one: path now names this file */
+	const char *two[] = {"s", "--config", cfg2, "--max-inputs=200", "--config", cfg};
+	const char *back[] = {"s", "--config", cfg, "--config", cfg2};
+	snprintf(cfg2, sizeof(cfg2), "%s", write_tmp("{\"max_batch\": 64, \"workers\": 5}"));
+	ck_assert_int_eq(parse(&c, &err, 6, two), 0);
+	ck_assert_int_eq(c.max_batch, 32);
+	ck_assert_int_eq(c.workers, 3);
+	ck_assert_int_eq(c.max_inputs, 200);
+	ck_assert_str_eq(srv_config_source(&c, "workers"), cfg);
+	ck_assert_int_eq(parse(&c, &err, 5, back), 0);
+	ck_assert_int_eq(c.max_batch, 64);
+	ck_assert_int_eq(c.workers, 5);
+	ck_assert_str_eq(c.model, "/srv/a.safetensors");
+	ck_assert_str_eq(srv_config_source(&c, "workers"), cfg2);
+	unlink(cfg2);
+	unlink(cfg);
 	/* a relative path is kept as written (config/README.md: from the
 	 * working directory, not joined to the file's directory) */
 	path = write_tmp("{\"model\": \"models/m.safetensors\", \"registry\": \"r.db\"}");
