@@ -1410,6 +1410,9 @@ class CliTest(unittest.TestCase):
             for opt in ("--model", "--tower", "--input", "--output", "--batch", "--threads",
                         "--top-k", "--format"):
                 self.assertIn(opt, out)
+            # --threads takes 0 (its message says 0 to 256): the help says what
+            # 0 means, as the config's workers 0 does
+            self.assertIn("--threads N       worker threads, 0..256 (default, or 0:", out)
         # registry is dispatched to cli/registry_cmd.c
         for args in (["help", "registry"], ["registry", "--help"]):
             p = run(*args)
