@@ -7,6 +7,7 @@
  */
 #include "check.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -14,6 +15,7 @@
 #include "batcher.h"
 #include "config.h"
 #include "cpus.h"
+#include "fsutil.h"
 #include "http.h"
 #include "log.h"
 #include "metrics.h"
@@ -257,7 +259,7 @@ int srv_check_config(struct srv_config *cfg, const struct srv_sockact *sa)
 	struct srv_store_check st;
 	struct sid_model *m = NULL;
 	struct sid_error err, why;
-	int refused = 0, listen_bad = 0;
+	int refused = 0, listen_bad = 0, e;
 	double t0;
 
 	printf("semid-server %s --check-config: nothing is started, bound, created or "
@@ -297,5 +299,15 @@ int srv_check_config(struct srv_config *cfg, const struct srv_sockact *sa)
 		       refused, refused > 1 ? "s" : "");
 	else
 		printf("result      OK: a start would succeed\n");
+	/* A summary lost (a full disk) beside exit 0 read as a pass with an
+	 * empty report; a reader that went away (| head) took what it wanted. */
+	e = fflush(stdout) != 0 ? errno : 0;
+	if ((e || ferror(stdout)) && !sid_stdout_pipe_gone()) {
+		fprintf(
+		    stderr,
+		    "semid-server: --check-config: stdout: the summary could not be written%s%s\n",
+		    e ? ": " : "", e ? strerror(e) : "");
+		return refused ? 2 : 1;
+	}
 	return refused ? 2 : 0;
 }

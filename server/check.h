@@ -55,7 +55,9 @@ void srv_check_admin_token(const struct srv_config *cfg);
  * limit on threads and ended.  No pool, listener, watcher or signal
  * handler kept; nothing written.  A summary
  * on stdout, a refusal on stderr in the start's words.  Returns the exit
- * status a start would have: 0, or 2 when it would be refused.  It may
+ * status a start would have: 0, or 2 when it would be refused; 1 when it
+ * would succeed but the summary could not be written to stdout (said on
+ * stderr; a pipe whose reader went away is no failure).  It may
  * lower @cfg's connection_limit, as srv_check_fd_limit does for a start.
  */
 int srv_check_config(struct srv_config *cfg, const struct srv_sockact *sa);

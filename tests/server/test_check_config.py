@@ -124,6 +124,25 @@ class CheckConfig(ModelDir):
         # the registry a start would create beside the model: not created
         self.assertEqual(listing(self.dir), before)
 
+    def test_summary_that_cannot_be_written(self):
+        """A summary lost to a full disk (stdout /dev/full) exited 0 without a
+        word: a deploy step that keeps the report had an empty file and a
+        pass.  It says so and exits 1; a refusal, said on stderr, stays 2;
+        a reader that took what it wanted (| head -1) is no failure."""
+        for args, status in ((["--model", self.model], 1),
+                             (["--model", os.path.join(self.dir, "none.st")], 2)):
+            with self.subTest(args=args), open("/dev/full", "w") as full:
+                p = subprocess.run([T.SERVER, "--check-config", "--listen", "127.0.0.1:0"] + args,
+                                   stdout=full, stderr=subprocess.PIPE, timeout=30 * T.SLOW)
+                err = p.stderr.decode()
+                self.assertEqual(p.returncode, status, err)
+                self.assertIn("semid-server: --check-config: stdout: the summary could not "
+                              "be written: No space left on device", err)
+        p = subprocess.run(["bash", "-o", "pipefail", "-c",
+                            "%s --check-config --listen 127.0.0.1:0 --model %s | head -c 1"
+                            % (T.SERVER, self.model)], capture_output=True, timeout=30 * T.SLOW)
+        self.assertEqual((p.returncode, p.stdout, p.stderr.decode()), (0, b"s", ""))
+
     def test_secrets_not_shown(self):
         token = "s3cret-token-of-32-bytes-or-more!!"
         rc, out, err = run(["--check-config", "--model", self.model, "--admin-token=" + token,
