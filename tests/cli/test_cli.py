@@ -508,6 +508,47 @@ class CliTest(unittest.TestCase):
         self.assertEqual(p.stderr, b"")
         self.assertFalse((parse_tsv(p.stdout.decode())[1] == codes).all())
 
+    def test_progress_fits_the_terminal(self):
+        """The bar line is about 82 columns for tens of millions of rows: on
+        an 80-column terminal it wrapped, and each redraw, its '\\r' back on
+        the second line only, left a line behind (a screen of them a
+        second).  Every line drawn now fits the terminal's width, the bar
+        narrower or gone first, so the counts and the ETA stay."""
+        import pty
+        import termios
+        for cols in (50, 30):
+            with self.subTest(cols=cols):
+                master, slave = pty.openpty()
+                try:
+                    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, cols, 0, 0))
+                    p = subprocess.Popen([os.path.join(BIN, "semid"), "encode", "--model",
+                                          self.model, "--input", self.input, "--output",
+                                          os.path.join(self.out.name, "o.npy"), "--progress",
+                                          "--batch", "8"], stderr=slave)
+                    os.close(slave)
+                    slave = -1
+                    got = b""
+                    while True:
+                        try:
+                            chunk = os.read(master, 4096)
+                        except OSError:  # EIO: the process closed its end
+                            break
+                        if not chunk:
+                            break
+                        got += chunk
+                    self.assertEqual(p.wait(timeout=60), 0, got)
+                finally:
+                    os.close(master)
+                    if slave >= 0:
+                        os.close(slave)
+                lines = [ln for ln in re.split(r"[\r\n]+", got.decode().replace("\x1b[K", ""))
+                         if ln]
+                self.assertTrue(lines, got)
+                for ln in lines:
+                    self.assertLess(len(ln), cols, lines)
+                self.assertIn("%d/%d rows" % (N, N), lines[-1])
+                self.assertIn("in 0:0", lines[-1])
+
     def test_empty_input(self):
         inp = os.path.join(self.out.name, "empty.npy")
         np.save(inp, np.zeros((0, D), np.float32))
