@@ -231,7 +231,12 @@ const char *sid_json_error_hint(const char *text)
 	    {"'}' expected near '\"", " (a comma missing before this member?)"},
 	    {"string or '}' expected near", " (a key is a string in double quotes)"},
 	};
+	size_t n = text ? strlen(text) : 0;
 
+	/* a "// ..." or "# ..." comment, wherever it stands: its '/' or '#'
+	 * is the token jansson stops at */
+	if (n >= 8 && (!strcmp(text + n - 8, "near '/'") || !strcmp(text + n - 8, "near '#'")))
+		return " (JSON has no comments)";
 	for (size_t i = 0; text && i < sizeof(hints) / sizeof(hints[0]); i++)
 		if (!strncmp(text, hints[i].text, strlen(hints[i].text)))
 			return hints[i].hint;

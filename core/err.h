@@ -111,7 +111,8 @@ const char *sid_nearest_hint(const struct sid_nearest *n, int as_flag, char *buf
  * @text (json_error_t.text): " (JSON allows no comma after the last member)"
  * and the like for a trailing comma, a missing comma or a key without
  * double quotes, whose own messages point past the mistake ("string or '}'
- * expected near '}'" on the line after a trailing comma); "" otherwise.
+ * expected near '}'" on the line after a trailing comma), and " (JSON has
+ * no comments)" for a '/' or '#' where a token goes; "" otherwise.
  * A constant string.
  */
 const char *sid_json_error_hint(const char *text);

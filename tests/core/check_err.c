@@ -300,6 +300,17 @@ START_TEST(test_json_error_hint)
 			 " (a comma missing before this member?)");
 	ck_assert_str_eq(sid_json_error_hint("string or '}' expected near 'a'"),
 			 " (a key is a string in double quotes)");
+	/* a comment, which JSON has not: "// ..." where a key goes was told
+	 * "a key is a string in double quotes" */
+	ck_assert_str_eq(sid_json_error_hint("string or '}' expected near '/'"),
+			 " (JSON has no comments)");
+	ck_assert_str_eq(sid_json_error_hint("string or '}' expected near '#'"),
+			 " (JSON has no comments)");
+	ck_assert_str_eq(sid_json_error_hint("invalid token near '/'"), " (JSON has no comments)");
+	ck_assert_str_eq(sid_json_error_hint("'[' or '{' expected near '#'"),
+			 " (JSON has no comments)");
+	ck_assert_str_eq(sid_json_error_hint("end of file expected near '/'"),
+			 " (JSON has no comments)");
 	ck_assert_str_eq(sid_json_error_hint("'}' expected near '3'"), "");
 	ck_assert_str_eq(sid_json_error_hint("end of file expected near 'x'"), "");
 	ck_assert_str_eq(sid_json_error_hint(""), "");
