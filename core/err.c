@@ -125,13 +125,31 @@ int sid_error_prefix(struct sid_error *err, const char *fmt, ...)
 	return err->code;
 }
 
+/* Whether @msg starts with "@path:" as sid_error_prefix wrote it: whole,
+ * or a long one with its middle given up for "..." (elide_middle). */
+static int names_path(const char *msg, const char *path)
+{
+	size_t n = strlen(path), a;
+	const char *dots = strstr(msg, "..."), *tail, *c;
+
+	if (strncmp(msg, path, n) == 0 && msg[n] == ':')
+		return 1;
+	if (!dots || (a = (size_t)(dots - msg)) >= n || strncmp(msg, path, a) != 0)
+		return 0;
+	tail = dots + 3;
+	for (c = strchr(tail, ':'); c; c = strchr(c + 1, ':')) {
+		size_t t = (size_t)(c - tail);
+		if (a + t < n && memcmp(tail, path + n - t, t) == 0)
+			return 1;
+	}
+	return 0;
+}
+
 int sid_error_name_file(struct sid_error *err, const char *path)
 {
-	size_t n = strlen(path);
-
 	if (!err)
 		return SID_EINVAL;
-	if (strncmp(err->msg, path, n) != 0 || err->msg[n] != ':')
+	if (!names_path(err->msg, path))
 		sid_error_prefix(err, "%s", path);
 	return err->code;
 }

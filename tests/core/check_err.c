@@ -128,6 +128,19 @@ START_TEST(test_prefix_keeps_the_reason)
 	ck_assert_ptr_nonnull(dots = strstr(e.msg, "..."));
 	ck_assert_ptr_null(strstr(dots + 3, "..."));
 
+	/* sid_error_name_file with that path: the message names it already,
+	 * with its middle given up, and is kept (semid encode -m of a path
+	 * of 425 bytes printed the path twice and no reason at all) */
+	char before[SID_ERROR_MSG_MAX];
+	memcpy(before, e.msg, sizeof(before));
+	ck_assert_int_eq(sid_error_name_file(&e, path), SID_EFORMAT);
+	ck_assert_str_eq(e.msg, before);
+	/* a message of another file that ends as this one does is named */
+	path[0] = 'X';
+	sid_error_name_file(&e, path);
+	ck_assert_int_eq(strncmp(e.msg, "X", 1), 0);
+	path[0] = '/';
+
 	/* a short prefix is left as it is */
 	sid_error_set(&e, SID_EFORMAT, "%s", reason);
 	sid_error_prefix(&e, "%s", "m.st");
