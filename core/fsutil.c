@@ -351,13 +351,22 @@ static int publish_begin(struct sid_publish *pub, const char *path, int named,
 		if (pub->fd < 0) {
 			/* the directory missing: said of it, not of a temp name the
 			 * user never gave */
-			if ((e == ENOENT || e == ENOTDIR) && sid_path_dir(path, dir) == 0)
+			if ((e == ENOENT || e == ENOTDIR) && sid_path_dir(path, dir) == 0 &&
+			    strlen(path) + strlen(dir) + strlen(strerror(e)) + 16 <
+				SID_ERROR_MSG_MAX) {
 				rc = sid_error_set(err, SID_EIO, "%s: directory %s: %s", path, dir,
 						   strerror(e));
-			else
+			} else if (e == ENOENT || e == ENOTDIR) {
+				/* a long path (a deep mount) and its directory left
+				 * no room for the reason: the directory unnamed, the
+				 * path given up in the middle (sid_error_prefix) */
+				sid_error_set(err, SID_EIO, "its directory: %s", strerror(e));
+				rc = sid_error_prefix(err, "%s", path);
+			} else {
 				rc = sid_error_set(err, SID_EIO,
 						   "%s: create the temporary file for it: %s", path,
 						   strerror(e));
+			}
 			goto fail;
 		}
 	}

@@ -342,6 +342,18 @@ START_TEST(test_publish_failures)
 	ck_assert_int_eq(sid_publish_atomic(path, "a", 1, &err), SID_EIO);
 	ck_assert_ptr_nonnull(strstr(err.msg, path));
 	ck_assert_ptr_nonnull(strstr(err.msg, "No such file"));
+	/* the same under a long path (a deep mount): the path and its
+	 * directory, each 400 bytes, pushed the reason out of the message */
+	char deep[1024];
+	int k = snprintf(deep, sizeof(deep), "%s/", tmpdir);
+	memset(deep + k, 'd', 200);
+	deep[k + 200] = '/';
+	memset(deep + k + 201, 'e', 200);
+	snprintf(deep + k + 401, sizeof(deep) - (size_t)k - 401, "/out.bin");
+	sid_error_clear(&err);
+	ck_assert_int_eq(sid_publish_atomic(deep, "a", 1, &err), SID_EIO);
+	ck_assert_msg(strstr(err.msg, "eee/out.bin: ") && strstr(err.msg, "No such file"), "%s",
+		      err.msg);
 
 	/* Target is a non-empty directory: rename fails, the temp file is removed. */
 	snprintf(path, sizeof(path), "%s/adir", tmpdir);
