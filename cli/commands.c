@@ -281,20 +281,17 @@ static void std_fds_hold(void)
 
 int cli_main(int argc, char **argv)
 {
-	int status, e;
+	int status;
+	char lost[128];
 
 	std_fds_hold();
 	sid_sigpipe_quiet_stdout(); /* `| head -1`: 141, quietly (fsutil.h) */
 	status = dispatch(argc, argv);
-	e = fflush(stdout) != 0 ? errno : 0;
-
 	/* Whatever a command printed on stdout must have arrived (a full disk,
 	 * a closed pipe); the commands that check for themselves have said so
-	 * and failed already.  errno names the cause only when the flush
-	 * itself failed (an earlier failed write left nothing to trust). */
-	if ((e || ferror(stdout)) && status == CLI_EXIT_OK) {
-		fprintf(stderr, "semid: stdout: write failed%s%s\n", e ? ": " : "",
-			e ? strerror(e) : "");
+	 * and failed already. */
+	if (sid_stdout_lost(lost, sizeof(lost)) && status == CLI_EXIT_OK) {
+		fprintf(stderr, "semid: stdout: write failed%s\n", lost);
 		status = CLI_EXIT_IO;
 	}
 	return status;

@@ -795,6 +795,16 @@ int sid_stdout_pipe_gone(void)
 	return gone;
 }
 
+int sid_stdout_lost(char *why, size_t len)
+{
+	int e = fflush(stdout) != 0 ? errno : 0;
+
+	if (!e && !ferror(stdout))
+		return 0;
+	snprintf(why, len, "%s%s", e ? ": " : "", e ? strerror(e) : "");
+	return 1;
+}
+
 static void on_sigpipe(int sig)
 {
 	if (sid_stdout_pipe_gone())

@@ -122,6 +122,13 @@ void sid_sigpipe_quiet_stdout(void);
  * Async-signal-safe: for a SIGPIPE handler that tells stdout's broken pipe
  * from another. */
 int sid_stdout_pipe_gone(void);
+/*
+ * Flush stdout at a program's end: 1 when something written to it did not
+ * arrive (the flush, or a write before it, failed: a full disk), with @why
+ * (@len bytes) ": <the flush's errno>", or "" when only an earlier write
+ * failed (its errno is long gone), for the caller's message; else 0.
+ */
+int sid_stdout_lost(char *why, size_t len);
 
 /*
  * Read a whole regular file into a malloc'ed, NUL-terminated buffer.  Fails

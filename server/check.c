@@ -7,7 +7,6 @@
  */
 #include "check.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -259,7 +258,8 @@ int srv_check_config(struct srv_config *cfg, const struct srv_sockact *sa)
 	struct srv_store_check st;
 	struct sid_model *m = NULL;
 	struct sid_error err, why;
-	int refused = 0, listen_bad = 0, e;
+	int refused = 0, listen_bad = 0;
+	char lost[128];
 	double t0;
 
 	printf("semid-server %s --check-config: nothing is started, bound, created or "
@@ -301,12 +301,11 @@ int srv_check_config(struct srv_config *cfg, const struct srv_sockact *sa)
 		printf("result      OK: a start would succeed\n");
 	/* A summary lost (a full disk) beside exit 0 read as a pass with an
 	 * empty report; a reader that went away (| head) took what it wanted. */
-	e = fflush(stdout) != 0 ? errno : 0;
-	if ((e || ferror(stdout)) && !sid_stdout_pipe_gone()) {
+	if (sid_stdout_lost(lost, sizeof(lost)) && !sid_stdout_pipe_gone()) {
 		fprintf(
 		    stderr,
-		    "semid-server: --check-config: stdout: the summary could not be written%s%s\n",
-		    e ? ": " : "", e ? strerror(e) : "");
+		    "semid-server: --check-config: stdout: the summary could not be written%s\n",
+		    lost);
 		return refused ? 2 : 1;
 	}
 	return refused ? 2 : 0;

@@ -556,7 +556,8 @@ __attribute__((section(".preinit_array"),
 
 int main(int argc, char **argv)
 {
-	int status, e;
+	int status;
+	char lost[128];
 
 	sid_blas_tune(argv);		   /* may re-execute with OpenBLAS's faster kernels */
 	sid_blas_no_threads_at_load(argv); /* under ulimit -v, -d or -u: may re-execute */
@@ -571,10 +572,8 @@ int main(int argc, char **argv)
 	/* What went to stdout (the evaluation JSON, gen's summary) must have
 	 * arrived: `> eval.json` on a full disk used to exit 0 with the file
 	 * empty.  errno names the cause only when the flush itself failed. */
-	e = fflush(stdout) != 0 ? errno : 0;
-	if ((e || ferror(stdout)) && status == 0) {
-		fprintf(stderr, "semid-train: stdout: write failed%s%s\n", e ? ": " : "",
-			e ? strerror(e) : "");
+	if (sid_stdout_lost(lost, sizeof(lost)) && status == 0) {
+		fprintf(stderr, "semid-train: stdout: write failed%s\n", lost);
 		status = 1;
 	}
 	return status;
