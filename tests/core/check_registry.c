@@ -3617,6 +3617,14 @@ static void shm_header_zero(int fd)
 	ck_assert_int_eq(pwrite(fd, zero, sizeof(zero), 0), (ssize_t)sizeof(zero));
 }
 
+/* Whether @buf tells a reader's wait for its writer to rebuild the -shm
+ * (@shm) ran out after the tests' 300 ms, in sq_fail's words. */
+static int rebuild_wait_said(const char *buf, const char *shm)
+{
+	return strstr(buf, shm) && strstr(buf, "was being rebuilt by its writer") &&
+	       strstr(buf, "waited up to 300 ms: registry_timeout_ms");
+}
+
 /* The store holding "old", and a reader forked to read it as the user
  * nobody before a writer opens it (a child would have its -shm): 0 in the
  * reader, which goes on at the parent's next go; else its pid, the writer
@@ -3727,9 +3735,7 @@ START_TEST(t_sqlite_read_shm_torn)
 	ck_assert_msg(
 	    sscanf(buf, "%d %ld %llu %llu", &code, &waited, &counted, &slow_counted) == 4 &&
 		code == SID_EUNAVAIL && waited >= 290 && counted == 1 && slow_counted == 0 &&
-		strstr(buf, shm) && strstr(buf, "was being rebuilt by its writer") &&
-		strstr(buf, "waited up to 300 ms: registry_timeout_ms") &&
-		!strstr(buf, "readonly database"),
+		rebuild_wait_said(buf, shm) && !strstr(buf, "readonly database"),
 	    "read while no writer rebuilt the -shm: %s", buf);
 	ck_assert_int_eq(sid_registry_get(w, SID_TOWER_ITEM, "old", &e, &err), 0);
 	ck_assert_int_eq(write(guard_go[1], "x", 1), 1);
@@ -3785,9 +3791,7 @@ START_TEST(t_sqlite_open_shm_torn)
 	shm_header_zero(fd);
 	ck_assert_int_eq(write(guard_go[1], "x", 1), 1);
 	guard_read(buf, sizeof(buf));
-	ck_assert_msg(atoi(buf) == SID_EUNAVAIL && strstr(buf, shm) &&
-			  strstr(buf, "was being rebuilt by its writer") &&
-			  strstr(buf, "waited up to 300 ms: registry_timeout_ms") &&
+	ck_assert_msg(atoi(buf) == SID_EUNAVAIL && rebuild_wait_said(buf, shm) &&
 			  !strstr(buf, "not yet in the file"),
 		      "open while no writer rebuilt the -shm: %s", buf);
 
