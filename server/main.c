@@ -47,6 +47,7 @@
 #include "check.h"
 #include "config.h"
 #include "env.h"
+#include "fsutil.h"
 #include "http.h"
 #include "log.h"
 #include "metrics.h"
@@ -82,6 +83,20 @@ struct server {
 /* What the resident size must have grown by since the last trim for a
  * quiet spell to trim again. */
 #define TRIM_GROWTH (16LL << 20)
+
+/* --help or --version written: 1 (said on stderr) when the text did not
+ * arrive (a full disk), as semid and semid-train do; a reader that took
+ * what it wanted (| head) is no failure. */
+static int stdout_done(void)
+{
+	char lost[128];
+
+	if (sid_stdout_lost(lost, sizeof(lost)) && !sid_stdout_pipe_gone()) {
+		fprintf(stderr, "semid-server: stdout: write failed%s\n", lost);
+		return 1;
+	}
+	return 0;
+}
 
 static void usage(FILE *f)
 {
@@ -522,13 +537,17 @@ int main(int argc, char **argv)
 		fprintf(stderr, "semid-server: %s\n(try --help)\n", err.msg);
 		return 2;
 	}
-	if (help) {
-		usage(stdout);
-		return 0;
-	}
-	if (version) {
-		printf("semid-server %s\n", SRV_VERSION);
-		return 0;
+	if (help || version) {
+		/* the whole text in one flush, so a failure keeps its errno
+		 * (glibc ignores the size without a buffer) */
+		static char text[1 << 14];
+
+		setvbuf(stdout, text, _IOFBF, sizeof(text));
+		if (help)
+			usage(stdout);
+		else
+			printf("semid-server %s\n", SRV_VERSION);
+		return stdout_done();
 	}
 	srv_log_set_level((enum srv_log_level)s.cfg.log_level);
 	/* sockets passed by the service manager: read (and the variables

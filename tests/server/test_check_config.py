@@ -143,6 +143,21 @@ class CheckConfig(ModelDir):
                             % (T.SERVER, self.model)], capture_output=True, timeout=30 * T.SLOW)
         self.assertEqual((p.returncode, p.stdout, p.stderr.decode()), (0, b"s", ""))
 
+    def test_help_and_version_that_cannot_be_written(self):
+        """--help and --version into a full disk exited 0 with nothing
+        written (semid and semid-train said so and exited 1); a reader that
+        took what it wanted (| head -c 1) is no failure."""
+        for flag, first in (("--help", b"u"), ("--version", b"s")):
+            with self.subTest(flag=flag), open("/dev/full", "w") as full:
+                p = subprocess.run([T.SERVER, flag], stdout=full, stderr=subprocess.PIPE,
+                                   timeout=30 * T.SLOW)
+                self.assertEqual((p.returncode, p.stderr.decode()),
+                                 (1, "semid-server: stdout: write failed: "
+                                     "No space left on device\n"))
+            p = subprocess.run(["bash", "-o", "pipefail", "-c", "%s %s | head -c 1"
+                                % (T.SERVER, flag)], capture_output=True, timeout=30 * T.SLOW)
+            self.assertEqual((p.returncode, p.stdout, p.stderr.decode()), (0, first, ""))
+
     def test_secrets_not_shown(self):
         token = "s3cret-token-of-32-bytes-or-more!!"
         rc, out, err = run(["--check-config", "--model", self.model, "--admin-token=" + token,
