@@ -208,10 +208,13 @@ static void check_print_store(const struct srv_store_check *st, const struct sid
 		       st->pg ? "(the database holds no semid registry)" : st->target);
 		return;
 	}
-	/* what a start logs and retries: not a refusal */
-	printf("registry    %s: %s: %s; a start serves without it (assign and lookup answer "
+	/* what a start logs and retries: not a refusal.  A SQLite store is
+	 * named by its path (a PostgreSQL one is not: its string may hold a
+	 * password), as the lines above name it when it is read. */
+	printf("registry    %s%s%s: %s: %s; a start serves without it (assign and lookup answer "
 	       "503) and retries\n",
-	       st->backend, st->pg && !st->connected ? "not reached" : "cannot be read", st->why);
+	       st->backend, st->pg ? "" : " ", st->pg ? "" : st->target,
+	       st->pg && !st->connected ? "not reached" : "cannot be read", st->why);
 }
 
 /*

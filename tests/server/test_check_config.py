@@ -226,6 +226,28 @@ class CheckConfig(ModelDir):
         finally:
             self.assertEqual(srv.stop(), 0)
 
+    def test_registry_unreadable_names_the_file(self):
+        """A SQLite store a start could not use (not a database; missing, in a
+        directory that is not there) passes, as a start serves without it,
+        and its line names the file, as the line of one read does: it said
+        "registry    sqlite: cannot be read: no such file, and this user
+        cannot create one in DIR", naming no file, so a wrong file name in
+        the config was not to be seen."""
+        bad = os.path.join(self.dir, "not-a-db.db")
+        with open(bad, "w") as f:
+            f.write("not a database\n")
+        gone = os.path.join(self.dir, "no-such-dir", "ids.db")
+        for reg in (bad, gone):
+            with self.subTest(registry=reg):
+                rc, out, err = run(["--check-config", "--model", self.model, "--registry", reg])
+                self.assertEqual(rc, 0, out + err)
+                line = [ln for ln in out.splitlines() if ln.startswith("registry ")]
+                self.assertEqual(len(line), 1, out)
+                self.assertTrue(line[0].startswith("registry    sqlite %s: cannot be read: " % reg),
+                                line[0])
+                self.assertTrue(line[0].endswith("; a start serves without it (assign and "
+                                                 "lookup answer 503) and retries"), line[0])
+
     def test_registry_schema_newer(self):
         reg = os.path.join(self.dir, "reg.db")
         db = sqlite3.connect(reg)
