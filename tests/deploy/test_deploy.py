@@ -679,6 +679,46 @@ class Deploy(unittest.TestCase):
         self.assertEqual(needed & denied, set())
         self.assertEqual(srv.get("SystemCallErrorNumber"), ["EPERM"])
 
+    def test_systemd_units_make_their_directories(self):
+        """On a fresh host (deploy/README.md's useradd makes no home) only a
+        unit's StateDirectory= makes the directories it needs: each one it
+        may write (ReadWritePaths=, which systemd refuses to start a unit
+        without), the server's model directory (a start that cannot watch it
+        exits 2, which RestartPreventExitStatus= leaves down), the trainer's
+        --out directory and the directories the train and backup units' shell
+        lines cd into or publish in.  And every unit gives each directory it
+        shares with another one mode: systemd sets a StateDirectory= to its
+        unit's StateDirectoryMode= (0755 when unset) at every start, so the
+        server's 0750 was made 0755 again by every night's training and
+        backup."""
+        modes = {}  # directory -> {unit: mode}
+        for name in ("semid-server.service", "semid-train.service",
+                     "semid-registry-backup.service"):
+            with self.subTest(unit=name):
+                svc = systemd_unit(name)["Service"]
+                made = {"/var/lib/" + p for line in svc.get("StateDirectory", [])
+                        for p in line.split()}
+                self.assertTrue(made, "no StateDirectory=")
+                mode = svc.get("StateDirectoryMode", ["0755"])[-1]
+                for p in made:
+                    modes.setdefault(p, {})[name] = mode
+                needed = {p for line in svc.get("ReadWritePaths", []) for p in line.split()
+                          if not p.startswith("-")}
+                for cmd in svc["ExecStart"]:
+                    cmd = systemd_unescape(cmd)
+                    words = cmd.split()
+                    for flag in ("--model", "--out", "--db", "-o"):
+                        if flag in words:
+                            path = words[words.index(flag) + 1]
+                            if path.startswith("/"):
+                                needed.add(os.path.dirname(path))
+                    needed |= set(re.findall(r"\bcd (/\S+?);", cmd))
+                    if name == "semid-server.service":
+                        self.assertIn("--model", words)
+                self.assertEqual(needed - made, set(), "needed but not made")
+        for p, by in sorted(modes.items()):
+            self.assertEqual(len(set(by.values())), 1, "%s: %s" % (p, by))
+
     def _train_unit_dirs(self, d):
         """/var/lib/semid (data generated) and /etc/semid (a tiny trainer
         config) made under @d, and the train unit's ExecStart lines pointed
