@@ -42,7 +42,8 @@ static const struct key keys[] = {
      "OpenBLAS threads [the CPUs it may use: affinity, or fewer under a cgroup CPU quota; "
      "the first of OPENBLAS_NUM_THREADS, GOTO_NUM_THREADS, OMP_NUM_THREADS and "
      "OPENBLAS_DEFAULT_NUM_THREADS set to a positive number, as OpenBLAS reads them]"},
-    {"eval", K_BOOL, OFF(eval), 0, "evaluate at the end when --test is given [true]"},
+    {"eval", K_BOOL, OFF(eval), 0,
+     "evaluate at the end when --test or --test-cold is given [true]"},
     {"publish_tables", K_BOOL, OFF(publish_tables), 0,
      "also write the ICDM ID tables (n x 2E each) into the model file [false]"},
     {"progress", K_BOOL, OFF(progress), 0,

@@ -636,6 +636,49 @@ class TrainerTest(unittest.TestCase):
             self.assertEqual(p.returncode, 0, p.stderr)
             self.assertNotIn("no cold set", p.stderr)
 
+    def test_eval_usage_brackets_what_it_runs_without(self):
+        """--help's eval usage: a flag out of brackets is one eval refuses to
+        run without, a bracketed one it runs without (alone, and all of them
+        left out).  It showed --test out of brackets, and said --eval
+        evaluates "when --test is given", while eval, and a training run's
+        evaluation, run with --test-cold alone too, and eval with neither
+        (the code statistics only)."""
+        text = run(TRAIN, "--help").stdout
+        usage = re.search(r"\n {7}semid-train eval (.*?)\n {7}semid-train ", text, re.S).group(1)
+        bracketed = re.findall(r"\[(--[\w-]+)", usage)
+        required = re.findall(r"--[\w-]+", re.sub(r"\[[^]]*\]", "", usage))
+        self.assertEqual(sorted(required), ["--items", "--model", "--train", "--users"], usage)
+        self.assertEqual(sorted(bracketed), ["--cold-items", "--progress-every", "--test",
+                                             "--test-cold"], usage)
+        model = os.path.join(self.tmp, "e2e.st")
+        self._ensure_e2e_model(model)
+        given = {"--model": model, "--items": self.d("items.npy"),
+                 "--users": self.d("users.npy"), "--train": self.d("train.tsv"),
+                 "--test": self.d("test.tsv"), "--test-cold": self.d("cold_test.tsv"),
+                 "--cold-items": self.d("cold_items.txt"), "--progress-every": "30"}
+
+        def ev(leave_out):
+            args = [TRAIN, "eval"]
+            for flag, value in given.items():
+                if flag not in leave_out:
+                    args += [flag, value]
+            return run(*args)
+        for flag in required:
+            p = ev([flag])
+            self.assertEqual(p.returncode, 2, flag)
+            self.assertIn("are required", p.stderr)
+        for leave_out in [[f] for f in bracketed] + [bracketed]:
+            with self.subTest(without=leave_out):
+                p = ev(leave_out)
+                self.assertEqual(p.returncode, 0, p.stderr)
+                figures = json.loads(p.stdout)
+                self.assertEqual("warm" in figures["item_side"] if "item_side" in figures
+                                 else False, "--test" not in leave_out)
+        p = ev(["--test"])
+        self.assertIn("cold", json.loads(p.stdout)["item_side"])
+        self.assertRegex(text, r"\n  --eval +evaluate at the end when --test or --test-cold is "
+                               r"given \[true\]\n")
+
     def test_config_file_and_flags(self):
         cfgdir = os.path.join(self.tmp, "cfg")
         os.makedirs(cfgdir, exist_ok=True)
