@@ -1454,6 +1454,14 @@ class CliTest(unittest.TestCase):
             # --threads takes 0 (its message says 0 to 256): the help says what
             # 0 means, as the config's workers 0 does
             self.assertIn("--threads N       worker threads, 0..256 (default, or 0:", out)
+            # every number encode takes: the help gives the range its refusal
+            # names (--top-k and --batch gave none, and -k 17 was refused)
+            for opt in ("--batch", "--threads", "--top-k"):
+                p = run("encode", "-m", "x", "-i", "x.npy", "-o", "-", opt, "99999999999")
+                self.assertEqual(p.returncode, 2, p.stderr)
+                lo, hi = re.search(r"%s wants an integer from (\d+) to (\d+)," % opt,
+                                   p.stderr.decode()).groups()
+                self.assertRegex(out, r"\n  -\w, %s \w+ +[^\n]*\b%s\.\.%s\b" % (opt, lo, hi))
         # registry is dispatched to cli/registry_cmd.c
         for args in (["help", "registry"], ["registry", "--help"]):
             p = run(*args)
