@@ -564,6 +564,7 @@ static int bare_bool_flag(const char *arg)
 int srv_config_from_args(struct srv_config *c, int argc, char **argv, int *help, int *version,
 			 int *check, struct sid_error *err)
 {
+	static const char *const switches[] = {"--help", "--version", "--check-config"};
 	int i, rc;
 
 	/* --config first, so flags override the file wherever they appear. */
@@ -614,6 +615,12 @@ int srv_config_from_args(struct srv_config *c, int argc, char **argv, int *help,
 			return sid_error_set(err, SID_EINVAL,
 					     "unexpected argument \"%s\" (flags start with --)", a);
 		eq = strchr(a, '=');
+		/* "--check-config=true" was an "unknown flag \"--check-config\"" */
+		for (size_t s = 0; eq && s < sizeof(switches) / sizeof(switches[0]); s++)
+			if (strlen(switches[s]) == (size_t)(eq - a) &&
+			    !strncmp(a, switches[s], (size_t)(eq - a)))
+				return sid_error_set(err, SID_EINVAL, "%s takes no value, not %s",
+						     switches[s], a);
 		k = key_find(a + 2, eq ? (size_t)(eq - a - 2) : strlen(a + 2));
 		if (!k) {
 			size_t n = eq ? (size_t)(eq - a) : strlen(a);

@@ -122,6 +122,23 @@ static const char *flag_value(char *arg, int i, int argc, char **argv, int *from
 	return NULL;
 }
 
+/* A flag that takes no value given one ("--help=1", "--resume=yes"), said
+ * so on stderr with @prog: 1 then, else 0.  @names: NULL-terminated.  (The
+ * nearest-name hint said "unknown option --help (did you mean --help?)".) */
+static int flag_takes_no_value(const char *prog, const char *a, const char *const *names)
+{
+	for (; *names; names++) {
+		size_t n = strlen(*names);
+		if (!strncmp(a, *names, n) && a[n] == '=') {
+			fprintf(stderr, "%s: %s takes no value, not %s\n", prog, *names, a);
+			return 1;
+		}
+	}
+	return 0;
+}
+
+static const char *const help_only[] = {"--help", NULL};
+
 /*
  * NULL when @f is one of the NULL-terminated @flags ("--test-cold"); else a
  * hint for the message that refuses it: " (did you mean --X?)" naming the
@@ -152,6 +169,7 @@ static const char *flag_unknown(const char *f, const char *const *flags, char *b
 
 static int cmd_train(int argc, char **argv)
 {
+	static const char *const switches[] = {"--help", "--version", "--resume", NULL};
 	struct tr_config cfg;
 	struct sid_error err;
 	int resume = 0, rc;
@@ -178,6 +196,8 @@ static int cmd_train(int argc, char **argv)
 			usage(stdout);
 			return 0;
 		}
+		if (flag_takes_no_value("semid-train", argv[i], switches))
+			return 2;
 		if (!strcmp(argv[i], "--resume")) {
 			resume = 1;
 			continue;
@@ -238,6 +258,8 @@ static int cmd_eval(int argc, char **argv)
 			usage(stdout);
 			return 0;
 		}
+		if (flag_takes_no_value("semid-train eval", argv[i], help_only))
+			return 2;
 		/* --model=M as training takes it; "--test --model M" is no test file */
 		v = flag_value(argv[i], i, argc, argv, &from_next);
 		if ((hint = flag_unknown(argv[i], flags, buf, sizeof(buf)))) {
@@ -362,6 +384,8 @@ static int cmd_gen(int argc, char **argv)
 			usage(stdout);
 			return 0;
 		}
+		if (flag_takes_no_value("semid-train gen", f, help_only))
+			return 2;
 		/* --out=DIR as training takes it (it was "unknown option
 		 * --out=DIR", and took the next flag for its value) */
 		v = flag_value(argv[i], i, argc, argv, &from_next);
@@ -443,6 +467,8 @@ static int cmd_profile(int argc, char **argv)
 			usage(stdout);
 			return 0;
 		}
+		if (flag_takes_no_value("semid-train profile", f, help_only))
+			return 2;
 		v = flag_value(argv[i], i, argc, argv, &from_next);
 		if ((hint = flag_unknown(f, flags, buf, sizeof(buf)))) {
 			fprintf(stderr, "semid-train profile: unknown option %s%s\n", f, hint);

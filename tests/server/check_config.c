@@ -191,6 +191,13 @@ START_TEST(test_flag_errors)
 		     "unexpected argument \"yes\" after --allow-empty: a boolean flag takes its "
 		     "value after '=' (--allow-empty=yes)"},
 		    {"--watch", "foo", "unexpected argument \"foo\" (flags start with --)"},
+		    /* a flag that takes no value, given one: it was an "unknown
+		     * flag \"--check-config\"" */
+		    {"--check-config=true", "--watch",
+		     "--check-config takes no value, not --check-config=true"},
+		    {"--help=1", "--watch", "--help takes no value, not --help=1"},
+		    {"--version=", "--watch", "--version takes no value, not --version="},
+		    {"--check-configs=1", "--watch", "unknown flag \"--check-configs\""},
 		};
 		for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
 			const char *a[] = {"s", "--model", "m", cases[i][0], cases[i][1]};

@@ -250,6 +250,28 @@ class MessageTest(unittest.TestCase):
     """Messages of arguments refused before any data is read: each names
     its fault once, and the program once."""
 
+    def test_a_switch_given_a_value_is_told_it_takes_none(self):
+        """--resume=1 (a script's --resume=$RESUME), --help=1 and --version=1
+        were "unknown option --resume (did you mean --resume?)": the flag
+        is known, and takes no value.  Exit 2, nothing read or written."""
+        with tempfile.TemporaryDirectory(prefix="test_train.") as tmp:
+            out = os.path.join(tmp, "m.st")
+            for argv, prog, flag in (
+                    (["--out", out, "--resume=1"], "semid-train", "--resume=1"),
+                    (["--resume=true", "--out", out], "semid-train", "--resume=true"),
+                    (["--help=1"], "semid-train", "--help=1"),
+                    (["--version=yes"], "semid-train", "--version=yes"),
+                    (["gen", "--out", tmp, "--help=1"], "semid-train gen", "--help=1"),
+                    (["eval", "--help=1"], "semid-train eval", "--help=1"),
+                    (["profile", "--help=1"], "semid-train profile", "--help=1")):
+                with self.subTest(argv=argv):
+                    p = run(TRAIN, *argv)
+                    name = flag.split("=")[0]
+                    self.assertEqual((p.returncode, p.stderr, p.stdout),
+                                     (2, "%s: %s takes no value, not %s\n" % (prog, name, flag),
+                                      ""))
+            self.assertEqual(os.listdir(tmp), [])
+
     def test_gen_names_the_count_at_fault(self):
         """gen's range checks said "semid-train gen: gen: need 2 <= items, 1 <=
         users ..." for every count: the prefix twice and the fault among five."""
