@@ -422,6 +422,12 @@ int srv_config_load_file(struct srv_config *c, const char *path, struct sid_erro
 	 * then reads as an empty file, and a read error as the file's end,
 	 * which jansson reports as "'[' or '{' expected near end of file" (a
 	 * ConfigMap's mount directory given for the file inside it). */
+	/* each one kept for the SIGHUP warning and --check-config's summary,
+	 * which left out those past the 4th while taking their keys */
+	if (c->n_files == SRV_CONFIG_FILES_MAX)
+		return sid_error_set(err, SID_EINVAL,
+				     "config file: %s: more than %d --config files; merge some",
+				     path, SRV_CONFIG_FILES_MAX);
 	f = fopen(path, "rb");
 	if (!f)
 		return sid_error_set(err, SID_EINVAL, "config file: unable to open %s: %s", path,
@@ -432,9 +438,8 @@ int srv_config_load_file(struct srv_config *c, const char *path, struct sid_erro
 				     "config file: %s is a directory; give the JSON file in it",
 				     path);
 	}
-	if (c->n_files < (int)(sizeof(c->files) / sizeof(c->files[0])))
-		c->files[c->n_files++] =
-		    (struct srv_config_file){path, st.st_dev, st.st_ino, st.st_size, st.st_mtim};
+	c->files[c->n_files++] =
+	    (struct srv_config_file){path, st.st_dev, st.st_ino, st.st_size, st.st_mtim};
 	/* grown as the file is read (most are a few hundred bytes), to one
 	 * byte over the cap at most */
 	len = cap = 0;

@@ -23,8 +23,9 @@
 
 #include "err.h"
 
-#define SRV_PATH_MAX	4096
-#define SRV_CONFIG_KEYS 32 /* room in srv_config.from for every key */
+#define SRV_PATH_MAX	     4096
+#define SRV_CONFIG_KEYS	     32 /* room in srv_config.from for every key */
+#define SRV_CONFIG_FILES_MAX 16 /* --config files at most */
 
 struct srv_config {
 	char listen[256];	  /* "host:port"; port 0 picks a free one */
@@ -70,15 +71,16 @@ struct srv_config {
 	char workers_default[640];
 	int workers_auto; /* that count, for a workers of 0 */
 	int workers_zero; /* workers was set to 0, so it is workers_auto */
-	/* The --config files read (the first 4), as they were then, for
-	 * srv_config_file_changed; paths borrowed as from[] is. */
+	/* The --config files read (more are refused), as they were then, for
+	 * srv_config_file_changed and --check-config's summary; paths borrowed
+	 * as from[] is. */
 	struct srv_config_file {
 		const char *path;
 		dev_t dev;
 		ino_t ino;
 		off_t size;
 		struct timespec mtime;
-	} files[4];
+	} files[SRV_CONFIG_FILES_MAX];
 	int n_files;
 };
 

@@ -226,6 +226,30 @@ class CheckConfig(ModelDir):
         finally:
             self.assertEqual(srv.stop(), 0)
 
+    def test_every_config_file_is_listed(self):
+        """The summary lists every --config file read: of five it listed the
+        first four, and then gave the fifth as the source of a setting it
+        had not listed.  Past SRV_CONFIG_FILES_MAX (16) a start, and the
+        check, refuse the next file, naming it."""
+        files = []
+        for i in range(17):
+            files.append(self.config(max_batch=10 + i).replace(".json", "-%d.json" % i))
+            os.rename(self.config(max_batch=10 + i), files[-1])
+        args = ["--model", self.model, "--registry", "none", "--listen", "127.0.0.1:0"]
+        five = [w for f in files[:5] for w in ("--config", f)]
+        rc, out, err = run(["--check-config"] + args + five)
+        self.assertEqual(rc, 0, out + err)
+        self.assertEqual([ln[12:] for ln in out.splitlines() if ln.startswith("config ")],
+                         files[:5])
+        self.assertRegex(out, r"max_batch +14 +\(%s\)\n" % files[4])
+        sixteen = [w for f in files[:16] for w in ("--config", f)]
+        rc, out, err = run(["--check-config"] + args + sixteen)
+        self.assertEqual(rc, 0, out + err)
+        self.assertEqual(len([ln for ln in out.splitlines() if ln.startswith("config ")]), 16)
+        all17 = [w for f in files for w in ("--config", f)]
+        self.same_refusal(args[:-2] + all17,
+                          "config file: %s: more than 16 --config files" % files[16])
+
     def test_registry_unreadable_names_the_file(self):
         """A SQLite store a start could not use (not a database; missing, in a
         directory that is not there) passes, as a start serves without it,
