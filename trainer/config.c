@@ -397,9 +397,9 @@ int tr_config_load_file(struct tr_config *c, const char *path, struct sid_error 
 	root = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
 	if (!root && je.line < 1) /* not opened: no line to name */
 		return sid_error_set(err, SID_EFORMAT, "--config %s: %s", path, je.text);
-	if (!root)
-		return sid_error_set_at(err, SID_EFORMAT, je.line, "%s:%d: %s", path, je.line,
-					je.text);
+	if (!root) /* the slip's hint too: tr_config_load_json never sees the text */
+		return sid_error_set_at(err, SID_EFORMAT, je.line, "%s:%d: %s%s", path, je.line,
+					je.text, sid_json_error_hint(je.text));
 	text = json_dumps(root, JSON_COMPACT | JSON_PRESERVE_ORDER);
 	json_decref(root);
 	if (!text)

@@ -8,6 +8,7 @@
 #include "check_main.h"
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "config.h"
 
@@ -122,6 +123,33 @@ START_TEST(test_json_slip_is_said)
 			 SID_EFORMAT);
 	ck_assert_str_eq(err.msg, "c.json:1: unexpected token near ']' (JSON allows no comma "
 				  "after the last element)");
+	/* and so in a --config file, which jansson parses first: its slips
+	 * were said without the hint */
+	{
+		static const char *const cases[][2] = {
+		    {"{\"epochs\": 5,\n \"seed\": 7, // the usual\n}\n",
+		     "2: string or '}' expected near '/' (JSON has no comments)"},
+		    {"{\"epochs\": 5,\n \"seed\": 7,\n}\n",
+		     "3: string or '}' expected near '}' (JSON allows no comma after the last "
+		     "member)"},
+		};
+		for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+			char path[] = "/tmp/check_config.XXXXXX", want[160];
+			int fd = mkstemp(path);
+			size_t n = strlen(cases[i][0]);
+			int rc;
+
+			ck_assert_int_ge(fd, 0);
+			ck_assert_int_eq(write(fd, cases[i][0], n), (ssize_t)n);
+			close(fd);
+			tr_config_defaults(&c);
+			rc = tr_config_load_file(&c, path, &err);
+			unlink(path);
+			ck_assert_int_eq(rc, SID_EFORMAT);
+			snprintf(want, sizeof(want), "%s:%s", path, cases[i][1]);
+			ck_assert_str_eq(err.msg, want);
+		}
+	}
 }
 END_TEST
 
