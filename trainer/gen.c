@@ -270,7 +270,7 @@ static int gen_fits(const struct tr_gen_params *p, const char *out_dir, struct s
 	double mem = 53.0 * p->items + 32.0 * p->users + 4.0 * CHUNK * wide,
 	       disk = 4.0 * p->items * p->dim + 4.0 * p->users * du + 24.0 * p->interactions,
 	       have = sid_memory_usable(), free_b;
-	char a[32], b[32];
+	char a[32], b[32], dir[4096];
 	struct statvfs fs;
 
 	if (have > 0 && mem > have)
@@ -279,8 +279,17 @@ static int gen_fits(const struct tr_gen_params *p, const char *out_dir, struct s
 				     "than the %s here",
 				     p->items, p->users, sid_size_str(mem, a, sizeof(a)),
 				     sid_size_str(have, b, sizeof(b)));
-	if (statvfs(out_dir, &fs) == 0 &&
-	    disk > (free_b = (double)fs.f_bavail * (double)fs.f_frsize))
+	/* @out_dir may not be made yet: the file system of its nearest
+	 * ancestor that is, where mkdir -p will make it */
+	snprintf(dir, sizeof(dir), "%s", out_dir);
+	while (statvfs(dir, &fs) < 0 && errno == ENOENT && strcmp(dir, ".") && strcmp(dir, "/")) {
+		char *slash = strrchr(dir, '/');
+		if (!slash)
+			snprintf(dir, sizeof(dir), ".");
+		else
+			slash[slash == dir] = '\0'; /* "/x" -> "/" */
+	}
+	if (statvfs(dir, &fs) == 0 && disk > (free_b = (double)fs.f_bavail * (double)fs.f_frsize))
 		return sid_error_set(err, SID_EINVAL, "the files need up to %s; %s has %s free",
 				     sid_size_str(disk, a, sizeof(a)), out_dir,
 				     sid_size_str(free_b, b, sizeof(b)));
@@ -350,13 +359,14 @@ int tr_gen_run(const struct tr_gen_params *p, const char *out_dir, struct tr_gen
 	}
 	if (G > N)
 		G = (int)N;
+	/* before --out is made: a refused size leaves no empty directory */
+	if ((rc = gen_fits(p, out_dir, err)))
+		return rc;
 	if (mkdir_parents(out_dir) < 0) /* ENOTDIR: a path component is a file */
 		return sid_error_set(err, errno == ENOTDIR ? SID_EINVAL : SID_EIO, "%s: %s",
 				     out_dir, strerror(errno));
 	if (stat(out_dir, &sb) < 0 || !S_ISDIR(sb.st_mode))
 		return sid_error_set(err, SID_EINVAL, "--out %s: not a directory", out_dir);
-	if ((rc = gen_fits(p, out_dir, err)))
-		return rc;
 	/* a second gen into @out_dir would rename its files among this one's
 	 * and leave a mix of two data sets */
 	if (snprintf(lock_path, sizeof(lock_path), "%s/%s", out_dir, TR_GEN_LOCK) >=

@@ -2719,14 +2719,16 @@ class TrainerTest(unittest.TestCase):
         """gen with 2^31-1 items took the machine's memory (24 GB in use,
         SIGTERM not heeded, then the kernel's OOM killer after 13 minutes);
         one whose files outgrow the disk filled it at the end.  Both are
-        refused before anything is made, exit 2, with the sizes."""
-        gdir = os.path.join(self.tmp, "gen-huge")
+        refused before anything is made, exit 2, with the sizes: --out too
+        (it was made, and left empty), its free space read from the
+        directory mkdir -p would make it in."""
+        gdir = os.path.join(self.tmp, "gen-huge", "data")
         p = run(TRAIN, "gen", "--out", gdir, "--items", 2147483647, "--users", 1,
                 "--interactions", 1, timeout=60)
         self.assertEqual(p.returncode, 2, p.stderr)
         self.assertRegex(p.stderr, r"^semid-train gen: 2147483647 items and 1 users need "
                          r"about 106\.\d GiB of memory, more than the \d+\.\d GiB here\n$")
-        self.assertEqual(os.listdir(gdir), [])
+        self.assertFalse(os.path.exists(os.path.dirname(gdir)))
         if os.geteuid() != 0:
             self.skipTest("the disk check needs a small file system: mounting one needs root")
         small = os.path.join(self.tmp, "small")
@@ -2736,12 +2738,13 @@ class TrainerTest(unittest.TestCase):
             self.skipTest("cannot mount a tmpfs here")
         try:
             # 10000 x 64 float32 items alone are 2.4 MiB
-            p = run(TRAIN, "gen", "--out", small, "--items", 10000, "--users", 100,
-                    "--interactions", 1000, "--dim", 64, timeout=60)
-            self.assertEqual(p.returncode, 2, p.stderr)
-            self.assertRegex(p.stderr, r"^semid-train gen: the files need up to 2\.\d MiB; "
-                             r"%s has 1\.0 MiB free\n$" % re.escape(small))
-            self.assertEqual(os.listdir(small), [])
+            for out in (small, os.path.join(small, "new", "data")):
+                p = run(TRAIN, "gen", "--out", out, "--items", 10000, "--users", 100,
+                        "--interactions", 1000, "--dim", 64, timeout=60)
+                self.assertEqual(p.returncode, 2, p.stderr)
+                self.assertRegex(p.stderr, r"^semid-train gen: the files need up to 2\.\d "
+                                 r"MiB; %s has 1\.0 MiB free\n$" % re.escape(out))
+                self.assertEqual(os.listdir(small), [])
         finally:
             subprocess.run(["umount", small], check=True)
 
