@@ -880,6 +880,34 @@ static void lookup_submit(struct req *q, struct srv_lookup *lk)
 	}
 }
 
+/* Refuse @lk's id, sid, prefix or cursor when it can never be valid, with
+ * the store's own words (sid_reg_*): before the store is asked, as assign
+ * and POST :delete refuse theirs, so that a store that is down or locked
+ * answers such a request 400, not 503 with Retry-After (retried for ever),
+ * and a DELETE's id is not named "input 0".  Returns 1 when refused. */
+static int lookup_key_bad(struct req *q, const struct srv_lookup *lk)
+{
+	int32_t codes[SID_MAX_LEVELS];
+	int64_t suffix;
+	int L, rc;
+	struct sid_error err;
+
+	sid_error_clear(&err);
+	if (lk->op == SRV_LOOKUP_LIST) {
+		rc = sid_reg_prefix_parse(lk->key, codes, &L, &err);
+		if (!rc && lk->cursor &&
+		    (rc = sid_reg_sid_parse(lk->cursor, codes, &L, &suffix, &err)))
+			sid_error_prefix(&err, "cursor");
+	} else if (lk->op == SRV_LOOKUP_SID) {
+		rc = sid_reg_sid_parse(lk->key, codes, &L, &suffix, &err);
+	} else {
+		rc = sid_reg_id_check(lk->key, &err);
+	}
+	if (rc)
+		set_error(q, SRV_ERR_INVALID_ARGUMENT, "%s", err.msg);
+	return rc != 0;
+}
+
 /* GET /v1/{items,users}/{id}, /v1/sids/{sid}, /v1/sids?prefix=, and
  * DELETE /v1/{items,users}/{id}: validate
  * the query, then hand the lookup to the registry lane (it answers). */
@@ -952,6 +980,10 @@ static void start_lookup(struct req *q)
 							 : SRV_LOOKUP_ID;
 		lk->key = q->arg;
 		q->arg = NULL;
+	}
+	if (lookup_key_bad(q, lk)) {
+		srv_lookup_free(lk);
+		return;
 	}
 	lookup_submit(q, lk);
 }

@@ -173,6 +173,9 @@ class TestAssignSqlite(Base):
                                        '(RFC 3986 2.1); send a "%" of an id or parameter as %25')):
                 st, _, e = srv.json("GET", "/v1/items/" + path)
                 self.assertEqual((st, e["error"]["message"]), (400, msg), path)
+                # a DELETE's the same (it said "input 0: id: ...")
+                st, _, e = srv.json("DELETE", "/v1/items/" + path, headers=ADMIN)
+                self.assertEqual((st, e["error"]["message"]), (400, msg), path)
             # a form encoder's "a+b" for "a b" deletes the id "a+b"
             st, _, e = srv.json("DELETE", "/v1/items/" + urllib.parse.quote_plus("a b"),
                                 headers=ADMIN)
@@ -442,6 +445,43 @@ class TestAssignSqlite(Base):
                 self.assertEqual(srv.stop(), 0)
         with open(bad, "rb") as f:
             self.assertTrue(f.read().startswith(b"this is not"))  # left alone
+
+    def test_malformed_lookup_refused_while_store_down(self):
+        """An id, sid, prefix or cursor that can never be valid is 400 also
+        while the store cannot be opened, as a bad assign or POST :delete
+        is: it was 503 with Retry-After, which a client retries for ever.
+        Well-formed ones still get the 503."""
+        d = self.fresh_dir()
+        bad = os.path.join(d, "bad.db")
+        with open(bad, "wb") as f:
+            f.write(b"this is not a SQLite database at all" * 200)
+        srv, _ = self.start(d, {"item": self.ta}, "A", ["--registry", bad, "--admin-token", "t"])
+        try:
+            field = "(fields are non-negative integers joined by '-')"
+            for method, path, msg in (
+                    ("GET", "/v1/items/%FF", "id: invalid UTF-8 at byte offset 0"),
+                    ("HEAD", "/v1/users/%C3", None),
+                    ("DELETE", "/v1/users/%FF", "id: invalid UTF-8 at byte offset 0"),
+                    ("DELETE", "/v1/items/" + "e" * 257,
+                     'id "%s..." is 257 bytes, the limit is 256' % ("e" * 40)),
+                    ("GET", "/v1/items/a%09", 'id "a\t": control character 0x09 at byte offset 1'),
+                    ("GET", "/v1/sids/7--1-0", 'sid "7--1-0": field 2 is empty ' + field),
+                    ("GET", "/v1/sids/1-02-0?tower=user", 'sid "1-02-0": field 2 has a leading zero'),
+                    ("GET", "/v1/sids?prefix=7-", 'prefix "7-": ends with \'-\''),
+                    ("GET", "/v1/sids?cursor=zz&tower=user",
+                     'cursor: sid "zz": field 1 is not a non-negative decimal integer')):
+                st, h, raw = srv.request(method, path, None,
+                                         ADMIN if method == "DELETE" else {})
+                self.assertEqual((st, "retry-after" in h), (400, False), (method, path, raw))
+                if msg is not None:
+                    self.assertEqual(json.loads(raw)["error"], {"code": "invalid_argument",
+                                                                "message": msg}, path)
+            for method, path in (("GET", "/v1/items/a"), ("DELETE", "/v1/items/a"),
+                                 ("GET", "/v1/sids/7-1-0"), ("GET", "/v1/sids?prefix=7&cursor=7-1-0")):
+                st, h, raw = srv.request(method, path, None, ADMIN if method == "DELETE" else {})
+                self.assertEqual((st, "retry-after" in h), (503, True), (method, path, raw))
+        finally:
+            self.assertEqual(srv.stop(), 0)
 
     def test_every_route_flagged_registry_answers_501_without_one(self):
         """Which routes --registry none answers 501 is the registry flag of
