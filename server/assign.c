@@ -586,6 +586,38 @@ static const char *miss_hint(const char *key)
 		   : "";
 }
 
+/* A sid of another number of levels than @kind's IDs (@err, SID_EINVAL)
+ * that has as many as the other kind's is most likely one of those, looked
+ * up without ?tower= (or with the wrong one): say so, since the hint alone
+ * ("codes alone? the first ID under them is 5-5-0-0") sent the client to
+ * an ID of the wrong kind. */
+static void other_tower_hint(struct sid_registry *h, enum sid_tower_kind kind, const char *sid,
+			     struct sid_error *err)
+{
+	enum sid_tower_kind other = kind == SID_TOWER_ITEM ? SID_TOWER_USER : SID_TOWER_ITEM;
+	int32_t codes[SID_MAX_LEVELS];
+	int64_t suffix;
+	int L, Ls, Lo;
+	char alone[160] = "";
+	struct sid_error e2;
+
+	sid_error_clear(&e2);
+	if (sid_reg_sid_parse(sid, codes, &L, &suffix, &e2) ||
+	    sid_registry_levels(h, kind, &Ls, &e2) || sid_registry_levels(h, other, &Lo, &e2) ||
+	    Lo != L || Ls == L)
+		return;
+	if (L == Ls - 1)
+		snprintf(alone, sizeof(alone),
+			 " (or, if it is the codes alone of %s, the first ID under them is "
+			 "%.64s-0)",
+			 kind == SID_TOWER_ITEM ? "an item" : "a user", sid);
+	sid_error_set(err, SID_EINVAL,
+		      "sid \"%.64s\" has %d levels and a suffix, as %s IDs have, but %s IDs have "
+		      "%d: look it up with ?tower=%s%s",
+		      sid, L, sid_tower_name(other), sid_tower_name(kind), Ls,
+		      sid_tower_name(other), alone);
+}
+
 static void lookup_work(uv_work_t *w)
 {
 	struct lookup_work *lw = w->data;
@@ -641,6 +673,8 @@ static void lookup_work(uv_work_t *w)
 		 * erasure retried after a lost answer would put it there */
 		rc = sid_error_set(&err, SID_ENOTFOUND, "no such %s id: nothing deleted%s",
 				   sid_tower_name(lk->kind), miss_hint(lk->key));
+	else if (rc == SID_EINVAL && lk->op == SRV_LOOKUP_SID)
+		other_tower_hint(h, lk->kind, lk->key, &err);
 	else if (rc == SID_ENOTFOUND && lk->op == SRV_LOOKUP_ID)
 		/* nor a GET's: a client still asking for an erased id would
 		 * write it into the request log at each miss */

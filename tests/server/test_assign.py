@@ -132,6 +132,38 @@ class TestAssignSqlite(Base):
         finally:
             self.assertEqual(srv.stop(), 0)
 
+    def test_sid_of_the_other_tower(self):
+        """A user's sid looked up without ?tower=user (items of 3 levels,
+        users of 2) was told "codes alone? the first ID under them is
+        S-0", which sent the client to an item's ID: the answer names the
+        tower whose IDs have that many levels."""
+        d = self.fresh_dir()
+        tu = T.tie_free_tower(self.rng, ks=(16, 8))
+        srv, _ = self.start(d, {"item": self.ta, "user": tu}, "A")
+        try:
+            X, _ = T.tie_free_inputs(self.rng, self.ta, 1)
+            Xu, _ = T.tie_free_inputs(self.rng, tu, 1)
+            item = assign(srv, ["i"], X)[2]["results"][0]["sid"]
+            user = assign(srv, ["u"], Xu, tower="users")[2]["results"][0]["sid"]
+            self.assertEqual((item.count("-"), user.count("-")), (3, 2))
+            for path, msg in (
+                    ("/v1/sids/" + user,
+                     'sid "%s" has 2 levels and a suffix, as user IDs have, but item IDs have '
+                     '3: look it up with ?tower=user (or, if it is the codes alone of an '
+                     'item, the first ID under them is %s-0)' % (user, user)),
+                    ("/v1/sids/%s?tower=user" % item,
+                     'sid "%s" has 3 levels and a suffix, as item IDs have, but user IDs have '
+                     '2: look it up with ?tower=item' % item),
+                    ("/v1/sids/1-2-3-4-0",  # neither tower's: as before
+                     'sid "1-2-3-4-0" has 4 levels and a suffix; item IDs have 3 levels and '
+                     'a suffix')):
+                st, _, e = srv.json("GET", path)
+                self.assertEqual((st, e["error"]), (400, {"code": "invalid_argument",
+                                                          "message": msg}), path)
+            self.assertEqual(srv.json("GET", "/v1/sids/%s?tower=user" % user)[2]["id"], "u")
+        finally:
+            self.assertEqual(srv.stop(), 0)
+
     def test_ids_in_the_path(self):
         """proto/api.md's rules for {id} in the path, as a client reads them:
         an id percent-encoded as a path segment (quote(id, safe=""),
