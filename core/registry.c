@@ -36,7 +36,9 @@ static int utf8_cut(const char *s, int max)
 	return (int)sid_utf8_prefix(s, (size_t)max);
 }
 
-int sid_reg_id_check(const char *id, struct sid_error *err)
+/* sid_reg_id_check, and with @named the id quoted in the message (its
+ * first bytes). */
+static int id_check(const char *id, int named, struct sid_error *err)
 {
 	const unsigned char *s = (const unsigned char *)id;
 	size_t i = 0, len;
@@ -44,6 +46,9 @@ int sid_reg_id_check(const char *id, struct sid_error *err)
 	if (!id || !*id)
 		return sid_error_set(err, SID_EINVAL, "id is empty");
 	len = strlen(id);
+	if (len > SID_REG_ID_MAX && !named)
+		return sid_error_set(err, SID_EINVAL, "id is %zu bytes, the limit is %d", len,
+				     SID_REG_ID_MAX);
 	if (len > SID_REG_ID_MAX)
 		return sid_error_set(err, SID_EINVAL,
 				     "id \"%.*s...\" is %zu bytes, the limit is %d",
@@ -52,10 +57,14 @@ int sid_reg_id_check(const char *id, struct sid_error *err)
 		unsigned c = s[i];
 		size_t n;
 		if (c < 0x20 || c == 0x7f)
-			return sid_error_set(
-			    err, SID_EINVAL,
-			    "id \"%.*s\": control character 0x%02x at byte offset %zu",
-			    utf8_cut(id, 64), id, c, i);
+			return named ? sid_error_set(err, SID_EINVAL,
+						     "id \"%.*s\": control character 0x%02x at "
+						     "byte offset %zu",
+						     utf8_cut(id, 64), id, c, i)
+				     : sid_error_set(err, SID_EINVAL,
+						     "id: control character 0x%02x at byte offset "
+						     "%zu",
+						     c, i);
 		if (!(n = sid_utf8_len(s + i, len - i)))
 			goto bad;
 		i += n;
@@ -63,6 +72,16 @@ int sid_reg_id_check(const char *id, struct sid_error *err)
 	return 0;
 bad:
 	return sid_error_set(err, SID_EINVAL, "id: invalid UTF-8 at byte offset %zu", i);
+}
+
+int sid_reg_id_check(const char *id, struct sid_error *err)
+{
+	return id_check(id, 1, err);
+}
+
+int sid_reg_id_check_unnamed(const char *id, struct sid_error *err)
+{
+	return id_check(id, 0, err);
 }
 
 static int version_check(const char *v, struct sid_error *err)

@@ -564,6 +564,10 @@ struct json_t *sid_reg_entry_json(const struct sid_reg_entry *e, int assign);
 
 /* Check an id: 1..SID_REG_ID_MAX bytes of valid UTF-8 without control characters. */
 int sid_reg_id_check(const char *id, struct sid_error *err);
+/* The same, with a message that never quotes the id (its length, or the
+ * offset of its fault): for a request log that must never hold one, as
+ * an erasure's (semid-server's lookups and deletes). */
+int sid_reg_id_check_unnamed(const char *id, struct sid_error *err);
 
 /*
  * Parse a full ID "c0-c1-...-c{L-1}-suffix" (2..SID_MAX_LEVELS+1 decimal

@@ -1855,7 +1855,7 @@ int srv_delete_req_decode(const char *body, size_t len, enum sid_tower_kind towe
 			memcpy(p, json_string_value(v), json_string_length(v) + 1);
 		else
 			sprintf(p, "%" JSON_INTEGER_FORMAT, json_integer_value(v));
-		if (sid_reg_id_check(p, &err)) {
+		if (sid_reg_id_check_unnamed(p, &err)) {
 			fail(e, SRV_ERR_INVALID_ARGUMENT, "ids[%zu]: %s", i, err.msg);
 			goto fail;
 		}

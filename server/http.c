@@ -901,7 +901,7 @@ static int lookup_key_bad(struct req *q, const struct srv_lookup *lk)
 	} else if (lk->op == SRV_LOOKUP_SID) {
 		rc = sid_reg_sid_parse(lk->key, codes, &L, &suffix, &err);
 	} else {
-		rc = sid_reg_id_check(lk->key, &err);
+		rc = sid_reg_id_check_unnamed(lk->key, &err);
 	}
 	if (rc)
 		set_error(q, SRV_ERR_INVALID_ARGUMENT, "%s", err.msg);

@@ -373,6 +373,16 @@ START_TEST(t_id_check)
 	big[SID_REG_ID_MAX + 1] = '\0';
 	ck_assert_int_eq(sid_reg_id_check(big, &err), SID_EINVAL);
 	ck_assert_ptr_nonnull(strstr(err.msg, "257 bytes"));
+	/* unnamed: the same verdicts, and no byte of the id in the message */
+	ck_assert_int_eq(sid_reg_id_check_unnamed(big, &err), SID_EINVAL);
+	ck_assert_str_eq(err.msg, "id is 257 bytes, the limit is 256");
+	ck_assert_int_eq(sid_reg_id_check_unnamed("ann@x\r", &err), SID_EINVAL);
+	ck_assert_str_eq(err.msg, "id: control character 0x0d at byte offset 5");
+	ck_assert_int_eq(sid_reg_id_check_unnamed("ann\xff", &err), SID_EINVAL);
+	ck_assert_str_eq(err.msg, "id: invalid UTF-8 at byte offset 3");
+	ck_assert_int_eq(sid_reg_id_check_unnamed("", &err), SID_EINVAL);
+	ck_assert_str_eq(err.msg, "id is empty");
+	ck_assert_int_eq(sid_reg_id_check_unnamed("ann@x", &err), 0);
 	/* multibyte ids at the limit: 64 four-byte characters fit, one more
 	 * byte does not; messages quote a prefix of whole characters (they used
 	 * to cut one in two, and a JSON error body or a terminal got a broken

@@ -200,7 +200,7 @@ class TestAssignSqlite(Base):
                 self.assertEqual((st, e.get("id")), (200, want), path)
             for path, msg in (("%FF", "id: invalid UTF-8 at byte offset 0"),
                               ("%C3", "id: invalid UTF-8 at byte offset 0"),
-                              ("e" * 257, 'id "%s..." is 257 bytes, the limit is 256' % ("e" * 40)),
+                              ("e" * 257, "id is 257 bytes, the limit is 256"),
                               ("100%", 'the path has "%", a "%" not followed by two hex digits '
                                        '(RFC 3986 2.1); send a "%" of an id or parameter as %25')):
                 st, _, e = srv.json("GET", "/v1/items/" + path)
@@ -258,6 +258,31 @@ class TestAssignSqlite(Base):
             self.assertEqual(log.count("route=/v1/users/{id} status=4"), 3, log)
             self.assertEqual(log.count("route=/v1/items/{id} status=400"), 1, log)
             self.assertEqual(log.count("route=/v1/sids/{sid} status=400"), 1, log)
+        finally:
+            self.assertEqual(srv.stop(), 0)
+
+    def test_invalid_id_not_logged(self):
+        """An erasure's id with a line's end left on it (a CRLF file read
+        line by line) is 400, and neither its answer nor the request log
+        names it (the log never holds an id, proto/api.md): the message
+        said 'id "alice@example.com\\r": control character ...', and the
+        log kept every id of the erasure."""
+        d = self.fresh_dir()
+        srv, _ = self.start(d, {"item": self.ta}, "A", ["--admin-token", "t"])
+        try:
+            ctl = "id: control character 0x0d at byte offset 17"
+            for method, path, req, msg in (
+                    ("DELETE", "/v1/users/alice%40example.com%0D", None, ctl),
+                    ("GET", "/v1/users/alice%40example.com%0D", None, ctl),
+                    ("DELETE", "/v1/items/alice%40example.com" + "x" * 250, None,
+                     "id is 267 bytes, the limit is 256"),
+                    ("POST", "/v1/users:delete", {"ids": ["ok", "alice@example.com\r"]},
+                     "ids[1]: " + ctl)):
+                st, _, e = srv.json(method, path, req, headers=ADMIN)
+                self.assertEqual((st, e["error"]), (400, {"code": "invalid_argument",
+                                                          "message": msg}), path)
+            self.until(lambda: srv.log_text().count("status=400") >= 4, "the four request lines")
+            self.assertNotIn("alice", srv.log_text())
         finally:
             self.assertEqual(srv.stop(), 0)
 
@@ -494,9 +519,8 @@ class TestAssignSqlite(Base):
                     ("GET", "/v1/items/%FF", "id: invalid UTF-8 at byte offset 0"),
                     ("HEAD", "/v1/users/%C3", None),
                     ("DELETE", "/v1/users/%FF", "id: invalid UTF-8 at byte offset 0"),
-                    ("DELETE", "/v1/items/" + "e" * 257,
-                     'id "%s..." is 257 bytes, the limit is 256' % ("e" * 40)),
-                    ("GET", "/v1/items/a%09", 'id "a\t": control character 0x09 at byte offset 1'),
+                    ("DELETE", "/v1/items/" + "e" * 257, "id is 257 bytes, the limit is 256"),
+                    ("GET", "/v1/items/a%09", "id: control character 0x09 at byte offset 1"),
                     ("GET", "/v1/sids/7--1-0", 'sid "7--1-0": field 2 is empty ' + field),
                     ("GET", "/v1/sids/1-02-0?tower=user", 'sid "1-02-0": field 2 has a leading zero'),
                     ("GET", "/v1/sids?prefix=7-", 'prefix "7-": ends with \'-\''),
