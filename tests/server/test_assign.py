@@ -176,13 +176,16 @@ class TestAssignSqlite(Base):
         d = self.fresh_dir()
         srv, _ = self.start(d, {"item": self.ta}, "A", ["--admin-token", "t"])
         try:
+            # (byte for byte, proto/registry.md: NFC and NFD, case, spaces)
             ids = ["a b", "a+b", "sku/1", "a%2Fb", "100%", "q?x=1#f", "\u00e9\u20ac\U0001d11e",
-                   " lead", "trail ", "..", "e" * 256, "\u00e9" * 128]
+                   " lead", "trail ", "..", "e" * 256, "\u00e9" * 128, "caf\u00e9", "cafe\u0301",
+                   "SKU/1", "sku/1 "]
             X, _ = T.tie_free_inputs(self.rng, self.ta, len(ids))
             st, _, res = assign(srv, ids, X)
             self.assertEqual(st, 200, res)
             sid = {r["id"]: r["sid"] for r in res["results"]}
             self.assertEqual(sorted(sid), sorted(ids))
+            self.assertEqual(len(set(sid.values())), len(ids))  # each its own ID
             for i in ids:
                 st, _, e = srv.json("GET", "/v1/items/" + urllib.parse.quote(i, safe=""))
                 self.assertEqual((st, e.get("id"), e.get("sid")), (200, i, sid[i]), i)
