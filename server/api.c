@@ -1749,7 +1749,7 @@ static int ids_finish(struct srv_encode_req *req, struct srv_api_error *e)
 			memcpy(p, t, n);
 			p[n] = '\0';
 		}
-		if (sid_reg_id_check(p, &err))
+		if (sid_reg_id_check_unnamed(p, &err))
 			return fail(e, SRV_ERR_INVALID_ARGUMENT, "inputs[%zu].id: %s", i, err.msg);
 		p += strlen(p) + 1;
 	}

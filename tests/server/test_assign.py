@@ -267,7 +267,8 @@ class TestAssignSqlite(Base):
     def test_invalid_id_not_logged(self):
         """An erasure's id with a line's end left on it (a CRLF file read
         line by line) is 400, and neither its answer nor the request log
-        names it (the log never holds an id, proto/api.md): the message
+        names it (the log never holds an id, proto/api.md), nor an
+        assign's: the message
         said 'id "alice@example.com\\r": control character ...', and the
         log kept every id of the erasure."""
         d = self.fresh_dir()
@@ -280,11 +281,14 @@ class TestAssignSqlite(Base):
                     ("DELETE", "/v1/items/alice%40example.com" + "x" * 250, None,
                      "id is 267 bytes, the limit is 256"),
                     ("POST", "/v1/users:delete", {"ids": ["ok", "alice@example.com\r"]},
-                     "ids[1]: " + ctl)):
+                     "ids[1]: " + ctl),
+                    ("POST", "/v1/items:assign",  # (no user tower: items')
+                     {"inputs": [{"id": "alice@example.com\r", "embedding": [0] * 16}]},
+                     "inputs[0].id: " + ctl)):
                 st, _, e = srv.json(method, path, req, headers=ADMIN)
                 self.assertEqual((st, e["error"]), (400, {"code": "invalid_argument",
                                                           "message": msg}), path)
-            self.until(lambda: srv.log_text().count("status=400") >= 4, "the four request lines")
+            self.until(lambda: srv.log_text().count("status=400") >= 5, "the five request lines")
             self.assertNotIn("alice", srv.log_text())
         finally:
             self.assertEqual(srv.stop(), 0)
