@@ -6,6 +6,7 @@
 #include "http.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
@@ -1152,10 +1153,64 @@ static int param_route(const char *url)
 }
 
 /*
+ * The param_routes entry @url is a path of but for the case of its
+ * letters, repeated slashes or a "/v1" left out ("/v1/Users/x",
+ * "/v1//users/x", "/users/x"), with a parameter after it; -1 when none.
+ * *@plen is then the length of @url before its parameter.
+ */
+static int param_route_near(const char *url, size_t *plen)
+{
+	for (size_t k = 0; k < sizeof(param_routes) / sizeof(param_routes[0]); k++)
+		for (int v1 = 0; v1 < 2; v1++) {
+			/* "/v1/users/", then "/users/" */
+			const char *pre = param_routes[k].prefix + (v1 ? strlen("/v1") : 0);
+			const char *u = url;
+			for (; *pre; pre++) {
+				if (*pre == '/' && *u == '/') {
+					while (*u == '/')
+						u++;
+				} else if (*pre != '/' && tolower((unsigned char)*u) == *pre) {
+					u++;
+				} else {
+					break;
+				}
+			}
+			if (!*pre && *u) {
+				*plen = (size_t)(u - url);
+				return (int)k;
+			}
+		}
+	return -1;
+}
+
+/*
+ * @url as the log line and a 404 name it, into @out (@n bytes): the
+ * route, "/v1/users/{id}", for a path with an id or sid, and the path as
+ * sent up to its parameter, "/v1/Users/{id}", for one near such a route
+ * (param_route_near), so that no id reaches the log from a request that
+ * was never routed: an erasure sent to "/v1/Users/ID" logged every ID.
+ */
+static void path_named(const char *url, char *out, size_t n)
+{
+	int k = param_route(url);
+	size_t plen;
+
+	if (k >= 0) {
+		copy_str(out, n, srv_route_name(param_routes[k].route));
+	} else if ((k = param_route_near(url, &plen)) >= 0) {
+		const char *route = srv_route_name(param_routes[k].route);
+		snprintf(out, n, "%.*s%s", (int)plen, url, strrchr(route, '/') + 1);
+	} else {
+		copy_str(out, n, url);
+	}
+}
+
+/*
  * For a path no route has, the route its client most likely meant, into
  * @out (@n bytes) as " (did you mean /v1/model?)": a route's path but for
  * the case of its letters, repeated or trailing slashes, or "/v1" left out
- * ("/V1/Model", "/healthz/", "//v1//model", "/items:encode").  A parameter
+ * ("/V1/Model", "/healthz/", "//v1//model", "/items:encode"), also before
+ * a parameter ("/v1/Users/x": param_route_near).  A parameter
  * route's prefix alone ("/v1/items/", "/v1/items") names the route with its
  * parameter.  "" when none is near.  A bare 404 "no route GET /healthz/"
  * left the client to find the slash.
@@ -1163,10 +1218,15 @@ static int param_route(const char *url)
 static void route_hint(const char *url, char *out, size_t n)
 {
 	char norm[128];
-	size_t len = 0;
+	size_t len = 0, plen;
 	const char *meant = NULL, *also = "";
+	int near = param_route_near(url, &plen);
 
 	out[0] = '\0';
+	if (near >= 0) { /* "/v1/Users/x" (its id's case and slashes are its own) */
+		snprintf(out, n, " (did you mean %s?)", srv_route_name(param_routes[near].route));
+		return;
+	}
 	for (const char *p = url; *p; p++) {
 		if (*p == '/' && len && norm[len - 1] == '/')
 			continue;
@@ -1206,8 +1266,7 @@ static void route_hint(const char *url, char *out, size_t n)
  * port). */
 static void req_path_set(struct req *q, const char *url)
 {
-	int k = param_route(url);
-	copy_str(q->path, sizeof(q->path), k >= 0 ? srv_route_name(param_routes[k].route) : url);
+	path_named(url, q->path, sizeof(q->path));
 }
 
 /* @v's length without its trailing whitespace, which RFC 9110 5.5 says is
@@ -1533,20 +1592,23 @@ static int on_headers(struct req *q, const char *url, const char *method, const 
 		 * wrong port.  A path with an id or sid is named by its route
 		 * (req_path_set), in the answer too: an erasure pipeline sent
 		 * to this port must not have its ids logged. */
+		char shown[256];
+		path_named(url, shown, sizeof(shown));
 		q->route = SRV_ROUTE_OTHER;
 		set_error(q, SRV_ERR_NOT_FOUND,
 			  "no route %.100s %.200s on the operations port (%s): it serves GET "
 			  "/healthz, /readyz, /metrics and /v1/model",
-			  method, param_route(url) >= 0 ? q->path : url, h->key);
+			  method, shown, h->key);
 		return 1;
 	}
 	if (i == sizeof(routes) / sizeof(routes[0])) {
 		int k = param_route(url);
 		if (k < 0) {
-			char hint[160];
+			char hint[160], shown[256];
 			route_hint(url, hint, sizeof(hint));
+			path_named(url, shown, sizeof(shown));
 			q->route = SRV_ROUTE_OTHER;
-			set_error(q, SRV_ERR_NOT_FOUND, "no route %.100s %.200s%s", method, url,
+			set_error(q, SRV_ERR_NOT_FOUND, "no route %.100s %.200s%s", method, shown,
 				  hint);
 			return 1;
 		}

@@ -389,6 +389,26 @@ class TestErrors(unittest.TestCase):
         self.assertTrue(all(isinstance(a["distance"], float)
                             for a in body["results"][0]["alternatives"]))
 
+    def test_404_near_a_parameter_route_names_no_id(self):
+        """A path that is /v1/{items,users}/{id} or /v1/sids/{sid} but for
+        the case of its letters, repeated slashes or a "/v1" left out named
+        the id in its 404 and in the request log ("no route DELETE
+        /v1/Users/ann@x.org"), so an erasure with such a typo logged every
+        id; the 404 names the route meant and the path up to the id."""
+        token = {"Authorization": "Bearer s3cret-token"}
+        for method, path, shown, meant in (
+                ("DELETE", "/v1/Users/erase-me%40x.org", "/v1/Users/{id}", "/v1/users/{id}"),
+                ("GET", "/v1//items/erase-me", "/v1//items/{id}", "/v1/items/{id}"),
+                ("DELETE", "/users/erase-me", "/users/{id}", "/v1/users/{id}"),
+                ("GET", "//V1//SIDS//1-2-3-0", "//V1//SIDS//{sid}", "/v1/sids/{sid}")):
+            self.check_error(SRV.json(method, path, headers=token), 404, "not_found",
+                             "no route %s %s (did you mean %s?)" % (method, shown, meant))
+            deadline = time.monotonic() + 10
+            while "route=" + shown + " " not in SRV.log_text():
+                self.assertLess(time.monotonic(), deadline, shown)
+                time.sleep(0.02)
+        self.assertNotIn("erase-me", SRV.log_text())
+
     def test_404_names_the_route_meant(self):
         """A path that is a route but for a trailing or repeated slash, the
         case of its letters or a "/v1" left out got a bare "no route GET
