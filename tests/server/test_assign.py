@@ -1097,6 +1097,30 @@ class TestDeleteSqlite(Base):
         self.assertEqual([x["suffix"] for x in r["results"]], [0, 1, 2, 3], r)
         return X, codes
 
+    def test_emptied_kind_keeps_its_levels(self):
+        """proto/api.md: a kind's number of levels, once its first ID is
+        stored, is kept after every ID of it is deleted (GET /v1/model,
+        a sid of another length 400, not the 404 of a kind never given
+        an ID)."""
+        d = self.fresh_dir()
+        srv, _ = self.start(d, {"item": self.ta}, "A", ["--admin-token", "t"])
+        try:
+            self.assertEqual(srv.json("GET", "/v1/sids/1-2-0")[0], 404)  # none yet
+            self.assign_four(srv)
+            st, _, r = srv.json("POST", "/v1/items:delete", {"ids": ["a", "b", "c", "e"]},
+                                headers=ADMIN)
+            self.assertEqual((st, r["deleted"]), (200, 4), r)
+            self.assertEqual(srv.json("GET", "/v1/sids")[2]["entries"], [])
+            self.assertEqual(srv.json("GET", "/v1/model")[2]["registry"]["levels"],
+                             {"item": 3, "user": None})
+            st, _, e = srv.json("GET", "/v1/sids/1-2-0")
+            self.assertEqual((st, e["error"]["message"]),
+                             (400, 'sid "1-2-0" has 2 levels and a suffix; item IDs have 3 '
+                                   'levels and a suffix (codes alone? the first ID under '
+                                   'them is 1-2-0-0)'))
+        finally:
+            self.assertEqual(srv.stop(), 0)
+
     def test_delete_needs_no_tower(self):
         """A delete is a store operation, as a lookup is: a user's erasure
         goes through whatever model is served.  With a model without a user
