@@ -1154,8 +1154,9 @@ static int param_route(const char *url)
 
 /*
  * The param_routes entry @url is a path of but for the case of its
- * letters, repeated slashes or a "/v1" left out ("/v1/Users/x",
- * "/v1//users/x", "/users/x"), with a parameter after it; -1 when none.
+ * letters, repeated slashes, a "/v1" left out or the singular ("/v1/Users/x",
+ * "/v1//users/x", "/users/x", "/v1/user/x"), with a parameter after it; -1
+ * when none.
  * *@plen is then the length of @url before its parameter.
  */
 static int param_route_near(const char *url, size_t *plen)
@@ -1171,6 +1172,8 @@ static int param_route_near(const char *url, size_t *plen)
 						u++;
 				} else if (*pre != '/' && tolower((unsigned char)*u) == *pre) {
 					u++;
+				} else if (*pre == 's' && pre[1] == '/' && *u == '/') {
+					continue; /* "/v1/user/x" */
 				} else {
 					break;
 				}

@@ -391,7 +391,8 @@ class TestErrors(unittest.TestCase):
 
     def test_404_near_a_parameter_route_names_no_id(self):
         """A path that is /v1/{items,users}/{id} or /v1/sids/{sid} but for
-        the case of its letters, repeated slashes or a "/v1" left out named
+        the case of its letters, repeated slashes, a "/v1" left out or the
+        singular ("/v1/user/ID") named
         the id in its 404 and in the request log ("no route DELETE
         /v1/Users/ann@x.org"), so an erasure with such a typo logged every
         id; the 404 names the route meant and the path up to the id."""
@@ -400,7 +401,9 @@ class TestErrors(unittest.TestCase):
                 ("DELETE", "/v1/Users/erase-me%40x.org", "/v1/Users/{id}", "/v1/users/{id}"),
                 ("GET", "/v1//items/erase-me", "/v1//items/{id}", "/v1/items/{id}"),
                 ("DELETE", "/users/erase-me", "/users/{id}", "/v1/users/{id}"),
-                ("GET", "//V1//SIDS//1-2-3-0", "//V1//SIDS//{sid}", "/v1/sids/{sid}")):
+                ("GET", "//V1//SIDS//1-2-3-0", "//V1//SIDS//{sid}", "/v1/sids/{sid}"),
+                ("DELETE", "/v1/user/erase-me", "/v1/user/{id}", "/v1/users/{id}"),
+                ("GET", "/item/erase-me", "/item/{id}", "/v1/items/{id}")):
             self.check_error(SRV.json(method, path, headers=token), 404, "not_found",
                              "no route %s %s (did you mean %s?)" % (method, shown, meant))
             deadline = time.monotonic() + 10
