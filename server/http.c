@@ -62,6 +62,9 @@ struct conn {
 	 * follows it, shown (bad_escape), "" for none (its MHD thread only) */
 	char bad_esc[12];
 	int bad_esc_query; /* ... in its query */
+	/* the URL being parsed: 1 + where its path's first %2F decodes to, 0
+	 * for none (encoded_slash; its MHD thread only) */
+	size_t enc_slash;
 	/* taken by the acceptor (inherited socket) and no request begun on
 	 * it yet: counted in srv_http.fresh (its MHD thread only) */
 	int fresh;
@@ -193,6 +196,7 @@ struct req {
 	int url_nul;		   /* its path or query had a %00 */
 	char bad_esc[12];	   /* its URL's first malformed percent escape (conn.bad_esc) */
 	int bad_esc_query;
+	size_t enc_slash;  /* 1 + where its path's first %2F decodes to (conn.enc_slash) */
 	int content_types; /* its Content-Type headers (framing_bad counts them) */
 };
 
@@ -1507,6 +1511,31 @@ static const char *url_path(const char *url)
 }
 
 /*
+ * A %2F where a route has a '/' ("/v1%2Fadmin%2Freload", "/v1/items%2Fx"):
+ * 404.  An encoded '/' is data, never a separator (RFC 3986 2.2), and a
+ * proxy in front that allows or refuses a route by its path sees none
+ * there; routing reads the decoded path, so such a path was served as the
+ * route (an id's %2F, after the route's part, is the id's).  @fixed: @url
+ * is a route of routes[].  Returns 1 when the request is refused.
+ */
+static int path_slash_bad(struct req *q, const char *url, const char *method, int fixed)
+{
+	char shown[256];
+	int k = param_route(url);
+
+	if (!q->enc_slash ||
+	    (!fixed && (k < 0 || q->enc_slash - 1 >= strlen(param_routes[k].prefix))))
+		return 0;
+	path_named(url, shown, sizeof(shown));
+	q->route = SRV_ROUTE_OTHER;
+	set_error(q, SRV_ERR_NOT_FOUND,
+		  "no route %.100s %.200s: the path has %%2F where the route has a '/' (an "
+		  "encoded '/' is data, never a separator: RFC 3986 2.2)",
+		  method, shown);
+	return 1;
+}
+
+/*
  * A registry route (@registry: its flag in routes[] or param_routes[]) on a
  * server started with --registry none: 501 unimplemented, without
  * Retry-After.  It was a 503 with Retry-After, which a client takes for an
@@ -1589,6 +1618,8 @@ static int on_headers(struct req *q, const char *url, const char *method, const 
 	for (i = 0; i < sizeof(routes) / sizeof(routes[0]); i++)
 		if (!strcmp(url, routes[i].path))
 			break;
+	if (path_slash_bad(q, url, method, i < sizeof(routes) / sizeof(routes[0])))
+		return 1;
 	if (h->ops && (i == sizeof(routes) / sizeof(routes[0]) || !routes[i].ops)) {
 		/* the operations port has the read-only routes alone: an
 		 * encode or a reload sent there is a client pointed at the
@@ -1803,6 +1834,25 @@ static int bad_escape(const char *uri, char *out)
 	return 0;
 }
 
+/* 1 + the offset in @path (a request target's path, as sent) decoded of
+ * its first %2F, or 0 when it has none: a '/' that routing, which reads
+ * the decoded path, must not take for one of a route's (path_slash_bad). */
+static size_t encoded_slash(const char *path)
+{
+	size_t at = 0;
+
+	for (const char *p = path; *p && *p != '?'; at++) {
+		if (p[0] == '%' && hexval(p[1]) >= 0 && hexval(p[2]) >= 0) {
+			if (p[1] == '2' && (p[2] == 'F' || p[2] == 'f'))
+				return at + 1;
+			p += 3;
+		} else {
+			p++;
+		}
+	}
+	return 0;
+}
+
 /*
  * MHD_OPTION_URI_LOG_CALLBACK: a request line is in.  Its record starts
  * here, before its headers, so that a request libmicrohttpd refuses itself
@@ -1820,8 +1870,10 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 
 	if (c == &h->over || (c && c->refused))
 		return NULL;
-	if (c)
+	if (c) {
 		c->bad_esc_query = bad_escape(uri, c->bad_esc);
+		c->enc_slash = encoded_slash(url_path(uri));
+	}
 	return req_new(h, conn, uri); /* NULL: on_request tries again */
 }
 
@@ -1851,6 +1903,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 			memcpy(q->bad_esc, c->bad_esc, sizeof(q->bad_esc));
 			q->bad_esc_query = c->bad_esc_query;
 			c->bad_esc[0] = '\0';
+			q->enc_slash = c->enc_slash;
+			c->enc_slash = 0;
 		}
 		copy_str(q->method, sizeof(q->method), method);
 		request_id(h, conn, q->request_id);

@@ -412,6 +412,30 @@ class TestErrors(unittest.TestCase):
                 time.sleep(0.02)
         self.assertNotIn("erase-me", SRV.log_text())
 
+    def test_encoded_slash_is_no_route_separator(self):
+        """A %2F where a route has a '/' is data (RFC 3986 2.2), so the
+        path is no route's: "/v1%2Fadmin%2Freload" reloaded and
+        "/v1/items%2Fx" looked up the id "x" (routing reads the decoded
+        path), past a proxy that allows or refuses a route by its path.
+        An id's %2F, after the route's '/', is the id's."""
+        token = {"Authorization": "Bearer s3cret-token"}
+        why = ": the path has %2F where the route has a '/' (an encoded '/' is data, never " \
+              "a separator: RFC 3986 2.2)"
+        for method, path, shown in (("POST", "/v1%2Fadmin%2Freload", "/v1/admin/reload"),
+                                    ("POST", "/v1/admin%2freload", "/v1/admin/reload"),
+                                    ("GET", "/v1%2Fmodel?x=1", "/v1/model"),
+                                    ("DELETE", "/v1/users%2Fu-404", "/v1/users/{id}"),
+                                    ("GET", "http://h/v1/sids%2F1-2-3-0", "/v1/sids/{sid}")):
+            self.check_error(SRV.json(method, path, headers=token), 404, "not_found",
+                             "no route %s %s%s" % (method, shown, why))
+        st, _, r = SRV.json("POST", "/v1/items:assign",
+                            {"inputs": [{"id": "d/1", "embedding": [0.5] * 48}]})
+        self.assertEqual(st, 200, r)
+        for path in ("/v1/items/d%2F1", "/v1/items/d%2f1", "/v1/%69tems/d%2F1"):
+            st, _, e = SRV.json("GET", path)
+            self.assertEqual((st, e.get("id")), (200, "d/1"), path)
+        self.assertEqual(SRV.json("GET", "/healthz?x=%2F")[0], 200)
+
     def test_404_names_the_route_meant(self):
         """A path that is a route but for a trailing or repeated slash, the
         case of its letters or a "/v1" left out got a bare "no route GET
