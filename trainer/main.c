@@ -16,7 +16,8 @@
  * signal N (SIGINT, SIGTERM, SIGHUP) stopped training, eval, gen or profile
  * cleanly, 141 when the reader of a stdout pipe went away (SIGPIPE, or where it is
  * ignored, sid_sigpipe_quiet_stdout), 1 otherwise (a failed write to stdout
- * included).
+ * included).  A stderr whose reader went away costs its lines, not the run
+ * (pipe_catch).
  */
 #include <errno.h>
 #include <limits.h>
@@ -560,6 +561,41 @@ static int dispatch(int argc, char **argv)
 }
 
 /*
+ * SIGPIPE from a line written to a stderr whose reader went away (a log
+ * pipe that died; `2>&1 | tee log` whose tee the same Ctrl-C ended) ended
+ * a run at once by the signal's default action: the epoch under way lost,
+ * MODEL.lock (and a named temp file) left, the stop a SIGINT had asked for
+ * never made.  While a command runs, such a line is lost instead and the
+ * run goes on, as it already did where the parent ignores SIGPIPE (a
+ * systemd unit).  Stdout is written at the end only: the parent's action
+ * is back for that (pipe_release), so a reader of stdout gone is the quiet
+ * stop of before.
+ */
+static struct sigaction pipe_saved;
+
+static void on_pipe(int sig)
+{
+	(void)sig; /* the write fails with EPIPE: the line is lost */
+}
+
+static void pipe_catch(void)
+{
+	struct sigaction sa;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_pipe;
+	sa.sa_flags = SA_RESTART;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGPIPE, &sa, &pipe_saved);
+}
+
+static void pipe_release(void)
+{
+	sigaction(SIGPIPE, &pipe_saved, NULL);
+	sid_sigpipe_quiet_stdout(); /* `| head -1` where SIGPIPE is ignored: 141, quietly */
+}
+
+/*
  * Before OpenBLAS is initialised: a function in the executable's
  * .preinit_array runs before any shared library's constructor, and
  * OpenBLAS's starts its threads.  Under a limit on threads (ulimit -u) one
@@ -591,15 +627,22 @@ int main(int argc, char **argv)
 	/* after: the re-executed process is the one that runs; --threads,
 	 * parsed later, wins */
 	tr_overcommit_default_threads(); /* sid_blas_default_threads, kept */
-	sid_sigpipe_quiet_stdout();	 /* after: an exec resets a handler, not SIG_IGN */
+	pipe_catch();			 /* after: an exec resets a handler, not SIG_IGN */
 	/* ulimit -f reached: EFBIG ("File too large") naming the file, not a
 	 * silent SIGXFSZ */
 	signal(SIGXFSZ, SIG_IGN);
 	status = dispatch(argc, argv);
+	pipe_release();
 	/* What went to stdout (the evaluation JSON, gen's summary) must have
 	 * arrived: `> eval.json` on a full disk used to exit 0 with the file
 	 * empty.  errno names the cause only when the flush itself failed. */
 	if (sid_stdout_lost(lost, sizeof(lost)) && status == 0) {
+		/* a write before pipe_release found stdout's reader gone: the
+		 * quiet stop it would have been after it */
+		if (sid_stdout_pipe_gone()) {
+			raise(SIGPIPE);
+			return 128 + SIGPIPE;
+		}
 		fprintf(stderr, "semid-train: stdout: write failed%s\n", lost);
 		status = 1;
 	}

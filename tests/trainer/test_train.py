@@ -2411,6 +2411,54 @@ class TrainerTest(unittest.TestCase):
                     self.assertNotIn("write failed", p.stderr)
         self.assertTrue(os.path.exists(out))
 
+    def test_stderr_reader_gone_costs_lines_not_the_run(self):
+        """A stderr whose reader went away (a log pipe that died; `2>&1 |
+        tee log` whose tee the same Ctrl-C ended) ended a run by SIGPIPE at
+        its next line: the epoch under way lost, MODEL.lock left, and the
+        stop a SIGINT had asked for never made.  Its lines are lost
+        instead: a run goes on to publish, eval prints its figures, and a
+        SIGINT stops a run as it stops one with its log there (130, the
+        checkpoint kept, no lock file); --resume then finishes it."""
+        sdir = os.path.join(self.tmp, "stderr-gone")
+        os.makedirs(sdir)
+        out = os.path.join(sdir, "m.st")
+        args = [str(a) for a in self.base_args(out)]
+        model = os.path.join(self.tmp, "e2e.st")
+        self._ensure_e2e_model(model)
+        for cmd in (args, [str(a) for a in self.eval_args(model)]):
+            with self.subTest(cmd=cmd[1]):
+                r, w = os.pipe()
+                os.close(r)
+                try:
+                    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=w, timeout=120)
+                finally:
+                    os.close(w)
+                self.assertEqual(p.returncode, 0)
+                if cmd is args:
+                    self.assertEqual(sorted(os.listdir(sdir)), ["m.st", "m.st.ckpt"])
+                else:
+                    self.assertIn("item_side", json.loads(p.stdout))
+        shutil.rmtree(sdir)
+        os.makedirs(sdir)
+        # the tee ends at the Ctrl-C; the run takes the SIGINT after it
+        r, w = os.pipe()
+        proc = subprocess.Popen(args + ["--epochs", "500"], stdout=subprocess.DEVNULL,
+                                stderr=w)
+        os.close(w)
+        with os.fdopen(r, "rb", buffering=0) as log:
+            said, deadline = b"", time.time() + 60
+            while b"\nepoch 1/500 " not in said and time.time() < deadline:
+                chunk = log.read(4096)
+                self.assertTrue(chunk, said.decode(errors="replace"))
+                said += chunk
+        proc.send_signal(signal.SIGINT)
+        self.assertEqual(proc.wait(timeout=60), 128 + signal.SIGINT)
+        self.assertEqual(os.listdir(sdir), ["m.st.ckpt"])
+        p = run(*self.base_args(out) + ["--epochs", "500", "--resume", "--stop-after",
+                                         "1"])  # the checkpoint is whole: it resumes
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertRegex(p.stderr, r"resumed from .* after epoch \d+/500")
+
     def test_gen_stopped_keeps_the_old_files(self):
         gdir = os.path.join(self.tmp, "gen-stop")
         p = run(TRAIN, "gen", "--out", gdir, "--items", 600, "--users", 300, "--interactions",
