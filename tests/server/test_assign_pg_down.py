@@ -13,6 +13,7 @@ Run: SEMID_BIN=/path/to/bin /usr/bin/python3 tests/server/test_assign_pg_down.py
 
 import json
 import os
+import signal
 import socket
 import sys
 import threading
@@ -24,6 +25,38 @@ import semid_testlib as T  # noqa: E402
 from assign_testlib import assign, Base  # noqa: E402
 
 
+class FakeStore:
+    """A listener on 127.0.0.1 for a server to take for its PostgreSQL
+    store: each connection, accepted on a thread of its own, goes to
+    @on_accept(conn, n) (n counts them from 1), which closes or keeps it."""
+
+    def __init__(self, on_accept):
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)
+        self.listener.settimeout(0.2)
+        self.port = self.listener.getsockname()[1]
+        self.accepted = 0
+        self.stopping = threading.Event()
+
+        def accept():
+            while not self.stopping.is_set():
+                try:
+                    c, _ = self.listener.accept()
+                except OSError:
+                    continue
+                self.accepted += 1
+                on_accept(c, self.accepted)
+
+        self.thread = threading.Thread(target=accept)
+        self.thread.start()
+
+    def stop(self):
+        self.stopping.set()
+        self.thread.join(5)
+        self.listener.close()
+
+
 class TestReconnectsPaced(Base):
     """A PostgreSQL address that accepts each connection and closes it at
     once (a store going down, a pooler turning clients away): every call
@@ -33,32 +66,15 @@ class TestReconnectsPaced(Base):
     calls between answer 503 at once with the last attempt's reason."""
 
     def test_at_most_one_connect_a_second(self):
-        listener = socket.socket()
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(64)
-        listener.settimeout(0.2)
-        accepted = [0]
-        stop = threading.Event()
-
-        def accept_and_close():
-            while not stop.is_set():
-                try:
-                    c, _ = listener.accept()
-                except OSError:
-                    continue
-                accepted[0] += 1
-                c.close()
-
-        t = threading.Thread(target=accept_and_close)
-        t.start()
-        port = listener.getsockname()[1]
+        store = FakeStore(lambda c, n: c.close())
+        port = store.port
         srv = None
         try:
             srv, _ = self.start(self.fresh_dir(), {"item": self.ta}, "S",
                                 ["--registry", "host=127.0.0.1 port=%d dbname=x user=x" % port,
                                  "--registry-connections", "2"])
             X, _ = T.tie_free_inputs(self.rng, self.ta, 1)
-            n0, t0, answered, paced = accepted[0], time.monotonic(), 0, 0
+            n0, t0, answered, paced = store.accepted, time.monotonic(), 0, 0
             while time.monotonic() - t0 < 3.0:
                 st, _, r = assign(srv, ["s1"], X)
                 self.assertEqual((st, r["error"]["code"]), (503, "unavailable"), r)
@@ -66,7 +82,7 @@ class TestReconnectsPaced(Base):
                 # the calls between two attempts say so (an attempt's own
                 # call says why it failed)
                 paced += "tried again at most once a second" in r["error"]["message"]
-            made = accepted[0] - n0
+            made = store.accepted - n0
             # two writer handles (and the probe's) over 3 s: a dozen at most;
             # unpaced, one per call (hundreds here)
             self.assertGreater(answered, 50)
@@ -75,9 +91,7 @@ class TestReconnectsPaced(Base):
         finally:
             if srv:
                 self.assertEqual(srv.stop(), 0)
-            stop.set()
-            t.join(5)
-            listener.close()
+            store.stop()
 
 
 class TestAssignPostgresSilent(Base):
@@ -195,26 +209,16 @@ class TestHandlesOpenApart(Base):
     that open still waits."""
 
     def test_lookup_not_held_by_a_writer_opening(self):
-        listener = socket.socket()
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(64)
-        listener.settimeout(0.2)
-        hold, held, stop = threading.Event(), [], threading.Event()
+        hold, held = threading.Event(), []
 
-        def serve():
-            while not stop.is_set():
-                try:
-                    c, _ = listener.accept()
-                except OSError:
-                    continue
-                if hold.is_set():
-                    held.append(c)  # accepted, never answered
-                else:
-                    c.close()  # "server closed the connection unexpectedly"
+        def serve(c, n):
+            if hold.is_set():
+                held.append(c)  # accepted, never answered
+            else:
+                c.close()  # "server closed the connection unexpectedly"
 
-        t = threading.Thread(target=serve)
-        t.start()
-        port = listener.getsockname()[1]
+        store = FakeStore(serve)
+        port = store.port
         srv, calls, threads = None, [], []
         try:
             srv, _ = self.start(self.fresh_dir(), {"item": self.ta}, "S",
@@ -255,9 +259,47 @@ class TestHandlesOpenApart(Base):
                 c.join(60)
             if srv:
                 self.assertEqual(srv.stop(), 0)
-            stop.set()
-            t.join(5)
-            listener.close()
+            store.stop()
+
+
+class TestShutdownBesideAStoreThatDoesNotAnswer(Base):
+    """SIGTERM with no request in flight waited for the store calls no
+    request waits for (the check of the stored IDs' levels at start, a
+    probe of the idle store) to end: against a store that accepts and never
+    answers, that was the connect's registry_timeout_ms, 30 s here, past a
+    shutdown_timeout_ms of 1 s (exit 0 all the same), and past a
+    supervisor's grace period.  They are not waited for past the drain's
+    deadline and its grace second: exit 0, saying so."""
+
+    def test_sigterm_does_not_wait_for_a_store_call(self):
+        held = []
+        # the start's open is turned away at once; later ones are held
+        store = FakeStore(lambda c, n: c.close() if n == 1 else held.append(c))
+        srv = None
+        try:
+            srv, _ = self.start(self.fresh_dir(), {"item": self.ta}, "S",
+                                ["--registry", "postgresql://semid@127.0.0.1:%d/semid" %
+                                 store.port, "--registry-timeout-ms", "30000",
+                                 "--shutdown-timeout-ms", "1000"], start_timeout=20)
+            # the levels check's open is waiting on its connection
+            self.until(lambda: held, "a second connection to the store")
+            t0 = time.monotonic()
+            srv.signal(signal.SIGTERM)
+            self.assertEqual(srv.wait(60), 0)
+            took = time.monotonic() - t0
+            self.assertLess(took, 10 * T.SLOW, srv.log_text()[-2000:])
+            log = srv.own_log_text()
+            self.assertIn("level=warn event=shutdown msg=\"drained, but store calls no request "
+                          "waits for (a probe of the store, the check of its IDs' levels, an "
+                          "assign whose client left) had not ended 2000 ms after the drain "
+                          "began; exiting without them\"", log)
+            self.assertNotIn("drained; bye", log)
+        finally:
+            if srv and srv.proc.poll() is None:
+                srv.kill()
+            store.stop()
+            for c in held:
+                c.close()
 
 
 class TestAssignPostgresPassword(Base):
