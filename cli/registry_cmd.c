@@ -862,6 +862,16 @@ static const char *stop_name(void)
 	return stop_sig == SIGINT ? "SIGINT" : stop_sig == SIGTERM ? "SIGTERM" : "SIGHUP";
 }
 
+/* Before a stopped command says what it committed (its output closed by
+ * then, the signal's end to follow): a stderr whose reader went away (a
+ * log pipe that died, a `2>&1 | tee` ended by the same Ctrl-C) costs the
+ * line, not the status the signal gives; its SIGPIPE ended the process
+ * instead, 141 for the 143 of the SIGTERM that stopped it. */
+static void stop_telling(void)
+{
+	signal(SIGPIPE, SIG_IGN);
+}
+
 /* The handlers of before stop_catch back (an output opened before it puts
  * its own back after this, as it closes). */
 static void stop_restore(const struct sigaction saved[3])
@@ -1031,6 +1041,7 @@ static int cmd_assign(const struct opts *o, struct sid_error *err)
 		 * holds; none committed, it is left as it was */
 		if ((rc = out_close(&w, committed || !file, err)))
 			goto fail;
+		stop_telling();
 		if (committed)
 			fprintf(stderr,
 				"semid: stopped by %s after rows 0..%zu of %zu were committed "
@@ -1242,16 +1253,18 @@ fail:
 		int crc = log_close(fp, output_name(o), rc ? NULL : err);
 		rc = rc ? rc : crc;
 	}
-	if (!rc && stopped)
+	if (!rc && stopped) {
+		stop_telling();
 		fprintf(stderr,
 			"semid: stopped by %s after %zu of %zu %s ids (%llu deleted); their lines "
 			"are in %s; run it again for the rest\n",
 			stop_name(), done, n, sid_tower_name(o->kind), (unsigned long long)deleted,
 			output_name(o));
-	else if (!rc)
+	} else if (!rc) {
 		fprintf(stderr, "semid: deleted %llu of %zu %s ids from %s; %llu not found\n",
 			(unsigned long long)deleted, n, sid_tower_name(o->kind),
 			sid_registry_label(r), (unsigned long long)(n - deleted));
+	}
 	for (size_t i = 0; file_ids && i < n; i++)
 		free(file_ids[i]);
 	free(file_ids);
@@ -1381,6 +1394,7 @@ static int cmd_import(const struct opts *o, struct sid_registry *r, FILE *f, int
 		fclose(g); /* not f: the cookie has no close */
 	}
 	if (rc == SID_EUNAVAIL && stop_sig) {
+		stop_telling();
 		fprintf(stderr,
 			"semid: stopped by %s after line %ld of %s, committed: %llu added, %llu "
 			"already present, %llu conflicts; importing it again adds the rest\n",
@@ -2160,13 +2174,14 @@ static int cmd_reassign(const struct opts *o, struct sid_registry *r, struct sid
 		*err = e2;
 		rc = crc;
 	}
-	if (!rc && mv.stopped)
+	if (!rc && mv.stopped) {
+		stop_telling();
 		fprintf(stderr,
 			"semid: stopped by %s after reassigning %llu %s ids to model %s; "
 			"their moves are in %s; run it again to move the rest\n",
 			stop_name(), (unsigned long long)moved, sid_tower_name(o->kind), m->version,
 			output_name(o));
-	else
+	} else {
 		fprintf(stderr,
 			"semid: %s %llu of %llu %s ids to model %s (%llu compared; %llu without "
 			"an embedding, %llu of another width)\n",
@@ -2174,6 +2189,7 @@ static int cmd_reassign(const struct opts *o, struct sid_registry *r, struct sid
 			(unsigned long long)d.items, sid_tower_name(o->kind), m->version,
 			(unsigned long long)d.compared, (unsigned long long)d.no_embedding,
 			(unsigned long long)d.wrong_dim);
+	}
 	if (stale)
 		fprintf(stderr,
 			"semid: %llu ids were moved by another writer while this ran and were left "

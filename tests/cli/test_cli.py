@@ -806,6 +806,61 @@ class CliTest(unittest.TestCase):
         self.assertEqual(proc.wait(timeout=60), -signal.SIGTERM)
         self.assertEqual(self.out_files(), ["big.npy"])
 
+    def test_registry_stop_with_stderr_gone_ends_by_the_signal(self):
+        # A registry command stopped by a signal says what it committed on
+        # stderr, then ends by that signal; with stderr's reader gone (a
+        # log pipe that died, a `2>&1 | tee` ended by the same Ctrl-C) the
+        # SIGPIPE of that line ended it instead: 141, not the 143 of the
+        # SIGTERM.  The lines of what was committed are all there.
+        db, ids = self.assigned_store("src.db")
+        dst = os.path.join(self.out.name, "dst.db")
+        p = run("registry", "export", "--db", db)
+        self.assertEqual(p.returncode, 0, p.stderr.decode())
+        export = p.stdout.splitlines(True)
+
+        def stored(store):
+            p = run("registry", "export", "--db", store)
+            self.assertEqual(p.returncode, 0, p.stderr.decode())
+            return len(p.stdout.splitlines()) - 1  # its header
+
+        # assign, its stdout a pipe it fills, then stopped while it waits
+        r, w = os.pipe()
+        fcntl.fcntl(w, fcntl.F_SETPIPE_SZ, 4096)
+        gone_r, gone_w = os.pipe()
+        os.close(gone_r)
+        proc = subprocess.Popen([SEMID, "registry", "assign", "--model", self.model, "--input",
+                                 self.input, "--ids", ids, "--db", dst, "--batch", "1"],
+                                stdout=w, stderr=gone_w)
+        os.close(w)
+        os.close(gone_w)
+        blocked_writing(proc.pid)
+        proc.send_signal(signal.SIGTERM)
+        lines = read_to_end(r).splitlines()
+        self.assertEqual(proc.wait(timeout=60), -signal.SIGTERM)
+        self.assertTrue(0 < len(lines) < N, len(lines))
+        self.assertEqual(stored(dst), len(lines))
+        # import, stopped while it waits for more lines on stdin
+        os.remove(dst)
+        gone_r, gone_w = os.pipe()
+        os.close(gone_r)
+        proc = subprocess.Popen([SEMID, "registry", "import", "--db", dst, "-"],
+                                stdin=subprocess.PIPE, stderr=gone_w)
+        os.close(gone_w)
+        proc.stdin.write(b"".join(export[:11]))  # the header, 10 entries
+        proc.stdin.flush()
+        deadline = time.time() + 30
+        while True:  # until it sleeps in read(2) for the next line: the 10 are read
+            with open("/proc/%d/syscall" % proc.pid) as f, \
+                    open("/proc/%d/stat" % proc.pid) as g:
+                if f.read().startswith("0 ") and g.read().rsplit(")", 1)[1].split()[0] == "S":
+                    break
+            self.assertLess(time.time(), deadline, "never waited for more lines")
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGTERM)
+        self.assertEqual(proc.wait(timeout=60), -signal.SIGTERM)
+        proc.stdin.close()
+        self.assertEqual(stored(dst), 10)
+
     def test_output_fifo_written_in_place(self):
         # An existing non-regular output (a FIFO here; /dev/null alike) is written,
         # not replaced by a regular file (as root, a rename would replace /dev/null).
