@@ -823,6 +823,13 @@ fail:
 static volatile sig_atomic_t stop_sig;
 static const int stop_sigs[3] = {SIGINT, SIGTERM, SIGHUP};
 
+/* What a second signal leaves of an output that is a file, when one is
+ * open (stop_output_file): it said "the lines of the last batch may be
+ * missing" of an `assign -o FILE` that it left without a single line, FILE
+ * as it was, since FILE gets its name only when complete. */
+static char again_file[4096 + 256];
+static size_t again_file_len;
+
 static void on_stop(int sig)
 {
 	static const char again[] = "semid: stopped at once by a second signal; what was "
@@ -836,7 +843,8 @@ static void on_stop(int sig)
 	}
 	sid_publish_unlink_temps(); /* an output's named temp file (fsutil.h) */
 	signal(SIGPIPE, SIG_IGN);   /* a dead stderr: by @sig all the same */
-	n = write(STDERR_FILENO, again, sizeof(again) - 1);
+	n = again_file_len ? write(STDERR_FILENO, again_file, again_file_len)
+			   : write(STDERR_FILENO, again, sizeof(again) - 1);
 	(void)n;
 	signal(sig, SIG_DFL);
 	raise(sig); /* taken as this handler returns */
@@ -853,8 +861,23 @@ static void stop_catch(struct sigaction saved[3], int flags)
 	sa.sa_flags = flags;
 	sigemptyset(&sa.sa_mask);
 	stop_sig = 0;
+	again_file_len = 0;
 	for (int i = 0; i < 3; i++)
 		sid_catch_unless_ignored(stop_sigs[i], &sa, &saved[i]);
+}
+
+/* After stop_catch: the output @name is a file that a second signal leaves
+ * as it was (on_stop). */
+static void stop_output_file(const char *name)
+{
+	int k = snprintf(again_file, sizeof(again_file),
+			 "semid: stopped at once by a second signal; what was committed stays "
+			 "committed, but %s was not written (it gets its name only when "
+			 "complete): the same command prints the IDs of the rows committed, "
+			 "and assigns the rest\n",
+			 name);
+
+	again_file_len = k < 0 ? 0 : (size_t)k < sizeof(again_file) ? (size_t)k : 0;
 }
 
 static const char *stop_name(void)
@@ -970,6 +993,8 @@ static int cmd_assign(const struct opts *o, struct sid_error *err)
 	/* a stop between batches: each one committed has its lines printed */
 	stop_catch(saved, SA_RESTART);
 	caught = 1;
+	if (w.kind == CLI_OUT_FILE)
+		stop_output_file(output_name(o));
 	cli_progress_begin(&bar, progress_on(o, 1), x.rows, stderr);
 	for (size_t row = 0; row < x.rows; row += B) {
 		size_t n = x.rows - row < B ? x.rows - row : B;
