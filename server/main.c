@@ -318,14 +318,26 @@ static void *stall_watch(void *arg)
 
 /* SIGUSR1 and SIGUSR2 ended the server by their default action, without a
  * word and without a drain: an operator's habit ("USR1 reopens the logs")
- * cost the requests in flight, and a restart.  They do nothing, and say so. */
+ * cost the requests in flight, and a restart.  They do nothing, and say so:
+ * in a line built without stdio, for on_early_usr as well. */
+static void usr_ignored(int sig)
+{
+	struct srv_logline l;
+
+	srv_logline_begin(&l, SRV_LOG_WARN, "signal");
+	srv_logline_str(&l, "msg",
+			sig == SIGUSR1
+			    ? "SIGUSR1 ignored: semid-server reopens no file (its log is "
+			      "stderr); SIGHUP reloads the model, SIGTERM or SIGINT stop it"
+			    : "SIGUSR2 ignored: semid-server reopens no file (its log is "
+			      "stderr); SIGHUP reloads the model, SIGTERM or SIGINT stop it");
+	srv_logline_end(&l);
+}
+
 static void on_usr_signal(uv_signal_t *h, int sig)
 {
 	(void)h;
-	srv_log(SRV_LOG_WARN, "signal",
-		"%s ignored: semid-server reopens no file (its log is stderr); SIGHUP reloads "
-		"the model, SIGTERM or SIGINT stop it",
-		sig == SIGUSR1 ? "SIGUSR1" : "SIGUSR2");
+	usr_ignored(sig);
 }
 
 static void on_stop_signal(uv_signal_t *h, int sig)
@@ -486,6 +498,17 @@ static void on_early_hup(int sig)
 	early_hup = 1;
 }
 
+/* SIGUSR1, SIGUSR2 before on_usr_signal's handles exist (a model that
+ * takes seconds to load): ignored in silence, where a running server says
+ * so (proto/api.md, Life cycle). */
+static void on_early_usr(int sig)
+{
+	int saved = errno;
+
+	usr_ignored(sig);
+	errno = saved;
+}
+
 /*
  * SIGTERM or SIGINT before the loop's handlers exist (the model or the
  * registry may take seconds to open, or wait on a FIFO or a network mount):
@@ -514,7 +537,7 @@ int main(int argc, char **argv)
 	long pool_size;
 	struct srv_http_deps hd;
 	struct sid_error err;
-	struct sigaction hup, stop;
+	struct sigaction hup, stop, usr;
 	int help = 0, version = 0, check = 0;
 
 	/* Descriptors 0-2 closed (>&- 2>&-): the next ones opened took their
@@ -531,7 +554,7 @@ int main(int argc, char **argv)
 	 * process by SIGXFSZ, in silence: a write fails with EFBIG instead, as
 	 * on a full disk (an assign answers 503, a log line is dropped) */
 	signal(SIGXFSZ, SIG_IGN);
-	signal(SIGUSR1, SIG_IGN); /* until on_usr_signal is there to say so */
+	signal(SIGUSR1, SIG_IGN); /* until on_early_usr, below, says so */
 	signal(SIGUSR2, SIG_IGN);
 	memset(&hup, 0, sizeof(hup));
 	hup.sa_handler = on_early_hup;
@@ -546,6 +569,12 @@ int main(int argc, char **argv)
 	sigfillset(&stop.sa_mask);
 	sigaction(SIGTERM, &stop, NULL);
 	sigaction(SIGINT, &stop, NULL);
+	memset(&usr, 0, sizeof(usr));
+	usr.sa_handler = on_early_usr;
+	usr.sa_flags = SA_RESTART; /* as SIGHUP's: the load goes on */
+	sigfillset(&usr.sa_mask);
+	sigaction(SIGUSR1, &usr, NULL);
+	sigaction(SIGUSR2, &usr, NULL);
 	srv_config_defaults(&s.cfg);
 	if (argc < 2) {
 		usage(stderr);
@@ -580,6 +609,8 @@ int main(int argc, char **argv)
 		/* a check cut short passed nothing: not on_early_stop's exit 0 */
 		signal(SIGTERM, SIG_DFL);
 		signal(SIGINT, SIG_DFL);
+		signal(SIGUSR1, SIG_IGN); /* its stderr is a refusal's, not a log */
+		signal(SIGUSR2, SIG_IGN);
 		return srv_check_config(&s.cfg, &s.sa);
 	}
 	/* a listen address that cannot work refuses before the model loads */

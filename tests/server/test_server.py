@@ -1968,9 +1968,9 @@ class TestOps(unittest.TestCase):
             t.join()
             self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
 
-    def _startup_in_fifo(self, hup, want):
+    def _startup_in_fifo(self, sigs, want):
         """A server whose startup load waits (in open() of the test's load
-        gate, a FIFO) with no file at the model path: optionally sent SIGHUP
+        gate, a FIFO) with no file at the model path: sent the signals @sigs
         then; a model renamed into place meanwhile, before the directory is
         watched; then the gate lets go.  Once it is ready and its log has
         @want (bounded waits), it is stopped and its log returned."""
@@ -1993,11 +1993,11 @@ class TestOps(unittest.TestCase):
         try:
             wait_in_fifo_open(proc)  # main() runs, and waits in open() of the FIFO
             self.assertIsNone(proc.poll(), log_text())
-            if hup:
-                proc.send_signal(signal.SIGHUP)
+            for sig in sigs:
+                proc.send_signal(sig)
                 time.sleep(0.2)
-                self.assertIsNone(proc.poll(), "SIGHUP during startup ended the server:\n" +
-                                  log_text())
+                self.assertIsNone(proc.poll(), "%s during startup ended the server:\n%s" %
+                                  (sig.name, log_text()))
             shutil.copy(TF_MODEL, path + ".tmp")
             os.rename(path + ".tmp", path)  # published while the server still loads
             os.unlink(gate)  # later loads pass
@@ -2063,15 +2063,25 @@ class TestOps(unittest.TestCase):
     def test_publish_during_startup(self):
         """No event was raised for the rename (the watch began after it): the
         server compares the path with what it loaded and reloads."""
-        text = self._startup_in_fifo(False, "changed during startup")
+        text = self._startup_in_fifo((), "changed during startup")
         self.assertIn("changed during startup", text)
         self.assertNotIn("trigger=signal", text)
 
     def test_sighup_during_startup(self):
         """A SIGHUP before reload.c's handler exists does not end the server:
         it asks for a reload once the server runs."""
-        text = self._startup_in_fifo(True, "event=reload trigger=signal")
+        text = self._startup_in_fifo((signal.SIGHUP,), "event=reload trigger=signal")
         self.assertIn("event=reload trigger=signal", text)
+
+    def test_sigusr_during_startup_says_it_is_ignored(self):
+        """SIGUSR1 or SIGUSR2 while the model loads were ignored in silence,
+        where a running server says so: they are said so then too."""
+        text = self._startup_in_fifo((signal.SIGUSR1, signal.SIGUSR2), "event=listening")
+        for name in ("SIGUSR1", "SIGUSR2"):
+            self.assertIn("level=warn event=signal msg=\"%s ignored: semid-server reopens no "
+                          "file (its log is stderr); SIGHUP reloads the model, SIGTERM or "
+                          "SIGINT stop it\"\n" % name, text)
+        self.assertLess(text.index("SIGUSR2 ignored"), text.index("event=listening"))
 
 
 class TestLifecycle(unittest.TestCase):
