@@ -183,14 +183,22 @@ check-bins: $(CHECK_BINS)
 # program links it with `cc app.c $$(pkg-config --cflags --libs semid)`.
 PREFIX ?= /usr/local
 VERSION := $(shell sed -n 's/^\#define SID_VERSION[[:space:]]*"\([^"]*\)".*/\1/p' core/model.h)
-INSTALL_DIRS := bin lib/pkgconfig include/semid share/doc/semid
+# The documents keep the repository's layout under share/doc/semid, so that
+# their links to one another resolve there too (api.md's ../config/README.md,
+# which `semid-server --help` names for the keys), with the example config
+# and the deploy files deploy/README.md explains.
+DOC_FILES := README.md $(wildcard config/* proto/*.md) proto/openapi.json deploy/README.md \
+	$(wildcard deploy/*/*)
+INSTALL_DIRS := bin lib/pkgconfig include/semid share/doc/semid \
+	$(addprefix share/doc/semid/,$(sort $(filter-out ./,$(dir $(DOC_FILES)))))
 install: all $(LIBSEMID)
 	install -d $(addprefix $(DESTDIR)$(PREFIX)/,$(INSTALL_DIRS))
 	install -m 755 $(PROGRAMS) $(DESTDIR)$(PREFIX)/bin/
 	install -m 644 $(LIBSEMID) $(DESTDIR)$(PREFIX)/lib/
 	install -m 644 $(wildcard core/*.h) $(DESTDIR)$(PREFIX)/include/semid/
-	install -m 644 README.md $(wildcard proto/*.md) proto/openapi.json \
-		$(DESTDIR)$(PREFIX)/share/doc/semid/
+	for f in $(DOC_FILES); do \
+		install -m 644 $$f $(DESTDIR)$(PREFIX)/share/doc/semid/$$f || exit 1; \
+	done
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' core/semid.pc.in \
 		> $(DESTDIR)$(PREFIX)/lib/pkgconfig/semid.pc
 uninstall:

@@ -11,6 +11,7 @@ SEMID_BIN, and SEMID_SANITIZE in test-sanitize); standalone:
 SEMID_O=build SEMID_BIN=bin /usr/bin/python3 tests/meta/test_install.py
 """
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -49,9 +50,35 @@ class Install(unittest.TestCase):
             for prog in ("semid", "semid-server", "semid-train"):
                 self.assertTrue(os.access(os.path.join(root, "bin", prog), os.X_OK), prog)
             for f in ("lib/libsemid.a", "include/semid/encode.h", "include/semid/registry.h",
-                      "share/doc/semid/api.md", "share/doc/semid/openapi.json",
-                      "share/doc/semid/README.md"):
+                      "share/doc/semid/proto/api.md", "share/doc/semid/proto/openapi.json",
+                      "share/doc/semid/README.md", "share/doc/semid/config/README.md",
+                      "share/doc/semid/config/semid-server.json",
+                      "share/doc/semid/deploy/systemd/semid-server.service"):
                 self.assertTrue(os.path.isfile(os.path.join(root, f)), f)
+            # the documents in the repository's layout: a link from one to
+            # another resolves there as here (the docs were installed flat,
+            # without config/README.md, which semid-server --help names)
+            doc = os.path.join(root, "share", "doc", "semid")
+            for r, _, fs in os.walk(doc):
+                for f in fs:
+                    if not f.endswith(".md"):
+                        continue
+                    md = os.path.join(r, f)
+                    with open(md, encoding="utf-8") as fh:
+                        links = re.findall(r"\]\(([^)#\s]+)", fh.read())
+                    for link in links:
+                        if "://" in link:
+                            continue
+                        rel = os.path.normpath(os.path.join(os.path.relpath(r, doc), link))
+                        if rel.split(os.sep)[0] in ("config", "proto", "deploy", "README.md") \
+                                and os.path.exists(os.path.join(ROOT, rel)):
+                            self.assertTrue(os.path.exists(os.path.join(doc, rel)),
+                                            "%s links %s, not installed" % (md, link))
+            # the units' Documentation= is an installed file
+            for unit in ("semid-server.service", "semid-server.socket", "semid-server-ops.socket"):
+                with open(os.path.join(ROOT, "deploy", "systemd", unit)) as fh:
+                    url = re.search(r"^Documentation=file://(\S+)", fh.read(), re.M).group(1)
+                self.assertTrue(os.path.isfile(dest + url), "%s: %s" % (unit, url))
 
             env = dict(os.environ, PKG_CONFIG_PATH=os.path.join(root, "lib", "pkgconfig"),
                        PKG_CONFIG_SYSROOT_DIR=dest)
