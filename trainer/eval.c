@@ -21,7 +21,6 @@
 #include "stop.h"
 
 #define ENC_BATCH   4096
-#define TOPK	    50
 #define SCORE_BLOCK (16u << 20) /* floats of scores per sgemm block */
 #define MAX_MODEL   (64ull << 30)
 
@@ -121,25 +120,58 @@ static void work_done(struct work *w, double units)
 
 /* ---- ranking ---- */
 
-/* Insert (s, id) into the descending list top[0..*n) capped at @cap; ties:
- * lower id first. */
-static void top_insert(float *ts, int32_t *ti, int *n, int cap, float s, int32_t id)
+/*
+ * The hits of one user's ranking (@s (n_cand) its candidates' scores, -inf
+ * for one left out) as expected when tied candidates come in a random
+ * order: a test item of score v with a candidates above it and t at v (it
+ * too) is at each rank a..a+t-1 with chance 1/t.  Ties are common (items
+ * of one semantic ID have one vector), and putting the lower id first made
+ * the figures of a small codebook depend on how the items were numbered.
+ * @tv (m >= 1): the scores of the user's test items among the candidates,
+ * ascending; @gt, @eq (m + 1): work space.  Adds to @h10, @h50 and @dcg.
+ */
+static void expected_hits(const float *s, size_t n_cand, const float *tv, int m, long *gt, long *eq,
+			  double *h10, double *h50, double *dcg)
 {
-	int k = *n;
-	if (k == cap) {
-		if (s < ts[k - 1] || (s == ts[k - 1] && id > ti[k - 1]))
-			return;
-		k--;
-	} else {
-		(*n)++;
+	long above = 0;
+
+	memset(gt, 0, (size_t)(m + 1) * sizeof(*gt));
+	memset(eq, 0, (size_t)(m + 1) * sizeof(*eq));
+	for (size_t c = 0; c < n_cand; c++) {
+		float x = s[c];
+		int lo = 0, hi, mid;
+		if (x < tv[0]) /* most of them: below every test item (-inf too) */
+			continue;
+		for (hi = m; lo < hi;) { /* the first test score >= x */
+			mid = (lo + hi) / 2;
+			if (tv[mid] < x)
+				lo = mid + 1;
+			else
+				hi = mid;
+		}
+		gt[lo]++; /* above test items 0..lo-1 */
+		if (lo < m && tv[lo] == x)
+			eq[lo]++; /* at the score of the run of equal ones from lo */
 	}
-	while (k > 0 && (ts[k - 1] < s || (ts[k - 1] == s && ti[k - 1] > id))) {
-		ts[k] = ts[k - 1];
-		ti[k] = ti[k - 1];
-		k--;
+	/* run by run of equal test scores, from the top: the items of a run
+	 * share the candidates above them and their tie */
+	for (int j = m - 1, g; j >= 0; j = g - 1) {
+		for (g = j; g > 0 && tv[g - 1] == tv[j];)
+			g--;
+		above += gt[j + 1]; /* (gt[g + 1..j] are 0: no score is between) */
+		double a = (double)above, t = (double)eq[g], n = j - g + 1, d = 0;
+		*h10 += n * (a >= 10 ? 0 : (10 - a) / t < 1 ? (10 - a) / t : 1);
+		*h50 += n * (a >= 50 ? 0 : (50 - a) / t < 1 ? (50 - a) / t : 1);
+		for (long r = above; r < 10 && r < above + eq[g]; r++)
+			d += 1.0 / log2(r + 2.0);
+		*dcg += n * d / t;
 	}
-	ts[k] = s;
-	ti[k] = id;
+}
+
+static int cmp_float(const void *a, const void *b)
+{
+	float x = *(const float *)a, y = *(const float *)b;
+	return (x > y) - (x < y);
 }
 
 /* Distinct entries of CSR row @r. */
@@ -204,8 +236,9 @@ static int rank_eval(const float *user_vec, size_t n_users, const float *item_ve
 		     double units, struct sid_error *err)
 {
 	size_t block, *users = NULL, n_eval = 0, n_u = 0;
-	float *scores = NULL, *su = NULL, *uniq = NULL, ts[TOPK];
-	int32_t *pos = NULL, *map = NULL, ti[TOPK];
+	float *scores = NULL, *su = NULL, *uniq = NULL, *tv = NULL;
+	int32_t *pos = NULL, *map = NULL;
+	long *gt = NULL, *eq = NULL, max_truth = 0;
 	int32_t max_id = 0;
 	double r10 = 0, r50 = 0, nd = 0;
 	int rc = 0;
@@ -229,7 +262,12 @@ static int rank_eval(const float *user_vec, size_t n_users, const float *item_ve
 	map = malloc(n_cand * sizeof(int32_t));
 	uniq = map ? distinct_rows(item_vec, n_cand, E, map, &n_u) : NULL;
 	su = malloc(block * (n_u ? n_u : 1) * sizeof(float));
-	if (!users || !scores || !pos || !uniq || !su) {
+	for (size_t u = 0; u < n_users && u < truth->rows; u++)
+		max_truth = row_distinct(truth, u) > max_truth ? row_distinct(truth, u) : max_truth;
+	tv = malloc((size_t)(max_truth + 1) * sizeof(*tv));
+	gt = malloc((size_t)(max_truth + 1) * sizeof(*gt));
+	eq = malloc((size_t)(max_truth + 1) * sizeof(*eq));
+	if (!users || !scores || !pos || !uniq || !su || !tv || !gt || !eq) {
 		rc = sid_error_set(err, SID_ENOMEM, "ranking: out of memory for %zu candidates",
 				   n_cand);
 		goto fail;
@@ -240,8 +278,8 @@ static int rank_eval(const float *user_vec, size_t n_users, const float *item_ve
 	for (size_t c = 0; c < n_cand; c++)
 		pos[cand[c]] = (int32_t)c;
 	/* a zero vector (an item-side profile of a user without train items)
-	 * ties every candidate: its "ranking" is the item order, which scored
-	 * a user whose test items have low ids as a perfect hit */
+	 * ties every candidate: it ranks nothing (its figures would be
+	 * chance's), so it is left out */
 	for (size_t u = 0; u < n_users && u < truth->rows; u++) {
 		int zero = 1;
 		for (int d = 0; d < E && zero; d++)
@@ -270,29 +308,29 @@ static int rank_eval(const float *user_vec, size_t n_users, const float *item_ve
 			float *s = scores + k * n_cand;
 			for (size_t c = 0; c < n_cand; c++)
 				s[c] = su[k * n_u + (size_t)map[c]];
-			int nt = 0;
-			long n_truth = row_distinct(truth, u), hits10 = 0, hits50 = 0;
-			double dcg = 0, idcg = 0;
+			long n_truth = row_distinct(truth, u);
+			double hits10 = 0, hits50 = 0, dcg = 0, idcg = 0;
+			int m = 0;
 			if (exclude && u < exclude->rows)
 				for (int64_t e = exclude->off[u]; e < exclude->off[u + 1]; e++)
 					if (pos[exclude->idx[e]] >= 0)
 						s[pos[exclude->idx[e]]] = -INFINITY;
-			for (size_t c = 0; c < n_cand; c++)
-				if (s[c] != -INFINITY)
-					top_insert(ts, ti, &nt, TOPK, s[c], cand[c]);
-			for (int r = 0; r < nt; r++) {
-				if (!tr_csr_has(truth, u, ti[r]))
+			/* the test items it can rank: candidates, not left out */
+			for (int64_t q = truth->off[u]; q < truth->off[u + 1]; q++) {
+				int32_t it = truth->idx[q];
+				if ((q > truth->off[u] && it == truth->idx[q - 1]) || it > max_id ||
+				    pos[it] < 0 || s[pos[it]] == -INFINITY)
 					continue;
-				hits50++;
-				if (r < 10) {
-					hits10++;
-					dcg += 1.0 / log2(r + 2.0);
-				}
+				tv[m++] = s[pos[it]];
+			}
+			if (m) {
+				qsort(tv, (size_t)m, sizeof(*tv), cmp_float);
+				expected_hits(s, n_cand, tv, m, gt, eq, &hits10, &hits50, &dcg);
 			}
 			for (long r = 0; r < (n_truth < 10 ? n_truth : 10); r++)
 				idcg += 1.0 / log2(r + 2.0);
-			r10 += (double)hits10 / n_truth;
-			r50 += (double)hits50 / n_truth;
+			r10 += hits10 / n_truth;
+			r50 += hits50 / n_truth;
 			nd += dcg / idcg;
 		}
 		work_done(w, units * (double)nb / (double)n_eval);
@@ -315,6 +353,9 @@ fail:
 	free(map);
 	free(uniq);
 	free(su);
+	free(tv);
+	free(gt);
+	free(eq);
 	return rc;
 }
 

@@ -18,8 +18,11 @@
  * excluded (cold items are never warm positives; this is the protocol of the
  * issue's reference figures: raw MiniLM item-side Recall@50 0.366 on
  * lastfm-2k, 0.337 with the cold items left in).  Cold: only the cold items
- * are ranked.  Scores are cosines; ties go to the lower item
- * index.  Rankings:
+ * are ranked.  Scores are cosines; tied items (one semantic ID gives one
+ * vector) count as in a random order of them: a test item with a items
+ * above it and t at its score (itself too) is at each rank a..a+t-1 with
+ * chance 1/t, and the figures are those expected, so they do not depend on
+ * how the items are numbered.  Rankings:
  *   item_side   user profile = mean of the unit quantized embeddings of the
  *               user's train items, items by their unit quantized embedding;
  *   cross_tower the user's unit quantized embedding against the items';
