@@ -173,10 +173,16 @@ int sid_reg_sid_parse(const char *s, int32_t *codes, int *L, int64_t *suffix, st
 	rc = fields_parse(s, "sid", SID_MAX_LEVELS + 1, val, &n, err);
 	if (rc)
 		return rc;
-	if (n < 2)
+	if (n < 2) /* one number: most often the code alone of a 1-level ID, which
+		    * /v1/items:encode answers as its "sid", as for more levels */
 		return sid_error_set(err, SID_EINVAL,
-				     "sid \"%.*s\" needs at least one code and a suffix",
-				     utf8_cut(s, 64), s);
+				     "sid \"%.*s\" needs at least one code and a suffix%s%.*s%s",
+				     utf8_cut(s, 64), s,
+				     val[0] < SID_MAX_CODEBOOK ? " (a code alone? the first ID "
+								 "under it is "
+							       : "",
+				     val[0] < SID_MAX_CODEBOOK ? utf8_cut(s, 64) : 0, s,
+				     val[0] < SID_MAX_CODEBOOK ? "-0)" : "");
 	rc = codes_from_fields(s, "sid", val, n - 1, codes, err);
 	if (rc)
 		return rc;
@@ -766,13 +772,13 @@ int sid_registry_get_sid(struct sid_registry *r, enum sid_tower_kind kind, const
 	if (L != Ls) {
 		/* one number short: most often the codes alone, which
 		 * /v1/items:encode answers as its "sid" */
-		rc =
-		    sid_error_set(err, SID_EINVAL,
-				  "sid \"%.64s\" has %d levels and a suffix; %s IDs have %d levels "
-				  "and a suffix%s%.64s%s",
-				  sid, L, sid_tower_name(kind), Ls,
-				  L == Ls - 1 ? " (codes alone? the first ID under them is " : "",
-				  L == Ls - 1 ? sid : "", L == Ls - 1 ? "-0)" : "");
+		rc = sid_error_set(
+		    err, SID_EINVAL,
+		    "sid \"%.64s\" has %d level%s and a suffix; %s IDs have %d level%s "
+		    "and a suffix%s%.64s%s",
+		    sid, L, L == 1 ? "" : "s", sid_tower_name(kind), Ls, Ls == 1 ? "" : "s",
+		    L == Ls - 1 ? " (codes alone? the first ID under them is " : "",
+		    L == Ls - 1 ? sid : "", L == Ls - 1 ? "-0)" : "");
 		goto out;
 	}
 	rc = r->ops->get_sid(r, kind, codes, L, suffix, out, err);

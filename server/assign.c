@@ -612,9 +612,9 @@ static void other_tower_hint(struct sid_registry *h, enum sid_tower_kind kind, c
 			 "%.64s-0)",
 			 kind == SID_TOWER_ITEM ? "an item" : "a user", sid);
 	sid_error_set(err, SID_EINVAL,
-		      "sid \"%.64s\" has %d levels and a suffix, as %s IDs have, but %s IDs have "
+		      "sid \"%.64s\" has %d level%s and a suffix, as %s IDs have, but %s IDs have "
 		      "%d: look it up with ?tower=%s%s",
-		      sid, L, sid_tower_name(other), sid_tower_name(kind), Ls,
+		      sid, L, L == 1 ? "" : "s", sid_tower_name(other), sid_tower_name(kind), Ls,
 		      sid_tower_name(other), alone);
 }
 

@@ -320,6 +320,12 @@ START_TEST(t_sid_parse)
 	ck_assert_ptr_nonnull(strstr(err.msg, "overflows"));
 	sid_reg_sid_parse("1048576-0", c, &L, &s, &err);
 	ck_assert_ptr_nonnull(strstr(err.msg, "out of range"));
+	/* a number alone: the code of a 1-level ID, when it can be one */
+	ck_assert_int_eq(sid_reg_sid_parse("1048575", c, &L, &s, &err), SID_EINVAL);
+	ck_assert_str_eq(err.msg, "sid \"1048575\" needs at least one code and a suffix (a code "
+				  "alone? the first ID under it is 1048575-0)");
+	ck_assert_int_eq(sid_reg_sid_parse("1048576", c, &L, &s, &err), SID_EINVAL);
+	ck_assert_str_eq(err.msg, "sid \"1048576\" needs at least one code and a suffix");
 
 	ck_assert_int_eq(sid_reg_prefix_parse("12-7", c, &L, &err), 0);
 	ck_assert_int_eq(L, 2);
@@ -807,6 +813,24 @@ START_TEST(t_lookups)
 			 SID_EINVAL);
 	ck_assert_str_eq(err.msg, "sid \"12-7-200-0-0\" has 4 levels and a suffix; item IDs "
 				  "have 3 levels and a suffix");
+	/* 1-level IDs (--levels 1): "1 level", and a number alone, the code an
+	 * encode answers as its sid, is said to be one as for more levels */
+	{
+		int32_t one[1] = {5};
+		struct sid_reg_item ann = {"ann", one, NULL};
+		ck_assert_int_eq(
+		    sid_registry_assign(r, SID_TOWER_USER, &ann, 1, 1, 0, "v1", 0, &e, &err), 0);
+		ck_assert_int_eq(sid_registry_get_sid(r, SID_TOWER_USER, "5-0-0", &e, &err),
+				 SID_EINVAL);
+		ck_assert_str_eq(err.msg, "sid \"5-0-0\" has 2 levels and a suffix; user IDs have "
+					  "1 level and a suffix");
+		ck_assert_int_eq(sid_registry_get_sid(r, SID_TOWER_USER, "5", &e, &err),
+				 SID_EINVAL);
+		ck_assert_str_eq(err.msg, "sid \"5\" needs at least one code and a suffix (a code "
+					  "alone? the first ID under it is 5-0)");
+		ck_assert_int_eq(sid_registry_get_sid(r, SID_TOWER_USER, "5-0", &e, &err), 0);
+		ck_assert_str_eq(e.id, "ann");
+	}
 	ck_assert_int_eq(sid_registry_get_sid(r, SID_TOWER_ITEM, "12--7", &e, &err), SID_EINVAL);
 	ck_assert_int_eq(sid_registry_get(r, SID_TOWER_ITEM, "nope", &e, &err), SID_ENOTFOUND);
 	ck_assert_ptr_nonnull(strstr(err.msg, "\"nope\""));
