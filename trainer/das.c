@@ -527,10 +527,14 @@ int das_config_check(const struct das_config *c, struct sid_error *err)
 				     "(%g) < 10",
 				     (double)c->lr_icdm_mult, (double)(c->lr * c->lr_icdm_mult));
 	if (!(c->lr_min_ratio >= 0 && c->lr_min_ratio <= 1))
-		return sid_error_set(err, SID_EINVAL, "config: lr_min_ratio not in [0, 1]");
+		return sid_error_set(err, SID_EINVAL, "config: lr_min_ratio %s is not in [0, 1]",
+				     das_float_str(c->lr_min_ratio, f));
 	if (!(c->weight_decay >= 0 && c->weight_decay * c->lr < 1))
-		return sid_error_set(err, SID_EINVAL, "config: weight_decay %g out of range",
-				     (double)c->weight_decay);
+		return sid_error_set(err, SID_EINVAL,
+				     "config: weight_decay %s must be >= 0 with lr x weight_decay "
+				     "(%g) < 1",
+				     das_float_str(c->weight_decay, f),
+				     (double)(c->lr * c->weight_decay));
 	if (!(c->adam_b1 >= 0 && c->adam_b1 < 1))
 		return sid_error_set(err, SID_EINVAL, "config: adam_b1 %s is not in [0, 1)",
 				     das_float_str(c->adam_b1, f));
@@ -541,7 +545,8 @@ int das_config_check(const struct das_config *c, struct sid_error *err)
 		return sid_error_set(err, SID_EINVAL, "config: adam_eps %s is not > 0",
 				     das_float_str(c->adam_eps, f));
 	if (!(c->init_std_table > 0))
-		return sid_error_set(err, SID_EINVAL, "config: init_std_table must be > 0");
+		return sid_error_set(err, SID_EINVAL, "config: init_std_table %s is not > 0",
+				     das_float_str(c->init_std_table, f));
 	if (c->batch_size < 2)
 		return sid_error_set(err, SID_EINVAL, "config: batch_size %d < 2", c->batch_size);
 	if (c->epochs < 0 || c->icdm_epochs < 0 || c->warmup_steps < 0 || c->kmeans_iters < 0 ||

@@ -1368,7 +1368,15 @@ class TrainerTest(unittest.TestCase):
                                   ("--adam-b2", "1.5", "adam_b2 1.5 is not in [0, 1)"),
                                   ("--adam-eps", "0", "adam_eps 0 is not > 0"),
                                   ("--tau", "0.01", "tau 0.01 not in [0.05, 100]"),
-                                  ("--lr", "20", "lr 20 not in (0, 10)")):
+                                  ("--lr", "20", "lr 20 not in (0, 10)"),
+                                  # these said no value, and weight_decay
+                                  # "out of range" not which range
+                                  ("--lr-min-ratio", "2", "lr_min_ratio 2 is not in [0, 1]"),
+                                  ("--weight-decay", "2000",
+                                   "weight_decay 2000 must be >= 0 with lr x weight_decay "
+                                   "(2) < 1"),
+                                  ("--weight-decay", "-1", "weight_decay -1 must be >= 0"),
+                                  ("--init-std-table", "0", "init_std_table 0 is not > 0")):
             p = run(*self.base_args(out, train=missing) + [flag, value])
             self.assertEqual(p.returncode, 2, f"{flag} {value}: {p.stderr}")
             self.assertIn(want, p.stderr)
