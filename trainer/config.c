@@ -52,9 +52,9 @@ static const struct key keys[] = {
     {"progress_every", K_SECS, OFF(progress_every), 0,
      "without a terminal, a progress line every S seconds of an epoch [30]; 0 = every batch"},
     {"stop_after", K_INT, OFF(stop_after), 0,
-     "stop after N epochs in all (checkpoint written, no publish; resume later)"},
+     "stop after N >= 1 epochs in all (checkpoint written, no publish; resume later)"},
     {"max_steps", K_INT, OFF(max_steps), 0,
-     "benchmark: time N steps of one epoch, then exit writing nothing"},
+     "benchmark: time N >= 1 steps of one epoch, then exit writing nothing"},
 };
 #define N_KEYS (sizeof(keys) / sizeof(keys[0]))
 
@@ -178,6 +178,20 @@ static int key_set(struct tr_config *c, const struct key *k, const char *value, 
 			return sid_error_set(err, SID_EINVAL,
 					     "%s: %s: \"%s\" is not an integer in [0, 1000000]",
 					     what, k->name, value);
+		/* 0 is what leaving them out gives: a full run, published over
+		 * --out, where a stop or a benchmark that writes nothing was
+		 * asked for */
+		if (v == 0 && !strcmp(k->name, "stop_after"))
+			return sid_error_set(err, SID_EINVAL,
+					     "%s: %s: 0 would stop before the first epoch, with "
+					     "nothing to resume from: give 1 or more (leave it out "
+					     "to train every epoch)",
+					     what, k->name);
+		if (v == 0 && !strcmp(k->name, "max_steps"))
+			return sid_error_set(err, SID_EINVAL,
+					     "%s: %s: 0 would time no step: give 1 or more (leave "
+					     "it out to train and publish)",
+					     what, k->name);
 		*(int *)dst = (int)v;
 		return 0;
 	case K_SECS: {

@@ -1069,6 +1069,28 @@ class TrainerTest(unittest.TestCase):
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertIn("resumed from %s.ckpt after epoch 1/2" % out, p.stderr)
 
+    def test_stop_after_and_max_steps_zero_refused(self):
+        """--stop-after 0 and --max-steps 0 were taken as left out: a full
+        run that published over --out, where a stop with nothing published
+        or a benchmark that writes nothing was asked for.  Refused, exit 2,
+        before anything is made, from a flag or a --config file."""
+        zdir = os.path.join(self.tmp, "zero-steps")
+        os.makedirs(zdir, exist_ok=True)
+        out = os.path.join(zdir, "m.st")
+        cfg = os.path.join(zdir, "c.json")
+        with open(cfg, "w") as f:
+            json.dump({"stop_after": 0}, f)
+        for extra, want in ((["--stop-after", "0"], "--stop-after: stop_after: 0 would stop "
+                             "before the first epoch"),
+                            (["--config", cfg], cfg + ": stop_after: 0 would stop before"),
+                            (["--max-steps", "0"], "--max-steps: max_steps: 0 would time no "
+                             "step")):
+            p = run(*self.base_args(out) + extra)
+            self.assertEqual(p.returncode, 2, f"{extra}: {p.stderr}")
+            self.assertIn(want, p.stderr)
+            self.assertIn("give 1 or more", p.stderr)
+            self.assertEqual(sorted(os.listdir(zdir)), ["c.json"])
+
     def test_resume_names_both_values(self):
         """A checkpoint of other settings is refused naming the key and its
         two values (it said 'config key "epochs" differs from this run's',
