@@ -336,8 +336,14 @@ int tr_gen_run(const struct tr_gen_params *p, const char *out_dir, struct tr_gen
 	tr_progress_start(&pg, 1, p->progress, p->progress_every);
 	/* the caller names the command ("semid-train gen: "): none of these
 	 * messages repeats it */
-	if (N < 2 || N > INT32_MAX)
-		return sid_error_set(err, SID_EINVAL, "items %ld is not in [2, 2^31-1]", N);
+	/* a cold item and two warm ones: a user's warm clicks keep one in
+	 * train, so with one warm item test.tsv was always empty and refused,
+	 * told to raise a fraction, which cannot help */
+	if (N < 3 || N > INT32_MAX)
+		return sid_error_set(err, SID_EINVAL,
+				     "items %ld is not in [3, 2^31-1] (a cold item, and warm ones "
+				     "for a train and a test click)",
+				     N);
 	if (M < 1 || M > INT32_MAX)
 		return sid_error_set(err, SID_EINVAL, "users %ld is not in [1, 2^31-1]", M);
 	if (p->interactions < M)

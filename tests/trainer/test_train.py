@@ -279,7 +279,12 @@ class MessageTest(unittest.TestCase):
             g = [TRAIN, "gen", "--out", os.path.join(tmp, "g"), "--items", 20, "--users", 10,
                  "--interactions", 50, "--dim", 4]
             for flag, value, msg in (
-                    ("--items", 0, "items 0 is not in [2, 2^31-1]"),
+                    ("--items", 0, "items 0 is not in [3, 2^31-1] (a cold item, and warm "
+                     "ones for a train and a test click)"),
+                    # 2 items were taken, and always refused once written:
+                    # "test.tsv would be empty ... raise the fraction"
+                    ("--items", 2, "items 2 is not in [3, 2^31-1] (a cold item, and warm "
+                     "ones for a train and a test click)"),
                     ("--users", 0, "users 0 is not in [1, 2^31-1]"),
                     ("--interactions", 9, "interactions 9 is fewer than the 10 users (each "
                      "user gets a click at least)"),
