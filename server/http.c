@@ -324,9 +324,10 @@ static void req_suspend(struct req *q)
 
 /*
  * Set on an MHD thread just before the access handler says MHD_NO to close
- * a refused connection: MHD then logs "Application reported internal
- * error", which it is not, and mhd_logger drops that line.  Cleared on the
- * next call of the handler or the logger.
+ * a refused connection, or one whose client is gone (peer_gone): MHD then
+ * logs "Application reported internal error", which it is not, and
+ * mhd_logger drops that line.  Cleared on the next call of the handler or
+ * the logger.
  */
 static __thread int mhd_quiet;
 
@@ -1877,6 +1878,22 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 	return req_new(h, conn, uri); /* NULL: on_request tries again */
 }
 
+/*
+ * A suspended connection is not read: a client that closed while its
+ * request waited for the batcher, the registry or a reload was written its
+ * answer on resuming (into the kernel's buffer, which takes it) and logged
+ * and counted 200, where it never read it.  So the answer is given up,
+ * 499, when the client's end has come (POLLRDHUP: closed, or its sending
+ * side shut, which proto/api.md says is taken as giving up; as nginx
+ * does), or the connection was reset.
+ */
+static int peer_gone(const struct conn *c)
+{
+	struct pollfd p = {.fd = c ? c->fd : -1, .events = POLLRDHUP};
+
+	return c && poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR));
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
 				  const char *method, const char *version, const char *upload,
 				  size_t *upload_size, void **con_cls)
@@ -2020,7 +2037,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 			return MHD_YES;
 		return send_response(q);
 	case REQ_WAIT:
-		/* Resumed: the response is ready. */
+		/* Resumed: the response is ready, unless its client is gone. */
+		if (peer_gone(q->c))
+			return refused_close(); /* on_completed: 499, termination=aborted */
 		return send_response(q);
 	default:
 		return MHD_NO;

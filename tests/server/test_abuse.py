@@ -1293,6 +1293,52 @@ class TestHalfClosed(unittest.TestCase):
             self.assertEqual(srv.stop(), 0)
 
 
+class TestGoneWhileWaiting(unittest.TestCase):
+    def test_a_client_gone_while_its_request_waits_is_499(self):
+        """A client that closes its connection while its request waits for
+        its batch (max_delay_us 1 s here) never reads the answer: its log
+        line and semid_requests_total say 499, termination=aborted, where a
+        suspended connection is not read and its answer, written into the
+        kernel's buffer on resuming, was logged and counted 200.  The rows
+        still leave semid_queue_rows and the body semid_request_body_bytes,
+        and a client that stays is answered 200 as ever."""
+        x, codes = T.tie_free_inputs(np.random.default_rng(5), TOWER, 2)
+        enc = json.dumps({"inputs": [{"embedding": r.tolist()} for r in x]}).encode()
+        srv = T.Server(["--model", MODEL, "--registry", "none", "--max-delay-us", "1000000"],
+                       WORK)
+        try:
+            key = 'semid_requests_total{route="/v1/items:encode",code="%d"}'
+            for rid in ("gone-1", "gone-2"):
+                s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+                s.sendall(b"POST /v1/items:encode HTTP/1.1\r\nHost: x\r\nX-Request-Id: %s\r\n"
+                          b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                          % (rid.encode(), len(enc), enc))
+                self.assertEqual(metric_settle(srv, "semid_queue_rows", 2), 2)
+                s.close()
+                deadline = time.monotonic() + 5 * S
+                while time.monotonic() < deadline and "request_id=" + rid not in srv.log_text():
+                    time.sleep(0.05)
+            lines = [ln for ln in srv.log_text().splitlines() if "request_id=gone-" in ln]
+            self.assertEqual(len(lines), 2, lines)
+            for ln in lines:
+                self.assertRegex(ln, r"event=request method=POST route=/v1/items:encode "
+                                     r"status=499 items=2 .*termination=aborted")
+            self.assertNotIn("event=mhd", srv.log_text())
+            m = srv.metrics()
+            self.assertEqual(m.get(key % 499), 2)
+            self.assertIsNone(m.get(key % 200))
+            self.assertEqual(metric_settle(srv, "semid_queue_rows", 0), 0)
+            self.assertEqual(body_bytes_settle(srv, 0), 0)
+            st, _, body = srv.request("POST", "/v1/items:encode", enc,
+                                      {"Content-Type": "application/json"})
+            self.assertEqual(st, 200, body)
+            self.assertEqual([r["codes"] for r in json.loads(body)["results"]], codes.tolist())
+            self.assertEqual(srv.metrics().get(key % 200), 1)
+            no_server_errors(self, srv)
+        finally:
+            self.assertEqual(srv.stop(), 0)
+
+
 class TestExpectWithoutBody(unittest.TestCase):
     """`Expect: 100-continue` on a request without a body (which RFC 9110
     10.1.1 says a client must not send, and some do) with another request
