@@ -56,7 +56,8 @@ struct conn {
 	int fd;
 	long long since_us; /* atomic: when its phase began (refused: when it was) */
 	int phase;	    /* atomic: enum conn_phase, stored after since_us */
-	int cut;	    /* atomic: the sweeper closed it */
+	int cut;	    /* atomic: the sweeper closed it (or counted MHD's closing it) */
+	int begun;	    /* atomic: a request's line is in, its answer not yet sent */
 	int url_nul;	    /* the URL being parsed had a %00 (its MHD thread only) */
 	/* the URL being parsed has a '%' without two hex digits: it and what
 	 * follows it, shown (bad_escape), "" for none (its MHD thread only) */
@@ -121,6 +122,8 @@ struct srv_http {
 	/* sweeper thread: closed at the request and the send deadline since it
 	 * last logged */
 	long cut_unlogged[2];
+	/* atomic: ... and those libmicrohttpd closed first (conn_timed_out) */
+	long cut_by_mhd[2];
 	/* libmicrohttpd's lines: the second being counted and its lines
 	 * (under conns_lock), and those not logged since the sweeper last
 	 * said how many (atomic) */
@@ -1794,6 +1797,8 @@ static struct req *req_new(struct srv_http *h, struct MHD_Connection *conn, cons
 	q->hold.b = &h->budget;
 	q->conn = conn;
 	q->c = ci ? ci->socket_context : NULL;
+	if (q->c)
+		__atomic_store_n(&q->c->begun, 1, __ATOMIC_RELAXED);
 	q->route = SRV_ROUTE_OTHER;
 	q->t0 = srv_now();
 	q->queued = -1;
@@ -2068,6 +2073,35 @@ static void peer_done_wake(int fd)
 		shutdown(fd, SHUT_RD);
 }
 
+/*
+ * libmicrohttpd closed @c (may be NULL) at its own timeout, on silence,
+ * which it keeps to connection_timeout_s as well: for a request that
+ * stopped arriving, or an answer its client stopped taking, it mostly comes
+ * first, the sweeper looking every 0.2 s.  Such a connection is counted
+ * and logged as one the sweeper cut would be (the request or the send
+ * deadline), once: semid_connections_closed_total missed most of them.
+ */
+static void conn_timed_out(struct srv_http *h, struct conn *c)
+{
+	int phase;
+
+	if (!c)
+		return;
+	phase = __atomic_load_n(&c->phase, __ATOMIC_ACQUIRE);
+	if (phase == CONN_WORKING)
+		return;
+	pthread_mutex_lock(&h->conns_lock);
+	if (!__atomic_load_n(&c->cut, __ATOMIC_RELAXED)) {
+		__atomic_store_n(&c->cut, 1, __ATOMIC_RELAXED);
+		__atomic_sub_fetch(&h->open, 1, __ATOMIC_RELAXED);
+		srv_metrics_connections_closed(
+		    h->d.metrics,
+		    phase == CONN_SENDING ? SRV_CONN_SEND_DEADLINE : SRV_CONN_DEADLINE, 1);
+		__atomic_add_fetch(&h->cut_by_mhd[phase == CONN_SENDING], 1, __ATOMIC_RELAXED);
+	}
+	pthread_mutex_unlock(&h->conns_lock);
+}
+
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 			 enum MHD_RequestTerminationCode toe)
 {
@@ -2082,6 +2116,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 		return;
 	*con_cls = NULL;
 	secs = srv_now() - q->t0;
+	if (toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED)
+		conn_timed_out(h, q->c);
 	mhd = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_HTTP_STATUS);
 	line_only = q->state == REQ_LINE; /* on_request never saw it */
 	if (line_only && !(mhd && mhd->http_status)) {
@@ -2130,6 +2166,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 	/* The answer is sent in full (or the connection is closing): the next
 	 * request on this connection starts its clock now. */
 	conn_phase_set(q->c, CONN_RECEIVING);
+	if (q->c)
+		__atomic_store_n(&q->c->begun, 0, __ATOMIC_RELAXED);
 	if (q->c && toe == MHD_REQUEST_TERMINATED_COMPLETED_OK)
 		peer_done_wake(q->c->fd);
 	body_release(q);
@@ -2393,12 +2431,21 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
  * what was closed and refused since last time. */
 static void log_counts(struct srv_http *h, long long now);
 
+/*
+ * A connection with no request begun (no request line in) is idle: that
+ * libmicrohttpd closes at connection_timeout_s of silence, uncounted.  The
+ * sweeper leaves it that much longer, so that it closes only one that
+ * outlived that timeout, which is no idle one: a request line arriving a
+ * byte at a time.
+ */
+#define IDLE_GRACE_US (1000000LL)
+
 static void sweep(struct srv_http *h)
 {
 	long long now = now_us(), limit = (long long)h->d.cfg->connection_timeout_s * 1000000;
 	long cut[2] = {0, 0}; /* at the request deadline, at the send deadline */
 	struct conn *c;
-	int phase;
+	int phase, idle;
 
 	if (limit > 0 || __atomic_load_n(&h->lingering, __ATOMIC_RELAXED)) {
 		pthread_mutex_lock(&h->conns_lock);
@@ -2413,9 +2460,12 @@ static void sweep(struct srv_http *h)
 				continue;
 			}
 			phase = __atomic_load_n(&c->phase, __ATOMIC_ACQUIRE);
+			idle = phase == CONN_RECEIVING &&
+			       !__atomic_load_n(&c->begun, __ATOMIC_RELAXED);
 			if (limit <= 0 || phase == CONN_WORKING ||
 			    __atomic_load_n(&c->cut, __ATOMIC_RELAXED) ||
-			    now - __atomic_load_n(&c->since_us, __ATOMIC_RELAXED) < limit)
+			    now - __atomic_load_n(&c->since_us, __ATOMIC_RELAXED) <
+				limit + (idle ? IDLE_GRACE_US : 0))
 				continue;
 			if (phase == CONN_SENDING) {
 				/* what the kernel holds of the answer goes too: MHD's
@@ -2451,9 +2501,11 @@ static void sweep(struct srv_http *h)
  * after it stopped). */
 static void log_counts(struct srv_http *h, long long now)
 {
-	long refused, dropped, cut = h->cut_unlogged[0], cut_send = h->cut_unlogged[1];
+	long refused, dropped, cut, cut_send;
 	int timeout_s = h->d.cfg->connection_timeout_s;
 
+	cut = h->cut_unlogged[0] + __atomic_exchange_n(&h->cut_by_mhd[0], 0, __ATOMIC_RELAXED);
+	cut_send = h->cut_unlogged[1] + __atomic_exchange_n(&h->cut_by_mhd[1], 0, __ATOMIC_RELAXED);
 	refused = __atomic_exchange_n(&h->refused, 0, __ATOMIC_RELAXED);
 	dropped = __atomic_exchange_n(&h->mhd_dropped, 0, __ATOMIC_RELAXED);
 	h->cut_unlogged[0] = h->cut_unlogged[1] = 0;

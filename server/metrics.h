@@ -44,8 +44,8 @@
  *       until sent; body_memory_bytes bounds it)
  *   semid_request_body_limit_bytes            gauge (body_memory_bytes)
  *   semid_connections_closed_total{reason}    counter: connections the server
- *       closed itself, reason "deadline" (the request took longer than
- *       connection_timeout_s to arrive), "limit" (503 over connection_limit)
+ *       closed itself, reason "deadline" (a request begun took longer than
+ *       connection_timeout_s to arrive; idle connections are not counted), "limit" (503 over connection_limit)
  *       or "send_deadline" (the answer was not taken in full
  *       connection_timeout_s after it was queued)
  *   semid_registry_retries_total              counter (store transactions run

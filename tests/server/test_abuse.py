@@ -297,6 +297,56 @@ class TestSlowClients(unittest.TestCase):
         self.assertGreaterEqual(SRV.metrics()[DEADLINE] - cut0, 2)  # both trickles
         no_server_errors(self, SRV)
 
+    def test_stalled_requests_are_counted_and_idle_connections_not(self):
+        """A request that stops arriving (its headers or its body half in,
+        then silence) is closed at connection_timeout_s and counted in
+        semid_connections_closed_total{reason="deadline"}, each one, and
+        said by an event=connection line; a connection that sent nothing,
+        or is idle between requests, is closed then as well but is no
+        request cut short, and is not counted.  libmicrohttpd's own timeout
+        on silence mostly closed the stalled ones before the sweeper looked,
+        uncounted, and the sweeper counted idle ones when it came first."""
+        cases = {
+            "nothing": b"",
+            "keep-alive": b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
+            "headers": b"GET /healthz HTTP/1.1\r\nHost: x\r\n",
+            "body": (b"POST /v1/items:encode HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                     b"application/json\r\nContent-Length: 100\r\n\r\n{"),
+        }
+        mark = len(SRV.log_text())
+        for name, data in cases.items():
+            with self.subTest(name):
+                before = SRV.metrics()[DEADLINE]
+                socks = []
+                for _ in range(6):
+                    s = socket.create_connection(("127.0.0.1", SRV.port), timeout=10 * S)
+                    s.sendall(data)
+                    socks.append(s)
+                try:
+                    for s in socks:
+                        got = T.read_to_eof(s)
+                        if name == "keep-alive":
+                            self.assertEqual(status_of(got), 200, got[:200])
+                        else:
+                            self.assertEqual(got, b"")
+                except ConnectionResetError:
+                    self.fail("%s: reset" % name)
+                finally:
+                    for s in socks:
+                        s.close()
+                want = before + (6 if name in ("headers", "body") else 0)
+                self.assertEqual(metric_settle(SRV, DEADLINE, want), want)
+                self.assertEqual(metric_settle(SRV, OPEN, 1), 1)
+        deadline = time.monotonic() + 3 * S
+        said = 0
+        while time.monotonic() < deadline and said < 12:
+            said = sum(int(n) for n in re.findall(
+                r"event=connection msg=\"closed (\d+) connections? that took over "
+                r"connection_timeout_s 2 s to send a request\"", SRV.log_text()[mark:]))
+            time.sleep(0.1)
+        self.assertEqual(said, 12)
+        no_server_errors(self, SRV)
+
     def test_keepalive_between_requests_is_not_cut(self):
         """The deadline restarts with every response: a keep-alive client
         making a request every 0.6 s for longer than the timeout is served
