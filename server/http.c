@@ -118,6 +118,7 @@ struct srv_http {
 	long open;		    /* atomic: connections MHD holds */
 	long lingering;		    /* atomic: of them, refused ones lingering (see refuse) */
 	long refused;		    /* atomic: refused since the sweeper last logged */
+	long refused_draining;	    /* atomic: ... and turned away while draining */
 	long long counts_logged_us; /* sweeper thread: when it last logged counts */
 	/* sweeper thread: closed at the request and the send deadline since it
 	 * last logged */
@@ -2337,7 +2338,9 @@ static void refuse(struct srv_http *h, int fd, int draining, void **socket_conte
 			 draining ? h->drain_len : h->over_len, MSG_DONTWAIT | MSG_NOSIGNAL);
 
 	(void)w; /* a client that cannot take 150 bytes just sees the close */
-	if (!draining) {
+	if (draining) {
+		__atomic_add_fetch(&h->refused_draining, 1, __ATOMIC_RELAXED);
+	} else {
 		__atomic_add_fetch(&h->refused, 1, __ATOMIC_RELAXED);
 		if (!h->ops) /* the metric is connection_limit's */
 			srv_metrics_connections_closed(h->d.metrics, SRV_CONN_LIMIT, 1);
@@ -2501,15 +2504,16 @@ static void sweep(struct srv_http *h)
  * after it stopped). */
 static void log_counts(struct srv_http *h, long long now)
 {
-	long refused, dropped, cut, cut_send;
+	long refused, drained, dropped, cut, cut_send;
 	int timeout_s = h->d.cfg->connection_timeout_s;
 
 	cut = h->cut_unlogged[0] + __atomic_exchange_n(&h->cut_by_mhd[0], 0, __ATOMIC_RELAXED);
 	cut_send = h->cut_unlogged[1] + __atomic_exchange_n(&h->cut_by_mhd[1], 0, __ATOMIC_RELAXED);
 	refused = __atomic_exchange_n(&h->refused, 0, __ATOMIC_RELAXED);
+	drained = __atomic_exchange_n(&h->refused_draining, 0, __ATOMIC_RELAXED);
 	dropped = __atomic_exchange_n(&h->mhd_dropped, 0, __ATOMIC_RELAXED);
 	h->cut_unlogged[0] = h->cut_unlogged[1] = 0;
-	if (refused || dropped || cut || cut_send)
+	if (refused || drained || dropped || cut || cut_send)
 		h->counts_logged_us = now;
 	if (cut)
 		srv_log(SRV_LOG_INFO, "connection",
@@ -2533,6 +2537,13 @@ static void log_counts(struct srv_http *h, long long now)
 		srv_log(SRV_LOG_WARN, "connection",
 			"refused %ld connection%s over connection_limit %d (503)", refused,
 			refused == 1 ? "" : "s", h->limit);
+	/* clients still sent here after SIGTERM: a load balancer that had not
+	 * taken the instance out of rotation (proto/api.md, Headers) */
+	if (drained)
+		srv_log(SRV_LOG_WARN, "shutdown",
+			"refused %ld connection%s %s while draining (503)", drained,
+			drained == 1 ? "" : "s",
+			h->ops ? "to the operations port" : "to the main port");
 	if (dropped)
 		srv_log(SRV_LOG_WARN, "mhd",
 			"%ld more libmicrohttpd line%s not logged (at most %d a second)", dropped,

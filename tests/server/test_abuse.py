@@ -33,7 +33,9 @@ import re
 import resource
 import select
 import shutil
+import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -1387,6 +1389,60 @@ class TestGoneWhileWaiting(unittest.TestCase):
             no_server_errors(self, srv)
         finally:
             self.assertEqual(srv.stop(), 0)
+
+
+class TestDrainRefusals(unittest.TestCase):
+    def test_connections_turned_away_while_draining_are_logged(self):
+        """A connection opened while the server drains (an assign held by
+        a SQLite lock another process has) is answered the canned 503, and
+        event=shutdown lines count them, per port, as proto/api.md says
+        (a load balancer still sending after SIGTERM is to be seen): no
+        line said so."""
+        d = tempfile.mkdtemp(prefix="semid-drain-", dir=WORK)
+        model = os.path.join(d, "model.safetensors")
+        shutil.copy(MODEL, model)
+        ops = socket.socket()
+        ops.bind(("127.0.0.1", 0))
+        ops_port = ops.getsockname()[1]
+        ops.close()
+        srv = T.Server(["--model", model, "--registry-timeout-ms", "5000",
+                        "--shutdown-timeout-ms", "10000",
+                        "--ops-listen", "127.0.0.1:%d" % ops_port], d)
+        x, _ = T.tie_free_inputs(np.random.default_rng(3), TOWER, 2)
+
+        def assign(i):
+            return srv.request("POST", "/v1/items:assign",
+                               {"inputs": [{"id": "d%d" % i, "embedding": x[i].tolist()}]})[0]
+        self.assertEqual(assign(0), 200)
+        db = sqlite3.connect(os.path.join(d, "semid-registry.db"), isolation_level=None,
+                             timeout=1)
+        held = []
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            t = threading.Thread(target=lambda: held.append(assign(1)))
+            t.start()
+            time.sleep(0.5)  # the assign waits for the store's lock (up to 5 s)
+            srv.signal(signal.SIGTERM)
+            deadline = time.monotonic() + 3 * S
+            while "SIGTERM: draining 1 in-flight" not in srv.log_text():
+                self.assertLess(time.monotonic(), deadline)
+                time.sleep(0.05)
+            for port, n in ((srv.port, 3), (ops_port, 2)):
+                for _ in range(n):
+                    resp, _, _ = raw(port, b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
+                    self.assertEqual(status_of(resp), 503, resp[:200])
+                    self.assertIn(b"the server is shutting down", resp)
+        finally:
+            db.execute("ROLLBACK")
+            db.close()
+        t.join(10 * S)
+        self.assertEqual(held, [200])
+        self.assertEqual(srv.wait(), 0)
+        log = srv.log_text()
+        for where, n in (("main port", 3), ("operations port", 2)):
+            said = re.findall(r"level=warn event=shutdown msg=\"refused (\d+) connections? "
+                              r"to the %s while draining \(503\)\"" % where, log)
+            self.assertEqual(sum(int(k) for k in said), n, (where, log[-3000:]))
 
 
 class TestExpectWithoutBody(unittest.TestCase):
