@@ -2362,6 +2362,22 @@ static void refuse(struct srv_http *h, int fd, int draining, void **socket_conte
 }
 
 /*
+ * Is @c, closing, one libmicrohttpd closed at its timeout with no request
+ * begun: idle since it opened or its last answer was sent (that timeout
+ * counts from the last byte either way, a little before since_us)?  A
+ * client closing its own idle connection does so before then.
+ */
+static int idle_timed_out(const struct srv_http *h, const struct conn *c)
+{
+	long long limit = (long long)h->d.cfg->connection_timeout_s * 1000000;
+
+	return limit > 0 && !c->refused && !__atomic_load_n(&c->cut, __ATOMIC_RELAXED) &&
+	       __atomic_load_n(&c->phase, __ATOMIC_ACQUIRE) == CONN_RECEIVING &&
+	       !__atomic_load_n(&c->begun, __ATOMIC_RELAXED) &&
+	       now_us() - __atomic_load_n(&c->since_us, __ATOMIC_RELAXED) >= limit - 250000;
+}
+
+/*
  * A connection over connection_limit (counting served ones only) is turned
  * away at once with a canned 503 (refuse).  MHD's own limit sits above ours
  * so that it keeps accepting (at its own limit it stops reading the
@@ -2392,6 +2408,8 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
 		/* a cut served connection left the count when it was cut */
 		if (c->refused || !c->cut)
 			__atomic_sub_fetch(&h->open, 1, __ATOMIC_RELAXED);
+		if (idle_timed_out(h, c))
+			srv_metrics_connections_closed(h->d.metrics, SRV_CONN_IDLE, 1);
 		if (c->prev)
 			c->prev->next = c->next;
 		else

@@ -625,15 +625,18 @@ char *srv_metrics_render(struct srv_metrics *m, const struct sid_model *model)
 	    &b,
 	    "# HELP semid_connections_closed_total Connections the server closed itself: "
 	    "the request took longer than connection_timeout_s to arrive (deadline), "
-	    "503 over connection_limit (limit), or the answer was not taken in full "
-	    "connection_timeout_s after it was queued (send_deadline).\n"
+	    "503 over connection_limit (limit), the answer was not taken in full "
+	    "connection_timeout_s after it was queued (send_deadline), or no request began "
+	    "in connection_timeout_s (idle).\n"
 	    "# TYPE semid_connections_closed_total counter\n"
 	    "semid_connections_closed_total{reason=\"deadline\"} %llu\n"
 	    "semid_connections_closed_total{reason=\"limit\"} %llu\n"
-	    "semid_connections_closed_total{reason=\"send_deadline\"} %llu\n",
+	    "semid_connections_closed_total{reason=\"send_deadline\"} %llu\n"
+	    "semid_connections_closed_total{reason=\"idle\"} %llu\n",
 	    (unsigned long long)m->conn_closed[SRV_CONN_DEADLINE],
 	    (unsigned long long)m->conn_closed[SRV_CONN_LIMIT],
-	    (unsigned long long)m->conn_closed[SRV_CONN_SEND_DEADLINE]);
+	    (unsigned long long)m->conn_closed[SRV_CONN_SEND_DEADLINE],
+	    (unsigned long long)m->conn_closed[SRV_CONN_IDLE]);
 	if (reg_up_now(m) >= 0)
 		srv_buf_printf(
 		    &b,

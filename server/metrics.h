@@ -45,9 +45,10 @@
  *   semid_request_body_limit_bytes            gauge (body_memory_bytes)
  *   semid_connections_closed_total{reason}    counter: connections the server
  *       closed itself, reason "deadline" (a request begun took longer than
- *       connection_timeout_s to arrive; idle connections are not counted), "limit" (503 over connection_limit)
- *       or "send_deadline" (the answer was not taken in full
- *       connection_timeout_s after it was queued)
+ *       connection_timeout_s to arrive), "limit" (503 over connection_limit),
+ *       "send_deadline" (the answer was not taken in full
+ *       connection_timeout_s after it was queued) or "idle" (no request
+ *       begun connection_timeout_s after it opened or its last answer)
  *   semid_registry_retries_total              counter (store transactions run
  *       again after losing a race to another writer; PostgreSQL only)
  *   semid_registry_global_lock_total{reason}  counter (PostgreSQL transactions
@@ -165,7 +166,13 @@ double srv_entropy_bits(const struct srv_entropy *e, int l);
 
 enum srv_reg_op { SRV_REG_OP_ASSIGN, SRV_REG_OP_LOOKUP, SRV_REG_OPS };
 
-enum srv_conn_close { SRV_CONN_DEADLINE, SRV_CONN_LIMIT, SRV_CONN_SEND_DEADLINE, SRV_CONN_CLOSES };
+enum srv_conn_close {
+	SRV_CONN_DEADLINE,
+	SRV_CONN_LIMIT,
+	SRV_CONN_SEND_DEADLINE,
+	SRV_CONN_IDLE,
+	SRV_CONN_CLOSES
+};
 
 struct srv_metrics {
 	pthread_mutex_t mu;

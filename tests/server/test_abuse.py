@@ -244,6 +244,7 @@ def garbage(srv, n):
 DEADLINE = 'semid_connections_closed_total{reason="deadline"}'
 LIMIT = 'semid_connections_closed_total{reason="limit"}'
 SEND_DEADLINE = 'semid_connections_closed_total{reason="send_deadline"}'
+IDLE = 'semid_connections_closed_total{reason="idle"}'
 OPEN = "semid_connections_open"
 
 
@@ -305,9 +306,10 @@ class TestSlowClients(unittest.TestCase):
         semid_connections_closed_total{reason="deadline"}, each one, and
         said by an event=connection line; a connection that sent nothing,
         or is idle between requests, is closed then as well but is no
-        request cut short, and is not counted.  libmicrohttpd's own timeout
-        on silence mostly closed the stalled ones before the sweeper looked,
-        uncounted, and the sweeper counted idle ones when it came first."""
+        request cut short: reason="idle", each one.  libmicrohttpd's own
+        timeout on silence mostly closed the stalled ones before the sweeper
+        looked, uncounted, and the sweeper counted idle ones as deadline
+        when it came first."""
         cases = {
             "nothing": b"",
             "keep-alive": b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",
@@ -318,7 +320,7 @@ class TestSlowClients(unittest.TestCase):
         mark = len(SRV.log_text())
         for name, data in cases.items():
             with self.subTest(name):
-                before = SRV.metrics()[DEADLINE]
+                before = SRV.metrics()
                 socks = []
                 for _ in range(6):
                     s = socket.create_connection(("127.0.0.1", SRV.port), timeout=10 * S)
@@ -336,8 +338,11 @@ class TestSlowClients(unittest.TestCase):
                 finally:
                     for s in socks:
                         s.close()
-                want = before + (6 if name in ("headers", "body") else 0)
+                stalled = name in ("headers", "body")
+                want = before[DEADLINE] + (6 if stalled else 0)
                 self.assertEqual(metric_settle(SRV, DEADLINE, want), want)
+                want = before[IDLE] + (0 if stalled else 6)
+                self.assertEqual(metric_settle(SRV, IDLE, want), want)
                 self.assertEqual(metric_settle(SRV, OPEN, 1), 1)
         deadline = time.monotonic() + 3 * S
         said = 0
