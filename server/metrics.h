@@ -57,7 +57,9 @@
  *       table was full: raise max_locks_per_transaction))
  *   semid_registry_timeouts_total{reason}     counter (store calls whose wait
  *       ran out, registry_timeout_ms: "busy" (SQLite's lock held by another
- *       writer), "statement_timeout" or "no_answer" (PostgreSQL))
+ *       writer), "index_rebuild" (SQLite: a reader that may not write the
+ *       -shm waited out the writer's rebuild of the WAL index),
+ *       "statement_timeout" or "no_answer" (PostgreSQL))
  *   semid_registry_up                         gauge: 0 from a store call that
  *       found the store unavailable until a call of the same kind (assign or
  *       lookup; an assign or delete that wrote nothing is a lookup:
