@@ -14,6 +14,7 @@
 #include <getopt.h>
 #include <jansson.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -880,9 +881,14 @@ static void stop_output_file(const char *name)
 	again_file_len = k < 0 ? 0 : (size_t)k < sizeof(again_file) ? (size_t)k : 0;
 }
 
+static const char *sig_name(int sig)
+{
+	return sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "SIGHUP";
+}
+
 static const char *stop_name(void)
 {
-	return stop_sig == SIGINT ? "SIGINT" : stop_sig == SIGTERM ? "SIGTERM" : "SIGHUP";
+	return sig_name(stop_sig);
 }
 
 /* Before a stopped command says what it committed (its output closed by
@@ -1710,15 +1716,82 @@ static int keep_aside(const char *store, char *aside, size_t len, struct sid_err
 	return sid_error_set(err, SID_EIO, "registry %s: cannot keep it as %s: %m", store, aside);
 }
 
+void (*cli__restore_window)(void); /* registry_cmd.h */
+
+/* The signal mask of before restore_hold (restore_let_go puts it back). */
+static sigset_t restore_was;
+static int restore_held;
+
+/* Hold SIGINT, SIGTERM and SIGHUP from the old store's second name to the
+ * copy's rename: stopped between, the store's name held the old file
+ * without the -wal that had moved (its last commits apparently gone) while
+ * the output's handler said nothing was written. */
+static void restore_hold(void)
+{
+	sigset_t stops;
+
+	sigemptyset(&stops);
+	for (int i = 0; i < 3; i++)
+		sigaddset(&stops, stop_sigs[i]);
+	pthread_sigmask(SIG_BLOCK, &stops, &restore_was);
+	restore_held = 1;
+}
+
+/* The stop signal held by restore_hold and pending, or 0. */
+static int restore_stop_pending(void)
+{
+	sigset_t p;
+
+	if (restore_held && sigpending(&p) == 0)
+		for (int i = 0; i < 3; i++)
+			if (sigismember(&p, stop_sigs[i]))
+				return stop_sigs[i];
+	return 0;
+}
+
+/* After restore's last line: a stop held ends the process now, by its
+ * signal (the handlers of before the output's are back). */
+static void restore_let_go(void)
+{
+	if (restore_held)
+		pthread_sigmask(SIG_SETMASK, &restore_was, NULL);
+	restore_held = 0;
+}
+
+/* Undo what a restore did to the old store at @store once it failed before
+ * the copy took its name: the first @moved of @sides back from beside
+ * @aside, and @aside, its second name, removed (the file is still the
+ * store's).  0 when the store is as it was. */
+static int restore_undo(const char *store, const char *aside, const char *const *sides, int moved,
+			const struct stat *old)
+{
+	char from[4300], to[4400];
+	int rc = 0;
+
+	for (int i = 0; i < moved; i++) {
+		snprintf(from, sizeof(from), "%s%s", store, sides[i]);
+		snprintf(to, sizeof(to), "%s%s", aside, sides[i]);
+		if (rename(to, from) != 0 && errno != ENOENT)
+			rc = -1;
+	}
+	if (!rc && sid_same_file(store, old) && sid_same_file(aside, old))
+		rc = unlink(aside);
+	return rc;
+}
+
 /*
  * Put @o->arg, a backup, in place of the SQLite store.  The order keeps
  * every moment safe to crash in: the backup is copied (and checked) beside
- * the store under a temp name; nothing may have the store open, before the
- * copy and again after it; the old store's WAL is folded into it; the old
- * file gets a second name, STORE.pre-restore.<time>; only then does the
- * copy take the store's name, in one rename.  A store that cannot be read
- * (the reason for many restores) or written is not touched, and its side
- * files move beside its new name.  Nothing is deleted.
+ * the store under a temp name, and synced; nothing may have the store open,
+ * before the copy and again after it; the old store's WAL is folded into
+ * it; the old file gets a second name, STORE.pre-restore.<time>; only then
+ * does the copy take the store's name, in one rename.  A store that cannot
+ * be read (the reason for many restores) or written is not touched, and its
+ * side files move beside its new name; from then to the rename, a few
+ * renames with no sync between, the store's name holds the old file without
+ * them: the stop signals are held across (restore_hold, let go by the
+ * caller once it has said what was done), and a failure puts them back.
+ * Nothing is deleted.
  */
 static int cmd_restore(const struct opts *o, struct sid_error *err)
 {
@@ -1730,7 +1803,7 @@ static int cmd_restore(const struct opts *o, struct sid_error *err)
 	struct sid_error e2;
 	struct stat old, st;
 	double t0 = cli_now();
-	int rc, have, fold = 0;
+	int rc, have, fold = 0, moved = 0, kept = 0, stop;
 
 	if ((rc = store_target(o, path, &store, err)))
 		return rc;
@@ -1789,6 +1862,11 @@ static int cmd_restore(const struct opts *o, struct sid_error *err)
 	if (!rc && have && chown(w.pub.tmp, old.st_uid, old.st_gid) != 0 && errno != EPERM)
 		rc = sid_error_set(err, SID_EIO, "%s: chown the temporary file for it: %m",
 				   cli_output_file(&w));
+	/* synced now, before the old store's side files move, and not by the
+	 * rename's commit: their move to the rename is then a few renames */
+	if (!rc && fsync(w.pub.fd) != 0)
+		rc = sid_error_set(err, SID_EIO, "%s: fsync the temporary file for it: %m",
+				   cli_output_file(&w));
 	/* again: the copy may have taken minutes, and a process that opened
 	 * the store meanwhile would go on writing into whatever has its name */
 	if (!rc && have)
@@ -1799,30 +1877,40 @@ static int cmd_restore(const struct opts *o, struct sid_error *err)
 			*err = e2;
 			rc = fold;
 		} else {
-			rc = keep_aside(store, aside, sizeof(aside), err);
+			restore_hold();
+			kept = !(rc = keep_aside(store, aside, sizeof(aside), err));
 		}
 		/* not folded: its side files go with it */
 		for (int i = 0; i < 3 && !rc && fold; i++) {
 			snprintf(from, sizeof(from), "%s%s", store, sides[i]);
 			snprintf(to, sizeof(to), "%s%s", aside, sides[i]);
-			if (rename(from, to) != 0 && errno != ENOENT)
+			if (rename(from, to) == 0)
+				moved = i + 1;
+			else if (errno != ENOENT)
 				rc = sid_error_set(err, SID_EIO, "registry %s: cannot move %s: %m",
 						   store, from);
 		}
 	}
-	if (rc) {
-		out_close(&w, 0, NULL);
-		goto out;
-	}
+	if (!rc && cli__restore_window)
+		cli__restore_window();
 	/* Nothing is removed after: the fold's close removed the emptied -wal
 	 * and the -shm, and should a server have opened the new store at once,
 	 * they would be its own. */
-	if ((rc = out_close(&w, 1, err))) {
-		if (have) /* the old store has its second name by now */
-			sid_error_prefix(err,
-					 "registry %s: the store it was to replace is kept as "
-					 "%s%s",
-					 store, aside, fold ? ", its side files beside it" : "");
+	if (!rc && (rc = out_close(&w, 1, err)) && have && !sid_same_file(store, &old)) {
+		/* in place, its directory not synced */
+		sid_error_prefix(err, "registry %s: restored, the store it replaced is %s%s", store,
+				 aside, fold ? ", its side files beside it" : "");
+		goto out;
+	}
+	if (rc) {
+		out_close(&w, 0, NULL);
+		if (kept && restore_undo(store, aside, sides, moved, &old) == 0)
+			sid_error_append(err, "; the store %s was left as it was", store);
+		else if (kept)
+			sid_error_append(err,
+					 "; the store it was to replace is kept as %s%s, and "
+					 "is still %s",
+					 aside, fold ? ", its side files beside it" : "", store);
 		goto out;
 	}
 	fprintf(stderr, "semid: restored %s from %s: %s, checked, in %.1f s", store, backup, size,
@@ -1836,6 +1924,11 @@ static int cmd_restore(const struct opts *o, struct sid_error *err)
 			aside, e2.msg);
 	else
 		fprintf(stderr, "; the store it replaced is %s\n", aside);
+	if ((stop = restore_stop_pending()))
+		fprintf(stderr,
+			"semid: %s came while the store was being replaced and waited for it: "
+			"the restore is complete\n",
+			sig_name(stop));
 out:
 	sid_registry_close(b);
 	return rc;
@@ -2319,7 +2412,9 @@ int cli_registry_main(int argc, char **argv)
 	}
 	if (!strcmp(o.cmd, "restore")) {
 		rc = cmd_restore(&o, &err);
-		return rc ? report(&err) : CLI_EXIT_OK;
+		rc = rc ? report(&err) : CLI_EXIT_OK;
+		restore_let_go(); /* a stop held ends it here, what was done said */
+		return rc;
 	}
 	if (!strcmp(o.cmd, "import") && (rc = import_open(&o, &in, &err)))
 		return report(&err);

@@ -39,4 +39,9 @@
  */
 int cli_registry_main(int argc, char **argv);
 
+/* Tests: when set, `restore` calls it with SIGINT, SIGTERM and SIGHUP held,
+ * once the old store's side files have moved (a store it could not fold
+ * the -wal of) and before the copy takes the store's name. */
+extern void (*cli__restore_window)(void);
+
 #endif

@@ -1555,6 +1555,34 @@ static void replaced_name(const char *msg, char *aside, size_t len)
 	snprintf(aside, len, "%.*s", (int)strcspn(p, " ,\n"), p);
 }
 
+/* A store of N items backed up to @bk, then made unreadable with commits
+ * only in its -wal: its bytes copied to @bdb, its -wal's to @bwal. */
+static void unreadable_with_wal(char *bk, char *bdb, char *bwal, size_t len)
+{
+	char wal[320];
+	pid_t pid;
+	int status;
+	FILE *f;
+
+	ck_assert_int_eq(run("registry", "assign", "--model", model, "--input", npy, "--ids", ids,
+			     "--output", out, NULL),
+			 CLI_EXIT_OK);
+	snprintf(bk, len, "%s/bk.db", dir);
+	ck_assert_int_eq(run("registry", "backup", "--db", db, "-o", bk, NULL), CLI_EXIT_OK);
+	snprintf(wal, sizeof(wal), "%s-wal", db);
+	pid = open_and_wait(1, 0);
+	kill(pid, SIGKILL);
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	f = fopen(db, "r+b");
+	ck_assert_ptr_nonnull(f);
+	fputs("not a database!!", f); /* over the 16-byte header string */
+	ck_assert_int_eq(fclose(f), 0);
+	snprintf(bdb, len, "%s/before.db", dir);
+	snprintf(bwal, len, "%s/before.db-wal", dir);
+	copy_file(db, bdb);
+	copy_file(wal, bwal);
+}
+
 /*
  * restore and the files around a store: an unreadable store keeps its bytes
  * and its -wal (nothing folded into it, nothing lost); the name kept for the
@@ -1573,25 +1601,9 @@ START_TEST(t_restore_side_files)
 	int status;
 	FILE *f;
 
-	ck_assert_int_eq(run("registry", "assign", "--model", model, "--input", npy, "--ids", ids,
-			     "--output", out, NULL),
-			 CLI_EXIT_OK);
-	snprintf(bk, sizeof(bk), "%s/bk.db", dir);
-	ck_assert_int_eq(run("registry", "backup", "--db", db, "-o", bk, NULL), CLI_EXIT_OK);
-	snprintf(wal, sizeof(wal), "%s-wal", db);
-
 	/* unreadable, with commits only in its -wal */
-	pid = open_and_wait(1, 0);
-	kill(pid, SIGKILL);
-	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
-	f = fopen(db, "r+b");
-	ck_assert_ptr_nonnull(f);
-	fputs("not a database!!", f); /* over the 16-byte header string */
-	ck_assert_int_eq(fclose(f), 0);
-	snprintf(bdb, sizeof(bdb), "%s/before.db", dir);
-	snprintf(bwal, sizeof(bwal), "%s/before.db-wal", dir);
-	copy_file(db, bdb);
-	copy_file(wal, bwal);
+	unreadable_with_wal(bk, bdb, bwal, sizeof(bk));
+	snprintf(wal, sizeof(wal), "%s-wal", db);
 	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "restore", bk, "--db", db, NULL),
 			 CLI_EXIT_OK);
 	ASSERT_HAS(msg, "its -wal not folded in");
@@ -1658,6 +1670,54 @@ START_TEST(t_restore_side_files)
 	    run_err(msg, sizeof(msg), "registry", "backup", "--db", db, "-o", name, NULL),
 	    CLI_EXIT_INPUT);
 	ASSERT_HAS(msg, "new.db-journal beside it holds commits");
+}
+END_TEST
+
+static void raise_sigterm(void)
+{
+	raise(SIGTERM);
+}
+
+/*
+ * A restore stopped by SIGTERM once the side files of a store it could not
+ * fold the -wal of have moved beside its second name, before the copy took
+ * the store's name (cli__restore_window): the signal waits for the rename,
+ * and the messages say the restore is complete; the store is the backup's,
+ * and the old one is whole beside it.  It ended with the store's name on
+ * the old file without its -wal, said to be "nothing written".
+ */
+START_TEST(t_restore_stopped_in_the_renames)
+{
+	char bk[320], bdb[320], bwal[320], aside[400], name[420], msg[2048];
+	pid_t pid;
+	int status, efd;
+
+	unreadable_with_wal(bk, bdb, bwal, sizeof(bk));
+
+	efd = stderr_file();
+	fflush(NULL);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		dup2(efd, 2);
+		/* as a process starts (the assign above left its handlers) */
+		signal(SIGTERM, SIG_DFL);
+		cli__restore_window = raise_sigterm;
+		_exit(run("registry", "restore", bk, "--db", db, NULL));
+	}
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	stderr_read(efd, msg, sizeof(msg));
+	ck_assert_msg(WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM, "status %d, stderr '%s'",
+		      status, msg);
+	ASSERT_HAS(msg, "semid: restored ");
+	ASSERT_HAS(msg, "SIGTERM came while the store was being replaced and waited for it: the "
+			"restore is complete");
+	ck_assert_msg(!strstr(msg, "nothing written"), "'%s'", msg);
+	ck_assert_int_eq(items_in(db), N);
+	replaced_name(msg, aside, sizeof(aside));
+	ck_assert_msg(same_bytes(aside, bdb), "the old store changed");
+	snprintf(name, sizeof(name), "%s-wal", aside);
+	ck_assert_msg(same_bytes(name, bwal), "its -wal was not kept beside it");
 }
 END_TEST
 
@@ -3508,6 +3568,7 @@ static Suite *registry_cmd_suite(void)
 	tcase_add_test(tc, t_backup_restore_pg);
 	tcase_add_test(tc, t_restore_other_user);
 	tcase_add_test(tc, t_restore_side_files);
+	tcase_add_test(tc, t_restore_stopped_in_the_renames);
 	tcase_add_test(tc, t_output_empty);
 	tcase_add_test(tc, t_restore_opened_meanwhile);
 	tcase_add_test(tc, t_import_strict);
