@@ -861,10 +861,31 @@ static void stop_catch(struct sigaction saved[3], int flags)
 	sa.sa_handler = on_stop;
 	sa.sa_flags = flags;
 	sigemptyset(&sa.sa_mask);
-	stop_sig = 0;
 	again_file_len = 0;
 	for (int i = 0; i < 3; i++)
 		sid_catch_unless_ignored(stop_sigs[i], &sa, &saved[i]);
+}
+
+/* again_file holds @k bytes from snprintf (none when it did not fit). */
+static void again_keep(int k)
+{
+	again_file_len = k < 0 ? 0 : (size_t)k < sizeof(again_file) ? (size_t)k : 0;
+}
+
+/* From the start of assign, delete or reassign to the stop_catch of their
+ * batches: a stop is noted as it is then, the step under way (the model's
+ * load, --ids read, the store opened or created) ends whole, and
+ * stop_before_any says so at the next step; it died in silence, where the
+ * help promises a line saying what was committed. */
+static void stop_catch_first(struct sigaction first[3])
+{
+	int k;
+
+	stop_catch(first, SA_RESTART);
+	k = snprintf(again_file, sizeof(again_file),
+		     "semid: stopped at once by a second signal before any batch: nothing "
+		     "committed\n");
+	again_keep(k);
 }
 
 /* After stop_catch: the output @name is a file that a second signal leaves
@@ -878,7 +899,7 @@ static void stop_output_file(const char *name)
 			 "and assigns the rest\n",
 			 name);
 
-	again_file_len = k < 0 ? 0 : (size_t)k < sizeof(again_file) ? (size_t)k : 0;
+	again_keep(k);
 }
 
 static const char *sig_name(int sig)
@@ -927,6 +948,17 @@ static void stop_release(const struct sigaction saved[3], struct sid_registry *r
 	stop_end(r);
 }
 
+/* After stop_catch_first: 1 when a stop came, said ("before any batch:
+ * nothing committed"), for the command to end by it (stop_end). */
+static int stop_before_any(void)
+{
+	if (!stop_sig)
+		return 0;
+	stop_telling();
+	fprintf(stderr, "semid: stopped by %s before any batch: nothing committed\n", stop_name());
+	return 1;
+}
+
 /* Asked by sid_registry_reassign_all during the walk and before each batch,
  * and by sid_registry_import_until after each line: when a signal asks to
  * stop, *@fired (an int, may be NULL) is set, so that the caller tells the
@@ -954,16 +986,19 @@ static int cmd_assign(const struct opts *o, struct sid_error *err)
 	struct sid_reg_item *in = NULL;
 	struct sid_reg_entry *res = NULL;
 	struct cli_progress bar = {0};
-	struct sigaction saved[3];
+	struct sigaction saved[3], first[3];
 	size_t B = (size_t)o->batch, done = 0, committed = 0;
 	uint64_t created = 0, moved = 0;
 	long bad;
 	int rc, caught = 0, stopped = 0; /* stopped: by a signal, with rows left */
 
+	stop_catch_first(first);
 	if ((rc = sid_model_load(o->model, &m, err)) || (rc = sid_model_smoke(m, err))) {
 		sid_error_name_file(err, o->model);
 		goto fail;
 	}
+	if (stop_before_any())
+		goto fail;
 	t = sid_model_tower(m, o->kind);
 	if (!t) {
 		rc = sid_error_set(err, SID_EINVAL, "%s: the model has no %s tower", o->model,
@@ -982,7 +1017,8 @@ static int cmd_assign(const struct opts *o, struct sid_error *err)
 				   o->input, x.cols, sid_tower_name(o->kind), t->D);
 		goto fail;
 	}
-	if ((rc = ids_read(o->ids, x.rows, &ids, NULL, err)) || (rc = store_open(o, &r, err)))
+	if ((rc = ids_read(o->ids, x.rows, &ids, NULL, err)) || stop_before_any() ||
+	    (rc = store_open(o, &r, err)) || stop_before_any())
 		goto fail;
 	ws = sid_workspace_new();
 	buf = malloc(sizeof(float) * B * t->D);
@@ -1125,7 +1161,8 @@ fail:
 	sid_npy_close(&x);
 	sid_registry_close(r);
 	sid_model_unref(m);
-	if (!rc) /* stopped (an error is told first, by its status) */
+	stop_restore(first); /* after the output's and the batches' */
+	if (!rc)	     /* stopped (an error is told first, by its status) */
 		stop_end(NULL);
 	return rc;
 }
@@ -1234,16 +1271,17 @@ static int cmd_delete(const struct opts *o, int *not_found, struct sid_error *er
 	size_t n = o->nargs, B = (size_t)o->batch, done = 0;
 	uint64_t deleted = 0;
 	struct sigaction saved[3];
-	int rc = 0, stopped = 0; /* stopped: by a signal, with ids left */
+	int rc = 0, stopped = 0, early = 0; /* stopped: by a signal, with ids left */
 
-	stop_catch(saved, SA_RESTART);
+	stop_catch_first(saved);
 	if (o->ids)
 		rc = ids_read(o->ids, IDS_ANY, &file_ids, &n, err);
 	else
 		for (size_t i = 0; i < n && !rc; i++)
 			if ((rc = sid_reg_id_check(ids[i], err)))
 				sid_error_prefix(err, "ID operand %zu", i + 1);
-	if (rc || (rc = store_open(o, &r, err)))
+	if (rc || (early = stop_before_any()) || (rc = store_open(o, &r, err)) ||
+	    (early = stop_before_any()))
 		goto fail;
 	if (file_ids)
 		ids = file_ids;
@@ -1255,6 +1293,7 @@ static int cmd_delete(const struct opts *o, int *not_found, struct sid_error *er
 		rc = err->code ? err->code : SID_EIO;
 		goto fail;
 	}
+	again_file_len = 0; /* a second signal from here: the batches' words */
 	cli_progress_begin(&bar, progress_on(o, 1), n, stderr);
 	for (size_t at = 0; at < n; at += B) {
 		size_t k = n - at < B ? n - at : B;
@@ -1291,7 +1330,7 @@ fail:
 			"are in %s; run it again for the rest\n",
 			stop_name(), done, n, sid_tower_name(o->kind), (unsigned long long)deleted,
 			output_name(o));
-	} else if (!rc) {
+	} else if (!rc && !early) {
 		fprintf(stderr, "semid: deleted %llu of %zu %s ids from %s; %llu not found\n",
 			(unsigned long long)deleted, n, sid_tower_name(o->kind),
 			sid_registry_label(r), (unsigned long long)(n - deleted));
@@ -2251,10 +2290,16 @@ static int cmd_reassign(const struct opts *o, struct sid_registry *r, struct sid
 	struct sid_error e2;
 	uint64_t moved = 0, stale = 0;
 	size_t batch;
-	int rc, crc;
+	int rc = 0, crc;
 
-	if ((rc = load_new(o, &m, err)))
+	/* stopped as the store opened (main) or the model loaded: 0, and main
+	 * ends it by the signal */
+	if (stop_before_any() || (rc = load_new(o, &m, err)))
 		return rc;
+	if (stop_before_any()) {
+		sid_model_unref(m);
+		return 0;
+	}
 	/* refused before the log of moves is begun, not "stopped after
 	 * reassigning 0 of 0" with an empty log a script would take for a run */
 	if ((rc = sid_registry_reassign_check(r, o->kind, m, err))) {
@@ -2384,9 +2429,10 @@ int cli_registry_main(int argc, char **argv)
 {
 	struct sid_registry *r = NULL;
 	struct sid_error err;
+	struct sigaction first[3];
 	struct opts o;
 	FILE *in = NULL; /* import's file */
-	int rc, conflicts = 0;
+	int rc, conflicts = 0, firsts;
 
 	if (argc < 2) {
 		fputs(usage, stderr);
@@ -2400,6 +2446,7 @@ int cli_registry_main(int argc, char **argv)
 	if (rc)
 		return rc;
 	sid_error_clear(&err);
+	stop_sig = 0; /* (tests run one command after another) */
 	if (!strcmp(o.cmd, "assign")) {
 		rc = cmd_assign(&o, &err);
 		return rc ? report(&err) : CLI_EXIT_OK;
@@ -2418,9 +2465,13 @@ int cli_registry_main(int argc, char **argv)
 	}
 	if (!strcmp(o.cmd, "import") && (rc = import_open(&o, &in, &err)))
 		return report(&err);
+	if ((firsts = !strcmp(o.cmd, "reassign"))) /* (assign and delete: their own) */
+		stop_catch_first(first);
 	if ((rc = store_open(&o, &r, &err))) {
 		if (in && in != stdin)
 			fclose(in);
+		if (firsts)
+			stop_restore(first);
 		return report(&err);
 	}
 	if (!strcmp(o.cmd, "export"))
@@ -2444,6 +2495,11 @@ int cli_registry_main(int argc, char **argv)
 	sid_registry_close(r);
 	if (in && in != stdin)
 		fclose(in);
+	if (firsts) {
+		stop_restore(first);
+		if (!rc) /* reassign stopped before its first batch, said */
+			stop_end(NULL);
+	}
 	if (rc)
 		return report(&err);
 	return conflicts ? CLI_REGISTRY_EXIT_CONFLICTS : CLI_EXIT_OK;

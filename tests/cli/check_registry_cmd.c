@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -3223,6 +3224,126 @@ START_TEST(t_assign_stopped)
 }
 END_TEST
 
+/* 1 once process @pid has the file at @path open (/proc/PID/fd). */
+static int has_open(pid_t pid, const char *path)
+{
+	char fds[64], link[320], to[400];
+	struct dirent *f;
+	DIR *d;
+	ssize_t n;
+	int found = 0;
+
+	snprintf(fds, sizeof(fds), "/proc/%d/fd", (int)pid);
+	if (!(d = opendir(fds)))
+		return 0;
+	while (!found && (f = readdir(d))) {
+		snprintf(link, sizeof(link), "%s/%s", fds, f->d_name);
+		n = readlink(link, to, sizeof(to) - 1);
+		found = n > 0 && (size_t)n == strlen(path) && !memcmp(to, path, (size_t)n);
+	}
+	closedir(d);
+	return found;
+}
+
+/*
+ * assign, delete and reassign stopped by SIGTERM before their first batch
+ * (while --ids is read from a FIFO, or the store opens) died by the signal
+ * without a word, where the help promises a line saying what was committed.
+ * Now they say "before any batch: nothing committed" and end by the signal;
+ * an assign stopped before its new store was opened leaves none, and the
+ * same command then assigns every row.
+ */
+START_TEST(t_stopped_before_any_batch)
+{
+	static const char said[] =
+	    "semid: stopped by SIGTERM before any batch: nothing committed\n";
+	const char *cmds[] = {"assign", "delete"};
+	char fifo[320], db3[320], out3[320], msg[2048], text[8192];
+	struct stat st;
+	sqlite3 *h;
+	pid_t pid, locker;
+	int status, efd, wfd, unread, held[2], go[2];
+	char byte;
+	FILE *f;
+	size_t len;
+
+	ck_assert_int_eq(run("registry", "assign", "--model", model, "--input", npy, "--ids", ids,
+			     "--output", out, NULL),
+			 CLI_EXIT_OK);
+	signal(SIGTERM, SIG_DFL); /* as a process starts, whatever the run left */
+	snprintf(fifo, sizeof(fifo), "%s/ids.fifo", dir);
+	snprintf(db3, sizeof(db3), "%s/new.db", dir);
+	snprintf(out3, sizeof(out3), "%s/new.tsv", dir);
+	ck_assert_int_eq(mkfifo(fifo, 0600), 0);
+	f = fopen(ids, "r");
+	ck_assert_ptr_nonnull(f);
+	len = fread(text, 1, sizeof(text), f);
+	fclose(f);
+	signal(SIGPIPE, SIG_IGN); /* a child that died reads no more */
+	for (int c = 0; c < 2; c++) {
+		/* the signal once the child has read the first line */
+		if (c == 0)
+			pid = spawn_cli(0, &efd, "registry", "assign", "--model", model, "--input",
+					npy, "--ids", fifo, "--db", db3, "-o", out3, NULL);
+		else
+			pid = spawn_cli(0, &efd, "registry", "delete", "--ids", fifo, "--db", db,
+					NULL);
+		wfd = open(fifo, O_WRONLY);
+		ck_assert_int_ge(wfd, 0);
+		ck_assert_int_eq(write(wfd, text, 7), 7); /* "item-0\n" */
+		for (int i = 0; i < 2000 && ioctl(wfd, FIONREAD, &unread) == 0 && unread; i++)
+			usleep(1000);
+		kill(pid, SIGTERM);
+		ck_assert_int_eq(write(wfd, text + 7, len - 7) >= 0 || errno == EPIPE, 1);
+		close(wfd);
+		ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+		stderr_read(efd, msg, sizeof(msg));
+		ck_assert_msg(WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM,
+			      "%s: status 0x%x, stderr '%s'", cmds[c], status, msg);
+		ck_assert_str_eq(msg, said);
+	}
+	ck_assert_int_ne(stat(db3, &st), 0); /* no store was created */
+	ck_assert_int_ne(stat(out3, &st), 0);
+	ck_assert_uint_eq(items_in(db), N); /* nothing deleted */
+	ck_assert_int_eq(run("registry", "assign", "--model", model, "--input", npy, "--ids", ids,
+			     "--db", db3, "-o", out3, NULL),
+			 CLI_EXIT_OK);
+	ck_assert_uint_eq(items_in(db3), N);
+
+	/* reassign: the signal while the store opens, its write lock held by
+	 * another process (no connection of this one carried over a fork) */
+	ck_assert_int_eq(pipe(held), 0);
+	ck_assert_int_eq(pipe(go), 0);
+	locker = fork();
+	ck_assert_int_ge(locker, 0);
+	if (locker == 0) {
+		char c;
+		if (sqlite3_open(db, &h) != SQLITE_OK ||
+		    sqlite3_exec(h, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK ||
+		    write(held[1], "k", 1) != 1 || read(go[0], &c, 1) != 1)
+			_exit(1);
+		sqlite3_exec(h, "ROLLBACK", NULL, NULL, NULL);
+		sqlite3_close(h);
+		_exit(0);
+	}
+	ck_assert_int_eq(read(held[0], &byte, 1), 1);
+	pid = spawn_cli(0, &efd, "registry", "reassign", "--model", model2, "--db", db, "-o", out3,
+			NULL);
+	for (int i = 0; i < 2000 && !has_open(pid, db); i++)
+		usleep(1000);
+	kill(pid, SIGTERM);
+	ck_assert_int_eq(write(go[1], "k", 1), 1);
+	ck_assert_int_eq(waitpid(locker, &status, 0), locker);
+	ck_assert_int_eq(status, 0);
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	stderr_read(efd, msg, sizeof(msg));
+	ck_assert_msg(WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM,
+		      "reassign: status 0x%x, stderr '%s'", status, msg);
+	ck_assert_str_eq(msg, said);
+	ck_assert_int_eq(count_lines(out3), N); /* the assign's lines: no move log begun */
+}
+END_TEST
+
 /* The entries of the store open on @h, -1 while it cannot tell (no schema
  * yet). */
 static int stored_items(sqlite3 *h)
@@ -3462,7 +3583,8 @@ END_TEST
  * A second signal ends an assign at once.  The first asks it to stop after
  * the batch in flight, whose lines wait here on a stdout pipe that no one
  * reads: it went on waiting, however many signals came, until a SIGKILL.
- * The store keeps what was committed.
+ * The store keeps what was committed.  (_i 1) So does a delete, whose
+ * words are those of its batches, not those of a stop before the first.
  */
 START_TEST(t_assign_stopped_twice)
 {
@@ -3488,6 +3610,10 @@ START_TEST(t_assign_stopped_twice)
 	snprintf(db3, sizeof(db3), "%s/twice.db", dir);
 	snprintf(errf, sizeof(errf), "%s/twice.err", dir);
 	write_inputs(x2, ids2, M, 31, xm);
+	if (_i == 1)
+		ck_assert_int_eq(run("registry", "assign", "--model", model, "--input", x2, "--ids",
+				     ids2, "--db", db3, "-o", out, NULL),
+				 CLI_EXIT_OK);
 	ck_assert_int_eq(pipe(fd), 0);
 	ck_assert_int_ge(fcntl(fd[1], F_SETPIPE_SZ, 4096), 4096);
 	pid = fork();
@@ -3498,6 +3624,9 @@ START_TEST(t_assign_stopped_twice)
 		dup2(fd[1], 1);
 		dup2(e, 2);
 		signal(SIGTERM, SIG_DFL); /* as a shell starts it */
+		if (_i == 1)
+			_exit(run("registry", "delete", "--ids", ids2, "--db", db3, "--batch", "1",
+				  NULL));
 		_exit(run("registry", "assign", "--model", model, "--input", x2, "--ids", ids2,
 			  "--db", db3, "--batch", "1", NULL));
 	}
@@ -3550,7 +3679,7 @@ static Suite *registry_cmd_suite(void)
 	tcase_add_test(tc, t_assign_stopped);
 	tcase_add_loop_test(tc, t_assign_stopped_file, 0, 2);
 	tcase_add_test(tc, t_import_stopped);
-	tcase_add_test(tc, t_assign_stopped_twice);
+	tcase_add_loop_test(tc, t_assign_stopped_twice, 0, 2);
 	tcase_add_test(tc, t_assign_export_import);
 	tcase_add_test(tc, t_diff_and_lookups);
 	tcase_add_test(tc, t_bad_stores);
@@ -3569,6 +3698,7 @@ static Suite *registry_cmd_suite(void)
 	tcase_add_test(tc, t_restore_other_user);
 	tcase_add_test(tc, t_restore_side_files);
 	tcase_add_test(tc, t_restore_stopped_in_the_renames);
+	tcase_add_test(tc, t_stopped_before_any_batch);
 	tcase_add_test(tc, t_output_empty);
 	tcase_add_test(tc, t_restore_opened_meanwhile);
 	tcase_add_test(tc, t_import_strict);
