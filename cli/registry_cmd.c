@@ -872,9 +872,9 @@ static void again_keep(int k)
 	again_file_len = k < 0 ? 0 : (size_t)k < sizeof(again_file) ? (size_t)k : 0;
 }
 
-/* From the start of assign, delete or reassign to the stop_catch of their
- * batches: a stop is noted as it is then, the step under way (the model's
- * load, --ids read, the store opened or created) ends whole, and
+/* From the start of assign, delete, reassign or import to the stop_catch
+ * of their batches: a stop is noted as it is then, the step under way (the
+ * model's load, --ids read, the store opened or created) ends whole, and
  * stop_before_any says so at the next step; it died in silence, where the
  * help promises a line saying what was committed. */
 static void stop_catch_first(struct sigaction first[3])
@@ -1446,6 +1446,8 @@ static int cmd_import(const struct opts *o, struct sid_registry *r, FILE *f, int
 	struct sigaction saved[3];
 	int rc;
 
+	if (stop_before_any()) /* as the store opened (main ends it by the signal) */
+		return 0;
 	if (progress_on(o, 0) && fstat(fileno(f), &st) == 0 && S_ISREG(st.st_mode)) {
 		cookie_io_functions_t io = {counted_read, NULL, NULL, NULL};
 		k.f = f;
@@ -2465,7 +2467,8 @@ int cli_registry_main(int argc, char **argv)
 	}
 	if (!strcmp(o.cmd, "import") && (rc = import_open(&o, &in, &err)))
 		return report(&err);
-	if ((firsts = !strcmp(o.cmd, "reassign"))) /* (assign and delete: their own) */
+	/* (assign and delete: their own) */
+	if ((firsts = !strcmp(o.cmd, "reassign") || !strcmp(o.cmd, "import")))
 		stop_catch_first(first);
 	if ((rc = store_open(&o, &r, &err))) {
 		if (in && in != stdin)
@@ -2497,7 +2500,7 @@ int cli_registry_main(int argc, char **argv)
 		fclose(in);
 	if (firsts) {
 		stop_restore(first);
-		if (!rc) /* reassign stopped before its first batch, said */
+		if (!rc) /* stopped before the first batch, said */
 			stop_end(NULL);
 	}
 	if (rc)

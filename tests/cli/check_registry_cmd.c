@@ -3245,9 +3245,50 @@ static int has_open(pid_t pid, const char *path)
 	return found;
 }
 
+/* A process that holds the write lock of the SQLite store at @path (no
+ * connection of this one is carried over a fork) until lock_give; *@go
+ * lets it go. */
+static pid_t lock_take(const char *path, int *go)
+{
+	int held[2], let[2];
+	char c;
+	pid_t pid;
+
+	ck_assert_int_eq(pipe(held), 0);
+	ck_assert_int_eq(pipe(let), 0);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		sqlite3 *h;
+		if (sqlite3_open(path, &h) != SQLITE_OK ||
+		    sqlite3_exec(h, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK ||
+		    write(held[1], "k", 1) != 1 || read(let[0], &c, 1) != 1)
+			_exit(1);
+		sqlite3_exec(h, "ROLLBACK", NULL, NULL, NULL);
+		sqlite3_close(h);
+		_exit(0);
+	}
+	close(held[1]);
+	close(let[0]);
+	ck_assert_int_eq(read(held[0], &c, 1), 1);
+	close(held[0]);
+	*go = let[1];
+	return pid;
+}
+
+static void lock_give(pid_t pid, int go)
+{
+	int status;
+
+	ck_assert_int_eq(write(go, "k", 1), 1);
+	close(go);
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	ck_assert_int_eq(status, 0);
+}
+
 /*
- * assign, delete and reassign stopped by SIGTERM before their first batch
- * (while --ids is read from a FIFO, or the store opens) died by the signal
+ * assign, delete, reassign and import stopped by SIGTERM before their first
+ * batch (while --ids is read from a FIFO, or the store opens) died by the signal
  * without a word, where the help promises a line saying what was committed.
  * Now they say "before any batch: nothing committed" and end by the signal;
  * an assign stopped before its new store was opened leaves none, and the
@@ -3260,10 +3301,8 @@ START_TEST(t_stopped_before_any_batch)
 	const char *cmds[] = {"assign", "delete"};
 	char fifo[320], db3[320], out3[320], msg[2048], text[8192];
 	struct stat st;
-	sqlite3 *h;
 	pid_t pid, locker;
-	int status, efd, wfd, unread, held[2], go[2];
-	char byte;
+	int status, efd, wfd, unread, go;
 	FILE *f;
 	size_t len;
 
@@ -3310,36 +3349,26 @@ START_TEST(t_stopped_before_any_batch)
 			 CLI_EXIT_OK);
 	ck_assert_uint_eq(items_in(db3), N);
 
-	/* reassign: the signal while the store opens, its write lock held by
-	 * another process (no connection of this one carried over a fork) */
-	ck_assert_int_eq(pipe(held), 0);
-	ck_assert_int_eq(pipe(go), 0);
-	locker = fork();
-	ck_assert_int_ge(locker, 0);
-	if (locker == 0) {
-		char c;
-		if (sqlite3_open(db, &h) != SQLITE_OK ||
-		    sqlite3_exec(h, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK ||
-		    write(held[1], "k", 1) != 1 || read(go[0], &c, 1) != 1)
-			_exit(1);
-		sqlite3_exec(h, "ROLLBACK", NULL, NULL, NULL);
-		sqlite3_close(h);
-		_exit(0);
+	/* reassign and import: the signal while the store opens, its write
+	 * lock held by another process */
+	for (int c = 0; c < 2; c++) {
+		locker = lock_take(db, &go);
+		if (c == 0)
+			pid = spawn_cli(0, &efd, "registry", "reassign", "--model", model2, "--db",
+					db, "-o", out3, NULL);
+		else /* (no export, but never read: the stop comes first) */
+			pid = spawn_cli(0, &efd, "registry", "import", "--db", db, out3, NULL);
+		for (int i = 0; i < 2000 && !has_open(pid, db); i++)
+			usleep(1000);
+		kill(pid, SIGTERM);
+		lock_give(locker, go);
+		ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+		stderr_read(efd, msg, sizeof(msg));
+		ck_assert_msg(WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM,
+			      "%s: status 0x%x, stderr '%s'", c ? "import" : "reassign", status,
+			      msg);
+		ck_assert_str_eq(msg, said);
 	}
-	ck_assert_int_eq(read(held[0], &byte, 1), 1);
-	pid = spawn_cli(0, &efd, "registry", "reassign", "--model", model2, "--db", db, "-o", out3,
-			NULL);
-	for (int i = 0; i < 2000 && !has_open(pid, db); i++)
-		usleep(1000);
-	kill(pid, SIGTERM);
-	ck_assert_int_eq(write(go[1], "k", 1), 1);
-	ck_assert_int_eq(waitpid(locker, &status, 0), locker);
-	ck_assert_int_eq(status, 0);
-	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
-	stderr_read(efd, msg, sizeof(msg));
-	ck_assert_msg(WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM,
-		      "reassign: status 0x%x, stderr '%s'", status, msg);
-	ck_assert_str_eq(msg, said);
 	ck_assert_int_eq(count_lines(out3), N); /* the assign's lines: no move log begun */
 }
 END_TEST
