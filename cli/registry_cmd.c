@@ -972,6 +972,8 @@ static int stop_asked(void *fired)
 	return SID_EUNAVAIL;
 }
 
+void (*cli__assign_closing)(void); /* registry_cmd.h */
+
 static int cmd_assign(const struct opts *o, struct sid_error *err)
 {
 	struct sid_model *m = NULL;
@@ -1125,6 +1127,10 @@ static int cmd_assign(const struct opts *o, struct sid_error *err)
 		goto fail;
 	}
 	rc = out_close(&w, 1, err);
+	/* the output closed put back the handlers of before stop_catch, both
+	 * on_stop: a signal from here is noted, not said to have left the
+	 * output unwritten by the output's handler that @saved holds */
+	caught = 0;
 	if (!rc && o->reassign)
 		fprintf(stderr,
 			"semid: %zu %s inputs to model %s: %llu moved to new codes, %llu created, "
@@ -1159,6 +1165,8 @@ fail:
 	free(res);
 	sid_workspace_free(ws);
 	sid_npy_close(&x);
+	if (cli__assign_closing)
+		cli__assign_closing();
 	sid_registry_close(r);
 	sid_model_unref(m);
 	stop_restore(first); /* after the output's and the batches' */

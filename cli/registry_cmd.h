@@ -44,4 +44,8 @@ int cli_registry_main(int argc, char **argv);
  * the -wal of) and before the copy takes the store's name. */
 extern void (*cli__restore_window)(void);
 
+/* Tests: when set, `assign` calls it as it ends, its output closed, before
+ * the store closes. */
+extern void (*cli__assign_closing)(void);
+
 #endif

@@ -1723,6 +1723,40 @@ START_TEST(t_restore_stopped_in_the_renames)
 END_TEST
 
 /*
+ * An assign -o FILE with a SIGTERM as the store closes, FILE written
+ * (cli__assign_closing): it ends by the signal without saying FILE was not
+ * written.  The output's handler was put back after the output closed, and
+ * said "nothing written to FILE" of a complete FILE.
+ */
+START_TEST(t_assign_stopped_as_the_store_closes)
+{
+	char msg[2048];
+	pid_t pid;
+	int status, efd;
+
+	efd = stderr_file();
+	fflush(NULL);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		dup2(efd, 2);
+		signal(SIGTERM, SIG_DFL); /* as a process starts */
+		cli__assign_closing = raise_sigterm;
+		_exit(run("registry", "assign", "--model", model, "--input", npy, "--ids", ids,
+			  "--output", out, NULL));
+	}
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	stderr_read(efd, msg, sizeof(msg));
+	ck_assert_msg(WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM, "status %d, stderr '%s'",
+		      status, msg);
+	ASSERT_HAS(msg, "created");
+	ck_assert_msg(!strstr(msg, "nothing written"), "'%s'", msg);
+	ck_assert_int_eq(items_in(db), N);
+	ck_assert_int_eq(count_lines(out), N);
+}
+END_TEST
+
+/*
  * A process that opens the store while restore copies the backup: restore
  * looks again before it touches the store, and refuses.  The copy is slowed
  * (--max-rate) and the process opens the store once the progress bar shows
@@ -3727,6 +3761,7 @@ static Suite *registry_cmd_suite(void)
 	tcase_add_test(tc, t_restore_other_user);
 	tcase_add_test(tc, t_restore_side_files);
 	tcase_add_test(tc, t_restore_stopped_in_the_renames);
+	tcase_add_test(tc, t_assign_stopped_as_the_store_closes);
 	tcase_add_test(tc, t_stopped_before_any_batch);
 	tcase_add_test(tc, t_output_empty);
 	tcase_add_test(tc, t_restore_opened_meanwhile);
