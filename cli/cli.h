@@ -166,7 +166,8 @@ void cli_output_abort(struct cli_output *w);
  * may be a FIFO: until _release, a reader of it that goes away fails the
  * write with EPIPE, to be reported with its name, instead of SIGPIPE ending
  * the process without a word; stdout's own reader gone still ends it
- * quietly.  cli_output_open does this for a device output.  One at a time. */
+ * quietly.  cli_output_open does this for a device output.  Nested: the
+ * action of before is back at the _release of the first _catch. */
 void cli_output_pipe_catch(void);
 void cli_output_pipe_release(void);
 /* @w's path for messages ("stdout" for "-"). */

@@ -71,7 +71,8 @@ static void on_signal(int sig)
 
 static const int caught[CLI_OUTPUT_SIGNALS] = {SIGINT, SIGTERM, SIGHUP, SIGBUS};
 
-/* SIGPIPE's action before on_sigpipe (one output open at a time). */
+/* SIGPIPE's action before on_sigpipe; the catches not yet released (a
+ * command's own, an output's or a log's within it). */
 static struct sigaction pipe_saved;
 static int pipe_caught;
 
@@ -119,21 +120,19 @@ void cli_output_pipe_catch(void)
 {
 	struct sigaction sa;
 
-	if (pipe_caught)
+	if (pipe_caught++)
 		return;
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_sigpipe;
 	sa.sa_flags = SA_RESTART;
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGPIPE, &sa, &pipe_saved);
-	pipe_caught = 1;
 }
 
 void cli_output_pipe_release(void)
 {
-	if (pipe_caught)
+	if (pipe_caught && !--pipe_caught)
 		sigaction(SIGPIPE, &pipe_saved, NULL);
-	pipe_caught = 0;
 }
 
 static void signals_restore(struct cli_output *w)

@@ -2435,7 +2435,7 @@ static int cmd_list(const struct opts *o, struct sid_registry *r, struct sid_err
 	return rc;
 }
 
-int cli_registry_main(int argc, char **argv)
+static int registry_main(int argc, char **argv)
 {
 	struct sid_registry *r = NULL;
 	struct sid_error err;
@@ -2514,4 +2514,21 @@ int cli_registry_main(int argc, char **argv)
 	if (rc)
 		return report(&err);
 	return conflicts ? CLI_REGISTRY_EXIT_CONFLICTS : CLI_EXIT_OK;
+}
+
+/*
+ * The line a command ends with (what it committed, or why it failed) goes
+ * to a stderr whose reader may be gone (a log pipe that died): its SIGPIPE
+ * ended a command whose work was done by 141, as if it had failed.  The
+ * line is lost instead, and the status is the command's; stdout's reader
+ * gone is still the quiet stop of cli.h (on_sigpipe, output.c).
+ */
+int cli_registry_main(int argc, char **argv)
+{
+	int rc;
+
+	cli_output_pipe_catch();
+	rc = registry_main(argc, argv);
+	cli_output_pipe_release();
+	return rc;
 }

@@ -861,6 +861,38 @@ class CliTest(unittest.TestCase):
         proc.stdin.close()
         self.assertEqual(stored(dst), 10)
 
+    def test_registry_done_with_stderr_gone(self):
+        # A registry command that did its work says so on stderr as it
+        # ends; with stderr's reader gone (a log pipe that died) the
+        # SIGPIPE of that line ended it by 141 after its commit, as if it
+        # had failed.  The line is lost, the status is the command's.
+        db, ids = self.assigned_store("src.db")
+        model2 = os.path.join(self.out.name, "m2.safetensors")
+        make_model(model2, np.random.default_rng(8), model_version="test-2")
+        export = run("registry", "export", "--db", db).stdout
+        bk = os.path.join(self.out.name, "bk.db")
+        dst = os.path.join(self.out.name, "dst.db")
+        o = os.path.join(self.out.name, "o.tsv")
+        cmds = ((["assign", "--model", self.model, "--input", self.input, "--ids", ids,
+                  "--db", dst, "-o", o], 0),
+                (["assign", "--model", self.model, "--input", self.input, "--ids", ids,
+                  "--db", dst, "--reassign", "-o", o], 0),
+                (["reassign", "--model", model2, "--db", db, "-o", o], 0),
+                (["delete", "--db", dst, "-o", o, "sku-1", "nobody"], 3),
+                (["delete", "--rows", "--db", dst, "-o", o, "3"], 0),
+                (["import", "--db", os.path.join(self.out.name, "imp.db"), "-"], 0),
+                (["backup", "--db", db, "-o", bk], 0),
+                (["restore", bk, "--db", dst], 0))
+        for args, status in cmds:
+            with self.subTest(args=args[:2]):
+                gone_r, gone_w = os.pipe()
+                os.close(gone_r)
+                p = subprocess.run([SEMID, "registry", *args], input=export,
+                                   stdout=subprocess.DEVNULL, stderr=gone_w, timeout=120)
+                os.close(gone_w)
+                self.assertEqual(p.returncode, status)
+        self.assertEqual(len(run("registry", "export", "--db", dst).stdout.splitlines()) - 1, N)
+
     def test_output_fifo_written_in_place(self):
         # An existing non-regular output (a FIFO here; /dev/null alike) is written,
         # not replaced by a regular file (as root, a rename would replace /dev/null).
