@@ -1199,16 +1199,22 @@ static int log_lost(const struct opts *o, size_t k, const char *what, const char
 	return rc;
 }
 
-/* delete --rows: the SQLite rows of the operands, in one transaction. */
+void (*cli__delete_rows_window)(int); /* registry_cmd.h */
+
+/* delete --rows: the SQLite rows of the operands, in one transaction.  A
+ * stop before it deletes nothing, one that comes during it lets it end
+ * whole; either is said, then ends it by the signal. */
 static int delete_rows(const struct opts *o, int *not_found, struct sid_error *err)
 {
 	struct sid_registry *r = NULL;
 	FILE *fp = NULL;
 	int64_t *rows = calloc(o->nargs, sizeof(*rows));
 	int *deleted = calloc(o->nargs, sizeof(*deleted));
+	struct sigaction saved[3];
 	size_t gone = 0;
-	int rc = 0;
+	int rc = 0, early = 0;
 
+	stop_catch_first(saved);
 	if (!rows || !deleted)
 		rc = sid_error_set(err, SID_ENOMEM, "out of memory");
 	for (size_t i = 0; i < o->nargs && !rc; i++) {
@@ -1225,9 +1231,17 @@ static int delete_rows(const struct opts *o, int *not_found, struct sid_error *e
 	if (!rc && !(rc = store_open(o, &r, err)) &&
 	    !(fp = log_open(o, r, NULL, "the output", err)))
 		rc = err->code ? err->code : SID_EIO;
-	if (!rc)
+	if (!rc && cli__delete_rows_window)
+		cli__delete_rows_window(0);
+	if (!rc && !(early = stop_before_any())) {
+		again_file_len = 0; /* a second signal from here: the batches' words */
 		rc = sid_registry_delete_rows(r, rows, o->nargs, deleted, err);
-	for (size_t i = 0; i < o->nargs && !rc; i++) { /* committed */
+		if (!rc && cli__delete_rows_window)
+			cli__delete_rows_window(1);
+	}
+	if (early) /* (the output's lines: none) */
+		rc = 0;
+	for (size_t i = 0; i < o->nargs && !rc && !early; i++) { /* committed */
 		fprintf(fp, "%lld\t%d\n", (long long)rows[i], deleted[i]);
 		gone += deleted[i] != 0;
 	}
@@ -1240,7 +1254,14 @@ static int delete_rows(const struct opts *o, int *not_found, struct sid_error *e
 		int crc = log_close(fp, output_name(o), rc ? NULL : err);
 		rc = rc ? rc : crc;
 	}
-	if (!rc) {
+	if (!rc && !early) {
+		if (stop_sig) {
+			stop_telling();
+			fprintf(stderr,
+				"semid: stopped by %s as the rows' one transaction ran: it "
+				"was committed whole; their lines are in %s\n",
+				stop_name(), output_name(o));
+		}
 		fprintf(stderr, "semid: deleted %zu of %zu rows from %s; %zu not found\n", gone,
 			o->nargs, sid_registry_label(r), o->nargs - gone);
 		*not_found = gone < o->nargs;
@@ -1248,6 +1269,9 @@ static int delete_rows(const struct opts *o, int *not_found, struct sid_error *e
 	free(rows);
 	free(deleted);
 	sid_registry_close(r);
+	stop_restore(saved);
+	if (!rc) /* a signal caught ends it now; an error is told first, by its status */
+		stop_end(NULL);
 	return rc;
 }
 

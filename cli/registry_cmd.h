@@ -48,4 +48,8 @@ extern void (*cli__restore_window)(void);
  * the store closes. */
 extern void (*cli__assign_closing)(void);
 
+/* Tests: when set, `delete --rows` calls it with 0 once the store is open,
+ * before its transaction, and with 1 once that is committed. */
+extern void (*cli__delete_rows_window)(int);
+
 #endif

@@ -112,6 +112,30 @@ static int run_err(char *buf, size_t cap, const char *first, ...)
 #define ASSERT_HAS(buf, needle)                                                                    \
 	ck_assert_msg(strstr(buf, needle) != NULL, "'%s' lacks '%s'", buf, needle)
 
+/* Run in a child, as a process starts (SIGTERM's default action), after
+ * @setup (a test hook) with stderr captured into @buf; returns its
+ * waitpid status. */
+static int run_forked(char *buf, size_t cap, void (*setup)(void), const char *first, ...)
+{
+	int status, efd = stderr_file();
+	va_list ap;
+	pid_t pid;
+
+	fflush(NULL);
+	pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		dup2(efd, 2);
+		signal(SIGTERM, SIG_DFL);
+		setup();
+		va_start(ap, first);
+		_exit(vrun(first, ap));
+	}
+	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
+	stderr_read(efd, buf, cap);
+	return status;
+}
+
 static json_t *load_json(const char *path)
 {
 	json_error_t je;
@@ -1679,6 +1703,16 @@ static void raise_sigterm(void)
 	raise(SIGTERM);
 }
 
+static void restore_window_raise(void)
+{
+	cli__restore_window = raise_sigterm;
+}
+
+static void assign_closing_raise(void)
+{
+	cli__assign_closing = raise_sigterm;
+}
+
 /*
  * A restore stopped by SIGTERM once the side files of a store it could not
  * fold the -wal of have moved beside its second name, before the copy took
@@ -1690,24 +1724,13 @@ static void raise_sigterm(void)
 START_TEST(t_restore_stopped_in_the_renames)
 {
 	char bk[320], bdb[320], bwal[320], aside[400], name[420], msg[2048];
-	pid_t pid;
-	int status, efd;
+	int status;
 
 	unreadable_with_wal(bk, bdb, bwal, sizeof(bk));
 
-	efd = stderr_file();
-	fflush(NULL);
-	pid = fork();
-	ck_assert_int_ge(pid, 0);
-	if (pid == 0) {
-		dup2(efd, 2);
-		/* as a process starts (the assign above left its handlers) */
-		signal(SIGTERM, SIG_DFL);
-		cli__restore_window = raise_sigterm;
-		_exit(run("registry", "restore", bk, "--db", db, NULL));
-	}
-	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
-	stderr_read(efd, msg, sizeof(msg));
+	/* as a process starts (the assign above left its handlers) */
+	status = run_forked(msg, sizeof(msg), restore_window_raise, "registry", "restore", bk,
+			    "--db", db, NULL);
 	ck_assert_msg(WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM, "status %d, stderr '%s'",
 		      status, msg);
 	ASSERT_HAS(msg, "semid: restored ");
@@ -1731,28 +1754,62 @@ END_TEST
 START_TEST(t_assign_stopped_as_the_store_closes)
 {
 	char msg[2048];
-	pid_t pid;
-	int status, efd;
+	int status;
 
-	efd = stderr_file();
-	fflush(NULL);
-	pid = fork();
-	ck_assert_int_ge(pid, 0);
-	if (pid == 0) {
-		dup2(efd, 2);
-		signal(SIGTERM, SIG_DFL); /* as a process starts */
-		cli__assign_closing = raise_sigterm;
-		_exit(run("registry", "assign", "--model", model, "--input", npy, "--ids", ids,
-			  "--output", out, NULL));
-	}
-	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
-	stderr_read(efd, msg, sizeof(msg));
+	status = run_forked(msg, sizeof(msg), assign_closing_raise, "registry", "assign", "--model",
+			    model, "--input", npy, "--ids", ids, "--output", out, NULL);
 	ck_assert_msg(WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM, "status %d, stderr '%s'",
 		      status, msg);
 	ASSERT_HAS(msg, "created");
 	ck_assert_msg(!strstr(msg, "nothing written"), "'%s'", msg);
 	ck_assert_int_eq(items_in(db), N);
 	ck_assert_int_eq(count_lines(out), N);
+}
+END_TEST
+
+static int delete_rows_at = -1;
+
+static void raise_sigterm_at(int at)
+{
+	if (at == delete_rows_at)
+		raise(SIGTERM);
+}
+
+static void delete_rows_window_raise(void)
+{
+	cli__delete_rows_window = raise_sigterm_at;
+}
+
+/*
+ * delete --rows stopped by SIGTERM before its one transaction, and during
+ * it (cli__delete_rows_window): it says it deleted nothing, or all, and
+ * ends by the signal; it died without a word either way.
+ */
+START_TEST(t_delete_rows_stopped)
+{
+	char msg[2048];
+	int status;
+
+	ck_assert_int_eq(run("registry", "assign", "--model", model, "--input", npy, "--ids", ids,
+			     "--output", out, NULL),
+			 CLI_EXIT_OK);
+	for (int at = 0; at < 2; at++) {
+		delete_rows_at = at;
+		status = run_forked(msg, sizeof(msg), delete_rows_window_raise, "registry",
+				    "delete", "--rows", "--db", db, "-o", out, "1", "2", NULL);
+		ck_assert_msg(WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM,
+			      "status %d, stderr '%s'", status, msg);
+		if (at == 0) {
+			ck_assert_str_eq(
+			    msg, "semid: stopped by SIGTERM before any batch: nothing committed\n");
+			ck_assert_int_eq(items_in(db), N);
+		} else {
+			ASSERT_HAS(msg, "semid: stopped by SIGTERM as the rows' one transaction "
+					"ran: it was committed whole");
+			ASSERT_HAS(msg, "semid: deleted 2 of 2 rows from ");
+			ck_assert_int_eq(items_in(db), N - 2);
+		}
+	}
 }
 END_TEST
 
@@ -3762,6 +3819,7 @@ static Suite *registry_cmd_suite(void)
 	tcase_add_test(tc, t_restore_side_files);
 	tcase_add_test(tc, t_restore_stopped_in_the_renames);
 	tcase_add_test(tc, t_assign_stopped_as_the_store_closes);
+	tcase_add_test(tc, t_delete_rows_stopped);
 	tcase_add_test(tc, t_stopped_before_any_batch);
 	tcase_add_test(tc, t_output_empty);
 	tcase_add_test(tc, t_restore_opened_meanwhile);
