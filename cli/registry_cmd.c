@@ -876,12 +876,14 @@ static void again_keep(int k)
  * of their batches: a stop is noted as it is then, the step under way (the
  * model's load, --ids read, the store opened or created) ends whole, and
  * stop_before_any says so at the next step; it died in silence, where the
- * help promises a line saying what was committed. */
-static void stop_catch_first(struct sigaction first[3])
+ * help promises a line saying what was committed.  @flags: stop_catch's
+ * (0 while import's file opens: a FIFO's open(2) waiting for a writer
+ * ends). */
+static void stop_catch_first(struct sigaction first[3], int flags)
 {
 	int k;
 
-	stop_catch(first, SA_RESTART);
+	stop_catch(first, flags);
 	k = snprintf(again_file, sizeof(again_file),
 		     "semid: stopped at once by a second signal before any batch: nothing "
 		     "committed\n");
@@ -994,7 +996,7 @@ static int cmd_assign(const struct opts *o, struct sid_error *err)
 	long bad;
 	int rc, caught = 0, stopped = 0; /* stopped: by a signal, with rows left */
 
-	stop_catch_first(first);
+	stop_catch_first(first, SA_RESTART);
 	if ((rc = sid_model_load(o->model, &m, err)) || (rc = sid_model_smoke(m, err))) {
 		sid_error_name_file(err, o->model);
 		goto fail;
@@ -1214,7 +1216,7 @@ static int delete_rows(const struct opts *o, int *not_found, struct sid_error *e
 	size_t gone = 0;
 	int rc = 0, early = 0;
 
-	stop_catch_first(saved);
+	stop_catch_first(saved, SA_RESTART);
 	if (!rows || !deleted)
 		rc = sid_error_set(err, SID_ENOMEM, "out of memory");
 	for (size_t i = 0; i < o->nargs && !rc; i++) {
@@ -1305,7 +1307,7 @@ static int cmd_delete(const struct opts *o, int *not_found, struct sid_error *er
 	struct sigaction saved[3];
 	int rc = 0, stopped = 0, early = 0; /* stopped: by a signal, with ids left */
 
-	stop_catch_first(saved);
+	stop_catch_first(saved, SA_RESTART);
 	if (o->ids)
 		rc = ids_read(o->ids, IDS_ANY, &file_ids, &n, err);
 	else
@@ -2463,10 +2465,10 @@ static int registry_main(int argc, char **argv)
 {
 	struct sid_registry *r = NULL;
 	struct sid_error err;
-	struct sigaction first[3];
+	struct sigaction first[3], opening[3];
 	struct opts o;
 	FILE *in = NULL; /* import's file */
-	int rc, conflicts = 0, firsts;
+	int rc, conflicts = 0, firsts, import;
 
 	if (argc < 2) {
 		fputs(usage, stderr);
@@ -2497,16 +2499,33 @@ static int registry_main(int argc, char **argv)
 		restore_let_go(); /* a stop held ends it here, what was done said */
 		return rc;
 	}
-	if (!strcmp(o.cmd, "import") && (rc = import_open(&o, &in, &err)))
-		return report(&err);
+	if ((import = !strcmp(o.cmd, "import"))) {
+		stop_catch_first(opening, 0);
+		rc = import_open(&o, &in, &err);
+		if (stop_sig) { /* (an open interrupted: EINTR) */
+			if (in && in != stdin)
+				fclose(in);
+			stop_telling();
+			fprintf(stderr, "semid: stopped by %s before any line: nothing imported\n",
+				stop_name());
+			stop_release(opening, NULL);
+			return 128 + stop_sig; /* (not reached: ended by it) */
+		}
+		if (rc) {
+			stop_restore(opening);
+			return report(&err);
+		}
+	}
 	/* (assign and delete: their own) */
-	if ((firsts = !strcmp(o.cmd, "reassign") || !strcmp(o.cmd, "import")))
-		stop_catch_first(first);
+	if ((firsts = !strcmp(o.cmd, "reassign") || import))
+		stop_catch_first(first, SA_RESTART);
 	if ((rc = store_open(&o, &r, &err))) {
 		if (in && in != stdin)
 			fclose(in);
 		if (firsts)
 			stop_restore(first);
+		if (import)
+			stop_restore(opening);
 		return report(&err);
 	}
 	if (!strcmp(o.cmd, "export"))
@@ -2532,6 +2551,8 @@ static int registry_main(int argc, char **argv)
 		fclose(in);
 	if (firsts) {
 		stop_restore(first);
+		if (import)
+			stop_restore(opening);
 		if (!rc) /* stopped before the first batch, said */
 			stop_end(NULL);
 	}

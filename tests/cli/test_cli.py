@@ -893,6 +893,29 @@ class CliTest(unittest.TestCase):
                 self.assertEqual(p.returncode, status)
         self.assertEqual(len(run("registry", "export", "--db", dst).stdout.splitlines()) - 1, N)
 
+    def test_registry_import_stopped_while_its_file_opens(self):
+        # import FIFO waits in open(2) for a writer; SIGTERM there ended it
+        # without a word.  It says nothing was imported and ends by the
+        # signal at once, no store created.
+        fifo = os.path.join(self.out.name, "in.fifo")
+        os.mkfifo(fifo)
+        dst = os.path.join(self.out.name, "dst.db")
+        proc = subprocess.Popen([SEMID, "registry", "import", "--db", dst, fifo],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        deadline = time.time() + 30
+        while True:  # until it waits in openat(2) (257) for a writer
+            with open("/proc/%d/syscall" % proc.pid) as f:
+                if f.read().startswith("257 "):
+                    break
+            self.assertLess(time.time(), deadline, "never opened the FIFO")
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=10)
+        self.assertEqual((proc.returncode, out), (-signal.SIGTERM, b""), err)
+        self.assertEqual(err.decode(),
+                         "semid: stopped by SIGTERM before any line: nothing imported\n")
+        self.assertFalse(os.path.exists(dst))
+
     def test_output_fifo_written_in_place(self):
         # An existing non-regular output (a FIFO here; /dev/null alike) is written,
         # not replaced by a regular file (as root, a rename would replace /dev/null).
