@@ -228,6 +228,7 @@ static void group_work(uv_work_t *w)
 	sid_error_clear(&err);
 	for (j = g->jobs; j; j = j->next)
 		n++;
+	t0 = srv_now(); /* a call refused before the store (no handle) is timed too */
 	rc = srv_store_get(a->store, SRV_STORE_WRITER(g->writer), &h, &err);
 	if (rc) {
 		/* No writer (a read-only store, a full disk at open): the lookup
@@ -239,7 +240,8 @@ static void group_work(uv_work_t *w)
 			for (j = g->jobs; j; j = j->next)
 				fail_job(j, rc, &err);
 			if (!a->store->disabled)
-				srv_metrics_registry_call(a->metrics, SRV_REG_OP_ASSIGN, 0, 0);
+				srv_metrics_registry_call(a->metrics, SRV_REG_OP_ASSIGN,
+							  srv_now() - t0, 0);
 			return;
 		}
 		h = ro;
@@ -270,7 +272,6 @@ static void group_work(uv_work_t *w)
 						 .flags = j->req.reassign ? SID_REG_REASSIGN : 0u,
 						 .out = outs[i]};
 	}
-	t0 = srv_now();
 	sid_registry_assign_calls(h, calls, n);
 	waits = take_events(a, h);
 	for (j = g->jobs, i = 0; j; j = j->next, i++) {
@@ -644,7 +645,7 @@ static void lookup_work(uv_work_t *w)
 	rc = srv_store_get(a->store, del ? SRV_STORE_WRITER(0) : SRV_STORE_READER, &h, &err);
 	if (rc) {
 		if (!a->store->disabled)
-			srv_metrics_registry_call(a->metrics, op, 0, 0);
+			srv_metrics_registry_call(a->metrics, op, srv_now() - t0, 0);
 		goto fail;
 	}
 	if (del && lk->keys) {
@@ -774,7 +775,7 @@ static void fail_queued_lookups(struct srv_assigner *a, const struct lookup_work
 		if (lk->op == SRV_LOOKUP_PROBE)
 			srv_metrics_registry_probe(a->metrics, 0);
 		else if (lk->op != SRV_LOOKUP_LEVELS)
-			srv_metrics_registry_call(a->metrics, lookup_metric_op(lk->op), 0, 0);
+			srv_metrics_registry_call(a->metrics, lookup_metric_op(lk->op), -1, 0);
 		lk->done(lk);
 	}
 }

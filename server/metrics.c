@@ -287,7 +287,7 @@ static void reg_note(struct srv_metrics *m, enum srv_reg_op op, int ok)
 void srv_metrics_registry_call(struct srv_metrics *m, enum srv_reg_op op, double seconds, int ok)
 {
 	pthread_mutex_lock(&m->mu);
-	if (seconds > 0)
+	if (seconds >= 0)
 		srv_hist_observe(&m->reg_duration[op], seconds);
 	if (!ok)
 		m->reg_errors[op]++;

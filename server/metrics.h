@@ -35,7 +35,8 @@
  *       an entry could not be read; a miss (404) or a refused request (400,
  *       409) is none: semid_requests_total counts those by route and code)
  *   semid_registry_duration_seconds{op}       histogram (one store call: an
- *       assign group's commit or one lookup)
+ *       assign group's commit or one lookup; one refused before the store,
+ *       no handle to be had, too: errors never outnumber _count)
  *   semid_connections_open                    gauge (TCP connections held)
  *   semid_connections_limit                   gauge (connection_limit as served:
  *       after the start lowered it to fit RLIMIT_NOFILE, check.h srv_check_fd_limit)
@@ -233,7 +234,10 @@ void srv_metrics_reload(struct srv_metrics *m, const char *model);
 /* The model watcher looked at its path once more (any thread, no lock). */
 void srv_metrics_watch_check(struct srv_metrics *m);
 void srv_metrics_queue_rows(struct srv_metrics *m, long rows);
-/* One store call of @seconds; @ok = 0 when the store was unavailable (it
+/* One store call of @seconds (one refused before it reached the store, no
+ * handle to be had, is a call too, timed with what it took, so that errors
+ * never outnumber semid_registry_duration_seconds_count; negative: no call
+ * was made, none is timed); @ok = 0 when the store was unavailable (it
  * also counts an error and sets semid_registry_up to 0 until a call of
  * @op's kind goes through: a lookup that reads does not say that an assign
  * could write, unless no assign has failed for reg_hold_s, as after a blip

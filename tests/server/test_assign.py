@@ -45,6 +45,16 @@ from assign_testlib import (  # noqa: E402
 
 
 ADMIN = {"Authorization": "Bearer t"}
+
+
+def not_a_store(d):
+    """A file in @d that no SQLite open takes: a store that cannot be opened."""
+    bad = os.path.join(d, "bad.db")
+    with open(bad, "wb") as f:
+        f.write(b"this is not a SQLite database at all" * 200)
+    return bad
+
+
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
 
 
@@ -450,9 +460,7 @@ class TestAssignSqlite(Base):
         on every registry route (a client retried the 503 it was for ever),
         decided from the route alone; encode and readiness unaffected."""
         d = self.fresh_dir()
-        bad = os.path.join(d, "bad.db")
-        with open(bad, "wb") as f:
-            f.write(b"this is not a SQLite database at all" * 200)
+        bad = not_a_store(d)
         X, codes = T.tie_free_inputs(self.rng, self.ta, 2)
         disabled = ("the ID registry is disabled on this server (semid-server --registry "
                     "none): it encodes, but assigns, looks up and deletes no ids; send this "
@@ -516,9 +524,7 @@ class TestAssignSqlite(Base):
         is: it was 503 with Retry-After, which a client retries for ever.
         Well-formed ones still get the 503."""
         d = self.fresh_dir()
-        bad = os.path.join(d, "bad.db")
-        with open(bad, "wb") as f:
-            f.write(b"this is not a SQLite database at all" * 200)
+        bad = not_a_store(d)
         srv, _ = self.start(d, {"item": self.ta}, "A", ["--registry", bad, "--admin-token", "t"])
         try:
             field = "(fields are non-negative integers joined by '-')"
@@ -593,6 +599,31 @@ class TestAssignSqlite(Base):
                             self.assertEqual(json.loads(raw)["error"]["code"], "unimplemented")
                     else:
                         self.assertNotEqual(st, 501, (method, path, raw))
+        finally:
+            self.assertEqual(srv.stop(), 0)
+
+    def test_calls_refused_before_the_store_are_timed(self):
+        """A store call that fails before it reaches the store (no handle:
+        a file that cannot be opened, and the second between two attempts
+        to open it) counted in semid_registry_errors_total but not in
+        semid_registry_duration_seconds, so failed calls outnumbered calls
+        and the share that failed, errors / duration_count, passed 1.  Each
+        is a call of its own, timed with what it took."""
+        d = self.fresh_dir()
+        bad = not_a_store(d)
+        srv, _ = self.start(d, {"item": self.ta}, "A", ["--registry", bad, "--admin-token", "t"])
+        try:
+            X, _ = T.tie_free_inputs(self.rng, self.ta, 1)
+            for _ in range(3):
+                self.assertEqual(assign(srv, ["a"], X)[0], 503)
+                self.assertEqual(srv.json("GET", "/v1/items/a")[0], 503)
+                self.assertEqual(srv.json("DELETE", "/v1/items/a", headers=ADMIN)[0], 503)
+            m = srv.metrics()
+            # three assigns and three deletes (the writes), three lookups
+            for op, n in (("assign", 6), ("lookup", 3)):
+                self.assertEqual((m['semid_registry_errors_total{op="%s"}' % op],
+                                  m['semid_registry_duration_seconds_count{op="%s"}' % op]),
+                                 (n, n), op)
         finally:
             self.assertEqual(srv.stop(), 0)
 
