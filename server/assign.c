@@ -223,7 +223,7 @@ static void group_work(uv_work_t *w)
 	size_t n = 0, i;
 	uint64_t waits;
 	double t0;
-	int rc;
+	int rc, failed = 0; /* the call was counted as failed */
 
 	sid_error_clear(&err);
 	for (j = g->jobs; j; j = j->next)
@@ -301,6 +301,7 @@ static void group_work(uv_work_t *w)
 				calls[i].err = err;
 			}
 		srv_metrics_registry_call(a->metrics, SRV_REG_OP_ASSIGN, srv_now() - t0, 0);
+		failed = 1;
 	} else {
 		double secs = srv_now() - t0;
 		int outage = 0, wrote = 0;
@@ -321,14 +322,19 @@ static void group_work(uv_work_t *w)
 			srv_store_note(a->store, 0, NULL);
 		registry_call_noted(a, SRV_REG_OP_ASSIGN, secs, outage ? SID_EUNAVAIL : 0,
 				    !outage && !wrote);
+		failed = outage;
 	}
 	for (j = g->jobs, i = 0; j; j = j->next, i++) {
 		if (calls[i].rc) {
 			fail_job(j, calls[i].rc, &calls[i].err);
 			/* (an outage is counted with the call above; 409
-			 * levels_mismatch has a gauge of its own) */
-			if (calls[i].rc == SID_EDATA)
+			 * levels_mismatch has a gauge of its own); one error
+			 * for the call, however many of its requests met a
+			 * damaged entry */
+			if (calls[i].rc == SID_EDATA && !failed) {
 				srv_metrics_registry_error(a->metrics, SRV_REG_OP_ASSIGN);
+				failed = 1;
+			}
 			continue;
 		}
 		{
@@ -742,13 +748,15 @@ fail:
  * holding its connection (and with them connection_limit, which encode
  * clients need too).  When one (@lw) has waited out the timeout, those
  * queued behind it get its 503 at once, as assigns do (fail_pending);
- * lookups that arrive later try the store again.  Each is counted as its
- * own call would have been, and the store's health is noted with the error
- * they were answered (a call that went through on another handle meanwhile
- * had set it back): the metrics alone were, so the next probe's log (which
- * says when the store answers again) and the error of GET /v1/model went by
- * that call instead.  A model's levels check (SRV_LOOKUP_LEVELS) is no
- * lookup and was counted as a failed one; it is left, as when it cannot
+ * lookups that arrive later try the store again.  None is a store call
+ * (semid_registry_errors_total and _duration_seconds count the one that
+ * timed out, as for the assigns queued behind a group), but each sets
+ * semid_registry_up for its kind as a failed call would, and the store's
+ * health is noted with the error they were answered (a call that went
+ * through on another handle meanwhile had set it back): the metrics alone
+ * were, so the next probe's log (which says when the store answers again)
+ * and the error of GET /v1/model went by that call instead.  A model's levels check
+ * (SRV_LOOKUP_LEVELS) is no lookup and was counted as a failed one; it is left, as when it cannot
  * read the store itself (the first assign of a kind finds out).
  */
 static void fail_queued_lookups(struct srv_assigner *a, const struct lookup_work *lw)
@@ -775,7 +783,7 @@ static void fail_queued_lookups(struct srv_assigner *a, const struct lookup_work
 		if (lk->op == SRV_LOOKUP_PROBE)
 			srv_metrics_registry_probe(a->metrics, 0);
 		else if (lk->op != SRV_LOOKUP_LEVELS)
-			srv_metrics_registry_call(a->metrics, lookup_metric_op(lk->op), -1, 0);
+			srv_metrics_registry_refused(a->metrics, lookup_metric_op(lk->op));
 		lk->done(lk);
 	}
 }

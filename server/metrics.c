@@ -287,8 +287,7 @@ static void reg_note(struct srv_metrics *m, enum srv_reg_op op, int ok)
 void srv_metrics_registry_call(struct srv_metrics *m, enum srv_reg_op op, double seconds, int ok)
 {
 	pthread_mutex_lock(&m->mu);
-	if (seconds >= 0)
-		srv_hist_observe(&m->reg_duration[op], seconds);
+	srv_hist_observe(&m->reg_duration[op], seconds > 0 ? seconds : 0);
 	if (!ok)
 		m->reg_errors[op]++;
 	reg_note(m, op, ok);
@@ -301,6 +300,13 @@ void srv_metrics_registry_call_read(struct srv_metrics *m, enum srv_reg_op op, d
 	if (seconds > 0)
 		srv_hist_observe(&m->reg_duration[op], seconds);
 	reg_note(m, SRV_REG_OP_LOOKUP, 1);
+	pthread_mutex_unlock(&m->mu);
+}
+
+void srv_metrics_registry_refused(struct srv_metrics *m, enum srv_reg_op op)
+{
+	pthread_mutex_lock(&m->mu);
+	reg_note(m, op, 0);
 	pthread_mutex_unlock(&m->mu);
 }
 

@@ -30,8 +30,10 @@
  *   semid_registry_assignments_total{tower,created}  counter (ids answered by
  *       assign; created="true" for ids stored by that call)
  *   semid_registry_deletions_total{tower}     counter (ids a DELETE removed)
- *   semid_registry_errors_total{op}           counter (store calls that failed
- *       for the store's sake, op "assign" or "lookup": it was unavailable, or
+ *   semid_registry_errors_total{op}           counter (store calls that failed,
+ *       one per call as for the duration, none for the requests answered the
+ *       503 of a call ahead that timed out; for the store's sake, op "assign"
+ *       or "lookup": it was unavailable, or
  *       an entry could not be read; a miss (404) or a refused request (400,
  *       409) is none: semid_requests_total counts those by route and code)
  *   semid_registry_duration_seconds{op}       histogram (one store call: an
@@ -236,8 +238,8 @@ void srv_metrics_watch_check(struct srv_metrics *m);
 void srv_metrics_queue_rows(struct srv_metrics *m, long rows);
 /* One store call of @seconds (one refused before it reached the store, no
  * handle to be had, is a call too, timed with what it took, so that errors
- * never outnumber semid_registry_duration_seconds_count; negative: no call
- * was made, none is timed); @ok = 0 when the store was unavailable (it
+ * never outnumber semid_registry_duration_seconds_count); @ok = 0 when the
+ * store was unavailable (it
  * also counts an error and sets semid_registry_up to 0 until a call of
  * @op's kind goes through: a lookup that reads does not say that an assign
  * could write, unless no assign has failed for reg_hold_s, as after a blip
@@ -250,6 +252,12 @@ void srv_metrics_registry_call(struct srv_metrics *m, enum srv_reg_op op, double
  * go through while every new id fails: counted as assigns that went
  * through, they set the gauge back to 1 between the failures. */
 void srv_metrics_registry_call_read(struct srv_metrics *m, enum srv_reg_op op, double seconds);
+/* A request of @op's kind answered with the 503 of a call ahead of it that
+ * waited out registry_timeout_ms, without a call of its own: it sets
+ * semid_registry_up to 0 as a failed call of @op would, but no call is
+ * counted or timed (semid_registry_errors_total counts store calls, as
+ * semid_registry_duration_seconds does; semid_requests_total the 503s). */
+void srv_metrics_registry_refused(struct srv_metrics *m, enum srv_reg_op op);
 /* A probe of an idle store (registry_probe_s): a read, so it moves
  * semid_registry_up as a lookup does (it cannot say that an assign could
  * write), without counting as a lookup call or error. */

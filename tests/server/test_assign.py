@@ -635,7 +635,8 @@ class TestAssignSqlite(Base):
         the store failing; they are in semid_requests_total by code."""
         import sqlite3
         d = self.fresh_dir()
-        srv, _ = self.start(d, {"item": self.ta}, "A", ["--admin-token", "t"])
+        srv, _ = self.start(d, {"item": self.ta}, "A",
+                            ["--admin-token", "t", "--registry-timeout-ms", "5000"])
         try:
             X, _ = T.tie_free_inputs(self.rng, self.ta, 1)
             self.assertEqual(assign(srv, ["a"], X)[0], 200)
@@ -661,6 +662,29 @@ class TestAssignSqlite(Base):
             self.assertEqual((m['semid_registry_errors_total{op="lookup"}'],
                               m['semid_registry_errors_total{op="assign"}']), (1, 1))
             self.assertEqual(m["semid_registry_up"], 1)
+            # two requests that meet the damaged entry in one group's call
+            # are one failed call (they were two errors for one call timed)
+            db = sqlite3.connect(os.path.join(d, "semid-registry.db"), isolation_level=None)
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                out = []
+                th = [threading.Thread(target=lambda ids: out.append(
+                    assign(srv, ids, X, conn=srv.conn(60))), args=(ids,))
+                    for ids in (["b"], ["a"], ["a"])]
+                th[0].start()
+                time.sleep(0.4)  # "b"'s group waits on the lock; the others queue
+                th[1].start()
+                th[2].start()
+                time.sleep(0.4)
+                db.execute("ROLLBACK")
+                for t in th:
+                    t.join(60)
+            finally:
+                db.close()
+            self.assertEqual(sorted(st for st, _, _ in out), [200, 500, 500], out)
+            m = srv.metrics()
+            self.assertEqual((m['semid_registry_errors_total{op="assign"}'],
+                              m['semid_registry_duration_seconds_count{op="assign"}']), (2, 6))
         finally:
             self.assertEqual(srv.stop(), 0)
 
@@ -783,6 +807,70 @@ class TestAssignSqlite(Base):
             db.execute("ROLLBACK")
             st, _, r = assign(srv, ["b"], X[1:2])
             self.assertEqual((st, r["results"][0]["created"]), (200, True))
+        finally:
+            db.close()
+            self.assertEqual(srv.stop(), 0)
+
+    def test_calls_queued_behind_a_timeout_are_no_calls(self):
+        """Requests queued behind a store call that waited out
+        registry_timeout_ms get its 503 at once, without a call of their
+        own.  Assigns so answered were not counted in
+        semid_registry_errors_total, while lookups and deletes were, one
+        each: four assigns refused were one error, four lookups four, and
+        the errors of the lookups' lane outnumbered its timed calls.  The
+        counter counts store calls, as semid_registry_duration_seconds does,
+        for every op; the requests refused are in semid_requests_total."""
+        import sqlite3
+        d = self.fresh_dir()
+        srv, _ = self.start(d, {"item": self.ta}, "A",
+                            ["--registry-timeout-ms", "2000", "--registry-probe-s", "0",
+                             "--admin-token", "t"])
+        X, _ = T.tie_free_inputs(self.rng, self.ta, 4)
+        db = sqlite3.connect(os.path.join(d, "semid-registry.db"), isolation_level=None)
+
+        def queue(first, rest):
+            out = [None] * (1 + len(rest))
+
+            def run(k, f):
+                out[k] = f(srv.conn(60))
+            th = [threading.Thread(target=run, args=(0, first))]
+            th[0].start()
+            time.sleep(0.3)  # the first waits on the lock; the rest queue behind it
+            for k, f in enumerate(rest, 1):
+                th.append(threading.Thread(target=run, args=(k, f)))
+                th[-1].start()
+            for t in th:
+                t.join(60)
+            for st, _, r in out:
+                self.assertEqual((st, r["error"]["code"]), (503, "unavailable"), r)
+                self.assertIn("locked", r["error"]["message"])
+
+        try:
+            self.assertEqual(assign(srv, ["a"], X[:1])[0], 200)
+            db.execute("BEGIN IMMEDIATE")
+
+            def delete(c):
+                return srv.json("DELETE", "/v1/items/a", headers=ADMIN, conn=c)
+
+            def get(c):
+                return srv.json("GET", "/v1/items/a", conn=c)
+            queue(delete, [get, delete] * 4)
+            queue(lambda c: assign(srv, ["b"], X[1:2], conn=c),
+                  [lambda c, k=k: assign(srv, ["c%d" % k], X[2:3], conn=c) for k in range(4)])
+            m = srv.metrics()
+            self.assertEqual(m['semid_registry_timeouts_total{reason="busy"}'], 2)
+            self.assertEqual((m['semid_requests_total{route="/v1/items/{id}",code="503"}'],
+                              m['semid_requests_total{route="/v1/items:assign",code="503"}']),
+                             (9, 5))
+            # a delete and an assign group failed; the assign "a" went through
+            self.assertEqual((m['semid_registry_errors_total{op="assign"}'],
+                              m['semid_registry_duration_seconds_count{op="assign"}'],
+                              m['semid_registry_errors_total{op="lookup"}'],
+                              m['semid_registry_duration_seconds_count{op="lookup"}']),
+                             (2, 3, 0, 0))
+            self.assertEqual(m["semid_registry_up"], 0)
+            db.execute("ROLLBACK")
+            self.assertEqual(srv.json("GET", "/v1/items/a")[0], 200)
         finally:
             db.close()
             self.assertEqual(srv.stop(), 0)

@@ -571,15 +571,26 @@ class TestAssignPostgres(PgBase):
         of ten queued lookups waited out registry_timeout_ms in turn (ten
         statement timeouts, the last answered after 8 s; a hundred would
         hold their connections, and connection_limit, for minutes).  Those
-        queued behind the one that timed out now get its 503 at once."""
+        queued behind the one that timed out now get its 503 at once.  They
+        make no store call: semid_registry_errors_total counts the calls
+        that timed out, as semid_registry_duration_seconds times them (it
+        counted the ten refused, and the failed calls outnumbered calls);
+        the ten 503s are in semid_requests_total."""
         m = self.wait_once_behind_lock(
             "lkq", 10, lambda srv, k, X, c: srv.json("GET", "/v1/items/warm", conn=c))
-        self.assertEqual(m['semid_registry_errors_total{op="lookup"}'], 10)
+        self.assertEqual(m['semid_registry_errors_total{op="lookup"}'],
+                         m['semid_registry_duration_seconds_count{op="lookup"}'])
+        self.assertEqual(m['semid_registry_errors_total{op="lookup"}'],
+                         m['semid_registry_timeouts_total{reason="statement_timeout"}'])
+        self.assertEqual(m['semid_requests_total{route="/v1/items/{id}",code="503"}'], 10)
 
     def test_queued_deletes_count_as_writes(self):
         """Deletes wait in the lookups' lane: those answered 503 behind a
         call that timed out were counted as failed lookups, where a
-        delete's store call counts as a write (op="assign") when it runs."""
+        delete's store call counts as a write (op="assign") when it runs.
+        Those refused behind it make no call and count in neither series;
+        each call that timed out counts in its own (the assign "warm" went
+        through)."""
         def request(srv, k, X, c):
             if k % 2:
                 return srv.json("DELETE", "/v1/items/warm", conn=c,
@@ -587,7 +598,12 @@ class TestAssignPostgres(PgBase):
             return srv.json("GET", "/v1/items/warm", conn=c)
         m = self.wait_once_behind_lock("lkd", 10, request, ["--admin-token", "t"])
         self.assertEqual((m['semid_registry_errors_total{op="lookup"}'],
-                          m['semid_registry_errors_total{op="assign"}']), (5, 5))
+                          m['semid_registry_errors_total{op="assign"}'] + 1),
+                         (m['semid_registry_duration_seconds_count{op="lookup"}'],
+                          m['semid_registry_duration_seconds_count{op="assign"}']))
+        self.assertEqual(m['semid_registry_errors_total{op="lookup"}']
+                         + m['semid_registry_errors_total{op="assign"}'],
+                         m['semid_registry_timeouts_total{reason="statement_timeout"}'])
 
     def test_queued_levels_check_is_no_failed_lookup(self):
         """A model swapped in queues a check of the store's levels in the
