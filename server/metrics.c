@@ -504,7 +504,8 @@ char *srv_metrics_render(struct srv_metrics *m, const struct sid_model *model)
 			 "# TYPE semid_batch_size histogram\n");
 	srv_hist_render(&m->batch_size, "semid_batch_size", "", &b);
 	srv_buf_puts(&b,
-		     "# HELP semid_encoded_total Rows encoded and answered with codes, by tower.\n"
+		     "# HELP semid_encoded_total Rows encoded, by tower (the work done, a request "
+		     "whose client left before its answer, a 499, included).\n"
 		     "# TYPE semid_encoded_total counter\n");
 	for (t = 0; t < SID_TOWER_COUNT; t++)
 		srv_buf_printf(&b, "semid_encoded_total{tower=\"%s\"} %llu\n",

@@ -7,7 +7,8 @@
  *   semid_request_duration_seconds{route}     histogram (sub-millisecond buckets)
  *   semid_queue_wait_seconds                  histogram (admission -> batch start)
  *   semid_batch_size                          histogram (rows per encode batch)
- *   semid_encoded_total{tower}                counter (rows answered with codes)
+ *   semid_encoded_total{tower}                counter (rows encoded: the work
+ *       done, the rows of a request whose client left before its answer too)
  *   semid_model_reloads_total{result}         counter (success|error)
  *   semid_model_last_reload_successful        gauge: 1 when the last reload
  *       attempt (the start-up load included) loaded its file, 0 when it

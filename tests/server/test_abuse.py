@@ -1358,7 +1358,11 @@ class TestGoneWhileWaiting(unittest.TestCase):
         suspended connection is not read and its answer, written into the
         kernel's buffer on resuming, was logged and counted 200.  The rows
         still leave semid_queue_rows and the body semid_request_body_bytes,
-        and a client that stays is answered 200 as ever."""
+        and a client that stays is answered 200 as ever.  The rows gone
+        were encoded all the same: semid_encoded_total, the encode work
+        done (what the dashboard's rows per second and the entropy alerts'
+        gate read), counts them, and its HELP says so, where it said rows
+        "answered with codes"."""
         x, codes = T.tie_free_inputs(np.random.default_rng(5), TOWER, 2)
         enc = json.dumps({"inputs": [{"embedding": r.tolist()} for r in x]}).encode()
         srv = T.Server(["--model", MODEL, "--registry", "none", "--max-delay-us", "1000000"],
@@ -1384,13 +1388,20 @@ class TestGoneWhileWaiting(unittest.TestCase):
             m = srv.metrics()
             self.assertEqual(m.get(key % 499), 2)
             self.assertIsNone(m.get(key % 200))
+            self.assertEqual(m.get('semid_encoded_total{tower="item"}'), 4)
+            help_line = [ln for ln in srv.request("GET", "/metrics")[2].decode().splitlines()
+                         if ln.startswith("# HELP semid_encoded_total ")]
+            self.assertEqual(help_line, ["# HELP semid_encoded_total Rows encoded, by tower "
+                                         "(the work done, a request whose client left before "
+                                         "its answer, a 499, included)."])
             self.assertEqual(metric_settle(srv, "semid_queue_rows", 0), 0)
             self.assertEqual(body_bytes_settle(srv, 0), 0)
             st, _, body = srv.request("POST", "/v1/items:encode", enc,
                                       {"Content-Type": "application/json"})
             self.assertEqual(st, 200, body)
             self.assertEqual([r["codes"] for r in json.loads(body)["results"]], codes.tolist())
-            self.assertEqual(srv.metrics().get(key % 200), 1)
+            m = srv.metrics()
+            self.assertEqual((m.get(key % 200), m.get('semid_encoded_total{tower="item"}')), (1, 6))
             no_server_errors(self, srv)
         finally:
             self.assertEqual(srv.stop(), 0)
