@@ -88,6 +88,11 @@ class TestReconnectsPaced(Base):
             self.assertGreater(answered, 50)
             self.assertLessEqual(made, 15, "%d connections for %d calls" % (made, answered))
             self.assertGreaterEqual(paced, answered - made, (paced, answered, made))
+            # each is a failed store call, timed (proto/api.md: errors over
+            # duration_count is the share of calls that failed, here all)
+            m = srv.metrics()
+            self.assertEqual(m['semid_registry_errors_total{op="assign"}'], answered)
+            self.assertEqual(m['semid_registry_duration_seconds_count{op="assign"}'], answered)
         finally:
             if srv:
                 self.assertEqual(srv.stop(), 0)
