@@ -1179,15 +1179,36 @@ static off_t mapped_bytes(const char *path, const struct stat *st)
  * @err set), and a handle that finds it so reads and writes no more
  * (shm_check).  0 when the -shm is not, or not mapped here.
  */
+off_t (*sid__reg_shm_len_hook)(const char *shm, off_t len);
+
 static int shm_short(const char *path, struct sid_error *err)
 {
 	char shm[PATH_MAX + 8];
-	struct stat st;
-	off_t mapped;
+	struct stat st, now;
+	off_t mapped = 0;
+	int tries = 0;
 
 	snprintf(shm, sizeof(shm), "%s-shm", path);
-	if (stat(shm, &st) || (mapped = mapped_bytes(shm, &st)) <= st.st_size)
-		return 0;
+	/* The mapping first, the length after: the first connection of the
+	 * process to a store grows a fresh -shm a page at a time, then maps
+	 * it, so a length read before the mapping was a page beside the whole
+	 * region, and a handle opening beside it was refused as truncated.
+	 * Even so the last handle's close and a new first one can fall between
+	 * the two reads: what looks short is looked at again, 2 ms later,
+	 * twice; a truncation stays. */
+	for (;;) {
+		if (stat(shm, &st) || !(mapped = mapped_bytes(shm, &st)) || stat(shm, &now) ||
+		    now.st_ino != st.st_ino)
+			return 0; /* not mapped here, or another file now */
+		if (sid__reg_shm_len_hook)
+			now.st_size = sid__reg_shm_len_hook(shm, now.st_size);
+		if (mapped <= now.st_size)
+			return 0;
+		if (++tries == 3)
+			break;
+		usleep(2000);
+	}
+	st = now;
 	return sid_error_set(err, SID_EUNAVAIL,
 			     "registry %s: %s is truncated: %lld bytes, shorter than the %lld of "
 			     "its index that another handle of this process to the store has "

@@ -4399,6 +4399,58 @@ START_TEST(t_sqlite_shm_truncated_open)
 }
 END_TEST
 
+/* The -shm short for a moment only: another handle of this process opening
+ * as its first (a fresh -shm grown a page at a time, then mapped) or its
+ * last closing and a new first one opening, between the check's reading of
+ * the mappings and of the length.  Played by a hook that makes the check's
+ * first look at the length read one page: the open took that look for a
+ * truncation and refused the store ("is truncated ... restart
+ * semid-server"; a thread of t_threads_own_handles met it); it looks again
+ * and opens.  A length that stays short still refuses it. */
+static char short_shm[700];
+static int short_looks, short_always;
+
+static off_t shm_short_once(const char *shm, off_t len)
+{
+	if (strcmp(shm, short_shm))
+		return len;
+	return short_looks++ == 0 || short_always ? 4096 : len;
+}
+
+START_TEST(t_sqlite_shm_short_for_a_moment)
+{
+	struct sid_registry *r, *r2;
+	struct sid_reg_entry e;
+	struct sid_error err;
+	struct stat st;
+
+	r = reg_open();
+	assign_run(r, "a", 0, 5);
+	snprintf(short_shm, sizeof(short_shm), "%s-shm", target);
+	ck_assert_int_eq(stat(short_shm, &st), 0);
+	ck_assert_int_gt(st.st_size, 4096); /* the index's region, mapped */
+	sid__reg_shm_len_hook = shm_short_once;
+	for (short_always = 0; short_always < 2; short_always++) {
+		short_looks = 0;
+		r2 = NULL;
+		sid_error_clear(&err);
+		if (!short_always) {
+			ck_assert_msg(sid_registry_open(target, 0, &r2, &err) == 0, "%s", err.msg);
+			ck_assert_int_eq(short_looks, 2);
+			ck_assert_int_eq(sid_registry_get(r2, SID_TOWER_ITEM, "a4", &e, &err), 0);
+			sid_registry_close(r2);
+		} else {
+			ck_assert_int_eq(sid_registry_open(target, 0, &r2, &err), SID_EUNAVAIL);
+			ck_assert_msg(strstr(err.msg, "is truncated: 4096 bytes"), "%s", err.msg);
+			ck_assert_int_eq(short_looks, 3);
+		}
+	}
+	sid__reg_shm_len_hook = NULL;
+	ck_assert_int_eq(sid_registry_get(r, SID_TOWER_ITEM, "a0", &e, &err), 0);
+	sid_registry_close(r);
+}
+END_TEST
+
 /* This program's sqlite3_step, which the registry calls: with step_hook set,
  * the first row of a lookup by id calls it once (then the lookup goes on). */
 static void (*step_hook)(void);
@@ -7232,6 +7284,7 @@ static Suite *registry_suite(void)
 	tcase_add_test(tc, t_sqlite_shm_deleted);
 	tcase_add_test(tc, t_sqlite_shm_truncated);
 	tcase_add_test(tc, t_sqlite_shm_truncated_open);
+	tcase_add_test(tc, t_sqlite_shm_short_for_a_moment);
 	tcase_add_test(tc, t_sqlite_checked_once);
 	tcase_add_test(tc, t_sqlite_commit_synced);
 	tcase_add_test(tc, t_sqlite_known_one_snapshot);
