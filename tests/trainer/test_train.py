@@ -2703,7 +2703,12 @@ class TrainerTest(unittest.TestCase):
         prog, kw = TRAIN, {}
         if os.geteuid() == 0:  # RLIMIT_NPROC binds a user other than root only
             prog = T.as_nobody(TRAIN)["program"]
-            kw = {"user": 64996, "group": 64996}  # a uid of its own: no other task
+            # a uid of its own: no other task.  Not one another suite running
+            # at the same time uses (64996-64999: test_server's limits on
+            # threads and this file's other test), whose tasks count under
+            # RLIMIT_NPROC too: 64996 here left test_server's --check-config
+            # no thread of its pool when both ran at once
+            kw = {"user": 64995, "group": 64995}
         env = dict(os.environ, SEMID_BLAS_TUNE="0")  # its own re-exec, for a CPU
         env.pop("SEMID_BLAS_DEFERRED", None)
         d = tempfile.mkdtemp(prefix="semid-nproc-")  # self.tmp is 0700: strace's log
