@@ -238,6 +238,16 @@ const char *sid_nearest_hint(const struct sid_nearest *n, int as_flag, char *buf
 	return buf;
 }
 
+const char *sid_switch_valued(const char *arg, const char *const *names)
+{
+	for (; *names; names++) {
+		size_t n = strlen(*names);
+		if (!strncmp(arg, *names, n) && arg[n] == '=')
+			return *names;
+	}
+	return NULL;
+}
+
 const char *sid_json_error_hint(const char *text)
 {
 	/* jansson 2.14's wording (src/load.c); another one gives no hint */

@@ -106,6 +106,11 @@ void sid_nearest_add(struct sid_nearest *n, const char *key);
 /* Written to @buf (@len bytes) and returned; "" (not @buf) for no hint. */
 const char *sid_nearest_hint(const struct sid_nearest *n, int as_flag, char *buf, size_t len);
 
+/* The one of @names (NULL-terminated: "--help", "--resume") that @arg gives
+ * a value ("--resume=1"), for the message "NAME takes no value" (a switch's
+ * nearest-name hint said "did you mean --resume?"); NULL when none. */
+const char *sid_switch_valued(const char *arg, const char *const *names);
+
 /*
  * What a hand-edited JSON file most often got wrong, for jansson's error
  * @text (json_error_t.text): " (JSON allows no comma after the last member)"

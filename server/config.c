@@ -569,7 +569,7 @@ static int bare_bool_flag(const char *arg)
 int srv_config_from_args(struct srv_config *c, int argc, char **argv, int *help, int *version,
 			 int *check, struct sid_error *err)
 {
-	static const char *const switches[] = {"--help", "--version", "--check-config"};
+	static const char *const switches[] = {"--help", "--version", "--check-config", NULL};
 	int i, rc;
 
 	/* --config first, so flags override the file wherever they appear. */
@@ -588,7 +588,7 @@ int srv_config_from_args(struct srv_config *c, int argc, char **argv, int *help,
 		}
 	}
 	for (i = 1; i < argc; i++) {
-		const char *a = argv[i], *eq, *value;
+		const char *a = argv[i], *eq, *value, *sw;
 		const struct key *k;
 		char flag[80];
 
@@ -621,11 +621,8 @@ int srv_config_from_args(struct srv_config *c, int argc, char **argv, int *help,
 					     "unexpected argument \"%s\" (flags start with --)", a);
 		eq = strchr(a, '=');
 		/* "--check-config=true" was an "unknown flag \"--check-config\"" */
-		for (size_t s = 0; eq && s < sizeof(switches) / sizeof(switches[0]); s++)
-			if (strlen(switches[s]) == (size_t)(eq - a) &&
-			    !strncmp(a, switches[s], (size_t)(eq - a)))
-				return sid_error_set(err, SID_EINVAL, "%s takes no value, not %s",
-						     switches[s], a);
+		if ((sw = sid_switch_valued(a, switches)))
+			return sid_error_set(err, SID_EINVAL, "%s takes no value, not %s", sw, a);
 		k = key_find(a + 2, eq ? (size_t)(eq - a - 2) : strlen(a + 2));
 		if (!k) {
 			size_t n = eq ? (size_t)(eq - a) : strlen(a);

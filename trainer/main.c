@@ -128,14 +128,11 @@ static const char *flag_value(char *arg, int i, int argc, char **argv, int *from
  * nearest-name hint said "unknown option --help (did you mean --help?)".) */
 static int flag_takes_no_value(const char *prog, const char *a, const char *const *names)
 {
-	for (; *names; names++) {
-		size_t n = strlen(*names);
-		if (!strncmp(a, *names, n) && a[n] == '=') {
-			fprintf(stderr, "%s: %s takes no value, not %s\n", prog, *names, a);
-			return 1;
-		}
-	}
-	return 0;
+	const char *sw = sid_switch_valued(a, names);
+
+	if (sw)
+		fprintf(stderr, "%s: %s takes no value, not %s\n", prog, sw, a);
+	return sw != NULL;
 }
 
 static const char *const help_only[] = {"--help", NULL};

@@ -303,6 +303,21 @@ END_TEST
 
 /* jansson's own words for the slips of a hand-edited JSON file; any other
  * message (or none) gets no hint */
+/* A switch given a value is named; a flag that only begins like one, a
+ * switch without '=', and one not in the list are not. */
+START_TEST(test_switch_valued)
+{
+	static const char *const sw[] = {"--help", "--resume", NULL};
+
+	ck_assert_str_eq(sid_switch_valued("--resume=1", sw), "--resume");
+	ck_assert_str_eq(sid_switch_valued("--help=", sw), "--help");
+	ck_assert_ptr_null(sid_switch_valued("--resume", sw));
+	ck_assert_ptr_null(sid_switch_valued("--resumed=1", sw));
+	ck_assert_ptr_null(sid_switch_valued("--res=1", sw));
+	ck_assert_ptr_null(sid_switch_valued("--version=1", sw));
+}
+END_TEST
+
 START_TEST(test_json_error_hint)
 {
 	ck_assert_str_eq(sid_json_error_hint("string or '}' expected near '}'"),
@@ -348,6 +363,7 @@ int main(void)
 	tcase_add_test(tc, test_cut_messages_stay_utf8);
 	tcase_add_test(tc, test_nearest_hint);
 	tcase_add_test(tc, test_json_error_hint);
+	tcase_add_test(tc, test_switch_valued);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }
