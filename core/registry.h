@@ -702,14 +702,15 @@ struct sid_registry {
 /* The backends' opens, which sid_registry_open_timeout picks between
  * (@timeout_ms as it has it, 0 for the defaults): *out a handle whose head
  * is a struct sid_registry, or an error (registry_sqlite.c, registry_pg.c). */
-/* Tests: the length of @shm the SQLite -shm check reads, after it read
- * this process's mappings of it, is this hook's answer (each look, up to
- * three). */
-extern off_t (*sid__reg_shm_len_hook)(const char *shm, off_t len);
 int sid__reg_sqlite_open(const char *path, unsigned flags, int timeout_ms,
 			 struct sid_registry **out, struct sid_error *err);
 int sid__reg_pg_open(const char *conninfo, unsigned flags, int timeout_ms,
 		     struct sid_registry **out, struct sid_error *err);
+
+/* Tests: the length of @shm the SQLite -shm check reads, after it read
+ * this process's mappings of it, is this hook's answer (each look, up to
+ * three). */
+extern off_t (*sid__reg_shm_len_hook)(const char *shm, off_t len);
 
 /* The schema_version text of semid_meta as a number: digits only, at most
  * 9999; -1 for anything else (a store whose version cannot be read is not

@@ -1169,6 +1169,8 @@ static off_t mapped_bytes(const char *path, const struct stat *st)
 	return end;
 }
 
+off_t (*sid__reg_shm_len_hook)(const char *shm, off_t len); /* registry.h */
+
 /*
  * A -shm shorter than this process maps it: truncated while a connection of
  * ours had it open (": > reg.db-shm", or a torn copy put in its place; SQLite
@@ -1179,13 +1181,11 @@ static off_t mapped_bytes(const char *path, const struct stat *st)
  * @err set), and a handle that finds it so reads and writes no more
  * (shm_check).  0 when the -shm is not, or not mapped here.
  */
-off_t (*sid__reg_shm_len_hook)(const char *shm, off_t len);
-
 static int shm_short(const char *path, struct sid_error *err)
 {
 	char shm[PATH_MAX + 8];
 	struct stat st, now;
-	off_t mapped = 0;
+	off_t mapped;
 	int tries = 0;
 
 	snprintf(shm, sizeof(shm), "%s-shm", path);
@@ -1208,14 +1208,13 @@ static int shm_short(const char *path, struct sid_error *err)
 			break;
 		usleep(2000);
 	}
-	st = now;
 	return sid_error_set(err, SID_EUNAVAIL,
 			     "registry %s: %s is truncated: %lld bytes, shorter than the %lld of "
 			     "its index that another handle of this process to the store has "
 			     "mapped (reading it would kill the process with SIGBUS); close the "
 			     "store everywhere in this process (restart semid-server) and the "
 			     "next open rebuilds it",
-			     path, shm, (long long)st.st_size, (long long)mapped);
+			     path, shm, (long long)now.st_size, (long long)mapped);
 }
 
 static void immutable_uri(const char *p, char *uri, size_t len);
