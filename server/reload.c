@@ -450,6 +450,25 @@ static void warn_contract_change(const struct sid_model *old, const struct sid_m
 	}
 }
 
+/* A swap to other bytes under the served model_version (a model retrained
+ * or fixed and published without a new one): it swapped in silently, and
+ * responses, logs and the ID registry then named one version for the codes
+ * of two different models.  Kept (an operator may mean it), but said.  The
+ * same bytes published again (the same sha256) change nothing served. */
+static void warn_version_reused(const struct sid_model *old, const struct sid_model *m)
+{
+	const char *v = m->version ? m->version : "";
+
+	if (!old || strcmp(old->version ? old->version : "", v) != 0 ||
+	    !strcmp(old->sha256, m->sha256))
+		return;
+	srv_log(SRV_LOG_WARN, "reload",
+		"model_version %s now names another file (sha256 %.12s..., was %.12s...): "
+		"responses and the ID registry name the same version for codes of different "
+		"weights; publish a changed model under a new model_version",
+		v, m->sha256, old->sha256);
+}
+
 /* Record an attempt's result; on success swap in @m (consumes the ref). */
 static void finish(struct srv_reload *r, const char *trigger, struct sid_model *m,
 		   const char *error, double secs)
@@ -476,8 +495,10 @@ static void finish(struct srv_reload *r, const char *trigger, struct sid_model *
 	}
 	pthread_mutex_unlock(&r->mu);
 	log_result(trigger, m != NULL, m, error, secs);
-	if (m)
+	if (m) {
+		warn_version_reused(old, m);
 		warn_contract_change(old, m);
+	}
 	if (m && r->on_swap)
 		r->on_swap(r->on_swap_ctx, m);
 	sid_model_unref(old); /* freed here or when its last job finishes */

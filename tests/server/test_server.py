@@ -8,6 +8,7 @@ back-pressure, refusal to start, and SIGTERM draining.  Real server, real socket
 Run: SEMID_BIN=/path/to/bin /usr/bin/python3 tests/server/test_server.py
 """
 import gzip
+import hashlib
 import http.client
 import json
 import os
@@ -2466,6 +2467,47 @@ class TestLifecycle(unittest.TestCase):
                                           headers=dict(auth, **{"Content-Type": "application/json"}))
                 self.assertEqual(st, want, (method, route, body))  # 501: --registry none
             self.assertEqual(len(reload("shape-4", {"item": TIEFREE})), 2)  # none more
+        finally:
+            self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
+
+    def test_swap_under_the_served_model_version_is_warned_of(self):
+        """A file with other bytes but the served model's model_version (a
+        model fixed or retrained and published without a new version)
+        swapped in with an info success line: from then on responses, logs
+        and the ID registry named one version for the codes of two models.
+        The swap still happens (an operator may mean it) but is followed by
+        a warning naming the version and both files' sha256.  The same bytes
+        published again, and a new version, add none; the same bytes change
+        nothing served (semid_model_info)."""
+        d = tempfile.mkdtemp(dir=WORK)
+        path = os.path.join(d, "model.safetensors")
+        first = T.model_bytes({"item": TIEFREE}, "reused-1")
+        fixed = T.model_bytes({"item": T.tie_free_tower(np.random.default_rng(99))}, "reused-1")
+        sha1, sha2 = (hashlib.sha256(b).hexdigest() for b in (first, fixed))
+        self.assertNotEqual(sha1, sha2)
+        T.publish(path, first)
+        srv = T.Server(["--model", path, "--registry", "none", "--admin-token", "tok",
+                        "--watch=false"], WORK)
+        auth = {"Authorization": "Bearer tok"}
+
+        def reload(data):
+            T.publish(path, data)
+            st, _, body = srv.json("POST", "/v1/admin/reload", headers=auth)
+            self.assertEqual(st, 200, body)
+            return [ln for ln in srv.own_log_text().splitlines()
+                    if "level=warn" in ln and "event=reload" in ln]
+        try:
+            self.assertEqual(reload(first), [])  # the same bytes again
+            info = {k: v for k, v in srv.metrics().items() if k.startswith("semid_model_info")}
+            self.assertEqual(info, {'semid_model_info{version="reused-1",sha256="%s"}' % sha1: 1})
+            warns = reload(fixed)
+            self.assertEqual(len(warns), 1, warns)
+            self.assertIn('msg="model_version reused-1 now names another file (sha256 %s..., '
+                          'was %s...): responses and the ID registry name the same version for '
+                          'codes of different weights; publish a changed model under a new '
+                          'model_version"' % (sha2[:12], sha1[:12]), warns[0])
+            self.assertEqual(srv.json("GET", "/v1/model")[2]["sha256"], sha2)  # swapped all the same
+            self.assertEqual(len(reload(T.model_bytes({"item": TIEFREE}, "reused-2"))), 1)
         finally:
             self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
 
