@@ -20,7 +20,8 @@
  *              which checks and starts nothing
  *
  * SIGTERM / SIGINT: stop accepting, let in-flight requests finish (up to
- * shutdown_timeout_ms), exit 0; exit 1 if the deadline passes first.
+ * shutdown_timeout_ms), exit 0; exit 1 if the deadline passes first.  A
+ * model reload still running is no request: it is abandoned, not waited for.
  * Exit 2: refused to start (bad flag, config or model, cannot listen; the
  * listen and ops_listen addresses are tried first, before the model loads).
  *
@@ -171,13 +172,14 @@ static void on_drain_tick(uv_timer_t *t)
 	struct server *s = t->data;
 	long idle;
 
-	if (inflight(s) > 0 || srv_batcher_admitted(s->batcher) > 0 || srv_reload_busy(s->reload)) {
+	/* Requests only: a model reload still running is no request, and is
+	 * abandoned by srv_reload_close below (the next start loads the file). */
+	if (inflight(s) > 0 || srv_batcher_admitted(s->batcher) > 0) {
 		if (srv_now() < s->drain_deadline)
 			return;
 		srv_log_exiting(SRV_LOG_EXIT_WAIT_MS);
 		srv_log(SRV_LOG_ERROR, "shutdown",
-			"%ld requests still in flight%s after %d ms; exiting anyway", inflight(s),
-			srv_reload_busy(s->reload) ? " and a model reload running" : "",
+			"%ld requests still in flight after %d ms; exiting anyway", inflight(s),
 			s->cfg.shutdown_timeout_ms);
 		_exit(1);
 	}

@@ -27,6 +27,9 @@ struct srv_reload {
 
 	pthread_mutex_t mu; /* guards model, status, incoming, thread results */
 	struct sid_model *model;
+	/* under mu: the reload thread has not ended; srv_reload_close gave up
+	 * on it (it then hands nothing back); srv_reload_free left @r to it */
+	int thread_live, abandoned, free_pending;
 	struct srv_reload_status status;
 	struct srv_reload_waiter *incoming;
 
@@ -38,6 +41,10 @@ struct srv_reload {
 	char again_trigger[16];
 	char cur_trigger[16];
 	pthread_t thread;
+	struct checker *load_ck; /* the thread's reference to ck (or NULL) */
+	/* the thread's copy of the model path: cfg is main's, gone when main
+	 * returns, and an abandoned thread may still be opening the file */
+	char load_path[SRV_PATH_MAX];
 	struct sid_model *result; /* from the thread */
 	struct sid_error result_err;
 	double started;
@@ -123,6 +130,16 @@ static int same_file_status(int a_has, const struct stat *a, int b_has, const st
 	return same_file(a_has, a, b_has, b) && (!ctime || !a_has ||
 						 (a->st_ctim.tv_sec == b->st_ctim.tv_sec &&
 						  a->st_ctim.tv_nsec == b->st_ctim.tv_nsec));
+}
+
+static struct checker *checker_ref(struct checker *ck)
+{
+	if (ck) {
+		pthread_mutex_lock(&ck->mu);
+		ck->refs++;
+		pthread_mutex_unlock(&ck->mu);
+	}
+	return ck;
 }
 
 static void checker_unref(struct checker *ck)
@@ -510,20 +527,45 @@ void srv_reload_on_swap(struct srv_reload *r, void (*fn)(void *ctx, struct sid_m
 	r->on_swap_ctx = ctx;
 }
 
+static void reload_destroy(struct srv_reload *r)
+{
+	pthread_mutex_destroy(&r->mu);
+	free(r);
+}
+
+/*
+ * Loads aside.  It may outlive the loop: a shutdown does not wait for it
+ * (srv_reload_close abandons it), so it touches only what it owns (its
+ * checker reference, its copy of the path) until
+ * it takes r->mu, and then hands its model back only if it was not
+ * abandoned, and frees @r if srv_reload_free has come and gone.
+ */
 static void *reload_thread(void *arg)
 {
 	struct srv_reload *r = arg;
 	struct sid_model *m = NULL;
 	struct sid_error err;
+	int last;
 
 	sid_error_clear(&err);
-	checker_note_load(r->ck);
-	srv_model_load_checked(r->cfg->model, &m, &err);
+	if (r->load_ck) {
+		checker_note_load(r->load_ck);
+		checker_unref(r->load_ck);
+	}
+	srv_model_load_checked(r->load_path, &m, &err);
 	pthread_mutex_lock(&r->mu);
-	r->result = m;
-	r->result_err = err;
+	r->thread_live = 0;
+	if (!r->abandoned) {
+		r->result = m;
+		r->result_err = err;
+		m = NULL;
+		uv_async_send(&r->done_async); /* under mu: not once it is closed */
+	}
+	last = r->free_pending;
 	pthread_mutex_unlock(&r->mu);
-	uv_async_send(&r->done_async);
+	sid_model_unref(m); /* abandoned: nothing will serve it */
+	if (last)
+		reload_destroy(r);
 	return NULL;
 }
 
@@ -587,9 +629,19 @@ static void start(struct srv_reload *r, const char *trigger)
 	snprintf(r->cur_trigger, sizeof(r->cur_trigger), "%s", trigger);
 	r->started = unix_now();
 	r->running = 1;
+	r->load_ck = checker_ref(r->ck);
+	snprintf(r->load_path, sizeof(r->load_path), "%s", r->cfg->model);
+	pthread_mutex_lock(&r->mu);
+	r->thread_live = 1;
+	pthread_mutex_unlock(&r->mu);
 	if ((e = pthread_create(&r->thread, NULL, reload_thread, r)) != 0) {
 		char why[128];
 		snprintf(why, sizeof(why), "could not start the reload thread: %s", strerror(e));
+		if (r->load_ck)
+			checker_unref(r->load_ck);
+		pthread_mutex_lock(&r->mu);
+		r->thread_live = 0;
+		pthread_mutex_unlock(&r->mu);
 		r->running = 0;
 		finish(r, trigger, NULL, why, 0);
 		waiters_fail(&r->cur_waiters, why);
@@ -953,11 +1005,18 @@ int srv_reload_new(uv_loop_t *loop, const struct srv_config *cfg, struct srv_met
 
 void srv_reload_free(struct srv_reload *r)
 {
+	int live;
+
 	if (!r)
 		return;
+	pthread_mutex_lock(&r->mu);
 	sid_model_unref(r->model);
-	pthread_mutex_destroy(&r->mu);
-	free(r);
+	r->model = NULL;
+	live = r->thread_live;
+	r->free_pending = live; /* an abandoned reload, still loading, frees it */
+	pthread_mutex_unlock(&r->mu);
+	if (!live)
+		reload_destroy(r);
 }
 
 void srv_reload_quiesce(struct srv_reload *r)
@@ -970,11 +1029,6 @@ void srv_reload_quiesce(struct srv_reload *r)
 	waiters_fail(&r->next_waiters, SRV_MSG_SHUTTING_DOWN);
 }
 
-int srv_reload_busy(const struct srv_reload *r)
-{
-	return r->running;
-}
-
 void srv_reload_close(struct srv_reload *r)
 {
 	struct srv_reload_waiter *w;
@@ -983,10 +1037,31 @@ void srv_reload_close(struct srv_reload *r)
 		return;
 	srv_reload_quiesce(r);
 	if (r->running) {
-		pthread_join(r->thread, NULL);
-		r->running = 0;
-		sid_model_unref(r->result);
+		/* A reload is no request, and what it loads aside is not served
+		 * yet: the drain waited for the requests only, and this one is
+		 * given up rather than waited for (joined, a load held by a hung
+		 * file system held the exit, and past shutdown_timeout_ms the drain
+		 * exited 1 as if requests had been dropped).  A thread still
+		 * loading is left to end by itself (reload_thread). */
+		struct sid_model *m;
+		int live;
+
+		pthread_mutex_lock(&r->mu);
+		live = r->thread_live;
+		r->abandoned = 1;
+		m = r->result;
 		r->result = NULL;
+		pthread_mutex_unlock(&r->mu);
+		if (live)
+			pthread_detach(r->thread);
+		else
+			pthread_join(r->thread, NULL); /* it has handed back its result */
+		r->running = 0;
+		sid_model_unref(m);
+		srv_log(SRV_LOG_INFO, "shutdown",
+			"the reload of %s (trigger %s, %.0f ms in) was abandoned by shutdown: "
+			"nothing swapped; the next start loads the file",
+			r->cfg->model, r->cur_trigger, (unix_now() - r->started) * 1e3);
 		waiters_fail(&r->cur_waiters, SRV_MSG_SHUTTING_DOWN);
 	}
 	/* requests from now on are refused; those already in are answered */

@@ -118,16 +118,16 @@ int srv_model_load_checked(const char *path, struct sid_model **out, struct sid_
 
 /* Shutting down (loop thread): no new reload starts, and admin reloads
  * still waiting for one are answered "the server is shutting down".  One
- * already running goes on; srv_reload_busy says when it is done. */
+ * already running goes on (admin reloads waiting for it are requests in
+ * flight, which the drain waits for) until srv_reload_close. */
 void srv_reload_quiesce(struct srv_reload *r);
 
-/* 1 while a reload runs (loop thread).  The drain waits for it, within
- * shutdown_timeout_ms: srv_reload_close would join it without a bound. */
-int srv_reload_busy(const struct srv_reload *r);
-
-/* Stop watching and close the handles (loop thread); a reload thread still
- * running is joined.  The HTTP threads may still ask for the model until the
- * daemon stops: srv_reload_free, after that, drops it and frees. */
+/* Stop watching and close the handles (loop thread).  A reload still
+ * running is abandoned, not waited for: nothing it loads is swapped in, an
+ * info line says so, and its thread, if still loading (a hung file system),
+ * is left to end by itself.  The HTTP threads may still ask for the model
+ * until the daemon stops: srv_reload_free, after that, drops it and frees
+ * (or leaves the freeing to that thread, when it has not ended). */
 void srv_reload_close(struct srv_reload *r);
 void srv_reload_free(struct srv_reload *r);
 

@@ -2937,16 +2937,27 @@ class TestLifecycle(unittest.TestCase):
         finally:
             s.close()
 
-    def test_sigterm_during_a_hung_reload(self):
-        """A reload that does not finish (held by the test's load gate, as
-        by a hung file system) holds the shutdown no longer than
-        shutdown_timeout_ms; an admin reload queued behind it is answered."""
+    def gated_server(self, shutdown_timeout_ms):
+        """A server whose reloads wait in open() of a FIFO nobody writes (the
+        test's load gate, as a hung file system holds a load) -> (srv, the
+        model path)."""
         d, path = model_copy()
         gate = os.path.join(d, "gate")
         srv = T.Server(["--model", path, "--watch=false", "--registry", "none",
-                        "--admin-token", "tok", "--shutdown-timeout-ms", "300"], WORK,
+                        "--admin-token", "tok", "--shutdown-timeout-ms",
+                        str(shutdown_timeout_ms)], WORK,
                        env=dict(os.environ, SEMID_TEST_LOAD_GATE=gate))
-        os.mkfifo(gate)
+        os.mkfifo(gate)  # after the start's own load
+        return srv, path
+
+    def test_sigterm_during_a_hung_reload(self):
+        """A reload that does not finish (held by the test's load gate, as
+        by a hung file system) is no request and loses nothing when given
+        up: SIGTERM used to wait for it and exit 1 at shutdown_timeout_ms,
+        as if requests had been dropped.  Now the drain waits for the
+        requests alone (an admin reload queued behind it is answered 503),
+        abandons the reload, says so, and exits 0 well within the timeout."""
+        srv, path = self.gated_server(2000)
         srv.signal(signal.SIGHUP)  # its reload waits in open() of the gate for ever
         time.sleep(0.3 * T.SLOW)
         out = {}
@@ -2954,13 +2965,41 @@ class TestLifecycle(unittest.TestCase):
             "POST", "/v1/admin/reload", headers={"Authorization": "Bearer tok"})))
         th.start()
         time.sleep(0.2 * T.SLOW)  # queued behind the hung reload
+        t0 = time.monotonic()
         srv.signal(signal.SIGTERM)
-        self.assertEqual(srv.wait(10), 1, srv.log_text())
+        self.assertEqual(srv.wait(10), 0, srv.log_text())
+        self.assertLess(time.monotonic() - t0, 1.5 * T.SLOW)  # the timeout is 2 s
         th.join(10)
         st, _, body = out["r"]
         self.assertEqual((st, body["error"]["code"]), (503, "unavailable"), body)
         self.assertEqual(body["error"]["message"], "no reload was tried: " + SHUTTING_DOWN)
-        self.assertIn("and a model reload running after 300 ms", srv.log_text())
+        log = srv.own_log_text()
+        self.assertRegex(log, r'level=info event=shutdown msg="the reload of %s \(trigger '
+                              r'signal, \d+ ms in\) was abandoned by shutdown: nothing '
+                              r'swapped; the next start loads the file"' % re.escape(path))
+        self.assertNotIn("still in flight", log)
+        self.assertIn("drained; bye", log)
+
+    def test_sigterm_during_a_hung_admin_reload(self):
+        """An admin reload waiting for the reload it started is a request in
+        flight: the drain waits for it up to shutdown_timeout_ms, then exits
+        1 naming it, as for any request it could not answer."""
+        srv, _ = self.gated_server(300)
+
+        def admin_reload():
+            try:
+                srv.request("POST", "/v1/admin/reload", headers={"Authorization": "Bearer tok"})
+            except (OSError, http.client.HTTPException):
+                pass  # never answered: the process exits
+        th = threading.Thread(target=admin_reload, daemon=True)
+        th.start()
+        time.sleep(0.3 * T.SLOW)  # its reload waits in open() of the gate
+        t0 = time.monotonic()
+        srv.signal(signal.SIGTERM)
+        self.assertEqual(srv.wait(10), 1, srv.log_text())
+        self.assertGreaterEqual(time.monotonic() - t0, 0.25)
+        self.assertIn("1 requests still in flight after 300 ms", srv.log_text())
+        th.join(10)
 
     def start_logging_to_a_pipe(self, env=()):
         """A server whose stderr is a pipe this test reads until the
