@@ -52,8 +52,8 @@ struct srv_sockact {
  * into @out; no system call.  Refuses (SID_EINVAL, @err says why, naming the
  * variable or the fd and its name) a LISTEN_PID or LISTEN_FDS that is not a
  * number (decimal digits only, within an int; the value quoted as
- * env.h's sid_env_shown does, a control character as '?'), LISTEN_FDNAMES naming another count of fds, a name the server
- * does not know, a second socket for one port, more fds than it uses, or
+ * env.h's sid_env_shown does, a control character as '?'), LISTEN_FDNAMES naming another count of
+ * fds, a name the server does not know, a second socket for one port, more fds than it uses, or
  * sockets without the API's.  Exposed for tests.
  */
 int srv_sockact_parse(pid_t pid, const char *listen_pid, const char *listen_fds,
