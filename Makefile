@@ -375,9 +375,9 @@ Test:
   fuzz-build, fuzz-smoke, fuzz
                   the libFuzzer harnesses: build, a short run (CI), a long run
   eval-smoke      a short real-data evaluation (needs ../shared/data; CI)
-  lint            cppcheck, gcc -fanalyzer and clang-tidy over core/ cli/ server/
-                  trainer/ (CI); any finding not suppressed fails (.clang-tidy,
-                  tests/lint/)
+  lint            every C file formatted as .clang-format says, then cppcheck,
+                  gcc -fanalyzer and clang-tidy over core/ cli/ server/ trainer/
+                  (CI); any finding not suppressed fails (.clang-tidy, tests/lint/)
   format          clang-format every C file
 Measure:
   bench           every benchmark below (figures go to bench/RESULTS.md by hand)
@@ -396,7 +396,6 @@ help:
 	@echo "$$HELP_TEXT"
 
 format:
-	clang-format -i $(wildcard core/*.[ch] cli/*.[ch] server/*.[ch] trainer/*.[ch] \
-		tests/*/*.[ch] bench/*.[ch])
+	clang-format -i $(FORMAT_SRC)
 
 -include $(shell find $(O) -name '*.d' 2>/dev/null)

@@ -1,7 +1,8 @@
 # tests/lint.mk - static analysis (included by the top-level Makefile).
 #
-#   make lint    cppcheck, gcc -fanalyzer and clang-tidy over the library and the three
-#                programs
+#   make lint    clang-format's check that every C file of the repository (tests and
+#                bench too) is formatted as .clang-format says, then cppcheck, gcc
+#                -fanalyzer and clang-tidy over the library and the three programs
 #                (core/ cli/ server/ trainer/; not tests/, tests/fuzz/ or bench/), with
 #                the committed configuration: .clang-tidy (the checks; a false
 #                positive is silenced at its line, with its reason, by a
@@ -25,7 +26,10 @@
 # does for clang; LINT_JOBS files are analysed at once (default: the cores).
 
 LINT_O ?= $(O)/lint
-LINT_DEB_PACKAGES := cppcheck clang-tidy
+LINT_DEB_PACKAGES := cppcheck clang-tidy clang-format
+# every C file `make format` formats
+FORMAT_SRC = $(wildcard core/*.[ch] cli/*.[ch] server/*.[ch] trainer/*.[ch] tests/*/*.[ch] \
+	bench/*.[ch])
 LINT_SRC := $(sort $(CORE_SRC) $(CLI_SRC) $(SERVER_SRC) $(TRAINER_SRC))
 LINT_MODEL := tests/lint/analyzer_model.h
 LINT_CFLAGS = $(filter-out -MMD -MP -Werror,$(FINAL_CFLAGS))
@@ -60,6 +64,9 @@ CPPCHECK_FLAGS := --enable=warning,performance,portability --inconclusive --quie
 # The other five are in tests/lint/gcc_analyzer.supp.
 GCC_ANALYZER_FLAGS := -Wno-analyzer-malloc-leak -Wno-analyzer-shift-count-overflow
 lint: lint-deps lint-db
+	@echo "semid: lint: clang-format"
+	@clang-format --dry-run --Werror $(FORMAT_SRC) || \
+		{ echo "semid: lint: the files above are not formatted as .clang-format says; make format formats them" >&2; exit 1; }
 	@echo "semid: lint: cppcheck"
 	@$(PYTHON) tests/lint/cppcheck_gate.py tests/lint/cppcheck.supp -- cppcheck \
 		--project=$(LINT_O)/compile_commands.json --relative-paths=$(CURDIR) \
