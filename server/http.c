@@ -1196,28 +1196,6 @@ static int param_route_near(const char *url, size_t *plen)
 }
 
 /*
- * @url as the log line and a 404 name it, into @out (@n bytes): the
- * route, "/v1/users/{id}", for a path with an id or sid, and the path as
- * sent up to its parameter, "/v1/Users/{id}", for one near such a route
- * (param_route_near), so that no id reaches the log from a request that
- * was never routed: an erasure sent to "/v1/Users/ID" logged every ID.
- */
-static void path_named(const char *url, char *out, size_t n)
-{
-	int k = param_route(url);
-	size_t plen;
-
-	if (k >= 0) {
-		copy_str(out, n, srv_route_name(param_routes[k].route));
-	} else if ((k = param_route_near(url, &plen)) >= 0) {
-		const char *route = srv_route_name(param_routes[k].route);
-		snprintf(out, n, "%.*s%s", (int)plen, url, strrchr(route, '/') + 1);
-	} else {
-		copy_str(out, n, url);
-	}
-}
-
-/*
  * For a path no route has, the route its client most likely meant, into
  * @out (@n bytes) as " (did you mean /v1/model?)": a route's path but for
  * the case of its letters, repeated or trailing slashes, or "/v1" left out
@@ -1269,6 +1247,73 @@ static void route_hint(const char *url, char *out, size_t n)
 	}
 	if (meant)
 		snprintf(out, n, " (did you mean %s%s%s?)", meant, also[0] ? ", or " : "", also);
+}
+
+/*
+ * A path no route has nor is near, as the log line and a 404 name it, into
+ * @out (@n bytes): its first segment, or its first two when the first is an
+ * API version ("/v1/usr", "/v2/items"), then "/{...}" for the rest when
+ * there is one ("?{...}" for a query: a request line that libmicrohttpd
+ * refused itself); "{...}" after 64 bytes when those are longer.  A typo before an id
+ * ("/v1/usr/ID",
+ * "/v1/itemz/ID") logged the id, which no log line may hold.
+ */
+static void path_bounded(const char *url, char *out, size_t n)
+{
+	const char *p = url;
+	size_t len;
+
+	for (int s = 0, keep = 1; s < keep; s++) {
+		const char *seg;
+		while (*p == '/')
+			p++;
+		seg = p;
+		while (*p && *p != '/' && *p != '?')
+			p++;
+		if (!s && p - seg > 1 && (*seg == 'v' || *seg == 'V') &&
+		    strspn(seg + 1, "0123456789") == (size_t)(p - seg - 1))
+			keep = 2; /* "v1" */
+	}
+	len = (size_t)(p - url);
+	if (len <= 64 && !p[strspn(p, "/")]) { /* nothing but slashes after it */
+		copy_str(out, n, url);
+		return;
+	}
+	if (len > 64) {
+		for (len = 64; len && ((unsigned char)url[len] & 0xc0) == 0x80; len--)
+			; /* (never half a UTF-8 sequence) */
+		p = "";
+	}
+	snprintf(out, n, "%.*s%s{...}", (int)len, url, *p == '?' ? "?" : *p ? "/" : "");
+}
+
+/*
+ * @url as the log line and a 404 name it, into @out (@n bytes): the
+ * route, "/v1/users/{id}", for a path with an id or sid, the path as
+ * sent up to its parameter, "/v1/Users/{id}", for one near such a route
+ * (param_route_near), the path for one that is a route's but for what
+ * route_hint forgives, and the bounded form of path_bounded for any other,
+ * so that no id reaches the log from a request that was never routed: an
+ * erasure sent to "/v1/Users/ID" or "/v1/usr/ID" logged every ID.
+ */
+static void path_named(const char *url, char *out, size_t n)
+{
+	int k = param_route(url);
+	size_t plen;
+
+	if (k >= 0) {
+		copy_str(out, n, srv_route_name(param_routes[k].route));
+	} else if ((k = param_route_near(url, &plen)) >= 0) {
+		const char *route = srv_route_name(param_routes[k].route);
+		snprintf(out, n, "%.*s%s", (int)plen, url, strrchr(route, '/') + 1);
+	} else {
+		char hint[160];
+		route_hint(url, hint, sizeof(hint));
+		if (hint[0])
+			copy_str(out, n, url);
+		else
+			path_bounded(url, out, n);
+	}
 }
 
 /* @q's path for its log line until it is routed (and for a route it does

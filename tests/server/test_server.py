@@ -413,6 +413,49 @@ class TestErrors(unittest.TestCase):
                 time.sleep(0.02)
         self.assertNotIn("erase-me", SRV.log_text())
 
+    def test_404_of_an_unknown_route_names_no_id(self):
+        """A path no route has nor is near, as a typo before an id
+        ("/v1/usr/ID", "/v1/itemz/ID"), was named in full in its 404 and in
+        the request log's route and error, so the id reached the log that
+        never holds one; both now name its first segment (two after an API
+        version) and "{...}" for the rest, as does the log line of a request
+        libmicrohttpd refused itself (its route is the request target as
+        sent, query and all)."""
+        token = {"Authorization": "Bearer s3cret-token"}
+        long_seg = "/" + "x" * 70 + "erase-me"
+        for method, path, shown in (
+                ("GET", "/v1/usr/erase-me", "/v1/usr/{...}"),
+                ("DELETE", "/v1/itemz/erase-me%40x.org", "/v1/itemz/{...}"),
+                ("GET", "/usr/erase-me", "/usr/{...}"),
+                ("GET", "//V2//items//erase-me//", "//V2//items/{...}"),
+                ("GET", "/healthz/erase-me", "/healthz/{...}"),
+                ("GET", long_seg, long_seg[:64] + "{...}")):
+            self.check_error(SRV.json(method, path, headers=token), 404, "not_found",
+                             "no route %s %s" % (method, shown))
+            want = 'method=%s route=%s status=404 ' % (method, shown)
+            deadline = time.monotonic() + 10
+            while want not in SRV.log_text():
+                self.assertLess(time.monotonic(), deadline, want)
+                time.sleep(0.02)
+        # refused by libmicrohttpd (headers over its buffer) before routing
+        for target, shown in ((b"/v1/usr/erase-me?k=erase-me", "/v1/usr/{...}"),
+                              (b"/healthz?erase-me", "/healthz?{...}")):
+            s = socket.create_connection(("127.0.0.1", SRV.port), timeout=10)
+            try:
+                s.sendall(b"GET " + target + b" HTTP/1.1\r\nHost: x\r\nX-Big: " +
+                          b"a" * 40000 + b"\r\n\r\n")
+                resp = T.read_to_eof(s)
+            except ConnectionResetError:
+                resp = b""
+            finally:
+                s.close()
+            want = 'route=%s status=431 ' % shown
+            deadline = time.monotonic() + 10
+            while want not in SRV.log_text():
+                self.assertLess(time.monotonic(), deadline, (want, resp[:100]))
+                time.sleep(0.02)
+        self.assertNotIn("erase-me", SRV.log_text())
+
     def test_encoded_slash_is_no_route_separator(self):
         """A %2F where a route has a '/' is data (RFC 3986 2.2), so the
         path is no route's: "/v1%2Fadmin%2Freload" reloaded and
@@ -451,8 +494,10 @@ class TestErrors(unittest.TestCase):
                             ("/v1/sids/", "/v1/sids, or /v1/sids/{sid}")):
             self.check_error(SRV.json("GET", path), 404, "not_found",
                              "no route GET %s (did you mean %s?)" % (path, meant))
-        for path in ("/v2/nothing", "/", "/v1", "/metrics/x", "/healthzz"):
+        for path in ("/v2/nothing", "/", "/v1", "/healthzz"):
             self.check_error(SRV.json("GET", path), 404, "not_found", "no route GET " + path)
+        self.check_error(SRV.json("GET", "/metrics/x"), 404, "not_found",
+                         "no route GET /metrics/{...}")
         self.assertEqual(SRV.request("HEAD", "/healthz/")[0], 404)
         slash = ' (the id is the rest of the path, so its trailing "/" is part of it: ids may ' \
                 'hold a "/")'
