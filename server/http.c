@@ -63,6 +63,10 @@ struct conn {
 	 * follows it, shown (bad_escape), "" for none (its MHD thread only) */
 	char bad_esc[12];
 	int bad_esc_query; /* ... in its query */
+	/* the URL being parsed has a byte no request target may hold raw:
+	 * it (raw_byte_bad), 0 for none, and its offset (its MHD thread only) */
+	int raw_byte;
+	size_t raw_at;
 	/* the URL being parsed: 1 + where its path's first %2F decodes to, 0
 	 * for none (encoded_slash; its MHD thread only) */
 	size_t enc_slash;
@@ -200,6 +204,8 @@ struct req {
 	int url_nul;		   /* its path or query had a %00 */
 	char bad_esc[12];	   /* its URL's first malformed percent escape (conn.bad_esc) */
 	int bad_esc_query;
+	int raw_byte;	   /* its target's first byte invalid raw, 0 none (conn.raw_byte) */
+	size_t raw_at;	   /* ... its offset in the target as sent */
 	size_t enc_slash;  /* 1 + where its path's first %2F decodes to (conn.enc_slash) */
 	int content_types; /* its Content-Type headers (framing_bad counts them) */
 };
@@ -1627,6 +1633,35 @@ static int admin_refused(struct req *q)
 	return 0;
 }
 
+/*
+ * A request target with a byte none may hold raw (raw_byte_bad): 400,
+ * naming the byte and its offset in the target as sent, not the target,
+ * which may hold an id; the percent-encoded form (%20, %23) is served.
+ */
+static void raw_byte_refuse(struct req *q)
+{
+	int b = q->raw_byte;
+
+	q->route = SRV_ROUTE_OTHER;
+	if (b == ' ')
+		set_error(q, SRV_ERR_INVALID_ARGUMENT,
+			  "the request target has a raw space at byte offset %zu: send it as %%20 "
+			  "(RFC 3986 2: a URI holds no space, and a proxy in front may end the "
+			  "target there)",
+			  q->raw_at);
+	else if (b == '#')
+		set_error(q, SRV_ERR_INVALID_ARGUMENT,
+			  "the request target has a raw '#' at byte offset %zu: send it as %%23 "
+			  "(RFC 3986 3.5: a '#' begins a fragment, which a client keeps to itself "
+			  "and a proxy in front drops)",
+			  q->raw_at);
+	else
+		set_error(q, SRV_ERR_INVALID_ARGUMENT,
+			  "the request target has control character 0x%02x at byte offset %zu "
+			  "(RFC 3986 2: a URI holds none raw)",
+			  b, q->raw_at);
+}
+
 /* First call for a request: framing, route, method, headers.  Returns 1
  * when a response is already decided. */
 static int on_headers(struct req *q, const char *url, const char *method, const char *version)
@@ -1649,6 +1684,10 @@ static int on_headers(struct req *q, const char *url, const char *method, const 
 			  "the %s has \"%s\", a \"%%\" not followed by two hex digits (RFC 3986 "
 			  "2.1); send a \"%%\" of an id or parameter as %%25",
 			  q->bad_esc_query ? "query" : "path", q->bad_esc);
+		return 1;
+	}
+	if (q->raw_byte) {
+		raw_byte_refuse(q);
 		return 1;
 	}
 	if (!strcmp(url, "*")) {
@@ -1886,6 +1925,27 @@ static int bad_escape(const char *uri, char *out)
 	return 0;
 }
 
+/*
+ * The first byte of @uri (a request target as sent) that none may hold
+ * raw (RFC 3986 2, RFC 9112 3.2): a space, a '#' or a control character,
+ * its offset in *@at; 0 when there is none.  libmicrohttpd passes them on,
+ * so "/v1/items/a b" looked up the id "a b" and "/v1/items/a#b" the id
+ * "a#b", where a proxy in front ends the target at the space or drops the
+ * fragment, and so allows or logs another request than the one served.
+ * (A NUL ends the line in libmicrohttpd: never seen here.)
+ */
+static int raw_byte_bad(const char *uri, size_t *at)
+{
+	for (const char *p = uri; *p; p++) {
+		unsigned char b = (unsigned char)*p;
+		if (b <= 0x20 || b == 0x7f || b == '#') {
+			*at = (size_t)(p - uri);
+			return b;
+		}
+	}
+	return 0;
+}
+
 /* 1 + the offset in @path (a request target's path, as sent) decoded of
  * its first %2F, or 0 when it has none: a '/' that routing, which reads
  * the decoded path, must not take for one of a route's (path_slash_bad). */
@@ -1924,6 +1984,7 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 		return NULL;
 	if (c) {
 		c->bad_esc_query = bad_escape(uri, c->bad_esc);
+		c->raw_byte = raw_byte_bad(uri, &c->raw_at);
 		c->enc_slash = encoded_slash(url_path(uri));
 	}
 	return req_new(h, conn, uri); /* NULL: on_request tries again */
@@ -1971,6 +2032,9 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 			memcpy(q->bad_esc, c->bad_esc, sizeof(q->bad_esc));
 			q->bad_esc_query = c->bad_esc_query;
 			c->bad_esc[0] = '\0';
+			q->raw_byte = c->raw_byte;
+			q->raw_at = c->raw_at;
+			c->raw_byte = 0;
 			q->enc_slash = c->enc_slash;
 			c->enc_slash = 0;
 		}

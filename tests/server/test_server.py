@@ -597,6 +597,62 @@ class TestErrors(unittest.TestCase):
         finally:
             c.close()
 
+    def test_raw_byte_invalid_in_a_request_target(self):
+        """A raw space, '#' or control character in the request target
+        (RFC 3986 2) is 400 naming the byte and its offset in the target,
+        on any route: libmicrohttpd passed them on, so "/v1/items/a b"
+        looked up the id "a b" and "/v1/items/a#b" the id "a#b" (200),
+        where a proxy in front ends the target at the space or drops the
+        fragment.  Their percent-encoded forms are looked up as before, and
+        the log line names the route, never the id."""
+        ids = ("sp ace-31", "ha#sh-31")
+        st, _, r = SRV.json("POST", "/v1/items:assign", {"inputs": [
+            {"id": i, "embedding": [0.5 + k / 8] * 48} for k, i in enumerate(ids)]})
+        self.assertEqual(st, 200, r)
+
+        def raw(target):
+            s = socket.create_connection(("127.0.0.1", SRV.port), timeout=10)
+            try:
+                s.sendall(b"GET " + target + b" HTTP/1.1\r\nHost: x\r\nConnection: close"
+                          b"\r\n\r\n")
+                data = T.read_to_eof(s)
+            finally:
+                s.close()
+            head, _, body = data.partition(b"\r\n\r\n")
+            return int(head.split()[1]), json.loads(body)
+
+        space = ("the request target has a raw space at byte offset %d: send it as %%20 "
+                 "(RFC 3986 2: a URI holds no space, and a proxy in front may end the target "
+                 "there)")
+        hash_ = ("the request target has a raw '#' at byte offset %d: send it as %%23 (RFC "
+                 "3986 3.5: a '#' begins a fragment, which a client keeps to itself and a "
+                 "proxy in front drops)")
+        ctl = ("the request target has control character 0x%02x at byte offset %d (RFC 3986 "
+               "2: a URI holds none raw)")
+        for target, msg in ((b"/v1/items/sp ace-31", space % 12),
+                            (b"/v1/items/ha#sh-31", hash_ % 12),
+                            (b"http://h/v1/items/ha#sh-31", hash_ % 20),
+                            (b"/v1/sids?prefix=1 2", space % 17),
+                            (b"/healthz#top", hash_ % 8),
+                            (b"/v1/usr/sp ace-31", space % 10),
+                            (b"/v1/items/sp\tace-31", ctl % (9, 12)),
+                            (b"/v1/items/sp\x7face-31", ctl % (0x7f, 12))):
+            st, body = raw(target)
+            self.assertEqual((st, body["error"]["code"], body["error"]["message"]),
+                             (400, "invalid_argument", msg), target)
+        for target, want in ((b"/v1/items/sp%20ace-31", ids[0]),
+                             (b"/v1/items/ha%23sh-31", ids[1])):
+            st, body = raw(target)
+            self.assertEqual((st, body.get("id")), (200, want), body)
+        want = "method=GET route=/v1/items/{id} status=400 "
+        deadline = time.monotonic() + 10
+        while SRV.log_text().count(want) < 5:
+            self.assertLess(time.monotonic(), deadline, SRV.log_text()[-2000:])
+            time.sleep(0.02)
+        self.assertIn("method=GET route=/v1/usr/{...} status=400 ", SRV.log_text())
+        for i in ids:
+            self.assertNotIn(i.split("-")[0], SRV.log_text())
+
     def test_bad_percent_escape(self):
         """A '%' not followed by two hex digits is malformed (RFC 3986 2.1):
         400 naming it, on any route, where it was taken as itself (a%zz
