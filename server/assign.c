@@ -593,26 +593,50 @@ static const char *miss_hint(const char *key)
 		   : "";
 }
 
-/* A sid of another number of levels than @kind's IDs (@err, SID_EINVAL)
- * that has as many as the other kind's is most likely one of those, looked
- * up without ?tower= (or with the wrong one): say so, since the hint alone
- * ("codes alone? the first ID under them is 5-5-0-0") sent the client to
- * an ID of the wrong kind. */
-static void other_tower_hint(struct sid_registry *h, enum sid_tower_kind kind, const char *sid,
-			     struct sid_error *err)
+/* The kind that is not @kind, and the number of levels of the stored IDs
+ * of each into *@Ls and *@Lo (0: none stored yet); -1 when the store
+ * cannot say. */
+static int tower_levels(struct sid_registry *h, enum sid_tower_kind kind, int *Ls, int *Lo)
 {
 	enum sid_tower_kind other = kind == SID_TOWER_ITEM ? SID_TOWER_USER : SID_TOWER_ITEM;
-	int32_t codes[SID_MAX_LEVELS];
-	int64_t suffix;
-	int L, Ls, Lo;
-	char alone[160] = "";
 	struct sid_error e2;
 
 	sid_error_clear(&e2);
+	if (sid_registry_levels(h, kind, Ls, &e2) || sid_registry_levels(h, other, Lo, &e2))
+		return -1;
+	return (int)other;
+}
+
+/* A sid of another number of levels than @kind's IDs (@err, SID_EINVAL:
+ * @rc), or of any while none of @kind is stored (SID_ENOTFOUND), that has
+ * as many as the other kind's is most likely one of those, looked up
+ * without ?tower= (or with the wrong one): say so, since the hint alone
+ * ("codes alone? the first ID under them is 5-5-0-0") sent the client to
+ * an ID of the wrong kind, and "no item IDs stored yet" left it to find
+ * ?tower=user. */
+static void other_tower_hint(struct sid_registry *h, enum sid_tower_kind kind, const char *sid,
+			     int rc, struct sid_error *err)
+{
+	int32_t codes[SID_MAX_LEVELS];
+	int64_t suffix;
+	int L, Ls, Lo, o;
+	char alone[160] = "";
+	struct sid_error e2;
+	const char *other;
+
+	sid_error_clear(&e2);
 	if (sid_reg_sid_parse(sid, codes, &L, &suffix, &e2) ||
-	    sid_registry_levels(h, kind, &Ls, &e2) || sid_registry_levels(h, other, &Lo, &e2) ||
-	    Lo != L || Ls == L)
+	    (o = tower_levels(h, kind, &Ls, &Lo)) < 0 || Lo != L || Ls == L ||
+	    (rc == SID_ENOTFOUND) != (Ls == 0))
 		return;
+	other = sid_tower_name((enum sid_tower_kind)o);
+	if (rc == SID_ENOTFOUND) {
+		sid_error_set(err, SID_ENOTFOUND,
+			      "sid %.64s: not found (no %s IDs stored yet), but it has %d level%s "
+			      "and a suffix, as %s IDs have: look it up with ?tower=%s",
+			      sid, sid_tower_name(kind), L, L == 1 ? "" : "s", other, other);
+		return;
+	}
 	if (L == Ls - 1)
 		snprintf(alone, sizeof(alone),
 			 " (or, if it is the codes alone of %s, the first ID under them is "
@@ -621,8 +645,47 @@ static void other_tower_hint(struct sid_registry *h, enum sid_tower_kind kind, c
 	sid_error_set(err, SID_EINVAL,
 		      "sid \"%.64s\" has %d level%s and a suffix, as %s IDs have, but %s IDs have "
 		      "%d: look it up with ?tower=%s%s",
-		      sid, L, L == 1 ? "" : "s", sid_tower_name(other), sid_tower_name(kind), Ls,
-		      sid_tower_name(other), alone);
+		      sid, L, L == 1 ? "" : "s", other, sid_tower_name(kind), Ls, other, alone);
+}
+
+/* A list's prefix of more levels than @lk's kind's IDs have, or its cursor
+ * of another number (@err, SID_EINVAL), that the other kind's IDs fit is
+ * most likely a listing of those without ?tower= (or with the wrong one),
+ * or a next page sent without the ?tower= of the page its cursor came
+ * from: say so, since "prefix \"1-2-3\" has 3 levels; item IDs have 2" left
+ * the client to find ?tower=user. */
+static void other_tower_list_hint(struct sid_registry *h, const struct srv_lookup *lk,
+				  struct sid_error *err)
+{
+	int32_t codes[SID_MAX_LEVELS];
+	int64_t suffix;
+	int p, cl, Ls, Lo, o;
+	struct sid_error e2;
+	const char *kind = sid_tower_name(lk->kind), *other;
+
+	sid_error_clear(&e2);
+	if (sid_reg_prefix_parse(lk->key, codes, &p, &e2) ||
+	    (o = tower_levels(h, lk->kind, &Ls, &Lo)) < 0 || !Lo)
+		return;
+	other = sid_tower_name((enum sid_tower_kind)o);
+	if (p > Ls) {
+		if (p <= Lo)
+			sid_error_set(err, SID_EINVAL,
+				      "prefix \"%.64s\" has %d level%s; %s IDs have %d%s, but %s "
+				      "IDs have %d: list those with ?tower=%s",
+				      lk->key, p, p == 1 ? "" : "s", kind, Ls,
+				      p == Ls + 1 ? " (a prefix is codes only, without the suffix)"
+						  : "",
+				      other, Lo, other);
+		return;
+	}
+	if (lk->cursor && !sid_reg_sid_parse(lk->cursor, codes, &cl, &suffix, &e2) && cl != Ls &&
+	    cl == Lo)
+		sid_error_set(
+		    err, SID_EINVAL,
+		    "cursor \"%.64s\" has %d level%s; %s IDs have %d, but %s IDs have %d: "
+		    "a cursor goes on the listing it came from, so send ?tower=%s with it",
+		    lk->cursor, cl, cl == 1 ? "" : "s", kind, Ls, other, Lo, other);
 }
 
 static void lookup_work(uv_work_t *w)
@@ -680,8 +743,10 @@ static void lookup_work(uv_work_t *w)
 		 * erasure retried after a lost answer would put it there */
 		rc = sid_error_set(&err, SID_ENOTFOUND, "no such %s id: nothing deleted%s",
 				   sid_tower_name(lk->kind), miss_hint(lk->key));
-	else if (rc == SID_EINVAL && lk->op == SRV_LOOKUP_SID)
-		other_tower_hint(h, lk->kind, lk->key, &err);
+	else if ((rc == SID_EINVAL || rc == SID_ENOTFOUND) && lk->op == SRV_LOOKUP_SID)
+		other_tower_hint(h, lk->kind, lk->key, rc, &err);
+	else if (rc == SID_EINVAL && lk->op == SRV_LOOKUP_LIST)
+		other_tower_list_hint(h, lk, &err);
 	else if (rc == SID_ENOTFOUND && lk->op == SRV_LOOKUP_ID)
 		/* nor a GET's: a client still asking for an erased id would
 		 * write it into the request log at each miss */

@@ -174,6 +174,66 @@ class TestAssignSqlite(Base):
         finally:
             self.assertEqual(srv.stop(), 0)
 
+    def test_list_of_the_other_tower(self):
+        """Paging /v1/sids for users' IDs without ?tower=user (items of 2
+        levels, users of 3): the prefix of a user's codes was told
+        'prefix "a-b-c" has 3 levels; item IDs have 2', and a user page's
+        cursor sent on without ?tower=user the same, with no word of
+        ?tower=user; a sid looked up while no item is stored was "not found
+        (no item IDs stored yet)".  Each now names the tower that fits, and
+        only when one does."""
+        d = self.fresh_dir()
+        ti = T.tie_free_tower(self.rng, ks=(16, 8), scales=(10.0, 1.0))
+        srv, _ = self.start(d, {"item": ti, "user": self.ta}, "A")
+
+        def err(path, status, msg):
+            st, _, e = srv.json("GET", path)
+            self.assertEqual((st, e.get("error")), (status, {
+                "code": "invalid_argument" if status == 400 else "not_found",
+                "message": msg}), path)
+        try:
+            Xu, _ = T.tie_free_inputs(self.rng, self.ta, 3)
+            users = sorted((r["sid"] for r in
+                            assign(srv, ["u1", "u2", "u3"], Xu, tower="users")[2]["results"]),
+                           key=lambda sid: [int(c) for c in sid.split("-")])  # paging's order
+            user = users[0]
+            codes = user.rsplit("-", 1)[0]
+            # no item stored yet: a user's sid is 404, a prefix an empty page
+            err("/v1/sids/" + user, 404,
+                "sid %s: not found (no item IDs stored yet), but it has 3 levels and a "
+                "suffix, as user IDs have: look it up with ?tower=user" % user)
+            err("/v1/sids/1-2-0", 404, "sid 1-2-0: not found (no item IDs stored yet)")
+            st, _, page = srv.json("GET", "/v1/sids?prefix=" + codes)
+            self.assertEqual((st, page["entries"]), (200, []))
+            X, _ = T.tie_free_inputs(self.rng, ti, 1)
+            item = assign(srv, ["i"], X)[2]["results"][0]["sid"]
+            self.assertEqual((item.count("-"), user.count("-")), (2, 3))
+            err("/v1/sids?prefix=" + codes, 400,
+                'prefix "%s" has 3 levels; item IDs have 2 (a prefix is codes only, without '
+                'the suffix), but user IDs have 3: list those with ?tower=user' % codes)
+            st, _, page = srv.json("GET", "/v1/sids?tower=user&prefix=" + codes)
+            self.assertEqual([e["sid"] for e in page["entries"]], [user])
+            st, _, page = srv.json("GET", "/v1/sids?limit=1&tower=user")
+            self.assertEqual((st, page["next_cursor"]), (200, user), page)
+            err("/v1/sids?limit=1&cursor=" + user, 400,
+                'cursor "%s" has 3 levels; item IDs have 2, but user IDs have 3: a cursor '
+                'goes on the listing it came from, so send ?tower=user with it' % user)
+            err("/v1/sids?limit=1&tower=user&cursor=" + item, 400,
+                'cursor "%s" has 2 levels; user IDs have 3, but item IDs have 2: a cursor '
+                'goes on the listing it came from, so send ?tower=item with it' % item)
+            st, _, page = srv.json("GET", "/v1/sids?limit=1&tower=user&cursor=" + user)
+            self.assertEqual([e["sid"] for e in page["entries"]], users[1:2])
+            # neither tower's: as before
+            err("/v1/sids?prefix=1-2-3-4", 400,
+                'prefix "1-2-3-4" has 4 levels; item IDs have 2')
+            err("/v1/sids?prefix=1-2-3-4&tower=user", 400,
+                'prefix "1-2-3-4" has 4 levels; user IDs have 3 (a prefix is codes only, '
+                'without the suffix)')
+            err("/v1/sids?cursor=1-2-3-4-0", 400,
+                'cursor "1-2-3-4-0" has 4 levels; item IDs have 2')
+        finally:
+            self.assertEqual(srv.stop(), 0)
+
     def test_ids_in_the_path(self):
         """proto/api.md's rules for {id} in the path, as a client reads them:
         an id percent-encoded as a path segment (quote(id, safe=""),
