@@ -1260,9 +1260,9 @@ static void route_hint(const char *url, char *out, size_t n)
  * @out (@n bytes): its first segment, or its first two when the first is an
  * API version ("/v1/usr", "/v2/items"), then "/{...}" for the rest when
  * there is one ("?{...}" for a query: a request line that libmicrohttpd
- * refused itself); "{...}" after 64 bytes when those are longer.  A typo before an id
- * ("/v1/usr/ID",
- * "/v1/itemz/ID") logged the id, which no log line may hold.
+ * refused itself); "{...}" after 64 bytes when those are longer.  A typo
+ * before an id ("/v1/usr/ID", "/v1/itemz/ID") logged the id, which no log
+ * line may hold.
  */
 static void path_bounded(const char *url, char *out, size_t n)
 {
