@@ -917,6 +917,11 @@ class TestAssignSqlite(Base):
             queue(delete, [get, delete] * 4)
             queue(lambda c: assign(srv, ["b"], X[1:2], conn=c),
                   [lambda c, k=k: assign(srv, ["c%d" % k], X[2:3], conn=c) for k in range(4)])
+            # a request is counted once its last byte is written, which may
+            # be after its client read the answer
+            self.until(lambda: sum(v for k, v in srv.metrics().items()
+                                   if k.startswith("semid_requests_total{")
+                                   and 'code="503"' in k) >= 14, "the 14 503s counted")
             m = srv.metrics()
             self.assertEqual(m['semid_registry_timeouts_total{reason="busy"}'], 2)
             self.assertEqual((m['semid_requests_total{route="/v1/items/{id}",code="503"}'],
