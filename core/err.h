@@ -66,6 +66,16 @@ int sid_error_append(struct sid_error *err, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
 /*
+ * @one or @many as @n counts one thing or not, for a message's noun (or
+ * verb) to agree with its count: "%zu %s", n, sid_plural(n, "batch",
+ * "batches").  A message about a count that can be 1 said "1 batches".
+ */
+static inline const char *sid_plural(long long n, const char *one, const char *many)
+{
+	return n == 1 ? one : many;
+}
+
+/*
  * Make the message start with "@path: " unless it does already (core calls
  * that open a file name it themselves).  Returns err->code (or SID_EINVAL
  * when @err is NULL).

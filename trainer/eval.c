@@ -284,6 +284,8 @@ static int rank_eval(const float *user_vec, size_t n_users, const float *item_ve
 		int zero = 1;
 		for (int d = 0; d < E && zero; d++)
 			zero = user_vec[u * E + d] == 0.0f;
+		if (truth->off[u + 1] > truth->off[u])
+			out->truth_users++;
 		if (truth->off[u + 1] > truth->off[u] && !zero)
 			users[n_eval++] = u;
 	}
@@ -595,8 +597,13 @@ static void profiles(const struct tr_csr *by_user, const float *item_unit, int E
 	}
 }
 
+/* A ranking's figures; null with no user to average over, where 0 would
+ * read as a model that retrieves nothing. */
 static json_t *metrics_json(const struct tr_rank_metrics *m)
 {
+	if (!m->users)
+		return json_pack("{s:n, s:n, s:n, s:I}", "recall@10", "recall@50", "ndcg@10",
+				 "users", (json_int_t)0);
 	return json_pack("{s:f, s:f, s:f, s:I}", "recall@10", m->recall10, "recall@50", m->recall50,
 			 "ndcg@10", m->ndcg10, "users", (json_int_t)m->users);
 }
@@ -630,7 +637,53 @@ struct split {
 	const struct tr_csr *warm_truth, *cold_truth;
 	const int32_t *all, *cold_ids;
 	size_t n_all, n_cold;
+	size_t warm_lines, cold_lines; /* of --test, --test-cold */
 };
+
+/*
+ * Why the ranking @name of @split ("warm": --test, "cold": --test-cold, of
+ * @lines lines) averaged over no user, said on stderr: its figures are null,
+ * which alone does not tell an empty test set from users it could not rank.
+ * @train is the users' train items; @cross: the users' own vectors were
+ * ranked with, of @raw content (the --users rows) or quantized.
+ */
+static void note_no_users(const char *name, const char *split, size_t lines,
+			  const struct tr_rank_metrics *m, const struct tr_csr *truth,
+			  const struct tr_csr *train, int cross, int raw)
+{
+	const char *file = strcmp(split, "warm") ? "--test-cold" : "--test";
+	long untrained = 0;
+
+	fprintf(stderr, "evaluating: %s %s has no figures (null, \"users\": 0): ", name, split);
+	if (!m->truth_users) {
+		fprintf(stderr, "%s has no test line\n", file);
+		return;
+	}
+	fprintf(stderr, "the %ld %s of the %zu %s %s ", m->truth_users,
+		sid_plural(m->truth_users, "user", "users"), lines, file,
+		sid_plural((long long)lines, "line", "lines"));
+	if (cross) {
+		fprintf(stderr, "%s all-zero vectors (%s)\n",
+			sid_plural(m->truth_users, "has", "have"),
+			raw ? "their --users rows" : "their quantized latents");
+		return;
+	}
+	for (size_t u = 0; u < truth->rows; u++)
+		if (truth->off[u + 1] > truth->off[u] &&
+		    (!train || u >= train->rows || train->off[u + 1] == train->off[u]))
+			untrained++;
+	if (untrained == m->truth_users)
+		fprintf(stderr,
+			"%s no --train click, and an item-side profile is the mean of a user's "
+			"train items\n",
+			sid_plural(m->truth_users, "has", "have"));
+	else
+		fprintf(stderr,
+			"%s all-zero item-side profiles (%ld without a --train click, the rest's "
+			"train items' %s summing to zero)\n",
+			sid_plural(m->truth_users, "has", "have"), untrained,
+			raw ? "--items rows" : "quantized latents");
+}
 
 /* The work of ranking @n_cand candidates for @n_users users: their scores
  * (sgemm), then a pass over the scores of each. */
@@ -650,7 +703,7 @@ static double family_units(const struct split *sp, size_t n_users, int E, int cr
 /* The rankings of @name ("item_side", ...), their work counted in @w. */
 static int rank_both(const struct split *sp, const char *name, const float *uvec, size_t n_users,
 		     const float *ivec_warm, const float *ivec_cold, int E,
-		     const struct tr_csr *exclude, json_t **out, struct work *w,
+		     const struct tr_csr *exclude, int cross, int raw, json_t **out, struct work *w,
 		     struct sid_error *err)
 {
 	struct tr_rank_metrics m;
@@ -662,6 +715,9 @@ static int rank_both(const struct split *sp, const char *name, const float *uvec
 			       sp->warm_truth, &m, w, rank_units(n_users, sp->n_all, E), err);
 		if (rc < 0)
 			goto fail;
+		if (!m.users)
+			note_no_users(name, "warm", sp->warm_lines, &m, sp->warm_truth, exclude,
+				      cross, raw);
 		json_object_set_new(o, "warm", metrics_json(&m));
 	}
 	if (sp->cold_truth && sp->n_cold) {
@@ -670,6 +726,9 @@ static int rank_both(const struct split *sp, const char *name, const float *uvec
 			       sp->cold_truth, &m, w, rank_units(n_users, sp->n_cold, E), err);
 		if (rc < 0)
 			goto fail;
+		if (!m.users)
+			note_no_users(name, "cold", sp->cold_lines, &m, sp->cold_truth, exclude,
+				      cross, raw);
 		json_object_set_new(o, "cold", metrics_json(&m));
 	}
 	*out = o;
@@ -701,7 +760,7 @@ static int rank_family(const struct split *sp, const struct tr_eval_input *in, f
 	float *warm_vec = pack_rows(item_unit, sp->all, sp->n_all, E_item);
 	json_t *j = NULL;
 	char key[64];
-	int rc = 0;
+	int rc = 0, raw = prefix[0] != '\0';
 
 	if (!prof || !cold_vec || !warm_vec) {
 		rc = sid_error_set(err, SID_ENOMEM, "eval: out of memory");
@@ -709,15 +768,15 @@ static int rank_family(const struct split *sp, const struct tr_eval_input *in, f
 	}
 	profiles(in->train_by_user, item_unit, E_item, prof);
 	snprintf(key, sizeof(key), "%sitem_side", prefix);
-	rc =
-	    rank_both(sp, key, prof, NU, warm_vec, cold_vec, E_item, in->train_by_user, &j, w, err);
+	rc = rank_both(sp, key, prof, NU, warm_vec, cold_vec, E_item, in->train_by_user, 0, raw, &j,
+		       w, err);
 	if (rc < 0)
 		goto fail;
 	json_object_set_new(res, key, j);
 	if (user_unit) {
 		snprintf(key, sizeof(key), "%scross_tower", prefix);
 		rc = rank_both(sp, key, user_unit, NU, warm_vec, cold_vec, E_item,
-			       in->train_by_user, &j, w, err);
+			       in->train_by_user, 1, raw, &j, w, err);
 		if (rc < 0)
 			goto fail;
 		json_object_set_new(res, key, j);
@@ -847,6 +906,7 @@ int tr_eval_run(const struct tr_eval_input *in, json_t **out, struct sid_error *
 			if (rc < 0)
 				goto fail;
 			sp.warm_truth = &warm_truth;
+			sp.warm_lines = in->test->n;
 		}
 		if (in->test_cold) {
 			rc = tr_csr_build(&cold_truth, NU, in->test_cold->user, in->test_cold->item,
@@ -854,6 +914,7 @@ int tr_eval_run(const struct tr_eval_input *in, json_t **out, struct sid_error *
 			if (rc < 0)
 				goto fail;
 			sp.cold_truth = &cold_truth;
+			sp.cold_lines = in->test_cold->n;
 		}
 		/* cross-tower: users' and items' vectors compared, of one width */
 		cross_q = tw[1] && tw[1]->E == tw[0]->E;

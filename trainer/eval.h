@@ -80,7 +80,9 @@ int tr_code_stats(const int32_t *codes, size_t N, int L, const int *K, struct tr
 
 struct tr_rank_metrics {
 	double recall10, recall50, ndcg10;
-	long users; /* users averaged over */
+	long users;	  /* users averaged over (0: the figures are undefined) */
+	long truth_users; /* users with a test item: those not averaged over had an
+			     all-zero vector */
 };
 
 /*
@@ -90,7 +92,9 @@ struct tr_rank_metrics {
  * @exclude's row for the user (train items; may be NULL) are never ranked.
  * Truth items outside the candidates still count in the denominator.  A
  * user whose vector is all zeros (an item-side profile without train items)
- * ties every candidate, so has no ranking: it is left out (not in ->users).
+ * ties every candidate, so has no ranking: it is left out (not in ->users,
+ * in ->truth_users).  With ->users 0 the figures are 0 and mean nothing: the
+ * evaluation JSON gives them as null.
  */
 int tr_rank_eval(const float *user_vec, size_t n_users, const float *item_vec, const int32_t *cand,
 		 size_t n_cand, int E, const struct tr_csr *exclude, const struct tr_csr *truth,

@@ -54,9 +54,23 @@ FIGS = [
 
 
 def get(d, path):
+    """The figure at @path, or None: a ranking with no user to average over
+    (e.g. test users without train clicks) gives null figures."""
     for p in path:
+        if d is None:
+            return None
         d = d[p]
     return d
+
+
+def f3(x):
+    return "-" if x is None else f"{x:.3f}"
+
+
+def mean(vals):
+    """The mean of the figures that are not null; None if none is."""
+    vals = [v for v in vals if v is not None]
+    return statistics.mean(vals) if vals else None
 
 
 def evaluate(args, model):
@@ -110,8 +124,8 @@ def run_one(args, setting, extra, mode, seed):
             info = json.load(f)
     res = evaluate(args, model)
     res["seconds_per_epoch"] = info.get("seconds_per_epoch")
-    print(f"  {tag}: item R@50 warm/cold {get(res, FIGS[0][1]):.3f}/{get(res, FIGS[1][1]):.3f}"
-          f", cross {get(res, FIGS[5][1]):.3f}/{get(res, FIGS[6][1]):.3f}, "
+    print(f"  {tag}: item R@50 warm/cold {f3(get(res, FIGS[0][1]))}/{f3(get(res, FIGS[1][1]))}"
+          f", cross {f3(get(res, FIGS[5][1]))}/{f3(get(res, FIGS[6][1]))}, "
           f"{res['seconds_per_epoch'] or 0:.2f} s/epoch", flush=True)
     return res
 
@@ -126,9 +140,15 @@ def run_safe(args, *t):
 
 
 def fmt(vals):
-    if len(vals) == 1:
-        return f"{vals[0]:.3f}"
-    return f"{statistics.mean(vals):.3f} ± {statistics.stdev(vals):.3f}"
+    """Mean ± spread of the runs' figures; null ones (no user ranked) left
+    out and counted, "-" when every run's is null."""
+    got = [v for v in vals if v is not None]
+    note = "" if len(got) == len(vals) else f" ({len(got)} of {len(vals)} runs)"
+    if not got:
+        return "-"
+    if len(got) == 1:
+        return f"{got[0]:.3f}{note}"
+    return f"{statistics.mean(got):.3f} ± {statistics.stdev(got):.3f}{note}"
 
 
 def table(results, raw):
@@ -145,7 +165,7 @@ def table(results, raw):
     row = ["raw content", "(no IDs)", "-"]
     for name, path in FIGS:
         if path[0] in ("item_side", "cross_tower"):
-            row.append(f"{get(raw, ('raw_' + path[0],) + path[1:]):.3f}")
+            row.append(f3(get(raw, ('raw_' + path[0],) + path[1:])))
         else:
             row.append("-")
     row.append("-")
@@ -158,7 +178,7 @@ def goals(results, raw, title, das_setting):
     of @das_setting against rqvae of 3x64 (its defaults)."""
     def m(mode, path):
         runs = results.get(("3x64" if mode == "rqvae" else das_setting, mode))
-        return statistics.mean(get(r, path) for r in runs) if runs else None
+        return mean(get(r, path) for r in runs) if runs else None
     iw, ic = ("item_side", "warm", "recall@50"), ("item_side", "cold", "recall@50")
     cw = ("cross_tower", "warm", "recall@50")
     das, rq, ts = "das", "rqvae", "two-stage"
@@ -181,15 +201,16 @@ def goals(results, raw, title, das_setting):
               f"warm {d_iw:.3f} vs {r_iw:.3f} ({d_iw / r_iw:.2f}x), cold {d_ic:.3f} vs {r_ic:.3f}")
     else:
         check("das item R@50 warm >= 1.8x rqvae, cold above", None, "")
-    if both(d_iw, t_iw):
+    if both(d_iw, t_iw, d_ic, t_ic):
         check("das above two-stage (warm and cold)", d_iw > t_iw and d_ic > t_ic,
               f"warm {d_iw:.3f} vs {t_iw:.3f}, cold {d_ic:.3f} vs {t_ic:.3f}")
     else:
         check("das above two-stage (warm and cold)", None, "")
-    if both(d_iw):
+    if both(d_iw, d_ic, raw_w, raw_c):
         check("das above raw content (warm and cold)", d_iw > raw_w and d_ic > raw_c,
               f"warm {d_iw:.3f} vs {raw_w:.3f}, cold {d_ic:.3f} vs {raw_c:.3f}")
-        u0 = m(das, ("item", "levels", 0, "utilization"))
+    u0 = m(das, ("item", "levels", 0, "utilization"))
+    if both(u0):
         check("das level-0 utilization >= 90%", u0 >= 0.9, f"{u0 * 100:.1f}%")
     if both(d_cw, r_cw):
         check("das cross R@50 warm >= 3x rqvae", d_cw >= 3 * r_cw,

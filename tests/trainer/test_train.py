@@ -3105,5 +3105,66 @@ class TrainerTest(unittest.TestCase):
         self.assertEqual(ev["raw_item_side"]["warm"]["users"], len(truth))
 
 
+    def test_eval_without_rankable_users_gives_null(self):
+        """A warm test set whose users have no --train click gave item-side
+        recall and NDCG 0.0 over 0 users: figures of a model that retrieves
+        nothing.  They are null now ("users": 0), training's stdout, the
+        model's metadata and `semid-train eval` alike, a line on stderr says
+        why, and eval_table.py tabulates such runs."""
+        edir = os.path.join(self.tmp, "eval_null")
+        os.makedirs(edir, exist_ok=True)
+        tr = np.loadtxt(self.d("train.tsv"), dtype=np.int64, ndmin=2)
+        te = np.loadtxt(self.d("test.tsv"), dtype=np.int64, ndmin=2)
+        train, test = os.path.join(edir, "train.tsv"), os.path.join(edir, "test.tsv")
+        np.savetxt(train, tr[tr[:, 0] >= 10], fmt="%d", delimiter="\t")
+        te = te[te[:, 0] < 10]
+        np.savetxt(test, te, fmt="%d", delimiter="\t")
+        users = len(set(te[:, 0].tolist()))
+        self.assertGreater(users, 1)
+        null = {"recall@10": None, "recall@50": None, "ndcg@10": None, "users": 0}
+        note = ("evaluating: %s warm has no figures (null, \"users\": 0): the %d users of "
+                "the %d --test lines have no --train click, and an item-side profile is the "
+                "mean of a user's train items\n")
+        out = os.path.join(edir, "m.st")
+        p = run(*self.base_args(out, train=train) + ["--test", test])
+        self.assertEqual(p.returncode, 0, p.stderr)
+        _, meta = load_tensors(out)
+        p2 = run(TRAIN, "eval", "--model", out, "--items", self.d("items.npy"), "--users",
+                 self.d("users.npy"), "--train", train, "--cold-items",
+                 self.d("cold_items.txt"), "--test", test)
+        self.assertEqual(p2.returncode, 0, p2.stderr)
+        for what, ev, err in (("train", json.loads(p.stdout), p.stderr),
+                              ("metadata", json.loads(meta["semid"])["eval"], p.stderr),
+                              ("eval", json.loads(p2.stdout), p2.stderr)):
+            with self.subTest(what=what):
+                for fam in ("item_side", "raw_item_side"):
+                    self.assertEqual(ev[fam], {"warm": null})
+                    self.assertIn(note % (fam, users, len(te)), err)
+                # the users' own vectors rank them: figures, not null
+                for fam in ("cross_tower", "raw_cross_tower"):
+                    self.assertEqual(ev[fam]["warm"]["users"], users)
+                    self.assertIsInstance(ev[fam]["warm"]["recall@50"], float)
+                    self.assertNotIn("%s warm has no figures" % fam, err)
+        # the table script: a null figure is "-", or left out of the mean
+        sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..",
+                                        "..", "trainer"))
+        import eval_table
+        figs = {"recall@10": 0.25, "recall@50": 0.5, "ndcg@10": 0.125, "users": 3}
+        ev = json.loads(p2.stdout)
+        for fam in ("item_side", "cross_tower", "raw_item_side", "raw_cross_tower"):
+            ev[fam]["cold"] = figs  # as make eval's runs have
+        ok = json.loads(json.dumps(ev))
+        ok["item_side"]["warm"] = figs
+        self.assertEqual(eval_table.fmt([None, 0.5]), "0.500 (1 of 2 runs)")
+        self.assertEqual(eval_table.fmt([None, None]), "-")
+        table = eval_table.table({("3x64", "das"): [ev, ok]}, ev)
+        row = [r for r in table.splitlines() if r.startswith("| 3x64 | das |")][0].split(" | ")
+        self.assertEqual(row[3], "0.500 (1 of 2 runs)")  # item R@50 warm
+        raw_row = table.splitlines()[-1].split(" | ")
+        self.assertEqual(raw_row[3], "-")
+        goals = eval_table.goals({("3x64", "das"): [ev], ("3x64", "rqvae"): [ev]}, ev,
+                                 "t", "3x64")
+        self.assertIn("| das item R@50 warm >= 1.8x rqvae, cold above | not run |", goals)
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
