@@ -661,6 +661,17 @@ int tr_gen_run(const struct tr_gen_params *p, const char *out_dir, struct tr_gen
 				   : !st->test	   ? "test.tsv"
 						   : "cold_test.tsv",
 				   st->cold_items, p->cold_frac, st->test, p->test_frac);
+	/* every user keeps a train click, so this is one user's data: how many
+	 * depends on the draws, hence a check of the count, not of --users */
+	if (rc == 0 && st->train < 2)
+		rc = sid_error_set(err, SID_EINVAL,
+				   "train.tsv would hold %ld %s (--users %ld: each user keeps "
+				   "one in train, and its other warm clicks went to test.tsv at "
+				   "--test-frac %g): semid-train needs 2 to train (a batch of 2: "
+				   "each click's negatives are the batch's others); raise --users "
+				   "or --interactions",
+				   st->train, sid_plural(st->train, "click", "clicks"), M,
+				   p->test_frac);
 	/* All complete: into place.  Every file is synced before the first
 	 * commit, so a late write error (ENOSPC, EIO at writeback) fails the
 	 * run with no file replaced; each commit then syncs again (nothing

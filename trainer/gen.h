@@ -20,8 +20,10 @@
  * each user's warm clicks, at least one click stays in train), cold_items.txt
  * (cold_frac of the items, ascending), cold_test.tsv (every click on a cold
  * item).  Duplicate (user, item) clicks are removed.  Every user keeps at
- * least one train click.  Output is streamed: memory is O(N + M) plus one
- * user's clicks, never O(interactions) or O(N * D).
+ * least one train click.  Data the trainer would refuse is not written: an
+ * empty file, or a train.tsv of fewer than 2 clicks (one user's).  Output
+ * is streamed: memory is O(N + M) plus one user's clicks, never
+ * O(interactions) or O(N * D).
  *
  * The result is a pure function of the parameters.  A run holds the lock
  * @out_dir/gen.lock (lock.h: an flock, the file removed at its end) from

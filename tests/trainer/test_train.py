@@ -2160,6 +2160,34 @@ class TrainerTest(unittest.TestCase):
         with open(os.path.join(gdir, "cold_items.txt")) as f:
             self.assertEqual(f.read(), before)
 
+    def test_gen_smallest_sizes_train(self):
+        """gen wrote data the trainer then refused: with one user, its only
+        train click ("1 interactions; training needs 2").  The smallest
+        sizes gen takes train; one user's single train click is refused by
+        gen (exit 2, naming the flags to raise), nothing written."""
+        small = ["--items", 3, "--cold-frac", 0.4, "--test-frac", 0.5, "--dim", 8,
+                 "--interactions", 10]
+        gdir = os.path.join(self.tmp, "gen-smallest")
+        p = run(TRAIN, "gen", "--out", gdir, "--users", 2, *small)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        out = os.path.join(gdir, "m.st")
+        p = run(TRAIN, "--items", os.path.join(gdir, "items.npy"), "--users",
+                os.path.join(gdir, "users.npy"), "--train", os.path.join(gdir, "train.tsv"),
+                "--test", os.path.join(gdir, "test.tsv"), "--test-cold",
+                os.path.join(gdir, "cold_test.tsv"), "--cold-items",
+                os.path.join(gdir, "cold_items.txt"), "--out", out, *SMALL)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertTrue(os.path.isfile(out))
+        one = os.path.join(self.tmp, "gen-one-user")
+        p = run(TRAIN, "gen", "--out", one, "--users", 1, *small)
+        self.assertEqual((p.returncode, p.stdout, p.stderr),
+                         (2, "", "semid-train gen: train.tsv would hold 1 click (--users 1: "
+                          "each user keeps one in train, and its other warm clicks went to "
+                          "test.tsv at --test-frac 0.5): semid-train needs 2 to train (a "
+                          "batch of 2: each click's negatives are the batch's others); raise "
+                          "--users or --interactions\n"))
+        self.assertEqual(os.listdir(one), [])
+
     def test_gen_summary_is_json(self):
         """The summary line gen prints is JSON whatever the directory is
         called: a quote or a backslash in it went out unescaped."""
