@@ -972,6 +972,13 @@ int tr_train_run(const struct tr_config *cfg, int resume, struct sid_error *err)
 	rc = das_config_check(&r.dc, err);
 	if (rc < 0)
 		goto fail;
+	/* taken, as keys a mode ignores are (views, alpha under rqvae: every
+	 * config holds them), but said: it asks for tensors, which rqvae has
+	 * not, and a run whose model lacked them said nothing of it */
+	if (cfg->publish_tables && r.dc.mode == DAS_MODE_RQVAE)
+		fprintf(stderr, "semid-train: publish_tables true does nothing in mode rqvae, "
+				"which trains no ICDM ID tables: the model file holds none (das "
+				"and two-stage have them)\n");
 	/* Each step below takes seconds at 1M items and users (tens at a
 	 * larger D), and a stop heeded only at the first epoch came after all
 	 * of them: past a Kubernetes grace period, as a SIGKILL. */

@@ -2188,6 +2188,24 @@ class TrainerTest(unittest.TestCase):
                           "--users or --interactions\n"))
         self.assertEqual(os.listdir(one), [])
 
+    def test_publish_tables_under_rqvae_is_said(self):
+        """--publish-tables true with --mode rqvae, which has no ICDM ID
+        tables, published a model without them and said nothing.  Taken
+        still (as keys a mode does not use are), with a line saying so;
+        das publishes its tables and says nothing of it."""
+        tdir = os.path.join(self.tmp, "publish_tables")
+        os.makedirs(tdir, exist_ok=True)
+        line = ("semid-train: publish_tables true does nothing in mode rqvae, which trains no "
+                "ICDM ID tables: the model file holds none (das and two-stage have them)\n")
+        for mode, tables in (("rqvae", False), ("das", True)):
+            with self.subTest(mode=mode):
+                out = os.path.join(tdir, mode + ".st")
+                p = run(*self.base_args(out) + ["--mode", mode, "--publish-tables", "true"])
+                self.assertEqual(p.returncode, 0, p.stderr)
+                self.assertEqual(line in p.stderr, not tables, p.stderr)
+                names, _ = load_tensors(out)
+                self.assertEqual("icdm.user" in names and "icdm.item" in names, tables)
+
     def test_gen_summary_is_json(self):
         """The summary line gen prints is JSON whatever the directory is
         called: a quote or a backslash in it went out unescaped."""
