@@ -172,7 +172,7 @@ def main():
             t0 = time.time()
             p = sh(a)
             wall = time.time() - t0
-            m = re.search(r"benchmark: (\d+) steps in ([0-9.]+)s .*epoch of (\d+) steps",
+            m = re.search(r"benchmark: (\d+) steps? in ([0-9.]+)s .*epoch of (\d+) steps?",
                           p.stderr)
             runs[steps] = dict(cpu=p.cpu, wall=wall, steps_wall=float(m.group(2)),
                                n_ep=int(m.group(3)), rss=p.rss_mb)

@@ -1868,9 +1868,10 @@ static const struct sid_st_tensor *ck_find(const struct sid_st_file *f, const ch
 	}
 	if (t->dtype != dt || t->nelem != n) {
 		sid_error_set(err, SID_EFORMAT,
-			      "checkpoint: tensor %s: %s with %llu elements, expected %s with %llu "
+			      "checkpoint: tensor %s: %s with %llu %s, expected %s with %llu "
 			      "(a different config or data?)",
 			      name, sid_st_dtype_name(t->dtype), (unsigned long long)t->nelem,
+			      sid_plural((long long)t->nelem, "element", "elements"),
 			      sid_st_dtype_name(dt), (unsigned long long)n);
 		return NULL;
 	}

@@ -383,14 +383,16 @@ int tr_inter_read(const char *path, size_t n_users, size_t n_items, const uint8_
 		}
 		if ((uint64_t)u >= n_users) {
 			rc = sid_error_set_at(err, SID_EFORMAT, ln.lineno,
-					      "%s:%ld: user %lld out of range (%zu users)", path,
-					      ln.lineno, (long long)u, n_users);
+					      "%s:%ld: user %lld out of range (%zu %s)", path,
+					      ln.lineno, (long long)u, n_users,
+					      sid_plural((long long)n_users, "user", "users"));
 			goto fail;
 		}
 		if ((uint64_t)it >= n_items) {
 			rc = sid_error_set_at(err, SID_EFORMAT, ln.lineno,
-					      "%s:%ld: item %lld out of range (%zu items)", path,
-					      ln.lineno, (long long)it, n_items);
+					      "%s:%ld: item %lld out of range (%zu %s)", path,
+					      ln.lineno, (long long)it, n_items,
+					      sid_plural((long long)n_items, "item", "items"));
 			goto fail;
 		}
 		if (cold && cold[it]) {
@@ -547,8 +549,9 @@ int tr_cold_read(const char *path, size_t n_items, uint8_t **out, size_t *n_cold
 		}
 		if ((uint64_t)it >= n_items) {
 			rc = sid_error_set_at(err, SID_EFORMAT, ln.lineno,
-					      "%s:%ld: item %lld out of range (%zu items)", path,
-					      ln.lineno, (long long)it, n_items);
+					      "%s:%ld: item %lld out of range (%zu %s)", path,
+					      ln.lineno, (long long)it, n_items,
+					      sid_plural((long long)n_items, "item", "items"));
 			goto fail;
 		}
 		if (cold[it]) {
@@ -705,8 +708,9 @@ int tr_batcher_init(struct tr_batcher *bt, const struct tr_data *d, size_t batch
 	if (batch_size == 0)
 		return sid_error_set(err, SID_EINVAL, "batch_size: must be at least 1");
 	if (d->train.n < 2 || d->train.n > UINT32_MAX) /* das_step needs B >= 2 */
-		return sid_error_set(err, SID_EINVAL, "%zu interactions; training needs 2 to %u",
-				     d->train.n, UINT32_MAX);
+		return sid_error_set(
+		    err, SID_EINVAL, "%zu %s; training needs 2 to %u", d->train.n,
+		    sid_plural((long long)d->train.n, "interaction", "interactions"), UINT32_MAX);
 	bt->data = d;
 	bt->batch_size = batch_size < d->train.n ? batch_size : d->train.n;
 	bt->seed = seed;

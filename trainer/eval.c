@@ -495,8 +495,9 @@ static int encode_all(const struct sid_tower *t, const char *tower, const struct
 		goto fail;
 	}
 	if (emb->d != t->D) {
-		rc = sid_error_set(err, SID_EINVAL, "%s: %d columns, the model's %s tower takes %d",
-				   emb->path, emb->d, tower, t->D);
+		rc = sid_error_set(err, SID_EINVAL, "%s: %d %s, the model's %s tower takes %d",
+				   emb->path, emb->d, sid_plural(emb->d, "column", "columns"),
+				   tower, t->D);
 		goto fail;
 	}
 	for (size_t r0 = 0; r0 < emb->n; r0 += ENC_BATCH) {
@@ -824,12 +825,12 @@ static void note_unclicked(const struct tr_csr *train, uint8_t *flags, size_t NI
 		}
 	memset(flags, 0, NI);
 	if (n)
-		fprintf(
-		    stderr,
-		    "evaluating: no cold set (--cold-items, --test-cold): the %zu items with no "
-		    "--train click are ranked as warm candidates too; give the "
-		    "--cold-items of the training run to compare with its figures\n",
-		    n);
+		fprintf(stderr,
+			"evaluating: no cold set (--cold-items, --test-cold): the %zu %s with no "
+			"--train click %s ranked as warm candidates too; give the "
+			"--cold-items of the training run to compare with its figures\n",
+			n, sid_plural((long long)n, "item", "items"),
+			sid_plural((long long)n, "is", "are"));
 }
 
 int tr_eval_run(const struct tr_eval_input *in, json_t **out, struct sid_error *err)
@@ -871,9 +872,10 @@ int tr_eval_run(const struct tr_eval_input *in, json_t **out, struct sid_error *
 	/* said before, not only after: it ranks every test user against every
 	 * item, hours at the 1M scale, where a log showed nothing */
 	fprintf(stderr,
-		"evaluating: %zu test and %zu cold-test interactions, %zu users against %zu "
-		"items\n",
-		in->test ? in->test->n : 0, in->test_cold ? in->test_cold->n : 0, NU, NI);
+		"evaluating: %zu test and %zu cold-test interactions, %zu %s against %zu %s\n",
+		in->test ? in->test->n : 0, in->test_cold ? in->test_cold->n : 0, NU,
+		sid_plural((long long)NU, "user", "users"), NI,
+		sid_plural((long long)NI, "item", "items"));
 	json_object_set_new(res, "model_version", json_string(in->model->version));
 	/* candidates: the warm items (every item not cold) and the cold items;
 	 * before the towers, so that the work ahead is known from the start */

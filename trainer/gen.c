@@ -275,9 +275,11 @@ static int gen_fits(const struct tr_gen_params *p, const char *out_dir, struct s
 
 	if (have > 0 && mem > have)
 		return sid_error_set(err, SID_EINVAL,
-				     "%ld items and %ld users need about %s of memory, more "
+				     "%ld %s and %ld %s need about %s of memory, more "
 				     "than the %s here",
-				     p->items, p->users, sid_size_str(mem, a, sizeof(a)),
+				     p->items, sid_plural(p->items, "item", "items"), p->users,
+				     sid_plural(p->users, "user", "users"),
+				     sid_size_str(mem, a, sizeof(a)),
 				     sid_size_str(have, b, sizeof(b)));
 	/* @out_dir may not be made yet: the file system of its nearest
 	 * ancestor that is, where mkdir -p will make it */
@@ -348,9 +350,9 @@ int tr_gen_run(const struct tr_gen_params *p, const char *out_dir, struct tr_gen
 		return sid_error_set(err, SID_EINVAL, "users %ld is not in [1, 2^31-1]", M);
 	if (p->interactions < M)
 		return sid_error_set(err, SID_EINVAL,
-				     "interactions %ld is fewer than the %ld users (each user "
+				     "interactions %ld is fewer than the %ld %s (each user "
 				     "gets a click at least)",
-				     p->interactions, M);
+				     p->interactions, M, sid_plural(M, "user", "users"));
 	if (D < 1 || D > 65536)
 		return sid_error_set(err, SID_EINVAL, "dim %d is not in [1, 65536]", D);
 	if (DU < 1 || DU > 65536)
@@ -654,13 +656,15 @@ int tr_gen_run(const struct tr_gen_params *p, const char *out_dir, struct tr_gen
 	/* semid-train refuses an empty file (a malformed input): none is made */
 	if (rc == 0 && (!st->cold_items || !st->test || !st->cold_test))
 		rc = sid_error_set(err, SID_EINVAL,
-				   "%s would be empty (%ld items at --cold-frac %g, %ld test "
-				   "clicks at --test-frac %g): semid-train refuses an empty file; "
+				   "%s would be empty (%ld %s at --cold-frac %g, %ld test "
+				   "%s at --test-frac %g): semid-train refuses an empty file; "
 				   "raise the fraction, or the data's size",
 				   !st->cold_items ? "cold_items.txt"
 				   : !st->test	   ? "test.tsv"
 						   : "cold_test.tsv",
-				   st->cold_items, p->cold_frac, st->test, p->test_frac);
+				   st->cold_items, sid_plural(st->cold_items, "item", "items"),
+				   p->cold_frac, st->test, sid_plural(st->test, "click", "clicks"),
+				   p->test_frac);
 	/* every user keeps a train click, so this is one user's data: how many
 	 * depends on the draws, hence a check of the count, not of --users */
 	if (rc == 0 && st->train < 2)

@@ -515,15 +515,17 @@ static int cmd_profile(int argc, char **argv)
 	if (rc < 0)
 		return fail("profile", &err);
 	if (st.empty)
-		fprintf(stderr,
-			"semid-train profile: %ld of %ld users have no click in %s: their rows are "
-			"zeros\n",
-			st.empty, st.users, p.train);
+		fprintf(stderr, "semid-train profile: %ld of %ld %s %s no click in %s: %s zeros\n",
+			st.empty, st.users, sid_plural(st.users, "user", "users"),
+			sid_plural(st.empty, "has", "have"), p.train,
+			sid_plural(st.empty, "its row is", "their rows are"));
 	if (st.zero_sum)
 		fprintf(stderr,
-			"semid-train profile: %ld of %ld users have clicks in %s whose item rows "
-			"sum to zero: their rows are zeros\n",
-			st.zero_sum, st.users, p.train);
+			"semid-train profile: %ld of %ld %s %s clicks in %s whose item rows "
+			"sum to zero: %s zeros\n",
+			st.zero_sum, st.users, sid_plural(st.users, "user", "users"),
+			sid_plural(st.zero_sum, "has", "have"), p.train,
+			sid_plural(st.zero_sum, "its row is", "their rows are"));
 	printf("{\"out\": ");
 	print_json_string(p.out);
 	printf(", \"users\": %ld, \"dim\": %d, \"interactions\": %ld, \"empty_users\": %ld, "

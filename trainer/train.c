@@ -247,10 +247,11 @@ static int check_widths(const struct tr_config *c, const struct tr_data *d, stru
 		if (w[k].want && w[k].want != w[k].e->d)
 			return sid_error_set(
 			    err, SID_EINVAL,
-			    "config key %s is %d, but %s %s has %d columns (the %s tower's input "
+			    "config key %s is %d, but %s %s has %d %s (the %s tower's input "
 			    "width): that config is of a model trained on other embeddings; give "
 			    "those, or delete the key",
-			    w[k].key, w[k].want, w[k].flag, w[k].e->path, w[k].e->d, w[k].tower);
+			    w[k].key, w[k].want, w[k].flag, w[k].e->path, w[k].e->d,
+			    sid_plural(w[k].e->d, "column", "columns"), w[k].tower);
 	return 0;
 }
 
@@ -625,9 +626,11 @@ static int init_codebooks(struct run *r, struct sid_error *err)
 	 * minutes between the "mode" line and the first epoch's */
 	if (rc == 0)
 		fprintf(stderr,
-			"codebook init: k-means++ on %zu user and %zu item rows, %d levels of %d "
+			"codebook init: k-means++ on %zu user %s and %zu item %s, %d %s of %d "
 			"codes\n",
-			n_u, n_i, r->dc.L, r->dc.K);
+			n_u, sid_plural((long long)n_u, "row", "rows"), n_i,
+			sid_plural((long long)n_i, "row", "rows"), r->dc.L,
+			sid_plural(r->dc.L, "level", "levels"), r->dc.K);
 	if (rc == 0)
 		rc = das_init_codebooks(r->model, ux, (int)n_u, ix, (int)n_i, err);
 	/* k-means heeds a stop: at a large kmeans_sample and codebook_size it
@@ -757,9 +760,11 @@ static int run_epoch(struct run *r, int e, int tty, struct sid_error *err)
 			double dt = tr_progress_elapsed(&pg);
 			tr_progress_clear(&pg);
 			fprintf(stderr,
-				"benchmark: %zu steps in %.2fs (%.4f s/step, loss %.4f); a full "
-				"epoch of %zu steps: about %.1fs\n",
-				b + 1, dt, dt / (double)(b + 1), acc.total / (double)(b + 1), nb,
+				"benchmark: %zu %s in %.2fs (%.4f s/step, loss %.4f); a full "
+				"epoch of %zu %s: about %.1fs\n",
+				b + 1, sid_plural((long long)(b + 1), "step", "steps"), dt,
+				dt / (double)(b + 1), acc.total / (double)(b + 1), nb,
+				sid_plural((long long)nb, "step", "steps"),
 				dt / (double)(b + 1) * (double)nb);
 			return 1;
 		}
@@ -1074,16 +1079,18 @@ int tr_train_run(const struct tr_config *cfg, int resume, struct sid_error *err)
 		snprintf(version, sizeof(version), "%s-%s-%llu-%08x", mode, ts,
 			 (unsigned long long)r.dc.seed, (unsigned)nonce);
 	}
-	fprintf(stderr, "semid-train: %d OpenBLAS thread%s from %s%s%s%s\n",
-		openblas_get_num_threads(), openblas_get_num_threads() == 1 ? "" : "s",
-		threads_from, threads_note[0] ? " (" : "", threads_note,
-		threads_note[0] ? ")" : "");
+	fprintf(stderr, "semid-train: %d OpenBLAS %s from %s%s%s%s\n", openblas_get_num_threads(),
+		sid_plural(openblas_get_num_threads(), "thread", "threads"), threads_from,
+		threads_note[0] ? " (" : "", threads_note, threads_note[0] ? ")" : "");
 	fprintf(stderr,
-		"semid-train: mode %s, %zu items (D %d), %zu users (D %d), %zu train clicks, %zu "
-		"batches of %zu per epoch, %d epoch%s\n",
-		mode, r.data.items.n, r.data.items.d, r.data.users.n, r.data.users.d,
-		r.data.train.n, tr_batcher_count(&r.bt), B, r.total_epochs,
-		r.total_epochs == 1 ? "" : "s");
+		"semid-train: mode %s, %zu %s (D %d), %zu %s (D %d), %zu train clicks, %zu %s of "
+		"%zu per epoch, %d %s\n",
+		mode, r.data.items.n, sid_plural((long long)r.data.items.n, "item", "items"),
+		r.data.items.d, r.data.users.n,
+		sid_plural((long long)r.data.users.n, "user", "users"), r.data.users.d,
+		r.data.train.n, tr_batcher_count(&r.bt),
+		sid_plural((long long)tr_batcher_count(&r.bt), "batch", "batches"), B,
+		r.total_epochs, sid_plural(r.total_epochs, "epoch", "epochs"));
 	for (e = r.epochs_done; e < r.total_epochs; e++) {
 		int joint = !two || e >= r.dc.icdm_epochs;
 		if (tr_stop_signal())

@@ -353,7 +353,7 @@ START_TEST(test_batcher)
 	 * train data, not in the middle of the first epoch */
 	small_data(&d, "0\t1\n");
 	ck_assert_int_eq(tr_batcher_init(&bt, &d, 8, 1, &err), SID_EINVAL);
-	ck_assert_msg(strstr(err.msg, "1 interactions; training needs 2"), "%s", err.msg);
+	ck_assert_msg(strstr(err.msg, "1 interaction; training needs 2"), "%s", err.msg);
 	tr_batcher_release(&bt);
 	tr_data_release(&d);
 }

@@ -98,7 +98,7 @@ class TestProfile(unittest.TestCase):
         self.assertEqual(summary, {"out": out, "users": 6, "dim": 12,
                                    "interactions": len(lines), "empty_users": 1,
                                    "zero_sum_users": 0})
-        self.assertIn("1 of 6 users have no click in %s: their rows are zeros" % train, p.stderr)
+        self.assertIn("1 of 6 users has no click in %s: its row is zeros" % train, p.stderr)
 
     def test_n_users_pads_and_bounds(self):
         lines = ["0\t1", "0\t2", "2\t3"]
@@ -189,7 +189,7 @@ class TestProfile(unittest.TestCase):
         self.assertEqual(summary["empty_users"], 1)  # user 1: no line
         self.assertEqual(summary["zero_sum_users"], 2)  # users 0 and 3
         self.assertEqual(p.stderr.splitlines(), [
-            "semid-train profile: 1 of 4 users have no click in %s: their rows are zeros"
+            "semid-train profile: 1 of 4 users has no click in %s: its row is zeros"
             % train,
             "semid-train profile: 2 of 4 users have clicks in %s whose item rows sum to "
             "zero: their rows are zeros" % train])

@@ -1792,7 +1792,7 @@ class TrainerTest(unittest.TestCase):
                 lines.append(line)
                 if line.startswith("codebook init: "):
                     break
-            self.assertIn("codebook init: k-means++ on 20000 user and ", lines[-1])
+            self.assertIn("codebook init: k-means++ on 20000 user rows and ", lines[-1])
             proc.send_signal(sig)
             _, err = proc.communicate(timeout=120)
             err = "".join(lines) + err
@@ -1918,7 +1918,7 @@ class TrainerTest(unittest.TestCase):
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=60)
         self.assertEqual(proc.returncode, 128 + signal.SIGTERM, err)
-        self.assertIn(" 1 batches of ", err)
+        self.assertIn(" 1 batch of ", err)
         self.assertNotIn("not kept", err)
         k = int(re.search(r"holds epoch (\d+)/500", err).group(1))
         self.assertEqual(len(re.findall(r"^epoch \d+/500 joint", err, re.M)), k, err)
@@ -2187,6 +2187,54 @@ class TrainerTest(unittest.TestCase):
                           "batch of 2: each click's negatives are the batch's others); raise "
                           "--users or --interactions\n"))
         self.assertEqual(os.listdir(one), [])
+
+    def test_counts_of_one_are_singular(self):
+        """A count of 1 in semid-train's lines took a plural: "1 batches",
+        "1 levels", "1 users", "1 interactions".  On one user's data, one
+        level, one batch, one item without a train click: singular."""
+        sdir = os.path.join(self.tmp, "singular")
+        os.makedirs(sdir, exist_ok=True)
+        items, users = os.path.join(sdir, "items.npy"), os.path.join(sdir, "users.npy")
+        np.save(items, np.eye(3, 6, dtype=np.float32) + 0.1)
+        np.save(users, np.ones((1, 6), np.float32))
+        train, test = os.path.join(sdir, "train.tsv"), os.path.join(sdir, "test.tsv")
+        with open(train, "w") as f:
+            f.write("0\t0\n0\t1\n")
+        with open(test, "w") as f:
+            f.write("0\t2\n")
+        out = os.path.join(sdir, "m.st")
+        p = run(TRAIN, "--items", items, "--users", users, "--train", train, "--test", test,
+                "--out", out, "--epochs", 1, "--levels", 1, "--codebook-size", 2, "--hidden",
+                4, "--latent-dim", 2, "--threads", 1, "--no-progress")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        for line in ("semid-train: 1 OpenBLAS thread from the threads setting\n",
+                     "semid-train: mode das, 3 items (D 6), 1 user (D 6), 2 train clicks, "
+                     "1 batch of 2 per epoch, 1 epoch\n",
+                     "codebook init: k-means++ on 1 user row and 2 item rows, 1 level of 2 "
+                     "codes\n",
+                     "evaluating: 1 test and 0 cold-test interactions, 1 user against 3 "
+                     "items\n",
+                     "evaluating: no cold set (--cold-items, --test-cold): the 1 item with no "
+                     "--train click is ranked as warm candidates too; "):
+            self.assertIn(line, p.stderr)
+        self.assertNotRegex(p.stderr, r"\b1 [a-z]+s\b")
+        with open(train, "w") as f:
+            f.write("0\t0\n")
+        p = run(TRAIN, "--items", items, "--users", users, "--train", train, "--out", out,
+                "--epochs", 1, "--no-progress")
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("1 interaction; training needs 2", p.stderr)
+        with open(train, "w") as f:
+            f.write("1\t0\n")
+        p = run(TRAIN, "--items", items, "--users", users, "--train", train, "--out", out,
+                "--epochs", 1, "--no-progress")
+        self.assertEqual(p.returncode, 2)
+        self.assertIn("%s:1: user 1 out of range (1 user)" % train, p.stderr)
+        p = run(TRAIN, "gen", "--out", os.path.join(sdir, "g"), "--users", 1,
+                "--interactions", 0)
+        self.assertEqual((p.returncode, p.stderr),
+                         (2, "semid-train gen: interactions 0 is fewer than the 1 user (each "
+                          "user gets a click at least)\n"))
 
     def test_publish_tables_under_rqvae_is_said(self):
         """--publish-tables true with --mode rqvae, which has no ICDM ID
@@ -2860,7 +2908,7 @@ class TrainerTest(unittest.TestCase):
         p = run(TRAIN, "gen", "--out", gdir, "--items", 2147483647, "--users", 1,
                 "--interactions", 1, timeout=60)
         self.assertEqual(p.returncode, 2, p.stderr)
-        self.assertRegex(p.stderr, r"^semid-train gen: 2147483647 items and 1 users need "
+        self.assertRegex(p.stderr, r"^semid-train gen: 2147483647 items and 1 user need "
                          r"about 106\.\d GiB of memory, more than the \d+\.\d GiB here\n$")
         self.assertFalse(os.path.exists(os.path.dirname(gdir)))
         if os.geteuid() != 0:
