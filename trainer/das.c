@@ -1871,8 +1871,8 @@ static const struct sid_st_tensor *ck_find(const struct sid_st_file *f, const ch
 			      "checkpoint: tensor %s: %s with %llu %s, expected %s with %llu "
 			      "(a different config or data?)",
 			      name, sid_st_dtype_name(t->dtype), (unsigned long long)t->nelem,
-			      sid_plural((long long)t->nelem, "element", "elements"),
-			      sid_st_dtype_name(dt), (unsigned long long)n);
+			      sid_plural(t->nelem, "element", "elements"), sid_st_dtype_name(dt),
+			      (unsigned long long)n);
 		return NULL;
 	}
 	return t;

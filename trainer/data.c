@@ -385,14 +385,14 @@ int tr_inter_read(const char *path, size_t n_users, size_t n_items, const uint8_
 			rc = sid_error_set_at(err, SID_EFORMAT, ln.lineno,
 					      "%s:%ld: user %lld out of range (%zu %s)", path,
 					      ln.lineno, (long long)u, n_users,
-					      sid_plural((long long)n_users, "user", "users"));
+					      sid_plural(n_users, "user", "users"));
 			goto fail;
 		}
 		if ((uint64_t)it >= n_items) {
 			rc = sid_error_set_at(err, SID_EFORMAT, ln.lineno,
 					      "%s:%ld: item %lld out of range (%zu %s)", path,
 					      ln.lineno, (long long)it, n_items,
-					      sid_plural((long long)n_items, "item", "items"));
+					      sid_plural(n_items, "item", "items"));
 			goto fail;
 		}
 		if (cold && cold[it]) {
@@ -551,7 +551,7 @@ int tr_cold_read(const char *path, size_t n_items, uint8_t **out, size_t *n_cold
 			rc = sid_error_set_at(err, SID_EFORMAT, ln.lineno,
 					      "%s:%ld: item %lld out of range (%zu %s)", path,
 					      ln.lineno, (long long)it, n_items,
-					      sid_plural((long long)n_items, "item", "items"));
+					      sid_plural(n_items, "item", "items"));
 			goto fail;
 		}
 		if (cold[it]) {
@@ -657,8 +657,6 @@ int tr_data_load(struct tr_data *d, const char *items_path, const char *users_pa
 		rc = sid_error_set(err, SID_ENOMEM, "%s: out of memory", train_path);
 		goto fail;
 	}
-	/* tr_inter_read frees d->train only when it fails, < 0 */
-	/* NOLINTNEXTLINE(clang-analyzer-unix.Malloc) */
 	rc = tr_csr_build(&d->by_user, d->users.n, d->train.user, d->train.item, d->train.n, err);
 	if (rc < 0)
 		goto fail;
@@ -708,9 +706,9 @@ int tr_batcher_init(struct tr_batcher *bt, const struct tr_data *d, size_t batch
 	if (batch_size == 0)
 		return sid_error_set(err, SID_EINVAL, "batch_size: must be at least 1");
 	if (d->train.n < 2 || d->train.n > UINT32_MAX) /* das_step needs B >= 2 */
-		return sid_error_set(
-		    err, SID_EINVAL, "%zu %s; training needs 2 to %u", d->train.n,
-		    sid_plural((long long)d->train.n, "interaction", "interactions"), UINT32_MAX);
+		return sid_error_set(err, SID_EINVAL, "%zu %s; training needs 2 to %u", d->train.n,
+				     sid_plural(d->train.n, "interaction", "interactions"),
+				     UINT32_MAX);
 	bt->data = d;
 	bt->batch_size = batch_size < d->train.n ? batch_size : d->train.n;
 	bt->seed = seed;

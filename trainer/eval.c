@@ -662,7 +662,7 @@ static void note_no_users(const char *name, const char *split, size_t lines,
 	}
 	fprintf(stderr, "the %ld %s of the %zu %s %s ", m->truth_users,
 		sid_plural(m->truth_users, "user", "users"), lines, file,
-		sid_plural((long long)lines, "line", "lines"));
+		sid_plural(lines, "line", "lines"));
 	if (cross) {
 		fprintf(stderr, "%s all-zero vectors (%s)\n",
 			sid_plural(m->truth_users, "has", "have"),
@@ -829,8 +829,7 @@ static void note_unclicked(const struct tr_csr *train, uint8_t *flags, size_t NI
 			"evaluating: no cold set (--cold-items, --test-cold): the %zu %s with no "
 			"--train click %s ranked as warm candidates too; give the "
 			"--cold-items of the training run to compare with its figures\n",
-			n, sid_plural((long long)n, "item", "items"),
-			sid_plural((long long)n, "is", "are"));
+			n, sid_plural(n, "item", "items"), sid_plural(n, "is", "are"));
 }
 
 int tr_eval_run(const struct tr_eval_input *in, json_t **out, struct sid_error *err)
@@ -874,8 +873,7 @@ int tr_eval_run(const struct tr_eval_input *in, json_t **out, struct sid_error *
 	fprintf(stderr,
 		"evaluating: %zu test and %zu cold-test interactions, %zu %s against %zu %s\n",
 		in->test ? in->test->n : 0, in->test_cold ? in->test_cold->n : 0, NU,
-		sid_plural((long long)NU, "user", "users"), NI,
-		sid_plural((long long)NI, "item", "items"));
+		sid_plural(NU, "user", "users"), NI, sid_plural(NI, "item", "items"));
 	json_object_set_new(res, "model_version", json_string(in->model->version));
 	/* candidates: the warm items (every item not cold) and the cold items;
 	 * before the towers, so that the work ahead is known from the start */

@@ -628,9 +628,8 @@ static int init_codebooks(struct run *r, struct sid_error *err)
 		fprintf(stderr,
 			"codebook init: k-means++ on %zu user %s and %zu item %s, %d %s of %d "
 			"codes\n",
-			n_u, sid_plural((long long)n_u, "row", "rows"), n_i,
-			sid_plural((long long)n_i, "row", "rows"), r->dc.L,
-			sid_plural(r->dc.L, "level", "levels"), r->dc.K);
+			n_u, sid_plural(n_u, "row", "rows"), n_i, sid_plural(n_i, "row", "rows"),
+			r->dc.L, sid_plural(r->dc.L, "level", "levels"), r->dc.K);
 	if (rc == 0)
 		rc = das_init_codebooks(r->model, ux, (int)n_u, ix, (int)n_i, err);
 	/* k-means heeds a stop: at a large kmeans_sample and codebook_size it
@@ -762,9 +761,8 @@ static int run_epoch(struct run *r, int e, int tty, struct sid_error *err)
 			fprintf(stderr,
 				"benchmark: %zu %s in %.2fs (%.4f s/step, loss %.4f); a full "
 				"epoch of %zu %s: about %.1fs\n",
-				b + 1, sid_plural((long long)(b + 1), "step", "steps"), dt,
-				dt / (double)(b + 1), acc.total / (double)(b + 1), nb,
-				sid_plural((long long)nb, "step", "steps"),
+				b + 1, sid_plural(b + 1, "step", "steps"), dt, dt / (double)(b + 1),
+				acc.total / (double)(b + 1), nb, sid_plural(nb, "step", "steps"),
 				dt / (double)(b + 1) * (double)nb);
 			return 1;
 		}
@@ -1085,12 +1083,11 @@ int tr_train_run(const struct tr_config *cfg, int resume, struct sid_error *err)
 	fprintf(stderr,
 		"semid-train: mode %s, %zu %s (D %d), %zu %s (D %d), %zu train clicks, %zu %s of "
 		"%zu per epoch, %d %s\n",
-		mode, r.data.items.n, sid_plural((long long)r.data.items.n, "item", "items"),
-		r.data.items.d, r.data.users.n,
-		sid_plural((long long)r.data.users.n, "user", "users"), r.data.users.d,
+		mode, r.data.items.n, sid_plural(r.data.items.n, "item", "items"), r.data.items.d,
+		r.data.users.n, sid_plural(r.data.users.n, "user", "users"), r.data.users.d,
 		r.data.train.n, tr_batcher_count(&r.bt),
-		sid_plural((long long)tr_batcher_count(&r.bt), "batch", "batches"), B,
-		r.total_epochs, sid_plural(r.total_epochs, "epoch", "epochs"));
+		sid_plural(tr_batcher_count(&r.bt), "batch", "batches"), B, r.total_epochs,
+		sid_plural(r.total_epochs, "epoch", "epochs"));
 	for (e = r.epochs_done; e < r.total_epochs; e++) {
 		int joint = !two || e >= r.dc.icdm_epochs;
 		if (tr_stop_signal())
