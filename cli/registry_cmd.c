@@ -97,7 +97,8 @@ static const char usage[] =
     "      --rows            delete: the operands are SQLite row numbers (check names\n"
     "                        so an entry whose id cannot be, one of another kind,\n"
     "                        and an embedding of no entry), not ids; prints\n"
-    "                        row<TAB>deleted per row\n"
+    "                        row<TAB>deleted per row; a row whose entry its id\n"
+    "                        can name is left (0, said on stderr)\n"
     "      --no-embeddings   assign: do not keep the embeddings (diff cannot use them;\n"
     "                        with --reassign, a known id's stored one is dropped)\n"
     "  -b, --batch N         assign, reassign, delete: ids per transaction (default\n"
@@ -124,9 +125,10 @@ static const char usage[] =
     "\n"
     "exit status: 0 ok; 1 store unavailable, I/O or internal error; 2 bad usage, bad\n"
     "input, unknown id or sid; 3 import finished but some lines conflicted, delete\n"
-    "finished but some ids were not stored, diff could not compare some entries (no\n"
-    "embedding stored, another width), or check found a problem; 141 the reader of\n"
-    "stdout went away (| head -1), a quiet stop\n";
+    "finished but some ids were not stored (--rows: some rows not there, or left as\n"
+    "entries their ids name), diff could not compare some entries (no embedding\n"
+    "stored, another width), or check found a problem; 141 the reader of stdout went\n"
+    "away (| head -1), a quiet stop\n";
 
 struct opts {
 	const char *cmd, *db, *model, *input, *ids, *format, *prefix, *output, *arg;
@@ -1205,19 +1207,21 @@ void (*cli__delete_rows_window)(int); /* registry_cmd.h */
 
 /* delete --rows: the SQLite rows of the operands, in one transaction.  A
  * stop before it deletes nothing, one that comes during it lets it end
- * whole; either is said, then ends it by the signal. */
+ * whole; either is said, then ends it by the signal.  A row whose entry
+ * its id names is left (sid_registry_delete_rows), said on stderr with its
+ * kind and id.  Sets *@not_found when some rows were not there or left. */
 static int delete_rows(const struct opts *o, int *not_found, struct sid_error *err)
 {
 	struct sid_registry *r = NULL;
 	FILE *fp = NULL;
 	int64_t *rows = calloc(o->nargs, sizeof(*rows));
-	int *deleted = calloc(o->nargs, sizeof(*deleted));
+	struct sid_reg_entry *res = calloc(o->nargs, sizeof(*res));
 	struct sigaction saved[3];
-	size_t gone = 0;
-	int rc = 0, early = 0;
+	size_t gone = 0, left = 0;
+	int rc = 0, early = 0, committed = 0;
 
 	stop_catch_first(saved, SA_RESTART);
-	if (!rows || !deleted)
+	if (!rows || !res)
 		rc = sid_error_set(err, SID_ENOMEM, "out of memory");
 	for (size_t i = 0; i < o->nargs && !rc; i++) {
 		char *end;
@@ -1237,26 +1241,46 @@ static int delete_rows(const struct opts *o, int *not_found, struct sid_error *e
 		cli__delete_rows_window(0);
 	if (!rc && !(early = stop_before_any())) {
 		again_file_len = 0; /* a second signal from here: the batches' words */
-		rc = sid_registry_delete_rows(r, rows, o->nargs, deleted, err);
+		rc = sid_registry_delete_rows(r, rows, o->nargs, res, err);
+		committed = !rc;
 		if (!rc && cli__delete_rows_window)
 			cli__delete_rows_window(1);
 	}
 	if (early) /* (the output's lines: none) */
 		rc = 0;
 	for (size_t i = 0; i < o->nargs && !rc && !early; i++) { /* committed */
-		fprintf(fp, "%lld\t%d\n", (long long)rows[i], deleted[i]);
-		gone += deleted[i] != 0;
+		fprintf(fp, "%lld\t%d\n", (long long)rows[i], res[i].deleted);
+		gone += res[i].deleted != 0;
 	}
 	if (!rc && (fflush(fp) != 0 || ferror(fp))) {
 		rc = log_lost(o, o->nargs, "rows", "row, deleted", err);
 		for (size_t i = 0; i < o->nargs; i++)
-			fprintf(stderr, "%lld\t%d\n", (long long)rows[i], deleted[i]);
+			fprintf(stderr, "%lld\t%d\n", (long long)rows[i], res[i].deleted);
+	}
+	for (size_t i = 0; i < o->nargs && committed; i++) {
+		const struct sid_reg_entry *e = &res[i];
+		char sid[SID_REG_SID_MAX];
+
+		if (e->deleted || !e->id[0]) /* (deleted, or not there) */
+			continue;
+		left++;
+		sid_reg_sid_format(e->codes, e->L, e->suffix, sid, sizeof(sid));
+		fprintf(stderr,
+			"semid: row %lld holds the %s entry of id \"%s\" (sid %s), readable "
+			"and of a known kind, which its id names: left in place (the row a "
+			"check named may have gone since, and its number been given to a new "
+			"entry); if this entry is meant to go, delete it by its id: semid "
+			"registry delete --kind %s ID\n",
+			(long long)rows[i], sid_tower_name(e->kind), e->id, sid,
+			sid_tower_name(e->kind));
 	}
 	if (fp) {
 		int crc = log_close(fp, output_name(o), rc ? NULL : err);
 		rc = rc ? rc : crc;
 	}
 	if (!rc && !early) {
+		char more[96] = "";
+
 		if (stop_sig) {
 			stop_telling();
 			fprintf(stderr,
@@ -1264,12 +1288,15 @@ static int delete_rows(const struct opts *o, int *not_found, struct sid_error *e
 				"was committed whole; their lines are in %s\n",
 				stop_name(), output_name(o));
 		}
-		fprintf(stderr, "semid: deleted %zu of %zu rows from %s; %zu not found\n", gone,
-			o->nargs, sid_registry_label(r), o->nargs - gone);
+		if (left)
+			snprintf(more, sizeof(more), ", %zu left in place (entries their ids name)",
+				 left);
+		fprintf(stderr, "semid: deleted %zu of %zu rows from %s; %zu not found%s\n", gone,
+			o->nargs, sid_registry_label(r), o->nargs - gone - left, more);
 		*not_found = gone < o->nargs;
 	}
 	free(rows);
-	free(deleted);
+	free(res);
 	sid_registry_close(r);
 	stop_restore(saved);
 	if (!rc) /* a signal caught ends it now; an error is told first, by its status */

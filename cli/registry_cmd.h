@@ -22,7 +22,8 @@
  * Exit statuses: CLI_EXIT_OK 0; CLI_EXIT_IO 1 (store unavailable, I/O or
  * internal error); CLI_EXIT_INPUT 2 (bad usage, bad input file, unknown id or
  * sid); CLI_REGISTRY_EXIT_CONFLICTS 3 (import finished, some lines conflicted;
- * delete finished, some ids were not stored; diff could not compare some
+ * delete finished, some ids were not stored, or --rows: some rows were not
+ * there or held an entry its id names, left; diff could not compare some
  * entries; check found a problem).
  *
  * Not thread-safe (uses getopt); call it once at a time.

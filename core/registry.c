@@ -705,8 +705,8 @@ int sid_registry_delete(struct sid_registry *r, enum sid_tower_kind kind, const 
 	return rc;
 }
 
-int sid_registry_delete_rows(struct sid_registry *r, const int64_t *rows, size_t n, int *deleted,
-			     struct sid_error *err)
+int sid_registry_delete_rows(struct sid_registry *r, const int64_t *rows, size_t n,
+			     struct sid_reg_entry *out, struct sid_error *err)
 {
 	int rc;
 
@@ -721,7 +721,7 @@ int sid_registry_delete_rows(struct sid_registry *r, const int64_t *rows, size_t
 	if (!n)
 		return 0;
 	call_begin(r);
-	rc = r->ops->delete_rows(r, rows, n, deleted, err);
+	rc = r->ops->delete_rows(r, rows, n, out, err);
 	call_end(r);
 	return rc;
 }

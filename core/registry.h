@@ -272,16 +272,25 @@ int sid_registry_delete(struct sid_registry *r, enum sid_tower_kind kind, const 
 			size_t n, struct sid_reg_entry *out, struct sid_error *err);
 
 /*
- * SQLite: delete the entries of rowids @rows (as sid_registry_check names an
- * entry whose id no request can name) with their embeddings, whatever they
- * hold, in one transaction; deleted[i] is 1 for each row that was there, 0
- * for one that was not (or came twice).  Their slots are not known: their
- * kinds' gaps flags are set.  A row that holds only an embedding (of no
- * entry, as sid_registry_check names one) has it removed, deleted[i] 1.
- * PostgreSQL: SID_EINVAL (its entries have no row number).
+ * SQLite: delete, in one transaction, the entries of rowids @rows that no
+ * delete of an id reaches, as sid_registry_check names them by their row:
+ * one whose id, codes or model_version cannot be read, or of a kind other
+ * than item and user, with its embedding; and an embedding row of no
+ * entry.  out[i] (n entries) is, for rows[i]:
+ *  - deleted 1: it was erased; out[i] holds the entry as it read (a
+ *    damaged one: only its kind, id "");
+ *  - deleted 0, id "": no such row (or it came twice);
+ *  - deleted 0, id not "": refused, left in place: an entry check finds
+ *    nothing wrong with by those tests (its id, codes and model_version
+ *    read, of kind item or user), out[i] as sid_registry_get gives it.
+ *    A row number is only as good as the check that gave it: that row may
+ *    have gone since and SQLite given its rowid to a new assignment; an
+ *    entry that is meant to go is deleted by its id (sid_registry_delete).
+ * The slots of the entries erased are not known: their kinds' gaps flags
+ * are set.  PostgreSQL: SID_EINVAL (its entries have no row number).
  */
-int sid_registry_delete_rows(struct sid_registry *r, const int64_t *rows, size_t n, int *deleted,
-			     struct sid_error *err);
+int sid_registry_delete_rows(struct sid_registry *r, const int64_t *rows, size_t n,
+			     struct sid_reg_entry *out, struct sid_error *err);
 
 /* The assignment of @id, or SID_ENOTFOUND. */
 int sid_registry_get(struct sid_registry *r, enum sid_tower_kind kind, const char *id,
@@ -665,8 +674,8 @@ struct sid__reg_ops {
 	int (*delete_ids)(struct sid_registry *r, int kind, const char *const *ids, size_t n,
 			  struct sid_reg_entry *out, struct sid_error *err);
 	/* sid_registry_delete_rows; NULL: the backend has no row numbers */
-	int (*delete_rows)(struct sid_registry *r, const int64_t *rows, size_t n, int *deleted,
-			   struct sid_error *err);
+	int (*delete_rows)(struct sid_registry *r, const int64_t *rows, size_t n,
+			   struct sid_reg_entry *out, struct sid_error *err);
 	/* the store's own structure, for sid_registry_check: each problem to
 	 * @fn (SID_REG_P_STORE); *checked and @how (@how_len bytes) say whether
 	 * it could be checked, and how or why not */

@@ -1033,8 +1033,17 @@ fail:
 	return rc;
 }
 
-static int sq_delete_rows(struct sid_registry *r, const int64_t *rows, size_t n, int *deleted,
-			  struct sid_error *err)
+/*
+ * The rows' entries go, but only what a delete of an id cannot reach: an
+ * entry sid_registry_check finds unreadable (row_entry, as its walk reads
+ * it) or of a kind no request has (sid__reg_kind_bad's), and an embedding
+ * row of no entry.  An entry it finds nothing wrong with by those tests is
+ * refused (out[i] as read, deleted 0): a row number is only as good as the
+ * check that gave it, and the row it named may have gone since and its
+ * rowid been given to a new, healthy assignment.
+ */
+static int sq_delete_rows(struct sid_registry *r, const int64_t *rows, size_t n,
+			  struct sid_reg_entry *out, struct sid_error *err)
 {
 	struct sq *s = (struct sq *)r;
 	sqlite3_stmt *st = NULL;
@@ -1044,38 +1053,47 @@ static int sq_delete_rows(struct sid_registry *r, const int64_t *rows, size_t n,
 		return rc;
 	if ((rc = run(s, stmt(s, S_BEGIN), err, "begin")))
 		return rc;
-	rc = sqlite3_prepare_v2(s->db, "SELECT kind FROM semid_assignment WHERE rid = ?1", -1, &st,
-				NULL);
+	rc = sqlite3_prepare_v2(s->db, "SELECT " COLS " FROM semid_assignment WHERE rid = ?1", -1,
+				&st, NULL);
 	if (rc) {
 		rc = sq_fail(s, rc, err, "delete");
 		goto fail;
 	}
 	for (size_t i = 0; i < n; i++) {
-		int kind;
+		int found, known;
+
 		sqlite3_bind_int64(st, 1, rows[i]);
-		rc = sqlite3_step(st);
-		kind = sqlite3_column_int(st, 0);
-		sqlite3_reset(st);
-		deleted[i] = rc == SQLITE_ROW;
-		if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
-			rc = sq_fail(s, rc, err, "delete");
+		memset(&out[i], 0, sizeof(out[i]));
+		found = fetch_one(s, st, SID__REG_ROW_ANY, &out[i], NULL, err);
+		known = out[i].kind == SID_TOWER_ITEM || out[i].kind == SID_TOWER_USER;
+		if (found == 1 && known) { /* healthy: its id names it */
+			out[i].deleted = 0;
+			continue;
+		}
+		if (found == SID_EDATA) { /* damaged: only its kind is known */
+			int kind = out[i].kind;
+			memset(&out[i], 0, sizeof(out[i]));
+			out[i].kind = kind;
+			sid_error_clear(err);
+		} else if (found < 0) {
+			rc = found;
 			goto fail;
 		}
-		if (!deleted[i]) { /* an embedding row of no entry (check names it) */
+		if (!found) { /* an embedding row of no entry (check names it) */
 			sqlite3_stmt *ed = stmt(s, S_EMB_DEL);
 			sqlite3_bind_int64(ed, 1, rows[i]);
 			if ((rc = run(s, ed, err, "delete embedding")))
 				goto fail;
-			deleted[i] = sqlite3_changes(s->db) > 0;
+			out[i].deleted = sqlite3_changes(s->db) > 0;
 			continue;
 		}
 		/* its slot is not known (its codes may be what is damaged): a
 		 * gap, unless its kind is no one's */
-		if ((kind == SID_TOWER_ITEM || kind == SID_TOWER_USER) &&
-		    (rc = gaps_mark(s, kind, err)))
+		if (known && (rc = gaps_mark(s, out[i].kind, err)))
 			goto fail;
 		if ((rc = delete_rid(s, rows[i], err)))
 			goto fail;
+		out[i].deleted = 1;
 	}
 	sqlite3_finalize(st);
 	st = NULL;

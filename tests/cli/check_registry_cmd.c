@@ -1036,6 +1036,17 @@ static uint64_t items_in(const char *path)
 	return st.items;
 }
 
+/* Run @sql on the SQLite store @path, as a hand edit would. */
+static void db_sql(const char *path, const char *sql)
+{
+	sqlite3 *h;
+
+	ck_assert_int_eq(sqlite3_open(path, &h), SQLITE_OK);
+	ck_assert_msg(sqlite3_exec(h, sql, NULL, NULL, NULL) == SQLITE_OK, "%s: %s", sql,
+		      sqlite3_errmsg(h));
+	sqlite3_close(h);
+}
+
 /* Run in a child with stdout on /dev/full and stderr into @msg: the exit
  * status. */
 static int run_stdout_full(char *msg, size_t cap, const char *first, ...)
@@ -1783,7 +1794,8 @@ static void delete_rows_window_raise(void)
 /*
  * delete --rows stopped by SIGTERM before its one transaction, and during
  * it (cli__delete_rows_window): it says it deleted nothing, or all, and
- * ends by the signal; it died without a word either way.
+ * ends by the signal; it died without a word either way.  (Rows 1 and 2
+ * have their ids damaged: what delete --rows erases.)
  */
 START_TEST(t_delete_rows_stopped)
 {
@@ -1793,6 +1805,7 @@ START_TEST(t_delete_rows_stopped)
 	ck_assert_int_eq(run("registry", "assign", "--model", model, "--input", npy, "--ids", ids,
 			     "--output", out, NULL),
 			 CLI_EXIT_OK);
+	db_sql(db, "UPDATE semid_assignment SET id = x'ff' || rid WHERE rid IN (1, 2)");
 	for (int at = 0; at < 2; at++) {
 		delete_rows_at = at;
 		status = run_forked(msg, sizeof(msg), delete_rows_window_raise, "registry",
@@ -3114,7 +3127,8 @@ START_TEST(t_delete_lines_to_stderr_when_the_log_fails)
 END_TEST
 
 /* The same for delete --rows: its log on a full device failed with "write
- * failed" alone, as if nothing had been deleted. */
+ * failed" alone, as if nothing had been deleted.  (item-1's id damaged:
+ * what delete --rows erases.) */
 START_TEST(t_delete_rows_lines_to_stderr_when_the_log_fails)
 {
 	char msg[4096], sid1[64], row[32], lines[200];
@@ -3131,10 +3145,11 @@ START_TEST(t_delete_rows_lines_to_stderr_when_the_log_fails)
 	snprintf(row, sizeof(row), "%lld", (long long)sqlite3_column_int64(st, 0));
 	sqlite3_finalize(st);
 	sqlite3_close(h);
+	db_sql(db, "UPDATE semid_assignment SET id = x'ff' || id WHERE id = 'item-1'");
 	ck_assert_int_eq(run_stdout_full(msg, sizeof(msg), "registry", "delete", "--db", db,
 					 "--rows", row, "999999", NULL),
 			 CLI_EXIT_IO);
-	ck_assert_int_eq(run("registry", "get", "item-1", "--db", db, NULL), CLI_EXIT_INPUT);
+	ck_assert_int_eq(items_in(db), N - 1);
 	snprintf(lines, sizeof(lines),
 		 "semid: stdout cannot be written; the lines of a committed batch (row, deleted) "
 		 "follow:\n%s\t1\n999999\t0\n",
@@ -3143,6 +3158,61 @@ START_TEST(t_delete_rows_lines_to_stderr_when_the_log_fails)
 	ASSERT_HAS(msg,
 		   "semid: stdout: write failed: No space left on device; the 2 rows of the "
 		   "batch were deleted all the same: their lines were written to stderr above");
+}
+END_TEST
+
+/* delete --rows erased whatever entry held the row: a row check named
+ * whose entry went since (deleted by another means) and whose rowid SQLite
+ * gave to a new assignment lost that healthy entry.  An entry its id names
+ * is left, its line ROW<TAB>0, stderr naming its row, kind, id and sid and
+ * how to delete it by id; exit 3 as for a row not found; a damaged row
+ * beside it still goes. */
+START_TEST(t_delete_rows_leaves_healthy)
+{
+	char msg[4096], sid1[64], sid[64], want[512], log[400], *text;
+	long long r1, r2;
+	json_t *j;
+	sqlite3 *h;
+	sqlite3_stmt *st;
+
+	assign_all_sid_of("item-1", sid1, sizeof(sid1));
+	ck_assert_int_eq(sqlite3_open(db, &h), SQLITE_OK);
+	ck_assert_int_eq(sqlite3_prepare_v2(h,
+					    "SELECT (SELECT rowid FROM semid_assignment WHERE id = "
+					    "'item-1'), (SELECT rowid FROM semid_assignment WHERE "
+					    "id = 'item-2')",
+					    -1, &st, NULL),
+			 SQLITE_OK);
+	ck_assert_int_eq(sqlite3_step(st), SQLITE_ROW);
+	r1 = sqlite3_column_int64(st, 0);
+	r2 = sqlite3_column_int64(st, 1);
+	sqlite3_finalize(st);
+	sqlite3_close(h);
+	db_sql(db, "UPDATE semid_assignment SET id = x'ff' || id WHERE id = 'item-2'");
+	snprintf(log, sizeof(log), "%s/rows.tsv", dir);
+	snprintf(sid, sizeof(sid), "%lld", r1);
+	snprintf(want, sizeof(want), "%lld", r2);
+	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "delete", "--db", db, "--rows", sid,
+				 want, "-o", log, NULL),
+			 CLI_REGISTRY_EXIT_CONFLICTS);
+	text = read_all(log);
+	snprintf(want, sizeof(want), "%lld\t0\n%lld\t1\n", r1, r2);
+	ck_assert_str_eq(text, want);
+	free(text);
+	snprintf(want, sizeof(want),
+		 "semid: row %lld holds the item entry of id \"item-1\" (sid %s), readable and "
+		 "of a known kind, which its id names: left in place",
+		 r1, sid1);
+	ASSERT_HAS(msg, want);
+	ASSERT_HAS(msg, "delete it by its id: semid registry delete --kind item ID\n");
+	ASSERT_HAS(msg, "; 0 not found, 1 left in place (entries their ids name)\n");
+	ASSERT_HAS(msg, "semid: deleted 1 of 2 rows from ");
+	ck_assert_int_eq(items_in(db), N - 1);
+	ck_assert_int_eq(run("registry", "get", "item-1", "--db", db, "-o", out, NULL),
+			 CLI_EXIT_OK);
+	j = load_json(out);
+	ck_assert_str_eq(json_string_value(json_object_get(j, "sid")), sid1);
+	json_decref(j);
 }
 END_TEST
 
@@ -3791,6 +3861,7 @@ static Suite *registry_cmd_suite(void)
 	tcase_add_test(tc, t_delete_log_kept_on_failure);
 	tcase_add_test(tc, t_delete_lines_to_stderr_when_the_log_fails);
 	tcase_add_test(tc, t_delete_rows_lines_to_stderr_when_the_log_fails);
+	tcase_add_test(tc, t_delete_rows_leaves_healthy);
 	tcase_add_test(tc, t_diff_without_embeddings);
 	tcase_add_test(tc, t_list_says_when_more_follow);
 	tcase_add_test(tc, t_delete_damaged);

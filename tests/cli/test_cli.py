@@ -879,7 +879,8 @@ class CliTest(unittest.TestCase):
                   "--db", dst, "--reassign", "-o", o], 0),
                 (["reassign", "--model", model2, "--db", db, "-o", o], 0),
                 (["delete", "--db", dst, "-o", o, "sku-1", "nobody"], 3),
-                (["delete", "--rows", "--db", dst, "-o", o, "3"], 0),
+                # (row 3 holds a healthy entry: left, said on stderr, 3)
+                (["delete", "--rows", "--db", dst, "-o", o, "3"], 3),
                 (["import", "--db", os.path.join(self.out.name, "imp.db"), "-"], 0),
                 (["backup", "--db", db, "-o", bk], 0),
                 (["restore", bk, "--db", dst], 0))
@@ -1211,6 +1212,50 @@ class CliTest(unittest.TestCase):
         p = run("registry", "check", "--db", db)
         self.assertEqual(p.returncode, 0, p.stdout.decode() + p.stderr.decode())
         self.assertEqual(json.loads(p.stdout)["entries"], N)
+
+    def test_registry_delete_rows_after_rowid_reuse(self):
+        """delete --rows ROW erased whatever entry held ROW: check named
+        the damaged entry at the largest row, it went by other means (a
+        colleague's delete --rows), SQLite gave its rowid to the next new
+        assignment, and the delete by that row erased the healthy entry a
+        server had handed out.  It is left now: ROW<TAB>0, stderr naming
+        it, exit 3."""
+        import sqlite3
+        db, _ = self.assigned_store("reuse.db")
+        con = sqlite3.connect(db, isolation_level=None)
+        last = con.execute("SELECT max(rid) FROM semid_assignment").fetchone()[0]
+        con.execute("UPDATE semid_assignment SET id = x'ff41' WHERE rid = ?", (last,))
+        con.close()
+        p = run("registry", "check", "--db", db)
+        self.assertEqual(p.returncode, 3, p.stderr.decode())
+        (f,) = json.loads(p.stdout)["findings"]
+        self.assertEqual((f["problem"], f["row"], f["id"]), ("unreadable", last, None))
+        row = str(f["row"])
+        p = run("registry", "delete", "--db", db, "--rows", row)  # the colleague's
+        self.assertEqual((p.returncode, p.stdout.decode()), (0, row + "\t1\n"),
+                         p.stderr.decode())
+        inp = os.path.join(self.out.name, "one.npy")
+        np.save(inp, self.x[:1])
+        ids = os.path.join(self.out.name, "one.txt")
+        with open(ids, "w") as fp:
+            fp.write("sku-new\n")
+        p = run("registry", "assign", "--model", self.model, "--input", inp, "--ids", ids,
+                "--db", db, "-o", "/dev/null")
+        self.assertEqual(p.returncode, 0, p.stderr.decode())
+        con = sqlite3.connect(db, isolation_level=None)
+        self.assertEqual(con.execute("SELECT rid FROM semid_assignment WHERE id = 'sku-new'")
+                         .fetchone()[0], last)  # SQLite gave it the row check named
+        con.close()
+        sid = json.loads(run("registry", "get", "sku-new", "--db", db).stdout)["sid"]
+        p = run("registry", "delete", "--db", db, "--rows", row)  # the one that was late
+        err = p.stderr.decode()
+        self.assertEqual((p.returncode, p.stdout.decode()), (3, row + "\t0\n"), err)
+        self.assertIn(f'semid: row {row} holds the item entry of id "sku-new" (sid {sid}), '
+                      "readable and of a known kind, which its id names: left in place", err)
+        self.assertIn("; 0 not found, 1 left in place (entries their ids name)\n", err)
+        p = run("registry", "get", "sku-new", "--db", db)
+        self.assertEqual(p.returncode, 0, p.stderr.decode())
+        self.assertEqual(json.loads(p.stdout)["sid"], sid)
 
     def test_registry_reads_a_store_of_the_first_builds(self):
         """An in-place upgrade opens the store an earlier build wrote:
@@ -1806,6 +1851,10 @@ class CliTest(unittest.TestCase):
         # before the first line is written; the lines the log could not
         # take go to stderr, as delete's by id do
         rows = [str(r) for r in range(1, 12001)]  # 12000 lines: more than a pipe holds
+        import sqlite3  # (their ids damaged: what delete --rows erases)
+        con = sqlite3.connect(db, isolation_level=None)
+        con.execute("UPDATE semid_assignment SET id = x'ff' || id WHERE rid <= 12000")
+        con.close()
         for pre in (None, ignore):
             with self.subTest(args="delete --rows", sigpipe="ignored" if pre else "default"):
                 proc = subprocess.Popen([SEMID, "registry", "delete", "--rows", "--db", db,

@@ -6896,7 +6896,7 @@ START_TEST(t_check)
 	ck_assert_int_eq(sid_registry_check(r, 5, NULL, NULL, &res, &err), SID_EINVAL);
 	if (g_pg) { /* no row numbers: its damaged ids are named in SQL */
 		int64_t row = 1;
-		int gone = -1;
+		struct sid_reg_entry gone;
 		ck_assert_int_eq(sid_registry_delete_rows(r, &row, 1, &gone, &err), SID_EINVAL);
 		ck_assert_msg(strstr(err.msg, "entries have no row numbers"), "%s", err.msg);
 	}
@@ -6908,9 +6908,11 @@ START_TEST(t_check)
 			 q + 1);
 		ck_assert_int_eq(store_value(NULL, sql), 1);
 	} else {
-		int gone = -1;
+		struct sid_reg_entry gone;
 		ck_assert_int_eq(sid_registry_delete_rows(r, &kind_row, 1, &gone, &err), 0);
-		ck_assert_int_eq(gone, 1);
+		ck_assert_int_eq(gone.deleted, 1);
+		ck_assert_int_eq(gone.kind, 7);
+		ck_assert_str_eq(gone.id, "k'd");
 	}
 	c.stop_at = 0;
 	check_ok(r, -1, &c, &res); /* gone, and on SQLite its embedding with it */
@@ -7078,10 +7080,12 @@ START_TEST(t_sqlite_check_file)
 	 * gap */
 	{
 		int64_t rows[4] = {2, 2, 77, 77};
-		int gone[4] = {-1, -1, -1, -1};
+		struct sid_reg_entry gone[4];
 		struct sid_error derr;
 		ck_assert_int_eq(sid_registry_delete_rows(r, rows, 4, gone, &derr), 0);
-		ck_assert(gone[0] == 1 && gone[1] == 0 && gone[2] == 1 && gone[3] == 0);
+		ck_assert(gone[0].deleted == 1 && gone[1].deleted == 0 && gone[2].deleted == 1 &&
+			  gone[3].deleted == 0);
+		ck_assert(!gone[0].id[0] && !gone[1].id[0] && !gone[2].id[0] && !gone[3].id[0]);
 	}
 	ck_assert_int_eq(store_value("SELECT count(*) FROM semid_embedding", NULL), 0);
 	ck_assert_int_eq(
@@ -7136,6 +7140,98 @@ START_TEST(t_sqlite_check_file)
 	ck_assert_msg(strstr(c.f[1].message, "integrity_check: ") &&
 			  strstr(c.f[1].message, (char *)page),
 		      "%s", c.f[1].message);
+	sid_registry_close(r);
+}
+END_TEST
+
+/* rowid of the stored item @id (SQLite) */
+static int64_t rowid_of(const char *id)
+{
+	char sql[128];
+	snprintf(sql, sizeof(sql), "SELECT rid FROM semid_assignment WHERE id = '%s'", id);
+	return store_value(sql, NULL);
+}
+
+/* delete --rows erased whatever entry held the row given: one a check
+ * named, gone since by other means, whose rowid SQLite gave (the largest
+ * plus one) to the next new assignment, then lost that healthy entry.  An
+ * entry its id names is now refused, left whole (out[i] filled, deleted 0);
+ * what only a row names (a damaged id, codes or model_version, a kind no
+ * one has, an embedding of no entry) is still deleted. */
+START_TEST(t_sqlite_delete_rows_refuses_healthy)
+{
+	struct sid_registry *r;
+	struct sid_reg_entry e, a, got[7];
+	struct sid_reg_check res;
+	struct findings c = {0};
+	struct sid_error err;
+	int64_t rows[7], bad_row;
+
+	r = reg_open();
+	assign1(r, "a", 1, 2, 3, 0, &a);
+	assign1(r, "b", 1, 2, 4, 0, &e);
+	assign1(r, "c", 1, 2, 5, 0, &e);
+	assign1(r, "d", 1, 2, 6, 0, &e);
+	assign1(r, "v", 1, 2, 7, 0, &e);
+	sid_registry_close(r);
+	sqlite_run("UPDATE semid_assignment SET id = x'ff41' WHERE id = 'b';"
+		   "UPDATE semid_assignment SET codes = x'01' WHERE id = 'c';"
+		   "UPDATE semid_assignment SET kind = 7 WHERE id = 'd';"
+		   "UPDATE semid_assignment SET model_version = hex(zeroblob(2000)) WHERE id = 'v';"
+		   "INSERT INTO semid_embedding VALUES (77, x'00000000')");
+	r = reg_open();
+	rows[0] = rowid_of("a");
+	rows[1] = 2; /* b's, its id now unreadable */
+	rows[2] = rowid_of("c");
+	rows[3] = rowid_of("d");
+	rows[4] = rowid_of("v");
+	rows[5] = 77;
+	rows[6] = 999;
+	ck_assert_int_eq(sid_registry_delete_rows(r, rows, 7, got, &err), 0);
+	/* a: refused, as a get gives it */
+	ck_assert_int_eq(got[0].deleted, 0);
+	ck_assert_int_eq(got[0].kind, SID_TOWER_ITEM);
+	ck_assert_str_eq(got[0].id, "a");
+	ck_assert_int_eq(got[0].L, 3);
+	ck_assert(got[0].codes[0] == 1 && got[0].codes[1] == 2 && got[0].codes[2] == 3);
+	ck_assert_int_eq(got[0].suffix, a.suffix);
+	for (int i = 1; i <= 5; i++)
+		ck_assert_msg(got[i].deleted == 1, "row %lld", (long long)rows[i]);
+	ck_assert_str_eq(got[1].id, "");
+	ck_assert_str_eq(got[3].id, "d"); /* readable: as it was */
+	ck_assert_int_eq(got[3].kind, 7);
+	ck_assert(got[6].deleted == 0 && !got[6].id[0]); /* no such row */
+	ck_assert_int_eq(store_value("SELECT count(*) FROM semid_assignment", NULL), 1);
+	ck_assert_int_eq(store_value("SELECT count(*) FROM semid_embedding", NULL), 0);
+	ck_assert_int_eq(sid_registry_get(r, SID_TOWER_ITEM, "a", &e, &err), 0);
+	ck_assert_int_eq(e.suffix, a.suffix);
+	check_ok(r, -1, &c, &res);
+	ck_assert_int_eq(res.entries, 1);
+	ck_assert_int_eq(c.n, 0);
+
+	/* the reuse: x's id damaged, named by check at the largest row; it
+	 * goes by other means, y takes its rowid; the delete by that row
+	 * finds y, and leaves it */
+	assign1(r, "x", 1, 2, 8, 0, &e);
+	sid_registry_close(r);
+	sqlite_run("UPDATE semid_assignment SET id = x'ff42' WHERE id = 'x'");
+	r = reg_open();
+	check_ok(r, -1, &c, &res);
+	ck_assert_int_eq(c.n, 1);
+	ck_assert_int_eq(c.f[0].problem, SID_REG_P_UNREADABLE);
+	bad_row = c.f[0].row;
+	ck_assert_int_eq(bad_row, store_value("SELECT max(rid) FROM semid_assignment", NULL));
+	sid_registry_close(r);
+	sqlite_run("DELETE FROM semid_assignment WHERE id = x'ff42'");
+	r = reg_open();
+	assign1(r, "y", 1, 2, 9, 0, &e);
+	ck_assert_int_eq(rowid_of("y"), bad_row); /* SQLite gave it x's rowid */
+	ck_assert_int_eq(sid_registry_delete_rows(r, &bad_row, 1, got, &err), 0);
+	ck_assert_int_eq(got[0].deleted, 0);
+	ck_assert_str_eq(got[0].id, "y");
+	ck_assert_int_eq(sid_registry_get(r, SID_TOWER_ITEM, "y", &a, &err), 0);
+	ck_assert_int_eq(a.suffix, e.suffix);
+	ck_assert_int_eq(store_value("SELECT count(*) FROM semid_assignment", NULL), 2);
 	sid_registry_close(r);
 }
 END_TEST
@@ -7293,6 +7389,7 @@ static Suite *registry_suite(void)
 	tcase_add_test(tc, t_sqlite_backup_while_writing);
 	tcase_add_test(tc, t_sqlite_delete_erases);
 	tcase_add_test(tc, t_sqlite_check_file);
+	tcase_add_test(tc, t_sqlite_delete_rows_refuses_healthy);
 	tcase_add_test(tc, t_sqlite_orphan_embedding);
 	suite_add_tcase(s, tc);
 
