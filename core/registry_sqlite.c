@@ -113,7 +113,10 @@ struct sq {
 	struct sid_registry base;
 	sqlite3 *db;
 	sqlite3_stmt *st[S_COUNT];
-	int busy_ms;		     /* the busy timeout: BUSY_MS or sid_registry_open_timeout's */
+	int busy_ms; /* the busy timeout: BUSY_MS or sid_registry_open_timeout's */
+	/* while the open runs: when its waits end, all of them (open_waits);
+	 * 0 after */
+	int64_t open_deadline;
 	int levels[SID_TOWER_COUNT]; /* cached once known (they never change) */
 	int gaps[SID_TOWER_COUNT];   /* 1: the kind may have free slots below a max */
 	/* background checkpointer: its own connection, woken by the WAL hook */
@@ -405,15 +408,16 @@ static sqlite3_stmt *stmt(struct sq *s, int i)
  * to the busy timeout, as a lock held elsewhere is waited for; a writer's
  * connection never fails so.  recovery_wait pauses and returns 1 while the
  * read may be tried again, 0 once *deadline (0 before the first pause of a
- * read: set then) has passed.  The wrappers below (extended result codes on,
- * or SQLite answers SQLITE_READONLY alone) are for every read.
+ * read: set then, or during the open to the open's) has passed.  The
+ * wrappers below (extended result codes on, or SQLite answers
+ * SQLITE_READONLY alone) are for every read.
  */
 static int recovery_wait(struct sq *s, int64_t *deadline)
 {
 	int64_t now = sid__reg_mono_ms();
 
 	if (!*deadline)
-		*deadline = now + s->busy_ms;
+		*deadline = s->open_deadline ? s->open_deadline : now + s->busy_ms;
 	else if (now >= *deadline)
 		return 0;
 	usleep(2000);
@@ -2476,6 +2480,28 @@ static int reader_open(const char *path, int ro_shm, sqlite3 **db)
 	    uri, db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI | SQLITE_OPEN_NOMUTEX, "semid-noside");
 }
 
+/* The busy handler of s->db while the open runs: a lock held elsewhere is
+ * waited for until s->open_deadline, what the open's earlier steps waited
+ * taken from it (a busy timeout per step waited it out once for the first
+ * read of the -wal, again for the schema check: twice in all). */
+static int open_busy(void *p, int count)
+{
+	struct sq *s = p;
+	int64_t left = s->open_deadline - sid__reg_mono_ms();
+
+	(void)count;
+	if (left <= 0)
+		return 0;
+	usleep((useconds_t)(left < 5 ? left : 5) * 1000);
+	return 1;
+}
+
+/* s->db waits for a lock as the open may: until s->open_deadline. */
+static void open_waits(struct sq *s)
+{
+	sqlite3_busy_handler(s->db, open_busy, s);
+}
+
 /* reader_open of @path for this process into s->db, and a first read: 1
  * when the -wal or -shm was gone by then (s->db closed: the caller decides
  * again; not on its @last try), else 0, or what the open failed with.  (A
@@ -2491,7 +2517,7 @@ static int reader_first(struct sq *s, const char *path, int last)
 	 * SQLITE_READONLY_RECOVERY to a reader that may not write it until
 	 * it has: waited for as long, recovery_wait) */
 	sqlite3_extended_result_codes(s->db, 1);
-	sqlite3_busy_timeout(s->db, s->busy_ms);
+	open_waits(s);
 	rc = db_exec(s, s->db, "SELECT count(*) FROM sqlite_master");
 	if (last || (rc & 0xff) != SQLITE_CANTOPEN)
 		return 0;
@@ -2694,7 +2720,9 @@ int sid__reg_sqlite_open(const char *path, unsigned flags, int timeout_ms,
 			 struct sid_registry **out, struct sid_error *err)
 {
 	int busy_ms = timeout_ms > 0 ? timeout_ms : BUSY_MS;
-	int64_t deadline = sid__reg_mono_ms() + busy_ms; /* for the retries below */
+	/* every wait of the open, the retries below and each lock's (the
+	 * first read, the journal mode, the schema check), ends here */
+	int64_t deadline = sid__reg_mono_ms() + busy_ms;
 	int readonly = flags & SID_REG_READONLY;
 	struct sq *s = calloc(1, sizeof(*s));
 	char mode[16] = "";
@@ -2707,6 +2735,7 @@ int sid__reg_sqlite_open(const char *path, unsigned flags, int timeout_ms,
 	s->base.ops = &sq_ops;
 	s->shm.grow_only = 1;
 	s->busy_ms = busy_ms;
+	s->open_deadline = deadline;
 	s->checked_call = UINT64_MAX; /* none yet (registry.c counts calls from 1) */
 	s->readonly = readonly;
 	if (readonly && access(path, F_OK) != 0) {
@@ -2730,7 +2759,7 @@ int sid__reg_sqlite_open(const char *path, unsigned flags, int timeout_ms,
 		goto fail;
 	}
 	sqlite3_extended_result_codes(s->db, 1);
-	sqlite3_busy_timeout(s->db, s->busy_ms);
+	open_waits(s);
 	if (!readonly && sqlite3_db_readonly(s->db, "main") == 1) {
 		rc = read_only_file(path, err);
 		goto fail;
@@ -2814,6 +2843,9 @@ int sid__reg_sqlite_open(const char *path, unsigned flags, int timeout_ms,
 		rc = sq_fail(s, rc, err, "prepare");
 		goto fail;
 	}
+	/* opened: each call from now on waits up to busy_ms on its own */
+	s->open_deadline = 0;
+	sqlite3_busy_timeout(s->db, s->busy_ms);
 	if (!readonly)
 		ckpt_start(s);
 	*out = &s->base;

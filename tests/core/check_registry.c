@@ -3901,6 +3901,78 @@ START_TEST(t_sqlite_locked)
 }
 END_TEST
 
+/* assign @id (codes 1-1-1) on @r: its return code */
+static int assign_rc(struct sid_registry *r, const char *id, struct sid_error *err)
+{
+	int32_t c[3] = {1, 1, 1};
+	struct sid_reg_item it = {id, c, NULL};
+	struct sid_reg_entry e;
+
+	return sid_registry_assign(r, SID_TOWER_ITEM, &it, 1, 3, 0, "v", 0, &e, err);
+}
+
+/* A read-only open (semid registry stats, check or export beside a server,
+ * the server's lookups handle, --check-config's peek) of a store whose
+ * file another connection holds locked (a writer in exclusive locking
+ * mode: no reader gets in) waited the handle's timeout for its first read
+ * through the -wal and -shm, then as long again for the schema check: it
+ * gave up after twice registry_timeout_ms.  Every wait of the open now
+ * ends at one deadline, the timeout after it began; a writer's open too. */
+START_TEST(t_sqlite_read_open_waits_once)
+{
+	static const unsigned flags[] = {SID_REG_READONLY, SID_REG_READONLY | SID_REG_PEEK, 0};
+	struct sid_registry *r = reg_open(), *rd = NULL;
+	struct sid_reg_entry e;
+	struct sid_error err;
+	char side[700];
+	sqlite3 *db;
+	double t0, took;
+
+	assign1(r, "old", 1, 2, 3, 0, &e);
+	sid_registry_close(r);
+	ck_assert_int_eq(sqlite3_open(target, &db), SQLITE_OK);
+	/* its -wal and -shm made as a server's are, then the file's lock */
+	ck_assert_int_eq(
+	    sqlite3_exec(db, "SELECT count(*) FROM semid_assignment", NULL, NULL, NULL), SQLITE_OK);
+	ck_assert_int_eq(sqlite3_exec(db,
+				      "PRAGMA locking_mode = EXCLUSIVE; BEGIN EXCLUSIVE;"
+				      "INSERT INTO semid_meta VALUES ('x', 'y')",
+				      NULL, NULL, NULL),
+			 SQLITE_OK);
+	snprintf(side, sizeof(side), "%s-wal", target);
+	ck_assert_int_eq(access(side, F_OK), 0);
+	snprintf(side, sizeof(side), "%s-shm", target);
+	ck_assert_int_eq(access(side, F_OK), 0);
+	for (size_t i = 0; i < sizeof(flags) / sizeof(flags[0]); i++) {
+		t0 = now_s();
+		ck_assert_int_eq(sid_registry_open_timeout(target, flags[i], 1000, &rd, &err),
+				 SID_EUNAVAIL);
+		took = now_s() - t0;
+		ck_assert_msg(strstr(err.msg, "locked") && strstr(err.msg, "waited up to 1000 ms"),
+			      "flags %u: %s", flags[i], err.msg);
+		/* (it did wait; the old open, twice: 2 s; the margin is for a
+		 * loaded machine or a sanitizer, not a measure of speed) */
+		ck_assert_msg(took > 0.95 && took < 1.7,
+			      "flags %u: gave up after %.2f s, not once 1 s", flags[i], took);
+	}
+	ck_assert_int_eq(sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL), SQLITE_OK);
+	sqlite3_close(db);
+	/* opened, each call waits the timeout on its own again: an assign
+	 * behind another writer's transaction */
+	ck_assert_int_eq(sid_registry_open_timeout(target, 0, 600, &rd, &err), 0);
+	ck_assert_int_eq(sqlite3_open(target, &db), SQLITE_OK);
+	ck_assert_int_eq(sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
+	t0 = now_s();
+	ck_assert_int_eq(assign_rc(rd, "new", &err), SID_EUNAVAIL);
+	took = now_s() - t0;
+	ck_assert_msg(took > 0.55 && took < 3, "gave up after %.2f s, not 0.6 s", took);
+	sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+	sqlite3_close(db);
+	ck_assert_int_eq(assign_rc(rd, "new", &err), 0);
+	sid_registry_close(rd);
+}
+END_TEST
+
 /* Rename the store and its -wal and -shm (to @to, or back from it). */
 static void move_store(const char *from, const char *to)
 {
@@ -7372,6 +7444,7 @@ static Suite *registry_suite(void)
 	tcase_add_test(tc, t_sqlite_fd_limit);
 	tcase_add_test(tc, t_sqlite_read_only_fs);
 	tcase_add_test(tc, t_sqlite_locked);
+	tcase_add_test(tc, t_sqlite_read_open_waits_once);
 	tcase_add_test(tc, t_sqlite_file_replaced);
 	tcase_add_test(tc, t_sqlite_wal_deleted);
 	tcase_add_test(tc, t_sqlite_wal_deleted_peer);
