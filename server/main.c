@@ -170,17 +170,18 @@ static long fresh(struct server *s)
 static void on_drain_tick(uv_timer_t *t)
 {
 	struct server *s = t->data;
-	long idle;
+	long idle, n;
 
 	/* Requests only: a model reload still running is no request, and is
 	 * abandoned by srv_reload_close below (the next start loads the file). */
 	if (inflight(s) > 0 || srv_batcher_admitted(s->batcher) > 0) {
 		if (srv_now() < s->drain_deadline)
 			return;
+		n = inflight(s); /* once: it may change between two reads */
 		srv_log_exiting(SRV_LOG_EXIT_WAIT_MS);
 		srv_log(SRV_LOG_ERROR, "shutdown",
-			"%ld requests still in flight after %d ms; exiting anyway", inflight(s),
-			s->cfg.shutdown_timeout_ms);
+			"%ld %s still in flight after %d ms; exiting anyway", n,
+			sid_plural(n, "request", "requests"), s->cfg.shutdown_timeout_ms);
 		_exit(1);
 	}
 	/* Waited for up to 1 s, but not past shutdown_timeout_ms; no request
@@ -190,9 +191,10 @@ static void on_drain_tick(uv_timer_t *t)
 		if (srv_now() < s->drain_deadline)
 			return;
 		srv_log(SRV_LOG_INFO, "shutdown",
-			"%ld connections accepted before the drain sent no request within %d ms; "
-			"closing them",
-			idle, s->cfg.shutdown_timeout_ms);
+			"%ld %s accepted before the drain sent no request within %d ms; "
+			"closing %s",
+			idle, sid_plural(idle, "connection", "connections"),
+			s->cfg.shutdown_timeout_ms, sid_plural(idle, "it", "them"));
 	}
 	/* a request may still arrive between that look and the close */
 	test_hook_sleep("SEMID_TEST_DRAIN_CLOSE_DELAY_MS");
@@ -347,6 +349,7 @@ static void on_stop_signal(uv_signal_t *h, int sig)
 	struct server *s = h->data;
 	pthread_attr_t attr;
 	pthread_t t;
+	long n;
 
 	if (s->draining)
 		return;
@@ -360,8 +363,10 @@ static void on_stop_signal(uv_signal_t *h, int sig)
 	pthread_attr_destroy(&attr);
 	/* tests: the loop held, as a call that blocks would hold it */
 	test_hook_sleep("SEMID_TEST_DRAIN_STALL_MS");
-	srv_log(SRV_LOG_INFO, "shutdown", "%s: draining %ld in-flight requests (up to %d ms)",
-		sig == SIGINT ? "SIGINT" : "SIGTERM", inflight(s), s->cfg.shutdown_timeout_ms);
+	n = inflight(s);
+	srv_log(SRV_LOG_INFO, "shutdown", "%s: draining %ld in-flight %s (up to %d ms)",
+		sig == SIGINT ? "SIGINT" : "SIGTERM", n, sid_plural(n, "request", "requests"),
+		s->cfg.shutdown_timeout_ms);
 	srv_http_quiesce(s->http);
 	if (s->ops)
 		srv_http_quiesce(s->ops);

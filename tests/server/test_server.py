@@ -3099,7 +3099,8 @@ class TestLifecycle(unittest.TestCase):
         srv.signal(signal.SIGTERM)
         self.assertEqual(srv.wait(10), 1, srv.log_text())
         self.assertGreaterEqual(time.monotonic() - t0, 0.25)
-        self.assertIn("1 requests still in flight after 300 ms", srv.log_text())
+        self.assertIn("SIGTERM: draining 1 in-flight request (up to 300 ms)", srv.log_text())
+        self.assertIn("1 request still in flight after 300 ms", srv.log_text())
         th.join(10)
 
     def start_logging_to_a_pipe(self, env=()):

@@ -331,8 +331,8 @@ class TestSocketActivation(unittest.TestCase):
             log = srv.log_text()
             self.assertEqual(rc, 0, log[-3000:])
             self.assertNotIn("still in flight", log)
-            self.assertIn("1 connections accepted before the drain sent no request within 200 "
-                          "ms; closing them", log)
+            self.assertIn("1 connection accepted before the drain sent no request within 200 "
+                          "ms; closing it", log)
             self.assertEqual(idle.recv(100), b"")  # closed, unanswered
         finally:
             if idle:
