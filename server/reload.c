@@ -42,8 +42,9 @@ struct srv_reload {
 	char cur_trigger[16];
 	pthread_t thread;
 	struct checker *load_ck; /* the thread's reference to ck (or NULL) */
-	/* the thread's copy of the model path: cfg is main's, gone when main
-	 * returns, and an abandoned thread may still be opening the file */
+	/* the thread's copy of the model path: an abandoned thread may still
+	 * be opening the file after srv_reload_free, once the caller may have
+	 * let go of cfg (main's is static, but srv_reload_new does not ask it) */
 	char load_path[SRV_PATH_MAX];
 	struct sid_model *result; /* from the thread */
 	struct sid_error result_err;
