@@ -1255,18 +1255,48 @@ static void route_hint(const char *url, char *out, size_t n)
 		snprintf(out, n, " (did you mean %s%s%s?)", meant, also[0] ? ", or " : "", also);
 }
 
+/* 1 when @seg (@len bytes) is, but for the case of its letters, the
+ * segment after "/v1/" of @path, a route's. */
+static int segment_is(const char *path, const char *seg, size_t len)
+{
+	size_t rl;
+
+	if (strncmp(path, "/v1/", 4))
+		return 0;
+	path += 4;
+	rl = strcspn(path, "/");
+	return rl == len && !strncasecmp(path, seg, len);
+}
+
+/* 1 when @seg (@len bytes) is a segment a route has after its "/v1/"
+ * ("items:encode", "model", "items"...), but for case: no id, whatever the
+ * version before it. */
+static int api_segment(const char *seg, size_t len)
+{
+	for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++)
+		if (segment_is(routes[i].path, seg, len))
+			return 1;
+	for (size_t i = 0; i < sizeof(param_routes) / sizeof(param_routes[0]); i++)
+		if (segment_is(param_routes[i].prefix, seg, len))
+			return 1;
+	return 0;
+}
+
 /*
  * A path no route has nor is near, as the log line and a 404 name it, into
  * @out (@n bytes): its first segment, or its first two when the first is an
- * API version ("/v1/usr", "/v2/items"), then "/{...}" for the rest when
- * there is one ("?{...}" for a query: a request line that libmicrohttpd
- * refused itself); "{...}" after 64 bytes when those are longer.  A typo
- * before an id ("/v1/usr/ID", "/v1/itemz/ID") logged the id, which no log
- * line may hold.
+ * API version and another follows them or the second is a route's
+ * (api_segment) ("/v1/usr", "/v2/items"), then
+ * "/{...}" for the rest when there is one ("?{...}" for a query: a request
+ * line that libmicrohttpd refused itself); "{...}" after 64 bytes when those
+ * are longer.  A typo before an id ("/v1/usr/ID", "/v1/itemz/ID") logged the
+ * id, which no log line may hold; so would the last segment after a version
+ * ("/v1/ID", "/v1//ID": a client's URL template with its tower left empty),
+ * which is "{...}" too unless a route has it ("/v2/items" is shown).
  */
 static void path_bounded(const char *url, char *out, size_t n)
 {
-	const char *p = url;
+	const char *p = url, *ver_end = NULL;
 	size_t len;
 
 	for (int s = 0, keep = 1; s < keep; s++) {
@@ -1277,8 +1307,13 @@ static void path_bounded(const char *url, char *out, size_t n)
 		while (*p && *p != '/' && *p != '?')
 			p++;
 		if (!s && p - seg > 1 && (*seg == 'v' || *seg == 'V') &&
-		    strspn(seg + 1, "0123456789") == (size_t)(p - seg - 1))
+		    strspn(seg + 1, "0123456789") == (size_t)(p - seg - 1)) {
 			keep = 2; /* "v1" */
+			ver_end = p;
+		} else if (s && (!p[strspn(p, "/")] || p[strspn(p, "/")] == '?') &&
+			   !api_segment(seg, (size_t)(p - seg))) {
+			p = ver_end; /* the last segment after the version */
+		}
 	}
 	len = (size_t)(p - url);
 	if (len <= 64 && !p[strspn(p, "/")]) { /* nothing but slashes after it */

@@ -418,7 +418,7 @@ class TestErrors(unittest.TestCase):
         ("/v1/usr/ID", "/v1/itemz/ID"), was named in full in its 404 and in
         the request log's route and error, so the id reached the log that
         never holds one; both now name its first segment (two after an API
-        version) and "{...}" for the rest, as does the log line of a request
+        version when a third follows) and "{...}" for the rest, as does the log line of a request
         libmicrohttpd refused itself (its route is the request target as
         sent, query and all)."""
         token = {"Authorization": "Bearer s3cret-token"}
@@ -429,6 +429,12 @@ class TestErrors(unittest.TestCase):
                 ("GET", "/usr/erase-me", "/usr/{...}"),
                 ("GET", "//V2//items//erase-me//", "//V2//items/{...}"),
                 ("GET", "/healthz/erase-me", "/healthz/{...}"),
+                # the last segment after a version: a URL template's tower
+                # left empty
+                ("GET", "/v1/erase-me", "/v1/{...}"),
+                ("DELETE", "/v1//erase-me?k=1", "/v1/{...}"),
+                ("GET", "/v2/erase-me", "/v2/{...}"),
+                ("GET", "/v2/Items:Encode", "/v2/Items:Encode"),  # a route's, not an id
                 ("GET", long_seg, long_seg[:64] + "{...}")):
             self.check_error(SRV.json(method, path, headers=token), 404, "not_found",
                              "no route %s %s" % (method, shown))
@@ -494,7 +500,7 @@ class TestErrors(unittest.TestCase):
                             ("/v1/sids/", "/v1/sids, or /v1/sids/{sid}")):
             self.check_error(SRV.json("GET", path), 404, "not_found",
                              "no route GET %s (did you mean %s?)" % (path, meant))
-        for path in ("/v2/nothing", "/", "/v1", "/healthzz"):
+        for path in ("/v2/items", "/", "/v1", "/healthzz"):
             self.check_error(SRV.json("GET", path), 404, "not_found", "no route GET " + path)
         self.check_error(SRV.json("GET", "/metrics/x"), 404, "not_found",
                          "no route GET /metrics/{...}")
@@ -517,8 +523,11 @@ class TestErrors(unittest.TestCase):
         self.assertNotIn("sku-404", SRV.log_text())
 
     def test_404(self):
+        self.check_error(SRV.json("GET", "/v2/model"), 404, "not_found",
+                         "no route GET /v2/model")
+        # (a last segment after a version that no route has may be an id)
         self.check_error(SRV.json("GET", "/v2/nothing"), 404, "not_found",
-                         "no route GET /v2/nothing")
+                         "no route GET /v2/{...}")
         self.check_error(SRV.json("POST", "/v1/items:decode", {"inputs": []}), 404,
                          "not_found")
         srv = T.Server(["--model", TF_MODEL], WORK)  # item tower only
