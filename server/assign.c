@@ -625,9 +625,12 @@ static void other_tower_hint(struct sid_registry *h, enum sid_tower_kind kind, c
 	const char *other;
 
 	sid_error_clear(&e2);
+	/* the kind asked first (its levels are cached once it holds IDs): a
+	 * plain miss of a kind that holds IDs asks the store nothing more */
 	if (sid_reg_sid_parse(sid, codes, &L, &suffix, &e2) ||
-	    (o = tower_levels(h, kind, &Ls, &Lo)) < 0 || Lo != L || Ls == L ||
-	    (rc == SID_ENOTFOUND) != (Ls == 0))
+	    sid_registry_levels(h, kind, &Ls, &e2) || Ls == L ||
+	    (rc == SID_ENOTFOUND) != (Ls == 0) || (o = tower_levels(h, kind, &Ls, &Lo)) < 0 ||
+	    Lo != L)
 		return;
 	other = sid_tower_name((enum sid_tower_kind)o);
 	if (rc == SID_ENOTFOUND) {
