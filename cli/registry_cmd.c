@@ -16,6 +16,7 @@
 #include <limits.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -816,23 +817,26 @@ fail:
 
 /*
  * assign, import, reassign and delete commit as they go (and all but import
- * print or log what they commit); SIGINT, SIGTERM and SIGHUP set stop_sig
- * (the work stops before its next batch, the lines of the one in flight
- * written) from stop_catch to stop_release, which ends the process as the
- * signal would have once the output is closed.  A second one ends it at
- * once: the lines of a batch blocked on a reader that stopped reading
- * held it until a SIGKILL.
+ * print or log what they commit).  registry_main catches SIGINT, SIGTERM and
+ * SIGHUP for them from their start to their end (stop_catch, stop_restore):
+ * the first sets stop_sig, and the work stops at its next step (before its
+ * next batch, the lines of the one in flight written; stop_before_any before
+ * the first), says so (stop_say) and ends as the signal would have once its
+ * output is closed (stop_end).  A second one ends it at once, saying what
+ * stop_again set: the lines of a batch blocked on a reader that stopped
+ * reading held it until a SIGKILL.
  */
 static volatile sig_atomic_t stop_sig;
 static const int stop_sigs[3] = {SIGINT, SIGTERM, SIGHUP};
 
-/* What a second signal leaves of an output that is a file, when one is
- * open (stop_output_file): it said "the lines of the last batch may be
- * missing" of an `assign -o FILE` that it left without a single line, FILE
- * as it was, since FILE gets its name only when complete. */
-static char again_file[4096 + 256];
-static size_t again_file_len;
+/* What a second signal says (stop_again); none (0 bytes): that the lines of
+ * the last batch may be missing. */
+static char again_said[4096 + 256];
+static volatile sig_atomic_t again_len;
 
+/* The stop signals' handler (async-signal-safe, as is all it calls): the
+ * first is noted in stop_sig; a second removes an output's named temp file,
+ * says what stop_again set and ends the process by @sig. */
 static void on_stop(int sig)
 {
 	static const char again[] = "semid: stopped at once by a second signal; what was "
@@ -846,65 +850,62 @@ static void on_stop(int sig)
 	}
 	sid_publish_unlink_temps(); /* an output's named temp file (fsutil.h) */
 	signal(SIGPIPE, SIG_IGN);   /* a dead stderr: by @sig all the same */
-	n = again_file_len ? write(STDERR_FILENO, again_file, again_file_len)
-			   : write(STDERR_FILENO, again, sizeof(again) - 1);
+	n = again_len ? write(STDERR_FILENO, again_said, (size_t)again_len)
+		      : write(STDERR_FILENO, again, sizeof(again) - 1);
 	(void)n;
 	signal(sig, SIG_DFL);
 	raise(sig); /* taken as this handler returns */
 }
 
-/* @flags: SA_RESTART, so that a line blocked on a full pipe still goes out;
- * 0 for import, whose read waiting on a pipe or a terminal must end. */
+/* Catch the stop signals with on_stop, but one ignored (SIGHUP under nohup),
+ * which stays ignored; the actions before go to @saved for stop_restore.
+ * @flags: SA_RESTART, so that a line blocked on a full pipe still goes out
+ * and a store's opening or creation is not cut short; 0 while a wait for
+ * input must end (import's file opening, a FIFO waiting for a writer; its
+ * lines read from a pipe or a terminal).  @saved NULL: the catch is in place
+ * already, and only its @flags change. */
 static void stop_catch(struct sigaction saved[3], int flags)
 {
-	struct sigaction sa;
+	struct sigaction sa, before[3];
 
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_stop;
 	sa.sa_flags = flags;
 	sigemptyset(&sa.sa_mask);
-	again_file_len = 0;
 	for (int i = 0; i < 3; i++)
-		sid_catch_unless_ignored(stop_sigs[i], &sa, &saved[i]);
+		sid_catch_unless_ignored(stop_sigs[i], &sa, saved ? &saved[i] : &before[i]);
 }
 
-/* again_file holds @k bytes from snprintf (none when it did not fit). */
-static void again_keep(int k)
+/* The actions of before stop_catch back (an output opened after it puts its
+ * own back first, as it closes). */
+static void stop_restore(const struct sigaction saved[3])
 {
-	again_file_len = k < 0 ? 0 : (size_t)k < sizeof(again_file) ? (size_t)k : 0;
+	for (int i = 0; i < 3; i++)
+		sigaction(stop_sigs[i], &saved[i], NULL);
 }
 
-/* From the start of assign, delete, reassign or import to the stop_catch
- * of their batches: a stop is noted as it is then, the step under way (the
- * model's load, --ids read, the store opened or created) ends whole, and
- * stop_before_any says so at the next step; it died in silence, where the
- * help promises a line saying what was committed.  @flags: stop_catch's
- * (0 while import's file opens: a FIFO's open(2) waiting for a writer
- * ends). */
-static void stop_catch_first(struct sigaction first[3], int flags)
+/* What a second signal says from here: @fmt's line, or with @fmt NULL (or a
+ * line too long) that the lines of the last batch may be missing.  The
+ * length is 0 while the line is written, so that the handler never writes
+ * half of one. */
+__attribute__((format(printf, 1, 2))) static void stop_again(const char *fmt, ...)
 {
+	va_list ap;
 	int k;
 
-	stop_catch(first, flags);
-	k = snprintf(again_file, sizeof(again_file),
-		     "semid: stopped at once by a second signal before any batch: nothing "
-		     "committed\n");
-	again_keep(k);
+	again_len = 0;
+	if (!fmt)
+		return;
+	va_start(ap, fmt);
+	k = vsnprintf(again_said, sizeof(again_said), fmt, ap);
+	va_end(ap);
+	if (k > 0 && (size_t)k < sizeof(again_said))
+		again_len = k;
 }
 
-/* After stop_catch: the output @name is a file that a second signal leaves
- * as it was (on_stop). */
-static void stop_output_file(const char *name)
-{
-	int k = snprintf(again_file, sizeof(again_file),
-			 "semid: stopped at once by a second signal; what was committed stays "
-			 "committed, but %s was not written (it gets its name only when "
-			 "complete): the same command prints the IDs of the rows committed, "
-			 "and assigns the rest\n",
-			 name);
-
-	again_keep(k);
-}
+/* The second signal's line from the start of a command to its first batch. */
+#define AGAIN_BEFORE_ANY                                                                           \
+	"semid: stopped at once by a second signal before any batch: nothing committed\n"
 
 static const char *sig_name(int sig)
 {
@@ -916,50 +917,42 @@ static const char *stop_name(void)
 	return sig_name(stop_sig);
 }
 
-/* Before a stopped command says what it committed (its output closed by
- * then, the signal's end to follow): a stderr whose reader went away (a
- * log pipe that died, a `2>&1 | tee` ended by the same Ctrl-C) costs the
- * line, not the status the signal gives; its SIGPIPE ended the process
- * instead, 141 for the 143 of the SIGTERM that stopped it. */
-static void stop_telling(void)
+/* Say on stderr (@fmt, which names the stop by stop_name) what a stopped
+ * command committed, its output closed by then and the signal's end to
+ * follow.  SIGPIPE is ignored first: a stderr whose reader went away (a log
+ * pipe that died, a `2>&1 | tee` ended by the same Ctrl-C, when stdout's
+ * reader is gone too and the command-wide catch would end it by SIGPIPE)
+ * costs the line, not the status the signal gives, 143 for a SIGTERM, not
+ * 141. */
+__attribute__((format(printf, 1, 2))) static void stop_say(const char *fmt, ...)
 {
+	va_list ap;
+
 	signal(SIGPIPE, SIG_IGN);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
 }
 
-/* The handlers of before stop_catch back (an output opened before it puts
- * its own back after this, as it closes). */
-static void stop_restore(const struct sigaction saved[3])
-{
-	for (int i = 0; i < 3; i++)
-		sigaction(stop_sigs[i], &saved[i], NULL);
-}
-
-/* A signal caught ends the process (after @r, if not NULL, is closed) as it
- * would have ended it. */
-static void stop_end(struct sid_registry *r)
+/* A signal caught ends the process as it would have ended it (the command's
+ * store and output closed by then). */
+static void stop_end(void)
 {
 	if (stop_sig) {
-		if (r)
-			sid_registry_close(r);
 		signal(stop_sig, SIG_DFL);
 		raise(stop_sig);
 	}
 }
 
-static void stop_release(const struct sigaction saved[3], struct sid_registry *r)
-{
-	stop_restore(saved);
-	stop_end(r);
-}
-
-/* After stop_catch_first: 1 when a stop came, said ("before any batch:
- * nothing committed"), for the command to end by it (stop_end). */
+/* Before a command's first batch: 1 when a stop came, said ("before any
+ * batch: nothing committed"), for the command to end by it (stop_end), the
+ * step under way (the model's load, --ids read, the store opened or
+ * created) ended whole. */
 static int stop_before_any(void)
 {
 	if (!stop_sig)
 		return 0;
-	stop_telling();
-	fprintf(stderr, "semid: stopped by %s before any batch: nothing committed\n", stop_name());
+	stop_say("semid: stopped by %s before any batch: nothing committed\n", stop_name());
 	return 1;
 }
 
@@ -992,13 +985,12 @@ static int cmd_assign(const struct opts *o, struct sid_error *err)
 	struct sid_reg_item *in = NULL;
 	struct sid_reg_entry *res = NULL;
 	struct cli_progress bar = {0};
-	struct sigaction saved[3], first[3];
+	struct sigaction saved[3];
 	size_t B = (size_t)o->batch, done = 0, committed = 0;
 	uint64_t created = 0, moved = 0;
 	long bad;
 	int rc, caught = 0, stopped = 0; /* stopped: by a signal, with rows left */
 
-	stop_catch_first(first, SA_RESTART);
 	if ((rc = sid_model_load(o->model, &m, err)) || (rc = sid_model_smoke(m, err))) {
 		sid_error_name_file(err, o->model);
 		goto fail;
@@ -1038,11 +1030,18 @@ static int cmd_assign(const struct opts *o, struct sid_error *err)
 	}
 	if ((rc = out_open(&w, o, r, err)))
 		goto fail;
-	/* a stop between batches: each one committed has its lines printed */
+	/* a stop between batches: each one committed has its lines printed
+	 * (on_stop over the output's handler, which saved registry_main's) */
 	stop_catch(saved, SA_RESTART);
 	caught = 1;
 	if (w.kind == CLI_OUT_FILE)
-		stop_output_file(output_name(o));
+		stop_again("semid: stopped at once by a second signal; what was committed stays "
+			   "committed, but %s was not written (it gets its name only when "
+			   "complete): the same command prints the IDs of the rows committed, "
+			   "and assigns the rest\n",
+			   output_name(o));
+	else
+		stop_again(NULL);
 	cli_progress_begin(&bar, progress_on(o, 1), x.rows, stderr);
 	for (size_t row = 0; row < x.rows; row += B) {
 		size_t n = x.rows - row < B ? x.rows - row : B;
@@ -1114,26 +1113,23 @@ static int cmd_assign(const struct opts *o, struct sid_error *err)
 		 * holds; none committed, it is left as it was */
 		if ((rc = out_close(&w, committed || !file, err)))
 			goto fail;
-		stop_telling();
 		if (committed)
-			fprintf(stderr,
-				"semid: stopped by %s after rows 0..%zu of %zu were committed "
-				"(%llu created); their lines are in %s; their ids keep the IDs "
-				"given: the same command assigns the rest\n",
-				stop_name(), committed - 1, x.rows, (unsigned long long)created,
-				output_name(o));
+			stop_say("semid: stopped by %s after rows 0..%zu of %zu were committed "
+				 "(%llu created); their lines are in %s; their ids keep the IDs "
+				 "given: the same command assigns the rest\n",
+				 stop_name(), committed - 1, x.rows, (unsigned long long)created,
+				 output_name(o));
 		else
-			fprintf(stderr,
-				"semid: stopped by %s before a row was committed: nothing "
-				"assigned%s%s%s\n",
-				stop_name(), file ? "; " : "", file ? output_name(o) : "",
-				file ? " not written" : "");
+			stop_say("semid: stopped by %s before a row was committed: nothing "
+				 "assigned%s%s%s\n",
+				 stop_name(), file ? "; " : "", file ? output_name(o) : "",
+				 file ? " not written" : "");
 		goto fail;
 	}
 	rc = out_close(&w, 1, err);
-	/* the output closed put back the handlers of before stop_catch, both
-	 * on_stop: a signal from here is noted, not said to have left the
-	 * output unwritten by the output's handler that @saved holds */
+	/* the output closed put back registry_main's catch, on_stop too: a
+	 * signal from here is noted, not said to have left the output
+	 * unwritten by the output's handler that @saved holds */
 	caught = 0;
 	if (!rc && o->reassign)
 		fprintf(stderr,
@@ -1173,9 +1169,6 @@ fail:
 		cli__assign_closing();
 	sid_registry_close(r);
 	sid_model_unref(m);
-	stop_restore(first); /* after the output's and the batches' */
-	if (!rc)	     /* stopped (an error is told first, by its status) */
-		stop_end(NULL);
 	return rc;
 }
 
@@ -1216,11 +1209,9 @@ static int delete_rows(const struct opts *o, int *not_found, struct sid_error *e
 	FILE *fp = NULL;
 	int64_t *rows = calloc(o->nargs, sizeof(*rows));
 	struct sid_reg_entry *res = calloc(o->nargs, sizeof(*res));
-	struct sigaction saved[3];
 	size_t gone = 0, left = 0;
 	int rc = 0, early = 0, committed = 0;
 
-	stop_catch_first(saved, SA_RESTART);
 	if (!rows || !res)
 		rc = sid_error_set(err, SID_ENOMEM, "out of memory");
 	for (size_t i = 0; i < o->nargs && !rc; i++) {
@@ -1240,7 +1231,7 @@ static int delete_rows(const struct opts *o, int *not_found, struct sid_error *e
 	if (!rc && cli__delete_rows_window)
 		cli__delete_rows_window(0);
 	if (!rc && !(early = stop_before_any())) {
-		again_file_len = 0; /* a second signal from here: the batches' words */
+		stop_again(NULL); /* a second signal from here: the batches' words */
 		rc = sid_registry_delete_rows(r, rows, o->nargs, res, err);
 		committed = !rc;
 		if (!rc && cli__delete_rows_window)
@@ -1281,13 +1272,10 @@ static int delete_rows(const struct opts *o, int *not_found, struct sid_error *e
 	if (!rc && !early) {
 		char more[96] = "";
 
-		if (stop_sig) {
-			stop_telling();
-			fprintf(stderr,
-				"semid: stopped by %s as the rows' one transaction ran: it "
-				"was committed whole; their lines are in %s\n",
-				stop_name(), output_name(o));
-		}
+		if (stop_sig)
+			stop_say("semid: stopped by %s as the rows' one transaction ran: it "
+				 "was committed whole; their lines are in %s\n",
+				 stop_name(), output_name(o));
 		if (left)
 			snprintf(more, sizeof(more), ", %zu left in place (entries their ids name)",
 				 left);
@@ -1298,9 +1286,6 @@ static int delete_rows(const struct opts *o, int *not_found, struct sid_error *e
 	free(rows);
 	free(res);
 	sid_registry_close(r);
-	stop_restore(saved);
-	if (!rc) /* a signal caught ends it now; an error is told first, by its status */
-		stop_end(NULL);
 	return rc;
 }
 
@@ -1331,10 +1316,8 @@ static int cmd_delete(const struct opts *o, int *not_found, struct sid_error *er
 	char **file_ids = NULL, *const *ids = o->args;
 	size_t n = o->nargs, B = (size_t)o->batch, done = 0;
 	uint64_t deleted = 0;
-	struct sigaction saved[3];
 	int rc = 0, stopped = 0, early = 0; /* stopped: by a signal, with ids left */
 
-	stop_catch_first(saved, SA_RESTART);
 	if (o->ids)
 		rc = ids_read(o->ids, IDS_ANY, &file_ids, &n, err);
 	else
@@ -1354,7 +1337,7 @@ static int cmd_delete(const struct opts *o, int *not_found, struct sid_error *er
 		rc = err->code ? err->code : SID_EIO;
 		goto fail;
 	}
-	again_file_len = 0; /* a second signal from here: the batches' words */
+	stop_again(NULL); /* a second signal from here: the batches' words */
 	cli_progress_begin(&bar, progress_on(o, 1), n, stderr);
 	for (size_t at = 0; at < n; at += B) {
 		size_t k = n - at < B ? n - at : B;
@@ -1385,12 +1368,10 @@ fail:
 		rc = rc ? rc : crc;
 	}
 	if (!rc && stopped) {
-		stop_telling();
-		fprintf(stderr,
-			"semid: stopped by %s after %zu of %zu %s ids (%llu deleted); their lines "
-			"are in %s; run it again for the rest\n",
-			stop_name(), done, n, sid_tower_name(o->kind), (unsigned long long)deleted,
-			output_name(o));
+		stop_say("semid: stopped by %s after %zu of %zu %s ids (%llu deleted); their lines "
+			 "are in %s; run it again for the rest\n",
+			 stop_name(), done, n, sid_tower_name(o->kind), (unsigned long long)deleted,
+			 output_name(o));
 	} else if (!rc && !early) {
 		fprintf(stderr, "semid: deleted %llu of %zu %s ids from %s; %llu not found\n",
 			(unsigned long long)deleted, n, sid_tower_name(o->kind),
@@ -1401,9 +1382,6 @@ fail:
 	free(file_ids);
 	free(res);
 	sid_registry_close(r);
-	stop_restore(saved);
-	if (!rc) /* a signal caught ends it now; an error is told first, by its status */
-		stop_end(NULL);
 	return rc;
 }
 
@@ -1504,7 +1482,6 @@ static int cmd_import(const struct opts *o, struct sid_registry *r, FILE *f, int
 	struct sid_reg_import_result res;
 	enum sid_reg_format fmt = format_of(o, o->arg);
 	const char *name = o->arg;
-	struct sigaction saved[3];
 	int rc;
 
 	if (stop_before_any()) /* as the store opened (main ends it by the signal) */
@@ -1518,25 +1495,26 @@ static int cmd_import(const struct opts *o, struct sid_registry *r, FILE *f, int
 			return sid_error_set(err, SID_ENOMEM, "out of memory");
 	}
 	/* each transaction of lines stands on its own: a stop commits those
-	 * read, and a second import of the file adds the rest */
-	stop_catch(saved, 0);
+	 * read, at once when it comes as a read waits, and a second import of
+	 * the file adds the rest */
+	stop_catch(NULL, 0);
+	stop_again(NULL);
 	rc = sid_registry_import_until(r, fmt, g ? g : f, print_conflict, (void *)name, stop_asked,
 				       NULL, &res, err);
+	stop_catch(NULL, SA_RESTART);
 	if (g) {
 		cli_progress_end(&k.bar, (size_t)(k.n >> 20));
 		fclose(g); /* not f: the cookie has no close */
 	}
-	if (rc == SID_EUNAVAIL && stop_sig) {
-		stop_telling();
-		fprintf(stderr,
-			"semid: stopped by %s after line %ld of %s, committed: %llu added, %llu "
-			"already present, %llu conflicts; importing it again adds the rest\n",
-			stop_name(), res.lines, strcmp(name, "-") ? name : "stdin",
-			(unsigned long long)res.added, (unsigned long long)res.same,
-			(unsigned long long)res.conflicts);
-		stop_release(saved, r);
+	if (rc == SID_EUNAVAIL && stop_sig) { /* (main ends it by the signal) */
+		stop_say("semid: stopped by %s after line %ld of %s, committed: %llu added, %llu "
+			 "already present, %llu conflicts; importing it again adds the rest\n",
+			 stop_name(), res.lines, strcmp(name, "-") ? name : "stdin",
+			 (unsigned long long)res.added, (unsigned long long)res.same,
+			 (unsigned long long)res.conflicts);
+		sid_error_clear(err);
+		return 0;
 	}
-	stop_restore(saved);
 	if (rc)
 		return sid_error_prefix(err, "%s", name);
 	fprintf(stderr, "semid: imported %s: %llu added, %llu already present, %llu conflicts",
@@ -2346,7 +2324,6 @@ static int log_close(FILE *f, const char *name, struct sid_error *err)
 
 static int cmd_reassign(const struct opts *o, struct sid_registry *r, struct sid_error *err)
 {
-	struct sigaction saved[3];
 	struct sid_model *m = NULL;
 	struct sid_reg_diff d;
 	struct moves mv = {0};
@@ -2375,7 +2352,7 @@ static int cmd_reassign(const struct opts *o, struct sid_registry *r, struct sid
 	}
 	mv.d = &d;
 	mv.r = r;
-	stop_catch(saved, SA_RESTART);
+	stop_again(NULL); /* a second signal from here: the batches' words */
 	walk_bar_begin(&mv.walk, o, r, o->kind, 1);
 	cli_progress_begin(&mv.bar, mv.walk.bar.on, 0, stderr);
 	mv.bar.unit = "ids moved";
@@ -2401,12 +2378,10 @@ static int cmd_reassign(const struct opts *o, struct sid_registry *r, struct sid
 		rc = crc;
 	}
 	if (!rc && mv.stopped) {
-		stop_telling();
-		fprintf(stderr,
-			"semid: stopped by %s after reassigning %llu %s ids to model %s; "
-			"their moves are in %s; run it again to move the rest\n",
-			stop_name(), (unsigned long long)moved, sid_tower_name(o->kind), m->version,
-			output_name(o));
+		stop_say("semid: stopped by %s after reassigning %llu %s ids to model %s; "
+			 "their moves are in %s; run it again to move the rest\n",
+			 stop_name(), (unsigned long long)moved, sid_tower_name(o->kind),
+			 m->version, output_name(o));
 	} else {
 		fprintf(stderr,
 			"semid: %s %llu of %llu %s ids to model %s (%llu compared; %llu without "
@@ -2422,9 +2397,6 @@ static int cmd_reassign(const struct opts *o, struct sid_registry *r, struct sid
 			"as it left them; run it again to see whether they still differ\n",
 			(unsigned long long)stale);
 	sid_model_unref(m);
-	stop_restore(saved);
-	if (!rc) /* a signal caught ends it now; an error is told first, by its status */
-		stop_end(r);
 	return rc;
 }
 
@@ -2488,14 +2460,68 @@ static int cmd_list(const struct opts *o, struct sid_registry *r, struct sid_err
 	return rc;
 }
 
-static int registry_main(int argc, char **argv)
+/* Run command @o (but restore): 0 or an error code in @err; *@conflicts set
+ * when it ends with CLI_REGISTRY_EXIT_CONFLICTS.  assign and delete open
+ * the store themselves, the others are given it. */
+static int run_cmd(const struct opts *o, int *conflicts, struct sid_error *err)
 {
 	struct sid_registry *r = NULL;
-	struct sid_error err;
-	struct sigaction first[3], opening[3];
-	struct opts o;
 	FILE *in = NULL; /* import's file */
-	int rc, conflicts = 0, firsts, import;
+	int rc;
+
+	if (!strcmp(o->cmd, "assign"))
+		return cmd_assign(o, err);
+	if (!strcmp(o->cmd, "delete"))
+		return (o->rows ? delete_rows : cmd_delete)(o, conflicts, err);
+	if (!strcmp(o->cmd, "import")) {
+		rc = import_open(o, &in, err);
+		if (stop_sig) { /* (an open interrupted: EINTR) */
+			if (in && in != stdin)
+				fclose(in);
+			stop_say("semid: stopped by %s before any line: nothing imported\n",
+				 stop_name());
+			sid_error_clear(err);
+			return 0;
+		}
+		if (rc)
+			return rc;
+		stop_catch(NULL, SA_RESTART); /* the store is opened (or created) whole */
+	}
+	if ((rc = store_open(o, &r, err))) {
+		if (in && in != stdin)
+			fclose(in);
+		return rc;
+	}
+	if (!strcmp(o->cmd, "export"))
+		rc = cmd_export(o, r, err);
+	else if (!strcmp(o->cmd, "import"))
+		rc = cmd_import(o, r, in, conflicts, err);
+	else if (!strcmp(o->cmd, "stats"))
+		rc = cmd_stats(o, r, err);
+	else if (!strcmp(o->cmd, "diff"))
+		rc = cmd_diff(o, r, conflicts, err);
+	else if (!strcmp(o->cmd, "reassign"))
+		rc = cmd_reassign(o, r, err);
+	else if (!strcmp(o->cmd, "list"))
+		rc = cmd_list(o, r, err);
+	else if (!strcmp(o->cmd, "backup"))
+		rc = cmd_backup(o, r, err);
+	else if (!strcmp(o->cmd, "check"))
+		rc = cmd_check(o, r, conflicts, err);
+	else
+		rc = cmd_lookup(o, r, err);
+	sid_registry_close(r);
+	if (in && in != stdin)
+		fclose(in);
+	return rc;
+}
+
+static int registry_main(int argc, char **argv)
+{
+	struct sid_error err;
+	struct sigaction saved[3];
+	struct opts o;
+	int rc, conflicts = 0, stops;
 
 	if (argc < 2) {
 		fputs(usage, stderr);
@@ -2510,78 +2536,25 @@ static int registry_main(int argc, char **argv)
 		return rc;
 	sid_error_clear(&err);
 	stop_sig = 0; /* (tests run one command after another) */
-	if (!strcmp(o.cmd, "assign")) {
-		rc = cmd_assign(&o, &err);
-		return rc ? report(&err) : CLI_EXIT_OK;
-	}
-	if (!strcmp(o.cmd, "delete")) {
-		rc = (o.rows ? delete_rows : cmd_delete)(&o, &conflicts, &err);
-		if (rc)
-			return report(&err);
-		return conflicts ? CLI_REGISTRY_EXIT_CONFLICTS : CLI_EXIT_OK;
-	}
 	if (!strcmp(o.cmd, "restore")) {
 		rc = cmd_restore(&o, &err);
 		rc = rc ? report(&err) : CLI_EXIT_OK;
 		restore_let_go(); /* a stop held ends it here, what was done said */
 		return rc;
 	}
-	if ((import = !strcmp(o.cmd, "import"))) {
-		stop_catch_first(opening, 0);
-		rc = import_open(&o, &in, &err);
-		if (stop_sig) { /* (an open interrupted: EINTR) */
-			if (in && in != stdin)
-				fclose(in);
-			stop_telling();
-			fprintf(stderr, "semid: stopped by %s before any line: nothing imported\n",
-				stop_name());
-			stop_release(opening, NULL);
-			return 128 + stop_sig; /* (not reached: ended by it) */
-		}
-		if (rc) {
-			stop_restore(opening);
-			return report(&err);
-		}
+	/* the commands that commit as they go are stopped at their next step,
+	 * import's file opening at once (a FIFO waiting for a writer) */
+	stops = !strcmp(o.cmd, "assign") || !strcmp(o.cmd, "delete") ||
+		!strcmp(o.cmd, "reassign") || !strcmp(o.cmd, "import");
+	if (stops) {
+		stop_again(AGAIN_BEFORE_ANY);
+		stop_catch(saved, strcmp(o.cmd, "import") ? SA_RESTART : 0);
 	}
-	/* (assign and delete: their own) */
-	if ((firsts = !strcmp(o.cmd, "reassign") || import))
-		stop_catch_first(first, SA_RESTART);
-	if ((rc = store_open(&o, &r, &err))) {
-		if (in && in != stdin)
-			fclose(in);
-		if (firsts)
-			stop_restore(first);
-		if (import)
-			stop_restore(opening);
-		return report(&err);
-	}
-	if (!strcmp(o.cmd, "export"))
-		rc = cmd_export(&o, r, &err);
-	else if (!strcmp(o.cmd, "import"))
-		rc = cmd_import(&o, r, in, &conflicts, &err);
-	else if (!strcmp(o.cmd, "stats"))
-		rc = cmd_stats(&o, r, &err);
-	else if (!strcmp(o.cmd, "diff"))
-		rc = cmd_diff(&o, r, &conflicts, &err);
-	else if (!strcmp(o.cmd, "reassign"))
-		rc = cmd_reassign(&o, r, &err);
-	else if (!strcmp(o.cmd, "list"))
-		rc = cmd_list(&o, r, &err);
-	else if (!strcmp(o.cmd, "backup"))
-		rc = cmd_backup(&o, r, &err);
-	else if (!strcmp(o.cmd, "check"))
-		rc = cmd_check(&o, r, &conflicts, &err);
-	else
-		rc = cmd_lookup(&o, r, &err);
-	sid_registry_close(r);
-	if (in && in != stdin)
-		fclose(in);
-	if (firsts) {
-		stop_restore(first);
-		if (import)
-			stop_restore(opening);
-		if (!rc) /* stopped before the first batch, said */
-			stop_end(NULL);
+	rc = run_cmd(&o, &conflicts, &err);
+	if (stops) {
+		stop_restore(saved);
+		if (!rc) /* stopped, said: ends by the signal (an error is told by its status) */
+			stop_end();
 	}
 	if (rc)
 		return report(&err);

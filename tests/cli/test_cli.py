@@ -126,6 +126,18 @@ def blocked_writing(pid):
         time.sleep(0.001)
 
 
+def waiting_to_read(pid):
+    """Until process @pid sleeps in a read(2) (for more input), for up to
+    30 s: whether it did."""
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        with open("/proc/%d/syscall" % pid) as f, open("/proc/%d/stat" % pid) as g:
+            if f.read().startswith("0 ") and g.read().rsplit(")", 1)[1].split()[0] == "S":
+                return True
+        time.sleep(0.01)
+    return False
+
+
 def read_to_end(fd):
     """What descriptor @fd gives until its end; it is closed."""
     data = b""
@@ -841,25 +853,42 @@ class CliTest(unittest.TestCase):
         self.assertEqual(stored(dst), len(lines))
         # import, stopped while it waits for more lines on stdin
         os.remove(dst)
+        self.assertEqual(self.import_stopped_reading(export[:11], dst), -signal.SIGTERM)
+        self.assertEqual(stored(dst), 10)
+
+    def import_stopped_reading(self, lines, dst, stdout_too=False):
+        """`registry import --db @dst -`, its stderr (and with @stdout_too its
+        stdout) a pipe whose reader is gone, sent SIGTERM once @lines (the
+        header and 10 entries) are read and it waits in read(2) for more:
+        its status."""
         gone_r, gone_w = os.pipe()
         os.close(gone_r)
         proc = subprocess.Popen([SEMID, "registry", "import", "--db", dst, "-"],
-                                stdin=subprocess.PIPE, stderr=gone_w)
+                                stdin=subprocess.PIPE, stderr=gone_w,
+                                stdout=gone_w if stdout_too else None)
         os.close(gone_w)
-        proc.stdin.write(b"".join(export[:11]))  # the header, 10 entries
+        proc.stdin.write(b"".join(lines))
         proc.stdin.flush()
-        deadline = time.time() + 30
-        while True:  # until it sleeps in read(2) for the next line: the 10 are read
-            with open("/proc/%d/syscall" % proc.pid) as f, \
-                    open("/proc/%d/stat" % proc.pid) as g:
-                if f.read().startswith("0 ") and g.read().rsplit(")", 1)[1].split()[0] == "S":
-                    break
-            self.assertLess(time.time(), deadline, "never waited for more lines")
-            time.sleep(0.01)
+        self.assertTrue(waiting_to_read(proc.pid), "never waited for more lines")
         proc.send_signal(signal.SIGTERM)
-        self.assertEqual(proc.wait(timeout=60), -signal.SIGTERM)
+        status = proc.wait(timeout=60)
         proc.stdin.close()
-        self.assertEqual(stored(dst), 10)
+        return status
+
+    def test_registry_stop_with_stdout_and_stderr_gone_ends_by_the_signal(self):
+        # `semid registry import - 2>&1 | tee` with tee ended by the same
+        # Ctrl-C: the stop's line goes to a pipe that is stdout as well, whose
+        # reader is gone, and the command-wide SIGPIPE catch ends a process
+        # whose stdout is gone by SIGPIPE (141); a stopped command ends by its
+        # signal all the same (stop_say ignores SIGPIPE first).
+        db, _ = self.assigned_store("src.db")
+        export = run("registry", "export", "--db", db).stdout.splitlines(True)
+        dst = os.path.join(self.out.name, "dst.db")
+        self.assertEqual(self.import_stopped_reading(export[:11], dst, stdout_too=True),
+                         -signal.SIGTERM)
+        p = run("registry", "export", "--db", dst)
+        self.assertEqual(p.returncode, 0, p.stderr.decode())
+        self.assertEqual(len(p.stdout.splitlines()) - 1, 10)  # its header
 
     def test_registry_done_with_stderr_gone(self):
         # A registry command that did its work says so on stderr as it
