@@ -907,6 +907,12 @@ __attribute__((format(printf, 1, 2))) static void stop_again(const char *fmt, ..
 #define AGAIN_BEFORE_ANY                                                                           \
 	"semid: stopped at once by a second signal before any batch: nothing committed\n"
 
+/* The second signal's line once assign's output (%s, its name) has the lines
+ * of all the rows committed. */
+#define AGAIN_CLOSED                                                                               \
+	"semid: stopped at once by a second signal; what was committed stays committed, and "      \
+	"the lines of its rows are in %s\n"
+
 static const char *sig_name(int sig)
 {
 	return sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "SIGHUP";
@@ -1114,6 +1120,8 @@ static int cmd_assign(const struct opts *o, struct sid_error *err)
 		if ((rc = out_close(&w, committed || !file, err)))
 			goto fail;
 		if (committed)
+			stop_again(AGAIN_CLOSED, output_name(o));
+		if (committed)
 			stop_say("semid: stopped by %s after rows 0..%zu of %zu were committed "
 				 "(%llu created); their lines are in %s; their ids keep the IDs "
 				 "given: the same command assigns the rest\n",
@@ -1129,8 +1137,11 @@ static int cmd_assign(const struct opts *o, struct sid_error *err)
 	rc = out_close(&w, 1, err);
 	/* the output closed put back registry_main's catch, on_stop too: a
 	 * signal from here is noted, not said to have left the output
-	 * unwritten by the output's handler that @saved holds */
+	 * unwritten by the output's handler that @saved holds, nor by a
+	 * second signal */
 	caught = 0;
+	if (!rc)
+		stop_again(AGAIN_CLOSED, output_name(o));
 	if (!rc && o->reassign)
 		fprintf(stderr,
 			"semid: %zu %s inputs to model %s: %llu moved to new codes, %llu created, "

@@ -1724,6 +1724,17 @@ static void assign_closing_raise(void)
 	cli__assign_closing = raise_sigterm;
 }
 
+static void raise_sigterm_twice(void)
+{
+	raise(SIGTERM);
+	raise(SIGTERM);
+}
+
+static void assign_closing_raise_twice(void)
+{
+	cli__assign_closing = raise_sigterm_twice;
+}
+
 /*
  * A restore stopped by SIGTERM once the side files of a store it could not
  * fold the -wal of have moved beside its second name, before the copy took
@@ -1773,6 +1784,33 @@ START_TEST(t_assign_stopped_as_the_store_closes)
 		      status, msg);
 	ASSERT_HAS(msg, "created");
 	ck_assert_msg(!strstr(msg, "nothing written"), "'%s'", msg);
+	ck_assert_int_eq(items_in(db), N);
+	ck_assert_int_eq(count_lines(out), N);
+}
+END_TEST
+
+/*
+ * The same with two SIGTERMs: the second ends it at once, saying FILE holds
+ * the lines of the rows committed.  It said FILE "was not written (it gets
+ * its name only when complete)" of a complete FILE, as of one a stop left
+ * unwritten.
+ */
+START_TEST(t_assign_stopped_twice_as_the_store_closes)
+{
+	char msg[2048], want[600];
+	int status;
+
+	status = run_forked(msg, sizeof(msg), assign_closing_raise_twice, "registry", "assign",
+			    "--model", model, "--input", npy, "--ids", ids, "--output", out, NULL);
+	ck_assert_msg(WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM, "status %d, stderr '%s'",
+		      status, msg);
+	ASSERT_HAS(msg, "created");
+	snprintf(want, sizeof(want),
+		 "semid: stopped at once by a second signal; what was committed stays "
+		 "committed, and the lines of its rows are in %s\n",
+		 out);
+	ASSERT_HAS(msg, want);
+	ck_assert_msg(!strstr(msg, "not written"), "'%s'", msg);
 	ck_assert_int_eq(items_in(db), N);
 	ck_assert_int_eq(count_lines(out), N);
 }
@@ -3890,6 +3928,7 @@ static Suite *registry_cmd_suite(void)
 	tcase_add_test(tc, t_restore_side_files);
 	tcase_add_test(tc, t_restore_stopped_in_the_renames);
 	tcase_add_test(tc, t_assign_stopped_as_the_store_closes);
+	tcase_add_test(tc, t_assign_stopped_twice_as_the_store_closes);
 	tcase_add_test(tc, t_delete_rows_stopped);
 	tcase_add_test(tc, t_stopped_before_any_batch);
 	tcase_add_test(tc, t_output_empty);
