@@ -1119,19 +1119,19 @@ static int cmd_assign(const struct opts *o, struct sid_error *err)
 		 * holds; none committed, it is left as it was */
 		if ((rc = out_close(&w, committed || !file, err)))
 			goto fail;
-		if (committed)
+		if (committed) {
 			stop_again(AGAIN_CLOSED, output_name(o));
-		if (committed)
 			stop_say("semid: stopped by %s after rows 0..%zu of %zu were committed "
 				 "(%llu created); their lines are in %s; their ids keep the IDs "
 				 "given: the same command assigns the rest\n",
 				 stop_name(), committed - 1, x.rows, (unsigned long long)created,
 				 output_name(o));
-		else
+		} else {
 			stop_say("semid: stopped by %s before a row was committed: nothing "
 				 "assigned%s%s%s\n",
 				 stop_name(), file ? "; " : "", file ? output_name(o) : "",
 				 file ? " not written" : "");
+		}
 		goto fail;
 	}
 	rc = out_close(&w, 1, err);
