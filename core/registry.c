@@ -840,9 +840,9 @@ int sid_registry_list(struct sid_registry *r, enum sid_tower_kind kind, const ch
 		goto out;
 	}
 	if (cl && cl != Ls) {
-		rc =
-		    sid_error_set(err, SID_EINVAL, "cursor \"%.64s\" has %d levels; %s IDs have %d",
-				  cursor, cl, sid_tower_name(kind), Ls);
+		rc = sid_error_set(err, SID_EINVAL, "cursor \"%.64s\" has %d %s; %s IDs have %d",
+				   cursor, cl, sid_plural(cl, "level", "levels"),
+				   sid_tower_name(kind), Ls);
 		goto out;
 	}
 	sid__reg_codes_pack(pc, p, lo);

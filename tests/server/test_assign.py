@@ -231,6 +231,7 @@ class TestAssignSqlite(Base):
                 'without the suffix)')
             err("/v1/sids?cursor=1-2-3-4-0", 400,
                 'cursor "1-2-3-4-0" has 4 levels; item IDs have 2')
+            err("/v1/sids?cursor=7-0", 400, 'cursor "7-0" has 1 level; item IDs have 2')
         finally:
             self.assertEqual(srv.stop(), 0)
 
