@@ -45,7 +45,8 @@ static const struct key keys[] = {
     {"eval", K_BOOL, OFF(eval), 0,
      "evaluate at the end when --test or --test-cold is given [true]"},
     {"publish_tables", K_BOOL, OFF(publish_tables), 0,
-     "also write the ICDM ID tables (n x 2E each) into the model file [false]"},
+     "also write the ICDM ID tables (n x 2E each) into the model file (das, two-stage: "
+     "rqvae has none) [false]"},
     {"progress", K_BOOL, OFF(progress), 0,
      "progress: a bar on a terminal, else a line every progress_every seconds (false: neither) "
      "[true]"},
