@@ -1155,6 +1155,17 @@ static const struct {
     {"/v1/sids/", SRV_ROUTE_SID_GET, 1},
 };
 
+/* The routes entry whose path @url is, or the number of routes for none. */
+static size_t route_index(const char *url)
+{
+	size_t i;
+
+	for (i = 0; i < sizeof(routes) / sizeof(routes[0]); i++)
+		if (!strcmp(url, routes[i].path))
+			break;
+	return i;
+}
+
 /* The param_routes entry @url is a path of (a non-empty parameter after
  * its prefix), or -1. */
 static int param_route(const char *url)
@@ -1282,6 +1293,14 @@ static int api_segment(const char *seg, size_t len)
 	return 0;
 }
 
+/* 1 when nothing but slashes, and maybe a query, follows @p: the segment
+ * before @p is a path's last. */
+static int segment_last(const char *p)
+{
+	p += strspn(p, "/");
+	return !*p || *p == '?';
+}
+
 /*
  * A path no route has nor is near, as the log line and a 404 name it, into
  * @out (@n bytes): its first segment, or its first two when the first is an
@@ -1310,8 +1329,7 @@ static void path_bounded(const char *url, char *out, size_t n)
 		    strspn(seg + 1, "0123456789") == (size_t)(p - seg - 1)) {
 			keep = 2; /* "v1" */
 			ver_end = p;
-		} else if (s && (!p[strspn(p, "/")] || p[strspn(p, "/")] == '?') &&
-			   !api_segment(seg, (size_t)(p - seg))) {
+		} else if (s && segment_last(p) && !api_segment(seg, (size_t)(p - seg))) {
 			p = ver_end; /* the last segment after the version */
 		}
 	}
@@ -1344,6 +1362,8 @@ static void path_named(const char *url, char *out, size_t n)
 
 	if (k >= 0) {
 		copy_str(out, n, srv_route_name(param_routes[k].route));
+	} else if (route_index(url) < sizeof(routes) / sizeof(routes[0])) {
+		copy_str(out, n, url); /* every request's: no more work than that */
 	} else if ((k = param_route_near(url, &plen)) >= 0) {
 		const char *route = srv_route_name(param_routes[k].route);
 		snprintf(out, n, "%.*s%s", (int)plen, url, strrchr(route, '/') + 1);
@@ -1739,9 +1759,7 @@ static int on_headers(struct req *q, const char *url, const char *method, const 
 			  method);
 		return 1;
 	}
-	for (i = 0; i < sizeof(routes) / sizeof(routes[0]); i++)
-		if (!strcmp(url, routes[i].path))
-			break;
+	i = route_index(url);
 	if (path_slash_bad(q, url, method, i < sizeof(routes) / sizeof(routes[0])))
 		return 1;
 	if (h->ops && (i == sizeof(routes) / sizeof(routes[0]) || !routes[i].ops)) {
