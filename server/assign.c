@@ -593,18 +593,15 @@ static const char *miss_hint(const char *key)
 		   : "";
 }
 
-/* The kind that is not @kind, and the number of levels of the stored IDs
- * of each into *@Ls and *@Lo (0: none stored yet); -1 when the store
- * cannot say. */
-static int tower_levels(struct sid_registry *h, enum sid_tower_kind kind, int *Ls, int *Lo)
+/* The kind that is not @kind, its stored IDs' number of levels into *@Lo
+ * (0: none stored yet); -1 when the store cannot say. */
+static int other_levels(struct sid_registry *h, enum sid_tower_kind kind, int *Lo)
 {
 	enum sid_tower_kind other = kind == SID_TOWER_ITEM ? SID_TOWER_USER : SID_TOWER_ITEM;
 	struct sid_error e2;
 
 	sid_error_clear(&e2);
-	if (sid_registry_levels(h, kind, Ls, &e2) || sid_registry_levels(h, other, Lo, &e2))
-		return -1;
-	return (int)other;
+	return sid_registry_levels(h, other, Lo, &e2) ? -1 : (int)other;
 }
 
 /* A sid of another number of levels than @kind's IDs (@err, SID_EINVAL:
@@ -629,15 +626,15 @@ static void other_tower_hint(struct sid_registry *h, enum sid_tower_kind kind, c
 	 * plain miss of a kind that holds IDs asks the store nothing more */
 	if (sid_reg_sid_parse(sid, codes, &L, &suffix, &e2) ||
 	    sid_registry_levels(h, kind, &Ls, &e2) || Ls == L ||
-	    (rc == SID_ENOTFOUND) != (Ls == 0) || (o = tower_levels(h, kind, &Ls, &Lo)) < 0 ||
-	    Lo != L)
+	    (rc == SID_ENOTFOUND) != (Ls == 0) || (o = other_levels(h, kind, &Lo)) < 0 || Lo != L)
 		return;
 	other = sid_tower_name((enum sid_tower_kind)o);
 	if (rc == SID_ENOTFOUND) {
 		sid_error_set(err, SID_ENOTFOUND,
-			      "sid %.64s: not found (no %s IDs stored yet), but it has %d level%s "
+			      "sid %.64s: not found (no %s IDs stored yet), but it has %d %s "
 			      "and a suffix, as %s IDs have: look it up with ?tower=%s",
-			      sid, sid_tower_name(kind), L, L == 1 ? "" : "s", other, other);
+			      sid, sid_tower_name(kind), L, sid_plural(L, "level", "levels"), other,
+			      other);
 		return;
 	}
 	if (L == Ls - 1)
@@ -646,9 +643,10 @@ static void other_tower_hint(struct sid_registry *h, enum sid_tower_kind kind, c
 			 "%.64s-0)",
 			 kind == SID_TOWER_ITEM ? "an item" : "a user", sid);
 	sid_error_set(err, SID_EINVAL,
-		      "sid \"%.64s\" has %d level%s and a suffix, as %s IDs have, but %s IDs have "
+		      "sid \"%.64s\" has %d %s and a suffix, as %s IDs have, but %s IDs have "
 		      "%d: look it up with ?tower=%s%s",
-		      sid, L, L == 1 ? "" : "s", other, sid_tower_name(kind), Ls, other, alone);
+		      sid, L, sid_plural(L, "level", "levels"), other, sid_tower_name(kind), Ls,
+		      other, alone);
 }
 
 /* A list's prefix of more levels than @lk's kind's IDs have, or its cursor
@@ -668,15 +666,16 @@ static void other_tower_list_hint(struct sid_registry *h, const struct srv_looku
 
 	sid_error_clear(&e2);
 	if (sid_reg_prefix_parse(lk->key, codes, &p, &e2) ||
-	    (o = tower_levels(h, lk->kind, &Ls, &Lo)) < 0 || !Lo)
+	    sid_registry_levels(h, lk->kind, &Ls, &e2) ||
+	    (o = other_levels(h, lk->kind, &Lo)) < 0 || !Lo)
 		return;
 	other = sid_tower_name((enum sid_tower_kind)o);
 	if (p > Ls) {
 		if (p <= Lo)
 			sid_error_set(err, SID_EINVAL,
-				      "prefix \"%.64s\" has %d level%s; %s IDs have %d%s, but %s "
+				      "prefix \"%.64s\" has %d %s; %s IDs have %d%s, but %s "
 				      "IDs have %d: list those with ?tower=%s",
-				      lk->key, p, p == 1 ? "" : "s", kind, Ls,
+				      lk->key, p, sid_plural(p, "level", "levels"), kind, Ls,
 				      p == Ls + 1 ? " (a prefix is codes only, without the suffix)"
 						  : "",
 				      other, Lo, other);
@@ -686,9 +685,9 @@ static void other_tower_list_hint(struct sid_registry *h, const struct srv_looku
 	    cl == Lo)
 		sid_error_set(
 		    err, SID_EINVAL,
-		    "cursor \"%.64s\" has %d level%s; %s IDs have %d, but %s IDs have %d: "
+		    "cursor \"%.64s\" has %d %s; %s IDs have %d, but %s IDs have %d: "
 		    "a cursor goes on the listing it came from, so send ?tower=%s with it",
-		    lk->cursor, cl, cl == 1 ? "" : "s", kind, Ls, other, Lo, other);
+		    lk->cursor, cl, sid_plural(cl, "level", "levels"), kind, Ls, other, Lo, other);
 }
 
 static void lookup_work(uv_work_t *w)
