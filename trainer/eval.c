@@ -282,11 +282,12 @@ static int rank_eval(const float *user_vec, size_t n_users, const float *item_ve
 	 * chance's), so it is left out */
 	for (size_t u = 0; u < n_users && u < truth->rows; u++) {
 		int zero = 1;
+		if (truth->off[u + 1] == truth->off[u])
+			continue;
+		out->truth_users++;
 		for (int d = 0; d < E && zero; d++)
 			zero = user_vec[u * E + d] == 0.0f;
-		if (truth->off[u + 1] > truth->off[u])
-			out->truth_users++;
-		if (truth->off[u + 1] > truth->off[u] && !zero)
+		if (!zero)
 			users[n_eval++] = u;
 	}
 	/* the evaluated users' vectors, packed per block */
