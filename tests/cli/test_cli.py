@@ -116,26 +116,23 @@ def run(*args, **kw):
                           timeout=120, **kw)
 
 
-def blocked_writing(pid):
-    """Until process @pid is in a write(2) (a full pipe), for up to 30 s."""
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        with open("/proc/%d/syscall" % pid) as f:
-            if f.read().startswith("1 "):  # syscall 1: write
-                return
-        time.sleep(0.001)
-
-
-def waiting_to_read(pid):
-    """Until process @pid sleeps in a read(2) (for more input), for up to
-    30 s: whether it did."""
+def in_syscall(pid, nr, sleeping=False, pause=0.01):
+    """Until process @pid is in syscall @nr (x86_64 numbers: 0 read, 1
+    write, 257 openat), and with @sleeping asleep there (state S), for up
+    to 30 s: whether it was."""
     deadline = time.time() + 30
     while time.time() < deadline:
         with open("/proc/%d/syscall" % pid) as f, open("/proc/%d/stat" % pid) as g:
-            if f.read().startswith("0 ") and g.read().rsplit(")", 1)[1].split()[0] == "S":
+            if f.read().startswith("%d " % nr) and (
+                    not sleeping or g.read().rsplit(")", 1)[1].split()[0] == "S"):
                 return True
-        time.sleep(0.01)
+        time.sleep(pause)
     return False
+
+
+def blocked_writing(pid):
+    """Until process @pid is in a write(2) (a full pipe), for up to 30 s."""
+    in_syscall(pid, 1, pause=0.001)
 
 
 def read_to_end(fd):
@@ -869,7 +866,8 @@ class CliTest(unittest.TestCase):
         os.close(gone_w)
         proc.stdin.write(b"".join(lines))
         proc.stdin.flush()
-        self.assertTrue(waiting_to_read(proc.pid), "never waited for more lines")
+        # until it sleeps in read(2) for the next line: the lines are read
+        self.assertTrue(in_syscall(proc.pid, 0, sleeping=True), "never waited for more lines")
         proc.send_signal(signal.SIGTERM)
         status = proc.wait(timeout=60)
         proc.stdin.close()
@@ -932,13 +930,8 @@ class CliTest(unittest.TestCase):
         dst = os.path.join(self.out.name, "dst.db")
         proc = subprocess.Popen([SEMID, "registry", "import", "--db", dst, fifo],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        deadline = time.time() + 30
-        while True:  # until it waits in openat(2) (257) for a writer
-            with open("/proc/%d/syscall" % proc.pid) as f:
-                if f.read().startswith("257 "):
-                    break
-            self.assertLess(time.time(), deadline, "never opened the FIFO")
-            time.sleep(0.01)
+        # until it waits in openat(2) for a writer
+        self.assertTrue(in_syscall(proc.pid, 257), "never opened the FIFO")
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=10)
         self.assertEqual((proc.returncode, out), (-signal.SIGTERM, b""), err)

@@ -407,6 +407,18 @@ class Server:
         with open(self.log_path, "rb") as f:
             return f.read().decode("utf-8", "replace")
 
+    def wait_log(self, text, count=1, secs=10, why=None):
+        """Wait until the log holds @text @count times: a request's line is
+        written once its last byte is, which may be after its client has
+        read the answer.  Fails with AssertionError naming @why (or
+        @text) after @secs."""
+        deadline = time.monotonic() + secs
+        while self.log_text().count(text) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError("never in the log %d time(s): %r (%s)\n%s" % (
+                    count, text, why, self.log_text()[-2000:]))
+            time.sleep(0.02)
+
     def own_log_text(self):
         """log_text without the lines of a SEMID_SERVER_WRAPPER (valgrind's
         "==PID== ..." report, whose banner repeats the command line)."""

@@ -407,10 +407,7 @@ class TestErrors(unittest.TestCase):
                 ("GET", "/item/erase-me", "/item/{id}", "/v1/items/{id}")):
             self.check_error(SRV.json(method, path, headers=token), 404, "not_found",
                              "no route %s %s (did you mean %s?)" % (method, shown, meant))
-            deadline = time.monotonic() + 10
-            while "route=" + shown + " " not in SRV.log_text():
-                self.assertLess(time.monotonic(), deadline, shown)
-                time.sleep(0.02)
+            SRV.wait_log("route=" + shown + " ")
         self.assertNotIn("erase-me", SRV.log_text())
 
     def test_404_of_an_unknown_route_names_no_id(self):
@@ -438,11 +435,7 @@ class TestErrors(unittest.TestCase):
                 ("GET", long_seg, long_seg[:64] + "{...}")):
             self.check_error(SRV.json(method, path, headers=token), 404, "not_found",
                              "no route %s %s" % (method, shown))
-            want = 'method=%s route=%s status=404 ' % (method, shown)
-            deadline = time.monotonic() + 10
-            while want not in SRV.log_text():
-                self.assertLess(time.monotonic(), deadline, want)
-                time.sleep(0.02)
+            SRV.wait_log('method=%s route=%s status=404 ' % (method, shown))
         # refused by libmicrohttpd (headers over its buffer) before routing
         for target, shown in ((b"/v1/usr/erase-me?k=erase-me", "/v1/usr/{...}"),
                               (b"/healthz?erase-me", "/healthz?{...}")):
@@ -455,11 +448,7 @@ class TestErrors(unittest.TestCase):
                 resp = b""
             finally:
                 s.close()
-            want = 'route=%s status=431 ' % shown
-            deadline = time.monotonic() + 10
-            while want not in SRV.log_text():
-                self.assertLess(time.monotonic(), deadline, (want, resp[:100]))
-                time.sleep(0.02)
+            SRV.wait_log('route=%s status=431 ' % shown, why=resp[:100])
         self.assertNotIn("erase-me", SRV.log_text())
 
     def test_encoded_slash_is_no_route_separator(self):
@@ -653,11 +642,7 @@ class TestErrors(unittest.TestCase):
                              (b"/v1/items/ha%23sh-31", ids[1])):
             st, body = raw(target)
             self.assertEqual((st, body.get("id")), (200, want), body)
-        want = "method=GET route=/v1/items/{id} status=400 "
-        deadline = time.monotonic() + 10
-        while SRV.log_text().count(want) < 5:
-            self.assertLess(time.monotonic(), deadline, SRV.log_text()[-2000:])
-            time.sleep(0.02)
+        SRV.wait_log("method=GET route=/v1/items/{id} status=400 ", count=5)
         self.assertIn("method=GET route=/v1/usr/{...} status=400 ", SRV.log_text())
         for i in ids:
             self.assertNotIn(i.split("-")[0], SRV.log_text())
