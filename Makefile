@@ -278,6 +278,7 @@ promtool:
 # (tests/run.py).  A suite with no local time of this build takes the one in
 # SEMID_TEST_SEED, so that a fresh clone (CI's) schedules as a second run
 # does; `make test-seed` after `make test` and `make test-sanitize` refreshes it.
+# TEST_SKIP: patterns of suites left out (test-sanitize's SANITIZE_SKIP).
 SEMID_TEST_JOBS ?= $(shell echo $$(($(NPROC) + 1)))
 SEMID_TEST_TIMES ?= $(O)/test-times.json
 SEMID_TEST_SEED ?= tests/suite-times.json
@@ -286,7 +287,7 @@ test:
 	@$(MAKE) --no-print-directory -j$(NPROC) test-build
 	@SEMID_TEST_JOBS=$(SEMID_TEST_JOBS) SEMID_TEST_TIMES=$(SEMID_TEST_TIMES) \
 		SEMID_TEST_SEED=$(SEMID_TEST_SEED) $(PYTHON) tests/run.py $(CHECK_BINS) \
-		$(sort $(wildcard tests/*/test_*.py))
+		$(filter-out $(TEST_SKIP),$(sort $(wildcard tests/*/test_*.py)))
 
 .PHONY: test-seed
 test-seed:
@@ -368,7 +369,7 @@ Test:
   deps-test       install the packages the tests need
   promtool        fetch promtool (for the alert and dashboard checks) once more
   test-build      build the programs and the Check suites without running them
-  test-sanitize   the whole suite under ASan+UBSan
+  test-sanitize   the suite under ASan+UBSan (not tests/meta, deploy, bench)
   test-valgrind   the server's integration tests under memcheck
   test-tsan       the server's, CLI's and core's suites under ThreadSanitizer
   test-seed       after test and test-sanitize: refresh tests/suite-times.json
