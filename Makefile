@@ -340,11 +340,11 @@ $(DEMO)/model.safetensors: $(DEMO_DATA)/train.tsv $(DEMO)/.epochs
 # target at a tiny size (SEMID_BENCH_SMOKE=1, which each program and script honours),
 # each report checked for its rows and columns, never for its figures
 # (tests/bench/test_bench_smoke.py, which `make test` runs too; so test-build builds
-# the C benchmarks, BENCH_PROGS).
+# the C benchmarks, BENCH_PROGS, unless TEST_SKIP leaves that suite out).
 .PHONY: bench-smoke
 bench-smoke: all $(BENCH_PROGS)
 	$(PYTHON) tests/bench/test_bench_smoke.py
-test-build: $(BENCH_PROGS)
+test-build: $(if $(filter-out $(TEST_SKIP),tests/bench/test_bench_smoke.py),$(BENCH_PROGS))
 
 clean:
 	rm -rf $(O) $(BIN)
