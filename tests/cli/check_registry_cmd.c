@@ -28,6 +28,7 @@
 #include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -2030,10 +2031,12 @@ START_TEST(t_reassign)
 }
 END_TEST
 
-/* Until child @pid is in the system call whose /proc/PID/syscall line
- * starts with @nr ("1 ": write), for up to 5 s. */
-static void wait_in_syscall(pid_t pid, const char *nr)
+/* Until child @pid is in system call @nr (SYS_write, ...: the number its
+ * /proc/PID/syscall line starts with), for up to 5 s. */
+static void wait_in_syscall(pid_t pid, long nr)
 {
+	char want[24];
+	snprintf(want, sizeof(want), "%ld ", nr);
 	for (int i = 0; i < 5000; i++) {
 		char path[64], sc[16] = "";
 		FILE *p;
@@ -2043,7 +2046,7 @@ static void wait_in_syscall(pid_t pid, const char *nr)
 				sc[0] = '\0';
 			fclose(p);
 		}
-		if (!strncmp(sc, nr, strlen(nr)))
+		if (!strncmp(sc, want, strlen(want)))
 			return;
 		usleep(1000);
 	}
@@ -2095,7 +2098,7 @@ static int run_signalled(int sig, int how, int lines, const char *errname, char 
 	close(fd[1]);
 	while (got < lines && (n = read(fd[0], buf + len, 1)) == 1)
 		got += buf[len++] == '\n';
-	wait_in_syscall(pid, "1 "); /* until it blocks writing (syscall 1, write) */
+	wait_in_syscall(pid, SYS_write); /* until it blocks writing */
 	kill(pid, sig);
 	while (!(how & SIGNALLED_READER_GONE) && (n = read(fd[0], buf + len, cap - 1 - len)) > 0)
 		len += (size_t)n;
@@ -3645,7 +3648,7 @@ START_TEST(t_assign_stopped_file)
 	ck_assert_int_eq(sqlite3_exec(h, "BEGIN IMMEDIATE", NULL, NULL, NULL), SQLITE_OK);
 	stored = stored_items(h);
 	if (_i == 1) /* the next batch waits on the lock (SQLite's sleep) */
-		wait_in_syscall(pid, "230 ");
+		wait_in_syscall(pid, SYS_clock_nanosleep);
 	kill(pid, SIGTERM);
 	if (_i == 1) {
 		usleep(100 * 1000);
@@ -3771,7 +3774,7 @@ START_TEST(t_import_stopped)
 		ck_assert_int_gt(n, 0);
 		w += (size_t)n;
 	}
-	wait_in_syscall(pid, "0 "); /* until it waits for more (syscall 0, read) */
+	wait_in_syscall(pid, SYS_read); /* until it waits for more */
 	kill(pid, SIGTERM);
 	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
 	close(fd[1]);
@@ -3859,7 +3862,7 @@ START_TEST(t_assign_stopped_twice)
 			  "--db", db3, "--batch", "1", NULL));
 	}
 	close(fd[1]);
-	wait_in_syscall(pid, "1 "); /* blocked on the full pipe */
+	wait_in_syscall(pid, SYS_write); /* blocked on the full pipe */
 	kill(pid, SIGTERM);
 	usleep(100 * 1000);
 	ck_assert_int_eq(waitpid(pid, &status, WNOHANG), 0); /* the first: it waits */

@@ -116,14 +116,22 @@ def run(*args, **kw):
                           timeout=120, **kw)
 
 
-def in_syscall(pid, nr, sleeping=False, pause=0.01):
-    """Until process @pid is in syscall @nr (x86_64 numbers: 0 read, 1
-    write, 257 openat), and with @sleeping asleep there (state S), for up
-    to 30 s: whether it was."""
+# The numbers /proc/PID/syscall starts with, by machine (asm/unistd.h).
+SYSCALLS = {"x86_64": {"read": 0, "write": 1, "openat": 257},
+            "aarch64": {"read": 63, "write": 64, "openat": 56}}
+
+
+def in_syscall(pid, name, sleeping=False, pause=0.01):
+    """Until process @pid is in system call @name ("read", "write",
+    "openat"), and with @sleeping asleep there (state S), for up to 30 s:
+    whether it was."""
+    numbers = SYSCALLS.get(os.uname().machine)
+    if numbers is None:
+        raise unittest.SkipTest("no system call numbers for %s" % os.uname().machine)
     deadline = time.time() + 30
     while time.time() < deadline:
         with open("/proc/%d/syscall" % pid) as f, open("/proc/%d/stat" % pid) as g:
-            if f.read().startswith("%d " % nr) and (
+            if f.read().startswith("%d " % numbers[name]) and (
                     not sleeping or g.read().rsplit(")", 1)[1].split()[0] == "S"):
                 return True
         time.sleep(pause)
@@ -132,7 +140,7 @@ def in_syscall(pid, nr, sleeping=False, pause=0.01):
 
 def blocked_writing(pid):
     """Until process @pid is in a write(2) (a full pipe), for up to 30 s."""
-    in_syscall(pid, 1, pause=0.001)
+    in_syscall(pid, "write", pause=0.001)
 
 
 def read_to_end(fd):
@@ -867,7 +875,7 @@ class CliTest(unittest.TestCase):
         proc.stdin.write(b"".join(lines))
         proc.stdin.flush()
         # until it sleeps in read(2) for the next line: the lines are read
-        self.assertTrue(in_syscall(proc.pid, 0, sleeping=True), "never waited for more lines")
+        self.assertTrue(in_syscall(proc.pid, "read", sleeping=True), "never waited for more lines")
         proc.send_signal(signal.SIGTERM)
         status = proc.wait(timeout=60)
         proc.stdin.close()
@@ -931,7 +939,7 @@ class CliTest(unittest.TestCase):
         proc = subprocess.Popen([SEMID, "registry", "import", "--db", dst, fifo],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         # until it waits in openat(2) for a writer
-        self.assertTrue(in_syscall(proc.pid, 257), "never opened the FIFO")
+        self.assertTrue(in_syscall(proc.pid, "openat"), "never opened the FIFO")
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=10)
         self.assertEqual((proc.returncode, out), (-signal.SIGTERM, b""), err)
