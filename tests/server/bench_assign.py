@@ -10,12 +10,12 @@ base64 requests at concurrency 16, for
   - assign new: POST /v1/items:assign with ids never seen (every request
     stores its ids: one transaction each, group-committed),
   - assign known: the same request again and again (ids already stored: a read),
-all with bodies built per request by the same wrk Lua script: unique ids for
-"assign new", one body again and again for "encode" and "assign known" (it
-costs the client far less, so the encode baseline is the server's rate; the
-client's cores are reported per row, and the goal is not judged when the
-encode baseline's client used 0.8 cores or more).  Writes
-bench/out/RESULTS-assign.md.
+all with bodies built by the same wrk Lua script: unique ids for "assign
+new" (64-item ones built before the run, by one wrk thread), one body again
+and again for "encode" and "assign known" (it costs the client far less, so
+the encode baseline is the server's rate; the client's cores are reported
+per row, and the goal is not judged when the encode baseline's client used
+0.8 cores or more).  Writes bench/out/RESULTS-assign.md.
 
 Usage: SEMID_BIN=bin /usr/bin/python3 tests/server/bench_assign.py [--secs 3] [--out FILE]
 
@@ -34,6 +34,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
 
@@ -45,23 +46,29 @@ import semid_testlib as T  # noqa: E402
 
 # Each request: ITEMS inputs with ids RUN-<thread>-<counter>-<k> (KNOWN=1: the
 # same ids and rows every time) and rows of ROWS_FILE (one base64 row per
-# line), taken in turn so that requests carry different embeddings.
+# line), taken in turn so that requests carry different embeddings.  POOL > 0:
+# init builds the first POOL requests before the run, request() hands them
+# out and builds any more as it goes.  A 64-item body is over 128 KiB, which
+# LuaJIT's allocator maps afresh (mmap, page faults, munmap) for every such
+# string: built per request, "assign new" cost wrk 0.5 ms of CPU a request
+# here and 3.9 ms on a host whose page faults are dear, a third of the two
+# cores the server was measured on.
 LUA = r"""
 local rows = {}
 for line in io.lines(os.getenv("ROWS_FILE")) do rows[#rows + 1] = line end
 local n = tonumber(os.getenv("ITEMS"))
 local run = os.getenv("RUN")
 local known = os.getenv("KNOWN") == "1"
+local pool_n = tonumber(os.getenv("POOL") or "0")
+local pool = {}
 local counter = 0
 local tid_next = 0
 function setup(thread)
   thread:set("tid", tid_next)
   tid_next = tid_next + 1
 end
-function request()
-  counter = counter + 1
+local function build(c)
   local parts = {}
-  local c = known and 0 or counter
   for k = 1, n do
     local row = rows[((tid * 7919 + c * n + k) % #rows) + 1]
     parts[k] = '{"id": "' .. run .. '-' .. tid .. '-' .. c .. '-' .. k ..
@@ -70,7 +77,27 @@ function request()
   return wrk.format("POST", nil, {["Content-Type"] = "application/json"},
                     '{"inputs": [' .. table.concat(parts, ", ") .. ']}')
 end
+function init(args)
+  if not known then
+    for c = 1, pool_n do pool[c] = build(c) end
+  end
+end
+function request()
+  counter = counter + 1
+  local c = known and 0 or counter
+  return pool[c] or build(c)
+end
 """
+
+
+# Requests built before an "assign new" run of 64-item bodies, per second of
+# it (above the rate of every run so far, 671/s at most), and at most
+# POOL_MAX (about 600 MB, which LuaJIT's memory holds; a longer --secs runs
+# past it, and the report says so).  A smoke run's pool runs out, so both
+# ways of building a request are run.
+POOL_PER_S = 1500
+POOL_MAX = 4500
+POOL_SMOKE = 20
 
 
 def children_cpu_s():
@@ -85,18 +112,45 @@ def to_ms(v):
     return x / 1000 if m.group(2) == "us" else x * 1000 if m.group(2) == "s" else x
 
 
+def proc_cpu_s(pid):
+    """CPU seconds (user + system) process @pid has used so far."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def wrk(port, route, lua, env, conns, secs):
+    """One wrk run, with wrk's CPU per second of the run (not of the pool
+    its init builds) as "client".  With a POOL in @env, one wrk thread: wrk
+    starts each thread as soon as its init returns and times the run from
+    the last, so a second thread building its pool would let the first run
+    untimed."""
     e = dict(os.environ, **env)
-    p = subprocess.run(["wrk", "-t%d" % min(2, conns), "-c%d" % conns, "-d%ds" % secs, "--latency", "-s", lua,
-                        "http://127.0.0.1:%d%s" % (port, route)],
-                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=e,
-                       timeout=secs + 60)
-    out = p.stdout.decode()
+    pool = int(env.get("POOL", 0))
+    threads = 1 if pool else min(2, conns)
+    w0 = children_cpu_s()
+    # stdbuf: wrk's "Running ..." line reaches the pipe when printed
+    p = subprocess.Popen(["stdbuf", "-oL", "wrk", "-t%d" % threads, "-c%d" % conns, "-d%ds" % secs, "--latency",
+                          "-s", lua, "http://127.0.0.1:%d%s" % (port, route)],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=e)
+    killer = threading.Timer(secs + 120, p.kill)
+    killer.start()
+    try:
+        first = p.stdout.readline()  # "Running ...": every thread has started
+        cpu0, t0 = proc_cpu_s(p.pid), time.monotonic()
+        out = (first + p.stdout.read()).decode()
+        p.wait()
+    finally:
+        killer.cancel()
+        p.stdout.close()
+    client = (children_cpu_s() - w0 - cpu0) / (time.monotonic() - t0)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     lat = {k: to_ms(v) for k, v in re.findall(r"^\s+(50|99)%\s+(\S+)", out, re.M)}
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    done = int(re.search(r"(\d+) requests in", out).group(1))
     return {"rps": rps, "p50": lat["50"], "p99": lat["99"], "load": os.getloadavg()[0],
-            "non2xx": int(bad.group(1)) if bad else 0}
+            "non2xx": int(bad.group(1)) if bad else 0, "client": client,
+            "built": max(0, done - pool) if pool else 0}
 
 
 def spread_tower(rng, D):
@@ -196,18 +250,18 @@ def main():
                         run += 1
                         env = {"ROWS_FILE": rows, "ITEMS": str(items), "RUN": "r%d" % run,
                                "KNOWN": str(known)}
+                        if not known and items >= 64:  # bodies over 128 KiB: see LUA
+                            env["POOL"] = str(POOL_SMOKE if T.SMOKE else
+                                              min(POOL_MAX, POOL_PER_S * args.secs))
                         if known and mode != "encode":  # store the ids first
                             wrk(srv.port, route, lua, env, 1, 1)
                         # every run starts on a clean page cache: writeback
                         # of an earlier run's data (a SQLite checkpoint, the
                         # other store) doubles this disk's fsync time
                         T.bench_sync()
-                        m0, w0, t0 = srv.metrics(), children_cpu_s(), time.monotonic()
+                        m0 = srv.metrics()
                         r = wrk(srv.port, route, lua, env, args.conns, args.secs)
-                        m1, w1, t1 = srv.metrics(), children_cpu_s(), time.monotonic()
-                        # the client builds every body in Lua: where that
-                        # takes most of a core, the run measures wrk
-                        r["client"] = (w1 - w0) / (t1 - t0)
+                        m1 = srv.metrics()
                         key = 'semid_registry_duration_seconds_%s{op="assign"}'
                         commits = m1[key % "count"] - m0[key % "count"]
                         r.update(store=name, items=items, mode=mode, ips=r["rps"] * items,
@@ -244,14 +298,17 @@ def main():
            "- server: `semid-server --workers %d --registry STORE`, defaults "
            "otherwise (registry_embeddings true: each new id also stores its 384 floats, "
            "1.5 KiB; the \"no embeddings kept\" rows add `--registry-embeddings=false`); "
-           "wrk -t2 -c%d on the same machine, %d s per run, keep-alive; bodies built per "
-           "request by one Lua script for every row (base64 rows; unique ids for \"assign new\", "
+           "wrk -t2 -c%d on the same machine, %d s per run, keep-alive; bodies built by "
+           "one Lua script for every row (base64 rows; unique ids for \"assign new\", "
            "one body sent again and again for \"encode\" and \"assign known\", which costs "
-           "the client far less: the encode baseline is the server's rate); the routes "
+           "the client far less: the encode baseline is the server's rate); the 64-item "
+           "\"assign new\" bodies, each over 128 KiB and so mapped afresh by LuaJIT's "
+           "allocator, are built before the run (up to %d a second of it, %d at most) by "
+           "one wrk thread (-t1); the routes "
            "of one table block alternate twice and each row is the better of its two runs "
            "(p50/p99 from that run); each run starts after a `sync`, so no earlier run's "
            "writeback shares the disk" % (
-               args.workers, args.conns, args.secs),
+               args.workers, args.conns, args.secs, POOL_PER_S, POOL_MAX),
            "- model: 384 -> 256 -> 128 -> 32, relu, l2 input norm, 3 x 256 codebooks drawn from "
            "the latents of random inputs level by level (as a trained RQ spreads them); the "
            "requests cycle through 8192 random rows on %d distinct code tuples, so ids "
@@ -264,7 +321,8 @@ def main():
            "(`semid_registry_duration_seconds{op=\"assign\"}`; up to 1 per writer: SQLite "
            "has one, PostgreSQL 4), with the mean duration of a call and the ids per call "
            "(group commit); client cores: wrk's CPU seconds (user + system) per second of "
-           "the run. It builds every body in Lua; near a core or more, the client and not the "
+           "the run (from its \"Running\" line: a pool built before is left out). It "
+           "builds the bodies in Lua; near a core or more, the client and not the "
            "server sets the rate, and a ratio to encode says little",
            "", "| store | items/request | route | req/s | items/s | vs encode | p50 ms | "
            "p99 ms | non-2xx | store busy | ms per store call | ids per call | client cores | load |",
@@ -279,6 +337,12 @@ def main():
                        busy_s="%.2f" % r["busy"] if assign else "",
                        ms_s="%.1f" % r["commit_ms"] if assign else "",
                        pc_s="%.0f" % r["per_commit"] if assign else ""))
+    short = [r for r in lines if r["built"]]
+    if short and not T.SMOKE:
+        out.append("\nThe pool of prebuilt bodies ran out in %s: about %s more were built "
+                   "as the run went, at the client's cost." % (
+                       ", ".join("%(store)s %(items)d-item %(mode)s" % r for r in short),
+                       ", ".join(str(r["built"]) for r in short)))
     for r in lines:
         if r["store"].startswith("SQLite") and r["items"] == 64 and r["mode"] == "assign new":
             enc = [e for e in lines if e["store"] == r["store"] and e["items"] == 64 and
