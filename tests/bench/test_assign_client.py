@@ -106,7 +106,6 @@ class AssignClient(unittest.TestCase):
         # the server may have read a few more (answered after the stop)
         self.assertGreater(r["built"], 0)
         self.assertLessEqual(r["built"], done - pool)
-        self.assertGreaterEqual(r["client"], 0)
 
     def test_known_ids_repeat(self):
         _, sent = self.run_wrk(KNOWN="1")
