@@ -52,13 +52,14 @@ VERDICT_RE = re.compile(r"^(?:FAILED|OK) \((.*)\)", re.M)
 CHECK_SKIP_RE = re.compile(r"^SKIP \S+: ", re.M)
 
 
-# What a suite starts with: SIGHUP, SIGINT and SIGQUIT at their default.  A
+# What a suite starts with: the signals its tests send at their default.  A
 # runner started with them ignored (`nohup make test`; `make test &` in a
-# script, whose shell ignores SIGINT and SIGQUIT in the background) would
+# script, whose shell ignores SIGINT and SIGQUIT in the background; `perf
+# record make test`, which leaves SIGUSR2 ignored in what it runs) would
 # hand that on, the programs rightly keep an ignored signal ignored, and
 # every test of what those signals do would fail.  The runner itself keeps
 # what it was given.
-DEFAULT_SIGNALS = ["env", "--default-signal=HUP,INT,QUIT"]
+DEFAULT_SIGNALS = ["env", "--default-signal=HUP,INT,QUIT,TERM,USR1,USR2"]
 
 
 def run_suite(path):
