@@ -279,6 +279,26 @@ class DocContractsTest(unittest.TestCase):
                                      "%s does not say that registry %s may exit 3"
                                      % (name, cmd))
 
+    def test_sizing_names_sections_of_results(self):
+        """README's "Sizing" table and the prose under it cite
+        bench/RESULTS.md by section; each section named is there, so that a
+        figure copied into the README can be traced to its run (and a
+        renamed or removed run shows here)."""
+        readme = read("README.md")
+        m = re.search(r"^### Sizing\b.*?(?=^### )", readme, re.M | re.S)
+        self.assertIsNotNone(m, "README.md has no Sizing section")
+        rows = re.findall(r"^\|.*\| ([^|]+) \|$", m.group(0), re.M)[2:]  # header, rule
+        self.assertGreaterEqual(len(rows), 10)
+        cited = [r.strip() for r in rows if r.strip() != "same"]
+        cited += re.findall(r'"([^"]+)"\)', m.group(0))
+        heads = [h for h in read("bench/RESULTS.md").splitlines() if h.startswith("#")]
+        for c in cited:
+            name = re.sub(r" \((bench|make)[-\w ]*\)$", "", c)
+            with self.subTest(section=c):
+                self.assertTrue([h for h in heads if name in h],
+                                "README.md's Sizing cites %r, no heading of "
+                                "bench/RESULTS.md holds it" % name)
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)
