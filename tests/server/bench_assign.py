@@ -78,9 +78,7 @@ local function build(c)
                     '{"inputs": [' .. table.concat(parts, ", ") .. ']}')
 end
 function init(args)
-  if not known then
-    for c = 1, pool_n do pool[c] = build(c) end
-  end
+  for c = 1, pool_n do pool[c] = build(c) end
 end
 function request()
   counter = counter + 1
