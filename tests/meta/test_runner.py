@@ -134,10 +134,11 @@ class RunnerTest(unittest.TestCase):
         self.assertEqual(rc, 0)
 
     def test_suites_get_default_signals(self):
-        """A runner started with SIGHUP, SIGINT and SIGQUIT ignored (under
-        nohup, in the background of a script), or SIGUSR2 (under `perf
-        record`), runs its suites with them at their default: the tests of
-        what those signals do failed (CI's own runs were not started so)."""
+        """A runner started with the signals the tests send ignored (SIGHUP,
+        SIGINT and SIGQUIT under nohup or in the background of a script,
+        SIGUSR2 under `perf record`; SIGTERM and SIGUSR1 alike) runs its
+        suites with them at their default: the tests of what those signals
+        do failed (CI's own runs were not started so)."""
         rc, last = self.run_suites(SIGNALS, ignore=(signal.SIGHUP, signal.SIGINT,
                                                     signal.SIGQUIT, signal.SIGTERM,
                                                     signal.SIGUSR1, signal.SIGUSR2))
