@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "fsutil.h"
@@ -518,38 +519,73 @@ int sid_threads_limited(void)
 }
 
 /* sid_threads_try's threads wait for the word to end, so that all hold
- * their place at once. */
+ * their place at once; each leaves its thread id (gettid) in its slot. */
 struct try_gate {
 	pthread_mutex_t mu;
 	pthread_cond_t cv;
 	int go;
 };
 
+struct try_slot {
+	struct try_gate *g;
+	pthread_t t;
+	pid_t tid;
+};
+
 static void *try_thread(void *arg)
 {
-	struct try_gate *g = arg;
+	struct try_slot *s = arg;
 
-	pthread_mutex_lock(&g->mu);
-	while (!g->go)
-		pthread_cond_wait(&g->cv, &g->mu);
-	pthread_mutex_unlock(&g->mu);
+	s->tid = gettid();
+	pthread_mutex_lock(&s->g->mu);
+	while (!s->g->go)
+		pthread_cond_wait(&s->g->cv, &s->g->mu);
+	pthread_mutex_unlock(&s->g->mu);
 	return NULL;
+}
+
+/*
+ * pthread_join returns once the kernel has cleared the thread's id, which
+ * it does before it releases the thread: until then the thread still counts
+ * against RLIMIT_NPROC and a cgroup's pids.max, and a thread started at
+ * once under a limit with no room to spare failed EAGAIN for it (the
+ * server, with room for all its threads, could not start the drain's
+ * watch).  Wait, up to 1 s in all, until each joined thread of @s has left
+ * /proc/self/task, as it does when released.  Without /proc, no wait.
+ */
+static void try_released(const struct try_slot *s, int n)
+{
+	const struct timespec nap = {0, 200 * 1000};
+	char path[64];
+	int naps = 0;
+
+	for (int i = 0; i < n; i++) {
+		snprintf(path, sizeof(path), "/proc/self/task/%d", (int)s[i].tid);
+		while (access(path, F_OK) == 0 && naps < 5000) {
+			nanosleep(&nap, NULL);
+			naps++;
+		}
+	}
 }
 
 int sid_threads_try(int n, size_t stack, int *e)
 {
 	struct try_gate g = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
-	pthread_t *t = n > 0 ? calloc((size_t)n, sizeof(*t)) : NULL;
+	struct try_slot *s = n > 0 ? calloc((size_t)n, sizeof(*s)) : NULL;
 	pthread_attr_t attr;
 	int started = 0, err = 0;
 
-	if (n > 0 && (!t || pthread_attr_init(&attr) != 0))
+	if (n > 0 && (!s || pthread_attr_init(&attr) != 0))
 		err = ENOMEM;
 	else if (n > 0) {
 		if (stack)
 			pthread_attr_setstacksize(&attr, stack);
-		while (started < n && !(err = pthread_create(&t[started], &attr, try_thread, &g)))
+		while (started < n) {
+			s[started].g = &g;
+			if ((err = pthread_create(&s[started].t, &attr, try_thread, &s[started])))
+				break;
 			started++;
+		}
 		pthread_attr_destroy(&attr);
 	}
 	pthread_mutex_lock(&g.mu);
@@ -557,8 +593,9 @@ int sid_threads_try(int n, size_t stack, int *e)
 	pthread_cond_broadcast(&g.cv);
 	pthread_mutex_unlock(&g.mu);
 	for (int i = 0; i < started; i++)
-		pthread_join(t[i], NULL);
-	free(t);
+		pthread_join(s[i].t, NULL);
+	try_released(s, started);
+	free(s);
 	if (e)
 		*e = err;
 	return started;

@@ -91,7 +91,9 @@ int sid__threads_limited_at(const char *root, int nproc_binds, long long want);
  * Start @n threads of @stack bytes of stack (0: the default, as libraries
  * that pass no attributes get), all at once, then end them: how many
  * started, and in *@e (may be NULL) the error of the first that could not
- * (0 when all did; EAGAIN under a thread limit).  For a program whose
+ * (0 when all did; EAGAIN under a thread limit).  It returns once the
+ * kernel has released them (up to 1 s after they end), so that they no
+ * longer count against the limits it tests.  For a program whose
  * libraries start threads it cannot stop from failing (libuv abort()s,
  * OpenBLAS hangs or raises SIGINT): tried first, the shortfall is said.
  */

@@ -15,9 +15,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sched.h>
+#include <signal.h>
+#include <sys/ptrace.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "check_main.h"
@@ -512,6 +515,94 @@ START_TEST(test_threads_try)
 }
 END_TEST
 
+/* This process's thread count, from /proc/self/status: the kernel's own,
+ * which counts a thread until it is released. */
+static int status_threads(void)
+{
+	FILE *f = fopen("/proc/self/status", "r");
+	char line[256];
+	int n = -1;
+
+	while (f && fgets(line, sizeof(line), f))
+		if (!strncmp(line, "Threads:", 8))
+			n = atoi(line + 8);
+	if (f)
+		fclose(f);
+	return n;
+}
+
+/* The traced child of test_threads_try_waits_for_release: 0 when
+ * sid_threads_try returned with its threads released, 4 when they did not
+ * all start, 5 when some still counted. */
+static void released_child(void)
+{
+	int before, got;
+
+	if (ptrace(PTRACE_TRACEME, 0, NULL, NULL))
+		_exit(3);
+	raise(SIGSTOP);
+	/* a sanitizer's own thread, should one start at the first
+	 * pthread_create, is counted in before */
+	sid_threads_try(1, 0, NULL);
+	before = status_threads();
+	got = sid_threads_try(3, 0, NULL);
+	_exit(got != 3 ? 4 : status_threads() != before ? 5 : 0);
+}
+
+/*
+ * pthread_join returns before the kernel releases the thread, which counts
+ * against RLIMIT_NPROC till then: a thread started right after
+ * sid_threads_try could fail EAGAIN under a limit with room for it (the
+ * server's drain watch did, in CI).  Here a tracer holds each exited
+ * thread of the child unreleased for 30 ms before it reaps it, as a busy
+ * machine can: sid_threads_try still returns with none of its threads
+ * counted.  (_exit: no leak check in a traced child.)
+ */
+START_TEST(test_threads_try_waits_for_release)
+{
+	pid_t child = fork(), pid;
+	int st;
+
+	ck_assert_int_ge(child, 0);
+	if (child == 0)
+		released_child();
+	ck_assert_int_eq(waitpid(child, &st, 0), child);
+	ck_assert_msg(WIFSTOPPED(st), "the child did not stop for its tracer (status %#x)", st);
+	ck_assert_int_eq(ptrace(PTRACE_SETOPTIONS, child, NULL,
+				(void *)(long)(PTRACE_O_TRACECLONE | PTRACE_O_EXITKILL)),
+			 0);
+	ck_assert_int_eq(ptrace(PTRACE_CONT, child, NULL, NULL), 0);
+	for (;;) {
+		siginfo_t si;
+
+		memset(&si, 0, sizeof(si));
+		ck_assert_int_eq(waitid(P_ALL, 0, &si, WEXITED | WSTOPPED | __WALL | WNOWAIT), 0);
+		if (si.si_code == CLD_EXITED || si.si_code == CLD_KILLED ||
+		    si.si_code == CLD_DUMPED) {
+			if (si.si_pid != child)
+				usleep(30 * 1000); /* a thread, held unreleased */
+			ck_assert_int_eq(waitpid(si.si_pid, &st, __WALL), si.si_pid);
+			if (si.si_pid == child)
+				break;
+			continue;
+		}
+		/* a stop: a clone's event, a new thread's first SIGSTOP */
+		pid = waitpid(si.si_pid, &st, __WALL);
+		ck_assert_int_eq(pid, si.si_pid);
+		ck_assert_int_eq(ptrace(PTRACE_CONT, pid, NULL,
+					(void *)(long)(WIFSTOPPED(st) && WSTOPSIG(st) != SIGSTOP &&
+							       WSTOPSIG(st) != SIGTRAP
+							   ? WSTOPSIG(st)
+							   : 0)),
+				 0);
+	}
+	ck_assert_msg(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+		      "sid_threads_try returned with its threads unreleased (child status %#x: "
+		      "3 no ptrace, 4 not all started, 5 still counted)",
+		      st);
+}
+END_TEST
+
 /* Several lines, the v2 one not first, a path with spaces and colons; the
  * mount point and root with mountinfo's \040 escapes. */
 START_TEST(test_cgroup_lines_and_spaces)
@@ -855,6 +946,7 @@ int main(void)
 	tcase_add_test(tc, test_thread_limits);
 	tcase_add_test(tc, test_nproc_within_reach);
 	tcase_add_test(tc, test_threads_try);
+	tcase_add_test(tc, test_threads_try_waits_for_release);
 	tcase_add_test(tc, test_cgroup_lines_and_spaces);
 	tcase_add_test(tc, test_mount_of_another_cgroup);
 	tcase_add_test(tc, test_quota_at_namespace_root);
