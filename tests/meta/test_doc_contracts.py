@@ -299,6 +299,56 @@ class DocContractsTest(unittest.TestCase):
                                 "README.md's Sizing cites %r, no heading of "
                                 "bench/RESULTS.md holds it" % name)
 
+    # a figure as the docs write it: 249 000, 1 137.5, 17.6, 8
+    FIGURE = re.compile(r"(?<![\w.])(\d{1,3}(?: \d{3})+(?:\.\d+)?|\d+(?:\.\d+)?)(?!\w)")
+
+    @staticmethod
+    def results_section(lines, name):
+        """The lines of bench/RESULTS.md from the heading holding @name to
+        the next heading of its level or above, as one text ("" if none)."""
+        for i, line in enumerate(lines):
+            if line.startswith("#") and name in line:
+                level = len(line) - len(line.lstrip("#"))
+                j = i + 1
+                while j < len(lines) and not (
+                        lines[j].startswith("#")
+                        and len(lines[j]) - len(lines[j].lstrip("#")) <= level):
+                    j += 1
+                return "\n".join(lines[i:j])
+        return ""
+
+    def test_sizing_figures_are_in_their_sections(self):
+        """Every figure in the rate and latency columns of README's Sizing
+        table is one of the section it cites, as rounded there: 249 000
+        stands for 248 500 to 249 500 (a run of zeros stands for at most
+        thousands), 8.1 for 8.05 to 8.15.  A section's run replaced by a
+        newer one, or a figure mistyped, shows here."""
+        readme = read("README.md")
+        m = re.search(r"^### Sizing\b.*?(?=^### )", readme, re.M | re.S)
+        self.assertIsNotNone(m, "README.md has no Sizing section")
+        rows = [r for r in m.group(0).splitlines() if r.startswith("|")][2:]
+        self.assertGreaterEqual(len(rows), 10)
+        lines = read("bench/RESULTS.md").splitlines()
+        name = None
+        for row in rows:
+            cells = [c.strip() for c in row.strip("|").split("|")]
+            if cells[3] != "same":
+                name = re.sub(r" \((bench|make)[-\w ]*\)$", "", cells[3])
+            section = self.results_section(lines, name)
+            have = [float(f.replace(" ", "")) for f in self.FIGURE.findall(section)]
+            for f in self.FIGURE.findall(cells[1] + " ; " + cells[2]):
+                x = float(f.replace(" ", ""))
+                digits = f.replace(" ", "")
+                if "." in digits:
+                    unit = 10.0 ** -len(digits.split(".")[1])
+                else:
+                    unit = 10.0 ** min(len(digits) - len(digits.rstrip("0")), 3) if x else 1
+                with self.subTest(row=cells[0], figure=f):
+                    self.assertTrue([h for h in have if abs(h - x) <= unit / 2 + 1e-9],
+                                    "README.md's Sizing gives %s for %r; section %r of "
+                                    "bench/RESULTS.md has no figure that rounds to it"
+                                    % (f, cells[0], name))
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)
