@@ -279,21 +279,32 @@ class DocContractsTest(unittest.TestCase):
                                      "%s does not say that registry %s may exit 3"
                                      % (name, cmd))
 
+    def sizing(self):
+        """README's "Sizing" section: its text, and the cells (stripped) of
+        each row of its table, header and rule left out."""
+        m = re.search(r"^### Sizing\b.*?(?=^### )", read("README.md"), re.M | re.S)
+        self.assertIsNotNone(m, "README.md has no Sizing section")
+        rows = [[c.strip() for c in r.strip("|").split("|")]
+                for r in m.group(0).splitlines() if r.startswith("|")][2:]
+        self.assertGreaterEqual(len(rows), 10)
+        return m.group(0), rows
+
+    @staticmethod
+    def section_name(cited):
+        """The heading text a Sizing citation names, its "(bench-x)" left out."""
+        return re.sub(r" \((bench|make)[-\w ]*\)$", "", cited)
+
     def test_sizing_names_sections_of_results(self):
         """README's "Sizing" table and the prose under it cite
         bench/RESULTS.md by section; each section named is there, so that a
         figure copied into the README can be traced to its run (and a
         renamed or removed run shows here)."""
-        readme = read("README.md")
-        m = re.search(r"^### Sizing\b.*?(?=^### )", readme, re.M | re.S)
-        self.assertIsNotNone(m, "README.md has no Sizing section")
-        rows = re.findall(r"^\|.*\| ([^|]+) \|$", m.group(0), re.M)[2:]  # header, rule
-        self.assertGreaterEqual(len(rows), 10)
-        cited = [r.strip() for r in rows if r.strip() != "same"]
-        cited += re.findall(r'"([^"]+)"\)', m.group(0))
+        text, rows = self.sizing()
+        cited = [row[3] for row in rows if row[3] != "same"]
+        cited += re.findall(r'"([^"]+)"\)', text)
         heads = [h for h in read("bench/RESULTS.md").splitlines() if h.startswith("#")]
         for c in cited:
-            name = re.sub(r" \((bench|make)[-\w ]*\)$", "", c)
+            name = self.section_name(c)
             with self.subTest(section=c):
                 self.assertTrue([h for h in heads if name in h],
                                 "README.md's Sizing cites %r, no heading of "
@@ -323,22 +334,17 @@ class DocContractsTest(unittest.TestCase):
         stands for 248 500 to 249 500 (a run of zeros stands for at most
         thousands), 8.1 for 8.05 to 8.15.  A section's run replaced by a
         newer one, or a figure mistyped, shows here."""
-        readme = read("README.md")
-        m = re.search(r"^### Sizing\b.*?(?=^### )", readme, re.M | re.S)
-        self.assertIsNotNone(m, "README.md has no Sizing section")
-        rows = [r for r in m.group(0).splitlines() if r.startswith("|")][2:]
-        self.assertGreaterEqual(len(rows), 10)
+        _, rows = self.sizing()
         lines = read("bench/RESULTS.md").splitlines()
         name = None
-        for row in rows:
-            cells = [c.strip() for c in row.strip("|").split("|")]
+        for cells in rows:
             if cells[3] != "same":
-                name = re.sub(r" \((bench|make)[-\w ]*\)$", "", cells[3])
+                name = self.section_name(cells[3])
             section = self.results_section(lines, name)
             have = [float(f.replace(" ", "")) for f in self.FIGURE.findall(section)]
             for f in self.FIGURE.findall(cells[1] + " ; " + cells[2]):
-                x = float(f.replace(" ", ""))
                 digits = f.replace(" ", "")
+                x = float(digits)
                 if "." in digits:
                     unit = 10.0 ** -len(digits.split(".")[1])
                 else:
