@@ -329,11 +329,7 @@ static int publish_begin(struct sid_publish *pub, const char *path, int named,
 		/* A signal on this thread between the create and watch_name ran
 		 * a handler that could not yet see the name, and left the file
 		 * behind: held back until the name is watched. */
-		sigfillset(&all);
-		sigdelset(&all, SIGSEGV); /* the synchronous ones cannot wait */
-		sigdelset(&all, SIGBUS);
-		sigdelset(&all, SIGFPE);
-		sigdelset(&all, SIGILL);
+		sid_signals_async(&all);
 		pthread_sigmask(SIG_BLOCK, &all, &was);
 		for (int tries = 0;; tries++) {
 			pub->fd = open(pub->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
@@ -778,6 +774,27 @@ void sid_catch_unless_ignored(int sig, const struct sigaction *sa, struct sigact
 {
 	if (sigaction(sig, NULL, saved) == 0 && saved->sa_handler != SIG_IGN)
 		sigaction(sig, sa, NULL);
+}
+
+void sid_signals_async(sigset_t *set)
+{
+	sigfillset(set);
+	sigdelset(set, SIGSEGV);
+	sigdelset(set, SIGBUS);
+	sigdelset(set, SIGFPE);
+	sigdelset(set, SIGILL);
+}
+
+int sid_thread_start(pthread_t *t, void *(*fn)(void *), void *arg)
+{
+	sigset_t all, was;
+	int e;
+
+	sid_signals_async(&all);
+	pthread_sigmask(SIG_BLOCK, &all, &was); /* the new thread's mask */
+	e = pthread_create(t, NULL, fn, arg);
+	pthread_sigmask(SIG_SETMASK, &was, NULL);
+	return e;
 }
 
 /* A write into a pipe with no reader, SIGPIPE being ignored: when that pipe

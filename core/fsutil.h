@@ -18,6 +18,8 @@
 #ifndef SID_FSUTIL_H
 #define SID_FSUTIL_H
 
+#include <pthread.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -104,8 +106,21 @@ void sid_publish_unlink_temps(void);
 /* sigaction(@sig, @sa, @saved), unless the caller's process ignores @sig
  * (nohup): an ignored signal stays ignored.  *@saved is the action before
  * in either case, for restoring. */
-struct sigaction;
 void sid_catch_unless_ignored(int sig, const struct sigaction *sa, struct sigaction *saved);
+
+/* Every signal but the synchronous ones (SIGSEGV, SIGBUS, SIGFPE, SIGILL),
+ * which a thread cannot hold back: the set to block. */
+void sid_signals_async(sigset_t *set);
+
+/*
+ * pthread_create for a thread of the library's own (a store's checkpointer):
+ * it starts with the asynchronous signals blocked, so that a signal sent to
+ * the process goes to a thread of the program's, never to this one.  Taken
+ * by such a thread, a SIGTERM left the program's main thread asleep in a read
+ * that it was meant to cut short (`semid registry import -` waiting for a
+ * line), and the import never stopped.  0 or pthread_create's error.
+ */
+int sid_thread_start(pthread_t *t, void *(*fn)(void *), void *arg);
 
 /*
  * For a program whose parent left SIGPIPE ignored (some CI runners, a

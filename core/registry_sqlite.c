@@ -12,6 +12,7 @@
  * The caller (registry.c) serialises calls on a handle, so the connection is
  * opened without SQLite's own mutex.
  */
+#include "fsutil.h"
 #include "registry.h"
 
 #include <errno.h>
@@ -235,7 +236,7 @@ static void ckpt_start(struct sq *s)
 		return;
 	}
 	sqlite3_busy_timeout(s->ck_db, s->busy_ms);
-	if (pthread_create(&s->ck_thread, NULL, ckpt_main, s)) {
+	if (sid_thread_start(&s->ck_thread, ckpt_main, s)) {
 		sqlite3_close(s->ck_db);
 		s->ck_db = NULL;
 		return;

@@ -38,6 +38,7 @@
 #include "kill_after.h"
 #include <dlfcn.h>
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -4683,6 +4684,82 @@ START_TEST(t_sqlite_commit_synced)
 }
 END_TEST
 
+/* The mask of thread @tid of this process (SigBlk) once the thread sleeps
+ * (state S), for up to 5 s: a thread pthread_create has only just made starts
+ * with every signal blocked and sets its own mask as it runs.  0 when it
+ * never slept or is gone. */
+static int sleeping_thread_mask(const char *tid, unsigned long long *blk)
+{
+	char path[300], line[256];
+	double until = now_s() + 5;
+
+	do {
+		char state = 0;
+		FILE *f;
+
+		snprintf(path, sizeof(path), "/proc/self/task/%s/stat", tid);
+		if (!(f = fopen(path, "r")))
+			return 0;
+		if (fgets(line, sizeof(line), f) && strrchr(line, ')'))
+			sscanf(strrchr(line, ')') + 1, " %c", &state);
+		fclose(f);
+		if (state != 'S') {
+			usleep(1000);
+			continue;
+		}
+		snprintf(path, sizeof(path), "/proc/self/task/%s/status", tid);
+		if (!(f = fopen(path, "r")))
+			return 0;
+		state = 0;
+		while (fgets(line, sizeof(line), f))
+			state |= sscanf(line, "SigBlk: %llx", blk) == 1;
+		fclose(f);
+		return state;
+	} while (now_s() < until);
+	return 0;
+}
+
+/* A writable store's checkpointer thread holds back the stop signals: a
+ * SIGTERM the kernel gave it was handled there, and `semid registry import -`,
+ * asleep in read(2) on its main thread for the next line, never saw the
+ * EINTR that stops it (a 60 s hang in CI).  Every thread of the process but
+ * this one (the checkpointer, the only other) must block SIGINT, SIGTERM and
+ * SIGHUP; this thread's own mask is as it was. */
+START_TEST(t_sqlite_checkpointer_takes_no_signal)
+{
+	struct sid_registry *r;
+	sigset_t before, after;
+	int others = 0;
+	DIR *d;
+	struct dirent *e;
+
+	pthread_sigmask(SIG_SETMASK, NULL, &before);
+	r = reg_open();
+	pthread_sigmask(SIG_SETMASK, NULL, &after);
+	for (int sig = 1; sig < SIGRTMIN; sig++)
+		ck_assert_int_eq(sigismember(&after, sig), sigismember(&before, sig));
+	ck_assert_ptr_nonnull(d = opendir("/proc/self/task"));
+	while ((e = readdir(d))) {
+		unsigned long long blk = 0;
+
+		if (e->d_name[0] == '.' || atoi(e->d_name) == (int)gettid())
+			continue;
+		ck_assert_msg(sleeping_thread_mask(e->d_name, &blk),
+			      "thread %s of an open store never waited", e->d_name);
+		others++;
+		for (int i = 0; i < 3; i++) {
+			int sig = (int[]){SIGINT, SIGTERM, SIGHUP}[i];
+			ck_assert_msg(blk >> (sig - 1) & 1,
+				      "thread %s of an open store takes signal %d (SigBlk %llx)",
+				      e->d_name, sig, blk);
+		}
+	}
+	closedir(d);
+	ck_assert_int_eq(others, 1); /* the checkpointer, started */
+	sid_registry_close(r);
+}
+END_TEST
+
 /* The file check runs once per call however many ids or backend ops the
  * call takes (a read-only assign reads id by id; a lookup by sid reads the
  * levels first), plus once after a commit. */
@@ -7455,6 +7532,7 @@ static Suite *registry_suite(void)
 	tcase_add_test(tc, t_sqlite_shm_truncated_open);
 	tcase_add_test(tc, t_sqlite_shm_short_for_a_moment);
 	tcase_add_test(tc, t_sqlite_checked_once);
+	tcase_add_test(tc, t_sqlite_checkpointer_takes_no_signal);
 	tcase_add_test(tc, t_sqlite_commit_synced);
 	tcase_add_test(tc, t_sqlite_known_one_snapshot);
 	tcase_add_test(tc, t_sqlite_wal_bounded);
