@@ -2,7 +2,8 @@
  * fsutil.h - file helpers shared by the programs: atomic publish, whole-file
  * reads with a size cap, line reads with a length cap, read-only memory
  * maps, and sha256 of a buffer; and the signal set-up of programs that
- * publish (catching a signal unless ignored, SIGPIPE on stdout).
+ * publish (catching a signal unless ignored, SIGPIPE on stdout) and of the
+ * library's own threads (started with no signal to take).
  *
  * Atomic publish follows redis rdbSave: write "<path>.tmp.<pid>.<n>" in the
  * same directory (the name part cut short when both would exceed NAME_MAX;

@@ -4695,6 +4695,7 @@ static int sleeping_thread_mask(const char *tid, unsigned long long *blk)
 
 	do {
 		char state = 0;
+		int got = 0;
 		FILE *f;
 
 		snprintf(path, sizeof(path), "/proc/self/task/%s/stat", tid);
@@ -4710,11 +4711,10 @@ static int sleeping_thread_mask(const char *tid, unsigned long long *blk)
 		snprintf(path, sizeof(path), "/proc/self/task/%s/status", tid);
 		if (!(f = fopen(path, "r")))
 			return 0;
-		state = 0;
 		while (fgets(line, sizeof(line), f))
-			state |= sscanf(line, "SigBlk: %llx", blk) == 1;
+			got |= sscanf(line, "SigBlk: %llx", blk) == 1;
 		fclose(f);
-		return state;
+		return got;
 	} while (now_s() < until);
 	return 0;
 }
