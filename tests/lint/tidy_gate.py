@@ -121,14 +121,24 @@ def jobs_option(args):
 def run_each(entries, jobs, command):
     """For each database entry, @jobs at a time, run @command(entry) (an
     (argv, cwd) pair); yields (the entry's file, its CompletedProcess: stdout
-    and stderr together, as text), in the entries' order."""
+    and stderr together, as text), in the entries' order.  The largest files
+    start first: in the database's order the biggest came late and ran on
+    alone while the other job sat idle."""
     def run(e):
         argv, cwd = command(e)
         return e["file"], subprocess.run(argv, cwd=cwd, stdout=subprocess.PIPE,
                                           stderr=subprocess.STDOUT, text=True,
                                           errors="replace")
+
+    def size(e):
+        try:
+            return os.path.getsize(os.path.join(e["directory"], e["file"]))
+        except OSError:
+            return 0
     with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
-        yield from pool.map(run, entries)
+        started = {id(e): pool.submit(run, e) for e in sorted(entries, key=size, reverse=True)}
+        for e in entries:
+            yield started[id(e)].result()
 
 
 def main():
