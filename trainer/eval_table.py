@@ -268,9 +268,9 @@ def main():
             f"setting with the first seed, das and rqvae); 3x64-tuned: das and two-stage with "
             f"`{' '.join(TUNED)}`, the best das setting found, against rqvae at its defaults "
             f"(3x64; the best of the learning rates and epochs tried, not of the encoder "
-            f"widths: a 1024-512 encoder raises it). Mean ± sample std over seeds. Warm: test items "
-            f"ranked among all non-cold items, train items excluded; cold: among the cold "
-            f"items only. Machine: {cpu}, {os.cpu_count()} cores (shared), "
+            f"widths: a 1024-512 encoder raises it). Mean ± sample std over seeds. Warm: "
+            f"test items ranked among all non-cold items, train items excluded; cold: among "
+            f"the cold items only. Machine: {cpu}, {os.cpu_count()} cores (shared), "
             f"{time.strftime('%Y-%m-%d', time.gmtime())}; `make eval`.\n\n"
             + table(results, raw)
             + goals(results, raw, "the reference settings (3x64)", "3x64")
