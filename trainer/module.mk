@@ -2,7 +2,8 @@
 #
 #   make eval         real-data evaluation on ../shared/data/lastfm-2k: modes das, rqvae and
 #                     two-stage x 3 seeds at 3 x 64 codes, das and two-stage again with the
-#                     tuned setting (3x64-tuned), and one larger setting; the table goes to
+#                     tuned setting (3x64-tuned), rqvae and das with a 1024-512 encoder
+#                     (3x64-wide), and one larger setting; the table goes to
 #                     bench/out/RESULTS-train.md (trainer/eval_table.py).
 #   make bench-train  time per epoch and sgemm share (perf) on lastfm, and the synthetic
 #                     1M items / 1M users / 20M clicks scale run (20 timed steps of the first
