@@ -274,9 +274,8 @@ def main():
             f"(3x64; the best of the learning rates and epochs tried, not of the encoder "
             f"widths: a 1024-512 encoder raises it); 3x64-wide: rqvae and das with "
             f"`{' '.join(WIDE)}`, the reference flags otherwise. Mean ± sample std over "
-            f"seeds. Warm: "
-            f"test items ranked among all non-cold items, train items excluded; cold: among "
-            f"the cold items only. Machine: {cpu}, {os.cpu_count()} cores (shared), "
+            f"seeds. Warm: test items ranked among all non-cold items, train items excluded; "
+            f"cold: among the cold items only. Machine: {cpu}, {os.cpu_count()} cores (shared), "
             f"{time.strftime('%Y-%m-%d', time.gmtime())}; `make eval`.\n\n"
             + table(results, raw)
             + goals(results, raw, "the reference settings (3x64)", "3x64")

@@ -135,10 +135,12 @@ def run_each(entries, jobs, command):
             return os.path.getsize(os.path.join(e["directory"], e["file"]))
         except OSError:
             return 0
+    futures = [None] * len(entries)
     with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
-        started = {id(e): pool.submit(run, e) for e in sorted(entries, key=size, reverse=True)}
-        for e in entries:
-            yield started[id(e)].result()
+        for i in sorted(range(len(entries)), key=lambda i: size(entries[i]), reverse=True):
+            futures[i] = pool.submit(run, entries[i])
+        for f in futures:
+            yield f.result()
 
 
 def main():
