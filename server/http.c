@@ -1922,6 +1922,25 @@ static int refuse_before_body(struct req *q)
 	return q->status == 413 || expects_continue(q->conn);
 }
 
+/*
+ * A request refused on its headers (an unknown route, a wrong method or
+ * Content-Type, no admin token, OPTIONS, a bad target) whose Content-Length
+ * is over max_body_bytes: 413, answered before the body as on any route (a
+ * chunked one over the cap is 413 too, once it ends).  Its body was read and
+ * dropped instead, and one past twice the cap and 1 MiB had its connection
+ * closed unanswered: the client sent that much for no answer at all.  Framing
+ * the server cannot trust (q->close) stays its 400.
+ */
+static void too_large_first(struct req *q)
+{
+	if (q->close || q->status == 413 || !cl_too_large(q))
+		return;
+	/* what belonged to the refusal the 413 replaces */
+	q->allow = NULL;
+	q->no_coding = 0;
+	q->retry_after = 0;
+}
+
 /* A request's record, for @conn's request to @url; NULL without memory. */
 static struct req *req_new(struct srv_http *h, struct MHD_Connection *conn, const char *url)
 {
@@ -2103,6 +2122,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 			__atomic_sub_fetch(&h->fresh, 1, __ATOMIC_RELAXED);
 		}
 		if (on_headers(q, url, method, version)) {
+			too_large_first(q);
 			if (q->close || (has_body(conn) && refuse_before_body(q)))
 				return send_response(q);
 			/* Answered once the request is in full (a body is read

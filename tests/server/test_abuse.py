@@ -1281,6 +1281,32 @@ class TestRefusedWithBody(unittest.TestCase):
             self.assertLess(secs, 2.0 * S)
         no_server_errors(self, SRV)
 
+    def test_content_length_over_the_limit_is_413_at_once(self):
+        """A refused request whose Content-Length is over max_body_bytes is
+        413 before its body, as on any route: its body was read and dropped
+        instead, and one past 2 x max_body_bytes + 1 MiB was cut with no
+        answer at all (the headers alone were held until the deadline)."""
+        for line in (b"POST /v1/nowhere HTTP/1.1\r\n",
+                     b"GET /v1/items:encode HTTP/1.1\r\n",
+                     b"POST /v1/items:encode HTTP/1.1\r\nContent-Type: text/plain\r\n",
+                     b"POST /v1/items:encode?top_k=2 HTTP/1.1\r\n"
+                     b"Content-Type: application/json\r\n",
+                     b"POST /v1/admin/reload HTTP/1.1\r\n",
+                     b"OPTIONS /v1/items:encode HTTP/1.1\r\n",
+                     b"POST /v1/items/a%zz HTTP/1.1\r\n"):
+            resp, how, secs = raw(SRV.port, line + b"Host: x\r\nContent-Length: 5000000\r\n\r\n")
+            self.assertEqual(status_of(resp), 413, (line, resp[:300]))
+            headers, got = head_and_body(resp)
+            self.assertEqual(json.loads(got)["error"],
+                             {"code": "payload_too_large",
+                              "message": "the body is 5000000 bytes; at most 100000 are "
+                                         "accepted"}, line)
+            self.assertEqual(headers.get("connection"), "close", line)
+            self.assertNotIn("allow", headers, line)
+            self.assertEqual(how, "eof", line)
+            self.assertLess(secs, 1.5 * S, line)
+        no_server_errors(self, SRV)
+
 
 class TestHalfClosed(unittest.TestCase):
     def test_answered_and_closed_when_the_client_shuts_its_side(self):
