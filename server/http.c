@@ -208,6 +208,7 @@ struct req {
 	size_t raw_at;	   /* ... its offset in the target as sent */
 	size_t enc_slash;  /* 1 + where its path's first %2F decodes to (conn.enc_slash) */
 	int content_types; /* its Content-Type headers (framing_bad counts them) */
+	int http11;	   /* an HTTP/1.1 request (expects_continue) */
 };
 
 static const char JSON_CT[] = "application/json";
@@ -357,12 +358,15 @@ static int has_body(struct MHD_Connection *conn)
 	return cl && strtoull(cl, NULL, 10) > 0;
 }
 
-/* Does the client wait for "100 Continue" (before a body, or none)? */
-static int expects_continue(struct MHD_Connection *conn)
+/* Does the client wait for "100 Continue" (before a body, or none)?  Only
+ * in HTTP/1.1 (@http11): RFC 9110 10.1.1 has a server ignore the
+ * expectation in an HTTP/1.0 request, to which libmicrohttpd sends no "100
+ * Continue", so its client sends its body without waiting for one. */
+static int expects_continue(struct MHD_Connection *conn, int http11)
 {
 	const char *expect =
 	    MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT);
-	return expect && !strcasecmp(expect, "100-continue");
+	return http11 && expect && !strcasecmp(expect, "100-continue");
 }
 
 /*
@@ -374,7 +378,7 @@ static int expects_continue(struct MHD_Connection *conn)
  * again and again for one).
  */
 static enum MHD_Result refused_drain(struct MHD_Connection *conn, struct conn *c,
-				     size_t *upload_size)
+				     size_t *upload_size, int http11)
 {
 	if (*upload_size) {
 		c->drained += *upload_size;
@@ -384,7 +388,7 @@ static enum MHD_Result refused_drain(struct MHD_Connection *conn, struct conn *c
 	if (c->heard)
 		return refused_close();
 	c->heard = 1;
-	return expects_continue(conn) ? refused_close() : MHD_YES;
+	return expects_continue(conn, http11) ? refused_close() : MHD_YES;
 }
 
 /* ---- responses ---- */
@@ -480,7 +484,8 @@ static enum MHD_Result queue_answer(struct req *q, struct MHD_Response *r)
 {
 	enum MHD_Result ret = MHD_queue_response(q->conn, (unsigned)q->status, r);
 
-	if (ret == MHD_NO && !q->pending && expects_continue(q->conn) && !has_body(q->conn)) {
+	if (ret == MHD_NO && !q->pending && expects_continue(q->conn, q->http11) &&
+	    !has_body(q->conn)) {
 		q->pending = r;
 		return MHD_YES;
 	}
@@ -1919,7 +1924,7 @@ static void request_id(struct srv_http *h, struct MHD_Connection *conn, char *ou
  */
 static int refuse_before_body(struct req *q)
 {
-	return q->status == 413 || expects_continue(q->conn);
+	return q->status == 413 || expects_continue(q->conn, q->http11);
 }
 
 /*
@@ -2095,7 +2100,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		if (c == &h->over)
 			return refused_close(); /* shut already; MHD closes it */
 		if (c && c->refused)
-			return refused_drain(conn, c, upload_size);
+			return refused_drain(conn, c, upload_size,
+					     version && !strcmp(version, MHD_HTTP_VERSION_1_1));
 		if (!q && !(q = req_new(h, conn, url)))
 			return MHD_NO;
 		if (c) {
@@ -2111,6 +2117,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 			c->enc_slash = 0;
 		}
 		copy_str(q->method, sizeof(q->method), method);
+		q->http11 = version && !strcmp(version, MHD_HTTP_VERSION_1_1);
 		request_id(h, conn, q->request_id);
 		q->t0 = srv_now(); /* its time counts from its headers */
 		q->state = REQ_BODY;

@@ -1281,6 +1281,32 @@ class TestRefusedWithBody(unittest.TestCase):
             self.assertLess(secs, 2.0 * S)
         no_server_errors(self, SRV)
 
+    def test_http10_expect_is_ignored(self):
+        """`Expect: 100-continue` in an HTTP/1.0 request, which RFC 9110
+        10.1.1 has a server ignore (libmicrohttpd sends it no "100
+        Continue", so its client sends the body without one): its refusal
+        was answered at once and the connection closed under the body still
+        coming, so the client's send failed, as before any refusal waited
+        for the body.  Its body is read, and the refusal then answered."""
+        body = b"x" * 90000
+        for line, want in ((b"POST /v1/nowhere HTTP/1.0\r\n", 404),
+                           (b"POST /v1/items:encode HTTP/1.0\r\nContent-Type: text/plain\r\n",
+                            415)):
+            for i in range(3):
+                s = socket.create_connection(("127.0.0.1", SRV.port), timeout=5 * S)
+                try:
+                    head = line + b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(
+                        body)
+                    try:
+                        resp = self.exchange(s, head, body)
+                    except OSError as e:
+                        self.fail("%s, attempt %d: %r" % (line, i, e))
+                    self.assertEqual(status_of(resp), want, resp[:300])
+                    self.assertNotIn(b"100 Continue", resp)
+                finally:
+                    s.close()
+        no_server_errors(self, SRV)
+
     def test_content_length_over_the_limit_is_413_at_once(self):
         """A refused request whose Content-Length is over max_body_bytes is
         413 before its body, as on any route: its body was read and dropped
