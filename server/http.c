@@ -1852,9 +1852,12 @@ static int on_headers(struct req *q, const char *url, const char *method, const 
 		v = MHD_lookup_connection_value(q->conn, MHD_HEADER_KIND,
 						MHD_HTTP_HEADER_CONTENT_TYPE);
 		if (!srv_api_content_type_ok(v)) {
+			/* an empty one named as such: "not " named nothing */
 			set_error(q, SRV_ERR_MEDIA_TYPE,
 				  "Content-Type must be application/json, not %.100s",
-				  v ? v : "(none)");
+				  !v		 ? "(none)"
+				  : value_len(v) ? v
+						 : "(empty)");
 			return 1;
 		}
 		/* the body is read as it comes: a gzip body would be malformed

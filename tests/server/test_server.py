@@ -942,7 +942,14 @@ void *realloc(void *p, size_t n)
                          415, "unsupported_media_type",
                          "Content-Type must be application/json, not text/plain")
         self.check_error(SRV.json("POST", "/v1/items:encode", b"{}"), 415,
-                         "unsupported_media_type")
+                         "unsupported_media_type",
+                         "Content-Type must be application/json, not (none)")
+        # an empty one is named so: the message ended "not " and named nothing
+        for empty in ("", " "):
+            self.check_error(SRV.json("POST", "/v1/items:encode", b"{}",
+                                      {"Content-Type": empty}),
+                             415, "unsupported_media_type",
+                             "Content-Type must be application/json, not (empty)")
 
     def test_utf8_bom(self):
         """A UTF-8 byte order mark before the JSON (a body sent from a file
