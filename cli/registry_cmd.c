@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -105,7 +106,7 @@ static const char usage[] =
     "  -b, --batch N         assign, reassign, delete: ids per transaction (default\n"
     "                        64; reassign 1000, 128 on PostgreSQL; max 10000)\n"
     "  -f, --format F        export/import: tsv or jsonl (else from the file's name:\n"
-    "                        .jsonl/.json is JSON lines, anything else TSV)\n"
+    "                        .jsonl/.json, in any case, is JSON lines, else TSV)\n"
     "      --embeddings      export: include embedding_b64\n"
     "  -p, --prefix P        list: the code prefix (default: everything)\n"
     "  -n, --limit N         list, check: at most N entries (list: stderr says when\n"
@@ -1406,8 +1407,9 @@ static enum sid_reg_format format_of(const struct opts *o, const char *name)
 
 	if (o->format)
 		return strcmp(o->format, "jsonl") ? SID_REG_TSV : SID_REG_JSONL;
-	if ((len > 6 && !strcmp(name + len - 6, ".jsonl")) ||
-	    (len > 5 && !strcmp(name + len - 5, ".json")))
+	/* in any case, as encode's .npy: EXPORT.JSONL is JSON lines too */
+	if ((len > 6 && !strcasecmp(name + len - 6, ".jsonl")) ||
+	    (len > 5 && !strcasecmp(name + len - 5, ".json")))
 		return SID_REG_JSONL;
 	return SID_REG_TSV;
 }

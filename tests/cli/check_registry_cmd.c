@@ -2273,6 +2273,36 @@ START_TEST(t_import_strict)
 END_TEST
 
 /*
+ * The format from a file's name is matched in any case, as encode's .npy:
+ * export -o X.JSONL wrote TSV into it, and import of a JSON lines file
+ * named Y.JSON read it as TSV ("1 tab-separated fields").
+ */
+START_TEST(t_format_name_any_case)
+{
+	char x[320], y[320], db5[320], cmd[800], head[8] = "";
+	FILE *f;
+
+	ck_assert_int_eq(run("registry", "assign", "--model", model, "--input", npy, "--ids", ids,
+			     "--output", out, NULL),
+			 CLI_EXIT_OK);
+	snprintf(x, sizeof(x), "%s/X.JSONL", dir);
+	ck_assert_int_eq(run("registry", "export", "--db", db, "-o", x, NULL), CLI_EXIT_OK);
+	f = fopen(x, "r");
+	ck_assert_ptr_nonnull(f);
+	ck_assert_ptr_nonnull(fgets(head, sizeof(head), f));
+	fclose(f);
+	ck_assert_int_eq(head[0], '{');
+	snprintf(y, sizeof(y), "%s/Y.Json", dir);
+	snprintf(cmd, sizeof(cmd), "cp %s %s", x, y);
+	ck_assert_int_eq(system(cmd), 0);
+	snprintf(db5, sizeof(db5), "%s/anycase.db", dir);
+	unlink(db5);
+	ck_assert_int_eq(run("registry", "import", y, "--db", db5, NULL), CLI_EXIT_OK);
+	ck_assert_int_eq(items_in(db5), N);
+}
+END_TEST
+
+/*
  * Bad base64 in an import says what is wrong and where, as the server
  * does: a character counted from 1 (as the line is) and shown, the length,
  * or the index of a value not finite.  It said only "embedding_b64 is not
@@ -3937,6 +3967,7 @@ static Suite *registry_cmd_suite(void)
 	tcase_add_test(tc, t_output_empty);
 	tcase_add_test(tc, t_restore_opened_meanwhile);
 	tcase_add_test(tc, t_import_strict);
+	tcase_add_test(tc, t_format_name_any_case);
 	tcase_add_test(tc, t_import_bad_base64);
 	tcase_add_test(tc, t_import_line_limit_memory);
 	tcase_add_test(tc, t_assign_ids_line_limit_memory);
