@@ -107,8 +107,14 @@ static void signals_install(struct cli_output *w)
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_signal;
 	sigemptyset(&sa.sa_mask);
-	for (i = 0; i < CLI_OUTPUT_SIGNALS; i++)
-		sid_catch_unless_ignored(caught[i], &sa, &w->saved[i]);
+	for (i = 0; i < CLI_OUTPUT_SIGNALS; i++) {
+		/* SIGBUS is a fault, which no SIG_IGN a parent left holds back
+		 * (the kernel kills by it, without a word): caught all the same */
+		if (caught[i] == SIGBUS)
+			sigaction(SIGBUS, &sa, &w->saved[i]);
+		else
+			sid_catch_unless_ignored(caught[i], &sa, &w->saved[i]);
+	}
 	if (w->kind == CLI_OUT_DEVICE) {
 		cli_output_pipe_catch();
 		w->pipe_on = 1;
