@@ -200,6 +200,15 @@ static const char *missing(const struct opts *o)
 {
 	const char *c = o->cmd;
 
+	/* as encode says it: not "semid: : No such file or directory" */
+	if (o->model && !*o->model)
+		return "--model is empty";
+	if (o->input && !*o->input)
+		return "--input is empty";
+	if (o->ids && !*o->ids)
+		return "--ids is empty";
+	if (o->arg && !*o->arg && (!strcmp(c, "import") || !strcmp(c, "restore")))
+		return !strcmp(c, "import") ? "FILE is empty (- for stdin)" : "BACKUP is empty";
 	if (!strcmp(c, "assign") && (!o->model || !o->input || !o->ids))
 		return "needs --model, --input and --ids";
 	if ((!strcmp(c, "diff") || !strcmp(c, "reassign")) && !o->model)

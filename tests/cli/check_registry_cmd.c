@@ -2273,6 +2273,46 @@ START_TEST(t_import_strict)
 END_TEST
 
 /*
+ * An empty path is refused as encode refuses one, naming the option: an
+ * import given --model "" (an unset variable) created and filled
+ * ./semid-registry.db, the store "next to" no model, and the others said
+ * "semid: : No such file or directory".
+ */
+START_TEST(t_empty_paths)
+{
+	char msg[2048], cwd[320], in[340], before[4096];
+	struct stat st;
+
+	ck_assert_ptr_nonnull(getcwd(before, sizeof(before)));
+	snprintf(cwd, sizeof(cwd), "%s/empty-paths", dir);
+	ck_assert_int_eq(mkdir(cwd, 0755), 0);
+	ck_assert_int_eq(chdir(cwd), 0);
+	snprintf(in, sizeof(in), "%s/in.tsv", cwd);
+	write_text(in, "item\tA\t1-2-0\tv\t2026-01-02T03:04:05.006Z\t2026-01-02T03:04:05.006Z\n");
+	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "import", "--model", "", in, NULL),
+			 CLI_EXIT_INPUT);
+	ASSERT_HAS(msg, "--model is empty");
+	ck_assert_int_ne(stat("semid-registry.db", &st), 0);
+	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "assign", "--model", model,
+				 "--input", npy, "--ids", "", "--db", "x.db", NULL),
+			 CLI_EXIT_INPUT);
+	ASSERT_HAS(msg, "--ids is empty");
+	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "assign", "--model", model,
+				 "--input", "", "--ids", ids, "--db", "x.db", NULL),
+			 CLI_EXIT_INPUT);
+	ASSERT_HAS(msg, "--input is empty");
+	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "import", "--db", "x.db", "", NULL),
+			 CLI_EXIT_INPUT);
+	ASSERT_HAS(msg, "FILE is empty");
+	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "restore", "--db", "x.db", "", NULL),
+			 CLI_EXIT_INPUT);
+	ASSERT_HAS(msg, "BACKUP is empty");
+	ck_assert_int_ne(stat("x.db", &st), 0);
+	ck_assert_int_eq(chdir(before), 0);
+}
+END_TEST
+
+/*
  * The format from a file's name is matched in any case, as encode's .npy:
  * export -o X.JSONL wrote TSV into it, and import of a JSON lines file
  * named Y.JSON read it as TSV ("1 tab-separated fields").
@@ -3968,6 +4008,7 @@ static Suite *registry_cmd_suite(void)
 	tcase_add_test(tc, t_restore_opened_meanwhile);
 	tcase_add_test(tc, t_import_strict);
 	tcase_add_test(tc, t_format_name_any_case);
+	tcase_add_test(tc, t_empty_paths);
 	tcase_add_test(tc, t_import_bad_base64);
 	tcase_add_test(tc, t_import_line_limit_memory);
 	tcase_add_test(tc, t_assign_ids_line_limit_memory);
