@@ -298,23 +298,55 @@ static int fd_of_name(const char *name)
 	return num && !sid_whole_parse(num, 0, INT_MAX, &n) ? (int)n : -1;
 }
 
+/* The relative target @to of the link @name as the kernel takes it: from
+ * the link's directory, the directories on the way followed (realpath), the
+ * last part as it is ("../../dev/stdout" is /dev/stdout, not a file to
+ * replace); in @out (4096 bytes), or NULL. */
+static const char *link_relative(const char *name, const char *to, char *out)
+{
+	char join[2 * 4096 + 2], real[PATH_MAX];
+	const char *slash = strrchr(name, '/'), *dir = ".", *base = join;
+	char *last;
+
+	if (snprintf(join, sizeof(join), "%.*s%s", slash ? (int)(slash - name) + 1 : 0, name, to) >=
+	    (int)sizeof(join))
+		return NULL;
+	if ((last = strrchr(join, '/'))) {
+		*last = '\0';
+		dir = join[0] ? join : "/";
+		base = last + 1;
+	}
+	if (!realpath(dir, real) ||
+	    snprintf(out, 4096, "%s/%s", strcmp(real, "/") ? real : "", base) >= 4096)
+		return NULL;
+	return out;
+}
+
 /* The descriptor N that @path names, itself or through symbolic links
- * (a link to /dev/stdout), by one of fd_of_name's names; else -1. */
+ * (a link to /dev/stdout, absolute or relative), by one of fd_of_name's
+ * names; else -1. */
 static int fd_named(const char *path)
 {
-	char link[2][4096];
+	char link[2][4096], rel[4096];
 	const char *name = path;
 	ssize_t n;
 	int fd;
 
 	for (int hop = 0; hop < 8; hop++) {
+		char *to = link[hop & 1];
+
 		if ((fd = fd_of_name(name)) >= 0)
 			return fd;
-		n = readlink(name, link[hop & 1], sizeof(link[0]) - 1);
-		if (n <= 0 || link[hop & 1][0] != '/') /* relative: not one of those names */
+		n = readlink(name, to, sizeof(link[0]) - 1);
+		if (n <= 0)
 			return -1;
-		link[hop & 1][n] = '\0';
-		name = link[hop & 1];
+		to[n] = '\0';
+		if (to[0] != '/') { /* from the link's directory, not the process's */
+			if (!link_relative(name, to, rel))
+				return -1;
+			memcpy(to, rel, strlen(rel) + 1);
+		}
+		name = to;
 	}
 	return -1;
 }
