@@ -24,6 +24,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -92,6 +93,7 @@ static void on_sigpipe(int sig)
 static void signals_install(struct cli_output *w)
 {
 	struct sigaction sa;
+	sigset_t bus;
 	size_t i;
 	int k;
 
@@ -115,6 +117,12 @@ static void signals_install(struct cli_output *w)
 		else
 			sid_catch_unless_ignored(caught[i], &sa, &w->saved[i]);
 	}
+	/* nor does a mask a parent left blocking it: the kernel takes the
+	 * handler away for a fault that is blocked (threads started from here
+	 * on inherit the mask) */
+	sigemptyset(&bus);
+	sigaddset(&bus, SIGBUS);
+	pthread_sigmask(SIG_UNBLOCK, &bus, NULL);
 	if (w->kind == CLI_OUT_DEVICE) {
 		cli_output_pipe_catch();
 		w->pipe_on = 1;
