@@ -1503,7 +1503,7 @@ static int cmd_import(const struct opts *o, struct sid_registry *r, FILE *f, int
 	FILE *g = NULL;
 	struct sid_reg_import_result res;
 	enum sid_reg_format fmt = format_of(o, o->arg);
-	const char *name = o->arg;
+	const char *name = strcmp(o->arg, "-") ? o->arg : "stdin"; /* not "semid: -: line 3" */
 	int rc;
 
 	if (stop_before_any()) /* as the store opened (main ends it by the signal) */
@@ -1531,7 +1531,7 @@ static int cmd_import(const struct opts *o, struct sid_registry *r, FILE *f, int
 	if (rc == SID_EUNAVAIL && stop_sig) { /* (main ends it by the signal) */
 		stop_say("semid: stopped by %s after line %ld of %s, committed: %llu added, %llu "
 			 "already present, %llu conflicts; importing it again adds the rest\n",
-			 stop_name(), res.lines, strcmp(name, "-") ? name : "stdin",
+			 stop_name(), res.lines, name,
 			 (unsigned long long)res.added, (unsigned long long)res.same,
 			 (unsigned long long)res.conflicts);
 		sid_error_clear(err);

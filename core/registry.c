@@ -1797,12 +1797,25 @@ static int line_parse_json(const char *line, struct sid_reg_entry *e, float **em
 			   struct sid_error *err)
 {
 	json_error_t je;
-	json_t *o = json_loads(line, JSON_REJECT_DUPLICATES, &je), *codes = NULL, *suffix = NULL;
+	json_t *o, *codes = NULL, *suffix = NULL;
 	const char *kind, *id, *sid, *ver, *ct, *ut, *b64 = NULL;
 	int rc;
 
-	if (!o)
+	/* a JSON document, not JSON lines: said so, not "']' expected near
+	 * end of file" or "Expected object, got array" */
+	if (line[strspn(line, " \t")] == '[')
+		return sid_error_set(err, SID_EFORMAT,
+				     "a JSON array; import reads JSON lines, one object per line, "
+				     "as export writes them");
+	if (!(o = json_loads(line, JSON_REJECT_DUPLICATES, &je))) {
+		if (je.position >= (int)strlen(line))
+			return sid_error_set(err, SID_EFORMAT,
+					     "JSON: %s (column %d): the line ends inside its "
+					     "object; import reads JSON lines, one whole object "
+					     "per line",
+					     je.text, je.column);
 		return sid_error_set(err, SID_EFORMAT, "JSON: %s (column %d)", je.text, je.column);
+	}
 	if (json_unpack_ex(o, &je, 0, "{s:s, s:s, s:s, s:s, s:s, s:s, s?s, s?o, s?o !}", "kind",
 			   &kind, "id", &id, "sid", &sid, "model_version", &ver, "created_at", &ct,
 			   "updated_at", &ut, "embedding_b64", &b64, "codes", &codes, "suffix",
@@ -1905,6 +1918,7 @@ int sid_registry_import_until(struct sid_registry *r, enum sid_reg_format fmt, F
 {
 	struct import_batch b;
 	char *line = NULL;
+	const char *kind;
 	size_t cap = 0;
 	ssize_t len;
 	long lineno = 0;
@@ -1952,6 +1966,15 @@ int sid_registry_import_until(struct sid_registry *r, enum sid_reg_format fmt, F
 		 * concatenated (no data line starts with "kind") */
 		if (len == 0 || (fmt == SID_REG_TSV && !strncmp(line, "kind\t", 5)))
 			continue;
+		/* a backup, a compressed export: said so, not "NUL byte" or
+		 * "1 tab-separated fields" */
+		if (lineno == 1 && (kind = sid_file_kind(line, (size_t)len))) {
+			rc = sid_error_set_at(err, SID_EFORMAT, lineno,
+					      "line 1: not an export (TSV or JSON lines): it looks "
+					      "like %s",
+					      kind);
+			goto fail;
+		}
 		if ((size_t)len != strlen(line)) {
 			rc = sid_error_set_at(err, SID_EFORMAT, lineno, "line %ld: NUL byte",
 					      lineno);

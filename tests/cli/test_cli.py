@@ -1396,6 +1396,58 @@ class CliTest(unittest.TestCase):
             self.assertIn('line 1: %s "%s" is not a time (want 2026-01-31T12:00:00.000Z)'
                           % (field, value), p.stderr.decode())
 
+    def test_import_of_what_is_no_export(self):
+        """A file that is no export says what it looks like: a backup (an
+        SQLite file) said "line 1: NUL byte", a gzipped export "1
+        tab-separated fields", a JSON array "']' expected near end of file",
+        a pretty-printed object jansson's error alone; and stdin was named
+        "-" ("semid: -: line 1")."""
+        import gzip
+        import sqlite3
+        line = "item\tsku-1\t1-2-3-0\tv1\t%s\t%s\n" % (("2026-01-31T12:00:00.000Z",) * 2)
+        obj = {"kind": "item", "id": "sku-1", "sid": "1-2-3-0", "model_version": "v1",
+               "created_at": "2026-01-31T12:00:00.000Z", "updated_at": "2026-01-31T12:00:00.000Z"}
+        backup = os.path.join(self.out.name, "backup.db")
+        con = sqlite3.connect(backup)
+        con.execute("CREATE TABLE t (x)")
+        con.commit()
+        con.close()
+        with open(backup, "rb") as f:
+            backup_bytes = f.read()
+        cases = (("backup.db", backup_bytes,
+                  "line 1: not an export (TSV or JSON lines): it looks like an SQLite database"),
+                 ("x.tsv.gz", gzip.compress(line.encode()),
+                  "line 1: not an export (TSV or JSON lines): it looks like gzip-compressed "
+                  "data (decompress it first)"),
+                 ("x.json", json.dumps([obj]).encode(),
+                  "line 1: a JSON array; import reads JSON lines, one object per line"),
+                 ("y.json", json.dumps(obj, indent=1).encode(),
+                  "line 1: JSON: string or '}' expected near end of file (column 1): the line "
+                  "ends inside its object; import reads JSON lines, one whole object per line"))
+        for name, data, want in cases:
+            with self.subTest(name=name):
+                db = os.path.join(self.out.name, "noexp.db")
+                src = os.path.join(self.out.name, name)
+                with open(src, "wb") as f:
+                    f.write(data)
+                p = run("registry", "import", src, "--db", db)
+                self.assertEqual(p.returncode, 2, p.stderr)
+                self.assertIn("semid: %s: %s" % (src, want), p.stderr.decode())
+                p = subprocess.run([SEMID, "registry", "import", "--db", db, "-"], input=data,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+                self.assertEqual(p.returncode, 2, p.stderr)
+                if not name.endswith(".json"):  # (stdin is TSV unless --format says)
+                    self.assertIn("semid: stdin: %s" % want, p.stderr.decode())
+        p = subprocess.run([SEMID, "registry", "import", "--db", db, "--format", "jsonl", "-"],
+                           input=json.dumps([obj]).encode(), stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, timeout=60)
+        self.assertIn("semid: stdin: line 1: a JSON array", p.stderr.decode())
+        # a good line from stdin still imports
+        p = subprocess.run([SEMID, "registry", "import", "--db", db, "-"], input=line.encode(),
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn("semid: imported stdin: 1 added", p.stderr.decode())
+
     def test_ids_file_blank_lines(self):
         """Blank lines at the end of an ids file (an editor's last newline
         twice) were counted as ids: assign said "more than N ids", delete
