@@ -204,11 +204,12 @@ struct req {
 	int url_nul;		   /* its path or query had a %00 */
 	char bad_esc[12];	   /* its URL's first malformed percent escape (conn.bad_esc) */
 	int bad_esc_query;
-	int raw_byte;	   /* its target's first byte invalid raw, 0 none (conn.raw_byte) */
-	size_t raw_at;	   /* ... its offset in the target as sent */
-	size_t enc_slash;  /* 1 + where its path's first %2F decodes to (conn.enc_slash) */
-	int content_types; /* its Content-Type headers (framing_bad counts them) */
-	int http11;	   /* an HTTP/1.1 request (expects_continue) */
+	int raw_byte;	    /* its target's first byte invalid raw, 0 none (conn.raw_byte) */
+	size_t raw_at;	    /* ... its offset in the target as sent */
+	size_t enc_slash;   /* 1 + where its path's first %2F decodes to (conn.enc_slash) */
+	int content_types;  /* its Content-Type headers (framing_bad counts them) */
+	int authorizations; /* ... and its Authorization headers */
+	int http11;	    /* an HTTP/1.1 request (expects_continue) */
 };
 
 static const char JSON_CT[] = "application/json";
@@ -1434,10 +1435,10 @@ static int routes_post(enum srv_route r)
 }
 
 /* What framing_bad needs of the header names: how many Content-Length,
- * Transfer-Encoding, Host and Content-Type, and the first name with
- * whitespace in it. */
+ * Transfer-Encoding, Host, Content-Type and Authorization, and the first
+ * name with whitespace in it. */
 struct header_scan {
-	int cl, te, host, ct;
+	int cl, te, host, ct, auth;
 	const char *spaced;
 };
 
@@ -1456,6 +1457,8 @@ static enum MHD_Result scan_header(void *cls, enum MHD_ValueKind kind, const cha
 		hs->host++;
 	else if (!strcasecmp(key, MHD_HTTP_HEADER_CONTENT_TYPE))
 		hs->ct++;
+	else if (!strcasecmp(key, MHD_HTTP_HEADER_AUTHORIZATION))
+		hs->auth++;
 	if (!hs->spaced && strpbrk(key, " \t"))
 		hs->spaced = key;
 	return MHD_YES;
@@ -1498,7 +1501,7 @@ static enum MHD_Result scan_coding(void *cls, enum MHD_ValueKind kind, const cha
  */
 static int framing_bad(struct req *q, const char *version)
 {
-	struct header_scan hs = {0, 0, 0, 0, NULL};
+	struct header_scan hs = {0, 0, 0, 0, 0, NULL};
 	const char *te;
 
 	if (!version || (strcmp(version, "HTTP/1.1") != 0 && strcmp(version, "HTTP/1.0") != 0)) {
@@ -1507,7 +1510,8 @@ static int framing_bad(struct req *q, const char *version)
 		goto bad;
 	}
 	MHD_get_connection_values(q->conn, MHD_HEADER_KIND, scan_header, &hs);
-	q->content_types = hs.ct; /* (not framing: on_headers refuses two) */
+	q->content_types = hs.ct;    /* (not framing: on_headers refuses two) */
+	q->authorizations = hs.auth; /* (nor this: admin_refused does) */
 	if (hs.spaced) {
 		/* "Content-Length : 5" is no Content-Length here, but a proxy
 		 * in front may have taken it for one (RFC 9112 5.1) */
@@ -1673,8 +1677,8 @@ static int registry_disabled(struct req *q, int registry)
 	return 1;
 }
 
-/* An admin route (reload, delete) without the admin token: 403.  Returns 1
- * when the request is refused. */
+/* An admin route (reload, delete) without the admin token: 403 (400 for two
+ * Authorization headers).  Returns 1 when the request is refused. */
 static int admin_refused(struct req *q)
 {
 	const char *token = q->h->d.cfg->admin_token, *v;
@@ -1682,6 +1686,12 @@ static int admin_refused(struct req *q)
 	if (!token[0]) {
 		set_error(q, SRV_ERR_FORBIDDEN,
 			  "admin routes are disabled: no admin_token is configured");
+		return 1;
+	}
+	if (q->authorizations > 1) {
+		/* one value (RFC 9110): the first was taken, so "good token,
+		 * then a bad one" passed and the other order was a 403 */
+		set_error(q, SRV_ERR_INVALID_ARGUMENT, "more than one Authorization header");
 		return 1;
 	}
 	v = MHD_lookup_connection_value(q->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);

@@ -1559,6 +1559,27 @@ class TestExpectWithoutBody(unittest.TestCase):
         no_server_errors(self, self.srv)
         self.assertNotIn("internal error", self.srv.log_text())
 
+    def test_authorization_once(self):
+        """Two Authorization headers on an admin route: the first was taken,
+        so the good token then a bad one reloaded and the other order was a
+        403.  One value is allowed (RFC 9110); two are a 400, either order,
+        and one good token still reloads."""
+        good, bad = b"Bearer expect-token", b"Bearer wrong"
+        for a, b in ((good, bad), (bad, good), (good, good)):
+            req = (b"POST /v1/admin/reload HTTP/1.1\r\nHost: x\r\nAuthorization: " + a +
+                   b"\r\nAuthorization: " + b + b"\r\nContent-Length: 0\r\n"
+                   b"Connection: close\r\n\r\n")
+            resp, how, _ = raw(self.srv.port, req)
+            self.assertEqual(status_of(resp), 400, (a, b, resp[:300]))
+            self.assertEqual(json.loads(head_and_body(resp)[1])["error"],
+                             {"code": "invalid_argument",
+                              "message": "more than one Authorization header"})
+        resp, how, _ = raw(self.srv.port, b"POST /v1/admin/reload HTTP/1.1\r\nHost: x\r\n"
+                           b"Authorization: " + good + b"\r\nContent-Length: 0\r\n"
+                           b"Connection: close\r\n\r\n")
+        self.assertEqual(status_of(resp), 200, resp[:300])
+        no_server_errors(self, self.srv)
+
 
 class TestMalformed(unittest.TestCase):
     POST = b"POST /v1/items:encode HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
