@@ -403,10 +403,14 @@ static int parse(int argc, char **argv, struct opts *o)
 	return 0;
 }
 
-/* The store: --db, or the SQLite file next to --model (in @path). */
+/* The store: --db, or the SQLite file next to --model (in @path), which
+ * must be there: import --model with a typo made and filled a store next
+ * to no model, and a directory put it in the directory's parent. */
 static int store_target(const struct opts *o, char path[4096], const char **target,
 			struct sid_error *err)
 {
+	struct stat st;
+
 	*target = o->db;
 	if (o->db)
 		return 0;
@@ -414,6 +418,16 @@ static int store_target(const struct opts *o, char path[4096], const char **targ
 		return sid_error_set(err, SID_EINVAL,
 				     "no store: give --db STORE or --model MODEL (the store "
 				     "is then the file next to it)");
+	{
+		int bad = stat(o->model, &st) != 0 ? errno : S_ISDIR(st.st_mode) ? EISDIR : 0;
+		if (bad)
+			return sid_error_set(err, bad == ENOENT ? SID_ENOTFOUND : SID_EINVAL,
+					     "--model %s: %s; without --db the store is the "
+					     "semid-registry.db next to the model, so name a model "
+					     "file or give the store with --db",
+					     o->model,
+					     bad == EISDIR ? "a directory" : strerror(bad));
+	}
 	sid_registry_default_path(o->model, path, 4096);
 	*target = path;
 	return 0;
@@ -1531,9 +1545,8 @@ static int cmd_import(const struct opts *o, struct sid_registry *r, FILE *f, int
 	if (rc == SID_EUNAVAIL && stop_sig) { /* (main ends it by the signal) */
 		stop_say("semid: stopped by %s after line %ld of %s, committed: %llu added, %llu "
 			 "already present, %llu conflicts; importing it again adds the rest\n",
-			 stop_name(), res.lines, name,
-			 (unsigned long long)res.added, (unsigned long long)res.same,
-			 (unsigned long long)res.conflicts);
+			 stop_name(), res.lines, name, (unsigned long long)res.added,
+			 (unsigned long long)res.same, (unsigned long long)res.conflicts);
 		sid_error_clear(err);
 		return 0;
 	}

@@ -2313,6 +2313,42 @@ START_TEST(t_empty_paths)
 END_TEST
 
 /*
+ * Without --db the store is found next to --model, which must be there: an
+ * import with a typo in --model made and filled a store next to no model,
+ * and --model DIR put it in DIR's parent.  Refused, naming the model, with
+ * no store made.
+ */
+START_TEST(t_model_must_exist)
+{
+	char msg[2048], typo[320], in[340], store[340], mdir[320], parent_store[340];
+	struct stat st;
+
+	snprintf(in, sizeof(in), "%s/mx.tsv", dir);
+	write_text(in, "item\tA\t1-2-0\tv\t2026-01-02T03:04:05.006Z\t2026-01-02T03:04:05.006Z\n");
+	snprintf(typo, sizeof(typo), "%s/mx-sub/typo.safetensors", dir);
+	snprintf(mdir, sizeof(mdir), "%s/mx-sub", dir);
+	ck_assert_int_eq(mkdir(mdir, 0755), 0);
+	snprintf(store, sizeof(store), "%s/semid-registry.db", mdir);
+	snprintf(parent_store, sizeof(parent_store), "%s/semid-registry.db", dir);
+	unlink(parent_store);
+	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "import", "--model", typo, in, NULL),
+			 CLI_EXIT_INPUT);
+	ASSERT_HAS(msg, "--model ");
+	ASSERT_HAS(msg, "typo.safetensors: No such file or directory; without --db the store is "
+			"the semid-registry.db next to the model");
+	ck_assert_int_ne(stat(store, &st), 0);
+	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "import", "--model", mdir, in, NULL),
+			 CLI_EXIT_INPUT);
+	ASSERT_HAS(msg, "mx-sub: a directory; without --db");
+	ck_assert_int_ne(stat(parent_store, &st), 0);
+	/* a read of the store next to a missing model says the same */
+	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "stats", "--model", typo, NULL),
+			 CLI_EXIT_INPUT);
+	ASSERT_HAS(msg, "typo.safetensors: No such file or directory");
+}
+END_TEST
+
+/*
  * The format from a file's name is matched in any case, as encode's .npy:
  * export -o X.JSONL wrote TSV into it, and import of a JSON lines file
  * named Y.JSON read it as TSV ("1 tab-separated fields").
@@ -4009,6 +4045,7 @@ static Suite *registry_cmd_suite(void)
 	tcase_add_test(tc, t_import_strict);
 	tcase_add_test(tc, t_format_name_any_case);
 	tcase_add_test(tc, t_empty_paths);
+	tcase_add_test(tc, t_model_must_exist);
 	tcase_add_test(tc, t_import_bad_base64);
 	tcase_add_test(tc, t_import_line_limit_memory);
 	tcase_add_test(tc, t_assign_ids_line_limit_memory);
