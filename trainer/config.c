@@ -164,6 +164,15 @@ static int key_set(struct tr_config *c, const struct key *k, const char *value, 
 
 	switch (k->type) {
 	case K_STR:
+		/* "" is what leaving it out gives: `--test "$TEST"` with TEST
+		 * unset trained and published without evaluating, exit 0
+		 * (--cold-items "" dropped the cold split), where eval refuses
+		 * an empty path */
+		if (!value[0])
+			return sid_error_set(
+			    err, SID_EINVAL, "%s: %s: empty: give %s (or leave it out%s)", what,
+			    k->name, strcmp(k->name, "model_version") ? "a file" : "a name",
+			    strcmp(k->name, "model_version") ? "" : " for the default");
 		if (strlen(value) >= k->size)
 			return sid_error_set(err, SID_EINVAL, "%s: %s longer than %zu bytes", what,
 					     k->name, k->size - 1);

@@ -1379,6 +1379,29 @@ class TrainerTest(unittest.TestCase):
         self.assertEqual(p.returncode, 2, p.stderr)
         self.assertIn("not a directory", p.stderr)
 
+    def test_empty_path_refused(self):
+        """An empty path (a script's --test "$TEST" with TEST unset) was
+        taken as no file: the run trained and published without evaluating,
+        exit 0 and stdout empty, and --cold-items "" dropped the cold split,
+        where eval refuses it.  Now exit 2 naming the key, nothing written."""
+        edir = os.path.join(self.tmp, "empty-paths")
+        os.makedirs(edir, exist_ok=True)
+        out = os.path.join(edir, "m.st")
+        for flag in ("--test", "--test-cold", "--cold-items", "--model-version"):
+            for args in ([flag, ""], [flag + "="]):
+                p = run(*self.base_args(out) + ["--test", self.d("test.tsv")] + args)
+                self.assertEqual(p.returncode, 2, f"{args}: {p.stderr}")
+                self.assertIn("%s: empty" % flag[2:].replace("-", "_"), p.stderr)
+                self.assertEqual(os.listdir(edir), [], args)
+        cfg = os.path.join(edir, "c.json")
+        with open(cfg, "w") as f:
+            json.dump({"test": ""}, f)
+        p = run(*self.base_args(out) + ["--config", cfg])
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn(cfg + ": test: empty", p.stderr)
+        os.remove(cfg)
+        self.assertEqual(os.listdir(edir), [])
+
     def test_out_of_range_settings_named_before_the_data(self):
         """A setting the model's check refuses (a negative weight, an Adam
         moment of 1) was refused only once the data was read (tens of
