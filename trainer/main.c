@@ -397,10 +397,30 @@ static int cmd_gen(int argc, char **argv)
 		}
 		i += from_next;
 		if (!strcmp(f, "--out")) {
+			/* "" made no directory: "semid-train gen: : No such file
+			 * or directory", exit 1 */
+			if (!v[0]) {
+				fprintf(stderr,
+					"semid-train gen: --out: empty: give a directory\n");
+				return 2;
+			}
 			out = v;
 		} else if ((k = gen_count_find(counts, f)) >= 0) {
 			if (gen_int("gen", f, v, counts[k].l ? LONG_MAX : INT_MAX, &n) < 0)
 				return 2;
+			/* 0 is tr_gen_params' "not given": an explicit 0 went
+			 * unnoticed and gave the default (the other counts' 0 is
+			 * refused by tr_gen_run, naming its range) */
+			if (n == 0 && counts[k].i && counts[k].i != &p.dim) {
+				fprintf(
+				    stderr,
+				    "semid-train gen: %s: 0 is not in [1, %d] (leave it out for "
+				    "%s)\n",
+				    f, counts[k].i == &p.user_dim ? 65536 : INT_MAX,
+				    counts[k].i == &p.user_dim ? "--dim's"
+							       : "sqrt(items) within 8..1024");
+				return 2;
+			}
 			if (counts[k].l)
 				*counts[k].l = n;
 			else

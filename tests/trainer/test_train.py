@@ -1402,6 +1402,25 @@ class TrainerTest(unittest.TestCase):
         os.remove(cfg)
         self.assertEqual(os.listdir(edir), [])
 
+    def test_gen_explicit_zero_and_empty_out_refused(self):
+        """gen's --user-dim 0 and --clusters 0 were its "not given": the
+        data came out at --dim's width and sqrt(items) clusters without a
+        word, exit 0; --out "" failed with exit 1 naming no path."""
+        gdir = os.path.join(self.tmp, "gen-zero")
+        g = [TRAIN, "gen", "--out", gdir, "--items", 20, "--users", 10, "--interactions", 50,
+             "--dim", 4]
+        for flag in ("--user-dim", "--clusters"):
+            p = run(*g + [flag, "0"])
+            self.assertEqual(p.returncode, 2, f"{flag} 0: {p.stderr}")
+            self.assertIn("%s: 0 is not in [1, " % flag, p.stderr)
+            self.assertFalse(os.path.exists(gdir))
+        p = run(*g[:3] + [""] + g[4:])
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn("--out: empty", p.stderr)
+        p = run(*g + ["--user-dim", "1", "--clusters", "1"])
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(np.load(os.path.join(gdir, "users.npy")).shape, (10, 1))
+
     def test_out_of_range_settings_named_before_the_data(self):
         """A setting the model's check refuses (a negative weight, an Adam
         moment of 1) was refused only once the data was read (tens of
