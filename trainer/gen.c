@@ -260,19 +260,34 @@ static int mkdir_parents(const char *dir)
 }
 
 /* Memory and disk for the run, checked before anything is made: 53 bytes
- * of tables per item and 32 per user held at once, and the files' bytes
- * (float32 rows; a click line is at most 24 bytes); the run used to take
- * the machine's memory (2^31 items: 24 GB in use, then the OOM killer),
- * or fill the disk at the end of hours. */
-static int gen_fits(const struct tr_gen_params *p, const char *out_dir, struct sid_error *err)
+ * of tables per item and 32 per user held at once, the @G cluster centres
+ * (float32, of --dim and of --user-dim), and the files' bytes (float32
+ * rows; a click line is at most 24 bytes); the run used to take the
+ * machine's memory (2^31 items: 24 GB in use, then the OOM killer), or
+ * fill the disk at the end of hours. */
+static int gen_fits(const struct tr_gen_params *p, int G, const char *out_dir,
+		    struct sid_error *err)
 {
 	int du = p->user_dim ? p->user_dim : p->dim, wide = du > p->dim ? du : p->dim;
-	double mem = 53.0 * p->items + 32.0 * p->users + 4.0 * CHUNK * wide,
+	/* --clusters 1000000 at --dim 65536: 244 GiB of centres, which failed
+	 * as "out of memory", exit 1, --out made and left empty (or, where
+	 * the allocation was granted, took the machine's memory) */
+	double centres = 4.0 * G * (p->dim + (du != p->dim ? du : 0));
+	double mem = 53.0 * p->items + 32.0 * p->users + 4.0 * CHUNK * wide + centres,
 	       disk = 4.0 * p->items * p->dim + 4.0 * p->users * du + 24.0 * p->interactions,
 	       have = sid_memory_usable(), free_b;
-	char a[32], b[32], dir[4096];
+	char a[32], b[32], c[32], dir[4096];
 	struct statvfs fs;
 
+	if (have > 0 && mem > have && p->clusters > 0)
+		return sid_error_set(
+		    err, SID_EINVAL,
+		    "%ld %s, %ld %s and %d %s need about %s of memory (the "
+		    "centres %s), more than the %s here",
+		    p->items, sid_plural(p->items, "item", "items"), p->users,
+		    sid_plural(p->users, "user", "users"), G, sid_plural(G, "cluster", "clusters"),
+		    sid_size_str(mem, a, sizeof(a)), sid_size_str(centres, c, sizeof(c)),
+		    sid_size_str(have, b, sizeof(b)));
 	if (have > 0 && mem > have)
 		return sid_error_set(err, SID_EINVAL,
 				     "%ld %s and %ld %s need about %s of memory, more "
@@ -368,7 +383,7 @@ int tr_gen_run(const struct tr_gen_params *p, const char *out_dir, struct tr_gen
 	if (G > N)
 		G = (int)N;
 	/* before --out is made: a refused size leaves no empty directory */
-	if ((rc = gen_fits(p, out_dir, err)))
+	if ((rc = gen_fits(p, G, out_dir, err)))
 		return rc;
 	if (mkdir_parents(out_dir) < 0) /* ENOTDIR: a path component is a file */
 		return sid_error_set(err, errno == ENOTDIR ? SID_EINVAL : SID_EIO, "%s: %s",

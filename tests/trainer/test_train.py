@@ -2972,6 +2972,22 @@ class TrainerTest(unittest.TestCase):
         finally:
             subprocess.run(["umount", small], check=True)
 
+    def test_gen_refuses_cluster_centres_that_cannot_fit(self):
+        """The memory check counted items and users, not the --clusters
+        centres (G x dim float32): 10^6 of them at 65536 dimensions, 244
+        GiB, were asked of malloc after --out was made (exit 1, "out of
+        memory", the directory left empty, or the machine's memory taken
+        where it was granted).  Refused before anything is made, exit 2,
+        naming the clusters."""
+        gdir = os.path.join(self.tmp, "gen-centres", "data")
+        p = run(TRAIN, "gen", "--out", gdir, "--items", 1000000, "--users", 10,
+                "--interactions", 100, "--dim", 65536, "--clusters", 1000000, timeout=60)
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertRegex(p.stderr, r"^semid-train gen: 1000000 items, 10 users and 1000000 "
+                         r"clusters need about 24\d\.\d GiB of memory \(the centres 244\.1 "
+                         r"GiB\), more than the \d+\.\d GiB here\n$")
+        self.assertFalse(os.path.exists(os.path.dirname(gdir)))
+
     def _ref_and_small(self, name):
         """tmp/NAME/ref and tmp/NAME/small, made, for a reference run and a
         small file system to fill (the test skipped unless root, which
