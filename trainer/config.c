@@ -76,7 +76,8 @@ static const char *das_help[][2] = {
     {"lr_min_ratio", "cosine floor as a fraction of lr"},
     {"lr_icdm_mult", "learning-rate multiple for the ICDM tables and heads (lr x it < 10)"},
     {"warmup_steps", "linear warm-up steps"},
-    {"weight_decay", "AdamW decoupled weight decay"},
+    {"weight_decay", "AdamW decoupled weight decay (lr x it < 1; das, two-stage: lr x "
+		     "lr_icdm_mult x it < 1 too)"},
     {"adam_b1 / adam_b2 / adam_eps", "Adam moments"},
     {"clip_norm", "global gradient-norm clip, <= 0 off"},
     {"beta", "commitment weight"},

@@ -535,6 +535,19 @@ int das_config_check(const struct das_config *c, struct sid_error *err)
 				     "(%g) < 1",
 				     das_float_str(c->weight_decay, f),
 				     (double)(c->lr * c->weight_decay));
+	/* the ICDM tables and heads step at lr x lr_icdm_mult, and decay by
+	 * 1 - that x weight_decay: --lr 0.01 --weight-decay 50 passed the
+	 * check above, flipped their sign and grew them 14-fold each step
+	 * (an ICDM loss of 5e48 by the third epoch, published with exit 0) */
+	if (c->mode != DAS_MODE_RQVAE && !(c->weight_decay * c->lr * c->lr_icdm_mult < 1))
+		return sid_error_set(
+		    err, SID_EINVAL,
+		    "config: weight_decay %s must be >= 0 with lr x lr_icdm_mult x "
+		    "weight_decay (%g) < 1: the ICDM tables step at lr x "
+		    "lr_icdm_mult (%g)",
+		    das_float_str(c->weight_decay, f),
+		    (double)c->lr * c->lr_icdm_mult * c->weight_decay,
+		    (double)c->lr * c->lr_icdm_mult);
 	if (!(c->adam_b1 >= 0 && c->adam_b1 < 1))
 		return sid_error_set(err, SID_EINVAL, "config: adam_b1 %s is not in [0, 1)",
 				     das_float_str(c->adam_b1, f));

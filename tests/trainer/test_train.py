@@ -1459,6 +1459,28 @@ class TrainerTest(unittest.TestCase):
         self.assertEqual(p.returncode, 2, p.stderr)
         self.assertIn("alpha -2 is not >= 0", p.stderr)
 
+    def test_weight_decay_bound_counts_the_icdm_learning_rate(self):
+        """The ICDM tables step at lr x lr_icdm_mult and decay by 1 - that x
+        weight_decay, but only lr x weight_decay < 1 was checked: --lr 0.01
+        --weight-decay 50 (0.5) trained with the tables multiplied by -14 each
+        step, an ICDM loss of 5e48 by the third epoch, published, exit 0.
+        Refused before the data, exit 2; rqvae, which has no tables, takes it."""
+        wdir = os.path.join(self.tmp, "icdm-decay")
+        os.makedirs(wdir, exist_ok=True)
+        out = os.path.join(wdir, "m.st")
+        missing = os.path.join(wdir, "missing.tsv")
+        for mode in ("das", "two-stage"):
+            p = run(*self.base_args(out, train=missing) + ["--lr", "0.01", "--weight-decay",
+                                                            "50", "--mode", mode])
+            self.assertEqual(p.returncode, 2, p.stderr)
+            self.assertIn("config: weight_decay 50 must be >= 0 with lr x lr_icdm_mult x "
+                          "weight_decay (15) < 1", p.stderr)
+            self.assertNotIn(missing, p.stderr)
+        self.assertEqual(os.listdir(wdir), [])
+        p = run(*self.base_args(out) + ["--lr", "0.01", "--weight-decay", "50", "--mode",
+                                        "rqvae", "--max-steps", "1"])
+        self.assertEqual(p.returncode, 0, p.stderr)
+
     def test_progress_lines_without_terminal(self):
         """With stderr not a terminal, progress comes as log lines every
         progress_every seconds; 0 gives one after every batch but the last
