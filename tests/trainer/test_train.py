@@ -2405,6 +2405,49 @@ class TrainerTest(unittest.TestCase):
                                                         "model's %s tower takes 4"
                                                         % (self.d(path), D, tower)])
 
+    def test_eval_of_a_model_replaced_while_read(self):
+        """eval read the model file twice (the towers, then the decoders'
+        tensors): a training publishing over it between (a fixed --out,
+        renamed into place) gave the codes of one model with the decoders
+        of the next, or, their latent widths apart, "tensor
+        item.decoder.0.weight: not an F32 layer chaining latent 8 -> input
+        24", exit 2.  Held between the reads (SEMID_TEST_EVAL_REREAD_DELAY_MS),
+        the file replaced there: the figures are all the new model's."""
+        rdir = os.path.join(self.tmp, "eval-replaced")
+        os.makedirs(rdir, exist_ok=True)
+        a, b, model = (os.path.join(rdir, n) for n in ("a.st", "b.st", "m.st"))
+        for path, latent in ((a, "8"), (b, "16")):
+            p = run(*self.base_args(path) + ["--epochs", "1", "--latent-dim", latent,
+                                             "--no-eval", "--model-version", "v" + latent])
+            self.assertEqual(p.returncode, 0, p.stderr)
+        ev = [str(x) for x in self.eval_args(model)]
+        shutil.copy(b, model)
+        want = run(*ev)
+        self.assertEqual(want.returncode, 0, want.stderr)
+        want = json.loads(want.stdout)
+        shutil.copy(a, model)
+        proc = subprocess.Popen(ev, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=dict(os.environ, SEMID_TEST_EVAL_REREAD_DELAY_MS="3000"))
+        deadline = time.time() + 30  # until it sleeps between the two reads
+
+        def sleeping():
+            try:
+                with open("/proc/%d/wchan" % proc.pid) as f:
+                    return "nanosleep" in f.read()
+            except OSError:
+                return False
+        while proc.poll() is None and time.time() < deadline and not sleeping():
+            time.sleep(0.005)
+        self.assertIsNone(proc.poll(), "finished before it was seen between the reads")
+        shutil.copy(b, model + ".new")
+        os.rename(model + ".new", model)
+        out, err = proc.communicate(timeout=60)
+        self.assertEqual(proc.returncode, 0, err)
+        got = json.loads(out)
+        self.assertEqual(got["model_version"], "v16")
+        for tower in ("item", "user"):
+            self.assertEqual(got[tower], want[tower], tower)
+
     def test_eval_progress(self):
         """eval said nothing while it ran (6.4 s at 30k users x 30k items,
         growing with users x items), and the final evaluation of a training
