@@ -1402,6 +1402,29 @@ class TrainerTest(unittest.TestCase):
         os.remove(cfg)
         self.assertEqual(os.listdir(edir), [])
 
+    def test_run_metadata_keeps_paths_that_are_not_utf8(self):
+        """A --train or --out whose name is not UTF-8 (a Latin-1 file name)
+        was left out of the model's "run" metadata and the checkpoint's
+        "train_config": json_string refused it, the key went missing.  Kept,
+        each byte above 0x7f as '?', as semid inspect shows a path."""
+        ndir = os.path.join(self.tmp, "latin1")
+        os.makedirs(ndir, exist_ok=True)
+        train = os.path.join(os.fsencode(ndir), b"tr\xe9.tsv")
+        shutil.copy(self.d("train.tsv"), train)
+        out = os.path.join(os.fsencode(ndir), b"m\xe9.st")
+        args = [os.fsencode(str(a)) for a in self.base_args(os.fsdecode(out),
+                                                              train=os.fsdecode(train))]
+        p = subprocess.run(args + [b"--epochs", b"1"], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        for path, key in ((out, "semid"), (out + b".ckpt", "train_config")):
+            with open(path, "rb") as f:
+                header, _ = parse_safetensors(f.read())
+            run_keys = json.loads(header["__metadata__"][key])
+            run_keys = run_keys["run"] if key == "semid" else run_keys
+            self.assertEqual(run_keys["train"], os.path.join(ndir, "tr?.tsv"), key)
+            self.assertEqual(run_keys["out"], os.path.join(ndir, "m?.st"), key)
+
     def test_gen_explicit_zero_and_empty_out_refused(self):
         """gen's --user-dim 0 and --clusters 0 were its "not given": the
         data came out at --dim's width and sqrt(items) clusters without a
