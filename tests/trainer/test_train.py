@@ -1425,6 +1425,22 @@ class TrainerTest(unittest.TestCase):
             self.assertEqual(run_keys["train"], os.path.join(ndir, "tr?.tsv"), key)
             self.assertEqual(run_keys["out"], os.path.join(ndir, "m?.st"), key)
 
+    def test_eval_names_a_model_path_that_is_not_utf8(self):
+        """README: eval's JSON has "one key more, model (the file's path)";
+        for a name that is not UTF-8 the key was left out.  Kept, each
+        byte above 0x7f as '?'."""
+        ndir = os.path.join(self.tmp, "latin1-eval")
+        os.makedirs(ndir, exist_ok=True)
+        model = os.path.join(ndir, "m.st")
+        p = run(*self.base_args(model) + ["--epochs", "1", "--no-eval"])
+        self.assertEqual(p.returncode, 0, p.stderr)
+        latin1 = os.path.join(os.fsencode(ndir), b"m\xe9.st")
+        os.rename(model, latin1)
+        args = [os.fsencode(str(a)) for a in self.eval_args(os.fsdecode(latin1))]
+        p = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(json.loads(p.stdout)["model"], os.path.join(ndir, "m?.st"))
+
     def test_gen_explicit_zero_and_empty_out_refused(self):
         """gen's --user-dim 0 and --clusters 0 were its "not given": the
         data came out at --dim's width and sqrt(items) clusters without a
