@@ -19,7 +19,10 @@
 #include "rng.h"
 #include "stop.h"
 
-#define CHUNK_ROWS 4096 /* rows converted at a time while scanning an .npy */
+/* values converted at a time while scanning an .npy: 4096 rows of 1024, and
+ * as many rows of a wider file as fit (4096 rows of 65536 took 1 GiB, for a
+ * file of 5 rows too: "out of memory" under ulimit -v 900 MiB) */
+#define CHUNK_VALUES (4096u * 1024u)
 
 int tr_input_check(const char *path, struct sid_error *err)
 {
@@ -88,6 +91,7 @@ int tr_emb_open(struct tr_emb *e, const char *path, struct sid_error *err)
 {
 	float *buf = NULL;
 	uint64_t h = 0xcbf29ce484222325ull;
+	size_t chunk;
 	int rc;
 
 	memset(e, 0, sizeof(*e));
@@ -122,14 +126,16 @@ int tr_emb_open(struct tr_emb *e, const char *path, struct sid_error *err)
 	}
 	e->n = e->npy.rows;
 	e->d = (int)e->npy.cols;
-	buf = malloc((size_t)CHUNK_ROWS * e->npy.cols * sizeof(float));
+	chunk = CHUNK_VALUES / e->npy.cols; /* >= 64: at most 65536 columns */
+	chunk = chunk < e->n ? chunk : e->n;
+	buf = malloc(chunk * e->npy.cols * sizeof(float));
 	if (!buf) {
 		rc = sid_error_set(err, SID_ENOMEM, "%s: out of memory", path);
 		goto fail;
 	}
 	/* sid_npy_read_f32 rejects non-finite values naming the row. */
-	for (size_t r = 0; r < e->n; r += CHUNK_ROWS) {
-		size_t n = e->n - r < CHUNK_ROWS ? e->n - r : CHUNK_ROWS;
+	for (size_t r = 0; r < e->n; r += chunk) {
+		size_t n = e->n - r < chunk ? e->n - r : chunk;
 		if (tr_stop_signal()) { /* 3 GB at 1M rows of 768 */
 			rc = tr_stop_error(err, "reading the embeddings");
 			goto fail;

@@ -1441,6 +1441,33 @@ class TrainerTest(unittest.TestCase):
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertEqual(json.loads(p.stdout)["model"], os.path.join(ndir, "m?.st"))
 
+    def test_wide_embeddings_scanned_in_little_memory(self):
+        """An .npy was scanned 4096 rows at a time whatever its width: at
+        65536 columns a 1 GiB buffer, for a file of 5 rows (1.3 MiB) too, so
+        under ulimit -v 768 MiB training and profile said "items.npy: out of
+        memory", exit 1.  The chunk is now 4 Mi values at most."""
+        wdir = os.path.join(self.tmp, "wide")
+        os.makedirs(wdir, exist_ok=True)
+        wide = os.path.join(wdir, "wide.npy")
+        np.save(wide, np.random.default_rng(3).standard_normal((5, 65536)).astype(np.float32))
+        train = os.path.join(wdir, "train.tsv")
+        with open(train, "w") as f:
+            f.write("0\t1\n1\t2\n2\t3\n3\t4\n")
+        out = os.path.join(wdir, "m.st")
+
+        def limited():
+            resource.setrlimit(resource.RLIMIT_AS, (768 << 20, 768 << 20))
+        for args in ([TRAIN, "--items", wide, "--users", wide, "--train", train, "--out", out,
+                      "--epochs", "1", "--hidden", "8", "--latent-dim", "4", "--codebook-size",
+                      "2", "--levels", "1", "--threads", "1", "--no-progress"],
+                     [TRAIN, "profile", "--items", wide, "--train", train, "--out",
+                      os.path.join(wdir, "users.npy")]):
+            p = subprocess.run([str(a) for a in args], capture_output=True, text=True,
+                               timeout=120, preexec_fn=limited)
+            self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertEqual(run(SEMID, "inspect", out).returncode, 0)
+        self.assertEqual(np.load(os.path.join(wdir, "users.npy")).shape, (4, 65536))
+
     def test_gen_explicit_zero_and_empty_out_refused(self):
         """gen's --user-dim 0 and --clusters 0 were its "not given": the
         data came out at --dim's width and sqrt(items) clusters without a
