@@ -20,9 +20,10 @@
 #include "progress.h"
 #include "stop.h"
 
-#define ENC_BATCH   4096
-#define SCORE_BLOCK (16u << 20) /* floats of scores per sgemm block */
-#define MAX_MODEL   (64ull << 30)
+#define ENC_BATCH	 4096
+#define ENC_BATCH_VALUES (ENC_BATCH * 1024u) /* at most, per buffer */
+#define SCORE_BLOCK	 (16u << 20)	     /* floats of scores per sgemm block */
+#define MAX_MODEL	 (64ull << 30)
 
 /* ---- code statistics ---- */
 
@@ -480,17 +481,25 @@ static int encode_all(const struct sid_tower *t, const char *tower, const struct
 		      struct work *w, struct sid_error *err)
 {
 	struct sid_workspace *ws = sid_workspace_new();
-	float *x = malloc((size_t)ENC_BATCH * emb->d * sizeof(float));
-	float *dist = malloc((size_t)ENC_BATCH * sizeof(float));
-	float *h[2] = {NULL, NULL};
+	float *x = NULL, *dist = NULL, *h[2] = {NULL, NULL};
 	int hmax = emb->d, rc = 0;
+	size_t batch;
 	long bad;
 
 	*sse = 0;
 	for (int i = 0; i < dec->n; i++)
 		hmax = dec->out[i] > hmax ? dec->out[i] : hmax;
-	h[0] = malloc((size_t)ENC_BATCH * hmax * sizeof(float));
-	h[1] = malloc((size_t)ENC_BATCH * hmax * sizeof(float));
+	/* ENC_BATCH rows up to 1024 wide, fewer of a wider tower, never more
+	 * than the file's: 4096 rows of 65536 took 3 GiB of buffers for a file
+	 * of 5 rows too ("encode: out of memory" under ulimit -v 2 GiB) */
+	batch = ENC_BATCH_VALUES / (size_t)hmax;
+	batch = batch < ENC_BATCH ? batch : ENC_BATCH;
+	batch = batch < emb->n ? batch : emb->n;
+	batch = batch ? batch : 1;
+	x = malloc(batch * emb->d * sizeof(float));
+	dist = malloc(batch * sizeof(float));
+	h[0] = malloc(batch * hmax * sizeof(float));
+	h[1] = malloc(batch * hmax * sizeof(float));
 	if (!ws || !x || !dist || !h[0] || !h[1]) {
 		rc = sid_error_set(err, SID_ENOMEM, "encode: out of memory");
 		goto fail;
@@ -501,8 +510,8 @@ static int encode_all(const struct sid_tower *t, const char *tower, const struct
 				   tower, t->D);
 		goto fail;
 	}
-	for (size_t r0 = 0; r0 < emb->n; r0 += ENC_BATCH) {
-		size_t B = emb->n - r0 < ENC_BATCH ? emb->n - r0 : ENC_BATCH;
+	for (size_t r0 = 0; r0 < emb->n; r0 += batch) {
+		size_t B = emb->n - r0 < batch ? emb->n - r0 : batch;
 		struct sid_encode_out o = {0};
 		if (tr_stop_signal()) { /* the final evaluation runs for an hour at 1M */
 			rc = tr_stop_error(err, "evaluation");
