@@ -120,3 +120,18 @@ char *sid_json_dumps(const json_t *j)
 	}
 	return out;
 }
+
+json_t *sid_json_path(const char *path)
+{
+	json_t *j = json_string(path);
+	char *copy;
+
+	if (j || !(copy = strdup(path)))
+		return j;
+	for (char *c = copy; *c; c++)
+		if ((unsigned char)*c > 0x7f)
+			*c = '?';
+	j = json_string(copy);
+	free(copy);
+	return j;
+}

@@ -24,4 +24,10 @@ const char *sid_json_real_str(double v, char buf[SID_JSON_REAL_MAX]);
 struct json_t;
 char *sid_json_dumps(const struct json_t *j);
 
+/* A file name as a JSON string: as it is when it is UTF-8, else with each
+ * byte above 0x7f as '?' (a name the file system allows and JSON does not,
+ * whose key, "path", "model", "train", was left out).  NULL only when out of
+ * memory. */
+struct json_t *sid_json_path(const char *path);
+
 #endif

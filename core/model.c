@@ -736,24 +736,6 @@ int sid_model_load(const char *path, struct sid_model **out, struct sid_error *e
 	return rc;
 }
 
-/* A file name as JSON: as it is when it is UTF-8, else with each byte above
- * 0x7f as '?' (a name the file system allows, JSON does not; the key is
- * never dropped). */
-static json_t *path_json(const char *path)
-{
-	json_t *j = json_string(path);
-	char *copy;
-
-	if (j || !(copy = strdup(path)))
-		return j ? j : json_null();
-	for (char *c = copy; *c; c++)
-		if ((unsigned char)*c > 0x7f)
-			*c = '?';
-	j = json_string(copy);
-	free(copy);
-	return j ? j : json_null();
-}
-
 /* ---- description ---- */
 
 static json_t *describe_tower(const struct sid_tower *t)
@@ -793,7 +775,7 @@ char *sid_model_describe_json(const struct sid_model *m)
 	if (!root || !towers)
 		goto done;
 	json_object_set_new(root, "version", json_string(m->version ? m->version : ""));
-	json_object_set_new(root, "path", m->path ? path_json(m->path) : json_null());
+	json_object_set_new(root, "path", m->path ? sid_json_path(m->path) : json_null());
 	json_object_set_new(root, "sha256", json_string(m->sha256));
 	json_object_set_new(root, "file_size", json_integer((json_int_t)m->file_size));
 	json_object_set_new(root, "loaded_at", json_real(m->loaded_at));

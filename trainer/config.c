@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "data.h"
+#include "json.h"
 
 enum ktype { K_STR, K_INT, K_BOOL, K_SECS };
 
@@ -473,22 +474,6 @@ int tr_config_flag(struct tr_config *c, const char *name, const char *value, str
 	return rc < 0 ? rc : 1;
 }
 
-/* A path as JSON: as it is when it is UTF-8, else with each byte above 0x7f
- * as '?' (json_string refused it, and the key, "train" or "out", was left
- * out of the model's "run" metadata and the checkpoint's). */
-static json_t *path_json(const char *path)
-{
-	json_t *j = json_string(path);
-	char copy[TR_PATH_MAX];
-
-	if (j || (size_t)snprintf(copy, sizeof(copy), "%s", path) >= sizeof(copy))
-		return j;
-	for (char *p = copy; *p; p++)
-		if ((unsigned char)*p > 0x7f)
-			*p = '?';
-	return json_string(copy);
-}
-
 char *tr_config_run_json(const struct tr_config *c)
 {
 	json_t *o = json_object();
@@ -497,7 +482,7 @@ char *tr_config_run_json(const struct tr_config *c)
 		return NULL;
 	for (size_t i = 0; i < N_KEYS; i++) {
 		const void *src = (const char *)c + keys[i].off;
-		json_t *v = keys[i].type == K_STR    ? path_json(src)
+		json_t *v = keys[i].type == K_STR    ? sid_json_path(src)
 			    : keys[i].type == K_INT  ? json_integer(*(const int *)src)
 			    : keys[i].type == K_SECS ? json_real(*(const double *)src)
 						     : json_boolean(*(const int *)src);

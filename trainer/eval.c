@@ -17,6 +17,7 @@
 
 #include "encode.h"
 #include "fsutil.h"
+#include "json.h"
 #include "progress.h"
 #include "stop.h"
 
@@ -998,23 +999,6 @@ fail:
 	return rc;
 }
 
-/* A path as JSON: as it is when it is UTF-8, else with each byte above 0x7f
- * as '?' (json_string refused it, and the "model" key was left out). */
-static json_t *path_json(const char *path)
-{
-	json_t *j = json_string(path);
-	char *copy;
-
-	if (j || !(copy = strdup(path)))
-		return j;
-	for (char *p = copy; *p; p++)
-		if ((unsigned char)*p > 0x7f)
-			*p = '?';
-	j = json_string(copy);
-	free(copy);
-	return j;
-}
-
 int tr_eval_files(const char *model_path, const char *items, const char *users, const char *train,
 		  const char *test, const char *test_cold, const char *cold_items,
 		  const struct tr_eval_progress *progress, struct sid_error *err)
@@ -1083,7 +1067,7 @@ int tr_eval_files(const char *model_path, const char *items, const char *users, 
 	rc = tr_eval_run(&in, &res, err);
 	if (rc < 0)
 		goto fail;
-	json_object_set_new(res, "model", path_json(model_path));
+	json_object_set_new(res, "model", sid_json_path(model_path));
 	char *s = json_dumps(res, JSON_INDENT(2) | JSON_REAL_PRECISION(6));
 	if (!s) {
 		rc = sid_error_set(err, SID_ENOMEM, "eval: out of memory");

@@ -92,6 +92,29 @@ START_TEST(test_json_dumps_as_jansson_but_reals)
 }
 END_TEST
 
+/* A file name that is not UTF-8 stays, its high bytes as '?' (json_string
+ * refuses it, and the key was dropped); a UTF-8 one is kept as it is. */
+START_TEST(test_path_kept_when_not_utf8)
+{
+	static const struct {
+		const char *in, *want;
+	} cases[] = {
+	    {"models/m.safetensors", "models/m.safetensors"},
+	    {"mod\xc3\xa8le/m", "mod\xc3\xa8le/m"},  /* UTF-8: as it is */
+	    {"caf\xe9/train.tsv", "caf?/train.tsv"}, /* Latin-1 */
+	    {"\xc3/x\xff\xfe", "?/x??"},	     /* a cut sequence, bytes never UTF-8 */
+	    {"", ""},
+	};
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		json_t *j = sid_json_path(cases[i].in);
+		ck_assert_ptr_nonnull(j);
+		ck_assert_str_eq(json_string_value(j), cases[i].want);
+		json_decref(j);
+	}
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("json");
@@ -99,6 +122,7 @@ int main(void)
 
 	tcase_add_test(tc, test_real_str_is_shortest);
 	tcase_add_test(tc, test_json_dumps_as_jansson_but_reals);
+	tcase_add_test(tc, test_path_kept_when_not_utf8);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }
