@@ -54,7 +54,8 @@ static const struct key keys[] = {
     {"progress_every", K_SECS, OFF(progress_every), 0,
      "without a terminal, a progress line every S seconds of an epoch [30]; 0 = every batch"},
     {"stop_after", K_INT, OFF(stop_after), 0,
-     "stop after N >= 1 epochs in all (checkpoint written, no publish; resume later)"},
+     "stop after N >= 1 epochs in all (checkpoint written, no publish; resume later); N at or "
+     "past epochs: the run ends and publishes as without it"},
     {"max_steps", K_INT, OFF(max_steps), 0,
      "benchmark: time N >= 1 steps of one epoch, then exit writing nothing"},
 };

@@ -1027,6 +1027,13 @@ class TrainerTest(unittest.TestCase):
         p = run(*args + ["--resume"])  # the same data still resumes
         self.assertEqual(p.returncode, 0, p.stderr)
         self.assertIn("resumed from %s.ckpt after epoch 2/3" % out, p.stderr)
+        self.assertTrue(os.path.exists(out))
+        # --stop-after at or past the epochs: the run ends and publishes, as --help says
+        os.unlink(out)
+        p = run(*args + ["--stop-after", "3"])
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertNotIn("(--stop-after)", p.stderr)
+        self.assertTrue(os.path.exists(out))
 
     def test_defaults_file_trains_as_the_defaults(self):
         """A training given --help's model defaults as its --config file is
