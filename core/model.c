@@ -711,11 +711,19 @@ static int model_head_check(int fd, const uint8_t *head, size_t n, uint64_t size
 
 int sid_model_load(const char *path, struct sid_model **out, struct sid_error *err)
 {
+	return sid_model_load_bytes(path, out, NULL, NULL, err);
+}
+
+int sid_model_load_bytes(const char *path, struct sid_model **out, uint8_t **bytes, size_t *nbytes,
+			 struct sid_error *err)
+{
 	uint8_t *buf = NULL;
 	size_t len = 0;
 	int rc;
 
-	if (!out)
+	if (bytes)
+		*bytes = NULL;
+	if (!out || (bytes && !nbytes))
 		return sid_error_set(err, SID_EINVAL, "model: no output");
 	*out = NULL;
 	if (!path)
@@ -727,8 +735,12 @@ int sid_model_load(const char *path, struct sid_model **out, struct sid_error *e
 	 * model's aligned block anyway.
 	 */
 	rc = sid_file_read_checked(path, SID_MODEL_FILE_MAX, model_head_check, &buf, &len, err);
-	if (!rc) {
+	if (!rc)
 		rc = model_build(buf, len, path, out, err);
+	if (!rc && bytes) {
+		*bytes = buf;
+		*nbytes = len;
+	} else {
 		free(buf);
 	}
 	if (rc && err)

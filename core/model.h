@@ -84,6 +84,14 @@ struct sid_model {
  */
 int sid_model_load(const char *path, struct sid_model **out, struct sid_error *err);
 
+/* As sid_model_load, and on success hands back the file's bytes the model
+ * was built from in *@bytes (malloc'ed, the caller frees) and *@nbytes, for
+ * a caller that reads more of the file (the trainer's eval, its decoders)
+ * and must read the same file the model came from, not the one a publish
+ * renamed over it since. */
+int sid_model_load_bytes(const char *path, struct sid_model **out, uint8_t **bytes, size_t *nbytes,
+			 struct sid_error *err);
+
 /* 0 when @v can be a model_version: at most SID_MODEL_VERSION_MAX bytes, no
  * control character, valid UTF-8 (JSON carries it); else SID_EINVAL saying
  * which.  The loader, the trainer and the registry all hold to it. */

@@ -2515,8 +2515,9 @@ class TrainerTest(unittest.TestCase):
         renamed into place) gave the codes of one model with the decoders
         of the next, or, their latent widths apart, "tensor
         item.decoder.0.weight: not an F32 layer chaining latent 8 -> input
-        24", exit 2.  Held between the reads (SEMID_TEST_EVAL_REREAD_DELAY_MS),
-        the file replaced there: the figures are all the new model's."""
+        24", exit 2.  It reads the file once: replaced once the model is
+        read (held there by SEMID_TEST_EVAL_LOADED_DELAY_MS), the figures are
+        all the model's that was read."""
         rdir = os.path.join(self.tmp, "eval-replaced")
         os.makedirs(rdir, exist_ok=True)
         a, b, model = (os.path.join(rdir, n) for n in ("a.st", "b.st", "m.st"))
@@ -2525,14 +2526,13 @@ class TrainerTest(unittest.TestCase):
                                              "--no-eval", "--model-version", "v" + latent])
             self.assertEqual(p.returncode, 0, p.stderr)
         ev = [str(x) for x in self.eval_args(model)]
-        shutil.copy(b, model)
+        shutil.copy(a, model)
         want = run(*ev)
         self.assertEqual(want.returncode, 0, want.stderr)
         want = json.loads(want.stdout)
-        shutil.copy(a, model)
         proc = subprocess.Popen(ev, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                env=dict(os.environ, SEMID_TEST_EVAL_REREAD_DELAY_MS="3000"))
-        deadline = time.time() + 30  # until it sleeps between the two reads
+                                env=dict(os.environ, SEMID_TEST_EVAL_LOADED_DELAY_MS="3000"))
+        deadline = time.time() + 30  # until it sleeps with the model read
 
         def sleeping():
             try:
@@ -2542,13 +2542,13 @@ class TrainerTest(unittest.TestCase):
                 return False
         while proc.poll() is None and time.time() < deadline and not sleeping():
             time.sleep(0.005)
-        self.assertIsNone(proc.poll(), "finished before it was seen between the reads")
+        self.assertIsNone(proc.poll(), "finished before it was seen with the model read")
         shutil.copy(b, model + ".new")
         os.rename(model + ".new", model)
         out, err = proc.communicate(timeout=60)
         self.assertEqual(proc.returncode, 0, err)
         got = json.loads(out)
-        self.assertEqual(got["model_version"], "v16")
+        self.assertEqual(got["model_version"], "v8")
         for tower in ("item", "user"):
             self.assertEqual(got[tower], want[tower], tower)
 
