@@ -326,11 +326,16 @@ $(DEMO)/.epochs: FORCE
 .PHONY: FORCE
 FORCE:
 
+# The evaluation goes to eval.json.new, renamed over eval.json once the model
+# is published: `> eval.json` emptied the evaluation of the model still
+# served when a retraining (another DEMO_EPOCHS) was stopped or failed.
 $(DEMO)/model.safetensors: $(DEMO_DATA)/train.tsv $(DEMO)/.epochs
 	$(BIN)/semid-train --items $(DEMO_DATA)/items.npy --users $(DEMO_DATA)/users.npy \
 		--train $(DEMO_DATA)/train.tsv --test $(DEMO_DATA)/test.tsv \
 		--test-cold $(DEMO_DATA)/cold_test.tsv --cold-items $(DEMO_DATA)/cold_items.txt \
-		--epochs $(DEMO_EPOCHS) --out $@ > $(DEMO)/eval.json
+		--epochs $(DEMO_EPOCHS) --out $@ > $(DEMO)/eval.json.new \
+		|| { s=$$?; rm -f $(DEMO)/eval.json.new; exit $$s; }
+	@mv -f $(DEMO)/eval.json.new $(DEMO)/eval.json
 	@echo "semid: trained $@ (evaluation in $(DEMO)/eval.json)"
 
 # Per-directory fragments (bench/*.mk, server/module.mk, ...) add targets.

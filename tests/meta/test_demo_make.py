@@ -21,6 +21,19 @@ echo "$*" >> "$(dirname "$0")/calls"
 while [ $# -gt 0 ]; do [ "$1" = --out ] && echo model > "$2"; shift; done
 """
 
+# prints its evaluation as semid-train does, on stdout; with --epochs 5 it
+# is stopped (as by Ctrl-C: exit 130) before it publishes, half a line out
+FAKE_TRAIN_EVAL = """#!/bin/sh
+epochs= out=
+while [ $# -gt 0 ]; do
+    case "$1" in --epochs) epochs=$2 ;; --out) out=$2 ;; esac
+    shift
+done
+if [ "$epochs" = 5 ]; then printf '{"epo'; exit 130; fi
+echo model > "$out"
+echo '{"epochs": '"$epochs"'}'
+"""
+
 
 class DemoModelTest(unittest.TestCase):
     def test_epochs_retrain(self):
@@ -54,6 +67,47 @@ class DemoModelTest(unittest.TestCase):
             got = calls(3)
             self.assertEqual(len(got), 2)
             self.assertIn("--epochs 3", got[-1])
+
+    def test_stopped_retraining_keeps_the_evaluation(self):
+        # `> demo/eval.json` emptied the evaluation of the model still served
+        # when a retraining was stopped (Ctrl-C) or failed: it is written
+        # beside it and renamed over it only once the model is published
+        with tempfile.TemporaryDirectory(prefix="semid-demo-make-") as d:
+            bin_dir, demo = os.path.join(d, "bin"), os.path.join(d, "demo")
+            os.makedirs(bin_dir)
+            os.makedirs(os.path.join(demo, "data"))
+            with open(os.path.join(demo, "data", "train.tsv"), "w") as f:
+                f.write("0\t0\n")
+            train = os.path.join(bin_dir, "semid-train")
+            with open(train, "w") as f:
+                f.write(FAKE_TRAIN_EVAL)
+            os.chmod(train, 0o755)
+            env = {k: v for k, v in os.environ.items()
+                   if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+
+            def demo_model(epochs):
+                return subprocess.run(["make", "-C", ROOT, "--no-print-directory", "demo-model",
+                                       "BIN=" + bin_dir, "DEMO=" + demo,
+                                       "DEMO_EPOCHS=%d" % epochs],
+                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      text=True, timeout=60)
+
+            def evaluation():
+                with open(os.path.join(demo, "eval.json")) as f:
+                    return f.read()
+
+            p = demo_model(3)
+            self.assertEqual(p.returncode, 0, p.stdout)
+            self.assertEqual(evaluation(), '{"epochs": 3}\n')
+            p = demo_model(5)
+            self.assertNotEqual(p.returncode, 0, p.stdout)
+            self.assertIn("Error 130", p.stdout)
+            self.assertEqual(evaluation(), '{"epochs": 3}\n')
+            self.assertEqual(sorted(os.listdir(demo)),
+                             [".epochs", "data", "eval.json", "model.safetensors"])
+            p = demo_model(4)
+            self.assertEqual(p.returncode, 0, p.stdout)
+            self.assertEqual(evaluation(), '{"epochs": 4}\n')
 
 
 if __name__ == "__main__":
