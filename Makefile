@@ -326,6 +326,12 @@ $(DEMO)/.epochs: FORCE
 .PHONY: FORCE
 FORCE:
 
+# semid-train and its gen rename their files into place whole, so a Ctrl-C
+# never leaves half of one: make must not delete them when a signal stops
+# the recipe once they changed (it deleted the model just published, and
+# with it the one replaced).
+.PRECIOUS: $(DEMO)/model.safetensors $(DEMO_DATA)/train.tsv
+
 # The evaluation goes to eval.json.new, renamed over eval.json once the model
 # is published: `> eval.json` emptied the evaluation of the model still
 # served when a retraining (another DEMO_EPOCHS) was stopped or failed.

@@ -8,8 +8,10 @@ records each call, so the test trains nothing.
 Run by `make test`; standalone: /usr/bin/python3 tests/meta/test_demo_make.py
 """
 import os
+import signal
 import subprocess
 import tempfile
+import time
 import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -32,6 +34,15 @@ done
 if [ "$epochs" = 5 ]; then printf '{"epo'; exit 130; fi
 echo model > "$out"
 echo '{"epochs": '"$epochs"'}'
+"""
+
+# publishes the model and is then stopped by Ctrl-C while it ends (a
+# signal's default action: the model is out, as semid-train renames it in)
+FAKE_TRAIN_PUBLISH_THEN_STOPPED = """#!/bin/sh
+while [ $# -gt 0 ]; do [ "$1" = --out ] && out=$2; shift; done
+echo model > "$out.tmp" && mv "$out.tmp" "$out"
+touch "$(dirname "$0")/published"
+exec sleep 60
 """
 
 
@@ -108,6 +119,45 @@ class DemoModelTest(unittest.TestCase):
             p = demo_model(4)
             self.assertEqual(p.returncode, 0, p.stdout)
             self.assertEqual(evaluation(), '{"epochs": 4}\n')
+
+    def test_ctrl_c_after_the_publish_keeps_the_model(self):
+        # make deletes a target whose recipe a signal stops once the file
+        # changed; the model (and gen's data) are renamed into place whole,
+        # so a Ctrl-C just after the publish lost the model just published
+        # (and the one it replaced)
+        with tempfile.TemporaryDirectory(prefix="semid-demo-make-") as d:
+            bin_dir, demo = os.path.join(d, "bin"), os.path.join(d, "demo")
+            os.makedirs(bin_dir)
+            os.makedirs(os.path.join(demo, "data"))
+            with open(os.path.join(demo, "data", "train.tsv"), "w") as f:
+                f.write("0\t0\n")
+            train = os.path.join(bin_dir, "semid-train")
+            with open(train, "w") as f:
+                f.write(FAKE_TRAIN_PUBLISH_THEN_STOPPED)
+            os.chmod(train, 0o755)
+            env = {k: v for k, v in os.environ.items()
+                   if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+            p = subprocess.Popen(["make", "-C", ROOT, "--no-print-directory", "demo-model",
+                                  "BIN=" + bin_dir, "DEMO=" + demo, "DEMO_EPOCHS=2"],
+                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                 text=True, start_new_session=True,
+                                 preexec_fn=lambda: signal.signal(signal.SIGINT,
+                                                                  signal.SIG_DFL))
+            try:
+                deadline = time.monotonic() + 30
+                while not os.path.exists(os.path.join(bin_dir, "published")):
+                    self.assertLess(time.monotonic(), deadline, "the stand-in never published")
+                    self.assertIsNone(p.poll())
+                    time.sleep(0.05)
+                os.killpg(p.pid, signal.SIGINT)  # Ctrl-C: the terminal's whole group
+                out, _ = p.communicate(timeout=30)
+            finally:
+                if p.poll() is None:
+                    os.killpg(p.pid, signal.SIGKILL)
+                    p.wait()
+            self.assertNotEqual(p.returncode, 0, out)
+            path = os.path.join(demo, "model.safetensors")
+            self.assertTrue(os.path.exists(path), "make deleted the published model:\n" + out)
 
 
 if __name__ == "__main__":
