@@ -312,7 +312,12 @@ run:
 .PHONY: demo-model
 demo-model: $(DEMO)/model.safetensors
 
-$(DEMO_DATA)/train.tsv:
+# semid-train, built first when it is missing (`make demo-model` on a fresh
+# clone ran a bin/semid-train that was not there); one built is used as it
+# is (not a prerequisite: every rebuild of it would train the model again).
+DEMO_TRAINER := $(if $(wildcard $(BIN)/semid-train),,$(BIN)/semid-train)
+
+$(DEMO_DATA)/train.tsv: | $(DEMO_TRAINER)
 	@mkdir -p $(DEMO_DATA)
 	$(BIN)/semid-train gen --out $(DEMO_DATA) --items 2000 --users 1500 --interactions 40000 \
 		--dim 64 --seed 7
@@ -335,7 +340,7 @@ FORCE:
 # The evaluation goes to eval.json.new, renamed over eval.json once the model
 # is published: `> eval.json` emptied the evaluation of the model still
 # served when a retraining (another DEMO_EPOCHS) was stopped or failed.
-$(DEMO)/model.safetensors: $(DEMO_DATA)/train.tsv $(DEMO)/.epochs
+$(DEMO)/model.safetensors: $(DEMO_DATA)/train.tsv $(DEMO)/.epochs | $(DEMO_TRAINER)
 	$(BIN)/semid-train --items $(DEMO_DATA)/items.npy --users $(DEMO_DATA)/users.npy \
 		--train $(DEMO_DATA)/train.tsv --test $(DEMO_DATA)/test.tsv \
 		--test-cold $(DEMO_DATA)/cold_test.tsv --cold-items $(DEMO_DATA)/cold_items.txt \

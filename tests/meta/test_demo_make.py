@@ -159,6 +159,29 @@ class DemoModelTest(unittest.TestCase):
             path = os.path.join(demo, "model.safetensors")
             self.assertTrue(os.path.exists(path), "make deleted the published model:\n" + out)
 
+    def test_demo_model_builds_a_missing_trainer(self):
+        # `make demo-model` (make help: "only train the demo model") on a
+        # fresh clone ran a semid-train that was not built: exit 127.  A dry
+        # run (make -n) shows it linked before the generator runs, and builds
+        # nothing.
+        with tempfile.TemporaryDirectory(prefix="semid-demo-make-") as d:
+            bin_dir, demo, out = (os.path.join(d, x) for x in ("bin", "demo", "o"))
+            env = {k: v for k, v in os.environ.items()
+                   if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+            p = subprocess.run(["make", "-C", ROOT, "-n", "--no-print-directory", "demo-model",
+                                "BIN=" + bin_dir, "DEMO=" + demo, "O=" + out],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, timeout=120)
+            self.assertEqual(p.returncode, 0, p.stdout)
+            lines = p.stdout.splitlines()
+            train = os.path.join(bin_dir, "semid-train")
+            link = [i for i, ln in enumerate(lines) if ("-o %s " % train) in ln]
+            gen = [i for i, ln in enumerate(lines) if ln.startswith(train + " gen ")]
+            self.assertTrue(link, "semid-train is not built:\n" + p.stdout)
+            self.assertTrue(gen, p.stdout)
+            self.assertLess(link[0], gen[0])
+            self.assertFalse(os.path.exists(bin_dir))
+
 
 if __name__ == "__main__":
     unittest.main()
