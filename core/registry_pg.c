@@ -1606,6 +1606,31 @@ struct group {
 	int *res;     /* (nq) its result inside the transaction */
 };
 
+/*
+ * Run again after a COMMIT whose answer was lost (s->maybe_committed): an id
+ * that several calls of the group hold is found stored with the group's
+ * codes, model and time by each of them (created_here), but only the first
+ * of them stored it, the later ones finding it stored.  So call @i's id
+ * that an earlier call of the group holds, one that went through, is not
+ * created by call @i (that earlier call held it stored, or stored it).
+ */
+static void created_once(struct group *g, size_t i)
+{
+	struct assign_ctx *c = &g->c[i];
+
+	for (size_t r = 0; r < c->n; r++)
+		for (size_t k = 0; k < i && c->out[r].created; k++) {
+			const struct assign_ctx *o = &g->c[k];
+			if (g->pending[k] != 1 || g->res[k] || o->kind != c->kind)
+				continue;
+			for (size_t m = 0; m < o->n; m++)
+				if (!strcmp(o->items[m].id, c->items[r].id)) {
+					c->out[r].created = 0;
+					break;
+				}
+		}
+}
+
 /* The write transaction of a group: all locks at once, then each call
  * under a savepoint so a call's own SID_EINVAL (or SID_EDATA: a stored row
  * of its ids that cannot be read) undoes only that call. */
@@ -1643,6 +1668,8 @@ static int group_body(struct pg *s, void *p, struct sid_error *err)
 		} else if (g->res[i]) {
 			rc = g->res[i];
 			*err = g->q[i]->err;
+		} else if (s->maybe_committed) {
+			created_once(g, i);
 		}
 	}
 	return rc;

@@ -6270,6 +6270,49 @@ START_TEST(t_pg_create_answer_lost)
 }
 END_TEST
 
+/* Two calls committed together (two requests of one group in the server),
+ * both holding a new id, whose COMMIT went through while its answer was
+ * lost: run again, each call found the id stored with this group's codes,
+ * model and time, and both said created, though only the first stored it
+ * (the second found it stored, as its first run had said). */
+START_TEST(t_pg_create_answer_lost_group)
+{
+	struct sid_registry *r;
+	struct sid_reg_entry out0[1], out1[2], e;
+	int32_t c[3] = {3, 3, 3};
+	struct sid_reg_item a[1] = {{"fresh", c, NULL}};
+	struct sid_reg_item b[2] = {{"fresh", c, NULL}, {"other", c, NULL}};
+	struct sid_reg_call calls[2] = {{.kind = SID_TOWER_ITEM,
+					 .items = a,
+					 .n = 1,
+					 .L = 3,
+					 .model_version = "v2",
+					 .out = out0},
+					{.kind = SID_TOWER_ITEM,
+					 .items = b,
+					 .n = 2,
+					 .L = 3,
+					 .model_version = "v2",
+					 .out = out1}};
+	struct lossy x;
+	int rc;
+
+	NEED_STORE();
+	if (!(r = lossy_open(&x, "seed", &e)))
+		CHECK_SKIP("the test server is not on TCP at 127.0.0.1");
+	rc = sid_registry_assign_calls(r, calls, 2);
+	ck_assert_msg(rc == 0, "%s / %s", calls[0].err.msg, calls[1].err.msg);
+	sid_registry_close(r);
+	lossy_stop(&x);
+	ck_assert_int_eq(out0[0].created, 1);
+	ck_assert_int_eq(out1[0].created, 0);
+	ck_assert_int_eq(out1[1].created, 1);
+	ck_assert_int_eq(out0[0].suffix, 0);
+	ck_assert_int_eq(out1[0].suffix, 0);
+	ck_assert_int_eq(out1[1].suffix, 1);
+}
+END_TEST
+
 /* ---- delete ---- */
 
 /* One number from the store itself, as another client (@sqlite_sql on
@@ -7575,6 +7618,7 @@ static Suite *registry_suite(void)
 	tcase_add_test(tc, t_pg_lost_race_fails);
 	tcase_add_test(tc, t_pg_reassign_answer_lost);
 	tcase_add_test(tc, t_pg_create_answer_lost);
+	tcase_add_test(tc, t_pg_create_answer_lost_group);
 	tcase_add_test(tc, t_pg_schema_unreadable);
 	tcase_add_test(tc, t_pg_backup_refused);
 	tcase_add_test(tc, t_pg_encoding);
