@@ -589,23 +589,23 @@ static int assign_known_only(struct sid_registry *r, struct sid_reg_call *c)
 		return sid_error_set(&c->err, SID_EUNAVAIL,
 				     "registry %s: opened read-only, and reassign writes",
 				     r->label);
+	size_t i = 0;
+	int rc;
+
+	if (!c->n)
+		return 0;
 	call_begin(r);
-	for (size_t i = 0; i < c->n; i++) {
-		int rc = r->ops->get(r, c->kind, c->items[i].id, &c->out[i], &c->err);
-		if (rc == SID_ENOTFOUND)
-			rc = sid_error_set_at(&c->err, SID_EUNAVAIL, (long)i,
-					      "registry %s: opened read-only, and input %zu (id "
-					      "%.*s) is not assigned yet",
-					      r->label, i, utf8_cut(c->items[i].id, 64),
-					      c->items[i].id);
-		if (rc) {
-			call_end(r);
-			return rc;
-		}
-		c->out[i].created = c->out[i].moved = 0;
-	}
+	/* from one state of the store, as a writer's read of known ids is */
+	rc = r->ops->get_many(r, c->kind, c->items, c->n, c->out, &i, &c->err);
 	call_end(r);
-	return 0;
+	if (rc == SID_ENOTFOUND)
+		return sid_error_set_at(&c->err, SID_EUNAVAIL, (long)i,
+					"registry %s: opened read-only, and input %zu (id "
+					"%.*s) is not assigned yet",
+					r->label, i, utf8_cut(c->items[i].id, 64), c->items[i].id);
+	for (i = 0; !rc && i < c->n; i++)
+		c->out[i].created = c->out[i].moved = 0;
+	return rc;
 }
 
 int sid_registry_assign_calls(struct sid_registry *r, struct sid_reg_call *calls, size_t n)

@@ -645,6 +645,14 @@ struct sid__reg_ops {
 		   struct sid_error *err);
 	int (*get_sid)(struct sid_registry *r, int kind, const int32_t *codes, int L,
 		       int64_t suffix, struct sid_reg_entry *out, struct sid_error *err);
+	/* the stored entries of @n validated ids, all read from one state of
+	 * the store (a read-only handle's assign of known ids: read one at a
+	 * time, a commit in between could give two of them one sid): 0 when
+	 * every one is stored, SID_ENOTFOUND with *missing the first that is
+	 * not (err not set), or an error */
+	int (*get_many)(struct sid_registry *r, int kind, const struct sid_reg_item *items,
+			size_t n, struct sid_reg_entry *out, size_t *missing,
+			struct sid_error *err);
 	/* entries with codes in [lo, hi) (byte strings) and (codes, suffix) >
 	 * (after, after_suffix), at most @limit */
 	int (*list)(struct sid_registry *r, int kind, const uint8_t *lo, size_t lo_len,

@@ -1789,6 +1789,34 @@ static int pg_get_sid(struct sid_registry *r, int kind, const int32_t *codes, in
 	return rc;
 }
 
+static int pg_get_many(struct sid_registry *r, int kind, const struct sid_reg_item *items, size_t n,
+		       struct sid_reg_entry *out, size_t *missing, struct sid_error *err)
+{
+	/* assign_known's read: one statement, so one snapshot */
+	struct assign_ctx c = {.kind = kind, .items = items, .n = n, .out = out};
+	int rc;
+
+	c.order = malloc((n ? n : 1) * sizeof(*c.order));
+	c.prev = malloc((n ? n : 1) * sizeof(*c.prev));
+	c.known = malloc((n ? n : 1) * sizeof(*c.known));
+	if (!c.order || !c.prev || !c.known)
+		rc = sid_error_set(err, SID_ENOMEM, "registry: out of memory");
+	else {
+		batch_index(&c);
+		rc = with_retries((struct pg *)r, 0, assign_known, &c, err);
+	}
+	if (rc == NOT_ALL) {
+		*missing = 0;
+		while (*missing < n && (c.prev[*missing] >= 0 || c.known[*missing]))
+			++*missing;
+		rc = SID_ENOTFOUND;
+	}
+	free(c.order);
+	free(c.prev);
+	free(c.known);
+	return rc;
+}
+
 struct list_ctx {
 	int kind;
 	const uint8_t *lo, *hi, *after;
@@ -2324,6 +2352,7 @@ static const struct sid__reg_ops pg_ops = {
     .close = pg_close,
     .assign = pg_assign,
     .get = pg_get,
+    .get_many = pg_get_many,
     .get_sid = pg_get_sid,
     .list = pg_list,
     .levels = pg_levels,

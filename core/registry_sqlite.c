@@ -1576,6 +1576,39 @@ static int sq_get_sid(struct sid_registry *r, int kind, const int32_t *codes, in
 	return rc < 0 ? rc : 0;
 }
 
+static int sq_get_many(struct sid_registry *r, int kind, const struct sid_reg_item *items, size_t n,
+		       struct sid_reg_entry *out, size_t *missing, struct sid_error *err)
+{
+	struct sq *s = (struct sq *)r;
+	int rc = file_check(s, err);
+
+	if (rc)
+		return rc;
+	/* one read transaction: one snapshot for all of them */
+	if ((rc = exec(s, "BEGIN", err, "begin")))
+		return rc;
+	for (size_t i = 0; i < n; i++) {
+		rc = get_row(s, kind, items[i].id, &out[i], NULL, err);
+		if (rc == 0) {
+			*missing = i;
+			rc = SID_ENOTFOUND;
+		}
+		if (rc != 1)
+			break;
+		rc = 0;
+	}
+	{
+		int crc = exec(s, "COMMIT", rc ? NULL : err, "end the read");
+		if (crc && !rc)
+			rc = crc;
+	}
+	if (!sqlite3_get_autocommit(s->db))
+		rollback(s);
+	if (guard_check(s, err))
+		return SID_EUNAVAIL;
+	return rc;
+}
+
 static int sq_list(struct sid_registry *r, int kind, const uint8_t *lo, size_t lo_len,
 		   const uint8_t *hi, size_t hi_len, const uint8_t *after, size_t after_len,
 		   int64_t after_suffix, size_t limit, struct sid_reg_entry *out, size_t *n_out,
@@ -2163,6 +2196,7 @@ static const struct sid__reg_ops sq_ops = {
     .close = sq_close,
     .assign = sq_assign,
     .get = sq_get,
+    .get_many = sq_get_many,
     .get_sid = sq_get_sid,
     .list = sq_list,
     .levels = sq_levels,
