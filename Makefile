@@ -186,9 +186,10 @@ VERSION := $(shell sed -n 's/^\#define SID_VERSION[[:space:]]*"\([^"]*\)".*/\1/p
 # The documents keep the repository's layout under share/doc/semid, so that
 # their links to one another resolve there too (api.md's ../config/README.md,
 # which `semid-server --help` names for the keys), with the example config
-# and the deploy files deploy/README.md explains.
+# and the deploy files deploy/README.md explains (its docker-smoke.sh too,
+# executable, as the README runs it there).
 DOC_FILES := README.md $(wildcard config/* proto/*.md) proto/openapi.json deploy/README.md \
-	$(wildcard deploy/*/*)
+	deploy/docker-smoke.sh $(wildcard deploy/*/*)
 INSTALL_DIRS := bin lib/pkgconfig include/semid share/doc/semid \
 	$(addprefix share/doc/semid/,$(sort $(filter-out ./,$(dir $(DOC_FILES)))))
 install: all $(LIBSEMID)
@@ -197,7 +198,8 @@ install: all $(LIBSEMID)
 	install -m 644 $(LIBSEMID) $(DESTDIR)$(PREFIX)/lib/
 	install -m 644 $(wildcard core/*.h) $(DESTDIR)$(PREFIX)/include/semid/
 	for f in $(DOC_FILES); do \
-		install -m 644 $$f $(DESTDIR)$(PREFIX)/share/doc/semid/$$f || exit 1; \
+		case $$f in *.sh) m=755;; *) m=644;; esac; \
+		install -m $$m $$f $(DESTDIR)$(PREFIX)/share/doc/semid/$$f || exit 1; \
 	done
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@VERSION@|$(VERSION)|' core/semid.pc.in \
 		> $(DESTDIR)$(PREFIX)/lib/pkgconfig/semid.pc

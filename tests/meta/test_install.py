@@ -55,6 +55,9 @@ class Install(unittest.TestCase):
                       "share/doc/semid/config/semid-server.json",
                       "share/doc/semid/deploy/systemd/semid-server.service"):
                 self.assertTrue(os.path.isfile(os.path.join(root, f)), f)
+            # deploy/README.md runs ./docker-smoke.sh where it is installed
+            self.assertTrue(os.access(os.path.join(root, "share/doc/semid/deploy/docker-smoke.sh"),
+                                      os.X_OK))
             # the documents in the repository's layout: a link from one to
             # another resolves there as here (the docs were installed flat,
             # without config/README.md, which semid-server --help names)
