@@ -284,6 +284,23 @@ static void checker_note_result(struct checker *ck, int ok)
 		checker_kick(ck);
 }
 
+/* The load that began at checker_note_load found no file at the path (loop
+ * thread; does not wait): it tried none, so the next file there is news,
+ * even one that stat found then (removed and put back before the open), but
+ * a report made since stands.  Look again at once: one may be there. */
+static void checker_note_gone(struct checker *ck)
+{
+	if (!ck)
+		return;
+	pthread_mutex_lock(&ck->mu);
+	if (same_file(ck->fired_has, &ck->fired, ck->seen_has, &ck->seen))
+		ck->fired_has = 0;
+	ck->seen_has = 0;
+	ck->seen_failed = 0;
+	pthread_mutex_unlock(&ck->mu);
+	checker_kick(ck);
+}
+
 /* Has a load begun with the file last reported since it was reported (loop
  * thread; does not wait)?  Then the report is stale. */
 static int checker_reported_is_loading(struct checker *ck)
@@ -678,6 +695,21 @@ static void on_done(uv_async_t *h)
 	err = r->result_err;
 	r->result = NULL;
 	pthread_mutex_unlock(&r->mu);
+	/* The watcher's reload (or a retry of one) of a path that names no file
+	 * by now (a file published, then removed before the debounce ran out)
+	 * is no failed reload: it was counted as one, and the last reload
+	 * gauge stayed 0 (SemidModelReloadFailing) beside the checker's warn
+	 * that the loaded model keeps serving.  Nothing is recorded; the next
+	 * file there is loaded. */
+	if (!m && err.code == SID_ENOTFOUND && !r->cur_waiters &&
+	    (!strcmp(r->cur_trigger, "watch") || !strcmp(r->cur_trigger, "retry"))) {
+		srv_log(SRV_LOG_DEBUG, "watch",
+			"%s names no file now: no reload tried; the loaded model keeps serving",
+			r->load_path);
+		checker_note_gone(r->ck);
+		retry_after(r, 0, NULL);
+		goto folded;
+	}
 	for (w = r->cur_waiters; w; w = next) {
 		next = w->next;
 		w->ok = m != NULL;
@@ -695,6 +727,7 @@ static void on_done(uv_async_t *h)
 		w->done(w);
 	}
 	r->cur_waiters = NULL;
+folded:
 	if (r->again || r->next_waiters) {
 		r->again = 0;
 		start(r, r->next_waiters ? "admin" : r->again_trigger);

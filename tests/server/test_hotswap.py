@@ -10,6 +10,7 @@ Run: SEMID_BIN=/path/to/bin /usr/bin/python3 tests/server/test_hotswap.py
 import hashlib
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
@@ -153,6 +154,46 @@ class TestHotSwap(unittest.TestCase):
         self.assertGreaterEqual(ok, 6)
         print("\n  %d requests in %.1f s over %d reloads (%d rejected files)"
               % (stats["ok"], elapsed, ok + err, err), file=sys.stderr)
+
+    def test_publish_withdrawn_within_the_debounce_is_no_failed_reload(self):
+        """A file published and then taken away again before the debounce ran
+        out (moved aside, removed) was loaded anyway: the load found no file
+        and counted a failed reload, with semid_model_last_reload_successful
+        0 (the SemidModelReloadFailing alert) and an error line just after
+        the watcher's warn that the loaded model keeps serving.  A path that
+        names no file is no failed reload (proto/api.md); the file put back
+        is then loaded."""
+        rng = np.random.default_rng(5)
+        path = os.path.join(self.work, "model.safetensors")
+        T.write_model(path, {"item": T.tie_free_tower(rng)}, "first")
+        srv = T.Server(["--model", path, "--registry", "none", "--reload-debounce-ms", "1000",
+                        "--log-level", "debug"], self.work)
+        try:
+            T.write_model(path, {"item": T.tie_free_tower(rng)}, "withdrawn")
+            srv.wait_log("now names another file", why="the publish reported")
+            aside = path + ".aside"
+            os.rename(path, aside)
+            srv.wait_log("names no file now; the loaded model keeps serving", why="the warn")
+            deadline = time.monotonic() + 10
+            while not re.search(r"no reload tried|event=reload trigger=watch", srv.log_text()):
+                self.assertLess(time.monotonic(), deadline, srv.log_text()[-2000:])
+                time.sleep(0.02)
+            self.assertNotIn("trigger=watch result=error", srv.log_text())
+            m = srv.metrics()
+            self.assertEqual(m['semid_model_reloads_total{result="error"}'], 0)
+            self.assertEqual(m["semid_model_last_reload_successful"], 1)
+            st, _, info = srv.json("GET", "/v1/model")
+            self.assertEqual((st, info["version"], info["last_reload"]["trigger"]),
+                             (200, "first", "startup"), info)
+            # the same file put back was never loaded: it is now
+            os.rename(aside, path)
+            srv.wait_log("trigger=watch result=success model_version=withdrawn")
+            st, _, body = srv.json("GET", "/readyz")
+            self.assertEqual((st, body["model_version"]), (200, "withdrawn"))
+            m = srv.metrics()
+            self.assertEqual(m['semid_model_reloads_total{result="error"}'], 0)
+        finally:
+            self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
 
 
 if __name__ == "__main__":
