@@ -587,19 +587,26 @@ static void *reload_thread(void *arg)
 	return NULL;
 }
 
-/* Answer the admin reloads on *@list that no reload will serve. */
-static void waiters_fail(struct srv_reload_waiter **list, const char *why)
+/* Answer the admin reloads on *@list: a reload of theirs failed with @why,
+ * or (@not_tried) none will serve them. */
+static void waiters_answer(struct srv_reload_waiter **list, int not_tried, const char *why)
 {
 	struct srv_reload_waiter *w, *next;
 
 	for (w = *list; w; w = next) {
 		next = w->next;
 		w->ok = 0;
-		w->not_tried = 1;
+		w->not_tried = not_tried;
 		snprintf(w->error, sizeof(w->error), "%s", why);
 		w->done(w);
 	}
 	*list = NULL;
+}
+
+/* Answer the admin reloads on *@list that no reload will serve. */
+static void waiters_fail(struct srv_reload_waiter **list, const char *why)
+{
+	waiters_answer(list, 1, why);
 }
 
 /*
@@ -662,7 +669,10 @@ static void start(struct srv_reload *r, const char *trigger)
 		pthread_mutex_unlock(&r->mu);
 		r->running = 0;
 		finish(r, trigger, NULL, why, 0);
-		waiters_fail(&r->cur_waiters, why);
+		/* a reload tried and failed, as last_reload and the error count
+		 * say: 422, as for a load short of descriptors; the 503 "no
+		 * reload was tried" of a shutdown said otherwise */
+		waiters_answer(&r->cur_waiters, 0, why);
 		retry_after(r, 1, why);
 	}
 }

@@ -11,6 +11,7 @@ import hashlib
 import os
 import random
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -193,6 +194,55 @@ class TestHotSwap(unittest.TestCase):
             m = srv.metrics()
             self.assertEqual(m['semid_model_reloads_total{result="error"}'], 0)
         finally:
+            self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
+
+    def test_admin_reload_without_a_thread_is_a_failed_reload(self):
+        """An admin reload whose thread could not start (a limit on threads
+        reached) was answered 503 "no reload was tried", with Retry-After,
+        while the server logged and counted it as a failed reload and
+        GET /v1/model's last_reload showed it so.  It is a reload that
+        failed: 422 reload_failed with the reason, as for a load short of
+        descriptors; 503 is for a server shutting down (proto/api.md).
+        (RLIMIT_NPROC binds only a user other than root.)"""
+        if os.geteuid() != 0:
+            self.skipTest("needs root to run the server as another user")
+        os.chmod(self.work, 0o755)
+        path = os.path.join(self.work, "model.safetensors")
+        T.write_model(path, {"item": T.tie_free_tower(np.random.default_rng(6))}, "first")
+        os.chmod(path, 0o644)
+        uid, limit, token = 64989, 12, "tok-0123456789abcdef"
+        srv = T.Server(["--model", path, "--registry", "none", "--workers", "1",
+                        "--watch=false"], self.work, program=T.as_nobody(T.SERVER)["program"],
+                       env={"SEMID_ADMIN_TOKEN": token}, user=uid, group=uid,
+                       preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NPROC,
+                                                             (limit, limit)))
+        fill = []
+        try:
+            # the user's tasks up to the limit: the server's threads and
+            # processes of the same uid (RLIMIT_NPROC counts them all)
+            n = len(os.listdir("/proc/%d/task" % srv.proc.pid))
+            fill = [subprocess.Popen(["sleep", "60"], user=uid, group=uid)
+                    for _ in range(limit - n)]
+            st, h, body = srv.json("POST", "/v1/admin/reload",
+                                   headers={"Authorization": "Bearer " + token})
+            self.assertEqual((st, body["error"]["code"]), (422, "reload_failed"), body)
+            self.assertEqual(body["error"]["message"],
+                             "could not start the reload thread: Resource temporarily "
+                             "unavailable (the previous model keeps serving)")
+            self.assertNotIn("retry-after", h)
+            st, _, info = srv.json("GET", "/v1/model")
+            self.assertEqual((info["last_reload"]["trigger"], info["last_reload"]["result"]),
+                             ("admin", "error"), info)
+            for f in fill:
+                f.kill()
+                f.wait()
+            # tried again once a thread can start (proto/api.md)
+            srv.wait_log("trigger=retry result=success model_version=first")
+        finally:
+            for f in fill:
+                if f.poll() is None:
+                    f.kill()
+                    f.wait()
             self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
 
 
