@@ -1043,6 +1043,11 @@ int srv_reload_new(uv_loop_t *loop, const struct srv_config *cfg, struct srv_met
 			checker_kick(r->ck);
 		}
 	}
+	/* allow_empty: a start-up load short of memory or descriptors is
+	 * tried again as a reload's is; the file, maybe fine, was never
+	 * tried again until it changed, and nothing was served meanwhile */
+	if (!m && lerr.code == SID_ENOMEM)
+		retry_after(r, 1, lerr.msg);
 	*out = r;
 	return 0;
 }
