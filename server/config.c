@@ -361,18 +361,27 @@ int srv_config_set(struct srv_config *c, const char *key, const char *value, con
 	return key_set(c, k, value, source, source, err);
 }
 
-const char *srv_config_file_changed(const struct srv_config *c)
+const char *srv_config_files_changed(const struct srv_config_file *files, int n)
 {
+	/* tests: a stat as slow as on a hung NFS, as the model watch's */
+	long delay_ms = sid_env_test_ms(getenv("SEMID_TEST_STAT_DELAY_MS"));
 	struct stat st;
 
-	for (int i = 0; i < c->n_files; i++) {
-		const struct srv_config_file *f = &c->files[i];
+	for (int i = 0; i < n; i++) {
+		const struct srv_config_file *f = &files[i];
+		if (delay_ms > 0)
+			usleep((useconds_t)delay_ms * 1000);
 		if (stat(f->path, &st) != 0 || st.st_dev != f->dev || st.st_ino != f->ino ||
 		    st.st_size != f->size || st.st_mtim.tv_sec != f->mtime.tv_sec ||
 		    st.st_mtim.tv_nsec != f->mtime.tv_nsec)
 			return f->path;
 	}
 	return NULL;
+}
+
+const char *srv_config_file_changed(const struct srv_config *c)
+{
+	return srv_config_files_changed(c->files, c->n_files);
 }
 
 const char *srv_config_source(const struct srv_config *c, const char *key)

@@ -103,6 +103,8 @@ const char *srv_config_source(const struct srv_config *c, const char *key);
  * another size or mtime, than when it was read (or cannot be looked at),
  * else NULL: the server reads it once, and a SIGHUP reloads the model only. */
 const char *srv_config_file_changed(const struct srv_config *c);
+/* The same, of @n files as srv_config.files holds them (a copy of it). */
+const char *srv_config_files_changed(const struct srv_config_file *files, int n);
 
 /* Where key @key's value can be read by other users of the host: 1 when a
  * flag set it (the process list, /proc/PID/cmdline, shows it to all), 2

@@ -38,6 +38,7 @@ struct srv_reload {
 	struct srv_reload_waiter *cur_waiters;	/* for the running one */
 	int running, again;
 	int moved_pending; /* the checker reported a file while a reload ran */
+	int hup_pending;   /* a SIGHUP came: the next reload looks at the config files */
 	char again_trigger[16];
 	char cur_trigger[16];
 	pthread_t thread;
@@ -46,6 +47,11 @@ struct srv_reload {
 	 * be opening the file after srv_reload_free, once the caller may have
 	 * let go of cfg (main's is static, but srv_reload_new does not ask it) */
 	char load_path[SRV_PATH_MAX];
+	/* the thread's: look whether the --config files changed (a SIGHUP's
+	 * reload), in a copy of cfg->files taken at srv_reload_new */
+	int load_hup;
+	struct srv_config_file cfg_files[SRV_CONFIG_FILES_MAX];
+	int n_cfg_files;
 	struct sid_model *result; /* from the thread */
 	struct sid_error result_err;
 	double started;
@@ -554,8 +560,8 @@ static void reload_destroy(struct srv_reload *r)
 /*
  * Loads aside.  It may outlive the loop: a shutdown does not wait for it
  * (srv_reload_close abandons it), so it touches only what it owns (its
- * checker reference, its copy of the path) until
- * it takes r->mu, and then hands its model back only if it was not
+ * checker reference, its copies of the path and of the config files' list)
+ * until it takes r->mu, and then hands its model back only if it was not
  * abandoned, and frees @r if srv_reload_free has come and gone.
  */
 static void *reload_thread(void *arg)
@@ -566,6 +572,18 @@ static void *reload_thread(void *arg)
 	int last;
 
 	sid_error_clear(&err);
+	/* here, not in the SIGHUP's handler on the loop thread: a stat of a
+	 * config file on a hung NFS mount held every request meanwhile.
+	 * systemctl reload after editing the config looked like it worked. */
+	if (r->load_hup) {
+		const char *changed = srv_config_files_changed(r->cfg_files, r->n_cfg_files);
+		if (changed)
+			srv_log(SRV_LOG_WARN, "signal",
+				"SIGHUP reloads the model only: the config file %s changed since "
+				"the server read it at start and is not read again; restart the "
+				"server to apply it",
+				changed);
+	}
 	if (r->load_ck) {
 		checker_note_load(r->load_ck);
 		checker_unref(r->load_ck);
@@ -656,6 +674,8 @@ static void start(struct srv_reload *r, const char *trigger)
 	r->running = 1;
 	r->load_ck = checker_ref(r->ck);
 	snprintf(r->load_path, sizeof(r->load_path), "%s", r->cfg->model);
+	r->load_hup = r->hup_pending;
+	r->hup_pending = 0;
 	pthread_mutex_lock(&r->mu);
 	r->thread_live = 1;
 	pthread_mutex_unlock(&r->mu);
@@ -664,6 +684,7 @@ static void start(struct srv_reload *r, const char *trigger)
 		snprintf(why, sizeof(why), "could not start the reload thread: %s", strerror(e));
 		if (r->load_ck)
 			checker_unref(r->load_ck);
+		r->hup_pending |= r->load_hup; /* the next one looks */
 		pthread_mutex_lock(&r->mu);
 		r->thread_live = 0;
 		pthread_mutex_unlock(&r->mu);
@@ -887,16 +908,9 @@ static void on_moved(uv_async_t *h)
 static void on_sighup(uv_signal_t *h, int sig)
 {
 	struct srv_reload *r = h->data;
-	const char *changed = srv_config_file_changed(r->cfg);
 
 	(void)sig;
-	/* systemctl reload after editing the config looked like it worked */
-	if (changed)
-		srv_log(SRV_LOG_WARN, "signal",
-			"SIGHUP reloads the model only: the config file %s changed since the "
-			"server read it at start and is not read again; restart the server to "
-			"apply it",
-			changed);
+	r->hup_pending = 1; /* the reload's thread looks at the config files */
 	start(r, "signal");
 }
 
@@ -992,6 +1006,8 @@ int srv_reload_new(uv_loop_t *loop, const struct srv_config *cfg, struct srv_met
 	r->loop = loop;
 	r->cfg = cfg;
 	r->metrics = metrics;
+	memcpy(r->cfg_files, cfg->files, sizeof(r->cfg_files));
+	r->n_cfg_files = cfg->n_files;
 	model_dir(cfg->model, r->dir, sizeof(r->dir));
 	t0 = unix_now();
 	had = stat(cfg->model, &st0) == 0; /* startup: nothing is served yet */

@@ -13,6 +13,7 @@ import random
 import re
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -243,6 +244,45 @@ class TestHotSwap(unittest.TestCase):
                 if f.poll() is None:
                     f.kill()
                     f.wait()
+            self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
+
+    def test_sighup_never_stalls_requests_on_a_slow_config_file(self):
+        """SIGHUP's look at the --config files (to warn that a changed one
+        is not read again) was a stat on the loop thread that batches every
+        request: with the file on an NFS server gone (here
+        SEMID_TEST_STAT_DELAY_MS makes each stat take 2 s) no encode was
+        answered until it returned.  The look is made on the reload's
+        thread; the warn still comes, before the reload's line."""
+        rng = np.random.default_rng(7)
+        path = os.path.join(self.work, "model.safetensors")
+        T.write_model(path, {"item": T.tie_free_tower(rng)}, "first")
+        conf = os.path.join(self.work, "semid-server.json")
+        with open(conf, "w") as f:
+            f.write('{"max_batch": 256}')
+        srv = T.Server(["--config", conf, "--model", path, "--registry", "none",
+                        "--watch=false"], self.work, env={"SEMID_TEST_STAT_DELAY_MS": "2000"})
+        try:
+            with open(conf + ".new", "w") as f:
+                f.write('{"max_batch": 64}')
+            os.rename(conf + ".new", conf)
+            body = {"inputs": [{"embedding": [0.0] * 16}]}
+            self.assertEqual(srv.json("POST", "/v1/items:encode", body)[0], 200)
+            srv.signal(signal.SIGHUP)
+            time.sleep(0.2)  # the signal handled, its stat begun
+            worst, end = 0.0, time.monotonic() + 1.5
+            while time.monotonic() < end:
+                t0 = time.monotonic()
+                st, _, out = srv.json("POST", "/v1/items:encode", body)
+                worst = max(worst, time.monotonic() - t0)
+                self.assertEqual((st, out["model_version"]), (200, "first"))
+            self.assertLess(worst, 1.0 * T.SLOW, "an encode waited %.2f s" % worst)
+            srv.wait_log("event=reload trigger=signal result=success", secs=15 * T.SLOW)
+            log = srv.log_text()
+            said = ("level=warn event=signal msg=\"SIGHUP reloads the model only: the config "
+                    "file %s changed since the server read it" % conf)
+            self.assertIn(said, log)
+            self.assertLess(log.index(said), log.index("event=reload trigger=signal"))
+        finally:
             self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
 
 
