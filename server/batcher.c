@@ -161,8 +161,14 @@ int srv_batcher_submit(struct srv_batcher *b, struct srv_job *job)
 	int rc = 0;
 
 	job->next = NULL;
-	job->t_admit = clock_now();
 	pthread_mutex_lock(&b->mu);
+	/* The admission time is read under the mutex that orders the intake:
+	 * a pending queue is then in t_admit order, and its head is its oldest
+	 * job, whose wait the batch's deadline is reckoned from (deadline_of).
+	 * Read before it, a thread that read the clock first could be queued
+	 * behind one that read it later, and wait past max_delay_us by the
+	 * difference. */
+	job->t_admit = clock_now();
 	/* admitted only grows under the mutex; it may shrink concurrently
 	 * (answers), which can only make room. */
 	if (b->closed || __atomic_load_n(&b->admitted, __ATOMIC_RELAXED) + rows > b->o.queue_rows) {

@@ -12,6 +12,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <uv.h>
 
 #include "../../server/batcher.h" /* tests build with -Icore -Itests only */
@@ -24,6 +25,7 @@
 struct answer {
 	int done, status;
 	char *body;
+	double queue_wait; /* the job's, as the batcher measured it */
 };
 
 static void on_done(struct srv_job *job)
@@ -32,6 +34,7 @@ static void on_done(struct srv_job *job)
 
 	a->done = 1;
 	a->status = job->status;
+	a->queue_wait = job->queue_wait;
 	a->body = job->body;
 	job->body = NULL;
 	srv_job_free(job);
@@ -455,6 +458,123 @@ START_TEST(test_batch_due_at_the_delay)
 }
 END_TEST
 
+/* Two submitters at once: X reads the clock (t0), then, before X is
+ * admitted, Y reads it later (t0 + 500 us) and is admitted first.  The
+ * batch falls due when its oldest job has waited max_delay_us: X's wait,
+ * at t0 + delay.  The admission time was read before the intake's mutex,
+ * so the queue held Y ahead of X and the deadline was Y's: X waited
+ * 500 us past max_delay_us (as long as a submitter was preempted between
+ * the two, on a busy machine).  X's first clock read waits, at most
+ * 300 ms, for Y's submit to return: it returns at once when X's read is
+ * outside the mutex, and is held up until the wait runs out when X holds
+ * the mutex as it reads (then Y is admitted after X). */
+static pthread_t ord_x;
+static int ord_x_reading, ord_y_done, ord_x_read_done;
+
+static double order_clock(void)
+{
+	double t;
+
+	pthread_mutex_lock(&clk_mu); /* (ord_x is written under it) */
+	if (!pthread_equal(pthread_self(), ord_x)) {
+		pthread_mutex_unlock(&clk_mu);
+		return test_clock();
+	}
+	t = clk_now;
+	if (!ord_x_read_done) {
+		struct timespec until;
+		ord_x_read_done = 1;
+		ord_x_reading = 1;
+		pthread_cond_broadcast(&clk_cv);
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_nsec += 300 * 1000000L;
+		if (until.tv_nsec >= 1000000000L) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000L;
+		}
+		while (!ord_y_done)
+			if (pthread_cond_timedwait(&clk_cv, &clk_mu, &until))
+				break;
+	}
+	pthread_mutex_unlock(&clk_mu);
+	return t;
+}
+
+struct ord_submit {
+	struct srv_batcher *b;
+	struct sid_model *m;
+	struct answer *a;
+};
+
+static void *ord_submit_x(void *p)
+{
+	struct ord_submit *o = p;
+	const struct jspec js = {1, 0, 1, 0};
+
+	submit(o->b, o->m, SID_TOWER_ITEM, &js, 0, o->a);
+	return NULL;
+}
+
+START_TEST(test_oldest_job_sets_the_deadline)
+{
+	const int delay_us = 1000;
+	const double t0 = 1000.0;
+	struct srv_batcher_opts o = {
+	    .workers = 1, .max_batch = 4096, .max_delay_us = delay_us, .queue_rows = 100000};
+	const struct jspec js = {1, 0, 1, 0};
+	struct sid_model *m = model();
+	struct answer ax = {0}, ay = {0};
+	struct ord_submit os;
+	struct srv_batcher *b;
+	struct sid_error err;
+	uv_loop_t loop;
+	long reads;
+
+	ck_assert_int_eq(uv_loop_init(&loop), 0);
+	ck_assert_msg(srv_batcher_new(&loop, &o, &b, &err) == 0, "%s", err.msg);
+	clock_start(t0, 0);
+	ord_x_reading = ord_y_done = ord_x_read_done = 0;
+	os.b = b;
+	os.m = m;
+	os.a = &ax;
+	/* ord_x is set before the thread reads the clock: it is created
+	 * holding clk_mu, which order_clock takes first for X */
+	pthread_mutex_lock(&clk_mu);
+	srv__batcher_clock = order_clock;
+	ck_assert_int_eq(pthread_create(&ord_x, NULL, ord_submit_x, &os), 0);
+	while (!ord_x_reading)
+		pthread_cond_wait(&clk_cv, &clk_mu);
+	clk_now = t0 + 500e-6; /* Y comes 500 us after X read the clock */
+	pthread_mutex_unlock(&clk_mu);
+	submit(b, m, SID_TOWER_ITEM, &js, 1, &ay);
+	pthread_mutex_lock(&clk_mu);
+	ord_y_done = 1;
+	pthread_cond_broadcast(&clk_cv);
+	pthread_mutex_unlock(&clk_mu);
+	pthread_join(ord_x, NULL);
+	run_until_scheduled(&loop); /* the intake: not due */
+	ck_assert_msg(!ax.done && !ay.done, "dispatched before any delay");
+
+	/* X's delay is up: the batch (X and Y: one model, one top_k) goes */
+	clock_set(t0 + (double)delay_us * 1e-6);
+	reads = loop_reads();
+	while (!(ax.done && ay.done) && loop_reads() - reads < 50)
+		uv_run(&loop, UV_RUN_ONCE);
+	ck_assert_msg(ax.done,
+		      "the first job admitted was not dispatched when it had waited "
+		      "max_delay_us (%ld clock reads)",
+		      loop_reads() - reads);
+	ck_assert_int_eq(ax.status, 200);
+	ck_assert_int_eq(ay.status, 200);
+	ck_assert_msg(ax.queue_wait <= (double)delay_us * 1e-6 + 1e-9,
+		      "queue wait %.6f s, past max_delay_us", ax.queue_wait);
+	free(ax.body);
+	free(ay.body);
+	batcher_end(&loop, b);
+	sid_model_unref(m);
+}
+END_TEST
+
 /* At most `workers` batches are in flight, even when several groups are due
  * at once: with 1 worker and 2 pool threads (one extra, as assign's registry
  * calls have), two item groups (top_k 1 and 2: a batch is one top_k) and a
@@ -522,6 +642,7 @@ static void add(TCase *tc)
 	tcase_add_test(tc, test_jobs_keep_their_model);
 	tcase_add_test(tc, test_jobs_answer_their_own_outputs);
 	tcase_add_test(tc, test_batch_due_at_the_delay);
+	tcase_add_test(tc, test_oldest_job_sets_the_deadline);
 	tcase_add_test(tc, test_batches_in_flight_within_workers);
 }
 
