@@ -52,11 +52,27 @@ void srv_hist_observe(struct srv_hist *h, double v)
 	h->sum += v;
 }
 
+/* @v in the fewest significant digits that read back as @v, as the
+ * Prometheus client libraries write a float: a histogram's _sum is a
+ * counter, and one of whole rows (semid_batch_size_sum) written with 9
+ * digits stopped being exact past 10^9 rows (hours at 100k rows/s), so
+ * that its rate went in steps of 10, then 100 rows. */
+static void fmt_exact(char *out, size_t n, double v)
+{
+	for (int prec = 1; prec < 17; prec++) {
+		snprintf(out, n, "%.*g", prec, v);
+		if (strtod(out, NULL) == v)
+			return;
+	}
+	snprintf(out, n, "%.17g", v);
+}
+
 int srv_hist_render(const struct srv_hist *h, const char *name, const char *labels,
 		    struct srv_buf *out)
 {
 	const char *sep = labels[0] ? "," : "";
 	uint64_t cum = 0;
+	char sum[40];
 
 	for (int i = 0; i < h->n; i++) {
 		cum += h->count[i];
@@ -65,12 +81,13 @@ int srv_hist_render(const struct srv_hist *h, const char *name, const char *labe
 	}
 	srv_buf_printf(out, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", name, labels, sep,
 		       (unsigned long long)h->total);
+	fmt_exact(sum, sizeof(sum), h->sum);
 	if (labels[0]) {
-		srv_buf_printf(out, "%s_sum{%s} %.9g\n", name, labels, h->sum);
+		srv_buf_printf(out, "%s_sum{%s} %s\n", name, labels, sum);
 		srv_buf_printf(out, "%s_count{%s} %llu\n", name, labels,
 			       (unsigned long long)h->total);
 	} else {
-		srv_buf_printf(out, "%s_sum %.9g\n", name, h->sum);
+		srv_buf_printf(out, "%s_sum %s\n", name, sum);
 		srv_buf_printf(out, "%s_count %llu\n", name, (unsigned long long)h->total);
 	}
 	return out->oom ? -1 : 0;

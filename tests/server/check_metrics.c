@@ -46,6 +46,29 @@ START_TEST(test_hist_render)
 }
 END_TEST
 
+/* A histogram's _sum is written exactly (the shortest decimal that reads
+ * back as it): semid_batch_size_sum, whole rows, was written with 9
+ * significant digits, 1.23456789e+09 for 1234567891 rows, and its rate
+ * went in steps of 10 rows and more once a server had encoded 10^9. */
+START_TEST(test_hist_sum_exact)
+{
+	static const double le[] = {1, 2};
+	struct srv_hist h;
+	struct srv_buf b = SRV_BUF_INIT;
+
+	srv_hist_init(&h, le, 2);
+	srv_hist_observe(&h, 1234567890);
+	srv_hist_observe(&h, 1);
+	srv_hist_render(&h, "rows", "", &b);
+	ck_assert_msg(strstr(b.p, "rows_sum 1234567891\n"), "%s", b.p);
+	srv_buf_release(&b);
+	srv_hist_observe(&h, 0.1); /* no binary double: its shortest form */
+	srv_hist_render(&h, "rows", "a=\"b\"", &b);
+	ck_assert_msg(strstr(b.p, "rows_sum{a=\"b\"} 1234567891.1\n"), "%s", b.p);
+	srv_buf_release(&b);
+}
+END_TEST
+
 START_TEST(test_entropy)
 {
 	struct srv_entropy e;
@@ -1229,6 +1252,7 @@ END_TEST
 static void add_tests(TCase *tc)
 {
 	tcase_add_test(tc, test_hist_render);
+	tcase_add_test(tc, test_hist_sum_exact);
 	tcase_add_test(tc, test_entropy);
 	tcase_add_test(tc, test_entropy_counts_follow_the_window);
 	tcase_add_test(tc, test_render);
