@@ -416,7 +416,7 @@ void srv_logline_end(struct srv_logline *l)
 void srv_log(enum srv_log_level level, const char *event, const char *fmt, ...)
 {
 	struct srv_logline l;
-	char msg[1024];
+	char msg[SRV_LOG_LINE_MAX]; /* longer than what the line holds: cut there, with "..." */
 	va_list ap;
 
 	srv_logline_begin(&l, level, event);

@@ -731,6 +731,39 @@ START_TEST(test_log_truncation_utf8)
 }
 END_TEST
 
+static int srv_log_len; /* the length of log_msg's message */
+
+static void log_msg(void)
+{
+	char m[3 * SRV_LOG_LINE_MAX];
+
+	memset(m, 'm', sizeof(m));
+	m[srv_log_len - 4] = '\0';
+	srv_log(SRV_LOG_ERROR, "x", "%s end", m);
+}
+
+/* srv_log's message (a path, a store's error) is cut where the line is,
+ * with "...": it was formatted into 1024 bytes first, so one of 1500 was
+ * cut short in a line of 1560 with nothing to say so, its end ("(retrying)",
+ * "not logged again") lost. */
+START_TEST(test_log_msg_cut_by_the_line)
+{
+	char *out;
+	size_t n;
+
+	srv_log_len = 1500;
+	out = capture_log(log_msg);
+	n = strlen(out);
+	ck_assert_msg(n > 1500 && n < SRV_LOG_LINE_MAX, "%zu bytes", n);
+	ck_assert_str_eq(out + n - 6, " end\"\n");
+	srv_log_len = 2 * SRV_LOG_LINE_MAX;
+	out = capture_log(log_msg);
+	n = strlen(out);
+	ck_assert_int_eq(n, SRV_LOG_LINE_MAX - 1);
+	ck_assert_str_eq(out + n - 4, "...\n");
+}
+END_TEST
+
 START_TEST(test_log_truncation)
 {
 	char *out = capture_log(log_long);
@@ -1267,6 +1300,7 @@ static void add_tests(TCase *tc)
 	tcase_add_test(tc, test_log_full_file_drops);
 	tcase_add_test(tc, test_log_exiting_waits);
 	tcase_add_test(tc, test_log_truncation);
+	tcase_add_test(tc, test_log_msg_cut_by_the_line);
 	tcase_add_test(tc, test_log_truncation_utf8);
 	tcase_add_test(tc, test_log_truncation_quoted);
 	tcase_add_test(tc, test_log_not_utf8);
