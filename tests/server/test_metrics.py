@@ -351,6 +351,11 @@ class Metrics(unittest.TestCase):
         finally:
             self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
         self.assertNotIn("semid_registry_filesystem", text)
+        # nor those of a store's own calls, as proto/api.md says of each
+        for name in ("semid_registry_up", "semid_registry_levels_mismatch",
+                     "semid_registry_retries_total", "semid_registry_global_lock_total",
+                     "semid_registry_probes_total", "semid_registry_timeouts_total"):
+            self.assertNotIn(name, text)
 
         gone = os.path.join(self.work, "gone", "r.db")
         srv = T.Server(["--model", self.model, "--registry", gone], self.work)
