@@ -1,9 +1,10 @@
 /*
- * check_das.c - tests for trainer/das.c: the full training-step gradient
- * against finite differences of the total loss, phase and mode gradient
- * masks, a tiny training run (losses fall, codebooks used), bit-exact
- * determinism and checkpoint resume, the exported model file (loaded by the
- * core loader and encoded by the core encoder), config keys and bad batches.
+ * check_das.c - tests for trainer/das.c: every loss of a step against
+ * proto/das.md's formulas computed by hand from the tensors, the full
+ * training-step gradient against finite differences of the total loss,
+ * phase and mode gradient masks, a tiny training run (losses fall,
+ * codebooks used), bit-exact determinism and checkpoint resume, the exported model file (loaded by
+ * the core loader and encoded by the core encoder), config keys and bad batches.
  *
  * The full-gradient check: the straight-through estimator makes the analytic
  * gradient differ from the true derivative of the loss (the codes are
@@ -1159,6 +1160,272 @@ START_TEST(test_dead_codes_ignore_missing_partners)
 }
 END_TEST
 
+/* ------------------------------------------------ the formulas of das.md */
+
+/* Tensor "@tw.@what" of @m, e.g. ("user", "encoder.0.weight"). */
+static const float *ref_tensor(struct das_model *m, const char *tw, const char *what)
+{
+	char name[64];
+	snprintf(name, sizeof(name), "%s%s%s", tw, *tw ? "." : "", what);
+	long off = das_tensor_find(m, name, NULL);
+	ck_assert_msg(off >= 0, "no tensor %s", name);
+	return das_params(m) + off;
+}
+
+/* y = W x + b, W (out, in) as torch nn.Linear; tanh after it when @act. */
+static void ref_linear(double *y, const double *x, const float *w, const float *b, int in, int out,
+		       int act)
+{
+	for (int o = 0; o < out; o++) {
+		double s = b[o];
+		for (int i = 0; i < in; i++)
+			s += (double)w[(size_t)o * in + i] * x[i];
+		y[o] = act ? tanh(s) : s;
+	}
+}
+
+/* One tower of the tiny config (one hidden layer, tanh, no input norm) on
+ * @n rows of @x (D): q (n, E) into @q, and the RQVAE loss terms summed over
+ * the rows into *@rec and *@quant. */
+static void ref_tower(struct das_model *m, const char *tw, const float *x, int n, int D, double *q,
+		      double *rec, double *quant)
+{
+	const struct das_config *c = das_config_of(m);
+	const int H = c->hidden[0], E = c->E;
+	double xin[16], h[16], r[16], xh[16];
+	*rec = *quant = 0;
+	for (int b = 0; b < n; b++) {
+		double *qb = q + (size_t)b * E;
+		for (int j = 0; j < D; j++)
+			xin[j] = x[(size_t)b * D + j];
+		ref_linear(h, xin, ref_tensor(m, tw, "encoder.0.weight"),
+			   ref_tensor(m, tw, "encoder.0.bias"), D, H, 1);
+		ref_linear(r, h, ref_tensor(m, tw, "encoder.1.weight"),
+			   ref_tensor(m, tw, "encoder.1.bias"), H, E, 0);
+		memset(qb, 0, sizeof(double) * E);
+		for (int l = 0; l < c->L; l++) {
+			char name[32];
+			snprintf(name, sizeof(name), "codebook.%d", l);
+			const float *C = ref_tensor(m, tw, name);
+			int best = 0;
+			double bd = INFINITY;
+			for (int k = 0; k < c->K; k++) {
+				double d2 = 0;
+				for (int j = 0; j < E; j++)
+					d2 += (r[j] - C[k * E + j]) * (r[j] - C[k * E + j]);
+				if (d2 < bd) {
+					bd = d2;
+					best = k;
+				}
+			}
+			/* ||sg(r) - e||^2 + beta ||r - sg(e)||^2: one value */
+			*quant += (1.0 + c->beta) * bd;
+			for (int j = 0; j < E; j++) {
+				qb[j] += C[best * E + j];
+				r[j] -= C[best * E + j];
+			}
+		}
+		ref_linear(h, qb, ref_tensor(m, tw, "decoder.0.weight"),
+			   ref_tensor(m, tw, "decoder.0.bias"), E, H, 1);
+		ref_linear(xh, h, ref_tensor(m, tw, "decoder.1.weight"),
+			   ref_tensor(m, tw, "decoder.1.bias"), H, D, 0);
+		for (int j = 0; j < D; j++)
+			*rec += (xin[j] - xh[j]) * (xin[j] - xh[j]);
+	}
+}
+
+static double ref_cos(const double *a, const double *c, int E)
+{
+	double ac = 0, aa = 0, cc = 0;
+	for (int j = 0; j < E; j++) {
+		ac += a[j] * c[j];
+		aa += a[j] * a[j];
+		cc += c[j] * c[j];
+	}
+	return ac / (fmax(sqrt(aa), 1e-8) * fmax(sqrt(cc), 1e-8));
+}
+
+/* Entry (b, j) is left out: another row of b's user or item. */
+static int ref_masked(const int32_t *u, const int32_t *it, int b, int j)
+{
+	return j != b && (u[j] == u[b] || it[j] == it[b]);
+}
+
+/* NCE(a, c) of @n paired rows (@lda / @ldc apart), masked by the rows'
+ * users @u and items @it. */
+static double ref_nce(const double *a, int lda, const double *c, int ldc, const int32_t *u,
+		      const int32_t *it, int n, int E, double tau)
+{
+	double rows = 0, cols = 0;
+	for (int b = 0; b < n; b++) {
+		double sr = 0, sc = 0;
+		for (int j = 0; j < n; j++) {
+			if (ref_masked(u, it, b, j))
+				continue;
+			sr += exp(ref_cos(a + b * lda, c + j * ldc, E) / tau);
+			sc += exp(ref_cos(a + j * lda, c + b * ldc, E) / tau);
+		}
+		double diag = ref_cos(a + b * lda, c + b * ldc, E) / tau;
+		rows += log(sr) - diag;
+		cols += log(sc) - diag;
+	}
+	return 0.5 * (rows / n + cols / n);
+}
+
+static void ref_close(const char *what, double got, double want)
+{
+	ck_assert_msg(fabs(got - want) <= 1e-4 * fmax(1.0, fabs(want)), "%s: %.7g, by hand %.7g",
+		      what, got, want);
+}
+
+/* Every loss of das_eval_losses against proto/das.md's formulas computed
+ * here from the tensors by name: the gradient check only shows that the
+ * step differentiates whatever the forward computes, not that a view reads
+ * the tensors the table names, or the correction has its sign. */
+START_TEST(test_losses_are_the_documented_formulas)
+{
+	enum { B = 8 };
+	struct world w;
+	struct das_config c;
+	struct das_losses l;
+	struct sid_error err;
+	world_make(&w, 10, 12, 6, 5, 3, 4);
+	tiny_config(&c, &w, DAS_MODE_DAS);
+	c.alpha = 1.3f;
+	c.beta_align = 0.7f;
+	c.w_click = 0.9f;
+	c.w_bias = 1.1f;
+	c.w_orth = 0.8f;
+	c.tau = 0.5f;
+	for (int v = 0; v < DAS_N_VIEWS; v++)
+		c.view_w[v] = 0.3f + 0.2f * (float)v;
+	struct das_model *m = model_new(&c, &w);
+	init_cb(m, &w);
+	/* users 0 and 1 twice each: masked entries */
+	static const int pick[B] = {0, 1, 3, 4, 6, 9, 12, 15};
+	int32_t bu[B], bi[B], bu2[B], bi2[B];
+	float ux[B * 6], ix[B * 5], u2x[B * 6] = {0}, i2x[B * 5] = {0};
+	int dup = 0;
+	for (int b = 0; b < B; b++) {
+		int u = w.pu[pick[b]], it = w.pi[pick[b]];
+		bu[b] = u;
+		bi[b] = it;
+		bu2[b] = bi2[b] = -1;
+		for (int k = 0; k < w.i_n[it]; k++)
+			if (w.i_users[it][k] != u)
+				bu2[b] = w.i_users[it][k];
+		for (int k = 0; k < w.u_n[u]; k++)
+			if (w.u_items[u][k] != it)
+				bi2[b] = w.u_items[u][k];
+		memcpy(ux + b * 6, w.ux + u * 6, sizeof(float) * 6);
+		memcpy(ix + b * 5, w.ix + it * 5, sizeof(float) * 5);
+		if (bu2[b] >= 0)
+			memcpy(u2x + b * 6, w.ux + bu2[b] * 6, sizeof(float) * 6);
+		if (bi2[b] >= 0)
+			memcpy(i2x + b * 5, w.ix + bi2[b] * 5, sizeof(float) * 5);
+		for (int j = 0; j < b; j++)
+			dup += ref_masked(bu, bi, b, j);
+	}
+	ck_assert_int_gt(dup, 0);
+	/* a missing partner keeps the content the batch holds in its place */
+	bu2[1] = bi2[2] = -1;
+	struct das_batch bt = {B, bu, bi, ux, ix, bu2, u2x, bi2, i2x};
+	ck_assert_msg(das_eval_losses(m, &bt, &l, &err) == 0, "eval: %s", err.msg);
+
+	const int E = c.E, E2 = 2 * E;
+	double qu[B * 4], qi[B * 4], q2[B * 4], a[B * 4], rec, quant, total = 0;
+	ref_tower(m, "user", ux, B, 6, qu, &rec, &quant);
+	ref_close("recon_user", l.recon_user, rec / B);
+	ref_close("quant_user", l.quant_user, quant / B);
+	total += (rec + quant) / B;
+	ref_tower(m, "item", ix, B, 5, qi, &rec, &quant);
+	ref_close("recon_item", l.recon_item, rec / B);
+	ref_close("quant_item", l.quant_item, quant / B);
+	total += (rec + quant) / B;
+
+	/* ICDM on the gathered rows [p | c] and [t | o] */
+	const float *tu = ref_tensor(m, "", "icdm.user"), *ti = ref_tensor(m, "", "icdm.item");
+	double U[B * 8], I[B * 8];
+	for (int b = 0; b < B; b++)
+		for (int j = 0; j < E2; j++) {
+			U[b * E2 + j] = tu[bu[b] * E2 + j];
+			I[b * E2 + j] = ti[bi[b] * E2 + j];
+		}
+	double click = 0, bias_u = 0, bias_i = 0, orth_u = 0, orth_i = 0;
+	const float *hw_u = ref_tensor(m, "", "icdm.head.user.weight"),
+		    *hb_u = ref_tensor(m, "", "icdm.head.user.bias"),
+		    *hw_i = ref_tensor(m, "", "icdm.head.item.weight"),
+		    *hb_i = ref_tensor(m, "", "icdm.head.item.bias");
+	for (int b = 0; b < B; b++) {
+		double sum = 0, diag = 0;
+		for (int j = 0; j < B; j++) {
+			double s = -(double)w.pop[bi[j]]; /* - log(1 + n_i): minus */
+			for (int k = 0; k < E2; k++)
+				s += U[b * E2 + k] * I[j * E2 + k];
+			if (j == b)
+				diag = s;
+			if (!ref_masked(bu, bi, b, j))
+				sum += exp(s);
+		}
+		click += log(sum) - diag;
+		double pu = hb_u[0], pi = hb_i[0];
+		for (int k = 0; k < E; k++) {
+			pu += hw_u[k] * U[b * E2 + E + k];
+			pi += hw_i[k] * I[b * E2 + E + k];
+		}
+		bias_u += (pu - w.act[bu[b]]) * (pu - w.act[bu[b]]);
+		bias_i += (pi - w.pop[bi[b]]) * (pi - w.pop[bi[b]]);
+		orth_u += pow(ref_cos(U + b * E2, U + b * E2 + E, E), 2);
+		orth_i += pow(ref_cos(I + b * E2, I + b * E2 + E, E), 2);
+	}
+	ref_close("click", l.click, click / B);
+	ref_close("bias_user", l.bias_user, bias_u / B);
+	ref_close("bias_item", l.bias_item, bias_i / B);
+	ref_close("orth_user", l.orth_user, orth_u / B);
+	ref_close("orth_item", l.orth_item, orth_i / B);
+	double icdm = c.w_click * click / B + c.w_bias * (bias_u + bias_i) / B +
+		      c.w_orth * (orth_u + orth_i) / B;
+	ref_close("icdm", l.icdm, icdm);
+	total += c.alpha * icdm;
+
+	/* the views of the table: interest p and content t are the first halves */
+	double view[DAS_N_VIEWS], align = 0;
+	view[0] = ref_nce(qu, E, I, E2, bu, bi, B, E, c.tau);
+	view[1] = ref_nce(U, E2, qi, E, bu, bi, B, E, c.tau);
+	view[2] = ref_nce(qu, E, U, E2, bu, bi, B, E, c.tau);
+	view[3] = ref_nce(qi, E, I, E2, bu, bi, B, E, c.tau);
+	for (int v = 4; v < 6; v++) {
+		const int32_t *part = v == 4 ? bu2 : bi2;
+		const double *qq = v == 4 ? qu : qi;
+		const float *px = v == 4 ? u2x : i2x;
+		int D = v == 4 ? 6 : 5, n = 0;
+		int32_t ku[B], ki[B];
+		float xs[B * 6];
+		for (int b = 0; b < B; b++)
+			if (part[b] >= 0) {
+				memcpy(a + n * E, qq + b * E, sizeof(double) * E);
+				memcpy(xs + n * D, px + b * D, sizeof(float) * D);
+				ku[n] = bu[b];
+				ki[n++] = bi[b];
+			}
+		ck_assert_int_ge(n, 2);
+		ref_tower(m, v == 4 ? "user" : "item", xs, n, D, q2, &rec, &quant);
+		view[v] = ref_nce(a, E, q2, E, ku, ki, n, E, c.tau);
+	}
+	for (int v = 0; v < DAS_N_VIEWS; v++) {
+		char what[16];
+		snprintf(what, sizeof(what), "view %d", v + 1);
+		ref_close(what, l.view[v], view[v]);
+		align += c.view_w[v] * view[v];
+	}
+	ref_close("align", l.align, align);
+	total += c.beta_align * align;
+	ref_close("total", l.total, total);
+	das_free(m);
+	world_free(&w);
+}
+END_TEST
+
 static Suite *das_suite(void)
 {
 	Suite *s = suite_create("das");
@@ -1170,6 +1437,7 @@ static Suite *das_suite(void)
 	tcase_add_test(tc, test_l2_tiny_rows);
 	tcase_add_test(tc, test_memory_limits);
 	tcase_add_test(tc, test_bad_batches);
+	tcase_add_test(tc, test_losses_are_the_documented_formulas);
 	tcase_add_test(tc, test_full_gradient_das);
 	tcase_add_test(tc, test_full_gradient_variants);
 	tcase_add_test(tc, test_lazy_tables);
