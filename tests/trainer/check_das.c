@@ -1,10 +1,11 @@
 /*
  * check_das.c - tests for trainer/das.c: every loss of a step against
- * proto/das.md's formulas computed by hand from the tensors, the full
- * training-step gradient against finite differences of the total loss,
- * phase and mode gradient masks, a tiny training run (losses fall,
- * codebooks used), bit-exact determinism and checkpoint resume, the exported model file (loaded by
- * the core loader and encoded by the core encoder), config keys and bad batches.
+ * proto/das.md's formulas computed by hand from the tensors, two steps
+ * against its AdamW by hand, the full training-step gradient against
+ * finite differences of the total loss, phase and mode gradient masks, a
+ * tiny training run (losses fall, codebooks used), bit-exact determinism
+ * and checkpoint resume, the exported model file (loaded by the core loader
+ * and encoded by the core encoder), config keys and bad batches.
  *
  * The full-gradient check: the straight-through estimator makes the analytic
  * gradient differ from the true derivative of the loss (the codes are
@@ -1426,6 +1427,74 @@ START_TEST(test_losses_are_the_documented_formulas)
 }
 END_TEST
 
+/* Two steps against proto/das.md's AdamW by hand: the clip factor from the
+ * global norm, the warm-up lr, lr x lr_icdm_mult from the heads on (the
+ * tables and heads) and lr before them, decoupled decay on every parameter,
+ * bias correction by the step count. */
+START_TEST(test_step_is_the_documented_adamw)
+{
+	struct world w;
+	struct das_config c;
+	struct batchbuf bb = {0};
+	struct das_losses l;
+	struct sid_error err;
+	struct rng r;
+	world_make(&w, 10, 12, 6, 5, 3, 5);
+	tiny_config(&c, &w, DAS_MODE_DAS);
+	c.lr = 0.01f;
+	c.weight_decay = 0.5f; /* large enough to be seen in two steps */
+	c.clip_norm = 0.5f;
+	struct das_model *m = model_new(&c, &w);
+	init_cb(m, &w);
+	int32_t perm[30];
+	for (int i = 0; i < 30; i++)
+		perm[i] = (i * 7) % 30;
+	rng_seed(&r, 6);
+	batch_make(&bb, &w, perm, 0, 8, &r);
+	size_t n = das_params_count(m);
+	long icdm = das_tensor_find(m, "icdm.head.user.weight", NULL);
+	double *p = malloc(sizeof(double) * n), *mm = calloc(n, sizeof(double)),
+	       *vv = calloc(n, sizeof(double));
+	float *g = malloc(sizeof(float) * n);
+	ck_assert(icdm > 0 && p && mm && vv && g);
+	for (size_t i = 0; i < n; i++)
+		p[i] = das_params(m)[i];
+	for (int t = 0; t < 2; t++) {
+		ck_assert_msg(das_grad(m, &bb.b, &l, &err) == 0, "grad: %s", err.msg);
+		memcpy(g, das_grads(m), sizeof(float) * n);
+		double ss = 0;
+		for (size_t i = 0; i < n; i++)
+			ss += (double)g[i] * g[i];
+		double norm = sqrt(ss), clip = norm > c.clip_norm ? c.clip_norm / (norm + 1e-6) : 1;
+		ck_assert_double_gt(norm, c.clip_norm);	     /* the clip is exercised */
+		double lr = c.lr * (t + 1) / c.warmup_steps; /* warm-up */
+		ck_assert_msg(das_step(m, &bb.b, &l, &err) == 0, "step: %s", err.msg);
+		ref_close("grad_norm", l.grad_norm, norm);
+		ref_close("lr", l.lr, lr);
+		for (size_t i = 0; i < n; i++) {
+			double lri = (long)i >= icdm ? lr * c.lr_icdm_mult : lr, gi = g[i] * clip;
+			mm[i] = c.adam_b1 * mm[i] + (1 - c.adam_b1) * gi;
+			vv[i] = c.adam_b2 * vv[i] + (1 - c.adam_b2) * gi * gi;
+			double mh = mm[i] / (1 - pow(c.adam_b1, t + 1)),
+			       vh = vv[i] / (1 - pow(c.adam_b2, t + 1));
+			p[i] =
+			    p[i] * (1 - lri * c.weight_decay) - lri * mh / (sqrt(vh) + c.adam_eps);
+			float got = das_params(m)[i];
+			ck_assert_msg(fabs(got - p[i]) <= 1e-5 * (fabs(p[i]) + 1e-2),
+				      "step %d: parameter %zu: %.8g, by hand %.8g", t, i,
+				      (double)got, p[i]);
+		}
+	}
+	free(p);
+	free(mm);
+	free(vv);
+	free(g);
+	das_free(m);
+	batch_free(&bb);
+	world_free(&w);
+}
+END_TEST
+
 static Suite *das_suite(void)
 {
 	Suite *s = suite_create("das");
@@ -1438,6 +1507,7 @@ static Suite *das_suite(void)
 	tcase_add_test(tc, test_memory_limits);
 	tcase_add_test(tc, test_bad_batches);
 	tcase_add_test(tc, test_losses_are_the_documented_formulas);
+	tcase_add_test(tc, test_step_is_the_documented_adamw);
 	tcase_add_test(tc, test_full_gradient_das);
 	tcase_add_test(tc, test_full_gradient_variants);
 	tcase_add_test(tc, test_lazy_tables);
