@@ -124,9 +124,10 @@ void srv_check_admin_token(const struct srv_config *cfg)
 			"token can be guessed; use %d or more random ones (openssl rand -hex 16)",
 			strlen(cfg->admin_token), ADMIN_TOKEN_MIN);
 	/* whoever reads the token has the admin routes: a flag is in the
-	 * process list for every user of the host, as long as the server runs,
-	 * and a config file often is readable by all (deploy/systemd installs
-	 * it 0644) */
+	 * process list for every user of the host while the server starts
+	 * (srv_config_wipe_secret_args overwrites it then), and in whatever
+	 * started it (a unit file, a script), and a config file often is readable by all
+	 * (deploy/systemd installs it 0644) */
 	seen = srv_config_exposed(cfg, "admin_token", &mode);
 	if (seen == 1)
 		srv_log(SRV_LOG_WARN, "startup",

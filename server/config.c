@@ -564,6 +564,30 @@ fail:
 	return rc;
 }
 
+void srv_config_wipe_secret_args(int argc, char **argv)
+{
+	for (int i = 1; i < argc; i++) {
+		char *a = argv[i], *eq, *v;
+		const struct key *k;
+
+		if (!strcmp(a, "--config")) {
+			i++;
+			continue;
+		}
+		if (strncmp(a, "--", 2) != 0)
+			continue;
+		eq = strchr(a, '=');
+		k = key_find(a + 2, eq ? (size_t)(eq - a - 2) : strlen(a + 2));
+		if (!k || (k->type == K_BOOL && !eq))
+			continue;
+		v = eq ? eq + 1 : i + 1 < argc ? argv[++i] : NULL;
+		if (v && (k->off == offsetof(struct srv_config, admin_token) ||
+			  (k->off == offsetof(struct srv_config, registry) &&
+			   sid_registry_target_has_password(v))))
+			memset(v, 'x', strlen(v));
+	}
+}
+
 /* Whether @arg is a boolean key's flag without "=value" (--watch). */
 static int bare_bool_flag(const char *arg)
 {

@@ -125,6 +125,14 @@ const char *srv_config_workers_from(const struct srv_config *c);
 int srv_config_load_file(struct srv_config *c, const char *path, struct sid_error *err);
 
 /*
+ * Overwrite with 'x' the values in @argv of the flags that carry a secret
+ * (--admin-token, a --registry connection string with a password), once
+ * srv_config_from_args has copied them, so that the process list (ps,
+ * /proc/PID/cmdline) shows them only while the server starts.
+ */
+void srv_config_wipe_secret_args(int argc, char **argv);
+
+/*
  * Parse argv: --config FILE is applied first, then every other flag in
  * order.  Non-config flags handled here are every key of the table; --help,
  * --version and --check-config set *@help / *@version / *@check (each may

@@ -591,6 +591,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "semid-server: %s\n(try --help)\n", err.msg);
 		return 2;
 	}
+	/* copied: ps and /proc/PID/cmdline need not show them for the process's life */
+	srv_config_wipe_secret_args(argc, argv);
 	if (help || version) {
 		/* the whole text in one flush, so a failure keeps its errno
 		 * (glibc ignores the size without a buffer) */

@@ -133,8 +133,9 @@ static int store_target(const struct srv_config *cfg, char *target, size_t len,
 			    "for the default beside the model",
 			    target, cfg->model);
 	}
-	/* a flag is in the process list for every user of the host to read,
-	 * for as long as the server runs; a config file often is readable by
+	/* a flag is in the process list for every user of the host to read
+	 * while the server starts (srv_config_wipe_secret_args overwrites it
+	 * then), and in whatever started it; a config file often is readable by
 	 * all (deploy/systemd installs it 0644) */
 	{
 		unsigned mode = 0;

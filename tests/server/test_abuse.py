@@ -1769,5 +1769,52 @@ class TestMalformed(unittest.TestCase):
         no_server_errors(self, SRV)
 
 
+class TestSecrets(unittest.TestCase):
+    def test_secret_flags_are_wiped_from_the_process_list(self):
+        """Any user of the host reads /proc/PID/cmdline (ps): a token given by
+        --admin-token, or a password in --registry, showed there for as long
+        as the server ran.  Once read they are overwritten with x (the start
+        still warns: they were there until then), the token still admits,
+        and the rest of the command line is left as it was."""
+        if T.WRAPPER:
+            self.skipTest("/proc/PID/cmdline is the wrapper's (valgrind's own argv)")
+        token = "s3cret-token-" + "t" * 20
+        password = "pw-" + "p" * 16
+        registry = "postgresql://u:%s@127.0.0.1:1/db" % password
+        for args in (["--admin-token", token, "--registry=" + registry],
+                     ["--admin-token=" + token, "--registry", registry]):
+            srv = T.Server(["--model", MODEL] + args, WORK)
+            try:
+                with open("/proc/%d/cmdline" % srv.proc.pid, "rb") as f:
+                    argv = f.read().split(b"\0")
+                st, _, body = srv.request("POST", "/v1/admin/reload", b"",
+                                          headers={"Authorization": "Bearer " + token})
+                self.assertEqual(st, 200, body)
+            finally:
+                self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
+            self.assertNotIn(token.encode(), b" ".join(argv))
+            self.assertNotIn(password.encode(), b" ".join(argv))
+            self.assertIn(b"--model", argv)
+            self.assertIn(MODEL.encode(), argv)
+            flags = [a.partition(b"=")[0] for a in argv if a.startswith(b"--")]
+            self.assertIn(b"--admin-token", flags)
+            self.assertIn(b"--registry", flags)
+            self.assertIn(b"x" * len(token), b" ".join(argv))
+
+    def test_a_registry_flag_without_a_password_is_left_alone(self):
+        """Only a connection string that holds a password is wiped: a SQLite
+        path stays readable in ps."""
+        if T.WRAPPER:
+            self.skipTest("/proc/PID/cmdline is the wrapper's (valgrind's own argv)")
+        db = os.path.join(WORK, "shown.db")
+        srv = T.Server(["--model", MODEL, "--registry", db], WORK)
+        try:
+            with open("/proc/%d/cmdline" % srv.proc.pid, "rb") as f:
+                argv = f.read().split(b"\0")
+        finally:
+            self.assertEqual(srv.stop(), 0, srv.log_text()[-2000:])
+        self.assertIn(db.encode(), argv)
+
+
 if __name__ == "__main__":
     unittest.main(verbosity=2)
