@@ -413,6 +413,57 @@ const char *srv_config_workers_from(const struct srv_config *c)
 					: "default";
 }
 
+/* Whether @k holds a secret that no message may show: the admin token, or
+ * the registry, whose connection string may hold a password. */
+static int key_secret(const struct key *k)
+{
+	return k->off == offsetof(struct srv_config, admin_token) ||
+	       k->off == offsetof(struct srv_config, registry);
+}
+
+/*
+ * The secret key (its name) whose value's start jansson's message @text quotes ("near '...'") the
+ * start of a secret key's value in @buf (@n bytes, the error at byte @pos): a file of mode 600 with
+ * a slip in its token ("admin_token": "s3cret\q...) would have the token's first bytes (up to 19)
+ * on stderr, in the journal.  NULL for any other message.
+ */
+static const char *near_secret(const char *buf, size_t n, size_t pos, const char *text)
+{
+	const char *near = strstr(text, " near '"), *end;
+	size_t len, at;
+
+	if (!near)
+		return NULL;
+	near += 7;
+	end = strrchr(near, '\'');
+	if (!end || end == near || (len = (size_t)(end - near)) > n)
+		return NULL;
+	/* the quoted token ends where the lexer stopped, at @pos or just before */
+	for (at = pos < n - len ? pos : n - len;; at--) {
+		if (!memcmp(buf + at, near, len)) {
+			size_t p = at;
+
+			while (p && strchr(" \t\r\n", buf[p - 1]))
+				p--;
+			if (!p || buf[--p] != ':')
+				return NULL;
+			while (p && strchr(" \t\r\n", buf[p - 1]))
+				p--;
+			if (!p || buf[--p] != '"')
+				return NULL;
+			for (size_t i = 0; i < N_KEYS; i++) {
+				size_t kl = strlen(keys[i].name);
+				if (key_secret(&keys[i]) && p >= kl + 1 && buf[p - kl - 1] == '"' &&
+				    !memcmp(buf + p - kl, keys[i].name, kl))
+					return keys[i].name;
+			}
+			return NULL;
+		}
+		if (!at)
+			return NULL;
+	}
+}
+
 /* A config file of every key at its longest is about 6 KiB. */
 #define CONFIG_FILE_MAX (1 << 20)
 
@@ -420,7 +471,7 @@ int srv_config_load_file(struct srv_config *c, const char *path, struct sid_erro
 {
 	json_error_t jerr;
 	json_t *root, *v;
-	const char *name;
+	const char *name, *secret;
 	struct stat st;
 	size_t len, cap, skip;
 	char *buf;
@@ -496,6 +547,15 @@ int srv_config_load_file(struct srv_config *c, const char *path, struct sid_erro
 				     path);
 	}
 	root = json_loadb(buf + skip, len - skip, JSON_REJECT_DUPLICATES, &jerr);
+	if (!root &&
+	    (secret = near_secret(buf + skip, len - skip, (size_t)jerr.position, jerr.text))) {
+		const char *hint = sid_json_error_hint(jerr.text);
+		char *near = strstr(jerr.text, " near '");
+		free(buf);
+		*near = '\0';
+		return sid_error_set(err, SID_EINVAL, "%s:%d:%d: %s in %s's value (not shown)%s",
+				     path, jerr.line, jerr.column, jerr.text, secret, hint);
+	}
 	free(buf);
 	if (!root && jerr.line < 1)
 		return sid_error_set(err, SID_EINVAL, "%s: %s%s", path, jerr.text,
@@ -548,6 +608,13 @@ int srv_config_load_file(struct srv_config *c, const char *path, struct sid_erro
 			char *given =
 			    json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT | JSON_ENSURE_ASCII);
 			const char *shown = given ? given : "that";
+			/* a secret's value is its type alone: a token written
+			 * as a number, or inside brackets, is still the token */
+			if (key_secret(k))
+				shown = json_is_array(v)    ? "an array (not shown)"
+					: json_is_object(v) ? "an object (not shown)"
+					: json_is_number(v) ? "a number (not shown)"
+							    : shown;
 			int n = (int)strlen(shown);
 			rc = sid_error_set(err, SID_EINVAL, "%s: %s must be %s, not %.*s%s", path,
 					   name, key_allowed(k, text, sizeof(text)),

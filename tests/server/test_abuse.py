@@ -1801,6 +1801,40 @@ class TestSecrets(unittest.TestCase):
             self.assertIn(b"--registry", flags)
             self.assertIn(b"x" * len(token), b" ".join(argv))
 
+    def test_config_file_slips_do_not_show_secrets(self):
+        """A config file of mode 600 keeps the token and the registry's
+        password from other users; a slip in one (an escape, a quote left
+        open, a byte not UTF-8, the value in brackets or unquoted) was
+        refused with jansson's "near '<the value's first bytes>'" or the
+        value itself, on stderr and so in the journal.  The refusal names
+        the key and the place, not the value; other keys' values are still
+        quoted, as they help find the slip."""
+        token = "s3cretTOKEN"
+        conf = os.path.join(WORK, "secret-slip.json")
+        slips = (('{"admin_token": "%s\\q"}', "invalid escape in admin_token's value"),
+                 ('{"admin_token": "%s\n}', "unexpected newline in admin_token's value"),
+                 ('{"admin_token": "%s\xff"}', "in admin_token's value"),
+                 ('{\n "admin_token" :\n  %s}', "invalid token in admin_token's value"),
+                 ('{"registry": "%s\\q"}', "invalid escape in registry's value"),
+                 ('{"admin_token": ["%s"]}', "admin_token must be a string, not an array"),
+                 ('{"registry": {"url": "postgresql://u:%s@h/db"}}',
+                  "registry must be a string, not an object"))
+        for text, needle in slips:
+            with self.subTest(text=text):
+                with open(conf, "wb") as f:
+                    f.write((text % token).encode("latin-1"))
+                os.chmod(conf, 0o600)
+                err = T.refused_start(self, ["--model", MODEL, "--config", conf], needle)
+                self.assertNotIn(token[:4], err)
+        with open(conf, "wb") as f:
+            f.write(b'{"admin_token": 123456789}')
+        err = T.refused_start(self, ["--model", MODEL, "--config", conf],
+                              "admin_token must be a string, not a number")
+        self.assertNotIn("1234", err)
+        with open(conf, "wb") as f:
+            f.write(b'{"model": "m\\q"}')
+        T.refused_start(self, ["--config", conf], "invalid escape near '\"m\\q'")
+
     def test_a_registry_flag_without_a_password_is_left_alone(self):
         """Only a connection string that holds a password is wiped: a SQLite
         path stays readable in ps."""
