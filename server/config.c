@@ -422,10 +422,11 @@ static int key_secret(const struct key *k)
 }
 
 /*
- * The secret key (its name) whose value's start jansson's message @text quotes ("near '...'") the
- * start of a secret key's value in @buf (@n bytes, the error at byte @pos): a file of mode 600 with
- * a slip in its token ("admin_token": "s3cret\q...) would have the token's first bytes (up to 19)
- * on stderr, in the journal.  NULL for any other message.
+ * When jansson's message @text quotes ("near '...'") the start of a secret
+ * key's value in @buf (@n bytes, the error at byte @pos), that key's name,
+ * else NULL: a file of mode 600 with a slip in its token ("admin_token":
+ * "s3cret\q...) had the token's first bytes (up to 19) on stderr, in the
+ * journal.
  */
 static const char *near_secret(const char *buf, size_t n, size_t pos, const char *text)
 {
