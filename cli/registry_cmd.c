@@ -2440,11 +2440,22 @@ static int cmd_reassign(const struct opts *o, struct sid_registry *r, struct sid
 static int cmd_lookup(const struct opts *o, struct sid_registry *r, struct sid_error *err)
 {
 	struct sid_reg_entry e;
+	json_t *j;
 	int rc;
 
 	rc = strcmp(o->cmd, "get") ? sid_registry_get_sid(r, o->kind, o->arg, &e, err)
 				   : sid_registry_get(r, o->kind, o->arg, &e, err);
-	return rc ? rc : print_json(sid_reg_entry_json(&e, 0), o, r, err);
+	if (rc)
+		return rc;
+	/* a damaged model_version (not UTF-8) was told as "out of memory", as
+	 * list already tells it */
+	if (!(j = sid_reg_entry_json(&e, 0)))
+		return sid_error_set(err, SID_EDATA,
+				     "registry %s: the stored entry of id %.64s cannot be written "
+				     "as JSON (text that is not UTF-8?); semid registry check "
+				     "lists such entries",
+				     sid_registry_label(r), e.id);
+	return print_json(j, o, r, err);
 }
 
 static int cmd_list(const struct opts *o, struct sid_registry *r, struct sid_error *err)

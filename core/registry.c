@@ -1097,11 +1097,19 @@ int sid__reg_kind_bad(struct sid_registry *r, const struct sid_reg_entry *e, int
 static int check_entry(const struct sid_reg_entry *e, const float *emb, void *p)
 {
 	struct check_ctx *c = p;
+	struct sid_error verr;
 	int rc;
 
 	check_counted(c);
 	if (sid__reg_kind_bad(c->r, e, -1, check_found, c, &rc))
 		return rc;
+	/* (read as text of at most its length, not checked as import does) */
+	if (sid_model_version_check(e->model_version, &verr))
+		return check_report(c, SID_REG_P_UNREADABLE, e,
+				    "its model_version is damaged (%s): an export of it cannot "
+				    "be imported back; assigning the id again with reassign "
+				    "rewrites it, and semid registry delete ID erases it",
+				    verr.msg);
 	if (c->L[e->kind] && e->L != c->L[e->kind])
 		return check_report(c, SID_REG_P_LEVELS, e,
 				    "%d levels of codes, where the %s IDs have %d", e->L,
@@ -1665,6 +1673,7 @@ json_t *sid_reg_entry_json(const struct sid_reg_entry *e, int assign)
 /* The little-endian bytes of @D floats (a copy on big-endian hosts is not
  * needed: semid targets little-endian machines, as the model format does). */
 struct export_ctx {
+	struct sid_registry *r;
 	FILE *f;
 	enum sid_reg_format fmt;
 	int with_emb;
@@ -1676,8 +1685,19 @@ static int export_fn(const struct sid_reg_entry *e, const float *emb, void *p)
 	struct export_ctx *c = p;
 	char sid[SID_REG_SID_MAX], ct[80], ut[80];
 	char *b64 = NULL;
+	struct sid_error verr;
 	int rc = 0;
 
+	/* a model_version import refuses (damaged by hand or an older bug) made
+	 * a TSV line that import could not read back, and failed JSON as "out
+	 * of memory": the entry is damaged, and the walk stops at it */
+	if (sid_model_version_check(e->model_version, &verr))
+		return sid_error_set(
+		    c->err, SID_EDATA,
+		    "registry %s: the stored entry of id \"%.*s\" cannot be "
+		    "exported: its model_version is damaged (%s), and import would "
+		    "refuse the line (semid registry check lists every such entry)",
+		    c->r->label, utf8_cut(e->id, 64), e->id, verr.msg);
 	sid_reg_sid_format(e->codes, e->L, e->suffix, sid, sizeof(sid));
 	time_format(e->created_ms, ct);
 	time_format(e->updated_ms, ut);
@@ -1718,7 +1738,7 @@ static int export_fn(const struct sid_reg_entry *e, const float *emb, void *p)
 int sid_registry_export(struct sid_registry *r, int kind, enum sid_reg_format fmt, int with_emb,
 			FILE *f, struct sid_error *err)
 {
-	struct export_ctx c = {f, fmt, with_emb, err};
+	struct export_ctx c = {r, f, fmt, with_emb, err};
 	int rc;
 
 	if (fmt == SID_REG_TSV &&
