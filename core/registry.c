@@ -1701,6 +1701,15 @@ static int export_fn(const struct sid_reg_entry *e, const float *emb, void *p)
 	sid_reg_sid_format(e->codes, e->L, e->suffix, sid, sizeof(sid));
 	time_format(e->created_ms, ct);
 	time_format(e->updated_ms, ut);
+	for (int i = 0; c->with_emb && emb && i < e->D; i++)
+		if (!isfinite(emb[i])) /* (stored by hand: import refused the line) */
+			return sid_error_set(
+			    c->err, SID_EDATA,
+			    "registry %s: the stored embedding of id \"%.*s\" cannot "
+			    "be exported: value %d is not finite (%g), and import would "
+			    "refuse the line (semid registry check lists every such "
+			    "entry)",
+			    c->r->label, utf8_cut(e->id, 64), e->id, i, (double)emb[i]);
 	if (c->with_emb && emb) {
 		b64 = b64_encode(emb, sizeof(float) * e->D);
 		if (!b64)

@@ -3153,6 +3153,33 @@ START_TEST(t_check_damaged_model_version)
 }
 END_TEST
 
+/* An embedding with a value that is not finite (stored by hand: assign and
+ * import refuse one) was exported as base64 with exit 0, and import then
+ * refused the line (exit 2): export --embeddings now stops at it, naming
+ * the id, as it stops at any damaged entry; without --embeddings it is not
+ * written, and the export imports. */
+START_TEST(t_export_nonfinite_embedding)
+{
+	char msg[2048], sid[64], tsv[400], db2[400];
+
+	assign_all_sid_of("item-2", sid, sizeof(sid));
+	/* 0x7fc00000 little-endian: a NaN as the first value */
+	db_sql(db, "UPDATE semid_embedding SET emb = CAST(x'0000c07f' || substr(emb, 5) AS BLOB) "
+		   "WHERE rid = "
+		   "(SELECT rid FROM semid_assignment WHERE id = 'item-2')");
+	snprintf(tsv, sizeof(tsv), "%s/nan.tsv", dir);
+	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "export", "--embeddings", "--db", db,
+				 "-o", tsv, NULL),
+			 CLI_EXIT_INPUT);
+	ASSERT_HAS(msg, "the stored embedding of id \"item-2\" cannot be exported: value 0 is not "
+			"finite");
+	ck_assert_int_ne(access(tsv, F_OK), 0);
+	ck_assert_int_eq(run("registry", "export", "--db", db, "-o", tsv, NULL), CLI_EXIT_OK);
+	snprintf(db2, sizeof(db2), "%s/nan2.db", dir);
+	ck_assert_int_eq(run("registry", "import", "--db", db2, tsv, NULL), CLI_EXIT_OK);
+}
+END_TEST
+
 /* check: a clean store's report (exit 0), then one with an entry whose codes
  * are damaged, one whose id is (named by its row), and an embedding of the
  * wrong size: each listed with its problem (exit 3), --limit bounding the
@@ -4064,6 +4091,7 @@ static Suite *registry_cmd_suite(void)
 	tcase_add_test(tc, t_delete_damaged);
 	tcase_add_test(tc, t_check);
 	tcase_add_test(tc, t_check_damaged_model_version);
+	tcase_add_test(tc, t_export_nonfinite_embedding);
 	tcase_add_test(tc, t_delete_stopped);
 	tcase_add_test(tc, t_assign_stopped);
 	tcase_add_loop_test(tc, t_assign_stopped_file, 0, 2);
