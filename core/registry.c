@@ -1094,6 +1094,13 @@ int sid__reg_kind_bad(struct sid_registry *r, const struct sid_reg_entry *e, int
 	return 1;
 }
 
+/* 1 when @ms is a time time_format writes as time_parse reads it back:
+ * 1970-01-01T00:00:00.000Z to 9999-12-31T23:59:59.999Z */
+static int time_exportable(int64_t ms)
+{
+	return ms >= 0 && ms <= INT64_C(253402300799999);
+}
+
 static int check_entry(const struct sid_reg_entry *e, const float *emb, void *p)
 {
 	struct check_ctx *c = p;
@@ -1110,6 +1117,12 @@ static int check_entry(const struct sid_reg_entry *e, const float *emb, void *p)
 				    "be imported back; assigning the id again with reassign "
 				    "rewrites it, and semid registry delete ID erases it",
 				    verr.msg);
+	if (!time_exportable(e->created_ms) || !time_exportable(e->updated_ms))
+		return check_report(c, SID_REG_P_UNREADABLE, e,
+				    "its created_ms (%lld) or updated_ms (%lld) is not a time from "
+				    "1970 to 9999: an export of it cannot be imported back; "
+				    "semid registry delete ID erases it",
+				    (long long)e->created_ms, (long long)e->updated_ms);
 	if (c->L[e->kind] && e->L != c->L[e->kind])
 		return check_report(c, SID_REG_P_LEVELS, e,
 				    "%d levels of codes, where the %s IDs have %d", e->L,
@@ -1698,6 +1711,18 @@ static int export_fn(const struct sid_reg_entry *e, const float *emb, void *p)
 		    "exported: its model_version is damaged (%s), and import would "
 		    "refuse the line (semid registry check lists every such entry)",
 		    c->r->label, utf8_cut(e->id, 64), e->id, verr.msg);
+	/* (a time stored by hand out of range was written as
+	 * "1970-01-01T00:00:00.-01Z", which import refused) */
+	if (!time_exportable(e->created_ms) || !time_exportable(e->updated_ms))
+		return sid_error_set(
+		    c->err, SID_EDATA,
+		    "registry %s: the stored entry of id \"%.*s\" cannot be "
+		    "exported: its %s (%lld ms) is not a time from 1970 to 9999, "
+		    "and import would refuse the line (semid registry check lists "
+		    "every such entry)",
+		    c->r->label, utf8_cut(e->id, 64), e->id,
+		    time_exportable(e->created_ms) ? "updated_ms" : "created_ms",
+		    (long long)(time_exportable(e->created_ms) ? e->updated_ms : e->created_ms));
 	sid_reg_sid_format(e->codes, e->L, e->suffix, sid, sizeof(sid));
 	time_format(e->created_ms, ct);
 	time_format(e->updated_ms, ut);

@@ -3180,6 +3180,44 @@ START_TEST(t_export_nonfinite_embedding)
 }
 END_TEST
 
+/* A time stored out of export's range (by hand: -1 ms, the year 10000)
+ * was exported as "1970-01-01T00:00:00.-01Z" or "10000-01-01T...", exit 0,
+ * lines import refused, and check found nothing: now check lists both and
+ * export stops at the first, naming it; once they are deleted it exports
+ * and imports. */
+START_TEST(t_export_time_out_of_range)
+{
+	char msg[2048], sid[64], tsv[400], db2[400];
+	json_t *j;
+
+	assign_all_sid_of("item-2", sid, sizeof(sid));
+	db_sql(db, "UPDATE semid_assignment SET created_ms = -1 WHERE id = 'item-2';"
+		   "UPDATE semid_assignment SET updated_ms = 253402300800000 WHERE id = 'item-3'");
+	ck_assert_int_eq(run("registry", "check", "--db", db, "-o", out, NULL),
+			 CLI_REGISTRY_EXIT_CONFLICTS);
+	j = load_json(out);
+	ck_assert_int_eq(
+	    json_integer_value(json_object_get(json_object_get(j, "found"), "unreadable")), 2);
+	ASSERT_HAS(json_string_value(json_object_get(finding_named(j, "item-2"), "message")),
+		   "its created_ms (-1) or updated_ms (");
+	ASSERT_HAS(json_string_value(json_object_get(finding_named(j, "item-3"), "message")),
+		   "updated_ms (253402300800000) is not a time from 1970 to 9999");
+	json_decref(j);
+	snprintf(tsv, sizeof(tsv), "%s/times.tsv", dir);
+	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "export", "--db", db, "--format",
+				 "jsonl", "-o", tsv, NULL),
+			 CLI_EXIT_INPUT);
+	ASSERT_HAS(msg, "cannot be exported: its ");
+	ASSERT_HAS(msg, "is not a time from 1970 to 9999");
+	ck_assert_int_ne(access(tsv, F_OK), 0);
+	ck_assert_int_eq(run("registry", "delete", "--db", db, "item-2", "item-3", "-o", out, NULL),
+			 CLI_EXIT_OK);
+	ck_assert_int_eq(run("registry", "export", "--db", db, "-o", tsv, NULL), CLI_EXIT_OK);
+	snprintf(db2, sizeof(db2), "%s/times2.db", dir);
+	ck_assert_int_eq(run("registry", "import", "--db", db2, tsv, NULL), CLI_EXIT_OK);
+}
+END_TEST
+
 /* check: a clean store's report (exit 0), then one with an entry whose codes
  * are damaged, one whose id is (named by its row), and an embedding of the
  * wrong size: each listed with its problem (exit 3), --limit bounding the
@@ -4092,6 +4130,7 @@ static Suite *registry_cmd_suite(void)
 	tcase_add_test(tc, t_check);
 	tcase_add_test(tc, t_check_damaged_model_version);
 	tcase_add_test(tc, t_export_nonfinite_embedding);
+	tcase_add_test(tc, t_export_time_out_of_range);
 	tcase_add_test(tc, t_delete_stopped);
 	tcase_add_test(tc, t_assign_stopped);
 	tcase_add_loop_test(tc, t_assign_stopped_file, 0, 2);
