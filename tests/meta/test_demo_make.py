@@ -45,26 +45,34 @@ touch "$(dirname "$0")/published"
 exec sleep 60
 """
 
+# make's environment without the calling make's own flags (make test runs these)
+ENV = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+
+
+def stand_in(d, script):
+    """bin/ and demo/ under @d: demo/data/train.tsv there (nothing to
+    generate), and bin/semid-train the shell @script; returns both paths."""
+    bin_dir, demo = os.path.join(d, "bin"), os.path.join(d, "demo")
+    os.makedirs(bin_dir)
+    os.makedirs(os.path.join(demo, "data"))
+    with open(os.path.join(demo, "data", "train.tsv"), "w") as f:
+        f.write("0\t0\n")
+    train = os.path.join(bin_dir, "semid-train")
+    with open(train, "w") as f:
+        f.write(script)
+    os.chmod(train, 0o755)
+    return bin_dir, demo
+
 
 class DemoModelTest(unittest.TestCase):
     def test_epochs_retrain(self):
         with tempfile.TemporaryDirectory(prefix="semid-demo-make-") as d:
-            bin_dir, demo = os.path.join(d, "bin"), os.path.join(d, "demo")
-            os.makedirs(bin_dir)
-            os.makedirs(os.path.join(demo, "data"))
-            with open(os.path.join(demo, "data", "train.tsv"), "w") as f:
-                f.write("0\t0\n")
-            train = os.path.join(bin_dir, "semid-train")
-            with open(train, "w") as f:
-                f.write(FAKE_TRAIN)
-            os.chmod(train, 0o755)
-            env = {k: v for k, v in os.environ.items()
-                   if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+            bin_dir, demo = stand_in(d, FAKE_TRAIN)
 
             def calls(epochs):
                 p = subprocess.run(["make", "-C", ROOT, "--no-print-directory", "demo-model",
                                     "BIN=" + bin_dir, "DEMO=" + demo, "DEMO_EPOCHS=%d" % epochs],
-                                   env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                    text=True, timeout=60)
                 self.assertEqual(p.returncode, 0, p.stdout)
                 path = os.path.join(bin_dir, "calls")
@@ -84,23 +92,13 @@ class DemoModelTest(unittest.TestCase):
         # when a retraining was stopped (Ctrl-C) or failed: it is written
         # beside it and renamed over it only once the model is published
         with tempfile.TemporaryDirectory(prefix="semid-demo-make-") as d:
-            bin_dir, demo = os.path.join(d, "bin"), os.path.join(d, "demo")
-            os.makedirs(bin_dir)
-            os.makedirs(os.path.join(demo, "data"))
-            with open(os.path.join(demo, "data", "train.tsv"), "w") as f:
-                f.write("0\t0\n")
-            train = os.path.join(bin_dir, "semid-train")
-            with open(train, "w") as f:
-                f.write(FAKE_TRAIN_EVAL)
-            os.chmod(train, 0o755)
-            env = {k: v for k, v in os.environ.items()
-                   if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+            bin_dir, demo = stand_in(d, FAKE_TRAIN_EVAL)
 
             def demo_model(epochs):
                 return subprocess.run(["make", "-C", ROOT, "--no-print-directory", "demo-model",
                                        "BIN=" + bin_dir, "DEMO=" + demo,
                                        "DEMO_EPOCHS=%d" % epochs],
-                                      env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                      env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                       text=True, timeout=60)
 
             def evaluation():
@@ -126,20 +124,10 @@ class DemoModelTest(unittest.TestCase):
         # so a Ctrl-C just after the publish lost the model just published
         # (and the one it replaced)
         with tempfile.TemporaryDirectory(prefix="semid-demo-make-") as d:
-            bin_dir, demo = os.path.join(d, "bin"), os.path.join(d, "demo")
-            os.makedirs(bin_dir)
-            os.makedirs(os.path.join(demo, "data"))
-            with open(os.path.join(demo, "data", "train.tsv"), "w") as f:
-                f.write("0\t0\n")
-            train = os.path.join(bin_dir, "semid-train")
-            with open(train, "w") as f:
-                f.write(FAKE_TRAIN_PUBLISH_THEN_STOPPED)
-            os.chmod(train, 0o755)
-            env = {k: v for k, v in os.environ.items()
-                   if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+            bin_dir, demo = stand_in(d, FAKE_TRAIN_PUBLISH_THEN_STOPPED)
             p = subprocess.Popen(["make", "-C", ROOT, "--no-print-directory", "demo-model",
                                   "BIN=" + bin_dir, "DEMO=" + demo, "DEMO_EPOCHS=2"],
-                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                 env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                  text=True, start_new_session=True,
                                  preexec_fn=lambda: signal.signal(signal.SIGINT,
                                                                   signal.SIG_DFL))
@@ -166,11 +154,9 @@ class DemoModelTest(unittest.TestCase):
         # nothing.
         with tempfile.TemporaryDirectory(prefix="semid-demo-make-") as d:
             bin_dir, demo, out = (os.path.join(d, x) for x in ("bin", "demo", "o"))
-            env = {k: v for k, v in os.environ.items()
-                   if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
             p = subprocess.run(["make", "-C", ROOT, "-n", "--no-print-directory", "demo-model",
                                 "BIN=" + bin_dir, "DEMO=" + demo, "O=" + out],
-                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True, timeout=120)
             self.assertEqual(p.returncode, 0, p.stdout)
             lines = p.stdout.splitlines()
