@@ -379,11 +379,6 @@ const char *srv_config_files_changed(const struct srv_config_file *files, int n)
 	return NULL;
 }
 
-const char *srv_config_file_changed(const struct srv_config *c)
-{
-	return srv_config_files_changed(c->files, c->n_files);
-}
-
 const char *srv_config_source(const struct srv_config *c, const char *key)
 {
 	const struct key *k = key_find(key, strlen(key));
@@ -632,28 +627,11 @@ fail:
 	return rc;
 }
 
-void srv_config_wipe_secret_args(int argc, char **argv)
+void srv_config_wipe_secret_args(struct srv_config *c)
 {
-	for (int i = 1; i < argc; i++) {
-		char *a = argv[i], *eq, *v;
-		const struct key *k;
-
-		if (!strcmp(a, "--config")) {
-			i++;
-			continue;
-		}
-		if (strncmp(a, "--", 2) != 0)
-			continue;
-		eq = strchr(a, '=');
-		k = key_find(a + 2, eq ? (size_t)(eq - a - 2) : strlen(a + 2));
-		if (!k || (k->type == K_BOOL && !eq))
-			continue;
-		v = eq ? eq + 1 : i + 1 < argc ? argv[++i] : NULL;
-		if (v && (k->off == offsetof(struct srv_config, admin_token) ||
-			  (k->off == offsetof(struct srv_config, registry) &&
-			   sid_registry_target_has_password(v))))
-			memset(v, 'x', strlen(v));
-	}
+	for (int i = 0; i < c->n_secret_args; i++)
+		memset(c->secret_args[i], 'x', strlen(c->secret_args[i]));
+	c->n_secret_args = 0;
 }
 
 /* Whether @arg is a boolean key's flag without "=value" (--watch). */
@@ -746,6 +724,12 @@ int srv_config_from_args(struct srv_config *c, int argc, char **argv, int *help,
 		rc = key_set(c, k, value, flag, a, err);
 		if (rc)
 			return rc;
+		/* argv's own bytes (value points into it), for the wipe */
+		if ((k->off == offsetof(struct srv_config, admin_token) ||
+		     (k->off == offsetof(struct srv_config, registry) &&
+		      sid_registry_target_has_password(value))) &&
+		    c->n_secret_args < SRV_CONFIG_FILES_MAX)
+			c->secret_args[c->n_secret_args++] = eq ? argv[i] + (eq - a) + 1 : argv[i];
 	}
 	if ((help && *help) || (version && *version))
 		return 0;

@@ -72,7 +72,7 @@ struct srv_config {
 	int workers_auto; /* that count, for a workers of 0 */
 	int workers_zero; /* workers was set to 0, so it is workers_auto */
 	/* The --config files read (more are refused), as they were then, for
-	 * srv_config_file_changed and --check-config's summary; paths borrowed
+	 * srv_config_files_changed and --check-config's summary; paths borrowed
 	 * as from[] is. */
 	struct srv_config_file {
 		const char *path;
@@ -82,6 +82,11 @@ struct srv_config {
 		struct timespec mtime;
 	} files[SRV_CONFIG_FILES_MAX];
 	int n_files;
+	/* The values in argv of flags that carry a secret (--admin-token, a
+	 * --registry with a password), for srv_config_wipe_secret_args: the
+	 * first SRV_CONFIG_FILES_MAX of them. */
+	char *secret_args[SRV_CONFIG_FILES_MAX];
+	int n_secret_args;
 };
 
 /* Fill @c with the defaults (listen 127.0.0.1:8080, workers = the CPUs this
@@ -99,11 +104,10 @@ int srv_config_set(struct srv_config *c, const char *key, const char *value, con
  * as given ("--registry=...", or "--registry" when the value followed it),
  * or NULL (the default, SEMID_ADMIN_TOKEN's value, or an unknown key). */
 const char *srv_config_source(const struct srv_config *c, const char *key);
-/* The path of the first --config file that now names another file, or has
- * another size or mtime, than when it was read (or cannot be looked at),
- * else NULL: the server reads it once, and a SIGHUP reloads the model only. */
-const char *srv_config_file_changed(const struct srv_config *c);
-/* The same, of @n files as srv_config.files holds them (a copy of it). */
+/* The path of the first of @n --config files (srv_config.files, or a copy
+ * of it) that now names another file, or has another size or mtime, than
+ * when it was read (or cannot be looked at), else NULL: the server reads
+ * them once, and a SIGHUP reloads the model only. */
 const char *srv_config_files_changed(const struct srv_config_file *files, int n);
 
 /* Where key @key's value can be read by other users of the host: 1 when a
@@ -125,12 +129,12 @@ const char *srv_config_workers_from(const struct srv_config *c);
 int srv_config_load_file(struct srv_config *c, const char *path, struct sid_error *err);
 
 /*
- * Overwrite with 'x' the values in @argv of the flags that carry a secret
- * (--admin-token, a --registry connection string with a password), once
- * srv_config_from_args has copied them, so that the process list (ps,
- * /proc/PID/cmdline) shows them only while the server starts.
+ * Overwrite with 'x' the values in argv of the flags that carry a secret
+ * (--admin-token, a --registry connection string with a password), which
+ * srv_config_from_args copied into @c and noted, so that the process list
+ * (ps, /proc/PID/cmdline) shows them only while the server starts.
  */
-void srv_config_wipe_secret_args(int argc, char **argv);
+void srv_config_wipe_secret_args(struct srv_config *c);
 
 /*
  * Parse argv: --config FILE is applied first, then every other flag in

@@ -592,7 +592,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	/* copied: ps and /proc/PID/cmdline need not show them for the process's life */
-	srv_config_wipe_secret_args(argc, argv);
+	srv_config_wipe_secret_args(&s.cfg);
 	if (help || version) {
 		/* the whole text in one flush, so a failure keeps its errno
 		 * (glibc ignores the size without a buffer) */
