@@ -2110,11 +2110,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 		const union MHD_ConnectionInfo *ci =
 		    MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
 		struct conn *c = ci ? ci->socket_context : NULL;
+		int http11 = version && !strcmp(version, MHD_HTTP_VERSION_1_1);
 		if (c == &h->over)
 			return refused_close(); /* shut already; MHD closes it */
 		if (c && c->refused)
-			return refused_drain(conn, c, upload_size,
-					     version && !strcmp(version, MHD_HTTP_VERSION_1_1));
+			return refused_drain(conn, c, upload_size, http11);
 		if (!q && !(q = req_new(h, conn, url)))
 			return MHD_NO;
 		if (c) {
@@ -2130,7 +2130,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 			c->enc_slash = 0;
 		}
 		copy_str(q->method, sizeof(q->method), method);
-		q->http11 = version && !strcmp(version, MHD_HTTP_VERSION_1_1);
+		q->http11 = http11;
 		request_id(h, conn, q->request_id);
 		q->t0 = srv_now(); /* its time counts from its headers */
 		q->state = REQ_BODY;
