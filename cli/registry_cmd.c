@@ -2437,6 +2437,19 @@ static int cmd_reassign(const struct opts *o, struct sid_registry *r, struct sid
 
 /* ---- lookups ---- */
 
+/* @e as JSON in *@out, or an error naming it: a damaged model_version
+ * (text that is not UTF-8), which get told as "out of memory" */
+static int entry_json(struct sid_registry *r, const struct sid_reg_entry *e, json_t **out,
+		      struct sid_error *err)
+{
+	if ((*out = sid_reg_entry_json(e, 0)))
+		return 0;
+	return sid_error_set(err, SID_EDATA,
+			     "registry %s: the stored entry of id %.64s cannot be written as JSON "
+			     "(text that is not UTF-8?); semid registry check lists such entries",
+			     sid_registry_label(r), e->id);
+}
+
 static int cmd_lookup(const struct opts *o, struct sid_registry *r, struct sid_error *err)
 {
 	struct sid_reg_entry e;
@@ -2445,17 +2458,9 @@ static int cmd_lookup(const struct opts *o, struct sid_registry *r, struct sid_e
 
 	rc = strcmp(o->cmd, "get") ? sid_registry_get_sid(r, o->kind, o->arg, &e, err)
 				   : sid_registry_get(r, o->kind, o->arg, &e, err);
-	if (rc)
-		return rc;
-	/* a damaged model_version (not UTF-8) was told as "out of memory", as
-	 * list already tells it */
-	if (!(j = sid_reg_entry_json(&e, 0)))
-		return sid_error_set(err, SID_EDATA,
-				     "registry %s: the stored entry of id %.64s cannot be written "
-				     "as JSON (text that is not UTF-8?); semid registry check "
-				     "lists such entries",
-				     sid_registry_label(r), e.id);
-	return print_json(j, o, r, err);
+	if (!rc)
+		rc = entry_json(r, &e, &j, err);
+	return rc ? rc : print_json(j, o, r, err);
 }
 
 static int cmd_list(const struct opts *o, struct sid_registry *r, struct sid_error *err)
@@ -2474,13 +2479,11 @@ static int cmd_list(const struct opts *o, struct sid_registry *r, struct sid_err
 				       &n, next, err);
 		if (rc)
 			break;
-		for (size_t i = 0; i < n && !rc; i++)
-			if (json_array_append_new(a, sid_reg_entry_json(&page[i], 0)))
-				rc = sid_error_set(
-				    err, SID_EFORMAT,
-				    "registry: the stored entry of id %.64s cannot be "
-				    "written as JSON (text that is not UTF-8?)",
-				    page[i].id);
+		for (size_t i = 0; i < n && !rc; i++) {
+			json_t *j;
+			if (!(rc = entry_json(r, &page[i], &j, err)) && json_array_append_new(a, j))
+				rc = sid_error_set(err, SID_ENOMEM, "out of memory");
+		}
 		if (rc)
 			break;
 		left -= (long)n;

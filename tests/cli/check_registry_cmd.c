@@ -3146,6 +3146,10 @@ START_TEST(t_check_damaged_model_version)
 	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "get", "item-3", "--db", db, NULL),
 			 CLI_EXIT_INPUT);
 	ASSERT_HAS(msg, "the stored entry of id item-3 cannot be written as JSON");
+	/* list, as get: the same message and status */
+	ck_assert_int_eq(run_err(msg, sizeof(msg), "registry", "list", "--db", db, NULL),
+			 CLI_EXIT_INPUT);
+	ASSERT_HAS(msg, "the stored entry of id item-3 cannot be written as JSON");
 	ck_assert_int_eq(run("registry", "delete", "--db", db, "item-2", "item-3", "-o", tsv, NULL),
 			 CLI_EXIT_OK);
 	ck_assert_int_eq(run("registry", "check", "--db", db, "-o", out, NULL), CLI_EXIT_OK);
