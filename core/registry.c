@@ -1713,16 +1713,16 @@ static int export_fn(const struct sid_reg_entry *e, const float *emb, void *p)
 		    c->r->label, utf8_cut(e->id, 64), e->id, verr.msg);
 	/* (a time stored by hand out of range was written as
 	 * "1970-01-01T00:00:00.-01Z", which import refused) */
-	if (!time_exportable(e->created_ms) || !time_exportable(e->updated_ms))
-		return sid_error_set(
-		    c->err, SID_EDATA,
-		    "registry %s: the stored entry of id \"%.*s\" cannot be "
-		    "exported: its %s (%lld ms) is not a time from 1970 to 9999, "
-		    "and import would refuse the line (semid registry check lists "
-		    "every such entry)",
-		    c->r->label, utf8_cut(e->id, 64), e->id,
-		    time_exportable(e->created_ms) ? "updated_ms" : "created_ms",
-		    (long long)(time_exportable(e->created_ms) ? e->updated_ms : e->created_ms));
+	int bad_created = !time_exportable(e->created_ms);
+	if (bad_created || !time_exportable(e->updated_ms))
+		return sid_error_set(c->err, SID_EDATA,
+				     "registry %s: the stored entry of id \"%.*s\" cannot be "
+				     "exported: its %s (%lld ms) is not a time from 1970 to 9999, "
+				     "and import would refuse the line (semid registry check lists "
+				     "every such entry)",
+				     c->r->label, utf8_cut(e->id, 64), e->id,
+				     bad_created ? "created_ms" : "updated_ms",
+				     (long long)(bad_created ? e->created_ms : e->updated_ms));
 	sid_reg_sid_format(e->codes, e->L, e->suffix, sid, sizeof(sid));
 	time_format(e->created_ms, ct);
 	time_format(e->updated_ms, ut);
