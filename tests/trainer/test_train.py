@@ -1450,18 +1450,23 @@ class TrainerTest(unittest.TestCase):
 
     @unittest.skipIf(os.environ.get("SEMID_SANITIZE"),
                      "a sanitizer's shadow memory does not fit a memory limit")
-    def test_wide_embeddings_scanned_in_little_memory(self):
+    def test_wide_embeddings_in_little_memory(self):
         """An .npy was scanned 4096 rows at a time whatever its width: at
         65536 columns a 1 GiB buffer, for a file of 5 rows (1.3 MiB) too, so
         under ulimit -v 768 MiB training and profile said "items.npy: out of
-        memory", exit 1.  The chunk is now 4 Mi values at most."""
+        memory", exit 1; the chunk is now 4 Mi values at most.  And eval
+        encoded 4096 rows at a time, its buffers 3 GiB at 65536 columns:
+        "encode: out of memory" (a training given --test failed so after its
+        last epoch); fewer rows of a wider tower now."""
         wdir = os.path.join(self.tmp, "wide")
         os.makedirs(wdir, exist_ok=True)
         wide = os.path.join(wdir, "wide.npy")
         np.save(wide, np.random.default_rng(3).standard_normal((5, 65536)).astype(np.float32))
-        train = os.path.join(wdir, "train.tsv")
+        train, test = (os.path.join(wdir, n) for n in ("train.tsv", "test.tsv"))
         with open(train, "w") as f:
             f.write("0\t1\n1\t2\n2\t3\n3\t4\n")
+        with open(test, "w") as f:
+            f.write("0\t2\n1\t3\n")
         out = os.path.join(wdir, "m.st")
 
         def limited():
@@ -1470,42 +1475,14 @@ class TrainerTest(unittest.TestCase):
                       "--epochs", "1", "--hidden", "8", "--latent-dim", "4", "--codebook-size",
                       "2", "--levels", "1", "--threads", "1", "--no-progress"],
                      [TRAIN, "profile", "--items", wide, "--train", train, "--out",
-                      os.path.join(wdir, "users.npy")]):
+                      os.path.join(wdir, "users.npy")],
+                     [TRAIN, "eval", "--model", out, "--items", wide, "--users", wide,
+                      "--train", train, "--test", test]):
             p = subprocess.run([str(a) for a in args], capture_output=True, text=True,
                                timeout=120, preexec_fn=limited)
             self.assertEqual(p.returncode, 0, p.stderr)
         self.assertEqual(run(SEMID, "inspect", out).returncode, 0)
         self.assertEqual(np.load(os.path.join(wdir, "users.npy")).shape, (4, 65536))
-
-    @unittest.skipIf(os.environ.get("SEMID_SANITIZE"),
-                     "a sanitizer's shadow memory does not fit a memory limit")
-    def test_eval_of_wide_towers_in_little_memory(self):
-        """eval encoded 4096 rows at a time whatever the width, its buffers
-        3 GiB at 65536 columns for a file of 5 rows too: "encode: out of
-        memory" under ulimit -v 768 MiB (and a training given --test failed
-        so after its last epoch).  Fewer rows of a wider tower now."""
-        wdir = os.path.join(self.tmp, "wide-eval")
-        os.makedirs(wdir, exist_ok=True)
-        wide = os.path.join(wdir, "wide.npy")
-        np.save(wide, np.random.default_rng(5).standard_normal((5, 65536)).astype(np.float32))
-        train, test = (os.path.join(wdir, n) for n in ("train.tsv", "test.tsv"))
-        with open(train, "w") as f:
-            f.write("0\t1\n1\t2\n2\t3\n3\t4\n")
-        with open(test, "w") as f:
-            f.write("0\t2\n1\t3\n")
-        out = os.path.join(wdir, "m.st")
-        p = run(TRAIN, "--items", wide, "--users", wide, "--train", train, "--out", out,
-                "--epochs", "1", "--hidden", "8", "--latent-dim", "4", "--codebook-size", "2",
-                "--levels", "1", "--threads", "1", "--no-progress", "--no-eval")
-        self.assertEqual(p.returncode, 0, p.stderr)
-
-        def limited():
-            resource.setrlimit(resource.RLIMIT_AS, (768 << 20, 768 << 20))
-        args = [TRAIN, "eval", "--model", out, "--items", wide, "--users", wide, "--train",
-                train, "--test", test]
-        p = subprocess.run([str(a) for a in args], capture_output=True, text=True,
-                           timeout=120, preexec_fn=limited)
-        self.assertEqual(p.returncode, 0, p.stderr)
         got = json.loads(p.stdout)
         self.assertEqual((got["item"]["n"], got["user"]["n"]), (5, 5))
         self.assertEqual(got["item_side"]["warm"]["users"], 2)
