@@ -28,11 +28,11 @@ in the repository, `make test-seed` refreshes it from the local file), so a
 fresh clone (CI's) schedules as well as a second run; its wall time for order
 from another build when this one has none.  A suite with no time at all counts
 as long: python suites (servers, trainers) before Check binaries, in the order
-given.  Beside those SEMID_TEST_JOBS, up to as many more start while the CPU
-time per second of the running suites' last runs adds up to no more than the
-cores (SEMID_TEST_CPUS, default: this process's CPU affinity), so that a
-suite that sleeps through the timeouts it tests does not hold a slot a busy
-one could use; a suite with no CPU time for this build counts as busy.
+given.  Beside those SEMID_TEST_JOBS, up to three times as many more start
+while the CPU time per second of the running suites' last runs adds up to no
+more than the cores (SEMID_TEST_CPUS, default: this process's CPU affinity),
+so that a suite that sleeps through the timeouts it tests does not hold a slot
+a busy one could use; a suite with no CPU time for this build counts as busy.
 
 `tests/run.py --merge-times FROM INTO` writes INTO the times of FROM laid
 over its own, dropping suites whose file is gone (make test-seed).
@@ -229,18 +229,18 @@ def main():
         last.setdefault(suite_key(suites[i]), {})[BUILD] = [round(time.time() - t0, 1),
                                                            round(results[i][3], 1)]
 
-    # jobs suites at a time, and beside them (up to twice as many) suites
-    # that mostly wait, as long as the CPU the running ones used in their
-    # last run adds up to no more than the cores: a suite that sleeps
+    # jobs suites at a time, and beside them (up to four times as many in
+    # all) suites that mostly wait, as long as the CPU the running ones used
+    # in their last run adds up to no more than the cores: a suite that sleeps
     # through the timeouts it tests no longer holds a slot a busy one could use
     running = {}
-    with concurrent.futures.ThreadPoolExecutor(max_workers=2 * jobs) as pool:
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4 * jobs) as pool:
         while pending or running:
             while pending:
                 load = sum(share[i] for i in running)
                 pick = next((i for i in pending
                              if len(running) < jobs or
-                             (len(running) < 2 * jobs and load + share[i] <= cores)), None)
+                             (len(running) < 4 * jobs and load + share[i] <= cores)), None)
                 if pick is None:
                     break
                 pending.remove(pick)
