@@ -59,6 +59,20 @@ class T(unittest.TestCase):
 unittest.main()
 """
 
+# A suite that waits (up to 20 s) until each of the suites named in it has
+# started (its own name first: one file each in RENDEZVOUS).
+MEET_ALL = """import os, time, unittest
+class T(unittest.TestCase):
+    def test_meet(self):
+        d, names = os.environ["RENDEZVOUS"], "%s".split()
+        open(os.path.join(d, names[0]), "w").close()
+        t0 = time.monotonic()
+        while not all(os.path.exists(os.path.join(d, n)) for n in names):
+            self.assertLess(time.monotonic() - t0, 20, "ran without the others")
+            time.sleep(0.01)
+unittest.main()
+"""
+
 # A suite that notes its start (its name, one line, in STARTS/starts) and
 # takes a moment.
 STARTS = """import os, time, unittest
@@ -226,6 +240,21 @@ class RunnerTest(unittest.TestCase):
         # each build's times kept apart
         self.assertEqual(sorted(self.times["s0.py"]), ["", "address"])
         self.assertEqual(self.times["s0.py"][""], [5.0, 0.1])
+
+    def test_waiting_suites_fill_the_cores(self):
+        """With one suite at a time on one core, four suites whose last runs
+        kept the core busy 2% of the time all run at once: with more than
+        one per core's worth of suites that wait, the count does not cap them
+        before their CPU does (twice SEMID_TEST_JOBS did, and the four longest
+        suites of make test, all waiting on servers, held every slot)."""
+        names = ["a", "b", "c", "d"]
+        srcs = [MEET_ALL % " ".join([n] + [m for m in names if m != n]) for n in names]
+        with tempfile.TemporaryDirectory() as meet:
+            rc, last = self.run_suites(*srcs,
+                                       env={"SEMID_TEST_JOBS": "1", "SEMID_TEST_CPUS": "1",
+                                            "RENDEZVOUS": meet},
+                                       times={i: [5.0, 0.1] for i in range(4)})
+        self.assertEqual((rc, last), (0, "tests: 4 passed, 0 failed, 0 skipped"), self.out)
 
     def test_seed_times(self):
         """Without a times file (a fresh clone), the seed file's times of
