@@ -170,6 +170,10 @@ void cli_output_abort(struct cli_output *w);
  * action of before is back at the _release of the first _catch. */
 void cli_output_pipe_catch(void);
 void cli_output_pipe_release(void);
+/* The memory-mapped input file (a .npy) that the SIGBUS message of
+ * cli_output_open's handlers names: a fault reading it means it shrank or
+ * failed under the command.  Kept until replaced; NULL forgets it. */
+void cli_output_mapped_input(const char *path);
 /* @w's path for messages ("stdout" for "-"). */
 const char *cli_output_name(const struct cli_output *w);
 /* The file an open file output replaces: the one a symbolic link names, or

@@ -693,6 +693,7 @@ int cli_encode_run(const struct cli_encode_opts *o, FILE *tsv_out, struct sid_er
 		status = input_status(rc);
 		goto fail;
 	}
+	cli_output_mapped_input(o->input);
 	if (sid_npy_check_float(&in, o->input, err))
 		goto fail;
 	if (in.cols != (size_t)t->D) {
@@ -715,6 +716,7 @@ int cli_encode_run(const struct cli_encode_opts *o, FILE *tsv_out, struct sid_er
 fail: /* success comes through here too */
 	if (sink_open)
 		abort_sink(&k);
+	cli_output_mapped_input(NULL);
 	sid_npy_close(&in);
 	sid_model_unref(m);
 	return status;

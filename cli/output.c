@@ -40,11 +40,22 @@
  * output might have been taken for complete. */
 static char said[4096 + 128];
 static size_t said_len;
+/* "semid: " and the mapped input's path, for the SIGBUS message */
+static char mapped[4096 + 8];
+static size_t mapped_len;
+
+void cli_output_mapped_input(const char *path)
+{
+	int k = path ? snprintf(mapped, sizeof(mapped), "semid: %s: ", path) : 0;
+	mapped_len = k < 0 ? 0 : (size_t)k < sizeof(mapped) ? (size_t)k : sizeof(mapped) - 1;
+}
 
 static void on_signal(int sig)
 {
 	static const char bus[] = "semid: an input file shrank or failed while being read "
 				  "(SIGBUS); stopped\n";
+	static const char bus_named[] = "the file shrank or failed while being read "
+					"(SIGBUS); stopped\n";
 	static const char by[] = "semid: stopped by ";
 	const char *name = sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "SIGHUP";
 	int saved = errno; /* the signal, blocked in here, is taken as the handler returns */
@@ -53,7 +64,10 @@ static void on_signal(int sig)
 	sid_publish_unlink_temps(); /* a named temp file (fsutil.h) */
 	if (sig == SIGBUS) {
 		/* a mapped page past the end of a file truncated under us */
-		n = write(STDERR_FILENO, bus, sizeof(bus) - 1);
+		if (mapped_len && write(STDERR_FILENO, mapped, mapped_len) > 0)
+			n = write(STDERR_FILENO, bus_named, sizeof(bus_named) - 1);
+		else
+			n = write(STDERR_FILENO, bus, sizeof(bus) - 1);
 		(void)n;
 		_exit(CLI_EXIT_IO);
 	}

@@ -1037,6 +1037,7 @@ static int cmd_assign(const struct opts *o, struct sid_error *err)
 		sid_error_name_file(err, o->input);
 		goto fail;
 	}
+	cli_output_mapped_input(o->input);
 	/* found before the store is opened, not at the read */
 	if ((rc = sid_npy_check_float(&x, o->input, err)))
 		goto fail;
@@ -1199,6 +1200,7 @@ fail:
 	free(in);
 	free(res);
 	sid_workspace_free(ws);
+	cli_output_mapped_input(NULL);
 	sid_npy_close(&x);
 	if (cli__assign_closing)
 		cli__assign_closing();

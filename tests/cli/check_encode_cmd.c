@@ -457,18 +457,25 @@ START_TEST(test_huge_batch_small_input)
 END_TEST
 
 /* The input truncated while it is read (by the first write of the output):
- * the SIGBUS of the rows not read yet is reported, exit 1, no crash, even
- * where the parent left SIGBUS ignored (_i 1) or blocked (_i 2). */
+ * the SIGBUS of the rows not read yet is reported naming the input, exit 1,
+ * no crash, even where the parent left SIGBUS ignored (_i 1) or blocked
+ * (_i 2). */
 START_TEST(test_input_truncated_while_read)
 {
 	struct cli_encode_opts o;
 	struct sid_error err;
+	char errpath[700], want[800];
 	int status, fd;
 	pid_t pid;
 
+	snprintf(errpath, sizeof(errpath), "%s/stderr", dir);
 	pid = fork();
 	ck_assert_int_ge(pid, 0);
 	if (pid == 0) {
+		fd = open(errpath, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+		if (fd < 0 || dup2(fd, STDERR_FILENO) < 0)
+			_exit(98);
+		close(fd);
 		/* 1: a parent that left SIGBUS ignored, which does not hold back
 		 * a fault (the kernel killed by it, without a word) */
 		if (_i == 1)
@@ -488,6 +495,10 @@ START_TEST(test_input_truncated_while_read)
 	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
 	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == CLI_EXIT_IO, "status 0x%x",
 		      status);
+	snprintf(want, sizeof(want),
+		 "semid: %s: the file shrank or failed while being read (SIGBUS); stopped\n",
+		 input_path);
+	check_file_has(errpath, want);
 }
 END_TEST
 

@@ -729,17 +729,23 @@ END_TEST
 
 /*
  * The input truncated while assign reads it (the first acknowledgement cuts
- * it): the rows not read yet fault (SIGBUS), which is reported, exit 1,
- * not a crash with a core dump.
+ * it): the rows not read yet fault (SIGBUS), which is reported naming the
+ * input, exit 1, not a crash with a core dump.
  */
 START_TEST(t_input_truncated_while_read)
 {
+	char errpath[400], want[600];
 	int status, fd;
 	pid_t pid;
 
+	snprintf(errpath, sizeof(errpath), "%s/stderr", dir);
 	pid = fork();
 	ck_assert_int_ge(pid, 0);
 	if (pid == 0) {
+		fd = open(errpath, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+		if (fd < 0 || dup2(fd, STDERR_FILENO) < 0)
+			_exit(98);
+		close(fd);
 		fd = open(npy, O_WRONLY);
 		if (fd < 0) /* no truncation: the exit status would not prove a thing */
 			_exit(99);
@@ -750,6 +756,9 @@ START_TEST(t_input_truncated_while_read)
 	ck_assert_int_eq(waitpid(pid, &status, 0), pid);
 	ck_assert_msg(WIFEXITED(status) && WEXITSTATUS(status) == CLI_EXIT_IO, "status 0x%x",
 		      status);
+	snprintf(want, sizeof(want),
+		 "semid: %s: the file shrank or failed while being read (SIGBUS); stopped\n", npy);
+	check_file_has(errpath, want);
 }
 END_TEST
 
