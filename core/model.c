@@ -644,7 +644,6 @@ int sid_model_load_buffer(const void *buf, size_t len, struct sid_model **out,
 int sid_model_version_check(const char *v, struct sid_error *err)
 {
 	size_t n = strlen(v);
-	json_t *j;
 
 	if (n > SID_MODEL_VERSION_MAX)
 		return sid_error_set(err, SID_EINVAL, "model_version is %zu bytes; at most %d", n,
@@ -655,9 +654,12 @@ int sid_model_version_check(const char *v, struct sid_error *err)
 					     "model_version has a control character (0x%02x) at "
 					     "byte offset %zu",
 					     (unsigned char)v[i], i);
-	if (!(j = json_string(v)))
-		return sid_error_set(err, SID_EINVAL, "model_version is not valid UTF-8");
-	json_decref(j);
+	/* UTF-8 as JSON takes it (jansson's rules are sid_utf8_len's), without
+	 * the string json_string would allocate: export and check call this
+	 * for every stored entry */
+	for (size_t i = 0, k; i < n; i += k)
+		if (!(k = sid_utf8_len((const unsigned char *)v + i, n - i)))
+			return sid_error_set(err, SID_EINVAL, "model_version is not valid UTF-8");
 	return 0;
 }
 

@@ -1121,6 +1121,50 @@ START_TEST(test_truncate_and_flip)
 }
 END_TEST
 
+/* model_version's text rules (RFC 3629 UTF-8, no control character), on
+ * byte strings written out by hand: each well-formed sequence length, and
+ * each way a sequence is malformed. */
+START_TEST(test_model_version_check)
+{
+	static const char *const good[] = {"das-20261203T183611Z-1-0c58db35",
+					   "",
+					   "caf\xc3\xa9",
+					   "\xe2\x82\xac"
+					   "1",
+					   "\xf0\x9f\x98\x80",
+					   "\xf4\x8f\xbf\xbf"};
+	static const char *const not_utf8[] = {
+	    "v\xff",		/* never in UTF-8 */
+	    "\x80v",		/* a continuation byte alone */
+	    "\xc0\x80",		/* overlong NUL */
+	    "\xe0\x80\xaf",	/* overlong '/' */
+	    "\xed\xa0\x80",	/* a surrogate, U+D800 */
+	    "\xf4\x90\x80\x80", /* past U+10FFFF */
+	    "v\xe2\x82",	/* cut short */
+	};
+	char longest[SID_MODEL_VERSION_MAX + 2];
+	struct sid_error err;
+
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+		ck_assert_msg(sid_model_version_check(good[i], &err) == 0, "%zu: %s", i, err.msg);
+	for (size_t i = 0; i < sizeof(not_utf8) / sizeof(not_utf8[0]); i++) {
+		ck_assert_msg(sid_model_version_check(not_utf8[i], &err) == SID_EINVAL, "%zu", i);
+		ck_assert_str_eq(err.msg, "model_version is not valid UTF-8");
+	}
+	ck_assert_int_eq(sid_model_version_check("a\tb", &err), SID_EINVAL);
+	ck_assert_str_eq(err.msg, "model_version has a control character (0x09) at byte offset 1");
+	ck_assert_int_eq(sid_model_version_check("a\x7f", &err), SID_EINVAL);
+	ck_assert_str_eq(err.msg, "model_version has a control character (0x7f) at byte offset 1");
+	memset(longest, 'v', sizeof(longest) - 1);
+	longest[SID_MODEL_VERSION_MAX] = '\0';
+	ck_assert_int_eq(sid_model_version_check(longest, &err), 0);
+	longest[SID_MODEL_VERSION_MAX] = 'v';
+	longest[SID_MODEL_VERSION_MAX + 1] = '\0';
+	ck_assert_int_eq(sid_model_version_check(longest, &err), SID_EINVAL);
+	ck_assert_str_eq(err.msg, "model_version is 256 bytes; at most 255");
+}
+END_TEST
+
 static Suite *model_suite(void)
 {
 	Suite *s = suite_create("model");
@@ -1147,6 +1191,7 @@ static Suite *model_suite(void)
 	tcase_add_test(tc, test_refcount_threads);
 	tcase_add_test(tc, test_describe_json);
 	tcase_add_test(tc, test_names);
+	tcase_add_test(tc, test_model_version_check);
 	suite_add_tcase(s, tc);
 
 	tc = tcase_create("fuzz");
