@@ -725,9 +725,9 @@ int srv_config_from_args(struct srv_config *c, int argc, char **argv, int *help,
 		if (rc)
 			return rc;
 		/* argv's own bytes (value points into it), for the wipe */
-		if ((k->off == offsetof(struct srv_config, admin_token) ||
-		     (k->off == offsetof(struct srv_config, registry) &&
-		      sid_registry_target_has_password(value))) &&
+		if (key_secret(k) &&
+		    (k->off != offsetof(struct srv_config, registry) ||
+		     sid_registry_target_has_password(value)) &&
 		    c->n_secret_args < SRV_CONFIG_FILES_MAX)
 			c->secret_args[c->n_secret_args++] = eq ? argv[i] + (eq - a) + 1 : argv[i];
 	}
