@@ -3112,6 +3112,25 @@ static json_t *finding_named(json_t *report, const char *id)
 	return NULL;
 }
 
+/* The count of @problem in check's report's "found". */
+static json_int_t found_of(json_t *report, const char *problem)
+{
+	return json_integer_value(json_object_get(json_object_get(report, "found"), problem));
+}
+
+/* `registry check` of the test's store, which finds @n unreadable entries
+ * (CLI_REGISTRY_EXIT_CONFLICTS): its report. */
+static json_t *check_finds_unreadable(int n)
+{
+	json_t *j;
+
+	ck_assert_int_eq(run("registry", "check", "--db", db, "-o", out, NULL),
+			 CLI_REGISTRY_EXIT_CONFLICTS);
+	j = load_json(out);
+	ck_assert_int_eq(found_of(j, "unreadable"), n);
+	return j;
+}
+
 /* A model_version import refuses (a tab, bytes that are not UTF-8: a hand
  * edit, an older bug) is a damaged entry, as a damaged id or codes are:
  * check passed both (exit 0), a TSV export of them succeeded with a line
@@ -3129,11 +3148,7 @@ START_TEST(t_check_damaged_model_version)
 		   "'item-2';"
 		   "UPDATE semid_assignment SET model_version = CAST(x'76ff' AS TEXT) WHERE id = "
 		   "'item-3'");
-	ck_assert_int_eq(run("registry", "check", "--db", db, "-o", out, NULL),
-			 CLI_REGISTRY_EXIT_CONFLICTS);
-	j = load_json(out);
-	ck_assert_int_eq(
-	    json_integer_value(json_object_get(json_object_get(j, "found"), "unreadable")), 2);
+	j = check_finds_unreadable(2);
 	ck_assert_str_eq(json_string_value(json_object_get(finding_named(j, "item-2"), "problem")),
 			 "unreadable");
 	ck_assert_str_eq(json_string_value(json_object_get(finding_named(j, "item-3"), "problem")),
@@ -3206,11 +3221,7 @@ START_TEST(t_export_time_out_of_range)
 	assign_all_sid_of("item-2", sid, sizeof(sid));
 	db_sql(db, "UPDATE semid_assignment SET created_ms = -1 WHERE id = 'item-2';"
 		   "UPDATE semid_assignment SET updated_ms = 253402300800000 WHERE id = 'item-3'");
-	ck_assert_int_eq(run("registry", "check", "--db", db, "-o", out, NULL),
-			 CLI_REGISTRY_EXIT_CONFLICTS);
-	j = load_json(out);
-	ck_assert_int_eq(
-	    json_integer_value(json_object_get(json_object_get(j, "found"), "unreadable")), 2);
+	j = check_finds_unreadable(2);
 	ASSERT_HAS(json_string_value(json_object_get(finding_named(j, "item-2"), "message")),
 		   "its created_ms (-1) or updated_ms (");
 	ASSERT_HAS(json_string_value(json_object_get(finding_named(j, "item-3"), "message")),
@@ -3271,10 +3282,8 @@ START_TEST(t_check)
 	j = load_json(out);
 	ck_assert_int_eq(json_integer_value(json_object_get(j, "entries")), N);
 	ck_assert_int_eq(json_integer_value(json_object_get(j, "problems")), 3);
-	ck_assert_int_eq(
-	    json_integer_value(json_object_get(json_object_get(j, "found"), "unreadable")), 2);
-	ck_assert_int_eq(
-	    json_integer_value(json_object_get(json_object_get(j, "found"), "embedding")), 1);
+	ck_assert_int_eq(found_of(j, "unreadable"), 2);
+	ck_assert_int_eq(found_of(j, "embedding"), 1);
 	ck_assert_int_eq(json_array_size(json_object_get(j, "findings")), 2);
 	ck_assert_int_eq(json_integer_value(json_object_get(j, "findings_left_out")), 1);
 	json_decref(j);
